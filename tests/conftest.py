@@ -14,3 +14,58 @@ def shared_path(relative: str) -> Path:
     if not path.exists():
         pytest.skip(f"needs {path} (the shared data directory is absent)")
     return path
+
+
+import json  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import soundfile as sf  # noqa: E402
+
+
+def tone(freq: float, seconds: float, rate: int, seed: int = 0, channels: int = 1) -> np.ndarray:
+    """A tone with harmonics, an envelope and a little noise: (samples,) or (samples, channels)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    wave = sum(np.sin(2 * np.pi * freq * k * t) / k for k in (1, 2, 3)) * np.hanning(len(t))
+    wave = 0.3 * wave + 0.01 * rng.standard_normal(len(t))
+    if channels > 1:
+        wave = np.stack([wave * (1 + 0.1 * c) for c in range(channels)], axis=1)
+    return wave.astype(np.float32)
+
+
+@pytest.fixture()
+def uid_dataset(tmp_path: Path) -> dict:
+    """A seed-layout dataset: PREFIX/UID/waveform.wav + metadata.json, split dir, label file.
+
+    Two classes (low / high tone) as a categorical column ``pitch`` and binary columns ``loud``, ``long``;
+    six subjects, 4 clips each, at 8 kHz (resampled to 16 kHz by the pipeline).
+    """
+    prefix = tmp_path / "audio"
+    rows = []
+    for s, subject in enumerate(["ann", "bob", "cat", "dan", "eve", "fay"]):
+        for k in range(4):
+            uid = f"{subject}{k}"
+            high = k % 2
+            loud = int(k >= 2)
+            folder = prefix / uid
+            folder.mkdir(parents=True)
+            wave = tone(300 + 500 * high, 0.6 + 0.05 * k, 8000, seed=s * 10 + k) * (2.0 if loud else 1.0)
+            sf.write(folder / "waveform.wav", wave, 8000)
+            (folder / "metadata.json").write_text(json.dumps({"encoding": "WAV", "sample_rate_hz": 8000}))
+            rows.append({"uid": uid, "subject": subject, "pitch": ["low", "high"][high], "loud": loud,
+                         "long": int(k % 2 == 0)})
+    table = pd.DataFrame(rows).set_index("uid")
+    split = tmp_path / "split"
+    split.mkdir()
+    table[table.subject.isin(["ann", "bob", "cat", "dan"])].to_csv(split / "train.csv")
+    table[table.subject == "eve"].to_csv(split / "val.csv")
+    table[table.subject == "fay"].to_csv(split / "test.csv")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("pitch\nloud,long\n")
+    return {"prefix": prefix, "split": split, "labels": labels, "table": table, "root": tmp_path}
+
+
+SMALL_ECAPA = ["--channels", "16", "16", "48", "--kernel_sizes", "5", "3", "1", "--dilations", "1", "2", "1",
+               "--attention_channels", "8", "--se_channels", "8", "--res2net_scale", "2", "--lin_neurons", "16",
+               "--clf_bottleneck", "16", "--features", "fbank", "--num_mel_bins", "24"]

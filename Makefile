@@ -1,0 +1,32 @@
+# make demo: build a venv, install, run the end-to-end demo. make test: the test suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install test test-fast demo bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# the local CPU build; pinned first so nothing pulls a CUDA build
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+demo: install
+	PATH="$(abspath $(VENV))/bin:$$PATH" bash examples/demo.sh
+
+bench: install
+	$(PY) benchmarks/data_pipeline.py
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache

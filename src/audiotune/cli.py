@@ -1,0 +1,222 @@
+"""Command line: each subcommand parses its flags, builds a config and calls one function."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+from audiotune.config import SECTIONS, RunConfig, load_config
+from audiotune.data.layout import DataError
+
+AUGMENT_HELP = {
+    "tshift": "probability of a random time shift (up to ±0.5 s)",
+    "speed": "probability of a speed change (rate 0.6–1.3)",
+    "gauss": "probability of added Gaussian noise",
+    "pshift": "probability of a pitch shift of up to ±pshiftn semitones",
+    "pshiftn": "largest pitch shift in semitones",
+    "gain": "probability of a gain change (±12 dB)",
+    "stretch": "probability of a time stretch (rate 0.5–1.5)",
+}
+# seed flags whose meaning maps onto another option
+SEED_SWITCHES = {"fbank": ("features", "features", "fbank")}
+
+
+def parse_bool(text: str | bool) -> bool:
+    """'True'/'False'/'1'/'0'/'yes'/'no' as the seeds' command lines pass booleans."""
+    if isinstance(text, bool):
+        return text
+    value = text.strip().lower()
+    if value in ("true", "1", "yes", "y", "on"):
+        return True
+    if value in ("false", "0", "no", "n", "off", "none"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (True/False), got {text!r}")
+
+
+def _spellings(name: str, extra: tuple[str, ...] = ()) -> list[str]:
+    flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+    return list(extra) + flags
+
+
+def _add_field(group: argparse._ArgumentGroup, section: str, spec: dataclasses.Field, hints: dict) -> None:
+    meta = spec.metadata
+    if meta.get("cli") is False:
+        return
+    kind = hints[spec.name]
+    kwargs: dict[str, Any] = {"dest": f"{section}.{spec.name}", "default": argparse.SUPPRESS,
+                              "help": meta.get("help", AUGMENT_HELP.get(spec.name, ""))}
+    if meta.get("choices"):
+        kwargs["choices"] = meta["choices"]
+    if kind is bool:
+        kwargs.update(nargs="?", const=True, type=parse_bool, metavar="BOOL")
+    elif typing.get_origin(kind) is list:
+        kwargs.update(nargs="+", type=typing.get_args(kind)[0])
+    else:
+        base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
+        kwargs["type"] = base
+    group.add_argument(*_spellings(spec.name, meta.get("flags", ())), **kwargs)
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """Every RunConfig option as a flag (``--x_y`` and ``--x-y``), plus the seeds' spellings."""
+    parser.add_argument("--config", help="YAML config to start from (flags override it)")
+    parser.add_argument(*_spellings("exp_dir", ("-o",)), dest="exp_dir", default=argparse.SUPPRESS,
+                        help="run directory for every output")
+    for section, cls in SECTIONS.items():
+        group = parser.add_argument_group(section)
+        hints = typing.get_type_hints(cls)
+        for spec in dataclasses.fields(cls):
+            _add_field(group, section, spec, hints)
+    seeds = parser.add_argument_group("seed command-line compatibility")
+    seeds.add_argument("--fbank", nargs="?", const=True, type=parse_bool, default=argparse.SUPPRESS,
+                       metavar="BOOL", help="same as --features fbank")
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """A RunConfig from defaults (or --config), with every flag given on the command line applied."""
+    config = load_config(args.config) if getattr(args, "config", None) else RunConfig()
+    for key, value in vars(args).items():
+        if "." in key:
+            section, name = key.split(".", 1)
+            setattr(getattr(config, section), name, value)
+        elif key == "exp_dir":
+            config.exp_dir = value
+        elif key in SEED_SWITCHES and value:
+            section, name, switch_value = SEED_SWITCHES[key]
+            setattr(getattr(config, section), name, switch_value)
+    return config
+
+
+def _run_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", "--trained_mdl_path", "--trained-mdl-path", dest="run", required=True,
+                        help="run directory of `audiotune train` (or the model.safetensors inside it)")
+    parser.add_argument(*_spellings("data_split_root", ("-d",)), dest="data_split_root", required=True,
+                        help="one CSV, or a split directory")
+    parser.add_argument(*_spellings("batch_size", ("-bs",)), dest="batch_size", type=int)
+    parser.add_argument(*_spellings("num_workers", ("-nw",)), dest="num_workers", type=int)
+    parser.add_argument(*_spellings("on_error"), dest="on_error", choices=("raise", "skip"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="audiotune", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a classifier; writes a run directory")
+    add_config_flags(train)
+
+    evaluate = commands.add_parser("evaluate", help="score a CSV or split directory with a trained run")
+    _run_flags(evaluate)
+    evaluate.add_argument(*_spellings("exp_dir", ("-o",)), dest="exp_dir", help="output folder (default RUN/evaluate)")
+
+    extract = commands.add_parser("extract", help="write embeddings to parquet")
+    _run_flags(extract)
+    extract.add_argument("--out", help="parquet file (default RUN/embeddings_TYPE.parquet)")
+    extract.add_argument(*_spellings("embedding_type"), dest="embedding_type", default="ft",
+                         choices=("pt", "wt", "st", "ft"))
+    extract.add_argument("--layer", type=int, help="hidden state for pt embeddings (default: the run's)")
+    extract.add_argument(*_spellings("pooling_mode", ("-pm",)), dest="pooling_mode", choices=("mean", "sum", "max"))
+
+    manifest = commands.add_parser("manifest", help="build a manifest CSV from a folder of audio")
+    manifest.add_argument("audio_dir")
+    manifest.add_argument("--out", required=True, help="manifest CSV to write")
+    manifest.add_argument("--pattern", help=r"regex with named groups over file names, e.g. "
+                                            r"'(?P<digit>\d)_(?P<subject>[a-z]+)_\d+\.wav'")
+    manifest.add_argument(*_spellings("folder_label"), dest="folder_label",
+                          help="label column filled from each file's parent folder (folder-per-class)")
+    manifest.add_argument(*_spellings("on_error"), dest="on_error", default="raise", choices=("raise", "skip"))
+
+    split = commands.add_parser("split", help="subject-disjoint, stratified train/val/test CSVs (or k folds)")
+    split.add_argument("manifest", help="manifest CSV")
+    split.add_argument("--out", required=True, help="output directory")
+    split.add_argument(*_spellings("test_fraction"), dest="test_fraction", type=float, default=0.2)
+    split.add_argument(*_spellings("val_fraction"), dest="val_fraction", type=float, default=0.1)
+    split.add_argument(*_spellings("test_subjects"), dest="test_subjects", nargs="+")
+    split.add_argument(*_spellings("val_subjects"), dest="val_subjects", nargs="+")
+    split.add_argument("--stratify", help="label column to stratify by")
+    split.add_argument("--group", default="subject", help="column no two splits may share (default subject)")
+    split.add_argument("--folds", type=int, default=0, help="write k folds as fold_1..fold_k")
+    split.add_argument("--seed", type=int, default=0)
+
+    stats = commands.add_parser("stats", help="feature mean and std of a split, for --dataset_mean/--dataset_std")
+    add_config_flags(stats)
+    stats.add_argument("--split", default="train")
+    stats.add_argument("--out", help="also write the result as JSON here")
+    return parser
+
+
+def _command_split(args: argparse.Namespace) -> None:
+    from audiotune.data.layout import read_table
+    from audiotune.data.splits import kfold_tables, split_table, write_split
+
+    table = read_table(args.manifest)
+    if args.folds:
+        folds = kfold_tables(table, args.folds, args.val_fraction, args.stratify, args.group, args.seed, args.manifest)
+        for number, parts in enumerate(folds, start=1):
+            write_split(parts, Path(args.out) / f"fold_{number}")
+            print(f"fold_{number}: " + ", ".join(f"{k} {len(v)}" for k, v in parts.items()))
+        return
+    parts = split_table(table, args.test_fraction, args.val_fraction, args.stratify, args.group, args.seed,
+                        args.test_subjects, args.val_subjects, args.manifest)
+    write_split(parts, args.out)
+    for name, part in parts.items():
+        print(f"{name}: {len(part)} rows, {part[args.group].nunique()} subjects")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        if args.command == "train":
+            from audiotune.engine.train import train
+
+            config = config_from_args(args)
+            metrics = train(config)
+            print(json.dumps({k: _summary(v) for k, v in metrics.items() if k in ("val", "test")}, indent=2))
+            print(f"run directory: {Path(config.exp_dir).resolve()}")
+        elif args.command == "evaluate":
+            from audiotune.engine.evaluate import evaluate_run
+
+            metrics = evaluate_run(args.run, args.data_split_root, args.exp_dir, args.on_error, args.batch_size,
+                                   args.num_workers)
+            print(json.dumps({k: _summary(v) for k, v in metrics.items()}, indent=2))
+        elif args.command == "extract":
+            from audiotune.engine.extract import extract_embeddings
+
+            out = args.out or str(Path(args.run) / f"embeddings_{args.embedding_type}.parquet")
+            path = extract_embeddings(args.run, args.data_split_root, out, args.embedding_type, args.layer,
+                                      args.pooling_mode, args.batch_size, args.num_workers, args.on_error)
+            print(f"embeddings: {path}")
+        elif args.command == "manifest":
+            from audiotune.data.manifest import build_manifest
+
+            table, skipped = build_manifest(args.audio_dir, args.out, args.pattern, args.folder_label, args.on_error)
+            print(f"{args.out}: {len(table)} files" + (f", {len(skipped)} skipped (listed next to it)"
+                                                        if len(skipped) else ""))
+        elif args.command == "split":
+            _command_split(args)
+        elif args.command == "stats":
+            from audiotune.engine.extract import feature_stats
+
+            config = config_from_args(args)
+            result = feature_stats(config, config.data.data_split_root, args.split)
+            print(json.dumps(result, indent=2))
+            if args.out:
+                Path(args.out).write_text(json.dumps(result, indent=2))
+    except (DataError, FileNotFoundError, ValueError) as err:
+        print(f"audiotune {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _summary(metrics: dict) -> dict:
+    return {k: metrics.get(k) for k in ("n", "accuracy", "macro_f1", "uar", "auc") if metrics.get(k) not in (None, {})}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""Typed configuration: one dataclass per concern, YAML in and out, command-line flags from field metadata.
+
+Every option is a dataclass field whose metadata carries its help text and the flag spellings the
+seed command lines used (``-bs``, ``--gauss``, ...). ``config.yaml`` in a run directory is the
+``RunConfig`` written with :func:`save_config`; :func:`load_config` rebuilds it exactly.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from audiotune.data.augment import AugmentConfig
+
+CONFIG_VERSION = 1
+
+
+def option(default: Any, help: str, flags: tuple[str, ...] = (), choices: tuple[Any, ...] | None = None,
+           cli: bool = True) -> Any:
+    """A config field with its command-line help, extra flag spellings and allowed values."""
+    meta = {"help": help, "flags": flags, "choices": choices, "cli": cli}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DataConfig:
+    prefix: str = option("", "audio root for uid-addressed rows: PREFIX[/STUDY]/UID/waveform.EXT", ("-i",))
+    study: str = option("", "optional study folder under --prefix", ("-s",))
+    data_split_root: str = option("", "split directory (train.csv, test.csv, optional val.csv) or one CSV", ("-d",))
+    label_txt: str = option("", "label file: one classifier head per line, comma-separated column names", ("-l",))
+    val_size: int = option(50, "subjects drawn from train for validation when val.csv is absent")
+    seed: int = option(0, "random seed for splits, initialisation, shuffling and augmentation")
+    on_error: str = option("raise", "bad audio: raise an error, or skip it and write skipped.csv",
+                           choices=("raise", "skip"))
+    mixup: float = option(0.0, "probability of mixing a training clip with another (Beta(10,10), targets mixed)")
+
+
+@dataclass
+class AudioConfig:
+    resample_rate: int = option(16000, "sample rate the audio is resampled to (0 keeps each file's rate)")
+    reduce: bool = option(True, "mix multi-channel audio down to mono")
+    mono: str = option("mean", "how channels are mixed down", choices=("mean", "sum"))
+    clip_length: float = option(10.0, "crop clips to this many seconds (0 = keep whole clips)")
+
+
+@dataclass
+class FeatureConfig:
+    features: str = option("mfcc", "input features of the model", choices=("mfcc", "fbank"))
+    num_mel_bins: int = option(80, "mel bins of the Kaldi fbank")
+    target_length: int = option(0, "pad or crop features to this many frames (0 = the clip's own length)")
+    n_mfcc: int = option(80, "MFCC coefficients")
+    n_fft: int = option(400, "MFCC FFT size (window = n_fft, hop = n_fft // 2)")
+    n_mels: int = option(128, "mel bands under the MFCC")
+    dataset_mean: float | None = option(None, "feature mean for (x - mean) / (2 std); see `audiotune stats`")
+    dataset_std: float | None = option(None, "feature std for (x - mean) / (2 std); 0 is an error")
+    freqm: int = option(0, "SpecAugment: max frequency mask width (train only)")
+    timem: int = option(0, "SpecAugment: max time mask width (train only)")
+    noise: bool = option(False, "add the SSAST spectrogram noise and time roll (train only)")
+
+
+@dataclass
+class ModelConfig:
+    model: str = option("ecapa_tdnn", "backbone", choices=("ecapa_tdnn",))
+    checkpoint: str = option("", "backbone weights to start from (SpeechBrain-layout .ckpt or .safetensors)", ("-c",))
+    lin_neurons: int = option(192, "ECAPA-TDNN embedding size")
+    channels: list[int] = option([512, 512, 512, 512, 1536], "ECAPA-TDNN channels per block")
+    kernel_sizes: list[int] = option([5, 3, 3, 3, 1], "ECAPA-TDNN kernel size per block")
+    dilations: list[int] = option([1, 2, 3, 4, 1], "ECAPA-TDNN dilation per block")
+    attention_channels: int = option(128, "ECAPA-TDNN attentive pooling channels")
+    se_channels: int = option(128, "ECAPA-TDNN squeeze-excitation channels")
+    res2net_scale: int = option(8, "ECAPA-TDNN Res2Net scale")
+    global_context: bool = option(True, "ECAPA-TDNN attentive pooling with global context")
+
+
+@dataclass
+class ClassifierConfig:
+    shared_dense: bool = option(False, "add a dense layer shared by all heads")
+    sd_bottleneck: int = option(768, "width of the shared dense layer")
+    clf_bottleneck: int = option(768, "width of each head's first dense layer")
+    activation: str = option("relu", "head activation", choices=("relu", "gelu", "tanh", "none"))
+    final_dropout: float = option(0.3, "dropout before each head's output projection")
+    layernorm: bool = option(False, "LayerNorm after each head's first dense layer")
+    layer: int = option(-1, "hidden state fed to the heads (-1 = last)")
+    weighted: bool = option(False, "learn a softmax-weighted sum of all hidden states")
+    pooling_mode: str = option("mean", "pooling over frames, and how ft embeddings merge across heads",
+                               ("-pm",), choices=("mean", "sum", "max"))
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = option(1, "training epochs", ("-e",))
+    batch_size: int = option(8, "batch size", ("-bs",))
+    learning_rate: float = option(3e-4, "learning rate", ("-lr",))
+    optim: str = option("adamw", "optimizer", choices=("adam", "adamw"))
+    weight_decay: float = option(1e-4, "AdamW weight decay")
+    scheduler: str = option("none", "learning-rate schedule (stepped per batch)",
+                            choices=("none", "onecycle", "cosine"))
+    max_lr: float = option(0.01, "peak learning rate of the onecycle schedule")
+    warmup_steps: int = option(0, "linear warm-up steps of the cosine schedule")
+    loss: str = option("auto", "loss of binary heads (categorical heads use CE)",
+                       choices=("auto", "BCE", "MSE", "CE"))
+    num_workers: int = option(0, "data loader worker processes", ("-nw",))
+    precision: str = option("32", "training precision", choices=("32", "bf16"))
+    patience: int = option(0, "early stopping patience in epochs on validation loss (0 = off)")
+    resume: bool = option(False, "continue from EXP_DIR/checkpoints/last.ckpt")
+    accelerator: str = option("auto", "Lightning accelerator (auto, cpu, gpu)")
+    devices: str = option("auto", "Lightning devices (auto, a count, or a list)")
+    debug: bool = option(False, "use only the first 8 rows of every split")
+
+
+@dataclass
+class HeadSpec:
+    """One classifier head: binary (one BCE output per column) or categorical (one column, CE over classes)."""
+
+    name: str
+    kind: str
+    columns: list[str]
+    classes: list[str] = field(default_factory=list)
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.classes) if self.kind == "categorical" else len(self.columns)
+
+    @property
+    def output_names(self) -> list[str]:
+        if self.kind == "categorical":
+            return [f"{self.columns[0]}={c}" for c in self.classes]
+        return list(self.columns)
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    heads: list[HeadSpec] = field(default_factory=list)
+    exp_dir: str = "./experiments"
+    version: int = CONFIG_VERSION
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig, "audio": AudioConfig, "features": FeatureConfig, "augment": AugmentConfig,
+    "model": ModelConfig, "classifier": ClassifierConfig, "train": TrainConfig,
+}
+
+
+def config_to_dict(config: RunConfig) -> dict[str, Any]:
+    """Plain dict of the whole config (YAML-safe types only)."""
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
+    """Rebuild a RunConfig; unknown keys are an error naming the key, missing keys take defaults."""
+    config = RunConfig()
+    for key, value in raw.items():
+        if key in SECTIONS:
+            section_cls = SECTIONS[key]
+            names = {f.name for f in dataclasses.fields(section_cls)}
+            unknown = set(value) - names
+            if unknown:
+                raise ValueError(f"{source}: unknown option(s) in section '{key}': {sorted(unknown)}")
+            setattr(config, key, section_cls(**value))
+        elif key == "heads":
+            config.heads = [HeadSpec(**head) for head in value]
+        elif key in ("exp_dir", "version"):
+            setattr(config, key, value)
+        else:
+            raise ValueError(f"{source}: unknown section '{key}'")
+    if config.version > CONFIG_VERSION:
+        raise ValueError(f"{source}: written by a newer audiotune (config version {config.version})")
+    return config
+
+
+def save_config(config: RunConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a config.yaml written by :func:`save_config`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no config.yaml (is this a run directory written by `audiotune train`?)")
+    raw = yaml.safe_load(path.read_text()) or {}
+    return config_from_dict(raw, source=str(path))

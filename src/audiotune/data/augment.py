@@ -1,0 +1,238 @@
+"""Waveform augmentations for training: seeded, per-call random, length-preserving.
+
+Each augmentation is gated by its own probability and draws fresh parameters on every
+call from one seeded ``np.random.Generator`` held by :class:`WaveformAugmenter`.
+Pitch shift and time stretch use audiomentations (signalsmith-stretch backend) with the
+parameters we drew injected through ``freeze_parameters`` + ``parameters``, so
+audiomentations never touches the global ``random``/``np.random`` state.  Time shift,
+speed, gain and Gaussian noise are a few lines of numpy/soxr and are done here directly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+import soxr
+from audiomentations import PitchShift, TimeStretch
+
+__all__ = ["AugmentConfig", "WaveformAugmenter", "mixup", "sample_mixup_lambda"]
+
+_PROBS = ("tshift", "speed", "gauss", "pshift", "gain", "stretch")
+_TSHIFT_MAX_S = 0.5  # time shift bound in seconds
+_FILL_NOISE = 0.001  # amplitude of the uniform noise that fills vacated samples
+_SPEED_RANGE = (0.6, 1.3)
+_STRETCH_RANGE = (0.5, 1.5)
+_GAIN_DB_RANGE = (-12.0, 12.0)
+_GAUSS_RANGE = (0.001, 0.015)  # audiomentations AddGaussianNoise default amplitudes
+_MIXUP_ALPHA = 10.0
+
+
+@dataclass
+class AugmentConfig:
+    """Probabilities (in [0, 1], 0 = off) of each waveform augmentation.
+
+    tshift: shift by U(-0.5 s, 0.5 s) (bounded by the clip length), vacated part filled
+        with U(-0.001, 0.001) noise.
+    speed: resample at rate U(0.6, 1.3) (pitch and tempo change), then centre-crop or
+        centre-pad with U(-0.001, 0.001) noise back to the original length.
+    gauss: add Gaussian noise with std U(0.001, 0.015) x the clip's peak amplitude
+        (audiomentations' AddGaussianNoise amplitudes for a peak-normalised clip).
+    pshift: pitch shift by U(-pshiftn, +pshiftn) semitones at the real sample rate.
+    pshiftn: maximum pitch shift in semitones (0 < pshiftn <= 24).
+    gain: multiply by U(-12, 12) dB.
+    stretch: time stretch at rate U(0.5, 1.5) (tempo only), cropped or zero-padded at
+        the end back to the original length.
+    """
+
+    tshift: float = 0.0
+    speed: float = 0.0
+    gauss: float = 0.0
+    pshift: float = 0.0
+    pshiftn: float = 2.0
+    gain: float = 0.0
+    stretch: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in _PROBS:
+            value = float(getattr(self, name))
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"AugmentConfig.{name} must be a probability in [0, 1], got {value}")
+            setattr(self, name, value)
+        if not 0.0 < float(self.pshiftn) <= 24.0:  # audiomentations' PitchShift limit
+            raise ValueError(f"AugmentConfig.pshiftn must be in (0, 24], got {self.pshiftn}")
+        self.pshiftn = float(self.pshiftn)
+
+    @property
+    def active(self) -> bool:
+        """True when at least one augmentation has a non-zero probability."""
+        return any(getattr(self, name) > 0.0 for name in _PROBS)
+
+    def to_dict(self) -> dict[str, float]:
+        """Plain dict of all fields (for logging / configs)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _fit_centre(wave: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
+    """Centre-crop ``wave`` to ``length`` or centre-pad it with small uniform noise."""
+    n = len(wave)
+    if n >= length:
+        start = (n - length) // 2
+        return wave[start : start + length]
+    out = rng.uniform(-_FILL_NOISE, _FILL_NOISE, length).astype(np.float32)
+    start = (length - n) // 2
+    out[start : start + n] = wave
+    return out
+
+
+def _fit_end(wave: np.ndarray, length: int) -> np.ndarray:
+    """Crop or zero-pad ``wave`` at the end to exactly ``length`` samples."""
+    if len(wave) >= length:
+        return wave[:length]
+    return np.concatenate([wave, np.zeros(length - len(wave), dtype=wave.dtype)])
+
+
+def _current_worker_seed() -> int | None:
+    """The torch DataLoader worker's seed, or None outside a worker (or without torch)."""
+    try:
+        from torch.utils.data import get_worker_info
+    except ImportError:  # torch is optional for pure-numpy use
+        return None
+    info = get_worker_info()
+    return None if info is None else int(info.seed)
+
+
+class WaveformAugmenter:
+    """Applies the augmentations of an :class:`AugmentConfig` to mono waveforms.
+
+    Order: time shift, speed, time stretch, pitch shift, gain, Gaussian noise.
+    All randomness comes from ``self.rng``; the same seed gives the same output
+    sequence.  Inside a torch DataLoader worker the generator is re-seeded once per
+    worker from ``(seed, worker_info.seed)`` so workers (and epochs, whose worker seeds
+    differ) do not replay identical augmentations.  Picklable (no lambdas / closures).
+    """
+
+    def __init__(self, config: AugmentConfig, seed: int | None = None) -> None:
+        self.config = config
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self._worker_seed: int | None = None  # worker seed the rng was last derived from
+        self.last_params: dict[str, float] = {}  # parameters of the latest call (logging/tests)
+        # p=1.0: gating is ours; parameters are injected per call (frozen = no self-draw).
+        self._pitch = PitchShift(min_semitones=-config.pshiftn, max_semitones=config.pshiftn, p=1.0)
+        self._stretch = TimeStretch(
+            min_rate=_STRETCH_RANGE[0], max_rate=_STRETCH_RANGE[1], leave_length_unchanged=True, p=1.0
+        )
+        self._pitch.freeze_parameters()
+        self._stretch.freeze_parameters()
+
+    def reseed(self, seed: int | None) -> None:
+        """Replace the generator (e.g. from a custom ``worker_init_fn``); not overridden later."""
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self._worker_seed = _current_worker_seed()  # so the automatic worker reseed skips
+
+    def _maybe_reseed_for_worker(self) -> None:
+        """Derive a distinct, reproducible stream per DataLoader worker process."""
+        worker_seed = _current_worker_seed()
+        if worker_seed is None or worker_seed == self._worker_seed:
+            return
+        self._worker_seed = worker_seed
+        entropy = [worker_seed] if self.seed is None else [self.seed, worker_seed]
+        self.rng = np.random.default_rng(np.random.SeedSequence(entropy))
+
+    def __call__(self, waveform: np.ndarray, sample_rate: int) -> np.ndarray:
+        """Augment a 1-D float mono waveform.
+
+        Returns a new float32 array of the same length; each augmentation is applied with
+        its probability and fresh random parameters.
+        """
+        wave = np.array(waveform, dtype=np.float32, copy=True)  # never alias the input
+        if wave.ndim != 1:
+            raise ValueError(f"expected a 1-D mono waveform, got shape {wave.shape}")
+        if sample_rate <= 0:
+            raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+        self._maybe_reseed_for_worker()
+        n = len(wave)
+        cfg = self.config
+        # One gate draw per augmentation on every call keeps the stream layout stable.
+        gates = {name: self.rng.random() < getattr(cfg, name) for name in _PROBS}
+        self.last_params = {}
+        if n == 0 or not any(gates.values()):
+            return wave
+        if gates["tshift"]:
+            wave = self._time_shift(wave, sample_rate)
+        if gates["speed"]:
+            rate = float(self.rng.uniform(*_SPEED_RANGE))
+            self.last_params["speed_rate"] = rate
+            # Treat the clip as recorded at sr*rate and resample to sr: n/rate samples, pitch x rate.
+            fast = soxr.resample(wave, sample_rate * rate, sample_rate).astype(np.float32)
+            wave = _fit_centre(fast, n, self.rng)
+        if gates["stretch"]:
+            rate = float(self.rng.uniform(*_STRETCH_RANGE))
+            self.last_params["stretch_rate"] = rate
+            self._stretch.parameters = {"should_apply": True, "rate": rate}
+            wave = _fit_end(self._stretch(wave, sample_rate), n)
+        if gates["pshift"]:
+            semitones = float(self.rng.uniform(-cfg.pshiftn, cfg.pshiftn))
+            self.last_params["pshift_semitones"] = semitones
+            self._pitch.parameters = {"should_apply": True, "num_semitones": semitones}
+            wave = _fit_end(self._pitch(wave, sample_rate), n)
+        if gates["gain"]:
+            gain_db = float(self.rng.uniform(*_GAIN_DB_RANGE))
+            self.last_params["gain_db"] = gain_db
+            wave = wave * np.float32(10.0 ** (gain_db / 20.0))
+        if gates["gauss"]:
+            peak = max(float(np.max(np.abs(wave))), 1e-3)  # floor so silence still gets noise
+            std = float(self.rng.uniform(*_GAUSS_RANGE)) * peak
+            self.last_params["gauss_std"] = std
+            wave = wave + (std * self.rng.standard_normal(n)).astype(np.float32)
+        return np.ascontiguousarray(wave, dtype=np.float32)
+
+    def _time_shift(self, wave: np.ndarray, sample_rate: int) -> np.ndarray:
+        """Shift by U(-0.5 s, 0.5 s) without rollover; fill the gap with tiny noise."""
+        n = len(wave)
+        shift = int(round(self.rng.uniform(-_TSHIFT_MAX_S, _TSHIFT_MAX_S) * sample_rate))
+        shift = max(-n, min(n, shift))  # bounded by the clip length
+        self.last_params["tshift_samples"] = float(shift)
+        out = self.rng.uniform(-_FILL_NOISE, _FILL_NOISE, n).astype(np.float32)
+        if shift >= 0:
+            out[shift:] = wave[: n - shift]
+        else:
+            out[:shift] = wave[-shift:]
+        return out
+
+    def __repr__(self) -> str:
+        return f"WaveformAugmenter({self.config!r}, seed={self.seed!r})"
+
+
+def mixup(
+    wave_a: np.ndarray,
+    wave_b: np.ndarray,
+    target_a: np.ndarray,
+    target_b: np.ndarray,
+    lam: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mix two examples: ``lam * a + (1 - lam) * b`` for waves and targets.
+
+    ``wave_b`` is zero-padded or cut to ``len(wave_a)``; both waves are mean-centred
+    before mixing and the mix is re-centred.  Returns float32 ``(wave, target)``.
+    """
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"lam must be in [0, 1], got {lam}")
+    a = np.asarray(wave_a, dtype=np.float64).reshape(-1)
+    b = _fit_end(np.asarray(wave_b, dtype=np.float64).reshape(-1), len(a))
+    a = a - a.mean() if len(a) else a
+    b = b - b.mean() if len(b) else b
+    mixed = lam * a + (1.0 - lam) * b
+    mixed = mixed - mixed.mean() if len(mixed) else mixed
+    ta = np.asarray(target_a, dtype=np.float64)
+    tb = np.asarray(target_b, dtype=np.float64)
+    if ta.shape != tb.shape:
+        raise ValueError(f"target shapes differ: {ta.shape} vs {tb.shape}")
+    target = lam * ta + (1.0 - lam) * tb
+    return mixed.astype(np.float32), target.astype(np.float32)
+
+
+def sample_mixup_lambda(rng: np.random.Generator) -> float:
+    """Draw a mixup weight from Beta(10, 10) (concentrated around 0.5)."""
+    return float(rng.beta(_MIXUP_ALPHA, _MIXUP_ALPHA))

@@ -1,0 +1,161 @@
+"""Dataset, collation and batch sampling: prepared clips → model inputs with their true lengths."""
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from audiotune.config import FeatureConfig
+from audiotune.data.audio import AudioError, AudioSpec, load_clip
+from audiotune.data.augment import AugmentConfig, WaveformAugmenter, mixup, sample_mixup_lambda
+from audiotune.data.features import kaldi_fbank, mfcc, normalize, spec_augment, spec_noise
+
+
+class FeatureExtractor:
+    """A mono clip → (frames, bins) features, normalised when dataset statistics are given."""
+
+    def __init__(self, config: FeatureConfig):
+        self.config = config
+        if config.dataset_std is not None or config.dataset_mean is not None:
+            # fail at construction, not in a worker halfway through an epoch
+            normalize(torch.zeros(1), config.dataset_mean or 0.0, config.dataset_std or 0.0)
+
+    @property
+    def num_bins(self) -> int:
+        return self.config.num_mel_bins if self.config.features == "fbank" else self.config.n_mfcc
+
+    def __call__(self, clip: np.ndarray, rate: int, path: str = "") -> torch.Tensor:
+        waveform = torch.from_numpy(np.ascontiguousarray(clip, dtype=np.float32))
+        cfg = self.config
+        if cfg.features == "fbank":
+            feats = kaldi_fbank(waveform, rate, num_mel_bins=cfg.num_mel_bins)
+            if feats.shape[0] == 0:
+                raise AudioError(f"{path}: clip of {len(clip)} samples is shorter than one 25 ms fbank frame")
+        else:
+            try:
+                feats = mfcc(waveform, rate, n_mfcc=cfg.n_mfcc, n_fft=cfg.n_fft, n_mels=cfg.n_mels)
+            except ValueError as err:
+                raise AudioError(f"{path}: {err}") from err
+        if cfg.dataset_std is not None:
+            feats = normalize(feats, cfg.dataset_mean or 0.0, cfg.dataset_std)
+        return feats
+
+
+class AudioDataset(Dataset):
+    """Rows of a table (``path``, ``expected_rate``) with their targets, prepared for a model.
+
+    In training mode the waveform augmentations, mixup and SpecAugment apply; otherwise none do.
+    Random draws come from a generator seeded by ``torch.initial_seed()`` in each process, so runs
+    with the same seed repeat, with or without worker processes.
+    """
+
+    def __init__(self, table: pd.DataFrame, targets: np.ndarray, audio: AudioSpec, features: FeatureConfig,
+                 augment: AugmentConfig | None = None, mixup_p: float = 0.0, train: bool = False):
+        if len(table) != len(targets):
+            raise ValueError("table and targets differ in length")
+        self.uids = [str(u) for u in table.index]
+        self.paths = table["path"].astype(str).tolist()
+        self.expected_rates = table.get("expected_rate", pd.Series(np.nan, index=table.index)).astype(float).tolist()
+        self.targets = torch.as_tensor(targets, dtype=torch.float32)
+        self.audio = audio
+        self.extract = FeatureExtractor(features)
+        self.features = features
+        self.train = train
+        self.augment_config = augment if (train and augment is not None and augment.active) else None
+        self.mixup_p = mixup_p if train else 0.0
+        self._rng: np.random.Generator | None = None
+        self._augmenter: WaveformAugmenter | None = None
+
+    def __len__(self) -> int:
+        return len(self.uids)
+
+    @property
+    def rng(self) -> np.random.Generator:
+        if self._rng is None:
+            self._rng = np.random.default_rng(torch.initial_seed())
+        return self._rng
+
+    def _waveform(self, index: int) -> tuple[np.ndarray, int]:
+        clip, rate = load_clip(self.paths[index], self.audio, self.expected_rates[index])
+        if self.augment_config is not None:
+            if self._augmenter is None:
+                self._augmenter = WaveformAugmenter(self.augment_config, seed=int(self.rng.integers(2**31)))
+            clip = self._augmenter(clip, rate)
+        return clip, rate
+
+    def __getitem__(self, index: int) -> dict:
+        clip, rate = self._waveform(index)
+        target = self.targets[index]
+        if self.mixup_p > 0 and self.rng.random() < self.mixup_p and len(self) > 1:
+            other = int(self.rng.integers(len(self) - 1))
+            other += other >= index
+            other_clip, _ = self._waveform(other)
+            clip, mixed = mixup(clip, other_clip, target.numpy(), self.targets[other].numpy(),
+                                sample_mixup_lambda(self.rng))
+            target = torch.as_tensor(mixed, dtype=torch.float32)
+        feats = self.extract(clip, rate, self.paths[index])
+        if self.train:
+            generator = torch.Generator().manual_seed(int(self.rng.integers(2**31)))
+            if self.features.freqm or self.features.timem:
+                feats = spec_augment(feats, self.features.freqm, self.features.timem, generator=generator)
+            if self.features.noise:
+                feats = spec_noise(feats, generator=generator)
+        return {"uid": self.uids[index], "inputs": feats, "length": feats.shape[0], "targets": target}
+
+
+class Collator:
+    """Stack items into a batch, zero-padding features; ``target_length`` > 0 pads or crops to that size."""
+
+    def __init__(self, target_length: int = 0):
+        self.target_length = target_length
+
+    def __call__(self, items: list[dict]) -> dict:
+        lengths = [item["length"] for item in items]
+        frames = self.target_length or max(lengths)
+        first = items[0]["inputs"]
+        inputs = first.new_zeros((len(items), frames, *first.shape[1:]))
+        for row, item in enumerate(items):
+            n = min(item["length"], frames)
+            inputs[row, :n] = item["inputs"][:n]
+        return {
+            "uid": [item["uid"] for item in items],
+            "inputs": inputs,
+            "lengths": torch.tensor([min(n, frames) for n in lengths], dtype=torch.long),
+            "targets": torch.stack([item["targets"] for item in items]),
+        }
+
+
+class EqualLengthBatchSampler(Sampler[list[int]]):
+    """Batches whose clips all have the same length, for models where padding would change outputs."""
+
+    def __init__(self, lengths: list[int], batch_size: int, shuffle: bool = False, seed: int = 0):
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+        groups: dict[int, list[int]] = defaultdict(list)
+        for index, length in enumerate(lengths):
+            groups[int(length)].append(index)
+        self.groups = list(groups.values())
+
+    def _batches(self) -> list[list[int]]:
+        rng = np.random.default_rng(self.seed + self.epoch)
+        batches = []
+        for group in self.groups:
+            order = rng.permutation(group).tolist() if self.shuffle else group
+            batches += [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        if self.shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self._batches()
+        self.epoch += 1
+        return iter(batches)
+
+    def __len__(self) -> int:
+        return sum(-(-len(group) // self.batch_size) for group in self.groups)

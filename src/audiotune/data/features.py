@@ -1,0 +1,275 @@
+"""Batched, torchaudio-free audio features: Kaldi fbank, MFCC, normalisation, SpecAugment.
+
+`kaldi_fbank` reproduces ``torchaudio.compliance.kaldi.fbank`` (dither 0, no energy,
+``snip_edges=True``) and `mfcc` reproduces ``torchaudio.transforms.MFCC`` with
+``log_mels=False``, both vectorised over a batch of waveforms.
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import torch
+
+_EPS = torch.finfo(torch.float32).eps  # Kaldi/torchaudio log floor (FLT_EPSILON)
+_WINDOWS = ("hanning", "hamming", "povey", "rectangular")
+
+
+def _as_batch(waveforms: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """Return a (B, N) floating tensor and whether the input was 1-D."""
+    if waveforms.dim() not in (1, 2):
+        raise ValueError(f"expected (N,) or (B, N) waveforms, got shape {tuple(waveforms.shape)}")
+    squeeze = waveforms.dim() == 1
+    x = waveforms.unsqueeze(0) if squeeze else waveforms
+    if x.dtype not in (torch.float32, torch.float64):
+        x = x.to(torch.float32)  # rfft has no integer/half CPU kernels
+    return x, squeeze
+
+
+def _frame_sizes(sample_rate: int, frame_length_ms: float, frame_shift_ms: float) -> tuple[int, int]:
+    """Window length and shift in samples, truncated as torchaudio does."""
+    frame_len = int(sample_rate * frame_length_ms * 0.001)
+    frame_shift = int(sample_rate * frame_shift_ms * 0.001)
+    if frame_len < 2 or frame_shift < 1:
+        raise ValueError(f"frame length {frame_len} / shift {frame_shift} samples is too small")
+    return frame_len, frame_shift
+
+
+def fbank_num_frames(
+    num_samples: int, sample_rate: int, frame_length_ms: float = 25.0, frame_shift_ms: float = 10.0
+) -> int:
+    """Number of Kaldi frames (``snip_edges=True``) for a clip of ``num_samples`` samples."""
+    frame_len, frame_shift = _frame_sizes(sample_rate, frame_length_ms, frame_shift_ms)
+    if num_samples < frame_len:
+        return 0
+    return 1 + (num_samples - frame_len) // frame_shift
+
+
+@lru_cache(maxsize=32)
+def _kaldi_window(window_type: str, length: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Kaldi's symmetric analysis window (computed in float64, as Kaldi does in double)."""
+    n = torch.arange(length, dtype=torch.float64)
+    hann = 0.5 - 0.5 * torch.cos(2 * math.pi * n / (length - 1))
+    if window_type == "hanning":
+        w = hann
+    elif window_type == "povey":
+        w = hann.pow(0.85)
+    elif window_type == "hamming":
+        w = 0.54 - 0.46 * torch.cos(2 * math.pi * n / (length - 1))
+    elif window_type == "rectangular":
+        w = torch.ones(length, dtype=torch.float64)
+    else:
+        raise ValueError(f"window_type must be one of {_WINDOWS}, got {window_type!r}")
+    return w.to(device=device, dtype=dtype)
+
+
+def _kaldi_mel(freq: torch.Tensor | float) -> torch.Tensor | float:
+    """Kaldi mel scale: 1127 ln(1 + f / 700)."""
+    if isinstance(freq, torch.Tensor):
+        return 1127.0 * torch.log1p(freq / 700.0)
+    return 1127.0 * math.log1p(freq / 700.0)
+
+
+@lru_cache(maxsize=32)
+def _kaldi_mel_banks(
+    num_bins: int, padded_len: int, sample_rate: int, low_freq: float, high_freq: float,
+    device: torch.device, dtype: torch.dtype,
+) -> torch.Tensor:
+    """(padded_len // 2, num_bins) Kaldi triangular mel weights; the Nyquist bin is unused."""
+    nyquist = 0.5 * sample_rate
+    if high_freq <= 0.0:
+        high_freq += nyquist  # Kaldi: non-positive high_freq is an offset from Nyquist
+    if not 0.0 <= low_freq < high_freq <= nyquist:
+        raise ValueError(f"need 0 <= low_freq < high_freq <= nyquist, got {low_freq}, {high_freq}")
+    mel_low, mel_high = _kaldi_mel(low_freq), _kaldi_mel(high_freq)
+    delta = (mel_high - mel_low) / (num_bins + 1)
+    bins = torch.arange(num_bins, dtype=torch.float64).unsqueeze(0)
+    left, center, right = mel_low + bins * delta, mel_low + (bins + 1) * delta, mel_low + (bins + 2) * delta
+    fft_freqs = torch.arange(padded_len // 2, dtype=torch.float64) * (sample_rate / padded_len)
+    mel = _kaldi_mel(fft_freqs).unsqueeze(1)
+    up, down = (mel - left) / (center - left), (right - mel) / (right - center)
+    # Bins narrower than one FFT bin stay all-zero (torchaudio allows this; Kaldi asserts).
+    return torch.clamp(torch.minimum(up, down), min=0.0).to(device=device, dtype=dtype)
+
+
+def kaldi_fbank(
+    waveforms: torch.Tensor,
+    sample_rate: int,
+    num_mel_bins: int = 128,
+    frame_length_ms: float = 25.0,
+    frame_shift_ms: float = 10.0,
+    preemphasis: float = 0.97,
+    low_freq: float = 20.0,
+    high_freq: float = 0.0,
+    remove_dc_offset: bool = True,
+    window_type: str = "hanning",
+    htk_compat: bool = True,
+    use_log: bool = True,
+) -> torch.Tensor:
+    """Kaldi log-mel filterbank, as ``torchaudio.compliance.kaldi.fbank`` with dither 0.
+
+    Args:
+        waveforms: (B, N) or (N,) waveforms, used at the scale given (no int16 rescaling).
+        sample_rate: sampling rate in Hz.
+        num_mel_bins: number of triangular mel bins.
+        frame_length_ms / frame_shift_ms: window length and hop (``snip_edges=True``).
+        preemphasis: per-frame preemphasis coefficient (first sample uses itself).
+        low_freq / high_freq: mel band edges in Hz; ``high_freq <= 0`` is an offset from Nyquist.
+        remove_dc_offset: subtract each frame's mean before preemphasis.
+        window_type: "hanning" (symmetric), "hamming", "povey" or "rectangular".
+        htk_compat: only moves the energy term in Kaldi; no energy is produced, so unused.
+        use_log: log of mel energies floored at float32 eps (else linear energies).
+
+    Returns:
+        (B, T, num_mel_bins) features, or (T, num_mel_bins) for 1-D input, where
+        T = `fbank_num_frames` (0 when the clip is shorter than one frame).
+    """
+    del htk_compat  # why: with use_energy=False Kaldi's htk_compat changes nothing
+    x, squeeze = _as_batch(waveforms)
+    frame_len, frame_shift = _frame_sizes(sample_rate, frame_length_ms, frame_shift_ms)
+    num_frames = fbank_num_frames(x.shape[-1], sample_rate, frame_length_ms, frame_shift_ms)
+    padded_len = 1 << (frame_len - 1).bit_length()  # round_to_power_of_two=True
+    banks = _kaldi_mel_banks(num_mel_bins, padded_len, sample_rate, float(low_freq), float(high_freq),
+                             x.device, x.dtype)
+    window = _kaldi_window(window_type, frame_len, x.device, x.dtype)
+    if num_frames == 0:
+        out = x.new_zeros(x.shape[0], 0, num_mel_bins)
+        return out[0] if squeeze else out
+    frames = x[:, : frame_len + (num_frames - 1) * frame_shift].unfold(-1, frame_len, frame_shift)
+    if remove_dc_offset:
+        frames = frames - frames.mean(dim=-1, keepdim=True)
+    if preemphasis != 0.0:
+        # Kaldi: x[i] -= c * x[i-1] for i > 0 and x[0] -= c * x[0].
+        previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
+        frames = frames - preemphasis * previous
+    spectrum = torch.fft.rfft(frames * window, n=padded_len)
+    power = spectrum.real.square() + spectrum.imag.square()
+    mel = power[..., : padded_len // 2] @ banks  # (B, T, M); Nyquist bin has zero weight in Kaldi
+    if use_log:
+        mel = torch.clamp(mel, min=_EPS).log()
+    return mel[0] if squeeze else mel
+
+
+def mfcc_num_frames(num_samples: int, n_fft: int = 400) -> int:
+    """Frames of a centred STFT with hop n_fft // 2 (``1 + num_samples // hop`` for even n_fft)."""
+    hop = n_fft // 2
+    return 1 + (num_samples + 2 * (n_fft // 2) - n_fft) // hop
+
+
+@lru_cache(maxsize=16)
+def _mfcc_constants(
+    sample_rate: int, n_fft: int, n_mels: int, n_mfcc: int, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Periodic Hann window, (F, n_mels) HTK/Slaney mel filters and (n_mels, n_mfcc) ortho DCT-II."""
+    window = torch.hann_window(n_fft, periodic=True, dtype=torch.float64)
+    f_max = float(sample_rate // 2)  # torchaudio MelScale default uses integer division
+    all_freqs = torch.linspace(0.0, f_max, n_fft // 2 + 1, dtype=torch.float64)
+    m_max = 2595.0 * math.log10(1.0 + f_max / 700.0)
+    m_pts = torch.linspace(0.0, m_max, n_mels + 2, dtype=torch.float64)
+    f_pts = 700.0 * (10.0 ** (m_pts / 2595.0) - 1.0)
+    f_diff = f_pts[1:] - f_pts[:-1]
+    slopes = f_pts.unsqueeze(0) - all_freqs.unsqueeze(1)
+    down, up = -slopes[:, :-2] / f_diff[:-1], slopes[:, 2:] / f_diff[1:]
+    fb = torch.clamp(torch.minimum(down, up), min=0.0)
+    fb = fb * (2.0 / (f_pts[2 : n_mels + 2] - f_pts[:n_mels]))  # Slaney area normalisation
+    n = torch.arange(n_mels, dtype=torch.float64)
+    k = torch.arange(n_mfcc, dtype=torch.float64).unsqueeze(1)
+    dct = torch.cos(math.pi / n_mels * (n + 0.5) * k)
+    dct[0] *= 1.0 / math.sqrt(2.0)
+    dct = dct * math.sqrt(2.0 / n_mels)
+    return tuple(t.to(device=device, dtype=dtype) for t in (window, fb, dct.t()))  # type: ignore[return-value]
+
+
+def mfcc(
+    waveforms: torch.Tensor,
+    sample_rate: int,
+    n_mfcc: int = 80,
+    n_fft: int = 400,
+    n_mels: int = 128,
+    top_db: float | None = 80.0,
+) -> torch.Tensor:
+    """MFCCs as ``torchaudio.transforms.MFCC(log_mels=False)`` with HTK mels and Slaney norm.
+
+    The top_db clamp uses each clip's own maximum (torchaudio would pool the maximum over a
+    batch), so a batched call equals per-clip calls.
+
+    Args:
+        waveforms: (B, N) or (N,) waveforms.
+        sample_rate: sampling rate in Hz.
+        n_mfcc: number of cepstral coefficients kept (<= n_mels).
+        n_fft: FFT size and window length; hop is n_fft // 2, centred with reflect padding.
+        n_mels: number of mel bands.
+        top_db: dynamic range kept below each clip's peak in dB; None disables it.
+
+    Returns:
+        (B, T, n_mfcc), or (T, n_mfcc) for 1-D input, with T = `mfcc_num_frames`.
+    """
+    if n_mfcc > n_mels:
+        raise ValueError(f"n_mfcc ({n_mfcc}) cannot exceed n_mels ({n_mels})")
+    x, squeeze = _as_batch(waveforms)
+    if x.shape[-1] <= n_fft // 2:
+        raise ValueError(
+            f"clip of {x.shape[-1]} samples is too short for n_fft={n_fft}: "
+            f"reflect padding needs more than {n_fft // 2} samples"
+        )
+    window, fb, dct = _mfcc_constants(sample_rate, n_fft, n_mels, n_mfcc, x.device, x.dtype)
+    spec = torch.stft(x, n_fft, hop_length=n_fft // 2, win_length=n_fft, window=window, center=True,
+                      pad_mode="reflect", normalized=False, onesided=True, return_complex=True)
+    power = spec.real.square() + spec.imag.square()  # (B, F, T)
+    mel = power.transpose(-1, -2) @ fb  # (B, T, n_mels)
+    db = 10.0 * torch.log10(torch.clamp(mel, min=1e-10))
+    if top_db is not None:
+        floor = db.amax(dim=(-2, -1), keepdim=True) - top_db  # why: per clip, not per batch
+        db = torch.maximum(db, floor)
+    out = db @ dct
+    return out[0] if squeeze else out
+
+
+def normalize(features: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """AST/SSAST dataset normalisation: ``(x - mean) / (2 * std)``."""
+    if not math.isfinite(std) or std == 0:
+        raise ValueError(
+            f"dataset std is 0 or not finite (got {std}): set --dataset_std or run `audiotune stats`"
+        )
+    return (features - mean) / (2.0 * std)
+
+
+def _mask_along(features: torch.Tensor, mask_param: int, dim: int,
+                generator: torch.Generator | None) -> torch.Tensor:
+    """One mask as torchaudio's ``mask_along_axis`` (width floor(U * param), start floor(U * rest))."""
+    if mask_param < 1:
+        return features  # torchaudio draws nothing in this case
+    size = features.shape[dim]
+    dev = generator.device if generator is not None else torch.device("cpu")
+    value = torch.rand(1, generator=generator, device=dev) * mask_param
+    min_value = torch.rand(1, generator=generator, device=dev) * (size - value)
+    start = int(min_value.long())
+    end = start + int(value.long())
+    idx = torch.arange(size, device=features.device)
+    mask = (idx >= start) & (idx < end)
+    return features.masked_fill(mask.unsqueeze(1) if dim == 0 else mask, 0.0)
+
+
+def spec_augment(features: torch.Tensor, freqm: int, timem: int,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """One frequency mask (width in [0, freqm)) then one time mask (width in [0, timem)) on (T, F).
+
+    Matches torchaudio ``FrequencyMasking``/``TimeMasking`` (``iid_masks=False``) as used by
+    SSAST; masked entries are set to 0 and a new tensor is returned.
+    """
+    if features.dim() != 2:
+        raise ValueError(f"expected a (T, F) feature, got shape {tuple(features.shape)}")
+    out = _mask_along(features, freqm, 1, generator)
+    out = _mask_along(out, timem, 0, generator)
+    return out.clone() if out is features else out
+
+
+def spec_noise(features: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """SSAST noise: add ``rand(T, F) * rand() / 10`` then roll along time by randint(-10, 10)."""
+    if features.dim() != 2:
+        raise ValueError(f"expected a (T, F) feature, got shape {tuple(features.shape)}")
+    dev = generator.device if generator is not None else features.device  # generator fixes the device
+    noise = torch.rand(features.shape, generator=generator, device=dev).to(features)
+    scale = torch.rand((), generator=generator, device=dev).item()
+    shift = int(torch.randint(-10, 10, (), generator=generator, device=dev))
+    return torch.roll(features + noise * scale / 10.0, shift, dims=0)

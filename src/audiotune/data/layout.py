@@ -1,0 +1,107 @@
+"""Where the audio is: split tables (CSV) and the paths of the files their rows name.
+
+Rows are addressed in one of two ways:
+- a ``uid`` column (the table's index) under ``PREFIX[/STUDY]/UID/`` holding ``waveform.EXT`` and
+  ``metadata.json`` (``encoding`` picks EXT, ``sample_rate_hz`` is the rate the file must have);
+- a ``path`` column, relative to the CSV's folder or absolute.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SPLITS = ("train", "val", "test")
+ENCODING_EXTENSIONS = {"MP3": "mp3", "WAV": "wav", "FLAC": "flac", "OGG": "ogg", "VORBIS": "ogg"}
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the file or field."""
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read one split CSV, indexed by ``uid`` (made from ``path`` when the CSV has no uid column)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: split file not found")
+    table = pd.read_csv(path)
+    if "uid" not in table.columns:
+        if "path" not in table.columns:
+            raise DataError(f"{path}: needs a 'uid' column (uid layout) or a 'path' column (manifest)")
+        table["uid"] = table["path"].astype(str)
+    table["uid"] = table["uid"].astype(str)
+    if table["uid"].duplicated().any():
+        dupes = table.loc[table["uid"].duplicated(), "uid"].head(5).tolist()
+        raise DataError(f"{path}: duplicate uid values, e.g. {dupes}")
+    table = table.set_index("uid")
+    if "path" in table.columns:
+        table["path"] = [_absolute(p, path.parent) for p in table["path"].astype(str)]
+    table.attrs["source"] = str(path)
+    return table
+
+
+def _absolute(value: str, base: Path) -> str:
+    candidate = Path(value)
+    return str(candidate if candidate.is_absolute() else (base / candidate).resolve())
+
+
+def read_splits(data_split_root: str | Path) -> dict[str, pd.DataFrame]:
+    """Tables of a split directory (train.csv, test.csv, optional val.csv) or of one CSV (key 'data')."""
+    root = Path(data_split_root)
+    if not str(data_split_root):
+        raise DataError("--data_split_root is required: a split directory or one CSV")
+    if root.suffix.lower() == ".csv":
+        return {"data": read_table(root)}
+    if not root.is_dir():
+        raise DataError(f"{root}: --data_split_root is neither a CSV file nor a directory")
+    tables = {name: read_table(root / f"{name}.csv") for name in SPLITS if (root / f"{name}.csv").is_file()}
+    if not tables:
+        raise DataError(f"{root}: no train.csv, val.csv or test.csv in this directory")
+    return tables
+
+
+def _metadata(folder: Path) -> dict:
+    meta_path = folder / "metadata.json"
+    if not meta_path.is_file():
+        raise DataError(f"{meta_path}: metadata.json not found")
+    try:
+        return json.loads(meta_path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{meta_path}: not valid JSON ({err})") from err
+
+
+def resolve_uid(uid: str, prefix: str, study: str = "") -> tuple[str, float]:
+    """Path of ``waveform.EXT`` for a uid and the rate its metadata declares (NaN if it declares none)."""
+    if not prefix:
+        raise DataError(f"uid '{uid}': rows without a 'path' column need --prefix (the audio root)")
+    root = (Path(prefix) / study).resolve()
+    folder = (root / uid).resolve()
+    if folder == root or root not in folder.parents:
+        raise DataError(f"uid '{uid}': escapes the audio root {root}")
+    meta = _metadata(folder)
+    encoding = str(meta.get("encoding", "")).upper()
+    if encoding:
+        extension = ENCODING_EXTENSIONS.get(encoding, encoding.lower())
+        audio = folder / f"waveform.{extension}"
+    else:
+        found = sorted(folder.glob("waveform.*"))
+        if not found:
+            raise DataError(f"{folder}: no waveform.* file and no 'encoding' in metadata.json")
+        audio = found[0]
+    rate = meta.get("sample_rate_hz", meta.get("sample_rate"))
+    return str(audio), float(rate) if rate is not None else float("nan")
+
+
+def attach_paths(table: pd.DataFrame, prefix: str, study: str = "") -> pd.DataFrame:
+    """Add ``path`` (and ``expected_rate`` from metadata) to every row that has no path yet."""
+    table = table.copy()
+    if "path" in table.columns and table["path"].notna().all():
+        if "expected_rate" not in table.columns:
+            table["expected_rate"] = np.nan
+        return table
+    resolved = [resolve_uid(uid, prefix, study) for uid in table.index]
+    table["path"] = [path for path, _ in resolved]
+    table["expected_rate"] = [rate for _, rate in resolved]
+    return table

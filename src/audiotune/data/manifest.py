@@ -1,0 +1,68 @@
+"""Build a manifest CSV (``uid``, ``path`` and label columns) from a folder of audio files."""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from audiotune.data.layout import DataError
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+
+
+def find_audio(root: str | Path) -> list[Path]:
+    """Audio files under ``root``, sorted, found recursively."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: audio folder not found")
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+
+
+def build_manifest(root: str | Path, out_csv: str | Path, pattern: str | None = None,
+                   folder_label: str | None = None, on_error: str = "raise") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Manifest of every audio file under ``root``.
+
+    Labels come from ``pattern``, a regex with named groups matched against the file name, or from
+    the parent folder's name into column ``folder_label`` (folder-per-class). Files the pattern does
+    not match raise an error, or with ``on_error='skip'`` are returned in the skip table.
+    """
+    root = Path(root).resolve()
+    out_csv = Path(out_csv).resolve()
+    files = find_audio(root)
+    if not files:
+        raise DataError(f"{root}: no audio files ({', '.join(AUDIO_EXTENSIONS)})")
+    regex = re.compile(pattern) if pattern else None
+    if regex is not None and not regex.groupindex:
+        raise DataError(f"--pattern {pattern!r} has no named group such as (?P<label>...)")
+    rows, skipped = [], []
+    for file in files:
+        relative = file.relative_to(root)
+        row: dict[str, str] = {"uid": relative.with_suffix("").as_posix(),
+                               "path": os.path.relpath(file, out_csv.parent)}
+        if regex is not None:
+            match = regex.fullmatch(file.name)
+            if match is None:
+                skipped.append({"path": str(file), "reason": f"file name does not match {pattern!r}"})
+                continue
+            row.update(match.groupdict())
+        if folder_label:
+            if relative.parent == Path("."):
+                skipped.append({"path": str(file), "reason": "not inside a class folder"})
+                continue
+            row[folder_label] = relative.parent.name
+        rows.append(row)
+    skip_table = pd.DataFrame(skipped, columns=["path", "reason"])
+    if skipped and on_error != "skip":
+        listing = "\n".join(f"  {s['path']}: {s['reason']}" for s in skipped[:10])
+        raise DataError(f"{len(skipped)} file(s) under {root} cannot be labelled:\n{listing}\n"
+                        "(use --on_error skip to leave them out and list them)")
+    if not rows:
+        raise DataError(f"{root}: no file could be labelled")
+    manifest = pd.DataFrame(rows)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    manifest.to_csv(out_csv, index=False)
+    if skipped:
+        skip_table.to_csv(out_csv.with_suffix(".skipped.csv"), index=False)
+    return manifest, skip_table

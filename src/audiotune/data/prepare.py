@@ -1,0 +1,112 @@
+"""From command-line data options to checked tables and targets, with every dropped row written down."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from audiotune.config import HeadSpec, RunConfig
+from audiotune.data.audio import AudioSpec, scan_audio
+from audiotune.data.labels import drop_missing_targets, encode_targets, infer_heads, read_label_file
+from audiotune.data.layout import DataError, attach_paths, read_splits
+from audiotune.data.splits import draw_validation
+
+SKIPPED_FILE = "skipped.csv"
+DROPPED_FILE = "dropped_rows.csv"
+
+
+@dataclass
+class PreparedData:
+    """Checked tables per split (with ``path``, ``expected_rate``, ``num_samples``) and their targets."""
+
+    tables: dict[str, pd.DataFrame]
+    targets: dict[str, np.ndarray]
+    heads: list[HeadSpec]
+    skipped: pd.DataFrame = field(default_factory=pd.DataFrame)
+    dropped: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def write_reports(self, out_dir: str | Path) -> list[Path]:
+        """skipped.csv (bad audio) and dropped_rows.csv (missing targets), when there is anything to list."""
+        written = []
+        for frame, name in ((self.skipped, SKIPPED_FILE), (self.dropped, DROPPED_FILE)):
+            if len(frame):
+                path = Path(out_dir) / name
+                frame.to_csv(path, index=frame.index.name == "uid", index_label="uid" if frame.index.name else None)
+                written.append(path)
+        return written
+
+
+def audio_spec(config: RunConfig) -> AudioSpec:
+    """The audio preparation a run's config asks for."""
+    a = config.audio
+    return AudioSpec(resample_rate=a.resample_rate, reduce=a.reduce, mono=a.mono, clip_length=a.clip_length)
+
+
+def _check_tables(tables: dict[str, pd.DataFrame], heads: list[HeadSpec], config: RunConfig,
+                  targets_needed: bool) -> PreparedData:
+    spec = audio_spec(config)
+    prepared = PreparedData({}, {}, heads)
+    skipped, dropped = [], []
+    for split, table in tables.items():
+        source = table.attrs.get("source", split)
+        if config.train.debug:
+            table = table.head(8)
+        table = attach_paths(table, config.data.prefix, config.data.study)
+        if targets_needed:
+            table, missing = drop_missing_targets(table, heads, split)
+            dropped.append(missing)
+        table, failures = scan_audio(table, spec, split)
+        skipped.append(failures)
+        prepared.tables[split] = table
+        prepared.targets[split] = encode_targets(table, heads, source) if targets_needed else \
+            np.zeros((len(table), 0), dtype=np.float32)
+    prepared.skipped = pd.concat(skipped, ignore_index=True) if skipped else pd.DataFrame()
+    prepared.dropped = pd.concat(dropped) if dropped else pd.DataFrame()
+    if len(prepared.skipped) and config.data.on_error != "skip":
+        listing = "\n".join(f"  {r.reason}" for r in prepared.skipped.head(10).itertuples())
+        more = f"\n  ... and {len(prepared.skipped) - 10} more" if len(prepared.skipped) > 10 else ""
+        raise DataError(f"{len(prepared.skipped)} audio file(s) cannot be used:\n{listing}{more}\n"
+                        "(use --on_error skip to leave them out; they are then listed in skipped.csv)")
+    for split, table in prepared.tables.items():
+        if table.empty:
+            raise DataError(f"split '{split}' has no usable rows left (see {SKIPPED_FILE} / {DROPPED_FILE})")
+    return prepared
+
+
+def prepare_training_data(config: RunConfig, exp_dir: str | Path) -> PreparedData:
+    """Read the split directory, infer the heads, draw validation subjects if needed, check all audio."""
+    tables = read_splits(config.data.data_split_root)
+    if "train" not in tables:
+        raise DataError(f"{config.data.data_split_root}: training needs a split directory with train.csv")
+    if not config.data.label_txt:
+        raise DataError("--label_txt is required for training: one line per head, comma-separated columns")
+    groups = read_label_file(config.data.label_txt)
+    train = tables["train"]
+    heads = infer_heads(groups, train, source=train.attrs.get("source", "train.csv"))
+    if "val" in tables:
+        val_subjects = set(tables["val"].get("subject", pd.Series(dtype=str)).astype(str))
+        if "subject" in train.columns and val_subjects:
+            train = train[~train["subject"].astype(str).isin(val_subjects)]
+    else:
+        train, val = draw_validation(train, config.data.val_size, config.data.seed,
+                                     source=train.attrs.get("source", "train.csv"))
+        val.to_csv(Path(exp_dir) / "validation.csv", index_label="uid")
+        val.attrs["source"] = str(Path(exp_dir) / "validation.csv")
+        tables["val"] = val
+    train.attrs = dict(tables["train"].attrs)
+    tables["train"] = train
+    return _check_tables(tables, heads, config, targets_needed=True)
+
+
+def prepare_eval_data(config: RunConfig, data_split_root: str, targets_needed: bool = True) -> PreparedData:
+    """Tables for evaluation or extraction, labelled with the run's heads."""
+    tables = read_splits(data_split_root)
+    if targets_needed:
+        columns = [c for head in config.heads for c in head.columns]
+        for split, table in tables.items():
+            missing = [c for c in columns if c not in table.columns]
+            if missing:
+                raise DataError(f"{table.attrs.get('source', split)}: label column(s) {missing} of the run not found")
+    return _check_tables(tables, config.heads, config, targets_needed)

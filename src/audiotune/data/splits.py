@@ -1,0 +1,105 @@
+"""Subject-disjoint, stratified, seeded splits."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+from audiotune.data.layout import DataError
+
+
+def _subjects(table: pd.DataFrame, group: str, source: str) -> pd.Series:
+    if group not in table.columns:
+        raise DataError(f"{source}: no '{group}' column, needed to keep subjects out of two splits")
+    if table[group].isna().any():
+        raise DataError(f"{source}: {int(table[group].isna().sum())} row(s) have no '{group}'")
+    return table[group].astype(str)
+
+
+def draw_validation(train: pd.DataFrame, val_size: int, seed: int, group: str = "subject",
+                    source: str = "train.csv") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Move ``val_size`` randomly drawn subjects (seeded) from train to a new validation table."""
+    subjects = np.array(sorted(_subjects(train, group, source).unique()))
+    if val_size <= 0:
+        raise DataError(f"{source}: no val.csv and --val_size {val_size}: validation needs at least one subject")
+    if val_size >= len(subjects):
+        raise DataError(f"{source}: --val_size {val_size} leaves no training subject "
+                        f"(train has {len(subjects)} subjects)")
+    chosen = set(np.random.default_rng(seed).choice(subjects, size=val_size, replace=False))
+    is_val = train[group].astype(str).isin(chosen)
+    return train.loc[~is_val], train.loc[is_val]
+
+
+def _grouped_fold(table: pd.DataFrame, n_splits: int, stratify: str | None, group: str, seed: int,
+                  source: str) -> list[np.ndarray]:
+    groups = _subjects(table, group, source)
+    n_groups = groups.nunique()
+    if n_groups < n_splits:
+        raise DataError(f"{source}: {n_groups} subjects cannot make {n_splits} subject-disjoint parts")
+    if stratify:
+        if stratify not in table.columns:
+            raise DataError(f"{source}: stratify column '{stratify}' not found")
+        labels = table[stratify].astype(str).to_numpy()
+    else:
+        labels = np.zeros(len(table), dtype=int)
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    return [test for _, test in splitter.split(np.zeros(len(table)), labels, groups.to_numpy())]
+
+
+def split_table(table: pd.DataFrame, test_fraction: float = 0.2, val_fraction: float = 0.1,
+                stratify: str | None = None, group: str = "subject", seed: int = 0,
+                test_subjects: list[str] | None = None, val_subjects: list[str] | None = None,
+                source: str = "manifest") -> dict[str, pd.DataFrame]:
+    """train/val/test tables with no subject in two of them, stratified by ``stratify`` where possible."""
+    subjects = _subjects(table, group, source)
+    remaining = table
+    parts: dict[str, pd.DataFrame] = {}
+    for name, chosen, fraction in (("test", test_subjects, test_fraction), ("val", val_subjects, val_fraction)):
+        if chosen:
+            unknown = sorted(set(chosen) - set(subjects))
+            if unknown:
+                raise DataError(f"{source}: {name} subject(s) {unknown} not found in '{group}'")
+            mask = remaining[group].astype(str).isin(chosen)
+            parts[name], remaining = remaining.loc[mask], remaining.loc[~mask]
+        elif fraction > 0:
+            # fraction of the rows still unassigned, so test 0.2 / val 0.1 means 20% / 10% of the whole
+            share = fraction / (len(remaining) / len(table))
+            n_splits = max(2, int(round(1 / share)))
+            fold = _grouped_fold(remaining, n_splits, stratify, group, seed, source)[0]
+            mask = np.zeros(len(remaining), dtype=bool)
+            mask[fold] = True
+            parts[name], remaining = remaining.loc[mask], remaining.loc[~mask]
+    parts["train"] = remaining
+    if parts["train"].empty:
+        raise DataError(f"{source}: no rows left for training")
+    return {name: parts[name] for name in ("train", "val", "test") if name in parts}
+
+
+def kfold_tables(table: pd.DataFrame, folds: int, val_fraction: float = 0.1, stratify: str | None = None,
+                 group: str = "subject", seed: int = 0, source: str = "manifest") -> list[dict[str, pd.DataFrame]]:
+    """k subject-disjoint folds: each fold's test part once, validation drawn from the rest."""
+    result = []
+    for test_index in _grouped_fold(table, folds, stratify, group, seed, source):
+        mask = np.zeros(len(table), dtype=bool)
+        mask[test_index] = True
+        rest = table.loc[~mask]
+        fold = split_table(rest, test_fraction=0.0, val_fraction=val_fraction / (1 - mask.mean()),
+                           stratify=stratify, group=group, seed=seed, source=source) if val_fraction > 0 \
+            else {"train": rest}
+        fold["test"] = table.loc[mask]
+        result.append(fold)
+    return result
+
+
+def write_split(parts: dict[str, pd.DataFrame], out_dir: str | Path) -> list[Path]:
+    """Write train.csv / val.csv / test.csv (index column ``uid``)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, part in parts.items():
+        path = out_dir / f"{name}.csv"
+        part.to_csv(path, index_label="uid")
+        written.append(path)
+    return written

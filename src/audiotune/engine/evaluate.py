@@ -1,0 +1,91 @@
+"""Score splits with a trained classifier: metrics.json, predictions.parquet and plots."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from audiotune.config import HeadSpec, RunConfig
+from audiotune.data.prepare import PreparedData, prepare_eval_data
+from audiotune.engine.inference import make_dataset, make_loader, predict
+from audiotune.engine.metrics import compute_metrics, head_slices, scores_from_logits
+from audiotune.models.checkpoint import load_run
+from audiotune.models.classifier import Classifier
+from audiotune.report.plots import plot_confusion_matrix, plot_roc
+
+METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.parquet"
+
+
+def prediction_table(uids: list[str], split: str, scores: np.ndarray, targets: np.ndarray,
+                     heads: list[HeadSpec]) -> pd.DataFrame:
+    """One row per clip: ``score:OUTPUT`` and ``target:OUTPUT`` columns, plus predicted and true class per head."""
+    names = [name for head in heads for name in head.output_names]
+    table = pd.DataFrame({"uid": uids, "split": split})
+    for j, name in enumerate(names):
+        table[f"score:{name}"] = scores[:, j]
+        table[f"target:{name}"] = targets[:, j]
+    for head, cols in zip(heads, head_slices(heads)):
+        if head.kind == "categorical":
+            classes = np.asarray(head.classes)
+            table[f"predicted:{head.name}"] = classes[scores[:, cols].argmax(1)]
+            table[f"true:{head.name}"] = classes[targets[:, cols].argmax(1)]
+    return table
+
+
+def _plots(metrics: dict, scores: np.ndarray, targets: np.ndarray, heads: list[HeadSpec], split: str,
+           plot_dir: Path) -> None:
+    for head, cols in zip(heads, head_slices(heads)):
+        safe = head.name.replace("/", "_").replace(" ", "_")
+        if head.kind == "categorical":
+            head_metrics = metrics["heads"][head.name]
+            plot_confusion_matrix(head_metrics["confusion_matrix"], head.classes,
+                                  plot_dir / f"confusion_{split}_{safe}.png", f"{head.name} ({split})")
+        else:
+            truth = {c: targets[:, cols][:, j].astype(int) for j, c in enumerate(head.columns)}
+            score = {c: scores[:, cols][:, j] for j, c in enumerate(head.columns)}
+            plot_roc(truth, score, plot_dir / f"roc_{split}_{safe}.png", f"{head.name} ({split})")
+
+
+def evaluate_prepared(model: Classifier, config: RunConfig, prepared: PreparedData, out_dir: str | Path,
+                      splits: list[str] | None = None) -> dict:
+    """Score the given splits, write metrics.json, predictions.parquet and plots under ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    equal_length = getattr(model.backbone, "needs_equal_length", False)
+    all_metrics, tables = {}, []
+    for split in splits or list(prepared.tables):
+        table = prepared.tables[split]
+        dataset = make_dataset(config, table, prepared.targets[split])
+        uids, logits, targets = predict(model, make_loader(config, dataset, table, False, equal_length))
+        scores = scores_from_logits(logits, config.heads, config.train.loss)
+        metrics = compute_metrics(scores, targets, config.heads)
+        all_metrics[split] = metrics
+        tables.append(prediction_table(uids, split, scores, targets, config.heads))
+        _plots(metrics, scores, targets, config.heads, split, out_dir / "plots")
+    existing = out_dir / METRICS_FILE
+    merged = json.loads(existing.read_text()) if existing.is_file() else {}
+    merged.update(all_metrics)
+    existing.write_text(json.dumps(merged, indent=2))
+    pd.concat(tables, ignore_index=True).to_parquet(out_dir / PREDICTIONS_FILE, index=False)
+    return all_metrics
+
+
+def evaluate_run(run: str, data_split_root: str, exp_dir: str | None = None, on_error: str | None = None,
+                 batch_size: int | None = None, num_workers: int | None = None) -> dict:
+    """``audiotune evaluate``: rebuild the model from its run directory and score a CSV or split directory."""
+    config, model = load_run(run)
+    if on_error:
+        config.data.on_error = on_error
+    if batch_size:
+        config.train.batch_size = batch_size
+    if num_workers is not None:
+        config.train.num_workers = num_workers
+    config.train.debug = False
+    out_dir = Path(exp_dir) if exp_dir else Path(run) / "evaluate"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prepared = prepare_eval_data(config, data_split_root)
+    prepared.write_reports(out_dir)
+    return evaluate_prepared(model, config, prepared, out_dir)

@@ -1,0 +1,92 @@
+"""The Lightning module that trains a Classifier: losses per head type, optimizers, schedules."""
+from __future__ import annotations
+
+import math
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from audiotune.config import HeadSpec, TrainConfig
+from audiotune.engine.metrics import head_slices
+from audiotune.models.classifier import Classifier
+
+
+def resolve_loss(loss: str, heads: list[HeadSpec]) -> str:
+    """Loss of the binary heads: BCE unless MSE is asked for; CE is only for categorical heads."""
+    if loss == "CE" and any(h.kind == "binary" for h in heads):
+        raise ValueError("--loss CE needs categorical heads; binary 0/1 columns take BCE or MSE")
+    return "MSE" if loss == "MSE" else "BCE"
+
+
+def classification_loss(logits: Tensor, targets: Tensor, heads: list[HeadSpec], binary_loss: str = "BCE") -> Tensor:
+    """One BCE (or MSE) over all binary columns, as the seeds did, plus a cross-entropy per categorical head.
+
+    Targets may be soft (mixup): cross-entropy takes class probabilities.
+    """
+    binary = [cols for head, cols in zip(heads, head_slices(heads)) if head.kind == "binary"]
+    total = logits.new_zeros(())
+    if binary:
+        index = torch.cat([torch.arange(s.start, s.stop) for s in binary]).to(logits.device)
+        out, tgt = logits[:, index].float(), targets[:, index].float()
+        total = total + (F.mse_loss(out, tgt) if binary_loss == "MSE" else F.binary_cross_entropy_with_logits(out, tgt))
+    for head, cols in zip(heads, head_slices(heads)):
+        if head.kind == "categorical":
+            total = total + F.cross_entropy(logits[:, cols].float(), targets[:, cols].float())
+    return total
+
+
+class ClassifierModule(pl.LightningModule):
+    """Training and validation steps around a :class:`Classifier`."""
+
+    def __init__(self, model: Classifier, heads: list[HeadSpec], config: TrainConfig, steps_per_epoch: int):
+        super().__init__()
+        self.model = model
+        self.heads = heads
+        self.config = config
+        self.binary_loss = resolve_loss(config.loss, heads)
+        self.steps_per_epoch = max(1, steps_per_epoch)
+
+    def forward(self, inputs: Tensor, lengths: Tensor) -> Tensor:
+        return self.model(inputs, lengths)
+
+    def _step(self, batch: dict, stage: str) -> Tensor:
+        logits = self.model(batch["inputs"], batch["lengths"])
+        loss = classification_loss(logits, batch["targets"], self.heads, self.binary_loss)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{stage} loss is {loss.item()} (uids {batch['uid'][:4]}...): "
+                                     "check --dataset_std / --learning_rate")
+        self.log(f"{stage}_loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True,
+                 batch_size=len(batch["uid"]))
+        return loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> Tensor:
+        return self._step(batch, "val")
+
+    def configure_optimizers(self) -> dict:
+        cfg = self.config
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if cfg.optim == "adamw":
+            optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        else:
+            optimizer = torch.optim.Adam(params, lr=cfg.learning_rate)
+        total_steps = self.steps_per_epoch * cfg.epochs
+        if cfg.scheduler == "onecycle":
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.max_lr, total_steps=total_steps)
+        elif cfg.scheduler == "cosine":
+            warmup = min(cfg.warmup_steps, total_steps - 1)
+
+            def factor(step: int) -> float:
+                if step < warmup:
+                    return (step + 1) / (warmup + 1)
+                progress = (step - warmup) / max(1, total_steps - warmup)
+                return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        else:
+            return {"optimizer": optimizer}
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

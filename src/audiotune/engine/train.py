@@ -1,0 +1,109 @@
+"""``audiotune train``: data → model → Lightning Trainer → run directory."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+
+from audiotune.config import RunConfig, save_config
+from audiotune.data.prepare import prepare_training_data
+from audiotune.engine.evaluate import METRICS_FILE, evaluate_prepared
+from audiotune.engine.inference import make_dataset, make_loader
+from audiotune.engine.module import ClassifierModule
+from audiotune.models.checkpoint import CONFIG_FILE, MODEL_FILE, build_classifier, save_weights
+from audiotune.report.plots import plot_training_curves
+
+log = logging.getLogger(__name__)
+CHECKPOINT_DIR = "checkpoints"
+
+
+def _trainer(config: RunConfig, exp_dir: Path, has_val: bool) -> tuple[pl.Trainer, ModelCheckpoint | None]:
+    callbacks: list[pl.Callback] = []
+    best = None
+    if has_val:
+        best = ModelCheckpoint(dirpath=exp_dir / CHECKPOINT_DIR, filename="best", monitor="val_loss",
+                               save_top_k=1, save_last=True, mode="min", enable_version_counter=False)
+        callbacks.append(best)
+        if config.train.patience > 0:
+            callbacks.append(EarlyStopping(monitor="val_loss", patience=config.train.patience, mode="min"))
+    else:
+        callbacks.append(ModelCheckpoint(dirpath=exp_dir / CHECKPOINT_DIR, save_last=True, save_top_k=0))
+    devices = config.train.devices
+    trainer = pl.Trainer(
+        max_epochs=config.train.epochs,
+        accelerator=config.train.accelerator,
+        devices=int(devices) if devices.isdigit() else devices,
+        precision="bf16-mixed" if config.train.precision == "bf16" else "32-true",
+        callbacks=callbacks,
+        logger=CSVLogger(exp_dir, name="logs", version=""),
+        default_root_dir=exp_dir,
+        deterministic=False,
+        log_every_n_steps=1,
+        enable_model_summary=False,
+    )
+    return trainer, best
+
+
+def _merge_logs(earlier: pd.DataFrame, log_csv: Path) -> None:
+    """Lightning's CSV logger starts a fresh file on resume; put the earlier epochs back in front."""
+    current = pd.read_csv(log_csv) if log_csv.is_file() else earlier.iloc[0:0]
+    first_new = current["epoch"].min() if len(current) else float("inf")
+    pd.concat([earlier[earlier["epoch"] < first_new], current], ignore_index=True).to_csv(log_csv, index=False)
+
+
+def _load_best(module: ClassifierModule, checkpoint: ModelCheckpoint | None) -> str:
+    """Put the weights of the best validation epoch back into the module; returns which weights are kept."""
+    if checkpoint is None or not checkpoint.best_model_path or not Path(checkpoint.best_model_path).is_file():
+        return "last epoch"
+    state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+    module.load_state_dict(state)
+    return f"best validation loss {float(checkpoint.best_model_score):.4f} ({checkpoint.best_model_path})"
+
+
+def train(config: RunConfig) -> dict:
+    """Train, keep the best-validation weights, score val and test; returns the metrics written."""
+    exp_dir = Path(config.exp_dir)
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(config.data.seed, workers=True, verbose=False)
+    prepared = prepare_training_data(config, exp_dir)
+    prepared.write_reports(exp_dir)
+    config.heads = prepared.heads
+    save_config(config, exp_dir / CONFIG_FILE)
+
+    model = build_classifier(config)
+    train_table, val_table = prepared.tables["train"], prepared.tables.get("val")
+    train_loader = make_loader(config, make_dataset(config, train_table, prepared.targets["train"], train=True),
+                               train_table, train=True, equal_length=False)
+    val_loader = None
+    if val_table is not None:
+        equal = getattr(model.backbone, "needs_equal_length", False)
+        val_loader = make_loader(config, make_dataset(config, val_table, prepared.targets["val"]),
+                                 val_table, train=False, equal_length=equal)
+    module = ClassifierModule(model, config.heads, config.train, steps_per_epoch=len(train_loader))
+    trainer, best = _trainer(config, exp_dir, val_loader is not None)
+    resume = exp_dir / CHECKPOINT_DIR / "last.ckpt" if config.train.resume else None
+    if resume is not None and not resume.is_file():
+        raise FileNotFoundError(f"{resume}: --resume needs the last checkpoint of an earlier run in --exp_dir")
+    log_csv = exp_dir / "logs" / "metrics.csv"
+    earlier_log = pd.read_csv(log_csv) if resume is not None and log_csv.is_file() else None
+    trainer.fit(module, train_loader, val_loader, ckpt_path=resume, weights_only=True)
+    if earlier_log is not None:
+        _merge_logs(earlier_log, log_csv)
+    kept = _load_best(module, best)
+    save_weights(model, exp_dir / MODEL_FILE)
+    plot_training_curves(log_csv, exp_dir / "plots" / "training_curves.png")
+
+    metrics = evaluate_prepared(model, config, prepared, exp_dir,
+                                splits=[s for s in ("val", "test") if s in prepared.tables])
+    if model.layer_weights is not None:
+        metrics["layer_weights"] = torch.softmax(model.layer_weights.detach(), 0).tolist()
+    metrics["weights"] = kept
+    metrics["epochs_run"] = trainer.current_epoch
+    (exp_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+    return metrics

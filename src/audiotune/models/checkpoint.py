@@ -1,0 +1,52 @@
+"""Weights on disk: safetensors for models, and rebuilding a trained classifier from its run directory."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from audiotune.config import RunConfig, load_config
+from audiotune.models.backbones import build_backbone
+from audiotune.models.classifier import Classifier
+
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.yaml"
+
+
+def save_weights(model: torch.nn.Module, path: str | Path) -> None:
+    """All parameters and buffers as safetensors (contiguous CPU copies)."""
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    save_file(state, str(path))
+
+
+def build_classifier(config: RunConfig, pretrained: bool = True) -> Classifier:
+    """A classifier as the config describes; backbone weights from ``--checkpoint`` only if ``pretrained``."""
+    if not pretrained and config.model.checkpoint:
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, checkpoint=""))
+    return Classifier(build_backbone(config), config.heads, config.classifier)
+
+
+def resolve_run_dir(path: str | Path) -> Path:
+    """A run directory, or the model file inside one (the seeds' ``--trained_mdl_path``)."""
+    path = Path(path)
+    run_dir = path.parent if path.is_file() else path
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"{path}: not a run directory (no {CONFIG_FILE}); pass the --exp_dir of a training run")
+    return run_dir
+
+
+def load_run(path: str | Path) -> tuple[RunConfig, Classifier]:
+    """Rebuild a trained classifier from ``config.yaml`` and ``model.safetensors`` (strict)."""
+    run_dir = resolve_run_dir(path)
+    config = load_config(run_dir / CONFIG_FILE)
+    weights = run_dir / MODEL_FILE
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: no trained weights in this run directory")
+    model = build_classifier(config, pretrained=False)
+    missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{weights}: does not match {run_dir / CONFIG_FILE} "
+                         f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    return config, model.eval()

@@ -1,0 +1,87 @@
+"""One classifier for every backbone: layer choice or weighted sum → masked pooling → shared dense → heads."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from audiotune.config import ClassifierConfig, HeadSpec
+from audiotune.models.heads import ClassificationHead, shared_dense
+
+EMBEDDING_TYPES = ("pt", "wt", "st", "ft")
+
+
+def masked_pool(hidden: Tensor, mask: Tensor, mode: str) -> Tensor:
+    """Pool (B, T, D) over the frames where ``mask`` (B, T) is True only."""
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    if mode == "mean":
+        return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+    if mode == "sum":
+        return (hidden * weights).sum(1)
+    if mode == "max":
+        return hidden.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(1)
+    raise ValueError(f"pooling mode '{mode}' is not one of mean, sum, max")
+
+
+class Classifier(nn.Module):
+    """Backbone + heads; ``forward`` returns the heads' logits concatenated in label-file order."""
+
+    def __init__(self, backbone: nn.Module, heads: list[HeadSpec], config: ClassifierConfig):
+        super().__init__()
+        if not heads:
+            raise ValueError("a classifier needs at least one head (a label file naming its columns)")
+        self.backbone = backbone
+        self.config = config
+        self.head_specs = heads
+        num_states = backbone.num_hidden_states
+        if not -num_states <= config.layer < num_states:
+            raise ValueError(f"--layer {config.layer}: the backbone has hidden states 0..{num_states - 1}")
+        # softmax over zeros starts as the plain average of all hidden states
+        self.layer_weights = nn.Parameter(torch.zeros(num_states)) if config.weighted else None
+        dim = backbone.embedding_dim
+        self.dense = shared_dense(dim, config.sd_bottleneck) if config.shared_dense else nn.Identity()
+        head_input = config.sd_bottleneck if config.shared_dense else dim
+        self.classifiers = nn.ModuleList(
+            ClassificationHead(head_input, config.clf_bottleneck, head.num_outputs, config.activation,
+                               config.final_dropout, config.layernorm)
+            for head in heads
+        )
+
+    def _pooled(self, inputs: Tensor, lengths: Tensor, layer: int | None = None, weighted: bool | None = None,
+                pooling: str | None = None) -> Tensor:
+        states, mask = self.backbone.hidden_states(inputs, lengths)
+        weighted = self.layer_weights is not None if weighted is None else weighted
+        if weighted:
+            if self.layer_weights is None:
+                raise ValueError("embedding type 'wt' needs a model trained with --weighted")
+            weights = torch.softmax(self.layer_weights, dim=0)
+            hidden = torch.einsum("l,lbtd->btd", weights.to(states[0].dtype), torch.stack(states))
+        else:
+            hidden = states[self.config.layer if layer is None else layer]
+        return masked_pool(hidden, mask, pooling or self.config.pooling_mode)
+
+    def forward(self, inputs: Tensor, lengths: Tensor) -> Tensor:
+        shared = self.dense(self._pooled(inputs, lengths))
+        return torch.cat([classifier(shared) for classifier in self.classifiers], dim=-1)
+
+    @torch.no_grad()
+    def extract_embedding(self, inputs: Tensor, lengths: Tensor, kind: str = "ft", layer: int | None = None,
+                          pooling: str | None = None) -> Tensor:
+        """Embeddings: ``pt`` backbone layer, ``wt`` weighted sum, ``st`` shared dense, ``ft`` heads' first dense.
+
+        ``ft`` merges the heads by ``pooling`` (mean or sum), as the seed repositories did.
+        """
+        if kind not in EMBEDDING_TYPES:
+            raise ValueError(f"embedding type '{kind}' is not one of {EMBEDDING_TYPES}")
+        frame_pooling = "mean" if kind == "ft" else pooling
+        pooled = self._pooled(inputs, lengths, layer=layer, weighted=(kind == "wt") or None if kind != "pt" else False,
+                              pooling=frame_pooling)
+        if kind in ("pt", "wt"):
+            return pooled
+        shared = self.dense(pooled)
+        if kind == "st":
+            return shared
+        per_head = torch.stack([classifier.first_dense(shared) for classifier in self.classifiers])
+        merge = pooling or self.config.pooling_mode
+        if merge not in ("mean", "sum"):
+            raise ValueError(f"ft embeddings merge heads by mean or sum, not '{merge}'")
+        return per_head.mean(0) if merge == "mean" else per_head.sum(0)

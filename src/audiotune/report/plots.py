@@ -1,0 +1,74 @@
+"""Run-directory plots: training curves, confusion matrices, ROC curves (matplotlib, Agg)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from sklearn.metrics import roc_curve  # noqa: E402
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_training_curves(log_csv: str | Path, out: str | Path) -> Path | None:
+    """Per-epoch train and validation loss from the Lightning CSV log; None when nothing was logged."""
+    log_csv = Path(log_csv)
+    if not log_csv.is_file():
+        return None
+    log = pd.read_csv(log_csv)
+    columns = [c for c in ("train_loss_epoch", "val_loss") if c in log.columns]
+    if not columns or "epoch" not in log.columns:
+        return None
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for column in columns:
+        series = log[["epoch", column]].dropna().groupby("epoch")[column].last()
+        ax.plot(series.index, series.to_numpy(), marker="o", label=column.replace("_epoch", ""))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.legend()
+    return _save(fig, Path(out))
+
+
+def plot_confusion_matrix(matrix: list[list[int]], classes: list[str], out: str | Path, title: str) -> Path:
+    """Counts with the row-normalised share as colour."""
+    counts = np.asarray(matrix)
+    share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    size = max(3.5, 0.45 * len(classes) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)), classes, rotation=90)
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    for (i, j), value in np.ndenumerate(counts):
+        ax.text(j, i, str(value), ha="center", va="center", color="white" if share[i, j] > 0.5 else "black",
+                fontsize=8)
+    return _save(fig, Path(out))
+
+
+def plot_roc(truth: dict[str, np.ndarray], scores: dict[str, np.ndarray], out: str | Path, title: str) -> Path:
+    """One ROC curve per binary label that has both classes."""
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    for label, y in truth.items():
+        if len(np.unique(y)) < 2:
+            continue
+        fpr, tpr, _ = roc_curve(y, scores[label])
+        ax.plot(fpr, tpr, label=label)
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    return _save(fig, Path(out))

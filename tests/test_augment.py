@@ -1,0 +1,229 @@
+"""Tests for audiotune.data.augment: waveform augmentations and mixup."""
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from audiotune.data.augment import (
+    AugmentConfig,
+    WaveformAugmenter,
+    mixup,
+    sample_mixup_lambda,
+)
+
+SR = 16000
+AUGS = ["tshift", "speed", "gauss", "pshift", "gain", "stretch"]
+
+
+def speech_like(sr: int = SR, seconds: float = 1.0, seed: int = 0) -> np.ndarray:
+    """Harmonics of a gliding 120-160 Hz f0 under a syllable-rate envelope, plus noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(sr * seconds)) / sr
+    f0 = 140.0 + 20.0 * np.sin(2 * np.pi * 1.5 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    voiced = sum(np.sin(k * phase) / k for k in range(1, 11))
+    envelope = 0.5 * (1 - np.cos(2 * np.pi * 4.0 * t)) * np.hanning(len(t))
+    wave = 0.3 * envelope * voiced + 0.003 * rng.standard_normal(len(t))
+    return wave.astype(np.float32)
+
+
+def tone(freq: float, sr: int, seconds: float = 1.0) -> np.ndarray:
+    t = np.arange(int(sr * seconds)) / sr
+    return (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def peak_hz(wave: np.ndarray, sr: int) -> float:
+    """Frequency of the largest FFT bin (Hann-windowed)."""
+    spectrum = np.abs(np.fft.rfft(wave * np.hanning(len(wave))))
+    return float(np.fft.rfftfreq(len(wave), 1 / sr)[np.argmax(spectrum)])
+
+
+def rms_db(wave: np.ndarray) -> float:
+    return float(20 * np.log10(np.sqrt(np.mean(wave.astype(np.float64) ** 2))))
+
+
+def only(name: str, p: float = 1.0, **extra: float) -> AugmentConfig:
+    return AugmentConfig(**{name: p}, **extra)
+
+
+class _MaxRng:
+    """Stand-in generator: every gate passes (if p > 0) and every uniform draw is its maximum."""
+
+    def random(self) -> float:
+        return 0.0
+
+    def uniform(self, low: float, high: float, size: int | None = None):
+        return high if size is None else np.full(size, high)
+
+    def standard_normal(self, size: int) -> np.ndarray:
+        return np.zeros(size)
+
+
+@pytest.fixture(scope="module")
+def wave() -> np.ndarray:
+    return speech_like()
+
+
+@pytest.mark.parametrize("name", AUGS)
+def test_each_augmentation_changes_signal_keeps_shape(wave: np.ndarray, name: str) -> None:
+    aug = WaveformAugmenter(only(name), seed=1)
+    before = wave.copy()
+    out = aug(wave, SR)
+    assert out.shape == wave.shape and out.dtype == np.float32
+    assert np.all(np.isfinite(out))
+    assert np.max(np.abs(out - wave)) > 1e-4
+    assert np.array_equal(wave, before)  # input untouched
+    assert out is not wave
+
+
+@pytest.mark.parametrize("name", AUGS)
+def test_fresh_parameters_every_call(wave: np.ndarray, name: str) -> None:
+    aug = WaveformAugmenter(only(name), seed=2)
+    first, second = aug(wave, SR), aug(wave, SR)
+    assert not np.allclose(first, second)
+
+
+def test_probability_zero_is_exact_identity(wave: np.ndarray) -> None:
+    aug = WaveformAugmenter(AugmentConfig(), seed=0)
+    assert not aug.config.active
+    for _ in range(3):
+        out = aug(wave, SR)
+        assert np.array_equal(out, wave) and out.dtype == np.float32 and out is not wave
+
+
+def test_same_seed_same_sequence_different_seed_differs(wave: np.ndarray) -> None:
+    cfg = AugmentConfig(tshift=0.5, speed=0.5, gauss=0.5, pshift=0.5, gain=0.5, stretch=0.5)
+    a, b, c = (WaveformAugmenter(cfg, seed=s) for s in (7, 7, 8))
+    seq_a = [a(wave, SR) for _ in range(6)]
+    seq_b = [b(wave, SR) for _ in range(6)]
+    seq_c = [c(wave, SR) for _ in range(6)]
+    assert all(np.array_equal(x, y) for x, y in zip(seq_a, seq_b))
+    assert not all(np.array_equal(x, y) for x, y in zip(seq_a, seq_c))
+
+
+def test_pitch_shift_octave_uses_real_sample_rate() -> None:
+    sr = 8000
+    aug = WaveformAugmenter(only("pshift", pshiftn=12.0), seed=0)
+    aug.rng = _MaxRng()  # forces +12 semitones
+    out = aug(tone(440.0, sr), sr)
+    assert aug.last_params["pshift_semitones"] == 12.0
+    assert abs(peak_hz(out, sr) - 880.0) < 10.0
+
+
+def test_pitch_shift_random_amounts_match_spectrum() -> None:
+    sr = 8000
+    aug = WaveformAugmenter(only("pshift", pshiftn=2.0), seed=3)
+    for _ in range(5):
+        out = aug(tone(440.0, sr), sr)
+        semitones = aug.last_params["pshift_semitones"]
+        assert -2.0 <= semitones <= 2.0
+        assert abs(peak_hz(out, sr) - 440.0 * 2 ** (semitones / 12)) < 5.0
+
+
+def test_gain_changes_rms_by_drawn_db(wave: np.ndarray) -> None:
+    aug = WaveformAugmenter(only("gain"), seed=4)
+    drawn = []
+    for _ in range(30):
+        delta = rms_db(aug(wave, SR)) - rms_db(wave)
+        assert -12.0 - 1e-3 <= delta <= 12.0 + 1e-3
+        assert delta == pytest.approx(aug.last_params["gain_db"], abs=1e-3)
+        drawn.append(delta)
+    assert min(drawn) < -3.0 and max(drawn) > 3.0  # spread over the range, both signs
+
+
+def test_time_shift_bounded_by_half_second_at_real_rate() -> None:
+    for sr in (8000, 16000):
+        aug = WaveformAugmenter(only("tshift"), seed=5)
+        for _ in range(20):
+            out = aug(speech_like(sr), sr)
+            assert len(out) == sr
+            assert abs(aug.last_params["tshift_samples"]) <= 0.5 * sr
+    short = np.ones(100, dtype=np.float32)  # 100 samples << 0.5 s: shift is bounded by length
+    aug = WaveformAugmenter(only("tshift"), seed=6)
+    for _ in range(10):
+        assert len(aug(short, SR)) == 100 and abs(aug.last_params["tshift_samples"]) <= 100
+
+
+def test_speed_keeps_length_for_extreme_rates(wave: np.ndarray) -> None:
+    aug = WaveformAugmenter(only("speed"), seed=0)
+    aug.rng = _MaxRng()  # rate 1.3: shorter resampled clip, padded back
+    assert len(aug(wave, SR)) == len(wave) and aug.last_params["speed_rate"] == 1.3
+    assert len(aug(wave[:1001], SR)) == 1001  # odd length
+
+
+def test_probability_gating_is_binomial(wave: np.ndarray) -> None:
+    aug = WaveformAugmenter(only("gain", p=0.5), seed=9)
+    changed = sum(not np.array_equal(aug(wave, SR), wave) for _ in range(200))
+    assert 65 <= changed <= 135  # 100 +/- 5 sd of Binomial(200, 0.5)
+
+
+def test_picklable_round_trip_preserves_state(wave: np.ndarray) -> None:
+    cfg = AugmentConfig(tshift=1.0, speed=1.0, gauss=1.0, pshift=1.0, gain=1.0, stretch=1.0)
+    aug = WaveformAugmenter(cfg, seed=11)
+    aug(wave, SR)
+    clone = pickle.loads(pickle.dumps(aug))
+    assert np.array_equal(clone(wave, SR), aug(wave, SR))
+
+
+class _AugDataset:
+    def __init__(self, aug: WaveformAugmenter, wave: np.ndarray) -> None:
+        self.aug, self.wave = aug, wave
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.aug(self.wave, SR)
+
+
+def test_dataloader_workers_get_distinct_streams(wave: np.ndarray) -> None:
+    torch = pytest.importorskip("torch")
+    aug = WaveformAugmenter(only("gain"), seed=0)
+    loader = torch.utils.data.DataLoader(_AugDataset(aug, wave[:2000]), batch_size=None, num_workers=2)
+    outs = [x.numpy() for x in loader]  # items 0, 2 from worker 0; 1, 3 from worker 1
+    assert len(outs) == 4 and all(o.shape == (2000,) for o in outs)
+    assert not np.array_equal(outs[0], outs[1])  # the two workers did not replay one stream
+
+
+def test_config_validation_and_active() -> None:
+    with pytest.raises(ValueError):
+        AugmentConfig(gain=1.5)
+    with pytest.raises(ValueError):
+        AugmentConfig(pshiftn=30.0)
+    assert AugmentConfig(stretch=0.1).active and not AugmentConfig(pshiftn=4.0).active
+
+
+def test_rejects_multichannel(wave: np.ndarray) -> None:
+    with pytest.raises(ValueError):
+        WaveformAugmenter(only("gain"))(np.stack([wave, wave]), SR)
+
+
+def test_mixup_math() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(1000).astype(np.float32) + 0.5
+    b_long = rng.standard_normal(1500).astype(np.float32) - 0.2
+    ta, tb = np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.0, 1.0])
+    wave, target = mixup(a, b_long, ta, tb, 1.0)
+    assert wave.dtype == np.float32 and len(wave) == len(a)
+    np.testing.assert_allclose(wave, a - a.mean(), atol=1e-5)
+    np.testing.assert_allclose(target, ta)
+    wave, target = mixup(a, b_long, ta, tb, 0.3)
+    b_cut = b_long[:1000].astype(np.float64)
+    expected = 0.3 * (a - a.mean()) + 0.7 * (b_cut - b_cut.mean())
+    np.testing.assert_allclose(wave, expected - expected.mean(), atol=1e-5)
+    np.testing.assert_allclose(target, [0.3, 0.0, 0.7], atol=1e-6)
+    wave, _ = mixup(a, b_long[:300], ta, tb, 0.5)  # shorter b is zero-padded
+    assert len(wave) == len(a) and abs(float(wave.mean())) < 1e-5
+    with pytest.raises(ValueError):
+        mixup(a, b_long, ta, tb, 1.5)
+
+
+def test_sample_mixup_lambda_beta_10_10() -> None:
+    lams = [sample_mixup_lambda(np.random.default_rng(1)) for _ in range(2)]
+    assert lams[0] == lams[1]  # seeded
+    rng = np.random.default_rng(2)
+    draws = np.array([sample_mixup_lambda(rng) for _ in range(2000)])
+    assert np.all((draws > 0) & (draws < 1))
+    assert abs(draws.mean() - 0.5) < 0.01 and abs(draws.std() - np.sqrt(0.25 / 21)) < 0.01

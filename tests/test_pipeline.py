@@ -1,0 +1,124 @@
+"""End to end through the command line: train → evaluate → extract on a small generated dataset."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import SMALL_ECAPA
+from safetensors.torch import load_file
+
+from audiotune.cli import main
+
+
+def train_args(ds: dict, out, *extra: str) -> list[str]:
+    return ["train", "-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"]), "-o", str(out),
+            "--model", "ecapa_tdnn", *SMALL_ECAPA, "-e", "2", "-bs", "4", "--seed", "3", *extra]
+
+
+@pytest.fixture()
+def trained(uid_dataset: dict, tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("run")
+    assert main(train_args(uid_dataset, out)) == 0
+    return {**uid_dataset, "run": out}
+
+
+def test_train_writes_a_complete_run_directory(trained: dict) -> None:
+    run = trained["run"]
+    for name in ("config.yaml", "model.safetensors", "metrics.json", "predictions.parquet",
+                 "checkpoints/last.ckpt", "checkpoints/best.ckpt", "logs/metrics.csv",
+                 "plots/training_curves.png", "plots/confusion_val_pitch.png", "plots/roc_test_loud+long.png"):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics) >= {"val", "test"}
+    for split in ("val", "test"):
+        m = metrics[split]
+        assert m["n"] == 4
+        assert 0 <= m["accuracy"] <= 1 and 0 <= m["macro_f1"] <= 1
+        assert set(m["auc"]) == {"loud", "long"}
+        assert m["heads"]["pitch"]["classes"] == ["high", "low"]
+    predictions = pd.read_parquet(run / "predictions.parquet")
+    assert {"uid", "split", "score:pitch=high", "target:loud", "predicted:pitch"} <= set(predictions.columns)
+    assert len(predictions) == 8 and predictions.filter(like="score:").notna().all().all()
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert [h["kind"] for h in config["heads"]] == ["categorical", "binary"]
+    assert config["train"]["epochs"] == 2 and config["model"]["channels"] == [16, 16, 48]
+
+
+def test_evaluate_rebuilds_the_model_and_reproduces_test_metrics(trained: dict, tmp_path) -> None:
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--run", str(trained["run"]), "-d", str(trained["split"] / "test.csv"),
+                 "-o", str(out)]) == 0
+    again = json.loads((out / "metrics.json").read_text())["data"]
+    original = json.loads((trained["run"] / "metrics.json").read_text())["test"]
+    assert again["accuracy"] == pytest.approx(original["accuracy"])
+    assert again["auc"] == pytest.approx(original["auc"])
+    before = pd.read_parquet(trained["run"] / "predictions.parquet").query("split == 'test'").set_index("uid")
+    after = pd.read_parquet(out / "predictions.parquet").set_index("uid").loc[before.index]
+    np.testing.assert_allclose(after["score:loud"], before["score:loud"], atol=1e-5)
+
+
+def test_evaluate_on_a_split_directory_scores_every_split(trained: dict, tmp_path) -> None:
+    assert main(["evaluate", "--run", str(trained["run"] / "model.safetensors"), "-d", str(trained["split"]),
+                 "-o", str(tmp_path)]) == 0
+    assert set(json.loads((tmp_path / "metrics.json").read_text())) == {"train", "val", "test"}
+
+
+@pytest.mark.parametrize("kind, dim", [("pt", 16), ("st", 16), ("ft", 16)])
+def test_extract_streams_embeddings(trained: dict, tmp_path, kind: str, dim: int) -> None:
+    out = tmp_path / f"{kind}.parquet"
+    csv = trained["split"] / "train.csv"
+    assert main(["extract", "--run", str(trained["run"]), "-d", str(csv), "--embedding_type", kind,
+                 "--out", str(out), "-bs", "3"]) == 0
+    table = pd.read_parquet(out)
+    assert sorted(table["uid"]) == sorted(pd.read_csv(csv)["uid"])
+    matrix = np.stack(table["embedding"].to_numpy())
+    assert matrix.shape == (16, dim) and np.isfinite(matrix).all()
+
+
+def test_ft_embeddings_merge_heads_by_pooling_mode(trained: dict, tmp_path) -> None:
+    csv = trained["split"] / "test.csv"
+    tables = {}
+    for mode in ("mean", "sum"):
+        out = tmp_path / f"{mode}.parquet"
+        assert main(["extract", "--run", str(trained["run"]), "-d", str(csv), "--embedding_type", "ft",
+                     "--pooling_mode", mode, "--out", str(out)]) == 0
+        tables[mode] = pd.read_parquet(out).set_index("uid").sort_index()
+    mean = np.stack(tables["mean"]["embedding"].to_numpy())
+    total = np.stack(tables["sum"]["embedding"].to_numpy())
+    np.testing.assert_allclose(total, 2 * mean, rtol=1e-5, atol=1e-6)  # two heads
+
+
+def test_saved_weights_are_the_best_validation_checkpoint(trained: dict) -> None:
+    import torch
+
+    weights = load_file(str(trained["run"] / "model.safetensors"))
+    best = torch.load(trained["run"] / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    for name, tensor in weights.items():
+        torch.testing.assert_close(tensor, best["state_dict"][f"model.{name}"])
+
+
+def test_same_seed_gives_same_metrics(uid_dataset: dict, tmp_path) -> None:
+    results = []
+    for name in ("a", "b"):
+        assert main(train_args(uid_dataset, tmp_path / name, "-e", "1")) == 0
+        results.append(json.loads((tmp_path / name / "metrics.json").read_text())["test"])
+    assert results[0]["auc"] == results[1]["auc"] and results[0]["accuracy"] == results[1]["accuracy"]
+    a = pd.read_parquet(tmp_path / "a" / "predictions.parquet")
+    b = pd.read_parquet(tmp_path / "b" / "predictions.parquet")
+    np.testing.assert_allclose(a.filter(like="score:").to_numpy(), b.filter(like="score:").to_numpy(), atol=1e-6)
+
+
+def test_resume_continues_from_the_last_checkpoint(uid_dataset: dict, tmp_path) -> None:
+    assert main(train_args(uid_dataset, tmp_path, "-e", "1")) == 0
+    assert main(train_args(uid_dataset, tmp_path, "-e", "3", "--resume")) == 0
+    log = pd.read_csv(tmp_path / "logs" / "metrics.csv")
+    assert sorted(log["epoch"].dropna().unique().astype(int)) == [0, 1, 2]
+    assert json.loads((tmp_path / "metrics.json").read_text())["epochs_run"] == 3
+
+
+def test_resume_without_a_checkpoint_is_a_clear_error(uid_dataset: dict, tmp_path, capsys) -> None:
+    assert main(train_args(uid_dataset, tmp_path, "--resume", "True")) == 2
+    assert "last.ckpt" in capsys.readouterr().err
