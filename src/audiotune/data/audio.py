@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,8 @@ class AudioError(DataError):
 
 def read_audio(path: str, expected_rate: float = float("nan")) -> tuple[np.ndarray, int]:
     """Decode a file to (channels, samples) float32 and its rate; bad files raise AudioError."""
+    if not os.path.isfile(path):  # soundfile reports a missing file only as "System error"
+        raise AudioError(f"{path}: file not found")
     try:
         data, rate = sf.read(path, dtype="float32", always_2d=True)
     except FileNotFoundError as err:

@@ -1,0 +1,155 @@
+"""The common classifier: heads, shared dense, pooling, embeddings, padding independence."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+from conftest import tone
+
+from audiotune.config import ClassifierConfig, HeadSpec, RunConfig
+from audiotune.data.audio import scan_audio
+from audiotune.data.prepare import audio_spec
+from audiotune.engine.inference import make_dataset, make_loader
+from audiotune.models.backbones.ecapa import EcapaBackbone
+from audiotune.models.checkpoint import build_classifier
+from audiotune.models.classifier import Classifier, masked_pool
+
+HEADS = [HeadSpec("word", "categorical", ["word"], ["a", "b", "c"]), HeadSpec("x+y", "binary", ["x", "y"])]
+
+
+class ToyBackbone(torch.nn.Module):
+    """Three hidden states of a linear map, so layer choice and weighting are visible."""
+
+    needs_equal_length = False
+    num_layers = 2
+    num_hidden_states = 3
+    embedding_dim = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(4, 4)
+
+    def hidden_states(self, inputs: torch.Tensor, lengths: torch.Tensor):
+        first = self.proj(inputs)
+        mask = torch.arange(inputs.shape[1])[None] < lengths[:, None]
+        return [first, 2 * first, 3 * first + 1], mask
+
+    def load_pretrained(self, path: str) -> None:
+        raise NotImplementedError
+
+
+def small_backbone() -> EcapaBackbone:
+    return EcapaBackbone(12, lin_neurons=8, channels=[16, 16, 48], kernel_sizes=[5, 3, 1], dilations=[1, 2, 1],
+                         attention_channels=8, res2net_scale=2, se_channels=8)
+
+
+def test_heads_follow_the_seed_layout_and_concatenate_outputs() -> None:
+    model = Classifier(small_backbone(), HEADS, ClassifierConfig(clf_bottleneck=5, layernorm=True))
+    keys = set(model.state_dict())
+    assert {"classifiers.0.head.dense.weight", "classifiers.0.head.norm.weight", "classifiers.0.head.outproj.weight",
+            "classifiers.1.head.outproj.bias"} <= keys
+    assert model.classifiers[0].head.outproj.out_features == 3 and model.classifiers[1].head.outproj.out_features == 2
+    out = model.eval()(torch.randn(2, 30, 12), torch.tensor([30, 20]))
+    assert out.shape == (2, 5)
+
+
+def test_options_change_the_architecture() -> None:
+    plain = Classifier(small_backbone(), HEADS, ClassifierConfig(clf_bottleneck=5))
+    assert isinstance(plain.dense, torch.nn.Identity) and "norm" not in dict(plain.classifiers[0].head.named_children())
+    shared = Classifier(small_backbone(), HEADS, ClassifierConfig(shared_dense=True, sd_bottleneck=6, clf_bottleneck=5,
+                                                                  activation="gelu", final_dropout=0.5))
+    assert shared.dense.dense.out_features == 6 and shared.classifiers[0].head.dense.in_features == 6
+    assert isinstance(shared.classifiers[0].head.gelu, torch.nn.GELU)
+    assert shared.classifiers[0].head.dropout.p == 0.5
+    no_act = Classifier(small_backbone(), HEADS, ClassifierConfig(activation="none"))
+    assert [n for n, _ in no_act.classifiers[0].head.named_children()] == ["dense", "dropout", "outproj"]
+
+
+def test_masked_pooling_ignores_padded_frames() -> None:
+    hidden = torch.tensor([[[1.0], [3.0], [100.0]]])
+    mask = torch.tensor([[True, True, False]])
+    assert masked_pool(hidden, mask, "mean").item() == 2.0
+    assert masked_pool(hidden, mask, "sum").item() == 4.0
+    assert masked_pool(hidden, mask, "max").item() == 3.0
+
+
+def test_layer_selection_and_weighted_sum() -> None:
+    torch.manual_seed(0)
+    inputs, lengths = torch.randn(2, 5, 4), torch.tensor([5, 3])
+    chosen = Classifier(ToyBackbone(), HEADS, ClassifierConfig(layer=0))
+    last = Classifier(ToyBackbone(), HEADS, ClassifierConfig(layer=-1))
+    last.backbone.load_state_dict(chosen.backbone.state_dict())
+    pt0 = chosen.extract_embedding(inputs, lengths, "pt")
+    assert torch.allclose(last.extract_embedding(inputs, lengths, "pt"), 3 * pt0 + 1, atol=1e-5)
+    assert torch.allclose(chosen.extract_embedding(inputs, lengths, "pt", layer=1), 2 * pt0, atol=1e-5)
+    with pytest.raises(ValueError, match="--layer 3"):
+        Classifier(ToyBackbone(), HEADS, ClassifierConfig(layer=3))
+    weighted = Classifier(ToyBackbone(), HEADS, ClassifierConfig(weighted=True))
+    weighted.backbone.load_state_dict(chosen.backbone.state_dict())
+    # zero logits: the plain average of the three states
+    assert torch.allclose(weighted.extract_embedding(inputs, lengths, "wt"), (6 * pt0 + 1) / 3, atol=1e-5)
+    with pytest.raises(ValueError, match="--weighted"):
+        chosen.extract_embedding(inputs, lengths, "wt")
+
+
+def test_weighted_sum_weights_train() -> None:
+    torch.manual_seed(0)
+    model = Classifier(ToyBackbone(), HEADS, ClassifierConfig(weighted=True, final_dropout=0.0))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    inputs, lengths = torch.randn(8, 5, 4), torch.full((8,), 5)
+    for _ in range(5):
+        optimizer.zero_grad()
+        model(inputs, lengths).pow(2).mean().backward()
+        optimizer.step()
+    assert not torch.allclose(model.layer_weights.detach(), torch.zeros(3))
+
+
+def test_embedding_kinds() -> None:
+    model = Classifier(small_backbone(), HEADS, ClassifierConfig(shared_dense=True, sd_bottleneck=6,
+                                                                 clf_bottleneck=5)).eval()
+    inputs, lengths = torch.randn(3, 25, 12), torch.full((3,), 25)
+    assert model.extract_embedding(inputs, lengths, "pt").shape == (3, 8)
+    assert model.extract_embedding(inputs, lengths, "st").shape == (3, 6)
+    ft_mean = model.extract_embedding(inputs, lengths, "ft", pooling="mean")
+    ft_sum = model.extract_embedding(inputs, lengths, "ft", pooling="sum")
+    assert ft_mean.shape == (3, 5) and torch.allclose(ft_sum, 2 * ft_mean, atol=1e-6)
+    shared = model.dense(model.extract_embedding(inputs, lengths, "pt"))
+    expected = (model.classifiers[0].head.dense(shared) + model.classifiers[1].head.dense(shared)) / 2
+    assert torch.allclose(ft_mean, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="embedding type"):
+        model.extract_embedding(inputs, lengths, "xx")
+
+
+def test_a_clips_output_does_not_depend_on_its_batch(tmp_path) -> None:
+    """Through the real loader: alone vs. batched with longer clips (equal-length batching for ECAPA)."""
+    rows = []
+    for i, seconds in enumerate([0.5, 0.5, 0.9, 1.3, 0.5, 1.3]):
+        path = tmp_path / f"c{i}.wav"
+        sf.write(path, tone(200 + 90 * i, seconds, 16000, seed=i), 16000)
+        rows.append({"uid": f"c{i}", "path": str(path), "expected_rate": np.nan})
+    table = pd.DataFrame(rows).set_index("uid")
+    config = RunConfig()
+    config.features.features, config.features.num_mel_bins = "fbank", 12
+    config.model.channels, config.model.kernel_sizes, config.model.dilations = [16, 16, 48], [5, 3, 1], [1, 2, 1]
+    config.model.attention_channels = config.model.se_channels = 8
+    config.model.res2net_scale, config.model.lin_neurons = 2, 8
+    config.heads = HEADS[:1]
+    table, _ = scan_audio(table, audio_spec(config), "x")
+    model = build_classifier(config).eval()
+    targets = np.zeros((len(table), 3), np.float32)
+
+    def embeddings(frame: pd.DataFrame, batch_size: int) -> dict[str, torch.Tensor]:
+        config.train.batch_size = batch_size
+        loader = make_loader(config, make_dataset(config, frame, targets[: len(frame)]), frame, False, True)
+        result = {}
+        for batch in loader:
+            out = model.extract_embedding(batch["inputs"], batch["lengths"], "pt")
+            result.update(zip(batch["uid"], out))
+        return result
+
+    batched = embeddings(table, batch_size=6)
+    for uid in table.index:
+        alone = embeddings(table.loc[[uid]], batch_size=1)[uid]
+        torch.testing.assert_close(batched[uid], alone, atol=1e-4, rtol=0)

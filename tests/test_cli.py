@@ -1,0 +1,69 @@
+"""Flag parsing: seed spellings, booleans bare or with a value, YAML configs."""
+from __future__ import annotations
+
+import pytest
+
+from audiotune.cli import build_parser, config_from_args, parse_bool
+from audiotune.config import RunConfig, load_config, save_config
+
+
+def parse(*argv: str) -> RunConfig:
+    return config_from_args(build_parser().parse_args(["train", *argv]))
+
+
+def test_defaults_match_the_ecapa_seed() -> None:
+    config = parse()
+    assert (config.train.batch_size, config.train.learning_rate, config.train.epochs) == (8, 3e-4, 1)
+    assert (config.features.features, config.features.n_mfcc, config.features.n_fft, config.features.n_mels) == \
+        ("mfcc", 80, 400, 128)
+    assert (config.audio.resample_rate, config.audio.clip_length, config.audio.reduce) == (16000, 10.0, True)
+    assert (config.train.optim, config.train.weight_decay, config.classifier.final_dropout) == ("adamw", 1e-4, 0.3)
+
+
+def test_seed_short_flags_and_underscore_or_hyphen_spellings() -> None:
+    config = parse("-i", "/audio", "-s", "study1", "-d", "splits", "-l", "labels.txt", "-o", "out", "-bs", "4",
+                   "-lr", "0.01", "-e", "3", "-nw", "2", "--clip-length", "2.5", "--sd_bottleneck", "32",
+                   "--dataset-mean", "-4.2", "--dataset_std", "4.5", "--gauss", "0.5", "--pshiftn", "3")
+    assert (config.data.prefix, config.data.study, config.data.data_split_root, config.data.label_txt) == \
+        ("/audio", "study1", "splits", "labels.txt")
+    assert config.exp_dir == "out"
+    assert (config.train.batch_size, config.train.learning_rate, config.train.epochs, config.train.num_workers) == \
+        (4, 0.01, 3, 2)
+    assert config.audio.clip_length == 2.5 and config.classifier.sd_bottleneck == 32
+    assert (config.features.dataset_mean, config.features.dataset_std) == (-4.2, 4.5)
+    assert (config.augment.gauss, config.augment.pshiftn) == (0.5, 3)
+
+
+@pytest.mark.parametrize("argv, expected", [(["--shared_dense"], True), (["--shared_dense", "True"], True),
+                                            (["--shared_dense", "False"], False), (["--shared-dense", "0"], False),
+                                            ([], False)])
+def test_booleans_bare_or_with_a_value(argv: list[str], expected: bool) -> None:
+    assert parse(*argv).classifier.shared_dense is expected
+
+
+def test_reduce_false_and_seed_fbank_switch() -> None:
+    config = parse("--reduce", "False", "--fbank", "True")
+    assert config.audio.reduce is False and config.features.features == "fbank"
+    assert parse("--fbank", "False").features.features == "mfcc"
+
+
+def test_bad_values_are_rejected() -> None:
+    with pytest.raises(SystemExit):
+        parse("--shared_dense", "maybe")
+    with pytest.raises(SystemExit):
+        parse("--scheduler", "linear")
+    with pytest.raises(Exception, match="boolean"):
+        parse_bool("maybe")
+
+
+def test_config_file_round_trip_and_flags_override(tmp_path) -> None:
+    config = parse("-bs", "5", "--channels", "8", "8", "24")
+    path = tmp_path / "c.yaml"
+    save_config(config, path)
+    assert load_config(path) == config
+    overridden = parse("--config", str(path), "-e", "7")
+    assert overridden.train.batch_size == 5 and overridden.train.epochs == 7
+    assert overridden.model.channels == [8, 8, 24]
+    path.write_text("train:\n  batchsize: 3\n")
+    with pytest.raises(ValueError, match="batchsize"):
+        load_config(path)

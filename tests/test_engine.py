@@ -1,0 +1,158 @@
+"""Training options, metrics and the train-only data transforms."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import SMALL_ECAPA
+
+from audiotune.cli import main
+from audiotune.config import HeadSpec, RunConfig, TrainConfig
+from audiotune.data.audio import scan_audio
+from audiotune.data.layout import attach_paths
+from audiotune.data.prepare import audio_spec
+from audiotune.engine.inference import make_dataset
+from audiotune.engine.metrics import compute_metrics, scores_from_logits
+from audiotune.engine.module import ClassifierModule, classification_loss, resolve_loss
+
+HEADS = [HeadSpec("word", "categorical", ["word"], ["a", "b", "c"]), HeadSpec("x+y", "binary", ["x", "y"])]
+
+
+def run_train(ds: dict, out, *extra: str) -> dict:
+    args = ["train", "-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"]), "-o", str(out),
+            *SMALL_ECAPA, "-e", "1", "-bs", "4", *extra]
+    assert main(args) == 0
+    return json.loads((out / "metrics.json").read_text())
+
+
+def test_loss_per_head_type() -> None:
+    logits = torch.tensor([[2.0, 0.0, -1.0, 3.0, -3.0]])
+    targets = torch.tensor([[1.0, 0.0, 0.0, 1.0, 0.0]])
+    ce = torch.nn.functional.cross_entropy(logits[:, :3], targets[:, :3])
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 3:], targets[:, 3:])
+    mse = torch.nn.functional.mse_loss(logits[:, 3:], targets[:, 3:])
+    assert torch.isclose(classification_loss(logits, targets, HEADS, "BCE"), ce + bce)
+    assert torch.isclose(classification_loss(logits, targets, HEADS, "MSE"), ce + mse)
+    soft = torch.tensor([[0.7, 0.3, 0.0, 0.5, 0.5]])  # mixup targets
+    assert torch.isfinite(classification_loss(logits, soft, HEADS))
+    assert resolve_loss("auto", HEADS) == "BCE" and resolve_loss("MSE", HEADS) == "MSE"
+    with pytest.raises(ValueError, match="CE"):
+        resolve_loss("CE", HEADS)
+    assert resolve_loss("CE", HEADS[:1]) == "BCE"
+
+
+@pytest.mark.parametrize("optim, scheduler", [("adam", "none"), ("adamw", "onecycle"), ("adamw", "cosine")])
+def test_optimizers_and_schedules(optim: str, scheduler: str) -> None:
+    model = torch.nn.Linear(2, 2)
+    config = TrainConfig(optim=optim, scheduler=scheduler, epochs=2, learning_rate=0.1, max_lr=0.5, warmup_steps=3,
+                         weight_decay=0.2)
+    setup = ClassifierModule.configure_optimizers(type("M", (), {"model": model, "config": config,
+                                                                 "steps_per_epoch": 10})())
+    optimizer = setup["optimizer"]
+    assert type(optimizer).__name__ == {"adam": "Adam", "adamw": "AdamW"}[optim]
+    if optim == "adamw":
+        assert optimizer.param_groups[0]["weight_decay"] == 0.2
+    if scheduler == "none":
+        assert "lr_scheduler" not in setup
+        return
+    sched = setup["lr_scheduler"]["scheduler"]
+    assert setup["lr_scheduler"]["interval"] == "step"
+    rates = []
+    for _ in range(20):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        sched.step()
+    if scheduler == "onecycle":
+        assert max(rates) == pytest.approx(0.5, rel=0.05) and rates[0] < 0.1
+    else:
+        assert rates[0] < rates[3] == pytest.approx(0.1) and rates[-1] < 0.01
+
+
+def test_bf16_workers_and_onecycle_train(uid_dataset: dict, tmp_path) -> None:
+    metrics = run_train(uid_dataset, tmp_path, "--precision", "bf16", "-nw", "2", "--scheduler", "onecycle",
+                        "--optim", "adam")
+    assert metrics["test"]["n"] == 4
+    config = (tmp_path / "config.yaml").read_text()
+    assert "precision: bf16" in config and "num_workers: 2" in config
+
+
+def test_early_stopping_stops_when_validation_stalls(uid_dataset: dict, tmp_path) -> None:
+    metrics = run_train(uid_dataset, tmp_path, "-e", "8", "--patience", "1", "-lr", "0", "--final_dropout", "0")
+    assert metrics["epochs_run"] < 8
+
+
+def test_mse_loss_scores_are_raw_outputs(uid_dataset: dict, tmp_path) -> None:
+    run_train(uid_dataset, tmp_path, "--loss", "MSE")
+    predictions = pd.read_parquet(tmp_path / "predictions.parquet")
+    assert "score:loud" in predictions
+
+
+def test_metrics_are_nan_safe() -> None:
+    targets = np.array([[1, 0, 0, 1, 0], [0, 1, 0, 1, 1], [0, 0, 1, 1, 0]], dtype=np.float32)
+    scores = scores_from_logits(np.random.default_rng(0).normal(size=(3, 5)), HEADS)
+    metrics = compute_metrics(scores, targets, HEADS)
+    assert metrics["auc"]["x"] is None and any("'x'" in note for note in metrics["notes"])
+    assert metrics["auc"]["y"] is not None
+    json.dumps(metrics, allow_nan=False)
+    empty = compute_metrics(scores[:0], targets[:0], HEADS)
+    assert empty["accuracy"] is None and empty["n"] == 0
+
+
+def test_metrics_values() -> None:
+    heads = HEADS[:1]
+    targets = np.eye(3, dtype=np.float32)[[0, 0, 1, 2]]
+    scores = np.eye(3)[[0, 1, 1, 2]]
+    metrics = compute_metrics(scores, targets, heads)
+    assert metrics["accuracy"] == 0.75
+    assert metrics["uar"] == pytest.approx((0.5 + 1 + 1) / 3)
+    assert metrics["heads"]["word"]["confusion_matrix"] == [[1, 1, 0], [0, 1, 0], [0, 0, 1]]
+
+
+def _dataset(ds: dict, train: bool, **changes) -> object:
+    config = RunConfig()
+    config.features.features = "fbank"
+    config.features.num_mel_bins = 24
+    for key, value in changes.items():
+        section, name = key.split("__")
+        setattr(getattr(config, section), name, value)
+    table = attach_paths(ds["table"].head(4), str(ds["prefix"]))
+    table, _ = scan_audio(table, audio_spec(config), "t")
+    targets = np.eye(4, dtype=np.float32)
+    return make_dataset(config, table, targets, train=train)
+
+
+@pytest.mark.parametrize("option", ["augment__gauss", "augment__gain", "augment__tshift", "augment__speed",
+                                    "augment__stretch", "augment__pshift", "features__noise"])
+def test_augmentation_changes_training_inputs_only(uid_dataset: dict, option: str) -> None:
+    torch.manual_seed(0)
+    plain = _dataset(uid_dataset, train=False, **{option: 1.0 if "augment" in option else True})
+    augmented = _dataset(uid_dataset, train=True, **{option: 1.0 if "augment" in option else True})
+    baseline = _dataset(uid_dataset, train=False)
+    assert torch.equal(plain[0]["inputs"], baseline[0]["inputs"])  # off outside training
+    assert not torch.equal(augmented[0]["inputs"], baseline[0]["inputs"])
+
+
+def test_spec_masks_change_training_inputs(uid_dataset: dict) -> None:
+    torch.manual_seed(0)
+    augmented = _dataset(uid_dataset, train=True, features__freqm=8, features__timem=10)
+    baseline = _dataset(uid_dataset, train=False, features__freqm=8, features__timem=10)
+    assert (augmented[0]["inputs"] == 0).sum() > (baseline[0]["inputs"] == 0).sum()
+
+
+def test_mixup_mixes_targets(uid_dataset: dict) -> None:
+    torch.manual_seed(0)
+    mixed = _dataset(uid_dataset, train=True, data__mixup=1.0)
+    target = mixed[0]["targets"]
+    assert 0.0 < target.max() < 1.0 and target.sum() == pytest.approx(1.0)
+    assert torch.equal(_dataset(uid_dataset, train=False, data__mixup=1.0)[0]["targets"], torch.eye(4)[0])
+
+
+def test_normalisation_uses_dataset_statistics(uid_dataset: dict) -> None:
+    raw = _dataset(uid_dataset, train=False)[0]["inputs"]
+    normed = _dataset(uid_dataset, train=False, features__dataset_mean=-4.0, features__dataset_std=2.5)[0]["inputs"]
+    torch.testing.assert_close(normed, (raw + 4.0) / 5.0)
+    with pytest.raises(ValueError, match="std"):
+        _dataset(uid_dataset, train=False, features__dataset_std=0.0)
