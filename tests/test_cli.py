@@ -45,6 +45,7 @@ def test_reduce_false_and_seed_fbank_switch() -> None:
     config = parse("--reduce", "False", "--fbank", "True")
     assert config.audio.reduce is False and config.features.features == "fbank"
     assert parse("--fbank", "False").features.features == "mfcc"
+    assert parse("--scheduler", "None").train.scheduler == "none"
 
 
 def test_bad_values_are_rejected() -> None:

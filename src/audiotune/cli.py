@@ -38,6 +38,10 @@ def parse_bool(text: str | bool) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean (True/False), got {text!r}")
 
 
+def _none_lower(text: str) -> str:
+    return "none" if text.strip().lower() == "none" else text
+
+
 def _spellings(name: str, extra: tuple[str, ...] = ()) -> list[str]:
     flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
     return list(extra) + flags
@@ -52,7 +56,9 @@ def _add_field(group: argparse._ArgumentGroup, section: str, spec: dataclasses.F
                               "help": meta.get("help", AUGMENT_HELP.get(spec.name, ""))}
     if meta.get("choices"):
         kwargs["choices"] = meta["choices"]
-    if kind is bool:
+    if meta.get("choices") and "none" in meta["choices"]:
+        kwargs["type"] = _none_lower  # the seeds pass "None"
+    elif kind is bool:
         kwargs.update(nargs="?", const=True, type=parse_bool, metavar="BOOL")
     elif typing.get_origin(kind) is list:
         kwargs.update(nargs="+", type=typing.get_args(kind)[0])
