@@ -122,3 +122,27 @@ def test_resume_continues_from_the_last_checkpoint(uid_dataset: dict, tmp_path) 
 def test_resume_without_a_checkpoint_is_a_clear_error(uid_dataset: dict, tmp_path, capsys) -> None:
     assert main(train_args(uid_dataset, tmp_path, "--resume", "True")) == 2
     assert "last.ckpt" in capsys.readouterr().err
+
+
+@pytest.mark.shared
+def test_train_starts_from_a_speechbrain_checkpoint(uid_dataset: dict, tmp_path, capsys) -> None:
+    """`--checkpoint` loads the real SpeechBrain-layout ECAPA strictly and fine-tunes from it."""
+    import torch
+
+    from conftest import shared_path
+
+    ckpt = shared_path("weights/ecapa_tdnn_c512.ckpt")
+    args = ["train", "-i", str(uid_dataset["prefix"]), "-d", str(uid_dataset["split"]), "-l",
+            str(uid_dataset["labels"]), "-o", str(tmp_path), "-c", str(ckpt), "--features", "fbank",
+            "--num_mel_bins", "80", "--channels", "512", "512", "512", "--kernel_sizes", "5", "3", "3",
+            "--dilations", "1", "2", "3", "-e", "1", "-bs", "4", "-lr", "1e-6", "--clf_bottleneck", "16"]
+    assert main(args) == 0
+    original = torch.load(ckpt, map_location="cpu", weights_only=True)
+    trained = load_file(str(tmp_path / "model.safetensors"))
+    # a tiny learning rate keeps the weights close to the checkpoint; a random init would be far away
+    weight = "blocks.0.conv.conv.weight"
+    assert torch.allclose(trained[f"backbone.ecapa.{weight}"], original[weight], atol=1e-3)
+    wrong = args[:-14] + ["--channels", "256", "256", "256", "--kernel_sizes", "5", "3", "3", "--dilations",
+                          "1", "2", "3", "-e", "1", "-o", str(tmp_path / "wrong")]
+    assert main(wrong) == 2
+    assert "ecapa_tdnn_c512.ckpt" in capsys.readouterr().err

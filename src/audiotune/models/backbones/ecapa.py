@@ -306,7 +306,7 @@ class ECAPA_TDNN(nn.Module):  # noqa: N801 - SpeechBrain's class name
         return self.fc(x).transpose(1, 2)
 
 
-class CheckpointMismatchError(RuntimeError):
+class CheckpointMismatchError(ValueError):
     """A checkpoint's keys or shapes do not match the model."""
 
 
