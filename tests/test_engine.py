@@ -118,7 +118,7 @@ def _dataset(ds: dict, train: bool, **changes) -> object:
     for key, value in changes.items():
         section, name = key.split("__")
         setattr(getattr(config, section), name, value)
-    table = attach_paths(ds["table"].head(4), str(ds["prefix"]))
+    table, _ = attach_paths(ds["table"].head(4), str(ds["prefix"]))
     table, _ = scan_audio(table, audio_spec(config), "t")
     targets = np.eye(4, dtype=np.float32)
     return make_dataset(config, table, targets, train=train)

@@ -94,14 +94,27 @@ def resolve_uid(uid: str, prefix: str, study: str = "") -> tuple[str, float]:
     return str(audio), float(rate) if rate is not None else float("nan")
 
 
-def attach_paths(table: pd.DataFrame, prefix: str, study: str = "") -> pd.DataFrame:
-    """Add ``path`` (and ``expected_rate`` from metadata) to every row that has no path yet."""
+def attach_paths(table: pd.DataFrame, prefix: str, study: str = "",
+                 split: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Add ``path`` (and ``expected_rate`` from metadata) to every row; rows that cannot be resolved are returned
+    separately with the reason (a missing metadata.json, a uid escaping the prefix, ...)."""
     table = table.copy()
+    failures = []
     if "path" in table.columns and table["path"].notna().all():
         if "expected_rate" not in table.columns:
             table["expected_rate"] = np.nan
-        return table
-    resolved = [resolve_uid(uid, prefix, study) for uid in table.index]
-    table["path"] = [path for path, _ in resolved]
-    table["expected_rate"] = [rate for _, rate in resolved]
-    return table
+        return table, pd.DataFrame(failures, columns=["uid", "split", "path", "reason"])
+    paths, rates = [], []
+    for uid in table.index:
+        try:
+            path, rate = resolve_uid(uid, prefix, study)
+        except DataError as err:
+            if not prefix:
+                raise
+            path, rate = "", float("nan")
+            failures.append({"uid": uid, "split": split, "path": "", "reason": str(err)})
+        paths.append(path)
+        rates.append(rate)
+    table["path"] = paths
+    table["expected_rate"] = rates
+    return table[table["path"] != ""], pd.DataFrame(failures, columns=["uid", "split", "path", "reason"])

@@ -33,7 +33,10 @@ def build_manifest(root: str | Path, out_csv: str | Path, pattern: str | None = 
     files = find_audio(root)
     if not files:
         raise DataError(f"{root}: no audio files ({', '.join(AUDIO_EXTENSIONS)})")
-    regex = re.compile(pattern) if pattern else None
+    try:
+        regex = re.compile(pattern) if pattern else None
+    except re.error as err:
+        raise DataError(f"--pattern {pattern!r} is not a valid regular expression ({err})") from err
     if regex is not None and not regex.groupindex:
         raise DataError(f"--pattern {pattern!r} has no named group such as (?P<label>...)")
     rows, skipped = [], []

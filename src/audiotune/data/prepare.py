@@ -53,7 +53,8 @@ def _check_tables(tables: dict[str, pd.DataFrame], heads: list[HeadSpec], config
         source = table.attrs.get("source", split)
         if config.train.debug:
             table = table.head(8)
-        table = attach_paths(table, config.data.prefix, config.data.study)
+        table, unresolved = attach_paths(table, config.data.prefix, config.data.study, split)
+        skipped.append(unresolved)
         if targets_needed:
             table, missing = drop_missing_targets(table, heads, split)
             dropped.append(missing)

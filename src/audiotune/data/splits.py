@@ -1,6 +1,7 @@
 """Subject-disjoint, stratified, seeded splits."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,8 @@ def write_split(parts: dict[str, pd.DataFrame], out_dir: str | Path) -> list[Pat
     written = []
     for name, part in parts.items():
         path = out_dir / f"{name}.csv"
+        if "path" in part.columns:  # relative paths keep the data and its splits movable together
+            part = part.assign(path=[os.path.relpath(p, out_dir.resolve()) for p in part["path"]])
         part.to_csv(path, index_label="uid")
         written.append(path)
     return written

@@ -1,0 +1,372 @@
+"""Data layer with real files: decoding, layouts, labels, and the manifest / split / stats commands."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+from conftest import SMALL_ECAPA, tone
+
+from audiotune.cli import build_parser, config_from_args, main
+from audiotune.data.audio import AudioError, AudioSpec, check_clip, load_clip, prepared_length
+from audiotune.data.features import kaldi_fbank
+from audiotune.data.labels import infer_heads
+from audiotune.data.layout import read_table, resolve_uid
+from audiotune.data.prepare import prepare_training_data
+from audiotune.data.splits import draw_validation
+
+
+def train_args(data: list[str], out: Path, *extra: str) -> list[str]:
+    return ["train", *data, "-o", str(out), "--model", "ecapa_tdnn", *SMALL_ECAPA, "-e", "1", "-bs", "4",
+            "--seed", "3", *extra]
+
+
+def prepare(argv: list[str], exp_dir: Path):
+    """Parse `audiotune train` flags and run only the data preparation of training."""
+    config = config_from_args(build_parser().parse_args(["train", *argv, "-o", str(exp_dir)]))
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    return prepare_training_data(config, exp_dir)
+
+
+# ---------------------------------------------------------------- decoding
+
+@pytest.mark.parametrize("fmt", ["WAV", "FLAC", "OGG", "MP3"])
+def test_every_container_decodes(tmp_path: Path, fmt: str) -> None:
+    if fmt not in sf.available_formats():
+        pytest.skip(f"this libsndfile ({sf.__libsndfile_version__}) has no {fmt} support")
+    wave = tone(440, 1.0, 16000)
+    path = tmp_path / f"clip.{fmt.lower()}"
+    try:
+        sf.write(path, wave, 16000, format=fmt)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+        if fmt == "MP3":
+            pytest.skip(f"writing MP3 needs libsndfile >= 1.1 with LAME (have {sf.__libsndfile_version__}: {err})")
+        raise
+    clip, rate = load_clip(str(path), AudioSpec())
+    assert rate == 16000 and clip.dtype == np.float32 and np.isfinite(clip).all()
+    assert abs(len(clip) - len(wave)) <= 0.05 * len(wave)  # lossy codecs may pad a little
+    n = min(len(clip), len(wave))
+    if fmt in ("WAV", "FLAC"):
+        np.testing.assert_allclose(clip, wave, atol=1e-4)
+    else:
+        assert np.corrcoef(clip[:n], wave[:n])[0, 1] > 0.95  # lossy, but the same signal
+
+
+def test_three_channels_are_mixed_by_mean_or_sum(tmp_path: Path) -> None:
+    wave = tone(300, 0.5, 16000, channels=3)
+    path = tmp_path / "three.wav"
+    sf.write(path, wave, 16000, subtype="FLOAT")
+    mean, _ = load_clip(str(path), AudioSpec())
+    total, _ = load_clip(str(path), AudioSpec(mono="sum"))
+    np.testing.assert_allclose(mean, wave.mean(axis=1), atol=1e-6)
+    np.testing.assert_allclose(total, wave.sum(axis=1), atol=1e-6)
+    np.testing.assert_allclose(total, 3 * mean, atol=1e-5)
+
+
+def test_multichannel_without_reduce_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "stereo.wav"
+    sf.write(path, tone(300, 0.3, 16000, channels=2), 16000)
+    with pytest.raises(AudioError, match="stereo.wav.*2 channels"):
+        load_clip(str(path), AudioSpec(reduce=False))
+    with pytest.raises(AudioError, match="stereo.wav"):
+        check_clip(str(path), AudioSpec(reduce=False))
+    mono = tmp_path / "mono.wav"
+    sf.write(mono, tone(300, 0.3, 16000), 16000)
+    assert len(load_clip(str(mono), AudioSpec(reduce=False))[0]) == 4800
+
+
+@pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])
+@pytest.mark.parametrize("num_samples", [401, 4410, 12345])
+def test_prepared_length_matches_the_resampled_clip(tmp_path: Path, rate: int, num_samples: int) -> None:
+    path = tmp_path / "clip.wav"
+    wave = tone(250, 2.0, rate)[:num_samples]
+    assert len(wave) == num_samples
+    sf.write(path, wave, rate)
+    specs = (AudioSpec(clip_length=0), AudioSpec(clip_length=0.2), AudioSpec(resample_rate=0, clip_length=0),
+             AudioSpec(resample_rate=0, clip_length=0.05))
+    for spec in specs:
+        clip, out_rate = load_clip(str(path), spec)
+        assert out_rate == (spec.resample_rate or rate)
+        assert len(clip) == prepared_length(num_samples, rate, spec) == check_clip(str(path), spec)
+    if rate == 8000:
+        assert len(load_clip(str(path), AudioSpec(clip_length=0))[0]) == 2 * num_samples
+
+
+def test_clip_length_crops(tmp_path: Path) -> None:
+    path = tmp_path / "long.wav"
+    wave = tone(300, 2.0, 16000)
+    sf.write(path, wave, 16000, subtype="FLOAT")
+    clip, _ = load_clip(str(path), AudioSpec(clip_length=0.5))
+    assert len(clip) == 8000
+    np.testing.assert_allclose(clip, wave[:8000], atol=1e-6)
+    assert len(load_clip(str(path), AudioSpec(clip_length=5.0))[0]) == 32000
+
+
+# ---------------------------------------------------------------- labels
+
+def test_label_kinds_follow_the_column_values() -> None:
+    table = pd.DataFrame({"sick": [0, 1, 1, 0], "word": ["yes", "no", "maybe", "no"], "grade": [2, 0, 1, 2]})
+    sick, word, grade = infer_heads([["sick"], ["word"], ["grade"]], table)
+    assert (sick.kind, sick.num_outputs) == ("binary", 1)
+    assert (word.kind, word.classes) == ("categorical", ["maybe", "no", "yes"])
+    assert (grade.kind, grade.classes) == ("categorical", ["0", "1", "2"])
+
+
+def test_labels_read_from_a_csv_keep_their_kinds(uid_dataset: dict, tmp_path: Path) -> None:
+    prepared = prepare(["-i", str(uid_dataset["prefix"]), "-d", str(uid_dataset["split"]),
+                        "-l", str(uid_dataset["labels"])], tmp_path / "run")
+    pitch, loud_long = prepared.heads
+    assert (pitch.kind, pitch.classes) == ("categorical", ["high", "low"])
+    assert (loud_long.kind, loud_long.columns) == ("binary", ["loud", "long"])
+    assert prepared.targets["train"].shape == (16, 4)
+
+
+# ---------------------------------------------------------------- layouts
+
+def _path_split(ds: dict, root: Path) -> Path:
+    """A split directory whose CSVs address audio by a ``path`` column (one absolute, the rest relative)."""
+    split = root / "by_path"
+    split.mkdir()
+    for name in ("train", "val", "test"):
+        table = pd.read_csv(ds["split"] / f"{name}.csv")
+        table["path"] = [f"../audio/{uid}/waveform.wav" for uid in table["uid"]]
+        table.loc[0, "path"] = str(ds["prefix"] / table.loc[0, "uid"] / "waveform.wav")
+        table.to_csv(split / f"{name}.csv", index=False)
+    return split
+
+
+def test_path_manifests_train_and_evaluate_without_prefix(uid_dataset: dict, tmp_path: Path, capsys) -> None:
+    split = _path_split(uid_dataset, uid_dataset["root"])
+    run = tmp_path / "run"
+    assert main(train_args(["-d", str(split), "-l", str(uid_dataset["labels"])], run)) == 0
+    assert json.loads((run / "metrics.json").read_text())["test"]["n"] == 4
+    plain = tmp_path / "plain.csv"  # no uid column, paths relative to this CSV
+    test = pd.read_csv(split / "test.csv")
+    test["path"] = [str(Path("..") / uid_dataset["root"].name / "audio" / uid / "waveform.wav") for uid in test["uid"]]
+    test.drop(columns="uid").to_csv(plain, index=False)
+    assert main(["evaluate", "--run", str(run), "-d", str(plain), "-o", str(tmp_path / "eval")]) == 0, \
+        capsys.readouterr().err
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["data"]["n"] == 4
+
+
+def test_read_table_resolves_relative_and_absolute_paths(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    csv = tmp_path / "sub" / "m.csv"
+    pd.DataFrame({"path": ["../a.wav", str(tmp_path / "b.wav")], "y": [0, 1]}).to_csv(csv, index=False)
+    table = read_table(csv)
+    assert table["path"].tolist() == [str(tmp_path / "a.wav"), str(tmp_path / "b.wav")]
+    assert table.index.tolist() == ["../a.wav", str(tmp_path / "b.wav")]
+
+
+def _no_val(ds: dict) -> Path:
+    """The dataset's split directory with val.csv folded back into train.csv (five training subjects)."""
+    split = ds["split"]
+    pd.concat([pd.read_csv(split / "train.csv"), pd.read_csv(split / "val.csv")]).to_csv(split / "train.csv",
+                                                                                            index=False)
+    (split / "val.csv").unlink()
+    return split
+
+
+def test_validation_subjects_are_drawn_from_train_by_seed(uid_dataset: dict, tmp_path: Path) -> None:
+    split = _no_val(uid_dataset)
+    common = ["-i", str(uid_dataset["prefix"]), "-d", str(split), "-l", str(uid_dataset["labels"]), "--val_size", "2"]
+    runs = {name: prepare([*common, "--seed", seed], tmp_path / name)
+            for name, seed in (("a", "1"), ("b", "1"))}
+    val_a = set(runs["a"].tables["val"]["subject"])
+    assert len(val_a) == 2 and val_a == set(runs["b"].tables["val"]["subject"])
+    assert not val_a & set(runs["a"].tables["train"]["subject"])
+    assert set(runs["a"].tables["train"]["subject"]) | val_a == {"ann", "bob", "cat", "dan", "eve"}
+    written = pd.read_csv(tmp_path / "a" / "validation.csv")
+    assert sorted(written["uid"]) == sorted(runs["a"].tables["val"].index)
+    train = read_table(split / "train.csv")
+    draws = {frozenset(draw_validation(train, 2, seed)[1]["subject"]) for seed in range(8)}
+    assert len(draws) > 1 and frozenset(val_a) == frozenset(draw_validation(train, 2, 1)[1]["subject"])
+
+
+def test_val_size_too_large_is_a_clear_error(uid_dataset: dict, tmp_path: Path, capsys) -> None:
+    split = _no_val(uid_dataset)
+    assert main(train_args(["-i", str(uid_dataset["prefix"]), "-d", str(split), "-l", str(uid_dataset["labels"])],
+                           tmp_path, "--val_size", "5")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("audiotune train: error:") and "--val_size 5" in err and "5 subjects" in err
+
+
+def test_val_csv_subjects_are_removed_from_train(uid_dataset: dict, tmp_path: Path) -> None:
+    split = uid_dataset["split"]
+    pd.concat([pd.read_csv(split / "train.csv"), pd.read_csv(split / "val.csv")]).to_csv(split / "train.csv",
+                                                                                            index=False)
+    prepared = prepare(["-i", str(uid_dataset["prefix"]), "-d", str(split), "-l", str(uid_dataset["labels"])],
+                       tmp_path / "run")
+    assert "eve" not in set(prepared.tables["train"]["subject"]) and len(prepared.tables["train"]) == 16
+    assert set(prepared.tables["val"]["subject"]) == {"eve"}
+    assert not (tmp_path / "run" / "validation.csv").exists()
+
+
+def test_study_is_joined_under_prefix(uid_dataset: dict, tmp_path: Path) -> None:
+    prefix = uid_dataset["root"] / "root"
+    prefix.mkdir()
+    uid_dataset["prefix"].rename(prefix / "study1")
+    path, rate = resolve_uid("ann0", str(prefix), "study1")
+    assert path == str((prefix / "study1" / "ann0" / "waveform.wav").resolve()) and rate == 8000
+    prepared = prepare(["-i", str(prefix), "-s", "study1", "-d", str(uid_dataset["split"]),
+                        "-l", str(uid_dataset["labels"])], tmp_path / "run")
+    assert all(p.startswith(str((prefix / "study1").resolve())) for p in prepared.tables["test"]["path"])
+    assert (prepared.tables["test"]["expected_rate"] == 8000).all()
+
+
+# ---------------------------------------------------------------- audiotune manifest
+
+PATTERN = r"(?P<digit>\d)_(?P<subject>[a-z]+)_\d+\.wav"
+
+
+def _digits(folder: Path) -> list[str]:
+    names = [f"{d}_{s}_{k}.wav" for d in (3, 7) for s in ("ann", "bob") for k in (0, 1)]
+    for i, name in enumerate(names):
+        path = folder / ("sub" if i % 3 == 0 else "") / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, tone(200 + i, 0.1, 8000), 8000)
+    return names
+
+
+def test_manifest_from_a_regex(tmp_path: Path) -> None:
+    audio = tmp_path / "audio"
+    names = _digits(audio)
+    out = tmp_path / "lists" / "manifest.csv"
+    assert main(["manifest", str(audio), "--out", str(out), "--pattern", PATTERN]) == 0
+    table = pd.read_csv(out, dtype=str)
+    assert list(table.columns) == ["uid", "path", "digit", "subject"] and len(table) == len(names)
+    for row in table.itertuples():
+        assert not Path(row.path).is_absolute() and (out.parent / row.path).is_file()
+        digit, subject, _ = Path(row.path).name.split("_")
+        assert (row.digit, row.subject) == (digit, subject) and row.uid.endswith(Path(row.path).stem)
+    assert all(Path(p).is_file() for p in read_table(out)["path"])
+
+
+def test_manifest_unmatched_files_are_an_error_or_skipped(tmp_path: Path, capsys) -> None:
+    audio = tmp_path / "audio"
+    _digits(audio)
+    sf.write(audio / "notes.wav", tone(200, 0.1, 8000), 8000)
+    out = tmp_path / "manifest.csv"
+    assert main(["manifest", str(audio), "--out", str(out), "--pattern", PATTERN]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("audiotune manifest: error:") and "notes.wav" in err and "--on_error skip" in err
+    assert not out.exists()
+    assert main(["manifest", str(audio), "--out", str(out), "--pattern", PATTERN, "--on_error", "skip"]) == 0
+    skipped = pd.read_csv(out.with_suffix(".skipped.csv"))
+    assert skipped["path"].tolist() == [str(audio / "notes.wav")] and "does not match" in skipped["reason"][0]
+    assert len(pd.read_csv(out)) == 8
+
+
+def test_manifest_folder_per_class(tmp_path: Path) -> None:
+    audio = tmp_path / "audio"
+    for label in ("cat", "dog"):
+        for k in range(2):
+            (audio / label).mkdir(parents=True, exist_ok=True)
+            sf.write(audio / label / f"{k}.flac", tone(300, 0.1, 8000), 8000)
+    out = tmp_path / "m.csv"
+    assert main(["manifest", str(audio), "--out", str(out), "--folder_label", "label"]) == 0
+    table = pd.read_csv(out)
+    assert table["uid"].tolist() == ["cat/0", "cat/1", "dog/0", "dog/1"]
+    assert table["label"].tolist() == ["cat", "cat", "dog", "dog"]
+
+
+def test_manifest_regex_without_named_groups_is_an_error(tmp_path: Path, capsys) -> None:
+    _digits(tmp_path / "audio")
+    assert main(["manifest", str(tmp_path / "audio"), "--out", str(tmp_path / "m.csv"),
+                 "--pattern", r"\d_[a-z]+_\d+\.wav"]) == 2
+    assert "named group" in capsys.readouterr().err
+    assert main(["manifest", str(tmp_path / "audio"), "--out", str(tmp_path / "m.csv"), "--pattern", "(?P<x"]) == 2
+    assert "--pattern" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- audiotune split
+
+def _subject_manifest(path: Path, subjects: int = 10) -> Path:
+    rows = [{"uid": f"s{i}_{k}", "path": f"s{i}_{k}.wav", "subject": f"s{i}", "label": "ab"[i % 2]}
+            for i in range(subjects) for k in range(3)]
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def _split(out: Path) -> dict[str, pd.DataFrame]:
+    return {name: pd.read_csv(out / f"{name}.csv") for name in ("train", "val", "test")
+            if (out / f"{name}.csv").is_file()}
+
+
+def test_split_is_subject_disjoint_stratified_and_seeded(tmp_path: Path) -> None:
+    manifest = _subject_manifest(tmp_path / "m.csv")
+    args = ["split", str(manifest), "--stratify", "label", "--val_fraction", "0.2"]
+    for name, seed in (("a", "0"), ("b", "0"), ("c", "1")):
+        assert main([*args, "--out", str(tmp_path / name), "--seed", seed]) == 0
+    parts = _split(tmp_path / "a")
+    subjects = {name: set(part["subject"]) for name, part in parts.items()}
+    assert not (subjects["train"] & subjects["val"] or subjects["train"] & subjects["test"]
+                or subjects["val"] & subjects["test"])
+    assert set().union(*subjects.values()) == {f"s{i}" for i in range(10)}
+    assert sum(len(p) for p in parts.values()) == 30
+    for part in parts.values():
+        assert set(part["label"]) == {"a", "b"}
+    for name in ("train", "val", "test"):
+        assert (tmp_path / "a" / f"{name}.csv").read_bytes() == (tmp_path / "b" / f"{name}.csv").read_bytes()
+    assert any((tmp_path / "a" / f"{n}.csv").read_bytes() != (tmp_path / "c" / f"{n}.csv").read_bytes()
+               for n in ("train", "val", "test"))
+
+
+def test_split_with_explicit_subjects(tmp_path: Path) -> None:
+    manifest = _subject_manifest(tmp_path / "m.csv")
+    assert main(["split", str(manifest), "--out", str(tmp_path / "o"), "--test_subjects", "s1", "s2",
+                 "--val_subjects", "s3"]) == 0
+    parts = _split(tmp_path / "o")
+    assert set(parts["test"]["subject"]) == {"s1", "s2"} and set(parts["val"]["subject"]) == {"s3"}
+    assert set(parts["train"]["subject"]) == {f"s{i}" for i in range(10)} - {"s1", "s2", "s3"}
+
+
+def test_split_unknown_subject_is_an_error(tmp_path: Path, capsys) -> None:
+    manifest = _subject_manifest(tmp_path / "m.csv")
+    assert main(["split", str(manifest), "--out", str(tmp_path / "o"), "--test_subjects", "zed"]) == 2
+    assert "zed" in capsys.readouterr().err
+
+
+def test_split_folds(tmp_path: Path) -> None:
+    manifest = _subject_manifest(tmp_path / "m.csv", subjects=12)
+    assert main(["split", str(manifest), "--out", str(tmp_path / "o"), "--folds", "3", "--stratify", "label"]) == 0
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["fold_1", "fold_2", "fold_3"]
+    tested: list[str] = []
+    for k in (1, 2, 3):
+        parts = _split(tmp_path / "o" / f"fold_{k}")
+        subjects = {name: set(part["subject"]) for name, part in parts.items()}
+        assert set(subjects) == {"train", "val", "test"}
+        assert not (subjects["train"] & subjects["test"] or subjects["val"] & subjects["test"]
+                    or subjects["train"] & subjects["val"])
+        assert set().union(*subjects.values()) == {f"s{i}" for i in range(12)}
+        tested += sorted(subjects["test"])
+    assert sorted(tested) == sorted(f"s{i}" for i in range(12))  # each subject in exactly one test fold
+
+
+# ---------------------------------------------------------------- audiotune stats
+
+def test_stats_match_features_computed_directly(uid_dataset: dict, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "stats.json"
+    assert main(["stats", "-i", str(uid_dataset["prefix"]), "-d", str(uid_dataset["split"]), "--features", "fbank",
+                 "--num_mel_bins", "24", "--split", "test", "--out", str(out)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result == json.loads(out.read_text())
+    uids = pd.read_csv(uid_dataset["split"] / "test.csv")["uid"]
+    feats = [kaldi_fbank(torch.from_numpy(load_clip(str(uid_dataset["prefix"] / uid / "waveform.wav"),
+                                                    AudioSpec())[0]), 16000, num_mel_bins=24) for uid in uids]
+    every = torch.cat(feats).double()
+    assert result["split"] == "test" and result["clips"] == 4 and result["frames"] == every.shape[0]
+    assert result["dataset_mean"] == pytest.approx(float(every.mean()), rel=1e-6)
+    assert result["dataset_std"] == pytest.approx(float(every.std(unbiased=False)), rel=1e-6)
+
+
+def test_zero_dataset_std_is_a_clear_error(uid_dataset: dict, tmp_path: Path, capsys) -> None:
+    ds = uid_dataset
+    assert main(train_args(["-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"])], tmp_path,
+                           "--dataset_std", "0")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("audiotune train: error:") and "dataset_std" in err

@@ -1,0 +1,218 @@
+"""Bad input gives a clear error naming the file or field, directly and through `audiotune train`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from conftest import SMALL_ECAPA, tone
+
+from audiotune.cli import main
+from audiotune.data.audio import AudioError, AudioSpec, load_clip, scan_audio
+from audiotune.data.labels import encode_targets, infer_heads, read_label_file
+from audiotune.data.layout import DataError, attach_paths, resolve_uid
+
+
+def train_args(ds: dict, out: Path, *extra: str) -> list[str]:
+    return ["train", "-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"]), "-o", str(out),
+            "--model", "ecapa_tdnn", *SMALL_ECAPA, "-e", "1", "-bs", "4", "--seed", "3", *extra]
+
+
+def train_error(ds: dict, out: Path, capsys, *extra: str) -> str:
+    """Run `audiotune train`, expect exit status 2, return stderr."""
+    assert main(train_args(ds, out, *extra)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("audiotune train: error: "), err
+    return err
+
+
+def wav(ds: dict, uid: str) -> Path:
+    return ds["prefix"] / uid / "waveform.wav"
+
+
+def edit_split(ds: dict, name: str, **changes) -> None:
+    """Set ``changes[column] = {uid: value}`` in one split CSV."""
+    path = ds["split"] / f"{name}.csv"
+    table = pd.read_csv(path).set_index("uid")
+    for column, values in changes.items():
+        if column in table.columns and table[column].dtype != object:
+            table[column] = table[column].astype(object)
+        for uid, value in values.items():
+            table.loc[uid, column] = value
+    table.to_csv(path)
+
+
+# ---------------------------------------------------------------- audio files
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nowhere.wav"
+    with pytest.raises(AudioError, match="nowhere.wav: file not found"):
+        load_clip(str(path), AudioSpec())
+
+
+@pytest.mark.parametrize("content", [b"this is not audio" * 50, b""], ids=["garbage", "zero-bytes"])
+def test_unreadable_file(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "broken.wav"
+    path.write_bytes(content)
+    with pytest.raises(AudioError, match=f"{path}: cannot decode audio"):
+        load_clip(str(path), AudioSpec())
+
+
+def test_empty_audio(tmp_path: Path) -> None:
+    path = tmp_path / "empty.wav"
+    sf.write(path, np.zeros(0, dtype=np.float32), 16000)
+    with pytest.raises(AudioError, match=r"empty.wav: empty audio \(0 samples\)"):
+        load_clip(str(path), AudioSpec())
+
+
+def test_all_zero_audio(tmp_path: Path) -> None:
+    path = tmp_path / "silent.wav"
+    sf.write(path, np.zeros((800, 2), dtype=np.float32), 8000)
+    with pytest.raises(AudioError, match="silent.wav: audio is all zeros"):
+        load_clip(str(path), AudioSpec())
+
+
+def test_wrong_sample_rate_in_metadata(uid_dataset: dict, tmp_path: Path, capsys) -> None:
+    folder = uid_dataset["prefix"] / "bob1"
+    (folder / "metadata.json").write_text(json.dumps({"encoding": "WAV", "sample_rate_hz": 16000}))
+    path, rate = resolve_uid("bob1", str(uid_dataset["prefix"]))
+    with pytest.raises(AudioError, match="waveform.wav: sample rate is 8000 Hz but metadata.json says "
+                                         "sample_rate_hz=16000"):
+        load_clip(path, AudioSpec(), rate)
+    err = train_error(uid_dataset, tmp_path, capsys)
+    assert str(folder / "waveform.wav") in err and "sample_rate_hz=16000" in err
+
+
+def test_missing_metadata(uid_dataset: dict, tmp_path: Path, capsys) -> None:
+    meta = uid_dataset["prefix"] / "cat2" / "metadata.json"
+    meta.unlink()
+    with pytest.raises(DataError, match="metadata.json not found"):
+        resolve_uid("cat2", str(uid_dataset["prefix"]))
+    assert str(meta) in train_error(uid_dataset, tmp_path, capsys)
+
+
+@pytest.mark.parametrize("uid", ["../x", "ann0/../../x", "/etc"])
+def test_uid_escaping_the_prefix(uid_dataset: dict, uid: str) -> None:
+    with pytest.raises(DataError, match=f"uid '{uid}': escapes the audio root"):
+        resolve_uid(uid, str(uid_dataset["prefix"]))
+    outside = str(uid_dataset["root"] / "elsewhere")
+    with pytest.raises(DataError, match="escapes the audio root"):
+        resolve_uid(outside, str(uid_dataset["prefix"]))
+
+
+def test_uid_rows_need_a_prefix() -> None:
+    table = pd.DataFrame({"y": [0]}, index=pd.Index(["ann0"], name="uid"))
+    with pytest.raises(DataError, match="uid 'ann0'.*--prefix"):
+        attach_paths(table, "")
+
+
+def test_scan_lists_every_bad_file(tmp_path: Path) -> None:
+    good, silent = tmp_path / "good.wav", tmp_path / "silent.wav"
+    sf.write(good, tone(300, 0.2, 8000), 8000)
+    sf.write(silent, np.zeros(100, dtype=np.float32), 8000)
+    table = pd.DataFrame({"path": [str(good), str(silent), str(tmp_path / "gone.wav")], "expected_rate": np.nan},
+                         index=pd.Index(["g", "s", "m"], name="uid"))
+    kept, failures = scan_audio(table, AudioSpec(), "train")
+    assert kept.index.tolist() == ["g"] and kept["num_samples"].tolist() == [3200]
+    assert failures["uid"].tolist() == ["s", "m"] and (failures["split"] == "train").all()
+    assert "all zeros" in failures["reason"][0] and "file not found" in failures["reason"][1]
+
+
+# ---------------------------------------------------------------- label files and targets
+
+@pytest.mark.parametrize("text", ["", "\n  \n", " , ,\n", "pitch\n,,\n"], ids=["empty", "blank", "commas", "line"])
+def test_label_file_naming_nothing(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "labels.txt"
+    path.write_text(text)
+    with pytest.raises(DataError, match=f"{path}.*names no column"):
+        read_label_file(path)
+
+
+def test_missing_label_file(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="nope.txt: label file not found"):
+        read_label_file(tmp_path / "nope.txt")
+
+
+def test_empty_label_file_through_the_cli(uid_dataset: dict, tmp_path: Path, capsys) -> None:
+    uid_dataset["labels"].write_text(" ,\n")
+    err = train_error(uid_dataset, tmp_path, capsys)
+    assert str(uid_dataset["labels"]) in err and "names no column" in err
+
+
+def test_unknown_label_columns(uid_dataset: dict, tmp_path: Path, capsys) -> None:
+    uid_dataset["labels"].write_text("pitch\nloud,mood\n")
+    err = train_error(uid_dataset, tmp_path, capsys)
+    assert "['mood']" in err and "train.csv" in err and "not in the table" in err
+
+
+def test_categorical_column_sharing_a_line(uid_dataset: dict, tmp_path: Path, capsys) -> None:
+    uid_dataset["labels"].write_text("loud,pitch\n")
+    err = train_error(uid_dataset, tmp_path, capsys)
+    assert "['pitch']" in err and "alone on their line" in err
+    with pytest.raises(DataError, match=r"\['pitch'\] must be alone"):
+        infer_heads([["pitch", "loud"]], uid_dataset["table"])
+
+
+def test_binary_column_with_value_two(uid_dataset: dict, tmp_path: Path, capsys) -> None:
+    heads = infer_heads([["loud", "long"]], uid_dataset["table"])
+    test = uid_dataset["table"].loc[["fay0", "fay1"]].copy()
+    test.loc["fay1", "long"] = 2
+    with pytest.raises(DataError, match="test.csv: row 'fay1' column 'long' is not 0/1"):
+        encode_targets(test, heads, "test.csv")
+    edit_split(uid_dataset, "val", loud={"eve3": 2})
+    err = train_error(uid_dataset, tmp_path, capsys)
+    assert "val.csv" in err and "'eve3'" in err and "'loud'" in err
+
+
+def test_class_unseen_in_training(uid_dataset: dict, tmp_path: Path, capsys) -> None:
+    edit_split(uid_dataset, "test", pitch={"fay2": "mid"})
+    err = train_error(uid_dataset, tmp_path, capsys)
+    assert "test.csv" in err and "'pitch'" in err and "['mid']" in err and "not seen in training" in err
+
+
+# ---------------------------------------------------------------- through `audiotune train`
+
+def test_broken_file_fails_training_naming_it(uid_dataset: dict, tmp_path: Path, capsys) -> None:
+    wav(uid_dataset, "bob1").write_bytes(b"RIFF garbage" * 20)
+    err = train_error(uid_dataset, tmp_path, capsys)
+    assert str(wav(uid_dataset, "bob1")) in err and "--on_error skip" in err
+    assert not (tmp_path / "model.safetensors").exists()
+
+
+def test_skip_bad_audio_and_drop_rows_without_targets(uid_dataset: dict, tmp_path: Path) -> None:
+    ds = uid_dataset
+    wav(ds, "bob1").write_bytes(b"RIFF garbage" * 20)  # train: unreadable
+    wav(ds, "eve2").unlink()  # val: missing
+    sf.write(wav(ds, "fay3"), np.zeros(4000, dtype=np.float32), 8000)  # test: silent
+    edit_split(ds, "train", loud={"ann3": np.nan})
+    edit_split(ds, "test", pitch={"fay0": np.nan})
+    assert main(train_args(ds, tmp_path, "--on_error", "skip")) == 0
+
+    skipped = pd.read_csv(tmp_path / "skipped.csv")
+    assert list(skipped.columns) == ["uid", "split", "path", "reason"]
+    assert skipped[["uid", "split"]].values.tolist() == [["bob1", "train"], ["eve2", "val"], ["fay3", "test"]]
+    assert skipped["path"].tolist() == [str(wav(ds, u).resolve()) for u in ("bob1", "eve2", "fay3")]
+    reasons = skipped["reason"].tolist()
+    assert "cannot decode" in reasons[0] and "file not found" in reasons[1] and "all zeros" in reasons[2]
+    assert all(str(path) in reason for path, reason in zip(skipped["path"], reasons))
+
+    dropped = pd.read_csv(tmp_path / "dropped_rows.csv")
+    assert dropped[["uid", "split"]].values.tolist() == [["ann3", "train"], ["fay0", "test"]]
+    assert "loud" in dropped["reason"][0] and "pitch" in dropped["reason"][1]
+
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["val"]["n"] == 3 and metrics["test"]["n"] == 2
+    predictions = pd.read_parquet(tmp_path / "predictions.parquet")
+    assert not set(predictions["uid"]) & {"bob1", "eve2", "fay3", "ann3", "fay0"}
+
+
+def test_missing_metadata_is_skipped_and_listed(uid_dataset: dict, tmp_path: Path) -> None:
+    (uid_dataset["prefix"] / "cat2" / "metadata.json").unlink()
+    args = ["train", "-i", str(uid_dataset["prefix"]), "-d", str(uid_dataset["split"]), "-l", str(uid_dataset["labels"]),
+            "-o", str(tmp_path), *SMALL_ECAPA, "-e", "1", "-bs", "4", "--on_error", "skip"]
+    assert main(args) == 0
+    skipped = pd.read_csv(tmp_path / "skipped.csv")
+    assert skipped["uid"].tolist() == ["cat2"] and "metadata.json not found" in skipped["reason"][0]
