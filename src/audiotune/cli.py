@@ -215,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.out:
                 Path(args.out).write_text(json.dumps(result, indent=2))
     except (DataError, FileNotFoundError, ValueError) as err:
+        if args.verbose:
+            raise
         print(f"audiotune {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

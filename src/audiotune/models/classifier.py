@@ -72,9 +72,11 @@ class Classifier(nn.Module):
         """
         if kind not in EMBEDDING_TYPES:
             raise ValueError(f"embedding type '{kind}' is not one of {EMBEDDING_TYPES}")
-        frame_pooling = "mean" if kind == "ft" else pooling
-        pooled = self._pooled(inputs, lengths, layer=layer, weighted=(kind == "wt") or None if kind != "pt" else False,
-                              pooling=frame_pooling)
+        # pt / wt force one layer or the weighted sum; st / ft use what the model was trained with
+        weighted = {"pt": False, "wt": True}.get(kind)
+        # for ft, --pooling_mode merges the heads; frames are pooled as in training
+        frame_pooling = None if kind == "ft" else pooling
+        pooled = self._pooled(inputs, lengths, layer=layer, weighted=weighted, pooling=frame_pooling)
         if kind in ("pt", "wt"):
             return pooled
         shared = self.dense(pooled)
