@@ -156,3 +156,28 @@ def test_normalisation_uses_dataset_statistics(uid_dataset: dict) -> None:
     torch.testing.assert_close(normed, (raw + 4.0) / 5.0)
     with pytest.raises(ValueError, match="std"):
         _dataset(uid_dataset, train=False, features__dataset_std=0.0)
+
+
+def test_target_length_pads_and_crops_feature_frames() -> None:
+    from audiotune.data.dataset import Collator
+
+    items = [{"uid": "a", "inputs": torch.ones(7, 3), "length": 7, "targets": torch.zeros(1)},
+             {"uid": "b", "inputs": torch.ones(3, 3), "length": 3, "targets": torch.zeros(1)}]
+    batch = Collator(target_length=5)(items)
+    assert batch["inputs"].shape == (2, 5, 3) and batch["lengths"].tolist() == [5, 3]
+    assert batch["inputs"][1, 3:].abs().sum() == 0
+    free = Collator()(items)
+    assert free["inputs"].shape == (2, 7, 3) and free["lengths"].tolist() == [7, 3]
+
+
+def test_mfcc_features_train_and_debug_limits_rows(uid_dataset: dict, tmp_path) -> None:
+    metrics = run_train(uid_dataset, tmp_path, "--features", "mfcc", "--n_mfcc", "13", "--n_mels", "24",
+                        "--n_fft", "256", "--debug")
+    config = (tmp_path / "config.yaml").read_text()
+    assert "features: mfcc" in config and "n_mfcc: 13" in config
+    assert metrics["val"]["n"] == 4 and metrics["test"]["n"] == 4  # val/test have 4 rows; --debug keeps <= 8
+    steps = pd.read_csv(tmp_path / "logs" / "metrics.csv")["train_loss_step"].notna().sum()
+    assert steps == 2  # 8 of the 16 training rows in batches of 4
+    from safetensors.torch import load_file
+
+    assert load_file(str(tmp_path / "model.safetensors"))["backbone.ecapa.blocks.0.conv.conv.weight"].shape[1] == 13
