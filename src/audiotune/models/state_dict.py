@@ -1,0 +1,83 @@
+"""Reading weights safely: safetensors or ``torch.load(weights_only=True)``, wrapper prefixes stripped,
+every mismatch reported with the file's name."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+_PREFIXES = ("module.", "embedding_model.")  # DataParallel / SpeechBrain-hparams wrappers
+_NESTED_KEYS = ("state_dict", "model", "embedding_model", "module")
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint's keys or shapes do not match the model."""
+
+
+def read_state_dict(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """Load tensors from a mapping, ``.safetensors`` or a torch file (weights_only); return it and its name."""
+    if isinstance(source, Mapping):
+        return dict(source), "<state dict>"
+    path = Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu"), str(path)
+    # weights_only=True: never unpickle arbitrary objects from a checkpoint.
+    obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    if not isinstance(obj, Mapping):
+        raise CheckpointMismatchError(f"{path}: expected a state dict, got {type(obj).__name__}")
+    return dict(obj), str(path)
+
+
+def flatten_state_dict(state: dict[str, Any]) -> dict[str, Any]:
+    """Unwrap ``{"state_dict": {...}}``-style nesting and strip wrapper prefixes."""
+    while not all(torch.is_tensor(v) for v in state.values()):
+        nested = next((state[k] for k in _NESTED_KEYS if isinstance(state.get(k), Mapping)), None)
+        if nested is None:
+            state = {k: v for k, v in state.items() if torch.is_tensor(v)}  # drop metadata
+            break
+        state = dict(nested)
+    out: dict[str, Any] = {}
+    for key, value in state.items():
+        stripped = True
+        while stripped:
+            stripped = False
+            for prefix in _PREFIXES:
+                if key.startswith(prefix):
+                    key, stripped = key[len(prefix):], True
+        out[key] = value
+    return out
+
+
+def load_checked(target: nn.Module, path_or_state_dict: str | Path | Mapping[str, Any], strict: bool = True) -> Any:
+    """Load weights into ``target``: nesting unwrapped, ``module.``/``embedding_model.`` prefixes stripped.
+
+    Shape mismatches, and with ``strict`` missing/unexpected keys, raise :class:`CheckpointMismatchError`
+    naming the file. Returns torch's ``(missing_keys, unexpected_keys)`` result.
+    """
+    raw, name = read_state_dict(path_or_state_dict)
+    state = flatten_state_dict(raw)
+    own = target.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(state))
+        if tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    if shapes or (strict and (missing or unexpected)):
+        lines = [f"checkpoint {name} does not match {type(target).__name__}:"]
+        if missing and strict:
+            lines.append(f"  missing keys ({len(missing)}): {', '.join(missing)}")
+        if unexpected and strict:
+            lines.append(f"  unexpected keys ({len(unexpected)}): {', '.join(unexpected)}")
+        if shapes:
+            lines.append(f"  shape mismatches ({len(shapes)}): {'; '.join(shapes)}")
+        raise CheckpointMismatchError("\n".join(lines))
+    return target.load_state_dict(state, strict=strict)
