@@ -181,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             from audiotune.engine.train import train
 
+            if not args.verbose:  # Lightning sets INFO on import: its hardware and tips banner on every run
+                logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
             config = config_from_args(args)
             metrics = train(config)
             print(json.dumps({k: _summary(v) for k, v in metrics.items() if k in ("val", "test")}, indent=2))
