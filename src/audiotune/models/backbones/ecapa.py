@@ -323,25 +323,11 @@ class EcapaBackbone(nn.Module):
     needs_equal_length = True  # see the module docstring: batch equal-length clips at inference
     input_kind = "features"  # consumes (B, T, F) fbank/mfcc features
 
-    def __init__(
-        self,
-        input_size: int,
-        lin_neurons: int = 192,
-        channels: Sequence[int] = (512, 512, 512, 512, 1536),
-        kernel_sizes: Sequence[int] = (5, 3, 3, 3, 1),
-        dilations: Sequence[int] = (1, 2, 3, 4, 1),
-        attention_channels: int = 128,
-        res2net_scale: int = 8,
-        se_channels: int = 128,
-        global_context: bool = True,
-    ) -> None:
+    def __init__(self, input_size: int, **options: Any) -> None:
+        """``options`` are :class:`ECAPA_TDNN`'s (``lin_neurons``, ``channels``, ...)."""
         super().__init__()
-        self.ecapa = ECAPA_TDNN(
-            input_size, lin_neurons=lin_neurons, channels=channels, kernel_sizes=kernel_sizes,
-            dilations=dilations, attention_channels=attention_channels, res2net_scale=res2net_scale,
-            se_channels=se_channels, global_context=global_context,
-        )
-        self._embedding_dim = lin_neurons
+        self.ecapa = ECAPA_TDNN(input_size, **options)
+        self._embedding_dim = self.ecapa.fc.conv.out_channels
 
     @property
     def embedding_dim(self) -> int:
