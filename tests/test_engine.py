@@ -181,3 +181,22 @@ def test_mfcc_features_train_and_debug_limits_rows(uid_dataset: dict, tmp_path) 
     from safetensors.torch import load_file
 
     assert load_file(str(tmp_path / "model.safetensors"))["backbone.ecapa.blocks.0.conv.conv.weight"].shape[1] == 13
+
+
+def test_frozen_backbone_weights_and_statistics_do_not_change(uid_dataset: dict, tmp_path) -> None:
+    import pytorch_lightning as pl
+    from safetensors.torch import load_file
+
+    from audiotune.config import load_config
+    from audiotune.models.checkpoint import build_classifier
+
+    run_train(uid_dataset, tmp_path, "--freeze", "--cache", "False", "-e", "2", "--seed", "4")
+    pl.seed_everything(4, verbose=False)
+    initial = build_classifier(load_config(tmp_path / "config.yaml")).state_dict()
+    trained = load_file(str(tmp_path / "model.safetensors"))
+    backbone = [k for k in trained if k.startswith("backbone.")]
+    assert any("running_mean" in k for k in backbone)
+    for key in backbone:
+        torch.testing.assert_close(trained[key], initial[key], msg=key)
+    heads = [k for k in trained if k.startswith("classifiers.")]
+    assert any(not torch.equal(trained[k], initial[k]) for k in heads)  # the heads did train

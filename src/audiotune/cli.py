@@ -58,7 +58,7 @@ def _add_field(group: argparse._ArgumentGroup, section: str, spec: dataclasses.F
         kwargs["choices"] = meta["choices"]
     if meta.get("choices") and "none" in meta["choices"]:
         kwargs["type"] = _none_lower  # the seeds pass "None"
-    elif kind is bool:
+    elif bool in (kind, *typing.get_args(kind)):
         kwargs.update(nargs="?", const=True, type=parse_bool, metavar="BOOL")
     elif typing.get_origin(kind) is list:
         kwargs.update(nargs="+", type=typing.get_args(kind)[0])

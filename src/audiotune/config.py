@@ -50,7 +50,10 @@ class AudioConfig:
 
 @dataclass
 class FeatureConfig:
-    features: str = option("mfcc", "input features of the model", choices=("mfcc", "fbank"))
+    features: str = option("mfcc", "input features of the model (waveform: raw samples, for pretrained encoders)",
+                           choices=("mfcc", "fbank", "waveform"))
+    waveform_norm: bool = option(False, "per-clip zero mean, unit variance of waveform inputs "
+                                        "(set from a pretrained encoder's feature extractor)")
     num_mel_bins: int = option(80, "mel bins of the Kaldi fbank")
     target_length: int = option(0, "pad or crop features to this many frames (0 = the clip's own length)")
     n_mfcc: int = option(80, "MFCC coefficients")
@@ -65,8 +68,13 @@ class FeatureConfig:
 
 @dataclass
 class ModelConfig:
-    model: str = option("ecapa_tdnn", "backbone", choices=("ecapa_tdnn",))
-    checkpoint: str = option("", "backbone weights to start from (SpeechBrain-layout .ckpt or .safetensors)", ("-c",))
+    model: str = option("ecapa_tdnn", "backbone", choices=("ecapa_tdnn", "hf"))
+    checkpoint: str = option("", "backbone to start from: a Hugging Face hub id or directory (--model hf, default "
+                                 "facebook/wav2vec2-base-960h), or a SpeechBrain-layout ECAPA .ckpt/.safetensors", ("-c",))
+    freeze: bool | None = option(None, "freeze the whole backbone (default: yes for pretrained encoders, as the "
+                                       "seed did; no for models trained from scratch)")
+    freeze_feature_encoder: bool = option(False, "freeze only the convolutional feature encoder")
+    max_window: float = option(0.0, "encode clips longer than this many seconds window by window (0 = whole clip)")
     lin_neurons: int = option(192, "ECAPA-TDNN embedding size")
     channels: list[int] = option([512, 512, 512, 512, 1536], "ECAPA-TDNN channels per block")
     kernel_sizes: list[int] = option([5, 3, 3, 3, 1], "ECAPA-TDNN kernel size per block")
@@ -111,6 +119,9 @@ class TrainConfig:
     accelerator: str = option("auto", "Lightning accelerator (auto, cpu, gpu)")
     devices: str = option("auto", "Lightning devices (auto, a count, or a list)")
     debug: bool = option(False, "use only the first 8 rows of every split")
+    cache: bool = option(True, "with a frozen backbone and no waveform augmentation, encode each clip once and "
+                               "train the heads from cached pooled hidden states")
+    cache_dir: str = option("", "feature cache folder (default $AUDIOTUNE_CACHE or ~/.cache/audiotune)")
 
 
 @dataclass

@@ -20,17 +20,24 @@ class FeatureExtractor:
 
     def __init__(self, config: FeatureConfig):
         self.config = config
+        if config.features == "waveform" and (config.freqm or config.timem or config.noise):
+            raise ValueError("--freqm/--timem/--noise act on spectrograms; waveform inputs have none")
         if config.dataset_std is not None or config.dataset_mean is not None:
             # fail at construction, not in a worker halfway through an epoch
             normalize(torch.zeros(1), config.dataset_mean or 0.0, config.dataset_std or 0.0)
 
     @property
     def num_bins(self) -> int:
-        return self.config.num_mel_bins if self.config.features == "fbank" else self.config.n_mfcc
+        """Values per frame (1 for waveform samples)."""
+        return {"fbank": self.config.num_mel_bins, "mfcc": self.config.n_mfcc}.get(self.config.features, 1)
 
     def __call__(self, clip: np.ndarray, rate: int, path: str = "") -> torch.Tensor:
         waveform = torch.from_numpy(np.ascontiguousarray(clip, dtype=np.float32))
         cfg = self.config
+        if cfg.features == "waveform":
+            if cfg.waveform_norm:  # as Hugging Face feature extractors do, over the clip's real samples only
+                waveform = (waveform - waveform.mean()) / torch.sqrt(waveform.var(unbiased=False) + 1e-7)
+            return waveform
         if cfg.features == "fbank":
             feats = kaldi_fbank(waveform, rate, num_mel_bins=cfg.num_mel_bins)
             if feats.shape[0] == 0:

@@ -9,6 +9,7 @@ import pandas as pd
 
 from audiotune.config import HeadSpec, RunConfig
 from audiotune.data.prepare import PreparedData, prepare_eval_data
+from audiotune.engine.cache import CachedDataset, cache_blocker, cached_dataset, cached_loader
 from audiotune.engine.inference import make_dataset, make_loader, predict
 from audiotune.engine.metrics import compute_metrics, head_slices, scores_from_logits
 from audiotune.models.checkpoint import load_run
@@ -50,16 +51,25 @@ def _plots(metrics: dict, scores: np.ndarray, targets: np.ndarray, heads: list[H
 
 
 def evaluate_prepared(model: Classifier, config: RunConfig, prepared: PreparedData, out_dir: str | Path,
-                      splits: list[str] | None = None) -> dict:
-    """Score the given splits, write metrics.json, predictions.parquet and plots under ``out_dir``."""
+                      splits: list[str] | None = None, cached: dict[str, CachedDataset] | None = None) -> dict:
+    """Score the given splits, write metrics.json, predictions.parquet and plots under ``out_dir``.
+
+    With a frozen backbone the splits are read from the feature cache (``cached``, or built here).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     equal_length = getattr(model.backbone, "needs_equal_length", False)
+    use_cache = cache_blocker(config) is None
     all_metrics, tables = {}, []
     for split in splits or list(prepared.tables):
         table = prepared.tables[split]
-        dataset = make_dataset(config, table, prepared.targets[split])
-        uids, logits, targets = predict(model, make_loader(config, dataset, table, False, equal_length))
+        if use_cache:
+            dataset = (cached or {}).get(split) or cached_dataset(model, config, table, prepared.targets[split])
+            loader = cached_loader(config, dataset, False)
+        else:
+            dataset = make_dataset(config, table, prepared.targets[split])
+            loader = make_loader(config, dataset, table, False, equal_length)
+        uids, logits, targets = predict(model, loader)
         scores = scores_from_logits(logits, config.heads, config.train.loss)
         metrics = compute_metrics(scores, targets, config.heads)
         all_metrics[split] = metrics

@@ -23,13 +23,15 @@ def make_loader(config: RunConfig, dataset: AudioDataset, table: pd.DataFrame, t
                 equal_length: bool) -> DataLoader:
     """Shuffled padded batches for training; for inference, equal-length batches when the model needs them."""
     cfg = config.train
+    # every loader owns its generator: iterating one never draws from the global RNG (dropout's), so
+    # how many inference passes ran before training cannot change a run
     common = {"num_workers": cfg.num_workers, "collate_fn": Collator(config.features.target_length),
-              "persistent_workers": cfg.num_workers > 0}
+              "persistent_workers": cfg.num_workers > 0,
+              "generator": torch.Generator().manual_seed(config.data.seed)}
     if equal_length and not train and not config.features.target_length:
         sampler = EqualLengthBatchSampler(table["num_samples"].tolist(), cfg.batch_size)
         return DataLoader(dataset, batch_sampler=sampler, **common)
-    generator = torch.Generator().manual_seed(config.data.seed)
-    return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=train, generator=generator,
+    return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=train,
                       drop_last=train and len(dataset) > cfg.batch_size, **common)
 
 
@@ -38,7 +40,7 @@ def iterate_batches(model: torch.nn.Module, loader: DataLoader) -> Iterator[tupl
     model.eval()
     with torch.inference_mode():
         for batch in loader:
-            yield batch, model(batch["inputs"], batch["lengths"])
+            yield batch, model.forward_batch(batch)
 
 
 def predict(model: torch.nn.Module, loader: DataLoader) -> tuple[list[str], np.ndarray, np.ndarray]:

@@ -52,7 +52,7 @@ class ClassifierModule(pl.LightningModule):
         return self.model(inputs, lengths)
 
     def _step(self, batch: dict, stage: str) -> Tensor:
-        logits = self.model(batch["inputs"], batch["lengths"])
+        logits = self.model.forward_batch(batch)
         loss = classification_loss(logits, batch["targets"], self.heads, self.binary_loss)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{stage} loss is {loss.item()} (uids {batch['uid'][:4]}...): "
@@ -60,6 +60,12 @@ class ClassifierModule(pl.LightningModule):
         self.log(f"{stage}_loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True,
                  batch_size=len(batch["uid"]))
         return loss
+
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        # Lightning restores the module modes it saw before validation, which can switch a frozen
+        # backbone back to training mode (dropout, BatchNorm statistics); keep it in eval mode
+        if self.model.freeze_backbone:
+            self.model.backbone.eval()
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         return self._step(batch, "train")

@@ -8,14 +8,18 @@ from pathlib import Path
 import pandas as pd
 import pytorch_lightning as pl
 import torch
+from torch.utils.data import DataLoader
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
 from audiotune.config import RunConfig, save_config
-from audiotune.data.prepare import prepare_training_data
+from audiotune.data.prepare import PreparedData, prepare_training_data
+from audiotune.engine.cache import CachedDataset, cache_blocker, cached_dataset, cached_loader
 from audiotune.engine.evaluate import METRICS_FILE, evaluate_prepared
 from audiotune.engine.inference import make_dataset, make_loader
 from audiotune.engine.module import ClassifierModule
+from audiotune.models.backbones import resolve_config
+from audiotune.models.classifier import Classifier
 from audiotune.models.checkpoint import CONFIG_FILE, MODEL_FILE, build_classifier, save_weights
 from audiotune.report.plots import plot_training_curves
 
@@ -66,17 +70,14 @@ def _load_best(module: ClassifierModule, checkpoint: ModelCheckpoint | None) -> 
     return f"best validation loss {float(checkpoint.best_model_score):.4f} ({checkpoint.best_model_path})"
 
 
-def train(config: RunConfig) -> dict:
-    """Train, keep the best-validation weights, score val and test; returns the metrics written."""
-    exp_dir = Path(config.exp_dir)
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    pl.seed_everything(config.data.seed, workers=True, verbose=False)
-    prepared = prepare_training_data(config, exp_dir)
-    prepared.write_reports(exp_dir)
-    config.heads = prepared.heads
-    save_config(config, exp_dir / CONFIG_FILE)
-
-    model = build_classifier(config)
+def _loaders(model: Classifier, config: RunConfig, prepared: PreparedData,
+             cache_stats: dict) -> tuple[DataLoader, DataLoader | None, dict[str, CachedDataset] | None]:
+    """Training and validation loaders: from the feature cache (every split encoded once) or from audio."""
+    if cache_stats["used"]:
+        cached = {split: cached_dataset(model, config, table, prepared.targets[split], cache_stats)
+                  for split, table in prepared.tables.items()}
+        val = cached_loader(config, cached["val"], False) if "val" in cached else None
+        return cached_loader(config, cached["train"], True), val, cached
     train_table, val_table = prepared.tables["train"], prepared.tables.get("val")
     train_loader = make_loader(config, make_dataset(config, train_table, prepared.targets["train"], train=True),
                                train_table, train=True, equal_length=False)
@@ -85,6 +86,25 @@ def train(config: RunConfig) -> dict:
         equal = getattr(model.backbone, "needs_equal_length", False)
         val_loader = make_loader(config, make_dataset(config, val_table, prepared.targets["val"]),
                                  val_table, train=False, equal_length=equal)
+    return train_loader, val_loader, None
+
+
+def train(config: RunConfig) -> dict:
+    """Train, keep the best-validation weights, score val and test; returns the metrics written."""
+    exp_dir = Path(config.exp_dir)
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(config.data.seed, workers=True, verbose=False)
+    resolve_config(config)
+    prepared = prepare_training_data(config, exp_dir)
+    prepared.write_reports(exp_dir)
+    config.heads = prepared.heads
+    save_config(config, exp_dir / CONFIG_FILE)
+
+    model = build_classifier(config)
+    cache_stats: dict = {"used": cache_blocker(config) is None, "why_not": cache_blocker(config)}
+    train_loader, val_loader, cached = _loaders(model, config, prepared, cache_stats)
+    # Lightning keeps the modes modules have at fit start; encoding the cache left them in eval mode
+    model.train()
     module = ClassifierModule(model, config.heads, config.train, steps_per_epoch=len(train_loader))
     trainer, best = _trainer(config, exp_dir, val_loader is not None)
     resume = exp_dir / CHECKPOINT_DIR / "last.ckpt" if config.train.resume else None
@@ -100,10 +120,11 @@ def train(config: RunConfig) -> dict:
     plot_training_curves(log_csv, exp_dir / "plots" / "training_curves.png")
 
     metrics = evaluate_prepared(model, config, prepared, exp_dir,
-                                splits=[s for s in ("val", "test") if s in prepared.tables])
+                                splits=[s for s in ("val", "test") if s in prepared.tables], cached=cached)
     if model.layer_weights is not None:
         metrics["layer_weights"] = torch.softmax(model.layer_weights.detach(), 0).tolist()
     metrics["weights"] = kept
+    metrics["feature_cache"] = cache_stats
     metrics["epochs_run"] = trainer.current_epoch
     (exp_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     return metrics

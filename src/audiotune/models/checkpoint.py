@@ -1,7 +1,6 @@
 """Weights on disk: safetensors for models, and rebuilding a trained classifier from its run directory."""
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import torch
@@ -22,10 +21,17 @@ def save_weights(model: torch.nn.Module, path: str | Path) -> None:
 
 
 def build_classifier(config: RunConfig, pretrained: bool = True) -> Classifier:
-    """A classifier as the config describes; backbone weights from ``--checkpoint`` only if ``pretrained``."""
-    if not pretrained and config.model.checkpoint:
-        config = dataclasses.replace(config, model=dataclasses.replace(config.model, checkpoint=""))
-    return Classifier(build_backbone(config), config.heads, config.classifier)
+    """A classifier as the config describes; backbone weights from ``--checkpoint`` only if ``pretrained``.
+
+    ``--freeze`` stops gradients to the whole backbone (and keeps it in eval mode);
+    ``--freeze_feature_encoder`` to its convolutional front end only.
+    """
+    backbone = build_backbone(config, pretrained)
+    if config.model.freeze_feature_encoder:
+        if not hasattr(backbone, "freeze_feature_encoder"):
+            raise ValueError(f"--freeze_feature_encoder: --model {config.model.model} has no separate feature encoder")
+        backbone.freeze_feature_encoder()
+    return Classifier(backbone, config.heads, config.classifier, freeze_backbone=bool(config.model.freeze))
 
 
 def resolve_run_dir(path: str | Path) -> Path:

@@ -25,11 +25,15 @@ def masked_pool(hidden: Tensor, mask: Tensor, mode: str) -> Tensor:
 class Classifier(nn.Module):
     """Backbone + heads; ``forward`` returns the heads' logits concatenated in label-file order."""
 
-    def __init__(self, backbone: nn.Module, heads: list[HeadSpec], config: ClassifierConfig):
+    def __init__(self, backbone: nn.Module, heads: list[HeadSpec], config: ClassifierConfig,
+                 freeze_backbone: bool = False):
         super().__init__()
         if not heads:
             raise ValueError("a classifier needs at least one head (a label file naming its columns)")
         self.backbone = backbone
+        self.freeze_backbone = freeze_backbone
+        if freeze_backbone:
+            backbone.requires_grad_(False).eval()
         self.config = config
         self.head_specs = heads
         num_states = backbone.num_hidden_states
@@ -46,22 +50,50 @@ class Classifier(nn.Module):
             for head in heads
         )
 
+    def train(self, mode: bool = True) -> Classifier:
+        """A frozen backbone stays in eval mode (no dropout, fixed normalisation statistics)."""
+        super().train(mode)
+        if self.freeze_backbone:
+            self.backbone.eval()
+        return self
+
+    def _combine(self, states: list[Tensor] | tuple[Tensor, ...], layer: int | None, weighted: bool | None) -> Tensor:
+        """One hidden state, or the softmax-weighted sum of all of them."""
+        weighted = self.layer_weights is not None if weighted is None else weighted
+        if not weighted:
+            return states[self.config.layer if layer is None else layer]
+        if self.layer_weights is None:
+            raise ValueError("embedding type 'wt' needs a model trained with --weighted")
+        weights = torch.softmax(self.layer_weights, dim=0).to(states[0].dtype)
+        return torch.einsum("l,l...->...", weights, torch.stack(list(states)))
+
     def _pooled(self, inputs: Tensor, lengths: Tensor, layer: int | None = None, weighted: bool | None = None,
                 pooling: str | None = None) -> Tensor:
         states, mask = self.backbone.hidden_states(inputs, lengths)
-        weighted = self.layer_weights is not None if weighted is None else weighted
-        if weighted:
-            if self.layer_weights is None:
-                raise ValueError("embedding type 'wt' needs a model trained with --weighted")
-            weights = torch.softmax(self.layer_weights, dim=0)
-            hidden = torch.einsum("l,lbtd->btd", weights.to(states[0].dtype), torch.stack(states))
-        else:
-            hidden = states[self.config.layer if layer is None else layer]
-        return masked_pool(hidden, mask, pooling or self.config.pooling_mode)
+        return masked_pool(self._combine(states, layer, weighted), mask, pooling or self.config.pooling_mode)
+
+    def pooled_states(self, inputs: Tensor, lengths: Tensor, pooling: str | None = None) -> Tensor:
+        """Every hidden state pooled over real frames: (B, num_hidden_states, D), what the feature cache stores."""
+        states, mask = self.backbone.hidden_states(inputs, lengths)
+        mode = pooling or self.config.pooling_mode
+        return torch.stack([masked_pool(state, mask, mode) for state in states], dim=1)
+
+    def _heads(self, pooled: Tensor) -> Tensor:
+        shared = self.dense(pooled)
+        return torch.cat([classifier(shared) for classifier in self.classifiers], dim=-1)
 
     def forward(self, inputs: Tensor, lengths: Tensor) -> Tensor:
-        shared = self.dense(self._pooled(inputs, lengths))
-        return torch.cat([classifier(shared) for classifier in self.classifiers], dim=-1)
+        return self._heads(self._pooled(inputs, lengths))
+
+    def forward_pooled(self, pooled_states: Tensor) -> Tensor:
+        """Logits from cached :meth:`pooled_states` (equal to :meth:`forward` for mean/sum pooling)."""
+        return self._heads(self._combine(pooled_states.unbind(1), None, None))
+
+    def forward_batch(self, batch: dict) -> Tensor:
+        """Logits of a loader batch: cached pooled states or model inputs."""
+        if "pooled" in batch:
+            return self.forward_pooled(batch["pooled"])
+        return self(batch["inputs"], batch["lengths"])
 
     @torch.no_grad()
     def extract_embedding(self, inputs: Tensor, lengths: Tensor, kind: str = "ft", layer: int | None = None,

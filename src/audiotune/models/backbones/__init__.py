@@ -7,32 +7,50 @@ A backbone is an ``nn.Module`` with ``embedding_dim``, ``num_layers``, ``num_hid
 """
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
 from torch import nn
 
 from audiotune.config import RunConfig
 
-BackboneFactory = Callable[[RunConfig], nn.Module]
-_REGISTRY: dict[str, BackboneFactory] = {}
+BackboneFactory = Callable[[RunConfig, bool], nn.Module]
+ConfigResolver = Callable[[RunConfig], None]
+_REGISTRY: dict[str, tuple[BackboneFactory, ConfigResolver | None]] = {}
 
 
-def register(name: str) -> Callable[[BackboneFactory], BackboneFactory]:
-    """Decorator: make a backbone factory available as ``--model NAME``."""
+def register(name: str, resolve: ConfigResolver | None = None) -> Callable[[BackboneFactory], BackboneFactory]:
+    """Decorator: make ``factory(config, pretrained)`` available as ``--model NAME``.
+
+    ``resolve(config)`` fills the options the backbone decides (input features, sample rate, defaults) and
+    rejects combinations it cannot run, before anything is read or written.
+    """
     def wrap(factory: BackboneFactory) -> BackboneFactory:
-        _REGISTRY[name] = factory
+        _REGISTRY[name] = (factory, resolve)
         return factory
     return wrap
 
 
-def build_backbone(config: RunConfig) -> nn.Module:
-    """The backbone named by ``config.model.model``, with pretrained weights if ``--checkpoint`` is set."""
-    from audiotune.models.backbones import ecapa  # noqa: F401  (registers itself)
+# modules register themselves on import; only the one a run names is imported (transformers is slow to load)
+_MODULES = {"ecapa_tdnn": "audiotune.models.backbones.ecapa", "hf": "audiotune.models.backbones.huggingface"}
 
-    name = config.model.model
+
+def _entry(name: str) -> tuple[BackboneFactory, ConfigResolver | None]:
+    if name not in _REGISTRY and name in _MODULES:
+        importlib.import_module(_MODULES[name])
     if name not in _REGISTRY:
-        raise ValueError(f"--model {name}: unknown backbone (known: {sorted(_REGISTRY)})")
-    backbone = _REGISTRY[name](config)
-    if config.model.checkpoint:
-        backbone.load_pretrained(config.model.checkpoint)
-    return backbone
+        raise ValueError(f"--model {name}: unknown backbone (known: {sorted(_MODULES)})")
+    return _REGISTRY[name]
+
+
+def resolve_config(config: RunConfig) -> RunConfig:
+    """Let the chosen backbone settle the options it owns; returns the same config."""
+    resolve = _entry(config.model.model)[1]
+    if resolve is not None:
+        resolve(config)
+    return config
+
+
+def build_backbone(config: RunConfig, pretrained: bool = True) -> nn.Module:
+    """The backbone named by ``config.model.model``; ``pretrained`` loads ``--checkpoint`` weights."""
+    return _entry(config.model.model)[0](config, pretrained)

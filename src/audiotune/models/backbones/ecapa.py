@@ -358,11 +358,23 @@ class EcapaBackbone(nn.Module):
         load_speechbrain_state_dict(self.ecapa, path, strict=True)
 
 
-@register("ecapa_tdnn")
-def build_ecapa(config: RunConfig) -> EcapaBackbone:
-    """ECAPA-TDNN over the run's fbank (num_mel_bins) or MFCC (n_mfcc) features."""
+def resolve_ecapa(config: RunConfig) -> None:
+    """ECAPA-TDNN reads fbank or MFCC features and is trained, so it is never frozen unless asked."""
+    if config.features.features not in ("fbank", "mfcc"):
+        raise ValueError(f"--model ecapa_tdnn reads fbank or mfcc features, not '{config.features.features}'")
+    if config.model.freeze is None:
+        config.model.freeze = False
+
+
+@register("ecapa_tdnn", resolve=resolve_ecapa)
+def build_ecapa(config: RunConfig, pretrained: bool = True) -> EcapaBackbone:
+    """ECAPA-TDNN over the run's fbank (num_mel_bins) or MFCC (n_mfcc) features; ``--checkpoint`` if pretrained."""
     m = config.model
     input_size = config.features.num_mel_bins if config.features.features == "fbank" else config.features.n_mfcc
-    return EcapaBackbone(input_size, lin_neurons=m.lin_neurons, channels=m.channels, kernel_sizes=m.kernel_sizes,
-                         dilations=m.dilations, attention_channels=m.attention_channels,
-                         res2net_scale=m.res2net_scale, se_channels=m.se_channels, global_context=m.global_context)
+    backbone = EcapaBackbone(input_size, lin_neurons=m.lin_neurons, channels=m.channels, kernel_sizes=m.kernel_sizes,
+                             dilations=m.dilations, attention_channels=m.attention_channels,
+                             res2net_scale=m.res2net_scale, se_channels=m.se_channels,
+                             global_context=m.global_context)
+    if pretrained and m.checkpoint:
+        backbone.load_pretrained(m.checkpoint)
+    return backbone

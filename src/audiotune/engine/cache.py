@@ -1,0 +1,151 @@
+"""Frozen-feature cache: encode each clip once, train heads for every epoch from pooled hidden states.
+
+An entry holds one clip's pooled hidden states, (num_hidden_states, D), for one pooling mode. Its key
+joins three fingerprints, so changing any of them makes a new entry instead of reusing a stale one:
+- the encoder: a digest of every backbone tensor (names, shapes, dtypes, values);
+- the preprocessing: audio and feature settings, the window, pooling and precision;
+- the audio: a digest of the file's bytes.
+Entries are safetensors files under ``CACHE_DIR/<encoder+preprocessing>/<audio digest>.safetensors``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader, Dataset
+
+from audiotune.config import RunConfig
+from audiotune.engine.inference import make_dataset, make_loader
+from audiotune.models.classifier import Classifier
+
+CACHE_ENV = "AUDIOTUNE_CACHE"
+
+
+def cache_blocker(config: RunConfig) -> str | None:
+    """Why the cache cannot be used for this run, or None when it can."""
+    if not config.train.cache:
+        return "--cache False"
+    if not config.model.freeze:
+        return "the backbone is trained (no --freeze)"
+    if config.augment.active or config.data.mixup:
+        return "waveform augmentation or mixup changes the encoder input every epoch"
+    if config.features.features != "waveform" and (config.features.freqm or config.features.timem
+                                                   or config.features.noise):
+        return "SpecAugment changes the encoder input every epoch"
+    if config.classifier.weighted and config.classifier.pooling_mode == "max":
+        return "max pooling of a weighted sum is not the weighted sum of max-pooled states"
+    return None
+
+
+def cache_root(config: RunConfig) -> Path:
+    """The cache folder: --cache_dir, else $AUDIOTUNE_CACHE, else ~/.cache/audiotune."""
+    if config.train.cache_dir:
+        return Path(config.train.cache_dir)
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "audiotune"))
+
+
+def encoder_digest(backbone: torch.nn.Module) -> str:
+    """Digest of every parameter and buffer of the backbone."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in sorted(backbone.state_dict().items()):
+        data = tensor.detach().cpu().contiguous().reshape(-1)  # 0-d buffers (num_batches_tracked) too
+        digest.update(f"{name}:{tuple(tensor.shape)}:{data.dtype}".encode())
+        digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return digest.hexdigest()
+
+
+def preprocessing_digest(config: RunConfig, pooling: str) -> str:
+    """Digest of everything between the file and the pooled states, except the weights."""
+    settings = {
+        "model": config.model.model, "max_window": config.model.max_window, "audio": vars(config.audio),
+        "features": {k: v for k, v in vars(config.features).items() if k not in ("freqm", "timem", "noise")},
+        "pooling": pooling, "precision": config.train.precision,
+    }
+    return hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=16).hexdigest()
+
+
+def file_digest(path: str) -> str:
+    """Digest of a file's bytes (the audio content, wherever the file lives)."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _autocast(config: RunConfig):
+    return torch.autocast("cpu", dtype=torch.bfloat16) if config.train.precision == "bf16" else nullcontext()
+
+
+def encode_to_cache(model: Classifier, config: RunConfig, table: pd.DataFrame, pooling: str | None = None,
+                    folder: Path | None = None) -> tuple[Path, list[str], int]:
+    """Encode the clips of ``table`` not cached yet; returns the folder, each row's entry name, and how many
+    clips were encoded now (the others were found in the cache)."""
+    pooling = pooling or config.classifier.pooling_mode
+    folder = folder or cache_root(config) / f"{encoder_digest(model.backbone)}-{preprocessing_digest(config, pooling)}"
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [file_digest(path) for path in table["path"]]
+    missing = [i for i, name in enumerate(names) if not (folder / f"{name}.safetensors").is_file()]
+    if missing:
+        subset = table.iloc[missing]
+        dataset = make_dataset(config, subset, np.zeros((len(subset), 0), np.float32))
+        loader = make_loader(config, dataset, subset, train=False,
+                             equal_length=getattr(model.backbone, "needs_equal_length", False))
+        row_of = {uid: missing[k] for k, uid in enumerate(subset.index)}
+        model.eval()
+        with torch.inference_mode(), _autocast(config):
+            for batch in loader:
+                pooled = model.pooled_states(batch["inputs"], batch["lengths"], pooling).float()
+                for uid, states in zip(batch["uid"], pooled):
+                    target = folder / f"{names[row_of[uid]]}.safetensors"
+                    partial = target.with_suffix(".partial")
+                    save_file({"pooled": states.contiguous()}, str(partial))
+                    partial.replace(target)  # atomic: a killed run never leaves a truncated entry
+    return folder, names, len(missing)
+
+
+class CachedDataset(Dataset):
+    """Rows of a table served from cache entries: ``pooled`` (num_hidden_states, D) and targets."""
+
+    def __init__(self, table: pd.DataFrame, targets: np.ndarray, folder: Path, names: list[str]):
+        self.uids = [str(u) for u in table.index]
+        self.files = [folder / f"{name}.safetensors" for name in names]
+        self.targets = torch.as_tensor(targets, dtype=torch.float32)
+
+    def __len__(self) -> int:
+        return len(self.uids)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"uid": self.uids[index], "pooled": load_file(str(self.files[index]))["pooled"],
+                "targets": self.targets[index]}
+
+
+def collate_cached(items: list[dict]) -> dict:
+    """Stack cached items into a batch."""
+    return {"uid": [item["uid"] for item in items], "pooled": torch.stack([item["pooled"] for item in items]),
+            "targets": torch.stack([item["targets"] for item in items])}
+
+
+def cached_loader(config: RunConfig, dataset: CachedDataset, train: bool) -> DataLoader:
+    """Batches of cached states, shuffled and sized exactly as the uncached training loader's."""
+    generator = torch.Generator().manual_seed(config.data.seed)
+    return DataLoader(dataset, batch_size=config.train.batch_size, shuffle=train, generator=generator,
+                      drop_last=train and len(dataset) > config.train.batch_size, collate_fn=collate_cached)
+
+
+def cached_dataset(model: Classifier, config: RunConfig, table: pd.DataFrame, targets: np.ndarray,
+                   stats: dict | None = None) -> CachedDataset:
+    """Encode what is missing and serve ``table`` from the cache; counts go into ``stats``."""
+    folder, names, encoded = encode_to_cache(model, config, table)
+    if stats is not None:
+        stats["folder"] = str(folder)
+        stats["encoded"] = stats.get("encoded", 0) + encoded
+        stats["reused"] = stats.get("reused", 0) + len(names) - encoded
+    return CachedDataset(table, targets, folder, names)

@@ -1,0 +1,228 @@
+"""Hugging Face speech encoders (wav2vec2, HuBERT, WavLM, data2vec-audio) as an audiotune backbone.
+
+The bare encoder comes from ``transformers.AutoModel`` (``Wav2Vec2Model``, ``HubertModel``, ``WavLMModel``,
+``Data2VecAudioModel``; a CTC checkpoint loads without its head), by hub id or local directory alike.
+SpecAugment-style masking and LayerDrop are switched off, so training never masks frames or skips layers
+silently and every forward returns ``num_layers + 1`` hidden states.
+
+Hidden states
+-------------
+``0`` is the input of the first transformer layer (feature projection + positional convolution), as HF's
+``hidden_states[0]``; ``1..N`` are the transformer layers' outputs, and ``-1`` is the encoder's final output
+(``last_hidden_state``). For "stable layer norm" encoders (wav2vec2/HuBERT/WavLM large) the last entry
+includes the encoder's final LayerNorm, as in transformers 4.x; transformers 5.x's own
+``hidden_states[-1]`` is the last layer *before* that LayerNorm.
+
+Padding and batch independence
+------------------------------
+Layer-norm feature encoders get a sample-level attention mask: a clip's real frames do not depend on the
+padding of its batch. Two kinds cannot promise that, hence ``needs_equal_length = True`` (the data
+pipeline batches equal-length clips at inference):
+
+* group-norm feature encoders (``feat_extract_norm == "group"``, e.g. wav2vec2-base, HuBERT-base): the first
+  conv's GroupNorm normalises each channel over the whole tensor, zero padding included, and these models
+  were trained without an attention mask, so none is passed;
+* data2vec-audio: its stack of positional convolutions lets real frames leak into the padded ones, which
+  the next positional conv layer feeds back into the last real frames.
+
+Windowed encoding
+-----------------
+``max_window > 0`` encodes longer clips in non-overlapping windows of ``max_window`` seconds and concatenates
+each hidden state's frames, bounding activation memory (attention is quadratic in frames). Windows do not
+see each other: no cross-window context, and each window boundary loses a few frames of the conv stack.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from audiotune.config import RunConfig
+from audiotune.models.backbones import register
+
+__all__ = ["DEFAULT_CHECKPOINT", "HFBackbone", "build_hf", "extractor_settings", "resolve_hf"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHECKPOINT = "facebook/wav2vec2-base-960h"
+
+
+def _load_encoder(checkpoint: str, pretrained: bool) -> nn.Module:
+    """The bare encoder of ``checkpoint`` with masking and LayerDrop disabled."""
+    # deferred: importing transformers takes seconds
+    from transformers import AutoConfig, AutoModel
+
+    if pretrained:
+        model = AutoModel.from_pretrained(checkpoint)
+    else:
+        model = AutoModel.from_config(AutoConfig.from_pretrained(checkpoint))
+    config = model.config
+    config.mask_time_prob = 0.0  # no SpecAugment-style time masking unless the user adds it
+    config.mask_feature_prob = 0.0
+    config.layerdrop = 0.0  # every layer always runs: a fixed number of hidden states
+    if isinstance(getattr(model, "masked_spec_embed", None), nn.Parameter):
+        # the mask embedding is unused now; an unused parameter would trip DDP and differ between load paths
+        del model.masked_spec_embed
+    return model
+
+
+class HFBackbone(nn.Module):
+    """A Hugging Face speech encoder: (B, N) waveforms -> all hidden states and a frame mask."""
+
+    input_kind = "waveform"  # consumes (B, N) waveforms at the encoder's sampling rate
+
+    def __init__(self, checkpoint: str, max_window: float = 0.0, sample_rate: int = 16000,
+                 pretrained: bool = True) -> None:
+        """``checkpoint``: hub id or directory; ``pretrained=False`` builds from its config only (random weights)."""
+        super().__init__()
+        self.checkpoint = str(checkpoint)
+        self.max_window = float(max_window)
+        self.sample_rate = int(sample_rate)
+        self.model = _load_encoder(self.checkpoint, pretrained)
+
+    @property
+    def group_norm(self) -> bool:
+        """True when the conv feature encoder normalises with GroupNorm over time (wav2vec2-base style)."""
+        return getattr(self.model.config, "feat_extract_norm", "layer") == "group"
+
+    @property
+    def needs_equal_length(self) -> bool:
+        """True when zero padding changes a clip's frames (see the module docstring)."""
+        return self.group_norm or self.model.config.model_type == "data2vec-audio"
+
+    @property
+    def embedding_dim(self) -> int:
+        """Width of every hidden state (``config.hidden_size``)."""
+        return int(self.model.config.hidden_size)
+
+    @property
+    def num_layers(self) -> int:
+        """Number of transformer layers."""
+        return int(self.model.config.num_hidden_layers)
+
+    @property
+    def num_hidden_states(self) -> int:
+        """Transformer layers + the pre-transformer state 0."""
+        return self.num_layers + 1
+
+    @property
+    def receptive_field(self) -> int:
+        """Samples the conv feature encoder needs for one frame (400 for wav2vec2)."""
+        field, hop = 1, 1
+        for kernel, stride in zip(self.model.config.conv_kernel, self.model.config.conv_stride):
+            field += (kernel - 1) * hop
+            hop *= stride
+        return field
+
+    def frame_lengths(self, lengths: Tensor) -> Tensor:
+        """Frames the transformer sees for ``lengths`` samples (the model's own formula, adapter excluded)."""
+        extra = {"add_adapter": False} if getattr(self.model.config, "add_adapter", False) else {}
+        return self.model._get_feat_extract_output_lengths(lengths, **extra).long()
+
+    def _windows(self, total: int) -> list[tuple[int, int]]:
+        """Sample ranges encoded separately: the whole tensor, or max_window-second windows."""
+        size = round(self.max_window * self.sample_rate)
+        if size <= 0 or total <= size:
+            return [(0, total)]
+        bounds = [(start, min(start + size, total)) for start in range(0, total, size)]
+        if bounds[-1][1] - bounds[-1][0] < self.receptive_field:  # too short for one frame: merge it
+            bounds[-2:] = [(bounds[-2][0], total)]
+        return bounds
+
+    def _encode(self, waveforms: Tensor, valid: Tensor) -> tuple[list[Tensor], Tensor]:
+        """One pass of the encoder over (B, n) samples of which ``valid`` (B,) are real."""
+        field = self.receptive_field
+        if waveforms.shape[1] < field:  # shorter than one frame: zero-pad so the conv stack runs
+            waveforms = F.pad(waveforms, (0, field - waveforms.shape[1]))
+        # a clip shorter than one frame is treated as zero-padded to one frame; never an all-masked row
+        seen = valid.clamp(min=field)
+        extra: dict[str, Any] = {}
+        if not self.group_norm:
+            positions = torch.arange(waveforms.shape[1], device=waveforms.device)
+            extra["attention_mask"] = (positions[None, :] < seen[:, None]).long()
+        out = self.model(waveforms, output_hidden_states=True, **extra)
+        states = list(out.hidden_states)
+        if out.last_hidden_state.shape == states[-1].shape:  # no adapter: include the final LayerNorm (4.x numbering)
+            states[-1] = out.last_hidden_state
+        frames = self.frame_lengths(seen).clamp(max=states[0].shape[1])
+        frames = torch.where(valid > 0, frames, torch.zeros_like(frames))  # windows past a clip's end add no frames
+        mask = torch.arange(states[0].shape[1], device=frames.device)[None, :] < frames[:, None]
+        return states, mask
+
+    def hidden_states(self, waveforms: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor]:
+        """Waveforms (B, N), valid samples (B,) -> ``num_hidden_states`` tensors (B, T, D), mask (B, T).
+
+        Layer-norm encoders get an attention mask; group-norm ones get none (see ``needs_equal_length``).
+        With ``max_window`` the windows' frames are concatenated along time and the mask covers them all.
+        """
+        lengths = lengths.to(device=waveforms.device, dtype=torch.long)
+        passes = [self._encode(waveforms[:, start:end], (lengths - start).clamp(0, end - start))
+                  for start, end in self._windows(waveforms.shape[1])]
+        if len(passes) == 1:
+            return passes[0]
+        states = [torch.cat(parts, dim=1) for parts in zip(*(p[0] for p in passes))]
+        return states, torch.cat([p[1] for p in passes], dim=1)
+
+    def load_pretrained(self, path: str) -> None:
+        """Re-load the encoder weights from a hub id or directory (strict: same architecture required)."""
+        self.model.load_state_dict(_load_encoder(str(path), pretrained=True).state_dict())
+
+    def freeze_feature_encoder(self) -> None:
+        """Freeze the CNN feature encoder only (the transformer and projection stay trainable)."""
+        self.model.freeze_feature_encoder()
+
+    def feature_extractor_settings(self) -> dict[str, Any]:
+        """See :func:`extractor_settings`."""
+        return extractor_settings(self.checkpoint)
+
+
+def extractor_settings(checkpoint: str) -> dict[str, Any]:
+    """``sampling_rate``, ``do_normalize``, ``return_attention_mask`` of the checkpoint's feature extractor.
+
+    Read with ``AutoFeatureExtractor`` (no weights loaded); when the checkpoint has no
+    ``preprocessor_config.json`` the fallback is what the released wav2vec2 / HuBERT / WavLM / data2vec
+    extractors mostly use: 16 kHz with per-clip normalisation, and an attention mask unless the encoder's
+    feature extractor uses group norm.
+    """
+    from transformers import AutoConfig, AutoFeatureExtractor
+
+    group = getattr(AutoConfig.from_pretrained(checkpoint), "feat_extract_norm", "layer") == "group"
+    try:
+        extractor = AutoFeatureExtractor.from_pretrained(checkpoint)
+    except (OSError, ValueError):  # no preprocessor_config.json (or offline without a cache)
+        return {"sampling_rate": 16000, "do_normalize": True, "return_attention_mask": not group}
+    return {"sampling_rate": int(extractor.sampling_rate),
+            "do_normalize": bool(getattr(extractor, "do_normalize", False)),
+            "return_attention_mask": bool(getattr(extractor, "return_attention_mask", not group))}
+
+
+def resolve_hf(config: RunConfig) -> None:
+    """Waveform input at the encoder's own rate and normalisation; frozen unless asked (as the seed did)."""
+    if config.model.max_window < 0:
+        raise ValueError(f"--max_window {config.model.max_window}: must be >= 0 seconds (0 = whole clip)")
+    if not config.model.checkpoint:
+        config.model.checkpoint = DEFAULT_CHECKPOINT
+    if config.model.freeze is None:
+        config.model.freeze = True
+    settings = extractor_settings(config.model.checkpoint)
+    if config.audio.resample_rate and config.audio.resample_rate != settings["sampling_rate"]:
+        log.warning("--resample_rate %s: %s expects %s Hz; audio is resampled to that", config.audio.resample_rate,
+                    config.model.checkpoint, settings["sampling_rate"])
+    config.audio.resample_rate = settings["sampling_rate"]
+    config.features.features = "waveform"
+    config.features.waveform_norm = settings["do_normalize"]
+
+
+@register("hf", resolve=resolve_hf)
+def build_hf(config: RunConfig, pretrained: bool = True) -> HFBackbone:
+    """The HF encoder named by ``--checkpoint`` (default: wav2vec2-base-960h).
+
+    ``pretrained=False`` reads the checkpoint's config only (random weights), for runs whose weights are
+    loaded from their own ``model.safetensors`` afterwards.
+    """
+    m = config.model
+    return HFBackbone(m.checkpoint or DEFAULT_CHECKPOINT, max_window=float(getattr(m, "max_window", 0.0)),
+                      sample_rate=config.audio.resample_rate or 16000, pretrained=pretrained)

@@ -1,0 +1,78 @@
+"""Frozen-feature cache: same results as encoding every epoch, reuse across runs, invalidation by any key."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+from conftest import SMALL_ECAPA
+
+from audiotune.cli import main
+from audiotune.config import RunConfig
+from audiotune.engine.cache import cache_blocker
+
+
+def run(ds: dict, out, cache_dir, *extra: str) -> dict:
+    # clips cropped to one length, so ECAPA's padding cannot make the two paths differ
+    args = ["train", "-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"]), "-o", str(out),
+            *SMALL_ECAPA, "-e", "3", "-bs", "4", "--seed", "5", "--freeze", "--clip_length", "0.5",
+            "--cache_dir", str(cache_dir), *extra]
+    assert main(args) == 0
+    return json.loads((out / "metrics.json").read_text())
+
+
+def scores(out) -> np.ndarray:
+    table = pd.read_parquet(out / "predictions.parquet").sort_values(["split", "uid"])
+    return table.filter(like="score:").to_numpy()
+
+
+def test_cached_training_equals_encoding_every_epoch(uid_dataset: dict, tmp_path) -> None:
+    cached = run(uid_dataset, tmp_path / "cached", tmp_path / "cache")
+    plain = run(uid_dataset, tmp_path / "plain", tmp_path / "cache", "--cache", "False")
+    assert cached["feature_cache"]["used"] and cached["feature_cache"]["encoded"] == 24
+    assert not plain["feature_cache"]["used"] and plain["feature_cache"]["why_not"] == "--cache False"
+    np.testing.assert_allclose(scores(tmp_path / "cached"), scores(tmp_path / "plain"), atol=1e-4)
+    assert cached["test"]["accuracy"] == plain["test"]["accuracy"]
+    assert cached["test"]["auc"] == plain["test"]["auc"]
+    # dropout is really on in the heads while they train from the cache
+    run(uid_dataset, tmp_path / "nodrop", tmp_path / "cache", "--final_dropout", "0")
+    assert np.abs(scores(tmp_path / "nodrop") - scores(tmp_path / "cached")).max() > 1e-3
+
+
+def test_cache_is_reused_and_invalidated_by_each_key(uid_dataset: dict, tmp_path) -> None:
+    cache = tmp_path / "cache"
+    first = run(uid_dataset, tmp_path / "a", cache)
+    assert first["feature_cache"]["encoded"] == 24
+    again = run(uid_dataset, tmp_path / "b", cache, "--final_dropout", "0.1")  # another head: same features
+    assert again["feature_cache"] == {**first["feature_cache"], "encoded": 0, "reused": 24}
+    other_weights = run(uid_dataset, tmp_path / "c", cache, "--seed", "6")  # other random encoder
+    assert other_weights["feature_cache"]["encoded"] == 24
+    other_prep = run(uid_dataset, tmp_path / "d", cache, "--clip_length", "0.4")
+    assert other_prep["feature_cache"]["encoded"] == 24
+    other_pool = run(uid_dataset, tmp_path / "e", cache, "--pooling_mode", "max")
+    assert other_pool["feature_cache"]["encoded"] == 24
+    # new audio content in one file: only that clip is encoded again
+    path = uid_dataset["prefix"] / "ann0" / "waveform.wav"
+    wave, rate = sf.read(path)
+    sf.write(path, wave[::-1].copy(), rate)
+    changed = run(uid_dataset, tmp_path / "f", cache)
+    assert changed["feature_cache"]["encoded"] == 1 and changed["feature_cache"]["reused"] == 23
+    assert len(list((cache).iterdir())) == 4  # a, c, d, e: one folder per encoder + preprocessing
+
+
+def test_cache_blockers() -> None:
+    config = RunConfig()
+    assert cache_blocker(config) is not None  # not frozen
+    config.model.freeze = True
+    assert cache_blocker(config) is None
+    config.augment.gain = 0.5
+    assert "augmentation" in cache_blocker(config)
+    config.augment.gain = 0.0
+    config.features.timem = 10
+    assert "SpecAugment" in cache_blocker(config)
+    config.features.timem = 0
+    config.classifier.weighted, config.classifier.pooling_mode = True, "max"
+    assert "max pooling" in cache_blocker(config)
+
+

@@ -1,0 +1,235 @@
+"""HFBackbone on tiny offline checkpoints of wav2vec2 (group and layer norm), HuBERT, WavLM and data2vec-audio."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from audiotune.config import RunConfig
+from audiotune.models.backbones import build_backbone, resolve_config
+from audiotune.models.backbones.huggingface import HFBackbone
+from audiotune.models.classifier import masked_pool
+
+TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+        "conv_dim": (32, 32), "conv_kernel": (10, 3), "conv_stride": (5, 2),
+        "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 2}
+KINDS = {
+    # name: (config class, extra config, needs_equal_length, feature extractor do_normalize / attention mask)
+    "w2v_group": ("Wav2Vec2Config", {"feat_extract_norm": "group", "do_stable_layer_norm": False}, True, (True, False)),
+    "w2v_layer": ("Wav2Vec2Config", {"feat_extract_norm": "layer", "do_stable_layer_norm": True}, False, (True, True)),
+    "hubert": ("HubertConfig", {"feat_extract_norm": "layer", "do_stable_layer_norm": True}, False, (False, True)),
+    "wavlm": ("WavLMConfig", {"feat_extract_norm": "layer", "do_stable_layer_norm": True, "num_buckets": 32,
+                              "max_bucket_distance": 100}, False, (True, True)),
+    # data2vec-audio: always layer norm; num_conv_pos_embeddings is its number of positional conv layers
+    "data2vec": ("Data2VecAudioConfig", {"num_conv_pos_embeddings": 3, "conv_pos_kernel_size": 5}, True, (True, True)),
+}
+PAD_INDEPENDENT = [k for k, spec in KINDS.items() if not spec[2]]
+RATE = 16000
+# a torch deprecation warning raised inside HF's WavLM attention, not ours
+pytestmark = pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask:UserWarning")
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One saved tiny checkpoint directory (model + feature extractor) per kind."""
+    root = tmp_path_factory.mktemp("hf")
+    dirs = {}
+    for name, (config_cls, extra, _, (normalize, attention)) in KINDS.items():
+        torch.manual_seed(0)
+        config = getattr(transformers, config_cls)(**{**TINY, **extra})
+        directory = root / name
+        transformers.AutoModel.from_config(config).save_pretrained(directory)
+        transformers.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=RATE, padding_value=0.0,
+                                              do_normalize=normalize,
+                                              return_attention_mask=attention).save_pretrained(directory)
+        dirs[name] = directory
+    return dirs
+
+
+@pytest.fixture(scope="module")
+def backbones(checkpoints: dict[str, Path]) -> dict[str, HFBackbone]:
+    """Each checkpoint loaded through the hub-id path (``from_pretrained`` on the directory), in eval mode."""
+    return {name: HFBackbone(str(path)).eval() for name, path in checkpoints.items()}
+
+
+def clip(seconds: float, seed: int) -> torch.Tensor:
+    """A deterministic noisy waveform."""
+    return 0.1 * torch.randn(int(seconds * RATE), generator=torch.Generator().manual_seed(seed))
+
+
+def batch(*clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-padded (B, N) waveforms and their lengths."""
+    lengths = torch.tensor([len(c) for c in clips])
+    out = torch.zeros(len(clips), int(lengths.max()))
+    for i, c in enumerate(clips):
+        out[i, : len(c)] = c
+    return out, lengths
+
+
+def pooled(backbone: HFBackbone, waves: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+    """Masked-mean embedding of every hidden state."""
+    with torch.no_grad():
+        states, mask = backbone.hidden_states(waves, lengths)
+    return [masked_pool(s, mask, "mean") for s in states]
+
+
+@pytest.mark.parametrize("name", list(KINDS))
+def test_bare_encoder_and_counts(backbones: dict[str, HFBackbone], name: str) -> None:
+    backbone = backbones[name]
+    assert type(backbone.model).__name__.endswith("Model")  # bare encoder, no CTC head
+    assert backbone.input_kind == "waveform"
+    assert (backbone.embedding_dim, backbone.num_layers, backbone.num_hidden_states) == (32, 2, 3)
+    assert backbone.needs_equal_length is KINDS[name][2]
+    config = backbone.model.config
+    assert config.mask_time_prob == config.mask_feature_prob == config.layerdrop == 0.0
+    assert not hasattr(backbone.model, "masked_spec_embed")
+    assert backbone.receptive_field == 20  # 10 + (3 - 1) * 5
+    waves, lengths = batch(clip(0.5, 1), clip(0.5, 2))
+    states, mask = backbone.hidden_states(waves, lengths)
+    assert len(states) == 3 and all(s.shape == (2, mask.shape[1], 32) for s in states)
+
+
+@pytest.mark.parametrize("name", list(KINDS))
+def test_numbering_matches_hf(backbones: dict[str, HFBackbone], name: str) -> None:
+    """0 = HF's hidden_states[0], 1..N-1 = HF's layers, -1 = HF's last_hidden_state (final LayerNorm included)."""
+    backbone = backbones[name]
+    waves, lengths = batch(clip(0.5, 3), clip(0.5, 4))
+    extra = {} if backbone.group_norm else {"attention_mask": torch.ones_like(waves, dtype=torch.long)}
+    with torch.no_grad():
+        states, _ = backbone.hidden_states(waves, lengths)
+        out = backbone.model(waves, output_hidden_states=True, **extra)
+    assert len(out.hidden_states) == len(states)
+    for mine, theirs in zip(states[:-1], out.hidden_states[:-1]):
+        torch.testing.assert_close(mine, theirs)
+    torch.testing.assert_close(states[-1], out.last_hidden_state)
+    if not getattr(backbone.model.config, "do_stable_layer_norm", False):  # no final LayerNorm: HF's last agrees
+        torch.testing.assert_close(states[-1], out.hidden_states[-1])
+
+
+@pytest.mark.parametrize("name", list(KINDS))
+def test_frame_mask_counts(backbones: dict[str, HFBackbone], name: str) -> None:
+    backbone = backbones[name]
+    waves, lengths = batch(clip(1.0, 5), clip(0.6, 6), clip(0.3, 7))
+    with torch.no_grad():
+        states, mask = backbone.hidden_states(waves, lengths)
+    expected = backbone.model._get_feat_extract_output_lengths(lengths)
+    assert mask.sum(1).tolist() == expected.tolist()
+    assert mask.shape[1] == states[0].shape[1] == int(expected.max())
+    assert mask[:, :1].all()  # every clip has frames, and they come first
+
+
+@pytest.mark.parametrize("name", PAD_INDEPENDENT)
+def test_layer_norm_kinds_are_padding_independent(backbones: dict[str, HFBackbone], name: str) -> None:
+    backbone = backbones[name]
+    short, long = clip(0.45, 8), clip(1.0, 9)
+    alone = pooled(backbone, *batch(short))
+    in_batch = pooled(backbone, *batch(long, short))
+    for a, b in zip(alone, in_batch):
+        torch.testing.assert_close(b[1:], a, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("name", [k for k in KINDS if k not in PAD_INDEPENDENT])
+def test_padding_changes_equal_length_kinds(backbones: dict[str, HFBackbone], name: str) -> None:
+    """Zero padding moves a clip's embedding (hence needs_equal_length); equal-length batches match alone."""
+    backbone = backbones[name]
+    short, long = clip(0.45, 10), clip(1.0, 11)
+    alone = pooled(backbone, *batch(short))
+    padded = pooled(backbone, *batch(long, short))
+    assert max((b[1:] - a).abs().max().item() for a, b in zip(alone, padded)) > 1e-3
+    other = clip(0.45, 12)
+    together = pooled(backbone, *batch(short, other))
+    other_alone = pooled(backbone, *batch(other))
+    for a, o, t in zip(alone, other_alone, together):
+        torch.testing.assert_close(t, torch.cat([a, o]), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["w2v_group", "w2v_layer"])
+def test_max_window(checkpoints: dict[str, Path], backbones: dict[str, HFBackbone], name: str) -> None:
+    whole = backbones[name]
+    waves, lengths = batch(clip(1.0, 13))
+    with torch.no_grad():
+        reference, ref_mask = whole.hidden_states(waves, lengths)
+        windowed = HFBackbone(str(checkpoints[name]), max_window=0.25).eval()
+        states, mask = windowed.hidden_states(waves, lengths)
+        assert len(states) == 3 and mask.all()
+        # each of the 4 windows loses under one frame per conv layer at its edge
+        assert ref_mask.shape[1] - 4 * len(TINY["conv_stride"]) <= mask.shape[1] < ref_mask.shape[1]
+        assert all(torch.isfinite(s).all() for s in states)
+        larger = HFBackbone(str(checkpoints[name]), max_window=2.0).eval()
+        same, same_mask = larger.hidden_states(waves, lengths)
+    assert torch.equal(same_mask, ref_mask)
+    for a, b in zip(same, reference):
+        assert torch.equal(a, b)
+
+
+def test_max_window_short_tail_and_short_clip(checkpoints: dict[str, Path]) -> None:
+    """A tail shorter than one frame merges into the previous window; a clip ending early adds no later frames."""
+    backbone = HFBackbone(str(checkpoints["w2v_layer"]), max_window=0.25).eval()
+    assert backbone._windows(4 * 4000 + 10) == [(0, 4000), (4000, 8000), (8000, 12000), (12000, 16010)]
+    waves, lengths = batch(clip(1.0 + 10 / RATE, 14), clip(0.3, 15))
+    with torch.no_grad():
+        states, mask = backbone.hidden_states(waves, lengths)
+    per_window = backbone.frame_lengths(torch.tensor([4000, 800]))
+    assert mask[1].sum().item() == int(per_window[0] + per_window[1])  # 0.3 s = one full window + 800 samples
+    assert all(torch.isfinite(s).all() for s in states)
+
+
+def test_freeze_feature_encoder(checkpoints: dict[str, Path]) -> None:
+    backbone = HFBackbone(str(checkpoints["w2v_group"]))
+    backbone.freeze_feature_encoder()
+    cnn = {id(p) for p in backbone.model.feature_extractor.parameters()}
+    assert cnn
+    for param in backbone.parameters():
+        assert param.requires_grad is (id(param) not in cnn)
+
+
+def test_feature_extractor_settings(checkpoints: dict[str, Path], backbones: dict[str, HFBackbone],
+                                    tmp_path: Path) -> None:
+    for name, spec in KINDS.items():
+        normalize, attention = spec[3]
+        assert backbones[name].feature_extractor_settings() == {
+            "sampling_rate": RATE, "do_normalize": normalize, "return_attention_mask": attention}
+    for name, expected in [("w2v_group", False), ("hubert", True)]:  # no preprocessor_config.json: fallback
+        bare = tmp_path / name
+        shutil.copytree(checkpoints[name], bare)
+        (bare / "preprocessor_config.json").unlink()
+        settings = HFBackbone(str(bare), pretrained=False).feature_extractor_settings()
+        # normalisation is what the released extractors of all four families mostly do
+        assert settings == {"sampling_rate": RATE, "do_normalize": True, "return_attention_mask": expected}
+
+
+def test_eval_is_deterministic_and_train_keeps_every_layer(checkpoints: dict[str, Path]) -> None:
+    backbone = HFBackbone(str(checkpoints["wavlm"]))
+    waves, lengths = batch(clip(0.5, 16), clip(0.4, 17))
+    backbone.eval()
+    with torch.no_grad():
+        first, _ = backbone.hidden_states(waves, lengths)
+        second, _ = backbone.hidden_states(waves, lengths)
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    backbone.train()
+    states, _ = backbone.hidden_states(waves, lengths)
+    assert len(states) == 3 and states[-1].requires_grad  # no LayerDrop in training
+
+
+def test_load_pretrained_and_registered_factory(checkpoints: dict[str, Path],
+                                                backbones: dict[str, HFBackbone]) -> None:
+    path = str(checkpoints["hubert"])
+    reference = backbones["hubert"].state_dict()
+    fresh = HFBackbone(path, pretrained=False)
+    assert not torch.equal(fresh.state_dict()["model.encoder.layers.0.attention.q_proj.weight"],
+                           reference["model.encoder.layers.0.attention.q_proj.weight"])
+    fresh.load_pretrained(path)
+    assert all(torch.equal(v, reference[k]) for k, v in fresh.state_dict().items())
+    config = RunConfig()
+    config.model.model, config.model.checkpoint, config.audio.resample_rate = "hf", path, 0
+    resolve_config(config)
+    assert config.model.freeze is True and config.audio.resample_rate == RATE
+    built = build_backbone(config)  # registered as "hf": from_pretrained on --checkpoint
+    assert isinstance(built, HFBackbone) and built.checkpoint == path
+    assert all(torch.equal(v, reference[k]) for k, v in built.state_dict().items())
+    skeleton = build_backbone(config, pretrained=False)  # config only: weights come from a run afterwards
+    assert skeleton.state_dict().keys() == reference.keys()
