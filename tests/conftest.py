@@ -69,3 +69,39 @@ def uid_dataset(tmp_path: Path) -> dict:
 SMALL_ECAPA = ["--channels", "16", "16", "48", "--kernel_sizes", "5", "3", "1", "--dilations", "1", "2", "1",
                "--attention_channels", "8", "--se_channels", "8", "--res2net_scale", "2", "--lin_neurons", "16",
                "--clf_bottleneck", "16", "--features", "fbank", "--num_mel_bins", "24"]
+
+
+HF_TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+        "conv_dim": (32, 32), "conv_kernel": (10, 3), "conv_stride": (5, 2),
+        "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 2}
+HF_KINDS = {
+    # name: (config class, extra config, needs_equal_length, feature extractor do_normalize / attention mask)
+    "w2v_group": ("Wav2Vec2Config", {"feat_extract_norm": "group", "do_stable_layer_norm": False}, True, (True, False)),
+    "w2v_layer": ("Wav2Vec2Config", {"feat_extract_norm": "layer", "do_stable_layer_norm": True}, False, (True, True)),
+    "hubert": ("HubertConfig", {"feat_extract_norm": "layer", "do_stable_layer_norm": True}, False, (False, True)),
+    "wavlm": ("WavLMConfig", {"feat_extract_norm": "layer", "do_stable_layer_norm": True, "num_buckets": 32,
+                              "max_bucket_distance": 100}, False, (True, True)),
+    # data2vec-audio: always layer norm; num_conv_pos_embeddings is its number of positional conv layers
+    "data2vec": ("Data2VecAudioConfig", {"num_conv_pos_embeddings": 3, "conv_pos_kernel_size": 5}, True, (True, True)),
+}
+HF_RATE = 16000
+
+
+@pytest.fixture(scope="session")
+def hf_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One saved tiny checkpoint directory (model + feature extractor) per kind."""
+    import torch
+    transformers = pytest.importorskip("transformers")
+
+    root = tmp_path_factory.mktemp("hf")
+    dirs = {}
+    for name, (config_cls, extra, _, (normalize, attention)) in HF_KINDS.items():
+        torch.manual_seed(0)
+        config = getattr(transformers, config_cls)(**{**HF_TINY, **extra})
+        directory = root / name
+        transformers.AutoModel.from_config(config).save_pretrained(directory)
+        transformers.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=HF_RATE, padding_value=0.0,
+                                              do_normalize=normalize,
+                                              return_attention_mask=attention).save_pretrained(directory)
+        dirs[name] = directory
+    return dirs

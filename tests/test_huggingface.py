@@ -9,45 +9,23 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
+from conftest import HF_KINDS as KINDS
+from conftest import HF_RATE as RATE
+from conftest import HF_TINY as TINY
+
 from audiotune.config import RunConfig
 from audiotune.models.backbones import build_backbone, resolve_config
 from audiotune.models.backbones.huggingface import HFBackbone
 from audiotune.models.classifier import masked_pool
 
-TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
-        "conv_dim": (32, 32), "conv_kernel": (10, 3), "conv_stride": (5, 2),
-        "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 2}
-KINDS = {
-    # name: (config class, extra config, needs_equal_length, feature extractor do_normalize / attention mask)
-    "w2v_group": ("Wav2Vec2Config", {"feat_extract_norm": "group", "do_stable_layer_norm": False}, True, (True, False)),
-    "w2v_layer": ("Wav2Vec2Config", {"feat_extract_norm": "layer", "do_stable_layer_norm": True}, False, (True, True)),
-    "hubert": ("HubertConfig", {"feat_extract_norm": "layer", "do_stable_layer_norm": True}, False, (False, True)),
-    "wavlm": ("WavLMConfig", {"feat_extract_norm": "layer", "do_stable_layer_norm": True, "num_buckets": 32,
-                              "max_bucket_distance": 100}, False, (True, True)),
-    # data2vec-audio: always layer norm; num_conv_pos_embeddings is its number of positional conv layers
-    "data2vec": ("Data2VecAudioConfig", {"num_conv_pos_embeddings": 3, "conv_pos_kernel_size": 5}, True, (True, True)),
-}
 PAD_INDEPENDENT = [k for k, spec in KINDS.items() if not spec[2]]
-RATE = 16000
 # a torch deprecation warning raised inside HF's WavLM attention, not ours
 pytestmark = pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask:UserWarning")
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """One saved tiny checkpoint directory (model + feature extractor) per kind."""
-    root = tmp_path_factory.mktemp("hf")
-    dirs = {}
-    for name, (config_cls, extra, _, (normalize, attention)) in KINDS.items():
-        torch.manual_seed(0)
-        config = getattr(transformers, config_cls)(**{**TINY, **extra})
-        directory = root / name
-        transformers.AutoModel.from_config(config).save_pretrained(directory)
-        transformers.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=RATE, padding_value=0.0,
-                                              do_normalize=normalize,
-                                              return_attention_mask=attention).save_pretrained(directory)
-        dirs[name] = directory
-    return dirs
+def checkpoints(hf_checkpoints: dict[str, Path]) -> dict[str, Path]:
+    return hf_checkpoints
 
 
 @pytest.fixture(scope="module")

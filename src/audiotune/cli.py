@@ -149,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--folds", type=int, default=0, help="write k folds as fold_1..fold_k")
     split.add_argument("--seed", type=int, default=0)
 
+    probe = commands.add_parser("probe", help="train the same head on every hidden state of a frozen encoder")
+    add_config_flags(probe)
+
     stats = commands.add_parser("stats", help="feature mean and std of a split, for --dataset_mean/--dataset_std")
     add_config_flags(stats)
     stats.add_argument("--split", default="train")
@@ -187,6 +190,15 @@ def main(argv: list[str] | None = None) -> int:
             metrics = train(config)
             print(json.dumps({k: _summary(v) for k, v in metrics.items() if k in ("val", "test")}, indent=2))
             print(f"run directory: {Path(config.exp_dir).resolve()}")
+        elif args.command == "probe":
+            from audiotune.engine.probe import probe
+
+            if not args.verbose:
+                logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+            config = config_from_args(args)
+            table = probe(config)
+            print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+            print(f"probe table: {Path(config.exp_dir).resolve() / 'probe.csv'}")
         elif args.command == "evaluate":
             from audiotune.engine.evaluate import evaluate_run
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 
 from audiotune.config import RunConfig
-from audiotune.engine.inference import make_dataset, make_loader
+from audiotune.engine.inference import autocast, make_dataset, make_loader
 from audiotune.models.classifier import Classifier
 
 CACHE_ENV = "AUDIOTUNE_CACHE"
@@ -80,10 +79,6 @@ def file_digest(path: str) -> str:
     return digest.hexdigest()
 
 
-def _autocast(config: RunConfig):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if config.train.precision == "bf16" else nullcontext()
-
-
 def encode_to_cache(model: Classifier, config: RunConfig, table: pd.DataFrame, pooling: str | None = None,
                     folder: Path | None = None) -> tuple[Path, list[str], int]:
     """Encode the clips of ``table`` not cached yet; returns the folder, each row's entry name, and how many
@@ -100,7 +95,7 @@ def encode_to_cache(model: Classifier, config: RunConfig, table: pd.DataFrame, p
                              equal_length=getattr(model.backbone, "needs_equal_length", False))
         row_of = {uid: missing[k] for k, uid in enumerate(subset.index)}
         model.eval()
-        with torch.inference_mode(), _autocast(config):
+        with torch.inference_mode(), autocast(config):
             for batch in loader:
                 pooled = model.pooled_states(batch["inputs"], batch["lengths"], pooling).float()
                 for uid, states in zip(batch["uid"], pooled):

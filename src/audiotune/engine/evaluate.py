@@ -69,7 +69,7 @@ def evaluate_prepared(model: Classifier, config: RunConfig, prepared: PreparedDa
         else:
             dataset = make_dataset(config, table, prepared.targets[split])
             loader = make_loader(config, dataset, table, False, equal_length)
-        uids, logits, targets = predict(model, loader)
+        uids, logits, targets = predict(model, loader, config)
         scores = scores_from_logits(logits, config.heads, config.train.loss)
         metrics = compute_metrics(scores, targets, config.heads)
         all_metrics[split] = metrics

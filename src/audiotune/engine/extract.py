@@ -11,7 +11,7 @@ import torch
 
 from audiotune.config import RunConfig
 from audiotune.data.prepare import prepare_eval_data
-from audiotune.engine.inference import make_dataset, make_loader
+from audiotune.engine.inference import autocast, make_dataset, make_loader
 from audiotune.models.checkpoint import load_run
 from audiotune.models.classifier import EMBEDDING_TYPES
 
@@ -42,7 +42,7 @@ def extract_embeddings(run: str, data_split_root: str, out: str, embedding_type:
             loader = make_loader(config, make_dataset(config, table, prepared.targets[split]), table, False,
                                  equal_length)
             model.eval()
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast(config):
                 for batch in loader:
                     emb = model.extract_embedding(batch["inputs"], batch["lengths"], embedding_type, layer, pooling)
                     rows = emb.float().cpu().numpy()

@@ -1,6 +1,7 @@
 """Batched inference over a prepared table: data loaders and the no-grad loop shared by evaluate and extract."""
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -35,18 +36,27 @@ def make_loader(config: RunConfig, dataset: AudioDataset, table: pd.DataFrame, t
                       drop_last=train and len(dataset) > cfg.batch_size, **common)
 
 
-def iterate_batches(model: torch.nn.Module, loader: DataLoader) -> Iterator[tuple[dict, torch.Tensor]]:
-    """Yield ``(batch, logits)`` in eval mode without gradients."""
+def autocast(config: RunConfig) -> contextlib.AbstractContextManager:
+    """bf16 autocast on the CPU when ``--precision bf16``, else nothing."""
+    if config.train.precision == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def iterate_batches(model: torch.nn.Module, loader: DataLoader,
+                    config: RunConfig | None = None) -> Iterator[tuple[dict, torch.Tensor]]:
+    """Yield ``(batch, logits)`` in eval mode without gradients (bf16 if the config asks)."""
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(config) if config else contextlib.nullcontext():
         for batch in loader:
             yield batch, model.forward_batch(batch)
 
 
-def predict(model: torch.nn.Module, loader: DataLoader) -> tuple[list[str], np.ndarray, np.ndarray]:
+def predict(model: torch.nn.Module, loader: DataLoader,
+            config: RunConfig | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
     """uids, logits and targets of every row, in loader order."""
     uids, logits, targets = [], [], []
-    for batch, out in iterate_batches(model, loader):
+    for batch, out in iterate_batches(model, loader, config):
         uids += batch["uid"]
         logits.append(out.float().cpu().numpy())
         targets.append(batch["targets"].cpu().numpy())

@@ -20,8 +20,8 @@ from audiotune.engine.inference import make_dataset, make_loader
 from audiotune.engine.module import ClassifierModule
 from audiotune.models.backbones import resolve_config
 from audiotune.models.classifier import Classifier
-from audiotune.models.checkpoint import CONFIG_FILE, MODEL_FILE, build_classifier, save_weights
-from audiotune.report.plots import plot_training_curves
+from audiotune.models.checkpoint import CONFIG_FILE, MODEL_FILE, build_classifier, export_backbone, save_weights
+from audiotune.report.plots import plot_layer_weights, plot_training_curves
 
 log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoints"
@@ -101,6 +101,7 @@ def train(config: RunConfig) -> dict:
     save_config(config, exp_dir / CONFIG_FILE)
 
     model = build_classifier(config)
+    export_backbone(model, exp_dir)
     cache_stats: dict = {"used": cache_blocker(config) is None, "why_not": cache_blocker(config)}
     train_loader, val_loader, cached = _loaders(model, config, prepared, cache_stats)
     # Lightning keeps the modes modules have at fit start; encoding the cache left them in eval mode
@@ -123,6 +124,7 @@ def train(config: RunConfig) -> dict:
                                 splits=[s for s in ("val", "test") if s in prepared.tables], cached=cached)
     if model.layer_weights is not None:
         metrics["layer_weights"] = torch.softmax(model.layer_weights.detach(), 0).tolist()
+        plot_layer_weights(metrics["layer_weights"], exp_dir / "plots" / "layer_weights.png")
     metrics["weights"] = kept
     metrics["feature_cache"] = cache_stats
     metrics["epochs_run"] = trainer.current_epoch

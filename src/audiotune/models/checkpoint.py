@@ -11,6 +11,7 @@ from audiotune.models.backbones import build_backbone
 from audiotune.models.classifier import Classifier
 
 MODEL_FILE = "model.safetensors"
+ENCODER_DIR = "encoder"  # the architecture of a pretrained encoder, when the backbone exports one
 CONFIG_FILE = "config.yaml"
 
 
@@ -34,6 +35,13 @@ def build_classifier(config: RunConfig, pretrained: bool = True) -> Classifier:
     return Classifier(backbone, config.heads, config.classifier, freeze_backbone=bool(config.model.freeze))
 
 
+def export_backbone(model: Classifier, run_dir: str | Path) -> None:
+    """Store what the backbone needs to be rebuilt without its original source (if it needs anything)."""
+    export = getattr(model.backbone, "export_config", None)
+    if export is not None:
+        export(Path(run_dir) / ENCODER_DIR)
+
+
 def resolve_run_dir(path: str | Path) -> Path:
     """A run directory, or the model file inside one (the seeds' ``--trained_mdl_path``)."""
     path = Path(path)
@@ -47,6 +55,8 @@ def load_run(path: str | Path) -> tuple[RunConfig, Classifier]:
     """Rebuild a trained classifier from ``config.yaml`` and ``model.safetensors`` (strict)."""
     run_dir = resolve_run_dir(path)
     config = load_config(run_dir / CONFIG_FILE)
+    if (run_dir / ENCODER_DIR).is_dir():  # rebuild offline: the weights come from model.safetensors anyway
+        config.model.checkpoint = str(run_dir / ENCODER_DIR)
     weights = run_dir / MODEL_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: no trained weights in this run directory")

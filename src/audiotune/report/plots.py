@@ -72,3 +72,29 @@ def plot_roc(truth: dict[str, np.ndarray], scores: dict[str, np.ndarray], out: s
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     return _save(fig, Path(out))
+
+
+def plot_probe(table: pd.DataFrame, out: str | Path) -> Path:
+    """Validation (and test) metrics per probed layer; the weighted sum as the last point."""
+    metric = next((m for m in ("accuracy", "mean_auc") if table.get(f"val_{m}") is not None
+                   and table[f"val_{m}"].notna().any()), "accuracy")
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.45 * len(table) + 2), 3.5))
+    for split in ("val", "test"):
+        column = f"{split}_{metric}"
+        if column in table:
+            ax.plot(table["layer"], table[column].astype(float), marker="o", label=split)
+    ax.set_xlabel("hidden state")
+    ax.set_ylabel(metric)
+    ax.set_title("layer probe")
+    ax.legend()
+    return _save(fig, Path(out))
+
+
+def plot_layer_weights(weights: list[float], out: str | Path) -> Path:
+    """The learned softmax weight of each hidden state."""
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.4 * len(weights) + 2), 3.0))
+    ax.bar(range(len(weights)), weights)
+    ax.set_xlabel("hidden state")
+    ax.set_ylabel("weight")
+    ax.set_title("learned layer weights")
+    return _save(fig, Path(out))

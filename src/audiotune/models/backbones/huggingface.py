@@ -34,6 +34,7 @@ see each other: no cross-window context, and each window boundary loses a few fr
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -169,6 +170,10 @@ class HFBackbone(nn.Module):
     def load_pretrained(self, path: str) -> None:
         """Re-load the encoder weights from a hub id or directory (strict: same architecture required)."""
         self.model.load_state_dict(_load_encoder(str(path), pretrained=True).state_dict())
+
+    def export_config(self, folder: str | Path) -> None:
+        """Write the encoder's architecture (config.json) so a run directory rebuilds without the hub."""
+        self.model.config.save_pretrained(str(folder))
 
     def freeze_feature_encoder(self) -> None:
         """Freeze the CNN feature encoder only (the transformer and projection stay trainable)."""

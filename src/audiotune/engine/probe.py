@@ -1,0 +1,84 @@
+"""``audiotune probe``: one cached encoding pass, then the same head trained on every hidden state and on
+their learned weighted sum; a table and a plot of the metrics per layer."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+
+from audiotune.config import RunConfig, save_config
+from audiotune.data.prepare import prepare_training_data
+from audiotune.engine.cache import cache_blocker, cached_dataset, cached_loader
+from audiotune.engine.inference import predict
+from audiotune.engine.metrics import compute_metrics, scores_from_logits
+from audiotune.engine.module import ClassifierModule
+from audiotune.models.backbones import resolve_config
+from audiotune.models.checkpoint import CONFIG_FILE, build_classifier
+from audiotune.models.classifier import Classifier
+from audiotune.report.plots import plot_probe
+
+PROBE_FILE = "probe.csv"
+
+
+def _summary(metrics: dict) -> dict:
+    aucs = [v for v in metrics["auc"].values() if v is not None]
+    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "uar": metrics["uar"],
+            "mean_auc": float(np.mean(aucs)) if aucs else None}
+
+
+def probe(config: RunConfig) -> pd.DataFrame:
+    """Train one head per hidden state (and one on the weighted sum) from the feature cache."""
+    exp_dir = Path(config.exp_dir)
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    resolve_config(config)
+    if config.model.freeze is False:
+        raise ValueError("probe trains heads on a frozen encoder's hidden states: drop --freeze False")
+    config.model.freeze = True
+    blocker = cache_blocker(config)
+    if blocker:
+        raise ValueError(f"probe reads every layer from the feature cache, which cannot be used: {blocker}")
+    pl.seed_everything(config.data.seed, workers=True, verbose=False)
+    prepared = prepare_training_data(config, exp_dir)
+    prepared.write_reports(exp_dir)
+    config.heads = prepared.heads
+    save_config(config, exp_dir / CONFIG_FILE)
+    encoder = build_classifier(config)
+    stats: dict = {}
+    cached = {split: cached_dataset(encoder, config, table, prepared.targets[split], stats)
+              for split, table in prepared.tables.items()}
+    train_loader = cached_loader(config, cached["train"], True)
+    val_loader = cached_loader(config, cached["val"], False) if "val" in cached else None
+
+    rows, layer_weights = [], None
+    targets = list(range(encoder.backbone.num_hidden_states)) + ["weighted"]
+    for target in targets:
+        pl.seed_everything(config.data.seed, verbose=False)  # every probe starts from the same head
+        head_config = dataclasses.replace(config.classifier, weighted=target == "weighted",
+                                          layer=-1 if target == "weighted" else int(target))
+        model = Classifier(encoder.backbone, config.heads, head_config, freeze_backbone=True)
+        module = ClassifierModule(model, config.heads, config.train, steps_per_epoch=len(train_loader))
+        trainer = pl.Trainer(max_epochs=config.train.epochs, accelerator=config.train.accelerator, logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+        trainer.fit(module, train_loader, val_loader)
+        row: dict = {"layer": str(target)}
+        for split, dataset in cached.items():
+            if split == "train":
+                continue
+            _, logits, truth = predict(model, cached_loader(config, dataset, False), config)
+            summary = _summary(compute_metrics(scores_from_logits(logits, config.heads, config.train.loss), truth,
+                                               config.heads))
+            row.update({f"{split}_{key}": value for key, value in summary.items()})
+        rows.append(row)
+        if target == "weighted":
+            layer_weights = torch.softmax(model.layer_weights.detach(), 0).tolist()
+    table = pd.DataFrame(rows)
+    table.to_csv(exp_dir / PROBE_FILE, index=False)
+    (exp_dir / "probe.json").write_text(json.dumps({"layers": rows, "layer_weights": layer_weights,
+                                                    "feature_cache": stats}, indent=2))
+    plot_probe(table, exp_dir / "plots" / "probe.png")
+    return table
