@@ -99,7 +99,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def _run_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", "--trained_mdl_path", "--trained-mdl-path", dest="run", required=True,
+    parser.add_argument("--run", "--trained_mdl_path", "--trained-mdl-path", "-mp", "--finetuned_mdl_path",
+                        "--finetuned-mdl-path", dest="run", required=True,
                         help="run directory of `audiotune train` (or the model.safetensors inside it)")
     parser.add_argument(*_spellings("data_split_root", ("-d",)), dest="data_split_root", required=True,
                         help="one CSV, or a split directory")
@@ -177,6 +178,12 @@ def _command_split(args: argparse.Namespace) -> None:
         print(f"{name}: {len(part)} rows, {part[args.group].nunique()} subjects")
 
 
+def _quiet_lightning(verbose: bool) -> None:
+    """Lightning sets INFO when imported: its hardware and tips banner on every run, unless -v."""
+    if not verbose:
+        logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
@@ -184,8 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             from audiotune.engine.train import train
 
-            if not args.verbose:  # Lightning sets INFO on import: its hardware and tips banner on every run
-                logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+            _quiet_lightning(args.verbose)
             config = config_from_args(args)
             metrics = train(config)
             print(json.dumps({k: _summary(v) for k, v in metrics.items() if k in ("val", "test")}, indent=2))
@@ -193,8 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "probe":
             from audiotune.engine.probe import probe
 
-            if not args.verbose:
-                logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+            _quiet_lightning(args.verbose)
             config = config_from_args(args)
             table = probe(config)
             print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
