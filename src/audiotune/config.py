@@ -68,13 +68,25 @@ class FeatureConfig:
 
 @dataclass
 class ModelConfig:
-    model: str = option("ecapa_tdnn", "backbone", choices=("ecapa_tdnn", "hf"))
+    model: str = option("ecapa_tdnn", "backbone", choices=("ecapa_tdnn", "hf", "ssast"))
     checkpoint: str = option("", "backbone to start from: a Hugging Face hub id or directory (--model hf, default "
                                  "facebook/wav2vec2-base-960h), or a SpeechBrain-layout ECAPA .ckpt/.safetensors", ("-c",))
     freeze: bool | None = option(None, "freeze the whole backbone (default: yes for pretrained encoders, as the "
                                        "seed did; no for models trained from scratch)")
     freeze_feature_encoder: bool = option(False, "freeze only the convolutional feature encoder")
     max_window: float = option(0.0, "encode clips longer than this many seconds window by window (0 = whole clip)")
+    pretrained_mdl_path: str = option("", "SSAST: self-supervised checkpoint to fine-tune (original .pth, with or "
+                                          "without 'module.', or one written by `audiotune pretrain`)")
+    model_size: str = option("base", "SSAST size", choices=("tiny", "small", "base", "base_nokd"))
+    task: str = option("ft_cls", "SSAST: pooled tokens for fine-tuning (ft_cls, ft_avgtok) or the objective of "
+                                 "`audiotune pretrain` (pretrain_mpc, pretrain_mpg, pretrain_joint = nce + 10 mse)",
+                       choices=("ft_cls", "ft_avgtok", "pretrain_mpc", "pretrain_mpg", "pretrain_joint"))
+    fshape: int = option(128, "SSAST patch height in mel bins (128 with tshape 2: frame model; 16x16: patch model)")
+    tshape: int = option(2, "SSAST patch width in frames")
+    fstride: int = option(128, "SSAST patch stride in mel bins (pretraining: = fshape)")
+    tstride: int = option(2, "SSAST patch stride in frames (pretraining: = tshape)")
+    mask_patch: int = option(400, "SSAST pretraining: patches masked per clip")
+    cluster_factor: int = option(3, "SSAST pretraining: side of the square blocks of masked patches (patch models)")
     lin_neurons: int = option(192, "ECAPA-TDNN embedding size")
     channels: list[int] = option([512, 512, 512, 512, 1536], "ECAPA-TDNN channels per block")
     kernel_sizes: list[int] = option([5, 3, 3, 3, 1], "ECAPA-TDNN kernel size per block")

@@ -32,7 +32,8 @@ def register(name: str, resolve: ConfigResolver | None = None) -> Callable[[Back
 
 
 # modules register themselves on import; only the one a run names is imported (transformers is slow to load)
-_MODULES = {"ecapa_tdnn": "audiotune.models.backbones.ecapa", "hf": "audiotune.models.backbones.huggingface"}
+_MODULES = {"ecapa_tdnn": "audiotune.models.backbones.ecapa", "hf": "audiotune.models.backbones.huggingface",
+            "ssast": "audiotune.models.backbones.ssast"}
 
 
 def _entry(name: str) -> tuple[BackboneFactory, ConfigResolver | None]:
