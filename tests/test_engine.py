@@ -16,7 +16,7 @@ from audiotune.data.layout import attach_paths
 from audiotune.data.prepare import audio_spec
 from audiotune.engine.inference import make_dataset
 from audiotune.engine.metrics import compute_metrics, scores_from_logits
-from audiotune.engine.module import ClassifierModule, classification_loss, resolve_loss
+from audiotune.engine.module import classification_loss, optimizers, resolve_loss
 
 HEADS = [HeadSpec("word", "categorical", ["word"], ["a", "b", "c"]), HeadSpec("x+y", "binary", ["x", "y"])]
 
@@ -49,8 +49,7 @@ def test_optimizers_and_schedules(optim: str, scheduler: str) -> None:
     model = torch.nn.Linear(2, 2)
     config = TrainConfig(optim=optim, scheduler=scheduler, epochs=2, learning_rate=0.1, max_lr=0.5, warmup_steps=3,
                          weight_decay=0.2)
-    setup = ClassifierModule.configure_optimizers(type("M", (), {"model": model, "config": config,
-                                                                 "steps_per_epoch": 10})())
+    setup = optimizers(model.parameters(), config, steps_per_epoch=10)
     optimizer = setup["optimizer"]
     assert type(optimizer).__name__ == {"adam": "Adam", "adamw": "AdamW"}[optim]
     if optim == "adamw":

@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--folds", type=int, default=0, help="write k folds as fold_1..fold_k")
     split.add_argument("--seed", type=int, default=0)
 
+    pretrain = commands.add_parser("pretrain", help="self-supervised SSAST pretraining (no labels needed)")
+    add_config_flags(pretrain)
+
     probe = commands.add_parser("probe", help="train the same head on every hidden state of a frozen encoder")
     add_config_flags(probe)
 
@@ -196,6 +199,16 @@ def main(argv: list[str] | None = None) -> int:
             metrics = train(config)
             print(json.dumps({k: _summary(v) for k, v in metrics.items() if k in ("val", "test")}, indent=2))
             print(f"run directory: {Path(config.exp_dir).resolve()}")
+        elif args.command == "pretrain":
+            from audiotune.engine.pretrain import pretrain
+
+            _quiet_lightning(args.verbose)
+            vars(args).setdefault("model.model", "ssast")  # the defaults of this command
+            vars(args).setdefault("model.task", "pretrain_joint")
+            config = config_from_args(args)
+            metrics = pretrain(config)
+            print(json.dumps({k: metrics[k] for k in ("task", "epochs_run", "best_val_loss")}, indent=2))
+            print(f"run directory: {Path(config.exp_dir).resolve()}")
         elif args.command == "probe":
             from audiotune.engine.probe import probe
 
@@ -227,8 +240,9 @@ def main(argv: list[str] | None = None) -> int:
             _command_split(args)
         elif args.command == "stats":
             from audiotune.engine.extract import feature_stats
+            from audiotune.models.backbones import resolve_config
 
-            config = config_from_args(args)
+            config = resolve_config(config_from_args(args))
             result = feature_stats(config, config.data.data_split_root, args.split)
             print(json.dumps(result, indent=2))
             if args.out:

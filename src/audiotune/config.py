@@ -54,7 +54,7 @@ class FeatureConfig:
                            choices=("mfcc", "fbank", "waveform"))
     waveform_norm: bool = option(False, "per-clip zero mean, unit variance of waveform inputs "
                                         "(set from a pretrained encoder's feature extractor)")
-    num_mel_bins: int = option(80, "mel bins of the Kaldi fbank")
+    num_mel_bins: int | None = option(None, "mel bins of the Kaldi fbank (default: 80 for ECAPA-TDNN, 128 for SSAST)")
     target_length: int = option(0, "pad or crop features to this many frames (0 = the clip's own length)")
     n_mfcc: int = option(80, "MFCC coefficients")
     n_fft: int = option(400, "MFCC FFT size (window = n_fft, hop = n_fft // 2)")

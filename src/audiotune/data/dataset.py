@@ -22,6 +22,8 @@ class FeatureExtractor:
         self.config = config
         if config.features == "waveform" and (config.freqm or config.timem or config.noise):
             raise ValueError("--freqm/--timem/--noise act on spectrograms; waveform inputs have none")
+        if config.features == "fbank" and not config.num_mel_bins:
+            raise ValueError("--num_mel_bins is not set (the backbone's config resolution sets its default)")
         if config.dataset_std is not None or config.dataset_mean is not None:
             # fail at construction, not in a worker halfway through an epoch
             normalize(torch.zeros(1), config.dataset_mean or 0.0, config.dataset_std or 0.0)

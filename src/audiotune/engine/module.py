@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import pytorch_lightning as pl
 import torch
@@ -74,25 +75,29 @@ class ClassifierModule(pl.LightningModule):
         return self._step(batch, "val")
 
     def configure_optimizers(self) -> dict:
-        cfg = self.config
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        if cfg.optim == "adamw":
-            optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        else:
-            optimizer = torch.optim.Adam(params, lr=cfg.learning_rate)
-        total_steps = self.steps_per_epoch * cfg.epochs
-        if cfg.scheduler == "onecycle":
-            scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.max_lr, total_steps=total_steps)
-        elif cfg.scheduler == "cosine":
-            warmup = min(cfg.warmup_steps, total_steps - 1)
+        return optimizers(self.model.parameters(), self.config, self.steps_per_epoch)
 
-            def factor(step: int) -> float:
-                if step < warmup:
-                    return (step + 1) / (warmup + 1)
-                progress = (step - warmup) / max(1, total_steps - warmup)
-                return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
-            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        else:
-            return {"optimizer": optimizer}
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+def optimizers(parameters: Iterable[torch.nn.Parameter], cfg: TrainConfig, steps_per_epoch: int) -> dict:
+    """Adam/AdamW over the trainable parameters, with the schedule stepped per batch."""
+    params = [p for p in parameters if p.requires_grad]
+    if cfg.optim == "adamw":
+        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    else:
+        optimizer = torch.optim.Adam(params, lr=cfg.learning_rate)
+    total_steps = max(1, steps_per_epoch) * cfg.epochs
+    if cfg.scheduler == "onecycle":
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.max_lr, total_steps=total_steps)
+    elif cfg.scheduler == "cosine":
+        warmup = min(cfg.warmup_steps, total_steps - 1)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            progress = (step - warmup) / max(1, total_steps - warmup)
+            return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    else:
+        return {"optimizer": optimizer}
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

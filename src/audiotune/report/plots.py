@@ -20,13 +20,14 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
-def plot_training_curves(log_csv: str | Path, out: str | Path) -> Path | None:
-    """Per-epoch train and validation loss from the Lightning CSV log; None when nothing was logged."""
+def plot_training_curves(log_csv: str | Path, out: str | Path,
+                         columns: tuple[str, ...] = ("train_loss_epoch", "val_loss"), ylabel: str = "loss") -> Path | None:
+    """Per-epoch curves of the Lightning CSV log; None when none of ``columns`` was logged."""
     log_csv = Path(log_csv)
     if not log_csv.is_file():
         return None
     log = pd.read_csv(log_csv)
-    columns = [c for c in ("train_loss_epoch", "val_loss") if c in log.columns]
+    columns = tuple(c for c in columns if c in log.columns)
     if not columns or "epoch" not in log.columns:
         return None
     fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -34,7 +35,7 @@ def plot_training_curves(log_csv: str | Path, out: str | Path) -> Path | None:
         series = log[["epoch", column]].dropna().groupby("epoch")[column].last()
         ax.plot(series.index, series.to_numpy(), marker="o", label=column.replace("_epoch", ""))
     ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
+    ax.set_ylabel(ylabel)
     ax.legend()
     return _save(fig, Path(out))
 

@@ -364,6 +364,8 @@ def resolve_ecapa(config: RunConfig) -> None:
         raise ValueError(f"--model ecapa_tdnn reads fbank or mfcc features, not '{config.features.features}'")
     if config.model.freeze is None:
         config.model.freeze = False
+    if config.features.num_mel_bins is None:
+        config.features.num_mel_bins = 80  # the usual ECAPA-TDNN input
 
 
 @register("ecapa_tdnn", resolve=resolve_ecapa)

@@ -1,0 +1,66 @@
+"""SSAST through the command line: pretrain without labels, continue, fine-tune from it, evaluate, extract."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from audiotune.cli import main
+
+pytestmark = pytest.mark.slow
+# tiny SSAST on 32 mel bins x 64 frames: 16x16 patches give a 2 x 4 grid
+SMALL = ["--model_size", "tiny", "--num_mel_bins", "32", "--target_length", "64", "--fshape", "16", "--tshape",
+         "16", "--fstride", "16", "--tstride", "16", "-bs", "4", "--seed", "2"]
+
+
+def data_args(ds: dict, out) -> list[str]:
+    return ["-i", str(ds["prefix"]), "-d", str(ds["split"]), "-o", str(out)]
+
+
+def test_pretrain_continue_and_fine_tune(uid_dataset: dict, tmp_path) -> None:
+    pre = tmp_path / "pre"
+    assert main(["pretrain", *data_args(uid_dataset, pre), *SMALL, "--mask_patch", "3", "--cluster_factor", "2",
+                 "-e", "2", "-lr", "1e-3"]) == 0
+    metrics = json.loads((pre / "metrics.json").read_text())
+    assert metrics["task"] == "pretrain_joint" and metrics["epochs_run"] == 2
+    assert len(metrics["history"]["val_acc"]) == 2 and len(metrics["history"]["val_mse"]) == 2
+    for name in ("model.safetensors", "ssast_original.pth", "plots/masked_accuracy.png", "checkpoints/last.ckpt"):
+        assert (pre / name).is_file(), name
+    original = torch.load(pre / "ssast_original.pth", map_location="cpu", weights_only=True)
+    assert "module.v.pos_embed" in original and "module.p_input_tdim" in original
+    ours = load_file(str(pre / "model.safetensors"))
+    torch.testing.assert_close(original["module.v.blocks.0.attn.qkv.weight"], ours["v.blocks.0.attn.qkv.weight"])
+
+    # continued pretraining from the original-layout file (the seed could not)
+    more = tmp_path / "more"
+    assert main(["pretrain", *data_args(uid_dataset, more), *SMALL, "--mask_patch", "3", "-e", "1", "-lr", "0",
+                 "--task", "pretrain_mpc", "--pretrained_mdl_path", str(pre / "ssast_original.pth")]) == 0
+    continued = load_file(str(more / "model.safetensors"))
+    torch.testing.assert_close(continued["v.blocks.0.attn.qkv.weight"], ours["v.blocks.0.attn.qkv.weight"])
+
+    # fine-tune with another time stride and length; labels only now
+    run = tmp_path / "ft"
+    assert main(["train", *data_args(uid_dataset, run), "-l", str(uid_dataset["labels"]), "--model", "ssast",
+                 *SMALL[:-8], "--target_length", "48", "--fshape", "16", "--tshape", "16", "--fstride", "16",
+                 "--tstride", "8", "--task", "ft_avgtok", "--pretrained_mdl_path", str(pre / "model.safetensors"),
+                 "--freeze", "False", "-e", "2", "--clf_bottleneck", "8"]) == 0
+    trained = load_file(str(run / "model.safetensors"))
+    assert trained["backbone.model.v.pos_embed"].shape[1] == 2 + 2 * 5  # cls + dist, 2 x 5 patches
+    result = json.loads((run / "metrics.json").read_text())
+    assert result["test"]["n"] == 4
+    out = tmp_path / "emb.parquet"
+    assert main(["extract", "--run", str(run), "-d", str(uid_dataset["split"] / "test.csv"), "--embedding_type", "pt",
+                 "--layer", "3", "--out", str(out)]) == 0
+    matrix = np.stack(pd.read_parquet(out)["embedding"].to_numpy())
+    assert matrix.shape == (4, 192) and np.isfinite(matrix).all()
+
+
+def test_pretrain_rejects_fine_tuning_tasks_and_overlapping_strides(uid_dataset: dict, tmp_path, capsys) -> None:
+    assert main(["pretrain", *data_args(uid_dataset, tmp_path / "a"), *SMALL, "--task", "ft_cls"]) == 2
+    assert "pretrain" in capsys.readouterr().err
+    assert main(["pretrain", *data_args(uid_dataset, tmp_path / "b"), *SMALL, "--tstride", "8"]) == 2
+    assert "stride" in capsys.readouterr().err
