@@ -64,3 +64,24 @@ def test_pretrain_rejects_fine_tuning_tasks_and_overlapping_strides(uid_dataset:
     assert "pretrain" in capsys.readouterr().err
     assert main(["pretrain", *data_args(uid_dataset, tmp_path / "b"), *SMALL, "--tstride", "8"]) == 2
     assert "stride" in capsys.readouterr().err
+
+
+def test_attention_maps_for_ssast_and_a_speech_encoder(uid_dataset: dict, hf_checkpoints: dict, tmp_path) -> None:
+    from audiotune.engine.attention import rollout
+
+    audio = uid_dataset["prefix"] / "ann0" / "waveform.wav"
+    ssast = tmp_path / "ssast"
+    assert main(["train", *data_args(uid_dataset, ssast), "-l", str(uid_dataset["labels"]), "--model", "ssast",
+                 *SMALL, "--freeze", "False", "-e", "1", "--clf_bottleneck", "8"]) == 0
+    assert main(["attention", "--run", str(ssast), "--audio", str(audio), "-o", str(tmp_path / "maps")]) == 0
+    names = sorted(p.name for p in (tmp_path / "maps").iterdir())
+    assert names == [f"attention_layer{i:02d}.png" for i in range(1, 13)] + ["attention_rollout.png"]
+    hf = tmp_path / "hf"
+    assert main(["train", *data_args(uid_dataset, hf), "-l", str(uid_dataset["labels"]), "--model", "hf", "-c",
+                 str(hf_checkpoints["w2v_layer"]), "-e", "1", "--cache_dir", str(tmp_path / "cache")]) == 0
+    assert main(["attention", "--run", str(hf), "--audio", str(audio)]) == 0
+    assert len(list((hf / "attention").glob("*.png"))) == 3  # 2 layers + rollout
+    # with the residual mix M = U/2 + I/2 and U @ U = U: M @ M = 3/4 U + 1/4 I
+    uniform = torch.full((4, 4), 0.25)
+    torch.testing.assert_close(rollout([uniform, uniform]), 0.75 * uniform + 0.25 * torch.eye(4))
+    torch.testing.assert_close(rollout([torch.eye(4)] * 3), torch.eye(4))

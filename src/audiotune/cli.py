@@ -129,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--layer", type=int, help="hidden state for pt embeddings (default: the run's)")
     extract.add_argument(*_spellings("pooling_mode", ("-pm",)), dest="pooling_mode", choices=("mean", "sum", "max"))
 
+    attention = commands.add_parser("attention", help="per-layer attention maps and rollout of one clip (PNG)")
+    attention.add_argument("--run", "--trained_mdl_path", "-mp", dest="run", required=True,
+                           help="run directory of `audiotune train`")
+    attention.add_argument("--audio", required=True, help="audio file")
+    attention.add_argument(*_spellings("exp_dir", ("-o",)), dest="exp_dir", help="output folder (default RUN/attention)")
+
     manifest = commands.add_parser("manifest", help="build a manifest CSV from a folder of audio")
     manifest.add_argument("audio_dir")
     manifest.add_argument("--out", required=True, help="manifest CSV to write")
@@ -230,6 +236,11 @@ def main(argv: list[str] | None = None) -> int:
             path = extract_embeddings(args.run, args.data_split_root, out, args.embedding_type, args.layer,
                                       args.pooling_mode, args.batch_size, args.num_workers, args.on_error)
             print(f"embeddings: {path}")
+        elif args.command == "attention":
+            from audiotune.engine.attention import attention_maps
+
+            files = attention_maps(args.run, args.audio, args.exp_dir)
+            print(f"{len(files)} attention maps in {files[0].parent}")
         elif args.command == "manifest":
             from audiotune.data.manifest import build_manifest
 

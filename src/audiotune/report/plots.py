@@ -99,3 +99,18 @@ def plot_layer_weights(weights: list[float], out: str | Path) -> Path:
     ax.set_ylabel("weight")
     ax.set_title("learned layer weights")
     return _save(fig, Path(out))
+
+
+def plot_attention(spectrogram: np.ndarray, attention: np.ndarray, out: str | Path, title: str) -> Path:
+    """A (bins, frames) spectrogram with a (rows, cols) attention map stretched over it."""
+    fig, axes = plt.subplots(2, 1, figsize=(7, 4.5), sharex=True)
+    extent = (0, spectrogram.shape[1], 0, spectrogram.shape[0])
+    axes[0].imshow(spectrogram, origin="lower", aspect="auto", cmap="magma", extent=extent)
+    axes[0].set_ylabel("mel bin")
+    axes[0].set_title(title)
+    axes[1].imshow(spectrogram, origin="lower", aspect="auto", cmap="gray", extent=extent)
+    axes[1].imshow(attention, origin="lower", aspect="auto", cmap="jet", alpha=0.55, extent=extent,
+                   interpolation="nearest")
+    axes[1].set_xlabel("frame")
+    axes[1].set_ylabel("attention")
+    return _save(fig, Path(out))

@@ -171,6 +171,22 @@ class HFBackbone(nn.Module):
         """Re-load the encoder weights from a hub id or directory (strict: same architecture required)."""
         self.model.load_state_dict(_load_encoder(str(path), pretrained=True).state_dict())
 
+    def hidden_states_with_attention(self, waveforms: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor,
+                                                                                      list[Tensor]]:
+        """As :meth:`hidden_states`, plus each layer's attention probabilities (B, heads, frames, frames),
+        from one pass over the whole clips (no windows)."""
+        states, mask = self.hidden_states(waveforms, lengths)
+        if hasattr(self.model, "set_attn_implementation"):  # fused attention kernels return no weights
+            self.model.set_attn_implementation("eager")
+        sample_mask = None if self.group_norm else (
+            torch.arange(waveforms.shape[1], device=waveforms.device)[None] < lengths[:, None]).long()
+        out = self.model(waveforms, attention_mask=sample_mask, output_attentions=True)
+        return states, mask, list(out.attentions)
+
+    def attention_layout(self) -> tuple[int, None]:
+        """No class token; frames along time."""
+        return 0, None
+
     def export_config(self, folder: str | Path) -> None:
         """Write the encoder's architecture (config.json) so a run directory rebuilds without the hub."""
         self.model.config.save_pretrained(str(folder))

@@ -467,6 +467,10 @@ class SSASTBackbone(nn.Module):
         states, attentions = self.model.forward_with_attention(features)
         return states, self._mask(features.shape[0], features.device), attentions
 
+    def attention_layout(self) -> tuple[int, tuple[int, int]]:
+        """Class tokens before the patches, and the patch grid (frequency rows, time columns)."""
+        return self.model.cls_token_num, (self.model.f_dim, self.model.t_dim)
+
     def pretrain_loss(self, features: Tensor, **options: Any) -> dict[str, Tensor]:
         """:meth:`SSASTModel.pretrain_loss` (``task`` defaults to this backbone's pretraining task)."""
         options.setdefault("task", self.task if self.task in PRETRAIN_TASKS else "pretrain_joint")

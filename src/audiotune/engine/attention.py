@@ -1,0 +1,66 @@
+"""``audiotune attention``: per-layer attention maps and attention rollout of one clip, as PNG files.
+
+For models with class tokens (SSAST) a layer's map is the attention the class token(s) pay to each patch;
+for models without (wav2vec2, HuBERT, WavLM) it is the attention each frame receives, averaged over the
+queries. Rollout (Abnar & Zuidema, 2020) multiplies the layers' head-averaged attention, each mixed
+half-and-half with the identity for the residual path.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from audiotune.data.audio import load_clip
+from audiotune.data.dataset import FeatureExtractor
+from audiotune.data.features import kaldi_fbank
+from audiotune.data.prepare import audio_spec
+from audiotune.models.checkpoint import load_run
+from audiotune.report.plots import plot_attention
+
+
+def _received(attention: Tensor, prefix: int) -> Tensor:
+    """(tokens, tokens) head-averaged attention -> what each patch/frame gets from the class tokens (or all)."""
+    return attention[:prefix, prefix:].mean(0) if prefix else attention.mean(0)
+
+
+def rollout(attentions: list[Tensor]) -> Tensor:
+    """Attention rollout of head-averaged (tokens, tokens) maps, first layer first."""
+    eye = torch.eye(attentions[0].shape[-1], dtype=attentions[0].dtype)
+    result = eye
+    for attention in attentions:
+        mixed = 0.5 * attention + 0.5 * eye
+        result = (mixed / mixed.sum(-1, keepdim=True)) @ result
+    return result
+
+
+def attention_maps(run: str, audio: str, out_dir: str | None = None) -> list[Path]:
+    """Write ``attention_layerNN.png`` for every layer and ``attention_rollout.png``; returns the files."""
+    config, model = load_run(run)
+    backbone = model.backbone
+    if not hasattr(backbone, "hidden_states_with_attention"):
+        raise ValueError(f"--model {config.model.model} does not expose attention weights")
+    clip, rate = load_clip(audio, audio_spec(config))
+    inputs = FeatureExtractor(config.features)(clip, rate, audio)
+    length = inputs.shape[0]
+    target = config.features.target_length
+    if target and inputs.dim() == 2:  # fixed-size spectrogram models (SSAST) see the padded/cropped input
+        padded = inputs.new_zeros((target, inputs.shape[1]))
+        padded[: min(length, target)] = inputs[:target]
+        inputs, length = padded, min(length, target)
+    with torch.inference_mode():
+        _, _, attentions = backbone.hidden_states_with_attention(inputs[None], torch.tensor([length]))
+    prefix, grid = backbone.attention_layout()
+    averaged = [a[0].float().mean(0) for a in attentions]
+    shown = inputs.T.numpy() if inputs.dim() == 2 else kaldi_fbank(torch.from_numpy(clip), rate, 80).T.numpy()
+    out = Path(out_dir) if out_dir else Path(run) / "attention"
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    maps = [(f"layer {i + 1}", f"attention_layer{i + 1:02d}.png", _received(a, prefix)) for i, a in enumerate(averaged)]
+    maps.append(("rollout", "attention_rollout.png", _received(rollout(averaged), prefix)))
+    for title, name, values in maps:
+        image = values.reshape(grid if grid else (1, -1)).numpy()
+        written.append(plot_attention(shown, np.asarray(image), out / name, f"{Path(audio).name}: {title}"))
+    return written
