@@ -245,5 +245,5 @@ def build_hf(config: RunConfig, pretrained: bool = True) -> HFBackbone:
     loaded from their own ``model.safetensors`` afterwards.
     """
     m = config.model
-    return HFBackbone(m.checkpoint or DEFAULT_CHECKPOINT, max_window=float(getattr(m, "max_window", 0.0)),
+    return HFBackbone(m.checkpoint or DEFAULT_CHECKPOINT, max_window=float(m.max_window),
                       sample_rate=config.audio.resample_rate or 16000, pretrained=pretrained)

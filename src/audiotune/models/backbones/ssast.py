@@ -26,7 +26,7 @@ and, as in the original, the padding frames are ordinary input (no attention mas
 from __future__ import annotations
 
 import random
-import warnings
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,8 @@ from audiotune.models.state_dict import (
     load_checked,
     read_state_dict,
 )
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "FINETUNE_TASKS", "PRETRAIN_TASKS", "SSASTBackbone", "SSASTModel", "adapt_pos_embed", "build_ssast",
@@ -499,14 +501,13 @@ def resolve_ssast(config: RunConfig) -> None:
         f.target_length = 1024
     if f.target_length < 0:
         raise ValueError(f"--target_length must be positive for --model ssast, got {f.target_length}")
-    size = getattr(m, "model_size", "base")
+    size = m.model_size
     if _ALIASES.get(size, size) not in SIZES:
         raise ValueError(f"--model_size {size}: SSAST sizes are {sorted(SIZES)}")
-    task = getattr(m, "task", "ft_avgtok")
+    task = m.task
     if task not in FINETUNE_TASKS + PRETRAIN_TASKS:
         raise ValueError(f"--task {task}: SSAST tasks are {FINETUNE_TASKS + PRETRAIN_TASKS}")
-    fshape, tshape = getattr(m, "fshape", 128), getattr(m, "tshape", 2)
-    fstride, tstride = getattr(m, "fstride", fshape), getattr(m, "tstride", tshape)
+    fshape, tshape, fstride, tstride = m.fshape, m.tshape, m.fstride, m.tstride
     try:
         patch_grid(f.num_mel_bins, f.target_length, fshape, tshape, fstride, tstride)
     except ValueError as error:
@@ -517,24 +518,19 @@ def resolve_ssast(config: RunConfig) -> None:
                          f"(no overlapping patches), got stride ({fstride}, {tstride}), shape ({fshape}, {tshape})")
     if m.freeze is None:
         m.freeze = task in FINETUNE_TASKS
-    path = getattr(m, "pretrained_mdl_path", "") or m.checkpoint
-    if m.freeze and task in FINETUNE_TASKS and not path:
-        warnings.warn("--model ssast with a frozen backbone and no --pretrained_mdl_path: the encoder stays random",
-                      stacklevel=2)
 
 
 @register("ssast", resolve=resolve_ssast)
 def build_ssast(config: RunConfig, pretrained: bool = True) -> SSASTBackbone:
     """SSAST over ``num_mel_bins x target_length`` fbanks; loads ``pretrained_mdl_path`` (or ``--checkpoint``)."""
     m = config.model
-    fshape, tshape = getattr(m, "fshape", 128), getattr(m, "tshape", 2)
     backbone = SSASTBackbone(
-        model_size=getattr(m, "model_size", "base"), fshape=fshape, tshape=tshape,
-        fstride=getattr(m, "fstride", fshape), tstride=getattr(m, "tstride", tshape),
-        input_fdim=config.features.num_mel_bins, input_tdim=config.features.target_length or 1024,
-        task=getattr(m, "task", "ft_avgtok"),
+        model_size=m.model_size, fshape=m.fshape, tshape=m.tshape, fstride=m.fstride, tstride=m.tstride,
+        input_fdim=config.features.num_mel_bins, input_tdim=config.features.target_length or 1024, task=m.task,
     )
-    path = getattr(m, "pretrained_mdl_path", "") or m.checkpoint
+    path = m.pretrained_mdl_path or m.checkpoint
     if pretrained and path:
         backbone.load_pretrained(path)
+    elif pretrained and m.freeze and m.task in FINETUNE_TASKS:
+        log.warning("--model ssast with a frozen backbone and no --pretrained_mdl_path: the encoder stays random")
     return backbone
