@@ -46,7 +46,13 @@ def _grouped_fold(table: pd.DataFrame, n_splits: int, stratify: str | None, grou
     else:
         labels = np.zeros(len(table), dtype=int)
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    return [test for _, test in splitter.split(np.zeros(len(table)), labels, groups.to_numpy())]
+    try:
+        return [test for _, test in splitter.split(np.zeros(len(table)), labels, groups.to_numpy())]
+    except ValueError as err:
+        smallest = pd.Series(labels).value_counts().min()
+        raise DataError(f"{source}: cannot make {n_splits} stratified, subject-disjoint parts: the rarest "
+                        f"'{stratify}' class has {smallest} row(s) ({err}); lower the fractions or drop "
+                        "--stratify") from err
 
 
 def split_table(table: pd.DataFrame, test_fraction: float = 0.2, val_fraction: float = 0.1,
