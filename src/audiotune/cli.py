@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(result, indent=2))
             if args.out:
                 Path(args.out).write_text(json.dumps(result, indent=2))
-    except (DataError, FileNotFoundError, ValueError) as err:
+    except (DataError, OSError, ValueError) as err:
         if args.verbose:
             raise
         print(f"audiotune {args.command}: error: {err}", file=sys.stderr)
