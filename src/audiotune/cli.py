@@ -98,10 +98,14 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return config
 
 
-def _run_flags(parser: argparse.ArgumentParser) -> None:
+def _run_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", "--trained_mdl_path", "--trained-mdl-path", "-mp", "--finetuned_mdl_path",
                         "--finetuned-mdl-path", dest="run", required=True,
                         help="run directory of `audiotune train` (or the model.safetensors inside it)")
+
+
+def _run_flags(parser: argparse.ArgumentParser) -> None:
+    _run_flag(parser)
     parser.add_argument(*_spellings("data_split_root", ("-d",)), dest="data_split_root", required=True,
                         help="one CSV, or a split directory")
     parser.add_argument(*_spellings("batch_size", ("-bs",)), dest="batch_size", type=int)
@@ -130,8 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument(*_spellings("pooling_mode", ("-pm",)), dest="pooling_mode", choices=("mean", "sum", "max"))
 
     attention = commands.add_parser("attention", help="per-layer attention maps and rollout of one clip (PNG)")
-    attention.add_argument("--run", "--trained_mdl_path", "-mp", dest="run", required=True,
-                           help="run directory of `audiotune train`")
+    _run_flag(attention)
     attention.add_argument("--audio", required=True, help="audio file")
     attention.add_argument(*_spellings("exp_dir", ("-o",)), dest="exp_dir", help="output folder (default RUN/attention)")
 

@@ -17,7 +17,7 @@ from audiotune.data.audio import load_clip
 from audiotune.data.dataset import FeatureExtractor
 from audiotune.data.features import kaldi_fbank
 from audiotune.data.prepare import audio_spec
-from audiotune.models.checkpoint import load_run
+from audiotune.models.checkpoint import load_run, resolve_run_dir
 from audiotune.report.plots import plot_attention
 
 
@@ -55,7 +55,7 @@ def attention_maps(run: str, audio: str, out_dir: str | None = None) -> list[Pat
     prefix, grid = backbone.attention_layout()
     averaged = [a[0].float().mean(0) for a in attentions]
     shown = inputs.T.numpy() if inputs.dim() == 2 else kaldi_fbank(torch.from_numpy(clip), rate, 80).T.numpy()
-    out = Path(out_dir) if out_dir else Path(run) / "attention"
+    out = Path(out_dir) if out_dir else resolve_run_dir(run) / "attention"
     out.mkdir(parents=True, exist_ok=True)
     written = []
     maps = [(f"layer {i + 1}", f"attention_layer{i + 1:02d}.png", _received(a, prefix)) for i, a in enumerate(averaged)]

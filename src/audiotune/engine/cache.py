@@ -79,12 +79,17 @@ def file_digest(path: str) -> str:
     return digest.hexdigest()
 
 
-def encode_to_cache(model: Classifier, config: RunConfig, table: pd.DataFrame, pooling: str | None = None,
-                    folder: Path | None = None) -> tuple[Path, list[str], int]:
-    """Encode the clips of ``table`` not cached yet; returns the folder, each row's entry name, and how many
+def cache_folder(model: Classifier, config: RunConfig, pooling: str | None = None) -> Path:
+    """The folder of this encoder + preprocessing (digesting the weights once per call: do it once per run)."""
+    pooling = pooling or config.classifier.pooling_mode
+    return cache_root(config) / f"{encoder_digest(model.backbone)}-{preprocessing_digest(config, pooling)}"
+
+
+def encode_to_cache(model: Classifier, config: RunConfig, table: pd.DataFrame, folder: Path,
+                    pooling: str | None = None) -> tuple[list[str], int]:
+    """Encode the clips of ``table`` not cached in ``folder`` yet; returns each row's entry name and how many
     clips were encoded now (the others were found in the cache)."""
     pooling = pooling or config.classifier.pooling_mode
-    folder = folder or cache_root(config) / f"{encoder_digest(model.backbone)}-{preprocessing_digest(config, pooling)}"
     folder.mkdir(parents=True, exist_ok=True)
     names = [file_digest(path) for path in table["path"]]
     missing = [i for i, name in enumerate(names) if not (folder / f"{name}.safetensors").is_file()]
@@ -103,7 +108,7 @@ def encode_to_cache(model: Classifier, config: RunConfig, table: pd.DataFrame, p
                     partial = target.with_suffix(".partial")
                     save_file({"pooled": states.contiguous()}, str(partial))
                     partial.replace(target)  # atomic: a killed run never leaves a truncated entry
-    return folder, names, len(missing)
+    return names, len(missing)
 
 
 class CachedDataset(Dataset):
@@ -135,12 +140,16 @@ def cached_loader(config: RunConfig, dataset: CachedDataset, train: bool) -> Dat
                       drop_last=train and len(dataset) > config.train.batch_size, collate_fn=collate_cached)
 
 
-def cached_dataset(model: Classifier, config: RunConfig, table: pd.DataFrame, targets: np.ndarray,
-                   stats: dict | None = None) -> CachedDataset:
-    """Encode what is missing and serve ``table`` from the cache; counts go into ``stats``."""
-    folder, names, encoded = encode_to_cache(model, config, table)
-    if stats is not None:
-        stats["folder"] = str(folder)
-        stats["encoded"] = stats.get("encoded", 0) + encoded
-        stats["reused"] = stats.get("reused", 0) + len(names) - encoded
-    return CachedDataset(table, targets, folder, names)
+def cached_datasets(model: Classifier, config: RunConfig, tables: dict[str, pd.DataFrame],
+                    targets: dict[str, np.ndarray], stats: dict | None = None) -> dict[str, CachedDataset]:
+    """Encode what is missing and serve every table from the cache; counts go into ``stats``."""
+    folder = cache_folder(model, config)
+    result = {}
+    for split, table in tables.items():
+        names, encoded = encode_to_cache(model, config, table, folder)
+        if stats is not None:
+            stats["folder"] = str(folder)
+            stats["encoded"] = stats.get("encoded", 0) + encoded
+            stats["reused"] = stats.get("reused", 0) + len(names) - encoded
+        result[split] = CachedDataset(table, targets[split], folder, names)
+    return result

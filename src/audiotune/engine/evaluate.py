@@ -9,7 +9,7 @@ import pandas as pd
 
 from audiotune.config import HeadSpec, RunConfig
 from audiotune.data.prepare import PreparedData, prepare_eval_data
-from audiotune.engine.cache import CachedDataset, cache_blocker, cached_dataset, cached_loader
+from audiotune.engine.cache import CachedDataset, cache_blocker, cached_datasets, cached_loader
 from audiotune.engine.inference import make_dataset, make_loader, predict
 from audiotune.engine.metrics import compute_metrics, head_slices, scores_from_logits
 from audiotune.models.checkpoint import load_run
@@ -59,13 +59,14 @@ def evaluate_prepared(model: Classifier, config: RunConfig, prepared: PreparedDa
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     equal_length = getattr(model.backbone, "needs_equal_length", False)
-    use_cache = cache_blocker(config) is None
+    splits = splits or list(prepared.tables)
+    if cached is None and cache_blocker(config) is None:
+        cached = cached_datasets(model, config, {s: prepared.tables[s] for s in splits}, prepared.targets)
     all_metrics, tables = {}, []
-    for split in splits or list(prepared.tables):
+    for split in splits:
         table = prepared.tables[split]
-        if use_cache:
-            dataset = (cached or {}).get(split) or cached_dataset(model, config, table, prepared.targets[split])
-            loader = cached_loader(config, dataset, False)
+        if cached is not None:
+            loader = cached_loader(config, cached[split], False)
         else:
             dataset = make_dataset(config, table, prepared.targets[split])
             loader = make_loader(config, dataset, table, False, equal_length)

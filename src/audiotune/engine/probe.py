@@ -13,7 +13,7 @@ import torch
 
 from audiotune.config import RunConfig, save_config
 from audiotune.data.prepare import prepare_training_data
-from audiotune.engine.cache import cache_blocker, cached_dataset, cached_loader
+from audiotune.engine.cache import cache_blocker, cached_datasets, cached_loader
 from audiotune.engine.inference import predict
 from audiotune.engine.metrics import compute_metrics, scores_from_logits
 from audiotune.engine.module import ClassifierModule
@@ -49,8 +49,7 @@ def probe(config: RunConfig) -> pd.DataFrame:
     save_config(config, exp_dir / CONFIG_FILE)
     encoder = build_classifier(config)
     stats: dict = {}
-    cached = {split: cached_dataset(encoder, config, table, prepared.targets[split], stats)
-              for split, table in prepared.tables.items()}
+    cached = cached_datasets(encoder, config, prepared.tables, prepared.targets, stats)
     train_loader = cached_loader(config, cached["train"], True)
     val_loader = cached_loader(config, cached["val"], False) if "val" in cached else None
 

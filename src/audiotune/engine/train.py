@@ -14,7 +14,7 @@ from pytorch_lightning.loggers import CSVLogger
 
 from audiotune.config import RunConfig, save_config
 from audiotune.data.prepare import PreparedData, prepare_training_data
-from audiotune.engine.cache import CachedDataset, cache_blocker, cached_dataset, cached_loader
+from audiotune.engine.cache import CachedDataset, cache_blocker, cached_datasets, cached_loader
 from audiotune.engine.evaluate import METRICS_FILE, evaluate_prepared
 from audiotune.engine.inference import make_dataset, make_loader
 from audiotune.engine.module import ClassifierModule
@@ -74,8 +74,7 @@ def _loaders(model: Classifier, config: RunConfig, prepared: PreparedData,
              cache_stats: dict) -> tuple[DataLoader, DataLoader | None, dict[str, CachedDataset] | None]:
     """Training and validation loaders: from the feature cache (every split encoded once) or from audio."""
     if cache_stats["used"]:
-        cached = {split: cached_dataset(model, config, table, prepared.targets[split], cache_stats)
-                  for split, table in prepared.tables.items()}
+        cached = cached_datasets(model, config, prepared.tables, prepared.targets, cache_stats)
         val = cached_loader(config, cached["val"], False) if "val" in cached else None
         return cached_loader(config, cached["train"], True), val, cached
     train_table, val_table = prepared.tables["train"], prepared.tables.get("val")
