@@ -16,7 +16,7 @@ def test_defaults_match_the_ecapa_seed() -> None:
     assert (config.train.batch_size, config.train.learning_rate, config.train.epochs) == (8, 3e-4, 1)
     assert (config.features.features, config.features.n_mfcc, config.features.n_fft, config.features.n_mels) == \
         ("mfcc", 80, 400, 128)
-    assert (config.audio.resample_rate, config.audio.clip_length, config.audio.reduce) == (16000, 10.0, True)
+    assert (config.audio.resample_rate, config.audio.clip_length, config.audio.channel_mode) == (16000, 10.0, "mean")
     assert (config.train.optim, config.train.weight_decay, config.classifier.final_dropout) == ("adamw", 1e-4, 0.3)
 
 
@@ -43,7 +43,11 @@ def test_booleans_bare_or_with_a_value(argv: list[str], expected: bool) -> None:
 
 def test_reduce_false_and_seed_fbank_switch() -> None:
     config = parse("--reduce", "False", "--fbank", "True")
-    assert config.audio.reduce is False and config.features.features == "fbank"
+    assert config.audio.channel_mode == "none" and config.features.features == "fbank"
+    assert parse("--reduce", "True", "--mono", "sum").audio.channel_mode == "sum"
+    assert parse("--mono", "sum").audio.channel_mode == "sum" and parse("--reduce").audio.channel_mode == "mean"
+    with pytest.raises(ValueError, match="contradicts"):
+        parse("--reduce", "False", "--channel_mode", "interleave")
     assert parse("--fbank", "False").features.features == "mfcc"
     assert parse("--scheduler", "None").train.scheduler == "none"
 

@@ -61,22 +61,22 @@ def test_three_channels_are_mixed_by_mean_or_sum(tmp_path: Path) -> None:
     path = tmp_path / "three.wav"
     sf.write(path, wave, 16000, subtype="FLOAT")
     mean, _ = load_clip(str(path), AudioSpec())
-    total, _ = load_clip(str(path), AudioSpec(mono="sum"))
+    total, _ = load_clip(str(path), AudioSpec(channel_mode="sum"))
     np.testing.assert_allclose(mean, wave.mean(axis=1), atol=1e-6)
     np.testing.assert_allclose(total, wave.sum(axis=1), atol=1e-6)
     np.testing.assert_allclose(total, 3 * mean, atol=1e-5)
 
 
-def test_multichannel_without_reduce_names_the_file(tmp_path: Path) -> None:
+def test_multichannel_without_a_channel_mode_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "stereo.wav"
     sf.write(path, tone(300, 0.3, 16000, channels=2), 16000)
-    with pytest.raises(AudioError, match="stereo.wav.*2 channels"):
-        load_clip(str(path), AudioSpec(reduce=False))
+    with pytest.raises(AudioError, match="stereo.wav.*2 channels.*--channel_mode"):
+        load_clip(str(path), AudioSpec(channel_mode="none"))
     with pytest.raises(AudioError, match="stereo.wav"):
-        check_clip(str(path), AudioSpec(reduce=False))
+        check_clip(str(path), AudioSpec(channel_mode="none"))
     mono = tmp_path / "mono.wav"
     sf.write(mono, tone(300, 0.3, 16000), 16000)
-    assert len(load_clip(str(mono), AudioSpec(reduce=False))[0]) == 4800
+    assert len(load_clip(str(mono), AudioSpec(channel_mode="none"))[0]) == 4800
 
 
 @pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])

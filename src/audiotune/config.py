@@ -43,9 +43,15 @@ class DataConfig:
 @dataclass
 class AudioConfig:
     resample_rate: int = option(16000, "sample rate the audio is resampled to (0 keeps each file's rate)")
-    reduce: bool = option(True, "mix multi-channel audio down to mono")
-    mono: str = option("mean", "how channels are mixed down", choices=("mean", "sum"))
-    clip_length: float = option(10.0, "crop clips to this many seconds (0 = keep whole clips)")
+    channel_mode: str = option("mean", "how a row's channels become one signal: mean or sum per sample, maxabs (per "
+                                       "sample the loudest channel), select (the one --channel_select channel), "
+                                       "interleave (c0[0], c1[0], ..., C times longer), stack (channels end to end, "
+                                       "C times longer), none (mono files only); aliases --mono, --reduce",
+                               choices=("mean", "sum", "maxabs", "select", "interleave", "stack", "none"))
+    channel_select: list[int] = option([], "file channels to read before the channel mode (e.g. 4 5 6 7; "
+                                           "default all); a row's own 'channels' column wins")
+    clip_length: float = option(10.0, "crop clips to this many seconds of the recording, per channel and before the "
+                                      "channel mode (0 = keep whole clips)")
 
 
 @dataclass
@@ -134,6 +140,9 @@ class TrainConfig:
     cache: bool = option(True, "with a frozen backbone and no waveform augmentation, encode each clip once and "
                                "train the heads from cached pooled hidden states")
     cache_dir: str = option("", "feature cache folder (default $AUDIOTUNE_CACHE or ~/.cache/audiotune)")
+    audio_cache: bool = option(False, "store each row's decoded, resampled, channel-mapped audio once (under "
+                                      "the cache folder) and read it back every epoch instead of decoding again; "
+                                      "waveform augmentation still runs per epoch")
 
 
 @dataclass
@@ -181,10 +190,21 @@ def config_to_dict(config: RunConfig) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def _upgrade_audio(section: dict[str, Any]) -> dict[str, Any]:
+    """Config files written before channel modes said ``reduce`` (mix down or not) and ``mono`` (mean or sum)."""
+    section = dict(section)
+    reduce, mono = section.pop("reduce", None), section.pop("mono", None)
+    if "channel_mode" not in section and (reduce is not None or mono is not None):
+        section["channel_mode"] = (mono or "mean") if reduce in (None, True) else "none"
+    return section
+
+
 def config_from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
     """Rebuild a RunConfig; unknown keys are an error naming the key, missing keys take defaults."""
     config = RunConfig()
     for key, value in raw.items():
+        if key == "audio":
+            value = _upgrade_audio(value)
         if key in SECTIONS:
             section_cls = SECTIONS[key]
             names = {f.name for f in dataclasses.fields(section_cls)}

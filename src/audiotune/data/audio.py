@@ -1,4 +1,10 @@
-"""Decode, mix down, resample and crop audio; check files before a run uses them."""
+"""Read spans of recordings, map their channels, resample and crop; check them before a run uses them.
+
+A table row names a file and may name a **segment** of it: ``offset`` and ``duration`` in seconds and the
+``channels`` to read. Only that span is ever decoded (``soundfile`` seeks to it), so a segment of an hour-long
+8-channel recording costs what the segment costs. The channels then go through one channel stage
+(:data:`CHANNEL_MODES`), the same for every backbone.
+"""
 from __future__ import annotations
 
 import math
@@ -12,30 +18,162 @@ import soxr
 
 from audiotune.data.layout import DataError
 
+CHANNEL_MODES = ("mean", "sum", "maxabs", "select", "interleave", "stack", "none")
+# modes whose output is the channels laid end to end or sample by sample: C times longer than one channel
+LENGTHENING_MODES = ("interleave", "stack")
+# modes that are linear and per-sample: mixing before resampling equals resampling each channel first
+MIX_FIRST_MODES = ("mean", "sum", "select", "none")
+CHECK_BLOCK_FRAMES = 1 << 16  # the pre-run check streams spans in blocks of this many frames
+
 
 class AudioError(DataError):
-    """An audio file that cannot be used; the message names the file."""
+    """An audio file or segment that cannot be used; the message names the file."""
 
 
-def read_audio(path: str, expected_rate: float = float("nan")) -> tuple[np.ndarray, int]:
-    """Decode a file to (channels, samples) float32 and its rate; bad files raise AudioError."""
+@dataclass(frozen=True)
+class Span:
+    """Which part of a file a row uses: ``offset`` and ``duration`` in seconds, the ``channels`` to read.
+
+    ``duration=None`` reads to the end of the file; ``channels=None`` reads the channels the audio settings
+    pick (``--channel_select``, else all).
+    """
+
+    offset: float = 0.0
+    duration: float | None = None
+    channels: tuple[int, ...] | None = None
+
+    @property
+    def is_whole(self) -> bool:
+        return self.offset == 0 and self.duration is None and self.channels is None
+
+
+WHOLE_FILE = Span()
+
+
+def parse_channels(value: object) -> tuple[int, ...] | None:
+    """A ``channels`` cell ("0,1,2,3", "4 5", 3, NaN) as channel indices; None when empty."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, (int, np.integer)):
+        return (int(value),)
+    text = str(value).replace(";", ",").replace(" ", ",").strip("[]() ")
+    try:
+        channels = tuple(int(float(part)) for part in text.split(",") if part.strip())
+    except ValueError as err:
+        raise DataError(f"channels {value!r}: expected channel indices like '0,1,2,3'") from err
+    if any(c < 0 for c in channels):
+        raise DataError(f"channels {value!r}: channel indices start at 0")
+    return channels or None
+
+
+def span_of(row: pd.Series | dict) -> Span:
+    """The span a table row names through its optional ``offset``, ``duration`` and ``channels`` columns."""
+    def number(key: str) -> float | None:
+        value = row.get(key)
+        if value is None or pd.isna(value):
+            return None
+        try:
+            return float(value)
+        except (TypeError, ValueError) as err:
+            raise DataError(f"{key} {value!r}: not a number of seconds") from err
+
+    offset, duration = number("offset"), number("duration")
+    return Span(offset=offset or 0.0, duration=duration, channels=parse_channels(row.get("channels")))
+
+
+SPAN_COLUMNS = ("offset", "duration", "channels")
+
+
+def table_spans(table: pd.DataFrame) -> list[Span]:
+    """The span of every row of a table (whole files for tables without segment columns)."""
+    columns = [c for c in SPAN_COLUMNS if c in table.columns]
+    if not columns:
+        return [WHOLE_FILE] * len(table)
+    return [span_of(record) for record in table[columns].to_dict("records")]
+
+
+def _open(path: str) -> sf.SoundFile:
     if not os.path.isfile(path):  # soundfile reports a missing file only as "System error"
         raise AudioError(f"{path}: file not found")
     try:
-        data, rate = sf.read(path, dtype="float32", always_2d=True)
-    except FileNotFoundError as err:
-        raise AudioError(f"{path}: file not found") from err
+        return sf.SoundFile(path)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
         raise AudioError(f"{path}: cannot decode audio ({err})") from err
-    if data.shape[0] == 0:
+
+
+def _check_header(path: str, handle: sf.SoundFile, expected_rate: float) -> None:
+    if handle.frames == 0:
         raise AudioError(f"{path}: empty audio (0 samples)")
-    if not math.isnan(expected_rate) and int(expected_rate) != rate:
-        raise AudioError(f"{path}: sample rate is {rate} Hz but metadata.json says sample_rate_hz={expected_rate:g}")
-    if not np.isfinite(data).all():
-        raise AudioError(f"{path}: audio contains NaN or infinite samples")
-    if not np.any(data):
-        raise AudioError(f"{path}: audio is all zeros")
-    return np.ascontiguousarray(data.T), int(rate)
+    if not math.isnan(expected_rate) and int(expected_rate) != handle.samplerate:
+        raise AudioError(f"{path}: sample rate is {handle.samplerate} Hz but metadata.json says "
+                         f"sample_rate_hz={expected_rate:g}")
+
+
+def frame_range(path: str, span: Span, rate: int, frames: int) -> tuple[int, int]:
+    """[start, stop) frames of a span in a file of ``frames`` frames; a span outside the file is an AudioError."""
+    if not math.isfinite(span.offset) or span.offset < 0:
+        raise AudioError(f"{path}: offset {span.offset:g} s is not a time in the file")
+    if span.duration is not None and (not math.isfinite(span.duration) or span.duration <= 0):
+        raise AudioError(f"{path}: duration {span.duration:g} s is not a positive length")
+    start = round(span.offset * rate)
+    stop = frames if span.duration is None else start + round(span.duration * rate)
+    if start >= frames or stop > frames + 1:  # one frame of slack for rounding of the seconds
+        end = "end of file" if span.duration is None else f"{span.offset + span.duration:g} s"
+        raise AudioError(f"{path}: segment {span.offset:g} s to {end} is past the end of the file "
+                         f"({frames / rate:g} s)")
+    return start, min(stop, frames)
+
+
+@dataclass(frozen=True)
+class AudioSpec:
+    """How audio is prepared for a model: rate, channel stage and crop.
+
+    ``channel_mode``: ``mean``/``sum`` mix the channels per sample; ``maxabs`` takes per sample the value of
+    the channel with the largest magnitude; ``select`` keeps the one channel ``channel_select`` names;
+    ``interleave`` lays the channels sample by sample (c0[0], c1[0], ..., c0[1], ...) and ``stack`` end to
+    end, both C times longer, which the model sees as audio at the same rate; ``none`` takes mono files only.
+    ``channel_select`` (file channel indices) keeps a subset before any mode; a row's ``channels`` wins over it.
+    ``clip_length`` crops each channel to that many seconds before the channel stage.
+    """
+
+    resample_rate: int = 16000
+    channel_mode: str = "mean"
+    channel_select: tuple[int, ...] = ()
+    clip_length: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.channel_mode not in CHANNEL_MODES:
+            raise ValueError(f"--channel_mode {self.channel_mode}: choose one of {CHANNEL_MODES}")
+        if self.channel_mode == "select" and len(self.channel_select) != 1:
+            raise ValueError("--channel_mode select keeps one channel: give it as --channel_select N "
+                             "(several channels: --channel_select with interleave, stack, mean, sum or maxabs)")
+        if any(c < 0 for c in self.channel_select):
+            raise ValueError(f"--channel_select {list(self.channel_select)}: channel indices start at 0")
+
+    def output_rate(self, rate: int) -> int:
+        return self.resample_rate or rate
+
+    def max_samples(self, rate: int) -> int:
+        """Samples per channel after the crop (0 = no crop), at the output rate."""
+        return int(self.clip_length * self.output_rate(rate)) if self.clip_length > 0 else 0
+
+    def channels_to_read(self, path: str, span: Span, file_channels: int) -> list[int]:
+        """File channel indices this span reads, checked against the file."""
+        chosen = span.channels if span.channels is not None else (self.channel_select or None)
+        if chosen is None:
+            return list(range(file_channels))
+        bad = [c for c in chosen if c >= file_channels]
+        if bad:
+            raise AudioError(f"{path}: channel(s) {bad} asked for, but the file has {file_channels} "
+                             f"(0..{file_channels - 1})")
+        return list(chosen)
+
+    def check_channel_count(self, path: str, count: int) -> None:
+        if self.channel_mode == "none" and count != 1:
+            raise AudioError(f"{path}: {count} channels and no channel mode (--reduce False); choose "
+                             f"--channel_mode {', '.join(m for m in CHANNEL_MODES if m != 'none')}")
+        if self.channel_mode == "select" and count != 1:
+            raise AudioError(f"{path}: --channel_mode select keeps one channel, but this row reads {count}")
 
 
 def to_mono(waveform: np.ndarray, mode: str = "mean") -> np.ndarray:
@@ -43,75 +181,134 @@ def to_mono(waveform: np.ndarray, mode: str = "mean") -> np.ndarray:
     return waveform.sum(axis=0) if mode == "sum" else waveform.mean(axis=0)
 
 
+def map_channels(waveform: np.ndarray, mode: str) -> np.ndarray:
+    """(channels, samples) → one signal: see :class:`AudioSpec` for what each mode does to the time axis."""
+    if mode in ("mean", "sum"):
+        return to_mono(waveform, mode)
+    if mode == "maxabs":
+        loudest = np.abs(waveform).argmax(axis=0)
+        return np.take_along_axis(waveform, loudest[None], axis=0)[0]
+    if mode == "interleave":
+        return np.ascontiguousarray(waveform.T).reshape(-1)
+    if mode in ("stack", "select", "none"):
+        return waveform.reshape(-1)
+    raise ValueError(f"channel mode '{mode}' is not one of {CHANNEL_MODES}")
+
+
 def resample(waveform: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
     """Resample the last axis with soxr (no-op when the rates agree or target is 0)."""
     if not target_rate or rate == target_rate:
         return waveform
-    return soxr.resample(waveform.T, rate, target_rate).T.astype(np.float32, copy=False)
+    return np.ascontiguousarray(soxr.resample(waveform.T, rate, target_rate).T, dtype=np.float32)
 
 
 def crop(waveform: np.ndarray, max_samples: int) -> np.ndarray:
-    """Keep the first ``max_samples`` samples (0 keeps all)."""
+    """Keep the first ``max_samples`` samples of the last axis (0 keeps all)."""
     return waveform[..., :max_samples] if max_samples > 0 else waveform
 
 
-@dataclass(frozen=True)
-class AudioSpec:
-    """How audio is prepared for a model: rate, mono mix-down and crop."""
-
-    resample_rate: int = 16000
-    reduce: bool = True
-    mono: str = "mean"
-    clip_length: float = 10.0
-
-    def output_rate(self, rate: int) -> int:
-        return self.resample_rate or rate
-
-    def max_samples(self, rate: int) -> int:
-        return int(self.clip_length * self.output_rate(rate)) if self.clip_length > 0 else 0
+def _frames_to_read(spec: AudioSpec, rate: int, start: int, stop: int) -> int:
+    """Frames of the span the crop needs, with a margin that keeps the resampler's edge outside the crop."""
+    limit = spec.max_samples(rate)
+    if not limit:
+        return stop - start
+    needed = math.ceil(limit * rate / spec.output_rate(rate)) + 1
+    margin = 0 if spec.output_rate(rate) == rate else max(1024, rate // 20)
+    return min(stop - start, needed + margin)
 
 
-def _mono(path: str, waveform: np.ndarray, spec: AudioSpec) -> np.ndarray:
-    if spec.reduce:
-        return to_mono(waveform, spec.mono)
-    if waveform.shape[0] != 1:
-        raise AudioError(f"{path}: {waveform.shape[0]} channels and reduce=False; models here take mono input")
-    return waveform[0]
+def read_audio(path: str, expected_rate: float = float("nan"), span: Span = WHOLE_FILE,
+               spec: AudioSpec | None = None) -> tuple[np.ndarray, int]:
+    """Decode a span to (channels, samples) float32 and its rate; bad files and spans raise AudioError.
+
+    With ``spec``, only the channels and frames it needs are returned (the crop's frames plus a margin).
+    """
+    spec = spec or AudioSpec(clip_length=0)
+    with _open(path) as handle:
+        _check_header(path, handle, expected_rate)
+        rate = handle.samplerate
+        start, stop = frame_range(path, span, rate, handle.frames)
+        channels = spec.channels_to_read(path, span, handle.channels)
+        try:
+            handle.seek(start)
+            data = handle.read(_frames_to_read(spec, rate, start, stop), dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError, ValueError) as err:
+            raise AudioError(f"{path}: cannot decode audio ({err})") from err
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: empty audio (0 samples)")
+    if channels != list(range(data.shape[1])):
+        data = data[:, channels]
+    if not np.isfinite(data).all():
+        raise AudioError(f"{path}: audio contains NaN or infinite samples")
+    if not np.any(data):
+        raise AudioError(f"{path}: audio is all zeros" + ("" if span.is_whole else " in this segment"))
+    return np.ascontiguousarray(data.T), int(rate)
 
 
-def load_clip(path: str, spec: AudioSpec, expected_rate: float = float("nan")) -> tuple[np.ndarray, int]:
-    """Decode → mono → resample → crop; returns a mono (samples,) clip and its rate."""
-    waveform, rate = read_audio(path, expected_rate)
-    waveform = resample(_mono(path, waveform, spec), rate, spec.resample_rate)
-    rate = spec.output_rate(rate)
-    return crop(waveform, spec.max_samples(rate)), rate
+def load_clip(path: str, spec: AudioSpec, expected_rate: float = float("nan"),
+              span: Span = WHOLE_FILE) -> tuple[np.ndarray, int]:
+    """Read the span → channel stage → resample → crop; returns one (samples,) signal and its rate."""
+    waveform, rate = read_audio(path, expected_rate, span, spec)
+    spec.check_channel_count(path, waveform.shape[0])
+    limit = spec.max_samples(rate)
+    out_rate = spec.output_rate(rate)
+    if spec.channel_mode in MIX_FIRST_MODES:  # linear mixes commute with resampling: resample one signal
+        return crop(resample(map_channels(waveform, spec.channel_mode), rate, spec.resample_rate), limit), out_rate
+    per_channel = crop(resample(waveform, rate, spec.resample_rate), limit)
+    return map_channels(per_channel, spec.channel_mode), out_rate
 
 
-def prepared_length(num_samples: int, rate: int, spec: AudioSpec) -> int:
-    """Samples :func:`load_clip` returns for a file of ``num_samples`` at ``rate`` (soxr rounds half up)."""
+def prepared_length(num_samples: int, rate: int, spec: AudioSpec, num_channels: int = 1) -> int:
+    """Samples :func:`load_clip` returns for a span of ``num_samples`` frames at ``rate`` (soxr rounds half up)."""
     if spec.resample_rate and spec.resample_rate != rate:
         num_samples = math.floor(num_samples * spec.resample_rate / rate + 0.5)
     limit = spec.max_samples(rate)
-    return min(num_samples, limit) if limit else num_samples
+    per_channel = min(num_samples, limit) if limit else num_samples
+    return per_channel * (num_channels if spec.channel_mode in LENGTHENING_MODES else 1)
 
 
-def check_clip(path: str, spec: AudioSpec, expected_rate: float = float("nan")) -> int:
-    """Decode and check a file without resampling it; returns its prepared length in samples."""
-    waveform, rate = read_audio(path, expected_rate)
-    _mono(path, waveform, spec)
-    return prepared_length(waveform.shape[1], rate, spec)
+def check_clip(path: str, spec: AudioSpec, expected_rate: float = float("nan"), span: Span = WHOLE_FILE) -> int:
+    """Check a span without keeping it: header, span, channels, then the samples streamed in blocks.
+
+    Memory is bounded by one block, not by the file. Returns the prepared length in samples.
+    """
+    with _open(path) as handle:
+        _check_header(path, handle, expected_rate)
+        rate = handle.samplerate
+        start, stop = frame_range(path, span, rate, handle.frames)
+        channels = spec.channels_to_read(path, span, handle.channels)
+        spec.check_channel_count(path, len(channels))
+        wanted = _frames_to_read(spec, rate, start, stop)
+        read, nonzero = 0, False
+        try:
+            handle.seek(start)
+            for block in handle.blocks(blocksize=CHECK_BLOCK_FRAMES, frames=wanted, dtype="float32",
+                                       always_2d=True):
+                block = block[:, channels] if len(channels) != block.shape[1] else block
+                if not np.isfinite(block).all():
+                    raise AudioError(f"{path}: audio contains NaN or infinite samples")
+                nonzero = nonzero or bool(np.any(block))
+                read += block.shape[0]
+        except (sf.LibsndfileError, RuntimeError, ValueError) as err:
+            raise AudioError(f"{path}: cannot decode audio ({err})") from err
+    if read == 0:
+        raise AudioError(f"{path}: empty audio (0 samples)")
+    if not nonzero:
+        raise AudioError(f"{path}: audio is all zeros" + ("" if span.is_whole else " in this segment"))
+    # the length comes from the span, not from what the crop needed to read
+    return prepared_length(stop - start if read == wanted else read, rate, spec, len(channels))
 
 
 def scan_audio(table: pd.DataFrame, spec: AudioSpec, split: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Check every file of a table; returns the table with ``num_samples`` (after preparation) and the failures.
+    """Check every row of a table; returns the table with ``num_samples`` (after preparation) and the failures.
 
-    The scan decodes each file once so that missing, unreadable, empty, all-zero and wrong-rate files
-    are found before training starts rather than in the middle of an epoch.
+    Missing, unreadable, empty, all-zero, non-finite and wrong-rate audio, spans past the end of their file
+    and channels the file lacks are found here rather than in the middle of an epoch.
     """
     lengths, failures = [], []
     for uid, row in table.iterrows():
         try:
-            lengths.append(check_clip(row["path"], spec, row.get("expected_rate", float("nan"))))
+            lengths.append(check_clip(row["path"], spec, row.get("expected_rate", float("nan")), span_of(row)))
         except DataError as err:
             lengths.append(-1)
             failures.append({"uid": uid, "split": split, "path": row["path"], "reason": str(err)})

@@ -10,7 +10,8 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from audiotune.config import FeatureConfig
-from audiotune.data.audio import AudioError, AudioSpec, load_clip
+from audiotune.data.audio import AudioError, AudioSpec, load_clip, table_spans
+from audiotune.data.audio_store import AudioStore
 from audiotune.data.augment import AugmentConfig, WaveformAugmenter, mixup, sample_mixup_lambda
 from audiotune.data.features import kaldi_fbank, mfcc, normalize, spec_augment, spec_noise
 
@@ -55,19 +56,24 @@ class FeatureExtractor:
 
 
 class AudioDataset(Dataset):
-    """Rows of a table (``path``, ``expected_rate``) with their targets, prepared for a model.
+    """Rows of a table (``path``, ``expected_rate``, optional segment columns) with their targets, prepared for
+    a model.
 
     In training mode the waveform augmentations, mixup and SpecAugment apply; otherwise none do.
     Random draws come from a generator seeded by ``torch.initial_seed()`` in each process, so runs
-    with the same seed repeat, with or without worker processes.
+    with the same seed repeat, with or without worker processes. With an :class:`AudioStore`, each row is
+    decoded once and read back afterwards; augmentation still runs on every draw.
     """
 
     def __init__(self, table: pd.DataFrame, targets: np.ndarray, audio: AudioSpec, features: FeatureConfig,
-                 augment: AugmentConfig | None = None, mixup_p: float = 0.0, train: bool = False):
+                 augment: AugmentConfig | None = None, mixup_p: float = 0.0, train: bool = False,
+                 store: AudioStore | None = None):
         if len(table) != len(targets):
             raise ValueError("table and targets differ in length")
         self.uids = [str(u) for u in table.index]
         self.paths = table["path"].astype(str).tolist()
+        self.spans = table_spans(table)
+        self.store = store
         self.expected_rates = table.get("expected_rate", pd.Series(np.nan, index=table.index)).astype(float).tolist()
         self.targets = torch.as_tensor(targets, dtype=torch.float32)
         self.audio = audio
@@ -89,7 +95,12 @@ class AudioDataset(Dataset):
         return self._rng
 
     def _waveform(self, index: int) -> tuple[np.ndarray, int]:
-        clip, rate = load_clip(self.paths[index], self.audio, self.expected_rates[index])
+        path, span = self.paths[index], self.spans[index]
+
+        def prepare() -> tuple[np.ndarray, int]:
+            return load_clip(path, self.audio, self.expected_rates[index], span)
+
+        clip, rate = self.store.load(path, span, prepare) if self.store is not None else prepare()
         if self.augment_config is not None:
             if self._augmenter is None:
                 self._augmenter = WaveformAugmenter(self.augment_config, seed=int(self.rng.integers(2**31)))

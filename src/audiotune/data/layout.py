@@ -4,6 +4,9 @@ Rows are addressed in one of two ways:
 - a ``uid`` column (the table's index) under ``PREFIX[/STUDY]/UID/`` holding ``waveform.EXT`` and
   ``metadata.json`` (``encoding`` picks EXT, ``sample_rate_hz`` is the rate the file must have);
 - a ``path`` column, relative to the CSV's folder or absolute.
+
+Either way a row may name a segment of its file: ``offset`` and ``duration`` in seconds and ``channels``
+(e.g. ``0,1,2,3``); see :mod:`audiotune.data.audio`.
 """
 from __future__ import annotations
 
@@ -30,16 +33,31 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if "uid" not in table.columns:
         if "path" not in table.columns:
             raise DataError(f"{path}: needs a 'uid' column (uid layout) or a 'path' column (manifest)")
-        table["uid"] = table["path"].astype(str)
+        table["uid"] = segment_uids(table)
     table["uid"] = table["uid"].astype(str)
     if table["uid"].duplicated().any():
         dupes = table.loc[table["uid"].duplicated(), "uid"].head(5).tolist()
-        raise DataError(f"{path}: duplicate uid values, e.g. {dupes}")
+        hint = " (segments of one file need distinct offsets, or a uid column)" if "offset" in table.columns else ""
+        raise DataError(f"{path}: duplicate uid values, e.g. {dupes}{hint}")
     table = table.set_index("uid")
     if "path" in table.columns:
         table["path"] = [_absolute(p, path.parent) for p in table["path"].astype(str)]
     table.attrs["source"] = str(path)
     return table
+
+
+def format_seconds(value: float) -> str:
+    """Seconds as short as they stay exact to the microsecond: 12.5, 3, 0.000125."""
+    return f"{value:.6f}".rstrip("0").rstrip(".")
+
+
+def segment_uids(table: pd.DataFrame) -> list[str]:
+    """uids of rows without a uid column: ``PATH``, or ``PATH@OFFSET`` for rows that name an offset."""
+    paths = table["path"].astype(str).tolist()
+    if "offset" not in table.columns:
+        return paths
+    offsets = pd.to_numeric(table["offset"], errors="coerce")
+    return [p if pd.isna(o) else f"{p}@{format_seconds(float(o))}" for p, o in zip(paths, offsets)]
 
 
 def _absolute(value: str, base: Path) -> str:

@@ -41,7 +41,8 @@ class PreparedData:
 def audio_spec(config: RunConfig) -> AudioSpec:
     """The audio preparation a run's config asks for."""
     a = config.audio
-    return AudioSpec(resample_rate=a.resample_rate, reduce=a.reduce, mono=a.mono, clip_length=a.clip_length)
+    return AudioSpec(resample_rate=a.resample_rate, channel_mode=a.channel_mode,
+                     channel_select=tuple(a.channel_select), clip_length=a.clip_length)
 
 
 def _check_tables(tables: dict[str, pd.DataFrame], heads: list[HeadSpec], config: RunConfig,

@@ -1,0 +1,78 @@
+"""The audio store: each row's prepared audio (decoded, channel-mapped, resampled, cropped) kept on disk.
+
+Decoding a compressed file and resampling it costs more than reading the result back, and training reads
+every row once per epoch. An entry's key joins the file's content, the row's span and the audio settings,
+so a changed file, span or setting makes a new entry instead of reusing a stale one. Entries are
+safetensors files, written aside and renamed into place.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from audiotune.data.audio import AudioSpec, Span
+
+CACHE_ENV = "AUDIOTUNE_CACHE"
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def cache_root(cache_dir: str = "") -> Path:
+    """The cache folder of audio and features: ``cache_dir``, else $AUDIOTUNE_CACHE, else ~/.cache/audiotune."""
+    if cache_dir:
+        return Path(cache_dir)
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "audiotune"))
+
+
+def content_digest(path: str) -> str:
+    """Digest of a file's bytes, computed once per process for a given path, size and modification time."""
+    stat = os.stat(path)
+    key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.blake2b(digest_size=16)
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
+
+
+def segment_key(path: str, span: Span) -> str:
+    """Key of a row's audio: the file's content and the span of it that the row reads."""
+    if span.is_whole:
+        return content_digest(path)  # the key of whole-file rows stays the plain content digest
+    described = json.dumps([content_digest(path), span.offset, span.duration, span.channels])
+    return hashlib.blake2b(described.encode(), digest_size=16).hexdigest()
+
+
+def spec_digest(spec: AudioSpec) -> str:
+    """Digest of the audio settings that shape a prepared clip."""
+    return hashlib.blake2b(json.dumps(dataclasses.asdict(spec), sort_keys=True).encode(),
+                           digest_size=8).hexdigest()
+
+
+class AudioStore:
+    """Prepared clips under ``ROOT/audio/<settings digest>/<row key>.safetensors``."""
+
+    def __init__(self, root: str | Path, spec: AudioSpec):
+        self.folder = Path(root) / "audio" / spec_digest(spec)
+
+    def load(self, path: str, span: Span, prepare: Callable[[], tuple[np.ndarray, int]]) -> tuple[np.ndarray, int]:
+        """The stored clip of this row, or ``prepare()``'s result, stored for the next time."""
+        entry = self.folder / f"{segment_key(path, span)}.safetensors"
+        if entry.is_file():
+            with safe_open(str(entry), framework="np") as handle:
+                return handle.get_tensor("audio"), int(handle.metadata()["rate"])
+        clip, rate = prepare()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        partial = entry.with_suffix(f".{os.getpid()}.partial")  # workers may write the same entry at once
+        save_file({"audio": np.ascontiguousarray(clip, dtype=np.float32)}, str(partial), metadata={"rate": str(rate)})
+        partial.replace(entry)
+        return clip, rate

@@ -1,0 +1,90 @@
+"""The audio store: rows are decoded once, read back afterwards, keyed by content, span and settings."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from conftest import SMALL_ECAPA, tone
+
+import audiotune.data.dataset as dataset_module
+from audiotune.cli import main
+from audiotune.config import FeatureConfig
+from audiotune.data.audio import AudioSpec, Span
+from audiotune.data.audio_store import AudioStore, segment_key
+from audiotune.data.augment import AugmentConfig
+from audiotune.data.dataset import AudioDataset
+
+
+@pytest.fixture()
+def recording(tmp_path: Path) -> pd.DataFrame:
+    path = tmp_path / "rec.ogg"
+    sf.write(path, tone(440, 2.0, 44100, channels=2), 44100, format="OGG")
+    return pd.DataFrame({"path": [str(path)] * 3, "offset": [0.0, 0.5, 1.0], "duration": [0.5, 0.5, 0.5]},
+                        index=pd.Index(["a", "b", "c"], name="uid"))
+
+
+def counting_decoder(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    calls: list[str] = []
+    real = dataset_module.load_clip
+
+    def load_clip(path: str, *args, **kwargs):
+        calls.append(path)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(dataset_module, "load_clip", load_clip)
+    return calls
+
+
+def test_rows_are_decoded_once_and_read_back_identically(recording: pd.DataFrame, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = counting_decoder(monkeypatch)
+    spec = AudioSpec(channel_mode="interleave")
+    features = FeatureConfig(features="waveform")
+    plain = AudioDataset(recording, np.zeros((3, 0)), spec, features)
+    stored = AudioDataset(recording, np.zeros((3, 0)), spec, features, store=AudioStore(tmp_path / "cache", spec))
+    expected = [plain[i]["inputs"] for i in range(3)]
+    assert len(calls) == 3
+    first = [stored[i]["inputs"] for i in range(3)]
+    assert len(calls) == 6  # the first pass fills the store
+    second = [stored[i]["inputs"] for i in range(3)]
+    assert len(calls) == 6  # the second reads it: no decoding
+    for a, b, c in zip(expected, first, second):
+        assert a.shape == (16000,)  # 0.5 s of 2 channels at 16 kHz, interleaved
+        assert np.array_equal(a.numpy(), b.numpy()) and np.array_equal(a.numpy(), c.numpy())
+    assert len(list((tmp_path / "cache" / "audio").rglob("*.safetensors"))) == 3
+
+
+def test_augmentation_still_runs_on_every_draw(recording: pd.DataFrame, tmp_path: Path) -> None:
+    spec = AudioSpec()
+    dataset = AudioDataset(recording, np.zeros((3, 0)), spec, FeatureConfig(features="waveform"),
+                           augment=AugmentConfig(gauss=1.0), train=True, store=AudioStore(tmp_path, spec))
+    draws = [dataset[0]["inputs"] for _ in range(3)]
+    assert not np.allclose(draws[0].numpy(), draws[1].numpy()) and not np.allclose(draws[1].numpy(), draws[2].numpy())
+
+
+def test_keys_change_with_span_content_and_settings(recording: pd.DataFrame, tmp_path: Path) -> None:
+    path = recording["path"].iloc[0]
+    keys = {segment_key(path, Span(0.0, 0.5)), segment_key(path, Span(0.5, 0.5)), segment_key(path, Span(0.5, 0.5, (1,))),
+            segment_key(path, Span())}
+    assert len(keys) == 4
+    assert AudioStore(tmp_path, AudioSpec()).folder != AudioStore(tmp_path, AudioSpec(channel_mode="sum")).folder
+    before = segment_key(path, Span(0.0, 0.5))
+    sf.write(path, tone(220, 2.0, 44100, channels=2), 44100, format="OGG")
+    assert segment_key(path, Span(0.0, 0.5)) != before
+
+
+def test_training_with_the_store_gives_the_same_run(uid_dataset: dict, tmp_path: Path) -> None:
+    runs = {}
+    for store in ("False", "True"):
+        out = tmp_path / f"run_{store}"
+        assert main(["train", "-i", str(uid_dataset["prefix"]), "-d", str(uid_dataset["split"]),
+                     "-l", str(uid_dataset["labels"]), "-o", str(out), "--model", "ecapa_tdnn", *SMALL_ECAPA,
+                     "-e", "2", "-bs", "4", "--audio_cache", store, "--cache_dir", str(tmp_path / "cache")]) == 0
+        runs[store] = json.loads((out / "metrics.json").read_text())
+    assert runs["True"]["test"]["accuracy"] == runs["False"]["test"]["accuracy"]
+    assert runs["True"]["test"]["auc"] == pytest.approx(runs["False"]["test"]["auc"], abs=1e-6)
+    assert len(list((tmp_path / "cache" / "audio").rglob("*.safetensors"))) == 24
