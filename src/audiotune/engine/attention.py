@@ -17,6 +17,8 @@ from audiotune.data.audio import load_clip
 from audiotune.data.dataset import FeatureExtractor
 from audiotune.data.features import kaldi_fbank
 from audiotune.data.prepare import audio_spec
+from audiotune.engine.device import autocast
+from audiotune.engine.inference import override_device
 from audiotune.models.checkpoint import load_run, resolve_run_dir
 from audiotune.report.plots import plot_attention
 
@@ -36,9 +38,14 @@ def rollout(attentions: list[Tensor]) -> Tensor:
     return result
 
 
-def attention_maps(run: str, audio: str, out_dir: str | None = None) -> list[Path]:
-    """Write ``attention_layerNN.png`` for every layer and ``attention_rollout.png``; returns the files."""
+def attention_maps(run: str, audio: str, out_dir: str | None = None, accelerator: str | None = None,
+                   devices: str | None = None, precision: str | None = None) -> list[Path]:
+    """Write ``attention_layerNN.png`` for every layer and ``attention_rollout.png``; returns the files.
+
+    The encoder runs on ``accelerator``/``devices`` in ``precision`` (default: the run's own settings).
+    """
     config, model = load_run(run)
+    device = override_device(config, accelerator, devices, precision)
     backbone = model.backbone
     if not hasattr(backbone, "hidden_states_with_attention"):
         raise ValueError(f"--model {config.model.model} does not expose attention weights")
@@ -50,10 +57,13 @@ def attention_maps(run: str, audio: str, out_dir: str | None = None) -> list[Pat
         padded = inputs.new_zeros((target, inputs.shape[1]))
         padded[: min(length, target)] = inputs[:target]
         inputs, length = padded, min(length, target)
-    with torch.inference_mode():
-        _, _, attentions = backbone.hidden_states_with_attention(inputs[None], torch.tensor([length]))
+    backbone.to(device).eval()
+    with torch.inference_mode(), autocast(device, config.train.precision):
+        _, _, attentions = backbone.hidden_states_with_attention(inputs[None].to(device),
+                                                                 torch.tensor([length], device=device))
+        # head-averaged maps back on the CPU for the rollout and the plots
+        averaged = [a[0].float().mean(0).cpu() for a in attentions]
     prefix, grid = backbone.attention_layout()
-    averaged = [a[0].float().mean(0) for a in attentions]
     shown = inputs.T.numpy() if inputs.dim() == 2 else kaldi_fbank(torch.from_numpy(clip), rate, 80).T.numpy()
     out = Path(out_dir) if out_dir else resolve_run_dir(run) / "attention"
     out.mkdir(parents=True, exist_ok=True)

@@ -4,14 +4,13 @@ An entry holds one clip's pooled hidden states, (num_hidden_states, D), for one 
 joins three fingerprints, so changing any of them makes a new entry instead of reusing a stale one:
 - the encoder: a digest of every backbone tensor (names, shapes, dtypes, values);
 - the preprocessing: audio and feature settings, the window, pooling and precision;
-- the audio: a digest of the file's bytes.
+- the audio: a digest of the file's bytes and the span (offset, duration, channels) a row reads of it.
 Entries are safetensors files under ``CACHE_DIR/<encoder+preprocessing>/<audio digest>.safetensors``.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +20,12 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 
 from audiotune.config import RunConfig
-from audiotune.engine.inference import autocast, make_dataset, make_loader
+from audiotune.data.audio import table_spans
+from audiotune.data.audio_store import cache_root as audio_cache_root
+from audiotune.data.audio_store import segment_key
+from audiotune.engine.device import pins_memory
+from audiotune.engine.inference import inference_device, iterate_batches, make_dataset, make_loader
 from audiotune.models.classifier import Classifier
-
-CACHE_ENV = "AUDIOTUNE_CACHE"
 
 
 def cache_blocker(config: RunConfig) -> str | None:
@@ -45,9 +46,7 @@ def cache_blocker(config: RunConfig) -> str | None:
 
 def cache_root(config: RunConfig) -> Path:
     """The cache folder: --cache_dir, else $AUDIOTUNE_CACHE, else ~/.cache/audiotune."""
-    if config.train.cache_dir:
-        return Path(config.train.cache_dir)
-    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "audiotune"))
+    return audio_cache_root(config.train.cache_dir)
 
 
 def encoder_digest(backbone: torch.nn.Module) -> str:
@@ -70,15 +69,6 @@ def preprocessing_digest(config: RunConfig, pooling: str) -> str:
     return hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=16).hexdigest()
 
 
-def file_digest(path: str) -> str:
-    """Digest of a file's bytes (the audio content, wherever the file lives)."""
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def cache_folder(model: Classifier, config: RunConfig, pooling: str | None = None) -> Path:
     """The folder of this encoder + preprocessing (digesting the weights once per call: do it once per run)."""
     pooling = pooling or config.classifier.pooling_mode
@@ -91,7 +81,8 @@ def encode_to_cache(model: Classifier, config: RunConfig, table: pd.DataFrame, f
     clips were encoded now (the others were found in the cache)."""
     pooling = pooling or config.classifier.pooling_mode
     folder.mkdir(parents=True, exist_ok=True)
-    names = [file_digest(path) for path in table["path"]]
+    # a segment's entry is keyed by its file's content and its span: segments of one file never collide
+    names = [segment_key(path, span) for path, span in zip(table["path"], table_spans(table))]
     missing = [i for i, name in enumerate(names) if not (folder / f"{name}.safetensors").is_file()]
     if missing:
         subset = table.iloc[missing]
@@ -99,15 +90,16 @@ def encode_to_cache(model: Classifier, config: RunConfig, table: pd.DataFrame, f
         loader = make_loader(config, dataset, subset, train=False,
                              equal_length=getattr(model.backbone, "needs_equal_length", False))
         row_of = {uid: missing[k] for k, uid in enumerate(subset.index)}
-        model.eval()
-        with torch.inference_mode(), autocast(config):
-            for batch in loader:
-                pooled = model.pooled_states(batch["inputs"], batch["lengths"], pooling).float()
-                for uid, states in zip(batch["uid"], pooled):
-                    target = folder / f"{names[row_of[uid]]}.safetensors"
-                    partial = target.with_suffix(".partial")
-                    save_file({"pooled": states.contiguous()}, str(partial))
-                    partial.replace(target)  # atomic: a killed run never leaves a truncated entry
+
+        def pool(classifier: Classifier, batch: dict) -> torch.Tensor:
+            return classifier.pooled_states(batch["inputs"], batch["lengths"], pooling)
+
+        for batch, pooled in iterate_batches(model, loader, config, pool):
+            for uid, states in zip(batch["uid"], pooled.float().cpu()):
+                target = folder / f"{names[row_of[uid]]}.safetensors"
+                partial = target.with_suffix(".partial")
+                save_file({"pooled": states.contiguous()}, str(partial))
+                partial.replace(target)  # atomic: a killed run never leaves a truncated entry
     return names, len(missing)
 
 
@@ -137,7 +129,8 @@ def cached_loader(config: RunConfig, dataset: CachedDataset, train: bool) -> Dat
     """Batches of cached states, shuffled and sized exactly as the uncached training loader's."""
     generator = torch.Generator().manual_seed(config.data.seed)
     return DataLoader(dataset, batch_size=config.train.batch_size, shuffle=train, generator=generator,
-                      drop_last=train and len(dataset) > config.train.batch_size, collate_fn=collate_cached)
+                      drop_last=train and len(dataset) > config.train.batch_size, collate_fn=collate_cached,
+                      pin_memory=pins_memory(inference_device(config)))
 
 
 def cached_datasets(model: Classifier, config: RunConfig, tables: dict[str, pd.DataFrame],

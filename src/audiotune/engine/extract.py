@@ -11,18 +11,23 @@ import torch
 
 from audiotune.config import RunConfig
 from audiotune.data.prepare import prepare_eval_data
-from audiotune.engine.inference import autocast, make_dataset, make_loader
+from audiotune.engine.inference import inference_device, iterate_batches, make_dataset, make_loader, override_device
 from audiotune.models.checkpoint import load_run
-from audiotune.models.classifier import EMBEDDING_TYPES
+from audiotune.models.classifier import EMBEDDING_TYPES, Classifier
 
 
 def extract_embeddings(run: str, data_split_root: str, out: str, embedding_type: str = "ft",
                        layer: int | None = None, pooling: str | None = None, batch_size: int | None = None,
-                       num_workers: int | None = None, on_error: str | None = None) -> Path:
-    """Write ``uid`` + ``embedding`` rows to a parquet file, one batch at a time (memory stays flat)."""
+                       num_workers: int | None = None, on_error: str | None = None, accelerator: str | None = None,
+                       devices: str | None = None, precision: str | None = None) -> Path:
+    """Write ``uid`` + ``embedding`` rows to a parquet file, one batch at a time (memory stays flat).
+
+    The model runs on ``accelerator``/``devices`` in ``precision`` (default: the run's own settings).
+    """
     if embedding_type not in EMBEDDING_TYPES:
         raise ValueError(f"--embedding_type {embedding_type}: choose one of {EMBEDDING_TYPES}")
     config, model = load_run(run)
+    override_device(config, accelerator, devices, precision)
     if batch_size:
         config.train.batch_size = batch_size
     if num_workers is not None:
@@ -36,38 +41,45 @@ def extract_embeddings(run: str, data_split_root: str, out: str, embedding_type:
     if len(prepared.skipped):
         prepared.write_reports(out_path.parent)
     equal_length = getattr(model.backbone, "needs_equal_length", False)
+
+    def embed(classifier: Classifier, batch: dict) -> torch.Tensor:
+        return classifier.extract_embedding(batch["inputs"], batch["lengths"], embedding_type, layer, pooling)
+
     schema = pa.schema([("uid", pa.string()), ("split", pa.string()), ("embedding", pa.list_(pa.float32()))])
     with pq.ParquetWriter(out_path, schema) as writer:
         for split, table in prepared.tables.items():
             loader = make_loader(config, make_dataset(config, table, prepared.targets[split]), table, False,
                                  equal_length)
-            model.eval()
-            with torch.inference_mode(), autocast(config):
-                for batch in loader:
-                    emb = model.extract_embedding(batch["inputs"], batch["lengths"], embedding_type, layer, pooling)
-                    rows = emb.float().cpu().numpy()
-                    writer.write_table(pa.table({
-                        "uid": batch["uid"], "split": [split] * len(rows),
-                        "embedding": pa.array(list(rows), type=pa.list_(pa.float32())),
-                    }, schema=schema))
+            for batch, emb in iterate_batches(model, loader, config, embed):
+                rows = emb.float().cpu().numpy()
+                writer.write_table(pa.table({
+                    "uid": batch["uid"], "split": [split] * len(rows),
+                    "embedding": pa.array(list(rows), type=pa.list_(pa.float32())),
+                }, schema=schema))
     return out_path
 
 
 def feature_stats(config: RunConfig, data_split_root: str, split: str = "train") -> dict:
     """Mean and std of the (unnormalised) input features over a split; std 0 is an error."""
+    device = inference_device(config)
     config.features.dataset_mean = config.features.dataset_std = None
     prepared = prepare_eval_data(config, data_split_root, targets_needed=False)
     name = split if split in prepared.tables else next(iter(prepared.tables))
     table = prepared.tables[name]
     dataset = make_dataset(config, table, prepared.targets[name])
-    total, total_sq, count = 0.0, 0.0, 0
+    # float64 sums, except on MPS, which has no float64
+    dtype = torch.float32 if device.type == "mps" else torch.float64
+    value_sum = torch.zeros((), dtype=dtype, device=device)
+    square_sum = torch.zeros((), dtype=dtype, device=device)
+    count = 0
     for index in range(len(dataset)):
-        feats = dataset[index]["inputs"].double()
-        total += float(feats.sum())
-        total_sq += float((feats * feats).sum())
+        feats = dataset[index]["inputs"].to(device, non_blocking=True).to(dtype)
+        value_sum += feats.sum()
+        square_sum += (feats * feats).sum()
         count += feats.numel()
-    mean = total / count
-    std = math.sqrt(max(total_sq / count - mean * mean, 0.0))
+    # the sums leave the device once, at the end
+    mean, mean_square = float(value_sum.cpu()) / count, float(square_sum.cpu()) / count
+    std = math.sqrt(max(mean_square - mean * mean, 0.0))
     if not np.isfinite(std) or std == 0:
         raise ValueError(f"{data_split_root} ({name}): feature std is {std}; the audio has no variation")
     return {"split": name, "clips": len(dataset), "frames": count // dataset.extract.num_bins,

@@ -1,8 +1,8 @@
-"""Batched inference over a prepared table: data loaders and the no-grad loop shared by evaluate and extract."""
+"""Batched inference over a prepared table: data loaders and the no-grad loop shared by evaluate, extract,
+the feature cache and probe, on the device the run config names."""
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -10,14 +10,48 @@ import torch
 from torch.utils.data import DataLoader
 
 from audiotune.config import RunConfig
+from audiotune.data.audio_store import AudioStore, cache_root
 from audiotune.data.dataset import AudioDataset, Collator, EqualLengthBatchSampler
 from audiotune.data.prepare import audio_spec
+from audiotune.engine.device import autocast, move_batch, pins_memory, resolve_device
+
+# what one inference step computes from the model and a batch already on the device
+InferenceStep = Callable[[torch.nn.Module, dict], torch.Tensor]
+PRECISIONS = ("32", "bf16")
+
+
+def inference_device(config: RunConfig) -> torch.device:
+    """The device of ``config.train.accelerator`` / ``config.train.devices`` (ValueError if it is missing).
+
+    Inside a multi-GPU (DDP) run each process keeps the GPU Lightning gave it.
+    """
+    device = resolve_device(config.train.accelerator, config.train.devices)
+    if device.type == "cuda" and torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def override_device(config: RunConfig, accelerator: str | None = None, devices: str | None = None,
+                    precision: str | None = None) -> torch.device:
+    """Apply command-line ``--accelerator/--devices/--precision`` over a loaded run's config; returns the
+    device, so a missing accelerator is an error before the command writes anything."""
+    if precision is not None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+        config.train.precision = precision
+    if accelerator is not None:
+        config.train.accelerator = accelerator
+    if devices is not None:
+        config.train.devices = str(devices)
+    return inference_device(config)
 
 
 def make_dataset(config: RunConfig, table: pd.DataFrame, targets: np.ndarray, train: bool = False) -> AudioDataset:
     """The dataset of a table with the run's audio and feature settings (augmentation only if ``train``)."""
-    return AudioDataset(table, targets, audio_spec(config), config.features, config.augment,
-                        config.data.mixup, train=train)
+    spec = audio_spec(config)
+    store = AudioStore(cache_root(config.train.cache_dir), spec) if config.train.audio_cache else None
+    return AudioDataset(table, targets, spec, config.features, config.augment, config.data.mixup, train=train,
+                        store=store)
 
 
 def make_loader(config: RunConfig, dataset: AudioDataset, table: pd.DataFrame, train: bool,
@@ -28,6 +62,7 @@ def make_loader(config: RunConfig, dataset: AudioDataset, table: pd.DataFrame, t
     # how many inference passes ran before training cannot change a run
     common = {"num_workers": cfg.num_workers, "collate_fn": Collator(config.features.target_length),
               "persistent_workers": cfg.num_workers > 0,
+              "pin_memory": pins_memory(inference_device(config)),
               "generator": torch.Generator().manual_seed(config.data.seed)}
     if equal_length and not train and not config.features.target_length:
         sampler = EqualLengthBatchSampler(table["num_samples"].tolist(), cfg.batch_size)
@@ -36,28 +71,33 @@ def make_loader(config: RunConfig, dataset: AudioDataset, table: pd.DataFrame, t
                       drop_last=train and len(dataset) > cfg.batch_size, **common)
 
 
-def autocast(config: RunConfig) -> contextlib.AbstractContextManager:
-    """bf16 autocast on the CPU when ``--precision bf16``, else nothing."""
-    if config.train.precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def _logits(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    return model.forward_batch(batch)
 
 
-def iterate_batches(model: torch.nn.Module, loader: DataLoader,
-                    config: RunConfig | None = None) -> Iterator[tuple[dict, torch.Tensor]]:
-    """Yield ``(batch, logits)`` in eval mode without gradients (bf16 if the config asks)."""
-    model.eval()
-    with torch.inference_mode(), autocast(config) if config else contextlib.nullcontext():
+def iterate_batches(model: torch.nn.Module, loader: DataLoader, config: RunConfig | None = None,
+                    step: InferenceStep = _logits) -> Iterator[tuple[dict, torch.Tensor]]:
+    """Yield ``(batch, step(model, batch))`` in eval mode without gradients, on the config's device.
+
+    The model moves to that device once and each batch per step; bf16 autocast on that device when the
+    config asks. Without a config the model stays where it is. Yielded tensors are on the device.
+    """
+    device = inference_device(config) if config else next(
+        (p.device for p in model.parameters()), torch.get_default_device())
+    precision = config.train.precision if config else "32"
+    model.to(device).eval()
+    with torch.inference_mode(), autocast(device, precision):
         for batch in loader:
-            yield batch, model.forward_batch(batch)
+            batch = move_batch(batch, device)
+            yield batch, step(model, batch)
 
 
 def predict(model: torch.nn.Module, loader: DataLoader,
             config: RunConfig | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """uids, logits and targets of every row, in loader order."""
+    """uids, logits and targets of every row, in loader order (as float32 numpy on the CPU)."""
     uids, logits, targets = [], [], []
     for batch, out in iterate_batches(model, loader, config):
         uids += batch["uid"]
         logits.append(out.float().cpu().numpy())
-        targets.append(batch["targets"].cpu().numpy())
+        targets.append(batch["targets"].float().cpu().numpy())
     return uids, np.concatenate(logits), np.concatenate(targets)

@@ -22,6 +22,7 @@ from torch import Tensor
 from audiotune.config import RunConfig, save_config
 from audiotune.data.layout import read_splits
 from audiotune.data.prepare import prepare_eval_data
+from audiotune.engine.device import parse_devices
 from audiotune.engine.inference import make_dataset, make_loader
 from audiotune.engine.module import optimizers
 from audiotune.models.backbones import build_backbone, resolve_config
@@ -115,6 +116,7 @@ def pretrain(config: RunConfig) -> dict:
     best = ModelCheckpoint(dirpath=exp_dir / "checkpoints", filename="best", monitor="val_loss", mode="min",
                            save_top_k=1, save_last=True, enable_version_counter=False)
     trainer = pl.Trainer(max_epochs=config.train.epochs, accelerator=config.train.accelerator,
+                         devices=parse_devices(config.train.devices),
                          precision="bf16-mixed" if config.train.precision == "bf16" else "32-true",
                          callbacks=[best], logger=CSVLogger(exp_dir, name="logs", version=""),
                          log_every_n_steps=1, enable_model_summary=False)

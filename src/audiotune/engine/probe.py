@@ -14,7 +14,8 @@ import torch
 from audiotune.config import RunConfig, save_config
 from audiotune.data.prepare import prepare_training_data
 from audiotune.engine.cache import cache_blocker, cached_datasets, cached_loader
-from audiotune.engine.inference import predict
+from audiotune.engine.device import parse_devices
+from audiotune.engine.inference import inference_device, predict
 from audiotune.engine.metrics import compute_metrics, scores_from_logits
 from audiotune.engine.module import ClassifierModule
 from audiotune.models.backbones import resolve_config
@@ -32,7 +33,11 @@ def _summary(metrics: dict) -> dict:
 
 
 def probe(config: RunConfig) -> pd.DataFrame:
-    """Train one head per hidden state (and one on the weighted sum) from the feature cache."""
+    """Train one head per hidden state (and one on the weighted sum) from the feature cache.
+
+    Encoding, training and predictions run on ``config.train.accelerator``/``devices``.
+    """
+    inference_device(config)  # a missing accelerator is an error before anything is written
     exp_dir = Path(config.exp_dir)
     exp_dir.mkdir(parents=True, exist_ok=True)
     resolve_config(config)
@@ -61,8 +66,11 @@ def probe(config: RunConfig) -> pd.DataFrame:
                                           layer=-1 if target == "weighted" else int(target))
         model = Classifier(encoder.backbone, config.heads, head_config, freeze_backbone=True)
         module = ClassifierModule(model, config.heads, config.train, steps_per_epoch=len(train_loader))
-        trainer = pl.Trainer(max_epochs=config.train.epochs, accelerator=config.train.accelerator, logger=False,
-                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+        trainer = pl.Trainer(max_epochs=config.train.epochs, accelerator=config.train.accelerator,
+                             devices=parse_devices(config.train.devices),
+                             precision="bf16-mixed" if config.train.precision == "bf16" else "32-true",
+                             logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False)
         trainer.fit(module, train_loader, val_loader)
         row: dict = {"layer": str(target)}
         for split, dataset in cached.items():
@@ -74,7 +82,7 @@ def probe(config: RunConfig) -> pd.DataFrame:
             row.update({f"{split}_{key}": value for key, value in summary.items()})
         rows.append(row)
         if target == "weighted":
-            layer_weights = torch.softmax(model.layer_weights.detach(), 0).tolist()
+            layer_weights = torch.softmax(model.layer_weights.detach().float().cpu(), 0).tolist()
     table = pd.DataFrame(rows)
     table.to_csv(exp_dir / PROBE_FILE, index=False)
     (exp_dir / "probe.json").write_text(json.dumps({"layers": rows, "layer_weights": layer_weights,

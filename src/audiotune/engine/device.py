@@ -1,0 +1,112 @@
+"""Where a command's model runs: the accelerator/devices flags turned into one torch device, autocast that
+follows that device, and batches moved onto it.
+
+The flags have Lightning's spelling (``--accelerator auto|cpu|gpu|cuda|mps``, ``--devices auto|N|0,1|[1]``)
+so ``train`` (Lightning) and the single-process commands (evaluate, extract, the feature cache, probe's
+predictions, stats, attention) read the same options the same way.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import Tensor
+
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+BF16_PRECISIONS = ("bf16", "bf16-mixed")
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def parse_devices(devices: str | int | list[int]) -> str | int | list[int]:
+    """Lightning's ``devices`` from the config string: "auto", a count (int) or a list of indices.
+
+    Accepts "auto", "N", "-1" (all), "0,1", "1," and "[1]" / "[0, 1]"; anything else is a ValueError.
+    """
+    if isinstance(devices, (int, list)):
+        return devices
+    text = devices.strip()
+    if text.lower() == "auto":
+        return "auto"
+    bracketed = text.startswith("[") and text.endswith("]")
+    body = text[1:-1] if bracketed else text
+    try:
+        if bracketed or "," in body:
+            indices = [int(part) for part in body.split(",") if part.strip()]
+            if not indices or min(indices) < 0:
+                raise ValueError
+            return indices
+        count = int(body)
+    except ValueError:
+        raise ValueError(f"--devices {devices!r}: expected auto, a count (1, 2, -1 for all) or a list of "
+                         f"device indices (0,1 or [1])") from None
+    if count == 0 or count < -1:
+        raise ValueError(f"--devices {devices!r}: a count must be at least 1 (or -1 for all devices)")
+    return count
+
+
+def _device_index(devices: str | int | list[int], available: int, kind: str) -> int:
+    """The one device index single-process inference uses: the first listed index, else 0."""
+    parsed = parse_devices(devices)
+    if isinstance(parsed, list):
+        index = parsed[0]
+        if max(parsed) >= available:
+            raise ValueError(f"--devices {devices!r}: {kind} device index {max(parsed)} does not exist "
+                             f"({available} {kind} device(s) visible: indices 0..{available - 1})")
+        return index
+    if isinstance(parsed, int) and parsed > available:
+        raise ValueError(f"--devices {devices!r}: {parsed} {kind} devices asked for, {available} visible")
+    return 0
+
+
+def _cuda_missing(accelerator: str) -> str:
+    build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+    return (f"--accelerator {accelerator}: no CUDA GPU is available (torch.cuda.is_available() is False; "
+            f"torch {torch.__version__} is {build}). Use --accelerator cpu or auto, or run on a machine with a GPU")
+
+
+def resolve_device(accelerator: str = "auto", devices: str | int | list[int] = "auto") -> torch.device:
+    """The torch device of ``--accelerator`` / ``--devices`` for single-process inference.
+
+    ``auto``: CUDA when available, else MPS, else the CPU. ``gpu``: CUDA, else MPS (as Lightning reads it),
+    else a ValueError; ``cuda``: CUDA or a ValueError; ``cpu``: the CPU. ``devices`` picks the CUDA index:
+    the first index of a list, index 0 for a count or "auto"; an index or count beyond the visible devices
+    is a ValueError.
+    """
+    name = accelerator.strip().lower()
+    if name not in ACCELERATORS:
+        raise ValueError(f"--accelerator {accelerator!r}: choose one of {', '.join(ACCELERATORS)}")
+    if name == "cpu":
+        parse_devices(devices)  # a malformed value is an error on every accelerator
+        return torch.device("cpu")
+    if name in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", _device_index(devices, torch.cuda.device_count(), "CUDA"))
+    if name in ("auto", "gpu", "mps") and _mps_available():
+        return torch.device("mps", _device_index(devices, 1, "MPS"))
+    if name == "auto":
+        parse_devices(devices)
+        return torch.device("cpu")
+    if name == "mps":
+        raise ValueError("--accelerator mps: the MPS backend (Apple GPU) is not available on this machine")
+    raise ValueError(_cuda_missing(accelerator))
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``device``'s type when ``precision`` is bf16, else a context that does nothing."""
+    if precision in BF16_PRECISIONS:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def move_batch(batch: dict, device: torch.device) -> dict:
+    """The batch with every tensor on ``device`` (asynchronous from pinned memory); other values unchanged."""
+    return {key: value.to(device, non_blocking=True) if isinstance(value, Tensor) else value
+            for key, value in batch.items()}
+
+
+def pins_memory(device: torch.device) -> bool:
+    """Whether loaders feeding ``device`` should pin their batches: only for CUDA (pinned pages copy async)."""
+    return device.type == "cuda"

@@ -1,0 +1,262 @@
+"""Every command runs on the device it is given: device resolution, autocast, batch moves, pinned loaders,
+and the commands end to end with --accelerator cpu (runs) and --accelerator gpu (a clear error on this machine).
+
+CUDA is never touched: where a test needs "a machine with GPUs" it patches ``torch.cuda.is_available`` and
+``torch.cuda.device_count``, and it proves that models and batches move by resolving to the ``meta`` device.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import SMALL_ECAPA
+from torch import nn
+
+from audiotune.cli import main
+from audiotune.config import RunConfig
+from audiotune.engine import device as device_module
+from audiotune.engine import inference
+from audiotune.engine.cache import CachedDataset, cached_loader
+from audiotune.engine.device import autocast, move_batch, parse_devices, pins_memory, resolve_device
+
+
+@pytest.fixture()
+def no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine with neither CUDA nor MPS (whatever this one has)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(device_module, "_mps_available", lambda: False)
+
+
+@pytest.fixture()
+def two_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine that reports two CUDA devices (nothing ever runs on them)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+
+
+# ---------------------------------------------------------------- resolve_device
+
+def test_cpu_and_auto_without_a_gpu_are_the_cpu(no_gpu: None) -> None:
+    assert resolve_device("cpu", "auto") == torch.device("cpu")
+    assert resolve_device("auto", "auto") == torch.device("cpu")
+    assert resolve_device("CPU", "4") == torch.device("cpu")  # Lightning's CPU process count is not an index
+
+
+@pytest.mark.parametrize("accelerator", ["gpu", "cuda"])
+def test_a_gpu_request_without_cuda_is_a_clear_error(no_gpu: None, accelerator: str) -> None:
+    with pytest.raises(ValueError, match=rf"--accelerator {accelerator}: no CUDA GPU is available.*--accelerator cpu"):
+        resolve_device(accelerator, "auto")
+
+
+def test_mps_request_without_mps_is_a_clear_error(no_gpu: None) -> None:
+    with pytest.raises(ValueError, match="--accelerator mps: the MPS backend"):
+        resolve_device("mps", "auto")
+
+
+@pytest.mark.parametrize(("accelerator", "devices", "expected"), [
+    ("auto", "auto", "cuda:0"), ("gpu", "auto", "cuda:0"), ("cuda", "1", "cuda:0"), ("auto", "2", "cuda:0"),
+    ("auto", "-1", "cuda:0"), ("gpu", "0,1", "cuda:0"), ("gpu", "1,0", "cuda:1"), ("gpu", "[1]", "cuda:1"),
+    ("gpu", "1,", "cuda:1"), ("cuda", "[0, 1]", "cuda:0"),
+])
+def test_gpu_index_is_the_first_listed_one(two_gpus: None, accelerator: str, devices: str, expected: str) -> None:
+    assert resolve_device(accelerator, devices) == torch.device(expected)
+
+
+def test_cpu_stays_cpu_on_a_gpu_machine(two_gpus: None) -> None:
+    assert resolve_device("cpu", "auto") == torch.device("cpu")
+
+
+def test_each_ddp_process_keeps_its_own_gpu(two_gpus: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = RunConfig()
+    config.train.devices = "0,1"
+    assert inference.inference_device(config) == torch.device("cuda", 0)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)  # what Lightning set for rank 1
+    assert inference.inference_device(config) == torch.device("cuda", 1)
+    config.train.accelerator = "cpu"
+    assert inference.inference_device(config) == torch.device("cpu")
+
+
+@pytest.mark.parametrize(("devices", "message"), [
+    ("[2]", "CUDA device index 2 does not exist .2 CUDA device.s. visible: indices 0..1"),
+    ("0,3", "CUDA device index 3 does not exist"),
+    ("3", "3 CUDA devices asked for, 2 visible"),
+    ("0", "a count must be at least 1"),
+    ("two", "expected auto, a count"),
+    ("[-1]", "expected auto, a count"),
+])
+def test_bad_devices_are_clear_errors(two_gpus: None, devices: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        resolve_device("gpu", devices)
+
+
+def test_unknown_accelerator_and_malformed_devices_on_cpu(no_gpu: None) -> None:
+    with pytest.raises(ValueError, match="--accelerator 'tpu': choose one of auto, cpu, gpu, cuda, mps"):
+        resolve_device("tpu", "auto")
+    with pytest.raises(ValueError, match="--devices 'x'"):
+        resolve_device("cpu", "x")
+
+
+def test_parse_devices_gives_lightning_values() -> None:
+    assert parse_devices("auto") == "auto" and parse_devices("2") == 2 and parse_devices("-1") == -1
+    assert parse_devices("0,1") == [0, 1] and parse_devices("[1]") == [1] and parse_devices(" [0, 2] ") == [0, 2]
+
+
+# ---------------------------------------------------------------- autocast, move_batch, pinned memory
+
+def test_autocast_bf16_follows_the_device_type() -> None:
+    a, b = torch.randn(4, 4), torch.randn(4, 4)
+    with autocast(torch.device("cpu"), "bf16"):
+        assert torch.is_autocast_enabled("cpu")
+        assert (a @ b).dtype == torch.bfloat16
+    with autocast(torch.device("cpu"), "32"):
+        assert not torch.is_autocast_enabled("cpu")
+        assert (a @ b).dtype == torch.float32
+    with warnings.catch_warnings():  # a CPU-only build warns that CUDA autocast would be disabled
+        warnings.simplefilter("ignore")
+        cuda_context = autocast(torch.device("cuda", 1), "bf16")
+    assert isinstance(cuda_context, torch.autocast)
+    assert cuda_context.device == "cuda" and cuda_context.fast_dtype == torch.bfloat16
+
+
+def test_move_batch_moves_tensors_only() -> None:
+    uids = ["a", "b"]
+    batch = {"inputs": torch.ones(2, 3), "lengths": torch.tensor([3, 2]), "uid": uids, "note": 7}
+    moved = move_batch(batch, torch.device("meta"))
+    assert moved["inputs"].device.type == "meta" and moved["lengths"].device.type == "meta"
+    assert moved["lengths"].dtype == torch.long and moved["inputs"].shape == (2, 3)
+    assert moved["uid"] is uids and moved["note"] == 7
+    assert batch["inputs"].device.type == "cpu"  # the caller's batch is left as it was
+
+
+def test_pin_memory_only_for_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert pins_memory(torch.device("cuda", 0)) and not pins_memory(torch.device("cpu"))
+    config = RunConfig()
+    items = [{"inputs": torch.zeros(5), "targets": torch.zeros(1), "uid": str(i)} for i in range(3)]
+    cached = CachedDataset(pd.DataFrame(index=["a"]), np.zeros((1, 1), np.float32), Path("."), ["x"])
+    monkeypatch.setattr(device_module, "_mps_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert not inference.make_loader(config, items, None, train=False, equal_length=False).pin_memory
+    assert not cached_loader(config, cached, train=False).pin_memory
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert inference.make_loader(config, items, None, train=False, equal_length=False).pin_memory
+    assert cached_loader(config, cached, train=False).pin_memory
+    config.train.accelerator = "cpu"  # a GPU machine asked for the CPU: nothing to pin for
+    assert not inference.make_loader(config, items, None, train=False, equal_length=False).pin_memory
+
+
+class _Probe(nn.Module):
+    """A one-layer model with the Classifier's ``forward_batch``; remembers where its inputs were."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3, 2)
+        self.input_devices: list[torch.device] = []
+
+    def forward_batch(self, batch: dict) -> torch.Tensor:
+        self.input_devices.append(batch["inputs"].device)
+        return self.linear(batch["inputs"])
+
+
+def test_iterate_batches_moves_model_and_batches_to_the_resolved_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(inference, "resolve_device", lambda accelerator, devices: torch.device("meta"))
+    model = _Probe()
+    loader = [{"inputs": torch.ones(2, 3), "targets": torch.zeros(2, 2), "uid": ["a", "b"]}] * 2
+    outputs = [out for _, out in inference.iterate_batches(model, loader, RunConfig())]
+    assert model.linear.weight.device.type == "meta" and not model.training
+    assert [d.type for d in model.input_devices] == ["meta", "meta"]
+    assert all(out.device.type == "meta" and out.shape == (2, 2) for out in outputs)
+
+
+def test_predict_on_cpu_autocasts_and_returns_float32_numpy() -> None:
+    config = RunConfig()
+    config.train.accelerator, config.train.precision = "cpu", "bf16"
+    model = _Probe()
+    loader = [{"inputs": torch.randn(2, 3), "targets": torch.ones(2, 2), "uid": ["a", "b"]}]
+    uids, logits, targets = inference.predict(model, loader, config)
+    assert uids == ["a", "b"] and logits.dtype == np.float32 and targets.dtype == np.float32
+    expected = model.linear(loader[0]["inputs"]).detach().numpy()
+    assert not np.array_equal(logits, expected)  # bf16 autocast was on
+    np.testing.assert_allclose(logits, expected, atol=0.05)
+
+
+# ---------------------------------------------------------------- commands end to end
+
+def _without_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(device_module, "_mps_available", lambda: False)
+
+
+def test_evaluate_and_extract_on_cpu_and_refusing_a_missing_gpu(uid_dataset: dict, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    ds, run = uid_dataset, tmp_path / "run"
+    assert main(["train", "-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"]), "-o", str(run),
+                 "--model", "ecapa_tdnn", *SMALL_ECAPA, "-e", "1", "-bs", "4", "--seed", "3",
+                 "--accelerator", "cpu", "--devices", "1"]) == 0
+    test_csv = ds["split"] / "test.csv"
+    assert main(["evaluate", "--run", str(run), "-d", str(test_csv), "-o", str(tmp_path / "ev"),
+                 "--accelerator", "cpu", "--devices", "1"]) == 0
+    again = json.loads((tmp_path / "ev" / "metrics.json").read_text())["data"]
+    assert again["accuracy"] == json.loads((run / "metrics.json").read_text())["test"]["accuracy"]
+
+    def embeddings(name: str, *extra: str) -> np.ndarray:
+        out = tmp_path / name
+        assert main(["extract", "--run", str(run), "-d", str(test_csv), "--out", str(out), "--embedding_type", "pt",
+                     "--accelerator", "cpu", *extra]) == 0
+        return np.stack(pd.read_parquet(out).sort_values("uid")["embedding"].to_numpy())
+
+    fp32, bf16 = embeddings("fp32.parquet"), embeddings("bf16.parquet", "--precision", "bf16")
+    assert fp32.shape == bf16.shape == (4, 16) and np.isfinite(bf16).all()
+    assert not np.array_equal(fp32, bf16)  # --precision bf16 reached the autocast
+    cosine = (fp32 * bf16).sum(1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(bf16, axis=1)
+    assert cosine.min() > 0.99
+    assert "accelerator: cpu" in (run / "config.yaml").read_text()  # overrides never rewrite the run
+
+    _without_gpu(monkeypatch)
+    capsys.readouterr()
+    for command, flag, target in (("evaluate", "-o", "ev"), ("extract", "--out", "emb.parquet")):
+        out = tmp_path / "gpu" / target
+        assert main([command, "--run", str(run), "-d", str(test_csv), flag, str(out), "--accelerator", "gpu"]) == 2
+        assert "--accelerator gpu: no CUDA GPU is available" in capsys.readouterr().err
+        assert not (tmp_path / "gpu").exists(), command
+
+
+def test_train_and_stats_gpu_request_fail_before_writing(uid_dataset: dict, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    _without_gpu(monkeypatch)
+    ds = uid_dataset
+    assert main(["train", "-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"]),
+                 "-o", str(tmp_path / "run"), "--model", "ecapa_tdnn", *SMALL_ECAPA, "--accelerator", "gpu"]) == 2
+    assert "no CUDA GPU is available" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    assert main(["stats", "-i", str(ds["prefix"]), "-d", str(ds["split"]), "--features", "fbank",
+                 "--accelerator", "cuda", "--out", str(tmp_path / "stats.json")]) == 2
+    assert "no CUDA GPU is available" in capsys.readouterr().err and not (tmp_path / "stats.json").exists()
+    assert main(["stats", "-i", str(ds["prefix"]), "-d", str(ds["split"]), "--features", "fbank",
+                 "--num_mel_bins", "24", "--accelerator", "cpu", "--out", str(tmp_path / "stats.json")]) == 0
+    assert json.loads((tmp_path / "stats.json").read_text())["dataset_std"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask:UserWarning")
+def test_attention_on_cpu_and_gpu_request(uid_dataset: dict, hf_checkpoints: dict, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    ds, run = uid_dataset, tmp_path / "run"
+    assert main(["train", "-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"]), "-o", str(run),
+                 "--model", "hf", "-c", str(hf_checkpoints["w2v_layer"]), "-e", "1", "-bs", "4",
+                 "--clf_bottleneck", "8", "--cache_dir", str(tmp_path / "cache"), "--accelerator", "cpu"]) == 0
+    audio = str(ds["prefix"] / "fay0" / "waveform.wav")
+    assert main(["attention", "--run", str(run), "--audio", audio, "-o", str(tmp_path / "maps"),
+                 "--accelerator", "cpu", "--precision", "bf16"]) == 0
+    assert (tmp_path / "maps" / "attention_rollout.png").is_file()
+    _without_gpu(monkeypatch)
+    assert main(["attention", "--run", str(run), "--audio", audio, "-o", str(tmp_path / "gpu_maps"),
+                 "--accelerator", "gpu"]) == 2
+    assert "no CUDA GPU is available" in capsys.readouterr().err and not (tmp_path / "gpu_maps").exists()
