@@ -81,6 +81,11 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     seeds = parser.add_argument_group("seed command-line compatibility")
     seeds.add_argument("--fbank", nargs="?", const=True, type=parse_bool, default=argparse.SUPPRESS,
                        metavar="BOOL", help="same as --features fbank")
+    seeds.add_argument("--mono", choices=("mean", "sum"), default=argparse.SUPPRESS,
+                       help="same as --channel_mode mean|sum")
+    seeds.add_argument("--reduce", nargs="?", const=True, type=parse_bool, default=argparse.SUPPRESS,
+                       metavar="BOOL", help="True: mix channels down (--mono, default mean); "
+                                            "False: same as --channel_mode none (mono files only)")
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -95,7 +100,20 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         elif key in SEED_SWITCHES and value:
             section, name, switch_value = SEED_SWITCHES[key]
             setattr(getattr(config, section), name, switch_value)
+    _channel_aliases(args, config)
     return config
+
+
+def _channel_aliases(args: argparse.Namespace, config: RunConfig) -> None:
+    """The seeds' --reduce/--mono spell a channel mode; an explicit --channel_mode must agree with them."""
+    given = vars(args)
+    if "reduce" not in given and "mono" not in given:
+        return
+    alias = "none" if given.get("reduce") is False else given.get("mono", "mean")
+    explicit = given.get("audio.channel_mode")
+    if explicit is not None and explicit != alias:
+        raise ValueError(f"--channel_mode {explicit} contradicts --reduce/--mono (which mean --channel_mode {alias})")
+    config.audio.channel_mode = alias
 
 
 def _run_flag(parser: argparse.ArgumentParser) -> None:
@@ -113,6 +131,15 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(*_spellings("on_error"), dest="on_error", choices=("raise", "skip"))
 
 
+def _device_flags(parser: argparse.ArgumentParser) -> None:
+    """--accelerator/--devices/--precision of a command that loads a run; they override the run's config."""
+    parser.add_argument("--accelerator", choices=("auto", "cpu", "gpu", "cuda", "mps"),
+                        help="where the model runs: auto takes the GPU when there is one (default: the run's)")
+    parser.add_argument("--devices", help="which device: auto, a count (the first is used) or a list of indices "
+                                          "such as 0,1 or [1] (the first is used) (default: the run's)")
+    parser.add_argument("--precision", choices=("32", "bf16"), help="inference precision (default: the run's)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="audiotune", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -123,10 +150,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="score a CSV or split directory with a trained run")
     _run_flags(evaluate)
+    _device_flags(evaluate)
     evaluate.add_argument(*_spellings("exp_dir", ("-o",)), dest="exp_dir", help="output folder (default RUN/evaluate)")
+    evaluate.add_argument("--aggregate", default="mean", choices=("none", "mean", "max"),
+                          help="rows that are windows of one recording (a 'recording' column): also score each "
+                               "recording from the mean or max of its windows' scores (default mean)")
 
     extract = commands.add_parser("extract", help="write embeddings to parquet")
     _run_flags(extract)
+    _device_flags(extract)
     extract.add_argument("--out", help="parquet file (default RUN/embeddings_TYPE.parquet)")
     extract.add_argument(*_spellings("embedding_type"), dest="embedding_type", default="ft",
                          choices=("pt", "wt", "st", "ft"))
@@ -135,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     attention = commands.add_parser("attention", help="per-layer attention maps and rollout of one clip (PNG)")
     _run_flag(attention)
+    _device_flags(attention)
     attention.add_argument("--audio", required=True, help="audio file")
     attention.add_argument(*_spellings("exp_dir", ("-o",)), dest="exp_dir", help="output folder (default RUN/attention)")
 
@@ -146,6 +179,21 @@ def build_parser() -> argparse.ArgumentParser:
     manifest.add_argument(*_spellings("folder_label"), dest="folder_label",
                           help="label column filled from each file's parent folder (folder-per-class)")
     manifest.add_argument(*_spellings("on_error"), dest="on_error", default="raise", choices=("raise", "skip"))
+
+    segment = commands.add_parser(
+        "segment", help="segment table (uid, path, offset, duration) from an event table or sliding windows",
+        description="Event table (path, time, ...) with --before/--after: one segment per event. "
+                    "Recording table (path, ...) with --window [--hop]: sliding windows grouped by a "
+                    "'recording' column. Other columns are carried; paths are written relative to --out.")
+    segment.add_argument("table", help="event table (path, time, ...) or recording table (path, ...), CSV")
+    segment.add_argument("--out", required=True, help="segment CSV to write")
+    segment.add_argument("--before", type=float, help="events: seconds before each event's time")
+    segment.add_argument("--after", type=float, help="events: seconds after each event's time")
+    segment.add_argument("--window", type=float, help="recordings: window length in seconds")
+    segment.add_argument("--hop", type=float, help="recordings: seconds between window starts (default: --window)")
+    segment.add_argument(*_spellings("on_error"), dest="on_error", default="raise", choices=("raise", "skip"),
+                         help="events whose segment leaves its file: raise an error, or skip them and list them "
+                              "in OUT.skipped.csv")
 
     split = commands.add_parser("split", help="subject-disjoint, stratified train/val/test CSVs (or k folds)")
     split.add_argument("manifest", help="manifest CSV")
@@ -230,19 +278,21 @@ def main(argv: list[str] | None = None) -> int:
             from audiotune.engine.evaluate import evaluate_run
 
             metrics = evaluate_run(args.run, args.data_split_root, args.exp_dir, args.on_error, args.batch_size,
-                                   args.num_workers)
+                                   args.num_workers, args.accelerator, args.devices, args.precision, args.aggregate)
             print(json.dumps({k: _summary(v) for k, v in metrics.items()}, indent=2))
         elif args.command == "extract":
             from audiotune.engine.extract import extract_embeddings
 
             out = args.out or str(Path(args.run) / f"embeddings_{args.embedding_type}.parquet")
             path = extract_embeddings(args.run, args.data_split_root, out, args.embedding_type, args.layer,
-                                      args.pooling_mode, args.batch_size, args.num_workers, args.on_error)
+                                      args.pooling_mode, args.batch_size, args.num_workers, args.on_error,
+                                      args.accelerator, args.devices, args.precision)
             print(f"embeddings: {path}")
         elif args.command == "attention":
             from audiotune.engine.attention import attention_maps
 
-            files = attention_maps(args.run, args.audio, args.exp_dir)
+            files = attention_maps(args.run, args.audio, args.exp_dir, args.accelerator, args.devices,
+                                   args.precision)
             print(f"{len(files)} attention maps in {files[0].parent}")
         elif args.command == "manifest":
             from audiotune.data.manifest import build_manifest
@@ -250,6 +300,11 @@ def main(argv: list[str] | None = None) -> int:
             table, skipped = build_manifest(args.audio_dir, args.out, args.pattern, args.folder_label, args.on_error)
             print(f"{args.out}: {len(table)} files" + (f", {len(skipped)} skipped (listed next to it)"
                                                         if len(skipped) else ""))
+        elif args.command == "segment":
+            from audiotune.data.segments import segment_csv
+
+            result = segment_csv(args.table, args.out, args.before, args.after, args.window, args.hop, args.on_error)
+            print(result.summary())
         elif args.command == "split":
             _command_split(args)
         elif args.command == "stats":
@@ -270,7 +325,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _summary(metrics: dict) -> dict:
-    return {k: metrics.get(k) for k in ("n", "accuracy", "macro_f1", "uar", "auc") if metrics.get(k) not in (None, {})}
+    summary = {k: metrics.get(k) for k in ("n", "accuracy", "macro_f1", "uar", "auc") if metrics.get(k) not in (None, {})}
+    if "recording" in metrics:
+        summary["recording"] = _summary(metrics["recording"])
+    return summary
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ import pandas as pd
 
 from audiotune.config import HeadSpec, RunConfig
 from audiotune.data.prepare import PreparedData, prepare_eval_data
+from audiotune.engine.aggregate import check_recording_targets, recording_scores, table_recordings
 from audiotune.engine.cache import CachedDataset, cache_blocker, cached_datasets, cached_loader
-from audiotune.engine.inference import make_dataset, make_loader, predict
+from audiotune.engine.inference import make_dataset, make_loader, override_device, predict
 from audiotune.engine.metrics import compute_metrics, head_slices, scores_from_logits
 from audiotune.models.checkpoint import load_run
 from audiotune.models.classifier import Classifier
@@ -18,6 +19,8 @@ from audiotune.report.plots import plot_confusion_matrix, plot_roc
 
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.parquet"
+RECORDING_PREDICTIONS_FILE = "predictions_recording.parquet"
+AGGREGATE_MODES = ("none", "mean", "max")
 
 
 def prediction_table(uids: list[str], split: str, scores: np.ndarray, targets: np.ndarray,
@@ -51,10 +54,15 @@ def _plots(metrics: dict, scores: np.ndarray, targets: np.ndarray, heads: list[H
 
 
 def evaluate_prepared(model: Classifier, config: RunConfig, prepared: PreparedData, out_dir: str | Path,
-                      splits: list[str] | None = None, cached: dict[str, CachedDataset] | None = None) -> dict:
+                      splits: list[str] | None = None, cached: dict[str, CachedDataset] | None = None,
+                      aggregate: str = "mean") -> dict:
     """Score the given splits, write metrics.json, predictions.parquet and plots under ``out_dir``.
 
-    With a frozen backbone the splits are read from the feature cache (``cached``, or built here).
+    When a split's rows are windows of recordings (a ``recording`` column), each recording is also scored from
+    its windows' scores (``aggregate``: mean or max; none skips it): a ``recording`` section in its metrics and
+    predictions_recording.parquet.
+    With a frozen backbone the splits are read from the feature cache (``cached``, or built here). The model
+    runs on the device of ``config.train.accelerator``/``devices`` (and stays there).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -62,7 +70,7 @@ def evaluate_prepared(model: Classifier, config: RunConfig, prepared: PreparedDa
     splits = splits or list(prepared.tables)
     if cached is None and cache_blocker(config) is None:
         cached = cached_datasets(model, config, {s: prepared.tables[s] for s in splits}, prepared.targets)
-    all_metrics, tables = {}, []
+    all_metrics, tables, recording_tables = {}, [], []
     for split in splits:
         table = prepared.tables[split]
         if cached is not None:
@@ -76,18 +84,32 @@ def evaluate_prepared(model: Classifier, config: RunConfig, prepared: PreparedDa
         all_metrics[split] = metrics
         tables.append(prediction_table(uids, split, scores, targets, config.heads))
         _plots(metrics, scores, targets, config.heads, split, out_dir / "plots")
+        recordings = table_recordings(table)
+        if recordings is not None and aggregate != "none":
+            names, rec_scores, rec_targets = recording_scores(recordings.loc[uids].tolist(), scores, targets,
+                                                              config.heads, aggregate)
+            metrics["recording"] = {"aggregate": aggregate, **compute_metrics(rec_scores, rec_targets, config.heads)}
+            recording_tables.append(prediction_table(names, split, rec_scores, rec_targets, config.heads)
+                                    .rename(columns={"uid": "recording"}))
     existing = out_dir / METRICS_FILE
     merged = json.loads(existing.read_text()) if existing.is_file() else {}
     merged.update(all_metrics)
     existing.write_text(json.dumps(merged, indent=2))
     pd.concat(tables, ignore_index=True).to_parquet(out_dir / PREDICTIONS_FILE, index=False)
+    if recording_tables:
+        pd.concat(recording_tables, ignore_index=True).to_parquet(out_dir / RECORDING_PREDICTIONS_FILE, index=False)
     return all_metrics
 
 
 def evaluate_run(run: str, data_split_root: str, exp_dir: str | None = None, on_error: str | None = None,
-                 batch_size: int | None = None, num_workers: int | None = None) -> dict:
-    """``audiotune evaluate``: rebuild the model from its run directory and score a CSV or split directory."""
+                 batch_size: int | None = None, num_workers: int | None = None, accelerator: str | None = None,
+                 devices: str | None = None, precision: str | None = None, aggregate: str = "mean") -> dict:
+    """``audiotune evaluate``: rebuild the model from its run directory and score a CSV or split directory,
+    on ``accelerator``/``devices`` in ``precision`` (default: the run's own settings)."""
+    if aggregate not in AGGREGATE_MODES:
+        raise ValueError(f"--aggregate {aggregate}: choose one of {AGGREGATE_MODES}")
     config, model = load_run(run)
+    override_device(config, accelerator, devices, precision)
     if on_error:
         config.data.on_error = on_error
     if batch_size:
@@ -98,5 +120,6 @@ def evaluate_run(run: str, data_split_root: str, exp_dir: str | None = None, on_
     out_dir = Path(exp_dir) if exp_dir else Path(run) / "evaluate"
     out_dir.mkdir(parents=True, exist_ok=True)
     prepared = prepare_eval_data(config, data_split_root)
+    check_recording_targets(prepared.tables, prepared.targets, config.heads)
     prepared.write_reports(out_dir)
-    return evaluate_prepared(model, config, prepared, out_dir)
+    return evaluate_prepared(model, config, prepared, out_dir, aggregate=aggregate)

@@ -14,9 +14,11 @@ from pytorch_lightning.loggers import CSVLogger
 
 from audiotune.config import RunConfig, save_config
 from audiotune.data.prepare import PreparedData, prepare_training_data
+from audiotune.engine.aggregate import check_recording_targets
 from audiotune.engine.cache import CachedDataset, cache_blocker, cached_datasets, cached_loader
+from audiotune.engine.device import parse_devices
 from audiotune.engine.evaluate import METRICS_FILE, evaluate_prepared
-from audiotune.engine.inference import make_dataset, make_loader
+from audiotune.engine.inference import inference_device, make_dataset, make_loader
 from audiotune.engine.module import ClassifierModule
 from audiotune.models.backbones import resolve_config
 from audiotune.models.classifier import Classifier
@@ -38,11 +40,10 @@ def _trainer(config: RunConfig, exp_dir: Path, has_val: bool) -> tuple[pl.Traine
             callbacks.append(EarlyStopping(monitor="val_loss", patience=config.train.patience, mode="min"))
     else:
         callbacks.append(ModelCheckpoint(dirpath=exp_dir / CHECKPOINT_DIR, save_last=True, save_top_k=0))
-    devices = config.train.devices
     trainer = pl.Trainer(
         max_epochs=config.train.epochs,
         accelerator=config.train.accelerator,
-        devices=int(devices) if devices.isdigit() else devices,
+        devices=parse_devices(config.train.devices),
         precision="bf16-mixed" if config.train.precision == "bf16" else "32-true",
         callbacks=callbacks,
         logger=CSVLogger(exp_dir, name="logs", version=""),
@@ -89,12 +90,18 @@ def _loaders(model: Classifier, config: RunConfig, prepared: PreparedData,
 
 
 def train(config: RunConfig) -> dict:
-    """Train, keep the best-validation weights, score val and test; returns the metrics written."""
+    """Train, keep the best-validation weights, score val and test; returns the metrics written.
+
+    Lightning trains on ``config.train.accelerator``/``devices`` and hands the model back on the CPU; the
+    feature cache and the final evaluation run on the same device.
+    """
+    inference_device(config)  # a missing accelerator is an error before anything is written
     exp_dir = Path(config.exp_dir)
     exp_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(config.data.seed, workers=True, verbose=False)
     resolve_config(config)
     prepared = prepare_training_data(config, exp_dir)
+    check_recording_targets(prepared.tables, prepared.targets, prepared.heads)
     prepared.write_reports(exp_dir)
     config.heads = prepared.heads
     save_config(config, exp_dir / CONFIG_FILE)
@@ -122,7 +129,7 @@ def train(config: RunConfig) -> dict:
     metrics = evaluate_prepared(model, config, prepared, exp_dir,
                                 splits=[s for s in ("val", "test") if s in prepared.tables], cached=cached)
     if model.layer_weights is not None:
-        metrics["layer_weights"] = torch.softmax(model.layer_weights.detach(), 0).tolist()
+        metrics["layer_weights"] = torch.softmax(model.layer_weights.detach().float().cpu(), 0).tolist()
         plot_layer_weights(metrics["layer_weights"], exp_dir / "plots" / "layer_weights.png")
     metrics["weights"] = kept
     metrics["feature_cache"] = cache_stats

@@ -1,0 +1,325 @@
+"""Turn event tables and long recordings into segment tables (``uid, path, offset, duration, ...``).
+
+Two inputs, one output format that :func:`audiotune.data.layout.read_table` reads back:
+
+- an event table (``path, time, ...``): one segment per event, ``[time - before, time + after]``;
+- a recording table (``path, ...``): sliding windows of ``window`` seconds every ``hop`` seconds, grouped by a
+  ``recording`` column so that window predictions can be aggregated back to their recording.
+
+File lengths come from the audio header only; nothing is decoded.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import soundfile as sf
+
+from audiotune.data.layout import DataError, format_seconds
+
+DECIMALS = 6
+# half of the last written decimal: spans that match the file's length up to rounding still fit
+TOLERANCE = 0.5 * 10.0 ** -DECIMALS
+LISTED = 10
+SEGMENT_COLUMNS = ("offset", "duration")
+
+
+@dataclass
+class SegmentResult:
+    """What :func:`segment_csv` wrote: the segment table, the skipped rows and counts for the summary."""
+
+    out: Path
+    segments: pd.DataFrame
+    skipped: pd.DataFrame = field(default_factory=pd.DataFrame)
+    skipped_path: Path | None = None
+    recordings: int = 0
+    short_recordings: int = 0
+
+    def summary(self) -> str:
+        """One line: ``FILE.csv: N segments from M recordings`` plus what was skipped or kept whole."""
+        text = f"{self.out}: {len(self.segments)} segments from {self.recordings} recordings"
+        if self.short_recordings:
+            text += (f", {self.short_recordings} recording(s) shorter than one window kept whole "
+                     "(one segment each)")
+        if len(self.skipped):
+            text += f", {len(self.skipped)} skipped (listed in {self.skipped_path})"
+        return text
+
+
+def segment_uid(name: str, offset: float) -> str:
+    """``NAME@OFFSET``: the uid of the segment of ``name`` starting at ``offset`` seconds (for a file's path, the
+    uid read_table derives for a row without one)."""
+    return f"{name}@{format_seconds(offset)}"
+
+
+def window_spans(length: float, window: float, hop: float) -> list[tuple[float, float]]:
+    """(offset, duration) of every window that fits in ``length`` seconds; one span covering the whole file
+    when it is shorter than one window. Offsets are 0, hop, 2·hop, ...; a partial last window is left out."""
+    if length + TOLERANCE < window:
+        return [(0.0, round(length, DECIMALS))]
+    count = int(math.floor((length - window) / hop + 1e-9)) + 1
+    spans = [(round(k * hop, DECIMALS), round(window, DECIMALS)) for k in range(count)]
+    # float error in k * hop must not push the last window past the end
+    while spans and spans[-1][0] + spans[-1][1] > length + TOLERANCE:
+        spans.pop()
+    return spans
+
+
+def event_span(time: float, before: float, after: float, length: float) -> tuple[float, float, str]:
+    """(offset, duration, reason) of the segment around an event at ``time``; ``reason`` is empty when the
+    segment lies inside the file and says by how much it does not otherwise (such events are never clamped)."""
+    offset = round(time - before, DECIMALS)
+    duration = round(before + after, DECIMALS)
+    if offset < 0:
+        return offset, duration, f"starts {format_seconds(-offset)} s before the start of the file"
+    end = offset + duration
+    if end > length + TOLERANCE:
+        return offset, duration, (f"ends {format_seconds(end - length)} s after the end of the file "
+                                  f"({format_seconds(length)} s long)")
+    return offset, duration, ""
+
+
+def audio_seconds(path: Path) -> float:
+    """Length of an audio file in seconds from its header (frames / sample rate), without decoding it."""
+    if "://" in str(path):
+        raise DataError(f"{path}: remote audio is not supported here; segment a local copy")
+    if not path.is_file():
+        raise DataError(f"{path}: audio file not found")
+    try:
+        info = sf.info(str(path))
+    except (RuntimeError, OSError, ValueError) as err:
+        raise DataError(f"{path}: cannot read the audio header ({err})") from err
+    if info.samplerate <= 0 or info.frames <= 0:
+        raise DataError(f"{path}: no audio in the file ({info.frames} frames at {info.samplerate} Hz)")
+    return info.frames / info.samplerate
+
+
+def read_source(path: str | Path) -> pd.DataFrame:
+    """An event or recording table with every cell as text, so carried columns are written back unchanged."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: table not found")
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: not a readable CSV table ({err})") from err
+    if "path" not in table.columns:
+        raise DataError(f"{path}: needs a 'path' column naming each audio file (columns: {list(table.columns)})")
+    if table.empty:
+        raise DataError(f"{path}: no rows")
+    taken = [c for c in SEGMENT_COLUMNS if c in table.columns]
+    if taken:
+        raise DataError(f"{path}: already has {taken} column(s); segment a table of whole recordings or events")
+    return table
+
+
+def _positive_seconds(name: str, value: float, allow_zero: bool = False) -> None:
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = "zero or more" if allow_zero else "more than zero"
+        raise DataError(f"--{name} must be a finite number of seconds, {bound} (got {value})")
+
+
+def _row_error(source: Path, index: int, problem: str) -> str:
+    return f"{source} line {index + 2}: {problem}"  # line 1 is the header
+
+
+def _raise_listed(problems: list[str], what: str, hint: str = "") -> None:
+    if not problems:
+        return
+    listing = "\n".join(f"  {p}" for p in problems[:LISTED])
+    more = f"\n  ... and {len(problems) - LISTED} more" if len(problems) > LISTED else ""
+    raise DataError(f"{len(problems)} {what}:\n{listing}{more}" + (f"\n{hint}" if hint else ""))
+
+
+class _Lengths:
+    """Audio lengths by file, each header read once; a failure is remembered as the error text."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.seen: dict[Path, float | str] = {}
+
+    def get(self, value: str) -> tuple[Path, float | str]:
+        """The file a ``path`` cell names (relative to the table's folder, or absolute) and its length."""
+        if not value.strip():
+            return self.base, "empty 'path' cell"
+        candidate = Path(value)
+        path = candidate if candidate.is_absolute() else (self.base / candidate).resolve()
+        if path not in self.seen:
+            try:
+                self.seen[path] = audio_seconds(path)
+            except DataError as err:
+                self.seen[path] = str(err)
+        return path, self.seen[path]
+
+
+def _output_table(rows: list[dict], carried: list[str], extra: tuple[str, ...] = ()) -> pd.DataFrame:
+    columns = ["uid", "path", *SEGMENT_COLUMNS, *extra, *carried]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _check_unique(table: pd.DataFrame, source: Path) -> None:
+    dupes = table.loc[table["uid"].duplicated(), "uid"].head(5).tolist()
+    if dupes:
+        raise DataError(f"{source}: these rows give the same segment uid twice, e.g. {dupes} "
+                        "(the same recording or file and offset listed more than once)")
+
+
+def event_segments(events: pd.DataFrame, before: float, after: float, source: Path,
+                   out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Segments ``[time - before, time + after]`` of an event table, and the events whose segment leaves its file.
+
+    ``path`` is resolved from ``source``'s folder and written relative to ``out_dir``. Every other column is
+    carried unchanged (a non-unique ``uid`` column as ``source_uid``). Bad rows raise one error listing them.
+    """
+    if "time" not in events.columns:
+        raise DataError(f"{source}: --before/--after need a 'time' column (event time in seconds); "
+                        f"columns are {list(events.columns)}")
+    uids = events["uid"] if "uid" in events.columns else None
+    keep_uid = uids is not None and not uids.duplicated().any() and bool((uids != "").all())
+    table = events.copy()
+    if uids is not None and not keep_uid:
+        table = table.rename(columns={"uid": "source_uid"})  # kept: it is data, just not a unique key
+    carried = [c for c in table.columns if c not in ("uid", "path")]
+    lengths, rows, skipped, problems = _Lengths(source.parent), [], [], []
+    for index, row in enumerate(table.to_dict("records")):
+        try:
+            time = float(row["time"])
+        except ValueError:
+            problems.append(_row_error(source, index, f"time {row['time']!r} is not a number"))
+            continue
+        if not math.isfinite(time) or time < 0:
+            problems.append(_row_error(source, index, f"time {row['time']!r} must be a finite number >= 0"))
+            continue
+        audio, length = lengths.get(row["path"])
+        if isinstance(length, str):
+            problems.append(_row_error(source, index, length))
+            continue
+        if time > length + TOLERANCE:
+            problems.append(_row_error(source, index, f"time {format_seconds(time)} s is past the end of {audio} "
+                                                      f"({format_seconds(length)} s long)"))
+            continue
+        offset, duration, reason = event_span(time, before, after, length)
+        relative = os.path.relpath(audio, out_dir)
+        if reason:
+            skipped.append({"line": index + 2, **row, "path": str(audio), "offset": offset, "duration": duration,
+                            "reason": f"segment {reason}"})
+            continue
+        uid = row["uid"] if keep_uid else segment_uid(relative, offset)
+        rows.append({**row, "uid": uid, "path": relative, "offset": offset, "duration": duration})
+    _raise_listed(problems, f"row(s) of {source} cannot be segmented")
+    segments = _output_table(rows, carried)
+    _check_unique(segments, source)
+    skip_columns = ["line", *table.columns, "offset", "duration", "reason"]
+    return segments, pd.DataFrame(skipped, columns=list(dict.fromkeys(skip_columns)))
+
+
+def window_segments(recordings: pd.DataFrame, window: float, hop: float, source: Path,
+                    out_dir: Path) -> tuple[pd.DataFrame, int]:
+    """Sliding windows over every recording of a table, and how many recordings were shorter than one window.
+
+    Each row's windows carry its columns and a ``recording`` column (its ``uid``, else its path as written);
+    window uids are ``RECORDING@OFFSET``. A recording shorter than one window gives one segment covering it.
+    """
+    if "time" in recordings.columns:
+        raise DataError(f"{source}: has a 'time' column, as an event table does: use --before/--after for events, "
+                        "or rename the column to window whole recordings")
+    if "recording" in recordings.columns:
+        raise DataError(f"{source}: already has a 'recording' column; --window writes its own "
+                        "(the recording's uid, else its path)")
+    carried = [c for c in recordings.columns if c not in ("uid", "path")]
+    lengths, rows, problems, short = _Lengths(source.parent), [], [], 0
+    for index, row in enumerate(recordings.to_dict("records")):
+        audio, length = lengths.get(row["path"])
+        if isinstance(length, str):
+            problems.append(_row_error(source, index, length))
+            continue
+        relative = os.path.relpath(audio, out_dir)
+        recording = row.get("uid") or relative
+        spans = window_spans(length, window, hop)
+        short += int(length + TOLERANCE < window)
+        for offset, duration in spans:
+            rows.append({**row, "uid": segment_uid(recording, offset), "path": relative, "offset": offset,
+                         "duration": duration, "recording": recording})
+    _raise_listed(problems, f"recording(s) of {source} cannot be windowed")
+    segments = _output_table(rows, carried, ("recording",))
+    _check_unique(segments, source)
+    return segments, short
+
+
+def write_csv_atomic(table: pd.DataFrame, path: Path) -> None:
+    """Write ``table`` to ``path`` complete or not at all: a temporary file in the same folder, then a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", newline="") as stream:
+            table.to_csv(stream, index=False)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def skipped_path(out: Path) -> Path:
+    """Where the rows left out of ``out`` are listed: ``FILE.skipped.csv`` next to ``FILE.csv``."""
+    return out.with_suffix(".skipped.csv")
+
+
+def segment_csv(source: str | Path, out: str | Path, before: float | None = None, after: float | None = None,
+                window: float | None = None, hop: float | None = None, on_error: str = "raise") -> SegmentResult:
+    """``audiotune segment``: write the segment table of an event table (``before``/``after``) or of a
+    recording table (``window``/``hop``, hop defaulting to the window).
+
+    Everything is checked before anything is written. Events whose segment leaves its file raise an error
+    with ``on_error='raise'``; with ``'skip'`` they are listed, with a reason, in ``FILE.skipped.csv``.
+    """
+    source, out = Path(source).resolve(), Path(out).resolve()
+    events_mode = before is not None or after is not None
+    if events_mode == (window is not None):
+        raise DataError("give either --before and --after (an event table with a 'time' column) "
+                        "or --window (a table of recordings), not both or neither")
+    if on_error not in ("raise", "skip"):
+        raise DataError(f"--on_error must be 'raise' or 'skip' (got {on_error!r})")
+    if out == source:
+        raise DataError(f"{out}: --out would overwrite the input table; choose another file")
+    if out.suffix.lower() != ".csv":
+        raise DataError(f"{out}: --out must be a .csv file")
+    table = read_source(source)
+    result = SegmentResult(out=out, segments=pd.DataFrame())
+    if events_mode:
+        if before is None or after is None:
+            raise DataError("events need both --before and --after (seconds; either may be 0)")
+        if hop is not None:
+            raise DataError("--hop belongs to --window; events take --before and --after")
+        _positive_seconds("before", before, allow_zero=True)
+        _positive_seconds("after", after, allow_zero=True)
+        if before + after <= 0:
+            raise DataError("--before plus --after must be more than zero seconds")
+        result.segments, result.skipped = event_segments(table, before, after, source, out.parent)
+        if len(result.skipped) and on_error != "skip":
+            _raise_listed([f"{source} line {r.line}: the event at {r.time} s in {r.path}: {r.reason}"
+                           for r in result.skipped.itertuples()],
+                          "event(s) whose segment does not fit in its file",
+                          "(use --on_error skip to leave them out; they are then listed in "
+                          f"{skipped_path(out).name})")
+        if result.segments.empty:
+            raise DataError(f"{source}: no event's segment fits in its file ({len(result.skipped)} skipped); "
+                            "nothing written")
+        result.recordings = int(result.segments["path"].nunique())
+    else:
+        hop = window if hop is None else hop
+        _positive_seconds("window", window)
+        _positive_seconds("hop", hop)
+        result.segments, result.short_recordings = window_segments(table, window, hop, source, out.parent)
+        result.recordings = int(result.segments["recording"].nunique())
+    stale = skipped_path(out)
+    if len(result.skipped):
+        result.skipped_path = stale
+        write_csv_atomic(result.skipped, stale)
+    elif stale.is_file():
+        stale.unlink()  # a list from an earlier run would describe rows this table no longer lacks
+    write_csv_atomic(result.segments, out)
+    return result
