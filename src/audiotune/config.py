@@ -128,11 +128,25 @@ class TrainConfig:
                             choices=("none", "onecycle", "cosine"))
     max_lr: float = option(0.01, "peak learning rate of the onecycle schedule")
     warmup_steps: int = option(0, "linear warm-up steps of the cosine schedule")
-    loss: str = option("auto", "loss of binary heads (categorical heads use CE)",
-                       choices=("auto", "BCE", "MSE", "CE"))
+    loss: str = option("auto", "loss of binary heads (BCE, or MSE) and of regression heads (MSE, or huber); "
+                               "categorical and soft heads use CE", choices=("auto", "BCE", "MSE", "CE", "huber"))
+    labeling_method: str = option("soft", "targets of soft (vote) heads in training: soft (CE against the vote "
+                                          "distribution), hard (its argmax), sample (a class drawn from it each "
+                                          "time a clip is seen, seeded)", choices=("soft", "hard", "sample"))
+    class_weights: str = option("none", "balanced: weight each class by its inverse frequency in the training "
+                                        "split (mean class weight 1) in the loss of categorical and soft heads "
+                                        "(CE class weights) and binary columns (per-sample weights)",
+                                choices=("none", "balanced"))
+    standardize_targets: bool = option(True, "regression heads learn (target - mean) / std with the training "
+                                             "split's mean and std (kept in the config); predictions are in the "
+                                             "original units")
     num_workers: int = option(0, "data loader worker processes", ("-nw",))
     precision: str = option("32", "training precision", choices=("32", "bf16"))
-    patience: int = option(0, "early stopping patience in epochs on validation loss (0 = off)")
+    patience: int = option(0, "early stopping patience in epochs on the --monitor metric (0 = off)")
+    monitor: str = option("loss", "validation metric that picks the best epoch and stops early (max for uar, "
+                                  "accuracy, macro_f1, weighted_f1, auc, ccc; min for loss, mae; the mean over "
+                                  "heads when there are several)",
+                          choices=("loss", "uar", "accuracy", "macro_f1", "weighted_f1", "auc", "ccc", "mae"))
     resume: bool = option(False, "continue from EXP_DIR/checkpoints/last.ckpt")
     accelerator: str = option("auto", "Lightning accelerator (auto, cpu, gpu)")
     devices: str = option("auto", "Lightning devices (auto, a count, or a list)")
@@ -145,24 +159,42 @@ class TrainConfig:
                                       "waveform augmentation still runs per epoch")
 
 
+HEAD_KINDS = ("binary", "categorical", "soft", "regression")
+
+
 @dataclass
 class HeadSpec:
-    """One classifier head: binary (one BCE output per column) or categorical (one column, CE over classes)."""
+    """One head of the classifier, by ``kind``:
+
+    - ``binary``: one 0/1 output per column (BCE);
+    - ``categorical``: one column of class names, one output per class (CE);
+    - ``soft``: vote columns of one categorical head; ``classes`` are the column names and a row's votes,
+      normalised to sum 1, are its target distribution (CE against it);
+    - ``regression``: one real-valued output per column (MSE or Huber). ``target_mean``/``target_std``
+      (one per column, from the training split) are set when the model learns standardised targets.
+    """
 
     name: str
     kind: str
     columns: list[str]
     classes: list[str] = field(default_factory=list)
+    target_mean: list[float] = field(default_factory=list)
+    target_std: list[float] = field(default_factory=list)
 
     @property
     def num_outputs(self) -> int:
-        return len(self.classes) if self.kind == "categorical" else len(self.columns)
+        return len(self.classes) if self.kind in ("categorical", "soft") else len(self.columns)
 
     @property
     def output_names(self) -> list[str]:
         if self.kind == "categorical":
             return [f"{self.columns[0]}={c}" for c in self.classes]
         return list(self.columns)
+
+    @property
+    def is_distribution(self) -> bool:
+        """True for heads whose outputs are one softmax over classes (categorical and soft)."""
+        return self.kind in ("categorical", "soft")
 
 
 @dataclass

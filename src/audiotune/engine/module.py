@@ -1,6 +1,7 @@
 """The Lightning module that trains a Classifier: losses per head type, optimizers, schedules."""
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable
 
@@ -10,8 +11,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from audiotune.config import HeadSpec, TrainConfig
-from audiotune.engine.metrics import head_slices
+from audiotune.engine.metrics import compute_metrics, head_slices, scores_from_logits
+from audiotune.engine.selection import monitor_key, monitor_value, worst_value
 from audiotune.models.classifier import Classifier
+
+log = logging.getLogger(__name__)
 
 
 def resolve_loss(loss: str, heads: list[HeadSpec]) -> str:
@@ -48,12 +52,16 @@ class ClassifierModule(pl.LightningModule):
         self.config = config
         self.binary_loss = resolve_loss(config.loss, heads)
         self.steps_per_epoch = max(1, steps_per_epoch)
+        # validation outputs of the current epoch, kept when a metric other than the loss selects the model
+        self.validation_outputs: list[tuple[Tensor, Tensor]] = []
 
     def forward(self, inputs: Tensor, lengths: Tensor) -> Tensor:
         return self.model(inputs, lengths)
 
     def _step(self, batch: dict, stage: str) -> Tensor:
         logits = self.model.forward_batch(batch)
+        if stage == "val" and self.config.monitor != "loss":
+            self.validation_outputs.append((logits.detach().float().cpu(), batch["targets"].detach().float().cpu()))
         loss = classification_loss(logits, batch["targets"], self.heads, self.binary_loss)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{stage} loss is {loss.item()} (uids {batch['uid'][:4]}...): "
@@ -73,6 +81,25 @@ class ClassifierModule(pl.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> Tensor:
         return self._step(batch, "val")
+
+    def on_validation_epoch_start(self) -> None:
+        self.validation_outputs = []
+
+    def on_validation_epoch_end(self) -> None:
+        """Log the ``--monitor`` metric over the whole validation set (not a mean of per-batch values)."""
+        monitor = self.config.monitor
+        if monitor == "loss" or not self.validation_outputs:
+            return
+        logits = torch.cat([out for out, _ in self.validation_outputs]).numpy()
+        targets = torch.cat([tgt for _, tgt in self.validation_outputs]).numpy()
+        self.validation_outputs = []
+        metrics = compute_metrics(scores_from_logits(logits, self.heads, self.config.loss), targets, self.heads)
+        value = monitor_value(metrics, monitor)
+        if value is None:
+            log.warning("epoch %d: validation %s is undefined (%s); this epoch cannot be the best",
+                        self.current_epoch, monitor, "; ".join(metrics.get("notes", [])) or "no rows")
+            value = worst_value(monitor)
+        self.log(monitor_key(monitor), value, prog_bar=True)
 
     def configure_optimizers(self) -> dict:
         return optimizers(self.model.parameters(), self.config, self.steps_per_epoch)

@@ -20,6 +20,7 @@ from audiotune.engine.device import parse_devices
 from audiotune.engine.evaluate import METRICS_FILE, evaluate_prepared
 from audiotune.engine.inference import inference_device, make_dataset, make_loader
 from audiotune.engine.module import ClassifierModule
+from audiotune.engine.selection import check_monitor, monitor_key, monitor_mode
 from audiotune.models.backbones import resolve_config
 from audiotune.models.classifier import Classifier
 from audiotune.models.checkpoint import CONFIG_FILE, MODEL_FILE, build_classifier, export_backbone, save_weights
@@ -33,11 +34,14 @@ def _trainer(config: RunConfig, exp_dir: Path, has_val: bool) -> tuple[pl.Traine
     callbacks: list[pl.Callback] = []
     best = None
     if has_val:
-        best = ModelCheckpoint(dirpath=exp_dir / CHECKPOINT_DIR, filename="best", monitor="val_loss",
-                               save_top_k=1, save_last=True, mode="min", enable_version_counter=False)
+        key, mode = monitor_key(config.train.monitor), monitor_mode(config.train.monitor)
+        best = ModelCheckpoint(dirpath=exp_dir / CHECKPOINT_DIR, filename="best", monitor=key,
+                               save_top_k=1, save_last=True, mode=mode, enable_version_counter=False)
         callbacks.append(best)
         if config.train.patience > 0:
-            callbacks.append(EarlyStopping(monitor="val_loss", patience=config.train.patience, mode="min"))
+            # an undefined metric (one class in validation) is logged as the worst value, not a reason to stop
+            callbacks.append(EarlyStopping(monitor=key, patience=config.train.patience, mode=mode,
+                                           check_finite=config.train.monitor == "loss"))
     else:
         callbacks.append(ModelCheckpoint(dirpath=exp_dir / CHECKPOINT_DIR, save_last=True, save_top_k=0))
     trainer = pl.Trainer(
@@ -68,7 +72,8 @@ def _load_best(module: ClassifierModule, checkpoint: ModelCheckpoint | None) -> 
         return "last epoch"
     state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)
-    return f"best validation loss {float(checkpoint.best_model_score):.4f} ({checkpoint.best_model_path})"
+    metric = checkpoint.monitor.removeprefix("val_")
+    return f"best validation {metric} {float(checkpoint.best_model_score):.4f} ({checkpoint.best_model_path})"
 
 
 def _loaders(model: Classifier, config: RunConfig, prepared: PreparedData,
@@ -102,6 +107,7 @@ def train(config: RunConfig) -> dict:
     resolve_config(config)
     prepared = prepare_training_data(config, exp_dir)
     check_recording_targets(prepared.tables, prepared.targets, prepared.heads)
+    check_monitor(config.train.monitor, prepared.heads)
     prepared.write_reports(exp_dir)
     config.heads = prepared.heads
     save_config(config, exp_dir / CONFIG_FILE)

@@ -1,0 +1,54 @@
+"""Model selection: which validation metric picks the best epoch and stops training early, and its direction."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from audiotune.config import HeadSpec
+
+# metric -> "max" (higher is better) or "min"
+MONITORS = {"loss": "min", "uar": "max", "accuracy": "max", "macro_f1": "max", "weighted_f1": "max",
+            "auc": "max", "ccc": "max", "mae": "min"}
+CLASSIFICATION_KINDS = ("binary", "categorical", "soft")
+# which head kinds define each metric
+NEEDS = {"uar": CLASSIFICATION_KINDS, "accuracy": CLASSIFICATION_KINDS, "macro_f1": CLASSIFICATION_KINDS,
+         "weighted_f1": ("categorical", "soft"), "auc": ("binary",), "ccc": ("regression",), "mae": ("regression",)}
+
+
+def monitor_key(monitor: str) -> str:
+    """The name the metric is logged under, e.g. ``val_uar``."""
+    return f"val_{monitor}"
+
+
+def monitor_mode(monitor: str) -> str:
+    """``max`` or ``min``: which way is better for this metric."""
+    if monitor not in MONITORS:
+        raise ValueError(f"--monitor {monitor}: choose one of {sorted(MONITORS)}")
+    return MONITORS[monitor]
+
+
+def check_monitor(monitor: str, heads: list[HeadSpec]) -> None:
+    """Before training: the metric exists for these heads (``--monitor ccc`` needs a regression head, ...)."""
+    monitor_mode(monitor)
+    kinds = NEEDS.get(monitor)
+    if kinds and not any(head.kind in kinds for head in heads):
+        have = sorted({head.kind for head in heads})
+        raise ValueError(f"--monitor {monitor} needs a head of kind {' or '.join(kinds)}; this run has {have}")
+
+
+def monitor_value(metrics: dict, monitor: str) -> float | None:
+    """The value of ``monitor`` in :func:`~audiotune.engine.metrics.compute_metrics` output (the mean over heads
+    for several heads, over binary columns for ``auc``); None when it is undefined for this validation set."""
+    value = metrics.get(monitor)
+    if isinstance(value, dict):  # auc: one value per binary column
+        present = [v for v in value.values() if v is not None]
+        value = float(np.mean(present)) if present else None
+    if value is None or not math.isfinite(float(value)):
+        return None
+    return float(value)
+
+
+def worst_value(monitor: str) -> float:
+    """What an undefined metric is logged as: never better than a defined one."""
+    return -math.inf if monitor_mode(monitor) == "max" else math.inf

@@ -1,0 +1,87 @@
+"""Model selection: --monitor picks the best epoch (and stops early) by the metric it names."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import SMALL_ECAPA
+
+import audiotune.engine.module as module
+from audiotune.cli import main
+from audiotune.config import HeadSpec
+from audiotune.engine.selection import check_monitor, monitor_value
+
+
+def train(ds: dict, out: Path, *extra: str) -> int:
+    return main(["train", "-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"]), "-o", str(out),
+                 "--model", "ecapa_tdnn", *SMALL_ECAPA, "-e", "5", "-bs", "4", "-lr", "3e-3", "--seed", "1", *extra])
+
+
+def best_epoch(run: Path) -> int:
+    return int(torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)["epoch"])
+
+
+def per_epoch(run: Path, column: str) -> np.ndarray:
+    log = pd.read_csv(run / "logs" / "metrics.csv")
+    return log.dropna(subset=[column]).groupby("epoch")[column].last().to_numpy()
+
+
+def test_the_monitored_metric_picks_the_epoch_when_it_disagrees_with_the_loss(
+        uid_dataset: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = module.compute_metrics
+
+    def disagreeing(scores: np.ndarray, targets: np.ndarray, heads: list[HeadSpec]) -> dict:
+        # a "uar" that rises with the validation cross-entropy: it must pick the epoch the loss likes least
+        metrics = real(scores, targets, heads)
+        pitch = slice(0, 2)
+        metrics["uar"] = float(-np.mean(np.log(np.sum(scores[:, pitch] * targets[:, pitch], axis=1))))
+        return metrics
+
+    monkeypatch.setattr(module, "compute_metrics", disagreeing)
+    assert train(uid_dataset, tmp_path / "by_uar", "--monitor", "uar") == 0
+    uar = per_epoch(tmp_path / "by_uar", "val_uar")
+    assert len(uar) == 5 and len(set(np.round(uar, 6))) > 1
+    assert best_epoch(tmp_path / "by_uar") == int(np.argmax(uar))
+    metrics = json.loads((tmp_path / "by_uar" / "metrics.json").read_text())
+    assert metrics["weights"].startswith("best validation uar")
+
+    monkeypatch.undo()
+    assert train(uid_dataset, tmp_path / "by_loss") == 0
+    loss = per_epoch(tmp_path / "by_loss", "val_loss")
+    assert best_epoch(tmp_path / "by_loss") == int(np.argmin(loss))
+    assert best_epoch(tmp_path / "by_loss") != best_epoch(tmp_path / "by_uar")
+
+
+def test_early_stopping_follows_the_monitor(uid_dataset: dict, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    real = module.compute_metrics
+    calls = {"n": 0}
+
+    def falling(scores: np.ndarray, targets: np.ndarray, heads: list[HeadSpec]) -> dict:
+        calls["n"] += 1
+        return {**real(scores, targets, heads), "macro_f1": 1.0 / calls["n"]}  # worse every epoch
+
+    monkeypatch.setattr(module, "compute_metrics", falling)
+    assert train(uid_dataset, tmp_path / "run", "--monitor", "macro_f1", "--patience", "2") == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["epochs_run"] < 5 and best_epoch(tmp_path / "run") == 0
+
+
+def test_a_monitor_the_heads_cannot_define_is_an_error(uid_dataset: dict, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    assert train(uid_dataset, tmp_path / "run", "--monitor", "ccc") == 2
+    assert "--monitor ccc needs a head of kind regression" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+    with pytest.raises(ValueError, match="choose one of"):
+        check_monitor("f2", [])
+
+
+def test_monitor_values_average_heads_and_skip_undefined() -> None:
+    assert monitor_value({"auc": {"a": 0.6, "b": None, "c": 0.8}}, "auc") == pytest.approx(0.7)
+    assert monitor_value({"auc": {"a": None}}, "auc") is None
+    assert monitor_value({"uar": None}, "uar") is None
+    assert monitor_value({"uar": 0.5}, "uar") == 0.5
