@@ -187,8 +187,8 @@ def test_skip_bad_audio_and_drop_rows_without_targets(uid_dataset: dict, tmp_pat
     wav(ds, "bob1").write_bytes(b"RIFF garbage" * 20)  # train: unreadable
     wav(ds, "eve2").unlink()  # val: missing
     sf.write(wav(ds, "fay3"), np.zeros(4000, dtype=np.float32), 8000)  # test: silent
-    edit_split(ds, "train", loud={"ann3": np.nan})
-    edit_split(ds, "test", pitch={"fay0": np.nan})
+    edit_split(ds, "train", loud={"ann3": np.nan}, long={"ann3": np.nan}, pitch={"ann3": np.nan})  # no target
+    edit_split(ds, "test", pitch={"fay0": np.nan})  # partly labelled: kept for the binary head
     assert main(train_args(ds, tmp_path, "--on_error", "skip")) == 0
 
     skipped = pd.read_csv(tmp_path / "skipped.csv")
@@ -200,13 +200,15 @@ def test_skip_bad_audio_and_drop_rows_without_targets(uid_dataset: dict, tmp_pat
     assert all(str(path) in reason for path, reason in zip(skipped["path"], reasons))
 
     dropped = pd.read_csv(tmp_path / "dropped_rows.csv")
-    assert dropped[["uid", "split"]].values.tolist() == [["ann3", "train"], ["fay0", "test"]]
-    assert "loud" in dropped["reason"][0] and "pitch" in dropped["reason"][1]
+    assert dropped[["uid", "split"]].values.tolist() == [["ann3", "train"]]
+    assert "no target for any head" in dropped["reason"][0]
 
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["val"]["n"] == 3 and metrics["test"]["n"] == 2
+    assert metrics["val"]["n"] == 3 and metrics["test"]["n"] == 3
+    assert metrics["test"]["heads"]["pitch"]["n"] == 2 and metrics["test"]["heads"]["loud+long"]["n"] == 3
     predictions = pd.read_parquet(tmp_path / "predictions.parquet")
-    assert not set(predictions["uid"]) & {"bob1", "eve2", "fay3", "ann3", "fay0"}
+    assert not set(predictions["uid"]) & {"bob1", "eve2", "fay3", "ann3"}
+    assert pd.isna(predictions.set_index("uid").loc["fay0", "true:pitch"])
 
 
 def test_missing_metadata_is_skipped_and_listed(uid_dataset: dict, tmp_path: Path) -> None:

@@ -1,69 +1,161 @@
 """Label files and targets.
 
-A label file has one classifier head per line, its columns comma-separated. A column holding only
-0/1 is a binary target (one BCE output each, several per head = multi-label); a column of class names
-or integers is categorical (one head, one output per class, cross-entropy) and must be alone on its line.
+A label file has one head per line, its columns comma-separated, optionally ending in ``:kind``:
+
+- ``name:binary`` (0/1 columns; several on a line make one multi-label head),
+- ``name:categorical`` (one column of class names or integer codes),
+- ``name:regression`` (real-valued columns; one output per column),
+- ``a,b,c:soft`` (vote counts or probabilities of ONE categorical head whose classes are the column names).
+
+An undeclared line is inferred from the training values: only 0/1 is binary, class names or integers
+are categorical; non-integer numbers are an error asking for ``:regression`` rather than a guess.
+
+Targets are encoded with NaN where a head has no target for a row (an empty cell; for a soft head a row
+of all-zero or empty votes), so a row keeps every head it is labelled for.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from audiotune.config import HeadSpec
+from audiotune.config import HEAD_KINDS, HeadSpec
 from audiotune.data.layout import DataError
 
 
-def read_label_file(path: str | Path) -> list[list[str]]:
-    """Column groups of a label file, one list per non-empty line."""
+@dataclass
+class LabelGroup:
+    """One line of a label file: its columns, the declared kind (None: inferred) and where it was written."""
+
+    columns: list[str]
+    kind: str | None = None
+    where: str = "labels"
+
+
+def read_label_file(path: str | Path) -> list[LabelGroup]:
+    """Column groups of a label file, one per non-empty line, with their declared kinds."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: label file not found")
     groups = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
-        columns = [name.strip() for name in line.split(",") if name.strip()]
-        if line.strip() and not columns:
-            raise DataError(f"{path}:{number}: line names no column")
+        where = f"{path}:{number}"
+        text, kind = line.strip(), None
+        if ":" in text:
+            text, _, declared = text.rpartition(":")
+            kind = declared.strip().lower()
+            if kind not in HEAD_KINDS:
+                raise DataError(f"{where}: unknown head kind ':{declared.strip()}' (choose one of "
+                                f"{', '.join(':' + k for k in HEAD_KINDS)})")
+        columns = [name.strip() for name in text.split(",") if name.strip()]
+        if (line.strip() or kind) and not columns:
+            raise DataError(f"{where}: line names no column")
+        if kind == "soft" and len(columns) < 2:
+            raise DataError(f"{where}: a :soft head needs two or more vote columns (one per class), got {columns}")
         if columns:
-            groups.append(columns)
+            groups.append(LabelGroup(columns, kind, where))
     if not groups:
         raise DataError(f"{path}: label file names no column")
-    flat = [c for group in groups for c in group]
+    flat = [c for group in groups for c in group.columns]
     if len(flat) != len(set(flat)):
-        raise DataError(f"{path}: a column is named twice")
+        twice = sorted({c for c in flat if flat.count(c) > 1})
+        raise DataError(f"{path}: a column is named twice: {twice}")
     return groups
 
 
-def _is_binary(values: pd.Series) -> bool:
+def _numbers(values: pd.Series) -> pd.Series | None:
+    """The values as numbers, or None when some value is not a number."""
     try:
-        numbers = pd.to_numeric(values)
+        return pd.to_numeric(values)
     except (ValueError, TypeError):
-        return False
-    return bool(numbers.isin([0, 1]).all())
+        return None
 
 
-def infer_heads(groups: list[list[str]], table: pd.DataFrame, source: str = "labels") -> list[HeadSpec]:
-    """Head specs from the label groups and the values in ``table`` (the training split)."""
-    missing = [c for group in groups for c in group if c not in table.columns]
+def _is_binary(values: pd.Series) -> bool:
+    numbers = _numbers(values)
+    return numbers is not None and bool(numbers.isin([0, 1]).all())
+
+
+def _show(value: object) -> str:
+    """A cell value as the user wrote it (``2``, ``'high'``), not as numpy spells it."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+def _first_bad(values: pd.Series, good: pd.Series) -> str:
+    return _show(values[~good].iloc[0])
+
+
+def _check_declared(group: LabelGroup, table: pd.DataFrame, source: str) -> None:
+    """A declared kind must fit the training values; the error names the label file line, table and column."""
+    for column in group.columns:
+        values = table[column].dropna()
+        numbers = _numbers(values)
+        if group.kind == "binary" and not _is_binary(values):
+            good = numbers.isin([0, 1]) if numbers is not None else values.isin([0, 1])
+            raise DataError(f"{group.where}: column '{column}' is declared :binary but {source} holds "
+                            f"{_first_bad(values, good)} (binary targets are 0 or 1)")
+        if group.kind in ("regression", "soft"):
+            if numbers is None:
+                good = pd.to_numeric(values, errors="coerce").notna()
+                raise DataError(f"{group.where}: column '{column}' is declared :{group.kind} but {source} holds "
+                                f"{_first_bad(values, good)}, which is not a number")
+            finite = np.isfinite(numbers.to_numpy(dtype=float))
+            if not finite.all():
+                raise DataError(f"{group.where}: column '{column}' of {source} holds a non-finite value")
+        if group.kind == "soft" and (numbers < 0).any():
+            raise DataError(f"{group.where}: vote column '{column}' of {source} holds the negative value "
+                            f"{_first_bad(values, numbers >= 0)} (votes are counts or probabilities)")
+
+
+def _infer_kind(group: LabelGroup, table: pd.DataFrame, source: str) -> str:
+    kinds = {}
+    for column in group.columns:
+        values = table[column].dropna()
+        numbers = _numbers(values)
+        if numbers is not None and not (numbers == np.round(numbers)).all():
+            example = values[numbers != np.round(numbers)].iloc[0]
+            raise DataError(f"{group.where}: column '{column}' of {source} holds non-integer numbers (e.g. "
+                            f"{_show(example)}); for a real-valued target declare it `{','.join(group.columns)}"
+                            f":regression` in the label file (or `:categorical` / `:soft`)")
+        kinds[column] = "binary" if _is_binary(values) else "categorical"
+    categorical = [c for c, kind in kinds.items() if kind == "categorical"]
+    if categorical and len(group.columns) > 1:
+        raise DataError(f"{source}: categorical column(s) {categorical} must be alone on their line "
+                        f"(binary 0/1 columns can share a head)")
+    return "categorical" if categorical else "binary"
+
+
+def infer_heads(groups: Sequence[LabelGroup | Sequence[str]], table: pd.DataFrame,
+                source: str = "labels") -> list[HeadSpec]:
+    """Head specs from the label groups (declared or inferred kinds) and the values in ``table`` (training)."""
+    groups = [g if isinstance(g, LabelGroup) else LabelGroup(list(g)) for g in groups]
+    missing = [c for group in groups for c in group.columns if c not in table.columns]
     if missing:
         raise DataError(f"{source}: label column(s) {missing} not in the table "
                         f"(columns: {[c for c in table.columns if c not in ('path', 'expected_rate')]})")
     heads = []
     for group in groups:
-        kinds = {column: "binary" if _is_binary(table[column].dropna()) else "categorical" for column in group}
-        categorical = [c for c, kind in kinds.items() if kind == "categorical"]
-        if categorical and len(group) > 1:
-            raise DataError(f"{source}: categorical column(s) {categorical} must be alone on their line "
-                            f"(binary 0/1 columns can share a head)")
-        if categorical:
-            values = table[group[0]].dropna()
-            if values.empty:
-                raise DataError(f"{source}: column '{group[0]}' has no values")
-            classes = sorted({_class_name(v) for v in values}, key=_class_sort_key)
-            heads.append(HeadSpec(name=group[0], kind="categorical", columns=list(group), classes=classes))
+        empty = [c for c in group.columns if table[c].isna().all()]
+        if empty:
+            raise DataError(f"{source}: label column(s) {empty} ({group.where}) have no values")
+        if group.kind is not None:
+            _check_declared(group, table, source)
+        kind = group.kind or _infer_kind(group, table, source)
+        if kind == "categorical":
+            if len(group.columns) > 1:
+                raise DataError(f"{group.where}: categorical column(s) {group.columns} must be alone on their "
+                                f"line (several vote columns of one head: declare them `:soft`)")
+            classes = sorted({_class_name(v) for v in table[group.columns[0]].dropna()}, key=_class_sort_key)
+            heads.append(HeadSpec(name=group.columns[0], kind="categorical", columns=list(group.columns),
+                                  classes=classes))
+        elif kind == "soft":
+            heads.append(HeadSpec(name="+".join(group.columns), kind="soft", columns=list(group.columns),
+                                  classes=list(group.columns)))
         else:
-            heads.append(HeadSpec(name="+".join(group), kind="binary", columns=list(group)))
+            heads.append(HeadSpec(name="+".join(group.columns), kind=kind, columns=list(group.columns)))
     return heads
 
 
@@ -80,40 +172,102 @@ def _class_sort_key(name: str) -> tuple[int, float, str]:
         return (1, 0.0, name)
 
 
-def drop_missing_targets(table: pd.DataFrame, heads: list[HeadSpec], split: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split a table into rows with every target present and the listed rows that lack one."""
-    columns = [c for head in heads for c in head.columns]
-    if not columns:
-        return table, table.iloc[0:0]
-    missing = table[columns].isna().any(axis=1)
-    dropped = table.loc[missing, columns].copy()
-    dropped["split"] = split
-    dropped["reason"] = [f"missing target(s): {[c for c in columns if pd.isna(row[c])]}"
-                         for _, row in table.loc[missing, columns].iterrows()]
-    return table.loc[~missing], dropped
+def _numeric_block(table: pd.DataFrame, head: HeadSpec, source: str) -> np.ndarray:
+    """The head's columns as float64 (NaN where empty); a value that is not a number names its row and column."""
+    values = table[head.columns].apply(pd.to_numeric, errors="coerce")
+    bad = values.isna() & table[head.columns].notna()
+    if bad.to_numpy().any():
+        row, column = next((r, c) for c in bad.columns for r in bad.index[bad[c]])
+        raise DataError(f"{source}: row '{row}' column '{column}' of the {head.kind} head '{head.name}' is "
+                        f"{_show(table.loc[row, column])}, not a number")
+    return values.to_numpy(dtype=np.float64)
+
+
+def _encode_head(table: pd.DataFrame, head: HeadSpec, source: str) -> np.ndarray:
+    if head.kind == "categorical":
+        column = table[head.columns[0]]
+        present = column.notna().to_numpy()
+        names = [_class_name(v) for v in column[present]]
+        unknown = sorted(set(names) - set(head.classes))
+        if unknown:
+            raise DataError(f"{source}: column '{head.columns[0]}' has classes {unknown} "
+                            f"not seen in training (known: {head.classes})")
+        index = {name: i for i, name in enumerate(head.classes)}
+        block = np.full((len(table), len(head.classes)), np.nan)
+        block[present] = 0.0
+        block[np.flatnonzero(present), [index[n] for n in names]] = 1.0
+        return block
+    block = _numeric_block(table, head, source)
+    if head.kind == "binary":
+        bad = ~np.isnan(block) & ~np.isin(block, [0.0, 1.0])
+        if bad.any():
+            row, j = np.argwhere(bad)[0]
+            raise DataError(f"{source}: row '{table.index[row]}' column '{head.columns[j]}' is not 0/1")
+        return block
+    finite = np.isfinite(block) | np.isnan(block)
+    if not finite.all():
+        row, j = np.argwhere(~finite)[0]
+        raise DataError(f"{source}: row '{table.index[row]}' column '{head.columns[j]}' is not finite")
+    if head.kind == "soft":
+        if (block < 0).any():
+            row, j = np.argwhere(block < 0)[0]
+            raise DataError(f"{source}: row '{table.index[row]}' vote column '{head.columns[j]}' is negative")
+        # empty vote cells count as no votes; a row with no votes at all has no target for this head
+        votes = np.nan_to_num(block, nan=0.0)
+        total = votes.sum(axis=1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(total > 0, votes / total, np.nan)
+    return block
 
 
 def encode_targets(table: pd.DataFrame, heads: list[HeadSpec], source: str = "split") -> np.ndarray:
-    """Targets as (rows, outputs) float32: binary columns as 0/1, categorical as one-hot."""
-    blocks = []
-    for head in heads:
-        if head.kind == "binary":
-            values = table[head.columns].apply(pd.to_numeric, errors="coerce")
-            bad = ~values.isin([0, 1])
-            if bad.to_numpy().any():
-                row, column = next((r, c) for c in bad.columns for r in bad.index[bad[c]])
-                raise DataError(f"{source}: row '{row}' column '{column}' is not 0/1")
-            blocks.append(values.to_numpy(dtype=np.float32))
-        else:
-            names = [_class_name(v) for v in table[head.columns[0]]]
-            unknown = sorted(set(names) - set(head.classes))
-            if unknown:
-                raise DataError(f"{source}: column '{head.columns[0]}' has classes {unknown} "
-                                f"not seen in training (known: {head.classes})")
-            index = {name: i for i, name in enumerate(head.classes)}
-            one_hot = np.zeros((len(names), len(head.classes)), dtype=np.float32)
-            one_hot[np.arange(len(names)), [index[n] for n in names]] = 1.0
-            blocks.append(one_hot)
+    """Targets as (rows, outputs) float32: binary 0/1, categorical one-hot, soft vote shares, regression values
+    in their original units; NaN wherever a head (for binary and regression: a column) has no target."""
+    blocks = [_encode_head(table, head, source) for head in heads]
     if not blocks:
         return np.zeros((len(table), 0), dtype=np.float32)
-    return np.concatenate(blocks, axis=1)
+    return np.concatenate(blocks, axis=1).astype(np.float32)
+
+
+def drop_missing_targets(table: pd.DataFrame, heads: list[HeadSpec], split: str,
+                         source: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split a table into rows with at least one target and the listed rows that have none at all."""
+    columns = [c for head in heads for c in head.columns]
+    if not columns:
+        return table, table.iloc[0:0]
+    targets = encode_targets(table, heads, source or split)
+    unlabelled = np.isnan(targets).all(axis=1)
+    dropped = table.loc[unlabelled, columns].copy()
+    dropped["split"] = split
+    dropped["reason"] = [f"no target for any head (empty or all-zero: {columns})"] * int(unlabelled.sum())
+    return table.loc[~unlabelled], dropped
+
+
+def labelled_rows(targets: np.ndarray, heads: list[HeadSpec]) -> dict[str, int]:
+    """How many rows each head has a target for (for binary and regression heads: any of its columns)."""
+    counts, start = {}, 0
+    for head in heads:
+        block = targets[:, start:start + head.num_outputs]
+        counts[head.name] = int((~np.isnan(block)).any(axis=1).sum()) if len(block) else 0
+        start += head.num_outputs
+    return counts
+
+
+def fit_target_scaling(heads: list[HeadSpec], train_targets: np.ndarray, enabled: bool) -> None:
+    """Set each regression head's ``target_mean``/``target_std`` from the training targets (or clear them).
+
+    A constant column keeps std 1, so it is only centred.
+    """
+    start = 0
+    for head in heads:
+        stop = start + head.num_outputs
+        if head.kind == "regression":
+            block = train_targets[:, start:stop].astype(np.float64)
+            if enabled and len(block):
+                mean = np.nanmean(block, axis=0)
+                std = np.nanstd(block, axis=0)
+                head.target_mean = [float(m) if np.isfinite(m) else 0.0 for m in mean]
+                head.target_std = [float(s) if np.isfinite(s) and s > 1e-12 else 1.0 for s in std]
+            else:
+                head.target_mean, head.target_std = [], []
+        start = stop

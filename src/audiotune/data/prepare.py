@@ -9,7 +9,8 @@ import pandas as pd
 
 from audiotune.config import HeadSpec, RunConfig
 from audiotune.data.audio import AudioSpec, scan_audio
-from audiotune.data.labels import drop_missing_targets, encode_targets, infer_heads, read_label_file
+from audiotune.data.labels import (drop_missing_targets, encode_targets, fit_target_scaling, infer_heads,
+                                   read_label_file)
 from audiotune.data.layout import DataError, attach_paths, read_splits
 from audiotune.data.splits import draw_validation
 
@@ -28,7 +29,7 @@ class PreparedData:
     dropped: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def write_reports(self, out_dir: str | Path) -> list[Path]:
-        """skipped.csv (bad audio) and dropped_rows.csv (missing targets), when there is anything to list."""
+        """skipped.csv (bad audio) and dropped_rows.csv (rows without any target), when there is anything to list."""
         written = []
         for frame, name in ((self.skipped, SKIPPED_FILE), (self.dropped, DROPPED_FILE)):
             if len(frame):
@@ -57,7 +58,7 @@ def _check_tables(tables: dict[str, pd.DataFrame], heads: list[HeadSpec], config
         table, unresolved = attach_paths(table, config.data.prefix, config.data.study, split)
         skipped.append(unresolved)
         if targets_needed:
-            table, missing = drop_missing_targets(table, heads, split)
+            table, missing = drop_missing_targets(table, heads, split, source)
             dropped.append(missing)
         table, failures = scan_audio(table, spec, split)
         skipped.append(failures)
@@ -78,7 +79,10 @@ def _check_tables(tables: dict[str, pd.DataFrame], heads: list[HeadSpec], config
 
 
 def prepare_training_data(config: RunConfig, exp_dir: str | Path) -> PreparedData:
-    """Read the split directory, infer the heads, draw validation subjects if needed, check all audio."""
+    """Read the split directory, infer the heads, draw validation subjects if needed, check all audio.
+
+    Regression heads get the training split's target mean and std when ``--standardize_targets`` is on.
+    """
     tables = read_splits(config.data.data_split_root)
     if "train" not in tables:
         raise DataError(f"{config.data.data_split_root}: training needs a split directory with train.csv")
@@ -99,7 +103,9 @@ def prepare_training_data(config: RunConfig, exp_dir: str | Path) -> PreparedDat
         tables["val"] = val
     train.attrs = dict(tables["train"].attrs)
     tables["train"] = train
-    return _check_tables(tables, heads, config, targets_needed=True)
+    prepared = _check_tables(tables, heads, config, targets_needed=True)
+    fit_target_scaling(prepared.heads, prepared.targets["train"], config.train.standardize_targets)
+    return prepared
 
 
 def prepare_eval_data(config: RunConfig, data_split_root: str, targets_needed: bool = True) -> PreparedData:

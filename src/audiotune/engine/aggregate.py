@@ -96,6 +96,6 @@ def recording_scores(recordings: Sequence[str], scores: np.ndarray, targets: np.
         pooled = np.full((len(names), scores.shape[1]), -np.inf)
         np.maximum.at(pooled, codes, scores)
         for head, cols in zip(heads, head_slices(heads)):
-            if head.kind == "categorical":
+            if head.is_distribution:
                 pooled[:, cols] /= pooled[:, cols].sum(axis=1, keepdims=True)
     return [str(name) for name in names], pooled, targets[first]

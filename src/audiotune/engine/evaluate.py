@@ -15,7 +15,7 @@ from audiotune.engine.inference import make_dataset, make_loader, override_devic
 from audiotune.engine.metrics import compute_metrics, head_slices, scores_from_logits
 from audiotune.models.checkpoint import load_run
 from audiotune.models.classifier import Classifier
-from audiotune.report.plots import plot_confusion_matrix, plot_roc
+from audiotune.report.plots import plot_confusion_matrix, plot_roc, plot_scatter
 
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.parquet"
@@ -25,31 +25,45 @@ AGGREGATE_MODES = ("none", "mean", "max")
 
 def prediction_table(uids: list[str], split: str, scores: np.ndarray, targets: np.ndarray,
                      heads: list[HeadSpec]) -> pd.DataFrame:
-    """One row per clip: ``score:OUTPUT`` and ``target:OUTPUT`` columns, plus predicted and true class per head."""
+    """One row per clip: ``score:OUTPUT`` and ``target:OUTPUT`` columns (regression: values in the targets'
+    units; NaN where a row has no target), plus predicted and true class of each categorical or soft head
+    (true class empty for an unlabelled row; for a soft head, the class with most votes)."""
     names = [name for head in heads for name in head.output_names]
     table = pd.DataFrame({"uid": uids, "split": split})
     for j, name in enumerate(names):
         table[f"score:{name}"] = scores[:, j]
         table[f"target:{name}"] = targets[:, j]
     for head, cols in zip(heads, head_slices(heads)):
-        if head.kind == "categorical":
-            classes = np.asarray(head.classes)
+        if head.is_distribution:
+            classes = np.asarray(head.classes, dtype=object)
+            block = targets[:, cols]
+            labelled = ~np.isnan(block).any(axis=1)
             table[f"predicted:{head.name}"] = classes[scores[:, cols].argmax(1)]
-            table[f"true:{head.name}"] = classes[targets[:, cols].argmax(1)]
+            table[f"true:{head.name}"] = np.where(labelled, classes[np.nan_to_num(block, nan=0.0).argmax(1)], None)
     return table
 
 
 def _plots(metrics: dict, scores: np.ndarray, targets: np.ndarray, heads: list[HeadSpec], split: str,
            plot_dir: Path) -> None:
+    """Confusion matrix per categorical or soft head, ROC per binary head, scatter per regression column;
+    each on its head's labelled rows."""
     for head, cols in zip(heads, head_slices(heads)):
         safe = head.name.replace("/", "_").replace(" ", "_")
-        if head.kind == "categorical":
+        head_scores, head_targets = scores[:, cols], targets[:, cols]
+        if head.is_distribution:
             head_metrics = metrics["heads"][head.name]
             plot_confusion_matrix(head_metrics["confusion_matrix"], head.classes,
                                   plot_dir / f"confusion_{split}_{safe}.png", f"{head.name} ({split})")
+        elif head.kind == "regression":
+            for j, column in enumerate(head.columns):
+                labelled = ~np.isnan(head_targets[:, j])
+                plot_scatter(head_targets[labelled, j], head_scores[labelled, j],
+                             plot_dir / f"scatter_{split}_{column.replace('/', '_').replace(' ', '_')}.png",
+                             f"{column} ({split}, n={int(labelled.sum())})", column)
         else:
-            truth = {c: targets[:, cols][:, j].astype(int) for j, c in enumerate(head.columns)}
-            score = {c: scores[:, cols][:, j] for j, c in enumerate(head.columns)}
+            labelled = {c: ~np.isnan(head_targets[:, j]) for j, c in enumerate(head.columns)}
+            truth = {c: head_targets[labelled[c], j].astype(int) for j, c in enumerate(head.columns)}
+            score = {c: head_scores[labelled[c], j] for j, c in enumerate(head.columns)}
             plot_roc(truth, score, plot_dir / f"roc_{split}_{safe}.png", f"{head.name} ({split})")
 
 

@@ -1,12 +1,20 @@
-"""Metrics per head and overall; NaN-safe: an undefined value is None with a note saying why."""
+"""Metrics per head and overall; NaN-safe: an undefined value is None with a note saying why.
+
+Targets may hold NaN where a head (for binary and regression heads: a column) has no target for a row:
+every head is scored on its own labelled rows, and reports how many (``n``).
+"""
 from __future__ import annotations
 
 import math
 
 import numpy as np
-from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score, roc_auc_score
+from sklearn.metrics import (balanced_accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support,
+                             roc_auc_score)
 
 from audiotune.config import HeadSpec
+from audiotune.engine.regression_metrics import REGRESSION_KEYS, regression_head_metrics
+
+CLASSIFICATION_KEYS = ("accuracy", "macro_f1", "weighted_f1", "micro_f1", "uar")
 
 
 def head_slices(heads: list[HeadSpec]) -> list[slice]:
@@ -19,13 +27,18 @@ def head_slices(heads: list[HeadSpec]) -> list[slice]:
 
 
 def scores_from_logits(logits: np.ndarray, heads: list[HeadSpec], loss: str = "auto") -> np.ndarray:
-    """Per-output scores: sigmoid for BCE heads, softmax per categorical head, raw outputs for MSE."""
+    """Per-output scores: softmax per categorical or soft head, sigmoid for BCE heads, raw outputs for MSE
+    binary heads, and regression outputs back in the targets' original units (un-standardised)."""
     scores = np.empty_like(logits, dtype=np.float64)
     for head, cols in zip(heads, head_slices(heads)):
         block = logits[:, cols].astype(np.float64)
-        if head.kind == "categorical":
+        if head.is_distribution:
             block = np.exp(block - block.max(axis=1, keepdims=True))
             scores[:, cols] = block / block.sum(axis=1, keepdims=True)
+        elif head.kind == "regression":
+            if head.target_mean:
+                block = block * np.asarray(head.target_std) + np.asarray(head.target_mean)
+            scores[:, cols] = block
         elif loss == "MSE":
             scores[:, cols] = block
         else:
@@ -42,46 +55,90 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(present)) if present else None
 
 
-def compute_metrics(scores: np.ndarray, targets: np.ndarray, heads: list[HeadSpec]) -> dict:
-    """accuracy, macro_f1, uar per head and averaged over heads; per-label AUC for binary columns.
+def _class_scores(truth: np.ndarray, predicted: np.ndarray, labels: list[int]) -> dict:
+    """accuracy, macro/weighted/micro F1 and UAR of hard labels over the given label set."""
+    return {
+        "accuracy": float((truth == predicted).mean()),
+        "macro_f1": float(f1_score(truth, predicted, labels=labels, average="macro", zero_division=0)),
+        "weighted_f1": float(f1_score(truth, predicted, labels=labels, average="weighted", zero_division=0)),
+        "micro_f1": float(f1_score(truth, predicted, labels=labels, average="micro", zero_division=0)),
+    }
 
-    Binary columns are thresholded at 0.5; soft (mixed) targets never reach here.
+
+def _distribution_metrics(scores: np.ndarray, targets: np.ndarray, head: HeadSpec, notes: list[str]) -> dict:
+    """A categorical or soft head on its labelled rows; soft targets are scored against their argmax class."""
+    labelled = ~np.isnan(targets).any(axis=1)
+    labels = list(range(len(head.classes)))
+    metrics: dict = {"n": int(labelled.sum()), "classes": list(head.classes)}
+    if not labelled.any():
+        notes.append(f"metrics of head '{head.name}' undefined: no labelled rows")
+        return {**metrics, **{key: None for key in CLASSIFICATION_KEYS},
+                "confusion_matrix": np.zeros((len(labels), len(labels)), dtype=int).tolist(), "per_class": {}}
+    truth, predicted = targets[labelled].argmax(1), scores[labelled].argmax(1)
+    metrics.update(_class_scores(truth, predicted, labels))
+    metrics["uar"] = float(balanced_accuracy_score(truth, predicted))
+    metrics["confusion_matrix"] = confusion_matrix(truth, predicted, labels=labels).tolist()
+    precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, labels=labels,
+                                                                     zero_division=0)
+    metrics["per_class"] = {name: {"precision": float(precision[i]), "recall": float(recall[i]),
+                                   "f1": float(f1[i]), "support": int(support[i])}
+                            for i, name in enumerate(head.classes)}
+    return metrics
+
+
+def _binary_metrics(scores: np.ndarray, targets: np.ndarray, head: HeadSpec, result: dict) -> dict:
+    """Each 0/1 column on its labelled rows (threshold 0.5), AUC into ``result["auc"]``; the head is their mean."""
+    per_column = {}
+    for j, column in enumerate(head.columns):
+        labelled = ~np.isnan(targets[:, j])
+        truth, score = targets[labelled, j].astype(int), scores[labelled, j]
+        if not labelled.any():
+            result["notes"].append(f"metrics of '{column}' undefined: no labelled rows")
+            result["auc"][column] = None
+            per_column[column] = {"n": 0, **{key: None for key in CLASSIFICATION_KEYS}}
+            continue
+        predicted = (score >= 0.5).astype(int)
+        two_classes = len(np.unique(truth)) > 1
+        if not two_classes:
+            result["notes"].append(f"auc of '{column}' undefined: only one class present")
+        result["auc"][column] = _finite(roc_auc_score(truth, score)) if two_classes else None
+        per_column[column] = {"n": int(labelled.sum()), **_class_scores(truth, predicted, [0, 1]),
+                              "uar": float(balanced_accuracy_score(truth, predicted)) if two_classes else None}
+    metrics: dict = {"n": int((~np.isnan(targets)).any(axis=1).sum())}
+    metrics.update({key: _mean([c[key] for c in per_column.values()]) for key in CLASSIFICATION_KEYS})
+    metrics["columns"] = per_column
+    return metrics
+
+
+def compute_metrics(scores: np.ndarray, targets: np.ndarray, heads: list[HeadSpec]) -> dict:
+    """Metrics per head (each on its labelled rows, with its ``n``) and their means over heads.
+
+    Classification heads (binary, categorical, soft): accuracy, macro_f1, weighted_f1, micro_f1, uar; categorical
+    and soft heads also a confusion matrix and a per-class report; binary columns an AUC (top-level ``auc``).
+    Binary columns are thresholded at 0.5. Regression heads: mae, rmse, pearson, spearman, ccc, r2 in the
+    targets' units. Top level: the classification keys averaged over classification heads (None without
+    any) and, when there are regression heads, the regression keys averaged over them.
     """
     result: dict = {"n": int(len(scores)), "heads": {}, "auc": {}, "notes": []}
+    has_regression = any(head.kind == "regression" for head in heads)
     if len(scores) == 0:
         result["notes"].append("no rows to score")
-        result.update(accuracy=None, macro_f1=None, uar=None)
+        result.update({key: None for key in CLASSIFICATION_KEYS})
+        if has_regression:
+            result.update({key: None for key in REGRESSION_KEYS})
         return result
     for head, cols in zip(heads, head_slices(heads)):
         head_scores, head_targets = scores[:, cols], targets[:, cols]
-        if head.kind == "categorical":
-            truth, predicted = head_targets.argmax(1), head_scores.argmax(1)
-            labels = list(range(len(head.classes)))
-            metrics = {
-                "accuracy": float((truth == predicted).mean()),
-                "macro_f1": float(f1_score(truth, predicted, labels=labels, average="macro", zero_division=0)),
-                "uar": float(balanced_accuracy_score(truth, predicted)),
-                "confusion_matrix": confusion_matrix(truth, predicted, labels=labels).tolist(),
-                "classes": list(head.classes),
-            }
+        if head.is_distribution:
+            metrics = _distribution_metrics(head_scores, head_targets, head, result["notes"])
+        elif head.kind == "regression":
+            metrics = regression_head_metrics(head_scores, head_targets, head.columns, result["notes"])
         else:
-            per_column = []
-            for j, column in enumerate(head.columns):
-                truth = head_targets[:, j].astype(int)
-                predicted = (head_scores[:, j] >= 0.5).astype(int)
-                if len(np.unique(truth)) < 2:
-                    auc = None
-                    result["notes"].append(f"auc of '{column}' undefined: only one class present")
-                else:
-                    auc = _finite(roc_auc_score(truth, head_scores[:, j]))
-                result["auc"][column] = auc
-                per_column.append({
-                    "accuracy": float((truth == predicted).mean()),
-                    "macro_f1": float(f1_score(truth, predicted, labels=[0, 1], average="macro", zero_division=0)),
-                    "uar": float(balanced_accuracy_score(truth, predicted)) if len(np.unique(truth)) > 1 else None,
-                })
-            metrics = {key: _mean([c[key] for c in per_column]) for key in ("accuracy", "macro_f1", "uar")}
+            metrics = _binary_metrics(head_scores, head_targets, head, result)
         result["heads"][head.name] = metrics
-    for key in ("accuracy", "macro_f1", "uar"):
-        result[key] = _mean([m[key] for m in result["heads"].values()])
+    classifiers = [result["heads"][h.name] for h in heads if h.kind != "regression"]
+    result.update({key: _mean([m[key] for m in classifiers]) for key in CLASSIFICATION_KEYS})
+    if has_regression:
+        regressors = [result["heads"][h.name] for h in heads if h.kind == "regression"]
+        result.update({key: _mean([m[key] for m in regressors]) for key in REGRESSION_KEYS})
     return result

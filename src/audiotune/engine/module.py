@@ -1,4 +1,5 @@
-"""The Lightning module that trains a Classifier: losses per head type, optimizers, schedules."""
+"""The Lightning module that trains a Classifier: losses per head type (engine/losses.py), optimizers,
+schedules."""
 from __future__ import annotations
 
 import logging
@@ -7,50 +8,32 @@ from collections.abc import Iterable
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from audiotune.config import HeadSpec, TrainConfig
-from audiotune.engine.metrics import compute_metrics, head_slices, scores_from_logits
+from audiotune.engine.losses import (ClassWeights, classification_loss, resolve_loss,  # noqa: F401 (re-exported)
+                                     resolve_regression_loss)
+from audiotune.engine.metrics import compute_metrics, scores_from_logits
 from audiotune.engine.selection import monitor_key, monitor_value, worst_value
 from audiotune.models.classifier import Classifier
 
 log = logging.getLogger(__name__)
 
 
-def resolve_loss(loss: str, heads: list[HeadSpec]) -> str:
-    """Loss of the binary heads: BCE unless MSE is asked for; CE is only for categorical heads."""
-    if loss == "CE" and any(h.kind == "binary" for h in heads):
-        raise ValueError("--loss CE needs categorical heads; binary 0/1 columns take BCE or MSE")
-    return "MSE" if loss == "MSE" else "BCE"
-
-
-def classification_loss(logits: Tensor, targets: Tensor, heads: list[HeadSpec], binary_loss: str = "BCE") -> Tensor:
-    """One BCE (or MSE) over all binary columns, as the seeds did, plus a cross-entropy per categorical head.
-
-    Targets may be soft (mixup): cross-entropy takes class probabilities.
-    """
-    binary = [cols for head, cols in zip(heads, head_slices(heads)) if head.kind == "binary"]
-    total = logits.new_zeros(())
-    if binary:
-        index = torch.cat([torch.arange(s.start, s.stop) for s in binary]).to(logits.device)
-        out, tgt = logits[:, index].float(), targets[:, index].float()
-        total = total + (F.mse_loss(out, tgt) if binary_loss == "MSE" else F.binary_cross_entropy_with_logits(out, tgt))
-    for head, cols in zip(heads, head_slices(heads)):
-        if head.kind == "categorical":
-            total = total + F.cross_entropy(logits[:, cols].float(), targets[:, cols].float())
-    return total
-
-
 class ClassifierModule(pl.LightningModule):
     """Training and validation steps around a :class:`Classifier`."""
 
-    def __init__(self, model: Classifier, heads: list[HeadSpec], config: TrainConfig, steps_per_epoch: int):
+    def __init__(self, model: Classifier, heads: list[HeadSpec], config: TrainConfig, steps_per_epoch: int,
+                 class_weights: ClassWeights | None = None, seed: int | None = None):
         super().__init__()
         self.model = model
         self.heads = heads
         self.config = config
         self.binary_loss = resolve_loss(config.loss, heads)
+        self.regression_loss = resolve_regression_loss(config.loss, heads)
+        self.class_weights = class_weights
+        # --labeling_method sample draws from its own seeded generator: the same seed gives the same draws
+        self.label_generator = torch.Generator().manual_seed(torch.initial_seed() if seed is None else seed)
         self.steps_per_epoch = max(1, steps_per_epoch)
         # validation outputs of the current epoch, kept when a metric other than the loss selects the model
         self.validation_outputs: list[tuple[Tensor, Tensor]] = []
@@ -62,13 +45,23 @@ class ClassifierModule(pl.LightningModule):
         logits = self.model.forward_batch(batch)
         if stage == "val" and self.config.monitor != "loss":
             self.validation_outputs.append((logits.detach().float().cpu(), batch["targets"].detach().float().cpu()))
-        loss = classification_loss(logits, batch["targets"], self.heads, self.binary_loss)
+        loss = self.compute_loss(logits, batch["targets"], training=stage == "train")
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{stage} loss is {loss.item()} (uids {batch['uid'][:4]}...): "
                                      "check --dataset_std / --learning_rate")
         self.log(f"{stage}_loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True,
                  batch_size=len(batch["uid"]))
         return loss
+
+    def compute_loss(self, logits: Tensor, targets: Tensor, training: bool) -> Tensor:
+        """The loss of a batch; soft heads draw their classes only in training (``sample``): in validation the
+        vote distribution itself is the target, which is the expected value of the sampled loss."""
+        labeling = self.config.labeling_method
+        if labeling == "sample" and not training:
+            labeling = "soft"
+        return classification_loss(logits, targets, self.heads, self.binary_loss,
+                                   regression_loss=self.regression_loss, labeling=labeling,
+                                   class_weights=self.class_weights, generator=self.label_generator)
 
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
         # Lightning restores the module modes it saw before validation, which can switch a frozen

@@ -17,6 +17,7 @@ from audiotune.engine.cache import cache_blocker, cached_datasets, cached_loader
 from audiotune.engine.device import parse_devices
 from audiotune.engine.inference import inference_device, predict
 from audiotune.engine.metrics import compute_metrics, scores_from_logits
+from audiotune.engine.losses import training_class_weights
 from audiotune.engine.module import ClassifierModule
 from audiotune.models.backbones import resolve_config
 from audiotune.models.checkpoint import CONFIG_FILE, build_classifier
@@ -28,8 +29,11 @@ PROBE_FILE = "probe.csv"
 
 def _summary(metrics: dict) -> dict:
     aucs = [v for v in metrics["auc"].values() if v is not None]
-    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "uar": metrics["uar"],
-            "mean_auc": float(np.mean(aucs)) if aucs else None}
+    summary = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "uar": metrics["uar"],
+               "mean_auc": float(np.mean(aucs)) if aucs else None}
+    if "ccc" in metrics:  # regression heads
+        summary.update(ccc=metrics["ccc"], mae=metrics["mae"])
+    return summary
 
 
 def probe(config: RunConfig) -> pd.DataFrame:
@@ -59,13 +63,15 @@ def probe(config: RunConfig) -> pd.DataFrame:
     val_loader = cached_loader(config, cached["val"], False) if "val" in cached else None
 
     rows, layer_weights = [], None
+    class_weights = training_class_weights(config.heads, prepared.targets["train"], config.train.class_weights)
     targets = list(range(encoder.backbone.num_hidden_states)) + ["weighted"]
     for target in targets:
         pl.seed_everything(config.data.seed, verbose=False)  # every probe starts from the same head
         head_config = dataclasses.replace(config.classifier, weighted=target == "weighted",
                                           layer=-1 if target == "weighted" else int(target))
         model = Classifier(encoder.backbone, config.heads, head_config, freeze_backbone=True)
-        module = ClassifierModule(model, config.heads, config.train, steps_per_epoch=len(train_loader))
+        module = ClassifierModule(model, config.heads, config.train, steps_per_epoch=len(train_loader),
+                                  class_weights=class_weights, seed=config.data.seed)
         trainer = pl.Trainer(max_epochs=config.train.epochs, accelerator=config.train.accelerator,
                              devices=parse_devices(config.train.devices),
                              precision="bf16-mixed" if config.train.precision == "bf16" else "32-true",

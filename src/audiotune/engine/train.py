@@ -19,6 +19,7 @@ from audiotune.engine.cache import CachedDataset, cache_blocker, cached_datasets
 from audiotune.engine.device import parse_devices
 from audiotune.engine.evaluate import METRICS_FILE, evaluate_prepared
 from audiotune.engine.inference import inference_device, make_dataset, make_loader
+from audiotune.engine.losses import training_class_weights
 from audiotune.engine.module import ClassifierModule
 from audiotune.engine.selection import check_monitor, monitor_key, monitor_mode
 from audiotune.models.backbones import resolve_config
@@ -118,7 +119,9 @@ def train(config: RunConfig) -> dict:
     train_loader, val_loader, cached = _loaders(model, config, prepared, cache_stats)
     # Lightning keeps the modes modules have at fit start; encoding the cache left them in eval mode
     model.train()
-    module = ClassifierModule(model, config.heads, config.train, steps_per_epoch=len(train_loader))
+    class_weights = training_class_weights(config.heads, prepared.targets["train"], config.train.class_weights)
+    module = ClassifierModule(model, config.heads, config.train, steps_per_epoch=len(train_loader),
+                              class_weights=class_weights, seed=config.data.seed)
     trainer, best = _trainer(config, exp_dir, val_loader is not None)
     resume = exp_dir / CHECKPOINT_DIR / "last.ckpt" if config.train.resume else None
     if resume is not None and not resume.is_file():
@@ -140,5 +143,7 @@ def train(config: RunConfig) -> dict:
     metrics["weights"] = kept
     metrics["feature_cache"] = cache_stats
     metrics["epochs_run"] = trainer.current_epoch
+    if class_weights is not None:
+        metrics["class_weights"] = class_weights
     (exp_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     return metrics

@@ -1,4 +1,4 @@
-"""Run-directory plots: training curves, confusion matrices, ROC curves (matplotlib, Agg)."""
+"""Run-directory plots: training curves, confusion matrices, ROC curves, regression scatter plots (matplotlib, Agg)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -75,9 +75,24 @@ def plot_roc(truth: dict[str, np.ndarray], scores: dict[str, np.ndarray], out: s
     return _save(fig, Path(out))
 
 
+def plot_scatter(truth: np.ndarray, predicted: np.ndarray, out: str | Path, title: str, label: str = "") -> Path:
+    """Predicted against true values of one regression target, with the identity line."""
+    truth, predicted = np.asarray(truth, dtype=float), np.asarray(predicted, dtype=float)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.scatter(truth, predicted, s=10, alpha=0.6)
+    if len(truth):
+        low = float(min(truth.min(), predicted.min()))
+        high = float(max(truth.max(), predicted.max()))
+        ax.plot([low, high], [low, high], linestyle="--", color="grey")
+    ax.set_xlabel(f"true {label}".strip())
+    ax.set_ylabel(f"predicted {label}".strip())
+    ax.set_title(title)
+    return _save(fig, Path(out))
+
+
 def plot_probe(table: pd.DataFrame, out: str | Path) -> Path:
     """Validation (and test) metrics per probed layer; the weighted sum as the last point."""
-    metric = next((m for m in ("accuracy", "mean_auc") if table.get(f"val_{m}") is not None
+    metric = next((m for m in ("accuracy", "mean_auc", "ccc") if table.get(f"val_{m}") is not None
                    and table[f"val_{m}"].notna().any()), "accuracy")
     fig, ax = plt.subplots(figsize=(max(4.5, 0.45 * len(table) + 2), 3.5))
     for split in ("val", "test"):

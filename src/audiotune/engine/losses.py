@@ -1,0 +1,179 @@
+"""Training losses per head kind, on the labelled targets only.
+
+Targets carry NaN where a head (for binary and regression heads: a column) has no target for a row; each
+loss averages over its labelled entries, so NaN never reaches a loss and an unlabelled head adds nothing.
+
+- binary columns: one BCE (or MSE) over every labelled binary entry, as the seeds did;
+- categorical and soft heads: cross-entropy against the target distribution, ``-sum_c w_c p_c log q_c`` per
+  row, averaged over the head's labelled rows (``w_c`` = 1 without class weights, so one-hot targets give
+  plain CE); soft heads take their vote shares as ``p`` (``soft``), the argmax (``hard``) or a class drawn
+  from the shares (``sample``);
+- regression heads: MSE or Huber (delta 1) on the standardised targets when the head has a mean and std.
+
+Balanced class weights (``--class_weights balanced``): ``w_c = (1 / n_c) / mean_k (1 / n_k)`` over the classes
+present in the training split (``n_c``: labelled rows of class c; for soft heads, summed vote shares); a class
+absent from training gets 1. Categorical and soft heads use them as CE class weights; a binary column weighs each
+entry by ``t * w_1 + (1 - t) * w_0`` (per-sample weights, so mixed targets interpolate).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from audiotune.config import HeadSpec
+from audiotune.engine.metrics import head_slices
+
+LABELING_METHODS = ("soft", "hard", "sample")
+# head name -> weight per class (categorical / soft: class names; binary: "COLUMN=0", "COLUMN=1")
+ClassWeights = dict[str, dict[str, float]]
+
+
+def resolve_loss(loss: str, heads: list[HeadSpec]) -> str:
+    """Loss of the binary heads: BCE unless MSE is asked for; CE is only for categorical heads."""
+    if loss == "CE" and any(h.kind == "binary" for h in heads):
+        raise ValueError("--loss CE needs categorical heads; binary 0/1 columns take BCE or MSE")
+    return "MSE" if loss == "MSE" else "BCE"
+
+
+def resolve_regression_loss(loss: str, heads: list[HeadSpec]) -> str:
+    """Loss of the regression heads: MSE unless huber is asked for; huber needs a regression head."""
+    if loss == "huber" and not any(h.kind == "regression" for h in heads):
+        raise ValueError("--loss huber applies to regression heads, and this run has none "
+                         "(declare real-valued columns `name:regression` in the label file)")
+    return "huber" if loss == "huber" else "MSE"
+
+
+def _inverse_frequency(counts: np.ndarray) -> list[float]:
+    """Inverse counts normalised to mean 1 over the present classes; absent classes get 1."""
+    counts = np.asarray(counts, dtype=np.float64)
+    weights = np.ones_like(counts)
+    present = counts > 0
+    if present.any():
+        weights[present] = 1.0 / counts[present]
+        weights[present] /= weights[present].mean()
+    return [float(w) for w in weights]
+
+
+def balanced_class_weights(heads: list[HeadSpec], targets: np.ndarray) -> ClassWeights:
+    """Inverse class frequency of the (training) targets for categorical and soft heads and binary columns."""
+    weights: ClassWeights = {}
+    for head, cols in zip(heads, head_slices(heads)):
+        block = np.asarray(targets[:, cols], dtype=np.float64)
+        if head.is_distribution:
+            counts = block[~np.isnan(block).any(axis=1)].sum(axis=0)
+            weights[head.name] = dict(zip(head.classes, _inverse_frequency(counts)))
+        elif head.kind == "binary":
+            entry = {}
+            for j, column in enumerate(head.columns):
+                values = block[~np.isnan(block[:, j]), j]
+                negative, positive = _inverse_frequency(np.array([(1 - values).sum(), values.sum()]))
+                entry[f"{column}=0"], entry[f"{column}=1"] = negative, positive
+            weights[head.name] = entry
+    return weights
+
+
+def training_class_weights(heads: list[HeadSpec], train_targets: np.ndarray, mode: str) -> ClassWeights | None:
+    """The class weights ``--class_weights`` asks for (``none``: None), from the training split's targets."""
+    if mode == "none":
+        return None
+    if mode != "balanced":
+        raise ValueError(f"--class_weights {mode}: choose none or balanced")
+    return balanced_class_weights(heads, train_targets)
+
+
+def draw_hard_targets(distribution: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """One-hot rows of a class drawn from each row's distribution (on the generator's device, the CPU)."""
+    drawn = torch.multinomial(distribution.detach().float().cpu(), 1, generator=generator).squeeze(1)
+    return F.one_hot(drawn, distribution.shape[1]).to(distribution)
+
+
+def _soft_head_targets(distribution: Tensor, labeling: str, generator: torch.Generator | None) -> Tensor:
+    if labeling == "hard":
+        return F.one_hot(distribution.argmax(1), distribution.shape[1]).to(distribution)
+    if labeling == "sample":
+        return draw_hard_targets(distribution, generator)
+    if labeling != "soft":
+        raise ValueError(f"--labeling_method {labeling}: choose one of {LABELING_METHODS}")
+    return distribution
+
+
+def _binary_weights(heads: list[HeadSpec], class_weights: ClassWeights, device: torch.device) -> tuple[Tensor, Tensor]:
+    negative, positive = [], []
+    for head in heads:
+        if head.kind == "binary":
+            weights = class_weights.get(head.name, {})
+            negative += [weights.get(f"{c}=0", 1.0) for c in head.columns]
+            positive += [weights.get(f"{c}=1", 1.0) for c in head.columns]
+    return torch.tensor(negative, device=device), torch.tensor(positive, device=device)
+
+
+def _binary_loss(logits: Tensor, targets: Tensor, heads: list[HeadSpec], binary_loss: str,
+                 class_weights: ClassWeights | None) -> Tensor | None:
+    blocks = [cols for head, cols in zip(heads, head_slices(heads)) if head.kind == "binary"]
+    if not blocks:
+        return None
+    index = torch.cat([torch.arange(s.start, s.stop) for s in blocks]).to(logits.device)
+    out, target = logits[:, index], targets[:, index]
+    labelled = ~torch.isnan(target)
+    if not labelled.any():
+        return None
+    # zero stands in for a missing target: its entry is masked out below, and NaN must not enter the graph
+    target = torch.where(labelled, target, torch.zeros_like(target))
+    if binary_loss == "MSE":
+        per_entry = (out - target) ** 2
+    else:
+        per_entry = F.binary_cross_entropy_with_logits(out, target, reduction="none")
+    if class_weights:
+        negative, positive = _binary_weights(heads, class_weights, logits.device)
+        per_entry = per_entry * (target * positive + (1 - target) * negative)
+    return per_entry[labelled].mean()
+
+
+def classification_loss(logits: Tensor, targets: Tensor, heads: list[HeadSpec], binary_loss: str = "BCE", *,
+                        regression_loss: str = "MSE", labeling: str = "soft",
+                        class_weights: ClassWeights | None = None,
+                        generator: torch.Generator | None = None) -> Tensor:
+    """The training loss of all heads: the binary block plus one term per categorical, soft and regression head.
+
+    Each term averages over the entries its head is labelled for (NaN targets are unlabelled); a head without
+    a labelled row in the batch adds nothing. Targets may be mixed (mixup): cross-entropy takes class
+    probabilities and BCE probabilities. ``labeling`` applies to soft heads only (``sample`` draws with
+    ``generator``).
+    """
+    logits, targets = logits.float(), targets.float().to(logits.device)
+    # a zero that keeps the graph, so a batch whose mixed targets are all unlabelled still backpropagates
+    total = logits.sum() * 0.0
+    binary = _binary_loss(logits, targets, heads, binary_loss, class_weights)
+    if binary is not None:
+        total = total + binary
+    for head, cols in zip(heads, head_slices(heads)):
+        target = targets[:, cols]
+        if head.is_distribution:
+            labelled = ~torch.isnan(target).any(dim=1)
+            if not labelled.any():
+                continue
+            distribution = target[labelled]
+            if head.kind == "soft":
+                distribution = _soft_head_targets(distribution, labeling, generator)
+            log_probs = F.log_softmax(logits[labelled][:, cols], dim=1)
+            if class_weights and head.name in class_weights:
+                weights = torch.tensor([class_weights[head.name][c] for c in head.classes], device=logits.device)
+                distribution = distribution * weights
+            total = total - (distribution * log_probs).sum(dim=1).mean()
+        elif head.kind == "regression":
+            labelled = ~torch.isnan(target)
+            if not labelled.any():
+                continue
+            if head.target_mean:
+                mean = torch.tensor(head.target_mean, device=logits.device)
+                target = (target - mean) / torch.tensor(head.target_std, device=logits.device)
+            target = torch.where(labelled, target, torch.zeros_like(target))
+            out = logits[:, cols]
+            if regression_loss == "huber":
+                per_entry = F.huber_loss(out, target, reduction="none", delta=1.0)
+            else:
+                per_entry = (out - target) ** 2
+            total = total + per_entry[labelled].mean()
+    return total
