@@ -213,6 +213,26 @@ def build_parser() -> argparse.ArgumentParser:
     probe = commands.add_parser("probe", help="train the same head on every hidden state of a frozen encoder")
     add_config_flags(probe)
 
+    cv = commands.add_parser(
+        "cv", help="cross-validation: every fold x --repeats seeds as run directories, then cv_summary.json",
+        description="-d is a table (.csv; folds by --group, or --folds K), a folder of fold_N/ split folders, or "
+                    "a folder of JSON split files ({\"Train\": ..., \"Val\": ..., \"Test\": ...}). Every other "
+                    "flag is a train flag. Run the same command again to resume.")
+    add_config_flags(cv)
+    folds = cv.add_argument_group("folds")
+    folds.add_argument("--group", default="subject",
+                       help="table: column whose values are left out one at a time (or kept together in --folds)")
+    folds.add_argument("--folds", type=int, default=0, help="table: K group-disjoint folds instead of one per group")
+    folds.add_argument("--stratify", help="table with --folds: label column to stratify the folds by")
+    folds.add_argument("--val_group", "--val-group", dest="val_group", default="next", choices=("next", "draw"),
+                       help="validation of a fold without one: the next fold's test rows (default), or --val_size "
+                            "groups drawn from its training rows")
+    folds.add_argument("--repeats", type=int, default=1, help="runs per fold, with seeds --seed .. --seed+R-1")
+    folds.add_argument("--audio_dir", "--audio-dir", "--datadir", dest="audio_dir", default="",
+                       help="JSON split files: folder the utterance names are relative to (default: the JSON's)")
+    folds.add_argument("--json_label", "--json-label", dest="json_label", default="label",
+                       help="JSON split files: column that receives each utterance's label")
+
     stats = commands.add_parser("stats", help="feature mean and std of a split, for --dataset_mean/--dataset_std")
     add_config_flags(stats)
     stats.add_argument("--split", default="train")
@@ -266,6 +286,17 @@ def main(argv: list[str] | None = None) -> int:
             metrics = pretrain(config)
             print(json.dumps({k: metrics[k] for k in ("task", "epochs_run", "best_val_loss")}, indent=2))
             print(f"run directory: {Path(config.exp_dir).resolve()}")
+        elif args.command == "cv":
+            from audiotune.data.folds import FoldOptions
+            from audiotune.engine.cv import cross_validate
+
+            _quiet_lightning(args.verbose)
+            config = config_from_args(args)
+            options = FoldOptions(folds=args.folds, group=args.group, stratify=args.stratify,
+                                  val_group=args.val_group, audio_dir=args.audio_dir, json_label=args.json_label)
+            result = cross_validate(config, config.data.data_split_root, options, args.repeats)
+            print(_cv_table(result))
+            print(f"experiment directory: {Path(config.exp_dir).resolve()}")
         elif args.command == "probe":
             from audiotune.engine.probe import probe
 
@@ -324,8 +355,22 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _cv_table(result: dict) -> str:
+    """Mean ± fold std (and the 95 % interval) of each test (else validation) metric."""
+    split = "test" if "test" in result["statistics"] else "val"
+    lines = [f"{result['folds']} folds x {result['repeats']} repeat(s), {split}:"]
+    for metric, values in result["statistics"].get(split, {}).items():
+        if values["mean"] is None:
+            continue
+        spread = f" ± {values['fold_std']:.4f}" if values["fold_std"] is not None else ""
+        interval = f"  (95% CI {values['ci95'][0]:.4f} .. {values['ci95'][1]:.4f})" if values["ci95"] else ""
+        lines.append(f"  {metric:12s} {values['mean']:.4f}{spread}{interval}")
+    return "\n".join(lines)
+
+
 def _summary(metrics: dict) -> dict:
-    summary = {k: metrics.get(k) for k in ("n", "accuracy", "macro_f1", "uar", "auc") if metrics.get(k) not in (None, {})}
+    keys = ("n", "accuracy", "macro_f1", "weighted_f1", "uar", "auc", "mae", "rmse", "pearson", "ccc")
+    summary = {k: metrics.get(k) for k in keys if metrics.get(k) not in (None, {})}
     if "recording" in metrics:
         summary["recording"] = _summary(metrics["recording"])
     return summary

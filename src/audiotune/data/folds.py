@@ -1,0 +1,242 @@
+"""Cross-validation folds from one of three sources, each fold a train/val/test split written as CSVs.
+
+Sources (``-d``):
+
+- a table (``.csv``): leave-one-group-out over ``group`` (every value of the column is the test set once,
+  in natural sort order), or ``folds`` > 0 group-disjoint folds stratified by ``stratify`` (seeded);
+- a directory of split folders ``fold_1/``, ``fold_2/``, … each with train.csv, test.csv, optional val.csv
+  (what ``audiotune split --folds`` writes);
+- a directory of JSON split files (``{"Train": …, "Val": …, "Test": …}``, see :mod:`audiotune.data.json_splits`),
+  one fold per file in natural name order.
+
+Validation of a fold that has none (always for tables): ``val_group="next"`` takes the next fold's test
+rows (the next group for leave-one-group-out, wrapping around), removed from training; ``"draw"`` draws
+``val_size`` groups of ``group`` from the fold's training rows with the seed.
+"""
+from __future__ import annotations
+
+import io
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from audiotune.data.json_splits import read_json_split
+from audiotune.data.layout import DataError, read_splits, read_table
+from audiotune.data.splits import draw_validation, kfold_tables
+
+VAL_GROUPS = ("next", "draw")
+FOLD_DIR = re.compile(r"^fold_(\d+)$")
+
+
+@dataclass
+class FoldOptions:
+    """How folds are made and validated; see the module docstring."""
+
+    folds: int = 0
+    group: str = "subject"
+    stratify: str | None = None
+    val_group: str = "next"
+    audio_dir: str = ""
+    json_label: str = "label"
+
+
+@dataclass
+class Fold:
+    """One fold: its tables (train, val, test; ``path`` absolute) and a description for folds.json."""
+
+    number: int
+    tables: dict[str, pd.DataFrame]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"fold_{self.number}"
+
+
+def natural_key(text: str) -> list[Any]:
+    """Sort key that puts 'S2' before 'S10'."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", str(text))]
+
+
+def write_atomic(path: str | Path, data: bytes | str) -> Path:
+    """Write a file aside in its own folder, then rename it into place: it appears complete or not at all."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = data.encode() if isinstance(data, str) else data
+    handle, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(payload)
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def source_kind(source: str | Path) -> str:
+    """'table', 'folders' or 'json' for a fold source; DataError for anything else."""
+    root = Path(source)
+    if not str(source):
+        raise DataError("-d/--data_split_root is required: a table (.csv), a folder of fold_N/ split folders, "
+                        "or a folder of JSON split files")
+    if root.suffix.lower() == ".csv":
+        if not root.is_file():
+            raise DataError(f"{root}: table not found")
+        return "table"
+    if not root.is_dir():
+        raise DataError(f"{root}: neither a table (.csv) nor a directory of fold folders or JSON split files")
+    has_folders = any(p.is_dir() and FOLD_DIR.match(p.name) for p in root.iterdir())
+    has_json = any(p.is_file() and p.suffix.lower() == ".json" for p in root.iterdir())
+    if has_folders and has_json:
+        raise DataError(f"{root}: holds both fold_N/ folders and JSON split files; keep one kind of fold source")
+    if not has_folders and not has_json:
+        raise DataError(f"{root}: no fold_N/ split folders and no JSON split files in this directory")
+    return "folders" if has_folders else "json"
+
+
+def _groups(table: pd.DataFrame, group: str, source: str) -> pd.Series:
+    if group not in table.columns:
+        raise DataError(f"{source}: no '{group}' column to group folds by (columns: {list(table.columns)}); "
+                        "name one with --group")
+    if table[group].isna().any():
+        raise DataError(f"{source}: {int(table[group].isna().sum())} row(s) have no '{group}'")
+    return table[group].astype(str)
+
+
+def _group_list(table: pd.DataFrame, group: str) -> list[str] | None:
+    return sorted(table[group].astype(str).unique(), key=natural_key) if group in table.columns else None
+
+
+def _table_folds(source: str, options: FoldOptions, seed: int) -> list[Fold]:
+    """Leave-one-group-out, or k group-disjoint folds; validation is applied later."""
+    table = read_table(source)
+    groups = _groups(table, options.group, source)
+    if options.folds:
+        if options.folds < 2:
+            raise DataError(f"--folds {options.folds}: cross-validation needs at least 2 folds")
+        parts = kfold_tables(table, options.folds, 0.0, options.stratify, options.group, seed, source)
+        return [Fold(k, {"train": p["train"], "test": p["test"]},
+                     {"source": source, "kind": f"{options.folds}-fold by '{options.group}'"
+                      + (f", stratified by '{options.stratify}'" if options.stratify else "")})
+                for k, p in enumerate(parts, start=1)]
+    if options.stratify:
+        raise DataError("--stratify needs --folds K (leave-one-group-out has nothing to stratify)")
+    names = sorted(groups.unique(), key=natural_key)
+    if len(names) < 2:
+        raise DataError(f"{source}: leave-one-group-out needs at least 2 values of '{options.group}', "
+                        f"found {len(names)} ({names})")
+    return [Fold(k, {"train": table[groups != name], "test": table[groups == name]},
+                 {"source": source, "kind": f"leave one '{options.group}' out"})
+            for k, name in enumerate(names, start=1)]
+
+
+def _folder_folds(source: str) -> list[Fold]:
+    """One fold per fold_N/ folder, in numeric order; each needs train.csv and test.csv."""
+    folders = sorted((p for p in Path(source).iterdir() if p.is_dir() and FOLD_DIR.match(p.name)),
+                     key=lambda p: int(FOLD_DIR.match(p.name).group(1)))
+    folds = []
+    for k, folder in enumerate(folders, start=1):
+        tables = read_splits(folder)
+        missing = [name for name in ("train", "test") if name not in tables]
+        if missing:
+            raise DataError(f"{folder}: no {' or '.join(f'{m}.csv' for m in missing)}; every fold folder needs "
+                            "train.csv and test.csv (val.csv is optional)")
+        folds.append(Fold(k, tables, {"source": str(folder), "kind": "split folder"}))
+    return folds
+
+
+def _json_folds(source: str, options: FoldOptions) -> list[Fold]:
+    """One fold per JSON split file, in natural name order."""
+    files = sorted((p for p in Path(source).iterdir() if p.is_file() and p.suffix.lower() == ".json"),
+                   key=lambda p: natural_key(p.name))
+    if options.audio_dir and not Path(options.audio_dir).is_dir():
+        raise DataError(f"{options.audio_dir}: --audio_dir is not a directory")
+    return [Fold(k, read_json_split(path, options.audio_dir or None, options.json_label),
+                 {"source": str(path), "kind": "JSON split file"})
+            for k, path in enumerate(files, start=1)]
+
+
+def _add_validation(folds: list[Fold], options: FoldOptions, seed: int, val_size: int) -> None:
+    """Give every fold without a validation split one, by ``options.val_group``."""
+    for index, fold in enumerate(folds):
+        if "val" in fold.tables:
+            fold.info["validation"] = "from the source"
+            continue
+        train, test = fold.tables["train"], fold.tables["test"]
+        where = f"{fold.name} ({fold.info['source']})"
+        if options.val_group == "next":
+            following = folds[(index + 1) % len(folds)]
+            val = following.tables["test"]
+            overlap = val.index.intersection(test.index)
+            if len(overlap):
+                raise DataError(f"{where}: the next fold's test rows overlap this fold's test rows "
+                                f"(e.g. {list(overlap[:3])}); --val_group next needs disjoint test sets")
+            train = train[~train.index.isin(val.index)]
+            fold.info["validation"] = f"the test rows of {following.name} (--val_group next)"
+        else:
+            _groups(train, options.group, f"{where} train")
+            train, val = draw_validation(train, val_size, seed, options.group, f"{where} train")
+            fold.info["validation"] = f"{val_size} '{options.group}' group(s) drawn from train with seed {seed}"
+        if train.empty:
+            raise DataError(f"{where}: no training rows left once validation is taken out; "
+                            "leave-one-group-out with --val_group next needs at least 3 groups")
+        fold.tables = {"train": train, "val": val, "test": test}
+
+
+def build_folds(source: str, options: FoldOptions, seed: int = 0, val_size: int = 50) -> list[Fold]:
+    """Every fold of ``source`` with train, val and test tables, validated; nothing is written."""
+    if options.val_group not in VAL_GROUPS:
+        raise ValueError(f"--val_group {options.val_group!r}: choose one of {', '.join(VAL_GROUPS)}")
+    kind = source_kind(source)
+    if kind != "table" and (options.folds or options.stratify):
+        raise DataError(f"{source}: --folds and --stratify make folds from a table (.csv); this source "
+                        "already holds its folds")
+    if kind == "table":
+        folds = _table_folds(source, options, seed)
+    elif kind == "folders":
+        folds = _folder_folds(source)
+    else:
+        folds = _json_folds(source, options)
+    if len(folds) < 2:
+        raise DataError(f"{source}: cross-validation needs at least 2 folds, found {len(folds)}")
+    _add_validation(folds, options, seed, val_size)
+    for fold in folds:
+        fold.info["rows"] = {name: len(table) for name, table in fold.tables.items()}
+        for name, table in fold.tables.items():
+            if table.empty:
+                raise DataError(f"{fold.name} ({fold.info['source']}): the {name} split is empty")
+            found = _group_list(table, options.group)
+            if found is not None:
+                fold.info[f"{name}_groups"] = found
+    return folds
+
+
+def fold_csv(table: pd.DataFrame, out_dir: Path) -> bytes:
+    """One split table as CSV bytes, with ``path`` relative to ``out_dir`` so data and folds move together."""
+    if "path" in table.columns:
+        table = table.assign(path=[os.path.relpath(p, out_dir.resolve()) for p in table["path"]])
+    buffer = io.StringIO()
+    table.to_csv(buffer, index_label="uid")
+    return buffer.getvalue().encode()
+
+
+def fold_files(folds: list[Fold], out_dir: str | Path) -> dict[Path, bytes]:
+    """The CSV files of every fold under ``out_dir/fold_K/`` and their contents."""
+    out_dir = Path(out_dir)
+    return {out_dir / fold.name / f"{name}.csv": fold_csv(table, out_dir / fold.name)
+            for fold in folds for name, table in fold.tables.items()}
+
+
+def check_fold_files(files: dict[Path, bytes]) -> None:
+    """Fold CSVs already on disk must equal the new ones: finished runs were trained on them."""
+    changed = [str(path) for path, data in files.items() if path.is_file() and path.read_bytes() != data]
+    if changed:
+        raise DataError(f"{changed[0]}: differs from the fold this source makes now"
+                        + (f" (and {len(changed) - 1} more)" if len(changed) > 1 else "")
+                        + "; the experiment directory belongs to other inputs: use a new --exp_dir")

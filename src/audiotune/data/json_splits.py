@@ -1,0 +1,92 @@
+"""JSON split files of the speech-emotion recipe: ``{"Train": {...}, "Val": {...}, "Test": {...}}``.
+
+Each split maps an utterance key to its label. The key is the audio file's name relative to the audio
+folder (``os.path.join(datadir, key)`` in the original recipe), extension included. A value may be:
+
+- a class name or number (``"angry"``, ``3``): written to the label column (``label`` unless told otherwise);
+- a vote distribution (``{"angry": 2, "sad": 1}``): the label column gets the class with most votes (ties go
+  to the first class in sorted order), and one column ``LABEL=CLASS`` per class holds its vote share;
+- a record with a ``wav`` or ``path`` entry (``{"wav": "a/b.wav", "emotion": "sad", "speaker": "F1"}``): the
+  file is that path and every other entry becomes a column of the same name.
+
+An empty ``Val`` (or a missing one) means the file has no validation split. Keys are matched without
+regard to case (``train``/``Train``); any other top-level key is an error naming the file.
+"""
+from __future__ import annotations
+
+import json
+import numbers
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from audiotune.data.layout import DataError
+
+SPLIT_KEYS = {"train": "train", "val": "val", "test": "test"}
+PATH_KEYS = ("wav", "path")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _entry_row(key: str, value: Any, label: str, audio_dir: Path, where: str) -> dict[str, Any]:
+    """One table row (uid, path, label columns) from one utterance entry of a split."""
+    row: dict[str, Any] = {"uid": str(key)}
+    file_name: str = str(key)
+    if isinstance(value, str) or _is_number(value):
+        row[label] = value
+    elif isinstance(value, dict) and any(name in value for name in PATH_KEYS):
+        path_key = next(name for name in PATH_KEYS if name in value)
+        file_name = str(value[path_key])
+        row.update({name: item for name, item in value.items() if name not in PATH_KEYS})
+    elif isinstance(value, dict) and value and all(_is_number(v) for v in value.values()):
+        total = float(sum(value.values()))
+        if total <= 0:
+            raise DataError(f"{where}: '{key}' has votes summing to {total:g}; a vote distribution needs a "
+                            "positive total")
+        classes = sorted(str(name) for name in value)
+        votes = {str(name): float(count) for name, count in value.items()}
+        row[label] = max(classes, key=lambda name: (votes[name], -classes.index(name)))
+        row.update({f"{label}={name}": votes[name] / total for name in classes})
+    else:
+        raise DataError(f"{where}: '{key}' has a value of type {type(value).__name__}; expected a label, a "
+                        "vote distribution {class: votes} or a record with a 'wav' or 'path' entry")
+    path = Path(file_name)
+    row["path"] = str(path if path.is_absolute() else (audio_dir / path).resolve())
+    return row
+
+
+def read_json_split(path: str | Path, audio_dir: str | Path | None = None,
+                    label: str = "label") -> dict[str, pd.DataFrame]:
+    """Tables ``train``, ``test`` and (when not empty) ``val`` of one JSON split file, indexed by ``uid``.
+
+    ``audio_dir`` is the folder the utterance keys are relative to (default: the JSON file's folder);
+    ``label`` names the column that receives plain and majority-vote labels. Paths come out absolute.
+    """
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: not a readable JSON split file ({err})") from err
+    if not isinstance(raw, dict):
+        raise DataError(f"{path}: expected an object {{\"Train\": ..., \"Val\": ..., \"Test\": ...}}")
+    base = Path(audio_dir) if audio_dir else path.parent
+    tables: dict[str, pd.DataFrame] = {}
+    for key, entries in raw.items():
+        split = SPLIT_KEYS.get(str(key).lower())
+        if split is None:
+            raise DataError(f"{path}: unknown split '{key}' (expected Train, Val and Test)")
+        if split in tables:
+            raise DataError(f"{path}: split '{key}' is given twice (keys are matched without regard to case)")
+        if not isinstance(entries, dict):
+            raise DataError(f"{path}: '{key}' must map utterance names to labels, not {type(entries).__name__}")
+        rows = [_entry_row(name, value, label, base, f"{path} [{key}]") for name, value in entries.items()]
+        if rows:
+            tables[split] = pd.DataFrame(rows).set_index("uid")
+    for required in ("train", "test"):
+        if required not in tables:
+            raise DataError(f"{path}: the '{required.capitalize()}' split is missing or empty; cross-validation "
+                            "trains on Train and scores Test in every fold")
+    return {name: tables[name] for name in ("train", "val", "test") if name in tables}

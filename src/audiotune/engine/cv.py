@@ -1,0 +1,245 @@
+"""``audiotune cv``: every fold × every repeat as an ordinary run directory, then one summary.
+
+Layout of ``EXP_DIR``::
+
+    folds.json                 how each fold was made (source, validation, rows, groups)
+    cv_config.yaml             the run config every fold starts from, plus the fold options
+    fold_K/train.csv ...       the fold's split (paths relative to the folder)
+    fold_K/run_R/              `audiotune train` run directory, seed = --seed + R - 1
+    cv_runs.csv                one row per run and split: every metric
+    cv_summary.json / .csv     per split and metric: mean, fold_std, fold_median, run_std, run_median, ci95
+    plots/confusion_SPLIT_HEAD.png   confusion matrix summed over all runs
+
+A run whose ``metrics.json`` is complete is kept; one that stopped part-way resumes from its last checkpoint,
+so a killed ``cv`` started again with the same arguments carries on where it stopped. Runs of a frozen encoder
+share the feature cache, so each clip is encoded once for the whole cross-validation.
+
+Statistics (``values[f, r]``: the metric of fold f, repeat r): ``mean`` over all runs; ``fold_std`` /
+``fold_median`` over the folds' means across repeats; ``run_std`` / ``run_median`` over the repeats' means
+across folds (what the speech-emotion recipe reported); ``ci95``: Student-t 95 % interval of the mean with the
+folds as the independent units. Standard deviations are sample ones (ddof 1); a statistic that needs two values
+and has one is None. A metric undefined in some run (one class in a fold, ...) is averaged over the runs that
+define it, and ``n_runs`` says how many.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from scipy import stats as scipy_stats
+
+from audiotune.config import RunConfig, config_to_dict
+from audiotune.data.folds import (Fold, FoldOptions, build_folds, check_fold_files, fold_files, natural_key,
+                                  write_atomic)
+from audiotune.data.layout import DataError
+from audiotune.engine.evaluate import METRICS_FILE
+from audiotune.engine.train import CHECKPOINT_DIR, train
+from audiotune.report.plots import plot_confusion_matrix
+
+log = logging.getLogger(__name__)
+
+SUMMARY_FILE = "cv_summary.json"
+SUMMARY_TABLE = "cv_summary.csv"
+RUNS_TABLE = "cv_runs.csv"
+FOLDS_FILE = "folds.json"
+CV_CONFIG_FILE = "cv_config.yaml"
+METRIC_KEYS = ("accuracy", "uar", "macro_f1", "weighted_f1", "micro_f1", "auc",
+               "mae", "rmse", "pearson", "spearman", "ccc", "r2")
+STATISTICS = ("mean", "fold_std", "fold_median", "run_std", "run_median", "ci95", "n_runs")
+
+
+def run_directory(exp_dir: Path, fold: Fold, repeat: int) -> Path:
+    return exp_dir / fold.name / f"run_{repeat + 1}"
+
+
+def finished_metrics(run_dir: Path) -> dict | None:
+    """The metrics of a run that finished (its metrics.json has the keys training writes last), else None."""
+    path = run_dir / METRICS_FILE
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return metrics if isinstance(metrics, dict) and "epochs_run" in metrics else None
+
+
+def _scalar(metrics: dict, key: str) -> float | None:
+    value = metrics.get(key)
+    if isinstance(value, dict):  # auc: one value per binary column
+        present = [v for v in value.values() if v is not None]
+        value = float(np.mean(present)) if present else None
+    return None if value is None or not math.isfinite(float(value)) else float(value)
+
+
+def _sample_std(values: np.ndarray) -> float | None:
+    return float(np.std(values, ddof=1)) if len(values) > 1 else None
+
+
+def summarise(values: np.ndarray) -> dict:
+    """The statistics of one metric from its (folds, repeats) matrix; NaN marks a run where it is undefined."""
+    defined = ~np.isnan(values)
+    if not defined.any():
+        return {name: None for name in STATISTICS} | {"n_runs": 0}
+    with np.errstate(invalid="ignore"):
+        fold_means = np.array([row[~np.isnan(row)].mean() for row in values if (~np.isnan(row)).any()])
+        run_means = np.array([col[~np.isnan(col)].mean() for col in values.T if (~np.isnan(col)).any()])
+    mean = float(values[defined].mean())
+    fold_std = _sample_std(fold_means)
+    ci95 = None
+    if fold_std is not None:
+        half = float(scipy_stats.t.ppf(0.975, len(fold_means) - 1)) * fold_std / math.sqrt(len(fold_means))
+        ci95 = [mean - half, mean + half]
+    return {"mean": mean, "fold_std": fold_std, "fold_median": float(np.median(fold_means)),
+            "run_std": _sample_std(run_means), "run_median": float(np.median(run_means)), "ci95": ci95,
+            "n_runs": int(defined.sum())}
+
+
+def _check_cv_config(exp_dir: Path, record: dict) -> None:
+    """An experiment directory belongs to one cross-validation: a rerun must ask for the same one."""
+    path = exp_dir / CV_CONFIG_FILE
+    if path.is_file():
+        earlier = yaml.safe_load(path.read_text())
+        if earlier != record:
+            changed = sorted(k for k in set(earlier) | set(record) if earlier.get(k) != record.get(k))
+            raise DataError(f"{path}: this experiment directory holds a cross-validation with other settings "
+                            f"(differs in {changed}); resume it with the same arguments or use a new --exp_dir")
+
+
+def _cv_record(config: RunConfig, source: str, options: FoldOptions, repeats: int) -> dict:
+    base = config_to_dict(config)
+    base.pop("exp_dir")
+    base.pop("heads")
+    base["data"].pop("data_split_root")
+    return {"source": str(source), "folds": asdict(options), "repeats": repeats, "config": base}
+
+
+def _run_one(config: RunConfig, fold_dir: Path, run_dir: Path, seed: int) -> dict:
+    run_config = copy.deepcopy(config)
+    run_config.data.data_split_root = str(fold_dir)
+    run_config.data.seed = seed
+    run_config.exp_dir = str(run_dir)
+    run_config.heads = []
+    run_config.train.resume = (run_dir / CHECKPOINT_DIR / "last.ckpt").is_file()
+    if run_config.train.resume:
+        log.warning("%s: resuming from its last checkpoint", run_dir)
+    return train(run_config)
+
+
+def _runs_table(results: list[tuple[Fold, int, int, dict]]) -> pd.DataFrame:
+    rows = []
+    for fold, repeat, seed, metrics in results:
+        for split in ("val", "test"):
+            if split in metrics:
+                row = {"fold": fold.name, "run": repeat + 1, "seed": seed, "split": split,
+                       "n": metrics[split].get("n"), "test_groups": " ".join(fold.info.get("test_groups", []))}
+                row.update({key: _scalar(metrics[split], key) for key in METRIC_KEYS})
+                rows.append(row)
+    table = pd.DataFrame(rows)
+    defined = [key for key in METRIC_KEYS if key in table and table[key].notna().any()]
+    return table[[c for c in table.columns if c not in METRIC_KEYS or c in defined]]
+
+
+def _summed_confusion(results: list[tuple[Fold, int, int, dict]], split: str) -> dict[str, dict]:
+    summed: dict[str, dict] = {}
+    for _, _, _, metrics in results:
+        for head, values in metrics.get(split, {}).get("heads", {}).items():
+            if "confusion_matrix" not in values:
+                continue
+            matrix = np.asarray(values["confusion_matrix"])
+            entry = summed.setdefault(head, {"classes": values["classes"], "matrix": np.zeros_like(matrix)})
+            entry["matrix"] = entry["matrix"] + matrix
+    return {head: {"classes": e["classes"], "matrix": e["matrix"].tolist()} for head, e in summed.items()}
+
+
+def summary(results: list[tuple[Fold, int, int, dict]], folds: list[Fold], repeats: int) -> dict:
+    """cv_summary.json content from every run's metrics."""
+    table = _runs_table(results)
+    fold_index = {fold.name: k for k, fold in enumerate(folds)}
+    out: dict = {"folds": len(folds), "repeats": repeats, "runs": len(results), "statistics": {},
+                 "per_fold": {}, "confusion_matrix": {}}
+    for split in ("val", "test"):
+        rows = table[table["split"] == split]
+        if rows.empty:
+            continue
+        out["statistics"][split] = {}
+        for key in METRIC_KEYS:
+            if key not in rows:
+                continue
+            values = np.full((len(folds), repeats), np.nan)
+            for _, row in rows.iterrows():
+                values[fold_index[row["fold"]], row["run"] - 1] = np.nan if pd.isna(row[key]) else row[key]
+            out["statistics"][split][key] = summarise(values)
+        metrics = [k for k in METRIC_KEYS if k in rows]
+        per_fold = rows.groupby("fold", sort=False)[metrics].mean()
+        out["per_fold"][split] = {fold: {k: (None if pd.isna(v) else float(v)) for k, v in values.items()}
+                                  for fold, values in per_fold.sort_index(key=lambda i: i.map(natural_key))
+                                  .to_dict(orient="index").items()}
+        out["confusion_matrix"][split] = _summed_confusion(results, split)
+    return out
+
+
+def _summary_table(result: dict) -> pd.DataFrame:
+    rows = []
+    for split, metrics in result["statistics"].items():
+        for metric, values in metrics.items():
+            ci = values["ci95"] or [None, None]
+            rows.append({"split": split, "metric": metric, **{k: values[k] for k in STATISTICS if k != "ci95"},
+                         "ci95_low": ci[0], "ci95_high": ci[1]})
+    return pd.DataFrame(rows)
+
+
+def _write_outputs(exp_dir: Path, results: list[tuple[Fold, int, int, dict]], folds: list[Fold],
+                   repeats: int) -> dict:
+    result = summary(results, folds, repeats)
+    write_atomic(exp_dir / RUNS_TABLE, _runs_table(results).to_csv(index=False))
+    write_atomic(exp_dir / SUMMARY_TABLE, _summary_table(result).to_csv(index=False))
+    for split, heads in result["confusion_matrix"].items():
+        for head, entry in heads.items():
+            safe = head.replace("/", "_").replace(" ", "_")
+            plot_confusion_matrix(entry["matrix"], entry["classes"], exp_dir / "plots" / f"confusion_{split}_{safe}.png",
+                                  f"{head} ({split}, summed over {len(results)} runs)")
+    write_atomic(exp_dir / SUMMARY_FILE, json.dumps(result, indent=2))
+    return result
+
+
+def cross_validate(config: RunConfig, source: str, options: FoldOptions, repeats: int = 1) -> dict:
+    """Train every fold ``repeats`` times (seeds ``seed .. seed + repeats - 1``) and summarise; returns the summary.
+
+    Every fold is built and checked before anything is written; an existing experiment directory must hold
+    the same cross-validation (same folds and settings), whose finished runs are kept.
+    """
+    if repeats < 1:
+        raise ValueError(f"--repeats {repeats}: need at least 1")
+    if config.train.resume:
+        raise ValueError("cv resumes by itself: run the same command again, without --resume")
+    exp_dir = Path(config.exp_dir)
+    folds = build_folds(source, options, config.data.seed, config.data.val_size)
+    files = fold_files(folds, exp_dir)
+    check_fold_files(files)
+    record = _cv_record(config, source, options, repeats)
+    _check_cv_config(exp_dir, record)
+    for path, data in files.items():
+        if not path.is_file():
+            write_atomic(path, data)
+    write_atomic(exp_dir / CV_CONFIG_FILE, yaml.safe_dump(record, sort_keys=False))
+    write_atomic(exp_dir / FOLDS_FILE, json.dumps({fold.name: fold.info for fold in folds}, indent=2))
+
+    results = []
+    for fold in folds:
+        for repeat in range(repeats):
+            run_dir, seed = run_directory(exp_dir, fold, repeat), config.data.seed + repeat
+            metrics = finished_metrics(run_dir)
+            if metrics is None:
+                log.warning("%s run %d/%d (seed %d)", fold.name, repeat + 1, repeats, seed)
+                _run_one(config, exp_dir / fold.name, run_dir, seed)
+                metrics = finished_metrics(run_dir)
+                if metrics is None:
+                    raise RuntimeError(f"{run_dir}: the run ended without a complete {METRICS_FILE}")
+            results.append((fold, repeat, seed, metrics))
+    return _write_outputs(exp_dir, results, folds, repeats)

@@ -1,0 +1,136 @@
+"""audiotune cv: folds from tables, split folders and JSON split files; repeats; resume; the summary."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from conftest import SMALL_ECAPA, tone
+
+from audiotune.cli import main
+from audiotune.data.folds import FoldOptions, build_folds
+from audiotune.data.json_splits import read_json_split
+from audiotune.data.layout import DataError
+from audiotune.engine.cv import STATISTICS, summarise
+
+
+def test_statistics_of_a_folds_by_repeats_matrix() -> None:
+    values = np.array([[0.8, 0.9], [0.6, 0.7], [1.0, 0.9]])
+    result = summarise(values)
+    fold_means = values.mean(axis=1)  # 0.85, 0.65, 0.95
+    run_means = values.mean(axis=0)  # 0.8, 0.8333
+    assert result["mean"] == pytest.approx(values.mean())
+    assert result["fold_std"] == pytest.approx(np.std(fold_means, ddof=1))
+    assert result["fold_median"] == pytest.approx(0.85)
+    assert result["run_std"] == pytest.approx(np.std(run_means, ddof=1))
+    assert result["run_median"] == pytest.approx(np.median(run_means))
+    half = 4.302652729911275 * np.std(fold_means, ddof=1) / np.sqrt(3)  # t(0.975, 2)
+    assert result["ci95"] == pytest.approx([values.mean() - half, values.mean() + half])
+    assert result["n_runs"] == 6
+
+    values[1, 0] = np.nan  # undefined in one run: averaged over the runs that define it
+    assert summarise(values)["n_runs"] == 5
+    assert summarise(values)["mean"] == pytest.approx(np.nanmean(values))
+    single = summarise(np.array([[0.5], [0.7]]))
+    assert single["run_std"] is None and single["fold_std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+
+
+def write_json_split(path: Path, train: dict, val: dict, test: dict) -> None:
+    path.write_text(json.dumps({"Train": train, "Val": val, "Test": test}))
+
+
+def test_json_split_files_are_folds_with_labels_and_votes(tmp_path: Path) -> None:
+    audio = tmp_path / "wavs"
+    audio.mkdir()
+    folds = tmp_path / "folds"
+    folds.mkdir()
+    write_json_split(folds / "fold2.json", {"a.wav": "sad", "b.wav": {"sad": 1, "angry": 3}}, {},
+                     {"c.wav": "angry"})
+    write_json_split(folds / "fold10.json", {"c.wav": "angry"}, {"a.wav": "sad"}, {"b.wav": "sad"})
+    built = build_folds(str(folds), FoldOptions(audio_dir=str(audio)))
+    assert [f.info["source"] for f in built] == [str(folds / "fold2.json"), str(folds / "fold10.json")]
+    first = built[0].tables
+    # the first file has no validation: the next fold's test rows, taken out of training
+    assert list(first["val"].index) == ["b.wav"] and list(first["train"].index) == ["a.wav"]
+    assert first["val"].loc["b.wav", "label"] == "sad"  # as the next file's Test says
+    assert first["train"].loc["a.wav", "path"] == str((audio / "a.wav").resolve())
+    votes = read_json_split(folds / "fold2.json", audio)["train"]
+    assert votes.loc["b.wav", "label"] == "angry" and votes.loc["b.wav", "label=angry"] == pytest.approx(0.75)
+    assert built[1].info["validation"] == "from the source"
+    (folds / "bad.json").write_text(json.dumps({"Train": {}, "Test": {"a.wav": "sad"}, "Dev": {}}))
+    with pytest.raises(DataError, match="bad.json: unknown split 'Dev'"):
+        build_folds(str(folds), FoldOptions())
+
+
+def small_table(root: Path, subjects: tuple[str, ...] = ("ann", "bob", "cat"), clips: int = 4) -> Path:
+    audio = root / "audio"
+    audio.mkdir(parents=True)
+    rows = []
+    for s, subject in enumerate(subjects):
+        for k in range(clips):
+            path = audio / f"{subject}{k}.wav"
+            sf.write(path, tone(300 + 500 * (k % 2), 0.5, 16000, seed=10 * s + k), 16000)
+            rows.append({"uid": f"{subject}{k}", "path": str(path), "subject": subject,
+                         "pitch": ["low", "high"][k % 2]})
+    table = root / "table.csv"
+    pd.DataFrame(rows).to_csv(table, index=False)
+    (root / "labels.txt").write_text("pitch\n")
+    return table
+
+
+def run_cv(root: Path, table: Path, out: Path, *extra: str) -> int:
+    return main(["cv", "-d", str(table), "-l", str(root / "labels.txt"), "-o", str(out), "--group", "subject",
+                 "--model", "ecapa_tdnn", *SMALL_ECAPA, "-e", "1", "-bs", "4", "--clip_length", "0", *extra])
+
+
+def test_cv_writes_every_run_and_a_summary_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    table = small_table(tmp_path)
+    out = tmp_path / "cv"
+    assert run_cv(tmp_path, table, out, "--repeats", "2", "--seed", "3") == 0
+    printed = capsys.readouterr().out
+    assert "3 folds x 2 repeat(s), test:" in printed and "accuracy" in printed
+    summary = json.loads((out / "cv_summary.json").read_text())
+    assert summary["folds"] == 3 and summary["repeats"] == 2 and summary["runs"] == 6
+    for split in ("val", "test"):
+        for metric in ("accuracy", "uar", "macro_f1", "weighted_f1", "micro_f1"):
+            assert set(summary["statistics"][split][metric]) == set(STATISTICS)
+    accuracy = summary["statistics"]["test"]["accuracy"]
+    assert accuracy["n_runs"] == 6 and accuracy["run_std"] is not None and len(accuracy["ci95"]) == 2
+    assert set(summary["per_fold"]["test"]) == {"fold_1", "fold_2", "fold_3"}
+    assert np.asarray(summary["confusion_matrix"]["test"]["pitch"]["matrix"]).sum() == 6 * 4
+    assert (out / "plots" / "confusion_test_pitch.png").is_file()
+    summary_csv = pd.read_csv(out / "cv_summary.csv")
+    assert {"mean", "fold_std", "fold_median", "run_std", "run_median", "ci95_low", "ci95_high"} <= set(summary_csv)
+    runs = pd.read_csv(out / "cv_runs.csv")
+    assert sorted(set(runs["seed"])) == [3, 4] and len(runs) == 12
+    folds = json.loads((out / "folds.json").read_text())
+    assert folds["fold_1"]["test_groups"] == ["ann"] and folds["fold_1"]["val_groups"] == ["bob"]
+    assert folds["fold_1"]["train_groups"] == ["cat"]
+    assert json.loads((out / "fold_2" / "run_2" / "metrics.json").read_text())["test"]["n"] == 4
+
+    # a run killed part-way is trained again; finished runs are kept as they are
+    kept = (out / "fold_1" / "run_1" / "metrics.json").stat().st_mtime_ns
+    (out / "fold_3" / "run_2" / "metrics.json").unlink()
+    assert run_cv(tmp_path, table, out, "--repeats", "2", "--seed", "3") == 0
+    assert (out / "fold_1" / "run_1" / "metrics.json").stat().st_mtime_ns == kept
+    assert (out / "fold_3" / "run_2" / "metrics.json").is_file()
+    assert json.loads((out / "cv_summary.json").read_text())["runs"] == 6
+
+    # the directory belongs to this cross-validation
+    capsys.readouterr()
+    assert run_cv(tmp_path, table, out, "--repeats", "2", "--seed", "3", "-lr", "0.1") == 2
+    assert "other settings" in capsys.readouterr().err
+
+
+def test_cv_inputs_are_checked_before_anything_is_written(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    table = small_table(tmp_path, subjects=("ann", "bob"))
+    out = tmp_path / "cv"
+    assert run_cv(tmp_path, table, out, "--group", "speaker") == 2
+    assert "no 'speaker' column" in capsys.readouterr().err
+    assert run_cv(tmp_path, table, out) == 2  # two groups: validation leaves no training rows
+    assert "no training rows left" in capsys.readouterr().err
+    assert run_cv(tmp_path, table, out, "--repeats", "0") == 2
+    assert not out.exists()
