@@ -239,3 +239,20 @@ def test_spec_noise_changes_features() -> None:
     out = spec_noise(feats, generator=torch.Generator().manual_seed(0))
     assert out.shape == feats.shape and not torch.equal(out, feats)
     assert torch.equal(out, spec_noise(feats, generator=torch.Generator().manual_seed(0)))
+
+
+def test_utterance_mean_normalisation_removes_a_gain() -> None:
+    from audiotune.config import FeatureConfig
+    from audiotune.data.dataset import FeatureExtractor
+
+    rng = np.random.default_rng(0)
+    clip = (0.1 * rng.standard_normal(8000)).astype(np.float32)
+    plain = FeatureExtractor(FeatureConfig(features="fbank", num_mel_bins=40))
+    centred = FeatureExtractor(FeatureConfig(features="fbank", num_mel_bins=40, utterance_norm="mean"))
+    scaled = FeatureExtractor(FeatureConfig(features="fbank", num_mel_bins=40, utterance_norm="meanvar"))
+    # a gain adds the same log energy to every bin: gone once each bin's clip mean is subtracted
+    assert (plain(clip * 4, 16000) - plain(clip, 16000)).abs().min() > 2.0
+    torch.testing.assert_close(centred(clip * 4, 16000), centred(clip, 16000), atol=1e-3, rtol=0)
+    feats = scaled(clip, 16000)
+    torch.testing.assert_close(feats.mean(0), torch.zeros(40), atol=1e-4, rtol=0)
+    torch.testing.assert_close(feats.std(0, unbiased=False), torch.ones(40), atol=1e-3, rtol=0)

@@ -85,3 +85,22 @@ def test_monitor_values_average_heads_and_skip_undefined() -> None:
     assert monitor_value({"auc": {"a": None}}, "auc") is None
     assert monitor_value({"uar": None}, "uar") is None
     assert monitor_value({"uar": 0.5}, "uar") == 0.5
+
+
+def test_ema_weights_are_the_ones_validated_and_saved(uid_dataset: dict, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    assert train(uid_dataset, tmp_path / "plain", "-e", "2") == 0
+    assert train(uid_dataset, tmp_path / "ema", "-e", "2", "--ema", "0.9") == 0
+    best = torch.load(tmp_path / "ema" / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    assert "current_model_state" in best  # the averaged weights are the checkpoint's state_dict
+    averaged = {k.removeprefix("model."): v for k, v in best["state_dict"].items()}
+    current = {k.removeprefix("model."): v for k, v in best["current_model_state"].items()}
+    saved = load_file(tmp_path / "ema" / "model.safetensors")
+    name = next(k for k in saved if k.endswith("weight") and saved[k].dim() > 1)
+    torch.testing.assert_close(saved[name], averaged[name])
+    assert not torch.equal(averaged[name], current[name])
+    plain_saved = load_file(tmp_path / "plain" / "model.safetensors")
+    assert not torch.equal(plain_saved[name], saved[name])  # same seed and data: only the averaging differs
+    assert main(["train", "-d", str(uid_dataset["split"]), "-o", str(tmp_path / "bad"), "--ema", "1.5"]) == 2
+    assert not (tmp_path / "bad").exists()

@@ -65,6 +65,10 @@ class FeatureConfig:
     n_mfcc: int = option(80, "MFCC coefficients")
     n_fft: int = option(400, "MFCC FFT size (window = n_fft, hop = n_fft // 2)")
     n_mels: int = option(128, "mel bands under the MFCC")
+    utterance_norm: str = option("none", "per-clip normalisation of spectral features, per bin over the clip's own "
+                                         "frames: mean (subtract the mean: cepstral mean normalisation, removes the "
+                                         "channel and much of the speaker), meanvar (also divide by the std)",
+                                 choices=("none", "mean", "meanvar"))
     dataset_mean: float | None = option(None, "feature mean for (x - mean) / (2 std); see `audiotune stats`")
     dataset_std: float | None = option(None, "feature std for (x - mean) / (2 std); 0 is an error")
     freqm: int = option(0, "SpecAugment: max frequency mask width (train only)")
@@ -140,6 +144,9 @@ class TrainConfig:
     standardize_targets: bool = option(True, "regression heads learn (target - mean) / std with the training "
                                              "split's mean and std (kept in the config); predictions are in the "
                                              "original units")
+    ema: float = option(0.0, "keep an exponential moving average of the weights with this decay per step (e.g. "
+                              "0.99; 0 = off): validation, checkpoints and the saved model use the average "
+                              "(its time constant, 1 / (1 - decay) steps, should be well under the run's steps)")
     num_workers: int = option(0, "data loader worker processes", ("-nw",))
     precision: str = option("32", "training precision", choices=("32", "bf16"))
     patience: int = option(0, "early stopping patience in epochs on the --monitor metric (0 = off)")

@@ -13,7 +13,7 @@ from audiotune.config import FeatureConfig
 from audiotune.data.audio import AudioError, AudioSpec, load_clip, table_spans
 from audiotune.data.audio_store import AudioStore
 from audiotune.data.augment import AugmentConfig, WaveformAugmenter, mixup, sample_mixup_lambda
-from audiotune.data.features import kaldi_fbank, mfcc, normalize, spec_augment, spec_noise
+from audiotune.data.features import kaldi_fbank, mfcc, normalize, spec_augment, spec_noise, utterance_normalize
 
 
 class FeatureExtractor:
@@ -50,6 +50,8 @@ class FeatureExtractor:
                 feats = mfcc(waveform, rate, n_mfcc=cfg.n_mfcc, n_fft=cfg.n_fft, n_mels=cfg.n_mels)
             except ValueError as err:
                 raise AudioError(f"{path}: {err}") from err
+        if cfg.utterance_norm != "none":
+            feats = utterance_normalize(feats, cfg.utterance_norm == "meanvar")
         if cfg.dataset_std is not None:
             feats = normalize(feats, cfg.dataset_mean or 0.0, cfg.dataset_std)
         return feats

@@ -9,7 +9,7 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
 from audiotune.config import RunConfig, save_config
@@ -34,6 +34,9 @@ CHECKPOINT_DIR = "checkpoints"
 def _trainer(config: RunConfig, exp_dir: Path, has_val: bool) -> tuple[pl.Trainer, ModelCheckpoint | None]:
     callbacks: list[pl.Callback] = []
     best = None
+    if config.train.ema:
+        # parameters and BatchNorm statistics are averaged; validation and checkpoints see the average
+        callbacks.append(EMAWeightAveraging(decay=config.train.ema))
     if has_val:
         key, mode = monitor_key(config.train.monitor), monitor_mode(config.train.monitor)
         best = ModelCheckpoint(dirpath=exp_dir / CHECKPOINT_DIR, filename="best", monitor=key,
@@ -102,6 +105,8 @@ def train(config: RunConfig) -> dict:
     feature cache and the final evaluation run on the same device.
     """
     inference_device(config)  # a missing accelerator is an error before anything is written
+    if config.train.ema and not 0.0 < config.train.ema < 1.0:
+        raise ValueError(f"--ema {config.train.ema}: the decay must be in (0, 1), e.g. 0.99 (0 = off)")
     exp_dir = Path(config.exp_dir)
     exp_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(config.data.seed, workers=True, verbose=False)
