@@ -12,10 +12,10 @@ import torch
 from conftest import SMALL_ECAPA, tone
 
 from audiotune.cli import main
-from audiotune.config import HeadSpec
+from audiotune.config import HeadSpec, load_config
 from audiotune.data.labels import encode_targets, infer_heads, read_label_file
 from audiotune.data.layout import DataError
-from audiotune.engine.losses import balanced_class_weights, classification_loss
+from audiotune.engine.losses import balanced_class_weights, classification_loss, resolve_regression_loss
 from audiotune.engine.metrics import compute_metrics, scores_from_logits
 
 
@@ -111,6 +111,17 @@ def test_missing_targets_add_nothing_to_the_loss() -> None:
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     loss.backward()
     assert torch.isfinite(logits.grad).all() and logits.grad[1, 0] == 0 and logits.grad[0, 1] == 0
+
+
+def test_huber_loss_bounds_the_pull_of_large_errors() -> None:
+    heads = [HeadSpec("sev", "regression", ["sev"])]
+    logits, targets = torch.tensor([[0.0], [0.0]]), torch.tensor([[0.5], [4.0]])
+    mse = classification_loss(logits, targets, heads)
+    huber = classification_loss(logits, targets, heads, regression_loss="huber")
+    assert mse.item() == pytest.approx((0.25 + 16.0) / 2)
+    assert huber.item() == pytest.approx((0.5 * 0.25 + (4.0 - 0.5)) / 2)
+    with pytest.raises(ValueError, match="--loss huber applies to regression heads"):
+        resolve_regression_loss("huber", [HeadSpec("flag", "binary", ["flag"])])
 
 
 def test_balanced_class_weights_are_inverse_frequency_with_mean_one() -> None:
@@ -215,6 +226,10 @@ def test_partial_labels_train_every_head_on_its_own_rows(tmp_path: Path) -> None
         assert metrics[split]["heads"]["level"]["n"] == len(rows)
         assert metrics[split]["heads"]["high"]["n"] == int(rows["high"].notna().sum()) < len(rows)
     assert not (tmp_path / "run" / "dropped_rows.csv").exists()  # every row has some target
+    # the regression head learns standardised targets: the training split's mean and std are kept with it
+    level = next(h for h in load_config(tmp_path / "run" / "config.yaml").heads if h.name == "level")
+    assert level.target_mean == [pytest.approx(table.iloc[:14]["level"].mean())]
+    assert level.target_std == [pytest.approx(table.iloc[:14]["level"].std(ddof=0))]
 
     table_without_any = table.assign(level=np.where(table["high"].isna(), np.nan, table["level"]))
     table_without_any.iloc[:14].to_csv(ds["split"] / "train.csv")
