@@ -65,6 +65,20 @@ def test_json_split_files_are_folds_with_labels_and_votes(tmp_path: Path) -> Non
         build_folds(str(folds), FoldOptions())
 
 
+def test_grouped_folds_and_drawn_validation(tmp_path: Path) -> None:
+    table = small_table(tmp_path, subjects=("ann", "bob", "cat", "dan", "eve", "fay"))
+    built = build_folds(str(table), FoldOptions(folds=3, stratify="pitch", val_group="draw"), seed=1, val_size=1)
+    assert len(built) == 3
+    tested = [set(f.tables["test"]["subject"]) for f in built]
+    assert set().union(*tested) == {"ann", "bob", "cat", "dan", "eve", "fay"} and sum(map(len, tested)) == 6
+    for fold in built:
+        groups = [set(fold.tables[s]["subject"]) for s in ("train", "val", "test")]
+        assert len(groups[1]) == 1 and not (groups[0] & groups[1] or groups[0] & groups[2] or groups[1] & groups[2])
+        assert set(fold.tables["test"]["pitch"]) == {"low", "high"}  # stratified
+    with pytest.raises(DataError, match="--stratify needs --folds K"):
+        build_folds(str(table), FoldOptions(stratify="pitch"))
+
+
 def small_table(root: Path, subjects: tuple[str, ...] = ("ann", "bob", "cat"), clips: int = 4) -> Path:
     audio = root / "audio"
     audio.mkdir(parents=True)

@@ -40,6 +40,7 @@ from audiotune.data.folds import (Fold, FoldOptions, build_folds, check_fold_fil
                                   write_atomic)
 from audiotune.data.layout import DataError
 from audiotune.engine.evaluate import METRICS_FILE
+from audiotune.engine.selection import monitor_value
 from audiotune.engine.train import CHECKPOINT_DIR, train
 from audiotune.report.plots import plot_confusion_matrix
 
@@ -67,14 +68,6 @@ def finished_metrics(run_dir: Path) -> dict | None:
     except (OSError, json.JSONDecodeError):
         return None
     return metrics if isinstance(metrics, dict) and "epochs_run" in metrics else None
-
-
-def _scalar(metrics: dict, key: str) -> float | None:
-    value = metrics.get(key)
-    if isinstance(value, dict):  # auc: one value per binary column
-        present = [v for v in value.values() if v is not None]
-        value = float(np.mean(present)) if present else None
-    return None if value is None or not math.isfinite(float(value)) else float(value)
 
 
 def _sample_std(values: np.ndarray) -> float | None:
@@ -138,7 +131,7 @@ def _runs_table(results: list[tuple[Fold, int, int, dict]]) -> pd.DataFrame:
             if split in metrics:
                 row = {"fold": fold.name, "run": repeat + 1, "seed": seed, "split": split,
                        "n": metrics[split].get("n"), "test_groups": " ".join(fold.info.get("test_groups", []))}
-                row.update({key: _scalar(metrics[split], key) for key in METRIC_KEYS})
+                row.update({key: monitor_value(metrics[split], key) for key in METRIC_KEYS})
                 rows.append(row)
     table = pd.DataFrame(rows)
     defined = [key for key in METRIC_KEYS if key in table and table[key].notna().any()]

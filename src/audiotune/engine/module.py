@@ -11,8 +11,7 @@ import torch
 from torch import Tensor
 
 from audiotune.config import HeadSpec, TrainConfig
-from audiotune.engine.losses import (ClassWeights, classification_loss, resolve_loss,  # noqa: F401 (re-exported)
-                                     resolve_regression_loss)
+from audiotune.engine.losses import ClassWeights, classification_loss, resolve_loss, resolve_regression_loss
 from audiotune.engine.metrics import compute_metrics, scores_from_logits
 from audiotune.engine.selection import monitor_key, monitor_value, worst_value
 from audiotune.models.classifier import Classifier
