@@ -1,10 +1,11 @@
 # make demo: build a venv, install, run the end-to-end demo. make test: the test suite.
+# make lint / make typecheck: ruff and mypy (configured in pyproject.toml). make test-fast: skips slow tests.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast demo bench clean
+.PHONY: install test test-fast lint typecheck demo bench clean
 
 install: $(STAMP)
 
@@ -20,7 +21,13 @@ test: install
 	$(PY) -m pytest -q
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -x -q -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+
+typecheck: install
+	$(VENV)/bin/mypy src/audiotune
 
 demo: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash examples/demo.sh
@@ -29,4 +36,4 @@ bench: install
 	$(PY) benchmarks/data_pipeline.py
 
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache
+	rm -rf $(VENV) demo_out .pytest_cache .mypy_cache .ruff_cache

@@ -68,7 +68,8 @@ def test_augmentation_still_runs_on_every_draw(recording: pd.DataFrame, tmp_path
 
 def test_keys_change_with_span_content_and_settings(recording: pd.DataFrame, tmp_path: Path) -> None:
     path = recording["path"].iloc[0]
-    keys = {segment_key(path, Span(0.0, 0.5)), segment_key(path, Span(0.5, 0.5)), segment_key(path, Span(0.5, 0.5, (1,))),
+    keys = {segment_key(path, Span(0.0, 0.5)), segment_key(path, Span(0.5, 0.5)),
+            segment_key(path, Span(0.5, 0.5, (1,))),
             segment_key(path, Span())}
     assert len(keys) == 4
     assert AudioStore(tmp_path, AudioSpec()).folder != AudioStore(tmp_path, AudioSpec(channel_mode="sum")).folder

@@ -13,8 +13,16 @@ from conftest import shared_path, tone
 from scipy.signal import fftconvolve
 
 from audiotune.config import config_from_dict
-from audiotune.data.audio import (AudioError, AudioSpec, Span, check_clip, load_clip, map_channels,
-                                  prepared_length, scan_audio)
+from audiotune.data.audio import (
+    AudioError,
+    AudioSpec,
+    Span,
+    check_clip,
+    load_clip,
+    map_channels,
+    prepared_length,
+    scan_audio,
+)
 from audiotune.data.layout import read_table
 
 DEMO_CLIP = Path(__file__).resolve().parents[1] / "examples" / "demo_data" / "audio" / "down_alba_0.wav"
@@ -51,7 +59,8 @@ def check_every_mode(path: Path, written: np.ndarray) -> None:
     clip, _ = load_clip(str(path), AudioSpec(resample_rate=0, channel_mode="interleave", channel_select=(4, 5, 6, 7),
                                              clip_length=0))
     np.testing.assert_allclose(clip, np.reshape(top, -1, order="F"), atol=1e-6)
-    clip, _ = load_clip(str(path), AudioSpec(resample_rate=0, channel_mode="select", channel_select=(3,), clip_length=0))
+    spec = AudioSpec(resample_rate=0, channel_mode="select", channel_select=(3,), clip_length=0)
+    clip, _ = load_clip(str(path), spec)
     np.testing.assert_allclose(clip, written[3], atol=1e-6)
 
 

@@ -1,23 +1,50 @@
 """Flag parsing: seed spellings, booleans bare or with a value, YAML configs."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from audiotune.cli import build_parser, config_from_args, parse_bool
 from audiotune.config import RunConfig, load_config, save_config
+from audiotune.models.backbones import resolve_config
 
 
 def parse(*argv: str) -> RunConfig:
     return config_from_args(build_parser().parse_args(["train", *argv]))
 
 
-def test_defaults_match_the_ecapa_seed() -> None:
+def test_defaults_keep_the_ecapa_seed_where_they_did_not_change() -> None:
     config = parse()
     assert (config.train.batch_size, config.train.learning_rate, config.train.epochs) == (8, 3e-4, 1)
-    assert (config.features.features, config.features.n_mfcc, config.features.n_fft, config.features.n_mels) == \
-        ("mfcc", 80, 400, 128)
+    assert (config.features.n_mfcc, config.features.n_fft, config.features.n_mels) == (80, 400, 128)
     assert (config.audio.resample_rate, config.audio.clip_length, config.audio.channel_mode) == (16000, 10.0, "mean")
     assert (config.train.optim, config.train.weight_decay, config.classifier.final_dropout) == ("adamw", 1e-4, 0.3)
+
+
+def test_newcomer_defaults_and_the_seed_behaviour_by_flags() -> None:
+    ecapa = resolve_config(parse("--model", "ecapa_tdnn"))
+    assert (ecapa.features.features, ecapa.features.num_mel_bins, ecapa.train.scheduler) == ("fbank", 80, "cosine")
+    assert (ecapa.features.freqm, ecapa.features.timem) == (8, 10)
+    seed = resolve_config(parse("--fbank", "False", "--scheduler", "none", "--freqm", "0", "--timem", "0"))
+    assert (seed.features.features, seed.train.scheduler, seed.features.freqm, seed.features.timem) == \
+        ("mfcc", "none", 0, 0)
+    ssast = resolve_config(parse("--model", "ssast", "--model_size", "tiny"))
+    assert (ssast.features.freqm, ssast.features.timem) == (0, 0)  # masking stays the SSAST user's choice
+
+
+def test_shipped_recipes_load_and_flags_override_them() -> None:
+    recipes = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    assert recipes, "configs/ holds the shipped recipes"
+    for recipe in recipes:
+        config = resolve_config(parse("--config", str(recipe), "-e", "2"))
+        assert config.train.epochs == 2
+        raw = yaml.safe_load(recipe.read_text())
+        for section, values in raw.items():
+            for name, value in values.items():
+                if name != "epochs":
+                    assert getattr(getattr(config, section), name) == value, (recipe.name, section, name)
 
 
 def test_seed_short_flags_and_underscore_or_hyphen_spellings() -> None:

@@ -29,7 +29,10 @@ def prepare(argv: list[str], exp_dir: Path):
     """Parse `audiotune train` flags and run only the data preparation of training."""
     config = config_from_args(build_parser().parse_args(["train", *argv, "-o", str(exp_dir)]))
     exp_dir.mkdir(parents=True, exist_ok=True)
-    return prepare_training_data(config, exp_dir)
+    prepared = prepare_training_data(config, exp_dir)
+    assert not any(exp_dir.iterdir()), "preparing the data writes nothing"
+    prepared.write_reports(exp_dir)
+    return prepared
 
 
 # ---------------------------------------------------------------- decoding

@@ -213,7 +213,8 @@ def test_skip_bad_audio_and_drop_rows_without_targets(uid_dataset: dict, tmp_pat
 
 def test_missing_metadata_is_skipped_and_listed(uid_dataset: dict, tmp_path: Path) -> None:
     (uid_dataset["prefix"] / "cat2" / "metadata.json").unlink()
-    args = ["train", "-i", str(uid_dataset["prefix"]), "-d", str(uid_dataset["split"]), "-l", str(uid_dataset["labels"]),
+    args = ["train", "-i", str(uid_dataset["prefix"]), "-d", str(uid_dataset["split"]),
+            "-l", str(uid_dataset["labels"]),
             "-o", str(tmp_path), *SMALL_ECAPA, "-e", "1", "-bs", "4", "--on_error", "skip"]
     assert main(args) == 0
     skipped = pd.read_csv(tmp_path / "skipped.csv")

@@ -15,8 +15,8 @@ from audiotune.data.audio import scan_audio
 from audiotune.data.layout import attach_paths
 from audiotune.data.prepare import audio_spec
 from audiotune.engine.inference import make_dataset
-from audiotune.engine.metrics import compute_metrics, scores_from_logits
 from audiotune.engine.losses import classification_loss, resolve_loss
+from audiotune.engine.metrics import compute_metrics, scores_from_logits
 from audiotune.engine.module import optimizers
 
 HEADS = [HeadSpec("word", "categorical", ["word"], ["a", "b", "c"]), HeadSpec("x+y", "binary", ["x", "y"])]

@@ -138,7 +138,8 @@ def test_fbank_128_bins_matches_reference(sr: int, empty: list[int], window: str
 
 
 def test_fbank_batched_equals_per_item() -> None:
-    batch = torch.from_numpy(np.stack([chirp_noise(16000, 0.6, seed=s, gain=g) for s, g in [(0, 1), (1, 0.01), (2, 3)]]))
+    clips = [chirp_noise(16000, 0.6, seed=s, gain=g) for s, g in [(0, 1), (1, 0.01), (2, 3)]]
+    batch = torch.from_numpy(np.stack(clips))
     together = kaldi_fbank(batch, 16000, 128)
     assert together.shape == (3, fbank_num_frames(batch.shape[1], 16000), 128)
     for i in range(3):

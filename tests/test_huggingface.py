@@ -6,9 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
-transformers = pytest.importorskip("transformers")
-
 from conftest import HF_KINDS as KINDS
 from conftest import HF_RATE as RATE
 from conftest import HF_TINY as TINY

@@ -128,7 +128,6 @@ def test_resume_without_a_checkpoint_is_a_clear_error(uid_dataset: dict, tmp_pat
 def test_train_starts_from_a_speechbrain_checkpoint(uid_dataset: dict, tmp_path, capsys) -> None:
     """`--checkpoint` loads the real SpeechBrain-layout ECAPA strictly and fine-tunes from it."""
     import torch
-
     from conftest import shared_path
 
     ckpt = shared_path("weights/ecapa_tdnn_c512.ckpt")

@@ -10,8 +10,10 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from audiotune.config import SECTIONS, RunConfig, load_config
+from audiotune import __version__
+from audiotune.config import RANGES, SECTIONS, RunConfig, check_config, describe_range, load_config
 from audiotune.data.layout import DataError
+from audiotune.outputs import write_json
 
 AUGMENT_HELP = {
     "tshift": "probability of a random time shift (up to ±0.5 s)",
@@ -22,8 +24,23 @@ AUGMENT_HELP = {
     "gain": "probability of a gain change (±12 dB)",
     "stretch": "probability of a time stretch (rate 0.5–1.5)",
 }
-# seed flags whose meaning maps onto another option
-SEED_SWITCHES = {"fbank": ("features", "features", "fbank")}
+DESCRIPTION = """\
+audiotune turns labelled audio into classifiers and embeddings: fine-tune or probe pretrained encoders
+(wav2vec2-style Hugging Face models, SSAST) or train ECAPA-TDNN from scratch, then evaluate, cross-validate
+and extract embeddings. Every command reads a CSV table (path + label columns) or a split directory
+(train.csv, val.csv, test.csv) and writes one run directory that the other commands read back."""
+EPILOG = """\
+start here:
+  audiotune manifest AUDIO_DIR --out table.csv --pattern '(?P<label>[a-z]+)_\\d+\\.wav'
+  audiotune split table.csv --out split
+  echo label > labels.txt
+  audiotune train -d split -l labels.txt -o run --model ecapa_tdnn -e 10
+  audiotune evaluate --run run -d split/test.csv
+recipes: audiotune train --config configs/ecapa_short_speech.yaml ...
+every command: audiotune COMMAND --help"""
+
+# seed boolean flags whose meaning maps onto another option: (section, name, value if true, value if false)
+SEED_SWITCHES = {"fbank": ("features", "features", "fbank", "mfcc")}
 
 
 def parse_bool(text: str | bool) -> bool:
@@ -52,8 +69,10 @@ def _add_field(group: argparse._ArgumentGroup, section: str, spec: dataclasses.F
     if meta.get("cli") is False:
         return
     kind = hints[spec.name]
-    kwargs: dict[str, Any] = {"dest": f"{section}.{spec.name}", "default": argparse.SUPPRESS,
-                              "help": meta.get("help", AUGMENT_HELP.get(spec.name, ""))}
+    text = meta.get("help", AUGMENT_HELP.get(spec.name, ""))
+    if (section, spec.name) in RANGES:
+        text += f" (valid: {describe_range(*RANGES[section, spec.name])})"
+    kwargs: dict[str, Any] = {"dest": f"{section}.{spec.name}", "default": argparse.SUPPRESS, "help": text}
     if meta.get("choices"):
         kwargs["choices"] = meta["choices"]
     if meta.get("choices") and "none" in meta["choices"]:
@@ -97,11 +116,11 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             setattr(getattr(config, section), name, value)
         elif key == "exp_dir":
             config.exp_dir = value
-        elif key in SEED_SWITCHES and value:
-            section, name, switch_value = SEED_SWITCHES[key]
-            setattr(getattr(config, section), name, switch_value)
+        elif key in SEED_SWITCHES:
+            section, name, if_true, if_false = SEED_SWITCHES[key]
+            setattr(getattr(config, section), name, if_true if value else if_false)
     _channel_aliases(args, config)
-    return config
+    return check_config(config)
 
 
 def _channel_aliases(args: argparse.Namespace, config: RunConfig) -> None:
@@ -141,8 +160,10 @@ def _device_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="audiotune", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    parser = argparse.ArgumentParser(prog="audiotune", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more, and show the traceback of an error")
+    parser.add_argument("--version", action="version", version=f"audiotune {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a classifier; writes a run directory")
@@ -169,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     _run_flag(attention)
     _device_flags(attention)
     attention.add_argument("--audio", required=True, help="audio file")
-    attention.add_argument(*_spellings("exp_dir", ("-o",)), dest="exp_dir", help="output folder (default RUN/attention)")
+    attention.add_argument(*_spellings("exp_dir", ("-o",)), dest="exp_dir",
+                           help="output folder (default RUN/attention)")
 
     manifest = commands.add_parser("manifest", help="build a manifest CSV from a folder of audio")
     manifest.add_argument("audio_dir")
@@ -237,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(stats)
     stats.add_argument("--split", default="train")
     stats.add_argument("--out", help="also write the result as JSON here")
+    for command in commands.choices.values():
+        command.allow_abbrev = False  # a seed flag such as -b must never be read as a prefix of another
     return parser
 
 
@@ -275,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
             config = config_from_args(args)
             metrics = train(config)
             print(json.dumps({k: _summary(v) for k, v in metrics.items() if k in ("val", "test")}, indent=2))
+            if not metrics.get("trained", True):
+                print("no training step (--epochs 0): these are the metrics of the untrained model")
             print(f"run directory: {Path(config.exp_dir).resolve()}")
         elif args.command == "pretrain":
             from audiotune.engine.pretrain import pretrain
@@ -346,13 +372,24 @@ def main(argv: list[str] | None = None) -> int:
             result = feature_stats(config, config.data.data_split_root, args.split)
             print(json.dumps(result, indent=2))
             if args.out:
-                Path(args.out).write_text(json.dumps(result, indent=2))
-    except (DataError, OSError, ValueError) as err:
+                write_json(args.out, result)
+    except KeyboardInterrupt:
+        print(f"audiotune {args.command}: interrupted; outputs not finished were not written", file=sys.stderr)
+        return 130
+    except Exception as err:  # one line for the user; the traceback with -v
         if args.verbose:
             raise
-        print(f"audiotune {args.command}: error: {err}", file=sys.stderr)
+        print(f"audiotune {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     return 0
+
+
+def _one_line(err: BaseException) -> str:
+    """The error's own message (what the user must fix), with its type when the message alone says too little."""
+    text = str(err).strip() or type(err).__name__
+    if isinstance(err, (DataError, ValueError, OSError)):
+        return text
+    return f"{type(err).__name__}: {text} (rerun with -v for the traceback)"
 
 
 def _cv_table(result: dict) -> str:

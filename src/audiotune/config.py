@@ -7,6 +7,7 @@ seed command lines used (``-bs``, ``--gauss``, ...). ``config.yaml`` in a run di
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,8 @@ class AudioConfig:
 
 @dataclass
 class FeatureConfig:
-    features: str = option("mfcc", "input features of the model (waveform: raw samples, for pretrained encoders)",
+    features: str = option("fbank", "input features of the model (waveform: raw samples, for pretrained encoders; "
+                                    "mfcc: the ECAPA seed's default)",
                            choices=("mfcc", "fbank", "waveform"))
     waveform_norm: bool = option(False, "per-clip zero mean, unit variance of waveform inputs "
                                         "(set from a pretrained encoder's feature extractor)")
@@ -71,8 +73,10 @@ class FeatureConfig:
                                  choices=("none", "mean", "meanvar"))
     dataset_mean: float | None = option(None, "feature mean for (x - mean) / (2 std); see `audiotune stats`")
     dataset_std: float | None = option(None, "feature std for (x - mean) / (2 std); 0 is an error")
-    freqm: int = option(0, "SpecAugment: max frequency mask width (train only)")
-    timem: int = option(0, "SpecAugment: max time mask width (train only)")
+    freqm: int | None = option(None, "SpecAugment: max frequency mask width (train only; default 8 for ECAPA-TDNN, "
+                                     "0 otherwise)")
+    timem: int | None = option(None, "SpecAugment: max time mask width in frames (train only; default 10 for "
+                                     "ECAPA-TDNN, 0 otherwise)")
     noise: bool = option(False, "add the SSAST spectrogram noise and time roll (train only)")
 
 
@@ -80,7 +84,8 @@ class FeatureConfig:
 class ModelConfig:
     model: str = option("ecapa_tdnn", "backbone", choices=("ecapa_tdnn", "hf", "ssast"))
     checkpoint: str = option("", "backbone to start from: a Hugging Face hub id or directory (--model hf, default "
-                                 "facebook/wav2vec2-base-960h), or a SpeechBrain-layout ECAPA .ckpt/.safetensors", ("-c",))
+                                 "facebook/wav2vec2-base-960h), or a SpeechBrain-layout ECAPA .ckpt/.safetensors",
+                                 ("-c",))
     freeze: bool | None = option(None, "freeze the whole backbone (default: yes for pretrained encoders, as the "
                                        "seed did; no for models trained from scratch)")
     freeze_feature_encoder: bool = option(False, "freeze only the convolutional feature encoder")
@@ -128,7 +133,7 @@ class TrainConfig:
     learning_rate: float = option(3e-4, "learning rate", ("-lr",))
     optim: str = option("adamw", "optimizer", choices=("adam", "adamw"))
     weight_decay: float = option(1e-4, "AdamW weight decay")
-    scheduler: str = option("none", "learning-rate schedule (stepped per batch)",
+    scheduler: str = option("cosine", "learning-rate schedule (stepped per batch; none: constant, as the seeds)",
                             choices=("none", "onecycle", "cosine"))
     max_lr: float = option(0.01, "peak learning rate of the onecycle schedule")
     warmup_steps: int = option(0, "linear warm-up steps of the cosine schedule")
@@ -155,6 +160,7 @@ class TrainConfig:
                                   "heads when there are several)",
                           choices=("loss", "uar", "accuracy", "macro_f1", "weighted_f1", "auc", "ccc", "mae"))
     resume: bool = option(False, "continue from EXP_DIR/checkpoints/last.ckpt")
+    overwrite: bool = option(False, "replace the run already in --exp_dir (deleted once the inputs are checked)")
     accelerator: str = option("auto", "Lightning accelerator (auto, cpu, gpu)")
     devices: str = option("auto", "Lightning devices (auto, a count, or a list)")
     debug: bool = option(False, "use only the first 8 rows of every split")
@@ -224,6 +230,83 @@ SECTIONS: dict[str, type] = {
 }
 
 
+INF = float("inf")
+# valid values of the numeric options: (low, high, low included, high included); lists are checked per element
+RANGES: dict[tuple[str, str], tuple[float, float, bool, bool]] = {
+    ("data", "val_size"): (1, INF, True, False),
+    ("data", "seed"): (0, 2**32 - 1, True, True),
+    ("data", "mixup"): (0, 1, True, True),
+    ("audio", "resample_rate"): (0, 768000, True, True),
+    ("audio", "channel_select"): (0, 1024, True, False),
+    ("audio", "clip_length"): (0, INF, True, False),
+    ("features", "num_mel_bins"): (1, 1024, True, True),
+    ("features", "target_length"): (0, INF, True, False),
+    ("features", "n_mfcc"): (1, 1024, True, True),
+    ("features", "n_fft"): (2, 65536, True, True),
+    ("features", "n_mels"): (1, 1024, True, True),
+    ("features", "dataset_mean"): (-INF, INF, False, False),
+    ("features", "dataset_std"): (0, INF, False, False),
+    ("features", "freqm"): (0, INF, True, False),
+    ("features", "timem"): (0, INF, True, False),
+    ("model", "max_window"): (0, INF, True, False),
+    ("model", "fshape"): (1, INF, True, False),
+    ("model", "tshape"): (1, INF, True, False),
+    ("model", "fstride"): (1, INF, True, False),
+    ("model", "tstride"): (1, INF, True, False),
+    ("model", "mask_patch"): (1, INF, True, False),
+    ("model", "cluster_factor"): (1, INF, True, False),
+    ("model", "lin_neurons"): (1, INF, True, False),
+    ("model", "channels"): (1, INF, True, False),
+    ("model", "kernel_sizes"): (1, INF, True, False),
+    ("model", "dilations"): (1, INF, True, False),
+    ("model", "attention_channels"): (1, INF, True, False),
+    ("model", "se_channels"): (1, INF, True, False),
+    ("model", "res2net_scale"): (1, INF, True, False),
+    ("classifier", "sd_bottleneck"): (1, INF, True, False),
+    ("classifier", "clf_bottleneck"): (1, INF, True, False),
+    ("classifier", "final_dropout"): (0, 1, True, False),
+    ("train", "epochs"): (0, INF, True, False),
+    ("train", "batch_size"): (1, INF, True, False),
+    ("train", "learning_rate"): (0, INF, True, False),
+    ("train", "weight_decay"): (0, INF, True, False),
+    ("train", "max_lr"): (0, INF, True, False),
+    ("train", "warmup_steps"): (0, INF, True, False),
+    ("train", "ema"): (0, 1, True, False),
+    ("train", "num_workers"): (0, 1024, True, True),
+    ("train", "patience"): (0, INF, True, False),
+}
+
+
+def describe_range(low: float, high: float, low_in: bool, high_in: bool) -> str:
+    """'[0, 1)' style text of a range (inf for unbounded)."""
+    def text(v: float) -> str:
+        return "inf" if v == INF else "-inf" if v == -INF else f"{v:g}"
+    return f"{'[' if low_in else '('}{text(low)}, {text(high)}{']' if high_in else ')'}"
+
+
+def check_config(config: RunConfig) -> RunConfig:
+    """Every numeric option finite and in its range (:data:`RANGES`), augmentation probabilities in [0, 1];
+    one error listing every bad option with the flag to fix, before any work is done."""
+    problems = []
+    for (section, name), (low, high, low_in, high_in) in RANGES.items():
+        value = getattr(getattr(config, section), name)
+        for item in value if isinstance(value, list) else [value]:
+            if item is None or isinstance(item, bool):
+                continue
+            fine = isinstance(item, (int, float)) and math.isfinite(item) and \
+                (low < item or (low_in and item == low)) and (item < high or (high_in and item == high))
+            if not fine:
+                problems.append(f"--{name} {item}: must be in {describe_range(low, high, low_in, high_in)}")
+                break
+    try:
+        AugmentConfig(**vars(config.augment))
+    except (TypeError, ValueError) as err:
+        problems.append(str(err))
+    if problems:
+        raise ValueError("invalid option(s): " + "; ".join(problems))
+    return config
+
+
 def config_to_dict(config: RunConfig) -> dict[str, Any]:
     """Plain dict of the whole config (YAML-safe types only)."""
     return dataclasses.asdict(config)
@@ -264,7 +347,9 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
 
 def save_config(config: RunConfig, path: str | Path) -> None:
     """Write the resolved config as YAML."""
-    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    from audiotune.outputs import write_bytes
+
+    write_bytes(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
 
 def load_config(path: str | Path) -> RunConfig:

@@ -56,10 +56,10 @@ class AugmentConfig:
         for name in _PROBS:
             value = float(getattr(self, name))
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"AugmentConfig.{name} must be a probability in [0, 1], got {value}")
+                raise ValueError(f"--{name} {value}: must be a probability in [0, 1]")
             setattr(self, name, value)
         if not 0.0 < float(self.pshiftn) <= 24.0:  # audiomentations' PitchShift limit
-            raise ValueError(f"AugmentConfig.pshiftn must be in (0, 24], got {self.pshiftn}")
+            raise ValueError(f"--pshiftn {self.pshiftn}: must be in (0, 24] semitones")
         self.pshiftn = float(self.pshiftn)
 
     @property

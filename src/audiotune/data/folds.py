@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import pandas as pd
 from audiotune.data.json_splits import read_json_split
 from audiotune.data.layout import DataError, read_splits, read_table
 from audiotune.data.splits import draw_validation, kfold_tables
+from audiotune.outputs import write_bytes
 
 VAL_GROUPS = ("next", "draw")
 FOLD_DIR = re.compile(r"^fold_(\d+)$")
@@ -65,18 +65,7 @@ def natural_key(text: str) -> list[Any]:
 
 def write_atomic(path: str | Path, data: bytes | str) -> Path:
     """Write a file aside in its own folder, then rename it into place: it appears complete or not at all."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = data.encode() if isinstance(data, str) else data
-    handle, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(payload)
-        os.replace(partial, path)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
-    return path
+    return write_bytes(path, data)
 
 
 def source_kind(source: str | Path) -> str:

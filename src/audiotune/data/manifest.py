@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from audiotune.data.layout import DataError
+from audiotune.outputs import write_csv
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 
@@ -65,7 +66,7 @@ def build_manifest(root: str | Path, out_csv: str | Path, pattern: str | None = 
         raise DataError(f"{root}: no file could be labelled")
     manifest = pd.DataFrame(rows)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
-    manifest.to_csv(out_csv, index=False)
+    write_csv(manifest, out_csv, index=False)
     if skipped:
-        skip_table.to_csv(out_csv.with_suffix(".skipped.csv"), index=False)
+        write_csv(skip_table, out_csv.with_suffix(".skipped.csv"), index=False)
     return manifest, skip_table

@@ -9,13 +9,14 @@ import pandas as pd
 
 from audiotune.config import HeadSpec, RunConfig
 from audiotune.data.audio import AudioSpec, scan_audio
-from audiotune.data.labels import (drop_missing_targets, encode_targets, fit_target_scaling, infer_heads,
-                                   read_label_file)
+from audiotune.data.labels import drop_missing_targets, encode_targets, fit_target_scaling, infer_heads, read_label_file
 from audiotune.data.layout import DataError, attach_paths, read_splits
 from audiotune.data.splits import draw_validation
+from audiotune.outputs import write_csv
 
 SKIPPED_FILE = "skipped.csv"
 DROPPED_FILE = "dropped_rows.csv"
+VALIDATION_FILE = "validation.csv"
 
 
 @dataclass
@@ -27,15 +28,21 @@ class PreparedData:
     heads: list[HeadSpec]
     skipped: pd.DataFrame = field(default_factory=pd.DataFrame)
     dropped: pd.DataFrame = field(default_factory=pd.DataFrame)
+    drawn_val: pd.DataFrame | None = None  # validation rows drawn from train.csv (written as validation.csv)
 
     def write_reports(self, out_dir: str | Path) -> list[Path]:
-        """skipped.csv (bad audio) and dropped_rows.csv (rows without any target), when there is anything to list."""
+        """skipped.csv (bad audio), dropped_rows.csv (rows that reach no model) and validation.csv (drawn
+        validation rows) when there is anything to list; an earlier list of the same name is removed."""
         written = []
         for frame, name in ((self.skipped, SKIPPED_FILE), (self.dropped, DROPPED_FILE)):
+            path = Path(out_dir) / name
             if len(frame):
-                path = Path(out_dir) / name
-                frame.to_csv(path, index=frame.index.name == "uid", index_label="uid" if frame.index.name else None)
+                write_csv(frame, path, index=frame.index.name == "uid", index_label="uid" if frame.index.name else None)
                 written.append(path)
+            else:
+                path.unlink(missing_ok=True)
+        if self.drawn_val is not None:
+            written.append(write_csv(self.drawn_val, Path(out_dir) / VALIDATION_FILE, index_label="uid"))
         return written
 
 
@@ -89,6 +96,7 @@ def prepare_training_data(config: RunConfig, exp_dir: str | Path) -> PreparedDat
     if not config.data.label_txt:
         raise DataError("--label_txt is required for training: one line per head, comma-separated columns")
     groups = read_label_file(config.data.label_txt)
+    drawn = None
     train = tables["train"]
     heads = infer_heads(groups, train, source=train.attrs.get("source", "train.csv"))
     if "val" in tables:
@@ -98,12 +106,13 @@ def prepare_training_data(config: RunConfig, exp_dir: str | Path) -> PreparedDat
     else:
         train, val = draw_validation(train, config.data.val_size, config.data.seed,
                                      source=train.attrs.get("source", "train.csv"))
-        val.to_csv(Path(exp_dir) / "validation.csv", index_label="uid")
-        val.attrs["source"] = str(Path(exp_dir) / "validation.csv")
+        drawn = val.copy()
+        val.attrs["source"] = str(Path(exp_dir) / VALIDATION_FILE)
         tables["val"] = val
     train.attrs = dict(tables["train"].attrs)
     tables["train"] = train
     prepared = _check_tables(tables, heads, config, targets_needed=True)
+    prepared.drawn_val = drawn
     fit_target_scaling(prepared.heads, prepared.targets["train"], config.train.standardize_targets)
     return prepared
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pandas as pd
 import soundfile as sf
 
 from audiotune.data.layout import DataError, format_seconds
+from audiotune.outputs import write_csv
 
 DECIMALS = 6
 # half of the last written decimal: spans that match the file's length up to rounding still fit
@@ -251,16 +251,8 @@ def window_segments(recordings: pd.DataFrame, window: float, hop: float, source:
 
 
 def write_csv_atomic(table: pd.DataFrame, path: Path) -> None:
-    """Write ``table`` to ``path`` complete or not at all: a temporary file in the same folder, then a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", newline="") as stream:
-            table.to_csv(stream, index=False)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Write ``table`` to ``path`` complete or not at all."""
+    write_csv(table, path, index=False)
 
 
 def skipped_path(out: Path) -> Path:

@@ -9,6 +9,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from audiotune.data.layout import DataError
+from audiotune.outputs import write_csv
 
 
 def _subjects(table: pd.DataFrame, group: str, source: str) -> pd.Series:
@@ -109,6 +110,6 @@ def write_split(parts: dict[str, pd.DataFrame], out_dir: str | Path) -> list[Pat
         path = out_dir / f"{name}.csv"
         if "path" in part.columns:  # relative paths keep the data and its splits movable together
             part = part.assign(path=[os.path.relpath(p, out_dir.resolve()) for p in part["path"]])
-        part.to_csv(path, index_label="uid")
+        write_csv(part, path, index_label="uid")
         written.append(path)
     return written

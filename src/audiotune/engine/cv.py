@@ -36,8 +36,7 @@ import yaml
 from scipy import stats as scipy_stats
 
 from audiotune.config import RunConfig, config_to_dict
-from audiotune.data.folds import (Fold, FoldOptions, build_folds, check_fold_files, fold_files, natural_key,
-                                  write_atomic)
+from audiotune.data.folds import Fold, FoldOptions, build_folds, check_fold_files, fold_files, natural_key, write_atomic
 from audiotune.data.layout import DataError
 from audiotune.engine.evaluate import METRICS_FILE
 from audiotune.engine.selection import monitor_value
@@ -195,7 +194,8 @@ def _write_outputs(exp_dir: Path, results: list[tuple[Fold, int, int, dict]], fo
     for split, heads in result["confusion_matrix"].items():
         for head, entry in heads.items():
             safe = head.replace("/", "_").replace(" ", "_")
-            plot_confusion_matrix(entry["matrix"], entry["classes"], exp_dir / "plots" / f"confusion_{split}_{safe}.png",
+            plot_confusion_matrix(entry["matrix"], entry["classes"],
+                                  exp_dir / "plots" / f"confusion_{split}_{safe}.png",
                                   f"{head} ({split}, summed over {len(results)} runs)")
     write_atomic(exp_dir / SUMMARY_FILE, json.dumps(result, indent=2))
     return result

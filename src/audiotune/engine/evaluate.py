@@ -1,20 +1,20 @@
 """Score splits with a trained classifier: metrics.json, predictions.parquet and plots."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from audiotune.config import HeadSpec, RunConfig
+from audiotune.config import HeadSpec, RunConfig, check_config
 from audiotune.data.prepare import PreparedData, prepare_eval_data
 from audiotune.engine.aggregate import check_recording_targets, recording_scores, table_recordings
 from audiotune.engine.cache import CachedDataset, cache_blocker, cached_datasets, cached_loader
 from audiotune.engine.inference import make_dataset, make_loader, override_device, predict
 from audiotune.engine.metrics import compute_metrics, head_slices, scores_from_logits
-from audiotune.models.checkpoint import load_run
+from audiotune.models.checkpoint import CONFIG_FILE, load_run
 from audiotune.models.classifier import Classifier
+from audiotune.outputs import own_run_dir, write_json, write_parquet
 from audiotune.report.plots import plot_confusion_matrix, plot_roc, plot_scatter
 
 METRICS_FILE = "metrics.json"
@@ -69,8 +69,10 @@ def _plots(metrics: dict, scores: np.ndarray, targets: np.ndarray, heads: list[H
 
 def evaluate_prepared(model: Classifier, config: RunConfig, prepared: PreparedData, out_dir: str | Path,
                       splits: list[str] | None = None, cached: dict[str, CachedDataset] | None = None,
-                      aggregate: str = "mean") -> dict:
+                      aggregate: str = "mean", write_metrics: bool = True) -> dict:
     """Score the given splits, write metrics.json, predictions.parquet and plots under ``out_dir``.
+
+    ``write_metrics=False`` leaves metrics.json to the caller (training writes it once, complete, at the end).
 
     When a split's rows are windows of recordings (a ``recording`` column), each recording is also scored from
     its windows' scores (``aggregate``: mean or max; none skips it): a ``recording`` section in its metrics and
@@ -105,13 +107,12 @@ def evaluate_prepared(model: Classifier, config: RunConfig, prepared: PreparedDa
             metrics["recording"] = {"aggregate": aggregate, **compute_metrics(rec_scores, rec_targets, config.heads)}
             recording_tables.append(prediction_table(names, split, rec_scores, rec_targets, config.heads)
                                     .rename(columns={"uid": "recording"}))
-    existing = out_dir / METRICS_FILE
-    merged = json.loads(existing.read_text()) if existing.is_file() else {}
-    merged.update(all_metrics)
-    existing.write_text(json.dumps(merged, indent=2))
-    pd.concat(tables, ignore_index=True).to_parquet(out_dir / PREDICTIONS_FILE, index=False)
+    if write_metrics:
+        write_json(out_dir / METRICS_FILE, all_metrics)
+    write_parquet(pd.concat(tables, ignore_index=True), out_dir / PREDICTIONS_FILE, index=False)
     if recording_tables:
-        pd.concat(recording_tables, ignore_index=True).to_parquet(out_dir / RECORDING_PREDICTIONS_FILE, index=False)
+        write_parquet(pd.concat(recording_tables, ignore_index=True), out_dir / RECORDING_PREDICTIONS_FILE,
+                      index=False)
     return all_metrics
 
 
@@ -126,14 +127,19 @@ def evaluate_run(run: str, data_split_root: str, exp_dir: str | None = None, on_
     override_device(config, accelerator, devices, precision)
     if on_error:
         config.data.on_error = on_error
-    if batch_size:
+    if batch_size is not None:
         config.train.batch_size = batch_size
     if num_workers is not None:
         config.train.num_workers = num_workers
     config.train.debug = False
+    check_config(config)
     out_dir = Path(exp_dir) if exp_dir else Path(run) / "evaluate"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    prepared = prepare_eval_data(config, data_split_root)
-    check_recording_targets(prepared.tables, prepared.targets, config.heads)
-    prepared.write_reports(out_dir)
-    return evaluate_prepared(model, config, prepared, out_dir, aggregate=aggregate)
+    if (out_dir / CONFIG_FILE).exists():
+        raise ValueError(f"-o {out_dir}: is a training run directory, whose predictions and metrics evaluate would "
+                         f"replace; write the evaluation elsewhere (default: RUN/evaluate)")
+    with own_run_dir(out_dir, overwrite=True, command="evaluate") as owned:  # an evaluation replaces the last one
+        prepared = prepare_eval_data(config, data_split_root)
+        check_recording_targets(prepared.tables, prepared.targets, config.heads)
+        owned.start()
+        prepared.write_reports(out_dir)
+        return evaluate_prepared(model, config, prepared, out_dir, aggregate=aggregate)

@@ -1,6 +1,7 @@
 """``audiotune extract`` and ``audiotune stats``: embeddings streamed to parquet, feature statistics."""
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -9,11 +10,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from audiotune.config import RunConfig
+from audiotune.config import RunConfig, check_config
 from audiotune.data.prepare import prepare_eval_data
 from audiotune.engine.inference import inference_device, iterate_batches, make_dataset, make_loader, override_device
 from audiotune.models.checkpoint import load_run
 from audiotune.models.classifier import EMBEDDING_TYPES, Classifier
+from audiotune.outputs import atomic_path, write_csv
+
+log = logging.getLogger(__name__)
+
+
+def skipped_list_path(out_path: Path) -> Path:
+    """Where the rows an extraction skipped are listed: beside its parquet file, named after it."""
+    return out_path.with_name(out_path.stem + ".skipped.csv")
 
 
 def extract_embeddings(run: str, data_split_root: str, out: str, embedding_type: str = "ft",
@@ -28,25 +37,30 @@ def extract_embeddings(run: str, data_split_root: str, out: str, embedding_type:
         raise ValueError(f"--embedding_type {embedding_type}: choose one of {EMBEDDING_TYPES}")
     config, model = load_run(run)
     override_device(config, accelerator, devices, precision)
-    if batch_size:
+    if batch_size is not None:
         config.train.batch_size = batch_size
     if num_workers is not None:
         config.train.num_workers = num_workers
     if on_error:
         config.data.on_error = on_error
     config.train.debug = False
+    check_config(config)
     out_path = Path(out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    if out_path.suffix != ".parquet":
+        raise ValueError(f"--out {out}: embeddings are written as parquet; give a path ending in .parquet")
     prepared = prepare_eval_data(config, data_split_root, targets_needed=False)
+    skip_list = skipped_list_path(out_path)
+    skip_list.unlink(missing_ok=True)  # a list from an earlier extraction to the same file
     if len(prepared.skipped):
-        prepared.write_reports(out_path.parent)
+        write_csv(prepared.skipped, skip_list, index=False)
+        log.warning("%d row(s) skipped; listed in %s", len(prepared.skipped), skip_list)
     equal_length = getattr(model.backbone, "needs_equal_length", False)
 
     def embed(classifier: Classifier, batch: dict) -> torch.Tensor:
         return classifier.extract_embedding(batch["inputs"], batch["lengths"], embedding_type, layer, pooling)
 
     schema = pa.schema([("uid", pa.string()), ("split", pa.string()), ("embedding", pa.list_(pa.float32()))])
-    with pq.ParquetWriter(out_path, schema) as writer:
+    with atomic_path(out_path) as partial, pq.ParquetWriter(partial, schema) as writer:
         for split, table in prepared.tables.items():
             loader = make_loader(config, make_dataset(config, table, prepared.targets[split]), table, False,
                                  equal_length)

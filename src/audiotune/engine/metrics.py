@@ -8,8 +8,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn.metrics import (balanced_accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support,
-                             roc_auc_score)
+from sklearn.metrics import (
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
 
 from audiotune.config import HeadSpec
 from audiotune.engine.regression_metrics import REGRESSION_KEYS, regression_head_metrics

@@ -7,7 +7,6 @@ checkpoint (``--pretrained_mdl_path``, original or our own). The run directory g
 """
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
@@ -22,11 +21,13 @@ from torch import Tensor
 from audiotune.config import RunConfig, save_config
 from audiotune.data.layout import read_splits
 from audiotune.data.prepare import prepare_eval_data
+from audiotune.engine.checkpoint_io import AtomicCheckpointIO
 from audiotune.engine.device import parse_devices
 from audiotune.engine.inference import make_dataset, make_loader
 from audiotune.engine.module import optimizers
 from audiotune.models.backbones import build_backbone, resolve_config
 from audiotune.models.checkpoint import CONFIG_FILE, MODEL_FILE
+from audiotune.outputs import atomic_path, write_csv, write_json
 from audiotune.report.plots import plot_training_curves
 
 PRETRAIN_TASKS = ("pretrain_mpc", "pretrain_mpg", "pretrain_joint")
@@ -82,14 +83,15 @@ def _tables(config: RunConfig, exp_dir: Path) -> tuple[dict[str, pd.DataFrame], 
         order = np.random.default_rng(config.data.seed).permutation(len(train))
         cut = max(1, len(train) // 10)
         tables = {"train": train.iloc[order[cut:]], "val": train.iloc[order[:cut]]}
-        tables["val"].to_csv(exp_dir / "validation.csv", index_label="uid")
+        write_csv(tables["val"], exp_dir / "validation.csv", index_label="uid")
     return tables, {name: np.zeros((len(t), 0), np.float32) for name, t in tables.items()}
 
 
 def save_original_layout(backbone: torch.nn.Module, path: Path) -> None:
     """The SSAST weights with the original DataParallel key names (``module.v...``), tensors only."""
     state = {f"module.{k}": v.detach().cpu().contiguous() for k, v in backbone.model.state_dict().items()}
-    torch.save(state, path)
+    with atomic_path(path) as partial:
+        torch.save(state, partial)
 
 
 def pretrain(config: RunConfig) -> dict:
@@ -119,15 +121,15 @@ def pretrain(config: RunConfig) -> dict:
                          devices=parse_devices(config.train.devices),
                          precision="bf16-mixed" if config.train.precision == "bf16" else "32-true",
                          callbacks=[best], logger=CSVLogger(exp_dir, name="logs", version=""),
-                         log_every_n_steps=1, enable_model_summary=False)
+                         log_every_n_steps=1, enable_model_summary=False, plugins=[AtomicCheckpointIO()])
     resume = exp_dir / "checkpoints" / "last.ckpt" if config.train.resume else None
     if resume is not None and not resume.is_file():
         raise FileNotFoundError(f"{resume}: --resume needs the last checkpoint of an earlier run in --exp_dir")
     trainer.fit(module, train_loader, val_loader, ckpt_path=resume, weights_only=True)
     if best.best_model_path and Path(best.best_model_path).is_file():
         module.load_state_dict(torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"])
-    save_file({k: v.detach().cpu().contiguous() for k, v in backbone.model.state_dict().items()},
-              str(exp_dir / MODEL_FILE))
+    with atomic_path(exp_dir / MODEL_FILE) as partial:
+        save_file({k: v.detach().cpu().contiguous() for k, v in backbone.model.state_dict().items()}, str(partial))
     save_original_layout(backbone, exp_dir / ORIGINAL_FILE)
     log = pd.read_csv(exp_dir / "logs" / "metrics.csv")
     per_epoch = log.groupby("epoch").last()
@@ -138,5 +140,5 @@ def pretrain(config: RunConfig) -> dict:
                          ("train_acc", "val_acc"), "masked-patch accuracy")
     metrics = {"task": config.model.task, "epochs_run": trainer.current_epoch, "history": history,
                "best_val_loss": float(best.best_model_score) if best.best_model_score is not None else None}
-    (exp_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json(exp_dir / "metrics.json", metrics)
     return metrics

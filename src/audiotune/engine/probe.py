@@ -3,7 +3,6 @@ their learned weighted sum; a table and a plot of the metrics per layer."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +15,13 @@ from audiotune.data.prepare import prepare_training_data
 from audiotune.engine.cache import cache_blocker, cached_datasets, cached_loader
 from audiotune.engine.device import parse_devices
 from audiotune.engine.inference import inference_device, predict
-from audiotune.engine.metrics import compute_metrics, scores_from_logits
 from audiotune.engine.losses import training_class_weights
+from audiotune.engine.metrics import compute_metrics, scores_from_logits
 from audiotune.engine.module import ClassifierModule
 from audiotune.models.backbones import resolve_config
 from audiotune.models.checkpoint import CONFIG_FILE, build_classifier
 from audiotune.models.classifier import Classifier
+from audiotune.outputs import write_csv, write_json
 from audiotune.report.plots import plot_probe
 
 PROBE_FILE = "probe.csv"
@@ -90,8 +90,7 @@ def probe(config: RunConfig) -> pd.DataFrame:
         if target == "weighted":
             layer_weights = torch.softmax(model.layer_weights.detach().float().cpu(), 0).tolist()
     table = pd.DataFrame(rows)
-    table.to_csv(exp_dir / PROBE_FILE, index=False)
-    (exp_dir / "probe.json").write_text(json.dumps({"layers": rows, "layer_weights": layer_weights,
-                                                    "feature_cache": stats}, indent=2))
+    write_csv(table, exp_dir / PROBE_FILE, index=False)
+    write_json(exp_dir / "probe.json", {"layers": rows, "layer_weights": layer_weights, "feature_cache": stats})
     plot_probe(table, exp_dir / "plots" / "probe.png")
     return table

@@ -1,21 +1,21 @@
 """``audiotune train``: data → model → Lightning Trainer → run directory."""
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import pandas as pd
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
 from pytorch_lightning.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
+from torch.utils.data import DataLoader
 
-from audiotune.config import RunConfig, save_config
+from audiotune.config import RunConfig, check_config, save_config
 from audiotune.data.prepare import PreparedData, prepare_training_data
 from audiotune.engine.aggregate import check_recording_targets
 from audiotune.engine.cache import CachedDataset, cache_blocker, cached_datasets, cached_loader
+from audiotune.engine.checkpoint_io import AtomicCheckpointIO
 from audiotune.engine.device import parse_devices
 from audiotune.engine.evaluate import METRICS_FILE, evaluate_prepared
 from audiotune.engine.inference import inference_device, make_dataset, make_loader
@@ -23,8 +23,9 @@ from audiotune.engine.losses import training_class_weights
 from audiotune.engine.module import ClassifierModule
 from audiotune.engine.selection import check_monitor, monitor_key, monitor_mode
 from audiotune.models.backbones import resolve_config
-from audiotune.models.classifier import Classifier
 from audiotune.models.checkpoint import CONFIG_FILE, MODEL_FILE, build_classifier, export_backbone, save_weights
+from audiotune.models.classifier import Classifier
+from audiotune.outputs import OwnedRunDir, own_run_dir, write_csv, write_json
 from audiotune.report.plots import plot_layer_weights, plot_training_curves
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ def _trainer(config: RunConfig, exp_dir: Path, has_val: bool) -> tuple[pl.Traine
         deterministic=False,
         log_every_n_steps=1,
         enable_model_summary=False,
+        plugins=[AtomicCheckpointIO()],
     )
     return trainer, best
 
@@ -67,7 +69,7 @@ def _merge_logs(earlier: pd.DataFrame, log_csv: Path) -> None:
     """Lightning's CSV logger starts a fresh file on resume; put the earlier epochs back in front."""
     current = pd.read_csv(log_csv) if log_csv.is_file() else earlier.iloc[0:0]
     first_new = current["epoch"].min() if len(current) else float("inf")
-    pd.concat([earlier[earlier["epoch"] < first_new], current], ignore_index=True).to_csv(log_csv, index=False)
+    write_csv(pd.concat([earlier[earlier["epoch"] < first_new], current], ignore_index=True), log_csv, index=False)
 
 
 def _load_best(module: ClassifierModule, checkpoint: ModelCheckpoint | None) -> str:
@@ -98,28 +100,49 @@ def _loaders(model: Classifier, config: RunConfig, prepared: PreparedData,
     return train_loader, val_loader, None
 
 
+def check_resume_fits(module: pl.LightningModule, checkpoint: Path) -> None:
+    """A clear error when the checkpoint to resume was trained with other model or head flags."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True).get("state_dict", {})
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    reshaped = sorted(k for k in set(state) & set(expected) if tuple(state[k].shape) != tuple(expected[k].shape))
+    if missing or unexpected or reshaped:
+        detail = "; ".join(f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+                           for what, keys in (("other shapes", reshaped), ("not in the checkpoint", missing),
+                                              ("only in the checkpoint", unexpected)) if keys)
+        raise ValueError(f"{checkpoint}: --resume with flags that do not fit this run's checkpoint ({detail}); "
+                         "resume with the run's own model and head options (its config.yaml), or start a new run")
+
+
 def train(config: RunConfig) -> dict:
     """Train, keep the best-validation weights, score val and test; returns the metrics written.
 
-    Lightning trains on ``config.train.accelerator``/``devices`` and hands the model back on the CPU; the
-    feature cache and the final evaluation run on the same device.
+    The run directory is locked for the whole command; nothing is written into it before the data, the
+    flags and (with ``--resume``) the checkpoint are checked. Lightning trains on
+    ``config.train.accelerator``/``devices`` and hands the model back on the CPU; the feature cache and the
+    final evaluation run on the same device.
     """
+    check_config(config)
     inference_device(config)  # a missing accelerator is an error before anything is written
-    if config.train.ema and not 0.0 < config.train.ema < 1.0:
-        raise ValueError(f"--ema {config.train.ema}: the decay must be in (0, 1), e.g. 0.99 (0 = off)")
     exp_dir = Path(config.exp_dir)
-    exp_dir.mkdir(parents=True, exist_ok=True)
+    with own_run_dir(exp_dir, resume=config.train.resume, overwrite=config.train.overwrite) as run_dir:
+        return _train(config, run_dir)
+
+
+def _train(config: RunConfig, run_dir: OwnedRunDir) -> dict:
+    exp_dir = run_dir.path
+    resume = exp_dir / CHECKPOINT_DIR / "last.ckpt" if config.train.resume else None
+    if resume is not None and not resume.is_file():
+        raise FileNotFoundError(f"{resume}: --resume needs the last checkpoint of an earlier run in --exp_dir")
     pl.seed_everything(config.data.seed, workers=True, verbose=False)
     resolve_config(config)
     prepared = prepare_training_data(config, exp_dir)
     check_recording_targets(prepared.tables, prepared.targets, prepared.heads)
     check_monitor(config.train.monitor, prepared.heads)
-    prepared.write_reports(exp_dir)
     config.heads = prepared.heads
-    save_config(config, exp_dir / CONFIG_FILE)
 
     model = build_classifier(config)
-    export_backbone(model, exp_dir)
     cache_stats: dict = {"used": cache_blocker(config) is None, "why_not": cache_blocker(config)}
     train_loader, val_loader, cached = _loaders(model, config, prepared, cache_stats)
     # Lightning keeps the modes modules have at fit start; encoding the cache left them in eval mode
@@ -127,28 +150,38 @@ def train(config: RunConfig) -> dict:
     class_weights = training_class_weights(config.heads, prepared.targets["train"], config.train.class_weights)
     module = ClassifierModule(model, config.heads, config.train, steps_per_epoch=len(train_loader),
                               class_weights=class_weights, seed=config.data.seed)
+    if resume is not None:
+        check_resume_fits(module, resume)
+
+    run_dir.start()  # everything is checked: from here on the run directory is written
+    prepared.write_reports(exp_dir)
+    save_config(config, exp_dir / CONFIG_FILE)
+    export_backbone(model, exp_dir)
+    if config.train.epochs == 0:
+        log.warning("--epochs 0: no training step; the model is saved as initialised%s",
+                    " (frozen pretrained backbone, untrained heads)" if config.model.freeze else "")
     trainer, best = _trainer(config, exp_dir, val_loader is not None)
-    resume = exp_dir / CHECKPOINT_DIR / "last.ckpt" if config.train.resume else None
-    if resume is not None and not resume.is_file():
-        raise FileNotFoundError(f"{resume}: --resume needs the last checkpoint of an earlier run in --exp_dir")
     log_csv = exp_dir / "logs" / "metrics.csv"
     earlier_log = pd.read_csv(log_csv) if resume is not None and log_csv.is_file() else None
     trainer.fit(module, train_loader, val_loader, ckpt_path=resume, weights_only=True)
     if earlier_log is not None:
         _merge_logs(earlier_log, log_csv)
-    kept = _load_best(module, best)
+    kept = _load_best(module, best) if config.train.epochs else "untrained (--epochs 0)"
     save_weights(model, exp_dir / MODEL_FILE)
-    plot_training_curves(log_csv, exp_dir / "plots" / "training_curves.png")
+    if log_csv.is_file():
+        plot_training_curves(log_csv, exp_dir / "plots" / "training_curves.png")
 
     metrics = evaluate_prepared(model, config, prepared, exp_dir,
-                                splits=[s for s in ("val", "test") if s in prepared.tables], cached=cached)
+                                splits=[s for s in ("val", "test") if s in prepared.tables], cached=cached,
+                                write_metrics=False)
     if model.layer_weights is not None:
         metrics["layer_weights"] = torch.softmax(model.layer_weights.detach().float().cpu(), 0).tolist()
         plot_layer_weights(metrics["layer_weights"], exp_dir / "plots" / "layer_weights.png")
     metrics["weights"] = kept
+    metrics["trained"] = config.train.epochs > 0
     metrics["feature_cache"] = cache_stats
     metrics["epochs_run"] = trainer.current_epoch
     if class_weights is not None:
         metrics["class_weights"] = class_weights
-    (exp_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+    write_json(exp_dir / METRICS_FILE, metrics)
     return metrics

@@ -9,6 +9,7 @@ from safetensors.torch import load_file, save_file
 from audiotune.config import RunConfig, load_config
 from audiotune.models.backbones import build_backbone
 from audiotune.models.classifier import Classifier
+from audiotune.outputs import atomic_path
 
 MODEL_FILE = "model.safetensors"
 ENCODER_DIR = "encoder"  # the architecture of a pretrained encoder, when the backbone exports one
@@ -18,7 +19,8 @@ CONFIG_FILE = "config.yaml"
 def save_weights(model: torch.nn.Module, path: str | Path) -> None:
     """All parameters and buffers as safetensors (contiguous CPU copies)."""
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    save_file(state, str(path))
+    with atomic_path(path) as partial:
+        save_file(state, str(partial))
 
 
 def build_classifier(config: RunConfig, pretrained: bool = True) -> Classifier:

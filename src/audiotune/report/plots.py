@@ -11,17 +11,21 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
+from audiotune.outputs import atomic_path  # noqa: E402
+
 
 def _save(fig: plt.Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as partial:
+        fig.savefig(partial, dpi=110, format=Path(path).suffix.lstrip(".") or "png")
     plt.close(fig)
     return path
 
 
 def plot_training_curves(log_csv: str | Path, out: str | Path,
-                         columns: tuple[str, ...] = ("train_loss_epoch", "val_loss"), ylabel: str = "loss") -> Path | None:
+                         columns: tuple[str, ...] = ("train_loss_epoch", "val_loss"),
+                         ylabel: str = "loss") -> Path | None:
     """Per-epoch curves of the Lightning CSV log; None when none of ``columns`` was logged."""
     log_csv = Path(log_csv)
     if not log_csv.is_file():

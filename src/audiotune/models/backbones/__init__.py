@@ -49,6 +49,9 @@ def resolve_config(config: RunConfig) -> RunConfig:
     resolve = _entry(config.model.model)[1]
     if resolve is not None:
         resolve(config)
+    features = config.features
+    features.freqm = 0 if features.freqm is None else features.freqm  # SpecAugment is off unless a backbone
+    features.timem = 0 if features.timem is None else features.timem  # or the user turns it on
     return config
 
 

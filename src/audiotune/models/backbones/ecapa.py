@@ -359,13 +359,23 @@ class EcapaBackbone(nn.Module):
 
 
 def resolve_ecapa(config: RunConfig) -> None:
-    """ECAPA-TDNN reads fbank or MFCC features and is trained, so it is never frozen unless asked."""
+    """ECAPA-TDNN reads fbank or MFCC features and is trained, so it is never frozen unless asked.
+
+    Unless given, 80 mel bins and, when the encoder is trained, light SpecAugment (frequency masks up to 8
+    bins, time masks up to 10 frames); with the cosine schedule these are the newcomer defaults measured
+    in BENCHMARKS.md against the seed's MFCC, constant learning rate and no masking.
+    """
     if config.features.features not in ("fbank", "mfcc"):
         raise ValueError(f"--model ecapa_tdnn reads fbank or mfcc features, not '{config.features.features}'")
     if config.model.freeze is None:
         config.model.freeze = False
     if config.features.num_mel_bins is None:
         config.features.num_mel_bins = 80  # the usual ECAPA-TDNN input
+    trained = not config.model.freeze  # a frozen encoder keeps its inputs fixed, so the feature cache can serve
+    if config.features.freqm is None:
+        config.features.freqm = 8 if trained else 0
+    if config.features.timem is None:
+        config.features.timem = 10 if trained else 0
 
 
 @register("ecapa_tdnn", resolve=resolve_ecapa)

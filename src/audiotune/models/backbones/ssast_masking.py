@@ -31,7 +31,8 @@ __all__ = [
 ]
 
 
-def patch_grid(input_fdim: int, input_tdim: int, fshape: int, tshape: int, fstride: int, tstride: int) -> tuple[int, int]:
+def patch_grid(input_fdim: int, input_tdim: int, fshape: int, tshape: int, fstride: int,
+               tstride: int) -> tuple[int, int]:
     """Patch grid ``(f_dim, t_dim)`` of an ``input_fdim x input_tdim`` spectrogram; clear errors when impossible."""
     for name, value in (("fshape", fshape), ("tshape", tshape), ("fstride", fstride), ("tstride", tstride)):
         if value < 1:

@@ -1,0 +1,154 @@
+"""Outputs that appear complete or not at all, and run directories that one command owns at a time.
+
+Every file audiotune writes goes through :func:`atomic_path`: the writer fills a hidden temporary file in
+the destination folder, and only a writer that finished renames it into place (``os.replace`` is atomic
+on one file system). An interrupted, killed or failing writer (full disk, Ctrl-C) leaves the previous
+file, or none, never a truncated or partial one that reads as complete.
+
+:func:`claim_run_dir` takes an exclusive lock on a run directory for the life of the process, so two
+commands can never write one directory at once, and refuses to start a new run in a directory that
+already holds one unless it is resumed or overwritten on purpose.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+LOCK_FILE = ".audiotune.lock"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block finishes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    os.close(handle)
+    partial = Path(name)
+    try:
+        yield partial
+        with open(partial, "rb+") as stream:  # the bytes are on disk before the name points at them
+            os.fsync(stream.fileno())
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def write_bytes(path: str | Path, data: bytes | str) -> Path:
+    """Write ``data`` (text as UTF-8) to ``path`` atomically."""
+    with atomic_path(path) as partial:
+        partial.write_bytes(data.encode() if isinstance(data, str) else data)
+    return Path(path)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+def write_json(path: str | Path, value: Any) -> Path:
+    """Indented JSON, NaN and infinities written as null (they are not JSON: strict readers reject them)."""
+    return write_bytes(path, json.dumps(_finite(value), indent=2, allow_nan=False))
+
+
+def write_csv(table: pd.DataFrame, path: str | Path, **kwargs: Any) -> Path:
+    """``table.to_csv(path, **kwargs)``, atomically."""
+    with atomic_path(path) as partial:
+        table.to_csv(partial, **kwargs)
+    return Path(path)
+
+
+def write_parquet(table: pd.DataFrame, path: str | Path, **kwargs: Any) -> Path:
+    """``table.to_parquet(path, **kwargs)``, atomically."""
+    with atomic_path(path) as partial:
+        table.to_parquet(partial, **kwargs)
+    return Path(path)
+
+
+class RunDirError(ValueError):
+    """A run directory that this command may not write (held by another command, or holding another run)."""
+
+
+RUN_MARKERS = ("config.yaml", "metrics.json", "model.safetensors")  # what makes a directory a run directory
+
+
+class OwnedRunDir:
+    """A run directory locked for one command; see :func:`own_run_dir`."""
+
+    def __init__(self, path: Path, created: bool, clear: bool):
+        self.path, self.created, self._clear, self.started = path, created, clear, False
+
+    def start(self) -> Path:
+        """Call once the inputs are validated, before the first write: an overwritten run is deleted now."""
+        if self._clear:
+            for entry in self.path.iterdir():
+                if entry.name == LOCK_FILE:
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+        self.started = True
+        return self.path
+
+
+def _is_run_dir(path: Path) -> bool:
+    return any((path / marker).exists() for marker in RUN_MARKERS)
+
+
+@contextlib.contextmanager
+def own_run_dir(exp_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
+                command: str = "train") -> Iterator[OwnedRunDir]:
+    """Lock ``exp_dir`` for this command and check that it may write there.
+
+    - another audiotune command writing the directory: an error (an exclusive ``flock`` on a lock file);
+    - a directory holding a run needs ``resume`` (continue it) or ``overwrite`` (delete its contents first,
+      at :meth:`OwnedRunDir.start`); a directory that holds other files but no run is written into, never
+      deleted;
+    - a directory created here and left unwritten (the inputs failed validation) is removed again.
+    The lock is released when the block ends.
+    """
+    exp_dir = Path(exp_dir)
+    if exp_dir.exists() and not exp_dir.is_dir():
+        raise RunDirError(f"{exp_dir}: exists and is not a directory")
+    if resume and overwrite:
+        raise RunDirError("--resume continues the run in --exp_dir and --overwrite deletes it: choose one")
+    created = not exp_dir.exists()
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    handle = os.open(exp_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(handle)
+        raise RunDirError(f"{exp_dir}: another audiotune command is writing this directory; wait for it to "
+                          "finish or choose another -o/--exp_dir") from None
+    owned = None
+    try:
+        os.ftruncate(handle, 0)
+        os.write(handle, f"{os.getpid()} {command}\n".encode())
+        is_run = _is_run_dir(exp_dir)
+        if is_run and not resume and not overwrite:
+            raise RunDirError(f"{exp_dir}: already holds a run; pass --resume to continue it, --overwrite to "
+                              "replace it, or choose another -o/--exp_dir")
+        owned = OwnedRunDir(exp_dir, created, clear=is_run and overwrite)
+        yield owned
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        os.close(handle)
+        if created and (owned is None or not owned.started):
+            shutil.rmtree(exp_dir, ignore_errors=True)
