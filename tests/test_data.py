@@ -15,7 +15,7 @@ from audiotune.cli import build_parser, config_from_args, main
 from audiotune.data.audio import AudioError, AudioSpec, check_clip, load_clip, prepared_length
 from audiotune.data.features import kaldi_fbank
 from audiotune.data.labels import infer_heads
-from audiotune.data.layout import read_table, resolve_uid
+from audiotune.data.layout import DataError, read_table, resolve_uid
 from audiotune.data.prepare import prepare_training_data
 from audiotune.data.splits import draw_validation
 
@@ -198,15 +198,33 @@ def test_val_size_too_large_is_a_clear_error(uid_dataset: dict, tmp_path: Path, 
     assert err.startswith("audiotune train: error:") and "--val_size 5" in err and "5 subjects" in err
 
 
-def test_val_csv_subjects_are_removed_from_train(uid_dataset: dict, tmp_path: Path) -> None:
+def test_splits_sharing_subjects_or_uids_are_an_error_or_listed(uid_dataset: dict, tmp_path: Path, capsys) -> None:
     split = uid_dataset["split"]
     pd.concat([pd.read_csv(split / "train.csv"), pd.read_csv(split / "val.csv")]).to_csv(split / "train.csv",
                                                                                             index=False)
-    prepared = prepare(["-i", str(uid_dataset["prefix"]), "-d", str(split), "-l", str(uid_dataset["labels"])],
-                       tmp_path / "run")
+    common = ["-i", str(uid_dataset["prefix"]), "-d", str(split), "-l", str(uid_dataset["labels"])]
+    with pytest.raises(DataError, match=r"(?s)1 subject\(s\) of .*val.csv also in .*train.csv: \['eve'\].*uid\(s\)"):
+        prepare(common, tmp_path / "refused")
+    assert main(["train", *common, "-o", str(tmp_path / "cli")]) == 2
+    assert "--allow_overlap" in capsys.readouterr().err and not (tmp_path / "cli").exists()
+    prepared = prepare([*common, "--allow_overlap"], tmp_path / "run")
     assert "eve" not in set(prepared.tables["train"]["subject"]) and len(prepared.tables["train"]) == 16
     assert set(prepared.tables["val"]["subject"]) == {"eve"}
+    dropped = pd.read_csv(tmp_path / "run" / "dropped_rows.csv")
+    assert len(dropped) == 4 and set(dropped["subject"]) == {"eve"} and set(dropped["split"]) == {"train"}
+    assert dropped["reason"].str.startswith("subject also in val").all()
     assert not (tmp_path / "run" / "validation.csv").exists()
+
+
+def test_train_and_test_sharing_a_clip_is_an_error(uid_dataset: dict, tmp_path: Path) -> None:
+    split = uid_dataset["split"]
+    test = pd.read_csv(split / "test.csv")
+    train = pd.read_csv(split / "train.csv")
+    shared = train.head(1).assign(subject="zed")  # another subject name: only the uid gives it away
+    pd.concat([test, shared]).to_csv(split / "test.csv", index=False)
+    common = ["-i", str(uid_dataset["prefix"]), "-d", str(split), "-l", str(uid_dataset["labels"])]
+    with pytest.raises(DataError, match=rf"1 uid\(s\) of .*test.csv also in .*train.csv: \['{shared['uid'][0]}'\]"):
+        prepare(common, tmp_path / "refused")
 
 
 def test_study_is_joined_under_prefix(uid_dataset: dict, tmp_path: Path) -> None:

@@ -360,8 +360,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "segment":
             from audiotune.data.segments import segment_csv
 
-            result = segment_csv(args.table, args.out, args.before, args.after, args.window, args.hop, args.on_error)
-            print(result.summary())
+            segmented = segment_csv(args.table, args.out, args.before, args.after, args.window, args.hop,
+                                    args.on_error)
+            print(segmented.summary())
         elif args.command == "split":
             _command_split(args)
         elif args.command == "stats":

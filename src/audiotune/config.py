@@ -38,6 +38,8 @@ class DataConfig:
     seed: int = option(0, "random seed for splits, initialisation, shuffling and augmentation")
     on_error: str = option("raise", "bad audio: raise an error, or skip it and write skipped.csv",
                            choices=("raise", "skip"))
+    allow_overlap: bool = option(False, "let validation/test share subjects or uids with train: the training rows "
+                                        "they share are left out and listed in dropped_rows.csv (default: an error)")
     mixup: float = option(0.0, "probability of mixing a training clip with another (Beta(10,10), targets mixed)")
 
 

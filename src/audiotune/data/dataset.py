@@ -32,7 +32,9 @@ class FeatureExtractor:
     @property
     def num_bins(self) -> int:
         """Values per frame (1 for waveform samples)."""
-        return {"fbank": self.config.num_mel_bins, "mfcc": self.config.n_mfcc}.get(self.config.features, 1)
+        bins = {"fbank": self.config.num_mel_bins, "mfcc": self.config.n_mfcc}.get(self.config.features, 1)
+        assert bins is not None  # __init__ rejects fbank without num_mel_bins
+        return bins
 
     def __call__(self, clip: np.ndarray, rate: int, path: str = "") -> torch.Tensor:
         waveform = torch.from_numpy(np.ascontiguousarray(clip, dtype=np.float32))
@@ -42,6 +44,7 @@ class FeatureExtractor:
                 waveform = (waveform - waveform.mean()) / torch.sqrt(waveform.var(unbiased=False) + 1e-7)
             return waveform
         if cfg.features == "fbank":
+            assert cfg.num_mel_bins is not None  # __init__ rejects fbank without num_mel_bins
             feats = kaldi_fbank(waveform, rate, num_mel_bins=cfg.num_mel_bins)
             if feats.shape[0] == 0:
                 raise AudioError(f"{path}: clip of {len(clip)} samples is shorter than one 25 ms fbank frame")
@@ -123,7 +126,8 @@ class AudioDataset(Dataset):
         if self.train:
             generator = torch.Generator().manual_seed(int(self.rng.integers(2**31)))
             if self.features.freqm or self.features.timem:
-                feats = spec_augment(feats, self.features.freqm, self.features.timem, generator=generator)
+                # resolve_config fills both; an unset width masks nothing
+                feats = spec_augment(feats, self.features.freqm or 0, self.features.timem or 0, generator=generator)
             if self.features.noise:
                 feats = spec_noise(feats, generator=generator)
         return {"uid": self.uids[index], "inputs": feats, "length": feats.shape[0], "targets": target}

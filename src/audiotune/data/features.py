@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import overload
 
 import torch
 
@@ -63,6 +64,10 @@ def _kaldi_window(window_type: str, length: int, device: torch.device, dtype: to
     return w.to(device=device, dtype=dtype)
 
 
+@overload
+def _kaldi_mel(freq: torch.Tensor) -> torch.Tensor: ...
+@overload
+def _kaldi_mel(freq: float) -> float: ...
 def _kaldi_mel(freq: torch.Tensor | float) -> torch.Tensor | float:
     """Kaldi mel scale: 1127 ln(1 + f / 700)."""
     if isinstance(freq, torch.Tensor):

@@ -128,7 +128,7 @@ def _table_folds(source: str, options: FoldOptions, seed: int) -> list[Fold]:
 def _folder_folds(source: str) -> list[Fold]:
     """One fold per fold_N/ folder, in numeric order; each needs train.csv and test.csv."""
     folders = sorted((p for p in Path(source).iterdir() if p.is_dir() and FOLD_DIR.match(p.name)),
-                     key=lambda p: int(FOLD_DIR.match(p.name).group(1)))
+                     key=lambda p: int(p.name.removeprefix("fold_")))  # FOLD_DIR matched: fold_<digits>
     folds = []
     for k, folder in enumerate(folders, start=1):
         tables = read_splits(folder)

@@ -105,7 +105,7 @@ def _check_declared(group: LabelGroup, table: pd.DataFrame, source: str) -> None
             finite = np.isfinite(numbers.to_numpy(dtype=float))
             if not finite.all():
                 raise DataError(f"{group.where}: column '{column}' of {source} holds a non-finite value")
-        if group.kind == "soft" and (numbers < 0).any():
+        if group.kind == "soft" and numbers is not None and (numbers < 0).any():  # None raised above
             raise DataError(f"{group.where}: vote column '{column}' of {source} holds the negative value "
                             f"{_first_bad(values, numbers >= 0)} (votes are counts or probabilities)")
 
@@ -131,13 +131,13 @@ def _infer_kind(group: LabelGroup, table: pd.DataFrame, source: str) -> str:
 def infer_heads(groups: Sequence[LabelGroup | Sequence[str]], table: pd.DataFrame,
                 source: str = "labels") -> list[HeadSpec]:
     """Head specs from the label groups (declared or inferred kinds) and the values in ``table`` (training)."""
-    groups = [g if isinstance(g, LabelGroup) else LabelGroup(list(g)) for g in groups]
-    missing = [c for group in groups for c in group.columns if c not in table.columns]
+    label_groups = [g if isinstance(g, LabelGroup) else LabelGroup(list(g)) for g in groups]
+    missing = [c for group in label_groups for c in group.columns if c not in table.columns]
     if missing:
         raise DataError(f"{source}: label column(s) {missing} not in the table "
                         f"(columns: {[c for c in table.columns if c not in ('path', 'expected_rate')]})")
     heads = []
-    for group in groups:
+    for group in label_groups:
         empty = [c for c in group.columns if table[c].isna().all()]
         if empty:
             raise DataError(f"{source}: label column(s) {empty} ({group.where}) have no values")

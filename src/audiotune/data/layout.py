@@ -117,7 +117,7 @@ def attach_paths(table: pd.DataFrame, prefix: str, study: str = "",
     """Add ``path`` (and ``expected_rate`` from metadata) to every row; rows that cannot be resolved are returned
     separately with the reason (a missing metadata.json, a uid escaping the prefix, ...)."""
     table = table.copy()
-    failures = []
+    failures: list[dict[str, str]] = []
     if "path" in table.columns and table["path"].notna().all():
         if "expected_rate" not in table.columns:
             table["expected_rate"] = np.nan

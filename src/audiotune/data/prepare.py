@@ -1,6 +1,7 @@
 """From command-line data options to checked tables and targets, with every dropped row written down."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from audiotune.data.layout import DataError, attach_paths, read_splits
 from audiotune.data.splits import draw_validation
 from audiotune.outputs import write_csv
 
+log = logging.getLogger(__name__)
 SKIPPED_FILE = "skipped.csv"
 DROPPED_FILE = "dropped_rows.csv"
 VALIDATION_FILE = "validation.csv"
@@ -85,6 +87,59 @@ def _check_tables(tables: dict[str, pd.DataFrame], heads: list[HeadSpec], config
     return prepared
 
 
+def _subjects(table: pd.DataFrame) -> set[str]:
+    if "subject" not in table.columns:
+        return set()
+    return {str(s) for s in table["subject"].dropna()}
+
+
+def split_overlaps(tables: dict[str, pd.DataFrame], allow: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Check that validation and test share no subject and no uid with train (nor uids with each other).
+
+    Returns the training table and the training rows left out. An overlap is an error naming the shared
+    subjects/uids; with ``allow`` the shared training rows are left out and returned, each with its reason.
+    """
+    train = tables["train"]
+    source = {name: table.attrs.get("source", f"{name}.csv") for name, table in tables.items()}
+    reasons = pd.Series("", index=train.index, dtype=object)
+    problems = []
+    for name in ("val", "test"):
+        if name not in tables:
+            continue
+        shared_subjects = sorted(_subjects(train) & _subjects(tables[name]))
+        shared_uids = sorted(set(map(str, train.index)) & set(map(str, tables[name].index)))
+        if shared_subjects:
+            problems.append(f"{len(shared_subjects)} subject(s) of {source[name]} also in {source['train']}: "
+                            f"{shared_subjects[:5]}{' ...' if len(shared_subjects) > 5 else ''}")
+            hit = train["subject"].astype(str).isin(shared_subjects) & (reasons == "")
+            reasons[hit.to_numpy()] = f"subject also in {name} ({source[name]})"
+        if shared_uids:
+            problems.append(f"{len(shared_uids)} uid(s) of {source[name]} also in {source['train']}: "
+                            f"{shared_uids[:5]}{' ...' if len(shared_uids) > 5 else ''}")
+            hit = pd.Series(train.index.astype(str), index=train.index).isin(shared_uids) & (reasons == "")
+            reasons[hit.to_numpy()] = f"uid also in {name} ({source[name]})"
+    if "val" in tables and "test" in tables:
+        shared = sorted(set(map(str, tables["val"].index)) & set(map(str, tables["test"].index)))
+        if shared:
+            if not allow:
+                problems.append(f"{len(shared)} uid(s) of {source['val']} also in {source['test']}: {shared[:5]}")
+            else:
+                log.warning("%d uid(s) are in both %s and %s (--allow_overlap)", len(shared), source["val"],
+                            source["test"])
+    if problems and not allow:
+        raise DataError("splits overlap (a model would be scored on what it trained or was selected on):\n  "
+                        + "\n  ".join(problems) + "\n(fix the split, or pass --allow_overlap to leave the shared "
+                        "training rows out; they are then listed in dropped_rows.csv)")
+    left_out = reasons != ""
+    dropped = train.loc[left_out.to_numpy()].copy()
+    dropped = dropped[[c for c in ("path", "subject") if c in dropped.columns]]
+    dropped["split"] = "train"
+    dropped["reason"] = reasons[left_out]
+    kept = train.loc[~left_out.to_numpy()]
+    kept.attrs = dict(train.attrs)
+    return kept, dropped
+
+
 def prepare_training_data(config: RunConfig, exp_dir: str | Path) -> PreparedData:
     """Read the split directory, infer the heads, draw validation subjects if needed, check all audio.
 
@@ -99,11 +154,8 @@ def prepare_training_data(config: RunConfig, exp_dir: str | Path) -> PreparedDat
     drawn = None
     train = tables["train"]
     heads = infer_heads(groups, train, source=train.attrs.get("source", "train.csv"))
-    if "val" in tables:
-        val_subjects = set(tables["val"].get("subject", pd.Series(dtype=str)).astype(str))
-        if "subject" in train.columns and val_subjects:
-            train = train[~train["subject"].astype(str).isin(val_subjects)]
-    else:
+    train, overlapping = split_overlaps(tables, config.data.allow_overlap)
+    if "val" not in tables:
         train, val = draw_validation(train, config.data.val_size, config.data.seed,
                                      source=train.attrs.get("source", "train.csv"))
         drawn = val.copy()
@@ -112,6 +164,7 @@ def prepare_training_data(config: RunConfig, exp_dir: str | Path) -> PreparedDat
     train.attrs = dict(tables["train"].attrs)
     tables["train"] = train
     prepared = _check_tables(tables, heads, config, targets_needed=True)
+    prepared.dropped = pd.concat([overlapping, prepared.dropped]) if len(overlapping) else prepared.dropped
     prepared.drawn_val = drawn
     fit_target_scaling(prepared.heads, prepared.targets["train"], config.train.standardize_targets)
     return prepared

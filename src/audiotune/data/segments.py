@@ -302,6 +302,7 @@ def segment_csv(source: str | Path, out: str | Path, before: float | None = None
                             "nothing written")
         result.recordings = int(result.segments["path"].nunique())
     else:
+        assert window is not None  # not events_mode: checked above that exactly one mode is given
         hop = window if hop is None else hop
         _positive_seconds("window", window)
         _positive_seconds("hop", hop)

@@ -19,6 +19,7 @@ from audiotune.data.features import kaldi_fbank
 from audiotune.data.prepare import audio_spec
 from audiotune.engine.device import autocast
 from audiotune.engine.inference import override_device
+from audiotune.models.backbones import SupportsAttention
 from audiotune.models.checkpoint import load_run, resolve_run_dir
 from audiotune.report.plots import plot_attention
 
@@ -47,7 +48,7 @@ def attention_maps(run: str, audio: str, out_dir: str | None = None, accelerator
     config, model = load_run(run)
     device = override_device(config, accelerator, devices, precision)
     backbone = model.backbone
-    if not hasattr(backbone, "hidden_states_with_attention"):
+    if not isinstance(backbone, SupportsAttention):
         raise ValueError(f"--model {config.model.model} does not expose attention weights")
     clip, rate = load_clip(audio, audio_spec(config))
     inputs = FeatureExtractor(config.features)(clip, rate, audio)

@@ -35,12 +35,14 @@ import pandas as pd
 import yaml
 from scipy import stats as scipy_stats
 
-from audiotune.config import RunConfig, config_to_dict
+from audiotune.config import RunConfig, check_config, config_to_dict
 from audiotune.data.folds import Fold, FoldOptions, build_folds, check_fold_files, fold_files, natural_key, write_atomic
 from audiotune.data.layout import DataError
 from audiotune.engine.evaluate import METRICS_FILE
 from audiotune.engine.selection import monitor_value
 from audiotune.engine.train import CHECKPOINT_DIR, train
+from audiotune.models.checkpoint import CONFIG_FILE
+from audiotune.outputs import OwnedRunDir, own_run_dir
 from audiotune.report.plots import plot_confusion_matrix
 
 log = logging.getLogger(__name__)
@@ -118,6 +120,8 @@ def _run_one(config: RunConfig, fold_dir: Path, run_dir: Path, seed: int) -> dic
     run_config.exp_dir = str(run_dir)
     run_config.heads = []
     run_config.train.resume = (run_dir / CHECKPOINT_DIR / "last.ckpt").is_file()
+    # a run stopped before its first checkpoint starts again from scratch
+    run_config.train.overwrite = not run_config.train.resume and (run_dir / CONFIG_FILE).is_file()
     if run_config.train.resume:
         log.warning("%s: resuming from its last checkpoint", run_dir)
     return train(run_config)
@@ -211,12 +215,21 @@ def cross_validate(config: RunConfig, source: str, options: FoldOptions, repeats
         raise ValueError(f"--repeats {repeats}: need at least 1")
     if config.train.resume:
         raise ValueError("cv resumes by itself: run the same command again, without --resume")
-    exp_dir = Path(config.exp_dir)
+    if config.train.overwrite:
+        raise ValueError("cv keeps finished runs and resumes the others: to start over, use a new --exp_dir")
+    check_config(config)
+    with own_run_dir(config.exp_dir, resume=True, command="cv") as owned:  # one cv per directory at a time
+        return _cross_validate(config, source, options, repeats, owned)
+
+
+def _cross_validate(config: RunConfig, source: str, options: FoldOptions, repeats: int, owned: OwnedRunDir) -> dict:
+    exp_dir = owned.path
     folds = build_folds(source, options, config.data.seed, config.data.val_size)
     files = fold_files(folds, exp_dir)
     check_fold_files(files)
     record = _cv_record(config, source, options, repeats)
     _check_cv_config(exp_dir, record)
+    owned.start()
     for path, data in files.items():
         if not path.is_file():
             write_atomic(path, data)

@@ -3,6 +3,7 @@ the feature cache and probe, on the device the run config names."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,9 +15,10 @@ from audiotune.data.audio_store import AudioStore, cache_root
 from audiotune.data.dataset import AudioDataset, Collator, EqualLengthBatchSampler
 from audiotune.data.prepare import audio_spec
 from audiotune.engine.device import autocast, move_batch, pins_memory, resolve_device
+from audiotune.models.classifier import Classifier
 
 # what one inference step computes from the model and a batch already on the device
-InferenceStep = Callable[[torch.nn.Module, dict], torch.Tensor]
+InferenceStep = Callable[[Classifier, dict], torch.Tensor]
 PRECISIONS = ("32", "bf16")
 
 
@@ -60,10 +62,10 @@ def make_loader(config: RunConfig, dataset: AudioDataset, table: pd.DataFrame, t
     cfg = config.train
     # every loader owns its generator: iterating one never draws from the global RNG (dropout's), so
     # how many inference passes ran before training cannot change a run
-    common = {"num_workers": cfg.num_workers, "collate_fn": Collator(config.features.target_length),
-              "persistent_workers": cfg.num_workers > 0,
-              "pin_memory": pins_memory(inference_device(config)),
-              "generator": torch.Generator().manual_seed(config.data.seed)}
+    common: dict[str, Any] = {"num_workers": cfg.num_workers, "collate_fn": Collator(config.features.target_length),
+                              "persistent_workers": cfg.num_workers > 0,
+                              "pin_memory": pins_memory(inference_device(config)),
+                              "generator": torch.Generator().manual_seed(config.data.seed)}
     if equal_length and not train and not config.features.target_length:
         sampler = EqualLengthBatchSampler(table["num_samples"].tolist(), cfg.batch_size)
         return DataLoader(dataset, batch_sampler=sampler, **common)
@@ -71,11 +73,11 @@ def make_loader(config: RunConfig, dataset: AudioDataset, table: pd.DataFrame, t
                       drop_last=train and len(dataset) > cfg.batch_size, **common)
 
 
-def _logits(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+def _logits(model: Classifier, batch: dict) -> torch.Tensor:
     return model.forward_batch(batch)
 
 
-def iterate_batches(model: torch.nn.Module, loader: DataLoader, config: RunConfig | None = None,
+def iterate_batches(model: Classifier, loader: DataLoader, config: RunConfig | None = None,
                     step: InferenceStep = _logits) -> Iterator[tuple[dict, torch.Tensor]]:
     """Yield ``(batch, step(model, batch))`` in eval mode without gradients, on the config's device.
 
@@ -92,7 +94,7 @@ def iterate_batches(model: torch.nn.Module, loader: DataLoader, config: RunConfi
             yield batch, step(model, batch)
 
 
-def predict(model: torch.nn.Module, loader: DataLoader,
+def predict(model: Classifier, loader: DataLoader,
             config: RunConfig | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
     """uids, logits and targets of every row, in loader order (as float32 numpy on the CPU)."""
     uids, logits, targets = [], [], []

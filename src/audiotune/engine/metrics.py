@@ -93,7 +93,7 @@ def _distribution_metrics(scores: np.ndarray, targets: np.ndarray, head: HeadSpe
 
 def _binary_metrics(scores: np.ndarray, targets: np.ndarray, head: HeadSpec, result: dict) -> dict:
     """Each 0/1 column on its labelled rows (threshold 0.5), AUC into ``result["auc"]``; the head is their mean."""
-    per_column = {}
+    per_column: dict[str, dict[str, float | None]] = {}  # n, the classification keys and uar per column
     for j, column in enumerate(head.columns):
         labelled = ~np.isnan(targets[:, j])
         truth, score = targets[labelled, j].astype(int), scores[labelled, j]

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.types import OptimizerConfig, OptimizerLRSchedulerConfig
 from torch import Tensor
 
 from audiotune.config import HeadSpec, TrainConfig
@@ -93,13 +94,16 @@ class ClassifierModule(pl.LightningModule):
             value = worst_value(monitor)
         self.log(monitor_key(monitor), value, prog_bar=True)
 
-    def configure_optimizers(self) -> dict:
+    def configure_optimizers(self) -> OptimizerConfig | OptimizerLRSchedulerConfig:
         return optimizers(self.model.parameters(), self.config, self.steps_per_epoch)
 
 
-def optimizers(parameters: Iterable[torch.nn.Parameter], cfg: TrainConfig, steps_per_epoch: int) -> dict:
+def optimizers(parameters: Iterable[torch.nn.Parameter], cfg: TrainConfig,
+               steps_per_epoch: int) -> OptimizerConfig | OptimizerLRSchedulerConfig:
     """Adam/AdamW over the trainable parameters, with the schedule stepped per batch."""
     params = [p for p in parameters if p.requires_grad]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
     if cfg.optim == "adamw":
         optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     else:

@@ -16,18 +16,19 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.utilities.types import OptimizerConfig, OptimizerLRSchedulerConfig
 from torch import Tensor
 
-from audiotune.config import RunConfig, save_config
+from audiotune.config import RunConfig, check_config, save_config
 from audiotune.data.layout import read_splits
 from audiotune.data.prepare import prepare_eval_data
 from audiotune.engine.checkpoint_io import AtomicCheckpointIO
 from audiotune.engine.device import parse_devices
 from audiotune.engine.inference import make_dataset, make_loader
 from audiotune.engine.module import optimizers
-from audiotune.models.backbones import build_backbone, resolve_config
+from audiotune.models.backbones import Backbone, SupportsPretraining, build_backbone, resolve_config
 from audiotune.models.checkpoint import CONFIG_FILE, MODEL_FILE
-from audiotune.outputs import atomic_path, write_csv, write_json
+from audiotune.outputs import OwnedRunDir, atomic_path, own_run_dir, write_csv, write_json
 from audiotune.report.plots import plot_training_curves
 
 PRETRAIN_TASKS = ("pretrain_mpc", "pretrain_mpg", "pretrain_joint")
@@ -37,7 +38,7 @@ ORIGINAL_FILE = "ssast_original.pth"
 class PretrainModule(pl.LightningModule):
     """Masked-patch objectives of a backbone that has ``pretrain_loss`` (SSAST)."""
 
-    def __init__(self, backbone: torch.nn.Module, config: RunConfig, steps_per_epoch: int):
+    def __init__(self, backbone: Backbone, config: RunConfig, steps_per_epoch: int):
         super().__init__()
         self.backbone = backbone
         self.config = config
@@ -46,8 +47,10 @@ class PretrainModule(pl.LightningModule):
 
     def _losses(self, batch: dict, rng: random.Random) -> dict[str, Tensor]:
         m = self.config.model
-        return self.backbone.pretrain_loss(batch["inputs"], task=m.task, mask_patch=m.mask_patch,
-                                           cluster_factor=m.cluster_factor, rng=rng)
+        backbone = self.backbone
+        assert isinstance(backbone, SupportsPretraining)  # pretrain() accepts only such backbones
+        return backbone.pretrain_loss(batch["inputs"], task=m.task, mask_patch=m.mask_patch,
+                                      cluster_factor=m.cluster_factor, rng=rng)
 
     def _log(self, losses: dict[str, Tensor], stage: str, batch_size: int) -> None:
         for name, value in losses.items():
@@ -65,7 +68,7 @@ class PretrainModule(pl.LightningModule):
         # the same masks every epoch, so validation accuracy and MSE are comparable across epochs
         self._log(self._losses(batch, random.Random(self.config.data.seed + batch_idx)), "val", len(batch["uid"]))
 
-    def configure_optimizers(self) -> dict:
+    def configure_optimizers(self) -> OptimizerConfig | OptimizerLRSchedulerConfig:
         return optimizers(self.backbone.parameters(), self.config.train, self.steps_per_epoch)
 
 
@@ -87,7 +90,7 @@ def _tables(config: RunConfig, exp_dir: Path) -> tuple[dict[str, pd.DataFrame], 
     return tables, {name: np.zeros((len(t), 0), np.float32) for name, t in tables.items()}
 
 
-def save_original_layout(backbone: torch.nn.Module, path: Path) -> None:
+def save_original_layout(backbone: SupportsPretraining, path: Path) -> None:
     """The SSAST weights with the original DataParallel key names (``module.v...``), tensors only."""
     state = {f"module.{k}": v.detach().cpu().contiguous() for k, v in backbone.model.state_dict().items()}
     with atomic_path(path) as partial:
@@ -96,19 +99,26 @@ def save_original_layout(backbone: torch.nn.Module, path: Path) -> None:
 
 def pretrain(config: RunConfig) -> dict:
     """Pretrain, keep the best-validation weights, write them in our and the original layout."""
+    check_config(config)
+    with own_run_dir(config.exp_dir, resume=config.train.resume, overwrite=config.train.overwrite,
+                     command="pretrain") as owned:
+        return _pretrain(config, owned)
+
+
+def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
     from safetensors.torch import save_file
 
     if config.model.task not in PRETRAIN_TASKS:
         raise ValueError(f"--task {config.model.task}: pretraining takes one of {PRETRAIN_TASKS}")
-    exp_dir = Path(config.exp_dir)
-    exp_dir.mkdir(parents=True, exist_ok=True)
+    exp_dir = owned.path
     resolve_config(config)
     pl.seed_everything(config.data.seed, workers=True, verbose=False)
     read_splits(config.data.data_split_root)  # a clear error for a bad path before anything else
+    owned.start()
     tables, targets = _tables(config, exp_dir)
     save_config(config, exp_dir / CONFIG_FILE)
     backbone = build_backbone(config, pretrained=True)
-    if not hasattr(backbone, "pretrain_loss"):
+    if not isinstance(backbone, SupportsPretraining):
         raise ValueError(f"--model {config.model.model} has no self-supervised objective here (use --model ssast)")
     train_loader = make_loader(config, make_dataset(config, tables["train"], targets["train"], train=True),
                                tables["train"], train=True, equal_length=False)

@@ -3,14 +3,13 @@ their learned weighted sum; a table and a plot of the metrics per layer."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
 
-from audiotune.config import RunConfig, save_config
+from audiotune.config import RunConfig, check_config, save_config
 from audiotune.data.prepare import prepare_training_data
 from audiotune.engine.cache import cache_blocker, cached_datasets, cached_loader
 from audiotune.engine.device import parse_devices
@@ -21,7 +20,7 @@ from audiotune.engine.module import ClassifierModule
 from audiotune.models.backbones import resolve_config
 from audiotune.models.checkpoint import CONFIG_FILE, build_classifier
 from audiotune.models.classifier import Classifier
-from audiotune.outputs import write_csv, write_json
+from audiotune.outputs import OwnedRunDir, own_run_dir, write_csv, write_json
 from audiotune.report.plots import plot_probe
 
 PROBE_FILE = "probe.csv"
@@ -41,9 +40,14 @@ def probe(config: RunConfig) -> pd.DataFrame:
 
     Encoding, training and predictions run on ``config.train.accelerator``/``devices``.
     """
+    check_config(config)
     inference_device(config)  # a missing accelerator is an error before anything is written
-    exp_dir = Path(config.exp_dir)
-    exp_dir.mkdir(parents=True, exist_ok=True)
+    with own_run_dir(config.exp_dir, overwrite=config.train.overwrite, command="probe") as owned:
+        return _probe(config, owned)
+
+
+def _probe(config: RunConfig, owned: OwnedRunDir) -> pd.DataFrame:
+    exp_dir = owned.path
     resolve_config(config)
     if config.model.freeze is False:
         raise ValueError("probe trains heads on a frozen encoder's hidden states: drop --freeze False")
@@ -53,6 +57,7 @@ def probe(config: RunConfig) -> pd.DataFrame:
         raise ValueError(f"probe reads every layer from the feature cache, which cannot be used: {blocker}")
     pl.seed_everything(config.data.seed, workers=True, verbose=False)
     prepared = prepare_training_data(config, exp_dir)
+    owned.start()
     prepared.write_reports(exp_dir)
     config.heads = prepared.heads
     save_config(config, exp_dir / CONFIG_FILE)
@@ -88,6 +93,7 @@ def probe(config: RunConfig) -> pd.DataFrame:
             row.update({f"{split}_{key}": value for key, value in summary.items()})
         rows.append(row)
         if target == "weighted":
+            assert model.layer_weights is not None  # a weighted classifier has layer weights
             layer_weights = torch.softmax(model.layer_weights.detach().float().cpu(), 0).tolist()
     table = pd.DataFrame(rows)
     write_csv(table, exp_dir / PROBE_FILE, index=False)

@@ -78,8 +78,10 @@ def _load_best(module: ClassifierModule, checkpoint: ModelCheckpoint | None) -> 
         return "last epoch"
     state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)
+    score = checkpoint.best_model_score
+    assert checkpoint.monitor is not None and score is not None  # the monitored checkpoint wrote a best file
     metric = checkpoint.monitor.removeprefix("val_")
-    return f"best validation {metric} {float(checkpoint.best_model_score):.4f} ({checkpoint.best_model_path})"
+    return f"best validation {metric} {float(score):.4f} ({checkpoint.best_model_path})"
 
 
 def _loaders(model: Classifier, config: RunConfig, prepared: PreparedData,

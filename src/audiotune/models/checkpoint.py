@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from audiotune.config import RunConfig, load_config
-from audiotune.models.backbones import build_backbone
+from audiotune.models.backbones import SupportsExportConfig, SupportsFeatureEncoderFreeze, build_backbone
 from audiotune.models.classifier import Classifier
 from audiotune.outputs import atomic_path
 
@@ -31,7 +31,7 @@ def build_classifier(config: RunConfig, pretrained: bool = True) -> Classifier:
     """
     backbone = build_backbone(config, pretrained)
     if config.model.freeze_feature_encoder:
-        if not hasattr(backbone, "freeze_feature_encoder"):
+        if not isinstance(backbone, SupportsFeatureEncoderFreeze):
             raise ValueError(f"--freeze_feature_encoder: --model {config.model.model} has no separate feature encoder")
         backbone.freeze_feature_encoder()
     return Classifier(backbone, config.heads, config.classifier, freeze_backbone=bool(config.model.freeze))
@@ -39,9 +39,8 @@ def build_classifier(config: RunConfig, pretrained: bool = True) -> Classifier:
 
 def export_backbone(model: Classifier, run_dir: str | Path) -> None:
     """Store what the backbone needs to be rebuilt without its original source (if it needs anything)."""
-    export = getattr(model.backbone, "export_config", None)
-    if export is not None:
-        export(Path(run_dir) / ENCODER_DIR)
+    if isinstance(model.backbone, SupportsExportConfig):
+        model.backbone.export_config(Path(run_dir) / ENCODER_DIR)
 
 
 def resolve_run_dir(path: str | Path) -> Path:

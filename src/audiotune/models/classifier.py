@@ -1,10 +1,13 @@
 """One classifier for every backbone: layer choice or weighted sum → masked pooling → shared dense → heads."""
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
 from audiotune.config import ClassifierConfig, HeadSpec
+from audiotune.models.backbones import Backbone
 from audiotune.models.heads import ClassificationHead, shared_dense
 
 EMBEDDING_TYPES = ("pt", "wt", "st", "ft")
@@ -25,7 +28,7 @@ def masked_pool(hidden: Tensor, mask: Tensor, mode: str) -> Tensor:
 class Classifier(nn.Module):
     """Backbone + heads; ``forward`` returns the heads' logits concatenated in label-file order."""
 
-    def __init__(self, backbone: nn.Module, heads: list[HeadSpec], config: ClassifierConfig,
+    def __init__(self, backbone: Backbone, heads: list[HeadSpec], config: ClassifierConfig,
                  freeze_backbone: bool = False):
         super().__init__()
         if not heads:
@@ -114,7 +117,9 @@ class Classifier(nn.Module):
         shared = self.dense(pooled)
         if kind == "st":
             return shared
-        per_head = torch.stack([classifier.first_dense(shared) for classifier in self.classifiers])
+        # self.classifiers holds only ClassificationHeads (built in __init__)
+        per_head = torch.stack([cast(ClassificationHead, classifier).first_dense(shared)
+                                for classifier in self.classifiers])
         merge = pooling or self.config.pooling_mode
         if merge not in ("mean", "sum"):
             raise ValueError(f"ft embeddings merge heads by mean or sum, not '{merge}'")

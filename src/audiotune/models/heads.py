@@ -28,7 +28,7 @@ class ClassificationHead(nn.Module):
 
     def first_dense(self, x: Tensor) -> Tensor:
         """Output of the first dense layer (the ``ft`` embedding)."""
-        return self.head.dense(x)
+        return self.head[0](x)  # the "dense" layer, always first
 
 
 def shared_dense(input_size: int, bottleneck: int) -> nn.Module:

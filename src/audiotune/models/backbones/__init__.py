@@ -1,6 +1,6 @@
 """Backbone registry: every backbone is one file behind the same small interface.
 
-A backbone is an ``nn.Module`` with ``embedding_dim``, ``num_layers``, ``num_hidden_states``,
+A backbone is a :class:`Backbone` (an ``nn.Module``) with ``embedding_dim``, ``num_layers``, ``num_hidden_states``,
 ``needs_equal_length``,
 ``hidden_states(inputs, lengths) -> (list of (B, T, D) tensors, (B, T) bool mask)`` and
 ``load_pretrained(path)``. The classifier, engine and CLI never look at which one it is.
@@ -8,13 +8,93 @@ A backbone is an ``nn.Module`` with ``embedding_dim``, ``num_layers``, ``num_hid
 from __future__ import annotations
 
 import importlib
+from abc import abstractmethod
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
-from torch import nn
+from torch import Tensor, nn
 
 from audiotune.config import RunConfig
 
-BackboneFactory = Callable[[RunConfig, bool], nn.Module]
+
+class Backbone(nn.Module):
+    """Typed base of every backbone: what the classifier, engine and CLI may rely on."""
+
+    input_kind: str  # "waveform": (B, N) samples; "features": (B, T, F) fbank/mfcc frames
+
+    @property
+    def needs_equal_length(self) -> bool:
+        """True when zero padding changes a clip's result, so inference must batch equal-length clips."""
+        return False
+
+    @property
+    @abstractmethod
+    def embedding_dim(self) -> int:
+        """Width D of every hidden state."""
+        raise NotImplementedError
+
+    @property
+    @abstractmethod
+    def num_layers(self) -> int:
+        """Number of encoder layers."""
+        raise NotImplementedError
+
+    @property
+    @abstractmethod
+    def num_hidden_states(self) -> int:
+        """Length of the list :meth:`hidden_states` returns."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def hidden_states(self, inputs: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor]:
+        """Inputs and valid lengths (B,) -> ``num_hidden_states`` tensors (B, T, D) and a (B, T) bool mask."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def load_pretrained(self, path: str | Path) -> None:
+        """Load the encoder's weights from ``path`` (a checkpoint file, directory or hub id)."""
+        raise NotImplementedError
+
+
+# optional abilities: the engine probes for them with isinstance, never by the backbone's name
+@runtime_checkable
+class SupportsAttention(Protocol):
+    """A backbone that can return its attention weights (``audiotune attention``)."""
+
+    def hidden_states_with_attention(self, inputs: Tensor, lengths: Tensor
+                                     ) -> tuple[list[Tensor], Tensor, list[Tensor]]: ...
+
+    def attention_layout(self) -> tuple[int, tuple[int, int] | None]: ...
+
+
+@runtime_checkable
+class SupportsFeatureEncoderFreeze(Protocol):
+    """A backbone with a separate convolutional front end (``--freeze_feature_encoder``)."""
+
+    def freeze_feature_encoder(self) -> None: ...
+
+
+@runtime_checkable
+class SupportsExportConfig(Protocol):
+    """A backbone that needs its architecture stored beside the weights to be rebuilt."""
+
+    def export_config(self, folder: str | Path) -> None: ...
+
+
+@runtime_checkable
+class SupportsPretraining(Protocol):
+    """A backbone with self-supervised objectives (``audiotune pretrain``)."""
+
+    @property
+    def model(self) -> nn.Module:
+        """The encoder whose weights pretraining writes."""
+        ...
+
+    def pretrain_loss(self, features: Tensor, **options: Any) -> dict[str, Tensor]: ...
+
+
+BackboneFactory = Callable[[RunConfig, bool], Backbone]
 ConfigResolver = Callable[[RunConfig], None]
 _REGISTRY: dict[str, tuple[BackboneFactory, ConfigResolver | None]] = {}
 
@@ -55,6 +135,6 @@ def resolve_config(config: RunConfig) -> RunConfig:
     return config
 
 
-def build_backbone(config: RunConfig, pretrained: bool = True) -> nn.Module:
+def build_backbone(config: RunConfig, pretrained: bool = True) -> Backbone:
     """The backbone named by ``config.model.model``; ``pretrained`` loads ``--checkpoint`` weights."""
     return _entry(config.model.model)[0](config, pretrained)

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from audiotune.config import RunConfig
-from audiotune.models.backbones import register
+from audiotune.models.backbones import Backbone, register
 from audiotune.models.state_dict import CheckpointMismatchError, load_checked  # noqa: F401
 
 __all__ = [
@@ -313,11 +313,12 @@ def load_speechbrain_state_dict(
     ``model`` is an :class:`ECAPA_TDNN` or anything holding one as ``.ecapa``; see
     :func:`audiotune.models.state_dict.load_checked` for prefixes, nesting and errors.
     """
-    target = model.ecapa if isinstance(getattr(model, "ecapa", None), ECAPA_TDNN) else model
+    ecapa = getattr(model, "ecapa", None)
+    target = ecapa if isinstance(ecapa, ECAPA_TDNN) else model
     return load_checked(target, path_or_state_dict, strict=strict)
 
 
-class EcapaBackbone(nn.Module):
+class EcapaBackbone(Backbone):
     """Package backbone wrapping :class:`ECAPA_TDNN`; its single hidden state is the pooled embedding."""
 
     needs_equal_length = True  # see the module docstring: batch equal-length clips at inference
@@ -383,6 +384,7 @@ def build_ecapa(config: RunConfig, pretrained: bool = True) -> EcapaBackbone:
     """ECAPA-TDNN over the run's fbank (num_mel_bins) or MFCC (n_mfcc) features; ``--checkpoint`` if pretrained."""
     m = config.model
     input_size = config.features.num_mel_bins if config.features.features == "fbank" else config.features.n_mfcc
+    assert input_size is not None  # resolve_ecapa sets num_mel_bins
     backbone = EcapaBackbone(input_size, lin_neurons=m.lin_neurons, channels=m.channels, kernel_sizes=m.kernel_sizes,
                              dilations=m.dilations, attention_channels=m.attention_channels,
                              res2net_scale=m.res2net_scale, se_channels=m.se_channels,

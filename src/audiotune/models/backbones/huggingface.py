@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from audiotune.config import RunConfig
-from audiotune.models.backbones import register
+from audiotune.models.backbones import Backbone, register
 
 __all__ = ["DEFAULT_CHECKPOINT", "HFBackbone", "build_hf", "extractor_settings", "resolve_hf"]
 
@@ -51,8 +51,8 @@ log = logging.getLogger(__name__)
 DEFAULT_CHECKPOINT = "facebook/wav2vec2-base-960h"
 
 
-def _load_encoder(checkpoint: str, pretrained: bool) -> nn.Module:
-    """The bare encoder of ``checkpoint`` with masking and LayerDrop disabled."""
+def _load_encoder(checkpoint: str, pretrained: bool) -> Any:
+    """The bare encoder of ``checkpoint`` with masking and LayerDrop disabled (a transformers model, typed Any)."""
     # deferred: importing transformers takes seconds
     from transformers import AutoConfig, AutoModel
 
@@ -70,7 +70,7 @@ def _load_encoder(checkpoint: str, pretrained: bool) -> nn.Module:
     return model
 
 
-class HFBackbone(nn.Module):
+class HFBackbone(Backbone):
     """A Hugging Face speech encoder: (B, N) waveforms -> all hidden states and a frame mask."""
 
     input_kind = "waveform"  # consumes (B, N) waveforms at the encoder's sampling rate
@@ -167,7 +167,7 @@ class HFBackbone(nn.Module):
         states = [torch.cat(parts, dim=1) for parts in zip(*(p[0] for p in passes))]
         return states, torch.cat([p[1] for p in passes], dim=1)
 
-    def load_pretrained(self, path: str) -> None:
+    def load_pretrained(self, path: str | Path) -> None:
         """Re-load the encoder weights from a hub id or directory (strict: same architecture required)."""
         self.model.load_state_dict(_load_encoder(str(path), pretrained=True).state_dict())
 

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from audiotune.config import RunConfig
-from audiotune.models.backbones import register
+from audiotune.models.backbones import Backbone, register
 from audiotune.models.backbones.ssast_masking import (
     adapt_pos_embed,
     default_rng,
@@ -234,7 +234,9 @@ class SSASTModel(nn.Module):
             result["acc"], result["nce"] = self.mpc(x, **options)
         if task in ("pretrain_mpg", "pretrain_joint"):
             result["mse"] = self.mpg(x, **options)
-        result["loss"] = result.get("nce", 0.0) + 10.0 * result.get("mse", 0.0)
+        loss = result.get("nce", 0.0) + 10.0 * result.get("mse", 0.0)
+        assert isinstance(loss, Tensor)  # every task in PRETRAIN_TASKS computes nce or mse
+        result["loss"] = loss
         return result
 
 
@@ -307,7 +309,7 @@ def load_ssast_checkpoint(model: SSASTModel, source: str | Path | Mapping[str, A
 # --------------------------------------------------------------------------- package backbone
 
 
-class SSASTBackbone(nn.Module):
+class SSASTBackbone(Backbone):
     """Package backbone over :class:`SSASTModel` (``self.model``).
 
     ``hidden_states`` returns ``depth + 2`` states (B, cls + N, D) and a token mask choosing what the classifier's
@@ -423,6 +425,7 @@ def resolve_ssast(config: RunConfig) -> None:
 def build_ssast(config: RunConfig, pretrained: bool = True) -> SSASTBackbone:
     """SSAST over ``num_mel_bins x target_length`` fbanks; loads ``pretrained_mdl_path`` (or ``--checkpoint``)."""
     m = config.model
+    assert config.features.num_mel_bins is not None  # resolve_ssast sets it
     backbone = SSASTBackbone(
         model_size=m.model_size, fshape=m.fshape, tshape=m.tshape, fstride=m.fstride, tstride=m.tstride,
         input_fdim=config.features.num_mel_bins, input_tdim=config.features.target_length or 1024, task=m.task,
