@@ -36,6 +36,11 @@ def tone(freq: float, seconds: float, rate: int, seed: int = 0, channels: int = 
 
 @pytest.fixture()
 def uid_dataset(tmp_path: Path) -> dict:
+    """A seed-layout dataset (see :func:`make_uid_dataset`) in the test's own folder."""
+    return make_uid_dataset(tmp_path)
+
+
+def make_uid_dataset(tmp_path: Path) -> dict:
     """A seed-layout dataset: PREFIX/UID/waveform.wav + metadata.json, split dir, label file.
 
     Two classes (low / high tone) as a categorical column ``pitch`` and binary columns ``loud``, ``long``;

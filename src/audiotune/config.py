@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,8 @@ class AudioConfig:
                                choices=("mean", "sum", "maxabs", "select", "interleave", "stack", "none"))
     channel_select: list[int] = option([], "file channels to read before the channel mode (e.g. 4 5 6 7; "
                                            "default all); a row's own 'channels' column wins")
+    min_samples: int = option(0, "shortest prepared clip the model can read (set by the backbone; shorter clips "
+                                 "are bad audio, like unreadable ones)", cli=False)
     clip_length: float = option(10.0, "crop clips to this many seconds of the recording, per channel and before the "
                                       "channel mode (0 = keep whole clips)")
 
@@ -323,6 +327,38 @@ def _upgrade_audio(section: dict[str, Any]) -> dict[str, Any]:
     return section
 
 
+def _fits(value: Any, kind: Any) -> bool:
+    """Whether a YAML value fits a field annotation (int | None, list[int], float, str, bool)."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in args)
+    if kind is type(None):
+        return value is None
+    if origin is list:
+        return isinstance(value, list) and all(_fits(item, args[0]) for item in value)
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is str:
+        return isinstance(value, str)
+    return True
+
+
+def _check_types(section_cls: type, values: dict[str, Any], where: str) -> None:
+    hints = typing.get_type_hints(section_cls)
+    wrong = [f"{name}: {value!r} is not {_type_name(hints[name])}" for name, value in values.items()
+             if not _fits(value, hints[name])]
+    if wrong:
+        raise ValueError(f"{where}: wrong type: " + "; ".join(wrong))
+
+
+def _type_name(kind: Any) -> str:
+    return str(kind).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
 def config_from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
     """Rebuild a RunConfig; unknown keys are an error naming the key, missing keys take defaults."""
     config = RunConfig()
@@ -332,9 +368,12 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
         if key in SECTIONS:
             section_cls = SECTIONS[key]
             names = {f.name for f in dataclasses.fields(section_cls)}
+            if not isinstance(value, dict):
+                raise ValueError(f"{source}: section '{key}' must hold options (name: value), found {value!r}")
             unknown = set(value) - names
             if unknown:
                 raise ValueError(f"{source}: unknown option(s) in section '{key}': {sorted(unknown)}")
+            _check_types(section_cls, value, f"{source}: section '{key}'")
             setattr(config, key, section_cls(**value))
         elif key == "heads":
             config.heads = [HeadSpec(**head) for head in value]
@@ -359,5 +398,13 @@ def load_config(path: str | Path) -> RunConfig:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no config.yaml (is this a run directory written by `audiotune train`?)")
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ValueError(f"{path}: not valid YAML{at}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected sections (data:, train:, ...), found a {type(raw).__name__}")
     return config_from_dict(raw, source=str(path))

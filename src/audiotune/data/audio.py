@@ -299,16 +299,23 @@ def check_clip(path: str, spec: AudioSpec, expected_rate: float = float("nan"), 
     return prepared_length(stop - start if read == wanted else read, rate, spec, len(channels))
 
 
-def scan_audio(table: pd.DataFrame, spec: AudioSpec, split: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def scan_audio(table: pd.DataFrame, spec: AudioSpec, split: str,
+               min_samples: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Check every row of a table; returns the table with ``num_samples`` (after preparation) and the failures.
 
-    Missing, unreadable, empty, all-zero, non-finite and wrong-rate audio, spans past the end of their file
-    and channels the file lacks are found here rather than in the middle of an epoch.
+    Missing, unreadable, empty, all-zero, non-finite and wrong-rate audio, spans past the end of their file,
+    channels the file lacks and clips shorter than ``min_samples`` once prepared (too short for the model:
+    fewer samples than one feature frame or the encoder's receptive field) are found here rather than in
+    the middle of an epoch.
     """
     lengths, failures = [], []
     for uid, row in table.iterrows():
         try:
-            lengths.append(check_clip(row["path"], spec, row.get("expected_rate", float("nan")), span_of(row)))
+            length = check_clip(row["path"], spec, row.get("expected_rate", float("nan")), span_of(row))
+            if length < min_samples:
+                raise DataError(f"{row['path']}: {length} samples once prepared, shorter than the {min_samples} "
+                                "the model needs for one output frame")
+            lengths.append(length)
         except DataError as err:
             lengths.append(-1)
             failures.append({"uid": uid, "split": split, "path": row["path"], "reason": str(err)})

@@ -41,7 +41,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise DataError(f"{path}: duplicate uid values, e.g. {dupes}{hint}")
     table = table.set_index("uid")
     if "path" in table.columns:
-        table["path"] = [_absolute(p, path.parent) for p in table["path"].astype(str)]
+        # an empty cell stays empty: the row is then reported as bad input (attach_paths), not resolved
+        table["path"] = ["" if pd.isna(p) or not str(p).strip() else _absolute(str(p), path.parent)
+                         for p in table["path"]]
     table.attrs["source"] = str(path)
     return table
 
@@ -118,10 +120,14 @@ def attach_paths(table: pd.DataFrame, prefix: str, study: str = "",
     separately with the reason (a missing metadata.json, a uid escaping the prefix, ...)."""
     table = table.copy()
     failures: list[dict[str, str]] = []
-    if "path" in table.columns and table["path"].notna().all():
+    if "path" in table.columns:
         if "expected_rate" not in table.columns:
             table["expected_rate"] = np.nan
-        return table, pd.DataFrame(failures, columns=["uid", "split", "path", "reason"])
+        empty = table["path"].isna() | (table["path"].astype(str).str.strip() == "")
+        source = table.attrs.get("source", split)
+        failures = [{"uid": uid, "split": split, "path": "", "reason": f"{source}: row '{uid}' has an empty path cell"}
+                    for uid in table.index[empty.to_numpy()]]
+        return table[~empty.to_numpy()], pd.DataFrame(failures, columns=["uid", "split", "path", "reason"])
     paths, rates = [], []
     for uid in table.index:
         try:

@@ -69,7 +69,7 @@ def _check_tables(tables: dict[str, pd.DataFrame], heads: list[HeadSpec], config
         if targets_needed:
             table, missing = drop_missing_targets(table, heads, split, source)
             dropped.append(missing)
-        table, failures = scan_audio(table, spec, split)
+        table, failures = scan_audio(table, spec, split, config.audio.min_samples)
         skipped.append(failures)
         prepared.tables[split] = table
         prepared.targets[split] = encode_targets(table, heads, source) if targets_needed else \
@@ -154,6 +154,7 @@ def prepare_training_data(config: RunConfig, exp_dir: str | Path) -> PreparedDat
     drawn = None
     train = tables["train"]
     heads = infer_heads(groups, train, source=train.attrs.get("source", "train.csv"))
+    _check_label_columns(tables, heads)
     train, overlapping = split_overlaps(tables, config.data.allow_overlap)
     if "val" not in tables:
         train, val = draw_validation(train, config.data.val_size, config.data.seed,
@@ -170,13 +171,19 @@ def prepare_training_data(config: RunConfig, exp_dir: str | Path) -> PreparedDat
     return prepared
 
 
+def _check_label_columns(tables: dict[str, pd.DataFrame], heads: list[HeadSpec]) -> None:
+    """Every table has every label column (a column may be empty in some rows, not absent)."""
+    columns = [c for head in heads for c in head.columns]
+    for split, table in tables.items():
+        missing = [c for c in columns if c not in table.columns]
+        if missing:
+            raise DataError(f"{table.attrs.get('source', split)}: label column(s) {missing} of the run not found "
+                            "(leave cells empty where a row has no target)")
+
+
 def prepare_eval_data(config: RunConfig, data_split_root: str, targets_needed: bool = True) -> PreparedData:
     """Tables for evaluation or extraction, labelled with the run's heads."""
     tables = read_splits(data_split_root)
     if targets_needed:
-        columns = [c for head in config.heads for c in head.columns]
-        for split, table in tables.items():
-            missing = [c for c in columns if c not in table.columns]
-            if missing:
-                raise DataError(f"{table.attrs.get('source', split)}: label column(s) {missing} of the run not found")
+        _check_label_columns(tables, config.heads)
     return _check_tables(tables, config.heads, config, targets_needed)

@@ -61,6 +61,13 @@ def split_table(table: pd.DataFrame, test_fraction: float = 0.2, val_fraction: f
                 test_subjects: list[str] | None = None, val_subjects: list[str] | None = None,
                 source: str = "manifest") -> dict[str, pd.DataFrame]:
     """train/val/test tables with no subject in two of them, stratified by ``stratify`` where possible."""
+    if table.empty:
+        raise DataError(f"{source}: no rows to split (only a header)")
+    for name, fraction in (("test", test_fraction), ("val", val_fraction)):
+        if not 0 <= fraction < 1:
+            raise DataError(f"--{name}_fraction {fraction}: must be in [0, 1)")
+    if test_fraction + val_fraction >= 1 and not (test_subjects or val_subjects):
+        raise DataError(f"--test_fraction {test_fraction} + --val_fraction {val_fraction} leave nothing for training")
     subjects = _subjects(table, group, source)
     remaining = table
     parts: dict[str, pd.DataFrame] = {}
@@ -88,6 +95,8 @@ def split_table(table: pd.DataFrame, test_fraction: float = 0.2, val_fraction: f
 def kfold_tables(table: pd.DataFrame, folds: int, val_fraction: float = 0.1, stratify: str | None = None,
                  group: str = "subject", seed: int = 0, source: str = "manifest") -> list[dict[str, pd.DataFrame]]:
     """k subject-disjoint folds: each fold's test part once, validation drawn from the rest."""
+    if table.empty:
+        raise DataError(f"{source}: no rows to split (only a header)")
     result = []
     for test_index in _grouped_fold(table, folds, stratify, group, seed, source):
         mask = np.zeros(len(table), dtype=bool)

@@ -36,6 +36,9 @@ def extract_embeddings(run: str, data_split_root: str, out: str, embedding_type:
     if embedding_type not in EMBEDDING_TYPES:
         raise ValueError(f"--embedding_type {embedding_type}: choose one of {EMBEDDING_TYPES}")
     config, model = load_run(run)
+    num_states = model.backbone.num_hidden_states
+    if layer is not None and not -num_states <= layer < num_states:
+        raise ValueError(f"--layer {layer}: the run's backbone has hidden states 0..{num_states - 1} (-1: the last)")
     override_device(config, accelerator, devices, precision)
     if batch_size is not None:
         config.train.batch_size = batch_size

@@ -62,7 +62,18 @@ def load_run(path: str | Path) -> tuple[RunConfig, Classifier]:
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: no trained weights in this run directory")
     model = build_classifier(config, pretrained=False)
-    missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+    try:
+        state = load_file(str(weights))
+    except Exception as err:  # safetensors raises its own error type for a damaged file
+        raise ValueError(f"{weights}: cannot be read as safetensors ({err}); the file is damaged or "
+                         "incomplete") from err
+    expected = model.state_dict()
+    reshaped = [k for k in state if k in expected and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if reshaped:
+        raise ValueError(f"{weights}: does not match {run_dir / CONFIG_FILE}: {len(reshaped)} tensor(s) of other "
+                         f"shapes, e.g. {reshaped[0]} {tuple(state[reshaped[0]].shape)} where the config builds "
+                         f"{tuple(expected[reshaped[0]].shape)}")
+    missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"{weights}: does not match {run_dir / CONFIG_FILE} "
                          f"(missing {missing[:5]}, unexpected {unexpected[:5]})")

@@ -16,6 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 from torch import Tensor, nn
 
 from audiotune.config import RunConfig
+from audiotune.data.features import min_samples_for_frames
 
 
 class Backbone(nn.Module):
@@ -129,6 +130,8 @@ def resolve_config(config: RunConfig) -> RunConfig:
     resolve = _entry(config.model.model)[1]
     if resolve is not None:
         resolve(config)
+    if not config.audio.min_samples:
+        config.audio.min_samples = min_samples_for_frames(config.features, config.audio.resample_rate)
     features = config.features
     features.freqm = 0 if features.freqm is None else features.freqm  # SpecAugment is off unless a backbone
     features.timem = 0 if features.timem is None else features.timem  # or the user turns it on

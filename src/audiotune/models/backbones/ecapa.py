@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from audiotune.config import RunConfig
+from audiotune.data.features import min_samples_for_frames
 from audiotune.models.backbones import Backbone, register
 from audiotune.models.state_dict import CheckpointMismatchError, load_checked  # noqa: F401
 
@@ -372,6 +373,9 @@ def resolve_ecapa(config: RunConfig) -> None:
         config.model.freeze = False
     if config.features.num_mel_bins is None:
         config.features.num_mel_bins = 80  # the usual ECAPA-TDNN input
+    # every frame-level convolution reflect-pads by (kernel - 1) * dilation / 2 and needs more frames than that
+    pads = [(k - 1) * d // 2 for k, d in zip(config.model.kernel_sizes, config.model.dilations)]
+    config.audio.min_samples = min_samples_for_frames(config.features, config.audio.resample_rate, max(pads) + 1)
     trained = not config.model.freeze  # a frozen encoder keeps its inputs fixed, so the feature cache can serve
     if config.features.freqm is None:
         config.features.freqm = 8 if trained else 0

@@ -112,11 +112,7 @@ class HFBackbone(Backbone):
     @property
     def receptive_field(self) -> int:
         """Samples the conv feature encoder needs for one frame (400 for wav2vec2)."""
-        field, hop = 1, 1
-        for kernel, stride in zip(self.model.config.conv_kernel, self.model.config.conv_stride):
-            field += (kernel - 1) * hop
-            hop *= stride
-        return field
+        return conv_receptive_field(self.model.config)
 
     def frame_lengths(self, lengths: Tensor) -> Tensor:
         """Frames the transformer sees for ``lengths`` samples (the model's own formula, adapter excluded)."""
@@ -200,6 +196,15 @@ class HFBackbone(Backbone):
         return extractor_settings(self.checkpoint)
 
 
+def conv_receptive_field(hf_config: Any) -> int:
+    """Samples a convolutional feature encoder (``conv_kernel``/``conv_stride``) needs for one frame."""
+    field, hop = 1, 1
+    for kernel, stride in zip(hf_config.conv_kernel, hf_config.conv_stride):
+        field += (kernel - 1) * hop
+        hop *= stride
+    return field
+
+
 def extractor_settings(checkpoint: str) -> dict[str, Any]:
     """``sampling_rate``, ``do_normalize``, ``return_attention_mask`` of the checkpoint's feature extractor.
 
@@ -235,6 +240,9 @@ def resolve_hf(config: RunConfig) -> None:
     config.audio.resample_rate = settings["sampling_rate"]
     config.features.features = "waveform"
     config.features.waveform_norm = settings["do_normalize"]
+    from transformers import AutoConfig
+
+    config.audio.min_samples = conv_receptive_field(AutoConfig.from_pretrained(config.model.checkpoint))
 
 
 @register("hf", resolve=resolve_hf)

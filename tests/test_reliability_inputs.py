@@ -1,0 +1,162 @@
+"""Probes through the CLI: bad tables, labels, weights and clips end in one line naming the problem (exit 2)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from conftest import SMALL_ECAPA, make_uid_dataset
+from safetensors.torch import load_file, save_file
+
+from audiotune.cli import main
+
+
+def train_args(ds: dict, out: Path, *extra: str) -> list[str]:
+    return ["train", "-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"]), "-o", str(out),
+            *SMALL_ECAPA, "-e", "1", "-bs", "4", "--seed", "1", *extra]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    ds = make_uid_dataset(tmp_path_factory.mktemp("inputs"))
+    run = ds["root"] / "run"
+    assert main(train_args(ds, run)) == 0
+    return {**ds, "run": run}
+
+
+def error_of(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
+def path_table(ds: dict, out: Path, split: str = "test") -> pd.DataFrame:
+    """A split's rows with a path column instead of uid folders."""
+    table = pd.read_csv(ds["split"] / f"{split}.csv")
+    table["path"] = [str(ds["prefix"] / uid / "waveform.wav") for uid in table["uid"]]
+    table.to_csv(out, index=False)
+    return table
+
+
+@pytest.mark.parametrize("samples", [1, 2, 300])
+def test_clips_too_short_for_the_model_are_bad_audio(tmp_path: Path, capsys, samples: int) -> None:
+    ds = make_uid_dataset(tmp_path)
+    # 300 samples at 8 kHz: 600 at 16 kHz, one fbank frame (400) but fewer than the 3 frames (720) ECAPA pads for
+    sf.write(ds["prefix"] / "ann1" / "waveform.wav", np.full(samples, 0.1), 8000)
+    assert main(train_args(ds, tmp_path / "run")) == 2
+    err = error_of(capsys)
+    assert "ann1/waveform.wav" in err and "the model needs for one output frame" in err
+    assert main(train_args(ds, tmp_path / "run", "--on_error", "skip")) == 0
+    skipped = pd.read_csv(tmp_path / "run" / "skipped.csv")
+    assert skipped["uid"].tolist() == ["ann1"] and "shorter than the" in skipped["reason"][0]
+
+
+def test_the_minimum_follows_the_model(tmp_path: Path) -> None:
+    from audiotune.cli import build_parser, config_from_args
+    from audiotune.models.backbones import resolve_config
+
+    def minimum(*flags: str) -> int:
+        return resolve_config(config_from_args(build_parser().parse_args(["train", *flags]))).audio.min_samples
+
+    # 25 ms fbank frames every 10 ms at 16 kHz; ECAPA's widest reflect padding (dilation 4, kernel 3) is 4 frames
+    assert minimum("--model", "ecapa_tdnn") == 400 + 4 * 160
+    assert minimum("--model", "ecapa_tdnn", "--kernel_sizes", "3", "3", "1", "--dilations", "1", "1", "1") == 400 + 160
+    assert minimum("--model", "ecapa_tdnn", "--features", "mfcc", "--n_fft", "512") == 4 * 256
+    assert minimum("--model", "ssast", "--model_size", "tiny") == 400
+
+
+def test_label_column_missing_from_test_csv_only(tmp_path: Path, capsys) -> None:
+    ds = make_uid_dataset(tmp_path)
+    test = pd.read_csv(ds["split"] / "test.csv")
+    test.drop(columns=["pitch"]).to_csv(ds["split"] / "test.csv", index=False)
+    assert main(train_args(ds, tmp_path / "run")) == 2
+    assert "test.csv: label column(s) ['pitch'] of the run not found" in error_of(capsys)
+
+
+def test_empty_path_cell_is_a_named_bad_row(trained: dict, tmp_path: Path, capsys) -> None:
+    table = path_table(trained, tmp_path / "t.csv")
+    table.loc[1, "path"] = ""
+    table.to_csv(tmp_path / "t.csv", index=False)
+    assert main(["evaluate", "--run", str(trained["run"]), "-d", str(tmp_path / "t.csv"), "-o",
+                 str(tmp_path / "e")]) == 2
+    assert f"row '{table['uid'][1]}' has an empty path cell" in error_of(capsys)
+    assert main(["evaluate", "--run", str(trained["run"]), "-d", str(tmp_path / "t.csv"), "-o", str(tmp_path / "e"),
+                 "--on_error", "skip"]) == 0
+    assert pd.read_csv(tmp_path / "e" / "skipped.csv")["uid"].tolist() == [table["uid"][1]]
+
+
+def test_split_of_a_header_only_manifest(tmp_path: Path, capsys) -> None:
+    (tmp_path / "m.csv").write_text("path,label,subject\n")
+    assert main(["split", str(tmp_path / "m.csv"), "--out", str(tmp_path / "s")]) == 2
+    assert "no rows to split (only a header)" in error_of(capsys) and not (tmp_path / "s").exists()
+
+
+def test_contradictory_split_fractions(tmp_path: Path, capsys) -> None:
+    ds = make_uid_dataset(tmp_path)
+    manifest = path_table(ds, tmp_path / "m.csv", "train")
+    assert len(manifest) == 16
+    assert main(["split", str(tmp_path / "m.csv"), "--out", str(tmp_path / "s"), "--test_fraction", "0.6",
+                 "--val_fraction", "0.5"]) == 2
+    assert "leave nothing for training" in error_of(capsys)
+
+
+def test_config_yaml_that_does_not_parse(trained: dict, tmp_path: Path, capsys) -> None:
+    (tmp_path / "bad.yaml").write_text("train: [\n")
+    assert main([*train_args(trained, tmp_path / "run"), "--config", str(tmp_path / "bad.yaml")]) == 2
+    assert f"{tmp_path / 'bad.yaml'}: not valid YAML at line 2" in error_of(capsys)
+
+
+def test_truncated_or_reshaped_weights(trained: dict, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained["run"], run)
+    weights = run / "model.safetensors"
+    state = {name: tensor.clone() for name, tensor in load_file(str(weights)).items()}  # not a view of the file
+    weights.write_bytes(weights.read_bytes()[:1000])
+    test = str(trained["split"] / "test.csv")
+    assert main(["evaluate", "--run", str(run), "-d", test]) == 2
+    assert "cannot be read as safetensors" in error_of(capsys)
+    name = next(k for k, v in state.items() if v.ndim == 2)
+    state[name] = state[name][:1]
+    save_file(state, str(weights))
+    assert main(["evaluate", "--run", str(run), "-d", test]) == 2
+    assert f"tensor(s) of other shapes, e.g. {name}" in error_of(capsys)
+
+
+def test_layer_out_of_range_for_extract(trained: dict, tmp_path: Path, capsys) -> None:
+    assert main(["extract", "--run", str(trained["run"]), "-d", str(trained["split"] / "test.csv"), "--embedding_type",
+                 "pt", "--layer", "7", "--out", str(tmp_path / "e.parquet")]) == 2
+    assert "--layer 7: the run's backbone has hidden states 0..0" in error_of(capsys)
+    assert not (tmp_path / "e.parquet").exists()
+
+
+def test_extract_skip_list_sits_beside_its_output_not_in_the_run(trained: dict, tmp_path: Path) -> None:
+    table = path_table(trained, tmp_path / "t.csv")
+    sf.write(tmp_path / "broken.wav", np.zeros(0), 8000)
+    table.loc[0, "path"] = str(tmp_path / "broken.wav")
+    table.to_csv(tmp_path / "t.csv", index=False)
+    out = tmp_path / "emb.parquet"
+    assert main(["extract", "--run", str(trained["run"]), "-d", str(tmp_path / "t.csv"), "--out", str(out),
+                 "--on_error", "skip"]) == 0
+    assert pd.read_csv(tmp_path / "emb.skipped.csv")["uid"].tolist() == [table["uid"][0]]
+    assert not (trained["run"] / "skipped.csv").exists()
+
+
+def test_divergence_to_nan_is_one_line(trained: dict, tmp_path: Path, capsys) -> None:
+    assert main(train_args(trained, tmp_path / "run", "-lr", "1e12", "--scheduler", "none", "-e", "3")) == 2
+    err = error_of(capsys)
+    assert "train loss is nan" in err and err.count("\n") == 1
+
+
+def test_version_and_a_help_that_says_what_the_tool_does(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    from audiotune import __version__
+    assert capsys.readouterr().out.strip() == f"audiotune {__version__}"
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "turns labelled audio into classifiers and embeddings" in text and "start here:" in text

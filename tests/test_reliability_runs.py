@@ -1,0 +1,194 @@
+"""Probes through the CLI: outputs complete or absent, run directories owned by one command, flags in range."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import SMALL_ECAPA, make_uid_dataset
+
+import audiotune.engine.extract as extract_module
+from audiotune.cli import main
+from audiotune.outputs import LOCK_FILE, atomic_path, own_run_dir, write_json
+
+
+def train_args(ds: dict, out: Path, *extra: str) -> list[str]:
+    return ["train", "-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"]), "-o", str(out),
+            *SMALL_ECAPA, "-e", "1", "-bs", "4", "--seed", "1", *extra]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One dataset and one finished run shared by the probes that only read it."""
+    ds = make_uid_dataset(tmp_path_factory.mktemp("reliability"))
+    run = ds["root"] / "run"
+    assert main(train_args(ds, run)) == 0
+    return {**ds, "run": run}
+
+
+def listing(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+# ------------------------------------------------------------------ complete or absent
+
+def test_a_failing_writer_leaves_the_old_file_and_no_partial(tmp_path: Path) -> None:
+    target = write_json(tmp_path / "metrics.json", {"accuracy": 0.5})
+    with pytest.raises(RuntimeError), atomic_path(target) as partial:
+        partial.write_text('{"accuracy": 0.')
+        raise RuntimeError("disk full")
+    assert json.loads(target.read_text()) == {"accuracy": 0.5} and listing(tmp_path) == {"metrics.json"}
+
+
+def test_nan_is_written_as_null_not_as_invalid_json(tmp_path: Path) -> None:
+    path = write_json(tmp_path / "m.json", {"auc": float("nan"), "per": [1.0, float("inf")]})
+    assert json.loads(path.read_text()) == {"auc": None, "per": [1.0, None]}
+
+
+def test_extract_interrupted_half_way_leaves_no_parquet(trained: dict, tmp_path: Path, monkeypatch,
+                                                        capsys) -> None:
+    real = extract_module.iterate_batches
+
+    def interrupted(*args, **kwargs):
+        for number, item in enumerate(real(*args, **kwargs)):
+            if number == 1:
+                raise KeyboardInterrupt
+            yield item
+
+    monkeypatch.setattr(extract_module, "iterate_batches", interrupted)
+    out = tmp_path / "emb.parquet"
+    code = main(["extract", "--run", str(trained["run"]), "-d", str(trained["split"] / "train.csv"), "--out", str(out),
+                 "-bs", "4"])
+    assert code == 130 and "interrupted" in capsys.readouterr().err
+    assert listing(tmp_path) == set()  # neither emb.parquet nor its temporary file
+    monkeypatch.setattr(extract_module, "iterate_batches", real)
+    assert main(["extract", "--run", str(trained["run"]), "-d", str(trained["split"] / "train.csv"), "--out",
+                 str(out), "-bs", "4"]) == 0
+    assert len(pd.read_parquet(out)) == 16
+
+
+def test_training_that_fails_after_starting_leaves_no_metrics(tmp_path: Path, monkeypatch) -> None:
+    ds = make_uid_dataset(tmp_path)
+    import audiotune.engine.train as train_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("evaluation failed")
+
+    monkeypatch.setattr(train_module, "evaluate_prepared", broken)
+    assert main(train_args(ds, tmp_path / "run")) == 2
+    assert not (tmp_path / "run" / "metrics.json").exists()  # a run without metrics.json is not finished
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()  # and can be resumed
+
+
+# ------------------------------------------------------------------ run directories
+
+def test_a_second_command_cannot_write_a_locked_run_directory(trained: dict, tmp_path: Path, capsys) -> None:
+    with own_run_dir(tmp_path / "busy") as owned:
+        owned.start()
+        assert main(train_args(trained, tmp_path / "busy")) == 2
+    assert "another audiotune command is writing" in capsys.readouterr().err
+    assert listing(tmp_path / "busy") == {LOCK_FILE}
+
+
+def test_training_into_a_finished_run_needs_resume_or_overwrite(tmp_path: Path, capsys) -> None:
+    ds = make_uid_dataset(tmp_path)
+    run = tmp_path / "run"
+    assert main(train_args(ds, run, "--on_error", "skip")) == 0
+    (run / "skipped.csv").write_text("uid,split,path,reason\nx,train,x.wav,old\n")  # a stale list
+    before = (run / "config.yaml").read_text()
+    capsys.readouterr()
+    assert main(train_args(ds, run, "-e", "2")) == 2
+    assert "already holds a run" in capsys.readouterr().err and (run / "config.yaml").read_text() == before
+    assert main(train_args(ds, run, "--overwrite")) == 0
+    assert not (run / "skipped.csv").exists()  # the old run's files went with it
+    assert main(train_args(ds, run, "--resume", "--overwrite")) == 2
+
+
+def test_resume_with_flags_that_do_not_fit_changes_nothing(tmp_path: Path, capsys) -> None:
+    ds = make_uid_dataset(tmp_path)
+    run = tmp_path / "run"
+    assert main(train_args(ds, run)) == 0
+    before = {name: (run / name).read_bytes() for name in ("config.yaml", "metrics.json", "model.safetensors")}
+    capsys.readouterr()
+    args = train_args(ds, run, "--resume", "-e", "2")
+    args[args.index("--lin_neurons") + 1] = "24"
+    assert main(args) == 2
+    assert "do not fit this run's checkpoint" in capsys.readouterr().err
+    assert {name: (run / name).read_bytes() for name in before} == before
+    assert main(["evaluate", "--run", str(run), "-d", str(ds["split"] / "test.csv")]) == 0
+
+
+def test_evaluate_never_writes_into_the_training_run(trained: dict, capsys) -> None:
+    run = trained["run"]
+    predictions = (run / "predictions.parquet").read_bytes()
+    assert main(["evaluate", "--run", str(run), "-d", str(trained["split"]), "-o", str(run)]) == 2
+    assert "is a training run directory" in capsys.readouterr().err
+    assert (run / "predictions.parquet").read_bytes() == predictions
+
+
+def test_evaluate_replaces_its_own_earlier_evaluation(trained: dict, tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--run", str(trained["run"]), "-d", str(trained["split"]), "-o", str(out)]) == 0
+    assert set(json.loads((out / "metrics.json").read_text())) == {"train", "val", "test"}
+    assert main(["evaluate", "--run", str(trained["run"]), "-d", str(trained["split"] / "test.csv"), "-o",
+                 str(out)]) == 0
+    assert set(json.loads((out / "metrics.json").read_text())) == {"data"}  # not merged with the earlier one
+    assert set(pd.read_parquet(out / "predictions.parquet")["split"]) == {"data"}
+
+
+def test_a_failed_command_leaves_no_directory_behind(trained: dict, tmp_path: Path) -> None:
+    missing_labels = tmp_path / "nolabels.txt"
+    args = train_args(trained, tmp_path / "new" / "run")
+    args[args.index("-l") + 1] = str(missing_labels)
+    assert main(args) == 2
+    assert not (tmp_path / "new" / "run").exists()
+
+
+# ------------------------------------------------------------------ flags
+
+@pytest.mark.parametrize("flags, message", [
+    (["-e", "-1"], "--epochs -1: must be in [0, inf)"),
+    (["-bs", "0"], "--batch_size 0: must be in [1, inf)"),
+    (["-lr", "nan"], "--learning_rate nan"),
+    (["--clip_length", "-2"], "--clip_length -2.0"),
+    (["--resample_rate", "-16000"], "--resample_rate -16000"),
+    (["--dataset_std", "0"], "--dataset_std 0.0: must be in (0, inf)"),
+    (["--ema", "1.5"], "--ema 1.5"),
+    (["--final_dropout", "1"], "--final_dropout 1.0"),
+    (["--gain", "2"], "--gain 2.0: must be a probability"),
+    (["--channels", "16", "-16", "48"], "--channels -16"),
+])
+def test_out_of_range_options_are_refused_before_any_work(trained: dict, tmp_path: Path, capsys, flags: list[str],
+                                                           message: str) -> None:
+    assert main(train_args(trained, tmp_path / "run", *flags)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("audiotune train: error: invalid option(s)") and message in err
+    assert "Traceback" not in err and not (tmp_path / "run").exists()
+
+
+def test_zero_epochs_says_the_model_is_untrained(trained: dict, tmp_path: Path, capsys) -> None:
+    assert main(train_args(trained, tmp_path / "run", "-e", "0")) == 0
+    assert "no training step (--epochs 0)" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["trained"] is False and metrics["weights"].startswith("untrained")
+
+
+def test_option_ranges_are_documented_in_the_help(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(valid: [0, inf))" in text and "(valid: [1, inf))" in text
+
+
+def test_no_prefix_abbreviations_of_flags(trained: dict, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        main([*train_args(trained, tmp_path / "run"), "--lin_neur", "8"])  # a unique prefix of --lin_neurons
+
+
+def test_recipe_config_with_a_wrong_type_names_file_and_option(trained: dict, tmp_path: Path, capsys) -> None:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"train": {"epochs": "ten"}}))
+    assert main([*train_args(trained, tmp_path / "run"), "--config", str(recipe)]) == 2
+    assert f"{recipe}: section 'train': wrong type: epochs: 'ten' is not int" in capsys.readouterr().err
