@@ -110,3 +110,20 @@ def hf_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                                               return_attention_mask=attention).save_pretrained(directory)
         dirs[name] = directory
     return dirs
+
+
+def small_train_args(ds: dict, out: Path, *extra: str) -> list[str]:
+    """`audiotune train` on a :func:`make_uid_dataset` dataset with a small ECAPA-TDNN, one epoch."""
+    return ["train", "-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"]), "-o", str(out),
+            *SMALL_ECAPA, "-e", "1", "-bs", "4", "--seed", "1", *extra]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One dataset and one finished small run per test module, for probes that only read them."""
+    from audiotune.cli import main
+
+    ds = make_uid_dataset(tmp_path_factory.mktemp("trained"))
+    run = ds["root"] / "run"
+    assert main(small_train_args(ds, run)) == 0
+    return {**ds, "run": run}

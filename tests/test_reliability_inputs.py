@@ -7,23 +7,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-from conftest import SMALL_ECAPA, make_uid_dataset
+from conftest import make_uid_dataset, small_train_args
 from safetensors.torch import load_file, save_file
 
 from audiotune.cli import main
 
-
-def train_args(ds: dict, out: Path, *extra: str) -> list[str]:
-    return ["train", "-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"]), "-o", str(out),
-            *SMALL_ECAPA, "-e", "1", "-bs", "4", "--seed", "1", *extra]
+train_args = small_train_args
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    ds = make_uid_dataset(tmp_path_factory.mktemp("inputs"))
-    run = ds["root"] / "run"
-    assert main(train_args(ds, run)) == 0
-    return {**ds, "run": run}
+def trained(trained_run: dict) -> dict:
+    return trained_run
 
 
 def error_of(capsys) -> str:

@@ -7,25 +7,18 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import SMALL_ECAPA, make_uid_dataset
+from conftest import make_uid_dataset, small_train_args
 
 import audiotune.engine.extract as extract_module
 from audiotune.cli import main
 from audiotune.outputs import LOCK_FILE, atomic_path, own_run_dir, write_json
 
-
-def train_args(ds: dict, out: Path, *extra: str) -> list[str]:
-    return ["train", "-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"]), "-o", str(out),
-            *SMALL_ECAPA, "-e", "1", "-bs", "4", "--seed", "1", *extra]
+train_args = small_train_args
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """One dataset and one finished run shared by the probes that only read it."""
-    ds = make_uid_dataset(tmp_path_factory.mktemp("reliability"))
-    run = ds["root"] / "run"
-    assert main(train_args(ds, run)) == 0
-    return {**ds, "run": run}
+def trained(trained_run: dict) -> dict:
+    return trained_run
 
 
 def listing(folder: Path) -> set[str]:
