@@ -27,7 +27,6 @@ import pandas as pd
 from audiotune.data.json_splits import read_json_split
 from audiotune.data.layout import DataError, read_splits, read_table
 from audiotune.data.splits import draw_validation, kfold_tables
-from audiotune.outputs import write_bytes
 
 VAL_GROUPS = ("next", "draw")
 FOLD_DIR = re.compile(r"^fold_(\d+)$")
@@ -61,11 +60,6 @@ class Fold:
 def natural_key(text: str) -> list[Any]:
     """Sort key that puts 'S2' before 'S10'."""
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", str(text))]
-
-
-def write_atomic(path: str | Path, data: bytes | str) -> Path:
-    """Write a file aside in its own folder, then rename it into place: it appears complete or not at all."""
-    return write_bytes(path, data)
 
 
 def source_kind(source: str | Path) -> str:

@@ -250,11 +250,6 @@ def window_segments(recordings: pd.DataFrame, window: float, hop: float, source:
     return segments, short
 
 
-def write_csv_atomic(table: pd.DataFrame, path: Path) -> None:
-    """Write ``table`` to ``path`` complete or not at all."""
-    write_csv(table, path, index=False)
-
-
 def skipped_path(out: Path) -> Path:
     """Where the rows left out of ``out`` are listed: ``FILE.skipped.csv`` next to ``FILE.csv``."""
     return out.with_suffix(".skipped.csv")
@@ -311,8 +306,8 @@ def segment_csv(source: str | Path, out: str | Path, before: float | None = None
     stale = skipped_path(out)
     if len(result.skipped):
         result.skipped_path = stale
-        write_csv_atomic(result.skipped, stale)
+        write_csv(result.skipped, stale, index=False)
     elif stale.is_file():
         stale.unlink()  # a list from an earlier run would describe rows this table no longer lacks
-    write_csv_atomic(result.segments, out)
+    write_csv(result.segments, out, index=False)
     return result

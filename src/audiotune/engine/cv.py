@@ -36,13 +36,13 @@ import yaml
 from scipy import stats as scipy_stats
 
 from audiotune.config import RunConfig, check_config, config_to_dict
-from audiotune.data.folds import Fold, FoldOptions, build_folds, check_fold_files, fold_files, natural_key, write_atomic
+from audiotune.data.folds import Fold, FoldOptions, build_folds, check_fold_files, fold_files, natural_key
 from audiotune.data.layout import DataError
 from audiotune.engine.evaluate import METRICS_FILE
 from audiotune.engine.selection import monitor_value
 from audiotune.engine.train import CHECKPOINT_DIR, train
 from audiotune.models.checkpoint import CONFIG_FILE
-from audiotune.outputs import OwnedRunDir, own_run_dir
+from audiotune.outputs import OwnedRunDir, own_run_dir, write_bytes, write_csv, write_json
 from audiotune.report.plots import plot_confusion_matrix
 
 log = logging.getLogger(__name__)
@@ -193,15 +193,15 @@ def _summary_table(result: dict) -> pd.DataFrame:
 def _write_outputs(exp_dir: Path, results: list[tuple[Fold, int, int, dict]], folds: list[Fold],
                    repeats: int) -> dict:
     result = summary(results, folds, repeats)
-    write_atomic(exp_dir / RUNS_TABLE, _runs_table(results).to_csv(index=False))
-    write_atomic(exp_dir / SUMMARY_TABLE, _summary_table(result).to_csv(index=False))
+    write_csv(_runs_table(results), exp_dir / RUNS_TABLE, index=False)
+    write_csv(_summary_table(result), exp_dir / SUMMARY_TABLE, index=False)
     for split, heads in result["confusion_matrix"].items():
         for head, entry in heads.items():
             safe = head.replace("/", "_").replace(" ", "_")
             plot_confusion_matrix(entry["matrix"], entry["classes"],
                                   exp_dir / "plots" / f"confusion_{split}_{safe}.png",
                                   f"{head} ({split}, summed over {len(results)} runs)")
-    write_atomic(exp_dir / SUMMARY_FILE, json.dumps(result, indent=2))
+    write_json(exp_dir / SUMMARY_FILE, result)
     return result
 
 
@@ -232,9 +232,9 @@ def _cross_validate(config: RunConfig, source: str, options: FoldOptions, repeat
     owned.start()
     for path, data in files.items():
         if not path.is_file():
-            write_atomic(path, data)
-    write_atomic(exp_dir / CV_CONFIG_FILE, yaml.safe_dump(record, sort_keys=False))
-    write_atomic(exp_dir / FOLDS_FILE, json.dumps({fold.name: fold.info for fold in folds}, indent=2))
+            write_bytes(path, data)
+    write_bytes(exp_dir / CV_CONFIG_FILE, yaml.safe_dump(record, sort_keys=False))
+    write_bytes(exp_dir / FOLDS_FILE, json.dumps({fold.name: fold.info for fold in folds}, indent=2))
 
     results = []
     for fold in folds:
