@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml constraints.txt
 test: install
 	$(PY) -m pytest -q
 
+# the edit loop: every test but the slow ones, one single-threaded worker per core
 test-fast: install
-	$(PY) -m pytest -x -q -m "not slow"
+	OMP_NUM_THREADS=1 $(PY) -m pytest -x -q -m "not slow" -n auto
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 import soundfile as sf
 from conftest import SMALL_ECAPA
 
@@ -40,6 +41,7 @@ def test_cached_training_equals_encoding_every_epoch(uid_dataset: dict, tmp_path
     assert np.abs(scores(tmp_path / "nodrop") - scores(tmp_path / "cached")).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_cache_is_reused_and_invalidated_by_each_key(uid_dataset: dict, tmp_path) -> None:
     cache = tmp_path / "cache"
     first = run(uid_dataset, tmp_path / "a", cache)

@@ -100,6 +100,7 @@ def run_cv(root: Path, table: Path, out: Path, *extra: str) -> int:
                  "--model", "ecapa_tdnn", *SMALL_ECAPA, "-e", "1", "-bs", "4", "--clip_length", "0", *extra])
 
 
+@pytest.mark.slow
 def test_cv_writes_every_run_and_a_summary_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     table = small_table(tmp_path)
     out = tmp_path / "cv"

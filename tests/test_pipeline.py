@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import SMALL_ECAPA
+from conftest import SMALL_ECAPA, make_uid_dataset
 from safetensors.torch import load_file
 
 from audiotune.cli import main
@@ -18,11 +18,13 @@ def train_args(ds: dict, out, *extra: str) -> list[str]:
             "--model", "ecapa_tdnn", *SMALL_ECAPA, "-e", "2", "-bs", "4", "--seed", "3", *extra]
 
 
-@pytest.fixture()
-def trained(uid_dataset: dict, tmp_path_factory) -> dict:
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict:
+    """One finished two-epoch run for the tests that only read it (evaluate and extract write elsewhere)."""
+    dataset = make_uid_dataset(tmp_path_factory.mktemp("data"))
     out = tmp_path_factory.mktemp("run")
-    assert main(train_args(uid_dataset, out)) == 0
-    return {**uid_dataset, "run": out}
+    assert main(train_args(dataset, out)) == 0
+    return {**dataset, "run": out}
 
 
 def test_train_writes_a_complete_run_directory(trained: dict) -> None:
@@ -100,6 +102,7 @@ def test_saved_weights_are_the_best_validation_checkpoint(trained: dict) -> None
         torch.testing.assert_close(tensor, best["state_dict"][f"model.{name}"])
 
 
+@pytest.mark.slow
 def test_same_seed_gives_same_metrics(uid_dataset: dict, tmp_path) -> None:
     results = []
     for name in ("a", "b"):
@@ -111,6 +114,7 @@ def test_same_seed_gives_same_metrics(uid_dataset: dict, tmp_path) -> None:
     np.testing.assert_allclose(a.filter(like="score:").to_numpy(), b.filter(like="score:").to_numpy(), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_last_checkpoint(uid_dataset: dict, tmp_path) -> None:
     assert main(train_args(uid_dataset, tmp_path, "-e", "1")) == 0
     assert main(train_args(uid_dataset, tmp_path, "-e", "3", "--resume")) == 0

@@ -7,12 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-from conftest import make_uid_dataset, small_train_args
+from conftest import SMALL_ECAPA, make_uid_dataset, small_train_args, tone
 from safetensors.torch import load_file, save_file
 
 from audiotune.cli import main
 
 train_args = small_train_args
+SMALL_FEATURES = ["--model", "ecapa_tdnn", "--features", "fbank", "--num_mel_bins", "24"]
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +85,7 @@ def test_empty_path_cell_is_a_named_bad_row(trained: dict, tmp_path: Path, capsy
 def test_split_of_a_header_only_manifest(tmp_path: Path, capsys) -> None:
     (tmp_path / "m.csv").write_text("path,label,subject\n")
     assert main(["split", str(tmp_path / "m.csv"), "--out", str(tmp_path / "s")]) == 2
-    assert "no rows to split (only a header)" in error_of(capsys) and not (tmp_path / "s").exists()
+    assert "m.csv: no rows (only a header" in error_of(capsys) and not (tmp_path / "s").exists()
 
 
 def test_contradictory_split_fractions(tmp_path: Path, capsys) -> None:
@@ -154,3 +155,86 @@ def test_version_and_a_help_that_says_what_the_tool_does(capsys) -> None:
         main(["--help"])
     text = capsys.readouterr().out
     assert "turns labelled audio into classifiers and embeddings" in text and "start here:" in text
+
+
+# ---------------------------------------------------------------- words that point at the right thing
+
+
+def test_header_only_train_csv_is_named_as_such(tmp_path: Path, capsys) -> None:
+    ds = make_uid_dataset(tmp_path)
+    pd.read_csv(ds["split"] / "train.csv").iloc[:0].to_csv(ds["split"] / "train.csv", index=False)
+    assert main(train_args(ds, tmp_path / "run")) == 2
+    err = error_of(capsys)
+    assert "train.csv: no rows (only a header" in err and "val.csv" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_split_with_every_row_skipped_says_why_without_pointing_at_unwritten_files(tmp_path: Path,
+                                                                                   capsys) -> None:
+    ds = make_uid_dataset(tmp_path)
+    for k in range(4):
+        sf.write(ds["prefix"] / f"eve{k}" / "waveform.wav", np.zeros(4000), 8000)
+    assert main(train_args(ds, tmp_path / "run", "--on_error", "skip")) == 2
+    err = error_of(capsys)
+    assert "val.csv: none of its 4 row(s) can be used (4 left out)" in err
+    assert "eve0/waveform.wav: audio is all zeros" in err and "skipped.csv" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_stats_lists_what_it_skipped(trained: dict, tmp_path: Path, capsys) -> None:
+    table = path_table(trained, tmp_path / "t.csv", "train")
+    sf.write(tmp_path / "silent.wav", np.zeros(4000), 8000)
+    table.loc[len(table)] = {**table.iloc[0].to_dict(), "uid": "silent", "path": str(tmp_path / "silent.wav")}
+    table.to_csv(tmp_path / "t.csv", index=False)
+    args = ["stats", "-d", str(tmp_path / "t.csv"), *SMALL_FEATURES, "--on_error", "skip"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert '"skipped": 1' in captured.out and "silent.wav: audio is all zeros" in captured.err
+    assert main([*args, "--out", str(tmp_path / "stats.json")]) == 0
+    assert pd.read_csv(tmp_path / "stats.skipped.csv")["uid"].tolist() == ["silent"]
+    assert "listed in" in capsys.readouterr().out
+
+
+def test_manifest_ids_that_look_like_numbers_survive_split_and_train(tmp_path: Path, capsys) -> None:
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for subject in ("01", "02", "03", "1"):
+        for pitch, freq in (("lo", 300), ("hi", 800)):
+            for take in range(2):
+                sf.write(audio / f"{subject}_{pitch}_{take}.wav", tone(freq, 0.5, 8000, seed=take), 8000)
+    sf.write(audio / "7.wav", tone(300, 0.5, 8000), 8000)
+    sf.write(audio / "007.wav", tone(800, 0.5, 8000), 8000)
+    manifest = tmp_path / "m.csv"
+    assert main(["manifest", str(audio), "--out", str(manifest), "--pattern",
+                 r"(?P<subject>\d+)_(?P<pitch>[a-z]+)_\d\.wav", "--on_error", "skip"]) == 0
+    # subjects '01' and '1' stay two subjects; the uids '7' and '007' of the skip list stay two files
+    assert main(["split", str(manifest), "--out", str(tmp_path / "s"), "--test_subjects", "01",
+                 "--val_subjects", "1"]) == 0
+    assert pd.read_csv(tmp_path / "s" / "val.csv", dtype=str)["subject"].unique().tolist() == ["1"]
+    (tmp_path / "labels.txt").write_text("pitch\n")
+    assert main(["train", "-d", str(tmp_path / "s"), "-l", str(tmp_path / "labels.txt"), "-o",
+                 str(tmp_path / "run"), *SMALL_ECAPA, "-e", "1", "-bs", "4"]) == 0
+    numbered = tmp_path / "n.csv"
+    assert main(["manifest", str(audio), "--out", str(numbered), "--pattern", r"(?P<name>\d+)\.wav",
+                 "--on_error", "skip"]) == 0
+    assert main(["stats", "-d", str(numbered), *SMALL_FEATURES]) == 0
+    assert '"clips": 2' in capsys.readouterr().out
+
+
+def test_empty_path_cell_in_a_table_without_uids_names_its_line(trained: dict, tmp_path: Path, capsys) -> None:
+    table = path_table(trained, tmp_path / "t.csv")
+    table = table.drop(columns=["uid"])
+    table.loc[2, "path"] = ""
+    table.to_csv(tmp_path / "t.csv", index=False)
+    assert main(["evaluate", "--run", str(trained["run"]), "-d", str(tmp_path / "t.csv"), "-o",
+                 str(tmp_path / "e")]) == 2
+    assert "t.csv: empty 'path' cell on line(s) [4]" in error_of(capsys)
+
+
+def test_a_fraction_too_fine_for_the_groups_names_the_flag(tmp_path: Path, capsys) -> None:
+    ds = make_uid_dataset(tmp_path)
+    path_table(ds, tmp_path / "m.csv", "train")
+    assert main(["split", str(tmp_path / "m.csv"), "--out", str(tmp_path / "s"), "--test_fraction", "0.5",
+                 "--val_fraction", "0.1"]) == 2
+    err = error_of(capsys)
+    assert "--val_fraction 0.1 (after the test part) needs the rows cut into" in err and "'subject'" in err

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import json
+import resource
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -73,6 +77,64 @@ def test_training_that_fails_after_starting_leaves_no_metrics(tmp_path: Path, mo
     assert main(train_args(ds, tmp_path / "run")) == 2
     assert not (tmp_path / "run" / "metrics.json").exists()  # a run without metrics.json is not finished
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()  # and can be resumed
+
+
+def _run_with_file_size_limit(args: list[str], limit: int) -> subprocess.CompletedProcess:
+    """``audiotune ARGS`` in a process whose files may not grow past ``limit`` bytes: a disk that fills up."""
+
+    def limited() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a refused write then fails with EFBIG, as on a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    code = "import sys; from audiotune.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, *args], preexec_fn=limited, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("limit,refused", [(1500, "config.yaml"), (20000, "checkpoints/best.ckpt")])
+def test_a_full_disk_is_one_line_and_leaves_nothing_that_looks_finished(tmp_path: Path, limit: int,
+                                                                      refused: str) -> None:
+    ds = make_uid_dataset(tmp_path)
+    run = tmp_path / "run"
+    result = _run_with_file_size_limit(train_args(ds, run, "-e", "2"), limit)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{refused}: could not be written" in result.stderr
+    if refused == "config.yaml":  # nothing of the run was written yet: no directory is left
+        assert not run.exists()
+    else:  # the run is known but unfinished: no checkpoint, no weights, no metrics, no temporary file
+        assert not any(name.endswith((".ckpt", ".safetensors", "metrics.json", ".partial")) for name in listing(run))
+        assert main(train_args(ds, run, "-e", "2", "--resume")) == 2
+        assert main(train_args(ds, run, "-e", "2", "--overwrite")) == 0
+
+
+def test_a_file_in_the_way_of_an_output_is_named_before_any_work(trained: dict, tmp_path: Path, capsys) -> None:
+    (tmp_path / "afile").write_text("")
+    in_the_way = tmp_path / "afile"
+    for args in (["extract", "--run", str(trained["run"]), "-d", str(trained["split"]), "--out",
+                  str(in_the_way / "e.parquet")],
+                 ["evaluate", "--run", str(trained["run"]), "-d", str(trained["split"]), "-o", str(in_the_way / "ev")],
+                 train_args(trained, in_the_way / "run"),
+                 ["manifest", str(trained["prefix"]), "--out", str(in_the_way / "m.csv"), "--folder_label", "x"]):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and str(in_the_way) in err and "Errno" not in err, err
+
+
+def test_a_new_split_into_an_old_folder_leaves_no_file_of_the_old_one(trained: dict, tmp_path: Path,
+                                                                      capsys) -> None:
+    manifest = tmp_path / "m.csv"
+    table = pd.read_csv(trained["split"] / "train.csv")
+    table["path"] = [str(trained["prefix"] / uid / "waveform.wav") for uid in table["uid"]]
+    table.to_csv(manifest, index=False)
+    out = tmp_path / "split"
+    assert main(["split", str(manifest), "--out", str(out), "--test_subjects", "ann", "--val_subjects", "bob"]) == 0
+    assert main(["split", str(manifest), "--out", str(out), "--test_subjects", "ann", "--val_fraction", "0"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["test.csv", "train.csv"]  # no val.csv of the first split
+    assert main(["split", str(manifest), "--out", str(tmp_path / "folds"), "--folds", "4", "--val_fraction", "0"]) == 0
+    capsys.readouterr()
+    assert main(["split", str(manifest), "--out", str(tmp_path / "folds"), "--folds", "2", "--val_fraction", "0"]) == 2
+    assert "holds folds of an earlier split (['fold_3', 'fold_4'])" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ run directories

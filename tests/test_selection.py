@@ -30,6 +30,7 @@ def per_epoch(run: Path, column: str) -> np.ndarray:
     return log.dropna(subset=[column]).groupby("epoch")[column].last().to_numpy()
 
 
+@pytest.mark.slow
 def test_the_monitored_metric_picks_the_epoch_when_it_disagrees_with_the_loss(
         uid_dataset: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real = module.compute_metrics

@@ -13,7 +13,7 @@ from typing import Any
 from audiotune import __version__
 from audiotune.config import RANGES, SECTIONS, RunConfig, check_config, describe_range, load_config
 from audiotune.data.layout import DataError
-from audiotune.outputs import write_json
+from audiotune.outputs import check_output_path, write_csv, write_json
 
 AUGMENT_HELP = {
     "tshift": "probability of a random time shift (up to ±0.5 s)",
@@ -268,7 +268,17 @@ def _command_split(args: argparse.Namespace) -> None:
     from audiotune.data.layout import read_table
     from audiotune.data.splits import kfold_tables, split_table, write_split
 
-    table = read_table(args.manifest)
+    table = read_table(args.manifest, tuple(c for c in (args.group, args.stratify) if c))
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out}: exists and is not a folder")
+    stale = sorted(p.name for p in out.glob("fold_*") if p.is_dir()) if out.is_dir() else []
+    if args.folds:
+        stale = [name for name in stale if name.removeprefix("fold_").isdigit()
+                 and int(name.removeprefix("fold_")) > args.folds]
+    if stale:
+        raise DataError(f"--out {out}: holds folds of an earlier split ({stale[:3]}{' ...' if len(stale) > 3 else ''})"
+                        " that this split would not replace; choose an empty folder")
     if args.folds:
         folds = kfold_tables(table, args.folds, args.val_fraction, args.stratify, args.group, args.seed, args.manifest)
         for number, parts in enumerate(folds, start=1):
@@ -366,14 +376,24 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "split":
             _command_split(args)
         elif args.command == "stats":
-            from audiotune.engine.extract import feature_stats
+            from audiotune.engine.extract import feature_stats, skipped_list_path
             from audiotune.models.backbones import resolve_config
 
             config = resolve_config(config_from_args(args))
-            result = feature_stats(config, config.data.data_split_root, args.split)
+            if args.out:
+                check_output_path(args.out)
+            result, skipped = feature_stats(config, config.data.data_split_root, args.split)
             print(json.dumps(result, indent=2))
             if args.out:
                 write_json(args.out, result)
+            if len(skipped):
+                if args.out:
+                    listed = write_csv(skipped, skipped_list_path(Path(args.out)), index=False)
+                    print(f"{len(skipped)} clip(s) left out of the statistics: listed in {listed}")
+                else:
+                    print(f"{len(skipped)} clip(s) left out of the statistics:", file=sys.stderr)
+                    for reason in skipped["reason"]:
+                        print(f"  {reason}", file=sys.stderr)
     except KeyboardInterrupt:
         print(f"audiotune {args.command}: interrupted; outputs not finished were not written", file=sys.stderr)
         return 130

@@ -27,19 +27,56 @@ import pandas as pd
 LOCK_FILE = ".audiotune.lock"
 
 
+class OutputError(OSError):
+    """An output the file system refused (full disk, quota, read-only): the message names the file."""
+
+
+def refused(path: str | Path, err: BaseException) -> OutputError:
+    """The error for an output that could not be written; the earlier file at ``path`` (if any) is kept."""
+    if isinstance(err, (FileExistsError, NotADirectoryError)):
+        return OutputError(f"{path}: could not be written: a file, not a folder, is in the way on this path")
+    reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).strip() or type(err).__name__
+    return OutputError(f"{path}: could not be written ({reason}); nothing was written there "
+                       "(check free space, quotas and permissions)")
+
+
+def check_output_path(path: str | Path) -> Path:
+    """Fail before any work if ``path`` cannot be written: a file in the way of its folder, or no permission."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder; give a file path")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise refused(path, NotADirectoryError())
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise refused(path, PermissionError(13, "no permission to write in " + str(folder)))
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block finishes."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block finishes.
+
+    A file-system error (full disk, read-only folder) becomes an :class:`OutputError` naming ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(handle)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+        os.close(handle)
+    except OSError as err:
+        raise refused(path, err) from err
     partial = Path(name)
     try:
         yield partial
         with open(partial, "rb+") as stream:  # the bytes are on disk before the name points at them
             os.fsync(stream.fileno())
         os.replace(partial, path)
+    except OutputError:
+        raise
+    except OSError as err:
+        raise refused(path, err) from err
     finally:
         partial.unlink(missing_ok=True)
 
@@ -120,7 +157,8 @@ def own_run_dir(exp_dir: str | Path, *, resume: bool = False, overwrite: bool = 
     - a directory holding a run needs ``resume`` (continue it) or ``overwrite`` (delete its contents first,
       at :meth:`OwnedRunDir.start`); a directory that holds other files but no run is written into, never
       deleted;
-    - a directory created here and left unwritten (the inputs failed validation) is removed again.
+    - a directory created here and left without a run (the inputs failed validation, or the command failed
+      before its config was written) is removed again.
     The lock is released when the block ends.
     """
     exp_dir = Path(exp_dir)
@@ -129,8 +167,12 @@ def own_run_dir(exp_dir: str | Path, *, resume: bool = False, overwrite: bool = 
     if resume and overwrite:
         raise RunDirError("--resume continues the run in --exp_dir and --overwrite deletes it: choose one")
     created = not exp_dir.exists()
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    handle = os.open(exp_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        handle = os.open(exp_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise RunDirError(f"{exp_dir}: cannot create or lock this directory ({err.strerror or err}); "
+                          "choose another -o/--exp_dir") from err
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -147,6 +189,11 @@ def own_run_dir(exp_dir: str | Path, *, resume: bool = False, overwrite: bool = 
                               "replace it, or choose another -o/--exp_dir")
         owned = OwnedRunDir(exp_dir, created, clear=is_run and overwrite)
         yield owned
+    except BaseException:
+        # a directory created here that the failed command left without a run (no config.yaml yet) goes again
+        if created and owned is not None and not _is_run_dir(exp_dir):
+            owned.started = False
+        raise
     finally:
         fcntl.flock(handle, fcntl.LOCK_UN)
         os.close(handle)

@@ -98,7 +98,7 @@ def _group_list(table: pd.DataFrame, group: str) -> list[str] | None:
 
 def _table_folds(source: str, options: FoldOptions, seed: int) -> list[Fold]:
     """Leave-one-group-out, or k group-disjoint folds; validation is applied later."""
-    table = read_table(source)
+    table = read_table(source, tuple(c for c in (options.group, options.stratify) if c))
     groups = _groups(table, options.group, source)
     if options.folds:
         if options.folds < 2:

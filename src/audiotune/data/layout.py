@@ -24,15 +24,34 @@ class DataError(ValueError):
     """Bad input data: the message names the file or field."""
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read one split CSV, indexed by ``uid`` (made from ``path`` when the CSV has no uid column)."""
+# identifiers, read as written: "007" stays "007" (not the number 7), so ids survive a write and read back
+TEXT_COLUMNS = ("uid", "path", "subject")
+
+
+def read_table(path: str | Path, text_columns: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Read one split CSV, indexed by ``uid`` (made from ``path`` when the CSV has no uid column).
+
+    ``uid``, ``path``, ``subject`` and ``text_columns`` are read as text. A table without rows is an error.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: split file not found")
-    table = pd.read_csv(path)
+    try:
+        table = pd.read_csv(path, dtype={c: str for c in (*TEXT_COLUMNS, *text_columns)})
+    except pd.errors.EmptyDataError as err:
+        raise DataError(f"{path}: empty file (no header, no rows)") from err
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: not a readable CSV table ({str(err).strip()})") from err
+    if table.empty:
+        raise DataError(f"{path}: no rows (only a header: {list(table.columns)})")
     if "uid" not in table.columns:
         if "path" not in table.columns:
             raise DataError(f"{path}: needs a 'uid' column (uid layout) or a 'path' column (manifest)")
+        blank = table["path"].isna() | (table["path"].astype(str).str.strip() == "")
+        if blank.any():
+            lines = [int(i) + 2 for i in np.flatnonzero(blank.to_numpy())[:10]]
+            raise DataError(f"{path}: empty 'path' cell on line(s) {lines}; without a 'uid' column such a row "
+                            "cannot be named (fill the path, remove the row, or add a uid column)")
         table["uid"] = segment_uids(table)
     table["uid"] = table["uid"].astype(str)
     if table["uid"].duplicated().any():

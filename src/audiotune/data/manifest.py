@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from audiotune.data.layout import DataError
-from audiotune.outputs import write_csv
+from audiotune.outputs import check_output_path, write_csv
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 
@@ -30,7 +30,7 @@ def build_manifest(root: str | Path, out_csv: str | Path, pattern: str | None = 
     not match raise an error, or with ``on_error='skip'`` are returned in the skip table.
     """
     root = Path(root).resolve()
-    out_csv = Path(out_csv).resolve()
+    out_csv = check_output_path(Path(out_csv).resolve())
     files = find_audio(root)
     if not files:
         raise DataError(f"{root}: no audio files ({', '.join(AUDIO_EXTENSIONS)})")
@@ -65,7 +65,6 @@ def build_manifest(root: str | Path, out_csv: str | Path, pattern: str | None = 
     if not rows:
         raise DataError(f"{root}: no file could be labelled")
     manifest = pd.DataFrame(rows)
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
     write_csv(manifest, out_csv, index=False)
     if skipped:
         write_csv(skip_table, out_csv.with_suffix(".skipped.csv"), index=False)

@@ -83,8 +83,19 @@ def _check_tables(tables: dict[str, pd.DataFrame], heads: list[HeadSpec], config
                         "(use --on_error skip to leave them out; they are then listed in skipped.csv)")
     for split, table in prepared.tables.items():
         if table.empty:
-            raise DataError(f"split '{split}' has no usable rows left (see {SKIPPED_FILE} / {DROPPED_FILE})")
+            raise DataError(_nothing_left(split, tables[split], prepared))
     return prepared
+
+
+def _nothing_left(split: str, table: pd.DataFrame, prepared: PreparedData) -> str:
+    """Why no row of a split is left, with the first reasons (no list has been written at this point)."""
+    left_out = [frame[frame["split"] == split] for frame in (prepared.skipped, prepared.dropped)
+                if len(frame) and "split" in frame.columns]
+    reasons = pd.concat(left_out, ignore_index=True)["reason"].astype(str).tolist() if left_out else []
+    listing = "".join(f"\n  {reason}" for reason in reasons[:5])
+    more = f"\n  ... and {len(reasons) - 5} more" if len(reasons) > 5 else ""
+    return (f"{table.attrs.get('source', split)}: none of its {len(table)} row(s) can be used "
+            f"({len(reasons)} left out):{listing}{more}")
 
 
 def _subjects(table: pd.DataFrame) -> set[str]:

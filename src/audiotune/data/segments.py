@@ -19,7 +19,7 @@ import pandas as pd
 import soundfile as sf
 
 from audiotune.data.layout import DataError, format_seconds
-from audiotune.outputs import write_csv
+from audiotune.outputs import check_output_path, write_csv
 
 DECIMALS = 6
 # half of the last written decimal: spans that match the file's length up to rounding still fit
@@ -274,6 +274,7 @@ def segment_csv(source: str | Path, out: str | Path, before: float | None = None
         raise DataError(f"{out}: --out would overwrite the input table; choose another file")
     if out.suffix.lower() != ".csv":
         raise DataError(f"{out}: --out must be a .csv file")
+    check_output_path(out)
     table = read_source(source)
     result = SegmentResult(out=out, segments=pd.DataFrame())
     if events_mode:

@@ -35,11 +35,14 @@ def draw_validation(train: pd.DataFrame, val_size: int, seed: int, group: str = 
 
 
 def _grouped_fold(table: pd.DataFrame, n_splits: int, stratify: str | None, group: str, seed: int,
-                  source: str) -> list[np.ndarray]:
+                  source: str, purpose: str) -> list[np.ndarray]:
+    """``n_splits`` parts sharing no value of ``group``; ``purpose`` (the flag asking for them) names the error."""
     groups = _subjects(table, group, source)
-    n_groups = groups.nunique()
-    if n_groups < n_splits:
-        raise DataError(f"{source}: {n_groups} subjects cannot make {n_splits} subject-disjoint parts")
+    names = sorted(groups.unique())
+    if len(names) < n_splits:
+        shown = f"{names[:5]}{' ...' if len(names) > 5 else ''}"
+        raise DataError(f"{source}: {purpose} needs the rows cut into {n_splits} parts that share no '{group}', "
+                        f"but only {len(names)} value(s) of '{group}' are left to cut ({shown})")
     if stratify:
         if stratify not in table.columns:
             raise DataError(f"{source}: stratify column '{stratify}' not found")
@@ -51,7 +54,7 @@ def _grouped_fold(table: pd.DataFrame, n_splits: int, stratify: str | None, grou
         return [test for _, test in splitter.split(np.zeros(len(table)), labels, groups.to_numpy())]
     except ValueError as err:
         smallest = pd.Series(labels).value_counts().min()
-        raise DataError(f"{source}: cannot make {n_splits} stratified, subject-disjoint parts: the rarest "
+        raise DataError(f"{source}: {purpose} needs {n_splits} stratified parts that share no '{group}': the rarest "
                         f"'{stratify}' class has {smallest} row(s) ({err}); lower the fractions or drop "
                         "--stratify") from err
 
@@ -82,7 +85,8 @@ def split_table(table: pd.DataFrame, test_fraction: float = 0.2, val_fraction: f
             # fraction of the rows still unassigned, so test 0.2 / val 0.1 means 20% / 10% of the whole
             share = fraction / (len(remaining) / len(table))
             n_splits = max(2, int(round(1 / share)))
-            fold = _grouped_fold(remaining, n_splits, stratify, group, seed, source)[0]
+            purpose = f"--{name}_fraction {fraction}" + (" (after the test part)" if name == "val" else "")
+            fold = _grouped_fold(remaining, n_splits, stratify, group, seed, source, purpose)[0]
             mask = np.zeros(len(remaining), dtype=bool)
             mask[fold] = True
             parts[name], remaining = remaining.loc[mask], remaining.loc[~mask]
@@ -98,7 +102,7 @@ def kfold_tables(table: pd.DataFrame, folds: int, val_fraction: float = 0.1, str
     if table.empty:
         raise DataError(f"{source}: no rows to split (only a header)")
     result = []
-    for test_index in _grouped_fold(table, folds, stratify, group, seed, source):
+    for test_index in _grouped_fold(table, folds, stratify, group, seed, source, f"--folds {folds}"):
         mask = np.zeros(len(table), dtype=bool)
         mask[test_index] = True
         rest = table.loc[~mask]
@@ -111,9 +115,9 @@ def kfold_tables(table: pd.DataFrame, folds: int, val_fraction: float = 0.1, str
 
 
 def write_split(parts: dict[str, pd.DataFrame], out_dir: str | Path) -> list[Path]:
-    """Write train.csv / val.csv / test.csv (index column ``uid``)."""
+    """Write train.csv / val.csv / test.csv (index column ``uid``); a split file of an earlier split into
+    ``out_dir`` that this one does not have (e.g. its val.csv) is removed, so the folder is one split."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, part in parts.items():
         path = out_dir / f"{name}.csv"
@@ -121,4 +125,7 @@ def write_split(parts: dict[str, pd.DataFrame], out_dir: str | Path) -> list[Pat
             part = part.assign(path=[os.path.relpath(p, out_dir.resolve()) for p in part["path"]])
         write_csv(part, path, index_label="uid")
         written.append(path)
+    for name in ("train", "val", "test"):
+        if name not in parts:
+            (out_dir / f"{name}.csv").unlink(missing_ok=True)
     return written

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from audiotune.outputs import atomic_path
+from audiotune.outputs import atomic_path, refused
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -17,4 +17,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
         with atomic_path(path) as partial:
-            torch.save(checkpoint, partial)
+            try:
+                torch.save(checkpoint, partial)
+            except RuntimeError as err:  # torch's archive writer reports a refused write as a RuntimeError
+                raise refused(path, RuntimeError("the file system took only part of the checkpoint")) from err

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
@@ -15,7 +16,7 @@ from audiotune.data.prepare import prepare_eval_data
 from audiotune.engine.inference import inference_device, iterate_batches, make_dataset, make_loader, override_device
 from audiotune.models.checkpoint import load_run
 from audiotune.models.classifier import EMBEDDING_TYPES, Classifier
-from audiotune.outputs import atomic_path, write_csv
+from audiotune.outputs import atomic_path, check_output_path, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +52,8 @@ def extract_embeddings(run: str, data_split_root: str, out: str, embedding_type:
     out_path = Path(out)
     if out_path.suffix != ".parquet":
         raise ValueError(f"--out {out}: embeddings are written as parquet; give a path ending in .parquet")
+    check_output_path(out_path)
     prepared = prepare_eval_data(config, data_split_root, targets_needed=False)
-    skip_list = skipped_list_path(out_path)
-    skip_list.unlink(missing_ok=True)  # a list from an earlier extraction to the same file
-    if len(prepared.skipped):
-        write_csv(prepared.skipped, skip_list, index=False)
-        log.warning("%d row(s) skipped; listed in %s", len(prepared.skipped), skip_list)
     equal_length = getattr(model.backbone, "needs_equal_length", False)
 
     def embed(classifier: Classifier, batch: dict) -> torch.Tensor:
@@ -73,11 +70,20 @@ def extract_embeddings(run: str, data_split_root: str, out: str, embedding_type:
                     "uid": batch["uid"], "split": [split] * len(rows),
                     "embedding": pa.array(list(rows), type=pa.list_(pa.float32())),
                 }, schema=schema))
+    # the skip list belongs to the finished parquet: written after it, an earlier one removed
+    skip_list = skipped_list_path(out_path)
+    if len(prepared.skipped):
+        write_csv(prepared.skipped, skip_list, index=False)
+        log.warning("%d row(s) skipped; listed in %s", len(prepared.skipped), skip_list)
+    else:
+        skip_list.unlink(missing_ok=True)
     return out_path
 
 
-def feature_stats(config: RunConfig, data_split_root: str, split: str = "train") -> dict:
-    """Mean and std of the (unnormalised) input features over a split; std 0 is an error."""
+def feature_stats(config: RunConfig, data_split_root: str, split: str = "train") -> tuple[dict, pd.DataFrame]:
+    """Mean and std of the (unnormalised) input features over a split; std 0 is an error.
+
+    Returns the statistics and the rows left out of them (bad audio with ``--on_error skip``)."""
     device = inference_device(config)
     config.features.dataset_mean = config.features.dataset_std = None
     prepared = prepare_eval_data(config, data_split_root, targets_needed=False)
@@ -99,5 +105,8 @@ def feature_stats(config: RunConfig, data_split_root: str, split: str = "train")
     std = math.sqrt(max(mean_square - mean * mean, 0.0))
     if not np.isfinite(std) or std == 0:
         raise ValueError(f"{data_split_root} ({name}): feature std is {std}; the audio has no variation")
-    return {"split": name, "clips": len(dataset), "frames": count // dataset.extract.num_bins,
-            "dataset_mean": mean, "dataset_std": std}
+    skipped = prepared.skipped
+    if len(skipped) and "split" in skipped.columns:
+        skipped = skipped[skipped["split"] == name]
+    return ({"split": name, "clips": len(dataset), "frames": count // dataset.extract.num_bins,
+             "skipped": len(skipped), "dataset_mean": mean, "dataset_std": std}, skipped)

@@ -134,7 +134,10 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
                          log_every_n_steps=1, enable_model_summary=False, plugins=[AtomicCheckpointIO()])
     resume = exp_dir / "checkpoints" / "last.ckpt" if config.train.resume else None
     if resume is not None and not resume.is_file():
-        raise FileNotFoundError(f"{resume}: --resume needs the last checkpoint of an earlier run in --exp_dir")
+        stopped = (exp_dir / "config.yaml").is_file()
+        raise FileNotFoundError(f"{resume}: --resume needs the last checkpoint of an earlier run in --exp_dir"
+                                + ("; this run stopped before writing one: start it again with --overwrite"
+                                   if stopped else ""))
     trainer.fit(module, train_loader, val_loader, ckpt_path=resume, weights_only=True)
     if best.best_model_path and Path(best.best_model_path).is_file():
         module.load_state_dict(torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"])

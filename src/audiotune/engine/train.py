@@ -136,7 +136,10 @@ def _train(config: RunConfig, run_dir: OwnedRunDir) -> dict:
     exp_dir = run_dir.path
     resume = exp_dir / CHECKPOINT_DIR / "last.ckpt" if config.train.resume else None
     if resume is not None and not resume.is_file():
-        raise FileNotFoundError(f"{resume}: --resume needs the last checkpoint of an earlier run in --exp_dir")
+        stopped = (exp_dir / "config.yaml").is_file()
+        raise FileNotFoundError(f"{resume}: --resume needs the last checkpoint of an earlier run in --exp_dir"
+                                + ("; this run stopped before writing one: start it again with --overwrite"
+                                   if stopped else ""))
     pl.seed_everything(config.data.seed, workers=True, verbose=False)
     resolve_config(config)
     prepared = prepare_training_data(config, exp_dir)
