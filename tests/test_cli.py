@@ -83,7 +83,7 @@ def test_bad_values_are_rejected() -> None:
     with pytest.raises(SystemExit):
         parse("--shared_dense", "maybe")
     with pytest.raises(SystemExit):
-        parse("--scheduler", "linear")
+        parse("--scheduler", "exponential")
     with pytest.raises(Exception, match="boolean"):
         parse_bool("maybe")
 

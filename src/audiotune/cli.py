@@ -229,7 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--folds", type=int, default=0, help="write k folds as fold_1..fold_k")
     split.add_argument("--seed", type=int, default=0)
 
-    pretrain = commands.add_parser("pretrain", help="self-supervised SSAST pretraining (no labels needed)")
+    pretrain = commands.add_parser(
+        "pretrain", help="self-supervised pretraining, no labels needed: SSAST masked patches (--model ssast) or "
+                         "wav2vec2 task-adaptive pretraining (--model hf -c CHECKPOINT --objective tapt)")
     add_config_flags(pretrain)
 
     probe = commands.add_parser("probe", help="train the same head on every hidden state of a frozen encoder")
@@ -320,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
             vars(args).setdefault("model.task", "pretrain_joint")
             config = config_from_args(args)
             metrics = pretrain(config)
-            print(json.dumps({k: metrics[k] for k in ("task", "epochs_run", "best_val_loss")}, indent=2))
+            print(json.dumps({k: metrics[k] for k in ("objective", "epochs_run", "steps_run", "best_val_loss")},
+                             indent=2))
             print(f"run directory: {Path(config.exp_dir).resolve()}")
         elif args.command == "cv":
             from audiotune.data.folds import FoldOptions

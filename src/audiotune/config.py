@@ -106,6 +106,16 @@ class ModelConfig:
     tshape: int = option(2, "SSAST patch width in frames")
     fstride: int = option(128, "SSAST patch stride in mel bins (pretraining: = fshape)")
     tstride: int = option(2, "SSAST patch stride in frames (pretraining: = tshape)")
+    objective: str = option("", "`audiotune pretrain` objective (ssast: pretrain_joint, pretrain_mpc, pretrain_mpg; "
+                                "hf: tapt, wav2vec2's contrastive + diversity loss); default: the backbone's first")
+    mask_time_prob: float | None = option(None, "wav2vec2 pretraining: share of frames where masked spans start "
+                                                "(default: the checkpoint's mask_time_prob, 0.05 for wav2vec2-base)")
+    mask_time_length: int | None = option(None, "wav2vec2 pretraining: frames per masked span (default: the "
+                                                "checkpoint's mask_time_length, 10)")
+    fresh_quantizer: bool = option(False, "TAPT from a checkpoint without quantizer weights (e.g. CTC fine-tuned): "
+                                          "start the quantizer and projections from random weights")
+    gumbel_anneal: bool = option(True, "TAPT: anneal the quantizer's Gumbel temperature per step as wav2vec2's "
+                                       "pretraining (2.0 x 0.999995^step, at least 0.5); false keeps 2.0 (the seed)")
     mask_patch: int = option(400, "SSAST pretraining: patches masked per clip")
     cluster_factor: int = option(3, "SSAST pretraining: side of the square blocks of masked patches (patch models)")
     lin_neurons: int = option(192, "ECAPA-TDNN embedding size")
@@ -139,10 +149,14 @@ class TrainConfig:
     learning_rate: float = option(3e-4, "learning rate", ("-lr",))
     optim: str = option("adamw", "optimizer", choices=("adam", "adamw"))
     weight_decay: float = option(1e-4, "AdamW weight decay")
-    scheduler: str = option("cosine", "learning-rate schedule (stepped per batch; none: constant, as the seeds)",
-                            choices=("none", "onecycle", "cosine"))
+    scheduler: str = option("cosine", "learning-rate schedule (stepped per batch; none: constant, as the seeds; "
+                                      "linear: warm-up, flat for 0.05 of the steps, then linear decay to 0, as the "
+                                      "seed's TAPT)", choices=("none", "onecycle", "cosine", "linear"))
     max_lr: float = option(0.01, "peak learning rate of the onecycle schedule")
-    warmup_steps: int = option(0, "linear warm-up steps of the cosine schedule")
+    warmup_steps: int = option(0, "linear warm-up steps of the cosine and linear schedules")
+    training_steps: int = option(0, "stop after this many optimiser steps instead of --epochs (0 = use --epochs)")
+    max_seconds: float = option(0.0, "pretraining: crop each clip to this many seconds at a random offset, anew "
+                                     "every time it is seen (0 = whole clips)")
     loss: str = option("auto", "loss of binary heads (BCE, or MSE) and of regression heads (MSE, or huber); "
                                "categorical and soft heads use CE", choices=("auto", "BCE", "MSE", "CE", "huber"))
     labeling_method: str = option("soft", "targets of soft (vote) heads in training: soft (CE against the vote "
@@ -277,6 +291,10 @@ RANGES: dict[tuple[str, str], tuple[float, float, bool, bool]] = {
     ("train", "weight_decay"): (0, INF, True, False),
     ("train", "max_lr"): (0, INF, True, False),
     ("train", "warmup_steps"): (0, INF, True, False),
+    ("train", "training_steps"): (0, INF, True, False),
+    ("train", "max_seconds"): (0, INF, True, False),
+    ("model", "mask_time_prob"): (0, 1, False, True),
+    ("model", "mask_time_length"): (1, INF, True, False),
     ("train", "ema"): (0, 1, True, False),
     ("train", "num_workers"): (0, 1024, True, True),
     ("train", "patience"): (0, INF, True, False),

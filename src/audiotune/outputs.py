@@ -81,6 +81,37 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         partial.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; it replaces ``path`` (an earlier folder is removed) only if
+    the block finishes, so ``path`` is always a whole earlier or a whole new folder."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    except OSError as err:
+        raise refused(path, err) from err
+    try:
+        yield partial
+        for file in partial.rglob("*"):  # the bytes are on disk before the name points at them
+            if file.is_file():
+                with open(file, "rb+") as stream:
+                    os.fsync(stream.fileno())
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / path.name)
+        os.replace(partial, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except OutputError:
+        raise
+    except OSError as err:
+        raise refused(path, err) from err
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
 def write_bytes(path: str | Path, data: bytes | str) -> Path:
     """Write ``data`` (text as UTF-8) to ``path`` atomically."""
     with atomic_path(path) as partial:

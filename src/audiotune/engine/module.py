@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import pytorch_lightning as pl
 import torch
@@ -98,6 +98,37 @@ class ClassifierModule(pl.LightningModule):
         return optimizers(self.model.parameters(), self.config, self.steps_per_epoch)
 
 
+def run_length(cfg: TrainConfig) -> tuple[int, int]:
+    """Lightning's ``max_epochs, max_steps``: ``--training_steps`` optimiser steps when given, else ``--epochs``."""
+    if cfg.training_steps:
+        return -1, cfg.training_steps
+    return cfg.epochs, -1
+
+
+def trains(cfg: TrainConfig) -> bool:
+    """False for a run asked for no training step (``--epochs 0`` without ``--training_steps``)."""
+    return cfg.training_steps > 0 or cfg.epochs > 0
+
+
+FLAT_FRACTION = 0.05  # the seed's TAPT schedule: this share of the steps at the peak after the warm-up
+
+
+def warmup_flat_linear(warmup: int, total_steps: int) -> Callable[[int], float]:
+    """Learning-rate factor per step: linear warm-up over ``warmup`` steps, flat for ``FLAT_FRACTION`` of
+    ``total_steps``, then linear decay to 0 at ``total_steps``."""
+    warmup = min(warmup, total_steps - 1)
+    flat_end = min(total_steps, warmup + round(FLAT_FRACTION * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        if step < flat_end:
+            return 1.0
+        return max(0.0, (total_steps - step) / max(1, total_steps - flat_end))
+
+    return factor
+
+
 def optimizers(parameters: Iterable[torch.nn.Parameter], cfg: TrainConfig,
                steps_per_epoch: int) -> OptimizerConfig | OptimizerLRSchedulerConfig:
     """Adam/AdamW over the trainable parameters, with the schedule stepped per batch."""
@@ -108,7 +139,7 @@ def optimizers(parameters: Iterable[torch.nn.Parameter], cfg: TrainConfig,
         optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     else:
         optimizer = torch.optim.Adam(params, lr=cfg.learning_rate)
-    total_steps = max(1, steps_per_epoch) * cfg.epochs
+    total_steps = cfg.training_steps or max(1, steps_per_epoch) * cfg.epochs
     if cfg.scheduler == "onecycle":
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.max_lr, total_steps=total_steps)
     elif cfg.scheduler == "cosine":
@@ -121,6 +152,8 @@ def optimizers(parameters: Iterable[torch.nn.Parameter], cfg: TrainConfig,
             return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    elif cfg.scheduler == "linear":
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_flat_linear(cfg.warmup_steps, total_steps))
     else:
         return {"optimizer": optimizer}
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,9 +1,12 @@
-"""``audiotune pretrain``: self-supervised SSAST pretraining (masked patch classification / generation / joint).
+"""``audiotune pretrain``: self-supervised pretraining with the objectives a backbone supplies.
 
-No labels are needed: a manifest or split of audio is enough. Training can continue from any SSAST
-checkpoint (``--pretrained_mdl_path``, original or our own). The run directory gets ``model.safetensors``
-(original key names, no prefix) for `audiotune train --model ssast --pretrained_mdl_path`, and
-``ssast_original.pth`` with the original ``module.`` keys for the original code.
+The engine knows no objective: it asks the backbone (:class:`SupportsPretraining`) for its objectives, lets
+it build what they need, trains ``pretrain_loss`` with Lightning (validation loss picks the kept weights) and
+lets it write its outputs. No labels are needed: a manifest or split of audio is enough.
+
+- SSAST (``pretrain_joint``, ``pretrain_mpc``, ``pretrain_mpg``): ``model.safetensors`` for `audiotune train
+  --model ssast --pretrained_mdl_path` and ``ssast_original.pth`` with the original ``module.`` keys.
+- Hugging Face wav2vec2 (``tapt``): ``encoder/`` in ``save_pretrained`` layout for ``--model hf -c``.
 """
 from __future__ import annotations
 
@@ -25,37 +28,35 @@ from audiotune.data.prepare import prepare_eval_data
 from audiotune.engine.checkpoint_io import AtomicCheckpointIO
 from audiotune.engine.device import parse_devices
 from audiotune.engine.inference import make_dataset, make_loader
-from audiotune.engine.module import optimizers
-from audiotune.models.backbones import Backbone, SupportsPretraining, build_backbone, resolve_config
-from audiotune.models.checkpoint import CONFIG_FILE, MODEL_FILE
-from audiotune.outputs import OwnedRunDir, atomic_path, own_run_dir, write_csv, write_json
+from audiotune.engine.module import optimizers, run_length
+from audiotune.models.backbones import SupportsPretraining, build_backbone, resolve_config
+from audiotune.models.checkpoint import CONFIG_FILE
+from audiotune.outputs import OwnedRunDir, own_run_dir, write_csv, write_json
 from audiotune.report.plots import plot_training_curves
-
-PRETRAIN_TASKS = ("pretrain_mpc", "pretrain_mpg", "pretrain_joint")
-ORIGINAL_FILE = "ssast_original.pth"
 
 
 class PretrainModule(pl.LightningModule):
-    """Masked-patch objectives of a backbone that has ``pretrain_loss`` (SSAST)."""
+    """Trains a backbone's own self-supervised ``objective`` (see :class:`SupportsPretraining`)."""
 
-    def __init__(self, backbone: Backbone, config: RunConfig, steps_per_epoch: int):
+    def __init__(self, backbone: SupportsPretraining, objective: str, config: RunConfig, steps_per_epoch: int):
         super().__init__()
+        assert isinstance(backbone, torch.nn.Module)
         self.backbone = backbone
+        self.objective = objective
         self.config = config
         self.steps_per_epoch = steps_per_epoch
         self.rng = random.Random(config.data.seed)
 
     def _losses(self, batch: dict, rng: random.Random) -> dict[str, Tensor]:
-        m = self.config.model
         backbone = self.backbone
-        assert isinstance(backbone, SupportsPretraining)  # pretrain() accepts only such backbones
-        return backbone.pretrain_loss(batch["inputs"], task=m.task, mask_patch=m.mask_patch,
-                                      cluster_factor=m.cluster_factor, rng=rng)
+        assert isinstance(backbone, SupportsPretraining)
+        return backbone.pretrain_loss(batch, self.objective, step=self.global_step, rng=rng)
 
     def _log(self, losses: dict[str, Tensor], stage: str, batch_size: int) -> None:
         for name, value in losses.items():
-            self.log(f"{stage}_{name}", value, on_step=stage == "train" and name == "loss", on_epoch=True,
-                     prog_bar=name in ("loss", "acc"), batch_size=batch_size)
+            per_step = stage == "train" and name in ("loss", "temperature")
+            self.log(f"{stage}_{name}", value, on_step=per_step, on_epoch=True, prog_bar=name in ("loss", "acc"),
+                     batch_size=batch_size)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         losses = self._losses(batch, self.rng)
@@ -69,6 +70,7 @@ class PretrainModule(pl.LightningModule):
         self._log(self._losses(batch, random.Random(self.config.data.seed + batch_idx)), "val", len(batch["uid"]))
 
     def configure_optimizers(self) -> OptimizerConfig | OptimizerLRSchedulerConfig:
+        assert isinstance(self.backbone, torch.nn.Module)
         return optimizers(self.backbone.parameters(), self.config.train, self.steps_per_epoch)
 
 
@@ -90,13 +92,6 @@ def _tables(config: RunConfig, exp_dir: Path) -> tuple[dict[str, pd.DataFrame], 
     return tables, {name: np.zeros((len(t), 0), np.float32) for name, t in tables.items()}
 
 
-def save_original_layout(backbone: SupportsPretraining, path: Path) -> None:
-    """The SSAST weights with the original DataParallel key names (``module.v...``), tensors only."""
-    state = {f"module.{k}": v.detach().cpu().contiguous() for k, v in backbone.model.state_dict().items()}
-    with atomic_path(path) as partial:
-        torch.save(state, partial)
-
-
 def pretrain(config: RunConfig) -> dict:
     """Pretrain, keep the best-validation weights, write them in our and the original layout."""
     check_config(config)
@@ -105,53 +100,69 @@ def pretrain(config: RunConfig) -> dict:
         return _pretrain(config, owned)
 
 
-def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
-    from safetensors.torch import save_file
+def _objective(config: RunConfig, backbone: object) -> str:
+    if not isinstance(backbone, SupportsPretraining):
+        raise ValueError(f"--model {config.model.model} has no self-supervised objective (pretraining backbones: "
+                         "ssast, hf)")
+    objectives = backbone.pretrain_objectives()
+    objective = config.model.objective or objectives[0]
+    if objective not in objectives:
+        raise ValueError(f"--objective {objective}: --model {config.model.model} pretrains with {list(objectives)}")
+    return objective
 
-    if config.model.task not in PRETRAIN_TASKS:
-        raise ValueError(f"--task {config.model.task}: pretraining takes one of {PRETRAIN_TASKS}")
+
+def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
     exp_dir = owned.path
+    if config.model.freeze is None:
+        config.model.freeze = False  # pretraining trains the encoder
     resolve_config(config)
     pl.seed_everything(config.data.seed, workers=True, verbose=False)
     read_splits(config.data.data_split_root)  # a clear error for a bad path before anything else
-    owned.start()
-    tables, targets = _tables(config, exp_dir)
-    save_config(config, exp_dir / CONFIG_FILE)
     backbone = build_backbone(config, pretrained=True)
-    if not isinstance(backbone, SupportsPretraining):
-        raise ValueError(f"--model {config.model.model} has no self-supervised objective here (use --model ssast)")
-    train_loader = make_loader(config, make_dataset(config, tables["train"], targets["train"], train=True),
-                               tables["train"], train=True, equal_length=False)
-    val_loader = make_loader(config, make_dataset(config, tables["val"], targets["val"]), tables["val"], False,
-                             False)
-    module = PretrainModule(backbone, config, len(train_loader))
-    best = ModelCheckpoint(dirpath=exp_dir / "checkpoints", filename="best", monitor="val_loss", mode="min",
-                           save_top_k=1, save_last=True, enable_version_counter=False)
-    trainer = pl.Trainer(max_epochs=config.train.epochs, accelerator=config.train.accelerator,
-                         devices=parse_devices(config.train.devices),
-                         precision="bf16-mixed" if config.train.precision == "bf16" else "32-true",
-                         callbacks=[best], logger=CSVLogger(exp_dir, name="logs", version=""),
-                         log_every_n_steps=1, enable_model_summary=False, plugins=[AtomicCheckpointIO()])
+    objective = _objective(config, backbone)
+    config.model.objective = objective
+    assert isinstance(backbone, SupportsPretraining)
+    backbone.start_pretraining(objective, config)
     resume = exp_dir / "checkpoints" / "last.ckpt" if config.train.resume else None
     if resume is not None and not resume.is_file():
         stopped = (exp_dir / "config.yaml").is_file()
         raise FileNotFoundError(f"{resume}: --resume needs the last checkpoint of an earlier run in --exp_dir"
                                 + ("; this run stopped before writing one: start it again with --overwrite"
                                    if stopped else ""))
+    owned.start()
+    tables, targets = _tables(config, exp_dir)
+    save_config(config, exp_dir / CONFIG_FILE)
+    train_loader = make_loader(config, make_dataset(config, tables["train"], targets["train"], train=True),
+                               tables["train"], train=True, equal_length=False)
+    val_loader = make_loader(config, make_dataset(config, tables["val"], targets["val"]), tables["val"], False,
+                             False)
+    module = PretrainModule(backbone, objective, config, len(train_loader))
+    best = ModelCheckpoint(dirpath=exp_dir / "checkpoints", filename="best", monitor="val_loss", mode="min",
+                           save_top_k=1, save_last=True, enable_version_counter=False)
+    steps = config.train.training_steps
+    max_epochs, max_steps = run_length(config.train)
+    trainer = pl.Trainer(max_epochs=max_epochs, max_steps=max_steps, accelerator=config.train.accelerator,
+                         devices=parse_devices(config.train.devices),
+                         precision="bf16-mixed" if config.train.precision == "bf16" else "32-true",
+                         callbacks=[best], logger=CSVLogger(exp_dir, name="logs", version=""),
+                         # a step budget shorter than an epoch still validates (and keeps a best) at its end
+                         val_check_interval=min(steps, len(train_loader)) if steps else None,
+                         log_every_n_steps=1, enable_model_summary=False, plugins=[AtomicCheckpointIO()])
     trainer.fit(module, train_loader, val_loader, ckpt_path=resume, weights_only=True)
     if best.best_model_path and Path(best.best_model_path).is_file():
         module.load_state_dict(torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"])
-    with atomic_path(exp_dir / MODEL_FILE) as partial:
-        save_file({k: v.detach().cpu().contiguous() for k, v in backbone.model.state_dict().items()}, str(partial))
-    save_original_layout(backbone, exp_dir / ORIGINAL_FILE)
+    written = backbone.save_pretrained_outputs(exp_dir)
     log = pd.read_csv(exp_dir / "logs" / "metrics.csv")
     per_epoch = log.groupby("epoch").last()
     history = {column: per_epoch[column].dropna().tolist() for column in per_epoch.columns
                if column.startswith("val_") or column.endswith("_epoch")}
     plot_training_curves(exp_dir / "logs" / "metrics.csv", exp_dir / "plots" / "training_curves.png")
-    plot_training_curves(exp_dir / "logs" / "metrics.csv", exp_dir / "plots" / "masked_accuracy.png",
-                         ("train_acc", "val_acc"), "masked-patch accuracy")
-    metrics = {"task": config.model.task, "epochs_run": trainer.current_epoch, "history": history,
-               "best_val_loss": float(best.best_model_score) if best.best_model_score is not None else None}
+    if "train_acc_epoch" in log.columns or "train_acc" in log.columns:
+        plot_training_curves(exp_dir / "logs" / "metrics.csv", exp_dir / "plots" / "masked_accuracy.png",
+                             ("train_acc", "val_acc"), "masked-patch accuracy")
+    metrics = {"objective": objective, "task": objective, "epochs_run": trainer.current_epoch,
+               "steps_run": trainer.global_step, "history": history,
+               "best_val_loss": float(best.best_model_score) if best.best_model_score is not None else None,
+               "outputs": [str(Path(p).relative_to(exp_dir)) for p in written]}
     write_json(exp_dir / "metrics.json", metrics)
     return metrics

@@ -20,7 +20,7 @@ from audiotune.engine.device import parse_devices
 from audiotune.engine.evaluate import METRICS_FILE, evaluate_prepared
 from audiotune.engine.inference import inference_device, make_dataset, make_loader
 from audiotune.engine.losses import training_class_weights
-from audiotune.engine.module import ClassifierModule
+from audiotune.engine.module import ClassifierModule, run_length, trains
 from audiotune.engine.selection import check_monitor, monitor_key, monitor_mode
 from audiotune.models.backbones import resolve_config
 from audiotune.models.checkpoint import CONFIG_FILE, MODEL_FILE, build_classifier, export_backbone, save_weights
@@ -49,8 +49,9 @@ def _trainer(config: RunConfig, exp_dir: Path, has_val: bool) -> tuple[pl.Traine
                                            check_finite=config.train.monitor == "loss"))
     else:
         callbacks.append(ModelCheckpoint(dirpath=exp_dir / CHECKPOINT_DIR, save_last=True, save_top_k=0))
+    max_epochs, max_steps = run_length(config.train)
     trainer = pl.Trainer(
-        max_epochs=config.train.epochs,
+        max_epochs=max_epochs, max_steps=max_steps,
         accelerator=config.train.accelerator,
         devices=parse_devices(config.train.devices),
         precision="bf16-mixed" if config.train.precision == "bf16" else "32-true",
@@ -162,7 +163,7 @@ def _train(config: RunConfig, run_dir: OwnedRunDir) -> dict:
     prepared.write_reports(exp_dir)
     save_config(config, exp_dir / CONFIG_FILE)
     export_backbone(model, exp_dir)
-    if config.train.epochs == 0:
+    if not trains(config.train):
         log.warning("--epochs 0: no training step; the model is saved as initialised%s",
                     " (frozen pretrained backbone, untrained heads)" if config.model.freeze else "")
     trainer, best = _trainer(config, exp_dir, val_loader is not None)
@@ -171,7 +172,7 @@ def _train(config: RunConfig, run_dir: OwnedRunDir) -> dict:
     trainer.fit(module, train_loader, val_loader, ckpt_path=resume, weights_only=True)
     if earlier_log is not None:
         _merge_logs(earlier_log, log_csv)
-    kept = _load_best(module, best) if config.train.epochs else "untrained (--epochs 0)"
+    kept = _load_best(module, best) if trains(config.train) else "untrained (--epochs 0)"
     save_weights(model, exp_dir / MODEL_FILE)
     if log_csv.is_file():
         plot_training_curves(log_csv, exp_dir / "plots" / "training_curves.png")
@@ -183,7 +184,7 @@ def _train(config: RunConfig, run_dir: OwnedRunDir) -> dict:
         metrics["layer_weights"] = torch.softmax(model.layer_weights.detach().float().cpu(), 0).tolist()
         plot_layer_weights(metrics["layer_weights"], exp_dir / "plots" / "layer_weights.png")
     metrics["weights"] = kept
-    metrics["trained"] = config.train.epochs > 0
+    metrics["trained"] = trains(config.train)
     metrics["feature_cache"] = cache_stats
     metrics["epochs_run"] = trainer.current_epoch
     if class_weights is not None:

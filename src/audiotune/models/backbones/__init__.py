@@ -8,6 +8,7 @@ A backbone is a :class:`Backbone` (an ``nn.Module``) with ``embedding_dim``, ``n
 from __future__ import annotations
 
 import importlib
+import random
 from abc import abstractmethod
 from collections.abc import Callable
 from pathlib import Path
@@ -85,14 +86,29 @@ class SupportsExportConfig(Protocol):
 
 @runtime_checkable
 class SupportsPretraining(Protocol):
-    """A backbone with self-supervised objectives (``audiotune pretrain``)."""
+    """A backbone with self-supervised objectives (``audiotune pretrain``); the engine knows nothing else of them.
 
-    @property
-    def model(self) -> nn.Module:
-        """The encoder whose weights pretraining writes."""
+    The engine calls :meth:`start_pretraining` once, then :meth:`pretrain_loss` per batch (training and
+    validation), then :meth:`save_pretrained_outputs` with the kept weights.
+    """
+
+    def pretrain_objectives(self) -> tuple[str, ...]:
+        """The objectives ``--objective`` may name; the first is the default."""
         ...
 
-    def pretrain_loss(self, features: Tensor, **options: Any) -> dict[str, Tensor]: ...
+    def start_pretraining(self, objective: str, config: RunConfig) -> None:
+        """Build what the objective needs beyond the encoder (quantizer, prediction layers); all trainable."""
+        ...
+
+    def pretrain_loss(self, batch: dict[str, Any], objective: str, step: int,
+                      rng: random.Random) -> dict[str, Tensor]:
+        """``{"loss": scalar, ...}`` of one batch (``inputs``, ``lengths``); ``step`` is the optimiser step (for
+        schedules the objective owns), ``rng`` draws its masks (seeded, so validation masks repeat)."""
+        ...
+
+    def save_pretrained_outputs(self, folder: Path) -> list[Path]:
+        """Write the pretrained encoder in the layouts its users load; returns what was written."""
+        ...
 
 
 BackboneFactory = Callable[[RunConfig, bool], Backbone]

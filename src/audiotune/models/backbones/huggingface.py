@@ -34,6 +34,7 @@ see each other: no cross-window context, and each window boundary loses a few fr
 from __future__ import annotations
 
 import logging
+import random
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +191,28 @@ class HFBackbone(Backbone):
     def freeze_feature_encoder(self) -> None:
         """Freeze the CNN feature encoder only (the transformer and projection stay trainable)."""
         self.model.freeze_feature_encoder()
+
+    # ------------------------------------------------------------------ self-supervised pretraining
+
+    def pretrain_objectives(self) -> tuple[str, ...]:
+        """``tapt``: wav2vec2's contrastive + diversity objective, continued (see :mod:`.hf_pretraining`)."""
+        return ("tapt",)
+
+    def start_pretraining(self, objective: str, config: RunConfig) -> None:
+        """Load the checkpoint's pretraining model (quantizer and projections); the encoder becomes its own."""
+        from audiotune.models.backbones.hf_pretraining import Wav2Vec2Tapt
+
+        self.pretrainer = Wav2Vec2Tapt(self.checkpoint, config)
+        self.model = self.pretrainer.encoder
+
+    def pretrain_loss(self, batch: dict[str, Any], objective: str, step: int = 0,
+                      rng: random.Random | None = None) -> dict[str, Tensor]:
+        """The TAPT loss of a batch of waveforms (``inputs``, ``lengths``)."""
+        return self.pretrainer.loss(batch["inputs"], batch["lengths"], step, rng or random.Random(0))
+
+    def save_pretrained_outputs(self, folder: Path) -> list[Path]:
+        """``folder/encoder``: a ``save_pretrained`` directory that ``--checkpoint`` reads like a hub id."""
+        return [self.pretrainer.save(Path(folder))]
 
     def feature_extractor_settings(self) -> dict[str, Any]:
         """See :func:`extractor_settings`."""

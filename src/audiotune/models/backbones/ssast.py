@@ -52,6 +52,7 @@ from audiotune.models.state_dict import (
     load_checked,
     read_state_dict,
 )
+from audiotune.outputs import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ SIZES: dict[str, tuple[int, int, int]] = {
 _ALIASES = {"tiny224": "tiny", "small224": "small", "base224": "base", "base384": "base", "base384_nokd": "base_nokd"}
 FINETUNE_TASKS = ("ft_avgtok", "ft_cls")
 PRETRAIN_TASKS = ("pretrain_mpc", "pretrain_mpg", "pretrain_joint")
+ORIGINAL_FILE = "ssast_original.pth"  # pretrained weights under the original code's key names
 _PROJ = "v.patch_embed.proj.weight"
 
 
@@ -374,10 +376,40 @@ class SSASTBackbone(Backbone):
         """Class tokens before the patches, and the patch grid (frequency rows, time columns)."""
         return self.model.cls_token_num, (self.model.f_dim, self.model.t_dim)
 
-    def pretrain_loss(self, features: Tensor, **options: Any) -> dict[str, Tensor]:
-        """:meth:`SSASTModel.pretrain_loss` (``task`` defaults to this backbone's pretraining task)."""
-        options.setdefault("task", self.task if self.task in PRETRAIN_TASKS else "pretrain_joint")
-        return self.model.pretrain_loss(features, **options)
+    # ------------------------------------------------------------------ self-supervised pretraining
+
+    def pretrain_objectives(self) -> tuple[str, ...]:
+        """Masked-patch classification, generation, or both; this backbone's ``--task`` first when it is one."""
+        first = self.task if self.task in PRETRAIN_TASKS else "pretrain_joint"
+        return (first, *(task for task in PRETRAIN_TASKS if task != first))
+
+    def start_pretraining(self, objective: str, config: RunConfig) -> None:
+        """Every parameter trainable (pretext heads and mask token too); masking from ``--mask_patch`` and
+        ``--cluster_factor``."""
+        self.task = objective
+        self.mask_options = {"mask_patch": config.model.mask_patch, "cluster_factor": config.model.cluster_factor}
+        for param in self.parameters():
+            if param.is_floating_point():
+                param.requires_grad_(True)
+
+    def pretrain_loss(self, batch: dict[str, Any], objective: str, step: int = 0,
+                      rng: random.Random | None = None) -> dict[str, Tensor]:
+        """:meth:`SSASTModel.pretrain_loss` of the batch's fbank ``inputs`` (``step`` is not used)."""
+        options = getattr(self, "mask_options", {})
+        return self.model.pretrain_loss(batch["inputs"], task=objective, rng=rng, **options)
+
+    def save_pretrained_outputs(self, folder: Path) -> list[Path]:
+        """``model.safetensors`` (original key names, no prefix: ``--pretrained_mdl_path`` reads it) and
+        ``ssast_original.pth`` (the original ``module.`` keys, tensors only, for the original code)."""
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        written = [Path(folder) / "model.safetensors", Path(folder) / ORIGINAL_FILE]
+        with atomic_path(written[0]) as partial:
+            save_file(state, str(partial))
+        with atomic_path(written[1]) as partial:
+            torch.save({f"module.{k}": v for k, v in state.items()}, partial)
+        return written
 
     def load_pretrained(self, path: str | Path | Mapping[str, Any]) -> None:
         """Original SSL checkpoint (with or without ``module.``) or one written by this package; see

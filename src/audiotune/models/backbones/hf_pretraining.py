@@ -1,0 +1,200 @@
+"""Task-adaptive pretraining (TAPT) of a wav2vec2 encoder: its own contrastive + diversity objective, continued.
+
+The model is ``transformers.Wav2Vec2ForPreTraining`` (encoder, Gumbel quantizer, projections) loaded from the
+checkpoint; every weight is trained unless ``--freeze_feature_encoder``. Per batch:
+
+1. each clip longer than ``--max_seconds`` is cropped at a random offset (the seed's random crop);
+2. spans of ``mask_time_length`` frames are masked in each clip's *real* frames: ``max(2, int(p * n / L + u))``
+   span starts drawn without replacement from the clip's ``n - L + 1`` positions (wav2vec2's rule, with the
+   seed's ``min_masks = 2``), ``p`` / ``L`` the checkpoint's ``mask_time_prob`` / ``mask_time_length`` unless
+   given. Padding is never masked; a clip too short for one span (or left with fewer than two masked
+   frames, too few to draw a distractor from) contributes no masked frame instead of failing;
+3. ``num_negatives`` distractors per masked frame are drawn from the other masked frames of the same clip;
+4. the loss is transformers' contrastive loss + ``diversity_loss_weight`` x diversity loss, divided by the
+   number of masked frames (a per-frame loss whatever the batch).
+
+Masks and distractors come from the ``rng`` the engine passes (validation repeats its masks every epoch).
+The Gumbel temperature is annealed per optimiser step as in wav2vec2's pretraining recipe,
+``max(2.0 * 0.999995 ** step, 0.5)``; ``--gumbel_anneal false`` keeps the quantizer's initial temperature
+(2.0), which is what the seed system did (it never set it).
+
+The pretrained model is written with ``save_pretrained`` (quantizer included, so TAPT can continue from it)
+beside a feature extractor config: ``audiotune train --model hf -c EXP_DIR/encoder`` loads it as a hub id.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from audiotune.config import RunConfig
+from audiotune.outputs import atomic_dir
+
+log = logging.getLogger(__name__)
+
+ENCODER_DIR = "encoder"
+GUMBEL_MAX, GUMBEL_MIN, GUMBEL_DECAY = 2.0, 0.5, 0.999995  # wav2vec2 2.0's pretraining recipe
+MIN_MASKS = 2  # span starts per clip at least (the seed's value)
+PRETRAINING_MODEL_TYPES = ("wav2vec2",)  # the encoders transformers has a contrastive pretraining model for
+
+
+def gumbel_temperature(step: int, anneal: bool = True) -> float:
+    """The quantizer's Gumbel-softmax temperature at optimiser step ``step``."""
+    return max(GUMBEL_MAX * GUMBEL_DECAY ** step, GUMBEL_MIN) if anneal else GUMBEL_MAX
+
+
+def span_mask(frames: list[int], total: int, prob: float, length: int, rng: np.random.Generator,
+              min_masks: int = MIN_MASKS) -> np.ndarray:
+    """(B, total) bool: masked spans of ``length`` frames inside each clip's first ``frames[b]`` frames.
+
+    A clip shorter than one span, or left with fewer than two masked frames, gets none (see the module doc).
+    """
+    mask = np.zeros((len(frames), total), dtype=bool)
+    for row, n in enumerate(frames):
+        starts_possible = n - length + 1
+        if starts_possible < 1:
+            continue
+        spans = max(min_masks, int(prob * n / length + rng.random()))
+        starts = rng.choice(starts_possible, size=min(spans, starts_possible), replace=False)
+        for start in starts:
+            mask[row, start:start + length] = True
+        if mask[row].sum() < 2:
+            mask[row] = False
+    return mask
+
+
+def sample_negatives(mask: np.ndarray, num_negatives: int, rng: np.random.Generator) -> np.ndarray:
+    """(B, T, K) indices into the flattened (B * T) frames: for each masked frame, ``K`` other masked frames of
+    the same clip, drawn uniformly with replacement (transformers' layout; unmasked positions are unused)."""
+    batch, total = mask.shape
+    negatives = np.zeros((batch, total, num_negatives), dtype=np.int64)
+    for row in range(batch):
+        positions = np.flatnonzero(mask[row])
+        count = len(positions)
+        if count < 2:
+            continue
+        drawn = rng.integers(0, count - 1, size=(count, num_negatives))
+        drawn[drawn >= np.arange(count)[:, None]] += 1  # never the frame itself, still uniform over the others
+        negatives[row, positions] = positions[drawn]
+    return negatives + (np.arange(batch) * total)[:, None, None]
+
+
+def random_crop(waveforms: Tensor, lengths: Tensor, max_samples: int,
+                rng: np.random.Generator) -> tuple[Tensor, Tensor]:
+    """Crop every clip longer than ``max_samples`` at a random offset; the batch shrinks to its longest crop."""
+    if max_samples <= 0 or waveforms.shape[1] <= max_samples:
+        return waveforms, lengths
+    kept = lengths.clamp(max=max_samples)
+    out = waveforms.new_zeros((waveforms.shape[0], int(kept.max())))
+    for row, (length, keep) in enumerate(zip(lengths.tolist(), kept.tolist())):
+        offset = int(rng.integers(0, length - keep + 1))
+        out[row, :keep] = waveforms[row, offset:offset + keep]
+    return out, kept
+
+
+class Wav2Vec2Tapt(nn.Module):
+    """``Wav2Vec2ForPreTraining`` of a checkpoint with the masking, distractors and loss described above."""
+
+    def __init__(self, checkpoint: str, config: RunConfig) -> None:
+        super().__init__()
+        from transformers import AutoConfig, Wav2Vec2ForPreTraining
+
+        hf_config = AutoConfig.from_pretrained(checkpoint)
+        if hf_config.model_type not in PRETRAINING_MODEL_TYPES:
+            raise ValueError(f"--objective tapt: {checkpoint} is a {hf_config.model_type} encoder; contrastive "
+                             f"pretraining needs a wav2vec2 checkpoint (transformers' Wav2Vec2ForPreTraining)")
+        m = config.model
+        self.checkpoint = checkpoint
+        # what the saved config keeps as the checkpoint had it (pretraining switches feature masking off)
+        self.saved_settings = {key: getattr(hf_config, key) for key in
+                               ("mask_time_prob", "mask_time_length", "mask_feature_prob", "apply_spec_augment")}
+        self.prob = float(m.mask_time_prob if m.mask_time_prob is not None else hf_config.mask_time_prob)
+        self.length = int(m.mask_time_length if m.mask_time_length is not None else hf_config.mask_time_length)
+        if self.prob <= 0:
+            raise ValueError(f"--mask_time_prob {self.prob}: contrastive pretraining needs masked frames (> 0)")
+        hf_config.mask_time_prob = self.prob  # > 0: the encoder keeps its mask embedding
+        hf_config.mask_time_length = self.length
+        hf_config.mask_feature_prob = 0.0
+        hf_config.apply_spec_augment = True
+        loaded: Any = Wav2Vec2ForPreTraining.from_pretrained(checkpoint, config=hf_config, output_loading_info=True)
+        model, info = loaded
+        missing = [k for k in info["missing_keys"] if k.startswith(("quantizer.", "project_hid.", "project_q."))]
+        if missing and not m.fresh_quantizer:
+            raise ValueError(f"{checkpoint}: no quantizer weights ({missing[:3]} ...): a fine-tuned (e.g. CTC) or "
+                             "bare encoder checkpoint; TAPT continues wav2vec2's pretraining and needs a "
+                             "pretraining checkpoint, or pass --fresh_quantizer to start the quantizer and "
+                             "projections from random weights")
+        if missing:
+            log.warning("%s: no quantizer weights; the quantizer and projections start from random weights "
+                        "(--fresh_quantizer)", checkpoint)
+        self.model: Any = model  # a transformers model
+        self.anneal = bool(m.gumbel_anneal)
+        self.max_samples = round(config.train.max_seconds * (config.audio.resample_rate or 16000))
+        self.group_norm = getattr(hf_config, "feat_extract_norm", "layer") == "group"
+        if m.freeze_feature_encoder:
+            self.model.freeze_feature_encoder()
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The bare ``Wav2Vec2Model`` inside (shares its weights)."""
+        return self.model.wav2vec2
+
+    def loss(self, waveforms: Tensor, lengths: Tensor, step: int, rng: random.Random) -> dict[str, Tensor]:
+        """``loss`` (per masked frame) with ``contrastive``, ``diversity``, ``perplexity``, ``masked`` frames
+        and the Gumbel ``temperature``."""
+        generator = np.random.default_rng(rng.getrandbits(63))
+        lengths = lengths.to(device=waveforms.device, dtype=torch.long)
+        waveforms, lengths = random_crop(waveforms, lengths, self.max_samples, generator)
+        temperature = gumbel_temperature(step, self.anneal)
+        self.model.set_gumbel_temperature(temperature)
+        frames = self.model._get_feat_extract_output_lengths(lengths).long()
+        total = int(self.model._get_feat_extract_output_lengths(torch.tensor(waveforms.shape[1])))
+        mask = span_mask(frames.clamp(max=total).tolist(), total, self.prob, self.length, generator)
+        negatives = sample_negatives(mask, int(self.model.config.num_negatives), generator)
+        attention = None
+        if not self.group_norm:  # group-norm encoders were trained without one (see the huggingface module)
+            positions = torch.arange(waveforms.shape[1], device=waveforms.device)
+            attention = (positions[None, :] < lengths[:, None]).long()
+        masked = int(mask.sum())
+        out = self.model(waveforms, attention_mask=attention,
+                         mask_time_indices=torch.from_numpy(mask).to(waveforms.device),
+                         sampled_negative_indices=torch.from_numpy(negatives).to(waveforms.device))
+        extra = {"masked": torch.tensor(float(masked)), "temperature": torch.tensor(temperature),
+                 "perplexity": out.codevector_perplexity.detach().float()}
+        if masked == 0:  # every clip too short for a span: no target, a zero loss that keeps the graph
+            return {"loss": out.projected_states.sum() * 0.0, **extra}
+        return {"loss": out.loss / masked, "contrastive": out.contrastive_loss.detach() / masked,
+                "diversity": out.diversity_loss.detach() / masked, **extra}
+
+    def save(self, folder: Path) -> Path:
+        """``folder/encoder``: the pretraining model with the checkpoint's masking settings, and a feature
+        extractor config, written aside and moved into place complete."""
+        from transformers import AutoFeatureExtractor, Wav2Vec2FeatureExtractor
+
+        from audiotune.models.backbones.huggingface import extractor_settings
+
+        target = Path(folder) / ENCODER_DIR
+        config = self.model.config
+        current = {key: getattr(config, key) for key in self.saved_settings}
+        try:
+            extractor = AutoFeatureExtractor.from_pretrained(self.checkpoint)
+        except (OSError, ValueError):  # none with the checkpoint: the settings the encoder was read with
+            settings = extractor_settings(self.checkpoint)
+            extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=settings["sampling_rate"],
+                                                 padding_value=0.0, do_normalize=settings["do_normalize"],
+                                                 return_attention_mask=settings["return_attention_mask"])
+        for key, value in self.saved_settings.items():
+            setattr(config, key, value)
+        try:
+            with atomic_dir(target) as partial:
+                self.model.save_pretrained(str(partial), safe_serialization=True)
+                extractor.save_pretrained(str(partial))
+        finally:
+            for key, value in current.items():
+                setattr(config, key, value)
+        return target

@@ -1,0 +1,167 @@
+"""Task-adaptive pretraining of a wav2vec2 encoder (``audiotune pretrain --model hf --objective tapt``)."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import HF_TINY, make_uid_dataset
+from safetensors.torch import load_file
+
+from audiotune.cli import main
+from audiotune.config import RunConfig
+from audiotune.engine.module import warmup_flat_linear
+from audiotune.models.backbones.hf_pretraining import (
+    Wav2Vec2Tapt,
+    gumbel_temperature,
+    random_crop,
+    sample_negatives,
+    span_mask,
+)
+
+transformers = pytest.importorskip("transformers")
+
+# a tiny wav2vec2 with its pretraining parts: 2 codebooks of 8 entries, 5 distractors, 2-frame spans
+PRETRAINING = {**HF_TINY, "feat_extract_norm": "layer", "do_stable_layer_norm": True, "num_codevector_groups": 2,
+               "num_codevectors_per_group": 8, "codevector_dim": 16, "proj_codevector_dim": 16, "num_negatives": 5,
+               "mask_time_prob": 0.2, "mask_time_length": 2, "layerdrop": 0.0}
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A pretraining checkpoint (quantizer included), the same encoder without its quantizer, and a HuBERT."""
+    root = tmp_path_factory.mktemp("tapt")
+    torch.manual_seed(0)
+    config = transformers.Wav2Vec2Config(**PRETRAINING)
+    full = transformers.Wav2Vec2ForPreTraining(config)
+    extractor = transformers.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0,
+                                                      do_normalize=True, return_attention_mask=True)
+    paths = {"pretraining": root / "pretraining", "bare": root / "bare", "hubert": root / "hubert"}
+    full.save_pretrained(paths["pretraining"])
+    full.wav2vec2.save_pretrained(paths["bare"])
+    hubert = transformers.HubertConfig(**{**HF_TINY, "feat_extract_norm": "layer", "do_stable_layer_norm": True})
+    transformers.HubertModel(hubert).save_pretrained(paths["hubert"])
+    for path in paths.values():
+        extractor.save_pretrained(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return make_uid_dataset(tmp_path_factory.mktemp("data"))
+
+
+def pretrain_args(ds: dict, checkpoint: Path, out: Path, *extra: str) -> list[str]:
+    return ["pretrain", "--model", "hf", "-c", str(checkpoint), "--objective", "tapt", "-i", str(ds["prefix"]),
+            "-d", str(ds["split"]), "-o", str(out), "-bs", "4", "-lr", "2e-3", "--seed", "0", "--clip_length", "0",
+            *extra]
+
+
+# ------------------------------------------------------------------ masks, distractors, crops, schedules
+
+
+def test_spans_stay_inside_each_clip_and_a_clip_too_short_gets_none() -> None:
+    rng = np.random.default_rng(0)
+    mask = span_mask([50, 20, 3, 1], total=50, prob=0.2, length=4, rng=rng)
+    assert mask[0].sum() >= 2 * 4 - 3 and not mask[1, 20:].any()  # two spans at least; padding never masked
+    assert mask[1, :20].sum() >= 4 and not mask[2].any() and not mask[3].any()  # 3 and 1 frames: shorter than a span
+
+
+def test_distractors_are_other_masked_frames_of_the_same_clip() -> None:
+    rng = np.random.default_rng(1)
+    mask = span_mask([40, 40], total=40, prob=0.3, length=3, rng=rng)
+    negatives = sample_negatives(mask, 7, rng)
+    for row in range(2):
+        for frame in np.flatnonzero(mask[row]):
+            drawn = negatives[row, frame] - row * 40
+            assert (drawn != frame).all() and mask[row, drawn].all()
+
+
+def test_random_crop_keeps_a_window_of_each_longer_clip() -> None:
+    waves = torch.arange(20, dtype=torch.float32).repeat(2, 1)
+    cropped, lengths = random_crop(waves, torch.tensor([20, 5]), 8, np.random.default_rng(0))
+    assert cropped.shape == (2, 8) and lengths.tolist() == [8, 5]
+    start = int(cropped[0, 0])
+    assert cropped[0].tolist() == list(range(start, start + 8)) and cropped[1, :5].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_gumbel_temperature_and_the_linear_schedule() -> None:
+    assert gumbel_temperature(0) == 2.0 and gumbel_temperature(10**7) == 0.5
+    assert gumbel_temperature(10_000) == pytest.approx(2.0 * 0.999995 ** 10_000)
+    assert gumbel_temperature(10**7, anneal=False) == 2.0
+    factor = warmup_flat_linear(warmup=10, total_steps=100)
+    assert factor(0) < factor(5) < factor(10) == 1.0 == factor(14)  # 5 flat steps after the warm-up
+    assert factor(15) > factor(60) > factor(99) > 0 and factor(100) == 0.0
+
+
+def test_a_batch_with_a_clip_too_short_for_a_span_trains(checkpoints: dict[str, Path]) -> None:
+    config = RunConfig()
+    config.audio.resample_rate = 16000
+    tapt = Wav2Vec2Tapt(str(checkpoints["pretraining"]), config)
+    waves = torch.randn(2, 4000)
+    losses = tapt.loss(waves, torch.tensor([4000, 25]), step=0, rng=random.Random(0))  # 25 samples: 2 frames
+    assert torch.isfinite(losses["loss"]) and losses["masked"] > 0
+    losses["loss"].backward()
+    nothing = tapt.loss(waves[:, :25], torch.tensor([25, 25]), step=0, rng=random.Random(0))
+    assert nothing["masked"] == 0 and nothing["loss"].item() == 0.0 and nothing["loss"].requires_grad
+
+
+# ------------------------------------------------------------------ through the CLI
+
+
+@pytest.mark.slow
+def test_tapt_learns_and_its_encoder_fine_tunes_as_a_checkpoint(checkpoints: dict[str, Path], dataset: dict,
+                                                                  tmp_path: Path) -> None:
+    out = tmp_path / "tapt"
+    assert main(pretrain_args(dataset, checkpoints["pretraining"], out, "--training_steps", "40",
+                              "--scheduler", "linear", "--warmup_steps", "4", "--max_seconds", "0.3")) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["objective"] == "tapt" and metrics["steps_run"] == 40 and metrics["outputs"] == ["encoder"]
+    steps = pd.read_csv(out / "logs" / "metrics.csv")["train_loss_step"].dropna().to_numpy()
+    assert len(steps) == 40 and steps[-10:].mean() < 0.8 * steps[:10].mean()  # the same clips, seen again
+    temperature = pd.read_csv(out / "logs" / "metrics.csv")["train_temperature_step"].dropna()
+    assert temperature.iloc[0] == 2.0 and temperature.is_monotonic_decreasing and temperature.iloc[-1] < 2.0
+    encoder = out / "encoder"
+    assert {"config.json", "model.safetensors", "preprocessor_config.json"} <= {p.name for p in encoder.iterdir()}
+    saved = load_file(encoder / "model.safetensors")
+    before = load_file(checkpoints["pretraining"] / "model.safetensors")
+    assert any(k.startswith("quantizer.") for k in saved)  # TAPT can continue from it
+    changed = [k for k in before if not torch.equal(before[k], saved[k])]
+    assert any("encoder.layers" in k for k in changed) and any("feature_extractor" in k for k in changed)
+    assert json.loads((encoder / "config.json").read_text())["mask_time_prob"] == 0.2  # the checkpoint's own
+    run = tmp_path / "run"
+    assert main(["train", "--model", "hf", "-c", str(encoder), "-i", str(dataset["prefix"]), "-d",
+                 str(dataset["split"]), "-l", str(dataset["labels"]), "-o", str(run), "-e", "1", "-bs", "4"]) == 0
+    assert (run / "model.safetensors").is_file()
+
+
+def test_frozen_feature_encoder_and_no_annealing(checkpoints: dict[str, Path], dataset: dict,
+                                                 tmp_path: Path) -> None:
+    out = tmp_path / "tapt"
+    assert main(pretrain_args(dataset, checkpoints["pretraining"], out, "--training_steps", "3",
+                              "--freeze_feature_encoder", "--gumbel_anneal", "False")) == 0
+    saved = load_file(out / "encoder" / "model.safetensors")
+    before = load_file(checkpoints["pretraining"] / "model.safetensors")
+    frozen = [k for k in before if "feature_extractor" in k]
+    assert frozen and all(torch.equal(before[k], saved[k]) for k in frozen)
+    assert not torch.equal(before["project_q.weight"], saved["project_q.weight"])
+    log = pd.read_csv(out / "logs" / "metrics.csv")
+    assert set(log["train_temperature_step"].dropna()) == {2.0}
+
+
+def test_a_checkpoint_without_a_quantizer_is_an_error_or_a_fresh_one(checkpoints: dict[str, Path], dataset: dict,
+                                                                     tmp_path: Path, capsys) -> None:
+    assert main(pretrain_args(dataset, checkpoints["bare"], tmp_path / "a", "--training_steps", "2")) == 2
+    err = capsys.readouterr().err
+    assert "no quantizer weights" in err and "--fresh_quantizer" in err and not (tmp_path / "a").exists()
+    assert main(pretrain_args(dataset, checkpoints["bare"], tmp_path / "b", "--training_steps", "2",
+                              "--fresh_quantizer")) == 0
+    assert main(pretrain_args(dataset, checkpoints["hubert"], tmp_path / "c", "--training_steps", "2")) == 2
+    assert "contrastive pretraining needs a wav2vec2 checkpoint" in capsys.readouterr().err
+    assert main(pretrain_args(dataset, checkpoints["pretraining"], tmp_path / "d", "--objective",
+                              "pretrain_mpc")) == 2
+    assert "--objective pretrain_mpc: --model hf pretrains with ['tapt']" in capsys.readouterr().err
