@@ -139,11 +139,14 @@ def test_tapt_learns_and_its_encoder_fine_tunes_as_a_checkpoint(checkpoints: dic
     assert (run / "model.safetensors").is_file()
 
 
-def test_frozen_feature_encoder_and_no_annealing(checkpoints: dict[str, Path], dataset: dict,
-                                                 tmp_path: Path) -> None:
+def test_frozen_feature_encoder_no_annealing_and_a_folder_of_audio(checkpoints: dict[str, Path], dataset: dict,
+                                                                   tmp_path: Path) -> None:
     out = tmp_path / "tapt"
-    assert main(pretrain_args(dataset, checkpoints["pretraining"], out, "--training_steps", "3",
-                              "--freeze_feature_encoder", "--gumbel_anneal", "False")) == 0
+    args = pretrain_args(dataset, checkpoints["pretraining"], out, "--training_steps", "3",
+                         "--freeze_feature_encoder", "--gumbel_anneal", "False")
+    args[args.index("-d") + 1] = str(tmp_path / "missing")
+    assert main([*args, "--unlabelled_dir", str(dataset["prefix"])]) == 0  # every wav under it, no table
+    assert len(pd.read_csv(out / "validation.csv")) == 2  # 10 % of the 24 clips validate
     saved = load_file(out / "encoder" / "model.safetensors")
     before = load_file(checkpoints["pretraining"] / "model.safetensors")
     frozen = [k for k in before if "feature_extractor" in k]

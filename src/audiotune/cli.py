@@ -233,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
         "pretrain", help="self-supervised pretraining, no labels needed: SSAST masked patches (--model ssast) or "
                          "wav2vec2 task-adaptive pretraining (--model hf -c CHECKPOINT --objective tapt)")
     add_config_flags(pretrain)
+    pretrain.add_argument("--unlabelled_dir", dest="data.data_split_root", default=argparse.SUPPRESS,
+                          help="a folder of audio files to pretrain on (same as -d FOLDER)")
 
     probe = commands.add_parser("probe", help="train the same head on every hidden state of a frozen encoder")
     add_config_flags(probe)

@@ -34,7 +34,8 @@ def option(default: Any, help: str, flags: tuple[str, ...] = (), choices: tuple[
 class DataConfig:
     prefix: str = option("", "audio root for uid-addressed rows: PREFIX[/STUDY]/UID/waveform.EXT", ("-i",))
     study: str = option("", "optional study folder under --prefix", ("-s",))
-    data_split_root: str = option("", "split directory (train.csv, test.csv, optional val.csv) or one CSV", ("-d",))
+    data_split_root: str = option("", "split directory (train.csv, test.csv, optional val.csv), one CSV, or a folder "
+                                      "of audio files (unlabelled: pretrain, extract, stats)", ("-d",))
     label_txt: str = option("", "label file: one classifier head per line, comma-separated column names", ("-l",))
     val_size: int = option(50, "subjects drawn from train for validation when val.csv is absent")
     seed: int = option(0, "random seed for splits, initialisation, shuffling and augmentation")

@@ -87,7 +87,8 @@ def _absolute(value: str, base: Path) -> str:
 
 
 def read_splits(data_split_root: str | Path) -> dict[str, pd.DataFrame]:
-    """Tables of a split directory (train.csv, test.csv, optional val.csv) or of one CSV (key 'data')."""
+    """Tables of a split directory (train.csv, test.csv, optional val.csv), of one CSV (key 'data'), or of a
+    folder of audio files without tables (key 'data': unlabelled audio for pretraining, extraction, stats)."""
     root = Path(data_split_root)
     if not str(data_split_root):
         raise DataError("--data_split_root is required: a split directory or one CSV")
@@ -97,8 +98,24 @@ def read_splits(data_split_root: str | Path) -> dict[str, pd.DataFrame]:
         raise DataError(f"{root}: --data_split_root is neither a CSV file nor a directory")
     tables = {name: read_table(root / f"{name}.csv") for name in SPLITS if (root / f"{name}.csv").is_file()}
     if not tables:
-        raise DataError(f"{root}: no train.csv, val.csv or test.csv in this directory")
+        audio = audio_folder_table(root)
+        if audio is None:
+            raise DataError(f"{root}: no train.csv, val.csv or test.csv in this directory, and no audio files")
+        return {"data": audio}
     return tables
+
+
+def audio_folder_table(root: Path) -> pd.DataFrame | None:
+    """Every audio file under ``root`` as a table (uid: the relative path without extension), or None."""
+    from audiotune.data.manifest import AUDIO_EXTENSIONS
+
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+    if not files:
+        return None
+    table = pd.DataFrame({"path": [str(p.resolve()) for p in files]},
+                         index=pd.Index([p.relative_to(root).with_suffix("").as_posix() for p in files], name="uid"))
+    table.attrs["source"] = str(root)
+    return table
 
 
 def _metadata(folder: Path) -> dict:
