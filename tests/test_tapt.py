@@ -168,3 +168,30 @@ def test_a_checkpoint_without_a_quantizer_is_an_error_or_a_fresh_one(checkpoints
     assert main(pretrain_args(dataset, checkpoints["pretraining"], tmp_path / "d", "--objective",
                               "pretrain_mpc")) == 2
     assert "--objective pretrain_mpc: --model hf pretrains with ['tapt']" in capsys.readouterr().err
+
+
+def test_mask_options_and_the_crop_change_what_is_masked(checkpoints: dict[str, Path]) -> None:
+    def tapt(**options: float) -> Wav2Vec2Tapt:
+        config = RunConfig()
+        config.audio.resample_rate = 16000
+        for name, value in options.items():
+            setattr(config.train if name == "max_seconds" else config.model, name, value)
+        return Wav2Vec2Tapt(str(checkpoints["pretraining"]), config)
+
+    def masked(model: Wav2Vec2Tapt) -> float:
+        torch.manual_seed(0)
+        return float(model.loss(torch.randn(2, 8000), torch.tensor([8000, 8000]), 0, random.Random(0))["masked"])
+
+    default = masked(tapt())  # the checkpoint's 0.2 / 2 frames over 800 frames per clip
+    assert masked(tapt(mask_time_prob=0.5)) > 1.5 * default
+    assert masked(tapt(max_seconds=0.1)) < 0.3 * default  # 160 of 800 frames per clip left to mask
+    longer = tapt(mask_time_length=6)  # about the same share masked, in spans of 6 (span_mask's test)
+    assert (longer.prob, longer.length) == (0.2, 6) and masked(longer) > 0.5 * default
+
+
+def test_training_steps_stop_a_fine_tuning_run_too(dataset: dict, tmp_path: Path) -> None:
+    from conftest import small_train_args
+
+    assert main(small_train_args(dataset, tmp_path / "run", "-e", "5", "--training_steps", "3")) == 0
+    log = pd.read_csv(tmp_path / "run" / "logs" / "metrics.csv")
+    assert log["step"].max() <= 3 and json.loads((tmp_path / "run" / "metrics.json").read_text())["trained"]
