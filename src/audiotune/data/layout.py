@@ -107,9 +107,9 @@ def read_splits(data_split_root: str | Path) -> dict[str, pd.DataFrame]:
 
 def audio_folder_table(root: Path) -> pd.DataFrame | None:
     """Every audio file under ``root`` as a table (uid: the relative path without extension), or None."""
-    from audiotune.data.manifest import AUDIO_EXTENSIONS
+    from audiotune.data.manifest import find_audio
 
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+    files = find_audio(root)
     if not files:
         return None
     table = pd.DataFrame({"path": [str(p.resolve()) for p in files]},
