@@ -167,7 +167,7 @@ def test_a_checkpoint_without_a_quantizer_is_an_error_or_a_fresh_one(checkpoints
     assert "contrastive pretraining needs a wav2vec2 checkpoint" in capsys.readouterr().err
     assert main(pretrain_args(dataset, checkpoints["pretraining"], tmp_path / "d", "--objective",
                               "pretrain_mpc")) == 2
-    assert "--objective pretrain_mpc: --model hf pretrains with ['tapt']" in capsys.readouterr().err
+    assert "--objective pretrain_mpc: --model hf pretrains with ['tapt', 'ptapt']" in capsys.readouterr().err
 
 
 def test_mask_options_and_the_crop_change_what_is_masked(checkpoints: dict[str, Path]) -> None:

@@ -259,6 +259,26 @@ def build_parser() -> argparse.ArgumentParser:
     folds.add_argument("--json_label", "--json-label", dest="json_label", default="label",
                        help="JSON split files: column that receives each utterance's label")
 
+    cluster = commands.add_parser(
+        "cluster", help="k-means pseudo-labels for every frame of every clip (the targets of --objective ptapt)",
+        description="Frames of hidden state --layer of an encoder (-c CHECKPOINT, or --run RUN for a trained "
+                    "run's fine-tuned encoder) are sampled into a fixed buffer, clustered with faiss k-means for "
+                    "each K, then every frame of every clip of -d is assigned. Writes uid, k, labels rows to "
+                    "--out (parquet) and the cluster usage to OUT_STEM.clusters.json.")
+    add_config_flags(cluster)
+    cluster.add_argument("--run", help="trained run directory whose (fine-tuned) encoder makes the frames "
+                                       "(default: the -c encoder as loaded)")
+    cluster.add_argument("--out", required=True, help="parquet file of frame labels")
+    cluster.add_argument("--num_clusters", "--num-clusters", dest="num_clusters", type=int, nargs="+",
+                         default=[64, 512, 4096], help="cluster counts K, one label sequence each (default 64 512 "
+                                                       "4096, as the seed system's IEMOCAP recipe)")
+    cluster.add_argument("--sample_ratio", "--sample-ratio", dest="sample_ratio", type=float, default=0.2,
+                         help="share of each clip's frames offered to the k-means sample (default 0.2)")
+    cluster.add_argument("--max_frames", "--max-frames", dest="max_frames", type=int, default=0,
+                         help="rows of the preallocated k-means sample buffer (memory: rows x dim x 4 bytes; "
+                              "default 256 x the largest K)")
+    cluster.add_argument("--niter", type=int, default=20, help="k-means iterations (default 20)")
+
     stats = commands.add_parser("stats", help="feature mean and std of a split, for --dataset_mean/--dataset_std")
     add_config_flags(stats)
     stats.add_argument("--split", default="train")
@@ -338,6 +358,20 @@ def main(argv: list[str] | None = None) -> int:
             result = cross_validate(config, config.data.data_split_root, options, args.repeats)
             print(_cv_table(result))
             print(f"experiment directory: {Path(config.exp_dir).resolve()}")
+        elif args.command == "cluster":
+            from audiotune.engine.cluster import ClusterOptions, cluster, stats_path
+
+            vars(args).setdefault("model.model", "hf")  # the default of this command
+            config = config_from_args(args)
+            wanted = ClusterOptions(args.num_clusters, config.classifier.layer, args.sample_ratio, args.max_frames,
+                                    args.niter, config.data.seed)
+            result = cluster(config, wanted, args.out, args.run)
+            print(f"{result['clips']} clips, {result['sample_frames']} of {result['frames_offered']} offered frames "
+                  f"clustered (buffer {result['buffer_mib']} MiB)")
+            for k, usage in result["clusters"].items():
+                print(f"  K={k}: {usage['clusters_used']} clusters used, {usage['empty_clusters']} empty, "
+                      f"largest {usage['largest_share']:.1%} of {usage['frames']} frames")
+            print(f"frame labels: {args.out} (statistics: {stats_path(Path(args.out))})")
         elif args.command == "probe":
             from audiotune.engine.probe import probe
 

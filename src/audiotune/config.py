@@ -108,11 +108,15 @@ class ModelConfig:
     fstride: int = option(128, "SSAST patch stride in mel bins (pretraining: = fshape)")
     tstride: int = option(2, "SSAST patch stride in frames (pretraining: = tshape)")
     objective: str = option("", "`audiotune pretrain` objective (ssast: pretrain_joint, pretrain_mpc, pretrain_mpg; "
-                                "hf: tapt, wav2vec2's contrastive + diversity loss); default: the backbone's first")
+                                "hf: tapt, wav2vec2's contrastive + diversity loss; ptapt, masked prediction of "
+                                "--pseudo_labels); default: the backbone's first")
     mask_time_prob: float | None = option(None, "wav2vec2 pretraining: share of frames where masked spans start "
-                                                "(default: the checkpoint's mask_time_prob, 0.05 for wav2vec2-base)")
-    mask_time_length: int | None = option(None, "wav2vec2 pretraining: frames per masked span (default: the "
-                                                "checkpoint's mask_time_length, 10)")
+                                                "(default: tapt the checkpoint's mask_time_prob, 0.05 for "
+                                                "wav2vec2-base; ptapt 0.06)")
+    mask_time_length: int | None = option(None, "wav2vec2 pretraining: frames per masked span (default: tapt the "
+                                                "checkpoint's mask_time_length, 10; ptapt 15)")
+    pseudo_labels: str = option("", "P-TAPT (--objective ptapt): frame labels written by `audiotune cluster` "
+                                    "(parquet); one prediction head per K")
     fresh_quantizer: bool = option(False, "TAPT from a checkpoint without quantizer weights (e.g. CTC fine-tuned): "
                                           "start the quantizer and projections from random weights")
     gumbel_anneal: bool = option(True, "TAPT: anneal the quantizer's Gumbel temperature per step as wav2vec2's "

@@ -148,6 +148,7 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
                          # a step budget shorter than an epoch still validates (and keeps a best) at its end
                          val_check_interval=min(steps, len(train_loader)) if steps else None,
                          log_every_n_steps=1, enable_model_summary=False, plugins=[AtomicCheckpointIO()])
+    module.train()  # from_pretrained hands models over in eval mode; Lightning keeps each module's mode
     trainer.fit(module, train_loader, val_loader, ckpt_path=resume, weights_only=True)
     if best.best_model_path and Path(best.best_model_path).is_file():
         module.load_state_dict(torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"])

@@ -172,29 +172,34 @@ class Wav2Vec2Tapt(nn.Module):
                 "diversity": out.diversity_loss.detach() / masked, **extra}
 
     def save(self, folder: Path) -> Path:
-        """``folder/encoder``: the pretraining model with the checkpoint's masking settings, and a feature
-        extractor config, written aside and moved into place complete."""
-        from transformers import AutoFeatureExtractor, Wav2Vec2FeatureExtractor
+        """``folder/encoder``: the pretraining model (quantizer included) with the checkpoint's masking settings."""
+        return save_encoder(self.model, self.checkpoint, self.saved_settings, Path(folder))
 
-        from audiotune.models.backbones.huggingface import extractor_settings
 
-        target = Path(folder) / ENCODER_DIR
-        config = self.model.config
-        current = {key: getattr(config, key) for key in self.saved_settings}
-        try:
-            extractor = AutoFeatureExtractor.from_pretrained(self.checkpoint)
-        except (OSError, ValueError):  # none with the checkpoint: the settings the encoder was read with
-            settings = extractor_settings(self.checkpoint)
-            extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=settings["sampling_rate"],
-                                                 padding_value=0.0, do_normalize=settings["do_normalize"],
-                                                 return_attention_mask=settings["return_attention_mask"])
-        for key, value in self.saved_settings.items():
+def save_encoder(model: Any, checkpoint: str, settings: dict[str, Any], folder: Path) -> Path:
+    """``folder/encoder``: ``model`` via ``save_pretrained`` with ``settings`` (the checkpoint's own masking
+    settings) in its config, and a feature extractor config, written aside and moved into place complete."""
+    from transformers import AutoFeatureExtractor, Wav2Vec2FeatureExtractor
+
+    from audiotune.models.backbones.huggingface import extractor_settings
+
+    target = folder / ENCODER_DIR
+    config = model.config
+    current = {key: getattr(config, key) for key in settings}
+    try:
+        extractor = AutoFeatureExtractor.from_pretrained(checkpoint)
+    except (OSError, ValueError):  # none with the checkpoint: the settings the encoder was read with
+        read = extractor_settings(checkpoint)
+        extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=read["sampling_rate"], padding_value=0.0,
+                                             do_normalize=read["do_normalize"],
+                                             return_attention_mask=read["return_attention_mask"])
+    for key, value in settings.items():
+        setattr(config, key, value)
+    try:
+        with atomic_dir(target) as partial:
+            model.save_pretrained(str(partial), safe_serialization=True)
+            extractor.save_pretrained(str(partial))
+    finally:
+        for key, value in current.items():
             setattr(config, key, value)
-        try:
-            with atomic_dir(target) as partial:
-                self.model.save_pretrained(str(partial), safe_serialization=True)
-                extractor.save_pretrained(str(partial))
-        finally:
-            for key, value in current.items():
-                setattr(config, key, value)
-        return target
+    return target

@@ -195,20 +195,35 @@ class HFBackbone(Backbone):
     # ------------------------------------------------------------------ self-supervised pretraining
 
     def pretrain_objectives(self) -> tuple[str, ...]:
-        """``tapt``: wav2vec2's contrastive + diversity objective, continued (see :mod:`.hf_pretraining`)."""
-        return ("tapt",)
+        """``tapt``: wav2vec2's contrastive + diversity objective, continued (:mod:`.hf_pretraining`);
+        ``ptapt``: masked prediction of k-means frame labels (:mod:`.hf_ptapt`)."""
+        return ("tapt", "ptapt")
 
     def start_pretraining(self, objective: str, config: RunConfig) -> None:
-        """Load the checkpoint's pretraining model (quantizer and projections); the encoder becomes its own."""
+        """Load what the objective trains (quantizer and projections, or cluster heads); the encoder becomes
+        its own. P-TAPT reads whole clips (its labels cover every frame; ``--max_seconds`` crops them)."""
         from audiotune.models.backbones.hf_pretraining import Wav2Vec2Tapt
+        from audiotune.models.backbones.hf_ptapt import PseudoLabelPretraining
 
-        self.pretrainer = Wav2Vec2Tapt(self.checkpoint, config)
+        if objective == "ptapt":
+            if config.audio.clip_length:
+                log.info("--objective ptapt reads whole clips (--clip_length %s ignored; --max_seconds crops)",
+                         config.audio.clip_length)
+                config.audio.clip_length = 0.0
+            self.pretrainer: Wav2Vec2Tapt | PseudoLabelPretraining = PseudoLabelPretraining(self.checkpoint, config)
+        else:
+            self.pretrainer = Wav2Vec2Tapt(self.checkpoint, config)
         self.model = self.pretrainer.encoder
 
     def pretrain_loss(self, batch: dict[str, Any], objective: str, step: int = 0,
                       rng: random.Random | None = None) -> dict[str, Tensor]:
-        """The TAPT loss of a batch of waveforms (``inputs``, ``lengths``)."""
-        return self.pretrainer.loss(batch["inputs"], batch["lengths"], step, rng or random.Random(0))
+        """The objective's loss of a batch of waveforms (``inputs``, ``lengths``, ``uid``)."""
+        from audiotune.models.backbones.hf_pretraining import Wav2Vec2Tapt
+
+        rng = rng or random.Random(0)
+        if isinstance(self.pretrainer, Wav2Vec2Tapt):
+            return self.pretrainer.loss(batch["inputs"], batch["lengths"], step, rng)
+        return self.pretrainer.loss(batch["inputs"], batch["lengths"], batch["uid"], rng)
 
     def save_pretrained_outputs(self, folder: Path) -> list[Path]:
         """``folder/encoder``: a ``save_pretrained`` directory that ``--checkpoint`` reads like a hub id."""

@@ -1,0 +1,53 @@
+"""Frame pseudo-labels as ``audiotune cluster`` writes them and ``pretrain --objective ptapt`` reads them.
+
+A parquet file with one row per clip and cluster count: ``uid``, ``k``, ``labels`` (the cluster of each frame,
+in frame order), and under the schema metadata key ``audiotune`` a JSON object saying how the frames were made
+(``encoder``, ``layer``, ``sample_rate``, ``hop_samples``, ``num_clusters``, ...).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+METADATA_KEY = b"audiotune"
+SCHEMA = pa.schema([("uid", pa.string()), ("k", pa.int32()), ("labels", pa.list_(pa.int32()))])
+
+
+@dataclass
+class PseudoLabels:
+    """Frame labels read from ``audiotune cluster`` output: ``labels[uid][k]`` is an int64 array per frame."""
+
+    path: str
+    meta: dict[str, Any]
+    labels: dict[str, dict[int, np.ndarray]]
+
+    @property
+    def num_clusters(self) -> list[int]:
+        return [int(k) for k in self.meta["num_clusters"]]
+
+
+def read_pseudo_labels(path: str) -> PseudoLabels:
+    """The labels of a parquet file ``audiotune cluster`` wrote (errors name the file and the problem)."""
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowInvalid) as err:
+        raise ValueError(f"--pseudo_labels {path}: cannot be read as parquet ({err})") from err
+    raw = (table.schema.metadata or {}).get(METADATA_KEY)
+    missing = [c for c in ("uid", "k", "labels") if c not in table.column_names]
+    if raw is None or missing:
+        raise ValueError(f"--pseudo_labels {path}: not written by `audiotune cluster` (no "
+                         f"{'columns ' + str(missing) if missing else 'cluster metadata'})")
+    meta = json.loads(raw)
+    labels: dict[str, dict[int, np.ndarray]] = {}
+    for uid, k, values in zip(table.column("uid").to_pylist(), table.column("k").to_pylist(),
+                              table.column("labels").to_numpy(zero_copy_only=False)):
+        sequence = np.asarray(values, dtype=np.int64)
+        if len(sequence) and (sequence.min() < 0 or sequence.max() >= k):
+            raise ValueError(f"--pseudo_labels {path}: uid {uid}, K={k}: labels outside 0..{k - 1}")
+        labels.setdefault(uid, {})[int(k)] = sequence
+    return PseudoLabels(str(path), meta, labels)

@@ -1,0 +1,239 @@
+"""``audiotune cluster``: k-means pseudo-labels for every frame of every clip (the targets of P-TAPT).
+
+1. The encoder (a hub id or directory with ``-c``, or a trained run's fine-tuned encoder with ``--run``) reads
+   every clip whole; the frames of hidden state ``--layer`` are the features.
+2. Each clip offers a random ``--sample_ratio`` of its frames to one preallocated (``--max_frames``, D) float32
+   buffer by reservoir sampling: the buffer's memory is fixed before the first clip, and the sample is
+   uniform over all offered frames whatever the order of the clips (the seed system filled its buffer from
+   the first clips and then stopped).
+3. For each K of ``--num_clusters``: faiss k-means (``--niter`` iterations, on the GPU when faiss has one)
+   on that sample.
+4. A second pass over every clip assigns each frame to its nearest centroid, on the encoder's device.
+
+Output: a parquet file with one row per clip and K: ``uid``, ``k``, ``labels`` (one cluster per frame). Its
+schema metadata (key ``audiotune``) and ``OUT_STEM.clusters.json`` hold how the frames were made (encoder,
+layer, sample rate, samples per frame) and the cluster usage per K: clusters used, empty clusters, the largest
+cluster's share, usage perplexity, k-means objective. ``pretrain --objective ptapt`` checks the frame rate and
+every clip's frame count against its own encoder before training.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch import Tensor
+
+from audiotune.config import RunConfig, check_config
+from audiotune.data.prepare import prepare_eval_data
+from audiotune.data.pseudo_labels import METADATA_KEY, SCHEMA
+from audiotune.engine.device import autocast, move_batch
+from audiotune.engine.inference import inference_device, make_dataset, make_loader
+from audiotune.models.backbones import Backbone, build_backbone, resolve_config
+from audiotune.models.checkpoint import load_run
+from audiotune.outputs import atomic_path, check_output_path, write_csv, write_json
+
+log = logging.getLogger(__name__)
+
+POINTS_PER_CENTROID = 256  # default buffer: faiss's own cap on the points k-means uses per centroid
+
+
+@dataclass
+class ClusterOptions:
+    """What ``audiotune cluster`` computes (see the module docstring)."""
+
+    num_clusters: list[int]
+    layer: int = -1
+    sample_ratio: float = 0.2
+    max_frames: int = 0  # 0: 256 x max(num_clusters)
+    niter: int = 20
+    seed: int = 0
+
+    def check(self) -> None:
+        if not self.num_clusters or any(k < 2 for k in self.num_clusters):
+            raise ValueError(f"--num_clusters {self.num_clusters}: give one or more cluster counts, each >= 2")
+        if len(set(self.num_clusters)) != len(self.num_clusters):
+            raise ValueError(f"--num_clusters {self.num_clusters}: each K once")
+        if not 0 < self.sample_ratio <= 1:
+            raise ValueError(f"--sample_ratio {self.sample_ratio}: the share of each clip's frames offered to the "
+                             "k-means sample, in (0, 1]")
+        if self.max_frames < 0 or self.niter < 1:
+            raise ValueError(f"--max_frames {self.max_frames} / --niter {self.niter}: must be >= 0 / >= 1")
+
+    @property
+    def buffer_rows(self) -> int:
+        return self.max_frames or POINTS_PER_CENTROID * max(self.num_clusters)
+
+
+def stats_path(out: Path) -> Path:
+    """Where the cluster statistics of ``out`` are written: beside it, named after it."""
+    return out.with_name(out.stem + ".clusters.json")
+
+
+def frame_hop(backbone: Backbone) -> int | None:
+    """Input samples between two frames of a convolutional front end (``conv_stride`` product), if it has one."""
+    strides = getattr(getattr(getattr(backbone, "model", None), "config", None), "conv_stride", None)
+    return int(np.prod(strides)) if strides else None
+
+
+class Reservoir:
+    """A fixed (rows, dim) float32 buffer holding a uniform sample of every row offered to it."""
+
+    def __init__(self, rows: int, dim: int, rng: np.random.Generator) -> None:
+        self.buffer = np.empty((rows, dim), dtype=np.float32)
+        self.seen = 0
+        self.rng = rng
+
+    @property
+    def nbytes(self) -> int:
+        return self.buffer.nbytes
+
+    def offer(self, rows: np.ndarray) -> None:
+        capacity = len(self.buffer)
+        free = max(0, min(capacity - self.seen, len(rows)))
+        if free:
+            self.buffer[self.seen:self.seen + free] = rows[:free]
+        rest = rows[free:]
+        if len(rest):  # Algorithm R: row number i (0-based, over all offers) replaces slot j ~ U[0, i] if j < capacity
+            numbers = self.seen + free + np.arange(len(rest))
+            slots = (self.rng.random(len(rest)) * (numbers + 1)).astype(np.int64)
+            keep = slots < capacity
+            self.buffer[slots[keep]] = rest[keep]  # numpy keeps the last of repeated slots, as a sequential pass would
+        self.seen += len(rows)
+
+    def sample(self) -> np.ndarray:
+        return self.buffer[:min(self.seen, len(self.buffer))]
+
+
+def _encoder(config: RunConfig, run: str | None) -> tuple[RunConfig, Backbone]:
+    if run:
+        run_config, model = load_run(run)
+        # the command's data, device and batch settings; the run's model and audio settings
+        for key in ("batch_size", "num_workers", "accelerator", "devices", "precision"):
+            setattr(run_config.train, key, getattr(config.train, key))
+        run_config.data = config.data
+        run_config.train.debug = False
+        return run_config, model.backbone
+    resolve_config(config)
+    return config, build_backbone(config, pretrained=True)
+
+
+def _frames(backbone: Backbone, batch: dict, layer: int) -> list[Tensor]:
+    """Each clip's (frames, D) features of hidden state ``layer``, on the device."""
+    states, mask = backbone.hidden_states(batch["inputs"], batch["lengths"])
+    features = states[layer].float()
+    return [features[row, mask[row]] for row in range(features.shape[0])]
+
+
+def _assign(frames: Tensor, centroids: Tensor, norms: Tensor) -> Tensor:
+    """Nearest centroid (squared L2) of each row of ``frames``."""
+    distances = norms[None, :] - 2.0 * frames @ centroids.T  # + |x|^2, the same for every centroid
+    return distances.argmin(dim=1)
+
+
+def _kmeans(sample: np.ndarray, k: int, options: ClusterOptions) -> tuple[np.ndarray, float]:
+    import faiss
+
+    if len(sample) < k:
+        raise ValueError(f"--num_clusters {k}: k-means needs at least {k} sampled frames, the sample has "
+                         f"{len(sample)}; raise --sample_ratio or --max_frames, or give more audio")
+    if len(sample) < 39 * k:
+        log.warning("K=%d: %d sampled frames (fewer than 39 per cluster); the clusters are poorly estimated",
+                    k, len(sample))
+    kmeans = faiss.Kmeans(sample.shape[1], k, niter=options.niter, seed=options.seed, verbose=False,
+                          max_points_per_centroid=max(1, math.ceil(len(sample) / k)),  # use the whole sample
+                          gpu=faiss.get_num_gpus() > 0)
+    kmeans.train(np.ascontiguousarray(sample))
+    trained: Any = kmeans  # centroids and obj are set by train()
+    objective = list(trained.obj)
+    return trained.centroids.astype(np.float32), float(objective[-1]) if objective else float("nan")
+
+
+def _usage(counts: np.ndarray) -> dict[str, Any]:
+    total = int(counts.sum())
+    share = counts / max(total, 1)
+    used = share[share > 0]
+    empty = np.flatnonzero(counts == 0)
+    return {"frames": total, "clusters_used": int((counts > 0).sum()), "empty_clusters": int(len(empty)),
+            "empty_cluster_ids": empty[:50].tolist(), "largest_share": float(share.max()) if total else 0.0,
+            "usage_perplexity": float(np.exp(-(used * np.log(used)).sum())) if total else 0.0}
+
+
+def cluster(config: RunConfig, options: ClusterOptions, out: str, run: str | None = None) -> dict[str, Any]:
+    """Write the frame labels of every clip of ``config.data.data_split_root`` for each K; returns the statistics."""
+    options.check()
+    out_path = Path(out)
+    if out_path.suffix != ".parquet":
+        raise ValueError(f"--out {out}: frame labels are written as parquet; give a path ending in .parquet")
+    check_output_path(out_path)
+    check_output_path(stats_path(out_path))
+    check_config(config)
+    config, backbone = _encoder(config, run)
+    config.audio.clip_length = 0.0  # every frame of every clip
+    states = backbone.num_hidden_states
+    if not -states <= options.layer < states:
+        raise ValueError(f"--layer {options.layer}: the encoder has hidden states 0..{states - 1} (-1: the last)")
+    device = inference_device(config)
+    prepared = prepare_eval_data(config, config.data.data_split_root, targets_needed=False)
+    loaders = [make_loader(config, make_dataset(config, table, prepared.targets[split]), table, False,
+                           backbone.needs_equal_length) for split, table in prepared.tables.items()]
+    uids = [uid for table in prepared.tables.values() for uid in table.index]
+    if len(set(uids)) != len(uids):
+        raise ValueError(f"{config.data.data_split_root}: a uid appears in more than one split; the labels are "
+                         "keyed by uid")
+    rng = np.random.default_rng(options.seed)
+    reservoir = Reservoir(options.buffer_rows, backbone.embedding_dim, rng)
+    log.info("k-means sample buffer: %d frames x %d dims float32 = %.1f MiB", options.buffer_rows,
+             backbone.embedding_dim, reservoir.nbytes / 2 ** 20)
+    backbone.to(device).eval()
+    with torch.inference_mode(), autocast(device, config.train.precision):
+        for loader in loaders:  # pass 1: the sample
+            for batch in loader:
+                for frames in _frames(backbone, move_batch(batch, device), options.layer):
+                    features = frames.cpu().numpy()
+                    reservoir.offer(features[rng.random(len(features)) < options.sample_ratio])
+    sample = reservoir.sample()
+    fitted = {k: _kmeans(sample, k, options) for k in options.num_clusters}
+    centroids = {k: torch.from_numpy(c).to(device) for k, (c, _) in fitted.items()}
+    norms = {k: (c * c).sum(dim=1) for k, c in centroids.items()}
+    counts = {k: np.zeros(k, dtype=np.int64) for k in options.num_clusters}
+    meta: dict[str, Any] = {
+        "encoder": run or config.model.checkpoint, "run": bool(run), "model": config.model.model,
+        "layer": options.layer, "sample_rate": config.audio.resample_rate, "hop_samples": frame_hop(backbone),
+        "num_clusters": options.num_clusters, "sample_ratio": options.sample_ratio, "seed": options.seed,
+        "niter": options.niter, "clips": len(uids), "frames_offered": reservoir.seen, "sample_frames": len(sample),
+        "buffer_frames": options.buffer_rows, "buffer_mib": round(reservoir.nbytes / 2 ** 20, 1),
+    }
+    schema = SCHEMA.with_metadata({METADATA_KEY: json.dumps(meta).encode()})
+    with atomic_path(out_path) as partial, pq.ParquetWriter(partial, schema) as writer:
+        with torch.inference_mode(), autocast(device, config.train.precision):
+            for loader in loaders:  # pass 2: every frame assigned
+                for batch in loader:
+                    clips = _frames(backbone, move_batch(batch, device), options.layer)
+                    sizes = [len(c) for c in clips]
+                    stacked = torch.cat(clips) if clips else torch.zeros(0, backbone.embedding_dim)
+                    rows: dict[str, list] = {"uid": [], "k": [], "labels": []}
+                    for k in options.num_clusters:
+                        assigned = _assign(stacked, centroids[k], norms[k]).cpu().numpy().astype(np.int32)
+                        counts[k] += np.bincount(assigned, minlength=k)
+                        for uid, labels in zip(batch["uid"], np.split(assigned, np.cumsum(sizes)[:-1])):
+                            rows["uid"].append(uid)
+                            rows["k"].append(k)
+                            rows["labels"].append(labels)
+                    writer.write_table(pa.table(rows, schema=schema))
+    meta["clusters"] = {str(k): {"kmeans_objective": fitted[k][1], **_usage(counts[k])} for k in options.num_clusters}
+    write_json(stats_path(out_path), meta)
+    skip_list = out_path.with_name(out_path.stem + ".skipped.csv")
+    if len(prepared.skipped):
+        write_csv(prepared.skipped, skip_list, index=False)
+        log.warning("%d row(s) skipped; listed in %s", len(prepared.skipped), skip_list)
+    else:
+        skip_list.unlink(missing_ok=True)
+    return meta

@@ -1,0 +1,166 @@
+"""Pseudo-label task-adaptive pretraining (P-TAPT): predict the k-means cluster of every masked frame.
+
+The targets are the frame labels ``audiotune cluster`` wrote (``--pseudo_labels``), one sequence per clip and
+K. The encoder is the checkpoint's bare Hugging Face model (wav2vec2, HuBERT, WavLM, data2vec-audio: any
+with a mask embedding), its convolutional feature encoder and feature projection frozen, as the seed system
+ran it. Per batch:
+
+1. each clip longer than ``--max_seconds`` is cropped at a random offset that is a multiple of the encoder's
+   frame hop (the product of its conv strides), so frame ``j`` of the crop is frame ``offset / hop + j`` of
+   the whole clip: the same input window, hence the same label, exactly (the seed approximated the first
+   label frame from the sample offset);
+2. spans of ``mask_time_length`` frames (default 15) start at ``mask_time_prob`` (default 0.06) of each clip's
+   real frames (as :func:`~.hf_pretraining.span_mask`: at least two spans, padding never masked, clips too
+   short for a span get none) and are replaced by the encoder's mask embedding;
+3. one head per K (Linear -> Tanh -> Linear, width 256, on the ReLU of the last hidden state, as the seed's
+   ``LinearHead``) predicts the cluster of each masked frame; the loss is the sum over K of the mean
+   cross-entropy, ``acc`` the heads' mean accuracy.
+
+The heads are new on every start, also from an encoder that P-TAPT wrote (iterative pseudo-labelling: new
+labels, new heads); only the encoder is saved (``EXP_DIR/encoder``, ``save_pretrained`` layout).
+"""
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from audiotune.config import RunConfig
+from audiotune.data.pseudo_labels import PseudoLabels, read_pseudo_labels
+from audiotune.models.backbones.hf_pretraining import save_encoder, span_mask
+
+log = logging.getLogger(__name__)
+
+MASK_PROB, MASK_LENGTH = 0.06, 15  # the seed's P-TAPT masking
+HEAD_WIDTH = 256
+IGNORE = -100
+
+
+def hop_aligned_crop(waveforms: Tensor, lengths: Tensor, max_samples: int, hop: int,
+                     rng: np.random.Generator) -> tuple[Tensor, Tensor, list[int]]:
+    """Crop each clip longer than ``max_samples`` at a random multiple of ``hop``; returns the crops, their
+    lengths and each clip's offset in frames (0 for clips kept whole)."""
+    offsets = [0] * waveforms.shape[0]
+    if max_samples <= 0 or waveforms.shape[1] <= max_samples:
+        return waveforms, lengths, offsets
+    kept = lengths.clamp(max=max_samples)
+    out = waveforms.new_zeros((waveforms.shape[0], int(kept.max())))
+    for row, (length, keep) in enumerate(zip(lengths.tolist(), kept.tolist())):
+        offsets[row] = int(rng.integers(0, (length - keep) // hop + 1))
+        start = offsets[row] * hop
+        out[row, :keep] = waveforms[row, start:start + keep]
+    return out, kept, offsets
+
+
+class PseudoLabelPretraining(nn.Module):
+    """A Hugging Face encoder with one cluster-prediction head per K (see the module docstring)."""
+
+    def __init__(self, checkpoint: str, config: RunConfig) -> None:
+        super().__init__()
+        from transformers import AutoConfig, AutoModel
+
+        m = config.model
+        if not m.pseudo_labels:
+            raise ValueError("--objective ptapt: give the frame labels to predict with --pseudo_labels LABELS.parquet "
+                             "(written by `audiotune cluster`)")
+        self.targets: PseudoLabels = read_pseudo_labels(m.pseudo_labels)
+        hf_config = AutoConfig.from_pretrained(checkpoint)
+        self.checkpoint = checkpoint
+        kept = ("mask_time_prob", "mask_time_length", "mask_feature_prob", "apply_spec_augment", "layerdrop")
+        self.saved_settings = {key: getattr(hf_config, key) for key in kept if hasattr(hf_config, key)}
+        self.prob = float(m.mask_time_prob if m.mask_time_prob is not None else MASK_PROB)
+        self.length = int(m.mask_time_length if m.mask_time_length is not None else MASK_LENGTH)
+        if self.prob <= 0 or self.length < 1:
+            raise ValueError(f"--mask_time_prob {self.prob} / --mask_time_length {self.length}: masked prediction "
+                             "needs masked frames (> 0, >= 1)")
+        self.hop = int(np.prod(getattr(hf_config, "conv_stride", ()) or (0,)))
+        meta = self.targets.meta
+        rate = config.audio.resample_rate
+        if (meta.get("hop_samples"), meta.get("sample_rate")) != (self.hop, rate):
+            raise ValueError(f"--pseudo_labels {self.targets.path}: labels of frames every {meta.get('hop_samples')} "
+                             f"samples at {meta.get('sample_rate')} Hz, but {checkpoint} makes a frame every "
+                             f"{self.hop} samples at {rate} Hz: cluster with an encoder of the same frame rate")
+        hf_config.mask_time_prob = self.prob  # > 0: the encoder keeps (or gets) its mask embedding
+        hf_config.mask_time_length = self.length
+        hf_config.mask_feature_prob = 0.0
+        hf_config.apply_spec_augment = True
+        hf_config.layerdrop = 0.0
+        self.model: Any = AutoModel.from_pretrained(checkpoint, config=hf_config)  # a transformers model
+        if not isinstance(getattr(self.model, "masked_spec_embed", None), nn.Parameter):
+            raise ValueError(f"--objective ptapt: {checkpoint} ({hf_config.model_type}) has no mask embedding to "
+                             "mask frames with")
+        self.model.freeze_feature_encoder()
+        self.model.feature_projection.requires_grad_(False)
+        width = int(hf_config.hidden_size)
+        self.heads = nn.ModuleDict({str(k): nn.Sequential(nn.Linear(width, HEAD_WIDTH), nn.Tanh(),
+                                                          nn.Linear(HEAD_WIDTH, k))
+                                    for k in self.targets.num_clusters})
+        self.max_samples = round(config.train.max_seconds * (rate or 16000))
+        self.group_norm = getattr(hf_config, "feat_extract_norm", "layer") == "group"
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self.model
+
+    def _frames(self, samples: Tensor) -> Tensor:
+        return self.model._get_feat_extract_output_lengths(samples).long()
+
+    def frame_targets(self, uids: list[str], full_frames: list[int], offsets: list[int], frames: list[int],
+                      total: int) -> dict[int, Tensor]:
+        """(B, total) labels per K: each clip's labels from its frame offset, ``-100`` past its frames."""
+        out = {k: torch.full((len(uids), total), IGNORE, dtype=torch.long) for k in self.targets.num_clusters}
+        for row, uid in enumerate(uids):
+            per_k = self.targets.labels.get(uid)
+            if per_k is None:
+                raise ValueError(f"--pseudo_labels {self.targets.path}: no labels for uid {uid}; cluster the table "
+                                 "that is pretrained on")
+            for k, target in out.items():
+                labels = per_k.get(k)
+                if labels is None or len(labels) != full_frames[row]:
+                    raise ValueError(f"--pseudo_labels {self.targets.path}: uid {uid} has "
+                                     f"{'no' if labels is None else len(labels)} K={k} labels, but the encoder makes "
+                                     f"{full_frames[row]} frames of its audio as read now: `cluster` and `pretrain` "
+                                     "must read the audio alike (sample rate, channels, segment)")
+                n = min(frames[row], total)
+                target[row, :n] = torch.from_numpy(labels[offsets[row]:offsets[row] + n])
+        return out
+
+    def loss(self, waveforms: Tensor, lengths: Tensor, uids: list[str], rng: random.Random) -> dict[str, Tensor]:
+        """``loss`` (sum over K of the mean cross-entropy on masked frames), ``acc``, ``masked`` frames."""
+        generator = np.random.default_rng(rng.getrandbits(63))
+        lengths = lengths.to(device=waveforms.device, dtype=torch.long)
+        full_frames = self._frames(lengths).tolist()
+        waveforms, lengths, offsets = hop_aligned_crop(waveforms, lengths, self.max_samples, self.hop, generator)
+        frames = self._frames(lengths).tolist()
+        total = int(self._frames(torch.tensor(waveforms.shape[1])))
+        targets = self.frame_targets(list(uids), full_frames, offsets, frames, total)
+        mask = torch.from_numpy(span_mask([min(n, total) for n in frames], total, self.prob, self.length,
+                                          generator)).to(waveforms.device)
+        attention = None
+        if not self.group_norm:  # group-norm encoders were trained without one (see the huggingface module)
+            positions = torch.arange(waveforms.shape[1], device=waveforms.device)
+            attention = (positions[None, :] < lengths[:, None]).long()
+        out = self.model(waveforms, attention_mask=attention, mask_time_indices=mask)
+        reps = F.relu(out.last_hidden_state[mask])
+        masked = int(mask.sum())
+        if masked == 0:  # every clip too short for a span: a zero loss that keeps the graph
+            return {"loss": out.last_hidden_state.sum() * 0.0, "masked": torch.tensor(0.0)}
+        losses, accuracies = [], []
+        for k, head in self.heads.items():
+            logits = head(reps)
+            target = targets[int(k)].to(waveforms.device)[mask]
+            losses.append(F.cross_entropy(logits.float(), target, ignore_index=IGNORE))
+            accuracies.append((logits.argmax(dim=1) == target).float().mean().detach())
+        return {"loss": torch.stack(losses).sum(), "acc": torch.stack(accuracies).mean(),
+                "masked": torch.tensor(float(masked)),
+                **{f"ce_k{k}": value.detach() for k, value in zip(self.heads, losses)}}
+
+    def save(self, folder: Path) -> Path:
+        """``folder/encoder``: the encoder (no heads) with the checkpoint's masking settings."""
+        return save_encoder(self.model, self.checkpoint, self.saved_settings, Path(folder))

@@ -1,0 +1,234 @@
+"""k-means frame labels (``audiotune cluster``) and pseudo-label TAPT (``pretrain --objective ptapt``)."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+import torch
+from conftest import HF_TINY, make_uid_dataset
+from safetensors.torch import load_file
+
+from audiotune.cli import main
+from audiotune.config import RunConfig
+from audiotune.data.pseudo_labels import METADATA_KEY, SCHEMA, read_pseudo_labels
+from audiotune.engine.cluster import Reservoir, _assign
+from audiotune.models.backbones.hf_ptapt import PseudoLabelPretraining, hop_aligned_crop
+
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("faiss")
+
+# a tiny layer-norm wav2vec2 (frames every 5 x 2 = 10 samples, 20 samples per frame) with its quantizer
+ENCODER = {**HF_TINY, "feat_extract_norm": "layer", "do_stable_layer_norm": True, "num_codevector_groups": 2,
+           "num_codevectors_per_group": 8, "codevector_dim": 16, "proj_codevector_dim": 16, "num_negatives": 5,
+           "mask_time_prob": 0.2, "mask_time_length": 2, "layerdrop": 0.0}
+HOP = 10
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ptapt") / "encoder"
+    torch.manual_seed(0)
+    transformers.Wav2Vec2ForPreTraining(transformers.Wav2Vec2Config(**ENCODER)).save_pretrained(path)
+    transformers.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
+                                          return_attention_mask=True).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return make_uid_dataset(tmp_path_factory.mktemp("data"))
+
+
+def frames_of(samples: int) -> int:
+    """Frames of the tiny encoder's conv stack (kernels 10, 3; strides 5, 2)."""
+    return ((samples - 10) // 5 + 1 - 3) // 2 + 1
+
+
+def write_labels(path: Path, labels: dict[str, dict[int, np.ndarray]], hop: int = HOP, rate: int = 16000) -> Path:
+    meta = {"hop_samples": hop, "sample_rate": rate, "num_clusters": sorted({k for v in labels.values() for k in v})}
+    rows = [(uid, k, seq.astype(np.int32)) for uid, per_k in labels.items() for k, seq in per_k.items()]
+    table = pa.table({"uid": [r[0] for r in rows], "k": [r[1] for r in rows], "labels": [r[2] for r in rows]},
+                     schema=SCHEMA.with_metadata({METADATA_KEY: json.dumps(meta).encode()}))
+    pq.write_table(table, path)
+    return path
+
+
+def ptapt(checkpoint: Path, labels: Path, **options: float) -> PseudoLabelPretraining:
+    config = RunConfig()
+    config.audio.resample_rate = 16000
+    config.model.pseudo_labels = str(labels)
+    config.model.mask_time_length = 3
+    for name, value in options.items():
+        setattr(config.train if name == "max_seconds" else config.model, name, value)
+    return PseudoLabelPretraining(str(checkpoint), config)
+
+
+# ------------------------------------------------------------------ the k-means sample and the assignment
+
+
+def test_the_reservoir_holds_a_uniform_sample_in_a_fixed_buffer() -> None:
+    reservoir = Reservoir(1000, 1, np.random.default_rng(0))
+    for start in range(0, 20000, 500):  # offered in order: a buffer filled first and then closed would hold 0..999
+        reservoir.offer(np.arange(start, start + 500, dtype=np.float32)[:, None])
+    sample = reservoir.sample()[:, 0]
+    assert reservoir.seen == 20000 and sample.shape == (1000,) and reservoir.nbytes == 4000
+    assert abs(sample.mean() - 10000) < 600 and (sample >= 15000).mean() > 0.2  # every part of the stream
+    assert len(np.unique(sample)) == 1000  # each offered row at most once
+    small = Reservoir(10, 2, np.random.default_rng(0))
+    small.offer(np.ones((4, 2), np.float32))
+    assert small.sample().shape == (4, 2)  # fewer rows than slots: all of them
+
+
+def test_each_frame_goes_to_its_nearest_centroid() -> None:
+    rng = np.random.default_rng(0)
+    frames, centroids = rng.standard_normal((200, 6)), rng.standard_normal((9, 6))
+    expected = ((frames[:, None] - centroids[None]) ** 2).sum(-1).argmin(1)
+    c = torch.tensor(centroids, dtype=torch.float32)
+    assert np.array_equal(_assign(torch.tensor(frames, dtype=torch.float32), c, (c * c).sum(1)).numpy(), expected)
+
+
+# ------------------------------------------------------------------ frame alignment of crops and labels
+
+
+def test_a_hop_aligned_crop_sees_the_same_frames_as_the_whole_clip(checkpoint: Path) -> None:
+    model = transformers.Wav2Vec2Model.from_pretrained(checkpoint).eval()
+    wave = torch.randn(1, 3000)
+    crops, lengths, offsets = hop_aligned_crop(wave, torch.tensor([3000]), 800, HOP, np.random.default_rng(3))
+    assert lengths.tolist() == [800] and offsets[0] > 0
+    with torch.no_grad():
+        whole = model.feature_extractor(wave).transpose(1, 2)[0]
+        part = model.feature_extractor(crops).transpose(1, 2)[0]
+    n = frames_of(800)
+    assert part.shape[0] == n and torch.allclose(part, whole[offsets[0]:offsets[0] + n], atol=1e-5)
+
+
+def test_the_targets_of_a_crop_are_its_frames_labels(checkpoint: Path, tmp_path: Path) -> None:
+    full = frames_of(3000)
+    labels = write_labels(tmp_path / "l.parquet", {"a": {full + 1: np.arange(full)}, "b": {full + 1: np.arange(full)}})
+    model = ptapt(checkpoint, labels, max_seconds=800 / 16000)
+    _, _, offsets = hop_aligned_crop(torch.zeros(2, 3000), torch.tensor([3000, 3000]), 800, HOP,
+                                     np.random.default_rng(5))
+    n = frames_of(800)
+    targets = model.frame_targets(["a", "b"], [full, full], offsets, [n, n - 5], n)[full + 1]
+    assert targets[0].tolist() == list(range(offsets[0], offsets[0] + n))
+    assert targets[1, :n - 5].tolist() == list(range(offsets[1], offsets[1] + n - 5))
+    assert (targets[1, n - 5:] == -100).all()  # past the clip's frames: ignored
+
+
+def test_the_loss_learns_from_masked_frames_and_short_clips_do_not_break_it(checkpoint: Path, tmp_path: Path) -> None:
+    full = frames_of(4000)
+    rng = np.random.default_rng(0)
+    labels = write_labels(tmp_path / "l.parquet", {uid: {4: rng.integers(0, 4, full), 8: rng.integers(0, 8, full)}
+                                                   for uid in ("a", "b")} | {"c": {4: np.zeros(1, int),
+                                                                                   8: np.zeros(1, int)}})
+    model = ptapt(checkpoint, labels)
+    waves = torch.randn(2, 4000)
+    losses = model.loss(waves, torch.tensor([4000, 4000]), ["a", "b"], random.Random(0))
+    assert losses["masked"] > 0 and set(losses) >= {"loss", "acc", "ce_k4", "ce_k8"}
+    assert torch.isclose(losses["loss"], losses["ce_k4"] + losses["ce_k8"])
+    losses["loss"].backward()
+    assert model.heads["8"][0].weight.grad is not None and model.model.masked_spec_embed.grad is not None
+    assert all(p.grad is None for p in model.model.feature_extractor.parameters())  # CNN frozen
+    assert all(p.grad is None for p in model.model.feature_projection.parameters())  # projection frozen
+    nothing = model.loss(waves[:1, :20], torch.tensor([20]), ["c"], random.Random(0))  # 1 frame: no span fits
+    assert nothing["masked"] == 0 and nothing["loss"].item() == 0.0 and nothing["loss"].requires_grad
+
+
+def test_labels_that_do_not_fit_the_audio_are_errors(checkpoint: Path, tmp_path: Path) -> None:
+    full = frames_of(4000)
+    good = {"a": {4: np.zeros(full, int)}}
+    with pytest.raises(ValueError, match="frames every 20 samples at 16000 Hz.*every 10 samples"):
+        ptapt(checkpoint, write_labels(tmp_path / "hop.parquet", good, hop=20))
+    model = ptapt(checkpoint, write_labels(tmp_path / "short.parquet", {"a": {4: np.zeros(full - 1, int)}}))
+    with pytest.raises(ValueError, match=f"uid a has {full - 1} K=4 labels, but the encoder makes {full} frames"):
+        model.loss(torch.randn(1, 4000), torch.tensor([4000]), ["a"], random.Random(0))
+    model = ptapt(checkpoint, write_labels(tmp_path / "good.parquet", good))
+    with pytest.raises(ValueError, match="no labels for uid z"):
+        model.loss(torch.randn(1, 4000), torch.tensor([4000]), ["z"], random.Random(0))
+    (tmp_path / "plain.parquet").write_bytes(b"not parquet")
+    with pytest.raises(ValueError, match="cannot be read as parquet"):
+        read_pseudo_labels(str(tmp_path / "plain.parquet"))
+    pd.DataFrame({"uid": ["a"], "k": [4]}).to_parquet(tmp_path / "other.parquet")
+    with pytest.raises(ValueError, match="not written by `audiotune cluster`"):
+        read_pseudo_labels(str(tmp_path / "other.parquet"))
+
+
+# ------------------------------------------------------------------ through the CLI
+
+
+def cluster_args(ds: dict, checkpoint: Path, out: Path, *extra: str) -> list[str]:
+    return ["cluster", "-c", str(checkpoint), "-i", str(ds["prefix"]), "-d", str(ds["split"]), "--out", str(out),
+            "--num_clusters", "4", "16", "--sample_ratio", "0.5", "--layer", "1", "-bs", "4", *extra]
+
+
+def test_cluster_labels_every_frame_of_every_clip(checkpoint: Path, dataset: dict, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "labels.parquet"
+    assert main(cluster_args(dataset, checkpoint, out, "--max_frames", "3000")) == 0
+    assert "K=16: 16 clusters used, 0 empty" in capsys.readouterr().out
+    labels = read_pseudo_labels(str(out))
+    assert set(labels.labels) == set(dataset["table"].index) and labels.num_clusters == [4, 16]
+    for uid, per_k in labels.labels.items():
+        wave, rate = sf.read(dataset["prefix"] / uid / "waveform.wav")
+        n = frames_of(round(len(wave) * 16000 / rate))  # resampled from 8 kHz
+        assert {k: len(v) for k, v in per_k.items()} == {4: n, 16: n}
+        assert per_k[16].max() < 16 and per_k[4].max() < 4
+    stats = json.loads((tmp_path / "labels.clusters.json").read_text())
+    assert stats["layer"] == 1 and stats["hop_samples"] == HOP and stats["sample_frames"] == 3000
+    assert stats["buffer_mib"] == round(3000 * 32 * 4 / 2 ** 20, 1) and stats["frames_offered"] > 3000
+    assert stats["clusters"]["16"]["frames"] == sum(len(v[16]) for v in labels.labels.values())
+    # a K larger than the sample is refused before anything is written
+    assert main(cluster_args(dataset, checkpoint, tmp_path / "big.parquet", "--max_frames", "10")) == 2
+    assert "k-means needs at least 16 sampled frames" in capsys.readouterr().err
+    assert not (tmp_path / "big.parquet").exists() and not (tmp_path / "big.clusters.json").exists()
+    assert main(cluster_args(dataset, checkpoint, tmp_path / "labels.csv")) == 2
+    assert "give a path ending in .parquet" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ptapt_learns_the_clusters_and_its_encoder_fine_tunes(checkpoint: Path, dataset: dict,
+                                                              tmp_path: Path) -> None:
+    labels = tmp_path / "labels.parquet"
+    assert main(cluster_args(dataset, checkpoint, labels)) == 0
+    out = tmp_path / "ptapt"
+    assert main(["pretrain", "--model", "hf", "-c", str(checkpoint), "--objective", "ptapt", "--pseudo_labels",
+                 str(labels), "-i", str(dataset["prefix"]), "-d", str(dataset["split"]), "-o", str(out), "-bs", "4",
+                 "-lr", "2e-3", "-e", "4", "--mask_time_length", "3", "--max_seconds", "0.3", "--seed", "0"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["objective"] == "ptapt" and metrics["outputs"] == ["encoder"]
+    val = metrics["history"]["val_loss"]
+    assert val[-1] < 0.9 * val[0] and metrics["history"]["val_acc"][-1] > metrics["history"]["val_acc"][0]
+    saved = load_file(out / "encoder" / "model.safetensors")
+    before = load_file(checkpoint / "model.safetensors")
+    assert not any(k.startswith(("heads.", "quantizer.")) for k in saved)  # the encoder only
+    unchanged = [k for k in saved if k.startswith(("feature_extractor.", "feature_projection."))]
+    assert unchanged and all(torch.equal(saved[k], before["wav2vec2." + k]) for k in unchanged)
+    assert any(not torch.equal(saved[k], before["wav2vec2." + k]) for k in saved if k.startswith("encoder.layers"))
+    assert json.loads((out / "encoder" / "config.json").read_text())["mask_time_prob"] == 0.2  # the checkpoint's
+    run = tmp_path / "run"
+    assert main(["train", "--model", "hf", "-c", str(out / "encoder"), "-i", str(dataset["prefix"]), "-d",
+                 str(dataset["split"]), "-l", str(dataset["labels"]), "-o", str(run), "-e", "1", "-bs", "4"]) == 0
+    assert (run / "model.safetensors").is_file()
+    # iterative pseudo-labelling: cluster the fine-tuned run's encoder, pretrain again from the P-TAPT encoder
+    relabelled = tmp_path / "again.parquet"
+    assert main(["cluster", "--run", str(run), "-i", str(dataset["prefix"]), "-d", str(dataset["split"]),
+                 "--out", str(relabelled), "--num_clusters", "8", "-bs", "4"]) == 0
+    assert read_pseudo_labels(str(relabelled)).meta["run"] is True
+    assert main(["pretrain", "--model", "hf", "-c", str(out / "encoder"), "--objective", "ptapt", "--pseudo_labels",
+                 str(relabelled), "-i", str(dataset["prefix"]), "-d", str(dataset["split"]), "-o",
+                 str(tmp_path / "again"), "-bs", "4", "--training_steps", "2"]) == 0
+
+
+def test_ptapt_without_labels_is_an_error_before_any_output(checkpoint: Path, dataset: dict, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "ptapt"
+    assert main(["pretrain", "--model", "hf", "-c", str(checkpoint), "--objective", "ptapt", "-i",
+                 str(dataset["prefix"]), "-d", str(dataset["split"]), "-o", str(out)]) == 2
+    assert "--pseudo_labels LABELS.parquet" in capsys.readouterr().err and not out.exists()
