@@ -12,7 +12,7 @@ from conftest import HF_TINY as TINY
 
 from audiotune.config import RunConfig
 from audiotune.models.backbones import build_backbone, resolve_config
-from audiotune.models.backbones.huggingface import HFBackbone
+from audiotune.models.backbones.huggingface import HFBackbone, HFOptions
 from audiotune.models.classifier import masked_pool
 
 PAD_INDEPENDENT = [k for k, spec in KINDS.items() if not spec[2]]
@@ -28,7 +28,7 @@ def checkpoints(hf_checkpoints: dict[str, Path]) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def backbones(checkpoints: dict[str, Path]) -> dict[str, HFBackbone]:
     """Each checkpoint loaded through the hub-id path (``from_pretrained`` on the directory), in eval mode."""
-    return {name: HFBackbone(str(path)).eval() for name, path in checkpoints.items()}
+    return {name: HFBackbone(HFOptions(str(path))).eval() for name, path in checkpoints.items()}
 
 
 def clip(seconds: float, seed: int) -> torch.Tensor:
@@ -128,13 +128,13 @@ def test_max_window(checkpoints: dict[str, Path], backbones: dict[str, HFBackbon
     waves, lengths = batch(clip(1.0, 13))
     with torch.no_grad():
         reference, ref_mask = whole.hidden_states(waves, lengths)
-        windowed = HFBackbone(str(checkpoints[name]), max_window=0.25).eval()
+        windowed = HFBackbone(HFOptions(str(checkpoints[name]), max_window=0.25)).eval()
         states, mask = windowed.hidden_states(waves, lengths)
         assert len(states) == 3 and mask.all()
         # each of the 4 windows loses under one frame per conv layer at its edge
         assert ref_mask.shape[1] - 4 * len(TINY["conv_stride"]) <= mask.shape[1] < ref_mask.shape[1]
         assert all(torch.isfinite(s).all() for s in states)
-        larger = HFBackbone(str(checkpoints[name]), max_window=2.0).eval()
+        larger = HFBackbone(HFOptions(str(checkpoints[name]), max_window=2.0)).eval()
         same, same_mask = larger.hidden_states(waves, lengths)
     assert torch.equal(same_mask, ref_mask)
     for a, b in zip(same, reference):
@@ -143,7 +143,7 @@ def test_max_window(checkpoints: dict[str, Path], backbones: dict[str, HFBackbon
 
 def test_max_window_short_tail_and_short_clip(checkpoints: dict[str, Path]) -> None:
     """A tail shorter than one frame merges into the previous window; a clip ending early adds no later frames."""
-    backbone = HFBackbone(str(checkpoints["w2v_layer"]), max_window=0.25).eval()
+    backbone = HFBackbone(HFOptions(str(checkpoints["w2v_layer"]), max_window=0.25)).eval()
     assert backbone._windows(4 * 4000 + 10) == [(0, 4000), (4000, 8000), (8000, 12000), (12000, 16010)]
     waves, lengths = batch(clip(1.0 + 10 / RATE, 14), clip(0.3, 15))
     with torch.no_grad():
@@ -154,7 +154,7 @@ def test_max_window_short_tail_and_short_clip(checkpoints: dict[str, Path]) -> N
 
 
 def test_freeze_feature_encoder(checkpoints: dict[str, Path]) -> None:
-    backbone = HFBackbone(str(checkpoints["w2v_group"]))
+    backbone = HFBackbone(HFOptions(str(checkpoints["w2v_group"])))
     backbone.freeze_feature_encoder()
     cnn = {id(p) for p in backbone.model.feature_extractor.parameters()}
     assert cnn
@@ -172,13 +172,13 @@ def test_feature_extractor_settings(checkpoints: dict[str, Path], backbones: dic
         bare = tmp_path / name
         shutil.copytree(checkpoints[name], bare)
         (bare / "preprocessor_config.json").unlink()
-        settings = HFBackbone(str(bare), pretrained=False).feature_extractor_settings()
+        settings = HFBackbone(HFOptions(str(bare)), pretrained=False).feature_extractor_settings()
         # normalisation is what the released extractors of all four families mostly do
         assert settings == {"sampling_rate": RATE, "do_normalize": True, "return_attention_mask": expected}
 
 
 def test_eval_is_deterministic_and_train_keeps_every_layer(checkpoints: dict[str, Path]) -> None:
-    backbone = HFBackbone(str(checkpoints["wavlm"]))
+    backbone = HFBackbone(HFOptions(str(checkpoints["wavlm"])))
     waves, lengths = batch(clip(0.5, 16), clip(0.4, 17))
     backbone.eval()
     with torch.no_grad():
@@ -194,7 +194,7 @@ def test_load_pretrained_and_registered_factory(checkpoints: dict[str, Path],
                                                 backbones: dict[str, HFBackbone]) -> None:
     path = str(checkpoints["hubert"])
     reference = backbones["hubert"].state_dict()
-    fresh = HFBackbone(path, pretrained=False)
+    fresh = HFBackbone(HFOptions(path), pretrained=False)
     assert not torch.equal(fresh.state_dict()["model.encoder.layers.0.attention.q_proj.weight"],
                            reference["model.encoder.layers.0.attention.q_proj.weight"])
     fresh.load_pretrained(path)

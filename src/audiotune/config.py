@@ -60,6 +60,9 @@ class AudioConfig:
                                  "are bad audio, like unreadable ones)", cli=False)
     clip_length: float = option(10.0, "crop clips to this many seconds of the recording, per channel and before the "
                                       "channel mode (0 = keep whole clips)")
+    eval_clip_length: float = option(-1.0, "crop of the clips that are scored, not trained on (validation, test, "
+                                           "evaluate, extract), in seconds: 0 keeps whole clips (as the seed "
+                                           "emotion system tested), -1 the same crop as --clip_length")
 
 
 @dataclass
@@ -96,6 +99,9 @@ class ModelConfig:
     freeze: bool | None = option(None, "freeze the whole backbone (default: yes for pretrained encoders, as the "
                                        "seed did; no for models trained from scratch)")
     freeze_feature_encoder: bool = option(False, "freeze only the convolutional feature encoder")
+    freeze_feature_projection: bool = option(False, "--model hf: also freeze the feature projection after the "
+                                                    "convolutional encoder (with --freeze_feature_encoder: the seed "
+                                                    "emotion system's fine-tuning)")
     max_window: float = option(0.0, "encode clips longer than this many seconds window by window (0 = whole clip)")
     pretrained_mdl_path: str = option("", "SSAST: self-supervised checkpoint to fine-tune (original .pth, with or "
                                           "without 'module.', or one written by `audiotune pretrain`)")
@@ -110,11 +116,15 @@ class ModelConfig:
     objective: str = option("", "`audiotune pretrain` objective (ssast: pretrain_joint, pretrain_mpc, pretrain_mpg; "
                                 "hf: tapt, wav2vec2's contrastive + diversity loss; ptapt, masked prediction of "
                                 "--pseudo_labels); default: the backbone's first")
-    mask_time_prob: float | None = option(None, "wav2vec2 pretraining: share of frames where masked spans start "
-                                                "(default: tapt the checkpoint's mask_time_prob, 0.05 for "
-                                                "wav2vec2-base; ptapt 0.06)")
-    mask_time_length: int | None = option(None, "wav2vec2 pretraining: frames per masked span (default: tapt the "
-                                                "checkpoint's mask_time_length, 10; ptapt 15)")
+    mask_time_prob: float | None = option(None, "--model hf: share of frames where masked spans start, replaced by "
+                                                "the mask embedding. Fine-tuning (default 0: none; the seed emotion "
+                                                "system 0.08); pretraining (default: tapt the checkpoint's "
+                                                "mask_time_prob, 0.05 for wav2vec2-base; ptapt 0.06)")
+    mask_time_length: int | None = option(None, "--model hf: frames per masked span (default: fine-tuning 10, "
+                                                "tapt the checkpoint's mask_time_length, ptapt 15)")
+    mask_feature_prob: float = option(0.0, "--model hf fine-tuning: share of feature channels where zeroed spans "
+                                           "start (the seed emotion system: 0.05)")
+    mask_feature_length: int = option(10, "--model hf fine-tuning: channels per zeroed span (the seed: 64)")
     pseudo_labels: str = option("", "P-TAPT (--objective ptapt): frame labels written by `audiotune cluster` "
                                     "(parquet); one prediction head per K")
     fresh_quantizer: bool = option(False, "TAPT from a checkpoint without quantizer weights (e.g. CTC fine-tuned): "
@@ -137,7 +147,8 @@ class ModelConfig:
 class ClassifierConfig:
     shared_dense: bool = option(False, "add a dense layer shared by all heads")
     sd_bottleneck: int = option(768, "width of the shared dense layer")
-    clf_bottleneck: int = option(768, "width of each head's first dense layer")
+    clf_bottleneck: int = option(768, "width of each head's first dense layer (0: a linear head, activation then "
+                                      "one Linear on the pooled frames)")
     activation: str = option("relu", "head activation", choices=("relu", "gelu", "tanh", "none"))
     final_dropout: float = option(0.3, "dropout before each head's output projection")
     layernorm: bool = option(False, "LayerNorm after each head's first dense layer")
@@ -264,6 +275,7 @@ RANGES: dict[tuple[str, str], tuple[float, float, bool, bool]] = {
     ("audio", "resample_rate"): (0, 768000, True, True),
     ("audio", "channel_select"): (0, 1024, True, False),
     ("audio", "clip_length"): (0, INF, True, False),
+    ("audio", "eval_clip_length"): (-1, INF, True, False),
     ("features", "num_mel_bins"): (1, 1024, True, True),
     ("features", "target_length"): (0, INF, True, False),
     ("features", "n_mfcc"): (1, 1024, True, True),
@@ -274,6 +286,8 @@ RANGES: dict[tuple[str, str], tuple[float, float, bool, bool]] = {
     ("features", "freqm"): (0, INF, True, False),
     ("features", "timem"): (0, INF, True, False),
     ("model", "max_window"): (0, INF, True, False),
+    ("model", "mask_feature_prob"): (0, 1, True, True),
+    ("model", "mask_feature_length"): (1, INF, True, False),
     ("model", "fshape"): (1, INF, True, False),
     ("model", "tshape"): (1, INF, True, False),
     ("model", "fstride"): (1, INF, True, False),
@@ -288,7 +302,7 @@ RANGES: dict[tuple[str, str], tuple[float, float, bool, bool]] = {
     ("model", "se_channels"): (1, INF, True, False),
     ("model", "res2net_scale"): (1, INF, True, False),
     ("classifier", "sd_bottleneck"): (1, INF, True, False),
-    ("classifier", "clf_bottleneck"): (1, INF, True, False),
+    ("classifier", "clf_bottleneck"): (0, INF, True, False),
     ("classifier", "final_dropout"): (0, 1, True, False),
     ("train", "epochs"): (0, INF, True, False),
     ("train", "batch_size"): (1, INF, True, False),
@@ -298,7 +312,7 @@ RANGES: dict[tuple[str, str], tuple[float, float, bool, bool]] = {
     ("train", "warmup_steps"): (0, INF, True, False),
     ("train", "training_steps"): (0, INF, True, False),
     ("train", "max_seconds"): (0, INF, True, False),
-    ("model", "mask_time_prob"): (0, 1, False, True),
+    ("model", "mask_time_prob"): (0, 1, True, True),
     ("model", "mask_time_length"): (1, INF, True, False),
     ("train", "ema"): (0, 1, True, False),
     ("train", "num_workers"): (0, 1024, True, True),

@@ -21,9 +21,11 @@ from typing import Any
 
 import pandas as pd
 
+from audiotune.data.labels import LabelGroup
 from audiotune.data.layout import DataError
 
 SPLIT_KEYS = {"train": "train", "val": "val", "test": "test"}
+VOTE_SEPARATOR = "="  # vote-share columns are named LABEL=CLASS
 PATH_KEYS = ("wav", "path")
 
 
@@ -49,7 +51,7 @@ def _entry_row(key: str, value: Any, label: str, audio_dir: Path, where: str) ->
         classes = sorted(str(name) for name in value)
         votes = {str(name): float(count) for name, count in value.items()}
         row[label] = max(classes, key=lambda name: (votes[name], -classes.index(name)))
-        row.update({f"{label}={name}": votes[name] / total for name in classes})
+        row.update({f"{label}{VOTE_SEPARATOR}{name}": votes[name] / total for name in classes})
     else:
         raise DataError(f"{where}: '{key}' has a value of type {type(value).__name__}; expected a label, a "
                         "vote distribution {class: votes} or a record with a 'wav' or 'path' entry")
@@ -58,12 +60,13 @@ def _entry_row(key: str, value: Any, label: str, audio_dir: Path, where: str) ->
     return row
 
 
-def read_json_split(path: str | Path, audio_dir: str | Path | None = None,
-                    label: str = "label") -> dict[str, pd.DataFrame]:
-    """Tables ``train``, ``test`` and (when not empty) ``val`` of one JSON split file, indexed by ``uid``.
+def read_json_split(path: str | Path, audio_dir: str | Path | None = None, label: str = "label",
+                    require: tuple[str, ...] = ("train", "test")) -> dict[str, pd.DataFrame]:
+    """Tables ``train``, ``val`` and ``test`` (those not empty) of one JSON split file, indexed by ``uid``.
 
     ``audio_dir`` is the folder the utterance keys are relative to (default: the JSON file's folder);
     ``label`` names the column that receives plain and majority-vote labels. Paths come out absolute.
+    A split named in ``require`` that is missing or empty is an error (cross-validation needs Train and Test).
     """
     path = Path(path)
     try:
@@ -85,8 +88,19 @@ def read_json_split(path: str | Path, audio_dir: str | Path | None = None,
         rows = [_entry_row(name, value, label, base, f"{path} [{key}]") for name, value in entries.items()]
         if rows:
             tables[split] = pd.DataFrame(rows).set_index("uid")
-    for required in ("train", "test"):
+            tables[split].attrs["source"] = f"{path} [{key}]"
+    for required in require:
         if required not in tables:
-            raise DataError(f"{path}: the '{required.capitalize()}' split is missing or empty; cross-validation "
-                            "trains on Train and scores Test in every fold")
+            purpose = ("cross-validation trains on Train and scores Test in every fold" if "test" in require
+                       else "nothing to train on")
+            raise DataError(f"{path}: the '{required.capitalize()}' split is missing or empty; {purpose}")
     return {name: tables[name] for name in ("train", "val", "test") if name in tables}
+
+
+def json_label_groups(tables: dict[str, pd.DataFrame], path: str, label: str = "label") -> list[LabelGroup]:
+    """The head a JSON split file labels when no label file is given: a soft head over its vote shares
+    (``LABEL=CLASS`` columns) when any utterance has votes, else one head on ``label``."""
+    columns = sorted({c for t in tables.values() for c in t.columns if c.startswith(label + VOTE_SEPARATOR)})
+    if columns:
+        return [LabelGroup(columns, "soft", f"{path} (vote distributions)")]
+    return [LabelGroup([label], None, f"{path} (labels)")]

@@ -86,14 +86,22 @@ def _absolute(value: str, base: Path) -> str:
     return str(candidate if candidate.is_absolute() else (base / candidate).resolve())
 
 
-def read_splits(data_split_root: str | Path) -> dict[str, pd.DataFrame]:
-    """Tables of a split directory (train.csv, test.csv, optional val.csv), of one CSV (key 'data'), or of a
-    folder of audio files without tables (key 'data': unlabelled audio for pretraining, extraction, stats)."""
+def read_splits(data_split_root: str | Path, audio_dir: str = "") -> dict[str, pd.DataFrame]:
+    """Tables of a split directory (train.csv, test.csv, optional val.csv), of one CSV (key 'data'), of a JSON
+    split file (``{"Train": ..., "Val": ..., "Test": ...}``, utterance names relative to ``audio_dir`` or
+    else its own folder; see :mod:`audiotune.data.json_splits`), or of a folder of audio files without tables
+    (key 'data': unlabelled audio for pretraining, extraction, stats)."""
     root = Path(data_split_root)
     if not str(data_split_root):
         raise DataError("--data_split_root is required: a split directory or one CSV")
     if root.suffix.lower() == ".csv":
         return {"data": read_table(root)}
+    if root.suffix.lower() == ".json":
+        from audiotune.data.json_splits import read_json_split
+
+        if not root.is_file():
+            raise DataError(f"{root}: JSON split file not found")
+        return read_json_split(root, audio_dir or None, require=())
     if not root.is_dir():
         raise DataError(f"{root}: --data_split_root is neither a CSV file nor a directory")
     tables = {name: read_table(root / f"{name}.csv") for name in SPLITS if (root / f"{name}.csv").is_file()}

@@ -1,6 +1,7 @@
 """From command-line data options to checked tables and targets, with every dropped row written down."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +11,7 @@ import pandas as pd
 
 from audiotune.config import HeadSpec, RunConfig
 from audiotune.data.audio import AudioSpec, scan_audio
+from audiotune.data.json_splits import json_label_groups
 from audiotune.data.labels import drop_missing_targets, encode_targets, fit_target_scaling, infer_heads, read_label_file
 from audiotune.data.layout import DataError, attach_paths, read_splits
 from audiotune.data.splits import draw_validation
@@ -55,9 +57,22 @@ def audio_spec(config: RunConfig) -> AudioSpec:
                      channel_select=tuple(a.channel_select), clip_length=a.clip_length)
 
 
+def scoring_clip_length(config: RunConfig) -> float:
+    """Seconds kept of a clip that is scored, not trained on (``--eval_clip_length``; 0: whole clips)."""
+    a = config.audio
+    return a.clip_length if a.eval_clip_length < 0 else a.eval_clip_length
+
+
+def scoring_spec(config: RunConfig) -> AudioSpec:
+    """The audio preparation of scored clips: the run's, with the scoring crop."""
+    return dataclasses.replace(audio_spec(config), clip_length=scoring_clip_length(config))
+
+
 def _check_tables(tables: dict[str, pd.DataFrame], heads: list[HeadSpec], config: RunConfig,
-                  targets_needed: bool) -> PreparedData:
-    spec = audio_spec(config)
+                  targets_needed: bool, training: bool = False) -> PreparedData:
+    """Paths, targets and audio of every table checked; ``num_samples`` is each clip's prepared length as it
+    will be read: the training crop for the train split of a training run, the scoring crop otherwise."""
+    specs = {"train": audio_spec(config), "scored": scoring_spec(config)}
     prepared = PreparedData({}, {}, heads)
     skipped, dropped = [], []
     for split, table in tables.items():
@@ -69,6 +84,7 @@ def _check_tables(tables: dict[str, pd.DataFrame], heads: list[HeadSpec], config
         if targets_needed:
             table, missing = drop_missing_targets(table, heads, split, source)
             dropped.append(missing)
+        spec = specs["train" if training and split == "train" else "scored"]
         table, failures = scan_audio(table, spec, split, config.audio.min_samples)
         skipped.append(failures)
         prepared.tables[split] = table
@@ -156,26 +172,31 @@ def prepare_training_data(config: RunConfig, exp_dir: str | Path) -> PreparedDat
 
     Regression heads get the training split's target mean and std when ``--standardize_targets`` is on.
     """
-    tables = read_splits(config.data.data_split_root)
+    root = config.data.data_split_root
+    tables = read_splits(root, config.data.prefix)
     if "train" not in tables:
-        raise DataError(f"{config.data.data_split_root}: training needs a split directory with train.csv")
-    if not config.data.label_txt:
+        raise DataError(f"{root}: training needs a train split (a split directory with train.csv, or a JSON "
+                        "split file with a Train part)")
+    from_json = str(root).lower().endswith(".json")
+    if not config.data.label_txt and not from_json:
         raise DataError("--label_txt is required for training: one line per head, comma-separated columns")
-    groups = read_label_file(config.data.label_txt)
+    groups = read_label_file(config.data.label_txt) if config.data.label_txt else json_label_groups(tables, root)
     drawn = None
     train = tables["train"]
     heads = infer_heads(groups, train, source=train.attrs.get("source", "train.csv"))
     _check_label_columns(tables, heads)
     train, overlapping = split_overlaps(tables, config.data.allow_overlap)
     if "val" not in tables:
-        train, val = draw_validation(train, config.data.val_size, config.data.seed,
+        # a JSON split file names utterances, not speakers: without a subject column, utterances are drawn
+        group = "" if from_json and "subject" not in train.columns else "subject"
+        train, val = draw_validation(train, config.data.val_size, config.data.seed, group,
                                      source=train.attrs.get("source", "train.csv"))
         drawn = val.copy()
         val.attrs["source"] = str(Path(exp_dir) / VALIDATION_FILE)
         tables["val"] = val
     train.attrs = dict(tables["train"].attrs)
     tables["train"] = train
-    prepared = _check_tables(tables, heads, config, targets_needed=True)
+    prepared = _check_tables(tables, heads, config, targets_needed=True, training=True)
     prepared.dropped = pd.concat([overlapping, prepared.dropped]) if len(overlapping) else prepared.dropped
     prepared.drawn_val = drawn
     fit_target_scaling(prepared.heads, prepared.targets["train"], config.train.standardize_targets)
@@ -194,7 +215,7 @@ def _check_label_columns(tables: dict[str, pd.DataFrame], heads: list[HeadSpec])
 
 def prepare_eval_data(config: RunConfig, data_split_root: str, targets_needed: bool = True) -> PreparedData:
     """Tables for evaluation or extraction, labelled with the run's heads."""
-    tables = read_splits(data_split_root)
+    tables = read_splits(data_split_root, config.data.prefix)
     if targets_needed:
         _check_label_columns(tables, config.heads)
     return _check_tables(tables, config.heads, config, targets_needed)

@@ -22,7 +22,16 @@ def _subjects(table: pd.DataFrame, group: str, source: str) -> pd.Series:
 
 def draw_validation(train: pd.DataFrame, val_size: int, seed: int, group: str = "subject",
                     source: str = "train.csv") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Move ``val_size`` randomly drawn subjects (seeded) from train to a new validation table."""
+    """Move ``val_size`` randomly drawn subjects (seeded) from train to a new validation table; ``group=""``
+    draws single rows (utterances) instead."""
+    if not group:
+        rows = pd.Series(train.index.astype(str), index=train.index)
+        if not 0 < val_size < len(rows):
+            raise DataError(f"{source}: no validation part and --val_size {val_size}: draw between 1 and "
+                            f"{len(rows) - 1} utterances (the training part has {len(rows)})")
+        chosen_rows = set(np.random.default_rng(seed).choice(rows.to_numpy(), size=val_size, replace=False))
+        is_val_row = rows.isin(chosen_rows).to_numpy()
+        return train.loc[~is_val_row], train.loc[is_val_row]
     subjects = np.array(sorted(_subjects(train, group, source).unique()))
     if val_size <= 0:
         raise DataError(f"{source}: no val.csv and --val_size {val_size}: validation needs at least one subject")

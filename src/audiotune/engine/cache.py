@@ -24,7 +24,7 @@ from audiotune.data.audio import table_spans
 from audiotune.data.audio_store import cache_root as audio_cache_root
 from audiotune.data.audio_store import segment_key
 from audiotune.engine.device import pins_memory
-from audiotune.engine.inference import inference_device, iterate_batches, make_dataset, make_loader
+from audiotune.engine.inference import inference_device, iterate_batches, make_dataset, make_loader, training_crop
 from audiotune.models.classifier import Classifier
 
 
@@ -136,10 +136,13 @@ def cached_loader(config: RunConfig, dataset: CachedDataset, train: bool) -> Dat
 def cached_datasets(model: Classifier, config: RunConfig, tables: dict[str, pd.DataFrame],
                     targets: dict[str, np.ndarray], stats: dict | None = None) -> dict[str, CachedDataset]:
     """Encode what is missing and serve every table from the cache; counts go into ``stats``."""
-    folder = cache_folder(model, config)
+    weights = encoder_digest(model.backbone)  # once: it reads every weight
     result = {}
     for split, table in tables.items():
-        names, encoded = encode_to_cache(model, config, table, folder)
+        # training clips are cropped as in training, the others as they are scored (--eval_clip_length)
+        split_config = training_crop(config) if split == "train" else config
+        folder = cache_root(config) / f"{weights}-{preprocessing_digest(split_config, config.classifier.pooling_mode)}"
+        names, encoded = encode_to_cache(model, split_config, table, folder)
         if stats is not None:
             stats["folder"] = str(folder)
             stats["encoded"] = stats.get("encoded", 0) + encoded

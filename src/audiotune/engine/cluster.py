@@ -176,7 +176,7 @@ def cluster(config: RunConfig, options: ClusterOptions, out: str, run: str | Non
     check_output_path(stats_path(out_path))
     check_config(config)
     config, backbone = _encoder(config, run)
-    config.audio.clip_length = 0.0  # every frame of every clip
+    config.audio.clip_length, config.audio.eval_clip_length = 0.0, -1.0  # every frame of every clip
     states = backbone.num_hidden_states
     if not -states <= options.layer < states:
         raise ValueError(f"--layer {options.layer}: the encoder has hidden states 0..{states - 1} (-1: the last)")

@@ -36,7 +36,16 @@ import yaml
 from scipy import stats as scipy_stats
 
 from audiotune.config import RunConfig, check_config, config_to_dict
-from audiotune.data.folds import Fold, FoldOptions, build_folds, check_fold_files, fold_files, natural_key
+from audiotune.data.folds import (
+    Fold,
+    FoldOptions,
+    build_folds,
+    check_fold_files,
+    fold_files,
+    natural_key,
+    source_kind,
+)
+from audiotune.data.json_splits import json_label_groups
 from audiotune.data.layout import DataError
 from audiotune.engine.evaluate import METRICS_FILE
 from audiotune.engine.selection import monitor_value
@@ -51,6 +60,7 @@ SUMMARY_FILE = "cv_summary.json"
 SUMMARY_TABLE = "cv_summary.csv"
 RUNS_TABLE = "cv_runs.csv"
 FOLDS_FILE = "folds.json"
+JSON_LABELS_FILE = "labels.txt"  # the head of JSON split files given without --label_txt
 CV_CONFIG_FILE = "cv_config.yaml"
 METRIC_KEYS = ("accuracy", "uar", "macro_f1", "weighted_f1", "micro_f1", "auc",
                "mae", "rmse", "pearson", "spearman", "ccc", "r2")
@@ -226,6 +236,12 @@ def _cross_validate(config: RunConfig, source: str, options: FoldOptions, repeat
     exp_dir = owned.path
     folds = build_folds(source, options, config.data.seed, config.data.val_size)
     files = fold_files(folds, exp_dir)
+    if not config.data.label_txt and source_kind(source) == "json":  # the JSON files' own labels
+        groups = json_label_groups({f"{fold.name}/{k}": t for fold in folds for k, t in fold.tables.items()},
+                                   source, options.json_label)
+        config.data.label_txt = str(exp_dir / JSON_LABELS_FILE)
+        files[exp_dir / JSON_LABELS_FILE] = "".join(
+            ",".join(g.columns) + (f":{g.kind}" if g.kind else "") + "\n" for g in groups).encode()
     check_fold_files(files)
     record = _cv_record(config, source, options, repeats)
     _check_cv_config(exp_dir, record)

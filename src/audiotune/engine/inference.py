@@ -2,6 +2,7 @@
 the feature cache and probe, on the device the run config names."""
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,7 +14,7 @@ from torch.utils.data import DataLoader
 from audiotune.config import RunConfig
 from audiotune.data.audio_store import AudioStore, cache_root
 from audiotune.data.dataset import AudioDataset, Collator, EqualLengthBatchSampler
-from audiotune.data.prepare import audio_spec
+from audiotune.data.prepare import audio_spec, scoring_spec
 from audiotune.engine.device import autocast, move_batch, pins_memory, resolve_device
 from audiotune.models.classifier import Classifier
 
@@ -48,9 +49,18 @@ def override_device(config: RunConfig, accelerator: str | None = None, devices: 
     return inference_device(config)
 
 
+def training_crop(config: RunConfig) -> RunConfig:
+    """A copy of ``config`` whose scored clips are cropped as its training clips (to encode training data
+    through the scoring path, as the feature cache does)."""
+    copy = dataclasses.replace(config, audio=dataclasses.replace(config.audio))
+    copy.audio.eval_clip_length = -1.0
+    return copy
+
+
 def make_dataset(config: RunConfig, table: pd.DataFrame, targets: np.ndarray, train: bool = False) -> AudioDataset:
-    """The dataset of a table with the run's audio and feature settings (augmentation only if ``train``)."""
-    spec = audio_spec(config)
+    """The dataset of a table with the run's audio and feature settings: augmentation and the training crop
+    if ``train``, else the scoring crop (:func:`~audiotune.data.prepare.scoring_spec`)."""
+    spec = audio_spec(config) if train else scoring_spec(config)
     store = AudioStore(cache_root(config.train.cache_dir), spec) if config.train.audio_cache else None
     return AudioDataset(table, targets, spec, config.features, config.augment, config.data.mixup, train=train,
                         store=store)

@@ -117,7 +117,7 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
         config.model.freeze = False  # pretraining trains the encoder
     resolve_config(config)
     pl.seed_everything(config.data.seed, workers=True, verbose=False)
-    read_splits(config.data.data_split_root)  # a clear error for a bad path before anything else
+    read_splits(config.data.data_split_root, config.data.prefix)  # a clear error for a bad path before anything else
     backbone = build_backbone(config, pretrained=True)
     objective = _objective(config, backbone)
     config.model.objective = objective

@@ -27,13 +27,18 @@ def build_classifier(config: RunConfig, pretrained: bool = True) -> Classifier:
     """A classifier as the config describes; backbone weights from ``--checkpoint`` only if ``pretrained``.
 
     ``--freeze`` stops gradients to the whole backbone (and keeps it in eval mode);
-    ``--freeze_feature_encoder`` to its convolutional front end only.
+    ``--freeze_feature_encoder`` to its convolutional front end only, ``--freeze_feature_projection`` to the
+    projection after it.
     """
     backbone = build_backbone(config, pretrained)
     if config.model.freeze_feature_encoder:
         if not isinstance(backbone, SupportsFeatureEncoderFreeze):
             raise ValueError(f"--freeze_feature_encoder: --model {config.model.model} has no separate feature encoder")
         backbone.freeze_feature_encoder()
+    if config.model.freeze_feature_projection:
+        if not isinstance(backbone, SupportsFeatureEncoderFreeze):
+            raise ValueError(f"--freeze_feature_projection: --model {config.model.model} has no feature projection")
+        backbone.freeze_feature_projection()
     return Classifier(backbone, config.heads, config.classifier, freeze_backbone=bool(config.model.freeze))
 
 

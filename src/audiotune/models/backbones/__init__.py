@@ -72,9 +72,12 @@ class SupportsAttention(Protocol):
 
 @runtime_checkable
 class SupportsFeatureEncoderFreeze(Protocol):
-    """A backbone with a separate convolutional front end (``--freeze_feature_encoder``)."""
+    """A backbone with a separate convolutional front end (``--freeze_feature_encoder``) projected into the
+    encoder's width (``--freeze_feature_projection``)."""
 
     def freeze_feature_encoder(self) -> None: ...
+
+    def freeze_feature_projection(self) -> None: ...
 
 
 @runtime_checkable

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import random
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,45 +46,81 @@ from torch import Tensor, nn
 from audiotune.config import RunConfig
 from audiotune.models.backbones import Backbone, register
 
-__all__ = ["DEFAULT_CHECKPOINT", "HFBackbone", "build_hf", "extractor_settings", "resolve_hf"]
+__all__ = ["DEFAULT_CHECKPOINT", "HFBackbone", "HFOptions", "build_hf", "extractor_settings", "resolve_hf"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CHECKPOINT = "facebook/wav2vec2-base-960h"
 
 
-def _load_encoder(checkpoint: str, pretrained: bool) -> Any:
-    """The bare encoder of ``checkpoint`` with masking and LayerDrop disabled (a transformers model, typed Any)."""
+@dataclass(frozen=True)
+class HFOptions:
+    """What builds an :class:`HFBackbone`, read from a run config by :meth:`from_config`."""
+
+    checkpoint: str = DEFAULT_CHECKPOINT
+    max_window: float = 0.0  # seconds per separately encoded window (0: whole clips)
+    sample_rate: int = 16000
+    mask_time_prob: float = 0.0  # SpecAugment while the encoder trains: time spans get the mask embedding
+    mask_time_length: int = 10
+    mask_feature_prob: float = 0.0  # feature-channel spans set to 0
+    mask_feature_length: int = 10
+
+    @classmethod
+    def from_config(cls, config: RunConfig) -> HFOptions:
+        m = config.model
+        return cls(checkpoint=m.checkpoint or DEFAULT_CHECKPOINT, max_window=float(m.max_window),
+                   sample_rate=config.audio.resample_rate or 16000, mask_time_prob=float(m.mask_time_prob or 0.0),
+                   mask_time_length=int(m.mask_time_length or 10), mask_feature_prob=float(m.mask_feature_prob),
+                   mask_feature_length=int(m.mask_feature_length))
+
+    @property
+    def masks(self) -> bool:
+        return self.mask_time_prob > 0 or self.mask_feature_prob > 0
+
+
+def _load_encoder(options: HFOptions, pretrained: bool) -> Any:
+    """The bare encoder of the checkpoint with LayerDrop disabled and only the masking ``options`` ask for
+    (a transformers model, typed Any)."""
     # deferred: importing transformers takes seconds
     from transformers import AutoConfig, AutoModel
 
-    if pretrained:
-        model = AutoModel.from_pretrained(checkpoint)
-    else:
-        model = AutoModel.from_config(AutoConfig.from_pretrained(checkpoint))
-    config = model.config
-    config.mask_time_prob = 0.0  # no SpecAugment-style time masking unless the user adds it
-    config.mask_feature_prob = 0.0
+    config = AutoConfig.from_pretrained(options.checkpoint)
+    config.mask_time_prob = options.mask_time_prob  # no SpecAugment-style masking unless asked for
+    config.mask_time_length = options.mask_time_length
+    config.mask_time_min_masks = 2  # as wav2vec2's fine-tuning recipe and the seed emotion system
+    config.mask_feature_prob = options.mask_feature_prob
+    config.mask_feature_length = options.mask_feature_length
+    config.mask_feature_min_masks = 1
+    config.apply_spec_augment = options.masks
     config.layerdrop = 0.0  # every layer always runs: a fixed number of hidden states
-    if isinstance(getattr(model, "masked_spec_embed", None), nn.Parameter):
-        # the mask embedding is unused now; an unused parameter would trip DDP and differ between load paths
+    if pretrained:
+        model = AutoModel.from_pretrained(options.checkpoint, config=config)
+    else:
+        model = AutoModel.from_config(config)
+    if options.mask_time_prob == 0 and isinstance(getattr(model, "masked_spec_embed", None), nn.Parameter):
+        # the mask embedding is unused then; an unused parameter would trip DDP and differ between load paths
         del model.masked_spec_embed
     return model
 
 
 class HFBackbone(Backbone):
-    """A Hugging Face speech encoder: (B, N) waveforms -> all hidden states and a frame mask."""
+    """A Hugging Face speech encoder: (B, N) waveforms -> all hidden states and a frame mask.
+
+    With masking options the encoder masks time spans and feature channels of the projected features in
+    training mode only (transformers' SpecAugment, at least two time spans per clip, inside its real frames
+    when the encoder takes an attention mask); evaluation and frozen encoders never mask.
+    """
 
     input_kind = "waveform"  # consumes (B, N) waveforms at the encoder's sampling rate
 
-    def __init__(self, checkpoint: str, max_window: float = 0.0, sample_rate: int = 16000,
-                 pretrained: bool = True) -> None:
-        """``checkpoint``: hub id or directory; ``pretrained=False`` builds from its config only (random weights)."""
+    def __init__(self, options: HFOptions, pretrained: bool = True) -> None:
+        """``pretrained=False`` builds from the checkpoint's config only (random weights)."""
         super().__init__()
-        self.checkpoint = str(checkpoint)
-        self.max_window = float(max_window)
-        self.sample_rate = int(sample_rate)
-        self.model = _load_encoder(self.checkpoint, pretrained)
+        self.options = options
+        self.checkpoint = options.checkpoint
+        self.max_window = options.max_window
+        self.sample_rate = options.sample_rate
+        self.model = _load_encoder(options, pretrained)
 
     @property
     def group_norm(self) -> bool:
@@ -166,7 +203,7 @@ class HFBackbone(Backbone):
 
     def load_pretrained(self, path: str | Path) -> None:
         """Re-load the encoder weights from a hub id or directory (strict: same architecture required)."""
-        self.model.load_state_dict(_load_encoder(str(path), pretrained=True).state_dict())
+        self.model.load_state_dict(_load_encoder(replace(self.options, checkpoint=str(path)), True).state_dict())
 
     def hidden_states_with_attention(self, waveforms: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor,
                                                                                       list[Tensor]]:
@@ -192,6 +229,10 @@ class HFBackbone(Backbone):
         """Freeze the CNN feature encoder only (the transformer and projection stay trainable)."""
         self.model.freeze_feature_encoder()
 
+    def freeze_feature_projection(self) -> None:
+        """Freeze the projection of the CNN features into the transformer's width."""
+        self.model.feature_projection.requires_grad_(False)
+
     # ------------------------------------------------------------------ self-supervised pretraining
 
     def pretrain_objectives(self) -> tuple[str, ...]:
@@ -210,6 +251,7 @@ class HFBackbone(Backbone):
                 log.info("--objective ptapt reads whole clips (--clip_length %s ignored; --max_seconds crops)",
                          config.audio.clip_length)
                 config.audio.clip_length = 0.0
+            config.audio.eval_clip_length = -1.0  # validation clips whole too
             self.pretrainer: Wav2Vec2Tapt | PseudoLabelPretraining = PseudoLabelPretraining(self.checkpoint, config)
         else:
             self.pretrainer = Wav2Vec2Tapt(self.checkpoint, config)
@@ -271,6 +313,10 @@ def resolve_hf(config: RunConfig) -> None:
         config.model.checkpoint = DEFAULT_CHECKPOINT
     if config.model.freeze is None:
         config.model.freeze = True
+    masking = HFOptions.from_config(config)
+    if masking.masks and config.model.freeze:
+        raise ValueError(f"--mask_time_prob {masking.mask_time_prob} / --mask_feature_prob "
+                         f"{masking.mask_feature_prob}: masking acts while the encoder trains; add --freeze false")
     settings = extractor_settings(config.model.checkpoint)
     if config.audio.resample_rate and config.audio.resample_rate != settings["sampling_rate"]:
         log.warning("--resample_rate %s: %s expects %s Hz; audio is resampled to that", config.audio.resample_rate,
@@ -290,6 +336,4 @@ def build_hf(config: RunConfig, pretrained: bool = True) -> HFBackbone:
     ``pretrained=False`` reads the checkpoint's config only (random weights), for runs whose weights are
     loaded from their own ``model.safetensors`` afterwards.
     """
-    m = config.model
-    return HFBackbone(m.checkpoint or DEFAULT_CHECKPOINT, max_window=float(m.max_window),
-                      sample_rate=config.audio.resample_rate or 16000, pretrained=pretrained)
+    return HFBackbone(HFOptions.from_config(config), pretrained=pretrained)
