@@ -171,6 +171,12 @@ class TrainConfig:
     max_lr: float = option(0.01, "peak learning rate of the onecycle schedule")
     warmup_steps: int = option(0, "linear warm-up steps of the cosine and linear schedules")
     training_steps: int = option(0, "stop after this many optimiser steps instead of --epochs (0 = use --epochs)")
+    bucket_sampler: bool = option(False, "training batches of similar lengths: clips sorted into --num_buckets "
+                                         "length buckets, shuffled within them, batches shuffled (less padding)")
+    num_buckets: int = option(50, "length buckets of --bucket_sampler")
+    dynamic_batch: float = option(0.0, "training batches by audio instead of -bs: as many clips as fit this many "
+                                       "seconds, counted padded (clips x longest); implies --bucket_sampler "
+                                       "(the seed emotion system: 250 s for -bs 64)")
     max_seconds: float = option(0.0, "pretraining: crop each clip to this many seconds at a random offset, anew "
                                      "every time it is seen (0 = whole clips)")
     loss: str = option("auto", "loss of binary heads (BCE, or MSE) and of regression heads (MSE, or huber); "
@@ -312,6 +318,8 @@ RANGES: dict[tuple[str, str], tuple[float, float, bool, bool]] = {
     ("train", "warmup_steps"): (0, INF, True, False),
     ("train", "training_steps"): (0, INF, True, False),
     ("train", "max_seconds"): (0, INF, True, False),
+    ("train", "num_buckets"): (1, INF, True, False),
+    ("train", "dynamic_batch"): (0, INF, True, False),
     ("model", "mask_time_prob"): (0, 1, True, True),
     ("model", "mask_time_length"): (1, INF, True, False),
     ("train", "ema"): (0, 1, True, False),

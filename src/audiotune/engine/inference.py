@@ -15,6 +15,7 @@ from audiotune.config import RunConfig
 from audiotune.data.audio_store import AudioStore, cache_root
 from audiotune.data.dataset import AudioDataset, Collator, EqualLengthBatchSampler
 from audiotune.data.prepare import audio_spec, scoring_spec
+from audiotune.data.sampler import BucketBatchSampler
 from audiotune.engine.device import autocast, move_batch, pins_memory, resolve_device
 from audiotune.models.classifier import Classifier
 
@@ -76,11 +77,31 @@ def make_loader(config: RunConfig, dataset: AudioDataset, table: pd.DataFrame, t
                               "persistent_workers": cfg.num_workers > 0,
                               "pin_memory": pins_memory(inference_device(config)),
                               "generator": torch.Generator().manual_seed(config.data.seed)}
+    if train and uses_bucket_sampler(config):
+        return DataLoader(dataset, batch_sampler=bucket_sampler(config, table), **common)
     if equal_length and not train and not config.features.target_length:
         sampler = EqualLengthBatchSampler(table["num_samples"].tolist(), cfg.batch_size)
         return DataLoader(dataset, batch_sampler=sampler, **common)
     return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=train,
                       drop_last=train and len(dataset) > cfg.batch_size, **common)
+
+
+def bucket_sampler(config: RunConfig, table: pd.DataFrame) -> BucketBatchSampler:
+    """The length-bucketed batches of a training table (``--bucket_sampler``, ``--dynamic_batch``); lengths
+    are the prepared clips', capped at ``--max_seconds`` when pretraining crops to it."""
+    cfg = config.train
+    rate = config.audio.resample_rate or 16000
+    lengths = table["num_samples"].to_numpy()
+    if cfg.max_seconds > 0:
+        lengths = np.minimum(lengths, round(cfg.max_seconds * rate))
+    return BucketBatchSampler(lengths.tolist(), cfg.batch_size, cfg.num_buckets,
+                              max_samples=round(cfg.dynamic_batch * rate), drop_last=len(table) > cfg.batch_size,
+                              seed=config.data.seed)
+
+
+def uses_bucket_sampler(config: RunConfig) -> bool:
+    """Whether training batches come from :func:`bucket_sampler` (which deals batches to processes itself)."""
+    return config.train.bucket_sampler or config.train.dynamic_batch > 0
 
 
 def _logits(model: Classifier, batch: dict) -> torch.Tensor:

@@ -27,7 +27,7 @@ from audiotune.data.layout import read_splits
 from audiotune.data.prepare import prepare_eval_data
 from audiotune.engine.checkpoint_io import AtomicCheckpointIO
 from audiotune.engine.device import parse_devices
-from audiotune.engine.inference import make_dataset, make_loader
+from audiotune.engine.inference import make_dataset, make_loader, uses_bucket_sampler
 from audiotune.engine.module import optimizers, run_length
 from audiotune.models.backbones import SupportsPretraining, build_backbone, resolve_config
 from audiotune.models.checkpoint import CONFIG_FILE
@@ -147,7 +147,8 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
                          callbacks=[best], logger=CSVLogger(exp_dir, name="logs", version=""),
                          # a step budget shorter than an epoch still validates (and keeps a best) at its end
                          val_check_interval=min(steps, len(train_loader)) if steps else None,
-                         log_every_n_steps=1, enable_model_summary=False, plugins=[AtomicCheckpointIO()])
+                         log_every_n_steps=1, enable_model_summary=False, plugins=[AtomicCheckpointIO()],
+                         use_distributed_sampler=not uses_bucket_sampler(config))
     module.train()  # from_pretrained hands models over in eval mode; Lightning keeps each module's mode
     trainer.fit(module, train_loader, val_loader, ckpt_path=resume, weights_only=True)
     if best.best_model_path and Path(best.best_model_path).is_file():

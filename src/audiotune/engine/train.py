@@ -18,7 +18,7 @@ from audiotune.engine.cache import CachedDataset, cache_blocker, cached_datasets
 from audiotune.engine.checkpoint_io import AtomicCheckpointIO
 from audiotune.engine.device import parse_devices
 from audiotune.engine.evaluate import METRICS_FILE, evaluate_prepared
-from audiotune.engine.inference import inference_device, make_dataset, make_loader
+from audiotune.engine.inference import inference_device, make_dataset, make_loader, uses_bucket_sampler
 from audiotune.engine.losses import training_class_weights
 from audiotune.engine.module import ClassifierModule, run_length, trains
 from audiotune.engine.selection import check_monitor, monitor_key, monitor_mode
@@ -62,6 +62,7 @@ def _trainer(config: RunConfig, exp_dir: Path, has_val: bool) -> tuple[pl.Traine
         log_every_n_steps=1,
         enable_model_summary=False,
         plugins=[AtomicCheckpointIO()],
+        use_distributed_sampler=not uses_bucket_sampler(config),  # the bucket sampler deals to processes itself
     )
     return trainer, best
 

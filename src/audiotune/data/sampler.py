@@ -1,0 +1,95 @@
+"""Length-bucketed training batches: similar lengths batched together, by count or by an audio budget.
+
+Each epoch (``set_epoch``; the seed and the epoch fix its order):
+
+1. the clips are sorted by length and cut into ``num_buckets`` buckets of about equal size;
+2. the clips of each bucket are shuffled;
+3. walking the buckets from the shortest, a batch closes at ``batch_size`` clips, or, with a budget
+   (``max_samples`` > 0, from ``--dynamic_batch SECONDS``), before the clip that would take the *padded*
+   batch (clips x longest clip) past the budget: every batch but a lone over-long clip fits it;
+4. the batches are shuffled.
+
+Every clip is in exactly one batch per epoch (``drop_last`` drops only a last short batch of a fixed-size
+epoch). Under ``torch.distributed`` each process takes every ``world_size``-th batch from its rank, and the
+list is first extended from its start so every process runs the same number of steps (a few clips are
+then seen twice in that epoch, as with ``DistributedSampler``).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Batches of dataset indices (see the module docstring)."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, num_buckets: int = 50, max_samples: int = 0,
+                 drop_last: bool = False, seed: int = 0, num_replicas: int | None = None,
+                 rank: int | None = None) -> None:
+        if batch_size < 1 and max_samples <= 0:
+            raise ValueError(f"batch size {batch_size}: batches need at least one clip, or an audio budget")
+        if num_buckets < 1:
+            raise ValueError(f"--num_buckets {num_buckets}: need at least 1")
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        if len(self.lengths) == 0:
+            raise ValueError("no clips to batch")
+        self.batch_size = batch_size
+        self.num_buckets = min(num_buckets, len(self.lengths))
+        self.max_samples = int(max_samples)
+        self.drop_last = drop_last
+        self.seed = seed
+        self.epoch = 0
+        self.num_replicas, self.rank = num_replicas, rank
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose order :meth:`__iter__` yields (Lightning calls it before each epoch)."""
+        self.epoch = epoch
+
+    def _replicas(self) -> tuple[int, int]:
+        if self.num_replicas is not None:
+            return self.num_replicas, self.rank or 0
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_world_size(), torch.distributed.get_rank()
+        return 1, 0
+
+    def _fits(self, batch: list[int], index: int) -> bool:
+        if self.max_samples > 0:
+            longest = max(int(self.lengths[index]), max((int(self.lengths[i]) for i in batch), default=0))
+            return (len(batch) + 1) * longest <= self.max_samples
+        return len(batch) < self.batch_size
+
+    def batches(self) -> list[list[int]]:
+        """Every batch of this epoch, for all processes, in the order they are dealt out."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        buckets = np.array_split(np.argsort(self.lengths, kind="stable"), self.num_buckets)
+        # shortest bucket first: a batch that spans two buckets spans neighbours (similar lengths)
+        order = np.concatenate([rng.permutation(bucket) for bucket in buckets])
+        batches: list[list[int]] = []
+        current: list[int] = []
+        for index in order.tolist():
+            if current and not self._fits(current, index):
+                batches.append(current)
+                current = []
+            current.append(index)
+        if current and not (self.drop_last and self.max_samples <= 0 and len(current) < self.batch_size
+                            and batches):
+            batches.append(current)
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def _mine(self) -> list[list[int]]:
+        batches = self.batches()
+        replicas, rank = self._replicas()
+        if replicas > 1:
+            per_rank = -(-len(batches) // replicas)
+            batches = (batches * (1 + per_rank * replicas // len(batches)))[:per_rank * replicas]
+            batches = batches[rank::replicas]
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self._mine()
+
+    def __len__(self) -> int:
+        return len(self._mine())

@@ -1,0 +1,65 @@
+"""Length-bucketed training batches (``--bucket_sampler``, ``--dynamic_batch``)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import small_train_args
+
+from audiotune.cli import main
+from audiotune.data.sampler import BucketBatchSampler
+
+LENGTHS = np.random.default_rng(0).integers(1000, 50000, size=203).tolist()
+
+
+def test_every_clip_once_per_epoch_and_a_new_order_each_epoch() -> None:
+    sampler = BucketBatchSampler(LENGTHS, batch_size=8, num_buckets=10, seed=3)
+    first = list(sampler)
+    assert sorted(i for batch in first for i in batch) == list(range(203))
+    assert len(first) == len(sampler) == 26 and sum(len(b) < 8 for b in first) == 1  # 203 = 25 x 8 + 3
+    sampler.set_epoch(1)
+    second = list(sampler)
+    assert sorted(i for batch in second for i in batch) == list(range(203)) and second != first
+    sampler.set_epoch(0)
+    assert list(sampler) == first  # seed + epoch fix the order
+    assert sum(map(len, BucketBatchSampler(LENGTHS, 8, 10, drop_last=True))) == 200
+
+
+def test_buckets_batch_similar_lengths() -> None:
+    def padding(sampler: BucketBatchSampler) -> float:
+        lengths = np.asarray(LENGTHS)
+        return sum(len(b) * lengths[b].max() - lengths[b].sum() for b in sampler) / lengths.sum()
+
+    assert padding(BucketBatchSampler(LENGTHS, 8, num_buckets=50)) < 0.25 * padding(BucketBatchSampler(LENGTHS, 8, 1))
+
+
+def test_a_seconds_budget_bounds_every_padded_batch() -> None:
+    budget = 16000 * 10  # 10 s of audio at 16 kHz, counted padded
+    lengths = [*LENGTHS, 200000]  # one clip longer than the budget: a batch of its own
+    sampler = BucketBatchSampler(lengths, batch_size=0, num_buckets=20, max_samples=budget)
+    batches = list(sampler)
+    assert sorted(i for batch in batches for i in batch) == list(range(204))
+    sizes = [len(b) * max(lengths[i] for i in b) for b in batches]
+    assert all(size <= budget for size, b in zip(sizes, batches) if b != [203]) and [203] in batches
+    assert len({len(b) for b in batches}) > 3  # short clips in big batches, long ones in small
+
+
+def test_processes_share_the_batches_and_run_the_same_steps() -> None:
+    ranks = [list(BucketBatchSampler(LENGTHS, 8, 10, num_replicas=3, rank=r)) for r in range(3)]
+    assert len({len(r) for r in ranks}) == 1  # 26 batches dealt to 3 processes: 9 steps each
+    seen = [i for r in ranks for batch in r for i in batch]
+    assert set(seen) == set(range(203)) and len(seen) < 203 + 2 * 8  # one batch repeated at most
+
+
+def test_training_with_buckets_and_a_budget(uid_dataset: dict, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert main(small_train_args(uid_dataset, run, "--bucket_sampler", "--num_buckets", "3",
+                                 "--dynamic_batch", "1.5", "--clip_length", "0")) == 0
+    log = pd.read_csv(run / "logs" / "metrics.csv")
+    # 16 training clips of 0.6-0.75 s: 2 per 1.5 s padded batch, so 8 steps (not 4 of -bs 4)
+    assert log["step"].max() + 1 == 8 and json.loads((run / "metrics.json").read_text())["trained"]
+    with pytest.raises(SystemExit):
+        main(small_train_args(uid_dataset, tmp_path / "bad", "--dynamic_batch", "x"))
