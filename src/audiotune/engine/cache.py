@@ -88,7 +88,7 @@ def encode_to_cache(model: Classifier, config: RunConfig, table: pd.DataFrame, f
         subset = table.iloc[missing]
         dataset = make_dataset(config, subset, np.zeros((len(subset), 0), np.float32))
         loader = make_loader(config, dataset, subset, train=False,
-                             equal_length=getattr(model.backbone, "needs_equal_length", False))
+                             equal_length=model.backbone.needs_equal_length)
         row_of = {uid: missing[k] for k, uid in enumerate(subset.index)}
 
         def pool(classifier: Classifier, batch: dict) -> torch.Tensor:

@@ -77,12 +77,6 @@ def stats_path(out: Path) -> Path:
     return out.with_name(out.stem + ".clusters.json")
 
 
-def frame_hop(backbone: Backbone) -> int | None:
-    """Input samples between two frames of a convolutional front end (``conv_stride`` product), if it has one."""
-    strides = getattr(getattr(getattr(backbone, "model", None), "config", None), "conv_stride", None)
-    return int(np.prod(strides)) if strides else None
-
-
 class Reservoir:
     """A fixed (rows, dim) float32 buffer holding a uniform sample of every row offered to it."""
 
@@ -206,7 +200,7 @@ def cluster(config: RunConfig, options: ClusterOptions, out: str, run: str | Non
     counts = {k: np.zeros(k, dtype=np.int64) for k in options.num_clusters}
     meta: dict[str, Any] = {
         "encoder": run or config.model.checkpoint, "run": bool(run), "model": config.model.model,
-        "layer": options.layer, "sample_rate": config.audio.resample_rate, "hop_samples": frame_hop(backbone),
+        "layer": options.layer, "sample_rate": config.audio.resample_rate, "hop_samples": backbone.frame_hop,
         "num_clusters": options.num_clusters, "sample_ratio": options.sample_ratio, "seed": options.seed,
         "niter": options.niter, "clips": len(uids), "frames_offered": reservoir.seen, "sample_frames": len(sample),
         "buffer_frames": options.buffer_rows, "buffer_mib": round(reservoir.nbytes / 2 ** 20, 1),

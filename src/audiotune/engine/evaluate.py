@@ -82,7 +82,7 @@ def evaluate_prepared(model: Classifier, config: RunConfig, prepared: PreparedDa
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    equal_length = getattr(model.backbone, "needs_equal_length", False)
+    equal_length = model.backbone.needs_equal_length
     splits = splits or list(prepared.tables)
     if cached is None and cache_blocker(config) is None:
         cached = cached_datasets(model, config, {s: prepared.tables[s] for s in splits}, prepared.targets)

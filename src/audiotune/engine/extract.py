@@ -54,7 +54,7 @@ def extract_embeddings(run: str, data_split_root: str, out: str, embedding_type:
         raise ValueError(f"--out {out}: embeddings are written as parquet; give a path ending in .parquet")
     check_output_path(out_path)
     prepared = prepare_eval_data(config, data_split_root, targets_needed=False)
-    equal_length = getattr(model.backbone, "needs_equal_length", False)
+    equal_length = model.backbone.needs_equal_length
 
     def embed(classifier: Classifier, batch: dict) -> torch.Tensor:
         return classifier.extract_embedding(batch["inputs"], batch["lengths"], embedding_type, layer, pooling)

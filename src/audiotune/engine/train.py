@@ -98,7 +98,7 @@ def _loaders(model: Classifier, config: RunConfig, prepared: PreparedData,
                                train_table, train=True, equal_length=False)
     val_loader = None
     if val_table is not None:
-        equal = getattr(model.backbone, "needs_equal_length", False)
+        equal = model.backbone.needs_equal_length
         val_loader = make_loader(config, make_dataset(config, val_table, prepared.targets["val"]),
                                  val_table, train=False, equal_length=equal)
     return train_loader, val_loader, None

@@ -31,6 +31,11 @@ class Backbone(nn.Module):
         return False
 
     @property
+    def frame_hop(self) -> int | None:
+        """Input samples between two output frames when that is fixed (a convolutional front end), else None."""
+        return None
+
+    @property
     @abstractmethod
     def embedding_dim(self) -> int:
         """Width D of every hidden state."""

@@ -148,6 +148,14 @@ class HFBackbone(Backbone):
         return self.num_layers + 1
 
     @property
+    def frame_hop(self) -> int:
+        """Samples between two frames: the product of the conv strides (320 for wav2vec2)."""
+        hop = 1
+        for stride in self.model.config.conv_stride:
+            hop *= int(stride)
+        return hop
+
+    @property
     def receptive_field(self) -> int:
         """Samples the conv feature encoder needs for one frame (400 for wav2vec2)."""
         return conv_receptive_field(self.model.config)
