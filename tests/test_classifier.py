@@ -12,7 +12,7 @@ from audiotune.config import ClassifierConfig, HeadSpec, RunConfig
 from audiotune.data.audio import scan_audio
 from audiotune.data.prepare import audio_spec
 from audiotune.engine.inference import make_dataset, make_loader
-from audiotune.models.backbones.ecapa import EcapaBackbone
+from audiotune.models.backbones.ecapa import EcapaBackbone, EcapaOptions
 from audiotune.models.checkpoint import build_classifier
 from audiotune.models.classifier import Classifier, masked_pool
 
@@ -41,8 +41,8 @@ class ToyBackbone(torch.nn.Module):
 
 
 def small_backbone() -> EcapaBackbone:
-    return EcapaBackbone(12, lin_neurons=8, channels=[16, 16, 48], kernel_sizes=[5, 3, 1], dilations=[1, 2, 1],
-                         attention_channels=8, res2net_scale=2, se_channels=8)
+    return EcapaBackbone(EcapaOptions(12, lin_neurons=8, channels=(16, 16, 48), kernel_sizes=(5, 3, 1),
+                                      dilations=(1, 2, 1), attention_channels=8, res2net_scale=2, se_channels=8))
 
 
 def test_heads_follow_the_seed_layout_and_concatenate_outputs() -> None:

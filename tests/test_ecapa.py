@@ -12,6 +12,7 @@ from audiotune.models.backbones.ecapa import (
     CheckpointMismatchError,
     Conv1d,
     EcapaBackbone,
+    EcapaOptions,
     SEBlock,
     frames_to_relative_lengths,
     length_to_mask,
@@ -141,7 +142,7 @@ def test_frames_to_relative_lengths_gives_exact_masks() -> None:
 def test_shared_checkpoint_loads_strictly() -> None:
     path = shared_path("weights/ecapa_tdnn_c512.ckpt")
     raw = torch.load(path, map_location="cpu", weights_only=True)
-    backbone = EcapaBackbone(**C512)
+    backbone = EcapaBackbone(EcapaOptions(**C512))
     assert set(raw) == set(backbone.ecapa.state_dict())  # plain SpeechBrain state dict, no prefix
     backbone.load_pretrained(str(path))
     torch.testing.assert_close(backbone.ecapa.mfa.conv.conv.weight, raw["mfa.conv.conv.weight"])
@@ -174,7 +175,7 @@ def test_load_handles_prefixes_nesting_and_safetensors(tmp_path) -> None:
         target = small_model(seed=2)
         load_speechbrain_state_dict(target, tmp_path / name)
         torch.testing.assert_close(target(x), expected, msg=name)
-    backbone = EcapaBackbone(20, lin_neurons=24, **SMALL)
+    backbone = EcapaBackbone(EcapaOptions(20, lin_neurons=24, **SMALL))
     load_speechbrain_state_dict(backbone, sd)  # a wrapper holding .ecapa is accepted too
     torch.testing.assert_close(backbone.eval().ecapa(x), expected)
 
@@ -186,7 +187,7 @@ def test_wrong_keys_raise_error_naming_file(tmp_path) -> None:
     path = tmp_path / "broken_embedding.ckpt"
     torch.save(sd, path)
     with pytest.raises(CheckpointMismatchError) as info:
-        EcapaBackbone(20, lin_neurons=24, **SMALL).load_pretrained(str(path))
+        EcapaBackbone(EcapaOptions(20, lin_neurons=24, **SMALL)).load_pretrained(str(path))
     message = str(info.value)
     assert "broken_embedding.ckpt" in message
     assert "fc.conv.bias" in message and "fc.extra.weight" in message
@@ -260,7 +261,7 @@ def test_padding_with_longer_clips_changes_embedding() -> None:
 
 
 def test_backbone_hidden_states_and_gradients() -> None:
-    backbone = EcapaBackbone(20, lin_neurons=24, **SMALL)
+    backbone = EcapaBackbone(EcapaOptions(20, lin_neurons=24, **SMALL))
     assert backbone.embedding_dim == 24 and backbone.num_layers == 1 and backbone.input_kind == "features"
     backbone.train()
     feats = torch.randn(3, 45, 20, requires_grad=True)

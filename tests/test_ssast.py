@@ -16,6 +16,7 @@ from audiotune.models.backbones import build_backbone, resolve_config
 from audiotune.models.backbones.ssast import (
     SSASTBackbone,
     SSASTModel,
+    SSASTOptions,
     load_ssast_checkpoint,
 )
 from audiotune.models.backbones.ssast_masking import (
@@ -294,7 +295,7 @@ def test_load_errors_are_clear(tmp_path: Path) -> None:
 
 def test_hidden_states_layout_and_pooling() -> None:
     torch.manual_seed(0)
-    backbone = SSASTBackbone(**{**PATCH, "task": "ft_cls"}).eval()
+    backbone = SSASTBackbone(SSASTOptions(**{**PATCH, "task": "ft_cls"})).eval()
     model = backbone.model
     x = torch.randn(2, 128, 64)
     states, mask = backbone.hidden_states(x, torch.tensor([128, 100]))
@@ -332,7 +333,7 @@ def test_attention_weights_match_the_fused_path() -> None:
 
 def test_classifier_on_ssast_backbone() -> None:
     torch.manual_seed(0)
-    backbone = SSASTBackbone(**PATCH)
+    backbone = SSASTBackbone(SSASTOptions(**PATCH))
     heads = [HeadSpec("h", "binary", ["a", "b"])]
     clf = Classifier(backbone, heads, ClassifierConfig(weighted=True))
     out = clf(torch.randn(2, 128, 64), torch.tensor([128, 128]))

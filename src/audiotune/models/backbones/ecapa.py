@@ -24,6 +24,7 @@ clips of equal length (or run them one by one); equal-length batches in
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -319,16 +320,41 @@ def load_speechbrain_state_dict(
     return load_checked(target, path_or_state_dict, strict=strict)
 
 
+@dataclass(frozen=True)
+class EcapaOptions:
+    """What builds an :class:`EcapaBackbone` (:class:`ECAPA_TDNN`'s arguments), read from a run config by
+    :meth:`from_config`."""
+
+    input_size: int
+    lin_neurons: int = 192
+    channels: tuple[int, ...] = (512, 512, 512, 512, 1536)
+    kernel_sizes: tuple[int, ...] = (5, 3, 3, 3, 1)
+    dilations: tuple[int, ...] = (1, 2, 3, 4, 1)
+    attention_channels: int = 128
+    res2net_scale: int = 8
+    se_channels: int = 128
+    global_context: bool = True
+
+    @classmethod
+    def from_config(cls, config: RunConfig) -> EcapaOptions:
+        """The run's ECAPA flags; the input is its fbank (``num_mel_bins``) or MFCC (``n_mfcc``) width."""
+        m, f = config.model, config.features
+        input_size = f.num_mel_bins if f.features == "fbank" else f.n_mfcc
+        assert input_size is not None  # resolve_ecapa sets num_mel_bins
+        return cls(input_size, m.lin_neurons, tuple(m.channels), tuple(m.kernel_sizes), tuple(m.dilations),
+                   m.attention_channels, m.res2net_scale, m.se_channels, m.global_context)
+
+
 class EcapaBackbone(Backbone):
     """Package backbone wrapping :class:`ECAPA_TDNN`; its single hidden state is the pooled embedding."""
 
     needs_equal_length = True  # see the module docstring: batch equal-length clips at inference
     input_kind = "features"  # consumes (B, T, F) fbank/mfcc features
 
-    def __init__(self, input_size: int, **options: Any) -> None:
-        """``options`` are :class:`ECAPA_TDNN`'s (``lin_neurons``, ``channels``, ...)."""
+    def __init__(self, options: EcapaOptions) -> None:
         super().__init__()
-        self.ecapa = ECAPA_TDNN(input_size, **options)
+        self.options = options
+        self.ecapa = ECAPA_TDNN(**asdict(options))
         self._embedding_dim = self.ecapa.fc.conv.out_channels
 
     @property
@@ -386,13 +412,7 @@ def resolve_ecapa(config: RunConfig) -> None:
 @register("ecapa_tdnn", resolve=resolve_ecapa)
 def build_ecapa(config: RunConfig, pretrained: bool = True) -> EcapaBackbone:
     """ECAPA-TDNN over the run's fbank (num_mel_bins) or MFCC (n_mfcc) features; ``--checkpoint`` if pretrained."""
-    m = config.model
-    input_size = config.features.num_mel_bins if config.features.features == "fbank" else config.features.n_mfcc
-    assert input_size is not None  # resolve_ecapa sets num_mel_bins
-    backbone = EcapaBackbone(input_size, lin_neurons=m.lin_neurons, channels=m.channels, kernel_sizes=m.kernel_sizes,
-                             dilations=m.dilations, attention_channels=m.attention_channels,
-                             res2net_scale=m.res2net_scale, se_channels=m.se_channels,
-                             global_context=m.global_context)
-    if pretrained and m.checkpoint:
-        backbone.load_pretrained(m.checkpoint)
+    backbone = EcapaBackbone(EcapaOptions.from_config(config))
+    if pretrained and config.model.checkpoint:
+        backbone.load_pretrained(config.model.checkpoint)
     return backbone

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -311,6 +312,28 @@ def load_ssast_checkpoint(model: SSASTModel, source: str | Path | Mapping[str, A
 # --------------------------------------------------------------------------- package backbone
 
 
+@dataclass(frozen=True)
+class SSASTOptions:
+    """What builds an :class:`SSASTBackbone`, read from a run config by :meth:`from_config`."""
+
+    model_size: str = "base"
+    fshape: int = 128
+    tshape: int = 2
+    fstride: int | None = None  # None: = fshape (no overlap, as pretraining)
+    tstride: int | None = None
+    input_fdim: int = 128  # mel bins
+    input_tdim: int = 1024  # frames
+    task: str = "ft_avgtok"
+    depth: int = 12
+
+    @classmethod
+    def from_config(cls, config: RunConfig) -> SSASTOptions:
+        m = config.model
+        assert config.features.num_mel_bins is not None  # resolve_ssast sets it
+        return cls(m.model_size, m.fshape, m.tshape, m.fstride, m.tstride, config.features.num_mel_bins,
+                   config.features.target_length or 1024, m.task)
+
+
 class SSASTBackbone(Backbone):
     """Package backbone over :class:`SSASTModel` (``self.model``).
 
@@ -323,15 +346,16 @@ class SSASTBackbone(Backbone):
     input_kind = "features"  # (B, T, F) fbank: T = target_length, F = num_mel_bins
     needs_equal_length = False  # fixed-size inputs: a clip's result does not depend on its batch
 
-    def __init__(self, model_size: str = "base", fshape: int = 128, tshape: int = 2, fstride: int | None = None,
-                 tstride: int | None = None, input_fdim: int = 128, input_tdim: int = 1024, task: str = "ft_avgtok",
-                 pretrained_path: str | Path | None = None, depth: int = 12) -> None:
+    def __init__(self, options: SSASTOptions, pretrained_path: str | Path | None = None) -> None:
         super().__init__()
-        if task not in FINETUNE_TASKS + PRETRAIN_TASKS:
-            raise ValueError(f"SSAST task '{task}' is not one of {FINETUNE_TASKS + PRETRAIN_TASKS}")
-        self.task = task
-        self.model = SSASTModel(model_size, fshape, tshape, fstride, tstride, input_fdim, input_tdim, depth=depth)
-        if task in FINETUNE_TASKS:  # the pretext heads and mask token get no gradient while fine-tuning
+        o = options
+        if o.task not in FINETUNE_TASKS + PRETRAIN_TASKS:
+            raise ValueError(f"SSAST task '{o.task}' is not one of {FINETUNE_TASKS + PRETRAIN_TASKS}")
+        self.options = options
+        self.task = o.task
+        self.model = SSASTModel(o.model_size, o.fshape, o.tshape, o.fstride, o.tstride, o.input_fdim, o.input_tdim,
+                                depth=o.depth)
+        if o.task in FINETUNE_TASKS:  # the pretext heads and mask token get no gradient while fine-tuning
             for param in (*self.model.cpredlayer.parameters(), *self.model.gpredlayer.parameters(),
                           self.model.mask_embed):
                 param.requires_grad_(False)
@@ -457,11 +481,7 @@ def resolve_ssast(config: RunConfig) -> None:
 def build_ssast(config: RunConfig, pretrained: bool = True) -> SSASTBackbone:
     """SSAST over ``num_mel_bins x target_length`` fbanks; loads ``pretrained_mdl_path`` (or ``--checkpoint``)."""
     m = config.model
-    assert config.features.num_mel_bins is not None  # resolve_ssast sets it
-    backbone = SSASTBackbone(
-        model_size=m.model_size, fshape=m.fshape, tshape=m.tshape, fstride=m.fstride, tstride=m.tstride,
-        input_fdim=config.features.num_mel_bins, input_tdim=config.features.target_length or 1024, task=m.task,
-    )
+    backbone = SSASTBackbone(SSASTOptions.from_config(config))
     path = m.pretrained_mdl_path or m.checkpoint
     if pretrained and path:
         backbone.load_pretrained(path)
