@@ -35,10 +35,11 @@ from audiotune.config import RunConfig, check_config
 from audiotune.data.prepare import prepare_eval_data
 from audiotune.data.pseudo_labels import METADATA_KEY, SCHEMA
 from audiotune.engine.device import autocast, move_batch
+from audiotune.engine.extract import write_skip_list
 from audiotune.engine.inference import inference_device, make_dataset, make_loader
 from audiotune.models.backbones import Backbone, build_backbone, resolve_config
 from audiotune.models.checkpoint import load_run
-from audiotune.outputs import atomic_path, check_output_path, write_csv, write_json
+from audiotune.outputs import atomic_path, check_output_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -224,10 +225,5 @@ def cluster(config: RunConfig, options: ClusterOptions, out: str, run: str | Non
                     writer.write_table(pa.table(rows, schema=schema))
     meta["clusters"] = {str(k): {"kmeans_objective": fitted[k][1], **_usage(counts[k])} for k in options.num_clusters}
     write_json(stats_path(out_path), meta)
-    skip_list = out_path.with_name(out_path.stem + ".skipped.csv")
-    if len(prepared.skipped):
-        write_csv(prepared.skipped, skip_list, index=False)
-        log.warning("%d row(s) skipped; listed in %s", len(prepared.skipped), skip_list)
-    else:
-        skip_list.unlink(missing_ok=True)
+    write_skip_list(prepared.skipped, out_path)
     return meta

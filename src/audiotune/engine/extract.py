@@ -70,14 +70,19 @@ def extract_embeddings(run: str, data_split_root: str, out: str, embedding_type:
                     "uid": batch["uid"], "split": [split] * len(rows),
                     "embedding": pa.array(list(rows), type=pa.list_(pa.float32())),
                 }, schema=schema))
-    # the skip list belongs to the finished parquet: written after it, an earlier one removed
+    write_skip_list(prepared.skipped, out_path)
+    return out_path
+
+
+def write_skip_list(skipped: pd.DataFrame, out_path: Path) -> None:
+    """The rows left out of ``out_path``, beside it; call after ``out_path`` is complete (the list belongs to
+    it). With nothing skipped, an earlier list is removed."""
     skip_list = skipped_list_path(out_path)
-    if len(prepared.skipped):
-        write_csv(prepared.skipped, skip_list, index=False)
-        log.warning("%d row(s) skipped; listed in %s", len(prepared.skipped), skip_list)
+    if len(skipped):
+        write_csv(skipped, skip_list, index=False)
+        log.warning("%d row(s) skipped; listed in %s", len(skipped), skip_list)
     else:
         skip_list.unlink(missing_ok=True)
-    return out_path
 
 
 def feature_stats(config: RunConfig, data_split_root: str, split: str = "train") -> tuple[dict, pd.DataFrame]:
