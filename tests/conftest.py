@@ -79,6 +79,17 @@ SMALL_ECAPA = ["--channels", "16", "16", "48", "--kernel_sizes", "5", "3", "1", 
 HF_TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
         "conv_dim": (32, 32), "conv_kernel": (10, 3), "conv_stride": (5, 2),
         "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 2}
+def save_hf_checkpoint(model, path: Path) -> Path:
+    """A transformers model saved with a 16 kHz normalising feature extractor: a local directory that loads
+    through the same ``from_pretrained`` path as a hub id."""
+    import transformers
+
+    model.save_pretrained(path)
+    transformers.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
+                                          return_attention_mask=True).save_pretrained(path)
+    return path
+
+
 HF_KINDS = {
     # name: (config class, extra config, needs_equal_length, feature extractor do_normalize / attention mask)
     "w2v_group": ("Wav2Vec2Config", {"feat_extract_norm": "group", "do_stable_layer_norm": False}, True, (True, False)),

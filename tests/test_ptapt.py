@@ -12,13 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 import torch
-from conftest import HF_TINY, make_uid_dataset
+from conftest import HF_TINY, make_uid_dataset, save_hf_checkpoint
 from safetensors.torch import load_file
 
 from audiotune.cli import main
 from audiotune.config import RunConfig
 from audiotune.data.pseudo_labels import METADATA_KEY, SCHEMA, read_pseudo_labels
-from audiotune.engine.cluster import Reservoir, _assign
+from audiotune.engine.cluster import ClusterOptions, Reservoir, _assign, _kmeans
 from audiotune.models.backbones.hf_ptapt import PseudoLabelPretraining, hop_aligned_crop
 
 transformers = pytest.importorskip("transformers")
@@ -35,10 +35,7 @@ HOP = 10
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("ptapt") / "encoder"
     torch.manual_seed(0)
-    transformers.Wav2Vec2ForPreTraining(transformers.Wav2Vec2Config(**ENCODER)).save_pretrained(path)
-    transformers.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
-                                          return_attention_mask=True).save_pretrained(path)
-    return path
+    return save_hf_checkpoint(transformers.Wav2Vec2ForPreTraining(transformers.Wav2Vec2Config(**ENCODER)), path)
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +89,14 @@ def test_each_frame_goes_to_its_nearest_centroid() -> None:
     expected = ((frames[:, None] - centroids[None]) ** 2).sum(-1).argmin(1)
     c = torch.tensor(centroids, dtype=torch.float32)
     assert np.array_equal(_assign(torch.tensor(frames, dtype=torch.float32), c, (c * c).sum(1)).numpy(), expected)
+
+
+def test_more_kmeans_iterations_fit_the_sample_better() -> None:
+    rng = np.random.default_rng(0)
+    sample = np.concatenate([rng.normal(c, 1.0, (300, 4)) for c in range(6)]).astype(np.float32)
+    _, one = _kmeans(sample, 6, ClusterOptions([6], niter=1))
+    _, twenty = _kmeans(sample, 6, ClusterOptions([6], niter=20))
+    assert twenty < one
 
 
 # ------------------------------------------------------------------ frame alignment of crops and labels
@@ -184,6 +189,7 @@ def test_cluster_labels_every_frame_of_every_clip(checkpoint: Path, dataset: dic
     assert stats["layer"] == 1 and stats["hop_samples"] == HOP and stats["sample_frames"] == 3000
     assert stats["buffer_mib"] == round(3000 * 32 * 4 / 2 ** 20, 1) and stats["frames_offered"] > 3000
     assert stats["clusters"]["16"]["frames"] == sum(len(v[16]) for v in labels.labels.values())
+    assert 0.45 < stats["frames_offered"] / stats["clusters"]["16"]["frames"] < 0.55  # --sample_ratio 0.5
     # a K larger than the sample is refused before anything is written
     assert main(cluster_args(dataset, checkpoint, tmp_path / "big.parquet", "--max_frames", "10")) == 2
     assert "k-means needs at least 16 sampled frames" in capsys.readouterr().err

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import HF_TINY, make_uid_dataset
+from conftest import HF_TINY, make_uid_dataset, save_hf_checkpoint
 from safetensors.torch import load_file
 
 from audiotune.cli import main
@@ -29,10 +29,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("vft") / "encoder"
     torch.manual_seed(0)
     config = transformers.Wav2Vec2Config(**HF_TINY, **NO_DROPOUT, feat_extract_norm="layer", do_stable_layer_norm=True)
-    transformers.Wav2Vec2Model(config).save_pretrained(path)
-    transformers.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
-                                          return_attention_mask=True).save_pretrained(path)
-    return path
+    return save_hf_checkpoint(transformers.Wav2Vec2Model(config), path)
 
 
 @pytest.fixture(scope="module")
