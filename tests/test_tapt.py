@@ -195,3 +195,31 @@ def test_training_steps_stop_a_fine_tuning_run_too(dataset: dict, tmp_path: Path
     assert main(small_train_args(dataset, tmp_path / "run", "-e", "5", "--training_steps", "3")) == 0
     log = pd.read_csv(tmp_path / "run" / "logs" / "metrics.csv")
     assert log["step"].max() <= 3 and json.loads((tmp_path / "run" / "metrics.json").read_text())["trained"]
+
+
+def test_grad_clip_bounds_each_step_in_pretraining_and_fine_tuning(checkpoints: dict[str, Path], dataset: dict,
+                                                                   tmp_path: Path) -> None:
+    """A gradient clipped to a norm of 1e-9 is below Adam's epsilon: the weights barely move."""
+    from conftest import small_train_args
+
+    before = load_file(checkpoints["pretraining"] / "model.safetensors")
+
+    def pretrain_change(name: str, *extra: str) -> float:
+        assert main(pretrain_args(dataset, checkpoints["pretraining"], tmp_path / name, "--training_steps", "2",
+                                  *extra)) == 0
+        saved = load_file(tmp_path / name / "encoder" / "model.safetensors")
+        return max(float((saved[k] - before[k]).abs().max()) for k in saved if "encoder.layers" in k)
+
+    assert pretrain_change("clipped", "--grad_clip", "1e-9") < 0.01 * pretrain_change("free")
+
+    def trained(name: str, *extra: str) -> dict[str, torch.Tensor]:
+        assert main(small_train_args(dataset, tmp_path / name, "--training_steps", "2", *extra)) == 0
+        weights = load_file(tmp_path / name / "model.safetensors")
+        return {k: v for k, v in weights.items() if v.is_floating_point() and "running" not in k}
+
+    start = trained("start", "-lr", "0")  # the same seed: the weights every run starts from
+
+    def change(weights: dict[str, torch.Tensor]) -> float:
+        return max(float((weights[k] - start[k]).abs().max()) for k in start)
+
+    assert change(trained("tuned_clipped", "--grad_clip", "1e-9")) < 0.05 * change(trained("tuned_free"))

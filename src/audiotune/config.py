@@ -169,6 +169,8 @@ class TrainConfig:
                                       "linear: warm-up, flat for 0.05 of the steps, then linear decay to 0, as the "
                                       "seed's TAPT)", choices=("none", "onecycle", "cosine", "linear"))
     max_lr: float = option(0.01, "peak learning rate of the onecycle schedule")
+    grad_clip: float = option(0.0, "clip the gradients' global L2 norm to this value before each optimiser step "
+                                   "(0 = off); wav2vec2-style pretraining from random weights can diverge without it")
     warmup_steps: int = option(0, "linear warm-up steps of the cosine and linear schedules")
     training_steps: int = option(0, "stop after this many optimiser steps instead of --epochs (0 = use --epochs)")
     bucket_sampler: bool = option(False, "training batches of similar lengths: clips sorted into --num_buckets "
@@ -315,6 +317,7 @@ RANGES: dict[tuple[str, str], tuple[float, float, bool, bool]] = {
     ("train", "learning_rate"): (0, INF, True, False),
     ("train", "weight_decay"): (0, INF, True, False),
     ("train", "max_lr"): (0, INF, True, False),
+    ("train", "grad_clip"): (0, INF, True, False),
     ("train", "warmup_steps"): (0, INF, True, False),
     ("train", "training_steps"): (0, INF, True, False),
     ("train", "max_seconds"): (0, INF, True, False),

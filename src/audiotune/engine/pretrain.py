@@ -144,7 +144,8 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
     trainer = pl.Trainer(max_epochs=max_epochs, max_steps=max_steps, accelerator=config.train.accelerator,
                          devices=parse_devices(config.train.devices),
                          precision="bf16-mixed" if config.train.precision == "bf16" else "32-true",
-                         callbacks=[best], logger=CSVLogger(exp_dir, name="logs", version=""),
+                         gradient_clip_val=config.train.grad_clip or None, callbacks=[best],
+                         logger=CSVLogger(exp_dir, name="logs", version=""),
                          # a step budget shorter than an epoch still validates (and keeps a best) at its end
                          val_check_interval=min(steps, len(train_loader)) if steps else None,
                          log_every_n_steps=1, enable_model_summary=False, plugins=[AtomicCheckpointIO()],

@@ -55,6 +55,7 @@ def _trainer(config: RunConfig, exp_dir: Path, has_val: bool) -> tuple[pl.Traine
         accelerator=config.train.accelerator,
         devices=parse_devices(config.train.devices),
         precision="bf16-mixed" if config.train.precision == "bf16" else "32-true",
+        gradient_clip_val=config.train.grad_clip or None,
         callbacks=callbacks,
         logger=CSVLogger(exp_dir, name="logs", version=""),
         default_root_dir=exp_dir,
