@@ -99,3 +99,16 @@ def test_config_file_round_trip_and_flags_override(tmp_path) -> None:
     path.write_text("train:\n  batchsize: 3\n")
     with pytest.raises(ValueError, match="batchsize"):
         load_config(path)
+
+
+def test_python_dash_m_runs_the_same_commands() -> None:
+    import subprocess
+    import sys
+
+    from audiotune import __version__
+
+    done = subprocess.run([sys.executable, "-m", "audiotune", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and __version__ in done.stdout
+    done = subprocess.run([sys.executable, "-m", "audiotune", "train", "--epochs", "-1"], capture_output=True,
+                          text=True)
+    assert done.returncode == 2 and "--epochs" in done.stderr
