@@ -279,6 +279,42 @@ def build_parser() -> argparse.ArgumentParser:
                               "default 256 x the largest K)")
     cluster.add_argument("--niter", type=int, default=20, help="k-means iterations (default 20)")
 
+    taps = commands.add_parser("taps", help="taps and keystrokes in long recordings: detect")
+    taps_commands = taps.add_subparsers(dest="taps_command", required=True)
+    detect = taps_commands.add_parser(
+        "detect", help="peaks of the high-passed channel mean, streamed in blocks; writes path,time,height rows",
+        description="Channel mean (or --channel_select) -> zero-phase Butterworth high-pass -> optional "
+                    "envelope -> peaks at least --min_distance apart above --height, or above --factor x the "
+                    "recording's noise floor (the --floor_quantile of |trace|). The rows feed `audiotune "
+                    "segment --before/--after`.")
+    detect.add_argument("recordings", nargs="+", help="audio files (any channel count)")
+    detect.add_argument("--out", required=True, help="CSV to write: path, time, height, energy_ch0, ...")
+    detect.add_argument("--cutoff", type=float, default=1200.0, help="high-pass cutoff in Hz (default 1200)")
+    detect.add_argument("--order", type=int, default=3, help="Butterworth order, applied forwards and backwards")
+    detect.add_argument(*_spellings("min_distance"), dest="min_distance", type=float, default=0.125,
+                        help="seconds between two peaks; the higher one stays (default 0.125)")
+    detect.add_argument("--height", type=float, help="fixed threshold on the trace (default: adaptive)")
+    detect.add_argument("--factor", type=float, default=8.0, help="adaptive threshold: factor x noise floor")
+    detect.add_argument(*_spellings("floor_quantile"), dest="floor_quantile", type=float, default=0.5,
+                        help="noise floor: this quantile of |trace| over the recording (default 0.5)")
+    detect.add_argument("--envelope", type=float, default=0.0,
+                        help="seconds of short-time RMS of the trace (0: signed trace, positive peaks only)")
+    detect.add_argument("--relative", type=float, default=0.0,
+                        help="threshold at least this x the median height of the --top strongest peaks (0 = off; "
+                             "for recordings whose noise floor is near zero, e.g. behind a noise gate)")
+    detect.add_argument("--top", type=int, default=15, help="strong peaks that set the --relative reference")
+    detect.add_argument("--edge", type=float, default=0.0,
+                        help="seconds at both ends of each recording where peaks are dropped (start/stop transients)")
+    detect.add_argument("--release", type=float, default=0.0,
+                        help="drop a peak that follows a kept one within this many seconds and is below "
+                             "--release_ratio x its height (0 = off; a release or stop click)")
+    detect.add_argument(*_spellings("release_ratio"), dest="release_ratio", type=float, default=0.8)
+    detect.add_argument(*_spellings("channel_select"), dest="channel_select", type=int, nargs="+",
+                        help="channels averaged into the trace (0-based; default all)")
+    detect.add_argument(*_spellings("block_seconds"), dest="block_seconds", type=float, default=60.0,
+                        help="seconds read at a time (memory bound; the peaks do not depend on it)")
+    detect.add_argument("--plot", help="folder for one diagnostic PNG per recording")
+
     stats = commands.add_parser("stats", help="feature mean and std of a split, for --dataset_mean/--dataset_std")
     add_config_flags(stats)
     stats.add_argument("--split", default="train")
@@ -320,6 +356,35 @@ def _quiet_lightning(verbose: bool) -> None:
     """Lightning sets INFO when imported: its hardware and tips banner on every run, unless -v."""
     if not verbose:
         logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+
+
+def _command_taps(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from audiotune.outputs import check_output_path, write_csv
+    from audiotune.taps.detect import DetectOptions, check_recordings, detect, plot_detection, taps_table
+
+    options = DetectOptions(cutoff=args.cutoff, order=args.order, min_distance=args.min_distance,
+                            height=args.height, factor=args.factor, floor_quantile=args.floor_quantile,
+                            envelope=args.envelope, relative=args.relative, top=args.top, edge=args.edge,
+                            release=args.release, release_ratio=args.release_ratio, block_seconds=args.block_seconds,
+                            channel_select=tuple(args.channel_select) if args.channel_select else None)
+    options.validate()
+    out = check_output_path(args.out)
+    check_recordings(args.recordings)
+    window = (0.0228, 0.0625)
+    detections = []
+    for path in args.recordings:
+        found = detect(path, options, window, overview_bins=4000 if args.plot else 0)
+        floor = f", noise floor {found.floor:.3g}" if found.floor is not None else ""
+        print(f"{path}: {len(found.positions)} taps (threshold {found.threshold:.3g}{floor})")
+        detections.append(found)
+    write_csv(taps_table(detections, out), out, index=False)
+    if args.plot:
+        for found in detections:
+            plot_detection(found, Path(args.plot) / f"{Path(found.path).stem}_taps.png", window)
+    total = sum(len(d.positions) for d in detections)
+    print(f"{out}: {total} taps in {len(detections)} recordings" + (f"; plots in {args.plot}" if args.plot else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -414,6 +479,8 @@ def main(argv: list[str] | None = None) -> int:
             print(segmented.summary())
         elif args.command == "split":
             _command_split(args)
+        elif args.command == "taps":
+            _command_taps(args)
         elif args.command == "stats":
             from audiotune.engine.extract import feature_stats, skipped_list_path
             from audiotune.models.backbones import resolve_config

@@ -1,0 +1,1 @@
+"""Taps and keystrokes: detection in long multichannel recordings, alignment with a touch log."""

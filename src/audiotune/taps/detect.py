@@ -1,0 +1,291 @@
+"""Tap detection in long (multichannel) recordings, streamed in overlapping blocks.
+
+The trace is the channel mean (or the mean of ``channel_select``), high-passed with a zero-phase Butterworth
+filter (``sosfiltfilt``; the tap2key system used order 3 at 1200 Hz), then optionally turned into an envelope
+(short-time RMS over ``envelope`` seconds). Peaks are the trace's local maxima above a height that is
+either given (``height``) or adaptive: ``factor`` × the robust noise floor (the ``floor_quantile`` of
+``|trace|`` over the whole recording) and, with ``relative`` > 0, at least ``relative`` × the median height
+of the ``top`` strongest peaks (for recordings whose noise floor is near zero, e.g. behind a noise gate).
+Peaks closer than ``min_distance`` to a higher one are dropped, as ``scipy.signal.find_peaks(distance=...)``
+does; peaks within ``edge`` seconds of either end of the recording are dropped (start/stop transients); and
+with ``release`` > 0 a peak that follows a kept one within ``release`` seconds and is below
+``release_ratio`` × its height is dropped (a key's release, a stop click).
+
+Memory is bounded by the block, not the recording: each block is read with ``margin`` seconds of context on
+both sides, so the filter and the envelope see the same samples as a whole-file pass (the IIR filter's
+transient from the block edge has decayed inside the margin); the floor comes from a log-spaced histogram of
+``|trace|`` whose counts add up across blocks. Two passes: the histogram, then the peaks.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+
+# |trace| histogram for the noise floor: log-spaced bins, 1 % wide, from 1e-9 to 1e3 (float audio and int PCM
+# read as float both fall inside)
+HIST_EDGES = np.geomspace(1e-9, 1e3, int(np.log(1e12) / np.log(1.01)) + 1)
+
+
+@dataclass
+class DetectOptions:
+    cutoff: float = 1200.0  # high-pass cutoff, Hz
+    order: int = 3  # Butterworth order (zero-phase: applied twice)
+    min_distance: float = 0.125  # seconds between peaks
+    height: float | None = None  # fixed threshold on the trace; None: adaptive
+    factor: float = 8.0  # adaptive threshold = factor x noise floor
+    floor_quantile: float = 0.5  # the noise floor: this quantile of |trace| over the recording
+    envelope: float = 0.0  # seconds of the short-time RMS of the trace (0: the signed trace, positive peaks)
+    relative: float = 0.0  # threshold at least relative x median height of the top strongest peaks (0 = off)
+    top: int = 15
+    edge: float = 0.0  # seconds at each end of the recording where peaks are dropped
+    release: float = 0.0  # seconds after a kept peak in which a weaker one (< release_ratio x) is dropped
+    release_ratio: float = 0.8
+    channel_select: tuple[int, ...] | None = None  # channels averaged into the trace (default: all)
+    block_seconds: float = 60.0
+    margin_seconds: float = 0.5
+
+    def validate(self) -> None:
+        if self.cutoff <= 0 or self.order < 1:
+            raise ValueError(f"high-pass: cutoff {self.cutoff} Hz and order {self.order} must be positive")
+        if self.min_distance < 0 or self.factor <= 0 or not 0 < self.floor_quantile < 1:
+            raise ValueError("min_distance >= 0, factor > 0 and 0 < floor_quantile < 1 are required")
+        if self.height is not None and self.height <= 0:
+            raise ValueError(f"height {self.height}: a threshold must be positive")
+        if self.envelope < 0 or self.block_seconds <= 0 or self.margin_seconds <= 0:
+            raise ValueError("envelope >= 0, block_seconds > 0 and margin_seconds > 0 are required")
+        if self.relative < 0 or self.top < 1 or self.edge < 0 or self.release < 0 or self.release_ratio <= 0:
+            raise ValueError("relative >= 0, top >= 1, edge >= 0, release >= 0 and release_ratio > 0 are required")
+
+
+@dataclass
+class Detection:
+    path: str
+    sample_rate: int
+    threshold: float
+    floor: float | None  # the adaptive noise floor, None when the height was given
+    positions: np.ndarray  # peak sample indices
+    heights: np.ndarray  # trace value at each peak
+    energies: np.ndarray  # (peaks, channels): RMS of each raw channel around the peak
+    duration: float = 0.0  # seconds
+    overview: np.ndarray | None = None  # max |trace| per equal bin of the recording (for plots)
+
+
+class _Trace:
+    """The detection trace of one recording, block by block (start sample, trace values)."""
+
+    def __init__(self, path: Path, options: DetectOptions) -> None:
+        from scipy.signal import butter
+
+        self.path, self.options = path, options
+        info = sf.info(str(path))
+        self.rate, self.frames, self.channels = info.samplerate, info.frames, info.channels
+        select = options.channel_select
+        if select is not None and (not select or min(select) < 0 or max(select) >= self.channels):
+            raise ValueError(f"{path}: --channel_select {list(select)} outside its {self.channels} channels")
+        if options.cutoff >= self.rate / 2:
+            raise ValueError(f"{path}: high-pass cutoff {options.cutoff} Hz is not below its Nyquist frequency "
+                             f"({self.rate / 2:g} Hz)")
+        self.select = list(select) if select is not None else None
+        self.sos = butter(options.order, options.cutoff, btype="highpass", fs=self.rate, output="sos")
+        self.block = max(int(options.block_seconds * self.rate), 1)
+        self.margin = max(int(options.margin_seconds * self.rate), 1)
+        self.pool = int(round(options.envelope * self.rate))
+
+    def _mono(self, start: int, stop: int) -> np.ndarray:
+        data = sf.read(str(self.path), start=start, stop=stop, dtype="float64", always_2d=True)[0]
+        return (data if self.select is None else data[:, self.select]).mean(axis=1)
+
+    def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(first sample, trace) per block; together the blocks cover the recording once."""
+        from scipy.ndimage import uniform_filter1d
+        from scipy.signal import sosfiltfilt
+
+        for start in range(0, self.frames, self.block):
+            stop = min(start + self.block, self.frames)
+            lo, hi = max(start - self.margin, 0), min(stop + self.margin, self.frames)
+            x = self._mono(lo, hi)
+            # sosfiltfilt pads the ends by reflection; too short a piece is filtered without padding
+            padlen = min(3 * (2 * len(self.sos) + 1), len(x) - 1)
+            y = sosfiltfilt(self.sos, x, padlen=max(padlen, 0)) if len(x) > 1 else x
+            if self.pool > 1:
+                y = np.sqrt(np.maximum(uniform_filter1d(y * y, size=self.pool, mode="nearest"), 0.0))
+            yield start, y[start - lo: stop - lo]
+
+    def raw_window(self, centre: int, before: int, after: int) -> np.ndarray:
+        lo, hi = max(centre - before, 0), min(centre + after, self.frames)
+        return sf.read(str(self.path), start=lo, stop=hi, dtype="float64", always_2d=True)[0]
+
+
+def noise_floor(trace: _Trace, quantile: float) -> float:
+    """The ``quantile`` of |trace| over the recording, from a histogram (1 % bins) that blocks add up to."""
+    counts = np.zeros(len(HIST_EDGES) + 1, dtype=np.int64)
+    for _, y in trace.blocks():
+        counts += np.bincount(np.searchsorted(HIST_EDGES, np.abs(y)), minlength=len(counts))
+    rank = np.searchsorted(np.cumsum(counts), quantile * counts.sum())
+    if rank == 0:
+        return float(HIST_EDGES[0])
+    return float(HIST_EDGES[min(rank, len(HIST_EDGES) - 1)])
+
+
+def local_maxima(y: np.ndarray, threshold: float) -> np.ndarray:
+    """Indices of the strict local maxima (a plateau counts once, at its middle) at or above ``threshold``."""
+    from scipy.signal import find_peaks
+
+    return find_peaks(y, height=threshold)[0]
+
+
+def select_by_distance(positions: np.ndarray, heights: np.ndarray, distance: int) -> np.ndarray:
+    """Mask of the peaks kept when each peak removes the lower ones within ``distance`` samples, highest
+    first (the rule of ``scipy.signal.find_peaks(distance=...)``)."""
+    keep = np.ones(len(positions), dtype=bool)
+    if distance < 1 or len(positions) < 2:
+        return keep
+    for i in np.argsort(heights, kind="stable")[::-1]:
+        if not keep[i]:
+            continue
+        lo = np.searchsorted(positions, positions[i] - distance, side="right")
+        hi = np.searchsorted(positions, positions[i] + distance, side="left")
+        keep[lo:i] = False
+        keep[i + 1:hi] = False
+    return keep
+
+
+def after_release(positions: np.ndarray, heights: np.ndarray, window: int, ratio: float) -> np.ndarray:
+    """Mask without the peaks that follow a kept peak within ``window`` samples below ``ratio`` x its height."""
+    keep = np.ones(len(positions), dtype=bool)
+    for i in range(len(positions)):
+        lo = np.searchsorted(positions, positions[i] - window, side="left")
+        earlier = heights[lo:i][keep[lo:i]]
+        if len(earlier) and heights[i] < ratio * earlier.max():
+            keep[i] = False
+    return keep
+
+
+def detect(path: str | Path, options: DetectOptions, window: tuple[float, float] = (0.0228, 0.0625),
+           overview_bins: int = 0) -> Detection:
+    """The taps of one recording. ``window`` (seconds before, after) is where each channel's energy is
+    measured (the tap2key window: 2192 and 6000 samples at 96 kHz); ``overview_bins`` > 0 also keeps the
+    maximum |trace| of that many equal parts of the recording."""
+    options.validate()
+    trace = _Trace(Path(path), options)
+    floor = None
+    if options.height is None:
+        floor = noise_floor(trace, options.floor_quantile)
+        threshold = options.factor * floor
+    else:
+        threshold = options.height
+    positions, heights = [], []
+    previous: tuple[int, np.ndarray] | None = None
+    bins = np.zeros(overview_bins) if overview_bins > 0 else None
+    for start, y in trace.blocks():
+        if bins is not None and len(y):
+            which = (np.arange(start, start + len(y)) * overview_bins) // max(trace.frames, 1)
+            np.maximum.at(bins, which, np.abs(y))
+        peaks = local_maxima(y, threshold)
+        positions.append(peaks + start)
+        heights.append(y[peaks])
+        if previous is not None:  # find_peaks never reports an array's end samples: check the boundary here
+            boundary = _boundary_peaks(previous, (start, y), threshold)
+            positions.append(np.asarray([b[0] for b in boundary], dtype=np.int64))
+            heights.append(np.asarray([b[1] for b in boundary], dtype=np.float64))
+        previous = (start, y)
+    pos = np.concatenate(positions) if positions else np.zeros(0, np.int64)
+    hgt = np.concatenate(heights) if heights else np.zeros(0)
+    order = np.argsort(pos, kind="stable")
+    pos, hgt = pos[order], hgt[order]
+    keep = select_by_distance(pos, hgt, int(round(options.min_distance * trace.rate)))
+    edge = int(round(options.edge * trace.rate))
+    keep &= (pos >= edge) & (pos < trace.frames - edge)
+    pos, hgt = pos[keep], hgt[keep]
+    if options.relative > 0 and len(hgt):
+        reference = float(np.median(np.sort(hgt)[::-1][:options.top]))
+        threshold = max(threshold, options.relative * reference)
+        pos, hgt = pos[hgt >= threshold], hgt[hgt >= threshold]
+    if options.release > 0:
+        keep = after_release(pos, hgt, int(round(options.release * trace.rate)), options.release_ratio)
+        pos, hgt = pos[keep], hgt[keep]
+    before, after = round(window[0] * trace.rate), round(window[1] * trace.rate)
+    energies = np.array([np.sqrt(np.mean(trace.raw_window(int(p), before, after) ** 2, axis=0)) for p in pos])
+    return Detection(str(path), trace.rate, float(threshold), floor, pos, hgt,
+                     energies.reshape(len(pos), trace.channels), trace.frames / trace.rate, bins)
+
+
+def check_recordings(paths: list[str]) -> None:
+    """Every recording readable as audio, or one error naming each bad file."""
+    problems = []
+    for path in paths:
+        try:
+            info = sf.info(path)
+            if info.frames == 0:
+                problems.append(f"{path}: no samples")
+        except Exception as err:  # soundfile raises RuntimeError / LibsndfileError / OSError
+            problems.append(f"{path}: cannot be read as audio ({err})")
+    if problems:
+        raise ValueError("recordings that cannot be searched for taps:\n  " + "\n  ".join(problems))
+
+
+def taps_table(detections: list[Detection], out: Path) -> pd.DataFrame:
+    """``path, time, height, energy_ch0..`` rows (paths relative to ``out``'s folder, as `audiotune segment`
+    reads them)."""
+    rows = []
+    for d in detections:
+        rel = os.path.relpath(Path(d.path).resolve(), out.resolve().parent)
+        for i, (p, h) in enumerate(zip(d.positions, d.heights)):
+            row = {"path": rel, "time": round(float(p) / d.sample_rate, 6), "height": float(h)}
+            row.update({f"energy_ch{c}": float(e) for c, e in enumerate(d.energies[i])})
+            rows.append(row)
+    columns = ["path", "time", "height"] + sorted({k for r in rows for k in r if k.startswith("energy_ch")},
+                                                  key=lambda k: int(k[9:]))
+    return pd.DataFrame(rows, columns=columns)
+
+
+def plot_detection(d: Detection, out: Path, window: tuple[float, float], touches: np.ndarray | None = None) -> Path:
+    """The diagnostic figure: the trace's envelope, the threshold, the peaks, each peak's window and touches."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from audiotune.outputs import atomic_path
+
+    fig, ax = plt.subplots(figsize=(14, 4))
+    if d.overview is not None:
+        t = (np.arange(len(d.overview)) + 0.5) * d.duration / len(d.overview)
+        ax.plot(t, d.overview, lw=0.6, color="0.4", label="max |trace|")
+    times = d.positions / d.sample_rate
+    ax.axhline(d.threshold, color="tab:green", lw=1, label=f"threshold {d.threshold:.3g}")
+    ax.plot(times, d.heights, "kv", ms=4, label=f"{len(times)} peaks")
+    for t0 in times:
+        ax.axvspan(t0 - window[0], t0 + window[1], color="tab:orange", alpha=0.25, lw=0)
+    if touches is not None and len(touches):
+        ax.vlines(touches, 0, d.threshold, color="tab:red", lw=1, label=f"{len(touches)} touches")
+    ax.set_xlabel("seconds")
+    ax.set_title(Path(d.path).name)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    return out
+
+
+def _boundary_peaks(left: tuple[int, np.ndarray], right: tuple[int, np.ndarray],
+                    threshold: float) -> list[tuple[int, float]]:
+    """The last sample of block ``left`` and the first of block ``right`` when they are strict local maxima of
+    the joined trace (``find_peaks`` cannot see them from inside either block)."""
+    (a_start, a), (b_start, b) = left, right
+    found = []
+    before = a[-2] if len(a) > 1 else -np.inf
+    if a[-1] >= threshold and a[-1] > before and a[-1] > b[0]:
+        found.append((a_start + len(a) - 1, float(a[-1])))
+    after = b[1] if len(b) > 1 else -np.inf
+    if b[0] >= threshold and b[0] > a[-1] and b[0] > after:
+        found.append((b_start, float(b[0])))
+    return found

@@ -1,0 +1,149 @@
+"""`audiotune taps detect`: peaks of the high-passed channel mean, streamed in blocks."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from scipy.signal import butter, find_peaks, sosfiltfilt
+
+from audiotune.cli import main
+from audiotune.taps.detect import DetectOptions, detect, select_by_distance
+
+RATE = 16000
+
+
+def tap_recording(path: Path, times: list[float], seconds: float = 6.0, channels: int = 4, seed: int = 0,
+                  gains: list[float] | None = None, scale: float = 1.0) -> Path:
+    """Low-frequency hum + faint noise, and a decaying 3 kHz burst at each time, louder on channel 0."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * RATE)
+    t = np.arange(n) / RATE
+    base = 0.3 * np.sin(2 * np.pi * 50 * t) + 1e-3 * rng.standard_normal(n)
+    data = np.repeat(base[:, None], channels, axis=1)
+    burst_t = np.arange(int(0.03 * RATE)) / RATE
+    burst = np.sin(2 * np.pi * 3000 * burst_t) * np.exp(-burst_t / 0.004)
+    for i, when in enumerate(times):
+        start = int(when * RATE)
+        gain = 0.2 * (gains[i] if gains else 1.0)
+        for c in range(channels):
+            data[start:start + len(burst), c] += gain * burst / (1 + c)
+    sf.write(path, (scale * data).astype(np.float32), RATE, subtype="FLOAT")
+    return path
+
+
+TIMES = [0.5, 1.25, 1.26, 2.0, 2.999, 3.0005, 4.4, 5.5]  # two pairs closer than 0.125 s: one of each stays
+
+
+def test_streamed_blocks_find_the_peaks_of_one_whole_file_pass(tmp_path: Path) -> None:
+    path = tap_recording(tmp_path / "taps.wav", TIMES)
+    whole = detect(path, DetectOptions(block_seconds=100, cutoff=1000))
+    # blocks of 1 s put a boundary at 3.0 s, between the two taps of a pair; margins of 0.05 s still suffice
+    for block, margin in ((1.0, 0.05), (0.37, 0.2), (0.011, 0.05)):
+        streamed = detect(path, DetectOptions(block_seconds=block, margin_seconds=margin, cutoff=1000))
+        assert np.array_equal(streamed.positions, whole.positions), (block, margin)
+        assert np.allclose(streamed.heights, whole.heights, rtol=1e-9) and streamed.threshold == whole.threshold
+    # and both are scipy's find_peaks on the whole filtered trace, at the same threshold and distance
+    x = sf.read(path, always_2d=True)[0].astype(np.float64).mean(axis=1)
+    y = sosfiltfilt(butter(3, 1000, btype="highpass", fs=RATE, output="sos"), x)
+    expected = find_peaks(y, height=whole.threshold, distance=round(0.125 * RATE))[0]
+    assert np.array_equal(whole.positions, expected)
+
+
+def test_adaptive_threshold_finds_each_tap_once_at_any_recording_level(tmp_path: Path) -> None:
+    thresholds = []
+    for scale in (1.0, 0.01):  # the same recording 40 dB quieter: the threshold follows its noise floor
+        path = tap_recording(tmp_path / f"taps_{scale}.wav", [0.5, 1.5, 2.5, 3.5, 4.5, 5.5], scale=scale)
+        found = detect(path, DetectOptions(envelope=0.002))
+        assert np.allclose(found.positions / RATE, [0.5, 1.5, 2.5, 3.5, 4.5, 5.5], atol=0.01), scale
+        assert found.floor is not None and found.threshold == pytest.approx(8 * found.floor)
+        thresholds.append(found.threshold)
+    assert thresholds[1] == pytest.approx(0.01 * thresholds[0], rel=0.03)  # 1 % histogram bins
+    # quieter taps in the same noise: a fixed height above them finds only the loud ones
+    path = tap_recording(tmp_path / "mixed.wav", [0.5, 1.5, 2.5], gains=[1.0, 0.3, 1.0])
+    assert len(detect(path, DetectOptions(envelope=0.002)).positions) == 3
+    assert np.allclose(detect(path, DetectOptions(envelope=0.002, height=0.05)).positions / RATE, [0.5, 2.5],
+                       atol=0.01)
+    # the energies are per channel, loudest on channel 0
+    loud = detect(tmp_path / "taps_1.0.wav", DetectOptions(envelope=0.002))
+    assert loud.energies.shape == (6, 4) and (np.argmax(loud.energies, axis=1) == 0).all()
+
+
+def test_channel_select_and_bad_options_are_errors(tmp_path: Path) -> None:
+    path = tap_recording(tmp_path / "taps.wav", TIMES)
+    assert len(detect(path, DetectOptions(channel_select=(3,))).positions) > 0
+    with pytest.raises(ValueError, match=r"--channel_select \[4\] outside its 4 channels"):
+        detect(path, DetectOptions(channel_select=(4,)))
+    with pytest.raises(ValueError, match="not below its Nyquist"):
+        detect(path, DetectOptions(cutoff=9000))
+    with pytest.raises(ValueError, match="threshold must be positive"):
+        detect(path, DetectOptions(height=-1.0))
+
+
+def test_select_by_distance_keeps_the_highest_first() -> None:
+    positions = np.array([0, 5, 9, 30, 33])
+    heights = np.array([1.0, 3.0, 2.0, 1.0, 0.5])
+    assert select_by_distance(positions, heights, 6).tolist() == [False, True, False, True, False]
+    assert select_by_distance(positions, heights, 0).all()
+
+
+def test_cli_writes_taps_segment_reads_them_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    recordings = [tap_recording(tmp_path / "a.wav", [0.5, 2.0, 4.0]),
+                  tap_recording(tmp_path / "b.wav", [1.0, 3.0], seed=1)]
+    out = tmp_path / "out" / "taps.csv"
+    assert main(["taps", "detect", *map(str, recordings), "--out", str(out), "--envelope", "0.002",
+                 "--plot", str(tmp_path / "plots")]) == 0
+    printed = capsys.readouterr().out
+    assert "a.wav: 3 taps" in printed and "b.wav: 2 taps" in printed and "5 taps in 2 recordings" in printed
+    table = pd.read_csv(out)
+    assert list(table.columns) == ["path", "time", "height", "energy_ch0", "energy_ch1", "energy_ch2", "energy_ch3"]
+    assert table["path"].tolist() == ["../a.wav"] * 3 + ["../b.wav"] * 2  # relative to the table's folder
+    assert np.allclose(table["time"], [0.5, 2.0, 4.0, 1.0, 3.0], atol=0.01)
+    assert (tmp_path / "plots" / "a_taps.png").stat().st_size > 10_000
+    segments = tmp_path / "out" / "segments.csv"
+    assert main(["segment", str(out), "--out", str(segments), "--before", "0.0228", "--after", "0.0625"]) == 0
+    assert len(pd.read_csv(segments)) == 5
+
+
+def test_a_bad_recording_is_named_and_nothing_is_written(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    good = tap_recording(tmp_path / "a.wav", [0.5])
+    (tmp_path / "broken.wav").write_bytes(b"RIFF not audio")
+    out = tmp_path / "taps.csv"
+    assert main(["taps", "detect", str(good), str(tmp_path / "broken.wav"), str(tmp_path / "missing.wav"),
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "broken.wav: cannot be read as audio" in err and "missing.wav" in err and not out.exists()
+
+
+def test_edge_relative_and_release_rules(tmp_path: Path) -> None:
+    # taps at 0.1 s (a start transient), 1.0, 2.0, a weak one at 2.3 (0.2 x: a stop click), a faint one at 3.0
+    path = tap_recording(tmp_path / "rules.wav", [0.1, 1.0, 2.0, 2.3, 3.0], gains=[1.0, 1.0, 1.0, 0.2, 0.06])
+    base = DetectOptions(envelope=0.002, height=1.5e-3)
+    times = lambda options: np.round(detect(path, options).positions / RATE, 2).tolist()  # noqa: E731
+    assert times(base) == [0.1, 1.0, 2.0, 2.3, 3.0]
+    assert times(DetectOptions(envelope=0.002, height=1.5e-3, edge=0.25)) == [1.0, 2.0, 2.3, 3.0]
+    assert times(DetectOptions(envelope=0.002, height=1.5e-3, relative=0.1)) == [0.1, 1.0, 2.0, 2.3]
+    assert times(DetectOptions(envelope=0.002, height=1.5e-3, relative=0.1, release=0.5)) == [0.1, 1.0, 2.0]
+    # the relative reference comes from the whole recording, so blocks change nothing
+    streamed = DetectOptions(envelope=0.002, height=1.5e-3, relative=0.1, release=0.5, block_seconds=0.4,
+                             margin_seconds=0.05)
+    assert times(streamed) == [0.1, 1.0, 2.0]
+    with pytest.raises(ValueError, match="release_ratio > 0"):
+        detect(path, DetectOptions(release_ratio=0))
+
+
+@pytest.mark.shared
+def test_real_keystrokes_25_presses_per_file() -> None:
+    """Zoom recordings of 25 presses of one key each: one set of settings finds exactly 25 in every file
+    (at least 30 of 36 required)."""
+    from conftest import shared_path
+
+    folder = shared_path("data/keystrokes/Zoom")
+    files = sorted(folder.glob("*.wav"))
+    assert len(files) == 36
+    options = DetectOptions(cutoff=5000, envelope=0.01, relative=0.1, edge=0.25, release=0.55)
+    counts = {f.stem: len(detect(f, options).positions) for f in files}
+    exact = [k for k, n in counts.items() if n == 25]
+    assert len(exact) >= 30, counts
