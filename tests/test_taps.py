@@ -147,3 +147,26 @@ def test_real_keystrokes_25_presses_per_file() -> None:
     counts = {f.stem: len(detect(f, options).positions) for f in files}
     exact = [k for k, n in counts.items() if n == 25]
     assert len(exact) >= 30, counts
+
+
+def test_each_detection_option_changes_the_result(tmp_path: Path) -> None:
+    rules = tap_recording(tmp_path / "rules.wav", [0.1, 1.0, 2.0, 2.3, 3.0], gains=[1.0, 1.0, 1.0, 0.2, 0.06])
+    pairs = tap_recording(tmp_path / "pairs.wav", TIMES)
+    levels = tap_recording(tmp_path / "levels.wav", [0.5, 1.5, 2.5, 3.5], gains=[1.0, 0.3, 0.3, 0.3])
+
+    def found(path: Path, **options: object) -> np.ndarray:
+        return detect(path, DetectOptions(envelope=0.002, **options)).positions  # type: ignore[arg-type]
+
+    def heights(path: Path, **options: object) -> np.ndarray:
+        return detect(path, DetectOptions(envelope=0.002, height=1.5e-3, **options)).heights  # type: ignore[arg-type]
+
+    assert not np.allclose(heights(rules, order=1), heights(rules, order=3))
+    assert len(found(pairs, min_distance=0.005)) > len(found(pairs, min_distance=0.125))
+    floors = [detect(rules, DetectOptions(envelope=0.002, floor_quantile=q)).floor for q in (0.5, 0.99)]
+    assert floors[1] > 1.2 * floors[0]
+    assert len(found(levels, relative=0.5, top=1)) == 1 and len(found(levels, relative=0.5, top=4)) == 4
+    assert len(found(rules, height=1.5e-3, release=0.5, release_ratio=0.8)) == 4  # the 2.3 s click goes
+    assert len(found(rules, height=1.5e-3, release=0.5, release_ratio=0.1)) == 5
+    # channel 3 carries a quarter of channel 0's burst
+    assert np.allclose(heights(rules, channel_select=(3,))[:3], heights(rules, channel_select=(0,))[:3] / 4,
+                       rtol=0.05)
