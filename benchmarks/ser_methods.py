@@ -30,7 +30,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -170,7 +169,6 @@ def execute(stages: list[Stage], jobs: int, work: Path, env: dict) -> list[dict]
     log_dir = work / "logs"
     log_dir.mkdir(exist_ok=True)
     done: dict[str, dict] = {}
-    lock = threading.Lock()
     pending = list(stages)
     running: dict[Future, Stage] = {}
     with ThreadPoolExecutor(jobs) as pool, (work / "stages.jsonl").open("a") as journal:
@@ -178,8 +176,7 @@ def execute(stages: list[Stage], jobs: int, work: Path, env: dict) -> list[dict]
             for stage in list(pending):
                 if len(running) >= jobs:
                     break
-                if any(done.get(n, {}).get("returncode", 0) != 0 or "error" in done.get(n, {}) for n in stage.needs
-                       if n in done):
+                if any("error" in done[n] for n in stage.needs if n in done):  # failed or skipped
                     pending.remove(stage)
                     done[stage.name] = {"stage": stage.name, "method": stage.method, "fold": stage.fold,
                                         "repeat": stage.repeat, "returncode": -1,
@@ -195,10 +192,9 @@ def execute(stages: list[Stage], jobs: int, work: Path, env: dict) -> list[dict]
             for future in finished:
                 stage = running.pop(future)
                 record = future.result()
-                with lock:
-                    done[stage.name] = record
-                    journal.write(json.dumps(record) + "\n")
-                    journal.flush()
+                done[stage.name] = record
+                journal.write(json.dumps(record) + "\n")
+                journal.flush()
                 shown = {k: v for k, v in record.items() if k.startswith("test_")}
                 status = "failed" if "error" in record else "done"
                 print(f"{status:8s} {stage.name}: {record['seconds']} s {shown}", flush=True)

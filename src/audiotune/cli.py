@@ -362,7 +362,14 @@ def _command_taps(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from audiotune.outputs import check_output_path, write_csv
-    from audiotune.taps.detect import DetectOptions, check_recordings, detect, plot_detection, taps_table
+    from audiotune.taps.detect import (
+        TAP_WINDOW,
+        DetectOptions,
+        check_recordings,
+        detect,
+        plot_detection,
+        taps_table,
+    )
 
     options = DetectOptions(cutoff=args.cutoff, order=args.order, min_distance=args.min_distance,
                             height=args.height, factor=args.factor, floor_quantile=args.floor_quantile,
@@ -372,7 +379,7 @@ def _command_taps(args: argparse.Namespace) -> None:
     options.validate()
     out = check_output_path(args.out)
     check_recordings(args.recordings)
-    window = (0.0228, 0.0625)
+    window = TAP_WINDOW
     detections = []
     for path in args.recordings:
         found = detect(path, options, window, overview_bins=4000 if args.plot else 0)

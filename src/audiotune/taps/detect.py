@@ -29,6 +29,7 @@ import soundfile as sf
 
 # |trace| histogram for the noise floor: log-spaced bins, 1 % wide, from 1e-9 to 1e3 (float audio and int PCM
 # read as float both fall inside)
+TAP_WINDOW = (0.0228, 0.0625)  # seconds before / after a tap: tap2key's 2192 and 6000 samples at 96 kHz
 HIST_EDGES = np.geomspace(1e-9, 1e3, int(np.log(1e12) / np.log(1.01)) + 1)
 
 
@@ -167,10 +168,10 @@ def after_release(positions: np.ndarray, heights: np.ndarray, window: int, ratio
     return keep
 
 
-def detect(path: str | Path, options: DetectOptions, window: tuple[float, float] = (0.0228, 0.0625),
+def detect(path: str | Path, options: DetectOptions, window: tuple[float, float] = TAP_WINDOW,
            overview_bins: int = 0) -> Detection:
     """The taps of one recording. ``window`` (seconds before, after) is where each channel's energy is
-    measured (the tap2key window: 2192 and 6000 samples at 96 kHz); ``overview_bins`` > 0 also keeps the
+    measured; ``overview_bins`` > 0 also keeps the
     maximum |trace| of that many equal parts of the recording."""
     options.validate()
     trace = _Trace(Path(path), options)
