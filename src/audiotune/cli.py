@@ -14,6 +14,7 @@ from audiotune import __version__
 from audiotune.config import RANGES, SECTIONS, RunConfig, check_config, describe_range, load_config
 from audiotune.data.layout import DataError
 from audiotune.outputs import check_output_path, write_csv, write_json
+from audiotune.taps import TAP_WINDOW
 
 AUGMENT_HELP = {
     "tshift": "probability of a random time shift (up to ±0.5 s)",
@@ -279,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "default 256 x the largest K)")
     cluster.add_argument("--niter", type=int, default=20, help="k-means iterations (default 20)")
 
-    taps = commands.add_parser("taps", help="taps and keystrokes in long recordings: detect")
+    taps = commands.add_parser("taps", help="taps and keystrokes in long recordings: detect, align")
     taps_commands = taps.add_subparsers(dest="taps_command", required=True)
     detect = taps_commands.add_parser(
         "detect", help="peaks of the high-passed channel mean, streamed in blocks; writes path,time,height rows",
@@ -314,6 +315,42 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument(*_spellings("block_seconds"), dest="block_seconds", type=float, default=60.0,
                         help="seconds read at a time (memory bound; the peaks do not depend on it)")
     detect.add_argument("--plot", help="folder for one diagnostic PNG per recording")
+    align = taps_commands.add_parser(
+        "align", help="pair detected taps one to one with touch-log events; writes a labelled segment table",
+        description="Each touch (Down events of the touch logs) is labelled by its nearest key centre and expected "
+                    "to sound --latency seconds after its timestamp; taps and touches are paired one to one (the "
+                    "most pairs within --selectivity, then the smallest time errors). Without --latency it is "
+                    "estimated. Writes OUT (segments: uid, path, offset, duration, time, label, x, y, ...), "
+                    "OUT.unmatched.csv and OUT.report.json.")
+    align.add_argument("taps", help="taps table from `audiotune taps detect` (path, time, ...)")
+    align.add_argument(*_spellings("touch_log"), dest="touch_log", nargs="+", required=True,
+                       help="touch-log CSV(s) (no header: timestamp, touch id, event, x, y, ...); concatenated")
+    align.add_argument("--keys", required=True, help="key centres CSV: x, y, label (header optional; 'none' points "
+                                                     "absorb off-key touches)")
+    align.add_argument("--out", required=True, help="segment CSV to write")
+    align.add_argument("--latency", type=float,
+                       help="seconds from a logged touch to its sound (negative: the sound is earlier; the tap2key "
+                            "system used -0.15); default: estimated from the data")
+    align.add_argument("--selectivity", type=float, default=0.1,
+                       help="seconds a tap may lie from its touch's expected time (default 0.1)")
+    align.add_argument(*_spellings("max_latency"), dest="max_latency", type=float, default=1.0,
+                       help="largest |latency| searched when it is estimated (default 1 s)")
+    align.add_argument(*_spellings("keep_none"), dest="keep_none", action="store_true",
+                       help="keep taps matched to off-key touches, labelled 'none' (default: listed in "
+                            "OUT.unmatched.csv)")
+    align.add_argument(*_spellings("max_key_distance"), dest="max_key_distance", type=float,
+                       help="a touch farther than this from every key centre is 'none' (sensor units)")
+    align.add_argument(*_spellings("time_pattern"), dest="time_pattern", default="last7",
+                       help="recording start in each file name: last7 (the last 7 integer groups: hour, minute, "
+                            "second, fraction, month, day, year) or a strptime pattern such as %%Y%%m%%d-%%H%%M%%S")
+    align.add_argument(*_spellings("start_column"), dest="start_column",
+                       help="column of the taps table holding each recording's start time (instead of the name)")
+    align.add_argument("--event", default="Down", help="the touch-log event that marks a touch (default Down)")
+    align.add_argument("--before", type=float, default=TAP_WINDOW[0],
+                       help=f"segment seconds before each tap (default {TAP_WINDOW[0]}: 2192 samples at 96 kHz)")
+    align.add_argument("--after", type=float, default=TAP_WINDOW[1],
+                       help=f"segment seconds after each tap (default {TAP_WINDOW[1]}: 6000 samples at 96 kHz)")
+    align.add_argument("--plot", help="folder for one PNG per recording: taps, touches and their labels")
 
     stats = commands.add_parser("stats", help="feature mean and std of a split, for --dataset_mean/--dataset_std")
     add_config_flags(stats)
@@ -359,11 +396,10 @@ def _quiet_lightning(verbose: bool) -> None:
 
 
 def _command_taps(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
-    from audiotune.outputs import check_output_path, write_csv
+    if args.taps_command == "align":
+        _command_taps_align(args)
+        return
     from audiotune.taps.detect import (
-        TAP_WINDOW,
         DetectOptions,
         check_recordings,
         detect,
@@ -392,6 +428,35 @@ def _command_taps(args: argparse.Namespace) -> None:
             plot_detection(found, Path(args.plot) / f"{Path(found.path).stem}_taps.png", window)
     total = sum(len(d.positions) for d in detections)
     print(f"{out}: {total} taps in {len(detections)} recordings" + (f"; plots in {args.plot}" if args.plot else ""))
+
+
+def _command_taps_align(args: argparse.Namespace) -> None:
+    from audiotune.taps.align import AlignOptions, align_csv, plot_alignment
+
+    options = AlignOptions(latency=args.latency, selectivity=args.selectivity, max_latency=args.max_latency,
+                           keep_none=args.keep_none, max_key_distance=args.max_key_distance, event=args.event)
+    if min(args.before, args.after) < 0 or args.before + args.after <= 0:
+        raise DataError(f"--before {args.before} / --after {args.after}: seconds >= 0, together more than 0")
+    result = align_csv(args.taps, args.touch_log, args.keys, args.out, options, (args.before, args.after),
+                       args.time_pattern, args.start_column)
+    report = result.alignment.report()
+    for row in report["recordings"]:
+        error = f", median error {row['median_error'] * 1000:+.1f} ms" if row["median_error"] is not None else ""
+        print(f"{row['path']}: {row['matched']} of {row['taps']} taps matched to {row['touches']} touches"
+              f" ({row['unmatched_taps']} taps, {row['unmatched_touches']} touches unmatched{error})")
+    how = "estimated" if report["latency_estimated"] else "given"
+    print(f"latency {report['latency'] * 1000:+.1f} ms ({how}); {report['matched']} matched, "
+          f"{report['matched_none']} off-key, {report['unmatched_taps']} taps and {report['unmatched_touches']} "
+          f"touches unmatched, {report['touches_outside_recordings']} touches in no recording "
+          f"(listed in {result.leftover_path.name})")
+    skipped = f", {len(result.skipped)} too near a file's edge (listed in {result.skipped_path.name})" \
+        if result.skipped_path else ""
+    print(f"{result.out}: {len(result.segments)} segments{skipped}; report in {result.report_path.name}")
+    if args.plot:
+        events = result.alignment.events
+        for path in dict.fromkeys(result.alignment.events["path"]):
+            plot_alignment(path, events, result.alignment.leftover, Path(args.plot) / f"{Path(path).stem}_align.png")
+        print(f"plots in {args.plot}")
 
 
 def main(argv: list[str] | None = None) -> int:

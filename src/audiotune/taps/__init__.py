@@ -1,1 +1,3 @@
 """Taps and keystrokes: detection in long multichannel recordings, alignment with a touch log."""
+
+TAP_WINDOW = (0.0228, 0.0625)  # seconds before / after a tap: tap2key's 2192 and 6000 samples at 96 kHz

@@ -27,9 +27,10 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
+from audiotune.taps import TAP_WINDOW
+
 # |trace| histogram for the noise floor: log-spaced bins, 1 % wide, from 1e-9 to 1e3 (float audio and int PCM
 # read as float both fall inside)
-TAP_WINDOW = (0.0228, 0.0625)  # seconds before / after a tap: tap2key's 2192 and 6000 samples at 96 kHz
 HIST_EDGES = np.geomspace(1e-9, 1e3, int(np.log(1e12) / np.log(1.01)) + 1)
 
 
