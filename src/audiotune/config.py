@@ -44,6 +44,10 @@ class DataConfig:
     allow_overlap: bool = option(False, "let validation/test share subjects or uids with train: the training rows "
                                         "they share are left out and listed in dropped_rows.csv (default: an error)")
     mixup: float = option(0.0, "probability of mixing a training clip with another (Beta(10,10), targets mixed)")
+    train_fraction: float = option(1.0, "train on this share of the training split: round(share x n) rows of each "
+                                        "class of the first categorical head, drawn with --seed (the shares of one "
+                                        "seed are nested, for learning curves); the rest is listed in "
+                                        "dropped_rows.csv")
 
 
 @dataclass
@@ -190,6 +194,10 @@ class TrainConfig:
                                         "split (mean class weight 1) in the loss of categorical and soft heads "
                                         "(CE class weights) and binary columns (per-sample weights)",
                                 choices=("none", "balanced"))
+    balance: str = option("none", "class-balanced training epochs over the first categorical head: oversample "
+                                  "(every class drawn to the size of the largest, its clips cycled; the tap2key "
+                                  "recipe) or undersample (every class drawn down to the smallest, anew each epoch)",
+                          choices=("none", "oversample", "undersample"))
     standardize_targets: bool = option(True, "regression heads learn (target - mean) / std with the training "
                                              "split's mean and std (kept in the config); predictions are in the "
                                              "original units")
@@ -280,6 +288,7 @@ RANGES: dict[tuple[str, str], tuple[float, float, bool, bool]] = {
     ("data", "val_size"): (1, INF, True, False),
     ("data", "seed"): (0, 2**32 - 1, True, True),
     ("data", "mixup"): (0, 1, True, True),
+    ("data", "train_fraction"): (0, 1, False, True),
     ("audio", "resample_rate"): (0, 768000, True, True),
     ("audio", "channel_select"): (0, 1024, True, False),
     ("audio", "clip_length"): (0, INF, True, False),

@@ -11,6 +11,7 @@ import pandas as pd
 
 from audiotune.config import HeadSpec, RunConfig
 from audiotune.data.audio import AudioSpec, scan_audio
+from audiotune.data.balance import training_share
 from audiotune.data.json_splits import json_label_groups
 from audiotune.data.labels import drop_missing_targets, encode_targets, fit_target_scaling, infer_heads, read_label_file
 from audiotune.data.layout import DataError, attach_paths, read_splits
@@ -198,6 +199,11 @@ def prepare_training_data(config: RunConfig, exp_dir: str | Path) -> PreparedDat
     tables["train"] = train
     prepared = _check_tables(tables, heads, config, targets_needed=True, training=True)
     prepared.dropped = pd.concat([overlapping, prepared.dropped]) if len(overlapping) else prepared.dropped
+    if config.data.train_fraction < 1:
+        train, targets, left_out = training_share(prepared.tables["train"], prepared.targets["train"], prepared.heads,
+                                                  config.data.train_fraction, config.data.seed)
+        prepared.tables["train"], prepared.targets["train"] = train, targets
+        prepared.dropped = pd.concat([prepared.dropped, left_out]) if len(prepared.dropped) else left_out
     prepared.drawn_val = drawn
     fit_target_scaling(prepared.heads, prepared.targets["train"], config.train.standardize_targets)
     return prepared

@@ -23,6 +23,7 @@ from audiotune.config import RunConfig
 from audiotune.data.audio import table_spans
 from audiotune.data.audio_store import cache_root as audio_cache_root
 from audiotune.data.audio_store import segment_key
+from audiotune.data.balance import BalancedSampler
 from audiotune.engine.device import pins_memory
 from audiotune.engine.inference import inference_device, iterate_batches, make_dataset, make_loader, training_crop
 from audiotune.models.classifier import Classifier
@@ -125,12 +126,15 @@ def collate_cached(items: list[dict]) -> dict:
             "targets": torch.stack([item["targets"] for item in items])}
 
 
-def cached_loader(config: RunConfig, dataset: CachedDataset, train: bool) -> DataLoader:
-    """Batches of cached states, shuffled and sized exactly as the uncached training loader's."""
+def cached_loader(config: RunConfig, dataset: CachedDataset, train: bool,
+                  sampler: BalancedSampler | None = None) -> DataLoader:
+    """Batches of cached states, shuffled (or drawn by ``sampler``) and sized exactly as the uncached training
+    loader's."""
     generator = torch.Generator().manual_seed(config.data.seed)
-    return DataLoader(dataset, batch_size=config.train.batch_size, shuffle=train, generator=generator,
-                      drop_last=train and len(dataset) > config.train.batch_size, collate_fn=collate_cached,
-                      pin_memory=pins_memory(inference_device(config)))
+    rows = len(sampler) if sampler is not None else len(dataset)
+    return DataLoader(dataset, batch_size=config.train.batch_size, shuffle=train and sampler is None,
+                      sampler=sampler, generator=generator, drop_last=train and rows > config.train.batch_size,
+                      collate_fn=collate_cached, pin_memory=pins_memory(inference_device(config)))
 
 
 def cached_datasets(model: Classifier, config: RunConfig, tables: dict[str, pd.DataFrame],

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from audiotune.config import RunConfig
 from audiotune.data.audio_store import AudioStore, cache_root
+from audiotune.data.balance import BalancedSampler
 from audiotune.data.dataset import AudioDataset, Collator, EqualLengthBatchSampler
 from audiotune.data.prepare import audio_spec, scoring_spec
 from audiotune.data.sampler import BucketBatchSampler
@@ -68,8 +69,9 @@ def make_dataset(config: RunConfig, table: pd.DataFrame, targets: np.ndarray, tr
 
 
 def make_loader(config: RunConfig, dataset: AudioDataset, table: pd.DataFrame, train: bool,
-                equal_length: bool) -> DataLoader:
-    """Shuffled padded batches for training; for inference, equal-length batches when the model needs them."""
+                equal_length: bool, sampler: BalancedSampler | None = None) -> DataLoader:
+    """Shuffled padded batches for training (or the rows ``sampler`` draws, e.g. class-balanced epochs); for
+    inference, equal-length batches when the model needs them."""
     cfg = config.train
     # every loader owns its generator: iterating one never draws from the global RNG (dropout's), so
     # how many inference passes ran before training cannot change a run
@@ -79,9 +81,12 @@ def make_loader(config: RunConfig, dataset: AudioDataset, table: pd.DataFrame, t
                               "generator": torch.Generator().manual_seed(config.data.seed)}
     if train and uses_bucket_sampler(config):
         return DataLoader(dataset, batch_sampler=bucket_sampler(config, table), **common)
+    if sampler is not None:
+        return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler,
+                          drop_last=train and len(sampler) > cfg.batch_size, **common)
     if equal_length and not train and not config.features.target_length:
-        sampler = EqualLengthBatchSampler(table["num_samples"].tolist(), cfg.batch_size)
-        return DataLoader(dataset, batch_sampler=sampler, **common)
+        batches = EqualLengthBatchSampler(table["num_samples"].tolist(), cfg.batch_size)
+        return DataLoader(dataset, batch_sampler=batches, **common)
     return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=train,
                       drop_last=train and len(dataset) > cfg.batch_size, **common)
 

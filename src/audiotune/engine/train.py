@@ -12,6 +12,7 @@ from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from audiotune.config import RunConfig, check_config, save_config
+from audiotune.data.balance import BalancedSampler, class_groups, class_head
 from audiotune.data.prepare import PreparedData, prepare_training_data
 from audiotune.engine.aggregate import check_recording_targets
 from audiotune.engine.cache import CachedDataset, cache_blocker, cached_datasets, cached_loader
@@ -87,16 +88,27 @@ def _load_best(module: ClassifierModule, checkpoint: ModelCheckpoint | None) -> 
     return f"best validation {metric} {float(score):.4f} ({checkpoint.best_model_path})"
 
 
-def _loaders(model: Classifier, config: RunConfig, prepared: PreparedData,
-             cache_stats: dict) -> tuple[DataLoader, DataLoader | None, dict[str, CachedDataset] | None]:
+def balanced_sampler(config: RunConfig, prepared: PreparedData) -> BalancedSampler | None:
+    """The class-balanced epochs of ``--balance`` (None: plain shuffled epochs)."""
+    if config.train.balance == "none":
+        return None
+    if uses_bucket_sampler(config):
+        raise ValueError(f"--balance {config.train.balance} draws its own epochs: it cannot be combined with "
+                         "--bucket_sampler or --dynamic_batch")
+    groups = class_groups(prepared.targets["train"], prepared.heads, f"--balance {config.train.balance}")
+    return BalancedSampler(groups, config.train.balance, config.data.seed)
+
+
+def _loaders(model: Classifier, config: RunConfig, prepared: PreparedData, cache_stats: dict,
+             sampler: BalancedSampler | None) -> tuple[DataLoader, DataLoader | None, dict[str, CachedDataset] | None]:
     """Training and validation loaders: from the feature cache (every split encoded once) or from audio."""
     if cache_stats["used"]:
         cached = cached_datasets(model, config, prepared.tables, prepared.targets, cache_stats)
         val = cached_loader(config, cached["val"], False) if "val" in cached else None
-        return cached_loader(config, cached["train"], True), val, cached
+        return cached_loader(config, cached["train"], True, sampler), val, cached
     train_table, val_table = prepared.tables["train"], prepared.tables.get("val")
     train_loader = make_loader(config, make_dataset(config, train_table, prepared.targets["train"], train=True),
-                               train_table, train=True, equal_length=False)
+                               train_table, train=True, equal_length=False, sampler=sampler)
     val_loader = None
     if val_table is not None:
         equal = model.backbone.needs_equal_length
@@ -150,9 +162,11 @@ def _train(config: RunConfig, run_dir: OwnedRunDir) -> dict:
     check_monitor(config.train.monitor, prepared.heads)
     config.heads = prepared.heads
 
+    sampler = balanced_sampler(config, prepared)
+
     model = build_classifier(config)
     cache_stats: dict = {"used": cache_blocker(config) is None, "why_not": cache_blocker(config)}
-    train_loader, val_loader, cached = _loaders(model, config, prepared, cache_stats)
+    train_loader, val_loader, cached = _loaders(model, config, prepared, cache_stats, sampler)
     # Lightning keeps the modes modules have at fit start; encoding the cache left them in eval mode
     model.train()
     class_weights = training_class_weights(config.heads, prepared.targets["train"], config.train.class_weights)
@@ -191,5 +205,15 @@ def _train(config: RunConfig, run_dir: OwnedRunDir) -> dict:
     metrics["epochs_run"] = trainer.current_epoch
     if class_weights is not None:
         metrics["class_weights"] = class_weights
+    if sampler is not None:
+        found = class_head(config.heads)
+        assert found is not None  # the sampler was built on it
+        metrics["balance"] = sampler.summary(found[1])
+    if config.data.train_fraction < 1:
+        metrics["train_fraction"] = {"fraction": config.data.train_fraction,
+                                     "rows": len(prepared.tables["train"]),
+                                     "left_out": int((prepared.dropped.get("reason", pd.Series(dtype=str))
+                                                      .astype(str).str.startswith("left out by --train_fraction"))
+                                                     .sum())}
     write_json(exp_dir / METRICS_FILE, metrics)
     return metrics
