@@ -84,6 +84,7 @@ def test_balanced_epochs_are_the_same_from_the_cache(uid_dataset: dict, tmp_path
     cached = run(uid_dataset, tmp_path / "cached", tmp_path / "cache", "--balance", "undersample")
     plain = run(uid_dataset, tmp_path / "plain", tmp_path / "cache", "--balance", "undersample", "--cache", "False")
     shuffled = run(uid_dataset, tmp_path / "shuffled", tmp_path / "cache")
+    assert "balance" not in shuffled
     assert cached["feature_cache"]["used"] and cached["balance"] == plain["balance"]
     assert np.allclose(scores(tmp_path / "cached"), scores(tmp_path / "plain"), atol=1e-5)
     assert not np.allclose(scores(tmp_path / "cached"), scores(tmp_path / "shuffled"), atol=1e-5)

@@ -337,6 +337,21 @@ def test_split_is_subject_disjoint_stratified_and_seeded(tmp_path: Path) -> None
                for n in ("train", "val", "test"))
 
 
+def test_group_uid_makes_every_row_its_own_group(tmp_path: Path) -> None:
+    """Events such as key presses have no subject: --group uid splits (and folds) them row by row."""
+    manifest = _subject_manifest(tmp_path / "m.csv")
+    table = pd.read_csv(manifest).drop(columns="subject")
+    table.to_csv(manifest, index=False)
+    assert main(["split", str(manifest), "--out", str(tmp_path / "s"), "--group", "uid", "--stratify", "label"]) == 0
+    parts = _split(tmp_path / "s")
+    assert sum(len(p) for p in parts.values()) == 30 and set(parts["test"]["label"]) == {"a", "b"}
+    assert not set(parts["train"]["uid"]) & set(parts["test"]["uid"])
+    assert main(["split", str(manifest), "--out", str(tmp_path / "k"), "--group", "uid", "--folds", "3"]) == 0
+    tests = [set(pd.read_csv(tmp_path / "k" / f"fold_{k}" / "test.csv")["uid"]) for k in (1, 2, 3)]
+    assert sum(len(t) for t in tests) == 30 and len(set().union(*tests)) == 30
+    assert main(["split", str(manifest), "--out", str(tmp_path / "x"), "--group", "speaker"]) == 2
+
+
 def test_split_with_explicit_subjects(tmp_path: Path) -> None:
     manifest = _subject_manifest(tmp_path / "m.csv")
     assert main(["split", str(manifest), "--out", str(tmp_path / "o"), "--test_subjects", "s1", "s2",

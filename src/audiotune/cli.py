@@ -363,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _command_split(args: argparse.Namespace) -> None:
     from audiotune.data.layout import read_table
-    from audiotune.data.splits import kfold_tables, split_table, write_split
+    from audiotune.data.splits import group_values, kfold_tables, split_table, write_split
 
     table = read_table(args.manifest, tuple(c for c in (args.group, args.stratify) if c))
     out = Path(args.out)
@@ -386,7 +386,7 @@ def _command_split(args: argparse.Namespace) -> None:
                         args.test_subjects, args.val_subjects, args.manifest)
     write_split(parts, args.out)
     for name, part in parts.items():
-        print(f"{name}: {len(part)} rows, {part[args.group].nunique()} subjects")
+        print(f"{name}: {len(part)} rows, {group_values(part, args.group, name).nunique()} {args.group} groups")
 
 
 def _quiet_lightning(verbose: bool) -> None:

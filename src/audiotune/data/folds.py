@@ -26,7 +26,7 @@ import pandas as pd
 
 from audiotune.data.json_splits import read_json_split
 from audiotune.data.layout import DataError, read_splits, read_table
-from audiotune.data.splits import draw_validation, kfold_tables
+from audiotune.data.splits import draw_validation, group_values, kfold_tables
 
 VAL_GROUPS = ("next", "draw")
 FOLD_DIR = re.compile(r"^fold_(\d+)$")
@@ -84,16 +84,13 @@ def source_kind(source: str | Path) -> str:
 
 
 def _groups(table: pd.DataFrame, group: str, source: str) -> pd.Series:
-    if group not in table.columns:
-        raise DataError(f"{source}: no '{group}' column to group folds by (columns: {list(table.columns)}); "
-                        "name one with --group")
-    if table[group].isna().any():
-        raise DataError(f"{source}: {int(table[group].isna().sum())} row(s) have no '{group}'")
-    return table[group].astype(str)
+    return group_values(table, group, source)
 
 
 def _group_list(table: pd.DataFrame, group: str) -> list[str] | None:
-    return sorted(table[group].astype(str).unique(), key=natural_key) if group in table.columns else None
+    if group == "uid" or group in table.columns:
+        return sorted(group_values(table, group, "").unique(), key=natural_key)
+    return None
 
 
 def _table_folds(source: str, options: FoldOptions, seed: int) -> list[Fold]:

@@ -12,9 +12,13 @@ from audiotune.data.layout import DataError
 from audiotune.outputs import write_csv
 
 
-def _subjects(table: pd.DataFrame, group: str, source: str) -> pd.Series:
+def group_values(table: pd.DataFrame, group: str, source: str) -> pd.Series:
+    """The group of every row as text; ``uid`` without such a column: every row its own group."""
+    if group == "uid" and group not in table.columns:
+        return pd.Series(table.index.astype(str), index=table.index)
     if group not in table.columns:
-        raise DataError(f"{source}: no '{group}' column, needed to keep subjects out of two splits")
+        raise DataError(f"{source}: no '{group}' column, needed to keep subjects out of two splits "
+                        "(--group uid: every row its own group)")
     if table[group].isna().any():
         raise DataError(f"{source}: {int(table[group].isna().sum())} row(s) have no '{group}'")
     return table[group].astype(str)
@@ -32,21 +36,21 @@ def draw_validation(train: pd.DataFrame, val_size: int, seed: int, group: str = 
         chosen_rows = set(np.random.default_rng(seed).choice(rows.to_numpy(), size=val_size, replace=False))
         is_val_row = rows.isin(chosen_rows).to_numpy()
         return train.loc[~is_val_row], train.loc[is_val_row]
-    subjects = np.array(sorted(_subjects(train, group, source).unique()))
+    subjects = np.array(sorted(group_values(train, group, source).unique()))
     if val_size <= 0:
         raise DataError(f"{source}: no val.csv and --val_size {val_size}: validation needs at least one subject")
     if val_size >= len(subjects):
         raise DataError(f"{source}: --val_size {val_size} leaves no training subject "
                         f"(train has {len(subjects)} subjects)")
     chosen = set(np.random.default_rng(seed).choice(subjects, size=val_size, replace=False))
-    is_val = train[group].astype(str).isin(chosen)
+    is_val = group_values(train, group, source).isin(chosen)
     return train.loc[~is_val], train.loc[is_val]
 
 
 def _grouped_fold(table: pd.DataFrame, n_splits: int, stratify: str | None, group: str, seed: int,
                   source: str, purpose: str) -> list[np.ndarray]:
     """``n_splits`` parts sharing no value of ``group``; ``purpose`` (the flag asking for them) names the error."""
-    groups = _subjects(table, group, source)
+    groups = group_values(table, group, source)
     names = sorted(groups.unique())
     if len(names) < n_splits:
         shown = f"{names[:5]}{' ...' if len(names) > 5 else ''}"
@@ -80,7 +84,7 @@ def split_table(table: pd.DataFrame, test_fraction: float = 0.2, val_fraction: f
             raise DataError(f"--{name}_fraction {fraction}: must be in [0, 1)")
     if test_fraction + val_fraction >= 1 and not (test_subjects or val_subjects):
         raise DataError(f"--test_fraction {test_fraction} + --val_fraction {val_fraction} leave nothing for training")
-    subjects = _subjects(table, group, source)
+    subjects = group_values(table, group, source)
     remaining = table
     parts: dict[str, pd.DataFrame] = {}
     for name, chosen, fraction in (("test", test_subjects, test_fraction), ("val", val_subjects, val_fraction)):
@@ -88,7 +92,7 @@ def split_table(table: pd.DataFrame, test_fraction: float = 0.2, val_fraction: f
             unknown = sorted(set(chosen) - set(subjects))
             if unknown:
                 raise DataError(f"{source}: {name} subject(s) {unknown} not found in '{group}'")
-            mask = remaining[group].astype(str).isin(chosen)
+            mask = group_values(remaining, group, source).isin(chosen)
             parts[name], remaining = remaining.loc[mask], remaining.loc[~mask]
         elif fraction > 0:
             # fraction of the rows still unassigned, so test 0.2 / val 0.1 means 20% / 10% of the whole
