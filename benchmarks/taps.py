@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -91,7 +92,8 @@ def cv_flags(args: argparse.Namespace) -> list[str]:
     return ["--folds", str(args.folds), "--stratify", "label", "--group", "uid", "--model", "ecapa_tdnn",
             "-e", str(args.epochs), "-bs", str(args.batch_size), "-lr", str(args.lr), "--seed", str(args.seed),
             "--clip_length", "0", "--monitor", "weighted_f1", "--repeats", str(args.repeats),
-            "--timem", "2"]  # a press is about 8 fbank frames: the default time mask (10) could hide all of it
+            "--timem", "2",  # a press is about 8 fbank frames: the default time mask (10) could hide all of it
+            *shlex.split(args.extra)]
 
 
 def zoom(args: argparse.Namespace, work: Path, log: Path) -> dict:
@@ -160,6 +162,7 @@ def main() -> int:
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--extra", default="", help="more train flags for every cv run, e.g. '--channels 128 128 384'")
     args = parser.parse_args()
     if not (SHARED / "keystrokes" / "Zoom").is_dir():
         raise SystemExit(f"{SHARED}: the keystroke recordings are needed")
