@@ -148,6 +148,9 @@ def test_latency_estimate_ignores_spurious_taps_and_touches():
     estimate = estimate_latency([taps[:half], taps[half:]], [noisy_touches, noisy_touches], 0.1, 1.0)
     assert estimate is not None and abs(estimate + 0.123) < 0.002
     assert estimate_latency([np.array([5.0])], [np.array([1.0])], 0.1, 1.0) is None
+    # the search stops at --max_latency: a true latency beyond it is not found
+    short = estimate_latency([taps], [noisy_touches], 0.01, 0.05)
+    assert short is None or abs(short + 0.123) > 0.05
 
 
 def test_start_times_from_file_names():
@@ -173,6 +176,8 @@ def test_touch_logs_and_keys(tmp_path):
     touches = read_touch_logs([str(log), str(other)])
     assert touches["touch_id"].tolist() == ["2", "1"] and touches["x"].tolist() == [500.0, 100.0]
     assert touches["line"].tolist() == [1, 2] and touches["source"].iloc[1] == str(log)
+    ups = read_touch_logs([str(log)], event="Up")
+    assert len(ups) == 1 and ups["x"].tolist() == [101.0] and ups["line"].tolist() == [4]
     bad = tmp_path / "bad.csv"
     bad.write_text("2023-03-15 14:02:34.5,1,   Down,100,200,12\n2023-03-15 14:02:35.5,1,   Down,left,200,12\n")
     with pytest.raises(DataError, match=r"bad.csv line 2"):

@@ -321,16 +321,11 @@ def _touch_fields(touch: pd.Series) -> dict:
 def plot_alignment(path: str, events: pd.DataFrame, leftover: pd.DataFrame, out: Path) -> Path:
     """A recording's taps (heights; matched black, unmatched grey) and touches at their expected times (red;
     unmatched dashed), each match labelled with its key."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from audiotune.outputs import atomic_path
+    from audiotune.taps.detect import save_timeline, timeline
 
     mine = events[events["path"] == path] if len(events) else events
     left = leftover[leftover["path"] == path]
-    fig, ax = plt.subplots(figsize=(14, 4))
+    fig, ax = timeline(Path(path).name)
     heights = (pd.to_numeric(mine["height"], errors="coerce").to_numpy(float) if "height" in mine
                else np.ones(len(mine)))
     top = float(np.nanmax(heights)) if len(mine) else 1.0
@@ -346,15 +341,7 @@ def plot_alignment(path: str, events: pd.DataFrame, leftover: pd.DataFrame, out:
     if len(lost):
         ax.vlines(lost["time"], 0, top, color="tab:red", lw=0.8, linestyles="dashed",
                   label=f"{len(lost)} unmatched or off-key touches")
-    ax.set_xlabel("seconds")
-    ax.set_title(Path(path).name)
-    ax.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    return out
+    return save_timeline(fig, ax, out)
 
 
 @dataclass

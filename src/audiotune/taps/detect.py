@@ -22,6 +22,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -247,16 +248,37 @@ def taps_table(detections: list[Detection], out: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def plot_detection(d: Detection, out: Path, window: tuple[float, float], touches: np.ndarray | None = None) -> Path:
-    """The diagnostic figure: the trace's envelope, the threshold, the peaks, each peak's window and touches."""
+def timeline(title: str) -> tuple[Any, Any]:
+    """A wide figure with seconds on its x axis (matplotlib's Agg backend: no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig, ax = plt.subplots(figsize=(14, 4))
+    ax.set_xlabel("seconds")
+    ax.set_title(title)
+    return fig, ax
+
+
+def save_timeline(fig: Any, ax: Any, out: Path) -> Path:
+    """The legend, then the PNG written atomically; the figure is closed."""
+    import matplotlib.pyplot as plt
+
     from audiotune.outputs import atomic_path
 
-    fig, ax = plt.subplots(figsize=(14, 4))
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    return out
+
+
+def plot_detection(d: Detection, out: Path, window: tuple[float, float]) -> Path:
+    """The diagnostic figure: the trace's envelope, the threshold, the peaks and each peak's window."""
+    fig, ax = timeline(Path(d.path).name)
     if d.overview is not None:
         t = (np.arange(len(d.overview)) + 0.5) * d.duration / len(d.overview)
         ax.plot(t, d.overview, lw=0.6, color="0.4", label="max |trace|")
@@ -265,17 +287,7 @@ def plot_detection(d: Detection, out: Path, window: tuple[float, float], touches
     ax.plot(times, d.heights, "kv", ms=4, label=f"{len(times)} peaks")
     for t0 in times:
         ax.axvspan(t0 - window[0], t0 + window[1], color="tab:orange", alpha=0.25, lw=0)
-    if touches is not None and len(touches):
-        ax.vlines(touches, 0, d.threshold, color="tab:red", lw=1, label=f"{len(touches)} touches")
-    ax.set_xlabel("seconds")
-    ax.set_title(Path(d.path).name)
-    ax.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    return out
+    return save_timeline(fig, ax, out)
 
 
 def _boundary_peaks(left: tuple[int, np.ndarray], right: tuple[int, np.ndarray],
