@@ -156,6 +156,7 @@ def test_latency_estimate_ignores_spurious_taps_and_touches():
 def test_start_times_from_file_names():
     assert recording_start("a/rec_14_02_33_250000_03_15_2023.wav") == dt.datetime(2023, 3, 15, 14, 2, 33, 250000)
     assert recording_start("x9/t_9_5_7_5_1_2_2024.wav") == dt.datetime(2024, 1, 2, 9, 5, 7, 500000)
+    assert recording_start("t_9_05_07_12345678_1_2_2024.wav") == dt.datetime(2024, 1, 2, 9, 5, 7, 123456)
     assert recording_start("take2_20240102-090507.wav", "%Y%m%d-%H%M%S") == dt.datetime(2024, 1, 2, 9, 5, 7)
     with pytest.raises(DataError, match="3 integer groups"):
         recording_start("rec_1_2_3.wav")

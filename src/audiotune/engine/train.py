@@ -210,10 +210,8 @@ def _train(config: RunConfig, run_dir: OwnedRunDir) -> dict:
         assert found is not None  # the sampler was built on it
         metrics["balance"] = sampler.summary(found[1])
     if config.data.train_fraction < 1:
-        metrics["train_fraction"] = {"fraction": config.data.train_fraction,
-                                     "rows": len(prepared.tables["train"]),
-                                     "left_out": int((prepared.dropped.get("reason", pd.Series(dtype=str))
-                                                      .astype(str).str.startswith("left out by --train_fraction"))
-                                                     .sum())}
+        left_out = prepared.dropped["reason"].astype(str).str.startswith("left out by --train_fraction")
+        metrics["train_fraction"] = {"fraction": config.data.train_fraction, "rows": len(prepared.tables["train"]),
+                                     "left_out": int(left_out.sum())}
     write_json(exp_dir / METRICS_FILE, metrics)
     return metrics

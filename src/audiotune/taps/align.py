@@ -57,7 +57,7 @@ def read_touch_logs(paths: list[str], event: str = "Down") -> pd.DataFrame:
     frames, problems = [], []
     for path in paths:
         try:
-            raw = pd.read_csv(path, header=None, dtype=str, skipinitialspace=False, keep_default_na=False)
+            raw = pd.read_csv(path, header=None, dtype=str, keep_default_na=False)
         except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
             raise DataError(f"{path}: cannot be read as a touch log ({err})") from err
         if raw.shape[1] < 5:
@@ -145,9 +145,9 @@ def recording_start(path: str, pattern: str = SEED_PATTERN) -> dt.datetime:
                             "the last 7 as hour, minute, second, fraction, month, day, year (give --time_pattern "
                             "or --start_column)")
         hour, minute, second, fraction, month, day, year = groups[-7:]
-        text = f"{int(year):04d}-{int(month):02d}-{int(day):02d} {hour}:{minute}:{second}.{fraction}"
+        text = f"{int(year):04d}-{int(month):02d}-{int(day):02d} {hour}:{minute}:{second}.{fraction[:6]}"
         try:
-            return dt.datetime.strptime(text[:26] if "." in text else text, "%Y-%m-%d %H:%M:%S.%f")
+            return dt.datetime.strptime(text, "%Y-%m-%d %H:%M:%S.%f")
         except ValueError as err:
             raise DataError(f"{path}: its last 7 integer groups are not a time ({err})") from err
     found = list(pattern_regex(pattern).finditer(name))
