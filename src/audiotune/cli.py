@@ -10,10 +10,11 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from audiotune import __version__
+from audiotune import __version__, storage
 from audiotune.config import RANGES, SECTIONS, RunConfig, check_config, describe_range, load_config
 from audiotune.data.layout import DataError
 from audiotune.outputs import check_output_path, write_csv, write_json
+from audiotune.staging import staged
 from audiotune.taps import TAP_WINDOW
 
 AUGMENT_HELP = {
@@ -106,6 +107,20 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     seeds.add_argument("--reduce", nargs="?", const=True, type=parse_bool, default=argparse.SUPPRESS,
                        metavar="BOOL", help="True: mix channels down (--mono, default mean); "
                                             "False: same as --channel_mode none (mono files only)")
+    _storage_flags(parser)
+
+
+def _storage_flags(parser: argparse.ArgumentParser) -> None:
+    """The seed systems' Google Cloud Storage flags; any path may also be a gs:// URL (see audiotune.staging)."""
+    group = parser.add_argument_group("cloud storage (every path may also be gs://BUCKET/...)")
+    group.add_argument("-b", "--bucket_name", "--bucket-name", dest="bucket_name",
+                       help="bucket that --cloud uploads to (seed flag)")
+    group.add_argument("-p", "--project_name", "--project-name", dest="project_name",
+                       help="Google Cloud project of the buckets")
+    group.add_argument("--cloud", nargs="?", const=True, type=parse_bool, default=False, metavar="BOOL",
+                       help="also upload the output folder to gs://BUCKET/CLOUD_DIR when the command finishes")
+    group.add_argument("--cloud_dir", "--cloud-dir", dest="cloud_dir", default="",
+                       help="folder inside -b/--bucket_name that --cloud uploads to")
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -149,6 +164,7 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(*_spellings("batch_size", ("-bs",)), dest="batch_size", type=int)
     parser.add_argument(*_spellings("num_workers", ("-nw",)), dest="num_workers", type=int)
     parser.add_argument(*_spellings("on_error"), dest="on_error", choices=("raise", "skip"))
+    _storage_flags(parser)
 
 
 def _device_flags(parser: argparse.ArgumentParser) -> None:
@@ -463,115 +479,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
-        if args.command == "train":
-            from audiotune.engine.train import train
-
-            _quiet_lightning(args.verbose)
-            config = config_from_args(args)
-            metrics = train(config)
-            print(json.dumps({k: _summary(v) for k, v in metrics.items() if k in ("val", "test")}, indent=2))
-            if not metrics.get("trained", True):
-                print("no training step (--epochs 0): these are the metrics of the untrained model")
-            print(f"run directory: {Path(config.exp_dir).resolve()}")
-        elif args.command == "pretrain":
-            from audiotune.engine.pretrain import pretrain
-
-            _quiet_lightning(args.verbose)
-            vars(args).setdefault("model.model", "ssast")  # the defaults of this command
-            vars(args).setdefault("model.task", "pretrain_joint")
-            config = config_from_args(args)
-            metrics = pretrain(config)
-            print(json.dumps({k: metrics[k] for k in ("objective", "epochs_run", "steps_run", "best_val_loss")},
-                             indent=2))
-            print(f"run directory: {Path(config.exp_dir).resolve()}")
-        elif args.command == "cv":
-            from audiotune.data.folds import FoldOptions
-            from audiotune.engine.cv import cross_validate
-
-            _quiet_lightning(args.verbose)
-            config = config_from_args(args)
-            options = FoldOptions(folds=args.folds, group=args.group, stratify=args.stratify,
-                                  val_group=args.val_group, audio_dir=args.audio_dir, json_label=args.json_label)
-            result = cross_validate(config, config.data.data_split_root, options, args.repeats)
-            print(_cv_table(result))
-            print(f"experiment directory: {Path(config.exp_dir).resolve()}")
-        elif args.command == "cluster":
-            from audiotune.engine.cluster import ClusterOptions, cluster, stats_path
-
-            vars(args).setdefault("model.model", "hf")  # the default of this command
-            config = config_from_args(args)
-            wanted = ClusterOptions(args.num_clusters, config.classifier.layer, args.sample_ratio, args.max_frames,
-                                    args.niter, config.data.seed)
-            result = cluster(config, wanted, args.out, args.run)
-            print(f"{result['clips']} clips, {result['sample_frames']} of {result['frames_offered']} offered frames "
-                  f"clustered (buffer {result['buffer_mib']} MiB)")
-            for k, usage in result["clusters"].items():
-                print(f"  K={k}: {usage['clusters_used']} clusters used, {usage['empty_clusters']} empty, "
-                      f"largest {usage['largest_share']:.1%} of {usage['frames']} frames")
-            print(f"frame labels: {args.out} (statistics: {stats_path(Path(args.out))})")
-        elif args.command == "probe":
-            from audiotune.engine.probe import probe
-
-            _quiet_lightning(args.verbose)
-            config = config_from_args(args)
-            table = probe(config)
-            print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-            print(f"probe table: {Path(config.exp_dir).resolve() / 'probe.csv'}")
-        elif args.command == "evaluate":
-            from audiotune.engine.evaluate import evaluate_run
-
-            metrics = evaluate_run(args.run, args.data_split_root, args.exp_dir, args.on_error, args.batch_size,
-                                   args.num_workers, args.accelerator, args.devices, args.precision, args.aggregate)
-            print(json.dumps({k: _summary(v) for k, v in metrics.items()}, indent=2))
-        elif args.command == "extract":
-            from audiotune.engine.extract import extract_embeddings
-
-            out = args.out or str(Path(args.run) / f"embeddings_{args.embedding_type}.parquet")
-            path = extract_embeddings(args.run, args.data_split_root, out, args.embedding_type, args.layer,
-                                      args.pooling_mode, args.batch_size, args.num_workers, args.on_error,
-                                      args.accelerator, args.devices, args.precision)
-            print(f"embeddings: {path}")
-        elif args.command == "attention":
-            from audiotune.engine.attention import attention_maps
-
-            files = attention_maps(args.run, args.audio, args.exp_dir, args.accelerator, args.devices,
-                                   args.precision)
-            print(f"{len(files)} attention maps in {files[0].parent}")
-        elif args.command == "manifest":
-            from audiotune.data.manifest import build_manifest
-
-            table, skipped = build_manifest(args.audio_dir, args.out, args.pattern, args.folder_label, args.on_error)
-            print(f"{args.out}: {len(table)} files" + (f", {len(skipped)} skipped (listed next to it)"
-                                                        if len(skipped) else ""))
-        elif args.command == "segment":
-            from audiotune.data.segments import segment_csv
-
-            segmented = segment_csv(args.table, args.out, args.before, args.after, args.window, args.hop,
-                                    args.on_error)
-            print(segmented.summary())
-        elif args.command == "split":
-            _command_split(args)
-        elif args.command == "taps":
-            _command_taps(args)
-        elif args.command == "stats":
-            from audiotune.engine.extract import feature_stats, skipped_list_path
-            from audiotune.models.backbones import resolve_config
-
-            config = resolve_config(config_from_args(args))
-            if args.out:
-                check_output_path(args.out)
-            result, skipped = feature_stats(config, config.data.data_split_root, args.split)
-            print(json.dumps(result, indent=2))
-            if args.out:
-                write_json(args.out, result)
-            if len(skipped):
-                if args.out:
-                    listed = write_csv(skipped, skipped_list_path(Path(args.out)), index=False)
-                    print(f"{len(skipped)} clip(s) left out of the statistics: listed in {listed}")
-                else:
-                    print(f"{len(skipped)} clip(s) left out of the statistics:", file=sys.stderr)
-                    for reason in skipped["reason"]:
-                        print(f"  {reason}", file=sys.stderr)
+        with staged(args):
+            _dispatch(args)
     except KeyboardInterrupt:
         print(f"audiotune {args.command}: interrupted; outputs not finished were not written", file=sys.stderr)
         return 130
@@ -581,6 +490,123 @@ def main(argv: list[str] | None = None) -> int:
         print(f"audiotune {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     return 0
+
+
+def _dispatch(args: argparse.Namespace) -> None:
+    if args.command == "train":
+        from audiotune.engine.train import train
+
+        _quiet_lightning(args.verbose)
+        config = config_from_args(args)
+        metrics = train(config)
+        print(json.dumps({k: _summary(v) for k, v in metrics.items() if k in ("val", "test")}, indent=2))
+        if not metrics.get("trained", True):
+            print("no training step (--epochs 0): these are the metrics of the untrained model")
+        print(f"run directory: {storage.final_place(config.exp_dir)}")
+    elif args.command == "pretrain":
+        from audiotune.engine.pretrain import pretrain
+
+        _quiet_lightning(args.verbose)
+        vars(args).setdefault("model.model", "ssast")  # the defaults of this command
+        vars(args).setdefault("model.task", "pretrain_joint")
+        config = config_from_args(args)
+        metrics = pretrain(config)
+        print(json.dumps({k: metrics[k] for k in ("objective", "epochs_run", "steps_run", "best_val_loss")},
+                         indent=2))
+        print(f"run directory: {storage.final_place(config.exp_dir)}")
+    elif args.command == "cv":
+        from audiotune.data.folds import FoldOptions
+        from audiotune.engine.cv import cross_validate
+
+        _quiet_lightning(args.verbose)
+        config = config_from_args(args)
+        options = FoldOptions(folds=args.folds, group=args.group, stratify=args.stratify,
+                              val_group=args.val_group, audio_dir=args.audio_dir, json_label=args.json_label)
+        result = cross_validate(config, config.data.data_split_root, options, args.repeats)
+        print(_cv_table(result))
+        print(f"experiment directory: {storage.final_place(config.exp_dir)}")
+    elif args.command == "cluster":
+        from audiotune.engine.cluster import ClusterOptions, cluster, stats_path
+
+        vars(args).setdefault("model.model", "hf")  # the default of this command
+        config = config_from_args(args)
+        wanted = ClusterOptions(args.num_clusters, config.classifier.layer, args.sample_ratio, args.max_frames,
+                                args.niter, config.data.seed)
+        result = cluster(config, wanted, args.out, args.run)
+        print(f"{result['clips']} clips, {result['sample_frames']} of {result['frames_offered']} offered frames "
+              f"clustered (buffer {result['buffer_mib']} MiB)")
+        for k, usage in result["clusters"].items():
+            print(f"  K={k}: {usage['clusters_used']} clusters used, {usage['empty_clusters']} empty, "
+                  f"largest {usage['largest_share']:.1%} of {usage['frames']} frames")
+        print(f"frame labels: {_shown(args.out)} (statistics: {_shown(stats_path(Path(args.out)))})")
+    elif args.command == "probe":
+        from audiotune.engine.probe import probe
+
+        _quiet_lightning(args.verbose)
+        config = config_from_args(args)
+        table = probe(config)
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print(f"probe table: {_shown(Path(config.exp_dir) / 'probe.csv')}")
+    elif args.command == "evaluate":
+        from audiotune.engine.evaluate import evaluate_run
+
+        metrics = evaluate_run(args.run, args.data_split_root, args.exp_dir, args.on_error, args.batch_size,
+                               args.num_workers, args.accelerator, args.devices, args.precision, args.aggregate)
+        print(json.dumps({k: _summary(v) for k, v in metrics.items()}, indent=2))
+    elif args.command == "extract":
+        from audiotune.engine.extract import extract_embeddings
+
+        out = args.out or str(Path(args.run) / f"embeddings_{args.embedding_type}.parquet")
+        path = extract_embeddings(args.run, args.data_split_root, out, args.embedding_type, args.layer,
+                                  args.pooling_mode, args.batch_size, args.num_workers, args.on_error,
+                                  args.accelerator, args.devices, args.precision)
+        print(f"embeddings: {_shown(path)}")
+    elif args.command == "attention":
+        from audiotune.engine.attention import attention_maps
+
+        files = attention_maps(args.run, args.audio, args.exp_dir, args.accelerator, args.devices,
+                               args.precision)
+        print(f"{len(files)} attention maps in {files[0].parent}")
+    elif args.command == "manifest":
+        from audiotune.data.manifest import build_manifest
+
+        table, skipped = build_manifest(args.audio_dir, args.out, args.pattern, args.folder_label, args.on_error)
+        print(f"{args.out}: {len(table)} files" + (f", {len(skipped)} skipped (listed next to it)"
+                                                    if len(skipped) else ""))
+    elif args.command == "segment":
+        from audiotune.data.segments import segment_csv
+
+        segmented = segment_csv(args.table, args.out, args.before, args.after, args.window, args.hop,
+                                args.on_error)
+        print(segmented.summary())
+    elif args.command == "split":
+        _command_split(args)
+    elif args.command == "taps":
+        _command_taps(args)
+    elif args.command == "stats":
+        from audiotune.engine.extract import feature_stats, skipped_list_path
+        from audiotune.models.backbones import resolve_config
+
+        config = resolve_config(config_from_args(args))
+        if args.out:
+            check_output_path(args.out)
+        result, skipped = feature_stats(config, config.data.data_split_root, args.split)
+        print(json.dumps(result, indent=2))
+        if args.out:
+            write_json(args.out, result)
+        if len(skipped):
+            if args.out:
+                listed = write_csv(skipped, skipped_list_path(Path(args.out)), index=False)
+                print(f"{len(skipped)} clip(s) left out of the statistics: listed in {listed}")
+            else:
+                print(f"{len(skipped)} clip(s) left out of the statistics:", file=sys.stderr)
+                for reason in skipped["reason"]:
+                    print(f"  {reason}", file=sys.stderr)
+
+
+def _shown(path: str | Path) -> str:
+    """Where an output ends up: its remote URL when it was written in a staging folder."""
+    return storage.join(storage.final_place(Path(path).parent), Path(path).name)
 
 
 def _one_line(err: BaseException) -> str:

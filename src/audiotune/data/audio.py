@@ -7,8 +7,10 @@ A table row names a file and may name a **segment** of it: ``offset`` and ``dura
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +18,7 @@ import pandas as pd
 import soundfile as sf
 import soxr
 
+from audiotune import storage
 from audiotune.data.layout import DataError
 
 CHANNEL_MODES = ("mean", "sum", "maxabs", "select", "interleave", "stack", "none")
@@ -92,13 +95,30 @@ def table_spans(table: pd.DataFrame) -> list[Span]:
     return [span_of(record) for record in table[columns].to_dict("records")]
 
 
-def _open(path: str) -> sf.SoundFile:
-    if not os.path.isfile(path):  # soundfile reports a missing file only as "System error"
-        raise AudioError(f"{path}: file not found")
+@contextlib.contextmanager
+def _open(path: str) -> Iterator[sf.SoundFile]:
+    """The decoder of a local file, or of a remote one read by range through the block cache."""
+    if not storage.is_remote(path):
+        if not os.path.isfile(path):  # soundfile reports a missing file only as "System error"
+            raise AudioError(f"{path}: file not found")
+        try:
+            handle = sf.SoundFile(path)
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+            raise AudioError(f"{path}: cannot decode audio ({err})") from err
+        with handle:
+            yield handle
+        return
     try:
-        return sf.SoundFile(path)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
-        raise AudioError(f"{path}: cannot decode audio ({err})") from err
+        stream = storage.open_input(path)
+    except FileNotFoundError:
+        raise AudioError(f"{path}: file not found") from None
+    with stream:
+        try:
+            handle = sf.SoundFile(stream)
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+            raise AudioError(f"{path}: cannot decode audio ({err})") from err
+        with handle:
+            yield handle
 
 
 def _check_header(path: str, handle: sf.SoundFile, expected_rate: float) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from audiotune import storage
 from audiotune.data.audio import AudioSpec, Span
 
 CACHE_ENV = "AUDIOTUNE_CACHE"
@@ -32,7 +33,11 @@ def cache_root(cache_dir: str = "") -> Path:
 
 
 def content_digest(path: str) -> str:
-    """Digest of a file's bytes, computed once per process for a given path, size and modification time."""
+    """Digest of a file's bytes, computed once per process for a given path, size and modification time.
+
+    A remote object's digest comes from its metadata (generation, checksum), without reading it."""
+    if storage.is_remote(path):
+        return storage.content_id(path)
     stat = os.stat(path)
     key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
     if key not in _DIGESTS:

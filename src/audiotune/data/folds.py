@@ -16,7 +16,6 @@ rows (the next group for leave-one-group-out, wrapping around), removed from tra
 from __future__ import annotations
 
 import io
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 
+from audiotune import storage
 from audiotune.data.json_splits import read_json_split
 from audiotune.data.layout import DataError, read_splits, read_table
 from audiotune.data.splits import draw_validation, group_values, kfold_tables
@@ -200,7 +200,7 @@ def build_folds(source: str, options: FoldOptions, seed: int = 0, val_size: int 
 def fold_csv(table: pd.DataFrame, out_dir: Path) -> bytes:
     """One split table as CSV bytes, with ``path`` relative to ``out_dir`` so data and folds move together."""
     if "path" in table.columns:
-        table = table.assign(path=[os.path.relpath(p, out_dir.resolve()) for p in table["path"]])
+        table = table.assign(path=[storage.relative(p, out_dir) for p in table["path"]])
     buffer = io.StringIO()
     table.to_csv(buffer, index_label="uid")
     return buffer.getvalue().encode()

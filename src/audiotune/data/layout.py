@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from audiotune import storage
+
 SPLITS = ("train", "val", "test")
 ENCODING_EXTENSIONS = {"MP3": "mp3", "WAV": "wav", "FLAC": "flac", "OGG": "ogg", "VORBIS": "ogg"}
 
@@ -33,11 +35,12 @@ def read_table(path: str | Path, text_columns: tuple[str, ...] = ()) -> pd.DataF
 
     ``uid``, ``path``, ``subject`` and ``text_columns`` are read as text. A table without rows is an error.
     """
-    path = Path(path)
-    if not path.is_file():
+    path = str(path) if storage.is_remote(path) else Path(path)
+    if not storage.isfile(path):
         raise DataError(f"{path}: split file not found")
     try:
-        table = pd.read_csv(path, dtype={c: str for c in (*TEXT_COLUMNS, *text_columns)})
+        with storage.open_input(path) as stream:
+            table = pd.read_csv(stream, dtype={c: str for c in (*TEXT_COLUMNS, *text_columns)})
     except pd.errors.EmptyDataError as err:
         raise DataError(f"{path}: empty file (no header, no rows)") from err
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
@@ -61,7 +64,8 @@ def read_table(path: str | Path, text_columns: tuple[str, ...] = ()) -> pd.DataF
     table = table.set_index("uid")
     if "path" in table.columns:
         # an empty cell stays empty: the row is then reported as bad input (attach_paths), not resolved
-        table["path"] = ["" if pd.isna(p) or not str(p).strip() else _absolute(str(p), path.parent)
+        folder = storage.parent(path)
+        table["path"] = ["" if pd.isna(p) or not str(p).strip() else storage.resolve(str(p), folder)
                          for p in table["path"]]
     table.attrs["source"] = str(path)
     return table
@@ -81,19 +85,16 @@ def segment_uids(table: pd.DataFrame) -> list[str]:
     return [p if pd.isna(o) else f"{p}@{format_seconds(float(o))}" for p, o in zip(paths, offsets)]
 
 
-def _absolute(value: str, base: Path) -> str:
-    candidate = Path(value)
-    return str(candidate if candidate.is_absolute() else (base / candidate).resolve())
-
-
 def read_splits(data_split_root: str | Path, audio_dir: str = "") -> dict[str, pd.DataFrame]:
     """Tables of a split directory (train.csv, test.csv, optional val.csv), of one CSV (key 'data'), of a JSON
     split file (``{"Train": ..., "Val": ..., "Test": ...}``, utterance names relative to ``audio_dir`` or
     else its own folder; see :mod:`audiotune.data.json_splits`), or of a folder of audio files without tables
     (key 'data': unlabelled audio for pretraining, extraction, stats)."""
-    root = Path(data_split_root)
     if not str(data_split_root):
         raise DataError("--data_split_root is required: a split directory or one CSV")
+    if storage.is_remote(data_split_root):
+        return _read_remote_splits(str(data_split_root))
+    root = Path(data_split_root)
     if root.suffix.lower() == ".csv":
         return {"data": read_table(root)}
     if root.suffix.lower() == ".json":
@@ -110,6 +111,20 @@ def read_splits(data_split_root: str | Path, audio_dir: str = "") -> dict[str, p
         if audio is None:
             raise DataError(f"{root}: no train.csv, val.csv or test.csv in this directory, and no audio files")
         return {"data": audio}
+    return tables
+
+
+def _read_remote_splits(url: str) -> dict[str, pd.DataFrame]:
+    """read_splits of a URL: one CSV, or a folder of split CSVs (audio read in place, by range)."""
+    if url.lower().endswith(".csv"):
+        return {"data": read_table(url)}
+    if not storage.isdir(url):
+        raise DataError(f"{url}: --data_split_root is neither a CSV file nor a folder (or it does not exist)")
+    names = set(storage.listdir(url))
+    tables = {name: read_table(storage.join(url, f"{name}.csv")) for name in SPLITS if f"{name}.csv" in names}
+    if not tables:
+        raise DataError(f"{url}: no train.csv, val.csv or test.csv in this folder (remote data needs split "
+                        "tables; JSON split files and bare audio folders are read from a local disk)")
     return tables
 
 

@@ -1,13 +1,13 @@
 """Subject-disjoint, stratified, seeded splits."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
+from audiotune import storage
 from audiotune.data.layout import DataError
 from audiotune.outputs import write_csv
 
@@ -135,7 +135,7 @@ def write_split(parts: dict[str, pd.DataFrame], out_dir: str | Path) -> list[Pat
     for name, part in parts.items():
         path = out_dir / f"{name}.csv"
         if "path" in part.columns:  # relative paths keep the data and its splits movable together
-            part = part.assign(path=[os.path.relpath(p, out_dir.resolve()) for p in part["path"]])
+            part = part.assign(path=[storage.relative(p, out_dir) for p in part["path"]])
         write_csv(part, path, index_label="uid")
         written.append(path)
     for name in ("train", "val", "test"):

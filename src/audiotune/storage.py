@@ -1,0 +1,391 @@
+"""Local paths and remote URLs (``gs://bucket/...``) through one interface, fsspec.
+
+A local path is handled by the operating system as always; a URL with a scheme (``gs://``, or any other
+protocol fsspec knows) by the matching fsspec file system (``gcsfs`` for Google Cloud Storage). The rest of
+audiotune asks this module, never ``path.startswith("gs://")``:
+
+- :func:`open_input` reads a file by range (audio segments of long recordings) through a local
+  read-through block cache; :func:`local_copy` brings a whole file or folder (a label file, a checkpoint,
+  a run directory) into the cache once and returns its local path, downloaded again only when the remote
+  object changed;
+- :func:`upload` sends a finished local file or folder to its remote place. Every remote object appears
+  complete or not at all (an upload that fails leaves no object), and a folder's ``config.yaml`` is sent
+  last: a remote run directory without it is not a run, so an interrupted upload never leaves one that
+  reads as complete.
+
+Google Cloud Storage: the newest gcsfs first probes each bucket's type over gRPC for zonal and
+hierarchical-namespace buckets, which emulators do not speak (and which costs a 60 s timeout per probe
+there). audiotune selects gcsfs's classic JSON-API file system, which reads and writes every bucket type,
+by setting ``GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false`` unless the environment already sets it.
+``STORAGE_EMULATOR_HOST`` (e.g. ``http://127.0.0.1:9023``) points gcsfs at an emulator with anonymous
+access; credentials otherwise come from the usual Google sources (``gcloud auth application-default
+login``, ``GOOGLE_APPLICATION_CREDENTIALS``, the metadata server of a cloud machine).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")  # read when gcsfs is imported: see above
+
+URL = re.compile(r"^([a-z][a-z0-9+.-]*)://", re.IGNORECASE)
+LAST = ("model.safetensors", "metrics.json", "config.yaml")  # what makes a folder a run: sent last, config last
+PACKAGES = {"gs": "gcsfs", "gcs": "gcsfs", "s3": "s3fs", "az": "adlfs", "abfs": "adlfs"}
+_OPTIONS: dict[str, dict[str, Any]] = {}
+
+
+class StorageError(OSError):
+    """A remote path that could not be read or written; the message names it and the reason."""
+
+
+def configure(project: str | None = None) -> None:
+    """Options of later remote file systems: the Google Cloud project (``-p/--project_name``)."""
+    if project:
+        _OPTIONS.setdefault("gs", {})["project"] = project
+
+
+def is_remote(path: object) -> bool:
+    """Whether ``path`` is a URL of a remote file system (``file://`` is local)."""
+    match = URL.match(str(path)) if isinstance(path, str) else None
+    return bool(match) and match.group(1).lower() != "file"  # type: ignore[union-attr]
+
+
+def _protocol(url: str) -> str:
+    match = URL.match(url)
+    return match.group(1).lower() if match else "file"
+
+
+def filesystem(url: str) -> tuple[Any, str]:
+    """The fsspec file system of ``url`` and the path inside it."""
+    import fsspec
+
+    protocol = _protocol(url)
+    options = dict(_OPTIONS.get("gs" if protocol == "gcs" else protocol, {}))
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST", "")
+    if protocol in ("gs", "gcs") and emulator:
+        options.setdefault("endpoint_url", emulator if "://" in emulator else f"http://{emulator}")
+        options.setdefault("token", "anon")
+    try:
+        return fsspec.core.url_to_fs(url, **options)
+    except ImportError as err:
+        package = PACKAGES.get(protocol, f"the fsspec package for {protocol}://")
+        raise StorageError(f"{url}: reading {protocol}:// paths needs {package} (pip install {package})") from err
+    except ValueError as err:
+        raise StorageError(f"{url}: not a path audiotune can read ({err})") from err
+
+
+def _failed(url: str, action: str, err: BaseException) -> StorageError:
+    if isinstance(err, StorageError):
+        return err
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return StorageError(f"{url}: could not {action} ({type(err).__name__}: {reason})")
+
+
+def join(base: str | Path, *parts: str) -> str:
+    """``base/part/...`` for a folder path or URL."""
+    if is_remote(base):
+        joined = str(base).rstrip("/")
+        for part in parts:
+            joined = f"{joined}/{part.strip('/')}" if part else joined
+        return joined
+    return str(Path(base, *parts))
+
+
+def parent(path: str | Path) -> str:
+    """The folder of a file path or URL."""
+    if is_remote(path):
+        scheme, rest = str(path).split("://", 1)
+        head = posixpath.dirname(rest.rstrip("/"))
+        return f"{scheme}://{head}" if head else f"{scheme}://{rest}"
+    return str(Path(path).parent)
+
+
+def name(path: str | Path) -> str:
+    """The last part of a path or URL."""
+    return posixpath.basename(str(path).rstrip("/")) if is_remote(path) else Path(path).name
+
+
+def resolve(value: str, base: str | Path) -> str:
+    """A table cell as an absolute path or URL: a relative one is relative to the folder ``base``."""
+    if is_remote(value):
+        return value
+    if is_remote(base):
+        if value.startswith("/"):
+            return value  # an absolute local path in a remote table stays local
+        scheme, rest = str(base).rstrip("/").split("://", 1)
+        return f"{scheme}://{posixpath.normpath(posixpath.join(rest, value))}"
+    candidate = Path(value)
+    return str(candidate if candidate.is_absolute() else (Path(base) / candidate).resolve())
+
+
+def isfile(path: str | Path) -> bool:
+    if not is_remote(path):
+        return os.path.isfile(path)
+    fs, inner = filesystem(str(path))
+    try:
+        return bool(fs.isfile(inner))
+    except Exception as err:
+        raise _failed(str(path), "be checked", err) from err
+
+
+def isdir(path: str | Path) -> bool:
+    if not is_remote(path):
+        return os.path.isdir(path)
+    fs, inner = filesystem(str(path))
+    try:
+        return bool(fs.isdir(inner))
+    except Exception as err:
+        raise _failed(str(path), "be checked", err) from err
+
+
+def exists(path: str | Path) -> bool:
+    return isfile(path) or isdir(path)
+
+
+def listdir(path: str | Path) -> list[str]:
+    """Names of the entries of a folder (files and folders)."""
+    if not is_remote(path):
+        return sorted(os.listdir(path))
+    fs, inner = filesystem(str(path))
+    try:
+        return sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(inner, detail=False))
+    except Exception as err:
+        raise _failed(str(path), "be listed", err) from err
+
+
+def _version(info: dict) -> str:
+    """What changes when a remote object's content does: its generation, checksum or etag, with its size."""
+    for key in ("generation", "md5Hash", "crc32c", "ETag", "etag", "mtime", "LastModified"):
+        if info.get(key) is not None:
+            return f"{info.get('size')}:{key}={info[key]}"
+    return f"{info.get('size')}"
+
+
+def content_id(path: str) -> str:
+    """A short digest that changes with a remote object's content (from its metadata, nothing downloaded)."""
+    fs, inner = filesystem(path)
+    try:
+        info = fs.info(inner)
+    except FileNotFoundError:
+        raise
+    except Exception as err:
+        raise _failed(path, "be read", err) from err
+    return hashlib.blake2b(f"{path}|{_version(info)}".encode(), digest_size=16).hexdigest()
+
+
+def cache_folder() -> Path:
+    """Local copies of remote files: $AUDIOTUNE_CACHE/remote (default ~/.cache/audiotune/remote)."""
+    from audiotune.data.audio_store import cache_root
+
+    return cache_root() / "remote"
+
+
+_BLOCK_CACHES: dict[str, Any] = {}
+
+
+def open_input(path: str | Path) -> IO[bytes]:
+    """A binary file opened for reading; a remote one is read by range through a local block cache."""
+    if not is_remote(path):
+        return open(path, "rb")
+    url = str(path)
+    fs, inner = filesystem(url)
+    blocks = str(cache_folder() / "blocks")
+    key = f"{id(fs)}:{blocks}"
+    if key not in _BLOCK_CACHES:
+        from fsspec.implementations.cached import CachingFileSystem
+
+        # blocks read once stay on local disk; an object whose generation changed is read again
+        _BLOCK_CACHES[key] = CachingFileSystem(fs=fs, cache_storage=blocks, check_files=True, same_names=False)
+    try:
+        return _BLOCK_CACHES[key].open(inner, "rb")
+    except FileNotFoundError:
+        raise
+    except Exception as err:
+        raise _failed(url, "be opened", err) from err
+
+
+def read_bytes(path: str | Path) -> bytes:
+    if not is_remote(path):
+        return Path(path).read_bytes()
+    fs, inner = filesystem(str(path))
+    try:
+        return bytes(fs.cat_file(inner))
+    except FileNotFoundError:
+        raise
+    except Exception as err:
+        raise _failed(str(path), "be read", err) from err
+
+
+def read_text(path: str | Path) -> str:
+    return read_bytes(path).decode("utf-8")
+
+
+def _local_place(url: str) -> Path:
+    scheme, rest = url.split("://", 1)
+    return cache_folder() / "files" / scheme / rest.strip("/")
+
+
+def _download_file(fs: Any, inner: str, info: dict, target: Path) -> None:
+    """``target`` holds the remote object afterwards; it is downloaded only when the object changed."""
+    stamp = target.parent / f".{target.name}.version"
+    version = _version(info)
+    if target.is_file() and stamp.is_file() and stamp.read_text() == version:
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    os.close(handle)
+    try:
+        fs.get_file(inner, partial)
+        os.replace(partial, target)
+        stamp.write_text(version)
+    finally:
+        Path(partial).unlink(missing_ok=True)
+
+
+def local_copy(path: str | Path) -> str:
+    """A local path holding the file or folder ``path``: the path itself when local, else a cached copy."""
+    if not is_remote(path):
+        return str(path)
+    url = str(path).rstrip("/")
+    fs, inner = filesystem(url)
+    target = _local_place(url)
+    try:
+        if fs.isfile(inner):
+            _download_file(fs, inner, fs.info(inner), target)
+            return str(target)
+        found = fs.find(inner, detail=True)
+        if not found:
+            raise FileNotFoundError(url)
+        for remote, info in found.items():
+            relative = posixpath.relpath(remote, inner.rstrip("/"))
+            _download_file(fs, remote, info, target / relative)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{url}: not found") from err
+    except Exception as err:
+        raise _failed(url, "be downloaded", err) from err
+    return str(target)
+
+
+def sync_down(url: str, folder: str | Path) -> int:
+    """Copy every object under ``url`` that ``folder`` lacks into it (resuming a remote run); the count."""
+    fs, inner = filesystem(url)
+    count = 0
+    try:
+        if not fs.isdir(inner):
+            return 0
+        for remote, info in fs.find(inner, detail=True).items():
+            target = Path(folder) / posixpath.relpath(remote, inner.rstrip("/"))
+            if target.is_file() and target.stat().st_size == info.get("size"):
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fs.get_file(remote, str(target))
+            count += 1
+    except Exception as err:
+        raise _failed(url, "be downloaded", err) from err
+    return count
+
+
+def _upload_order(files: list[Path], root: Path) -> list[Path]:
+    """Run markers after everything else, each folder's ``config.yaml`` the very last of them."""
+    def rank(file: Path) -> tuple[int, int, str]:
+        marker = LAST.index(file.name) + 1 if file.name in LAST else 0
+        return marker, -len(file.relative_to(root).parts), str(file)
+    return sorted(files, key=rank)
+
+
+def _is_temporary(file: Path) -> bool:
+    return any(part.startswith(".") for part in file.parts)  # locks, partial writes, version stamps
+
+
+def upload(local: str | Path, url: str, *, replace: bool = False,
+           on_file: Callable[[str], None] | None = None) -> int:
+    """Send a finished local file or folder to ``url``; the number of objects written.
+
+    A folder is sent file by file, run markers last (see :data:`LAST`); its hidden files (locks, partial
+    writes) stay local. With ``replace``, remote objects under ``url`` that the folder no longer holds are
+    deleted, and an earlier ``config.yaml`` there first of all, so the remote folder is never a mix that
+    reads as one complete run. On failure the error names ``url``, what was sent and the local copy.
+    """
+    local = Path(local)
+    fs, inner = filesystem(url)
+    if local.is_file():
+        try:
+            fs.put_file(str(local), inner)
+        except Exception as err:
+            raise _failed(url, f"be uploaded from {local}", err) from err
+        return 1
+    files = _upload_order([f for f in local.rglob("*") if f.is_file() and not _is_temporary(f.relative_to(local))],
+                          local)
+    sent = 0
+    try:
+        if replace and fs.isdir(inner):
+            existing = set(fs.find(inner))
+            keep = {f"{inner.rstrip('/')}/{f.relative_to(local).as_posix()}" for f in files}
+            configs = [p for p in existing if posixpath.basename(p) == "config.yaml"]
+            if configs:
+                fs.rm(configs)
+            stale = sorted(existing - keep - set(configs))
+            if stale:
+                fs.rm(stale)
+        for file in files:
+            target = f"{inner.rstrip('/')}/{file.relative_to(local).as_posix()}"
+            fs.put_file(str(file), target)
+            sent += 1
+            if on_file is not None:
+                on_file(target)
+    except Exception as err:
+        done = f"{sent} of {len(files)} files sent" + (", run markers not among them" if sent < len(files) else "")
+        raise StorageError(f"{url}: upload failed ({done}; {type(err).__name__}: {str(err).strip()[:200]}). "
+                           f"The complete output is kept in {local}; the remote folder has no config.yaml from "
+                           "this upload, so audiotune does not read it as a finished run") from err
+    return sent
+
+
+NOTE = ".audiotune-remote.json"  # in a staging folder: the remote place its contents are uploaded to
+
+
+def final_place(folder: str | Path) -> str:
+    """Where a local folder's contents end up: the remote URL of a staging folder (and its subfolders),
+    else the folder itself."""
+    folder = Path(folder).resolve()
+    for candidate in (folder, *folder.parents):
+        note = candidate / NOTE
+        if note.is_file():
+            return join(json.loads(note.read_text())["url"], *folder.relative_to(candidate).parts)
+    return str(folder)
+
+
+def relative(path: str, folder: str | Path) -> str:
+    """``path`` written relative to ``folder`` when both are in one place (one local disk, one bucket), so
+    data and tables move together; otherwise ``path`` unchanged."""
+    place = final_place(folder) if not is_remote(folder) else str(folder)
+    if is_remote(path) != is_remote(place):
+        return path
+    if not is_remote(path):
+        return os.path.relpath(path, place)
+    (scheme, rest), (place_scheme, place_rest) = path.split("://", 1), place.rstrip("/").split("://", 1)
+    if scheme != place_scheme or rest.split("/", 1)[0] != place_rest.split("/", 1)[0]:
+        return path
+    return posixpath.relpath(rest, place_rest)
+
+
+def remove_local(folder: str | Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def staging_folder(url: str) -> Path:
+    """A fresh local folder in which a remote output is written before it is uploaded."""
+    root = cache_folder() / "staging"
+    root.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.blake2b(url.encode(), digest_size=6).hexdigest()
+    folder = Path(tempfile.mkdtemp(prefix=f"{name(url) or 'output'}-{digest}-", dir=root))
+    (folder / NOTE).write_text(json.dumps({"url": url}))  # hidden: never uploaded; see final_place
+    return folder
