@@ -155,7 +155,8 @@ def kaldi_fbank(
     if num_frames == 0:
         out = x.new_zeros(x.shape[0], 0, num_mel_bins)
         return out[0] if squeeze else out
-    frames = x[:, : frame_len + (num_frames - 1) * frame_shift].unfold(-1, frame_len, frame_shift)
+    # unfold keeps only whole frames (snip_edges): no slice, whose end would be a guard in an exported graph
+    frames = x.unfold(-1, frame_len, frame_shift)
     if remove_dc_offset:
         frames = frames - frames.mean(dim=-1, keepdim=True)
     if preemphasis != 0.0:

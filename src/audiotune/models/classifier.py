@@ -98,6 +98,25 @@ class Classifier(nn.Module):
             return self.forward_pooled(batch["pooled"])
         return self(batch["inputs"], batch["lengths"])
 
+    def forward_with_embeddings(self, inputs: Tensor, lengths: Tensor,
+                                merge: str | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Logits, the pooled state the heads read (``pt``; ``wt`` for a weighted run) and the ``ft`` embedding
+        (heads merged by ``merge``, default the run's pooling mode) from one backbone pass."""
+        pooled = self._pooled(inputs, lengths)
+        shared = self.dense(pooled)
+        logits = torch.cat([classifier(shared) for classifier in self.classifiers], dim=-1)
+        return logits, pooled, self._merged_first_dense(shared, merge)
+
+    def _merged_first_dense(self, shared: Tensor, merge: str | None) -> Tensor:
+        """The heads' first dense outputs merged by mean or sum (the ``ft`` embedding)."""
+        # self.classifiers holds only ClassificationHeads (built in __init__)
+        per_head = torch.stack([cast(ClassificationHead, classifier).first_dense(shared)
+                                for classifier in self.classifiers])
+        merge = merge or self.config.pooling_mode
+        if merge not in ("mean", "sum"):
+            raise ValueError(f"ft embeddings merge heads by mean or sum, not '{merge}'")
+        return per_head.mean(0) if merge == "mean" else per_head.sum(0)
+
     @torch.no_grad()
     def extract_embedding(self, inputs: Tensor, lengths: Tensor, kind: str = "ft", layer: int | None = None,
                           pooling: str | None = None) -> Tensor:
@@ -117,10 +136,4 @@ class Classifier(nn.Module):
         shared = self.dense(pooled)
         if kind == "st":
             return shared
-        # self.classifiers holds only ClassificationHeads (built in __init__)
-        per_head = torch.stack([cast(ClassificationHead, classifier).first_dense(shared)
-                                for classifier in self.classifiers])
-        merge = pooling or self.config.pooling_mode
-        if merge not in ("mean", "sum"):
-            raise ValueError(f"ft embeddings merge heads by mean or sum, not '{merge}'")
-        return per_head.mean(0) if merge == "mean" else per_head.sum(0)
+        return self._merged_first_dense(shared, pooling)

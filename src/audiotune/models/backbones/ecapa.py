@@ -47,9 +47,8 @@ __all__ = [
 
 def length_to_mask(length: Tensor, max_len: int, device: torch.device | None = None) -> Tensor:
     """SpeechBrain's mask: ``arange(max_len) < length``, in ``length``'s dtype (float stays float)."""
-    mask = torch.arange(max_len, device=length.device, dtype=length.dtype).expand(
-        len(length), max_len
-    ) < length.unsqueeze(1)
+    # broadcast, not expand(len(length), ...): a Python batch size would freeze the batch axis of an export
+    mask = torch.arange(max_len, device=length.device, dtype=length.dtype)[None, :] < length.unsqueeze(1)
     return mask.to(dtype=length.dtype, device=device or length.device)
 
 
@@ -58,16 +57,13 @@ def frames_to_relative_lengths(lengths: Tensor, total: int, dtype: torch.dtype =
 
     In float32 ``(n / T) * T`` can round to just above ``n`` (e.g. n=7, T=13),
     which SpeechBrain's ``arange < rel * T`` would turn into an extra valid
-    frame; such values are nudged down by one ulp so the mask has exactly ``n``.
+    frame; such values are scaled down by a few ulps, so ``rel * T`` lies in
+    ``(n - 1, n]`` and the mask has exactly ``n`` frames (a full clip stays 1).
     """
     n = lengths.to(dtype)
     rel = n / total
-    for _ in range(4):  # one ulp always suffices; the bound is only a guard
-        over = rel * total > n
-        if not bool(over.any()):
-            break
-        rel = torch.where(over, torch.nextafter(rel, torch.zeros_like(rel)), rel)
-    return rel
+    # one elementwise select, no data-dependent branch: the graph exports (ONNX has no nextafter)
+    return torch.where(rel * total > n, rel * (1 - 4 * torch.finfo(dtype).eps), rel)
 
 
 class Conv1d(nn.Module):

@@ -1,0 +1,398 @@
+"""``audiotune export``: a trained run's classifier as one ONNX or TorchScript graph with a dynamic time axis.
+
+The graph takes what a deployment has: mono waveforms at the run's sample rate, zero-padded into one batch
+``waveforms`` (batch, samples) float32, and each clip's real sample count ``lengths`` (batch,) int64. Inside,
+it does what the data pipeline does between a prepared clip and the model (:class:`FrontEnd`: per-clip
+waveform normalisation for pretrained encoders; Kaldi fbank or MFCC, utterance and dataset normalisation and
+SSAST's fixed frame count for spectrogram models), then runs the classifier once. Outputs: ``logits``,
+``embedding_ft`` (the ``ft`` embedding of ``audiotune extract``) and ``embedding_pooled`` (the pooled backbone
+state the heads read: ``pt``, or ``wt`` for a weighted run). ``FILE.json`` beside the model tells a deployment
+everything else (:func:`sidecar`).
+
+ONNX goes through torch's dynamo exporter (``torch.export`` with symbolic batch and sample dimensions);
+TorchScript is traced (transformers encoders cannot be scripted). Both files are written aside and renamed
+only after the exported graph ran on batches of other lengths than the traced one and matched the PyTorch
+model (ONNX: when onnxruntime is installed), so a failed or wrong export leaves nothing behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from audiotune import __version__
+from audiotune.config import FeatureConfig, HeadSpec, RunConfig
+from audiotune.data.features import kaldi_fbank, mfcc
+from audiotune.data.prepare import scoring_clip_length
+from audiotune.engine.metrics import head_slices
+from audiotune.models.checkpoint import CONFIG_FILE, MODEL_FILE, load_run, resolve_run_dir
+from audiotune.models.classifier import Classifier
+from audiotune.outputs import atomic_path, check_output_path, write_json
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("onnx", "torchscript")
+OPSET = 18  # the opset torch's ONNX exporter translates to natively (no version conversion pass)
+INPUT_NAMES = ("waveforms", "lengths")
+OUTPUT_NAMES = ("logits", "embedding_ft", "embedding_pooled")
+FRAME_LENGTH_MS, FRAME_SHIFT_MS = 25.0, 10.0  # kaldi_fbank's defaults, as the data pipeline calls it
+FBANK = {"frame_length_ms": FRAME_LENGTH_MS, "frame_shift_ms": FRAME_SHIFT_MS, "window": "hanning",
+         "preemphasis": 0.97, "remove_dc_offset": True, "low_freq": 20.0, "high_freq": 0.0, "dither": 0.0,
+         "snip_edges": True, "log_floor": "float32 eps", "scale": "samples as given (float, no int16 rescaling)"}
+
+
+class ExportError(ValueError):
+    """A model the exporter could not turn into a graph, or whose graph does not reproduce it."""
+
+
+def sidecar_path(out: str | Path) -> Path:
+    """Where the description of an exported model goes: ``FILE.json`` beside ``FILE``."""
+    out = Path(out)
+    return out.with_name(out.name + ".json")
+
+
+class FrontEnd(nn.Module):
+    """The data pipeline's steps from a prepared clip to model inputs, on a zero-padded batch.
+
+    Each clip's valid frames come from its own samples only (fbank frames never reach past a clip's end;
+    normalisation statistics are masked; padding is zero as the collator pads), so a padded batch gives every
+    clip what the pipeline gives it alone; except MFCC, whose centred STFT reflects at the tensor's edge.
+    """
+
+    def __init__(self, features: FeatureConfig, sample_rate: int):
+        super().__init__()
+        self.features, self.sample_rate = features, sample_rate
+        self.frame_length = int(sample_rate * FRAME_LENGTH_MS * 0.001)  # truncated as kaldi_fbank does
+        self.frame_shift = int(sample_rate * FRAME_SHIFT_MS * 0.001)
+
+    def frame_counts(self, lengths: Tensor) -> Tensor:
+        """Frames of each clip's own samples (the length of its features in the pipeline)."""
+        if self.features.features == "fbank":
+            return (1 + torch.div(lengths - self.frame_length, self.frame_shift, rounding_mode="floor")).clamp(min=0)
+        hop = self.features.n_fft // 2
+        return 1 + torch.div(lengths + 2 * hop - self.features.n_fft, hop, rounding_mode="floor")
+
+    def forward(self, waveforms: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, N) waveforms and their real sample counts (B,) -> model inputs and their lengths."""
+        cfg = self.features
+        lengths = lengths.to(torch.long)
+        if cfg.features == "waveform":
+            if not cfg.waveform_norm:
+                return waveforms, lengths
+            valid = torch.arange(waveforms.shape[1], device=waveforms.device)[None, :] < lengths[:, None]
+            return _masked_waveform_norm(waveforms, valid, lengths), lengths
+        if cfg.features == "fbank":
+            assert cfg.num_mel_bins is not None  # resolved when the run was trained
+            feats = kaldi_fbank(waveforms, self.sample_rate, num_mel_bins=cfg.num_mel_bins)
+        else:
+            feats = mfcc(waveforms, self.sample_rate, n_mfcc=cfg.n_mfcc, n_fft=cfg.n_fft, n_mels=cfg.n_mels)
+        frames = self.frame_counts(lengths).clamp(max=feats.shape[1])
+        weights = (torch.arange(feats.shape[1], device=feats.device)[None, :] < frames[:, None]).unsqueeze(-1)
+        weights = weights.to(feats.dtype)
+        count = frames.clamp(min=1).to(feats.dtype)[:, None, None]
+        if cfg.utterance_norm != "none":
+            feats = feats - (feats * weights).sum(1, keepdim=True) / count
+            if cfg.utterance_norm == "meanvar":
+                feats = feats / torch.sqrt((feats * weights).square().sum(1, keepdim=True) / count + 1e-5)
+        if cfg.dataset_std is not None:
+            feats = (feats - (cfg.dataset_mean or 0.0)) / (2.0 * cfg.dataset_std)
+        feats = feats * weights  # the collator pads normalised features with zeros
+        if cfg.target_length:
+            # zeros appended, then cropped: exactly target_length frames without a branch on the length
+            target = cfg.target_length
+            feats = torch.cat([feats, feats.new_zeros(feats.shape[0], target, feats.shape[2])], dim=1)[:, :target]
+            frames = frames.clamp(max=target)
+        return feats, frames
+
+
+def _masked_waveform_norm(waveforms: Tensor, valid: Tensor, lengths: Tensor) -> Tensor:
+    """Zero mean, unit variance over each clip's real samples (as Hugging Face extractors), padding kept 0."""
+    weights = valid.to(waveforms.dtype)
+    count = lengths.clamp(min=1).to(waveforms.dtype)[:, None]
+    centred = waveforms - (waveforms * weights).sum(1, keepdim=True) / count
+    variance = (centred * weights).square().sum(1, keepdim=True) / count
+    return centred / torch.sqrt(variance + 1e-7) * weights
+
+
+class ExportedClassifier(nn.Module):
+    """Waveforms + lengths -> logits, ``ft`` embedding, pooled backbone state: what the exported graph computes."""
+
+    def __init__(self, model: Classifier, front_end: FrontEnd, merge: str):
+        super().__init__()
+        self.front_end, self.model, self.merge = front_end, model, merge
+
+    def forward(self, waveforms: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        inputs, input_lengths = self.front_end(waveforms.to(torch.float32), lengths)
+        logits, pooled, embedding = self.model.forward_with_embeddings(inputs, input_lengths, self.merge)
+        return logits, embedding, pooled
+
+
+def check_export_args(run: str | Path, fmt: str, out: str | Path) -> Path:
+    """Fail before any work: a run directory, a known format, a writable output (and sidecar) path that is
+    not one of the run's own files. Returns the output path."""
+    if fmt not in FORMATS:
+        raise ValueError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    run_dir, out = resolve_run_dir(run), check_output_path(out)
+    check_output_path(sidecar_path(out))
+    if out.resolve() in {(run_dir / name).resolve() for name in (CONFIG_FILE, MODEL_FILE)}:
+        raise ValueError(f"--out {out}: is a file of the run itself; give a new file path")
+    return out
+
+
+def sample_limits(config: RunConfig) -> tuple[int, int | None]:
+    """Fewest and most samples per clip the graph takes: the model's shortest readable clip, and with
+    ``--max_window`` one window (a longer clip is encoded window by window, a path the graph does not hold)."""
+    shortest = max(int(config.audio.min_samples or 0), 2)
+    window = round(config.model.max_window * (config.audio.resample_rate or 0))
+    return shortest, (max(window, shortest + 3) if window > 0 else None)
+
+
+def clip_lengths(shortest: int, longest: int | None, rate: int) -> list[int]:
+    """Four distinct clip lengths in ``[shortest, longest]``: about 1 s, 0.65 s, 0.5 s and 1.2 s where that fits.
+    The first is the traced one; the others check the dynamic axis."""
+    wanted = [round(seconds * rate) for seconds in (0.97, 0.65, 0.52, 1.21)]
+    if longest is not None and max(wanted) > longest:
+        wanted = [round(longest * share) for share in (0.8, 0.6, 0.45, 1.0)]
+    lengths: list[int] = []
+    for n in wanted:
+        n = min(max(n, shortest), longest or n)
+        while n in lengths and n > shortest:  # distinct even where the range is narrow
+            n -= 1
+        lengths.append(n)
+    return lengths
+
+
+def _batch(lengths: list[int], rate: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Tones with noise, zero-padded to the longest clip: a batch as a deployment passes it."""
+    generator = torch.Generator().manual_seed(seed)
+    size = max(lengths)
+    t = torch.arange(size, dtype=torch.float32) / rate
+    waves = torch.stack([0.3 * torch.sin(2 * math.pi * (220.0 + 110 * row) * t)
+                         + 0.05 * torch.randn(size, generator=generator) for row in range(len(lengths))])
+    for row, n in enumerate(lengths):
+        waves[row, n:] = 0.0
+    return waves, torch.tensor(lengths, dtype=torch.long)
+
+
+def probe_batches(shortest: int, longest: int | None, rate: int,
+                  equal_length: bool) -> tuple[tuple[Tensor, Tensor], list[tuple[Tensor, Tensor]]]:
+    """The batch the graph is traced with, and batches of other lengths it is checked on. Clips of one batch
+    share their length for models whose padding changes results (``equal_length``)."""
+    first, second, third, fourth = clip_lengths(shortest, longest, rate)
+    if equal_length:
+        return _batch([first, first], rate, 1), [_batch([second, second], rate, 2), _batch([fourth], rate, 3)]
+    return _batch([first, second], rate, 1), [_batch([third, fourth], rate, 2), _batch([second], rate, 3)]
+
+
+@contextlib.contextmanager
+def _quiet_exporters() -> Iterator[None]:
+    """The exporters' expected chatter (tracer warnings on shape checks, which the verification covers;
+    skipped torchvision ops) stays out of the output unless the log level asks for it."""
+    if log.getEffectiveLevel() <= logging.INFO:
+        yield
+        return
+    names = ("torch.onnx", "torch.export", "torch._export", "onnxscript", "onnx_ir", "transformers")
+    levels = {name: logging.getLogger(name).level for name in names}
+    try:
+        for name in names:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.")
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def _export_onnx(module: ExportedClassifier, example: tuple[Tensor, Tensor], path: Path,
+                 shortest: int, longest: int | None) -> None:
+    # torch.export proves the graph valid for every batch size and length in these bounds, or fails
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    samples = torch.export.Dim("samples", min=shortest, max=longest or 2**31 - 2)
+    program = torch.onnx.export(module, example, dynamo=True, input_names=list(INPUT_NAMES),
+                                output_names=list(OUTPUT_NAMES), opset_version=OPSET, external_data=False,
+                                dynamic_shapes={"waveforms": {0: batch, 1: samples}, "lengths": {0: batch}},
+                                verbose=False)
+    if program is None:  # only the legacy exporter returns nothing
+        raise RuntimeError("torch.onnx.export returned no ONNX program")
+    program.save(str(path), external_data=False)
+
+
+def _export_torchscript(module: ExportedClassifier, example: tuple[Tensor, Tensor], path: Path,
+                        check: list[tuple[Tensor, Tensor]]) -> None:
+    # traced (transformers encoders cannot be scripted); the tracer re-runs the check inputs and compares
+    traced = torch.jit.trace(module, example, check_inputs=check, check_tolerance=1e-4, strict=False)
+    torch.jit.save(traced, str(path))
+
+
+Runner = Callable[[Tensor, Tensor], list[np.ndarray]]
+
+
+def _onnx_runner(path: Path) -> Runner | None:
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return lambda waves, lengths: session.run(list(OUTPUT_NAMES), {INPUT_NAMES[0]: waves.numpy(),
+                                                                  INPUT_NAMES[1]: lengths.numpy()})
+
+
+def _torchscript_runner(path: Path) -> Runner:
+    loaded = torch.jit.load(str(path), map_location="cpu")
+
+    def run(waves: Tensor, lengths: Tensor) -> list[np.ndarray]:
+        with torch.no_grad():
+            return [t.numpy() for t in loaded(waves, lengths)]
+    return run
+
+
+def verify(run_exported: Runner, module: ExportedClassifier, batches: list[tuple[Tensor, Tensor]],
+           path: Path) -> dict[str, float]:
+    """Run the exported file and the PyTorch model on ``batches``: the largest difference per output, or an
+    error naming the file when one exceeds 1e-3 of the output's scale."""
+    worst = dict.fromkeys(OUTPUT_NAMES, 0.0)
+    for waves, lengths in batches:
+        with torch.no_grad():
+            expected = [t.numpy() for t in module(waves, lengths)]
+        for name, got, want in zip(OUTPUT_NAMES, run_exported(waves, lengths), expected):
+            if got.shape != want.shape:
+                raise ExportError(f"{path}: exported {name} has shape {got.shape} for clips of {lengths.tolist()} "
+                                  f"samples where the model gives {want.shape}; nothing was written")
+            difference = float(np.abs(got - want).max()) if want.size else 0.0
+            scale = max(1.0, float(np.abs(want).max()) if want.size else 1.0)
+            if not difference <= 1e-3 * scale:  # also catches NaN
+                raise ExportError(f"{path}: exported {name} differs from the model by {difference:.3g} for clips "
+                                  f"of {lengths.tolist()} samples; nothing was written")
+            worst[name] = max(worst[name], difference)
+    return worst
+
+
+def export_run(run: str | Path, fmt: str, out: str | Path) -> dict[str, Any]:
+    """Export the run's classifier to ``out`` (``onnx`` or ``torchscript``) and describe it in ``out.json``.
+
+    The run loads as ``evaluate`` and ``extract`` load it. Returns the description. Inputs are checked before
+    any work; nothing is written unless the exported graph reproduces the model on other lengths.
+    """
+    out = check_export_args(run, fmt, out)
+    run_dir = resolve_run_dir(run)
+    config, model = load_run(run_dir)
+    rate = int(config.audio.resample_rate or 0)
+    if not rate:
+        raise ValueError(f"{run_dir}: trained with --resample_rate 0 (each file's own rate); an exported graph "
+                         "needs one fixed sample rate")
+    # ft embeddings merge the heads by mean or sum; a run pooling frames by max merges them by mean
+    merge = config.classifier.pooling_mode if config.classifier.pooling_mode in ("mean", "sum") else "mean"
+    module = ExportedClassifier(model.float().eval(), FrontEnd(config.features, rate), merge).eval()
+    shortest, longest = sample_limits(config)
+    equal_length = model.backbone.needs_equal_length or config.features.features == "mfcc"
+    example, checks = probe_batches(shortest, longest, rate, equal_length)
+    sidecar_file, sidecar_written = sidecar_path(out), False
+    try:
+        with torch.no_grad(), _quiet_exporters(), atomic_path(out) as partial:
+            # an eager pass first: the front end's cached constants are built outside any tracing
+            widths = [int(t.shape[1]) for t in module(*example)]
+            try:
+                if fmt == "onnx":
+                    _export_onnx(module, example, partial, shortest, longest)
+                else:
+                    _export_torchscript(module, example, partial, checks)
+            except Exception as err:
+                reason = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+                raise ExportError(f"{run_dir}: its {config.model.model} model could not be exported as {fmt} "
+                                  f"({reason}); nothing was written") from err
+            runner = _onnx_runner(partial) if fmt == "onnx" else _torchscript_runner(partial)
+            if runner is None:
+                log.warning("onnxruntime is not installed: %s was not run after export", out)
+            differences = None if runner is None else verify(runner, module, checks, out)
+            description = sidecar(config, run_dir, out, fmt, merge, widths, equal_length, differences,
+                                  [lengths.tolist() for _, lengths in checks])
+            write_json(sidecar_file, description)
+            sidecar_written = True
+    except BaseException:
+        if sidecar_written:  # the model was not renamed into place: its description must not stay either
+            sidecar_file.unlink(missing_ok=True)
+        raise
+    return description
+
+
+def _scores(head: HeadSpec, loss: str) -> str:
+    """How ``evaluate`` turns a head's logits into the scores it reports (``scores_from_logits``)."""
+    if head.is_distribution:
+        return "softmax over the head's logits"
+    if head.kind == "regression":
+        return "logit * target_std + target_mean" if head.target_mean else "identity"
+    return "identity" if loss == "MSE" else "sigmoid"
+
+
+def _in_graph(features: FeatureConfig) -> dict[str, Any]:
+    """The preprocessing steps the graph itself runs, with their settings."""
+    if features.features == "waveform":
+        return {"features": "waveform", "waveform_norm": "per clip over its real samples: (x - mean) / "
+                "sqrt(var + 1e-7), padding kept 0" if features.waveform_norm else "none"}
+    steps: dict[str, Any] = {"features": features.features}
+    if features.features == "fbank":
+        steps.update(num_mel_bins=features.num_mel_bins, **FBANK)
+    else:
+        steps.update(n_mfcc=features.n_mfcc, n_fft=features.n_fft, hop=features.n_fft // 2, n_mels=features.n_mels,
+                     top_db=80.0)
+    steps.update(utterance_norm=features.utterance_norm, dataset_mean=features.dataset_mean,
+                 dataset_std=features.dataset_std, target_length=features.target_length or None)
+    return steps
+
+
+def sidecar(config: RunConfig, run_dir: Path, out: Path, fmt: str, merge: str, widths: list[int],
+            equal_length: bool, differences: dict[str, float] | None, checked: list[list[int]]) -> dict[str, Any]:
+    """What a deployment needs beside the graph: inputs, preprocessing, outputs, heads and classes."""
+    heads = []
+    for head, span in zip(config.heads, head_slices(config.heads)):
+        entry: dict[str, Any] = {"name": head.name, "kind": head.kind, "columns": head.columns,
+                                 "classes": head.classes, "outputs": head.output_names,
+                                 "logits": [span.start, span.stop], "scores": _scores(head, config.train.loss)}
+        if head.target_mean:
+            entry.update(target_mean=head.target_mean, target_std=head.target_std)
+        heads.append(entry)
+    shortest, longest = sample_limits(config)
+    pooled_kind = "wt" if config.classifier.weighted else "pt"
+    return {
+        "format": fmt, "file": out.name, "audiotune_version": __version__, "torch_version": torch.__version__,
+        "exporter": "torch.onnx.export (dynamo)" if fmt == "onnx" else "torch.jit.trace",
+        "opset": OPSET if fmt == "onnx" else None, "run": str(run_dir.resolve()), "model": config.model.model,
+        "inputs": [
+            {"name": INPUT_NAMES[0], "dtype": "float32", "shape": ["batch", "samples"],
+             "description": "mono waveforms at sample_rate, zero-padded to the longest clip of the batch"},
+            {"name": INPUT_NAMES[1], "dtype": "int64", "shape": ["batch"],
+             "description": "real samples of each clip (its length before padding)"},
+        ],
+        "sample_rate": config.audio.resample_rate, "min_samples": shortest, "max_samples": longest,
+        # padding changes these models' outputs: a clip's result is its own only in a batch of equal lengths
+        "equal_length_batches": equal_length,
+        "preprocessing": {
+            "before_graph": "decode, map channels by channel_mode, resample to sample_rate (soxr), keep the first "
+                            "clip_seconds (0: whole clips)",
+            "channel_mode": config.audio.channel_mode, "channel_select": config.audio.channel_select,
+            "clip_seconds": scoring_clip_length(config), "in_graph": _in_graph(config.features),
+        },
+        "outputs": [
+            {"name": OUTPUT_NAMES[0], "dtype": "float32", "shape": ["batch", widths[0]],
+             "columns": [name for head in config.heads for name in head.output_names]},
+            {"name": OUTPUT_NAMES[1], "dtype": "float32", "shape": ["batch", widths[1]], "type": "ft",
+             "merge": merge, "same_as": f"audiotune extract --embedding_type ft --pooling_mode {merge}"},
+            {"name": OUTPUT_NAMES[2], "dtype": "float32", "shape": ["batch", widths[2]], "type": pooled_kind,
+             "layer": None if config.classifier.weighted else config.classifier.layer,
+             "pooling": config.classifier.pooling_mode,
+             "same_as": f"audiotune extract --embedding_type {pooled_kind}"},
+        ],
+        "heads": heads,
+        "verified": None if differences is None else {"lengths": checked, "max_abs_difference": differences},
+    }

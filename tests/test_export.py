@@ -1,0 +1,238 @@
+"""`audiotune export`: ONNX and TorchScript graphs with a dynamic time axis that reproduce the trained model.
+
+The reference is what `evaluate` / `extract` compute for each clip on its own: the pipeline's feature
+extractor and collator, then the run's classifier loaded by `load_run`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import tone
+
+from audiotune.cli import main
+from audiotune.config import FeatureConfig
+from audiotune.data.dataset import Collator, FeatureExtractor
+from audiotune.engine import export
+from audiotune.engine.export import FrontEnd, export_run, sidecar_path
+from audiotune.models.checkpoint import load_run
+
+RATE = 16000
+
+
+def padded(clips: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clips zero-padded into one batch, with their lengths: the exported graph's inputs."""
+    waves = torch.zeros(len(clips), max(len(c) for c in clips))
+    for row, clip in enumerate(clips):
+        waves[row, :len(clip)] = torch.from_numpy(clip)
+    return waves, torch.tensor([len(c) for c in clips], dtype=torch.long)
+
+
+def pipeline_batch(features: FeatureConfig, clips: list[np.ndarray]) -> dict:
+    """The data pipeline's batch of clips each prepared alone (FeatureExtractor, then the Collator)."""
+    extract = FeatureExtractor(features)
+    items = []
+    for clip in clips:
+        feats = extract(clip, RATE)
+        items.append({"uid": "clip", "inputs": feats, "length": feats.shape[0], "targets": torch.zeros(1)})
+    return Collator(features.target_length)(items)
+
+
+def reference(run: Path, clips: list[np.ndarray]) -> list[np.ndarray]:
+    """Logits, ft embedding and pooled embedding of each clip alone, as evaluate / extract compute them."""
+    config, model = load_run(run)
+    pooled_kind = "wt" if config.classifier.weighted else "pt"
+    outputs: list[list[np.ndarray]] = [[], [], []]
+    for clip in clips:
+        batch = pipeline_batch(config.features, [clip])
+        with torch.no_grad():
+            for slot, value in enumerate((model(batch["inputs"], batch["lengths"]),
+                                          model.extract_embedding(batch["inputs"], batch["lengths"], "ft"),
+                                          model.extract_embedding(batch["inputs"], batch["lengths"], pooled_kind))):
+                outputs[slot].append(value.numpy())
+    return [np.concatenate(values) for values in outputs]
+
+
+def assert_matches(got: list[np.ndarray], want: list[np.ndarray]) -> None:
+    for name, a, b in zip(export.OUTPUT_NAMES, got, want):
+        assert a.shape == b.shape, name
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def clips() -> list[np.ndarray]:
+    """Two clips of different lengths (0.8 s and 1.3 s) and pitches."""
+    return [tone(300, 0.8, RATE, seed=3), tone(800, 1.3, RATE, seed=4)]
+
+
+# ---------------------------------------------------------------------------------------------- front end
+
+FRONT_ENDS = {
+    "fbank_norms": FeatureConfig(features="fbank", num_mel_bins=24, utterance_norm="meanvar", dataset_mean=-3.0,
+                                 dataset_std=2.5),
+    "fbank_target_length": FeatureConfig(features="fbank", num_mel_bins=16, target_length=60),
+    "waveform_norm": FeatureConfig(features="waveform", waveform_norm=True),
+    "waveform": FeatureConfig(features="waveform"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FRONT_ENDS))
+def test_front_end_gives_each_clip_of_a_padded_batch_what_the_pipeline_gives_it_alone(name: str) -> None:
+    features = FRONT_ENDS[name]
+    batch_clips = [tone(300, 0.5, RATE, seed=1), tone(700, 0.93, RATE, seed=2)]  # 48 and 91 fbank frames
+    inputs, lengths = FrontEnd(features, RATE)(*padded(batch_clips))
+    want = pipeline_batch(features, batch_clips)
+    assert lengths.tolist() == want["lengths"].tolist()
+    torch.testing.assert_close(inputs, want["inputs"], rtol=1e-4, atol=1e-4)
+
+
+def test_front_end_mfcc_matches_the_pipeline_for_equal_lengths() -> None:
+    features = FeatureConfig(features="mfcc", n_mfcc=13, n_mels=40, utterance_norm="mean")
+    batch_clips = [tone(300, 0.6, RATE, seed=1), tone(900, 0.6, RATE, seed=2)]
+    inputs, lengths = FrontEnd(features, RATE)(*padded(batch_clips))
+    want = pipeline_batch(features, batch_clips)
+    assert lengths.tolist() == want["lengths"].tolist()
+    torch.testing.assert_close(inputs, want["inputs"], rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+def test_not_a_run_directory_is_an_error_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    missing = tmp_path / "no_run"
+    missing.mkdir()
+    out = tmp_path / "model.onnx"
+    assert main(["export", "--run", str(missing), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "not a run directory" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() and not sidecar_path(out).exists()
+
+
+def test_unknown_format_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("{}\n")
+    with pytest.raises(SystemExit) as stopped:
+        main(["export", "--run", str(run), "--format", "tflite", "--out", str(tmp_path / "m.tflite")])
+    assert stopped.value.code == 2 and "tflite" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--format 'tflite': choose one of onnx, torchscript"):
+        export_run(run, "tflite", tmp_path / "m.tflite")
+
+
+def test_unwritable_output_is_an_error_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("{}\n")  # never read: the output is checked first
+    (tmp_path / "file").write_text("in the way")
+    out = tmp_path / "file" / "model.onnx"
+    assert main(["export", "--run", str(run), "--out", str(out)]) == 2
+    assert str(out) in capsys.readouterr().err
+    assert main(["export", "--run", str(run), "--out", str(run / "config.yaml")]) == 2
+    assert "a file of the run itself" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- exports
+
+@pytest.mark.slow
+def test_onnx_export_of_ecapa_reproduces_the_model_on_two_lengths(trained_run: dict, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    onnxruntime = pytest.importorskip("onnxruntime")
+    out = tmp_path / "deploy" / "ecapa.onnx"
+    assert main(["export", "--run", str(trained_run["run"]), "--format", "onnx", "--out", str(out)]) == 0
+    assert str(out) in capsys.readouterr().out
+    described = json.loads(sidecar_path(out).read_text())
+    assert described["format"] == "onnx" and described["opset"] == export.OPSET
+    assert [i["name"] for i in described["inputs"]] == ["waveforms", "lengths"]
+    assert [o["name"] for o in described["outputs"]] == list(export.OUTPUT_NAMES)
+    assert described["sample_rate"] == RATE and described["equal_length_batches"] is True
+    assert described["heads"][0]["classes"] == ["high", "low"] and described["heads"][0]["scores"].startswith("soft")
+    assert described["outputs"][0]["columns"] == ["pitch=high", "pitch=low", "loud", "long"]
+    assert described["preprocessing"]["in_graph"]["num_mel_bins"] == 24
+    assert described["audiotune_version"] and described["verified"]["max_abs_difference"]["logits"] < 1e-4
+
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    two = clips()
+    want = reference(trained_run["run"], two)
+    # ECAPA's padding changes results: each clip runs alone, at its own length, through the same graph
+    got = [session.run(None, {"waveforms": waves.numpy(), "lengths": lengths.numpy()})
+           for waves, lengths in (padded([clip]) for clip in two)]
+    assert_matches([np.concatenate(parts) for parts in zip(*got)], want)
+    assert not np.allclose(want[0][0], want[0][1])  # the two clips differ: the comparison can fail
+    # a batch of equal-length clips
+    same = [two[1], tone(500, 1.3, RATE, seed=9)]
+    batch = session.run(None, dict(zip(("waveforms", "lengths"), (t.numpy() for t in padded(same)))))
+    assert_matches(batch, reference(trained_run["run"], same))
+
+
+@pytest.mark.slow
+def test_torchscript_export_of_ecapa_reproduces_the_model(trained_run: dict, tmp_path: Path) -> None:
+    out = tmp_path / "ecapa.pt"
+    described = export_run(trained_run["run"], "torchscript", out)
+    assert described["exporter"] == "torch.jit.trace" and json.loads(sidecar_path(out).read_text()) == described
+    loaded = torch.jit.load(str(out))
+    two = clips()
+    with torch.no_grad():
+        got = [[t.numpy() for t in loaded(*padded([clip]))] for clip in two]
+    assert_matches([np.concatenate(parts) for parts in zip(*got)], reference(trained_run["run"], two))
+
+
+@pytest.mark.slow
+def test_an_export_that_does_not_reproduce_the_model_writes_nothing(trained_run: dict, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "ecapa.pt"
+    out.write_bytes(b"earlier export")
+
+    def wrong(path: Path):  # a graph whose outputs are all zero
+        loaded = torch.jit.load(str(path))
+        return lambda waves, lengths: [np.zeros_like(t.numpy()) for t in loaded(waves, lengths)]
+
+    monkeypatch.setattr(export, "_torchscript_runner", wrong)
+    assert main(["export", "--run", str(trained_run["run"]), "--format", "torchscript", "--out", str(out)]) == 2
+    assert "differs from the model" in capsys.readouterr().err
+    assert out.read_bytes() == b"earlier export" and not sidecar_path(out).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ecapa.pt"]  # no partial file left
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask:UserWarning")
+def test_onnx_export_of_a_speech_encoder_takes_padded_batches(uid_dataset: dict, hf_checkpoints: dict,
+                                                              tmp_path: Path) -> None:
+    """A layer-norm wav2vec2 with attention masks: one padded batch of two lengths gives each clip its own
+    result, from raw waveforms (the per-clip normalisation runs inside the graph)."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    run = tmp_path / "run"
+    assert main(["train", "-i", str(uid_dataset["prefix"]), "-d", str(uid_dataset["split"]), "-l",
+                 str(uid_dataset["labels"]), "-o", str(run), "--model", "hf", "-c", str(hf_checkpoints["w2v_layer"]),
+                 "-e", "1", "-bs", "4", "--clf_bottleneck", "8", "--weighted", "--cache_dir",
+                 str(tmp_path / "cache")]) == 0
+    out = tmp_path / "w2v.onnx"
+    described = export_run(run, "onnx", out)
+    assert described["equal_length_batches"] is False and described["outputs"][2]["type"] == "wt"
+    assert described["preprocessing"]["in_graph"]["features"] == "waveform"
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    two = clips()
+    waves, lengths = padded(two)
+    got = session.run(None, {"waveforms": waves.numpy(), "lengths": lengths.numpy()})
+    assert_matches(got, reference(run, two))
+
+
+@pytest.mark.slow
+def test_onnx_export_of_ssast_pads_and_crops_to_its_frame_count(uid_dataset: dict, tmp_path: Path) -> None:
+    """SSAST reads exactly target_length fbank frames: inside the graph a 0.5-s clip is padded and a 0.8-s
+    clip cropped to 64 frames, normalised with the dataset statistics, in one batch."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    run = tmp_path / "run"
+    assert main(["train", "-i", str(uid_dataset["prefix"]), "-d", str(uid_dataset["split"]), "-l",
+                 str(uid_dataset["labels"]), "-o", str(run), "--model", "ssast", "--model_size", "tiny",
+                 "--num_mel_bins", "32", "--target_length", "64", "--fshape", "16", "--tshape", "16", "--fstride",
+                 "16", "--tstride", "16", "--task", "ft_avgtok", "--freeze", "False", "--dataset_mean", "-4",
+                 "--dataset_std", "4", "-e", "0", "--clf_bottleneck", "8"]) == 0
+    out = tmp_path / "ssast.onnx"
+    described = export_run(run, "onnx", out)
+    assert described["preprocessing"]["in_graph"]["target_length"] == 64
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    two = [tone(300, 0.5, RATE, seed=5), tone(800, 0.8, RATE, seed=6)]
+    waves, lengths = padded(two)
+    assert_matches(session.run(None, {"waveforms": waves.numpy(), "lengths": lengths.numpy()}), reference(run, two))
