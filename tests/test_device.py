@@ -82,6 +82,18 @@ def test_each_ddp_process_keeps_its_own_gpu(two_gpus: None, monkeypatch: pytest.
     assert inference.inference_device(config) == torch.device("cpu")
 
 
+@pytest.mark.parametrize(("devices", "local_rank", "expected"), [("2", "1", 1), ("auto", "1", 1), ("2,3", "1", 3),
+                                                                  ("[3]", "0", 3)])
+def test_a_launched_process_encodes_on_its_own_gpu(two_gpus: None, monkeypatch: pytest.MonkeyPatch, devices: str,
+                                                   local_rank: str, expected: int) -> None:
+    """Before Lightning starts (the feature cache), process LOCAL_RANK takes the device Lightning will give it."""
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setenv("LOCAL_RANK", local_rank)
+    config = RunConfig()
+    config.train.devices = devices
+    assert inference.inference_device(config) == torch.device("cuda", expected)
+
+
 @pytest.mark.parametrize(("devices", "message"), [
     ("[2]", "CUDA device index 2 does not exist .2 CUDA device.s. visible: indices 0..1"),
     ("0,3", "CUDA device index 3 does not exist"),

@@ -214,7 +214,13 @@ class TrainConfig:
     resume: bool = option(False, "continue from EXP_DIR/checkpoints/last.ckpt")
     overwrite: bool = option(False, "replace the run already in --exp_dir (deleted once the inputs are checked)")
     accelerator: str = option("auto", "Lightning accelerator (auto, cpu, gpu)")
-    devices: str = option("auto", "Lightning devices (auto, a count, or a list)")
+    devices: str = option("auto", "Lightning devices (auto, a count, or a list); with several, one training "
+                                  "process per device (DDP), -bs clips each")
+    strategy: str = option("auto", "Lightning strategy: auto (DDP when there are several devices or nodes), ddp, "
+                                   "or ddp_find_unused_parameters_true for models whose trainable weights are not all "
+                                   "used in every step (ddp_spawn is not offered)",
+                           choices=("auto", "ddp", "ddp_find_unused_parameters_true"))
+    num_nodes: int = option(1, "machines of a multi-node DDP run (each runs --devices processes)")
     debug: bool = option(False, "use only the first 8 rows of every split")
     cache: bool = option(True, "with a frozen backbone and no waveform augmentation, encode each clip once and "
                                "train the heads from cached pooled hidden states")
@@ -337,6 +343,7 @@ RANGES: dict[tuple[str, str], tuple[float, float, bool, bool]] = {
     ("train", "ema"): (0, 1, True, False),
     ("train", "num_workers"): (0, 1024, True, True),
     ("train", "patience"): (0, INF, True, False),
+    ("train", "num_nodes"): (1, INF, True, False),
 }
 
 

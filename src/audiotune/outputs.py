@@ -156,14 +156,15 @@ RUN_MARKERS = ("config.yaml", "metrics.json", "model.safetensors")  # what makes
 
 
 class OwnedRunDir:
-    """A run directory locked for one command; see :func:`own_run_dir`."""
+    """A run directory locked for one command; see :func:`own_run_dir`. ``writes`` is False in the other
+    processes of a multi-process run, which leave the directory to rank 0."""
 
-    def __init__(self, path: Path, created: bool, clear: bool):
-        self.path, self.created, self._clear, self.started = path, created, clear, False
+    def __init__(self, path: Path, created: bool, clear: bool, writes: bool = True):
+        self.path, self.created, self._clear, self.started, self.writes = path, created, clear, False, writes
 
     def start(self) -> Path:
         """Call once the inputs are validated, before the first write: an overwritten run is deleted now."""
-        if self._clear:
+        if self._clear and self.writes:
             for entry in self.path.iterdir():
                 if entry.name == LOCK_FILE:
                     continue
@@ -181,8 +182,12 @@ def _is_run_dir(path: Path) -> bool:
 
 @contextlib.contextmanager
 def own_run_dir(exp_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
-                command: str = "train") -> Iterator[OwnedRunDir]:
+                command: str = "train", follower: bool = False) -> Iterator[OwnedRunDir]:
     """Lock ``exp_dir`` for this command and check that it may write there.
+
+    ``follower``: a process of a multi-process (DDP) run other than rank 0, which writes nothing. It neither
+    locks, checks, creates nor deletes the directory (rank 0, which owns it, may be writing it already); its
+    :class:`OwnedRunDir` has ``writes`` False.
 
     - another audiotune command writing the directory: an error (an exclusive ``flock`` on a lock file);
     - a directory holding a run needs ``resume`` (continue it) or ``overwrite`` (delete its contents first,
@@ -193,10 +198,13 @@ def own_run_dir(exp_dir: str | Path, *, resume: bool = False, overwrite: bool = 
     The lock is released when the block ends.
     """
     exp_dir = Path(exp_dir)
-    if exp_dir.exists() and not exp_dir.is_dir():
-        raise RunDirError(f"{exp_dir}: exists and is not a directory")
     if resume and overwrite:
         raise RunDirError("--resume continues the run in --exp_dir and --overwrite deletes it: choose one")
+    if follower:
+        yield OwnedRunDir(exp_dir, created=False, clear=False, writes=False)
+        return
+    if exp_dir.exists() and not exp_dir.is_dir():
+        raise RunDirError(f"{exp_dir}: exists and is not a directory")
     created = not exp_dir.exists()
     try:
         exp_dir.mkdir(parents=True, exist_ok=True)

@@ -113,13 +113,21 @@ def staged(args: argparse.Namespace) -> Iterator[None]:
         yield
         keep = True  # from here on the outputs are complete: an upload that fails keeps them
         for local, url, replace in staging.uploads:
-            if local.exists():
+            if local.exists() and _uploads():
                 storage.upload(local, url, replace=replace)
         keep = False
     finally:
         if not keep:
             for folder in staging.folders:
                 storage.remove_local(folder)
+
+
+def _uploads() -> bool:
+    """False in the processes of a multi-process (DDP) run other than rank 0: they write nothing of the run,
+    and an upload of their empty staging folder must not race rank 0's (or, with --overwrite, replace it)."""
+    from audiotune.engine.distributed import launched_rank_zero  # torch: only once a command has finished
+
+    return launched_rank_zero()
 
 
 def _cloud_url(args: argparse.Namespace) -> str | None:

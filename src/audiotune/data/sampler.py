@@ -10,16 +10,14 @@ Each epoch (``set_epoch``; the seed and the epoch fix its order):
 4. the batches are shuffled.
 
 Every clip is in exactly one batch per epoch (``drop_last`` drops only a last short batch of a fixed-size
-epoch). Under ``torch.distributed`` each process takes every ``world_size``-th batch from its rank, and the
-list is first extended from its start so every process runs the same number of steps (a few clips are
-then seen twice in that epoch, as with ``DistributedSampler``).
+epoch). Every process builds the same batches; under DDP each takes its share of them through
+:class:`audiotune.engine.distributed.DealtBatches` (every ``world_size``-th batch, no clip twice).
 """
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
 import numpy as np
-import torch
 from torch.utils.data import Sampler
 
 
@@ -27,8 +25,7 @@ class BucketBatchSampler(Sampler[list[int]]):
     """Batches of dataset indices (see the module docstring)."""
 
     def __init__(self, lengths: Sequence[int], batch_size: int, num_buckets: int = 50, max_samples: int = 0,
-                 drop_last: bool = False, seed: int = 0, num_replicas: int | None = None,
-                 rank: int | None = None) -> None:
+                 drop_last: bool = False, seed: int = 0) -> None:
         if batch_size < 1 and max_samples <= 0:
             raise ValueError(f"batch size {batch_size}: batches need at least one clip, or an audio budget")
         if num_buckets < 1:
@@ -42,18 +39,10 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.drop_last = drop_last
         self.seed = seed
         self.epoch = 0
-        self.num_replicas, self.rank = num_replicas, rank
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch whose order :meth:`__iter__` yields (Lightning calls it before each epoch)."""
         self.epoch = epoch
-
-    def _replicas(self) -> tuple[int, int]:
-        if self.num_replicas is not None:
-            return self.num_replicas, self.rank or 0
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            return torch.distributed.get_world_size(), torch.distributed.get_rank()
-        return 1, 0
 
     def _fits(self, batch: list[int], index: int) -> bool:
         if self.max_samples > 0:
@@ -62,7 +51,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         return len(batch) < self.batch_size
 
     def batches(self) -> list[list[int]]:
-        """Every batch of this epoch, for all processes, in the order they are dealt out."""
+        """Every batch of this epoch, in order (the same in every process)."""
         rng = np.random.default_rng([self.seed, self.epoch])
         buckets = np.array_split(np.argsort(self.lengths, kind="stable"), self.num_buckets)
         # shortest bucket first: a batch that spans two buckets spans neighbours (similar lengths)
@@ -79,17 +68,8 @@ class BucketBatchSampler(Sampler[list[int]]):
             batches.append(current)
         return [batches[i] for i in rng.permutation(len(batches))]
 
-    def _mine(self) -> list[list[int]]:
-        batches = self.batches()
-        replicas, rank = self._replicas()
-        if replicas > 1:
-            per_rank = -(-len(batches) // replicas)
-            batches = (batches * (1 + per_rank * replicas // len(batches)))[:per_rank * replicas]
-            batches = batches[rank::replicas]
-        return batches
-
     def __iter__(self) -> Iterator[list[int]]:
-        yield from self._mine()
+        yield from self.batches()
 
     def __len__(self) -> int:
-        return len(self._mine())
+        return len(self.batches())

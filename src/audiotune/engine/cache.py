@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
 
 from audiotune.config import RunConfig
 from audiotune.data.audio import table_spans
@@ -25,6 +28,7 @@ from audiotune.data.audio_store import cache_root as audio_cache_root
 from audiotune.data.audio_store import segment_key
 from audiotune.data.balance import BalancedSampler
 from audiotune.engine.device import pins_memory
+from audiotune.engine.distributed import DealtBatches, EpochShuffle, TrainingBatches
 from audiotune.engine.inference import inference_device, iterate_batches, make_dataset, make_loader, training_crop
 from audiotune.models.classifier import Classifier
 
@@ -97,11 +101,21 @@ def encode_to_cache(model: Classifier, config: RunConfig, table: pd.DataFrame, f
 
         for batch, pooled in iterate_batches(model, loader, config, pool):
             for uid, states in zip(batch["uid"], pooled.float().cpu()):
-                target = folder / f"{names[row_of[uid]]}.safetensors"
-                partial = target.with_suffix(".partial")
-                save_file({"pooled": states.contiguous()}, str(partial))
-                partial.replace(target)  # atomic: a killed run never leaves a truncated entry
+                write_entry(folder / f"{names[row_of[uid]]}.safetensors", states)
     return names, len(missing)
+
+
+def write_entry(target: Path, states: torch.Tensor) -> None:
+    """Write one entry atomically under a name of its own: a killed run never leaves a truncated entry, and
+    processes filling one cache at once (DDP ranks, parallel runs) never write into each other's file; the
+    same key holds the same states, so whichever rename lands last is right."""
+    handle, partial = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".partial", dir=target.parent)
+    os.close(handle)
+    try:
+        save_file({"pooled": states.contiguous()}, partial)
+        os.replace(partial, target)
+    finally:
+        Path(partial).unlink(missing_ok=True)
 
 
 class CachedDataset(Dataset):
@@ -126,15 +140,22 @@ def collate_cached(items: list[dict]) -> dict:
             "targets": torch.stack([item["targets"] for item in items])}
 
 
-def cached_loader(config: RunConfig, dataset: CachedDataset, train: bool,
-                  sampler: BalancedSampler | None = None) -> DataLoader:
+def cached_loader(config: RunConfig, dataset: CachedDataset, train: bool, sampler: BalancedSampler | None = None,
+                  num_replicas: int = 1, rank: int = 0) -> DataLoader:
     """Batches of cached states, shuffled (or drawn by ``sampler``) and sized exactly as the uncached training
-    loader's."""
+    loader's; with ``num_replicas`` processes, process ``rank``'s share (as :func:`make_loader`)."""
     generator = torch.Generator().manual_seed(config.data.seed)
-    rows = len(sampler) if sampler is not None else len(dataset)
-    return DataLoader(dataset, batch_size=config.train.batch_size, shuffle=train and sampler is None,
-                      sampler=sampler, generator=generator, drop_last=train and rows > config.train.batch_size,
-                      collate_fn=collate_cached, pin_memory=pins_memory(inference_device(config)))
+    common: dict[str, Any] = {"collate_fn": collate_cached, "pin_memory": pins_memory(inference_device(config)),
+                              "generator": generator}
+    if train:
+        order = sampler if sampler is not None else EpochShuffle(len(dataset), config.data.seed)
+        return DataLoader(dataset, batch_sampler=TrainingBatches(order, config.train.batch_size, num_replicas, rank),
+                          **common)
+    batches: Sampler[list[int]] = BatchSampler(SequentialSampler(range(len(dataset))), config.train.batch_size,
+                                               drop_last=False)
+    if num_replicas > 1:
+        batches = DealtBatches(batches, num_replicas, rank, pad=True)
+    return DataLoader(dataset, batch_sampler=batches, **common)
 
 
 def cached_datasets(model: Classifier, config: RunConfig, tables: dict[str, pd.DataFrame],

@@ -47,6 +47,7 @@ from audiotune.data.folds import (
 )
 from audiotune.data.json_splits import json_label_groups
 from audiotune.data.layout import DataError
+from audiotune.engine.distributed import launched_rank_zero
 from audiotune.engine.evaluate import METRICS_FILE
 from audiotune.engine.selection import monitor_value
 from audiotune.engine.train import CHECKPOINT_DIR, train
@@ -220,6 +221,9 @@ def cross_validate(config: RunConfig, source: str, options: FoldOptions, repeats
 
     Every fold is built and checked before anything is written; an existing experiment directory must hold
     the same cross-validation (same folds and settings), whose finished runs are kept.
+
+    Under DDP every process walks the same runs; rank 0 writes the runs' outputs and the summary, the others
+    train their share of each run and return an empty dict.
     """
     if repeats < 1:
         raise ValueError(f"--repeats {repeats}: need at least 1")
@@ -228,7 +232,8 @@ def cross_validate(config: RunConfig, source: str, options: FoldOptions, repeats
     if config.train.overwrite:
         raise ValueError("cv keeps finished runs and resumes the others: to start over, use a new --exp_dir")
     check_config(config)
-    with own_run_dir(config.exp_dir, resume=True, command="cv") as owned:  # one cv per directory at a time
+    with own_run_dir(config.exp_dir, resume=True, command="cv",  # one cv per directory at a time
+                     follower=not launched_rank_zero()) as owned:
         return _cross_validate(config, source, options, repeats, owned)
 
 
@@ -246,11 +251,14 @@ def _cross_validate(config: RunConfig, source: str, options: FoldOptions, repeat
     record = _cv_record(config, source, options, repeats)
     _check_cv_config(exp_dir, record)
     owned.start()
+    # the fold tables are the runs' inputs: under DDP a process whose EXP_DIR lacks them (its own staging folder
+    # of a gs:// experiment, or a start before rank 0 wrote them) writes the same bytes, atomically
     for path, data in files.items():
         if not path.is_file():
             write_bytes(path, data)
-    write_bytes(exp_dir / CV_CONFIG_FILE, yaml.safe_dump(record, sort_keys=False))
-    write_bytes(exp_dir / FOLDS_FILE, json.dumps({fold.name: fold.info for fold in folds}, indent=2))
+    if owned.writes:
+        write_bytes(exp_dir / CV_CONFIG_FILE, yaml.safe_dump(record, sort_keys=False))
+        write_bytes(exp_dir / FOLDS_FILE, json.dumps({fold.name: fold.info for fold in folds}, indent=2))
 
     results = []
     for fold in folds:
@@ -258,10 +266,13 @@ def _cross_validate(config: RunConfig, source: str, options: FoldOptions, repeat
             run_dir, seed = run_directory(exp_dir, fold, repeat), config.data.seed + repeat
             metrics = finished_metrics(run_dir)
             if metrics is None:
-                log.warning("%s run %d/%d (seed %d)", fold.name, repeat + 1, repeats, seed)
+                if owned.writes:
+                    log.warning("%s run %d/%d (seed %d)", fold.name, repeat + 1, repeats, seed)
                 _run_one(config, exp_dir / fold.name, run_dir, seed)
+                if not owned.writes:
+                    continue  # rank 0 scores and writes the run
                 metrics = finished_metrics(run_dir)
                 if metrics is None:
                     raise RuntimeError(f"{run_dir}: the run ended without a complete {METRICS_FILE}")
             results.append((fold, repeat, seed, metrics))
-    return _write_outputs(exp_dir, results, folds, repeats)
+    return _write_outputs(exp_dir, results, folds, repeats) if owned.writes else {}

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSampler
 
 from audiotune.config import RunConfig
 from audiotune.data.audio_store import AudioStore, cache_root
@@ -17,7 +17,8 @@ from audiotune.data.balance import BalancedSampler
 from audiotune.data.dataset import AudioDataset, Collator, EqualLengthBatchSampler
 from audiotune.data.prepare import audio_spec, scoring_spec
 from audiotune.data.sampler import BucketBatchSampler
-from audiotune.engine.device import autocast, move_batch, pins_memory, resolve_device
+from audiotune.engine.device import autocast, move_batch, parse_devices, pins_memory, resolve_device
+from audiotune.engine.distributed import DealtBatches, EpochShuffle, TrainingBatches, launched_local_rank
 from audiotune.models.classifier import Classifier
 
 # what one inference step computes from the model and a batch already on the device
@@ -28,11 +29,16 @@ PRECISIONS = ("32", "bf16")
 def inference_device(config: RunConfig) -> torch.device:
     """The device of ``config.train.accelerator`` / ``config.train.devices`` (ValueError if it is missing).
 
-    Inside a multi-GPU (DDP) run each process keeps the GPU Lightning gave it.
+    Inside a multi-GPU (DDP) run each process keeps the GPU Lightning gave it, and before Lightning starts
+    (the feature cache) takes the one Lightning will give it: its local rank's device.
     """
     device = resolve_device(config.train.accelerator, config.train.devices)
     if device.type == "cuda" and torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.device("cuda", torch.cuda.current_device())
+    local_rank = launched_local_rank()
+    if device.type == "cuda" and local_rank > 0:
+        devices = parse_devices(config.train.devices)
+        return torch.device("cuda", devices[local_rank] if isinstance(devices, list) else local_rank)
     return device
 
 
@@ -69,9 +75,14 @@ def make_dataset(config: RunConfig, table: pd.DataFrame, targets: np.ndarray, tr
 
 
 def make_loader(config: RunConfig, dataset: AudioDataset, table: pd.DataFrame, train: bool,
-                equal_length: bool, sampler: BalancedSampler | None = None) -> DataLoader:
+                equal_length: bool, sampler: BalancedSampler | None = None, num_replicas: int = 1,
+                rank: int = 0) -> DataLoader:
     """Shuffled padded batches for training (or the rows ``sampler`` draws, e.g. class-balanced epochs); for
-    inference, equal-length batches when the model needs them."""
+    inference, equal-length batches when the model needs them.
+
+    With ``num_replicas`` processes (DDP), the batches of process ``rank``: its share of each epoch's training
+    batches, or of the inference batches padded with repeats (see :mod:`audiotune.engine.distributed`).
+    """
     cfg = config.train
     # every loader owns its generator: iterating one never draws from the global RNG (dropout's), so
     # how many inference passes ran before training cannot change a run
@@ -79,16 +90,28 @@ def make_loader(config: RunConfig, dataset: AudioDataset, table: pd.DataFrame, t
                               "persistent_workers": cfg.num_workers > 0,
                               "pin_memory": pins_memory(inference_device(config)),
                               "generator": torch.Generator().manual_seed(config.data.seed)}
-    if train and uses_bucket_sampler(config):
-        return DataLoader(dataset, batch_sampler=bucket_sampler(config, table), **common)
-    if sampler is not None:
-        return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler,
-                          drop_last=train and len(sampler) > cfg.batch_size, **common)
-    if equal_length and not train and not config.features.target_length:
+    if train:
+        return DataLoader(dataset, batch_sampler=training_batches(config, table, sampler, num_replicas, rank),
+                          **common)
+    batches: Sampler[list[int]]
+    if equal_length and not config.features.target_length:
         batches = EqualLengthBatchSampler(table["num_samples"].tolist(), cfg.batch_size)
-        return DataLoader(dataset, batch_sampler=batches, **common)
-    return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=train,
-                      drop_last=train and len(dataset) > cfg.batch_size, **common)
+    else:
+        batches = BatchSampler(SequentialSampler(range(len(dataset))), cfg.batch_size, drop_last=False)
+    if num_replicas > 1:
+        batches = DealtBatches(batches, num_replicas, rank, pad=True)
+    return DataLoader(dataset, batch_sampler=batches, **common)
+
+
+def training_batches(config: RunConfig, table: pd.DataFrame, sampler: BalancedSampler | None = None,
+                     num_replicas: int = 1, rank: int = 0) -> Sampler[list[int]]:
+    """The training batches of process ``rank`` of ``num_replicas``: length buckets (``--bucket_sampler``,
+    ``--dynamic_batch``) dealt out whole, else ``--batch_size`` slices of the epoch's order (shuffled, or drawn
+    by ``sampler``); ``set_epoch`` gives each epoch its own order, the same in every process."""
+    if uses_bucket_sampler(config):
+        return DealtBatches(bucket_sampler(config, table), num_replicas, rank, pad=False)
+    order = sampler if sampler is not None else EpochShuffle(len(table), config.data.seed)
+    return TrainingBatches(order, config.train.batch_size, num_replicas, rank)
 
 
 def bucket_sampler(config: RunConfig, table: pd.DataFrame) -> BucketBatchSampler:
@@ -105,7 +128,7 @@ def bucket_sampler(config: RunConfig, table: pd.DataFrame) -> BucketBatchSampler
 
 
 def uses_bucket_sampler(config: RunConfig) -> bool:
-    """Whether training batches come from :func:`bucket_sampler` (which deals batches to processes itself)."""
+    """Whether training batches come from :func:`bucket_sampler`."""
     return config.train.bucket_sampler or config.train.dynamic_batch > 0
 
 

@@ -5,19 +5,35 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities.types import OptimizerConfig, OptimizerLRSchedulerConfig
 from torch import Tensor
 
 from audiotune.config import HeadSpec, TrainConfig
+from audiotune.engine.distributed import all_gather_objects, unique_batches
 from audiotune.engine.losses import ClassWeights, classification_loss, resolve_loss, resolve_regression_loss
 from audiotune.engine.metrics import compute_metrics, scores_from_logits
 from audiotune.engine.selection import monitor_key, monitor_value, worst_value
 from audiotune.models.classifier import Classifier
 
 log = logging.getLogger(__name__)
+
+
+TRAIN_CLIPS = "train_clips"  # the logged count of an epoch's training clips over all processes
+
+
+@dataclass
+class ValidationBatch:
+    """One validation batch's outputs, kept until the epoch ends (then gathered from every process)."""
+
+    uids: list[str]
+    logits: np.ndarray
+    targets: np.ndarray
+    loss: float
 
 
 class ClassifierModule(pl.LightningModule):
@@ -35,23 +51,20 @@ class ClassifierModule(pl.LightningModule):
         # --labeling_method sample draws from its own seeded generator: the same seed gives the same draws
         self.label_generator = torch.Generator().manual_seed(torch.initial_seed() if seed is None else seed)
         self.steps_per_epoch = max(1, steps_per_epoch)
-        # validation outputs of the current epoch, kept when a metric other than the loss selects the model
-        self.validation_outputs: list[tuple[Tensor, Tensor]] = []
+        self.seed = seed
+        # this process's validation batches of the current epoch, gathered from all processes at its end
+        self.validation_outputs: list[ValidationBatch] = []
 
     def forward(self, inputs: Tensor, lengths: Tensor) -> Tensor:
         return self.model(inputs, lengths)
 
-    def _step(self, batch: dict, stage: str) -> Tensor:
+    def _step(self, batch: dict, stage: str) -> tuple[Tensor, Tensor]:
         logits = self.model.forward_batch(batch)
-        if stage == "val" and self.config.monitor != "loss":
-            self.validation_outputs.append((logits.detach().float().cpu(), batch["targets"].detach().float().cpu()))
         loss = self.compute_loss(logits, batch["targets"], training=stage == "train")
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{stage} loss is {loss.item()} (uids {batch['uid'][:4]}...): "
                                      "check --dataset_std / --learning_rate")
-        self.log(f"{stage}_loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True,
-                 batch_size=len(batch["uid"]))
-        return loss
+        return logits, loss
 
     def compute_loss(self, logits: Tensor, targets: Tensor, training: bool) -> Tensor:
         """The loss of a batch; soft heads draw their classes only in training (``sample``): in validation the
@@ -69,30 +82,59 @@ class ClassifierModule(pl.LightningModule):
         if self.model.freeze_backbone:
             self.model.backbone.eval()
 
+    def on_train_start(self) -> None:
+        if self.trainer.world_size > 1:
+            # every process was seeded alike; give each its own augmentation, dropout and label draws
+            seed = (torch.initial_seed() if self.seed is None else self.seed) + self.global_rank
+            pl.seed_everything(seed, workers=True, verbose=False)
+            self.label_generator.manual_seed(seed)
+
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        return self._step(batch, "train")
+        _, loss = self._step(batch, "train")
+        clips = len(batch["uid"])
+        # the epoch mean is over all processes (one scalar reduced per step: cheap next to the gradients)
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=clips, sync_dist=True)
+        # the epoch's training clips summed over steps and processes: logs/metrics.csv, metrics.json; Lightning
+        # reduces it where it reduces every logged value (a collective of our own here could interleave with
+        # the ones rank 0's progress bar starts)
+        self.log(TRAIN_CLIPS, float(clips), on_step=False, on_epoch=True, reduce_fx="sum", sync_dist=True,
+                 batch_size=clips)
+        return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> Tensor:
-        return self._step(batch, "val")
+        logits, loss = self._step(batch, "val")
+        self.validation_outputs.append(ValidationBatch(list(batch["uid"]), logits.detach().float().cpu().numpy(),
+                                                       batch["targets"].detach().float().cpu().numpy(), float(loss)))
+        return loss
 
     def on_validation_epoch_start(self) -> None:
         self.validation_outputs = []
 
     def on_validation_epoch_end(self) -> None:
-        """Log the ``--monitor`` metric over the whole validation set (not a mean of per-batch values)."""
-        monitor = self.config.monitor
-        if monitor == "loss" or not self.validation_outputs:
-            return
-        logits = torch.cat([out for out, _ in self.validation_outputs]).numpy()
-        targets = torch.cat([tgt for _, tgt in self.validation_outputs]).numpy()
+        """Log the validation loss and the ``--monitor`` metric over the whole validation set: the batches of
+        all processes gathered, padding repeats dropped, so every process logs the same values (the best
+        checkpoint and early stopping agree) and every clip counts once."""
+        batches = unique_batches(all_gather_objects(self.validation_outputs))
         self.validation_outputs = []
+        if not batches:
+            return
+        sizes = np.array([len(b.uids) for b in batches], dtype=np.float64)
+        # the mean of the batch losses weighted by batch size: one process's epoch mean, as Lightning logs it
+        loss = float(np.dot([b.loss for b in batches], sizes) / sizes.sum())
+        # the values are the same in every process already; sync_dist only keeps Lightning from warning
+        self.log("val_loss", loss, prog_bar=True, sync_dist=True)
+        monitor = self.config.monitor
+        if monitor == "loss":
+            return
+        logits = np.concatenate([b.logits for b in batches])
+        targets = np.concatenate([b.targets for b in batches])
         metrics = compute_metrics(scores_from_logits(logits, self.heads, self.config.loss), targets, self.heads)
         value = monitor_value(metrics, monitor)
         if value is None:
             log.warning("epoch %d: validation %s is undefined (%s); this epoch cannot be the best",
                         self.current_epoch, monitor, "; ".join(metrics.get("notes", [])) or "no rows")
             value = worst_value(monitor)
-        self.log(monitor_key(monitor), value, prog_bar=True)
+        self.log(monitor_key(monitor), value, prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self) -> OptimizerConfig | OptimizerLRSchedulerConfig:
         return optimizers(self.model.parameters(), self.config, self.steps_per_epoch)

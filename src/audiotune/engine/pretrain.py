@@ -11,6 +11,7 @@ lets it write its outputs. No labels are needed: a manifest or split of audio is
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +27,28 @@ from audiotune.config import RunConfig, check_config, save_config
 from audiotune.data.layout import read_splits
 from audiotune.data.prepare import prepare_eval_data
 from audiotune.engine.checkpoint_io import AtomicCheckpointIO
-from audiotune.engine.device import parse_devices
-from audiotune.engine.inference import make_dataset, make_loader, uses_bucket_sampler
+from audiotune.engine.distributed import (
+    all_gather_objects,
+    check_launch,
+    launched_rank_zero,
+    trainer_devices,
+    unique_batches,
+    unused_parameter_hint,
+)
+from audiotune.engine.inference import make_dataset, make_loader
 from audiotune.engine.module import optimizers, run_length
 from audiotune.models.backbones import SupportsPretraining, build_backbone, resolve_config
 from audiotune.models.checkpoint import CONFIG_FILE
 from audiotune.outputs import OwnedRunDir, own_run_dir, write_csv, write_json
 from audiotune.report.plots import plot_training_curves
+
+
+@dataclass
+class ValidationLosses:
+    """One validation batch's losses, kept until the epoch ends (then gathered from every process)."""
+
+    uids: list[str]
+    losses: dict[str, float]
 
 
 class PretrainModule(pl.LightningModule):
@@ -46,38 +62,63 @@ class PretrainModule(pl.LightningModule):
         self.config = config
         self.steps_per_epoch = steps_per_epoch
         self.rng = random.Random(config.data.seed)
+        # this process's validation losses of the epoch, gathered from all processes at its end
+        self.validation_outputs: list[ValidationLosses] = []
 
     def _losses(self, batch: dict, rng: random.Random) -> dict[str, Tensor]:
         backbone = self.backbone
         assert isinstance(backbone, SupportsPretraining)
         return backbone.pretrain_loss(batch, self.objective, step=self.global_step, rng=rng)
 
-    def _log(self, losses: dict[str, Tensor], stage: str, batch_size: int) -> None:
-        for name, value in losses.items():
-            per_step = stage == "train" and name in ("loss", "temperature")
-            self.log(f"{stage}_{name}", value, on_step=per_step, on_epoch=True, prog_bar=name in ("loss", "acc"),
-                     batch_size=batch_size)
+    def on_train_start(self) -> None:
+        if self.trainer.world_size > 1:  # every process was seeded alike: each draws its own masks and crops
+            seed = self.config.data.seed + self.global_rank
+            pl.seed_everything(seed, workers=True, verbose=False)
+            self.rng = random.Random(seed)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         losses = self._losses(batch, self.rng)
         if not torch.isfinite(losses["loss"]):
             raise FloatingPointError(f"pretraining loss is {losses['loss'].item()} (uids {batch['uid'][:4]}...)")
-        self._log(losses, "train", len(batch["uid"]))
+        for name, value in losses.items():
+            # epoch means over all processes (a few scalars reduced per step: cheap next to the gradients)
+            self.log(f"train_{name}", value, on_step=name in ("loss", "temperature"), on_epoch=True,
+                     prog_bar=name in ("loss", "acc"), batch_size=len(batch["uid"]), sync_dist=True)
         return losses["loss"]
 
+    def on_validation_epoch_start(self) -> None:
+        self.validation_outputs = []
+
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        # the same masks every epoch, so validation accuracy and MSE are comparable across epochs
-        self._log(self._losses(batch, random.Random(self.config.data.seed + batch_idx)), "val", len(batch["uid"]))
+        # the same masks every epoch, so validation accuracy and MSE are comparable across epochs (under DDP the
+        # batch's index among all processes' batches picks them, as in one process)
+        world, rank = self.trainer.world_size, self.global_rank
+        losses = self._losses(batch, random.Random(self.config.data.seed + batch_idx * world + rank))
+        self.validation_outputs.append(ValidationLosses(list(batch["uid"]),
+                                                        {k: float(v) for k, v in losses.items()}))
+
+    def on_validation_epoch_end(self) -> None:
+        """Each validation loss over the whole validation set: every process's batches gathered, padding
+        repeats dropped, the batch means weighted by batch size; the same values in every process."""
+        batches = unique_batches(all_gather_objects(self.validation_outputs))
+        self.validation_outputs = []
+        sizes = np.array([len(b.uids) for b in batches], dtype=np.float64)
+        for name in batches[0].losses if batches else ():
+            value = float(np.dot([b.losses[name] for b in batches], sizes) / sizes.sum())
+            self.log(f"val_{name}", value, prog_bar=name in ("loss", "acc"), sync_dist=True)
 
     def configure_optimizers(self) -> OptimizerConfig | OptimizerLRSchedulerConfig:
         assert isinstance(self.backbone, torch.nn.Module)
         return optimizers(self.backbone.parameters(), self.config.train, self.steps_per_epoch)
 
 
-def _tables(config: RunConfig, exp_dir: Path) -> tuple[dict[str, pd.DataFrame], dict[str, np.ndarray]]:
-    """train / val tables of audio; without a val split, 10% of the rows (seeded) validate."""
+def _tables(config: RunConfig, exp_dir: Path,
+            writes: bool = True) -> tuple[dict[str, pd.DataFrame], dict[str, np.ndarray]]:
+    """train / val tables of audio; without a val split, 10% of the rows (seeded) validate. The reports
+    (skipped rows, the drawn validation rows) are written when ``writes``."""
     prepared = prepare_eval_data(config, config.data.data_split_root, targets_needed=False)
-    prepared.write_reports(exp_dir)
+    if writes:
+        prepared.write_reports(exp_dir)
     tables = dict(prepared.tables)
     if "train" not in tables:
         tables = {"train": pd.concat(list(tables.values()))}
@@ -88,15 +129,21 @@ def _tables(config: RunConfig, exp_dir: Path) -> tuple[dict[str, pd.DataFrame], 
         order = np.random.default_rng(config.data.seed).permutation(len(train))
         cut = max(1, len(train) // 10)
         tables = {"train": train.iloc[order[cut:]], "val": train.iloc[order[:cut]]}
-        write_csv(tables["val"], exp_dir / "validation.csv", index_label="uid")
+        if writes:
+            write_csv(tables["val"], exp_dir / "validation.csv", index_label="uid")
     return tables, {name: np.zeros((len(t), 0), np.float32) for name, t in tables.items()}
 
 
 def pretrain(config: RunConfig) -> dict:
-    """Pretrain, keep the best-validation weights, write them in our and the original layout."""
+    """Pretrain, keep the best-validation weights, write them in our and the original layout.
+
+    Under DDP rank 0 owns the run directory and writes every output; the other processes train their share
+    of the batches, write nothing and return an empty dict.
+    """
     check_config(config)
+    trainer_devices(config.train)  # a strategy audiotune cannot run is an error before anything is read
     with own_run_dir(config.exp_dir, resume=config.train.resume, overwrite=config.train.overwrite,
-                     command="pretrain") as owned:
+                     command="pretrain", follower=not launched_rank_zero()) as owned:
         return _pretrain(config, owned)
 
 
@@ -130,28 +177,35 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
                                 + ("; this run stopped before writing one: start it again with --overwrite"
                                    if stopped else ""))
     owned.start()
-    tables, targets = _tables(config, exp_dir)
-    save_config(config, exp_dir / CONFIG_FILE)
-    train_loader = make_loader(config, make_dataset(config, tables["train"], targets["train"], train=True),
-                               tables["train"], train=True, equal_length=False)
-    val_loader = make_loader(config, make_dataset(config, tables["val"], targets["val"]), tables["val"], False,
-                             False)
-    module = PretrainModule(backbone, objective, config, len(train_loader))
+    tables, targets = _tables(config, exp_dir, owned.writes)
+    if owned.writes:
+        save_config(config, exp_dir / CONFIG_FILE)
     best = ModelCheckpoint(dirpath=exp_dir / "checkpoints", filename="best", monitor="val_loss", mode="min",
                            save_top_k=1, save_last=True, enable_version_counter=False)
     steps = config.train.training_steps
     max_epochs, max_steps = run_length(config.train)
-    trainer = pl.Trainer(max_epochs=max_epochs, max_steps=max_steps, accelerator=config.train.accelerator,
-                         devices=parse_devices(config.train.devices),
+    # a step budget shorter than an epoch still validates (and keeps a best) at its end; set once the
+    # loader's length (this process's share) is known
+    trainer = pl.Trainer(max_epochs=max_epochs, max_steps=max_steps, **trainer_devices(config.train),
                          precision="bf16-mixed" if config.train.precision == "bf16" else "32-true",
                          gradient_clip_val=config.train.grad_clip or None, callbacks=[best],
                          logger=CSVLogger(exp_dir, name="logs", version=""),
-                         # a step budget shorter than an epoch still validates (and keeps a best) at its end
-                         val_check_interval=min(steps, len(train_loader)) if steps else None,
                          log_every_n_steps=1, enable_model_summary=False, plugins=[AtomicCheckpointIO()],
-                         use_distributed_sampler=not uses_bucket_sampler(config))
+                         use_distributed_sampler=False)  # each process's loaders take their own share
+    check_launch(trainer.is_global_zero, owned.writes)
+    replicas, rank = trainer.world_size, trainer.global_rank
+    train_loader = make_loader(config, make_dataset(config, tables["train"], targets["train"], train=True),
+                               tables["train"], train=True, equal_length=False, num_replicas=replicas, rank=rank)
+    val_loader = make_loader(config, make_dataset(config, tables["val"], targets["val"]), tables["val"], False,
+                             False, num_replicas=replicas, rank=rank)
+    if steps:
+        trainer.val_check_interval = min(steps, len(train_loader))
+    module = PretrainModule(backbone, objective, config, len(train_loader))
     module.train()  # from_pretrained hands models over in eval mode; Lightning keeps each module's mode
-    trainer.fit(module, train_loader, val_loader, ckpt_path=resume, weights_only=True)
+    with unused_parameter_hint():
+        trainer.fit(module, train_loader, val_loader, ckpt_path=resume, weights_only=True)
+    if not owned.writes:
+        return {}  # rank 0 writes the outputs
     if best.best_model_path and Path(best.best_model_path).is_file():
         module.load_state_dict(torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"])
     written = backbone.save_pretrained_outputs(exp_dir)

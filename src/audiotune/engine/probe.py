@@ -41,12 +41,19 @@ def probe(config: RunConfig) -> pd.DataFrame:
     Encoding, training and predictions run on ``config.train.accelerator``/``devices``.
     """
     check_config(config)
-    inference_device(config)  # a missing accelerator is an error before anything is written
+    devices = parse_devices(config.train.devices)
+    if config.train.strategy != "auto" or config.train.num_nodes > 1 or devices == -1 or \
+            (isinstance(devices, int) and devices > 1) or (isinstance(devices, list) and len(devices) > 1):
+        # its heads train on cached pooled states in seconds: several processes would only add start-up
+        raise ValueError("probe runs in one process on one device: drop --strategy / --num_nodes and give "
+                         "--devices auto, 1 or one index")
+    device = inference_device(config)  # a missing accelerator is an error before anything is written
     with own_run_dir(config.exp_dir, overwrite=config.train.overwrite, command="probe") as owned:
-        return _probe(config, owned)
+        # the device the cache encodes on; "auto" on a machine of several GPUs must not start DDP
+        return _probe(config, owned, [device.index] if device.type == "cuda" else 1)
 
 
-def _probe(config: RunConfig, owned: OwnedRunDir) -> pd.DataFrame:
+def _probe(config: RunConfig, owned: OwnedRunDir, one_device: int | list[int]) -> pd.DataFrame:
     exp_dir = owned.path
     resolve_config(config)
     if config.model.freeze is False:
@@ -78,7 +85,7 @@ def _probe(config: RunConfig, owned: OwnedRunDir) -> pd.DataFrame:
         module = ClassifierModule(model, config.heads, config.train, steps_per_epoch=len(train_loader),
                                   class_weights=class_weights, seed=config.data.seed)
         trainer = pl.Trainer(max_epochs=config.train.epochs, accelerator=config.train.accelerator,
-                             devices=parse_devices(config.train.devices),
+                             devices=one_device,
                              precision="bf16-mixed" if config.train.precision == "bf16" else "32-true",
                              logger=False, enable_checkpointing=False, enable_progress_bar=False,
                              enable_model_summary=False)

@@ -17,11 +17,11 @@ from audiotune.data.prepare import PreparedData, prepare_training_data
 from audiotune.engine.aggregate import check_recording_targets
 from audiotune.engine.cache import CachedDataset, cache_blocker, cached_datasets, cached_loader
 from audiotune.engine.checkpoint_io import AtomicCheckpointIO
-from audiotune.engine.device import parse_devices
+from audiotune.engine.distributed import check_launch, launched_rank_zero, trainer_devices, unused_parameter_hint
 from audiotune.engine.evaluate import METRICS_FILE, evaluate_prepared
 from audiotune.engine.inference import inference_device, make_dataset, make_loader, uses_bucket_sampler
 from audiotune.engine.losses import training_class_weights
-from audiotune.engine.module import ClassifierModule, run_length, trains
+from audiotune.engine.module import TRAIN_CLIPS, ClassifierModule, run_length, trains
 from audiotune.engine.selection import check_monitor, monitor_key, monitor_mode
 from audiotune.models.backbones import resolve_config
 from audiotune.models.checkpoint import CONFIG_FILE, MODEL_FILE, build_classifier, export_backbone, save_weights
@@ -53,8 +53,7 @@ def _trainer(config: RunConfig, exp_dir: Path, has_val: bool) -> tuple[pl.Traine
     max_epochs, max_steps = run_length(config.train)
     trainer = pl.Trainer(
         max_epochs=max_epochs, max_steps=max_steps,
-        accelerator=config.train.accelerator,
-        devices=parse_devices(config.train.devices),
+        **trainer_devices(config.train),
         precision="bf16-mixed" if config.train.precision == "bf16" else "32-true",
         gradient_clip_val=config.train.grad_clip or None,
         callbacks=callbacks,
@@ -64,7 +63,7 @@ def _trainer(config: RunConfig, exp_dir: Path, has_val: bool) -> tuple[pl.Traine
         log_every_n_steps=1,
         enable_model_summary=False,
         plugins=[AtomicCheckpointIO()],
-        use_distributed_sampler=not uses_bucket_sampler(config),  # the bucket sampler deals to processes itself
+        use_distributed_sampler=False,  # each process's loaders take their own share (engine/distributed.py)
     )
     return trainer, best
 
@@ -74,6 +73,14 @@ def _merge_logs(earlier: pd.DataFrame, log_csv: Path) -> None:
     current = pd.read_csv(log_csv) if log_csv.is_file() else earlier.iloc[0:0]
     first_new = current["epoch"].min() if len(current) else float("inf")
     write_csv(pd.concat([earlier[earlier["epoch"] < first_new], current], ignore_index=True), log_csv, index=False)
+
+
+def _clips_per_epoch(log_csv: Path) -> list[int]:
+    """The training clips of every epoch logged (all processes together), resumed epochs included."""
+    if not log_csv.is_file():
+        return []
+    logged = pd.read_csv(log_csv)
+    return logged[TRAIN_CLIPS].dropna().astype(int).tolist() if TRAIN_CLIPS in logged else []
 
 
 def _load_best(module: ClassifierModule, checkpoint: ModelCheckpoint | None) -> str:
@@ -100,20 +107,24 @@ def balanced_sampler(config: RunConfig, prepared: PreparedData) -> BalancedSampl
 
 
 def _loaders(model: Classifier, config: RunConfig, prepared: PreparedData, cache_stats: dict,
-             sampler: BalancedSampler | None) -> tuple[DataLoader, DataLoader | None, dict[str, CachedDataset] | None]:
-    """Training and validation loaders: from the feature cache (every split encoded once) or from audio."""
+             sampler: BalancedSampler | None, trainer: pl.Trainer,
+             ) -> tuple[DataLoader, DataLoader | None, dict[str, CachedDataset] | None]:
+    """Training and validation loaders of this process: from the feature cache (every split encoded once) or
+    from audio; under DDP each process's share of the batches."""
+    replicas, rank = trainer.world_size, trainer.global_rank
     if cache_stats["used"]:
         cached = cached_datasets(model, config, prepared.tables, prepared.targets, cache_stats)
-        val = cached_loader(config, cached["val"], False) if "val" in cached else None
-        return cached_loader(config, cached["train"], True, sampler), val, cached
+        val = cached_loader(config, cached["val"], False, None, replicas, rank) if "val" in cached else None
+        return cached_loader(config, cached["train"], True, sampler, replicas, rank), val, cached
     train_table, val_table = prepared.tables["train"], prepared.tables.get("val")
     train_loader = make_loader(config, make_dataset(config, train_table, prepared.targets["train"], train=True),
-                               train_table, train=True, equal_length=False, sampler=sampler)
+                               train_table, train=True, equal_length=False, sampler=sampler,
+                               num_replicas=replicas, rank=rank)
     val_loader = None
     if val_table is not None:
         equal = model.backbone.needs_equal_length
         val_loader = make_loader(config, make_dataset(config, val_table, prepared.targets["val"]),
-                                 val_table, train=False, equal_length=equal)
+                                 val_table, train=False, equal_length=equal, num_replicas=replicas, rank=rank)
     return train_loader, val_loader, None
 
 
@@ -139,11 +150,17 @@ def train(config: RunConfig) -> dict:
     flags and (with ``--resume``) the checkpoint are checked. Lightning trains on
     ``config.train.accelerator``/``devices`` and hands the model back on the CPU; the feature cache and the
     final evaluation run on the same device.
+
+    Under DDP (several devices or nodes) every process trains on its share of the batches; rank 0 alone owns
+    the run directory, evaluates the best weights once and writes every output. The other processes write
+    nothing and return an empty dict.
     """
     check_config(config)
+    trainer_devices(config.train)  # a strategy audiotune cannot run is an error before anything is read
     inference_device(config)  # a missing accelerator is an error before anything is written
     exp_dir = Path(config.exp_dir)
-    with own_run_dir(exp_dir, resume=config.train.resume, overwrite=config.train.overwrite) as run_dir:
+    with own_run_dir(exp_dir, resume=config.train.resume, overwrite=config.train.overwrite,
+                     follower=not launched_rank_zero()) as run_dir:
         return _train(config, run_dir)
 
 
@@ -165,8 +182,10 @@ def _train(config: RunConfig, run_dir: OwnedRunDir) -> dict:
     sampler = balanced_sampler(config, prepared)
 
     model = build_classifier(config)
+    trainer, best = _trainer(config, exp_dir, "val" in prepared.tables)
+    check_launch(trainer.is_global_zero, run_dir.writes)
     cache_stats: dict = {"used": cache_blocker(config) is None, "why_not": cache_blocker(config)}
-    train_loader, val_loader, cached = _loaders(model, config, prepared, cache_stats, sampler)
+    train_loader, val_loader, cached = _loaders(model, config, prepared, cache_stats, sampler, trainer)
     # Lightning keeps the modes modules have at fit start; encoding the cache left them in eval mode
     model.train()
     class_weights = training_class_weights(config.heads, prepared.targets["train"], config.train.class_weights)
@@ -175,17 +194,21 @@ def _train(config: RunConfig, run_dir: OwnedRunDir) -> dict:
     if resume is not None:
         check_resume_fits(module, resume)
 
-    run_dir.start()  # everything is checked: from here on the run directory is written
-    prepared.write_reports(exp_dir)
-    save_config(config, exp_dir / CONFIG_FILE)
-    export_backbone(model, exp_dir)
-    if not trains(config.train):
-        log.warning("--epochs 0: no training step; the model is saved as initialised%s",
-                    " (frozen pretrained backbone, untrained heads)" if config.model.freeze else "")
-    trainer, best = _trainer(config, exp_dir, val_loader is not None)
     log_csv = exp_dir / "logs" / "metrics.csv"
-    earlier_log = pd.read_csv(log_csv) if resume is not None and log_csv.is_file() else None
-    trainer.fit(module, train_loader, val_loader, ckpt_path=resume, weights_only=True)
+    earlier_log = None
+    if run_dir.writes:
+        run_dir.start()  # everything is checked: from here on the run directory is written
+        prepared.write_reports(exp_dir)
+        save_config(config, exp_dir / CONFIG_FILE)
+        export_backbone(model, exp_dir)
+        if not trains(config.train):
+            log.warning("--epochs 0: no training step; the model is saved as initialised%s",
+                        " (frozen pretrained backbone, untrained heads)" if config.model.freeze else "")
+        earlier_log = pd.read_csv(log_csv) if resume is not None and log_csv.is_file() else None
+    with unused_parameter_hint():
+        trainer.fit(module, train_loader, val_loader, ckpt_path=resume, weights_only=True)
+    if not run_dir.writes:
+        return {}  # rank 0 scores the kept weights once and writes every output
     if earlier_log is not None:
         _merge_logs(earlier_log, log_csv)
     kept = _load_best(module, best) if trains(config.train) else "untrained (--epochs 0)"
@@ -203,6 +226,10 @@ def _train(config: RunConfig, run_dir: OwnedRunDir) -> dict:
     metrics["trained"] = trains(config.train)
     metrics["feature_cache"] = cache_stats
     metrics["epochs_run"] = trainer.current_epoch
+    # summed over all processes: the clips each epoch trained on, next to the split's clips
+    metrics["train_clips"] = len(prepared.tables["train"])
+    metrics["train_clips_per_epoch"] = _clips_per_epoch(log_csv)
+    metrics["processes"] = trainer.world_size
     if class_weights is not None:
         metrics["class_weights"] = class_weights
     if sampler is not None:

@@ -1,0 +1,262 @@
+"""Several training processes (Lightning DDP): shards, gathering, one owner of the run directory.
+
+The end-to-end tests run `audiotune train --accelerator cpu --devices 2 --strategy ddp` as a subprocess (gloo on
+the CPU): Lightning's launcher starts rank 1 by running the same command line again.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import make_uid_dataset, small_train_args
+from lightning_fabric.utilities.data import _set_sampler_epoch
+from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
+
+from audiotune.config import RunConfig
+from audiotune.data.balance import BalancedSampler
+from audiotune.data.sampler import BucketBatchSampler
+from audiotune.engine.cache import write_entry
+from audiotune.engine.distributed import (
+    DealtBatches,
+    EpochShuffle,
+    TrainingBatches,
+    launched_local_rank,
+    launched_rank_zero,
+    trainer_devices,
+    unique_batches,
+)
+from audiotune.engine.module import ValidationBatch
+from audiotune.outputs import LOCK_FILE, own_run_dir
+
+# ---------------------------------------------------------------- training shards
+
+
+def shards(sampler: object, batch_size: int, processes: int) -> list[list[list[int]]]:
+    return [list(TrainingBatches(sampler, batch_size, processes, rank)) for rank in range(processes)]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("rows", [16, 23, 40])
+def test_processes_train_on_the_batches_of_one_process_with_the_global_batch(rows: int) -> None:
+    one = list(TrainingBatches(EpochShuffle(rows, seed=3), batch_size=8))
+    ranks = shards(EpochShuffle(rows, seed=3), batch_size=4, processes=2)
+    assert len(ranks[0]) == len(ranks[1]) == len(one)  # the same steps everywhere
+    assert [a + b for a, b in zip(*ranks)] == one  # step k of the two processes is step k of one with -bs 8
+    seen = [i for rank in ranks for batch in rank for i in batch]
+    assert len(seen) == len(set(seen)) == rows // 8 * 8  # disjoint; only a last partial global batch is left out
+    assert TrainingBatches(EpochShuffle(rows, seed=3), 4, 2, 1).left_out_per_epoch() == rows % 8
+
+
+def test_an_epoch_smaller_than_the_global_batch_is_split_evenly() -> None:
+    ranks = shards(EpochShuffle(5), batch_size=4, processes=2)
+    assert [len(r) for r in ranks] == [1, 1] and sorted(ranks[0][0] + ranks[1][0]) == list(range(5))
+    with pytest.raises(ValueError, match="1 training clips per epoch cannot be shared by 2 processes"):
+        TrainingBatches(EpochShuffle(1), 4, 2, 0)
+
+
+def test_every_process_draws_the_epoch_order_of_the_seed_and_the_epoch() -> None:
+    sampler = EpochShuffle(32, seed=1)
+    first = shards(sampler, 4, 2)
+    sampler.set_epoch(1)
+    second = shards(sampler, 4, 2)
+    assert first != second and sorted(sum(sum(second, []), [])) == list(range(32))
+    sampler.set_epoch(0)
+    assert shards(sampler, 4, 2) == first
+
+
+def test_balanced_epochs_are_sharded_not_repeated() -> None:
+    groups = np.array([0] * 12 + [1] * 4)
+    balanced = BalancedSampler(groups, "oversample", seed=2)
+    ranks = shards(balanced, 3, 2)
+    drawn = [i for rank in ranks for batch in rank for i in batch]
+    # the processes together take one balanced epoch (24 draws: 12 + 12 per class), each of its draws once
+    assert sorted(drawn) == sorted(balanced.indices().tolist())
+    assert [a + b for a, b in zip(*ranks)] == [list(balanced.indices()[k:k + 6]) for k in range(0, 24, 6)]
+
+
+def test_lightning_reaches_set_epoch_through_the_batch_sampler() -> None:
+    """Lightning calls ``set_epoch`` on ``loader.sampler`` and ``loader.batch_sampler.sampler`` only."""
+    dataset = list(range(40))
+    order = EpochShuffle(40, seed=0)
+    loader = DataLoader(dataset, batch_sampler=TrainingBatches(order, 4, 2, 0))
+    _set_sampler_epoch(loader, 3)
+    assert order.epoch == 3
+    buckets = BucketBatchSampler(list(range(100, 140)), 4, num_buckets=4)
+    loader = DataLoader(dataset, batch_sampler=DealtBatches(buckets, 2, 1, pad=False))
+    _set_sampler_epoch(loader, 5)
+    assert buckets.epoch == 5
+
+
+def test_length_buckets_that_do_not_go_round_are_left_out_not_repeated() -> None:
+    buckets = BucketBatchSampler(list(range(1000, 1030)), 4, num_buckets=3)  # 8 batches (7 x 4 + 2)
+    ranks = [list(DealtBatches(buckets, 3, rank, pad=False)) for rank in range(3)]
+    assert [len(r) for r in ranks] == [2, 2, 2]
+    seen = [i for rank in ranks for batch in rank for i in batch]
+    assert len(seen) == len(set(seen))
+    with pytest.raises(ValueError, match="8 training batches per epoch cannot be shared by 9 processes"):
+        DealtBatches(buckets, 9, 0, pad=False)
+
+
+# ---------------------------------------------------------------- validation: padded shares, gathered once
+
+@pytest.mark.parametrize(("rows", "processes"), [(10, 2), (10, 3), (3, 4), (12, 4)])
+def test_gathered_validation_counts_every_clip_once(rows: int, processes: int) -> None:
+    one = list(BatchSampler(SequentialSampler(range(rows)), 2, drop_last=False))
+    ranks = [list(DealtBatches(one, processes, rank, pad=True)) for rank in range(processes)]
+    assert len({len(r) for r in ranks}) == 1  # the same steps in every process (padded with repeats)
+    gathered = [[ValidationBatch([f"u{i}" for i in batch], np.zeros((len(batch), 1)), np.zeros((len(batch), 1)),
+                                 0.0) for batch in rank] for rank in ranks]
+    kept = unique_batches(gathered)
+    assert sorted(uid for batch in kept for uid in batch.uids) == sorted(f"u{i}" for i in range(rows))
+    assert sorted(tuple(b.uids) for b in kept) == sorted(tuple(f"u{i}" for i in batch) for batch in one)
+
+
+# ---------------------------------------------------------------- who is rank 0, before the process group exists
+
+@pytest.mark.parametrize(("env", "zero", "local"), [
+    ({}, True, 0),
+    ({"LOCAL_RANK": "1", "NODE_RANK": "0", "WORLD_SIZE": "2"}, False, 1),  # Lightning's launcher, second process
+    ({"LOCAL_RANK": "0", "NODE_RANK": "1"}, False, 0),  # first process of the second node
+    ({"TORCHELASTIC_RUN_ID": "x", "RANK": "3", "LOCAL_RANK": "1", "GROUP_RANK": "1", "LOCAL_WORLD_SIZE": "2"},
+     False, 1),
+    ({"TORCHELASTIC_RUN_ID": "x", "RANK": "0", "LOCAL_RANK": "0", "GROUP_RANK": "0", "LOCAL_WORLD_SIZE": "2"},
+     True, 0),
+    ({"SLURM_NTASKS": "4", "SLURM_PROCID": "2", "SLURM_LOCALID": "0", "SLURM_JOB_NAME": "train"}, False, 0),
+    ({"SLURM_NTASKS": "4", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_JOB_NAME": "train"}, True, 0),
+    ({"SLURM_NTASKS": "1", "SLURM_PROCID": "3", "SLURM_JOB_NAME": "bash"}, True, 0),  # an interactive shell
+])
+def test_rank_zero_from_the_launcher_variables(env: dict, zero: bool, local: int) -> None:
+    assert launched_rank_zero(env) is zero and launched_local_rank(env) == local
+
+
+def test_strategies_audiotune_cannot_run_are_refused() -> None:
+    config = RunConfig()
+    config.train.strategy, config.train.devices, config.train.num_nodes = "ddp", "2", 3
+    assert trainer_devices(config.train) == {"accelerator": "auto", "devices": 2, "strategy": "ddp", "num_nodes": 3}
+    config.train.strategy = "ddp_spawn"
+    with pytest.raises(ValueError, match="--strategy 'ddp_spawn': choose one of auto, ddp"):
+        trainer_devices(config.train)
+
+
+def test_probe_runs_in_one_process(tmp_path: Path) -> None:
+    from audiotune.engine.probe import probe
+
+    config = RunConfig()
+    config.exp_dir, config.train.strategy = str(tmp_path / "probe"), "ddp"
+    with pytest.raises(ValueError, match="probe runs in one process"):
+        probe(config)
+    assert not (tmp_path / "probe").exists()
+
+
+# ---------------------------------------------------------------- the run directory and the feature cache
+
+def test_a_follower_neither_locks_creates_nor_deletes(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with own_run_dir(run, overwrite=True) as owner:  # rank 0 holds the lock and has written a run
+        owner.start()
+        (run / "config.yaml").write_text("x")
+        with own_run_dir(run, overwrite=True, follower=True) as follower:
+            follower.start()
+            assert not follower.writes and (run / "config.yaml").is_file()
+    with own_run_dir(tmp_path / "absent", follower=True) as follower:
+        assert not follower.writes
+    assert not (tmp_path / "absent").exists() and (run / LOCK_FILE).exists()
+
+
+def test_cache_entries_are_written_under_names_of_their_own(tmp_path: Path) -> None:
+    target = tmp_path / "entry.safetensors"
+    write_entry(target, torch.ones(2, 3))
+    write_entry(target, torch.ones(2, 3))  # a second process writing the same key replaces it whole
+    assert [p.name for p in tmp_path.iterdir()] == ["entry.safetensors"]
+
+
+# ---------------------------------------------------------------- end to end: 2 processes vs 1 (slow)
+
+def _train(args: list[str], launcher: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """``python [-m LAUNCHER ...] -m audiotune ARGS`` in a clean environment, one thread per process."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for key in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    done = subprocess.run([sys.executable, *launcher, "-m", "audiotune", *args], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+RUN_FILES = {LOCK_FILE, "checkpoints", "config.yaml", "logs", "metrics.json", "model.safetensors", "plots",
+             "predictions.parquet"}
+
+
+def _files(run: Path) -> list[str]:
+    return sorted(str(p.relative_to(run)) for p in run.rglob("*"))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return make_uid_dataset(tmp_path_factory.mktemp("ddp"))  # 16 training clips, 4 validation, 4 test
+
+
+@pytest.mark.slow
+def test_two_processes_train_what_one_process_trains(dataset: dict) -> None:
+    """Heads on a frozen ECAPA-TDNN from the feature cache (no BatchNorm trains, no dropout): 2 processes of -bs 2
+    run the batches of 1 process of -bs 4, so the gradients, the kept epoch and the predictions match."""
+    root = dataset["root"]
+    common = ["--accelerator", "cpu", "--freeze", "--final_dropout", "0", "-e", "2", "-lr", "0.02",
+              "--monitor", "uar", "--scheduler", "none"]
+    one, two = root / "one", root / "two"
+    _train(small_train_args(dataset, one, *common, "--cache_dir", str(root / "cache1")))
+    done = _train([*small_train_args(dataset, two, *common, "--cache_dir", str(root / "cache2")), "-bs", "2",
+                   "--devices", "2", "--strategy", "ddp"])
+    assert done.stdout.count("run directory:") == 1  # only rank 0 reports
+    m1, m2 = (json.loads((run / "metrics.json").read_text()) for run in (one, two))
+    assert m2["processes"] == 2 and m1["processes"] == 1
+    # (a) every training clip once per epoch over both processes: the 16 of the split, no padding repeats
+    assert m2["train_clips"] == 16 and m2["train_clips_per_epoch"] == m1["train_clips_per_epoch"] == [16, 16]
+    # (b) validation and test scored on every clip, once
+    assert m2["val"]["n"] == m1["val"]["n"] == 4 and m2["test"]["n"] == 4
+    p1, p2 = (pd.read_parquet(run / "predictions.parquet").set_index(["split", "uid"]).sort_index()
+              for run in (one, two))
+    assert p2.index.equals(p1.index) and not p2.index.duplicated().any()
+    # (d) the same training: scores, validation curve and metrics equal up to float summation order
+    scores = [c for c in p1.columns if c.startswith("score:")]
+    assert np.allclose(p1[scores].to_numpy(), p2[scores].to_numpy(), atol=1e-4)
+    logs = [pd.read_csv(run / "logs" / "metrics.csv").dropna(subset=["val_loss"]) for run in (one, two)]
+    assert np.allclose(logs[0]["val_loss"], logs[1]["val_loss"], atol=1e-5)
+    assert logs[0]["val_uar"].tolist() == logs[1]["val_uar"].tolist()
+    for split in ("val", "test"):
+        assert m2[split]["accuracy"] == pytest.approx(m1[split]["accuracy"])
+    assert m2["weights"].split(" (")[0] == m1["weights"].split(" (")[0]  # the same best epoch and score
+    # (c) one run directory, one set of outputs: the same files as the one-process run, nothing per rank
+    assert _files(two) == _files(one) and {path.split("/")[0] for path in _files(two)} == RUN_FILES
+    assert not list(root.glob("two?*"))
+    # the feature cache was filled once, by rank 0 before rank 1 started; no partial entries left
+    assert m2["feature_cache"]["encoded"] == 24
+    assert not [p for p in (root / "cache2").rglob("*") if p.name.endswith(".partial")]
+
+
+@pytest.mark.slow
+def test_torchrun_trains_a_whole_model_on_length_buckets(dataset: dict) -> None:
+    """torchrun starts both processes at once (rank 1 must neither lock nor write while rank 0 owns the run); the
+    ECAPA-TDNN itself trains (BatchNorm statistics per process, so no equality with one process is expected);
+    the bucket sampler's batches are shared out, every clip once, every metric over every clip."""
+    run = dataset["root"] / "buckets"
+    done = _train([*small_train_args(dataset, run, "--accelerator", "cpu", "--bucket_sampler", "--num_buckets", "2",
+                                     "--patience", "3", "--cache_dir", str(dataset["root"] / "cache3")),
+                   "-bs", "2", "--devices", "2", "--strategy", "ddp"],
+                  launcher=("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"))
+    assert done.stdout.count("run directory:") == 1
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["processes"] == 2 and metrics["train_clips_per_epoch"] == [16]  # 8 batches of 2: 4 steps each
+    assert metrics["val"]["n"] == metrics["test"]["n"] == 4
+    log = pd.read_csv(run / "logs" / "metrics.csv")
+    assert log["step"].max() + 1 == 4  # the steps of one process: 8 batches dealt to 2
+    assert log["train_clips"].dropna().tolist() == [16]
+    predictions = pd.read_parquet(run / "predictions.parquet")
+    assert sorted(predictions["uid"]) == sorted(dataset["table"].query("subject in ['eve', 'fay']").index)
+    assert {path.split("/")[0] for path in _files(run)} == RUN_FILES and _files(run / "logs") == ["metrics.csv"]
