@@ -5,12 +5,13 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 import typing
 from pathlib import Path
 from typing import Any
 
-from audiotune import __version__, storage
+from audiotune import __version__, storage, vertex
 from audiotune.config import RANGES, SECTIONS, RunConfig, check_config, describe_range, load_config
 from audiotune.data.layout import DataError
 from audiotune.outputs import check_output_path, write_csv, write_json
@@ -57,6 +58,17 @@ def parse_bool(text: str | bool) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean (True/False), got {text!r}")
 
 
+def integer(text: str) -> int:
+    """An integer, also written as a whole float ("300.0": how tuning services pass discrete values)."""
+    try:
+        return int(text)
+    except ValueError:
+        number = float(text)
+        if not number.is_integer():
+            raise ValueError(f"{text!r} is not a whole number") from None
+        return int(number)
+
+
 def _none_lower(text: str) -> str:
     return "none" if text.strip().lower() == "none" else text
 
@@ -85,7 +97,7 @@ def _add_field(group: argparse._ArgumentGroup, section: str, spec: dataclasses.F
         kwargs.update(nargs="+", type=typing.get_args(kind)[0])
     else:
         base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
-        kwargs["type"] = base
+        kwargs["type"] = integer if base is int else base
     group.add_argument(*_spellings(spec.name, meta.get("flags", ())), **kwargs)
 
 
@@ -185,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a classifier; writes a run directory")
     add_config_flags(train)
+    train.add_argument("--hypertune_metric", help="report this metric (e.g. val_uar) when training ends, as a "
+                                                  "Vertex AI tuning trial does (see `audiotune vertex tune`)")
 
     evaluate = commands.add_parser("evaluate", help="score a CSV or split directory with a trained run")
     _run_flags(evaluate)
@@ -202,6 +216,15 @@ def build_parser() -> argparse.ArgumentParser:
                          choices=("pt", "wt", "st", "ft"))
     extract.add_argument("--layer", type=int, help="hidden state for pt embeddings (default: the run's)")
     extract.add_argument(*_spellings("pooling_mode", ("-pm",)), dest="pooling_mode", choices=("mean", "sum", "max"))
+
+    export = commands.add_parser(
+        "export", help="a trained run's classifier as ONNX or TorchScript: waveforms in, logits and embeddings out",
+        description="Writes FILE (inputs: waveforms (batch, samples) float32 at the run's sample rate, lengths "
+                    "(batch,) int64; outputs: logits, embedding_ft, embedding_pooled; any batch size and length) "
+                    "and FILE.json, which describes inputs, preprocessing, outputs and classes.")
+    _run_flag(export)
+    export.add_argument("--format", default="onnx", choices=("onnx", "torchscript"), help="default onnx")
+    export.add_argument("--out", required=True, help="model file to write, e.g. model.onnx (FILE.json beside it)")
 
     attention = commands.add_parser("attention", help="per-layer attention maps and rollout of one clip (PNG)")
     _run_flag(attention)
@@ -372,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(stats)
     stats.add_argument("--split", default="train")
     stats.add_argument("--out", help="also write the result as JSON here")
+    vertex.add_parser(commands)
     for command in commands.choices.values():
         command.allow_abbrev = False  # a seed flag such as -b must never be read as a prefix of another
     return parser
@@ -479,6 +503,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
+        if vars(args).get("exp_dir") and "{trial}" in str(args.exp_dir):  # one run directory per tuning trial
+            args.exp_dir = str(args.exp_dir).replace("{trial}", vertex.trial_id())
+        os.environ.update(vertex.cluster_environment())  # a Vertex AI multi-worker job: where rank 0 is
         with staged(args):
             _dispatch(args)
     except KeyboardInterrupt:
@@ -499,9 +526,15 @@ def _dispatch(args: argparse.Namespace) -> None:
         _quiet_lightning(args.verbose)
         config = config_from_args(args)
         metrics = train(config)
+        if not metrics:
+            return  # another process of a multi-process (DDP) run: rank 0 reports
         print(json.dumps({k: _summary(v) for k, v in metrics.items() if k in ("val", "test")}, indent=2))
         if not metrics.get("trained", True):
             print("no training step (--epochs 0): these are the metrics of the untrained model")
+        if args.hypertune_metric:
+            value = vertex.metric_value(metrics, args.hypertune_metric)
+            reported = vertex.report_metric(args.hypertune_metric, value)
+            print(f"{args.hypertune_metric} {value:.6g} reported to {reported}")
         print(f"run directory: {storage.final_place(config.exp_dir)}")
     elif args.command == "pretrain":
         from audiotune.engine.pretrain import pretrain
@@ -511,6 +544,8 @@ def _dispatch(args: argparse.Namespace) -> None:
         vars(args).setdefault("model.task", "pretrain_joint")
         config = config_from_args(args)
         metrics = pretrain(config)
+        if not metrics:
+            return  # another process of a multi-process (DDP) run: rank 0 reports
         print(json.dumps({k: metrics[k] for k in ("objective", "epochs_run", "steps_run", "best_val_loss")},
                          indent=2))
         print(f"run directory: {storage.final_place(config.exp_dir)}")
@@ -523,6 +558,8 @@ def _dispatch(args: argparse.Namespace) -> None:
         options = FoldOptions(folds=args.folds, group=args.group, stratify=args.stratify,
                               val_group=args.val_group, audio_dir=args.audio_dir, json_label=args.json_label)
         result = cross_validate(config, config.data.data_split_root, options, args.repeats)
+        if not result:
+            return  # another process of a multi-process (DDP) run: rank 0 reports
         print(_cv_table(result))
         print(f"experiment directory: {storage.final_place(config.exp_dir)}")
     elif args.command == "cluster":
@@ -561,6 +598,13 @@ def _dispatch(args: argparse.Namespace) -> None:
                                   args.pooling_mode, args.batch_size, args.num_workers, args.on_error,
                                   args.accelerator, args.devices, args.precision)
         print(f"embeddings: {_shown(path)}")
+    elif args.command == "export":
+        from audiotune.engine.export import export_run, sidecar_path
+
+        described = export_run(args.run, args.format, args.out)
+        shapes = ", ".join(f"{o['name']} ({', '.join(map(str, o['shape']))})" for o in described["outputs"])
+        print(f"{args.format} model: {args.out} ({described['sample_rate']} Hz waveforms in; {shapes})")
+        print(f"description: {sidecar_path(args.out)}")
     elif args.command == "attention":
         from audiotune.engine.attention import attention_maps
 
@@ -579,6 +623,10 @@ def _dispatch(args: argparse.Namespace) -> None:
         segmented = segment_csv(args.table, args.out, args.before, args.after, args.window, args.hop,
                                 args.on_error)
         print(segmented.summary())
+    elif args.command == "vertex":
+        spec = vertex.run_command(args, build_parser().parse_args)
+        print(f"{args.out}: {'CustomJob' if args.vertex_command == 'job' else 'HyperparameterTuningJob'} "
+              f"{spec['displayName']!r}")
     elif args.command == "split":
         _command_split(args)
     elif args.command == "taps":

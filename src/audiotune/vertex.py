@@ -1,0 +1,288 @@
+"""Vertex AI: job specs for any audiotune command, the tuning metric a trial reports, and multi-worker layout.
+
+- :func:`custom_job` / :func:`tuning_job` build a CustomJob / HyperparameterTuningJob as the Vertex AI REST API
+  takes it (JSON, camelCase field names; ``gcloud ai custom-jobs create --config`` and the Python client's
+  ``CustomJob.from_dict`` read the same). The container runs ``audiotune COMMAND ARGS``; a tuning job appends
+  ``--PARAMETER=VALUE`` for every parameter of its search space (read from YAML, :func:`read_space`).
+- :func:`report_metric` writes the metric of a tuning trial where Vertex AI reads it: the JSON lines file of
+  ``cloudml-hypertune`` (``$CLOUD_ML_HP_METRIC_FILE``, default ``/tmp/hypertune/output.metrics``).
+- :func:`cluster_environment` turns the ``CLUSTER_SPEC`` Vertex AI gives every replica of a multi-worker job
+  into the variables Lightning's DDP reads (``MASTER_ADDR``, ``MASTER_PORT``, ``NODE_RANK``).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from audiotune.outputs import write_bytes
+
+METRIC_FILE = "/tmp/hypertune/output.metrics"
+PARAMETER_TYPES = ("double", "integer", "discrete", "categorical")
+SCALES = {"linear": "UNIT_LINEAR_SCALE", "log": "UNIT_LOG_SCALE", "reverse_log": "UNIT_REVERSE_LOG_SCALE"}
+ALGORITHMS = {"bayesian": "ALGORITHM_UNSPECIFIED", "grid": "GRID_SEARCH", "random": "RANDOM_SEARCH"}
+
+
+class VertexError(ValueError):
+    """A search space or job option that Vertex AI would reject; the message names the file or flag."""
+
+
+@dataclass
+class Machine:
+    """One replica's machine; ``replicas`` > 1 makes a chief pool and a worker pool of the same machine."""
+
+    image: str
+    machine_type: str = "n1-highmem-2"  # the NAIP systems' Vertex AI config
+    accelerator_type: str = "NVIDIA_TESLA_T4"
+    accelerator_count: int = 1
+    replicas: int = 1
+    boot_disk_type: str = "pd-ssd"
+    boot_disk_gb: int = 100
+
+
+def worker_pools(command: list[str], machine: Machine) -> list[dict[str, Any]]:
+    """Worker pool specs: pool 0 is the chief (rank 0), pool 1 holds the other ``replicas - 1``."""
+    if machine.replicas < 1:
+        raise VertexError(f"--replicas {machine.replicas}: at least 1")
+    spec: dict[str, Any] = {"machineSpec": {"machineType": machine.machine_type},
+                            "diskSpec": {"bootDiskType": machine.boot_disk_type,
+                                         "bootDiskSizeGb": machine.boot_disk_gb},
+                            "containerSpec": {"imageUri": machine.image, "command": ["audiotune"],
+                                              "args": list(command)}}
+    if machine.accelerator_count > 0 and machine.accelerator_type.upper() not in ("", "NONE"):
+        spec["machineSpec"].update(acceleratorType=machine.accelerator_type.upper(),
+                                   acceleratorCount=machine.accelerator_count)
+    pools = [{**spec, "replicaCount": "1"}]
+    if machine.replicas > 1:
+        pools.append({**spec, "replicaCount": str(machine.replicas - 1)})
+    return pools
+
+
+def custom_job(name: str, command: list[str], machine: Machine, base_output: str = "") -> dict[str, Any]:
+    """A CustomJob running ``audiotune COMMAND``; ``base_output`` (gs://) sets the job's AIP_MODEL_DIR root."""
+    job_spec: dict[str, Any] = {"workerPoolSpecs": worker_pools(command, machine)}
+    if base_output:
+        job_spec["baseOutputDirectory"] = {"outputUriPrefix": base_output}
+    return {"displayName": name, "jobSpec": job_spec}
+
+
+def _number(value: Any, where: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise VertexError(f"{where}: {value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise VertexError(f"{where}: {value!r} is not finite")
+    return number
+
+
+def _parameter(name: str, spec: Any, source: str) -> dict[str, Any]:
+    where = f"{source}: parameter {name!r}"
+    if not isinstance(spec, dict) or spec.get("type") not in PARAMETER_TYPES:
+        raise VertexError(f"{where}: needs a type, one of {', '.join(PARAMETER_TYPES)}")
+    kind = spec["type"]
+    out: dict[str, Any] = {"parameterId": name}
+    if kind in ("double", "integer"):
+        low, high = _number(spec.get("min"), f"{where} min"), _number(spec.get("max"), f"{where} max")
+        if low >= high:
+            raise VertexError(f"{where}: min {low} must be below max {high}")
+        if kind == "integer":
+            if low != int(low) or high != int(high):
+                raise VertexError(f"{where}: an integer range needs whole min and max")
+            out["integerValueSpec"] = {"minValue": str(int(low)), "maxValue": str(int(high))}
+        else:
+            out["doubleValueSpec"] = {"minValue": low, "maxValue": high}
+        scale = spec.get("scale", "linear")
+        if scale not in SCALES:
+            raise VertexError(f"{where}: scale {scale!r}, expected one of {', '.join(SCALES)}")
+        if scale != "linear" and low <= 0:
+            raise VertexError(f"{where}: a {scale} scale needs min > 0")
+        out["scaleType"] = SCALES[scale]
+    else:
+        values = spec.get("values")
+        if not isinstance(values, list) or not values:
+            raise VertexError(f"{where}: needs a non-empty list of values")
+        if kind == "discrete":
+            out["discreteValueSpec"] = {"values": sorted(_number(v, f"{where} value") for v in values)}
+        else:
+            out["categoricalValueSpec"] = {"values": [str(v) for v in values]}
+    return out
+
+
+def read_space(path: str | Path) -> dict[str, Any]:
+    """A search space YAML: ``metric`` (e.g. val_uar), ``goal`` (maximize/minimize), ``algorithm``
+    (bayesian, grid, random) and ``parameters``: ``NAME: {type: double|integer, min, max, scale}`` or
+    ``NAME: {type: discrete|categorical, values: [...]}``, NAME being a flag of the command."""
+    path = Path(path)
+    try:
+        space = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise VertexError(f"{path}: not a readable YAML file ({err})") from err
+    if not isinstance(space, dict) or not isinstance(space.get("parameters"), dict) or not space["parameters"]:
+        raise VertexError(f"{path}: needs a 'parameters' mapping (NAME: {{type: ..., ...}})")
+    if not isinstance(space.get("metric"), str) or "_" not in space["metric"]:
+        raise VertexError(f"{path}: needs 'metric', a split and a metric name such as val_uar or val_loss")
+    goal = str(space.get("goal", "maximize")).lower()
+    if goal not in ("maximize", "minimize"):
+        raise VertexError(f"{path}: goal {goal!r}, expected maximize or minimize")
+    algorithm = str(space.get("algorithm", "bayesian")).lower()
+    if algorithm not in ALGORITHMS:
+        raise VertexError(f"{path}: algorithm {algorithm!r}, expected one of {', '.join(ALGORITHMS)}")
+    parameters = [_parameter(str(name), spec, str(path)) for name, spec in space["parameters"].items()]
+    return {"metric": space["metric"], "goal": goal, "algorithm": algorithm, "parameters": parameters}
+
+
+def sample_value(parameter: dict[str, Any]) -> str:
+    """One value of a parameter, as the command line receives it (to check the flag before submitting)."""
+    for key in ("doubleValueSpec", "integerValueSpec"):
+        if key in parameter:
+            return str(parameter[key]["minValue"])
+    values = (parameter.get("discreteValueSpec") or parameter["categoricalValueSpec"])["values"]
+    return str(values[0])
+
+
+def tuning_job(name: str, command: list[str], machine: Machine, space: dict[str, Any], trials: int,
+               parallel: int, max_failed: int = 0) -> dict[str, Any]:
+    """A HyperparameterTuningJob: each trial runs ``audiotune COMMAND --PARAM=VALUE ...`` and reports
+    ``space['metric']`` (the command gets ``--hypertune_metric``)."""
+    if trials < 1 or parallel < 1:
+        raise VertexError(f"--trials {trials} --parallel {parallel}: both must be at least 1")
+    study = {"metrics": [{"metricId": space["metric"], "goal": space["goal"].upper()}],
+             "parameters": space["parameters"], "algorithm": ALGORITHMS[space["algorithm"]]}
+    return {"displayName": name, "studySpec": study, "maxTrialCount": trials,
+            "parallelTrialCount": min(parallel, trials), "maxFailedTrialCount": max_failed,
+            "trialJobSpec": {"workerPoolSpecs": worker_pools([*command, "--hypertune_metric", space["metric"]],
+                                                             machine)}}
+
+
+def write_spec(spec: dict[str, Any], out: str | Path) -> Path:
+    return write_bytes(out, json.dumps(spec, indent=2) + "\n")
+
+
+def trial_id(env: dict[str, str] | None = None) -> str:
+    """This tuning trial's id: ``CLOUD_ML_TRIAL_ID``, else the ``trial`` of ``CLUSTER_SPEC``, else 0."""
+    env = dict(os.environ) if env is None else env
+    if env.get("CLOUD_ML_TRIAL_ID"):
+        return env["CLOUD_ML_TRIAL_ID"]
+    try:
+        return str(json.loads(env.get("CLUSTER_SPEC", "{}")).get("task", {}).get("trial") or "0")
+    except json.JSONDecodeError:
+        return "0"
+
+
+def metric_value(metrics: dict[str, Any], name: str) -> float:
+    """``val_uar`` -> ``metrics['val']['uar']``; a per-head dict (AUC of several heads) gives its mean."""
+    split, _, key = name.partition("_")
+    value = metrics.get(split, {}).get(key) if isinstance(metrics.get(split), dict) else None
+    if isinstance(value, dict):
+        numbers = [v for v in value.values() if isinstance(v, (int, float))]
+        value = sum(numbers) / len(numbers) if numbers else None
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        known = sorted(f"{s}_{k}" for s, part in metrics.items() if isinstance(part, dict) for k in part)
+        raise VertexError(f"--hypertune_metric {name}: no finite value in this run's metrics "
+                          f"(known: {', '.join(known[:20])})")
+    return float(value)
+
+
+def report_metric(tag: str, value: float, step: int = 0, env: dict[str, str] | None = None) -> Path:
+    """Append a trial's metric to the hypertune metrics file that Vertex AI reads (one JSON object per line:
+    timestamp, trial, TAG, global_step, values as strings), keeping the last 100 lines."""
+    env = dict(os.environ) if env is None else env
+    path = Path(env.get("CLOUD_ML_HP_METRIC_FILE", METRIC_FILE))
+    lines = path.read_text().splitlines()[-99:] if path.is_file() else []
+    lines.append(json.dumps({"timestamp": time.time(), "trial": trial_id(env), tag: str(float(value)),
+                             "global_step": str(int(step))}, sort_keys=True))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes(path, "\n".join(lines) + "\n")
+    return path
+
+
+def cluster_environment(env: dict[str, str] | None = None) -> dict[str, str]:
+    """Lightning's multi-node variables from Vertex AI's ``CLUSTER_SPEC`` (empty when it is absent or the
+    variables are set already): the chief (workerpool0) is node 0, worker ``i`` of workerpool1 node ``i + 1``."""
+    env = dict(os.environ) if env is None else env
+    if "CLUSTER_SPEC" not in env or "MASTER_ADDR" in env:
+        return {}
+    try:
+        spec = json.loads(env["CLUSTER_SPEC"])
+        chief = spec["cluster"]["workerpool0"][0]
+        task = spec["task"]
+    except (json.JSONDecodeError, KeyError, IndexError, TypeError) as err:
+        raise VertexError(f"CLUSTER_SPEC: not the layout Vertex AI writes ({err})") from err
+    host, _, port = chief.rpartition(":")
+    node = 0 if task.get("type") == "workerpool0" else int(task.get("index", 0)) + 1
+    return {"MASTER_ADDR": host, "MASTER_PORT": port or "2222", "NODE_RANK": str(node)}
+
+
+def add_parser(commands: Any) -> None:
+    """``audiotune vertex job|tune [options] -- COMMAND ARGS``."""
+    vertex = commands.add_parser("vertex", help="write a Vertex AI CustomJob or hyperparameter-tuning job spec "
+                                                "(JSON) that runs an audiotune command")
+    kinds = vertex.add_subparsers(dest="vertex_command", required=True)
+    for kind in ("job", "tune"):
+        parser = kinds.add_parser(kind, help="CustomJob spec" if kind == "job" else
+                                  "HyperparameterTuningJob spec from a search-space YAML",
+                                  description="Everything after -- is the audiotune command the container runs, "
+                                              "e.g. -- train -d gs://B/split -l gs://B/labels.txt -o gs://B/runs/r1")
+        parser.allow_abbrev = False
+        parser.add_argument("--name", required=True, help="display name of the job")
+        parser.add_argument("--image", required=True, help="container image with audiotune (see Dockerfile.cuda)")
+        parser.add_argument("--machine_type", default=Machine.machine_type)
+        parser.add_argument("--accelerator_type", default=Machine.accelerator_type, help="NONE for a CPU job")
+        parser.add_argument("--accelerator_count", type=int, default=Machine.accelerator_count)
+        parser.add_argument("--replicas", type=int, default=1,
+                            help="machines (nodes); above 1 the command gets --num_nodes and runs as DDP")
+        parser.add_argument("--boot_disk_gb", type=int, default=Machine.boot_disk_gb)
+        parser.add_argument("--out", required=True, help="JSON spec to write")
+        if kind == "job":
+            parser.add_argument("--base_output", default="", help="gs:// root of the job's AIP_MODEL_DIR")
+        else:
+            parser.add_argument("--space", required=True, help="search space YAML (metric, goal, parameters)")
+            parser.add_argument("--trials", type=int, default=10)
+            parser.add_argument("--parallel", type=int, default=2)
+            parser.add_argument("--max_failed", type=int, default=0)
+        parser.add_argument("job_command", nargs="...", metavar="-- COMMAND",
+                            help="the audiotune command the job runs, and its flags")
+
+
+def _check_command(command: list[str], parse: Any) -> None:
+    """Parse the container's command line here, so a typo fails now and not after the job started."""
+    import contextlib
+    import io
+
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr):
+            parse(command)
+    except SystemExit:
+        reason = stderr.getvalue().strip().splitlines()[-1:] or ["not a valid command line"]
+        raise VertexError(f"the job's command `audiotune {' '.join(command)}`: {reason[0]}") from None
+
+
+def run_command(args: Any, parse: Any) -> dict[str, Any]:
+    """The spec of ``audiotune vertex job|tune``, checked and written to ``--out``."""
+    command = list(args.job_command[1:] if args.job_command[:1] == ["--"] else args.job_command)
+    if not command:
+        raise VertexError("give the command the job runs after --, e.g. -- train -d gs://B/split ...")
+    if args.replicas > 1 and not any(c == "--num_nodes" or c.startswith("--num_nodes=") for c in command):
+        command += ["--num_nodes", str(args.replicas)]
+    machine = Machine(args.image, args.machine_type, args.accelerator_type, args.accelerator_count, args.replicas,
+                      boot_disk_gb=args.boot_disk_gb)
+    _check_command(command, parse)
+    if args.vertex_command == "job":
+        spec = custom_job(args.name, command, machine, args.base_output)
+    else:
+        space = read_space(args.space)
+        if command[0] != "train":
+            raise VertexError("a tuning job runs `train` (the command reports the metric)")
+        for parameter in space["parameters"]:
+            _check_command([*command, f"--{parameter['parameterId']}={sample_value(parameter)}"], parse)
+        spec = tuning_job(args.name, command, machine, space, args.trials, args.parallel, args.max_failed)
+    write_spec(spec, args.out)
+    return spec

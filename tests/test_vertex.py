@@ -1,0 +1,116 @@
+"""Vertex AI job specs checked against the API's own message types (google-cloud-aiplatform, no network),
+the tuning metric a trial reports, and the multi-worker layout."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import make_uid_dataset, small_train_args
+from google.cloud.aiplatform_v1.types import CustomJob, HyperparameterTuningJob
+from google.protobuf import json_format
+
+from audiotune import vertex
+from audiotune.cli import main
+
+SPACE = """metric: val_uar
+goal: maximize
+parameters:
+  learning_rate: {type: double, min: 1.0e-5, max: 1.0e-3, scale: log}
+  layer: {type: integer, min: 0, max: 12}
+  clf_bottleneck: {type: discrete, values: [300, 700, 768]}
+  pooling_mode: {type: categorical, values: [mean, max]}
+"""
+COMMAND = ["train", "--model", "hf", "-d", "gs://b/split", "-l", "gs://b/labels.txt", "-o", "gs://b/runs/{trial}"]
+
+
+def parse(spec: dict, message) -> object:
+    """The spec as the API's protobuf message: an unknown field or a wrong type is an error here."""
+    return json_format.ParseDict(spec, message.pb(message()))
+
+
+def test_tuning_job_spec_is_a_valid_api_message(tmp_path: Path) -> None:
+    (tmp_path / "space.yaml").write_text(SPACE)
+    out = tmp_path / "tune.json"
+    assert main(["vertex", "tune", "--name", "w2v2-sweep", "--image", "europe-docker.pkg.dev/p/r/audiotune:cuda",
+                 "--space", str(tmp_path / "space.yaml"), "--trials", "12", "--parallel", "3", "--out", str(out),
+                 "--", *COMMAND]) == 0
+    job = parse(json.loads(out.read_text()), HyperparameterTuningJob)
+    assert job.max_trial_count == 12 and job.parallel_trial_count == 3
+    assert [p.parameter_id for p in job.study_spec.parameters] == ["learning_rate", "layer", "clf_bottleneck",
+                                                                   "pooling_mode"]
+    assert job.study_spec.parameters[0].scale_type == job.study_spec.parameters[0].ScaleType.UNIT_LOG_SCALE
+    assert job.study_spec.metrics[0].metric_id == "val_uar"
+    container = job.trial_job_spec.worker_pool_specs[0].container_spec
+    assert list(container.command) == ["audiotune"]
+    assert list(container.args) == [*COMMAND, "--hypertune_metric", "val_uar"]
+
+
+def test_multi_worker_job_spec(tmp_path: Path) -> None:
+    out = tmp_path / "job.json"
+    assert main(["vertex", "job", "--name", "ddp", "--image", "img", "--replicas", "3", "--accelerator_count", "2",
+                 "--base_output", "gs://b/jobs", "--out", str(out), "--", *COMMAND[:-2], "-o", "gs://b/runs/ddp",
+                 "--devices", "2"]) == 0
+    job = parse(json.loads(out.read_text()), CustomJob)
+    pools = job.job_spec.worker_pool_specs
+    assert [p.replica_count for p in pools] == [1, 2]  # a chief and two workers
+    assert pools[1].machine_spec.accelerator_count == 2
+    assert list(pools[0].container_spec.args)[-2:] == ["--num_nodes", "3"]
+    assert job.job_spec.base_output_directory.output_uri_prefix == "gs://b/jobs"
+
+
+@pytest.mark.parametrize("space, message", [
+    ("metric: val_uar\nparameters: {lr: {type: double, min: 1, max: 2}}", "unrecognized arguments: --lr=1.0"),
+    ("metric: val_uar\nparameters: {learning_rate: {type: double, min: 2, max: 1}}", "must be below max"),
+    ("metric: val_uar\nparameters: {learning_rate: {type: double, min: 0, max: 1, scale: log}}", "needs min > 0"),
+    ("metric: val_uar\nparameters: {layer: {type: float, min: 0, max: 1}}", "needs a type"),
+    ("parameters: {layer: {type: integer, min: 0, max: 3}}", "needs 'metric'"),
+])
+def test_bad_search_space_is_refused_before_writing(tmp_path: Path, capsys: pytest.CaptureFixture, space: str,
+                                                    message: str) -> None:
+    (tmp_path / "space.yaml").write_text(space)
+    out = tmp_path / "tune.json"
+    assert main(["vertex", "tune", "--name", "t", "--image", "img", "--space", str(tmp_path / "space.yaml"),
+                 "--out", str(out), "--", *COMMAND]) == 2
+    assert message in capsys.readouterr().err and not out.exists()
+
+
+def test_a_mistyped_job_command_fails_now(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["vertex", "job", "--name", "t", "--image", "img", "--out", str(tmp_path / "j.json"), "--",
+                 "train", "--epoch", "3"]) == 2
+    assert "unrecognized arguments: --epoch" in capsys.readouterr().err
+
+
+def test_discrete_values_arrive_as_whole_floats() -> None:
+    from audiotune.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--clf_bottleneck=300.0", "--layer=6"])
+    assert vars(args)["classifier.clf_bottleneck"] == 300 and vars(args)["classifier.layer"] == 6
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--clf_bottleneck=300.5"])
+
+
+def test_cluster_spec_gives_lightning_its_node_layout() -> None:
+    cluster = {"workerpool0": ["chief-0:2222"], "workerpool1": ["w-0:2222", "w-1:2222"]}
+    chief = {"CLUSTER_SPEC": json.dumps({"cluster": cluster, "task": {"type": "workerpool0", "index": 0}})}
+    worker = {"CLUSTER_SPEC": json.dumps({"cluster": cluster, "task": {"type": "workerpool1", "index": 1}})}
+    assert vertex.cluster_environment(chief) == {"MASTER_ADDR": "chief-0", "MASTER_PORT": "2222", "NODE_RANK": "0"}
+    assert vertex.cluster_environment(worker)["NODE_RANK"] == "2"
+    assert vertex.cluster_environment({}) == {}
+    assert vertex.cluster_environment({**chief, "MASTER_ADDR": "set"}) == {}  # torchrun or the user set it
+
+
+@pytest.mark.slow
+def test_a_trial_reports_its_metric_in_its_own_run_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    metric_file = tmp_path / "hypertune" / "output.metrics"
+    monkeypatch.setenv("CLOUD_ML_HP_METRIC_FILE", str(metric_file))
+    monkeypatch.setenv("CLOUD_ML_TRIAL_ID", "7")
+    ds = make_uid_dataset(tmp_path)
+    assert main([*small_train_args(ds, tmp_path / "runs" / "trial_{trial}"), "--hypertune_metric", "val_uar"]) == 0
+    run = tmp_path / "runs" / "trial_7"
+    uar = json.loads((run / "metrics.json").read_text())["val"]["uar"]
+    line = json.loads(metric_file.read_text().splitlines()[-1])
+    assert line["trial"] == "7" and float(line["val_uar"]) == pytest.approx(uar) and line["global_step"] == "0"
+    assert main([*small_train_args(ds, tmp_path / "r2"), "--hypertune_metric", "val_nope"]) == 2
+    assert "known: " in capsys.readouterr().err
