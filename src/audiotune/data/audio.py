@@ -98,27 +98,21 @@ def table_spans(table: pd.DataFrame) -> list[Span]:
 @contextlib.contextmanager
 def _open(path: str) -> Iterator[sf.SoundFile]:
     """The decoder of a local file, or of a remote one read by range through the block cache."""
-    if not storage.is_remote(path):
-        if not os.path.isfile(path):  # soundfile reports a missing file only as "System error"
+    with contextlib.ExitStack() as stack:
+        if storage.is_remote(path):
+            try:
+                source: object = stack.enter_context(storage.open_input(path))
+            except FileNotFoundError:
+                raise AudioError(f"{path}: file not found") from None
+        elif not os.path.isfile(path):  # soundfile reports a missing file only as "System error"
             raise AudioError(f"{path}: file not found")
+        else:
+            source = path
         try:
-            handle = sf.SoundFile(path)
+            handle = stack.enter_context(sf.SoundFile(source))
         except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
             raise AudioError(f"{path}: cannot decode audio ({err})") from err
-        with handle:
-            yield handle
-        return
-    try:
-        stream = storage.open_input(path)
-    except FileNotFoundError:
-        raise AudioError(f"{path}: file not found") from None
-    with stream:
-        try:
-            handle = sf.SoundFile(stream)
-        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
-            raise AudioError(f"{path}: cannot decode audio ({err})") from err
-        with handle:
-            yield handle
+        yield handle
 
 
 def _check_header(path: str, handle: sf.SoundFile, expected_rate: float) -> None:
