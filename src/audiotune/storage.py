@@ -30,7 +30,6 @@ import posixpath
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -146,10 +145,6 @@ def isdir(path: str | Path) -> bool:
         raise _failed(str(path), "be checked", err) from err
 
 
-def exists(path: str | Path) -> bool:
-    return isfile(path) or isdir(path)
-
-
 def listdir(path: str | Path) -> list[str]:
     """Names of the entries of a folder (files and folders)."""
     if not is_remote(path):
@@ -210,22 +205,6 @@ def open_input(path: str | Path) -> IO[bytes]:
         raise
     except Exception as err:
         raise _failed(url, "be opened", err) from err
-
-
-def read_bytes(path: str | Path) -> bytes:
-    if not is_remote(path):
-        return Path(path).read_bytes()
-    fs, inner = filesystem(str(path))
-    try:
-        return bytes(fs.cat_file(inner))
-    except FileNotFoundError:
-        raise
-    except Exception as err:
-        raise _failed(str(path), "be read", err) from err
-
-
-def read_text(path: str | Path) -> str:
-    return read_bytes(path).decode("utf-8")
 
 
 def _local_place(url: str) -> Path:
@@ -305,8 +284,7 @@ def _is_temporary(file: Path) -> bool:
     return any(part.startswith(".") for part in file.parts)  # locks, partial writes, version stamps
 
 
-def upload(local: str | Path, url: str, *, replace: bool = False,
-           on_file: Callable[[str], None] | None = None) -> int:
+def upload(local: str | Path, url: str, *, replace: bool = False) -> int:
     """Send a finished local file or folder to ``url``; the number of objects written.
 
     A folder is sent file by file, run markers last (see :data:`LAST`); its hidden files (locks, partial
@@ -339,8 +317,6 @@ def upload(local: str | Path, url: str, *, replace: bool = False,
             target = f"{inner.rstrip('/')}/{file.relative_to(local).as_posix()}"
             fs.put_file(str(file), target)
             sent += 1
-            if on_file is not None:
-                on_file(target)
     except Exception as err:
         done = f"{sent} of {len(files)} files sent" + (", run markers not among them" if sent < len(files) else "")
         raise StorageError(f"{url}: upload failed ({done}; {type(err).__name__}: {str(err).strip()[:200]}). "
