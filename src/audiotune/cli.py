@@ -138,6 +138,11 @@ def _storage_flags(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """A RunConfig from defaults (or --config), with every flag given on the command line applied."""
     config = load_config(args.config) if getattr(args, "config", None) else RunConfig()
+    return apply_flags(config, args)
+
+
+def apply_flags(config: RunConfig, args: argparse.Namespace) -> RunConfig:
+    """``config`` with every config flag of ``args`` (those given on the command line) set."""
     for key, value in vars(args).items():
         if "." in key:
             section, name = key.split(".", 1)
@@ -396,6 +401,33 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--split", default="train")
     stats.add_argument("--out", help="also write the result as JSON here")
     vertex.add_parser(commands)
+    sweep = commands.add_parser(
+        "sweep", help="hyperparameter search (Optuna): every trial a train run directory under -o",
+        description="Every flag other than the sweep's own is a train flag that all trials share; the space's "
+                    "parameters are train flags too. Run the same command again (or several at once, one per "
+                    "device) to continue the sweep.")
+    add_config_flags(sweep)
+    options = sweep.add_argument_group("sweep")
+    options.add_argument("--space", required=True,
+                         help="search space YAML: metric (a validation metric, e.g. val_uar), goal, algorithm "
+                              "(bayesian, random, grid) and parameters (the format of `audiotune vertex tune`)")
+    options.add_argument("--trials", type=integer, default=10, help="finished (complete or pruned) trials to reach")
+    options.add_argument("--pruner", choices=("median", "none"), default="median",
+                         help="stop a trial whose validation metric is below the median of earlier trials at the "
+                              "same epoch")
+    options.add_argument("--prune_after", "--prune-after", dest="prune_after", type=integer, default=2,
+                         help="epochs every trial trains before it may be pruned")
+    options.add_argument("--startup_trials", "--startup-trials", dest="startup_trials", type=integer, default=3,
+                         help="finished trials before any trial is pruned")
+    options.add_argument("--storage", default="",
+                         help="Optuna storage URL shared by processes on several machines (default: sqlite "
+                              "study.db in -o)")
+    options.add_argument("--study_name", "--study-name", dest="study_name", default="audiotune")
+    options.add_argument("--heartbeat", type=integer, default=30,
+                         help="seconds between a running trial's signs of life; one silent for twice this long is "
+                              "run again (its process died)")
+    options.add_argument("--max_failed", "--max-failed", dest="max_failed", type=integer, default=0,
+                         help="failed trials tolerated before the sweep stops with the error")
     for command in commands.choices.values():
         command.allow_abbrev = False  # a seed flag such as -b must never be read as a prefix of another
     return parser
@@ -627,6 +659,8 @@ def _dispatch(args: argparse.Namespace) -> None:
         spec = vertex.run_command(args, build_parser().parse_args)
         print(f"{args.out}: {'CustomJob' if args.vertex_command == 'job' else 'HyperparameterTuningJob'} "
               f"{spec['displayName']!r}")
+    elif args.command == "sweep":
+        _command_sweep(args)
     elif args.command == "split":
         _command_split(args)
     elif args.command == "taps":
@@ -650,6 +684,51 @@ def _dispatch(args: argparse.Namespace) -> None:
                 print(f"{len(skipped)} clip(s) left out of the statistics:", file=sys.stderr)
                 for reason in skipped["reason"]:
                     print(f"  {reason}", file=sys.stderr)
+
+
+def _command_sweep(args: argparse.Namespace) -> None:
+    import copy
+
+    import pandas as pd
+
+    from audiotune.engine.sweep import SweepOptions, sweep
+
+    _quiet_lightning(args.verbose)
+    if "exp_dir" not in vars(args):
+        raise ValueError("give the sweep's folder with -o/--exp_dir (each trial is a run directory inside it)")
+    space = vertex.read_space(args.space)
+    base = config_from_args(args)
+    parse = build_parser().parse_args
+    for parameter in space["parameters"]:  # every parameter is a train flag: a typo fails before any trial
+        flag = f"--{parameter['parameterId']}={vertex.sample_value(parameter)}"
+        try:
+            vertex.check_command(["train", flag], parse)
+        except vertex.VertexError as err:
+            raise vertex.VertexError(f"{args.space}: parameter {parameter['parameterId']!r} is not a train flag "
+                                     f"that takes this value ({str(err).rpartition('error: ')[2]})") from None
+
+    def configure(params: dict) -> RunConfig:
+        flags = parse(["train", *(f"--{name}={value}" for name, value in params.items())])
+        return check_config(apply_flags(copy.deepcopy(base), flags))
+
+    options = SweepOptions(trials=args.trials, study_name=args.study_name, storage=args.storage, pruner=args.pruner,
+                           prune_after=args.prune_after, startup_trials=args.startup_trials,
+                           heartbeat=args.heartbeat, max_failed=args.max_failed, seed=base.data.seed)
+    summary = sweep(base.exp_dir, space, configure, base, options, source=args.space)
+    table = pd.read_csv(Path(base.exp_dir) / "sweep_trials.csv")
+    shown = [c for c in table.columns if c not in ("error", "run_dir") and table[c].notna().any()]
+    print(table[shown].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    counts = ", ".join(f"{n} {state}" for state, n in summary["trials"].items() if n)
+    print(f"trials: {counts}")
+    if summary["best"]:
+        best = summary["best"]
+        print(f"best: trial {best['trial']}, {summary['metric']} {best['value']:.4f}, "
+              + " ".join(f"--{k}={v}" for k, v in best["params"].items()))
+        if best["config"]:
+            print(f"best config (for --config): {_shown(best['config'])}")
+        else:
+            print(f"best config: its run directory {best['run_dir']} is on the machine that ran it")
+    print(f"sweep directory: {storage.final_place(base.exp_dir)}")
 
 
 def _shown(path: str | Path) -> str:

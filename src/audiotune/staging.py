@@ -27,13 +27,14 @@ from audiotune import storage
 from audiotune.outputs import RUN_MARKERS, RunDirError
 
 COPIED = ("config", "data.label_txt", "model.pretrained_mdl_path", "model.pseudo_labels", "run", "audio",
-          "model.checkpoint")
+          "model.checkpoint", "space")
 READ_IN_PLACE = ("data.data_split_root", "data_split_root", "data.prefix", "manifest")
 # commands whose --out is a folder; every other --out is a file (with sidecar files beside it)
 FOLDER_OUT = ("split",)
 RESUMING = ("cv",)  # an experiment folder that the command itself resumes: always downloaded first
 UNSUPPORTED = {"segment": ("table", "out"), "taps": ("files", "taps", "touch_log", "keys", "out", "plot"),
-               "manifest": ("audio_dir", "out")}
+               "manifest": ("audio_dir", "out"),
+               "sweep": ("exp_dir",)}  # its study database is shared by the processes of a sweep while it runs
 
 
 @dataclass

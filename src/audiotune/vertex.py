@@ -177,7 +177,11 @@ def trial_id(env: dict[str, str] | None = None) -> str:
 
 
 def metric_value(metrics: dict[str, Any], name: str) -> float:
-    """``val_uar`` -> ``metrics['val']['uar']``; a per-head dict (AUC of several heads) gives its mean."""
+    """``val_uar`` -> ``metrics['val']['uar']``; a per-head dict (AUC of several heads) gives its mean. The
+    monitored metric (``val_loss`` too) is the value training selected the kept epoch by."""
+    selection = metrics.get("selection")
+    if isinstance(selection, dict) and selection.get("monitor") == name and math.isfinite(selection["value"]):
+        return float(selection["value"])
     split, _, key = name.partition("_")
     value = metrics.get(split, {}).get(key) if isinstance(metrics.get(split), dict) else None
     if isinstance(value, dict):
@@ -251,7 +255,7 @@ def add_parser(commands: Any) -> None:
                             help="the audiotune command the job runs, and its flags")
 
 
-def _check_command(command: list[str], parse: Any) -> None:
+def check_command(command: list[str], parse: Any) -> None:
     """Parse the container's command line here, so a typo fails now and not after the job started."""
     import contextlib
     import io
@@ -274,7 +278,7 @@ def run_command(args: Any, parse: Any) -> dict[str, Any]:
         command += ["--num_nodes", str(args.replicas)]
     machine = Machine(args.image, args.machine_type, args.accelerator_type, args.accelerator_count, args.replicas,
                       boot_disk_gb=args.boot_disk_gb)
-    _check_command(command, parse)
+    check_command(command, parse)
     if args.vertex_command == "job":
         spec = custom_job(args.name, command, machine, args.base_output)
     else:
@@ -282,7 +286,7 @@ def run_command(args: Any, parse: Any) -> dict[str, Any]:
         if command[0] != "train":
             raise VertexError("a tuning job runs `train` (the command reports the metric)")
         for parameter in space["parameters"]:
-            _check_command([*command, f"--{parameter['parameterId']}={sample_value(parameter)}"], parse)
+            check_command([*command, f"--{parameter['parameterId']}={sample_value(parameter)}"], parse)
         spec = tuning_job(args.name, command, machine, space, args.trials, args.parallel, args.max_failed)
     write_spec(spec, args.out)
     return spec

@@ -50,8 +50,7 @@ from audiotune.data.layout import DataError
 from audiotune.engine.distributed import launched_rank_zero
 from audiotune.engine.evaluate import METRICS_FILE
 from audiotune.engine.selection import monitor_value
-from audiotune.engine.train import CHECKPOINT_DIR, train
-from audiotune.models.checkpoint import CONFIG_FILE
+from audiotune.engine.train import continue_or_start, train
 from audiotune.outputs import OwnedRunDir, own_run_dir, write_bytes, write_csv, write_json
 from audiotune.report.plots import plot_confusion_matrix
 
@@ -130,12 +129,7 @@ def _run_one(config: RunConfig, fold_dir: Path, run_dir: Path, seed: int) -> dic
     run_config.data.seed = seed
     run_config.exp_dir = str(run_dir)
     run_config.heads = []
-    run_config.train.resume = (run_dir / CHECKPOINT_DIR / "last.ckpt").is_file()
-    # a run stopped before its first checkpoint starts again from scratch
-    run_config.train.overwrite = not run_config.train.resume and (run_dir / CONFIG_FILE).is_file()
-    if run_config.train.resume:
-        log.warning("%s: resuming from its last checkpoint", run_dir)
-    return train(run_config)
+    return train(continue_or_start(run_config))
 
 
 def _runs_table(results: list[tuple[Fold, int, int, dict]]) -> pd.DataFrame:

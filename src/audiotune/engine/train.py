@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoints"
 
 
-def _trainer(config: RunConfig, exp_dir: Path, has_val: bool) -> tuple[pl.Trainer, ModelCheckpoint | None]:
+def _trainer(config: RunConfig, exp_dir: Path, has_val: bool,
+             extra: list[pl.Callback]) -> tuple[pl.Trainer, ModelCheckpoint | None]:
     callbacks: list[pl.Callback] = []
     best = None
     if config.train.ema:
@@ -50,6 +51,7 @@ def _trainer(config: RunConfig, exp_dir: Path, has_val: bool) -> tuple[pl.Traine
                                            check_finite=config.train.monitor == "loss"))
     else:
         callbacks.append(ModelCheckpoint(dirpath=exp_dir / CHECKPOINT_DIR, save_last=True, save_top_k=0))
+    callbacks.extend(extra)
     max_epochs, max_steps = run_length(config.train)
     trainer = pl.Trainer(
         max_epochs=max_epochs, max_steps=max_steps,
@@ -83,16 +85,18 @@ def _clips_per_epoch(log_csv: Path) -> list[int]:
     return logged[TRAIN_CLIPS].dropna().astype(int).tolist() if TRAIN_CLIPS in logged else []
 
 
-def _load_best(module: ClassifierModule, checkpoint: ModelCheckpoint | None) -> str:
-    """Put the weights of the best validation epoch back into the module; returns which weights are kept."""
+def _load_best(module: ClassifierModule, checkpoint: ModelCheckpoint | None) -> tuple[str, dict | None]:
+    """Put the weights of the best validation epoch back into the module; returns which weights are kept, and
+    the selection (monitored metric, its best value, that epoch counted from 1) when there was one."""
     if checkpoint is None or not checkpoint.best_model_path or not Path(checkpoint.best_model_path).is_file():
-        return "last epoch"
-    state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
-    module.load_state_dict(state)
+        return "last epoch", None
+    saved = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
+    module.load_state_dict(saved["state_dict"])
     score = checkpoint.best_model_score
     assert checkpoint.monitor is not None and score is not None  # the monitored checkpoint wrote a best file
     metric = checkpoint.monitor.removeprefix("val_")
-    return f"best validation {metric} {float(score):.4f} ({checkpoint.best_model_path})"
+    selection = {"monitor": checkpoint.monitor, "value": float(score), "epoch": int(saved["epoch"]) + 1}
+    return f"best validation {metric} {float(score):.4f} ({checkpoint.best_model_path})", selection
 
 
 def balanced_sampler(config: RunConfig, prepared: PreparedData) -> BalancedSampler | None:
@@ -143,7 +147,18 @@ def check_resume_fits(module: pl.LightningModule, checkpoint: Path) -> None:
                          "resume with the run's own model and head options (its config.yaml), or start a new run")
 
 
-def train(config: RunConfig) -> dict:
+def continue_or_start(config: RunConfig) -> RunConfig:
+    """Set ``--resume`` / ``--overwrite`` for a run that a driver (cv, sweep) starts again in the same directory:
+    resume from its last checkpoint, or start over when it stopped before writing one."""
+    exp_dir = Path(config.exp_dir)
+    config.train.resume = (exp_dir / CHECKPOINT_DIR / "last.ckpt").is_file()
+    config.train.overwrite = not config.train.resume and (exp_dir / CONFIG_FILE).is_file()
+    if config.train.resume:
+        log.warning("%s: resuming from its last checkpoint", exp_dir)
+    return config
+
+
+def train(config: RunConfig, callbacks: list[pl.Callback] | None = None) -> dict:
     """Train, keep the best-validation weights, score val and test; returns the metrics written.
 
     The run directory is locked for the whole command; nothing is written into it before the data, the
@@ -161,10 +176,10 @@ def train(config: RunConfig) -> dict:
     exp_dir = Path(config.exp_dir)
     with own_run_dir(exp_dir, resume=config.train.resume, overwrite=config.train.overwrite,
                      follower=not launched_rank_zero()) as run_dir:
-        return _train(config, run_dir)
+        return _train(config, run_dir, callbacks or [])
 
 
-def _train(config: RunConfig, run_dir: OwnedRunDir) -> dict:
+def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]) -> dict:
     exp_dir = run_dir.path
     resume = exp_dir / CHECKPOINT_DIR / "last.ckpt" if config.train.resume else None
     if resume is not None and not resume.is_file():
@@ -182,7 +197,7 @@ def _train(config: RunConfig, run_dir: OwnedRunDir) -> dict:
     sampler = balanced_sampler(config, prepared)
 
     model = build_classifier(config)
-    trainer, best = _trainer(config, exp_dir, "val" in prepared.tables)
+    trainer, best = _trainer(config, exp_dir, "val" in prepared.tables, callbacks)
     check_launch(trainer.is_global_zero, run_dir.writes)
     cache_stats: dict = {"used": cache_blocker(config) is None, "why_not": cache_blocker(config)}
     train_loader, val_loader, cached = _loaders(model, config, prepared, cache_stats, sampler, trainer)
@@ -211,7 +226,7 @@ def _train(config: RunConfig, run_dir: OwnedRunDir) -> dict:
         return {}  # rank 0 scores the kept weights once and writes every output
     if earlier_log is not None:
         _merge_logs(earlier_log, log_csv)
-    kept = _load_best(module, best) if trains(config.train) else "untrained (--epochs 0)"
+    kept, selection = _load_best(module, best) if trains(config.train) else ("untrained (--epochs 0)", None)
     save_weights(model, exp_dir / MODEL_FILE)
     if log_csv.is_file():
         plot_training_curves(log_csv, exp_dir / "plots" / "training_curves.png")
@@ -223,6 +238,8 @@ def _train(config: RunConfig, run_dir: OwnedRunDir) -> dict:
         metrics["layer_weights"] = torch.softmax(model.layer_weights.detach().float().cpu(), 0).tolist()
         plot_layer_weights(metrics["layer_weights"], exp_dir / "plots" / "layer_weights.png")
     metrics["weights"] = kept
+    if selection is not None:  # the monitored validation value of the kept epoch, as training logged it
+        metrics["selection"] = selection
     metrics["trained"] = trains(config.train)
     metrics["feature_cache"] = cache_stats
     metrics["epochs_run"] = trainer.current_epoch

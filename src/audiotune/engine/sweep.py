@@ -1,0 +1,404 @@
+"""``audiotune sweep``: hyperparameter search with Optuna, every trial an ordinary ``audiotune train`` run.
+
+Layout of ``SWEEP_DIR``::
+
+    sweep.yaml             the search space and the config every trial starts from (a rerun must match)
+    study.db               the Optuna study (SQLite), unless --storage names another database
+    trial_N/               `audiotune train` run directory of trial N
+    sweep_trials.csv       one row per trial: state, value, parameters, epochs, seconds, feature-cache use
+    sweep_summary.json     the best trial, its value and parameters, and the trials per state
+    best_config.yaml       the best trial's config without its run directory: ``audiotune train --config``
+
+The space is the YAML of ``audiotune vertex tune`` (:func:`audiotune.vertex.read_space`): ``metric`` is a
+validation metric that ``--monitor`` knows (``val_uar``, ``val_loss``, ...), and every trial trains with
+``--monitor`` set to it, so the best epoch, early stopping, pruning and the trial's value all use the same
+number. Test metrics cannot be tuned on.
+
+- Resumable: the study lives in a database; the same command started again carries on until ``--trials``
+  trials are finished (complete or pruned). Several processes (one per GPU, or one per machine sharing a
+  database server through ``--storage``) may run the same sweep at once: each asks the study for the next
+  trial. A trial whose process died is noticed by its missing heartbeat and run again, with the same
+  parameters, in its first run directory, resuming from its last checkpoint.
+- Pruning: after every validation epoch the trial reports the metric; Optuna's median rule stops trials that
+  are worse than the median of earlier trials at the same epoch. A pruned trial still ends as a complete run
+  directory (its best epoch so far is kept, evaluated and written); the study records it as pruned.
+- Frozen-encoder trials share the feature cache (``--cache_dir``, default ``$AUDIOTUNE_CACHE``): the clips are
+  encoded by the first trial, later trials train their heads from the cached states.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import math
+import shutil
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+import pytorch_lightning as pl
+import yaml
+from optuna.trial import FrozenTrial, TrialState
+
+from audiotune.config import RunConfig, config_to_dict
+from audiotune.data.layout import DataError
+from audiotune.engine.cv import finished_metrics
+from audiotune.engine.device import parse_devices
+from audiotune.engine.selection import MONITORS, monitor_key
+from audiotune.engine.train import continue_or_start, train
+from audiotune.models.checkpoint import CONFIG_FILE
+from audiotune.outputs import write_bytes, write_csv, write_json
+from audiotune.vertex import VertexError, metric_value
+
+log = logging.getLogger(__name__)
+
+SPACE_RECORD = "sweep.yaml"
+STUDY_FILE = "study.db"
+TRIALS_TABLE = "sweep_trials.csv"
+SUMMARY_FILE = "sweep_summary.json"
+BEST_CONFIG = "best_config.yaml"
+SETUP_LOCK = ".sweep.lock"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+class SweepError(ValueError):
+    """The sweep cannot go on: a trial failed more often than --max_failed allows."""
+
+
+@dataclass
+class SweepOptions:
+    trials: int = 10
+    study_name: str = "audiotune"
+    storage: str = ""  # default: sqlite:///SWEEP_DIR/study.db
+    pruner: str = "median"  # median | none
+    prune_after: int = 2  # epochs every trial runs before it may be pruned
+    startup_trials: int = 3  # finished trials before the median rule prunes anything
+    heartbeat: int = 30  # seconds; a running trial silent for 2x this long is taken as dead
+    max_failed: int = 0  # failed trials tolerated before the sweep stops with the last error
+    seed: int = 0
+
+
+Configure = Callable[[dict[str, Any]], RunConfig]
+
+
+def space_monitor(space: dict[str, Any], source: str) -> str:
+    """The ``--monitor`` of the space's metric; the space's goal must be that metric's direction."""
+    split, _, name = space["metric"].partition("_")
+    if split != "val" or name not in MONITORS:
+        known = ", ".join(monitor_key(m) for m in MONITORS)
+        raise VertexError(f"{source}: metric {space['metric']!r}: a sweep tunes a validation metric that picks the "
+                          f"best epoch, one of {known} (never a test metric)")
+    wanted = "maximize" if MONITORS[name] == "max" else "minimize"
+    if space["goal"] != wanted:
+        raise VertexError(f"{source}: {space['metric']} is {wanted}d, but the space says goal: {space['goal']}")
+    return name
+
+
+def check_base(config: RunConfig, monitor: str) -> RunConfig:
+    """The config every trial starts from: one process per trial, ``--monitor`` the sweep's metric."""
+    if config.train.monitor not in ("loss", monitor):
+        raise ValueError(f"--monitor {config.train.monitor}: the sweep's metric sets it to {monitor}")
+    config.train.monitor = monitor
+    devices = parse_devices(config.train.devices)
+    several = (isinstance(devices, int) and (devices > 1 or devices == -1)) or (isinstance(devices, list)
+                                                                              and len(devices) > 1)
+    if several or config.train.num_nodes > 1 or config.train.strategy != "auto":
+        raise ValueError("a sweep trains each trial in one process: to use several devices, start one "
+                         "`audiotune sweep` per device (CUDA_VISIBLE_DEVICES=i) on the same --exp_dir")
+    if devices == "auto":
+        config.train.devices = "1"  # one device per trial, also on a machine with several
+    if config.train.resume or config.train.overwrite:
+        raise ValueError("a sweep resumes by itself: run the same command again, without --resume/--overwrite")
+    return config
+
+
+def _sampler(space: dict[str, Any], seed: int, source: str) -> optuna.samplers.BaseSampler:
+    if space["algorithm"] == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if space["algorithm"] == "bayesian":
+        return optuna.samplers.TPESampler(seed=seed)
+    return optuna.samplers.GridSampler(grid(space, source), seed=seed)
+
+
+def grid(space: dict[str, Any], source: str) -> dict[str, list]:
+    """Every value of every parameter, for the grid algorithm (integer ranges enumerated, doubles refused)."""
+    values: dict[str, list] = {}
+    for parameter in space["parameters"]:
+        name = parameter["parameterId"]
+        if "doubleValueSpec" in parameter:
+            raise VertexError(f"{source}: parameter {name!r}: a grid needs listed values (discrete or categorical) "
+                              "or an integer range, not a double range")
+        if "integerValueSpec" in parameter:
+            spec = parameter["integerValueSpec"]
+            values[name] = list(range(int(spec["minValue"]), int(spec["maxValue"]) + 1))
+        else:
+            values[name] = list((parameter.get("discreteValueSpec") or parameter["categoricalValueSpec"])["values"])
+    return values
+
+
+def suggest(trial: optuna.Trial, space: dict[str, Any]) -> dict[str, Any]:
+    """The trial's value of every parameter of the space."""
+    params: dict[str, Any] = {}
+    for parameter in space["parameters"]:
+        name = parameter["parameterId"]
+        if "doubleValueSpec" in parameter or "integerValueSpec" in parameter:
+            log_scale = parameter.get("scaleType") == "UNIT_LOG_SCALE"
+            if "doubleValueSpec" in parameter:
+                spec = parameter["doubleValueSpec"]
+                params[name] = trial.suggest_float(name, spec["minValue"], spec["maxValue"], log=log_scale)
+            else:
+                spec = parameter["integerValueSpec"]
+                params[name] = trial.suggest_int(name, int(spec["minValue"]), int(spec["maxValue"]), log=log_scale)
+        else:
+            values = (parameter.get("discreteValueSpec") or parameter["categoricalValueSpec"])["values"]
+            params[name] = trial.suggest_categorical(name, values)
+    return params
+
+
+class PruningCallback(pl.Callback):
+    """Report the monitored validation metric of every epoch to the trial; stop training when Optuna prunes it.
+
+    The Trainer stops at the end of the epoch (as early stopping does), so the run directory is finished as
+    usual; :attr:`pruned_at` says at which epoch the trial was pruned."""
+
+    def __init__(self, trial: optuna.Trial, monitor: str) -> None:
+        self.trial, self.key = trial, monitor_key(monitor)
+        self.pruned_at: int | None = None
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or self.key not in trainer.callback_metrics:
+            return
+        value = float(trainer.callback_metrics[self.key])
+        epoch = trainer.current_epoch + 1
+        if not math.isfinite(value):
+            return  # undefined this epoch (one class in validation): nothing to compare
+        self.trial.report(value, epoch)
+        if self.trial.should_prune():
+            self.pruned_at = epoch
+            trainer.should_stop = True
+
+
+def _record(config: RunConfig, space: dict[str, Any], options: SweepOptions) -> dict[str, Any]:
+    base = config_to_dict(config)
+    base.pop("exp_dir")
+    base.pop("heads")
+    return {"space": space, "study_name": options.study_name, "seed": options.seed, "config": base}
+
+
+def _check_record(sweep_dir: Path, record: dict[str, Any]) -> None:
+    """A sweep directory belongs to one sweep: a rerun (or another process) must ask for the same one."""
+    path = sweep_dir / SPACE_RECORD
+    if path.is_file():
+        earlier = yaml.safe_load(path.read_text())
+        if earlier != record:
+            changed = sorted(k for k in set(earlier) | set(record) if earlier.get(k) != record.get(k))
+            raise DataError(f"{path}: this directory holds a sweep with other settings (differs in {changed}); "
+                            "continue it with the same arguments or use a new --exp_dir")
+    else:
+        write_bytes(path, yaml.safe_dump(record, sort_keys=False))
+
+
+def _study(sweep_dir: Path, space: dict[str, Any], options: SweepOptions, source: str) -> optuna.Study:
+    url = options.storage or f"sqlite:///{(sweep_dir / STUDY_FILE).resolve()}"
+    # SQLite: a writer waits for another process's write to end instead of failing after 5 s
+    engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else None
+    with warnings.catch_warnings():  # heartbeats and the retry callback are marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.RDBStorage(
+            url, engine_kwargs=engine, heartbeat_interval=options.heartbeat, grace_period=2 * options.heartbeat,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=3, inherit_intermediate_values=True))
+    pruner: optuna.pruners.BasePruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=options.startup_trials, n_warmup_steps=options.prune_after)
+        if options.pruner == "median" else optuna.pruners.NopPruner())
+    return optuna.create_study(storage=storage, study_name=options.study_name, load_if_exists=True,
+                               direction=space["goal"], sampler=_sampler(space, options.seed, source),
+                               pruner=pruner)
+
+
+def run_dir_of(sweep_dir: Path, trial: optuna.Trial | FrozenTrial) -> Path:
+    """The run directory of a trial: its own, or for a rerun of a dead trial the first attempt's (a rerun
+    inherits the dead trial's user attributes)."""
+    return sweep_dir / trial.user_attrs.get("run_dir", f"trial_{trial.number}")
+
+
+class Objective:
+    """One trial: its parameters → a train config → a run directory → the metric's value."""
+
+    def __init__(self, sweep_dir: Path, space: dict[str, Any], configure: Configure, monitor: str) -> None:
+        self.sweep_dir, self.space, self.configure, self.monitor = sweep_dir, space, configure, monitor
+        self.current = -1  # the number of the trial last started
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        self.current = trial.number
+        try:
+            return self._run(trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as err:
+            trial.set_user_attr("error", (str(err).strip() or type(err).__name__)[:500])
+            raise
+
+    def _run(self, trial: optuna.Trial) -> float:
+        params = suggest(trial, self.space)
+        run_dir = run_dir_of(self.sweep_dir, trial)
+        trial.set_user_attr("run_dir", run_dir.name)
+        started = time.monotonic()
+        metrics = finished_metrics(run_dir)  # a trial that finished before its process died
+        pruning = PruningCallback(trial, self.monitor)
+        if metrics is None:
+            config = self.configure(params)
+            config.exp_dir = str(run_dir)
+            log.warning("trial %d: %s", trial.number, " ".join(f"--{k}={v}" for k, v in params.items()))
+            metrics = train(continue_or_start(config), callbacks=[pruning])
+        cache = metrics.get("feature_cache", {})
+        trial.set_user_attr("epochs_run", metrics.get("epochs_run"))
+        trial.set_user_attr("seconds", round(time.monotonic() - started, 1))
+        trial.set_user_attr("cache_encoded", cache.get("encoded") if cache.get("used") else None)
+        trial.set_user_attr("cache_reused", cache.get("reused") if cache.get("used") else None)
+        value = metric_value(metrics, self.space["metric"])
+        if pruning.pruned_at is not None:
+            trial.set_user_attr("pruned_at_epoch", pruning.pruned_at)
+            trial.set_user_attr("value_when_pruned", value)
+            raise optuna.TrialPruned(f"trial {trial.number} pruned after epoch {pruning.pruned_at}")
+        return value
+
+
+def _counts(study: optuna.Study) -> dict[str, int]:
+    counts = {state.name.lower(): 0 for state in TrialState}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name.lower()] += 1
+    return counts
+
+
+def trials_table(study: optuna.Study) -> pd.DataFrame:
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        value = trial.value if trial.state == TrialState.COMPLETE else trial.user_attrs.get("value_when_pruned")
+        rows.append({"trial": trial.number, "state": trial.state.name.lower(), "value": value,
+                     **{f"param_{k}": v for k, v in trial.params.items()},
+                     **{k: trial.user_attrs.get(k) for k in ("epochs_run", "pruned_at_epoch", "seconds",
+                                                             "cache_encoded", "cache_reused", "run_dir")},
+                     "error": trial.user_attrs.get("error")})
+    return pd.DataFrame(rows)
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    if not complete:
+        return None
+    return study.best_trial
+
+
+def write_outputs(sweep_dir: Path, study: optuna.Study, space: dict[str, Any]) -> dict[str, Any]:
+    """The trials table, the summary and the best trial's config (a --config file without a run directory)."""
+    table = trials_table(study)
+    write_csv(table, sweep_dir / TRIALS_TABLE, index=False)
+    best = best_trial(study)
+    summary: dict[str, Any] = {"metric": space["metric"], "goal": space["goal"], "trials": _counts(study),
+                               "best": None}
+    if best is not None:
+        run_dir = sweep_dir / best.user_attrs.get("run_dir", f"trial_{best.number}")
+        summary["best"] = {"trial": best.number, "value": best.value, "params": best.params,
+                           "run_dir": str(run_dir), "config": None}
+        if (run_dir / CONFIG_FILE).is_file():  # not when another machine of a shared study ran it
+            best_config = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
+            best_config.pop("exp_dir", None)
+            best_config.pop("heads", None)  # the label file of the config says them
+            best_config["train"].update(resume=False, overwrite=False)  # how the sweep restarted the trial
+            summary["best"]["config"] = str(write_bytes(sweep_dir / BEST_CONFIG,
+                                                        yaml.safe_dump(best_config, sort_keys=False)))
+    write_json(sweep_dir / SUMMARY_FILE, summary)
+    return summary
+
+
+def sweep(sweep_dir: str | Path, space: dict[str, Any], configure: Configure, base: RunConfig,
+          options: SweepOptions, source: str = "--space") -> dict[str, Any]:
+    """Run trials until the study holds ``options.trials`` finished ones; returns the summary written.
+
+    ``configure(params)`` gives a trial's config: the base config with the trial's flag values applied (the
+    command line parses them, so a parameter is any `audiotune train` flag).
+    """
+    if options.trials < 1:
+        raise ValueError(f"--trials {options.trials}: need at least 1")
+    if options.pruner not in ("median", "none"):
+        raise ValueError(f"--pruner {options.pruner}: choose median or none")
+    monitor = space_monitor(space, source)
+    check_base(base, monitor)
+    for parameter in space["parameters"]:
+        if parameter.get("scaleType") == "UNIT_REVERSE_LOG_SCALE":
+            raise VertexError(f"{source}: parameter {parameter['parameterId']!r}: scale reverse_log is a Vertex AI "
+                              "scale; a sweep takes linear or log")
+    limit = options.trials
+    if space["algorithm"] == "grid":
+        limit = min(limit, math.prod(len(v) for v in grid(space, source).values()))
+    sweep_dir = Path(sweep_dir)
+    created = not sweep_dir.exists()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        # a failed trial is reported once, by the sweep (Optuna would log its traceback as a warning)
+        optuna.logging.set_verbosity(optuna.logging.WARNING if log.isEnabledFor(logging.INFO)
+                                     else optuna.logging.ERROR)
+        with _setup_lock(sweep_dir):  # processes started together: one writes the record and the database
+            _check_record(sweep_dir, _record(base, space, options))
+            study = _study(sweep_dir, space, options, source)
+        return _run_trials(sweep_dir, study, space, configure, monitor, options, limit, source)
+    except BaseException:
+        if created and not _kept_trials(sweep_dir):
+            shutil.rmtree(sweep_dir, ignore_errors=True)  # nothing of this new sweep is worth keeping
+        raise
+
+
+@contextlib.contextmanager
+def _setup_lock(sweep_dir: Path) -> Iterator[None]:
+    with open(sweep_dir / SETUP_LOCK, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _kept_trials(sweep_dir: Path) -> bool:
+    """Whether a sweep directory holds a trial's run (a failed first trial's inputs leave none)."""
+    return any((path / CONFIG_FILE).is_file() for path in sweep_dir.glob("trial_*"))
+
+
+def _run_trials(sweep_dir: Path, study: optuna.Study, space: dict[str, Any], configure: Configure, monitor: str,
+                options: SweepOptions, limit: int, source: str) -> dict[str, Any]:
+    objective = Objective(sweep_dir, space, configure, monitor)
+    failed_here = 0
+    while True:
+        with warnings.catch_warnings():  # dead processes' trials: failed, and queued again
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        counts = _counts(study)
+        finished = counts["complete"] + counts["pruned"]
+        if finished >= limit:
+            break
+        if finished + counts["running"] + counts["waiting"] >= limit and not counts["waiting"]:
+            # the last trials are running elsewhere: wait for them (or for their heartbeat to stop)
+            log.warning("waiting for %d running trial(s) of another process", counts["running"])
+            time.sleep(options.heartbeat)
+            continue
+        # a sampler seeded by --seed and the trials so far: a sweep started again (or a second process) does not
+        # replay the parameters the first draws gave
+        study.sampler = _sampler(space, options.seed + 7919 * len(study.get_trials(deepcopy=False)), source)
+        try:
+            study.optimize(objective, n_trials=1, catch=())
+        except Exception as err:  # the trial is recorded as failed; the sweep goes on or stops
+            number = objective.current
+            failed_here += 1
+            write_outputs(sweep_dir, study, space)
+            if failed_here > options.max_failed:
+                raise SweepError(f"trial {number} failed ({err}); the sweep stops after {failed_here} failed "
+                                   f"trial(s) (--max_failed {options.max_failed}); run it again to go on") from err
+            log.warning("trial %d failed: %s", number, err)
+            continue
+        write_outputs(sweep_dir, study, space)
+    return write_outputs(sweep_dir, study, space)

@@ -1,0 +1,222 @@
+"""audiotune sweep: Optuna trials as run directories; resume, pruning, dead trials, shared studies and caches."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+from conftest import SMALL_ECAPA, make_uid_dataset
+from safetensors.torch import load_file
+
+from audiotune.cli import main
+from audiotune.config import RunConfig
+from audiotune.engine.sweep import check_base, grid, space_monitor
+from audiotune.vertex import VertexError, read_space
+
+SPACE = {"metric": "val_loss", "goal": "minimize", "algorithm": "random",
+         "parameters": {"learning_rate": {"type": "double", "min": 1e-4, "max": 1e-1, "scale": "log"},
+                        "final_dropout": {"type": "discrete", "values": [0.0, 0.3]}}}
+
+
+def write_space(path: Path, **changes: object) -> Path:
+    path.write_text(yaml.safe_dump({**SPACE, **changes}))
+    return path
+
+
+def sweep_args(ds: dict, space: Path, out: Path, *extra: str) -> list[str]:
+    return ["sweep", "--space", str(space), "-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"]),
+            "-o", str(out), *SMALL_ECAPA, "-bs", "4", "--seed", "1", *extra]
+
+
+def trials(out: Path) -> pd.DataFrame:
+    return pd.read_csv(out / "sweep_trials.csv")
+
+
+def test_the_space_is_a_validation_metric_and_one_process_per_trial(tmp_path: Path) -> None:
+    space = read_space(write_space(tmp_path / "s.yaml", metric="val_uar", goal="maximize"))
+    assert space_monitor(space, "s.yaml") == "uar"
+    with pytest.raises(VertexError, match="never a test metric"):
+        space_monitor(read_space(write_space(tmp_path / "t.yaml", metric="test_uar", goal="maximize")), "t.yaml")
+    with pytest.raises(VertexError, match="val_loss is minimized"):
+        space_monitor(read_space(write_space(tmp_path / "g.yaml", goal="maximize")), "g.yaml")
+
+    config = check_base(RunConfig(), "uar")
+    assert config.train.monitor == "uar" and config.train.devices == "1"
+    several = RunConfig()
+    several.train.devices = "2"
+    with pytest.raises(ValueError, match="one `audiotune sweep` per device"):
+        check_base(several, "uar")
+    other = RunConfig()
+    other.train.monitor = "accuracy"
+    with pytest.raises(ValueError, match="sets it to uar"):
+        check_base(other, "uar")
+
+    listed = read_space(write_space(tmp_path / "grid.yaml", algorithm="grid", parameters={
+        "epochs": {"type": "integer", "min": 2, "max": 4}, "optim": {"type": "categorical", "values": ["adam"]}}))
+    assert grid(listed, "grid.yaml") == {"epochs": [2, 3, 4], "optim": ["adam"]}
+    with pytest.raises(VertexError, match="not a double range"):
+        grid(read_space(write_space(tmp_path / "d.yaml", algorithm="grid")), "d.yaml")
+
+
+def test_a_parameter_that_is_no_train_flag_fails_before_anything_is_written(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    ds = make_uid_dataset(tmp_path)
+    space = write_space(tmp_path / "s.yaml", parameters={"lr_typo": {"type": "double", "min": 0.1, "max": 1}})
+    assert main(sweep_args(ds, space, tmp_path / "sweep", "-e", "1")) == 2
+    err = capsys.readouterr().err
+    assert "s.yaml: parameter 'lr_typo' is not a train flag" in err and "--lr_typo" in err
+    assert not (tmp_path / "sweep").exists()
+
+    # a first trial whose inputs are bad leaves no sweep directory behind either
+    space = write_space(tmp_path / "ok.yaml")
+    assert main(sweep_args(ds, space, tmp_path / "sweep", "-e", "1", "--label_txt", str(tmp_path / "nope.txt"))) == 2
+    assert "nope.txt" in capsys.readouterr().err and not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.slow
+def test_trials_are_runs_the_best_config_retrains_and_a_rerun_continues(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    ds = make_uid_dataset(tmp_path)
+    space, out = write_space(tmp_path / "space.yaml"), tmp_path / "sweep"
+    args = sweep_args(ds, space, out, "-e", "2", "--pruner", "none")
+    assert main([*args, "--trials", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "trials: 3 complete" in printed and "best: trial" in printed
+    table = trials(out)
+    assert list(table["trial"]) == [0, 1, 2] and set(table["state"]) == {"complete"}
+    assert len({(r.param_learning_rate, r.param_final_dropout) for r in table.itertuples()}) == 3
+    for row in table.itertuples():
+        metrics = json.loads((out / row.run_dir / "metrics.json").read_text())
+        # the trial's value is the validation loss of the epoch the run kept
+        assert metrics["selection"]["monitor"] == "val_loss"
+        assert row.value == pytest.approx(metrics["selection"]["value"])
+        config = yaml.safe_load((out / row.run_dir / "config.yaml").read_text())
+        assert config["train"]["learning_rate"] == pytest.approx(row.param_learning_rate)
+        assert config["classifier"]["final_dropout"] == row.param_final_dropout
+    summary = json.loads((out / "sweep_summary.json").read_text())
+    best = table.loc[table["value"].idxmin()]
+    assert summary["best"]["trial"] == best["trial"] and summary["trials"]["complete"] == 3
+
+    # the best config is a --config file: training it again gives the best trial's run
+    again = tmp_path / "again"
+    assert main(["train", "--config", str(out / "best_config.yaml"), "-o", str(again)]) == 0
+    best_dir = out / best["run_dir"]
+    mine, theirs = (yaml.safe_load((d / "config.yaml").read_text()) for d in (again, best_dir))
+    assert {**mine, "exp_dir": None} == {**theirs, "exp_dir": None}
+    weights, best_weights = load_file(again / "model.safetensors"), load_file(best_dir / "model.safetensors")
+    assert all((weights[k] == best_weights[k]).all() for k in best_weights)
+
+    # the same command with more trials carries on; finished trials are kept
+    kept = {d: (out / d / "metrics.json").stat().st_mtime_ns for d in table["run_dir"]}
+    assert main([*args, "--trials", "4"]) == 0
+    table = trials(out)
+    assert len(table) == 4 and set(table["state"]) == {"complete"}
+    assert all((out / d / "metrics.json").stat().st_mtime_ns == t for d, t in kept.items())
+    last = table.iloc[-1]
+    assert (last.param_learning_rate, last.param_final_dropout) not in {
+        (r.param_learning_rate, r.param_final_dropout) for r in table.iloc[:-1].itertuples()}
+
+    capsys.readouterr()
+    assert main([*args, "--trials", "5", "--clip_length", "0.5"]) == 2
+    assert "other settings" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_trial_worse_than_the_median_is_pruned_and_still_a_complete_run(tmp_path: Path) -> None:
+    ds = make_uid_dataset(tmp_path)
+    space = write_space(tmp_path / "space.yaml")
+    results = {}
+    for pruner in ("median", "none"):
+        out = tmp_path / pruner
+        out.mkdir()
+        # an earlier trial (another machine's) whose validation loss was tiny at every epoch
+        study = optuna.create_study(storage=f"sqlite:///{out / 'study.db'}", study_name="audiotune",
+                                    direction="minimize")
+        study.add_trial(optuna.create_trial(value=1e-6, intermediate_values={1: 1e-6, 2: 1e-6, 3: 1e-6}))
+        assert main(sweep_args(ds, space, out, "-e", "3", "--trials", "2", "--pruner", pruner,
+                               "--startup_trials", "1", "--prune_after", "0")) == 0
+        table = trials(out)
+        assert list(table["trial"]) == [0, 1]
+        results[pruner] = table.iloc[1]
+        metrics = json.loads((out / "trial_1" / "metrics.json").read_text())
+        assert (out / "trial_1" / "model.safetensors").is_file() and metrics["test"]["n"] == 4
+        results[pruner + "_epochs"] = metrics["epochs_run"]
+        summary = json.loads((out / "sweep_summary.json").read_text())
+        assert summary["best"]["trial"] == 0 and summary["best"]["config"] is None  # its run is elsewhere
+    assert results["median"]["state"] == "pruned" and results["median"]["pruned_at_epoch"] == 1
+    assert results["median_epochs"] == 1
+    assert results["none"]["state"] == "complete" and results["none_epochs"] == 3
+
+
+def _sweep_process(args: list[str], log: Path) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "audiotune", *args], stdout=log.open("w"),
+                            stderr=subprocess.STDOUT, env=env)
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_runs_its_dead_trial_again_in_the_same_run_directory(tmp_path: Path) -> None:
+    ds = make_uid_dataset(tmp_path)
+    space, out = write_space(tmp_path / "space.yaml"), tmp_path / "sweep"
+    args = sweep_args(ds, space, out, "-e", "25", "--trials", "2", "--heartbeat", "1", "--pruner", "none")
+    process = _sweep_process(args, tmp_path / "first.log")
+    checkpoint = out / "trial_0" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not checkpoint.is_file() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert checkpoint.is_file(), (tmp_path / "first.log").read_text()[-2000:]
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (out / "trial_0" / "metrics.json").exists()
+    time.sleep(2.5)  # past the grace period of two heartbeats
+
+    assert main(args) == 0
+    table = trials(out)
+    assert list(table["state"]) == ["fail", "complete", "complete"]
+    dead, rerun = table.iloc[0], table.iloc[1]
+    assert rerun["run_dir"] == dead["run_dir"] == "trial_0" and table.iloc[2]["run_dir"] == "trial_2"
+    assert (rerun.param_learning_rate, rerun.param_final_dropout) == (dead.param_learning_rate,
+                                                                       dead.param_final_dropout)
+    metrics = json.loads((out / "trial_0" / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 25  # resumed from its checkpoint: the epochs before the kill are in its log
+    assert sorted(pd.read_csv(out / "trial_0" / "logs" / "metrics.csv")["epoch"].dropna().unique()) == list(range(25))
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_study(tmp_path: Path) -> None:
+    ds = make_uid_dataset(tmp_path)
+    space, out = write_space(tmp_path / "space.yaml"), tmp_path / "sweep"
+    args = sweep_args(ds, space, out, "-e", "1", "--trials", "4", "--heartbeat", "2")
+    processes = [_sweep_process(args, tmp_path / f"p{k}.log") for k in range(2)]
+    for k, process in enumerate(processes):
+        assert process.wait(timeout=600) == 0, (tmp_path / f"p{k}.log").read_text()[-2000:]
+    table = trials(out)
+    finished = table[table["state"].isin(["complete", "pruned"])]
+    assert 4 <= len(finished) <= 5 and len(finished) == len(table)  # two may start the last trial at once
+    assert table["run_dir"].is_unique
+    assert all((out / d / "metrics.json").is_file() for d in table["run_dir"])
+    logs = [(tmp_path / f"p{k}.log").read_text() for k in range(2)]
+    assert all("trial " in log for log in logs)  # each process ran trials of its own
+
+
+@pytest.mark.slow
+def test_frozen_encoder_trials_share_the_feature_cache(tmp_path: Path) -> None:
+    ds = make_uid_dataset(tmp_path)
+    space = write_space(tmp_path / "space.yaml", algorithm="grid",
+                        parameters={"learning_rate": {"type": "discrete", "values": [0.001, 0.01]}})
+    out = tmp_path / "sweep"
+    assert main(sweep_args(ds, space, out, "-e", "2", "--trials", "5", "--freeze", "--clip_length", "0",
+                           "--cache_dir", str(tmp_path / "cache"), "--pruner", "none")) == 0
+    table = trials(out)
+    assert len(table) == 2  # a grid of two values is two trials
+    first, second = table.iloc[0], table.iloc[1]
+    assert first["cache_encoded"] == 16 + 4 + 4 and first["cache_reused"] == 0  # train, validation, test clips
+    assert second["cache_encoded"] == 0 and second["cache_reused"] == 24
