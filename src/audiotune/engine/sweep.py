@@ -177,7 +177,9 @@ class PruningCallback(pl.Callback):
         epoch = trainer.current_epoch + 1
         if not math.isfinite(value):
             return  # undefined this epoch (one class in validation): nothing to compare
-        self.trial.report(value, epoch)
+        with warnings.catch_warnings():  # a resumed trial reports its checkpoint's epoch again: kept once
+            warnings.filterwarnings("ignore", message=".*is already reported", category=UserWarning)
+            self.trial.report(value, epoch)
         if self.trial.should_prune():
             self.pruned_at = epoch
             trainer.should_stop = True
