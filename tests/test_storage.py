@@ -197,3 +197,30 @@ def test_cloud_flag_uploads_the_local_run(gcs: Emulator, tmp_path: Path, capsys:
     assert uploaded == on_disk and "config.yaml" in uploaded
     assert main([*_train(str(tmp_path / "r2")), "--cloud", "-b", BUCKET]) == 2
     assert "--cloud_dir" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_feature_cache_in_a_bucket_is_filled_once_and_reused(gcs: Emulator, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    fs = gcs.fs()
+    upload_dataset(tmp_path / "data", fs)
+    cache = f"gs://{BUCKET}/feature-cache"
+    assert main(_train(str(tmp_path / "r1"), "--freeze", "--clip_length", "0", "--cache_dir", cache)) == 0
+    first = json.loads((tmp_path / "r1" / "metrics.json").read_text())["feature_cache"]
+    assert first["encoded"] == 24 and first["reused"] == 0
+    entries = [p for p in fs.find(f"{BUCKET}/feature-cache") if p.endswith(".safetensors")]
+    assert len(entries) == 24  # one per clip, uploaded when the command finished
+
+    # another machine: an empty local cache; the entries come from the bucket
+    monkeypatch.setenv("AUDIOTUNE_CACHE", str(tmp_path / "other-machine"))
+    assert main(_train(str(tmp_path / "r2"), "--freeze", "--clip_length", "0", "--cache_dir", cache)) == 0
+    second = json.loads((tmp_path / "r2" / "metrics.json").read_text())["feature_cache"]
+    assert second["encoded"] == 0 and second["reused"] == 24
+
+
+def test_project_flag_reaches_the_file_system(gcs: Emulator, monkeypatch: pytest.MonkeyPatch,
+                                              tmp_path: Path) -> None:
+    monkeypatch.setattr(storage, "_OPTIONS", {})
+    assert main(["train", "-d", str(tmp_path / "none"), "-o", str(tmp_path / "r"), "-p", "my-project"]) == 2
+    assert storage.filesystem(f"gs://{BUCKET}/x")[0].project == "my-project"
