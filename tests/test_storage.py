@@ -217,6 +217,9 @@ def test_a_feature_cache_in_a_bucket_is_filled_once_and_reused(gcs: Emulator, tm
     assert main(_train(str(tmp_path / "r2"), "--freeze", "--clip_length", "0", "--cache_dir", cache)) == 0
     second = json.loads((tmp_path / "r2" / "metrics.json").read_text())["feature_cache"]
     assert second["encoded"] == 0 and second["reused"] == 24
+    generations = {p: fs.info(p)["generation"] for p in entries}
+    assert main(_train(str(tmp_path / "r3"), "--freeze", "--clip_length", "0", "--cache_dir", cache)) == 0
+    assert {p: fs.info(p)["generation"] for p in entries} == generations  # entries it had are not sent again
 
 
 def test_project_flag_reaches_the_file_system(gcs: Emulator, monkeypatch: pytest.MonkeyPatch,

@@ -39,7 +39,7 @@ UNSUPPORTED = {"segment": ("table", "out"), "taps": ("files", "taps", "touch_log
 
 @dataclass
 class Staging:
-    uploads: list[tuple[Path, str, bool]] = field(default_factory=list)  # (local, url, replace)
+    uploads: list[tuple[Path, str, bool, bool]] = field(default_factory=list)  # (local, url, replace, only_new)
     folders: list[Path] = field(default_factory=list)
 
 
@@ -80,7 +80,8 @@ def _stage_output(args: argparse.Namespace, key: str, staging: Staging) -> None:
     holds_run = _check_remote_run(url, args) if key == "exp_dir" else False
     if key == "train.cache_dir" or args.command in RESUMING or (holds_run and _get(args, "train.resume")):
         storage.sync_down(url, folder)
-    staging.uploads.append((folder, destination, bool(holds_run and _get(args, "train.overwrite"))))
+    staging.uploads.append((folder, destination, bool(holds_run and _get(args, "train.overwrite")),
+                            key == "train.cache_dir"))
     vars(args)[key] = str(folder) if is_folder else str(folder / storage.name(url))
 
 
@@ -110,12 +111,12 @@ def staged(args: argparse.Namespace) -> Iterator[None]:
             if storage.is_remote(_get(args, key)):
                 _stage_output(args, key, staging)
         if cloud:
-            staging.uploads.append((Path(str(_get(args, "exp_dir"))), cloud, False))
+            staging.uploads.append((Path(str(_get(args, "exp_dir"))), cloud, False, False))
         yield
         keep = True  # from here on the outputs are complete: an upload that fails keeps them
-        for local, url, replace in staging.uploads:
+        for local, url, replace, only_new in staging.uploads:
             if local.exists() and _uploads():
-                storage.upload(local, url, replace=replace)
+                storage.upload(local, url, replace=replace, only_new=only_new)
         keep = False
     finally:
         if not keep:

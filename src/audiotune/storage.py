@@ -284,13 +284,15 @@ def _is_temporary(file: Path) -> bool:
     return any(part.startswith(".") for part in file.parts)  # locks, partial writes, version stamps
 
 
-def upload(local: str | Path, url: str, *, replace: bool = False) -> int:
+def upload(local: str | Path, url: str, *, replace: bool = False, only_new: bool = False) -> int:
     """Send a finished local file or folder to ``url``; the number of objects written.
 
     A folder is sent file by file, run markers last (see :data:`LAST`); its hidden files (locks, partial
     writes) stay local. With ``replace``, remote objects under ``url`` that the folder no longer holds are
     deleted, and an earlier ``config.yaml`` there first of all, so the remote folder is never a mix that
-    reads as one complete run. On failure the error names ``url``, what was sent and the local copy.
+    reads as one complete run. With ``only_new`` (a shared cache, whose entries never change), files the
+    remote folder already holds at the same size are not sent again. On failure the error names ``url``,
+    what was sent and the local copy.
     """
     local = Path(local)
     fs, inner = filesystem(url)
@@ -304,6 +306,10 @@ def upload(local: str | Path, url: str, *, replace: bool = False) -> int:
                           local)
     sent = 0
     try:
+        if only_new and fs.isdir(inner):
+            sizes = {path: info.get("size") for path, info in fs.find(inner, detail=True).items()}
+            files = [f for f in files if sizes.get(f"{inner.rstrip('/')}/{f.relative_to(local).as_posix()}")
+                     != f.stat().st_size]
         if replace and fs.isdir(inner):
             existing = set(fs.find(inner))
             keep = {f"{inner.rstrip('/')}/{f.relative_to(local).as_posix()}" for f in files}
