@@ -12,15 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
 from data_pipeline import machine  # benchmarks/data_pipeline.py
-from frozen_cache import FSDD_PATTERN, cpu_ticks, other_cpu_during, wait_for_idle  # benchmarks/frozen_cache.py
+from frozen_cache import FSDD_PATTERN, timed_run  # benchmarks/frozen_cache.py
 
 from audiotune.cli import main as cli
 
@@ -55,12 +53,7 @@ def run(work: Path, slug: str, flags: list[str], processes: int, epochs: int, ar
                *flags, "-e", str(epochs), "-bs", str(args.batch_size // processes), "--seed", str(args.seed),
                "--clip_length", str(args.clip_length), "--channels", *map(str, args.channels),
                "--features", "fbank", "--num_workers", "0"]
-    wait_for_idle()
-    start, ticks = time.perf_counter(), cpu_ticks()
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    seconds, others = time.perf_counter() - start, other_cpu_during(ticks)
-    if done.returncode:
-        raise SystemExit(f"{slug} -e {epochs} failed:\n{done.stderr[-3000:]}")
+    seconds, others = timed_run(command, f"{slug} -e {epochs}")
     metrics = json.loads((out / "metrics.json").read_text())
     return {"seconds": seconds, "other_cpu": others, "metrics": metrics, "command": " ".join(command[2:])}
 

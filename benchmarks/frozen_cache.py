@@ -112,6 +112,17 @@ def wait_for_idle(limit: float = 300.0) -> None:
         time.sleep(5)
 
 
+def timed_run(command: list[str], what: str) -> tuple[float, float]:
+    """Run ``command`` once the machine is idle; its wall seconds and the CPU share other processes used."""
+    wait_for_idle()
+    start, ticks = time.perf_counter(), cpu_ticks()
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    seconds, others = time.perf_counter() - start, other_cpu_during(ticks)
+    if done.returncode:
+        raise SystemExit(f"{what} failed:\n{done.stderr[-3000:]}")
+    return seconds, others
+
+
 def train_run(name: str, slug: str, work: Path, checkpoint: Path, cache: bool, args: argparse.Namespace) -> dict:
     """``audiotune train`` in a fresh process; returns its wall time and the run directory's results.
 

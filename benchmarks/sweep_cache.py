@@ -15,10 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -27,10 +25,8 @@ from data_pipeline import machine  # benchmarks/data_pipeline.py
 from frozen_cache import (  # benchmarks/frozen_cache.py
     DEFAULT_DATA,
     build_checkpoint,
-    cpu_ticks,
-    other_cpu_during,
     prepare_split,
-    wait_for_idle,
+    timed_run,
 )
 
 SPACE = {"metric": "val_accuracy", "goal": "maximize", "algorithm": "random",
@@ -48,12 +44,7 @@ def sweep(work: Path, slug: str, cache: bool, checkpoint: Path, args: argparse.N
                "-l", str(work / "labels.txt"), "-o", str(out), "--model", "hf", "-c", str(checkpoint), "--freeze",
                "-e", str(args.epochs), "-bs", str(args.batch_size), "--seed", str(args.seed),
                "--cache", str(cache), "--cache_dir", str(cache_dir)]
-    wait_for_idle()
-    start, ticks = time.perf_counter(), cpu_ticks()
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    seconds, others = time.perf_counter() - start, other_cpu_during(ticks)
-    if done.returncode:
-        raise SystemExit(f"{slug} failed:\n{done.stderr[-3000:]}")
+    seconds, others = timed_run(command, slug)
     table = pd.read_csv(out / "sweep_trials.csv")
     return {"seconds": seconds, "other_cpu": others, "trials": table, "command": " ".join(command[2:])}
 

@@ -238,3 +238,17 @@ def own_run_dir(exp_dir: str | Path, *, resume: bool = False, overwrite: bool = 
         os.close(handle)
         if created and (owned is None or not owned.started):
             shutil.rmtree(exp_dir, ignore_errors=True)
+
+
+def check_settings_record(path: Path, record: dict, holds: str, again: str) -> None:
+    """A directory made for one set of settings (a cross-validation, a sweep): ``path`` records them, and a
+    rerun that asks for others is an error naming the keys that differ. The record is written by the caller."""
+    import yaml
+
+    if not path.is_file():
+        return
+    earlier = yaml.safe_load(path.read_text())
+    if earlier != record:
+        changed = sorted(k for k in set(earlier) | set(record) if earlier.get(k) != record.get(k))
+        raise RunDirError(f"{path}: this directory holds {holds} with other settings (differs in {changed}); "
+                          f"{again} with the same arguments or use a new --exp_dir")

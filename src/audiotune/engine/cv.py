@@ -46,12 +46,18 @@ from audiotune.data.folds import (
     source_kind,
 )
 from audiotune.data.json_splits import json_label_groups
-from audiotune.data.layout import DataError
 from audiotune.engine.distributed import launched_rank_zero
 from audiotune.engine.evaluate import METRICS_FILE
 from audiotune.engine.selection import monitor_value
 from audiotune.engine.train import continue_or_start, train
-from audiotune.outputs import OwnedRunDir, own_run_dir, write_bytes, write_csv, write_json
+from audiotune.outputs import (
+    OwnedRunDir,
+    check_settings_record,
+    own_run_dir,
+    write_bytes,
+    write_csv,
+    write_json,
+)
 from audiotune.report.plots import plot_confusion_matrix
 
 log = logging.getLogger(__name__)
@@ -106,13 +112,7 @@ def summarise(values: np.ndarray) -> dict:
 
 def _check_cv_config(exp_dir: Path, record: dict) -> None:
     """An experiment directory belongs to one cross-validation: a rerun must ask for the same one."""
-    path = exp_dir / CV_CONFIG_FILE
-    if path.is_file():
-        earlier = yaml.safe_load(path.read_text())
-        if earlier != record:
-            changed = sorted(k for k in set(earlier) | set(record) if earlier.get(k) != record.get(k))
-            raise DataError(f"{path}: this experiment directory holds a cross-validation with other settings "
-                            f"(differs in {changed}); resume it with the same arguments or use a new --exp_dir")
+    check_settings_record(exp_dir / CV_CONFIG_FILE, record, "a cross-validation", "resume it")
 
 
 def _cv_record(config: RunConfig, source: str, options: FoldOptions, repeats: int) -> dict:

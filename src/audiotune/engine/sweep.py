@@ -46,13 +46,12 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from audiotune.config import RunConfig, config_to_dict
-from audiotune.data.layout import DataError
 from audiotune.engine.cv import finished_metrics
 from audiotune.engine.device import parse_devices
 from audiotune.engine.selection import MONITORS, monitor_key
 from audiotune.engine.train import continue_or_start, train
 from audiotune.models.checkpoint import CONFIG_FILE
-from audiotune.outputs import write_bytes, write_csv, write_json
+from audiotune.outputs import check_settings_record, write_bytes, write_csv, write_json
 from audiotune.vertex import VertexError, metric_value
 
 log = logging.getLogger(__name__)
@@ -195,13 +194,8 @@ def _record(config: RunConfig, space: dict[str, Any], options: SweepOptions) -> 
 def _check_record(sweep_dir: Path, record: dict[str, Any]) -> None:
     """A sweep directory belongs to one sweep: a rerun (or another process) must ask for the same one."""
     path = sweep_dir / SPACE_RECORD
-    if path.is_file():
-        earlier = yaml.safe_load(path.read_text())
-        if earlier != record:
-            changed = sorted(k for k in set(earlier) | set(record) if earlier.get(k) != record.get(k))
-            raise DataError(f"{path}: this directory holds a sweep with other settings (differs in {changed}); "
-                            "continue it with the same arguments or use a new --exp_dir")
-    else:
+    check_settings_record(path, record, "a sweep", "continue it")
+    if not path.is_file():
         write_bytes(path, yaml.safe_dump(record, sort_keys=False))
 
 
