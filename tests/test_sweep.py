@@ -216,7 +216,26 @@ def test_frozen_encoder_trials_share_the_feature_cache(tmp_path: Path) -> None:
     assert main(sweep_args(ds, space, out, "-e", "2", "--trials", "5", "--freeze", "--clip_length", "0",
                            "--cache_dir", str(tmp_path / "cache"), "--pruner", "none")) == 0
     table = trials(out)
-    assert len(table) == 2  # a grid of two values is two trials
+    assert len(table) == 2 and set(table["param_learning_rate"]) == {0.001, 0.01}  # a grid of two: two trials
     first, second = table.iloc[0], table.iloc[1]
     assert first["cache_encoded"] == 16 + 4 + 4 and first["cache_reused"] == 0  # train, validation, test clips
     assert second["cache_encoded"] == 0 and second["cache_reused"] == 24
+
+
+@pytest.mark.slow
+def test_failed_trials_are_listed_and_stop_the_sweep_past_max_failed(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    ds = make_uid_dataset(tmp_path)
+    # the second value is refused by --clip_length when its trial starts
+    space = write_space(tmp_path / "space.yaml", algorithm="grid",
+                        parameters={"clip_length": {"type": "categorical", "values": ["0.5", "-5"]}})
+    args = sweep_args(ds, space, tmp_path / "strict", "-e", "1", "--trials", "2", "--pruner", "none")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "failed" in err and "--max_failed 0" in err and "clip_length" in err
+    assert main(sweep_args(ds, space, tmp_path / "tolerant", "-e", "1", "--trials", "2", "--pruner", "none",
+                           "--max_failed", "1")) == 0
+    table = trials(tmp_path / "tolerant")
+    assert sorted(table["state"]) == ["complete", "fail"]
+    failed = table[table["state"] == "fail"].iloc[0]
+    assert failed["param_clip_length"] == -5 and "clip_length" in failed["error"]

@@ -708,8 +708,9 @@ def _command_sweep(args: argparse.Namespace) -> None:
                                      f"that takes this value ({str(err).rpartition('error: ')[2]})") from None
 
     def configure(params: dict) -> RunConfig:
-        flags = parse(["train", *(f"--{name}={value}" for name, value in params.items())])
-        return check_config(apply_flags(copy.deepcopy(base), flags))
+        command = ["train", *(f"--{name}={value}" for name, value in params.items())]
+        vertex.check_command(command, parse)  # a value the flag refuses: an error of this trial, not an exit
+        return check_config(apply_flags(copy.deepcopy(base), parse(command)))
 
     options = SweepOptions(trials=args.trials, study_name=args.study_name, storage=args.storage, pruner=args.pruner,
                            prune_after=args.prune_after, startup_trials=args.startup_trials,

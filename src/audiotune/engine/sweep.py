@@ -375,6 +375,9 @@ def _run_trials(sweep_dir: Path, study: optuna.Study, space: dict[str, Any], con
             optuna.storages.fail_stale_trials(study)
         counts = _counts(study)
         finished = counts["complete"] + counts["pruned"]
+        if space["algorithm"] == "grid":  # a grid point whose trial failed with an error is not run again
+            finished += sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                            if "error" in t.user_attrs)
         if finished >= limit:
             break
         if finished + counts["running"] + counts["waiting"] >= limit and not counts["waiting"]:
@@ -383,8 +386,10 @@ def _run_trials(sweep_dir: Path, study: optuna.Study, space: dict[str, Any], con
             time.sleep(options.heartbeat)
             continue
         # a sampler seeded by --seed and the trials so far: a sweep started again (or a second process) does not
-        # replay the parameters the first draws gave
-        study.sampler = _sampler(space, options.seed + 7919 * len(study.get_trials(deepcopy=False)), source)
+        # replay the parameters the first draws gave. The grid keeps --seed: it numbers its points in the order
+        # that seed shuffles them and skips the points the study has run.
+        if space["algorithm"] != "grid":
+            study.sampler = _sampler(space, options.seed + 7919 * len(study.get_trials(deepcopy=False)), source)
         try:
             study.optimize(objective, n_trials=1, catch=())
         except Exception as err:  # the trial is recorded as failed; the sweep goes on or stops
