@@ -233,8 +233,12 @@ def test_failed_trials_are_listed_and_stop_the_sweep_past_max_failed(tmp_path: P
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "failed" in err and "--max_failed 0" in err and "clip_length" in err
+    # also: the study in a database and under a name of the user's choice
+    database = f"sqlite:///{tmp_path / 'studies.db'}"
     assert main(sweep_args(ds, space, tmp_path / "tolerant", "-e", "1", "--trials", "2", "--pruner", "none",
-                           "--max_failed", "1")) == 0
+                           "--max_failed", "1", "--storage", database, "--study_name", "clips")) == 0
+    assert not (tmp_path / "tolerant" / "study.db").exists()
+    assert len(optuna.load_study(study_name="clips", storage=database).trials) == 2
     table = trials(tmp_path / "tolerant")
     assert sorted(table["state"]) == ["complete", "fail"]
     failed = table[table["state"] == "fail"].iloc[0]
