@@ -5,6 +5,7 @@ import pickle
 
 import numpy as np
 import pytest
+from scipy import signal
 
 from audiotune.data.augment import (
     AugmentConfig,
@@ -14,7 +15,7 @@ from audiotune.data.augment import (
 )
 
 SR = 16000
-AUGS = ["tshift", "speed", "gauss", "pshift", "gain", "stretch"]
+AUGS = ["tshift", "speed", "gauss", "pshift", "gain", "stretch", "eq"]
 
 
 def speech_like(sr: int = SR, seconds: float = 1.0, seed: int = 0) -> np.ndarray:
@@ -133,6 +134,48 @@ def test_gain_changes_rms_by_drawn_db(wave: np.ndarray) -> None:
     assert min(drawn) < -3.0 and max(drawn) > 3.0  # spread over the range, both signs
 
 
+def test_eq_filters_each_frequency_by_the_drawn_response() -> None:
+    """A tone's steady-state level after eq equals the cascade's response at its frequency,
+    recomputed from the drawn parameters alone; low tones lose more than mid ones on average."""
+    drops: dict[float, list[float]] = {60.0: [], 1000.0: []}
+    aug = WaveformAugmenter(only("eq"), seed=12)
+    for _ in range(12):
+        for freq in drops:
+            out = aug(tone(freq, SR, seconds=2.0), SR)
+            p = aug.last_params
+            assert 40.0 <= p["eq_highpass_hz"] <= 600.0
+            sections = [signal.butter(2, p["eq_highpass_hz"], btype="highpass", fs=SR, output="sos")]
+            for band in range(2):
+                centre, db, q = (p[f"eq_band{band}_{k}"] for k in ("hz", "db", "q"))
+                assert 150.0 <= centre <= 0.45 * SR and -10.0 <= db <= 10.0 and 0.7 <= q <= 2.0
+                amp, w0 = 10 ** (db / 40), 2 * np.pi * centre / SR
+                alpha = np.sin(w0) / (2 * q)
+                b = [1 + alpha * amp, -2 * np.cos(w0), 1 - alpha * amp]
+                a = [1 + alpha / amp, -2 * np.cos(w0), 1 - alpha / amp]
+                sections.append(signal.tf2sos(b, a))
+            _, response = signal.sosfreqz(np.concatenate(sections), worN=[freq], fs=SR)
+            expected_db = 20 * np.log10(abs(response[0]))
+            steady = out[SR:]  # the second second: transients have died out
+            measured_db = rms_db(steady) - rms_db(tone(freq, SR)[SR // 2:])
+            assert measured_db == pytest.approx(expected_db, abs=0.3)
+            drops[freq].append(measured_db)
+    assert np.mean(drops[60.0]) < np.mean(drops[1000.0]) - 6.0
+
+
+def test_eq_gate_leaves_other_streams_unchanged(wave: np.ndarray) -> None:
+    """A configuration without eq draws exactly what it drew before eq existed (no extra gate)."""
+    plain = WaveformAugmenter(only("gain", p=0.5), seed=3)
+    reference = np.random.default_rng(3)
+    for _ in range(5):
+        out = plain(wave, SR)
+        gates = [reference.random() < p for p in (0, 0, 0, 0, 0.5, 0)]
+        if gates[4]:
+            gain_db = reference.uniform(-12.0, 12.0)
+            assert plain.last_params["gain_db"] == gain_db
+        else:
+            assert np.array_equal(out, wave)
+
+
 def test_time_shift_bounded_by_half_second_at_real_rate() -> None:
     for sr in (8000, 16000):
         aug = WaveformAugmenter(only("tshift"), seed=5)
@@ -160,7 +203,7 @@ def test_probability_gating_is_binomial(wave: np.ndarray) -> None:
 
 
 def test_picklable_round_trip_preserves_state(wave: np.ndarray) -> None:
-    cfg = AugmentConfig(tshift=1.0, speed=1.0, gauss=1.0, pshift=1.0, gain=1.0, stretch=1.0)
+    cfg = AugmentConfig(tshift=1.0, speed=1.0, gauss=1.0, pshift=1.0, gain=1.0, stretch=1.0, eq=1.0)
     aug = WaveformAugmenter(cfg, seed=11)
     aug(wave, SR)
     clone = pickle.loads(pickle.dumps(aug))
@@ -192,6 +235,9 @@ def test_config_validation_and_active() -> None:
         AugmentConfig(gain=1.5)
     with pytest.raises(ValueError):
         AugmentConfig(pshiftn=30.0)
+    with pytest.raises(ValueError, match="--eq"):
+        AugmentConfig(eq=-0.1)
+    assert AugmentConfig(eq=0.2).active
     assert AugmentConfig(stretch=0.1).active and not AugmentConfig(pshiftn=4.0).active
 
 

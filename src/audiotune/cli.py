@@ -26,6 +26,7 @@ AUGMENT_HELP = {
     "pshiftn": "largest pitch shift in semitones",
     "gain": "probability of a gain change (±12 dB)",
     "stretch": "probability of a time stretch (rate 0.5–1.5)",
+    "eq": "probability of a random equalisation: high-pass at 40–600 Hz, two peaking bands of ±10 dB",
 }
 DESCRIPTION = """\
 audiotune turns labelled audio into classifiers and embeddings: fine-tune or probe pretrained encoders

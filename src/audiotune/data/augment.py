@@ -5,7 +5,8 @@ call from one seeded ``np.random.Generator`` held by :class:`WaveformAugmenter`.
 Pitch shift and time stretch use audiomentations (signalsmith-stretch backend) with the
 parameters we drew injected through ``freeze_parameters`` + ``parameters``, so
 audiomentations never touches the global ``random``/``np.random`` state.  Time shift,
-speed, gain and Gaussian noise are a few lines of numpy/soxr and are done here directly.
+speed, gain, Gaussian noise and equalisation are a few lines of numpy/soxr/scipy and are done
+here directly.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import soxr
 from audiomentations import PitchShift, TimeStretch
+from scipy import signal
 
 __all__ = ["AugmentConfig", "WaveformAugmenter", "mixup", "sample_mixup_lambda"]
 
@@ -25,6 +27,11 @@ _STRETCH_RANGE = (0.5, 1.5)
 _GAIN_DB_RANGE = (-12.0, 12.0)
 _GAUSS_RANGE = (0.001, 0.015)  # audiomentations AddGaussianNoise default amplitudes
 _MIXUP_ALPHA = 10.0
+_HIGHPASS_HZ = (40.0, 600.0)  # eq: high-pass cutoff range (log-uniform)
+_EQ_BANDS = 2  # eq: peaking bands after the high-pass
+_EQ_CENTRE_HZ = 150.0  # eq: lowest band centre; the highest is 0.45 x the sample rate
+_EQ_GAIN_DB = 10.0  # eq: band gains in U(-10, 10) dB
+_EQ_Q_RANGE = (0.7, 2.0)
 
 
 @dataclass
@@ -42,6 +49,11 @@ class AugmentConfig:
     gain: multiply by U(-12, 12) dB.
     stretch: time stretch at rate U(0.5, 1.5) (tempo only), cropped or zero-padded at
         the end back to the original length.
+    eq: random equalisation, as a different microphone or room: a 2nd-order Butterworth
+        high-pass at a cutoff log-uniform in 40-600 Hz, then 2 peaking bands (centres
+        log-uniform from 150 Hz to 0.45 x the sample rate, gains U(-10, 10) dB, Q U(0.7, 2)).
+        Its gate is drawn only when ``eq > 0``, so configurations without it keep their
+        random streams.
     """
 
     tshift: float = 0.0
@@ -51,9 +63,10 @@ class AugmentConfig:
     pshiftn: float = 2.0
     gain: float = 0.0
     stretch: float = 0.0
+    eq: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in _PROBS:
+        for name in (*_PROBS, "eq"):
             value = float(getattr(self, name))
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"--{name} {value}: must be a probability in [0, 1]")
@@ -65,7 +78,7 @@ class AugmentConfig:
     @property
     def active(self) -> bool:
         """True when at least one augmentation has a non-zero probability."""
-        return any(getattr(self, name) > 0.0 for name in _PROBS)
+        return any(getattr(self, name) > 0.0 for name in (*_PROBS, "eq"))
 
     def to_dict(self) -> dict[str, float]:
         """Plain dict of all fields (for logging / configs)."""
@@ -104,7 +117,7 @@ def _current_worker_seed() -> int | None:
 class WaveformAugmenter:
     """Applies the augmentations of an :class:`AugmentConfig` to mono waveforms.
 
-    Order: time shift, speed, time stretch, pitch shift, gain, Gaussian noise.
+    Order: time shift, speed, time stretch, pitch shift, equalisation, gain, Gaussian noise.
     All randomness comes from ``self.rng``; the same seed gives the same output
     sequence.  Inside a torch DataLoader worker the generator is re-seeded once per
     worker from ``(seed, worker_info.seed)`` so workers (and epochs, whose worker seeds
@@ -156,6 +169,8 @@ class WaveformAugmenter:
         cfg = self.config
         # One gate draw per augmentation on every call keeps the stream layout stable.
         gates = {name: self.rng.random() < getattr(cfg, name) for name in _PROBS}
+        if cfg.eq > 0.0:  # drawn after the others: streams without eq are unchanged
+            gates["eq"] = self.rng.random() < cfg.eq
         self.last_params = {}
         if n == 0 or not any(gates.values()):
             return wave
@@ -177,6 +192,8 @@ class WaveformAugmenter:
             self.last_params["pshift_semitones"] = semitones
             self._pitch.parameters = {"should_apply": True, "num_semitones": semitones}
             wave = _fit_end(self._pitch(wave, sample_rate), n)
+        if gates.get("eq"):
+            wave = self._equalise(wave, sample_rate)
         if gates["gain"]:
             gain_db = float(self.rng.uniform(*_GAIN_DB_RANGE))
             self.last_params["gain_db"] = gain_db
@@ -201,8 +218,35 @@ class WaveformAugmenter:
             out[:shift] = wave[-shift:]
         return out
 
+    def _equalise(self, wave: np.ndarray, sample_rate: int) -> np.ndarray:
+        """Random high-pass, then random peaking bands (RBJ cookbook biquads), as one cascade."""
+        nyquist = sample_rate / 2.0
+        low, high = np.log(_HIGHPASS_HZ[0]), np.log(min(_HIGHPASS_HZ[1], 0.45 * nyquist))
+        cutoff = float(np.exp(self.rng.uniform(low, high)))
+        self.last_params["eq_highpass_hz"] = cutoff
+        sections = [signal.butter(2, cutoff, btype="highpass", fs=sample_rate, output="sos")]
+        top = 0.45 * sample_rate
+        for band in range(_EQ_BANDS):
+            centre = float(np.exp(self.rng.uniform(np.log(min(_EQ_CENTRE_HZ, top / 2)), np.log(top))))
+            gain_db = float(self.rng.uniform(-_EQ_GAIN_DB, _EQ_GAIN_DB))
+            q = float(self.rng.uniform(*_EQ_Q_RANGE))
+            self.last_params.update({f"eq_band{band}_hz": centre, f"eq_band{band}_db": gain_db,
+                                     f"eq_band{band}_q": q})
+            sections.append(_peaking_sos(centre, gain_db, q, sample_rate))
+        return signal.sosfilt(np.concatenate(sections), wave).astype(np.float32)
+
     def __repr__(self) -> str:
         return f"WaveformAugmenter({self.config!r}, seed={self.seed!r})"
+
+
+def _peaking_sos(centre: float, gain_db: float, q: float, sample_rate: int) -> np.ndarray:
+    """One peaking-EQ biquad (Robert Bristow-Johnson's audio EQ cookbook) as a (1, 6) SOS row."""
+    amp = 10.0 ** (gain_db / 40.0)
+    w0 = 2.0 * np.pi * centre / sample_rate
+    alpha = np.sin(w0) / (2.0 * q)
+    b = np.array([1.0 + alpha * amp, -2.0 * np.cos(w0), 1.0 - alpha * amp])
+    a = np.array([1.0 + alpha / amp, -2.0 * np.cos(w0), 1.0 - alpha / amp])
+    return np.concatenate([b / a[0], a / a[0]])[None, :]
 
 
 def mixup(
