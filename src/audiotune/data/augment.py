@@ -19,7 +19,8 @@ from scipy import signal
 
 __all__ = ["AugmentConfig", "WaveformAugmenter", "mixup", "sample_mixup_lambda"]
 
-_PROBS = ("tshift", "speed", "gauss", "pshift", "gain", "stretch")
+_PROBS = ("tshift", "speed", "gauss", "pshift", "gain", "stretch")  # gates drawn on every call
+_ALL_PROBS = (*_PROBS, "eq")  # eq's gate is drawn only when it is on
 _TSHIFT_MAX_S = 0.5  # time shift bound in seconds
 _FILL_NOISE = 0.001  # amplitude of the uniform noise that fills vacated samples
 _SPEED_RANGE = (0.6, 1.3)
@@ -66,7 +67,7 @@ class AugmentConfig:
     eq: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in (*_PROBS, "eq"):
+        for name in _ALL_PROBS:
             value = float(getattr(self, name))
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"--{name} {value}: must be a probability in [0, 1]")
@@ -78,7 +79,7 @@ class AugmentConfig:
     @property
     def active(self) -> bool:
         """True when at least one augmentation has a non-zero probability."""
-        return any(getattr(self, name) > 0.0 for name in (*_PROBS, "eq"))
+        return any(getattr(self, name) > 0.0 for name in _ALL_PROBS)
 
     def to_dict(self) -> dict[str, float]:
         """Plain dict of all fields (for logging / configs)."""
