@@ -213,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--aggregate", default="mean", choices=("none", "mean", "max"),
                           help="rows that are windows of one recording (a 'recording' column): also score each "
                                "recording from the mean or max of its windows' scores (default mean)")
+    evaluate.add_argument("--adapt_bn", nargs="?", const=True, type=parse_bool, metavar="BOOL",
+                          help="re-estimate BatchNorm statistics on each scored split's clips before scoring it "
+                               "(test-time adaptation to a new speaker or microphone; default: the run's)")
 
     extract = commands.add_parser("extract", help="write embeddings to parquet")
     _run_flags(extract)
@@ -621,7 +624,8 @@ def _dispatch(args: argparse.Namespace) -> None:
         from audiotune.engine.evaluate import evaluate_run
 
         metrics = evaluate_run(args.run, args.data_split_root, args.exp_dir, args.on_error, args.batch_size,
-                               args.num_workers, args.accelerator, args.devices, args.precision, args.aggregate)
+                               args.num_workers, args.accelerator, args.devices, args.precision, args.aggregate,
+                               args.adapt_bn)
         print(json.dumps({k: _summary(v) for k, v in metrics.items()}, indent=2))
     elif args.command == "extract":
         from audiotune.engine.extract import extract_embeddings

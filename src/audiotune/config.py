@@ -201,9 +201,16 @@ class TrainConfig:
     standardize_targets: bool = option(True, "regression heads learn (target - mean) / std with the training "
                                              "split's mean and std (kept in the config); predictions are in the "
                                              "original units")
+    group_batches: str = option("", "draw every training batch from one group of this column of the training "
+                                    "table (e.g. subject): BatchNorm then normalises each batch with one "
+                                    "speaker's statistics, as --adapt_bn does for a split of one new speaker")
     ema: float = option(0.0, "keep an exponential moving average of the weights with this decay per step (e.g. "
                               "0.99; 0 = off): validation, checkpoints and the saved model use the average "
                               "(its time constant, 1 / (1 - decay) steps, should be well under the run's steps)")
+    adapt_bn: bool = option(False, "test-time adaptation: before scoring a split (validation in every epoch, "
+                                   "test, `audiotune evaluate`), re-estimate the BatchNorm statistics on that "
+                                   "split's own clips (unlabelled; AdaBN). For a split that is one new speaker or "
+                                   "microphone; the saved model keeps its training statistics")
     num_workers: int = option(0, "data loader worker processes", ("-nw",))
     precision: str = option("32", "training precision", choices=("32", "bf16"))
     patience: int = option(0, "early stopping patience in epochs on the --monitor metric (0 = off)")

@@ -73,3 +73,49 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return len(self.batches())
+
+
+class GroupBatchSampler(Sampler[list[int]]):
+    """Training batches that each hold clips of one group (``--group_batches COLUMN``, e.g. one speaker).
+
+    Each epoch (``set_epoch``; the seed and the epoch fix its order) every group's clips are shuffled and cut
+    into batches of ``batch_size`` (a group's last batch may be smaller; one of a single clip joins the batch
+    before it, since a BatchNorm layer after pooling cannot normalise one value), then all batches are
+    shuffled. Every clip is in exactly one batch per epoch. BatchNorm then normalises every training batch with
+    one group's statistics, as ``--adapt_bn`` does when a split of one new speaker is scored.
+    """
+
+    def __init__(self, groups: Sequence[object], batch_size: int, seed: int = 0) -> None:
+        if batch_size < 2:
+            raise ValueError(f"--group_batches needs --batch_size of at least 2, not {batch_size}")
+        if len(groups) == 0:
+            raise ValueError("no clips to batch")
+        _, codes = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)
+        self.members = [np.flatnonzero(codes == code) for code in range(codes.max() + 1)]
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose order :meth:`__iter__` yields (Lightning calls it before each epoch)."""
+        self.epoch = epoch
+
+    def batches(self) -> list[list[int]]:
+        """Every batch of this epoch, in order (the same in every process)."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        batches: list[list[int]] = []
+        for members in self.members:
+            order = rng.permutation(members).tolist()
+            chunks = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+            if len(chunks) > 1 and len(chunks[-1]) == 1:
+                last = chunks.pop()
+                chunks[-1] += last
+            batches += chunks
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self.batches()
+
+    def __len__(self) -> int:
+        return sum(-(-len(m) // self.batch_size) - (len(m) > self.batch_size and len(m) % self.batch_size == 1)
+                   for m in self.members)

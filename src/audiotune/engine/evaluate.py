@@ -8,9 +8,17 @@ import pandas as pd
 
 from audiotune.config import HeadSpec, RunConfig, check_config
 from audiotune.data.prepare import PreparedData, prepare_eval_data
+from audiotune.engine.adapt import adapted_batchnorm, check_adaptable
 from audiotune.engine.aggregate import check_recording_targets, recording_scores, table_recordings
 from audiotune.engine.cache import CachedDataset, cache_blocker, cached_datasets, cached_loader
-from audiotune.engine.inference import make_dataset, make_loader, override_device, predict
+from audiotune.engine.inference import (
+    adaptation_loader,
+    inference_device,
+    make_dataset,
+    make_loader,
+    override_device,
+    predict,
+)
 from audiotune.engine.metrics import compute_metrics, head_slices, scores_from_logits
 from audiotune.models.checkpoint import CONFIG_FILE, load_run
 from audiotune.models.classifier import Classifier
@@ -84,6 +92,8 @@ def evaluate_prepared(model: Classifier, config: RunConfig, prepared: PreparedDa
     out_dir.mkdir(parents=True, exist_ok=True)
     equal_length = model.backbone.needs_equal_length
     splits = splits or list(prepared.tables)
+    if config.train.adapt_bn:
+        check_adaptable(model)
     if cached is None and cache_blocker(config) is None:
         cached = cached_datasets(model, config, {s: prepared.tables[s] for s in splits}, prepared.targets)
     all_metrics, tables, recording_tables = {}, [], []
@@ -94,9 +104,16 @@ def evaluate_prepared(model: Classifier, config: RunConfig, prepared: PreparedDa
         else:
             dataset = make_dataset(config, table, prepared.targets[split])
             loader = make_loader(config, dataset, table, False, equal_length)
-        uids, logits, targets = predict(model, loader, config)
+        if config.train.adapt_bn:
+            batches = adaptation_loader(config, make_dataset(config, table, prepared.targets[split]))
+            with adapted_batchnorm(model, batches, inference_device(config)) as adapted_on:
+                uids, logits, targets = predict(model, loader, config)
+        else:
+            uids, logits, targets = predict(model, loader, config)
         scores = scores_from_logits(logits, config.heads, config.train.loss)
         metrics = compute_metrics(scores, targets, config.heads)
+        if config.train.adapt_bn:
+            metrics["batchnorm_adapted_on"] = adapted_on
         all_metrics[split] = metrics
         tables.append(prediction_table(uids, split, scores, targets, config.heads))
         _plots(metrics, scores, targets, config.heads, split, out_dir / "plots")
@@ -118,9 +135,11 @@ def evaluate_prepared(model: Classifier, config: RunConfig, prepared: PreparedDa
 
 def evaluate_run(run: str, data_split_root: str, exp_dir: str | None = None, on_error: str | None = None,
                  batch_size: int | None = None, num_workers: int | None = None, accelerator: str | None = None,
-                 devices: str | None = None, precision: str | None = None, aggregate: str = "mean") -> dict:
+                 devices: str | None = None, precision: str | None = None, aggregate: str = "mean",
+                 adapt_bn: bool | None = None) -> dict:
     """``audiotune evaluate``: rebuild the model from its run directory and score a CSV or split directory,
-    on ``accelerator``/``devices`` in ``precision`` (default: the run's own settings)."""
+    on ``accelerator``/``devices`` in ``precision``, with or without ``--adapt_bn`` (default: the run's own
+    settings)."""
     if aggregate not in AGGREGATE_MODES:
         raise ValueError(f"--aggregate {aggregate}: choose one of {AGGREGATE_MODES}")
     config, model = load_run(run)
@@ -131,8 +150,12 @@ def evaluate_run(run: str, data_split_root: str, exp_dir: str | None = None, on_
         config.train.batch_size = batch_size
     if num_workers is not None:
         config.train.num_workers = num_workers
+    if adapt_bn is not None:
+        config.train.adapt_bn = adapt_bn
     config.train.debug = False
     check_config(config)
+    if config.train.adapt_bn:
+        check_adaptable(model)
     out_dir = Path(exp_dir) if exp_dir else Path(run) / "evaluate"
     if (out_dir / CONFIG_FILE).exists():
         raise ValueError(f"-o {out_dir}: is a training run directory, whose predictions and metrics evaluate would "

@@ -16,7 +16,7 @@ from audiotune.data.audio_store import AudioStore, cache_root
 from audiotune.data.balance import BalancedSampler
 from audiotune.data.dataset import AudioDataset, Collator, EqualLengthBatchSampler
 from audiotune.data.prepare import audio_spec, scoring_spec
-from audiotune.data.sampler import BucketBatchSampler
+from audiotune.data.sampler import BucketBatchSampler, GroupBatchSampler
 from audiotune.engine.device import autocast, move_batch, parse_devices, pins_memory, resolve_device
 from audiotune.engine.distributed import DealtBatches, EpochShuffle, TrainingBatches, launched_local_rank
 from audiotune.models.classifier import Classifier
@@ -103,11 +103,34 @@ def make_loader(config: RunConfig, dataset: AudioDataset, table: pd.DataFrame, t
     return DataLoader(dataset, batch_sampler=batches, **common)
 
 
+def adaptation_loader(config: RunConfig, dataset: AudioDataset) -> DataLoader:
+    """The batches ``--adapt_bn`` estimates BatchNorm statistics on: ``--batch_size`` clips in table order,
+    zero-padded to the longest as training batches are (whatever the model needs for scoring)."""
+    return DataLoader(dataset, batch_sampler=BatchSampler(SequentialSampler(range(len(dataset))),
+                                                          config.train.batch_size, drop_last=False),
+                      num_workers=config.train.num_workers, collate_fn=Collator(config.features.target_length),
+                      pin_memory=pins_memory(inference_device(config)),
+                      generator=torch.Generator().manual_seed(config.data.seed))  # never the global RNG
+
+
 def training_batches(config: RunConfig, table: pd.DataFrame, sampler: BalancedSampler | None = None,
                      num_replicas: int = 1, rank: int = 0) -> Sampler[list[int]]:
     """The training batches of process ``rank`` of ``num_replicas``: length buckets (``--bucket_sampler``,
     ``--dynamic_batch``) dealt out whole, else ``--batch_size`` slices of the epoch's order (shuffled, or drawn
     by ``sampler``); ``set_epoch`` gives each epoch its own order, the same in every process."""
+    if config.train.group_batches:
+        column = config.train.group_batches
+        if sampler is not None or uses_bucket_sampler(config):
+            raise ValueError(f"--group_batches {column} draws its own batches: it cannot be combined with "
+                             "--balance, --bucket_sampler or --dynamic_batch")
+        if column not in table.columns:
+            raise ValueError(f"--group_batches {column}: the training table has no such column (it has "
+                             f"{', '.join(map(str, table.columns))})")
+        if table[column].isna().any():
+            raise ValueError(f"--group_batches {column}: {int(table[column].isna().sum())} training rows have no "
+                             f"{column} (e.g. uid {table.index[table[column].isna()][0]})")
+        groups = GroupBatchSampler(table[column].tolist(), config.train.batch_size, config.data.seed)
+        return DealtBatches(groups, num_replicas, rank, pad=False)
     if uses_bucket_sampler(config):
         return DealtBatches(bucket_sampler(config, table), num_replicas, rank, pad=False)
     order = sampler if sampler is not None else EpochShuffle(len(table), config.data.seed)

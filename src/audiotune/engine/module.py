@@ -2,6 +2,7 @@
 schedules."""
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Callable, Iterable
@@ -14,6 +15,7 @@ from pytorch_lightning.utilities.types import OptimizerConfig, OptimizerLRSchedu
 from torch import Tensor
 
 from audiotune.config import HeadSpec, TrainConfig
+from audiotune.engine.adapt import estimate_batchnorm
 from audiotune.engine.distributed import all_gather_objects, unique_batches
 from audiotune.engine.losses import ClassWeights, classification_loss, resolve_loss, resolve_regression_loss
 from audiotune.engine.metrics import compute_metrics, scores_from_logits
@@ -40,7 +42,8 @@ class ClassifierModule(pl.LightningModule):
     """Training and validation steps around a :class:`Classifier`."""
 
     def __init__(self, model: Classifier, heads: list[HeadSpec], config: TrainConfig, steps_per_epoch: int,
-                 class_weights: ClassWeights | None = None, seed: int | None = None):
+                 class_weights: ClassWeights | None = None, seed: int | None = None,
+                 adapt_batches: Iterable[dict] | None = None):
         super().__init__()
         self.model = model
         self.heads = heads
@@ -54,12 +57,17 @@ class ClassifierModule(pl.LightningModule):
         self.seed = seed
         # this process's validation batches of the current epoch, gathered from all processes at its end
         self.validation_outputs: list[ValidationBatch] = []
+        # --adapt_bn: validation scores a copy of the model whose BatchNorm statistics are the validation
+        # split's (the training model's own statistics are never touched)
+        self.adapt_batches = adapt_batches
+        self.validation_model: Classifier | None = None
 
     def forward(self, inputs: Tensor, lengths: Tensor) -> Tensor:
         return self.model(inputs, lengths)
 
     def _step(self, batch: dict, stage: str) -> tuple[Tensor, Tensor]:
-        logits = self.model.forward_batch(batch)
+        model = self.validation_model if stage == "val" and self.validation_model is not None else self.model
+        logits = model.forward_batch(batch)
         loss = self.compute_loss(logits, batch["targets"], training=stage == "train")
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{stage} loss is {loss.item()} (uids {batch['uid'][:4]}...): "
@@ -109,6 +117,10 @@ class ClassifierModule(pl.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self.validation_outputs = []
+        if self.adapt_batches is not None:
+            # after the callbacks' hooks: with --ema the copy holds the averaged weights
+            self.validation_model = copy.deepcopy(self.model)
+            estimate_batchnorm(self.validation_model, self.adapt_batches, self.device)
 
     def on_validation_epoch_end(self) -> None:
         """Log the validation loss and the ``--monitor`` metric over the whole validation set: the batches of
@@ -116,6 +128,7 @@ class ClassifierModule(pl.LightningModule):
         checkpoint and early stopping agree) and every clip counts once."""
         batches = unique_batches(all_gather_objects(self.validation_outputs))
         self.validation_outputs = []
+        self.validation_model = None
         if not batches:
             return
         sizes = np.array([len(b.uids) for b in batches], dtype=np.float64)

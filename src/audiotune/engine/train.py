@@ -14,12 +14,19 @@ from torch.utils.data import DataLoader
 from audiotune.config import RunConfig, check_config, save_config
 from audiotune.data.balance import BalancedSampler, class_groups, class_head
 from audiotune.data.prepare import PreparedData, prepare_training_data
+from audiotune.engine.adapt import check_adaptable
 from audiotune.engine.aggregate import check_recording_targets
 from audiotune.engine.cache import CachedDataset, cache_blocker, cached_datasets, cached_loader
 from audiotune.engine.checkpoint_io import AtomicCheckpointIO
 from audiotune.engine.distributed import check_launch, launched_rank_zero, trainer_devices, unused_parameter_hint
 from audiotune.engine.evaluate import METRICS_FILE, evaluate_prepared
-from audiotune.engine.inference import inference_device, make_dataset, make_loader, uses_bucket_sampler
+from audiotune.engine.inference import (
+    adaptation_loader,
+    inference_device,
+    make_dataset,
+    make_loader,
+    uses_bucket_sampler,
+)
 from audiotune.engine.losses import training_class_weights
 from audiotune.engine.module import TRAIN_CLIPS, ClassifierModule, run_length, trains
 from audiotune.engine.selection import check_monitor, monitor_key, monitor_mode
@@ -197,6 +204,8 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
     sampler = balanced_sampler(config, prepared)
 
     model = build_classifier(config)
+    if config.train.adapt_bn:
+        check_adaptable(model)
     trainer, best = _trainer(config, exp_dir, "val" in prepared.tables, callbacks)
     check_launch(trainer.is_global_zero, run_dir.writes)
     cache_stats: dict = {"used": cache_blocker(config) is None, "why_not": cache_blocker(config)}
@@ -204,8 +213,12 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
     # Lightning keeps the modes modules have at fit start; encoding the cache left them in eval mode
     model.train()
     class_weights = training_class_weights(config.heads, prepared.targets["train"], config.train.class_weights)
+    adapt_batches = None
+    if config.train.adapt_bn and "val" in prepared.tables:
+        adapt_batches = adaptation_loader(config, make_dataset(config, prepared.tables["val"],
+                                                               prepared.targets["val"]))
     module = ClassifierModule(model, config.heads, config.train, steps_per_epoch=len(train_loader),
-                              class_weights=class_weights, seed=config.data.seed)
+                              class_weights=class_weights, seed=config.data.seed, adapt_batches=adapt_batches)
     if resume is not None:
         check_resume_fits(module, resume)
 

@@ -1,0 +1,86 @@
+"""Test-time BatchNorm adaptation (``--adapt_bn``): re-estimate the BatchNorm statistics on the clips about to
+be scored, then score them with those statistics (AdaBN; Li et al. 2016, "Revisiting batch normalization for
+practical domain adaptation").
+
+A network trained on a few speakers normalises every layer with its training speakers' statistics; a new
+speaker (or microphone) shifts them. Re-estimating them on the new speaker's own clips, unlabelled, removes
+much of that shift at every layer, as per-speaker mean/variance normalisation does for the input features.
+Only the running means and variances change, never a weight; they are restored afterwards, so the model
+saved to disk keeps its training statistics.
+
+The statistics come from padded batches of ``--batch_size`` clips in table order, as training batches are
+(training normalises padded batches too), so a split's adapted statistics are fixed by its clips and their
+order. Every BatchNorm layer in the model takes part (backbone and heads); dropout stays off.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from audiotune.engine.device import move_batch
+
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The model's BatchNorm layers that keep running statistics."""
+    return [m for m in model.modules() if isinstance(m, _NORMS) and m.track_running_stats]
+
+
+def check_adaptable(model: nn.Module) -> None:
+    """``--adapt_bn`` needs BatchNorm layers with running statistics."""
+    if not batch_norms(model):
+        raise ValueError("--adapt_bn: the model has no BatchNorm layer with running statistics to re-estimate "
+                         "(it normalises with LayerNorm/GroupNorm, which need no adaptation)")
+
+
+def estimate_batchnorm(model: nn.Module, batches: Iterable[dict], device: torch.device) -> int:
+    """Replace the running statistics of the model's BatchNorm layers by statistics of ``batches`` (each batch
+    weighs the same: the cumulative mean of the batch statistics); module modes are left as they were.
+    Returns the number of clips the statistics were estimated on.
+
+    A batch of one clip is skipped when others exist (a pooled layer sees one value per channel there);
+    a split of one clip is an error.
+    """
+    norms = batch_norms(model)
+    modes = {module: module.training for module in model.modules()}
+    try:
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative moving average: every batch weighs the same
+        model.eval()
+        for m in norms:
+            m.train()
+        clips, single = 0, None
+        with torch.no_grad():
+            for batch in batches:
+                if len(batch["uid"]) < 2:
+                    single = single or batch
+                    continue
+                model.forward_batch(move_batch(batch, device))  # type: ignore[operator]
+                clips += len(batch["uid"])
+    finally:
+        for module, mode in modes.items():
+            module.train(mode)
+    if clips == 0:
+        raise ValueError("--adapt_bn: BatchNorm statistics need at least 2 clips; the scored split has "
+                         + (f"1 ({single['uid'][0]})" if single else "none"))
+    return clips
+
+
+@contextmanager
+def adapted_batchnorm(model: nn.Module, batches: Iterable[dict], device: torch.device) -> Iterator[int]:
+    """Within the block, the model's BatchNorm layers hold statistics re-estimated on ``batches`` (see
+    :func:`estimate_batchnorm`, whose clip count it yields); on exit the earlier statistics and momenta are
+    back."""
+    norms = batch_norms(model)
+    saved = [(m.momentum, {k: v.detach().clone() for k, v in m.state_dict().items()}) for m in norms]
+    try:
+        yield estimate_batchnorm(model, batches, device)
+    finally:
+        for m, (momentum, state) in zip(norms, saved):
+            m.momentum = momentum
+            m.load_state_dict(state)

@@ -1,0 +1,140 @@
+"""--adapt_bn (BatchNorm statistics re-estimated on the scored split) and --group_batches (one group per
+training batch)."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import small_train_args
+from safetensors.torch import load_file
+
+from audiotune.cli import main
+from audiotune.data.prepare import prepare_eval_data
+from audiotune.data.sampler import GroupBatchSampler
+from audiotune.engine.adapt import adapted_batchnorm, batch_norms, check_adaptable
+from audiotune.engine.inference import adaptation_loader, make_dataset
+from audiotune.models.checkpoint import load_run
+
+
+def test_adapted_statistics_are_the_mean_of_the_split_batch_statistics(trained_run: dict) -> None:
+    config, model = load_run(str(trained_run["run"]))
+    config.data.prefix = str(trained_run["prefix"])
+    config.train.batch_size = 2  # several batches: the statistics are the mean over them
+    prepared = prepare_eval_data(config, str(trained_run["split"]))
+    table = prepared.tables["train"]
+    batches = adaptation_loader(config, make_dataset(config, table, prepared.targets["train"]))
+    first = batch_norms(model)[0]
+    before = {k: v.clone() for k, v in first.state_dict().items()}
+    momentum = first.momentum
+    seen: list[torch.Tensor] = []
+    hook = first.register_forward_hook(lambda m, args, out: seen.append(args[0].detach().clone()))
+    with adapted_batchnorm(model, batches, torch.device("cpu")) as clips:
+        hook.remove()
+        assert clips == len(table) == 16 and len(seen) == 8
+        # per batch: the mean and unbiased variance over clips and frames of each channel
+        means = torch.stack([x.mean(dim=(0, 2)) for x in seen])
+        variances = torch.stack([x.var(dim=(0, 2), unbiased=True) for x in seen])
+        torch.testing.assert_close(first.running_mean, means.mean(0))
+        torch.testing.assert_close(first.running_var, variances.mean(0))
+        assert not torch.allclose(first.running_mean, before["running_mean"])
+    # the training statistics and momentum are back, and every module in eval mode as before
+    for key, value in before.items():
+        assert torch.equal(first.state_dict()[key], value)
+    assert first.momentum == momentum
+    assert not any(m.training for m in model.modules())
+
+
+def test_one_clip_cannot_be_adapted_on(trained_run: dict) -> None:
+    config, model = load_run(str(trained_run["run"]))
+    config.data.prefix = str(trained_run["prefix"])
+    prepared = prepare_eval_data(config, str(trained_run["split"]))
+    table = prepared.tables["test"].iloc[:1]
+    batches = adaptation_loader(config, make_dataset(config, table, prepared.targets["test"][:1]))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=rf"at least 2 clips; the scored split has 1 \({table.index[0]}\)"):
+        with adapted_batchnorm(model, batches, torch.device("cpu")):
+            pass
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_a_model_without_batchnorm_is_refused() -> None:
+    with pytest.raises(ValueError, match="no BatchNorm layer"):
+        check_adaptable(torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.LayerNorm(3)))
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _test_scores(folder: Path) -> np.ndarray:
+    """Scores of the test clips (all clips of an evaluation of test.csv), by uid."""
+    table = pd.read_parquet(folder / "predictions.parquet")
+    table = table[table["split"] == "test"] if (table["split"] == "test").any() else table
+    table = table.sort_values("uid")
+    assert len(table) == 4
+    return table[[c for c in table.columns if c.startswith("score:")]].to_numpy()
+
+
+def test_adapt_bn_changes_validation_and_scores_but_not_training(uid_dataset: dict, tmp_path: Path) -> None:
+    plain, adapted = tmp_path / "plain", tmp_path / "adapted"
+    assert main(small_train_args(uid_dataset, plain)) == 0
+    assert main(small_train_args(uid_dataset, adapted, "--adapt_bn")) == 0
+    # training is the same (the validation model is a copy; no random draw is added): same weights and
+    # training statistics saved, same training losses
+    a, b = load_file(plain / "model.safetensors"), load_file(adapted / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    log_a, log_b = pd.read_csv(plain / "logs" / "metrics.csv"), pd.read_csv(adapted / "logs" / "metrics.csv")
+    np.testing.assert_allclose(log_a["train_loss_epoch"].dropna(), log_b["train_loss_epoch"].dropna())
+    # validation and scoring see the split's own statistics
+    assert not np.allclose(log_a["val_loss"].dropna(), log_b["val_loss"].dropna())
+    metrics = pd.read_json(adapted / "metrics.json", typ="series")
+    assert metrics["val"]["batchnorm_adapted_on"] == 4 and metrics["test"]["batchnorm_adapted_on"] == 4
+    assert "batchnorm_adapted_on" not in pd.read_json(plain / "metrics.json", typ="series")["test"]
+    assert not np.allclose(_test_scores(plain), _test_scores(adapted))
+
+    # evaluate follows the run's setting and reproduces its scores; --adapt_bn false gives the plain run's;
+    # neither touches the saved model
+    digest = _digest(adapted / "model.safetensors")
+    args = ["evaluate", "--run", str(adapted), "-d", str(uid_dataset["split"] / "test.csv")]
+    assert main([*args, "-o", str(tmp_path / "ev_on")]) == 0
+    np.testing.assert_allclose(_test_scores(tmp_path / "ev_on"), _test_scores(adapted), rtol=1e-5, atol=1e-6)
+    assert main([*args, "-o", str(tmp_path / "ev_off"), "--adapt_bn", "false"]) == 0
+    np.testing.assert_allclose(_test_scores(tmp_path / "ev_off"), _test_scores(plain), rtol=1e-5, atol=1e-6)
+    assert _digest(adapted / "model.safetensors") == digest
+
+
+def test_group_batches_hold_one_group_each() -> None:
+    groups = ["a"] * 9 + ["b"] * 4 + ["c"] * 1 + ["d"] * 5
+    sampler = GroupBatchSampler(groups, 4, seed=3)
+    orders = []
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        batches = list(sampler)
+        assert len(batches) == len(sampler)
+        assert sorted(i for b in batches for i in b) == list(range(len(groups)))  # every clip once
+        assert all(len({groups[i] for i in b}) == 1 for b in batches)  # one group per batch
+        # a group's lone last clip joins its previous batch (a: 4 + 5, d: 5); a group of one stays one
+        assert sorted(len(b) for b in batches) == [1, 4, 4, 5, 5]
+        orders.append(batches)
+    assert orders[0] != orders[1]
+    sampler.set_epoch(1)
+    assert list(sampler) == orders[1]
+
+
+def test_group_batches_change_training_and_check_their_column(uid_dataset: dict, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    assert main(small_train_args(uid_dataset, tmp_path / "plain")) == 0
+    assert main(small_train_args(uid_dataset, tmp_path / "grouped", "--group_batches", "subject")) == 0
+    a = load_file(tmp_path / "plain" / "model.safetensors")
+    b = load_file(tmp_path / "grouped" / "model.safetensors")
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+    assert main(small_train_args(uid_dataset, tmp_path / "bad", "--group_batches", "speaker")) == 2
+    assert "--group_batches speaker: the training table has no such column" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+    assert main(small_train_args(uid_dataset, tmp_path / "bad2", "--group_batches", "subject",
+                                 "--balance", "oversample")) == 2
+    assert "cannot be combined with --balance" in capsys.readouterr().err
