@@ -82,7 +82,7 @@ def _test_scores(folder: Path) -> np.ndarray:
 def test_adapt_bn_changes_validation_and_scores_but_not_training(uid_dataset: dict, tmp_path: Path) -> None:
     plain, adapted = tmp_path / "plain", tmp_path / "adapted"
     assert main(small_train_args(uid_dataset, plain)) == 0
-    assert main(small_train_args(uid_dataset, adapted, "--adapt_bn")) == 0
+    assert main(small_train_args(uid_dataset, adapted, "--adapt_bn", "split")) == 0
     # training is the same (the validation model is a copy; no random draw is added): same weights and
     # training statistics saved, same training losses
     a, b = load_file(plain / "model.safetensors"), load_file(adapted / "model.safetensors")
@@ -92,17 +92,18 @@ def test_adapt_bn_changes_validation_and_scores_but_not_training(uid_dataset: di
     # validation and scoring see the split's own statistics
     assert not np.allclose(log_a["val_loss"].dropna(), log_b["val_loss"].dropna())
     metrics = pd.read_json(adapted / "metrics.json", typ="series")
-    assert metrics["val"]["batchnorm_adapted_on"] == 4 and metrics["test"]["batchnorm_adapted_on"] == 4
-    assert "batchnorm_adapted_on" not in pd.read_json(plain / "metrics.json", typ="series")["test"]
+    for split in ("val", "test"):
+        assert metrics[split]["batchnorm_adapted"] == {"on": "split", "groups": 1, "clips": 4}
+    assert "batchnorm_adapted" not in pd.read_json(plain / "metrics.json", typ="series")["test"]
     assert not np.allclose(_test_scores(plain), _test_scores(adapted))
 
-    # evaluate follows the run's setting and reproduces its scores; --adapt_bn false gives the plain run's;
+    # evaluate follows the run's setting and reproduces its scores; --adapt_bn none gives the plain run's;
     # neither touches the saved model
     digest = _digest(adapted / "model.safetensors")
     args = ["evaluate", "--run", str(adapted), "-d", str(uid_dataset["split"] / "test.csv")]
     assert main([*args, "-o", str(tmp_path / "ev_on")]) == 0
     np.testing.assert_allclose(_test_scores(tmp_path / "ev_on"), _test_scores(adapted), rtol=1e-5, atol=1e-6)
-    assert main([*args, "-o", str(tmp_path / "ev_off"), "--adapt_bn", "false"]) == 0
+    assert main([*args, "-o", str(tmp_path / "ev_off"), "--adapt_bn", "none"]) == 0
     np.testing.assert_allclose(_test_scores(tmp_path / "ev_off"), _test_scores(plain), rtol=1e-5, atol=1e-6)
     assert _digest(adapted / "model.safetensors") == digest
 
@@ -138,3 +139,56 @@ def test_group_batches_change_training_and_check_their_column(uid_dataset: dict,
     assert main(small_train_args(uid_dataset, tmp_path / "bad2", "--group_batches", "subject",
                                  "--balance", "oversample")) == 2
     assert "cannot be combined with --balance" in capsys.readouterr().err
+
+
+def _scores_by_uid(folder: Path) -> pd.DataFrame:
+    table = pd.read_parquet(folder / "predictions.parquet").set_index("uid").sort_index()
+    return table[[c for c in table.columns if c.startswith("score:")]]
+
+
+def test_adapt_bn_by_column_scores_each_group_with_its_own_statistics(trained_run: dict, tmp_path: Path) -> None:
+    table = trained_run["table"]
+    both = tmp_path / "two_speakers.csv"
+    table[table.subject.isin(["eve", "fay"])].to_csv(both)
+    args = ["evaluate", "--run", str(trained_run["run"])]
+    assert main([*args, "-d", str(both), "-o", str(tmp_path / "by_subject"), "--adapt_bn", "subject"]) == 0
+    assert main([*args, "-d", str(both), "-o", str(tmp_path / "whole"), "--adapt_bn", "split"]) == 0
+    alone = []
+    for subject in ("eve", "fay"):
+        one = tmp_path / f"{subject}.csv"
+        table[table.subject == subject].to_csv(one)
+        assert main([*args, "-d", str(one), "-o", str(tmp_path / subject), "--adapt_bn", "split"]) == 0
+        alone.append(_scores_by_uid(tmp_path / subject))
+    by_subject = _scores_by_uid(tmp_path / "by_subject")
+    # per group = each speaker scored as its own adapted split; the whole split's statistics differ
+    pd.testing.assert_frame_equal(by_subject, pd.concat(alone).sort_index(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(by_subject.to_numpy(), _scores_by_uid(tmp_path / "whole").to_numpy())
+    metrics = pd.read_json(tmp_path / "by_subject" / "metrics.json", typ="series")
+    assert next(iter(metrics.values))["batchnorm_adapted"] == {"on": "subject", "groups": 2, "clips": 8}
+
+
+def test_validation_adapts_per_group_as_scoring_does(uid_dataset: dict, tmp_path: Path) -> None:
+    table = uid_dataset["table"]
+    split = tmp_path / "split2"
+    split.mkdir()
+    table[table.subject.isin(["ann", "bob", "cat"])].to_csv(split / "train.csv")
+    table[table.subject.isin(["dan", "eve"])].to_csv(split / "val.csv")
+    table[table.subject == "fay"].to_csv(split / "test.csv")
+    run = tmp_path / "run"
+    args = small_train_args(uid_dataset, run, "--adapt_bn", "subject", "--monitor", "uar")
+    args[args.index("-d") + 1] = str(split)
+    assert main(args) == 0
+    log = pd.read_csv(run / "logs" / "metrics.csv")
+    metrics = pd.read_json(run / "metrics.json", typ="series")
+    # the one epoch's validation UAR, computed in training with each speaker's statistics, is the UAR of
+    # the final scoring of the kept weights, group by group
+    logged = log["val_uar"].dropna().to_numpy()
+    assert len(logged) == 1 and logged[0] == pytest.approx(metrics["val"]["uar"])
+    assert metrics["val"]["batchnorm_adapted"] == {"on": "subject", "groups": 2, "clips": 8}
+
+
+def test_adapt_bn_checks_its_column_before_writing(uid_dataset: dict, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    assert main(small_train_args(uid_dataset, tmp_path / "bad", "--adapt_bn", "speaker")) == 2
+    assert "--adapt_bn speaker: the val table has no such column" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

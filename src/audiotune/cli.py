@@ -213,9 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--aggregate", default="mean", choices=("none", "mean", "max"),
                           help="rows that are windows of one recording (a 'recording' column): also score each "
                                "recording from the mean or max of its windows' scores (default mean)")
-    evaluate.add_argument("--adapt_bn", nargs="?", const=True, type=parse_bool, metavar="BOOL",
-                          help="re-estimate BatchNorm statistics on each scored split's clips before scoring it "
-                               "(test-time adaptation to a new speaker or microphone; default: the run's)")
+    evaluate.add_argument("--adapt_bn", metavar="none|split|COLUMN",
+                          help="re-estimate BatchNorm statistics before scoring, on the whole split's clips or on "
+                               "each group of COLUMN (e.g. subject) apart, or none (test-time adaptation to new "
+                               "speakers or microphones; default: the run's)")
 
     extract = commands.add_parser("extract", help="write embeddings to parquet")
     _run_flags(extract)

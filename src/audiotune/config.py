@@ -207,10 +207,11 @@ class TrainConfig:
     ema: float = option(0.0, "keep an exponential moving average of the weights with this decay per step (e.g. "
                               "0.99; 0 = off): validation, checkpoints and the saved model use the average "
                               "(its time constant, 1 / (1 - decay) steps, should be well under the run's steps)")
-    adapt_bn: bool = option(False, "test-time adaptation: before scoring a split (validation in every epoch, "
-                                   "test, `audiotune evaluate`), re-estimate the BatchNorm statistics on that "
-                                   "split's own clips (unlabelled; AdaBN). For a split that is one new speaker or "
-                                   "microphone; the saved model keeps its training statistics")
+    adapt_bn: str = option("none", "test-time adaptation: before scoring a split (validation in every epoch, "
+                                   "test, `audiotune evaluate`), re-estimate the BatchNorm statistics on its own "
+                                   "clips (unlabelled; AdaBN): split (the whole split: one new speaker or "
+                                   "microphone), a column such as subject (each of its groups apart), or none. "
+                                   "The saved model keeps its training statistics")
     num_workers: int = option(0, "data loader worker processes", ("-nw",))
     precision: str = option("32", "training precision", choices=("32", "bf16"))
     patience: int = option(0, "early stopping patience in epochs on the --monitor metric (0 = off)")

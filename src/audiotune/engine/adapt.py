@@ -11,12 +11,17 @@ saved to disk keeps its training statistics.
 The statistics come from padded batches of ``--batch_size`` clips in table order, as training batches are
 (training normalises padded batches too), so a split's adapted statistics are fixed by its clips and their
 order. Every BatchNorm layer in the model takes part (backbone and heads); dropout stays off.
+
+``--adapt_bn split`` adapts on each scored split as a whole; ``--adapt_bn COLUMN`` (e.g. ``subject``) on each
+group of that column apart, scoring every group with its own statistics (a test split of many speakers).
 """
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
+import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -28,6 +33,50 @@ _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 def batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     """The model's BatchNorm layers that keep running statistics."""
     return [m for m in model.modules() if isinstance(m, _NORMS) and m.track_running_stats]
+
+
+OFF, WHOLE_SPLIT = "none", "split"
+
+
+def adaptation_groups(table: pd.DataFrame, mode: str, split: str) -> list[tuple[str | None, np.ndarray]]:
+    """The row positions adapted on together under ``--adapt_bn mode``: the whole table (``split``) or one
+    group per value of the column ``mode``, in order of first appearance. Every group needs 2 clips."""
+    if mode == WHOLE_SPLIT:
+        groups: list[tuple[str | None, np.ndarray]] = [(None, np.arange(len(table)))]
+    else:
+        if mode not in table.columns:
+            raise ValueError(f"--adapt_bn {mode}: the {split} table has no such column (it has "
+                             f"{', '.join(map(str, table.columns))}); or adapt on the whole split: --adapt_bn split")
+        missing = table[mode].isna().to_numpy()
+        if missing.any():
+            raise ValueError(f"--adapt_bn {mode}: {int(missing.sum())} {split} rows have no {mode} (e.g. uid "
+                             f"{table.index[missing][0]})")
+        codes, names = pd.factorize(table[mode].astype(str))
+        groups = [(str(name), np.flatnonzero(codes == i)) for i, name in enumerate(names)]
+    small = [f"{name or split} ({table.index[rows][0] if len(rows) else 'no clips'})"
+             for name, rows in groups if len(rows) < 2]
+    if small:
+        raise ValueError(f"--adapt_bn {mode}: BatchNorm statistics need at least 2 clips per group; {split} has "
+                         f"{len(small)} group(s) with fewer: {', '.join(small[:5])}")
+    return groups
+
+
+def check_adaptation(mode: str, tables: dict[str, pd.DataFrame]) -> None:
+    """Before anything is written: every scored split can be adapted under ``--adapt_bn mode``."""
+    if mode != OFF:
+        for split, table in tables.items():
+            adaptation_groups(table, mode, split)
+
+
+def batchnorm_state(model: nn.Module) -> list[dict[str, torch.Tensor]]:
+    """A copy of the running statistics of every BatchNorm layer of the model."""
+    return [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in batch_norms(model)]
+
+
+def load_batchnorm_state(model: nn.Module, state: list[dict[str, torch.Tensor]]) -> None:
+    """Put back statistics taken by :func:`batchnorm_state`."""
+    for m, values in zip(batch_norms(model), state, strict=True):
+        m.load_state_dict(values)
 
 
 def check_adaptable(model: nn.Module) -> None:
@@ -77,10 +126,10 @@ def adapted_batchnorm(model: nn.Module, batches: Iterable[dict], device: torch.d
     :func:`estimate_batchnorm`, whose clip count it yields); on exit the earlier statistics and momenta are
     back."""
     norms = batch_norms(model)
-    saved = [(m.momentum, {k: v.detach().clone() for k, v in m.state_dict().items()}) for m in norms]
+    momenta, saved = [m.momentum for m in norms], batchnorm_state(model)
     try:
         yield estimate_batchnorm(model, batches, device)
     finally:
-        for m, (momentum, state) in zip(norms, saved):
+        for m, momentum in zip(norms, momenta):
             m.momentum = momentum
-            m.load_state_dict(state)
+        load_batchnorm_state(model, saved)

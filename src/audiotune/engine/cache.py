@@ -39,7 +39,7 @@ def cache_blocker(config: RunConfig) -> str | None:
         return "--cache False"
     if not config.model.freeze:
         return "the backbone is trained (no --freeze)"
-    if config.train.adapt_bn:
+    if config.train.adapt_bn != "none":
         return "--adapt_bn re-estimates the encoder's BatchNorm statistics on each scored split"
     if config.augment.active or config.data.mixup:
         return "waveform augmentation or mixup changes the encoder input every epoch"

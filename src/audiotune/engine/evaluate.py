@@ -8,7 +8,7 @@ import pandas as pd
 
 from audiotune.config import HeadSpec, RunConfig, check_config
 from audiotune.data.prepare import PreparedData, prepare_eval_data
-from audiotune.engine.adapt import adapted_batchnorm, check_adaptable
+from audiotune.engine.adapt import OFF, adaptation_groups, adapted_batchnorm, check_adaptable, check_adaptation
 from audiotune.engine.aggregate import check_recording_targets, recording_scores, table_recordings
 from audiotune.engine.cache import CachedDataset, cache_blocker, cached_datasets, cached_loader
 from audiotune.engine.inference import (
@@ -75,6 +75,23 @@ def _plots(metrics: dict, scores: np.ndarray, targets: np.ndarray, heads: list[H
             plot_roc(truth, score, plot_dir / f"roc_{split}_{safe}.png", f"{head.name} ({split})")
 
 
+def _adapted_predictions(model: Classifier, config: RunConfig, table: pd.DataFrame, targets: np.ndarray,
+                         groups: list[tuple[str | None, np.ndarray]]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """uids, logits and targets of every row, each group scored with BatchNorm statistics of its own clips."""
+    uids: list[str] = []
+    logits, labels = [], []
+    for _, rows in groups:
+        part = table.iloc[rows]
+        dataset = make_dataset(config, part, targets[rows])
+        with adapted_batchnorm(model, adaptation_loader(config, dataset), inference_device(config)):
+            loader = make_loader(config, dataset, part, False, model.backbone.needs_equal_length)
+            group_uids, group_logits, group_targets = predict(model, loader, config)
+        uids += group_uids
+        logits.append(group_logits)
+        labels.append(group_targets)
+    return uids, np.concatenate(logits), np.concatenate(labels)
+
+
 def evaluate_prepared(model: Classifier, config: RunConfig, prepared: PreparedData, out_dir: str | Path,
                       splits: list[str] | None = None, cached: dict[str, CachedDataset] | None = None,
                       aggregate: str = "mean", write_metrics: bool = True) -> dict:
@@ -92,7 +109,8 @@ def evaluate_prepared(model: Classifier, config: RunConfig, prepared: PreparedDa
     out_dir.mkdir(parents=True, exist_ok=True)
     equal_length = model.backbone.needs_equal_length
     splits = splits or list(prepared.tables)
-    if config.train.adapt_bn:
+    adapt = config.train.adapt_bn
+    if adapt != OFF:
         check_adaptable(model)
     if cached is None and cache_blocker(config) is None:
         cached = cached_datasets(model, config, {s: prepared.tables[s] for s in splits}, prepared.targets)
@@ -100,20 +118,17 @@ def evaluate_prepared(model: Classifier, config: RunConfig, prepared: PreparedDa
     for split in splits:
         table = prepared.tables[split]
         if cached is not None:
-            loader = cached_loader(config, cached[split], False)
-        else:
+            uids, logits, targets = predict(model, cached_loader(config, cached[split], False), config)
+        elif adapt == OFF:
             dataset = make_dataset(config, table, prepared.targets[split])
-            loader = make_loader(config, dataset, table, False, equal_length)
-        if config.train.adapt_bn:
-            batches = adaptation_loader(config, make_dataset(config, table, prepared.targets[split]))
-            with adapted_batchnorm(model, batches, inference_device(config)) as adapted_on:
-                uids, logits, targets = predict(model, loader, config)
+            uids, logits, targets = predict(model, make_loader(config, dataset, table, False, equal_length), config)
         else:
-            uids, logits, targets = predict(model, loader, config)
+            groups = adaptation_groups(table, adapt, split)
+            uids, logits, targets = _adapted_predictions(model, config, table, prepared.targets[split], groups)
         scores = scores_from_logits(logits, config.heads, config.train.loss)
         metrics = compute_metrics(scores, targets, config.heads)
-        if config.train.adapt_bn:
-            metrics["batchnorm_adapted_on"] = adapted_on
+        if adapt != OFF:
+            metrics["batchnorm_adapted"] = {"on": adapt, "groups": len(groups), "clips": len(uids)}
         all_metrics[split] = metrics
         tables.append(prediction_table(uids, split, scores, targets, config.heads))
         _plots(metrics, scores, targets, config.heads, split, out_dir / "plots")
@@ -136,7 +151,7 @@ def evaluate_prepared(model: Classifier, config: RunConfig, prepared: PreparedDa
 def evaluate_run(run: str, data_split_root: str, exp_dir: str | None = None, on_error: str | None = None,
                  batch_size: int | None = None, num_workers: int | None = None, accelerator: str | None = None,
                  devices: str | None = None, precision: str | None = None, aggregate: str = "mean",
-                 adapt_bn: bool | None = None) -> dict:
+                 adapt_bn: str | None = None) -> dict:
     """``audiotune evaluate``: rebuild the model from its run directory and score a CSV or split directory,
     on ``accelerator``/``devices`` in ``precision``, with or without ``--adapt_bn`` (default: the run's own
     settings)."""
@@ -154,7 +169,7 @@ def evaluate_run(run: str, data_split_root: str, exp_dir: str | None = None, on_
         config.train.adapt_bn = adapt_bn
     config.train.debug = False
     check_config(config)
-    if config.train.adapt_bn:
+    if config.train.adapt_bn != OFF:
         check_adaptable(model)
     out_dir = Path(exp_dir) if exp_dir else Path(run) / "evaluate"
     if (out_dir / CONFIG_FILE).exists():
@@ -163,6 +178,7 @@ def evaluate_run(run: str, data_split_root: str, exp_dir: str | None = None, on_
     with own_run_dir(out_dir, overwrite=True, command="evaluate") as owned:  # an evaluation replaces the last one
         prepared = prepare_eval_data(config, data_split_root)
         check_recording_targets(prepared.tables, prepared.targets, config.heads)
+        check_adaptation(config.train.adapt_bn, prepared.tables)
         owned.start()
         prepared.write_reports(out_dir)
         return evaluate_prepared(model, config, prepared, out_dir, aggregate=aggregate)

@@ -74,14 +74,28 @@ def make_dataset(config: RunConfig, table: pd.DataFrame, targets: np.ndarray, tr
                         store=store)
 
 
+class FixedBatches(Sampler[list[int]]):
+    """A batch sampler over a fixed list of batches."""
+
+    def __init__(self, batches: list[list[int]]) -> None:
+        self.batches = batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self.batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
 def make_loader(config: RunConfig, dataset: AudioDataset, table: pd.DataFrame, train: bool,
                 equal_length: bool, sampler: BalancedSampler | None = None, num_replicas: int = 1,
-                rank: int = 0) -> DataLoader:
+                rank: int = 0, groups: list[np.ndarray] | None = None) -> DataLoader:
     """Shuffled padded batches for training (or the rows ``sampler`` draws, e.g. class-balanced epochs); for
     inference, equal-length batches when the model needs them.
 
     With ``num_replicas`` processes (DDP), the batches of process ``rank``: its share of each epoch's training
     batches, or of the inference batches padded with repeats (see :mod:`audiotune.engine.distributed`).
+    For inference, ``groups`` (row positions) keeps every batch within one group, group after group.
     """
     cfg = config.train
     # every loader owns its generator: iterating one never draws from the global RNG (dropout's), so
@@ -94,13 +108,20 @@ def make_loader(config: RunConfig, dataset: AudioDataset, table: pd.DataFrame, t
         return DataLoader(dataset, batch_sampler=training_batches(config, table, sampler, num_replicas, rank),
                           **common)
     batches: Sampler[list[int]]
-    if equal_length and not config.features.target_length:
-        batches = EqualLengthBatchSampler(table["num_samples"].tolist(), cfg.batch_size)
+    if groups is not None:
+        batches = FixedBatches([[int(rows[i]) for i in batch] for rows in groups
+                                for batch in _inference_batches(config, table.iloc[rows], equal_length)])
     else:
-        batches = BatchSampler(SequentialSampler(range(len(dataset))), cfg.batch_size, drop_last=False)
+        batches = _inference_batches(config, table, equal_length)
     if num_replicas > 1:
         batches = DealtBatches(batches, num_replicas, rank, pad=True)
     return DataLoader(dataset, batch_sampler=batches, **common)
+
+
+def _inference_batches(config: RunConfig, table: pd.DataFrame, equal_length: bool) -> Sampler[list[int]]:
+    if equal_length and not config.features.target_length:
+        return EqualLengthBatchSampler(table["num_samples"].tolist(), config.train.batch_size)
+    return BatchSampler(SequentialSampler(range(len(table))), config.train.batch_size, drop_last=False)
 
 
 def adaptation_loader(config: RunConfig, dataset: AudioDataset) -> DataLoader:

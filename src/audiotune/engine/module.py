@@ -15,7 +15,7 @@ from pytorch_lightning.utilities.types import OptimizerConfig, OptimizerLRSchedu
 from torch import Tensor
 
 from audiotune.config import HeadSpec, TrainConfig
-from audiotune.engine.adapt import estimate_batchnorm
+from audiotune.engine.adapt import batchnorm_state, estimate_batchnorm, load_batchnorm_state
 from audiotune.engine.distributed import all_gather_objects, unique_batches
 from audiotune.engine.losses import ClassWeights, classification_loss, resolve_loss, resolve_regression_loss
 from audiotune.engine.metrics import compute_metrics, scores_from_logits
@@ -43,7 +43,8 @@ class ClassifierModule(pl.LightningModule):
 
     def __init__(self, model: Classifier, heads: list[HeadSpec], config: TrainConfig, steps_per_epoch: int,
                  class_weights: ClassWeights | None = None, seed: int | None = None,
-                 adapt_batches: Iterable[dict] | None = None):
+                 adapt_groups: list[tuple[str | None, Iterable[dict]]] | None = None,
+                 uid_groups: dict[str, str] | None = None):
         super().__init__()
         self.model = model
         self.heads = heads
@@ -57,16 +58,26 @@ class ClassifierModule(pl.LightningModule):
         self.seed = seed
         # this process's validation batches of the current epoch, gathered from all processes at its end
         self.validation_outputs: list[ValidationBatch] = []
-        # --adapt_bn: validation scores a copy of the model whose BatchNorm statistics are the validation
-        # split's (the training model's own statistics are never touched)
-        self.adapt_batches = adapt_batches
-        self.validation_model: Classifier | None = None
+        # --adapt_bn: validation scores a copy of the model whose BatchNorm statistics are those of the
+        # validation split, or of the group of each batch (uid_groups); the training model's are never touched
+        self.adapt_groups = adapt_groups
+        self.uid_groups = uid_groups
+        # held outside the module's submodules: never in a checkpoint, the optimiser or a DDP wrapper
+        self.validation_copy: list[Classifier] = []
+        self.group_statistics: dict[str | None, list[dict[str, Tensor]]] = {}
+        self.loaded_group: str | None = None
 
     def forward(self, inputs: Tensor, lengths: Tensor) -> Tensor:
         return self.model(inputs, lengths)
 
     def _step(self, batch: dict, stage: str) -> tuple[Tensor, Tensor]:
-        model = self.validation_model if stage == "val" and self.validation_model is not None else self.model
+        model = self.model
+        if stage == "val" and self.validation_copy:
+            model = self.validation_copy[0]
+            group = self.uid_groups[batch["uid"][0]] if self.uid_groups else None
+            if group != self.loaded_group:
+                load_batchnorm_state(model, self.group_statistics[group])
+                self.loaded_group = group
         logits = model.forward_batch(batch)
         loss = self.compute_loss(logits, batch["targets"], training=stage == "train")
         if not torch.isfinite(loss):
@@ -117,10 +128,14 @@ class ClassifierModule(pl.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self.validation_outputs = []
-        if self.adapt_batches is not None:
+        if self.adapt_groups:
             # after the callbacks' hooks: with --ema the copy holds the averaged weights
-            self.validation_model = copy.deepcopy(self.model)
-            estimate_batchnorm(self.validation_model, self.adapt_batches, self.device)
+            self.validation_copy = [copy.deepcopy(self.model)]
+            self.group_statistics = {}
+            for group, batches in self.adapt_groups:
+                estimate_batchnorm(self.validation_copy[0], batches, self.device)
+                self.group_statistics[group] = batchnorm_state(self.validation_copy[0])
+                self.loaded_group = group
 
     def on_validation_epoch_end(self) -> None:
         """Log the validation loss and the ``--monitor`` metric over the whole validation set: the batches of
@@ -128,7 +143,8 @@ class ClassifierModule(pl.LightningModule):
         checkpoint and early stopping agree) and every clip counts once."""
         batches = unique_batches(all_gather_objects(self.validation_outputs))
         self.validation_outputs = []
-        self.validation_model = None
+        self.validation_copy = []
+        self.group_statistics = {}
         if not batches:
             return
         sizes = np.array([len(b.uids) for b in batches], dtype=np.float64)

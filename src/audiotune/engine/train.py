@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from audiotune.config import RunConfig, check_config, save_config
 from audiotune.data.balance import BalancedSampler, class_groups, class_head
 from audiotune.data.prepare import PreparedData, prepare_training_data
-from audiotune.engine.adapt import check_adaptable
+from audiotune.engine.adapt import OFF, WHOLE_SPLIT, adaptation_groups, check_adaptable, check_adaptation
 from audiotune.engine.aggregate import check_recording_targets
 from audiotune.engine.cache import CachedDataset, cache_blocker, cached_datasets, cached_loader
 from audiotune.engine.checkpoint_io import AtomicCheckpointIO
@@ -134,9 +134,28 @@ def _loaders(model: Classifier, config: RunConfig, prepared: PreparedData, cache
     val_loader = None
     if val_table is not None:
         equal = model.backbone.needs_equal_length
+        groups = None  # --adapt_bn COLUMN: every validation batch within one group, scored with its statistics
+        if config.train.adapt_bn not in (OFF, WHOLE_SPLIT):
+            groups = [rows for _, rows in adaptation_groups(val_table, config.train.adapt_bn, "val")]
         val_loader = make_loader(config, make_dataset(config, val_table, prepared.targets["val"]),
-                                 val_table, train=False, equal_length=equal, num_replicas=replicas, rank=rank)
+                                 val_table, train=False, equal_length=equal, num_replicas=replicas, rank=rank,
+                                 groups=groups)
     return train_loader, val_loader, None
+
+
+def validation_adaptation(config: RunConfig, prepared: PreparedData) -> dict:
+    """``--adapt_bn``: the batches each validation group's BatchNorm statistics are estimated on, and each
+    validation uid's group (None: the whole split is one group)."""
+    if config.train.adapt_bn == OFF or "val" not in prepared.tables:
+        return {}
+    table, targets = prepared.tables["val"], prepared.targets["val"]
+    groups = adaptation_groups(table, config.train.adapt_bn, "val")
+    adapt_groups = [(name, adaptation_loader(config, make_dataset(config, table.iloc[rows], targets[rows])))
+                    for name, rows in groups]
+    uid_groups = None
+    if config.train.adapt_bn != WHOLE_SPLIT:
+        uid_groups = {str(uid): str(name) for name, rows in groups for uid in table.index[rows]}
+    return {"adapt_groups": adapt_groups, "uid_groups": uid_groups}
 
 
 def check_resume_fits(module: pl.LightningModule, checkpoint: Path) -> None:
@@ -204,8 +223,9 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
     sampler = balanced_sampler(config, prepared)
 
     model = build_classifier(config)
-    if config.train.adapt_bn:
+    if config.train.adapt_bn != OFF:
         check_adaptable(model)
+        check_adaptation(config.train.adapt_bn, {s: t for s, t in prepared.tables.items() if s != "train"})
     trainer, best = _trainer(config, exp_dir, "val" in prepared.tables, callbacks)
     check_launch(trainer.is_global_zero, run_dir.writes)
     cache_stats: dict = {"used": cache_blocker(config) is None, "why_not": cache_blocker(config)}
@@ -213,12 +233,9 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
     # Lightning keeps the modes modules have at fit start; encoding the cache left them in eval mode
     model.train()
     class_weights = training_class_weights(config.heads, prepared.targets["train"], config.train.class_weights)
-    adapt_batches = None
-    if config.train.adapt_bn and "val" in prepared.tables:
-        adapt_batches = adaptation_loader(config, make_dataset(config, prepared.tables["val"],
-                                                               prepared.targets["val"]))
     module = ClassifierModule(model, config.heads, config.train, steps_per_epoch=len(train_loader),
-                              class_weights=class_weights, seed=config.data.seed, adapt_batches=adapt_batches)
+                              class_weights=class_weights, seed=config.data.seed,
+                              **validation_adaptation(config, prepared))
     if resume is not None:
         check_resume_fits(module, resume)
 
