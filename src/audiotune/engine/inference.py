@@ -110,18 +110,19 @@ def make_loader(config: RunConfig, dataset: AudioDataset, table: pd.DataFrame, t
     batches: Sampler[list[int]]
     if groups is not None:
         batches = FixedBatches([[int(rows[i]) for i in batch] for rows in groups
-                                for batch in _inference_batches(config, table.iloc[rows], equal_length)])
+                                for batch in _inference_batches(config, table.iloc[rows], len(rows), equal_length)])
     else:
-        batches = _inference_batches(config, table, equal_length)
+        batches = _inference_batches(config, table, len(dataset), equal_length)
     if num_replicas > 1:
         batches = DealtBatches(batches, num_replicas, rank, pad=True)
     return DataLoader(dataset, batch_sampler=batches, **common)
 
 
-def _inference_batches(config: RunConfig, table: pd.DataFrame, equal_length: bool) -> Sampler[list[int]]:
+def _inference_batches(config: RunConfig, table: pd.DataFrame, count: int, equal_length: bool) -> Sampler[list[int]]:
+    """Inference batches of ``count`` rows in order; equal-length ones (by the table's lengths) when asked."""
     if equal_length and not config.features.target_length:
         return EqualLengthBatchSampler(table["num_samples"].tolist(), config.train.batch_size)
-    return BatchSampler(SequentialSampler(range(len(table))), config.train.batch_size, drop_last=False)
+    return BatchSampler(SequentialSampler(range(count)), config.train.batch_size, drop_last=False)
 
 
 def adaptation_loader(config: RunConfig, dataset: AudioDataset) -> DataLoader:
