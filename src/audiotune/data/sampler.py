@@ -117,5 +117,4 @@ class GroupBatchSampler(Sampler[list[int]]):
         yield from self.batches()
 
     def __len__(self) -> int:
-        return sum(-(-len(m) // self.batch_size) - (len(m) > self.batch_size and len(m) % self.batch_size == 1)
-                   for m in self.members)
+        return len(self.batches())

@@ -27,6 +27,7 @@ from audiotune.data.audio import table_spans
 from audiotune.data.audio_store import cache_root as audio_cache_root
 from audiotune.data.audio_store import segment_key
 from audiotune.data.balance import BalancedSampler
+from audiotune.engine.adapt import OFF as ADAPT_OFF
 from audiotune.engine.device import pins_memory
 from audiotune.engine.distributed import DealtBatches, EpochShuffle, TrainingBatches
 from audiotune.engine.inference import inference_device, iterate_batches, make_dataset, make_loader, training_crop
@@ -39,7 +40,7 @@ def cache_blocker(config: RunConfig) -> str | None:
         return "--cache False"
     if not config.model.freeze:
         return "the backbone is trained (no --freeze)"
-    if config.train.adapt_bn != "none":
+    if config.train.adapt_bn != ADAPT_OFF:
         return "--adapt_bn re-estimates the encoder's BatchNorm statistics on each scored split"
     if config.augment.active or config.data.mixup:
         return "waveform augmentation or mixup changes the encoder input every epoch"
