@@ -88,7 +88,8 @@ def check_adaptable(model: nn.Module) -> None:
 
 def estimate_batchnorm(model: nn.Module, batches: Iterable[dict], device: torch.device) -> int:
     """Replace the running statistics of the model's BatchNorm layers by statistics of ``batches`` (each batch
-    weighs the same: the cumulative mean of the batch statistics); module modes are left as they were.
+    weighs the same: the cumulative mean of the batch statistics), on ``device`` (where the model is moved and
+    stays); module modes are left as they were.
     Returns the number of clips the statistics were estimated on.
 
     A batch of one clip is skipped when others exist (a pooled layer sees one value per channel there);
@@ -96,6 +97,7 @@ def estimate_batchnorm(model: nn.Module, batches: Iterable[dict], device: torch.
     """
     norms = batch_norms(model)
     modes = {module: module.training for module in model.modules()}
+    model.to(device)  # the batches go to the scoring device; the model must be there too (a GPU run)
     try:
         for m in norms:
             m.reset_running_stats()
