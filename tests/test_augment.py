@@ -196,6 +196,28 @@ def test_speed_keeps_length_for_extreme_rates(wave: np.ndarray) -> None:
     assert len(aug(wave[:1001], SR)) == 1001  # odd length
 
 
+def test_speed_range_and_uncropped_speed_keep_the_whole_word(wave: np.ndarray) -> None:
+    """--speed_range bounds the rate; --speed_crop False keeps the resampled length (n / rate), so a
+    slowed clip loses nothing at its edges, where the seed's crop cuts the onset and the ending."""
+    word = np.zeros(16000, dtype=np.float32)
+    word[:40] = 1.0  # an onset at the very start of a tightly trimmed clip
+    cropped = WaveformAugmenter(only("speed", speed_range=[0.8, 0.8]), seed=0)
+    kept = WaveformAugmenter(only("speed", speed_range=[0.8, 0.8], speed_crop=False, gauss=1.0), seed=0)
+    a, b = cropped(word, SR), kept(word, SR)
+    assert cropped.last_params["speed_rate"] == pytest.approx(0.8) == kept.last_params["speed_rate"]
+    assert len(a) == 16000 and len(b) == 20000  # later steps (here noise) keep the new length
+    assert np.abs(a[:1000]).max() < 0.01  # the crop removed the onset
+    assert np.abs(b[:60]).max() > 0.5  # kept: the onset, stretched to 50 samples
+    rates = []
+    for _ in range(200):
+        out = WaveformAugmenter(only("speed", speed_range=[0.9, 1.1], speed_crop=False), seed=len(rates))(wave, SR)
+        rates.append(len(wave) / len(out))
+    assert 0.9 - 1e-3 <= min(rates) < 0.92 and 1.08 < max(rates) <= 1.1 + 1e-3
+    for bad in ([1.2, 0.9], [0.9], [0.1, 1.0], [1.0, 5.0]):
+        with pytest.raises(ValueError, match="--speed_range"):
+            AugmentConfig(speed_range=bad)
+
+
 def test_probability_gating_is_binomial(wave: np.ndarray) -> None:
     aug = WaveformAugmenter(only("gain", p=0.5), seed=9)
     changed = sum(not np.array_equal(aug(wave, SR), wave) for _ in range(200))

@@ -170,6 +170,45 @@ def test_target_length_pads_and_crops_feature_frames() -> None:
     assert free["inputs"].shape == (2, 7, 3) and free["lengths"].tolist() == [7, 3]
 
 
+def test_silence_padding_pads_with_the_features_of_a_silent_clip(uid_dataset: dict, tmp_path) -> None:
+    """--pad silence: a batch's shorter clips are padded with the fbank of silence (the log floor in every
+    bin, no louder than any real frame) instead of the value 0; their real frames and lengths are the same
+    either way, and training sees the difference."""
+    from audiotune.engine.inference import collator
+
+    def batch(pad: str, **features: float) -> tuple[dict, object]:
+        config = RunConfig()
+        config.features.features, config.features.num_mel_bins, config.features.pad = "fbank", 24, pad
+        for name, value in features.items():
+            setattr(config.features, name, value)
+        table, _ = attach_paths(uid_dataset["table"].head(4), str(uid_dataset["prefix"]))
+        table, _ = scan_audio(table, audio_spec(config), "t")
+        dataset = make_dataset(config, table, np.eye(4, dtype=np.float32))
+        return collator(config, dataset)([dataset[i] for i in range(4)]), dataset
+
+    (silent, dataset), (zero, _) = batch("silence"), batch("zero")
+    lengths = silent["lengths"].tolist()
+    assert lengths == zero["lengths"].tolist() and min(lengths) < max(lengths)  # the table has short clips
+    floor = float(np.log(np.finfo(np.float32).eps))
+    for row, n in enumerate(lengths):
+        assert torch.equal(silent["inputs"][row, :n], zero["inputs"][row, :n])
+        assert torch.allclose(silent["inputs"][row, n:], torch.tensor(floor))
+        assert zero["inputs"][row, n:].abs().sum() == 0
+        assert silent["inputs"][row, :n].min() >= floor - 1e-4  # no real frame is quieter than silence
+    normed, _ = batch("silence", dataset_mean=-4.0, dataset_std=2.5)  # silence is normalised as speech is
+    short = lengths.index(min(lengths))
+    torch.testing.assert_close(normed["inputs"][short, -1], torch.full((24,), (floor + 4.0) / 5.0))
+    assert dataset.extract.silence() is not None and RunConfig().features.pad == "zero"
+
+    from safetensors.torch import load_file
+
+    run_train(uid_dataset, tmp_path / "zero", "--seed", "1")
+    run_train(uid_dataset, tmp_path / "silence", "--seed", "1", "--pad", "silence")
+    assert "pad: silence" in (tmp_path / "silence" / "config.yaml").read_text()
+    a, b = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("zero", "silence"))
+    assert a.keys() == b.keys() and any(not torch.equal(a[key], b[key]) for key in a)
+
+
 def test_mfcc_features_train_and_debug_limits_rows(uid_dataset: dict, tmp_path) -> None:
     metrics = run_train(uid_dataset, tmp_path, "--features", "mfcc", "--n_mfcc", "13", "--n_mels", "24",
                         "--n_fft", "256", "--debug")

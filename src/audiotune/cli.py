@@ -20,7 +20,10 @@ from audiotune.taps import TAP_WINDOW
 
 AUGMENT_HELP = {
     "tshift": "probability of a random time shift (up to ±0.5 s)",
-    "speed": "probability of a speed change (rate 0.6–1.3)",
+    "speed": "probability of a speed change (rate from U(--speed_range))",
+    "speed_range": "lowest and highest speed rate (default 0.6 1.3, the seed's; ASR speed perturbation: 0.9 1.1)",
+    "speed_crop": "fit a speed-changed clip back to its original length (the seed's way); False keeps its new "
+                  "length, so no onset or ending of a trimmed word is cut",
     "gauss": "probability of added Gaussian noise",
     "pshift": "probability of a pitch shift of up to ±pshiftn semitones",
     "pshiftn": "largest pitch shift in semitones",

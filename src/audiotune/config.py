@@ -85,6 +85,9 @@ class FeatureConfig:
                                          "frames: mean (subtract the mean: cepstral mean normalisation, removes the "
                                          "channel and much of the speaker), meanvar (also divide by the std)",
                                  choices=("none", "mean", "meanvar"))
+    pad: str = option("zero", "what the shorter clips of a batch are padded with: zero (the value 0; for log "
+                              "fbank a frame louder than any speech), silence (the features of a silent clip, "
+                              "as if the waveform were padded with zeros)", choices=("zero", "silence"))
     dataset_mean: float | None = option(None, "feature mean for (x - mean) / (2 std); see `audiotune stats`")
     dataset_std: float | None = option(None, "feature std for (x - mean) / (2 std); 0 is an error")
     freqm: int | None = option(None, "SpecAugment: max frequency mask width (train only; default 8 for ECAPA-TDNN, "

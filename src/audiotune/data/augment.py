@@ -1,4 +1,5 @@
-"""Waveform augmentations for training: seeded, per-call random, length-preserving.
+"""Waveform augmentations for training: seeded, per-call random, length-preserving (but for speed
+perturbation with ``speed_crop`` off).
 
 Each augmentation is gated by its own probability and draws fresh parameters on every
 call from one seeded ``np.random.Generator`` held by :class:`WaveformAugmenter`.
@@ -10,7 +11,7 @@ here directly.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import soxr
@@ -23,7 +24,8 @@ _PROBS = ("tshift", "speed", "gauss", "pshift", "gain", "stretch")  # gates draw
 _ALL_PROBS = (*_PROBS, "eq")  # eq's gate is drawn only when it is on
 _TSHIFT_MAX_S = 0.5  # time shift bound in seconds
 _FILL_NOISE = 0.001  # amplitude of the uniform noise that fills vacated samples
-_SPEED_RANGE = (0.6, 1.3)
+_SPEED_RANGE = (0.6, 1.3)  # the seed's
+_SPEED_LIMITS = (0.25, 4.0)  # what --speed_range accepts
 _STRETCH_RANGE = (0.5, 1.5)
 _GAIN_DB_RANGE = (-12.0, 12.0)
 _GAUSS_RANGE = (0.001, 0.015)  # audiomentations AddGaussianNoise default amplitudes
@@ -41,8 +43,13 @@ class AugmentConfig:
 
     tshift: shift by U(-0.5 s, 0.5 s) (bounded by the clip length), vacated part filled
         with U(-0.001, 0.001) noise.
-    speed: resample at rate U(0.6, 1.3) (pitch and tempo change), then centre-crop or
-        centre-pad with U(-0.001, 0.001) noise back to the original length.
+    speed: resample at a rate drawn from U(speed_range) (pitch, formants and tempo change together),
+        then centre-crop or centre-pad with U(-0.001, 0.001) noise back to the original length.
+    speed_range: [low, high] of the speed rate (default the seed's 0.6-1.3; ASR speed perturbation
+        uses 0.9-1.1).
+    speed_crop: fit a sped-up or slowed clip back to its original length (the seed's way); False keeps
+        its new length, so a tightly trimmed word loses no onset or ending (the clip may then exceed
+        --clip_length by up to 1/low).
     gauss: add Gaussian noise with std U(0.001, 0.015) x the clip's peak amplitude
         (audiomentations' AddGaussianNoise amplitudes for a peak-normalised clip).
     pshift: pitch shift by U(-pshiftn, +pshiftn) semitones at the real sample rate.
@@ -65,6 +72,8 @@ class AugmentConfig:
     gain: float = 0.0
     stretch: float = 0.0
     eq: float = 0.0
+    speed_range: list[float] = field(default_factory=lambda: list(_SPEED_RANGE))
+    speed_crop: bool = True
 
     def __post_init__(self) -> None:
         for name in _ALL_PROBS:
@@ -75,13 +84,20 @@ class AugmentConfig:
         if not 0.0 < float(self.pshiftn) <= 24.0:  # audiomentations' PitchShift limit
             raise ValueError(f"--pshiftn {self.pshiftn}: must be in (0, 24] semitones")
         self.pshiftn = float(self.pshiftn)
+        low_limit, high_limit = _SPEED_LIMITS
+        rates = [float(r) for r in self.speed_range]
+        if len(rates) != 2 or not low_limit <= rates[0] <= rates[1] <= high_limit:
+            raise ValueError(f"--speed_range {' '.join(map(str, self.speed_range))}: must be two rates LOW HIGH "
+                             f"with {low_limit} <= LOW <= HIGH <= {high_limit}")
+        self.speed_range = rates
+        self.speed_crop = bool(self.speed_crop)
 
     @property
     def active(self) -> bool:
         """True when at least one augmentation has a non-zero probability."""
         return any(getattr(self, name) > 0.0 for name in _ALL_PROBS)
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, float | bool | list[float]]:
         """Plain dict of all fields (for logging / configs)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
@@ -157,8 +173,8 @@ class WaveformAugmenter:
     def __call__(self, waveform: np.ndarray, sample_rate: int) -> np.ndarray:
         """Augment a 1-D float mono waveform.
 
-        Returns a new float32 array of the same length; each augmentation is applied with
-        its probability and fresh random parameters.
+        Returns a new float32 array of the same length (of the speed-changed length when ``speed_crop``
+        is off); each augmentation is applied with its probability and fresh random parameters.
         """
         wave = np.array(waveform, dtype=np.float32, copy=True)  # never alias the input
         if wave.ndim != 1:
@@ -178,11 +194,13 @@ class WaveformAugmenter:
         if gates["tshift"]:
             wave = self._time_shift(wave, sample_rate)
         if gates["speed"]:
-            rate = float(self.rng.uniform(*_SPEED_RANGE))
+            low, high = cfg.speed_range
+            rate = float(self.rng.uniform(low, high))
             self.last_params["speed_rate"] = rate
             # Treat the clip as recorded at sr*rate and resample to sr: n/rate samples, pitch x rate.
             fast = soxr.resample(wave, sample_rate * rate, sample_rate).astype(np.float32)
-            wave = _fit_centre(fast, n, self.rng)
+            wave = _fit_centre(fast, n, self.rng) if cfg.speed_crop else fast
+            n = len(wave)  # the length every later step keeps
         if gates["stretch"]:
             rate = float(self.rng.uniform(*_STRETCH_RANGE))
             self.last_params["stretch_rate"] = rate

@@ -36,6 +36,16 @@ class FeatureExtractor:
         assert bins is not None  # __init__ rejects fbank without num_mel_bins
         return bins
 
+    def silence(self, rate: int = 16000) -> torch.Tensor | None:
+        """One frame of the features of a silent (all-zero) clip, or None for waveform inputs, whose silence is 0.
+
+        For fbank every bin is the log floor; MFCC of silence does not depend on the rate either.
+        """
+        if self.config.features == "waveform":
+            return None
+        feats = self(np.zeros(rate // 10, dtype=np.float32), rate, "silence")
+        return feats[feats.shape[0] // 2].clone()
+
     def __call__(self, clip: np.ndarray, rate: int, path: str = "") -> torch.Tensor:
         waveform = torch.from_numpy(np.ascontiguousarray(clip, dtype=np.float32))
         cfg = self.config
@@ -134,16 +144,20 @@ class AudioDataset(Dataset):
 
 
 class Collator:
-    """Stack items into a batch, zero-padding features; ``target_length`` > 0 pads or crops to that size."""
+    """Stack items into a batch, padding features with zeros, or with ``pad_frame`` (one frame, e.g. the features of
+    silence) where given; ``target_length`` > 0 pads or crops to that size."""
 
-    def __init__(self, target_length: int = 0):
+    def __init__(self, target_length: int = 0, pad_frame: torch.Tensor | None = None):
         self.target_length = target_length
+        self.pad_frame = pad_frame
 
     def __call__(self, items: list[dict]) -> dict:
         lengths = [item["length"] for item in items]
         frames = self.target_length or max(lengths)
         first = items[0]["inputs"]
         inputs = first.new_zeros((len(items), frames, *first.shape[1:]))
+        if self.pad_frame is not None:
+            inputs[:] = self.pad_frame.to(first.dtype)
         for row, item in enumerate(items):
             n = min(item["length"], frames)
             inputs[row, :n] = item["inputs"][:n]

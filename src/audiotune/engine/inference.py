@@ -87,6 +87,13 @@ class FixedBatches(Sampler[list[int]]):
         return len(self.batches)
 
 
+def collator(config: RunConfig, dataset: AudioDataset) -> Collator:
+    """How ``config``'s batches are padded: with zeros, or with one frame of silence (``--pad silence``)."""
+    silent = config.features.pad == "silence"
+    return Collator(config.features.target_length,
+                    dataset.extract.silence(config.audio.resample_rate or 16000) if silent else None)
+
+
 def make_loader(config: RunConfig, dataset: AudioDataset, table: pd.DataFrame, train: bool,
                 equal_length: bool, sampler: BalancedSampler | None = None, num_replicas: int = 1,
                 rank: int = 0, groups: list[np.ndarray] | None = None) -> DataLoader:
@@ -100,7 +107,7 @@ def make_loader(config: RunConfig, dataset: AudioDataset, table: pd.DataFrame, t
     cfg = config.train
     # every loader owns its generator: iterating one never draws from the global RNG (dropout's), so
     # how many inference passes ran before training cannot change a run
-    common: dict[str, Any] = {"num_workers": cfg.num_workers, "collate_fn": Collator(config.features.target_length),
+    common: dict[str, Any] = {"num_workers": cfg.num_workers, "collate_fn": collator(config, dataset),
                               "persistent_workers": cfg.num_workers > 0,
                               "pin_memory": pins_memory(inference_device(config)),
                               "generator": torch.Generator().manual_seed(config.data.seed)}
@@ -130,7 +137,7 @@ def adaptation_loader(config: RunConfig, dataset: AudioDataset) -> DataLoader:
     zero-padded to the longest as training batches are (whatever the model needs for scoring)."""
     return DataLoader(dataset, batch_sampler=BatchSampler(SequentialSampler(range(len(dataset))),
                                                           config.train.batch_size, drop_last=False),
-                      num_workers=config.train.num_workers, collate_fn=Collator(config.features.target_length),
+                      num_workers=config.train.num_workers, collate_fn=collator(config, dataset),
                       pin_memory=pins_memory(inference_device(config)),
                       generator=torch.Generator().manual_seed(config.data.seed))  # never the global RNG
 
