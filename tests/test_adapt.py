@@ -3,6 +3,7 @@ training batch)."""
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -139,6 +140,16 @@ def test_group_batches_change_training_and_check_their_column(uid_dataset: dict,
     assert main(small_train_args(uid_dataset, tmp_path / "bad2", "--group_batches", "subject",
                                  "--balance", "oversample")) == 2
     assert "cannot be combined with --balance" in capsys.readouterr().err
+    holes = tmp_path / "holes"
+    shutil.copytree(uid_dataset["split"], holes)
+    train = pd.read_csv(holes / "train.csv", index_col=0)
+    train.loc[train.index[2], "subject"] = None
+    train.to_csv(holes / "train.csv")
+    args = small_train_args({**uid_dataset, "split": holes}, tmp_path / "bad3", "--group_batches", "subject")
+    assert main(args) == 2
+    assert f"--group_batches subject: 1 training rows have no subject (e.g. uid {train.index[2]})" \
+        in capsys.readouterr().err
+    assert not (tmp_path / "bad3").exists()
 
 
 def _scores_by_uid(folder: Path) -> pd.DataFrame:
