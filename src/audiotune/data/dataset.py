@@ -155,9 +155,9 @@ class Collator:
         lengths = [item["length"] for item in items]
         frames = self.target_length or max(lengths)
         first = items[0]["inputs"]
-        inputs = first.new_zeros((len(items), frames, *first.shape[1:]))
-        if self.pad_frame is not None:
-            inputs[:] = self.pad_frame.to(first.dtype)
+        shape = (len(items), frames, *first.shape[1:])
+        pad = self.pad_frame
+        inputs = first.new_zeros(shape) if pad is None else pad.to(first.dtype).expand(shape).clone()
         for row, item in enumerate(items):
             n = min(item["length"], frames)
             inputs[row, :n] = item["inputs"][:n]
