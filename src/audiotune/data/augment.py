@@ -49,7 +49,7 @@ class AugmentConfig:
         uses 0.9-1.1).
     speed_crop: fit a sped-up or slowed clip back to its original length (the seed's way); False keeps
         its new length, so a tightly trimmed word loses no onset or ending (the clip may then exceed
-        --clip_length by up to 1/low).
+        --clip_length by a factor of up to 1 / low).
     gauss: add Gaussian noise with std U(0.001, 0.015) x the clip's peak amplitude
         (audiomentations' AddGaussianNoise amplitudes for a peak-normalised clip).
     pshift: pitch shift by U(-pshiftn, +pshiftn) semitones at the real sample rate.
