@@ -14,7 +14,10 @@ from audiotune.cli import main
 from audiotune.data.folds import FoldOptions, build_folds
 from audiotune.data.json_splits import read_json_split
 from audiotune.data.layout import DataError
-from audiotune.engine.cv import STATISTICS, summarise
+from audiotune.config import HeadSpec, RunConfig, save_config
+from audiotune.data.folds import Fold
+from audiotune.engine.cv import STATISTICS, fold_ensemble, summarise
+from audiotune.engine.evaluate import prediction_table
 
 
 def test_statistics_of_a_folds_by_repeats_matrix() -> None:
@@ -79,6 +82,33 @@ def test_grouped_folds_and_drawn_validation(tmp_path: Path) -> None:
         build_folds(str(table), FoldOptions(stratify="pitch"))
 
 
+def test_a_fold_scored_by_its_averaged_repeats(tmp_path: Path) -> None:
+    """Each run gets a different clip wrong with some confidence; their mean score gets every clip right."""
+    head = HeadSpec("word", "categorical", ["word"], classes=["yes", "no"])
+    targets = np.array([[1.0, 0.0]] * 3)
+    yes = {1: [0.9, 0.4, 0.4], 2: [0.4, 0.9, 0.9]}  # run 1: 1 of 3 right, run 2: 2 of 3
+    fold = Fold(1, {})
+    for run, p in yes.items():
+        run_dir = tmp_path / fold.name / f"run_{run}"
+        run_dir.mkdir(parents=True)
+        config = RunConfig()
+        config.heads = [head]
+        save_config(config, run_dir / "config.yaml")
+        scores = np.stack([p, 1 - np.asarray(p)], axis=1)
+        order = [0, 1, 2] if run == 1 else [2, 0, 1]  # a run may list the clips in another order
+        table = prediction_table([f"c{i}" for i in order], "test", scores[order], targets[order], [head])
+        table.to_parquet(run_dir / "predictions.parquet")
+    metrics, averaged = fold_ensemble(tmp_path, fold, 2)
+    assert metrics["test"]["accuracy"] == 1.0 and "val" not in metrics
+    assert averaged["uid"].tolist() == ["c0", "c1", "c2"]
+    assert averaged["score:word=yes"].tolist() == pytest.approx([0.65, 0.65, 0.65])
+
+    wrong = pd.read_parquet(tmp_path / "fold_1" / "run_2" / "predictions.parquet").iloc[:2]
+    wrong.to_parquet(tmp_path / "fold_1" / "run_2" / "predictions.parquet")
+    with pytest.raises(ValueError, match="run_2/predictions.parquet: scores other test clips"):
+        fold_ensemble(tmp_path, fold, 2)
+
+
 def small_table(root: Path, subjects: tuple[str, ...] = ("ann", "bob", "cat"), clips: int = 4) -> Path:
     audio = root / "audio"
     audio.mkdir(parents=True)
@@ -107,6 +137,7 @@ def test_cv_writes_every_run_and_a_summary_and_resumes(tmp_path: Path, capsys: p
     assert run_cv(tmp_path, table, out, "--repeats", "2", "--seed", "3") == 0
     printed = capsys.readouterr().out
     assert "3 folds x 2 repeat(s), test:" in printed and "accuracy" in printed
+    assert "each fold's 2 runs averaged (ensemble): accuracy" in printed
     summary = json.loads((out / "cv_summary.json").read_text())
     assert summary["folds"] == 3 and summary["repeats"] == 2 and summary["runs"] == 6
     for split in ("val", "test"):
@@ -117,8 +148,19 @@ def test_cv_writes_every_run_and_a_summary_and_resumes(tmp_path: Path, capsys: p
     assert set(summary["per_fold"]["test"]) == {"fold_1", "fold_2", "fold_3"}
     assert np.asarray(summary["confusion_matrix"]["test"]["pitch"]["matrix"]).sum() == 6 * 4
     assert (out / "plots" / "confusion_test_pitch.png").is_file()
+    ensemble = summary["ensemble"]  # each fold scored by its two runs' mean scores
+    assert ensemble["runs_averaged"] == 2 and set(ensemble["per_fold"]["test"]) == {"fold_1", "fold_2", "fold_3"}
+    assert ensemble["statistics"]["test"]["accuracy"]["n_runs"] == 3
+    assert np.asarray(ensemble["confusion_matrix"]["test"]["pitch"]["matrix"]).sum() == 3 * 4
+    averaged = pd.read_parquet(out / "fold_2" / "ensemble_predictions.parquet")
+    runs_scores = [pd.read_parquet(out / "fold_2" / f"run_{r}" / "predictions.parquet") for r in (1, 2)]
+    test = averaged[averaged["split"] == "test"]
+    expected = np.mean([t[t["split"] == "test"]["score:pitch=high"].to_numpy() for t in runs_scores], axis=0)
+    assert test["score:pitch=high"].to_numpy() == pytest.approx(expected)
+    assert (out / "plots" / "confusion_ensemble_test_pitch.png").is_file()
     summary_csv = pd.read_csv(out / "cv_summary.csv")
     assert {"mean", "fold_std", "fold_median", "run_std", "run_median", "ci95_low", "ci95_high"} <= set(summary_csv)
+    assert set(summary_csv["scores"]) == {"runs", "ensemble"}
     runs = pd.read_csv(out / "cv_runs.csv")
     assert sorted(set(runs["seed"])) == [3, 4] and len(runs) == 12
     folds = json.loads((out / "folds.json").read_text())
@@ -134,9 +176,18 @@ def test_cv_writes_every_run_and_a_summary_and_resumes(tmp_path: Path, capsys: p
     assert (out / "fold_3" / "run_2" / "metrics.json").is_file()
     assert json.loads((out / "cv_summary.json").read_text())["runs"] == 6
 
+    # more repeats: the finished runs are kept and a third run is added to each fold
+    assert run_cv(tmp_path, table, out, "--repeats", "3", "--seed", "3") == 0
+    assert (out / "fold_1" / "run_1" / "metrics.json").stat().st_mtime_ns == kept
+    summary = json.loads((out / "cv_summary.json").read_text())
+    assert summary["runs"] == 9 and summary["ensemble"]["runs_averaged"] == 3
+    assert sorted(set(pd.read_csv(out / "cv_runs.csv")["seed"])) == [3, 4, 5]
+
     # the directory belongs to this cross-validation
     capsys.readouterr()
-    assert run_cv(tmp_path, table, out, "--repeats", "2", "--seed", "3", "-lr", "0.1") == 2
+    assert run_cv(tmp_path, table, out, "--repeats", "3", "--seed", "3", "-lr", "0.1") == 2
+    assert "other settings" in capsys.readouterr().err
+    assert run_cv(tmp_path, table, out, "--repeats", "2", "--seed", "3") == 2  # fewer repeats than it holds
     assert "other settings" in capsys.readouterr().err
 
 

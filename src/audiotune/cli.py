@@ -764,6 +764,12 @@ def _cv_table(result: dict) -> str:
         spread = f" ± {values['fold_std']:.4f}" if values["fold_std"] is not None else ""
         interval = f"  (95% CI {values['ci95'][0]:.4f} .. {values['ci95'][1]:.4f})" if values["ci95"] else ""
         lines.append(f"  {metric:12s} {values['mean']:.4f}{spread}{interval}")
+    ensemble = result.get("ensemble", {}).get("statistics", {}).get(split, {})
+    if ensemble.get("accuracy", {}).get("mean") is not None:
+        values = ensemble["accuracy"]
+        spread = f" ± {values['fold_std']:.4f}" if values["fold_std"] is not None else ""
+        lines.append(f"  each fold's {result['repeats']} runs averaged (ensemble): accuracy {values['mean']:.4f}"
+                     f"{spread}")
     return "\n".join(lines)
 
 

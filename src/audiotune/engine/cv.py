@@ -9,9 +9,13 @@ Layout of ``EXP_DIR``::
     cv_runs.csv                one row per run and split: every metric
     cv_summary.json / .csv     per split and metric: mean, fold_std, fold_median, run_std, run_median, ci95
     plots/confusion_SPLIT_HEAD.png   confusion matrix summed over all runs
+    fold_K/ensemble_predictions.parquet   with several repeats: the fold's clips scored by the mean of its runs'
+                                          scores (an ensemble), whose statistics over folds are the summary's
+                                          ``ensemble`` section (csv: ``scores`` = ensemble)
 
 A run whose ``metrics.json`` is complete is kept; one that stopped part-way resumes from its last checkpoint,
-so a killed ``cv`` started again with the same arguments carries on where it stopped. Runs of a frozen encoder
+so a killed ``cv`` started again with the same arguments carries on where it stopped; started again with more
+``--repeats``, it keeps the finished runs and adds the new repeats. Runs of a frozen encoder
 share the feature cache, so each clip is encoded once for the whole cross-validation.
 
 Statistics (``values[f, r]``: the metric of fold f, repeat r): ``mean`` over all runs; ``fold_std`` /
@@ -35,7 +39,7 @@ import pandas as pd
 import yaml
 from scipy import stats as scipy_stats
 
-from audiotune.config import RunConfig, check_config, config_to_dict
+from audiotune.config import HeadSpec, RunConfig, check_config, config_to_dict, load_config
 from audiotune.data.folds import (
     Fold,
     FoldOptions,
@@ -47,9 +51,11 @@ from audiotune.data.folds import (
 )
 from audiotune.data.json_splits import json_label_groups
 from audiotune.engine.distributed import launched_rank_zero
-from audiotune.engine.evaluate import METRICS_FILE
+from audiotune.engine.evaluate import METRICS_FILE, PREDICTIONS_FILE, prediction_table
+from audiotune.engine.metrics import compute_metrics
 from audiotune.engine.selection import monitor_value
 from audiotune.engine.train import continue_or_start, train
+from audiotune.models.checkpoint import CONFIG_FILE
 from audiotune.outputs import (
     OwnedRunDir,
     check_settings_record,
@@ -57,6 +63,7 @@ from audiotune.outputs import (
     write_bytes,
     write_csv,
     write_json,
+    write_parquet,
 )
 from audiotune.report.plots import plot_confusion_matrix
 
@@ -68,6 +75,7 @@ RUNS_TABLE = "cv_runs.csv"
 FOLDS_FILE = "folds.json"
 JSON_LABELS_FILE = "labels.txt"  # the head of JSON split files given without --label_txt
 CV_CONFIG_FILE = "cv_config.yaml"
+ENSEMBLE_PREDICTIONS = "ensemble_predictions.parquet"  # fold_K/: the repeats' scores averaged
 METRIC_KEYS = ("accuracy", "uar", "macro_f1", "weighted_f1", "micro_f1", "auc",
                "mae", "rmse", "pearson", "spearman", "ccc", "r2")
 STATISTICS = ("mean", "fold_std", "fold_median", "run_std", "run_median", "ci95", "n_runs")
@@ -111,8 +119,17 @@ def summarise(values: np.ndarray) -> dict:
 
 
 def _check_cv_config(exp_dir: Path, record: dict) -> None:
-    """An experiment directory belongs to one cross-validation: a rerun must ask for the same one."""
-    check_settings_record(exp_dir / CV_CONFIG_FILE, record, "a cross-validation", "resume it")
+    """An experiment directory belongs to one cross-validation: a rerun must ask for the same one, or for more
+    repeats of it (its finished runs are kept and the new repeats added)."""
+    path = exp_dir / CV_CONFIG_FILE
+    if path.is_file():
+        earlier = yaml.safe_load(path.read_text())
+        if (isinstance(earlier, dict) and isinstance(earlier.get("repeats"), int)
+                and earlier["repeats"] < record["repeats"] and {**earlier, "repeats": record["repeats"]} == record):
+            log.warning("%s: %d repeat(s) per fold instead of %d: finished runs are kept, the new ones added",
+                        exp_dir, record["repeats"], earlier["repeats"])
+            return
+    check_settings_record(path, record, "a cross-validation", "resume it (or add repeats)")
 
 
 def _cv_record(config: RunConfig, source: str, options: FoldOptions, repeats: int) -> dict:
@@ -185,27 +202,107 @@ def summary(results: list[tuple[Fold, int, int, dict]], folds: list[Fold], repea
     return out
 
 
+def _read_predictions(run_dir: Path) -> pd.DataFrame:
+    path = run_dir / PREDICTIONS_FILE
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: the run's predictions cannot be read ({err})") from err
+
+
+def _aligned(part: pd.DataFrame, uids: list[str], where: Path, split: str) -> pd.DataFrame:
+    """``part`` in the clip order ``uids``; other clips than those are an error."""
+    if part["uid"].tolist() == uids:
+        return part
+    if len(set(uids)) == len(uids) and sorted(part["uid"]) == sorted(uids):
+        return part.set_index("uid").loc[uids].reset_index()
+    raise ValueError(f"{where}: scores other {split} clips than the fold's first run; its repeats cannot be "
+                     "averaged")
+
+
+def fold_ensemble(exp_dir: Path, fold: Fold, repeats: int) -> tuple[dict, pd.DataFrame]:
+    """Score a fold with the mean of its repeats' scores (class probabilities, regression values): the metrics
+    of each split and the averaged prediction table."""
+    run_dirs = [run_directory(exp_dir, fold, repeat) for repeat in range(repeats)]
+    heads: list[HeadSpec] = load_config(run_dirs[0] / CONFIG_FILE).heads
+    for run_dir in run_dirs[1:]:
+        if load_config(run_dir / CONFIG_FILE).heads != heads:
+            raise ValueError(f"{run_dir / CONFIG_FILE}: other heads or classes than {run_dirs[0] / CONFIG_FILE}; "
+                             "the fold's repeats cannot be averaged")
+    names = [name for head in heads for name in head.output_names]
+    score_columns, target_columns = [f"score:{n}" for n in names], [f"target:{n}" for n in names]
+    tables = [_read_predictions(run_dir) for run_dir in run_dirs]
+    metrics, averaged = {}, []
+    for split in ("val", "test"):
+        parts = [table[table["split"] == split] for table in tables]
+        if parts[0].empty:
+            continue
+        uids = parts[0]["uid"].tolist()
+        parts = [_aligned(part, uids, run_dir / PREDICTIONS_FILE, split) for part, run_dir in zip(parts, run_dirs)]
+        scores = np.mean([part[score_columns].to_numpy(float) for part in parts], axis=0)
+        targets = parts[0][target_columns].to_numpy(float)
+        metrics[split] = compute_metrics(scores, targets, heads)
+        averaged.append(prediction_table(uids, split, scores, targets, heads))
+    return metrics, pd.concat(averaged, ignore_index=True)
+
+
+def ensemble_summary(exp_dir: Path, folds: list[Fold], repeats: int) -> dict:
+    """Each fold scored by its averaged repeats (``fold_ensemble``; written to fold_K/ensemble_predictions.parquet),
+    then the statistics over folds of those scores."""
+    fold_metrics = {}
+    for fold in folds:
+        fold_metrics[fold.name], table = fold_ensemble(exp_dir, fold, repeats)
+        write_parquet(table, exp_dir / fold.name / ENSEMBLE_PREDICTIONS, index=False)
+    out: dict = {"runs_averaged": repeats, "statistics": {}, "per_fold": {}, "confusion_matrix": {}}
+    for split in ("val", "test"):
+        present = [fold for fold in folds if split in fold_metrics[fold.name]]
+        if not present:
+            continue
+        per_fold = {fold.name: {key: monitor_value(fold_metrics[fold.name][split], key) for key in METRIC_KEYS}
+                    for fold in present}
+        defined = [key for key in METRIC_KEYS if any(v[key] is not None for v in per_fold.values())]
+        out["statistics"][split] = {
+            key: summarise(np.array([[np.nan if v[key] is None else v[key]] for v in per_fold.values()]))
+            for key in defined}
+        out["per_fold"][split] = {name: {key: values[key] for key in defined} for name, values in per_fold.items()}
+        out["confusion_matrix"][split] = _summed_confusion(
+            [(fold, 0, 0, fold_metrics[fold.name]) for fold in present], split)
+    return out
+
+
 def _summary_table(result: dict) -> pd.DataFrame:
     rows = []
-    for split, metrics in result["statistics"].items():
-        for metric, values in metrics.items():
-            ci = values["ci95"] or [None, None]
-            rows.append({"split": split, "metric": metric, **{k: values[k] for k in STATISTICS if k != "ci95"},
-                         "ci95_low": ci[0], "ci95_high": ci[1]})
+    sections = [("runs", result)] + ([("ensemble", result["ensemble"])] if "ensemble" in result else [])
+    for scores, section in sections:
+        for split, metrics in section["statistics"].items():
+            for metric, values in metrics.items():
+                ci = values["ci95"] or [None, None]
+                rows.append({"scores": scores, "split": split, "metric": metric,
+                             **{k: values[k] for k in STATISTICS if k != "ci95"}, "ci95_low": ci[0],
+                             "ci95_high": ci[1]})
     return pd.DataFrame(rows)
+
+
+def _plot_confusions(exp_dir: Path, matrices: dict[str, dict], prefix: str, what: str) -> None:
+    for split, heads in matrices.items():
+        for head, entry in heads.items():
+            safe = head.replace("/", "_").replace(" ", "_")
+            plot_confusion_matrix(entry["matrix"], entry["classes"],
+                                  exp_dir / "plots" / f"confusion_{prefix}{split}_{safe}.png",
+                                  f"{head} ({split}, {what})")
 
 
 def _write_outputs(exp_dir: Path, results: list[tuple[Fold, int, int, dict]], folds: list[Fold],
                    repeats: int) -> dict:
     result = summary(results, folds, repeats)
+    if repeats > 1:
+        result["ensemble"] = ensemble_summary(exp_dir, folds, repeats)
     write_csv(_runs_table(results), exp_dir / RUNS_TABLE, index=False)
     write_csv(_summary_table(result), exp_dir / SUMMARY_TABLE, index=False)
-    for split, heads in result["confusion_matrix"].items():
-        for head, entry in heads.items():
-            safe = head.replace("/", "_").replace(" ", "_")
-            plot_confusion_matrix(entry["matrix"], entry["classes"],
-                                  exp_dir / "plots" / f"confusion_{split}_{safe}.png",
-                                  f"{head} ({split}, summed over {len(results)} runs)")
+    _plot_confusions(exp_dir, result["confusion_matrix"], "", f"summed over {len(results)} runs")
+    if "ensemble" in result:
+        _plot_confusions(exp_dir, result["ensemble"]["confusion_matrix"], "ensemble_",
+                         f"{repeats} runs averaged per fold, summed over {len(folds)} folds")
     write_json(exp_dir / SUMMARY_FILE, result)
     return result
 
