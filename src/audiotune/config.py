@@ -95,6 +95,10 @@ class FeatureConfig:
     timem: int | None = option(None, "SpecAugment: max time mask width in frames (train only; default 10 for "
                                      "ECAPA-TDNN, 0 otherwise)")
     noise: bool = option(False, "add the SSAST spectrogram noise and time roll (train only)")
+    vtlp: float = option(0.0, "vocal tract length perturbation (fbank, train only): probability of warping a clip's "
+                              "frequency axis by a factor from --vtlp_range (formants moved as by a shorter or "
+                              "longer vocal tract; duration and pitch period kept)")
+    vtlp_range: list[float] = option([0.9, 1.1], "VTLP warp factors: LOW HIGH (drawn uniformly)")
 
 
 @dataclass
@@ -319,6 +323,8 @@ RANGES: dict[tuple[str, str], tuple[float, float, bool, bool]] = {
     ("features", "dataset_std"): (0, INF, False, False),
     ("features", "freqm"): (0, INF, True, False),
     ("features", "timem"): (0, INF, True, False),
+    ("features", "vtlp"): (0, 1, True, True),
+    ("features", "vtlp_range"): (0.5, 2, True, True),
     ("model", "max_window"): (0, INF, True, False),
     ("model", "mask_feature_prob"): (0, 1, True, True),
     ("model", "mask_feature_length"): (1, INF, True, False),
@@ -379,6 +385,12 @@ def check_config(config: RunConfig) -> RunConfig:
             if not fine:
                 problems.append(f"--{name} {item}: must be in {describe_range(low, high, low_in, high_in)}")
                 break
+    features = config.features
+    if len(features.vtlp_range) != 2 or features.vtlp_range[0] > features.vtlp_range[1]:
+        problems.append(f"--vtlp_range {' '.join(map(str, features.vtlp_range))}: give LOW HIGH with LOW <= HIGH")
+    if features.vtlp > 0 and features.features != "fbank":
+        problems.append(f"--vtlp {features.vtlp}: warps the fbank's frequency axis; needs --features fbank "
+                        f"(not {features.features})")
     try:
         AugmentConfig(**vars(config.augment))
     except (TypeError, ValueError) as err:

@@ -46,7 +46,8 @@ class FeatureExtractor:
         feats = self(np.zeros(rate // 10, dtype=np.float32), rate, "silence")
         return feats[feats.shape[0] // 2].clone()
 
-    def __call__(self, clip: np.ndarray, rate: int, path: str = "") -> torch.Tensor:
+    def __call__(self, clip: np.ndarray, rate: int, path: str = "", warp: float = 1.0) -> torch.Tensor:
+        """The clip's features; ``warp`` != 1 (fbank only) moves its frequency axis (VTLP)."""
         waveform = torch.from_numpy(np.ascontiguousarray(clip, dtype=np.float32))
         cfg = self.config
         if cfg.features == "waveform":
@@ -55,7 +56,7 @@ class FeatureExtractor:
             return waveform
         if cfg.features == "fbank":
             assert cfg.num_mel_bins is not None  # __init__ rejects fbank without num_mel_bins
-            feats = kaldi_fbank(waveform, rate, num_mel_bins=cfg.num_mel_bins)
+            feats = kaldi_fbank(waveform, rate, num_mel_bins=cfg.num_mel_bins, warp=warp)
             if feats.shape[0] == 0:
                 raise AudioError(f"{path}: clip of {len(clip)} samples is shorter than one 25 ms fbank frame")
         else:
@@ -74,7 +75,7 @@ class AudioDataset(Dataset):
     """Rows of a table (``path``, ``expected_rate``, optional segment columns) with their targets, prepared for
     a model.
 
-    In training mode the waveform augmentations, mixup and SpecAugment apply; otherwise none do.
+    In training mode the waveform augmentations, mixup, VTLP and SpecAugment apply; otherwise none do.
     Random draws come from a generator seeded by ``torch.initial_seed()`` in each process, so runs
     with the same seed repeat, with or without worker processes. With an :class:`AudioStore`, each row is
     decoded once and read back afterwards; augmentation still runs on every draw.
@@ -132,7 +133,11 @@ class AudioDataset(Dataset):
             clip, mixed = mixup(clip, other_clip, target.numpy(), self.targets[other].numpy(),
                                 sample_mixup_lambda(self.rng))
             target = torch.as_tensor(mixed, dtype=torch.float32)
-        feats = self.extract(clip, rate, self.paths[index])
+        warp = 1.0
+        if self.train and self.features.vtlp > 0 and self.rng.random() < self.features.vtlp:
+            low, high = self.features.vtlp_range
+            warp = float(self.rng.uniform(low, high))
+        feats = self.extract(clip, rate, self.paths[index], warp)
         if self.train:
             generator = torch.Generator().manual_seed(int(self.rng.integers(2**31)))
             if self.features.freqm or self.features.timem:

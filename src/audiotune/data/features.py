@@ -90,12 +90,27 @@ def _kaldi_mel(freq: torch.Tensor | float) -> torch.Tensor | float:
     return 1127.0 * math.log1p(freq / 700.0)
 
 
+VTLP_CUT = 0.6  # the warp is linear up to 0.6 x Nyquist (4800 Hz at 16 kHz), then meets Nyquist
+
+
+def vtlp_frequencies(freqs: torch.Tensor, warp: float, nyquist: float) -> torch.Tensor:
+    """Frequencies moved by a vocal tract length warp (Jaitly & Hinton, 2013): ``f * warp`` below a boundary
+    and a straight line from there to Nyquist, so the axis keeps its ends and stays increasing."""
+    if warp == 1.0:
+        return freqs
+    cut = VTLP_CUT * nyquist
+    boundary = cut * min(warp, 1.0) / warp
+    above = nyquist - (nyquist - cut * min(warp, 1.0)) / (nyquist - boundary) * (nyquist - freqs)
+    return torch.where(freqs <= boundary, freqs * warp, above)
+
+
 @lru_cache(maxsize=32)
 def _kaldi_mel_banks(
     num_bins: int, padded_len: int, sample_rate: int, low_freq: float, high_freq: float,
-    device: torch.device, dtype: torch.dtype,
+    device: torch.device, dtype: torch.dtype, warp: float = 1.0,
 ) -> torch.Tensor:
-    """(padded_len // 2, num_bins) Kaldi triangular mel weights; the Nyquist bin is unused."""
+    """(padded_len // 2, num_bins) Kaldi triangular mel weights; the Nyquist bin is unused. ``warp`` != 1 moves
+    the spectrum's frequencies by :func:`vtlp_frequencies` before they meet the mel triangles."""
     nyquist = 0.5 * sample_rate
     if high_freq <= 0.0:
         high_freq += nyquist  # Kaldi: non-positive high_freq is an offset from Nyquist
@@ -105,7 +120,8 @@ def _kaldi_mel_banks(
     delta = (mel_high - mel_low) / (num_bins + 1)
     bins = torch.arange(num_bins, dtype=torch.float64).unsqueeze(0)
     left, center, right = mel_low + bins * delta, mel_low + (bins + 1) * delta, mel_low + (bins + 2) * delta
-    fft_freqs = torch.arange(padded_len // 2, dtype=torch.float64) * (sample_rate / padded_len)
+    fft_freqs = vtlp_frequencies(torch.arange(padded_len // 2, dtype=torch.float64) * (sample_rate / padded_len),
+                                 warp, nyquist)
     mel = _kaldi_mel(fft_freqs).unsqueeze(1)
     up, down = (mel - left) / (center - left), (right - mel) / (right - center)
     # Bins narrower than one FFT bin stay all-zero (torchaudio allows this; Kaldi asserts).
@@ -125,6 +141,7 @@ def kaldi_fbank(
     window_type: str = "hanning",
     htk_compat: bool = True,
     use_log: bool = True,
+    warp: float = 1.0,
 ) -> torch.Tensor:
     """Kaldi log-mel filterbank, as ``torchaudio.compliance.kaldi.fbank`` with dither 0.
 
@@ -139,6 +156,7 @@ def kaldi_fbank(
         window_type: "hanning" (symmetric), "hamming", "povey" or "rectangular".
         htk_compat: only moves the energy term in Kaldi; no energy is produced, so unused.
         use_log: log of mel energies floored at float32 eps (else linear energies).
+        warp: vocal tract length warp of the frequency axis (:func:`vtlp_frequencies`; 1 = none).
 
     Returns:
         (B, T, num_mel_bins) features, or (T, num_mel_bins) for 1-D input, where
@@ -150,7 +168,7 @@ def kaldi_fbank(
     num_frames = fbank_num_frames(x.shape[-1], sample_rate, frame_length_ms, frame_shift_ms)
     padded_len = 1 << (frame_len - 1).bit_length()  # round_to_power_of_two=True
     banks = _kaldi_mel_banks(num_mel_bins, padded_len, sample_rate, float(low_freq), float(high_freq),
-                             x.device, x.dtype)
+                             x.device, x.dtype, float(warp))
     window = _kaldi_window(window_type, frame_len, x.device, x.dtype)
     if num_frames == 0:
         out = x.new_zeros(x.shape[0], 0, num_mel_bins)

@@ -47,6 +47,8 @@ def cache_blocker(config: RunConfig) -> str | None:
     if config.features.features != "waveform" and (config.features.freqm or config.features.timem
                                                    or config.features.noise):
         return "SpecAugment changes the encoder input every epoch"
+    if config.features.features == "fbank" and config.features.vtlp:
+        return "VTLP changes the encoder input every epoch"
     if config.classifier.weighted and config.classifier.pooling_mode == "max":
         return "max pooling of a weighted sum is not the weighted sum of max-pooled states"
     return None
