@@ -96,8 +96,8 @@ class FeatureConfig:
                                      "ECAPA-TDNN, 0 otherwise)")
     noise: bool = option(False, "add the SSAST spectrogram noise and time roll (train only)")
     vtlp: float = option(0.0, "vocal tract length perturbation (fbank, train only): probability of warping a clip's "
-                              "frequency axis by a factor from --vtlp_range (formants moved as by a shorter or "
-                              "longer vocal tract; duration and pitch period kept)")
+                              "frequency axis by a factor from --vtlp_range (the spectrum's peaks moved as by a "
+                              "shorter or longer vocal tract; duration kept)")
     vtlp_range: list[float] = option([0.9, 1.1], "VTLP warp factors: LOW HIGH (drawn uniformly)")
 
 
