@@ -175,6 +175,17 @@ def test_cv_writes_every_run_and_a_summary_and_resumes(tmp_path: Path, capsys: p
     assert (out / "fold_3" / "run_2" / "metrics.json").is_file()
     assert json.loads((out / "cv_summary.json").read_text())["runs"] == 6
 
+    # unreadable predictions: the runs' summary is still written, the ensemble says why it is missing
+    predictions = out / "fold_2" / "run_1" / "predictions.parquet"
+    kept_predictions = predictions.read_bytes()
+    predictions.write_bytes(b"not parquet")
+    capsys.readouterr()
+    assert run_cv(tmp_path, table, out, "--repeats", "2", "--seed", "3") == 0
+    summary = json.loads((out / "cv_summary.json").read_text())
+    assert "fold_2/run_1/predictions.parquet" in summary["ensemble"]["error"] and summary["runs"] == 6
+    assert "no ensemble scores" in capsys.readouterr().out
+    predictions.write_bytes(kept_predictions)
+
     # more repeats: the finished runs are kept and a third run is added to each fold
     assert run_cv(tmp_path, table, out, "--repeats", "3", "--seed", "3") == 0
     assert (out / "fold_1" / "run_1" / "metrics.json").stat().st_mtime_ns == kept

@@ -764,6 +764,8 @@ def _cv_table(result: dict) -> str:
         spread = f" ± {values['fold_std']:.4f}" if values["fold_std"] is not None else ""
         interval = f"  (95% CI {values['ci95'][0]:.4f} .. {values['ci95'][1]:.4f})" if values["ci95"] else ""
         lines.append(f"  {metric:12s} {values['mean']:.4f}{spread}{interval}")
+    if "error" in result.get("ensemble", {}):
+        lines.append(f"  no ensemble scores: {result['ensemble']['error']}")
     ensemble = result.get("ensemble", {}).get("statistics", {}).get(split, {})
     if ensemble.get("accuracy", {}).get("mean") is not None:
         values = ensemble["accuracy"]

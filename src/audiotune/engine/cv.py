@@ -272,7 +272,8 @@ def ensemble_summary(exp_dir: Path, folds: list[Fold], repeats: int) -> dict:
 
 def _summary_table(result: dict) -> pd.DataFrame:
     rows = []
-    sections = [("runs", result)] + ([("ensemble", result["ensemble"])] if "ensemble" in result else [])
+    sections = [("runs", result)] + ([("ensemble", result["ensemble"])] if "statistics" in result.get("ensemble", {})
+                                     else [])
     for scores, section in sections:
         for split, metrics in section["statistics"].items():
             for metric, values in metrics.items():
@@ -296,11 +297,15 @@ def _write_outputs(exp_dir: Path, results: list[tuple[Fold, int, int, dict]], fo
                    repeats: int) -> dict:
     result = summary(results, folds, repeats)
     if repeats > 1:
-        result["ensemble"] = ensemble_summary(exp_dir, folds, repeats)
+        try:
+            result["ensemble"] = ensemble_summary(exp_dir, folds, repeats)
+        except (OSError, ValueError) as err:  # the runs' own summary still stands
+            log.warning("no ensemble scores: %s", err)
+            result["ensemble"] = {"error": str(err)}
     write_csv(_runs_table(results), exp_dir / RUNS_TABLE, index=False)
     write_csv(_summary_table(result), exp_dir / SUMMARY_TABLE, index=False)
     _plot_confusions(exp_dir, result["confusion_matrix"], "", f"summed over {len(results)} runs")
-    if "ensemble" in result:
+    if "confusion_matrix" in result.get("ensemble", {}):
         _plot_confusions(exp_dir, result["ensemble"]["confusion_matrix"], "ensemble_",
                          f"{repeats} runs averaged per fold, summed over {len(folds)} folds")
     write_json(exp_dir / SUMMARY_FILE, result)
