@@ -75,6 +75,9 @@ def test_cache_blockers() -> None:
     config.features.timem = 10
     assert "SpecAugment" in cache_blocker(config)
     config.features.timem = 0
+    config.features.vtlp = 0.5
+    assert "VTLP" in cache_blocker(config)
+    config.features.vtlp = 0.0
     config.classifier.weighted, config.classifier.pooling_mode = True, "max"
     assert "max pooling" in cache_blocker(config)
 
