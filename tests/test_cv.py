@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+import yaml
 from conftest import SMALL_ECAPA, tone
 
 from audiotune.cli import main
@@ -193,10 +194,18 @@ def test_cv_writes_every_run_and_a_summary_and_resumes(tmp_path: Path, capsys: p
     assert summary["runs"] == 9 and summary["ensemble"]["runs_averaged"] == 3
     assert sorted(set(pd.read_csv(out / "cv_runs.csv")["seed"])) == [3, 4, 5]
 
+    # a record from before an option existed: the option counts as its default, which keeps the old behaviour
+    record = yaml.safe_load((out / "cv_config.yaml").read_text())
+    del record["config"]["features"]["vtlp"], record["config"]["train"]["monitor"]
+    (out / "cv_config.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
+    assert run_cv(tmp_path, table, out, "--repeats", "3", "--seed", "3") == 0
+
     # the directory belongs to this cross-validation
     capsys.readouterr()
     assert run_cv(tmp_path, table, out, "--repeats", "3", "--seed", "3", "-lr", "0.1") == 2
-    assert "other settings" in capsys.readouterr().err
+    assert "other settings (differs in config.train.learning_rate)" in capsys.readouterr().err
+    assert run_cv(tmp_path, table, out, "--repeats", "3", "--seed", "3", "--vtlp", "0.5") == 2
+    assert "differs in config.features.vtlp" in capsys.readouterr().err
     assert run_cv(tmp_path, table, out, "--repeats", "2", "--seed", "3") == 2  # fewer repeats than it holds
     assert "other settings" in capsys.readouterr().err
 

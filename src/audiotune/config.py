@@ -446,6 +446,19 @@ def _type_name(kind: Any) -> str:
     return str(kind).replace("typing.", "").replace("<class '", "").replace("'>", "")
 
 
+def with_added_options(earlier: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    """``earlier`` (sections of options, as :func:`config_to_dict` wrote them for an earlier release) with the
+    options that ``current`` has and it lacks at their defaults: an option added since then, left at its default,
+    keeps the earlier behaviour, so the two records compare equal."""
+    defaults = config_to_dict(RunConfig())
+    upgraded = dict(earlier)
+    for section, options in current.items():
+        before, known = earlier.get(section), defaults.get(section)
+        if isinstance(options, dict) and isinstance(before, dict) and isinstance(known, dict):
+            upgraded[section] = {**before, **{k: known[k] for k in options if k not in before and k in known}}
+    return upgraded
+
+
 def config_from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
     """Rebuild a RunConfig; unknown keys are an error naming the key, missing keys take defaults."""
     config = RunConfig()

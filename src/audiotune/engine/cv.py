@@ -60,6 +60,7 @@ from audiotune.outputs import (
     OwnedRunDir,
     check_settings_record,
     own_run_dir,
+    read_settings_record,
     write_bytes,
     write_csv,
     write_json,
@@ -122,8 +123,8 @@ def _check_cv_config(exp_dir: Path, record: dict) -> None:
     """An experiment directory belongs to one cross-validation: a rerun must ask for the same one, or for more
     repeats of it (its finished runs are kept and the new repeats added)."""
     path = exp_dir / CV_CONFIG_FILE
-    if path.is_file():
-        earlier = yaml.safe_load(path.read_text())
+    earlier = read_settings_record(path, record)
+    if earlier is not None:
         if (isinstance(earlier, dict) and isinstance(earlier.get("repeats"), int)
                 and earlier["repeats"] < record["repeats"] and {**earlier, "repeats": record["repeats"]} == record):
             log.warning("%s: %d repeat(s) per fold instead of %d: finished runs are kept, the new ones added",
