@@ -250,10 +250,11 @@ def fold_ensemble(exp_dir: Path, fold: Fold, repeats: int) -> tuple[dict, pd.Dat
 def ensemble_summary(exp_dir: Path, folds: list[Fold], repeats: int) -> dict:
     """Each fold scored by its averaged repeats (``fold_ensemble``; written to fold_K/ensemble_predictions.parquet),
     then the statistics over folds of those scores."""
-    fold_metrics = {}
+    fold_metrics, tables = {}, {}
     for fold in folds:
-        fold_metrics[fold.name], table = fold_ensemble(exp_dir, fold, repeats)
-        write_parquet(table, exp_dir / fold.name / ENSEMBLE_PREDICTIONS, index=False)
+        fold_metrics[fold.name], tables[fold.name] = fold_ensemble(exp_dir, fold, repeats)
+    for name, table in tables.items():  # only once every fold could be scored
+        write_parquet(table, exp_dir / name / ENSEMBLE_PREDICTIONS, index=False)
     out: dict = {"runs_averaged": repeats, "statistics": {}, "per_fold": {}, "confusion_matrix": {}}
     for split in ("val", "test"):
         present = [fold for fold in folds if split in fold_metrics[fold.name]]
