@@ -130,6 +130,29 @@ def run_cv(root: Path, table: Path, out: Path, *extra: str) -> int:
                  "--model", "ecapa_tdnn", *SMALL_ECAPA, "-e", "1", "-bs", "4", "--clip_length", "0", *extra])
 
 
+def test_folds_without_validation_train_on_every_other_group(tmp_path: Path) -> None:
+    table = small_table(tmp_path)
+    built = build_folds(str(table), FoldOptions(val_group="none"))
+    assert [sorted(f.tables) for f in built] == [["test", "train"]] * 3
+    assert [sorted(set(f.tables["train"]["subject"])) for f in built] == [["bob", "cat"], ["ann", "cat"],
+                                                                          ["ann", "bob"]]
+    assert "none" in built[0].info["validation"]
+    with_val = build_folds(str(table), FoldOptions())
+    assert sorted(set(with_val[0].tables["train"]["subject"])) == ["cat"]
+
+
+def test_cv_without_validation_scores_the_last_epoch(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    table = small_table(tmp_path)
+    out = tmp_path / "cv"
+    assert run_cv(tmp_path, table, out, "--val_group", "none", "-e", "2") == 0
+    summary = json.loads((out / "cv_summary.json").read_text())
+    assert set(summary["statistics"]) == {"test"} and summary["runs"] == 3
+    assert not (out / "fold_1" / "val.csv").exists() and len(pd.read_csv(out / "fold_1" / "train.csv")) == 8
+    metrics = json.loads((out / "fold_1" / "run_1" / "metrics.json").read_text())
+    assert "val" not in metrics and metrics["epochs_run"] == 2
+    assert not (out / "fold_1" / "run_1" / "checkpoints" / "best.ckpt").exists()
+
+
 @pytest.mark.slow
 def test_cv_writes_every_run_and_a_summary_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     table = small_table(tmp_path)
@@ -218,4 +241,6 @@ def test_cv_inputs_are_checked_before_anything_is_written(tmp_path: Path, capsys
     assert run_cv(tmp_path, table, out) == 2  # two groups: validation leaves no training rows
     assert "no training rows left" in capsys.readouterr().err
     assert run_cv(tmp_path, table, out, "--repeats", "0") == 2
+    assert run_cv(tmp_path, table, out, "--val_group", "none", "--patience", "3") == 2
+    assert "fold_1" in (err := capsys.readouterr().err) and "--patience need(s) validation" in err
     assert not out.exists()

@@ -198,6 +198,19 @@ def test_val_size_too_large_is_a_clear_error(uid_dataset: dict, tmp_path: Path, 
     assert err.startswith("audiotune train: error:") and "--val_size 5" in err and "5 subjects" in err
 
 
+def test_val_size_0_trains_on_every_subject_without_validation(uid_dataset: dict, tmp_path: Path, capsys) -> None:
+    split = _no_val(uid_dataset)
+    common = ["-i", str(uid_dataset["prefix"]), "-d", str(split), "-l", str(uid_dataset["labels"])]
+    prepared = prepare([*common, "--val_size", "0"], tmp_path / "p")
+    assert "val" not in prepared.tables and set(prepared.tables["train"]["subject"]) == {"ann", "bob", "cat", "dan",
+                                                                                         "eve"}
+    assert not (tmp_path / "p" / "validation.csv").exists()
+    for flag, value in (("--patience", "2"), ("--monitor", "uar")):
+        assert main(train_args(common, tmp_path / flag, "--val_size", "0", flag, value)) == 2
+        assert f"{flag} need(s) validation" in capsys.readouterr().err
+        assert not (tmp_path / flag).exists()  # refused before anything is written
+
+
 def test_splits_sharing_subjects_or_uids_are_an_error_or_listed(uid_dataset: dict, tmp_path: Path, capsys) -> None:
     split = uid_dataset["split"]
     pd.concat([pd.read_csv(split / "train.csv"), pd.read_csv(split / "val.csv")]).to_csv(split / "train.csv",

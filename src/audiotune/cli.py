@@ -303,9 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="table: column whose values are left out one at a time (or kept together in --folds)")
     folds.add_argument("--folds", type=int, default=0, help="table: K group-disjoint folds instead of one per group")
     folds.add_argument("--stratify", help="table with --folds: label column to stratify the folds by")
-    folds.add_argument("--val_group", "--val-group", dest="val_group", default="next", choices=("next", "draw"),
-                       help="validation of a fold without one: the next fold's test rows (default), or --val_size "
-                            "groups drawn from its training rows")
+    folds.add_argument("--val_group", "--val-group", dest="val_group", default="next",
+                       choices=("next", "draw", "none"),
+                       help="validation of a fold without one: the next fold's test rows (default), --val_size "
+                            "groups drawn from its training rows, or none (every other group trains; each run "
+                            "keeps its last epoch)")
     folds.add_argument("--repeats", type=int, default=1, help="runs per fold, with seeds --seed .. --seed+R-1")
     folds.add_argument("--audio_dir", "--audio-dir", "--datadir", dest="audio_dir", default="",
                        help="JSON split files: folder the utterance names are relative to (default: the JSON's)")

@@ -37,7 +37,8 @@ class DataConfig:
     data_split_root: str = option("", "split directory (train.csv, test.csv, optional val.csv), one CSV, or a folder "
                                       "of audio files (unlabelled: pretrain, extract, stats)", ("-d",))
     label_txt: str = option("", "label file: one classifier head per line, comma-separated column names", ("-l",))
-    val_size: int = option(50, "subjects drawn from train for validation when val.csv is absent")
+    val_size: int = option(50, "subjects drawn from train for validation when val.csv is absent (0: no "
+                                    "validation; the last epoch is kept)")
     seed: int = option(0, "random seed for splits, initialisation, shuffling and augmentation")
     on_error: str = option("raise", "bad audio: raise an error, or skip it and write skipped.csv",
                            choices=("raise", "skip"))
@@ -306,7 +307,7 @@ SECTIONS: dict[str, type] = {
 INF = float("inf")
 # valid values of the numeric options: (low, high, low included, high included); lists are checked per element
 RANGES: dict[tuple[str, str], tuple[float, float, bool, bool]] = {
-    ("data", "val_size"): (1, INF, True, False),
+    ("data", "val_size"): (0, INF, True, False),
     ("data", "seed"): (0, 2**32 - 1, True, True),
     ("data", "mixup"): (0, 1, True, True),
     ("data", "train_fraction"): (0, 1, False, True),

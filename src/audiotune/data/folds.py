@@ -11,7 +11,8 @@ Sources (``-d``):
 
 Validation of a fold that has none (always for tables): ``val_group="next"`` takes the next fold's test
 rows (the next group for leave-one-group-out, wrapping around), removed from training; ``"draw"`` draws
-``val_size`` groups of ``group`` from the fold's training rows with the seed.
+``val_size`` groups of ``group`` from the fold's training rows with the seed; ``"none"`` leaves the fold
+without validation (every other group trains; each run keeps its last epoch).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from audiotune.data.json_splits import read_json_split
 from audiotune.data.layout import DataError, read_splits, read_table
 from audiotune.data.splits import draw_validation, group_values, kfold_tables
 
-VAL_GROUPS = ("next", "draw")
+VAL_GROUPS = ("next", "draw", "none")
 FOLD_DIR = re.compile(r"^fold_(\d+)$")
 
 
@@ -147,6 +148,9 @@ def _add_validation(folds: list[Fold], options: FoldOptions, seed: int, val_size
     for index, fold in enumerate(folds):
         if "val" in fold.tables:
             fold.info["validation"] = "from the source"
+            continue
+        if options.val_group == "none":
+            fold.info["validation"] = "none (--val_group none): the run's last epoch is kept"
             continue
         train, test = fold.tables["train"], fold.tables["test"]
         where = f"{fold.name} ({fold.info['source']})"

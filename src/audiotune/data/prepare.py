@@ -187,7 +187,9 @@ def prepare_training_data(config: RunConfig, exp_dir: str | Path) -> PreparedDat
     heads = infer_heads(groups, train, source=train.attrs.get("source", "train.csv"))
     _check_label_columns(tables, heads)
     train, overlapping = split_overlaps(tables, config.data.allow_overlap)
-    if "val" not in tables:
+    if "val" not in tables and config.data.val_size == 0:
+        check_no_validation(config, root)
+    elif "val" not in tables:
         # a JSON split file names utterances, not speakers: without a subject column, utterances are drawn
         group = "" if from_json and "subject" not in train.columns else "subject"
         train, val = draw_validation(train, config.data.val_size, config.data.seed, group,
@@ -207,6 +209,16 @@ def prepare_training_data(config: RunConfig, exp_dir: str | Path) -> PreparedDat
     prepared.drawn_val = drawn
     fit_target_scaling(prepared.heads, prepared.targets["train"], config.train.standardize_targets)
     return prepared
+
+
+def check_no_validation(config: RunConfig, root: str) -> None:
+    """A run without validation (``--val_size 0`` and no val.csv): nothing picks an epoch or stops early, so
+    options that need validation are errors."""
+    needs = [flag for flag, used in (("--patience", config.train.patience > 0),
+                                     ("--monitor", config.train.monitor != "loss")) if used]
+    if needs:
+        raise DataError(f"{root}: {' and '.join(needs)} need(s) validation, and this run has none "
+                        "(--val_size 0 without val.csv, or cv --val_group none): the last epoch is kept")
 
 
 def _check_label_columns(tables: dict[str, pd.DataFrame], heads: list[HeadSpec]) -> None:

@@ -50,6 +50,7 @@ from audiotune.data.folds import (
     source_kind,
 )
 from audiotune.data.json_splits import json_label_groups
+from audiotune.data.prepare import check_no_validation
 from audiotune.engine.distributed import launched_rank_zero
 from audiotune.engine.evaluate import METRICS_FILE, PREDICTIONS_FILE, prediction_table
 from audiotune.engine.metrics import compute_metrics
@@ -338,6 +339,10 @@ def cross_validate(config: RunConfig, source: str, options: FoldOptions, repeats
 def _cross_validate(config: RunConfig, source: str, options: FoldOptions, repeats: int, owned: OwnedRunDir) -> dict:
     exp_dir = owned.path
     folds = build_folds(source, options, config.data.seed, config.data.val_size)
+    unvalidated = [fold for fold in folds if "val" not in fold.tables]
+    if unvalidated:  # --val_group none: those folds' runs keep their last epoch
+        check_no_validation(config, f"{unvalidated[0].name} ({unvalidated[0].info['source']})")
+        config.data.val_size = 0
     files = fold_files(folds, exp_dir)
     if not config.data.label_txt and source_kind(source) == "json":  # the JSON files' own labels
         groups = json_label_groups({f"{fold.name}/{k}": t for fold in folds for k, t in fold.tables.items()},
