@@ -123,6 +123,45 @@ def test_resume_continues_from_the_last_checkpoint(uid_dataset: dict, tmp_path) 
     assert json.loads((tmp_path / "metrics.json").read_text())["epochs_run"] == 3
 
 
+@pytest.mark.parametrize("validation", [True, False])
+def test_last_checkpoint_holds_every_finished_epoch(uid_dataset: dict, tmp_path, validation: bool) -> None:
+    """last.ckpt, what a resumed run continues from, is replaced after every epoch, also when validation has
+    stopped improving (here: a constant validation loss from the second epoch on) and without validation."""
+    import pytorch_lightning as pl
+    import torch
+
+    from audiotune.cli import build_parser, config_from_args
+    from audiotune.engine.train import train
+
+    class Probe(pl.Callback):
+        def __init__(self) -> None:
+            self.seen: list[tuple[int, int]] = []
+
+        def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+            if trainer.current_epoch > 0:  # runs before the checkpoint callbacks: no later epoch is a new best
+                trainer.callback_metrics["val_loss"] = torch.tensor(1e9)
+
+        def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+            if trainer.current_epoch > 0:
+                saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+                self.seen.append((saved["global_step"], trainer.global_step))
+
+    extra = () if validation else ("--val_size", "0")
+    split = uid_dataset["split"]
+    if not validation:
+        pd.concat([pd.read_csv(split / "train.csv"), pd.read_csv(split / "val.csv")]).to_csv(
+            split / "train.csv", index=False)
+        (split / "val.csv").unlink()
+    config = config_from_args(build_parser().parse_args(train_args(uid_dataset, tmp_path, "-e", "4", *extra)))
+    probe = Probe()
+    metrics = train(config, callbacks=[probe])
+    assert len(probe.seen) == 3 and all(saved == done > 0 for saved, done in probe.seen), probe.seen
+    assert ("val" in metrics) == validation
+    if validation:  # the best epoch is still the first one
+        best = torch.load(tmp_path / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+        assert best["epoch"] == 0 and best["global_step"] < probe.seen[-1][1]
+
+
 def test_resume_without_a_checkpoint_is_a_clear_error(uid_dataset: dict, tmp_path, capsys) -> None:
     assert main(train_args(uid_dataset, tmp_path, "--resume", "True")) == 2
     assert "last.ckpt" in capsys.readouterr().err

@@ -30,6 +30,7 @@ def test_pretrain_continue_and_fine_tune(uid_dataset: dict, tmp_path) -> None:
     assert len(metrics["history"]["val_acc"]) == 2 and len(metrics["history"]["val_mse"]) == 2
     for name in ("model.safetensors", "ssast_original.pth", "plots/masked_accuracy.png", "checkpoints/last.ckpt"):
         assert (pre / name).is_file(), name
+    assert torch.load(pre / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["epoch"] == 1
     original = torch.load(pre / "ssast_original.pth", map_location="cpu", weights_only=True)
     assert "module.v.pos_embed" in original and "module.p_input_tdim" in original
     ours = load_file(str(pre / "model.safetensors"))

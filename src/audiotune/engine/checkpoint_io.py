@@ -6,8 +6,20 @@ from typing import Any
 
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from audiotune.outputs import atomic_path, refused
+
+LAST_CHECKPOINT = "last.ckpt"  # in a run's checkpoints/ folder: what a resumed run continues from
+
+
+def latest_checkpoint(checkpoint_dir: Path) -> ModelCheckpoint:
+    """The callback that replaces ``checkpoint_dir/last.ckpt`` at every epoch's end. Lightning's own
+    ``save_last`` writes it only when a best checkpoint is saved at the same step, so a run resumed from it
+    would repeat every epoch since its best. Give it after the best-checkpoint callback (Lightning keeps their
+    order): then last.ckpt holds the best epoch as this epoch's validation left it."""
+    return ModelCheckpoint(dirpath=checkpoint_dir, filename=Path(LAST_CHECKPOINT).stem, monitor=None, save_top_k=1,
+                           enable_version_counter=False)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

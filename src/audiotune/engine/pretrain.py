@@ -26,7 +26,7 @@ from torch import Tensor
 from audiotune.config import RunConfig, check_config, save_config
 from audiotune.data.layout import read_splits
 from audiotune.data.prepare import prepare_eval_data
-from audiotune.engine.checkpoint_io import AtomicCheckpointIO
+from audiotune.engine.checkpoint_io import LAST_CHECKPOINT, AtomicCheckpointIO, latest_checkpoint
 from audiotune.engine.distributed import (
     all_gather_objects,
     check_launch,
@@ -170,7 +170,7 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
     config.model.objective = objective
     assert isinstance(backbone, SupportsPretraining)
     backbone.start_pretraining(objective, config)
-    resume = exp_dir / "checkpoints" / "last.ckpt" if config.train.resume else None
+    resume = exp_dir / "checkpoints" / LAST_CHECKPOINT if config.train.resume else None
     if resume is not None and not resume.is_file():
         stopped = (exp_dir / "config.yaml").is_file()
         raise FileNotFoundError(f"{resume}: --resume needs the last checkpoint of an earlier run in --exp_dir"
@@ -181,14 +181,15 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
     if owned.writes:
         save_config(config, exp_dir / CONFIG_FILE)
     best = ModelCheckpoint(dirpath=exp_dir / "checkpoints", filename="best", monitor="val_loss", mode="min",
-                           save_top_k=1, save_last=True, enable_version_counter=False)
+                           save_top_k=1, enable_version_counter=False)
     steps = config.train.training_steps
     max_epochs, max_steps = run_length(config.train)
     # a step budget shorter than an epoch still validates (and keeps a best) at its end; set once the
     # loader's length (this process's share) is known
     trainer = pl.Trainer(max_epochs=max_epochs, max_steps=max_steps, **trainer_devices(config.train),
                          precision="bf16-mixed" if config.train.precision == "bf16" else "32-true",
-                         gradient_clip_val=config.train.grad_clip or None, callbacks=[best],
+                         gradient_clip_val=config.train.grad_clip or None,
+                         callbacks=[best, latest_checkpoint(exp_dir / "checkpoints")],
                          logger=CSVLogger(exp_dir, name="logs", version=""),
                          log_every_n_steps=1, enable_model_summary=False, plugins=[AtomicCheckpointIO()],
                          use_distributed_sampler=False)  # each process's loaders take their own share

@@ -17,7 +17,7 @@ from audiotune.data.prepare import PreparedData, prepare_training_data
 from audiotune.engine.adapt import OFF, WHOLE_SPLIT, adaptation_groups, check_adaptable, check_adaptation
 from audiotune.engine.aggregate import check_recording_targets
 from audiotune.engine.cache import CachedDataset, cache_blocker, cached_datasets, cached_loader
-from audiotune.engine.checkpoint_io import AtomicCheckpointIO
+from audiotune.engine.checkpoint_io import LAST_CHECKPOINT, AtomicCheckpointIO, latest_checkpoint
 from audiotune.engine.distributed import check_launch, launched_rank_zero, trainer_devices, unused_parameter_hint
 from audiotune.engine.evaluate import METRICS_FILE, evaluate_prepared
 from audiotune.engine.inference import (
@@ -50,14 +50,13 @@ def _trainer(config: RunConfig, exp_dir: Path, has_val: bool,
     if has_val:
         key, mode = monitor_key(config.train.monitor), monitor_mode(config.train.monitor)
         best = ModelCheckpoint(dirpath=exp_dir / CHECKPOINT_DIR, filename="best", monitor=key,
-                               save_top_k=1, save_last=True, mode=mode, enable_version_counter=False)
+                               save_top_k=1, mode=mode, enable_version_counter=False)
         callbacks.append(best)
         if config.train.patience > 0:
             # an undefined metric (one class in validation) is logged as the worst value, not a reason to stop
             callbacks.append(EarlyStopping(monitor=key, patience=config.train.patience, mode=mode,
                                            check_finite=config.train.monitor == "loss"))
-    else:
-        callbacks.append(ModelCheckpoint(dirpath=exp_dir / CHECKPOINT_DIR, save_last=True, save_top_k=0))
+    callbacks.append(latest_checkpoint(exp_dir / CHECKPOINT_DIR))
     callbacks.extend(extra)
     max_epochs, max_steps = run_length(config.train)
     trainer = pl.Trainer(
@@ -177,7 +176,7 @@ def continue_or_start(config: RunConfig) -> RunConfig:
     """Set ``--resume`` / ``--overwrite`` for a run that a driver (cv, sweep) starts again in the same directory:
     resume from its last checkpoint, or start over when it stopped before writing one."""
     exp_dir = Path(config.exp_dir)
-    config.train.resume = (exp_dir / CHECKPOINT_DIR / "last.ckpt").is_file()
+    config.train.resume = (exp_dir / CHECKPOINT_DIR / LAST_CHECKPOINT).is_file()
     config.train.overwrite = not config.train.resume and (exp_dir / CONFIG_FILE).is_file()
     if config.train.resume:
         log.warning("%s: resuming from its last checkpoint", exp_dir)
@@ -207,7 +206,7 @@ def train(config: RunConfig, callbacks: list[pl.Callback] | None = None) -> dict
 
 def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]) -> dict:
     exp_dir = run_dir.path
-    resume = exp_dir / CHECKPOINT_DIR / "last.ckpt" if config.train.resume else None
+    resume = exp_dir / CHECKPOINT_DIR / LAST_CHECKPOINT if config.train.resume else None
     if resume is not None and not resume.is_file():
         stopped = (exp_dir / "config.yaml").is_file()
         raise FileNotFoundError(f"{resume}: --resume needs the last checkpoint of an earlier run in --exp_dir"
