@@ -218,6 +218,29 @@ def test_speed_range_and_uncropped_speed_keep_the_whole_word(wave: np.ndarray) -
             AugmentConfig(speed_range=bad)
 
 
+def test_cut_edges_drops_a_bounded_random_share_at_each_end(wave: np.ndarray) -> None:
+    """--cut_edges removes U(0, cut_max) s at each end, independently; the rest is the clip unchanged;
+    a short clip loses at most a quarter at each end; off (the default), no gate is drawn."""
+    aug = WaveformAugmenter(only("cut_edges", cut_max=0.05), seed=4)
+    heads, tails = [], []
+    for _ in range(200):
+        out = aug(wave, SR)
+        head, tail = int(aug.last_params["cut_start_samples"]), int(aug.last_params["cut_end_samples"])
+        assert np.array_equal(out, wave[head : len(wave) - tail])
+        heads.append(head)
+        tails.append(tail)
+    assert max(heads) <= 800 and max(tails) <= 800  # 0.05 s at 16 kHz
+    assert min(heads) < 100 and max(heads) > 700 and min(tails) < 100 and max(tails) > 700
+    assert abs(np.corrcoef(heads, tails)[0, 1]) < 0.2  # the two ends are drawn independently
+    short = speech_like(seconds=0.1)  # 1600 samples: 0.05 s would be half of it
+    aug = WaveformAugmenter(only("cut_edges", cut_max=0.05), seed=5)
+    assert min(len(aug(short, SR)) for _ in range(50)) >= 800
+    assert WaveformAugmenter(AugmentConfig(gain=0.5), seed=3)(wave, SR).shape == wave.shape
+    for bad in (0.0, -0.1, 1.5):
+        with pytest.raises(ValueError, match="--cut_max"):
+            AugmentConfig(cut_max=bad)
+
+
 def test_probability_gating_is_binomial(wave: np.ndarray) -> None:
     aug = WaveformAugmenter(only("gain", p=0.5), seed=9)
     changed = sum(not np.array_equal(aug(wave, SR), wave) for _ in range(200))

@@ -30,6 +30,8 @@ AUGMENT_HELP = {
     "gain": "probability of a gain change (±12 dB)",
     "stretch": "probability of a time stretch (rate 0.5–1.5)",
     "eq": "probability of a random equalisation: high-pass at 40–600 Hz, two peaking bands of ±10 dB",
+    "cut_edges": "probability of cutting up to --cut_max seconds from each end of the clip (a lost onset or ending)",
+    "cut_max": "longest cut at each end by --cut_edges, in seconds (default 0.05)",
 }
 DESCRIPTION = """\
 audiotune turns labelled audio into classifiers and embeddings: fine-tune or probe pretrained encoders

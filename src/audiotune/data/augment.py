@@ -1,5 +1,5 @@
 """Waveform augmentations for training: seeded, per-call random, length-preserving (but for speed
-perturbation with ``speed_crop`` off).
+perturbation with ``speed_crop`` off and for the edge cut).
 
 Each augmentation is gated by its own probability and draws fresh parameters on every
 call from one seeded ``np.random.Generator`` held by :class:`WaveformAugmenter`.
@@ -21,7 +21,8 @@ from scipy import signal
 __all__ = ["AugmentConfig", "WaveformAugmenter", "mixup", "sample_mixup_lambda"]
 
 _PROBS = ("tshift", "speed", "gauss", "pshift", "gain", "stretch")  # gates drawn on every call
-_ALL_PROBS = (*_PROBS, "eq")  # eq's gate is drawn only when it is on
+_LATE_PROBS = ("eq", "cut_edges")  # gates drawn only when they are on, after the others
+_ALL_PROBS = (*_PROBS, *_LATE_PROBS)
 _TSHIFT_MAX_S = 0.5  # time shift bound in seconds
 _FILL_NOISE = 0.001  # amplitude of the uniform noise that fills vacated samples
 _SPEED_RANGE = (0.6, 1.3)  # the seed's
@@ -35,6 +36,8 @@ _EQ_BANDS = 2  # eq: peaking bands after the high-pass
 _EQ_CENTRE_HZ = 150.0  # eq: lowest band centre; the highest is 0.45 x the sample rate
 _EQ_GAIN_DB = 10.0  # eq: band gains in U(-10, 10) dB
 _EQ_Q_RANGE = (0.7, 2.0)
+_CUT_MAX_LIMIT = 1.0  # what --cut_max accepts, in seconds
+_CUT_MAX_SHARE = 0.25  # cut_edges removes at most this share of the clip at each end
 
 
 @dataclass
@@ -62,6 +65,11 @@ class AugmentConfig:
         log-uniform from 150 Hz to 0.45 x the sample rate, gains U(-10, 10) dB, Q U(0.7, 2)).
         Its gate is drawn only when ``eq > 0``, so configurations without it keep their
         random streams.
+    cut_edges: cut U(0, cut_max) seconds from the start of the clip and, independently, from its end
+        (at most a quarter of the clip at each end), as a tighter silence trimmer or voice-activity
+        detector would: a word's onset (a plosive's burst) or ending is sometimes lost in real
+        recordings. The clip gets shorter. Its gate is drawn after eq's, only when ``cut_edges > 0``.
+    cut_max: the longest cut at each end, in seconds (0 < cut_max <= 1).
     """
 
     tshift: float = 0.0
@@ -74,6 +82,8 @@ class AugmentConfig:
     eq: float = 0.0
     speed_range: list[float] = field(default_factory=lambda: list(_SPEED_RANGE))
     speed_crop: bool = True
+    cut_edges: float = 0.0
+    cut_max: float = 0.05
 
     def __post_init__(self) -> None:
         for name in _ALL_PROBS:
@@ -91,6 +101,9 @@ class AugmentConfig:
                              f"with {low_limit} <= LOW <= HIGH <= {high_limit}")
         self.speed_range = rates
         self.speed_crop = bool(self.speed_crop)
+        if not 0.0 < float(self.cut_max) <= _CUT_MAX_LIMIT:
+            raise ValueError(f"--cut_max {self.cut_max}: must be in (0, {_CUT_MAX_LIMIT}] seconds")
+        self.cut_max = float(self.cut_max)
 
     @property
     def active(self) -> bool:
@@ -134,7 +147,7 @@ def _current_worker_seed() -> int | None:
 class WaveformAugmenter:
     """Applies the augmentations of an :class:`AugmentConfig` to mono waveforms.
 
-    Order: time shift, speed, time stretch, pitch shift, equalisation, gain, Gaussian noise.
+    Order: edge cut, time shift, speed, time stretch, pitch shift, equalisation, gain, Gaussian noise.
     All randomness comes from ``self.rng``; the same seed gives the same output
     sequence.  Inside a torch DataLoader worker the generator is re-seeded once per
     worker from ``(seed, worker_info.seed)`` so workers (and epochs, whose worker seeds
@@ -173,8 +186,9 @@ class WaveformAugmenter:
     def __call__(self, waveform: np.ndarray, sample_rate: int) -> np.ndarray:
         """Augment a 1-D float mono waveform.
 
-        Returns a new float32 array of the same length (of the speed-changed length when ``speed_crop``
-        is off); each augmentation is applied with its probability and fresh random parameters.
+        Returns a new float32 array of the same length (shorter after an edge cut; of the speed-changed
+        length when ``speed_crop`` is off); each augmentation is applied with its probability and fresh
+        random parameters.
         """
         wave = np.array(waveform, dtype=np.float32, copy=True)  # never alias the input
         if wave.ndim != 1:
@@ -186,11 +200,15 @@ class WaveformAugmenter:
         cfg = self.config
         # One gate draw per augmentation on every call keeps the stream layout stable.
         gates = {name: self.rng.random() < getattr(cfg, name) for name in _PROBS}
-        if cfg.eq > 0.0:  # drawn after the others: streams without eq are unchanged
-            gates["eq"] = self.rng.random() < cfg.eq
+        for name in _LATE_PROBS:  # drawn after the others, only when on: older streams are unchanged
+            if getattr(cfg, name) > 0.0:
+                gates[name] = self.rng.random() < getattr(cfg, name)
         self.last_params = {}
         if n == 0 or not any(gates.values()):
             return wave
+        if gates.get("cut_edges"):
+            wave = self._cut_edges(wave, sample_rate)
+            n = len(wave)
         if gates["tshift"]:
             wave = self._time_shift(wave, sample_rate)
         if gates["speed"]:
@@ -236,6 +254,14 @@ class WaveformAugmenter:
         else:
             out[:shift] = wave[-shift:]
         return out
+
+    def _cut_edges(self, wave: np.ndarray, sample_rate: int) -> np.ndarray:
+        """Drop U(0, cut_max) s at each end, independently, at most a quarter of the clip at each."""
+        n = len(wave)
+        longest = min(int(self.config.cut_max * sample_rate), int(n * _CUT_MAX_SHARE))
+        head, tail = (int(self.rng.integers(0, longest + 1)) for _ in range(2))
+        self.last_params.update({"cut_start_samples": float(head), "cut_end_samples": float(tail)})
+        return wave[head : n - tail]
 
     def _equalise(self, wave: np.ndarray, sample_rate: int) -> np.ndarray:
         """Random high-pass, then random peaking bands (RBJ cookbook biquads), as one cascade."""
