@@ -241,6 +241,24 @@ def test_cut_edges_drops_a_bounded_random_share_at_each_end(wave: np.ndarray) ->
             AugmentConfig(cut_max=bad)
 
 
+def test_no_augmentation_leaves_a_clip_shorter_than_the_model_reads(wave: np.ndarray) -> None:
+    """min_length: the edge cut shrinks (both ends in proportion), an uncropped speed-up is centre-padded with
+    noise; without it the same draws are kept."""
+    clip = wave[:1000]
+    bounded = WaveformAugmenter(only("cut_edges", cut_max=1.0), seed=7)
+    free = WaveformAugmenter(only("cut_edges", cut_max=1.0), seed=7)
+    lengths = []
+    for _ in range(50):
+        out, plain = bounded(clip, SR, min_length=900), free(clip, SR)
+        head = int(bounded.last_params["cut_start_samples"])
+        assert len(out) >= 900 and np.array_equal(out, clip[head : head + len(out)])
+        lengths.append(len(plain))
+    assert min(lengths) < 900  # the same draws without the bound cut deeper
+    fast = WaveformAugmenter(only("speed", speed_range=[2.0, 2.0], speed_crop=False), seed=0)
+    assert len(fast(clip, SR)) == 500 and len(fast(clip, SR, min_length=800)) == 800
+    assert len(fast(clip, SR, min_length=300)) == 500
+
+
 def test_probability_gating_is_binomial(wave: np.ndarray) -> None:
     aug = WaveformAugmenter(only("gain", p=0.5), seed=9)
     changed = sum(not np.array_equal(aug(wave, SR), wave) for _ in range(200))

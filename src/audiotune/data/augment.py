@@ -66,9 +66,10 @@ class AugmentConfig:
         Its gate is drawn only when ``eq > 0``, so configurations without it keep their
         random streams.
     cut_edges: cut U(0, cut_max) seconds from the start of the clip and, independently, from its end
-        (at most a quarter of the clip at each end), as a tighter silence trimmer or voice-activity
-        detector would: a word's onset (a plosive's burst) or ending is sometimes lost in real
-        recordings. The clip gets shorter. Its gate is drawn after eq's, only when ``cut_edges > 0``.
+        (at most a quarter of the clip at each end, never below the model's shortest clip), as a tighter
+        silence trimmer or voice-activity detector would: a word's onset (a plosive's burst) or ending is
+        sometimes lost in real recordings. The clip gets shorter. Its gate is drawn after eq's, only when
+        ``cut_edges > 0``.
     cut_max: the longest cut at each end, in seconds (0 < cut_max <= 1).
     """
 
@@ -183,12 +184,13 @@ class WaveformAugmenter:
         entropy = [worker_seed] if self.seed is None else [self.seed, worker_seed]
         self.rng = np.random.default_rng(np.random.SeedSequence(entropy))
 
-    def __call__(self, waveform: np.ndarray, sample_rate: int) -> np.ndarray:
+    def __call__(self, waveform: np.ndarray, sample_rate: int, min_length: int = 0) -> np.ndarray:
         """Augment a 1-D float mono waveform.
 
         Returns a new float32 array of the same length (shorter after an edge cut; of the speed-changed
         length when ``speed_crop`` is off); each augmentation is applied with its probability and fresh
-        random parameters.
+        random parameters. ``min_length`` (the shortest clip the model reads) bounds what the edge cut and
+        an uncropped speed-up may leave: the cut shrinks, a sped-up clip is centre-padded with noise.
         """
         wave = np.array(waveform, dtype=np.float32, copy=True)  # never alias the input
         if wave.ndim != 1:
@@ -207,7 +209,7 @@ class WaveformAugmenter:
         if n == 0 or not any(gates.values()):
             return wave
         if gates.get("cut_edges"):
-            wave = self._cut_edges(wave, sample_rate)
+            wave = self._cut_edges(wave, sample_rate, min_length)
             n = len(wave)
         if gates["tshift"]:
             wave = self._time_shift(wave, sample_rate)
@@ -217,7 +219,7 @@ class WaveformAugmenter:
             self.last_params["speed_rate"] = rate
             # Treat the clip as recorded at sr*rate and resample to sr: n/rate samples, pitch x rate.
             fast = soxr.resample(wave, sample_rate * rate, sample_rate).astype(np.float32)
-            wave = _fit_centre(fast, n, self.rng) if cfg.speed_crop else fast
+            wave = _fit_centre(fast, n if cfg.speed_crop else max(len(fast), min_length), self.rng)
             n = len(wave)  # the length every later step keeps
         if gates["stretch"]:
             rate = float(self.rng.uniform(*_STRETCH_RANGE))
@@ -255,11 +257,16 @@ class WaveformAugmenter:
             out[:shift] = wave[-shift:]
         return out
 
-    def _cut_edges(self, wave: np.ndarray, sample_rate: int) -> np.ndarray:
-        """Drop U(0, cut_max) s at each end, independently, at most a quarter of the clip at each."""
+    def _cut_edges(self, wave: np.ndarray, sample_rate: int, min_length: int) -> np.ndarray:
+        """Drop U(0, cut_max) s at each end, independently, at most a quarter of the clip at each; both cuts
+        shrink in proportion where they would leave fewer than ``min_length`` samples."""
         n = len(wave)
         longest = min(int(self.config.cut_max * sample_rate), int(n * _CUT_MAX_SHARE))
         head, tail = (int(self.rng.integers(0, longest + 1)) for _ in range(2))
+        spare = max(n - min_length, 0)
+        if head + tail > spare:
+            head = head * spare // (head + tail)
+            tail = min(tail, spare - head)
         self.last_params.update({"cut_start_samples": float(head), "cut_end_samples": float(tail)})
         return wave[head : n - tail]
 

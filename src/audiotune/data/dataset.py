@@ -83,7 +83,7 @@ class AudioDataset(Dataset):
 
     def __init__(self, table: pd.DataFrame, targets: np.ndarray, audio: AudioSpec, features: FeatureConfig,
                  augment: AugmentConfig | None = None, mixup_p: float = 0.0, train: bool = False,
-                 store: AudioStore | None = None):
+                 store: AudioStore | None = None, min_samples: int = 0):
         if len(table) != len(targets):
             raise ValueError("table and targets differ in length")
         self.uids = [str(u) for u in table.index]
@@ -93,6 +93,7 @@ class AudioDataset(Dataset):
         self.expected_rates = table.get("expected_rate", pd.Series(np.nan, index=table.index)).astype(float).tolist()
         self.targets = torch.as_tensor(targets, dtype=torch.float32)
         self.audio = audio
+        self.min_samples = min_samples  # no augmentation leaves a clip shorter than the model reads
         self.extract = FeatureExtractor(features)
         self.features = features
         self.train = train
@@ -120,7 +121,7 @@ class AudioDataset(Dataset):
         if self.augment_config is not None:
             if self._augmenter is None:
                 self._augmenter = WaveformAugmenter(self.augment_config, seed=int(self.rng.integers(2**31)))
-            clip = self._augmenter(clip, rate)
+            clip = self._augmenter(clip, rate, self.min_samples)
         return clip, rate
 
     def __getitem__(self, index: int) -> dict:

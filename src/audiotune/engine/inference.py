@@ -71,7 +71,7 @@ def make_dataset(config: RunConfig, table: pd.DataFrame, targets: np.ndarray, tr
     spec = audio_spec(config) if train else scoring_spec(config)
     store = AudioStore(cache_root(config.train.cache_dir), spec) if config.train.audio_cache else None
     return AudioDataset(table, targets, spec, config.features, config.augment, config.data.mixup, train=train,
-                        store=store)
+                        store=store, min_samples=config.audio.min_samples)
 
 
 class FixedBatches(Sampler[list[int]]):
