@@ -53,7 +53,7 @@ def fsdd_table() -> pd.DataFrame:
             rows.append({"path": str(path), "digit": int(match[1]), "subject": match[2]})
     if not rows:
         raise SystemExit(f"{FSDD}: no FSDD recordings")
-    return pd.DataFrame(rows, index=[Path(p).stem for p in (r["path"] for r in rows)])
+    return pd.DataFrame(rows, index=[Path(r["path"]).stem for r in rows])
 
 
 def print_edges(digits: list[int]) -> None:
