@@ -73,30 +73,3 @@ def test_vtlp_options_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture)
     assert "--vtlp 1.5: must be in [0, 1]" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
-
-def test_training_clips_keep_the_models_shortest_length_under_edge_cuts(tmp_path: Path) -> None:
-    """The training dataset passes the run's min_samples to the augmenter: a clip of exactly that length keeps
-    all its fbank frames however deep --cut_edges cuts."""
-    from audiotune.config import RunConfig
-    from audiotune.data.features import fbank_num_frames
-    from audiotune.engine.inference import make_dataset
-    from audiotune.models.backbones import resolve_config
-
-    config = RunConfig()
-    config.model.model = "ecapa_tdnn"
-    config.features.features = "fbank"
-    config.augment.cut_edges, config.augment.cut_max = 1.0, 1.0
-    resolve_config(config)
-    shortest = config.audio.min_samples
-    frames = fbank_num_frames(shortest, SR)
-    assert shortest > 0 and frames >= 1
-    path = tmp_path / "short.wav"
-    sf.write(path, 0.5 * np.sin(2 * np.pi * 440.0 * np.arange(shortest) / SR), SR)
-    table = pd.DataFrame({"path": [str(path)]}, index=pd.Index(["a"], name="uid"))
-    torch.manual_seed(0)
-    dataset = make_dataset(config, table, np.zeros((1, 0), np.float32), train=True)
-    assert [dataset[0]["length"] for _ in range(20)] == [frames] * 20
-    config.audio.min_samples = 0  # without the bound, the cut takes frames away
-    torch.manual_seed(0)
-    unbounded = make_dataset(config, table, np.zeros((1, 0), np.float32), train=True)
-    assert min(unbounded[0]["length"] for _ in range(20)) < frames
