@@ -72,4 +72,3 @@ def test_vtlp_options_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture)
     assert main([*base, "--vtlp", "1.5"]) == 2
     assert "--vtlp 1.5: must be in [0, 1]" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
-
