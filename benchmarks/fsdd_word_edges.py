@@ -6,11 +6,11 @@ Two parts, both on ``../shared/data`` (the Free Spoken Digit Dataset and speech-
   the clip's duration; the share of the first 40 ms's power above 2 kHz (a plosive's burst or a fricative at
   the onset: high; a vowel: low); the RMS of the first and of the last 40 ms relative to the clip's RMS (a word
   whose onset or ending was cut by the silence trimmer starts or ends loud).
-- ``--extra_voices OUT`` writes FSDD leave-one-speaker-out folds as split folders ``OUT/fold_K/{train,test}.csv``
-  (no validation), where every fold's training split also holds the digit words of speech-commands-mini (10
-  per digit, 22 speakers), resampled to 8 kHz as FSDD, trimmed where the 10 ms frame level is 30 dB below the
-  clip's loudest frame, peak-normalised, ``--copies`` times each. Run them with
-  ``audiotune cv -d OUT --val_group none ...``.
+- ``--extra_voices OUT`` writes FSDD leave-one-speaker-out folds as split folders
+  ``OUT/fold_K/{train,test}.csv`` (no validation; FSDD's manifest beside them), where every fold's training
+  split also holds the digit words of speech-commands-mini (10 per digit, 22 speakers), resampled to 8 kHz as
+  FSDD, trimmed where the 10 ms frame level is 30 dB below the clip's loudest frame, peak-normalised,
+  ``--copies`` times each. Run them with ``audiotune cv -d OUT --val_group none ...``.
 
     python benchmarks/fsdd_word_edges.py --digits 2 4 6 8
     python benchmarks/fsdd_word_edges.py --extra_voices /tmp/fsdd_sc --copies 3
@@ -18,7 +18,7 @@ Two parts, both on ``../shared/data`` (the Free Spoken Digit Dataset and speech-
 from __future__ import annotations
 
 import argparse
-import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +27,14 @@ import soundfile as sf
 import soxr
 from scipy import signal
 
+from audiotune.data.manifest import build_manifest
+
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 FSDD = SHARED / "fsdd" / "recordings"
 COMMANDS = SHARED / "speech-commands-mini" / "speech_commands_v0.01"
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 EDGE_S = 0.04
-FSDD_NAME = re.compile(r"^(\d)_([a-z]+)_(\d+)\.wav$")
+FSDD_PATTERN = r"(?P<digit>\d)_(?P<subject>[a-z]+)_\d+\.wav"
 
 
 def edges(path: Path) -> tuple[float, float, float, float]:
@@ -45,19 +47,17 @@ def edges(path: Path) -> tuple[float, float, float, float]:
             np.sqrt(np.mean(wave[:n] ** 2)) / rms, np.sqrt(np.mean(wave[-n:] ** 2)) / rms)
 
 
-def fsdd_table() -> pd.DataFrame:
-    rows = []
-    for path in sorted(FSDD.glob("*.wav")):
-        match = FSDD_NAME.match(path.name)
-        if match:
-            rows.append({"path": str(path), "digit": int(match[1]), "subject": match[2]})
-    if not rows:
-        raise SystemExit(f"{FSDD}: no FSDD recordings")
-    return pd.DataFrame(rows, index=[Path(r["path"]).stem for r in rows])
+def fsdd_table(folder: Path) -> pd.DataFrame:
+    """FSDD's manifest (``audiotune manifest`` with the digit and speaker from the file names), written to
+    ``folder``, indexed by uid, with absolute paths."""
+    table, _ = build_manifest(FSDD, folder / "fsdd_manifest.csv", pattern=FSDD_PATTERN)
+    table["path"] = [str((folder / path).resolve()) for path in table["path"]]
+    return table.astype({"digit": int}).set_index("uid")
 
 
 def print_edges(digits: list[int]) -> None:
-    table = fsdd_table()
+    with tempfile.TemporaryDirectory() as folder:
+        table = fsdd_table(Path(folder))
     print(f"{'digit':>5} {'speaker':<9} {'duration s':>10} {'onset >2 kHz':>12} {'onset level':>11} "
           f"{'end level':>9}")
     for digit in digits:
@@ -93,7 +93,7 @@ def write_extra_voices(out: Path, copies: int) -> None:
     if not extra:
         raise SystemExit(f"{COMMANDS}: no digit words")
     extra_table = pd.DataFrame(extra).set_index("uid")
-    table = fsdd_table()
+    table = fsdd_table(out)
     for k, speaker in enumerate(sorted(table["subject"].unique()), start=1):
         fold = out / f"fold_{k}"
         fold.mkdir(exist_ok=True)
