@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from audiotune.config import HeadSpec
-from audiotune.data.layout import DataError
+from audiotune.data.errors import DataError
 from audiotune.engine.aggregate import has_windows, recording_scores
 from audiotune.engine.metrics import compute_metrics
 

@@ -13,9 +13,9 @@ from conftest import SMALL_ECAPA, tone
 
 from audiotune.cli import main
 from audiotune.config import HeadSpec, RunConfig, save_config
+from audiotune.data.errors import DataError
 from audiotune.data.folds import Fold, FoldOptions, build_folds
 from audiotune.data.json_splits import read_json_split
-from audiotune.data.layout import DataError
 from audiotune.engine.cv import STATISTICS, fold_ensemble, summarise
 from audiotune.engine.evaluate import prediction_table
 

@@ -13,9 +13,10 @@ from conftest import SMALL_ECAPA, tone
 
 from audiotune.cli import build_parser, config_from_args, main
 from audiotune.data.audio import AudioError, AudioSpec, check_clip, load_clip, prepared_length
+from audiotune.data.errors import DataError
 from audiotune.data.features import kaldi_fbank
 from audiotune.data.labels import infer_heads
-from audiotune.data.layout import DataError, read_table, resolve_uid
+from audiotune.data.layout import read_table, resolve_uid
 from audiotune.data.prepare import prepare_training_data
 from audiotune.data.splits import draw_validation
 

@@ -12,8 +12,9 @@ from conftest import SMALL_ECAPA, tone
 
 from audiotune.cli import main
 from audiotune.data.audio import AudioError, AudioSpec, load_clip, scan_audio
+from audiotune.data.errors import DataError
 from audiotune.data.labels import encode_targets, infer_heads, read_label_file
-from audiotune.data.layout import DataError, attach_paths, resolve_uid
+from audiotune.data.layout import attach_paths, resolve_uid
 
 
 def train_args(ds: dict, out: Path, *extra: str) -> list[str]:

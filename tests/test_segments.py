@@ -9,7 +9,7 @@ import soundfile as sf
 from conftest import tone
 
 from audiotune.cli import main
-from audiotune.data.layout import DataError
+from audiotune.data.errors import DataError
 from audiotune.data.segments import event_span, format_seconds, segment_csv, window_spans
 
 RATE = 8000

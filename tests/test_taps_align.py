@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 from audiotune.cli import main
-from audiotune.data.layout import DataError, read_table
+from audiotune.data.errors import DataError
+from audiotune.data.layout import read_table
 from audiotune.taps.align import (
     estimate_latency,
     key_labels,

@@ -13,8 +13,8 @@ from conftest import SMALL_ECAPA, tone
 
 from audiotune.cli import main
 from audiotune.config import HeadSpec, load_config
+from audiotune.data.errors import DataError
 from audiotune.data.labels import encode_targets, infer_heads, read_label_file
-from audiotune.data.layout import DataError
 from audiotune.engine.losses import balanced_class_weights, classification_loss, resolve_regression_loss
 from audiotune.engine.metrics import compute_metrics, scores_from_logits
 

@@ -13,26 +13,11 @@ from typing import Any
 
 from audiotune import __version__, storage, vertex
 from audiotune.config import RANGES, SECTIONS, RunConfig, check_config, describe_range, load_config
-from audiotune.data.layout import DataError
+from audiotune.data.errors import DataError
 from audiotune.outputs import check_output_path, write_csv, write_json
 from audiotune.staging import staged
 from audiotune.taps import TAP_WINDOW
 
-AUGMENT_HELP = {
-    "tshift": "probability of a random time shift (up to ±0.5 s)",
-    "speed": "probability of a speed change (rate from U(--speed_range))",
-    "speed_range": "lowest and highest speed rate (default 0.6 1.3, the seed's; ASR speed perturbation: 0.9 1.1)",
-    "speed_crop": "fit a speed-changed clip back to its original length (the seed's way); False keeps its new "
-                  "length, so no onset or ending of a trimmed word is cut",
-    "gauss": "probability of added Gaussian noise",
-    "pshift": "probability of a pitch shift of up to ±pshiftn semitones",
-    "pshiftn": "largest pitch shift in semitones",
-    "gain": "probability of a gain change (±12 dB)",
-    "stretch": "probability of a time stretch (rate 0.5–1.5)",
-    "eq": "probability of a random equalisation: high-pass at 40–600 Hz, two peaking bands of ±10 dB",
-    "cut_edges": "probability of cutting up to --cut_max seconds from each end of the clip (a lost onset or ending)",
-    "cut_max": "longest cut at each end by --cut_edges, in seconds (default 0.05)",
-}
 DESCRIPTION = """\
 audiotune turns labelled audio into classifiers and embeddings: fine-tune or probe pretrained encoders
 (wav2vec2-style Hugging Face models, SSAST) or train ECAPA-TDNN from scratch, then evaluate, cross-validate
@@ -89,7 +74,7 @@ def _add_field(group: argparse._ArgumentGroup, section: str, spec: dataclasses.F
     if meta.get("cli") is False:
         return
     kind = hints[spec.name]
-    text = meta.get("help", AUGMENT_HELP.get(spec.name, ""))
+    text = meta.get("help", "")
     if (section, spec.name) in RANGES:
         text += f" (valid: {describe_range(*RANGES[section, spec.name])})"
     kwargs: dict[str, Any] = {"dest": f"{section}.{spec.name}", "default": argparse.SUPPRESS, "help": text}

@@ -16,18 +16,110 @@ from typing import Any
 
 import yaml
 
-from audiotune.data.augment import AugmentConfig
-
 CONFIG_VERSION = 1
 
 
+INF = float("inf")
+# valid values of a numeric option: (low, high, low included, high included); lists are checked per element
+AT_LEAST_0 = (0, INF, True, False)
+AT_LEAST_1 = (1, INF, True, False)
+PROBABILITY = (0, 1, True, True)
+
+
 def option(default: Any, help: str, flags: tuple[str, ...] = (), choices: tuple[Any, ...] | None = None,
-           cli: bool = True) -> Any:
-    """A config field with its command-line help, extra flag spellings and allowed values."""
-    meta = {"help": help, "flags": flags, "choices": choices, "cli": cli}
+           cli: bool = True, valid: tuple[float, float, bool, bool] | None = None) -> Any:
+    """A config field with its command-line help, extra flag spellings, allowed values and valid range."""
+    meta = {"help": help, "flags": flags, "choices": choices, "cli": cli, "valid": valid}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+AUGMENT_GATES = ("tshift", "speed", "gauss", "pshift", "gain", "stretch")  # gates drawn on every call
+AUGMENT_LATE_GATES = ("eq", "cut_edges")  # gates drawn only when they are on, after the others
+AUGMENT_PROBABILITIES = (*AUGMENT_GATES, *AUGMENT_LATE_GATES)
+SPEED_RANGE = (0.6, 1.3)  # the seed's
+SPEED_LIMITS = (0.25, 4.0)  # what --speed_range accepts
+CUT_MAX_LIMIT = 1.0  # what --cut_max accepts, in seconds
+
+
+@dataclass
+class AugmentConfig:
+    """Probabilities (in [0, 1], 0 = off) of each waveform augmentation.
+
+    tshift: shift by U(-0.5 s, 0.5 s) (bounded by the clip length), vacated part filled
+        with U(-0.001, 0.001) noise.
+    speed: resample at a rate drawn from U(speed_range) (pitch, formants and tempo change together),
+        then centre-crop or centre-pad with U(-0.001, 0.001) noise back to the original length.
+    speed_range: [low, high] of the speed rate (default the seed's 0.6-1.3; ASR speed perturbation
+        uses 0.9-1.1).
+    speed_crop: fit a sped-up or slowed clip back to its original length (the seed's way); False keeps
+        its new length, so a tightly trimmed word loses no onset or ending (the clip may then exceed
+        --clip_length by a factor of up to 1 / low).
+    gauss: add Gaussian noise with std U(0.001, 0.015) x the clip's peak amplitude
+        (audiomentations' AddGaussianNoise amplitudes for a peak-normalised clip).
+    pshift: pitch shift by U(-pshiftn, +pshiftn) semitones at the real sample rate.
+    pshiftn: maximum pitch shift in semitones (0 < pshiftn <= 24).
+    gain: multiply by U(-12, 12) dB.
+    stretch: time stretch at rate U(0.5, 1.5) (tempo only), cropped or zero-padded at
+        the end back to the original length.
+    eq: random equalisation, as a different microphone or room: a 2nd-order Butterworth
+        high-pass at a cutoff log-uniform in 40-600 Hz, then 2 peaking bands (centres
+        log-uniform from 150 Hz to 0.45 x the sample rate, gains U(-10, 10) dB, Q U(0.7, 2)).
+        Its gate is drawn only when ``eq > 0``, so configurations without it keep their
+        random streams.
+    cut_edges: cut U(0, cut_max) seconds from the start of the clip and, independently, from its end
+        (at most a quarter of the clip at each end, never below the model's shortest clip), as a tighter
+        silence trimmer or voice-activity detector would: a word's onset (a plosive's burst) or ending is
+        sometimes lost in real recordings. The clip gets shorter. Its gate is drawn after eq's, only when
+        ``cut_edges > 0``.
+    cut_max: the longest cut at each end, in seconds (0 < cut_max <= 1).
+    """
+
+    tshift: float = option(0.0, "probability of a random time shift (up to ±0.5 s)")
+    speed: float = option(0.0, "probability of a speed change (rate from U(--speed_range))")
+    gauss: float = option(0.0, "probability of added Gaussian noise")
+    pshift: float = option(0.0, "probability of a pitch shift of up to ±pshiftn semitones")
+    pshiftn: float = option(2.0, "largest pitch shift in semitones")
+    gain: float = option(0.0, "probability of a gain change (±12 dB)")
+    stretch: float = option(0.0, "probability of a time stretch (rate 0.5–1.5)")
+    eq: float = option(0.0, "probability of a random equalisation: high-pass at 40–600 Hz, two peaking bands of ±10 dB")
+    speed_range: list[float] = option(list(SPEED_RANGE), "lowest and highest speed rate (default 0.6 1.3, the seed's; "
+                                                         "ASR speed perturbation: 0.9 1.1)")
+    speed_crop: bool = option(True, "fit a speed-changed clip back to its original length (the seed's way); False "
+                                    "keeps its new length, so no onset or ending of a trimmed word is cut")
+    cut_edges: float = option(0.0, "probability of cutting up to --cut_max seconds from each end of the clip (a lost "
+                                   "onset or ending)")
+    cut_max: float = option(0.05, "longest cut at each end by --cut_edges, in seconds (default 0.05)")
+
+    def __post_init__(self) -> None:
+        for name in AUGMENT_PROBABILITIES:
+            value = float(getattr(self, name))
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"--{name} {value}: must be a probability in [0, 1]")
+            setattr(self, name, value)
+        if not 0.0 < float(self.pshiftn) <= 24.0:  # audiomentations' PitchShift limit
+            raise ValueError(f"--pshiftn {self.pshiftn}: must be in (0, 24] semitones")
+        self.pshiftn = float(self.pshiftn)
+        low_limit, high_limit = SPEED_LIMITS
+        rates = [float(r) for r in self.speed_range]
+        if len(rates) != 2 or not low_limit <= rates[0] <= rates[1] <= high_limit:
+            raise ValueError(f"--speed_range {' '.join(map(str, self.speed_range))}: must be two rates LOW HIGH "
+                             f"with {low_limit} <= LOW <= HIGH <= {high_limit}")
+        self.speed_range = rates
+        self.speed_crop = bool(self.speed_crop)
+        if not 0.0 < float(self.cut_max) <= CUT_MAX_LIMIT:
+            raise ValueError(f"--cut_max {self.cut_max}: must be in (0, {CUT_MAX_LIMIT}] seconds")
+        self.cut_max = float(self.cut_max)
+
+    @property
+    def active(self) -> bool:
+        """True when at least one augmentation has a non-zero probability."""
+        return any(getattr(self, name) > 0.0 for name in AUGMENT_PROBABILITIES)
+
+    def to_dict(self) -> dict[str, float | bool | list[float]]:
+        """Plain dict of all fields (for logging / configs)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 @dataclass
@@ -38,36 +130,41 @@ class DataConfig:
                                       "of audio files (unlabelled: pretrain, extract, stats)", ("-d",))
     label_txt: str = option("", "label file: one classifier head per line, comma-separated column names", ("-l",))
     val_size: int = option(50, "subjects drawn from train for validation when val.csv is absent (0: no "
-                                    "validation; the last epoch is kept)")
-    seed: int = option(0, "random seed for splits, initialisation, shuffling and augmentation")
+                                    "validation; the last epoch is kept)", valid=AT_LEAST_0)
+    seed: int = option(0, "random seed for splits, initialisation, shuffling and augmentation",
+                       valid=(0, 2**32 - 1, True, True))
     on_error: str = option("raise", "bad audio: raise an error, or skip it and write skipped.csv",
                            choices=("raise", "skip"))
     allow_overlap: bool = option(False, "let validation/test share subjects or uids with train: the training rows "
                                         "they share are left out and listed in dropped_rows.csv (default: an error)")
-    mixup: float = option(0.0, "probability of mixing a training clip with another (Beta(10,10), targets mixed)")
+    mixup: float = option(0.0, "probability of mixing a training clip with another (Beta(10,10), targets mixed)",
+                          valid=PROBABILITY)
     train_fraction: float = option(1.0, "train on this share of the training split: round(share x n) rows of each "
                                         "class of the first categorical head, drawn with --seed (the shares of one "
                                         "seed are nested, for learning curves); the rest is listed in "
-                                        "dropped_rows.csv")
+                                        "dropped_rows.csv", valid=(0, 1, False, True))
 
 
 @dataclass
 class AudioConfig:
-    resample_rate: int = option(16000, "sample rate the audio is resampled to (0 keeps each file's rate)")
+    resample_rate: int = option(16000, "sample rate the audio is resampled to (0 keeps each file's rate)",
+                                valid=(0, 768000, True, True))
     channel_mode: str = option("mean", "how a row's channels become one signal: mean or sum per sample, maxabs (per "
                                        "sample the loudest channel), select (the one --channel_select channel), "
                                        "interleave (c0[0], c1[0], ..., C times longer), stack (channels end to end, "
                                        "C times longer), none (mono files only); aliases --mono, --reduce",
                                choices=("mean", "sum", "maxabs", "select", "interleave", "stack", "none"))
     channel_select: list[int] = option([], "file channels to read before the channel mode (e.g. 4 5 6 7; "
-                                           "default all); a row's own 'channels' column wins")
+                                           "default all); a row's own 'channels' column wins",
+                                           valid=(0, 1024, True, False))
     min_samples: int = option(0, "shortest prepared clip the model can read (set by the backbone; shorter clips "
                                  "are bad audio, like unreadable ones)", cli=False)
     clip_length: float = option(10.0, "crop clips to this many seconds of the recording, per channel and before the "
-                                      "channel mode (0 = keep whole clips)")
+                                      "channel mode (0 = keep whole clips)", valid=AT_LEAST_0)
     eval_clip_length: float = option(-1.0, "crop of the clips that are scored, not trained on (validation, test, "
                                            "evaluate, extract), in seconds: 0 keeps whole clips (as the seed "
-                                           "emotion system tested), -1 the same crop as --clip_length")
+                                           "emotion system tested), -1 the same crop as --clip_length",
+                                           valid=(-1, INF, True, False))
 
 
 @dataclass
@@ -77,11 +174,13 @@ class FeatureConfig:
                            choices=("mfcc", "fbank", "waveform"))
     waveform_norm: bool = option(False, "per-clip zero mean, unit variance of waveform inputs "
                                         "(set from a pretrained encoder's feature extractor)")
-    num_mel_bins: int | None = option(None, "mel bins of the Kaldi fbank (default: 80 for ECAPA-TDNN, 128 for SSAST)")
-    target_length: int = option(0, "pad or crop features to this many frames (0 = the clip's own length)")
-    n_mfcc: int = option(80, "MFCC coefficients")
-    n_fft: int = option(400, "MFCC FFT size (window = n_fft, hop = n_fft // 2)")
-    n_mels: int = option(128, "mel bands under the MFCC")
+    num_mel_bins: int | None = option(None, "mel bins of the Kaldi fbank (default: 80 for ECAPA-TDNN, 128 for SSAST)",
+                                      valid=(1, 1024, True, True))
+    target_length: int = option(0, "pad or crop features to this many frames (0 = the clip's own length)",
+                                valid=AT_LEAST_0)
+    n_mfcc: int = option(80, "MFCC coefficients", valid=(1, 1024, True, True))
+    n_fft: int = option(400, "MFCC FFT size (window = n_fft, hop = n_fft // 2)", valid=(2, 65536, True, True))
+    n_mels: int = option(128, "mel bands under the MFCC", valid=(1, 1024, True, True))
     utterance_norm: str = option("none", "per-clip normalisation of spectral features, per bin over the clip's own "
                                          "frames: mean (subtract the mean: cepstral mean normalisation, removes the "
                                          "channel and much of the speaker), meanvar (also divide by the std)",
@@ -89,17 +188,20 @@ class FeatureConfig:
     pad: str = option("zero", "what the shorter clips of a batch are padded with: zero (the value 0; for log "
                               "fbank a frame louder than any speech), silence (the features of a silent clip, "
                               "as if the waveform were padded with zeros)", choices=("zero", "silence"))
-    dataset_mean: float | None = option(None, "feature mean for (x - mean) / (2 std); see `audiotune stats`")
-    dataset_std: float | None = option(None, "feature std for (x - mean) / (2 std); 0 is an error")
+    dataset_mean: float | None = option(None, "feature mean for (x - mean) / (2 std); see `audiotune stats`",
+                                        valid=(-INF, INF, False, False))
+    dataset_std: float | None = option(None, "feature std for (x - mean) / (2 std); 0 is an error",
+                                       valid=(0, INF, False, False))
     freqm: int | None = option(None, "SpecAugment: max frequency mask width (train only; default 8 for ECAPA-TDNN, "
-                                     "0 otherwise)")
+                                     "0 otherwise)", valid=AT_LEAST_0)
     timem: int | None = option(None, "SpecAugment: max time mask width in frames (train only; default 10 for "
-                                     "ECAPA-TDNN, 0 otherwise)")
+                                     "ECAPA-TDNN, 0 otherwise)", valid=AT_LEAST_0)
     noise: bool = option(False, "add the SSAST spectrogram noise and time roll (train only)")
     vtlp: float = option(0.0, "vocal tract length perturbation (fbank, train only): probability of warping a clip's "
                               "frequency axis by a factor from --vtlp_range (the spectrum's peaks moved as by a "
-                              "shorter or longer vocal tract; duration kept)")
-    vtlp_range: list[float] = option([0.9, 1.1], "VTLP warp factors: LOW HIGH (drawn uniformly)")
+                              "shorter or longer vocal tract; duration kept)", valid=PROBABILITY)
+    vtlp_range: list[float] = option([0.9, 1.1], "VTLP warp factors: LOW HIGH (drawn uniformly)",
+                                     valid=(0.5, 2, True, True))
 
 
 @dataclass
@@ -114,55 +216,60 @@ class ModelConfig:
     freeze_feature_projection: bool = option(False, "--model hf: also freeze the feature projection after the "
                                                     "convolutional encoder (with --freeze_feature_encoder: the seed "
                                                     "emotion system's fine-tuning)")
-    max_window: float = option(0.0, "encode clips longer than this many seconds window by window (0 = whole clip)")
+    max_window: float = option(0.0, "encode clips longer than this many seconds window by window (0 = whole clip)",
+                               valid=AT_LEAST_0)
     pretrained_mdl_path: str = option("", "SSAST: self-supervised checkpoint to fine-tune (original .pth, with or "
                                           "without 'module.', or one written by `audiotune pretrain`)")
     model_size: str = option("base", "SSAST size", choices=("tiny", "small", "base", "base_nokd"))
     task: str = option("ft_cls", "SSAST: pooled tokens for fine-tuning (ft_cls, ft_avgtok) or the objective of "
                                  "`audiotune pretrain` (pretrain_mpc, pretrain_mpg, pretrain_joint = nce + 10 mse)",
                        choices=("ft_cls", "ft_avgtok", "pretrain_mpc", "pretrain_mpg", "pretrain_joint"))
-    fshape: int = option(128, "SSAST patch height in mel bins (128 with tshape 2: frame model; 16x16: patch model)")
-    tshape: int = option(2, "SSAST patch width in frames")
-    fstride: int = option(128, "SSAST patch stride in mel bins (pretraining: = fshape)")
-    tstride: int = option(2, "SSAST patch stride in frames (pretraining: = tshape)")
+    fshape: int = option(128, "SSAST patch height in mel bins (128 with tshape 2: frame model; 16x16: patch model)",
+                         valid=AT_LEAST_1)
+    tshape: int = option(2, "SSAST patch width in frames", valid=AT_LEAST_1)
+    fstride: int = option(128, "SSAST patch stride in mel bins (pretraining: = fshape)", valid=AT_LEAST_1)
+    tstride: int = option(2, "SSAST patch stride in frames (pretraining: = tshape)", valid=AT_LEAST_1)
     objective: str = option("", "`audiotune pretrain` objective (ssast: pretrain_joint, pretrain_mpc, pretrain_mpg; "
                                 "hf: tapt, wav2vec2's contrastive + diversity loss; ptapt, masked prediction of "
                                 "--pseudo_labels); default: the backbone's first")
     mask_time_prob: float | None = option(None, "--model hf: share of frames where masked spans start, replaced by "
                                                 "the mask embedding. Fine-tuning (default 0: none; the seed emotion "
                                                 "system 0.08); pretraining (default: tapt the checkpoint's "
-                                                "mask_time_prob, 0.05 for wav2vec2-base; ptapt 0.06)")
+                                                "mask_time_prob, 0.05 for wav2vec2-base; ptapt 0.06)",
+                                                valid=PROBABILITY)
     mask_time_length: int | None = option(None, "--model hf: frames per masked span (default: fine-tuning 10, "
-                                                "tapt the checkpoint's mask_time_length, ptapt 15)")
+                                                "tapt the checkpoint's mask_time_length, ptapt 15)", valid=AT_LEAST_1)
     mask_feature_prob: float = option(0.0, "--model hf fine-tuning: share of feature channels where zeroed spans "
-                                           "start (the seed emotion system: 0.05)")
-    mask_feature_length: int = option(10, "--model hf fine-tuning: channels per zeroed span (the seed: 64)")
+                                           "start (the seed emotion system: 0.05)", valid=PROBABILITY)
+    mask_feature_length: int = option(10, "--model hf fine-tuning: channels per zeroed span (the seed: 64)",
+                                      valid=AT_LEAST_1)
     pseudo_labels: str = option("", "P-TAPT (--objective ptapt): frame labels written by `audiotune cluster` "
                                     "(parquet); one prediction head per K")
     fresh_quantizer: bool = option(False, "TAPT from a checkpoint without quantizer weights (e.g. CTC fine-tuned): "
                                           "start the quantizer and projections from random weights")
     gumbel_anneal: bool = option(True, "TAPT: anneal the quantizer's Gumbel temperature per step as wav2vec2's "
                                        "pretraining (2.0 x 0.999995^step, at least 0.5); false keeps 2.0 (the seed)")
-    mask_patch: int = option(400, "SSAST pretraining: patches masked per clip")
-    cluster_factor: int = option(3, "SSAST pretraining: side of the square blocks of masked patches (patch models)")
-    lin_neurons: int = option(192, "ECAPA-TDNN embedding size")
-    channels: list[int] = option([512, 512, 512, 512, 1536], "ECAPA-TDNN channels per block")
-    kernel_sizes: list[int] = option([5, 3, 3, 3, 1], "ECAPA-TDNN kernel size per block")
-    dilations: list[int] = option([1, 2, 3, 4, 1], "ECAPA-TDNN dilation per block")
-    attention_channels: int = option(128, "ECAPA-TDNN attentive pooling channels")
-    se_channels: int = option(128, "ECAPA-TDNN squeeze-excitation channels")
-    res2net_scale: int = option(8, "ECAPA-TDNN Res2Net scale")
+    mask_patch: int = option(400, "SSAST pretraining: patches masked per clip", valid=AT_LEAST_1)
+    cluster_factor: int = option(3, "SSAST pretraining: side of the square blocks of masked patches (patch models)",
+                                 valid=AT_LEAST_1)
+    lin_neurons: int = option(192, "ECAPA-TDNN embedding size", valid=AT_LEAST_1)
+    channels: list[int] = option([512, 512, 512, 512, 1536], "ECAPA-TDNN channels per block", valid=AT_LEAST_1)
+    kernel_sizes: list[int] = option([5, 3, 3, 3, 1], "ECAPA-TDNN kernel size per block", valid=AT_LEAST_1)
+    dilations: list[int] = option([1, 2, 3, 4, 1], "ECAPA-TDNN dilation per block", valid=AT_LEAST_1)
+    attention_channels: int = option(128, "ECAPA-TDNN attentive pooling channels", valid=AT_LEAST_1)
+    se_channels: int = option(128, "ECAPA-TDNN squeeze-excitation channels", valid=AT_LEAST_1)
+    res2net_scale: int = option(8, "ECAPA-TDNN Res2Net scale", valid=AT_LEAST_1)
     global_context: bool = option(True, "ECAPA-TDNN attentive pooling with global context")
 
 
 @dataclass
 class ClassifierConfig:
     shared_dense: bool = option(False, "add a dense layer shared by all heads")
-    sd_bottleneck: int = option(768, "width of the shared dense layer")
+    sd_bottleneck: int = option(768, "width of the shared dense layer", valid=AT_LEAST_1)
     clf_bottleneck: int = option(768, "width of each head's first dense layer (0: a linear head, activation then "
-                                      "one Linear on the pooled frames)")
+                                      "one Linear on the pooled frames)", valid=AT_LEAST_0)
     activation: str = option("relu", "head activation", choices=("relu", "gelu", "tanh", "none"))
-    final_dropout: float = option(0.3, "dropout before each head's output projection")
+    final_dropout: float = option(0.3, "dropout before each head's output projection", valid=(0, 1, True, False))
     layernorm: bool = option(False, "LayerNorm after each head's first dense layer")
     layer: int = option(-1, "hidden state fed to the heads (-1 = last)")
     weighted: bool = option(False, "learn a softmax-weighted sum of all hidden states")
@@ -172,27 +279,29 @@ class ClassifierConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = option(1, "training epochs", ("-e",))
-    batch_size: int = option(8, "batch size", ("-bs",))
-    learning_rate: float = option(3e-4, "learning rate", ("-lr",))
+    epochs: int = option(1, "training epochs", ("-e",), valid=AT_LEAST_0)
+    batch_size: int = option(8, "batch size", ("-bs",), valid=AT_LEAST_1)
+    learning_rate: float = option(3e-4, "learning rate", ("-lr",), valid=AT_LEAST_0)
     optim: str = option("adamw", "optimizer", choices=("adam", "adamw"))
-    weight_decay: float = option(1e-4, "AdamW weight decay")
+    weight_decay: float = option(1e-4, "AdamW weight decay", valid=AT_LEAST_0)
     scheduler: str = option("cosine", "learning-rate schedule (stepped per batch; none: constant, as the seeds; "
                                       "linear: warm-up, flat for 0.05 of the steps, then linear decay to 0, as the "
                                       "seed's TAPT)", choices=("none", "onecycle", "cosine", "linear"))
-    max_lr: float = option(0.01, "peak learning rate of the onecycle schedule")
+    max_lr: float = option(0.01, "peak learning rate of the onecycle schedule", valid=AT_LEAST_0)
     grad_clip: float = option(0.0, "clip the gradients' global L2 norm to this value before each optimiser step "
-                                   "(0 = off); wav2vec2-style pretraining from random weights can diverge without it")
-    warmup_steps: int = option(0, "linear warm-up steps of the cosine and linear schedules")
-    training_steps: int = option(0, "stop after this many optimiser steps instead of --epochs (0 = use --epochs)")
+                                   "(0 = off); wav2vec2-style pretraining from random weights can diverge without it",
+                                   valid=AT_LEAST_0)
+    warmup_steps: int = option(0, "linear warm-up steps of the cosine and linear schedules", valid=AT_LEAST_0)
+    training_steps: int = option(0, "stop after this many optimiser steps instead of --epochs (0 = use --epochs)",
+                                 valid=AT_LEAST_0)
     bucket_sampler: bool = option(False, "training batches of similar lengths: clips sorted into --num_buckets "
                                          "length buckets, shuffled within them, batches shuffled (less padding)")
-    num_buckets: int = option(50, "length buckets of --bucket_sampler")
+    num_buckets: int = option(50, "length buckets of --bucket_sampler", valid=AT_LEAST_1)
     dynamic_batch: float = option(0.0, "training batches by audio instead of -bs: as many clips as fit this many "
                                        "seconds, counted padded (clips x longest); implies --bucket_sampler "
-                                       "(the seed emotion system: 250 s for -bs 64)")
+                                       "(the seed emotion system: 250 s for -bs 64)", valid=AT_LEAST_0)
     max_seconds: float = option(0.0, "pretraining: crop each clip to this many seconds at a random offset, anew "
-                                     "every time it is seen (0 = whole clips)")
+                                     "every time it is seen (0 = whole clips)", valid=AT_LEAST_0)
     loss: str = option("auto", "loss of binary heads (BCE, or MSE) and of regression heads (MSE, or huber); "
                                "categorical and soft heads use CE", choices=("auto", "BCE", "MSE", "CE", "huber"))
     labeling_method: str = option("soft", "targets of soft (vote) heads in training: soft (CE against the vote "
@@ -214,15 +323,16 @@ class TrainConfig:
                                     "speaker's statistics, as --adapt_bn does for a split of one new speaker")
     ema: float = option(0.0, "keep an exponential moving average of the weights with this decay per step (e.g. "
                               "0.99; 0 = off): validation, checkpoints and the saved model use the average "
-                              "(its time constant, 1 / (1 - decay) steps, should be well under the run's steps)")
+                              "(its time constant, 1 / (1 - decay) steps, should be well under the run's steps)",
+                              valid=(0, 1, True, False))
     adapt_bn: str = option("none", "test-time adaptation: before scoring a split (validation in every epoch, "
                                    "test, `audiotune evaluate`), re-estimate the BatchNorm statistics on its own "
                                    "clips (unlabelled; AdaBN): split (the whole split: one new speaker or "
                                    "microphone), a column such as subject (each of its groups apart), or none. "
                                    "The saved model keeps its training statistics")
-    num_workers: int = option(0, "data loader worker processes", ("-nw",))
+    num_workers: int = option(0, "data loader worker processes", ("-nw",), valid=(0, 1024, True, True))
     precision: str = option("32", "training precision", choices=("32", "bf16"))
-    patience: int = option(0, "early stopping patience in epochs on the --monitor metric (0 = off)")
+    patience: int = option(0, "early stopping patience in epochs on the --monitor metric (0 = off)", valid=AT_LEAST_0)
     monitor: str = option("loss", "validation metric that picks the best epoch and stops early (max for uar, "
                                   "accuracy, macro_f1, weighted_f1, auc, ccc; min for loss, mae; the mean over "
                                   "heads when there are several)",
@@ -236,7 +346,7 @@ class TrainConfig:
                                    "or ddp_find_unused_parameters_true for models whose trainable weights are not all "
                                    "used in every step (ddp_spawn is not offered)",
                            choices=("auto", "ddp", "ddp_find_unused_parameters_true"))
-    num_nodes: int = option(1, "machines of a multi-node DDP run (each runs --devices processes)")
+    num_nodes: int = option(1, "machines of a multi-node DDP run (each runs --devices processes)", valid=AT_LEAST_1)
     debug: bool = option(False, "use only the first 8 rows of every split")
     cache: bool = option(True, "with a frozen backbone and no waveform augmentation, encode each clip once and "
                                "train the heads from cached pooled hidden states")
@@ -302,67 +412,13 @@ SECTIONS: dict[str, type] = {
     "data": DataConfig, "audio": AudioConfig, "features": FeatureConfig, "augment": AugmentConfig,
     "model": ModelConfig, "classifier": ClassifierConfig, "train": TrainConfig,
 }
-
-
-INF = float("inf")
-# valid values of the numeric options: (low, high, low included, high included); lists are checked per element
+# the valid range of every numeric option that declares one
 RANGES: dict[tuple[str, str], tuple[float, float, bool, bool]] = {
-    ("data", "val_size"): (0, INF, True, False),
-    ("data", "seed"): (0, 2**32 - 1, True, True),
-    ("data", "mixup"): (0, 1, True, True),
-    ("data", "train_fraction"): (0, 1, False, True),
-    ("audio", "resample_rate"): (0, 768000, True, True),
-    ("audio", "channel_select"): (0, 1024, True, False),
-    ("audio", "clip_length"): (0, INF, True, False),
-    ("audio", "eval_clip_length"): (-1, INF, True, False),
-    ("features", "num_mel_bins"): (1, 1024, True, True),
-    ("features", "target_length"): (0, INF, True, False),
-    ("features", "n_mfcc"): (1, 1024, True, True),
-    ("features", "n_fft"): (2, 65536, True, True),
-    ("features", "n_mels"): (1, 1024, True, True),
-    ("features", "dataset_mean"): (-INF, INF, False, False),
-    ("features", "dataset_std"): (0, INF, False, False),
-    ("features", "freqm"): (0, INF, True, False),
-    ("features", "timem"): (0, INF, True, False),
-    ("features", "vtlp"): (0, 1, True, True),
-    ("features", "vtlp_range"): (0.5, 2, True, True),
-    ("model", "max_window"): (0, INF, True, False),
-    ("model", "mask_feature_prob"): (0, 1, True, True),
-    ("model", "mask_feature_length"): (1, INF, True, False),
-    ("model", "fshape"): (1, INF, True, False),
-    ("model", "tshape"): (1, INF, True, False),
-    ("model", "fstride"): (1, INF, True, False),
-    ("model", "tstride"): (1, INF, True, False),
-    ("model", "mask_patch"): (1, INF, True, False),
-    ("model", "cluster_factor"): (1, INF, True, False),
-    ("model", "lin_neurons"): (1, INF, True, False),
-    ("model", "channels"): (1, INF, True, False),
-    ("model", "kernel_sizes"): (1, INF, True, False),
-    ("model", "dilations"): (1, INF, True, False),
-    ("model", "attention_channels"): (1, INF, True, False),
-    ("model", "se_channels"): (1, INF, True, False),
-    ("model", "res2net_scale"): (1, INF, True, False),
-    ("classifier", "sd_bottleneck"): (1, INF, True, False),
-    ("classifier", "clf_bottleneck"): (0, INF, True, False),
-    ("classifier", "final_dropout"): (0, 1, True, False),
-    ("train", "epochs"): (0, INF, True, False),
-    ("train", "batch_size"): (1, INF, True, False),
-    ("train", "learning_rate"): (0, INF, True, False),
-    ("train", "weight_decay"): (0, INF, True, False),
-    ("train", "max_lr"): (0, INF, True, False),
-    ("train", "grad_clip"): (0, INF, True, False),
-    ("train", "warmup_steps"): (0, INF, True, False),
-    ("train", "training_steps"): (0, INF, True, False),
-    ("train", "max_seconds"): (0, INF, True, False),
-    ("train", "num_buckets"): (1, INF, True, False),
-    ("train", "dynamic_batch"): (0, INF, True, False),
-    ("model", "mask_time_prob"): (0, 1, True, True),
-    ("model", "mask_time_length"): (1, INF, True, False),
-    ("train", "ema"): (0, 1, True, False),
-    ("train", "num_workers"): (0, 1024, True, True),
-    ("train", "patience"): (0, INF, True, False),
-    ("train", "num_nodes"): (1, INF, True, False),
+    (section, spec.name): spec.metadata["valid"]
+    for section, cls in SECTIONS.items() for spec in dataclasses.fields(cls) if spec.metadata.get("valid")
 }
+
+
 
 
 def describe_range(low: float, high: float, low_in: bool, high_in: bool) -> str:

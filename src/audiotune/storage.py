@@ -176,10 +176,19 @@ def content_id(path: str) -> str:
     return hashlib.blake2b(f"{path}|{_version(info)}".encode(), digest_size=16).hexdigest()
 
 
+CACHE_ENV = "AUDIOTUNE_CACHE"
+
+
+def cache_root(cache_dir: str = "") -> Path:
+    """The cache folder of audio, features and remote copies: ``cache_dir``, else $AUDIOTUNE_CACHE, else
+    ~/.cache/audiotune."""
+    if cache_dir:
+        return Path(cache_dir)
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "audiotune"))
+
+
 def cache_folder() -> Path:
     """Local copies of remote files: $AUDIOTUNE_CACHE/remote (default ~/.cache/audiotune/remote)."""
-    from audiotune.data.audio_store import cache_root
-
     return cache_root() / "remote"
 
 

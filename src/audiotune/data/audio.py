@@ -19,7 +19,7 @@ import soundfile as sf
 import soxr
 
 from audiotune import storage
-from audiotune.data.layout import DataError
+from audiotune.data.errors import DataError
 
 CHANNEL_MODES = ("mean", "sum", "maxabs", "select", "interleave", "stack", "none")
 # modes whose output is the channels laid end to end or sample by sample: C times longer than one channel

@@ -21,15 +21,7 @@ from safetensors.numpy import save_file
 from audiotune import storage
 from audiotune.data.audio import AudioSpec, Span
 
-CACHE_ENV = "AUDIOTUNE_CACHE"
 _DIGESTS: dict[tuple[str, int, int], str] = {}
-
-
-def cache_root(cache_dir: str = "") -> Path:
-    """The cache folder of audio and features: ``cache_dir``, else $AUDIOTUNE_CACHE, else ~/.cache/audiotune."""
-    if cache_dir:
-        return Path(cache_dir)
-    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "audiotune"))
 
 
 def content_digest(path: str) -> str:

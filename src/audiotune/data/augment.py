@@ -11,22 +11,17 @@ here directly.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-
 import numpy as np
 import soxr
 from audiomentations import PitchShift, TimeStretch
 from scipy import signal
 
+from audiotune.config import AUGMENT_GATES, AUGMENT_LATE_GATES, AugmentConfig
+
 __all__ = ["AugmentConfig", "WaveformAugmenter", "mixup", "sample_mixup_lambda"]
 
-_PROBS = ("tshift", "speed", "gauss", "pshift", "gain", "stretch")  # gates drawn on every call
-_LATE_PROBS = ("eq", "cut_edges")  # gates drawn only when they are on, after the others
-_ALL_PROBS = (*_PROBS, *_LATE_PROBS)
 _TSHIFT_MAX_S = 0.5  # time shift bound in seconds
 _FILL_NOISE = 0.001  # amplitude of the uniform noise that fills vacated samples
-_SPEED_RANGE = (0.6, 1.3)  # the seed's
-_SPEED_LIMITS = (0.25, 4.0)  # what --speed_range accepts
 _STRETCH_RANGE = (0.5, 1.5)
 _GAIN_DB_RANGE = (-12.0, 12.0)
 _GAUSS_RANGE = (0.001, 0.015)  # audiomentations AddGaussianNoise default amplitudes
@@ -36,84 +31,7 @@ _EQ_BANDS = 2  # eq: peaking bands after the high-pass
 _EQ_CENTRE_HZ = 150.0  # eq: lowest band centre; the highest is 0.45 x the sample rate
 _EQ_GAIN_DB = 10.0  # eq: band gains in U(-10, 10) dB
 _EQ_Q_RANGE = (0.7, 2.0)
-_CUT_MAX_LIMIT = 1.0  # what --cut_max accepts, in seconds
 _CUT_MAX_SHARE = 0.25  # cut_edges removes at most this share of the clip at each end
-
-
-@dataclass
-class AugmentConfig:
-    """Probabilities (in [0, 1], 0 = off) of each waveform augmentation.
-
-    tshift: shift by U(-0.5 s, 0.5 s) (bounded by the clip length), vacated part filled
-        with U(-0.001, 0.001) noise.
-    speed: resample at a rate drawn from U(speed_range) (pitch, formants and tempo change together),
-        then centre-crop or centre-pad with U(-0.001, 0.001) noise back to the original length.
-    speed_range: [low, high] of the speed rate (default the seed's 0.6-1.3; ASR speed perturbation
-        uses 0.9-1.1).
-    speed_crop: fit a sped-up or slowed clip back to its original length (the seed's way); False keeps
-        its new length, so a tightly trimmed word loses no onset or ending (the clip may then exceed
-        --clip_length by a factor of up to 1 / low).
-    gauss: add Gaussian noise with std U(0.001, 0.015) x the clip's peak amplitude
-        (audiomentations' AddGaussianNoise amplitudes for a peak-normalised clip).
-    pshift: pitch shift by U(-pshiftn, +pshiftn) semitones at the real sample rate.
-    pshiftn: maximum pitch shift in semitones (0 < pshiftn <= 24).
-    gain: multiply by U(-12, 12) dB.
-    stretch: time stretch at rate U(0.5, 1.5) (tempo only), cropped or zero-padded at
-        the end back to the original length.
-    eq: random equalisation, as a different microphone or room: a 2nd-order Butterworth
-        high-pass at a cutoff log-uniform in 40-600 Hz, then 2 peaking bands (centres
-        log-uniform from 150 Hz to 0.45 x the sample rate, gains U(-10, 10) dB, Q U(0.7, 2)).
-        Its gate is drawn only when ``eq > 0``, so configurations without it keep their
-        random streams.
-    cut_edges: cut U(0, cut_max) seconds from the start of the clip and, independently, from its end
-        (at most a quarter of the clip at each end, never below the model's shortest clip), as a tighter
-        silence trimmer or voice-activity detector would: a word's onset (a plosive's burst) or ending is
-        sometimes lost in real recordings. The clip gets shorter. Its gate is drawn after eq's, only when
-        ``cut_edges > 0``.
-    cut_max: the longest cut at each end, in seconds (0 < cut_max <= 1).
-    """
-
-    tshift: float = 0.0
-    speed: float = 0.0
-    gauss: float = 0.0
-    pshift: float = 0.0
-    pshiftn: float = 2.0
-    gain: float = 0.0
-    stretch: float = 0.0
-    eq: float = 0.0
-    speed_range: list[float] = field(default_factory=lambda: list(_SPEED_RANGE))
-    speed_crop: bool = True
-    cut_edges: float = 0.0
-    cut_max: float = 0.05
-
-    def __post_init__(self) -> None:
-        for name in _ALL_PROBS:
-            value = float(getattr(self, name))
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"--{name} {value}: must be a probability in [0, 1]")
-            setattr(self, name, value)
-        if not 0.0 < float(self.pshiftn) <= 24.0:  # audiomentations' PitchShift limit
-            raise ValueError(f"--pshiftn {self.pshiftn}: must be in (0, 24] semitones")
-        self.pshiftn = float(self.pshiftn)
-        low_limit, high_limit = _SPEED_LIMITS
-        rates = [float(r) for r in self.speed_range]
-        if len(rates) != 2 or not low_limit <= rates[0] <= rates[1] <= high_limit:
-            raise ValueError(f"--speed_range {' '.join(map(str, self.speed_range))}: must be two rates LOW HIGH "
-                             f"with {low_limit} <= LOW <= HIGH <= {high_limit}")
-        self.speed_range = rates
-        self.speed_crop = bool(self.speed_crop)
-        if not 0.0 < float(self.cut_max) <= _CUT_MAX_LIMIT:
-            raise ValueError(f"--cut_max {self.cut_max}: must be in (0, {_CUT_MAX_LIMIT}] seconds")
-        self.cut_max = float(self.cut_max)
-
-    @property
-    def active(self) -> bool:
-        """True when at least one augmentation has a non-zero probability."""
-        return any(getattr(self, name) > 0.0 for name in _ALL_PROBS)
-
-    def to_dict(self) -> dict[str, float | bool | list[float]]:
-        """Plain dict of all fields (for logging / configs)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def _fit_centre(wave: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
@@ -201,8 +119,8 @@ class WaveformAugmenter:
         n = len(wave)
         cfg = self.config
         # One gate draw per augmentation on every call keeps the stream layout stable.
-        gates = {name: self.rng.random() < getattr(cfg, name) for name in _PROBS}
-        for name in _LATE_PROBS:  # drawn after the others, only when on: older streams are unchanged
+        gates = {name: self.rng.random() < getattr(cfg, name) for name in AUGMENT_GATES}
+        for name in AUGMENT_LATE_GATES:  # drawn after the others, only when on: older streams are unchanged
             if getattr(cfg, name) > 0.0:
                 gates[name] = self.rng.random() < getattr(cfg, name)
         self.last_params = {}

@@ -25,8 +25,9 @@ from typing import Any
 import pandas as pd
 
 from audiotune import storage
+from audiotune.data.errors import DataError
 from audiotune.data.json_splits import read_json_split
-from audiotune.data.layout import DataError, read_splits, read_table
+from audiotune.data.layout import read_splits, read_table
 from audiotune.data.splits import draw_validation, group_values, kfold_tables
 
 VAL_GROUPS = ("next", "draw", "none")

@@ -21,8 +21,8 @@ from typing import Any
 
 import pandas as pd
 
+from audiotune.data.errors import DataError
 from audiotune.data.labels import LabelGroup
-from audiotune.data.layout import DataError
 
 SPLIT_KEYS = {"train": "train", "val": "val", "test": "test"}
 VOTE_SEPARATOR = "="  # vote-share columns are named LABEL=CLASS

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from audiotune.config import HEAD_KINDS, HeadSpec
-from audiotune.data.layout import DataError
+from audiotune.data.errors import DataError
 
 
 @dataclass

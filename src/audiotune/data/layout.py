@@ -17,13 +17,10 @@ import numpy as np
 import pandas as pd
 
 from audiotune import storage
+from audiotune.data.errors import DataError
 
 SPLITS = ("train", "val", "test")
 ENCODING_EXTENSIONS = {"MP3": "mp3", "WAV": "wav", "FLAC": "flac", "OGG": "ogg", "VORBIS": "ogg"}
-
-
-class DataError(ValueError):
-    """Bad input data: the message names the file or field."""
 
 
 # identifiers, read as written: "007" stays "007" (not the number 7), so ids survive a write and read back

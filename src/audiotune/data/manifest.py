@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from audiotune.data.layout import DataError
+from audiotune.data.errors import DataError
 from audiotune.outputs import check_output_path, write_csv
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")

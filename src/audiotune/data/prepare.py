@@ -12,9 +12,10 @@ import pandas as pd
 from audiotune.config import HeadSpec, RunConfig
 from audiotune.data.audio import AudioSpec, scan_audio
 from audiotune.data.balance import training_share
+from audiotune.data.errors import DataError
 from audiotune.data.json_splits import json_label_groups
 from audiotune.data.labels import drop_missing_targets, encode_targets, fit_target_scaling, infer_heads, read_label_file
-from audiotune.data.layout import DataError, attach_paths, read_splits
+from audiotune.data.layout import attach_paths, read_splits
 from audiotune.data.splits import draw_validation
 from audiotune.outputs import write_csv
 

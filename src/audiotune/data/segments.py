@@ -18,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 import soundfile as sf
 
-from audiotune.data.layout import DataError, format_seconds
+from audiotune.data.errors import DataError
+from audiotune.data.layout import format_seconds
 from audiotune.outputs import check_output_path, write_csv
 
 DECIMALS = 6

@@ -8,7 +8,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from audiotune import storage
-from audiotune.data.layout import DataError
+from audiotune.data.errors import DataError
 from audiotune.outputs import write_csv
 
 

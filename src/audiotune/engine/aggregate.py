@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from audiotune.config import HeadSpec
-from audiotune.data.layout import DataError
+from audiotune.data.errors import DataError
 from audiotune.engine.metrics import head_slices
 
 MODES = ("mean", "max")

@@ -22,9 +22,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
 
+from audiotune import storage
 from audiotune.config import RunConfig
 from audiotune.data.audio import table_spans
-from audiotune.data.audio_store import cache_root as audio_cache_root
 from audiotune.data.audio_store import segment_key
 from audiotune.data.balance import BalancedSampler
 from audiotune.engine.adapt import OFF as ADAPT_OFF
@@ -56,7 +56,7 @@ def cache_blocker(config: RunConfig) -> str | None:
 
 def cache_root(config: RunConfig) -> Path:
     """The cache folder: --cache_dir, else $AUDIOTUNE_CACHE, else ~/.cache/audiotune."""
-    return audio_cache_root(config.train.cache_dir)
+    return storage.cache_root(config.train.cache_dir)
 
 
 def encoder_digest(backbone: torch.nn.Module) -> str:

@@ -54,14 +54,13 @@ from audiotune.data.prepare import check_no_validation
 from audiotune.engine.distributed import launched_rank_zero
 from audiotune.engine.evaluate import METRICS_FILE, PREDICTIONS_FILE, prediction_table
 from audiotune.engine.metrics import compute_metrics
+from audiotune.engine.records import check_settings_record, read_settings_record
 from audiotune.engine.selection import monitor_value
 from audiotune.engine.train import continue_or_start, train
 from audiotune.models.checkpoint import CONFIG_FILE
 from audiotune.outputs import (
     OwnedRunDir,
-    check_settings_record,
     own_run_dir,
-    read_settings_record,
     write_bytes,
     write_csv,
     write_json,

@@ -11,8 +11,9 @@ import pandas as pd
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSampler
 
+from audiotune import storage
 from audiotune.config import RunConfig
-from audiotune.data.audio_store import AudioStore, cache_root
+from audiotune.data.audio_store import AudioStore
 from audiotune.data.balance import BalancedSampler
 from audiotune.data.dataset import AudioDataset, Collator, EqualLengthBatchSampler
 from audiotune.data.prepare import audio_spec, scoring_spec
@@ -69,7 +70,7 @@ def make_dataset(config: RunConfig, table: pd.DataFrame, targets: np.ndarray, tr
     """The dataset of a table with the run's audio and feature settings: augmentation and the training crop
     if ``train``, else the scoring crop (:func:`~audiotune.data.prepare.scoring_spec`)."""
     spec = audio_spec(config) if train else scoring_spec(config)
-    store = AudioStore(cache_root(config.train.cache_dir), spec) if config.train.audio_cache else None
+    store = AudioStore(storage.cache_root(config.train.cache_dir), spec) if config.train.audio_cache else None
     return AudioDataset(table, targets, spec, config.features, config.augment, config.data.mixup, train=train,
                         store=store, min_samples=config.audio.min_samples)
 

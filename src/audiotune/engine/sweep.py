@@ -48,10 +48,11 @@ from optuna.trial import FrozenTrial, TrialState
 from audiotune.config import RunConfig, config_to_dict
 from audiotune.engine.cv import finished_metrics
 from audiotune.engine.device import parse_devices
+from audiotune.engine.records import check_settings_record
 from audiotune.engine.selection import MONITORS, monitor_key
 from audiotune.engine.train import continue_or_start, train
 from audiotune.models.checkpoint import CONFIG_FILE
-from audiotune.outputs import check_settings_record, write_bytes, write_csv, write_json
+from audiotune.outputs import write_bytes, write_csv, write_json
 from audiotune.vertex import VertexError, metric_value
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from audiotune.data.layout import DataError
+from audiotune.data.errors import DataError
 
 SEED_PATTERN = "last7"  # the tap2key rule: the last 7 integer groups are hour, minute, second, fraction, month,
 # day, year

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from audiotune.config import RunConfig
+from audiotune.models.backbones.hf_checkpoint import extractor_settings
 from audiotune.outputs import atomic_dir
 
 log = logging.getLogger(__name__)
@@ -180,8 +181,6 @@ def save_encoder(model: Any, checkpoint: str, settings: dict[str, Any], folder: 
     """``folder/encoder``: ``model`` via ``save_pretrained`` with ``settings`` (the checkpoint's own masking
     settings) in its config, and a feature extractor config, written aside and moved into place complete."""
     from transformers import AutoFeatureExtractor, Wav2Vec2FeatureExtractor
-
-    from audiotune.models.backbones.huggingface import extractor_settings
 
     target = folder / ENCODER_DIR
     config = model.config
