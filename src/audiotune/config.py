@@ -6,6 +6,7 @@ seed command lines used (``-bs``, ``--gauss``, ...). ``config.yaml`` in a run di
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import types
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from audiotune.storage import Role
 
 CONFIG_VERSION = 1
 
@@ -27,9 +30,12 @@ PROBABILITY = (0, 1, True, True)
 
 
 def option(default: Any, help: str, flags: tuple[str, ...] = (), choices: tuple[Any, ...] | None = None,
-           cli: bool = True, valid: tuple[float, float, bool, bool] | None = None) -> Any:
-    """A config field with its command-line help, extra flag spellings, allowed values and valid range."""
-    meta = {"help": help, "flags": flags, "choices": choices, "cli": cli, "valid": valid}
+           cli: bool = True, valid: tuple[float, float, bool, bool] | None = None, role: Role | None = None,
+           backbone: str = "") -> Any:
+    """A config field with its command-line help, extra flag spellings, allowed values, valid range, the role of
+    a path (how a remote one is read or written) and the one backbone it belongs to (none: every backbone)."""
+    meta = {"help": help, "flags": flags, "choices": choices, "cli": cli, "valid": valid, "role": role,
+            "backbone": backbone}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -124,11 +130,13 @@ class AugmentConfig:
 
 @dataclass
 class DataConfig:
-    prefix: str = option("", "audio root for uid-addressed rows: PREFIX[/STUDY]/UID/waveform.EXT", ("-i",))
+    prefix: str = option("", "audio root for uid-addressed rows: PREFIX[/STUDY]/UID/waveform.EXT", ("-i",),
+                         role=Role.AUDIO)
     study: str = option("", "optional study folder under --prefix", ("-s",))
     data_split_root: str = option("", "split directory (train.csv, test.csv, optional val.csv), one CSV, or a folder "
-                                      "of audio files (unlabelled: pretrain, extract, stats)", ("-d",))
-    label_txt: str = option("", "label file: one classifier head per line, comma-separated column names", ("-l",))
+                                      "of audio files (unlabelled: pretrain, extract, stats)", ("-d",), role=Role.TABLE)
+    label_txt: str = option("", "label file: one classifier head per line, comma-separated column names", ("-l",),
+                            role=Role.INPUT)
     val_size: int = option(50, "subjects drawn from train for validation when val.csv is absent (0: no "
                                     "validation; the last epoch is kept)", valid=AT_LEAST_0)
     seed: int = option(0, "random seed for splits, initialisation, shuffling and augmentation",
@@ -209,7 +217,7 @@ class ModelConfig:
     model: str = option("ecapa_tdnn", "backbone", choices=("ecapa_tdnn", "hf", "ssast"))
     checkpoint: str = option("", "backbone to start from: a Hugging Face hub id or directory (--model hf, default "
                                  "facebook/wav2vec2-base-960h), or a SpeechBrain-layout ECAPA .ckpt/.safetensors",
-                                 ("-c",))
+                                 ("-c",), role=Role.INPUT)
     freeze: bool | None = option(None, "freeze the whole backbone (default: yes for pretrained encoders, as the "
                                        "seed did; no for models trained from scratch)")
     freeze_feature_encoder: bool = option(False, "freeze only the convolutional feature encoder")
@@ -217,18 +225,21 @@ class ModelConfig:
                                                     "convolutional encoder (with --freeze_feature_encoder: the seed "
                                                     "emotion system's fine-tuning)")
     max_window: float = option(0.0, "encode clips longer than this many seconds window by window (0 = whole clip)",
-                               valid=AT_LEAST_0)
+                               valid=AT_LEAST_0, backbone="hf")
     pretrained_mdl_path: str = option("", "SSAST: self-supervised checkpoint to fine-tune (original .pth, with or "
-                                          "without 'module.', or one written by `audiotune pretrain`)")
-    model_size: str = option("base", "SSAST size", choices=("tiny", "small", "base", "base_nokd"))
+                                          "without 'module.', or one written by `audiotune pretrain`)",
+                                          role=Role.INPUT, backbone="ssast")
+    model_size: str = option("base", "SSAST size", choices=("tiny", "small", "base", "base_nokd"), backbone="ssast")
     task: str = option("ft_cls", "SSAST: pooled tokens for fine-tuning (ft_cls, ft_avgtok) or the objective of "
                                  "`audiotune pretrain` (pretrain_mpc, pretrain_mpg, pretrain_joint = nce + 10 mse)",
-                       choices=("ft_cls", "ft_avgtok", "pretrain_mpc", "pretrain_mpg", "pretrain_joint"))
+                       choices=("ft_cls", "ft_avgtok", "pretrain_mpc", "pretrain_mpg", "pretrain_joint"),
+                       backbone="ssast")
     fshape: int = option(128, "SSAST patch height in mel bins (128 with tshape 2: frame model; 16x16: patch model)",
-                         valid=AT_LEAST_1)
-    tshape: int = option(2, "SSAST patch width in frames", valid=AT_LEAST_1)
-    fstride: int = option(128, "SSAST patch stride in mel bins (pretraining: = fshape)", valid=AT_LEAST_1)
-    tstride: int = option(2, "SSAST patch stride in frames (pretraining: = tshape)", valid=AT_LEAST_1)
+                         valid=AT_LEAST_1, backbone="ssast")
+    tshape: int = option(2, "SSAST patch width in frames", valid=AT_LEAST_1, backbone="ssast")
+    fstride: int = option(128, "SSAST patch stride in mel bins (pretraining: = fshape)", valid=AT_LEAST_1,
+                          backbone="ssast")
+    tstride: int = option(2, "SSAST patch stride in frames (pretraining: = tshape)", valid=AT_LEAST_1, backbone="ssast")
     objective: str = option("", "`audiotune pretrain` objective (ssast: pretrain_joint, pretrain_mpc, pretrain_mpg; "
                                 "hf: tapt, wav2vec2's contrastive + diversity loss; ptapt, masked prediction of "
                                 "--pseudo_labels); default: the backbone's first")
@@ -236,30 +247,36 @@ class ModelConfig:
                                                 "the mask embedding. Fine-tuning (default 0: none; the seed emotion "
                                                 "system 0.08); pretraining (default: tapt the checkpoint's "
                                                 "mask_time_prob, 0.05 for wav2vec2-base; ptapt 0.06)",
-                                                valid=PROBABILITY)
+                                                valid=PROBABILITY, backbone="hf")
     mask_time_length: int | None = option(None, "--model hf: frames per masked span (default: fine-tuning 10, "
-                                                "tapt the checkpoint's mask_time_length, ptapt 15)", valid=AT_LEAST_1)
+                                                "tapt the checkpoint's mask_time_length, ptapt 15)", valid=AT_LEAST_1,
+                                                backbone="hf")
     mask_feature_prob: float = option(0.0, "--model hf fine-tuning: share of feature channels where zeroed spans "
-                                           "start (the seed emotion system: 0.05)", valid=PROBABILITY)
+                                           "start (the seed emotion system: 0.05)", valid=PROBABILITY, backbone="hf")
     mask_feature_length: int = option(10, "--model hf fine-tuning: channels per zeroed span (the seed: 64)",
-                                      valid=AT_LEAST_1)
+                                      valid=AT_LEAST_1, backbone="hf")
     pseudo_labels: str = option("", "P-TAPT (--objective ptapt): frame labels written by `audiotune cluster` "
-                                    "(parquet); one prediction head per K")
+                                    "(parquet); one prediction head per K", role=Role.INPUT, backbone="hf")
     fresh_quantizer: bool = option(False, "TAPT from a checkpoint without quantizer weights (e.g. CTC fine-tuned): "
-                                          "start the quantizer and projections from random weights")
+                                          "start the quantizer and projections from random weights", backbone="hf")
     gumbel_anneal: bool = option(True, "TAPT: anneal the quantizer's Gumbel temperature per step as wav2vec2's "
-                                       "pretraining (2.0 x 0.999995^step, at least 0.5); false keeps 2.0 (the seed)")
-    mask_patch: int = option(400, "SSAST pretraining: patches masked per clip", valid=AT_LEAST_1)
+                                       "pretraining (2.0 x 0.999995^step, at least 0.5); false keeps 2.0 (the seed)",
+                                       backbone="hf")
+    mask_patch: int = option(400, "SSAST pretraining: patches masked per clip", valid=AT_LEAST_1, backbone="ssast")
     cluster_factor: int = option(3, "SSAST pretraining: side of the square blocks of masked patches (patch models)",
-                                 valid=AT_LEAST_1)
-    lin_neurons: int = option(192, "ECAPA-TDNN embedding size", valid=AT_LEAST_1)
-    channels: list[int] = option([512, 512, 512, 512, 1536], "ECAPA-TDNN channels per block", valid=AT_LEAST_1)
-    kernel_sizes: list[int] = option([5, 3, 3, 3, 1], "ECAPA-TDNN kernel size per block", valid=AT_LEAST_1)
-    dilations: list[int] = option([1, 2, 3, 4, 1], "ECAPA-TDNN dilation per block", valid=AT_LEAST_1)
-    attention_channels: int = option(128, "ECAPA-TDNN attentive pooling channels", valid=AT_LEAST_1)
-    se_channels: int = option(128, "ECAPA-TDNN squeeze-excitation channels", valid=AT_LEAST_1)
-    res2net_scale: int = option(8, "ECAPA-TDNN Res2Net scale", valid=AT_LEAST_1)
-    global_context: bool = option(True, "ECAPA-TDNN attentive pooling with global context")
+                                 valid=AT_LEAST_1, backbone="ssast")
+    lin_neurons: int = option(192, "ECAPA-TDNN embedding size", valid=AT_LEAST_1, backbone="ecapa_tdnn")
+    channels: list[int] = option([512, 512, 512, 512, 1536], "ECAPA-TDNN channels per block", valid=AT_LEAST_1,
+                                 backbone="ecapa_tdnn")
+    kernel_sizes: list[int] = option([5, 3, 3, 3, 1], "ECAPA-TDNN kernel size per block", valid=AT_LEAST_1,
+                                     backbone="ecapa_tdnn")
+    dilations: list[int] = option([1, 2, 3, 4, 1], "ECAPA-TDNN dilation per block", valid=AT_LEAST_1,
+                                  backbone="ecapa_tdnn")
+    attention_channels: int = option(128, "ECAPA-TDNN attentive pooling channels", valid=AT_LEAST_1,
+                                     backbone="ecapa_tdnn")
+    se_channels: int = option(128, "ECAPA-TDNN squeeze-excitation channels", valid=AT_LEAST_1, backbone="ecapa_tdnn")
+    res2net_scale: int = option(8, "ECAPA-TDNN Res2Net scale", valid=AT_LEAST_1, backbone="ecapa_tdnn")
+    global_context: bool = option(True, "ECAPA-TDNN attentive pooling with global context", backbone="ecapa_tdnn")
 
 
 @dataclass
@@ -350,7 +367,8 @@ class TrainConfig:
     debug: bool = option(False, "use only the first 8 rows of every split")
     cache: bool = option(True, "with a frozen backbone and no waveform augmentation, encode each clip once and "
                                "train the heads from cached pooled hidden states")
-    cache_dir: str = option("", "feature cache folder (default $AUDIOTUNE_CACHE or ~/.cache/audiotune)")
+    cache_dir: str = option("", "feature cache folder (default $AUDIOTUNE_CACHE or ~/.cache/audiotune)",
+                            role=Role.CACHE)
     audio_cache: bool = option(False, "store each row's decoded, resampled, channel-mapped audio once (under "
                                       "the cache folder) and read it back every epoch instead of decoding again; "
                                       "waveform augmentation still runs per epoch")
@@ -516,9 +534,10 @@ def with_added_options(earlier: dict[str, Any], current: dict[str, Any]) -> dict
     return upgraded
 
 
-def config_from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
-    """Rebuild a RunConfig; unknown keys are an error naming the key, missing keys take defaults."""
-    config = RunConfig()
+def config_from_dict(raw: dict[str, Any], source: str = "config", base: RunConfig | None = None) -> RunConfig:
+    """Rebuild a RunConfig; unknown keys are an error naming the key, missing keys take ``base``'s values
+    (default: the defaults)."""
+    config = copy.deepcopy(base) if base is not None else RunConfig()
     for key, value in raw.items():
         if key == "audio":
             value = _upgrade_audio(value)
@@ -531,7 +550,7 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
             if unknown:
                 raise ValueError(f"{source}: unknown option(s) in section '{key}': {sorted(unknown)}")
             _check_types(section_cls, value, f"{source}: section '{key}'")
-            setattr(config, key, section_cls(**value))
+            setattr(config, key, section_cls(**{**vars(getattr(config, key)), **value}))
         elif key == "heads":
             config.heads = [HeadSpec(**head) for head in value]
         elif key in ("exp_dir", "version"):
@@ -550,8 +569,8 @@ def save_config(config: RunConfig, path: str | Path) -> None:
     write_bytes(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Read a config.yaml written by :func:`save_config`."""
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The sections of a YAML config file (a run's config.yaml or a recipe), unchecked."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no config.yaml (is this a run directory written by `audiotune train`?)")
@@ -564,4 +583,9 @@ def load_config(path: str | Path) -> RunConfig:
         raise ValueError(f"{path}: not valid YAML{at}: {problem}") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected sections (data:, train:, ...), found a {type(raw).__name__}")
-    return config_from_dict(raw, source=str(path))
+    return raw
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a config.yaml written by :func:`save_config`."""
+    return config_from_dict(read_config_file(path), source=str(path))

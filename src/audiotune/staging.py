@@ -1,15 +1,19 @@
-"""Remote paths on the command line: every command takes ``gs://...`` (any fsspec URL) wherever it takes a path.
+"""Remote paths on the command line: a command takes ``gs://...`` (any fsspec URL) wherever it takes a path.
 
-Before a command runs, :func:`staged` rewrites its parsed arguments:
+Every path argument declares its :class:`~audiotune.storage.Role` where the command declares the argument
+(:func:`audiotune.cli.flags.add_path`); before the command runs, :func:`staged` handles each remote path by
+that role:
 
-- tables and audio (``-d``, ``--prefix``) stay URLs: tables are read in place and audio by range, through
+- tables and audio (``TABLE``, ``AUDIO``) stay URLs: tables are read in place and audio by range, through
   the read-through cache (:mod:`audiotune.storage`);
-- other inputs (``--config``, label files, ``-c`` checkpoints and Hugging Face folders, ``--run``
+- other inputs (``INPUT``, ``RUN``: configs, label files, checkpoints and Hugging Face folders, run
   directories, pseudo-labels) become local copies in the cache, downloaded again only when they changed;
-- outputs (``-o/--exp_dir``, ``--out``) become local staging folders: the command writes there as it does
-  on a local disk (locks, atomic files, ``--resume``), and only a command that finished uploads them, run
-  markers last. A remote run directory that already holds a run is refused, resumed (``--resume``:
-  downloaded first) or replaced (``--overwrite``) as a local one is.
+- outputs become local staging folders: the command writes there as it does on a local disk (locks, atomic
+  files, ``--resume``), and only a command that finished uploads them, run markers last. A remote run
+  directory (``RUN_OUTPUT``) that already holds a run is refused, resumed (``--resume``: downloaded first) or
+  replaced (``--overwrite``) as a local one is; an experiment folder (``EXPERIMENT``) and a cache (``CACHE``)
+  are downloaded first;
+- ``LOCAL`` paths are refused when remote, naming the argument.
 
 The seed systems' flags keep their meaning: ``--cloud`` with ``-b/--bucket_name`` and ``--cloud_dir`` also
 uploads the run directory to ``gs://BUCKET/CLOUD_DIR`` when the command finishes; ``-p/--project_name`` is
@@ -25,16 +29,10 @@ from pathlib import Path
 
 from audiotune import storage
 from audiotune.outputs import RUN_MARKERS, RunDirError
+from audiotune.storage import Role
 
-COPIED = ("config", "data.label_txt", "model.pretrained_mdl_path", "model.pseudo_labels", "run", "audio",
-          "model.checkpoint", "space")
-READ_IN_PLACE = ("data.data_split_root", "data_split_root", "data.prefix", "manifest")
-# commands whose --out is a folder; every other --out is a file (with sidecar files beside it)
-FOLDER_OUT = ("split",)
-RESUMING = ("cv",)  # an experiment folder that the command itself resumes: always downloaded first
-UNSUPPORTED = {"segment": ("table", "out"), "taps": ("files", "taps", "touch_log", "keys", "out", "plot"),
-               "manifest": ("audio_dir", "out"),
-               "sweep": ("exp_dir",)}  # its study database is shared by the processes of a sweep while it runs
+COPIED = (Role.INPUT, Role.RUN)
+FOLDERS = (Role.OUTPUT_DIR, Role.RUN_OUTPUT, Role.EXPERIMENT, Role.CACHE)  # the other outputs are files
 
 
 @dataclass
@@ -47,69 +45,64 @@ def _get(args: argparse.Namespace, key: str) -> object:
     return vars(args).get(key)
 
 
-def _remote_run_defaults(args: argparse.Namespace) -> None:
-    """Outputs whose default lies in a remote --run directory get that remote default now, before --run is
-    replaced by its local copy."""
-    run = _get(args, "run")
-    if not storage.is_remote(run) or args.command not in ("evaluate", "extract", "attention"):
-        return
-    folder = storage.parent(str(run)) if str(run).endswith(".safetensors") else str(run)
-    if args.command == "extract" and not args.out:
-        args.out = storage.join(folder, f"embeddings_{args.embedding_type}.parquet")
-    if args.command in ("evaluate", "attention") and not args.exp_dir:
-        args.exp_dir = storage.join(folder, args.command)
+def _flag(key: str) -> str:
+    return f"--{key.rpartition('.')[2]}"
 
 
 def _check_remote_run(url: str, args: argparse.Namespace) -> bool:
-    """Whether remote output folder ``url`` holds a run; refused like a local one without --resume/--overwrite."""
+    """Whether remote run directory ``url`` holds a run; refused like a local one without --resume/--overwrite."""
     holds_run = any(storage.isfile(storage.join(url, marker)) for marker in RUN_MARKERS)
-    resume, overwrite = _get(args, "train.resume"), _get(args, "train.overwrite")
-    if holds_run and args.command not in RESUMING and args.command in ("train", "pretrain", "probe") \
-            and not resume and not overwrite:
+    if holds_run and not _get(args, "train.resume") and not _get(args, "train.overwrite"):
         raise RunDirError(f"{url}: already holds a run; pass --resume to continue it, --overwrite to replace it, "
                           "or choose another -o/--exp_dir")
     return holds_run
 
 
-def _stage_output(args: argparse.Namespace, key: str, staging: Staging) -> None:
+def _stage_output(args: argparse.Namespace, key: str, role: Role, staging: Staging) -> None:
     url = str(_get(args, key))
-    is_folder = key in ("exp_dir", "train.cache_dir") or args.command in FOLDER_OUT
+    is_folder = role in FOLDERS
     destination = url if is_folder else storage.parent(url)  # a file goes with its sidecars (OUT.skipped.csv)
     folder = storage.staging_folder(destination)
     staging.folders.append(folder)
-    holds_run = _check_remote_run(url, args) if key == "exp_dir" else False
-    if key == "train.cache_dir" or args.command in RESUMING or (holds_run and _get(args, "train.resume")):
+    holds_run = _check_remote_run(url, args) if role is Role.RUN_OUTPUT else False
+    if role in (Role.EXPERIMENT, Role.CACHE) or (holds_run and _get(args, "train.resume")):
         storage.sync_down(url, folder)
     staging.uploads.append((folder, destination, bool(holds_run and _get(args, "train.overwrite")),
-                            key == "train.cache_dir"))
+                            role is Role.CACHE))
     vars(args)[key] = str(folder) if is_folder else str(folder / storage.name(url))
 
 
+def _refuse_remote(args: argparse.Namespace, roles: dict[str, Role]) -> None:
+    for key, role in roles.items():
+        values = _get(args, key)
+        for value in values if isinstance(values, list) else [values]:
+            if role is Role.LOCAL and storage.is_remote(value):
+                raise storage.StorageError(f"{value}: {_flag(key)} of `audiotune {args.command}` is read or written "
+                                           "on a local disk only; copy it to a local folder first")
+
+
 @contextlib.contextmanager
-def staged(args: argparse.Namespace) -> Iterator[None]:
-    """Run the block with remote paths of ``args`` replaced by local ones; upload the outputs if it finishes.
+def staged(args: argparse.Namespace, roles: dict[str, Role]) -> Iterator[None]:
+    """Run the block with the remote paths of ``args`` (``roles``: ``{dest: Role}``) replaced by local ones;
+    upload the outputs if it finishes.
 
     Local paths are left exactly as they are, so a command without remote paths runs unchanged. A failed
     upload keeps the staging folder (the error names it); a failed command leaves nothing behind."""
     storage.configure(_get(args, "project_name"))  # type: ignore[arg-type]
-    for key in UNSUPPORTED.get(args.command, ()):
-        values = _get(args, key)
-        for value in values if isinstance(values, list) else [values]:
-            if storage.is_remote(value):
-                raise storage.StorageError(f"{value}: `audiotune {args.command}` reads and writes local files "
-                                           "only; copy it to a local folder first")
-    cloud = _cloud_url(args)
-    _remote_run_defaults(args)
+    _refuse_remote(args, roles)
+    cloud = _cloud_url(args, roles)
     staging = Staging()
     keep = False
     try:
-        for key in COPIED:
+        for key, role in roles.items():
             value = _get(args, key)
-            if storage.is_remote(value):
+            if role in COPIED and isinstance(value, list):
+                vars(args)[key] = [storage.local_copy(str(v)) if storage.is_remote(v) else v for v in value]
+            elif role in COPIED and storage.is_remote(value):
                 vars(args)[key] = storage.local_copy(str(value))
-        for key in ("exp_dir", "out", "train.cache_dir"):
-            if storage.is_remote(_get(args, key)):
-                _stage_output(args, key, staging)
+        for key, role in roles.items():
+            if role.is_output and role is not Role.LOCAL and storage.is_remote(_get(args, key)):
+                _stage_output(args, key, role, staging)
         if cloud:
             staging.uploads.append((Path(str(_get(args, "exp_dir"))), cloud, False, False))
         yield
@@ -132,7 +125,7 @@ def _uploads() -> bool:
     return launched_rank_zero()
 
 
-def _cloud_url(args: argparse.Namespace) -> str | None:
+def _cloud_url(args: argparse.Namespace, roles: dict[str, Role]) -> str | None:
     """The seed systems' ``--cloud -b BUCKET --cloud_dir DIR``: the run directory is uploaded there too."""
     if not _get(args, "cloud"):
         return None

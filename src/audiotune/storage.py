@@ -30,6 +30,7 @@ import posixpath
 import re
 import shutil
 import tempfile
+from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
 
@@ -39,6 +40,34 @@ URL = re.compile(r"^([a-z][a-z0-9+.-]*)://", re.IGNORECASE)
 LAST = ("model.safetensors", "metrics.json", "config.yaml")  # what makes a folder a run: sent last, config last
 PACKAGES = {"gs": "gcsfs", "gcs": "gcsfs", "s3": "s3fs", "az": "adlfs", "abfs": "adlfs"}
 _OPTIONS: dict[str, dict[str, Any]] = {}
+
+
+class Role(StrEnum):
+    """What a path argument is to a command, which decides how a remote (``gs://``) one is handled.
+
+    Read in place: ``TABLE`` (a CSV or split folder) and ``AUDIO`` (an audio root, read by range).
+    Read whole: ``INPUT`` and ``RUN`` (a run directory, or the model.safetensors inside it) become local copies.
+    Written: ``OUTPUT_FILE`` (with sidecar files beside it) and ``OUTPUT_DIR`` are written in a local staging
+    folder and uploaded once the command finished; ``RUN_OUTPUT`` (a run directory) is also refused when it holds
+    a run, unless resumed (downloaded first) or replaced; ``EXPERIMENT`` (a folder of runs that the command
+    resumes itself) and ``CACHE`` (only new entries are uploaded) are downloaded first.
+    ``LOCAL``: the command reads or writes it on a local disk only.
+    """
+
+    TABLE = "table"
+    AUDIO = "audio"
+    INPUT = "input"
+    RUN = "run to read"
+    OUTPUT_FILE = "output file"
+    OUTPUT_DIR = "output folder"
+    RUN_OUTPUT = "run directory to write"
+    EXPERIMENT = "experiment folder"
+    CACHE = "cache folder"
+    LOCAL = "local path"
+
+    @property
+    def is_output(self) -> bool:
+        return self in (Role.OUTPUT_FILE, Role.OUTPUT_DIR, Role.RUN_OUTPUT, Role.EXPERIMENT, Role.CACHE)
 
 
 class StorageError(OSError):

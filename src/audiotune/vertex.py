@@ -224,37 +224,6 @@ def cluster_environment(env: dict[str, str] | None = None) -> dict[str, str]:
     return {"MASTER_ADDR": host, "MASTER_PORT": port or "2222", "NODE_RANK": str(node)}
 
 
-def add_parser(commands: Any) -> None:
-    """``audiotune vertex job|tune [options] -- COMMAND ARGS``."""
-    vertex = commands.add_parser("vertex", help="write a Vertex AI CustomJob or hyperparameter-tuning job spec "
-                                                "(JSON) that runs an audiotune command")
-    kinds = vertex.add_subparsers(dest="vertex_command", required=True)
-    for kind in ("job", "tune"):
-        parser = kinds.add_parser(kind, help="CustomJob spec" if kind == "job" else
-                                  "HyperparameterTuningJob spec from a search-space YAML",
-                                  description="Everything after -- is the audiotune command the container runs, "
-                                              "e.g. -- train -d gs://B/split -l gs://B/labels.txt -o gs://B/runs/r1")
-        parser.allow_abbrev = False
-        parser.add_argument("--name", required=True, help="display name of the job")
-        parser.add_argument("--image", required=True, help="container image with audiotune (see Dockerfile.cuda)")
-        parser.add_argument("--machine_type", default=Machine.machine_type)
-        parser.add_argument("--accelerator_type", default=Machine.accelerator_type, help="NONE for a CPU job")
-        parser.add_argument("--accelerator_count", type=int, default=Machine.accelerator_count)
-        parser.add_argument("--replicas", type=int, default=1,
-                            help="machines (nodes); above 1 the command gets --num_nodes and runs as DDP")
-        parser.add_argument("--boot_disk_gb", type=int, default=Machine.boot_disk_gb)
-        parser.add_argument("--out", required=True, help="JSON spec to write")
-        if kind == "job":
-            parser.add_argument("--base_output", default="", help="gs:// root of the job's AIP_MODEL_DIR")
-        else:
-            parser.add_argument("--space", required=True, help="search space YAML (metric, goal, parameters)")
-            parser.add_argument("--trials", type=int, default=10)
-            parser.add_argument("--parallel", type=int, default=2)
-            parser.add_argument("--max_failed", type=int, default=0)
-        parser.add_argument("job_command", nargs="...", metavar="-- COMMAND",
-                            help="the audiotune command the job runs, and its flags")
-
-
 def check_command(command: list[str], parse: Any) -> None:
     """Parse the container's command line here, so a typo fails now and not after the job started."""
     import contextlib

@@ -1,0 +1,104 @@
+"""Command line: one module per command, each declaring its flags, the role of every path it takes and one call
+into the engine (:class:`~audiotune.cli.command.Command`). :data:`COMMANDS` is the only list of commands."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+
+from audiotune import __version__, vertex
+from audiotune.cli import (
+    attention,
+    cluster,
+    cv,
+    evaluate,
+    export,
+    extract,
+    manifest,
+    pretrain,
+    probe,
+    segment,
+    split,
+    stats,
+    sweep,
+    taps,
+    train,
+    vertex_job,
+)
+from audiotune.cli.command import Command
+from audiotune.cli.flags import config_from_args, parse_bool, path_roles
+from audiotune.cli.show import one_line
+from audiotune.config import SECTIONS
+from audiotune.staging import staged
+
+__all__ = ["COMMANDS", "build_parser", "config_from_args", "main", "parse_bool"]
+
+COMMANDS: tuple[Command, ...] = tuple(module.COMMAND for module in (
+    train, evaluate, extract, export, attention, manifest, segment, split, pretrain, probe, cv, cluster, taps, stats,
+    vertex_job, sweep))
+DESCRIPTION = """\
+audiotune turns labelled audio into classifiers and embeddings: fine-tune or probe pretrained encoders
+(wav2vec2-style Hugging Face models, SSAST) or train ECAPA-TDNN from scratch, then evaluate, cross-validate
+and extract embeddings. Every command reads a CSV table (path + label columns) or a split directory
+(train.csv, val.csv, test.csv) and writes one run directory that the other commands read back."""
+EPILOG = """\
+start here:
+  audiotune manifest AUDIO_DIR --out table.csv --pattern '(?P<label>[a-z]+)_\\d+\\.wav'
+  audiotune split table.csv --out split
+  echo label > labels.txt
+  audiotune train -d split -l labels.txt -o run --model ecapa_tdnn -e 10
+  audiotune evaluate --run run -d split/test.csv
+recipes: audiotune train --config configs/ecapa_short_speech.yaml ...
+every command: audiotune COMMAND --help (with --model NAME: that backbone's options only)"""
+
+
+def build_parser(model: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; ``model`` (the ``--model`` given) limits the help to that backbone's options."""
+    parser = argparse.ArgumentParser(prog="audiotune", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more, and show the traceback of an error")
+    parser.add_argument("--version", action="version", version=f"audiotune {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        sub = commands.add_parser(command.name, help=command.help, description=command.description or None,
+                                  allow_abbrev=False)  # a seed flag such as -b must never be read as a prefix
+        command.arguments(sub, model)
+    return parser
+
+
+def _model_named(argv: list[str]) -> str | None:
+    """The backbone that ``--model NAME`` or ``--model=NAME`` names on the command line, if any."""
+    known = next(spec for spec in dataclasses.fields(SECTIONS["model"]) if spec.name == "model").metadata["choices"]
+    for index, word in enumerate(argv):
+        value = argv[index + 1] if word == "--model" and index + 1 < len(argv) else \
+            word.partition("=")[2] if word.startswith("--model=") else None
+        if value in known:
+            return value
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_model_named(argv))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    command = next(c for c in COMMANDS if c.name == args.command)
+    try:
+        if vars(args).get("exp_dir") and "{trial}" in str(args.exp_dir):  # one run directory per tuning trial
+            args.exp_dir = str(args.exp_dir).replace("{trial}", vertex.trial_id())
+        os.environ.update(vertex.cluster_environment())  # a Vertex AI multi-worker job: where rank 0 is
+        if command.default_outputs:
+            command.default_outputs(args)
+        with staged(args, path_roles(args)):
+            command.run(args, parser)
+    except KeyboardInterrupt:
+        print(f"audiotune {args.command}: interrupted; outputs not finished were not written", file=sys.stderr)
+        return 130
+    except Exception as err:  # one line for the user; the traceback with -v
+        if args.verbose:
+            raise
+        print(f"audiotune {args.command}: error: {one_line(err)}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,50 @@
+"""``audiotune cluster``: k-means pseudo-labels for every frame of every clip (the targets of --objective ptapt)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from audiotune.cli.command import Command
+from audiotune.cli.flags import add_config_flags, add_path, config_from_args
+from audiotune.cli.show import shown
+from audiotune.storage import Role
+
+
+def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
+    add_config_flags(parser, ("data", "audio", "features", "model", "classifier", "train"), model=model or "hf",
+                     writes_run=False, defaults={"model.model": "hf"})
+    add_path(parser, "--run", role=Role.RUN, help="trained run directory whose (fine-tuned) encoder makes the frames "
+                                                  "(default: the -c encoder as loaded)")
+    add_path(parser, "--out", role=Role.OUTPUT_FILE, required=True, help="parquet file of frame labels")
+    parser.add_argument("--num_clusters", "--num-clusters", dest="num_clusters", type=int, nargs="+",
+                        default=[64, 512, 4096], help="cluster counts K, one label sequence each (default 64 512 "
+                                                      "4096, as the seed system's IEMOCAP recipe)")
+    parser.add_argument("--sample_ratio", "--sample-ratio", dest="sample_ratio", type=float, default=0.2,
+                        help="share of each clip's frames offered to the k-means sample (default 0.2)")
+    parser.add_argument("--max_frames", "--max-frames", dest="max_frames", type=int, default=0,
+                        help="rows of the preallocated k-means sample buffer (memory: rows x dim x 4 bytes; "
+                             "default 256 x the largest K)")
+    parser.add_argument("--niter", type=int, default=20, help="k-means iterations (default 20)")
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from audiotune.engine.cluster import ClusterOptions, cluster, stats_path
+
+    config = config_from_args(args)
+    wanted = ClusterOptions(args.num_clusters, config.classifier.layer, args.sample_ratio, args.max_frames,
+                            args.niter, config.data.seed)
+    result = cluster(config, wanted, args.out, args.run)
+    print(f"{result['clips']} clips, {result['sample_frames']} of {result['frames_offered']} offered frames "
+          f"clustered (buffer {result['buffer_mib']} MiB)")
+    for k, usage in result["clusters"].items():
+        print(f"  K={k}: {usage['clusters_used']} clusters used, {usage['empty_clusters']} empty, "
+              f"largest {usage['largest_share']:.1%} of {usage['frames']} frames")
+    print(f"frame labels: {shown(args.out)} (statistics: {shown(stats_path(Path(args.out)))})")
+
+
+COMMAND = Command(
+    "cluster", "k-means pseudo-labels for every frame of every clip (the targets of --objective ptapt)", arguments,
+    run, description="Frames of hidden state --layer of an encoder (-c CHECKPOINT, or --run RUN for a trained run's "
+                     "fine-tuned encoder) are sampled into a fixed buffer, clustered with faiss k-means for each K, "
+                     "then every frame of every clip of -d is assigned. Writes uid, k, labels rows to --out "
+                     "(parquet) and the cluster usage to OUT_STEM.clusters.json.")

@@ -1,0 +1,22 @@
+"""The declaration every command module makes: its name, help, flags and the one call into the engine."""
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Command:
+    """``arguments(parser, model)`` declares the flags (``model``: the ``--model`` given on the command line, so
+    the help shows that backbone's options only); ``run(args, parser)`` does the work (``parser``: the whole
+    command line's, for commands that check another command line, as a sweep or a cloud job does);
+    ``default_outputs(args)`` fills output paths whose default lies beside an input (such as RUN/evaluate), before
+    remote paths are staged."""
+
+    name: str
+    help: str
+    arguments: Callable[[argparse.ArgumentParser, str | None], None]
+    run: Callable[[argparse.Namespace, argparse.ArgumentParser], None]
+    description: str = ""
+    default_outputs: Callable[[argparse.Namespace], None] | None = None

@@ -1,0 +1,73 @@
+"""``audiotune cv``: cross-validation, every fold x --repeats seeds as run directories, then cv_summary.json."""
+from __future__ import annotations
+
+import argparse
+
+from audiotune import storage
+from audiotune.cli.command import Command
+from audiotune.cli.flags import add_config_flags, config_from_args, declare_role
+from audiotune.cli.show import quiet_lightning
+from audiotune.storage import Role
+
+
+def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
+    add_config_flags(parser, model=model)
+    declare_role(parser, "exp_dir", Role.EXPERIMENT)  # the command resumes it: a remote one is downloaded first
+    folds = parser.add_argument_group("folds")
+    folds.add_argument("--group", default="subject",
+                       help="table: column whose values are left out one at a time (or kept together in --folds)")
+    folds.add_argument("--folds", type=int, default=0, help="table: K group-disjoint folds instead of one per group")
+    folds.add_argument("--stratify", help="table with --folds: label column to stratify the folds by")
+    folds.add_argument("--val_group", "--val-group", dest="val_group", default="next",
+                       choices=("next", "draw", "none"),
+                       help="validation of a fold without one: the next fold's test rows (default), --val_size "
+                            "groups drawn from its training rows, or none (every other group trains; each run "
+                            "keeps its last epoch)")
+    folds.add_argument("--repeats", type=int, default=1, help="runs per fold, with seeds --seed .. --seed+R-1")
+    folds.add_argument("--audio_dir", "--audio-dir", "--datadir", dest="audio_dir", default="",
+                       help="JSON split files: folder the utterance names are relative to (default: the JSON's)")
+    folds.add_argument("--json_label", "--json-label", dest="json_label", default="label",
+                       help="JSON split files: column that receives each utterance's label")
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from audiotune.data.folds import FoldOptions
+    from audiotune.engine.cv import cross_validate
+
+    quiet_lightning(args.verbose)
+    config = config_from_args(args)
+    options = FoldOptions(folds=args.folds, group=args.group, stratify=args.stratify,
+                          val_group=args.val_group, audio_dir=args.audio_dir, json_label=args.json_label)
+    result = cross_validate(config, config.data.data_split_root, options, args.repeats)
+    if not result:
+        return  # another process of a multi-process (DDP) run: rank 0 reports
+    print(cv_table(result))
+    print(f"experiment directory: {storage.final_place(config.exp_dir)}")
+
+
+def cv_table(result: dict) -> str:
+    """Mean ± fold std (and the 95 % interval) of each test (else validation) metric."""
+    split = "test" if "test" in result["statistics"] else "val"
+    lines = [f"{result['folds']} folds x {result['repeats']} repeat(s), {split}:"]
+    for metric, values in result["statistics"].get(split, {}).items():
+        if values["mean"] is None:
+            continue
+        spread = f" ± {values['fold_std']:.4f}" if values["fold_std"] is not None else ""
+        interval = f"  (95% CI {values['ci95'][0]:.4f} .. {values['ci95'][1]:.4f})" if values["ci95"] else ""
+        lines.append(f"  {metric:12s} {values['mean']:.4f}{spread}{interval}")
+    if "error" in result.get("ensemble", {}):
+        lines.append(f"  no ensemble scores: {result['ensemble']['error']}")
+    ensemble = result.get("ensemble", {}).get("statistics", {}).get(split, {})
+    if ensemble.get("accuracy", {}).get("mean") is not None:
+        values = ensemble["accuracy"]
+        spread = f" ± {values['fold_std']:.4f}" if values["fold_std"] is not None else ""
+        lines.append(f"  each fold's {result['repeats']} runs averaged (ensemble): accuracy {values['mean']:.4f}"
+                     f"{spread}")
+    return "\n".join(lines)
+
+
+COMMAND = Command(
+    "cv", "cross-validation: every fold x --repeats seeds as run directories, then cv_summary.json", arguments, run,
+    description="-d is a table (.csv; folds by --group, or --folds K), a folder of fold_N/ split folders, or a "
+                "folder of JSON split files ({\"Train\": ..., \"Val\": ..., \"Test\": ...}). Every other flag is a "
+                "train flag. Run the same command again to resume.")

@@ -1,0 +1,41 @@
+"""``audiotune evaluate``: score a CSV or split directory with a trained run."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from audiotune import storage
+from audiotune.cli.command import Command
+from audiotune.cli.flags import add_path, add_scoring_flags, run_folder, spellings
+from audiotune.cli.show import summary
+from audiotune.storage import Role
+
+
+def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
+    add_scoring_flags(parser)
+    add_path(parser, *spellings("exp_dir", ("-o",)), role=Role.OUTPUT_DIR, dest="exp_dir",
+             help="output folder (default RUN/evaluate)")
+    parser.add_argument("--aggregate", default="mean", choices=("none", "mean", "max"),
+                        help="rows that are windows of one recording (a 'recording' column): also score each "
+                             "recording from the mean or max of its windows' scores (default mean)")
+    parser.add_argument("--adapt_bn", metavar="none|split|COLUMN",
+                        help="re-estimate BatchNorm statistics before scoring, on the whole split's clips or on "
+                             "each group of COLUMN (e.g. subject) apart, or none (test-time adaptation to new "
+                             "speakers or microphones; default: the run's)")
+
+
+def default_outputs(args: argparse.Namespace) -> None:
+    args.exp_dir = args.exp_dir or storage.join(run_folder(args.run), "evaluate")
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from audiotune.engine.evaluate import evaluate_run
+
+    metrics = evaluate_run(args.run, args.data_split_root, args.exp_dir, args.on_error, args.batch_size,
+                           args.num_workers, args.accelerator, args.devices, args.precision, args.aggregate,
+                           args.adapt_bn)
+    print(json.dumps({k: summary(v) for k, v in metrics.items()}, indent=2))
+
+
+COMMAND = Command("evaluate", "score a CSV or split directory with a trained run", arguments, run,
+                  default_outputs=default_outputs)

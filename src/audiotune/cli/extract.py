@@ -1,0 +1,35 @@
+"""``audiotune extract``: embeddings of every row to parquet."""
+from __future__ import annotations
+
+import argparse
+
+from audiotune import storage
+from audiotune.cli.command import Command
+from audiotune.cli.flags import add_path, add_scoring_flags, run_folder, spellings
+from audiotune.cli.show import shown
+from audiotune.storage import Role
+
+
+def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
+    add_scoring_flags(parser)
+    add_path(parser, "--out", role=Role.OUTPUT_FILE, help="parquet file (default RUN/embeddings_TYPE.parquet)")
+    parser.add_argument(*spellings("embedding_type"), dest="embedding_type", default="ft",
+                        choices=("pt", "wt", "st", "ft"))
+    parser.add_argument("--layer", type=int, help="hidden state for pt embeddings (default: the run's)")
+    parser.add_argument(*spellings("pooling_mode", ("-pm",)), dest="pooling_mode", choices=("mean", "sum", "max"))
+
+
+def default_outputs(args: argparse.Namespace) -> None:
+    args.out = args.out or storage.join(run_folder(args.run), f"embeddings_{args.embedding_type}.parquet")
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from audiotune.engine.extract import extract_embeddings
+
+    path = extract_embeddings(args.run, args.data_split_root, args.out, args.embedding_type, args.layer,
+                              args.pooling_mode, args.batch_size, args.num_workers, args.on_error,
+                              args.accelerator, args.devices, args.precision)
+    print(f"embeddings: {shown(path)}")
+
+
+COMMAND = Command("extract", "write embeddings to parquet", arguments, run, default_outputs=default_outputs)

@@ -1,0 +1,239 @@
+"""What command-line flags are: value types, path roles, and the config options as flags.
+
+A path argument is declared with :func:`add_path` and its :class:`~audiotune.storage.Role`; staging of remote
+paths (:mod:`audiotune.staging`) and the help text read that declaration, so no list of argument names exists
+anywhere else. Config options become flags from their dataclass field metadata (:func:`add_config_flags`).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from typing import Any
+
+from audiotune import storage
+from audiotune.config import SECTIONS, RunConfig, check_config, config_from_dict, describe_range, read_config_file
+from audiotune.storage import Role
+
+ROLES = "path_roles"  # the namespace attribute holding {dest: Role} of the parsed command
+CONFIG_DEFAULTS = "config_defaults"  # the namespace attribute holding a command's own option defaults
+# seed boolean flags whose meaning maps onto another option: (section, name, value if true, value if false)
+SEED_SWITCHES = {"fbank": ("features", "features", "fbank", "mfcc")}
+
+
+def parse_bool(text: str | bool) -> bool:
+    """'True'/'False'/'1'/'0'/'yes'/'no' as the seeds' command lines pass booleans."""
+    if isinstance(text, bool):
+        return text
+    value = text.strip().lower()
+    if value in ("true", "1", "yes", "y", "on"):
+        return True
+    if value in ("false", "0", "no", "n", "off", "none"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (True/False), got {text!r}")
+
+
+def integer(text: str) -> int:
+    """An integer, also written as a whole float ("300.0": how tuning services pass discrete values)."""
+    try:
+        return int(text)
+    except ValueError:
+        number = float(text)
+        if not number.is_integer():
+            raise ValueError(f"{text!r} is not a whole number") from None
+        return int(number)
+
+
+def _none_lower(text: str) -> str:
+    return "none" if text.strip().lower() == "none" else text
+
+
+def spellings(name: str, extra: tuple[str, ...] = ()) -> list[str]:
+    """``--x_y`` and ``--x-y``, after the extra (seed) spellings."""
+    flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+    return list(extra) + flags
+
+
+def add_path(parser: Any, *flags: str, role: Role, help: str = "", **kwargs: Any) -> argparse.Action:
+    """A path argument and its role (what it is to the command; see :class:`~audiotune.storage.Role`)."""
+    where = "local only" if role is Role.LOCAL else f"{role.value}; may be gs://"
+    action = parser.add_argument(*flags, help=f"{help} [{where}]" if help else f"[{where}]", **kwargs)
+    declare_role(parser, action.dest, role)
+    return action
+
+
+def declare_role(parser: Any, dest: str, role: Role) -> None:
+    """Record (or change) the role of argument ``dest``; argument groups share their parser's record."""
+    parser.set_defaults(**{ROLES: {**(parser.get_default(ROLES) or {}), dest: role}})
+
+
+def path_roles(args: argparse.Namespace) -> dict[str, Role]:
+    """``{dest: Role}`` of the parsed command's path arguments."""
+    return dict(vars(args).get(ROLES) or {})
+
+
+def _add_field(group: Any, section: str, spec: dataclasses.Field, hints: dict, hidden: bool) -> None:
+    meta = spec.metadata
+    kind = hints[spec.name]
+    text = meta.get("help", "")
+    if meta.get("valid"):
+        text += f" (valid: {describe_range(*meta['valid'])})"
+    kwargs: dict[str, Any] = {"dest": f"{section}.{spec.name}", "default": argparse.SUPPRESS}
+    if meta.get("choices"):
+        kwargs["choices"] = meta["choices"]
+    if meta.get("choices") and "none" in meta["choices"]:
+        kwargs["type"] = _none_lower  # the seeds pass "None"
+    elif bool in (kind, *typing.get_args(kind)):
+        kwargs.update(nargs="?", const=True, type=parse_bool, metavar="BOOL")
+    elif typing.get_origin(kind) is list:
+        kwargs.update(nargs="+", type=typing.get_args(kind)[0])
+    else:
+        base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
+        kwargs["type"] = integer if base is int else base
+    names = spellings(spec.name, meta.get("flags", ()))
+    if hidden:
+        group.add_argument(*names, help=argparse.SUPPRESS, **kwargs)
+    elif meta.get("role"):
+        add_path(group, *names, role=meta["role"], help=text, **kwargs)
+    else:
+        group.add_argument(*names, help=text, **kwargs)
+
+
+def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] = tuple(SECTIONS),
+                     model: str | None = None, writes_run: bool = True,
+                     defaults: dict[str, Any] | None = None) -> None:
+    """The options of ``sections`` as flags (``--x_y`` and ``--x-y``), plus the seeds' spellings.
+
+    Options that belong to one backbone are grouped by backbone; with ``model`` (the ``--model`` of the command
+    line) the other backbones' options are left out of the help. ``defaults`` are this command's own option
+    defaults (``{"model.model": "ssast"}``): a ``--config`` file or a flag overrides them. ``writes_run``: the
+    command writes a run directory (``-o/--exp_dir``)."""
+    add_path(parser, "--config", role=Role.INPUT, help="YAML config to start from (flags override it)")
+    if writes_run:
+        add_path(parser, *spellings("exp_dir", ("-o",)), role=Role.RUN_OUTPUT, dest="exp_dir",
+                 default=argparse.SUPPRESS, help="run directory for every output")
+    backbones: dict[str, Any] = {}
+    for section in sections:
+        cls = SECTIONS[section]
+        group = parser.add_argument_group(section)
+        hints = typing.get_type_hints(cls)
+        for spec in dataclasses.fields(cls):
+            if spec.metadata.get("cli") is False:
+                continue
+            owner = spec.metadata.get("backbone")
+            if owner and owner not in backbones:
+                backbones[owner] = parser.add_argument_group(f"{section} options of --model {owner}")
+            hidden = bool(owner and model and owner != model)
+            _add_field(backbones[owner] if owner else group, section, spec, hints, hidden)
+    if "features" in sections:
+        seeds = parser.add_argument_group("seed command-line compatibility")
+        seeds.add_argument("--fbank", nargs="?", const=True, type=parse_bool, default=argparse.SUPPRESS,
+                           metavar="BOOL", help="same as --features fbank")
+    if "audio" in sections:
+        seeds = parser.add_argument_group("seed command-line compatibility")
+        seeds.add_argument("--mono", choices=("mean", "sum"), default=argparse.SUPPRESS,
+                           help="same as --channel_mode mean|sum")
+        seeds.add_argument("--reduce", nargs="?", const=True, type=parse_bool, default=argparse.SUPPRESS,
+                           metavar="BOOL", help="True: mix channels down (--mono, default mean); "
+                                                "False: same as --channel_mode none (mono files only)")
+    parser.set_defaults(**{CONFIG_DEFAULTS: defaults or {}})
+    add_storage_flags(parser)
+
+
+def add_storage_flags(parser: argparse.ArgumentParser) -> None:
+    """The seed systems' Google Cloud Storage flags; any path may also be a gs:// URL (see audiotune.staging)."""
+    group = parser.add_argument_group("cloud storage (every path may also be gs://BUCKET/...)")
+    group.add_argument("-b", "--bucket_name", "--bucket-name", dest="bucket_name",
+                       help="bucket that --cloud uploads to (seed flag)")
+    group.add_argument("-p", "--project_name", "--project-name", dest="project_name",
+                       help="Google Cloud project of the buckets")
+    group.add_argument("--cloud", nargs="?", const=True, type=parse_bool, default=False, metavar="BOOL",
+                       help="also upload the output folder to gs://BUCKET/CLOUD_DIR when the command finishes")
+    group.add_argument("--cloud_dir", "--cloud-dir", dest="cloud_dir", default="",
+                       help="folder inside -b/--bucket_name that --cloud uploads to")
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """A RunConfig from defaults (the command's own, then --config), with every flag given on the command line
+    applied; an option of another backbone than the one chosen is an error."""
+    config = RunConfig()
+    for key, value in (vars(args).get(CONFIG_DEFAULTS) or {}).items():
+        section, name = key.split(".", 1)
+        setattr(getattr(config, section), name, value)
+    config_file = vars(args).get("config")
+    if config_file:
+        config = config_from_dict(read_config_file(config_file), source=str(config_file), base=config)
+    config = apply_flags(config, args)
+    _refuse_other_backbones(args, config)
+    return config
+
+
+def _refuse_other_backbones(args: argparse.Namespace, config: RunConfig) -> None:
+    """A flag of one backbone given for another would silently do nothing: refused, naming its backbone."""
+    fields = {spec.name: spec for spec in dataclasses.fields(SECTIONS["model"])}
+    wrong = [(name, fields[name].metadata["backbone"]) for key in vars(args) if key.startswith("model.")
+             for name in [key.removeprefix("model.")]
+             if fields[name].metadata.get("backbone") not in ("", None, config.model.model)]
+    if wrong:
+        shown = ", ".join(f"--{name} (--model {owner})" for name, owner in wrong)
+        raise ValueError(f"{shown}: option(s) of another backbone than --model {config.model.model}")
+
+
+def apply_flags(config: RunConfig, args: argparse.Namespace) -> RunConfig:
+    """``config`` with every config flag of ``args`` (those given on the command line) set."""
+    for key, value in vars(args).items():
+        if "." in key:
+            section, name = key.split(".", 1)
+            setattr(getattr(config, section), name, value)
+        elif key == "exp_dir":
+            config.exp_dir = value
+        elif key in SEED_SWITCHES:
+            section, name, if_true, if_false = SEED_SWITCHES[key]
+            setattr(getattr(config, section), name, if_true if value else if_false)
+    _channel_aliases(args, config)
+    return check_config(config)
+
+
+def _channel_aliases(args: argparse.Namespace, config: RunConfig) -> None:
+    """The seeds' --reduce/--mono spell a channel mode; an explicit --channel_mode must agree with them."""
+    given = vars(args)
+    if "reduce" not in given and "mono" not in given:
+        return
+    alias = "none" if given.get("reduce") is False else given.get("mono", "mean")
+    explicit = given.get("audio.channel_mode")
+    if explicit is not None and explicit != alias:
+        raise ValueError(f"--channel_mode {explicit} contradicts --reduce/--mono (which mean --channel_mode {alias})")
+    config.audio.channel_mode = alias
+
+
+def add_run_flag(parser: argparse.ArgumentParser) -> None:
+    """``--run``: the run directory a command reads (or the model.safetensors inside it)."""
+    add_path(parser, "--run", "--trained_mdl_path", "--trained-mdl-path", "-mp", "--finetuned_mdl_path",
+             "--finetuned-mdl-path", role=Role.RUN, dest="run", required=True,
+             help="run directory of `audiotune train` (or the model.safetensors inside it)")
+
+
+def run_folder(run: str) -> str:
+    """The run directory of ``--run`` (a run directory, or the model.safetensors inside one; local or remote)."""
+    return storage.parent(run) if str(run).rstrip("/").endswith(".safetensors") else str(run).rstrip("/")
+
+
+def add_scoring_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of a command that scores rows with a trained run: the run, the data, batching, bad audio."""
+    add_run_flag(parser)
+    add_path(parser, *spellings("data_split_root", ("-d",)), role=Role.TABLE, dest="data_split_root", required=True,
+             help="one CSV, or a split directory")
+    parser.add_argument(*spellings("batch_size", ("-bs",)), dest="batch_size", type=int)
+    parser.add_argument(*spellings("num_workers", ("-nw",)), dest="num_workers", type=int)
+    parser.add_argument(*spellings("on_error"), dest="on_error", choices=("raise", "skip"))
+    add_device_flags(parser)
+    add_storage_flags(parser)
+
+
+def add_device_flags(parser: argparse.ArgumentParser) -> None:
+    """--accelerator/--devices/--precision of a command that loads a run; they override the run's config."""
+    parser.add_argument("--accelerator", choices=("auto", "cpu", "gpu", "cuda", "mps"),
+                        help="where the model runs: auto takes the GPU when there is one (default: the run's)")
+    parser.add_argument("--devices", help="which device: auto, a count (the first is used) or a list of indices "
+                                          "such as 0,1 or [1] (the first is used) (default: the run's)")
+    parser.add_argument("--precision", choices=("32", "bf16"), help="inference precision (default: the run's)")

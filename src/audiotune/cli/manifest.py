@@ -1,0 +1,28 @@
+"""``audiotune manifest``: a manifest CSV from a folder of audio."""
+from __future__ import annotations
+
+import argparse
+
+from audiotune.cli.command import Command
+from audiotune.cli.flags import add_path, spellings
+from audiotune.storage import Role
+
+
+def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
+    add_path(parser, "audio_dir", role=Role.LOCAL, help="folder of audio files (searched recursively)")
+    add_path(parser, "--out", role=Role.LOCAL, required=True, help="manifest CSV to write")
+    parser.add_argument("--pattern", help=r"regex with named groups over file names, e.g. "
+                                          r"'(?P<digit>\d)_(?P<subject>[a-z]+)_\d+\.wav'")
+    parser.add_argument(*spellings("folder_label"), dest="folder_label",
+                        help="label column filled from each file's parent folder (folder-per-class)")
+    parser.add_argument(*spellings("on_error"), dest="on_error", default="raise", choices=("raise", "skip"))
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from audiotune.data.manifest import build_manifest
+
+    table, skipped = build_manifest(args.audio_dir, args.out, args.pattern, args.folder_label, args.on_error)
+    print(f"{args.out}: {len(table)} files" + (f", {len(skipped)} skipped (listed next to it)" if len(skipped) else ""))
+
+
+COMMAND = Command("manifest", "build a manifest CSV from a folder of audio", arguments, run)

@@ -1,0 +1,35 @@
+"""``audiotune segment``: a segment table from an event table or sliding windows."""
+from __future__ import annotations
+
+import argparse
+
+from audiotune.cli.command import Command
+from audiotune.cli.flags import add_path, spellings
+from audiotune.storage import Role
+
+
+def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
+    add_path(parser, "table", role=Role.LOCAL,
+             help="event table (path, time, ...) or recording table (path, ...), CSV")
+    add_path(parser, "--out", role=Role.LOCAL, required=True, help="segment CSV to write")
+    parser.add_argument("--before", type=float, help="events: seconds before each event's time")
+    parser.add_argument("--after", type=float, help="events: seconds after each event's time")
+    parser.add_argument("--window", type=float, help="recordings: window length in seconds")
+    parser.add_argument("--hop", type=float, help="recordings: seconds between window starts (default: --window)")
+    parser.add_argument(*spellings("on_error"), dest="on_error", default="raise", choices=("raise", "skip"),
+                        help="events whose segment leaves its file: raise an error, or skip them and list them "
+                             "in OUT.skipped.csv")
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from audiotune.data.segments import segment_csv
+
+    segmented = segment_csv(args.table, args.out, args.before, args.after, args.window, args.hop, args.on_error)
+    print(segmented.summary())
+
+
+COMMAND = Command(
+    "segment", "segment table (uid, path, offset, duration) from an event table or sliding windows", arguments, run,
+    description="Event table (path, time, ...) with --before/--after: one segment per event. Recording table "
+                "(path, ...) with --window [--hop]: sliding windows grouped by a 'recording' column. Other columns "
+                "are carried; paths are written relative to --out.")

@@ -1,0 +1,90 @@
+"""``audiotune sweep``: hyperparameter search (Optuna); every trial a train run directory under -o."""
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+
+from audiotune import storage, vertex
+from audiotune.cli.command import Command
+from audiotune.cli.flags import add_config_flags, add_path, apply_flags, config_from_args, declare_role, integer
+from audiotune.cli.show import quiet_lightning, shown
+from audiotune.config import RunConfig, check_config
+from audiotune.storage import Role
+
+
+def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
+    add_config_flags(parser, model=model)
+    declare_role(parser, "exp_dir", Role.LOCAL)  # its study database is shared by the processes of a running sweep
+    options = parser.add_argument_group("sweep")
+    add_path(options, "--space", role=Role.INPUT, required=True,
+             help="search space YAML: metric (a validation metric, e.g. val_uar), goal, algorithm (bayesian, "
+                  "random, grid) and parameters (the format of `audiotune vertex tune`)")
+    options.add_argument("--trials", type=integer, default=10, help="finished (complete or pruned) trials to reach")
+    options.add_argument("--pruner", choices=("median", "none"), default="median",
+                         help="stop a trial whose validation metric is below the median of earlier trials at the "
+                              "same epoch")
+    options.add_argument("--prune_after", "--prune-after", dest="prune_after", type=integer, default=2,
+                         help="epochs every trial trains before it may be pruned")
+    options.add_argument("--startup_trials", "--startup-trials", dest="startup_trials", type=integer, default=3,
+                         help="finished trials before any trial is pruned")
+    options.add_argument("--storage", default="",
+                         help="Optuna storage URL shared by processes on several machines (default: sqlite "
+                              "study.db in -o)")
+    options.add_argument("--study_name", "--study-name", dest="study_name", default="audiotune")
+    options.add_argument("--heartbeat", type=integer, default=30,
+                         help="seconds between a running trial's signs of life; one silent for twice this long is "
+                              "run again (its process died)")
+    options.add_argument("--max_failed", "--max-failed", dest="max_failed", type=integer, default=0,
+                         help="failed trials tolerated before the sweep stops with the error")
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    import pandas as pd
+
+    from audiotune.engine.sweep import SweepOptions, sweep
+
+    quiet_lightning(args.verbose)
+    if "exp_dir" not in vars(args):
+        raise ValueError("give the sweep's folder with -o/--exp_dir (each trial is a run directory inside it)")
+    space = vertex.read_space(args.space)
+    base = config_from_args(args)
+    parse = parser.parse_args
+    for parameter in space["parameters"]:  # every parameter is a train flag: a typo fails before any trial
+        flag = f"--{parameter['parameterId']}={vertex.sample_value(parameter)}"
+        try:
+            vertex.check_command(["train", flag], parse)
+        except vertex.VertexError as err:
+            raise vertex.VertexError(f"{args.space}: parameter {parameter['parameterId']!r} is not a train flag "
+                                     f"that takes this value ({str(err).rpartition('error: ')[2]})") from None
+
+    def configure(params: dict) -> RunConfig:
+        command = ["train", *(f"--{name}={value}" for name, value in params.items())]
+        vertex.check_command(command, parse)  # a value the flag refuses: an error of this trial, not an exit
+        return check_config(apply_flags(copy.deepcopy(base), parse(command)))
+
+    options = SweepOptions(trials=args.trials, study_name=args.study_name, storage=args.storage, pruner=args.pruner,
+                           prune_after=args.prune_after, startup_trials=args.startup_trials,
+                           heartbeat=args.heartbeat, max_failed=args.max_failed, seed=base.data.seed)
+    summary = sweep(base.exp_dir, space, configure, base, options, source=args.space)
+    table = pd.read_csv(Path(base.exp_dir) / "sweep_trials.csv")
+    columns = [c for c in table.columns if c not in ("error", "run_dir") and table[c].notna().any()]
+    print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    counts = ", ".join(f"{n} {state}" for state, n in summary["trials"].items() if n)
+    print(f"trials: {counts}")
+    if summary["best"]:
+        best = summary["best"]
+        print(f"best: trial {best['trial']}, {summary['metric']} {best['value']:.4f}, "
+              + " ".join(f"--{k}={v}" for k, v in best["params"].items()))
+        if best["config"]:
+            print(f"best config (for --config): {shown(best['config'])}")
+        else:
+            print(f"best config: its run directory {best['run_dir']} is on the machine that ran it")
+    print(f"sweep directory: {storage.final_place(base.exp_dir)}")
+
+
+COMMAND = Command(
+    "sweep", "hyperparameter search (Optuna): every trial a train run directory under -o", arguments, run,
+    description="Every flag other than the sweep's own is a train flag that all trials share; the space's "
+                "parameters are train flags too. Run the same command again (or several at once, one per device) "
+                "to continue the sweep.")

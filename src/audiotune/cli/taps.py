@@ -1,0 +1,154 @@
+"""``audiotune taps detect|align``: taps and keystrokes in long recordings."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from audiotune.cli.command import Command
+from audiotune.cli.flags import add_path, spellings
+from audiotune.data.errors import DataError
+from audiotune.outputs import check_output_path, write_csv
+from audiotune.storage import Role
+from audiotune.taps import TAP_WINDOW
+
+
+def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
+    commands = parser.add_subparsers(dest="taps_command", required=True)
+    detect = commands.add_parser(
+        "detect", help="peaks of the high-passed channel mean, streamed in blocks; writes path,time,height rows",
+        description="Channel mean (or --channel_select) -> zero-phase Butterworth high-pass -> optional "
+                    "envelope -> peaks at least --min_distance apart above --height, or above --factor x the "
+                    "recording's noise floor (the --floor_quantile of |trace|). The rows feed `audiotune "
+                    "segment --before/--after`.")
+    add_path(detect, "recordings", role=Role.LOCAL, nargs="+", help="audio files (any channel count)")
+    add_path(detect, "--out", role=Role.LOCAL, required=True,
+             help="CSV to write: path, time, height, energy_ch0, ...")
+    detect.add_argument("--cutoff", type=float, default=1200.0, help="high-pass cutoff in Hz (default 1200)")
+    detect.add_argument("--order", type=int, default=3, help="Butterworth order, applied forwards and backwards")
+    detect.add_argument(*spellings("min_distance"), dest="min_distance", type=float, default=0.125,
+                        help="seconds between two peaks; the higher one stays (default 0.125)")
+    detect.add_argument("--height", type=float, help="fixed threshold on the trace (default: adaptive)")
+    detect.add_argument("--factor", type=float, default=8.0, help="adaptive threshold: factor x noise floor")
+    detect.add_argument(*spellings("floor_quantile"), dest="floor_quantile", type=float, default=0.5,
+                        help="noise floor: this quantile of |trace| over the recording (default 0.5)")
+    detect.add_argument("--envelope", type=float, default=0.0,
+                        help="seconds of short-time RMS of the trace (0: signed trace, positive peaks only)")
+    detect.add_argument("--relative", type=float, default=0.0,
+                        help="threshold at least this x the median height of the --top strongest peaks (0 = off; "
+                             "for recordings whose noise floor is near zero, e.g. behind a noise gate)")
+    detect.add_argument("--top", type=int, default=15, help="strong peaks that set the --relative reference")
+    detect.add_argument("--edge", type=float, default=0.0,
+                        help="seconds at both ends of each recording where peaks are dropped (start/stop transients)")
+    detect.add_argument("--release", type=float, default=0.0,
+                        help="drop a peak that follows a kept one within this many seconds and is below "
+                             "--release_ratio x its height (0 = off; a release or stop click)")
+    detect.add_argument(*spellings("release_ratio"), dest="release_ratio", type=float, default=0.8)
+    detect.add_argument(*spellings("channel_select"), dest="channel_select", type=int, nargs="+",
+                        help="channels averaged into the trace (0-based; default all)")
+    detect.add_argument(*spellings("block_seconds"), dest="block_seconds", type=float, default=60.0,
+                        help="seconds read at a time (memory bound; the peaks do not depend on it)")
+    add_path(detect, "--plot", role=Role.LOCAL, help="folder for one diagnostic PNG per recording")
+    align = commands.add_parser(
+        "align", help="pair detected taps one to one with touch-log events; writes a labelled segment table",
+        description="Each touch (Down events of the touch logs) is labelled by its nearest key centre and expected "
+                    "to sound --latency seconds after its timestamp; taps and touches are paired one to one (the "
+                    "most pairs within --selectivity, then the smallest time errors). Without --latency it is "
+                    "estimated. Writes OUT (segments: uid, path, offset, duration, time, label, x, y, ...), "
+                    "OUT.unmatched.csv and OUT.report.json.")
+    add_path(align, "taps", role=Role.LOCAL, help="taps table from `audiotune taps detect` (path, time, ...)")
+    add_path(align, *spellings("touch_log"), role=Role.LOCAL, dest="touch_log", nargs="+", required=True,
+                       help="touch-log CSV(s) (no header: timestamp, touch id, event, x, y, ...); concatenated")
+    add_path(align, "--keys", role=Role.LOCAL, required=True,
+             help="key centres CSV: x, y, label (header optional; 'none' points absorb off-key touches)")
+    add_path(align, "--out", role=Role.LOCAL, required=True, help="segment CSV to write")
+    align.add_argument("--latency", type=float,
+                       help="seconds from a logged touch to its sound (negative: the sound is earlier; the tap2key "
+                            "system used -0.15); default: estimated from the data")
+    align.add_argument("--selectivity", type=float, default=0.1,
+                       help="seconds a tap may lie from its touch's expected time (default 0.1)")
+    align.add_argument(*spellings("max_latency"), dest="max_latency", type=float, default=1.0,
+                       help="largest |latency| searched when it is estimated (default 1 s)")
+    align.add_argument(*spellings("keep_none"), dest="keep_none", action="store_true",
+                       help="keep taps matched to off-key touches, labelled 'none' (default: listed in "
+                            "OUT.unmatched.csv)")
+    align.add_argument(*spellings("max_key_distance"), dest="max_key_distance", type=float,
+                       help="a touch farther than this from every key centre is 'none' (sensor units)")
+    align.add_argument(*spellings("time_pattern"), dest="time_pattern", default="last7",
+                       help="recording start in each file name: last7 (the last 7 integer groups: hour, minute, "
+                            "second, fraction, month, day, year) or a strptime pattern such as %%Y%%m%%d-%%H%%M%%S")
+    align.add_argument(*spellings("start_column"), dest="start_column",
+                       help="column of the taps table holding each recording's start time (instead of the name)")
+    align.add_argument("--event", default="Down", help="the touch-log event that marks a touch (default Down)")
+    align.add_argument("--before", type=float, default=TAP_WINDOW[0],
+                       help=f"segment seconds before each tap (default {TAP_WINDOW[0]}: 2192 samples at 96 kHz)")
+    align.add_argument("--after", type=float, default=TAP_WINDOW[1],
+                       help=f"segment seconds after each tap (default {TAP_WINDOW[1]}: 6000 samples at 96 kHz)")
+    add_path(align, "--plot", role=Role.LOCAL,
+             help="folder for one PNG per recording: taps, touches and their labels")
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    if args.taps_command == "align":
+        run_align(args)
+        return
+    from audiotune.taps.detect import (
+        DetectOptions,
+        check_recordings,
+        detect,
+        plot_detection,
+        taps_table,
+    )
+
+    options = DetectOptions(cutoff=args.cutoff, order=args.order, min_distance=args.min_distance,
+                            height=args.height, factor=args.factor, floor_quantile=args.floor_quantile,
+                            envelope=args.envelope, relative=args.relative, top=args.top, edge=args.edge,
+                            release=args.release, release_ratio=args.release_ratio, block_seconds=args.block_seconds,
+                            channel_select=tuple(args.channel_select) if args.channel_select else None)
+    options.validate()
+    out = check_output_path(args.out)
+    check_recordings(args.recordings)
+    window = TAP_WINDOW
+    detections = []
+    for path in args.recordings:
+        found = detect(path, options, window, overview_bins=4000 if args.plot else 0)
+        floor = f", noise floor {found.floor:.3g}" if found.floor is not None else ""
+        print(f"{path}: {len(found.positions)} taps (threshold {found.threshold:.3g}{floor})")
+        detections.append(found)
+    write_csv(taps_table(detections, out), out, index=False)
+    if args.plot:
+        for found in detections:
+            plot_detection(found, Path(args.plot) / f"{Path(found.path).stem}_taps.png", window)
+    total = sum(len(d.positions) for d in detections)
+    print(f"{out}: {total} taps in {len(detections)} recordings" + (f"; plots in {args.plot}" if args.plot else ""))
+
+
+def run_align(args: argparse.Namespace) -> None:
+    from audiotune.taps.align import AlignOptions, align_csv, plot_alignment
+
+    options = AlignOptions(latency=args.latency, selectivity=args.selectivity, max_latency=args.max_latency,
+                           keep_none=args.keep_none, max_key_distance=args.max_key_distance, event=args.event)
+    if min(args.before, args.after) < 0 or args.before + args.after <= 0:
+        raise DataError(f"--before {args.before} / --after {args.after}: seconds >= 0, together more than 0")
+    result = align_csv(args.taps, args.touch_log, args.keys, args.out, options, (args.before, args.after),
+                       args.time_pattern, args.start_column)
+    report = result.alignment.report()
+    for row in report["recordings"]:
+        error = f", median error {row['median_error'] * 1000:+.1f} ms" if row["median_error"] is not None else ""
+        print(f"{row['path']}: {row['matched']} of {row['taps']} taps matched to {row['touches']} touches"
+              f" ({row['unmatched_taps']} taps, {row['unmatched_touches']} touches unmatched{error})")
+    how = "estimated" if report["latency_estimated"] else "given"
+    print(f"latency {report['latency'] * 1000:+.1f} ms ({how}); {report['matched']} matched, "
+          f"{report['matched_none']} off-key, {report['unmatched_taps']} taps and {report['unmatched_touches']} "
+          f"touches unmatched, {report['touches_outside_recordings']} touches in no recording "
+          f"(listed in {result.leftover_path.name})")
+    skipped = f", {len(result.skipped)} too near a file's edge (listed in {result.skipped_path.name})" \
+        if result.skipped_path else ""
+    print(f"{result.out}: {len(result.segments)} segments{skipped}; report in {result.report_path.name}")
+    if args.plot:
+        events = result.alignment.events
+        for path in dict.fromkeys(result.alignment.events["path"]):
+            plot_alignment(path, events, result.alignment.leftover, Path(args.plot) / f"{Path(path).stem}_align.png")
+        print(f"plots in {args.plot}")
+
+
+COMMAND = Command("taps", "taps and keystrokes in long recordings: detect, align", arguments, run)

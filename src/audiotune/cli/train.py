@@ -1,0 +1,38 @@
+"""``audiotune train``: train a classifier; writes a run directory."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from audiotune import storage
+from audiotune.cli.command import Command
+from audiotune.cli.flags import add_config_flags, config_from_args
+from audiotune.cli.show import quiet_lightning, summary
+
+
+def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
+    add_config_flags(parser, model=model)
+    parser.add_argument("--hypertune_metric", help="report this metric (e.g. val_uar) when training ends, as a "
+                                                   "Vertex AI tuning trial does (see `audiotune vertex tune`)")
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from audiotune import vertex
+    from audiotune.engine.train import train
+
+    quiet_lightning(args.verbose)
+    config = config_from_args(args)
+    metrics = train(config)
+    if not metrics:
+        return  # another process of a multi-process (DDP) run: rank 0 reports
+    print(json.dumps({k: summary(v) for k, v in metrics.items() if k in ("val", "test")}, indent=2))
+    if not metrics.get("trained", True):
+        print("no training step (--epochs 0): these are the metrics of the untrained model")
+    if args.hypertune_metric:
+        value = vertex.metric_value(metrics, args.hypertune_metric)
+        reported = vertex.report_metric(args.hypertune_metric, value)
+        print(f"{args.hypertune_metric} {value:.6g} reported to {reported}")
+    print(f"run directory: {storage.final_place(config.exp_dir)}")
+
+
+COMMAND = Command("train", "train a classifier; writes a run directory", arguments, run)

@@ -1,0 +1,48 @@
+"""``audiotune vertex job|tune [options] -- COMMAND ARGS``: a Vertex AI job spec that runs an audiotune command."""
+from __future__ import annotations
+
+import argparse
+
+from audiotune import vertex
+from audiotune.cli.command import Command
+from audiotune.cli.flags import add_path
+from audiotune.storage import Role
+
+
+def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
+    kinds = parser.add_subparsers(dest="vertex_command", required=True)
+    for kind in ("job", "tune"):
+        job = kinds.add_parser(kind, help="CustomJob spec" if kind == "job" else
+                               "HyperparameterTuningJob spec from a search-space YAML",
+                               description="Everything after -- is the audiotune command the container runs, "
+                                           "e.g. -- train -d gs://B/split -l gs://B/labels.txt -o gs://B/runs/r1")
+        job.allow_abbrev = False
+        job.add_argument("--name", required=True, help="display name of the job")
+        job.add_argument("--image", required=True, help="container image with audiotune (see Dockerfile.cuda)")
+        job.add_argument("--machine_type", default=vertex.Machine.machine_type)
+        job.add_argument("--accelerator_type", default=vertex.Machine.accelerator_type, help="NONE for a CPU job")
+        job.add_argument("--accelerator_count", type=int, default=vertex.Machine.accelerator_count)
+        job.add_argument("--replicas", type=int, default=1,
+                         help="machines (nodes); above 1 the command gets --num_nodes and runs as DDP")
+        job.add_argument("--boot_disk_gb", type=int, default=vertex.Machine.boot_disk_gb)
+        add_path(job, "--out", role=Role.OUTPUT_FILE, required=True, help="JSON spec to write")
+        if kind == "job":
+            job.add_argument("--base_output", default="", help="gs:// root of the job's AIP_MODEL_DIR")
+        else:
+            add_path(job, "--space", role=Role.INPUT, required=True,
+                     help="search space YAML (metric, goal, parameters)")
+            job.add_argument("--trials", type=int, default=10)
+            job.add_argument("--parallel", type=int, default=2)
+            job.add_argument("--max_failed", type=int, default=0)
+        job.add_argument("job_command", nargs="...", metavar="-- COMMAND",
+                         help="the audiotune command the job runs, and its flags")
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    spec = vertex.run_command(args, parser.parse_args)
+    print(f"{args.out}: {'CustomJob' if args.vertex_command == 'job' else 'HyperparameterTuningJob'} "
+          f"{spec['displayName']!r}")
+
+
+COMMAND = Command("vertex", "write a Vertex AI CustomJob or hyperparameter-tuning job spec (JSON) that runs an "
+                            "audiotune command", arguments, run)
