@@ -214,7 +214,7 @@ class FeatureConfig:
 
 @dataclass
 class ModelConfig:
-    model: str = option("ecapa_tdnn", "backbone", choices=("ecapa_tdnn", "hf", "ssast"))
+    model: str = option("ecapa_tdnn", "backbone (every file of models/backbones/ that registers one)")
     checkpoint: str = option("", "backbone to start from: a Hugging Face hub id or directory (--model hf, default "
                                  "facebook/wav2vec2-base-960h), or a SpeechBrain-layout ECAPA .ckpt/.safetensors",
                                  ("-c",), role=Role.INPUT)

@@ -3,7 +3,6 @@ into the engine (:class:`~audiotune.cli.command.Command`). :data:`COMMANDS` is t
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import sys
@@ -30,7 +29,7 @@ from audiotune.cli import (
 from audiotune.cli.command import Command
 from audiotune.cli.flags import config_from_args, parse_bool, path_roles
 from audiotune.cli.show import one_line
-from audiotune.config import SECTIONS
+from audiotune.models import backbones
 from audiotune.staging import staged
 
 __all__ = ["COMMANDS", "build_parser", "config_from_args", "main", "parse_bool"]
@@ -70,7 +69,7 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
 
 def _model_named(argv: list[str]) -> str | None:
     """The backbone that ``--model NAME`` or ``--model=NAME`` names on the command line, if any."""
-    known = next(spec for spec in dataclasses.fields(SECTIONS["model"]) if spec.name == "model").metadata["choices"]
+    known = backbones.names()
     for index, word in enumerate(argv):
         value = argv[index + 1] if word == "--model" and index + 1 < len(argv) else \
             word.partition("=")[2] if word.startswith("--model=") else None

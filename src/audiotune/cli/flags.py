@@ -13,6 +13,7 @@ from typing import Any
 
 from audiotune import storage
 from audiotune.config import SECTIONS, RunConfig, check_config, config_from_dict, describe_range, read_config_file
+from audiotune.models import backbones
 from audiotune.storage import Role
 
 ROLES = "path_roles"  # the namespace attribute holding {dest: Role} of the parsed command
@@ -79,7 +80,9 @@ def _add_field(group: Any, section: str, spec: dataclasses.Field, hints: dict, h
     if meta.get("valid"):
         text += f" (valid: {describe_range(*meta['valid'])})"
     kwargs: dict[str, Any] = {"dest": f"{section}.{spec.name}", "default": argparse.SUPPRESS}
-    if meta.get("choices"):
+    if (section, spec.name) == ("model", "model"):
+        kwargs["choices"] = backbones.names()
+    elif meta.get("choices"):
         kwargs["choices"] = meta["choices"]
     if meta.get("choices") and "none" in meta["choices"]:
         kwargs["type"] = _none_lower  # the seeds pass "None"

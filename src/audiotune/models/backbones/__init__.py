@@ -1,4 +1,5 @@
-"""Backbone registry: every backbone is one file behind the same small interface.
+"""Backbone registry: every backbone is one file behind the same small interface, found by importing the files
+of this package (a backbone module calls :func:`register`).
 
 A backbone is a :class:`Backbone` (an ``nn.Module``) with ``embedding_dim``, ``num_layers``, ``num_hidden_states``,
 ``needs_equal_length``,
@@ -8,6 +9,7 @@ A backbone is a :class:`Backbone` (an ``nn.Module``) with ``embedding_dim``, ``n
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import random
 from abc import abstractmethod
 from collections.abc import Callable
@@ -136,16 +138,24 @@ def register(name: str, resolve: ConfigResolver | None = None) -> Callable[[Back
     return wrap
 
 
-# modules register themselves on import; only the one a run names is imported (transformers is slow to load)
-_MODULES = {"ecapa_tdnn": "audiotune.models.backbones.ecapa", "hf": "audiotune.models.backbones.huggingface",
-            "ssast": "audiotune.models.backbones.ssast"}
+def _discover() -> None:
+    """Import every module of this package: a backbone module registers itself with :func:`register`, so adding
+    a backbone is adding its file."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+
+
+def names() -> list[str]:
+    """The backbones ``--model`` may name."""
+    _discover()
+    return sorted(_REGISTRY)
 
 
 def _entry(name: str) -> tuple[BackboneFactory, ConfigResolver | None]:
-    if name not in _REGISTRY and name in _MODULES:
-        importlib.import_module(_MODULES[name])
     if name not in _REGISTRY:
-        raise ValueError(f"--model {name}: unknown backbone (known: {sorted(_MODULES)})")
+        _discover()
+    if name not in _REGISTRY:
+        raise ValueError(f"--model {name}: unknown backbone (known: {sorted(_REGISTRY)})")
     return _REGISTRY[name]
 
 
