@@ -18,12 +18,20 @@ from audiotune.engine.losses import training_class_weights
 from audiotune.engine.metrics import compute_metrics, scores_from_logits
 from audiotune.engine.module import ClassifierModule
 from audiotune.models.backbones import resolve_config
-from audiotune.models.checkpoint import CONFIG_FILE, build_classifier
+from audiotune.models.checkpoint import build_classifier
 from audiotune.models.classifier import Classifier
-from audiotune.outputs import OwnedRunDir, own_run_dir, write_csv, write_json
+from audiotune.outputs import (
+    CONFIG_FILE,
+    PLOT_DIR,
+    PROBE_FILE,
+    PROBE_PLOT,
+    PROBE_SUMMARY_FILE,
+    OwnedRunDir,
+    own_run_dir,
+    write_csv,
+    write_json,
+)
 from audiotune.report.plots import plot_probe
-
-PROBE_FILE = "probe.csv"
 
 
 def _summary(metrics: dict) -> dict:
@@ -104,6 +112,6 @@ def _probe(config: RunConfig, owned: OwnedRunDir, one_device: int | list[int]) -
             layer_weights = torch.softmax(model.layer_weights.detach().float().cpu(), 0).tolist()
     table = pd.DataFrame(rows)
     write_csv(table, exp_dir / PROBE_FILE, index=False)
-    write_json(exp_dir / "probe.json", {"layers": rows, "layer_weights": layer_weights, "feature_cache": stats})
-    plot_probe(table, exp_dir / "plots" / "probe.png")
+    write_json(exp_dir / PROBE_SUMMARY_FILE, {"layers": rows, "layer_weights": layer_weights, "feature_cache": stats})
+    plot_probe(table, exp_dir / PLOT_DIR / PROBE_PLOT)
     return table
