@@ -18,15 +18,12 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities.types import OptimizerConfig, OptimizerLRSchedulerConfig
 from torch import Tensor
 
 from audiotune.config import RunConfig, check_config, save_config
 from audiotune.data.layout import read_splits
 from audiotune.data.prepare import prepare_eval_data
-from audiotune.engine.checkpoint_io import AtomicCheckpointIO, latest_checkpoint
 from audiotune.engine.distributed import (
     all_gather_objects,
     check_launch,
@@ -36,10 +33,10 @@ from audiotune.engine.distributed import (
     unused_parameter_hint,
 )
 from audiotune.engine.inference import make_dataset, make_loader
-from audiotune.engine.module import optimizers, run_length
+from audiotune.engine.module import optimizers
+from audiotune.engine.trainer import build_trainer
 from audiotune.models.backbones import SupportsPretraining, build_backbone, resolve_config
 from audiotune.outputs import (
-    BEST_CHECKPOINT,
     CHECKPOINT_DIR,
     CONFIG_FILE,
     LAST_CHECKPOINT,
@@ -195,19 +192,11 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
     tables, targets = _tables(config, exp_dir, owned.writes)
     if owned.writes:
         save_config(config, exp_dir / CONFIG_FILE)
-    best = ModelCheckpoint(dirpath=exp_dir / CHECKPOINT_DIR, filename=Path(BEST_CHECKPOINT).stem, monitor="val_loss",
-                           mode="min", save_top_k=1, enable_version_counter=False)
     steps = config.train.training_steps
-    max_epochs, max_steps = run_length(config.train)
     # a step budget shorter than an epoch still validates (and keeps a best) at its end; set once the
     # loader's length (this process's share) is known
-    trainer = pl.Trainer(max_epochs=max_epochs, max_steps=max_steps, **trainer_devices(config.train),
-                         precision="bf16-mixed" if config.train.precision == "bf16" else "32-true",
-                         gradient_clip_val=config.train.grad_clip or None,
-                         callbacks=[best, latest_checkpoint(exp_dir / CHECKPOINT_DIR)],
-                         logger=CSVLogger(exp_dir, name=LOG_DIR, version=""),
-                         log_every_n_steps=1, enable_model_summary=False, plugins=[AtomicCheckpointIO()],
-                         use_distributed_sampler=False)  # each process's loaders take their own share
+    trainer, best = build_trainer(config.train, exp_dir, best_by=("val_loss", "min"))
+    assert best is not None  # a monitored fit keeps its best epoch
     check_launch(trainer.is_global_zero, owned.writes)
     replicas, rank = trainer.world_size, trainer.global_rank
     train_loader = make_loader(config, make_dataset(config, tables["train"], targets["train"], train=True),

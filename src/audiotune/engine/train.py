@@ -8,7 +8,6 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from audiotune.config import RunConfig, check_config, save_config
@@ -17,7 +16,6 @@ from audiotune.data.prepare import PreparedData, prepare_training_data
 from audiotune.engine.adapt import OFF, WHOLE_SPLIT, adaptation_groups, check_adaptable, check_adaptation
 from audiotune.engine.aggregate import check_recording_targets
 from audiotune.engine.cache import CachedDataset, cache_blocker, cached_datasets, cached_loader
-from audiotune.engine.checkpoint_io import AtomicCheckpointIO, latest_checkpoint
 from audiotune.engine.distributed import check_launch, launched_rank_zero, trainer_devices, unused_parameter_hint
 from audiotune.engine.evaluate import evaluate_prepared
 from audiotune.engine.inference import (
@@ -28,13 +26,13 @@ from audiotune.engine.inference import (
     uses_bucket_sampler,
 )
 from audiotune.engine.losses import training_class_weights
-from audiotune.engine.module import TRAIN_CLIPS, ClassifierModule, run_length, trains
+from audiotune.engine.module import TRAIN_CLIPS, ClassifierModule, trains
 from audiotune.engine.selection import check_monitor, monitor_key, monitor_mode
+from audiotune.engine.trainer import build_trainer
 from audiotune.models.backbones import resolve_config
 from audiotune.models.checkpoint import build_classifier, export_backbone, save_weights
 from audiotune.models.classifier import Classifier
 from audiotune.outputs import (
-    BEST_CHECKPOINT,
     CHECKPOINT_DIR,
     CONFIG_FILE,
     LAST_CHECKPOINT,
@@ -58,37 +56,19 @@ log = logging.getLogger(__name__)
 def _trainer(config: RunConfig, exp_dir: Path, has_val: bool,
              extra: list[pl.Callback]) -> tuple[pl.Trainer, ModelCheckpoint | None]:
     callbacks: list[pl.Callback] = []
-    best = None
+    best_by = None
     if config.train.ema:
         # parameters and BatchNorm statistics are averaged; validation and checkpoints see the average
         callbacks.append(EMAWeightAveraging(decay=config.train.ema))
     if has_val:
         key, mode = monitor_key(config.train.monitor), monitor_mode(config.train.monitor)
-        best = ModelCheckpoint(dirpath=exp_dir / CHECKPOINT_DIR, filename=Path(BEST_CHECKPOINT).stem, monitor=key,
-                               save_top_k=1, mode=mode, enable_version_counter=False)
-        callbacks.append(best)
+        best_by = (key, mode)
         if config.train.patience > 0:
             # an undefined metric (one class in validation) is logged as the worst value, not a reason to stop
             callbacks.append(EarlyStopping(monitor=key, patience=config.train.patience, mode=mode,
                                            check_finite=config.train.monitor == "loss"))
-    callbacks.append(latest_checkpoint(exp_dir / CHECKPOINT_DIR))
-    callbacks.extend(extra)
-    max_epochs, max_steps = run_length(config.train)
-    trainer = pl.Trainer(
-        max_epochs=max_epochs, max_steps=max_steps,
-        **trainer_devices(config.train),
-        precision="bf16-mixed" if config.train.precision == "bf16" else "32-true",
-        gradient_clip_val=config.train.grad_clip or None,
-        callbacks=callbacks,
-        logger=CSVLogger(exp_dir, name=LOG_DIR, version=""),
-        default_root_dir=exp_dir,
-        deterministic=False,
-        log_every_n_steps=1,
-        enable_model_summary=False,
-        plugins=[AtomicCheckpointIO()],
-        use_distributed_sampler=False,  # each process's loaders take their own share (engine/distributed.py)
-    )
-    return trainer, best
+    return build_trainer(config.train, exp_dir, best_by=best_by, callbacks=[*callbacks, *extra],
+                         default_root_dir=exp_dir, deterministic=False)
 
 
 def _merge_logs(earlier: pd.DataFrame, log_csv: Path) -> None:
