@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from audiotune.outputs import CHECKPOINT_DIR, DROPPED_FILE, LAST_CHECKPOINT, SKIPPED_FILE
 from audiotune.storage import Role
 
 CONFIG_VERSION = 1
@@ -141,16 +142,16 @@ class DataConfig:
                                     "validation; the last epoch is kept)", valid=AT_LEAST_0)
     seed: int = option(0, "random seed for splits, initialisation, shuffling and augmentation",
                        valid=(0, 2**32 - 1, True, True))
-    on_error: str = option("raise", "bad audio: raise an error, or skip it and write skipped.csv",
+    on_error: str = option("raise", f"bad audio: raise an error, or skip it and write {SKIPPED_FILE}",
                            choices=("raise", "skip"))
     allow_overlap: bool = option(False, "let validation/test share subjects or uids with train: the training rows "
-                                        "they share are left out and listed in dropped_rows.csv (default: an error)")
+                                        f"they share are left out and listed in {DROPPED_FILE} (default: an error)")
     mixup: float = option(0.0, "probability of mixing a training clip with another (Beta(10,10), targets mixed)",
                           valid=PROBABILITY)
     train_fraction: float = option(1.0, "train on this share of the training split: round(share x n) rows of each "
                                         "class of the first categorical head, drawn with --seed (the shares of one "
                                         "seed are nested, for learning curves); the rest is listed in "
-                                        "dropped_rows.csv", valid=(0, 1, False, True))
+                                        f"{DROPPED_FILE}", valid=(0, 1, False, True))
 
 
 @dataclass
@@ -354,7 +355,7 @@ class TrainConfig:
                                   "accuracy, macro_f1, weighted_f1, auc, ccc; min for loss, mae; the mean over "
                                   "heads when there are several)",
                           choices=("loss", "uar", "accuracy", "macro_f1", "weighted_f1", "auc", "ccc", "mae"))
-    resume: bool = option(False, "continue from EXP_DIR/checkpoints/last.ckpt")
+    resume: bool = option(False, f"continue from EXP_DIR/{CHECKPOINT_DIR}/{LAST_CHECKPOINT}")
     overwrite: bool = option(False, "replace the run already in --exp_dir (deleted once the inputs are checked)")
     accelerator: str = option("auto", "Lightning accelerator (auto, cpu, gpu)")
     devices: str = option("auto", "Lightning devices (auto, a count, or a list); with several, one training "

@@ -8,6 +8,9 @@ file, or none, never a truncated or partial one that reads as complete.
 :func:`claim_run_dir` takes an exclusive lock on a run directory for the life of the process, so two
 commands can never write one directory at once, and refuses to start a new run in a directory that
 already holds one unless it is resumed or overwritten on purpose.
+
+The names of the files and folders inside run and experiment directories are declared here, once: every
+command that writes or reads one of them takes its name from this module.
 """
 from __future__ import annotations
 
@@ -24,7 +27,93 @@ from typing import Any
 
 import pandas as pd
 
-LOCK_FILE = ".audiotune.lock"
+LOCK_FILE = ".audiotune.lock"  # held by the command that writes the directory; see own_run_dir
+
+# a run directory (train, pretrain, probe; evaluate writes the same metrics, predictions and reports)
+CONFIG_FILE = "config.yaml"  # the resolved config: enough to rebuild the model
+METRICS_FILE = "metrics.json"
+MODEL_FILE = "model.safetensors"
+ENCODER_DIR = "encoder"  # the architecture of a pretrained encoder, when the backbone exports one
+ORIGINAL_SSAST_FILE = "ssast_original.pth"  # pretrained SSAST weights under the original code's key names
+PREDICTIONS_FILE = "predictions.parquet"
+RECORDING_PREDICTIONS_FILE = "predictions_recording.parquet"  # window scores aggregated per recording
+SKIPPED_FILE = "skipped.csv"  # bad audio skipped with --on_error skip
+DROPPED_FILE = "dropped_rows.csv"  # rows that reach no model, and why
+VALIDATION_FILE = "validation.csv"  # validation rows drawn from the training split
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"  # in CHECKPOINT_DIR: what a resumed run continues from
+BEST_CHECKPOINT = "best.ckpt"  # in CHECKPOINT_DIR: the best validation epoch
+LOG_DIR = "logs"
+LOG_FILE = "metrics.csv"  # in LOG_DIR: the file Lightning's CSV logger writes
+PLOT_DIR = "plots"
+TRAINING_CURVES_PLOT = "training_curves.png"
+LAYER_WEIGHTS_PLOT = "layer_weights.png"
+MASKED_ACCURACY_PLOT = "masked_accuracy.png"
+PROBE_FILE = "probe.csv"
+PROBE_SUMMARY_FILE = "probe.json"
+PROBE_PLOT = "probe.png"
+EVALUATE_DIR = "evaluate"  # in a run directory: where `audiotune evaluate` writes without -o
+ATTENTION_DIR = "attention"  # in a run directory: where `audiotune attention` writes without --out
+ATTENTION_ROLLOUT_PLOT = "attention_rollout.png"
+
+# a cross-validation's experiment directory (fold_K/ folders are the split layout of audiotune.data.folds)
+CV_CONFIG_FILE = "cv_config.yaml"
+CV_FOLDS_FILE = "folds.json"
+CV_LABELS_FILE = "labels.txt"  # the head of JSON split files given without --label_txt
+CV_RUNS_TABLE = "cv_runs.csv"
+CV_SUMMARY_FILE = "cv_summary.json"
+CV_SUMMARY_TABLE = "cv_summary.csv"
+ENSEMBLE_PREDICTIONS_FILE = "ensemble_predictions.parquet"  # in fold_K/: the repeats' scores averaged
+
+# a sweep's experiment directory
+SWEEP_SPACE_FILE = "sweep.yaml"
+SWEEP_STUDY_FILE = "study.db"
+SWEEP_TRIALS_TABLE = "sweep_trials.csv"
+SWEEP_SUMMARY_FILE = "sweep_summary.json"
+SWEEP_BEST_CONFIG_FILE = "best_config.yaml"
+SWEEP_LOCK_FILE = ".sweep.lock"  # held while one process sets the sweep up
+TRIAL_DIR_PREFIX = "trial_"
+
+
+def safe_name(name: str) -> str:
+    """A head or column name as part of a file name: ``/`` and spaces become ``_``."""
+    return name.replace("/", "_").replace(" ", "_")
+
+
+def confusion_plot(split: str, head: str) -> str:
+    """The confusion matrix of ``head`` on ``split`` in PLOT_DIR."""
+    return f"confusion_{split}_{safe_name(head)}.png"
+
+
+def roc_plot(split: str, head: str) -> str:
+    """The ROC curves of binary ``head`` on ``split`` in PLOT_DIR."""
+    return f"roc_{split}_{safe_name(head)}.png"
+
+
+def scatter_plot(split: str, column: str) -> str:
+    """The predicted-against-true scatter of regression ``column`` on ``split`` in PLOT_DIR."""
+    return f"scatter_{split}_{safe_name(column)}.png"
+
+
+def attention_layer_plot(layer: int) -> str:
+    """The attention map of encoder layer ``layer`` (counted from 1) in ATTENTION_DIR."""
+    return f"attention_layer{layer:02d}.png"
+
+
+def embeddings_file(embedding_type: str) -> str:
+    """In a run directory: the embeddings of one type (pt, wt, st, ft) when `audiotune extract` has no --out."""
+    return f"embeddings_{embedding_type}.parquet"
+
+
+def repeat_dir(repeat: int) -> str:
+    """In a cross-validation's fold_K/ folder: the run directory of repeat ``repeat`` (counted from 1)."""
+    return f"run_{repeat}"
+
+
+def trial_dir(number: int) -> str:
+    """In a sweep's experiment directory: the run directory of Optuna trial ``number``."""
+    return f"{TRIAL_DIR_PREFIX}{number}"
+
 
 
 class OutputError(OSError):
@@ -152,7 +241,7 @@ class RunDirError(ValueError):
     """A run directory that this command may not write (held by another command, or holding another run)."""
 
 
-RUN_MARKERS = ("config.yaml", "metrics.json", "model.safetensors")  # what makes a directory a run directory
+RUN_MARKERS = (CONFIG_FILE, METRICS_FILE, MODEL_FILE)  # what makes a directory a run directory
 
 
 class OwnedRunDir:

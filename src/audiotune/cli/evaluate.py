@@ -8,6 +8,7 @@ from audiotune import storage
 from audiotune.cli.command import Command
 from audiotune.cli.flags import add_path, add_scoring_flags, run_folder, spellings
 from audiotune.cli.show import summary
+from audiotune.outputs import EVALUATE_DIR
 from audiotune.storage import Role
 
 
@@ -25,7 +26,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
 
 
 def default_outputs(args: argparse.Namespace) -> None:
-    args.exp_dir = args.exp_dir or storage.join(run_folder(args.run), "evaluate")
+    args.exp_dir = args.exp_dir or storage.join(run_folder(args.run), EVALUATE_DIR)
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:

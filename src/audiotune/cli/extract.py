@@ -7,6 +7,7 @@ from audiotune import storage
 from audiotune.cli.command import Command
 from audiotune.cli.flags import add_path, add_scoring_flags, run_folder, spellings
 from audiotune.cli.show import shown
+from audiotune.outputs import embeddings_file
 from audiotune.storage import Role
 
 
@@ -20,7 +21,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
 
 
 def default_outputs(args: argparse.Namespace) -> None:
-    args.out = args.out or storage.join(run_folder(args.run), f"embeddings_{args.embedding_type}.parquet")
+    args.out = args.out or storage.join(run_folder(args.run), embeddings_file(args.embedding_type))
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from audiotune.cli.command import Command
 from audiotune.cli.flags import add_config_flags, config_from_args
 from audiotune.cli.show import quiet_lightning, shown
+from audiotune.outputs import PROBE_FILE
 
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
@@ -20,7 +21,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     config = config_from_args(args)
     table = probe(config)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"probe table: {shown(Path(config.exp_dir) / 'probe.csv')}")
+    print(f"probe table: {shown(Path(config.exp_dir) / PROBE_FILE)}")
 
 
 COMMAND = Command("probe", "train the same head on every hidden state of a frozen encoder", arguments, run)

@@ -10,6 +10,7 @@ from audiotune.cli.command import Command
 from audiotune.cli.flags import add_config_flags, add_path, apply_flags, config_from_args, declare_role, integer
 from audiotune.cli.show import quiet_lightning, shown
 from audiotune.config import RunConfig, check_config
+from audiotune.outputs import SWEEP_TRIALS_TABLE
 from audiotune.storage import Role
 
 
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
                            prune_after=args.prune_after, startup_trials=args.startup_trials,
                            heartbeat=args.heartbeat, max_failed=args.max_failed, seed=base.data.seed)
     summary = sweep(base.exp_dir, space, configure, base, options, source=args.space)
-    table = pd.read_csv(Path(base.exp_dir) / "sweep_trials.csv")
+    table = pd.read_csv(Path(base.exp_dir) / SWEEP_TRIALS_TABLE)
     columns = [c for c in table.columns if c not in ("error", "run_dir") and table[c].notna().any()]
     print(table[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     counts = ", ".join(f"{n} {state}" for state, n in summary["trials"].items() if n)

@@ -17,12 +17,9 @@ from audiotune.data.json_splits import json_label_groups
 from audiotune.data.labels import drop_missing_targets, encode_targets, fit_target_scaling, infer_heads, read_label_file
 from audiotune.data.layout import attach_paths, read_splits
 from audiotune.data.splits import draw_validation
-from audiotune.outputs import write_csv
+from audiotune.outputs import DROPPED_FILE, SKIPPED_FILE, VALIDATION_FILE, write_csv
 
 log = logging.getLogger(__name__)
-SKIPPED_FILE = "skipped.csv"
-DROPPED_FILE = "dropped_rows.csv"
-VALIDATION_FILE = "validation.csv"
 
 
 @dataclass

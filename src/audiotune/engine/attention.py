@@ -21,6 +21,7 @@ from audiotune.engine.device import autocast
 from audiotune.engine.inference import override_device
 from audiotune.models.backbones import SupportsAttention
 from audiotune.models.checkpoint import load_run, resolve_run_dir
+from audiotune.outputs import ATTENTION_DIR, ATTENTION_ROLLOUT_PLOT, attention_layer_plot
 from audiotune.report.plots import plot_attention
 
 
@@ -66,11 +67,11 @@ def attention_maps(run: str, audio: str, out_dir: str | None = None, accelerator
         averaged = [a[0].float().mean(0).cpu() for a in attentions]
     prefix, grid = backbone.attention_layout()
     shown = inputs.T.numpy() if inputs.dim() == 2 else kaldi_fbank(torch.from_numpy(clip), rate, 80).T.numpy()
-    out = Path(out_dir) if out_dir else resolve_run_dir(run) / "attention"
+    out = Path(out_dir) if out_dir else resolve_run_dir(run) / ATTENTION_DIR
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    maps = [(f"layer {i + 1}", f"attention_layer{i + 1:02d}.png", _received(a, prefix)) for i, a in enumerate(averaged)]
-    maps.append(("rollout", "attention_rollout.png", _received(rollout(averaged), prefix)))
+    maps = [(f"layer {i + 1}", attention_layer_plot(i + 1), _received(a, prefix)) for i, a in enumerate(averaged)]
+    maps.append(("rollout", ATTENTION_ROLLOUT_PLOT, _received(rollout(averaged), prefix)))
     for title, name, values in maps:
         image = values.reshape(grid if grid else (1, -1)).numpy()
         written.append(plot_attention(shown, np.asarray(image), out / name, f"{Path(audio).name}: {title}"))

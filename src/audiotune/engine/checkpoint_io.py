@@ -8,9 +8,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from audiotune.outputs import atomic_path, refused
-
-LAST_CHECKPOINT = "last.ckpt"  # in a run's checkpoints/ folder: what a resumed run continues from
+from audiotune.outputs import LAST_CHECKPOINT, atomic_path, refused
 
 
 def latest_checkpoint(checkpoint_dir: Path) -> ModelCheckpoint:

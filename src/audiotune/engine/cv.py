@@ -52,15 +52,27 @@ from audiotune.data.folds import (
 from audiotune.data.json_splits import json_label_groups
 from audiotune.data.prepare import check_no_validation
 from audiotune.engine.distributed import launched_rank_zero
-from audiotune.engine.evaluate import METRICS_FILE, PREDICTIONS_FILE, prediction_table
+from audiotune.engine.evaluate import prediction_table
 from audiotune.engine.metrics import compute_metrics
 from audiotune.engine.records import check_settings_record, read_settings_record
 from audiotune.engine.selection import monitor_value
 from audiotune.engine.train import continue_or_start, train
-from audiotune.models.checkpoint import CONFIG_FILE
 from audiotune.outputs import (
+    CONFIG_FILE,
+    CV_CONFIG_FILE,
+    CV_FOLDS_FILE,
+    CV_LABELS_FILE,
+    CV_RUNS_TABLE,
+    CV_SUMMARY_FILE,
+    CV_SUMMARY_TABLE,
+    ENSEMBLE_PREDICTIONS_FILE,
+    METRICS_FILE,
+    PLOT_DIR,
+    PREDICTIONS_FILE,
     OwnedRunDir,
+    confusion_plot,
     own_run_dir,
+    repeat_dir,
     write_bytes,
     write_csv,
     write_json,
@@ -70,20 +82,13 @@ from audiotune.report.plots import plot_confusion_matrix
 
 log = logging.getLogger(__name__)
 
-SUMMARY_FILE = "cv_summary.json"
-SUMMARY_TABLE = "cv_summary.csv"
-RUNS_TABLE = "cv_runs.csv"
-FOLDS_FILE = "folds.json"
-JSON_LABELS_FILE = "labels.txt"  # the head of JSON split files given without --label_txt
-CV_CONFIG_FILE = "cv_config.yaml"
-ENSEMBLE_PREDICTIONS = "ensemble_predictions.parquet"  # fold_K/: the repeats' scores averaged
 METRIC_KEYS = ("accuracy", "uar", "macro_f1", "weighted_f1", "micro_f1", "auc",
                "mae", "rmse", "pearson", "spearman", "ccc", "r2")
 STATISTICS = ("mean", "fold_std", "fold_median", "run_std", "run_median", "ci95", "n_runs")
 
 
 def run_directory(exp_dir: Path, fold: Fold, repeat: int) -> Path:
-    return exp_dir / fold.name / f"run_{repeat + 1}"
+    return exp_dir / fold.name / repeat_dir(repeat + 1)
 
 
 def finished_metrics(run_dir: Path) -> dict | None:
@@ -254,7 +259,7 @@ def ensemble_summary(exp_dir: Path, folds: list[Fold], repeats: int) -> dict:
     for fold in folds:
         fold_metrics[fold.name], tables[fold.name] = fold_ensemble(exp_dir, fold, repeats)
     for name, table in tables.items():  # only once every fold could be scored
-        write_parquet(table, exp_dir / name / ENSEMBLE_PREDICTIONS, index=False)
+        write_parquet(table, exp_dir / name / ENSEMBLE_PREDICTIONS_FILE, index=False)
     out: dict = {"runs_averaged": repeats, "statistics": {}, "per_fold": {}, "confusion_matrix": {}}
     for split in ("val", "test"):
         present = [fold for fold in folds if split in fold_metrics[fold.name]]
@@ -289,9 +294,8 @@ def _summary_table(result: dict) -> pd.DataFrame:
 def _plot_confusions(exp_dir: Path, matrices: dict[str, dict], prefix: str, what: str) -> None:
     for split, heads in matrices.items():
         for head, entry in heads.items():
-            safe = head.replace("/", "_").replace(" ", "_")
             plot_confusion_matrix(entry["matrix"], entry["classes"],
-                                  exp_dir / "plots" / f"confusion_{prefix}{split}_{safe}.png",
+                                  exp_dir / PLOT_DIR / confusion_plot(f"{prefix}{split}", head),
                                   f"{head} ({split}, {what})")
 
 
@@ -304,13 +308,13 @@ def _write_outputs(exp_dir: Path, results: list[tuple[Fold, int, int, dict]], fo
         except (OSError, ValueError) as err:  # the runs' own summary still stands
             log.warning("no ensemble scores: %s", err)
             result["ensemble"] = {"error": str(err)}
-    write_csv(_runs_table(results), exp_dir / RUNS_TABLE, index=False)
-    write_csv(_summary_table(result), exp_dir / SUMMARY_TABLE, index=False)
+    write_csv(_runs_table(results), exp_dir / CV_RUNS_TABLE, index=False)
+    write_csv(_summary_table(result), exp_dir / CV_SUMMARY_TABLE, index=False)
     _plot_confusions(exp_dir, result["confusion_matrix"], "", f"summed over {len(results)} runs")
     if "confusion_matrix" in result.get("ensemble", {}):
         _plot_confusions(exp_dir, result["ensemble"]["confusion_matrix"], "ensemble_",
                          f"{repeats} runs averaged per fold, summed over {len(folds)} folds")
-    write_json(exp_dir / SUMMARY_FILE, result)
+    write_json(exp_dir / CV_SUMMARY_FILE, result)
     return result
 
 
@@ -346,8 +350,8 @@ def _cross_validate(config: RunConfig, source: str, options: FoldOptions, repeat
     if not config.data.label_txt and source_kind(source) == "json":  # the JSON files' own labels
         groups = json_label_groups({f"{fold.name}/{k}": t for fold in folds for k, t in fold.tables.items()},
                                    source, options.json_label)
-        config.data.label_txt = str(exp_dir / JSON_LABELS_FILE)
-        files[exp_dir / JSON_LABELS_FILE] = "".join(
+        config.data.label_txt = str(exp_dir / CV_LABELS_FILE)
+        files[exp_dir / CV_LABELS_FILE] = "".join(
             ",".join(g.columns) + (f":{g.kind}" if g.kind else "") + "\n" for g in groups).encode()
     check_fold_files(files)
     record = _cv_record(config, source, options, repeats)
@@ -360,7 +364,7 @@ def _cross_validate(config: RunConfig, source: str, options: FoldOptions, repeat
             write_bytes(path, data)
     if owned.writes:
         write_bytes(exp_dir / CV_CONFIG_FILE, yaml.safe_dump(record, sort_keys=False))
-        write_bytes(exp_dir / FOLDS_FILE, json.dumps({fold.name: fold.info for fold in folds}, indent=2))
+        write_bytes(exp_dir / CV_FOLDS_FILE, json.dumps({fold.name: fold.info for fold in folds}, indent=2))
 
     results = []
     for fold in folds:

@@ -20,14 +20,24 @@ from audiotune.engine.inference import (
     predict,
 )
 from audiotune.engine.metrics import compute_metrics, head_slices, scores_from_logits
-from audiotune.models.checkpoint import CONFIG_FILE, load_run
+from audiotune.models.checkpoint import load_run, resolve_run_dir
 from audiotune.models.classifier import Classifier
-from audiotune.outputs import own_run_dir, write_json, write_parquet
+from audiotune.outputs import (
+    CONFIG_FILE,
+    EVALUATE_DIR,
+    METRICS_FILE,
+    PLOT_DIR,
+    PREDICTIONS_FILE,
+    RECORDING_PREDICTIONS_FILE,
+    confusion_plot,
+    own_run_dir,
+    roc_plot,
+    scatter_plot,
+    write_json,
+    write_parquet,
+)
 from audiotune.report.plots import plot_confusion_matrix, plot_roc, plot_scatter
 
-METRICS_FILE = "metrics.json"
-PREDICTIONS_FILE = "predictions.parquet"
-RECORDING_PREDICTIONS_FILE = "predictions_recording.parquet"
 AGGREGATE_MODES = ("none", "mean", "max")
 
 
@@ -56,23 +66,22 @@ def _plots(metrics: dict, scores: np.ndarray, targets: np.ndarray, heads: list[H
     """Confusion matrix per categorical or soft head, ROC per binary head, scatter per regression column;
     each on its head's labelled rows."""
     for head, cols in zip(heads, head_slices(heads)):
-        safe = head.name.replace("/", "_").replace(" ", "_")
         head_scores, head_targets = scores[:, cols], targets[:, cols]
         if head.is_distribution:
             head_metrics = metrics["heads"][head.name]
             plot_confusion_matrix(head_metrics["confusion_matrix"], head.classes,
-                                  plot_dir / f"confusion_{split}_{safe}.png", f"{head.name} ({split})")
+                                  plot_dir / confusion_plot(split, head.name), f"{head.name} ({split})")
         elif head.kind == "regression":
             for j, column in enumerate(head.columns):
                 labelled = ~np.isnan(head_targets[:, j])
                 plot_scatter(head_targets[labelled, j], head_scores[labelled, j],
-                             plot_dir / f"scatter_{split}_{column.replace('/', '_').replace(' ', '_')}.png",
+                             plot_dir / scatter_plot(split, column),
                              f"{column} ({split}, n={int(labelled.sum())})", column)
         else:
             labelled = {c: ~np.isnan(head_targets[:, j]) for j, c in enumerate(head.columns)}
             truth = {c: head_targets[labelled[c], j].astype(int) for j, c in enumerate(head.columns)}
             score = {c: head_scores[labelled[c], j] for j, c in enumerate(head.columns)}
-            plot_roc(truth, score, plot_dir / f"roc_{split}_{safe}.png", f"{head.name} ({split})")
+            plot_roc(truth, score, plot_dir / roc_plot(split, head.name), f"{head.name} ({split})")
 
 
 def _adapted_predictions(model: Classifier, config: RunConfig, table: pd.DataFrame, targets: np.ndarray,
@@ -131,7 +140,7 @@ def evaluate_prepared(model: Classifier, config: RunConfig, prepared: PreparedDa
             metrics["batchnorm_adapted"] = {"on": adapt, "groups": len(groups), "clips": len(uids)}
         all_metrics[split] = metrics
         tables.append(prediction_table(uids, split, scores, targets, config.heads))
-        _plots(metrics, scores, targets, config.heads, split, out_dir / "plots")
+        _plots(metrics, scores, targets, config.heads, split, out_dir / PLOT_DIR)
         recordings = table_recordings(table)
         if recordings is not None and aggregate != "none":
             names, rec_scores, rec_targets = recording_scores(recordings.loc[uids].tolist(), scores, targets,
@@ -171,10 +180,10 @@ def evaluate_run(run: str, data_split_root: str, exp_dir: str | None = None, on_
     check_config(config)
     if config.train.adapt_bn != OFF:
         check_adaptable(model)
-    out_dir = Path(exp_dir) if exp_dir else Path(run) / "evaluate"
+    out_dir = Path(exp_dir) if exp_dir else resolve_run_dir(run) / EVALUATE_DIR
     if (out_dir / CONFIG_FILE).exists():
         raise ValueError(f"-o {out_dir}: is a training run directory, whose predictions and metrics evaluate would "
-                         f"replace; write the evaluation elsewhere (default: RUN/evaluate)")
+                         f"replace; write the evaluation elsewhere (default: RUN/{EVALUATE_DIR})")
     with own_run_dir(out_dir, overwrite=True, command="evaluate") as owned:  # an evaluation replaces the last one
         prepared = prepare_eval_data(config, data_split_root)
         check_recording_targets(prepared.tables, prepared.targets, config.heads)

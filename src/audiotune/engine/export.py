@@ -33,9 +33,9 @@ from audiotune.config import FeatureConfig, HeadSpec, RunConfig
 from audiotune.data.features import kaldi_fbank, mfcc
 from audiotune.data.prepare import scoring_clip_length
 from audiotune.engine.metrics import head_slices
-from audiotune.models.checkpoint import CONFIG_FILE, MODEL_FILE, load_run, resolve_run_dir
+from audiotune.models.checkpoint import load_run, resolve_run_dir
 from audiotune.models.classifier import Classifier
-from audiotune.outputs import atomic_path, check_output_path, write_json
+from audiotune.outputs import CONFIG_FILE, MODEL_FILE, atomic_path, check_output_path, write_json
 
 log = logging.getLogger(__name__)
 

@@ -18,15 +18,12 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities.types import OptimizerConfig, OptimizerLRSchedulerConfig
 from torch import Tensor
 
 from audiotune.config import RunConfig, check_config, save_config
 from audiotune.data.layout import read_splits
 from audiotune.data.prepare import prepare_eval_data
-from audiotune.engine.checkpoint_io import LAST_CHECKPOINT, AtomicCheckpointIO, latest_checkpoint
 from audiotune.engine.distributed import (
     all_gather_objects,
     check_launch,
@@ -36,10 +33,25 @@ from audiotune.engine.distributed import (
     unused_parameter_hint,
 )
 from audiotune.engine.inference import make_dataset, make_loader
-from audiotune.engine.module import optimizers, run_length
+from audiotune.engine.module import optimizers
+from audiotune.engine.trainer import build_trainer
 from audiotune.models.backbones import SupportsPretraining, build_backbone, resolve_config
-from audiotune.models.checkpoint import CONFIG_FILE
-from audiotune.outputs import OwnedRunDir, own_run_dir, write_csv, write_json
+from audiotune.outputs import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    LAST_CHECKPOINT,
+    LOG_DIR,
+    LOG_FILE,
+    MASKED_ACCURACY_PLOT,
+    METRICS_FILE,
+    PLOT_DIR,
+    TRAINING_CURVES_PLOT,
+    VALIDATION_FILE,
+    OwnedRunDir,
+    own_run_dir,
+    write_csv,
+    write_json,
+)
 from audiotune.report.plots import plot_training_curves
 
 
@@ -130,7 +142,7 @@ def _tables(config: RunConfig, exp_dir: Path,
         cut = max(1, len(train) // 10)
         tables = {"train": train.iloc[order[cut:]], "val": train.iloc[order[:cut]]}
         if writes:
-            write_csv(tables["val"], exp_dir / "validation.csv", index_label="uid")
+            write_csv(tables["val"], exp_dir / VALIDATION_FILE, index_label="uid")
     return tables, {name: np.zeros((len(t), 0), np.float32) for name, t in tables.items()}
 
 
@@ -149,8 +161,7 @@ def pretrain(config: RunConfig) -> dict:
 
 def _objective(config: RunConfig, backbone: object) -> str:
     if not isinstance(backbone, SupportsPretraining):
-        raise ValueError(f"--model {config.model.model} has no self-supervised objective (pretraining backbones: "
-                         "ssast, hf)")
+        raise ValueError(f"--model {config.model.model} has no self-supervised objective")
     objectives = backbone.pretrain_objectives()
     objective = config.model.objective or objectives[0]
     if objective not in objectives:
@@ -170,9 +181,9 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
     config.model.objective = objective
     assert isinstance(backbone, SupportsPretraining)
     backbone.start_pretraining(objective, config)
-    resume = exp_dir / "checkpoints" / LAST_CHECKPOINT if config.train.resume else None
+    resume = exp_dir / CHECKPOINT_DIR / LAST_CHECKPOINT if config.train.resume else None
     if resume is not None and not resume.is_file():
-        stopped = (exp_dir / "config.yaml").is_file()
+        stopped = (exp_dir / CONFIG_FILE).is_file()
         raise FileNotFoundError(f"{resume}: --resume needs the last checkpoint of an earlier run in --exp_dir"
                                 + ("; this run stopped before writing one: start it again with --overwrite"
                                    if stopped else ""))
@@ -180,19 +191,11 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
     tables, targets = _tables(config, exp_dir, owned.writes)
     if owned.writes:
         save_config(config, exp_dir / CONFIG_FILE)
-    best = ModelCheckpoint(dirpath=exp_dir / "checkpoints", filename="best", monitor="val_loss", mode="min",
-                           save_top_k=1, enable_version_counter=False)
     steps = config.train.training_steps
-    max_epochs, max_steps = run_length(config.train)
     # a step budget shorter than an epoch still validates (and keeps a best) at its end; set once the
     # loader's length (this process's share) is known
-    trainer = pl.Trainer(max_epochs=max_epochs, max_steps=max_steps, **trainer_devices(config.train),
-                         precision="bf16-mixed" if config.train.precision == "bf16" else "32-true",
-                         gradient_clip_val=config.train.grad_clip or None,
-                         callbacks=[best, latest_checkpoint(exp_dir / "checkpoints")],
-                         logger=CSVLogger(exp_dir, name="logs", version=""),
-                         log_every_n_steps=1, enable_model_summary=False, plugins=[AtomicCheckpointIO()],
-                         use_distributed_sampler=False)  # each process's loaders take their own share
+    trainer, best = build_trainer(config.train, exp_dir, best_by=("val_loss", "min"))
+    assert best is not None  # a monitored fit keeps its best epoch
     check_launch(trainer.is_global_zero, owned.writes)
     replicas, rank = trainer.world_size, trainer.global_rank
     train_loader = make_loader(config, make_dataset(config, tables["train"], targets["train"], train=True),
@@ -210,17 +213,18 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
     if best.best_model_path and Path(best.best_model_path).is_file():
         module.load_state_dict(torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"])
     written = backbone.save_pretrained_outputs(exp_dir)
-    log = pd.read_csv(exp_dir / "logs" / "metrics.csv")
+    log_csv = exp_dir / LOG_DIR / LOG_FILE
+    log = pd.read_csv(log_csv)
     per_epoch = log.groupby("epoch").last()
     history = {column: per_epoch[column].dropna().tolist() for column in per_epoch.columns
                if column.startswith("val_") or column.endswith("_epoch")}
-    plot_training_curves(exp_dir / "logs" / "metrics.csv", exp_dir / "plots" / "training_curves.png")
+    plot_training_curves(log_csv, exp_dir / PLOT_DIR / TRAINING_CURVES_PLOT)
     if "train_acc_epoch" in log.columns or "train_acc" in log.columns:
-        plot_training_curves(exp_dir / "logs" / "metrics.csv", exp_dir / "plots" / "masked_accuracy.png",
+        plot_training_curves(log_csv, exp_dir / PLOT_DIR / MASKED_ACCURACY_PLOT,
                              ("train_acc", "val_acc"), "masked-patch accuracy")
     metrics = {"objective": objective, "task": objective, "epochs_run": trainer.current_epoch,
                "steps_run": trainer.global_step, "history": history,
                "best_val_loss": float(best.best_model_score) if best.best_model_score is not None else None,
                "outputs": [str(Path(p).relative_to(exp_dir)) for p in written]}
-    write_json(exp_dir / "metrics.json", metrics)
+    write_json(exp_dir / METRICS_FILE, metrics)
     return metrics

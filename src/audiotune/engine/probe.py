@@ -17,13 +17,22 @@ from audiotune.engine.inference import inference_device, predict
 from audiotune.engine.losses import training_class_weights
 from audiotune.engine.metrics import compute_metrics, scores_from_logits
 from audiotune.engine.module import ClassifierModule
+from audiotune.engine.trainer import build_trainer
 from audiotune.models.backbones import resolve_config
-from audiotune.models.checkpoint import CONFIG_FILE, build_classifier
+from audiotune.models.checkpoint import build_classifier
 from audiotune.models.classifier import Classifier
-from audiotune.outputs import OwnedRunDir, own_run_dir, write_csv, write_json
+from audiotune.outputs import (
+    CONFIG_FILE,
+    PLOT_DIR,
+    PROBE_FILE,
+    PROBE_PLOT,
+    PROBE_SUMMARY_FILE,
+    OwnedRunDir,
+    own_run_dir,
+    write_csv,
+    write_json,
+)
 from audiotune.report.plots import plot_probe
-
-PROBE_FILE = "probe.csv"
 
 
 def _summary(metrics: dict) -> dict:
@@ -84,11 +93,7 @@ def _probe(config: RunConfig, owned: OwnedRunDir, one_device: int | list[int]) -
         model = Classifier(encoder.backbone, config.heads, head_config, freeze_backbone=True)
         module = ClassifierModule(model, config.heads, config.train, steps_per_epoch=len(train_loader),
                                   class_weights=class_weights, seed=config.data.seed)
-        trainer = pl.Trainer(max_epochs=config.train.epochs, accelerator=config.train.accelerator,
-                             devices=one_device,
-                             precision="bf16-mixed" if config.train.precision == "bf16" else "32-true",
-                             logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                             enable_model_summary=False)
+        trainer, _ = build_trainer(config.train, None, devices=one_device)
         trainer.fit(module, train_loader, val_loader)
         row: dict = {"layer": str(target)}
         for split, dataset in cached.items():
@@ -104,6 +109,6 @@ def _probe(config: RunConfig, owned: OwnedRunDir, one_device: int | list[int]) -
             layer_weights = torch.softmax(model.layer_weights.detach().float().cpu(), 0).tolist()
     table = pd.DataFrame(rows)
     write_csv(table, exp_dir / PROBE_FILE, index=False)
-    write_json(exp_dir / "probe.json", {"layers": rows, "layer_weights": layer_weights, "feature_cache": stats})
-    plot_probe(table, exp_dir / "plots" / "probe.png")
+    write_json(exp_dir / PROBE_SUMMARY_FILE, {"layers": rows, "layer_weights": layer_weights, "feature_cache": stats})
+    plot_probe(table, exp_dir / PLOT_DIR / PROBE_PLOT)
     return table

@@ -45,24 +45,18 @@ import pytorch_lightning as pl
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
+from audiotune import outputs
 from audiotune.config import RunConfig, config_to_dict
 from audiotune.engine.cv import finished_metrics
 from audiotune.engine.device import parse_devices
 from audiotune.engine.records import check_settings_record
 from audiotune.engine.selection import MONITORS, monitor_key
 from audiotune.engine.train import continue_or_start, train
-from audiotune.models.checkpoint import CONFIG_FILE
 from audiotune.outputs import write_bytes, write_csv, write_json
 from audiotune.vertex import VertexError, metric_value
 
 log = logging.getLogger(__name__)
 
-SPACE_RECORD = "sweep.yaml"
-STUDY_FILE = "study.db"
-TRIALS_TABLE = "sweep_trials.csv"
-SUMMARY_FILE = "sweep_summary.json"
-BEST_CONFIG = "best_config.yaml"
-SETUP_LOCK = ".sweep.lock"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -194,14 +188,14 @@ def _record(config: RunConfig, space: dict[str, Any], options: SweepOptions) -> 
 
 def _check_record(sweep_dir: Path, record: dict[str, Any]) -> None:
     """A sweep directory belongs to one sweep: a rerun (or another process) must ask for the same one."""
-    path = sweep_dir / SPACE_RECORD
+    path = sweep_dir / outputs.SWEEP_SPACE_FILE
     check_settings_record(path, record, "a sweep", "continue it")
     if not path.is_file():
         write_bytes(path, yaml.safe_dump(record, sort_keys=False))
 
 
 def _study(sweep_dir: Path, space: dict[str, Any], options: SweepOptions, source: str) -> optuna.Study:
-    url = options.storage or f"sqlite:///{(sweep_dir / STUDY_FILE).resolve()}"
+    url = options.storage or f"sqlite:///{(sweep_dir / outputs.SWEEP_STUDY_FILE).resolve()}"
     # SQLite: a writer waits for another process's write to end instead of failing after 5 s
     engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else None
     with warnings.catch_warnings():  # heartbeats and the retry callback are marked experimental
@@ -221,7 +215,7 @@ def _study(sweep_dir: Path, space: dict[str, Any], options: SweepOptions, source
 def run_dir_of(sweep_dir: Path, trial: optuna.Trial | FrozenTrial) -> Path:
     """The run directory of a trial: its own, or for a rerun of a dead trial the first attempt's (a rerun
     inherits the dead trial's user attributes)."""
-    return sweep_dir / trial.user_attrs.get("run_dir", f"trial_{trial.number}")
+    return sweep_dir / trial.user_attrs.get("run_dir", outputs.trial_dir(trial.number))
 
 
 class Objective:
@@ -295,22 +289,22 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
 def write_outputs(sweep_dir: Path, study: optuna.Study, space: dict[str, Any]) -> dict[str, Any]:
     """The trials table, the summary and the best trial's config (a --config file without a run directory)."""
     table = trials_table(study)
-    write_csv(table, sweep_dir / TRIALS_TABLE, index=False)
+    write_csv(table, sweep_dir / outputs.SWEEP_TRIALS_TABLE, index=False)
     best = best_trial(study)
     summary: dict[str, Any] = {"metric": space["metric"], "goal": space["goal"], "trials": _counts(study),
                                "best": None}
     if best is not None:
-        run_dir = sweep_dir / best.user_attrs.get("run_dir", f"trial_{best.number}")
+        run_dir = sweep_dir / best.user_attrs.get("run_dir", outputs.trial_dir(best.number))
         summary["best"] = {"trial": best.number, "value": best.value, "params": best.params,
                            "run_dir": str(run_dir), "config": None}
-        if (run_dir / CONFIG_FILE).is_file():  # not when another machine of a shared study ran it
-            best_config = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
+        if (run_dir / outputs.CONFIG_FILE).is_file():  # not when another machine of a shared study ran it
+            best_config = yaml.safe_load((run_dir / outputs.CONFIG_FILE).read_text())
             best_config.pop("exp_dir", None)
             best_config.pop("heads", None)  # the label file of the config says them
             best_config["train"].update(resume=False, overwrite=False)  # how the sweep restarted the trial
-            summary["best"]["config"] = str(write_bytes(sweep_dir / BEST_CONFIG,
+            summary["best"]["config"] = str(write_bytes(sweep_dir / outputs.SWEEP_BEST_CONFIG_FILE,
                                                         yaml.safe_dump(best_config, sort_keys=False)))
-    write_json(sweep_dir / SUMMARY_FILE, summary)
+    write_json(sweep_dir / outputs.SWEEP_SUMMARY_FILE, summary)
     return summary
 
 
@@ -353,7 +347,7 @@ def sweep(sweep_dir: str | Path, space: dict[str, Any], configure: Configure, ba
 
 @contextlib.contextmanager
 def _setup_lock(sweep_dir: Path) -> Iterator[None]:
-    with open(sweep_dir / SETUP_LOCK, "a+") as handle:
+    with open(sweep_dir / outputs.SWEEP_LOCK_FILE, "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -363,7 +357,7 @@ def _setup_lock(sweep_dir: Path) -> Iterator[None]:
 
 def _kept_trials(sweep_dir: Path) -> bool:
     """Whether a sweep directory holds a trial's run (a failed first trial's inputs leave none)."""
-    return any((path / CONFIG_FILE).is_file() for path in sweep_dir.glob("trial_*"))
+    return any((path / outputs.CONFIG_FILE).is_file() for path in sweep_dir.glob(f"{outputs.TRIAL_DIR_PREFIX}*"))
 
 
 def _run_trials(sweep_dir: Path, study: optuna.Study, space: dict[str, Any], configure: Configure, monitor: str,

@@ -8,7 +8,6 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from audiotune.config import RunConfig, check_config, save_config
@@ -17,9 +16,8 @@ from audiotune.data.prepare import PreparedData, prepare_training_data
 from audiotune.engine.adapt import OFF, WHOLE_SPLIT, adaptation_groups, check_adaptable, check_adaptation
 from audiotune.engine.aggregate import check_recording_targets
 from audiotune.engine.cache import CachedDataset, cache_blocker, cached_datasets, cached_loader
-from audiotune.engine.checkpoint_io import LAST_CHECKPOINT, AtomicCheckpointIO, latest_checkpoint
 from audiotune.engine.distributed import check_launch, launched_rank_zero, trainer_devices, unused_parameter_hint
-from audiotune.engine.evaluate import METRICS_FILE, evaluate_prepared
+from audiotune.engine.evaluate import evaluate_prepared
 from audiotune.engine.inference import (
     adaptation_loader,
     inference_device,
@@ -28,52 +26,49 @@ from audiotune.engine.inference import (
     uses_bucket_sampler,
 )
 from audiotune.engine.losses import training_class_weights
-from audiotune.engine.module import TRAIN_CLIPS, ClassifierModule, run_length, trains
+from audiotune.engine.module import TRAIN_CLIPS, ClassifierModule, trains
 from audiotune.engine.selection import check_monitor, monitor_key, monitor_mode
+from audiotune.engine.trainer import build_trainer
 from audiotune.models.backbones import resolve_config
-from audiotune.models.checkpoint import CONFIG_FILE, MODEL_FILE, build_classifier, export_backbone, save_weights
+from audiotune.models.checkpoint import build_classifier, export_backbone, save_weights
 from audiotune.models.classifier import Classifier
-from audiotune.outputs import OwnedRunDir, own_run_dir, write_csv, write_json
+from audiotune.outputs import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    LAST_CHECKPOINT,
+    LAYER_WEIGHTS_PLOT,
+    LOG_DIR,
+    LOG_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    PLOT_DIR,
+    TRAINING_CURVES_PLOT,
+    OwnedRunDir,
+    own_run_dir,
+    write_csv,
+    write_json,
+)
 from audiotune.report.plots import plot_layer_weights, plot_training_curves
 
 log = logging.getLogger(__name__)
-CHECKPOINT_DIR = "checkpoints"
 
 
 def _trainer(config: RunConfig, exp_dir: Path, has_val: bool,
              extra: list[pl.Callback]) -> tuple[pl.Trainer, ModelCheckpoint | None]:
     callbacks: list[pl.Callback] = []
-    best = None
+    best_by = None
     if config.train.ema:
         # parameters and BatchNorm statistics are averaged; validation and checkpoints see the average
         callbacks.append(EMAWeightAveraging(decay=config.train.ema))
     if has_val:
         key, mode = monitor_key(config.train.monitor), monitor_mode(config.train.monitor)
-        best = ModelCheckpoint(dirpath=exp_dir / CHECKPOINT_DIR, filename="best", monitor=key,
-                               save_top_k=1, mode=mode, enable_version_counter=False)
-        callbacks.append(best)
+        best_by = (key, mode)
         if config.train.patience > 0:
             # an undefined metric (one class in validation) is logged as the worst value, not a reason to stop
             callbacks.append(EarlyStopping(monitor=key, patience=config.train.patience, mode=mode,
                                            check_finite=config.train.monitor == "loss"))
-    callbacks.append(latest_checkpoint(exp_dir / CHECKPOINT_DIR))
-    callbacks.extend(extra)
-    max_epochs, max_steps = run_length(config.train)
-    trainer = pl.Trainer(
-        max_epochs=max_epochs, max_steps=max_steps,
-        **trainer_devices(config.train),
-        precision="bf16-mixed" if config.train.precision == "bf16" else "32-true",
-        gradient_clip_val=config.train.grad_clip or None,
-        callbacks=callbacks,
-        logger=CSVLogger(exp_dir, name="logs", version=""),
-        default_root_dir=exp_dir,
-        deterministic=False,
-        log_every_n_steps=1,
-        enable_model_summary=False,
-        plugins=[AtomicCheckpointIO()],
-        use_distributed_sampler=False,  # each process's loaders take their own share (engine/distributed.py)
-    )
-    return trainer, best
+    return build_trainer(config.train, exp_dir, best_by=best_by, callbacks=[*callbacks, *extra],
+                         default_root_dir=exp_dir, deterministic=False)
 
 
 def _merge_logs(earlier: pd.DataFrame, log_csv: Path) -> None:
@@ -208,7 +203,7 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
     exp_dir = run_dir.path
     resume = exp_dir / CHECKPOINT_DIR / LAST_CHECKPOINT if config.train.resume else None
     if resume is not None and not resume.is_file():
-        stopped = (exp_dir / "config.yaml").is_file()
+        stopped = (exp_dir / CONFIG_FILE).is_file()
         raise FileNotFoundError(f"{resume}: --resume needs the last checkpoint of an earlier run in --exp_dir"
                                 + ("; this run stopped before writing one: start it again with --overwrite"
                                    if stopped else ""))
@@ -238,7 +233,7 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
     if resume is not None:
         check_resume_fits(module, resume)
 
-    log_csv = exp_dir / "logs" / "metrics.csv"
+    log_csv = exp_dir / LOG_DIR / LOG_FILE
     earlier_log = None
     if run_dir.writes:
         run_dir.start()  # everything is checked: from here on the run directory is written
@@ -258,14 +253,14 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
     kept, selection = _load_best(module, best) if trains(config.train) else ("untrained (--epochs 0)", None)
     save_weights(model, exp_dir / MODEL_FILE)
     if log_csv.is_file():
-        plot_training_curves(log_csv, exp_dir / "plots" / "training_curves.png")
+        plot_training_curves(log_csv, exp_dir / PLOT_DIR / TRAINING_CURVES_PLOT)
 
     metrics = evaluate_prepared(model, config, prepared, exp_dir,
                                 splits=[s for s in ("val", "test") if s in prepared.tables], cached=cached,
                                 write_metrics=False)
     if model.layer_weights is not None:
         metrics["layer_weights"] = torch.softmax(model.layer_weights.detach().float().cpu(), 0).tolist()
-        plot_layer_weights(metrics["layer_weights"], exp_dir / "plots" / "layer_weights.png")
+        plot_layer_weights(metrics["layer_weights"], exp_dir / PLOT_DIR / LAYER_WEIGHTS_PLOT)
     metrics["weights"] = kept
     if selection is not None:  # the monitored validation value of the kept epoch, as training logged it
         metrics["selection"] = selection

@@ -9,11 +9,7 @@ from safetensors.torch import load_file, save_file
 from audiotune.config import RunConfig, load_config
 from audiotune.models.backbones import SupportsExportConfig, SupportsFeatureEncoderFreeze, build_backbone
 from audiotune.models.classifier import Classifier
-from audiotune.outputs import atomic_path
-
-MODEL_FILE = "model.safetensors"
-ENCODER_DIR = "encoder"  # the architecture of a pretrained encoder, when the backbone exports one
-CONFIG_FILE = "config.yaml"
+from audiotune.outputs import CONFIG_FILE, ENCODER_DIR, MODEL_FILE, atomic_path
 
 
 def save_weights(model: torch.nn.Module, path: str | Path) -> None:

@@ -34,11 +34,10 @@ from torch import Tensor, nn
 
 from audiotune.config import RunConfig
 from audiotune.models.backbones.hf_checkpoint import extractor_settings
-from audiotune.outputs import atomic_dir
+from audiotune.outputs import ENCODER_DIR, atomic_dir
 
 log = logging.getLogger(__name__)
 
-ENCODER_DIR = "encoder"
 GUMBEL_MAX, GUMBEL_MIN, GUMBEL_DECAY = 2.0, 0.5, 0.999995  # wav2vec2 2.0's pretraining recipe
 MIN_MASKS = 2  # span starts per clip at least (the seed's value)
 PRETRAINING_MODEL_TYPES = ("wav2vec2",)  # the encoders transformers has a contrastive pretraining model for

@@ -53,7 +53,7 @@ from audiotune.models.state_dict import (
     load_checked,
     read_state_dict,
 )
-from audiotune.outputs import atomic_path
+from audiotune.outputs import MODEL_FILE, ORIGINAL_SSAST_FILE, atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,6 @@ SIZES: dict[str, tuple[int, int, int]] = {
 _ALIASES = {"tiny224": "tiny", "small224": "small", "base224": "base", "base384": "base", "base384_nokd": "base_nokd"}
 FINETUNE_TASKS = ("ft_avgtok", "ft_cls")
 PRETRAIN_TASKS = ("pretrain_mpc", "pretrain_mpg", "pretrain_joint")
-ORIGINAL_FILE = "ssast_original.pth"  # pretrained weights under the original code's key names
 _PROJ = "v.patch_embed.proj.weight"
 
 
@@ -428,7 +427,7 @@ class SSASTBackbone(Backbone):
         from safetensors.torch import save_file
 
         state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        written = [Path(folder) / "model.safetensors", Path(folder) / ORIGINAL_FILE]
+        written = [Path(folder) / MODEL_FILE, Path(folder) / ORIGINAL_SSAST_FILE]
         with atomic_path(written[0]) as partial:
             save_file(state, str(partial))
         with atomic_path(written[1]) as partial:

@@ -1,0 +1,88 @@
+"""The one place a Lightning ``Trainer`` is built: train, pretrain and probe differ only in the arguments.
+
+A fit into a run directory logs to ``logs/metrics.csv``, keeps ``checkpoints/last.ckpt`` (and, when a metric
+is monitored, ``checkpoints/best.ckpt``) written complete or not at all, runs on the config's accelerator,
+devices, strategy and nodes, and leaves the sharding of batches to audiotune's own loaders. A fit without a
+run directory (probe's heads on cached states) writes nothing and runs in this process on one device.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+
+from audiotune.config import TrainConfig
+from audiotune.engine.checkpoint_io import AtomicCheckpointIO, latest_checkpoint
+from audiotune.engine.distributed import trainer_devices
+from audiotune.engine.module import run_length
+from audiotune.outputs import BEST_CHECKPOINT, CHECKPOINT_DIR, LOG_DIR
+
+
+def trainer_precision(train: TrainConfig) -> Literal["bf16-mixed", "32-true"]:
+    """Lightning's ``precision`` for ``--precision``: bf16 autocast, else full 32-bit."""
+    return "bf16-mixed" if train.precision == "bf16" else "32-true"
+
+
+def build_trainer(train: TrainConfig, run_dir: Path | None, *, best_by: tuple[str, str] | None = None,
+                  callbacks: Sequence[pl.Callback] = (), devices: int | list[int] | None = None,
+                  default_root_dir: Path | None = None,
+                  deterministic: bool | None = None) -> tuple[pl.Trainer, ModelCheckpoint | None]:
+    """A Trainer for ``train``'s precision and accelerator; returns it and its best-epoch checkpoint (or None).
+
+    ``run_dir``: the run directory the fit writes. The Trainer runs on ``train``'s accelerator, devices,
+    strategy and nodes (:func:`~audiotune.engine.distributed.trainer_devices`) for ``--epochs`` or
+    ``--training_steps`` (:func:`~audiotune.engine.module.run_length`), clips gradients at ``--grad_clip``,
+    logs every step to ``run_dir/logs/metrics.csv``, replaces ``checkpoints/last.ckpt`` every epoch and, with
+    ``best_by`` (a logged metric and ``"min"`` or ``"max"``), keeps the best epoch in ``checkpoints/best.ckpt``;
+    checkpoints are written atomically and Lightning's distributed sampler is off (each process's loaders
+    take their own share of the batches, see :mod:`audiotune.engine.distributed`).
+
+    ``run_dir`` None: a quiet fit of ``--epochs`` epochs in this process on ``devices`` of ``train``'s
+    accelerator, with no logger, checkpoint or progress bar (``best_by`` must be None).
+
+    ``callbacks`` come after the checkpoint callbacks; Lightning runs every checkpoint callback after all
+    others, in the order given. ``default_root_dir`` and ``deterministic`` are passed on when given.
+    """
+    extra: dict[str, Any] = {}
+    if default_root_dir is not None:
+        extra["default_root_dir"] = default_root_dir
+    if deterministic is not None:
+        # False too is passed on: Lightning then turns torch's deterministic algorithms off explicitly
+        extra["deterministic"] = deterministic
+    if run_dir is None:
+        if best_by is not None or devices is None:
+            raise ValueError("a fit without a run directory keeps no best checkpoint and needs its devices")
+        trainer = pl.Trainer(max_epochs=train.epochs, accelerator=train.accelerator, devices=devices,
+                             precision=trainer_precision(train), callbacks=list(callbacks), logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                             **extra)
+        return trainer, None
+    if devices is not None:
+        raise ValueError("a fit into a run directory runs on the config's devices")
+    checkpoint_dir = run_dir / CHECKPOINT_DIR
+    checkpoints: list[pl.Callback] = [latest_checkpoint(checkpoint_dir)]
+    best = None
+    if best_by is not None:
+        metric, mode = best_by
+        best = ModelCheckpoint(dirpath=checkpoint_dir, filename=Path(BEST_CHECKPOINT).stem, monitor=metric,
+                               save_top_k=1, mode=mode, enable_version_counter=False)
+        checkpoints.insert(0, best)  # before last.ckpt: see latest_checkpoint
+    max_epochs, max_steps = run_length(train)
+    trainer = pl.Trainer(
+        max_epochs=max_epochs, max_steps=max_steps,
+        **trainer_devices(train),
+        precision=trainer_precision(train),
+        gradient_clip_val=train.grad_clip or None,
+        callbacks=[*checkpoints, *callbacks],
+        logger=CSVLogger(run_dir, name=LOG_DIR, version=""),
+        log_every_n_steps=1,
+        enable_model_summary=False,
+        plugins=[AtomicCheckpointIO()],
+        use_distributed_sampler=False,  # each process's loaders take their own share (engine/distributed.py)
+        **extra,
+    )
+    return trainer, best
