@@ -12,8 +12,8 @@ shift, preemphasis 0.97, DC offset removed, no energy, dither 0, log floored at 
 ``num_mel_bins``, on float waveforms (no int16 scaling, as the extractor), normalised as ``(x - mean) / (2 std)``
 with its ``mean``/``std`` when ``do_normalize`` (``--dataset_mean/--dataset_std`` replace them, e.g. for a new
 dataset's statistics). The computation is the same; kaldi_fbank runs in float32 as torchaudio does, while
-transformers' numpy fallback (used when torchaudio is absent) runs in float64: the log-mel values then differ by
-float32 rounding only (about 1e-4 after normalisation, more in the quietest bins of loud clips).
+transformers' numpy fallback (used when torchaudio is absent) runs in float64: the normalised values then differ
+by float32 rounding only (measured under 1e-4 with 128 bins on speech, keystrokes and tones; 1e-6 in float64).
 
 Padding
 -------
@@ -40,6 +40,7 @@ normalisation.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,12 +203,15 @@ class ASTBackbone(Backbone):
     def hidden_states_with_attention(self, features: Tensor, lengths: Tensor
                                      ) -> tuple[list[Tensor], Tensor, list[Tensor]]:
         """As :meth:`hidden_states`, plus each layer's attention probabilities (B, heads, tokens, tokens)."""
+        switch = getattr(self.model, "set_attn_implementation", None)  # older transformers: eager already
         previous = self.model.config._attn_implementation
-        self.model.set_attn_implementation("eager")  # fused attention kernels return no weights
+        if switch is not None:
+            switch("eager")  # fused attention kernels return no weights
         try:
             states, mask, out = self._run(features, lengths, attentions=True)
         finally:
-            self.model.set_attn_implementation(previous)
+            if switch is not None:
+                switch(previous)
         return states, mask, list(out.attentions)
 
     def attention_layout(self) -> tuple[int, tuple[int, int]]:
@@ -264,12 +268,13 @@ def resolve_ast(config: RunConfig) -> None:
     config.audio.resample_rate = rate
     if settings["do_normalize"] and f.dataset_mean is None and f.dataset_std is None:
         f.dataset_mean, f.dataset_std = settings["mean"], settings["std"]
-    needed = (frames - 1) * int(rate * 0.010) + int(rate * 0.025)  # samples that fill every frame
+    frame, shift = int(rate * 0.025), int(rate * 0.010)  # kaldi_fbank's 25 ms frames, 10 ms shift
+    needed = (frames - 1) * shift + frame  # samples that fill every frame
     if config.audio.clip_length and config.audio.clip_length * rate < needed:
         log.info("--clip_length %s s gives at most %s of the %s frames AST reads (the rest is padding); "
                  "--clip_length %.2f fills them", config.audio.clip_length,
-                 1 + (round(config.audio.clip_length * rate) - int(rate * 0.025)) // int(rate * 0.010), frames,
-                 needed / rate)
+                 1 + max(round(config.audio.clip_length * rate) - frame, 0) // shift, frames,
+                 math.ceil(needed / rate * 100) / 100)
 
 
 @register("ast", resolve=resolve_ast)
