@@ -84,10 +84,10 @@ def make_config(workers: int, batch_size: int, seed: int, cache_dir: Path | None
     config = RunConfig()
     config.features.features, config.features.num_mel_bins = "fbank", BINS
     config.audio.resample_rate, config.audio.clip_length = FEATURE_RATE, CLIP_SECONDS
-    config.train.batch_size, config.train.num_workers = batch_size, workers
+    config.train.batch_size, config.runtime.num_workers = batch_size, workers
     config.data.seed = seed
-    config.train.audio_cache = cache_dir is not None
-    config.train.cache_dir = str(cache_dir or "")
+    config.runtime.audio_cache = cache_dir is not None
+    config.runtime.cache_dir = str(cache_dir or "")
     return config
 
 

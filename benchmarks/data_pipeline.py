@@ -81,7 +81,7 @@ def make_config(workers: int) -> RunConfig:
     config = RunConfig()
     config.features.features, config.features.num_mel_bins = "fbank", BINS
     config.audio.resample_rate, config.audio.clip_length = RATE, 0
-    config.train.batch_size, config.train.num_workers = BATCH, workers
+    config.train.batch_size, config.runtime.num_workers = BATCH, workers
     return config
 
 

@@ -194,7 +194,7 @@ def bf16_run(run: Path) -> Path:
     """A copy of the run directory whose config asks for ``--precision bf16``."""
     copy = shutil.copytree(run, run.with_name(run.name + "_bf16"))
     config = load_config(copy / "config.yaml")
-    config.train.precision = "bf16"
+    config.runtime.precision = "bf16"
     save_config(config, copy / "config.yaml")
     return copy
 

@@ -54,7 +54,7 @@ def test_seed_short_flags_and_underscore_or_hyphen_spellings() -> None:
     assert (config.data.prefix, config.data.study, config.data.data_split_root, config.data.label_txt) == \
         ("/audio", "study1", "splits", "labels.txt")
     assert config.exp_dir == "out"
-    assert (config.train.batch_size, config.train.learning_rate, config.train.epochs, config.train.num_workers) == \
+    assert (config.train.batch_size, config.train.learning_rate, config.train.epochs, config.runtime.num_workers) == \
         (4, 0.01, 3, 2)
     assert config.audio.clip_length == 2.5 and config.classifier.sd_bottleneck == 32
     assert (config.features.dataset_mean, config.features.dataset_std) == (-4.2, 4.5)
@@ -112,3 +112,17 @@ def test_python_dash_m_runs_the_same_commands() -> None:
     done = subprocess.run([sys.executable, "-m", "audiotune", "train", "--epochs", "-1"], capture_output=True,
                           text=True)
     assert done.returncode == 2 and "--epochs" in done.stderr
+
+
+def test_a_config_written_before_the_runtime_section_loads_into_it(tmp_path) -> None:
+    from audiotune.config import config_to_dict, with_added_options
+
+    earlier = config_to_dict(RunConfig())
+    earlier["train"].update({**earlier.pop("runtime"), "num_workers": 3, "precision": "bf16"})
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(earlier))
+    config = load_config(path)
+    assert (config.runtime.num_workers, config.runtime.precision) == (3, "bf16")
+    assert "num_workers" not in config_to_dict(config)["train"]
+    # a cross-validation or sweep record written then compares equal to today's record of the same settings
+    assert with_added_options(earlier, config_to_dict(config)) == config_to_dict(config)

@@ -33,7 +33,8 @@ def test_a_backbone_shows_only_its_own_options(capsys: pytest.CaptureFixture) ->
     every = help_text(capsys, "train")
     assert all(f"options of --model {name}" in every for name in ("ecapa_tdnn", "hf", "ssast"))
     stats = help_text(capsys, "stats")
-    assert "--tshift" not in stats and "--clf_bottleneck" not in stats and "--resume" in stats
+    assert "--tshift" not in stats and "--clf_bottleneck" not in stats and "--epochs" not in stats
+    assert "--accelerator" in stats
 
 
 def test_an_option_of_another_backbone_is_refused(capsys: pytest.CaptureFixture) -> None:
@@ -56,7 +57,7 @@ def test_path_roles_come_from_the_declarations() -> None:
     assert roles == {"recordings": Role.LOCAL, "out": Role.LOCAL, "plot": Role.LOCAL}
     roles = path_roles(build_parser().parse_args(["cv", "-d", "t.csv", "-o", "e"]))
     assert roles["exp_dir"] is Role.EXPERIMENT and roles["data.data_split_root"] is Role.TABLE
-    assert roles["data.label_txt"] is Role.INPUT and roles["train.cache_dir"] is Role.CACHE
+    assert roles["data.label_txt"] is Role.INPUT and roles["runtime.cache_dir"] is Role.CACHE
 
 
 @pytest.mark.parametrize("argv", [["taps", "detect", "gs://bucket/r.wav", "--out", "taps.csv"],

@@ -137,18 +137,18 @@ def test_rank_zero_from_the_launcher_variables(env: dict, zero: bool, local: int
 
 def test_strategies_audiotune_cannot_run_are_refused() -> None:
     config = RunConfig()
-    config.train.strategy, config.train.devices, config.train.num_nodes = "ddp", "2", 3
-    assert trainer_devices(config.train) == {"accelerator": "auto", "devices": 2, "strategy": "ddp", "num_nodes": 3}
-    config.train.strategy = "ddp_spawn"
+    config.runtime.strategy, config.runtime.devices, config.runtime.num_nodes = "ddp", "2", 3
+    assert trainer_devices(config.runtime) == {"accelerator": "auto", "devices": 2, "strategy": "ddp", "num_nodes": 3}
+    config.runtime.strategy = "ddp_spawn"
     with pytest.raises(ValueError, match="--strategy 'ddp_spawn': choose one of auto, ddp"):
-        trainer_devices(config.train)
+        trainer_devices(config.runtime)
 
 
 def test_probe_runs_in_one_process(tmp_path: Path) -> None:
     from audiotune.engine.probe import probe
 
     config = RunConfig()
-    config.exp_dir, config.train.strategy = str(tmp_path / "probe"), "ddp"
+    config.exp_dir, config.runtime.strategy = str(tmp_path / "probe"), "ddp"
     with pytest.raises(ValueError, match="probe runs in one process"):
         probe(config)
     assert not (tmp_path / "probe").exists()

@@ -73,12 +73,12 @@ def test_cpu_stays_cpu_on_a_gpu_machine(two_gpus: None) -> None:
 
 def test_each_ddp_process_keeps_its_own_gpu(two_gpus: None, monkeypatch: pytest.MonkeyPatch) -> None:
     config = RunConfig()
-    config.train.devices = "0,1"
+    config.runtime.devices = "0,1"
     assert inference.inference_device(config) == torch.device("cuda", 0)
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)  # what Lightning set for rank 1
     assert inference.inference_device(config) == torch.device("cuda", 1)
-    config.train.accelerator = "cpu"
+    config.runtime.accelerator = "cpu"
     assert inference.inference_device(config) == torch.device("cpu")
 
 
@@ -90,7 +90,7 @@ def test_a_launched_process_encodes_on_its_own_gpu(two_gpus: None, monkeypatch: 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     monkeypatch.setenv("LOCAL_RANK", local_rank)
     config = RunConfig()
-    config.train.devices = devices
+    config.runtime.devices = devices
     assert inference.inference_device(config) == torch.device("cuda", expected)
 
 
@@ -159,7 +159,7 @@ def test_pin_memory_only_for_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert inference.make_loader(config, items, None, train=False, equal_length=False).pin_memory
     assert cached_loader(config, cached, train=False).pin_memory
-    config.train.accelerator = "cpu"  # a GPU machine asked for the CPU: nothing to pin for
+    config.runtime.accelerator = "cpu"  # a GPU machine asked for the CPU: nothing to pin for
     assert not inference.make_loader(config, items, None, train=False, equal_length=False).pin_memory
 
 
@@ -188,7 +188,7 @@ def test_iterate_batches_moves_model_and_batches_to_the_resolved_device(monkeypa
 
 def test_predict_on_cpu_autocasts_and_returns_float32_numpy() -> None:
     config = RunConfig()
-    config.train.accelerator, config.train.precision = "cpu", "bf16"
+    config.runtime.accelerator, config.runtime.precision = "cpu", "bf16"
     model = _Probe()
     loader = [{"inputs": torch.randn(2, 3), "targets": torch.ones(2, 2), "uid": ["a", "b"]}]
     uids, logits, targets = inference.predict(model, loader, config)

@@ -49,9 +49,9 @@ def test_the_space_is_a_validation_metric_and_one_process_per_trial(tmp_path: Pa
         space_monitor(read_space(write_space(tmp_path / "g.yaml", goal="maximize")), "g.yaml")
 
     config = check_base(RunConfig(), "uar")
-    assert config.train.monitor == "uar" and config.train.devices == "1"
+    assert config.train.monitor == "uar" and config.runtime.devices == "1"
     several = RunConfig()
-    several.train.devices = "2"
+    several.runtime.devices = "2"
     with pytest.raises(ValueError, match="one `audiotune sweep` per device"):
         check_base(several, "uar")
     other = RunConfig()

@@ -348,8 +348,6 @@ class TrainConfig:
                                    "clips (unlabelled; AdaBN): split (the whole split: one new speaker or "
                                    "microphone), a column such as subject (each of its groups apart), or none. "
                                    "The saved model keeps its training statistics")
-    num_workers: int = option(0, "data loader worker processes", ("-nw",), valid=(0, 1024, True, True))
-    precision: str = option("32", "training precision", choices=("32", "bf16"))
     patience: int = option(0, "early stopping patience in epochs on the --monitor metric (0 = off)", valid=AT_LEAST_0)
     monitor: str = option("loss", "validation metric that picks the best epoch and stops early (max for uar, "
                                   "accuracy, macro_f1, weighted_f1, auc, ccc; min for loss, mae; the mean over "
@@ -357,6 +355,16 @@ class TrainConfig:
                           choices=("loss", "uar", "accuracy", "macro_f1", "weighted_f1", "auc", "ccc", "mae"))
     resume: bool = option(False, f"continue from EXP_DIR/{CHECKPOINT_DIR}/{LAST_CHECKPOINT}")
     overwrite: bool = option(False, "replace the run already in --exp_dir (deleted once the inputs are checked)")
+    debug: bool = option(False, "use only the first 8 rows of every split")
+
+
+@dataclass
+class RuntimeConfig:
+    """Where and how a command runs (device, precision, processes, data workers, caches): training and inference
+    alike; a command that loads a run may set them anew (``--accelerator``, ``-bs`` ...)."""
+
+    num_workers: int = option(0, "data loader worker processes", ("-nw",), valid=(0, 1024, True, True))
+    precision: str = option("32", "training precision", choices=("32", "bf16"))
     accelerator: str = option("auto", "Lightning accelerator (auto, cpu, gpu)")
     devices: str = option("auto", "Lightning devices (auto, a count, or a list); with several, one training "
                                   "process per device (DDP), -bs clips each")
@@ -365,7 +373,6 @@ class TrainConfig:
                                    "used in every step (ddp_spawn is not offered)",
                            choices=("auto", "ddp", "ddp_find_unused_parameters_true"))
     num_nodes: int = option(1, "machines of a multi-node DDP run (each runs --devices processes)", valid=AT_LEAST_1)
-    debug: bool = option(False, "use only the first 8 rows of every split")
     cache: bool = option(True, "with a frozen backbone and no waveform augmentation, encode each clip once and "
                                "train the heads from cached pooled hidden states")
     cache_dir: str = option("", "feature cache folder (default $AUDIOTUNE_CACHE or ~/.cache/audiotune)",
@@ -422,6 +429,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     heads: list[HeadSpec] = field(default_factory=list)
     exp_dir: str = "./experiments"
     version: int = CONFIG_VERSION
@@ -429,7 +437,7 @@ class RunConfig:
 
 SECTIONS: dict[str, type] = {
     "data": DataConfig, "audio": AudioConfig, "features": FeatureConfig, "augment": AugmentConfig,
-    "model": ModelConfig, "classifier": ClassifierConfig, "train": TrainConfig,
+    "model": ModelConfig, "classifier": ClassifierConfig, "train": TrainConfig, "runtime": RuntimeConfig,
 }
 # the valid range of every numeric option that declares one
 RANGES: dict[tuple[str, str], tuple[float, float, bool, bool]] = {
@@ -481,13 +489,26 @@ def config_to_dict(config: RunConfig) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def _upgrade_audio(section: dict[str, Any]) -> dict[str, Any]:
-    """Config files written before channel modes said ``reduce`` (mix down or not) and ``mono`` (mean or sum)."""
-    section = dict(section)
-    reduce, mono = section.pop("reduce", None), section.pop("mono", None)
-    if "channel_mode" not in section and (reduce is not None or mono is not None):
-        section["channel_mode"] = (mono or "mean") if reduce in (None, True) else "none"
-    return section
+def upgrade_sections(raw: dict[str, Any]) -> dict[str, Any]:
+    """Sections as an earlier release wrote them, in today's layout: the audio section said ``reduce`` (mix down
+    or not) and ``mono`` (mean or sum) before channel modes; the runtime options (device, precision, workers,
+    caches) were in the train section."""
+    raw = dict(raw)
+    audio = raw.get("audio")
+    if isinstance(audio, dict):
+        audio = dict(audio)
+        reduce, mono = audio.pop("reduce", None), audio.pop("mono", None)
+        if "channel_mode" not in audio and (reduce is not None or mono is not None):
+            audio["channel_mode"] = (mono or "mean") if reduce in (None, True) else "none"
+        raw["audio"] = audio
+    train = raw.get("train")
+    if isinstance(train, dict):
+        runtime_names = {spec.name for spec in dataclasses.fields(RuntimeConfig)}
+        moved = {k: v for k, v in train.items() if k in runtime_names}
+        if moved:
+            raw["train"] = {k: v for k, v in train.items() if k not in runtime_names}
+            raw["runtime"] = {**moved, **(raw.get("runtime") or {})}
+    return raw
 
 
 def _fits(value: Any, kind: Any) -> bool:
@@ -527,6 +548,7 @@ def with_added_options(earlier: dict[str, Any], current: dict[str, Any]) -> dict
     options that ``current`` has and it lacks at their defaults: an option added since then, left at its default,
     keeps the earlier behaviour, so the two records compare equal."""
     defaults = config_to_dict(RunConfig())
+    earlier = upgrade_sections(earlier)
     upgraded = dict(earlier)
     for section, options in current.items():
         before, known = earlier.get(section), defaults.get(section)
@@ -539,9 +561,7 @@ def config_from_dict(raw: dict[str, Any], source: str = "config", base: RunConfi
     """Rebuild a RunConfig; unknown keys are an error naming the key, missing keys take ``base``'s values
     (default: the defaults)."""
     config = copy.deepcopy(base) if base is not None else RunConfig()
-    for key, value in raw.items():
-        if key == "audio":
-            value = _upgrade_audio(value)
+    for key, value in upgrade_sections(raw).items():
         if key in SECTIONS:
             section_cls = SECTIONS[key]
             names = {f.name for f in dataclasses.fields(section_cls)}

@@ -60,7 +60,7 @@ def attention_maps(run: str, audio: str, out_dir: str | None = None, accelerator
         padded[: min(length, target)] = inputs[:target]
         inputs, length = padded, min(length, target)
     backbone.to(device).eval()
-    with torch.inference_mode(), autocast(device, config.train.precision):
+    with torch.inference_mode(), autocast(device, config.runtime.precision):
         _, _, attentions = backbone.hidden_states_with_attention(inputs[None].to(device),
                                                                  torch.tensor([length], device=device))
         # head-averaged maps back on the CPU for the rollout and the plots

@@ -36,7 +36,7 @@ from audiotune.models.classifier import Classifier
 
 def cache_blocker(config: RunConfig) -> str | None:
     """Why the cache cannot be used for this run, or None when it can."""
-    if not config.train.cache:
+    if not config.runtime.cache:
         return "--cache False"
     if not config.model.freeze:
         return "the backbone is trained (no --freeze)"
@@ -56,7 +56,7 @@ def cache_blocker(config: RunConfig) -> str | None:
 
 def cache_root(config: RunConfig) -> Path:
     """The cache folder: --cache_dir, else $AUDIOTUNE_CACHE, else ~/.cache/audiotune."""
-    return storage.cache_root(config.train.cache_dir)
+    return storage.cache_root(config.runtime.cache_dir)
 
 
 def encoder_digest(backbone: torch.nn.Module) -> str:
@@ -74,7 +74,7 @@ def preprocessing_digest(config: RunConfig, pooling: str) -> str:
     settings = {
         "model": config.model.model, "max_window": config.model.max_window, "audio": vars(config.audio),
         "features": {k: v for k, v in vars(config.features).items() if k not in ("freqm", "timem", "noise")},
-        "pooling": pooling, "precision": config.train.precision,
+        "pooling": pooling, "precision": config.runtime.precision,
     }
     return hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=16).hexdigest()
 

@@ -110,9 +110,9 @@ class Reservoir:
 def _encoder(config: RunConfig, run: str | None) -> tuple[RunConfig, Backbone]:
     if run:
         run_config, model = load_run(run)
-        # the command's data, device and batch settings; the run's model and audio settings
-        for key in ("batch_size", "num_workers", "accelerator", "devices", "precision"):
-            setattr(run_config.train, key, getattr(config.train, key))
+        # the command's data, batch and runtime settings; the run's model and audio settings
+        run_config.train.batch_size = config.train.batch_size
+        run_config.runtime = config.runtime
         run_config.data = config.data
         run_config.train.debug = False
         return run_config, model.backbone
@@ -188,7 +188,7 @@ def cluster(config: RunConfig, options: ClusterOptions, out: str, run: str | Non
     log.info("k-means sample buffer: %d frames x %d dims float32 = %.1f MiB", options.buffer_rows,
              backbone.embedding_dim, reservoir.nbytes / 2 ** 20)
     backbone.to(device).eval()
-    with torch.inference_mode(), autocast(device, config.train.precision):
+    with torch.inference_mode(), autocast(device, config.runtime.precision):
         for loader in loaders:  # pass 1: the sample
             for batch in loader:
                 for frames in _frames(backbone, move_batch(batch, device), options.layer):
@@ -208,7 +208,7 @@ def cluster(config: RunConfig, options: ClusterOptions, out: str, run: str | Non
     }
     schema = SCHEMA.with_metadata({METADATA_KEY: json.dumps(meta).encode()})
     with atomic_path(out_path) as partial, pq.ParquetWriter(partial, schema) as writer:
-        with torch.inference_mode(), autocast(device, config.train.precision):
+        with torch.inference_mode(), autocast(device, config.runtime.precision):
             for loader in loaders:  # pass 2: every frame assigned
                 for batch in loader:
                     clips = _frames(backbone, move_batch(batch, device), options.layer)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from audiotune.config import TrainConfig
+from audiotune.config import RuntimeConfig
 from audiotune.engine.device import parse_devices
 
 STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_true")
@@ -232,18 +232,18 @@ class DealtBatches(Sampler[list[int]]):
         return len(self._mine())
 
 
-def trainer_devices(train: TrainConfig) -> dict[str, Any]:
-    """The Trainer's ``accelerator``, ``devices``, ``strategy`` and ``num_nodes`` of a training config.
+def trainer_devices(runtime: RuntimeConfig) -> dict[str, Any]:
+    """The Trainer's ``accelerator``, ``devices``, ``strategy`` and ``num_nodes`` of a runtime config.
 
     ``ddp_spawn`` and the other strategies are refused: audiotune's run-directory ownership and per-process
     batches are built for processes that each run the whole command (what ddp, torchrun and srun start).
     """
-    if train.strategy not in STRATEGIES:
-        raise ValueError(f"--strategy {train.strategy!r}: choose one of {', '.join(STRATEGIES)} (ddp starts one "
+    if runtime.strategy not in STRATEGIES:
+        raise ValueError(f"--strategy {runtime.strategy!r}: choose one of {', '.join(STRATEGIES)} (ddp starts one "
                          "process per device by running the command again, or takes the processes torchrun or "
                          "srun started)")
-    return {"accelerator": train.accelerator, "devices": parse_devices(train.devices), "strategy": train.strategy,
-            "num_nodes": train.num_nodes}
+    return {"accelerator": runtime.accelerator, "devices": parse_devices(runtime.devices),
+            "strategy": runtime.strategy, "num_nodes": runtime.num_nodes}
 
 
 def check_launch(lightning_rank_zero: bool, launched_zero: bool) -> None:

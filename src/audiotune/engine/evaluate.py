@@ -112,7 +112,7 @@ def evaluate_prepared(model: Classifier, config: RunConfig, prepared: PreparedDa
     its windows' scores (``aggregate``: mean or max; none skips it): a ``recording`` section in its metrics and
     predictions_recording.parquet.
     With a frozen backbone the splits are read from the feature cache (``cached``, or built here). The model
-    runs on the device of ``config.train.accelerator``/``devices`` (and stays there).
+    runs on the device of ``config.runtime.accelerator``/``devices`` (and stays there).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -173,7 +173,7 @@ def evaluate_run(run: str, data_split_root: str, exp_dir: str | None = None, on_
     if batch_size is not None:
         config.train.batch_size = batch_size
     if num_workers is not None:
-        config.train.num_workers = num_workers
+        config.runtime.num_workers = num_workers
     if adapt_bn is not None:
         config.train.adapt_bn = adapt_bn
     config.train.debug = False

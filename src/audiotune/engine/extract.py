@@ -44,7 +44,7 @@ def extract_embeddings(run: str, data_split_root: str, out: str, embedding_type:
     if batch_size is not None:
         config.train.batch_size = batch_size
     if num_workers is not None:
-        config.train.num_workers = num_workers
+        config.runtime.num_workers = num_workers
     if on_error:
         config.data.on_error = on_error
     config.train.debug = False

@@ -28,17 +28,17 @@ PRECISIONS = ("32", "bf16")
 
 
 def inference_device(config: RunConfig) -> torch.device:
-    """The device of ``config.train.accelerator`` / ``config.train.devices`` (ValueError if it is missing).
+    """The device of ``config.runtime.accelerator`` / ``config.runtime.devices`` (ValueError if it is missing).
 
     Inside a multi-GPU (DDP) run each process keeps the GPU Lightning gave it, and before Lightning starts
     (the feature cache) takes the one Lightning will give it: its local rank's device.
     """
-    device = resolve_device(config.train.accelerator, config.train.devices)
+    device = resolve_device(config.runtime.accelerator, config.runtime.devices)
     if device.type == "cuda" and torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.device("cuda", torch.cuda.current_device())
     local_rank = launched_local_rank()
     if device.type == "cuda" and local_rank > 0:
-        devices = parse_devices(config.train.devices)
+        devices = parse_devices(config.runtime.devices)
         return torch.device("cuda", devices[local_rank] if isinstance(devices, list) else local_rank)
     return device
 
@@ -50,11 +50,11 @@ def override_device(config: RunConfig, accelerator: str | None = None, devices: 
     if precision is not None:
         if precision not in PRECISIONS:
             raise ValueError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-        config.train.precision = precision
+        config.runtime.precision = precision
     if accelerator is not None:
-        config.train.accelerator = accelerator
+        config.runtime.accelerator = accelerator
     if devices is not None:
-        config.train.devices = str(devices)
+        config.runtime.devices = str(devices)
     return inference_device(config)
 
 
@@ -70,7 +70,7 @@ def make_dataset(config: RunConfig, table: pd.DataFrame, targets: np.ndarray, tr
     """The dataset of a table with the run's audio and feature settings: augmentation and the training crop
     if ``train``, else the scoring crop (:func:`~audiotune.data.prepare.scoring_spec`)."""
     spec = audio_spec(config) if train else scoring_spec(config)
-    store = AudioStore(storage.cache_root(config.train.cache_dir), spec) if config.train.audio_cache else None
+    store = AudioStore(storage.cache_root(config.runtime.cache_dir), spec) if config.runtime.audio_cache else None
     return AudioDataset(table, targets, spec, config.features, config.augment, config.data.mixup, train=train,
                         store=store, min_samples=config.audio.min_samples)
 
@@ -105,11 +105,11 @@ def make_loader(config: RunConfig, dataset: AudioDataset, table: pd.DataFrame, t
     batches, or of the inference batches padded with repeats (see :mod:`audiotune.engine.distributed`).
     For inference, ``groups`` (row positions) keeps every batch within one group, group after group.
     """
-    cfg = config.train
     # every loader owns its generator: iterating one never draws from the global RNG (dropout's), so
     # how many inference passes ran before training cannot change a run
-    common: dict[str, Any] = {"num_workers": cfg.num_workers, "collate_fn": collator(config, dataset),
-                              "persistent_workers": cfg.num_workers > 0,
+    workers = config.runtime.num_workers
+    common: dict[str, Any] = {"num_workers": workers, "collate_fn": collator(config, dataset),
+                              "persistent_workers": workers > 0,
                               "pin_memory": pins_memory(inference_device(config)),
                               "generator": torch.Generator().manual_seed(config.data.seed)}
     if train:
@@ -138,7 +138,7 @@ def adaptation_loader(config: RunConfig, dataset: AudioDataset) -> DataLoader:
     zero-padded to the longest as training batches are (whatever the model needs for scoring)."""
     return DataLoader(dataset, batch_sampler=BatchSampler(SequentialSampler(range(len(dataset))),
                                                           config.train.batch_size, drop_last=False),
-                      num_workers=config.train.num_workers, collate_fn=collator(config, dataset),
+                      num_workers=config.runtime.num_workers, collate_fn=collator(config, dataset),
                       pin_memory=pins_memory(inference_device(config)),
                       generator=torch.Generator().manual_seed(config.data.seed))  # never the global RNG
 
@@ -198,7 +198,7 @@ def iterate_batches(model: Classifier, loader: DataLoader, config: RunConfig | N
     """
     device = inference_device(config) if config else next(
         (p.device for p in model.parameters()), torch.get_default_device())
-    precision = config.train.precision if config else "32"
+    precision = config.runtime.precision if config else "32"
     model.to(device).eval()
     with torch.inference_mode(), autocast(device, precision):
         for batch in loader:

@@ -153,7 +153,7 @@ def pretrain(config: RunConfig) -> dict:
     of the batches, write nothing and return an empty dict.
     """
     check_config(config)
-    trainer_devices(config.train)  # a strategy audiotune cannot run is an error before anything is read
+    trainer_devices(config.runtime)  # a strategy audiotune cannot run is an error before anything is read
     with own_run_dir(config.exp_dir, resume=config.train.resume, overwrite=config.train.overwrite,
                      command="pretrain", follower=not launched_rank_zero()) as owned:
         return _pretrain(config, owned)
@@ -194,7 +194,7 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
     steps = config.train.training_steps
     # a step budget shorter than an epoch still validates (and keeps a best) at its end; set once the
     # loader's length (this process's share) is known
-    trainer, best = build_trainer(config.train, exp_dir, best_by=("val_loss", "min"))
+    trainer, best = build_trainer(config.train, config.runtime, exp_dir, best_by=("val_loss", "min"))
     assert best is not None  # a monitored fit keeps its best epoch
     check_launch(trainer.is_global_zero, owned.writes)
     replicas, rank = trainer.world_size, trainer.global_rank

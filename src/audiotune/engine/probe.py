@@ -47,11 +47,11 @@ def _summary(metrics: dict) -> dict:
 def probe(config: RunConfig) -> pd.DataFrame:
     """Train one head per hidden state (and one on the weighted sum) from the feature cache.
 
-    Encoding, training and predictions run on ``config.train.accelerator``/``devices``.
+    Encoding, training and predictions run on ``config.runtime.accelerator``/``devices``.
     """
     check_config(config)
-    devices = parse_devices(config.train.devices)
-    if config.train.strategy != "auto" or config.train.num_nodes > 1 or devices == -1 or \
+    devices = parse_devices(config.runtime.devices)
+    if config.runtime.strategy != "auto" or config.runtime.num_nodes > 1 or devices == -1 or \
             (isinstance(devices, int) and devices > 1) or (isinstance(devices, list) and len(devices) > 1):
         # its heads train on cached pooled states in seconds: several processes would only add start-up
         raise ValueError("probe runs in one process on one device: drop --strategy / --num_nodes and give "
@@ -93,7 +93,7 @@ def _probe(config: RunConfig, owned: OwnedRunDir, one_device: int | list[int]) -
         model = Classifier(encoder.backbone, config.heads, head_config, freeze_backbone=True)
         module = ClassifierModule(model, config.heads, config.train, steps_per_epoch=len(train_loader),
                                   class_weights=class_weights, seed=config.data.seed)
-        trainer, _ = build_trainer(config.train, None, devices=one_device)
+        trainer, _ = build_trainer(config.train, config.runtime, None, devices=one_device)
         trainer.fit(module, train_loader, val_loader)
         row: dict = {"layer": str(target)}
         for split, dataset in cached.items():

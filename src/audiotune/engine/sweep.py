@@ -98,14 +98,14 @@ def check_base(config: RunConfig, monitor: str) -> RunConfig:
     if config.train.monitor not in ("loss", monitor):
         raise ValueError(f"--monitor {config.train.monitor}: the sweep's metric sets it to {monitor}")
     config.train.monitor = monitor
-    devices = parse_devices(config.train.devices)
+    devices = parse_devices(config.runtime.devices)
     several = (isinstance(devices, int) and (devices > 1 or devices == -1)) or (isinstance(devices, list)
                                                                               and len(devices) > 1)
-    if several or config.train.num_nodes > 1 or config.train.strategy != "auto":
+    if several or config.runtime.num_nodes > 1 or config.runtime.strategy != "auto":
         raise ValueError("a sweep trains each trial in one process: to use several devices, start one "
                          "`audiotune sweep` per device (CUDA_VISIBLE_DEVICES=i) on the same --exp_dir")
     if devices == "auto":
-        config.train.devices = "1"  # one device per trial, also on a machine with several
+        config.runtime.devices = "1"  # one device per trial, also on a machine with several
     if config.train.resume or config.train.overwrite:
         raise ValueError("a sweep resumes by itself: run the same command again, without --resume/--overwrite")
     return config

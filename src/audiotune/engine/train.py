@@ -67,7 +67,7 @@ def _trainer(config: RunConfig, exp_dir: Path, has_val: bool,
             # an undefined metric (one class in validation) is logged as the worst value, not a reason to stop
             callbacks.append(EarlyStopping(monitor=key, patience=config.train.patience, mode=mode,
                                            check_finite=config.train.monitor == "loss"))
-    return build_trainer(config.train, exp_dir, best_by=best_by, callbacks=[*callbacks, *extra],
+    return build_trainer(config.train, config.runtime, exp_dir, best_by=best_by, callbacks=[*callbacks, *extra],
                          default_root_dir=exp_dir, deterministic=False)
 
 
@@ -183,7 +183,7 @@ def train(config: RunConfig, callbacks: list[pl.Callback] | None = None) -> dict
 
     The run directory is locked for the whole command; nothing is written into it before the data, the
     flags and (with ``--resume``) the checkpoint are checked. Lightning trains on
-    ``config.train.accelerator``/``devices`` and hands the model back on the CPU; the feature cache and the
+    ``config.runtime.accelerator``/``devices`` and hands the model back on the CPU; the feature cache and the
     final evaluation run on the same device.
 
     Under DDP (several devices or nodes) every process trains on its share of the batches; rank 0 alone owns
@@ -191,7 +191,7 @@ def train(config: RunConfig, callbacks: list[pl.Callback] | None = None) -> dict
     nothing and return an empty dict.
     """
     check_config(config)
-    trainer_devices(config.train)  # a strategy audiotune cannot run is an error before anything is read
+    trainer_devices(config.runtime)  # a strategy audiotune cannot run is an error before anything is read
     inference_device(config)  # a missing accelerator is an error before anything is written
     exp_dir = Path(config.exp_dir)
     with own_run_dir(exp_dir, resume=config.train.resume, overwrite=config.train.overwrite,

@@ -15,25 +15,26 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
-from audiotune.config import TrainConfig
+from audiotune.config import RuntimeConfig, TrainConfig
 from audiotune.engine.checkpoint_io import AtomicCheckpointIO, latest_checkpoint
 from audiotune.engine.distributed import trainer_devices
 from audiotune.engine.module import run_length
 from audiotune.outputs import BEST_CHECKPOINT, CHECKPOINT_DIR, LOG_DIR
 
 
-def trainer_precision(train: TrainConfig) -> Literal["bf16-mixed", "32-true"]:
+def trainer_precision(runtime: RuntimeConfig) -> Literal["bf16-mixed", "32-true"]:
     """Lightning's ``precision`` for ``--precision``: bf16 autocast, else full 32-bit."""
-    return "bf16-mixed" if train.precision == "bf16" else "32-true"
+    return "bf16-mixed" if runtime.precision == "bf16" else "32-true"
 
 
-def build_trainer(train: TrainConfig, run_dir: Path | None, *, best_by: tuple[str, str] | None = None,
-                  callbacks: Sequence[pl.Callback] = (), devices: int | list[int] | None = None,
-                  default_root_dir: Path | None = None,
+def build_trainer(train: TrainConfig, runtime: RuntimeConfig, run_dir: Path | None, *,
+                  best_by: tuple[str, str] | None = None, callbacks: Sequence[pl.Callback] = (),
+                  devices: int | list[int] | None = None, default_root_dir: Path | None = None,
                   deterministic: bool | None = None) -> tuple[pl.Trainer, ModelCheckpoint | None]:
-    """A Trainer for ``train``'s precision and accelerator; returns it and its best-epoch checkpoint (or None).
+    """A Trainer for ``train``'s schedule on ``runtime``'s accelerator in its precision; returns it and its
+    best-epoch checkpoint (or None).
 
-    ``run_dir``: the run directory the fit writes. The Trainer runs on ``train``'s accelerator, devices,
+    ``run_dir``: the run directory the fit writes. The Trainer runs on ``runtime``'s accelerator, devices,
     strategy and nodes (:func:`~audiotune.engine.distributed.trainer_devices`) for ``--epochs`` or
     ``--training_steps`` (:func:`~audiotune.engine.module.run_length`), clips gradients at ``--grad_clip``,
     logs every step to ``run_dir/logs/metrics.csv``, replaces ``checkpoints/last.ckpt`` every epoch and, with
@@ -41,7 +42,7 @@ def build_trainer(train: TrainConfig, run_dir: Path | None, *, best_by: tuple[st
     checkpoints are written atomically and Lightning's distributed sampler is off (each process's loaders
     take their own share of the batches, see :mod:`audiotune.engine.distributed`).
 
-    ``run_dir`` None: a quiet fit of ``--epochs`` epochs in this process on ``devices`` of ``train``'s
+    ``run_dir`` None: a quiet fit of ``--epochs`` epochs in this process on ``devices`` of ``runtime``'s
     accelerator, with no logger, checkpoint or progress bar (``best_by`` must be None).
 
     ``callbacks`` come after the checkpoint callbacks; Lightning runs every checkpoint callback after all
@@ -56,8 +57,8 @@ def build_trainer(train: TrainConfig, run_dir: Path | None, *, best_by: tuple[st
     if run_dir is None:
         if best_by is not None or devices is None:
             raise ValueError("a fit without a run directory keeps no best checkpoint and needs its devices")
-        trainer = pl.Trainer(max_epochs=train.epochs, accelerator=train.accelerator, devices=devices,
-                             precision=trainer_precision(train), callbacks=list(callbacks), logger=False,
+        trainer = pl.Trainer(max_epochs=train.epochs, accelerator=runtime.accelerator, devices=devices,
+                             precision=trainer_precision(runtime), callbacks=list(callbacks), logger=False,
                              enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                              **extra)
         return trainer, None
@@ -74,8 +75,8 @@ def build_trainer(train: TrainConfig, run_dir: Path | None, *, best_by: tuple[st
     max_epochs, max_steps = run_length(train)
     trainer = pl.Trainer(
         max_epochs=max_epochs, max_steps=max_steps,
-        **trainer_devices(train),
-        precision=trainer_precision(train),
+        **trainer_devices(runtime),
+        precision=trainer_precision(runtime),
         gradient_clip_val=train.grad_clip or None,
         callbacks=[*checkpoints, *callbacks],
         logger=CSVLogger(run_dir, name=LOG_DIR, version=""),
