@@ -131,14 +131,10 @@ def test_a_clip_does_not_depend_on_its_batch(backbone: WhisperBackbone) -> None:
     frames = backbone.frame_lengths(torch.tensor([WINDOW, 6037, 8000]))
     assert frames.tolist() == [50, 19, 25]
     assert mask.sum(1).tolist() == [50 + 50 + 10, 19, 25] and alone_mask.sum().item() == 19
-    assert mask.shape[1] == states_len(batched) == 110
+    assert mask.shape[1] == batched[0].shape[1] == 110
     for a, b in zip(alone, batched):
         torch.testing.assert_close(b[1, :19], a[0], atol=1e-5, rtol=0)
     assert all(torch.isfinite(s).all() for s in batched)
-
-
-def states_len(states: list[torch.Tensor]) -> int:
-    return int(states[0].shape[1])
 
 
 def test_windows_are_encoded_as_clips_of_their_own(backbone: WhisperBackbone, stock: tuple,
@@ -282,6 +278,7 @@ def test_max_window_flag_belongs_to_hf(frozen_run: dict, capsys: pytest.CaptureF
     assert "--max_window (--model hf)" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_onnx_export_reproduces_each_clip_of_a_padded_batch(frozen_run: dict, tmp_path: Path) -> None:
     """torch.stft and the masks go through the dynamo exporter; one padded batch gives each clip its own result."""
     onnxruntime = pytest.importorskip("onnxruntime")
