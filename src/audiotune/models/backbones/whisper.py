@@ -40,8 +40,8 @@ maximum (for the ``max - 8`` floor) is taken over its own frames: a clip's state
 
 Longer clips are encoded in consecutive windows of ``max_window`` seconds (the run config's option, which the
 resolver sets to the model's own 30 s when it is 0; at most that), each window as a clip of its own (states
-concatenated along time, no context across windows). A full window reflects at its end, as the stock encoder
-does with a 30-s crop; the last, shorter window of a clip ends in zeros.
+concatenated along time, no context across windows). A full 30-s window reflects at its end, as the stock encoder
+does with a 30-s crop; shorter windows end in zeros.
 
 Export
 ------
