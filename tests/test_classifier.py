@@ -132,9 +132,8 @@ def test_a_clips_output_does_not_depend_on_its_batch(tmp_path) -> None:
     table = pd.DataFrame(rows).set_index("uid")
     config = RunConfig()
     config.features.features, config.features.num_mel_bins = "fbank", 12
-    config.model.channels, config.model.kernel_sizes, config.model.dilations = [16, 16, 48], [5, 3, 1], [1, 2, 1]
-    config.model.attention_channels = config.model.se_channels = 8
-    config.model.res2net_scale, config.model.lin_neurons = 2, 8
+    config.model.options.update(channels=[16, 16, 48], kernel_sizes=[5, 3, 1], dilations=[1, 2, 1],
+                                attention_channels=8, se_channels=8, res2net_scale=2, lin_neurons=8)
     config.heads = HEADS[:1]
     table, _ = scan_audio(table, audio_spec(config), "x")
     model = build_classifier(config).eval()

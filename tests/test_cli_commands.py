@@ -41,8 +41,8 @@ def test_an_option_of_another_backbone_is_refused(capsys: pytest.CaptureFixture)
     args = build_parser().parse_args(["train", "--model", "ecapa_tdnn", "--fshape", "16"])
     with pytest.raises(ValueError, match=r"--fshape \(--model ssast\).*--model ecapa_tdnn"):
         config_from_args(args)
-    assert config_from_args(build_parser().parse_args(["train", "--model", "ssast", "--fshape", "16"])).model.fshape \
-        == 16
+    assert config_from_args(build_parser().parse_args(["train", "--model", "ssast", "--fshape", "16"])) \
+        .model.options == {"fshape": 16}
 
 
 def test_a_command_default_yields_to_the_config_file(tmp_path: Path) -> None:
@@ -82,3 +82,20 @@ def test_evaluate_and_extract_of_the_model_file_write_beside_it_in_the_run(tmp_p
     assert json.loads((run / "evaluate" / "metrics.json").read_text())["data"]["n"] == 4
     assert main(["extract", "--trained_mdl_path", model_file, "-d", test]) == 0
     assert (run / "embeddings_ft.parquet").is_file()
+
+
+def test_a_config_listing_every_backbones_options_loads_with_the_chosen_ones(tmp_path: Path) -> None:
+    """Config files of earlier releases list every backbone's options flat in the model section."""
+    from audiotune.config import load_config
+    from audiotune.models.backbones import resolve_config
+
+    earlier = {"model": {"model": "ecapa_tdnn", "lin_neurons": 16, "channels": [16, 16, 48], "kernel_sizes": [5, 3, 1],
+                         "dilations": [1, 2, 1], "fshape": 128, "mask_time_prob": None, "max_window": 0.0}}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(earlier))
+    config = resolve_config(load_config(path))
+    assert config.model.options["lin_neurons"] == 16 and config.model.options["channels"] == [16, 16, 48]
+    assert "fshape" not in config.model.options and "max_window" not in config.model.options
+    path.write_text(yaml.safe_dump({"model": {"model": "ecapa_tdnn", "lin_neuron": 16}}))
+    with pytest.raises(ValueError, match="lin_neuron"):
+        resolve_config(load_config(path))

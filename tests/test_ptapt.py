@@ -60,10 +60,13 @@ def write_labels(path: Path, labels: dict[str, dict[int, np.ndarray]], hop: int 
 def ptapt(checkpoint: Path, labels: Path, **options: float) -> PseudoLabelPretraining:
     config = RunConfig()
     config.audio.resample_rate = 16000
-    config.model.pseudo_labels = str(labels)
-    config.model.mask_time_length = 3
+    config.model.model = "hf"
+    config.model.options.update(pseudo_labels=str(labels), mask_time_length=3)
     for name, value in options.items():
-        setattr(config.train if name == "max_seconds" else config.model, name, value)
+        if name == "max_seconds":
+            config.train.max_seconds = value
+        else:
+            config.model.options[name] = value
     return PseudoLabelPretraining(str(checkpoint), config)
 
 

@@ -478,9 +478,9 @@ def ssast_config(**model: object) -> RunConfig:
     config = RunConfig()
     config.model.model = "ssast"
     config.features.num_mel_bins = 32
-    for key, value in {"model_size": "tiny", "fshape": 16, "tshape": 16, "fstride": 16, "tstride": 16,
-                       "task": "ft_avgtok", **model}.items():
-        setattr(config.model, key, value)
+    config.model.freeze = model.pop("freeze", None)  # type: ignore[assignment]
+    config.model.options = {"model_size": "tiny", "fshape": 16, "tshape": 16, "fstride": 16, "tstride": 16,
+                            "task": "ft_avgtok", **model}
     return config
 
 

@@ -101,6 +101,7 @@ def test_gumbel_temperature_and_the_linear_schedule() -> None:
 def test_a_batch_with_a_clip_too_short_for_a_span_trains(checkpoints: dict[str, Path]) -> None:
     config = RunConfig()
     config.audio.resample_rate = 16000
+    config.model.model = "hf"
     tapt = Wav2Vec2Tapt(str(checkpoints["pretraining"]), config)
     waves = torch.randn(2, 4000)
     losses = tapt.loss(waves, torch.tensor([4000, 25]), step=0, rng=random.Random(0))  # 25 samples: 2 frames
@@ -174,8 +175,12 @@ def test_mask_options_and_the_crop_change_what_is_masked(checkpoints: dict[str, 
     def tapt(**options: float) -> Wav2Vec2Tapt:
         config = RunConfig()
         config.audio.resample_rate = 16000
+        config.model.model = "hf"
         for name, value in options.items():
-            setattr(config.train if name == "max_seconds" else config.model, name, value)
+            if name == "max_seconds":
+                config.train.max_seconds = value
+            else:
+                config.model.options[name] = value
         return Wav2Vec2Tapt(str(checkpoints["pretraining"]), config)
 
     def masked(model: Wav2Vec2Tapt) -> float:

@@ -166,7 +166,7 @@ def test_resolve_build_load_and_export_config(checkpoint: Path, backbone: Whispe
     resolve_config(config)
     assert config.features.features == "waveform" and config.features.waveform_norm is False
     assert config.model.freeze is True and config.audio.resample_rate == RATE
-    assert config.model.max_window == 1.0 and config.audio.min_samples == N_FFT
+    assert config.model.options["max_window"] == 1.0 and config.audio.min_samples == N_FFT
     reference = backbone.state_dict()
     built = build_backbone(config)
     assert isinstance(built, WhisperBackbone)
@@ -180,13 +180,13 @@ def test_resolve_build_load_and_export_config(checkpoint: Path, backbone: Whispe
     backbone.export_config(tmp_path / "encoder")
     rebuilt = WhisperBackbone(WhisperOptions(str(tmp_path / "encoder")), pretrained=False)
     assert torch.equal(rebuilt.mel_filters, backbone.mel_filters) and rebuilt.window == backbone.window
-    config.model.max_window = 2.0
+    config.model.options["max_window"] = 2.0
     with pytest.raises(ValueError, match="encodes at most 1 seconds"):
         resolve_config(config)
     not_whisper = tmp_path / "w2v"
     import transformers
     transformers.Wav2Vec2Config(hidden_size=32).save_pretrained(not_whisper)
-    config.model.checkpoint, config.model.max_window = str(not_whisper), 0.0
+    config.model.checkpoint, config.model.options["max_window"] = str(not_whisper), 0.0
     with pytest.raises(ValueError, match="a wav2vec2 model, not Whisper"):
         resolve_config(config)
 
@@ -272,10 +272,15 @@ def test_extract_rebuilds_offline_and_probe_covers_every_layer(frozen_run: dict,
     assert json.loads((probe / "probe.json").read_text())["feature_cache"]["encoded"] == 0
 
 
-def test_max_window_flag_belongs_to_hf(frozen_run: dict, capsys: pytest.CaptureFixture) -> None:
-    """The window is the model's own unless a --config file sets max_window: the flag is --model hf's."""
-    assert main([*frozen_run["args"], "-o", str(frozen_run["root"] / "refused"), "--max_window", "0.5"]) == 2
-    assert "--max_window (--model hf)" in capsys.readouterr().err
+def test_max_window_is_an_option_of_whisper_and_hf_only(capsys: pytest.CaptureFixture) -> None:
+    """Both backbones declare --max_window: one flag, shown with either, refused with any other backbone."""
+    from audiotune.cli import build_parser, config_from_args
+
+    parse = build_parser().parse_args
+    assert config_from_args(parse(["train", "--model", "whisper", "--max_window", "0.5"])).model.options == \
+        {"max_window": 0.5}
+    with pytest.raises(ValueError, match=r"--max_window \(--model hf, whisper\)"):
+        config_from_args(parse(["train", "--model", "ecapa_tdnn", "--max_window", "0.5"]))
 
 
 @pytest.mark.slow

@@ -31,12 +31,10 @@ PROBABILITY = (0, 1, True, True)
 
 
 def option(default: Any, help: str, flags: tuple[str, ...] = (), choices: tuple[Any, ...] | None = None,
-           cli: bool = True, valid: tuple[float, float, bool, bool] | None = None, role: Role | None = None,
-           backbone: str = "") -> Any:
-    """A config field with its command-line help, extra flag spellings, allowed values, valid range, the role of
-    a path (how a remote one is read or written) and the one backbone it belongs to (none: every backbone)."""
-    meta = {"help": help, "flags": flags, "choices": choices, "cli": cli, "valid": valid, "role": role,
-            "backbone": backbone}
+           cli: bool = True, valid: tuple[float, float, bool, bool] | None = None, role: Role | None = None) -> Any:
+    """A config field with its command-line help, extra flag spellings, allowed values, valid range and the role
+    of a path (how a remote one is read or written)."""
+    meta = {"help": help, "flags": flags, "choices": choices, "cli": cli, "valid": valid, "role": role}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -225,59 +223,12 @@ class ModelConfig:
     freeze_feature_projection: bool = option(False, "--model hf: also freeze the feature projection after the "
                                                     "convolutional encoder (with --freeze_feature_encoder: the seed "
                                                     "emotion system's fine-tuning)")
-    max_window: float = option(0.0, "encode clips longer than this many seconds window by window (0 = whole clip)",
-                               valid=AT_LEAST_0, backbone="hf")
-    pretrained_mdl_path: str = option("", "SSAST: self-supervised checkpoint to fine-tune (original .pth, with or "
-                                          "without 'module.', or one written by `audiotune pretrain`)",
-                                          role=Role.INPUT, backbone="ssast")
-    model_size: str = option("base", "SSAST size", choices=("tiny", "small", "base", "base_nokd"), backbone="ssast")
-    task: str = option("ft_cls", "SSAST: pooled tokens for fine-tuning (ft_cls, ft_avgtok) or the objective of "
-                                 "`audiotune pretrain` (pretrain_mpc, pretrain_mpg, pretrain_joint = nce + 10 mse)",
-                       choices=("ft_cls", "ft_avgtok", "pretrain_mpc", "pretrain_mpg", "pretrain_joint"),
-                       backbone="ssast")
-    fshape: int = option(128, "SSAST patch height in mel bins (128 with tshape 2: frame model; 16x16: patch model)",
-                         valid=AT_LEAST_1, backbone="ssast")
-    tshape: int = option(2, "SSAST patch width in frames", valid=AT_LEAST_1, backbone="ssast")
-    fstride: int = option(128, "SSAST patch stride in mel bins (pretraining: = fshape)", valid=AT_LEAST_1,
-                          backbone="ssast")
-    tstride: int = option(2, "SSAST patch stride in frames (pretraining: = tshape)", valid=AT_LEAST_1, backbone="ssast")
     objective: str = option("", "`audiotune pretrain` objective (ssast: pretrain_joint, pretrain_mpc, pretrain_mpg; "
                                 "hf: tapt, wav2vec2's contrastive + diversity loss; ptapt, masked prediction of "
                                 "--pseudo_labels); default: the backbone's first")
-    mask_time_prob: float | None = option(None, "--model hf: share of frames where masked spans start, replaced by "
-                                                "the mask embedding. Fine-tuning (default 0: none; the seed emotion "
-                                                "system 0.08); pretraining (default: tapt the checkpoint's "
-                                                "mask_time_prob, 0.05 for wav2vec2-base; ptapt 0.06)",
-                                                valid=PROBABILITY, backbone="hf")
-    mask_time_length: int | None = option(None, "--model hf: frames per masked span (default: fine-tuning 10, "
-                                                "tapt the checkpoint's mask_time_length, ptapt 15)", valid=AT_LEAST_1,
-                                                backbone="hf")
-    mask_feature_prob: float = option(0.0, "--model hf fine-tuning: share of feature channels where zeroed spans "
-                                           "start (the seed emotion system: 0.05)", valid=PROBABILITY, backbone="hf")
-    mask_feature_length: int = option(10, "--model hf fine-tuning: channels per zeroed span (the seed: 64)",
-                                      valid=AT_LEAST_1, backbone="hf")
-    pseudo_labels: str = option("", "P-TAPT (--objective ptapt): frame labels written by `audiotune cluster` "
-                                    "(parquet); one prediction head per K", role=Role.INPUT, backbone="hf")
-    fresh_quantizer: bool = option(False, "TAPT from a checkpoint without quantizer weights (e.g. CTC fine-tuned): "
-                                          "start the quantizer and projections from random weights", backbone="hf")
-    gumbel_anneal: bool = option(True, "TAPT: anneal the quantizer's Gumbel temperature per step as wav2vec2's "
-                                       "pretraining (2.0 x 0.999995^step, at least 0.5); false keeps 2.0 (the seed)",
-                                       backbone="hf")
-    mask_patch: int = option(400, "SSAST pretraining: patches masked per clip", valid=AT_LEAST_1, backbone="ssast")
-    cluster_factor: int = option(3, "SSAST pretraining: side of the square blocks of masked patches (patch models)",
-                                 valid=AT_LEAST_1, backbone="ssast")
-    lin_neurons: int = option(192, "ECAPA-TDNN embedding size", valid=AT_LEAST_1, backbone="ecapa_tdnn")
-    channels: list[int] = option([512, 512, 512, 512, 1536], "ECAPA-TDNN channels per block", valid=AT_LEAST_1,
-                                 backbone="ecapa_tdnn")
-    kernel_sizes: list[int] = option([5, 3, 3, 3, 1], "ECAPA-TDNN kernel size per block", valid=AT_LEAST_1,
-                                     backbone="ecapa_tdnn")
-    dilations: list[int] = option([1, 2, 3, 4, 1], "ECAPA-TDNN dilation per block", valid=AT_LEAST_1,
-                                  backbone="ecapa_tdnn")
-    attention_channels: int = option(128, "ECAPA-TDNN attentive pooling channels", valid=AT_LEAST_1,
-                                     backbone="ecapa_tdnn")
-    se_channels: int = option(128, "ECAPA-TDNN squeeze-excitation channels", valid=AT_LEAST_1, backbone="ecapa_tdnn")
-    res2net_scale: int = option(8, "ECAPA-TDNN Res2Net scale", valid=AT_LEAST_1, backbone="ecapa_tdnn")
-    global_context: bool = option(True, "ECAPA-TDNN attentive pooling with global context", backbone="ecapa_tdnn")
+    # the chosen backbone's own options, declared by its options dataclass in its module; written flat beside
+    # the options above in config.yaml
+    options: dict[str, Any] = field(default_factory=dict, metadata={"cli": False})
 
 
 @dataclass
@@ -439,11 +390,6 @@ SECTIONS: dict[str, type] = {
     "data": DataConfig, "audio": AudioConfig, "features": FeatureConfig, "augment": AugmentConfig,
     "model": ModelConfig, "classifier": ClassifierConfig, "train": TrainConfig, "runtime": RuntimeConfig,
 }
-# the valid range of every numeric option that declares one
-RANGES: dict[tuple[str, str], tuple[float, float, bool, bool]] = {
-    (section, spec.name): spec.metadata["valid"]
-    for section, cls in SECTIONS.items() for spec in dataclasses.fields(cls) if spec.metadata.get("valid")
-}
 
 
 
@@ -455,20 +401,31 @@ def describe_range(low: float, high: float, low_in: bool, high_in: bool) -> str:
     return f"{'[' if low_in else '('}{text(low)}, {text(high)}{']' if high_in else ')'}"
 
 
-def check_config(config: RunConfig) -> RunConfig:
-    """Every numeric option finite and in its range (:data:`RANGES`), augmentation probabilities in [0, 1];
-    one error listing every bad option with the flag to fix, before any work is done."""
+def range_problems(options: Any) -> list[str]:
+    """``--name value: must be in ...`` for every option of dataclass instance ``options`` outside its declared
+    valid range (lists are checked per element)."""
     problems = []
-    for (section, name), (low, high, low_in, high_in) in RANGES.items():
-        value = getattr(getattr(config, section), name)
+    for spec in dataclasses.fields(options):
+        if not spec.metadata.get("valid"):
+            continue
+        low, high, low_in, high_in = spec.metadata["valid"]
+        value = getattr(options, spec.name)
         for item in value if isinstance(value, list) else [value]:
             if item is None or isinstance(item, bool):
                 continue
             fine = isinstance(item, (int, float)) and math.isfinite(item) and \
                 (low < item or (low_in and item == low)) and (item < high or (high_in and item == high))
             if not fine:
-                problems.append(f"--{name} {item}: must be in {describe_range(low, high, low_in, high_in)}")
+                problems.append(f"--{spec.name} {item}: must be in {describe_range(low, high, low_in, high_in)}")
                 break
+    return problems
+
+
+def check_config(config: RunConfig) -> RunConfig:
+    """Every numeric option finite and in its range, augmentation probabilities in [0, 1]; one error listing
+    every bad option with the flag to fix, before any work is done. (The backbone's own options are checked when
+    the backbone reads them.)"""
+    problems = [problem for section in SECTIONS for problem in range_problems(getattr(config, section))]
     features = config.features
     if len(features.vtlp_range) != 2 or features.vtlp_range[0] > features.vtlp_range[1]:
         problems.append(f"--vtlp_range {' '.join(map(str, features.vtlp_range))}: give LOW HIGH with LOW <= HIGH")
@@ -485,8 +442,10 @@ def check_config(config: RunConfig) -> RunConfig:
 
 
 def config_to_dict(config: RunConfig) -> dict[str, Any]:
-    """Plain dict of the whole config (YAML-safe types only)."""
-    return dataclasses.asdict(config)
+    """Plain dict of the whole config (YAML-safe types only); the backbone's options flat in the model section."""
+    raw = dataclasses.asdict(config)
+    raw["model"] = {**raw["model"], **raw["model"].pop("options")}
+    return raw
 
 
 def upgrade_sections(raw: dict[str, Any]) -> dict[str, Any]:
@@ -531,7 +490,8 @@ def _fits(value: Any, kind: Any) -> bool:
     return True
 
 
-def _check_types(section_cls: type, values: dict[str, Any], where: str) -> None:
+def check_types(section_cls: type, values: dict[str, Any], where: str) -> None:
+    """An error naming every value of ``values`` that does not fit its field's type in ``section_cls``."""
     hints = typing.get_type_hints(section_cls)
     wrong = [f"{name}: {value!r} is not {_type_name(hints[name])}" for name, value in values.items()
              if not _fits(value, hints[name])]
@@ -567,10 +527,14 @@ def config_from_dict(raw: dict[str, Any], source: str = "config", base: RunConfi
             names = {f.name for f in dataclasses.fields(section_cls)}
             if not isinstance(value, dict):
                 raise ValueError(f"{source}: section '{key}' must hold options (name: value), found {value!r}")
+            if key == "model":  # the rest are the backbone's own options, checked by the backbone that reads them
+                own = {k: v for k, v in value.items() if k not in names}
+                value = {k: v for k, v in value.items() if k in names}
+                value["options"] = {**getattr(config, key).options, **value.get("options", {}), **own}
             unknown = set(value) - names
             if unknown:
                 raise ValueError(f"{source}: unknown option(s) in section '{key}': {sorted(unknown)}")
-            _check_types(section_cls, value, f"{source}: section '{key}'")
+            check_types(section_cls, value, f"{source}: section '{key}'")
             setattr(config, key, section_cls(**{**vars(getattr(config, key)), **value}))
         elif key == "heads":
             config.heads = [HeadSpec(**head) for head in value]

@@ -73,14 +73,15 @@ def path_roles(args: argparse.Namespace) -> dict[str, Role]:
     return dict(vars(args).get(ROLES) or {})
 
 
-def _add_field(group: Any, section: str, spec: dataclasses.Field, hints: dict, hidden: bool) -> None:
+def _add_field(group: Any, dest: str, spec: dataclasses.Field, hints: dict, hidden: bool = False,
+               note: str = "") -> None:
     meta = spec.metadata
     kind = hints[spec.name]
-    text = meta.get("help", "")
+    text = meta.get("help", "") + note
     if meta.get("valid"):
         text += f" (valid: {describe_range(*meta['valid'])})"
-    kwargs: dict[str, Any] = {"dest": f"{section}.{spec.name}", "default": argparse.SUPPRESS}
-    if (section, spec.name) == ("model", "model"):
+    kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS}
+    if dest == "model.model":
         kwargs["choices"] = backbones.names()
     elif meta.get("choices"):
         kwargs["choices"] = meta["choices"]
@@ -89,10 +90,10 @@ def _add_field(group: Any, section: str, spec: dataclasses.Field, hints: dict, h
     elif bool in (kind, *typing.get_args(kind)):
         kwargs.update(nargs="?", const=True, type=parse_bool, metavar="BOOL")
     elif typing.get_origin(kind) is list:
-        kwargs.update(nargs="+", type=typing.get_args(kind)[0])
+        kwargs.update(nargs="+", type=typing.get_args(kind)[0], metavar=spec.name.upper())
     else:
         base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
-        kwargs["type"] = integer if base is int else base
+        kwargs.update(type=integer if base is int else base, metavar=spec.name.upper())
     names = spellings(spec.name, meta.get("flags", ()))
     if hidden:
         group.add_argument(*names, help=argparse.SUPPRESS, **kwargs)
@@ -107,33 +108,29 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
                      defaults: dict[str, Any] | None = None) -> None:
     """The options of ``sections`` as flags (``--x_y`` and ``--x-y``), plus the seeds' spellings.
 
-    Options that belong to one backbone are grouped by backbone; with ``model`` (the ``--model`` of the command
-    line) the other backbones' options are left out of the help. ``defaults`` are this command's own option
-    defaults (``{"model.model": "ssast"}``): a ``--config`` file or a flag overrides them. ``writes_run``: the
-    command writes a run directory (``-o/--exp_dir``)."""
+    With the model section come the options of every backbone (its options dataclass), grouped by backbone; with
+    ``model`` (the ``--model`` of the command line) the other backbones' options are left out of the help.
+    ``defaults`` are this command's own option defaults (``{"model.model": "ssast"}``; ``options.NAME``: a
+    backbone's option): a ``--config`` file or a flag overrides them. ``writes_run``: the command writes a run
+    directory (``-o/--exp_dir``)."""
     add_path(parser, "--config", role=Role.INPUT, help="YAML config to start from (flags override it)")
     if writes_run:
         add_path(parser, *spellings("exp_dir", ("-o",)), role=Role.RUN_OUTPUT, dest="exp_dir",
                  default=argparse.SUPPRESS, help="run directory for every output")
-    backbones: dict[str, Any] = {}
     for section in sections:
         cls = SECTIONS[section]
         group = parser.add_argument_group(section)
         hints = typing.get_type_hints(cls)
         for spec in dataclasses.fields(cls):
-            if spec.metadata.get("cli") is False:
-                continue
-            owner = spec.metadata.get("backbone")
-            if owner and owner not in backbones:
-                backbones[owner] = parser.add_argument_group(f"{section} options of --model {owner}")
-            hidden = bool(owner and model and owner != model)
-            _add_field(backbones[owner] if owner else group, section, spec, hints, hidden)
+            if spec.metadata.get("cli") is not False:
+                _add_field(group, f"{section}.{spec.name}", spec, hints)
+    if "model" in sections:
+        _add_backbone_flags(parser, model)
+    seeds = parser.add_argument_group("seed command-line compatibility")
     if "features" in sections:
-        seeds = parser.add_argument_group("seed command-line compatibility")
         seeds.add_argument("--fbank", nargs="?", const=True, type=parse_bool, default=argparse.SUPPRESS,
                            metavar="BOOL", help="same as --features fbank")
     if "audio" in sections:
-        seeds = parser.add_argument_group("seed command-line compatibility")
         seeds.add_argument("--mono", choices=("mean", "sum"), default=argparse.SUPPRESS,
                            help="same as --channel_mode mean|sum")
         seeds.add_argument("--reduce", nargs="?", const=True, type=parse_bool, default=argparse.SUPPRESS,
@@ -141,6 +138,29 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
                                                 "False: same as --channel_mode none (mono files only)")
     parser.set_defaults(**{CONFIG_DEFAULTS: defaults or {}})
     add_storage_flags(parser)
+
+
+def _owners() -> dict[str, list[str]]:
+    """Each backbone option's name and the backbones that declare it."""
+    owners: dict[str, list[str]] = {}
+    for name, cls in backbones.options_classes().items():
+        for spec in dataclasses.fields(cls):
+            owners.setdefault(spec.name, []).append(name)
+    return owners
+
+
+def _add_backbone_flags(parser: argparse.ArgumentParser, model: str | None) -> None:
+    """One group per backbone with its options; an option that several declare is one flag, in the chosen
+    backbone's group (else the first's) with that backbone's help."""
+    owners = _owners()
+    for name, cls in backbones.options_classes().items():
+        group = parser.add_argument_group(f"options of --model {name}")
+        hints = typing.get_type_hints(cls)
+        for spec in dataclasses.fields(cls):
+            shared = owners[spec.name]
+            if name == (model if model in shared else shared[0]):
+                note = f" (--model {', '.join(shared)})" if len(shared) > 1 else ""
+                _add_field(group, f"options.{spec.name}", spec, hints, bool(model and model not in shared), note)
 
 
 def add_storage_flags(parser: argparse.ArgumentParser) -> None:
@@ -161,8 +181,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     applied; an option of another backbone than the one chosen is an error."""
     config = RunConfig()
     for key, value in (vars(args).get(CONFIG_DEFAULTS) or {}).items():
-        section, name = key.split(".", 1)
-        setattr(getattr(config, section), name, value)
+        _set(config, key, value)
     config_file = vars(args).get("config")
     if config_file:
         config = config_from_dict(read_config_file(config_file), source=str(config_file), base=config)
@@ -172,22 +191,29 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def _refuse_other_backbones(args: argparse.Namespace, config: RunConfig) -> None:
-    """A flag of one backbone given for another would silently do nothing: refused, naming its backbone."""
-    fields = {spec.name: spec for spec in dataclasses.fields(SECTIONS["model"])}
-    wrong = [(name, fields[name].metadata["backbone"]) for key in vars(args) if key.startswith("model.")
-             for name in [key.removeprefix("model.")]
-             if fields[name].metadata.get("backbone") not in ("", None, config.model.model)]
+    """A flag of one backbone given for another would silently do nothing: refused, naming its backbones."""
+    owners = _owners()
+    wrong = [(name, owners[name]) for key in vars(args) if key.startswith("options.")
+             for name in [key.removeprefix("options.")] if config.model.model not in owners[name]]
     if wrong:
-        shown = ", ".join(f"--{name} (--model {owner})" for name, owner in wrong)
+        shown = ", ".join(f"--{name} (--model {', '.join(owner)})" for name, owner in wrong)
         raise ValueError(f"{shown}: option(s) of another backbone than --model {config.model.model}")
+
+
+def _set(config: RunConfig, key: str, value: Any) -> None:
+    """Set option ``section.name`` (``options.name``: the backbone's own option) of ``config``."""
+    section, name = key.split(".", 1)
+    if section == "options":
+        config.model.options[name] = value
+    else:
+        setattr(getattr(config, section), name, value)
 
 
 def apply_flags(config: RunConfig, args: argparse.Namespace) -> RunConfig:
     """``config`` with every config flag of ``args`` (those given on the command line) set."""
     for key, value in vars(args).items():
         if "." in key:
-            section, name = key.split(".", 1)
-            setattr(getattr(config, section), name, value)
+            _set(config, key, value)
         elif key == "exp_dir":
             config.exp_dir = value
         elif key in SEED_SWITCHES:

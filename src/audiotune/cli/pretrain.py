@@ -11,7 +11,8 @@ from audiotune.cli.show import quiet_lightning
 
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
-    add_config_flags(parser, model=model or "ssast", defaults={"model.model": "ssast", "model.task": "pretrain_joint"})
+    add_config_flags(parser, model=model or "ssast",
+                     defaults={"model.model": "ssast", "options.task": "pretrain_joint"})
     parser.add_argument("--unlabelled_dir", dest="data.data_split_root", default=argparse.SUPPRESS,
                         help="a folder of audio files to pretrain on (same as -d FOLDER)")
 

@@ -72,7 +72,7 @@ def encoder_digest(backbone: torch.nn.Module) -> str:
 def preprocessing_digest(config: RunConfig, pooling: str) -> str:
     """Digest of everything between the file and the pooled states, except the weights."""
     settings = {
-        "model": config.model.model, "max_window": config.model.max_window, "audio": vars(config.audio),
+        "model": config.model.model, "options": config.model.options, "audio": vars(config.audio),
         "features": {k: v for k, v in vars(config.features).items() if k not in ("freqm", "timem", "noise")},
         "pooling": pooling, "precision": config.runtime.precision,
     }

@@ -151,7 +151,8 @@ def sample_limits(config: RunConfig) -> tuple[int, int | None]:
     """Fewest and most samples per clip the graph takes: the model's shortest readable clip, and with
     ``--max_window`` one window (a longer clip is encoded window by window, a path the graph does not hold)."""
     shortest = max(int(config.audio.min_samples or 0), 2)
-    window = round(config.model.max_window * (config.audio.resample_rate or 0))
+    seconds = float(config.model.options.get("max_window", 0.0))  # the option of backbones that encode in windows
+    window = round(seconds * (config.audio.resample_rate or 0))
     return shortest, (max(window, shortest + 3) if window > 0 else None)
 
 

@@ -8,17 +8,19 @@ A backbone is a :class:`Backbone` (an ``nn.Module``) with ``embedding_dim``, ``n
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import pkgutil
 import random
 from abc import abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from torch import Tensor, nn
 
-from audiotune.config import RunConfig
+from audiotune.config import RunConfig, check_types, range_problems
 from audiotune.data.features import min_samples_for_frames
 
 
@@ -123,17 +125,32 @@ class SupportsPretraining(Protocol):
 
 BackboneFactory = Callable[[RunConfig, bool], Backbone]
 ConfigResolver = Callable[[RunConfig], None]
-_REGISTRY: dict[str, tuple[BackboneFactory, ConfigResolver | None]] = {}
 
 
-def register(name: str, resolve: ConfigResolver | None = None) -> Callable[[BackboneFactory], BackboneFactory]:
+@dataclass(frozen=True)
+class Entry:
+    """A registered backbone: its factory, its resolver and its options dataclass (None: it has none)."""
+
+    factory: BackboneFactory
+    resolve: ConfigResolver | None
+    options: type | None
+
+
+_REGISTRY: dict[str, Entry] = {}
+
+
+def register(name: str, resolve: ConfigResolver | None = None,
+             options: type | None = None) -> Callable[[BackboneFactory], BackboneFactory]:
     """Decorator: make ``factory(config, pretrained)`` available as ``--model NAME``.
 
-    ``resolve(config)`` fills the options the backbone decides (input features, sample rate, defaults) and
-    rejects combinations it cannot run, before anything is read or written.
+    ``options`` is the backbone's own options dataclass (fields made with :func:`audiotune.config.option`):
+    its fields become flags shown with ``--model NAME``, their values live in ``config.model.options``, and
+    :func:`backbone_options` reads them back as an instance. ``resolve(config)`` fills the options the backbone
+    decides (input features, sample rate, defaults) and rejects combinations it cannot run, before anything is
+    read or written.
     """
     def wrap(factory: BackboneFactory) -> BackboneFactory:
-        _REGISTRY[name] = (factory, resolve)
+        _REGISTRY[name] = Entry(factory, resolve, options)
         return factory
     return wrap
 
@@ -151,7 +168,7 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def _entry(name: str) -> tuple[BackboneFactory, ConfigResolver | None]:
+def _entry(name: str) -> Entry:
     if name not in _REGISTRY:
         _discover()
     if name not in _REGISTRY:
@@ -159,9 +176,43 @@ def _entry(name: str) -> tuple[BackboneFactory, ConfigResolver | None]:
     return _REGISTRY[name]
 
 
+def options_classes() -> dict[str, type]:
+    """Each registered backbone's options dataclass, by backbone name."""
+    _discover()
+    return {name: entry.options for name, entry in sorted(_REGISTRY.items()) if entry.options is not None}
+
+
+def backbone_options(config: RunConfig) -> Any:
+    """The chosen backbone's options (an instance of its options dataclass) from ``config.model.options``.
+
+    An option of another backbone is left out (config files of earlier releases list every backbone's options;
+    a flag of another backbone is refused by the command line), an option of none is an error naming it, and
+    every value is checked against its type and valid range."""
+    name = config.model.model
+    cls = _entry(name).options
+    given = dict(config.model.options)
+    if cls is None:
+        return None
+    own = {spec.name for spec in dataclasses.fields(cls)}
+    others = {spec.name for other in options_classes().values() for spec in dataclasses.fields(other)}
+    unknown = sorted(set(given) - own - others)
+    if unknown:
+        raise ValueError(f"unknown option(s) of the model section: {unknown}")
+    values = {k: v for k, v in given.items() if k in own}
+    check_types(cls, values, f"--model {name}")
+    options = cls(**values)
+    problems = range_problems(options)
+    if problems:
+        raise ValueError("invalid option(s): " + "; ".join(problems))
+    return options
+
+
 def resolve_config(config: RunConfig) -> RunConfig:
     """Let the chosen backbone settle the options it owns; returns the same config."""
-    resolve = _entry(config.model.model)[1]
+    entry = _entry(config.model.model)
+    options = backbone_options(config)
+    config.model.options = dataclasses.asdict(options) if options is not None else {}  # every option, complete
+    resolve = entry.resolve
     if resolve is not None:
         resolve(config)
     if not config.audio.min_samples:
@@ -174,4 +225,4 @@ def resolve_config(config: RunConfig) -> RunConfig:
 
 def build_backbone(config: RunConfig, pretrained: bool = True) -> Backbone:
     """The backbone named by ``config.model.model``; ``pretrained`` loads ``--checkpoint`` weights."""
-    return _entry(config.model.model)[0](config, pretrained)
+    return _entry(config.model.model).factory(config, pretrained)

@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from audiotune.config import RunConfig
+from audiotune.config import AT_LEAST_1, RunConfig, option
 from audiotune.data.features import min_samples_for_frames
-from audiotune.models.backbones import Backbone, register
+from audiotune.models.backbones import Backbone, backbone_options, register
 from audiotune.models.state_dict import CheckpointMismatchError, load_checked  # noqa: F401
 
 __all__ = [
@@ -316,6 +316,20 @@ def load_speechbrain_state_dict(
     return load_checked(target, path_or_state_dict, strict=strict)
 
 
+@dataclass
+class EcapaSettings:
+    """The options of ``--model ecapa_tdnn`` (flags shown with it; ``config.model.options`` in a run)."""
+
+    lin_neurons: int = option(192, "ECAPA-TDNN embedding size", valid=AT_LEAST_1)
+    channels: list[int] = option([512, 512, 512, 512, 1536], "ECAPA-TDNN channels per block", valid=AT_LEAST_1)
+    kernel_sizes: list[int] = option([5, 3, 3, 3, 1], "ECAPA-TDNN kernel size per block", valid=AT_LEAST_1)
+    dilations: list[int] = option([1, 2, 3, 4, 1], "ECAPA-TDNN dilation per block", valid=AT_LEAST_1)
+    attention_channels: int = option(128, "ECAPA-TDNN attentive pooling channels", valid=AT_LEAST_1)
+    se_channels: int = option(128, "ECAPA-TDNN squeeze-excitation channels", valid=AT_LEAST_1)
+    res2net_scale: int = option(8, "ECAPA-TDNN Res2Net scale", valid=AT_LEAST_1)
+    global_context: bool = option(True, "ECAPA-TDNN attentive pooling with global context")
+
+
 @dataclass(frozen=True)
 class EcapaOptions:
     """What builds an :class:`EcapaBackbone` (:class:`ECAPA_TDNN`'s arguments), read from a run config by
@@ -334,7 +348,7 @@ class EcapaOptions:
     @classmethod
     def from_config(cls, config: RunConfig) -> EcapaOptions:
         """The run's ECAPA flags; the input is its fbank (``num_mel_bins``) or MFCC (``n_mfcc``) width."""
-        m, f = config.model, config.features
+        m, f = backbone_options(config), config.features
         input_size = f.num_mel_bins if f.features == "fbank" else f.n_mfcc
         assert input_size is not None  # resolve_ecapa sets num_mel_bins
         return cls(input_size, m.lin_neurons, tuple(m.channels), tuple(m.kernel_sizes), tuple(m.dilations),
@@ -396,7 +410,8 @@ def resolve_ecapa(config: RunConfig) -> None:
     if config.features.num_mel_bins is None:
         config.features.num_mel_bins = 80  # the usual ECAPA-TDNN input
     # every frame-level convolution reflect-pads by (kernel - 1) * dilation / 2 and needs more frames than that
-    pads = [(k - 1) * d // 2 for k, d in zip(config.model.kernel_sizes, config.model.dilations)]
+    settings = backbone_options(config)
+    pads = [(k - 1) * d // 2 for k, d in zip(settings.kernel_sizes, settings.dilations)]
     config.audio.min_samples = min_samples_for_frames(config.features, config.audio.resample_rate, max(pads) + 1)
     trained = not config.model.freeze  # a frozen encoder keeps its inputs fixed, so the feature cache can serve
     if config.features.freqm is None:
@@ -405,7 +420,7 @@ def resolve_ecapa(config: RunConfig) -> None:
         config.features.timem = 10 if trained else 0
 
 
-@register("ecapa_tdnn", resolve=resolve_ecapa)
+@register("ecapa_tdnn", resolve=resolve_ecapa, options=EcapaSettings)
 def build_ecapa(config: RunConfig, pretrained: bool = True) -> EcapaBackbone:
     """ECAPA-TDNN over the run's fbank (num_mel_bins) or MFCC (n_mfcc) features; ``--checkpoint`` if pretrained."""
     backbone = EcapaBackbone(EcapaOptions.from_config(config))

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from audiotune.config import RunConfig
+from audiotune.models.backbones import backbone_options
 from audiotune.models.backbones.hf_checkpoint import extractor_settings
 from audiotune.outputs import ENCODER_DIR, atomic_dir
 
@@ -108,7 +109,7 @@ class Wav2Vec2Tapt(nn.Module):
         if hf_config.model_type not in PRETRAINING_MODEL_TYPES:
             raise ValueError(f"--objective tapt: {checkpoint} is a {hf_config.model_type} encoder; contrastive "
                              f"pretraining needs a wav2vec2 checkpoint (transformers' Wav2Vec2ForPreTraining)")
-        m = config.model
+        m = backbone_options(config)  # the HFSettings of the run
         self.checkpoint = checkpoint
         # what the saved config keeps as the checkpoint had it (pretraining switches feature masking off)
         self.saved_settings = {key: getattr(hf_config, key) for key in
@@ -136,7 +137,7 @@ class Wav2Vec2Tapt(nn.Module):
         self.anneal = bool(m.gumbel_anneal)
         self.max_samples = round(config.train.max_seconds * (config.audio.resample_rate or 16000))
         self.group_norm = getattr(hf_config, "feat_extract_norm", "layer") == "group"
-        if m.freeze_feature_encoder:
+        if config.model.freeze_feature_encoder:
             self.model.freeze_feature_encoder()
 
     @property

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from audiotune.config import RunConfig
 from audiotune.data.pseudo_labels import PseudoLabels, read_pseudo_labels
+from audiotune.models.backbones import backbone_options
 from audiotune.models.backbones.hf_pretraining import save_encoder, span_mask
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class PseudoLabelPretraining(nn.Module):
         super().__init__()
         from transformers import AutoConfig, AutoModel
 
-        m = config.model
+        m = backbone_options(config)  # the HFSettings of the run
         if not m.pseudo_labels:
             raise ValueError("--objective ptapt: give the frame labels to predict with --pseudo_labels LABELS.parquet "
                              "(written by `audiotune cluster`)")

@@ -43,15 +43,41 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from audiotune.config import RunConfig
-from audiotune.models.backbones import Backbone, register
+from audiotune.config import AT_LEAST_0, AT_LEAST_1, PROBABILITY, RunConfig, option
+from audiotune.models.backbones import Backbone, backbone_options, register
 from audiotune.models.backbones.hf_checkpoint import conv_receptive_field, extractor_settings
+from audiotune.storage import Role
 
 __all__ = ["DEFAULT_CHECKPOINT", "HFBackbone", "HFOptions", "build_hf", "extractor_settings", "resolve_hf"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CHECKPOINT = "facebook/wav2vec2-base-960h"
+
+
+@dataclass
+class HFSettings:
+    """The options of ``--model hf`` (flags shown with it; ``config.model.options`` in a run)."""
+
+    max_window: float = option(0.0, "encode clips longer than this many seconds window by window (0 = whole clip)",
+                               valid=AT_LEAST_0)
+    mask_time_prob: float | None = option(None, "share of frames where masked spans start, replaced by "
+                                                "the mask embedding. Fine-tuning (default 0: none; the seed emotion "
+                                                "system 0.08); pretraining (default: tapt the checkpoint's "
+                                                "mask_time_prob, 0.05 for wav2vec2-base; ptapt 0.06)",
+                                                valid=PROBABILITY)
+    mask_time_length: int | None = option(None, "frames per masked span (default: fine-tuning 10, "
+                                                "tapt the checkpoint's mask_time_length, ptapt 15)", valid=AT_LEAST_1)
+    mask_feature_prob: float = option(0.0, "fine-tuning: share of feature channels where zeroed spans "
+                                           "start (the seed emotion system: 0.05)", valid=PROBABILITY)
+    mask_feature_length: int = option(10, "fine-tuning: channels per zeroed span (the seed: 64)",
+                                      valid=AT_LEAST_1)
+    pseudo_labels: str = option("", "P-TAPT (--objective ptapt): frame labels written by `audiotune cluster` "
+                                    "(parquet); one prediction head per K", role=Role.INPUT)
+    fresh_quantizer: bool = option(False, "TAPT from a checkpoint without quantizer weights (e.g. CTC fine-tuned): "
+                                          "start the quantizer and projections from random weights")
+    gumbel_anneal: bool = option(True, "TAPT: anneal the quantizer's Gumbel temperature per step as wav2vec2's "
+                                       "pretraining (2.0 x 0.999995^step, at least 0.5); false keeps 2.0 (the seed)")
 
 
 @dataclass(frozen=True)
@@ -68,8 +94,8 @@ class HFOptions:
 
     @classmethod
     def from_config(cls, config: RunConfig) -> HFOptions:
-        m = config.model
-        return cls(checkpoint=m.checkpoint or DEFAULT_CHECKPOINT, max_window=float(m.max_window),
+        m = backbone_options(config)
+        return cls(checkpoint=config.model.checkpoint or DEFAULT_CHECKPOINT, max_window=float(m.max_window),
                    sample_rate=config.audio.resample_rate or 16000, mask_time_prob=float(m.mask_time_prob or 0.0),
                    mask_time_length=int(m.mask_time_length or 10), mask_feature_prob=float(m.mask_feature_prob),
                    mask_feature_length=int(m.mask_feature_length))
@@ -287,8 +313,6 @@ class HFBackbone(Backbone):
 
 def resolve_hf(config: RunConfig) -> None:
     """Waveform input at the encoder's own rate and normalisation; frozen unless asked (as the seed did)."""
-    if config.model.max_window < 0:
-        raise ValueError(f"--max_window {config.model.max_window}: must be >= 0 seconds (0 = whole clip)")
     if not config.model.checkpoint:
         config.model.checkpoint = DEFAULT_CHECKPOINT
     if config.model.freeze is None:
@@ -309,7 +333,7 @@ def resolve_hf(config: RunConfig) -> None:
     config.audio.min_samples = conv_receptive_field(AutoConfig.from_pretrained(config.model.checkpoint))
 
 
-@register("hf", resolve=resolve_hf)
+@register("hf", resolve=resolve_hf, options=HFSettings)
 def build_hf(config: RunConfig, pretrained: bool = True) -> HFBackbone:
     """The HF encoder named by ``--checkpoint`` (default: wav2vec2-base-960h).
 

@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from audiotune.config import RunConfig
-from audiotune.models.backbones import Backbone, register
+from audiotune.config import AT_LEAST_1, RunConfig, option
+from audiotune.models.backbones import Backbone, backbone_options, register
 from audiotune.models.backbones.ssast_masking import (
     adapt_pos_embed,
     default_rng,
@@ -54,6 +54,7 @@ from audiotune.models.state_dict import (
     read_state_dict,
 )
 from audiotune.outputs import MODEL_FILE, ORIGINAL_SSAST_FILE, atomic_path
+from audiotune.storage import Role
 
 log = logging.getLogger(__name__)
 
@@ -311,6 +312,27 @@ def load_ssast_checkpoint(model: SSASTModel, source: str | Path | Mapping[str, A
 # --------------------------------------------------------------------------- package backbone
 
 
+@dataclass
+class SSASTSettings:
+    """The options of ``--model ssast`` (flags shown with it; ``config.model.options`` in a run)."""
+
+    pretrained_mdl_path: str = option("", "self-supervised checkpoint to fine-tune (original .pth, with or "
+                                          "without 'module.', or one written by `audiotune pretrain`)",
+                                          role=Role.INPUT)
+    model_size: str = option("base", "size", choices=("tiny", "small", "base", "base_nokd"))
+    task: str = option("ft_cls", "pooled tokens for fine-tuning (ft_cls, ft_avgtok) or the objective of "
+                                 "`audiotune pretrain` (pretrain_mpc, pretrain_mpg, pretrain_joint = nce + 10 mse)",
+                       choices=("ft_cls", "ft_avgtok", "pretrain_mpc", "pretrain_mpg", "pretrain_joint"))
+    fshape: int = option(128, "patch height in mel bins (128 with tshape 2: frame model; 16x16: patch model)",
+                         valid=AT_LEAST_1)
+    tshape: int = option(2, "patch width in frames", valid=AT_LEAST_1)
+    fstride: int = option(128, "patch stride in mel bins (pretraining: = fshape)", valid=AT_LEAST_1)
+    tstride: int = option(2, "patch stride in frames (pretraining: = tshape)", valid=AT_LEAST_1)
+    mask_patch: int = option(400, "pretraining: patches masked per clip", valid=AT_LEAST_1)
+    cluster_factor: int = option(3, "pretraining: side of the square blocks of masked patches (patch models)",
+                                 valid=AT_LEAST_1)
+
+
 @dataclass(frozen=True)
 class SSASTOptions:
     """What builds an :class:`SSASTBackbone`, read from a run config by :meth:`from_config`."""
@@ -327,7 +349,7 @@ class SSASTOptions:
 
     @classmethod
     def from_config(cls, config: RunConfig) -> SSASTOptions:
-        m = config.model
+        m = backbone_options(config)
         assert config.features.num_mel_bins is not None  # resolve_ssast sets it
         return cls(m.model_size, m.fshape, m.tshape, m.fstride, m.tstride, config.features.num_mel_bins,
                    config.features.target_length or 1024, m.task)
@@ -410,7 +432,8 @@ class SSASTBackbone(Backbone):
         """Every parameter trainable (pretext heads and mask token too); masking from ``--mask_patch`` and
         ``--cluster_factor``."""
         self.task = objective
-        self.mask_options = {"mask_patch": config.model.mask_patch, "cluster_factor": config.model.cluster_factor}
+        settings = backbone_options(config)
+        self.mask_options = {"mask_patch": settings.mask_patch, "cluster_factor": settings.cluster_factor}
         for param in self.parameters():
             if param.is_floating_point():
                 param.requires_grad_(True)
@@ -447,7 +470,7 @@ def resolve_ssast(config: RunConfig) -> None:
     ``freeze`` None -> True for fine-tuning (False for the pretraining tasks). Checks size, task and patch
     geometry against ``num_mel_bins`` / ``target_length``.
     """
-    f, m = config.features, config.model
+    f, m, s = config.features, config.model, backbone_options(config)
     if f.features == "waveform":
         raise ValueError("--model ssast reads fbank features, not waveforms")
     f.features = "fbank"
@@ -457,13 +480,13 @@ def resolve_ssast(config: RunConfig) -> None:
         f.target_length = 1024
     if f.target_length < 0:
         raise ValueError(f"--target_length must be positive for --model ssast, got {f.target_length}")
-    size = m.model_size
+    size = s.model_size
     if _ALIASES.get(size, size) not in SIZES:
         raise ValueError(f"--model_size {size}: SSAST sizes are {sorted(SIZES)}")
-    task = m.task
+    task = s.task
     if task not in FINETUNE_TASKS + PRETRAIN_TASKS:
         raise ValueError(f"--task {task}: SSAST tasks are {FINETUNE_TASKS + PRETRAIN_TASKS}")
-    fshape, tshape, fstride, tstride = m.fshape, m.tshape, m.fstride, m.tstride
+    fshape, tshape, fstride, tstride = s.fshape, s.tshape, s.fstride, s.tstride
     try:
         patch_grid(f.num_mel_bins, f.target_length, fshape, tshape, fstride, tstride)
     except ValueError as error:
@@ -476,14 +499,14 @@ def resolve_ssast(config: RunConfig) -> None:
         m.freeze = task in FINETUNE_TASKS
 
 
-@register("ssast", resolve=resolve_ssast)
+@register("ssast", resolve=resolve_ssast, options=SSASTSettings)
 def build_ssast(config: RunConfig, pretrained: bool = True) -> SSASTBackbone:
     """SSAST over ``num_mel_bins x target_length`` fbanks; loads ``pretrained_mdl_path`` (or ``--checkpoint``)."""
-    m = config.model
+    m, s = config.model, backbone_options(config)
     backbone = SSASTBackbone(SSASTOptions.from_config(config))
-    path = m.pretrained_mdl_path or m.checkpoint
+    path = s.pretrained_mdl_path or m.checkpoint
     if pretrained and path:
         backbone.load_pretrained(path)
-    elif pretrained and m.freeze and m.task in FINETUNE_TASKS:
+    elif pretrained and m.freeze and s.task in FINETUNE_TASKS:
         log.warning("--model ssast with a frozen backbone and no --pretrained_mdl_path: the encoder stays random")
     return backbone

@@ -66,8 +66,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from audiotune.config import RunConfig
-from audiotune.models.backbones import Backbone, register
+from audiotune.config import AT_LEAST_0, RunConfig, option
+from audiotune.models.backbones import Backbone, backbone_options, register
 
 __all__ = ["DEFAULT_CHECKPOINT", "WhisperBackbone", "WhisperOptions", "build_whisper", "front_end_settings",
            "resolve_whisper"]
@@ -80,6 +80,14 @@ ENCODER_KEYS = {r"^(?:model\.)?encoder\.": ""}
 LOG_FLOOR = -10.0  # log10 of the 1e-10 power clamp: no log-mel value is lower
 
 
+@dataclass
+class WhisperSettings:
+    """The options of ``--model whisper`` (flags shown with it; ``config.model.options`` in a run)."""
+
+    max_window: float = option(0.0, "encode clips longer than this many seconds window by window (0 = the model's "
+                                    "own window, 30 s; at most that)", valid=AT_LEAST_0)
+
+
 @dataclass(frozen=True)
 class WhisperOptions:
     """What builds a :class:`WhisperBackbone`, read from a run config by :meth:`from_config`."""
@@ -89,7 +97,8 @@ class WhisperOptions:
 
     @classmethod
     def from_config(cls, config: RunConfig) -> WhisperOptions:
-        return cls(checkpoint=config.model.checkpoint or DEFAULT_CHECKPOINT, max_window=float(config.model.max_window))
+        return cls(checkpoint=config.model.checkpoint or DEFAULT_CHECKPOINT,
+                   max_window=float(backbone_options(config).max_window))
 
 
 def _extractor(checkpoint: str, num_mel_bins: int) -> Any:
@@ -331,8 +340,6 @@ class WhisperBackbone(Backbone):
 def resolve_whisper(config: RunConfig) -> None:
     """Waveform input at the feature extractor's rate, no waveform normalisation; frozen unless asked; windows of
     the model's own 30 s unless ``max_window`` asks for shorter ones."""
-    if config.model.max_window < 0:
-        raise ValueError(f"--max_window {config.model.max_window}: must be >= 0 seconds (0 = the model's window)")
     if not config.model.checkpoint:
         config.model.checkpoint = DEFAULT_CHECKPOINT
     if config.model.freeze is None:
@@ -340,11 +347,12 @@ def resolve_whisper(config: RunConfig) -> None:
     settings = front_end_settings(config.model.checkpoint)
     rate = settings["sampling_rate"]
     longest = settings["window_samples"] / rate
-    if config.model.max_window > longest:
-        raise ValueError(f"--max_window {config.model.max_window}: {config.model.checkpoint} encodes at most "
-                         f"{longest:g} seconds at once")
-    if not config.model.max_window:
-        config.model.max_window = longest
+    window = float(config.model.options.get("max_window", 0.0))
+    if window > longest:
+        raise ValueError(f"--max_window {window:g}: {config.model.checkpoint} encodes at most {longest:g} seconds at "
+                         "once")
+    if not window:
+        config.model.options["max_window"] = longest
     if config.audio.resample_rate and config.audio.resample_rate != rate:
         log.warning("--resample_rate %s: %s expects %s Hz; audio is resampled to that", config.audio.resample_rate,
                     config.model.checkpoint, rate)
@@ -354,7 +362,7 @@ def resolve_whisper(config: RunConfig) -> None:
     config.audio.min_samples = settings["n_fft"]  # one full analysis window (25 ms)
 
 
-@register("whisper", resolve=resolve_whisper)
+@register("whisper", resolve=resolve_whisper, options=WhisperSettings)
 def build_whisper(config: RunConfig, pretrained: bool = True) -> WhisperBackbone:
     """The Whisper encoder named by ``--checkpoint`` (default: openai/whisper-base).
 
