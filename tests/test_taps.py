@@ -10,6 +10,7 @@ import soundfile as sf
 from scipy.signal import butter, find_peaks, sosfiltfilt
 
 from audiotune.cli import main
+from audiotune.data.audio import AudioError
 from audiotune.taps.detect import DetectOptions, detect, select_by_distance
 
 RATE = 16000
@@ -115,6 +116,14 @@ def test_a_bad_recording_is_named_and_nothing_is_written(tmp_path: Path, capsys:
                  "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "broken.wav: cannot be read as audio" in err and "missing.wav" in err and not out.exists()
+
+
+def test_detect_names_an_unreadable_recording_as_the_data_layer_does(tmp_path: Path) -> None:
+    (tmp_path / "broken.wav").write_bytes(b"RIFF not audio")
+    with pytest.raises(AudioError, match=r"broken.wav: cannot decode audio \("):
+        detect(tmp_path / "broken.wav", DetectOptions())
+    with pytest.raises(AudioError, match="missing.wav: file not found"):
+        detect(tmp_path / "missing.wav", DetectOptions())
 
 
 def test_edge_relative_and_release_rules(tmp_path: Path) -> None:

@@ -96,8 +96,9 @@ def table_spans(table: pd.DataFrame) -> list[Span]:
 
 
 @contextlib.contextmanager
-def _open(path: str) -> Iterator[sf.SoundFile]:
-    """The decoder of a local file, or of a remote one read by range through the block cache."""
+def open_audio(path: str) -> Iterator[sf.SoundFile]:
+    """The decoder of a local file, or of a remote one read by range through the block cache; a missing or
+    undecodable file is an :class:`AudioError` naming it."""
     with contextlib.ExitStack() as stack:
         if storage.is_remote(path):
             try:
@@ -113,6 +114,16 @@ def _open(path: str) -> Iterator[sf.SoundFile]:
         except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
             raise AudioError(f"{path}: cannot decode audio ({err})") from err
         yield handle
+
+
+def read_frames(path: str, handle: sf.SoundFile, start: int, stop: int, dtype: str = "float64") -> np.ndarray:
+    """Frames [start, stop) of every channel of an opened file (:func:`open_audio`) as (frames, channels);
+    a decoding error is an :class:`AudioError` naming ``path``."""
+    try:
+        handle.seek(start)
+        return handle.read(max(stop - start, 0), dtype=dtype, always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, ValueError) as err:
+        raise AudioError(f"{path}: cannot decode audio ({err})") from err
 
 
 def _check_header(path: str, handle: sf.SoundFile, expected_rate: float) -> None:
@@ -238,16 +249,12 @@ def read_audio(path: str, expected_rate: float = float("nan"), span: Span = WHOL
     With ``spec``, only the channels and frames it needs are returned (the crop's frames plus a margin).
     """
     spec = spec or AudioSpec(clip_length=0)
-    with _open(path) as handle:
+    with open_audio(path) as handle:
         _check_header(path, handle, expected_rate)
         rate = handle.samplerate
         start, stop = frame_range(path, span, rate, handle.frames)
         channels = spec.channels_to_read(path, span, handle.channels)
-        try:
-            handle.seek(start)
-            data = handle.read(_frames_to_read(spec, rate, start, stop), dtype="float32", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError, ValueError) as err:
-            raise AudioError(f"{path}: cannot decode audio ({err})") from err
+        data = read_frames(path, handle, start, start + _frames_to_read(spec, rate, start, stop), "float32")
     if data.shape[0] == 0:
         raise AudioError(f"{path}: empty audio (0 samples)")
     if channels != list(range(data.shape[1])):
@@ -286,7 +293,7 @@ def check_clip(path: str, spec: AudioSpec, expected_rate: float = float("nan"), 
 
     Memory is bounded by one block, not by the file. Returns the prepared length in samples.
     """
-    with _open(path) as handle:
+    with open_audio(path) as handle:
         _check_header(path, handle, expected_rate)
         rate = handle.samplerate
         start, stop = frame_range(path, span, rate, handle.frames)

@@ -10,24 +10,23 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from audiotune.config import FeatureConfig
-from audiotune.data.audio import AudioError, AudioSpec, load_clip, table_spans
+from audiotune.data.audio import AudioSpec, load_clip, table_spans
 from audiotune.data.audio_store import AudioStore
 from audiotune.data.augment import AugmentConfig, WaveformAugmenter, mixup, sample_mixup_lambda
-from audiotune.data.features import kaldi_fbank, mfcc, normalize, spec_augment, spec_noise, utterance_normalize
+from audiotune.data.features import spec_augment, spec_noise
+from audiotune.data.frontend import FrontEnd, check_feature_config, waveform_batch
 
 
 class FeatureExtractor:
-    """A mono clip → (frames, bins) features, normalised when dataset statistics are given."""
+    """A mono clip → (frames, bins) features, normalised when dataset statistics are given: the
+    :class:`~audiotune.data.frontend.FrontEnd` on a batch of one clip, with errors that name the file."""
 
     def __init__(self, config: FeatureConfig):
         self.config = config
         if config.features == "waveform" and (config.freqm or config.timem or config.noise):
             raise ValueError("--freqm/--timem/--noise act on spectrograms; waveform inputs have none")
-        if config.features == "fbank" and not config.num_mel_bins:
-            raise ValueError("--num_mel_bins is not set (the backbone's config resolution sets its default)")
-        if config.dataset_std is not None or config.dataset_mean is not None:
-            # fail at construction, not in a worker halfway through an epoch
-            normalize(torch.zeros(1), config.dataset_mean or 0.0, config.dataset_std or 0.0)
+        check_feature_config(config)  # fail at construction, not in a worker halfway through an epoch
+        self._front_ends: dict[int, FrontEnd] = {}
 
     @property
     def num_bins(self) -> int:
@@ -35,6 +34,12 @@ class FeatureExtractor:
         bins = {"fbank": self.config.num_mel_bins, "mfcc": self.config.n_mfcc}.get(self.config.features, 1)
         assert bins is not None  # __init__ rejects fbank without num_mel_bins
         return bins
+
+    def front_end(self, rate: int) -> FrontEnd:
+        """The front end at ``rate`` (one per rate: with ``--resample_rate 0`` each file keeps its own)."""
+        if rate not in self._front_ends:
+            self._front_ends[rate] = FrontEnd(self.config, rate)
+        return self._front_ends[rate]
 
     def silence(self, rate: int = 16000) -> torch.Tensor | None:
         """One frame of the features of a silent (all-zero) clip, or None for waveform inputs, whose silence is 0.
@@ -48,27 +53,12 @@ class FeatureExtractor:
 
     def __call__(self, clip: np.ndarray, rate: int, path: str = "", warp: float = 1.0) -> torch.Tensor:
         """The clip's features; ``warp`` != 1 (fbank only) moves its frequency axis (VTLP)."""
-        waveform = torch.from_numpy(np.ascontiguousarray(clip, dtype=np.float32))
-        cfg = self.config
-        if cfg.features == "waveform":
-            if cfg.waveform_norm:  # as Hugging Face feature extractors do, over the clip's real samples only
-                waveform = (waveform - waveform.mean()) / torch.sqrt(waveform.var(unbiased=False) + 1e-7)
-            return waveform
-        if cfg.features == "fbank":
-            assert cfg.num_mel_bins is not None  # __init__ rejects fbank without num_mel_bins
-            feats = kaldi_fbank(waveform, rate, num_mel_bins=cfg.num_mel_bins, warp=warp)
-            if feats.shape[0] == 0:
-                raise AudioError(f"{path}: clip of {len(clip)} samples is shorter than one 25 ms fbank frame")
-        else:
-            try:
-                feats = mfcc(waveform, rate, n_mfcc=cfg.n_mfcc, n_fft=cfg.n_fft, n_mels=cfg.n_mels)
-            except ValueError as err:
-                raise AudioError(f"{path}: {err}") from err
-        if cfg.utterance_norm != "none":
-            feats = utterance_normalize(feats, cfg.utterance_norm == "meanvar")
-        if cfg.dataset_std is not None:
-            feats = normalize(feats, cfg.dataset_mean or 0.0, cfg.dataset_std)
-        return feats
+        front_end = self.front_end(rate)
+        front_end.check_clip(len(clip), path)
+        waveforms, lengths = waveform_batch([clip])
+        with torch.no_grad():
+            inputs, _ = front_end.extract(waveforms, lengths, [warp])
+        return inputs[0]
 
 
 class AudioDataset(Dataset):

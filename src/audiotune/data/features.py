@@ -264,17 +264,6 @@ def mfcc(
     return out[0] if squeeze else out
 
 
-def utterance_normalize(features: torch.Tensor, variance: bool = False) -> torch.Tensor:
-    """One clip's (frames, bins) features minus each bin's mean over the frames (and divided by its std).
-
-    Computed on the clip alone, before any padding, so a clip's features never depend on its batch.
-    """
-    centred = features - features.mean(dim=0, keepdim=True)
-    if variance:
-        centred = centred / torch.sqrt(features.var(dim=0, unbiased=False, keepdim=True) + 1e-5)
-    return centred
-
-
 def normalize(features: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     """AST/SSAST dataset normalisation: ``(x - mean) / (2 * std)``."""
     if not math.isfinite(std) or std == 0:

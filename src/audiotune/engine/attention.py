@@ -14,8 +14,8 @@ import torch
 from torch import Tensor
 
 from audiotune.data.audio import load_clip
-from audiotune.data.dataset import FeatureExtractor
 from audiotune.data.features import kaldi_fbank
+from audiotune.data.frontend import FrontEnd, waveform_batch
 from audiotune.data.prepare import audio_spec
 from audiotune.engine.device import autocast
 from audiotune.engine.inference import override_device
@@ -52,13 +52,10 @@ def attention_maps(run: str, audio: str, out_dir: str | None = None, accelerator
     if not isinstance(backbone, SupportsAttention):
         raise ValueError(f"--model {config.model.model} does not expose attention weights")
     clip, rate = load_clip(audio, audio_spec(config))
-    inputs = FeatureExtractor(config.features)(clip, rate, audio)
-    length = inputs.shape[0]
-    target = config.features.target_length
-    if target and inputs.dim() == 2:  # fixed-size spectrogram models (SSAST) see the padded/cropped input
-        padded = inputs.new_zeros((target, inputs.shape[1]))
-        padded[: min(length, target)] = inputs[:target]
-        inputs, length = padded, min(length, target)
+    front_end = FrontEnd(config.features, rate)
+    front_end.check_clip(len(clip), audio)
+    batch, lengths = front_end(*waveform_batch([clip]))  # fixed-size models (SSAST) see target_length frames
+    inputs, length = batch[0], int(lengths[0])
     backbone.to(device).eval()
     with torch.inference_mode(), autocast(device, config.runtime.precision):
         _, _, attentions = backbone.hidden_states_with_attention(inputs[None].to(device),

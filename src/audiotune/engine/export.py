@@ -2,12 +2,12 @@
 
 The graph takes what a deployment has: mono waveforms at the run's sample rate, zero-padded into one batch
 ``waveforms`` (batch, samples) float32, and each clip's real sample count ``lengths`` (batch,) int64. Inside,
-it does what the data pipeline does between a prepared clip and the model (:class:`FrontEnd`: per-clip
-waveform normalisation for pretrained encoders; Kaldi fbank or MFCC, utterance and dataset normalisation and
-SSAST's fixed frame count for spectrogram models), then runs the classifier once. Outputs: ``logits``,
-``embedding_ft`` (the ``ft`` embedding of ``audiotune extract``) and ``embedding_pooled`` (the pooled backbone
-state the heads read: ``pt``, or ``wt`` for a weighted run). ``FILE.json`` beside the model tells a deployment
-everything else (:func:`sidecar`).
+it runs the data layer's front end (:class:`~audiotune.data.frontend.FrontEnd`: per-clip waveform normalisation
+for pretrained encoders; Kaldi fbank or MFCC, utterance and dataset normalisation and SSAST's fixed frame count
+for spectrogram models), the same code the data pipeline runs on each clip, then the classifier once. Outputs:
+``logits``, ``embedding_ft`` (the ``ft`` embedding of ``audiotune extract``) and ``embedding_pooled`` (the pooled
+backbone state the heads read: ``pt``, or ``wt`` for a weighted run). ``FILE.json`` beside the model tells a
+deployment everything else (:func:`sidecar`).
 
 ONNX goes through torch's dynamo exporter (``torch.export`` with symbolic batch and sample dimensions);
 TorchScript is traced (transformers encoders cannot be scripted). Both files are written aside and renamed
@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from audiotune import __version__
 from audiotune.config import FeatureConfig, HeadSpec, RunConfig
-from audiotune.data.features import kaldi_fbank, mfcc
+from audiotune.data.frontend import FRAME_LENGTH_MS, FRAME_SHIFT_MS, FrontEnd
 from audiotune.data.prepare import scoring_clip_length
 from audiotune.engine.metrics import head_slices
 from audiotune.models.checkpoint import load_run, resolve_run_dir
@@ -43,7 +43,6 @@ FORMATS = ("onnx", "torchscript")
 OPSET = 18  # the opset torch's ONNX exporter translates to natively (no version conversion pass)
 INPUT_NAMES = ("waveforms", "lengths")
 OUTPUT_NAMES = ("logits", "embedding_ft", "embedding_pooled")
-FRAME_LENGTH_MS, FRAME_SHIFT_MS = 25.0, 10.0  # kaldi_fbank's defaults, as the data pipeline calls it
 FBANK = {"frame_length_ms": FRAME_LENGTH_MS, "frame_shift_ms": FRAME_SHIFT_MS, "window": "hanning",
          "preemphasis": 0.97, "remove_dc_offset": True, "low_freq": 20.0, "high_freq": 0.0, "dither": 0.0,
          "snip_edges": True, "log_floor": "float32 eps", "scale": "samples as given (float, no int16 rescaling)"}
@@ -57,69 +56,6 @@ def sidecar_path(out: str | Path) -> Path:
     """Where the description of an exported model goes: ``FILE.json`` beside ``FILE``."""
     out = Path(out)
     return out.with_name(out.name + ".json")
-
-
-class FrontEnd(nn.Module):
-    """The data pipeline's steps from a prepared clip to model inputs, on a zero-padded batch.
-
-    Each clip's valid frames come from its own samples only (fbank frames never reach past a clip's end;
-    normalisation statistics are masked; padding is zero as the collator pads), so a padded batch gives every
-    clip what the pipeline gives it alone; except MFCC, whose centred STFT reflects at the tensor's edge.
-    """
-
-    def __init__(self, features: FeatureConfig, sample_rate: int):
-        super().__init__()
-        self.features, self.sample_rate = features, sample_rate
-        self.frame_length = int(sample_rate * FRAME_LENGTH_MS * 0.001)  # truncated as kaldi_fbank does
-        self.frame_shift = int(sample_rate * FRAME_SHIFT_MS * 0.001)
-
-    def frame_counts(self, lengths: Tensor) -> Tensor:
-        """Frames of each clip's own samples (the length of its features in the pipeline)."""
-        if self.features.features == "fbank":
-            return (1 + torch.div(lengths - self.frame_length, self.frame_shift, rounding_mode="floor")).clamp(min=0)
-        hop = self.features.n_fft // 2
-        return 1 + torch.div(lengths + 2 * hop - self.features.n_fft, hop, rounding_mode="floor")
-
-    def forward(self, waveforms: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """(B, N) waveforms and their real sample counts (B,) -> model inputs and their lengths."""
-        cfg = self.features
-        lengths = lengths.to(torch.long)
-        if cfg.features == "waveform":
-            if not cfg.waveform_norm:
-                return waveforms, lengths
-            valid = torch.arange(waveforms.shape[1], device=waveforms.device)[None, :] < lengths[:, None]
-            return _masked_waveform_norm(waveforms, valid, lengths), lengths
-        if cfg.features == "fbank":
-            assert cfg.num_mel_bins is not None  # resolved when the run was trained
-            feats = kaldi_fbank(waveforms, self.sample_rate, num_mel_bins=cfg.num_mel_bins)
-        else:
-            feats = mfcc(waveforms, self.sample_rate, n_mfcc=cfg.n_mfcc, n_fft=cfg.n_fft, n_mels=cfg.n_mels)
-        frames = self.frame_counts(lengths).clamp(max=feats.shape[1])
-        weights = (torch.arange(feats.shape[1], device=feats.device)[None, :] < frames[:, None]).unsqueeze(-1)
-        weights = weights.to(feats.dtype)
-        count = frames.clamp(min=1).to(feats.dtype)[:, None, None]
-        if cfg.utterance_norm != "none":
-            feats = feats - (feats * weights).sum(1, keepdim=True) / count
-            if cfg.utterance_norm == "meanvar":
-                feats = feats / torch.sqrt((feats * weights).square().sum(1, keepdim=True) / count + 1e-5)
-        if cfg.dataset_std is not None:
-            feats = (feats - (cfg.dataset_mean or 0.0)) / (2.0 * cfg.dataset_std)
-        feats = feats * weights  # the collator pads normalised features with zeros
-        if cfg.target_length:
-            # zeros appended, then cropped: exactly target_length frames without a branch on the length
-            target = cfg.target_length
-            feats = torch.cat([feats, feats.new_zeros(feats.shape[0], target, feats.shape[2])], dim=1)[:, :target]
-            frames = frames.clamp(max=target)
-        return feats, frames
-
-
-def _masked_waveform_norm(waveforms: Tensor, valid: Tensor, lengths: Tensor) -> Tensor:
-    """Zero mean, unit variance over each clip's real samples (as Hugging Face extractors), padding kept 0."""
-    weights = valid.to(waveforms.dtype)
-    count = lengths.clamp(min=1).to(waveforms.dtype)[:, None]
-    centred = waveforms - (waveforms * weights).sum(1, keepdim=True) / count
-    variance = (centred * weights).square().sum(1, keepdim=True) / count
-    return centred / torch.sqrt(variance + 1e-7) * weights
 
 
 class ExportedClassifier(nn.Module):

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
+from audiotune.data.audio import open_audio, read_frames
 from audiotune.taps import TAP_WINDOW
 
 # |trace| histogram for the noise floor: log-spaced bins, 1 % wide, from 1e-9 to 1e3 (float audio and int PCM
@@ -80,14 +81,14 @@ class Detection:
 
 
 class _Trace:
-    """The detection trace of one recording, block by block (start sample, trace values)."""
+    """The detection trace of one recording, block by block (start sample, trace values), read from its opened
+    file (:func:`~audiotune.data.audio.open_audio`)."""
 
-    def __init__(self, path: Path, options: DetectOptions) -> None:
+    def __init__(self, path: Path, handle: sf.SoundFile, options: DetectOptions) -> None:
         from scipy.signal import butter
 
-        self.path, self.options = path, options
-        info = sf.info(str(path))
-        self.rate, self.frames, self.channels = info.samplerate, info.frames, info.channels
+        self.path, self.handle, self.options = path, handle, options
+        self.rate, self.frames, self.channels = handle.samplerate, handle.frames, handle.channels
         select = options.channel_select
         if select is not None and (not select or min(select) < 0 or max(select) >= self.channels):
             raise ValueError(f"{path}: --channel_select {list(select)} outside its {self.channels} channels")
@@ -101,7 +102,7 @@ class _Trace:
         self.pool = int(round(options.envelope * self.rate))
 
     def _mono(self, start: int, stop: int) -> np.ndarray:
-        data = sf.read(str(self.path), start=start, stop=stop, dtype="float64", always_2d=True)[0]
+        data = read_frames(str(self.path), self.handle, start, stop)
         return (data if self.select is None else data[:, self.select]).mean(axis=1)
 
     def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
@@ -122,7 +123,7 @@ class _Trace:
 
     def raw_window(self, centre: int, before: int, after: int) -> np.ndarray:
         lo, hi = max(centre - before, 0), min(centre + after, self.frames)
-        return sf.read(str(self.path), start=lo, stop=hi, dtype="float64", always_2d=True)[0]
+        return read_frames(str(self.path), self.handle, lo, hi)
 
 
 def noise_floor(trace: _Trace, quantile: float) -> float:
@@ -176,7 +177,13 @@ def detect(path: str | Path, options: DetectOptions, window: tuple[float, float]
     measured; ``overview_bins`` > 0 also keeps the
     maximum |trace| of that many equal parts of the recording."""
     options.validate()
-    trace = _Trace(Path(path), options)
+    with open_audio(str(path)) as handle:
+        return _detect(path, _Trace(Path(path), handle, options), window, overview_bins)
+
+
+def _detect(path: str | Path, trace: _Trace, window: tuple[float, float], overview_bins: int) -> Detection:
+    """The taps of the recording at ``path``, which ``trace`` reads (see :func:`detect`)."""
+    options = trace.options
     floor = None
     if options.height is None:
         floor = noise_floor(trace, options.floor_quantile)

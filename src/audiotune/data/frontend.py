@@ -1,0 +1,146 @@
+"""The front end: a zero-padded batch of waveforms with their lengths → model inputs with their lengths.
+
+One implementation of every step between a prepared clip and the model: waveform normalisation for pretrained
+encoders; Kaldi fbank (with an optional per-clip VTLP warp) or MFCC, per-clip utterance normalisation and the
+dataset mean/std for spectrogram models; and, for fixed-size models, ``target_length`` frames. The dataset runs
+it on a batch of one clip in its workers (:class:`~audiotune.data.dataset.FeatureExtractor`); an exported graph
+runs it on whole padded batches.
+
+Each clip's valid frames come from its own samples only (fbank frames never reach past a clip's end;
+normalisation statistics are masked; frames past a clip's length are zero, as the collator pads), so a padded
+batch gives every clip what it gets alone; except MFCC, whose centred STFT reflects at the tensor's edge: there
+only a clip as long as the batch gets its own result.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from audiotune.config import FeatureConfig
+from audiotune.data.audio import AudioError
+from audiotune.data.features import kaldi_fbank, mfcc, normalize
+
+FRAME_LENGTH_MS, FRAME_SHIFT_MS = 25.0, 10.0  # kaldi_fbank's defaults, with which the front end calls it
+
+
+def waveform_batch(clips: Sequence[np.ndarray]) -> tuple[Tensor, Tensor]:
+    """Clips zero-padded into one float32 (B, N) batch, and each clip's sample count (B,) int64.
+
+    A single clip becomes a batch of one without a copy where it already is contiguous float32.
+    """
+    if len(clips) == 1:
+        waves = torch.from_numpy(np.ascontiguousarray(clips[0], dtype=np.float32))[None]
+        return waves, torch.tensor([waves.shape[1]], dtype=torch.long)
+    waves = torch.zeros(len(clips), max((len(clip) for clip in clips), default=0))
+    for row, clip in enumerate(clips):
+        waves[row, :len(clip)] = torch.from_numpy(np.asarray(clip, dtype=np.float32))
+    return waves, torch.tensor([len(clip) for clip in clips], dtype=torch.long)
+
+
+def check_feature_config(config: FeatureConfig) -> None:
+    """A ValueError for settings no clip can be prepared with, raised before any clip is read."""
+    if config.features == "fbank" and not config.num_mel_bins:
+        raise ValueError("--num_mel_bins is not set (the backbone's config resolution sets its default)")
+    if config.features == "mfcc" and config.n_mfcc > config.n_mels:
+        raise ValueError(f"n_mfcc ({config.n_mfcc}) cannot exceed n_mels ({config.n_mels})")
+    if config.dataset_std is not None or config.dataset_mean is not None:
+        # a bad statistic fails here, not in a data worker halfway through an epoch
+        normalize(torch.zeros(1), config.dataset_mean or 0.0, config.dataset_std or 0.0)
+
+
+class FrontEnd(nn.Module):
+    """``FeatureConfig`` at one sample rate: (B, N) waveforms and their lengths → model inputs and their lengths.
+
+    ``forward`` gives what the model reads (``target_length`` frames where set); :meth:`extract` gives each clip's
+    features at its own length, which the dataset's collator pads (with zeros or silence) and fits itself.
+    """
+
+    def __init__(self, config: FeatureConfig, sample_rate: int):
+        super().__init__()
+        check_feature_config(config)
+        self.config, self.sample_rate = config, sample_rate
+        self.frame_length = int(sample_rate * FRAME_LENGTH_MS * 0.001)  # truncated as kaldi_fbank does
+        self.frame_shift = int(sample_rate * FRAME_SHIFT_MS * 0.001)
+
+    def frame_counts(self, lengths: Tensor) -> Tensor:
+        """Frames of each clip's own samples (for waveform inputs: the samples themselves)."""
+        if self.config.features == "fbank":
+            return (1 + torch.div(lengths - self.frame_length, self.frame_shift, rounding_mode="floor")).clamp(min=0)
+        if self.config.features == "mfcc":
+            hop = self.config.n_fft // 2
+            return 1 + torch.div(lengths + 2 * hop - self.config.n_fft, hop, rounding_mode="floor")
+        return lengths
+
+    def check_clip(self, num_samples: int, path: str = "") -> None:
+        """An :class:`AudioError` naming ``path`` when a clip of ``num_samples`` samples gives no features."""
+        cfg = self.config
+        if cfg.features == "fbank" and num_samples < self.frame_length:
+            raise AudioError(f"{path}: clip of {num_samples} samples is shorter than one 25 ms fbank frame")
+        if cfg.features == "mfcc" and num_samples <= cfg.n_fft // 2:
+            raise AudioError(f"{path}: clip of {num_samples} samples is too short for n_fft={cfg.n_fft}: "
+                             f"reflect padding needs more than {cfg.n_fft // 2} samples")
+
+    def extract(self, waveforms: Tensor, lengths: Tensor,
+                warps: Sequence[float] | None = None) -> tuple[Tensor, Tensor]:
+        """Each clip's inputs at its own length, zero past it: (B, frames, bins) features or (B, N) waveforms,
+        and the frame counts (B,). ``warps`` (fbank only) moves each clip's frequency axis by its factor (VTLP)."""
+        cfg = self.config
+        lengths = lengths.to(torch.long)
+        if warps is not None and len(warps) != waveforms.shape[0]:
+            raise ValueError(f"{len(warps)} VTLP warps for a batch of {waveforms.shape[0]} clips")
+        if warps is not None and all(warp == 1.0 for warp in warps):
+            warps = None  # no clip warped: one call for the whole batch
+        if warps is not None and cfg.features != "fbank":
+            raise ValueError(f"VTLP warps the fbank's frequency axis; --features {cfg.features} has none")
+        if cfg.features == "waveform":
+            if not cfg.waveform_norm:
+                return waveforms, lengths
+            valid = torch.arange(waveforms.shape[1], device=waveforms.device)[None, :] < lengths[:, None]
+            return _masked_waveform_norm(waveforms, valid, lengths), lengths
+        if cfg.features == "fbank":
+            assert cfg.num_mel_bins is not None  # __init__ rejects fbank without num_mel_bins
+            if warps is not None:  # the mel banks depend on the warp: one call per clip
+                feats = torch.cat([kaldi_fbank(waveforms[row:row + 1], self.sample_rate,
+                                               num_mel_bins=cfg.num_mel_bins, warp=float(warp))
+                                   for row, warp in enumerate(warps)])
+            else:
+                feats = kaldi_fbank(waveforms, self.sample_rate, num_mel_bins=cfg.num_mel_bins)
+        else:
+            feats = mfcc(waveforms, self.sample_rate, n_mfcc=cfg.n_mfcc, n_fft=cfg.n_fft, n_mels=cfg.n_mels)
+        frames = self.frame_counts(lengths).clamp(max=feats.shape[1])
+        weights = (torch.arange(feats.shape[1], device=feats.device)[None, :] < frames[:, None]).unsqueeze(-1)
+        weights = weights.to(feats.dtype)
+        count = frames.clamp(min=1).to(feats.dtype)[:, None, None]
+        if cfg.utterance_norm != "none":
+            feats = feats - (feats * weights).sum(1, keepdim=True) / count
+            if cfg.utterance_norm == "meanvar":
+                feats = feats / torch.sqrt((feats * weights).square().sum(1, keepdim=True) / count + 1e-5)
+        if cfg.dataset_std is not None:
+            feats = (feats - (cfg.dataset_mean or 0.0)) / (2.0 * cfg.dataset_std)
+        return feats * weights, frames  # the collator pads normalised features with zeros
+
+    def fit_length(self, inputs: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """Spectrogram inputs padded with zero frames or cropped to ``target_length`` (when set)."""
+        target = self.config.target_length
+        if not target or inputs.dim() != 3:
+            return inputs, lengths
+        # zeros appended, then cropped: exactly target_length frames without a branch on the length
+        padding = inputs.new_zeros(inputs.shape[0], target, inputs.shape[2])
+        return torch.cat([inputs, padding], dim=1)[:, :target], lengths.clamp(max=target)
+
+    def forward(self, waveforms: Tensor, lengths: Tensor,
+                warps: Sequence[float] | None = None) -> tuple[Tensor, Tensor]:
+        """(B, N) waveforms and their real sample counts (B,) → model inputs and their lengths."""
+        return self.fit_length(*self.extract(waveforms, lengths, warps))
+
+
+def _masked_waveform_norm(waveforms: Tensor, valid: Tensor, lengths: Tensor) -> Tensor:
+    """Zero mean, unit variance over each clip's real samples (as Hugging Face extractors), padding kept 0."""
+    weights = valid.to(waveforms.dtype)
+    count = lengths.clamp(min=1).to(waveforms.dtype)[:, None]
+    centred = waveforms - (waveforms * weights).sum(1, keepdim=True) / count
+    variance = (centred * weights).square().sum(1, keepdim=True) / count
+    return centred / torch.sqrt(variance + 1e-7) * weights

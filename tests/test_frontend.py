@@ -1,0 +1,145 @@
+"""The one front end (waveform batch → model inputs): per clip it gives what the per-clip feature code gave before
+it (kept below as the reference), and in a padded batch each clip gets what it gets alone."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import tone
+
+from audiotune.config import FeatureConfig
+from audiotune.data.audio import AudioError
+from audiotune.data.dataset import FeatureExtractor
+from audiotune.data.features import kaldi_fbank, mfcc, normalize
+from audiotune.data.frontend import FrontEnd, waveform_batch
+
+
+def reference_features(config: FeatureConfig, clip: np.ndarray, rate: int, warp: float = 1.0) -> torch.Tensor:
+    """The per-clip feature code the front end replaced (``FeatureExtractor.__call__`` as it was)."""
+    waveform = torch.from_numpy(np.ascontiguousarray(clip, dtype=np.float32))
+    if config.features == "waveform":
+        if config.waveform_norm:
+            waveform = (waveform - waveform.mean()) / torch.sqrt(waveform.var(unbiased=False) + 1e-7)
+        return waveform
+    if config.features == "fbank":
+        assert config.num_mel_bins is not None
+        feats = kaldi_fbank(waveform, rate, num_mel_bins=config.num_mel_bins, warp=warp)
+    else:
+        feats = mfcc(waveform, rate, n_mfcc=config.n_mfcc, n_fft=config.n_fft, n_mels=config.n_mels)
+    if config.utterance_norm != "none":
+        centred = feats - feats.mean(dim=0, keepdim=True)
+        if config.utterance_norm == "meanvar":
+            centred = centred / torch.sqrt(feats.var(dim=0, unbiased=False, keepdim=True) + 1e-5)
+        feats = centred
+    if config.dataset_std is not None:
+        feats = normalize(feats, config.dataset_mean or 0.0, config.dataset_std)
+    return feats
+
+
+def reference_fitted(inputs: torch.Tensor, target: int) -> tuple[torch.Tensor, int]:
+    """The fixed-length padding ``audiotune attention`` did itself: zero frames appended or frames cropped."""
+    length = inputs.shape[0]
+    if not target or inputs.dim() != 2:
+        return inputs, length
+    padded = inputs.new_zeros((target, inputs.shape[1]))
+    padded[: min(length, target)] = inputs[:target]
+    return padded, min(length, target)
+
+
+CONFIGS = {
+    "fbank": FeatureConfig(features="fbank", num_mel_bins=40),
+    "fbank_mean": FeatureConfig(features="fbank", num_mel_bins=40, utterance_norm="mean"),
+    "fbank_meanvar": FeatureConfig(features="fbank", num_mel_bins=40, utterance_norm="meanvar"),
+    "fbank_dataset": FeatureConfig(features="fbank", num_mel_bins=128, dataset_mean=-4.27, dataset_std=4.57),
+    "fbank_meanvar_dataset": FeatureConfig(features="fbank", num_mel_bins=24, utterance_norm="meanvar",
+                                           dataset_mean=-3.0, dataset_std=2.5),
+    "fbank_target_length": FeatureConfig(features="fbank", num_mel_bins=32, target_length=64, dataset_mean=-4.0,
+                                         dataset_std=4.0),
+    "mfcc": FeatureConfig(features="mfcc", n_mfcc=40, n_mels=64),
+    "mfcc_mean": FeatureConfig(features="mfcc", n_mfcc=13, n_mels=40, utterance_norm="mean"),
+    "mfcc_meanvar": FeatureConfig(features="mfcc", utterance_norm="meanvar"),
+    "mfcc_dataset_target_length": FeatureConfig(features="mfcc", n_mfcc=20, n_mels=40, n_fft=512, target_length=50,
+                                                dataset_mean=1.0, dataset_std=30.0),
+    "waveform": FeatureConfig(features="waveform"),
+    "waveform_norm": FeatureConfig(features="waveform", waveform_norm=True),
+}
+# the same arithmetic gives the same bits; a variance over masked frames differs by float32 rounding only
+EXACT = {"fbank", "fbank_mean", "fbank_dataset", "fbank_target_length", "mfcc", "mfcc_mean",
+         "mfcc_dataset_target_length", "waveform"}
+CLIPS = [(16000, 300, 0.5), (16000, 700, 0.93), (16000, 220, 1.31), (8000, 400, 0.77), (22050, 500, 0.61)]
+
+
+def largest_difference(got: torch.Tensor, want: torch.Tensor) -> float:
+    assert got.shape == want.shape and got.dtype == want.dtype
+    return float((got - want).abs().max()) if want.numel() else 0.0
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_each_clip_gets_what_the_per_clip_code_gave(name: str) -> None:
+    config = CONFIGS[name]
+    extract = FeatureExtractor(config)
+    for seed, (rate, pitch, seconds) in enumerate(CLIPS):
+        clip = tone(pitch, seconds, rate, seed=seed)
+        want = reference_features(config, clip, rate)
+        got = extract(clip, rate, "clip.wav")  # the dataset's path: a batch of one, no target_length
+        # the model's input as `attention` and an exported graph give it: fitted to target_length
+        fitted, lengths = FrontEnd(config, rate)(*waveform_batch([clip]))
+        want_fitted, want_length = reference_fitted(want, config.target_length)
+        assert int(lengths[0]) == want_length
+        if name in EXACT:
+            assert torch.equal(got, want) and torch.equal(fitted[0], want_fitted), (name, rate)
+        else:
+            assert largest_difference(got, want) <= 2e-5 * max(1.0, float(want.abs().max())), (name, rate)
+            assert largest_difference(fitted[0], want_fitted) <= 2e-5 * max(1.0, float(want.abs().max()))
+
+
+@pytest.mark.parametrize("warp", [0.9, 1.07, 1.1])
+def test_a_vtlp_warp_gives_what_the_per_clip_code_gave(warp: float) -> None:
+    for norm in ("none", "meanvar"):
+        config = FeatureConfig(features="fbank", num_mel_bins=40, utterance_norm=norm, vtlp=1.0)
+        clip = tone(450, 0.8, 16000, seed=7)
+        got = FeatureExtractor(config)(clip, 16000, "clip.wav", warp)
+        want = reference_features(config, clip, 16000, warp)
+        if norm == "none":
+            assert torch.equal(got, want)
+        else:
+            assert largest_difference(got, want) <= 1e-5
+        assert not torch.equal(got, FeatureExtractor(config)(clip, 16000, "clip.wav"))
+
+
+def test_per_clip_warps_in_a_padded_batch_give_each_clip_its_own_features() -> None:
+    config = FeatureConfig(features="fbank", num_mel_bins=24, utterance_norm="mean")
+    clips = [tone(300, 0.5, 16000, seed=1), tone(700, 0.93, 16000, seed=2), tone(500, 0.7, 16000, seed=3)]
+    warps = [0.92, 1.0, 1.08]
+    inputs, lengths = FrontEnd(config, 16000).extract(*waveform_batch(clips), warps)
+    for row, (clip, warp) in enumerate(zip(clips, warps)):
+        alone = reference_features(config, clip, 16000, warp)
+        assert int(lengths[row]) == alone.shape[0]
+        assert largest_difference(inputs[row, :alone.shape[0]], alone) <= 1e-5
+        assert not inputs[row, alone.shape[0]:].any()  # zero past the clip, as the collator pads
+    with pytest.raises(ValueError, match="2 VTLP warps for a batch of 3"):
+        FrontEnd(config, 16000).extract(*waveform_batch(clips), [1.0, 1.1])
+    with pytest.raises(ValueError, match="--features mfcc has none"):
+        FrontEnd(FeatureConfig(features="mfcc"), 16000).extract(*waveform_batch(clips), warps)
+
+
+def test_the_silence_frame_is_unchanged() -> None:
+    for name in ("fbank", "fbank_meanvar_dataset", "mfcc", "mfcc_mean"):
+        config = CONFIGS[name]
+        silence = FeatureExtractor(config).silence(16000)
+        want = reference_features(config, np.zeros(1600, dtype=np.float32), 16000)
+        assert silence is not None
+        assert largest_difference(silence, want[want.shape[0] // 2]) <= 1e-5, name
+    assert FeatureExtractor(CONFIGS["waveform"]).silence() is None
+
+
+def test_clips_too_short_for_one_frame_are_errors_naming_the_file() -> None:
+    with pytest.raises(AudioError, match="short.wav: clip of 399 samples is shorter than one 25 ms fbank frame"):
+        FeatureExtractor(CONFIGS["fbank"])(np.ones(399, dtype=np.float32), 16000, "short.wav")
+    assert FeatureExtractor(CONFIGS["fbank"])(np.ones(400, dtype=np.float32), 16000, "ok.wav").shape == (1, 40)
+    with pytest.raises(AudioError, match="short.wav: clip of 200 samples is too short for n_fft=400"):
+        FeatureExtractor(CONFIGS["mfcc"])(np.ones(200, dtype=np.float32), 16000, "short.wav")
+    with pytest.raises(ValueError, match=r"n_mfcc \(80\) cannot exceed n_mels \(40\)"):
+        FeatureExtractor(FeatureConfig(features="mfcc", n_mels=40))
+    with pytest.raises(ValueError, match="dataset std is 0"):
+        FrontEnd(FeatureConfig(features="fbank", num_mel_bins=8, dataset_mean=-4.0), 16000)
