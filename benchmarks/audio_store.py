@@ -42,8 +42,9 @@ from frozen_cache import cpu_ticks, other_cpu_during  # benchmarks/frozen_cache.
 from audiotune.config import RunConfig
 from audiotune.data import audio_store
 from audiotune.data.audio import scan_audio
+from audiotune.data.loading import make_dataset, make_loader
 from audiotune.data.prepare import audio_spec
-from audiotune.engine.inference import inference_device, make_dataset, make_loader
+from audiotune.engine.inference import inference_device, loader_pins_memory
 
 DEMO_AUDIO = Path(__file__).resolve().parents[1] / "examples" / "demo_data" / "audio"
 SOURCE_RATE, CLIP_RATE, CLIP_SECONDS = 16000, 44100, 5.0
@@ -110,7 +111,7 @@ def timed_epochs(config: RunConfig, table: pd.DataFrame, epochs: int) -> tuple[l
     start_ticks = cpu_ticks()
     targets = np.zeros((len(table), 1), np.float32)
     loader = make_loader(config, make_dataset(config, table, targets, train=True), table, train=True,
-                         equal_length=False)
+                         equal_length=False, pin_memory=loader_pins_memory(config))
     seconds, clips, features = [], [], []
     for _ in range(epochs):
         batches = []

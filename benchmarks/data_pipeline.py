@@ -27,8 +27,9 @@ import torch
 
 from audiotune.config import RunConfig
 from audiotune.data.audio import scan_audio
+from audiotune.data.loading import make_dataset, make_loader
 from audiotune.data.prepare import audio_spec
-from audiotune.engine.inference import make_dataset, make_loader
+from audiotune.engine.inference import loader_pins_memory
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fsdd" / "recordings"
 RATE, BINS, BATCH = 16000, 80, 16
@@ -99,7 +100,8 @@ def run_audiotune(table: pd.DataFrame, workers: int) -> Features:
     """Build the inference dataset and loader, iterate it fully, and cut the padded batches back per clip."""
     config = make_config(workers)
     dataset = make_dataset(config, table, np.zeros((len(table), 0), np.float32))
-    loader = make_loader(config, dataset, table, train=False, equal_length=False)
+    loader = make_loader(config, dataset, table, train=False, equal_length=False,
+                         pin_memory=loader_pins_memory(config))
     batches = list(loader)
     del loader  # shuts down the persistent workers
     return {uid: b["inputs"][row, :n] for b in batches for row, (uid, n) in enumerate(zip(b["uid"], b["lengths"]))}

@@ -19,7 +19,7 @@ from audiotune.data.augment import (
     sample_mixup_lambda,
 )
 from audiotune.data.features import fbank_num_frames
-from audiotune.engine.inference import make_dataset
+from audiotune.data.loading import make_dataset
 from audiotune.models.backbones import resolve_config
 
 SR = 16000

@@ -13,7 +13,8 @@ from conftest import SMALL_ECAPA, tone
 
 from audiotune.cli import main
 from audiotune.config import HeadSpec
-from audiotune.data.balance import BalancedSampler, class_groups, training_share
+from audiotune.data.balance import class_groups, training_share
+from audiotune.data.samplers import BalancedSampler
 
 
 def test_oversampling_cycles_every_class_to_the_largest():

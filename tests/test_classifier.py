@@ -10,8 +10,8 @@ from conftest import tone
 
 from audiotune.config import ClassifierConfig, HeadSpec, RunConfig
 from audiotune.data.audio import scan_audio
+from audiotune.data.loading import make_dataset, make_loader
 from audiotune.data.prepare import audio_spec
-from audiotune.engine.inference import make_dataset, make_loader
 from audiotune.models.backbones.ecapa import EcapaBackbone, EcapaOptions
 from audiotune.models.checkpoint import build_classifier
 from audiotune.models.classifier import Classifier, masked_pool
@@ -141,7 +141,8 @@ def test_a_clips_output_does_not_depend_on_its_batch(tmp_path) -> None:
 
     def embeddings(frame: pd.DataFrame, batch_size: int) -> dict[str, torch.Tensor]:
         config.train.batch_size = batch_size
-        loader = make_loader(config, make_dataset(config, frame, targets[: len(frame)]), frame, False, True)
+        loader = make_loader(config, make_dataset(config, frame, targets[: len(frame)]), frame, False, True,
+                             pin_memory=False)
         result = {}
         for batch in loader:
             out = model.extract_embedding(batch["inputs"], batch["lengths"], "pt")

@@ -20,18 +20,9 @@ from lightning_fabric.utilities.data import _set_sampler_epoch
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
 from audiotune.config import RunConfig
-from audiotune.data.balance import BalancedSampler
-from audiotune.data.sampler import BucketBatchSampler
+from audiotune.data.samplers import BalancedSampler, BucketBatchSampler, DealtBatches, EpochShuffle, TrainingBatches
 from audiotune.engine.cache import write_entry
-from audiotune.engine.distributed import (
-    DealtBatches,
-    EpochShuffle,
-    TrainingBatches,
-    launched_local_rank,
-    launched_rank_zero,
-    trainer_devices,
-    unique_batches,
-)
+from audiotune.engine.distributed import launched_local_rank, launched_rank_zero, trainer_devices, unique_batches
 from audiotune.engine.module import ValidationBatch
 from audiotune.outputs import LOCK_FILE, own_run_dir
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from audiotune.cli import main
 from audiotune.config import RunConfig
+from audiotune.data.loading import make_loader
 from audiotune.engine import device as device_module
 from audiotune.engine import inference
 from audiotune.engine.cache import CachedDataset, cached_loader
@@ -153,14 +154,17 @@ def test_pin_memory_only_for_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     cached = CachedDataset(pd.DataFrame(index=["a"]), np.zeros((1, 1), np.float32), Path("."), ["x"])
     monkeypatch.setattr(device_module, "_mps_available", lambda: False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert not inference.make_loader(config, items, None, train=False, equal_length=False).pin_memory
+    assert not make_loader(config, items, None, train=False, equal_length=False,
+                           pin_memory=inference.loader_pins_memory(config)).pin_memory
     assert not cached_loader(config, cached, train=False).pin_memory
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    assert inference.make_loader(config, items, None, train=False, equal_length=False).pin_memory
+    assert make_loader(config, items, None, train=False, equal_length=False,
+                       pin_memory=inference.loader_pins_memory(config)).pin_memory
     assert cached_loader(config, cached, train=False).pin_memory
     config.runtime.accelerator = "cpu"  # a GPU machine asked for the CPU: nothing to pin for
-    assert not inference.make_loader(config, items, None, train=False, equal_length=False).pin_memory
+    assert not make_loader(config, items, None, train=False, equal_length=False,
+                           pin_memory=inference.loader_pins_memory(config)).pin_memory
 
 
 class _Probe(nn.Module):

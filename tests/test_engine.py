@@ -13,8 +13,8 @@ from audiotune.cli import main
 from audiotune.config import HeadSpec, RunConfig, TrainConfig
 from audiotune.data.audio import scan_audio
 from audiotune.data.layout import attach_paths
+from audiotune.data.loading import make_dataset
 from audiotune.data.prepare import audio_spec
-from audiotune.engine.inference import make_dataset
 from audiotune.engine.losses import classification_loss, resolve_loss
 from audiotune.engine.metrics import compute_metrics, scores_from_logits
 from audiotune.engine.module import optimizers
@@ -174,7 +174,7 @@ def test_silence_padding_pads_with_the_features_of_a_silent_clip(uid_dataset: di
     """--pad silence: a batch's shorter clips are padded with the fbank of silence (the log floor in every
     bin, no louder than any real frame) instead of the value 0; their real frames and lengths are the same
     either way, and training sees the difference."""
-    from audiotune.engine.inference import collator
+    from audiotune.data.loading import collator
 
     def batch(pad: str, **features: float) -> tuple[dict, object]:
         config = RunConfig()

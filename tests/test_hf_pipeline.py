@@ -113,8 +113,8 @@ def test_embedding_does_not_depend_on_the_batch(hf_checkpoints: dict, tmp_path, 
 
     from audiotune.config import HeadSpec, RunConfig
     from audiotune.data.audio import scan_audio
+    from audiotune.data.loading import make_dataset, make_loader
     from audiotune.data.prepare import audio_spec
-    from audiotune.engine.inference import make_dataset, make_loader
     from audiotune.models.backbones import resolve_config
     from audiotune.models.checkpoint import build_classifier
 
@@ -134,7 +134,7 @@ def test_embedding_does_not_depend_on_the_batch(hf_checkpoints: dict, tmp_path, 
     def pooled(frame: pd.DataFrame, batch_size: int) -> dict:
         config.train.batch_size = batch_size
         loader = make_loader(config, make_dataset(config, frame, np.zeros((len(frame), 1), np.float32)), frame,
-                             False, equal)
+                             False, equal, pin_memory=False)
         result = {}
         for batch in loader:
             result.update(zip(batch["uid"], model.pooled_states(batch["inputs"], batch["lengths"])))

@@ -10,8 +10,7 @@ import pytest
 from conftest import small_train_args
 
 from audiotune.cli import main
-from audiotune.data.sampler import BucketBatchSampler
-from audiotune.engine.distributed import DealtBatches
+from audiotune.data.samplers import BucketBatchSampler, DealtBatches
 
 LENGTHS = np.random.default_rng(0).integers(1000, 50000, size=203).tolist()
 

@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 
 from audiotune.cli import main
 from audiotune.config import RunConfig
+from audiotune.data.loading import make_dataset
 from audiotune.data.prepare import prepare_eval_data, prepare_training_data
-from audiotune.engine.inference import make_dataset
 from audiotune.models.backbones.huggingface import HFBackbone, HFOptions
 from audiotune.models.heads import ClassificationHead
 

@@ -1,13 +1,10 @@
-"""Dataset, collation and batch sampling: prepared clips → model inputs with their true lengths."""
+"""Dataset and collation: prepared clips → model inputs with their true lengths."""
 from __future__ import annotations
-
-from collections import defaultdict
-from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 from audiotune.config import FeatureConfig
 from audiotune.data.audio import AudioSpec, load_clip, table_spans
@@ -163,35 +160,3 @@ class Collator:
             "lengths": torch.tensor([min(n, frames) for n in lengths], dtype=torch.long),
             "targets": torch.stack([item["targets"] for item in items]),
         }
-
-
-class EqualLengthBatchSampler(Sampler[list[int]]):
-    """Batches whose clips all have the same length, for models where padding would change outputs."""
-
-    def __init__(self, lengths: list[int], batch_size: int, shuffle: bool = False, seed: int = 0):
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
-        self.epoch = 0
-        groups: dict[int, list[int]] = defaultdict(list)
-        for index, length in enumerate(lengths):
-            groups[int(length)].append(index)
-        self.groups = list(groups.values())
-
-    def _batches(self) -> list[list[int]]:
-        rng = np.random.default_rng(self.seed + self.epoch)
-        batches = []
-        for group in self.groups:
-            order = rng.permutation(group).tolist() if self.shuffle else group
-            batches += [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        if self.shuffle:
-            batches = [batches[i] for i in rng.permutation(len(batches))]
-        return batches
-
-    def __iter__(self) -> Iterator[list[int]]:
-        batches = self._batches()
-        self.epoch += 1
-        return iter(batches)
-
-    def __len__(self) -> int:
-        return sum(-(-len(group) // self.batch_size) for group in self.groups)

@@ -14,23 +14,28 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
-from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset
 
 from audiotune import storage
 from audiotune.config import RunConfig
 from audiotune.data.audio import table_spans
 from audiotune.data.audio_store import segment_key
-from audiotune.data.balance import BalancedSampler
+from audiotune.data.loading import (
+    epoch_batches,
+    make_dataset,
+    make_loader,
+    scoring_batches,
+    seeded_loader,
+    training_crop,
+)
+from audiotune.data.samplers import BalancedSampler
 from audiotune.engine.adapt import OFF as ADAPT_OFF
-from audiotune.engine.device import pins_memory
-from audiotune.engine.distributed import DealtBatches, EpochShuffle, TrainingBatches
-from audiotune.engine.inference import inference_device, iterate_batches, make_dataset, make_loader, training_crop
+from audiotune.engine.inference import iterate_batches, loader_pins_memory
 from audiotune.models.classifier import Classifier
 
 
@@ -97,8 +102,8 @@ def encode_to_cache(model: Classifier, config: RunConfig, table: pd.DataFrame, f
     if missing:
         subset = table.iloc[missing]
         dataset = make_dataset(config, subset, np.zeros((len(subset), 0), np.float32))
-        loader = make_loader(config, dataset, subset, train=False,
-                             equal_length=model.backbone.needs_equal_length)
+        loader = make_loader(config, dataset, subset, train=False, equal_length=model.backbone.needs_equal_length,
+                             pin_memory=loader_pins_memory(config))
         row_of = {uid: missing[k] for k, uid in enumerate(subset.index)}
 
         def pool(classifier: Classifier, batch: dict) -> torch.Tensor:
@@ -149,18 +154,9 @@ def cached_loader(config: RunConfig, dataset: CachedDataset, train: bool, sample
                   num_replicas: int = 1, rank: int = 0) -> DataLoader:
     """Batches of cached states, shuffled (or drawn by ``sampler``) and sized exactly as the uncached training
     loader's; with ``num_replicas`` processes, process ``rank``'s share (as :func:`make_loader`)."""
-    generator = torch.Generator().manual_seed(config.data.seed)
-    common: dict[str, Any] = {"collate_fn": collate_cached, "pin_memory": pins_memory(inference_device(config)),
-                              "generator": generator}
-    if train:
-        order = sampler if sampler is not None else EpochShuffle(len(dataset), config.data.seed)
-        return DataLoader(dataset, batch_sampler=TrainingBatches(order, config.train.batch_size, num_replicas, rank),
-                          **common)
-    batches: Sampler[list[int]] = BatchSampler(SequentialSampler(range(len(dataset))), config.train.batch_size,
-                                               drop_last=False)
-    if num_replicas > 1:
-        batches = DealtBatches(batches, num_replicas, rank, pad=True)
-    return DataLoader(dataset, batch_sampler=batches, **common)
+    batches = epoch_batches(config, len(dataset), sampler, num_replicas, rank) if train else \
+        scoring_batches(config, None, len(dataset), num_replicas=num_replicas, rank=rank)
+    return seeded_loader(config, dataset, batches, collate_cached, pin_memory=loader_pins_memory(config))
 
 
 def cached_datasets(model: Classifier, config: RunConfig, tables: dict[str, pd.DataFrame],

@@ -32,11 +32,12 @@ import torch
 from torch import Tensor
 
 from audiotune.config import RunConfig, check_config
+from audiotune.data.loading import make_dataset, make_loader
 from audiotune.data.prepare import prepare_eval_data
 from audiotune.data.pseudo_labels import METADATA_KEY, SCHEMA
 from audiotune.engine.device import autocast, move_batch
 from audiotune.engine.extract import write_skip_list
-from audiotune.engine.inference import inference_device, make_dataset, make_loader
+from audiotune.engine.inference import inference_device, loader_pins_memory
 from audiotune.models.backbones import Backbone, build_backbone, resolve_config
 from audiotune.models.checkpoint import load_run
 from audiotune.outputs import atomic_path, check_output_path, write_json
@@ -178,7 +179,8 @@ def cluster(config: RunConfig, options: ClusterOptions, out: str, run: str | Non
     device = inference_device(config)
     prepared = prepare_eval_data(config, config.data.data_split_root, targets_needed=False)
     loaders = [make_loader(config, make_dataset(config, table, prepared.targets[split]), table, False,
-                           backbone.needs_equal_length) for split, table in prepared.tables.items()]
+                           backbone.needs_equal_length, pin_memory=loader_pins_memory(config))
+               for split, table in prepared.tables.items()]
     uids = [uid for table in prepared.tables.values() for uid in table.index]
     if len(set(uids)) != len(uids):
         raise ValueError(f"{config.data.data_split_root}: a uid appears in more than one split; the labels are "

@@ -50,6 +50,7 @@ from audiotune.data.folds import (
     source_kind,
 )
 from audiotune.data.json_splits import json_label_groups
+from audiotune.data.loading import check_sampler_options
 from audiotune.data.prepare import check_no_validation
 from audiotune.engine.distributed import launched_rank_zero
 from audiotune.engine.evaluate import prediction_table
@@ -334,6 +335,7 @@ def cross_validate(config: RunConfig, source: str, options: FoldOptions, repeats
     if config.train.overwrite:
         raise ValueError("cv keeps finished runs and resumes the others: to start over, use a new --exp_dir")
     check_config(config)
+    check_sampler_options(config)
     with own_run_dir(config.exp_dir, resume=True, command="cv",  # one cv per directory at a time
                      follower=not launched_rank_zero()) as owned:
         return _cross_validate(config, source, options, repeats, owned)

@@ -1,18 +1,11 @@
-"""Several processes, one run: who this process is, which batches it takes, and gathering what each saw.
+"""Several processes, one run: who this process is, and gathering what each saw.
 
 Lightning's DDP runs one process per device (``--devices N --strategy ddp``, ``--num_nodes M``). audiotune
-shards the data itself (the Trainer's ``use_distributed_sampler`` is off) so that no clip is repeated:
-
-- **Training** (:class:`TrainingBatches`): every process draws the same epoch order (the seed and the epoch fix
-  it), cuts it into global batches of ``processes x --batch_size`` clips and takes its slice of each: the
-  processes together run exactly the batches one process with ``-bs processes x batch_size`` would. A last
-  global batch that is not full is left out of that epoch when the epoch has more than one (one process
-  leaves out its last short batch the same way); an epoch of a single, smaller global batch is split evenly.
-- **Length buckets** (:class:`DealtBatches`, ``pad=False``): the epoch's batches are dealt round-robin; the
-  last fewer-than-``processes`` batches of an epoch are left out of it (a different few each epoch).
-- **Validation** (:class:`DealtBatches`, ``pad=True``): one process's batches are dealt round-robin and the
-  shorter shares are padded with repeats, so every process runs the same number of steps; the repeats are
-  dropped again when the outputs are gathered (:func:`unique_batches`), so metrics count every clip once.
+shards the data itself (the Trainer's ``use_distributed_sampler`` is off) so that no clip is repeated: each
+process takes its share of the batches through :class:`audiotune.data.samplers.TrainingBatches` (training) and
+:class:`audiotune.data.samplers.DealtBatches` (length buckets, groups, validation: validation shares padded with
+repeats so every process runs the same number of steps); :func:`unique_batches` drops the repeats again when
+the outputs are gathered, so metrics count every clip once.
 
 Before the process group exists (while the data are read and checked), :func:`launched_rank_zero` and
 :func:`launched_local_rank` read the variables the launcher set: torchrun, SLURM's srun, or Lightning's own
@@ -22,12 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sized
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol, TypeVar
 
-import numpy as np
 import torch
-from torch.utils.data import Sampler
 
 from audiotune.config import RuntimeConfig
 from audiotune.engine.device import parse_devices
@@ -105,7 +96,8 @@ B = TypeVar("B", bound=BatchOutputs)
 
 
 def unique_batches(per_process: Iterable[Iterable[B]]) -> list[B]:
-    """The gathered batches of all processes without the repeats :class:`DealtBatches` padded with.
+    """The gathered batches of all processes without the repeats
+    :class:`~audiotune.data.samplers.DealtBatches` padded with.
 
     uids are unique within a split, so a batch whose uids were all seen in an earlier batch is a repeat.
     """
@@ -118,118 +110,6 @@ def unique_batches(per_process: Iterable[Iterable[B]]) -> list[B]:
             seen.update(batch.uids)
             kept.append(batch)
     return kept
-
-
-class EpochShuffle(Sampler[int]):
-    """A permutation of ``range(num_rows)`` fixed by the seed and the epoch: the same in every process."""
-
-    def __init__(self, num_rows: int, seed: int = 0) -> None:
-        self.num_rows, self.seed, self.epoch = num_rows, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.num_rows
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(np.random.default_rng([self.seed, self.epoch]).permutation(self.num_rows).tolist())
-
-
-class EpochSampler(Protocol):
-    """A sampler whose order ``set_epoch`` fixes (:class:`EpochShuffle`, ``BalancedSampler``)."""
-
-    def set_epoch(self, epoch: int) -> None: ...
-
-    def __iter__(self) -> Iterator[int]: ...
-
-    def __len__(self) -> int: ...
-
-
-class TrainingBatches(Sampler[list[int]]):
-    """This process's training batches of an epoch (see the module docstring).
-
-    ``sampler`` gives the epoch's order of row indices, the same in every process; Lightning finds it as
-    ``loader.batch_sampler.sampler`` and calls its ``set_epoch`` before each epoch (as for torch's BatchSampler).
-    """
-
-    def __init__(self, sampler: EpochSampler, batch_size: int, num_replicas: int = 1, rank: int = 0) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch size {batch_size}: need at least 1")
-        if not 0 <= rank < num_replicas:
-            raise ValueError(f"rank {rank} is not one of {num_replicas} processes")
-        self.sampler, self.batch_size, self.num_replicas, self.rank = sampler, batch_size, num_replicas, rank
-        if len(sampler) < num_replicas:
-            raise ValueError(f"{len(sampler)} training clips per epoch cannot be shared by {num_replicas} processes "
-                             "(each needs at least one): use fewer --devices / --num_nodes")
-
-    def _global_batches(self, rows: int) -> tuple[int, int]:
-        """(global batches per epoch, rows used): a last partial global batch is left out unless it is the only one."""
-        size = self.batch_size * self.num_replicas
-        if rows <= size:
-            return 1, rows
-        return rows // size, rows // size * size
-
-    def left_out_per_epoch(self) -> int:
-        """Rows of an epoch that no process takes (the last partial global batch)."""
-        rows = len(self.sampler)
-        return rows - self._global_batches(rows)[1]
-
-    def __len__(self) -> int:
-        return self._global_batches(len(self.sampler))[0]
-
-    def __iter__(self) -> Iterator[list[int]]:
-        order = np.fromiter(iter(self.sampler), dtype=np.int64)
-        steps, used = self._global_batches(len(order))
-        size = self.batch_size * self.num_replicas
-        for step in range(steps):
-            chunk = order[step * size:min((step + 1) * size, used)]
-            if len(chunk) == size:
-                mine = chunk[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
-            else:  # the epoch's only global batch, smaller than processes x batch size: an even split
-                mine = np.array_split(chunk, self.num_replicas)[self.rank]
-            yield mine.tolist()
-
-
-class DealtBatches(Sampler[list[int]]):
-    """This process's share of the batches of ``batches`` (a batch sampler every process builds alike): batch
-    ``rank``, ``rank + num_replicas``, ...
-
-    ``pad=False`` (training): every process runs ``len(batches) // num_replicas`` steps; the last few batches
-    that would not go round are left out of the epoch. ``pad=True`` (validation): the shorter shares are padded
-    with repeats of the first batches, for :func:`unique_batches` to drop after gathering. ``set_epoch`` is
-    forwarded to ``batches`` (Lightning reaches it as ``loader.batch_sampler.sampler``).
-    """
-
-    def __init__(self, batches: Iterable[list[int]], num_replicas: int = 1, rank: int = 0, pad: bool = True) -> None:
-        if not 0 <= rank < num_replicas:
-            raise ValueError(f"rank {rank} is not one of {num_replicas} processes")
-        self.sampler, self.num_replicas, self.rank, self.pad = batches, num_replicas, rank, pad
-        if not pad and isinstance(batches, Sized) and len(batches) < num_replicas:
-            raise ValueError(f"{len(batches)} training batches per epoch cannot be shared by {num_replicas} "
-                             "processes (each needs at least one): lower --batch_size / --dynamic_batch or use "
-                             "fewer --devices / --num_nodes")
-
-    def set_epoch(self, epoch: int) -> None:
-        set_epoch = getattr(self.sampler, "set_epoch", None)
-        if callable(set_epoch):
-            set_epoch(epoch)
-
-    def _mine(self) -> list[list[int]]:
-        batches = list(self.sampler)
-        if self.pad:
-            steps = -(-len(batches) // self.num_replicas)
-            if batches:
-                batches = (batches * (1 + steps * self.num_replicas // len(batches)))[:steps * self.num_replicas]
-        else:
-            batches = batches[:len(batches) // self.num_replicas * self.num_replicas]
-        return batches[self.rank::self.num_replicas]
-
-    def __iter__(self) -> Iterator[list[int]]:
-        yield from self._mine()
-
-    def __len__(self) -> int:
-        return len(self._mine())
 
 
 def trainer_devices(runtime: RuntimeConfig) -> dict[str, Any]:

@@ -7,18 +7,12 @@ import numpy as np
 import pandas as pd
 
 from audiotune.config import HeadSpec, RunConfig, check_config
+from audiotune.data.loading import adaptation_loader, make_dataset, make_loader
 from audiotune.data.prepare import PreparedData, prepare_eval_data
 from audiotune.engine.adapt import OFF, adaptation_groups, adapted_batchnorm, check_adaptable, check_adaptation
 from audiotune.engine.aggregate import check_recording_targets, recording_scores, table_recordings
 from audiotune.engine.cache import CachedDataset, cache_blocker, cached_datasets, cached_loader
-from audiotune.engine.inference import (
-    adaptation_loader,
-    inference_device,
-    make_dataset,
-    make_loader,
-    override_device,
-    predict,
-)
+from audiotune.engine.inference import inference_device, loader_pins_memory, override_device, predict
 from audiotune.engine.metrics import compute_metrics, head_slices, scores_from_logits
 from audiotune.models.checkpoint import load_run, resolve_run_dir
 from audiotune.models.classifier import Classifier
@@ -89,11 +83,12 @@ def _adapted_predictions(model: Classifier, config: RunConfig, table: pd.DataFra
     """uids, logits and targets of every row, each group scored with BatchNorm statistics of its own clips."""
     uids: list[str] = []
     logits, labels = [], []
+    pinned = loader_pins_memory(config)
     for _, rows in groups:
         part = table.iloc[rows]
         dataset = make_dataset(config, part, targets[rows])
-        with adapted_batchnorm(model, adaptation_loader(config, dataset), inference_device(config)):
-            loader = make_loader(config, dataset, part, False, model.backbone.needs_equal_length)
+        with adapted_batchnorm(model, adaptation_loader(config, dataset, pin_memory=pinned), inference_device(config)):
+            loader = make_loader(config, dataset, part, False, model.backbone.needs_equal_length, pin_memory=pinned)
             group_uids, group_logits, group_targets = predict(model, loader, config)
         uids += group_uids
         logits.append(group_logits)
@@ -130,7 +125,8 @@ def evaluate_prepared(model: Classifier, config: RunConfig, prepared: PreparedDa
             uids, logits, targets = predict(model, cached_loader(config, cached[split], False), config)
         elif adapt == OFF:
             dataset = make_dataset(config, table, prepared.targets[split])
-            uids, logits, targets = predict(model, make_loader(config, dataset, table, False, equal_length), config)
+            loader = make_loader(config, dataset, table, False, equal_length, pin_memory=loader_pins_memory(config))
+            uids, logits, targets = predict(model, loader, config)
         else:
             groups = adaptation_groups(table, adapt, split)
             uids, logits, targets = _adapted_predictions(model, config, table, prepared.targets[split], groups)

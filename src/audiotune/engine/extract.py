@@ -12,8 +12,9 @@ import pyarrow.parquet as pq
 import torch
 
 from audiotune.config import RunConfig, check_config
+from audiotune.data.loading import make_dataset, make_loader
 from audiotune.data.prepare import prepare_eval_data
-from audiotune.engine.inference import inference_device, iterate_batches, make_dataset, make_loader, override_device
+from audiotune.engine.inference import inference_device, iterate_batches, loader_pins_memory, override_device
 from audiotune.models.checkpoint import load_run
 from audiotune.models.classifier import EMBEDDING_TYPES, Classifier
 from audiotune.outputs import atomic_path, check_output_path, write_csv
@@ -63,7 +64,7 @@ def extract_embeddings(run: str, data_split_root: str, out: str, embedding_type:
     with atomic_path(out_path) as partial, pq.ParquetWriter(partial, schema) as writer:
         for split, table in prepared.tables.items():
             loader = make_loader(config, make_dataset(config, table, prepared.targets[split]), table, False,
-                                 equal_length)
+                                 equal_length, pin_memory=loader_pins_memory(config))
             for batch, emb in iterate_batches(model, loader, config, embed):
                 rows = emb.float().cpu().numpy()
                 writer.write_table(pa.table({

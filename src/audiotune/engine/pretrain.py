@@ -23,6 +23,7 @@ from torch import Tensor
 
 from audiotune.config import RunConfig, check_config, save_config
 from audiotune.data.layout import read_splits
+from audiotune.data.loading import check_sampler_options, make_dataset, make_loader
 from audiotune.data.prepare import prepare_eval_data
 from audiotune.engine.distributed import (
     all_gather_objects,
@@ -32,7 +33,7 @@ from audiotune.engine.distributed import (
     unique_batches,
     unused_parameter_hint,
 )
-from audiotune.engine.inference import make_dataset, make_loader
+from audiotune.engine.inference import loader_pins_memory
 from audiotune.engine.module import optimizers
 from audiotune.engine.trainer import build_trainer
 from audiotune.models.backbones import SupportsPretraining, build_backbone, resolve_config
@@ -153,6 +154,7 @@ def pretrain(config: RunConfig) -> dict:
     of the batches, write nothing and return an empty dict.
     """
     check_config(config)
+    check_sampler_options(config)
     trainer_devices(config.runtime)  # a strategy audiotune cannot run is an error before anything is read
     with own_run_dir(config.exp_dir, resume=config.train.resume, overwrite=config.train.overwrite,
                      command="pretrain", follower=not launched_rank_zero()) as owned:
@@ -197,11 +199,12 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
     trainer, best = build_trainer(config.train, config.runtime, exp_dir, best_by=("val_loss", "min"))
     assert best is not None  # a monitored fit keeps its best epoch
     check_launch(trainer.is_global_zero, owned.writes)
-    replicas, rank = trainer.world_size, trainer.global_rank
+    replicas, rank, pinned = trainer.world_size, trainer.global_rank, loader_pins_memory(config)
     train_loader = make_loader(config, make_dataset(config, tables["train"], targets["train"], train=True),
-                               tables["train"], train=True, equal_length=False, num_replicas=replicas, rank=rank)
+                               tables["train"], train=True, equal_length=False, pin_memory=pinned,
+                               num_replicas=replicas, rank=rank)
     val_loader = make_loader(config, make_dataset(config, tables["val"], targets["val"]), tables["val"], False,
-                             False, num_replicas=replicas, rank=rank)
+                             False, pin_memory=pinned, num_replicas=replicas, rank=rank)
     if steps:
         trainer.val_check_interval = min(steps, len(train_loader))
     module = PretrainModule(backbone, objective, config, len(train_loader))

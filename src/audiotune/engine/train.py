@@ -11,20 +11,16 @@ from pytorch_lightning.callbacks import EarlyStopping, EMAWeightAveraging, Model
 from torch.utils.data import DataLoader
 
 from audiotune.config import RunConfig, check_config, save_config
-from audiotune.data.balance import BalancedSampler, class_groups, class_head
+from audiotune.data.balance import class_head
+from audiotune.data.loading import adaptation_loader, balanced_sampler, check_sampler_options, make_dataset, make_loader
 from audiotune.data.prepare import PreparedData, prepare_training_data
+from audiotune.data.samplers import BalancedSampler
 from audiotune.engine.adapt import OFF, WHOLE_SPLIT, adaptation_groups, check_adaptable, check_adaptation
 from audiotune.engine.aggregate import check_recording_targets
 from audiotune.engine.cache import CachedDataset, cache_blocker, cached_datasets, cached_loader
 from audiotune.engine.distributed import check_launch, launched_rank_zero, trainer_devices, unused_parameter_hint
 from audiotune.engine.evaluate import evaluate_prepared
-from audiotune.engine.inference import (
-    adaptation_loader,
-    inference_device,
-    make_dataset,
-    make_loader,
-    uses_bucket_sampler,
-)
+from audiotune.engine.inference import inference_device, loader_pins_memory
 from audiotune.engine.losses import training_class_weights
 from audiotune.engine.module import TRAIN_CLIPS, ClassifierModule, trains
 from audiotune.engine.selection import check_monitor, monitor_key, monitor_mode
@@ -100,17 +96,6 @@ def _load_best(module: ClassifierModule, checkpoint: ModelCheckpoint | None) -> 
     return f"best validation {metric} {float(score):.4f} ({checkpoint.best_model_path})", selection
 
 
-def balanced_sampler(config: RunConfig, prepared: PreparedData) -> BalancedSampler | None:
-    """The class-balanced epochs of ``--balance`` (None: plain shuffled epochs)."""
-    if config.train.balance == "none":
-        return None
-    if uses_bucket_sampler(config):
-        raise ValueError(f"--balance {config.train.balance} draws its own epochs: it cannot be combined with "
-                         "--bucket_sampler or --dynamic_batch")
-    groups = class_groups(prepared.targets["train"], prepared.heads, f"--balance {config.train.balance}")
-    return BalancedSampler(groups, config.train.balance, config.data.seed)
-
-
 def _loaders(model: Classifier, config: RunConfig, prepared: PreparedData, cache_stats: dict,
              sampler: BalancedSampler | None, trainer: pl.Trainer,
              ) -> tuple[DataLoader, DataLoader | None, dict[str, CachedDataset] | None]:
@@ -122,8 +107,9 @@ def _loaders(model: Classifier, config: RunConfig, prepared: PreparedData, cache
         val = cached_loader(config, cached["val"], False, None, replicas, rank) if "val" in cached else None
         return cached_loader(config, cached["train"], True, sampler, replicas, rank), val, cached
     train_table, val_table = prepared.tables["train"], prepared.tables.get("val")
+    pinned = loader_pins_memory(config)
     train_loader = make_loader(config, make_dataset(config, train_table, prepared.targets["train"], train=True),
-                               train_table, train=True, equal_length=False, sampler=sampler,
+                               train_table, train=True, equal_length=False, pin_memory=pinned, sampler=sampler,
                                num_replicas=replicas, rank=rank)
     val_loader = None
     if val_table is not None:
@@ -132,8 +118,8 @@ def _loaders(model: Classifier, config: RunConfig, prepared: PreparedData, cache
         if config.train.adapt_bn not in (OFF, WHOLE_SPLIT):
             groups = [rows for _, rows in adaptation_groups(val_table, config.train.adapt_bn, "val")]
         val_loader = make_loader(config, make_dataset(config, val_table, prepared.targets["val"]),
-                                 val_table, train=False, equal_length=equal, num_replicas=replicas, rank=rank,
-                                 groups=groups)
+                                 val_table, train=False, equal_length=equal, pin_memory=pinned,
+                                 num_replicas=replicas, rank=rank, groups=groups)
     return train_loader, val_loader, None
 
 
@@ -144,8 +130,9 @@ def validation_adaptation(config: RunConfig, prepared: PreparedData) -> dict:
         return {}
     table, targets = prepared.tables["val"], prepared.targets["val"]
     groups = adaptation_groups(table, config.train.adapt_bn, "val")
-    adapt_groups = [(name, adaptation_loader(config, make_dataset(config, table.iloc[rows], targets[rows])))
-                    for name, rows in groups]
+    pinned = loader_pins_memory(config)
+    adapt_groups = [(name, adaptation_loader(config, make_dataset(config, table.iloc[rows], targets[rows]),
+                                             pin_memory=pinned)) for name, rows in groups]
     uid_groups = None
     if config.train.adapt_bn != WHOLE_SPLIT:
         uid_groups = {str(uid): str(name) for name, rows in groups for uid in table.index[rows]}
@@ -191,6 +178,7 @@ def train(config: RunConfig, callbacks: list[pl.Callback] | None = None) -> dict
     nothing and return an empty dict.
     """
     check_config(config)
+    check_sampler_options(config)
     trainer_devices(config.runtime)  # a strategy audiotune cannot run is an error before anything is read
     inference_device(config)  # a missing accelerator is an error before anything is written
     exp_dir = Path(config.exp_dir)

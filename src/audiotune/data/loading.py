@@ -1,0 +1,197 @@
+"""From prepared tables to batches: datasets, the samplers a run's options choose, collation and loaders.
+
+Every rule about which sampler a run uses is here, once:
+
+- :func:`check_sampler_options`: the training sampler options that exclude each other, checked by a command
+  before it reads or writes anything;
+- :func:`training_batches`: the one choice of a run's training batches (``--group_batches``, else length buckets
+  of ``--bucket_sampler`` / ``--dynamic_batch``, else ``--batch_size`` slices of each epoch's order, shuffled or
+  class-balanced by ``--balance``), each process's share under DDP;
+- :func:`scoring_batches`: rows in table order (equal-length batches where the model needs them, or within
+  groups), each process's share padded with repeats under DDP.
+
+The samplers themselves are in :mod:`audiotune.data.samplers`. Loaders pin their batches only when told to
+(``pin_memory``): the engine, which chooses the device, decides.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
+
+from audiotune import storage
+from audiotune.config import RunConfig
+from audiotune.data.audio_store import AudioStore
+from audiotune.data.balance import class_groups
+from audiotune.data.dataset import AudioDataset, Collator
+from audiotune.data.prepare import PreparedData, audio_spec, scoring_spec
+from audiotune.data.samplers import (
+    BalancedSampler,
+    BucketBatchSampler,
+    DealtBatches,
+    EpochShuffle,
+    EqualLengthBatchSampler,
+    FixedBatches,
+    GroupBatchSampler,
+    TrainingBatches,
+)
+
+
+def uses_bucket_sampler(config: RunConfig) -> bool:
+    """Whether training batches come from :func:`bucket_sampler` (``--bucket_sampler`` or ``--dynamic_batch``)."""
+    return config.train.bucket_sampler or config.train.dynamic_batch > 0
+
+
+def check_sampler_options(config: RunConfig) -> None:
+    """A ValueError when training sampler options that exclude each other are combined: ``--balance`` draws its
+    own epochs, ``--group_batches`` its own batches, length buckets (``--bucket_sampler``, ``--dynamic_batch``)
+    their own batches. Needs nothing but the config: call it before anything is read or written."""
+    train = config.train
+    if train.balance != "none" and uses_bucket_sampler(config):
+        raise ValueError(f"--balance {train.balance} draws its own epochs: it cannot be combined with "
+                         "--bucket_sampler or --dynamic_batch")
+    if train.group_batches and (train.balance != "none" or uses_bucket_sampler(config)):
+        raise ValueError(f"--group_batches {train.group_batches} draws its own batches: it cannot be combined with "
+                         "--balance, --bucket_sampler or --dynamic_batch")
+
+
+def balanced_sampler(config: RunConfig, prepared: PreparedData) -> BalancedSampler | None:
+    """The class-balanced epochs of ``--balance`` over the training split (None: plain shuffled epochs)."""
+    if config.train.balance == "none":
+        return None
+    groups = class_groups(prepared.targets["train"], prepared.heads, f"--balance {config.train.balance}")
+    return BalancedSampler(groups, config.train.balance, config.data.seed)
+
+
+def bucket_sampler(config: RunConfig, table: pd.DataFrame) -> BucketBatchSampler:
+    """The length-bucketed batches of a training table (``--bucket_sampler``, ``--dynamic_batch``); lengths
+    are the prepared clips', capped at ``--max_seconds`` when pretraining crops to it."""
+    cfg = config.train
+    rate = config.audio.resample_rate or 16000
+    lengths = table["num_samples"].to_numpy()
+    if cfg.max_seconds > 0:
+        lengths = np.minimum(lengths, round(cfg.max_seconds * rate))
+    return BucketBatchSampler(lengths.tolist(), cfg.batch_size, cfg.num_buckets,
+                              max_samples=round(cfg.dynamic_batch * rate), drop_last=len(table) > cfg.batch_size,
+                              seed=config.data.seed)
+
+
+def group_sampler(config: RunConfig, table: pd.DataFrame) -> GroupBatchSampler:
+    """The one-group batches of ``--group_batches COLUMN`` over a training table (a clear error when the table
+    lacks the column or a row has no value in it)."""
+    column = config.train.group_batches
+    if column not in table.columns:
+        raise ValueError(f"--group_batches {column}: the training table has no such column (it has "
+                         f"{', '.join(map(str, table.columns))})")
+    if table[column].isna().any():
+        raise ValueError(f"--group_batches {column}: {int(table[column].isna().sum())} training rows have no "
+                         f"{column} (e.g. uid {table.index[table[column].isna()][0]})")
+    return GroupBatchSampler(table[column].tolist(), config.train.batch_size, config.data.seed)
+
+
+def epoch_batches(config: RunConfig, rows: int, sampler: BalancedSampler | None = None, num_replicas: int = 1,
+                  rank: int = 0) -> TrainingBatches:
+    """Process ``rank``'s ``--batch_size`` slices of each epoch's order of ``rows`` rows: shuffled, or drawn by
+    ``sampler`` (class-balanced epochs)."""
+    order = sampler if sampler is not None else EpochShuffle(rows, config.data.seed)
+    return TrainingBatches(order, config.train.batch_size, num_replicas, rank)
+
+
+def training_batches(config: RunConfig, table: pd.DataFrame, sampler: BalancedSampler | None = None,
+                     num_replicas: int = 1, rank: int = 0) -> Sampler[list[int]]:
+    """The training batches of process ``rank`` of ``num_replicas``: one-group batches (``--group_batches``) or
+    length buckets (``--bucket_sampler``, ``--dynamic_batch``) dealt out whole, else :func:`epoch_batches`;
+    ``set_epoch`` gives each epoch its own order, the same in every process. The options were checked by
+    :func:`check_sampler_options`."""
+    if config.train.group_batches:
+        return DealtBatches(group_sampler(config, table), num_replicas, rank, pad=False)
+    if uses_bucket_sampler(config):
+        return DealtBatches(bucket_sampler(config, table), num_replicas, rank, pad=False)
+    return epoch_batches(config, len(table), sampler, num_replicas, rank)
+
+
+def scoring_batches(config: RunConfig, table: pd.DataFrame | None, rows: int, equal_length: bool = False,
+                    groups: list[np.ndarray] | None = None, num_replicas: int = 1,
+                    rank: int = 0) -> Sampler[list[int]]:
+    """Batches of ``--batch_size`` of the ``rows`` rows in table order, equal-length ones (by the table's
+    ``num_samples``) when ``equal_length``; ``groups`` (row positions) keeps every batch within one group, group
+    after group. With ``num_replicas`` processes, process ``rank``'s share padded with repeats."""
+    batches: Sampler[list[int]]
+    if groups is not None:
+        assert table is not None  # groups are row positions of a table
+        batches = FixedBatches([[int(group_rows[i]) for i in batch] for group_rows in groups
+                                for batch in _ordered_batches(config, table.iloc[group_rows], len(group_rows),
+                                                              equal_length)])
+    else:
+        batches = _ordered_batches(config, table, rows, equal_length)
+    if num_replicas > 1:
+        batches = DealtBatches(batches, num_replicas, rank, pad=True)
+    return batches
+
+
+def _ordered_batches(config: RunConfig, table: pd.DataFrame | None, count: int,
+                     equal_length: bool) -> Sampler[list[int]]:
+    """Batches of ``count`` rows in order; equal-length ones (by the table's lengths) when asked."""
+    if equal_length and not config.features.target_length:
+        assert table is not None  # equal lengths are read from the table
+        return EqualLengthBatchSampler(table["num_samples"].tolist(), config.train.batch_size)
+    return BatchSampler(SequentialSampler(range(count)), config.train.batch_size, drop_last=False)
+
+
+def make_dataset(config: RunConfig, table: pd.DataFrame, targets: np.ndarray, train: bool = False) -> AudioDataset:
+    """The dataset of a table with the run's audio and feature settings: augmentation and the training crop
+    if ``train``, else the scoring crop (:func:`~audiotune.data.prepare.scoring_spec`)."""
+    spec = audio_spec(config) if train else scoring_spec(config)
+    store = AudioStore(storage.cache_root(config.runtime.cache_dir), spec) if config.runtime.audio_cache else None
+    return AudioDataset(table, targets, spec, config.features, config.augment, config.data.mixup, train=train,
+                        store=store, min_samples=config.audio.min_samples)
+
+
+def training_crop(config: RunConfig) -> RunConfig:
+    """A copy of ``config`` whose scored clips are cropped as its training clips (to encode training data
+    through the scoring path, as the feature cache does)."""
+    copy = dataclasses.replace(config, audio=dataclasses.replace(config.audio))
+    copy.audio.eval_clip_length = -1.0
+    return copy
+
+
+def collator(config: RunConfig, dataset: AudioDataset) -> Collator:
+    """How ``config``'s batches are padded: with zeros, or with one frame of silence (``--pad silence``)."""
+    silent = config.features.pad == "silence"
+    return Collator(config.features.target_length,
+                    dataset.extract.silence(config.audio.resample_rate or 16000) if silent else None)
+
+
+def make_loader(config: RunConfig, dataset: AudioDataset, table: pd.DataFrame, train: bool,
+                equal_length: bool, *, pin_memory: bool, sampler: BalancedSampler | None = None,
+                num_replicas: int = 1, rank: int = 0, groups: list[np.ndarray] | None = None) -> DataLoader:
+    """The loader of :func:`training_batches` (``train``; ``sampler``: e.g. class-balanced epochs) or of
+    :func:`scoring_batches` (``equal_length``, ``groups``), for process ``rank`` of ``num_replicas``; its batches
+    are padded by :func:`collator` and pinned when ``pin_memory`` (the engine's choice for its device)."""
+    if train:
+        batches = training_batches(config, table, sampler, num_replicas, rank)
+    else:
+        batches = scoring_batches(config, table, len(dataset), equal_length, groups, num_replicas, rank)
+    workers = config.runtime.num_workers
+    return seeded_loader(config, dataset, batches, collator(config, dataset), pin_memory=pin_memory,
+                         num_workers=workers, persistent_workers=workers > 0)
+
+
+def adaptation_loader(config: RunConfig, dataset: AudioDataset, *, pin_memory: bool) -> DataLoader:
+    """The batches ``--adapt_bn`` estimates BatchNorm statistics on: ``--batch_size`` clips in table order,
+    zero-padded to the longest as training batches are (whatever the model needs for scoring)."""
+    return seeded_loader(config, dataset, scoring_batches(config, None, len(dataset)), collator(config, dataset),
+                         pin_memory=pin_memory, num_workers=config.runtime.num_workers)
+
+
+def seeded_loader(config: RunConfig, dataset: Dataset, batches: Sampler[list[int]], collate: Any, *,
+                  pin_memory: bool, **options: Any) -> DataLoader:
+    """A loader of ``batches`` that owns its random generator, seeded by ``--seed``."""
+    # iterating it never draws from the global RNG (dropout's), so how many inference passes ran before
+    # training cannot change a run
+    return DataLoader(dataset, batch_sampler=batches, collate_fn=collate, pin_memory=pin_memory,
+                      generator=torch.Generator().manual_seed(config.data.seed), **options)
