@@ -104,7 +104,7 @@ def _add_field(group: Any, dest: str, spec: dataclasses.Field, hints: dict, hidd
 
 
 def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] = tuple(SECTIONS),
-                     model: str | None = None, writes_run: bool = True,
+                     model: str | None = None, writes_run: bool = True, backbone_flags: bool = True,
                      defaults: dict[str, Any] | None = None) -> None:
     """The options of ``sections`` as flags (``--x_y`` and ``--x-y``), plus the seeds' spellings.
 
@@ -112,7 +112,7 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
     ``model`` (the ``--model`` of the command line) the other backbones' options are left out of the help.
     ``defaults`` are this command's own option defaults (``{"model.model": "ssast"}``; ``options.NAME``: a
     backbone's option): a ``--config`` file or a flag overrides them. ``writes_run``: the command writes a run
-    directory (``-o/--exp_dir``)."""
+    directory (``-o/--exp_dir``); ``backbone_flags``: the command reads the backbones' own options."""
     add_path(parser, "--config", role=Role.INPUT, help="YAML config to start from (flags override it)")
     if writes_run:
         add_path(parser, *spellings("exp_dir", ("-o",)), role=Role.RUN_OUTPUT, dest="exp_dir",
@@ -124,7 +124,7 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
         for spec in dataclasses.fields(cls):
             if spec.metadata.get("cli") is not False:
                 _add_field(group, f"{section}.{spec.name}", spec, hints)
-    if "model" in sections:
+    if "model" in sections and backbone_flags:
         _add_backbone_flags(parser, model)
     seeds = parser.add_argument_group("seed command-line compatibility")
     if "features" in sections:

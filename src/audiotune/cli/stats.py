@@ -13,7 +13,8 @@ from audiotune.storage import Role
 
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
-    add_config_flags(parser, ("data", "audio", "features", "model", "runtime"), model=model, writes_run=False)
+    add_config_flags(parser, ("data", "audio", "features", "model", "runtime"), model=model, writes_run=False,
+                     backbone_flags=False)
     parser.add_argument("--split", default="train")
     add_path(parser, "--out", role=Role.OUTPUT_FILE, help="also write the result as JSON here")
 
