@@ -280,6 +280,7 @@ def test_onnx_export_reproduces_the_run(frozen_run: dict, tmp_path: Path) -> Non
     described = export_run(frozen_run["run"], "onnx", out)
     assert described["model"] == "ast" and described["equal_length_batches"] is False
     assert described["preprocessing"]["in_graph"]["target_length"] == FRAMES
+    assert "padding_frames" in described["preprocessing"]["in_graph_backbone"]
     clips = [tone(300, 0.5, RATE, seed=5), tone(800, 0.9, RATE, seed=6)]
     waves = torch.zeros(2, len(clips[1]))
     for row, clip in enumerate(clips):

@@ -292,6 +292,7 @@ def test_onnx_export_reproduces_each_clip_of_a_padded_batch(frozen_run: dict, tm
 
     out = tmp_path / "whisper.onnx"
     described = export_run(frozen_run["run"], "onnx", out)
+    assert described["preprocessing"]["in_graph_backbone"]["n_fft"] == N_FFT
     assert described["max_samples"] == WINDOW and described["min_samples"] == N_FFT
     assert described["equal_length_batches"] is False
     assert max(described["verified"]["max_abs_difference"].values()) < 1e-4

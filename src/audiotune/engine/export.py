@@ -33,6 +33,7 @@ from audiotune.config import FeatureConfig, HeadSpec, RunConfig
 from audiotune.data.frontend import FRAME_LENGTH_MS, FRAME_SHIFT_MS, FrontEnd
 from audiotune.data.prepare import scoring_clip_length
 from audiotune.engine.metrics import head_slices
+from audiotune.models.backbones import DescribesFrontEnd
 from audiotune.models.checkpoint import load_run, resolve_run_dir
 from audiotune.models.classifier import Classifier
 from audiotune.outputs import CONFIG_FILE, MODEL_FILE, atomic_path, check_output_path, write_json
@@ -254,6 +255,8 @@ def export_run(run: str | Path, fmt: str, out: str | Path) -> dict[str, Any]:
             differences = None if runner is None else verify(runner, module, checks, out)
             description = sidecar(config, run_dir, out, fmt, merge, widths, equal_length, differences,
                                   [lengths.tolist() for _, lengths in checks])
+            if isinstance(model.backbone, DescribesFrontEnd):  # steps the backbone runs on its own input
+                description["preprocessing"]["in_graph_backbone"] = model.backbone.describe_front_end()
             write_json(sidecar_file, description)
             sidecar_written = True
     except BaseException:

@@ -90,6 +90,14 @@ class SupportsFeatureEncoderFreeze(Protocol):
 
 
 @runtime_checkable
+class DescribesFrontEnd(Protocol):
+    """A backbone that runs steps of its own on its input (a log-mel it computes, a padding value it sets): what
+    an exported model's description says the graph does beyond the shared front end."""
+
+    def describe_front_end(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
 class SupportsExportConfig(Protocol):
     """A backbone that needs its architecture stored beside the weights to be rebuilt."""
 

@@ -168,6 +168,11 @@ class ASTBackbone(Backbone):
         """Transformer layers + the embeddings (state 0)."""
         return self.num_layers + 1
 
+    def describe_front_end(self) -> dict[str, Any]:
+        """The padding this backbone sets (see :meth:`model_inputs`)."""
+        return {"padding_frames": f"every frame past a clip's length set to {self.options.pad_value:.6g}, a frame "
+                                  "of log-mel 0 normalised, as the checkpoint's feature extractor pads"}
+
     def model_inputs(self, features: Tensor, lengths: Tensor) -> Tensor:
         """(B, max_length, num_mel_bins) features with every frame past ``lengths`` set to the extractor's padding."""
         if features.dim() != 3 or tuple(features.shape[1:]) != (self.max_length, self.num_mel_bins):

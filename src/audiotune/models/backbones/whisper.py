@@ -243,6 +243,14 @@ class WhisperBackbone(Backbone):
         mel = torch.div(lengths + self.hop_length - 1, self.hop_length, rounding_mode="floor")
         return _conv_lengths(_conv_lengths(mel, self.model.conv1), self.model.conv2)
 
+    def describe_front_end(self) -> dict[str, Any]:
+        """The log-mel this backbone computes from its waveforms (see :meth:`log_mel`)."""
+        return {"log_mel": "Whisper's: power STFT (hann window, centred; reflect at the end of a clip that fills "
+                           "the window, zeros past the end of a shorter one), mel filters, log10 of the power "
+                           "clamped at 1e-10, floored at the clip's maximum - 8 over its own frames, (x + 4) / 4",
+                "n_fft": self.n_fft, "hop_length": self.hop_length, "num_mel_bins": int(self.mel_filters.shape[0]),
+                "window_samples": self.full_window}
+
     def log_mel(self, waveforms: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """(B, n) waveforms of which ``lengths`` (B,) samples are real -> Whisper's log-mel (B, mels, frames),
         zero past each clip's ``ceil(length / hop)`` frames, and those frame counts (B,)."""
