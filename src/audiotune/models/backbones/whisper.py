@@ -33,9 +33,10 @@ maximum (for the ``max - 8`` floor) is taken over its own frames: a clip's state
   padding frames included (log-mel at the floor, ``(max - 4) / 4``), and its last conv frame sees a padding
   frame where this one sees the convolution's zero padding. State 0 differs on that last frame only; every
   layer then spreads the difference over all frames. Measured on the tiny random test model (2 layers, d_model
-  32, a 1-s window, ``tests/test_whisper.py``), for 0.25-0.75-s clips: largest difference on the clip's frames
-  2e-3 to 5e-3 of the state's scale at state 0, 6e-3 to 1.8e-2 at the last state; mean-pooled states 0.3e-2 to
-  1.9e-2 apart (relative L2) at the last state. A trained model's difference could not be measured offline.
+  32, a 1-s window, ``tests/models/backbones/test_whisper.py``), for 0.25-0.75-s clips: largest difference on
+  the clip's frames 2e-3 to 5e-3 of the state's scale at state 0, 6e-3 to 1.8e-2 at the last state; mean-pooled
+  states 0.3e-2 to 1.9e-2 apart (relative L2) at the last state. A trained model's difference could not be
+  measured offline.
 * A clip's padding frames (outside the mask) hold no meaningful values.
 
 Longer clips are encoded in consecutive windows of ``max_window`` seconds (the run config's option, which the

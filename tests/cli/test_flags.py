@@ -35,7 +35,7 @@ def test_newcomer_defaults_and_the_seed_behaviour_by_flags() -> None:
 
 
 def test_shipped_recipes_load_and_flags_override_them() -> None:
-    recipes = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    recipes = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
     assert recipes, "configs/ holds the shipped recipes"
     for recipe in recipes:
         config = resolve_config(parse("--config", str(recipe), "-e", "2"))

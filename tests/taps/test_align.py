@@ -24,7 +24,7 @@ from audiotune.taps.align import (
     recording_start,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data"
 
 

@@ -12,7 +12,7 @@ from conftest import SMALL_ECAPA, make_uid_dataset
 
 from audiotune.cli import main
 
-STORED = Path(__file__).parent / "fixtures" / "seeded_ecapa_run.json"
+STORED = Path(__file__).parents[1] / "fixtures" / "seeded_ecapa_run.json"
 SUMMARY = ("n", "accuracy", "macro_f1", "uar", "auc")
 
 

@@ -25,7 +25,7 @@ from audiotune.data.audio import (
 )
 from audiotune.data.layout import read_table
 
-DEMO_CLIP = Path(__file__).resolve().parents[1] / "examples" / "demo_data" / "audio" / "down_alba_0.wav"
+DEMO_CLIP = Path(__file__).resolve().parents[2] / "examples" / "demo_data" / "audio" / "down_alba_0.wav"
 
 
 def numpy_modes(waveform: np.ndarray) -> dict[str, np.ndarray]:
