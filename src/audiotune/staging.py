@@ -30,6 +30,7 @@ from pathlib import Path
 from audiotune import storage
 from audiotune.outputs import RUN_MARKERS, RunDirError
 from audiotune.storage import Role
+from audiotune.uploads import sync_down, upload
 
 COPIED = (Role.INPUT, Role.RUN)
 FOLDERS = (Role.OUTPUT_DIR, Role.RUN_OUTPUT, Role.EXPERIMENT, Role.CACHE)  # the other outputs are files
@@ -66,7 +67,7 @@ def _stage_output(args: argparse.Namespace, key: str, role: Role, staging: Stagi
     staging.folders.append(folder)
     holds_run = _check_remote_run(url, args) if role is Role.RUN_OUTPUT else False
     if role in (Role.EXPERIMENT, Role.CACHE) or (holds_run and _get(args, "train.resume")):
-        storage.sync_down(url, folder)
+        sync_down(url, folder)
     staging.uploads.append((folder, destination, bool(holds_run and _get(args, "train.overwrite")),
                             role is Role.CACHE))
     vars(args)[key] = str(folder) if is_folder else str(folder / storage.name(url))
@@ -109,7 +110,7 @@ def staged(args: argparse.Namespace, roles: dict[str, Role]) -> Iterator[None]:
         keep = True  # from here on the outputs are complete: an upload that fails keeps them
         for local, url, replace, only_new in staging.uploads:
             if local.exists() and _uploads():
-                storage.upload(local, url, replace=replace, only_new=only_new)
+                upload(local, url, replace=replace, only_new=only_new)
         keep = False
     finally:
         if not keep:

@@ -8,10 +8,10 @@ audiotune asks this module, never ``path.startswith("gs://")``:
   read-through block cache; :func:`local_copy` brings a whole file or folder (a label file, a checkpoint,
   a run directory) into the cache once and returns its local path, downloaded again only when the remote
   object changed;
-- :func:`upload` sends a finished local file or folder to its remote place. Every remote object appears
-  complete or not at all (an upload that fails leaves no object), and a folder's ``config.yaml`` is sent
-  last: a remote run directory without it is not a run, so an interrupted upload never leaves one that
-  reads as complete.
+- :func:`audiotune.uploads.upload` sends a finished local file or folder to its remote place. Every remote
+  object appears complete or not at all (an upload that fails leaves no object), and a folder's
+  ``config.yaml`` is sent last: a remote run directory without it is not a run, so an interrupted upload
+  never leaves one that reads as complete.
 
 Google Cloud Storage: the newest gcsfs first probes each bucket's type over gRPC for zonal and
 hierarchical-namespace buckets, which emulators do not speak (and which costs a 60 s timeout per probe
@@ -110,7 +110,8 @@ def filesystem(url: str) -> tuple[Any, str]:
         raise StorageError(f"{url}: not a path audiotune can read ({err})") from err
 
 
-def _failed(url: str, action: str, err: BaseException) -> StorageError:
+def storage_error(url: str, action: str, err: BaseException) -> StorageError:
+    """``err`` as a :class:`StorageError` that names ``url`` and what could not be done to it."""
     if isinstance(err, StorageError):
         return err
     reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -161,7 +162,7 @@ def isfile(path: str | Path) -> bool:
     try:
         return bool(fs.isfile(inner))
     except Exception as err:
-        raise _failed(str(path), "be checked", err) from err
+        raise storage_error(str(path), "be checked", err) from err
 
 
 def isdir(path: str | Path) -> bool:
@@ -171,7 +172,7 @@ def isdir(path: str | Path) -> bool:
     try:
         return bool(fs.isdir(inner))
     except Exception as err:
-        raise _failed(str(path), "be checked", err) from err
+        raise storage_error(str(path), "be checked", err) from err
 
 
 def listdir(path: str | Path) -> list[str]:
@@ -182,7 +183,7 @@ def listdir(path: str | Path) -> list[str]:
     try:
         return sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(inner, detail=False))
     except Exception as err:
-        raise _failed(str(path), "be listed", err) from err
+        raise storage_error(str(path), "be listed", err) from err
 
 
 def _version(info: dict) -> str:
@@ -201,7 +202,7 @@ def content_id(path: str) -> str:
     except FileNotFoundError:
         raise
     except Exception as err:
-        raise _failed(path, "be read", err) from err
+        raise storage_error(path, "be read", err) from err
     return hashlib.blake2b(f"{path}|{_version(info)}".encode(), digest_size=16).hexdigest()
 
 
@@ -242,7 +243,7 @@ def open_input(path: str | Path) -> IO[bytes]:
     except FileNotFoundError:
         raise
     except Exception as err:
-        raise _failed(url, "be opened", err) from err
+        raise storage_error(url, "be opened", err) from err
 
 
 def _local_place(url: str) -> Path:
@@ -287,86 +288,8 @@ def local_copy(path: str | Path) -> str:
     except FileNotFoundError as err:
         raise FileNotFoundError(f"{url}: not found") from err
     except Exception as err:
-        raise _failed(url, "be downloaded", err) from err
+        raise storage_error(url, "be downloaded", err) from err
     return str(target)
-
-
-def sync_down(url: str, folder: str | Path) -> int:
-    """Copy every object under ``url`` that ``folder`` lacks into it (resuming a remote run); the count."""
-    fs, inner = filesystem(url)
-    count = 0
-    try:
-        if not fs.isdir(inner):
-            return 0
-        for remote, info in fs.find(inner, detail=True).items():
-            target = Path(folder) / posixpath.relpath(remote, inner.rstrip("/"))
-            if target.is_file() and target.stat().st_size == info.get("size"):
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fs.get_file(remote, str(target))
-            count += 1
-    except Exception as err:
-        raise _failed(url, "be downloaded", err) from err
-    return count
-
-
-def _upload_order(files: list[Path], root: Path) -> list[Path]:
-    """Run markers after everything else, each folder's ``config.yaml`` the very last of them."""
-    def rank(file: Path) -> tuple[int, int, str]:
-        marker = LAST.index(file.name) + 1 if file.name in LAST else 0
-        return marker, -len(file.relative_to(root).parts), str(file)
-    return sorted(files, key=rank)
-
-
-def _is_temporary(file: Path) -> bool:
-    return any(part.startswith(".") for part in file.parts)  # locks, partial writes, version stamps
-
-
-def upload(local: str | Path, url: str, *, replace: bool = False, only_new: bool = False) -> int:
-    """Send a finished local file or folder to ``url``; the number of objects written.
-
-    A folder is sent file by file, run markers last (see :data:`LAST`); its hidden files (locks, partial
-    writes) stay local. With ``replace``, remote objects under ``url`` that the folder no longer holds are
-    deleted, and an earlier ``config.yaml`` there first of all, so the remote folder is never a mix that
-    reads as one complete run. With ``only_new`` (a shared cache, whose entries never change), files the
-    remote folder already holds at the same size are not sent again. On failure the error names ``url``,
-    what was sent and the local copy.
-    """
-    local = Path(local)
-    fs, inner = filesystem(url)
-    if local.is_file():
-        try:
-            fs.put_file(str(local), inner)
-        except Exception as err:
-            raise _failed(url, f"be uploaded from {local}", err) from err
-        return 1
-    files = _upload_order([f for f in local.rglob("*") if f.is_file() and not _is_temporary(f.relative_to(local))],
-                          local)
-    sent = 0
-    try:
-        if only_new and fs.isdir(inner):
-            sizes = {path: info.get("size") for path, info in fs.find(inner, detail=True).items()}
-            files = [f for f in files if sizes.get(f"{inner.rstrip('/')}/{f.relative_to(local).as_posix()}")
-                     != f.stat().st_size]
-        if replace and fs.isdir(inner):
-            existing = set(fs.find(inner))
-            keep = {f"{inner.rstrip('/')}/{f.relative_to(local).as_posix()}" for f in files}
-            configs = [p for p in existing if posixpath.basename(p) == "config.yaml"]
-            if configs:
-                fs.rm(configs)
-            stale = sorted(existing - keep - set(configs))
-            if stale:
-                fs.rm(stale)
-        for file in files:
-            target = f"{inner.rstrip('/')}/{file.relative_to(local).as_posix()}"
-            fs.put_file(str(file), target)
-            sent += 1
-    except Exception as err:
-        done = f"{sent} of {len(files)} files sent" + (", run markers not among them" if sent < len(files) else "")
-        raise StorageError(f"{url}: upload failed ({done}; {type(err).__name__}: {str(err).strip()[:200]}). "
-                           f"The complete output is kept in {local}; the remote folder has no config.yaml from "
-                           "this upload, so audiotune does not read it as a finished run") from err
-    return sent
 
 
 NOTE = ".audiotune-remote.json"  # in a staging folder: the remote place its contents are uploaded to

@@ -15,14 +15,8 @@ import pytest
 from audiotune.cli import main
 from audiotune.data.errors import DataError
 from audiotune.data.layout import read_table
-from audiotune.taps.align import (
-    estimate_latency,
-    key_labels,
-    match,
-    read_keys,
-    read_touch_logs,
-    recording_start,
-)
+from audiotune.taps.align import estimate_latency, match
+from audiotune.taps.align_inputs import key_labels, read_keys, read_touch_logs, recording_start
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data"

@@ -6,18 +6,17 @@ import torch
 import torch.nn.functional as F
 from conftest import shared_path
 
-from audiotune.models.backbones.ecapa import (
+from audiotune.models.backbones.ecapa import EcapaBackbone, EcapaOptions
+from audiotune.models.backbones.ecapa_model import (
     ECAPA_TDNN,
     AttentiveStatisticsPooling,
-    CheckpointMismatchError,
     Conv1d,
-    EcapaBackbone,
-    EcapaOptions,
     SEBlock,
     frames_to_relative_lengths,
     length_to_mask,
     load_speechbrain_state_dict,
 )
+from audiotune.models.state_dict import CheckpointMismatchError
 
 SMALL = dict(
     channels=[32, 32, 32, 96],

@@ -15,10 +15,9 @@ from audiotune.config import ClassifierConfig, HeadSpec, RunConfig
 from audiotune.models.backbones import build_backbone, resolve_config
 from audiotune.models.backbones.ssast import (
     SSASTBackbone,
-    SSASTModel,
     SSASTOptions,
-    load_ssast_checkpoint,
 )
+from audiotune.models.backbones.ssast_checkpoint import load_ssast_checkpoint
 from audiotune.models.backbones.ssast_masking import (
     adapt_pos_embed,
     info_nce,
@@ -26,6 +25,7 @@ from audiotune.models.backbones.ssast_masking import (
     mask_patches_clustered,
     patch_grid,
 )
+from audiotune.models.backbones.ssast_model import SSASTModel
 from audiotune.models.classifier import Classifier, masked_pool
 from audiotune.models.state_dict import CheckpointMismatchError
 

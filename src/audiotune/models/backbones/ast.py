@@ -31,7 +31,7 @@ including the final LayerNorm (``last_hidden_state``). Tokens are the cls and di
 frequency-major (``f * t_dim + t``). The mask marks the patch tokens whose time span starts within the clip's real
 frames: pooling averages the patches over the audio, not the padding; the two class tokens are never in it.
 
-Not supported: pooling the class tokens (``pooler_output``: would need an option in ``config.py``), inputs of
+Not supported: pooling the class tokens (``pooler_output``: would need an option in ``config/sections.py``), inputs of
 another length or number of mel bins than the checkpoint's (no position-embedding interpolation), waveform or
 MFCC inputs, ``--freeze_feature_encoder`` (no separate feature encoder), self-supervised pretraining. SpecAugment
 (``--freqm/--timem``) masks the normalised features with 0, where the original AST recipe masks before

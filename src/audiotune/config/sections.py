@@ -1,43 +1,17 @@
-"""Typed configuration: one dataclass per concern, YAML in and out, command-line flags from field metadata.
-
-Every option is a dataclass field whose metadata carries its help text and the flag spellings the
-seed command lines used (``-bs``, ``--gauss``, ...). ``config.yaml`` in a run directory is the
-``RunConfig`` written with :func:`save_config`; :func:`load_config` rebuilds it exactly.
-"""
+"""The config sections: one dataclass per concern (data, audio, features, augment, model, classifier, train,
+runtime), the heads, the whole ``RunConfig``, and :func:`check_config`, which checks every option against its
+declared range before any work is done."""
 from __future__ import annotations
 
-import copy
 import dataclasses
-import math
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
-
+from audiotune.config.options import AT_LEAST_0, AT_LEAST_1, INF, PROBABILITY, option, range_problems
 from audiotune.outputs import CHECKPOINT_DIR, DROPPED_FILE, LAST_CHECKPOINT, SKIPPED_FILE
 from audiotune.storage import Role
 
 CONFIG_VERSION = 1
-
-
-INF = float("inf")
-# valid values of a numeric option: (low, high, low included, high included); lists are checked per element
-AT_LEAST_0 = (0, INF, True, False)
-AT_LEAST_1 = (1, INF, True, False)
-PROBABILITY = (0, 1, True, True)
-
-
-def option(default: Any, help: str, flags: tuple[str, ...] = (), choices: tuple[Any, ...] | None = None,
-           cli: bool = True, valid: tuple[float, float, bool, bool] | None = None, role: Role | None = None) -> Any:
-    """A config field with its command-line help, extra flag spellings, allowed values, valid range and the role
-    of a path (how a remote one is read or written)."""
-    meta = {"help": help, "flags": flags, "choices": choices, "cli": cli, "valid": valid, "role": role}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
-    return field(default=default, metadata=meta)
 
 
 AUGMENT_GATES = ("tshift", "speed", "gauss", "pshift", "gain", "stretch")  # gates drawn on every call
@@ -392,35 +366,6 @@ SECTIONS: dict[str, type] = {
 }
 
 
-
-
-def describe_range(low: float, high: float, low_in: bool, high_in: bool) -> str:
-    """'[0, 1)' style text of a range (inf for unbounded)."""
-    def text(v: float) -> str:
-        return "inf" if v == INF else "-inf" if v == -INF else f"{v:g}"
-    return f"{'[' if low_in else '('}{text(low)}, {text(high)}{']' if high_in else ')'}"
-
-
-def range_problems(options: Any) -> list[str]:
-    """``--name value: must be in ...`` for every option of dataclass instance ``options`` outside its declared
-    valid range (lists are checked per element)."""
-    problems = []
-    for spec in dataclasses.fields(options):
-        if not spec.metadata.get("valid"):
-            continue
-        low, high, low_in, high_in = spec.metadata["valid"]
-        value = getattr(options, spec.name)
-        for item in value if isinstance(value, list) else [value]:
-            if item is None or isinstance(item, bool):
-                continue
-            fine = isinstance(item, (int, float)) and math.isfinite(item) and \
-                (low < item or (low_in and item == low)) and (item < high or (high_in and item == high))
-            if not fine:
-                problems.append(f"--{spec.name} {item}: must be in {describe_range(low, high, low_in, high_in)}")
-                break
-    return problems
-
-
 def check_config(config: RunConfig) -> RunConfig:
     """Every numeric option finite and in its range, augmentation probabilities in [0, 1]; one error listing
     every bad option with the flag to fix, before any work is done. (The backbone's own options are checked when
@@ -440,137 +385,3 @@ def check_config(config: RunConfig) -> RunConfig:
         raise ValueError("invalid option(s): " + "; ".join(problems))
     return config
 
-
-def config_to_dict(config: RunConfig) -> dict[str, Any]:
-    """Plain dict of the whole config (YAML-safe types only); the backbone's options flat in the model section."""
-    raw = dataclasses.asdict(config)
-    raw["model"] = {**raw["model"], **raw["model"].pop("options")}
-    return raw
-
-
-def upgrade_sections(raw: dict[str, Any]) -> dict[str, Any]:
-    """Sections as an earlier release wrote them, in today's layout: the audio section said ``reduce`` (mix down
-    or not) and ``mono`` (mean or sum) before channel modes; the runtime options (device, precision, workers,
-    caches) were in the train section."""
-    raw = dict(raw)
-    audio = raw.get("audio")
-    if isinstance(audio, dict):
-        audio = dict(audio)
-        reduce, mono = audio.pop("reduce", None), audio.pop("mono", None)
-        if "channel_mode" not in audio and (reduce is not None or mono is not None):
-            audio["channel_mode"] = (mono or "mean") if reduce in (None, True) else "none"
-        raw["audio"] = audio
-    train = raw.get("train")
-    if isinstance(train, dict):
-        runtime_names = {spec.name for spec in dataclasses.fields(RuntimeConfig)}
-        moved = {k: v for k, v in train.items() if k in runtime_names}
-        if moved:
-            raw["train"] = {k: v for k, v in train.items() if k not in runtime_names}
-            raw["runtime"] = {**moved, **(raw.get("runtime") or {})}
-    return raw
-
-
-def _fits(value: Any, kind: Any) -> bool:
-    """Whether a YAML value fits a field annotation (int | None, list[int], float, str, bool)."""
-    origin, args = typing.get_origin(kind), typing.get_args(kind)
-    if origin in (typing.Union, types.UnionType):
-        return any(_fits(value, arg) for arg in args)
-    if kind is type(None):
-        return value is None
-    if origin is list:
-        return isinstance(value, list) and all(_fits(item, args[0]) for item in value)
-    if kind is bool:
-        return isinstance(value, bool)
-    if kind is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind is str:
-        return isinstance(value, str)
-    return True
-
-
-def check_types(section_cls: type, values: dict[str, Any], where: str) -> None:
-    """An error naming every value of ``values`` that does not fit its field's type in ``section_cls``."""
-    hints = typing.get_type_hints(section_cls)
-    wrong = [f"{name}: {value!r} is not {_type_name(hints[name])}" for name, value in values.items()
-             if not _fits(value, hints[name])]
-    if wrong:
-        raise ValueError(f"{where}: wrong type: " + "; ".join(wrong))
-
-
-def _type_name(kind: Any) -> str:
-    return str(kind).replace("typing.", "").replace("<class '", "").replace("'>", "")
-
-
-def with_added_options(earlier: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
-    """``earlier`` (sections of options, as :func:`config_to_dict` wrote them for an earlier release) with the
-    options that ``current`` has and it lacks at their defaults: an option added since then, left at its default,
-    keeps the earlier behaviour, so the two records compare equal."""
-    defaults = config_to_dict(RunConfig())
-    earlier = upgrade_sections(earlier)
-    upgraded = dict(earlier)
-    for section, options in current.items():
-        before, known = earlier.get(section), defaults.get(section)
-        if isinstance(options, dict) and isinstance(before, dict) and isinstance(known, dict):
-            upgraded[section] = {**before, **{k: known[k] for k in options if k not in before and k in known}}
-    return upgraded
-
-
-def config_from_dict(raw: dict[str, Any], source: str = "config", base: RunConfig | None = None) -> RunConfig:
-    """Rebuild a RunConfig; unknown keys are an error naming the key, missing keys take ``base``'s values
-    (default: the defaults)."""
-    config = copy.deepcopy(base) if base is not None else RunConfig()
-    for key, value in upgrade_sections(raw).items():
-        if key in SECTIONS:
-            section_cls = SECTIONS[key]
-            names = {f.name for f in dataclasses.fields(section_cls)}
-            if not isinstance(value, dict):
-                raise ValueError(f"{source}: section '{key}' must hold options (name: value), found {value!r}")
-            if key == "model":  # the rest are the backbone's own options, checked by the backbone that reads them
-                own = {k: v for k, v in value.items() if k not in names}
-                value = {k: v for k, v in value.items() if k in names}
-                value["options"] = {**getattr(config, key).options, **value.get("options", {}), **own}
-            unknown = set(value) - names
-            if unknown:
-                raise ValueError(f"{source}: unknown option(s) in section '{key}': {sorted(unknown)}")
-            check_types(section_cls, value, f"{source}: section '{key}'")
-            setattr(config, key, section_cls(**{**vars(getattr(config, key)), **value}))
-        elif key == "heads":
-            config.heads = [HeadSpec(**head) for head in value]
-        elif key in ("exp_dir", "version"):
-            setattr(config, key, value)
-        else:
-            raise ValueError(f"{source}: unknown section '{key}'")
-    if config.version > CONFIG_VERSION:
-        raise ValueError(f"{source}: written by a newer audiotune (config version {config.version})")
-    return config
-
-
-def save_config(config: RunConfig, path: str | Path) -> None:
-    """Write the resolved config as YAML."""
-    from audiotune.outputs import write_bytes
-
-    write_bytes(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
-
-
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The sections of a YAML config file (a run's config.yaml or a recipe), unchecked."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no config.yaml (is this a run directory written by `audiotune train`?)")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        where = getattr(err, "problem_mark", None)
-        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ValueError(f"{path}: not valid YAML{at}: {problem}") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected sections (data:, train:, ...), found a {type(raw).__name__}")
-    return raw
-
-
-def load_config(path: str | Path) -> RunConfig:
-    """Read a config.yaml written by :func:`save_config`."""
-    return config_from_dict(read_config_file(path), source=str(path))

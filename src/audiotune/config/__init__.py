@@ -1,0 +1,61 @@
+"""Typed configuration: one dataclass per concern, YAML in and out, command-line flags from field metadata.
+
+Every option is a dataclass field whose metadata carries its help text and the flag spellings the
+seed command lines used (``-bs``, ``--gauss``, ...). ``config.yaml`` in a run directory is the
+``RunConfig`` written with :func:`save_config`; :func:`load_config` rebuilds it exactly.
+
+The option machinery is in :mod:`audiotune.config.options`, the sections in :mod:`audiotune.config.sections`,
+config files in :mod:`audiotune.config.files`; this module is their public face.
+"""
+from __future__ import annotations
+
+from audiotune.config.files import (
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    read_config_file,
+    save_config,
+    upgrade_sections,
+    with_added_options,
+)
+from audiotune.config.options import (
+    AT_LEAST_0,
+    AT_LEAST_1,
+    INF,
+    PROBABILITY,
+    check_types,
+    describe_range,
+    option,
+    range_problems,
+)
+from audiotune.config.sections import (
+    AUGMENT_GATES,
+    AUGMENT_LATE_GATES,
+    AUGMENT_PROBABILITIES,
+    CONFIG_VERSION,
+    CUT_MAX_LIMIT,
+    HEAD_KINDS,
+    SECTIONS,
+    SPEED_LIMITS,
+    SPEED_RANGE,
+    AudioConfig,
+    AugmentConfig,
+    ClassifierConfig,
+    DataConfig,
+    FeatureConfig,
+    HeadSpec,
+    ModelConfig,
+    RunConfig,
+    RuntimeConfig,
+    TrainConfig,
+    check_config,
+)
+
+__all__ = [
+    "AT_LEAST_0", "AT_LEAST_1", "AUGMENT_GATES", "AUGMENT_LATE_GATES", "AUGMENT_PROBABILITIES", "CONFIG_VERSION",
+    "CUT_MAX_LIMIT", "HEAD_KINDS", "INF", "PROBABILITY", "SECTIONS", "SPEED_LIMITS", "SPEED_RANGE", "AudioConfig",
+    "AugmentConfig", "ClassifierConfig", "DataConfig", "FeatureConfig", "HeadSpec", "ModelConfig", "RunConfig",
+    "RuntimeConfig", "TrainConfig", "check_config", "check_types", "config_from_dict", "config_to_dict",
+    "describe_range", "load_config", "option", "range_problems", "read_config_file", "save_config",
+    "upgrade_sections", "with_added_options",
+]

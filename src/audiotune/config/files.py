@@ -1,0 +1,115 @@
+"""Config files: a ``RunConfig`` to and from plain dicts and YAML (``config.yaml`` of a run directory, recipes),
+and the upgrade of sections written by an earlier release."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from audiotune.config.options import check_types
+from audiotune.config.sections import CONFIG_VERSION, SECTIONS, HeadSpec, RunConfig, RuntimeConfig
+
+
+def config_to_dict(config: RunConfig) -> dict[str, Any]:
+    """Plain dict of the whole config (YAML-safe types only); the backbone's options flat in the model section."""
+    raw = dataclasses.asdict(config)
+    raw["model"] = {**raw["model"], **raw["model"].pop("options")}
+    return raw
+
+
+def upgrade_sections(raw: dict[str, Any]) -> dict[str, Any]:
+    """Sections as an earlier release wrote them, in today's layout: the audio section said ``reduce`` (mix down
+    or not) and ``mono`` (mean or sum) before channel modes; the runtime options (device, precision, workers,
+    caches) were in the train section."""
+    raw = dict(raw)
+    audio = raw.get("audio")
+    if isinstance(audio, dict):
+        audio = dict(audio)
+        reduce, mono = audio.pop("reduce", None), audio.pop("mono", None)
+        if "channel_mode" not in audio and (reduce is not None or mono is not None):
+            audio["channel_mode"] = (mono or "mean") if reduce in (None, True) else "none"
+        raw["audio"] = audio
+    train = raw.get("train")
+    if isinstance(train, dict):
+        runtime_names = {spec.name for spec in dataclasses.fields(RuntimeConfig)}
+        moved = {k: v for k, v in train.items() if k in runtime_names}
+        if moved:
+            raw["train"] = {k: v for k, v in train.items() if k not in runtime_names}
+            raw["runtime"] = {**moved, **(raw.get("runtime") or {})}
+    return raw
+
+
+def with_added_options(earlier: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    """``earlier`` (sections of options, as :func:`config_to_dict` wrote them for an earlier release) with the
+    options that ``current`` has and it lacks at their defaults: an option added since then, left at its default,
+    keeps the earlier behaviour, so the two records compare equal."""
+    defaults = config_to_dict(RunConfig())
+    earlier = upgrade_sections(earlier)
+    upgraded = dict(earlier)
+    for section, options in current.items():
+        before, known = earlier.get(section), defaults.get(section)
+        if isinstance(options, dict) and isinstance(before, dict) and isinstance(known, dict):
+            upgraded[section] = {**before, **{k: known[k] for k in options if k not in before and k in known}}
+    return upgraded
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "config", base: RunConfig | None = None) -> RunConfig:
+    """Rebuild a RunConfig; unknown keys are an error naming the key, missing keys take ``base``'s values
+    (default: the defaults)."""
+    config = copy.deepcopy(base) if base is not None else RunConfig()
+    for key, value in upgrade_sections(raw).items():
+        if key in SECTIONS:
+            section_cls = SECTIONS[key]
+            names = {f.name for f in dataclasses.fields(section_cls)}
+            if not isinstance(value, dict):
+                raise ValueError(f"{source}: section '{key}' must hold options (name: value), found {value!r}")
+            if key == "model":  # the rest are the backbone's own options, checked by the backbone that reads them
+                own = {k: v for k, v in value.items() if k not in names}
+                value = {k: v for k, v in value.items() if k in names}
+                value["options"] = {**getattr(config, key).options, **value.get("options", {}), **own}
+            unknown = set(value) - names
+            if unknown:
+                raise ValueError(f"{source}: unknown option(s) in section '{key}': {sorted(unknown)}")
+            check_types(section_cls, value, f"{source}: section '{key}'")
+            setattr(config, key, section_cls(**{**vars(getattr(config, key)), **value}))
+        elif key == "heads":
+            config.heads = [HeadSpec(**head) for head in value]
+        elif key in ("exp_dir", "version"):
+            setattr(config, key, value)
+        else:
+            raise ValueError(f"{source}: unknown section '{key}'")
+    if config.version > CONFIG_VERSION:
+        raise ValueError(f"{source}: written by a newer audiotune (config version {config.version})")
+    return config
+
+
+def save_config(config: RunConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML."""
+    from audiotune.outputs import write_bytes
+
+    write_bytes(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The sections of a YAML config file (a run's config.yaml or a recipe), unchecked."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no config.yaml (is this a run directory written by `audiotune train`?)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ValueError(f"{path}: not valid YAML{at}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected sections (data:, train:, ...), found a {type(raw).__name__}")
+    return raw
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a config.yaml written by :func:`save_config`."""
+    return config_from_dict(read_config_file(path), source=str(path))

@@ -1,0 +1,90 @@
+"""The option machinery of every config section: :func:`option` (a dataclass field with its help, seed flag
+spellings, allowed values, valid range and path role), the common ranges, and the checks of values against a
+field's range (:func:`range_problems`) and type (:func:`check_types`)."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import field
+from typing import Any
+
+from audiotune.storage import Role
+
+INF = float("inf")
+# valid values of a numeric option: (low, high, low included, high included); lists are checked per element
+AT_LEAST_0 = (0, INF, True, False)
+AT_LEAST_1 = (1, INF, True, False)
+PROBABILITY = (0, 1, True, True)
+
+
+def option(default: Any, help: str, flags: tuple[str, ...] = (), choices: tuple[Any, ...] | None = None,
+           cli: bool = True, valid: tuple[float, float, bool, bool] | None = None, role: Role | None = None) -> Any:
+    """A config field with its command-line help, extra flag spellings, allowed values, valid range and the role
+    of a path (how a remote one is read or written)."""
+    meta = {"help": help, "flags": flags, "choices": choices, "cli": cli, "valid": valid, "role": role}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def describe_range(low: float, high: float, low_in: bool, high_in: bool) -> str:
+    """'[0, 1)' style text of a range (inf for unbounded)."""
+    def text(v: float) -> str:
+        return "inf" if v == INF else "-inf" if v == -INF else f"{v:g}"
+    return f"{'[' if low_in else '('}{text(low)}, {text(high)}{']' if high_in else ')'}"
+
+
+def range_problems(options: Any) -> list[str]:
+    """``--name value: must be in ...`` for every option of dataclass instance ``options`` outside its declared
+    valid range (lists are checked per element)."""
+    problems = []
+    for spec in dataclasses.fields(options):
+        if not spec.metadata.get("valid"):
+            continue
+        low, high, low_in, high_in = spec.metadata["valid"]
+        value = getattr(options, spec.name)
+        for item in value if isinstance(value, list) else [value]:
+            if item is None or isinstance(item, bool):
+                continue
+            fine = isinstance(item, (int, float)) and math.isfinite(item) and \
+                (low < item or (low_in and item == low)) and (item < high or (high_in and item == high))
+            if not fine:
+                problems.append(f"--{spec.name} {item}: must be in {describe_range(low, high, low_in, high_in)}")
+                break
+    return problems
+
+
+def _fits(value: Any, kind: Any) -> bool:
+    """Whether a YAML value fits a field annotation (int | None, list[int], float, str, bool)."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in args)
+    if kind is type(None):
+        return value is None
+    if origin is list:
+        return isinstance(value, list) and all(_fits(item, args[0]) for item in value)
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is str:
+        return isinstance(value, str)
+    return True
+
+
+def check_types(section_cls: type, values: dict[str, Any], where: str) -> None:
+    """An error naming every value of ``values`` that does not fit its field's type in ``section_cls``."""
+    hints = typing.get_type_hints(section_cls)
+    wrong = [f"{name}: {value!r} is not {_type_name(hints[name])}" for name, value in values.items()
+             if not _fits(value, hints[name])]
+    if wrong:
+        raise ValueError(f"{where}: wrong type: " + "; ".join(wrong))
+
+
+def _type_name(kind: Any) -> str:
+    return str(kind).replace("typing.", "").replace("<class '", "").replace("'>", "")
+

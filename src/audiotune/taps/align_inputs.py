@@ -1,0 +1,160 @@
+"""The inputs of ``taps align``, read and checked: touch logs, key maps, the taps table, and each recording's
+start time (from its file name, by ``--time_pattern``, or from a column of the taps table)."""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from audiotune.data.errors import DataError
+
+SEED_PATTERN = "last7"  # the tap2key rule: the last 7 integer groups are hour, minute, second, fraction, month,
+# day, year
+STRPTIME_DIGITS = {"Y": r"\d{4}", "m": r"\d{1,2}", "d": r"\d{1,2}", "H": r"\d{1,2}", "M": r"\d{1,2}",
+                   "S": r"\d{1,2}", "f": r"\d{1,6}", "y": r"\d{2}", "j": r"\d{1,3}"}
+TOUCH_COLUMNS = ["timestamp", "touch_id", "event", "x", "y"]
+
+
+def read_touch_logs(paths: list[str], event: str = "Down") -> pd.DataFrame:
+    """The ``event`` rows of one or more touch logs, time ordered: timestamp, touch_id, x, y, source, line.
+
+    A first line whose timestamp does not parse is taken as a header; any later bad line is an error that
+    names the file and the line."""
+    frames, problems = [], []
+    for path in paths:
+        try:
+            raw = pd.read_csv(path, header=None, dtype=str, keep_default_na=False)
+        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+            raise DataError(f"{path}: cannot be read as a touch log ({err})") from err
+        if raw.shape[1] < 5:
+            raise DataError(f"{path}: a touch log needs at least 5 columns (timestamp, touch id, event, x, y); "
+                            f"found {raw.shape[1]}")
+        raw = raw.iloc[:, :5].set_axis(TOUCH_COLUMNS, axis=1)
+        raw["line"] = np.arange(1, len(raw) + 1)
+        stamps = pd.to_datetime(raw["timestamp"].str.strip(), errors="coerce", format="mixed")
+        if len(raw) and pd.isna(stamps.iloc[0]):
+            raw, stamps = raw.iloc[1:], stamps.iloc[1:]  # a header line
+        raw = raw.assign(timestamp=stamps, event=raw["event"].str.strip())
+        rows = raw[raw["event"].str.lower() == event.lower()].copy()
+        for column in ("x", "y"):
+            rows[column] = pd.to_numeric(rows[column].str.strip(), errors="coerce")
+        bad = rows[rows[["timestamp", "x", "y"]].isna().any(axis=1)]
+        problems += [f"{path} line {line}: timestamp, x or y unreadable" for line in bad["line"].head(5)]
+        rows["source"] = str(path)
+        frames.append(rows)
+    if problems:
+        raise DataError("touch log rows that cannot be read:\n  " + "\n  ".join(problems))
+    touches = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=TOUCH_COLUMNS)
+    return touches.sort_values("timestamp", kind="stable").reset_index(drop=True)
+
+
+def read_keys(path: str) -> pd.DataFrame:
+    """Key centres ``x, y, label`` (a header line optional; the tap2key file had none)."""
+    try:
+        keys = pd.read_csv(path, header=None, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise DataError(f"{path}: cannot be read as a key table ({err})") from err
+    if keys.shape[1] != 3:
+        raise DataError(f"{path}: a key table has 3 columns (x, y, label); found {keys.shape[1]}")
+    keys = keys.set_axis(["x", "y", "label"], axis=1)
+    if len(keys) and pd.isna(pd.to_numeric(keys["x"].iloc[0], errors="coerce")):
+        keys = keys.iloc[1:]
+    xy = keys[["x", "y"]].apply(pd.to_numeric, errors="coerce")
+    bad = np.flatnonzero(xy.isna().any(axis=1).to_numpy())
+    if len(bad) or not len(keys):
+        raise DataError(f"{path}: " + (f"x or y not a number on line(s) {[int(i) + 1 for i in bad[:5]]}" if len(bad)
+                                       else "no keys"))
+    return pd.DataFrame({"x": xy["x"].to_numpy(float), "y": xy["y"].to_numpy(float),
+                         "label": keys["label"].str.strip().to_numpy()})
+
+
+def key_labels(x: np.ndarray, y: np.ndarray, keys: pd.DataFrame, max_distance: float | None = None) -> np.ndarray:
+    """The label of each touch's nearest key centre; ``none`` beyond ``max_distance`` of every centre."""
+    if not len(x):
+        return np.zeros(0, dtype=object)
+    distance = np.hypot(x[:, None] - keys["x"].to_numpy()[None], y[:, None] - keys["y"].to_numpy()[None])
+    nearest = distance.argmin(axis=1)
+    labels = keys["label"].to_numpy()[nearest].astype(object)
+    if max_distance is not None:
+        labels[distance[np.arange(len(x)), nearest] > max_distance] = "none"
+    return labels
+
+
+def pattern_regex(pattern: str) -> re.Pattern:
+    """A regex that finds a strptime ``pattern`` (digit directives only) inside a file name."""
+    parts, i = [], 0
+    while i < len(pattern):
+        if pattern[i] == "%" and i + 1 < len(pattern):
+            code = pattern[i + 1]
+            if code == "%":
+                parts.append("%")
+            elif code in STRPTIME_DIGITS:
+                parts.append(STRPTIME_DIGITS[code])
+            else:
+                raise ValueError(f"--time_pattern {pattern!r}: %{code} is not supported (use %Y %y %m %d %j %H %M %S "
+                                 "%f: a start time written in digits)")
+            i += 2
+        else:
+            parts.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(parts))
+
+
+def recording_start(path: str, pattern: str = SEED_PATTERN) -> dt.datetime:
+    """The start time written in a recording's file name: the last 7 integer groups (``last7``: hour, minute,
+    second, fraction, month, day, year) or the last match of a strptime ``pattern``."""
+    name = Path(path).stem
+    if pattern == SEED_PATTERN:
+        groups = re.findall(r"\d+", name)
+        if len(groups) < 7:
+            raise DataError(f"{path}: the file name holds {len(groups)} integer groups; --time_pattern last7 reads "
+                            "the last 7 as hour, minute, second, fraction, month, day, year (give --time_pattern "
+                            "or --start_column)")
+        hour, minute, second, fraction, month, day, year = groups[-7:]
+        text = f"{int(year):04d}-{int(month):02d}-{int(day):02d} {hour}:{minute}:{second}.{fraction[:6]}"
+        try:
+            return dt.datetime.strptime(text, "%Y-%m-%d %H:%M:%S.%f")
+        except ValueError as err:
+            raise DataError(f"{path}: its last 7 integer groups are not a time ({err})") from err
+    found = list(pattern_regex(pattern).finditer(name))
+    if not found:
+        raise DataError(f"{path}: the file name does not contain --time_pattern {pattern!r}")
+    try:
+        return dt.datetime.strptime(found[-1].group(0), pattern)
+    except ValueError as err:
+        raise DataError(f"{path}: {found[-1].group(0)!r} is not a time of --time_pattern {pattern!r} ({err})") from err
+
+
+def read_taps(path: Path) -> pd.DataFrame:
+    """A ``taps detect`` table (``path, time, ...``), every cell as text except ``time`` (seconds)."""
+    from audiotune.data.segments import read_source
+
+    taps = read_source(path)
+    if "time" not in taps.columns:
+        raise DataError(f"{path}: needs a 'time' column (tap times in seconds, as `audiotune taps detect` writes)")
+    times = pd.to_numeric(taps["time"], errors="coerce")
+    bad = np.flatnonzero(times.isna().to_numpy() | (times < 0).to_numpy())
+    if len(bad):
+        raise DataError(f"{path}: 'time' is not a number >= 0 on line(s) {[int(i) + 2 for i in bad[:5]]}")
+    return taps.assign(time=times.astype(float))
+
+
+def recording_starts(taps: pd.DataFrame, source: Path, pattern: str, column: str | None) -> dict[str, dt.datetime]:
+    """Each recording's start: from ``column`` of the taps table (one value per recording) or its file name."""
+    starts = {}
+    for path, rows in taps.groupby("path", sort=False):
+        if column is None:
+            starts[str(path)] = recording_start(str(path), pattern)
+            continue
+        if column not in taps.columns:
+            raise DataError(f"{source}: --start_column {column!r} is not a column ({list(taps.columns)})")
+        values = rows[column].unique()
+        stamp = pd.to_datetime(values[0], errors="coerce") if len(values) == 1 else pd.NaT
+        if pd.isna(stamp):
+            raise DataError(f"{source}: {path}: --start_column {column!r} must hold one readable time per "
+                            f"recording (found {list(values[:3])})")
+        starts[str(path)] = stamp.to_pydatetime()
+    return starts
