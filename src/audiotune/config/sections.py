@@ -155,7 +155,7 @@ class FeatureConfig:
                            choices=("mfcc", "fbank", "waveform"))
     waveform_norm: bool = option(False, "per-clip zero mean, unit variance of waveform inputs "
                                         "(set from a pretrained encoder's feature extractor)")
-    num_mel_bins: int | None = option(None, "mel bins of the Kaldi fbank (default: 80 for ECAPA-TDNN, 128 for SSAST)",
+    num_mel_bins: int | None = option(None, "mel bins of the Kaldi fbank (default: the backbone's)",
                                       valid=(1, 1024, True, True))
     target_length: int = option(0, "pad or crop features to this many frames (0 = the clip's own length)",
                                 valid=AT_LEAST_0)
@@ -188,9 +188,9 @@ class FeatureConfig:
 @dataclass
 class ModelConfig:
     model: str = option("ecapa_tdnn", "backbone (every file of models/backbones/ that registers one)")
-    checkpoint: str = option("", "backbone to start from: a Hugging Face hub id or directory (--model hf, default "
-                                 "facebook/wav2vec2-base-960h), or a SpeechBrain-layout ECAPA .ckpt/.safetensors",
-                                 ("-c",), role=Role.INPUT)
+    checkpoint: str = option("", "weights to start from: a Hugging Face hub id or folder, or a checkpoint file, as "
+                                 "the backbone reads them (default: the backbone's own; see the README's table of "
+                                 "backbones)", ("-c",), role=Role.INPUT)
     freeze: bool | None = option(None, "freeze the whole backbone (default: yes for pretrained encoders, as the "
                                        "seed did; no for models trained from scratch)")
     freeze_feature_encoder: bool = option(False, "freeze only the convolutional feature encoder")
