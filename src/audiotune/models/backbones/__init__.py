@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import torch
 from torch import Tensor, nn
 
 from audiotune.config import RunConfig, check_types, range_problems
@@ -129,6 +130,18 @@ class SupportsPretraining(Protocol):
     def save_pretrained_outputs(self, folder: Path) -> list[Path]:
         """Write the pretrained encoder in the layouts its users load; returns what was written."""
         ...
+
+
+def encode_in_windows(encode: Callable[[Tensor, Tensor], tuple[list[Tensor], Tensor]], waveforms: Tensor,
+                      lengths: Tensor, windows: list[tuple[int, int]]) -> tuple[list[Tensor], Tensor]:
+    """``encode(waveforms, valid)`` of each sample range of ``windows`` apart (bounded memory for long clips), each
+    hidden state's frames and the masks concatenated along time; ``lengths`` (B,) are the real samples."""
+    lengths = lengths.to(device=waveforms.device, dtype=torch.long)
+    passes = [encode(waveforms[:, start:end], (lengths - start).clamp(0, end - start)) for start, end in windows]
+    if len(passes) == 1:
+        return passes[0]
+    states = [torch.cat(parts, dim=1) for parts in zip(*(p[0] for p in passes))]
+    return states, torch.cat([p[1] for p in passes], dim=1)
 
 
 BackboneFactory = Callable[[RunConfig, bool], Backbone]

@@ -68,7 +68,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from audiotune.config import AT_LEAST_0, RunConfig, option
-from audiotune.models.backbones import Backbone, backbone_options, register
+from audiotune.models.backbones import Backbone, backbone_options, encode_in_windows, register
 
 __all__ = ["DEFAULT_CHECKPOINT", "WhisperBackbone", "WhisperOptions", "build_whisper", "front_end_settings",
            "resolve_whisper"]
@@ -317,13 +317,7 @@ class WhisperBackbone(Backbone):
 
         Clips longer than the window are encoded window by window and their frames concatenated along time.
         """
-        lengths = lengths.to(device=waveforms.device, dtype=torch.long)
-        passes = [self._encode(waveforms[:, start:end], (lengths - start).clamp(0, end - start))
-                  for start, end in self._windows(waveforms.shape[1])]
-        if len(passes) == 1:
-            return passes[0]
-        states = [torch.cat(parts, dim=1) for parts in zip(*(p[0] for p in passes))]
-        return states, torch.cat([p[1] for p in passes], dim=1)
+        return encode_in_windows(self._encode, waveforms, lengths, self._windows(waveforms.shape[1]))
 
     def load_pretrained(self, path: str | Path) -> None:
         """Re-load the encoder weights from a hub id or directory (strict: same architecture required)."""
