@@ -35,6 +35,8 @@ def test_a_backbone_shows_only_its_own_options(capsys: pytest.CaptureFixture) ->
     stats = help_text(capsys, "stats")
     assert "--tshift" not in stats and "--clf_bottleneck" not in stats and "--epochs" not in stats
     assert "--accelerator" in stats
+    cluster = help_text(capsys, "cluster")
+    assert "--layer" in cluster and "-bs" in cluster and "--epochs" not in cluster and "--weighted" not in cluster
 
 
 def test_an_option_of_another_backbone_is_refused(capsys: pytest.CaptureFixture) -> None:

@@ -11,7 +11,7 @@ from audiotune.storage import Role
 
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
-    add_config_flags(parser, ("data", "audio", "features", "model", "classifier", "train", "runtime"),
+    add_config_flags(parser, ("data", "audio", "features", "model", "classifier.layer", "train.batch_size", "runtime"),
                      model=model or "hf", writes_run=False, defaults={"model.model": "hf"})
     add_path(parser, "--run", role=Role.RUN, help="trained run directory whose (fine-tuned) encoder makes the frames "
                                                   "(default: the -c encoder as loaded)")

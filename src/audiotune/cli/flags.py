@@ -106,7 +106,8 @@ def _add_field(group: Any, dest: str, spec: dataclasses.Field, hints: dict, hidd
 def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] = tuple(SECTIONS),
                      model: str | None = None, writes_run: bool = True, backbone_flags: bool = True,
                      defaults: dict[str, Any] | None = None) -> None:
-    """The options of ``sections`` as flags (``--x_y`` and ``--x-y``), plus the seeds' spellings.
+    """The options of ``sections`` as flags (``--x_y`` and ``--x-y``), plus the seeds' spellings; a
+    ``section.name`` entry adds that one option of a section.
 
     With the model section come the options of every backbone (its options dataclass), grouped by backbone; with
     ``model`` (the ``--model`` of the command line) the other backbones' options are left out of the help.
@@ -117,12 +118,14 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
     if writes_run:
         add_path(parser, *spellings("exp_dir", ("-o",)), role=Role.RUN_OUTPUT, dest="exp_dir",
                  default=argparse.SUPPRESS, help="run directory for every output")
-    for section in sections:
+    groups: dict[str, Any] = {}
+    for entry in sections:
+        section, _, only = entry.partition(".")
         cls = SECTIONS[section]
-        group = parser.add_argument_group(section)
+        group = groups.setdefault(section, parser.add_argument_group(section))
         hints = typing.get_type_hints(cls)
         for spec in dataclasses.fields(cls):
-            if spec.metadata.get("cli") is not False:
+            if spec.metadata.get("cli") is not False and only in ("", spec.name):
                 _add_field(group, f"{section}.{spec.name}", spec, hints)
     if "model" in sections and backbone_flags:
         _add_backbone_flags(parser, model)
