@@ -279,7 +279,7 @@ def _mask_along(features: torch.Tensor, mask_param: int, dim: int,
     if mask_param < 1:
         return features  # torchaudio draws nothing in this case
     size = features.shape[dim]
-    dev = generator.device if generator is not None else torch.device("cpu")
+    dev = generator.device if generator is not None else None  # None: the default (global) generator's device
     value = torch.rand(1, generator=generator, device=dev) * mask_param
     min_value = torch.rand(1, generator=generator, device=dev) * (size - value)
     start = int(min_value.long())
