@@ -61,7 +61,6 @@ def test_path_roles_come_from_the_declarations() -> None:
 
 
 @pytest.mark.parametrize("argv", [["taps", "detect", "gs://bucket/r.wav", "--out", "taps.csv"],
-                                  ["segment", "gs://bucket/events.csv", "--out", "s.csv", "--window", "1"],
                                   ["manifest", "gs://bucket/audio", "--out", "m.csv"]])
 def test_a_remote_path_where_the_command_reads_local_files_only_is_refused(argv: list[str], tmp_path: Path,
                                                                          capsys: pytest.CaptureFixture) -> None:

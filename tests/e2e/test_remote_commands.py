@@ -1,0 +1,59 @@
+"""segment, manifest and taps with gs:// inputs and outputs (storage emulator on loopback): the same output as
+the same command on local copies of the same files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import soundfile as sf
+from conftest import BUCKET, Emulator, tone
+
+from audiotune.cli import main
+
+RATE = 8000
+URL = f"gs://{BUCKET}"
+
+
+def _wav(path: Path, seconds: float, channels: int = 1) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, tone(440, seconds, RATE, channels=channels), RATE)
+
+
+def _upload(local: Path, gcs: Emulator, prefix: str) -> None:
+    for file in sorted(p for p in local.rglob("*") if p.is_file()):
+        gcs.fs().put_file(str(file), f"{BUCKET}/{prefix}/{file.relative_to(local).as_posix()}")
+
+
+def _remote_text(gcs: Emulator, key: str) -> str:
+    return gcs.fs().cat_file(f"{BUCKET}/{key}").decode()
+
+
+def test_segment_reads_and_writes_a_bucket_as_a_local_folder(gcs: Emulator, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    data = tmp_path / "data"
+    _wav(data / "audio" / "a.wav", 2.0)
+    _wav(data / "audio" / "b.wav", 1.3, channels=2)
+    pd.DataFrame([{"path": "audio/a.wav", "time": 0.5, "label": "tap"},
+                  {"path": "audio/a.wav", "time": 1.9, "label": "key"},  # leaves the file: skipped
+                  {"path": "audio/b.wav", "time": 0.75, "label": "tap"}]).to_csv(data / "events.csv", index=False)
+    _upload(data, gcs, "data")
+    events = ["--before", "0.25", "--after", "0.5", "--on_error", "skip"]
+    assert main(["segment", f"{URL}/data/events.csv", "--out", f"{URL}/segments/events.csv", *events]) == 0
+    printed = capsys.readouterr().out
+    assert f"{URL}/segments/events.csv: 2 segments" in printed and f"{URL}/segments/events.skipped.csv" in printed
+    assert main(["segment", str(data / "events.csv"), "--out", str(tmp_path / "segments" / "events.csv"),
+                 *events]) == 0
+    assert _remote_text(gcs, "segments/events.csv") == (tmp_path / "segments" / "events.csv").read_text()
+    assert "../data/audio/a.wav" in _remote_text(gcs, "segments/events.csv")
+    with gcs.fs().open(f"{BUCKET}/segments/events.skipped.csv") as stream:
+        skipped = pd.read_csv(stream)
+    assert skipped["path"].tolist() == [f"{URL}/data/audio/a.wav"] and skipped["time"].tolist() == [1.9]
+
+    # windows of audio in a bucket written to a local table: full URLs, which read_table resolves
+    pd.DataFrame([{"path": "audio/a.wav"}, {"path": "audio/b.wav"}]).to_csv(data / "recordings.csv", index=False)
+    _upload(data, gcs, "data")
+    local_out = tmp_path / "local" / "windows.csv"
+    assert main(["segment", f"{URL}/data/recordings.csv", "--out", str(local_out), "--window", "0.5"]) == 0
+    windows = pd.read_csv(local_out)
+    assert set(windows["path"]) == {f"{URL}/data/audio/a.wav", f"{URL}/data/audio/b.wav"} and len(windows) == 6
