@@ -2,6 +2,8 @@
 the same command on local copies of the same files."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +14,7 @@ from conftest import BUCKET, Emulator, tone
 from audiotune.cli import main
 
 RATE = 8000
+ROOT = Path(__file__).resolve().parents[2]
 URL = f"gs://{BUCKET}"
 
 
@@ -57,3 +60,31 @@ def test_segment_reads_and_writes_a_bucket_as_a_local_folder(gcs: Emulator, tmp_
     assert main(["segment", f"{URL}/data/recordings.csv", "--out", str(local_out), "--window", "0.5"]) == 0
     windows = pd.read_csv(local_out)
     assert set(windows["path"]) == {f"{URL}/data/audio/a.wav", f"{URL}/data/audio/b.wav"} and len(windows) == 6
+
+
+@pytest.fixture()
+def tap_data(tmp_path: Path) -> Path:
+    """Two synthetic tap recordings, their touch log and key centres (examples/make_tap_data.py)."""
+    out = tmp_path / "taps"
+    subprocess.run([sys.executable, str(ROOT / "examples" / "make_tap_data.py"), "--out", str(out),
+                    "--recordings", "2", "--seconds", "4", "--seed", "3"], check=True, capture_output=True)
+    return out
+
+
+def test_taps_detect_reads_recordings_by_range_and_writes_to_a_bucket(gcs: Emulator, tap_data: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    _upload(tap_data, gcs, "taps")
+    names = sorted(p.name for p in (tap_data / "01.acoustic").glob("*.wav"))
+    remote = [f"{URL}/taps/01.acoustic/{name}" for name in names]
+    assert main(["taps", "detect", *remote, "--out", f"{URL}/out/taps.csv", "--plot", f"{URL}/out/plots"]) == 0
+    printed = capsys.readouterr().out
+    assert f"{remote[0]}: " in printed and f"{URL}/out/taps.csv: " in printed and f"plots in {URL}/out/plots" in printed
+    local = tmp_path / "local"  # the bucket's layout on a local disk
+    gcs.fs().get(f"{BUCKET}/taps", str(local / "taps"), recursive=True)
+    assert main(["taps", "detect", *(str(local / "taps" / "01.acoustic" / n) for n in names),
+                 "--out", str(local / "out" / "taps.csv"), "--plot", str(local / "out" / "plots")]) == 0
+    assert _remote_text(gcs, "out/taps.csv") == (local / "out" / "taps.csv").read_text()
+    assert len(pd.read_csv(local / "out" / "taps.csv")) > 0
+    plots = sorted(Path(p).name for p in gcs.fs().find(f"{BUCKET}/out/plots"))
+    assert plots == sorted(p.name for p in (local / "out" / "plots").iterdir()) == [
+        f"{Path(n).stem}_taps.png" for n in names]

@@ -20,8 +20,8 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                     "envelope -> peaks at least --min_distance apart above --height, or above --factor x the "
                     "recording's noise floor (the --floor_quantile of |trace|). The rows feed `audiotune "
                     "segment --before/--after`.")
-    add_path(detect, "recordings", role=Role.LOCAL, nargs="+", help="audio files (any channel count)")
-    add_path(detect, "--out", role=Role.LOCAL, required=True,
+    add_path(detect, "recordings", role=Role.AUDIO, nargs="+", help="audio files (any channel count)")
+    add_path(detect, "--out", role=Role.OUTPUT_FILE, required=True,
              help="CSV to write: path, time, height, energy_ch0, ...")
     detect.add_argument("--cutoff", type=float, default=1200.0, help="high-pass cutoff in Hz (default 1200)")
     detect.add_argument("--order", type=int, default=3, help="Butterworth order, applied forwards and backwards")
@@ -47,7 +47,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                         help="channels averaged into the trace (0-based; default all)")
     detect.add_argument(*spellings("block_seconds"), dest="block_seconds", type=float, default=60.0,
                         help="seconds read at a time (memory bound; the peaks do not depend on it)")
-    add_path(detect, "--plot", role=Role.LOCAL, help="folder for one diagnostic PNG per recording")
+    add_path(detect, "--plot", role=Role.OUTPUT_DIR, help="folder for one diagnostic PNG per recording")
     align = commands.add_parser(
         "align", help="pair detected taps one to one with touch-log events; writes a labelled segment table",
         description="Each touch (Down events of the touch logs) is labelled by its nearest key centre and expected "
@@ -91,6 +91,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if args.taps_command == "align":
         run_align(args)
         return
+    from audiotune import storage
+    from audiotune.cli.show import shown
     from audiotune.taps.detect import (
         DetectOptions,
         check_recordings,
@@ -117,9 +119,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     write_csv(taps_table(detections, out), out, index=False)
     if args.plot:
         for found in detections:
-            plot_detection(found, Path(args.plot) / f"{Path(found.path).stem}_taps.png", window)
+            plot_detection(found, Path(args.plot) / f"{Path(storage.name(found.path)).stem}_taps.png", window)
     total = sum(len(d.positions) for d in detections)
-    print(f"{out}: {total} taps in {len(detections)} recordings" + (f"; plots in {args.plot}" if args.plot else ""))
+    plots = f"; plots in {storage.final_place(args.plot)}" if args.plot else ""
+    print(f"{shown(out)}: {total} taps in {len(detections)} recordings{plots}")
 
 
 def run_align(args: argparse.Namespace) -> None:
