@@ -88,3 +88,31 @@ def test_taps_detect_reads_recordings_by_range_and_writes_to_a_bucket(gcs: Emula
     plots = sorted(Path(p).name for p in gcs.fs().find(f"{BUCKET}/out/plots"))
     assert plots == sorted(p.name for p in (local / "out" / "plots").iterdir()) == [
         f"{Path(n).stem}_taps.png" for n in names]
+
+
+def test_taps_align_reads_its_tables_in_place_and_writes_to_a_bucket(gcs: Emulator, tap_data: Path, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    _upload(tap_data, gcs, "taps")
+    names = sorted(p.name for p in (tap_data / "01.acoustic").glob("*.wav"))
+    local = tmp_path / "local"  # the bucket's layout on a local disk
+
+    def detect_and_align(root: str) -> None:
+        recordings = [f"{root}/taps/01.acoustic/{name}" for name in names]
+        assert main(["taps", "detect", *recordings, "--out", f"{root}/out/taps.csv"]) == 0
+        assert main(["taps", "align", f"{root}/out/taps.csv",
+                     "--touch_log", f"{root}/taps/02.neonode/session_nnode.csv", "--keys", f"{root}/taps/keys.csv",
+                     "--out", f"{root}/out/segments.csv", "--plot", f"{root}/out/plots"]) == 0
+
+    detect_and_align(URL)
+    printed = capsys.readouterr().out
+    assert f"{URL}/out/segments.csv: " in printed and f"plots in {URL}/out/plots" in printed
+    gcs.fs().get(f"{BUCKET}/taps", str(local / "taps"), recursive=True)
+    detect_and_align(str(local))
+    for name in ("segments.csv", "segments.report.json"):
+        assert _remote_text(gcs, f"out/{name}") == (local / "out" / name).read_text(), name
+    assert len(pd.read_csv(local / "out" / "segments.csv")) > 0
+    # the touches' source column names each log where it was read: the same up to its folder
+    assert _remote_text(gcs, "out/segments.unmatched.csv") == (local / "out" / "segments.unmatched.csv").read_text(
+    ).replace(str(local), URL)
+    assert sorted(Path(p).name for p in gcs.fs().find(f"{BUCKET}/out/plots")) == [
+        f"{Path(n).stem}_align.png" for n in names]

@@ -55,12 +55,13 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                     "most pairs within --selectivity, then the smallest time errors). Without --latency it is "
                     "estimated. Writes OUT (segments: uid, path, offset, duration, time, label, x, y, ...), "
                     "OUT.unmatched.csv and OUT.report.json.")
-    add_path(align, "taps", role=Role.LOCAL, help="taps table from `audiotune taps detect` (path, time, ...)")
-    add_path(align, *spellings("touch_log"), role=Role.LOCAL, dest="touch_log", nargs="+", required=True,
+    add_path(align, "taps", role=Role.TABLE, help="taps table from `audiotune taps detect` (path, time, ...); its "
+                                                  "relative paths are relative to its folder")
+    add_path(align, *spellings("touch_log"), role=Role.TABLE, dest="touch_log", nargs="+", required=True,
                        help="touch-log CSV(s) (no header: timestamp, touch id, event, x, y, ...); concatenated")
-    add_path(align, "--keys", role=Role.LOCAL, required=True,
+    add_path(align, "--keys", role=Role.TABLE, required=True,
              help="key centres CSV: x, y, label (header optional; 'none' points absorb off-key touches)")
-    add_path(align, "--out", role=Role.LOCAL, required=True, help="segment CSV to write")
+    add_path(align, "--out", role=Role.OUTPUT_FILE, required=True, help="segment CSV to write")
     align.add_argument("--latency", type=float,
                        help="seconds from a logged touch to its sound (negative: the sound is earlier; the tap2key "
                             "system used -0.15); default: estimated from the data")
@@ -83,7 +84,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                        help=f"segment seconds before each tap (default {TAP_WINDOW[0]}: 2192 samples at 96 kHz)")
     align.add_argument("--after", type=float, default=TAP_WINDOW[1],
                        help=f"segment seconds after each tap (default {TAP_WINDOW[1]}: 6000 samples at 96 kHz)")
-    add_path(align, "--plot", role=Role.LOCAL,
+    add_path(align, "--plot", role=Role.OUTPUT_DIR,
              help="folder for one PNG per recording: taps, touches and their labels")
 
 
@@ -126,6 +127,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
 
 def run_align(args: argparse.Namespace) -> None:
+    from audiotune import storage
+    from audiotune.cli.show import shown
     from audiotune.taps.align import AlignOptions, align_csv, plot_alignment
 
     options = AlignOptions(latency=args.latency, selectivity=args.selectivity, max_latency=args.max_latency,
@@ -146,12 +149,13 @@ def run_align(args: argparse.Namespace) -> None:
           f"(listed in {result.leftover_path.name})")
     skipped = f", {len(result.skipped)} too near a file's edge (listed in {result.skipped_path.name})" \
         if result.skipped_path else ""
-    print(f"{result.out}: {len(result.segments)} segments{skipped}; report in {result.report_path.name}")
+    print(f"{shown(result.out)}: {len(result.segments)} segments{skipped}; report in {result.report_path.name}")
     if args.plot:
         events = result.alignment.events
         for path in dict.fromkeys(result.alignment.events["path"]):
-            plot_alignment(path, events, result.alignment.leftover, Path(args.plot) / f"{Path(path).stem}_align.png")
-        print(f"plots in {args.plot}")
+            plot_alignment(path, events, result.alignment.leftover,
+                           Path(args.plot) / f"{Path(storage.name(path)).stem}_align.png")
+        print(f"plots in {storage.final_place(args.plot)}")
 
 
 COMMAND = Command("taps", "taps and keystrokes in long recordings: detect, align", arguments, run)
