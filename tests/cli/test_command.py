@@ -60,9 +60,10 @@ def test_path_roles_come_from_the_declarations() -> None:
     assert roles["data.label_txt"] is Role.INPUT and roles["runtime.cache_dir"] is Role.CACHE
 
 
-@pytest.mark.parametrize("argv", [["manifest", "gs://bucket/audio", "--out", "m.csv"]])
-def test_a_remote_path_where_the_command_reads_local_files_only_is_refused(argv: list[str], tmp_path: Path,
+def test_a_remote_path_where_the_command_reads_local_files_only_is_refused(tmp_path: Path,
                                                                          capsys: pytest.CaptureFixture) -> None:
+    space = tmp_path / "space.yaml"  # read only after the paths are checked: the refusal comes first
+    argv = ["sweep", "-o", "gs://bucket/sweep", "--space", str(space), "-d", "t.csv"]
     assert main(argv) == 2
     error = capsys.readouterr().err
     assert "gs://bucket/" in error and "local disk only" in error

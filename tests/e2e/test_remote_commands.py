@@ -116,3 +116,31 @@ def test_taps_align_reads_its_tables_in_place_and_writes_to_a_bucket(gcs: Emulat
     ).replace(str(local), URL)
     assert sorted(Path(p).name for p in gcs.fs().find(f"{BUCKET}/out/plots")) == [
         f"{Path(n).stem}_align.png" for n in names]
+
+
+def test_manifest_lists_a_bucket_folder_and_writes_to_a_bucket(gcs: Emulator, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    data = tmp_path / "data"
+    for name in ("low/ann_1.wav", "low/bob_2.wav", "high/sub/ann_3.wav", "high/notes.wav"):
+        _wav(data / "audio" / name, 0.2)
+    (data / "audio" / "readme.txt").write_text("not audio")
+    _upload(data, gcs, "data")
+    flags = ["--pattern", r"(?P<subject>[a-z]+)_\d\.wav", "--folder_label", "pitch", "--on_error", "skip"]
+    assert main(["manifest", f"{URL}/data/audio", "--out", f"{URL}/tables/manifest.csv", *flags]) == 0
+    assert f"{URL}/tables/manifest.csv: 3 files, 1 skipped" in capsys.readouterr().out
+    local = tmp_path / "local"  # the bucket's layout on a local disk
+    gcs.fs().get(f"{BUCKET}/data", str(local / "data"), recursive=True)
+    assert main(["manifest", str(local / "data" / "audio"), "--out", str(local / "tables" / "manifest.csv"),
+                 *flags]) == 0
+    assert _remote_text(gcs, "tables/manifest.csv") == (local / "tables" / "manifest.csv").read_text()
+    manifest = pd.read_csv(local / "tables" / "manifest.csv")
+    assert manifest["path"].tolist() == ["../data/audio/high/sub/ann_3.wav", "../data/audio/low/ann_1.wav",
+                                         "../data/audio/low/bob_2.wav"]
+    assert _remote_text(gcs, "tables/manifest.skipped.csv").splitlines()[1].startswith(
+        f"{URL}/data/audio/high/notes.wav,")
+
+    # audio in a bucket, a local manifest: full URLs
+    assert main(["manifest", f"{URL}/data/audio/", "--out", str(tmp_path / "m.csv"), *flags]) == 0
+    assert pd.read_csv(tmp_path / "m.csv")["path"].tolist()[0] == f"{URL}/data/audio/high/sub/ann_3.wav"
+    assert main(["manifest", f"{URL}/data/missing", "--out", str(tmp_path / "n.csv")]) == 2
+    assert f"{URL}/data/missing: audio folder not found" in capsys.readouterr().err
