@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -10,51 +9,12 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import SMALL_ECAPA, make_uid_dataset
+from conftest import BUCKET, SMALL_ECAPA, Emulator, make_uid_dataset
 from safetensors.torch import load
 
 from audiotune import storage
 from audiotune.cli import main
 from audiotune.outputs import CONFIG_FILE, RUN_MARKERS
-
-BUCKET = "audiotune-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class Emulator:
-    """gcp-storage-emulator in this process, with one bucket."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.port, self.data_dir = _free_port(), data_dir
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.start()
-
-    def start(self) -> None:
-        from gcp_storage_emulator.server import create_server
-
-        self.server = create_server("127.0.0.1", self.port, in_memory=False, data_dir=str(self.data_dir),
-                                    default_bucket=BUCKET)
-        self.server.start()
-
-    def fs(self):  # the file system audiotune itself uses
-        return storage.filesystem(f"gs://{BUCKET}")[0]
-
-    def stop(self) -> None:
-        self.server.stop()
-
-
-@pytest.fixture()
-def gcs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    emulator = Emulator(tmp_path / "bucket")
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator.url)
-    monkeypatch.setenv("AUDIOTUNE_CACHE", str(tmp_path / "cache"))
-    yield emulator
-    emulator.stop()
 
 
 def upload_dataset(root: Path, fs) -> None:

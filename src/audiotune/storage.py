@@ -186,6 +186,20 @@ def listdir(path: str | Path) -> list[str]:
         raise storage_error(str(path), "be listed", err) from err
 
 
+def find(folder: str | Path) -> list[str]:
+    """Every file under ``folder``, recursively, as full paths or URLs, sorted part by part."""
+    if not is_remote(folder):
+        found = [os.path.join(top, file) for top, _, files in os.walk(folder) for file in files]
+    else:
+        url = str(folder).rstrip("/")
+        fs, inner = filesystem(url)
+        try:
+            found = [join(url, posixpath.relpath(p, inner.rstrip("/"))) for p in fs.find(inner)]
+        except Exception as err:
+            raise storage_error(url, "be listed", err) from err
+    return sorted(found, key=lambda path: path.split("/"))
+
+
 def _version(info: dict) -> str:
     """What changes when a remote object's content does: its generation, checksum or etag, with its size."""
     for key in ("generation", "md5Hash", "crc32c", "ETag", "etag", "mtime", "LastModified"):

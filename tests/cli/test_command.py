@@ -56,17 +56,16 @@ def test_a_command_default_yields_to_the_config_file(tmp_path: Path) -> None:
 
 def test_path_roles_come_from_the_declarations() -> None:
     roles = path_roles(build_parser().parse_args(["taps", "detect", "a.wav", "--out", "t.csv"]))
-    assert roles == {"recordings": Role.LOCAL, "out": Role.LOCAL, "plot": Role.LOCAL}
+    assert roles == {"recordings": Role.AUDIO, "out": Role.OUTPUT_FILE, "plot": Role.OUTPUT_DIR}
     roles = path_roles(build_parser().parse_args(["cv", "-d", "t.csv", "-o", "e"]))
     assert roles["exp_dir"] is Role.EXPERIMENT and roles["data.data_split_root"] is Role.TABLE
     assert roles["data.label_txt"] is Role.INPUT and roles["runtime.cache_dir"] is Role.CACHE
 
 
-@pytest.mark.parametrize("argv", [["taps", "detect", "gs://bucket/r.wav", "--out", "taps.csv"],
-                                  ["segment", "gs://bucket/events.csv", "--out", "s.csv", "--window", "1"],
-                                  ["manifest", "gs://bucket/audio", "--out", "m.csv"]])
-def test_a_remote_path_where_the_command_reads_local_files_only_is_refused(argv: list[str], tmp_path: Path,
+def test_a_remote_path_where_the_command_reads_local_files_only_is_refused(tmp_path: Path,
                                                                          capsys: pytest.CaptureFixture) -> None:
+    space = tmp_path / "space.yaml"  # read only after the paths are checked: the refusal comes first
+    argv = ["sweep", "-o", "gs://bucket/sweep", "--space", str(space), "-d", "t.csv"]
     assert main(argv) == 2
     error = capsys.readouterr().err
     assert "gs://bucket/" in error and "local disk only" in error

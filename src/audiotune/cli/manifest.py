@@ -9,8 +9,10 @@ from audiotune.storage import Role
 
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
-    add_path(parser, "audio_dir", role=Role.LOCAL, help="folder of audio files (searched recursively)")
-    add_path(parser, "--out", role=Role.LOCAL, required=True, help="manifest CSV to write")
+    add_path(parser, "audio_dir", role=Role.AUDIO, help="folder of audio files (searched recursively)")
+    add_path(parser, "--out", role=Role.OUTPUT_FILE, required=True,
+             help="manifest CSV to write; paths are relative to it (in full where the audio is elsewhere, e.g. "
+                  "in a bucket)")
     parser.add_argument("--pattern", help=r"regex with named groups over file names, e.g. "
                                           r"'(?P<digit>\d)_(?P<subject>[a-z]+)_\d+\.wav'")
     parser.add_argument(*spellings("folder_label"), dest="folder_label",
@@ -19,10 +21,12 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from audiotune.cli.show import shown
     from audiotune.data.manifest import build_manifest
 
     table, skipped = build_manifest(args.audio_dir, args.out, args.pattern, args.folder_label, args.on_error)
-    print(f"{args.out}: {len(table)} files" + (f", {len(skipped)} skipped (listed next to it)" if len(skipped) else ""))
+    listed = f", {len(skipped)} skipped (listed next to it)" if len(skipped) else ""
+    print(f"{shown(args.out)}: {len(table)} files{listed}")
 
 
 COMMAND = Command("manifest", "build a manifest CSV from a folder of audio", arguments, run)

@@ -9,9 +9,10 @@ from audiotune.storage import Role
 
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
-    add_path(parser, "table", role=Role.LOCAL,
-             help="event table (path, time, ...) or recording table (path, ...), CSV")
-    add_path(parser, "--out", role=Role.LOCAL, required=True, help="segment CSV to write")
+    add_path(parser, "table", role=Role.TABLE,
+             help="event table (path, time, ...) or recording table (path, ...), CSV; its relative paths are "
+                  "relative to its folder")
+    add_path(parser, "--out", role=Role.OUTPUT_FILE, required=True, help="segment CSV to write")
     parser.add_argument("--before", type=float, help="events: seconds before each event's time")
     parser.add_argument("--after", type=float, help="events: seconds after each event's time")
     parser.add_argument("--window", type=float, help="recordings: window length in seconds")
@@ -22,14 +23,16 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from audiotune.cli.show import shown
     from audiotune.data.segments import segment_csv
 
     segmented = segment_csv(args.table, args.out, args.before, args.after, args.window, args.hop, args.on_error)
-    print(segmented.summary())
+    print(segmented.summary(shown))
 
 
 COMMAND = Command(
     "segment", "segment table (uid, path, offset, duration) from an event table or sliding windows", arguments, run,
     description="Event table (path, time, ...) with --before/--after: one segment per event. Recording table "
                 "(path, ...) with --window [--hop]: sliding windows grouped by a 'recording' column. Other columns "
-                "are carried; paths are written relative to --out.")
+                "are carried; paths are written relative to --out (in full where the audio and --out are not in one "
+                "place, e.g. audio in a bucket and a local --out).")

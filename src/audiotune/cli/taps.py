@@ -20,8 +20,8 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                     "envelope -> peaks at least --min_distance apart above --height, or above --factor x the "
                     "recording's noise floor (the --floor_quantile of |trace|). The rows feed `audiotune "
                     "segment --before/--after`.")
-    add_path(detect, "recordings", role=Role.LOCAL, nargs="+", help="audio files (any channel count)")
-    add_path(detect, "--out", role=Role.LOCAL, required=True,
+    add_path(detect, "recordings", role=Role.AUDIO, nargs="+", help="audio files (any channel count)")
+    add_path(detect, "--out", role=Role.OUTPUT_FILE, required=True,
              help="CSV to write: path, time, height, energy_ch0, ...")
     detect.add_argument("--cutoff", type=float, default=1200.0, help="high-pass cutoff in Hz (default 1200)")
     detect.add_argument("--order", type=int, default=3, help="Butterworth order, applied forwards and backwards")
@@ -47,7 +47,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                         help="channels averaged into the trace (0-based; default all)")
     detect.add_argument(*spellings("block_seconds"), dest="block_seconds", type=float, default=60.0,
                         help="seconds read at a time (memory bound; the peaks do not depend on it)")
-    add_path(detect, "--plot", role=Role.LOCAL, help="folder for one diagnostic PNG per recording")
+    add_path(detect, "--plot", role=Role.OUTPUT_DIR, help="folder for one diagnostic PNG per recording")
     align = commands.add_parser(
         "align", help="pair detected taps one to one with touch-log events; writes a labelled segment table",
         description="Each touch (Down events of the touch logs) is labelled by its nearest key centre and expected "
@@ -55,12 +55,13 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                     "most pairs within --selectivity, then the smallest time errors). Without --latency it is "
                     "estimated. Writes OUT (segments: uid, path, offset, duration, time, label, x, y, ...), "
                     "OUT.unmatched.csv and OUT.report.json.")
-    add_path(align, "taps", role=Role.LOCAL, help="taps table from `audiotune taps detect` (path, time, ...)")
-    add_path(align, *spellings("touch_log"), role=Role.LOCAL, dest="touch_log", nargs="+", required=True,
+    add_path(align, "taps", role=Role.TABLE, help="taps table from `audiotune taps detect` (path, time, ...); its "
+                                                  "relative paths are relative to its folder")
+    add_path(align, *spellings("touch_log"), role=Role.TABLE, dest="touch_log", nargs="+", required=True,
                        help="touch-log CSV(s) (no header: timestamp, touch id, event, x, y, ...); concatenated")
-    add_path(align, "--keys", role=Role.LOCAL, required=True,
+    add_path(align, "--keys", role=Role.TABLE, required=True,
              help="key centres CSV: x, y, label (header optional; 'none' points absorb off-key touches)")
-    add_path(align, "--out", role=Role.LOCAL, required=True, help="segment CSV to write")
+    add_path(align, "--out", role=Role.OUTPUT_FILE, required=True, help="segment CSV to write")
     align.add_argument("--latency", type=float,
                        help="seconds from a logged touch to its sound (negative: the sound is earlier; the tap2key "
                             "system used -0.15); default: estimated from the data")
@@ -83,7 +84,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                        help=f"segment seconds before each tap (default {TAP_WINDOW[0]}: 2192 samples at 96 kHz)")
     align.add_argument("--after", type=float, default=TAP_WINDOW[1],
                        help=f"segment seconds after each tap (default {TAP_WINDOW[1]}: 6000 samples at 96 kHz)")
-    add_path(align, "--plot", role=Role.LOCAL,
+    add_path(align, "--plot", role=Role.OUTPUT_DIR,
              help="folder for one PNG per recording: taps, touches and their labels")
 
 
@@ -91,6 +92,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if args.taps_command == "align":
         run_align(args)
         return
+    from audiotune import storage
+    from audiotune.cli.show import shown
     from audiotune.taps.detect import (
         DetectOptions,
         check_recordings,
@@ -117,12 +120,15 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     write_csv(taps_table(detections, out), out, index=False)
     if args.plot:
         for found in detections:
-            plot_detection(found, Path(args.plot) / f"{Path(found.path).stem}_taps.png", window)
+            plot_detection(found, Path(args.plot) / f"{Path(storage.name(found.path)).stem}_taps.png", window)
     total = sum(len(d.positions) for d in detections)
-    print(f"{out}: {total} taps in {len(detections)} recordings" + (f"; plots in {args.plot}" if args.plot else ""))
+    plots = f"; plots in {storage.final_place(args.plot)}" if args.plot else ""
+    print(f"{shown(out)}: {total} taps in {len(detections)} recordings{plots}")
 
 
 def run_align(args: argparse.Namespace) -> None:
+    from audiotune import storage
+    from audiotune.cli.show import shown
     from audiotune.taps.align import AlignOptions, align_csv, plot_alignment
 
     options = AlignOptions(latency=args.latency, selectivity=args.selectivity, max_latency=args.max_latency,
@@ -143,12 +149,13 @@ def run_align(args: argparse.Namespace) -> None:
           f"(listed in {result.leftover_path.name})")
     skipped = f", {len(result.skipped)} too near a file's edge (listed in {result.skipped_path.name})" \
         if result.skipped_path else ""
-    print(f"{result.out}: {len(result.segments)} segments{skipped}; report in {result.report_path.name}")
+    print(f"{shown(result.out)}: {len(result.segments)} segments{skipped}; report in {result.report_path.name}")
     if args.plot:
         events = result.alignment.events
         for path in dict.fromkeys(result.alignment.events["path"]):
-            plot_alignment(path, events, result.alignment.leftover, Path(args.plot) / f"{Path(path).stem}_align.png")
-        print(f"plots in {args.plot}")
+            plot_alignment(path, events, result.alignment.leftover,
+                           Path(args.plot) / f"{Path(storage.name(path)).stem}_align.png")
+        print(f"plots in {storage.final_place(args.plot)}")
 
 
 COMMAND = Command("taps", "taps and keystrokes in long recordings: detect, align", arguments, run)

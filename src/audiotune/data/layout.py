@@ -129,7 +129,7 @@ def audio_folder_table(root: Path) -> pd.DataFrame | None:
     """Every audio file under ``root`` as a table (uid: the relative path without extension), or None."""
     from audiotune.data.manifest import find_audio
 
-    files = find_audio(root)
+    files = [Path(p) for p in find_audio(root)]
     if not files:
         return None
     table = pd.DataFrame({"path": [str(p.resolve()) for p in files]},

@@ -1,24 +1,24 @@
 """Build a manifest CSV (``uid``, ``path`` and label columns) from a folder of audio files."""
 from __future__ import annotations
 
-import os
+import posixpath
 import re
 from pathlib import Path
 
 import pandas as pd
 
+from audiotune import storage
 from audiotune.data.errors import DataError
 from audiotune.outputs import check_output_path, write_csv
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 
 
-def find_audio(root: str | Path) -> list[Path]:
-    """Audio files under ``root``, sorted, found recursively."""
-    root = Path(root)
-    if not root.is_dir():
+def find_audio(root: str | Path) -> list[str]:
+    """Audio files under the folder ``root`` (a local path or a URL), sorted, found recursively."""
+    if not storage.isdir(root):
         raise DataError(f"{root}: audio folder not found")
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+    return [p for p in storage.find(root) if posixpath.splitext(p)[1].lower() in AUDIO_EXTENSIONS]
 
 
 def build_manifest(root: str | Path, out_csv: str | Path, pattern: str | None = None,
@@ -29,7 +29,7 @@ def build_manifest(root: str | Path, out_csv: str | Path, pattern: str | None = 
     the parent folder's name into column ``folder_label`` (folder-per-class). Files the pattern does
     not match raise an error, or with ``on_error='skip'`` are returned in the skip table.
     """
-    root = Path(root).resolve()
+    root = str(root).rstrip("/") if storage.is_remote(root) else str(Path(root).resolve())
     out_csv = check_output_path(Path(out_csv).resolve())
     files = find_audio(root)
     if not files:
@@ -42,11 +42,11 @@ def build_manifest(root: str | Path, out_csv: str | Path, pattern: str | None = 
         raise DataError(f"--pattern {pattern!r} has no named group such as (?P<label>...)")
     rows, skipped = [], []
     for file in files:
-        relative = file.relative_to(root)
+        relative = Path(storage.relative(file, root))
         row: dict[str, str] = {"uid": relative.with_suffix("").as_posix(),
-                               "path": os.path.relpath(file, out_csv.parent)}
+                               "path": storage.relative(file, out_csv.parent)}
         if regex is not None:
-            match = regex.fullmatch(file.name)
+            match = regex.fullmatch(relative.name)
             if match is None:
                 skipped.append({"path": str(file), "reason": f"file name does not match {pattern!r}"})
                 continue

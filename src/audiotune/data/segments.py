@@ -11,13 +11,14 @@ File lengths come from the audio header only; nothing is decoded.
 from __future__ import annotations
 
 import math
-import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import soundfile as sf
 
+from audiotune import storage
+from audiotune.data.audio import AudioError, open_audio
 from audiotune.data.errors import DataError
 from audiotune.data.layout import format_seconds
 from audiotune.outputs import check_output_path, write_csv
@@ -40,14 +41,15 @@ class SegmentResult:
     recordings: int = 0
     short_recordings: int = 0
 
-    def summary(self) -> str:
-        """One line: ``FILE.csv: N segments from M recordings`` plus what was skipped or kept whole."""
-        text = f"{self.out}: {len(self.segments)} segments from {self.recordings} recordings"
+    def summary(self, show: Callable[[Path], str] = str) -> str:
+        """One line: ``FILE.csv: N segments from M recordings`` plus what was skipped or kept whole; ``show``
+        writes a path as the user should see it (its remote place when written in a staging folder)."""
+        text = f"{show(self.out)}: {len(self.segments)} segments from {self.recordings} recordings"
         if self.short_recordings:
             text += (f", {self.short_recordings} recording(s) shorter than one window kept whole "
                      "(one segment each)")
         if len(self.skipped):
-            text += f", {len(self.skipped)} skipped (listed in {self.skipped_path})"
+            text += f", {len(self.skipped)} skipped (listed in {show(self.skipped_path or self.out)})"
         return text
 
 
@@ -84,28 +86,37 @@ def event_span(time: float, before: float, after: float, length: float) -> tuple
     return offset, duration, ""
 
 
-def audio_seconds(path: Path) -> float:
-    """Length of an audio file in seconds from its header (frames / sample rate), without decoding it."""
-    if "://" in str(path):
-        raise DataError(f"{path}: remote audio is not supported here; segment a local copy")
-    if not path.is_file():
+def audio_seconds(path: str | Path) -> float:
+    """Length of an audio file (local, or remote read by range) in seconds from its header (frames / sample
+    rate), without decoding it."""
+    path = str(path)
+    if not storage.isfile(path):
         raise DataError(f"{path}: audio file not found")
     try:
-        info = sf.info(str(path))
-    except (RuntimeError, OSError, ValueError) as err:
-        raise DataError(f"{path}: cannot read the audio header ({err})") from err
-    if info.samplerate <= 0 or info.frames <= 0:
-        raise DataError(f"{path}: no audio in the file ({info.frames} frames at {info.samplerate} Hz)")
-    return info.frames / info.samplerate
+        with open_audio(path) as handle:
+            frames, rate = handle.frames, handle.samplerate
+    except AudioError as err:
+        reason = str(err).removeprefix(f"{path}: ")
+        raise DataError(f"{path}: cannot read the audio header ({reason})") from err
+    if rate <= 0 or frames <= 0:
+        raise DataError(f"{path}: no audio in the file ({frames} frames at {rate} Hz)")
+    return frames / rate
+
+
+def source_path(path: str | Path) -> str:
+    """A table's path or URL as written in messages: a local one made absolute."""
+    return str(path) if storage.is_remote(path) else str(Path(path).resolve())
 
 
 def read_source(path: str | Path) -> pd.DataFrame:
-    """An event or recording table with every cell as text, so carried columns are written back unchanged."""
-    path = Path(path)
-    if not path.is_file():
+    """An event or recording table (local or remote) with every cell as text, so carried columns are written
+    back unchanged."""
+    path = source_path(path)
+    if not storage.isfile(path):
         raise DataError(f"{path}: table not found")
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        with storage.open_input(path) as stream:
+            table = pd.read_csv(stream, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: not a readable CSV table ({err})") from err
     if "path" not in table.columns:
@@ -124,7 +135,7 @@ def _positive_seconds(name: str, value: float, allow_zero: bool = False) -> None
         raise DataError(f"--{name} must be a finite number of seconds, {bound} (got {value})")
 
 
-def _row_error(source: Path, index: int, problem: str) -> str:
+def _row_error(source: str | Path, index: int, problem: str) -> str:
     return f"{source} line {index + 2}: {problem}"  # line 1 is the header
 
 
@@ -139,16 +150,15 @@ def _raise_listed(problems: list[str], what: str, hint: str = "") -> None:
 class _Lengths:
     """Audio lengths by file, each header read once; a failure is remembered as the error text."""
 
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.seen: dict[Path, float | str] = {}
+    def __init__(self, base: str | Path) -> None:
+        self.base = str(base)
+        self.seen: dict[str, float | str] = {}
 
-    def get(self, value: str) -> tuple[Path, float | str]:
-        """The file a ``path`` cell names (relative to the table's folder, or absolute) and its length."""
+    def get(self, value: str) -> tuple[str, float | str]:
+        """The file a ``path`` cell names (relative to the table's folder, or absolute, or a URL) and its length."""
         if not value.strip():
             return self.base, "empty 'path' cell"
-        candidate = Path(value)
-        path = candidate if candidate.is_absolute() else (self.base / candidate).resolve()
+        path = storage.resolve(value, self.base)
         if path not in self.seen:
             try:
                 self.seen[path] = audio_seconds(path)
@@ -162,18 +172,19 @@ def _output_table(rows: list[dict], carried: list[str], extra: tuple[str, ...] =
     return pd.DataFrame(rows, columns=columns)
 
 
-def _check_unique(table: pd.DataFrame, source: Path) -> None:
+def _check_unique(table: pd.DataFrame, source: str | Path) -> None:
     dupes = table.loc[table["uid"].duplicated(), "uid"].head(5).tolist()
     if dupes:
         raise DataError(f"{source}: these rows give the same segment uid twice, e.g. {dupes} "
                         "(the same recording or file and offset listed more than once)")
 
 
-def event_segments(events: pd.DataFrame, before: float, after: float, source: Path,
+def event_segments(events: pd.DataFrame, before: float, after: float, source: str | Path,
                    out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Segments ``[time - before, time + after]`` of an event table, and the events whose segment leaves its file.
 
-    ``path`` is resolved from ``source``'s folder and written relative to ``out_dir``. Every other column is
+    ``path`` is resolved from ``source``'s folder and written relative to ``out_dir`` (as a full path or URL
+    when the two are not in one place: see :func:`audiotune.storage.relative`). Every other column is
     carried unchanged (a non-unique ``uid`` column as ``source_uid``). Bad rows raise one error listing them.
     """
     if "time" not in events.columns:
@@ -185,7 +196,7 @@ def event_segments(events: pd.DataFrame, before: float, after: float, source: Pa
     if uids is not None and not keep_uid:
         table = table.rename(columns={"uid": "source_uid"})  # kept: it is data, just not a unique key
     carried = [c for c in table.columns if c not in ("uid", "path")]
-    lengths, rows, skipped, problems = _Lengths(source.parent), [], [], []
+    lengths, rows, skipped, problems = _Lengths(storage.parent(source)), [], [], []
     for index, row in enumerate(table.to_dict("records")):
         try:
             time = float(row["time"])
@@ -204,7 +215,7 @@ def event_segments(events: pd.DataFrame, before: float, after: float, source: Pa
                                                       f"({format_seconds(length)} s long)"))
             continue
         offset, duration, reason = event_span(time, before, after, length)
-        relative = os.path.relpath(audio, out_dir)
+        relative = storage.relative(audio, out_dir)
         if reason:
             skipped.append({"line": index + 2, **row, "path": str(audio), "offset": offset, "duration": duration,
                             "reason": f"segment {reason}"})
@@ -218,7 +229,7 @@ def event_segments(events: pd.DataFrame, before: float, after: float, source: Pa
     return segments, pd.DataFrame(skipped, columns=list(dict.fromkeys(skip_columns)))
 
 
-def window_segments(recordings: pd.DataFrame, window: float, hop: float, source: Path,
+def window_segments(recordings: pd.DataFrame, window: float, hop: float, source: str | Path,
                     out_dir: Path) -> tuple[pd.DataFrame, int]:
     """Sliding windows over every recording of a table, and how many recordings were shorter than one window.
 
@@ -232,13 +243,13 @@ def window_segments(recordings: pd.DataFrame, window: float, hop: float, source:
         raise DataError(f"{source}: already has a 'recording' column; --window writes its own "
                         "(the recording's uid, else its path)")
     carried = [c for c in recordings.columns if c not in ("uid", "path")]
-    lengths, rows, problems, short = _Lengths(source.parent), [], [], 0
+    lengths, rows, problems, short = _Lengths(storage.parent(source)), [], [], 0
     for index, row in enumerate(recordings.to_dict("records")):
         audio, length = lengths.get(row["path"])
         if isinstance(length, str):
             problems.append(_row_error(source, index, length))
             continue
-        relative = os.path.relpath(audio, out_dir)
+        relative = storage.relative(audio, out_dir)
         recording = row.get("uid") or relative
         spans = window_spans(length, window, hop)
         short += int(length + TOLERANCE < window)
@@ -264,14 +275,14 @@ def segment_csv(source: str | Path, out: str | Path, before: float | None = None
     Everything is checked before anything is written. Events whose segment leaves its file raise an error
     with ``on_error='raise'``; with ``'skip'`` they are listed, with a reason, in ``FILE.skipped.csv``.
     """
-    source, out = Path(source).resolve(), Path(out).resolve()
+    source, out = source_path(source), Path(out).resolve()
     events_mode = before is not None or after is not None
     if events_mode == (window is not None):
         raise DataError("give either --before and --after (an event table with a 'time' column) "
                         "or --window (a table of recordings), not both or neither")
     if on_error not in ("raise", "skip"):
         raise DataError(f"--on_error must be 'raise' or 'skip' (got {on_error!r})")
-    if out == source:
+    if storage.join(storage.final_place(out.parent), out.name) == source:
         raise DataError(f"{out}: --out would overwrite the input table; choose another file")
     if out.suffix.lower() != ".csv":
         raise DataError(f"{out}: --out must be a .csv file")

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from audiotune import storage
 from audiotune.data.errors import DataError
 from audiotune.taps.align_inputs import (
     SEED_PATTERN,
@@ -217,7 +218,7 @@ def plot_alignment(path: str, events: pd.DataFrame, leftover: pd.DataFrame, out:
 
     mine = events[events["path"] == path] if len(events) else events
     left = leftover[leftover["path"] == path]
-    fig, ax = timeline(Path(path).name)
+    fig, ax = timeline(storage.name(path))
     heights = (pd.to_numeric(mine["height"], errors="coerce").to_numpy(float) if "height" in mine
                else np.ones(len(mine)))
     top = float(np.nanmax(heights)) if len(mine) else 1.0
@@ -257,18 +258,18 @@ def align_csv(taps_csv: str | Path, touch_logs: list[str], keys_csv: str | Path,
     tap), ``OUT.unmatched.csv`` (taps and touches without a partner, off-key matches left out, touches in no
     recording) and ``OUT.report.json``. Segments that would leave their file are listed in
     ``OUT.skipped.csv``. Everything is read and checked before anything is written."""
-    from audiotune.data.segments import _Lengths, event_segments, skipped_path
+    from audiotune.data.segments import _Lengths, event_segments, skipped_path, source_path
     from audiotune.outputs import check_output_path, write_csv, write_json
 
     options.validate()
-    source, out = Path(taps_csv).resolve(), Path(out).resolve()
-    if out.suffix.lower() != ".csv" or out == source:
+    source, out = source_path(taps_csv), Path(out).resolve()
+    if out.suffix.lower() != ".csv" or storage.join(storage.final_place(out.parent), out.name) == source:
         raise DataError(f"{out}: --out must be a new .csv file (not the taps table)")
     check_output_path(out)
     if time_pattern != SEED_PATTERN:
         pattern_regex(time_pattern)  # an unsupported directive is an error before any file is read
     taps = read_taps(source)
-    lengths, durations, problems = _Lengths(source.parent), {}, []
+    lengths, durations, problems = _Lengths(storage.parent(source)), {}, []
     for path in dict.fromkeys(taps["path"]):
         length = lengths.get(path)[1]
         if isinstance(length, str):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from audiotune import storage
 from audiotune.data.errors import DataError
 
 SEED_PATTERN = "last7"  # the tap2key rule: the last 7 integer groups are hour, minute, second, fraction, month,
@@ -26,7 +27,8 @@ def read_touch_logs(paths: list[str], event: str = "Down") -> pd.DataFrame:
     frames, problems = [], []
     for path in paths:
         try:
-            raw = pd.read_csv(path, header=None, dtype=str, keep_default_na=False)
+            with storage.open_input(path) as stream:  # a remote log is read in place: its URL names it
+                raw = pd.read_csv(stream, header=None, dtype=str, keep_default_na=False)
         except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
             raise DataError(f"{path}: cannot be read as a touch log ({err})") from err
         if raw.shape[1] < 5:
@@ -54,7 +56,8 @@ def read_touch_logs(paths: list[str], event: str = "Down") -> pd.DataFrame:
 def read_keys(path: str) -> pd.DataFrame:
     """Key centres ``x, y, label`` (a header line optional; the tap2key file had none)."""
     try:
-        keys = pd.read_csv(path, header=None, dtype=str, keep_default_na=False)
+        with storage.open_input(path) as stream:
+            keys = pd.read_csv(stream, header=None, dtype=str, keep_default_na=False)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise DataError(f"{path}: cannot be read as a key table ({err})") from err
     if keys.shape[1] != 3:
@@ -106,7 +109,7 @@ def pattern_regex(pattern: str) -> re.Pattern:
 def recording_start(path: str, pattern: str = SEED_PATTERN) -> dt.datetime:
     """The start time written in a recording's file name: the last 7 integer groups (``last7``: hour, minute,
     second, fraction, month, day, year) or the last match of a strptime ``pattern``."""
-    name = Path(path).stem
+    name = Path(storage.name(path)).stem
     if pattern == SEED_PATTERN:
         groups = re.findall(r"\d+", name)
         if len(groups) < 7:
@@ -128,7 +131,7 @@ def recording_start(path: str, pattern: str = SEED_PATTERN) -> dt.datetime:
         raise DataError(f"{path}: {found[-1].group(0)!r} is not a time of --time_pattern {pattern!r} ({err})") from err
 
 
-def read_taps(path: Path) -> pd.DataFrame:
+def read_taps(path: str | Path) -> pd.DataFrame:
     """A ``taps detect`` table (``path, time, ...``), every cell as text except ``time`` (seconds)."""
     from audiotune.data.segments import read_source
 
@@ -142,7 +145,8 @@ def read_taps(path: Path) -> pd.DataFrame:
     return taps.assign(time=times.astype(float))
 
 
-def recording_starts(taps: pd.DataFrame, source: Path, pattern: str, column: str | None) -> dict[str, dt.datetime]:
+def recording_starts(taps: pd.DataFrame, source: str | Path, pattern: str,
+                     column: str | None) -> dict[str, dt.datetime]:
     """Each recording's start: from ``column`` of the taps table (one value per recording) or its file name."""
     starts = {}
     for path, rows in taps.groupby("path", sort=False):

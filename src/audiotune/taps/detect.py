@@ -18,7 +18,6 @@ transient from the block edge has decayed inside the margin); the floor comes fr
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,8 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from audiotune.data.audio import open_audio, read_frames
+from audiotune import storage
+from audiotune.data.audio import AudioError, open_audio, read_frames
 from audiotune.taps import TAP_WINDOW
 
 # |trace| histogram for the noise floor: log-spaced bins, 1 % wide, from 1e-9 to 1e3 (float audio and int PCM
@@ -84,7 +84,7 @@ class _Trace:
     """The detection trace of one recording, block by block (start sample, trace values), read from its opened
     file (:func:`~audiotune.data.audio.open_audio`)."""
 
-    def __init__(self, path: Path, handle: sf.SoundFile, options: DetectOptions) -> None:
+    def __init__(self, path: str, handle: sf.SoundFile, options: DetectOptions) -> None:
         from scipy.signal import butter
 
         self.path, self.handle, self.options = path, handle, options
@@ -102,7 +102,7 @@ class _Trace:
         self.pool = int(round(options.envelope * self.rate))
 
     def _mono(self, start: int, stop: int) -> np.ndarray:
-        data = read_frames(str(self.path), self.handle, start, stop)
+        data = read_frames(self.path, self.handle, start, stop)
         return (data if self.select is None else data[:, self.select]).mean(axis=1)
 
     def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
@@ -123,7 +123,7 @@ class _Trace:
 
     def raw_window(self, centre: int, before: int, after: int) -> np.ndarray:
         lo, hi = max(centre - before, 0), min(centre + after, self.frames)
-        return read_frames(str(self.path), self.handle, lo, hi)
+        return read_frames(self.path, self.handle, lo, hi)
 
 
 def noise_floor(trace: _Trace, quantile: float) -> float:
@@ -178,7 +178,7 @@ def detect(path: str | Path, options: DetectOptions, window: tuple[float, float]
     maximum |trace| of that many equal parts of the recording."""
     options.validate()
     with open_audio(str(path)) as handle:
-        return _detect(path, _Trace(Path(path), handle, options), window, overview_bins)
+        return _detect(path, _Trace(str(path), handle, options), window, overview_bins)
 
 
 def _detect(path: str | Path, trace: _Trace, window: tuple[float, float], overview_bins: int) -> Detection:
@@ -227,14 +227,17 @@ def _detect(path: str | Path, trace: _Trace, window: tuple[float, float], overvi
 
 
 def check_recordings(paths: list[str]) -> None:
-    """Every recording readable as audio, or one error naming each bad file."""
+    """Every recording (local, or remote: only its header is read) readable as audio, or one error naming each
+    bad file."""
     problems = []
     for path in paths:
         try:
-            info = sf.info(path)
-            if info.frames == 0:
-                problems.append(f"{path}: no samples")
-        except Exception as err:  # soundfile raises RuntimeError / LibsndfileError / OSError
+            with open_audio(str(path)) as handle:
+                if handle.frames == 0:
+                    problems.append(f"{path}: no samples")
+        except AudioError as err:
+            problems.append(f"{path}: cannot be read as audio ({str(err).removeprefix(f'{path}: ')})")
+        except OSError as err:  # a remote file system that cannot be reached
             problems.append(f"{path}: cannot be read as audio ({err})")
     if problems:
         raise ValueError("recordings that cannot be searched for taps:\n  " + "\n  ".join(problems))
@@ -242,10 +245,11 @@ def check_recordings(paths: list[str]) -> None:
 
 def taps_table(detections: list[Detection], out: Path) -> pd.DataFrame:
     """``path, time, height, energy_ch0..`` rows (paths relative to ``out``'s folder, as `audiotune segment`
-    reads them)."""
+    reads them; in full where the recording and ``out`` are not in one place, see :func:`storage.relative`)."""
     rows = []
     for d in detections:
-        rel = os.path.relpath(Path(d.path).resolve(), out.resolve().parent)
+        absolute = d.path if storage.is_remote(d.path) else str(Path(d.path).resolve())
+        rel = storage.relative(absolute, out.resolve().parent)
         for i, (p, h) in enumerate(zip(d.positions, d.heights)):
             row = {"path": rel, "time": round(float(p) / d.sample_rate, 6), "height": float(h)}
             row.update({f"energy_ch{c}": float(e) for c, e in enumerate(d.energies[i])})
@@ -285,7 +289,7 @@ def save_timeline(fig: Any, ax: Any, out: Path) -> Path:
 
 def plot_detection(d: Detection, out: Path, window: tuple[float, float]) -> Path:
     """The diagnostic figure: the trace's envelope, the threshold, the peaks and each peak's window."""
-    fig, ax = timeline(Path(d.path).name)
+    fig, ax = timeline(storage.name(d.path))
     if d.overview is not None:
         t = (np.arange(len(d.overview)) + 0.5) * d.duration / len(d.overview)
         ax.plot(t, d.overview, lw=0.6, color="0.4", label="max |trace|")

@@ -1,0 +1,146 @@
+"""segment, manifest and taps with gs:// inputs and outputs (storage emulator on loopback): the same output as
+the same command on local copies of the same files."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import soundfile as sf
+from conftest import BUCKET, Emulator, tone
+
+from audiotune.cli import main
+
+RATE = 8000
+ROOT = Path(__file__).resolve().parents[2]
+URL = f"gs://{BUCKET}"
+
+
+def _wav(path: Path, seconds: float, channels: int = 1) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, tone(440, seconds, RATE, channels=channels), RATE)
+
+
+def _upload(local: Path, gcs: Emulator, prefix: str) -> None:
+    for file in sorted(p for p in local.rglob("*") if p.is_file()):
+        gcs.fs().put_file(str(file), f"{BUCKET}/{prefix}/{file.relative_to(local).as_posix()}")
+
+
+def _remote_text(gcs: Emulator, key: str) -> str:
+    return gcs.fs().cat_file(f"{BUCKET}/{key}").decode()
+
+
+def test_segment_reads_and_writes_a_bucket_as_a_local_folder(gcs: Emulator, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    data = tmp_path / "data"
+    _wav(data / "audio" / "a.wav", 2.0)
+    _wav(data / "audio" / "b.wav", 1.3, channels=2)
+    pd.DataFrame([{"path": "audio/a.wav", "time": 0.5, "label": "tap"},
+                  {"path": "audio/a.wav", "time": 1.9, "label": "key"},  # leaves the file: skipped
+                  {"path": "audio/b.wav", "time": 0.75, "label": "tap"}]).to_csv(data / "events.csv", index=False)
+    _upload(data, gcs, "data")
+    events = ["--before", "0.25", "--after", "0.5", "--on_error", "skip"]
+    assert main(["segment", f"{URL}/data/events.csv", "--out", f"{URL}/segments/events.csv", *events]) == 0
+    printed = capsys.readouterr().out
+    assert f"{URL}/segments/events.csv: 2 segments" in printed and f"{URL}/segments/events.skipped.csv" in printed
+    assert main(["segment", str(data / "events.csv"), "--out", str(tmp_path / "segments" / "events.csv"),
+                 *events]) == 0
+    assert _remote_text(gcs, "segments/events.csv") == (tmp_path / "segments" / "events.csv").read_text()
+    assert "../data/audio/a.wav" in _remote_text(gcs, "segments/events.csv")
+    with gcs.fs().open(f"{BUCKET}/segments/events.skipped.csv") as stream:
+        skipped = pd.read_csv(stream)
+    assert skipped["path"].tolist() == [f"{URL}/data/audio/a.wav"] and skipped["time"].tolist() == [1.9]
+
+    # windows of audio in a bucket written to a local table: full URLs, which read_table resolves
+    pd.DataFrame([{"path": "audio/a.wav"}, {"path": "audio/b.wav"}]).to_csv(data / "recordings.csv", index=False)
+    _upload(data, gcs, "data")
+    local_out = tmp_path / "local" / "windows.csv"
+    assert main(["segment", f"{URL}/data/recordings.csv", "--out", str(local_out), "--window", "0.5"]) == 0
+    windows = pd.read_csv(local_out)
+    assert set(windows["path"]) == {f"{URL}/data/audio/a.wav", f"{URL}/data/audio/b.wav"} and len(windows) == 6
+
+
+@pytest.fixture()
+def tap_data(tmp_path: Path) -> Path:
+    """Two synthetic tap recordings, their touch log and key centres (examples/make_tap_data.py)."""
+    out = tmp_path / "taps"
+    subprocess.run([sys.executable, str(ROOT / "examples" / "make_tap_data.py"), "--out", str(out),
+                    "--recordings", "2", "--seconds", "4", "--seed", "3"], check=True, capture_output=True)
+    return out
+
+
+def test_taps_detect_reads_recordings_by_range_and_writes_to_a_bucket(gcs: Emulator, tap_data: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    _upload(tap_data, gcs, "taps")
+    names = sorted(p.name for p in (tap_data / "01.acoustic").glob("*.wav"))
+    remote = [f"{URL}/taps/01.acoustic/{name}" for name in names]
+    assert main(["taps", "detect", *remote, "--out", f"{URL}/out/taps.csv", "--plot", f"{URL}/out/plots"]) == 0
+    printed = capsys.readouterr().out
+    assert f"{remote[0]}: " in printed and f"{URL}/out/taps.csv: " in printed and f"plots in {URL}/out/plots" in printed
+    local = tmp_path / "local"  # the bucket's layout on a local disk
+    gcs.fs().get(f"{BUCKET}/taps", str(local / "taps"), recursive=True)
+    assert main(["taps", "detect", *(str(local / "taps" / "01.acoustic" / n) for n in names),
+                 "--out", str(local / "out" / "taps.csv"), "--plot", str(local / "out" / "plots")]) == 0
+    assert _remote_text(gcs, "out/taps.csv") == (local / "out" / "taps.csv").read_text()
+    assert len(pd.read_csv(local / "out" / "taps.csv")) > 0
+    plots = sorted(Path(p).name for p in gcs.fs().find(f"{BUCKET}/out/plots"))
+    assert plots == sorted(p.name for p in (local / "out" / "plots").iterdir()) == [
+        f"{Path(n).stem}_taps.png" for n in names]
+
+
+def test_taps_align_reads_its_tables_in_place_and_writes_to_a_bucket(gcs: Emulator, tap_data: Path, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    _upload(tap_data, gcs, "taps")
+    names = sorted(p.name for p in (tap_data / "01.acoustic").glob("*.wav"))
+    local = tmp_path / "local"  # the bucket's layout on a local disk
+
+    def detect_and_align(root: str) -> None:
+        recordings = [f"{root}/taps/01.acoustic/{name}" for name in names]
+        assert main(["taps", "detect", *recordings, "--out", f"{root}/out/taps.csv"]) == 0
+        assert main(["taps", "align", f"{root}/out/taps.csv",
+                     "--touch_log", f"{root}/taps/02.neonode/session_nnode.csv", "--keys", f"{root}/taps/keys.csv",
+                     "--out", f"{root}/out/segments.csv", "--plot", f"{root}/out/plots"]) == 0
+
+    detect_and_align(URL)
+    printed = capsys.readouterr().out
+    assert f"{URL}/out/segments.csv: " in printed and f"plots in {URL}/out/plots" in printed
+    gcs.fs().get(f"{BUCKET}/taps", str(local / "taps"), recursive=True)
+    detect_and_align(str(local))
+    for name in ("segments.csv", "segments.report.json"):
+        assert _remote_text(gcs, f"out/{name}") == (local / "out" / name).read_text(), name
+    assert len(pd.read_csv(local / "out" / "segments.csv")) > 0
+    # the touches' source column names each log where it was read: the same up to its folder
+    assert _remote_text(gcs, "out/segments.unmatched.csv") == (local / "out" / "segments.unmatched.csv").read_text(
+    ).replace(str(local), URL)
+    assert sorted(Path(p).name for p in gcs.fs().find(f"{BUCKET}/out/plots")) == [
+        f"{Path(n).stem}_align.png" for n in names]
+
+
+def test_manifest_lists_a_bucket_folder_and_writes_to_a_bucket(gcs: Emulator, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    data = tmp_path / "data"
+    for name in ("low/ann_1.wav", "low/bob_2.wav", "high/sub/ann_3.wav", "high/notes.wav"):
+        _wav(data / "audio" / name, 0.2)
+    (data / "audio" / "readme.txt").write_text("not audio")
+    _upload(data, gcs, "data")
+    flags = ["--pattern", r"(?P<subject>[a-z]+)_\d\.wav", "--folder_label", "pitch", "--on_error", "skip"]
+    assert main(["manifest", f"{URL}/data/audio", "--out", f"{URL}/tables/manifest.csv", *flags]) == 0
+    assert f"{URL}/tables/manifest.csv: 3 files, 1 skipped" in capsys.readouterr().out
+    local = tmp_path / "local"  # the bucket's layout on a local disk
+    gcs.fs().get(f"{BUCKET}/data", str(local / "data"), recursive=True)
+    assert main(["manifest", str(local / "data" / "audio"), "--out", str(local / "tables" / "manifest.csv"),
+                 *flags]) == 0
+    assert _remote_text(gcs, "tables/manifest.csv") == (local / "tables" / "manifest.csv").read_text()
+    manifest = pd.read_csv(local / "tables" / "manifest.csv")
+    assert manifest["path"].tolist() == ["../data/audio/high/sub/ann_3.wav", "../data/audio/low/ann_1.wav",
+                                         "../data/audio/low/bob_2.wav"]
+    assert _remote_text(gcs, "tables/manifest.skipped.csv").splitlines()[1].startswith(
+        f"{URL}/data/audio/high/notes.wav,")
+
+    # audio in a bucket, a local manifest: full URLs
+    assert main(["manifest", f"{URL}/data/audio/", "--out", str(tmp_path / "m.csv"), *flags]) == 0
+    assert pd.read_csv(tmp_path / "m.csv")["path"].tolist()[0] == f"{URL}/data/audio/high/sub/ann_3.wav"
+    assert main(["manifest", f"{URL}/data/missing", "--out", str(tmp_path / "n.csv")]) == 2
+    assert f"{URL}/data/missing: audio folder not found" in capsys.readouterr().err
