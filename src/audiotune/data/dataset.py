@@ -11,7 +11,7 @@ from audiotune.data.audio import AudioSpec, load_clip, table_spans
 from audiotune.data.audio_store import AudioStore
 from audiotune.data.augment import AugmentConfig, WaveformAugmenter, mixup, sample_mixup_lambda
 from audiotune.data.features import spec_augment, spec_noise
-from audiotune.data.frontend import FrontEnd, check_feature_config, waveform_batch
+from audiotune.data.frontend import FrontEnd, check_feature_config
 
 
 class FeatureExtractor:
@@ -52,10 +52,7 @@ class FeatureExtractor:
         """The clip's features; ``warp`` != 1 (fbank only) moves its frequency axis (VTLP)."""
         front_end = self.front_end(rate)
         front_end.check_clip(len(clip), path)
-        waveforms, lengths = waveform_batch([clip])
-        with torch.no_grad():
-            inputs, _ = front_end.extract(waveforms, lengths, [warp])
-        return inputs[0]
+        return front_end.clip(torch.from_numpy(np.ascontiguousarray(clip, dtype=np.float32)), warp)
 
 
 class AudioDataset(Dataset):

@@ -83,33 +83,49 @@ class FrontEnd(nn.Module):
             raise AudioError(f"{path}: clip of {num_samples} samples is too short for n_fft={cfg.n_fft}: "
                              f"reflect padding needs more than {cfg.n_fft // 2} samples")
 
-    def extract(self, waveforms: Tensor, lengths: Tensor,
-                warps: Sequence[float] | None = None) -> tuple[Tensor, Tensor]:
-        """Each clip's inputs at its own length, zero past it: (B, frames, bins) features or (B, N) waveforms,
-        and the frame counts (B,). ``warps`` (fbank only) moves each clip's frequency axis by its factor (VTLP)."""
+    def _spectra(self, waveforms: Tensor, warps: Sequence[float] | None) -> Tensor:
+        """(B, N) waveforms → (B, frames, bins) fbank (each clip warped by its VTLP factor) or MFCC."""
         cfg = self.config
-        lengths = lengths.to(torch.long)
         if warps is not None and len(warps) != waveforms.shape[0]:
             raise ValueError(f"{len(warps)} VTLP warps for a batch of {waveforms.shape[0]} clips")
         if warps is not None and all(warp == 1.0 for warp in warps):
             warps = None  # no clip warped: one call for the whole batch
         if warps is not None and cfg.features != "fbank":
             raise ValueError(f"VTLP warps the fbank's frequency axis; --features {cfg.features} has none")
+        if cfg.features == "fbank":
+            assert cfg.num_mel_bins is not None  # __init__ rejects fbank without num_mel_bins
+            if warps is not None:  # the mel banks depend on the warp: one call per clip
+                return torch.cat([kaldi_fbank(waveforms[row:row + 1], self.sample_rate,
+                                              num_mel_bins=cfg.num_mel_bins, warp=float(warp))
+                                  for row, warp in enumerate(warps)])
+            return kaldi_fbank(waveforms, self.sample_rate, num_mel_bins=cfg.num_mel_bins)
+        return mfcc(waveforms, self.sample_rate, n_mfcc=cfg.n_mfcc, n_fft=cfg.n_fft, n_mels=cfg.n_mels)
+
+    def clip(self, waveform: Tensor, warp: float = 1.0) -> Tensor:
+        """One whole clip (N,) → its inputs, (frames, bins) features or (N,) samples: the dataset's path, per
+        clip in its workers, where no frame is padding, so nothing is masked."""
+        cfg = self.config
         if cfg.features == "waveform":
+            if not cfg.waveform_norm:
+                return waveform
+            centred = waveform - waveform.mean()
+            return centred / torch.sqrt(centred.square().mean() + 1e-7)
+        return self._normalise_whole(self._spectra(waveform[None], [warp]))[0]
+
+    def extract(self, waveforms: Tensor, lengths: Tensor,
+                warps: Sequence[float] | None = None) -> tuple[Tensor, Tensor]:
+        """Each clip's inputs at its own length, zero past it: (B, frames, bins) features or (B, N) waveforms,
+        and the frame counts (B,). ``warps`` (fbank only) moves each clip's frequency axis by its factor (VTLP)."""
+        cfg = self.config
+        lengths = lengths.to(torch.long)
+        if cfg.features == "waveform":
+            if warps is not None and any(warp != 1.0 for warp in warps):
+                raise ValueError("VTLP warps the fbank's frequency axis; --features waveform has none")
             if not cfg.waveform_norm:
                 return waveforms, lengths
             valid = torch.arange(waveforms.shape[1], device=waveforms.device)[None, :] < lengths[:, None]
             return _masked_waveform_norm(waveforms, valid, lengths), lengths
-        if cfg.features == "fbank":
-            assert cfg.num_mel_bins is not None  # __init__ rejects fbank without num_mel_bins
-            if warps is not None:  # the mel banks depend on the warp: one call per clip
-                feats = torch.cat([kaldi_fbank(waveforms[row:row + 1], self.sample_rate,
-                                               num_mel_bins=cfg.num_mel_bins, warp=float(warp))
-                                   for row, warp in enumerate(warps)])
-            else:
-                feats = kaldi_fbank(waveforms, self.sample_rate, num_mel_bins=cfg.num_mel_bins)
-        else:
-            feats = mfcc(waveforms, self.sample_rate, n_mfcc=cfg.n_mfcc, n_fft=cfg.n_fft, n_mels=cfg.n_mels)
+        feats = self._spectra(waveforms, warps)
         frames = self.frame_counts(lengths).clamp(max=feats.shape[1])
         weights = (torch.arange(feats.shape[1], device=feats.device)[None, :] < frames[:, None]).unsqueeze(-1)
         weights = weights.to(feats.dtype)
@@ -121,6 +137,17 @@ class FrontEnd(nn.Module):
         if cfg.dataset_std is not None:
             feats = (feats - (cfg.dataset_mean or 0.0)) / (2.0 * cfg.dataset_std)
         return feats * weights, frames  # the collator pads normalised features with zeros
+
+    def _normalise_whole(self, feats: Tensor) -> Tensor:
+        """The utterance and dataset normalisation of a batch of one clip whose frames are all its own."""
+        cfg = self.config
+        if cfg.utterance_norm != "none":
+            feats = feats - feats.mean(1, keepdim=True)
+            if cfg.utterance_norm == "meanvar":
+                feats = feats / torch.sqrt(feats.square().mean(1, keepdim=True) + 1e-5)
+        if cfg.dataset_std is not None:
+            feats = (feats - (cfg.dataset_mean or 0.0)) / (2.0 * cfg.dataset_std)
+        return feats
 
     def fit_length(self, inputs: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """Spectrogram inputs padded with zero frames or cropped to ``target_length`` (when set)."""
