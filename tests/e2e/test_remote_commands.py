@@ -144,3 +144,44 @@ def test_manifest_lists_a_bucket_folder_and_writes_to_a_bucket(gcs: Emulator, tm
     assert pd.read_csv(tmp_path / "m.csv")["path"].tolist()[0] == f"{URL}/data/audio/high/sub/ann_3.wav"
     assert main(["manifest", f"{URL}/data/missing", "--out", str(tmp_path / "n.csv")]) == 2
     assert f"{URL}/data/missing: audio folder not found" in capsys.readouterr().err
+
+
+def test_json_splits_and_bare_audio_folders_read_from_a_bucket_as_from_a_folder(gcs: Emulator, tmp_path: Path,
+                                                                               capsys: pytest.CaptureFixture) -> None:
+    """-d as a JSON split file, a folder of JSON split files (cv) or a bare audio folder (stats), in a bucket:
+    the same numbers as from the same files on a local disk."""
+    import json
+
+    from conftest import SMALL_ECAPA
+
+    data = tmp_path / "data"
+    names = {}
+    for session in ("Ses01", "Ses02"):
+        for k in range(4):
+            name = f"{session}/utt{k}.wav"
+            (data / "wavs" / session).mkdir(parents=True, exist_ok=True)
+            sf.write(data / "wavs" / name, tone(300 + 500 * (k % 2), 0.5, RATE, seed=k), RATE)
+            names[name] = ["neutral", "happy"][k % 2]
+    (data / "folds").mkdir()
+    for number, held_out in enumerate(("Ses01", "Ses02"), start=1):
+        split = {"Train": {n: v for n, v in names.items() if not n.startswith(held_out)}, "Val": {},
+                 "Test": {n: v for n, v in names.items() if n.startswith(held_out)}}
+        (data / "folds" / f"fold{number}.json").write_text(json.dumps(split))
+    _upload(data, gcs, "data")
+    common = [*SMALL_ECAPA, "-e", "1", "-bs", "4", "--seed", "1"]
+    for where, root in (("remote", f"{URL}/data"), ("local", str(data))):
+        assert main(["train", "-d", f"{root}/folds/fold1.json", "-i", f"{root}/wavs", "-o", str(tmp_path / where),
+                     "--val_size", "1", *common]) == 0
+        assert main(["cv", "-d", f"{root}/folds", "--audio_dir", f"{root}/wavs", "--val_group", "none", "-o",
+                     str(tmp_path / f"cv_{where}"), *common]) == 0
+        assert main(["stats", "-d", f"{root}/wavs", "--out", str(tmp_path / f"stats_{where}.json")]) == 0
+    capsys.readouterr()
+    scores = [pd.read_parquet(tmp_path / where / "predictions.parquet").filter(like="score:") for where in
+              ("remote", "local")]
+    pd.testing.assert_frame_equal(*scores, atol=1e-6)
+    summaries = [json.loads((tmp_path / f"cv_{where}" / "cv_summary.json").read_text())["statistics"]
+                 for where in ("remote", "local")]
+    assert summaries[0] == summaries[1]
+    stats = [json.loads((tmp_path / f"stats_{where}.json").read_text()) for where in ("remote", "local")]
+    assert stats[0]["clips"] == stats[1]["clips"] == 8
+    assert abs(stats[0]["dataset_mean"] - stats[1]["dataset_mean"]) < 1e-6

@@ -66,18 +66,18 @@ def natural_key(text: str) -> list[Any]:
 
 def source_kind(source: str | Path) -> str:
     """'table', 'folders' or 'json' for a fold source; DataError for anything else."""
-    root = Path(source)
-    if not str(source):
+    root = str(source)
+    if not root:
         raise DataError("-d/--data_split_root is required: a table (.csv), a folder of fold_N/ split folders, "
                         "or a folder of JSON split files")
-    if root.suffix.lower() == ".csv":
-        if not root.is_file():
+    if root.lower().endswith(".csv"):
+        if not storage.isfile(root):
             raise DataError(f"{root}: table not found")
         return "table"
-    if not root.is_dir():
+    if not storage.isdir(root):
         raise DataError(f"{root}: neither a table (.csv) nor a directory of fold folders or JSON split files")
-    has_folders = any(p.is_dir() and FOLD_DIR.match(p.name) for p in root.iterdir())
-    has_json = any(p.is_file() and p.suffix.lower() == ".json" for p in root.iterdir())
+    has_folders = bool(_fold_folders(root))
+    has_json = bool(_json_files(root))
     if has_folders and has_json:
         raise DataError(f"{root}: holds both fold_N/ folders and JSON split files; keep one kind of fold source")
     if not has_folders and not has_json:
@@ -118,10 +118,22 @@ def _table_folds(source: str, options: FoldOptions, seed: int) -> list[Fold]:
             for k, name in enumerate(names, start=1)]
 
 
+def _fold_folders(source: str) -> list[str]:
+    """The fold_N/ folders of ``source`` (a local folder or a URL), in numeric order."""
+    names = [name for name in storage.listdir(source) if FOLD_DIR.match(name)]
+    folders = [storage.join(source, name) for name in sorted(names, key=lambda n: int(n.removeprefix("fold_")))]
+    return [folder for folder in folders if storage.isdir(folder)]
+
+
+def _json_files(source: str) -> list[str]:
+    """The JSON split files of ``source`` (a local folder or a URL), in natural name order."""
+    names = sorted((name for name in storage.listdir(source) if name.lower().endswith(".json")), key=natural_key)
+    return [path for path in (storage.join(source, name) for name in names) if storage.isfile(path)]
+
+
 def _folder_folds(source: str) -> list[Fold]:
     """One fold per fold_N/ folder, in numeric order; each needs train.csv and test.csv."""
-    folders = sorted((p for p in Path(source).iterdir() if p.is_dir() and FOLD_DIR.match(p.name)),
-                     key=lambda p: int(p.name.removeprefix("fold_")))  # FOLD_DIR matched: fold_<digits>
+    folders = _fold_folders(source)
     folds = []
     for k, folder in enumerate(folders, start=1):
         tables = read_splits(folder)
@@ -135,9 +147,8 @@ def _folder_folds(source: str) -> list[Fold]:
 
 def _json_folds(source: str, options: FoldOptions) -> list[Fold]:
     """One fold per JSON split file, in natural name order."""
-    files = sorted((p for p in Path(source).iterdir() if p.is_file() and p.suffix.lower() == ".json"),
-                   key=lambda p: natural_key(p.name))
-    if options.audio_dir and not Path(options.audio_dir).is_dir():
+    files = _json_files(source)
+    if options.audio_dir and not storage.isdir(options.audio_dir):
         raise DataError(f"{options.audio_dir}: --audio_dir is not a directory")
     return [Fold(k, read_json_split(path, options.audio_dir or None, options.json_label),
                  {"source": str(path), "kind": "JSON split file"})

@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from audiotune import storage
 from audiotune.data.errors import DataError
 from audiotune.data.labels import LabelGroup
 
@@ -33,7 +34,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def _entry_row(key: str, value: Any, label: str, audio_dir: Path, where: str) -> dict[str, Any]:
+def _entry_row(key: str, value: Any, label: str, audio_dir: str, where: str) -> dict[str, Any]:
     """One table row (uid, path, label columns) from one utterance entry of a split."""
     row: dict[str, Any] = {"uid": str(key)}
     file_name: str = str(key)
@@ -55,8 +56,7 @@ def _entry_row(key: str, value: Any, label: str, audio_dir: Path, where: str) ->
     else:
         raise DataError(f"{where}: '{key}' has a value of type {type(value).__name__}; expected a label, a "
                         "vote distribution {class: votes} or a record with a 'wav' or 'path' entry")
-    path = Path(file_name)
-    row["path"] = str(path if path.is_absolute() else (audio_dir / path).resolve())
+    row["path"] = storage.resolve(file_name, audio_dir)
     return row
 
 
@@ -68,14 +68,15 @@ def read_json_split(path: str | Path, audio_dir: str | Path | None = None, label
     ``label`` names the column that receives plain and majority-vote labels. Paths come out absolute.
     A split named in ``require`` that is missing or empty is an error (cross-validation needs Train and Test).
     """
-    path = Path(path)
+    path = str(path)
     try:
-        raw = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        with storage.open_input(path) as handle:
+            raw = json.loads(handle.read().decode())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise DataError(f"{path}: not a readable JSON split file ({err})") from err
     if not isinstance(raw, dict):
         raise DataError(f"{path}: expected an object {{\"Train\": ..., \"Val\": ..., \"Test\": ...}}")
-    base = Path(audio_dir) if audio_dir else path.parent
+    base = str(audio_dir) if audio_dir else storage.parent(path)
     tables: dict[str, pd.DataFrame] = {}
     for key, entries in raw.items():
         split = SPLIT_KEYS.get(str(key).lower())

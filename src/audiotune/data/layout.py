@@ -11,6 +11,7 @@ Either way a row may name a segment of its file: ``offset`` and ``duration`` in 
 from __future__ import annotations
 
 import json
+import posixpath
 from pathlib import Path
 
 import numpy as np
@@ -89,20 +90,19 @@ def read_splits(data_split_root: str | Path, audio_dir: str = "") -> dict[str, p
     (key 'data': unlabelled audio for pretraining, extraction, stats)."""
     if not str(data_split_root):
         raise DataError("--data_split_root is required: a split directory or one CSV")
-    if storage.is_remote(data_split_root):
-        return _read_remote_splits(str(data_split_root))
-    root = Path(data_split_root)
-    if root.suffix.lower() == ".csv":
+    root = str(data_split_root)
+    if root.lower().endswith(".csv"):
         return {"data": read_table(root)}
-    if root.suffix.lower() == ".json":
+    if root.lower().endswith(".json"):
         from audiotune.data.json_splits import read_json_split
 
-        if not root.is_file():
+        if not storage.isfile(root):
             raise DataError(f"{root}: JSON split file not found")
         return read_json_split(root, audio_dir or None, require=())
-    if not root.is_dir():
+    if not storage.isdir(root):
         raise DataError(f"{root}: --data_split_root is neither a CSV file nor a directory")
-    tables = {name: read_table(root / f"{name}.csv") for name in SPLITS if (root / f"{name}.csv").is_file()}
+    names = set(storage.listdir(root))
+    tables = {name: read_table(storage.join(root, f"{name}.csv")) for name in SPLITS if f"{name}.csv" in names}
     if not tables:
         audio = audio_folder_table(root)
         if audio is None:
@@ -111,29 +111,18 @@ def read_splits(data_split_root: str | Path, audio_dir: str = "") -> dict[str, p
     return tables
 
 
-def _read_remote_splits(url: str) -> dict[str, pd.DataFrame]:
-    """read_splits of a URL: one CSV, or a folder of split CSVs (audio read in place, by range)."""
-    if url.lower().endswith(".csv"):
-        return {"data": read_table(url)}
-    if not storage.isdir(url):
-        raise DataError(f"{url}: --data_split_root is neither a CSV file nor a folder (or it does not exist)")
-    names = set(storage.listdir(url))
-    tables = {name: read_table(storage.join(url, f"{name}.csv")) for name in SPLITS if f"{name}.csv" in names}
-    if not tables:
-        raise DataError(f"{url}: no train.csv, val.csv or test.csv in this folder (remote data needs split "
-                        "tables; JSON split files and bare audio folders are read from a local disk)")
-    return tables
-
-
-def audio_folder_table(root: Path) -> pd.DataFrame | None:
-    """Every audio file under ``root`` as a table (uid: the relative path without extension), or None."""
+def audio_folder_table(root: str | Path) -> pd.DataFrame | None:
+    """Every audio file under the folder ``root`` (a local path or a URL) as a table (uid: the path relative to
+    ``root`` without its extension), or None."""
     from audiotune.data.manifest import find_audio
 
-    files = [Path(p) for p in find_audio(root)]
+    base = str(root).rstrip("/") if storage.is_remote(root) else str(Path(root).resolve())
+    files = find_audio(base)
     if not files:
         return None
-    table = pd.DataFrame({"path": [str(p.resolve()) for p in files]},
-                         index=pd.Index([p.relative_to(root).with_suffix("").as_posix() for p in files], name="uid"))
+    uids = [posixpath.splitext(posixpath.relpath(file.split("://", 1)[-1], base.split("://", 1)[-1]))[0]
+            if storage.is_remote(base) else Path(file).relative_to(base).with_suffix("").as_posix() for file in files]
+    table = pd.DataFrame({"path": files}, index=pd.Index(uids, name="uid"))
     table.attrs["source"] = str(root)
     return table
 
