@@ -269,6 +269,12 @@ def _is_run_dir(path: Path) -> bool:
     return any((path / marker).exists() for marker in RUN_MARKERS)
 
 
+def holds_runs(path: Path) -> bool:
+    """Whether ``path`` is a run directory or holds one at any depth (an experiment folder: cv folds, sweep
+    trials) -- a folder with anything finished in it is never removed."""
+    return _is_run_dir(path) or any(any(path.rglob(marker)) for marker in RUN_MARKERS)
+
+
 @contextlib.contextmanager
 def own_run_dir(exp_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
                 command: str = "train", follower: bool = False) -> Iterator[OwnedRunDir]:
@@ -282,8 +288,9 @@ def own_run_dir(exp_dir: str | Path, *, resume: bool = False, overwrite: bool = 
     - a directory holding a run needs ``resume`` (continue it) or ``overwrite`` (delete its contents first,
       at :meth:`OwnedRunDir.start`); a directory that holds other files but no run is written into, never
       deleted;
-    - a directory created here and left without a run (the inputs failed validation, or the command failed
-      before its config was written) is removed again.
+    - a directory created here and left without a run at any depth (the inputs failed validation, or the
+      command failed before its first config was written) is removed again; one holding a run, or an
+      experiment folder holding any run (a finished fold), is kept whatever ended the command.
     The lock is released when the block ends.
     """
     exp_dir = Path(exp_dir)
@@ -318,8 +325,8 @@ def own_run_dir(exp_dir: str | Path, *, resume: bool = False, overwrite: bool = 
         owned = OwnedRunDir(exp_dir, created, clear=is_run and overwrite)
         yield owned
     except BaseException:
-        # a directory created here that the failed command left without a run (no config.yaml yet) goes again
-        if created and owned is not None and not _is_run_dir(exp_dir):
+        # a directory created here that the failed command left without any run (no config.yaml yet) goes again
+        if created and owned is not None and not holds_runs(exp_dir):
             owned.started = False
         raise
     finally:

@@ -244,3 +244,36 @@ def test_cv_inputs_are_checked_before_anything_is_written(tmp_path: Path, capsys
     assert run_cv(tmp_path, table, out, "--val_group", "none", "--patience", "3") == 2
     assert "fold_1" in (err := capsys.readouterr().err) and "--patience need(s) validation" in err
     assert not out.exists()
+
+
+def test_interrupted_cv_keeps_finished_runs_and_trains_none_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    import audiotune.engine.cv as cv_module
+
+    table = small_table(tmp_path)
+    out = tmp_path / "cv"
+    real, finished = cv_module.train, []
+
+    def interrupt_at(call: int):
+        calls = []
+
+        def train(config):
+            calls.append(config.exp_dir)
+            if len(calls) == call:
+                raise KeyboardInterrupt  # Ctrl-C as this run starts
+            result = real(config)
+            finished.append(config.exp_dir)
+            return result
+        return train
+
+    for call in (2, 3, 1):  # 3 folds x 2 repeats: stopped after 1 run, then after 2 more, then at once
+        monkeypatch.setattr(cv_module, "train", interrupt_at(call))
+        assert run_cv(tmp_path, table, out, "--repeats", "2") == 130
+        assert "finished runs are kept" in capsys.readouterr().err
+        assert out.is_dir()
+        assert all((Path(run) / "metrics.json").is_file() for run in finished)
+    assert len(finished) == 3
+    monkeypatch.setattr(cv_module, "train", interrupt_at(0))
+    assert run_cv(tmp_path, table, out, "--repeats", "2") == 0
+    assert len(finished) == 6 and len(set(finished)) == 6  # every run trained once
+    assert json.loads((out / "cv_summary.json").read_text())["runs"] == 6

@@ -78,6 +78,11 @@ def _model_named(argv: list[str]) -> str | None:
     return None
 
 
+def _interrupted(command: Command) -> int:
+    print(f"audiotune {command.name}: interrupted; {command.after_interrupt}", file=sys.stderr)
+    return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(_model_named(argv))
@@ -93,8 +98,11 @@ def main(argv: list[str] | None = None) -> int:
         with staged(args, path_roles(args)):
             command.run(args, parser)
     except KeyboardInterrupt:
-        print(f"audiotune {args.command}: interrupted; outputs not finished were not written", file=sys.stderr)
-        return 130
+        return _interrupted(command)
+    except SystemExit as err:  # Lightning ends a fit stopped by Ctrl-C with exit(1) after its own clean-up
+        if isinstance(err.__context__, KeyboardInterrupt):
+            return _interrupted(command)
+        raise
     except Exception as err:  # one line for the user; the traceback with -v
         if args.verbose:
             raise

@@ -70,4 +70,5 @@ COMMAND = Command(
     "cv", "cross-validation: every fold x --repeats seeds as run directories, then cv_summary.json", arguments, run,
     description="-d is a table (.csv; folds by --group, or --folds K), a folder of fold_N/ split folders, or a "
                 "folder of JSON split files ({\"Train\": ..., \"Val\": ..., \"Test\": ...}). Every other flag is a "
-                "train flag. Run the same command again to resume.")
+                "train flag. Run the same command again to resume.",
+    after_interrupt="finished runs are kept; run the same command again to go on")

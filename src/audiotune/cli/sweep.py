@@ -88,4 +88,5 @@ COMMAND = Command(
     "sweep", "hyperparameter search (Optuna): every trial a train run directory under -o", arguments, run,
     description="Every flag other than the sweep's own is a train flag that all trials share; the space's "
                 "parameters are train flags too. Run the same command again (or several at once, one per device) "
-                "to continue the sweep.")
+                "to continue the sweep.",
+    after_interrupt="finished trials are kept; run the same command again to go on")
