@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+import yaml
 from conftest import SMALL_ECAPA, make_uid_dataset, small_train_args, tone
 from safetensors.torch import load_file, save_file
 
@@ -238,3 +239,31 @@ def test_a_fraction_too_fine_for_the_groups_names_the_flag(tmp_path: Path, capsy
                  "--val_fraction", "0.1"]) == 2
     err = error_of(capsys)
     assert "--val_fraction 0.1 (after the test part) needs the rows cut into" in err and "'subject'" in err
+
+
+def test_label_cells_are_text_unless_na_values_says_otherwise(tmp_path: Path, caplog) -> None:
+    ds = make_uid_dataset(tmp_path)
+    for split in ("train", "val", "test"):  # a third class spelled NA, as a user might name "no answer"
+        table = pd.read_csv(ds["split"] / f"{split}.csv")
+        table.loc[table.index % 4 == 3, "pitch"] = "NA"
+        table.to_csv(ds["split"] / f"{split}.csv", index=False)
+    ds["labels"].write_text("pitch\n")
+    assert main(train_args(ds, tmp_path / "run")) == 0
+    assert "pitch inferred categorical" in caplog.text
+    heads = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["heads"]
+    assert heads[0]["classes"] == ["NA", "high", "low"]
+    assert main(train_args(ds, tmp_path / "run2", "--na_values", "NA")) == 0
+    heads = yaml.safe_load((tmp_path / "run2" / "config.yaml").read_text())["heads"]
+    assert heads[0]["classes"] == ["high", "low"]
+    dropped = pd.read_csv(tmp_path / "run2" / "dropped_rows.csv")
+    assert sorted(dropped["uid"]) == ["ann3", "bob3", "cat3", "dan3", "eve3", "fay3"]  # said, not silent
+
+
+def test_two_columns_of_one_name_are_an_error(tmp_path: Path, capsys) -> None:
+    ds = make_uid_dataset(tmp_path)
+    train = ds["split"] / "train.csv"
+    lines = train.read_text().splitlines()
+    train.write_text("\n".join([lines[0] + ",pitch"] + [line + ",x" for line in lines[1:]]) + "\n")
+    assert main(train_args(ds, tmp_path / "run")) == 2
+    assert "train.csv: column name(s) ['pitch'] appear more than once" in error_of(capsys)
+    assert not (tmp_path / "run").exists()

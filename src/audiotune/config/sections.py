@@ -114,6 +114,8 @@ class DataConfig:
                                     "validation; the last epoch is kept)", valid=AT_LEAST_0)
     seed: int = option(0, "random seed for splits, initialisation, shuffling and augmentation",
                        valid=(0, 2**32 - 1, True, True))
+    na_values: list[str] = option([], "table cells read as missing besides the empty cell (e.g. NA); by default "
+                                      "NA, None, null and nan are values such as class names")
     on_error: str = option("raise", f"bad audio: raise an error, or skip it and write {SKIPPED_FILE}",
                            choices=("raise", "skip"))
     allow_overlap: bool = option(False, "let validation/test share subjects or uids with train: the training rows "

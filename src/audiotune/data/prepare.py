@@ -172,7 +172,7 @@ def prepare_training_data(config: RunConfig, exp_dir: str | Path) -> PreparedDat
     Regression heads get the training split's target mean and std when ``--standardize_targets`` is on.
     """
     root = config.data.data_split_root
-    tables = read_splits(root, config.data.prefix)
+    tables = read_splits(root, config.data.prefix, config.data.na_values)
     if "train" not in tables:
         raise DataError(f"{root}: training needs a train split (a split directory with train.csv, or a JSON "
                         "split file with a Train part)")
@@ -231,7 +231,7 @@ def _check_label_columns(tables: dict[str, pd.DataFrame], heads: list[HeadSpec])
 
 def prepare_eval_data(config: RunConfig, data_split_root: str, targets_needed: bool = True) -> PreparedData:
     """Tables for evaluation or extraction, labelled with the run's heads."""
-    tables = read_splits(data_split_root, config.data.prefix)
+    tables = read_splits(data_split_root, config.data.prefix, config.data.na_values)
     if targets_needed:
         _check_label_columns(tables, config.heads)
     return _check_tables(tables, config.heads, config, targets_needed)
