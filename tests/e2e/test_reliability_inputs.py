@@ -267,3 +267,31 @@ def test_two_columns_of_one_name_are_an_error(tmp_path: Path, capsys) -> None:
     assert main(train_args(ds, tmp_path / "run")) == 2
     assert "train.csv: column name(s) ['pitch'] appear more than once" in error_of(capsys)
     assert not (tmp_path / "run").exists()
+
+
+class _Payload:
+    """What a crafted checkpoint holds: unpickling it would create ``marker``."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_with_code_is_refused_in_one_line_naming_it(trained: dict, tmp_path: Path, capsys) -> None:
+    import torch
+
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.pt"
+    torch.save({"weight": torch.zeros(2), "x": _Payload(marker)}, evil)
+    assert main(train_args(trained, tmp_path / "run", "-c", str(evil))) == 2
+    err = error_of(capsys).strip()
+    assert len(err.splitlines()) == 1 and "evil.pt: holds Python objects besides tensors" in err
+    assert "weights_only=False" not in err and "safetensors" in err
+    run = tmp_path / "resumed"
+    assert main(train_args(trained, run, "-e", "1")) == 0
+    torch.save({"state_dict": {}, "x": _Payload(marker)}, run / "checkpoints" / "last.ckpt")
+    assert main(train_args(trained, run, "-e", "2", "--resume")) == 2
+    assert "last.ckpt: holds Python objects besides tensors" in error_of(capsys)
+    assert not marker.exists()

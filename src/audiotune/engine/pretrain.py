@@ -37,6 +37,7 @@ from audiotune.engine.inference import loader_pins_memory
 from audiotune.engine.module import optimizers
 from audiotune.engine.trainer import build_trainer
 from audiotune.models.backbones import SupportsPretraining, build_backbone, resolve_config
+from audiotune.models.state_dict import load_torch_file
 from audiotune.outputs import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -214,7 +215,7 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
     if not owned.writes:
         return {}  # rank 0 writes the outputs
     if best.best_model_path and Path(best.best_model_path).is_file():
-        module.load_state_dict(torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"])
+        module.load_state_dict(load_torch_file(best.best_model_path)["state_dict"])
     written = backbone.save_pretrained_outputs(exp_dir)
     log_csv = exp_dir / LOG_DIR / LOG_FILE
     log = pd.read_csv(log_csv)

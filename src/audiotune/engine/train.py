@@ -28,6 +28,7 @@ from audiotune.engine.trainer import build_trainer
 from audiotune.models.backbones import resolve_config
 from audiotune.models.checkpoint import build_classifier, export_backbone, save_weights
 from audiotune.models.classifier import Classifier
+from audiotune.models.state_dict import load_torch_file
 from audiotune.outputs import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -87,7 +88,7 @@ def _load_best(module: ClassifierModule, checkpoint: ModelCheckpoint | None) -> 
     the selection (monitored metric, its best value, that epoch counted from 1) when there was one."""
     if checkpoint is None or not checkpoint.best_model_path or not Path(checkpoint.best_model_path).is_file():
         return "last epoch", None
-    saved = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
+    saved = load_torch_file(checkpoint.best_model_path)
     module.load_state_dict(saved["state_dict"])
     score = checkpoint.best_model_score
     assert checkpoint.monitor is not None and score is not None  # the monitored checkpoint wrote a best file
@@ -141,7 +142,7 @@ def validation_adaptation(config: RunConfig, prepared: PreparedData) -> dict:
 
 def check_resume_fits(module: pl.LightningModule, checkpoint: Path) -> None:
     """A clear error when the checkpoint to resume was trained with other model or head flags."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True).get("state_dict", {})
+    state = load_torch_file(checkpoint).get("state_dict", {})
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
