@@ -295,3 +295,12 @@ def test_a_checkpoint_with_code_is_refused_in_one_line_naming_it(trained: dict, 
     assert main(train_args(trained, run, "-e", "2", "--resume")) == 2
     assert "last.ckpt: holds Python objects besides tensors" in error_of(capsys)
     assert not marker.exists()
+
+
+def test_a_recipe_that_is_missing_or_not_text_is_named(trained: dict, tmp_path: Path, capsys) -> None:
+    assert main(train_args(trained, tmp_path / "run", "--config", str(tmp_path / "missing.yaml"))) == 2
+    assert "missing.yaml: config file not found" in error_of(capsys)
+    clip = tmp_path / "x.wav"
+    sf.write(clip, tone(300, 0.5, 8000), 8000)
+    assert main(train_args(trained, tmp_path / "run", "--config", str(clip))) == 2
+    assert "x.wav: not a YAML config file (not UTF-8 text)" in error_of(capsys)
