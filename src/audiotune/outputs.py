@@ -27,6 +27,8 @@ from typing import Any
 
 import pandas as pd
 
+from audiotune import storage
+
 LOCK_FILE = ".audiotune.lock"  # held by the command that writes the directory; see own_run_dir
 
 # a run directory (train, pretrain, probe; evaluate writes the same metrics, predictions and reports)
@@ -150,24 +152,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
     A file-system error (full disk, read-only folder) becomes an :class:`OutputError` naming ``path``."""
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-        os.close(handle)
-    except OSError as err:
-        raise refused(path, err) from err
-    partial = Path(name)
-    try:
+    with _writing(path, directory=False) as partial:
         yield partial
         with open(partial, "rb+") as stream:  # the bytes are on disk before the name points at them
             os.fsync(stream.fileno())
         os.replace(partial, path)
-    except OutputError:
-        raise
-    except OSError as err:
-        raise refused(path, err) from err
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -175,12 +164,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; it replaces ``path`` (an earlier folder is removed) only if
     the block finishes, so ``path`` is always a whole earlier or a whole new folder."""
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
-    except OSError as err:
-        raise refused(path, err) from err
-    try:
+    with _writing(path, directory=True) as partial:
         yield partial
         for file in partial.rglob("*"):  # the bytes are on disk before the name points at them
             if file.is_file():
@@ -193,12 +177,20 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         os.replace(partial, path)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _writing(path: Path, directory: bool) -> Iterator[Path]:
+    """:func:`storage.partial_place` for ``path``, a file-system error (full disk, read-only folder) being an
+    :class:`OutputError` naming ``path``."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with storage.partial_place(path, directory) as partial:
+            yield partial
     except OutputError:
         raise
     except OSError as err:
         raise refused(path, err) from err
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
 
 
 def write_bytes(path: str | Path, data: bytes | str) -> Path:
