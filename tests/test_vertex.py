@@ -114,3 +114,38 @@ def test_a_trial_reports_its_metric_in_its_own_run_directory(tmp_path: Path, mon
     assert line["trial"] == "7" and float(line["val_uar"]) == pytest.approx(uar) and line["global_step"] == "0"
     assert main([*small_train_args(ds, tmp_path / "r2"), "--hypertune_metric", "val_nope"]) == 2
     assert "known: " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, command, message", [
+    (["--accelerator_count", "-1"], COMMAND, "--accelerator_count -1: at least 1 NVIDIA_TESLA_T4"),
+    (["--accelerator_count", "0"], COMMAND, "(for a job without one: --accelerator_type NONE)"),
+    (["--boot_disk_gb", "10"], COMMAND, "--boot_disk_gb 10: Vertex AI takes 100 to 65536"),
+    ([], [*COMMAND[:-1], "/tmp/runs/{trial}"], "the job's --exp_dir /tmp/runs/{trial}"),
+])
+def test_job_specs_that_would_not_do_what_they_say_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                               flags: list[str], command: list[str],
+                                                               message: str) -> None:
+    out = tmp_path / "job.json"
+    assert main(["vertex", "job", "--name", "t", "--image", "img", *flags, "--out", str(out), "--", *command]) == 2
+    err = capsys.readouterr().err
+    assert message in err and not out.exists()
+    if not flags:
+        assert "not in a bucket; the job's own disk is discarded" in err
+    assert main(["vertex", "job", "--name", "t", "--image", "img", "--accelerator_type", "NONE",
+                 "--accelerator_count", "0", "--out", str(out), "--", *COMMAND]) == 0  # a CPU job, said so
+
+
+def test_a_tuning_job_needs_a_place_per_trial_and_values_in_range(tmp_path: Path, capsys: pytest.CaptureFixture
+                                                                  ) -> None:
+    (tmp_path / "space.yaml").write_text(SPACE)
+    out = tmp_path / "tune.json"
+    tune = ["vertex", "tune", "--name", "t", "--image", "img", "--space", str(tmp_path / "space.yaml"), "--out",
+            str(out), "--"]
+    assert main([*tune, *COMMAND[:-1], "gs://b/runs/all"]) == 2
+    assert "every trial would write this one place; put {trial} in it" in capsys.readouterr().err
+    (tmp_path / "space.yaml").write_text("metric: val_uar\nparameters: {batch_size: {type: integer, min: -4, "
+                                         "max: 0}}\n")
+    assert main([*tune, *COMMAND]) == 2
+    assert "parameter 'batch_size' = -4: invalid option(s): --batch_size -4: must be in [1, inf)" in \
+        capsys.readouterr().err
+    assert not out.exists()

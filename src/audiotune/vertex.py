@@ -33,6 +33,9 @@ class VertexError(ValueError):
     """A search space or job option that Vertex AI would reject; the message names the file or flag."""
 
 
+MIN_BOOT_DISK_GB, MAX_BOOT_DISK_GB = 100, 65536  # what Vertex AI accepts for a boot disk
+
+
 @dataclass
 class Machine:
     """One replica's machine; ``replicas`` > 1 makes a chief pool and a worker pool of the same machine."""
@@ -50,12 +53,19 @@ def worker_pools(command: list[str], machine: Machine) -> list[dict[str, Any]]:
     """Worker pool specs: pool 0 is the chief (rank 0), pool 1 holds the other ``replicas - 1``."""
     if machine.replicas < 1:
         raise VertexError(f"--replicas {machine.replicas}: at least 1")
+    cpu_only = machine.accelerator_type.upper() in ("", "NONE")
+    if machine.accelerator_count < 0 or (not cpu_only and machine.accelerator_count == 0):
+        raise VertexError(f"--accelerator_count {machine.accelerator_count}: at least 1 "
+                          f"{machine.accelerator_type} (for a job without one: --accelerator_type NONE)")
+    if not MIN_BOOT_DISK_GB <= machine.boot_disk_gb <= MAX_BOOT_DISK_GB:
+        raise VertexError(f"--boot_disk_gb {machine.boot_disk_gb}: Vertex AI takes {MIN_BOOT_DISK_GB} to "
+                          f"{MAX_BOOT_DISK_GB}")
     spec: dict[str, Any] = {"machineSpec": {"machineType": machine.machine_type},
                             "diskSpec": {"bootDiskType": machine.boot_disk_type,
                                          "bootDiskSizeGb": machine.boot_disk_gb},
                             "containerSpec": {"imageUri": machine.image, "command": ["audiotune"],
                                               "args": list(command)}}
-    if machine.accelerator_count > 0 and machine.accelerator_type.upper() not in ("", "NONE"):
+    if not cpu_only:
         spec["machineSpec"].update(acceleratorType=machine.accelerator_type.upper(),
                                    acceleratorCount=machine.accelerator_count)
     pools = [{**spec, "replicaCount": "1"}]
@@ -138,13 +148,13 @@ def read_space(path: str | Path) -> dict[str, Any]:
     return {"metric": space["metric"], "goal": goal, "algorithm": algorithm, "parameters": parameters}
 
 
-def sample_value(parameter: dict[str, Any]) -> str:
-    """One value of a parameter, as the command line receives it (to check the flag before submitting)."""
+def edge_values(parameter: dict[str, Any]) -> list[str]:
+    """The values of a parameter that decide whether every trial's command line is valid, as the command line
+    receives them: a range's ends, every listed value (checked before submitting, or before the first trial)."""
     for key in ("doubleValueSpec", "integerValueSpec"):
         if key in parameter:
-            return str(parameter[key]["minValue"])
-    values = (parameter.get("discreteValueSpec") or parameter["categoricalValueSpec"])["values"]
-    return str(values[0])
+            return [str(parameter[key]["minValue"]), str(parameter[key]["maxValue"])]
+    return [str(v) for v in (parameter.get("discreteValueSpec") or parameter["categoricalValueSpec"])["values"]]
 
 
 def tuning_job(name: str, command: list[str], machine: Machine, space: dict[str, Any], trials: int,
@@ -153,6 +163,8 @@ def tuning_job(name: str, command: list[str], machine: Machine, space: dict[str,
     ``space['metric']`` (the command gets ``--hypertune_metric``)."""
     if trials < 1 or parallel < 1:
         raise VertexError(f"--trials {trials} --parallel {parallel}: both must be at least 1")
+    if max_failed < 0:
+        raise VertexError(f"--max_failed {max_failed}: at least 0")
     study = {"metrics": [{"metricId": space["metric"], "goal": space["goal"].upper()}],
              "parameters": space["parameters"], "algorithm": ALGORITHMS[space["algorithm"]]}
     return {"displayName": name, "studySpec": study, "maxTrialCount": trials,
@@ -238,8 +250,22 @@ def check_command(command: list[str], parse: Any) -> None:
         raise VertexError(f"the job's command `audiotune {' '.join(command)}`: {reason[0]}") from None
 
 
-def run_command(args: Any, parse: Any) -> dict[str, Any]:
-    """The spec of ``audiotune vertex job|tune``, checked and written to ``--out``."""
+def check_outputs(outputs: dict[str, str], tuning: bool) -> None:
+    """A job's container disk is gone when the job ends: every output path of its command (``{flag: path}``) must
+    be in a bucket, and a tuning job's must differ per trial (``{trial}``, replaced by the trial's id)."""
+    for flag, path in outputs.items():
+        if not path.startswith("gs://"):
+            raise VertexError(f"the job's {flag} {path}: not in a bucket; the job's own disk is discarded when it "
+                              "ends, so write to gs://BUCKET/...")
+        if tuning and "{trial}" not in path:
+            raise VertexError(f"the job's {flag} {path}: every trial would write this one place; put {{trial}} in "
+                              "it (replaced by each trial's id), e.g. gs://B/runs/{trial}")
+
+
+def run_command(args: Any, parse: Any, outputs: Any) -> dict[str, Any]:
+    """The spec of ``audiotune vertex job|tune``, checked and written to ``--out``. ``parse(command)`` checks a
+    command line (argparse's SystemExit on a bad one, ValueError on a value out of range); ``outputs(command)``
+    gives its output paths by flag."""
     command = list(args.job_command[1:] if args.job_command[:1] == ["--"] else args.job_command)
     if not command:
         raise VertexError("give the command the job runs after --, e.g. -- train -d gs://B/split ...")
@@ -248,6 +274,7 @@ def run_command(args: Any, parse: Any) -> dict[str, Any]:
     machine = Machine(args.image, args.machine_type, args.accelerator_type, args.accelerator_count, args.replicas,
                       boot_disk_gb=args.boot_disk_gb)
     check_command(command, parse)
+    check_outputs(outputs(command), tuning=args.vertex_command == "tune")
     if args.vertex_command == "job":
         spec = custom_job(args.name, command, machine, args.base_output)
     else:
@@ -255,7 +282,12 @@ def run_command(args: Any, parse: Any) -> dict[str, Any]:
         if command[0] != "train":
             raise VertexError("a tuning job runs `train` (the command reports the metric)")
         for parameter in space["parameters"]:
-            check_command([*command, f"--{parameter['parameterId']}={sample_value(parameter)}"], parse)
+            for value in edge_values(parameter):
+                try:
+                    check_command([*command, f"--{parameter['parameterId']}={value}"], parse)
+                except (VertexError, ValueError) as err:
+                    raise VertexError(f"{args.space}: parameter {parameter['parameterId']!r} = {value}: "
+                                      f"{str(err).rpartition('error: ')[2]}") from None
         spec = tuning_job(args.name, command, machine, space, args.trials, args.parallel, args.max_failed)
     write_spec(spec, args.out)
     return spec

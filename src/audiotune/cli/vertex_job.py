@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import argparse
 
-from audiotune import vertex
+from audiotune import storage, vertex
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_path
+from audiotune.cli.flags import add_path, config_from_args, path_roles
+from audiotune.config import check_config
 from audiotune.storage import Role
+
+WRITTEN = (Role.OUTPUT_FILE, Role.OUTPUT_DIR, Role.RUN_OUTPUT, Role.EXPERIMENT)  # lost with the job's disk
 
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
@@ -39,7 +42,21 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    spec = vertex.run_command(args, parser.parse_args)
+    def parse(command: list[str]) -> argparse.Namespace:
+        parsed = parser.parse_args(command)
+        if parsed.command == "train" and not storage.is_remote(vars(parsed).get("config") or ""):
+            # values out of range fail now, not in the job (a recipe in a bucket is read by the job)
+            check_config(config_from_args(parsed))
+        return parsed
+
+    def outputs(command: list[str]) -> dict[str, str]:
+        parsed = parser.parse_args(command)
+        if vars(parsed).get("cloud"):  # the seed's upload after the command: its outputs may stay local
+            return {}
+        return {f"--{dest}": str(getattr(parsed, dest)) for dest, role in path_roles(parsed).items()
+                if role in WRITTEN and getattr(parsed, dest, None)}
+
+    spec = vertex.run_command(args, parse, outputs)
     print(f"{args.out}: {'CustomJob' if args.vertex_command == 'job' else 'HyperparameterTuningJob'} "
           f"{spec['displayName']!r}")
 
