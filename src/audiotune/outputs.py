@@ -33,6 +33,7 @@ LOCK_FILE = ".audiotune.lock"  # held by the command that writes the directory; 
 
 # a run directory (train, pretrain, probe; evaluate writes the same metrics, predictions and reports)
 CONFIG_FILE = "config.yaml"  # the resolved config: enough to rebuild the model
+CONFIG_HISTORY_FILE = "config_history.yaml"  # options changed when the run was resumed (--allow_changes)
 METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.safetensors"
 ENCODER_DIR = "encoder"  # the architecture of a pretrained encoder, when the backbone exports one

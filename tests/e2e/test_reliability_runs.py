@@ -277,3 +277,21 @@ def test_ctrl_c_during_training_is_one_line_exit_130_and_resumes(tmp_path: Path)
                    "finished epoch"
     assert "Traceback" not in err
     assert checkpoint.is_file() and (run / CONFIG_FILE).is_file()  # what --resume continues from
+
+
+def test_resume_with_changed_hyperparameters_needs_allow_changes_and_records_them(tmp_path: Path, capsys) -> None:
+    ds = make_uid_dataset(tmp_path)
+    run = tmp_path / "run"
+    assert main(train_args(ds, run, "-e", "1", "-lr", "0.001")) == 0
+    before = (run / CONFIG_FILE).read_bytes()
+    capsys.readouterr()
+    assert main(train_args(ds, run, "-e", "2", "-lr", "0.5", "--resume")) == 2
+    err = capsys.readouterr().err
+    assert "--resume with options that differ from the run's config.yaml (learning_rate 0.001 -> 0.5)" in err
+    assert "--allow_changes" in err and (run / CONFIG_FILE).read_bytes() == before
+    assert main(train_args(ds, run, "-e", "2", "-lr", "0.001", "--resume", "--num_workers", "0")) == 0  # longer
+    assert not (run / "config_history.yaml").exists()
+    assert main(train_args(ds, run, "-e", "3", "-lr", "0.5", "--resume", "--allow_changes")) == 0
+    history = yaml.safe_load((run / "config_history.yaml").read_text())
+    assert [entry["changes"] for entry in history] == [{"train.learning_rate": {"from": 0.001, "to": 0.5}}]
+    assert yaml.safe_load((run / CONFIG_FILE).read_text())["train"]["learning_rate"] == 0.5

@@ -21,6 +21,24 @@ def config_to_dict(config: RunConfig) -> dict[str, Any]:
     return raw
 
 
+def config_changes(old: RunConfig, new: RunConfig, free: tuple[str, ...] = ()) -> dict[str, list[Any]]:
+    """``{"section.option": [old, new]}`` of every option that differs, except those named in ``free`` (an
+    option ``section.name`` or a whole ``section``)."""
+    before, after = config_to_dict(old), config_to_dict(new)
+    changes = {}
+    for section in sorted(set(before) | set(after)):
+        if section in free:
+            continue
+        a, b = before.get(section), after.get(section)
+        if isinstance(a, dict) and isinstance(b, dict):
+            for name in sorted(set(a) | set(b)):
+                if f"{section}.{name}" not in free and a.get(name) != b.get(name):
+                    changes[f"{section}.{name}"] = [a.get(name), b.get(name)]
+        elif a != b:
+            changes[section] = [a, b]
+    return changes
+
+
 def upgrade_sections(raw: dict[str, Any]) -> dict[str, Any]:
     """Sections as an earlier release wrote them, in today's layout: the audio section said ``reduce`` (mix down
     or not) and ``mono`` (mean or sum) before channel modes; the runtime options (device, precision, workers,

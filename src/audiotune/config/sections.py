@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from audiotune.config.options import AT_LEAST_0, AT_LEAST_1, INF, PROBABILITY, option, range_problems
-from audiotune.outputs import CHECKPOINT_DIR, DROPPED_FILE, LAST_CHECKPOINT, SKIPPED_FILE
+from audiotune.outputs import CHECKPOINT_DIR, CONFIG_HISTORY_FILE, DROPPED_FILE, LAST_CHECKPOINT, SKIPPED_FILE
 from audiotune.storage import Role
 
 CONFIG_VERSION = 1
@@ -282,6 +282,9 @@ class TrainConfig:
                           choices=("loss", "uar", "accuracy", "macro_f1", "weighted_f1", "auc", "ccc", "mae"))
     resume: bool = option(False, f"continue from EXP_DIR/{CHECKPOINT_DIR}/{LAST_CHECKPOINT}")
     overwrite: bool = option(False, "replace the run already in --exp_dir (deleted once the inputs are checked)")
+    allow_changes: bool = option(False, "with --resume: go on although options other than --epochs and where it "
+                                        "runs differ from the run's config.yaml; the changes are recorded in "
+                                        f"EXP_DIR/{CONFIG_HISTORY_FILE}")
     debug: bool = option(False, "use only the first 8 rows of every split")
 
 
