@@ -83,7 +83,7 @@ from audiotune.report.plots import plot_confusion_matrix
 
 log = logging.getLogger(__name__)
 
-METRIC_KEYS = ("accuracy", "uar", "macro_f1", "weighted_f1", "micro_f1", "auc",
+METRIC_KEYS = ("accuracy", "uar", "macro_f1", "weighted_f1", "micro_f1", "f1_of_macro_pr", "auc",
                "mae", "rmse", "pearson", "spearman", "ccc", "r2")
 STATISTICS = ("mean", "fold_std", "fold_median", "run_std", "run_median", "ci95", "n_runs")
 
