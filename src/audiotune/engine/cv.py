@@ -54,6 +54,7 @@ from audiotune.data.loading import check_sampler_options
 from audiotune.data.prepare import check_no_validation
 from audiotune.engine.distributed import launched_rank_zero
 from audiotune.engine.evaluate import prediction_table
+from audiotune.engine.inference import inference_device
 from audiotune.engine.metrics import compute_metrics
 from audiotune.engine.records import check_settings_record, read_settings_record
 from audiotune.engine.selection import monitor_value
@@ -336,6 +337,7 @@ def cross_validate(config: RunConfig, source: str, options: FoldOptions, repeats
         raise ValueError("cv keeps finished runs and resumes the others: to start over, use a new --exp_dir")
     check_config(config)
     check_sampler_options(config)
+    inference_device(config)  # a missing accelerator, or a precision it cannot run, is an error before any write
     with own_run_dir(config.exp_dir, resume=True, command="cv",  # one cv per directory at a time
                      follower=not launched_rank_zero()) as owned:
         return _cross_validate(config, source, options, repeats, owned)

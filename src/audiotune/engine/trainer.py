@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -17,14 +17,15 @@ from pytorch_lightning.loggers import CSVLogger
 
 from audiotune.config import RuntimeConfig, TrainConfig
 from audiotune.engine.checkpoint_io import AtomicCheckpointIO, latest_checkpoint
+from audiotune.engine.device import MixedOrFull, lightning_precision
 from audiotune.engine.distributed import trainer_devices
 from audiotune.engine.module import run_length
 from audiotune.outputs import BEST_CHECKPOINT, CHECKPOINT_DIR, LOG_DIR
 
 
-def trainer_precision(runtime: RuntimeConfig) -> Literal["bf16-mixed", "32-true"]:
-    """Lightning's ``precision`` for ``--precision``: bf16 autocast, else full 32-bit."""
-    return "bf16-mixed" if runtime.precision == "bf16" else "32-true"
+def trainer_precision(runtime: RuntimeConfig) -> MixedOrFull:
+    """Lightning's ``precision`` for ``--precision`` (see :func:`~audiotune.engine.device.lightning_precision`)."""
+    return lightning_precision(runtime.precision)
 
 
 def build_trainer(train: TrainConfig, runtime: RuntimeConfig, run_dir: Path | None, *,
