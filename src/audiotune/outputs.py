@@ -43,6 +43,7 @@ VALIDATION_FILE = "validation.csv"  # validation rows drawn from the training sp
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"  # in CHECKPOINT_DIR: what a resumed run continues from
 BEST_CHECKPOINT = "best.ckpt"  # in CHECKPOINT_DIR: the best validation epoch
+BEST_CHECKPOINTS = "best-{epoch:02d}"  # in CHECKPOINT_DIR with --save_top_k K > 1: best-epoch=NN.ckpt, K of them
 LOG_DIR = "logs"
 LOG_FILE = "metrics.csv"  # in LOG_DIR: the file Lightning's CSV logger writes
 PLOT_DIR = "plots"

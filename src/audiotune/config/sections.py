@@ -279,6 +279,9 @@ class TrainConfig:
                                   "accuracy, macro_f1, weighted_f1, auc, ccc; min for loss, mae; the mean over "
                                   "heads when there are several)",
                           choices=("loss", "uar", "accuracy", "macro_f1", "weighted_f1", "auc", "ccc", "mae"))
+    save_top_k: int = option(1, f"keep the K best validation epochs by --monitor as checkpoints in "
+                                f"EXP_DIR/{CHECKPOINT_DIR} (1: best.ckpt; more: best-epoch=NN.ckpt each); the saved "
+                                "model is the best of them", valid=AT_LEAST_1)
     resume: bool = option(False, f"continue from EXP_DIR/{CHECKPOINT_DIR}/{LAST_CHECKPOINT}")
     overwrite: bool = option(False, "replace the run already in --exp_dir (deleted once the inputs are checked)")
     debug: bool = option(False, "use only the first 8 rows of every split")

@@ -93,6 +93,8 @@ def _load_best(module: ClassifierModule, checkpoint: ModelCheckpoint | None) -> 
     assert checkpoint.monitor is not None and score is not None  # the monitored checkpoint wrote a best file
     metric = checkpoint.monitor.removeprefix("val_")
     selection = {"monitor": checkpoint.monitor, "value": float(score), "epoch": int(saved["epoch"]) + 1}
+    if checkpoint.save_top_k > 1:  # every checkpoint kept, with its monitored value
+        selection["kept"] = {Path(path).name: float(value) for path, value in checkpoint.best_k_models.items()}
     return f"best validation {metric} {float(score):.4f} ({checkpoint.best_model_path})", selection
 
 
