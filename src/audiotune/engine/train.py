@@ -252,6 +252,8 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
         metrics["layer_weights"] = torch.softmax(model.layer_weights.detach().float().cpu(), 0).tolist()
         plot_layer_weights(metrics["layer_weights"], exp_dir / PLOT_DIR / LAYER_WEIGHTS_PLOT)
     metrics["weights"] = kept
+    metrics["validation"] = (f"{len(prepared.tables['val'])} rows" if "val" in prepared.tables
+                             else "none: the last epoch is kept")
     if selection is not None:  # the monitored validation value of the kept epoch, as training logged it
         metrics["selection"] = selection
     metrics["trained"] = trains(config.train)
