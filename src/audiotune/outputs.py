@@ -57,6 +57,10 @@ EVALUATE_DIR = "evaluate"  # in a run directory: where `audiotune evaluate` writ
 ATTENTION_DIR = "attention"  # in a run directory: where `audiotune attention` writes without --out
 ATTENTION_ROLLOUT_PLOT = "attention_rollout.png"
 
+# beside `audiotune cluster --out LABELS.parquet` (see sidecar)
+CLUSTER_STATS_SUFFIX = ".clusters.json"  # how the frames were made, cluster usage per K
+CLUSTER_FIT_ROWS_SUFFIX = ".fit_rows.csv"  # the clips (uid, split) whose frames k-means was fitted on
+
 # a cross-validation's experiment directory (fold_K/ folders are the split layout of audiotune.data.folds)
 CV_CONFIG_FILE = "cv_config.yaml"
 CV_FOLDS_FILE = "folds.json"
@@ -104,6 +108,13 @@ def attention_layer_plot(layer: int) -> str:
 def embeddings_file(embedding_type: str) -> str:
     """In a run directory: the embeddings of one type (pt, wt, st, ft) when `audiotune extract` has no --out."""
     return f"embeddings_{embedding_type}.parquet"
+
+
+def sidecar(path: str | Path, suffix: str) -> Path:
+    """A file that belongs to output ``path``: beside it, named after it (``labels.parquet`` ->
+    ``labels.clusters.json`` for suffix ``.clusters.json``)."""
+    path = Path(path)
+    return path.with_name(path.stem + suffix)
 
 
 def repeat_dir(repeat: int) -> str:
