@@ -46,6 +46,7 @@ VALIDATION_FILE = "validation.csv"  # validation rows drawn from the training sp
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"  # in CHECKPOINT_DIR: what a resumed run continues from
 BEST_CHECKPOINT = "best.ckpt"  # in CHECKPOINT_DIR: the best validation epoch
+BEST_CHECKPOINTS = "best-{epoch:02d}"  # in CHECKPOINT_DIR with --save_top_k K > 1: best-epoch=NN.ckpt, K of them
 LOG_DIR = "logs"
 LOG_FILE = "metrics.csv"  # in LOG_DIR: the file Lightning's CSV logger writes
 PLOT_DIR = "plots"
@@ -58,6 +59,10 @@ PROBE_PLOT = "probe.png"
 EVALUATE_DIR = "evaluate"  # in a run directory: where `audiotune evaluate` writes without -o
 ATTENTION_DIR = "attention"  # in a run directory: where `audiotune attention` writes without --out
 ATTENTION_ROLLOUT_PLOT = "attention_rollout.png"
+
+# beside `audiotune cluster --out LABELS.parquet` (see sidecar)
+CLUSTER_STATS_SUFFIX = ".clusters.json"  # how the frames were made, cluster usage per K
+CLUSTER_FIT_ROWS_SUFFIX = ".fit_rows.csv"  # the clips (uid, split) whose frames k-means was fitted on
 
 # a cross-validation's experiment directory (fold_K/ folders are the split layout of audiotune.data.folds)
 CV_CONFIG_FILE = "cv_config.yaml"
@@ -106,6 +111,13 @@ def attention_layer_plot(layer: int) -> str:
 def embeddings_file(embedding_type: str) -> str:
     """In a run directory: the embeddings of one type (pt, wt, st, ft) when `audiotune extract` has no --out."""
     return f"embeddings_{embedding_type}.parquet"
+
+
+def sidecar(path: str | Path, suffix: str) -> Path:
+    """A file that belongs to output ``path``: beside it, named after it (``labels.parquet`` ->
+    ``labels.clusters.json`` for suffix ``.clusters.json``)."""
+    path = Path(path)
+    return path.with_name(path.stem + suffix)
 
 
 def repeat_dir(repeat: int) -> str:

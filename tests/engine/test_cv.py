@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+import torch
 import yaml
 from conftest import SMALL_ECAPA, tone
 
@@ -55,8 +56,12 @@ def test_json_split_files_are_folds_with_labels_and_votes(tmp_path: Path) -> Non
     write_json_split(folds / "fold10.json", {"c.wav": "angry"}, {"a.wav": "sad"}, {"b.wav": "sad"})
     built = build_folds(str(folds), FoldOptions(audio_dir=str(audio)))
     assert [f.info["source"] for f in built] == [str(folds / "fold2.json"), str(folds / "fold10.json")]
+    # an empty Val: no validation, every Train utterance trains (the recipe's meaning)
+    assert sorted(built[0].tables) == ["test", "train"] and list(built[0].tables["train"].index) == ["a.wav", "b.wav"]
+    assert "empty Val" in built[0].info["validation"]
+    built = build_folds(str(folds), FoldOptions(audio_dir=str(audio), val_group="next"))
     first = built[0].tables
-    # the first file has no validation: the next fold's test rows, taken out of training
+    # --val_group next: the next fold's test rows validate, taken out of training
     assert list(first["val"].index) == ["b.wav"] and list(first["train"].index) == ["a.wav"]
     assert first["val"].loc["b.wav", "label"] == "sad"  # as the next file's Test says
     assert first["train"].loc["a.wav", "path"] == str((audio / "a.wav").resolve())
@@ -151,6 +156,54 @@ def test_cv_without_validation_scores_the_last_epoch(tmp_path: Path, capsys: pyt
     metrics = json.loads((out / "fold_1" / "run_1" / "metrics.json").read_text())
     assert "val" not in metrics and metrics["epochs_run"] == 2
     assert not (out / "fold_1" / "run_1" / "checkpoints" / "best.ckpt").exists()
+
+
+def emotion_folds(root: Path, sessions: int = 3, per_session: int = 4) -> tuple[Path, Path]:
+    """A flat folder of wavs and one JSON split file per session, as the seed emotion recipe writes them: Test
+    the session's utterances, Train every other session's, Val empty."""
+    audio, folds = root / "wavs", root / "labels"
+    audio.mkdir()
+    folds.mkdir()
+    names = {s: [f"Ses0{s}_{k}.wav" for k in range(per_session)] for s in range(1, sessions + 1)}
+    label = {}
+    for s, files in names.items():
+        for k, name in enumerate(files):
+            sf.write(audio / name, tone(300 + 500 * (k % 2), 0.5, 16000, seed=10 * s + k), 16000)
+            label[name] = ["sad", "happy"][k % 2]
+    for s in names:
+        train = {n: label[n] for t, files in names.items() if t != s for n in files}
+        write_json_split(folds / f"label_{s}.json", train, {}, {n: label[n] for n in names[s]})
+    return audio, folds
+
+
+def test_json_folds_with_an_empty_val_train_on_every_training_speaker_and_keep_the_last_epoch(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from safetensors.torch import load_file
+
+    audio, folds = emotion_folds(tmp_path)
+    out = tmp_path / "cv"
+    assert main(["cv", "-d", str(folds), "--audio_dir", str(audio), "-o", str(out), "--model", "ecapa_tdnn",
+                 *SMALL_ECAPA, "-e", "2", "-bs", "4", "--clip_length", "0"]) == 0
+    train_rows = list(json.loads((folds / "label_1.json").read_text())["Train"])
+    assert pd.read_csv(out / "fold_1" / "train.csv")["uid"].tolist() == train_rows  # both other sessions
+    assert not (out / "fold_1" / "val.csv").exists()
+    assert "empty Val" in json.loads((out / "folds.json").read_text())["fold_1"]["validation"]
+    run = out / "fold_1" / "run_1"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert "val" not in metrics and metrics["train_clips"] == len(train_rows) == 8
+    assert metrics["validation"] == "none: the last epoch is kept" and metrics["weights"] == "last epoch"
+    assert metrics["epochs_run"] == 2 and not (run / "checkpoints" / "best.ckpt").exists()
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 1  # the second epoch, counted from 0
+    saved = load_file(run / "model.safetensors")
+    assert all(torch.equal(saved[name], last["state_dict"][f"model.{name}"]) for name in saved)
+    summary = json.loads((out / "cv_summary.json").read_text())
+    assert set(summary["statistics"]) == {"test"} and "empty Val" in summary["validation"]["fold_2"]
+    assert {"micro_f1", "f1_of_macro_pr"} <= set(summary["statistics"]["test"])
+    # validation by --monitor cannot be asked of folds without one
+    assert main(["cv", "-d", str(folds), "--audio_dir", str(audio), "-o", str(tmp_path / "monitored"),
+                 "--model", "ecapa_tdnn", *SMALL_ECAPA, "--monitor", "uar"]) == 2
+    assert "--monitor need(s) validation" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ AUGMENT_PROBABILITIES = (*AUGMENT_GATES, *AUGMENT_LATE_GATES)
 SPEED_RANGE = (0.6, 1.3)  # the seed's
 SPEED_LIMITS = (0.25, 4.0)  # what --speed_range accepts
 CUT_MAX_LIMIT = 1.0  # what --cut_max accepts, in seconds
+PRECISIONS = ("32", "bf16", "16-mixed", "16")  # 16: the seeds' spelling of 16-mixed
 
 
 @dataclass
@@ -280,6 +281,9 @@ class TrainConfig:
                                   "accuracy, macro_f1, weighted_f1, auc, ccc; min for loss, mae; the mean over "
                                   "heads when there are several)",
                           choices=("loss", "uar", "accuracy", "macro_f1", "weighted_f1", "auc", "ccc", "mae"))
+    save_top_k: int = option(1, f"keep the K best validation epochs by --monitor as checkpoints in "
+                                f"EXP_DIR/{CHECKPOINT_DIR} (1: best.ckpt; more: best-epoch=NN.ckpt each); the saved "
+                                "model is the best of them", valid=AT_LEAST_1)
     resume: bool = option(False, f"continue from EXP_DIR/{CHECKPOINT_DIR}/{LAST_CHECKPOINT}")
     overwrite: bool = option(False, "replace the run already in --exp_dir (deleted once the inputs are checked)")
     allow_changes: bool = option(False, "with --resume: go on although options other than --epochs and where it "
@@ -294,7 +298,9 @@ class RuntimeConfig:
     alike; a command that loads a run may set them anew (``--accelerator``, ``-bs`` ...)."""
 
     num_workers: int = option(0, "data loader worker processes", ("-nw",), valid=(0, 1024, True, True))
-    precision: str = option("32", "training precision", choices=("32", "bf16"))
+    precision: str = option("32", "precision of training and inference: 32, bf16 (bfloat16 autocast), 16-mixed "
+                                  "(float16 autocast with loss scaling; needs a GPU; 16, the seeds' spelling, is "
+                                  "the same)", choices=PRECISIONS)
     accelerator: str = option("auto", "Lightning accelerator (auto, cpu, gpu)")
     devices: str = option("auto", "Lightning devices (auto, a count, or a list); with several, one training "
                                   "process per device (DDP), -bs clips each")

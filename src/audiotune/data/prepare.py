@@ -213,10 +213,12 @@ def check_no_validation(config: RunConfig, root: str) -> None:
     """A run without validation (``--val_size 0`` and no val.csv): nothing picks an epoch or stops early, so
     options that need validation are errors."""
     needs = [flag for flag, used in (("--patience", config.train.patience > 0),
-                                     ("--monitor", config.train.monitor != "loss")) if used]
+                                     ("--monitor", config.train.monitor != "loss"),
+                                     ("--save_top_k", config.train.save_top_k > 1)) if used]
     if needs:
         raise DataError(f"{root}: {' and '.join(needs)} need(s) validation, and this run has none "
-                        "(--val_size 0 without val.csv, or cv --val_group none): the last epoch is kept")
+                        "(--val_size 0 without val.csv, cv --val_group none, or cv on JSON split files with an "
+                        "empty Val): the last epoch is kept")
 
 
 def _check_label_columns(tables: dict[str, pd.DataFrame], heads: list[HeadSpec]) -> None:

@@ -33,7 +33,7 @@ from audiotune.engine.distributed import (
     unique_batches,
     unused_parameter_hint,
 )
-from audiotune.engine.inference import loader_pins_memory
+from audiotune.engine.inference import inference_device, loader_pins_memory
 from audiotune.engine.module import optimizers
 from audiotune.engine.trainer import build_trainer
 from audiotune.models.backbones import SupportsPretraining, build_backbone, resolve_config
@@ -157,6 +157,7 @@ def pretrain(config: RunConfig) -> dict:
     check_config(config)
     check_sampler_options(config)
     trainer_devices(config.runtime)  # a strategy audiotune cannot run is an error before anything is read
+    inference_device(config)  # so is a missing accelerator, or a precision it cannot run
     with own_run_dir(config.exp_dir, resume=config.train.resume, overwrite=config.train.overwrite,
                      command="pretrain", follower=not launched_rank_zero()) as owned:
         return _pretrain(config, owned)

@@ -98,6 +98,8 @@ def _load_best(module: ClassifierModule, checkpoint: ModelCheckpoint | None) -> 
     assert checkpoint.monitor is not None and score is not None  # the monitored checkpoint wrote a best file
     metric = checkpoint.monitor.removeprefix("val_")
     selection = {"monitor": checkpoint.monitor, "value": float(score), "epoch": int(saved["epoch"]) + 1}
+    if checkpoint.save_top_k > 1:  # every checkpoint kept, with its monitored value
+        selection["kept"] = {Path(path).name: float(value) for path, value in checkpoint.best_k_models.items()}
     return f"best validation {metric} {float(score):.4f} ({checkpoint.best_model_path})", selection
 
 
@@ -282,6 +284,8 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
         metrics["layer_weights"] = torch.softmax(model.layer_weights.detach().float().cpu(), 0).tolist()
         plot_layer_weights(metrics["layer_weights"], exp_dir / PLOT_DIR / LAYER_WEIGHTS_PLOT)
     metrics["weights"] = kept
+    metrics["validation"] = (f"{len(prepared.tables['val'])} rows" if "val" in prepared.tables
+                             else "none: the last epoch is kept")
     if selection is not None:  # the monitored validation value of the kept epoch, as training logged it
         metrics["selection"] = selection
     metrics["trained"] = trains(config.train)
