@@ -9,8 +9,8 @@ from audiotune.storage import Role
 
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
-    add_path(parser, "prefix", role=Role.AUDIO, help="folder of UID/metadata.json + UID/waveform.EXT (the seeds' "
-                                                     "PREFIX/STUDY), searched recursively")
+    add_path(parser, "prefix", role=Role.AUDIO, metavar="FOLDER",
+             help="folder of UID/metadata.json + UID/waveform.EXT (the seeds' PREFIX/STUDY), searched recursively")
     add_path(parser, "--out", role=Role.OUTPUT_FILE, required=True,
              help="table CSV to write (uid, path, subject, task, expected_rate, one column per score)")
     parser.add_argument(*spellings("edit_feats"), dest="edit_feats", nargs="?", const=True, type=parse_bool,
