@@ -26,8 +26,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
     table, skipped = build_table(args.prefix, args.out, args.edit_feats, args.on_error)
     listed = f", {len(skipped)} skipped (listed next to it)" if len(skipped) else ""
-    print(f"{shown(args.out)}: {len(table)} recordings, {table['subject'].nunique()} subjects, "
-          f"{table['task'].nunique()} tasks{listed}")
+    counts = {"recording": len(table), "subject": table["subject"].nunique(), "task": table["task"].nunique()}
+    print(f"{shown(args.out)}: " + ", ".join(f"{n} {name}{'s' * (n != 1)}" for name, n in counts.items()) + listed)
 
 
 COMMAND = Command("table", "build a label table from UID/metadata.json files (clinical seed layout)", arguments, run)
