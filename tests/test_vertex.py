@@ -211,3 +211,14 @@ def test_results_refuses_a_file_that_is_not_a_tuning_job(tmp_path: Path, capsys:
 def test_results_needs_a_csv_or_parquet_name(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["vertex", "results", str(_finished_job(tmp_path)), "--out", str(tmp_path / "trials.xlsx")]) == 2
     assert f"--out {tmp_path / 'trials.xlsx'}: give a .csv or .parquet file name" in capsys.readouterr().err
+
+
+def test_results_reads_and_writes_a_bucket(gcs, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from conftest import BUCKET
+
+    gcs.fs().put_file(str(_finished_job(tmp_path)), f"{BUCKET}/jobs/job.json")
+    capsys.readouterr()
+    assert main(["vertex", "results", f"gs://{BUCKET}/jobs/job.json", "--out", f"gs://{BUCKET}/jobs/trials.csv"]) == 0
+    assert capsys.readouterr().out.startswith(f"gs://{BUCKET}/jobs/trials.csv: 5 trials")
+    with gcs.fs().open(f"{BUCKET}/jobs/trials.csv") as stream:
+        assert pd.read_csv(stream)["trial"].tolist() == [2, 1, 5, 3, 4]
