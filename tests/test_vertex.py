@@ -222,3 +222,14 @@ def test_results_reads_and_writes_a_bucket(gcs, tmp_path: Path, capsys: pytest.C
     assert capsys.readouterr().out.startswith(f"gs://{BUCKET}/jobs/trials.csv: 5 trials")
     with gcs.fs().open(f"{BUCKET}/jobs/trials.csv") as stream:
         assert pd.read_csv(stream)["trial"].tolist() == [2, 1, 5, 3, 4]
+
+
+def test_a_metric_of_zero_left_out_of_the_json_is_zero(tmp_path: Path) -> None:
+    job = json.loads(_finished_job(tmp_path).read_text())
+    job["trials"] = [_trial(1, "SUCCEEDED", (1e-4, 6.0, 300.0, "mean"), 0.0), job["trials"][2]]
+    described = json_format.MessageToJson(parse(job, HyperparameterTuningJob))
+    assert json.loads(described)["trials"][0]["finalMeasurement"]["metrics"] == [{"metricId": "val_uar"}]
+    (tmp_path / "zero.json").write_text(described)
+    table, objective, goal = vertex.collect_trials(tmp_path / "zero.json", tmp_path / "t.csv")
+    assert (objective, goal) == ("val_uar", "MAXIMIZE")
+    assert table["trial"].tolist() == [1, 3] and table["val_uar"][0] == 0.0 and pd.isna(table["val_uar"][1])

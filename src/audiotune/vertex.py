@@ -334,7 +334,8 @@ def trials_table(job: dict[str, Any]) -> tuple[pd.DataFrame, str, str]:
                                "state": trial.get("state", "")}
         row.update({p["parameterId"]: _value(p.get("value"), p["parameterId"] in whole)
                     for p in trial.get("parameters", [])})
-        row.update({m["metricId"]: float(m.get("value", math.nan)) for m in measurement.get("metrics", [])})
+        # JSON of the API leaves out a value of 0 (the protobuf default): a metric listed without one is 0
+        row.update({m["metricId"]: float(m.get("value", 0.0)) for m in measurement.get("metrics", [])})
         row.update(steps=int(measurement.get("stepCount", 0)) or None, seconds=_seconds(trial),
                    infeasible_reason=trial.get("infeasibleReason", ""), run=run.replace("{trial}", str(trial["id"])))
         rows.append(row)
