@@ -64,6 +64,7 @@ def test_named_test_and_validation_subjects() -> None:
     ({"test_subjects": ["s1", "nobody"]}, "test subject(s) ['nobody'] have no rows of the test task"),
     ({"val_subjects": ["s10"], "test_subjects": ["s1"]}, "validation subject(s) ['s10'] are not training subjects"),
     ({"test_fraction": 0.0}, "no test subject drawn"),
+    ({"sizes": [0, 2, 1], "val_subjects": ["s3"]}, "give --split_size TRAIN TEST without VAL"),
 ])
 def test_impossible_requests_are_refused(kwargs: dict, message: str) -> None:
     with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):

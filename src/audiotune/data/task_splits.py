@@ -47,6 +47,8 @@ def task_split(table: pd.DataFrame, train_tasks: list[str], test_tasks: list[str
         raise DataError(f"{source}: task(s) {unknown} not found (tasks: {sorted(tasks.unique())[:10]})")
     if sizes is not None and (len(sizes) not in (2, 3) or min(sizes) < 0):
         raise DataError(f"--split_size {' '.join(map(str, sizes))}: give TRAIN TEST [VAL] subject counts (>= 0)")
+    if val_subjects and sizes is not None and len(sizes) == 3:
+        raise DataError("--val_subjects names the validation subjects: give --split_size TRAIN TEST without VAL")
     subjects = group_values(table, group, source)
     rng = np.random.default_rng(seed)
     is_test_task, is_train_task = tasks.isin(test_tasks), tasks.isin(train_tasks)
