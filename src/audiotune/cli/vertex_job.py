@@ -1,7 +1,11 @@
-"""``audiotune vertex job|tune [options] -- COMMAND ARGS``: a Vertex AI job spec that runs an audiotune command."""
+"""``audiotune vertex job|tune [options] -- COMMAND ARGS``: a Vertex AI job spec that runs an audiotune command;
+``audiotune vertex results JOB.json --out trials.csv``: the trials of a finished tuning job, best first."""
 from __future__ import annotations
 
 import argparse
+import math
+
+import pandas as pd
 
 from audiotune import storage, vertex
 from audiotune.cli.command import Command
@@ -39,9 +43,34 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
             job.add_argument("--max_failed", type=int, default=0)
         job.add_argument("job_command", nargs="...", metavar="-- COMMAND",
                          help="the audiotune command the job runs, and its flags")
+    results = kinds.add_parser("results", help="trials table of a finished hyperparameter-tuning job",
+                               description="JOB.json: `gcloud ai hp-tuning-jobs describe JOB_ID --region REGION "
+                                           "--format json`; one row per trial, best first by the study's metric")
+    add_path(results, "job", role=Role.INPUT, metavar="JOB.json", help="the tuning job's description (JSON)")
+    add_path(results, "--out", role=Role.OUTPUT_FILE, required=True, help="trials table to write (.csv or .parquet)")
+
+
+def _results(args: argparse.Namespace) -> None:
+    from audiotune.cli.show import shown
+
+    table, objective, goal = vertex.collect_trials(args.job, args.out)
+    states = table["state"].value_counts()
+    print(f"{shown(args.out)}: {len(table)} trials (" + ", ".join(f"{n} {s.lower()}" for s, n in states.items())
+          + f"), best first by {objective} ({goal.lower()})")
+    best = table.iloc[0]
+    if math.isnan(best[objective]):
+        print(f"no trial reported {objective}")
+        return
+    settings = ", ".join(f"{k}={best[k]}" for k in table.attrs["parameters"] if not pd.isna(best[k]))
+    print(f"best trial {best['trial']}: {objective} {best[objective]:.4g} ({settings})"
+          + (f"; run {best['run']}" if "run" in best else ""))
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    if args.vertex_command == "results":
+        _results(args)
+        return
+
     def parse(command: list[str]) -> argparse.Namespace:
         parsed = parser.parse_args(command)
         if parsed.command == "train" and not storage.is_remote(vars(parsed).get("config") or ""):
@@ -62,4 +91,4 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
 
 COMMAND = Command("vertex", "write a Vertex AI CustomJob or hyperparameter-tuning job spec (JSON) that runs an "
-                            "audiotune command", arguments, run)
+                            "audiotune command, or read a finished tuning job's trials", arguments, run)
