@@ -330,3 +330,16 @@ def test_interrupted_cv_keeps_finished_runs_and_trains_none_twice(tmp_path: Path
     assert run_cv(tmp_path, table, out, "--repeats", "2") == 0
     assert len(finished) == 6 and len(set(finished)) == 6  # every run trained once
     assert json.loads((out / "cv_summary.json").read_text())["runs"] == 6
+
+
+def test_every_folds_labels_are_checked_before_the_first_run_trains(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    table = small_table(tmp_path)
+    rows = pd.read_csv(table)
+    rows.loc[rows["uid"] == "cat0", "pitch"] = "mid"  # only cat has it: the fold testing on cat cannot score it
+    rows.to_csv(table, index=False)
+    out = tmp_path / "cv"
+    assert run_cv(tmp_path, table, out, "--val_group", "none") == 2
+    err = capsys.readouterr().err
+    assert "fold_3: " in err and "classes ['mid'] not seen in training" in err
+    assert not out.exists()  # nothing trained, nothing kept

@@ -209,6 +209,22 @@ def prepare_training_data(config: RunConfig, exp_dir: str | Path) -> PreparedDat
     return prepared
 
 
+def check_labels(tables: dict[str, pd.DataFrame], groups: list, na_values: list[str] = (), where: str = "") -> None:
+    """The label checks a run makes, without its audio: heads inferred from the train table, every table's
+    targets encodable (a class unseen in training, a one-class head, a cell that is not 0/1 ...). For a driver
+    that checks all its runs' tables before the first run trains."""
+    tables = {split: table.replace(list(na_values), np.nan) if na_values else table for split, table in tables.items()}
+    train = tables["train"]
+    name = f"{where}: " if where else ""
+    try:
+        heads = infer_heads(groups, train, source=train.attrs.get("source", f"{where} train"))
+        _check_label_columns(tables, heads)
+        for split, table in tables.items():
+            encode_targets(table, heads, table.attrs.get("source", f"{where} {split}"))
+    except DataError as err:
+        raise DataError(f"{name}{err}") from None
+
+
 def check_no_validation(config: RunConfig, root: str) -> None:
     """A run without validation (``--val_size 0`` and no val.csv): nothing picks an epoch or stops early, so
     options that need validation are errors."""

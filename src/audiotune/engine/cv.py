@@ -51,8 +51,9 @@ from audiotune.data.folds import (
     source_kind,
 )
 from audiotune.data.json_splits import json_label_groups
+from audiotune.data.labels import read_label_file
 from audiotune.data.loading import check_sampler_options
-from audiotune.data.prepare import check_no_validation
+from audiotune.data.prepare import check_labels, check_no_validation
 from audiotune.engine.distributed import launched_rank_zero
 from audiotune.engine.evaluate import prediction_table
 from audiotune.engine.inference import inference_device
@@ -355,6 +356,7 @@ def _cross_validate(config: RunConfig, source: str, options: FoldOptions, repeat
         check_no_validation(config, f"{unvalidated[0].name} ({unvalidated[0].info['source']})")
         config.data.val_size = 0
     files = fold_files(folds, exp_dir)
+    groups = read_label_file(config.data.label_txt) if config.data.label_txt else None
     if not config.data.label_txt and source_kind(source) == "json":  # the JSON files' own labels
         groups = json_label_groups({f"{fold.name}/{k}": t for fold in folds for k, t in fold.tables.items()},
                                    source, options.json_label)
@@ -362,6 +364,8 @@ def _cross_validate(config: RunConfig, source: str, options: FoldOptions, repeat
         files[exp_dir / CV_LABELS_FILE] = "".join(
             ",".join(g.columns) + (f":{g.kind}" if g.kind else "") + "\n" for g in groups).encode()
     check_fold_files(files)
+    for fold in folds if groups else ():  # every fold's labels, before the first run trains
+        check_labels(fold.tables, groups, config.data.na_values, fold.name)
     record = _cv_record(config, source, options, repeats)
     _check_cv_config(exp_dir, record)
     owned.start()
