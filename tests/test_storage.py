@@ -224,3 +224,21 @@ def test_partials_of_killed_writers_go_and_finished_files_get_the_usual_mode(tmp
     assert stat.S_IMODE((tmp_path / "plots").stat().st_mode) == 0o755
     assert sorted(p.name for p in tmp_path.iterdir()) == [".emb.parquet.w0rk1ng.partial", ".other.csv.x.partial",
                                                           "emb.parquet", "plots"]
+
+
+def test_a_remote_folder_has_one_writer_and_a_dead_writers_lock_is_taken_over(
+        gcs: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"gs://{BUCKET}/runs/r"
+    with storage.RemoteLock(url, "train"):
+        with pytest.raises(storage.StorageError, match=r"runs/r: another audiotune command is writing this folder "
+                                                       r"\(`audiotune train` on .*, process \d+"):
+            with storage.RemoteLock(url, "cv"):
+                pass
+    assert not gcs.fs().exists(f"{BUCKET}/runs/r{storage.LOCK_SUFFIX}")  # released
+    with storage.RemoteLock(url, "cv"):
+        pass
+    storage.RemoteLock(url, "train").__enter__()  # a command killed while holding it: never released
+    monkeypatch.setattr(storage, "LOCK_STALE_S", 0.0)
+    with storage.RemoteLock(url, "evaluate"):
+        held = json.loads(gcs.fs().cat_file(f"{BUCKET}/runs/r{storage.LOCK_SUFFIX}"))
+        assert held["command"] == "evaluate"

@@ -10,6 +10,8 @@ that role:
   directories, pseudo-labels) become local copies in the cache, downloaded again only when they changed;
 - outputs become local staging folders: the command writes there as it does on a local disk (locks, atomic
   files, ``--resume``), and only a command that finished uploads them, run markers last. A remote run
+  directory or experiment folder is locked for the command (:class:`~audiotune.storage.RemoteLock`: one writer
+  across machines, as a local folder's ``flock`` is on one). A remote run
   directory (``RUN_OUTPUT``) that already holds a run is refused, resumed (``--resume``: downloaded first) or
   replaced (``--overwrite``) as a local one is; an experiment folder (``EXPERIMENT``) and a cache (``CACHE``)
   are downloaded first;
@@ -36,10 +38,14 @@ COPIED = (Role.INPUT, Role.RUN)
 FOLDERS = (Role.OUTPUT_DIR, Role.RUN_OUTPUT, Role.EXPERIMENT, Role.CACHE)  # the other outputs are files
 
 
+LOCKED = (Role.RUN_OUTPUT, Role.EXPERIMENT)  # folders of runs: one writing command at a time, across machines
+
+
 @dataclass
 class Staging:
     uploads: list[tuple[Path, str, bool, bool]] = field(default_factory=list)  # (local, url, replace, only_new)
     folders: list[Path] = field(default_factory=list)
+    locks: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
 
 def _get(args: argparse.Namespace, key: str) -> object:
@@ -65,6 +71,8 @@ def _stage_output(args: argparse.Namespace, key: str, role: Role, staging: Stagi
     destination = url if is_folder else storage.parent(url)  # a file goes with its sidecars (OUT.skipped.csv)
     folder = storage.staging_folder(destination)
     staging.folders.append(folder)
+    if role in LOCKED and storage.locks_remotely(url) and _uploads():  # rank 0 writes; the others only read
+        staging.locks.enter_context(storage.RemoteLock(url, str(args.command)))
     holds_run = _check_remote_run(url, args) if role is Role.RUN_OUTPUT else False
     if role in (Role.EXPERIMENT, Role.CACHE) or (holds_run and _get(args, "train.resume")):
         sync_down(url, folder)
@@ -113,6 +121,7 @@ def staged(args: argparse.Namespace, roles: dict[str, Role]) -> Iterator[None]:
                 upload(local, url, replace=replace, only_new=only_new)
         keep = False
     finally:
+        staging.locks.close()  # after the upload: another command may write the folder from now on
         if not keep:
             for folder in staging.folders:
                 storage.remove_local(folder)
