@@ -37,7 +37,8 @@ def build_trainer(train: TrainConfig, runtime: RuntimeConfig, run_dir: Path | No
 
     ``run_dir``: the run directory the fit writes. The Trainer runs on ``runtime``'s accelerator, devices,
     strategy and nodes (:func:`~audiotune.engine.distributed.trainer_devices`) for ``--epochs`` or
-    ``--training_steps`` (:func:`~audiotune.engine.module.run_length`), clips gradients at ``--grad_clip``,
+    ``--training_steps`` (:func:`~audiotune.engine.module.run_length`), sums the gradients of
+    ``--accumulate_grad_batches`` batches per optimiser step, clips gradients at ``--grad_clip``,
     logs every step to ``run_dir/logs/metrics.csv``, replaces ``checkpoints/last.ckpt`` every epoch and, with
     ``best_by`` (a logged metric and ``"min"`` or ``"max"``), keeps the best epoch in ``checkpoints/best.ckpt``
     (the ``--save_top_k`` best in ``checkpoints/best-epoch=NN.ckpt``);
@@ -82,6 +83,7 @@ def build_trainer(train: TrainConfig, runtime: RuntimeConfig, run_dir: Path | No
         **trainer_devices(runtime),
         precision=trainer_precision(runtime),
         gradient_clip_val=train.grad_clip or None,
+        accumulate_grad_batches=train.accumulate_grad_batches,
         callbacks=[*checkpoints, *callbacks],
         logger=CSVLogger(run_dir, name=LOG_DIR, version=""),
         log_every_n_steps=1,
