@@ -1,0 +1,65 @@
+"""evaluate and extract as the seeds' command lines called them: the model file for the run, the audio prefix
+and study of uid-layout data, and ``--cloud`` uploads of their outputs."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import soundfile as sf
+from conftest import tone
+
+from audiotune.cli import main
+from audiotune.outputs import EVALUATE_DIR, METRICS_FILE, MODEL_FILE, PREDICTIONS_FILE, embeddings_file, run_dir_of
+
+
+def _metrics(folder: Path) -> dict:
+    return json.loads((folder / METRICS_FILE).read_text())
+
+
+@pytest.mark.parametrize("spelling", ["--trained_mdl_path", "-mp", "--finetuned-mdl-path"])
+def test_a_model_file_names_its_run_and_outputs_default_into_it(trained_run: dict, spelling: str) -> None:
+    run, test = trained_run["run"], str(trained_run["split"] / "test.csv")
+    shutil.rmtree(run / EVALUATE_DIR, ignore_errors=True)
+    (run / embeddings_file("pt")).unlink(missing_ok=True)
+    assert main(["evaluate", spelling, str(run / MODEL_FILE), "-d", test]) == 0
+    assert _metrics(run / EVALUATE_DIR)["data"]["n"] == 4
+    assert main(["extract", spelling, str(run / MODEL_FILE), "-d", test, "--embedding_type", "pt"]) == 0
+    assert len(pd.read_parquet(run / embeddings_file("pt"))) == 4
+    assert not (run / MODEL_FILE / EVALUATE_DIR).exists()
+
+
+def test_run_dir_of() -> None:
+    assert run_dir_of("runs/w2v/model.safetensors") == "runs/w2v"
+    assert run_dir_of("gs://bucket/runs/w2v/model.safetensors") == "gs://bucket/runs/w2v"
+    assert run_dir_of("gs://bucket/runs/w2v/") == "gs://bucket/runs/w2v" and run_dir_of("runs/w2v") == "runs/w2v"
+
+
+def test_prefix_and_study_find_uid_audio_elsewhere(trained_run: dict, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    """The test split's audio copied under another prefix and study; one clip there replaced by a louder,
+    higher tone, so only audio read from the new place changes that clip's scores."""
+    run, test = trained_run["run"], trained_run["split"] / "test.csv"
+    uids = pd.read_csv(test)["uid"].tolist()
+    moved = tmp_path / "elsewhere"
+    for uid in uids:
+        shutil.copytree(trained_run["prefix"] / uid, moved / "study2" / uid)
+    sf.write(moved / "study2" / uids[0] / "waveform.wav", 4 * tone(2000, 0.6, 8000, seed=99), 8000)
+    assert main(["evaluate", "--run", str(run), "-d", str(test), "-o", str(tmp_path / "here")]) == 0
+    assert main(["evaluate", "--run", str(run), "-d", str(test), "-i", str(moved), "-s", "study2",
+                 "-o", str(tmp_path / "there")]) == 0
+    here = pd.read_parquet(tmp_path / "here" / PREDICTIONS_FILE).set_index("uid")
+    there = pd.read_parquet(tmp_path / "there" / PREDICTIONS_FILE).set_index("uid").loc[here.index]
+    scores = [c for c in here.columns if c.startswith("score:")]
+    changed = (here[scores] - there[scores]).abs().max(axis=1) > 1e-6
+    assert changed.tolist() == [uid == uids[0] for uid in here.index]
+    out = tmp_path / "emb.parquet"
+    assert main(["extract", "--run", str(run), "-d", str(test), "--prefix", str(moved), "--study", "study2",
+                 "--out", str(out)]) == 0
+    assert sorted(pd.read_parquet(out)["uid"]) == sorted(uids)
+    capsys.readouterr()
+    assert main(["extract", "--run", str(run), "-d", str(test), "-i", str(moved), "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert str(moved / uids[0]) in error and "metadata.json" in error
