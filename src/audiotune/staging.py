@@ -16,8 +16,9 @@ that role:
 - ``LOCAL`` paths are refused when remote, naming the argument.
 
 The seed systems' flags keep their meaning: ``--cloud`` with ``-b/--bucket_name`` and ``--cloud_dir`` also
-uploads the run directory to ``gs://BUCKET/CLOUD_DIR`` when the command finishes; ``-p/--project_name`` is
-the Google Cloud project of the bucket.
+uploads the command's outputs when it finishes: a run directory's contents to ``gs://BUCKET/CLOUD_DIR``, any
+other output folder or file to ``gs://BUCKET/CLOUD_DIR/NAME``; ``-p/--project_name`` is the Google Cloud
+project of the bucket.
 """
 from __future__ import annotations
 
@@ -104,10 +105,10 @@ def staged(args: argparse.Namespace, roles: dict[str, Role]) -> Iterator[None]:
         for key, role in roles.items():
             if role.is_output and role is not Role.LOCAL and storage.is_remote(_get(args, key)):
                 _stage_output(args, key, role, staging)
-        if cloud:
-            staging.uploads.append((Path(str(_get(args, "exp_dir"))), cloud, False, False))
         yield
         keep = True  # from here on the outputs are complete: an upload that fails keeps them
+        if cloud:
+            staging.uploads.extend((local, url, False, False) for local, url in _cloud_uploads(args, roles, cloud))
         for local, url, replace, only_new in staging.uploads:
             if local.exists() and _uploads():
                 upload(local, url, replace=replace, only_new=only_new)
@@ -126,13 +127,38 @@ def _uploads() -> bool:
     return launched_rank_zero()
 
 
+CLOUD_CONTENTS = (Role.RUN_OUTPUT, Role.EXPERIMENT)  # --cloud sends these folders' contents to CLOUD_DIR itself
+
+
+def _cloud_outputs(args: argparse.Namespace, roles: dict[str, Role]) -> list[tuple[Path, Role]]:
+    """The outputs that ``--cloud`` uploads: every output path the command was given, a cache excepted."""
+    return [(Path(str(_get(args, key))), role) for key, role in roles.items()
+            if role.is_output and role is not Role.CACHE and _get(args, key)]
+
+
+def _cloud_uploads(args: argparse.Namespace, roles: dict[str, Role], cloud: str) -> list[tuple[Path, str]]:
+    """(local, url) of each finished output for ``--cloud``: a run directory's contents go to CLOUD_DIR (the
+    seeds uploaded each file of a run there); another output folder or file goes to CLOUD_DIR/ITS_NAME (the
+    seeds' CLOUD_DIR/basename), a file with the sidecars written beside it (``OUT.skipped.csv``)."""
+    uploads = []
+    for local, role in _cloud_outputs(args, roles):
+        if role in CLOUD_CONTENTS:
+            uploads.append((local, cloud))
+        elif role in FOLDERS:
+            uploads.append((local, storage.join(cloud, local.name)))
+        else:
+            sidecars = [f for f in sorted(local.parent.glob(f"{local.stem}.*")) if f.is_file() and f != local]
+            uploads += [(file, storage.join(cloud, file.name)) for file in [local, *sidecars]]
+    return uploads
+
+
 def _cloud_url(args: argparse.Namespace, roles: dict[str, Role]) -> str | None:
-    """The seed systems' ``--cloud -b BUCKET --cloud_dir DIR``: the run directory is uploaded there too."""
+    """The seed systems' ``--cloud -b BUCKET --cloud_dir DIR``: the command's outputs are uploaded there too."""
     if not _get(args, "cloud"):
         return None
     bucket, cloud_dir = _get(args, "bucket_name"), _get(args, "cloud_dir")
     if not bucket or not cloud_dir:
         raise ValueError("--cloud uploads the outputs to gs://BUCKET/CLOUD_DIR: give -b/--bucket_name and --cloud_dir")
-    if not _get(args, "exp_dir"):
-        raise ValueError(f"--cloud: `audiotune {args.command}` writes no output folder to upload")
+    if not _cloud_outputs(args, roles):
+        raise ValueError(f"--cloud: `audiotune {args.command}` writes no output to upload")
     return f"gs://{str(bucket).removeprefix('gs://').strip('/')}/{str(cloud_dir).strip('/')}"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import soundfile as sf
-from conftest import tone
+from conftest import BUCKET, Emulator, tone
 
 from audiotune.cli import main
 from audiotune.outputs import EVALUATE_DIR, METRICS_FILE, MODEL_FILE, PREDICTIONS_FILE, embeddings_file, run_dir_of
@@ -63,3 +63,37 @@ def test_prefix_and_study_find_uid_audio_elsewhere(trained_run: dict, tmp_path: 
     assert main(["extract", "--run", str(run), "-d", str(test), "-i", str(moved), "--out", str(out)]) == 2
     error = capsys.readouterr().err
     assert str(moved / uids[0]) in error and "metadata.json" in error
+
+
+def test_cloud_uploads_each_commands_outputs(trained_run: dict, gcs: Emulator, tmp_path: Path) -> None:
+    """``--cloud -b BUCKET --cloud_dir DIR``: extract's parquet file (with its list of skipped rows) and
+    evaluate's output folder are uploaded to gs://BUCKET/DIR/NAME, as written locally."""
+    run, fs = trained_run["run"], gcs.fs()
+    table = pd.read_csv(trained_run["split"] / "test.csv")
+    scored = tmp_path / "scored.csv"
+    pd.concat([table, table.head(1).assign(uid="ghost")]).to_csv(scored, index=False)  # no audio: skipped
+    cloud = ["--cloud", "-b", BUCKET, "--cloud_dir", "seed/out"]
+    assert main(["extract", "--run", str(run), "-d", str(scored), "--on_error", "skip", *cloud]) == 0
+    local = run / embeddings_file("ft")
+    assert fs.cat_file(f"{BUCKET}/seed/out/{local.name}") == local.read_bytes()
+    skipped = fs.cat_file(f"{BUCKET}/seed/out/{local.stem}.skipped.csv").decode()
+    assert "ghost" in skipped and skipped == (run / f"{local.stem}.skipped.csv").read_text()
+
+    shutil.rmtree(run / EVALUATE_DIR, ignore_errors=True)
+    assert main(["evaluate", "--run", str(run), "-d", str(trained_run["split"] / "test.csv"), *cloud]) == 0
+    written = {p.relative_to(run / EVALUATE_DIR).as_posix() for p in (run / EVALUATE_DIR).rglob("*")
+               if p.is_file() and not p.name.startswith(".")}
+    uploaded = {Path(p).relative_to(f"{BUCKET}/seed/out/{EVALUATE_DIR}").as_posix()
+                for p in fs.find(f"{BUCKET}/seed/out/{EVALUATE_DIR}")}
+    assert METRICS_FILE in written and uploaded == written
+    assert json.loads(fs.cat_file(f"{BUCKET}/seed/out/{EVALUATE_DIR}/{METRICS_FILE}")) == _metrics(run / EVALUATE_DIR)
+
+
+def test_a_remote_model_file_names_its_remote_run(trained_run: dict, gcs: Emulator) -> None:
+    run, fs = trained_run["run"], gcs.fs()
+    for file in run.rglob("*"):
+        if file.is_file() and not file.name.startswith(".") and EVALUATE_DIR not in file.parts:
+            fs.put_file(str(file), f"{BUCKET}/runs/r1/{file.relative_to(run).as_posix()}")
+    assert main(["evaluate", "--trained_mdl_path", f"gs://{BUCKET}/runs/r1/{MODEL_FILE}",
+                 "-d", str(trained_run["split"] / "test.csv")]) == 0
+    assert json.loads(fs.cat_file(f"{BUCKET}/runs/r1/{EVALUATE_DIR}/{METRICS_FILE}"))["data"]["n"] == 4
