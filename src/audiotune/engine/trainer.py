@@ -51,7 +51,7 @@ def build_trainer(train: TrainConfig, runtime: RuntimeConfig, run_dir: Path | No
     ``callbacks`` come after the checkpoint callbacks; Lightning runs every checkpoint callback after all
     others, in the order given. ``default_root_dir`` and ``deterministic`` are passed on when given.
     """
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"accumulate_grad_batches": train.accumulate_grad_batches}
     if default_root_dir is not None:
         extra["default_root_dir"] = default_root_dir
     if deterministic is not None:
@@ -83,7 +83,6 @@ def build_trainer(train: TrainConfig, runtime: RuntimeConfig, run_dir: Path | No
         **trainer_devices(runtime),
         precision=trainer_precision(runtime),
         gradient_clip_val=train.grad_clip or None,
-        accumulate_grad_batches=train.accumulate_grad_batches,
         callbacks=[*checkpoints, *callbacks],
         logger=CSVLogger(run_dir, name=LOG_DIR, version=""),
         log_every_n_steps=1,
