@@ -77,8 +77,8 @@ class HFSettings:
     fresh_quantizer: bool = option(False, "TAPT from a checkpoint without quantizer weights (e.g. CTC fine-tuned): "
                                           "start the quantizer and projections from random weights")
     gradient_checkpointing: bool = option(False, "recompute each encoder layer's activations in the backward pass "
-                                                 "instead of keeping them (less memory for a trained encoder, "
-                                                 "about a third more compute; same gradients)")
+                                                 "instead of keeping them: less memory for a trained encoder, "
+                                                 "a second forward pass of each layer, the same gradients")
     gumbel_anneal: bool = option(True, "TAPT: anneal the quantizer's Gumbel temperature per step as wav2vec2's "
                                        "pretraining (2.0 x 0.999995^step, at least 0.5); false keeps 2.0 (the seed)")
 
