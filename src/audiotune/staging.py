@@ -131,8 +131,11 @@ CLOUD_CONTENTS = (Role.RUN_OUTPUT, Role.EXPERIMENT)  # --cloud sends these folde
 
 
 def _cloud_outputs(args: argparse.Namespace, roles: dict[str, Role]) -> list[tuple[Path, Role]]:
-    """The outputs that ``--cloud`` uploads: every output path the command was given, a cache excepted."""
-    return [(Path(str(_get(args, key))), role) for key, role in roles.items()
+    """The outputs that ``--cloud`` uploads: every output path the command was given, a cache excepted, and a
+    local-only ``-o`` folder (a sweep's), as an experiment folder."""
+    outputs = {key: Role.EXPERIMENT if key == "exp_dir" and role is Role.LOCAL else role
+               for key, role in roles.items()}
+    return [(Path(str(_get(args, key))), role) for key, role in outputs.items()
             if role.is_output and role is not Role.CACHE and _get(args, key)]
 
 

@@ -12,7 +12,7 @@ import soundfile as sf
 from conftest import BUCKET, Emulator, tone
 
 from audiotune.cli import main
-from audiotune.outputs import EVALUATE_DIR, METRICS_FILE, MODEL_FILE, PREDICTIONS_FILE, embeddings_file, run_dir_of
+from audiotune.outputs import EVALUATE_DIR, METRICS_FILE, MODEL_FILE, PREDICTIONS_FILE, embeddings_file
 
 
 def _metrics(folder: Path) -> dict:
@@ -29,12 +29,6 @@ def test_a_model_file_names_its_run_and_outputs_default_into_it(trained_run: dic
     assert main(["extract", spelling, str(run / MODEL_FILE), "-d", test, "--embedding_type", "pt"]) == 0
     assert len(pd.read_parquet(run / embeddings_file("pt"))) == 4
     assert not (run / MODEL_FILE / EVALUATE_DIR).exists()
-
-
-def test_run_dir_of() -> None:
-    assert run_dir_of("runs/w2v/model.safetensors") == "runs/w2v"
-    assert run_dir_of("gs://bucket/runs/w2v/model.safetensors") == "gs://bucket/runs/w2v"
-    assert run_dir_of("gs://bucket/runs/w2v/") == "gs://bucket/runs/w2v" and run_dir_of("runs/w2v") == "runs/w2v"
 
 
 def test_prefix_and_study_find_uid_audio_elsewhere(trained_run: dict, tmp_path: Path,
