@@ -8,7 +8,7 @@ import pytest
 
 from audiotune.cli import build_parser
 from audiotune.cli.flags import path_roles
-from audiotune.staging import _cloud_uploads, _cloud_url
+from audiotune.staging import _cloud_plan, _cloud_uploads, _cloud_url
 
 CLOUD = ["--cloud", "-b", "bucket", "--cloud_dir", "seed/out"]
 URL = "gs://bucket/seed/out"
@@ -18,7 +18,7 @@ def _uploads(*argv: str) -> list[tuple[Path, str]]:
     args = build_parser().parse_args([*argv, *CLOUD])
     roles = path_roles(args)
     assert _cloud_url(args, roles) == URL
-    return _cloud_uploads(args, roles, URL)
+    return _cloud_uploads(args, _cloud_plan(args, roles, URL))
 
 
 def test_cloud_sends_run_folders_whole_and_other_outputs_by_name(tmp_path: Path) -> None:

@@ -81,6 +81,10 @@ def test_cloud_uploads_each_commands_outputs(trained_run: dict, gcs: Emulator, t
                 for p in fs.find(f"{BUCKET}/seed/out/{EVALUATE_DIR}")}
     assert METRICS_FILE in written and uploaded == written
     assert json.loads(fs.cat_file(f"{BUCKET}/seed/out/{EVALUATE_DIR}/{METRICS_FILE}")) == _metrics(run / EVALUATE_DIR)
+    # an output in a bucket is written in a staging folder; --cloud still names it as given
+    assert main(["evaluate", "--run", str(run), "-d", str(trained_run["split"] / "test.csv"),
+                 "-o", f"gs://{BUCKET}/evals/e1", *cloud]) == 0
+    assert fs.cat_file(f"{BUCKET}/seed/out/e1/{METRICS_FILE}") == fs.cat_file(f"{BUCKET}/evals/e1/{METRICS_FILE}")
 
 
 def test_a_remote_model_file_names_its_remote_run(trained_run: dict, gcs: Emulator) -> None:
