@@ -120,6 +120,15 @@ def sidecar(path: str | Path, suffix: str) -> Path:
     return path.with_name(path.stem + suffix)
 
 
+def run_dir_of(path: str | Path) -> str:
+    """The run directory that a ``--run`` value names: the directory itself, or a model file inside it (the
+    seeds' ``--trained_mdl_path RUN/model.safetensors``), local or remote."""
+    text = str(path).rstrip("/")
+    if text.endswith(".safetensors") or (not storage.is_remote(text) and Path(text).is_file()):
+        return storage.parent(text)
+    return text
+
+
 def repeat_dir(repeat: int) -> str:
     """In a cross-validation's fold_K/ folder: the run directory of repeat ``repeat`` (counted from 1)."""
     return f"run_{repeat}"

@@ -237,6 +237,8 @@ class TrainConfig:
     grad_clip: float = option(0.0, "clip the gradients' global L2 norm to this value before each optimiser step "
                                    "(0 = off); wav2vec2-style pretraining from random weights can diverge without it",
                                    valid=AT_LEAST_0)
+    accumulate_grad_batches: int = option(1, "sum the gradients of this many batches before each optimiser step "
+                                             "(effective batch: -bs x N; tap2key: -bs 64 x 4)", valid=AT_LEAST_1)
     warmup_steps: int = option(0, "linear warm-up steps of the cosine and linear schedules", valid=AT_LEAST_0)
     training_steps: int = option(0, "stop after this many optimiser steps instead of --epochs (0 = use --epochs)",
                                  valid=AT_LEAST_0)
