@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from audiotune import storage
+from audiotune import partials, storage
 
 LOCK_FILE = ".audiotune.lock"  # held by the command that writes the directory; see own_run_dir
 
@@ -203,11 +203,11 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def _writing(path: Path, directory: bool) -> Iterator[Path]:
-    """:func:`storage.partial_place` for ``path``, a file-system error (full disk, read-only folder) being an
+    """:func:`partials.partial_place` for ``path``, a file-system error (full disk, read-only folder) being an
     :class:`OutputError` naming ``path``."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with storage.partial_place(path, directory) as partial:
+        with partials.partial_place(path, directory) as partial:
             yield partial
     except OutputError:
         raise

@@ -10,7 +10,7 @@ that role:
   directories, pseudo-labels) become local copies in the cache, downloaded again only when they changed;
 - outputs become local staging folders: the command writes there as it does on a local disk (locks, atomic
   files, ``--resume``), and only a command that finished uploads them, run markers last. A remote run
-  directory or experiment folder is locked for the command (:class:`~audiotune.storage.RemoteLock`: one writer
+  directory or experiment folder is locked for the command (:class:`~audiotune.remote_lock.RemoteLock`: one writer
   across machines, as a local folder's ``flock`` is on one). A remote run
   directory (``RUN_OUTPUT``) that already holds a run is refused, resumed (``--resume``: downloaded first) or
   replaced (``--overwrite``) as a local one is; an experiment folder (``EXPERIMENT``) and a cache (``CACHE``)
@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from audiotune import storage
+from audiotune import remote_lock, storage
 from audiotune.outputs import RUN_MARKERS, RunDirError
 from audiotune.storage import Role
 from audiotune.uploads import sync_down, upload
@@ -72,8 +72,8 @@ def _stage_output(args: argparse.Namespace, key: str, role: Role, staging: Stagi
     destination = url if is_folder else storage.parent(url)  # a file goes with its sidecars (OUT.skipped.csv)
     folder = storage.staging_folder(destination)
     staging.folders.append(folder)
-    if role in LOCKED and storage.locks_remotely(url) and _uploads():  # rank 0 writes; the others only read
-        staging.locks.enter_context(storage.RemoteLock(url, str(args.command)))
+    if role in LOCKED and remote_lock.locks_remotely(url) and _uploads():  # rank 0 writes; the others only read
+        staging.locks.enter_context(remote_lock.RemoteLock(url, str(args.command)))
     holds_run = _check_remote_run(url, args) if role is Role.RUN_OUTPUT else False
     if role in (Role.EXPERIMENT, Role.CACHE) or (holds_run and _get(args, "train.resume")):
         sync_down(url, folder)

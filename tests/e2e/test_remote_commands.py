@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 from conftest import BUCKET, Emulator, tone
 
-from audiotune import storage
+from audiotune import remote_lock
 from audiotune.cli import main
 
 RATE = 8000
@@ -194,7 +194,7 @@ def test_two_machines_training_into_one_bucket_folder_at_once_one_is_refused(gcs
 
     ds = make_uid_dataset(tmp_path)
     run = f"{URL}/runs/same"
-    with storage.RemoteLock(run, "train"):  # another machine is writing it
+    with remote_lock.RemoteLock(run, "train"):  # another machine is writing it
         assert main(small_train_args(ds, run)) == 2
     assert not gcs.fs().exists(f"{BUCKET}/runs/same/config.yaml")
     commands = [[sys.executable, "-m", "audiotune", *small_train_args(ds, run, "--seed", str(seed))] for seed in (1, 2)]
@@ -203,4 +203,4 @@ def test_two_machines_training_into_one_bucket_folder_at_once_one_is_refused(gcs
     assert sorted(code for code, _ in results) == [0, 2], results
     refused = next(err for code, err in results if code == 2)
     assert "another audiotune command is writing this folder" in refused or "already holds a run" in refused
-    assert not gcs.fs().exists(f"{BUCKET}/runs/same{storage.LOCK_SUFFIX}")
+    assert not gcs.fs().exists(f"{BUCKET}/runs/same{remote_lock.LOCK_SUFFIX}")
