@@ -114,8 +114,7 @@ def test_embedding_does_not_depend_on_the_batch(hf_checkpoints: dict, tmp_path, 
     from audiotune.config import HeadSpec, RunConfig
     from audiotune.data.audio import scan_audio
     from audiotune.data.loading import make_dataset, make_loader
-    from audiotune.data.prepare import audio_spec
-    from audiotune.models.backbones import resolve_config
+    from audiotune.models.backbones import input_spec, resolve_config
     from audiotune.models.checkpoint import build_classifier
 
     rows = []
@@ -127,13 +126,14 @@ def test_embedding_does_not_depend_on_the_batch(hf_checkpoints: dict, tmp_path, 
     config.model.model, config.model.checkpoint = "hf", str(hf_checkpoints[kind])
     resolve_config(config)
     config.heads = [HeadSpec("y", "binary", ["y"])]
-    table, _ = scan_audio(pd.DataFrame(rows).set_index("uid"), audio_spec(config), "x")
+    inputs = input_spec(config)
+    table, _ = scan_audio(pd.DataFrame(rows).set_index("uid"), inputs.audio(train=True), "x")
     model = build_classifier(config).eval()
     equal = model.backbone.needs_equal_length
 
     def pooled(frame: pd.DataFrame, batch_size: int) -> dict:
         config.train.batch_size = batch_size
-        loader = make_loader(config, make_dataset(config, frame, np.zeros((len(frame), 1), np.float32)), frame,
+        loader = make_loader(config, make_dataset(config, inputs, frame, np.zeros((len(frame), 1), np.float32)), frame,
                              False, equal, pin_memory=False)
         result = {}
         for batch in loader:

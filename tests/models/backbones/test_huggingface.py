@@ -11,7 +11,7 @@ from conftest import HF_RATE as RATE
 from conftest import HF_TINY as TINY
 
 from audiotune.config import RunConfig
-from audiotune.models.backbones import build_backbone, resolve_config
+from audiotune.models.backbones import build_backbone, input_spec, resolve_config
 from audiotune.models.backbones.huggingface import HFBackbone, HFOptions
 from audiotune.models.classifier import masked_pool
 
@@ -202,7 +202,7 @@ def test_load_pretrained_and_registered_factory(checkpoints: dict[str, Path],
     config = RunConfig()
     config.model.model, config.model.checkpoint, config.audio.resample_rate = "hf", path, 0
     resolve_config(config)
-    assert config.model.freeze is True and config.audio.resample_rate == RATE
+    assert config.model.freeze is True and input_spec(config).resample_rate == RATE and config.audio.resample_rate == 0
     built = build_backbone(config)  # registered as "hf": from_pretrained on --checkpoint
     assert isinstance(built, HFBackbone) and built.checkpoint == path
     assert all(torch.equal(v, reference[k]) for k, v in built.state_dict().items())
