@@ -232,6 +232,7 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
     pl.seed_everything(config.data.seed, workers=True, verbose=False)
     resolve_config(config)
     inputs = input_spec(config)
+    log.info("--model %s reads %s (%s)", config.model.model, inputs.to_dict(), INPUT_SPEC_FILE)
     prepared = prepare_training_data(config, inputs, exp_dir)
     check_recording_targets(prepared.tables, prepared.targets, prepared.heads)
     check_monitor(config.train.monitor, prepared.heads)

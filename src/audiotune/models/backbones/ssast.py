@@ -200,8 +200,8 @@ def ssast_input(config: RunConfig) -> InputSpec:
     s = backbone_options(config)
     if config.features.features == "waveform":
         raise ValueError("--model ssast reads fbank features, not waveforms")
-    f = replace(InputSpec.from_sections(config.audio, config.features), features="fbank",
-                num_mel_bins=config.features.num_mel_bins or 128,  # the SSAST checkpoints' input
+    bins = config.features.num_mel_bins or 128  # the SSAST checkpoints' input
+    f = replace(InputSpec.from_sections(config.audio, config.features), features="fbank", num_mel_bins=bins,
                 target_length=config.features.target_length or 1024, min_samples=config.audio.min_samples)
     size = s.model_size
     if SIZE_ALIASES.get(size, size) not in SIZES:
@@ -211,7 +211,7 @@ def ssast_input(config: RunConfig) -> InputSpec:
         raise ValueError(f"--task {task}: SSAST tasks are {FINETUNE_TASKS + PRETRAIN_TASKS}")
     fshape, tshape, fstride, tstride = s.fshape, s.tshape, s.fstride, s.tstride
     try:
-        patch_grid(f.num_mel_bins, f.target_length, fshape, tshape, fstride, tstride)
+        patch_grid(bins, f.target_length, fshape, tshape, fstride, tstride)
     except ValueError as error:
         raise ValueError(f"--model ssast: {error} (--fshape/--tshape/--fstride/--tstride vs --num_mel_bins "
                          f"{f.num_mel_bins} / --target_length {f.target_length})") from None
