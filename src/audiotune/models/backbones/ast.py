@@ -101,7 +101,8 @@ def patch_grid(model_config: Any) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class ASTOptions:
-    """What builds an :class:`ASTBackbone`, read from a resolved run config by :meth:`from_config`."""
+    """What builds an :class:`ASTBackbone`, read from a run config by :meth:`from_config` (the input from
+    :func:`ast_input`)."""
 
     checkpoint: str = DEFAULT_CHECKPOINT
     sample_rate: int = 16000

@@ -20,7 +20,7 @@ from audiotune.models.backbones.ecapa_model import (
     load_speechbrain_state_dict,
 )
 
-__all__ = ["EcapaBackbone", "EcapaOptions", "build_ecapa", "resolve_ecapa"]
+__all__ = ["EcapaBackbone", "EcapaOptions", "build_ecapa", "ecapa_input", "resolve_ecapa"]
 
 
 @dataclass

@@ -49,7 +49,8 @@ from audiotune.models.backbones import Backbone, backbone_options, encode_in_win
 from audiotune.models.backbones.hf_checkpoint import conv_receptive_field, extractor_settings
 from audiotune.storage import Role
 
-__all__ = ["DEFAULT_CHECKPOINT", "HFBackbone", "HFOptions", "build_hf", "extractor_settings", "resolve_hf"]
+__all__ = ["DEFAULT_CHECKPOINT", "HFBackbone", "HFOptions", "build_hf", "extractor_settings", "hf_input",
+           "resolve_hf"]
 
 log = logging.getLogger(__name__)
 

@@ -72,7 +72,7 @@ from audiotune.data.input_spec import InputSpec
 from audiotune.models.backbones import Backbone, backbone_options, encode_in_windows, register
 
 __all__ = ["DEFAULT_CHECKPOINT", "WhisperBackbone", "WhisperOptions", "build_whisper", "front_end_settings",
-           "resolve_whisper"]
+           "resolve_whisper", "whisper_input"]
 
 log = logging.getLogger(__name__)
 
