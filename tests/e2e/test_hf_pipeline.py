@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import HF_KINDS
 from safetensors.torch import load_file
 
 from audiotune.cli import main
@@ -36,7 +37,10 @@ def test_train_evaluate_extract_probe(uid_dataset: dict, hf_checkpoints: dict, t
     metrics = train(uid_dataset, ckpt, tmp_path / "run")
     assert metrics["feature_cache"]["used"] and metrics["test"]["n"] == 4
     config = (tmp_path / "run" / "config.yaml").read_text()
-    assert "features: waveform" in config and "freeze: true" in config and "resample_rate: 16000" in config
+    assert "freeze: true" in config and "resample_rate: 16000" in config
+    read = json.loads((tmp_path / "run" / "input_spec.json").read_text())  # the extractor's, not the options'
+    assert (read["features"], read["waveform_norm"]) == ("waveform", HF_KINDS[kind][3][0])
+    assert (tmp_path / "run" / "encoder" / "preprocessor_config.json").is_file()  # so a rebuild reads the same
     # the run rebuilds without the original checkpoint directory
     moved = tmp_path / "moved"
     shutil.move(str(ckpt), moved)

@@ -18,6 +18,7 @@ from audiotune.data.dataset import Collator, FeatureExtractor
 from audiotune.data.input_spec import InputSpec
 from audiotune.engine import export
 from audiotune.engine.export import FrontEnd, export_run, sidecar_path
+from audiotune.models.backbones import input_spec
 from audiotune.models.checkpoint import load_run
 
 RATE = 16000
@@ -47,7 +48,7 @@ def reference(run: Path, clips: list[np.ndarray]) -> list[np.ndarray]:
     pooled_kind = "wt" if config.classifier.weighted else "pt"
     outputs: list[list[np.ndarray]] = [[], [], []]
     for clip in clips:
-        batch = pipeline_batch(config.features, [clip])
+        batch = pipeline_batch(input_spec(config), [clip])
         with torch.no_grad():
             for slot, value in enumerate((model(batch["inputs"], batch["lengths"]),
                                           model.extract_embedding(batch["inputs"], batch["lengths"], "ft"),

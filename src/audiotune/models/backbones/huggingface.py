@@ -270,8 +270,15 @@ class HFBackbone(Backbone):
         return 0, None
 
     def export_config(self, folder: str | Path) -> None:
-        """Write the encoder's architecture (config.json) so a run directory rebuilds without the hub."""
+        """Write the encoder's architecture (config.json) and its feature extractor (preprocessor_config.json),
+        so a run directory rebuilds without the hub and reads its input as the run did (:func:`hf_input`)."""
+        from transformers import AutoFeatureExtractor
+
         self.model.config.save_pretrained(str(folder))
+        try:
+            AutoFeatureExtractor.from_pretrained(self.checkpoint).save_pretrained(str(folder))
+        except (OSError, ValueError):  # none with the checkpoint: the folder falls back to the same settings
+            pass
 
     def freeze_feature_encoder(self) -> None:
         """Freeze the CNN feature encoder only (the transformer and projection stay trainable)."""
