@@ -11,7 +11,15 @@ import dataclasses
 import typing
 from typing import Any
 
-from audiotune.config import SECTIONS, RunConfig, check_config, config_from_dict, describe_range, read_config_file
+from audiotune.config import (
+    CONFIG_VERSION,
+    SECTIONS,
+    RunConfig,
+    check_config,
+    config_from_dict,
+    describe_range,
+    read_config_file,
+)
 from audiotune.config.sections import PRECISIONS
 from audiotune.models import backbones
 from audiotune.outputs import run_dir_of
@@ -195,6 +203,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     config_file = vars(args).get("config")
     if config_file:
         config = config_from_dict(read_config_file(config_file), source=str(config_file), base=config)
+        config.version = CONFIG_VERSION  # a recipe's options are the user's (the backbone derives its input anew)
     config = apply_flags(config, args)
     _refuse_other_backbones(args, config)
     return config

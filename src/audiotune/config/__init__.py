@@ -36,6 +36,7 @@ from audiotune.config.sections import (
     CONFIG_VERSION,
     CUT_MAX_LIMIT,
     HEAD_KINDS,
+    INPUT_RESOLVED_VERSION,
     SECTIONS,
     SPEED_LIMITS,
     SPEED_RANGE,
@@ -54,7 +55,8 @@ from audiotune.config.sections import (
 
 __all__ = [
     "AT_LEAST_0", "AT_LEAST_1", "AUGMENT_GATES", "AUGMENT_LATE_GATES", "AUGMENT_PROBABILITIES", "CONFIG_VERSION",
-    "CUT_MAX_LIMIT", "HEAD_KINDS", "INF", "PROBABILITY", "SECTIONS", "SPEED_LIMITS", "SPEED_RANGE", "AudioConfig",
+    "CUT_MAX_LIMIT", "HEAD_KINDS", "INF", "INPUT_RESOLVED_VERSION", "PROBABILITY", "SECTIONS", "SPEED_LIMITS",
+    "SPEED_RANGE", "AudioConfig",
     "AugmentConfig", "ClassifierConfig", "DataConfig", "FeatureConfig", "HeadSpec", "ModelConfig", "RunConfig",
     "RuntimeConfig", "TrainConfig", "check_config", "check_types", "config_changes", "config_from_dict",
     "config_to_dict", "describe_range", "load_config", "option", "range_problems", "read_config_file", "save_config",

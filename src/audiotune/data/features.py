@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, overload
 import torch
 
 if TYPE_CHECKING:
-    from audiotune.config import FeatureConfig
+    from audiotune.data.input_spec import InputSpec
 
 _EPS = torch.finfo(torch.float32).eps  # Kaldi/torchaudio log floor (FLT_EPSILON)
 _WINDOWS = ("hanning", "hamming", "povey", "rectangular")
@@ -39,7 +39,7 @@ def _frame_sizes(sample_rate: int, frame_length_ms: float, frame_shift_ms: float
     return frame_len, frame_shift
 
 
-def min_samples_for_frames(config: FeatureConfig, sample_rate: int, frames: int = 1) -> int:
+def min_samples_for_frames(config: InputSpec, sample_rate: int, frames: int = 1) -> int:
     """Fewest samples at ``sample_rate`` that give ``frames`` frames of the configured features (0: waveform
     inputs, or a rate only known per file)."""
     if config.features == "fbank" and sample_rate:

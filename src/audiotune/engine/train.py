@@ -27,7 +27,7 @@ from audiotune.engine.losses import training_class_weights
 from audiotune.engine.module import TRAIN_CLIPS, ClassifierModule, trains
 from audiotune.engine.selection import check_monitor, monitor_key, monitor_mode
 from audiotune.engine.trainer import build_trainer
-from audiotune.models.backbones import resolve_config
+from audiotune.models.backbones import input_spec, resolve_config
 from audiotune.models.checkpoint import build_classifier, export_backbone, save_weights
 from audiotune.models.classifier import Classifier
 from audiotune.models.state_dict import load_torch_file
@@ -35,6 +35,7 @@ from audiotune.outputs import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
     CONFIG_HISTORY_FILE,
+    INPUT_SPEC_FILE,
     LAST_CHECKPOINT,
     LAYER_WEIGHTS_PLOT,
     LOG_DIR,
@@ -115,7 +116,8 @@ def _loaders(model: Classifier, config: RunConfig, prepared: PreparedData, cache
         return cached_loader(config, cached["train"], True, sampler, replicas, rank), val, cached
     train_table, val_table = prepared.tables["train"], prepared.tables.get("val")
     pinned = loader_pins_memory(config)
-    train_loader = make_loader(config, make_dataset(config, train_table, prepared.targets["train"], train=True),
+    inputs = input_spec(config)
+    train_loader = make_loader(config, make_dataset(config, inputs, train_table, prepared.targets["train"], train=True),
                                train_table, train=True, equal_length=False, pin_memory=pinned, sampler=sampler,
                                num_replicas=replicas, rank=rank)
     val_loader = None
@@ -124,7 +126,7 @@ def _loaders(model: Classifier, config: RunConfig, prepared: PreparedData, cache
         groups = None  # --adapt_bn COLUMN: every validation batch within one group, scored with its statistics
         if config.train.adapt_bn not in (OFF, WHOLE_SPLIT):
             groups = [rows for _, rows in adaptation_groups(val_table, config.train.adapt_bn, "val")]
-        val_loader = make_loader(config, make_dataset(config, val_table, prepared.targets["val"]),
+        val_loader = make_loader(config, make_dataset(config, inputs, val_table, prepared.targets["val"]),
                                  val_table, train=False, equal_length=equal, pin_memory=pinned,
                                  num_replicas=replicas, rank=rank, groups=groups)
     return train_loader, val_loader, None
@@ -138,7 +140,8 @@ def validation_adaptation(config: RunConfig, prepared: PreparedData) -> dict:
     table, targets = prepared.tables["val"], prepared.targets["val"]
     groups = adaptation_groups(table, config.train.adapt_bn, "val")
     pinned = loader_pins_memory(config)
-    adapt_groups = [(name, adaptation_loader(config, make_dataset(config, table.iloc[rows], targets[rows]),
+    inputs = input_spec(config)
+    adapt_groups = [(name, adaptation_loader(config, make_dataset(config, inputs, table.iloc[rows], targets[rows]),
                                              pin_memory=pinned)) for name, rows in groups]
     uid_groups = None
     if config.train.adapt_bn != WHOLE_SPLIT:
@@ -228,7 +231,9 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
                                    if stopped else ""))
     pl.seed_everything(config.data.seed, workers=True, verbose=False)
     resolve_config(config)
-    prepared = prepare_training_data(config, exp_dir)
+    inputs = input_spec(config)
+    log.info("--model %s reads %s (%s)", config.model.model, inputs.to_dict(), INPUT_SPEC_FILE)
+    prepared = prepare_training_data(config, inputs, exp_dir)
     check_recording_targets(prepared.tables, prepared.targets, prepared.heads)
     check_monitor(config.train.monitor, prepared.heads)
     config.heads = prepared.heads
@@ -261,6 +266,7 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
         if resume is not None and changes:
             record_changes(exp_dir, changes)
         save_config(config, exp_dir / CONFIG_FILE)
+        write_json(exp_dir / INPUT_SPEC_FILE, inputs.to_dict())
         export_backbone(model, exp_dir)
         if not trains(config.train):
             log.warning("--epochs 0: no training step; the model is saved as initialised%s",
