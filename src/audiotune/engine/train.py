@@ -12,7 +12,14 @@ import yaml
 from pytorch_lightning.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint
 from torch.utils.data import DataLoader
 
-from audiotune.config import RunConfig, check_config, config_changes, load_config, save_config
+from audiotune.config import (
+    INPUT_RESOLVED_VERSION,
+    RunConfig,
+    check_config,
+    config_changes,
+    load_config,
+    save_config,
+)
 from audiotune.data.balance import class_head
 from audiotune.data.loading import adaptation_loader, balanced_sampler, check_sampler_options, make_dataset, make_loader
 from audiotune.data.prepare import PreparedData, prepare_training_data
@@ -150,12 +157,20 @@ def validation_adaptation(config: RunConfig, prepared: PreparedData) -> dict:
 
 
 # what a resumed run may change without --allow_changes: how long it trains, and where and how fast it runs
-RESUME_FREE = ("train.epochs", "train.resume", "train.overwrite", "train.allow_changes", "runtime", "exp_dir")
+RESUME_FREE = ("train.epochs", "train.resume", "train.overwrite", "train.allow_changes", "runtime", "exp_dir",
+               "version")
 
 
 def resumed_changes(exp_dir: Path, config: RunConfig) -> dict[str, list]:
     """The options a resumed run changes from its config.yaml: an error naming them without ``--allow_changes``."""
-    changes = config_changes(load_config(exp_dir / CONFIG_FILE), config, RESUME_FREE)
+    earlier = load_config(exp_dir / CONFIG_FILE)
+    if earlier.version < INPUT_RESOLVED_VERSION:  # its audio and features sections hold the resolved input
+        changes = config_changes(earlier, config, (*RESUME_FREE, "audio", "features"))
+        before, after = input_spec(earlier), input_spec(config)
+        if before != after:
+            changes["input"] = [str(before), str(after)]
+    else:
+        changes = config_changes(earlier, config, RESUME_FREE)
     if changes and not config.train.allow_changes:
         shown = "; ".join(f"{key.partition('.')[2] or key} {old!r} -> {new!r}" for key, (old, new) in changes.items())
         raise ValueError(f"{exp_dir}: --resume with options that differ from the run's {CONFIG_FILE} ({shown}); "
