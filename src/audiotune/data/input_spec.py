@@ -71,7 +71,8 @@ class InputSpec:
         """This spec with ``min_samples`` set to the samples of ``frames`` feature frames unless already set."""
         if self.min_samples:
             return self
-        return dataclasses.replace(self, min_samples=min_samples_for_frames(self, self.resample_rate, frames))
+        least = min_samples_for_frames(self.features, self.n_fft, self.resample_rate, frames)
+        return dataclasses.replace(self, min_samples=least)
 
     def audio(self, train: bool = False) -> AudioSpec:
         """How clips are read: the training crop when ``train``, else the scoring crop."""
