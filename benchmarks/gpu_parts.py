@@ -101,17 +101,23 @@ class Utilisation:
 
 
 class EpochClock(pl.Callback):
-    """The (start, end) ``perf_counter`` time of every training epoch (the device synchronised at its end)."""
+    """The (start, end) ``perf_counter`` time of the training batches of every epoch: from the epoch's start to the
+    end of its last training batch (the device synchronised there), so validation and checkpoint writing are out."""
 
     def __init__(self, device: torch.device) -> None:
-        self.device, self.spans, self._start = device, [], 0.0
+        self.device, self.spans, self._start, self._end = device, [], 0.0, 0.0
 
     def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        self._start = time.perf_counter()
+        self._start = self._end = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: object, batch: object,
+                           batch_idx: int) -> None:
+        if batch_idx + 1 == trainer.num_training_batches:
+            synchronize(self.device)
+            self._end = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        synchronize(self.device)
-        self.spans.append((self._start, time.perf_counter()))
+        self.spans.append((self._start, self._end))
 
 
 def encoder_class(kind: str) -> type:
@@ -195,14 +201,12 @@ def ast_plain_loop(checkpoint: Path, paths: list[Path], batch: int, device: torc
 
 def measured(suite, part: str, case: str, fn: Callable[[], dict]) -> dict | None:
     """Run ``fn`` (it returns the row's values) under the peak-memory meter and add its row; an error becomes the
-    row (a part's budget running out is not caught)."""
+    row (a part's budget running out, a BaseException, is not caught)."""
     start = time.perf_counter()
     try:
         with peak_memory(suite.device) as peak:
             values = fn()
     except (Exception, SystemExit) as err:  # SystemExit: the reused benchmark helpers stop with it
-        if type(err).__name__ == "OutOfTime":
-            raise
         suite.add(part, case, error=" ".join(f"{type(err).__name__}: {err}".split())[:300],
                   wall_s=time.perf_counter() - start)
         return None
@@ -369,7 +373,8 @@ def finetune_part(suite, work: Path) -> None:
     def one() -> dict:
         r = timed_train(suite, ["-d", split, "-l", labels, "-o", work / "run", "--model", "hf", "-c", checkpoint,
                                 "-e", s["tune_epochs"], "-bs", s["tune_batch"], "--precision", "bf16",
-                                "--clip_length", s["clip_s"], "--cache", False, "--seed", "0"])
+                                "--clip_length", s["clip_s"], "--cache", False, "-nw", s["tune_workers"],
+                                "--seed", "0"])
         rate = r["metrics"]["train_clips"] / r["epoch_s"]
         return {"rate": rate, "unit": "samples/s", "tflops": rate * per_sample / 1e12,
                 "of_peak": rate * per_sample / suite.peaks["bf16"],
