@@ -264,12 +264,15 @@ def extraction_part(suite, work: Path) -> None:
 
             done = {"forward": measured(suite, "a", f"{name} {label}, forward only", forward),
                     "plain": measured(suite, "a", f"{name} {label}, plain loop", timed(loop, warm, paths, True))}
-            at = measured(suite, "a", f"{name} {label}, audiotune extract",  # its precision: the run's config
-                          timed(lambda csv: extract(csv, precision), work / "warmup.csv", work / "clips.csv", False))
-            if at and all(done.values()):
-                suite.rows[-1]["note"] = (f"{at['rate'] / done['plain']['rate']:.2f}x plain loop, "
-                                          f"{at['rate'] / done['forward']['rate']:.0%} of forward-only")
-                suite.save()
+            audiotune = timed(lambda csv: extract(csv, precision), work / "warmup.csv", work / "clips.csv", False)
+
+            def compared() -> dict:
+                values = audiotune()
+                if done["plain"] and done["forward"]:
+                    values["note"] = (f"{values['rate'] / done['plain']['rate']:.2f}x plain loop, "
+                                      f"{values['rate'] / done['forward']['rate']:.0%} of forward-only")
+                return values
+            measured(suite, "a", f"{name} {label}, audiotune extract", compared)  # its precision: the run's config
 
 
 def rates(rate: float, flops_per_s: float, peak: float) -> dict:
@@ -378,6 +381,6 @@ def finetune_part(suite, work: Path) -> None:
         rate = r["metrics"]["train_clips"] / r["epoch_s"]
         return {"rate": rate, "unit": "samples/s", "tflops": rate * per_sample / 1e12,
                 "of_peak": rate * per_sample / suite.peaks["bf16"],
-                "note": f"batch {s['tune_batch']} x {s['clip_s']:g} s; {per_sample / 1e9:.0f} GFLOP per sample "
+                "note": f"batch {s['tune_batch']} x {s['clip_s']:g} s; {per_sample / 1e9:.3g} GFLOP per sample "
                         f"(forward + backward); epoch {r['epoch_s']:.2f} s (median after the first)"}
     measured(suite, "d", f"wav2vec2-base{' (tiny)' if s['w2v'] else ''} full fine-tuning, bf16", one)
