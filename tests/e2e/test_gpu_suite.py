@@ -40,6 +40,8 @@ def test_smoke_run_fills_every_part_with_finite_figures(tmp_path: Path) -> None:
     for row in rows:
         assert finite(row["rate"]) and row["rate"] > 0 and finite(row["peak_mib"]) and row["peak_mib"] > 0, row
         assert finite(row["wall_s"]), row
+    assert all("x plain loop" in r["note"] and "of forward-only" in r["note"]
+               for r in by_part["a"] if r["case"].endswith("audiotune extract"))
     for row in by_part["a"] + by_part["d"]:
         assert finite(row["tflops"]) and 0 < row["of_peak"] < 1, row
     assert all(row["gpu_util"] is None for row in by_part["b"])  # no GPU: nothing sampled, nothing made up
