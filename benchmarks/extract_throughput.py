@@ -100,8 +100,9 @@ def collect_clips(work: Path, speech: int, fsdd: int, long: int, seed: int) -> t
     return paths, ", ".join(parts + [f"{long} generated 2-8 s tones"])
 
 
-def make_run(work: Path, checkpoint: Path, clip_length: float, accelerator: str) -> Path:
-    """A run directory whose classifier wraps the frozen encoder: ``audiotune train -e 0`` on 12 short tones."""
+def make_run(work: Path, checkpoint: Path, clip_length: float, accelerator: str, model: str = "hf") -> Path:
+    """A run directory whose classifier wraps the frozen encoder: ``audiotune train -e 0 --model MODEL`` on 12
+    short tones."""
     clips = tones(work / "tiny", 12, 0.5, 0.5, 99)
     split = work / "tiny_split"
     split.mkdir()
@@ -111,7 +112,7 @@ def make_run(work: Path, checkpoint: Path, clip_length: float, accelerator: str)
             split / f"{name}.csv", index=False)
     (work / "labels.txt").write_text("cls\n")
     command = [sys.executable, "-m", "audiotune.cli", "train", "-d", str(split), "-l", str(work / "labels.txt"),
-               "-o", str(work / "run"), "--model", "hf", "-c", str(checkpoint), "--freeze", "-e", "0",
+               "-o", str(work / "run"), "--model", model, "-c", str(checkpoint), "--freeze", "-e", "0",
                "--cache", "False", "--clip_length", str(clip_length), "--accelerator", accelerator]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode:

@@ -1,0 +1,386 @@
+"""The parts of ``gpu_suite.py`` and what they measure with: epoch clocks, GPU utilisation sampling, peak memory.
+
+Each part takes the suite (its device, sizes, measured peaks, and ``add`` for a row) and a work folder, builds its
+data and models offline in that folder, and runs audiotune through its engine functions (``extract_embeddings``,
+``train`` with a Lightning callback that clocks each epoch), the same code on the CPU and on a GPU.
+"""
+from __future__ import annotations
+
+import contextlib
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import soundfile as sf
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from audiotune.engine.device import autocast
+
+RATE = 16000
+ACCELERATOR = {"cpu": "cpu", "cuda": "gpu"}  # torch device type -> audiotune's --accelerator
+PRECISIONS = (("32", "fp32"), ("bf16", "bf16"))  # (audiotune --precision, name)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _rss_peak() -> float:
+    """This process's peak resident set in MiB (VmHWM; Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@contextlib.contextmanager
+def peak_memory(device: torch.device) -> Iterator[dict]:
+    """``{"peak_mib": ...}`` once the block ends: the peak allocated on the GPU, or the peak RSS on the CPU
+    (reset first where the kernel allows it: ``/proc/self/clear_refs``)."""
+    out: dict = {}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        with contextlib.suppress(OSError):
+            Path("/proc/self/clear_refs").write_text("5")
+    try:
+        yield out
+    finally:
+        synchronize(device)
+        out["peak_mib"] = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
+                           else _rss_peak())
+
+
+class Utilisation:
+    """GPU utilisation (%) sampled every ``period`` seconds in a thread while the block runs: NVML through pynvml,
+    else ``torch.cuda.utilization``; nothing on the CPU. ``mean(start, end)`` averages a time window."""
+
+    def __init__(self, device: torch.device, period: float = 0.1) -> None:
+        self.samples: list[tuple[float, float]] = []
+        self.period, self.source, self._read = period, "none", None
+        self._stop = threading.Event()
+        if device.type != "cuda":
+            return
+        try:
+            import pynvml
+            pynvml.nvmlInit()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
+            self._read, self.source = (lambda: pynvml.nvmlDeviceGetUtilizationRates(handle).gpu), "NVML"
+        except Exception:  # pynvml missing or NVML unusable: torch's own reading (which may need it too)
+            with contextlib.suppress(Exception):
+                torch.cuda.utilization(device)
+                self._read, self.source = (lambda: torch.cuda.utilization(device)), "torch.cuda.utilization"
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            with contextlib.suppress(Exception):
+                self.samples.append((time.perf_counter(), float(self._read())))
+
+    def __enter__(self) -> Utilisation:
+        if self._read is not None:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._read is not None:
+            self._thread.join()
+
+    def mean(self, start: float, end: float) -> float | None:
+        values = [v for t, v in self.samples if start <= t <= end]
+        return float(np.mean(values)) if values else None
+
+
+class EpochClock(pl.Callback):
+    """The (start, end) ``perf_counter`` time of the training batches of every epoch: from the epoch's start to the
+    end of its last training batch (the device synchronised there), so validation and checkpoint writing are out."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.spans, self._start, self._end = device, [], 0.0, 0.0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self._start = self._end = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: object, batch: object,
+                           batch_idx: int) -> None:
+        if batch_idx + 1 == trainer.num_training_batches:
+            synchronize(self.device)
+            self._end = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self.spans.append((self._start, self._end))
+
+
+def encoder_class(kind: str) -> type:
+    from transformers import ASTModel, Wav2Vec2Model
+    return ASTModel if kind == "ast" else Wav2Vec2Model
+
+
+def save_encoder(kind: str, overrides: dict, out: Path) -> Path:
+    """A randomly initialised wav2vec2 (``Wav2Vec2Config(**overrides)``; no overrides: wav2vec2-base) or AST
+    (``ASTConfig``; no overrides: AudioSet AST, 1024 frames x 128 bins) with its feature extractor, saved."""
+    from transformers import ASTConfig, ASTFeatureExtractor, Wav2Vec2Config, Wav2Vec2FeatureExtractor
+    from transformers.utils.logging import disable_progress_bar
+
+    disable_progress_bar()
+    torch.manual_seed(0)
+    config = ASTConfig(**overrides) if kind == "ast" else Wav2Vec2Config(**overrides)
+    encoder_class(kind)(config).save_pretrained(out)
+    if kind == "ast":
+        ASTFeatureExtractor(num_mel_bins=config.num_mel_bins, max_length=config.max_length,
+                            sampling_rate=RATE).save_pretrained(out)
+    else:
+        Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=RATE, padding_value=0.0, do_normalize=True,
+                                 return_attention_mask=False).save_pretrained(out)
+    return out
+
+
+def input_shape(kind: str, checkpoint: Path, batch: int, clip_s: float) -> tuple[int, ...]:
+    """The encoder's input for ``batch`` clips of ``clip_s`` seconds: samples, or AST's frames x bins."""
+    from transformers import AutoConfig
+    config = AutoConfig.from_pretrained(checkpoint)
+    return (batch, config.max_length, config.num_mel_bins) if kind == "ast" else (batch, round(clip_s * RATE))
+
+
+def meta_flops(kind: str, checkpoint: Path, shape: tuple[int, ...], backward: bool = False) -> int:
+    """FLOPs of one forward with every hidden state (``backward``: forward and backward of the last state's mean)
+    counted by FlopCounterMode on the meta device (nothing computed; attention counted)."""
+    from transformers import AutoConfig
+    with torch.device("meta"):
+        model = encoder_class(kind)(AutoConfig.from_pretrained(checkpoint)).eval()
+    inputs = torch.zeros(shape, device="meta")
+    with FlopCounterMode(display=False) as counter:
+        if backward:
+            model(inputs).last_hidden_state.float().mean().backward()
+        else:
+            with torch.no_grad():
+                model(inputs, output_hidden_states=True)
+    return counter.get_total_flops()
+
+
+def forward_only(kind: str, checkpoint: Path, shape: tuple[int, ...], repeats: int, device: torch.device,
+                 precision: str) -> float:
+    """Seconds of ``repeats`` forwards (every hidden state) on a batch already on the device, after a warm-up."""
+    model = encoder_class(kind).from_pretrained(checkpoint).to(device).eval()
+    inputs = torch.randn(shape, device=device)
+    with torch.inference_mode(), autocast(device, precision):
+        model(inputs, output_hidden_states=True)
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            model(inputs, output_hidden_states=True)
+        synchronize(device)
+    return time.perf_counter() - start
+
+
+def ast_plain_loop(checkpoint: Path, paths: list[Path], batch: int, device: torch.device) -> np.ndarray:
+    """The plain loop for AST: soundfile decode (16 kHz mono clips), the AST feature extractor, forward, mean over
+    the patch tokens of the last state."""
+    from transformers import ASTFeatureExtractor, ASTModel
+
+    model = ASTModel.from_pretrained(checkpoint).to(device).eval()
+    extractor = ASTFeatureExtractor.from_pretrained(checkpoint)
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(paths), batch):
+            audio = [sf.read(path, dtype="float32")[0] for path in paths[start:start + batch]]
+            inputs = extractor(audio, sampling_rate=RATE, return_tensors="pt")
+            states = model(inputs["input_values"].to(device, non_blocking=True), output_hidden_states=True)
+            out.append(states.hidden_states[-1][:, 2:].mean(1).float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def measured(suite, part: str, case: str, fn: Callable[[], dict]) -> dict | None:
+    """Run ``fn`` (it returns the row's values) under the peak-memory meter and add its row; an error becomes the
+    row (a part's budget running out, a BaseException, is not caught)."""
+    start = time.perf_counter()
+    try:
+        with peak_memory(suite.device) as peak:
+            values = fn()
+    except (Exception, SystemExit) as err:  # SystemExit: the reused benchmark helpers stop with it
+        suite.add(part, case, error=" ".join(f"{type(err).__name__}: {err}".split())[:300],
+                  wall_s=time.perf_counter() - start)
+        return None
+    suite.add(part, case, **{"wall_s": time.perf_counter() - start, **values, **peak})
+    return values
+
+
+def extraction_part(suite, work: Path) -> None:
+    """(a) forward-only, the plain loop and ``audiotune extract`` per encoder and precision."""
+    from extract_throughput import audiotune_extract, bf16_run, make_run, plain_loop, tones
+
+    s, device = suite.sizes, suite.device
+    paths = tones(work / "clips", s["extract_clips"], s["clip_s"], s["clip_s"], 0)
+    table = pd.DataFrame({"uid": [p.stem for p in paths], "path": [str(p) for p in paths]})
+    table.to_csv(work / "clips.csv", index=False)
+    table.iloc[:s["extract_batch"]].to_csv(work / "warmup.csv", index=False)
+    warm, audio_s, batch = paths[:s["extract_batch"]], len(paths) * s["clip_s"], s["extract_batch"]
+    for kind, name in (("w2v", "wav2vec2-base"), ("ast", "AST")):
+        name += " (tiny)" if s[kind] else ""
+        checkpoint = save_encoder(kind, s[kind], work / kind)
+        shape = input_shape(kind, checkpoint, batch, s["clip_s"])
+        clip_flops = meta_flops(kind, checkpoint, (1, *shape[1:]))
+        run = make_run(work / f"run_{kind}", checkpoint, s["clip_s"], ACCELERATOR[device.type],
+                       model="hf" if kind == "w2v" else "ast")
+        runs = {"32": run, "bf16": bf16_run(run)}
+
+        def loop(files: list[Path]) -> np.ndarray:
+            if kind == "ast":
+                return ast_plain_loop(checkpoint, files, batch, device)
+            return plain_loop(checkpoint, files, s["clip_s"], batch, device)
+
+        def extract(csv: Path, precision: str) -> np.ndarray:
+            return audiotune_extract(runs[precision], csv, work / "embeddings.parquet", batch, device.type,
+                                     s["extract_workers"])
+
+        for precision, label in PRECISIONS:
+            peak = suite.peaks[label]
+
+            def forward() -> dict:
+                seconds = forward_only(kind, checkpoint, shape, s["forward_repeats"], device, precision)
+                clips = batch * s["forward_repeats"]
+                return rates(clips * s["clip_s"] / seconds, clips * clip_flops / seconds, peak)
+
+            def timed(fn: Callable[[object], np.ndarray], warm_arg: object, full_arg: object,
+                      wrap: bool) -> Callable[[], dict]:
+                """Untimed warm-up on one batch, then the timed pass (``wrap``: under the precision's autocast)."""
+                def side() -> dict:
+                    with autocast(device, precision) if wrap else contextlib.nullcontext():
+                        fn(warm_arg)
+                        start = time.perf_counter()
+                        fn(full_arg)
+                    seconds = time.perf_counter() - start
+                    return rates(audio_s / seconds, len(paths) * clip_flops / seconds, peak)
+                return side
+
+            done = {"forward": measured(suite, "a", f"{name} {label}, forward only", forward),
+                    "plain": measured(suite, "a", f"{name} {label}, plain loop", timed(loop, warm, paths, True))}
+            audiotune = timed(lambda csv: extract(csv, precision), work / "warmup.csv", work / "clips.csv", False)
+
+            def compared() -> dict:
+                values = audiotune()
+                if done["plain"] and done["forward"]:
+                    values["note"] = (f"{values['rate'] / done['plain']['rate']:.2f}x plain loop, "
+                                      f"{values['rate'] / done['forward']['rate']:.0%} of forward-only")
+                return values
+            measured(suite, "a", f"{name} {label}, audiotune extract", compared)  # its precision: the run's config
+
+
+def rates(rate: float, flops_per_s: float, peak: float) -> dict:
+    return {"rate": rate, "unit": "audio-s/s", "tflops": flops_per_s / 1e12, "of_peak": flops_per_s / peak}
+
+
+def write_split(folder: Path, paths: list[Path], held_out: int) -> tuple[Path, Path]:
+    """train / val / test CSVs (``held_out`` clips each for val and test, the rest to train) with a two-class
+    column ``cls``, and the label file naming it."""
+    folder.mkdir(parents=True)
+    parts = {"train": paths[:-2 * held_out], "val": paths[-2 * held_out:-held_out], "test": paths[-held_out:]}
+    for split, rows in parts.items():
+        pd.DataFrame({"uid": [p.stem for p in rows], "path": [str(p) for p in rows],
+                      "cls": [i % 2 for i in range(len(rows))]}).to_csv(folder / f"{split}.csv", index=False)
+    (folder / "labels.txt").write_text("cls:binary\n")
+    return folder, folder / "labels.txt"
+
+
+def timed_train(suite, argv: list[object]) -> dict:
+    """``audiotune train ARGV`` through ``engine.train.train`` with an epoch clock; the clock's spans, the
+    command's start and end, its peak memory and its metrics."""
+    from audiotune.cli import build_parser
+    from audiotune.cli.flags import config_from_args
+    from audiotune.cli.show import quiet_lightning
+    from audiotune.engine.train import train
+
+    words = [str(word) for word in argv] + ["--accelerator", ACCELERATOR[suite.device.type]]
+    args = build_parser(words[words.index("--model") + 1]).parse_args(["train", *words])
+    quiet_lightning(False)
+    clock, start = EpochClock(suite.device), time.perf_counter()
+    with peak_memory(suite.device) as peak:
+        metrics = train(config_from_args(args), callbacks=[clock])
+    if not clock.spans:
+        raise RuntimeError("no training epoch ran")
+    later = clock.spans[1:] or clock.spans  # the epochs after the first (start-up, store filling) when there are
+    return {"start": start, "end": time.perf_counter(), "spans": clock.spans, "later": later, **peak,
+            "epoch_s": statistics.median(end - begin for begin, end in later), "metrics": metrics}
+
+
+def ecapa_part(suite, work: Path) -> None:
+    """(b) ECAPA-TDNN training on 5-s 44.1 kHz stereo OGG and FLAC clips, audio store off and on, per worker count."""
+    from audio_store import make_clips  # benchmarks/audio_store.py
+
+    s = suite.sizes
+    paths = make_clips(work / "clips", s["ecapa_clips"] + 8, 2, 0)
+    for path in paths[1::2]:  # every other clip as FLAC
+        sf.write(path.with_suffix(".flac"), *sf.read(path, dtype="float32")[:2], format="FLAC")
+        path.unlink()
+    paths = [p if i % 2 == 0 else p.with_suffix(".flac") for i, p in enumerate(paths)]
+    split, labels = write_split(work / "split", paths, 4)
+    with Utilisation(suite.device) as util:
+        for store in (False, True):
+            for workers in s["workers"]:
+                slug = f"{'store' if store else 'nostore'}_w{workers}"
+                argv = ["-d", split, "-l", labels, "-o", work / slug, "--model", "ecapa_tdnn", "--features", "fbank",
+                        "--num_mel_bins", "80", "--clip_length", "5", "-e", s["ecapa_epochs"], "-bs", s["ecapa_batch"],
+                        "-nw", workers, "--audio_cache", store, "--cache_dir", work / f"cache_{slug}", "--seed", "0",
+                        *s["ecapa"]]
+
+                def one(argv: list[object] = argv) -> dict:
+                    r = timed_train(suite, argv)
+                    clips = r["metrics"]["train_clips"]
+                    busy = [u for u in (util.mean(*span) for span in r["later"]) if u is not None]
+                    first = r["spans"][0][1] - r["spans"][0][0]
+                    return {"rate": clips / r["epoch_s"], "unit": "clips/s",
+                            "gpu_util": float(np.mean(busy)) if busy else None,
+                            "note": f"first epoch {clips / first:.1f} clips/s; {len(r['spans'])} epochs of {clips} "
+                                    f"clips; utilisation: {util.source}"}
+                measured(suite, "b", f"ECAPA-TDNN, audio store {'on' if store else 'off'}, {workers} workers", one)
+
+
+def frozen_part(suite, work: Path) -> None:
+    """(c) frozen fine-tuning of the wav2vec2-base-sized encoder: feature cache cold, warm, and no cache."""
+    from frozen_cache import prepare_split, synthesize  # benchmarks/frozen_cache.py
+
+    s = suite.sizes
+    checkpoint = save_encoder("w2v", s["w2v"], work / "encoder")
+    split, _, _ = prepare_split(synthesize(work / "tones", s["frozen_clips"], 0), work, s["frozen_clips"], 0, False)
+    base = ["-d", split, "-l", work / "labels.txt", "--model", "hf", "-c", checkpoint, "--freeze",
+            "-e", s["frozen_epochs"], "-bs", s["frozen_batch"], "--seed", "0", "--cache_dir", work / "cache"]
+    for name, slug, cache in (("cache cold", "cold", True), ("cache warm", "warm", True), ("no cache", "off", False)):
+        def one(argv: list[object] = [*base, "-o", work / slug, "--cache", cache]) -> dict:
+            r = timed_train(suite, argv)
+            stats = r["metrics"].get("feature_cache", {})
+            return {"rate": len(r["spans"]) / (r["spans"][-1][1] - r["start"]), "unit": "epochs/s",
+                    "note": f"epoch {r['epoch_s']:.2f} s (median after the first); clips encoded "
+                            f"{stats.get('encoded')}, reused {stats.get('reused')}"}
+        measured(suite, "c", f"frozen wav2vec2-base{' (tiny)' if s['w2v'] else ''}, {name}", one)
+
+
+def finetune_part(suite, work: Path) -> None:
+    """(d) full fine-tuning of the wav2vec2-base-sized encoder at bf16: samples/s and model FLOP utilisation."""
+    from extract_throughput import tones  # benchmarks/extract_throughput.py
+
+    s = suite.sizes
+    checkpoint = save_encoder("w2v", s["w2v"], work / "encoder")
+    split, labels = write_split(work / "split", tones(work / "clips", s["tune_clips"] + 8, s["clip_s"], s["clip_s"], 1),
+                                4)
+    per_sample = meta_flops("w2v", checkpoint, input_shape("w2v", checkpoint, 1, s["clip_s"]), backward=True)
+
+    def one() -> dict:
+        r = timed_train(suite, ["-d", split, "-l", labels, "-o", work / "run", "--model", "hf", "-c", checkpoint,
+                                "-e", s["tune_epochs"], "-bs", s["tune_batch"], "--precision", "bf16",
+                                "--clip_length", s["clip_s"], "--cache", False, "-nw", s["tune_workers"],
+                                "--seed", "0"])
+        rate = r["metrics"]["train_clips"] / r["epoch_s"]
+        return {"rate": rate, "unit": "samples/s", "tflops": rate * per_sample / 1e12,
+                "of_peak": rate * per_sample / suite.peaks["bf16"],
+                "note": f"batch {s['tune_batch']} x {s['clip_s']:g} s; {per_sample / 1e9:.3g} GFLOP per sample "
+                        f"(forward + backward); epoch {r['epoch_s']:.2f} s (median after the first)"}
+    measured(suite, "d", f"wav2vec2-base{' (tiny)' if s['w2v'] else ''} full fine-tuning, bf16", one)

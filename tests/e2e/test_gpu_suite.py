@@ -1,0 +1,60 @@
+"""``benchmarks/gpu_suite.py --smoke``: the GPU suite's code at tiny sizes on the CPU, as a user runs it."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("transformers")
+pytest.importorskip("kaldi_native_fbank")  # benchmarks/data_pipeline.py, whose helpers the suite reuses
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def suite(out: Path, *extra: str) -> tuple[subprocess.CompletedProcess, dict]:
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_suite.py"), "--smoke", "--device", "cpu",
+                           "--json", str(out), *extra], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done, json.loads(out.read_text())
+
+
+def finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+@pytest.mark.slow
+def test_smoke_run_fills_every_part_with_finite_figures(tmp_path: Path) -> None:
+    done, result = suite(tmp_path / "suite.json")
+    rows = result["rows"]
+    assert not [row for row in rows if row.get("error")], done.stdout[-3000:]
+    by_part = {part: [row for row in rows if row["part"] == part] for part in "abcd"}
+    # a: 2 encoders x 2 precisions x (forward only, plain loop, audiotune extract)
+    assert len(by_part["a"]) == 12 and {r["unit"] for r in by_part["a"]} == {"audio-s/s"}
+    assert len(by_part["b"]) == 4  # audio store off / on x workers 0 / 2
+    assert [r["case"].rsplit(", ", 1)[1] for r in by_part["c"]] == ["cache cold", "cache warm", "no cache"]
+    assert len(by_part["d"]) == 1
+    for row in rows:
+        assert finite(row["rate"]) and row["rate"] > 0 and finite(row["peak_mib"]) and row["peak_mib"] > 0, row
+        assert finite(row["wall_s"]), row
+    assert all("x plain loop" in r["note"] and "of forward-only" in r["note"]
+               for r in by_part["a"] if r["case"].endswith("audiotune extract"))
+    for row in by_part["a"] + by_part["d"]:
+        assert finite(row["tflops"]) and 0 < row["of_peak"] < 1, row
+    assert all(row["gpu_util"] is None for row in by_part["b"])  # no GPU: nothing sampled, nothing made up
+    cold, warm, _ = by_part["c"]
+    assert "encoded 100, reused 0" in cold["note"] and "encoded 0, reused 100" in warm["note"]
+    assert warm["rate"] > cold["rate"]  # the warm cache encodes nothing
+    assert result["environment"]["device"] == "cpu" and result["mode"] == "smoke"
+    assert "device cpu" in done.stdout and "torch" in done.stdout and "rows in" in done.stdout
+
+
+def test_a_part_out_of_time_keeps_its_row_and_the_suite_goes_on(tmp_path: Path) -> None:
+    done, result = suite(tmp_path / "suite.json", "--parts", "c", "a", "--budget_scale", "0.005")
+    assert [(row["part"], row["case"]) for row in result["rows"]] == [
+        ("c", "frozen fine-tuning, feature cache (stopped)"), ("a", "extraction (stopped)")]
+    assert all("OutOfTime: out of its" in row["error"] for row in result["rows"])
+    assert "ERROR OutOfTime" in done.stdout
