@@ -1,0 +1,258 @@
+"""`audiotune import`: runs of the seed systems, re-created as the seeds saved them, become audiotune runs whose
+evaluation gives the seed model's own predictions."""
+from __future__ import annotations
+
+import argparse
+import pickle
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import HF_TINY, make_uid_dataset, save_hf_checkpoint
+from torch import nn
+
+from audiotune.cli import main
+from audiotune.config import load_config
+from audiotune.data.loading import collator, make_dataset
+from audiotune.data.prepare import prepare_eval_data
+
+LABELS = [["loud", "long"], ["high"]]  # two heads: one with two outputs, one with one
+
+
+class SeedHead(nn.Module):
+    """The seeds' ClassificationHead: dense → [norm] → relu → dropout → outproj, under ``head``."""
+
+    def __init__(self, size: int, bottleneck: int, outputs: int, layernorm: bool = False):
+        super().__init__()
+        layers: OrderedDict[str, nn.Module] = OrderedDict(dense=nn.Linear(size, bottleneck))
+        if layernorm:
+            layers["norm"] = nn.LayerNorm(bottleneck)
+        layers.update(relu=nn.ReLU(), dropout=nn.Dropout(0.3), outproj=nn.Linear(bottleneck, outputs))
+        self.head = nn.Sequential(layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x)
+
+
+class SeedWrapper(nn.Module):
+    """What the three NAIP wrappers share: optional shared dense (dense + relu), one head per label group,
+    outputs column-stacked; ``heads`` is the attribute name (``classifiers``, ssast: ``mlp_heads``)."""
+
+    def __init__(self, dim: int, shared_dense: bool, bottleneck: int, heads: str = "classifiers",
+                 layernorm: bool = False):
+        super().__init__()
+        sd = 24
+        self.dense = nn.Sequential(OrderedDict(dense=nn.Linear(dim, sd), relu=nn.ReLU())) if shared_dense \
+            else nn.Identity()
+        setattr(self, heads, nn.ModuleList(SeedHead(sd if shared_dense else dim, bottleneck, len(group), layernorm)
+                                           for group in LABELS))
+        self.heads_name = heads
+
+    def classify(self, pooled: torch.Tensor) -> torch.Tensor:
+        shared = self.dense(pooled)
+        return torch.column_stack([head(shared) for head in getattr(self, self.heads_name)])
+
+
+class SeedEcapa(SeedWrapper):
+    """naip-ecapa-tdnn's ECAPA_TDNNForSpeechClassification: speechbrain's ECAPA_TDNN as ``model`` (audiotune's
+    plain-torch copy has its parameter names)."""
+
+    def __init__(self, n_mels: int, shared_dense: bool):
+        from audiotune.models.backbones.ecapa_model import ECAPA_TDNN
+
+        super().__init__(192, shared_dense, 32)
+        self.model = ECAPA_TDNN(n_mels, lin_neurons=192)
+
+    def forward(self, spec: torch.Tensor) -> torch.Tensor:  # (B, 1, F, T) as the seed's loader gave it
+        return self.classify(self.model(spec.squeeze(1).transpose(1, 2)).squeeze(1))
+
+
+class SeedW2V2(SeedWrapper):
+    """naip-w2v2's Wav2Vec2ForSpeechClassification: AutoModelForAudioClassification as ``model``, hidden states
+    pooled over every frame, a raw (no softmax) weighted sum ``weightsum`` when weighted."""
+
+    def __init__(self, checkpoint: Path, weighted: bool, shared_dense: bool, layer: int = -1):
+        from transformers import AutoConfig, AutoModelForAudioClassification
+
+        config = AutoConfig.from_pretrained(checkpoint, output_hidden_states=True)
+        model = AutoModelForAudioClassification.from_pretrained(checkpoint, config=config)
+        super().__init__(config.hidden_size, shared_dense, 32)
+        self.model, self.weighted, self.layer = model, weighted, layer
+        if weighted:
+            self.weightsum = nn.Parameter(torch.tensor([0.7, 0.2, 1.4]))  # as trained: positive, not summing to 1
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        states = self.model(waveform).hidden_states
+        if self.weighted:
+            pooled = torch.stack(states).mean(2)  # (S, B, D)
+            return self.classify(torch.einsum("s,sbd->bd", self.weightsum, pooled))
+        return self.classify(states[self.layer].mean(1))
+
+    def seed_state_dict(self) -> dict[str, torch.Tensor]:
+        """The state dict under transformers 4.28 (the seed's pin): weight norm as weight_g / weight_v."""
+        state = self.state_dict()
+        for new, old in ((".parametrizations.weight.original0", ".weight_g"),
+                         (".parametrizations.weight.original1", ".weight_v")):
+            state = {k.replace(new, old): v for k, v in state.items()}
+        return state
+
+
+class SeedSSAST(SeedWrapper):
+    """naip-ssast's ASTModel_finetune: the DeiT ``v`` (timm names), 14 hidden states, ft_cls / ft_avgtok merge."""
+
+    def __init__(self, mels: int, frames: int, task: str, layer: int):
+        from audiotune.models.backbones.ssast_model import SSASTModel
+
+        v = SSASTModel("tiny", 128, 2, 128, 2, mels, frames).v
+        super().__init__(v.cls_token.shape[-1], False, 32, heads="mlp_heads", layernorm=True)
+        self.v, self.task, self.layer = v, task, layer
+
+    def forward(self, fbank: torch.Tensor) -> torch.Tensor:  # (B, T, F)
+        x = self.v.patch_embed(fbank.unsqueeze(1).transpose(2, 3))
+        tokens = [self.v.cls_token.expand(len(x), -1, -1), self.v.dist_token.expand(len(x), -1, -1)]
+        x = self.v.pos_drop(torch.cat([*tokens, x], dim=1) + self.v.pos_embed)
+        states = [x]
+        for block in self.v.blocks:
+            x = block(x, False)[0]
+            states.append(x)
+        states.append(self.v.norm(x))
+        chosen = states[self.layer]
+        return self.classify(chosen[:, :2].mean(1) if self.task == "ft_cls" else chosen[:, 2:].mean(1))
+
+
+def seed_args(ds: dict, exp: Path, **values: object) -> argparse.Namespace:
+    """The Namespace run.py pickled: its parser's defaults, the run's flags and the label fields it derived."""
+    common = dict(prefix=str(ds["prefix"]), study=None, data_split_root=str(ds["split"]), label_txt="labels.txt",
+                  lib=False, val_size=50, seed=None, bucket_name=None, project_name=None, cloud=False, dataset=None,
+                  exp_dir=str(exp), cloud_dir="", mode="train", shared_dense=False, sd_bottleneck=24,
+                  embedding_type=None, pooling_mode="mean", resample_rate=16000, reduce=True, clip_length=10.0,
+                  tshift=0.0, speed=0.0, gauss=0.0, pshift=0.0, pshiftn=0.0, gain=0.0, stretch=0.0, mixup=0.0,
+                  batch_size=8, num_workers=0, learning_rate=3e-4, epochs=1, optim="adamw", weight_decay=1e-4,
+                  loss="BCE", scheduler=None, max_lr=0.01, activation="relu", final_dropout=0.3, layernorm=False,
+                  clf_bottleneck=32, debug=False,
+                  label_groups=LABELS, target_labels=[c for g in LABELS for c in g], n_class=[len(g) for g in LABELS])
+    return argparse.Namespace(**{**common, **values})
+
+
+def save_seed_run(exp: Path, model: nn.Module, args: argparse.Namespace, name: str,
+                  state: dict | None = None) -> Path:
+    """As the seeds' run.py: args.pkl before training, then torch.save(model.state_dict()) as *_mdl.pt."""
+    exp.mkdir(parents=True)
+    with open(exp / "args.pkl", "wb") as handle:
+        pickle.dump(args, handle)
+    path = exp / name
+    torch.save(state if state is not None else model.state_dict(), path)
+    return path
+
+
+def five_clips(ds: dict) -> Path:
+    table = ds["table"].iloc[[0, 5, 9, 14, 22]].assign(high=lambda t: (t.pitch == "high").astype(int))
+    path = ds["root"] / "five.csv"
+    table.to_csv(path)
+    return path
+
+
+def assert_round_trip(run: Path, seed: nn.Module, table: Path, as_input) -> None:
+    """`audiotune evaluate` on the imported run scores each clip as the seed model does on the same input."""
+    assert main(["evaluate", "--run", str(run), "-d", str(table), "-o", str(run / "eval"), "-bs", "2"]) == 0
+    predictions = pd.read_parquet(run / "eval" / "predictions.parquet").set_index("uid")
+    config = load_config(run / "config.yaml")
+    prepared = prepare_eval_data(config, str(table))
+    split = next(iter(prepared.tables))
+    dataset = make_dataset(config, prepared.tables[split], prepared.targets[split])
+    collate = collator(config, dataset)  # one clip as the model reads it (fbank: cropped to target_length)
+    seed.eval()
+    names = [f"score:{c}" for group in LABELS for c in group]
+    with torch.no_grad():
+        for index in range(len(dataset)):
+            item = dataset[index]
+            expected = torch.sigmoid(seed(as_input(collate([item])["inputs"]))).numpy()[0]
+            got = predictions.loc[item["uid"], names].to_numpy(dtype=np.float64)
+            assert np.abs(got - expected).max() <= 1e-4, (item["uid"], got, expected)
+    assert len(dataset) == 5
+
+
+def test_naip_ecapa_run_imported_evaluates_as_the_seed(tmp_path: Path) -> None:
+    ds = make_uid_dataset(tmp_path)
+    torch.manual_seed(0)
+    seed = SeedEcapa(24, shared_dense=True)
+    for module in seed.modules():  # trained BatchNorm statistics, so that they matter
+        if isinstance(module, nn.BatchNorm1d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    args = seed_args(ds, tmp_path / "exp", fbank=True, n_mels=24, n_fft=50, n_mfcc=80, lin_neurons=192,
+                     shared_dense=True, freqm=0, timem=0, noise=False, dataset_mean=-6.0, dataset_std=3.0,
+                     trained_mdl_path=None)
+    weights = save_seed_run(tmp_path / "exp", seed, args, "split_3_adamw_epoch1_ecapa_tdnn_fbank_mdl.pt")
+    run = tmp_path / "imported"
+    assert main(["import", "naip", str(weights), "-o", str(run)]) == 0
+    config = load_config(run / "config.yaml")
+    assert (config.model.model, config.features.features, config.features.num_mel_bins,
+            config.features.target_length, config.audio.channel_mode) == ("ecapa_tdnn", "fbank", 24, 50, "sum")
+    assert (config.features.dataset_mean, config.features.dataset_std) == (-6.0, 3.0)
+    assert_round_trip(run, seed, five_clips(ds), lambda feats: feats.transpose(1, 2)[:, None])
+    # the encoder loads as a SpeechBrain-layout checkpoint (-c for a new training run)
+    assert main(["train", "-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"]),
+                 "-o", str(tmp_path / "again"), "--model", "ecapa_tdnn", "-c", str(run / "encoder" / "model.safetensors"),
+                 "--fbank", "--num_mel_bins", "24", "-e", "0", "-bs", "4"]) == 0
+
+
+def test_naip_w2v2_weighted_run_imported_evaluates_as_the_seed(tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    ds = make_uid_dataset(tmp_path)
+    torch.manual_seed(0)
+    encoder = save_hf_checkpoint(transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**HF_TINY)),
+                                 tmp_path / "wav2vec2-tiny")
+    seed = SeedW2V2(encoder, weighted=True, shared_dense=True)
+    args = seed_args(ds, tmp_path / "exp", checkpoint=str(encoder), finetuned_mdl_path="", mode="finetune",
+                     weighted=True, layer=-1, freeze=True, shared_dense=True, seed=4200, debug=True,
+                     hp_tuning=False, new_checkpoint=False)
+    weights = save_seed_run(tmp_path / "exp", seed, args, "split_3_adamw_epoch1_tiny_clf2_sdweighted_mdl.pt",
+                            seed.seed_state_dict())
+    run = tmp_path / "imported"
+    assert main(["import", "naip", str(weights), "-o", str(run)]) == 0
+    assert_round_trip(run, seed, five_clips(ds), lambda wave: wave)
+    record = pd.read_json(run / "import.json", typ="series")
+    assert "model.projector.weight" in record["dropped"] and record["layer_weights"]["scale"] == pytest.approx(2.3)
+    # the fine-tuned encoder is a save_pretrained folder that -c reads like a hub id
+    assert (run / "encoder" / "model.safetensors").is_file() and (run / "encoder" / "config.json").is_file()
+
+
+def test_naip_ssast_run_imported_evaluates_as_the_seed(tmp_path: Path) -> None:
+    ds = make_uid_dataset(tmp_path)
+    torch.manual_seed(0)
+    seed = SeedSSAST(128, 50, "ft_avgtok", layer=5)
+    args = seed_args(ds, tmp_path / "exp", task="ft_avgtok", model_size="tiny", fshape=128, tshape=2, fstride=128,
+                     tstride=2, num_mel_bins=128, target_length=50, layer=5, weighted=False, freeze=True,
+                     layernorm=True, pooling_mode="sum", dataset_mean=-4.2677393, dataset_std=4.5689974,
+                     freqm=0, timem=0, noise=False, mask_patch=400, cluster_factor=3, finetuned_mdl_path=None,
+                     pretrained_mdl_path="SSAST-Base-Frame-400.pth", scheduler="onecycle")
+    weights = save_seed_run(tmp_path / "exp", seed, args, "split_tiny_3_adamw_epoch1_ast_ft_clf2_layer5_mdl.pt")
+    run = tmp_path / "imported"
+    capsys_free = main(["import", "naip", str(weights), "-o", str(run)])
+    assert capsys_free == 0
+    assert load_config(run / "config.yaml").classifier.pooling_mode == "mean"
+    assert_round_trip(run, seed, five_clips(ds), lambda feats: feats)
+
+
+def test_a_pickle_that_runs_code_is_refused_before_it_runs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    marker = tmp_path / "marker"
+
+    class Payload:
+        def __reduce__(self):
+            import os
+            return os.system, (f"touch {marker}",)
+
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    torch.save({"model.blocks.0.conv.conv.weight": torch.zeros(1)}, exp / "x_mdl.pt")
+    with open(exp / "args.pkl", "wb") as handle:
+        pickle.dump(argparse.Namespace(label_groups=[["a"]], hook=Payload()), handle)
+    assert main(["import", "naip", str(exp / "x_mdl.pt"), "-o", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert f"{exp / 'args.pkl'}: refused as seed arguments" in err and "posix.system" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not marker.exists() and not (tmp_path / "run").exists()
