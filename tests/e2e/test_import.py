@@ -256,3 +256,92 @@ def test_a_pickle_that_runs_code_is_refused_before_it_runs(tmp_path: Path, capsy
     assert f"{exp / 'args.pkl'}: refused as seed arguments" in err and "posix.system" in err
     assert len(err.strip().splitlines()) == 1
     assert not marker.exists() and not (tmp_path / "run").exists()
+
+
+def _tiny_wav2vec2(**extra: object):
+    import transformers
+
+    return transformers.Wav2Vec2Config(**{**HF_TINY, **extra})
+
+
+def lightning_checkpoint(path: Path, state: dict, **extra: object) -> Path:
+    """What PyTorch Lightning 1.4 saved: the state dict beside bookkeeping, each callback's state keyed by its
+    class (a pickled reference to the class)."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    torch.save({"epoch": 3, "global_step": 20000, "pytorch-lightning_version": "1.4.5", "state_dict": state,
+                "callbacks": {ModelCheckpoint: {"monitor": None, "best_model_score": None, "current_score": None,
+                                                "best_model_path": "", "dirpath": "pretrain/checkpoints"}},
+                "optimizer_states": [{"state": {}, "param_groups": [{"lr": 1e-4, "params": [0]}]}],
+                "lr_schedulers": [{"base_lrs": [1e-4], "last_epoch": 20000, "_step_count": 20001}], **extra}, path)
+    return path
+
+
+def as_transformers_4_10(state: dict) -> dict:
+    """Weight-norm keys as the seed's transformers (4.10) named them."""
+    for new, old in ((".parametrizations.weight.original0", ".weight_g"),
+                     (".parametrizations.weight.original1", ".weight_v")):
+        state = {k.replace(new, old): v for k, v in state.items()}
+    return state
+
+
+def test_ser_tapt_checkpoint_becomes_an_encoder_folder_with_its_quantizer(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    architecture = save_hf_checkpoint(transformers.Wav2Vec2Model(_tiny_wav2vec2()), tmp_path / "wav2vec2-base")
+
+    class PretrainWrapper(nn.Module):  # Wav2vec2PretrainWrapper: one model registered twice
+        def __init__(self) -> None:
+            super().__init__()
+            self.wav2vec2PT = transformers.Wav2Vec2ForPreTraining(_tiny_wav2vec2())
+            self.wav2vec2 = self.wav2vec2PT.wav2vec2
+
+    tapt = nn.Module()  # ContinueFinetuningBaseline's parameters
+    tapt.wav2vec2 = PretrainWrapper()
+    checkpoint = lightning_checkpoint(tmp_path / "last.ckpt", as_transformers_4_10(tapt.state_dict()))
+    assert main(["import", "ser", str(checkpoint), "-c", str(architecture), "--out", str(tmp_path / "enc")]) == 0
+    out = capsys.readouterr().out
+    assert "with TAPT's quantizer" in out and "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint" in out
+    imported = transformers.Wav2Vec2ForPreTraining.from_pretrained(tmp_path / "enc").eval()
+    seed = tapt.wav2vec2.wav2vec2PT.eval()
+    assert all(torch.equal(value, imported.state_dict()[key]) for key, value in seed.state_dict().items())
+    wave = torch.randn(1, 4000)
+    with torch.no_grad():
+        assert torch.allclose(imported.wav2vec2(wave).last_hidden_state, seed.wav2vec2(wave).last_hidden_state)
+
+
+def test_ser_vft_checkpoint_gives_its_fine_tuned_encoder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(1)
+    architecture = save_hf_checkpoint(transformers.Wav2Vec2Model(_tiny_wav2vec2()), tmp_path / "wav2vec2-base")
+    head = nn.Module()  # PretrainedRNNHead under DownstreamGeneral.model
+    head.wav2vec2 = nn.Module()
+    head.wav2vec2.wav2vec2 = transformers.Wav2Vec2ForPreTraining(_tiny_wav2vec2()).wav2vec2
+    head.rnn_head = nn.LSTM(32, 256, 1, bidirectional=True)
+    head.linear_head = nn.Sequential(nn.ReLU(), nn.Linear(32, 4))
+    vft = nn.Module()
+    vft.model = head
+    checkpoint = lightning_checkpoint(tmp_path / "vft.ckpt", as_transformers_4_10(vft.state_dict()))
+    assert main(["import", "ser", str(checkpoint), "-c", str(architecture), "--out", str(tmp_path / "enc")]) == 0
+    assert "not carried: model.linear_head, model.rnn_head" in capsys.readouterr().out
+    imported = transformers.AutoModel.from_pretrained(tmp_path / "enc").eval()
+    wave = torch.randn(1, 4000)
+    with torch.no_grad():
+        assert torch.allclose(imported(wave).last_hidden_state, head.wav2vec2.wav2vec2.eval()(wave).last_hidden_state)
+
+
+def test_a_checkpoint_that_runs_code_is_refused_before_it_runs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    marker = tmp_path / "marker"
+
+    class Payload:
+        def __reduce__(self):
+            import os
+            return os.system, (f"touch {marker}",)
+
+    checkpoint = lightning_checkpoint(tmp_path / "last.ckpt", {"wav2vec2.wav2vec2.x": torch.zeros(1)},
+                                      hyper_parameters=Payload())
+    assert main(["import", "ser", str(checkpoint), "--out", str(tmp_path / "enc")]) == 2
+    err = capsys.readouterr().err
+    assert f"{checkpoint}: refused as a checkpoint" in err and "system" in err and len(err.strip().splitlines()) == 1
+    assert not marker.exists() and not (tmp_path / "enc").exists()

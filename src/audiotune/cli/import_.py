@@ -33,6 +33,38 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                   "not reachable here; its architecture and feature extractor are read, not its weights")
     naip.add_argument("--overwrite", dest="train.overwrite", action="store_true",
                       help="replace the run already in --exp_dir")
+    ser = kinds.add_parser(
+        "ser", help="the wav2vec2 of an FT-w2v2-ser Lightning checkpoint (V-FT, TAPT, P-TAPT) as an encoder folder",
+        description="Reads only the checkpoint's state_dict, weights only: the class references Lightning 1.4 "
+                    "stored beside it (callback keys) are bound to inert stand-ins, never imported. Writes a "
+                    "save_pretrained folder (with TAPT's quantizer when the checkpoint has it) that train, "
+                    "pretrain and cluster read with -c.")
+    add_path(ser, "checkpoint", role=Role.INPUT, help="the seed's .ckpt (last.ckpt, our_method.ckpt, ...)")
+    add_path(ser, "--out", role=Role.OUTPUT_DIR, required=True, help="encoder folder to write")
+    add_path(ser, *spellings("architecture", ("-c",)), role=Role.INPUT, dest="architecture",
+             default="facebook/wav2vec2-base",
+             help="hub id or folder whose config and feature extractor the seed fine-tuned (default "
+                  "facebook/wav2vec2-base, the seed's; offline: a local copy)")
+    clusters = kinds.add_parser(
+        "clusters", help="the seed's all-clus.json (or one K-clus.json) as the pseudo-label parquet of "
+                         "pretrain --objective ptapt",
+        description="all-clus.json holds {wav: [[labels of K1], [labels of K2], ...]} in the order of the seed's "
+                    "cluster.py --num_clusters, which is not stored: give the same K values. With --audio_dir (the "
+                    "seed's --datadir) each clip's labels are fitted to wav2vec2-base's frame count of its audio.")
+    add_path(clusters, "labels", role=Role.INPUT, help="all-clus.json or K-clus.json")
+    clusters.add_argument(*spellings("num_clusters"), dest="num_clusters", nargs="+", required=True,
+                          help="the K values, in the seed's order (64 512 4096, or as the seed wrote them: 64,512,4096)")
+    add_path(clusters, *spellings("audio_dir"), role=Role.LOCAL, dest="audio_dir",
+             help="the seed's --datadir (16 kHz wav files named as the JSON's keys)")
+    add_path(clusters, "--out", role=Role.OUTPUT_FILE, required=True, help="parquet to write")
+    taps = kinds.add_parser(
+        "taps", help="tap2key recording folders (05.wav_samples + 04.labels) as a segment table",
+        description="Pairs each recording's tap samples ({take}_{i}_8chan.wav, in order) with the rows of its "
+                    "label CSV one to one; a recording whose counts differ is an error, or with --on_error skip "
+                    "is left out and listed in OUT.skipped.csv.")
+    add_path(taps, "folders", role=Role.LOCAL, nargs="+", help="recording folders of the tap2key layout")
+    add_path(taps, "--out", role=Role.OUTPUT_FILE, required=True, help="segment CSV to write")
+    taps.add_argument(*spellings("on_error"), dest="on_error", choices=("raise", "skip"), default="raise")
 
 
 class _SeedArgsParser(argparse.ArgumentParser):
@@ -103,8 +135,43 @@ def _run_naip(args: argparse.Namespace) -> None:
         print(f"  {note}")
 
 
+def _run_ser(args: argparse.Namespace) -> None:
+    from audiotune.engine.seed_ser import import_ser_encoder
+
+    done = import_ser_encoder(args.checkpoint, args.architecture, args.out)
+    kind = "with TAPT's quantizer" if done["pretraining_heads"] else "encoder only"
+    print(f"{args.out}: wav2vec2 of {args.checkpoint} ({done['tensors']} tensors, {kind}); not carried: "
+          f"{', '.join(done['unused']) or 'nothing'}")
+    if done["stand_ins"]:
+        print(f"  read weights only; not read: {', '.join(done['stand_ins'])} (Lightning's bookkeeping)")
+
+
+def _run_clusters(args: argparse.Namespace) -> None:
+    from audiotune.engine.seed_ser import import_clusters
+
+    try:
+        ks = [int(k) for value in args.num_clusters for k in str(value).split(",") if k.strip()]
+    except ValueError:
+        raise ValueError(f"--num_clusters {' '.join(args.num_clusters)}: give whole numbers") from None
+    meta = import_clusters(args.labels, ks, args.out, args.audio_dir)
+    fitted = meta["frames_fitted"]
+    print(f"{args.out}: {meta['clips']} clips x K={ks}" + (f"; {len(fitted)} clip(s) fitted to their frame count"
+                                                            if fitted else "")
+          + ("" if meta["frames_checked"] else "; frame counts not checked (no --audio_dir)"))
+
+
+def _run_taps(args: argparse.Namespace) -> None:
+    from audiotune.engine.seed_taps import import_tap_samples
+
+    done = import_tap_samples(args.folders, args.out, args.on_error)
+    text = f"{args.out}: {len(done.segments)} tap samples, {done.segments['label'].nunique()} labels"
+    if done.skipped_path:
+        text += f"; {len(done.skipped)} recording(s) skipped (listed in {done.skipped_path})"
+    print(text)
+
+
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    {"naip": _run_naip}[args.import_kind](args)
+    {"naip": _run_naip, "ser": _run_ser, "clusters": _run_clusters, "taps": _run_taps}[args.import_kind](args)
 
 
 COMMAND = Command("import", "turn a seed system's model, cluster labels or tap samples into audiotune artefacts",
