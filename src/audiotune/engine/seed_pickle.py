@@ -13,7 +13,10 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-ALLOWED_GLOBALS = {("argparse", "Namespace")}
+NAMESPACE = ("argparse", "Namespace")
+# protocols 0 and 1 build an instance with copyreg._reconstructor(cls, object, None)
+RECONSTRUCTOR, OBJECT = ("copyreg", "_reconstructor"), ("builtins", "object")
+PYTHON2_MODULES = {"copy_reg": "copyreg", "__builtin__": "builtins"}  # as protocols 0-2 name them
 PLAIN = (str, int, float, bool, type(None), bytes)
 
 
@@ -21,12 +24,24 @@ class SeedArgsError(ValueError):
     """An ``args.pkl`` that is not a plain argparse.Namespace (the message names the file)."""
 
 
+def _reconstruct(cls: Any, base: Any, state: Any) -> argparse.Namespace:
+    """``copyreg._reconstructor`` for a Namespace only (it could build any class from ``base``)."""
+    if cls is not argparse.Namespace or base is not object or state is not None:
+        raise pickle.UnpicklingError("it reconstructs something other than an argparse.Namespace")
+    return argparse.Namespace()
+
+
 class _NamespaceOnly(pickle.Unpickler):
-    """Resolves ``argparse.Namespace`` and nothing else."""
+    """Resolves ``argparse.Namespace`` (and, for protocols 0 and 1, the reconstructor of one) and nothing else."""
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in ALLOWED_GLOBALS:
+        module = PYTHON2_MODULES.get(module, module)
+        if (module, name) == NAMESPACE:
             return argparse.Namespace
+        if (module, name) == RECONSTRUCTOR:
+            return _reconstruct
+        if (module, name) == OBJECT:
+            return object
         raise pickle.UnpicklingError(f"it names {module}.{name}, which is not allowed (only argparse.Namespace "
                                      "and plain values are read)")
 
