@@ -196,8 +196,9 @@ def test_naip_ecapa_run_imported_evaluates_as_the_seed(tmp_path: Path) -> None:
     assert_round_trip(run, seed, five_clips(ds), lambda feats: feats.transpose(1, 2)[:, None])
     # the encoder loads as a SpeechBrain-layout checkpoint (-c for a new training run)
     assert main(["train", "-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"]),
-                 "-o", str(tmp_path / "again"), "--model", "ecapa_tdnn", "-c", str(run / "encoder" / "model.safetensors"),
-                 "--fbank", "--num_mel_bins", "24", "-e", "0", "-bs", "4"]) == 0
+                 "-o", str(tmp_path / "again"), "--model", "ecapa_tdnn", "-c",
+                 str(run / "encoder" / "model.safetensors"), "--fbank", "--num_mel_bins", "24", "-e", "0",
+                 "-bs", "4"]) == 0
 
 
 def test_naip_w2v2_weighted_run_imported_evaluates_as_the_seed(tmp_path: Path) -> None:

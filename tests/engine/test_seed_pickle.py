@@ -35,7 +35,8 @@ class Hook:
 def test_anything_but_plain_values_is_refused_naming_the_file(tmp_path: Path, value: object, problem: str) -> None:
     path = tmp_path / "args.pkl"
     path.write_bytes(pickle.dumps(argparse.Namespace(layer=1, nested=value)))
-    with pytest.raises(SeedArgsError, match=f"{re.escape(str(path))}: refused as seed arguments: .*{re.escape(problem)}"):
+    expected = f"{re.escape(str(path))}: refused as seed arguments: .*{re.escape(problem)}"
+    with pytest.raises(SeedArgsError, match=expected):
         read_seed_args(path)
 
 

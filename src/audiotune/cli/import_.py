@@ -53,7 +53,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                     "seed's --datadir) each clip's labels are fitted to wav2vec2-base's frame count of its audio.")
     add_path(clusters, "labels", role=Role.INPUT, help="all-clus.json or K-clus.json")
     clusters.add_argument(*spellings("num_clusters"), dest="num_clusters", nargs="+", required=True,
-                          help="the K values, in the seed's order (64 512 4096, or as the seed wrote them: 64,512,4096)")
+                          help="the K values in the seed's order (64 512 4096, or as the seed wrote them: 64,512,4096)")
     add_path(clusters, *spellings("audio_dir"), role=Role.LOCAL, dest="audio_dir",
              help="the seed's --datadir (16 kHz wav files named as the JSON's keys)")
     add_path(clusters, "--out", role=Role.OUTPUT_FILE, required=True, help="parquet to write")
