@@ -193,7 +193,12 @@ def test_naip_ecapa_run_imported_evaluates_as_the_seed(tmp_path: Path) -> None:
     assert (config.model.model, config.features.features, config.features.num_mel_bins,
             config.features.target_length, config.audio.channel_mode) == ("ecapa_tdnn", "fbank", 24, 50, "sum")
     assert (config.features.dataset_mean, config.features.dataset_std) == (-6.0, 3.0)
-    assert_round_trip(run, seed, five_clips(ds), lambda feats: feats.transpose(1, 2)[:, None])
+    table = five_clips(ds)
+    assert_round_trip(run, seed, table, lambda feats: feats.transpose(1, 2)[:, None])
+    assert main(["extract", "--run", str(run), "-d", str(table), "--embedding_type", "st", "--out",
+                 str(tmp_path / "st.parquet")]) == 0
+    assert np.stack(pd.read_parquet(tmp_path / "st.parquet")["embedding"]).shape == (5, 24)  # the shared dense
+    assert main(["export", "--run", str(run), "--format", "torchscript", "--out", str(tmp_path / "m.pt")]) == 0
     # the encoder loads as a SpeechBrain-layout checkpoint (-c for a new training run)
     assert main(["train", "-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"]),
                  "-o", str(tmp_path / "again"), "--model", "ecapa_tdnn", "-c",
@@ -219,7 +224,9 @@ def test_naip_w2v2_weighted_run_imported_evaluates_as_the_seed(tmp_path: Path) -
     record = pd.read_json(run / "import.json", typ="series")
     assert "model.projector.weight" in record["dropped"] and record["layer_weights"]["scale"] == pytest.approx(2.3)
     # the fine-tuned encoder is a save_pretrained folder that -c reads like a hub id
-    assert (run / "encoder" / "model.safetensors").is_file() and (run / "encoder" / "config.json").is_file()
+    assert main(["train", "--model", "hf", "-c", str(run / "encoder"), "-i", str(ds["prefix"]), "-d",
+                 str(ds["split"]), "-l", str(ds["labels"]), "-o", str(tmp_path / "again"), "-e", "0", "-bs", "4",
+                 "--clf_bottleneck", "8"]) == 0
 
 
 def test_naip_ssast_run_imported_evaluates_as_the_seed(tmp_path: Path) -> None:
