@@ -175,6 +175,7 @@ def assert_round_trip(run: Path, seed: nn.Module, table: Path, as_input) -> None
     assert len(dataset) == 5
 
 
+@pytest.mark.slow  # the seed's full-size ECAPA-TDNN (its channels were not options)
 def test_naip_ecapa_run_imported_evaluates_as_the_seed(tmp_path: Path) -> None:
     ds = make_uid_dataset(tmp_path)
     torch.manual_seed(0)
