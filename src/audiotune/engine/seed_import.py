@@ -145,6 +145,7 @@ def seed_flags(layout: SeedLayout, args: dict[str, Any], path: str | Path) -> tu
         for seed_name, name in (("n_mels", "num_mel_bins"), ("n_fft", "target_length")):
             if seed_name in flags:
                 flags[name] = flags.pop(seed_name)
+        flags.pop("n_mfcc", None)  # unused by the seed's fbank mode
         notes.append("ECAPA fbank: --n_mels became --num_mel_bins, --n_fft became --target_length")
     if not flags.get("label_groups") and not flags.get("target_labels"):
         raise SeedImportError(f"{path}: has neither label_groups nor target_labels: the heads cannot be named")
