@@ -207,6 +207,7 @@ def test_naip_ecapa_run_imported_evaluates_as_the_seed(tmp_path: Path) -> None:
                  "-bs", "4"]) == 0
 
 
+@pytest.mark.slow
 def test_naip_w2v2_weighted_run_imported_evaluates_as_the_seed(tmp_path: Path) -> None:
     transformers = pytest.importorskip("transformers")
     ds = make_uid_dataset(tmp_path)
@@ -230,6 +231,7 @@ def test_naip_w2v2_weighted_run_imported_evaluates_as_the_seed(tmp_path: Path) -
                  "--clf_bottleneck", "8"]) == 0
 
 
+@pytest.mark.slow
 def test_naip_ssast_run_imported_evaluates_as_the_seed(tmp_path: Path) -> None:
     ds = make_uid_dataset(tmp_path)
     torch.manual_seed(0)
@@ -244,6 +246,9 @@ def test_naip_ssast_run_imported_evaluates_as_the_seed(tmp_path: Path) -> None:
     assert main(["import", "naip", str(weights), "-o", str(run)]) == 0
     assert load_config(run / "config.yaml").classifier.pooling_mode == "mean"
     assert_round_trip(run, seed, five_clips(ds), lambda feats: feats)
+    assert main(["train", "--model", "ssast", "--pretrained_mdl_path", str(run / "encoder" / "model.safetensors"),
+                 "--model_size", "tiny", "--num_mel_bins", "128", "--target_length", "50", "-i", str(ds["prefix"]),
+                 "-d", str(ds["split"]), "-l", str(ds["labels"]), "-o", str(tmp_path / "again"), "-e", "0"]) == 0
 
 
 def test_a_pickle_that_runs_code_is_refused_before_it_runs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -293,6 +298,7 @@ def as_transformers_4_10(state: dict) -> dict:
     return state
 
 
+@pytest.mark.slow
 def test_ser_tapt_checkpoint_becomes_an_encoder_folder_with_its_quantizer(tmp_path: Path,
                                                                           capsys: pytest.CaptureFixture) -> None:
     transformers = pytest.importorskip("transformers")
@@ -317,6 +323,15 @@ def test_ser_tapt_checkpoint_becomes_an_encoder_folder_with_its_quantizer(tmp_pa
     wave = torch.randn(1, 4000)
     with torch.no_grad():
         assert torch.allclose(imported.wav2vec2(wave).last_hidden_state, seed.wav2vec2(wave).last_hidden_state)
+    import soundfile as sf
+    from conftest import tone
+
+    (tmp_path / "audio").mkdir()
+    for index in range(4):
+        sf.write(tmp_path / "audio" / f"{index}.wav", tone(300 + 100 * index, 0.5, 16000, seed=index), 16000)
+    assert main(["pretrain", "--model", "hf", "-c", str(tmp_path / "enc"), "--objective", "tapt", "-d",
+                 str(tmp_path / "audio"), "-o", str(tmp_path / "tapt"), "--training_steps", "1", "-bs", "2",
+                 "--clip_length", "0", "--val_size", "0"]) == 0  # TAPT continues from the seed's quantizer
 
 
 def test_ser_vft_checkpoint_gives_its_fine_tuned_encoder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
