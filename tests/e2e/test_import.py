@@ -208,7 +208,7 @@ def test_naip_ecapa_run_imported_evaluates_as_the_seed(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_naip_w2v2_weighted_run_imported_evaluates_as_the_seed(tmp_path: Path) -> None:
+def test_naip_w2v2_weighted_run_imported_evaluates_as_the_seed(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     transformers = pytest.importorskip("transformers")
     ds = make_uid_dataset(tmp_path)
     torch.manual_seed(0)
@@ -222,6 +222,8 @@ def test_naip_w2v2_weighted_run_imported_evaluates_as_the_seed(tmp_path: Path) -
                             seed.seed_state_dict())
     run = tmp_path / "imported"
     assert main(["import", "naip", str(weights), "-o", str(run)]) == 0
+    assert main(["import", "naip", str(weights), "-o", str(run)]) == 2
+    assert f"{run}: already holds a run; pass --overwrite" in capsys.readouterr().err
     assert_round_trip(run, seed, five_clips(ds), lambda wave: wave)
     record = pd.read_json(run / "import.json", typ="series")
     assert "model.projector.weight" in record["dropped"] and record["layer_weights"]["scale"] == pytest.approx(2.3)

@@ -9,8 +9,9 @@ declared :class:`SeedLayout` per seed and writes config.yaml, model.safetensors,
 """
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from audiotune.outputs import (
     ENCODER_DIR,
     IMPORT_RECORD_FILE,
     MODEL_FILE,
+    OwnedRunDir,
+    RunDirError,
     atomic_dir,
     own_run_dir,
     write_json,
@@ -252,19 +255,34 @@ def _write_encoder(layout: SeedLayout, model: Classifier, source_checkpoint: str
     save_file(state, str(folder / MODEL_FILE))
 
 
+@contextlib.contextmanager
+def _owned(exp_dir: Path, overwrite: bool) -> Iterator[OwnedRunDir]:
+    """:func:`own_run_dir` for an import, whose only way into a directory holding a run is ``--overwrite``."""
+    try:
+        with own_run_dir(exp_dir, overwrite=overwrite, command="import") as run_dir:
+            yield run_dir
+    except RunDirError as err:
+        if "already holds a run" not in str(err):
+            raise
+        raise RunDirError(f"{exp_dir}: already holds a run; pass --overwrite to replace it, or choose another "
+                          "-o/--exp_dir") from None
+
+
 def write_seed_run(layout: SeedLayout, config: RunConfig, state: Mapping[str, torch.Tensor], exp_dir: str | Path,
                    record: dict[str, Any], overwrite: bool = False) -> dict[str, Any]:
     """Build the classifier ``config`` describes, load the seed's mapped weights strictly and write the run."""
     exp_dir = Path(exp_dir)
     source = record.get("weights", "")
-    with own_run_dir(exp_dir, overwrite=overwrite, command="import") as run_dir:
+    with _owned(exp_dir, overwrite) as run_dir:
         config.exp_dir = str(exp_dir)
         checkpoint = config.model.checkpoint
         try:
             resolve_config(config)
             model = build_classifier(config, pretrained=False)
         except (OSError, ValueError) as err:
-            raise SeedImportError(f"{source}: its args.pkl does not build an audiotune model: "
+            hint = f" (its encoder --checkpoint {checkpoint}: pass -c with that hub id or a local copy)" \
+                if checkpoint and isinstance(err, OSError) else ""
+            raise SeedImportError(f"{source}: its args.pkl does not build an audiotune model{hint}: "
                                   f"{str(err).splitlines()[0]}") from None
         mapped, mapping = map_state(layout, state, model, bool(config.classifier.weighted), source)
         model.load_state_dict(mapped, strict=True)
