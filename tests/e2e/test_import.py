@@ -103,12 +103,17 @@ class SeedW2V2(SeedWrapper):
 class SeedSSAST(SeedWrapper):
     """naip-ssast's ASTModel_finetune: the DeiT ``v`` (timm names), 14 hidden states, ft_cls / ft_avgtok merge."""
 
-    def __init__(self, mels: int, frames: int, task: str, layer: int):
+    def __init__(self, mels: int, frames: int, task: str, layer: int, weighted: bool = False):
         from audiotune.models.backbones.ssast_model import SSASTModel
 
         v = SSASTModel("tiny", 128, 2, 128, 2, mels, frames).v
         super().__init__(v.cls_token.shape[-1], False, 32, heads="mlp_heads", layernorm=True)
-        self.v, self.task, self.layer = v, task, layer
+        self.v, self.task, self.layer, self.weighted = v, task, layer, weighted
+        if weighted:  # one raw weight per state but the last (the normed output)
+            self.weightsum = nn.Parameter(torch.rand(len(v.blocks) + 1) + 0.1)
+
+    def merge(self, state: torch.Tensor) -> torch.Tensor:
+        return state[:, :2].mean(1) if self.task == "ft_cls" else state[:, 2:].mean(1)
 
     def forward(self, fbank: torch.Tensor) -> torch.Tensor:  # (B, T, F)
         x = self.v.patch_embed(fbank.unsqueeze(1).transpose(2, 3))
@@ -119,8 +124,10 @@ class SeedSSAST(SeedWrapper):
             x = block(x, False)[0]
             states.append(x)
         states.append(self.v.norm(x))
-        chosen = states[self.layer]
-        return self.classify(chosen[:, :2].mean(1) if self.task == "ft_cls" else chosen[:, 2:].mean(1))
+        if self.weighted:
+            pooled = torch.stack([self.merge(state) for state in states[:-1]])
+            return self.classify(torch.einsum("s,sbd->bd", self.weightsum, pooled))
+        return self.classify(self.merge(states[self.layer]))
 
 
 def seed_args(ds: dict, exp: Path, **values: object) -> argparse.Namespace:
@@ -234,12 +241,13 @@ def test_naip_w2v2_weighted_run_imported_evaluates_as_the_seed(tmp_path: Path, c
 
 
 @pytest.mark.slow
-def test_naip_ssast_run_imported_evaluates_as_the_seed(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("task", "weighted"), [("ft_avgtok", False), ("ft_cls", True)])
+def test_naip_ssast_run_imported_evaluates_as_the_seed(tmp_path: Path, task: str, weighted: bool) -> None:
     ds = make_uid_dataset(tmp_path)
     torch.manual_seed(0)
-    seed = SeedSSAST(128, 50, "ft_avgtok", layer=5)
-    args = seed_args(ds, tmp_path / "exp", task="ft_avgtok", model_size="tiny", fshape=128, tshape=2, fstride=128,
-                     tstride=2, num_mel_bins=128, target_length=50, layer=5, weighted=False, freeze=True,
+    seed = SeedSSAST(128, 50, task, layer=5, weighted=weighted)
+    args = seed_args(ds, tmp_path / "exp", task=task, model_size="tiny", fshape=128, tshape=2, fstride=128,
+                     tstride=2, num_mel_bins=128, target_length=50, layer=5, weighted=weighted, freeze=True,
                      layernorm=True, pooling_mode="sum", dataset_mean=-4.2677393, dataset_std=4.5689974,
                      freqm=0, timem=0, noise=False, mask_patch=400, cluster_factor=3, finetuned_mdl_path=None,
                      pretrained_mdl_path="SSAST-Base-Frame-400.pth", scheduler="onecycle")
