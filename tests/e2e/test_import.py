@@ -358,6 +358,8 @@ def test_ser_vft_checkpoint_gives_its_fine_tuned_encoder(tmp_path: Path, capsys:
     checkpoint = lightning_checkpoint(tmp_path / "vft.ckpt", as_transformers_4_10(vft.state_dict()))
     assert main(["import", "ser", str(checkpoint), "-c", str(architecture), "--out", str(tmp_path / "enc")]) == 0
     assert "not carried: model.linear_head, model.rnn_head" in capsys.readouterr().out
+    assert main(["import", "ser", str(checkpoint), "-c", str(architecture), "--out", str(tmp_path / "enc")]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err  # never replaced
     imported = transformers.AutoModel.from_pretrained(tmp_path / "enc").eval()
     wave = torch.randn(1, 4000)
     with torch.no_grad():

@@ -87,6 +87,9 @@ def import_ser_encoder(path: str | Path, architecture: str, out: str | Path) -> 
     cluster); ``architecture``: the hub id or folder whose config (and feature extractor) the seed trained."""
     from transformers import AutoConfig, AutoFeatureExtractor, Wav2Vec2ForPreTraining, Wav2Vec2Model
 
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"--out {out}: exists and is not empty; give a new folder for the encoder")
     state, stand_ins = read_lightning_state(path)
     weights, pretraining = seed_encoder_state(state, path)
     try:
@@ -105,7 +108,6 @@ def import_ser_encoder(path: str | Path, architecture: str, out: str | Path) -> 
                          + "; ".join(f"{what} {keys[:4]}" for what, keys in
                                      (("unknown", unknown), ("missing", missing), ("other shapes", reshaped)) if keys))
     model.load_state_dict(renamed, strict=False)
-    out = Path(out)
     with atomic_dir(out) as folder:
         model.save_pretrained(str(folder))
         try:
