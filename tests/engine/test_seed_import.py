@@ -35,7 +35,8 @@ def test_seed_arguments_that_meant_something_else_are_translated_and_noted() -> 
 
 def test_ssast_pools_as_the_seed_whatever_its_pooling_mode() -> None:
     flags, notes = seed_flags(SSAST, {**LABELS, "pooling_mode": "sum"}, "args.pkl")
-    assert flags["pooling_mode"] == "mean" and "only merged ft embeddings" in notes[0]
+    assert flags["pooling_mode"] == "mean" and notes == ["--pooling_mode sum only merged the seed's ft embeddings; "
+                                                         "its tokens were averaged: imported as --pooling_mode mean"]
 
 
 def test_heads_come_from_label_groups_or_target_labels_split_by_n_class() -> None:

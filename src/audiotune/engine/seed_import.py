@@ -49,7 +49,8 @@ class SeedLayout:
     ``fresh``: audiotune weights the seed's fine-tuned model does not have (pretext heads), kept as built.
     ``aliases``: suffixes of older library versions → today's. ``extra_states``: hidden states audiotune has and
     the seed's weighted sum left out (at the end). ``encoder``: the backbone's attribute written to ENCODER_DIR
-    (``save_pretrained``: a Hugging Face folder). ``fixed``: flags whose seed meaning differs, set to it.
+    (``save_pretrained``: a Hugging Face folder). ``fixed``: flags whose seed meaning differs: the value that does
+    what the seed did, and why.
     """
 
     seed: str
@@ -62,7 +63,7 @@ class SeedLayout:
     layer_weights: str = "weightsum"
     extra_states: int = 0
     encoder: str = ""
-    fixed: Mapping[str, Any] = field(default_factory=dict)
+    fixed: Mapping[str, tuple[Any, str]] = field(default_factory=dict)
 
 
 HEADS = (("dense.", "dense."), ("classifiers.", "classifiers."))
@@ -79,8 +80,7 @@ LAYOUTS = (
                fresh=("backbone.model.cpredlayer.", "backbone.model.gpredlayer.", "backbone.model.mask_embed",
                       "backbone.model.p_input_", "backbone.model.v.head.", "backbone.model.v.head_dist."),
                extra_states=1, encoder="model",
-               # the seed averaged the cls (or patch) tokens whatever --pooling_mode, which merged ft embeddings only
-               fixed={"pooling_mode": "mean"}),
+               fixed={"pooling_mode": ("mean", "only merged the seed's ft embeddings; its tokens were averaged")}),
     SeedLayout("naip-ecapa-tdnn", "ecapa_tdnn", "model.blocks.0.conv.conv.weight",
                (("model.", "backbone.ecapa."), *HEADS), encoder="ecapa"),
 )
@@ -128,10 +128,9 @@ def seed_flags(layout: SeedLayout, args: dict[str, Any], path: str | Path) -> tu
     flags = {k: v for k, v in args.items() if v is not None and k not in SKIPPED_ARGS}
     notes = []
     flags["model"] = layout.model
-    for name, value in layout.fixed.items():
+    for name, (value, why) in layout.fixed.items():
         if name in flags and flags[name] != value:
-            notes.append(f"--{name} {flags[name]} of the seed only merged ft embeddings; the model pools as the "
-                         f"seed did (--{name} {value})")
+            notes.append(f"--{name} {flags[name]} {why}: imported as --{name} {value}")
         flags[name] = value
     if flags.get("reduce") in (True, "True") and "mono" not in flags:
         flags["mono"] = "sum"  # the seeds summed the channels of a multi-channel file
