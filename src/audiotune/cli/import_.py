@@ -76,10 +76,6 @@ class _SeedArgsParser(argparse.ArgumentParser):
         raise ValueError(f"{self.source}: a seed argument is not a valid train flag: {message}")
 
 
-def _text(value: Any) -> str:
-    return str(value)
-
-
 def seed_config(flags: dict[str, Any], source: str) -> tuple[RunConfig, list[str], list[str]]:
     """A config from the seed's arguments, each applied as the train flag of its name (the same option
     declarations and seed spellings as ``audiotune train``); returns it, the arguments applied and those the
@@ -100,7 +96,7 @@ def seed_config(flags: dict[str, Any], source: str) -> tuple[RunConfig, list[str
         if action.nargs is None and len(values) != 1:
             left.append(name)
             continue
-        argv += [option, *map(_text, values)]
+        argv += [option, *map(str, values)]
         applied.append(name)
     try:
         config = config_from_args(parser.parse_args(argv))
