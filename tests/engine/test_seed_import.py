@@ -9,6 +9,7 @@ import torch
 from audiotune.engine.seed_import import (
     LAYOUTS,
     SeedImportError,
+    check_heads,
     detect_layout,
     read_seed_weights,
     seed_flags,
@@ -61,3 +62,12 @@ def test_weights_of_no_seed_and_files_of_no_weights_are_errors(tmp_path: Path) -
     path.write_text("not torch")
     with pytest.raises(SeedImportError, match=f"{path}: not a state dict of tensors"):
         read_seed_weights(path)
+
+
+def test_a_seed_file_without_heads_says_what_it_is() -> None:
+    pretrained = {"v.patch_embed.proj.weight": torch.zeros(1), "cpredlayer.0.weight": torch.zeros(1)}
+    with pytest.raises(SeedImportError, match="x.pt: a naip-ssast pretraining checkpoint .*--pretrained_mdl_path"):
+        check_heads(SSAST, pretrained, "x.pt")
+    with pytest.raises(SeedImportError, match="x.pt: a naip-ecapa-tdnn model without classifier heads"):
+        check_heads(ECAPA, {"model.blocks.0.conv.conv.weight": torch.zeros(1)}, "x.pt")
+    check_heads(SSAST, {**pretrained, "mlp_heads.0.head.dense.weight": torch.zeros(1)}, "x.pt")

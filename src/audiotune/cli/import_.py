@@ -107,7 +107,14 @@ def seed_config(flags: dict[str, Any], source: str) -> tuple[RunConfig, list[str
 
 
 def _run_naip(args: argparse.Namespace) -> None:
-    from audiotune.engine.seed_import import detect_layout, read_seed_weights, seed_flags, seed_heads, write_seed_run
+    from audiotune.engine.seed_import import (
+        check_heads,
+        detect_layout,
+        read_seed_weights,
+        seed_flags,
+        seed_heads,
+        write_seed_run,
+    )
     from audiotune.engine.seed_pickle import read_seed_args
 
     weights = Path(args.weights)
@@ -117,6 +124,7 @@ def _run_naip(args: argparse.Namespace) -> None:
     seed_args = read_seed_args(args_file)  # refused before anything else is read
     state = read_seed_weights(weights)
     layout = detect_layout(state, weights)
+    check_heads(layout, state, weights)
     flags, notes = seed_flags(layout, seed_args, args_file)
     if args.checkpoint:
         flags["checkpoint"] = args.checkpoint

@@ -64,6 +64,7 @@ class SeedLayout:
     extra_states: int = 0
     encoder: str = ""
     fixed: Mapping[str, tuple[Any, str]] = field(default_factory=dict)
+    unheaded: str = ""  # what a state dict of this seed without heads is, and how to use it instead
 
 
 HEADS = (("dense.", "dense."), ("classifiers.", "classifiers."))
@@ -80,7 +81,9 @@ LAYOUTS = (
                fresh=("backbone.model.cpredlayer.", "backbone.model.gpredlayer.", "backbone.model.mask_embed",
                       "backbone.model.p_input_", "backbone.model.v.head.", "backbone.model.v.head_dist."),
                extra_states=1, encoder="model",
-               fixed={"pooling_mode": ("mean", "only merged the seed's ft embeddings; its tokens were averaged")}),
+               fixed={"pooling_mode": ("mean", "only merged the seed's ft embeddings; its tokens were averaged")},
+               unheaded="a naip-ssast pretraining checkpoint (no mlp_heads): fine-tune from it as it is, "
+                        "`audiotune train --model ssast --pretrained_mdl_path FILE`"),
     SeedLayout("naip-ecapa-tdnn", "ecapa_tdnn", "model.blocks.0.conv.conv.weight",
                (("model.", "backbone.ecapa."), *HEADS), encoder="ecapa"),
 )
@@ -120,6 +123,14 @@ def detect_layout(state: Mapping[str, torch.Tensor], path: str | Path) -> SeedLa
             return layout
     raise SeedImportError(f"{path}: not a model of {', '.join(lay.seed for lay in LAYOUTS)} (none of the keys "
                           f"{[lay.signature for lay in LAYOUTS]}; first keys: {list(state)[:3]})")
+
+
+def check_heads(layout: SeedLayout, state: Mapping[str, torch.Tensor], path: str | Path) -> None:
+    """A seed file without classifier heads is no trained classifier: an error saying what it is."""
+    prefixes = [old for old, new in layout.renames if new == "classifiers."]
+    if not any(key.startswith(tuple(prefixes)) for key in state):
+        raise SeedImportError(f"{path}: " + (layout.unheaded or f"a {layout.seed} model without classifier heads "
+                                             f"(no {', '.join(prefixes)} keys): not a trained classifier"))
 
 
 def seed_flags(layout: SeedLayout, args: dict[str, Any], path: str | Path) -> tuple[dict[str, Any], list[str]]:
