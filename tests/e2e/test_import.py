@@ -460,3 +460,27 @@ def test_tap2key_sample_folders_become_a_segment_table_that_trains(tmp_path: Pat
     assert main(["train", "-d", str(split), "-l", str(tmp_path / "labels.txt"), "-o", str(tmp_path / "run"),
                  *SMALL_ECAPA, "--channel_mode", "interleave", "--resample_rate", "16000", "--clip_length", "0",
                  "--val_size", "0", "-e", "1", "-bs", "2"]) == 0
+
+
+@pytest.mark.slow
+def test_a_seed_model_in_a_bucket_is_read_with_the_args_beside_it(gcs, tmp_path: Path) -> None:
+    """The seeds uploaded their runs with --cloud: gs://.../x_mdl.pt and its args.pkl import as local ones, and
+    the run directory may be written to the bucket too."""
+    from conftest import BUCKET
+
+    transformers = pytest.importorskip("transformers")
+    ds = make_uid_dataset(tmp_path)
+    torch.manual_seed(0)
+    encoder = save_hf_checkpoint(transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**HF_TINY)),
+                                 tmp_path / "wav2vec2-tiny")
+    seed = SeedW2V2(encoder, weighted=False, shared_dense=False, layer=1)
+    args = seed_args(ds, tmp_path / "exp", checkpoint=str(encoder), weighted=False, layer=1, freeze=True)
+    weights = save_seed_run(tmp_path / "exp", seed, args, "x_mdl.pt", seed.seed_state_dict())
+    for file in (weights, weights.parent / "args.pkl"):
+        gcs.fs().put_file(str(file), f"{BUCKET}/cloud_dir/{file.name}")
+    url = f"gs://{BUCKET}/cloud_dir/x_mdl.pt"
+    assert main(["import", "naip", url, "-o", f"gs://{BUCKET}/runs/imported"]) == 0
+    assert gcs.fs().isfile(f"{BUCKET}/runs/imported/model.safetensors")
+    local = tmp_path / "imported"
+    gcs.fs().get(f"{BUCKET}/runs/imported", str(local), recursive=True)
+    assert_round_trip(local, seed, five_clips(ds), lambda wave: wave)

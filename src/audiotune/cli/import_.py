@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Any, NoReturn
 
+from audiotune import storage
 from audiotune.cli import train
 from audiotune.cli.command import Command
 from audiotune.cli.flags import add_path, config_from_args, spellings
@@ -117,8 +118,7 @@ def _run_naip(args: argparse.Namespace) -> None:
     )
     from audiotune.engine.seed_pickle import read_seed_args
 
-    weights = Path(args.weights)
-    args_file = Path(args.seed_args) if args.seed_args else weights.parent / SEED_ARGS_FILE
+    weights, args_file = Path(args.weights), Path(args.seed_args)
     if not args_file.is_file():
         raise FileNotFoundError(f"{args_file}: the seed's arguments are needed (pass --args PATH to its args.pkl)")
     seed_args = read_seed_args(args_file)  # refused before anything else is read
@@ -174,9 +174,16 @@ def _run_taps(args: argparse.Namespace) -> None:
     print(text)
 
 
+def default_paths(args: argparse.Namespace) -> None:
+    """``naip``: the args.pkl beside the weights (in the same bucket folder for gs:// weights), as the seeds
+    looked for it."""
+    if args.import_kind == "naip" and not args.seed_args:
+        args.seed_args = storage.join(storage.parent(args.weights), SEED_ARGS_FILE)
+
+
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     {"naip": _run_naip, "ser": _run_ser, "clusters": _run_clusters, "taps": _run_taps}[args.import_kind](args)
 
 
 COMMAND = Command("import", "turn a seed system's model, cluster labels or tap samples into audiotune artefacts",
-                  arguments, run)
+                  arguments, run, default_outputs=default_paths)
