@@ -18,7 +18,8 @@ SEED_ARGS_FILE = "args.pkl"  # the seeds' pickled arguments, next to their *_mdl
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     kinds = parser.add_subparsers(dest="import_kind", required=True)
     naip = kinds.add_parser(
-        "naip", help="a naip-w2v2 / naip-ssast / naip-ecapa-tdnn model (*_mdl.pt + args.pkl) as a run directory",
+        "naip", allow_abbrev=False,
+        help="a naip-w2v2 / naip-ssast / naip-ecapa-tdnn model (*_mdl.pt + args.pkl) as a run directory",
         description="Reads the seed's *_mdl.pt (weights only) and args.pkl (argparse.Namespace and plain values "
                     "only: a pickle naming anything else is refused before any of it runs), turns the seed's "
                     "arguments into a config through the train command's own flags, maps the weights onto "
@@ -35,7 +36,8 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     naip.add_argument("--overwrite", dest="train.overwrite", action="store_true",
                       help="replace the run already in --exp_dir")
     ser = kinds.add_parser(
-        "ser", help="the wav2vec2 of an FT-w2v2-ser Lightning checkpoint (V-FT, TAPT, P-TAPT) as an encoder folder",
+        "ser", allow_abbrev=False,
+        help="the wav2vec2 of an FT-w2v2-ser Lightning checkpoint (V-FT, TAPT, P-TAPT) as an encoder folder",
         description="Reads only the checkpoint's state_dict, weights only: the class references Lightning 1.4 "
                     "stored beside it (callback keys) are bound to inert stand-ins, never imported. Writes a "
                     "save_pretrained folder (with TAPT's quantizer when the checkpoint has it) that train, "
@@ -47,7 +49,8 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
              help="hub id or folder whose config and feature extractor the seed fine-tuned (default "
                   "facebook/wav2vec2-base, the seed's; offline: a local copy)")
     clusters = kinds.add_parser(
-        "clusters", help="the seed's all-clus.json (or one K-clus.json) as the pseudo-label parquet of "
+        "clusters", allow_abbrev=False,
+        help="the seed's all-clus.json (or one K-clus.json) as the pseudo-label parquet of "
                          "pretrain --objective ptapt",
         description="all-clus.json holds {wav: [[labels of K1], [labels of K2], ...]} in the order of the seed's "
                     "cluster.py --num_clusters, which is not stored: give the same K values. With --audio_dir (the "
@@ -59,7 +62,8 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
              help="the seed's --datadir (16 kHz wav files named as the JSON's keys)")
     add_path(clusters, "--out", role=Role.OUTPUT_FILE, required=True, help="parquet to write")
     taps = kinds.add_parser(
-        "taps", help="tap2key recording folders (05.wav_samples + 04.labels) as a segment table",
+        "taps", allow_abbrev=False,
+        help="tap2key recording folders (05.wav_samples + 04.labels) as a segment table",
         description="Pairs each recording's tap samples ({take}_{i}_8chan.wav, in order) with the rows of its "
                     "label CSV one to one; a recording whose counts differ is an error, or with --on_error skip "
                     "is left out and listed in OUT.skipped.csv.")
