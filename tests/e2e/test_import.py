@@ -3,6 +3,7 @@ runs whose evaluation gives the seed model's own predictions."""
 from __future__ import annotations
 
 import argparse
+import inspect
 import pickle
 from collections import OrderedDict
 from pathlib import Path
@@ -18,6 +19,7 @@ from audiotune.cli import main
 from audiotune.config import load_config
 from audiotune.data.loading import collator, make_dataset
 from audiotune.data.prepare import prepare_eval_data
+from audiotune.models import backbones
 
 LABELS = [["loud", "long"], ["high"]]  # two heads: one with two outputs, one with one
 
@@ -162,15 +164,23 @@ def five_clips(ds: dict) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _feature_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frozen encoders fill the feature cache while they are evaluated: the test's own folder, not the user's."""
+    monkeypatch.setenv("AUDIOTUNE_CACHE", str(tmp_path / "cache"))
+
+
 def assert_round_trip(run: Path, seed: nn.Module, table: Path, as_input) -> None:
     """`audiotune evaluate` on the imported run scores each clip as the seed model does on the same input."""
     assert main(["evaluate", "--run", str(run), "-d", str(table), "-o", str(run / "eval"), "-bs", "2"]) == 0
     predictions = pd.read_parquet(run / "eval" / "predictions.parquet").set_index("uid")
     config = load_config(run / "config.yaml")
-    prepared = prepare_eval_data(config, str(table))
+    # the data layer as evaluate calls it (the model's InputSpec, where backbones declare one)
+    spec = (backbones.input_spec(config),) if "inputs" in inspect.signature(prepare_eval_data).parameters else ()
+    prepared = prepare_eval_data(config, *spec, str(table))
     split = next(iter(prepared.tables))
-    dataset = make_dataset(config, prepared.tables[split], prepared.targets[split])
-    collate = collator(config, dataset)  # one clip as the model reads it (fbank: cropped to target_length)
+    dataset = make_dataset(config, *spec, prepared.tables[split], prepared.targets[split])
+    collate = collator(dataset) if spec else collator(config, dataset)  # one clip as the model reads it
     seed.eval()
     names = [f"score:{c}" for group in LABELS for c in group]
     with torch.no_grad():

@@ -299,8 +299,6 @@ def write_seed_run(layout: SeedLayout, config: RunConfig, state: Mapping[str, to
         run_dir.start()  # everything is checked: from here on the run directory is written
         with atomic_dir(exp_dir / ENCODER_DIR) as folder:
             _write_encoder(layout, model, checkpoint, folder)
-        if layout.encoder == "save_pretrained":
-            config.model.checkpoint = str(exp_dir / ENCODER_DIR)
         save_weights(model, exp_dir / MODEL_FILE)
         full = {**record, "seed": layout.seed, "model": layout.model, **mapping}
         write_json(exp_dir / IMPORT_RECORD_FILE, full)
