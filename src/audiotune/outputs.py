@@ -60,6 +60,7 @@ PROBE_PLOT = "probe.png"
 EVALUATE_DIR = "evaluate"  # in a run directory: where `audiotune evaluate` writes without -o
 ATTENTION_DIR = "attention"  # in a run directory: where `audiotune attention` writes without --out
 ATTENTION_ROLLOUT_PLOT = "attention_rollout.png"
+IMPORT_RECORD_FILE = "import.json"  # a run made by `audiotune import`: its seed files and how they were mapped
 
 # beside `audiotune cluster --out LABELS.parquet` (see sidecar)
 CLUSTER_STATS_SUFFIX = ".clusters.json"  # how the frames were made, cluster usage per K

@@ -1,0 +1,193 @@
+"""``audiotune import naip|ser|clusters|taps``: what was trained or made with a seed system, as audiotune artefacts."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, NoReturn
+
+from audiotune import storage
+from audiotune.cli import train
+from audiotune.cli.command import Command
+from audiotune.cli.flags import add_path, config_from_args, spellings
+from audiotune.config import RunConfig
+from audiotune.storage import Role
+
+SEED_ARGS_FILE = "args.pkl"  # the seeds' pickled arguments, next to their *_mdl.pt
+
+
+def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
+    kinds = parser.add_subparsers(dest="import_kind", required=True)
+    naip = kinds.add_parser(
+        "naip", allow_abbrev=False,
+        help="a naip-w2v2 / naip-ssast / naip-ecapa-tdnn model (*_mdl.pt + args.pkl) as a run directory",
+        description="Reads the seed's *_mdl.pt (weights only) and args.pkl (argparse.Namespace and plain values "
+                    "only: a pickle naming anything else is refused before any of it runs), turns the seed's "
+                    "arguments into a config through the train command's own flags, maps the weights onto "
+                    "audiotune's parameter names and writes a run directory that evaluate, extract and export "
+                    "read (and whose encoder/ train -c reads).")
+    add_path(naip, "weights", role=Role.INPUT, help="the seed's *_mdl.pt (a torch state dict)")
+    add_path(naip, "--args", role=Role.INPUT, dest="seed_args",
+             help=f"the seed's pickled arguments (default: {SEED_ARGS_FILE} beside the weights)")
+    add_path(naip, *spellings("exp_dir", ("-o",)), role=Role.RUN_OUTPUT, dest="exp_dir", required=True,
+             help="run directory to write")
+    add_path(naip, *spellings("checkpoint", ("-c",)), role=Role.INPUT, dest="checkpoint",
+             help="naip-w2v2: the encoder the seed fine-tuned (hub id or folder) when args.pkl's checkpoint is "
+                  "not reachable here; its architecture and feature extractor are read, not its weights")
+    naip.add_argument("--overwrite", dest="train.overwrite", action="store_true",
+                      help="replace the run already in --exp_dir")
+    ser = kinds.add_parser(
+        "ser", allow_abbrev=False,
+        help="the wav2vec2 of an FT-w2v2-ser Lightning checkpoint (V-FT, TAPT, P-TAPT) as an encoder folder",
+        description="Reads only the checkpoint's state_dict, weights only: the class references Lightning 1.4 "
+                    "stored beside it (callback keys) are bound to inert stand-ins, never imported. Writes a "
+                    "save_pretrained folder (with TAPT's quantizer when the checkpoint has it) that train, "
+                    "pretrain and cluster read with -c.")
+    add_path(ser, "checkpoint", role=Role.INPUT, help="the seed's .ckpt (last.ckpt, our_method.ckpt, ...)")
+    add_path(ser, "--out", role=Role.OUTPUT_DIR, required=True, help="encoder folder to write")
+    add_path(ser, *spellings("architecture", ("-c",)), role=Role.INPUT, dest="architecture",
+             default="facebook/wav2vec2-base",
+             help="hub id or folder whose config and feature extractor the seed fine-tuned (default "
+                  "facebook/wav2vec2-base, the seed's; offline: a local copy)")
+    clusters = kinds.add_parser(
+        "clusters", allow_abbrev=False,
+        help="the seed's all-clus.json (or one K-clus.json) as the pseudo-label parquet of "
+                         "pretrain --objective ptapt",
+        description="all-clus.json holds {wav: [[labels of K1], [labels of K2], ...]} in the order of the seed's "
+                    "cluster.py --num_clusters, which is not stored: give the same K values. With --audio_dir (the "
+                    "seed's --datadir) each clip's labels are fitted to wav2vec2-base's frame count of its audio.")
+    add_path(clusters, "labels", role=Role.INPUT, help="all-clus.json or K-clus.json")
+    clusters.add_argument(*spellings("num_clusters"), dest="num_clusters", nargs="+", required=True,
+                          help="the K values in the seed's order (64 512 4096, or as the seed wrote them: 64,512,4096)")
+    add_path(clusters, *spellings("audio_dir"), role=Role.LOCAL, dest="audio_dir",
+             help="the seed's --datadir (16 kHz wav files named as the JSON's keys)")
+    add_path(clusters, "--out", role=Role.OUTPUT_FILE, required=True, help="parquet to write")
+    taps = kinds.add_parser(
+        "taps", allow_abbrev=False,
+        help="tap2key recording folders (05.wav_samples + 04.labels) as a segment table",
+        description="Pairs each recording's tap samples ({take}_{i}_8chan.wav, in order) with the rows of its "
+                    "label CSV one to one; a recording whose counts differ is an error, or with --on_error skip "
+                    "is left out and listed in OUT.skipped.csv.")
+    add_path(taps, "folders", role=Role.LOCAL, nargs="+", help="recording folders of the tap2key layout")
+    add_path(taps, "--out", role=Role.OUTPUT_FILE, required=True, help="segment CSV to write")
+    taps.add_argument(*spellings("on_error"), dest="on_error", choices=("raise", "skip"), default="raise")
+
+
+class _SeedArgsParser(argparse.ArgumentParser):
+    """The train command's flags, reading a seed's arguments: a value it refuses is an error naming the file."""
+
+    source = ""
+
+    def error(self, message: str) -> NoReturn:
+        raise ValueError(f"{self.source}: a seed argument is not a valid train flag: {message}")
+
+
+def seed_config(flags: dict[str, Any], source: str) -> tuple[RunConfig, list[str], list[str]]:
+    """A config from the seed's arguments, each applied as the train flag of its name (the same option
+    declarations and seed spellings as ``audiotune train``); returns it, the arguments applied and those the
+    train command has no flag for."""
+    parser = _SeedArgsParser(prog="audiotune train", allow_abbrev=False, add_help=False)
+    parser.source = source
+    train.arguments(parser, flags.get("model"))
+    known = parser._option_string_actions  # every spelling the train command accepts
+    argv: list[str] = []
+    applied, left = [], []
+    for name, value in flags.items():
+        option = f"--{name}"
+        action = known.get(option)
+        if action is None or action.dest in ("exp_dir", "config") or name.startswith(("cloud", "bucket", "project")):
+            left.append(name)
+            continue
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        if action.nargs is None and len(values) != 1:
+            left.append(name)
+            continue
+        argv += [option, *map(str, values)]
+        applied.append(name)
+    try:
+        config = config_from_args(parser.parse_args(argv))
+    except ValueError as err:
+        message = str(err)
+        raise ValueError(message if message.startswith(source) else f"{source}: {message}") from None
+    return config, applied, left
+
+
+def _run_naip(args: argparse.Namespace) -> None:
+    from audiotune.engine.seed_import import (
+        check_heads,
+        detect_layout,
+        read_seed_weights,
+        seed_flags,
+        seed_heads,
+        write_seed_run,
+    )
+    from audiotune.engine.seed_pickle import read_seed_args
+
+    weights, args_file = Path(args.weights), Path(args.seed_args)
+    if not args_file.is_file():
+        raise FileNotFoundError(f"{args_file}: the seed's arguments are needed (pass --args PATH to its args.pkl)")
+    seed_args = read_seed_args(args_file)  # refused before anything else is read
+    state = read_seed_weights(weights)
+    layout = detect_layout(state, weights)
+    check_heads(layout, state, weights)
+    flags, notes = seed_flags(layout, seed_args, args_file)
+    if args.checkpoint:
+        flags["checkpoint"] = args.checkpoint
+    config, applied, left = seed_config(flags, str(args_file))
+    config.heads = seed_heads(seed_args, args_file)
+    record = {"weights": str(weights), "args": str(args_file), "applied": applied, "not_applied": left,
+              "notes": notes}
+    written = write_seed_run(layout, config, state, args.exp_dir, record, overwrite=vars(args)["train.overwrite"])
+    print(f"{args.exp_dir}: {layout.seed} run imported ({len(state)} tensors, {len(written['dropped'])} unused by "
+          f"audiotune; {len(applied)} seed arguments applied, not applied: {', '.join(left) or 'none'})")
+    for note in notes:
+        print(f"  {note}")
+
+
+def _run_ser(args: argparse.Namespace) -> None:
+    from audiotune.engine.seed_ser import import_ser_encoder
+
+    done = import_ser_encoder(args.checkpoint, args.architecture, args.out)
+    kind = "with TAPT's quantizer" if done["pretraining_heads"] else "encoder only"
+    print(f"{args.out}: wav2vec2 of {args.checkpoint} ({done['tensors']} tensors, {kind}); not carried: "
+          f"{', '.join(done['unused']) or 'nothing'}")
+    if done["stand_ins"]:
+        print(f"  read weights only; not read: {', '.join(done['stand_ins'])} (Lightning's bookkeeping)")
+
+
+def _run_clusters(args: argparse.Namespace) -> None:
+    from audiotune.engine.seed_ser import import_clusters
+
+    try:
+        ks = [int(k) for value in args.num_clusters for k in str(value).split(",") if k.strip()]
+    except ValueError:
+        raise ValueError(f"--num_clusters {' '.join(args.num_clusters)}: give whole numbers") from None
+    meta = import_clusters(args.labels, ks, args.out, args.audio_dir)
+    fitted = meta["frames_fitted"]
+    print(f"{args.out}: {meta['clips']} clips x K={ks}" + (f"; {len(fitted)} clip(s) fitted to their frame count"
+                                                            if fitted else "")
+          + ("" if meta["frames_checked"] else "; frame counts not checked (no --audio_dir)"))
+
+
+def _run_taps(args: argparse.Namespace) -> None:
+    from audiotune.engine.seed_taps import import_tap_samples
+
+    done = import_tap_samples(args.folders, args.out, args.on_error)
+    text = f"{args.out}: {len(done.segments)} tap samples, {done.segments['label'].nunique()} labels"
+    if done.skipped_path:
+        text += f"; {len(done.skipped)} recording(s) skipped (listed in {done.skipped_path})"
+    print(text)
+
+
+def default_paths(args: argparse.Namespace) -> None:
+    """``naip``: the args.pkl beside the weights (in the same bucket folder for gs:// weights), as the seeds
+    looked for it."""
+    if args.import_kind == "naip" and not args.seed_args:
+        args.seed_args = storage.join(storage.parent(args.weights), SEED_ARGS_FILE)
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    {"naip": _run_naip, "ser": _run_ser, "clusters": _run_clusters, "taps": _run_taps}[args.import_kind](args)
+
+
+COMMAND = Command("import", "turn a seed system's model, cluster labels or tap samples into audiotune artefacts",
+                  arguments, run, default_outputs=default_paths)

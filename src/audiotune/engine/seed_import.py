@@ -1,0 +1,306 @@
+"""Runs of the clinical-speech seed systems (naip-w2v2, naip-ssast, naip-ecapa-tdnn) as audiotune run directories.
+
+A seed run left ``*_mdl.pt`` (the wrapper model's state dict, saved with ``torch.save``) and ``args.pkl`` (its
+argparse Namespace). The weights are read with ``torch.load(weights_only=True)``, the arguments by
+:func:`~audiotune.engine.seed_pickle.read_seed_args` (nothing in the pickle runs). The command line turns the
+arguments into a config through the train command's own flags (:func:`seed_flags` says which seed arguments
+meant something else than the flag of the same name today); this module maps the state-dict keys with one
+declared :class:`SeedLayout` per seed and writes config.yaml, model.safetensors, the encoder and a record.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from audiotune.config import HeadSpec, RunConfig, save_config
+from audiotune.models.backbones import resolve_config
+from audiotune.models.checkpoint import build_classifier, save_weights
+from audiotune.models.classifier import Classifier
+from audiotune.outputs import (
+    CONFIG_FILE,
+    ENCODER_DIR,
+    IMPORT_RECORD_FILE,
+    MODEL_FILE,
+    OwnedRunDir,
+    RunDirError,
+    atomic_dir,
+    own_run_dir,
+    write_json,
+)
+
+log = logging.getLogger(__name__)
+
+LAYER_WEIGHT_FLOOR = -1.0e4  # the logit of a hidden state the seed's weighted sum left out: softmax weight 0
+
+
+@dataclass(frozen=True)
+class SeedLayout:
+    """How one seed's wrapper model maps onto audiotune's classifier.
+
+    ``signature``: a key prefix only this seed's state dicts have. ``renames``: seed key prefix → audiotune key prefix
+    (the first that matches). ``dropped``: seed weights with no counterpart (dead heads of the base model).
+    ``fresh``: audiotune weights the seed's fine-tuned model does not have (pretext heads), kept as built.
+    ``aliases``: suffixes of older library versions → today's. ``extra_states``: hidden states audiotune has and
+    the seed's weighted sum left out (at the end). ``encoder``: the backbone's attribute written to ENCODER_DIR
+    (``save_pretrained``: a Hugging Face folder). ``fixed``: flags whose seed meaning differs: the value that does
+    what the seed did, and why.
+    """
+
+    seed: str
+    model: str
+    signature: str
+    renames: tuple[tuple[str, str], ...]
+    dropped: tuple[str, ...] = ()
+    fresh: tuple[str, ...] = ()
+    aliases: tuple[tuple[str, str], ...] = ()
+    layer_weights: str = "weightsum"
+    extra_states: int = 0
+    encoder: str = ""
+    fixed: Mapping[str, tuple[Any, str]] = field(default_factory=dict)
+    unheaded: str = ""  # what a state dict of this seed without heads is, and how to use it instead
+
+
+HEADS = (("dense.", "dense."), ("classifiers.", "classifiers."))
+LAYOUTS = (
+    SeedLayout("naip-w2v2", "hf", "model.wav2vec2.feature_extractor.",
+               (("model.wav2vec2.", "backbone.model."), *HEADS),
+               dropped=("model.projector.", "model.classifier.", "model.wav2vec2.masked_spec_embed"),
+               aliases=((".weight_g", ".parametrizations.weight.original0"),
+                        (".weight_v", ".parametrizations.weight.original1")),  # transformers 4.28 → today
+               encoder="save_pretrained"),
+    SeedLayout("naip-ssast", "ssast", "v.patch_embed.proj.weight",
+               (("v.", "backbone.model.v."), ("mlp_heads.", "classifiers."), HEADS[0]),
+               dropped=("v.head.", "v.head_dist."),
+               fresh=("backbone.model.cpredlayer.", "backbone.model.gpredlayer.", "backbone.model.mask_embed",
+                      "backbone.model.p_input_", "backbone.model.v.head.", "backbone.model.v.head_dist."),
+               extra_states=1, encoder="model",
+               fixed={"pooling_mode": ("mean", "only merged the seed's ft embeddings; its tokens were averaged")},
+               unheaded="a naip-ssast pretraining checkpoint (no mlp_heads): fine-tune from it as it is, "
+                        "`audiotune train --model ssast --pretrained_mdl_path FILE`"),
+    SeedLayout("naip-ecapa-tdnn", "ecapa_tdnn", "model.blocks.0.conv.conv.weight",
+               (("model.", "backbone.ecapa."), *HEADS), encoder="ecapa"),
+)
+SKIPPED_ARGS = ("mode", "exp_dir", "dataset", "trained_mdl_path", "finetuned_mdl_path", "pretrained_mdl_path",
+                "embedding_type", "hp_tuning", "new_checkpoint", "debug", "lib", "cloud", "cloud_dir", "bucket_name",
+                "project_name")  # how the seed run was started, not what it trained
+
+
+class SeedImportError(ValueError):
+    """A seed file that cannot become an audiotune run (the message names the file and the problem)."""
+
+
+def read_seed_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a seed ``*_mdl.pt`` (``torch.load(weights_only=True)``; nothing else is unpickled)."""
+    path = Path(path)
+    try:
+        loaded = torch.load(str(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise SeedImportError(f"{path}: not found") from None
+    except Exception as err:  # torch raises UnpicklingError / RuntimeError for damaged or non-weight files
+        raise SeedImportError(f"{path}: not a state dict of tensors ({str(err).splitlines()[0]})") from None
+    if isinstance(loaded, Mapping) and "state_dict" in loaded and isinstance(loaded["state_dict"], Mapping):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, Mapping) or not loaded:
+        raise SeedImportError(f"{path}: expected a state dict (the seed's torch.save(model.state_dict())), "
+                              f"found {type(loaded).__name__}")
+    state = {str(k).removeprefix("module."): v for k, v in loaded.items() if torch.is_tensor(v)}
+    if not state:
+        raise SeedImportError(f"{path}: holds no tensors")
+    return state
+
+
+def detect_layout(state: Mapping[str, torch.Tensor], path: str | Path) -> SeedLayout:
+    """The seed whose signature key the state dict has."""
+    for layout in LAYOUTS:
+        if any(key.startswith(layout.signature) for key in state):
+            return layout
+    raise SeedImportError(f"{path}: not a model of {', '.join(lay.seed for lay in LAYOUTS)} (none of the keys "
+                          f"{[lay.signature for lay in LAYOUTS]}; first keys: {list(state)[:3]})")
+
+
+def check_heads(layout: SeedLayout, state: Mapping[str, torch.Tensor], path: str | Path) -> None:
+    """A seed file without classifier heads is no trained classifier: an error saying what it is."""
+    prefixes = [old for old, new in layout.renames if new == "classifiers."]
+    if not any(key.startswith(tuple(prefixes)) for key in state):
+        raise SeedImportError(f"{path}: " + (layout.unheaded or f"a {layout.seed} model without classifier heads "
+                                             f"(no {', '.join(prefixes)} keys): not a trained classifier"))
+
+
+def seed_flags(layout: SeedLayout, args: dict[str, Any], path: str | Path) -> tuple[dict[str, Any], list[str]]:
+    """The seed's arguments as train flags ``{name: value}`` (those the train command then knows are applied) and
+    notes on every argument whose seed meaning differs from today's flag of that name."""
+    flags = {k: v for k, v in args.items() if v is not None and k not in SKIPPED_ARGS}
+    notes = []
+    flags["model"] = layout.model
+    for name, (value, why) in layout.fixed.items():
+        if name in flags and flags[name] != value:
+            notes.append(f"--{name} {flags[name]} {why}: imported as --{name} {value}")
+        flags[name] = value
+    if flags.get("reduce") in (True, "True") and "mono" not in flags:
+        flags["mono"] = "sum"  # the seeds summed the channels of a multi-channel file
+    if not flags.get("pshift"):  # the seeds' default 0 semitones, unused while pitch shifting is off
+        flags.pop("pshiftn", None)
+    if not flags.get("dataset_std"):  # the seeds' 0 / 0 divided by zero: no normalisation is what runs here
+        if "dataset_std" in flags or "dataset_mean" in flags:
+            notes.append(f"--dataset_mean {flags.get('dataset_mean')} --dataset_std {flags.get('dataset_std')}: "
+                         "std 0 divided by zero in the seed; imported without normalisation")
+        flags.pop("dataset_std", None)
+        flags.pop("dataset_mean", None)
+    if layout.model == "ecapa_tdnn" and flags.get("fbank") in (True, "True"):
+        # the ECAPA seed's fbank took --n_mels as its mel bins and --n_fft as its frame count
+        for seed_name, name in (("n_mels", "num_mel_bins"), ("n_fft", "target_length")):
+            if seed_name in flags:
+                flags[name] = flags.pop(seed_name)
+        flags.pop("n_mfcc", None)  # unused by the seed's fbank mode
+        notes.append("ECAPA fbank: --n_mels became --num_mel_bins, --n_fft became --target_length")
+    if not flags.get("label_groups") and not flags.get("target_labels"):
+        raise SeedImportError(f"{path}: has neither label_groups nor target_labels: the heads cannot be named")
+    return flags, notes
+
+
+def seed_heads(args: dict[str, Any], path: str | Path) -> list[HeadSpec]:
+    """One binary head per label group of the seed (``label_groups``, or ``target_labels`` split by ``n_class``)."""
+    groups = args.get("label_groups")
+    if not groups:
+        labels, sizes = list(args.get("target_labels") or []), args.get("n_class") or []
+        sizes = [sizes] if isinstance(sizes, int) else list(sizes)
+        if sum(sizes) != len(labels):
+            raise SeedImportError(f"{path}: n_class {sizes} does not add up to the {len(labels)} target_labels")
+        groups, start = [], 0
+        for size in sizes:
+            groups.append(labels[start:start + size])
+            start += size
+    return [HeadSpec(name="+".join(map(str, group)), kind="binary", columns=[str(c) for c in group])
+            for group in groups]
+
+
+def _renamed(layout: SeedLayout, key: str, own: Mapping[str, torch.Tensor]) -> str | None:
+    for old, new in layout.renames:
+        if key.startswith(old):
+            name = new + key[len(old):]
+            for suffix, today in layout.aliases:
+                if name.endswith(suffix) and name not in own:
+                    name = name[: -len(suffix)] + today
+            return name
+    return None
+
+
+def map_state(layout: SeedLayout, state: Mapping[str, torch.Tensor], model: Classifier, weighted: bool,
+              path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The seed's weights under audiotune's names (complete for ``model``), and what was dropped or kept fresh."""
+    own = model.state_dict()
+    mapped: dict[str, torch.Tensor] = {}
+    dropped, unknown = [], []
+    for key, value in state.items():
+        if key == layout.layer_weights:
+            continue
+        if any(key.startswith(prefix) for prefix in layout.dropped):
+            dropped.append(key)
+            continue
+        name = _renamed(layout, key, own)
+        if name is None or name not in own:
+            unknown.append(key)
+            continue
+        mapped[name] = value.to(own[name].dtype)
+    record: dict[str, Any] = {"dropped": dropped}
+    if weighted:
+        record["layer_weights"] = _layer_weights(layout, state, model, mapped, path)
+    fresh = [k for k in own if k not in mapped and any(k.startswith(p) for p in layout.fresh)]
+    mapped.update({k: own[k] for k in fresh})
+    missing = [k for k in own if k not in mapped]
+    reshaped = [f"{k} {tuple(mapped[k].shape)} (config builds {tuple(own[k].shape)})" for k in mapped
+                if tuple(mapped[k].shape) != tuple(own[k].shape)]
+    if unknown or missing or reshaped:
+        raise SeedImportError(f"{path}: does not fit the model its args.pkl describes ({layout.seed}): "
+                              + "; ".join(f"{what} {items[:4]}{' ...' if len(items) > 4 else ''}"
+                                          for what, items in (("unknown keys", unknown), ("missing", missing),
+                                                              ("other shapes", reshaped)) if items))
+    record["kept_as_built"] = fresh
+    return mapped, record
+
+
+def _layer_weights(layout: SeedLayout, state: Mapping[str, torch.Tensor], model: Classifier,
+                   mapped: dict[str, torch.Tensor], path: str | Path) -> dict[str, Any]:
+    """The seed's raw weights w (no softmax) as softmax logits log(w / s); the scale s = sum(w) moves into the
+    first dense layer after pooling (mean and sum pooling are linear, so the logits are unchanged)."""
+    if layout.layer_weights not in state:
+        raise SeedImportError(f"{path}: weighted=True in args.pkl but no '{layout.layer_weights}' weights")
+    raw = state[layout.layer_weights].detach().double().flatten()
+    if model.config.pooling_mode == "max" or bool((raw <= 0).any()):
+        raise SeedImportError(f"{path}: layer weights {raw.tolist()} with pooling {model.config.pooling_mode}: the "
+                              "seed's raw weighted sum is a softmax-weighted sum here only for positive weights "
+                              "and mean or sum pooling")
+    scale = float(raw.sum())
+    logits = torch.cat([(raw / scale).log(), torch.full((layout.extra_states,), LAYER_WEIGHT_FLOOR,
+                                                        dtype=torch.float64)])
+    mapped["layer_weights"] = logits.float()
+    first = ["dense.dense.weight"] if model.config.shared_dense else \
+        [k for k in mapped if k.startswith("classifiers.") and k.endswith(".head.dense.weight")]
+    for key in first:
+        mapped[key] = mapped[key] * scale
+    return {"seed": raw.tolist(), "scale": scale, "scaled": first,
+            "note": "wt embeddings are the seed's divided by the scale"}
+
+
+def _write_encoder(layout: SeedLayout, model: Classifier, source_checkpoint: str, folder: Path) -> None:
+    """The backbone's weights as its ``--checkpoint`` / ``--pretrained_mdl_path`` reads them."""
+    module = getattr(model.backbone, "model" if layout.encoder == "save_pretrained" else layout.encoder)
+    if layout.encoder == "save_pretrained":
+        module.save_pretrained(str(folder))
+        try:  # the feature extractor settings the seed used (sampling rate, normalisation)
+            from transformers import AutoFeatureExtractor
+
+            AutoFeatureExtractor.from_pretrained(source_checkpoint).save_pretrained(str(folder))
+        except (OSError, ValueError):
+            log.warning("%s: no feature extractor config; the encoder folder has none", source_checkpoint)
+        return
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    save_file(state, str(folder / MODEL_FILE))
+
+
+@contextlib.contextmanager
+def _owned(exp_dir: Path, overwrite: bool) -> Iterator[OwnedRunDir]:
+    """:func:`own_run_dir` for an import, whose only way into a directory holding a run is ``--overwrite``."""
+    try:
+        with own_run_dir(exp_dir, overwrite=overwrite, command="import") as run_dir:
+            yield run_dir
+    except RunDirError as err:
+        if "already holds a run" not in str(err):
+            raise
+        raise RunDirError(f"{exp_dir}: already holds a run; pass --overwrite to replace it, or choose another "
+                          "-o/--exp_dir") from None
+
+
+def write_seed_run(layout: SeedLayout, config: RunConfig, state: Mapping[str, torch.Tensor], exp_dir: str | Path,
+                   record: dict[str, Any], overwrite: bool = False) -> dict[str, Any]:
+    """Build the classifier ``config`` describes, load the seed's mapped weights strictly and write the run."""
+    exp_dir = Path(exp_dir)
+    source = record.get("weights", "")
+    with _owned(exp_dir, overwrite) as run_dir:
+        config.exp_dir = str(exp_dir)
+        checkpoint = config.model.checkpoint
+        try:
+            resolve_config(config)
+            model = build_classifier(config, pretrained=False)
+        except (OSError, ValueError) as err:
+            hint = f" (its encoder --checkpoint {checkpoint}: pass -c with that hub id or a local copy)" \
+                if checkpoint and isinstance(err, OSError) else ""
+            raise SeedImportError(f"{source}: its args.pkl does not build an audiotune model{hint}: "
+                                  f"{str(err).splitlines()[0]}") from None
+        mapped, mapping = map_state(layout, state, model, bool(config.classifier.weighted), source)
+        model.load_state_dict(mapped, strict=True)
+        run_dir.start()  # everything is checked: from here on the run directory is written
+        with atomic_dir(exp_dir / ENCODER_DIR) as folder:
+            _write_encoder(layout, model, checkpoint, folder)
+        save_weights(model, exp_dir / MODEL_FILE)
+        full = {**record, "seed": layout.seed, "model": layout.model, **mapping}
+        write_json(exp_dir / IMPORT_RECORD_FILE, full)
+        save_config(config, exp_dir / CONFIG_FILE)  # last: the run is complete once its config is there
+    return full

@@ -1,0 +1,97 @@
+"""The tap2key system's per-tap sample folders as a segment table that ``train`` reads.
+
+tap2key's ``WavPreprocess.py --sample`` wrote, per recording folder, one WAV per detected tap
+(``05.wav_samples/{take}_{i:03}_8chan.wav``: 8192 samples x 8 channels at 96 kHz) and one label CSV per
+recording (``04.labels/{take}_label.csv``, no header: timestamp, key label, x, y, ...). ``create_dataset.py`` then
+zipped the sorted samples of all recordings with the concatenated labels, correct only where every recording had
+as many samples as labels. Here the pairs are made per recording (the i-th sample with the i-th label, as the
+seed paired them when the counts agree), and a recording whose counts differ is an error naming it, or with
+``skip`` is left out and listed with the reason.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from audiotune.data.errors import DataError
+from audiotune.outputs import check_output_path, write_csv
+
+SAMPLES_DIR = "05.wav_samples"
+LABELS_DIR = "04.labels"
+SAMPLE_NAME = re.compile(r"^(?P<take>.+)_(?P<tap>\d+)_\d+chan\.wav$")
+LABEL_SUFFIX = "_label.csv"
+LABEL_COLUMNS = ("timestamp", "label", "x", "y")  # the first four columns of a seed label CSV
+
+
+@dataclass
+class TapImport:
+    """What :func:`import_tap_samples` wrote: the table, the recordings left out and where they are listed."""
+
+    out: Path
+    segments: pd.DataFrame
+    skipped: pd.DataFrame
+    skipped_path: Path | None
+
+
+def _labels(path: Path) -> pd.DataFrame:
+    try:
+        table = pd.read_csv(path, header=None, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: not a readable tap2key label CSV ({err})") from None
+    if table.shape[1] < len(LABEL_COLUMNS):
+        raise DataError(f"{path}: expected columns timestamp, key label, x, y (no header); found {table.shape[1]}")
+    table = table.iloc[:, :len(LABEL_COLUMNS)]
+    table.columns = list(LABEL_COLUMNS)
+    return table
+
+
+def _takes(folder: Path) -> tuple[dict[str, list[tuple[int, Path]]], dict[str, Path]]:
+    samples_dir, labels_dir = folder / SAMPLES_DIR, folder / LABELS_DIR
+    if not samples_dir.is_dir():
+        raise DataError(f"{folder}: no {SAMPLES_DIR}/ folder (tap2key's WavPreprocess.py --sample writes it)")
+    samples: dict[str, list[tuple[int, Path]]] = {}
+    for path in sorted(samples_dir.iterdir()):
+        named = SAMPLE_NAME.match(path.name)
+        if named:
+            samples.setdefault(named["take"], []).append((int(named["tap"]), path))
+    labels = {p.name[: -len(LABEL_SUFFIX)]: p for p in sorted(labels_dir.glob(f"*{LABEL_SUFFIX}"))} \
+        if labels_dir.is_dir() else {}
+    return samples, labels
+
+
+def import_tap_samples(folders: list[str | Path], out: str | Path, on_error: str = "raise") -> TapImport:
+    """One row per tap sample (``uid, path, label, session, tap, timestamp, x, y``; paths relative to ``out``)."""
+    out = check_output_path(out)
+    rows, skipped = [], []
+    for folder in map(Path, folders):
+        samples, labels = _takes(folder)
+        for take in sorted(set(samples) | set(labels)):
+            taps = sorted(samples.get(take, []))
+            label_file = labels.get(take)
+            table = _labels(label_file) if label_file else None
+            count = 0 if table is None else len(table)
+            if table is None or len(taps) != count:
+                reason = f"{len(taps)} tap samples, {count} labels" + ("" if table is not None else " (no label CSV)")
+                skipped.append({"folder": str(folder), "session": take, "reason": reason})
+                continue
+            for (tap, path), label in zip(taps, table.itertuples(index=False)):
+                rows.append({"uid": f"{take}_{tap:03d}", "path": os.path.relpath(path.resolve(), out.parent.resolve()),
+                             "label": label.label, "session": take, "tap": tap, "timestamp": label.timestamp,
+                             "x": label.x, "y": label.y})
+    skipped_table = pd.DataFrame(skipped, columns=["folder", "session", "reason"])
+    if len(skipped_table) and on_error != "skip":
+        listed = "; ".join(f"{r.folder}/{r.session}: {r.reason}" for r in skipped_table.head(5).itertuples())
+        raise DataError(f"{len(skipped_table)} recording(s) whose tap samples and labels cannot be paired one to one: "
+                        f"{listed} (fix the detection, or --on_error skip to leave them out)")
+    if not rows:
+        raise DataError(f"{', '.join(map(str, folders))}: no tap sample paired with a label")
+    segments = pd.DataFrame(rows)
+    write_csv(segments, out, index=False)
+    skipped_path = None
+    if len(skipped_table):
+        skipped_path = write_csv(skipped_table, out.with_suffix(".skipped.csv"), index=False)
+    return TapImport(out, segments, skipped_table, skipped_path)

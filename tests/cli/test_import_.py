@@ -1,0 +1,22 @@
+"""Seed arguments become a config through the train command's own flags."""
+from __future__ import annotations
+
+import pytest
+
+from audiotune.cli.import_ import seed_config
+
+
+def test_seed_arguments_are_read_as_the_train_flags_of_their_names() -> None:
+    config, applied, left = seed_config({"model": "ecapa_tdnn", "learning_rate": 1e-3, "scheduler": "None",
+                                         "reduce": False, "layer": -1, "lin_neurons": 96, "fbank": True,
+                                         "label_groups": [["a"]], "n_class": [1]}, "exp/args.pkl")
+    assert (config.train.learning_rate, config.train.scheduler, config.audio.channel_mode) == (1e-3, "none", "none")
+    assert (config.model.options["lin_neurons"], config.features.features) == (96, "fbank")
+    assert left == ["label_groups", "n_class"] and "learning_rate" in applied
+
+
+def test_a_value_the_train_flag_refuses_names_the_file() -> None:
+    with pytest.raises(ValueError, match="exp/args.pkl: a seed argument is not a valid train flag: .*--optim"):
+        seed_config({"model": "ecapa_tdnn", "optim": "sgd"}, "exp/args.pkl")
+    with pytest.raises(ValueError, match="exp/args.pkl: invalid option"):
+        seed_config({"model": "ecapa_tdnn", "final_dropout": 1.5}, "exp/args.pkl")

@@ -1,0 +1,315 @@
+"""`audiotune import naip`: runs of the clinical-speech seeds, re-created as the seeds saved them, become audiotune
+runs whose evaluation gives the seed model's own predictions."""
+from __future__ import annotations
+
+import argparse
+import inspect
+import pickle
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import HF_TINY, make_uid_dataset, save_hf_checkpoint
+from torch import nn
+
+from audiotune.cli import main
+from audiotune.config import load_config
+from audiotune.data.loading import collator, make_dataset
+from audiotune.data.prepare import prepare_eval_data
+from audiotune.models import backbones
+
+LABELS = [["loud", "long"], ["high"]]  # two heads: one with two outputs, one with one
+
+
+class SeedHead(nn.Module):
+    """The seeds' ClassificationHead: dense → [norm] → relu → dropout → outproj, under ``head``."""
+
+    def __init__(self, size: int, bottleneck: int, outputs: int, layernorm: bool = False):
+        super().__init__()
+        layers: OrderedDict[str, nn.Module] = OrderedDict(dense=nn.Linear(size, bottleneck))
+        if layernorm:
+            layers["norm"] = nn.LayerNorm(bottleneck)
+        layers.update(relu=nn.ReLU(), dropout=nn.Dropout(0.3), outproj=nn.Linear(bottleneck, outputs))
+        self.head = nn.Sequential(layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x)
+
+
+class SeedWrapper(nn.Module):
+    """What the three NAIP wrappers share: optional shared dense (dense + relu), one head per label group,
+    outputs column-stacked; ``heads`` is the attribute name (``classifiers``, ssast: ``mlp_heads``)."""
+
+    def __init__(self, dim: int, shared_dense: bool, bottleneck: int, heads: str = "classifiers",
+                 layernorm: bool = False):
+        super().__init__()
+        sd = 24
+        self.dense = nn.Sequential(OrderedDict(dense=nn.Linear(dim, sd), relu=nn.ReLU())) if shared_dense \
+            else nn.Identity()
+        setattr(self, heads, nn.ModuleList(SeedHead(sd if shared_dense else dim, bottleneck, len(group), layernorm)
+                                           for group in LABELS))
+        self.heads_name = heads
+
+    def classify(self, pooled: torch.Tensor) -> torch.Tensor:
+        shared = self.dense(pooled)
+        return torch.column_stack([head(shared) for head in getattr(self, self.heads_name)])
+
+
+class SeedEcapa(SeedWrapper):
+    """naip-ecapa-tdnn's ECAPA_TDNNForSpeechClassification: speechbrain's ECAPA_TDNN as ``model`` (audiotune's
+    plain-torch copy has its parameter names)."""
+
+    def __init__(self, n_mels: int, shared_dense: bool):
+        from audiotune.models.backbones.ecapa_model import ECAPA_TDNN
+
+        super().__init__(192, shared_dense, 32)
+        self.model = ECAPA_TDNN(n_mels, lin_neurons=192)
+
+    def forward(self, spec: torch.Tensor) -> torch.Tensor:  # (B, 1, F, T) as the seed's loader gave it
+        return self.classify(self.model(spec.squeeze(1).transpose(1, 2)).squeeze(1))
+
+
+class SeedW2V2(SeedWrapper):
+    """naip-w2v2's Wav2Vec2ForSpeechClassification: AutoModelForAudioClassification as ``model``, hidden states
+    pooled over every frame, a raw (no softmax) weighted sum ``weightsum`` when weighted."""
+
+    def __init__(self, checkpoint: Path, weighted: bool, shared_dense: bool, layer: int = -1):
+        from transformers import AutoConfig, AutoModelForAudioClassification
+
+        config = AutoConfig.from_pretrained(checkpoint, output_hidden_states=True)
+        model = AutoModelForAudioClassification.from_pretrained(checkpoint, config=config)
+        super().__init__(config.hidden_size, shared_dense, 32)
+        self.model, self.weighted, self.layer = model, weighted, layer
+        if weighted:
+            self.weightsum = nn.Parameter(torch.tensor([0.7, 0.2, 1.4]))  # as trained: positive, not summing to 1
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        states = self.model(waveform).hidden_states
+        if self.weighted:
+            pooled = torch.stack(states).mean(2)  # (S, B, D)
+            return self.classify(torch.einsum("s,sbd->bd", self.weightsum, pooled))
+        return self.classify(states[self.layer].mean(1))
+
+    def seed_state_dict(self) -> dict[str, torch.Tensor]:
+        """The state dict under transformers 4.28 (the seed's pin): weight norm as weight_g / weight_v."""
+        state = self.state_dict()
+        for new, old in ((".parametrizations.weight.original0", ".weight_g"),
+                         (".parametrizations.weight.original1", ".weight_v")):
+            state = {k.replace(new, old): v for k, v in state.items()}
+        return state
+
+
+class SeedSSAST(SeedWrapper):
+    """naip-ssast's ASTModel_finetune: the DeiT ``v`` (timm names), 14 hidden states, ft_cls / ft_avgtok merge."""
+
+    def __init__(self, mels: int, frames: int, task: str, layer: int, weighted: bool = False):
+        from audiotune.models.backbones.ssast_model import SSASTModel
+
+        v = SSASTModel("tiny", 128, 2, 128, 2, mels, frames).v
+        super().__init__(v.cls_token.shape[-1], False, 32, heads="mlp_heads", layernorm=True)
+        self.v, self.task, self.layer, self.weighted = v, task, layer, weighted
+        if weighted:  # one raw weight per state but the last (the normed output)
+            self.weightsum = nn.Parameter(torch.rand(len(v.blocks) + 1) + 0.1)
+
+    def merge(self, state: torch.Tensor) -> torch.Tensor:
+        return state[:, :2].mean(1) if self.task == "ft_cls" else state[:, 2:].mean(1)
+
+    def forward(self, fbank: torch.Tensor) -> torch.Tensor:  # (B, T, F)
+        x = self.v.patch_embed(fbank.unsqueeze(1).transpose(2, 3))
+        tokens = [self.v.cls_token.expand(len(x), -1, -1), self.v.dist_token.expand(len(x), -1, -1)]
+        x = self.v.pos_drop(torch.cat([*tokens, x], dim=1) + self.v.pos_embed)
+        states = [x]
+        for block in self.v.blocks:
+            x = block(x, False)[0]
+            states.append(x)
+        states.append(self.v.norm(x))
+        if self.weighted:
+            pooled = torch.stack([self.merge(state) for state in states[:-1]])
+            return self.classify(torch.einsum("s,sbd->bd", self.weightsum, pooled))
+        return self.classify(self.merge(states[self.layer]))
+
+
+def seed_args(ds: dict, exp: Path, **values: object) -> argparse.Namespace:
+    """The Namespace run.py pickled: its parser's defaults, the run's flags and the label fields it derived."""
+    common = dict(prefix=str(ds["prefix"]), study=None, data_split_root=str(ds["split"]), label_txt="labels.txt",
+                  lib=False, val_size=50, seed=None, bucket_name=None, project_name=None, cloud=False, dataset=None,
+                  exp_dir=str(exp), cloud_dir="", mode="train", shared_dense=False, sd_bottleneck=24,
+                  embedding_type=None, pooling_mode="mean", resample_rate=16000, reduce=True, clip_length=10.0,
+                  tshift=0.0, speed=0.0, gauss=0.0, pshift=0.0, pshiftn=0.0, gain=0.0, stretch=0.0, mixup=0.0,
+                  batch_size=8, num_workers=0, learning_rate=3e-4, epochs=1, optim="adamw", weight_decay=1e-4,
+                  loss="BCE", scheduler=None, max_lr=0.01, activation="relu", final_dropout=0.3, layernorm=False,
+                  clf_bottleneck=32, debug=False,
+                  label_groups=LABELS, target_labels=[c for g in LABELS for c in g], n_class=[len(g) for g in LABELS])
+    return argparse.Namespace(**{**common, **values})
+
+
+def save_seed_run(exp: Path, model: nn.Module, args: argparse.Namespace, name: str,
+                  state: dict | None = None) -> Path:
+    """As the seeds' run.py: args.pkl before training, then torch.save(model.state_dict()) as *_mdl.pt."""
+    exp.mkdir(parents=True)
+    with open(exp / "args.pkl", "wb") as handle:
+        pickle.dump(args, handle)
+    path = exp / name
+    torch.save(state if state is not None else model.state_dict(), path)
+    return path
+
+
+def five_clips(ds: dict) -> Path:
+    table = ds["table"].iloc[[0, 5, 9, 14, 22]].assign(high=lambda t: (t.pitch == "high").astype(int))
+    path = ds["root"] / "five.csv"
+    table.to_csv(path)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _feature_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frozen encoders fill the feature cache while they are evaluated: the test's own folder, not the user's."""
+    monkeypatch.setenv("AUDIOTUNE_CACHE", str(tmp_path / "cache"))
+
+
+def assert_round_trip(run: Path, seed: nn.Module, table: Path, as_input) -> None:
+    """`audiotune evaluate` on the imported run scores each clip as the seed model does on the same input."""
+    assert main(["evaluate", "--run", str(run), "-d", str(table), "-o", str(run / "eval"), "-bs", "2"]) == 0
+    predictions = pd.read_parquet(run / "eval" / "predictions.parquet").set_index("uid")
+    config = load_config(run / "config.yaml")
+    # the data layer as evaluate calls it (the model's InputSpec, where backbones declare one)
+    spec = (backbones.input_spec(config),) if "inputs" in inspect.signature(prepare_eval_data).parameters else ()
+    prepared = prepare_eval_data(config, *spec, str(table))
+    split = next(iter(prepared.tables))
+    dataset = make_dataset(config, *spec, prepared.tables[split], prepared.targets[split])
+    collate = collator(dataset) if spec else collator(config, dataset)  # one clip as the model reads it
+    seed.eval()
+    names = [f"score:{c}" for group in LABELS for c in group]
+    with torch.no_grad():
+        for index in range(len(dataset)):
+            item = dataset[index]
+            expected = torch.sigmoid(seed(as_input(collate([item])["inputs"]))).numpy()[0]
+            got = predictions.loc[item["uid"], names].to_numpy(dtype=np.float64)
+            assert np.abs(got - expected).max() <= 1e-4, (item["uid"], got, expected)
+    assert len(dataset) == 5
+
+
+@pytest.mark.slow  # the seed's full-size ECAPA-TDNN (its channels were not options)
+def test_naip_ecapa_run_imported_evaluates_as_the_seed(tmp_path: Path) -> None:
+    ds = make_uid_dataset(tmp_path)
+    torch.manual_seed(0)
+    seed = SeedEcapa(24, shared_dense=True)
+    for module in seed.modules():  # trained BatchNorm statistics, so that they matter
+        if isinstance(module, nn.BatchNorm1d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    args = seed_args(ds, tmp_path / "exp", fbank=True, n_mels=24, n_fft=50, n_mfcc=80, lin_neurons=192,
+                     shared_dense=True, freqm=0, timem=0, noise=False, dataset_mean=-6.0, dataset_std=3.0,
+                     trained_mdl_path=None)
+    weights = save_seed_run(tmp_path / "exp", seed, args, "split_3_adamw_epoch1_ecapa_tdnn_fbank_mdl.pt")
+    run = tmp_path / "imported"
+    assert main(["import", "naip", str(weights), "-o", str(run)]) == 0
+    config = load_config(run / "config.yaml")
+    assert (config.model.model, config.features.features, config.features.num_mel_bins,
+            config.features.target_length, config.audio.channel_mode) == ("ecapa_tdnn", "fbank", 24, 50, "sum")
+    assert (config.features.dataset_mean, config.features.dataset_std) == (-6.0, 3.0)
+    table = five_clips(ds)
+    assert_round_trip(run, seed, table, lambda feats: feats.transpose(1, 2)[:, None])
+    assert main(["extract", "--run", str(run), "-d", str(table), "--embedding_type", "st", "--out",
+                 str(tmp_path / "st.parquet")]) == 0
+    assert np.stack(pd.read_parquet(tmp_path / "st.parquet")["embedding"]).shape == (5, 24)  # the shared dense
+    assert main(["export", "--run", str(run), "--format", "torchscript", "--out", str(tmp_path / "m.pt")]) == 0
+    # the encoder loads as a SpeechBrain-layout checkpoint (-c for a new training run)
+    assert main(["train", "-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"]),
+                 "-o", str(tmp_path / "again"), "--model", "ecapa_tdnn", "-c",
+                 str(run / "encoder" / "model.safetensors"), "--fbank", "--num_mel_bins", "24", "-e", "0",
+                 "-bs", "4"]) == 0
+
+
+@pytest.mark.slow
+def test_naip_w2v2_weighted_run_imported_evaluates_as_the_seed(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    transformers = pytest.importorskip("transformers")
+    ds = make_uid_dataset(tmp_path)
+    torch.manual_seed(0)
+    encoder = save_hf_checkpoint(transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**HF_TINY)),
+                                 tmp_path / "wav2vec2-tiny")
+    seed = SeedW2V2(encoder, weighted=True, shared_dense=True)
+    args = seed_args(ds, tmp_path / "exp", checkpoint=str(encoder), finetuned_mdl_path="", mode="finetune",
+                     weighted=True, layer=-1, freeze=True, shared_dense=True, seed=4200, debug=True,
+                     hp_tuning=False, new_checkpoint=False)
+    weights = save_seed_run(tmp_path / "exp", seed, args, "split_3_adamw_epoch1_tiny_clf2_sdweighted_mdl.pt",
+                            seed.seed_state_dict())
+    run = tmp_path / "imported"
+    assert main(["import", "naip", str(weights), "-o", str(run)]) == 0
+    assert main(["import", "naip", str(weights), "-o", str(run)]) == 2
+    assert f"{run}: already holds a run; pass --overwrite" in capsys.readouterr().err
+    assert_round_trip(run, seed, five_clips(ds), lambda wave: wave)
+    record = pd.read_json(run / "import.json", typ="series")
+    assert "model.projector.weight" in record["dropped"] and record["layer_weights"]["scale"] == pytest.approx(2.3)
+    # the fine-tuned encoder is a save_pretrained folder that -c reads like a hub id
+    assert main(["train", "--model", "hf", "-c", str(run / "encoder"), "-i", str(ds["prefix"]), "-d",
+                 str(ds["split"]), "-l", str(ds["labels"]), "-o", str(tmp_path / "again"), "-e", "0", "-bs", "4",
+                 "--clf_bottleneck", "8"]) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("task", "weighted"), [("ft_avgtok", False), ("ft_cls", True)])
+def test_naip_ssast_run_imported_evaluates_as_the_seed(tmp_path: Path, task: str, weighted: bool) -> None:
+    ds = make_uid_dataset(tmp_path)
+    torch.manual_seed(0)
+    seed = SeedSSAST(128, 50, task, layer=5, weighted=weighted)
+    args = seed_args(ds, tmp_path / "exp", task=task, model_size="tiny", fshape=128, tshape=2, fstride=128,
+                     tstride=2, num_mel_bins=128, target_length=50, layer=5, weighted=weighted, freeze=True,
+                     layernorm=True, pooling_mode="sum", dataset_mean=-4.2677393, dataset_std=4.5689974,
+                     freqm=0, timem=0, noise=False, mask_patch=400, cluster_factor=3, finetuned_mdl_path=None,
+                     pretrained_mdl_path="SSAST-Base-Frame-400.pth", scheduler="onecycle")
+    weights = save_seed_run(tmp_path / "exp", seed, args, "split_tiny_3_adamw_epoch1_ast_ft_clf2_layer5_mdl.pt")
+    run = tmp_path / "imported"
+    assert main(["import", "naip", str(weights), "-o", str(run)]) == 0
+    assert load_config(run / "config.yaml").classifier.pooling_mode == "mean"
+    assert_round_trip(run, seed, five_clips(ds), lambda feats: feats)
+    assert main(["train", "--model", "ssast", "--pretrained_mdl_path", str(run / "encoder" / "model.safetensors"),
+                 "--model_size", "tiny", "--num_mel_bins", "128", "--target_length", "50", "-i", str(ds["prefix"]),
+                 "-d", str(ds["split"]), "-l", str(ds["labels"]), "-o", str(tmp_path / "again"), "-e", "0"]) == 0
+
+
+def test_a_pickle_that_runs_code_is_refused_before_it_runs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    marker = tmp_path / "marker"
+
+    class Payload:
+        def __reduce__(self):
+            import os
+            return os.system, (f"touch {marker}",)
+
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    torch.save({"model.blocks.0.conv.conv.weight": torch.zeros(1)}, exp / "x_mdl.pt")
+    with open(exp / "args.pkl", "wb") as handle:
+        pickle.dump(argparse.Namespace(label_groups=[["a"]], hook=Payload()), handle)
+    assert main(["import", "naip", str(exp / "x_mdl.pt"), "-o", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert f"{exp / 'args.pkl'}: refused as seed arguments" in err and "posix.system" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not marker.exists() and not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_seed_model_in_a_bucket_is_read_with_the_args_beside_it(gcs, tmp_path: Path) -> None:
+    """The seeds uploaded their runs with --cloud: gs://.../x_mdl.pt and its args.pkl import as local ones, and
+    the run directory may be written to the bucket too."""
+    from conftest import BUCKET
+
+    transformers = pytest.importorskip("transformers")
+    ds = make_uid_dataset(tmp_path)
+    torch.manual_seed(0)
+    encoder = save_hf_checkpoint(transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**HF_TINY)),
+                                 tmp_path / "wav2vec2-tiny")
+    seed = SeedW2V2(encoder, weighted=False, shared_dense=False, layer=1)
+    args = seed_args(ds, tmp_path / "exp", checkpoint=str(encoder), weighted=False, layer=1, freeze=True)
+    weights = save_seed_run(tmp_path / "exp", seed, args, "x_mdl.pt", seed.seed_state_dict())
+    for file in (weights, weights.parent / "args.pkl"):
+        gcs.fs().put_file(str(file), f"{BUCKET}/cloud_dir/{file.name}")
+    url = f"gs://{BUCKET}/cloud_dir/x_mdl.pt"
+    assert main(["import", "naip", url, "-o", f"gs://{BUCKET}/runs/imported"]) == 0
+    assert gcs.fs().isfile(f"{BUCKET}/runs/imported/model.safetensors")
+    local = tmp_path / "imported"
+    gcs.fs().get(f"{BUCKET}/runs/imported", str(local), recursive=True)
+    assert_round_trip(local, seed, five_clips(ds), lambda wave: wave)

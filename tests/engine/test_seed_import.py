@@ -1,0 +1,73 @@
+"""Seed arguments and weights onto audiotune's names: what each seed meant, declared once per seed."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from audiotune.engine.seed_import import (
+    LAYOUTS,
+    SeedImportError,
+    check_heads,
+    detect_layout,
+    read_seed_weights,
+    seed_flags,
+    seed_heads,
+)
+
+ECAPA, SSAST = (next(layout for layout in LAYOUTS if layout.model == name) for name in ("ecapa_tdnn", "ssast"))
+LABELS = {"label_groups": [["slow rate"]]}
+
+
+def test_seed_arguments_that_meant_something_else_are_translated_and_noted() -> None:
+    flags, notes = seed_flags(ECAPA, {**LABELS, "fbank": True, "n_mels": 64, "n_fft": 300, "n_mfcc": 80,
+                                      "reduce": True,
+                                      "pshift": 0.0, "pshiftn": 0.0, "dataset_mean": 0, "dataset_std": 0,
+                                      "mode": "train", "exp_dir": "./experiments", "seed": None}, "args.pkl")
+    assert (flags["num_mel_bins"], flags["target_length"], flags["mono"], flags["model"]) == (64, 300, "sum",
+                                                                                              "ecapa_tdnn")
+    left_out = {"n_mels", "n_fft", "n_mfcc", "pshiftn", "dataset_mean", "dataset_std", "mode", "exp_dir", "seed"}
+    assert not left_out & set(flags)
+    assert any("std 0" in note for note in notes) and any("--n_fft became --target_length" in n for n in notes)
+    mfcc, _ = seed_flags(ECAPA, {**LABELS, "fbank": False, "n_mels": 64, "n_fft": 300}, "args.pkl")
+    assert (mfcc["n_mels"], mfcc["n_fft"]) == (64, 300)  # MFCC mode: the same meaning as today's flags
+
+
+def test_ssast_pools_as_the_seed_whatever_its_pooling_mode() -> None:
+    flags, notes = seed_flags(SSAST, {**LABELS, "pooling_mode": "sum"}, "args.pkl")
+    assert flags["pooling_mode"] == "mean" and notes == ["--pooling_mode sum only merged the seed's ft embeddings; "
+                                                         "its tokens were averaged: imported as --pooling_mode mean"]
+
+
+def test_heads_come_from_label_groups_or_target_labels_split_by_n_class() -> None:
+    heads = seed_heads({"target_labels": ["a", "b", "c"], "n_class": [2, 1]}, "args.pkl")
+    assert [(h.name, h.kind, h.columns) for h in heads] == [("a+b", "binary", ["a", "b"]), ("c", "binary", ["c"])]
+    with pytest.raises(SeedImportError, match="args.pkl: n_class \\[2\\] does not add up to the 3 target_labels"):
+        seed_heads({"target_labels": ["a", "b", "c"], "n_class": 2}, "args.pkl")
+    with pytest.raises(SeedImportError, match="neither label_groups nor target_labels"):
+        seed_flags(ECAPA, {"fbank": True}, "args.pkl")
+
+
+def test_weights_of_no_seed_and_files_of_no_weights_are_errors(tmp_path: Path) -> None:
+    path = tmp_path / "x_mdl.pt"
+    torch.save({"encoder.weight": torch.zeros(2)}, path)
+    with pytest.raises(SeedImportError, match="not a model of naip-w2v2, naip-ssast, naip-ecapa-tdnn"):
+        detect_layout(read_seed_weights(path), path)
+    torch.save({"v.patch_embed.proj.weight": torch.zeros(2)}, path)
+    assert detect_layout(read_seed_weights(path), path) is SSAST
+    torch.save([1, 2], path)
+    with pytest.raises(SeedImportError, match="expected a state dict"):
+        read_seed_weights(path)
+    path.write_text("not torch")
+    with pytest.raises(SeedImportError, match=f"{path}: not a state dict of tensors"):
+        read_seed_weights(path)
+
+
+def test_a_seed_file_without_heads_says_what_it_is() -> None:
+    pretrained = {"v.patch_embed.proj.weight": torch.zeros(1), "cpredlayer.0.weight": torch.zeros(1)}
+    with pytest.raises(SeedImportError, match="x.pt: a naip-ssast pretraining checkpoint .*--pretrained_mdl_path"):
+        check_heads(SSAST, pretrained, "x.pt")
+    with pytest.raises(SeedImportError, match="x.pt: a naip-ecapa-tdnn model without classifier heads"):
+        check_heads(ECAPA, {"model.blocks.0.conv.conv.weight": torch.zeros(1)}, "x.pt")
+    check_heads(SSAST, {**pretrained, "mlp_heads.0.head.dense.weight": torch.zeros(1)}, "x.pt")

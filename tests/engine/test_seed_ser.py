@@ -1,0 +1,59 @@
+"""FT-w2v2-ser's Lightning checkpoints read weights only; its cluster JSON checked against the K values given."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from audiotune.engine.seed_ser import import_clusters, read_lightning_state
+
+
+class Bookkeeping:  # a class the checkpoint names beside its tensors (as Lightning 1.4 named its callbacks)
+    ran = False
+
+    def __init__(self) -> None:
+        Bookkeeping.ran = True
+
+
+class Hook:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import subprocess
+        return subprocess.call, (["touch", str(self.marker)],)
+
+
+def test_classes_beside_the_tensors_become_inert_stand_ins(tmp_path: Path) -> None:
+    path = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(2)}, "callbacks": {Bookkeeping: {"x": 1}}, "hp": Bookkeeping()}, path)
+    Bookkeeping.ran = False
+    state, stand_ins = read_lightning_state(path)
+    assert list(state) == ["w"] and stand_ins == [f"{__name__}.Bookkeeping"] and not Bookkeeping.ran
+    marker = tmp_path / "marker"
+    torch.save({"state_dict": {"w": torch.ones(2)}, "hook": Hook(marker)}, path)  # the stand-in is called instead
+    stand_ins = read_lightning_state(path)[1]
+    assert len(stand_ins) == 1 and stand_ins[0].endswith(".call") and not marker.exists()
+
+
+def test_cluster_lists_that_do_not_fit_the_k_values_are_errors(tmp_path: Path) -> None:
+    path = tmp_path / "64-clus.json"
+    path.write_text(json.dumps({"a.wav": [0, 3, 3, 1]}))  # one K: a flat list per clip
+    meta = import_clusters(path, [4], tmp_path / "l.parquet")
+    assert meta["num_clusters"] == [4] and not meta["frames_checked"]
+    with pytest.raises(ValueError, match="'a.wav' has 1 label lists, --num_clusters names 2"):
+        import_clusters(path, [4, 8], tmp_path / "m.parquet")
+    path.write_text(json.dumps({"a.wav": [[0, 1], [0, 1, 2]]}))
+    with pytest.raises(ValueError, match="the label lists of its K values differ in length"):
+        import_clusters(path, [4, 8], tmp_path / "m.parquet")
+    path.write_text(json.dumps({"a.wav": [[0] * 5]}))
+    (tmp_path / "audio").mkdir()
+    import numpy as np
+    import soundfile as sf
+
+    sf.write(tmp_path / "audio" / "a.wav", np.zeros(16000, dtype=np.float32), 16000)  # 49 wav2vec2 frames
+    with pytest.raises(ValueError, match="'a.wav' has 5 frame labels, but its audio makes 49 wav2vec2 frames"):
+        import_clusters(path, [4], tmp_path / "m.parquet", tmp_path / "audio")
+    assert not (tmp_path / "m.parquet").exists()
