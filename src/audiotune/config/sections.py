@@ -247,9 +247,10 @@ class TrainConfig:
                                      "every time it is seen (0 = whole clips)", valid=AT_LEAST_0)
     loss: str = option("auto", "loss of binary heads (BCE, or MSE) and of regression heads (MSE, or huber); "
                                "categorical and soft heads use CE", choices=("auto", "BCE", "MSE", "CE", "huber"))
-    labeling_method: str = option("soft", "targets of soft (vote) heads in training: soft (CE against the vote "
-                                          "distribution), hard (its argmax), sample (a class drawn from it each "
-                                          "time a clip is seen, seeded)", choices=("soft", "hard", "sample"))
+    labeling_method: str = option("distribution", "targets of soft (vote) heads in training: distribution (CE "
+                                                  "against the vote distribution), hard (its argmax), sample (a "
+                                                  "class drawn from it each time a clip is seen, seeded: the "
+                                                  "emotion seed's 'soft')", choices=("distribution", "hard", "sample"))
     class_weights: str = option("none", "balanced: weight each class by its inverse frequency in the training "
                                         "split (mean class weight 1) in the loss of categorical and soft heads "
                                         "(CE class weights) and binary columns (per-sample weights)",
