@@ -14,6 +14,11 @@ RETIRED_FLAGS: dict[str, str] = {
     # the NAIP run.py (naip-w2v2, naip-ssast, naip-ecapa-tdnn)
     "-m": f"the seed's run mode; {RUN_SCRIPTS}",
     "--mode": f"the seed's run mode; {RUN_SCRIPTS}",
+    "-mp": "the seed's eval/extraction model; use `audiotune evaluate --run RUN` or `audiotune extract --run RUN`",
+    "--finetuned_mdl_path": "the seed's eval/extraction model; use `audiotune evaluate --run RUN` or "
+                            "`audiotune extract --run RUN`",
+    "--trained_mdl_path": "the seed's eval/extraction model; use `audiotune evaluate --run RUN` or "
+                          "`audiotune extract --run RUN`",
     "--lib": "the seed's librosa loading; audiotune has one decoder (soundfile): leave it out",
     "--dataset": "the seed's output file-name stem; outputs are named inside the run directory -o/--exp_dir",
     "--embedding_type": "the seed's extraction-mode flag; use `audiotune extract --run RUN --embedding_type T`",
@@ -57,6 +62,7 @@ RETIRED_FLAGS: dict[str, str] = {
     "--sample_rate": "tap2key's resampling; use --resample_rate HZ",
     "--prop": "tap2key's share of all data; use --train_fraction F (a stratified share of the training split)",
     "--oversample": "tap2key's oversampling; use --balance oversample",
+    "--oversampling": "tap2key's oversampling (its README's spelling); use --balance oversample",
     "--plot_average_channel": "tap2key's channel-mean plot; use --channel_mode mean",
     "--reshape_interleave": "tap2key's channel interleave; use --channel_mode interleave",
     "--reshape_stack": "tap2key's channels end to end; use --channel_mode stack",

@@ -217,14 +217,14 @@ class ClassifierConfig:
     layer: int = option(-1, "hidden state fed to the heads (-1 = last)")
     weighted: bool = option(False, "learn a softmax-weighted sum of all hidden states")
     pooling_mode: str = option("mean", "pooling over frames, and how ft embeddings merge across heads",
-                               ("-pm",), choices=("mean", "sum", "max"))
+                               ("-pm", "--pm"), choices=("mean", "sum", "max"))
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = option(1, "training epochs", ("-e",), valid=AT_LEAST_0)
+    epochs: int = option(1, "training epochs", ("-e", "--max_epochs"), valid=AT_LEAST_0)
     batch_size: int = option(8, "batch size", ("-bs",), valid=AT_LEAST_1)
-    learning_rate: float = option(3e-4, "learning rate", ("-lr",), valid=AT_LEAST_0)
+    learning_rate: float = option(3e-4, "learning rate", ("-lr", "--lr"), valid=AT_LEAST_0)
     optim: str = option("adamw", "optimizer", choices=("adam", "adamw"))
     weight_decay: float = option(1e-4, "AdamW weight decay", valid=AT_LEAST_0)
     scheduler: str = option("cosine", "learning-rate schedule (stepped per batch; none: constant, as the seeds; "
@@ -234,12 +234,14 @@ class TrainConfig:
     grad_clip: float = option(0.0, "clip the gradients' global L2 norm to this value before each optimiser step "
                                    "(0 = off); wav2vec2-style pretraining from random weights can diverge without it",
                                    valid=AT_LEAST_0)
-    warmup_steps: int = option(0, "linear warm-up steps of the cosine and linear schedules", valid=AT_LEAST_0)
+    warmup_steps: int = option(0, "linear warm-up steps of the cosine and linear schedules", ("--warmup_step",),
+                               valid=AT_LEAST_0)
     training_steps: int = option(0, "stop after this many optimiser steps instead of --epochs (0 = use --epochs)",
-                                 valid=AT_LEAST_0)
+                                 ("--training_step",), valid=AT_LEAST_0)
     bucket_sampler: bool = option(False, "training batches of similar lengths: clips sorted into --num_buckets "
-                                         "length buckets, shuffled within them, batches shuffled (less padding)")
-    num_buckets: int = option(50, "length buckets of --bucket_sampler", valid=AT_LEAST_1)
+                                         "length buckets, shuffled within them, batches shuffled (less padding)",
+                                 ("--use_bucket_sampler",))
+    num_buckets: int = option(50, "length buckets of --bucket_sampler", ("--train_bucket_size",), valid=AT_LEAST_1)
     dynamic_batch: float = option(0.0, "training batches by audio instead of -bs: as many clips as fit this many "
                                        "seconds, counted padded (clips x longest); implies --bucket_sampler "
                                        "(the seed emotion system: 250 s for -bs 64)", valid=AT_LEAST_0)
@@ -289,7 +291,7 @@ class RuntimeConfig:
     """Where and how a command runs (device, precision, processes, data workers, caches): training and inference
     alike; a command that loads a run may set them anew (``--accelerator``, ``-bs`` ...)."""
 
-    num_workers: int = option(0, "data loader worker processes", ("-nw",), valid=(0, 1024, True, True))
+    num_workers: int = option(0, "data loader worker processes", ("-nw", "--nworkers"), valid=(0, 1024, True, True))
     precision: str = option("32", "training precision", choices=("32", "bf16"))
     accelerator: str = option("auto", "Lightning accelerator (auto, cpu, gpu)")
     devices: str = option("auto", "Lightning devices (auto, a count, or a list); with several, one training "
