@@ -6,12 +6,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from audiotune.cli import build_parser, config_from_args
-from audiotune.config import RETIRED_FLAGS, RETIRED_VALUES, RunConfig
+from audiotune.config import RETIRED_FLAGS, RETIRED_VALUES, RunConfig, config_to_dict
+from audiotune.models import backbones
+from audiotune.models.backbones import resolve_config
 
 Expected = dict[str, Any] | str  # config/argument values (same meaning), or text the refusal must name
 Flag = tuple[list[str], Expected]
@@ -341,3 +345,48 @@ def test_a_command_that_declares_a_seed_spelling_keeps_it() -> None:
 def test_a_seed_spelling_is_refused_with_its_hyphen_spelling_too() -> None:
     result = outcome(["train", "--reshape-interleave"])
     assert isinstance(result, str) and "--channel_mode interleave" in result
+
+
+RECIPES = Path(__file__).parents[2] / "configs" / "seeds"
+# a few of each seed's defaults that audiotune's own defaults change
+SEED_DEFAULTS = {
+    "naip_w2v2": {"model.model": "hf", "audio.channel_mode": "sum", "train.scheduler": "none", "data.seed": 4200},
+    "naip_ssast": {"model.model": "ssast", "classifier.layernorm": True, "train.scheduler": "onecycle",
+                   "train.learning_rate": 1e-4, "features.target_length": 1024, "audio.channel_mode": "sum",
+                   "options.pretrained_mdl_path": "SSAST-Base-Frame-400.pth"},
+    "naip_ecapa": {"model.model": "ecapa_tdnn", "features.features": "mfcc", "train.scheduler": "none",
+                   "features.freqm": 0, "features.timem": 0, "audio.channel_mode": "sum"},
+    "ser_vft": {"train.learning_rate": 1e-4, "train.batch_size": 64, "train.epochs": 15, "train.optim": "adam",
+                "train.class_weights": "balanced", "audio.eval_clip_length": 0.0, "runtime.num_workers": 4},
+    "ser_tapt": {"model.objective": "tapt", "train.training_steps": 120000, "train.warmup_steps": 4000,
+                 "train.scheduler": "linear", "train.max_seconds": 10.0, "options.gumbel_anneal": False},
+    "ser_ptapt": {"model.objective": "ptapt", "train.training_steps": 120000, "options.mask_time_prob": 0.06},
+    "tap2key": {"audio.channel_mode": "interleave", "train.learning_rate": 3e-5, "train.epochs": 150,
+                "train.monitor": "weighted_f1", "data.seed": 42, "classifier.clf_bottleneck": 256},
+}
+
+
+def test_every_seed_recipe_loads_with_the_seed_defaults() -> None:
+    recipes = {path.stem: path for path in RECIPES.glob("*.yaml")}
+    assert set(recipes) == set(SEED_DEFAULTS)
+    for name, path in recipes.items():
+        result = outcome(["train", "--config", str(path)])
+        assert not isinstance(result, str), (name, result)
+        args, config = result
+        written = config_to_dict(config)
+        for section, values in yaml.safe_load(path.read_text()).items():
+            for option, value in values.items():
+                assert written[section][option] == value, (name, section, option)
+        plain = outcome(["train", "--model", config.model.model])[1]
+        settings = backbones.options_classes()[config.model.model]()
+        for key, value in SEED_DEFAULTS[name].items():
+            assert value_of(args, config, key) == value, (name, key)
+            default = getattr(settings, key.partition(".")[2]) if key.startswith("options.") else \
+                value_of(args, plain, key)
+            assert value != default or key == "model.model", (name, key, "audiotune's default is the seed's")
+
+
+def test_the_ecapa_seed_recipe_keeps_mfcc_without_masks_after_the_backbone_resolves_it() -> None:
+    config = resolve_config(outcome(["train", "--config", str(RECIPES / "naip_ecapa.yaml")])[1])
+    assert (config.features.features, config.features.freqm, config.features.timem) == ("mfcc", 0, 0)
+    assert (config.train.scheduler, config.audio.channel_mode) == ("none", "sum")

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
-from conftest import SMALL_ECAPA, tone
+from conftest import BUCKET, SMALL_ECAPA, tone
 
 from audiotune.cli import build_parser, config_from_args, main
 from audiotune.data.audio import AudioError, AudioSpec, check_clip, load_clip, prepared_length
@@ -239,6 +239,22 @@ def test_train_and_test_sharing_a_clip_is_an_error(uid_dataset: dict, tmp_path: 
     common = ["-i", str(uid_dataset["prefix"]), "-d", str(split), "-l", str(uid_dataset["labels"])]
     with pytest.raises(DataError, match=rf"1 uid\(s\) of .*test.csv also in .*train.csv: \['{shared['uid'][0]}'\]"):
         prepare(common, tmp_path / "refused")
+
+
+def test_seed_bucket_flag_reads_the_uid_layout_under_the_prefix_from_the_bucket(uid_dataset: dict, gcs,
+                                                                               tmp_path: Path) -> None:
+    fs = gcs.fs()
+    for folder in uid_dataset["prefix"].iterdir():
+        for file in folder.iterdir():
+            fs.put_file(str(file), f"{BUCKET}/lake/study1/{folder.name}/{file.name}")
+    # the seeds' -b BUCKET -i PREFIX: PREFIX is a folder in the bucket, not on the local disk
+    prepared = prepare(["-b", BUCKET, "-i", "lake", "-s", "study1", "-d", str(uid_dataset["split"]),
+                        "-l", str(uid_dataset["labels"])], tmp_path / "run")
+    paths = list(prepared.tables["test"]["path"])
+    assert paths == [f"gs://{BUCKET}/lake/study1/{uid}/waveform.wav" for uid in prepared.tables["test"].index]
+    assert (prepared.tables["test"]["expected_rate"] == 8000).all()
+    with pytest.raises(DataError, match="escapes the audio root"):
+        resolve_uid("../lake/ann0", f"gs://{BUCKET}/lake/study1")
 
 
 def test_study_is_joined_under_prefix(uid_dataset: dict, tmp_path: Path) -> None:
