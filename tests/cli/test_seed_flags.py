@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
+import functools
 import io
 from pathlib import Path
 from typing import Any
@@ -116,12 +118,13 @@ NAIP_SSAST: list[Flag] = [
     (["--weighted", "True"], {"classifier.weighted": True}),
     (["--layer", "6"], {"classifier.layer": 6}),
     (["--pooling_mode", "mean"], {"classifier.pooling_mode": "mean"}),
+    (["--pooling_mode", "sum"], "audiotune extract --embedding_type ft --pooling_mode sum"),
     (["--target_length", "512"], {"features.target_length": 512}),
-    (["--num_mel_bins", "64"], {"features.num_mel_bins": 64}),
+    (["--num_mel_bins", "256"], {"features.num_mel_bins": 256}),
     (["--fstride", "64"], {"options.fstride": 64}),
     (["--tstride", "1"], {"options.tstride": 1}),
-    (["--fshape", "16"], {"options.fshape": 16}),
-    (["--tshape", "16"], {"options.tshape": 16}),
+    (["--fshape", "16", "--fstride", "16"], {"options.fshape": 16, "options.fstride": 16}),
+    (["--tshape", "16", "--tstride", "16"], {"options.tshape": 16, "options.tstride": 16}),
     (["--model_size", "tiny"], {"options.model_size": "tiny"}),
     (["--mask_patch", "300"], {"options.mask_patch": 300}),
     (["--cluster_factor", "4"], {"options.cluster_factor": 4}),
@@ -287,13 +290,20 @@ CASES = [pytest.param(command, flag, expected, id=f"{seed}: {' '.join(flag)}")
          for seed, (command, flags) in SEEDS.items() for flag, expected in flags]
 
 
+@functools.cache
+def parser() -> argparse.ArgumentParser:
+    return build_parser()
+
+
 def outcome(argv: list[str]) -> tuple[argparse.Namespace, RunConfig | None] | str:
     """The parsed arguments and config of a command line, or the one-line error it is refused with."""
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
-            args = build_parser().parse_args(argv)
+            args = parser().parse_args(argv)
         config = config_from_args(args) if "config_defaults" in vars(args) else None
+        if config is not None and config.model.model != "hf":  # the hub is offline: hf resolves when it trains
+            resolve_config(copy.deepcopy(config))
     except SystemExit:
         return err.getvalue().strip().splitlines()[-1]
     except ValueError as error:

@@ -432,7 +432,10 @@ def test_stats_match_features_computed_directly(uid_dataset: dict, tmp_path: Pat
 
 def test_zero_dataset_std_is_a_clear_error(uid_dataset: dict, tmp_path: Path, capsys) -> None:
     ds = uid_dataset
-    assert main(train_args(["-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"])], tmp_path,
-                           "--dataset_std", "0")) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("audiotune train: error:") and "dataset_std" in err
+    with pytest.raises(SystemExit) as refused:  # refused by the parser, before anything runs
+        main(train_args(["-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"])], tmp_path,
+                        "--dataset_std", "0"))
+    assert refused.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("audiotune train: error:") and "dataset_std" in err and "audiotune stats" in err
+    assert not (tmp_path / "config.yaml").exists()

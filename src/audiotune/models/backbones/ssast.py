@@ -197,6 +197,10 @@ def resolve_ssast(config: RunConfig) -> None:
     f, m, s = config.features, config.model, backbone_options(config)
     if f.features == "waveform":
         raise ValueError("--model ssast reads fbank features, not waveforms")
+    if config.classifier.pooling_mode == "sum":  # the seed's flag, which merged the heads' ft embeddings only
+        raise ValueError("--pooling_mode sum with --model ssast: the SSAST seed's flag merged the heads' ft embeddings "
+                         "only, its tokens were averaged: `audiotune extract --embedding_type ft --pooling_mode sum`; "
+                         "here it would sum the tokens")
     f.features = "fbank"
     if f.num_mel_bins is None:
         f.num_mel_bins = 128  # the SSAST checkpoints' input
