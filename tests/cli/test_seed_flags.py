@@ -112,7 +112,8 @@ NAIP_W2V2: list[Flag] = [
 ]
 NAIP_SSAST: list[Flag] = [
     *NAIP_COMMON, *NAIP_AUGMENTS, *EVAL_MODEL, *SPECTROGRAM,
-    (["--pretrained_mdl_path", "SSAST-Base-Frame-400.pth"], {"options.pretrained_mdl_path": "SSAST-Base-Frame-400.pth"}),
+    (["--pretrained_mdl_path", "SSAST-Base-Frame-400.pth"],
+     {"options.pretrained_mdl_path": "SSAST-Base-Frame-400.pth"}),
     (["--task", "ft_avgtok"], {"options.task": "ft_avgtok"}),
     (["--freeze", "False"], {"model.freeze": False}),
     (["--weighted", "True"], {"classifier.weighted": True}),

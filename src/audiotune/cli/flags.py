@@ -330,9 +330,9 @@ def refuse_retired(parser: argparse.ArgumentParser) -> None:
     for (flag, value), message in RETIRED_VALUES.items():
         by_flag.setdefault(flag, {})[value] = message
     for flag, refused in by_flag.items():
-        action = taken.get(flag)
-        if action is not None and action.nargs is None and not isinstance(action, _Retired):
-            action.type = _refusing_values(action.type, refused)
+        taking = taken.get(flag)
+        if taking is not None and taking.nargs is None and not isinstance(taking, _Retired):
+            taking.type = _refusing_values(taking.type, refused)
 
 
 def add_run_flag(parser: argparse.ArgumentParser) -> None:
