@@ -340,7 +340,7 @@ def test_seed_flag_keeps_its_meaning_or_is_refused_naming_the_replacement(comman
 
 def test_every_retired_spelling_is_walked_and_every_command_refuses_it() -> None:
     walked = {flag[0] for _, flags in SEEDS.values() for flag, _ in flags}
-    assert set(RETIRED_FLAGS) <= walked | {"--test_dir96k"}, set(RETIRED_FLAGS) - walked
+    assert set(RETIRED_FLAGS) <= walked, set(RETIRED_FLAGS) - walked
     walked_values = {(flag[0], flag[1]) for _, flags in SEEDS.values() for flag, _ in flags if len(flag) > 1}
     assert set(RETIRED_VALUES) <= walked_values
     for command in (["evaluate", "--run", "r", "-d", "t.csv"], ["split", "t.csv", "--out", "s"], ["stats"]):
