@@ -130,7 +130,8 @@ def plan(args: argparse.Namespace, work: Path, speakers: list[str]) -> list[Stag
         stages.append(Stage(f"P-TAPT cluster {tag}", ["cluster", "--run", str(vft[0].run_dir), "-d",
                                                       str(work / "splits" / f"{test}_pretraining.csv"),
                                                       "--num_clusters", *map(str, args.num_clusters),
-                                                      "--sample_ratio", "1.0", "--out", str(labels)],
+                                                      "--sample_ratio", "1.0", "--fit_on", "all",
+                                                      "--out", str(labels)],
                             "P-TAPT", [vft[0].name], fold))
         stages.append(Stage(f"P-TAPT pretrain {tag}", ["pretrain", "-c", base, "--objective", "ptapt",
                                                        "--pseudo_labels", str(labels), "-d", split,

@@ -182,3 +182,15 @@ def gcs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("AUDIOTUNE_CACHE", str(tmp_path / "cache"))
     yield emulator
     emulator.stop()
+
+
+def write_metadata_lake(root: Path, records: list[dict], rate: int = 8000) -> Path:
+    """The clinical seed layout: ``root/UID/metadata.json`` (each record as given, ``uid`` its folder) beside a
+    short ``waveform.EXT`` (EXT from its ``encoding``: WAV, FLAC; ``waveform.wav`` without one)."""
+    for number, record in enumerate(records):
+        folder = root / record["uid"]
+        folder.mkdir(parents=True, exist_ok=True)
+        extension = {"FLAC": "flac"}.get(str(record.get("encoding", "")).upper(), "wav")
+        sf.write(folder / f"waveform.{extension}", tone(200 + 50 * number, 0.5, rate, seed=number), rate)
+        (folder / "metadata.json").write_text(json.dumps(record))
+    return root

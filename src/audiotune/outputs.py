@@ -27,10 +27,13 @@ from typing import Any
 
 import pandas as pd
 
+from audiotune import storage
+
 LOCK_FILE = ".audiotune.lock"  # held by the command that writes the directory; see own_run_dir
 
 # a run directory (train, pretrain, probe; evaluate writes the same metrics, predictions and reports)
 CONFIG_FILE = "config.yaml"  # the resolved config: enough to rebuild the model
+CONFIG_HISTORY_FILE = "config_history.yaml"  # options changed when the run was resumed (--allow_changes)
 METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.safetensors"
 ENCODER_DIR = "encoder"  # the architecture of a pretrained encoder, when the backbone exports one
@@ -43,6 +46,7 @@ VALIDATION_FILE = "validation.csv"  # validation rows drawn from the training sp
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"  # in CHECKPOINT_DIR: what a resumed run continues from
 BEST_CHECKPOINT = "best.ckpt"  # in CHECKPOINT_DIR: the best validation epoch
+BEST_CHECKPOINTS = "best-{epoch:02d}"  # in CHECKPOINT_DIR with --save_top_k K > 1: best-epoch=NN.ckpt, K of them
 LOG_DIR = "logs"
 LOG_FILE = "metrics.csv"  # in LOG_DIR: the file Lightning's CSV logger writes
 PLOT_DIR = "plots"
@@ -55,6 +59,10 @@ PROBE_PLOT = "probe.png"
 EVALUATE_DIR = "evaluate"  # in a run directory: where `audiotune evaluate` writes without -o
 ATTENTION_DIR = "attention"  # in a run directory: where `audiotune attention` writes without --out
 ATTENTION_ROLLOUT_PLOT = "attention_rollout.png"
+
+# beside `audiotune cluster --out LABELS.parquet` (see sidecar)
+CLUSTER_STATS_SUFFIX = ".clusters.json"  # how the frames were made, cluster usage per K
+CLUSTER_FIT_ROWS_SUFFIX = ".fit_rows.csv"  # the clips (uid, split) whose frames k-means was fitted on
 
 # a cross-validation's experiment directory (fold_K/ folders are the split layout of audiotune.data.folds)
 CV_CONFIG_FILE = "cv_config.yaml"
@@ -105,6 +113,13 @@ def embeddings_file(embedding_type: str) -> str:
     return f"embeddings_{embedding_type}.parquet"
 
 
+def sidecar(path: str | Path, suffix: str) -> Path:
+    """A file that belongs to output ``path``: beside it, named after it (``labels.parquet`` ->
+    ``labels.clusters.json`` for suffix ``.clusters.json``)."""
+    path = Path(path)
+    return path.with_name(path.stem + suffix)
+
+
 def repeat_dir(repeat: int) -> str:
     """In a cross-validation's fold_K/ folder: the run directory of repeat ``repeat`` (counted from 1)."""
     return f"run_{repeat}"
@@ -150,24 +165,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
     A file-system error (full disk, read-only folder) becomes an :class:`OutputError` naming ``path``."""
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-        os.close(handle)
-    except OSError as err:
-        raise refused(path, err) from err
-    partial = Path(name)
-    try:
+    with _writing(path, directory=False) as partial:
         yield partial
         with open(partial, "rb+") as stream:  # the bytes are on disk before the name points at them
             os.fsync(stream.fileno())
         os.replace(partial, path)
-    except OutputError:
-        raise
-    except OSError as err:
-        raise refused(path, err) from err
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -175,12 +177,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; it replaces ``path`` (an earlier folder is removed) only if
     the block finishes, so ``path`` is always a whole earlier or a whole new folder."""
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
-    except OSError as err:
-        raise refused(path, err) from err
-    try:
+    with _writing(path, directory=True) as partial:
         yield partial
         for file in partial.rglob("*"):  # the bytes are on disk before the name points at them
             if file.is_file():
@@ -193,12 +190,20 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         os.replace(partial, path)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _writing(path: Path, directory: bool) -> Iterator[Path]:
+    """:func:`storage.partial_place` for ``path``, a file-system error (full disk, read-only folder) being an
+    :class:`OutputError` naming ``path``."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with storage.partial_place(path, directory) as partial:
+            yield partial
     except OutputError:
         raise
     except OSError as err:
         raise refused(path, err) from err
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
 
 
 def write_bytes(path: str | Path, data: bytes | str) -> Path:
@@ -269,6 +274,12 @@ def _is_run_dir(path: Path) -> bool:
     return any((path / marker).exists() for marker in RUN_MARKERS)
 
 
+def holds_runs(path: Path) -> bool:
+    """Whether ``path`` is a run directory or holds one at any depth (an experiment folder: cv folds, sweep
+    trials) -- a folder with anything finished in it is never removed."""
+    return _is_run_dir(path) or any(any(path.rglob(marker)) for marker in RUN_MARKERS)
+
+
 @contextlib.contextmanager
 def own_run_dir(exp_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
                 command: str = "train", follower: bool = False) -> Iterator[OwnedRunDir]:
@@ -282,8 +293,9 @@ def own_run_dir(exp_dir: str | Path, *, resume: bool = False, overwrite: bool = 
     - a directory holding a run needs ``resume`` (continue it) or ``overwrite`` (delete its contents first,
       at :meth:`OwnedRunDir.start`); a directory that holds other files but no run is written into, never
       deleted;
-    - a directory created here and left without a run (the inputs failed validation, or the command failed
-      before its config was written) is removed again.
+    - a directory created here and left without a run at any depth (the inputs failed validation, or the
+      command failed before its first config was written) is removed again; one holding a run, or an
+      experiment folder holding any run (a finished fold), is kept whatever ended the command.
     The lock is released when the block ends.
     """
     exp_dir = Path(exp_dir)
@@ -318,8 +330,8 @@ def own_run_dir(exp_dir: str | Path, *, resume: bool = False, overwrite: bool = 
         owned = OwnedRunDir(exp_dir, created, clear=is_run and overwrite)
         yield owned
     except BaseException:
-        # a directory created here that the failed command left without a run (no config.yaml yet) goes again
-        if created and owned is not None and not _is_run_dir(exp_dir):
+        # a directory created here that the failed command left without any run (no config.yaml yet) goes again
+        if created and owned is not None and not holds_runs(exp_dir):
             owned.started = False
         raise
     finally:

@@ -149,7 +149,8 @@ NAIP_ECAPA: list[Flag] = [
     (["--fbank", "True", "--n_mels", "40", "--num_mel_bins", "64"], "--num_mel_bins"),
 ]
 
-PRECISION: list[Flag] = [(["--precision", "32"], {"runtime.precision": "32"}), (["--precision", "16"], "bf16")]
+PRECISION: list[Flag] = [(["--precision", "32"], {"runtime.precision": "32"}),
+                         (["--precision", "16"], {"runtime.precision": "16"})]  # float16 mixed precision
 SER_COMMON: list[Flag] = [
     *PRECISION,
     (["--lr", "1e-4"], {"train.learning_rate": 1e-4}),
@@ -159,6 +160,7 @@ SER_COMMON: list[Flag] = [
     (["--datadir", "wavs"], "-i WAVS/"),
     (["--labelpath", "label_1.json"], "-d SPLIT.json"),
     (["--maxseqlen", "10"], "--clip_length"),
+    (["--save_top_k", "2"], {"train.save_top_k": 2}),
 ]
 SER_BUCKETS: list[Flag] = [
     (["--training_step", "20000"], {"train.training_steps": 20000}),

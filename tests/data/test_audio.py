@@ -21,6 +21,7 @@ from audiotune.data.audio import (
     load_clip,
     map_channels,
     prepared_length,
+    read_audio,
     scan_audio,
 )
 from audiotune.data.layout import read_table
@@ -195,3 +196,19 @@ def test_old_configs_with_reduce_and_mono_still_load() -> None:
     assert config_from_dict({"audio": {"reduce": True, "mono": "sum"}}).audio.channel_mode == "sum"
     assert config_from_dict({"audio": {"reduce": False, "mono": "mean"}}).audio.channel_mode == "none"
     assert config_from_dict({"audio": {"channel_mode": "interleave"}}).audio.channel_mode == "interleave"
+
+
+def test_a_file_shorter_than_its_header_promises_is_bad_audio(tmp_path: Path) -> None:
+    whole = tmp_path / "whole.wav"
+    sf.write(whole, tone(300, 0.15, 16000), 16000, subtype="PCM_16")
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[:44 + 1560])  # a copy that stopped early: 780 of 2400 samples
+    with pytest.raises(AudioError, match=r"cut.wav: truncated: the header promises 4800 bytes of audio, the file "
+                                         r"holds 1560"):
+        read_audio(str(cut))
+    assert read_audio(str(whole))[0].shape[-1] == 2400
+    streamed = bytearray(data)
+    streamed[40:44] = (0xFFFFFFFF).to_bytes(4, "little")  # a writer that did not know the length
+    (tmp_path / "streamed.wav").write_bytes(bytes(streamed))
+    assert read_audio(str(tmp_path / "streamed.wav"))[0].shape[-1] == 2400

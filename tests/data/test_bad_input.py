@@ -161,7 +161,7 @@ def test_binary_column_with_value_two(uid_dataset: dict, tmp_path: Path, capsys)
     heads = infer_heads([["loud", "long"]], uid_dataset["table"])
     test = uid_dataset["table"].loc[["fay0", "fay1"]].copy()
     test.loc["fay1", "long"] = 2
-    with pytest.raises(DataError, match="test.csv: row 'fay1' column 'long' is not 0/1"):
+    with pytest.raises(DataError, match="test.csv: row 'fay1' column 'long' is 2, not 0/1"):
         encode_targets(test, heads, "test.csv")
     edit_split(uid_dataset, "val", loud={"eve3": 2})
     err = train_error(uid_dataset, tmp_path, capsys)

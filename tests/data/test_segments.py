@@ -187,7 +187,8 @@ def test_windows_with_hop_equal_to_window_and_a_short_recording(recordings: dict
     ([{"path": "audio/a.wav", "offset": 0.5}], {"window": 1.0}, "already has \\['offset'\\]"),
     ([{"path": "audio/missing.wav", "time": 0.5}], {"before": 0.1, "after": 0.1},
      "line 2: .*missing.wav: audio file not found"),
-    ([{"path": "audio/a.wav", "time": 2.5}], {"before": 0.1, "after": 0.1}, "line 2: time 2.5 s is past the end"),
+    ([{"path": "audio/a.wav", "time": 2.5}], {"before": 0.1, "after": 0.1},
+     "line 2: the event at 2.5 s in .*a.wav: the event is past the end of the file"),
     ([{"path": "audio/a.wav", "time": "soon"}], {"before": 0.1, "after": 0.1}, "line 2: time 'soon' is not a number"),
     ([{"path": "audio/a.wav", "time": -1}], {"before": 0.1, "after": 0.1}, "line 2: time '-1' must be"),
     ([{"path": "audio/missing.wav"}], {"window": 1.0}, "line 2: .*missing.wav: audio file not found"),
@@ -199,6 +200,21 @@ def test_bad_input_names_the_file(recordings: dict, rows: list[dict], kwargs: di
     with pytest.raises(DataError, match=message):
         segment_csv(table_csv, out, **kwargs)
     assert not out.exists()
+
+
+def test_skip_covers_events_whose_file_is_missing_or_too_short_not_malformed_rows(recordings: dict) -> None:
+    rows = [{"path": "audio/a.wav", "time": 0.5}, {"path": "audio/a.wav", "time": 2.5},
+            {"path": "audio/missing.wav", "time": 0.5}]
+    table_csv = write_table(recordings["root"] / "data" / "table.csv", rows)
+    out = recordings["root"] / "out.csv"
+    result = segment_csv(table_csv, out, before=0.1, after=0.1, on_error="skip")
+    assert len(result.segments) == 1
+    skipped = pd.read_csv(out.with_suffix(".skipped.csv"))
+    assert skipped["line"].tolist() == [3, 4]
+    assert "past the end of the file" in skipped["reason"][0] and "not found" in skipped["reason"][1]
+    table_csv = write_table(recordings["root"] / "data" / "table.csv", [*rows, {"path": "audio/a.wav", "time": "x"}])
+    with pytest.raises(DataError, match="--on_error skip leaves out events whose file is missing"):
+        segment_csv(table_csv, out, before=0.1, after=0.1, on_error="skip")
 
 
 def test_unreadable_header_names_the_file(recordings: dict) -> None:
@@ -225,7 +241,7 @@ def test_cli_errors_and_skip(recordings: dict, capsys) -> None:
     out = recordings["root"] / "out.csv"
     argv = ["segment", str(recordings["events"]), "--before", "0.25", "--after", "0.5", "--out", str(out)]
     assert main(argv) == 2
-    assert capsys.readouterr().err.startswith("audiotune segment: error: 1 event(s) whose segment does not fit")
+    assert capsys.readouterr().err.startswith("audiotune segment: error: 1 event(s) that cannot be cut from their file")
     assert main([*argv, "--on-error", "skip"]) == 0
     assert "1 skipped" in capsys.readouterr().out and (recordings["root"] / "out.skipped.csv").is_file()
     assert main(["segment", str(recordings["events"]), "--window", "1", "--before", "1", "--out", str(out)]) == 2

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+import yaml
 from conftest import SMALL_ECAPA, make_uid_dataset, small_train_args, tone
 from safetensors.torch import load_file, save_file
 
@@ -238,3 +239,68 @@ def test_a_fraction_too_fine_for_the_groups_names_the_flag(tmp_path: Path, capsy
                  "--val_fraction", "0.1"]) == 2
     err = error_of(capsys)
     assert "--val_fraction 0.1 (after the test part) needs the rows cut into" in err and "'subject'" in err
+
+
+def test_label_cells_are_text_unless_na_values_says_otherwise(tmp_path: Path, caplog) -> None:
+    ds = make_uid_dataset(tmp_path)
+    for split in ("train", "val", "test"):  # a third class spelled NA, as a user might name "no answer"
+        table = pd.read_csv(ds["split"] / f"{split}.csv")
+        table.loc[table.index % 4 == 3, "pitch"] = "NA"
+        table.to_csv(ds["split"] / f"{split}.csv", index=False)
+    ds["labels"].write_text("pitch\n")
+    assert main(train_args(ds, tmp_path / "run")) == 0
+    assert "pitch inferred categorical" in caplog.text
+    heads = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["heads"]
+    assert heads[0]["classes"] == ["NA", "high", "low"]
+    assert main(train_args(ds, tmp_path / "run2", "--na_values", "NA")) == 0
+    heads = yaml.safe_load((tmp_path / "run2" / "config.yaml").read_text())["heads"]
+    assert heads[0]["classes"] == ["high", "low"]
+    dropped = pd.read_csv(tmp_path / "run2" / "dropped_rows.csv")
+    assert sorted(dropped["uid"]) == ["ann3", "bob3", "cat3", "dan3", "eve3", "fay3"]  # said, not silent
+
+
+def test_two_columns_of_one_name_are_an_error(tmp_path: Path, capsys) -> None:
+    ds = make_uid_dataset(tmp_path)
+    train = ds["split"] / "train.csv"
+    lines = train.read_text().splitlines()
+    train.write_text("\n".join([lines[0] + ",pitch"] + [line + ",x" for line in lines[1:]]) + "\n")
+    assert main(train_args(ds, tmp_path / "run")) == 2
+    assert "train.csv: column name(s) ['pitch'] appear more than once" in error_of(capsys)
+    assert not (tmp_path / "run").exists()
+
+
+class _Payload:
+    """What a crafted checkpoint holds: unpickling it would create ``marker``."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_with_code_is_refused_in_one_line_naming_it(trained: dict, tmp_path: Path, capsys) -> None:
+    import torch
+
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.pt"
+    torch.save({"weight": torch.zeros(2), "x": _Payload(marker)}, evil)
+    assert main(train_args(trained, tmp_path / "run", "-c", str(evil))) == 2
+    err = error_of(capsys).strip()
+    assert len(err.splitlines()) == 1 and "evil.pt: holds Python objects besides tensors" in err
+    assert "weights_only=False" not in err and "safetensors" in err
+    run = tmp_path / "resumed"
+    assert main(train_args(trained, run, "-e", "1")) == 0
+    torch.save({"state_dict": {}, "x": _Payload(marker)}, run / "checkpoints" / "last.ckpt")
+    assert main(train_args(trained, run, "-e", "2", "--resume")) == 2
+    assert "last.ckpt: holds Python objects besides tensors" in error_of(capsys)
+    assert not marker.exists()
+
+
+def test_a_recipe_that_is_missing_or_not_text_is_named(trained: dict, tmp_path: Path, capsys) -> None:
+    assert main(train_args(trained, tmp_path / "run", "--config", str(tmp_path / "missing.yaml"))) == 2
+    assert "missing.yaml: config file not found" in error_of(capsys)
+    clip = tmp_path / "x.wav"
+    sf.write(clip, tone(300, 0.5, 8000), 8000)
+    assert main(train_args(trained, tmp_path / "run", "--config", str(clip))) == 2
+    assert "x.wav: not a YAML config file (not UTF-8 text)" in error_of(capsys)

@@ -6,6 +6,7 @@ import resource
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +16,15 @@ from conftest import make_uid_dataset, small_train_args
 
 import audiotune.engine.extract as extract_module
 from audiotune.cli import main
-from audiotune.outputs import LOCK_FILE, atomic_path, own_run_dir, write_json
+from audiotune.outputs import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    LAST_CHECKPOINT,
+    LOCK_FILE,
+    atomic_path,
+    own_run_dir,
+    write_json,
+)
 
 train_args = small_train_args
 
@@ -247,3 +256,42 @@ def test_recipe_config_with_a_wrong_type_names_file_and_option(trained: dict, tm
     recipe.write_text(yaml.safe_dump({"train": {"epochs": "ten"}}))
     assert main([*train_args(trained, tmp_path / "run"), "--config", str(recipe)]) == 2
     assert f"{recipe}: section 'train': wrong type: epochs: 'ten' is not int" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_training_is_one_line_exit_130_and_resumes(tmp_path: Path) -> None:
+    ds = make_uid_dataset(tmp_path)
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "audiotune", *train_args(ds, run, "-e", "500", "--overwrite")]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    checkpoint = run / CHECKPOINT_DIR / LAST_CHECKPOINT
+    for _ in range(1200):  # up to 2 minutes for the first epoch to end
+        if checkpoint.is_file() or process.poll() is not None:
+            break
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    last = err.strip().splitlines()[-1]
+    assert last == "audiotune train: interrupted; the same command with --resume continues from the last " \
+                   "finished epoch"
+    assert "Traceback" not in err
+    assert checkpoint.is_file() and (run / CONFIG_FILE).is_file()  # what --resume continues from
+
+
+def test_resume_with_changed_hyperparameters_needs_allow_changes_and_records_them(tmp_path: Path, capsys) -> None:
+    ds = make_uid_dataset(tmp_path)
+    run = tmp_path / "run"
+    assert main(train_args(ds, run, "-e", "1", "-lr", "0.001")) == 0
+    before = (run / CONFIG_FILE).read_bytes()
+    capsys.readouterr()
+    assert main(train_args(ds, run, "-e", "2", "-lr", "0.5", "--resume")) == 2
+    err = capsys.readouterr().err
+    assert "--resume with options that differ from the run's config.yaml (learning_rate 0.001 -> 0.5)" in err
+    assert "--allow_changes" in err and (run / CONFIG_FILE).read_bytes() == before
+    assert main(train_args(ds, run, "-e", "2", "-lr", "0.001", "--resume", "--num_workers", "0")) == 0  # longer
+    assert not (run / "config_history.yaml").exists()
+    assert main(train_args(ds, run, "-e", "3", "-lr", "0.5", "--resume", "--allow_changes")) == 0
+    history = yaml.safe_load((run / "config_history.yaml").read_text())
+    assert [entry["changes"] for entry in history] == [{"train.learning_rate": {"from": 0.001, "to": 0.5}}]
+    assert yaml.safe_load((run / CONFIG_FILE).read_text())["train"]["learning_rate"] == 0.5

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+import torch
 import yaml
 from conftest import SMALL_ECAPA, tone
 
@@ -55,8 +56,12 @@ def test_json_split_files_are_folds_with_labels_and_votes(tmp_path: Path) -> Non
     write_json_split(folds / "fold10.json", {"c.wav": "angry"}, {"a.wav": "sad"}, {"b.wav": "sad"})
     built = build_folds(str(folds), FoldOptions(audio_dir=str(audio)))
     assert [f.info["source"] for f in built] == [str(folds / "fold2.json"), str(folds / "fold10.json")]
+    # an empty Val: no validation, every Train utterance trains (the recipe's meaning)
+    assert sorted(built[0].tables) == ["test", "train"] and list(built[0].tables["train"].index) == ["a.wav", "b.wav"]
+    assert "empty Val" in built[0].info["validation"]
+    built = build_folds(str(folds), FoldOptions(audio_dir=str(audio), val_group="next"))
     first = built[0].tables
-    # the first file has no validation: the next fold's test rows, taken out of training
+    # --val_group next: the next fold's test rows validate, taken out of training
     assert list(first["val"].index) == ["b.wav"] and list(first["train"].index) == ["a.wav"]
     assert first["val"].loc["b.wav", "label"] == "sad"  # as the next file's Test says
     assert first["train"].loc["a.wav", "path"] == str((audio / "a.wav").resolve())
@@ -153,6 +158,54 @@ def test_cv_without_validation_scores_the_last_epoch(tmp_path: Path, capsys: pyt
     assert not (out / "fold_1" / "run_1" / "checkpoints" / "best.ckpt").exists()
 
 
+def emotion_folds(root: Path, sessions: int = 3, per_session: int = 4) -> tuple[Path, Path]:
+    """A flat folder of wavs and one JSON split file per session, as the seed emotion recipe writes them: Test
+    the session's utterances, Train every other session's, Val empty."""
+    audio, folds = root / "wavs", root / "labels"
+    audio.mkdir()
+    folds.mkdir()
+    names = {s: [f"Ses0{s}_{k}.wav" for k in range(per_session)] for s in range(1, sessions + 1)}
+    label = {}
+    for s, files in names.items():
+        for k, name in enumerate(files):
+            sf.write(audio / name, tone(300 + 500 * (k % 2), 0.5, 16000, seed=10 * s + k), 16000)
+            label[name] = ["sad", "happy"][k % 2]
+    for s in names:
+        train = {n: label[n] for t, files in names.items() if t != s for n in files}
+        write_json_split(folds / f"label_{s}.json", train, {}, {n: label[n] for n in names[s]})
+    return audio, folds
+
+
+def test_json_folds_with_an_empty_val_train_on_every_training_speaker_and_keep_the_last_epoch(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from safetensors.torch import load_file
+
+    audio, folds = emotion_folds(tmp_path)
+    out = tmp_path / "cv"
+    assert main(["cv", "-d", str(folds), "--audio_dir", str(audio), "-o", str(out), "--model", "ecapa_tdnn",
+                 *SMALL_ECAPA, "-e", "2", "-bs", "4", "--clip_length", "0"]) == 0
+    train_rows = list(json.loads((folds / "label_1.json").read_text())["Train"])
+    assert pd.read_csv(out / "fold_1" / "train.csv")["uid"].tolist() == train_rows  # both other sessions
+    assert not (out / "fold_1" / "val.csv").exists()
+    assert "empty Val" in json.loads((out / "folds.json").read_text())["fold_1"]["validation"]
+    run = out / "fold_1" / "run_1"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert "val" not in metrics and metrics["train_clips"] == len(train_rows) == 8
+    assert metrics["validation"] == "none: the last epoch is kept" and metrics["weights"] == "last epoch"
+    assert metrics["epochs_run"] == 2 and not (run / "checkpoints" / "best.ckpt").exists()
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 1  # the second epoch, counted from 0
+    saved = load_file(run / "model.safetensors")
+    assert all(torch.equal(saved[name], last["state_dict"][f"model.{name}"]) for name in saved)
+    summary = json.loads((out / "cv_summary.json").read_text())
+    assert set(summary["statistics"]) == {"test"} and "empty Val" in summary["validation"]["fold_2"]
+    assert {"micro_f1", "f1_of_macro_pr"} <= set(summary["statistics"]["test"])
+    # validation by --monitor cannot be asked of folds without one
+    assert main(["cv", "-d", str(folds), "--audio_dir", str(audio), "-o", str(tmp_path / "monitored"),
+                 "--model", "ecapa_tdnn", *SMALL_ECAPA, "--monitor", "uar"]) == 2
+    assert "--monitor need(s) validation" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_cv_writes_every_run_and_a_summary_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     table = small_table(tmp_path)
@@ -244,3 +297,49 @@ def test_cv_inputs_are_checked_before_anything_is_written(tmp_path: Path, capsys
     assert run_cv(tmp_path, table, out, "--val_group", "none", "--patience", "3") == 2
     assert "fold_1" in (err := capsys.readouterr().err) and "--patience need(s) validation" in err
     assert not out.exists()
+
+
+def test_interrupted_cv_keeps_finished_runs_and_trains_none_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    import audiotune.engine.cv as cv_module
+
+    table = small_table(tmp_path)
+    out = tmp_path / "cv"
+    real, finished = cv_module.train, []
+
+    def interrupt_at(call: int):
+        calls = []
+
+        def train(config):
+            calls.append(config.exp_dir)
+            if len(calls) == call:
+                raise KeyboardInterrupt  # Ctrl-C as this run starts
+            result = real(config)
+            finished.append(config.exp_dir)
+            return result
+        return train
+
+    for call in (2, 3, 1):  # 3 folds x 2 repeats: stopped after 1 run, then after 2 more, then at once
+        monkeypatch.setattr(cv_module, "train", interrupt_at(call))
+        assert run_cv(tmp_path, table, out, "--repeats", "2") == 130
+        assert "finished runs are kept" in capsys.readouterr().err
+        assert out.is_dir()
+        assert all((Path(run) / "metrics.json").is_file() for run in finished)
+    assert len(finished) == 3
+    monkeypatch.setattr(cv_module, "train", interrupt_at(0))
+    assert run_cv(tmp_path, table, out, "--repeats", "2") == 0
+    assert len(finished) == 6 and len(set(finished)) == 6  # every run trained once
+    assert json.loads((out / "cv_summary.json").read_text())["runs"] == 6
+
+
+def test_every_folds_labels_are_checked_before_the_first_run_trains(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    table = small_table(tmp_path)
+    rows = pd.read_csv(table)
+    rows.loc[rows["uid"] == "cat0", "pitch"] = "mid"  # only cat has it: the fold testing on cat cannot score it
+    rows.to_csv(table, index=False)
+    out = tmp_path / "cv"
+    assert run_cv(tmp_path, table, out, "--val_group", "none") == 2
+    err = capsys.readouterr().err
+    assert "fold_3: " in err and "classes ['mid'] not seen in training" in err
+    assert not out.exists()  # nothing trained, nothing kept

@@ -23,7 +23,16 @@ from audiotune.data.loading import make_loader
 from audiotune.engine import device as device_module
 from audiotune.engine import inference
 from audiotune.engine.cache import CachedDataset, cached_loader
-from audiotune.engine.device import autocast, move_batch, parse_devices, pins_memory, resolve_device
+from audiotune.engine.device import (
+    autocast,
+    check_precision,
+    lightning_precision,
+    move_batch,
+    parse_devices,
+    pins_memory,
+    resolve_device,
+)
+from audiotune.engine.trainer import trainer_precision
 
 
 @pytest.fixture()
@@ -135,6 +144,56 @@ def test_autocast_bf16_follows_the_device_type() -> None:
         cuda_context = autocast(torch.device("cuda", 1), "bf16")
     assert isinstance(cuda_context, torch.autocast)
     assert cuda_context.device == "cuda" and cuda_context.fast_dtype == torch.bfloat16
+
+
+def test_autocast_16_is_float16_on_the_device_type() -> None:
+    a, b = torch.randn(4, 4), torch.randn(4, 4)
+    for precision in ("16", "16-mixed"):
+        with autocast(torch.device("cpu"), precision):
+            assert (a @ b).dtype == torch.float16
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cuda_context = autocast(torch.device("cuda", 0), "16")
+    assert isinstance(cuda_context, torch.autocast) and cuda_context.fast_dtype == torch.float16
+
+
+# ---------------------------------------------------------------- precision
+
+def test_the_seeds_precision_16_is_lightnings_16_mixed() -> None:
+    from audiotune.cli import build_parser, config_from_args
+
+    parsed = {}
+    for precision in ("16", "16-mixed", "bf16", "32"):
+        args = build_parser().parse_args(["train", "-d", "split", "-o", "run", "--precision", precision])
+        config = config_from_args(args)
+        parsed[precision] = (config.runtime.precision, trainer_precision(config.runtime))
+    assert parsed == {"16": ("16", "16-mixed"), "16-mixed": ("16-mixed", "16-mixed"),
+                      "bf16": ("bf16", "bf16-mixed"), "32": ("32", "32-true")}
+    assert lightning_precision("16") == "16-mixed"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--precision", "8"])
+
+
+def test_16_bit_mixed_precision_needs_a_gpu() -> None:
+    for precision in ("16", "16-mixed"):
+        with pytest.raises(ValueError, match=f"--precision {precision}: 16-bit mixed precision .* needs a GPU, and "
+                                             "this command runs on the CPU; use --precision bf16"):
+            check_precision(torch.device("cpu"), precision)
+        check_precision(torch.device("cuda", 0), precision)
+        check_precision(torch.device("mps"), precision)
+    check_precision(torch.device("cpu"), "bf16")
+    check_precision(torch.device("cpu"), "32")
+
+
+def test_train_and_cv_with_16_bit_precision_on_the_cpu_fail_before_writing(
+        uid_dataset: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    ds = uid_dataset
+    for command in ("train", "cv"):
+        out = tmp_path / command
+        assert main([command, "-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"]), "-o",
+                     str(out), "--model", "ecapa_tdnn", *SMALL_ECAPA, "--accelerator", "cpu",
+                     "--precision", "16"]) == 2
+        assert "--precision 16: 16-bit mixed precision" in capsys.readouterr().err and not out.exists(), command
 
 
 def test_move_batch_moves_tensors_only() -> None:

@@ -75,6 +75,12 @@ def test_a_parameter_that_is_no_train_flag_fails_before_anything_is_written(
     assert "s.yaml: parameter 'lr_typo' is not a train flag" in err and "--lr_typo" in err
     assert not (tmp_path / "sweep").exists()
 
+    space = write_space(tmp_path / "b.yaml", parameters={"batch_size": {"type": "integer", "min": -4, "max": 0}})
+    assert main(sweep_args(ds, space, tmp_path / "sweep", "-e", "1")) == 2  # checked before the first trial
+    assert "parameter 'batch_size' is not a train flag that takes -4 (invalid option(s): --batch_size -4: must " \
+           "be in [1, inf))" in capsys.readouterr().err
+    assert not (tmp_path / "sweep").exists()
+
     # a first trial whose inputs are bad leaves no sweep directory behind either
     space = write_space(tmp_path / "ok.yaml")
     assert main(sweep_args(ds, space, tmp_path / "sweep", "-e", "1", "--label_txt", str(tmp_path / "nope.txt"))) == 2

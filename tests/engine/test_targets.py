@@ -256,3 +256,16 @@ def test_soft_heads_and_class_weights_end_to_end(tmp_path: Path) -> None:
     predictions = pd.read_parquet(tmp_path / "run" / "predictions.parquet")
     assert set(predictions["true:low+hi"]) <= {"low", "hi"}
     assert (tmp_path / "run" / "plots" / "confusion_test_low+hi.png").is_file()
+
+
+def test_one_class_heads_are_refused_and_a_wrong_binary_cell_suggests_categorical(tmp_path: Path) -> None:
+    one_class = pd.DataFrame({"digit": ["a", "a", None]})
+    with pytest.raises(DataError, match=r"'digit' holds one class only \(\['a'\]\)"):
+        infer_heads([["digit"]], one_class, "train.csv")
+    with pytest.raises(DataError, match="binary column 'loud' holds only 0"):
+        infer_heads([["loud"]], pd.DataFrame({"loud": [0, 0, 0]}), "train.csv")
+    assert [h.kind for h in infer_heads([["loud", "long"]], pd.DataFrame({"loud": [0, 0], "long": [0, 1]}))] == \
+        ["binary"]  # a multi-label head may hold a label no training row has
+    heads = infer_heads([["digit"]], pd.DataFrame({"digit": [0, 1, 1]}), "train.csv")
+    with pytest.raises(DataError, match="'digit' is 2, not 0/1: .* declare `digit:categorical`"):
+        encode_targets(pd.DataFrame({"digit": [0, 2]}, index=["u0", "u1"]), heads, "test.csv")

@@ -22,6 +22,7 @@ from audiotune.cli import (
     split,
     stats,
     sweep,
+    table,
     taps,
     train,
     vertex_job,
@@ -36,7 +37,7 @@ __all__ = ["COMMANDS", "build_parser", "config_from_args", "main", "parse_bool"]
 
 COMMANDS: tuple[Command, ...] = tuple(module.COMMAND for module in (
     train, evaluate, extract, export, attention, manifest, segment, split, pretrain, probe, cv, cluster, taps, stats,
-    vertex_job, sweep))
+    vertex_job, sweep, table))
 DESCRIPTION = """\
 audiotune turns labelled audio into classifiers and embeddings: fine-tune or probe pretrained encoders
 (wav2vec2-style Hugging Face models, SSAST) or train ECAPA-TDNN from scratch, then evaluate, cross-validate
@@ -79,6 +80,11 @@ def _model_named(argv: list[str]) -> str | None:
     return None
 
 
+def _interrupted(command: Command) -> int:
+    print(f"audiotune {command.name}: interrupted; {command.after_interrupt}", file=sys.stderr)
+    return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(_model_named(argv))
@@ -94,8 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         with staged(args, path_roles(args)):
             command.run(args, parser)
     except KeyboardInterrupt:
-        print(f"audiotune {args.command}: interrupted; outputs not finished were not written", file=sys.stderr)
-        return 130
+        return _interrupted(command)
+    except SystemExit as err:  # Lightning ends a fit stopped by Ctrl-C with exit(1) after its own clean-up
+        if isinstance(err.__context__, KeyboardInterrupt):
+            return _interrupted(command)
+        raise
     except Exception as err:  # one line for the user; the traceback with -v
         if args.verbose:
             raise

@@ -7,6 +7,7 @@ from pathlib import Path
 from audiotune.cli.command import Command
 from audiotune.cli.flags import add_config_flags, add_path, config_from_args
 from audiotune.cli.show import shown
+from audiotune.engine.cluster import FIT_ON
 from audiotune.storage import Role
 
 
@@ -25,17 +26,25 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                         help="rows of the preallocated k-means sample buffer (memory: rows x dim x 4 bytes; "
                              "default 256 x the largest K)")
     parser.add_argument("--niter", type=int, default=20, help="k-means iterations (default 20)")
+    parser.add_argument("--fit_on", "--fit-on", dest="fit_on", choices=FIT_ON, default="train",
+                        help="clips whose frames k-means is fitted on: train (the default; the training split of -d, "
+                             "so no validation or test clip shapes the clusters) or all (every clip of -d; needed "
+                             "for one table or a folder of audio). Every clip is labelled either way; the fitted "
+                             "ones are listed in OUT_STEM.fit_rows.csv")
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    from audiotune.engine.cluster import ClusterOptions, cluster, stats_path
+    from audiotune.engine.cluster import ClusterOptions, cluster, fit_rows_path, stats_path
 
     config = config_from_args(args)
     wanted = ClusterOptions(args.num_clusters, config.classifier.layer, args.sample_ratio, args.max_frames,
-                            args.niter, config.data.seed)
+                            args.niter, config.data.seed, args.fit_on)
     result = cluster(config, wanted, args.out, args.run)
-    print(f"{result['clips']} clips, {result['sample_frames']} of {result['frames_offered']} offered frames "
-          f"clustered (buffer {result['buffer_mib']} MiB)")
+    print(f"k-means fitted on {result['fit_clips']} clips ({' + '.join(result['fit_splits'])}; --fit_on "
+          f"{result['fit_on']}; listed in {shown(fit_rows_path(Path(args.out)))}), all {result['clips']} clips "
+          "labelled")
+    print(f"{result['sample_frames']} of {result['frames_offered']} offered frames clustered "
+          f"(buffer {result['buffer_mib']} MiB)")
     for k, usage in result["clusters"].items():
         print(f"  K={k}: {usage['clusters_used']} clusters used, {usage['empty_clusters']} empty, "
               f"largest {usage['largest_share']:.1%} of {usage['frames']} frames")
@@ -46,5 +55,6 @@ COMMAND = Command(
     "cluster", "k-means pseudo-labels for every frame of every clip (the targets of --objective ptapt)", arguments,
     run, description="Frames of hidden state --layer of an encoder (-c CHECKPOINT, or --run RUN for a trained run's "
                      "fine-tuned encoder) are sampled into a fixed buffer, clustered with faiss k-means for each K, "
-                     "then every frame of every clip of -d is assigned. Writes uid, k, labels rows to --out "
-                     "(parquet) and the cluster usage to OUT_STEM.clusters.json.")
+                     "then every frame of every clip of -d is assigned. k-means is fitted on the training split "
+                     "only unless --fit_on all. Writes uid, k, labels rows to --out (parquet), the cluster usage "
+                     "to OUT_STEM.clusters.json and the fitted clips to OUT_STEM.fit_rows.csv.")

@@ -12,7 +12,7 @@ class Command:
     the help shows that backbone's options only); ``run(args, parser)`` does the work (``parser``: the whole
     command line's, for commands that check another command line, as a sweep or a cloud job does);
     ``default_outputs(args)`` fills output paths whose default lies beside an input (such as RUN/evaluate), before
-    remote paths are staged."""
+    remote paths are staged; ``after_interrupt`` tells a user who stopped the command (Ctrl-C) how to go on."""
 
     name: str
     help: str
@@ -20,3 +20,4 @@ class Command:
     run: Callable[[argparse.Namespace, argparse.ArgumentParser], None]
     description: str = ""
     default_outputs: Callable[[argparse.Namespace], None] | None = None
+    after_interrupt: str = "outputs not finished were not written; run the command again"

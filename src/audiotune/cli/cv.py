@@ -7,6 +7,7 @@ from audiotune import storage
 from audiotune.cli.command import Command
 from audiotune.cli.flags import add_config_flags, config_from_args, declare_role
 from audiotune.cli.show import quiet_lightning
+from audiotune.data.folds import VAL_GROUPS
 from audiotune.storage import Role
 
 
@@ -18,11 +19,12 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                        help="table: column whose values are left out one at a time (or kept together in --folds)")
     folds.add_argument("--folds", type=int, default=0, help="table: K group-disjoint folds instead of one per group")
     folds.add_argument("--stratify", help="table with --folds: label column to stratify the folds by")
-    folds.add_argument("--val_group", "--val-group", dest="val_group", default="next",
-                       choices=("next", "draw", "none"),
-                       help="validation of a fold without one: the next fold's test rows (default), --val_size "
-                            "groups drawn from its training rows, or none (every other group trains; each run "
-                            "keeps its last epoch)")
+    folds.add_argument("--val_group", "--val-group", dest="val_group", default="auto", choices=VAL_GROUPS,
+                       help="validation of a fold without one: next (the next fold's test rows), draw (--val_size "
+                            "groups drawn from its training rows), or none (every other group trains; each run "
+                            "keeps its last epoch). auto (the default): none for JSON split files, whose empty Val "
+                            "means no validation as in the seed emotion recipe (every training speaker trains, the "
+                            "last epoch is kept, so --monitor and --patience do not apply), next for the others")
     folds.add_argument("--repeats", type=int, default=1, help="runs per fold, with seeds --seed .. --seed+R-1")
     folds.add_argument("--audio_dir", "--audio-dir", "--datadir", dest="audio_dir", default="",
                        help="JSON split files: folder the utterance names are relative to (default: the JSON's)")
@@ -70,4 +72,5 @@ COMMAND = Command(
     "cv", "cross-validation: every fold x --repeats seeds as run directories, then cv_summary.json", arguments, run,
     description="-d is a table (.csv; folds by --group, or --folds K), a folder of fold_N/ split folders, or a "
                 "folder of JSON split files ({\"Train\": ..., \"Val\": ..., \"Test\": ...}). Every other flag is a "
-                "train flag. Run the same command again to resume.")
+                "train flag. Run the same command again to resume.",
+    after_interrupt="finished runs are kept; run the same command again to go on")

@@ -22,6 +22,7 @@ from audiotune.config import (
     describe_range,
     read_config_file,
 )
+from audiotune.config.sections import PRECISIONS
 from audiotune.models import backbones
 from audiotune.storage import Role
 
@@ -365,4 +366,4 @@ def add_device_flags(parser: argparse.ArgumentParser) -> None:
                         help="where the model runs: auto takes the GPU when there is one (default: the run's)")
     parser.add_argument("--devices", help="which device: auto, a count (the first is used) or a list of indices "
                                           "such as 0,1 or [1] (the first is used) (default: the run's)")
-    parser.add_argument("--precision", choices=("32", "bf16"), help="inference precision (default: the run's)")
+    parser.add_argument("--precision", choices=PRECISIONS, help="inference precision (default: the run's)")

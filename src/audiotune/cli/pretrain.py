@@ -31,4 +31,5 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
 COMMAND = Command(
     "pretrain", "self-supervised pretraining, no labels needed: SSAST masked patches (--model ssast) or wav2vec2 "
-                "task-adaptive pretraining (--model hf -c CHECKPOINT --objective tapt)", arguments, run)
+                "task-adaptive pretraining (--model hf -c CHECKPOINT --objective tapt)", arguments, run,
+    after_interrupt="the same command with --resume continues from the last finished epoch")

@@ -21,13 +21,26 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     parser.add_argument("--group", default="subject", help="column no two splits may share (default subject)")
     parser.add_argument("--folds", type=int, default=0, help="write k folds as fold_1..fold_k")
     parser.add_argument("--seed", type=int, default=0)
+    tasks = parser.add_argument_group("by task (a 'task' column, as `audiotune table` writes)")
+    tasks.add_argument(*spellings("train_task"), dest="train_task", nargs="+",
+                       help="tasks of the train and val rows (default: --test_task)")
+    tasks.add_argument(*spellings("test_task"), dest="test_task", nargs="+",
+                       help="tasks of the test rows (default: --train_task)")
+    tasks.add_argument(*spellings("split_size"), dest="split_size", nargs="+", type=int, metavar="N",
+                       help="subject counts TRAIN TEST [VAL] (TRAIN 0: all the rest); default: --test_fraction and "
+                            "--val_fraction of the subjects")
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from audiotune.data.layout import read_table
     from audiotune.data.splits import group_values, kfold_tables, split_table, write_split
 
-    table = read_table(args.manifest, tuple(c for c in (args.group, args.stratify) if c))
+    by_task = bool(args.train_task or args.test_task)
+    if args.split_size and not by_task:
+        raise ValueError("--split_size: subject counts of a split by task; give --train_task and/or --test_task")
+    if by_task and (args.stratify or args.folds):
+        raise ValueError("--train_task/--test_task: a split by task is drawn by subject, without --stratify or --folds")
+    table = read_table(args.manifest, tuple(c for c in (args.group, args.stratify, "task" if by_task else "") if c))
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise DataError(f"--out {out}: exists and is not a folder")
@@ -44,8 +57,15 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
             write_split(parts, out / f"fold_{number}")
             print(f"fold_{number}: " + ", ".join(f"{k} {len(v)}" for k, v in parts.items()))
         return
-    parts = split_table(table, args.test_fraction, args.val_fraction, args.stratify, args.group, args.seed,
-                        args.test_subjects, args.val_subjects, args.manifest)
+    if by_task:
+        from audiotune.data.task_splits import task_split
+
+        parts = task_split(table, args.train_task or args.test_task, args.test_task or args.train_task,
+                           args.split_size, args.test_fraction, args.val_fraction, args.group, args.seed,
+                           args.test_subjects, args.val_subjects, args.manifest)
+    else:
+        parts = split_table(table, args.test_fraction, args.val_fraction, args.stratify, args.group, args.seed,
+                            args.test_subjects, args.val_subjects, args.manifest)
     write_split(parts, args.out)
     for name, part in parts.items():
         print(f"{name}: {len(part)} rows, {group_values(part, args.group, name).nunique()} {args.group} groups")

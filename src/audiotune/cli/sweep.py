@@ -51,18 +51,19 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     space = vertex.read_space(args.space)
     base = config_from_args(args)
     parse = parser.parse_args
-    for parameter in space["parameters"]:  # every parameter is a train flag: a typo fails before any trial
-        flag = f"--{parameter['parameterId']}={vertex.sample_value(parameter)}"
-        try:
-            vertex.check_command(["train", flag], parse)
-        except vertex.VertexError as err:
-            raise vertex.VertexError(f"{args.space}: parameter {parameter['parameterId']!r} is not a train flag "
-                                     f"that takes this value ({str(err).rpartition('error: ')[2]})") from None
 
     def configure(params: dict) -> RunConfig:
         command = ["train", *(f"--{name}={value}" for name, value in params.items())]
         vertex.check_command(command, parse)  # a value the flag refuses: an error of this trial, not an exit
         return check_config(apply_flags(copy.deepcopy(base), parse(command)))
+
+    for parameter in space["parameters"]:  # every parameter is a train flag: a typo or a value out of range
+        for value in vertex.edge_values(parameter):  # fails before any trial
+            try:
+                configure({parameter["parameterId"]: value})
+            except (vertex.VertexError, ValueError) as err:
+                raise vertex.VertexError(f"{args.space}: parameter {parameter['parameterId']!r} is not a train flag "
+                                         f"that takes {value} ({str(err).rpartition('error: ')[2]})") from None
 
     options = SweepOptions(trials=args.trials, study_name=args.study_name, storage=args.storage, pruner=args.pruner,
                            prune_after=args.prune_after, startup_trials=args.startup_trials,
@@ -88,4 +89,5 @@ COMMAND = Command(
     "sweep", "hyperparameter search (Optuna): every trial a train run directory under -o", arguments, run,
     description="Every flag other than the sweep's own is a train flag that all trials share; the space's "
                 "parameters are train flags too. Run the same command again (or several at once, one per device) "
-                "to continue the sweep.")
+                "to continue the sweep.",
+    after_interrupt="finished trials are kept; run the same command again to go on")

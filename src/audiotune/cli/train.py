@@ -35,4 +35,5 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     print(f"run directory: {storage.final_place(config.exp_dir)}")
 
 
-COMMAND = Command("train", "train a classifier; writes a run directory", arguments, run)
+COMMAND = Command("train", "train a classifier; writes a run directory", arguments, run,
+                  after_interrupt="the same command with --resume continues from the last finished epoch")

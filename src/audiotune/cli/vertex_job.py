@@ -1,12 +1,19 @@
-"""``audiotune vertex job|tune [options] -- COMMAND ARGS``: a Vertex AI job spec that runs an audiotune command."""
+"""``audiotune vertex job|tune [options] -- COMMAND ARGS``: a Vertex AI job spec that runs an audiotune command;
+``audiotune vertex results JOB.json --out trials.csv``: the trials of a finished tuning job, best first."""
 from __future__ import annotations
 
 import argparse
+import math
 
-from audiotune import vertex
+import pandas as pd
+
+from audiotune import storage, vertex
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_path
+from audiotune.cli.flags import add_path, config_from_args, path_roles
+from audiotune.config import check_config
 from audiotune.storage import Role
+
+WRITTEN = (Role.OUTPUT_FILE, Role.OUTPUT_DIR, Role.RUN_OUTPUT, Role.EXPERIMENT)  # lost with the job's disk
 
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
@@ -36,13 +43,52 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
             job.add_argument("--max_failed", type=int, default=0)
         job.add_argument("job_command", nargs="...", metavar="-- COMMAND",
                          help="the audiotune command the job runs, and its flags")
+    results = kinds.add_parser("results", help="trials table of a finished hyperparameter-tuning job",
+                               description="JOB.json: `gcloud ai hp-tuning-jobs describe JOB_ID --region REGION "
+                                           "--format json`; one row per trial, best first by the study's metric")
+    add_path(results, "job", role=Role.INPUT, metavar="JOB.json", help="the tuning job's description (JSON)")
+    add_path(results, "--out", role=Role.OUTPUT_FILE, required=True, help="trials table to write (.csv or .parquet)")
+
+
+def _results(args: argparse.Namespace) -> None:
+    from audiotune.cli.show import shown
+
+    table, objective, goal = vertex.collect_trials(args.job, args.out)
+    states = table["state"].value_counts()
+    print(f"{shown(args.out)}: {len(table)} trials (" + ", ".join(f"{n} {s.lower()}" for s, n in states.items())
+          + f"), best first by {objective} ({goal.lower()})")
+    best = table.iloc[0]
+    if math.isnan(best[objective]):
+        print(f"no trial reported {objective}")
+        return
+    settings = ", ".join(f"{k}={best[k]}" for k in table.attrs["parameters"] if not pd.isna(best[k]))
+    print(f"best trial {best['trial']}: {objective} {best[objective]:.4g} ({settings})"
+          + (f"; run {best['run']}" if "run" in best else ""))
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    spec = vertex.run_command(args, parser.parse_args)
+    if args.vertex_command == "results":
+        _results(args)
+        return
+
+    def parse(command: list[str]) -> argparse.Namespace:
+        parsed = parser.parse_args(command)
+        if parsed.command == "train" and not storage.is_remote(vars(parsed).get("config") or ""):
+            # values out of range fail now, not in the job (a recipe in a bucket is read by the job)
+            check_config(config_from_args(parsed))
+        return parsed
+
+    def outputs(command: list[str]) -> dict[str, str]:
+        parsed = parser.parse_args(command)
+        if vars(parsed).get("cloud"):  # the seed's upload after the command: its outputs may stay local
+            return {}
+        return {f"--{dest}": str(getattr(parsed, dest)) for dest, role in path_roles(parsed).items()
+                if role in WRITTEN and getattr(parsed, dest, None)}
+
+    spec = vertex.run_command(args, parse, outputs)
     print(f"{args.out}: {'CustomJob' if args.vertex_command == 'job' else 'HyperparameterTuningJob'} "
           f"{spec['displayName']!r}")
 
 
 COMMAND = Command("vertex", "write a Vertex AI CustomJob or hyperparameter-tuning job spec (JSON) that runs an "
-                            "audiotune command", arguments, run)
+                            "audiotune command, or read a finished tuning job's trials", arguments, run)

@@ -10,6 +10,7 @@ config files in :mod:`audiotune.config.files`; this module is their public face.
 from __future__ import annotations
 
 from audiotune.config.files import (
+    config_changes,
     config_from_dict,
     config_to_dict,
     load_config,
@@ -56,7 +57,7 @@ __all__ = [
     "AT_LEAST_0", "AT_LEAST_1", "AUGMENT_GATES", "AUGMENT_LATE_GATES", "AUGMENT_PROBABILITIES", "CONFIG_VERSION",
     "CUT_MAX_LIMIT", "HEAD_KINDS", "INF", "PROBABILITY", "RETIRED_FLAGS", "RETIRED_VALUES", "SECTIONS", "SPEED_LIMITS",
     "SPEED_RANGE", "AudioConfig", "AugmentConfig", "ClassifierConfig", "DataConfig", "FeatureConfig", "HeadSpec",
-    "ModelConfig", "RunConfig", "RuntimeConfig", "TrainConfig", "check_config", "check_types", "config_from_dict",
-    "config_to_dict", "describe_range", "load_config", "option", "range_problems", "read_config_file", "save_config",
-    "upgrade_sections", "with_added_options",
+    "ModelConfig", "RunConfig", "RuntimeConfig", "TrainConfig", "check_config", "check_types", "config_changes",
+    "config_from_dict", "config_to_dict", "describe_range", "load_config", "option", "range_problems",
+    "read_config_file", "save_config", "upgrade_sections", "with_added_options",
 ]

@@ -11,6 +11,7 @@ import yaml
 
 from audiotune.config.options import check_types
 from audiotune.config.sections import CONFIG_VERSION, SECTIONS, HeadSpec, RunConfig, RuntimeConfig
+from audiotune.outputs import CONFIG_FILE
 
 
 def config_to_dict(config: RunConfig) -> dict[str, Any]:
@@ -18,6 +19,24 @@ def config_to_dict(config: RunConfig) -> dict[str, Any]:
     raw = dataclasses.asdict(config)
     raw["model"] = {**raw["model"], **raw["model"].pop("options")}
     return raw
+
+
+def config_changes(old: RunConfig, new: RunConfig, free: tuple[str, ...] = ()) -> dict[str, list[Any]]:
+    """``{"section.option": [old, new]}`` of every option that differs, except those named in ``free`` (an
+    option ``section.name`` or a whole ``section``)."""
+    before, after = config_to_dict(old), config_to_dict(new)
+    changes = {}
+    for section in sorted(set(before) | set(after)):
+        if section in free:
+            continue
+        a, b = before.get(section), after.get(section)
+        if isinstance(a, dict) and isinstance(b, dict):
+            for name in sorted(set(a) | set(b)):
+                if f"{section}.{name}" not in free and a.get(name) != b.get(name):
+                    changes[f"{section}.{name}"] = [a.get(name), b.get(name)]
+        elif a != b:
+            changes[section] = [a, b]
+    return changes
 
 
 def upgrade_sections(raw: dict[str, Any]) -> dict[str, Any]:
@@ -99,9 +118,14 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     """The sections of a YAML config file (a run's config.yaml or a recipe), unchecked."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no config.yaml (is this a run directory written by `audiotune train`?)")
+        if path.name == CONFIG_FILE:  # a run's own config
+            raise FileNotFoundError(f"{path}: no {CONFIG_FILE} (is this a run directory written by `audiotune "
+                                    "train`?)")
+        raise FileNotFoundError(f"{path}: config file not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a YAML config file (not UTF-8 text)") from None
     except yaml.YAMLError as err:
         where = getattr(err, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""

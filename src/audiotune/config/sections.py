@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from audiotune.config.options import AT_LEAST_0, AT_LEAST_1, INF, PROBABILITY, option, range_problems
-from audiotune.outputs import CHECKPOINT_DIR, DROPPED_FILE, LAST_CHECKPOINT, SKIPPED_FILE
+from audiotune.outputs import CHECKPOINT_DIR, CONFIG_HISTORY_FILE, DROPPED_FILE, LAST_CHECKPOINT, SKIPPED_FILE
 from audiotune.storage import Role
 
 CONFIG_VERSION = 1
@@ -20,6 +20,7 @@ AUGMENT_PROBABILITIES = (*AUGMENT_GATES, *AUGMENT_LATE_GATES)
 SPEED_RANGE = (0.6, 1.3)  # the seed's
 SPEED_LIMITS = (0.25, 4.0)  # what --speed_range accepts
 CUT_MAX_LIMIT = 1.0  # what --cut_max accepts, in seconds
+PRECISIONS = ("32", "bf16", "16-mixed", "16")  # 16: the seeds' spelling of 16-mixed
 
 
 @dataclass
@@ -114,6 +115,8 @@ class DataConfig:
                                     "validation; the last epoch is kept)", valid=AT_LEAST_0)
     seed: int = option(0, "random seed for splits, initialisation, shuffling and augmentation",
                        valid=(0, 2**32 - 1, True, True))
+    na_values: list[str] = option([], "table cells read as missing besides the empty cell (e.g. NA); by default "
+                                      "NA, None, null and nan are values such as class names")
     on_error: str = option("raise", f"bad audio: raise an error, or skip it and write {SKIPPED_FILE}",
                            choices=("raise", "skip"))
     allow_overlap: bool = option(False, "let validation/test share subjects or uids with train: the training rows "
@@ -234,13 +237,11 @@ class TrainConfig:
     grad_clip: float = option(0.0, "clip the gradients' global L2 norm to this value before each optimiser step "
                                    "(0 = off); wav2vec2-style pretraining from random weights can diverge without it",
                                    valid=AT_LEAST_0)
-    warmup_steps: int = option(0, "linear warm-up steps of the cosine and linear schedules", ("--warmup_step",),
-                               valid=AT_LEAST_0)
+    warmup_steps: int = option(0, "warm-up steps (cosine and linear schedules)", ("--warmup_step",), valid=AT_LEAST_0)
     training_steps: int = option(0, "stop after this many optimiser steps instead of --epochs (0 = use --epochs)",
                                  ("--training_step",), valid=AT_LEAST_0)
-    bucket_sampler: bool = option(False, "training batches of similar lengths: clips sorted into --num_buckets "
-                                         "length buckets, shuffled within them, batches shuffled (less padding)",
-                                 ("--use_bucket_sampler",))
+    bucket_sampler: bool = option(False, "batches of similar lengths: clips in --num_buckets length buckets, "
+                                         "shuffled within them, batches shuffled", ("--use_bucket_sampler",))
     num_buckets: int = option(50, "length buckets of --bucket_sampler", ("--train_bucket_size",), valid=AT_LEAST_1)
     dynamic_batch: float = option(0.0, "training batches by audio instead of -bs: as many clips as fit this many "
                                        "seconds, counted padded (clips x longest); implies --bucket_sampler "
@@ -249,10 +250,10 @@ class TrainConfig:
                                      "every time it is seen (0 = whole clips)", valid=AT_LEAST_0)
     loss: str = option("auto", "loss of binary heads (BCE, or MSE) and of regression heads (MSE, or huber); "
                                "categorical and soft heads use CE", choices=("auto", "BCE", "MSE", "CE", "huber"))
-    labeling_method: str = option("distribution", "targets of soft (vote) heads in training: distribution (CE "
-                                                  "against the vote distribution), hard (its argmax), sample (a "
-                                                  "class drawn from it each time a clip is seen, seeded: the "
-                                                  "emotion seed's 'soft')", choices=("distribution", "hard", "sample"))
+    labeling_method: str = option("distribution", "targets of soft (vote) heads: distribution (CE against the "
+                                                  "votes), hard (their argmax), sample (a class drawn from them each "
+                                                  "time a clip is seen, seeded: the emotion seed's 'soft')",
+                                  choices=("distribution", "hard", "sample"))
     class_weights: str = option("none", "balanced: weight each class by its inverse frequency in the training "
                                         "split (mean class weight 1) in the loss of categorical and soft heads "
                                         "(CE class weights) and binary columns (per-sample weights)",
@@ -281,8 +282,14 @@ class TrainConfig:
                                   "accuracy, macro_f1, weighted_f1, auc, ccc; min for loss, mae; the mean over "
                                   "heads when there are several)",
                           choices=("loss", "uar", "accuracy", "macro_f1", "weighted_f1", "auc", "ccc", "mae"))
+    save_top_k: int = option(1, f"keep the K best validation epochs by --monitor as checkpoints in "
+                                f"EXP_DIR/{CHECKPOINT_DIR} (1: best.ckpt; more: best-epoch=NN.ckpt each); the saved "
+                                "model is the best of them", valid=AT_LEAST_1)
     resume: bool = option(False, f"continue from EXP_DIR/{CHECKPOINT_DIR}/{LAST_CHECKPOINT}")
     overwrite: bool = option(False, "replace the run already in --exp_dir (deleted once the inputs are checked)")
+    allow_changes: bool = option(False, "with --resume: go on although options other than --epochs and where it "
+                                        "runs differ from the run's config.yaml; the changes are recorded in "
+                                        f"EXP_DIR/{CONFIG_HISTORY_FILE}")
     debug: bool = option(False, "use only the first 8 rows of every split")
 
 
@@ -292,7 +299,9 @@ class RuntimeConfig:
     alike; a command that loads a run may set them anew (``--accelerator``, ``-bs`` ...)."""
 
     num_workers: int = option(0, "data loader worker processes", ("-nw", "--nworkers"), valid=(0, 1024, True, True))
-    precision: str = option("32", "training precision", choices=("32", "bf16"))
+    precision: str = option("32", "precision of training and inference: 32, bf16 (bfloat16 autocast), 16-mixed "
+                                  "(float16 autocast with loss scaling; needs a GPU; 16, the seeds' spelling, is "
+                                  "the same)", choices=PRECISIONS)
     accelerator: str = option("auto", "Lightning accelerator (auto, cpu, gpu)")
     devices: str = option("auto", "Lightning devices (auto, a count, or a list); with several, one training "
                                   "process per device (DDP), -bs clips each")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -113,7 +114,22 @@ def open_audio(path: str) -> Iterator[sf.SoundFile]:
             handle = stack.enter_context(sf.SoundFile(source))
         except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
             raise AudioError(f"{path}: cannot decode audio ({err})") from err
+        _check_length(path, handle)
         yield handle
+
+
+# libsndfile's log of a chunk shorter than its header says: "data : 4768 (should be 1560)"
+_SHORT_CHUNK = re.compile(r"^(data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+_PLACEHOLDER = 0xFFFFFFF0  # streaming writers promise 0xFFFFFFFF (or 0) bytes: the length was unknown
+
+
+def _check_length(path: str, handle: sf.SoundFile) -> None:
+    """A file whose header promises more audio than it holds (cut off in a copy or a download) is bad audio,
+    not a shorter clip."""
+    for _, promised, held in _SHORT_CHUNK.findall(handle.extra_info):
+        if 0 < int(held) < int(promised) < _PLACEHOLDER:
+            raise AudioError(f"{path}: truncated: the header promises {promised} bytes of audio, the file holds "
+                             f"{held}")
 
 
 def read_frames(path: str, handle: sf.SoundFile, start: int, stop: int, dtype: str = "float64") -> np.ndarray:

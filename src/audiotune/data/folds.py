@@ -12,10 +12,13 @@ Sources (``-d``):
 Validation of a fold that has none (always for tables): ``val_group="next"`` takes the next fold's test
 rows (the next group for leave-one-group-out, wrapping around), removed from training; ``"draw"`` draws
 ``val_size`` groups of ``group`` from the fold's training rows with the seed; ``"none"`` leaves the fold
-without validation (every other group trains; each run keeps its last epoch).
+without validation (every other group trains; each run keeps its last epoch). ``"auto"`` (the default) is
+``"none"`` for JSON split files, whose empty (or missing) ``Val`` means no validation, as in the speech-emotion
+recipe they come from (every training speaker trains, the last epoch is kept), and ``"next"`` for the others.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 from dataclasses import dataclass, field
@@ -30,7 +33,7 @@ from audiotune.data.json_splits import read_json_split
 from audiotune.data.layout import read_splits, read_table
 from audiotune.data.splits import draw_validation, group_values, kfold_tables
 
-VAL_GROUPS = ("next", "draw", "none")
+VAL_GROUPS = ("auto", "next", "draw", "none")
 FOLD_DIR = re.compile(r"^fold_(\d+)$")
 
 
@@ -41,7 +44,7 @@ class FoldOptions:
     folds: int = 0
     group: str = "subject"
     stratify: str | None = None
-    val_group: str = "next"
+    val_group: str = "auto"
     audio_dir: str = ""
     json_label: str = "label"
 
@@ -155,14 +158,26 @@ def _json_folds(source: str, options: FoldOptions) -> list[Fold]:
             for k, path in enumerate(files, start=1)]
 
 
+def resolved_val_group(val_group: str, kind: str) -> str:
+    """The validation rule of a fold source of ``kind`` (see :func:`source_kind`): ``auto`` is ``none`` for JSON
+    split files and ``next`` for the others; any other rule is itself."""
+    if val_group not in VAL_GROUPS:
+        raise ValueError(f"--val_group {val_group!r}: choose one of {', '.join(VAL_GROUPS)}")
+    if val_group != "auto":
+        return val_group
+    return "none" if kind == "json" else "next"
+
+
 def _add_validation(folds: list[Fold], options: FoldOptions, seed: int, val_size: int) -> None:
-    """Give every fold without a validation split one, by ``options.val_group``."""
+    """Give every fold without a validation split one, by ``options.val_group`` (resolved, not ``auto``)."""
     for index, fold in enumerate(folds):
         if "val" in fold.tables:
             fold.info["validation"] = "from the source"
             continue
         if options.val_group == "none":
-            fold.info["validation"] = "none (--val_group none): the run's last epoch is kept"
+            why = ("its JSON split file has an empty Val" if fold.info.get("kind") == "JSON split file"
+                   else "--val_group none")
+            fold.info["validation"] = f"none ({why}): every training row trains and the run's last epoch is kept"
             continue
         train, test = fold.tables["train"], fold.tables["test"]
         where = f"{fold.name} ({fold.info['source']})"
@@ -187,9 +202,8 @@ def _add_validation(folds: list[Fold], options: FoldOptions, seed: int, val_size
 
 def build_folds(source: str, options: FoldOptions, seed: int = 0, val_size: int = 50) -> list[Fold]:
     """Every fold of ``source`` with train, val and test tables, validated; nothing is written."""
-    if options.val_group not in VAL_GROUPS:
-        raise ValueError(f"--val_group {options.val_group!r}: choose one of {', '.join(VAL_GROUPS)}")
     kind = source_kind(source)
+    options = dataclasses.replace(options, val_group=resolved_val_group(options.val_group, kind))
     if kind != "table" and (options.folds or options.stratify):
         raise DataError(f"{source}: --folds and --stratify make folds from a table (.csv); this source "
                         "already holds its folds")

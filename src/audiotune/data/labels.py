@@ -15,6 +15,7 @@ of all-zero or empty votes), so a row keeps every head it is labelled for.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ import pandas as pd
 
 from audiotune.config import HEAD_KINDS, HeadSpec
 from audiotune.data.errors import DataError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -144,11 +147,24 @@ def infer_heads(groups: Sequence[LabelGroup | Sequence[str]], table: pd.DataFram
         if group.kind is not None:
             _check_declared(group, table, source)
         kind = group.kind or _infer_kind(group, table, source)
+        if group.kind is None:
+            log.warning("%s: %s inferred %s from the values of %s (%s); declare `%s:KIND` in the label file to choose",
+                        group.where or "labels", ",".join(group.columns), kind, source,
+                        "only 0 and 1" if kind == "binary" else "class names or integer codes",
+                        ",".join(group.columns))
+        if kind == "binary" and len(group.columns) == 1 and table[group.columns[0]].dropna().nunique() < 2:
+            raise DataError(f"{source}: binary column '{group.columns[0]}' holds only "
+                            f"{_show(table[group.columns[0]].dropna().iloc[0])} in these rows: a classifier needs "
+                            "both 0 and 1")
         if kind == "categorical":
             if len(group.columns) > 1:
                 raise DataError(f"{group.where}: categorical column(s) {group.columns} must be alone on their "
                                 f"line (several vote columns of one head: declare them `:soft`)")
             classes = sorted({_class_name(v) for v in table[group.columns[0]].dropna()}, key=_class_sort_key)
+            if len(classes) < 2:
+                raise DataError(f"{source}: column '{group.columns[0]}' holds one class only ({classes}) in these "
+                                "rows: a classifier needs at least two (check the split, or --na_values if other "
+                                "classes were read as missing)")
             heads.append(HeadSpec(name=group.columns[0], kind="categorical", columns=list(group.columns),
                                   classes=classes))
         elif kind == "soft":
@@ -202,7 +218,10 @@ def _encode_head(table: pd.DataFrame, head: HeadSpec, source: str) -> np.ndarray
         bad = ~np.isnan(block) & ~np.isin(block, [0.0, 1.0])
         if bad.any():
             row, j = np.argwhere(bad)[0]
-            raise DataError(f"{source}: row '{table.index[row]}' column '{head.columns[j]}' is not 0/1")
+            raise DataError(f"{source}: row '{table.index[row]}' column '{head.columns[j]}' is "
+                            f"{_show(table.iloc[row][head.columns[j]])}, not 0/1: the head '{head.name}' is binary "
+                            f"(its training values are 0 and 1); if the column holds classes, declare "
+                            f"`{head.columns[j]}:categorical` in the label file")
         return block
     finite = np.isfinite(block) | np.isnan(block)
     if not finite.all():

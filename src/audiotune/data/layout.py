@@ -10,8 +10,12 @@ Either way a row may name a segment of its file: ``offset`` and ``duration`` in 
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import posixpath
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,23 +32,27 @@ ENCODING_EXTENSIONS = {"MP3": "mp3", "WAV": "wav", "FLAC": "flac", "OGG": "ogg",
 TEXT_COLUMNS = ("uid", "path", "subject")
 
 
-def read_table(path: str | Path, text_columns: tuple[str, ...] = ()) -> pd.DataFrame:
+def read_table(path: str | Path, text_columns: tuple[str, ...] = (), na_values: Sequence[str] = ()) -> pd.DataFrame:
     """Read one split CSV, indexed by ``uid`` (made from ``path`` when the CSV has no uid column).
 
-    ``uid``, ``path``, ``subject`` and ``text_columns`` are read as text. A table without rows is an error.
+    ``uid``, ``path``, ``subject`` and ``text_columns`` are read as text. Cells are read as written: only an empty
+    cell (and the values in ``na_values``) is missing, so ``NA``, ``None``, ``null`` or ``nan`` are values (class
+    names, speakers). A table without rows, or with two columns of one name, is an error.
     """
     path = str(path) if storage.is_remote(path) else Path(path)
     if not storage.isfile(path):
         raise DataError(f"{path}: split file not found")
     try:
         with storage.open_input(path) as stream:
-            table = pd.read_csv(stream, dtype={c: str for c in (*TEXT_COLUMNS, *text_columns)})
+            table = pd.read_csv(stream, dtype={c: str for c in (*TEXT_COLUMNS, *text_columns)},
+                                keep_default_na=False, na_values=["", *na_values])
     except pd.errors.EmptyDataError as err:
         raise DataError(f"{path}: empty file (no header, no rows)") from err
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: not a readable CSV table ({str(err).strip()})") from err
     if table.empty:
         raise DataError(f"{path}: no rows (only a header: {list(table.columns)})")
+    _check_unique_columns(path, table)
     if "uid" not in table.columns:
         if "path" not in table.columns:
             raise DataError(f"{path}: needs a 'uid' column (uid layout) or a 'path' column (manifest)")
@@ -69,6 +77,19 @@ def read_table(path: str | Path, text_columns: tuple[str, ...] = ()) -> pd.DataF
     return table
 
 
+def _check_unique_columns(path: str | Path, table: pd.DataFrame) -> None:
+    """pandas renames a repeated column ``name`` to ``name.1``: such a pair is read back from the header line."""
+    suspects = [c for c in table.columns if re.fullmatch(r".+\.\d+", str(c)) and str(c).rsplit(".", 1)[0] in table]
+    if not suspects:
+        return
+    with storage.open_input(path) as stream:
+        header = next(csv.reader(io.TextIOWrapper(stream, encoding="utf-8", newline="")), [])
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise DataError(f"{path}: column name(s) {repeated} appear more than once in the header; rename or remove "
+                        "the copies (which one holds the labels cannot be guessed)")
+
+
 def format_seconds(value: float) -> str:
     """Seconds as short as they stay exact to the microsecond: 12.5, 3, 0.000125."""
     return f"{value:.6f}".rstrip("0").rstrip(".")
@@ -83,7 +104,8 @@ def segment_uids(table: pd.DataFrame) -> list[str]:
     return [p if pd.isna(o) else f"{p}@{format_seconds(float(o))}" for p, o in zip(paths, offsets)]
 
 
-def read_splits(data_split_root: str | Path, audio_dir: str = "") -> dict[str, pd.DataFrame]:
+def read_splits(data_split_root: str | Path, audio_dir: str = "", na_values: Sequence[str] = ()
+                ) -> dict[str, pd.DataFrame]:
     """Tables of a split directory (train.csv, test.csv, optional val.csv), of one CSV (key 'data'), of a JSON
     split file (``{"Train": ..., "Val": ..., "Test": ...}``, utterance names relative to ``audio_dir`` or
     else its own folder; see :mod:`audiotune.data.json_splits`), or of a folder of audio files without tables
@@ -92,7 +114,7 @@ def read_splits(data_split_root: str | Path, audio_dir: str = "") -> dict[str, p
         raise DataError("--data_split_root is required: a split directory or one CSV")
     root = str(data_split_root)
     if root.lower().endswith(".csv"):
-        return {"data": read_table(root)}
+        return {"data": read_table(root, na_values=na_values)}
     if root.lower().endswith(".json"):
         from audiotune.data.json_splits import read_json_split
 
@@ -102,7 +124,8 @@ def read_splits(data_split_root: str | Path, audio_dir: str = "") -> dict[str, p
     if not storage.isdir(root):
         raise DataError(f"{root}: --data_split_root is neither a CSV file nor a directory")
     names = set(storage.listdir(root))
-    tables = {name: read_table(storage.join(root, f"{name}.csv")) for name in SPLITS if f"{name}.csv" in names}
+    tables = {name: read_table(storage.join(root, f"{name}.csv"), na_values=na_values)
+              for name in SPLITS if f"{name}.csv" in names}
     if not tables:
         audio = audio_folder_table(root)
         if audio is None:

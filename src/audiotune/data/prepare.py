@@ -172,7 +172,7 @@ def prepare_training_data(config: RunConfig, exp_dir: str | Path) -> PreparedDat
     Regression heads get the training split's target mean and std when ``--standardize_targets`` is on.
     """
     root = config.data.data_split_root
-    tables = read_splits(root, config.data.prefix)
+    tables = read_splits(root, config.data.prefix, config.data.na_values)
     if "train" not in tables:
         raise DataError(f"{root}: training needs a train split (a split directory with train.csv, or a JSON "
                         "split file with a Train part)")
@@ -209,14 +209,32 @@ def prepare_training_data(config: RunConfig, exp_dir: str | Path) -> PreparedDat
     return prepared
 
 
+def check_labels(tables: dict[str, pd.DataFrame], groups: list, na_values: list[str] = (), where: str = "") -> None:
+    """The label checks a run makes, without its audio: heads inferred from the train table, every table's
+    targets encodable (a class unseen in training, a one-class head, a cell that is not 0/1 ...). For a driver
+    that checks all its runs' tables before the first run trains."""
+    tables = {split: table.replace(list(na_values), np.nan) if na_values else table for split, table in tables.items()}
+    train = tables["train"]
+    name = f"{where}: " if where else ""
+    try:
+        heads = infer_heads(groups, train, source=train.attrs.get("source", f"{where} train"))
+        _check_label_columns(tables, heads)
+        for split, table in tables.items():
+            encode_targets(table, heads, table.attrs.get("source", f"{where} {split}"))
+    except DataError as err:
+        raise DataError(f"{name}{err}") from None
+
+
 def check_no_validation(config: RunConfig, root: str) -> None:
     """A run without validation (``--val_size 0`` and no val.csv): nothing picks an epoch or stops early, so
     options that need validation are errors."""
     needs = [flag for flag, used in (("--patience", config.train.patience > 0),
-                                     ("--monitor", config.train.monitor != "loss")) if used]
+                                     ("--monitor", config.train.monitor != "loss"),
+                                     ("--save_top_k", config.train.save_top_k > 1)) if used]
     if needs:
         raise DataError(f"{root}: {' and '.join(needs)} need(s) validation, and this run has none "
-                        "(--val_size 0 without val.csv, or cv --val_group none): the last epoch is kept")
+                        "(--val_size 0 without val.csv, cv --val_group none, or cv on JSON split files with an "
+                        "empty Val): the last epoch is kept")
 
 
 def _check_label_columns(tables: dict[str, pd.DataFrame], heads: list[HeadSpec]) -> None:
@@ -231,7 +249,7 @@ def _check_label_columns(tables: dict[str, pd.DataFrame], heads: list[HeadSpec])
 
 def prepare_eval_data(config: RunConfig, data_split_root: str, targets_needed: bool = True) -> PreparedData:
     """Tables for evaluation or extraction, labelled with the run's heads."""
-    tables = read_splits(data_split_root, config.data.prefix)
+    tables = read_splits(data_split_root, config.data.prefix, config.data.na_values)
     if targets_needed:
         _check_label_columns(tables, config.heads)
     return _check_tables(tables, config.heads, config, targets_needed)

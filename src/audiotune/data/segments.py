@@ -181,11 +181,13 @@ def _check_unique(table: pd.DataFrame, source: str | Path) -> None:
 
 def event_segments(events: pd.DataFrame, before: float, after: float, source: str | Path,
                    out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Segments ``[time - before, time + after]`` of an event table, and the events whose segment leaves its file.
+    """Segments ``[time - before, time + after]`` of an event table, and the events that cannot be cut from their
+    file (missing or unreadable, the event past its end, or the segment leaving it), with the reason.
 
     ``path`` is resolved from ``source``'s folder and written relative to ``out_dir`` (as a full path or URL
     when the two are not in one place: see :func:`audiotune.storage.relative`). Every other column is
-    carried unchanged (a non-unique ``uid`` column as ``source_uid``). Bad rows raise one error listing them.
+    carried unchanged (a non-unique ``uid`` column as ``source_uid``). Malformed rows raise one error listing
+    them.
     """
     if "time" not in events.columns:
         raise DataError(f"{source}: --before/--after need a 'time' column (event time in seconds); "
@@ -207,12 +209,11 @@ def event_segments(events: pd.DataFrame, before: float, after: float, source: st
             problems.append(_row_error(source, index, f"time {row['time']!r} must be a finite number >= 0"))
             continue
         audio, length = lengths.get(row["path"])
-        if isinstance(length, str):
-            problems.append(_row_error(source, index, length))
-            continue
-        if time > length + TOLERANCE:
-            problems.append(_row_error(source, index, f"time {format_seconds(time)} s is past the end of {audio} "
-                                                      f"({format_seconds(length)} s long)"))
+        if isinstance(length, str) or time > length + TOLERANCE:  # the file, not the row, is at fault: skippable
+            why = length if isinstance(length, str) else \
+                f"the event is past the end of the file ({format_seconds(length)} s long)"
+            skipped.append({"line": index + 2, **row, "path": str(audio), "offset": math.nan,
+                            "duration": math.nan, "reason": why.removeprefix(f"{audio}: ")})
             continue
         offset, duration, reason = event_span(time, before, after, length)
         relative = storage.relative(audio, out_dir)
@@ -222,7 +223,9 @@ def event_segments(events: pd.DataFrame, before: float, after: float, source: st
             continue
         uid = row["uid"] if keep_uid else segment_uid(relative, offset)
         rows.append({**row, "uid": uid, "path": relative, "offset": offset, "duration": duration})
-    _raise_listed(problems, f"row(s) of {source} cannot be segmented")
+    _raise_listed(problems, f"row(s) of {source} cannot be segmented",
+                  "(fix these cells: --on_error skip leaves out events whose file is missing, unreadable or too "
+                  "short, not malformed rows)")
     segments = _output_table(rows, carried)
     _check_unique(segments, source)
     skip_columns = ["line", *table.columns, "offset", "duration", "reason"]
@@ -302,7 +305,7 @@ def segment_csv(source: str | Path, out: str | Path, before: float | None = None
         if len(result.skipped) and on_error != "skip":
             _raise_listed([f"{source} line {r.line}: the event at {r.time} s in {r.path}: {r.reason}"
                            for r in result.skipped.itertuples()],
-                          "event(s) whose segment does not fit in its file",
+                          "event(s) that cannot be cut from their file",
                           "(use --on_error skip to leave them out; they are then listed in "
                           f"{skipped_path(out).name})")
         if result.segments.empty:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -119,13 +118,9 @@ def write_entry(target: Path, states: torch.Tensor) -> None:
     """Write one entry atomically under a name of its own: a killed run never leaves a truncated entry, and
     processes filling one cache at once (DDP ranks, parallel runs) never write into each other's file; the
     same key holds the same states, so whichever rename lands last is right."""
-    handle, partial = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".partial", dir=target.parent)
-    os.close(handle)
-    try:
-        save_file({"pooled": states.contiguous()}, partial)
+    with storage.partial_place(target) as partial:
+        save_file({"pooled": states.contiguous()}, str(partial))
         os.replace(partial, target)
-    finally:
-        Path(partial).unlink(missing_ok=True)
 
 
 class CachedDataset(Dataset):

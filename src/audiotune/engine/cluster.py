@@ -2,19 +2,23 @@
 
 1. The encoder (a hub id or directory with ``-c``, or a trained run's fine-tuned encoder with ``--run``) reads
    every clip whole; the frames of hidden state ``--layer`` are the features.
-2. Each clip offers a random ``--sample_ratio`` of its frames to one preallocated (``--max_frames``, D) float32
-   buffer by reservoir sampling: the buffer's memory is fixed before the first clip, and the sample is
-   uniform over all offered frames whatever the order of the clips (the seed system filled its buffer from
-   the first clips and then stopped).
+2. The clips k-means is fitted on are the training split's (``--fit_on train``, the default: no validation or
+   test clip shapes the clusters, as the seed system fitted on its label file's Train part) or every clip
+   given (``--fit_on all``). Each of them offers a random ``--sample_ratio`` of its frames to one preallocated
+   (``--max_frames``, D) float32 buffer by reservoir sampling: the buffer's memory is fixed before the first
+   clip, and the sample is uniform over all offered frames whatever the order of the clips (the seed system
+   filled its buffer from the first clips and then stopped).
 3. For each K of ``--num_clusters``: faiss k-means (``--niter`` iterations, on the GPU when faiss has one)
    on that sample.
-4. A second pass over every clip assigns each frame to its nearest centroid, on the encoder's device.
+4. A second pass over every clip of every split assigns each frame to its nearest centroid, on the encoder's
+   device (P-TAPT needs targets for every clip it pretrains on).
 
 Output: a parquet file with one row per clip and K: ``uid``, ``k``, ``labels`` (one cluster per frame). Its
 schema metadata (key ``audiotune``) and ``OUT_STEM.clusters.json`` hold how the frames were made (encoder,
 layer, sample rate, samples per frame) and the cluster usage per K: clusters used, empty clusters, the largest
-cluster's share, usage perplexity, k-means objective. ``pretrain --objective ptapt`` checks the frame rate and
-every clip's frame count against its own encoder before training.
+cluster's share, usage perplexity, k-means objective, and which clips k-means was fitted on (``fit_on``,
+``fit_splits``, ``fit_clips``); ``OUT_STEM.fit_rows.csv`` lists those clips (uid, split). ``pretrain --objective
+ptapt`` checks the frame rate and every clip's frame count against its own encoder before training.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
@@ -40,11 +45,20 @@ from audiotune.engine.extract import write_skip_list
 from audiotune.engine.inference import inference_device, loader_pins_memory
 from audiotune.models.backbones import Backbone, build_backbone, resolve_config
 from audiotune.models.checkpoint import load_run
-from audiotune.outputs import atomic_path, check_output_path, write_json
+from audiotune.outputs import (
+    CLUSTER_FIT_ROWS_SUFFIX,
+    CLUSTER_STATS_SUFFIX,
+    atomic_path,
+    check_output_path,
+    sidecar,
+    write_csv,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
 POINTS_PER_CENTROID = 256  # default buffer: faiss's own cap on the points k-means uses per centroid
+FIT_ON = ("train", "all")  # the clips k-means is fitted on: the training split's, or every clip given
 
 
 @dataclass
@@ -57,6 +71,7 @@ class ClusterOptions:
     max_frames: int = 0  # 0: 256 x max(num_clusters)
     niter: int = 20
     seed: int = 0
+    fit_on: str = "train"
 
     def check(self) -> None:
         if not self.num_clusters or any(k < 2 for k in self.num_clusters):
@@ -66,6 +81,8 @@ class ClusterOptions:
         if not 0 < self.sample_ratio <= 1:
             raise ValueError(f"--sample_ratio {self.sample_ratio}: the share of each clip's frames offered to the "
                              "k-means sample, in (0, 1]")
+        if self.fit_on not in FIT_ON:
+            raise ValueError(f"--fit_on {self.fit_on!r}: choose one of {', '.join(FIT_ON)}")
         if self.max_frames < 0 or self.niter < 1:
             raise ValueError(f"--max_frames {self.max_frames} / --niter {self.niter}: must be >= 0 / >= 1")
 
@@ -76,7 +93,26 @@ class ClusterOptions:
 
 def stats_path(out: Path) -> Path:
     """Where the cluster statistics of ``out`` are written: beside it, named after it."""
-    return out.with_name(out.stem + ".clusters.json")
+    return sidecar(out, CLUSTER_STATS_SUFFIX)
+
+
+def fit_rows_path(out: Path) -> Path:
+    """Where the clips k-means was fitted on are listed: beside ``out``, named after it."""
+    return sidecar(out, CLUSTER_FIT_ROWS_SUFFIX)
+
+
+def fitted_splits(tables: dict, fit_on: str, source: str) -> list[str]:
+    """The splits whose clips k-means is fitted on; ``--fit_on train`` of a source without a training split is
+    an error naming it."""
+    if fit_on == "all":
+        return list(tables)
+    if "train" not in tables:
+        has = "no splits (one table or a folder of audio)" if list(tables) == ["data"] else \
+            f"the splits {', '.join(tables)}"
+        raise ValueError(f"{source}: --fit_on train fits k-means on the training split, and this source has {has}; "
+                         "give a split directory or a JSON split file with a train part, or --fit_on all to fit "
+                         "on every clip given")
+    return ["train"]
 
 
 class Reservoir:
@@ -170,6 +206,7 @@ def cluster(config: RunConfig, options: ClusterOptions, out: str, run: str | Non
         raise ValueError(f"--out {out}: frame labels are written as parquet; give a path ending in .parquet")
     check_output_path(out_path)
     check_output_path(stats_path(out_path))
+    check_output_path(fit_rows_path(out_path))
     check_config(config)
     config, backbone = _encoder(config, run)
     config.audio.clip_length, config.audio.eval_clip_length = 0.0, -1.0  # every frame of every clip
@@ -178,21 +215,26 @@ def cluster(config: RunConfig, options: ClusterOptions, out: str, run: str | Non
         raise ValueError(f"--layer {options.layer}: the encoder has hidden states 0..{states - 1} (-1: the last)")
     device = inference_device(config)
     prepared = prepare_eval_data(config, config.data.data_split_root, targets_needed=False)
-    loaders = [make_loader(config, make_dataset(config, table, prepared.targets[split]), table, False,
-                           backbone.needs_equal_length, pin_memory=loader_pins_memory(config))
-               for split, table in prepared.tables.items()]
+    loaders = {split: make_loader(config, make_dataset(config, table, prepared.targets[split]), table, False,
+                                  backbone.needs_equal_length, pin_memory=loader_pins_memory(config))
+               for split, table in prepared.tables.items()}
     uids = [uid for table in prepared.tables.values() for uid in table.index]
     if len(set(uids)) != len(uids):
         raise ValueError(f"{config.data.data_split_root}: a uid appears in more than one split; the labels are "
                          "keyed by uid")
+    fit_splits = fitted_splits(prepared.tables, options.fit_on, config.data.data_split_root)
+    fit_rows = pd.DataFrame([(uid, split) for split in fit_splits for uid in prepared.tables[split].index],
+                            columns=["uid", "split"])
+    log.info("k-means fitted on %d clip(s) of %s (--fit_on %s); every clip of %s is labelled", len(fit_rows),
+             ", ".join(fit_splits), options.fit_on, ", ".join(prepared.tables))
     rng = np.random.default_rng(options.seed)
     reservoir = Reservoir(options.buffer_rows, backbone.embedding_dim, rng)
     log.info("k-means sample buffer: %d frames x %d dims float32 = %.1f MiB", options.buffer_rows,
              backbone.embedding_dim, reservoir.nbytes / 2 ** 20)
     backbone.to(device).eval()
     with torch.inference_mode(), autocast(device, config.runtime.precision):
-        for loader in loaders:  # pass 1: the sample
-            for batch in loader:
+        for split in fit_splits:  # pass 1: the sample, from the clips k-means is fitted on
+            for batch in loaders[split]:
                 for frames in _frames(backbone, move_batch(batch, device), options.layer):
                     features = frames.cpu().numpy()
                     reservoir.offer(features[rng.random(len(features)) < options.sample_ratio])
@@ -205,13 +247,14 @@ def cluster(config: RunConfig, options: ClusterOptions, out: str, run: str | Non
         "encoder": run or config.model.checkpoint, "run": bool(run), "model": config.model.model,
         "layer": options.layer, "sample_rate": config.audio.resample_rate, "hop_samples": backbone.frame_hop,
         "num_clusters": options.num_clusters, "sample_ratio": options.sample_ratio, "seed": options.seed,
-        "niter": options.niter, "clips": len(uids), "frames_offered": reservoir.seen, "sample_frames": len(sample),
+        "niter": options.niter, "clips": len(uids), "fit_on": options.fit_on, "fit_splits": fit_splits,
+        "fit_clips": len(fit_rows), "frames_offered": reservoir.seen, "sample_frames": len(sample),
         "buffer_frames": options.buffer_rows, "buffer_mib": round(reservoir.nbytes / 2 ** 20, 1),
     }
     schema = SCHEMA.with_metadata({METADATA_KEY: json.dumps(meta).encode()})
     with atomic_path(out_path) as partial, pq.ParquetWriter(partial, schema) as writer:
         with torch.inference_mode(), autocast(device, config.runtime.precision):
-            for loader in loaders:  # pass 2: every frame assigned
+            for loader in loaders.values():  # pass 2: every frame of every clip assigned
                 for batch in loader:
                     clips = _frames(backbone, move_batch(batch, device), options.layer)
                     sizes = [len(c) for c in clips]
@@ -227,5 +270,6 @@ def cluster(config: RunConfig, options: ClusterOptions, out: str, run: str | Non
                     writer.write_table(pa.table(rows, schema=schema))
     meta["clusters"] = {str(k): {"kmeans_objective": fitted[k][1], **_usage(counts[k])} for k in options.num_clusters}
     write_json(stats_path(out_path), meta)
+    write_csv(fit_rows, fit_rows_path(out_path), index=False)
     write_skip_list(prepared.skipped, out_path)
     return meta

@@ -31,7 +31,7 @@ import copy
 import json
 import logging
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,13 +47,16 @@ from audiotune.data.folds import (
     check_fold_files,
     fold_files,
     natural_key,
+    resolved_val_group,
     source_kind,
 )
 from audiotune.data.json_splits import json_label_groups
+from audiotune.data.labels import read_label_file
 from audiotune.data.loading import check_sampler_options
-from audiotune.data.prepare import check_no_validation
+from audiotune.data.prepare import check_labels, check_no_validation
 from audiotune.engine.distributed import launched_rank_zero
 from audiotune.engine.evaluate import prediction_table
+from audiotune.engine.inference import inference_device
 from audiotune.engine.metrics import compute_metrics
 from audiotune.engine.records import check_settings_record, read_settings_record
 from audiotune.engine.selection import monitor_value
@@ -83,7 +86,7 @@ from audiotune.report.plots import plot_confusion_matrix
 
 log = logging.getLogger(__name__)
 
-METRIC_KEYS = ("accuracy", "uar", "macro_f1", "weighted_f1", "micro_f1", "auc",
+METRIC_KEYS = ("accuracy", "uar", "macro_f1", "weighted_f1", "micro_f1", "f1_of_macro_pr", "auc",
                "mae", "rmse", "pearson", "spearman", "ccc", "r2")
 STATISTICS = ("mean", "fold_std", "fold_median", "run_std", "run_median", "ci95", "n_runs")
 
@@ -186,7 +189,8 @@ def summary(results: list[tuple[Fold, int, int, dict]], folds: list[Fold], repea
     """cv_summary.json content from every run's metrics."""
     table = _runs_table(results)
     fold_index = {fold.name: k for k, fold in enumerate(folds)}
-    out: dict = {"folds": len(folds), "repeats": repeats, "runs": len(results), "statistics": {},
+    out: dict = {"folds": len(folds), "repeats": repeats, "runs": len(results),
+                 "validation": {fold.name: fold.info.get("validation") for fold in folds}, "statistics": {},
                  "per_fold": {}, "confusion_matrix": {}}
     for split in ("val", "test"):
         rows = table[table["split"] == split]
@@ -336,6 +340,7 @@ def cross_validate(config: RunConfig, source: str, options: FoldOptions, repeats
         raise ValueError("cv keeps finished runs and resumes the others: to start over, use a new --exp_dir")
     check_config(config)
     check_sampler_options(config)
+    inference_device(config)  # a missing accelerator, or a precision it cannot run, is an error before any write
     with own_run_dir(config.exp_dir, resume=True, command="cv",  # one cv per directory at a time
                      follower=not launched_rank_zero()) as owned:
         return _cross_validate(config, source, options, repeats, owned)
@@ -343,12 +348,15 @@ def cross_validate(config: RunConfig, source: str, options: FoldOptions, repeats
 
 def _cross_validate(config: RunConfig, source: str, options: FoldOptions, repeats: int, owned: OwnedRunDir) -> dict:
     exp_dir = owned.path
+    # recorded resolved: `auto` of an experiment started before it existed was `next`
+    options = replace(options, val_group=resolved_val_group(options.val_group, source_kind(source)))
     folds = build_folds(source, options, config.data.seed, config.data.val_size)
     unvalidated = [fold for fold in folds if "val" not in fold.tables]
-    if unvalidated:  # --val_group none: those folds' runs keep their last epoch
+    if unvalidated:  # --val_group none, or JSON split files with an empty Val: those runs keep their last epoch
         check_no_validation(config, f"{unvalidated[0].name} ({unvalidated[0].info['source']})")
         config.data.val_size = 0
     files = fold_files(folds, exp_dir)
+    groups = read_label_file(config.data.label_txt) if config.data.label_txt else None
     if not config.data.label_txt and source_kind(source) == "json":  # the JSON files' own labels
         groups = json_label_groups({f"{fold.name}/{k}": t for fold in folds for k, t in fold.tables.items()},
                                    source, options.json_label)
@@ -356,6 +364,8 @@ def _cross_validate(config: RunConfig, source: str, options: FoldOptions, repeat
         files[exp_dir / CV_LABELS_FILE] = "".join(
             ",".join(g.columns) + (f":{g.kind}" if g.kind else "") + "\n" for g in groups).encode()
     check_fold_files(files)
+    for fold in folds if groups else ():  # every fold's labels, before the first run trains
+        check_labels(fold.tables, groups, config.data.na_values, fold.name)
     record = _cv_record(config, source, options, repeats)
     _check_cv_config(exp_dir, record)
     owned.start()

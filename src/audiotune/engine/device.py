@@ -8,12 +8,14 @@ predictions, stats, attention) read the same options the same way.
 from __future__ import annotations
 
 import contextlib
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 BF16_PRECISIONS = ("bf16", "bf16-mixed")
+FP16_PRECISIONS = ("16", "16-mixed")  # float16 autocast; the seeds' 16 is Lightning's 16-mixed
 
 
 def _mps_available() -> bool:
@@ -94,10 +96,32 @@ def resolve_device(accelerator: str = "auto", devices: str | int | list[int] = "
     raise ValueError(_cuda_missing(accelerator))
 
 
+MixedOrFull = Literal["bf16-mixed", "16-mixed", "32-true"]
+
+
+def lightning_precision(precision: str) -> MixedOrFull:
+    """Lightning's ``precision`` for ``--precision``: bf16-mixed, 16-mixed (also for the seeds' 16) or 32-true."""
+    if precision in BF16_PRECISIONS:
+        return "bf16-mixed"
+    return "16-mixed" if precision in FP16_PRECISIONS else "32-true"
+
+
+def check_precision(device: torch.device, precision: str) -> None:
+    """A ValueError when ``device`` cannot run ``precision``: float16 mixed precision needs a CUDA or MPS GPU
+    (Lightning would silently train in bf16 on the CPU instead)."""
+    if precision in FP16_PRECISIONS and device.type not in ("cuda", "mps"):
+        raise ValueError(f"--precision {precision}: 16-bit mixed precision (float16 autocast with loss scaling) "
+                         f"needs a GPU, and this command runs on the {device.type.upper()}; use --precision bf16 "
+                         "(bfloat16 autocast, what Lightning falls back to on a CPU) or 32")
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on ``device``'s type when ``precision`` is bf16, else a context that does nothing."""
+    """bf16 or float16 autocast on ``device``'s type when ``precision`` asks for it, else a context that does
+    nothing."""
     if precision in BF16_PRECISIONS:
         return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision in FP16_PRECISIONS:
+        return torch.autocast(device.type, dtype=torch.float16)
     return contextlib.nullcontext()
 
 

@@ -10,22 +10,24 @@ import torch
 from torch.utils.data import DataLoader
 
 from audiotune.config import RunConfig
-from audiotune.engine.device import autocast, move_batch, parse_devices, pins_memory, resolve_device
+from audiotune.config.sections import PRECISIONS
+from audiotune.engine.device import autocast, check_precision, move_batch, parse_devices, pins_memory, resolve_device
 from audiotune.engine.distributed import launched_local_rank
 from audiotune.models.classifier import Classifier
 
 # what one inference step computes from the model and a batch already on the device
 InferenceStep = Callable[[Classifier, dict], torch.Tensor]
-PRECISIONS = ("32", "bf16")
 
 
 def inference_device(config: RunConfig) -> torch.device:
-    """The device of ``config.runtime.accelerator`` / ``config.runtime.devices`` (ValueError if it is missing).
+    """The device of ``config.runtime.accelerator`` / ``config.runtime.devices`` (ValueError if it is missing, or
+    cannot run ``config.runtime.precision``).
 
     Inside a multi-GPU (DDP) run each process keeps the GPU Lightning gave it, and before Lightning starts
     (the feature cache) takes the one Lightning will give it: its local rank's device.
     """
     device = resolve_device(config.runtime.accelerator, config.runtime.devices)
+    check_precision(device, config.runtime.precision)
     if device.type == "cuda" and torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.device("cuda", torch.cuda.current_device())
     local_rank = launched_local_rank()

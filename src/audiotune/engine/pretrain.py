@@ -33,10 +33,11 @@ from audiotune.engine.distributed import (
     unique_batches,
     unused_parameter_hint,
 )
-from audiotune.engine.inference import loader_pins_memory
+from audiotune.engine.inference import inference_device, loader_pins_memory
 from audiotune.engine.module import optimizers
 from audiotune.engine.trainer import build_trainer
 from audiotune.models.backbones import SupportsPretraining, build_backbone, resolve_config
+from audiotune.models.state_dict import load_torch_file
 from audiotune.outputs import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -156,6 +157,7 @@ def pretrain(config: RunConfig) -> dict:
     check_config(config)
     check_sampler_options(config)
     trainer_devices(config.runtime)  # a strategy audiotune cannot run is an error before anything is read
+    inference_device(config)  # so is a missing accelerator, or a precision it cannot run
     with own_run_dir(config.exp_dir, resume=config.train.resume, overwrite=config.train.overwrite,
                      command="pretrain", follower=not launched_rank_zero()) as owned:
         return _pretrain(config, owned)
@@ -214,7 +216,7 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
     if not owned.writes:
         return {}  # rank 0 writes the outputs
     if best.best_model_path and Path(best.best_model_path).is_file():
-        module.load_state_dict(torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"])
+        module.load_state_dict(load_torch_file(best.best_model_path)["state_dict"])
     written = backbone.save_pretrained_outputs(exp_dir)
     log_csv = exp_dir / LOG_DIR / LOG_FILE
     log = pd.read_csv(log_csv)

@@ -340,7 +340,7 @@ def sweep(sweep_dir: str | Path, space: dict[str, Any], configure: Configure, ba
             study = _study(sweep_dir, space, options, source)
         return _run_trials(sweep_dir, study, space, configure, monitor, options, limit, source)
     except BaseException:
-        if created and not _kept_trials(sweep_dir):
+        if created and not outputs.holds_runs(sweep_dir):
             shutil.rmtree(sweep_dir, ignore_errors=True)  # nothing of this new sweep is worth keeping
         raise
 
@@ -353,11 +353,6 @@ def _setup_lock(sweep_dir: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _kept_trials(sweep_dir: Path) -> bool:
-    """Whether a sweep directory holds a trial's run (a failed first trial's inputs leave none)."""
-    return any((path / outputs.CONFIG_FILE).is_file() for path in sweep_dir.glob(f"{outputs.TRIAL_DIR_PREFIX}*"))
 
 
 def _run_trials(sweep_dir: Path, study: optuna.Study, space: dict[str, Any], configure: Configure, monitor: str,

@@ -1,16 +1,18 @@
 """``audiotune train``: data → model → Lightning Trainer → run directory."""
 from __future__ import annotations
 
+import datetime
 import logging
 from pathlib import Path
 
 import pandas as pd
 import pytorch_lightning as pl
 import torch
+import yaml
 from pytorch_lightning.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint
 from torch.utils.data import DataLoader
 
-from audiotune.config import RunConfig, check_config, save_config
+from audiotune.config import RunConfig, check_config, config_changes, load_config, save_config
 from audiotune.data.balance import class_head
 from audiotune.data.loading import adaptation_loader, balanced_sampler, check_sampler_options, make_dataset, make_loader
 from audiotune.data.prepare import PreparedData, prepare_training_data
@@ -28,9 +30,11 @@ from audiotune.engine.trainer import build_trainer
 from audiotune.models.backbones import resolve_config
 from audiotune.models.checkpoint import build_classifier, export_backbone, save_weights
 from audiotune.models.classifier import Classifier
+from audiotune.models.state_dict import load_torch_file
 from audiotune.outputs import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
+    CONFIG_HISTORY_FILE,
     LAST_CHECKPOINT,
     LAYER_WEIGHTS_PLOT,
     LOG_DIR,
@@ -41,6 +45,7 @@ from audiotune.outputs import (
     TRAINING_CURVES_PLOT,
     OwnedRunDir,
     own_run_dir,
+    write_bytes,
     write_csv,
     write_json,
 )
@@ -87,12 +92,14 @@ def _load_best(module: ClassifierModule, checkpoint: ModelCheckpoint | None) -> 
     the selection (monitored metric, its best value, that epoch counted from 1) when there was one."""
     if checkpoint is None or not checkpoint.best_model_path or not Path(checkpoint.best_model_path).is_file():
         return "last epoch", None
-    saved = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
+    saved = load_torch_file(checkpoint.best_model_path)
     module.load_state_dict(saved["state_dict"])
     score = checkpoint.best_model_score
     assert checkpoint.monitor is not None and score is not None  # the monitored checkpoint wrote a best file
     metric = checkpoint.monitor.removeprefix("val_")
     selection = {"monitor": checkpoint.monitor, "value": float(score), "epoch": int(saved["epoch"]) + 1}
+    if checkpoint.save_top_k > 1:  # every checkpoint kept, with its monitored value
+        selection["kept"] = {Path(path).name: float(value) for path, value in checkpoint.best_k_models.items()}
     return f"best validation {metric} {float(score):.4f} ({checkpoint.best_model_path})", selection
 
 
@@ -139,9 +146,33 @@ def validation_adaptation(config: RunConfig, prepared: PreparedData) -> dict:
     return {"adapt_groups": adapt_groups, "uid_groups": uid_groups}
 
 
+# what a resumed run may change without --allow_changes: how long it trains, and where and how fast it runs
+RESUME_FREE = ("train.epochs", "train.resume", "train.overwrite", "train.allow_changes", "runtime", "exp_dir")
+
+
+def resumed_changes(exp_dir: Path, config: RunConfig) -> dict[str, list]:
+    """The options a resumed run changes from its config.yaml: an error naming them without ``--allow_changes``."""
+    changes = config_changes(load_config(exp_dir / CONFIG_FILE), config, RESUME_FREE)
+    if changes and not config.train.allow_changes:
+        shown = "; ".join(f"{key.partition('.')[2] or key} {old!r} -> {new!r}" for key, (old, new) in changes.items())
+        raise ValueError(f"{exp_dir}: --resume with options that differ from the run's {CONFIG_FILE} ({shown}); "
+                         "resume with the run's own options, or add --allow_changes to go on and record the changes "
+                         f"in {CONFIG_HISTORY_FILE}")
+    return changes
+
+
+def record_changes(exp_dir: Path, changes: dict[str, list]) -> None:
+    """Append this resumption's changes to the run's history (oldest first)."""
+    path = exp_dir / CONFIG_HISTORY_FILE
+    history = (yaml.safe_load(path.read_text()) or []) if path.is_file() else []
+    history.append({"resumed": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                    "changes": {key: {"from": old, "to": new} for key, (old, new) in changes.items()}})
+    write_bytes(path, yaml.safe_dump(history, sort_keys=False))
+
+
 def check_resume_fits(module: pl.LightningModule, checkpoint: Path) -> None:
     """A clear error when the checkpoint to resume was trained with other model or head flags."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True).get("state_dict", {})
+    state = load_torch_file(checkpoint).get("state_dict", {})
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -220,12 +251,15 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
                               **validation_adaptation(config, prepared))
     if resume is not None:
         check_resume_fits(module, resume)
+        changes = resumed_changes(exp_dir, config)
 
     log_csv = exp_dir / LOG_DIR / LOG_FILE
     earlier_log = None
     if run_dir.writes:
         run_dir.start()  # everything is checked: from here on the run directory is written
         prepared.write_reports(exp_dir)
+        if resume is not None and changes:
+            record_changes(exp_dir, changes)
         save_config(config, exp_dir / CONFIG_FILE)
         export_backbone(model, exp_dir)
         if not trains(config.train):
@@ -250,6 +284,8 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
         metrics["layer_weights"] = torch.softmax(model.layer_weights.detach().float().cpu(), 0).tolist()
         plot_layer_weights(metrics["layer_weights"], exp_dir / PLOT_DIR / LAYER_WEIGHTS_PLOT)
     metrics["weights"] = kept
+    metrics["validation"] = (f"{len(prepared.tables['val'])} rows" if "val" in prepared.tables
+                             else "none: the last epoch is kept")
     if selection is not None:  # the monitored validation value of the kept epoch, as training logged it
         metrics["selection"] = selection
     metrics["trained"] = trains(config.train)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -17,14 +17,15 @@ from pytorch_lightning.loggers import CSVLogger
 
 from audiotune.config import RuntimeConfig, TrainConfig
 from audiotune.engine.checkpoint_io import AtomicCheckpointIO, latest_checkpoint
+from audiotune.engine.device import MixedOrFull, lightning_precision
 from audiotune.engine.distributed import trainer_devices
 from audiotune.engine.module import run_length
-from audiotune.outputs import BEST_CHECKPOINT, CHECKPOINT_DIR, LOG_DIR
+from audiotune.outputs import BEST_CHECKPOINT, BEST_CHECKPOINTS, CHECKPOINT_DIR, LOG_DIR
 
 
-def trainer_precision(runtime: RuntimeConfig) -> Literal["bf16-mixed", "32-true"]:
-    """Lightning's ``precision`` for ``--precision``: bf16 autocast, else full 32-bit."""
-    return "bf16-mixed" if runtime.precision == "bf16" else "32-true"
+def trainer_precision(runtime: RuntimeConfig) -> MixedOrFull:
+    """Lightning's ``precision`` for ``--precision`` (see :func:`~audiotune.engine.device.lightning_precision`)."""
+    return lightning_precision(runtime.precision)
 
 
 def build_trainer(train: TrainConfig, runtime: RuntimeConfig, run_dir: Path | None, *,
@@ -38,7 +39,8 @@ def build_trainer(train: TrainConfig, runtime: RuntimeConfig, run_dir: Path | No
     strategy and nodes (:func:`~audiotune.engine.distributed.trainer_devices`) for ``--epochs`` or
     ``--training_steps`` (:func:`~audiotune.engine.module.run_length`), clips gradients at ``--grad_clip``,
     logs every step to ``run_dir/logs/metrics.csv``, replaces ``checkpoints/last.ckpt`` every epoch and, with
-    ``best_by`` (a logged metric and ``"min"`` or ``"max"``), keeps the best epoch in ``checkpoints/best.ckpt``;
+    ``best_by`` (a logged metric and ``"min"`` or ``"max"``), keeps the best epoch in ``checkpoints/best.ckpt``
+    (the ``--save_top_k`` best in ``checkpoints/best-epoch=NN.ckpt``);
     checkpoints are written atomically and Lightning's distributed sampler is off (each process's loaders
     take their own share of the batches, see :mod:`audiotune.engine.distributed`).
 
@@ -69,8 +71,10 @@ def build_trainer(train: TrainConfig, runtime: RuntimeConfig, run_dir: Path | No
     best = None
     if best_by is not None:
         metric, mode = best_by
-        best = ModelCheckpoint(dirpath=checkpoint_dir, filename=Path(BEST_CHECKPOINT).stem, monitor=metric,
-                               save_top_k=1, mode=mode, enable_version_counter=False)
+        top_k = train.save_top_k
+        best = ModelCheckpoint(dirpath=checkpoint_dir, filename=Path(BEST_CHECKPOINT).stem if top_k == 1 else
+                               BEST_CHECKPOINTS, monitor=metric, save_top_k=top_k, mode=mode,
+                               enable_version_counter=False)
         checkpoints.insert(0, best)  # before last.ckpt: see latest_checkpoint
     max_epochs, max_steps = run_length(train)
     trainer = pl.Trainer(

@@ -17,6 +17,28 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint's keys or shapes do not match the model."""
 
 
+class CheckpointReadError(ValueError):
+    """A checkpoint file that cannot be read safely (a pickle of Python objects, a damaged or foreign file)."""
+
+
+def load_torch_file(path: str | Path) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, every refusal one line naming the file and what is read:
+    tensors and plain containers only (a file holding other Python objects could run code when unpickled)."""
+    import pickle
+    import zipfile
+
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = str(err).split("Unsupported global: GLOBAL ", 1)[-1].split(" ", 1)[0] if "GLOBAL" in str(err) else ""
+        raise CheckpointReadError(
+            f"{path}: holds Python objects besides tensors{f' ({found})' if found else ''}, which are never "
+            "unpickled (they could run code); give weights only: a .safetensors file, or a torch file of a "
+            "state dict (torch.save(model.state_dict(), PATH))") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+        raise CheckpointReadError(f"{path}: not a readable torch checkpoint ({str(err).splitlines()[0]})") from None
+
+
 def read_state_dict(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any], str]:
     """Load tensors from a mapping, ``.safetensors`` or a torch file (weights_only); return it and its name."""
     if isinstance(source, Mapping):
@@ -28,8 +50,7 @@ def read_state_dict(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, A
         from safetensors.torch import load_file
 
         return load_file(str(path), device="cpu"), str(path)
-    # weights_only=True: never unpickle arbitrary objects from a checkpoint.
-    obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    obj = load_torch_file(path)
     if not isinstance(obj, Mapping):
         raise CheckpointMismatchError(f"{path}: expected a state dict, got {type(obj).__name__}")
     return dict(obj), str(path)

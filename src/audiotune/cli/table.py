@@ -1,0 +1,33 @@
+"""``audiotune table``: a label table from the seed layout's UID/metadata.json files (clinical recordings)."""
+from __future__ import annotations
+
+import argparse
+
+from audiotune.cli.command import Command
+from audiotune.cli.flags import add_path, parse_bool, spellings
+from audiotune.storage import Role
+
+
+def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
+    add_path(parser, "prefix", role=Role.AUDIO, metavar="FOLDER",
+             help="folder of UID/metadata.json + UID/waveform.EXT (the seeds' PREFIX/STUDY), searched recursively")
+    add_path(parser, "--out", role=Role.OUTPUT_FILE, required=True,
+             help="table CSV to write (uid, path, subject, task, expected_rate, one column per score)")
+    parser.add_argument(*spellings("edit_feats"), dest="edit_feats", nargs="?", const=True, type=parse_bool,
+                        default=False, metavar="BOOL",
+                        help="binary targets from severity scores: -1 and 6 empty, 0 and 1 -> 0, 2 to 5 -> 1")
+    parser.add_argument(*spellings("on_error"), dest="on_error", default="raise", choices=("raise", "skip"),
+                        help="skip: leave out metadata files that cannot be read and list them beside --out")
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from audiotune.cli.show import shown
+    from audiotune.data.metadata_table import build_table
+
+    table, skipped = build_table(args.prefix, args.out, args.edit_feats, args.on_error)
+    listed = f", {len(skipped)} skipped (listed next to it)" if len(skipped) else ""
+    counts = {"recording": len(table), "subject": table["subject"].nunique(), "task": table["task"].nunique()}
+    print(f"{shown(args.out)}: " + ", ".join(f"{n} {name}{'s' * (n != 1)}" for name, n in counts.items()) + listed)
+
+
+COMMAND = Command("table", "build a label table from UID/metadata.json files (clinical seed layout)", arguments, run)

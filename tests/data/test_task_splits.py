@@ -1,0 +1,78 @@
+"""Splits by recording task: the seed's train/test task selection, seeded, with no subject in two parts."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from audiotune.data.errors import DataError
+from audiotune.data.task_splits import task_split
+
+AMR, SENTENCES = "Alternating Motion Rate", "Sentences"
+
+
+def _table() -> pd.DataFrame:
+    """Ten subjects with both tasks, four with the sentences only."""
+    rows = [{"uid": f"{s}_{task[0]}", "subject": f"s{s}", "task": task, "slow rate": s % 2}
+            for s in range(10) for task in (AMR, SENTENCES)]
+    rows += [{"uid": f"{s}_S", "subject": f"s{s}", "task": SENTENCES, "slow rate": 1} for s in range(10, 14)]
+    return pd.DataFrame(rows).set_index("uid")
+
+
+def _subjects(part: pd.DataFrame) -> set[str]:
+    return set(part["subject"])
+
+
+def test_subject_counts_and_tasks_of_each_part() -> None:
+    parts = task_split(_table(), [AMR], [SENTENCES], sizes=[6, 3, 2], seed=4)
+    assert [len(_subjects(parts[name])) for name in ("train", "val", "test")] == [4, 2, 3]
+    assert set(parts["test"]["task"]) == {SENTENCES}
+    assert set(parts["train"]["task"]) == set(parts["val"]["task"]) == {AMR}
+    assert not (_subjects(parts["train"]) & _subjects(parts["val"]) or
+                (_subjects(parts["train"]) | _subjects(parts["val"])) & _subjects(parts["test"]))
+    again = task_split(_table(), [AMR], [SENTENCES], sizes=[6, 3, 2], seed=4)
+    assert all(again[name].equals(parts[name]) for name in parts)  # the seed decides the draw
+    draws = {tuple(sorted(_subjects(task_split(_table(), [AMR], [SENTENCES], [6, 3, 2], seed=s)["test"])))
+             for s in range(6)}
+    assert len(draws) > 1
+
+
+def test_train_zero_takes_every_remaining_subject_and_two_sizes_leave_out_validation() -> None:
+    parts = task_split(_table(), [AMR], [AMR], sizes=[0, 3], seed=0)
+    assert list(parts) == ["train", "test"] and len(_subjects(parts["train"])) == 7
+    assert set(parts["train"]["task"]) == set(parts["test"]["task"]) == {AMR}
+
+
+def test_fractions_of_subjects_without_sizes() -> None:
+    parts = task_split(_table(), [AMR, SENTENCES], [SENTENCES], test_fraction=0.5, val_fraction=0.25, seed=1)
+    assert len(_subjects(parts["test"])) == 7  # half of the 14 subjects with sentences
+    assert len(_subjects(parts["val"])) == 2 and len(_subjects(parts["train"])) == 5  # all the 7 others' rows
+    assert set(parts["train"]["task"]) == {AMR, SENTENCES}
+
+
+def test_named_test_and_validation_subjects() -> None:
+    parts = task_split(_table(), [AMR], [SENTENCES], test_subjects=["s1", "s12"], val_subjects=["s3"])
+    assert _subjects(parts["test"]) == {"s1", "s12"} and _subjects(parts["val"]) == {"s3"}
+    limited = task_split(_table(), [AMR], [SENTENCES], sizes=[0, 1], test_subjects=["s1", "s12"], seed=2)
+    assert _subjects(limited["test"]) <= {"s1", "s12"} and len(_subjects(limited["test"])) == 1
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"sizes": [0, 20]}, "20 test subjects asked for, but only 14 are available"),
+    ({"sizes": [9, 3]}, "9 training subjects asked for, but only 7"),
+    ({"sizes": [3]}, "--split_size 3: give TRAIN TEST"),
+    ({"sizes": [0, 3, 7]}, "7 validation subject(s) leave no training subject"),
+    ({"test_subjects": ["s1", "nobody"]}, "test subject(s) ['nobody'] have no rows of the test task"),
+    ({"val_subjects": ["s10"], "test_subjects": ["s1"]}, "validation subject(s) ['s10'] are not training subjects"),
+    ({"test_fraction": 0.0}, "no test subject drawn"),
+    ({"sizes": [0, 2, 1], "val_subjects": ["s3"]}, "give --split_size TRAIN TEST without VAL"),
+])
+def test_impossible_requests_are_refused(kwargs: dict, message: str) -> None:
+    with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        task_split(_table(), [AMR], [SENTENCES], **kwargs, source="t.csv")
+
+
+def test_unknown_task_or_no_task_column() -> None:
+    with pytest.raises(DataError, match=r"t.csv: task\(s\) \['Reading'\] not found"):
+        task_split(_table(), ["Reading"], [AMR], source="t.csv")
+    with pytest.raises(DataError, match="no 'task' column"):
+        task_split(_table().drop(columns="task"), [AMR], [AMR], source="t.csv")

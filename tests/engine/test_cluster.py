@@ -1,0 +1,70 @@
+"""``audiotune cluster``: which clips k-means is fitted on (--fit_on), and that every clip is labelled anyway."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import HF_TINY, make_uid_dataset, save_hf_checkpoint
+
+from audiotune.cli import main
+from audiotune.data.pseudo_labels import read_pseudo_labels
+
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("faiss")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    config = transformers.Wav2Vec2Config(**HF_TINY, feat_extract_norm="layer", do_stable_layer_norm=True)
+    torch.manual_seed(0)
+    return save_hf_checkpoint(transformers.Wav2Vec2Model(config), tmp_path_factory.mktemp("cluster") / "encoder")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return make_uid_dataset(tmp_path_factory.mktemp("data"))
+
+
+def cluster(ds: dict, checkpoint: Path, out: Path, *extra: str, data: Path | None = None) -> int:
+    return main(["cluster", "-c", str(checkpoint), "-i", str(ds["prefix"]), "-d", str(data or ds["split"]),
+                 "--out", str(out), "--num_clusters", "4", "--sample_ratio", "0.5", "--layer", "1", "-bs", "4",
+                 *extra])
+
+
+def split_uids(ds: dict, split: str) -> set[str]:
+    return set(pd.read_csv(ds["split"] / f"{split}.csv")["uid"])
+
+
+def test_kmeans_is_fitted_on_the_training_split_and_every_clip_is_labelled(
+        checkpoint: Path, dataset: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "labels.parquet"
+    assert cluster(dataset, checkpoint, out) == 0
+    assert "k-means fitted on 16 clips (train; --fit_on train" in capsys.readouterr().out
+    fitted = pd.read_csv(tmp_path / "labels.fit_rows.csv")
+    assert set(fitted["uid"]) == split_uids(dataset, "train") and set(fitted["split"]) == {"train"}
+    assert not set(fitted["uid"]) & (split_uids(dataset, "test") | split_uids(dataset, "val"))
+    labels = read_pseudo_labels(str(out))
+    assert set(labels.labels) == set(dataset["table"].index)  # test and validation clips are labelled too
+    assert labels.meta["fit_on"] == "train" and labels.meta["fit_splits"] == ["train"]
+    assert labels.meta["fit_clips"] == 16 and labels.meta["clips"] == 24
+
+    everything = tmp_path / "all.parquet"
+    assert cluster(dataset, checkpoint, everything, "--fit_on", "all") == 0
+    fitted_all = pd.read_csv(tmp_path / "all.fit_rows.csv")
+    assert set(fitted_all["uid"]) == set(dataset["table"].index)
+    assert set(fitted_all["split"]) == {"train", "val", "test"}
+    meta = read_pseudo_labels(str(everything)).meta
+    assert meta["fit_on"] == "all" and meta["frames_offered"] > labels.meta["frames_offered"]
+
+
+def test_fitting_on_train_needs_a_training_split(checkpoint: Path, dataset: dict, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    table = dataset["split"] / "test.csv"
+    out = tmp_path / "labels.parquet"
+    assert cluster(dataset, checkpoint, out, data=table) == 2
+    assert f"{table}: --fit_on train fits k-means on the training split" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+    assert cluster(dataset, checkpoint, out, "--fit_on", "all", data=table) == 0
+    assert set(pd.read_csv(tmp_path / "labels.fit_rows.csv")["uid"]) == split_uids(dataset, "test")
