@@ -24,14 +24,10 @@ Flag = tuple[list[str], Expected]
 
 # the NAIP run.py flags shared by naip-w2v2, naip-ssast and naip-ecapa-tdnn (seed-notes 2.1, 3.1, 4.1)
 NAIP_COMMON: list[Flag] = [
-    (["-i", "speech/lake"], {"data.prefix": "speech/lake"}),
-    (["--prefix", "speech/lake"], {"data.prefix": "speech/lake"}),
-    (["-s", "study1"], {"data.study": "study1"}),
-    (["--study", "study1"], {"data.study": "study1"}),
-    (["-d", "splits"], {"data.data_split_root": "splits"}),
-    (["--data_split_root", "splits"], {"data.data_split_root": "splits"}),
-    (["-l", "labels.txt"], {"data.label_txt": "labels.txt"}),
-    (["--label_txt", "labels.txt"], {"data.label_txt": "labels.txt"}),
+    *[([flag, "speech/lake"], {"data.prefix": "speech/lake"}) for flag in ("-i", "--prefix")],
+    *[([flag, "study1"], {"data.study": "study1"}) for flag in ("-s", "--study")],
+    *[([flag, "splits"], {"data.data_split_root": "splits"}) for flag in ("-d", "--data_split_root")],
+    *[([flag, "labels.txt"], {"data.label_txt": "labels.txt"}) for flag in ("-l", "--label_txt")],
     (["--lib", "True"], "soundfile"),
     (["--val_size", "30"], {"data.val_size": 30}),
     (["--seed", "4200"], {"data.seed": 4200}),
@@ -39,15 +35,12 @@ NAIP_COMMON: list[Flag] = [
     (["-b", "bkt", "-i", "speech/lake"], {"data.prefix": "gs://bkt/speech/lake", "args.bucket_name": "bkt"}),
     (["--bucket_name", "bkt", "--prefix", "speech/lake"], {"data.prefix": "gs://bkt/speech/lake"}),
     (["-b", "bkt", "-i", "gs://other/lake"], {"data.prefix": "gs://other/lake"}),
-    (["-p", "proj"], {"args.project_name": "proj"}),
-    (["--project_name", "proj"], {"args.project_name": "proj"}),
+    *[([flag, "proj"], {"args.project_name": "proj"}) for flag in ("-p", "--project_name")],
     (["--cloud", "True"], {"args.cloud": True}),
     (["--cloud_dir", "runs/a"], {"args.cloud_dir": "runs/a"}),
     (["--dataset", "amr"], "-o/--exp_dir"),
-    (["-o", "exp"], {"exp_dir": "exp"}),
-    (["--exp_dir", "exp"], {"exp_dir": "exp"}),
-    (["-m", "train"], "audiotune train | evaluate | extract"),
-    (["--mode", "eval"], "audiotune train | evaluate | extract"),
+    *[([flag, "exp"], {"exp_dir": "exp"}) for flag in ("-o", "--exp_dir")],
+    *[([flag, "eval"], "audiotune train | evaluate | extract") for flag in ("-m", "--mode")],
     (["--shared_dense", "True"], {"classifier.shared_dense": True}),
     (["--sd_bottleneck", "300"], {"classifier.sd_bottleneck": 300}),
     (["--embedding_type", "pt"], "audiotune extract"),
@@ -56,14 +49,10 @@ NAIP_COMMON: list[Flag] = [
     (["--reduce", "False"], {"audio.channel_mode": "none"}),
     (["--clip_length", "5"], {"audio.clip_length": 5.0}),
     (["--mixup", "0.5"], {"data.mixup": 0.5}),
-    (["-bs", "16"], {"train.batch_size": 16}),
-    (["--batch_size", "16"], {"train.batch_size": 16}),
-    (["-nw", "2"], {"runtime.num_workers": 2}),
-    (["--num_workers", "2"], {"runtime.num_workers": 2}),
-    (["-lr", "1e-3"], {"train.learning_rate": 1e-3}),
-    (["--learning_rate", "1e-3"], {"train.learning_rate": 1e-3}),
-    (["-e", "5"], {"train.epochs": 5}),
-    (["--epochs", "5"], {"train.epochs": 5}),
+    *[([flag, "16"], {"train.batch_size": 16}) for flag in ("-bs", "--batch_size")],
+    *[([flag, "2"], {"runtime.num_workers": 2}) for flag in ("-nw", "--num_workers")],
+    *[([flag, "1e-3"], {"train.learning_rate": 1e-3}) for flag in ("-lr", "--learning_rate")],
+    *[([flag, "5"], {"train.epochs": 5}) for flag in ("-e", "--epochs")],
     (["--optim", "adam"], {"train.optim": "adam"}),
     (["--weight_decay", "1e-3"], {"train.weight_decay": 1e-3}),
     (["--loss", "MSE"], {"train.loss": "MSE"}),
@@ -82,11 +71,8 @@ NAIP_AUGMENTS: list[Flag] = [
                                                                      "stretch")],
     (["--pshiftn", "3"], {"augment.pshiftn": 3.0}),
 ]
-EVAL_MODEL: list[Flag] = [
-    (["-mp", "exp/model.pt"], "audiotune evaluate --run"),
-    (["--finetuned_mdl_path", "exp/model.pt"], "audiotune evaluate --run"),
-    (["--trained_mdl_path", "exp/model.pt"], "audiotune evaluate --run"),
-]
+EVAL_MODEL: list[Flag] = [([flag, "exp/model.pt"], "audiotune evaluate --run")
+                           for flag in ("-mp", "--finetuned_mdl_path", "--trained_mdl_path")]
 SPECTROGRAM: list[Flag] = [
     (["--dataset_mean", "-4.2"], {"features.dataset_mean": -4.2}),
     (["--dataset_std", "4.5"], {"features.dataset_std": 4.5}),
@@ -98,8 +84,7 @@ SPECTROGRAM: list[Flag] = [
 
 NAIP_W2V2: list[Flag] = [
     *NAIP_COMMON, *NAIP_AUGMENTS, *EVAL_MODEL,
-    (["-c", "wav2vec2-base-960h"], {"model.checkpoint": "wav2vec2-base-960h"}),
-    (["--checkpoint", "wav2vec2-base-960h"], {"model.checkpoint": "wav2vec2-base-960h"}),
+    *[([flag, "wav2vec2-base-960h"], {"model.checkpoint": "wav2vec2-base-960h"}) for flag in ("-c", "--checkpoint")],
     (["--weighted", "True"], {"classifier.weighted": True}),
     (["--layer", "6"], {"classifier.layer": 6}),
     (["--freeze", "False"], {"model.freeze": False}),
