@@ -151,8 +151,43 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def _honour_preconditions() -> None:
+    """Make the emulator answer ``ifGenerationMatch`` as Cloud Storage does (412 when the object's generation, 0
+    for none, differs) on uploads and deletes: the create-only write that remote locks rely on."""
+    from http import HTTPStatus
+
+    from gcp_storage_emulator import server
+    from gcp_storage_emulator.exceptions import NotFound
+    from gcp_storage_emulator.handlers import objects
+
+    if getattr(objects, "_preconditions", False):
+        return
+
+    def checked(handler):
+        def handle(request, response, storage, *args, **kwargs):
+            wanted = request.query.get("ifGenerationMatch")
+            if wanted:
+                name = request.params.get("object_id") or (request.query.get("name") or [None])[0] or \
+                    request.data["meta"].get("name")
+                try:
+                    current = str(storage.get_file_obj(request.params["bucket_name"], name)["generation"])
+                except NotFound:
+                    current = "0"
+                if current != wanted[0]:
+                    response.status = HTTPStatus.PRECONDITION_FAILED
+                    return None
+            return handler(request, response, storage, *args, **kwargs)
+        return handle
+
+    for _, handlers in server.HANDLERS:
+        for method, handler in list(handlers.items()):
+            if handler in (objects.insert, objects.delete):
+                handlers[method] = checked(handler)
+    objects.insert, objects._preconditions = checked(objects.insert), True
+
+
 class Emulator:
-    """gcp-storage-emulator in this process, with one bucket."""
+    """gcp-storage-emulator in this process, with one bucket (generation preconditions honoured)."""
 
     def __init__(self, data_dir: Path) -> None:
         self.port, self.data_dir = _free_port(), data_dir
@@ -162,6 +197,7 @@ class Emulator:
     def start(self) -> None:
         from gcp_storage_emulator.server import create_server
 
+        _honour_preconditions()
         self.server = create_server("127.0.0.1", self.port, in_memory=False, data_dir=str(self.data_dir),
                                     default_bucket=BUCKET)
         self.server.start()

@@ -194,33 +194,3 @@ def test_project_flag_reaches_the_file_system(gcs: Emulator, monkeypatch: pytest
     assert main(["train", "-d", str(tmp_path / "none"), "-o", str(tmp_path / "r"), "-p", "my-project"]) == 2
     assert storage.filesystem(f"gs://{BUCKET}/x")[0].project == "my-project"
 
-
-def test_partials_of_killed_writers_go_and_finished_files_get_the_usual_mode(tmp_path: Path) -> None:
-    import fcntl
-    import os
-    import stat
-
-    from audiotune.outputs import atomic_dir, write_bytes
-
-    target = tmp_path / "emb.parquet"
-    abandoned = tmp_path / ".emb.parquet.k1ll3d.partial"  # left by a writer killed half-way
-    abandoned.write_bytes(b"half")
-    live = tmp_path / ".emb.parquet.w0rk1ng.partial"  # another process still writing
-    live.write_bytes(b"busy")
-    holder = os.open(live, os.O_RDONLY)
-    fcntl.flock(holder, fcntl.LOCK_EX)
-    other = tmp_path / ".other.csv.x.partial"  # another output's partial is not this writer's business
-    other.write_bytes(b"")
-    old_mask = os.umask(0o022)
-    try:
-        write_bytes(target, b"data")
-        with atomic_dir(tmp_path / "plots") as folder:
-            (folder / "a.png").write_bytes(b"png")
-    finally:
-        os.umask(old_mask)
-        os.close(holder)
-    assert not abandoned.exists() and live.exists() and other.exists()
-    assert stat.S_IMODE(target.stat().st_mode) == 0o644
-    assert stat.S_IMODE((tmp_path / "plots").stat().st_mode) == 0o755
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".emb.parquet.w0rk1ng.partial", ".other.csv.x.partial",
-                                                          "emb.parquet", "plots"]

@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from audiotune import storage
+from audiotune import partials, storage
 
 LOCK_FILE = ".audiotune.lock"  # held by the command that writes the directory; see own_run_dir
 
@@ -120,6 +120,15 @@ def sidecar(path: str | Path, suffix: str) -> Path:
     return path.with_name(path.stem + suffix)
 
 
+def run_dir_of(path: str | Path) -> str:
+    """The run directory that a ``--run`` value names: the directory itself, or a model file inside it (the
+    seeds' ``--trained_mdl_path RUN/model.safetensors``), local or remote."""
+    text = str(path).rstrip("/")
+    if text.endswith(".safetensors") or (not storage.is_remote(text) and Path(text).is_file()):
+        return storage.parent(text)
+    return text
+
+
 def repeat_dir(repeat: int) -> str:
     """In a cross-validation's fold_K/ folder: the run directory of repeat ``repeat`` (counted from 1)."""
     return f"run_{repeat}"
@@ -194,11 +203,11 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def _writing(path: Path, directory: bool) -> Iterator[Path]:
-    """:func:`storage.partial_place` for ``path``, a file-system error (full disk, read-only folder) being an
+    """:func:`partials.partial_place` for ``path``, a file-system error (full disk, read-only folder) being an
     :class:`OutputError` naming ``path``."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with storage.partial_place(path, directory) as partial:
+        with partials.partial_place(path, directory) as partial:
             yield partial
     except OutputError:
         raise

@@ -10,14 +10,17 @@ that role:
   directories, pseudo-labels) become local copies in the cache, downloaded again only when they changed;
 - outputs become local staging folders: the command writes there as it does on a local disk (locks, atomic
   files, ``--resume``), and only a command that finished uploads them, run markers last. A remote run
+  directory or experiment folder is locked for the command (:class:`~audiotune.remote_lock.RemoteLock`: one writer
+  across machines, as a local folder's ``flock`` is on one). A remote run
   directory (``RUN_OUTPUT``) that already holds a run is refused, resumed (``--resume``: downloaded first) or
   replaced (``--overwrite``) as a local one is; an experiment folder (``EXPERIMENT``) and a cache (``CACHE``)
   are downloaded first;
 - ``LOCAL`` paths are refused when remote, naming the argument.
 
 The seed systems' flags keep their meaning: ``--cloud`` with ``-b/--bucket_name`` and ``--cloud_dir`` also
-uploads the run directory to ``gs://BUCKET/CLOUD_DIR`` when the command finishes; ``-p/--project_name`` is
-the Google Cloud project of the bucket.
+uploads the command's outputs when it finishes: a run directory's contents to ``gs://BUCKET/CLOUD_DIR``, any
+other output folder or file to ``gs://BUCKET/CLOUD_DIR/NAME``; ``-p/--project_name`` is the Google Cloud
+project of the bucket.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from audiotune import storage
+from audiotune import remote_lock, storage
 from audiotune.outputs import RUN_MARKERS, RunDirError
 from audiotune.storage import Role
 from audiotune.uploads import sync_down, upload
@@ -36,10 +39,14 @@ COPIED = (Role.INPUT, Role.RUN)
 FOLDERS = (Role.OUTPUT_DIR, Role.RUN_OUTPUT, Role.EXPERIMENT, Role.CACHE)  # the other outputs are files
 
 
+LOCKED = (Role.RUN_OUTPUT, Role.EXPERIMENT)  # folders of runs: one writing command at a time, across machines
+
+
 @dataclass
 class Staging:
     uploads: list[tuple[Path, str, bool, bool]] = field(default_factory=list)  # (local, url, replace, only_new)
     folders: list[Path] = field(default_factory=list)
+    locks: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
 
 def _get(args: argparse.Namespace, key: str) -> object:
@@ -65,6 +72,8 @@ def _stage_output(args: argparse.Namespace, key: str, role: Role, staging: Stagi
     destination = url if is_folder else storage.parent(url)  # a file goes with its sidecars (OUT.skipped.csv)
     folder = storage.staging_folder(destination)
     staging.folders.append(folder)
+    if role in LOCKED and remote_lock.locks_remotely(url) and _uploads():  # rank 0 writes; the others only read
+        staging.locks.enter_context(remote_lock.RemoteLock(url, str(args.command)))
     holds_run = _check_remote_run(url, args) if role is Role.RUN_OUTPUT else False
     if role in (Role.EXPERIMENT, Role.CACHE) or (holds_run and _get(args, "train.resume")):
         sync_down(url, folder)
@@ -92,6 +101,7 @@ def staged(args: argparse.Namespace, roles: dict[str, Role]) -> Iterator[None]:
     storage.configure(_get(args, "project_name"))  # type: ignore[arg-type]
     _refuse_remote(args, roles)
     cloud = _cloud_url(args, roles)
+    plan = _cloud_plan(args, roles, cloud) if cloud else []  # named before staging renames the outputs
     staging = Staging()
     keep = False
     try:
@@ -104,15 +114,15 @@ def staged(args: argparse.Namespace, roles: dict[str, Role]) -> Iterator[None]:
         for key, role in roles.items():
             if role.is_output and role is not Role.LOCAL and storage.is_remote(_get(args, key)):
                 _stage_output(args, key, role, staging)
-        if cloud:
-            staging.uploads.append((Path(str(_get(args, "exp_dir"))), cloud, False, False))
         yield
         keep = True  # from here on the outputs are complete: an upload that fails keeps them
+        staging.uploads.extend((local, url, False, False) for local, url in _cloud_uploads(args, plan))
         for local, url, replace, only_new in staging.uploads:
             if local.exists() and _uploads():
                 upload(local, url, replace=replace, only_new=only_new)
         keep = False
     finally:
+        staging.locks.close()  # after the upload: another command may write the folder from now on
         if not keep:
             for folder in staging.folders:
                 storage.remove_local(folder)
@@ -126,13 +136,45 @@ def _uploads() -> bool:
     return launched_rank_zero()
 
 
+CLOUD_CONTENTS = (Role.RUN_OUTPUT, Role.EXPERIMENT)  # --cloud sends these folders' contents to CLOUD_DIR itself
+
+
+def _cloud_plan(args: argparse.Namespace, roles: dict[str, Role], cloud: str) -> list[tuple[str, Role, str]]:
+    """(argument, role, url) of each output that ``--cloud`` uploads, named by the paths as given (before
+    staging): a run directory's (or experiment folder's) contents go to CLOUD_DIR, as the seeds uploaded each
+    file of a run there; any other output folder or file goes to CLOUD_DIR/ITS_NAME (the seeds'
+    CLOUD_DIR/basename). A cache is not uploaded; a local-only ``-o`` folder (a sweep's) is an experiment
+    folder."""
+    plan: list[tuple[str, Role, str]] = []
+    for key, declared in roles.items():
+        role = Role.EXPERIMENT if key == "exp_dir" and declared is Role.LOCAL else declared
+        value = _get(args, key)
+        if role.is_output and role is not Role.CACHE and value:
+            plan.append((key, role, cloud if role in CLOUD_CONTENTS else storage.join(cloud, storage.name(str(value)))))
+    return plan
+
+
+def _cloud_uploads(args: argparse.Namespace, plan: list[tuple[str, Role, str]]) -> list[tuple[Path, str]]:
+    """(local, url) of each finished output of ``plan``; a file brings the sidecars written beside it
+    (``OUT.skipped.csv``)."""
+    uploads = []
+    for key, role, url in plan:
+        local = Path(str(_get(args, key)))
+        uploads.append((local, url))
+        if role not in FOLDERS and role not in CLOUD_CONTENTS:
+            sidecars = [f for f in sorted(local.parent.glob(f"{local.stem}.*")) if f.is_file() and f != local]
+            uploads += [(file, storage.join(storage.parent(url), file.name)) for file in sidecars]
+    return uploads
+
+
 def _cloud_url(args: argparse.Namespace, roles: dict[str, Role]) -> str | None:
-    """The seed systems' ``--cloud -b BUCKET --cloud_dir DIR``: the run directory is uploaded there too."""
+    """The seed systems' ``--cloud -b BUCKET --cloud_dir DIR``: the command's outputs are uploaded there too."""
     if not _get(args, "cloud"):
         return None
     bucket, cloud_dir = _get(args, "bucket_name"), _get(args, "cloud_dir")
     if not bucket or not cloud_dir:
         raise ValueError("--cloud uploads the outputs to gs://BUCKET/CLOUD_DIR: give -b/--bucket_name and --cloud_dir")
-    if not _get(args, "exp_dir"):
-        raise ValueError(f"--cloud: `audiotune {args.command}` writes no output folder to upload")
-    return f"gs://{str(bucket).removeprefix('gs://').strip('/')}/{str(cloud_dir).strip('/')}"
+    url = f"gs://{str(bucket).removeprefix('gs://').strip('/')}/{str(cloud_dir).strip('/')}"
+    if not _cloud_plan(args, roles, url):
+        raise ValueError(f"--cloud: `audiotune {args.command}` writes no output to upload")
+    return url

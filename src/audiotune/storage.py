@@ -23,7 +23,6 @@ login``, ``GOOGLE_APPLICATION_CREDENTIALS``, the metadata server of a cloud mach
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -31,10 +30,11 @@ import posixpath
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
+
+from audiotune import partials
 
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")  # read when gcsfs is imported: see above
 
@@ -274,7 +274,7 @@ def _download_file(fs: Any, inner: str, info: dict, target: Path) -> None:
     if target.is_file() and stamp.is_file() and stamp.read_text() == version:
         return
     target.parent.mkdir(parents=True, exist_ok=True)
-    with partial_place(target) as partial:
+    with partials.partial_place(target) as partial:
         fs.get_file(inner, str(partial))
         os.replace(partial, target)
         stamp.write_text(version)
@@ -345,79 +345,3 @@ def staging_folder(url: str) -> Path:
     (folder / NOTE).write_text(json.dumps({"url": url}))  # hidden: never uploaded; see final_place
     return folder
 
-
-# ------------------------------------------------------------------ files written in place of others
-
-PARTIAL_SUFFIX = ".partial"  # ".NAME.XXXX.partial": a file or folder being written, renamed onto NAME when whole
-
-
-def _umask() -> int:
-    try:
-        with open("/proc/self/status") as status:
-            return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
-    except (OSError, StopIteration, ValueError):
-        mask = os.umask(0o022)  # no /proc: read it by setting it (and put it back at once)
-        os.umask(mask)
-        return mask
-
-
-def give_usual_mode(path: str | Path, directory: bool = False) -> None:
-    """The mode ``open``/``mkdir`` would have given (0666/0777 less the umask): temporary files are created
-    private (0600/0700), and a finished output must be as readable as any other file the user writes."""
-    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
-
-
-def remove_abandoned_partials(target: Path) -> None:
-    """Remove ``.TARGET.*.partial`` files and folders beside ``target`` whose writer is gone: a writer holds an
-    exclusive lock on its partial until it ends, so one that can be locked was left by a killed process."""
-    import fcntl
-
-    prefix = f".{target.name}."
-    try:
-        entries = [entry for entry in target.parent.iterdir()
-                   if entry.name.startswith(prefix) and entry.name.endswith(PARTIAL_SUFFIX)]
-    except OSError:
-        return
-    for entry in entries:
-        try:
-            handle = os.open(entry, os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(handle)
-            continue  # still being written
-        try:
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
-        finally:
-            os.close(handle)
-
-
-@contextlib.contextmanager
-def partial_place(target: Path, directory: bool = False) -> Iterator[Path]:
-    """A new, locked ``.TARGET.XXXX.partial`` file (or folder) beside ``target``, given the usual mode; the caller
-    renames it onto ``target`` when it is whole. Whatever is left of it at the end of the block is removed, and
-    partials of killed writers of ``target`` are removed first."""
-    import fcntl
-
-    remove_abandoned_partials(target)
-    if directory:
-        partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=PARTIAL_SUFFIX, dir=target.parent))
-        handle = os.open(partial, os.O_RDONLY)
-    else:
-        handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=PARTIAL_SUFFIX, dir=target.parent)
-        partial = Path(name)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        give_usual_mode(partial, directory)
-        yield partial
-    finally:
-        if directory:
-            shutil.rmtree(partial, ignore_errors=True)
-        else:
-            partial.unlink(missing_ok=True)
-        os.close(handle)

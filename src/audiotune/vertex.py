@@ -13,6 +13,8 @@
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import os
@@ -242,9 +244,6 @@ def cluster_environment(env: dict[str, str] | None = None) -> dict[str, str]:
 
 def check_command(command: list[str], parse: Any) -> None:
     """Parse the container's command line here, so a typo fails now and not after the job started."""
-    import contextlib
-    import io
-
     stderr = io.StringIO()
     try:
         with contextlib.redirect_stderr(stderr):

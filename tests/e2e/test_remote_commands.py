@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 from conftest import BUCKET, Emulator, tone
 
+from audiotune import remote_lock
 from audiotune.cli import main
 
 RATE = 8000
@@ -185,3 +186,21 @@ def test_json_splits_and_bare_audio_folders_read_from_a_bucket_as_from_a_folder(
     stats = [json.loads((tmp_path / f"stats_{where}.json").read_text()) for where in ("remote", "local")]
     assert stats[0]["clips"] == stats[1]["clips"] == 8
     assert abs(stats[0]["dataset_mean"] - stats[1]["dataset_mean"]) < 1e-6
+
+
+@pytest.mark.slow
+def test_two_machines_training_into_one_bucket_folder_at_once_one_is_refused(gcs: Emulator, tmp_path: Path) -> None:
+    from conftest import make_uid_dataset, small_train_args
+
+    ds = make_uid_dataset(tmp_path)
+    run = f"{URL}/runs/same"
+    with remote_lock.RemoteLock(run, "train"):  # another machine is writing it
+        assert main(small_train_args(ds, run)) == 2
+    assert not gcs.fs().exists(f"{BUCKET}/runs/same/config.yaml")
+    commands = [[sys.executable, "-m", "audiotune", *small_train_args(ds, run, "--seed", str(seed))] for seed in (1, 2)]
+    processes = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in processes]
+    assert sorted(code for code, _ in results) == [0, 2], results
+    refused = next(err for code, err in results if code == 2)
+    assert "another audiotune command is writing this folder" in refused or "already holds a run" in refused
+    assert not gcs.fs().exists(f"{BUCKET}/runs/same{remote_lock.LOCK_SUFFIX}")

@@ -1,14 +1,20 @@
-"""The Trainer factory's checkpoints: last.ckpt every epoch, the --save_top_k best validation epochs."""
+"""The Trainer factory: last.ckpt every epoch, the --save_top_k best validation epochs, and gradient accumulation
+as the optimiser sees it."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from conftest import small_train_args
+from torch.utils.data import DataLoader, TensorDataset
 
-from audiotune.cli import main
+from audiotune.cli import build_parser, config_from_args, main
+from audiotune.config import RuntimeConfig, TrainConfig
+from audiotune.engine.module import optimizers
+from audiotune.engine.trainer import build_trainer
 
 
 def best_files(run: Path) -> list[str]:
@@ -37,3 +43,49 @@ def test_save_top_k_without_validation_is_an_error(uid_dataset: dict, tmp_path: 
     out = tmp_path / "run"
     assert main(small_train_args(uid_dataset, out, "--val_size", "0", "--save_top_k", "2")) == 2
     assert "--save_top_k need(s) validation" in capsys.readouterr().err and not out.exists()
+
+
+class CountingModule(pl.LightningModule):
+    """A linear regression that counts its optimiser steps."""
+
+    def __init__(self, config: TrainConfig, batches: int) -> None:
+        super().__init__()
+        self.layer, self.config, self.batches, self.steps = torch.nn.Linear(3, 1), config, batches, 0
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        inputs, targets = batch
+        return torch.nn.functional.mse_loss(self.layer(inputs), targets)
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        self.steps += 1
+        super().optimizer_step(*args, **kwargs)
+
+    def configure_optimizers(self):
+        return optimizers(self.parameters(), self.config, self.batches)
+
+
+def _fit(tmp_path: Path, accumulate: int) -> tuple[CountingModule, pl.Trainer]:
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(32, 3), torch.randn(32, 1))
+    loader = DataLoader(data, batch_size=4)  # 8 batches per epoch
+    config = TrainConfig(epochs=2, accumulate_grad_batches=accumulate, scheduler="cosine")
+    module = CountingModule(config, len(loader))
+    trainer, _ = build_trainer(config, RuntimeConfig(accelerator="cpu", devices="1"), tmp_path / f"run{accumulate}")
+    trainer.fit(module, loader)
+    return module, trainer
+
+
+def test_accumulated_batches_step_the_optimiser_half_as_often(tmp_path: Path) -> None:
+    plain, plain_trainer = _fit(tmp_path, 1)
+    accumulated, trainer = _fit(tmp_path, 2)
+    assert (plain.steps, plain_trainer.global_step) == (16, 16)
+    assert (accumulated.steps, trainer.global_step) == (8, 8)
+    # the schedule counts optimiser steps: the cosine ends at 0 after the last of them, not half-way
+    assert trainer.optimizers[0].param_groups[0]["lr"] == plain_trainer.optimizers[0].param_groups[0]["lr"] == 0.0
+
+
+def test_accumulate_grad_batches_is_a_train_flag() -> None:
+    args = build_parser().parse_args(["train", "-d", "split", "-l", "labels.txt", "-o", "run",
+                                      "--accumulate_grad_batches", "4", "-bs", "64"])
+    config = config_from_args(args)
+    assert (config.train.accumulate_grad_batches, config.train.batch_size) == (4, 64)

@@ -5,7 +5,7 @@ import argparse
 
 from audiotune import storage
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_device_flags, add_path, add_run_flag, run_folder, spellings
+from audiotune.cli.flags import add_device_flags, add_path, add_run_flag, spellings
 from audiotune.outputs import ATTENTION_DIR
 from audiotune.storage import Role
 
@@ -19,7 +19,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
 
 
 def default_outputs(args: argparse.Namespace) -> None:
-    args.exp_dir = args.exp_dir or storage.join(run_folder(args.run), ATTENTION_DIR)
+    args.exp_dir = args.exp_dir or storage.join(args.run, ATTENTION_DIR)
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:

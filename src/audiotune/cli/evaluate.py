@@ -6,7 +6,7 @@ import json
 
 from audiotune import storage
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_path, add_scoring_flags, run_folder, spellings
+from audiotune.cli.flags import add_path, add_scoring_flags, scoring_data, spellings
 from audiotune.cli.show import summary
 from audiotune.outputs import EVALUATE_DIR
 from audiotune.storage import Role
@@ -26,7 +26,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
 
 
 def default_outputs(args: argparse.Namespace) -> None:
-    args.exp_dir = args.exp_dir or storage.join(run_folder(args.run), EVALUATE_DIR)
+    args.exp_dir = args.exp_dir or storage.join(args.run, EVALUATE_DIR)
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
     metrics = evaluate_run(args.run, args.data_split_root, args.exp_dir, args.on_error, args.batch_size,
                            args.num_workers, args.accelerator, args.devices, args.precision, args.aggregate,
-                           args.adapt_bn)
+                           args.adapt_bn, scoring_data(args))
     print(json.dumps({k: summary(v) for k, v in metrics.items()}, indent=2))
 
 

@@ -5,7 +5,7 @@ import argparse
 
 from audiotune import storage
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_path, add_scoring_flags, run_folder, spellings
+from audiotune.cli.flags import add_path, add_scoring_flags, scoring_data, spellings
 from audiotune.cli.show import shown
 from audiotune.outputs import embeddings_file
 from audiotune.storage import Role
@@ -21,7 +21,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
 
 
 def default_outputs(args: argparse.Namespace) -> None:
-    args.out = args.out or storage.join(run_folder(args.run), embeddings_file(args.embedding_type))
+    args.out = args.out or storage.join(args.run, embeddings_file(args.embedding_type))
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -29,7 +29,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
     path = extract_embeddings(args.run, args.data_split_root, args.out, args.embedding_type, args.layer,
                               args.pooling_mode, args.batch_size, args.num_workers, args.on_error,
-                              args.accelerator, args.devices, args.precision)
+                              args.accelerator, args.devices, args.precision, scoring_data(args))
     print(f"embeddings: {shown(path)}")
 
 

@@ -11,7 +11,6 @@ import dataclasses
 import typing
 from typing import Any
 
-from audiotune import storage
 from audiotune.config import (
     RETIRED_FLAGS,
     RETIRED_VALUES,
@@ -24,6 +23,7 @@ from audiotune.config import (
 )
 from audiotune.config.sections import PRECISIONS
 from audiotune.models import backbones
+from audiotune.outputs import run_dir_of
 from audiotune.storage import Role
 
 ROLES = "path_roles"  # the namespace attribute holding {dest: Role} of the parsed command
@@ -131,15 +131,7 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
     if writes_run:
         add_path(parser, *spellings("exp_dir", ("-o",)), role=Role.RUN_OUTPUT, dest="exp_dir",
                  default=argparse.SUPPRESS, help="run directory for every output")
-    groups: dict[str, Any] = {}
-    for entry in sections:
-        section, _, only = entry.partition(".")
-        cls = SECTIONS[section]
-        group = groups.setdefault(section, parser.add_argument_group(section))
-        hints = typing.get_type_hints(cls)
-        for spec in dataclasses.fields(cls):
-            if spec.metadata.get("cli") is not False and only in ("", spec.name):
-                _add_field(group, f"{section}.{spec.name}", spec, hints)
+    add_section_flags(parser, sections)
     if "model" in sections and backbone_flags:
         _add_backbone_flags(parser, model)
     seeds = parser.add_argument_group("seed command-line compatibility")
@@ -156,6 +148,20 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
                                                 "them); False: same as --channel_mode none (mono files only)")
     parser.set_defaults(**{CONFIG_DEFAULTS: defaults or {}})
     add_storage_flags(parser)
+
+
+def add_section_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...]) -> None:
+    """The options of ``sections`` as flags, one argument group per section; a ``section.name`` entry adds that
+    one option. Each lands in the namespace as ``section.name`` (only when given on the command line)."""
+    groups: dict[str, Any] = {}
+    for entry in sections:
+        section, _, only = entry.partition(".")
+        cls = SECTIONS[section]
+        group = groups.setdefault(section, parser.add_argument_group(section))
+        hints = typing.get_type_hints(cls)
+        for spec in dataclasses.fields(cls):
+            if spec.metadata.get("cli") is not False and only in ("", spec.name):
+                _add_field(group, f"{section}.{spec.name}", spec, hints)
 
 
 def _owners() -> dict[str, list[str]]:
@@ -339,25 +345,30 @@ def refuse_retired(parser: argparse.ArgumentParser) -> None:
 def add_run_flag(parser: argparse.ArgumentParser) -> None:
     """``--run``: the run directory a command reads (or the model.safetensors inside it)."""
     add_path(parser, "--run", "--trained_mdl_path", "--trained-mdl-path", "-mp", "--finetuned_mdl_path",
-             "--finetuned-mdl-path", role=Role.RUN, dest="run", required=True,
+             "--finetuned-mdl-path", role=Role.RUN, dest="run", required=True, type=run_dir_of,
              help="run directory of `audiotune train` (or the model.safetensors inside it)")
 
 
-def run_folder(run: str) -> str:
-    """The run directory of ``--run`` (a run directory, or the model.safetensors inside one; local or remote)."""
-    return storage.parent(run) if str(run).rstrip("/").endswith(".safetensors") else str(run).rstrip("/")
+SCORING_DATA = ("data.prefix", "data.study")  # data options a scoring command sets over the run's own
 
 
 def add_scoring_flags(parser: argparse.ArgumentParser) -> None:
-    """The flags of a command that scores rows with a trained run: the run, the data, batching, bad audio."""
+    """The flags of a command that scores rows with a trained run: the run, the data (with ``-i/-s`` as in
+    train), batching, bad audio."""
     add_run_flag(parser)
     add_path(parser, *spellings("data_split_root", ("-d",)), role=Role.TABLE, dest="data_split_root", required=True,
              help="one CSV, or a split directory")
+    add_section_flags(parser, SCORING_DATA)
     parser.add_argument(*spellings("batch_size", ("-bs",)), dest="batch_size", type=int)
     parser.add_argument(*spellings("num_workers", ("-nw",)), dest="num_workers", type=int)
     parser.add_argument(*spellings("on_error"), dest="on_error", choices=("raise", "skip"))
     add_device_flags(parser)
     add_storage_flags(parser)
+
+
+def scoring_data(args: argparse.Namespace) -> dict[str, Any]:
+    """``{name: value}`` of the data options (:data:`SCORING_DATA`) given to a scoring command."""
+    return {key.partition(".")[2]: value for key, value in vars(args).items() if key in SCORING_DATA}
 
 
 def add_device_flags(parser: argparse.ArgumentParser) -> None:

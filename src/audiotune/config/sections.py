@@ -237,6 +237,8 @@ class TrainConfig:
     grad_clip: float = option(0.0, "clip the gradients' global L2 norm to this value before each optimiser step "
                                    "(0 = off); wav2vec2-style pretraining from random weights can diverge without it",
                                    valid=AT_LEAST_0)
+    accumulate_grad_batches: int = option(1, "sum the gradients of this many batches before each optimiser step "
+                                             "(effective batch: -bs x N; tap2key: -bs 64 x 4)", valid=AT_LEAST_1)
     warmup_steps: int = option(0, "warm-up steps (cosine and linear schedules)", ("--warmup_step",), valid=AT_LEAST_0)
     training_steps: int = option(0, "stop after this many optimiser steps instead of --epochs (0 = use --epochs)",
                                  ("--training_step",), valid=AT_LEAST_0)
@@ -250,9 +252,8 @@ class TrainConfig:
                                      "every time it is seen (0 = whole clips)", valid=AT_LEAST_0)
     loss: str = option("auto", "loss of binary heads (BCE, or MSE) and of regression heads (MSE, or huber); "
                                "categorical and soft heads use CE", choices=("auto", "BCE", "MSE", "CE", "huber"))
-    labeling_method: str = option("distribution", "targets of soft (vote) heads: distribution (CE against the "
-                                                  "votes), hard (their argmax), sample (a class drawn from them each "
-                                                  "time a clip is seen, seeded: the emotion seed's 'soft')",
+    labeling_method: str = option("distribution", "soft (vote) heads learn: distribution (CE against the votes), "
+                                                  "hard (their argmax), sample (one drawn each time: the seed's soft)",
                                   choices=("distribution", "hard", "sample"))
     class_weights: str = option("none", "balanced: weight each class by its inverse frequency in the training "
                                         "split (mean class weight 1) in the loss of categorical and soft heads "

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +15,14 @@ from audiotune.data.audio import AudioSpec, scan_audio
 from audiotune.data.balance import training_share
 from audiotune.data.errors import DataError
 from audiotune.data.json_splits import json_label_groups
-from audiotune.data.labels import drop_missing_targets, encode_targets, fit_target_scaling, infer_heads, read_label_file
+from audiotune.data.labels import (
+    LabelGroup,
+    drop_missing_targets,
+    encode_targets,
+    fit_target_scaling,
+    infer_heads,
+    read_label_file,
+)
 from audiotune.data.layout import attach_paths, read_splits
 from audiotune.data.splits import draw_validation
 from audiotune.outputs import DROPPED_FILE, SKIPPED_FILE, VALIDATION_FILE, write_csv
@@ -209,7 +217,8 @@ def prepare_training_data(config: RunConfig, exp_dir: str | Path) -> PreparedDat
     return prepared
 
 
-def check_labels(tables: dict[str, pd.DataFrame], groups: list, na_values: list[str] = (), where: str = "") -> None:
+def check_labels(tables: dict[str, pd.DataFrame], groups: list[LabelGroup], na_values: Sequence[str] = (),
+                 where: str = "") -> None:
     """The label checks a run makes, without its audio: heads inferred from the train table, every table's
     targets encodable (a class unseen in training, a one-class head, a cell that is not 0/1 ...). For a driver
     that checks all its runs' tables before the first run trains."""

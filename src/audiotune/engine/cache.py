@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 
-from audiotune import storage
+from audiotune import partials, storage
 from audiotune.config import RunConfig
 from audiotune.data.audio import table_spans
 from audiotune.data.audio_store import segment_key
@@ -118,7 +118,7 @@ def write_entry(target: Path, states: torch.Tensor) -> None:
     """Write one entry atomically under a name of its own: a killed run never leaves a truncated entry, and
     processes filling one cache at once (DDP ranks, parallel runs) never write into each other's file; the
     same key holds the same states, so whichever rename lands last is right."""
-    with storage.partial_place(target) as partial:
+    with partials.partial_place(target) as partial:
         save_file({"pooled": states.contiguous()}, str(partial))
         os.replace(partial, target)
 

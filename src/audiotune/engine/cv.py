@@ -364,8 +364,9 @@ def _cross_validate(config: RunConfig, source: str, options: FoldOptions, repeat
         files[exp_dir / CV_LABELS_FILE] = "".join(
             ",".join(g.columns) + (f":{g.kind}" if g.kind else "") + "\n" for g in groups).encode()
     check_fold_files(files)
-    for fold in folds if groups else ():  # every fold's labels, before the first run trains
-        check_labels(fold.tables, groups, config.data.na_values, fold.name)
+    for fold in folds:  # every fold's labels, before the first run trains
+        if groups:
+            check_labels(fold.tables, groups, config.data.na_values, fold.name)
     record = _cv_record(config, source, options, repeats)
     _check_cv_config(exp_dir, record)
     owned.start()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ from audiotune.data.prepare import PreparedData, prepare_eval_data
 from audiotune.engine.adapt import OFF, adaptation_groups, adapted_batchnorm, check_adaptable, check_adaptation
 from audiotune.engine.aggregate import check_recording_targets, recording_scores, table_recordings
 from audiotune.engine.cache import CachedDataset, cache_blocker, cached_datasets, cached_loader
-from audiotune.engine.inference import inference_device, loader_pins_memory, override_device, predict
+from audiotune.engine.inference import inference_device, loader_pins_memory, override_data, override_device, predict
 from audiotune.engine.metrics import compute_metrics, head_slices, scores_from_logits
 from audiotune.models.checkpoint import load_run, resolve_run_dir
 from audiotune.models.classifier import Classifier
@@ -156,14 +157,15 @@ def evaluate_prepared(model: Classifier, config: RunConfig, prepared: PreparedDa
 def evaluate_run(run: str, data_split_root: str, exp_dir: str | None = None, on_error: str | None = None,
                  batch_size: int | None = None, num_workers: int | None = None, accelerator: str | None = None,
                  devices: str | None = None, precision: str | None = None, aggregate: str = "mean",
-                 adapt_bn: str | None = None) -> dict:
+                 adapt_bn: str | None = None, data: dict[str, Any] | None = None) -> dict:
     """``audiotune evaluate``: rebuild the model from its run directory and score a CSV or split directory,
-    on ``accelerator``/``devices`` in ``precision``, with or without ``--adapt_bn`` (default: the run's own
-    settings)."""
+    on ``accelerator``/``devices`` in ``precision``, with or without ``--adapt_bn``, uid-layout audio under
+    ``data`` ``prefix``/``study`` (default: the run's own settings)."""
     if aggregate not in AGGREGATE_MODES:
         raise ValueError(f"--aggregate {aggregate}: choose one of {AGGREGATE_MODES}")
     config, model = load_run(run)
     override_device(config, accelerator, devices, precision)
+    override_data(config, data)
     if on_error:
         config.data.on_error = on_error
     if batch_size is not None:

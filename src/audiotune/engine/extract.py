@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,7 +15,13 @@ import torch
 from audiotune.config import RunConfig, check_config
 from audiotune.data.loading import make_dataset, make_loader
 from audiotune.data.prepare import prepare_eval_data
-from audiotune.engine.inference import inference_device, iterate_batches, loader_pins_memory, override_device
+from audiotune.engine.inference import (
+    inference_device,
+    iterate_batches,
+    loader_pins_memory,
+    override_data,
+    override_device,
+)
 from audiotune.models.checkpoint import load_run
 from audiotune.models.classifier import EMBEDDING_TYPES, Classifier
 from audiotune.outputs import atomic_path, check_output_path, write_csv
@@ -30,10 +37,12 @@ def skipped_list_path(out_path: Path) -> Path:
 def extract_embeddings(run: str, data_split_root: str, out: str, embedding_type: str = "ft",
                        layer: int | None = None, pooling: str | None = None, batch_size: int | None = None,
                        num_workers: int | None = None, on_error: str | None = None, accelerator: str | None = None,
-                       devices: str | None = None, precision: str | None = None) -> Path:
+                       devices: str | None = None, precision: str | None = None,
+                       data: dict[str, Any] | None = None) -> Path:
     """Write ``uid`` + ``embedding`` rows to a parquet file, one batch at a time (memory stays flat).
 
-    The model runs on ``accelerator``/``devices`` in ``precision`` (default: the run's own settings).
+    The model runs on ``accelerator``/``devices`` in ``precision``; uid-layout audio is found under ``data``
+    ``prefix``/``study`` (default: the run's own settings).
     """
     if embedding_type not in EMBEDDING_TYPES:
         raise ValueError(f"--embedding_type {embedding_type}: choose one of {EMBEDDING_TYPES}")
@@ -42,6 +51,7 @@ def extract_embeddings(run: str, data_split_root: str, out: str, embedding_type:
     if layer is not None and not -num_states <= layer < num_states:
         raise ValueError(f"--layer {layer}: the run's backbone has hidden states 0..{num_states - 1} (-1: the last)")
     override_device(config, accelerator, devices, precision)
+    override_data(config, data)
     if batch_size is not None:
         config.train.batch_size = batch_size
     if num_workers is not None:

@@ -4,6 +4,7 @@ no-grad loop shared by evaluate, extract, the feature cache and probe (the loade
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,6 +51,15 @@ def override_device(config: RunConfig, accelerator: str | None = None, devices: 
     if devices is not None:
         config.runtime.devices = str(devices)
     return inference_device(config)
+
+
+def override_data(config: RunConfig, data: dict[str, Any] | None) -> None:
+    """Apply command-line data options (``prefix``, ``study``: where uid-layout audio lives) over a loaded run's
+    config, so the run scores data laid out elsewhere than its training data."""
+    for name, value in (data or {}).items():
+        if not hasattr(config.data, name):
+            raise ValueError(f"{name}: not a data option")
+        setattr(config.data, name, value)
 
 
 def loader_pins_memory(config: RunConfig) -> bool:

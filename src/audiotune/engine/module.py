@@ -210,7 +210,8 @@ def optimizers(parameters: Iterable[torch.nn.Parameter], cfg: TrainConfig,
         optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     else:
         optimizer = torch.optim.Adam(params, lr=cfg.learning_rate)
-    total_steps = cfg.training_steps or max(1, steps_per_epoch) * cfg.epochs
+    # optimiser steps, not batches: one step per --accumulate_grad_batches batches (and one for an epoch's rest)
+    total_steps = cfg.training_steps or max(1, math.ceil(steps_per_epoch / cfg.accumulate_grad_batches)) * cfg.epochs
     if cfg.scheduler == "onecycle":
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.max_lr, total_steps=total_steps)
     elif cfg.scheduler == "cosine":

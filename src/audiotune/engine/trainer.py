@@ -37,7 +37,8 @@ def build_trainer(train: TrainConfig, runtime: RuntimeConfig, run_dir: Path | No
 
     ``run_dir``: the run directory the fit writes. The Trainer runs on ``runtime``'s accelerator, devices,
     strategy and nodes (:func:`~audiotune.engine.distributed.trainer_devices`) for ``--epochs`` or
-    ``--training_steps`` (:func:`~audiotune.engine.module.run_length`), clips gradients at ``--grad_clip``,
+    ``--training_steps`` (:func:`~audiotune.engine.module.run_length`), sums the gradients of
+    ``--accumulate_grad_batches`` batches per optimiser step, clips gradients at ``--grad_clip``,
     logs every step to ``run_dir/logs/metrics.csv``, replaces ``checkpoints/last.ckpt`` every epoch and, with
     ``best_by`` (a logged metric and ``"min"`` or ``"max"``), keeps the best epoch in ``checkpoints/best.ckpt``
     (the ``--save_top_k`` best in ``checkpoints/best-epoch=NN.ckpt``);
@@ -50,7 +51,7 @@ def build_trainer(train: TrainConfig, runtime: RuntimeConfig, run_dir: Path | No
     ``callbacks`` come after the checkpoint callbacks; Lightning runs every checkpoint callback after all
     others, in the order given. ``default_root_dir`` and ``deterministic`` are passed on when given.
     """
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"accumulate_grad_batches": train.accumulate_grad_batches}
     if default_root_dir is not None:
         extra["default_root_dir"] = default_root_dir
     if deterministic is not None:

@@ -9,7 +9,7 @@ from safetensors.torch import load_file, save_file
 from audiotune.config import RunConfig, load_config
 from audiotune.models.backbones import SupportsExportConfig, SupportsFeatureEncoderFreeze, build_backbone
 from audiotune.models.classifier import Classifier
-from audiotune.outputs import CONFIG_FILE, ENCODER_DIR, MODEL_FILE, atomic_path
+from audiotune.outputs import CONFIG_FILE, ENCODER_DIR, MODEL_FILE, atomic_path, run_dir_of
 
 
 def save_weights(model: torch.nn.Module, path: str | Path) -> None:
@@ -46,8 +46,7 @@ def export_backbone(model: Classifier, run_dir: str | Path) -> None:
 
 def resolve_run_dir(path: str | Path) -> Path:
     """A run directory, or the model file inside one (the seeds' ``--trained_mdl_path``)."""
-    path = Path(path)
-    run_dir = path.parent if path.is_file() else path
+    run_dir = Path(run_dir_of(path))
     if not (run_dir / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"{path}: not a run directory (no {CONFIG_FILE}); pass the --exp_dir of a training run")
     return run_dir

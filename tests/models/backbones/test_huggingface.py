@@ -208,3 +208,49 @@ def test_load_pretrained_and_registered_factory(checkpoints: dict[str, Path],
     assert all(torch.equal(v, reference[k]) for k, v in built.state_dict().items())
     skeleton = build_backbone(config, pretrained=False)  # config only: weights come from a run afterwards
     assert skeleton.state_dict().keys() == reference.keys()
+
+
+def checkpointing(backbone: HFBackbone) -> bool:
+    """Whether the encoder's layers recompute their activations in backward (any transformers version)."""
+    return any(getattr(module, "gradient_checkpointing", False) for module in backbone.model.modules())
+
+
+def _loss_and_gradients(backbone: HFBackbone, waves: torch.Tensor,
+                        lengths: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    torch.manual_seed(3)  # the same dropout masks in both runs
+    states, mask = backbone.train().hidden_states(waves, lengths)
+    loss = sum(masked_pool(s, mask, "mean").pow(2).sum() for s in states)
+    loss.backward()
+    return loss.detach(), {k: p.grad.clone() for k, p in backbone.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("name", ["w2v_group", "w2v_layer"])
+def test_gradient_checkpointing_recomputes_layers_with_the_same_gradients(checkpoints: dict[str, Path],
+                                                                          name: str) -> None:
+    waves, lengths = batch(clip(0.5, 20), clip(0.35, 21))
+    plain = HFBackbone(HFOptions(str(checkpoints[name])))
+    checkpointed = HFBackbone(HFOptions(str(checkpoints[name]), gradient_checkpointing=True))
+    assert checkpointing(checkpointed) and not checkpointing(plain)
+    calls = {"plain": 0, "checkpointed": 0}
+    for key, backbone in (("plain", plain), ("checkpointed", checkpointed)):
+        backbone.model.encoder.layers[0].attention.register_forward_hook(
+            lambda *_, key=key: calls.__setitem__(key, calls[key] + 1))
+    loss, gradients = _loss_and_gradients(plain, waves, lengths)
+    loss_checkpointed, gradients_checkpointed = _loss_and_gradients(checkpointed, waves, lengths)
+    assert calls == {"plain": 1, "checkpointed": 2}  # the layer ran again in the backward pass
+    assert torch.allclose(loss, loss_checkpointed, atol=1e-5)
+    assert gradients.keys() == gradients_checkpointed.keys() and len(gradients) > 10
+    assert all(torch.allclose(gradients[k], gradients_checkpointed[k], atol=1e-5) for k in gradients)
+
+
+def test_gradient_checkpointing_flag_is_an_hf_option(checkpoints: dict[str, Path]) -> None:
+    from audiotune.cli import build_parser, config_from_args
+
+    flags = ["train", "-d", "split", "-l", "labels.txt", "-o", "run", "--gradient_checkpointing"]
+    hf = [*flags, "--model", "hf", "-c", str(checkpoints["hubert"])]
+    config = config_from_args(build_parser("hf").parse_args(hf))
+    assert config.model.options["gradient_checkpointing"] is True
+    resolve_config(config)
+    assert checkpointing(build_backbone(config))
+    with pytest.raises(ValueError, match="gradient_checkpointing .--model hf"):
+        config_from_args(build_parser().parse_args([*flags, "--model", "ecapa_tdnn"]))

@@ -76,6 +76,9 @@ class HFSettings:
                                     "(parquet); one prediction head per K", role=Role.INPUT)
     fresh_quantizer: bool = option(False, "TAPT from a checkpoint without quantizer weights (e.g. CTC fine-tuned): "
                                           "start the quantizer and projections from random weights")
+    gradient_checkpointing: bool = option(False, "recompute each encoder layer's activations in the backward pass "
+                                                 "instead of keeping them: less memory for a trained encoder, "
+                                                 "a second forward pass of each layer, the same gradients")
     gumbel_anneal: bool = option(True, "TAPT: anneal the quantizer's Gumbel temperature per step as wav2vec2's "
                                        "pretraining (2.0 x 0.999995^step, at least 0.5); false keeps 2.0 (the seed)")
 
@@ -91,6 +94,7 @@ class HFOptions:
     mask_time_length: int = 10
     mask_feature_prob: float = 0.0  # feature-channel spans set to 0
     mask_feature_length: int = 10
+    gradient_checkpointing: bool = False  # recompute layer activations in backward (training mode only)
 
     @classmethod
     def from_config(cls, config: RunConfig) -> HFOptions:
@@ -98,7 +102,8 @@ class HFOptions:
         return cls(checkpoint=config.model.checkpoint or DEFAULT_CHECKPOINT, max_window=float(m.max_window),
                    sample_rate=config.audio.resample_rate or 16000, mask_time_prob=float(m.mask_time_prob or 0.0),
                    mask_time_length=int(m.mask_time_length or 10), mask_feature_prob=float(m.mask_feature_prob),
-                   mask_feature_length=int(m.mask_feature_length))
+                   mask_feature_length=int(m.mask_feature_length),
+                   gradient_checkpointing=bool(m.gradient_checkpointing))
 
     @property
     def masks(self) -> bool:
@@ -127,7 +132,19 @@ def _load_encoder(options: HFOptions, pretrained: bool) -> Any:
     if options.mask_time_prob == 0 and isinstance(getattr(model, "masked_spec_embed", None), nn.Parameter):
         # the mask embedding is unused then; an unused parameter would trip DDP and differ between load paths
         del model.masked_spec_embed
+    if options.gradient_checkpointing:
+        enable_checkpointing(model)
     return model
+
+
+def enable_checkpointing(model: Any) -> None:
+    """Turn on the transformers model's gradient checkpointing (active in training mode only). Non-reentrant:
+    gradients reach the layers even when the encoder's input needs none (a frozen feature encoder)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers 5.x; the old name is deprecated there
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 class HFBackbone(Backbone):
@@ -285,6 +302,8 @@ class HFBackbone(Backbone):
         else:
             self.pretrainer = Wav2Vec2Tapt(self.checkpoint, config)
         self.model = self.pretrainer.encoder
+        if self.options.gradient_checkpointing:
+            enable_checkpointing(self.model)
 
     def pretrain_loss(self, batch: dict[str, Any], objective: str, step: int = 0,
                       rng: random.Random | None = None) -> dict[str, Tensor]:

@@ -1,0 +1,97 @@
+"""evaluate and extract as the seeds' command lines called them: the model file for the run, the audio prefix
+and study of uid-layout data, and ``--cloud`` uploads of their outputs."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import soundfile as sf
+from conftest import BUCKET, Emulator, tone
+
+from audiotune.cli import main
+from audiotune.outputs import EVALUATE_DIR, METRICS_FILE, MODEL_FILE, PREDICTIONS_FILE, embeddings_file
+
+
+def _metrics(folder: Path) -> dict:
+    return json.loads((folder / METRICS_FILE).read_text())
+
+
+@pytest.mark.parametrize("spelling", ["--trained_mdl_path", "-mp", "--finetuned-mdl-path"])
+def test_a_model_file_names_its_run_and_outputs_default_into_it(trained_run: dict, spelling: str) -> None:
+    run, test = trained_run["run"], str(trained_run["split"] / "test.csv")
+    shutil.rmtree(run / EVALUATE_DIR, ignore_errors=True)
+    (run / embeddings_file("pt")).unlink(missing_ok=True)
+    assert main(["evaluate", spelling, str(run / MODEL_FILE), "-d", test]) == 0
+    assert _metrics(run / EVALUATE_DIR)["data"]["n"] == 4
+    assert main(["extract", spelling, str(run / MODEL_FILE), "-d", test, "--embedding_type", "pt"]) == 0
+    assert len(pd.read_parquet(run / embeddings_file("pt"))) == 4
+    assert not (run / MODEL_FILE / EVALUATE_DIR).exists()
+
+
+def test_prefix_and_study_find_uid_audio_elsewhere(trained_run: dict, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    """The test split's audio copied under another prefix and study; one clip there replaced by a louder,
+    higher tone, so only audio read from the new place changes that clip's scores."""
+    run, test = trained_run["run"], trained_run["split"] / "test.csv"
+    uids = pd.read_csv(test)["uid"].tolist()
+    moved = tmp_path / "elsewhere"
+    for uid in uids:
+        shutil.copytree(trained_run["prefix"] / uid, moved / "study2" / uid)
+    sf.write(moved / "study2" / uids[0] / "waveform.wav", 4 * tone(2000, 0.6, 8000, seed=99), 8000)
+    assert main(["evaluate", "--run", str(run), "-d", str(test), "-o", str(tmp_path / "here")]) == 0
+    assert main(["evaluate", "--run", str(run), "-d", str(test), "-i", str(moved), "-s", "study2",
+                 "-o", str(tmp_path / "there")]) == 0
+    here = pd.read_parquet(tmp_path / "here" / PREDICTIONS_FILE).set_index("uid")
+    there = pd.read_parquet(tmp_path / "there" / PREDICTIONS_FILE).set_index("uid").loc[here.index]
+    scores = [c for c in here.columns if c.startswith("score:")]
+    changed = (here[scores] - there[scores]).abs().max(axis=1) > 1e-6
+    assert changed.tolist() == [uid == uids[0] for uid in here.index]
+    out = tmp_path / "emb.parquet"
+    assert main(["extract", "--run", str(run), "-d", str(test), "--prefix", str(moved), "--study", "study2",
+                 "--out", str(out)]) == 0
+    assert sorted(pd.read_parquet(out)["uid"]) == sorted(uids)
+    capsys.readouterr()
+    assert main(["extract", "--run", str(run), "-d", str(test), "-i", str(moved), "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert str(moved / uids[0]) in error and "metadata.json" in error
+
+
+def test_cloud_uploads_each_commands_outputs(trained_run: dict, gcs: Emulator, tmp_path: Path) -> None:
+    """``--cloud -b BUCKET --cloud_dir DIR``: extract's parquet file (with its list of skipped rows) and
+    evaluate's output folder are uploaded to gs://BUCKET/DIR/NAME, as written locally."""
+    run, fs = trained_run["run"], gcs.fs()
+    table = pd.read_csv(trained_run["split"] / "test.csv")
+    scored = tmp_path / "scored.csv"
+    pd.concat([table, table.head(1).assign(uid="ghost")]).to_csv(scored, index=False)  # no audio: skipped
+    cloud = ["--cloud", "-b", BUCKET, "--cloud_dir", "seed/out"]
+    assert main(["extract", "--run", str(run), "-d", str(scored), "--on_error", "skip", *cloud]) == 0
+    local = run / embeddings_file("ft")
+    assert fs.cat_file(f"{BUCKET}/seed/out/{local.name}") == local.read_bytes()
+    skipped = fs.cat_file(f"{BUCKET}/seed/out/{local.stem}.skipped.csv").decode()
+    assert "ghost" in skipped and skipped == (run / f"{local.stem}.skipped.csv").read_text()
+
+    shutil.rmtree(run / EVALUATE_DIR, ignore_errors=True)
+    assert main(["evaluate", "--run", str(run), "-d", str(trained_run["split"] / "test.csv"), *cloud]) == 0
+    written = {p.relative_to(run / EVALUATE_DIR).as_posix() for p in (run / EVALUATE_DIR).rglob("*")
+               if p.is_file() and not p.name.startswith(".")}
+    uploaded = {Path(p).relative_to(f"{BUCKET}/seed/out/{EVALUATE_DIR}").as_posix()
+                for p in fs.find(f"{BUCKET}/seed/out/{EVALUATE_DIR}")}
+    assert METRICS_FILE in written and uploaded == written
+    assert json.loads(fs.cat_file(f"{BUCKET}/seed/out/{EVALUATE_DIR}/{METRICS_FILE}")) == _metrics(run / EVALUATE_DIR)
+    # an output in a bucket is written in a staging folder; --cloud still names it as given
+    assert main(["evaluate", "--run", str(run), "-d", str(trained_run["split"] / "test.csv"),
+                 "-o", f"gs://{BUCKET}/evals/e1", *cloud]) == 0
+    assert fs.cat_file(f"{BUCKET}/seed/out/e1/{METRICS_FILE}") == fs.cat_file(f"{BUCKET}/evals/e1/{METRICS_FILE}")
+
+
+def test_a_remote_model_file_names_its_remote_run(trained_run: dict, gcs: Emulator) -> None:
+    run, fs = trained_run["run"], gcs.fs()
+    for file in run.rglob("*"):
+        if file.is_file() and not file.name.startswith(".") and EVALUATE_DIR not in file.parts:
+            fs.put_file(str(file), f"{BUCKET}/runs/r1/{file.relative_to(run).as_posix()}")
+    assert main(["evaluate", "--trained_mdl_path", f"gs://{BUCKET}/runs/r1/{MODEL_FILE}",
+                 "-d", str(trained_run["split"] / "test.csv")]) == 0
+    assert json.loads(fs.cat_file(f"{BUCKET}/runs/r1/{EVALUATE_DIR}/{METRICS_FILE}"))["data"]["n"] == 4

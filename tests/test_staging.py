@@ -1,0 +1,42 @@
+"""Where ``--cloud`` sends each kind of output (the uploads themselves: tests/e2e/test_scoring_commands.py and
+tests/test_storage.py, against the storage emulator)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from audiotune.cli import build_parser
+from audiotune.cli.flags import path_roles
+from audiotune.staging import _cloud_plan, _cloud_uploads, _cloud_url
+
+CLOUD = ["--cloud", "-b", "bucket", "--cloud_dir", "seed/out"]
+URL = "gs://bucket/seed/out"
+
+
+def _uploads(*argv: str) -> list[tuple[Path, str]]:
+    args = build_parser().parse_args([*argv, *CLOUD])
+    roles = path_roles(args)
+    assert _cloud_url(args, roles) == URL
+    return _cloud_uploads(args, _cloud_plan(args, roles, URL))
+
+
+def test_cloud_sends_run_folders_whole_and_other_outputs_by_name(tmp_path: Path) -> None:
+    run, evaluation = tmp_path / "run", tmp_path / "eval_test"
+    assert _uploads("train", "-d", "split", "-l", "labels.txt", "-o", str(run), "--cache_dir", "cache") == \
+        [(run, URL)]  # the run's files straight into DIR, the feature cache not at all
+    assert _uploads("sweep", "--space", "space.yaml", "-d", "split", "-l", "labels.txt", "-o", str(run)) == \
+        [(run, URL)]
+    out = tmp_path / "stats.json"
+    out.write_text("{}")
+    (tmp_path / "stats.skipped.csv").write_text("path\n")  # a sidecar of the output file
+    (tmp_path / "other.csv").write_text("path\n")
+    assert _uploads("stats", "-d", "split", "--out", str(out)) == [
+        (out, f"{URL}/stats.json"), (tmp_path / "stats.skipped.csv", f"{URL}/stats.skipped.csv")]
+    assert _uploads("evaluate", "--run", str(run), "-d", "test.csv", "-o", str(evaluation)) == \
+        [(evaluation, f"{URL}/eval_test")]
+
+def test_cloud_needs_its_bucket_and_folder() -> None:
+    args = build_parser().parse_args(["extract", "--run", "run", "-d", "test.csv", "--cloud", "-b", "bucket"])
+    with pytest.raises(ValueError, match="--cloud_dir"):
+        _cloud_url(args, path_roles(args))
