@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from audiotune.cli import build_parser, config_from_args
+from audiotune.cli.flags import scoring_data
 from audiotune.config import RETIRED_FLAGS, RETIRED_VALUES, RunConfig, config_to_dict
 from audiotune.models import backbones
 from audiotune.models.backbones import resolve_config
@@ -338,6 +339,14 @@ def test_every_retired_spelling_is_walked_and_every_command_refuses_it() -> None
 def test_a_command_that_declares_a_seed_spelling_keeps_it() -> None:
     assert outcome(["evaluate", "--trained_mdl_path", "run", "-d", "t.csv"])[0].run == "run"
     assert outcome(["extract", "-mp", "run", "-d", "t.csv", "--embedding_type", "pt"])[0].embedding_type == "pt"
+
+
+def test_evaluate_and_extract_read_a_seed_prefix_from_the_bucket_as_train_does() -> None:
+    for command in (["evaluate", "--run", "r", "-d", "t.csv"], ["extract", "--run", "r", "-d", "t.csv"]):
+        args = outcome([*command, "-b", "bkt", "-i", "speech/lake", "-s", "study1"])[0]
+        assert scoring_data(args) == {"prefix": "gs://bkt/speech/lake", "study": "study1"}
+        assert scoring_data(outcome([*command, "-b", "bkt"])[0]) == {}  # the run's own prefix
+        assert scoring_data(outcome([*command, "-i", "speech/lake"])[0]) == {"prefix": "speech/lake"}
 
 
 def test_a_seed_spelling_is_refused_with_its_hyphen_spelling_too() -> None:

@@ -271,11 +271,15 @@ def _seed_feature_sizes(args: argparse.Namespace, config: RunConfig) -> None:
 
 
 def _bucket_prefix(args: argparse.Namespace, config: RunConfig) -> None:
+    config.data.prefix = in_bucket(args, config.data.prefix)
+
+
+def in_bucket(args: argparse.Namespace, prefix: str) -> str:
     """The seeds read uid audio from ``-b BUCKET`` at ``-i PREFIX``: a prefix that is not a URL is in the bucket."""
     bucket = str(vars(args).get("bucket_name") or "").removeprefix("gs://").strip("/")
-    prefix = config.data.prefix
     if bucket and "://" not in prefix:
-        config.data.prefix = f"gs://{bucket}/{prefix.lstrip('/')}" if prefix else f"gs://{bucket}"
+        return f"gs://{bucket}/{prefix.lstrip('/')}" if prefix else f"gs://{bucket}"
+    return prefix
 
 
 def _channel_aliases(args: argparse.Namespace, config: RunConfig) -> None:
@@ -367,8 +371,12 @@ def add_scoring_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def scoring_data(args: argparse.Namespace) -> dict[str, Any]:
-    """``{name: value}`` of the data options (:data:`SCORING_DATA`) given to a scoring command."""
-    return {key.partition(".")[2]: value for key, value in vars(args).items() if key in SCORING_DATA}
+    """``{name: value}`` of the data options (:data:`SCORING_DATA`) given to a scoring command; ``-i PREFIX``
+    with ``-b BUCKET`` is in the bucket, as in ``train``."""
+    data = {key.partition(".")[2]: value for key, value in vars(args).items() if key in SCORING_DATA}
+    if "prefix" in data:
+        data["prefix"] = in_bucket(args, str(data["prefix"]))
+    return data
 
 
 def add_device_flags(parser: argparse.ArgumentParser) -> None:
