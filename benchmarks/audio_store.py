@@ -1,6 +1,6 @@
 """Training epochs with the audio store (``--audio_cache True``) against decoding every clip every epoch.
 
-The training data path of ``audiotune train`` — ``scan_audio``, ``make_dataset(config, table, targets,
+The training data path of ``audiotune train`` — ``scan_audio``, ``make_dataset(config, inputs, table, targets,
 train=True)`` and ``make_loader(config, dataset, table, train=True, ...)`` from a ``RunConfig`` with
 ECAPA-style inputs (80-bin Kaldi fbank at 16 kHz, clips cropped to 5 s, batches of 8, shuffled) — is timed
 over full passes of the training loader: decode → channel mean → soxr resample to 16 kHz → crop → fbank →
@@ -42,8 +42,8 @@ from frozen_cache import cpu_ticks, other_cpu_during  # benchmarks/frozen_cache.
 from audiotune.config import RunConfig
 from audiotune.data import audio_store
 from audiotune.data.audio import scan_audio
+from audiotune.data.input_spec import InputSpec
 from audiotune.data.loading import make_dataset, make_loader
-from audiotune.data.prepare import audio_spec
 from audiotune.engine.inference import inference_device, loader_pins_memory
 
 DEMO_AUDIO = Path(__file__).resolve().parents[1] / "examples" / "demo_data" / "audio"
@@ -92,11 +92,16 @@ def make_config(workers: int, batch_size: int, seed: int, cache_dir: Path | None
     return config
 
 
+def inputs_of(config: RunConfig) -> InputSpec:
+    """The input the data sections of ``config`` describe (the data layer's own, no backbone's)."""
+    return InputSpec.from_sections(config.audio, config.features)
+
+
 def scanned_table(paths: list[Path], config: RunConfig) -> pd.DataFrame:
     """The prepared training table (``path``, ``expected_rate``, ``num_samples``; index uid)."""
     table = pd.DataFrame({"path": [str(p) for p in paths], "expected_rate": np.nan},
                          index=pd.Index([p.stem for p in paths], name="uid"))
-    table, failures = scan_audio(table, audio_spec(config), "train")
+    table, failures = scan_audio(table, inputs_of(config).audio(train=True), "train")
     if len(failures):
         raise SystemExit(f"{len(failures)} unusable clip(s), e.g. {failures['reason'].iloc[0]}")
     return table
@@ -110,7 +115,7 @@ def timed_epochs(config: RunConfig, table: pd.DataFrame, epochs: int) -> tuple[l
     gc.collect()
     start_ticks = cpu_ticks()
     targets = np.zeros((len(table), 1), np.float32)
-    loader = make_loader(config, make_dataset(config, table, targets, train=True), table, train=True,
+    loader = make_loader(config, make_dataset(config, inputs_of(config), table, targets, train=True), table, train=True,
                          equal_length=False, pin_memory=loader_pins_memory(config))
     seconds, clips, features = [], [], []
     for _ in range(epochs):

@@ -27,8 +27,8 @@ import torch
 
 from audiotune.config import RunConfig
 from audiotune.data.audio import scan_audio
+from audiotune.data.input_spec import InputSpec
 from audiotune.data.loading import make_dataset, make_loader
-from audiotune.data.prepare import audio_spec
 from audiotune.engine.inference import loader_pins_memory
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fsdd" / "recordings"
@@ -90,7 +90,8 @@ def scanned_table(paths: list[Path]) -> pd.DataFrame:
     """The prepared table (``path``, ``expected_rate``, ``num_samples``; index uid) a run would use."""
     table = pd.DataFrame({"path": [str(p) for p in paths], "expected_rate": np.nan},
                          index=pd.Index([p.stem for p in paths], name="uid"))
-    table, failures = scan_audio(table, audio_spec(make_config(0)), "bench")
+    config = make_config(0)
+    table, failures = scan_audio(table, InputSpec.from_sections(config.audio, config.features).audio(), "bench")
     if len(failures):
         raise SystemExit(f"{len(failures)} unusable file(s), e.g. {failures['reason'].iloc[0]}")
     return table
@@ -99,7 +100,8 @@ def scanned_table(paths: list[Path]) -> pd.DataFrame:
 def run_audiotune(table: pd.DataFrame, workers: int) -> Features:
     """Build the inference dataset and loader, iterate it fully, and cut the padded batches back per clip."""
     config = make_config(workers)
-    dataset = make_dataset(config, table, np.zeros((len(table), 0), np.float32))
+    inputs = InputSpec.from_sections(config.audio, config.features)
+    dataset = make_dataset(config, inputs, table, np.zeros((len(table), 0), np.float32))
     loader = make_loader(config, dataset, table, train=False, equal_length=False,
                          pin_memory=loader_pins_memory(config))
     batches = list(loader)

@@ -32,8 +32,9 @@ from audiotune import partials, storage
 LOCK_FILE = ".audiotune.lock"  # held by the command that writes the directory; see own_run_dir
 
 # a run directory (train, pretrain, probe; evaluate writes the same metrics, predictions and reports)
-CONFIG_FILE = "config.yaml"  # the resolved config: enough to rebuild the model
+CONFIG_FILE = "config.yaml"  # the user's options, the model section resolved: enough to rebuild the model
 CONFIG_HISTORY_FILE = "config_history.yaml"  # options changed when the run was resumed (--allow_changes)
+INPUT_SPEC_FILE = "input_spec.json"  # what the model read (rate, front end, crops...), derived from config.yaml
 METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.safetensors"
 ENCODER_DIR = "encoder"  # the architecture of a pretrained encoder, when the backbone exports one

@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from audiotune.cli import build_parser, config_from_args, parse_bool
-from audiotune.config import RunConfig, config_to_dict, load_config, save_config
-from audiotune.models.backbones import resolve_config
+from audiotune.config import CONFIG_VERSION, RunConfig, config_to_dict, load_config, save_config
+from audiotune.models.backbones import input_spec, resolve_config
 
 
 def parse(*argv: str) -> RunConfig:
@@ -24,14 +24,15 @@ def test_defaults_keep_the_ecapa_seed_where_they_did_not_change() -> None:
 
 
 def test_newcomer_defaults_and_the_seed_behaviour_by_flags() -> None:
-    ecapa = resolve_config(parse("--model", "ecapa_tdnn"))
-    assert (ecapa.features.features, ecapa.features.num_mel_bins, ecapa.train.scheduler) == ("fbank", 80, "cosine")
-    assert (ecapa.features.freqm, ecapa.features.timem) == (8, 10)
-    seed = resolve_config(parse("--fbank", "False", "--scheduler", "none", "--freqm", "0", "--timem", "0"))
-    assert (seed.features.features, seed.train.scheduler, seed.features.freqm, seed.features.timem) == \
-        ("mfcc", "none", 0, 0)
-    ssast = resolve_config(parse("--model", "ssast", "--model_size", "tiny"))
-    assert (ssast.features.freqm, ssast.features.timem) == (0, 0)  # masking stays the SSAST user's choice
+    ecapa_config = resolve_config(parse("--model", "ecapa_tdnn"))
+    ecapa = input_spec(ecapa_config)
+    assert (ecapa.features, ecapa.num_mel_bins, ecapa_config.train.scheduler) == ("fbank", 80, "cosine")
+    assert (ecapa.freqm, ecapa.timem) == (8, 10)
+    seed_config = resolve_config(parse("--fbank", "False", "--scheduler", "none", "--freqm", "0", "--timem", "0"))
+    seed = input_spec(seed_config)
+    assert (seed.features, seed_config.train.scheduler, seed.freqm, seed.timem) == ("mfcc", "none", 0, 0)
+    ssast = input_spec(resolve_config(parse("--model", "ssast", "--model_size", "tiny")))
+    assert (ssast.freqm, ssast.timem) == (0, 0)  # masking stays the SSAST user's choice
 
 
 def test_shipped_recipes_load_and_flags_override_them() -> None:
@@ -45,6 +46,13 @@ def test_shipped_recipes_load_and_flags_override_them() -> None:
             for name, value in values.items():
                 if name != "epochs":
                     assert loaded[section][name] == value, (recipe.name, section, name)
+
+
+def test_a_recipe_written_by_an_earlier_release_is_options_the_backbone_reads_anew(tmp_path: Path) -> None:
+    recipe = tmp_path / "best_config.yaml"  # e.g. a sweep's best trial: the user's options, an earlier version
+    recipe.write_text(yaml.safe_dump({"model": {"model": "ecapa_tdnn"}, "version": 1}))
+    config = resolve_config(parse("--config", str(recipe)))
+    assert config.version == CONFIG_VERSION and input_spec(config).num_mel_bins == 80  # ECAPA-TDNN's own default
 
 
 def test_seed_short_flags_and_underscore_or_hyphen_spellings() -> None:
@@ -127,3 +135,5 @@ def test_a_config_written_before_the_runtime_section_loads_into_it(tmp_path) -> 
     assert "num_workers" not in config_to_dict(config)["train"]
     # a cross-validation or sweep record written then compares equal to today's record of the same settings
     assert with_added_options(earlier, config_to_dict(config)) == config_to_dict(config)
+    today = config_to_dict(RunConfig())  # a record's format version is not one of its settings
+    assert with_added_options({**today, "version": 1}, today) == today

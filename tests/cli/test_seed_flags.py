@@ -18,7 +18,7 @@ from audiotune.cli import build_parser, config_from_args
 from audiotune.cli.flags import scoring_data
 from audiotune.config import RETIRED_FLAGS, RETIRED_VALUES, RunConfig, config_to_dict
 from audiotune.models import backbones
-from audiotune.models.backbones import resolve_config
+from audiotune.models.backbones import input_spec, resolve_config
 
 Expected = dict[str, Any] | str  # config/argument values (same meaning), or text the refusal must name
 Flag = tuple[list[str], Expected]
@@ -56,8 +56,7 @@ NAIP_COMMON: list[Flag] = [
     *[([flag, "5"], {"train.epochs": 5}) for flag in ("-e", "--epochs")],
     (["--optim", "adam"], {"train.optim": "adam"}),
     (["--weight_decay", "1e-3"], {"train.weight_decay": 1e-3}),
-    (["--loss", "MSE"], {"train.loss": "MSE"}),
-    (["--loss", "BCE"], {"train.loss": "BCE"}),
+    *[(["--loss", loss], {"train.loss": loss}) for loss in ("MSE", "BCE")],
     (["--scheduler", "onecycle"], {"train.scheduler": "onecycle"}),
     (["--scheduler", "None"], {"train.scheduler": "none"}),
     (["--max_lr", "0.1"], {"train.max_lr": 0.1}),
@@ -78,8 +77,7 @@ SPECTROGRAM: list[Flag] = [
     (["--dataset_mean", "-4.2"], {"features.dataset_mean": -4.2}),
     (["--dataset_std", "4.5"], {"features.dataset_std": 4.5}),
     (["--dataset_std", "0"], "audiotune stats"),  # the seeds' default: a division by zero
-    (["--freqm", "24"], {"features.freqm": 24}),
-    (["--timem", "48"], {"features.timem": 48}),
+    *[([f"--{name}", "24"], {f"features.{name}": 24}) for name in ("freqm", "timem")],
     (["--noise", "True"], {"features.noise": True}),
 ]
 
@@ -89,9 +87,7 @@ NAIP_W2V2: list[Flag] = [
     (["--weighted", "True"], {"classifier.weighted": True}),
     (["--layer", "6"], {"classifier.layer": 6}),
     (["--freeze", "False"], {"model.freeze": False}),
-    (["-pm", "max"], {"classifier.pooling_mode": "max"}),
-    (["--pm", "sum"], {"classifier.pooling_mode": "sum"}),
-    (["--pooling_mode", "sum"], {"classifier.pooling_mode": "sum"}),
+    *[([flag, "sum"], {"classifier.pooling_mode": "sum"}) for flag in ("-pm", "--pm", "--pooling_mode")],
     (["--hp_tuning", "True"], "--hypertune_metric"),
     (["--new_checkpoint", "True"], "audiotune evaluate --run"),
     (["--trim", "True"], "offset, duration"),
@@ -124,13 +120,14 @@ NAIP_ECAPA: list[Flag] = [
     (["--n_mfcc", "40"], "--features mfcc"),
     (["--n_mels", "64"], "--features mfcc"),
     (["--n_fft", "512"], "--features mfcc"),
-    (["--fbank", "False", "--n_mfcc", "40"], {"features.features": "mfcc", "features.n_mfcc": 40}),
-    (["--fbank", "False", "--n_mels", "64"], {"features.features": "mfcc", "features.n_mels": 64}),
-    (["--fbank", "False", "--n_fft", "512"], {"features.features": "mfcc", "features.n_fft": 512}),
+    (["--fbank", "False", "--n_mfcc", "40"], {"spec.features": "mfcc", "spec.n_mfcc": 40}),
+    (["--fbank", "False", "--n_mels", "64"], {"spec.features": "mfcc", "spec.n_mels": 64}),
+    (["--fbank", "False", "--n_fft", "512"], {"spec.features": "mfcc", "spec.n_fft": 512}),
     # fbank mode: --n_mels are the fbank's bins and --n_fft its frame count (seed-notes 4.2)
     (["--fbank", "True", "--n_mels", "40", "--n_fft", "200"],
-     {"features.features": "fbank", "features.num_mel_bins": 40, "features.target_length": 200}),
-    (["--fbank", "True"], {"features.features": "fbank", "features.num_mel_bins": 128, "features.target_length": 400}),
+     {"spec.features": "fbank", "spec.num_mel_bins": 40, "spec.target_length": 200}),
+    (["--fbank", "True"], {"spec.features": "fbank", "spec.num_mel_bins": 128, "spec.target_length": 400}),
+    (["--reduce", "True"], {"spec.channel_mode": "sum"}),  # what the model is fed
     (["--fbank", "True", "--n_mfcc", "40"], "--features mfcc"),
     (["--fbank", "True", "--n_mels", "40", "--num_mel_bins", "64"], "--num_mel_bins"),
 ]
@@ -224,8 +221,7 @@ TAP_ALIGN: list[Flag] = [
 ]
 TAP_DATASET: list[Flag] = [
     (["--presplit"], "audiotune split"),
-    (["--oversample"], "--balance oversample"),
-    (["--oversampling"], "--balance oversample"),
+    *[([flag], "--balance oversample") for flag in ("--oversample", "--oversampling")],
     (["--test_size", "0.5"], "--test_fraction"),
     (["--encode"], "leave it out"),
     (["--seed", "42"], {"data.seed": 42}),
@@ -308,6 +304,8 @@ def value_of(args: argparse.Namespace, config: RunConfig | None, key: str) -> An
         return vars(args)[name]
     if section == "options":
         return config.model.options[name]
+    if section == "spec":  # the input the backbone reads
+        return getattr(input_spec(resolve_config(copy.deepcopy(config))), name)
     return getattr(getattr(config, section), name)
 
 
@@ -396,5 +394,6 @@ def test_every_seed_recipe_loads_with_the_seed_defaults() -> None:
 
 def test_the_ecapa_seed_recipe_keeps_mfcc_without_masks_after_the_backbone_resolves_it() -> None:
     config = resolve_config(outcome(["train", "--config", str(RECIPES / "naip_ecapa.yaml")])[1])
-    assert (config.features.features, config.features.freqm, config.features.timem) == ("mfcc", 0, 0)
-    assert (config.train.scheduler, config.audio.channel_mode) == ("none", "sum")
+    spec = input_spec(config)
+    assert (spec.features, spec.freqm, spec.timem, spec.channel_mode) == ("mfcc", 0, 0, "sum")
+    assert config.train.scheduler == "none"

@@ -12,11 +12,11 @@ from conftest import SMALL_ECAPA, tone
 
 import audiotune.data.dataset as dataset_module
 from audiotune.cli import main
-from audiotune.config import FeatureConfig
 from audiotune.data.audio import AudioSpec, Span
 from audiotune.data.audio_store import AudioStore, segment_key
 from audiotune.data.augment import AugmentConfig
 from audiotune.data.dataset import AudioDataset
+from audiotune.data.input_spec import InputSpec
 
 
 @pytest.fixture()
@@ -42,10 +42,10 @@ def counting_decoder(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_rows_are_decoded_once_and_read_back_identically(recording: pd.DataFrame, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     calls = counting_decoder(monkeypatch)
-    spec = AudioSpec(channel_mode="interleave")
-    features = FeatureConfig(features="waveform")
-    plain = AudioDataset(recording, np.zeros((3, 0)), spec, features)
-    stored = AudioDataset(recording, np.zeros((3, 0)), spec, features, store=AudioStore(tmp_path / "cache", spec))
+    inputs = InputSpec(channel_mode="interleave", features="waveform")
+    spec = inputs.audio()
+    plain = AudioDataset(recording, np.zeros((3, 0)), inputs)
+    stored = AudioDataset(recording, np.zeros((3, 0)), inputs, store=AudioStore(tmp_path / "cache", spec))
     expected = [plain[i]["inputs"] for i in range(3)]
     assert len(calls) == 3
     first = [stored[i]["inputs"] for i in range(3)]
@@ -59,9 +59,9 @@ def test_rows_are_decoded_once_and_read_back_identically(recording: pd.DataFrame
 
 
 def test_augmentation_still_runs_on_every_draw(recording: pd.DataFrame, tmp_path: Path) -> None:
-    spec = AudioSpec()
-    dataset = AudioDataset(recording, np.zeros((3, 0)), spec, FeatureConfig(features="waveform"),
-                           augment=AugmentConfig(gauss=1.0), train=True, store=AudioStore(tmp_path, spec))
+    inputs = InputSpec(features="waveform")
+    dataset = AudioDataset(recording, np.zeros((3, 0)), inputs, augment=AugmentConfig(gauss=1.0), train=True,
+                           store=AudioStore(tmp_path, inputs.audio(train=True)))
     draws = [dataset[0]["inputs"] for _ in range(3)]
     assert not np.allclose(draws[0].numpy(), draws[1].numpy()) and not np.allclose(draws[1].numpy(), draws[2].numpy())
 

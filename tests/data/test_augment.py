@@ -1,6 +1,7 @@
 """Tests for audiotune.data.augment: waveform augmentations and mixup."""
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from audiotune.data.augment import (
 )
 from audiotune.data.features import fbank_num_frames
 from audiotune.data.loading import make_dataset
-from audiotune.models.backbones import resolve_config
+from audiotune.models.backbones import input_spec, resolve_config
 
 SR = 16000
 AUGS = ["tshift", "speed", "gauss", "pshift", "gain", "stretch", "eq"]
@@ -275,18 +276,19 @@ def test_training_clips_keep_the_models_shortest_length_under_edge_cuts(tmp_path
     config.features.features = "fbank"
     config.augment.cut_edges, config.augment.cut_max = 1.0, 1.0
     resolve_config(config)
-    shortest = config.audio.min_samples
+    inputs = input_spec(config)
+    shortest = inputs.min_samples
     frames = fbank_num_frames(shortest, SR)
     assert shortest > 0 and frames >= 1
     path = tmp_path / "short.wav"
     sf.write(path, 0.5 * np.sin(2 * np.pi * 440.0 * np.arange(shortest) / SR), SR)
     table = pd.DataFrame({"path": [str(path)]}, index=pd.Index(["a"], name="uid"))
     torch.manual_seed(0)
-    dataset = make_dataset(config, table, np.zeros((1, 0), np.float32), train=True)
+    dataset = make_dataset(config, inputs, table, np.zeros((1, 0), np.float32), train=True)
     assert [dataset[0]["length"] for _ in range(20)] == [frames] * 20
-    config.audio.min_samples = 0  # without the bound, the cut takes frames away
-    torch.manual_seed(0)
-    unbounded = make_dataset(config, table, np.zeros((1, 0), np.float32), train=True)
+    torch.manual_seed(0)  # without the bound, the cut takes frames away
+    unbounded = make_dataset(config, dataclasses.replace(inputs, min_samples=0), table, np.zeros((1, 0), np.float32),
+                             train=True)
     assert min(unbounded[0]["length"] for _ in range(20)) < frames
 
 

@@ -19,6 +19,7 @@ from audiotune.data.labels import infer_heads
 from audiotune.data.layout import read_table, resolve_uid
 from audiotune.data.prepare import prepare_training_data
 from audiotune.data.splits import draw_validation
+from audiotune.models.backbones import input_spec
 
 
 def train_args(data: list[str], out: Path, *extra: str) -> list[str]:
@@ -30,7 +31,7 @@ def prepare(argv: list[str], exp_dir: Path):
     """Parse `audiotune train` flags and run only the data preparation of training."""
     config = config_from_args(build_parser().parse_args(["train", *argv, "-o", str(exp_dir)]))
     exp_dir.mkdir(parents=True, exist_ok=True)
-    prepared = prepare_training_data(config, exp_dir)
+    prepared = prepare_training_data(config, input_spec(config), exp_dir)
     assert not any(exp_dir.iterdir()), "preparing the data writes nothing"
     prepared.write_reports(exp_dir)
     return prepared

@@ -243,14 +243,14 @@ def test_spec_noise_changes_features() -> None:
 
 
 def test_utterance_mean_normalisation_removes_a_gain() -> None:
-    from audiotune.config import FeatureConfig
     from audiotune.data.dataset import FeatureExtractor
+    from audiotune.data.input_spec import InputSpec
 
     rng = np.random.default_rng(0)
     clip = (0.1 * rng.standard_normal(8000)).astype(np.float32)
-    plain = FeatureExtractor(FeatureConfig(features="fbank", num_mel_bins=40))
-    centred = FeatureExtractor(FeatureConfig(features="fbank", num_mel_bins=40, utterance_norm="mean"))
-    scaled = FeatureExtractor(FeatureConfig(features="fbank", num_mel_bins=40, utterance_norm="meanvar"))
+    plain = FeatureExtractor(InputSpec(features="fbank", num_mel_bins=40))
+    centred = FeatureExtractor(InputSpec(features="fbank", num_mel_bins=40, utterance_norm="mean"))
+    scaled = FeatureExtractor(InputSpec(features="fbank", num_mel_bins=40, utterance_norm="meanvar"))
     # a gain adds the same log energy to every bin: gone once each bin's clip mean is subtracted
     assert (plain(clip * 4, 16000) - plain(clip, 16000)).abs().min() > 2.0
     torch.testing.assert_close(centred(clip * 4, 16000), centred(clip, 16000), atol=1e-3, rtol=0)

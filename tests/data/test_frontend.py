@@ -7,14 +7,14 @@ import pytest
 import torch
 from conftest import tone
 
-from audiotune.config import FeatureConfig
 from audiotune.data.audio import AudioError
 from audiotune.data.dataset import FeatureExtractor
 from audiotune.data.features import kaldi_fbank, mfcc, normalize
 from audiotune.data.frontend import FrontEnd, waveform_batch
+from audiotune.data.input_spec import InputSpec
 
 
-def reference_features(config: FeatureConfig, clip: np.ndarray, rate: int, warp: float = 1.0) -> torch.Tensor:
+def reference_features(config: InputSpec, clip: np.ndarray, rate: int, warp: float = 1.0) -> torch.Tensor:
     """The per-clip feature code the front end replaced (``FeatureExtractor.__call__`` as it was)."""
     waveform = torch.from_numpy(np.ascontiguousarray(clip, dtype=np.float32))
     if config.features == "waveform":
@@ -47,21 +47,21 @@ def reference_fitted(inputs: torch.Tensor, target: int) -> tuple[torch.Tensor, i
 
 
 CONFIGS = {
-    "fbank": FeatureConfig(features="fbank", num_mel_bins=40),
-    "fbank_mean": FeatureConfig(features="fbank", num_mel_bins=40, utterance_norm="mean"),
-    "fbank_meanvar": FeatureConfig(features="fbank", num_mel_bins=40, utterance_norm="meanvar"),
-    "fbank_dataset": FeatureConfig(features="fbank", num_mel_bins=128, dataset_mean=-4.27, dataset_std=4.57),
-    "fbank_meanvar_dataset": FeatureConfig(features="fbank", num_mel_bins=24, utterance_norm="meanvar",
+    "fbank": InputSpec(features="fbank", num_mel_bins=40),
+    "fbank_mean": InputSpec(features="fbank", num_mel_bins=40, utterance_norm="mean"),
+    "fbank_meanvar": InputSpec(features="fbank", num_mel_bins=40, utterance_norm="meanvar"),
+    "fbank_dataset": InputSpec(features="fbank", num_mel_bins=128, dataset_mean=-4.27, dataset_std=4.57),
+    "fbank_meanvar_dataset": InputSpec(features="fbank", num_mel_bins=24, utterance_norm="meanvar",
                                            dataset_mean=-3.0, dataset_std=2.5),
-    "fbank_target_length": FeatureConfig(features="fbank", num_mel_bins=32, target_length=64, dataset_mean=-4.0,
+    "fbank_target_length": InputSpec(features="fbank", num_mel_bins=32, target_length=64, dataset_mean=-4.0,
                                          dataset_std=4.0),
-    "mfcc": FeatureConfig(features="mfcc", n_mfcc=40, n_mels=64),
-    "mfcc_mean": FeatureConfig(features="mfcc", n_mfcc=13, n_mels=40, utterance_norm="mean"),
-    "mfcc_meanvar": FeatureConfig(features="mfcc", utterance_norm="meanvar"),
-    "mfcc_dataset_target_length": FeatureConfig(features="mfcc", n_mfcc=20, n_mels=40, n_fft=512, target_length=50,
+    "mfcc": InputSpec(features="mfcc", n_mfcc=40, n_mels=64),
+    "mfcc_mean": InputSpec(features="mfcc", n_mfcc=13, n_mels=40, utterance_norm="mean"),
+    "mfcc_meanvar": InputSpec(features="mfcc", utterance_norm="meanvar"),
+    "mfcc_dataset_target_length": InputSpec(features="mfcc", n_mfcc=20, n_mels=40, n_fft=512, target_length=50,
                                                 dataset_mean=1.0, dataset_std=30.0),
-    "waveform": FeatureConfig(features="waveform"),
-    "waveform_norm": FeatureConfig(features="waveform", waveform_norm=True),
+    "waveform": InputSpec(features="waveform"),
+    "waveform_norm": InputSpec(features="waveform", waveform_norm=True),
 }
 # the same arithmetic gives the same bits; a variance over masked frames differs by float32 rounding only
 EXACT = {"fbank", "fbank_mean", "fbank_dataset", "fbank_target_length", "mfcc", "mfcc_mean",
@@ -96,7 +96,7 @@ def test_each_clip_gets_what_the_per_clip_code_gave(name: str) -> None:
 @pytest.mark.parametrize("warp", [0.9, 1.07, 1.1])
 def test_a_vtlp_warp_gives_what_the_per_clip_code_gave(warp: float) -> None:
     for norm in ("none", "meanvar"):
-        config = FeatureConfig(features="fbank", num_mel_bins=40, utterance_norm=norm, vtlp=1.0)
+        config = InputSpec(features="fbank", num_mel_bins=40, utterance_norm=norm, vtlp=1.0)
         clip = tone(450, 0.8, 16000, seed=7)
         got = FeatureExtractor(config)(clip, 16000, "clip.wav", warp)
         want = reference_features(config, clip, 16000, warp)
@@ -108,7 +108,7 @@ def test_a_vtlp_warp_gives_what_the_per_clip_code_gave(warp: float) -> None:
 
 
 def test_per_clip_warps_in_a_padded_batch_give_each_clip_its_own_features() -> None:
-    config = FeatureConfig(features="fbank", num_mel_bins=24, utterance_norm="mean")
+    config = InputSpec(features="fbank", num_mel_bins=24, utterance_norm="mean")
     clips = [tone(300, 0.5, 16000, seed=1), tone(700, 0.93, 16000, seed=2), tone(500, 0.7, 16000, seed=3)]
     warps = [0.92, 1.0, 1.08]
     inputs, lengths = FrontEnd(config, 16000).extract(*waveform_batch(clips), warps)
@@ -120,7 +120,7 @@ def test_per_clip_warps_in_a_padded_batch_give_each_clip_its_own_features() -> N
     with pytest.raises(ValueError, match="2 VTLP warps for a batch of 3"):
         FrontEnd(config, 16000).extract(*waveform_batch(clips), [1.0, 1.1])
     with pytest.raises(ValueError, match="--features mfcc has none"):
-        FrontEnd(FeatureConfig(features="mfcc"), 16000).extract(*waveform_batch(clips), warps)
+        FrontEnd(InputSpec(features="mfcc"), 16000).extract(*waveform_batch(clips), warps)
 
 
 def test_the_silence_frame_is_unchanged() -> None:
@@ -140,6 +140,6 @@ def test_clips_too_short_for_one_frame_are_errors_naming_the_file() -> None:
     with pytest.raises(AudioError, match="short.wav: clip of 200 samples is too short for n_fft=400"):
         FeatureExtractor(CONFIGS["mfcc"])(np.ones(200, dtype=np.float32), 16000, "short.wav")
     with pytest.raises(ValueError, match=r"n_mfcc \(80\) cannot exceed n_mels \(40\)"):
-        FeatureExtractor(FeatureConfig(features="mfcc", n_mels=40))
+        FeatureExtractor(InputSpec(features="mfcc", n_mels=40))
     with pytest.raises(ValueError, match="dataset std is 0"):
-        FrontEnd(FeatureConfig(features="fbank", num_mel_bins=8, dataset_mean=-4.0), 16000)
+        FrontEnd(InputSpec(features="fbank", num_mel_bins=8, dataset_mean=-4.0), 16000)

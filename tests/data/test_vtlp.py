@@ -10,10 +10,9 @@ import soundfile as sf
 import torch
 
 from audiotune.cli import main
-from audiotune.config import FeatureConfig
-from audiotune.data.audio import AudioSpec
 from audiotune.data.dataset import AudioDataset
 from audiotune.data.features import kaldi_fbank, vtlp_frequencies
+from audiotune.data.input_spec import InputSpec
 
 SR = 16000
 
@@ -52,8 +51,8 @@ def test_vtlp_changes_training_features_only(tmp_path: Path) -> None:
 
     def inputs(vtlp: float, train: bool) -> list[torch.Tensor]:
         torch.manual_seed(0)
-        features = FeatureConfig(features="fbank", num_mel_bins=40, vtlp=vtlp, vtlp_range=[0.85, 0.95])
-        dataset = AudioDataset(table, np.zeros((3, 0)), AudioSpec(resample_rate=SR), features, train=train)
+        spec = InputSpec(resample_rate=SR, features="fbank", num_mel_bins=40, vtlp=vtlp, vtlp_range=(0.85, 0.95))
+        dataset = AudioDataset(table, np.zeros((3, 0)), spec, train=train)
         return [dataset[i]["inputs"] for i in range(3)]
 
     plain, warped = inputs(0.0, True), inputs(1.0, True)

@@ -11,6 +11,7 @@ import pandas as pd
 from conftest import make_uid_dataset
 
 from audiotune.cli import main
+from audiotune.models.backbones import input_spec
 from audiotune.models.checkpoint import load_run
 
 EARLIER = Path(__file__).parents[1] / "fixtures" / "earlier_release_run"
@@ -21,6 +22,9 @@ def test_a_run_of_an_earlier_release_scores_as_it_did(tmp_path: Path) -> None:
     shutil.copytree(EARLIER, run)
     config, _ = load_run(run)
     assert config.runtime.num_workers == 0 and config.model.options["lin_neurons"] == 16
+    # its config.yaml holds the input its backbone resolved then: that is its input as it is
+    inputs = input_spec(config)
+    assert (inputs.num_mel_bins, inputs.freqm, inputs.timem, inputs.min_samples) == (24, 8, 10, 720)
     ds = make_uid_dataset(tmp_path)  # the same generated clips the run was trained and tested on
     test = ds["table"].loc[pd.read_csv(ds["split"] / "test.csv", dtype={"uid": str})["uid"]].copy()
     test["path"] = [str(ds["prefix"] / uid / "waveform.wav") for uid in test.index]

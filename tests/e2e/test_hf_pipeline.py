@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import HF_KINDS
 from safetensors.torch import load_file
 
 from audiotune.cli import main
@@ -36,7 +37,10 @@ def test_train_evaluate_extract_probe(uid_dataset: dict, hf_checkpoints: dict, t
     metrics = train(uid_dataset, ckpt, tmp_path / "run")
     assert metrics["feature_cache"]["used"] and metrics["test"]["n"] == 4
     config = (tmp_path / "run" / "config.yaml").read_text()
-    assert "features: waveform" in config and "freeze: true" in config and "resample_rate: 16000" in config
+    assert "freeze: true" in config and "resample_rate: 16000" in config
+    read = json.loads((tmp_path / "run" / "input_spec.json").read_text())  # the extractor's, not the options'
+    assert (read["features"], read["waveform_norm"]) == ("waveform", HF_KINDS[kind][3][0])
+    assert (tmp_path / "run" / "encoder" / "preprocessor_config.json").is_file()  # so a rebuild reads the same
     # the run rebuilds without the original checkpoint directory
     moved = tmp_path / "moved"
     shutil.move(str(ckpt), moved)
@@ -114,8 +118,7 @@ def test_embedding_does_not_depend_on_the_batch(hf_checkpoints: dict, tmp_path, 
     from audiotune.config import HeadSpec, RunConfig
     from audiotune.data.audio import scan_audio
     from audiotune.data.loading import make_dataset, make_loader
-    from audiotune.data.prepare import audio_spec
-    from audiotune.models.backbones import resolve_config
+    from audiotune.models.backbones import input_spec, resolve_config
     from audiotune.models.checkpoint import build_classifier
 
     rows = []
@@ -127,13 +130,14 @@ def test_embedding_does_not_depend_on_the_batch(hf_checkpoints: dict, tmp_path, 
     config.model.model, config.model.checkpoint = "hf", str(hf_checkpoints[kind])
     resolve_config(config)
     config.heads = [HeadSpec("y", "binary", ["y"])]
-    table, _ = scan_audio(pd.DataFrame(rows).set_index("uid"), audio_spec(config), "x")
+    inputs = input_spec(config)
+    table, _ = scan_audio(pd.DataFrame(rows).set_index("uid"), inputs.audio(train=True), "x")
     model = build_classifier(config).eval()
     equal = model.backbone.needs_equal_length
 
     def pooled(frame: pd.DataFrame, batch_size: int) -> dict:
         config.train.batch_size = batch_size
-        loader = make_loader(config, make_dataset(config, frame, np.zeros((len(frame), 1), np.float32)), frame,
+        loader = make_loader(config, make_dataset(config, inputs, frame, np.zeros((len(frame), 1), np.float32)), frame,
                              False, equal, pin_memory=False)
         result = {}
         for batch in loader:

@@ -11,6 +11,9 @@ from conftest import SMALL_ECAPA, make_uid_dataset
 from safetensors.torch import load_file
 
 from audiotune.cli import main
+from audiotune.models.backbones import input_spec
+from audiotune.models.checkpoint import load_run
+from audiotune.outputs import CONFIG_FILE, INPUT_SPEC_FILE
 
 
 def train_args(ds: dict, out, *extra: str) -> list[str]:
@@ -47,6 +50,17 @@ def test_train_writes_a_complete_run_directory(trained: dict) -> None:
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert [h["kind"] for h in config["heads"]] == ["categorical", "binary"]
     assert config["train"]["epochs"] == 2 and config["model"]["channels"] == [16, 16, 48]
+
+
+def test_the_run_keeps_the_users_options_beside_what_the_model_read(trained: dict) -> None:
+    run = trained["run"]
+    config = yaml.safe_load((run / CONFIG_FILE).read_text())
+    assert config["features"]["freqm"] is None and config["audio"]["min_samples"] == 0  # the model's, as asked
+    read = json.loads((run / INPUT_SPEC_FILE).read_text())
+    # ECAPA-TDNN's own: masks while it trains, clips long enough for its widest padding (2 frames)
+    assert (read["num_mel_bins"], read["freqm"], read["timem"], read["min_samples"]) == (24, 8, 10, 400 + 2 * 160)
+    loaded, _ = load_run(run)
+    assert input_spec(loaded).to_dict() == read  # a run read back derives the input it was trained with
 
 
 def test_evaluate_rebuilds_the_model_and_reproduces_test_metrics(trained: dict, tmp_path) -> None:

@@ -51,10 +51,10 @@ def test_clips_too_short_for_the_model_are_bad_audio(tmp_path: Path, capsys, sam
 
 def test_the_minimum_follows_the_model(tmp_path: Path) -> None:
     from audiotune.cli import build_parser, config_from_args
-    from audiotune.models.backbones import resolve_config
+    from audiotune.models.backbones import input_spec, resolve_config
 
     def minimum(*flags: str) -> int:
-        return resolve_config(config_from_args(build_parser().parse_args(["train", *flags]))).audio.min_samples
+        return input_spec(resolve_config(config_from_args(build_parser().parse_args(["train", *flags])))).min_samples
 
     # 25 ms fbank frames every 10 ms at 16 kHz; ECAPA's widest reflect padding (dilation 4, kernel 3) is 4 frames
     assert minimum("--model", "ecapa_tdnn") == 400 + 4 * 160

@@ -295,3 +295,17 @@ def test_resume_with_changed_hyperparameters_needs_allow_changes_and_records_the
     history = yaml.safe_load((run / "config_history.yaml").read_text())
     assert [entry["changes"] for entry in history] == [{"train.learning_rate": {"from": 0.001, "to": 0.5}}]
     assert yaml.safe_load((run / CONFIG_FILE).read_text())["train"]["learning_rate"] == 0.5
+
+
+def test_a_run_whose_config_holds_the_resolved_input_resumes_with_its_own_flags(tmp_path: Path) -> None:
+    ds = make_uid_dataset(tmp_path)
+    run = tmp_path / "run"
+    assert main(train_args(ds, run, "-e", "1")) == 0
+    spec = json.loads((run / "input_spec.json").read_text())
+    raw = yaml.safe_load((run / CONFIG_FILE).read_text())  # as an earlier release wrote it: the input resolved
+    raw["version"] = 1
+    raw["features"].update(freqm=spec["freqm"], timem=spec["timem"])
+    raw["audio"]["min_samples"] = spec["min_samples"]
+    (run / CONFIG_FILE).write_text(yaml.safe_dump(raw))
+    assert main(train_args(ds, run, "-e", "2", "--resume")) == 0
+    assert not (run / "config_history.yaml").exists()

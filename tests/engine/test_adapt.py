@@ -18,6 +18,7 @@ from audiotune.data.loading import adaptation_loader, make_dataset
 from audiotune.data.prepare import prepare_eval_data
 from audiotune.data.samplers import GroupBatchSampler
 from audiotune.engine.adapt import adapted_batchnorm, batch_norms, check_adaptable
+from audiotune.models.backbones import input_spec
 from audiotune.models.checkpoint import load_run
 
 
@@ -25,9 +26,11 @@ def test_adapted_statistics_are_the_mean_of_the_split_batch_statistics(trained_r
     config, model = load_run(str(trained_run["run"]))
     config.data.prefix = str(trained_run["prefix"])
     config.train.batch_size = 2  # several batches: the statistics are the mean over them
-    prepared = prepare_eval_data(config, str(trained_run["split"]))
+    inputs = input_spec(config)
+    prepared = prepare_eval_data(config, inputs, str(trained_run["split"]))
     table = prepared.tables["train"]
-    batches = adaptation_loader(config, make_dataset(config, table, prepared.targets["train"]), pin_memory=False)
+    dataset = make_dataset(config, inputs, table, prepared.targets["train"])
+    batches = adaptation_loader(config, dataset, pin_memory=False)
     first = batch_norms(model)[0]
     before = {k: v.clone() for k, v in first.state_dict().items()}
     momentum = first.momentum
@@ -52,9 +55,11 @@ def test_adapted_statistics_are_the_mean_of_the_split_batch_statistics(trained_r
 def test_one_clip_cannot_be_adapted_on(trained_run: dict) -> None:
     config, model = load_run(str(trained_run["run"]))
     config.data.prefix = str(trained_run["prefix"])
-    prepared = prepare_eval_data(config, str(trained_run["split"]))
+    inputs = input_spec(config)
+    prepared = prepare_eval_data(config, inputs, str(trained_run["split"]))
     table = prepared.tables["test"].iloc[:1]
-    batches = adaptation_loader(config, make_dataset(config, table, prepared.targets["test"][:1]), pin_memory=False)
+    dataset = make_dataset(config, inputs, table, prepared.targets["test"][:1])
+    batches = adaptation_loader(config, dataset, pin_memory=False)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(ValueError, match=rf"at least 2 clips; the scored split has 1 \({table.index[0]}\)"):
         with adapted_batchnorm(model, batches, torch.device("cpu")):

@@ -1,6 +1,7 @@
 """Frozen-feature cache: same results as encoding every epoch, reuse across runs, invalidation by any key."""
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -11,7 +12,8 @@ from conftest import SMALL_ECAPA
 
 from audiotune.cli import main
 from audiotune.config import RunConfig
-from audiotune.engine.cache import cache_blocker
+from audiotune.engine.cache import cache_blocker, preprocessing_digest
+from audiotune.models.backbones import input_spec, resolve_config
 
 
 def run(ds: dict, out, cache_dir, *extra: str) -> dict:
@@ -80,6 +82,20 @@ def test_cache_blockers() -> None:
     config.features.vtlp = 0.0
     config.classifier.weighted, config.classifier.pooling_mode = True, "max"
     assert "max pooling" in cache_blocker(config)
+
+
+def test_the_key_is_the_input_the_model_reads() -> None:
+    asked = resolve_config(RunConfig())  # the user's options: ECAPA-TDNN's input defaults left to it
+    inputs = input_spec(asked)
+    key = preprocessing_digest(asked, inputs, "mean")
+    earlier = copy.deepcopy(asked)  # a config of an earlier release: the same input, resolved in its sections
+    earlier.version, earlier.features.num_mel_bins, earlier.audio.min_samples = 1, 80, inputs.min_samples
+    earlier.features.freqm, earlier.features.timem = 8, 10
+    assert preprocessing_digest(earlier, input_spec(earlier), "mean") == key
+    other = copy.deepcopy(asked)
+    other.features.num_mel_bins = 40
+    assert preprocessing_digest(other, input_spec(other), "mean") != key
+    assert preprocessing_digest(asked, inputs.whole_clips(), "mean") != key  # another crop: another encoding
 
 
 

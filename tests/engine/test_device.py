@@ -19,6 +19,8 @@ from torch import nn
 
 from audiotune.cli import main
 from audiotune.config import RunConfig
+from audiotune.data.dataset import AudioDataset
+from audiotune.data.input_spec import InputSpec
 from audiotune.data.loading import make_loader
 from audiotune.engine import device as device_module
 from audiotune.engine import inference
@@ -209,7 +211,8 @@ def test_move_batch_moves_tensors_only() -> None:
 def test_pin_memory_only_for_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     assert pins_memory(torch.device("cuda", 0)) and not pins_memory(torch.device("cpu"))
     config = RunConfig()
-    items = [{"inputs": torch.zeros(5), "targets": torch.zeros(1), "uid": str(i)} for i in range(3)]
+    items = AudioDataset(pd.DataFrame({"path": ["a.wav"]}, index=["a"]), np.zeros((1, 0), np.float32),
+                         InputSpec(features="waveform"))  # never read: only the loader's settings are looked at
     cached = CachedDataset(pd.DataFrame(index=["a"]), np.zeros((1, 1), np.float32), Path("."), ["x"])
     monkeypatch.setattr(device_module, "_mps_available", lambda: False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

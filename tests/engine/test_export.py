@@ -14,10 +14,11 @@ import torch
 from conftest import tone
 
 from audiotune.cli import main
-from audiotune.config import FeatureConfig
 from audiotune.data.dataset import Collator, FeatureExtractor
+from audiotune.data.input_spec import InputSpec
 from audiotune.engine import export
 from audiotune.engine.export import FrontEnd, export_run, sidecar_path
+from audiotune.models.backbones import input_spec
 from audiotune.models.checkpoint import load_run
 
 RATE = 16000
@@ -31,7 +32,7 @@ def padded(clips: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     return waves, torch.tensor([len(c) for c in clips], dtype=torch.long)
 
 
-def pipeline_batch(features: FeatureConfig, clips: list[np.ndarray]) -> dict:
+def pipeline_batch(features: InputSpec, clips: list[np.ndarray]) -> dict:
     """The data pipeline's batch of clips each prepared alone (FeatureExtractor, then the Collator)."""
     extract = FeatureExtractor(features)
     items = []
@@ -47,7 +48,7 @@ def reference(run: Path, clips: list[np.ndarray]) -> list[np.ndarray]:
     pooled_kind = "wt" if config.classifier.weighted else "pt"
     outputs: list[list[np.ndarray]] = [[], [], []]
     for clip in clips:
-        batch = pipeline_batch(config.features, [clip])
+        batch = pipeline_batch(input_spec(config), [clip])
         with torch.no_grad():
             for slot, value in enumerate((model(batch["inputs"], batch["lengths"]),
                                           model.extract_embedding(batch["inputs"], batch["lengths"], "ft"),
@@ -70,11 +71,11 @@ def clips() -> list[np.ndarray]:
 # ---------------------------------------------------------------------------------------------- front end
 
 FRONT_ENDS = {
-    "fbank_norms": FeatureConfig(features="fbank", num_mel_bins=24, utterance_norm="meanvar", dataset_mean=-3.0,
+    "fbank_norms": InputSpec(features="fbank", num_mel_bins=24, utterance_norm="meanvar", dataset_mean=-3.0,
                                  dataset_std=2.5),
-    "fbank_target_length": FeatureConfig(features="fbank", num_mel_bins=16, target_length=60),
-    "waveform_norm": FeatureConfig(features="waveform", waveform_norm=True),
-    "waveform": FeatureConfig(features="waveform"),
+    "fbank_target_length": InputSpec(features="fbank", num_mel_bins=16, target_length=60),
+    "waveform_norm": InputSpec(features="waveform", waveform_norm=True),
+    "waveform": InputSpec(features="waveform"),
 }
 
 
@@ -89,7 +90,7 @@ def test_front_end_gives_each_clip_of_a_padded_batch_what_the_pipeline_gives_it_
 
 
 def test_front_end_mfcc_matches_the_pipeline_for_equal_lengths() -> None:
-    features = FeatureConfig(features="mfcc", n_mfcc=13, n_mels=40, utterance_norm="mean")
+    features = InputSpec(features="mfcc", n_mfcc=13, n_mels=40, utterance_norm="mean")
     batch_clips = [tone(300, 0.6, RATE, seed=1), tone(900, 0.6, RATE, seed=2)]
     inputs, lengths = FrontEnd(features, RATE)(*padded(batch_clips))
     want = pipeline_batch(features, batch_clips)

@@ -12,9 +12,9 @@ from conftest import SMALL_ECAPA
 from audiotune.cli import main
 from audiotune.config import HeadSpec, RunConfig, TrainConfig
 from audiotune.data.audio import scan_audio
+from audiotune.data.input_spec import InputSpec
 from audiotune.data.layout import attach_paths
 from audiotune.data.loading import make_dataset
-from audiotune.data.prepare import audio_spec
 from audiotune.engine.losses import classification_loss, resolve_loss
 from audiotune.engine.metrics import compute_metrics, scores_from_logits
 from audiotune.engine.module import optimizers
@@ -119,9 +119,10 @@ def _dataset(ds: dict, train: bool, **changes) -> object:
         section, name = key.split("__")
         setattr(getattr(config, section), name, value)
     table, _ = attach_paths(ds["table"].head(4), str(ds["prefix"]))
-    table, _ = scan_audio(table, audio_spec(config), "t")
+    inputs = InputSpec.from_sections(config.audio, config.features)
+    table, _ = scan_audio(table, inputs.audio(train=True), "t")
     targets = np.eye(4, dtype=np.float32)
-    return make_dataset(config, table, targets, train=train)
+    return make_dataset(config, inputs, table, targets, train=train)
 
 
 @pytest.mark.parametrize("option", ["augment__gauss", "augment__gain", "augment__tshift", "augment__speed",
@@ -182,9 +183,10 @@ def test_silence_padding_pads_with_the_features_of_a_silent_clip(uid_dataset: di
         for name, value in features.items():
             setattr(config.features, name, value)
         table, _ = attach_paths(uid_dataset["table"].head(4), str(uid_dataset["prefix"]))
-        table, _ = scan_audio(table, audio_spec(config), "t")
-        dataset = make_dataset(config, table, np.eye(4, dtype=np.float32))
-        return collator(config, dataset)([dataset[i] for i in range(4)]), dataset
+        inputs = InputSpec.from_sections(config.audio, config.features)
+        table, _ = scan_audio(table, inputs.audio(train=True), "t")
+        dataset = make_dataset(config, inputs, table, np.eye(4, dtype=np.float32))
+        return collator(dataset)([dataset[i] for i in range(4)]), dataset
 
     (silent, dataset), (zero, _) = batch("silence"), batch("zero")
     lengths = silent["lengths"].tolist()

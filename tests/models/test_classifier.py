@@ -11,7 +11,7 @@ from conftest import tone
 from audiotune.config import ClassifierConfig, HeadSpec, RunConfig
 from audiotune.data.audio import scan_audio
 from audiotune.data.loading import make_dataset, make_loader
-from audiotune.data.prepare import audio_spec
+from audiotune.models.backbones import input_spec
 from audiotune.models.backbones.ecapa import EcapaBackbone, EcapaOptions
 from audiotune.models.checkpoint import build_classifier
 from audiotune.models.classifier import Classifier, masked_pool
@@ -135,13 +135,14 @@ def test_a_clips_output_does_not_depend_on_its_batch(tmp_path) -> None:
     config.model.options.update(channels=[16, 16, 48], kernel_sizes=[5, 3, 1], dilations=[1, 2, 1],
                                 attention_channels=8, se_channels=8, res2net_scale=2, lin_neurons=8)
     config.heads = HEADS[:1]
-    table, _ = scan_audio(table, audio_spec(config), "x")
+    inputs = input_spec(config)
+    table, _ = scan_audio(table, inputs.audio(), "x")
     model = build_classifier(config).eval()
     targets = np.zeros((len(table), 3), np.float32)
 
     def embeddings(frame: pd.DataFrame, batch_size: int) -> dict[str, torch.Tensor]:
         config.train.batch_size = batch_size
-        loader = make_loader(config, make_dataset(config, frame, targets[: len(frame)]), frame, False, True,
+        loader = make_loader(config, make_dataset(config, inputs, frame, targets[: len(frame)]), frame, False, True,
                              pin_memory=False)
         result = {}
         for batch in loader:

@@ -12,6 +12,7 @@ import typing
 from typing import Any
 
 from audiotune.config import (
+    CONFIG_VERSION,
     RETIRED_FLAGS,
     RETIRED_VALUES,
     SECTIONS,
@@ -210,6 +211,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     config_file = vars(args).get("config")
     if config_file:
         config = config_from_dict(read_config_file(config_file), source=str(config_file), base=config)
+        config.version = CONFIG_VERSION  # a recipe's options are the user's (the backbone derives its input anew)
     config = apply_flags(config, args)
     _refuse_other_backbones(args, config)
     return config

@@ -66,10 +66,13 @@ def upgrade_sections(raw: dict[str, Any]) -> dict[str, Any]:
 def with_added_options(earlier: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
     """``earlier`` (sections of options, as :func:`config_to_dict` wrote them for an earlier release) with the
     options that ``current`` has and it lacks at their defaults: an option added since then, left at its default,
-    keeps the earlier behaviour, so the two records compare equal."""
+    keeps the earlier behaviour, so the two records compare equal. The version is the record's format, not an
+    option: it is taken from ``current``."""
     defaults = config_to_dict(RunConfig())
     earlier = upgrade_sections(earlier)
     upgraded = dict(earlier)
+    if "version" in current and "version" in earlier:
+        upgraded["version"] = current["version"]
     for section, options in current.items():
         before, known = earlier.get(section), defaults.get(section)
         if isinstance(options, dict) and isinstance(before, dict) and isinstance(known, dict):
@@ -108,7 +111,7 @@ def config_from_dict(raw: dict[str, Any], source: str = "config", base: RunConfi
 
 
 def save_config(config: RunConfig, path: str | Path) -> None:
-    """Write the resolved config as YAML."""
+    """Write the config as YAML (the options as given, the model section resolved)."""
     from audiotune.outputs import write_bytes
 
     write_bytes(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))

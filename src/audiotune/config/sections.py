@@ -11,7 +11,10 @@ from audiotune.config.options import AT_LEAST_0, AT_LEAST_1, INF, PROBABILITY, o
 from audiotune.outputs import CHECKPOINT_DIR, CONFIG_HISTORY_FILE, DROPPED_FILE, LAST_CHECKPOINT, SKIPPED_FILE
 from audiotune.storage import Role
 
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2
+# from this version on the audio and features sections hold the user's options; before it, the input the backbone
+# resolved from them (which is then the run's input as it is)
+INPUT_RESOLVED_VERSION = 2
 
 
 AUGMENT_GATES = ("tshift", "speed", "gauss", "pshift", "gain", "stretch")  # gates drawn on every call
@@ -141,7 +144,7 @@ class AudioConfig:
     channel_select: list[int] = option([], "file channels to read before the channel mode (e.g. 4 5 6 7; "
                                            "default all); a row's own 'channels' column wins",
                                            valid=(0, 1024, True, False))
-    min_samples: int = option(0, "shortest prepared clip the model can read (set by the backbone; shorter clips "
+    min_samples: int = option(0, "shortest prepared clip the model can read (0: the backbone's; shorter clips "
                                  "are bad audio, like unreadable ones)", cli=False)
     clip_length: float = option(10.0, "crop clips to this many seconds of the recording, per channel and before the "
                                       "channel mode (0 = keep whole clips)", valid=AT_LEAST_0)

@@ -6,19 +6,19 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from audiotune.config import FeatureConfig
 from audiotune.data.audio import AudioSpec, load_clip, table_spans
 from audiotune.data.audio_store import AudioStore
 from audiotune.data.augment import AugmentConfig, WaveformAugmenter, mixup, sample_mixup_lambda
 from audiotune.data.features import spec_augment, spec_noise
 from audiotune.data.frontend import FrontEnd, check_feature_config
+from audiotune.data.input_spec import InputSpec
 
 
 class FeatureExtractor:
     """A mono clip → (frames, bins) features, normalised when dataset statistics are given: the
     :class:`~audiotune.data.frontend.FrontEnd` on a batch of one clip, with errors that name the file."""
 
-    def __init__(self, config: FeatureConfig):
+    def __init__(self, config: InputSpec):
         self.config = config
         if config.features == "waveform" and (config.freqm or config.timem or config.noise):
             raise ValueError("--freqm/--timem/--noise act on spectrograms; waveform inputs have none")
@@ -65,9 +65,9 @@ class AudioDataset(Dataset):
     decoded once and read back afterwards; augmentation still runs on every draw.
     """
 
-    def __init__(self, table: pd.DataFrame, targets: np.ndarray, audio: AudioSpec, features: FeatureConfig,
+    def __init__(self, table: pd.DataFrame, targets: np.ndarray, inputs: InputSpec,
                  augment: AugmentConfig | None = None, mixup_p: float = 0.0, train: bool = False,
-                 store: AudioStore | None = None, min_samples: int = 0):
+                 store: AudioStore | None = None):
         if len(table) != len(targets):
             raise ValueError("table and targets differ in length")
         self.uids = [str(u) for u in table.index]
@@ -76,10 +76,10 @@ class AudioDataset(Dataset):
         self.store = store
         self.expected_rates = table.get("expected_rate", pd.Series(np.nan, index=table.index)).astype(float).tolist()
         self.targets = torch.as_tensor(targets, dtype=torch.float32)
-        self.audio = audio
-        self.min_samples = min_samples  # no augmentation leaves a clip shorter than the model reads
-        self.extract = FeatureExtractor(features)
-        self.features = features
+        self.inputs = inputs
+        self.audio: AudioSpec = inputs.audio(train)  # the training crop, or the scoring crop
+        self.min_samples = inputs.min_samples  # no augmentation leaves a clip shorter than the model reads
+        self.extract = FeatureExtractor(inputs)
         self.train = train
         self.augment_config = augment if (train and augment is not None and augment.active) else None
         self.mixup_p = mixup_p if train else 0.0
@@ -119,16 +119,15 @@ class AudioDataset(Dataset):
                                 sample_mixup_lambda(self.rng))
             target = torch.as_tensor(mixed, dtype=torch.float32)
         warp = 1.0
-        if self.train and self.features.vtlp > 0 and self.rng.random() < self.features.vtlp:
-            low, high = self.features.vtlp_range
+        if self.train and self.inputs.vtlp > 0 and self.rng.random() < self.inputs.vtlp:
+            low, high = self.inputs.vtlp_range
             warp = float(self.rng.uniform(low, high))
         feats = self.extract(clip, rate, self.paths[index], warp)
         if self.train:
             generator = torch.Generator().manual_seed(int(self.rng.integers(2**31)))
-            if self.features.freqm or self.features.timem:
-                # resolve_config fills both; an unset width masks nothing
-                feats = spec_augment(feats, self.features.freqm or 0, self.features.timem or 0, generator=generator)
-            if self.features.noise:
+            if self.inputs.freqm or self.inputs.timem:
+                feats = spec_augment(feats, self.inputs.freqm, self.inputs.timem, generator=generator)
+            if self.inputs.noise:
                 feats = spec_noise(feats, generator=generator)
         return {"uid": self.uids[index], "inputs": feats, "length": feats.shape[0], "targets": target}
 

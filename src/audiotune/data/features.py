@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import TYPE_CHECKING, overload
+from typing import overload
 
 import torch
-
-if TYPE_CHECKING:
-    from audiotune.config import FeatureConfig
 
 _EPS = torch.finfo(torch.float32).eps  # Kaldi/torchaudio log floor (FLT_EPSILON)
 _WINDOWS = ("hanning", "hamming", "povey", "rectangular")
@@ -39,15 +36,15 @@ def _frame_sizes(sample_rate: int, frame_length_ms: float, frame_shift_ms: float
     return frame_len, frame_shift
 
 
-def min_samples_for_frames(config: FeatureConfig, sample_rate: int, frames: int = 1) -> int:
-    """Fewest samples at ``sample_rate`` that give ``frames`` frames of the configured features (0: waveform
-    inputs, or a rate only known per file)."""
-    if config.features == "fbank" and sample_rate:
+def min_samples_for_frames(features: str, n_fft: int, sample_rate: int, frames: int = 1) -> int:
+    """Fewest samples at ``sample_rate`` that give ``frames`` frames of ``features`` (fbank, or mfcc with
+    ``n_fft``; 0: waveform inputs, or a rate only known per file)."""
+    if features == "fbank" and sample_rate:
         frame_len, frame_shift = _frame_sizes(sample_rate, 25.0, 10.0)
         return frame_len + (frames - 1) * frame_shift
-    if config.features == "mfcc":
-        hop = config.n_fft // 2
-        return max(config.n_fft // 2 + 1, (frames - 1) * hop)  # reflect padding needs more than n_fft // 2
+    if features == "mfcc":
+        hop = n_fft // 2
+        return max(n_fft // 2 + 1, (frames - 1) * hop)  # reflect padding needs more than n_fft // 2
     return 0
 
 

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from audiotune.config import FeatureConfig
 from audiotune.data.audio import AudioError
 from audiotune.data.features import kaldi_fbank, mfcc, normalize
+from audiotune.data.input_spec import InputSpec
 
 FRAME_LENGTH_MS, FRAME_SHIFT_MS = 25.0, 10.0  # kaldi_fbank's defaults, with which the front end calls it
 
@@ -40,10 +40,10 @@ def waveform_batch(clips: Sequence[np.ndarray]) -> tuple[Tensor, Tensor]:
     return waves, torch.tensor([len(clip) for clip in clips], dtype=torch.long)
 
 
-def check_feature_config(config: FeatureConfig) -> None:
+def check_feature_config(config: InputSpec) -> None:
     """A ValueError for settings no clip can be prepared with, raised before any clip is read."""
     if config.features == "fbank" and not config.num_mel_bins:
-        raise ValueError("--num_mel_bins is not set (the backbone's config resolution sets its default)")
+        raise ValueError("--num_mel_bins is not set (the backbone's input spec sets its default)")
     if config.features == "mfcc" and config.n_mfcc > config.n_mels:
         raise ValueError(f"n_mfcc ({config.n_mfcc}) cannot exceed n_mels ({config.n_mels})")
     if config.dataset_std is not None or config.dataset_mean is not None:
@@ -52,13 +52,14 @@ def check_feature_config(config: FeatureConfig) -> None:
 
 
 class FrontEnd(nn.Module):
-    """``FeatureConfig`` at one sample rate: (B, N) waveforms and their lengths → model inputs and their lengths.
+    """The front end of an :class:`~audiotune.data.input_spec.InputSpec` at one sample rate: (B, N) waveforms and
+    their lengths → model inputs and their lengths.
 
     ``forward`` gives what the model reads (``target_length`` frames where set); :meth:`extract` gives each clip's
     features at its own length, which the dataset's collator pads (with zeros or silence) and fits itself.
     """
 
-    def __init__(self, config: FeatureConfig, sample_rate: int):
+    def __init__(self, config: InputSpec, sample_rate: int):
         super().__init__()
         check_feature_config(config)
         self.config, self.sample_rate = config, sample_rate

@@ -15,7 +15,6 @@ The samplers themselves are in :mod:`audiotune.data.samplers`. Loaders pin their
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import numpy as np
@@ -28,7 +27,8 @@ from audiotune.config import RunConfig
 from audiotune.data.audio_store import AudioStore
 from audiotune.data.balance import class_groups
 from audiotune.data.dataset import AudioDataset, Collator
-from audiotune.data.prepare import PreparedData, audio_spec, scoring_spec
+from audiotune.data.input_spec import InputSpec
+from audiotune.data.prepare import PreparedData
 from audiotune.data.samplers import (
     BalancedSampler,
     BucketBatchSampler,
@@ -67,11 +67,10 @@ def balanced_sampler(config: RunConfig, prepared: PreparedData) -> BalancedSampl
     return BalancedSampler(groups, config.train.balance, config.data.seed)
 
 
-def bucket_sampler(config: RunConfig, table: pd.DataFrame) -> BucketBatchSampler:
+def bucket_sampler(config: RunConfig, table: pd.DataFrame, rate: int) -> BucketBatchSampler:
     """The length-bucketed batches of a training table (``--bucket_sampler``, ``--dynamic_batch``); lengths
-    are the prepared clips', capped at ``--max_seconds`` when pretraining crops to it."""
+    are the prepared clips' samples at ``rate``, capped at ``--max_seconds`` when pretraining crops to it."""
     cfg = config.train
-    rate = config.audio.resample_rate or 16000
     lengths = table["num_samples"].to_numpy()
     if cfg.max_seconds > 0:
         lengths = np.minimum(lengths, round(cfg.max_seconds * rate))
@@ -101,16 +100,17 @@ def epoch_batches(config: RunConfig, rows: int, sampler: BalancedSampler | None 
     return TrainingBatches(order, config.train.batch_size, num_replicas, rank)
 
 
-def training_batches(config: RunConfig, table: pd.DataFrame, sampler: BalancedSampler | None = None,
+def training_batches(config: RunConfig, table: pd.DataFrame, rate: int, sampler: BalancedSampler | None = None,
                      num_replicas: int = 1, rank: int = 0) -> Sampler[list[int]]:
     """The training batches of process ``rank`` of ``num_replicas``: one-group batches (``--group_batches``) or
-    length buckets (``--bucket_sampler``, ``--dynamic_batch``) dealt out whole, else :func:`epoch_batches`;
+    length buckets (``--bucket_sampler``, ``--dynamic_batch``; clip lengths in samples at ``rate``) dealt out
+    whole, else :func:`epoch_batches`;
     ``set_epoch`` gives each epoch its own order, the same in every process. The options were checked by
     :func:`check_sampler_options`."""
     if config.train.group_batches:
         return DealtBatches(group_sampler(config, table), num_replicas, rank, pad=False)
     if uses_bucket_sampler(config):
-        return DealtBatches(bucket_sampler(config, table), num_replicas, rank, pad=False)
+        return DealtBatches(bucket_sampler(config, table, rate), num_replicas, rank, pad=False)
     return epoch_batches(config, len(table), sampler, num_replicas, rank)
 
 
@@ -136,34 +136,26 @@ def scoring_batches(config: RunConfig, table: pd.DataFrame | None, rows: int, eq
 def _ordered_batches(config: RunConfig, table: pd.DataFrame | None, count: int,
                      equal_length: bool) -> Sampler[list[int]]:
     """Batches of ``count`` rows in order; equal-length ones (by the table's lengths) when asked."""
-    if equal_length and not config.features.target_length:
+    if equal_length:
         assert table is not None  # equal lengths are read from the table
         return EqualLengthBatchSampler(table["num_samples"].tolist(), config.train.batch_size)
     return BatchSampler(SequentialSampler(range(count)), config.train.batch_size, drop_last=False)
 
 
-def make_dataset(config: RunConfig, table: pd.DataFrame, targets: np.ndarray, train: bool = False) -> AudioDataset:
-    """The dataset of a table with the run's audio and feature settings: augmentation and the training crop
-    if ``train``, else the scoring crop (:func:`~audiotune.data.prepare.scoring_spec`)."""
-    spec = audio_spec(config) if train else scoring_spec(config)
-    store = AudioStore(storage.cache_root(config.runtime.cache_dir), spec) if config.runtime.audio_cache else None
-    return AudioDataset(table, targets, spec, config.features, config.augment, config.data.mixup, train=train,
-                        store=store, min_samples=config.audio.min_samples)
+def make_dataset(config: RunConfig, inputs: InputSpec, table: pd.DataFrame, targets: np.ndarray,
+                 train: bool = False) -> AudioDataset:
+    """The dataset of a table prepared as the model reads it (``inputs``): augmentation and the training crop
+    if ``train``, else the scoring crop."""
+    store = (AudioStore(storage.cache_root(config.runtime.cache_dir), inputs.audio(train))
+             if config.runtime.audio_cache else None)
+    return AudioDataset(table, targets, inputs, config.augment, config.data.mixup, train=train, store=store)
 
 
-def training_crop(config: RunConfig) -> RunConfig:
-    """A copy of ``config`` whose scored clips are cropped as its training clips (to encode training data
-    through the scoring path, as the feature cache does)."""
-    copy = dataclasses.replace(config, audio=dataclasses.replace(config.audio))
-    copy.audio.eval_clip_length = -1.0
-    return copy
-
-
-def collator(config: RunConfig, dataset: AudioDataset) -> Collator:
-    """How ``config``'s batches are padded: with zeros, or with one frame of silence (``--pad silence``)."""
-    silent = config.features.pad == "silence"
-    return Collator(config.features.target_length,
-                    dataset.extract.silence(config.audio.resample_rate or 16000) if silent else None)
+def collator(dataset: AudioDataset) -> Collator:
+    """How a dataset's batches are padded: with zeros, or with one frame of silence (``--pad silence``)."""
+    inputs = dataset.inputs
+    silent = inputs.pad == "silence"
+    return Collator(inputs.target_length, dataset.extract.silence(inputs.rate_or_default) if silent else None)
 
 
 def make_loader(config: RunConfig, dataset: AudioDataset, table: pd.DataFrame, train: bool,
@@ -173,18 +165,20 @@ def make_loader(config: RunConfig, dataset: AudioDataset, table: pd.DataFrame, t
     :func:`scoring_batches` (``equal_length``, ``groups``), for process ``rank`` of ``num_replicas``; its batches
     are padded by :func:`collator` and pinned when ``pin_memory`` (the engine's choice for its device)."""
     if train:
-        batches = training_batches(config, table, sampler, num_replicas, rank)
+        batches = training_batches(config, table, dataset.inputs.rate_or_default, sampler, num_replicas, rank)
     else:
+        # inputs padded or cropped to one length are equal-length batches whatever the clips
+        equal_length = equal_length and not dataset.inputs.target_length
         batches = scoring_batches(config, table, len(dataset), equal_length, groups, num_replicas, rank)
     workers = config.runtime.num_workers
-    return seeded_loader(config, dataset, batches, collator(config, dataset), pin_memory=pin_memory,
+    return seeded_loader(config, dataset, batches, collator(dataset), pin_memory=pin_memory,
                          num_workers=workers, persistent_workers=workers > 0)
 
 
 def adaptation_loader(config: RunConfig, dataset: AudioDataset, *, pin_memory: bool) -> DataLoader:
     """The batches ``--adapt_bn`` estimates BatchNorm statistics on: ``--batch_size`` clips in table order,
     zero-padded to the longest as training batches are (whatever the model needs for scoring)."""
-    return seeded_loader(config, dataset, scoring_batches(config, None, len(dataset)), collator(config, dataset),
+    return seeded_loader(config, dataset, scoring_batches(config, None, len(dataset)), collator(dataset),
                          pin_memory=pin_memory, num_workers=config.runtime.num_workers)
 
 

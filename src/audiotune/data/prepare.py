@@ -1,7 +1,6 @@
 """From command-line data options to checked tables and targets, with every dropped row written down."""
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -11,9 +10,10 @@ import numpy as np
 import pandas as pd
 
 from audiotune.config import HeadSpec, RunConfig
-from audiotune.data.audio import AudioSpec, scan_audio
+from audiotune.data.audio import scan_audio
 from audiotune.data.balance import training_share
 from audiotune.data.errors import DataError
+from audiotune.data.input_spec import InputSpec
 from audiotune.data.json_splits import json_label_groups
 from audiotune.data.labels import (
     LabelGroup,
@@ -57,29 +57,10 @@ class PreparedData:
         return written
 
 
-def audio_spec(config: RunConfig) -> AudioSpec:
-    """The audio preparation a run's config asks for."""
-    a = config.audio
-    return AudioSpec(resample_rate=a.resample_rate, channel_mode=a.channel_mode,
-                     channel_select=tuple(a.channel_select), clip_length=a.clip_length)
-
-
-def scoring_clip_length(config: RunConfig) -> float:
-    """Seconds kept of a clip that is scored, not trained on (``--eval_clip_length``; 0: whole clips)."""
-    a = config.audio
-    return a.clip_length if a.eval_clip_length < 0 else a.eval_clip_length
-
-
-def scoring_spec(config: RunConfig) -> AudioSpec:
-    """The audio preparation of scored clips: the run's, with the scoring crop."""
-    return dataclasses.replace(audio_spec(config), clip_length=scoring_clip_length(config))
-
-
-def _check_tables(tables: dict[str, pd.DataFrame], heads: list[HeadSpec], config: RunConfig,
+def _check_tables(tables: dict[str, pd.DataFrame], heads: list[HeadSpec], config: RunConfig, inputs: InputSpec,
                   targets_needed: bool, training: bool = False) -> PreparedData:
     """Paths, targets and audio of every table checked; ``num_samples`` is each clip's prepared length as it
     will be read: the training crop for the train split of a training run, the scoring crop otherwise."""
-    specs = {"train": audio_spec(config), "scored": scoring_spec(config)}
     prepared = PreparedData({}, {}, heads)
     skipped, dropped = [], []
     for split, table in tables.items():
@@ -91,8 +72,8 @@ def _check_tables(tables: dict[str, pd.DataFrame], heads: list[HeadSpec], config
         if targets_needed:
             table, missing = drop_missing_targets(table, heads, split, source)
             dropped.append(missing)
-        spec = specs["train" if training and split == "train" else "scored"]
-        table, failures = scan_audio(table, spec, split, config.audio.min_samples)
+        spec = inputs.audio(train=training and split == "train")
+        table, failures = scan_audio(table, spec, split, inputs.min_samples)
         skipped.append(failures)
         prepared.tables[split] = table
         prepared.targets[split] = encode_targets(table, heads, source) if targets_needed else \
@@ -174,8 +155,9 @@ def split_overlaps(tables: dict[str, pd.DataFrame], allow: bool) -> tuple[pd.Dat
     return kept, dropped
 
 
-def prepare_training_data(config: RunConfig, exp_dir: str | Path) -> PreparedData:
-    """Read the split directory, infer the heads, draw validation subjects if needed, check all audio.
+def prepare_training_data(config: RunConfig, inputs: InputSpec, exp_dir: str | Path) -> PreparedData:
+    """Read the split directory, infer the heads, draw validation subjects if needed, check all audio as the
+    model reads it (``inputs``).
 
     Regression heads get the training split's target mean and std when ``--standardize_targets`` is on.
     """
@@ -205,7 +187,7 @@ def prepare_training_data(config: RunConfig, exp_dir: str | Path) -> PreparedDat
         tables["val"] = val
     train.attrs = dict(tables["train"].attrs)
     tables["train"] = train
-    prepared = _check_tables(tables, heads, config, targets_needed=True, training=True)
+    prepared = _check_tables(tables, heads, config, inputs, targets_needed=True, training=True)
     prepared.dropped = pd.concat([overlapping, prepared.dropped]) if len(overlapping) else prepared.dropped
     if config.data.train_fraction < 1:
         train, targets, left_out = training_share(prepared.tables["train"], prepared.targets["train"], prepared.heads,
@@ -256,9 +238,11 @@ def _check_label_columns(tables: dict[str, pd.DataFrame], heads: list[HeadSpec])
                             "(leave cells empty where a row has no target)")
 
 
-def prepare_eval_data(config: RunConfig, data_split_root: str, targets_needed: bool = True) -> PreparedData:
-    """Tables for evaluation or extraction, labelled with the run's heads."""
+def prepare_eval_data(config: RunConfig, inputs: InputSpec, data_split_root: str,
+                      targets_needed: bool = True) -> PreparedData:
+    """Tables for evaluation or extraction, labelled with the run's heads, their audio checked as the model
+    reads scored clips (``inputs``)."""
     tables = read_splits(data_split_root, config.data.prefix, config.data.na_values)
     if targets_needed:
         _check_label_columns(tables, config.heads)
-    return _check_tables(tables, config.heads, config, targets_needed)
+    return _check_tables(tables, config.heads, config, inputs, targets_needed)

@@ -16,10 +16,9 @@ from torch import Tensor
 from audiotune.data.audio import load_clip
 from audiotune.data.features import kaldi_fbank
 from audiotune.data.frontend import FrontEnd, waveform_batch
-from audiotune.data.prepare import audio_spec
 from audiotune.engine.device import autocast
 from audiotune.engine.inference import override_device
-from audiotune.models.backbones import SupportsAttention
+from audiotune.models.backbones import SupportsAttention, input_spec
 from audiotune.models.checkpoint import load_run, resolve_run_dir
 from audiotune.outputs import ATTENTION_DIR, ATTENTION_ROLLOUT_PLOT, attention_layer_plot
 from audiotune.report.plots import plot_attention
@@ -51,8 +50,9 @@ def attention_maps(run: str, audio: str, out_dir: str | None = None, accelerator
     backbone = model.backbone
     if not isinstance(backbone, SupportsAttention):
         raise ValueError(f"--model {config.model.model} does not expose attention weights")
-    clip, rate = load_clip(audio, audio_spec(config))
-    front_end = FrontEnd(config.features, rate)
+    inputs = input_spec(config)
+    clip, rate = load_clip(audio, inputs.audio(train=True))
+    front_end = FrontEnd(inputs, rate)
     front_end.check_clip(len(clip), audio)
     batch, lengths = front_end(*waveform_batch([clip]))  # fixed-size models (SSAST) see target_length frames
     inputs, length = batch[0], int(lengths[0])

@@ -24,17 +24,18 @@ from audiotune import partials, storage
 from audiotune.config import RunConfig
 from audiotune.data.audio import table_spans
 from audiotune.data.audio_store import segment_key
+from audiotune.data.input_spec import InputSpec
 from audiotune.data.loading import (
     epoch_batches,
     make_dataset,
     make_loader,
     scoring_batches,
     seeded_loader,
-    training_crop,
 )
 from audiotune.data.samplers import BalancedSampler
 from audiotune.engine.adapt import OFF as ADAPT_OFF
 from audiotune.engine.inference import iterate_batches, loader_pins_memory
+from audiotune.models.backbones import input_spec
 from audiotune.models.classifier import Classifier
 
 
@@ -48,10 +49,10 @@ def cache_blocker(config: RunConfig) -> str | None:
         return "--adapt_bn re-estimates the encoder's BatchNorm statistics on each scored split"
     if config.augment.active or config.data.mixup:
         return "waveform augmentation or mixup changes the encoder input every epoch"
-    if config.features.features != "waveform" and (config.features.freqm or config.features.timem
-                                                   or config.features.noise):
+    inputs = input_spec(config)
+    if inputs.features != "waveform" and (inputs.freqm or inputs.timem or inputs.noise):
         return "SpecAugment changes the encoder input every epoch"
-    if config.features.features == "fbank" and config.features.vtlp:
+    if inputs.features == "fbank" and inputs.vtlp:
         return "VTLP changes the encoder input every epoch"
     if config.classifier.weighted and config.classifier.pooling_mode == "max":
         return "max pooling of a weighted sum is not the weighted sum of max-pooled states"
@@ -73,11 +74,12 @@ def encoder_digest(backbone: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def preprocessing_digest(config: RunConfig, pooling: str) -> str:
-    """Digest of everything between the file and the pooled states, except the weights."""
+def preprocessing_digest(config: RunConfig, inputs: InputSpec, pooling: str) -> str:
+    """Digest of everything between the file and the pooled states, except the weights: the model's input
+    (without the training-only spectrogram augmentations, which block the cache), its options, the pooling."""
     settings = {
-        "model": config.model.model, "options": config.model.options, "audio": vars(config.audio),
-        "features": {k: v for k, v in vars(config.features).items() if k not in ("freqm", "timem", "noise")},
+        "model": config.model.model, "options": config.model.options,
+        "input": {k: v for k, v in inputs.to_dict().items() if k not in ("freqm", "timem", "noise")},
         "pooling": pooling, "precision": config.runtime.precision,
     }
     return hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=16).hexdigest()
@@ -86,13 +88,14 @@ def preprocessing_digest(config: RunConfig, pooling: str) -> str:
 def cache_folder(model: Classifier, config: RunConfig, pooling: str | None = None) -> Path:
     """The folder of this encoder + preprocessing (digesting the weights once per call: do it once per run)."""
     pooling = pooling or config.classifier.pooling_mode
-    return cache_root(config) / f"{encoder_digest(model.backbone)}-{preprocessing_digest(config, pooling)}"
+    digest = preprocessing_digest(config, input_spec(config), pooling)
+    return cache_root(config) / f"{encoder_digest(model.backbone)}-{digest}"
 
 
-def encode_to_cache(model: Classifier, config: RunConfig, table: pd.DataFrame, folder: Path,
+def encode_to_cache(model: Classifier, config: RunConfig, inputs: InputSpec, table: pd.DataFrame, folder: Path,
                     pooling: str | None = None) -> tuple[list[str], int]:
-    """Encode the clips of ``table`` not cached in ``folder`` yet; returns each row's entry name and how many
-    clips were encoded now (the others were found in the cache)."""
+    """Encode the clips of ``table`` not cached in ``folder`` yet, read as scored clips of ``inputs``; returns
+    each row's entry name and how many clips were encoded now (the others were found in the cache)."""
     pooling = pooling or config.classifier.pooling_mode
     folder.mkdir(parents=True, exist_ok=True)
     # a segment's entry is keyed by its file's content and its span: segments of one file never collide
@@ -100,7 +103,7 @@ def encode_to_cache(model: Classifier, config: RunConfig, table: pd.DataFrame, f
     missing = [i for i, name in enumerate(names) if not (folder / f"{name}.safetensors").is_file()]
     if missing:
         subset = table.iloc[missing]
-        dataset = make_dataset(config, subset, np.zeros((len(subset), 0), np.float32))
+        dataset = make_dataset(config, inputs, subset, np.zeros((len(subset), 0), np.float32))
         loader = make_loader(config, dataset, subset, train=False, equal_length=model.backbone.needs_equal_length,
                              pin_memory=loader_pins_memory(config))
         row_of = {uid: missing[k] for k, uid in enumerate(subset.index)}
@@ -158,12 +161,14 @@ def cached_datasets(model: Classifier, config: RunConfig, tables: dict[str, pd.D
                     targets: dict[str, np.ndarray], stats: dict | None = None) -> dict[str, CachedDataset]:
     """Encode what is missing and serve every table from the cache; counts go into ``stats``."""
     weights = encoder_digest(model.backbone)  # once: it reads every weight
+    inputs = input_spec(config)
     result = {}
     for split, table in tables.items():
         # training clips are cropped as in training, the others as they are scored (--eval_clip_length)
-        split_config = training_crop(config) if split == "train" else config
-        folder = cache_root(config) / f"{weights}-{preprocessing_digest(split_config, config.classifier.pooling_mode)}"
-        names, encoded = encode_to_cache(model, split_config, table, folder)
+        split_inputs = inputs.training_crop() if split == "train" else inputs
+        digest = preprocessing_digest(config, split_inputs, config.classifier.pooling_mode)
+        folder = cache_root(config) / f"{weights}-{digest}"
+        names, encoded = encode_to_cache(model, config, split_inputs, table, folder)
         if stats is not None:
             stats["folder"] = str(folder)
             stats["encoded"] = stats.get("encoded", 0) + encoded

@@ -43,7 +43,7 @@ from audiotune.data.pseudo_labels import METADATA_KEY, SCHEMA
 from audiotune.engine.device import autocast, move_batch
 from audiotune.engine.extract import write_skip_list
 from audiotune.engine.inference import inference_device, loader_pins_memory
-from audiotune.models.backbones import Backbone, build_backbone, resolve_config
+from audiotune.models.backbones import Backbone, build_backbone, input_spec, resolve_config
 from audiotune.models.checkpoint import load_run
 from audiotune.outputs import (
     CLUSTER_FIT_ROWS_SUFFIX,
@@ -209,13 +209,13 @@ def cluster(config: RunConfig, options: ClusterOptions, out: str, run: str | Non
     check_output_path(fit_rows_path(out_path))
     check_config(config)
     config, backbone = _encoder(config, run)
-    config.audio.clip_length, config.audio.eval_clip_length = 0.0, -1.0  # every frame of every clip
+    inputs = input_spec(config).whole_clips()  # every frame of every clip
     states = backbone.num_hidden_states
     if not -states <= options.layer < states:
         raise ValueError(f"--layer {options.layer}: the encoder has hidden states 0..{states - 1} (-1: the last)")
     device = inference_device(config)
-    prepared = prepare_eval_data(config, config.data.data_split_root, targets_needed=False)
-    loaders = {split: make_loader(config, make_dataset(config, table, prepared.targets[split]), table, False,
+    prepared = prepare_eval_data(config, inputs, config.data.data_split_root, targets_needed=False)
+    loaders = {split: make_loader(config, make_dataset(config, inputs, table, prepared.targets[split]), table, False,
                                   backbone.needs_equal_length, pin_memory=loader_pins_memory(config))
                for split, table in prepared.tables.items()}
     uids = [uid for table in prepared.tables.values() for uid in table.index]
@@ -245,7 +245,7 @@ def cluster(config: RunConfig, options: ClusterOptions, out: str, run: str | Non
     counts = {k: np.zeros(k, dtype=np.int64) for k in options.num_clusters}
     meta: dict[str, Any] = {
         "encoder": run or config.model.checkpoint, "run": bool(run), "model": config.model.model,
-        "layer": options.layer, "sample_rate": config.audio.resample_rate, "hop_samples": backbone.frame_hop,
+        "layer": options.layer, "sample_rate": inputs.resample_rate, "hop_samples": backbone.frame_hop,
         "num_clusters": options.num_clusters, "sample_ratio": options.sample_ratio, "seed": options.seed,
         "niter": options.niter, "clips": len(uids), "fit_on": options.fit_on, "fit_splits": fit_splits,
         "fit_clips": len(fit_rows), "frames_offered": reservoir.seen, "sample_frames": len(sample),

@@ -15,6 +15,7 @@ from audiotune.engine.aggregate import check_recording_targets, recording_scores
 from audiotune.engine.cache import CachedDataset, cache_blocker, cached_datasets, cached_loader
 from audiotune.engine.inference import inference_device, loader_pins_memory, override_data, override_device, predict
 from audiotune.engine.metrics import compute_metrics, head_slices, scores_from_logits
+from audiotune.models.backbones import input_spec
 from audiotune.models.checkpoint import load_run, resolve_run_dir
 from audiotune.models.classifier import Classifier
 from audiotune.outputs import (
@@ -85,9 +86,10 @@ def _adapted_predictions(model: Classifier, config: RunConfig, table: pd.DataFra
     uids: list[str] = []
     logits, labels = [], []
     pinned = loader_pins_memory(config)
+    inputs = input_spec(config)
     for _, rows in groups:
         part = table.iloc[rows]
-        dataset = make_dataset(config, part, targets[rows])
+        dataset = make_dataset(config, inputs, part, targets[rows])
         with adapted_batchnorm(model, adaptation_loader(config, dataset, pin_memory=pinned), inference_device(config)):
             loader = make_loader(config, dataset, part, False, model.backbone.needs_equal_length, pin_memory=pinned)
             group_uids, group_logits, group_targets = predict(model, loader, config)
@@ -125,7 +127,7 @@ def evaluate_prepared(model: Classifier, config: RunConfig, prepared: PreparedDa
         if cached is not None:
             uids, logits, targets = predict(model, cached_loader(config, cached[split], False), config)
         elif adapt == OFF:
-            dataset = make_dataset(config, table, prepared.targets[split])
+            dataset = make_dataset(config, input_spec(config), table, prepared.targets[split])
             loader = make_loader(config, dataset, table, False, equal_length, pin_memory=loader_pins_memory(config))
             uids, logits, targets = predict(model, loader, config)
         else:
@@ -183,7 +185,7 @@ def evaluate_run(run: str, data_split_root: str, exp_dir: str | None = None, on_
         raise ValueError(f"-o {out_dir}: is a training run directory, whose predictions and metrics evaluate would "
                          f"replace; write the evaluation elsewhere (default: RUN/{EVALUATE_DIR})")
     with own_run_dir(out_dir, overwrite=True, command="evaluate") as owned:  # an evaluation replaces the last one
-        prepared = prepare_eval_data(config, data_split_root)
+        prepared = prepare_eval_data(config, input_spec(config), data_split_root)
         check_recording_targets(prepared.tables, prepared.targets, config.heads)
         check_adaptation(config.train.adapt_bn, prepared.tables)
         owned.start()

@@ -29,11 +29,11 @@ import torch
 from torch import Tensor, nn
 
 from audiotune import __version__
-from audiotune.config import FeatureConfig, HeadSpec, RunConfig
+from audiotune.config import HeadSpec, RunConfig
 from audiotune.data.frontend import FRAME_LENGTH_MS, FRAME_SHIFT_MS, FrontEnd
-from audiotune.data.prepare import scoring_clip_length
+from audiotune.data.input_spec import InputSpec
 from audiotune.engine.metrics import head_slices
-from audiotune.models.backbones import DescribesFrontEnd
+from audiotune.models.backbones import DescribesFrontEnd, input_spec
 from audiotune.models.checkpoint import load_run, resolve_run_dir
 from audiotune.models.classifier import Classifier
 from audiotune.outputs import CONFIG_FILE, MODEL_FILE, atomic_path, check_output_path, write_json
@@ -84,12 +84,12 @@ def check_export_args(run: str | Path, fmt: str, out: str | Path) -> Path:
     return out
 
 
-def sample_limits(config: RunConfig) -> tuple[int, int | None]:
+def sample_limits(config: RunConfig, inputs: InputSpec) -> tuple[int, int | None]:
     """Fewest and most samples per clip the graph takes: the model's shortest readable clip, and with
     ``--max_window`` one window (a longer clip is encoded window by window, a path the graph does not hold)."""
-    shortest = max(int(config.audio.min_samples or 0), 2)
+    shortest = max(int(inputs.min_samples or 0), 2)
     seconds = float(config.model.options.get("max_window", 0.0))  # the option of backbones that encode in windows
-    window = round(seconds * (config.audio.resample_rate or 0))
+    window = round(seconds * (inputs.resample_rate or 0))
     return shortest, (max(window, shortest + 3) if window > 0 else None)
 
 
@@ -225,15 +225,16 @@ def export_run(run: str | Path, fmt: str, out: str | Path) -> dict[str, Any]:
     out = check_export_args(run, fmt, out)
     run_dir = resolve_run_dir(run)
     config, model = load_run(run_dir)
-    rate = int(config.audio.resample_rate or 0)
+    inputs = input_spec(config)
+    rate = int(inputs.resample_rate or 0)
     if not rate:
         raise ValueError(f"{run_dir}: trained with --resample_rate 0 (each file's own rate); an exported graph "
                          "needs one fixed sample rate")
     # ft embeddings merge the heads by mean or sum; a run pooling frames by max merges them by mean
     merge = config.classifier.pooling_mode if config.classifier.pooling_mode in ("mean", "sum") else "mean"
-    module = ExportedClassifier(model.float().eval(), FrontEnd(config.features, rate), merge).eval()
-    shortest, longest = sample_limits(config)
-    equal_length = model.backbone.needs_equal_length or config.features.features == "mfcc"
+    module = ExportedClassifier(model.float().eval(), FrontEnd(inputs, rate), merge).eval()
+    shortest, longest = sample_limits(config, inputs)
+    equal_length = model.backbone.needs_equal_length or inputs.features == "mfcc"
     example, checks = probe_batches(shortest, longest, rate, equal_length)
     sidecar_file, sidecar_written = sidecar_path(out), False
     try:
@@ -253,7 +254,7 @@ def export_run(run: str | Path, fmt: str, out: str | Path) -> dict[str, Any]:
             if runner is None:
                 log.warning("onnxruntime is not installed: %s was not run after export", out)
             differences = None if runner is None else verify(runner, module, checks, out)
-            description = sidecar(config, run_dir, out, fmt, merge, widths, equal_length, differences,
+            description = sidecar(config, inputs, run_dir, out, fmt, merge, widths, equal_length, differences,
                                   [lengths.tolist() for _, lengths in checks])
             if isinstance(model.backbone, DescribesFrontEnd):  # steps the backbone runs on its own input
                 description["preprocessing"]["in_graph_backbone"] = model.backbone.describe_front_end()
@@ -275,7 +276,7 @@ def _scores(head: HeadSpec, loss: str) -> str:
     return "identity" if loss == "MSE" else "sigmoid"
 
 
-def _in_graph(features: FeatureConfig) -> dict[str, Any]:
+def _in_graph(features: InputSpec) -> dict[str, Any]:
     """The preprocessing steps the graph itself runs, with their settings."""
     if features.features == "waveform":
         return {"features": "waveform", "waveform_norm": "per clip over its real samples: (x - mean) / "
@@ -291,8 +292,9 @@ def _in_graph(features: FeatureConfig) -> dict[str, Any]:
     return steps
 
 
-def sidecar(config: RunConfig, run_dir: Path, out: Path, fmt: str, merge: str, widths: list[int],
-            equal_length: bool, differences: dict[str, float] | None, checked: list[list[int]]) -> dict[str, Any]:
+def sidecar(config: RunConfig, inputs: InputSpec, run_dir: Path, out: Path, fmt: str, merge: str,
+            widths: list[int], equal_length: bool, differences: dict[str, float] | None,
+            checked: list[list[int]]) -> dict[str, Any]:
     """What a deployment needs beside the graph: inputs, preprocessing, outputs, heads and classes."""
     heads = []
     for head, span in zip(config.heads, head_slices(config.heads)):
@@ -302,7 +304,7 @@ def sidecar(config: RunConfig, run_dir: Path, out: Path, fmt: str, merge: str, w
         if head.target_mean:
             entry.update(target_mean=head.target_mean, target_std=head.target_std)
         heads.append(entry)
-    shortest, longest = sample_limits(config)
+    shortest, longest = sample_limits(config, inputs)
     pooled_kind = "wt" if config.classifier.weighted else "pt"
     return {
         "format": fmt, "file": out.name, "audiotune_version": __version__, "torch_version": torch.__version__,
@@ -314,14 +316,14 @@ def sidecar(config: RunConfig, run_dir: Path, out: Path, fmt: str, merge: str, w
             {"name": INPUT_NAMES[1], "dtype": "int64", "shape": ["batch"],
              "description": "real samples of each clip (its length before padding)"},
         ],
-        "sample_rate": config.audio.resample_rate, "min_samples": shortest, "max_samples": longest,
+        "sample_rate": inputs.resample_rate, "min_samples": shortest, "max_samples": longest,
         # padding changes these models' outputs: a clip's result is its own only in a batch of equal lengths
         "equal_length_batches": equal_length,
         "preprocessing": {
             "before_graph": "decode, map channels by channel_mode, resample to sample_rate (soxr), keep the first "
                             "clip_seconds (0: whole clips)",
-            "channel_mode": config.audio.channel_mode, "channel_select": config.audio.channel_select,
-            "clip_seconds": scoring_clip_length(config), "in_graph": _in_graph(config.features),
+            "channel_mode": inputs.channel_mode, "channel_select": list(inputs.channel_select),
+            "clip_seconds": inputs.eval_clip_length, "in_graph": _in_graph(inputs),
         },
         "outputs": [
             {"name": OUTPUT_NAMES[0], "dtype": "float32", "shape": ["batch", widths[0]],

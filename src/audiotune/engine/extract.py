@@ -1,6 +1,7 @@
 """``audiotune extract`` and ``audiotune stats``: embeddings streamed to parquet, feature statistics."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from pathlib import Path
@@ -22,6 +23,7 @@ from audiotune.engine.inference import (
     override_data,
     override_device,
 )
+from audiotune.models.backbones import input_spec
 from audiotune.models.checkpoint import load_run
 from audiotune.models.classifier import EMBEDDING_TYPES, Classifier
 from audiotune.outputs import atomic_path, check_output_path, write_csv
@@ -64,7 +66,8 @@ def extract_embeddings(run: str, data_split_root: str, out: str, embedding_type:
     if out_path.suffix != ".parquet":
         raise ValueError(f"--out {out}: embeddings are written as parquet; give a path ending in .parquet")
     check_output_path(out_path)
-    prepared = prepare_eval_data(config, data_split_root, targets_needed=False)
+    inputs = input_spec(config)
+    prepared = prepare_eval_data(config, inputs, data_split_root, targets_needed=False)
     equal_length = model.backbone.needs_equal_length
 
     def embed(classifier: Classifier, batch: dict) -> torch.Tensor:
@@ -73,7 +76,7 @@ def extract_embeddings(run: str, data_split_root: str, out: str, embedding_type:
     schema = pa.schema([("uid", pa.string()), ("split", pa.string()), ("embedding", pa.list_(pa.float32()))])
     with atomic_path(out_path) as partial, pq.ParquetWriter(partial, schema) as writer:
         for split, table in prepared.tables.items():
-            loader = make_loader(config, make_dataset(config, table, prepared.targets[split]), table, False,
+            loader = make_loader(config, make_dataset(config, inputs, table, prepared.targets[split]), table, False,
                                  equal_length, pin_memory=loader_pins_memory(config))
             for batch, emb in iterate_batches(model, loader, config, embed):
                 rows = emb.float().cpu().numpy()
@@ -101,11 +104,11 @@ def feature_stats(config: RunConfig, data_split_root: str, split: str = "train")
 
     Returns the statistics and the rows left out of them (bad audio with ``--on_error skip``)."""
     device = inference_device(config)
-    config.features.dataset_mean = config.features.dataset_std = None
-    prepared = prepare_eval_data(config, data_split_root, targets_needed=False)
+    inputs = dataclasses.replace(input_spec(config), dataset_mean=None, dataset_std=None)
+    prepared = prepare_eval_data(config, inputs, data_split_root, targets_needed=False)
     name = split if split in prepared.tables else next(iter(prepared.tables))
     table = prepared.tables[name]
-    dataset = make_dataset(config, table, prepared.targets[name])
+    dataset = make_dataset(config, inputs, table, prepared.targets[name])
     # float64 sums, except on MPS, which has no float64
     dtype = torch.float32 if device.type == "mps" else torch.float64
     value_sum = torch.zeros((), dtype=dtype, device=device)

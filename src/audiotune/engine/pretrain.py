@@ -22,6 +22,7 @@ from pytorch_lightning.utilities.types import OptimizerConfig, OptimizerLRSchedu
 from torch import Tensor
 
 from audiotune.config import RunConfig, check_config, save_config
+from audiotune.data.input_spec import InputSpec
 from audiotune.data.layout import read_splits
 from audiotune.data.loading import check_sampler_options, make_dataset, make_loader
 from audiotune.data.prepare import prepare_eval_data
@@ -36,11 +37,12 @@ from audiotune.engine.distributed import (
 from audiotune.engine.inference import inference_device, loader_pins_memory
 from audiotune.engine.module import optimizers
 from audiotune.engine.trainer import build_trainer
-from audiotune.models.backbones import SupportsPretraining, build_backbone, resolve_config
+from audiotune.models.backbones import SupportsPretraining, build_backbone, input_spec, resolve_config
 from audiotune.models.state_dict import load_torch_file
 from audiotune.outputs import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
+    INPUT_SPEC_FILE,
     LAST_CHECKPOINT,
     LOG_DIR,
     LOG_FILE,
@@ -126,11 +128,11 @@ class PretrainModule(pl.LightningModule):
         return optimizers(self.backbone.parameters(), self.config.train, self.steps_per_epoch)
 
 
-def _tables(config: RunConfig, exp_dir: Path,
+def _tables(config: RunConfig, inputs: InputSpec, exp_dir: Path,
             writes: bool = True) -> tuple[dict[str, pd.DataFrame], dict[str, np.ndarray]]:
-    """train / val tables of audio; without a val split, 10% of the rows (seeded) validate. The reports
-    (skipped rows, the drawn validation rows) are written when ``writes``."""
-    prepared = prepare_eval_data(config, config.data.data_split_root, targets_needed=False)
+    """train / val tables of audio as the model reads it; without a val split, 10% of the rows (seeded) validate.
+    The reports (skipped rows, the drawn validation rows) are written when ``writes``."""
+    prepared = prepare_eval_data(config, inputs, config.data.data_split_root, targets_needed=False)
     if writes:
         prepared.write_reports(exp_dir)
     tables = dict(prepared.tables)
@@ -183,6 +185,7 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
     backbone = build_backbone(config, pretrained=True)
     objective = _objective(config, backbone)
     config.model.objective = objective
+    inputs = input_spec(config)
     assert isinstance(backbone, SupportsPretraining)
     backbone.start_pretraining(objective, config)
     resume = exp_dir / CHECKPOINT_DIR / LAST_CHECKPOINT if config.train.resume else None
@@ -192,9 +195,10 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
                                 + ("; this run stopped before writing one: start it again with --overwrite"
                                    if stopped else ""))
     owned.start()
-    tables, targets = _tables(config, exp_dir, owned.writes)
+    tables, targets = _tables(config, inputs, exp_dir, owned.writes)
     if owned.writes:
         save_config(config, exp_dir / CONFIG_FILE)
+        write_json(exp_dir / INPUT_SPEC_FILE, inputs.to_dict())
     steps = config.train.training_steps
     # a step budget shorter than an epoch still validates (and keeps a best) at its end; set once the
     # loader's length (this process's share) is known
@@ -202,10 +206,10 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
     assert best is not None  # a monitored fit keeps its best epoch
     check_launch(trainer.is_global_zero, owned.writes)
     replicas, rank, pinned = trainer.world_size, trainer.global_rank, loader_pins_memory(config)
-    train_loader = make_loader(config, make_dataset(config, tables["train"], targets["train"], train=True),
+    train_loader = make_loader(config, make_dataset(config, inputs, tables["train"], targets["train"], train=True),
                                tables["train"], train=True, equal_length=False, pin_memory=pinned,
                                num_replicas=replicas, rank=rank)
-    val_loader = make_loader(config, make_dataset(config, tables["val"], targets["val"]), tables["val"], False,
+    val_loader = make_loader(config, make_dataset(config, inputs, tables["val"], targets["val"]), tables["val"], False,
                              False, pin_memory=pinned, num_replicas=replicas, rank=rank)
     if steps:
         trainer.val_check_interval = min(steps, len(train_loader))

@@ -18,11 +18,12 @@ from audiotune.engine.losses import training_class_weights
 from audiotune.engine.metrics import compute_metrics, scores_from_logits
 from audiotune.engine.module import ClassifierModule
 from audiotune.engine.trainer import build_trainer
-from audiotune.models.backbones import resolve_config
+from audiotune.models.backbones import input_spec, resolve_config
 from audiotune.models.checkpoint import build_classifier
 from audiotune.models.classifier import Classifier
 from audiotune.outputs import (
     CONFIG_FILE,
+    INPUT_SPEC_FILE,
     PLOT_DIR,
     PROBE_FILE,
     PROBE_PLOT,
@@ -72,11 +73,13 @@ def _probe(config: RunConfig, owned: OwnedRunDir, one_device: int | list[int]) -
     if blocker:
         raise ValueError(f"probe reads every layer from the feature cache, which cannot be used: {blocker}")
     pl.seed_everything(config.data.seed, workers=True, verbose=False)
-    prepared = prepare_training_data(config, exp_dir)
+    inputs = input_spec(config)
+    prepared = prepare_training_data(config, inputs, exp_dir)
     owned.start()
     prepared.write_reports(exp_dir)
     config.heads = prepared.heads
     save_config(config, exp_dir / CONFIG_FILE)
+    write_json(exp_dir / INPUT_SPEC_FILE, inputs.to_dict())
     encoder = build_classifier(config)
     stats: dict = {}
     cached = cached_datasets(encoder, config, prepared.tables, prepared.targets, stats)

@@ -12,7 +12,14 @@ import yaml
 from pytorch_lightning.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint
 from torch.utils.data import DataLoader
 
-from audiotune.config import RunConfig, check_config, config_changes, load_config, save_config
+from audiotune.config import (
+    INPUT_RESOLVED_VERSION,
+    RunConfig,
+    check_config,
+    config_changes,
+    load_config,
+    save_config,
+)
 from audiotune.data.balance import class_head
 from audiotune.data.loading import adaptation_loader, balanced_sampler, check_sampler_options, make_dataset, make_loader
 from audiotune.data.prepare import PreparedData, prepare_training_data
@@ -27,7 +34,7 @@ from audiotune.engine.losses import training_class_weights
 from audiotune.engine.module import TRAIN_CLIPS, ClassifierModule, trains
 from audiotune.engine.selection import check_monitor, monitor_key, monitor_mode
 from audiotune.engine.trainer import build_trainer
-from audiotune.models.backbones import resolve_config
+from audiotune.models.backbones import input_spec, resolve_config
 from audiotune.models.checkpoint import build_classifier, export_backbone, save_weights
 from audiotune.models.classifier import Classifier
 from audiotune.models.state_dict import load_torch_file
@@ -35,6 +42,7 @@ from audiotune.outputs import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
     CONFIG_HISTORY_FILE,
+    INPUT_SPEC_FILE,
     LAST_CHECKPOINT,
     LAYER_WEIGHTS_PLOT,
     LOG_DIR,
@@ -115,7 +123,8 @@ def _loaders(model: Classifier, config: RunConfig, prepared: PreparedData, cache
         return cached_loader(config, cached["train"], True, sampler, replicas, rank), val, cached
     train_table, val_table = prepared.tables["train"], prepared.tables.get("val")
     pinned = loader_pins_memory(config)
-    train_loader = make_loader(config, make_dataset(config, train_table, prepared.targets["train"], train=True),
+    inputs = input_spec(config)
+    train_loader = make_loader(config, make_dataset(config, inputs, train_table, prepared.targets["train"], train=True),
                                train_table, train=True, equal_length=False, pin_memory=pinned, sampler=sampler,
                                num_replicas=replicas, rank=rank)
     val_loader = None
@@ -124,7 +133,7 @@ def _loaders(model: Classifier, config: RunConfig, prepared: PreparedData, cache
         groups = None  # --adapt_bn COLUMN: every validation batch within one group, scored with its statistics
         if config.train.adapt_bn not in (OFF, WHOLE_SPLIT):
             groups = [rows for _, rows in adaptation_groups(val_table, config.train.adapt_bn, "val")]
-        val_loader = make_loader(config, make_dataset(config, val_table, prepared.targets["val"]),
+        val_loader = make_loader(config, make_dataset(config, inputs, val_table, prepared.targets["val"]),
                                  val_table, train=False, equal_length=equal, pin_memory=pinned,
                                  num_replicas=replicas, rank=rank, groups=groups)
     return train_loader, val_loader, None
@@ -138,7 +147,8 @@ def validation_adaptation(config: RunConfig, prepared: PreparedData) -> dict:
     table, targets = prepared.tables["val"], prepared.targets["val"]
     groups = adaptation_groups(table, config.train.adapt_bn, "val")
     pinned = loader_pins_memory(config)
-    adapt_groups = [(name, adaptation_loader(config, make_dataset(config, table.iloc[rows], targets[rows]),
+    inputs = input_spec(config)
+    adapt_groups = [(name, adaptation_loader(config, make_dataset(config, inputs, table.iloc[rows], targets[rows]),
                                              pin_memory=pinned)) for name, rows in groups]
     uid_groups = None
     if config.train.adapt_bn != WHOLE_SPLIT:
@@ -147,12 +157,20 @@ def validation_adaptation(config: RunConfig, prepared: PreparedData) -> dict:
 
 
 # what a resumed run may change without --allow_changes: how long it trains, and where and how fast it runs
-RESUME_FREE = ("train.epochs", "train.resume", "train.overwrite", "train.allow_changes", "runtime", "exp_dir")
+RESUME_FREE = ("train.epochs", "train.resume", "train.overwrite", "train.allow_changes", "runtime", "exp_dir",
+               "version")
 
 
 def resumed_changes(exp_dir: Path, config: RunConfig) -> dict[str, list]:
     """The options a resumed run changes from its config.yaml: an error naming them without ``--allow_changes``."""
-    changes = config_changes(load_config(exp_dir / CONFIG_FILE), config, RESUME_FREE)
+    earlier = load_config(exp_dir / CONFIG_FILE)
+    if earlier.version < INPUT_RESOLVED_VERSION:  # its audio and features sections hold the resolved input
+        changes = config_changes(earlier, config, (*RESUME_FREE, "audio", "features"))
+        before, after = input_spec(earlier), input_spec(config)
+        if before != after:
+            changes["input"] = [str(before), str(after)]
+    else:
+        changes = config_changes(earlier, config, RESUME_FREE)
     if changes and not config.train.allow_changes:
         shown = "; ".join(f"{key.partition('.')[2] or key} {old!r} -> {new!r}" for key, (old, new) in changes.items())
         raise ValueError(f"{exp_dir}: --resume with options that differ from the run's {CONFIG_FILE} ({shown}); "
@@ -228,7 +246,9 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
                                    if stopped else ""))
     pl.seed_everything(config.data.seed, workers=True, verbose=False)
     resolve_config(config)
-    prepared = prepare_training_data(config, exp_dir)
+    inputs = input_spec(config)
+    log.info("--model %s reads %s (%s)", config.model.model, inputs.to_dict(), INPUT_SPEC_FILE)
+    prepared = prepare_training_data(config, inputs, exp_dir)
     check_recording_targets(prepared.tables, prepared.targets, prepared.heads)
     check_monitor(config.train.monitor, prepared.heads)
     config.heads = prepared.heads
@@ -261,6 +281,7 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
         if resume is not None and changes:
             record_changes(exp_dir, changes)
         save_config(config, exp_dir / CONFIG_FILE)
+        write_json(exp_dir / INPUT_SPEC_FILE, inputs.to_dict())
         export_backbone(model, exp_dir)
         if not trains(config.train):
             log.warning("--epochs 0: no training step; the model is saved as initialised%s",

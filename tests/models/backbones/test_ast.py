@@ -20,9 +20,16 @@ from audiotune.cli import main
 from audiotune.config import RunConfig
 from audiotune.data.dataset import Collator, FeatureExtractor
 from audiotune.data.features import kaldi_fbank
-from audiotune.models.backbones import SupportsAttention, SupportsExportConfig, build_backbone, resolve_config
+from audiotune.models.backbones import (
+    SupportsAttention,
+    SupportsExportConfig,
+    build_backbone,
+    input_spec,
+    resolve_config,
+)
 from audiotune.models.backbones.ast import ASTBackbone
 from audiotune.models.classifier import masked_pool
+from audiotune.outputs import INPUT_SPEC_FILE
 
 transformers = pytest.importorskip("transformers")
 
@@ -72,12 +79,13 @@ def backbone(config: RunConfig) -> ASTBackbone:
 
 def pipeline_batch(config: RunConfig, clips: list[np.ndarray], pad_frame: torch.Tensor | None = None) -> dict:
     """What the data pipeline feeds the model: each clip's features alone, then the collator."""
-    extract = FeatureExtractor(config.features)
+    inputs = input_spec(config)
+    extract = FeatureExtractor(inputs)
     items = []
     for clip in clips:
         feats = extract(clip, RATE)
         items.append({"uid": "clip", "inputs": feats, "length": feats.shape[0], "targets": torch.zeros(1)})
-    return Collator(config.features.target_length, pad_frame)(items)
+    return Collator(inputs.target_length, pad_frame)(items)
 
 
 def extractor_inputs(checkpoint: Path, clips: list[np.ndarray]) -> torch.Tensor:
@@ -88,12 +96,15 @@ def extractor_inputs(checkpoint: Path, clips: list[np.ndarray]) -> torch.Tensor:
 
 
 def test_resolution_follows_the_checkpoints_extractor(checkpoint: Path, config: RunConfig, tmp_path: Path) -> None:
-    f = config.features
+    f = input_spec(config)
     assert (f.features, f.num_mel_bins, f.target_length, f.dataset_mean, f.dataset_std) == ("fbank", BINS, FRAMES,
                                                                                           MEAN, STD)
-    assert config.audio.resample_rate == RATE and config.model.freeze is True and config.audio.min_samples == 400
-    own = resolved(checkpoint, dataset_mean=-7.0, dataset_std=5.0)  # a new dataset's statistics are kept
-    assert (own.features.dataset_mean, own.features.dataset_std) == (-7.0, 5.0)
+    assert f.resample_rate == RATE and config.model.freeze is True and f.min_samples == 400
+    # the user's options stay as given: the config says what was asked, the spec what the model reads
+    f = config.features
+    assert (f.num_mel_bins, f.target_length, f.dataset_mean) == (None, 0, None)
+    own = input_spec(resolved(checkpoint, dataset_mean=-7.0, dataset_std=5.0))  # a new dataset's statistics are kept
+    assert (own.dataset_mean, own.dataset_std) == (-7.0, 5.0)
     with pytest.raises(ValueError, match="reads 16 mel bins"):
         resolved(checkpoint, num_mel_bins=128)
     with pytest.raises(ValueError, match="exactly 64 frames"):
@@ -155,7 +166,7 @@ def test_front_end_and_states_match_the_feature_extractor(checkpoint: Path, conf
 def test_a_clips_embedding_does_not_depend_on_its_batch(config: RunConfig, backbone: ASTBackbone) -> None:
     """Alone, beside a longer clip, and with --pad silence: the same states (the padding is rewritten)."""
     short, long = tone(300, 0.3, RATE, seed=3), tone(600, 1.0, RATE, seed=4)
-    silence = FeatureExtractor(config.features).silence(RATE)
+    silence = FeatureExtractor(input_spec(config)).silence(RATE)
 
     def pooled(clips: list[np.ndarray], pad_frame: torch.Tensor | None = None) -> list[torch.Tensor]:
         batch = pipeline_batch(config, clips, pad_frame)
@@ -187,9 +198,8 @@ def test_attention_and_export_config(backbone: ASTBackbone, tmp_path: Path) -> N
     for a, b in zip(states, plain):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
     backbone.export_config(tmp_path / "encoder")  # a -c folder: same architecture and front end
-    again = resolved(tmp_path / "encoder")
-    assert (again.features.num_mel_bins, again.features.target_length, again.features.dataset_mean,
-            again.features.dataset_std) == (BINS, FRAMES, MEAN, STD)
+    again = input_spec(resolved(tmp_path / "encoder"))
+    assert (again.num_mel_bins, again.target_length, again.dataset_mean, again.dataset_std) == (BINS, FRAMES, MEAN, STD)
 
 
 # ------------------------------------------------------------------------------------------ command line
@@ -220,8 +230,10 @@ def test_frozen_run_cache_rebuild_extract_and_probe(frozen_run: dict, checkpoint
     assert first["feature_cache"]["used"] and first["feature_cache"]["encoded"] == 24
     assert first["test"]["n"] == 4 and 0 <= first["test"]["accuracy"] <= 1
     config = (run / "config.yaml").read_text()
-    assert "model: ast" in config and "freeze: true" in config and "target_length: 64" in config
-    assert "num_mel_bins: 16" in config and "dataset_mean: -5.0" in config
+    assert "model: ast" in config and "freeze: true" in config and "target_length: 0" in config  # as the user gave
+    read = json.loads((run / INPUT_SPEC_FILE).read_text())  # what the model read, from the checkpoint's extractor
+    assert (read["features"], read["target_length"], read["num_mel_bins"], read["dataset_mean"]) == ("fbank", 64, 16,
+                                                                                                     -5.0)
     assert (run / "encoder" / "config.json").is_file() and (run / "encoder" / "preprocessor_config.json").is_file()
     # a second run with another head reads every clip from the cache
     again = train_args(ds, checkpoint, tmp_path / "again", "--clf_bottleneck", "0")

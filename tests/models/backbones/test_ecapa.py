@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from conftest import shared_path
 
+from audiotune.config import RunConfig
+from audiotune.models.backbones import input_spec, resolve_config
 from audiotune.models.backbones.ecapa import EcapaBackbone, EcapaOptions
 from audiotune.models.backbones.ecapa_model import (
     ECAPA_TDNN,
@@ -281,3 +283,21 @@ def test_backbone_hidden_states_and_gradients() -> None:
         part, _ = backbone.hidden_states(feats, lengths)
         torch.testing.assert_close(part[0][0], full[0][0], atol=1e-5, rtol=0)
         assert (part[0][1:] - full[0][1:]).abs().amax(dim=(1, 2)).min() > 1e-4  # lengths reach the model
+
+
+def test_input_defaults_follow_training_and_leave_the_config_as_given() -> None:
+    config = RunConfig()  # --model ecapa_tdnn
+    config.model.options.update(channels=[16, 16, 48], kernel_sizes=[5, 3, 1], dilations=[1, 2, 1])
+    resolve_config(config)
+    inputs = input_spec(config)
+    # 80 mel bins, light SpecAugment while the encoder trains, and enough frames for the widest padding (2)
+    assert (inputs.num_mel_bins, inputs.freqm, inputs.timem, inputs.min_samples) == (80, 8, 10, 400 + 2 * 160)
+    assert (config.features.num_mel_bins, config.features.freqm, config.audio.min_samples) == (None, None, 0)
+    config.model.freeze = True  # a frozen encoder's inputs stay fixed (the feature cache): no masks unless asked
+    assert (input_spec(config).freqm, input_spec(config).timem) == (0, 0)
+    config.features.freqm, config.features.num_mel_bins = 4, 24
+    assert (input_spec(config).freqm, input_spec(config).num_mel_bins) == (4, 24)
+    assert EcapaBackbone(EcapaOptions.from_config(config)).ecapa.blocks[0].conv.conv.in_channels == 24
+    config.features.features = "waveform"
+    with pytest.raises(ValueError, match="fbank or mfcc"):
+        input_spec(config)

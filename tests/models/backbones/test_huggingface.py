@@ -1,6 +1,7 @@
 """HFBackbone on tiny offline checkpoints of wav2vec2 (group and layer norm), HuBERT, WavLM and data2vec-audio."""
 from __future__ import annotations
 
+import copy
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from conftest import HF_RATE as RATE
 from conftest import HF_TINY as TINY
 
 from audiotune.config import RunConfig
-from audiotune.models.backbones import build_backbone, resolve_config
+from audiotune.models.backbones import build_backbone, input_spec, resolve_config
 from audiotune.models.backbones.huggingface import HFBackbone, HFOptions
 from audiotune.models.classifier import masked_pool
 
@@ -202,7 +203,7 @@ def test_load_pretrained_and_registered_factory(checkpoints: dict[str, Path],
     config = RunConfig()
     config.model.model, config.model.checkpoint, config.audio.resample_rate = "hf", path, 0
     resolve_config(config)
-    assert config.model.freeze is True and config.audio.resample_rate == RATE
+    assert config.model.freeze is True and input_spec(config).resample_rate == RATE and config.audio.resample_rate == 0
     built = build_backbone(config)  # registered as "hf": from_pretrained on --checkpoint
     assert isinstance(built, HFBackbone) and built.checkpoint == path
     assert all(torch.equal(v, reference[k]) for k, v in built.state_dict().items())
@@ -254,3 +255,22 @@ def test_gradient_checkpointing_flag_is_an_hf_option(checkpoints: dict[str, Path
     assert checkpointing(build_backbone(config))
     with pytest.raises(ValueError, match="gradient_checkpointing .--model hf"):
         config_from_args(build_parser().parse_args([*flags, "--model", "ecapa_tdnn"]))
+
+
+def test_the_input_is_the_extractors_and_the_config_keeps_the_users_options(checkpoints: dict[str, Path]) -> None:
+    config = RunConfig()
+    config.model.model, config.model.checkpoint = "hf", str(checkpoints["hubert"])  # an extractor without norm
+    config.audio.resample_rate, config.features.waveform_norm = 8000, True
+    given = copy.deepcopy(config)
+    resolve_config(config)
+    inputs = input_spec(config)
+    assert (inputs.features, inputs.waveform_norm, inputs.resample_rate) == ("waveform", False, RATE)
+    assert inputs.min_samples == 10 + (3 - 1) * 5  # one frame of the tiny convolutions (kernels 10, 3; stride 5)
+    assert (config.audio, config.features) == (given.audio, given.features)  # what the user asked, unchanged
+    config.model.objective = "ptapt"  # masked prediction of labels covering every frame: whole clips
+    assert (input_spec(config).clip_length, input_spec(config).eval_clip_length) == (0.0, 0.0)
+    # a config of an earlier release holds the input its backbone resolved then, and that stays its input
+    earlier = copy.deepcopy(given)
+    earlier.version, earlier.features.features, earlier.audio.min_samples = 1, "waveform", 400
+    read = input_spec(earlier)
+    assert (read.features, read.waveform_norm, read.resample_rate, read.min_samples) == ("waveform", True, 8000, 400)

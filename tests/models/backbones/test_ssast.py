@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from audiotune.config import ClassifierConfig, HeadSpec, RunConfig
-from audiotune.models.backbones import build_backbone, resolve_config
+from audiotune.models.backbones import build_backbone, input_spec, resolve_config
 from audiotune.models.backbones.ssast import (
     SSASTBackbone,
     SSASTOptions,
@@ -490,12 +490,13 @@ def test_resolve_ssast_defaults_and_errors(caplog) -> None:
     with caplog.at_level("WARNING"):
         build_backbone(config)  # frozen and nothing to load: the user is told
     assert "stays random" in caplog.text
-    assert config.features.features == "fbank" and config.features.target_length == 1024
+    inputs = input_spec(config)
+    assert inputs.features == "fbank" and inputs.target_length == 1024 and config.features.target_length == 0
     assert config.model.freeze is True
     config = ssast_config(task="pretrain_joint")
     config.features.target_length = 64
     resolve_config(config)
-    assert config.model.freeze is False and config.features.target_length == 64
+    assert config.model.freeze is False and input_spec(config).target_length == 64
     with pytest.raises(ValueError, match="num_mel_bins"):
         resolve_config(ssast_config(fshape=128, fstride=128, tshape=2, tstride=2))
     with pytest.raises(ValueError, match="no overlapping"):

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from audiotune.cli import main
 from audiotune.config import RunConfig
+from audiotune.data.input_spec import InputSpec
 from audiotune.data.loading import make_dataset
 from audiotune.data.prepare import prepare_eval_data, prepare_training_data
 from audiotune.models.backbones.huggingface import HFBackbone, HFOptions
@@ -77,8 +78,9 @@ def test_scored_clips_keep_their_own_crop(dataset: dict) -> None:
     lengths = {}
     for eval_clip in (-1.0, 0.0, 0.5):
         config.audio.eval_clip_length = eval_clip
-        lengths[eval_clip] = (len(make_dataset(config, table, targets, train=True)[0]["inputs"]),
-                              len(make_dataset(config, table, targets)[0]["inputs"]))
+        inputs = InputSpec.from_sections(config.audio, config.features)
+        lengths[eval_clip] = (len(make_dataset(config, inputs, table, targets, train=True)[0]["inputs"]),
+                              len(make_dataset(config, inputs, table, targets)[0]["inputs"]))
     assert lengths[-1.0] == (3200, 3200)  # the same crop as training
     assert lengths[0.0][0] == 3200 and lengths[0.0][1] == round(0.6 * 16000)  # the whole 0.6 s clip
     assert lengths[0.5] == (3200, 8000)
@@ -90,10 +92,11 @@ def test_scored_splits_are_measured_with_their_own_crop(dataset: dict, tmp_path:
     config.data.label_txt = str(dataset["labels"])
     config.features.features = "waveform"
     config.audio.clip_length, config.audio.eval_clip_length = 0.2, 0.0
-    prepared = prepare_training_data(config, tmp_path)
+    inputs = InputSpec.from_sections(config.audio, config.features)
+    prepared = prepare_training_data(config, inputs, tmp_path)
     assert set(prepared.tables["train"]["num_samples"]) == {3200}  # equal-length batching relies on these
     assert prepared.tables["val"]["num_samples"].min() > 3200 and prepared.tables["test"]["num_samples"].min() > 3200
-    scored = prepare_eval_data(config, str(dataset["split"]))
+    scored = prepare_eval_data(config, inputs, str(dataset["split"]))
     assert scored.tables["train"]["num_samples"].min() > 3200  # evaluate scores every split whole
 
 

@@ -16,8 +16,9 @@ from conftest import make_uid_dataset, tone
 
 from audiotune.cli import main
 from audiotune.config import RunConfig
-from audiotune.models.backbones import build_backbone, resolve_config
+from audiotune.models.backbones import build_backbone, input_spec, resolve_config
 from audiotune.models.backbones.whisper import WhisperBackbone, WhisperOptions, front_end_settings
+from audiotune.outputs import INPUT_SPEC_FILE
 
 RATE, HOP, N_FFT, MELS, POSITIONS = 16000, 160, 400, 16, 50
 WINDOW = 2 * POSITIONS * HOP  # samples of the stock encoder's input: 1 s
@@ -164,9 +165,10 @@ def test_resolve_build_load_and_export_config(checkpoint: Path, backbone: Whispe
     config = RunConfig()
     config.model.model, config.model.checkpoint, config.audio.resample_rate = "whisper", str(checkpoint), 8000
     resolve_config(config)
-    assert config.features.features == "waveform" and config.features.waveform_norm is False
-    assert config.model.freeze is True and config.audio.resample_rate == RATE
-    assert config.model.options["max_window"] == 1.0 and config.audio.min_samples == N_FFT
+    inputs = input_spec(config)
+    assert inputs.features == "waveform" and inputs.waveform_norm is False
+    assert config.model.freeze is True and inputs.resample_rate == RATE and config.audio.resample_rate == 8000
+    assert config.model.options["max_window"] == 1.0 and inputs.min_samples == N_FFT
     reference = backbone.state_dict()
     built = build_backbone(config)
     assert isinstance(built, WhisperBackbone)
@@ -240,7 +242,9 @@ def test_frozen_run_uses_the_feature_cache_then_hits_it(frozen_run: dict) -> Non
     assert first["feature_cache"]["used"] and first["feature_cache"]["encoded"] == 24
     assert first["test"]["n"] == 4
     config = (frozen_run["run"] / "config.yaml").read_text()
-    assert "features: waveform" in config and "freeze: true" in config and "max_window: 1.0" in config
+    assert "features: fbank" in config and "freeze: true" in config and "max_window: 1.0" in config  # as given
+    read = json.loads((frozen_run["run"] / INPUT_SPEC_FILE).read_text())  # what the model read
+    assert (read["features"], read["waveform_norm"], read["resample_rate"]) == ("waveform", False, RATE)
     again = frozen_run["root"] / "again"
     assert main([*frozen_run["args"], "-o", str(again), "--final_dropout", "0.1"]) == 0
     second = json.loads((again / "metrics.json").read_text())

@@ -5,6 +5,9 @@ A backbone is a :class:`Backbone` (an ``nn.Module``) with ``embedding_dim``, ``n
 ``needs_equal_length``,
 ``hidden_states(inputs, lengths) -> (list of (B, T, D) tensors, (B, T) bool mask)`` and
 ``load_pretrained(path)``. The classifier, engine and CLI never look at which one it is.
+
+What a backbone reads is its :class:`~audiotune.data.input_spec.InputSpec`, derived from the user's options by
+:func:`input_spec` (the config is never rewritten with it).
 """
 from __future__ import annotations
 
@@ -21,8 +24,8 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-from audiotune.config import RunConfig, check_types, range_problems
-from audiotune.data.features import min_samples_for_frames
+from audiotune.config import INPUT_RESOLVED_VERSION, RunConfig, check_types, range_problems
+from audiotune.data.input_spec import InputSpec
 
 
 class Backbone(nn.Module):
@@ -145,33 +148,36 @@ def encode_in_windows(encode: Callable[[Tensor, Tensor], tuple[list[Tensor], Ten
 
 
 BackboneFactory = Callable[[RunConfig, bool], Backbone]
-ConfigResolver = Callable[[RunConfig], None]
+ModelResolver = Callable[[RunConfig], None]
+InputDeclaration = Callable[[RunConfig], InputSpec]
 
 
 @dataclass(frozen=True)
 class Entry:
-    """A registered backbone: its factory, its resolver and its options dataclass (None: it has none)."""
+    """A registered backbone: its factory, its input, its model-section resolver and its options dataclass."""
 
     factory: BackboneFactory
-    resolve: ConfigResolver | None
+    input: InputDeclaration | None
+    resolve: ModelResolver | None
     options: type | None
 
 
 _REGISTRY: dict[str, Entry] = {}
 
 
-def register(name: str, resolve: ConfigResolver | None = None,
+def register(name: str, input: InputDeclaration | None = None, resolve: ModelResolver | None = None,
              options: type | None = None) -> Callable[[BackboneFactory], BackboneFactory]:
     """Decorator: make ``factory(config, pretrained)`` available as ``--model NAME``.
 
     ``options`` is the backbone's own options dataclass (fields made with :func:`audiotune.config.option`):
     its fields become flags shown with ``--model NAME``, their values live in ``config.model.options``, and
-    :func:`backbone_options` reads them back as an instance. ``resolve(config)`` fills the options the backbone
-    decides (input features, sample rate, defaults) and rejects combinations it cannot run, before anything is
-    read or written.
+    :func:`backbone_options` reads them back as an instance. ``input(config)`` returns the
+    :class:`~audiotune.data.input_spec.InputSpec` the backbone reads given the user's options (pure: the config
+    is not changed; default: the audio and features sections as they are) and rejects inputs it cannot read.
+    ``resolve(config)`` fills the model section's defaults the backbone decides (checkpoint, freezing).
     """
     def wrap(factory: BackboneFactory) -> BackboneFactory:
-        _REGISTRY[name] = Entry(factory, resolve, options)
+        _REGISTRY[name] = Entry(factory, input, resolve, options)
         return factory
     return wrap
 
@@ -229,19 +235,28 @@ def backbone_options(config: RunConfig) -> Any:
 
 
 def resolve_config(config: RunConfig) -> RunConfig:
-    """Let the chosen backbone settle the options it owns; returns the same config."""
+    """Let the chosen backbone settle the model section's options it owns (its options complete, its default
+    checkpoint and freezing); returns the same config. The audio and features sections stay as the user gave
+    them: what the model reads is :func:`input_spec`."""
     entry = _entry(config.model.model)
     options = backbone_options(config)
     config.model.options = dataclasses.asdict(options) if options is not None else {}  # every option, complete
     resolve = entry.resolve
     if resolve is not None:
         resolve(config)
-    if not config.audio.min_samples:
-        config.audio.min_samples = min_samples_for_frames(config.features, config.audio.resample_rate)
-    features = config.features
-    features.freqm = 0 if features.freqm is None else features.freqm  # SpecAugment is off unless a backbone
-    features.timem = 0 if features.timem is None else features.timem  # or the user turns it on
+    input_spec(config)  # an input the backbone cannot read is an error now, before anything is read or written
     return config
+
+
+def input_spec(config: RunConfig) -> InputSpec:
+    """What the chosen backbone reads given the config's options; a ValueError for inputs it cannot read.
+
+    A config written by an earlier release already holds the input its backbone resolved, and that is its input.
+    """
+    declare = _entry(config.model.model).input
+    if config.version < INPUT_RESOLVED_VERSION or declare is None:
+        return InputSpec.from_sections(config.audio, config.features)
+    return declare(config)
 
 
 def build_backbone(config: RunConfig, pretrained: bool = True) -> Backbone:

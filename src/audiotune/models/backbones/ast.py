@@ -6,7 +6,7 @@ classification checkpoint (``ASTForAudioClassification``) loads without its head
 Input
 -----
 The checkpoint's own ``ASTFeatureExtractor`` (``preprocessor_config.json``) is reproduced by the shared front end,
-set up by :func:`resolve_ast`: Kaldi fbank (``data.features.kaldi_fbank``: hanning window, 25 ms frames, 10 ms
+set up by :func:`ast_input`: Kaldi fbank (``data.features.kaldi_fbank``: hanning window, 25 ms frames, 10 ms
 shift, preemphasis 0.97, DC offset removed, no energy, dither 0, log floored at float32 eps: the settings of
 ``torchaudio.compliance.kaldi.fbank`` that the extractor calls) at its ``sampling_rate`` with its
 ``num_mel_bins``, on float waveforms (no int16 scaling, as the extractor), normalised as ``(x - mean) / (2 std)``
@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +49,11 @@ import torch
 from torch import Tensor
 
 from audiotune.config import RunConfig
-from audiotune.models.backbones import Backbone, register
+from audiotune.data.input_spec import InputSpec
+from audiotune.models.backbones import Backbone, input_spec, register
 
-__all__ = ["DEFAULT_CHECKPOINT", "ASTBackbone", "ASTOptions", "ast_extractor_settings", "build_ast", "resolve_ast"]
+__all__ = ["DEFAULT_CHECKPOINT", "ASTBackbone", "ASTOptions", "ast_extractor_settings", "ast_input", "build_ast",
+           "resolve_ast"]
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +101,8 @@ def patch_grid(model_config: Any) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class ASTOptions:
-    """What builds an :class:`ASTBackbone`, read from a resolved run config by :meth:`from_config`."""
+    """What builds an :class:`ASTBackbone`, read from a run config by :meth:`from_config` (the input from
+    :func:`ast_input`)."""
 
     checkpoint: str = DEFAULT_CHECKPOINT
     sample_rate: int = 16000
@@ -108,9 +111,8 @@ class ASTOptions:
 
     @classmethod
     def from_config(cls, config: RunConfig) -> ASTOptions:
-        f = config.features
-        return cls(checkpoint=config.model.checkpoint or DEFAULT_CHECKPOINT,
-                   sample_rate=config.audio.resample_rate or 16000,
+        f = input_spec(config)
+        return cls(checkpoint=config.model.checkpoint or DEFAULT_CHECKPOINT, sample_rate=f.rate_or_default,
                    dataset_mean=None if f.dataset_std is None else float(f.dataset_mean or 0.0),
                    dataset_std=None if f.dataset_std is None else float(f.dataset_std))
 
@@ -241,38 +243,24 @@ class ASTBackbone(Backbone):
 
 
 def resolve_ast(config: RunConfig) -> None:
-    """The checkpoint's ASTFeatureExtractor as the front end; frozen unless asked (as ``--model hf``).
-
-    Sets ``--features fbank`` at the extractor's rate with its mel bins, ``--target_length`` = the model's
-    ``max_length`` and ``--dataset_mean/--dataset_std`` = its ``mean``/``std`` (when it normalises and neither is
-    given). Other features, mel bins or lengths than the checkpoint's are an error.
-    """
-    f, m = config.features, config.model
+    """The default checkpoint; frozen unless asked (as ``--model hf``); warnings where the extractor and the model
+    disagree, where ``--resample_rate`` is not the extractor's rate and where ``--clip_length`` leaves frames
+    empty (:func:`ast_input` is what the model reads)."""
+    m = config.model
     if not m.checkpoint:
         m.checkpoint = DEFAULT_CHECKPOINT
     if m.freeze is None:
         m.freeze = True
-    if f.features != "fbank":
-        raise ValueError(f"--features {f.features}: --model ast reads the Kaldi fbank of its feature extractor")
     model = _model_config(m.checkpoint)
     settings = ast_extractor_settings(m.checkpoint)
-    bins, frames = int(model.num_mel_bins), int(model.max_length)
-    if (settings["num_mel_bins"], settings["max_length"]) != (bins, frames):
+    frames = int(model.max_length)
+    if (settings["num_mel_bins"], settings["max_length"]) != (int(model.num_mel_bins), frames):
         log.warning("%s: its feature extractor says %s mel bins x %s frames, its model %s x %s; the model's are used",
-                    m.checkpoint, settings["num_mel_bins"], settings["max_length"], bins, frames)
-    if f.num_mel_bins not in (None, bins):
-        raise ValueError(f"--num_mel_bins {f.num_mel_bins}: {m.checkpoint} reads {bins} mel bins")
-    if f.target_length not in (0, frames):
-        raise ValueError(f"--target_length {f.target_length}: {m.checkpoint} reads exactly {frames} frames (its "
-                         "position embeddings are fixed)")
-    f.num_mel_bins, f.target_length = bins, frames
+                    m.checkpoint, settings["num_mel_bins"], settings["max_length"], model.num_mel_bins, frames)
     rate = settings["sampling_rate"]
     if config.audio.resample_rate and config.audio.resample_rate != rate:
         log.warning("--resample_rate %s: %s expects %s Hz; audio is resampled to that", config.audio.resample_rate,
                     m.checkpoint, rate)
-    config.audio.resample_rate = rate
-    if settings["do_normalize"] and f.dataset_mean is None and f.dataset_std is None:
-        f.dataset_mean, f.dataset_std = settings["mean"], settings["std"]
     frame, shift = int(rate * 0.025), int(rate * 0.010)  # kaldi_fbank's 25 ms frames, 10 ms shift
     needed = (frames - 1) * shift + frame  # samples that fill every frame
     if config.audio.clip_length and config.audio.clip_length * rate < needed:
@@ -282,7 +270,33 @@ def resolve_ast(config: RunConfig) -> None:
                  math.ceil(needed / rate * 100) / 100)
 
 
-@register("ast", resolve=resolve_ast)
+def ast_input(config: RunConfig) -> InputSpec:
+    """The checkpoint's ASTFeatureExtractor as the front end: the Kaldi fbank at the extractor's rate with the
+    model's mel bins, padded or cropped to the model's ``max_length`` frames, normalised by the extractor's
+    ``mean``/``std`` when it normalises and neither ``--dataset_mean`` nor ``--dataset_std`` is given. Other
+    features, mel bins or lengths than the checkpoint's are an error."""
+    f = config.features
+    checkpoint = config.model.checkpoint or DEFAULT_CHECKPOINT
+    if f.features != "fbank":
+        raise ValueError(f"--features {f.features}: --model ast reads the Kaldi fbank of its feature extractor")
+    model = _model_config(checkpoint)
+    settings = ast_extractor_settings(checkpoint)
+    bins, frames = int(model.num_mel_bins), int(model.max_length)
+    if f.num_mel_bins not in (None, bins):
+        raise ValueError(f"--num_mel_bins {f.num_mel_bins}: {checkpoint} reads {bins} mel bins")
+    if f.target_length not in (0, frames):
+        raise ValueError(f"--target_length {f.target_length}: {checkpoint} reads exactly {frames} frames (its "
+                         "position embeddings are fixed)")
+    mean, std = f.dataset_mean, f.dataset_std
+    if settings["do_normalize"] and mean is None and std is None:
+        mean, std = settings["mean"], settings["std"]
+    spec = replace(InputSpec.from_sections(config.audio, config.features), resample_rate=settings["sampling_rate"],
+                   num_mel_bins=bins, target_length=frames, dataset_mean=mean, dataset_std=std,
+                   min_samples=config.audio.min_samples)
+    return spec.with_min_samples()
+
+
+@register("ast", input=ast_input, resolve=resolve_ast)
 def build_ast(config: RunConfig, pretrained: bool = True) -> ASTBackbone:
     """The AST encoder named by ``--checkpoint`` (default MIT/ast-finetuned-audioset-10-10-0.4593).
 

@@ -5,22 +5,22 @@ batches at inference (see :mod:`audiotune.models.backbones.ecapa_model`).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from audiotune.config import AT_LEAST_1, RunConfig, option
-from audiotune.data.features import min_samples_for_frames
-from audiotune.models.backbones import Backbone, backbone_options, register
+from audiotune.data.input_spec import InputSpec
+from audiotune.models.backbones import Backbone, backbone_options, input_spec, register
 from audiotune.models.backbones.ecapa_model import (
     ECAPA_TDNN,
     frames_to_relative_lengths,
     load_speechbrain_state_dict,
 )
 
-__all__ = ["EcapaBackbone", "EcapaOptions", "build_ecapa", "resolve_ecapa"]
+__all__ = ["EcapaBackbone", "EcapaOptions", "build_ecapa", "ecapa_input", "resolve_ecapa"]
 
 
 @dataclass
@@ -55,9 +55,9 @@ class EcapaOptions:
     @classmethod
     def from_config(cls, config: RunConfig) -> EcapaOptions:
         """The run's ECAPA flags; the input is its fbank (``num_mel_bins``) or MFCC (``n_mfcc``) width."""
-        m, f = backbone_options(config), config.features
+        m, f = backbone_options(config), input_spec(config)
         input_size = f.num_mel_bins if f.features == "fbank" else f.n_mfcc
-        assert input_size is not None  # resolve_ecapa sets num_mel_bins
+        assert input_size is not None  # ecapa_input sets num_mel_bins
         return cls(input_size, m.lin_neurons, tuple(m.channels), tuple(m.kernel_sizes), tuple(m.dilations),
                    m.attention_channels, m.res2net_scale, m.se_channels, m.global_context)
 
@@ -104,30 +104,33 @@ class EcapaBackbone(Backbone):
 
 
 def resolve_ecapa(config: RunConfig) -> None:
-    """ECAPA-TDNN reads fbank or MFCC features and is trained, so it is never frozen unless asked.
+    """ECAPA-TDNN is trained, so it is never frozen unless asked."""
+    if config.model.freeze is None:
+        config.model.freeze = False
+
+
+def ecapa_input(config: RunConfig) -> InputSpec:
+    """ECAPA-TDNN reads fbank or MFCC features, long enough for every frame-level convolution.
 
     Unless given, 80 mel bins and, when the encoder is trained, light SpecAugment (frequency masks up to 8
     bins, time masks up to 10 frames); with the cosine schedule these are the newcomer defaults measured
     in BENCHMARKS.md against the seed's MFCC, constant learning rate and no masking.
     """
-    if config.features.features not in ("fbank", "mfcc"):
-        raise ValueError(f"--model ecapa_tdnn reads fbank or mfcc features, not '{config.features.features}'")
-    if config.model.freeze is None:
-        config.model.freeze = False
-    if config.features.num_mel_bins is None:
-        config.features.num_mel_bins = 80  # the usual ECAPA-TDNN input
+    f = config.features
+    if f.features not in ("fbank", "mfcc"):
+        raise ValueError(f"--model ecapa_tdnn reads fbank or mfcc features, not '{f.features}'")
+    trained = not config.model.freeze  # a frozen encoder keeps its inputs fixed, so the feature cache can serve
+    spec = replace(InputSpec.from_sections(config.audio, f),
+                   num_mel_bins=80 if f.num_mel_bins is None else f.num_mel_bins,  # the usual ECAPA-TDNN input
+                   freqm=(8 if trained else 0) if f.freqm is None else f.freqm,
+                   timem=(10 if trained else 0) if f.timem is None else f.timem, min_samples=config.audio.min_samples)
     # every frame-level convolution reflect-pads by (kernel - 1) * dilation / 2 and needs more frames than that
     settings = backbone_options(config)
     pads = [(k - 1) * d // 2 for k, d in zip(settings.kernel_sizes, settings.dilations)]
-    config.audio.min_samples = min_samples_for_frames(config.features, config.audio.resample_rate, max(pads) + 1)
-    trained = not config.model.freeze  # a frozen encoder keeps its inputs fixed, so the feature cache can serve
-    if config.features.freqm is None:
-        config.features.freqm = 8 if trained else 0
-    if config.features.timem is None:
-        config.features.timem = 10 if trained else 0
+    return spec.with_min_samples(max(pads) + 1)
 
 
-@register("ecapa_tdnn", resolve=resolve_ecapa, options=EcapaSettings)
+@register("ecapa_tdnn", input=ecapa_input, resolve=resolve_ecapa, options=EcapaSettings)
 def build_ecapa(config: RunConfig, pretrained: bool = True) -> EcapaBackbone:
     """ECAPA-TDNN over the run's fbank (num_mel_bins) or MFCC (n_mfcc) features; ``--checkpoint`` if pretrained."""
     backbone = EcapaBackbone(EcapaOptions.from_config(config))

@@ -135,7 +135,8 @@ class Wav2Vec2Tapt(nn.Module):
                         "(--fresh_quantizer)", checkpoint)
         self.model: Any = model  # a transformers model
         self.anneal = bool(m.gumbel_anneal)
-        self.max_samples = round(config.train.max_seconds * (config.audio.resample_rate or 16000))
+        # the encoder reads audio at its extractor's rate (the backbone's input spec)
+        self.max_samples = round(config.train.max_seconds * extractor_settings(checkpoint)["sampling_rate"])
         self.group_norm = getattr(hf_config, "feat_extract_norm", "layer") == "group"
         if config.model.freeze_feature_encoder:
             self.model.freeze_feature_encoder()

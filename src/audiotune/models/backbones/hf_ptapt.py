@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from audiotune.config import RunConfig
 from audiotune.data.pseudo_labels import PseudoLabels, read_pseudo_labels
 from audiotune.models.backbones import backbone_options
+from audiotune.models.backbones.hf_checkpoint import extractor_settings
 from audiotune.models.backbones.hf_pretraining import save_encoder, span_mask
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ class PseudoLabelPretraining(nn.Module):
                              "needs masked frames (> 0, >= 1)")
         self.hop = int(np.prod(getattr(hf_config, "conv_stride", ()) or (0,)))
         meta = self.targets.meta
-        rate = config.audio.resample_rate
+        rate = extractor_settings(checkpoint)["sampling_rate"]  # the encoder's input rate (its input spec)
         if (meta.get("hop_samples"), meta.get("sample_rate")) != (self.hop, rate):
             raise ValueError(f"--pseudo_labels {self.targets.path}: labels of frames every {meta.get('hop_samples')} "
                              f"samples at {meta.get('sample_rate')} Hz, but {checkpoint} makes a frame every "

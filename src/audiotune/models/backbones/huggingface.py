@@ -44,11 +44,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from audiotune.config import AT_LEAST_0, AT_LEAST_1, PROBABILITY, RunConfig, option
-from audiotune.models.backbones import Backbone, backbone_options, encode_in_windows, register
+from audiotune.data.input_spec import InputSpec
+from audiotune.models.backbones import Backbone, backbone_options, encode_in_windows, input_spec, register
 from audiotune.models.backbones.hf_checkpoint import conv_receptive_field, extractor_settings
 from audiotune.storage import Role
 
-__all__ = ["DEFAULT_CHECKPOINT", "HFBackbone", "HFOptions", "build_hf", "extractor_settings", "resolve_hf"]
+__all__ = ["DEFAULT_CHECKPOINT", "HFBackbone", "HFOptions", "build_hf", "extractor_settings", "hf_input",
+           "resolve_hf"]
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +102,7 @@ class HFOptions:
     def from_config(cls, config: RunConfig) -> HFOptions:
         m = backbone_options(config)
         return cls(checkpoint=config.model.checkpoint or DEFAULT_CHECKPOINT, max_window=float(m.max_window),
-                   sample_rate=config.audio.resample_rate or 16000, mask_time_prob=float(m.mask_time_prob or 0.0),
+                   sample_rate=input_spec(config).resample_rate, mask_time_prob=float(m.mask_time_prob or 0.0),
                    mask_time_length=int(m.mask_time_length or 10), mask_feature_prob=float(m.mask_feature_prob),
                    mask_feature_length=int(m.mask_feature_length),
                    gradient_checkpointing=bool(m.gradient_checkpointing))
@@ -268,8 +270,15 @@ class HFBackbone(Backbone):
         return 0, None
 
     def export_config(self, folder: str | Path) -> None:
-        """Write the encoder's architecture (config.json) so a run directory rebuilds without the hub."""
+        """Write the encoder's architecture (config.json) and its feature extractor (preprocessor_config.json),
+        so a run directory rebuilds without the hub and reads its input as the run did (:func:`hf_input`)."""
+        from transformers import AutoFeatureExtractor
+
         self.model.config.save_pretrained(str(folder))
+        try:
+            AutoFeatureExtractor.from_pretrained(self.checkpoint).save_pretrained(str(folder))
+        except (OSError, ValueError):  # none with the checkpoint: the folder falls back to the same settings
+            pass
 
     def freeze_feature_encoder(self) -> None:
         """Freeze the CNN feature encoder only (the transformer and projection stay trainable)."""
@@ -288,16 +297,11 @@ class HFBackbone(Backbone):
 
     def start_pretraining(self, objective: str, config: RunConfig) -> None:
         """Load what the objective trains (quantizer and projections, or cluster heads); the encoder becomes
-        its own. P-TAPT reads whole clips (its labels cover every frame; ``--max_seconds`` crops them)."""
+        its own. P-TAPT reads whole clips (:func:`hf_input`)."""
         from audiotune.models.backbones.hf_pretraining import Wav2Vec2Tapt
         from audiotune.models.backbones.hf_ptapt import PseudoLabelPretraining
 
         if objective == "ptapt":
-            if config.audio.clip_length:
-                log.info("--objective ptapt reads whole clips (--clip_length %s ignored; --max_seconds crops)",
-                         config.audio.clip_length)
-                config.audio.clip_length = 0.0
-            config.audio.eval_clip_length = -1.0  # validation clips whole too
             self.pretrainer: Wav2Vec2Tapt | PseudoLabelPretraining = PseudoLabelPretraining(self.checkpoint, config)
         else:
             self.pretrainer = Wav2Vec2Tapt(self.checkpoint, config)
@@ -325,7 +329,8 @@ class HFBackbone(Backbone):
 
 
 def resolve_hf(config: RunConfig) -> None:
-    """Waveform input at the encoder's own rate and normalisation; frozen unless asked (as the seed did)."""
+    """The default checkpoint; frozen unless asked (as the seed did); a warning when ``--resample_rate`` is not
+    the encoder's rate (:func:`hf_input` reads the encoder's)."""
     if not config.model.checkpoint:
         config.model.checkpoint = DEFAULT_CHECKPOINT
     if config.model.freeze is None:
@@ -334,19 +339,30 @@ def resolve_hf(config: RunConfig) -> None:
     if masking.masks and config.model.freeze:
         raise ValueError(f"--mask_time_prob {masking.mask_time_prob} / --mask_feature_prob "
                          f"{masking.mask_feature_prob}: masking acts while the encoder trains; add --freeze false")
-    settings = extractor_settings(config.model.checkpoint)
-    if config.audio.resample_rate and config.audio.resample_rate != settings["sampling_rate"]:
+    rate = masking.sample_rate
+    if config.audio.resample_rate and config.audio.resample_rate != rate:
         log.warning("--resample_rate %s: %s expects %s Hz; audio is resampled to that", config.audio.resample_rate,
-                    config.model.checkpoint, settings["sampling_rate"])
-    config.audio.resample_rate = settings["sampling_rate"]
-    config.features.features = "waveform"
-    config.features.waveform_norm = settings["do_normalize"]
+                    config.model.checkpoint, rate)
+    if config.model.objective == "ptapt" and config.audio.clip_length:
+        log.info("--objective ptapt reads whole clips (--clip_length %s ignored; --max_seconds crops)",
+                 config.audio.clip_length)
+
+
+def hf_input(config: RunConfig) -> InputSpec:
+    """Waveforms at the encoder's own rate with its extractor's normalisation, at least one frame of its
+    convolutional front end long. P-TAPT (``--objective ptapt``) reads whole clips: its labels cover every frame
+    (``--max_seconds`` crops them)."""
     from transformers import AutoConfig
 
-    config.audio.min_samples = conv_receptive_field(AutoConfig.from_pretrained(config.model.checkpoint))
+    checkpoint = config.model.checkpoint or DEFAULT_CHECKPOINT
+    settings = extractor_settings(checkpoint)
+    spec = replace(InputSpec.from_sections(config.audio, config.features), resample_rate=settings["sampling_rate"],
+                   features="waveform", waveform_norm=settings["do_normalize"],
+                   min_samples=config.audio.min_samples or conv_receptive_field(AutoConfig.from_pretrained(checkpoint)))
+    return spec.whole_clips() if config.model.objective == "ptapt" else spec
 
 
-@register("hf", resolve=resolve_hf, options=HFSettings)
+@register("hf", input=hf_input, resolve=resolve_hf, options=HFSettings)
 def build_hf(config: RunConfig, pretrained: bool = True) -> HFBackbone:
     """The HF encoder named by ``--checkpoint`` (default: wav2vec2-base-960h).
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,8 @@ import torch
 from torch import Tensor
 
 from audiotune.config import AT_LEAST_1, RunConfig, option
-from audiotune.models.backbones import Backbone, backbone_options, register
+from audiotune.data.input_spec import InputSpec
+from audiotune.models.backbones import Backbone, backbone_options, input_spec, register
 from audiotune.models.backbones.ssast_checkpoint import load_ssast_checkpoint
 from audiotune.models.backbones.ssast_masking import patch_grid
 from audiotune.models.backbones.ssast_model import (
@@ -33,7 +34,7 @@ from audiotune.storage import Role
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SSASTBackbone", "build_ssast", "resolve_ssast"]
+__all__ = ["SSASTBackbone", "build_ssast", "resolve_ssast", "ssast_input"]
 
 
 @dataclass
@@ -73,10 +74,10 @@ class SSASTOptions:
 
     @classmethod
     def from_config(cls, config: RunConfig) -> SSASTOptions:
-        m = backbone_options(config)
-        assert config.features.num_mel_bins is not None  # resolve_ssast sets it
-        return cls(m.model_size, m.fshape, m.tshape, m.fstride, m.tstride, config.features.num_mel_bins,
-                   config.features.target_length or 1024, m.task)
+        m, f = backbone_options(config), input_spec(config)
+        assert f.num_mel_bins is not None  # ssast_input sets it
+        return cls(m.model_size, m.fshape, m.tshape, m.fstride, m.tstride, f.num_mel_bins, f.target_length or 1024,
+                   m.task)
 
 
 class SSASTBackbone(Backbone):
@@ -188,26 +189,24 @@ class SSASTBackbone(Backbone):
 
 
 def resolve_ssast(config: RunConfig) -> None:
-    """SSAST reads fbank features of a fixed length; frozen by default (the seed's ``--freeze True``).
-
-    Sets ``features=fbank`` (package default is mfcc; waveform is rejected), ``target_length`` 0 -> 1024, and
-    ``freeze`` None -> True for fine-tuning (False for the pretraining tasks). Checks size, task and patch
-    geometry against ``num_mel_bins`` / ``target_length``.
-    """
-    f, m, s = config.features, config.model, backbone_options(config)
-    if f.features == "waveform":
-        raise ValueError("--model ssast reads fbank features, not waveforms")
+    """Frozen by default for fine-tuning (the seed's ``--freeze True``), trained for the pretraining tasks."""
     if config.classifier.pooling_mode == "sum":  # the seed's flag, which merged the heads' ft embeddings only
         raise ValueError("--pooling_mode sum with --model ssast: the SSAST seed's flag merged the heads' ft embeddings "
                          "only, its tokens were averaged: `audiotune extract --embedding_type ft --pooling_mode sum`; "
                          "here it would sum the tokens")
-    f.features = "fbank"
-    if f.num_mel_bins is None:
-        f.num_mel_bins = 128  # the SSAST checkpoints' input
-    if f.target_length == 0:
-        f.target_length = 1024
-    if f.target_length < 0:
-        raise ValueError(f"--target_length must be positive for --model ssast, got {f.target_length}")
+    if config.model.freeze is None:
+        config.model.freeze = backbone_options(config).task in FINETUNE_TASKS
+
+
+def ssast_input(config: RunConfig) -> InputSpec:
+    """SSAST reads fbank features of a fixed length: ``--features fbank`` (waveform is rejected), 128 mel bins and
+    1024 frames unless given. Checks size, task and patch geometry against the mel bins and frames."""
+    s = backbone_options(config)
+    if config.features.features == "waveform":
+        raise ValueError("--model ssast reads fbank features, not waveforms")
+    bins = config.features.num_mel_bins or 128  # the SSAST checkpoints' input
+    f = replace(InputSpec.from_sections(config.audio, config.features), features="fbank", num_mel_bins=bins,
+                target_length=config.features.target_length or 1024, min_samples=config.audio.min_samples)
     size = s.model_size
     if SIZE_ALIASES.get(size, size) not in SIZES:
         raise ValueError(f"--model_size {size}: SSAST sizes are {sorted(SIZES)}")
@@ -216,18 +215,17 @@ def resolve_ssast(config: RunConfig) -> None:
         raise ValueError(f"--task {task}: SSAST tasks are {FINETUNE_TASKS + PRETRAIN_TASKS}")
     fshape, tshape, fstride, tstride = s.fshape, s.tshape, s.fstride, s.tstride
     try:
-        patch_grid(f.num_mel_bins, f.target_length, fshape, tshape, fstride, tstride)
+        patch_grid(bins, f.target_length, fshape, tshape, fstride, tstride)
     except ValueError as error:
         raise ValueError(f"--model ssast: {error} (--fshape/--tshape/--fstride/--tstride vs --num_mel_bins "
                          f"{f.num_mel_bins} / --target_length {f.target_length})") from None
     if task in PRETRAIN_TASKS and (fstride, tstride) != (fshape, tshape):
         raise ValueError(f"--task {task}: pretraining needs --fstride = --fshape and --tstride = --tshape "
                          f"(no overlapping patches), got stride ({fstride}, {tstride}), shape ({fshape}, {tshape})")
-    if m.freeze is None:
-        m.freeze = task in FINETUNE_TASKS
+    return f.with_min_samples()
 
 
-@register("ssast", resolve=resolve_ssast, options=SSASTSettings)
+@register("ssast", input=ssast_input, resolve=resolve_ssast, options=SSASTSettings)
 def build_ssast(config: RunConfig, pretrained: bool = True) -> SSASTBackbone:
     """SSAST over ``num_mel_bins x target_length`` fbanks; loads ``pretrained_mdl_path`` (or ``--checkpoint``)."""
     m, s = config.model, backbone_options(config)

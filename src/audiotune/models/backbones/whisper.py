@@ -59,7 +59,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,10 +68,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from audiotune.config import AT_LEAST_0, RunConfig, option
+from audiotune.data.input_spec import InputSpec
 from audiotune.models.backbones import Backbone, backbone_options, encode_in_windows, register
 
 __all__ = ["DEFAULT_CHECKPOINT", "WhisperBackbone", "WhisperOptions", "build_whisper", "front_end_settings",
-           "resolve_whisper"]
+           "resolve_whisper", "whisper_input"]
 
 log = logging.getLogger(__name__)
 
@@ -341,8 +342,8 @@ class WhisperBackbone(Backbone):
 
 
 def resolve_whisper(config: RunConfig) -> None:
-    """Waveform input at the feature extractor's rate, no waveform normalisation; frozen unless asked; windows of
-    the model's own 30 s unless ``max_window`` asks for shorter ones."""
+    """The default checkpoint; frozen unless asked; windows of the model's own 30 s unless ``max_window`` asks for
+    shorter ones; a warning when ``--resample_rate`` is not the extractor's rate (:func:`whisper_input`)."""
     if not config.model.checkpoint:
         config.model.checkpoint = DEFAULT_CHECKPOINT
     if config.model.freeze is None:
@@ -359,13 +360,17 @@ def resolve_whisper(config: RunConfig) -> None:
     if config.audio.resample_rate and config.audio.resample_rate != rate:
         log.warning("--resample_rate %s: %s expects %s Hz; audio is resampled to that", config.audio.resample_rate,
                     config.model.checkpoint, rate)
-    config.audio.resample_rate = rate
-    config.features.features = "waveform"
-    config.features.waveform_norm = False  # Whisper's extractor feeds raw samples to its log-mel
-    config.audio.min_samples = settings["n_fft"]  # one full analysis window (25 ms)
 
 
-@register("whisper", resolve=resolve_whisper, options=WhisperSettings)
+def whisper_input(config: RunConfig) -> InputSpec:
+    """Waveforms at the feature extractor's rate, not normalised (Whisper's extractor feeds raw samples to its
+    log-mel), at least one full analysis window (25 ms) long."""
+    settings = front_end_settings(config.model.checkpoint or DEFAULT_CHECKPOINT)
+    return replace(InputSpec.from_sections(config.audio, config.features), resample_rate=settings["sampling_rate"],
+                   features="waveform", waveform_norm=False, min_samples=config.audio.min_samples or settings["n_fft"])
+
+
+@register("whisper", input=whisper_input, resolve=resolve_whisper, options=WhisperSettings)
 def build_whisper(config: RunConfig, pretrained: bool = True) -> WhisperBackbone:
     """The Whisper encoder named by ``--checkpoint`` (default: openai/whisper-base).
 
