@@ -80,7 +80,8 @@ def test_reduce_false_and_seed_fbank_switch() -> None:
     config = parse("--reduce", "False", "--fbank", "True")
     assert config.audio.channel_mode == "none" and config.features.features == "fbank"
     assert parse("--reduce", "True", "--mono", "sum").audio.channel_mode == "sum"
-    assert parse("--mono", "sum").audio.channel_mode == "sum" and parse("--reduce").audio.channel_mode == "mean"
+    assert parse("--mono", "sum").audio.channel_mode == "sum" and parse("--reduce").audio.channel_mode == "sum"
+    assert parse("--reduce", "True", "--mono", "mean").audio.channel_mode == "mean"
     with pytest.raises(ValueError, match="contradicts"):
         parse("--reduce", "False", "--channel_mode", "interleave")
     assert parse("--fbank", "False").features.features == "mfcc"

@@ -218,7 +218,7 @@ def test_a_failed_command_leaves_no_directory_behind(trained: dict, tmp_path: Pa
     (["-lr", "nan"], "--learning_rate nan"),
     (["--clip_length", "-2"], "--clip_length -2.0"),
     (["--resample_rate", "-16000"], "--resample_rate -16000"),
-    (["--dataset_std", "0"], "--dataset_std 0.0: must be in (0, inf)"),
+    (["--dataset_std", "-1"], "--dataset_std -1.0: must be in (0, inf)"),  # 0: refused as the seeds' default
     (["--ema", "1.5"], "--ema 1.5"),
     (["--final_dropout", "1"], "--final_dropout 1.0"),
     (["--gain", "2"], "--gain 2.0: must be a probability"),

@@ -29,7 +29,7 @@ from audiotune.cli import (
     vertex_job,
 )
 from audiotune.cli.command import Command
-from audiotune.cli.flags import config_from_args, parse_bool, path_roles
+from audiotune.cli.flags import config_from_args, parse_bool, path_roles, refuse_retired
 from audiotune.cli.show import one_line
 from audiotune.models import backbones
 from audiotune.staging import staged
@@ -66,6 +66,7 @@ def build_parser(model: str | None = None) -> argparse.ArgumentParser:
         sub = commands.add_parser(command.name, help=command.help, description=command.description or None,
                                   allow_abbrev=False)  # a seed flag such as -b must never be read as a prefix
         command.arguments(sub, model)
+        refuse_retired(sub)
     return parser
 
 

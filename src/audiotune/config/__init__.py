@@ -29,6 +29,7 @@ from audiotune.config.options import (
     option,
     range_problems,
 )
+from audiotune.config.retired import RETIRED_FLAGS, RETIRED_VALUES
 from audiotune.config.sections import (
     AUGMENT_GATES,
     AUGMENT_LATE_GATES,
@@ -55,10 +56,9 @@ from audiotune.config.sections import (
 
 __all__ = [
     "AT_LEAST_0", "AT_LEAST_1", "AUGMENT_GATES", "AUGMENT_LATE_GATES", "AUGMENT_PROBABILITIES", "CONFIG_VERSION",
-    "CUT_MAX_LIMIT", "HEAD_KINDS", "INF", "INPUT_RESOLVED_VERSION", "PROBABILITY", "SECTIONS", "SPEED_LIMITS",
-    "SPEED_RANGE", "AudioConfig",
-    "AugmentConfig", "ClassifierConfig", "DataConfig", "FeatureConfig", "HeadSpec", "ModelConfig", "RunConfig",
-    "RuntimeConfig", "TrainConfig", "check_config", "check_types", "config_changes", "config_from_dict",
-    "config_to_dict", "describe_range", "load_config", "option", "range_problems", "read_config_file", "save_config",
-    "upgrade_sections", "with_added_options",
+    "CUT_MAX_LIMIT", "HEAD_KINDS", "INF", "INPUT_RESOLVED_VERSION", "PROBABILITY", "RETIRED_FLAGS", "RETIRED_VALUES",
+    "SECTIONS", "SPEED_LIMITS", "SPEED_RANGE", "AudioConfig", "AugmentConfig", "ClassifierConfig", "DataConfig",
+    "FeatureConfig", "HeadSpec", "ModelConfig", "RunConfig", "RuntimeConfig", "TrainConfig", "check_config",
+    "check_types", "config_changes", "config_from_dict", "config_to_dict", "describe_range", "load_config", "option",
+    "range_problems", "read_config_file", "save_config", "upgrade_sections", "with_added_options",
 ]

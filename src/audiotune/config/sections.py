@@ -223,14 +223,14 @@ class ClassifierConfig:
     layer: int = option(-1, "hidden state fed to the heads (-1 = last)")
     weighted: bool = option(False, "learn a softmax-weighted sum of all hidden states")
     pooling_mode: str = option("mean", "pooling over frames, and how ft embeddings merge across heads",
-                               ("-pm",), choices=("mean", "sum", "max"))
+                               ("-pm", "--pm"), choices=("mean", "sum", "max"))
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = option(1, "training epochs", ("-e",), valid=AT_LEAST_0)
+    epochs: int = option(1, "training epochs", ("-e", "--max_epochs"), valid=AT_LEAST_0)
     batch_size: int = option(8, "batch size", ("-bs",), valid=AT_LEAST_1)
-    learning_rate: float = option(3e-4, "learning rate", ("-lr",), valid=AT_LEAST_0)
+    learning_rate: float = option(3e-4, "learning rate", ("-lr", "--lr"), valid=AT_LEAST_0)
     optim: str = option("adamw", "optimizer", choices=("adam", "adamw"))
     weight_decay: float = option(1e-4, "AdamW weight decay", valid=AT_LEAST_0)
     scheduler: str = option("cosine", "learning-rate schedule (stepped per batch; none: constant, as the seeds; "
@@ -242,12 +242,12 @@ class TrainConfig:
                                    valid=AT_LEAST_0)
     accumulate_grad_batches: int = option(1, "sum the gradients of this many batches before each optimiser step "
                                              "(effective batch: -bs x N; tap2key: -bs 64 x 4)", valid=AT_LEAST_1)
-    warmup_steps: int = option(0, "linear warm-up steps of the cosine and linear schedules", valid=AT_LEAST_0)
+    warmup_steps: int = option(0, "warm-up steps (cosine and linear schedules)", ("--warmup_step",), valid=AT_LEAST_0)
     training_steps: int = option(0, "stop after this many optimiser steps instead of --epochs (0 = use --epochs)",
-                                 valid=AT_LEAST_0)
-    bucket_sampler: bool = option(False, "training batches of similar lengths: clips sorted into --num_buckets "
-                                         "length buckets, shuffled within them, batches shuffled (less padding)")
-    num_buckets: int = option(50, "length buckets of --bucket_sampler", valid=AT_LEAST_1)
+                                 ("--training_step",), valid=AT_LEAST_0)
+    bucket_sampler: bool = option(False, "batches of similar lengths: clips in --num_buckets length buckets, "
+                                         "shuffled within them, batches shuffled", ("--use_bucket_sampler",))
+    num_buckets: int = option(50, "length buckets of --bucket_sampler", ("--train_bucket_size",), valid=AT_LEAST_1)
     dynamic_batch: float = option(0.0, "training batches by audio instead of -bs: as many clips as fit this many "
                                        "seconds, counted padded (clips x longest); implies --bucket_sampler "
                                        "(the seed emotion system: 250 s for -bs 64)", valid=AT_LEAST_0)
@@ -255,9 +255,9 @@ class TrainConfig:
                                      "every time it is seen (0 = whole clips)", valid=AT_LEAST_0)
     loss: str = option("auto", "loss of binary heads (BCE, or MSE) and of regression heads (MSE, or huber); "
                                "categorical and soft heads use CE", choices=("auto", "BCE", "MSE", "CE", "huber"))
-    labeling_method: str = option("soft", "targets of soft (vote) heads in training: soft (CE against the vote "
-                                          "distribution), hard (its argmax), sample (a class drawn from it each "
-                                          "time a clip is seen, seeded)", choices=("soft", "hard", "sample"))
+    labeling_method: str = option("distribution", "soft (vote) heads learn: distribution (CE against the votes), "
+                                                  "hard (their argmax), sample (one drawn each time: the seed's soft)",
+                                  choices=("distribution", "hard", "sample"))
     class_weights: str = option("none", "balanced: weight each class by its inverse frequency in the training "
                                         "split (mean class weight 1) in the loss of categorical and soft heads "
                                         "(CE class weights) and binary columns (per-sample weights)",
@@ -302,7 +302,7 @@ class RuntimeConfig:
     """Where and how a command runs (device, precision, processes, data workers, caches): training and inference
     alike; a command that loads a run may set them anew (``--accelerator``, ``-bs`` ...)."""
 
-    num_workers: int = option(0, "data loader worker processes", ("-nw",), valid=(0, 1024, True, True))
+    num_workers: int = option(0, "data loader worker processes", ("-nw", "--nworkers"), valid=(0, 1024, True, True))
     precision: str = option("32", "precision of training and inference: 32, bf16 (bfloat16 autocast), 16-mixed "
                                   "(float16 autocast with loss scaling; needs a GPU; 16, the seeds' spelling, is "
                                   "the same)", choices=PRECISIONS)

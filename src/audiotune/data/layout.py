@@ -150,12 +150,13 @@ def audio_folder_table(root: str | Path) -> pd.DataFrame | None:
     return table
 
 
-def _metadata(folder: Path) -> dict:
-    meta_path = folder / "metadata.json"
-    if not meta_path.is_file():
+def _metadata(folder: Path | str) -> dict:
+    meta_path = storage.join(folder, "metadata.json")
+    if not storage.isfile(meta_path):
         raise DataError(f"{meta_path}: metadata.json not found")
     try:
-        return json.loads(meta_path.read_text())
+        with storage.open_input(meta_path) as handle:
+            return json.loads(handle.read())
     except json.JSONDecodeError as err:
         raise DataError(f"{meta_path}: not valid JSON ({err})") from err
 
@@ -164,20 +165,26 @@ def resolve_uid(uid: str, prefix: str, study: str = "") -> tuple[str, float]:
     """Path of ``waveform.EXT`` for a uid and the rate its metadata declares (NaN if it declares none)."""
     if not prefix:
         raise DataError(f"uid '{uid}': rows without a 'path' column need --prefix (the audio root)")
-    root = (Path(prefix) / study).resolve()
-    folder = (root / uid).resolve()
-    if folder == root or root not in folder.parents:
-        raise DataError(f"uid '{uid}': escapes the audio root {root}")
+    if storage.is_remote(prefix):  # a bucket (the seeds' -b BUCKET -i PREFIX): the same layout, read remotely
+        root = storage.join(prefix, study) if study else str(prefix).rstrip("/")
+        if posixpath.normpath(f"/{uid}") != f"/{uid}" or uid in ("", "."):
+            raise DataError(f"uid '{uid}': escapes the audio root {root}")
+        folder: Path | str = storage.join(root, uid)
+    else:
+        local_root = (Path(prefix) / study).resolve()
+        folder = (local_root / uid).resolve()
+        if folder == local_root or local_root not in folder.parents:
+            raise DataError(f"uid '{uid}': escapes the audio root {local_root}")
     meta = _metadata(folder)
     encoding = str(meta.get("encoding", "")).upper()
     if encoding:
         extension = ENCODING_EXTENSIONS.get(encoding, encoding.lower())
-        audio = folder / f"waveform.{extension}"
+        audio = storage.join(folder, f"waveform.{extension}")
     else:
-        found = sorted(folder.glob("waveform.*"))
+        found = sorted(n for n in storage.listdir(folder) if n.startswith("waveform."))
         if not found:
             raise DataError(f"{folder}: no waveform.* file and no 'encoding' in metadata.json")
-        audio = found[0]
+        audio = storage.join(folder, found[0])
     rate = meta.get("sample_rate_hz", meta.get("sample_rate"))
     return str(audio), float(rate) if rate is not None else float("nan")
 

@@ -90,7 +90,7 @@ class ClassifierModule(pl.LightningModule):
         vote distribution itself is the target, which is the expected value of the sampled loss."""
         labeling = self.config.labeling_method
         if labeling == "sample" and not training:
-            labeling = "soft"
+            labeling = "distribution"
         return classification_loss(logits, targets, self.heads, self.binary_loss,
                                    regression_loss=self.regression_loss, labeling=labeling,
                                    class_weights=self.class_weights, generator=self.label_generator)
