@@ -9,6 +9,15 @@ config files in :mod:`audiotune.config.files`; this module is their public face.
 """
 from __future__ import annotations
 
+from audiotune.config.augmentation import (
+    AUGMENT_GATES,
+    AUGMENT_LATE_GATES,
+    AUGMENT_PROBABILITIES,
+    CUT_MAX_LIMIT,
+    SPEED_LIMITS,
+    SPEED_RANGE,
+    AugmentConfig,
+)
 from audiotune.config.files import (
     config_changes,
     config_from_dict,
@@ -31,18 +40,11 @@ from audiotune.config.options import (
 )
 from audiotune.config.retired import RETIRED_FLAGS, RETIRED_VALUES
 from audiotune.config.sections import (
-    AUGMENT_GATES,
-    AUGMENT_LATE_GATES,
-    AUGMENT_PROBABILITIES,
     CONFIG_VERSION,
-    CUT_MAX_LIMIT,
     HEAD_KINDS,
     INPUT_RESOLVED_VERSION,
     SECTIONS,
-    SPEED_LIMITS,
-    SPEED_RANGE,
     AudioConfig,
-    AugmentConfig,
     ClassifierConfig,
     DataConfig,
     FeatureConfig,
