@@ -197,7 +197,7 @@ SER_FOLDS: list[Flag] = [
 SER_CLUSTER: list[Flag] = [
     *PRECISION,
     (["--num_clusters", "64", "512", "4096"], {"args.num_clusters": [64, 512, 4096]}),
-    (["--num_clusters", "64,512,4096"], "--num_clusters"),  # the seed's comma list: refused by the int type
+    (["--num_clusters", "64,512,4096"], {"args.num_clusters": [64, 512, 4096]}),  # the seed's comma list
     (["--sample_ratio", "1.0"], {"args.sample_ratio": 1.0}),
     (["--model_path", "stage1.ckpt"], "audiotune cluster --run"),
     (["--wav2vecpath", "wav2vec_large.pt"], "-c"),

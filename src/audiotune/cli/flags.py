@@ -48,6 +48,25 @@ def parse_bool(text: str | bool) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean (True/False), got {text!r}")
 
 
+def cluster_counts(text: str) -> list[int]:
+    """Cluster counts as given: ``64``, or the seed's comma list ``64,512,4096`` (same meaning)."""
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: cluster counts are whole numbers, e.g. 64 512 4096") from None
+    if not counts or min(counts) < 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: every cluster count must be at least 2")
+    return counts
+
+
+class FlatCounts(argparse.Action):
+    """``--num_clusters 64 512`` and ``--num_clusters 64,512`` alike: one flat list of counts."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, [k for group in values for k in group])
+
+
 def integer(text: str) -> int:
     """An integer, also written as a whole float ("300.0": how tuning services pass discrete values)."""
     try:
