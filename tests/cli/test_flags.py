@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from audiotune.cli import build_parser, config_from_args, parse_bool
-from audiotune.config import RunConfig, config_to_dict, load_config, save_config
+from audiotune.config import RunConfig, config_to_dict, load_config, recipe_root, save_config
 from audiotune.models.backbones import resolve_config
 
 
@@ -35,8 +35,8 @@ def test_newcomer_defaults_and_the_seed_behaviour_by_flags() -> None:
 
 
 def test_shipped_recipes_load_and_flags_override_them() -> None:
-    recipes = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
-    assert recipes, "configs/ holds the shipped recipes"
+    recipes = sorted(recipe_root().rglob("*.yaml"))
+    assert recipes, "the package ships its recipes"
     for recipe in recipes:
         config = resolve_config(parse("--config", str(recipe), "-e", "2"))
         assert config.train.epochs == 2

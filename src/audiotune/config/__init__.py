@@ -29,6 +29,7 @@ from audiotune.config.options import (
     option,
     range_problems,
 )
+from audiotune.config.recipes import recipe_description, recipe_names, recipe_root, resolve_recipe
 from audiotune.config.sections import (
     AUGMENT_GATES,
     AUGMENT_LATE_GATES,
@@ -57,6 +58,7 @@ __all__ = [
     "CUT_MAX_LIMIT", "HEAD_KINDS", "INF", "PROBABILITY", "SECTIONS", "SPEED_LIMITS", "SPEED_RANGE", "AudioConfig",
     "AugmentConfig", "ClassifierConfig", "DataConfig", "FeatureConfig", "HeadSpec", "ModelConfig", "RunConfig",
     "RuntimeConfig", "TrainConfig", "check_config", "check_types", "config_changes", "config_from_dict",
-    "config_to_dict", "describe_range", "load_config", "option", "range_problems", "read_config_file", "save_config",
-    "upgrade_sections", "with_added_options",
+    "config_to_dict", "describe_range", "load_config", "option", "range_problems", "read_config_file",
+    "recipe_description", "recipe_names", "recipe_root", "resolve_recipe", "save_config", "upgrade_sections",
+    "with_added_options",
 ]
