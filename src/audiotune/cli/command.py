@@ -11,7 +11,7 @@ class Command:
     """``arguments(parser, model)`` declares the flags (``model``: the ``--model`` given on the command line, so
     the help shows that backbone's options only); ``run(args, parser)`` does the work (``parser``: the whole
     command line's, for commands that check another command line, as a sweep or a cloud job does);
-    ``default_outputs(args)`` fills output paths whose default lies beside an input (such as RUN/evaluate), before
+    ``examples``: command lines shown at the end of its help, one a line; ``default_outputs(args)`` fills output paths whose default lies beside an input (such as RUN/evaluate), before
     remote paths are staged; ``after_interrupt`` tells a user who stopped the command (Ctrl-C) how to go on."""
 
     name: str
@@ -19,5 +19,6 @@ class Command:
     arguments: Callable[[argparse.ArgumentParser, str | None], None]
     run: Callable[[argparse.Namespace, argparse.ArgumentParser], None]
     description: str = ""
+    examples: str = ""
     default_outputs: Callable[[argparse.Namespace], None] | None = None
     after_interrupt: str = "outputs not finished were not written; run the command again"

@@ -12,13 +12,23 @@ import typing
 from typing import Any
 
 from audiotune import storage
-from audiotune.config import SECTIONS, RunConfig, check_config, config_from_dict, describe_range, read_config_file
+from audiotune.config import (
+    SECTIONS,
+    RunConfig,
+    check_config,
+    config_from_dict,
+    describe_range,
+    read_config_file,
+    resolve_recipe,
+)
+from audiotune.cli.help import default_text, shared_group
 from audiotune.config.sections import PRECISIONS
 from audiotune.models import backbones
 from audiotune.storage import Role
 
 ROLES = "path_roles"  # the namespace attribute holding {dest: Role} of the parsed command
 CONFIG_DEFAULTS = "config_defaults"  # the namespace attribute holding a command's own option defaults
+FULL_HELP_SECTIONS = ("data", "model")  # the sections `--help` shows in full; the others name their flags
 # seed boolean flags whose meaning maps onto another option: (section, name, value if true, value if false)
 SEED_SWITCHES = {"fbank": ("features", "features", "fbank", "mfcc")}
 
@@ -74,13 +84,22 @@ def path_roles(args: argparse.Namespace) -> dict[str, Role]:
     return dict(vars(args).get(ROLES) or {})
 
 
+def metavar(kind: Any, spec: dataclasses.Field) -> str:
+    """The value's name in the help: N (a whole number), X (a number), PATH, or the option's own name."""
+    return "N" if kind is int else "X" if kind is float else "PATH" if spec.metadata.get("role") else spec.name.upper()
+
+
 def _add_field(group: Any, dest: str, spec: dataclasses.Field, hints: dict, hidden: bool = False,
                note: str = "") -> None:
     meta = spec.metadata
     kind = hints[spec.name]
     text = meta.get("help", "") + note
+    shown = default_text(spec.default_factory() if spec.default_factory is not dataclasses.MISSING else spec.default)
+    notes = [f"default {shown.replace('%', '%%')}"] if shown is not None and "default" not in text else []
     if meta.get("valid"):
-        text += f" (valid: {describe_range(*meta['valid'])})"
+        notes.append(f"valid {describe_range(*meta['valid'])}")
+    if notes:
+        text += f" ({'; '.join(notes)})"
     kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS}
     if dest == "model.model":
         kwargs["choices"] = backbones.names()
@@ -91,10 +110,10 @@ def _add_field(group: Any, dest: str, spec: dataclasses.Field, hints: dict, hidd
     elif bool in (kind, *typing.get_args(kind)):
         kwargs.update(nargs="?", const=True, type=parse_bool, metavar="BOOL")
     elif typing.get_origin(kind) is list:
-        kwargs.update(nargs="+", type=typing.get_args(kind)[0], metavar=spec.name.upper())
+        kwargs.update(nargs="+", type=typing.get_args(kind)[0], metavar=metavar(typing.get_args(kind)[0], spec))
     else:
         base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
-        kwargs.update(type=integer if base is int else base, metavar=spec.name.upper())
+        kwargs.update(type=integer if base is int else base, metavar=metavar(base, spec))
     names = spellings(spec.name, meta.get("flags", ()))
     if hidden:
         group.add_argument(*names, help=argparse.SUPPRESS, **kwargs)
@@ -115,22 +134,22 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
     ``defaults`` are this command's own option defaults (``{"model.model": "ssast"}``; ``options.NAME``: a
     backbone's option): a ``--config`` file or a flag overrides them. ``writes_run``: the command writes a run
     directory (``-o/--exp_dir``); ``backbone_flags``: the command reads the backbones' own options."""
-    add_path(parser, "--config", role=Role.INPUT, help="YAML config to start from (flags override it)")
+    add_path(parser, "--config", role=Role.INPUT, help="YAML config to start from, or a shipped recipe by name "
+                                                       "(`audiotune recipes` lists them); flags override it")
     if writes_run:
         add_path(parser, *spellings("exp_dir", ("-o",)), role=Role.RUN_OUTPUT, dest="exp_dir",
                  default=argparse.SUPPRESS, help="run directory for every output")
-    groups: dict[str, Any] = {}
     for entry in sections:
         section, _, only = entry.partition(".")
         cls = SECTIONS[section]
-        group = groups.setdefault(section, parser.add_argument_group(section))
+        group = shared_group(parser, section, summarised=section not in FULL_HELP_SECTIONS)
         hints = typing.get_type_hints(cls)
         for spec in dataclasses.fields(cls):
             if spec.metadata.get("cli") is not False and only in ("", spec.name):
                 _add_field(group, f"{section}.{spec.name}", spec, hints)
     if "model" in sections and backbone_flags:
         _add_backbone_flags(parser, model)
-    seeds = parser.add_argument_group("seed command-line compatibility")
+    seeds = shared_group(parser, "seed command-line compatibility", summarised=True)
     if "features" in sections:
         seeds.add_argument("--fbank", nargs="?", const=True, type=parse_bool, default=argparse.SUPPRESS,
                            metavar="BOOL", help="same as --features fbank")
@@ -158,7 +177,7 @@ def _add_backbone_flags(parser: argparse.ArgumentParser, model: str | None) -> N
     backbone's group (else the first's) with that backbone's help."""
     owners = _owners()
     for name, cls in backbones.options_classes().items():
-        group = parser.add_argument_group(f"options of --model {name}")
+        group = shared_group(parser, f"options of --model {name}", summarised=True)
         hints = typing.get_type_hints(cls)
         for spec in dataclasses.fields(cls):
             shared = owners[spec.name]
@@ -169,7 +188,7 @@ def _add_backbone_flags(parser: argparse.ArgumentParser, model: str | None) -> N
 
 def add_storage_flags(parser: argparse.ArgumentParser) -> None:
     """The seed systems' Google Cloud Storage flags; any path may also be a gs:// URL (see audiotune.staging)."""
-    group = parser.add_argument_group("cloud storage (every path may also be gs://BUCKET/...)")
+    group = shared_group(parser, "cloud storage (every path may also be gs://BUCKET/...)", summarised=True)
     group.add_argument("-b", "--bucket_name", "--bucket-name", dest="bucket_name",
                        help="bucket that --cloud uploads to (seed flag)")
     group.add_argument("-p", "--project_name", "--project-name", dest="project_name",
@@ -188,6 +207,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         _set(config, key, value)
     config_file = vars(args).get("config")
     if config_file:
+        config_file = resolve_recipe(str(config_file))
         config = config_from_dict(read_config_file(config_file), source=str(config_file), base=config)
     config = apply_flags(config, args)
     _refuse_other_backbones(args, config)

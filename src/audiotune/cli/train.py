@@ -36,4 +36,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
 
 COMMAND = Command("train", "train a classifier; writes a run directory", arguments, run,
+                  examples="audiotune train -d split -l labels.txt -o run --model ecapa_tdnn -e 10\n"
+                           "audiotune train --config ecapa_short_speech -d split -l labels.txt -o run\n"
+                           "audiotune train --model hf -c facebook/wav2vec2-base -d split -l labels.txt -o run\n"
+                           "audiotune train ... -o run --resume    (go on after an interruption)",
                   after_interrupt="the same command with --resume continues from the last finished epoch")
