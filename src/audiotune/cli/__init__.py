@@ -54,7 +54,7 @@ start here:
   audiotune evaluate --run run -d split/test.csv
 recipes (shipped configs): audiotune recipes, then audiotune train --config NAME ...
 every command: audiotune COMMAND --help (with --model NAME: that backbone's options only); --help-all: every option in full"""
-VERBOSE_HELP = "log more, show third-party warnings, and show the traceback of an error"
+VERBOSE_HELP = "log more; show third-party warnings and tracebacks"
 
 
 def build_parser(model: str | None = None, full_help: bool = False) -> argparse.ArgumentParser:

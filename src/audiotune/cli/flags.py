@@ -134,10 +134,10 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
     ``defaults`` are this command's own option defaults (``{"model.model": "ssast"}``; ``options.NAME``: a
     backbone's option): a ``--config`` file or a flag overrides them. ``writes_run``: the command writes a run
     directory (``-o/--exp_dir``); ``backbone_flags``: the command reads the backbones' own options."""
-    add_path(parser, "--config", role=Role.INPUT, help="YAML config to start from, or a shipped recipe by name "
-                                                       "(`audiotune recipes` lists them); flags override it")
+    add_path(parser, "--config", role=Role.INPUT, metavar="PATH", help="YAML file or shipped recipe (`audiotune recipes`) to start "
+                                                       "from; flags override it")
     if writes_run:
-        add_path(parser, *spellings("exp_dir", ("-o",)), role=Role.RUN_OUTPUT, dest="exp_dir",
+        add_path(parser, *spellings("exp_dir", ("-o",)), role=Role.RUN_OUTPUT, dest="exp_dir", metavar="PATH",
                  default=argparse.SUPPRESS, help="run directory for every output")
     for entry in sections:
         section, _, only = entry.partition(".")

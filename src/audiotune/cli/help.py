@@ -100,14 +100,14 @@ def arrange(parser: argparse.ArgumentParser, full: bool) -> None:
             names = "  ".join("/".join(action.option_strings[:2]) if not action.option_strings[0].startswith("--")
                               else action.option_strings[0] for action in shown)
             width = max(shutil.get_terminal_size().columns - 4, 40)
-            group.description = textwrap.fill(f"{names}  (details: {HELP_ALL})", width, break_on_hyphens=False)
+            group.description = textwrap.fill(names, width, break_on_hyphens=False)
             for action in shown:
                 action.help = argparse.SUPPRESS
 
 
 def add_help_flags(parser: argparse.ArgumentParser) -> None:
     """``--help-all`` (read by :func:`wants_all` before parsing) beside ``-h/--help``."""
-    parser.add_argument(HELP_ALL, action="help", help="show this help with every option in full")
+    parser.add_argument(HELP_ALL, action="help", help="show every option's help, not only its name")
 
 
 def wants_all(argv: list[str]) -> tuple[list[str], bool]:
