@@ -31,7 +31,7 @@ from audiotune.cli import (
 from audiotune.cli.command import Command
 from audiotune.cli.flags import config_from_args, parse_bool, path_roles
 from audiotune.cli.help import HelpFormatter, add_help_flags, arrange, compact_usage, wants_all
-from audiotune.cli.show import one_line
+from audiotune.cli.show import one_line, third_party_quiet
 from audiotune.models import backbones
 from audiotune.staging import staged
 
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.update(vertex.cluster_environment())  # a Vertex AI multi-worker job: where rank 0 is
         if command.default_outputs:
             command.default_outputs(args)
-        with staged(args, path_roles(args)):
+        with third_party_quiet(args.verbose), staged(args, path_roles(args)):
             command.run(args, parser)
     except KeyboardInterrupt:
         return _interrupted(command)

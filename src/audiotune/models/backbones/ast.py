@@ -50,6 +50,7 @@ from torch import Tensor
 
 from audiotune.config import RunConfig
 from audiotune.models.backbones import Backbone, register
+from audiotune.models.backbones.hf_checkpoint import check_available
 
 __all__ = ["DEFAULT_CHECKPOINT", "ASTBackbone", "ASTOptions", "ast_extractor_settings", "build_ast", "resolve_ast"]
 
@@ -250,6 +251,7 @@ def resolve_ast(config: RunConfig) -> None:
     f, m = config.features, config.model
     if not m.checkpoint:
         m.checkpoint = DEFAULT_CHECKPOINT
+    check_available(m.checkpoint, "-c")  # no network and no local copy: one line at once
     if m.freeze is None:
         m.freeze = True
     if f.features != "fbank":

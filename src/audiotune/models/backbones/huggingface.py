@@ -45,7 +45,7 @@ from torch import Tensor, nn
 
 from audiotune.config import AT_LEAST_0, AT_LEAST_1, PROBABILITY, RunConfig, option
 from audiotune.models.backbones import Backbone, backbone_options, encode_in_windows, register
-from audiotune.models.backbones.hf_checkpoint import conv_receptive_field, extractor_settings
+from audiotune.models.backbones.hf_checkpoint import check_available, conv_receptive_field, extractor_settings
 from audiotune.storage import Role
 
 __all__ = ["DEFAULT_CHECKPOINT", "HFBackbone", "HFOptions", "build_hf", "extractor_settings", "resolve_hf"]
@@ -309,6 +309,7 @@ def resolve_hf(config: RunConfig) -> None:
     """Waveform input at the encoder's own rate and normalisation; frozen unless asked (as the seed did)."""
     if not config.model.checkpoint:
         config.model.checkpoint = DEFAULT_CHECKPOINT
+    check_available(config.model.checkpoint, "-c")  # no network and no local copy: one line at once
     if config.model.freeze is None:
         config.model.freeze = True
     masking = HFOptions.from_config(config)

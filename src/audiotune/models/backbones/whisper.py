@@ -69,6 +69,7 @@ from torch import Tensor, nn
 
 from audiotune.config import AT_LEAST_0, RunConfig, option
 from audiotune.models.backbones import Backbone, backbone_options, encode_in_windows, register
+from audiotune.models.backbones.hf_checkpoint import check_available
 
 __all__ = ["DEFAULT_CHECKPOINT", "WhisperBackbone", "WhisperOptions", "build_whisper", "front_end_settings",
            "resolve_whisper"]
@@ -345,6 +346,7 @@ def resolve_whisper(config: RunConfig) -> None:
     the model's own 30 s unless ``max_window`` asks for shorter ones."""
     if not config.model.checkpoint:
         config.model.checkpoint = DEFAULT_CHECKPOINT
+    check_available(config.model.checkpoint, "-c")  # no network and no local copy: one line at once
     if config.model.freeze is None:
         config.model.freeze = True
     settings = front_end_settings(config.model.checkpoint)
