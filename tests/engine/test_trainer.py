@@ -37,3 +37,18 @@ def test_save_top_k_without_validation_is_an_error(uid_dataset: dict, tmp_path: 
     out = tmp_path / "run"
     assert main(small_train_args(uid_dataset, out, "--val_size", "0", "--save_top_k", "2")) == 2
     assert "--save_top_k need(s) validation" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_run_in_steps_shows_no_last_epoch(tmp_path: Path) -> None:
+    from audiotune.config import RuntimeConfig, TrainConfig
+    from audiotune.engine.trainer import StepsProgressBar, build_trainer
+
+    trainer, _ = build_trainer(TrainConfig(training_steps=40), RuntimeConfig(accelerator="cpu"), tmp_path)
+    bar = trainer.progress_bar_callback
+    assert isinstance(bar, StepsProgressBar) and trainer.max_epochs == -1
+    bar._trainer = trainer  # as the fit's set-up does
+    assert bar._get_train_description(3) == "Epoch 3 (up to step 40)"
+    by_epochs, _ = build_trainer(TrainConfig(epochs=10), RuntimeConfig(accelerator="cpu"), tmp_path / "e")
+    assert not isinstance(by_epochs.progress_bar_callback, StepsProgressBar)
+    by_epochs.progress_bar_callback._trainer = by_epochs
+    assert by_epochs.progress_bar_callback._get_train_description(3).strip() == "Epoch 3/9"
