@@ -1,8 +1,6 @@
 """Flag parsing: seed spellings, booleans bare or with a value, YAML configs."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import yaml
 

@@ -1,11 +1,11 @@
 """Shipped recipes: found by name from any directory (subfolders too), by path, or an error listing them."""
 from __future__ import annotations
 
+import tomllib
 from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from audiotune.cli import build_parser, config_from_args, main
 from audiotune.config import recipe_description, recipe_names, recipe_root, resolve_recipe

@@ -53,7 +53,8 @@ start here:
   audiotune train -d split -l labels.txt -o run --model ecapa_tdnn -e 10
   audiotune evaluate --run run -d split/test.csv
 recipes (shipped configs): audiotune recipes, then audiotune train --config NAME ...
-every command: audiotune COMMAND --help (with --model NAME: that backbone's options only); --help-all: every option in full"""
+every command: audiotune COMMAND --help (with --model NAME: that backbone's options only);
+  --help-all: every option in full"""
 VERBOSE_HELP = "log more; show third-party warnings and tracebacks"
 
 

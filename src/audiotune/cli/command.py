@@ -11,8 +11,9 @@ class Command:
     """``arguments(parser, model)`` declares the flags (``model``: the ``--model`` given on the command line, so
     the help shows that backbone's options only); ``run(args, parser)`` does the work (``parser``: the whole
     command line's, for commands that check another command line, as a sweep or a cloud job does);
-    ``examples``: command lines shown at the end of its help, one a line; ``default_outputs(args)`` fills output paths whose default lies beside an input (such as RUN/evaluate), before
-    remote paths are staged; ``after_interrupt`` tells a user who stopped the command (Ctrl-C) how to go on."""
+    ``examples``: command lines shown at the end of its help, one a line; ``default_outputs(args)`` fills
+    output paths whose default lies beside an input (such as RUN/evaluate), before remote paths are staged;
+    ``after_interrupt`` tells a user who stopped the command (Ctrl-C) how to go on."""
 
     name: str
     help: str

@@ -12,6 +12,7 @@ import typing
 from typing import Any
 
 from audiotune import storage
+from audiotune.cli.help import default_text, shared_group
 from audiotune.config import (
     SECTIONS,
     RunConfig,
@@ -21,7 +22,6 @@ from audiotune.config import (
     read_config_file,
     resolve_recipe,
 )
-from audiotune.cli.help import default_text, shared_group
 from audiotune.config.sections import PRECISIONS
 from audiotune.models import backbones
 from audiotune.storage import Role
@@ -134,8 +134,8 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
     ``defaults`` are this command's own option defaults (``{"model.model": "ssast"}``; ``options.NAME``: a
     backbone's option): a ``--config`` file or a flag overrides them. ``writes_run``: the command writes a run
     directory (``-o/--exp_dir``); ``backbone_flags``: the command reads the backbones' own options."""
-    add_path(parser, "--config", role=Role.INPUT, metavar="PATH", help="YAML file or shipped recipe (`audiotune recipes`) to start "
-                                                       "from; flags override it")
+    add_path(parser, "--config", role=Role.INPUT, metavar="PATH",
+             help="YAML file or shipped recipe (`audiotune recipes`) to start from; flags override it")
     if writes_run:
         add_path(parser, *spellings("exp_dir", ("-o",)), role=Role.RUN_OUTPUT, dest="exp_dir", metavar="PATH",
                  default=argparse.SUPPRESS, help="run directory for every output")

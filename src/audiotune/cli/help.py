@@ -75,7 +75,7 @@ def compact_usage(parser: argparse.ArgumentParser) -> str:
     for action in parser._actions:
         if action.option_strings:
             if action.required:
-                words.append(f"{action.option_strings[0]} {(action.metavar or action.dest).upper()}")
+                words.append(f"{action.option_strings[0]} {str(action.metavar or action.dest).upper()}")
         elif isinstance(action, argparse._SubParsersAction):
             words.append("{" + ",".join(action.choices) + "} ...")
         else:

@@ -7,6 +7,7 @@ import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 from audiotune import storage
 from audiotune.data.errors import DataError
@@ -56,7 +57,8 @@ def third_party_quiet(verbose: bool) -> Iterator[None]:
         warnings.simplefilter("default")  # each reaches ours_only, which shows audiotune's own
         shown = warnings.showwarning
 
-        def ours_only(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        def ours_only(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      file: TextIO | None = None, line: str | None = None) -> None:
             if f"{os.sep}audiotune{os.sep}" in str(filename):  # a library may turn its own warnings on again
                 shown(message, category, filename, lineno, file, line)
 

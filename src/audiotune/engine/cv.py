@@ -22,9 +22,9 @@ Statistics (``values[f, r]``: the metric of fold f, repeat r): ``mean`` over all
 ``fold_median`` over the folds' means across repeats; ``run_std`` / ``run_median`` over the repeats' means
 across folds (what the speech-emotion recipe reported); ``ci95``: Student-t 95 % interval of the mean with the
 folds as the independent units, clipped to the values the metric can take (accuracy in [0, 1]: with few, spread
-folds the t interval alone reaches past them). Standard deviations are sample ones (ddof 1); a statistic that needs two values
-and has one is None. A metric undefined in some run (one class in a fold, ...) is averaged over the runs that
-define it, and ``n_runs`` says how many.
+folds the t interval alone reaches past them). Standard deviations are sample ones (ddof 1); a statistic that
+needs two values and has one is None. A metric undefined in some run (one class in a fold, ...) is averaged over
+the runs that define it, and ``n_runs`` says how many.
 """
 from __future__ import annotations
 
