@@ -208,3 +208,20 @@ def test_load_pretrained_and_registered_factory(checkpoints: dict[str, Path],
     assert all(torch.equal(v, reference[k]) for k, v in built.state_dict().items())
     skeleton = build_backbone(config, pretrained=False)  # config only: weights come from a run afterwards
     assert skeleton.state_dict().keys() == reference.keys()
+
+
+def test_tensors_missing_from_a_checkpoint_are_named_without_verbose(tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    import transformers
+    from safetensors.torch import load_file, save_file
+
+    from audiotune.cli.show import third_party_quiet
+
+    transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**TINY)).save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    del weights["encoder.layer_norm.weight"]
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with third_party_quiet(False), caplog.at_level("WARNING", logger="audiotune"):
+        HFBackbone(HFOptions(str(tmp_path)))
+    assert "1 encoder tensor(s) not in the checkpoint start at random values, e.g. encoder.layer_norm.weight" \
+        in caplog.text

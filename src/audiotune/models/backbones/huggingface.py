@@ -121,7 +121,11 @@ def _load_encoder(options: HFOptions, pretrained: bool) -> Any:
     config.apply_spec_augment = options.masks
     config.layerdrop = 0.0  # every layer always runs: a fixed number of hidden states
     if pretrained:
-        model = AutoModel.from_pretrained(options.checkpoint, config=config)
+        model, loading = AutoModel.from_pretrained(options.checkpoint, config=config, output_loading_info=True)
+        if loading["missing_keys"]:  # transformers' own report is shown with -v only; this one always
+            missing = sorted(loading["missing_keys"])
+            log.warning("-c %s: %d encoder tensor(s) not in the checkpoint start at random values, e.g. %s",
+                        options.checkpoint, len(missing), missing[0])
     else:
         model = AutoModel.from_config(config)
     if options.mask_time_prob == 0 and isinstance(getattr(model, "masked_spec_embed", None), nn.Parameter):
