@@ -39,5 +39,5 @@ def resolve_recipe(given: str) -> str:
     if name and candidate.is_file():
         return str(candidate)
     names = recipe_names()
-    raise FileNotFoundError(f"--config {given}: neither a config file nor a shipped recipe; recipes: "
+    raise FileNotFoundError(f"--config {given}: config file not found, and no shipped recipe has that name; recipes: "
                             f"{', '.join(names) if names else 'none shipped'} (`audiotune recipes` describes them)")
