@@ -8,7 +8,6 @@ import contextlib
 import copy
 import functools
 import io
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +15,7 @@ import yaml
 
 from audiotune.cli import build_parser, config_from_args
 from audiotune.cli.flags import scoring_data
-from audiotune.config import RETIRED_FLAGS, RETIRED_VALUES, RunConfig, config_to_dict
+from audiotune.config import RETIRED_FLAGS, RETIRED_VALUES, RunConfig, config_to_dict, recipe_root
 from audiotune.models import backbones
 from audiotune.models.backbones import input_spec, resolve_config
 
@@ -352,7 +351,7 @@ def test_a_seed_spelling_is_refused_with_its_hyphen_spelling_too() -> None:
     assert isinstance(result, str) and "--channel_mode interleave" in result
 
 
-RECIPES = Path(__file__).parents[2] / "configs" / "seeds"
+RECIPES = recipe_root() / "seeds"
 # a few of each seed's defaults that audiotune's own defaults change
 SEED_DEFAULTS = {
     "naip_w2v2": {"model.model": "hf", "audio.channel_mode": "sum", "train.scheduler": "none", "data.seed": 4200},

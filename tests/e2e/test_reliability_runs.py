@@ -198,8 +198,9 @@ def test_evaluate_replaces_its_own_earlier_evaluation(trained: dict, tmp_path: P
     assert set(json.loads((out / "metrics.json").read_text())) == {"train", "val", "test"}
     assert main(["evaluate", "--run", str(trained["run"]), "-d", str(trained["split"] / "test.csv"), "-o",
                  str(out)]) == 0
-    assert set(json.loads((out / "metrics.json").read_text())) == {"data"}  # not merged with the earlier one
-    assert set(pd.read_parquet(out / "predictions.parquet")["split"]) == {"data"}
+    # not merged with the earlier one; one CSV is named after its file (and still found under "data")
+    assert set(json.loads((out / "metrics.json").read_text())) == {"test", "data"}
+    assert set(pd.read_parquet(out / "predictions.parquet")["split"]) == {"test"}
 
 
 def test_a_failed_command_leaves_no_directory_behind(trained: dict, tmp_path: Path) -> None:
@@ -241,9 +242,9 @@ def test_zero_epochs_says_the_model_is_untrained(trained: dict, tmp_path: Path, 
 
 def test_option_ranges_are_documented_in_the_help(capsys) -> None:
     with pytest.raises(SystemExit):
-        main(["train", "--help"])
+        main(["train", "--help-all"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "(valid: [0, inf))" in text and "(valid: [1, inf))" in text
+    assert "training epochs (default 1; valid [0, inf))" in text and "batch size (default 8; valid [1, inf))" in text
 
 
 def test_no_prefix_abbreviations_of_flags(trained: dict, tmp_path: Path) -> None:

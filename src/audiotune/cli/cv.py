@@ -73,4 +73,7 @@ COMMAND = Command(
     description="-d is a table (.csv; folds by --group, or --folds K), a folder of fold_N/ split folders, or a "
                 "folder of JSON split files ({\"Train\": ..., \"Val\": ..., \"Test\": ...}). Every other flag is a "
                 "train flag. Run the same command again to resume.",
+    examples="audiotune cv -d table.csv -l labels.txt -o cv --group subject    (leave one subject out)\n"
+             "audiotune cv -d table.csv -l labels.txt -o cv --folds 5 --stratify label --repeats 3\n"
+             "audiotune cv --config ecapa_new_speakers -d table.csv -l labels.txt -o cv --group subject",
     after_interrupt="finished runs are kept; run the same command again to go on")

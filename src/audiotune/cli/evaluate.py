@@ -39,4 +39,6 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
 
 COMMAND = Command("evaluate", "score a CSV or split directory with a trained run", arguments, run,
-                  default_outputs=default_outputs)
+                  default_outputs=default_outputs,
+                  examples="audiotune evaluate --run run -d split/test.csv\n"
+                           "audiotune evaluate --run run -d split    (every split of the directory)")

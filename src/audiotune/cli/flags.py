@@ -11,6 +11,7 @@ import dataclasses
 import typing
 from typing import Any
 
+from audiotune.cli.help import default_text, shared_group
 from audiotune.config import (
     CONFIG_VERSION,
     RETIRED_FLAGS,
@@ -21,6 +22,7 @@ from audiotune.config import (
     config_from_dict,
     describe_range,
     read_config_file,
+    resolve_recipe,
 )
 from audiotune.config.sections import PRECISIONS
 from audiotune.models import backbones
@@ -29,6 +31,7 @@ from audiotune.storage import Role
 
 ROLES = "path_roles"  # the namespace attribute holding {dest: Role} of the parsed command
 CONFIG_DEFAULTS = "config_defaults"  # the namespace attribute holding a command's own option defaults
+FULL_HELP_SECTIONS = ("data", "model")  # the sections `--help` shows in full; the others name their flags
 # seed boolean flags whose meaning maps onto another option: (section, name, value if true, value if false)
 SEED_SWITCHES = {"fbank": ("features", "features", "fbank", "mfcc")}
 # the ECAPA seed's --fbank True read its MFCC size flags as the fbank's size (bins, frames)
@@ -106,13 +109,22 @@ def path_roles(args: argparse.Namespace) -> dict[str, Role]:
     return dict(vars(args).get(ROLES) or {})
 
 
+def metavar(kind: Any, spec: dataclasses.Field) -> str:
+    """The value's name in the help: N (a whole number), X (a number), PATH, or the option's own name."""
+    return "N" if kind is int else "X" if kind is float else "PATH" if spec.metadata.get("role") else spec.name.upper()
+
+
 def _add_field(group: Any, dest: str, spec: dataclasses.Field, hints: dict, hidden: bool = False,
                note: str = "") -> None:
     meta = spec.metadata
     kind = hints[spec.name]
     text = meta.get("help", "") + note
+    shown = default_text(spec.default_factory() if spec.default_factory is not dataclasses.MISSING else spec.default)
+    notes = [f"default {shown.replace('%', '%%')}"] if shown is not None and "default" not in text else []
     if meta.get("valid"):
-        text += f" (valid: {describe_range(*meta['valid'])})"
+        notes.append(f"valid {describe_range(*meta['valid'])}")
+    if notes:
+        text += f" ({'; '.join(notes)})"
     kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS}
     if dest == "model.model":
         kwargs["choices"] = backbones.names()
@@ -123,10 +135,10 @@ def _add_field(group: Any, dest: str, spec: dataclasses.Field, hints: dict, hidd
     elif bool in (kind, *typing.get_args(kind)):
         kwargs.update(nargs="?", const=True, type=parse_bool, metavar="BOOL")
     elif typing.get_origin(kind) is list:
-        kwargs.update(nargs="+", type=typing.get_args(kind)[0], metavar=spec.name.upper())
+        kwargs.update(nargs="+", type=typing.get_args(kind)[0], metavar=metavar(typing.get_args(kind)[0], spec))
     else:
         base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
-        kwargs.update(type=integer if base is int else base, metavar=spec.name.upper())
+        kwargs.update(type=integer if base is int else base, metavar=metavar(base, spec))
     names = spellings(spec.name, meta.get("flags", ()))
     if hidden:
         group.add_argument(*names, help=argparse.SUPPRESS, **kwargs)
@@ -147,14 +159,15 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
     ``defaults`` are this command's own option defaults (``{"model.model": "ssast"}``; ``options.NAME``: a
     backbone's option): a ``--config`` file or a flag overrides them. ``writes_run``: the command writes a run
     directory (``-o/--exp_dir``); ``backbone_flags``: the command reads the backbones' own options."""
-    add_path(parser, "--config", role=Role.INPUT, help="YAML config to start from (flags override it)")
+    add_path(parser, "--config", role=Role.INPUT, metavar="PATH",
+             help="YAML file or shipped recipe (`audiotune recipes`) to start from; flags override it")
     if writes_run:
-        add_path(parser, *spellings("exp_dir", ("-o",)), role=Role.RUN_OUTPUT, dest="exp_dir",
+        add_path(parser, *spellings("exp_dir", ("-o",)), role=Role.RUN_OUTPUT, dest="exp_dir", metavar="PATH",
                  default=argparse.SUPPRESS, help="run directory for every output")
     add_section_flags(parser, sections)
     if "model" in sections and backbone_flags:
         _add_backbone_flags(parser, model)
-    seeds = parser.add_argument_group("seed command-line compatibility")
+    seeds = shared_group(parser, "seed command-line compatibility", summarised=True)
     if "features" in sections:
         seeds.add_argument("--fbank", nargs="?", const=True, type=parse_bool, default=argparse.SUPPRESS,
                            metavar="BOOL", help="the ECAPA seed's switch: True = --features fbank sized by "
@@ -171,13 +184,13 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
 
 
 def add_section_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...]) -> None:
-    """The options of ``sections`` as flags, one argument group per section; a ``section.name`` entry adds that
-    one option. Each lands in the namespace as ``section.name`` (only when given on the command line)."""
-    groups: dict[str, Any] = {}
+    """The options of ``sections`` as flags, one argument group per section (shown in full by ``--help`` for the
+    sections in FULL_HELP_SECTIONS, by flag name for the others); a ``section.name`` entry adds that one option.
+    Each lands in the namespace as ``section.name`` (only when given on the command line)."""
     for entry in sections:
         section, _, only = entry.partition(".")
         cls = SECTIONS[section]
-        group = groups.setdefault(section, parser.add_argument_group(section))
+        group = shared_group(parser, section, summarised=section not in FULL_HELP_SECTIONS)
         hints = typing.get_type_hints(cls)
         for spec in dataclasses.fields(cls):
             if spec.metadata.get("cli") is not False and only in ("", spec.name):
@@ -198,7 +211,7 @@ def _add_backbone_flags(parser: argparse.ArgumentParser, model: str | None) -> N
     backbone's group (else the first's) with that backbone's help."""
     owners = _owners()
     for name, cls in backbones.options_classes().items():
-        group = parser.add_argument_group(f"options of --model {name}")
+        group = shared_group(parser, f"options of --model {name}", summarised=True)
         hints = typing.get_type_hints(cls)
         for spec in dataclasses.fields(cls):
             shared = owners[spec.name]
@@ -209,7 +222,7 @@ def _add_backbone_flags(parser: argparse.ArgumentParser, model: str | None) -> N
 
 def add_storage_flags(parser: argparse.ArgumentParser) -> None:
     """The seed systems' Google Cloud Storage flags; any path may also be a gs:// URL (see audiotune.staging)."""
-    group = parser.add_argument_group("cloud storage (every path may also be gs://BUCKET/...)")
+    group = shared_group(parser, "cloud storage (every path may also be gs://BUCKET/...)", summarised=True)
     group.add_argument("-b", "--bucket_name", "--bucket-name", dest="bucket_name",
                        help="bucket that --cloud uploads to, and that -i/--prefix is read from when it is not a "
                             "URL (gs://BUCKET/PREFIX, as the seeds)")
@@ -229,6 +242,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         _set(config, key, value)
     config_file = vars(args).get("config")
     if config_file:
+        config_file = resolve_recipe(str(config_file))
         config = config_from_dict(read_config_file(config_file), source=str(config_file), base=config)
         config.version = CONFIG_VERSION  # a recipe's options are the user's (the backbone derives its input anew)
     config = apply_flags(config, args)

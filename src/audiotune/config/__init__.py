@@ -38,6 +38,7 @@ from audiotune.config.options import (
     option,
     range_problems,
 )
+from audiotune.config.recipes import recipe_description, recipe_names, recipe_root, resolve_recipe
 from audiotune.config.retired import RETIRED_FLAGS, RETIRED_VALUES
 from audiotune.config.sections import (
     CONFIG_VERSION,
@@ -62,5 +63,6 @@ __all__ = [
     "SECTIONS", "SPEED_LIMITS", "SPEED_RANGE", "AudioConfig", "AugmentConfig", "ClassifierConfig", "DataConfig",
     "FeatureConfig", "HeadSpec", "ModelConfig", "RunConfig", "RuntimeConfig", "TrainConfig", "check_config",
     "check_types", "config_changes", "config_from_dict", "config_to_dict", "describe_range", "load_config", "option",
-    "range_problems", "read_config_file", "save_config", "upgrade_sections", "with_added_options",
+    "range_problems", "read_config_file", "recipe_description", "recipe_names", "recipe_root", "resolve_recipe",
+    "save_config", "upgrade_sections", "with_added_options",
 ]

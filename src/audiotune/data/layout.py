@@ -25,6 +25,7 @@ from audiotune import storage
 from audiotune.data.errors import DataError
 
 SPLITS = ("train", "val", "test")
+ONE_TABLE = "data"  # the split name of the rows of one CSV, or of a folder of audio without tables
 ENCODING_EXTENSIONS = {"MP3": "mp3", "WAV": "wav", "FLAC": "flac", "OGG": "ogg", "VORBIS": "ogg"}
 
 
@@ -114,7 +115,7 @@ def read_splits(data_split_root: str | Path, audio_dir: str = "", na_values: Seq
         raise DataError("--data_split_root is required: a split directory or one CSV")
     root = str(data_split_root)
     if root.lower().endswith(".csv"):
-        return {"data": read_table(root, na_values=na_values)}
+        return {ONE_TABLE: read_table(root, na_values=na_values)}
     if root.lower().endswith(".json"):
         from audiotune.data.json_splits import read_json_split
 
@@ -130,7 +131,7 @@ def read_splits(data_split_root: str | Path, audio_dir: str = "", na_values: Seq
         audio = audio_folder_table(root)
         if audio is None:
             raise DataError(f"{root}: no train.csv, val.csv or test.csv in this directory, and no audio files")
-        return {"data": audio}
+        return {ONE_TABLE: audio}
     return tables
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 from pytorch_lightning.loggers import CSVLogger
 
 from audiotune.config import RuntimeConfig, TrainConfig
@@ -83,7 +83,7 @@ def build_trainer(train: TrainConfig, runtime: RuntimeConfig, run_dir: Path | No
         **trainer_devices(runtime),
         precision=trainer_precision(runtime),
         gradient_clip_val=train.grad_clip or None,
-        callbacks=[*checkpoints, *callbacks],
+        callbacks=[*checkpoints, *callbacks, *_progress_bar(max_epochs)],
         logger=CSVLogger(run_dir, name=LOG_DIR, version=""),
         log_every_n_steps=1,
         enable_model_summary=False,
@@ -92,3 +92,20 @@ def build_trainer(train: TrainConfig, runtime: RuntimeConfig, run_dir: Path | No
         **extra,
     )
     return trainer, best
+
+
+class StepsProgressBar(RichProgressBar):
+    """Lightning's rich progress bar for a run of ``--training_steps``: its epochs have no last one."""
+
+    def _get_train_description(self, current_epoch: int) -> str:  # Lightning's: "Epoch 3/-2" (max_epochs - 1)
+        return f"Epoch {current_epoch} (up to step {self.trainer.max_steps})"
+
+
+def _progress_bar(max_epochs: int) -> list[pl.Callback]:
+    """The progress bar of a run counted in steps (``max_epochs`` -1), where the rich one is installed."""
+    if max_epochs >= 0:
+        return []
+    try:
+        return [StepsProgressBar()]
+    except ModuleNotFoundError:  # without rich, Lightning's tqdm bar says "Epoch 3", which is right
+        return []

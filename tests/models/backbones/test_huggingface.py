@@ -274,3 +274,20 @@ def test_the_input_is_the_extractors_and_the_config_keeps_the_users_options(chec
     earlier.version, earlier.features.features, earlier.audio.min_samples = 1, "waveform", 400
     read = input_spec(earlier)
     assert (read.features, read.waveform_norm, read.resample_rate, read.min_samples) == ("waveform", True, 8000, 400)
+
+
+def test_tensors_missing_from_a_checkpoint_are_named_without_verbose(tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    import transformers
+    from safetensors.torch import load_file, save_file
+
+    from audiotune.cli.show import third_party_quiet
+
+    transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**TINY)).save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    del weights["encoder.layer_norm.weight"]
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with third_party_quiet(False), caplog.at_level("WARNING", logger="audiotune"):
+        HFBackbone(HFOptions(str(tmp_path)))
+    assert "1 encoder tensor(s) not in the checkpoint start at random values, e.g. encoder.layer_norm.weight" \
+        in caplog.text

@@ -46,7 +46,7 @@ from torch import Tensor, nn
 from audiotune.config import AT_LEAST_0, AT_LEAST_1, PROBABILITY, RunConfig, option
 from audiotune.data.input_spec import InputSpec
 from audiotune.models.backbones import Backbone, backbone_options, encode_in_windows, input_spec, register
-from audiotune.models.backbones.hf_checkpoint import conv_receptive_field, extractor_settings
+from audiotune.models.backbones.hf_checkpoint import check_available, conv_receptive_field, extractor_settings
 from audiotune.storage import Role
 
 __all__ = ["DEFAULT_CHECKPOINT", "HFBackbone", "HFOptions", "build_hf", "extractor_settings", "hf_input",
@@ -128,7 +128,11 @@ def _load_encoder(options: HFOptions, pretrained: bool) -> Any:
     config.apply_spec_augment = options.masks
     config.layerdrop = 0.0  # every layer always runs: a fixed number of hidden states
     if pretrained:
-        model = AutoModel.from_pretrained(options.checkpoint, config=config)
+        model, loading = AutoModel.from_pretrained(options.checkpoint, config=config, output_loading_info=True)
+        if loading["missing_keys"]:  # transformers' own report is shown with -v only; this one always
+            missing = sorted(loading["missing_keys"])
+            log.warning("-c %s: %d encoder tensor(s) not in the checkpoint start at random values, e.g. %s",
+                        options.checkpoint, len(missing), missing[0])
     else:
         model = AutoModel.from_config(config)
     if options.mask_time_prob == 0 and isinstance(getattr(model, "masked_spec_embed", None), nn.Parameter):
@@ -333,6 +337,7 @@ def resolve_hf(config: RunConfig) -> None:
     the encoder's rate (:func:`hf_input` reads the encoder's)."""
     if not config.model.checkpoint:
         config.model.checkpoint = DEFAULT_CHECKPOINT
+    check_available(config.model.checkpoint, "-c")  # no network and no local copy: one line at once
     if config.model.freeze is None:
         config.model.freeze = True
     masking = HFOptions.from_config(config)
