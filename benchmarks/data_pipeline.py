@@ -100,7 +100,7 @@ def run_audiotune(table: pd.DataFrame, workers: int) -> Features:
     """Build the inference dataset and loader, iterate it fully, and cut the padded batches back per clip."""
     config = make_config(workers)
     dataset = make_dataset(config, table, np.zeros((len(table), 0), np.float32))
-    loader = make_loader(config, dataset, table, train=False, equal_length=False,
+    loader = make_loader(config, dataset, table, train=False,
                          pin_memory=loader_pins_memory(config))
     batches = list(loader)
     del loader  # shuts down the persistent workers

@@ -101,7 +101,7 @@ def encode_to_cache(model: Classifier, config: RunConfig, table: pd.DataFrame, f
     if missing:
         subset = table.iloc[missing]
         dataset = make_dataset(config, subset, np.zeros((len(subset), 0), np.float32))
-        loader = make_loader(config, dataset, subset, train=False, equal_length=model.backbone.needs_equal_length,
+        loader = make_loader(config, dataset, subset, train=False, padding=model.backbone.padding,
                              pin_memory=loader_pins_memory(config))
         row_of = {uid: missing[k] for k, uid in enumerate(subset.index)}
 

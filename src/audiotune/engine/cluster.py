@@ -216,7 +216,7 @@ def cluster(config: RunConfig, options: ClusterOptions, out: str, run: str | Non
     device = inference_device(config)
     prepared = prepare_eval_data(config, config.data.data_split_root, targets_needed=False)
     loaders = {split: make_loader(config, make_dataset(config, table, prepared.targets[split]), table, False,
-                                  backbone.needs_equal_length, pin_memory=loader_pins_memory(config))
+                                  backbone.padding, pin_memory=loader_pins_memory(config))
                for split, table in prepared.tables.items()}
     uids = [uid for table in prepared.tables.values() for uid in table.index]
     if len(set(uids)) != len(uids):

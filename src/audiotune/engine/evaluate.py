@@ -88,7 +88,7 @@ def _adapted_predictions(model: Classifier, config: RunConfig, table: pd.DataFra
         part = table.iloc[rows]
         dataset = make_dataset(config, part, targets[rows])
         with adapted_batchnorm(model, adaptation_loader(config, dataset, pin_memory=pinned), inference_device(config)):
-            loader = make_loader(config, dataset, part, False, model.backbone.needs_equal_length, pin_memory=pinned)
+            loader = make_loader(config, dataset, part, False, model.backbone.padding, pin_memory=pinned)
             group_uids, group_logits, group_targets = predict(model, loader, config)
         uids += group_uids
         logits.append(group_logits)
@@ -111,7 +111,7 @@ def evaluate_prepared(model: Classifier, config: RunConfig, prepared: PreparedDa
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    equal_length = model.backbone.needs_equal_length
+    padding = model.backbone.padding
     splits = splits or list(prepared.tables)
     adapt = config.train.adapt_bn
     if adapt != OFF:
@@ -125,7 +125,7 @@ def evaluate_prepared(model: Classifier, config: RunConfig, prepared: PreparedDa
             uids, logits, targets = predict(model, cached_loader(config, cached[split], False), config)
         elif adapt == OFF:
             dataset = make_dataset(config, table, prepared.targets[split])
-            loader = make_loader(config, dataset, table, False, equal_length, pin_memory=loader_pins_memory(config))
+            loader = make_loader(config, dataset, table, False, padding, pin_memory=loader_pins_memory(config))
             uids, logits, targets = predict(model, loader, config)
         else:
             groups = adaptation_groups(table, adapt, split)

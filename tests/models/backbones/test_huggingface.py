@@ -12,7 +12,7 @@ from conftest import HF_TINY as TINY
 
 from audiotune.config import RunConfig
 from audiotune.models.backbones import build_backbone, resolve_config
-from audiotune.models.backbones.huggingface import HFBackbone, HFOptions
+from audiotune.models.backbones.huggingface import PADDING_TOLERANCE, HFBackbone, HFOptions
 from audiotune.models.classifier import masked_pool
 
 PAD_INDEPENDENT = [k for k, spec in KINDS.items() if not spec[2]]
@@ -58,7 +58,8 @@ def test_bare_encoder_and_counts(backbones: dict[str, HFBackbone], name: str) ->
     assert type(backbone.model).__name__.endswith("Model")  # bare encoder, no CTC head
     assert backbone.input_kind == "waveform"
     assert (backbone.embedding_dim, backbone.num_layers, backbone.num_hidden_states) == (32, 2, 3)
-    assert backbone.needs_equal_length is KINDS[name][2]
+    assert backbone.padding.exact is not KINDS[name][2]
+    assert backbone.padding.exact or backbone.padding.tolerance == PADDING_TOLERANCE
     config = backbone.model.config
     assert config.mask_time_prob == config.mask_feature_prob == config.layerdrop == 0.0
     assert not hasattr(backbone.model, "masked_spec_embed")
@@ -109,7 +110,7 @@ def test_layer_norm_kinds_are_padding_independent(backbones: dict[str, HFBackbon
 
 @pytest.mark.parametrize("name", [k for k in KINDS if k not in PAD_INDEPENDENT])
 def test_padding_changes_equal_length_kinds(backbones: dict[str, HFBackbone], name: str) -> None:
-    """Zero padding moves a clip's embedding (hence needs_equal_length); equal-length batches match alone."""
+    """Zero padding moves a clip's embedding (hence an inexact padding rule); equal-length batches match alone."""
     backbone = backbones[name]
     short, long = clip(0.45, 10), clip(1.0, 11)
     alone = pooled(backbone, *batch(short))

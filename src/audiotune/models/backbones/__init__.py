@@ -2,8 +2,8 @@
 of this package (a backbone module calls :func:`register`).
 
 A backbone is a :class:`Backbone` (an ``nn.Module``) with ``embedding_dim``, ``num_layers``, ``num_hidden_states``,
-``needs_equal_length``,
-``hidden_states(inputs, lengths) -> (list of (B, T, D) tensors, (B, T) bool mask)`` and
+``padding`` (what zero padding does to a clip's result: a
+:class:`~audiotune.data.samplers.PaddingRule`), ``hidden_states(inputs, lengths) -> (list of (B, T, D) tensors, (B, T) bool mask)`` and
 ``load_pretrained(path)``. The classifier, engine and CLI never look at which one it is.
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from audiotune.config import RunConfig, check_types, range_problems
 from audiotune.data.features import min_samples_for_frames
+from audiotune.data.samplers import EXACT_PADDING, PaddingRule
 
 
 class Backbone(nn.Module):
@@ -31,9 +32,9 @@ class Backbone(nn.Module):
     input_kind: str  # "waveform": (B, N) samples; "features": (B, T, F) fbank/mfcc frames
 
     @property
-    def needs_equal_length(self) -> bool:
-        """True when zero padding changes a clip's result, so inference must batch equal-length clips."""
-        return False
+    def padding(self) -> PaddingRule:
+        """What padding a batch does to a clip's result; exact (the default): nothing, given the lengths."""
+        return EXACT_PADDING
 
     @property
     def frame_hop(self) -> int | None:

@@ -16,8 +16,9 @@ includes the encoder's final LayerNorm, as in transformers 4.x; transformers 5.x
 Padding and batch independence
 ------------------------------
 Layer-norm feature encoders get a sample-level attention mask: a clip's real frames do not depend on the
-padding of its batch. Two kinds cannot promise that, hence ``needs_equal_length = True`` (the data
-pipeline batches equal-length clips at inference):
+padding of its batch (exact padding). Two kinds cannot promise that; their ``padding`` rule says so, and the data
+pipeline scores them in batches of clips sorted by length, the longest at most ``PADDING_TOLERANCE`` (2 %) longer
+than the shortest, so a clip is padded by at most 2 % of its length:
 
 * group-norm feature encoders (``feat_extract_norm == "group"``, e.g. wav2vec2-base, HuBERT-base): the first
   conv's GroupNorm normalises each channel over the whole tensor, zero padding included, and these models
@@ -44,6 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from audiotune.config import AT_LEAST_0, AT_LEAST_1, PROBABILITY, RunConfig, option
+from audiotune.data.samplers import EXACT_PADDING, PaddingRule
 from audiotune.models.backbones import Backbone, backbone_options, encode_in_windows, register
 from audiotune.models.backbones.hf_checkpoint import conv_receptive_field, extractor_settings
 from audiotune.storage import Role
@@ -53,6 +55,8 @@ __all__ = ["DEFAULT_CHECKPOINT", "HFBackbone", "HFOptions", "build_hf", "extract
 log = logging.getLogger(__name__)
 
 DEFAULT_CHECKPOINT = "facebook/wav2vec2-base-960h"
+# the longest clip of a scoring batch of an inexact encoder is at most this fraction longer than its shortest
+PADDING_TOLERANCE = 0.02
 
 
 @dataclass
@@ -155,9 +159,16 @@ class HFBackbone(Backbone):
         return getattr(self.model.config, "feat_extract_norm", "layer") == "group"
 
     @property
-    def needs_equal_length(self) -> bool:
-        """True when zero padding changes a clip's frames (see the module docstring)."""
-        return self.group_norm or self.model.config.model_type == "data2vec-audio"
+    def padding(self) -> PaddingRule:
+        """Exact where an attention mask keeps padding out; else batches within ``PADDING_TOLERANCE`` (see the
+        module docstring)."""
+        if self.group_norm:
+            return PaddingRule(False, PADDING_TOLERANCE, "the group-norm feature encoder normalises over the "
+                               "padding (no attention mask)")
+        if self.model.config.model_type == "data2vec-audio":
+            return PaddingRule(False, PADDING_TOLERANCE, "data2vec-audio's positional convolutions carry padding "
+                               "into the last real frames")
+        return EXACT_PADDING
 
     @property
     def embedding_dim(self) -> int:
@@ -225,7 +236,7 @@ class HFBackbone(Backbone):
     def hidden_states(self, waveforms: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor]:
         """Waveforms (B, N), valid samples (B,) -> ``num_hidden_states`` tensors (B, T, D), mask (B, T).
 
-        Layer-norm encoders get an attention mask; group-norm ones get none (see ``needs_equal_length``).
+        Layer-norm encoders get an attention mask; group-norm ones get none (see ``padding``).
         With ``max_window`` the windows' frames are concatenated along time and the mask covers them all.
         """
         return encode_in_windows(self._encode, waveforms, lengths, self._windows(waveforms.shape[1]))
