@@ -32,11 +32,11 @@ from audiotune.data.balance import class_groups
 from audiotune.data.dataset import AudioDataset, Collator
 from audiotune.data.prepare import PreparedData, audio_spec, scoring_spec
 from audiotune.data.samplers import (
+    EXACT_PADDING,
     BalancedSampler,
     BucketBatchSampler,
     DealtBatches,
     EpochShuffle,
-    EXACT_PADDING,
     FixedBatches,
     GroupBatchSampler,
     LengthSortedBatches,

@@ -29,7 +29,8 @@ Bucketed and grouped batches are built alike in every process; under DDP each ta
 batches of an epoch left out of it, a different few each epoch).
 
 Scoring batches: rows in table order (torch's ``BatchSampler``) for models whose :class:`PaddingRule` is exact,
-:class:`LengthSortedBatches` (lengths within the rule's tolerance) for models where padding changes outputs, :class:`FixedBatches` for batches chosen beforehand; under DDP
+:class:`LengthSortedBatches` (lengths within the rule's tolerance) for models where padding changes outputs,
+:class:`FixedBatches` for batches chosen beforehand; under DDP
 :class:`DealtBatches` (``pad=True``) deals one process's batches round-robin and pads the shorter shares with
 repeats, so every process runs the same number of steps; the repeats are dropped again when the outputs are
 gathered (:func:`audiotune.engine.distributed.unique_batches`), so metrics count every clip once.

@@ -108,7 +108,7 @@ def encode_to_cache(model: Classifier, config: RunConfig, table: pd.DataFrame, f
         def pool(classifier: Classifier, batch: dict) -> torch.Tensor:
             return classifier.pooled_states(batch["inputs"], batch["lengths"], pooling)
 
-        for batch, pooled in iterate_batches(model, loader, config, pool):
+        for batch, pooled in iterate_batches(model, loader, config, pool, "feature cache"):
             for uid, states in zip(batch["uid"], pooled.float().cpu()):
                 write_entry(folder / f"{names[row_of[uid]]}.safetensors", states)
     return names, len(missing)

@@ -65,7 +65,7 @@ def extract_embeddings(run: str, data_split_root: str, out: str, embedding_type:
         for split, table in prepared.tables.items():
             loader = make_loader(config, make_dataset(config, table, prepared.targets[split]), table, False,
                                  padding, pin_memory=loader_pins_memory(config))
-            for batch, emb in iterate_batches(model, loader, config, embed):
+            for batch, emb in iterate_batches(model, loader, config, embed, f"extract {split}"):
                 rows = emb.float().cpu().numpy()
                 writer.write_table(pa.table({
                     "uid": batch["uid"], "split": [split] * len(rows),

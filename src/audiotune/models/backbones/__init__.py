@@ -2,9 +2,9 @@
 of this package (a backbone module calls :func:`register`).
 
 A backbone is a :class:`Backbone` (an ``nn.Module``) with ``embedding_dim``, ``num_layers``, ``num_hidden_states``,
-``padding`` (what zero padding does to a clip's result: a
-:class:`~audiotune.data.samplers.PaddingRule`), ``hidden_states(inputs, lengths) -> (list of (B, T, D) tensors, (B, T) bool mask)`` and
-``load_pretrained(path)``. The classifier, engine and CLI never look at which one it is.
+``padding`` (what zero padding does to a clip's result: a :class:`~audiotune.data.samplers.PaddingRule`),
+``hidden_states(inputs, lengths) -> (list of (B, T, D) tensors, (B, T) bool mask)`` and ``load_pretrained(path)``.
+The classifier, engine and CLI never look at which one it is.
 """
 from __future__ import annotations
 
