@@ -72,12 +72,13 @@ class Progress:
         elapsed = max(time.perf_counter() - self.start, 1e-9)
         rate = self.count / elapsed
         units = f"{self.unit}es" if self.unit.endswith(("s", "sh", "ch", "x")) else f"{self.unit}s"
+        counted = self.unit if self.count == 1 else units
         if self.total and self.count < self.total:
             left = (self.total - self.count) / rate if rate > 0 else 0.0
             where = f"{self.count * 100 // self.total}% ({self.count}/{self.total} {units}, {rate:.3g} {units}/s, " \
                     f"ETA {_duration(left)}"
         else:
-            where = f"done ({self.count} {units} in {_duration(elapsed)}, {rate:.3g} {units}/s"
+            where = f"done ({self.count} {counted} in {_duration(elapsed)}, {rate:.3g} {units}/s"
         note = f", {self.note}" if self.note else ""
         print(f"{self.label}: {where}{note})", file=self.stream, flush=True)
 
