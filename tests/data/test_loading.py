@@ -38,10 +38,10 @@ def test_scoring_batches_mix_lengths_only_where_padding_is_exact(caplog: pytest.
     config = config_with(batch_size=4)
     table = pd.DataFrame({"num_samples": [16000, 8000, 12000, 8100, 16000, 9000]})
     exact = list(scoring_batches(config, table, len(table)))
-    assert exact == [[0, 1, 2, 3], [4, 5]]  # table order, any mix of lengths
+    assert exact == [[1, 3, 5, 2], [0, 4]]  # sorted by length, any mix of lengths
     assert not caplog.records
     inexact = list(scoring_batches(config, table, len(table), PaddingRule(False, 0.02, "group norm")))
     assert inexact == [[1, 3], [5], [2], [0, 4]]
     assert "at most 2% longer than the shortest: group norm" in caplog.text
     config.features.target_length = 100  # one input size: padding never differs
-    assert list(scoring_batches(config, table, len(table), PaddingRule(False, 0.02))) == exact
+    assert list(scoring_batches(config, table, len(table), PaddingRule(False, 0.02))) == [[0, 1, 2, 3], [4, 5]]

@@ -7,9 +7,10 @@ Every rule about which sampler a run uses is here, once:
 - :func:`training_batches`: the one choice of a run's training batches (``--group_batches``, else length buckets
   of ``--bucket_sampler`` / ``--dynamic_batch``, else ``--batch_size`` slices of each epoch's order, shuffled or
   class-balanced by ``--balance``), each process's share under DDP;
-- :func:`scoring_batches`: rows in table order, any mix of lengths, for models whose padding is exact (the
-  backbone's :class:`~audiotune.data.samplers.PaddingRule`), else sorted by length within the rule's tolerance
-  (and the log says so); within groups when asked; each process's share padded with repeats under DDP.
+- :func:`scoring_batches`: rows sorted by length, so little of a batch is padding; any mix of lengths in a batch
+  for models whose padding is exact (the backbone's :class:`~audiotune.data.samplers.PaddingRule`), else lengths
+  within the rule's tolerance (and the log says so); within groups when asked; each process's share padded with
+  repeats under DDP.
 
 The samplers themselves are in :mod:`audiotune.data.samplers`. Loaders pin their batches only when told to
 (``pin_memory``): the engine, which chooses the device, decides.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from typing import Any
 
 import numpy as np
@@ -123,10 +125,11 @@ def training_batches(config: RunConfig, table: pd.DataFrame, sampler: BalancedSa
 def scoring_batches(config: RunConfig, table: pd.DataFrame | None, rows: int,
                     padding: PaddingRule = EXACT_PADDING, groups: list[np.ndarray] | None = None,
                     num_replicas: int = 1, rank: int = 0) -> Sampler[list[int]]:
-    """Batches of ``--batch_size`` of the ``rows`` rows: in table order, any mix of lengths, when the model's
-    ``padding`` is exact or its inputs have one size (``target_length``), else sorted by the table's
-    ``num_samples`` within ``padding.tolerance`` (logged); ``groups`` (row positions) keeps every batch within
-    one group, group after group. With ``num_replicas`` processes, process ``rank``'s share padded with repeats."""
+    """Batches of ``--batch_size`` of the ``rows`` rows sorted by the table's ``num_samples`` (in table order
+    without a table, or when inputs have one size: ``target_length``): any mix of lengths when the model's
+    ``padding`` is exact, else lengths within ``padding.tolerance`` (logged); ``groups`` (row positions) keeps
+    every batch within one group, group after group. With ``num_replicas`` processes, process ``rank``'s share
+    padded with repeats."""
     batches: Sampler[list[int]]
     if not padding.exact and not config.features.target_length:
         log.warning("scoring batches hold clips sorted by length, the longest at most %g%% longer than the "
@@ -145,10 +148,11 @@ def scoring_batches(config: RunConfig, table: pd.DataFrame | None, rows: int,
 
 def _ordered_batches(config: RunConfig, table: pd.DataFrame | None, count: int,
                      padding: PaddingRule) -> Sampler[list[int]]:
-    """Batches of ``count`` rows in order; sorted by the table's lengths where ``padding`` is not exact."""
-    if not padding.exact and not config.features.target_length:
-        assert table is not None  # lengths are read from the table
-        return LengthSortedBatches(table["num_samples"].tolist(), config.train.batch_size, padding.tolerance)
+    """Batches of ``count`` rows sorted by the table's lengths (within ``padding``'s tolerance where it is not
+    exact); in order without a table or lengths that matter."""
+    if table is not None and not config.features.target_length:
+        tolerance = math.inf if padding.exact else padding.tolerance
+        return LengthSortedBatches(table["num_samples"].tolist(), config.train.batch_size, tolerance)
     return BatchSampler(SequentialSampler(range(count)), config.train.batch_size, drop_last=False)
 
 

@@ -28,9 +28,10 @@ Bucketed and grouped batches are built alike in every process; under DDP each ta
 :class:`DealtBatches` (``pad=False``: the epoch's batches dealt round-robin, the last fewer-than-``processes``
 batches of an epoch left out of it, a different few each epoch).
 
-Scoring batches: rows in table order (torch's ``BatchSampler``) for models whose :class:`PaddingRule` is exact,
-:class:`LengthSortedBatches` (lengths within the rule's tolerance) for models where padding changes outputs,
-:class:`FixedBatches` for batches chosen beforehand; under DDP
+Scoring batches: :class:`LengthSortedBatches`, any mix of lengths for models whose :class:`PaddingRule` is exact,
+lengths within the rule's tolerance for models where padding changes outputs (rows in table order, torch's
+``BatchSampler``, where lengths are unknown or do not matter); :class:`FixedBatches` for batches chosen
+beforehand; under DDP
 :class:`DealtBatches` (``pad=True``) deals one process's batches round-robin and pads the shorter shares with
 repeats, so every process runs the same number of steps; the repeats are dropped again when the outputs are
 gathered (:func:`audiotune.engine.distributed.unique_batches`), so metrics count every clip once.
@@ -331,7 +332,7 @@ class PaddingRule:
     (``Backbone.padding``), read by the scoring batches (:func:`audiotune.data.loading.scoring_batches`).
 
     ``exact``: masks make every clip's result in a padded batch its result alone, so scoring batches take any
-    mix of lengths, in table order. Otherwise (``reason`` says why, and the log says so) scoring batches hold
+    mix of lengths (sorted by length all the same, so little of a batch is padding). Otherwise (``reason`` says why, and the log says so) scoring batches hold
     clips sorted by length whose longest is at most ``tolerance`` (a fraction) longer than the shortest:
     :class:`LengthSortedBatches`; ``tolerance`` 0 batches only clips of one length, which is exact again.
     """
@@ -350,8 +351,8 @@ EXACT_PADDING = PaddingRule()
 
 class LengthSortedBatches(Sampler[list[int]]):
     """Batches of up to ``batch_size`` clips sorted by length (ties in table order), each closed before the
-    clip that is more than ``tolerance`` longer than its shortest clip; for models whose result a clip's
-    padding changes (:class:`PaddingRule`). ``tolerance`` 0: every batch holds clips of one length."""
+    clip that is more than ``tolerance`` longer than its shortest clip (:class:`PaddingRule`; ``math.inf`` for
+    exact models: sorting only keeps padding small). ``tolerance`` 0: every batch holds clips of one length."""
 
     def __init__(self, lengths: Sequence[int], batch_size: int, tolerance: float = 0.0) -> None:
         order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")
