@@ -332,9 +332,10 @@ class PaddingRule:
     (``Backbone.padding``), read by the scoring batches (:func:`audiotune.data.loading.scoring_batches`).
 
     ``exact``: masks make every clip's result in a padded batch its result alone, so scoring batches take any
-    mix of lengths (sorted by length all the same, so little of a batch is padding). Otherwise (``reason`` says why, and the log says so) scoring batches hold
-    clips sorted by length whose longest is at most ``tolerance`` (a fraction) longer than the shortest:
-    :class:`LengthSortedBatches`; ``tolerance`` 0 batches only clips of one length, which is exact again.
+    mix of lengths (sorted by length all the same, so little of a batch is padding). Otherwise (``reason`` says
+    why, and the log says so) scoring batches hold clips sorted by length whose longest is at most ``tolerance``
+    (a fraction) longer than the shortest: :class:`LengthSortedBatches`; ``tolerance`` 0 batches only clips of one
+    length, which is exact again.
     """
 
     exact: bool = True

@@ -59,7 +59,7 @@ def test_bare_encoder_and_counts(backbones: dict[str, HFBackbone], name: str) ->
     assert backbone.input_kind == "waveform"
     assert (backbone.embedding_dim, backbone.num_layers, backbone.num_hidden_states) == (32, 2, 3)
     assert backbone.padding.exact is not KINDS[name][2]
-    assert backbone.padding.exact or backbone.padding.tolerance == PADDING_TOLERANCE
+    assert backbone.padding.tolerance == (PADDING_TOLERANCE if name == "w2v_group" else 0.0)
     config = backbone.model.config
     assert config.mask_time_prob == config.mask_feature_prob == config.layerdrop == 0.0
     assert not hasattr(backbone.model, "masked_spec_embed")
@@ -209,3 +209,18 @@ def test_load_pretrained_and_registered_factory(checkpoints: dict[str, Path],
     assert all(torch.equal(v, reference[k]) for k, v in built.state_dict().items())
     skeleton = build_backbone(config, pretrained=False)  # config only: weights come from a run afterwards
     assert skeleton.state_dict().keys() == reference.keys()
+
+
+def test_padding_within_the_tolerance_moves_a_clip_less(backbones: dict[str, HFBackbone]) -> None:
+    """A group-norm encoder's scoring batches pad a clip by at most PADDING_TOLERANCE of its length: that moves
+    its embedding far less than the padding of a batch of any lengths."""
+    backbone = backbones["w2v_group"]
+    short = clip(0.5, 20)
+    alone = pooled(backbone, *batch(short))
+
+    def moved(longest: float) -> float:
+        padded = pooled(backbone, *batch(clip(longest, 21), short))
+        return max(((b[1:] - a).norm() / a.norm()).item() for a, b in zip(alone, padded))
+
+    within, beyond = moved(0.5 * (1 + PADDING_TOLERANCE)), moved(1.0)
+    assert 0 < within < beyond / 10
