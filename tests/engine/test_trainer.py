@@ -93,14 +93,12 @@ def test_accumulate_grad_batches_is_a_train_flag() -> None:
 
 def test_a_run_in_steps_shows_no_last_epoch(tmp_path: Path) -> None:
     from audiotune.config import RuntimeConfig, TrainConfig
-    from audiotune.engine.trainer import StepsProgressBar, build_trainer
+    from audiotune.engine.trainer import PassProgress, build_trainer
 
     trainer, _ = build_trainer(TrainConfig(training_steps=40), RuntimeConfig(accelerator="cpu"), tmp_path)
     bar = trainer.progress_bar_callback
-    assert isinstance(bar, StepsProgressBar) and trainer.max_epochs == -1
-    bar._trainer = trainer  # as the fit's set-up does
-    assert bar._get_train_description(3) == "Epoch 3 (up to step 40)"
+    assert isinstance(bar, PassProgress) and trainer.max_epochs == -1
+    assert bar._epoch(trainer) == "epoch 1"  # not Lightning's "Epoch 0/-2"
     by_epochs, _ = build_trainer(TrainConfig(epochs=10), RuntimeConfig(accelerator="cpu"), tmp_path / "e")
-    assert not isinstance(by_epochs.progress_bar_callback, StepsProgressBar)
-    by_epochs.progress_bar_callback._trainer = by_epochs
-    assert by_epochs.progress_bar_callback._get_train_description(3).strip() == "Epoch 3/9"
+    assert by_epochs.progress_bar_callback._epoch(by_epochs) == "epoch 1/10"
+

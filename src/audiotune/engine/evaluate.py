@@ -88,12 +88,12 @@ def _adapted_predictions(model: Classifier, config: RunConfig, table: pd.DataFra
     logits, labels = [], []
     pinned = loader_pins_memory(config)
     inputs = input_spec(config)
-    for _, rows in groups:
+    for group, rows in groups:
         part = table.iloc[rows]
         dataset = make_dataset(config, inputs, part, targets[rows])
         with adapted_batchnorm(model, adaptation_loader(config, dataset, pin_memory=pinned), inference_device(config)):
-            loader = make_loader(config, dataset, part, False, model.backbone.needs_equal_length, pin_memory=pinned)
-            group_uids, group_logits, group_targets = predict(model, loader, config)
+            loader = make_loader(config, dataset, part, False, model.backbone.padding, pin_memory=pinned)
+            group_uids, group_logits, group_targets = predict(model, loader, config, f"evaluate {group or 'split'}")
         uids += group_uids
         logits.append(group_logits)
         labels.append(group_targets)
@@ -123,7 +123,7 @@ def evaluate_prepared(model: Classifier, config: RunConfig, prepared: PreparedDa
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    equal_length = model.backbone.needs_equal_length
+    padding, inputs = model.backbone.padding, input_spec(config)
     splits = splits or list(prepared.tables)
     adapt = config.train.adapt_bn
     if adapt != OFF:
@@ -134,11 +134,12 @@ def evaluate_prepared(model: Classifier, config: RunConfig, prepared: PreparedDa
     for split in splits:
         table = prepared.tables[split]
         if cached is not None:
-            uids, logits, targets = predict(model, cached_loader(config, cached[split], False), config)
+            uids, logits, targets = predict(model, cached_loader(config, cached[split], False), config,
+                                            f"evaluate {split}")
         elif adapt == OFF:
-            dataset = make_dataset(config, input_spec(config), table, prepared.targets[split])
-            loader = make_loader(config, dataset, table, False, equal_length, pin_memory=loader_pins_memory(config))
-            uids, logits, targets = predict(model, loader, config)
+            dataset = make_dataset(config, inputs, table, prepared.targets[split])
+            loader = make_loader(config, dataset, table, False, padding, pin_memory=loader_pins_memory(config))
+            uids, logits, targets = predict(model, loader, config, f"evaluate {split}")
         else:
             groups = adaptation_groups(table, adapt, split)
             uids, logits, targets = _adapted_predictions(model, config, table, prepared.targets[split], groups)

@@ -143,7 +143,6 @@ class ASTBackbone(Backbone):
     """
 
     input_kind = "features"  # (B, T, F) fbank: T = max_length, F = num_mel_bins
-    needs_equal_length = False  # fixed-size input with fixed padding: a clip's result does not depend on its batch
 
     def __init__(self, options: ASTOptions, pretrained: bool = True) -> None:
         """``pretrained=False`` builds from the checkpoint's config only (random weights)."""

@@ -90,7 +90,6 @@ class SSASTBackbone(Backbone):
     """
 
     input_kind = "features"  # (B, T, F) fbank: T = target_length, F = num_mel_bins
-    needs_equal_length = False  # fixed-size inputs: a clip's result does not depend on its batch
 
     def __init__(self, options: SSASTOptions, pretrained_path: str | Path | None = None) -> None:
         super().__init__()
