@@ -39,7 +39,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
                            args.adapt_bn, scoring_data(args))
     print(json.dumps({k: summary(v) for k, v in metrics.items()}, indent=2))
     if vars(args).get("runtime.report", True):
-        print(report_when_done(args.exp_dir, args.data_split_root))
+        print(report_when_done(args.exp_dir, args.data_split_root, run_folder(args.run)))
 
 
 COMMAND = Command("evaluate", "score a CSV or split directory with a trained run", arguments, run,

@@ -19,6 +19,8 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_path(parser, "-d", "--data_split_root", "--data-split-root", role=Role.TABLE, dest="data_split_root",
              default="", help="the table the run scored, for its clips and groups (default: the run's own "
                               "--data_split_root; an evaluation folder needs it)")
+    add_path(parser, "--run", role=Role.RUN, default="",
+             help="the run an evaluation folder scored with (default: the folder above it)")
     parser.add_argument("--group_by", "--group-by", dest="group_by", default="",
                         help="column of the table to break the scores down by (default: subject, when there is one)")
     parser.add_argument("--clips", type=integer, default=CLIPS_PER_CLASS,
@@ -37,7 +39,8 @@ def default_outputs(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from audiotune.engine.report import write_report
 
-    written = write_report(args.source, args.out, args.data_split_root, args.group_by, args.clips, args.clip_kb)
+    written = write_report(args.source, args.out, args.data_split_root, args.group_by, args.clips, args.clip_kb,
+                           args.run)
     print(f"report: {written}")
 
 

@@ -38,11 +38,13 @@ DEFAULT_GROUP = "subject"
 
 
 def write_report(source: str | Path, out: str | Path | None = None, data_split_root: str = "",
-                 group_by: str = "", clips_per_class: int = CLIPS_PER_CLASS, clip_kb: int = CLIP_KB) -> Path:
+                 group_by: str = "", clips_per_class: int = CLIPS_PER_CLASS, clip_kb: int = CLIP_KB,
+                 run: str | Path = "") -> Path:
     """Write the HTML report of run or experiment directory ``source`` to ``out`` (default SOURCE/report.html).
 
     ``data_split_root``: the table the run scored (default: the run's own ``--data_split_root``), which names each
-    clip's audio and the ``group_by`` column (default ``subject`` when the table has one)."""
+    clip's audio and the ``group_by`` column (default ``subject`` when the table has one). ``run``: the run whose
+    config.yaml made an evaluation folder (default: ``source`` or the folder above it)."""
     source = Path(source)
     if clips_per_class < 0 or clip_kb <= 0:
         raise ValueError(f"--clips {clips_per_class}, --clip_kb {clip_kb}: give clips >= 0 and a size cap > 0")
@@ -50,7 +52,7 @@ def write_report(source: str | Path, out: str | Path | None = None, data_split_r
     if (source / CV_SUMMARY_FILE).is_file():
         page = render_experiment(read_experiment(source))
     elif (source / METRICS_FILE).is_file() or (source / PREDICTIONS_FILE).is_file():
-        page = render_run(read_run(source, data_split_root, group_by, clips_per_class, clip_kb))
+        page = render_run(read_run(source, data_split_root, group_by, clips_per_class, clip_kb, run))
     else:
         raise ValueError(f"{source}: neither a run directory (no {METRICS_FILE} or {PREDICTIONS_FILE}) nor a "
                          f"cross-validation (no {CV_SUMMARY_FILE})")
@@ -77,8 +79,13 @@ def read_experiment(source: Path) -> ExperimentReport:
                             config_yaml=config.read_text() if config.is_file() else "")
 
 
-def _config_dir(source: Path) -> Path | None:
-    """The run directory whose config.yaml made these outputs: ``source``, or the run an evaluation sits in."""
+def _config_dir(source: Path, run: str | Path = "") -> Path | None:
+    """The run directory whose config.yaml made these outputs: ``run`` when given, else ``source``, or the run an
+    evaluation sits in."""
+    if run:
+        if not (Path(run) / CONFIG_FILE).is_file():
+            raise ValueError(f"--run {run}: not a run directory (no {CONFIG_FILE})")
+        return Path(run)
     return next((d for d in (source, source.parent) if (d / CONFIG_FILE).is_file()), None)
 
 
@@ -120,9 +127,9 @@ def _load(clips: list[Clip], table: pd.DataFrame, config: RunConfig) -> None:
 
 
 def read_run(source: Path, data_split_root: str = "", group_by: str = "", clips_per_class: int = CLIPS_PER_CLASS,
-             clip_kb: int = CLIP_KB) -> RunReport:
+             clip_kb: int = CLIP_KB, run: str | Path = "") -> RunReport:
     """Everything a run page shows; what is missing is said on the page."""
-    config_dir = _config_dir(source)
+    config_dir = _config_dir(source, run)
     config = load_config(config_dir / CONFIG_FILE) if config_dir else None
     metrics = _read_json(source / METRICS_FILE) if (source / METRICS_FILE).is_file() else {}
     predictions = pd.read_parquet(source / PREDICTIONS_FILE) if (source / PREDICTIONS_FILE).is_file() else None
@@ -165,10 +172,10 @@ def read_run(source: Path, data_split_root: str = "", group_by: str = "", clips_
     return report
 
 
-def report_when_done(directory: str | Path, data_split_root: str = "") -> str:
+def report_when_done(directory: str | Path, data_split_root: str = "", run: str | Path = "") -> str:
     """The report a command writes when it ends (``--report``): the line to print. The command's outputs are
     complete already, so a report that cannot be written is said, not raised."""
     try:
-        return f"report: {write_report(directory, data_split_root=data_split_root)}"
+        return f"report: {write_report(directory, data_split_root=data_split_root, run=run)}"
     except (OSError, ValueError) as err:  # DataError is a ValueError
         return f"report not written: {err}"
