@@ -104,7 +104,7 @@ def heatmap(counts: Sequence[Sequence[float]], classes: Sequence[str], normalise
     matrix = np.asarray(counts, dtype=float)
     share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     size = max(22, min(48, 360 // max(len(classes), 1)))
-    left = top = 90
+    left, top = 90, 64
     parts = []
     for i, j in np.ndindex(matrix.shape):
         x, y = left + j * size, top + i * size
@@ -149,7 +149,8 @@ def bars(labels: Sequence[str], values: Sequence[float], ylabel: str,
     finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     extra = [float(b) for e in errors if e for b in e if b is not None and math.isfinite(float(b))]
     low, high = _range([0.0, *finite, *extra])
-    frame = _Frame((0.0, float(max(len(labels), 1))), (min(low, 0.0), high), "", ylabel)
+    low = low if min([0.0, *finite, *extra]) < 0 else 0.0  # bars of values >= 0 stand on the axis
+    frame = _Frame((0.0, float(max(len(labels), 1))), (low, high), "", ylabel)
     parts = [frame.axes(x_ticks=False)]
     width = (WIDTH - 1.5 * PAD) / max(len(labels), 1)
     for k, (name, value) in enumerate(zip(labels, values)):
