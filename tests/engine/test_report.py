@@ -44,6 +44,10 @@ def test_train_writes_a_report_with_every_section_and_the_wrong_clips_playable(t
     text = (run / "report.html").read_text()
     assert "http://" not in text.replace("http://www.w3.org/2000/svg", "") and "https://" not in text
     assert "The test split by &#x27;subject&#x27;" in text
+    curves = text.split('<section id="curves">')[1].split("</section>")[0]
+    assert [c for c in ("loss", "monitored metric", "learning rate") if f"<figcaption>{c}</figcaption>" in curves] \
+        == ["loss", "learning rate"]  # the monitored metric is the validation loss
+    assert 'class="kept"' in curves and "best val_loss" in curves
 
 
 def test_fewer_clips_a_size_cap_and_another_group_column(trained_run: dict, tmp_path: Path) -> None:

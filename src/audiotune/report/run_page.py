@@ -141,8 +141,11 @@ def _curves(report: RunReport) -> str:
             missing.append(name)
             continue
         figures.append(figure(charts.line_chart(series, "epoch", name, report.kept_epoch), name))
-    kept = f"Dashed line: the kept epoch ({report.kept_epoch})." if report.kept_epoch else \
-        "The last epoch is kept."
+    monitor = (report.metrics.get("selection") or {}).get("monitor")
+    if monitor == "val_loss" and "monitored metric" in missing:
+        missing.remove("monitored metric")  # it is the validation loss, drawn with the losses
+    kept = f"Dashed line: the kept epoch ({report.kept_epoch}" + (f", best {monitor})." if monitor else ").") \
+        if report.kept_epoch else "The last epoch is kept."
     return chart_row(figures) + note(kept) + (note(f"not logged by this run: {', '.join(missing)}") if missing else "")
 
 
