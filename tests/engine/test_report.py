@@ -60,6 +60,10 @@ def test_fewer_clips_a_size_cap_and_another_group_column(trained_run: dict, tmp_
     text = out.read_text()
     assert "size cap" in text and "The test split by &#x27;pitch&#x27;" in text
     assert all(len(samples) < source_samples(trained_run["prefix"], uid) for uid, samples, _ in page["clips"])
+    val = tmp_path / "val.html"
+    assert main(["report", str(run), "-o", str(val), "--split", "val"]) == 0
+    assert read_report(val)["audio"] == expected_clips(predictions, "val", 5)
+    assert {uid[:3] for uid, _, _ in read_report(val)["clips"]} == {"eve"}  # the validation speaker
     none = tmp_path / "none.html"
     assert main(["report", str(run), "-o", str(none), "--clips", "0"]) == 0
     assert read_report(none)["audio"] == 0
@@ -99,4 +103,6 @@ def test_bad_sources_and_columns_are_one_line_errors(trained_run: dict, tmp_path
     assert main(["report", str(trained_run["run"]), "-o", str(out), "--group_by", "speaker"]) == 2
     err = capsys.readouterr().err
     assert "--group_by speaker" in err and "no such column" in err and "split" in err
+    assert main(["report", str(trained_run["run"]), "-o", str(out), "--split", "train"]) == 2
+    assert "--split train" in capsys.readouterr().err
     assert not out.exists()

@@ -21,6 +21,8 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                               "--data_split_root; an evaluation folder needs it)")
     add_path(parser, "--run", role=Role.RUN, default="",
              help="the run an evaluation folder scored with (default: the folder above it)")
+    parser.add_argument("--split", default="", help="the split whose clips are played and broken down by group "
+                                                     "(default test, else val, else the one scored)")
     parser.add_argument("--group_by", "--group-by", dest="group_by", default="",
                         help="column of the table to break the scores down by (default: subject, when there is one)")
     parser.add_argument("--clips", type=integer, default=CLIPS_PER_CLASS,
@@ -40,7 +42,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from audiotune.engine.report import write_report
 
     written = write_report(args.source, args.out, args.data_split_root, args.group_by, args.clips, args.clip_kb,
-                           args.run)
+                           args.run, args.split)
     print(f"report: {written}")
 
 

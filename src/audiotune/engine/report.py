@@ -39,12 +39,13 @@ DEFAULT_GROUP = "subject"
 
 def write_report(source: str | Path, out: str | Path | None = None, data_split_root: str = "",
                  group_by: str = "", clips_per_class: int = CLIPS_PER_CLASS, clip_kb: int = CLIP_KB,
-                 run: str | Path = "") -> Path:
+                 run: str | Path = "", split: str = "") -> Path:
     """Write the HTML report of run or experiment directory ``source`` to ``out`` (default SOURCE/report.html).
 
     ``data_split_root``: the table the run scored (default: the run's own ``--data_split_root``), which names each
     clip's audio and the ``group_by`` column (default ``subject`` when the table has one). ``run``: the run whose
-    config.yaml made an evaluation folder (default: ``source`` or the folder above it)."""
+    config.yaml made an evaluation folder (default: ``source`` or the folder above it). ``split``: the split whose
+    clips are played and broken down (default test, else val, else the one scored)."""
     source = Path(source)
     if clips_per_class < 0 or clip_kb <= 0:
         raise ValueError(f"--clips {clips_per_class}, --clip_kb {clip_kb}: give clips >= 0 and a size cap > 0")
@@ -52,7 +53,7 @@ def write_report(source: str | Path, out: str | Path | None = None, data_split_r
     if (source / CV_SUMMARY_FILE).is_file():
         page = render_experiment(read_experiment(source))
     elif (source / METRICS_FILE).is_file() or (source / PREDICTIONS_FILE).is_file():
-        page = render_run(read_run(source, data_split_root, group_by, clips_per_class, clip_kb, run))
+        page = render_run(read_run(source, data_split_root, group_by, clips_per_class, clip_kb, run, split))
     else:
         raise ValueError(f"{source}: neither a run directory (no {METRICS_FILE} or {PREDICTIONS_FILE}) nor a "
                          f"cross-validation (no {CV_SUMMARY_FILE})")
@@ -127,7 +128,7 @@ def _load(clips: list[Clip], table: pd.DataFrame, config: RunConfig) -> None:
 
 
 def read_run(source: Path, data_split_root: str = "", group_by: str = "", clips_per_class: int = CLIPS_PER_CLASS,
-             clip_kb: int = CLIP_KB, run: str | Path = "") -> RunReport:
+             clip_kb: int = CLIP_KB, run: str | Path = "", split: str = "") -> RunReport:
     """Everything a run page shows; what is missing is said on the page."""
     config_dir = _config_dir(source, run)
     config = load_config(config_dir / CONFIG_FILE) if config_dir else None
@@ -149,7 +150,9 @@ def read_run(source: Path, data_split_root: str = "", group_by: str = "", clips_
         report.clips_missing = report.group_by = "no predictions or no config: nothing to break down or play"
         return report
     splits = list(predictions["split"].unique())
-    report.split = next((s for s in ("test", "val") if s in splits), splits[0] if splits else "")
+    if split and split not in splits:
+        raise ValueError(f"--split {split}: {source / PREDICTIONS_FILE} scores {', '.join(map(str, splits))}")
+    report.split = split or next((s for s in ("test", "val") if s in splits), splits[0] if splits else "")
     root = data_split_root or (config.data.data_split_root if config_dir == source else "")
     if not root:
         report.clips_missing = report.group_by = ("the table an evaluation scored is not recorded in its folder: "

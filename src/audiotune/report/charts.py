@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from html import escape
 
 import numpy as np
@@ -68,7 +68,7 @@ def _svg(body: str, width: float = WIDTH, height: float = HEIGHT, label: str = "
             f'font-family="sans-serif">{body}</svg>')
 
 
-def line_chart(series: dict[str, tuple[Sequence[float], Sequence[float]]], xlabel: str, ylabel: str,
+def line_chart(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], xlabel: str, ylabel: str,
                mark_x: float | None = None, mark_label: str = "kept") -> str:
     """One polyline (with points) per named series; ``mark_x`` draws a dashed vertical line (the kept epoch)."""
     xs = [float(x) for xv, _ in series.values() for x in xv] + ([float(mark_x)] if mark_x is not None else [])
