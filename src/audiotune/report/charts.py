@@ -12,14 +12,19 @@ COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e
 
 
 def _ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """Round values (1, 2 or 5 times a power of ten apart) inside [low, high], about ``count`` of them."""
     if not math.isfinite(low) or not math.isfinite(high) or high <= low:
         return [low]
-    return list(np.linspace(low, high, count))
+    raw = (high - low) / count
+    power = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first = math.ceil(low / step - 1e-9)
+    return [k * step for k in range(first, int(math.floor(high / step + 1e-9)) + 1)]
 
 
 def _label(value: float, step: float) -> str:
     """A tick label with as many decimals as the tick spacing needs."""
-    decimals = 0 if step <= 0 or not math.isfinite(step) else max(0, 1 - math.floor(math.log10(step)))
+    decimals = 0 if step <= 0 or not math.isfinite(step) else max(0, -math.floor(math.log10(step) + 1e-9))
     return f"{value:.{min(decimals, 6)}f}" if abs(value) < 1e5 else f"{value:.3g}"
 
 
