@@ -106,3 +106,27 @@ def test_bad_sources_and_columns_are_one_line_errors(trained_run: dict, tmp_path
     assert main(["report", str(trained_run["run"]), "-o", str(out), "--split", "train"]) == 2
     assert "--split train" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_segments_are_played_as_read_and_placed_in_their_recording(trained_run: dict, tmp_path: Path) -> None:
+    import numpy as np
+    import yaml
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("metrics.json", "predictions.parquet"):
+        shutil.copy(trained_run["run"] / name, run / name)
+    long = tmp_path / "long.wav"
+    sf.write(long, np.random.default_rng(0).uniform(-0.3, 0.3, (3 * 8000, 2)), 8000)  # 3 s, two channels
+    uids = sorted(pd.read_parquet(run / "predictions.parquet").query("split == 'test'")["uid"])
+    pd.DataFrame({"uid": uids, "path": str(long), "subject": "fay", "offset": [0.5 * k for k in range(len(uids))],
+                  "duration": 0.4, "channels": "1"}).to_csv(tmp_path / "segments.csv", index=False)
+    config = yaml.safe_load((trained_run["run"] / "config.yaml").read_text())
+    config["data"].update(data_split_root=str(tmp_path / "segments.csv"), prefix="")
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    page = read_report(write_report(run))
+    assert page["audio"] > 0 and all(len(samples) == 6400 for _, samples, _ in page["clips"])  # 0.4 s at 16 kHz
+    text = (run / "report.html").read_text()
+    for uid, _, _ in page["clips"]:
+        start = 0.5 * uids.index(uid)
+        assert f"{start:.2f} s to {start + 0.4:.2f} s of long.wav, channels [1]" in text

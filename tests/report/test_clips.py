@@ -49,3 +49,12 @@ def test_the_section_says_why_a_clip_cannot_be_played() -> None:
     html = clips_section([clip], "test", 5, 96_000)
     assert "gone.wav: not found" in html and "<audio" not in html
     assert "no wrong clips" in clips_section([], "test", 5, 96_000)
+
+
+def test_soft_heads_use_their_vote_columns_and_the_majority_class() -> None:
+    soft = {"name": "angry+calm", "kind": "soft", "columns": ["angry", "calm"], "classes": ["angry", "calm"]}
+    rows = pd.DataFrame({"uid": ["a", "b", "c"], "split": "test", "score:angry": [0.8, 0.3, 0.6],
+                         "score:calm": [0.2, 0.7, 0.4], "predicted:angry+calm": ["angry", "calm", "angry"],
+                         "true:angry+calm": ["calm", "calm", None]})
+    clips = wrong_clips(rows, [soft], "test", 5)
+    assert [(c.uid, c.truth, c.predicted, c.confidence) for c in clips] == [("a", "calm", "angry", 0.8)]
