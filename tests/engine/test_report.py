@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import soundfile as sf
-from conftest import read_report
+from conftest import read_report, small_train_args
 
 from audiotune.cli import main
 from audiotune.engine.report import write_report
@@ -130,3 +130,9 @@ def test_segments_are_played_as_read_and_placed_in_their_recording(trained_run: 
     for uid, _, _ in page["clips"]:
         start = 0.5 * uids.index(uid)
         assert f"{start:.2f} s to {start + 0.4:.2f} s of long.wav, channels [1]" in text
+
+
+def test_train_with_report_false_writes_none(trained_run: dict, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert main([*small_train_args(trained_run, run), "-e", "0", "--report", "False"]) == 0
+    assert (run / "metrics.json").is_file() and not (run / "report.html").exists()
