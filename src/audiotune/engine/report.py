@@ -161,7 +161,8 @@ def read_run(source: Path, data_split_root: str = "", group_by: str = "", clips_
     try:
         table = _scored_table(config, root)
     except (DataError, OSError) as err:
-        report.clips_missing = report.group_by = f"the scored table cannot be read: {err}"
+        report.clips_missing = report.group_by = (f"the scored table cannot be read ({err}); give it as -d TABLE "
+                                                  "to `audiotune report`")
         return report
     column = group_by or DEFAULT_GROUP
     if column in table.columns:
