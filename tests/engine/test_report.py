@@ -136,3 +136,19 @@ def test_train_with_report_false_writes_none(trained_run: dict, tmp_path: Path) 
     run = tmp_path / "run"
     assert main([*small_train_args(trained_run, run), "-e", "0", "--report", "False"]) == 0
     assert (run / "metrics.json").is_file() and not (run / "report.html").exists()
+
+
+def test_a_table_that_moved_is_said_on_the_page(trained_run: dict, tmp_path: Path) -> None:
+    import yaml
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("metrics.json", "predictions.parquet"):
+        shutil.copy(trained_run["run"] / name, run / name)
+    config = yaml.safe_load((trained_run["run"] / "config.yaml").read_text())
+    config["data"]["data_split_root"] = str(tmp_path / "moved")
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    page = read_report(write_report(run))
+    assert page["audio"] == 0 and page["sections"] == RUN_SECTIONS
+    assert "the scored table cannot be read" in (run / "report.html").read_text()
+    assert read_report(write_report(run, data_split_root=str(trained_run["split"])))["audio"] > 0
