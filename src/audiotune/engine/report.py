@@ -147,7 +147,7 @@ def read_run(source: Path, data_split_root: str = "", group_by: str = "", clips_
     if config is None:
         report.notes.append(f"no {CONFIG_FILE} here or in the folder above: heads and audio settings unknown")
     if predictions is None or config is None:
-        report.clips_missing = report.group_by = "no predictions or no config: nothing to break down or play"
+        report.clips_missing = report.groups_missing = "no predictions or no config: nothing to break down or play"
         return report
     splits = list(predictions["split"].unique())
     if split and split not in splits:
@@ -155,14 +155,14 @@ def read_run(source: Path, data_split_root: str = "", group_by: str = "", clips_
     report.split = split or next((s for s in ("test", "val") if s in splits), splits[0] if splits else "")
     root = data_split_root or (config.data.data_split_root if config_dir == source else "")
     if not root:
-        report.clips_missing = report.group_by = ("the table an evaluation scored is not recorded in its folder: "
-                                                  "give -d TABLE to `audiotune report` to play its clips")
+        missing = "the table an evaluation scored is not recorded in its folder: give -d TABLE to `audiotune report`"
+        report.clips_missing = report.groups_missing = missing
         return report
     try:
         table = _scored_table(config, root)
     except (DataError, OSError) as err:
-        report.clips_missing = report.group_by = (f"the scored table cannot be read ({err}); give it as -d TABLE "
-                                                  "to `audiotune report`")
+        missing = f"the scored table cannot be read ({err}); give it as -d TABLE to `audiotune report`"
+        report.clips_missing = report.groups_missing = missing
         return report
     column = group_by or DEFAULT_GROUP
     if column in table.columns:
@@ -170,7 +170,7 @@ def read_run(source: Path, data_split_root: str = "", group_by: str = "", clips_
     elif group_by:
         raise ValueError(f"--group_by {group_by}: {root} has no such column (columns: {', '.join(table.columns)})")
     else:
-        report.group_by = f"the table has no '{DEFAULT_GROUP}' column: give --group_by COLUMN for a breakdown"
+        report.groups_missing = f"the table has no '{DEFAULT_GROUP}' column: give --group_by COLUMN for a breakdown"
     report.clips = wrong_clips(predictions, report.heads, report.split, clips_per_class)
     _load(report.clips, table, config)
     return report

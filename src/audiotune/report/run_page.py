@@ -39,6 +39,7 @@ class RunReport:
     clips_per_class: int = 5
     max_clip_bytes: int = 96_000
     clips_missing: str = ""
+    groups_missing: str = ""
     notes: list[str] = field(default_factory=list)
 
 
@@ -205,7 +206,7 @@ def _breakdown(report: RunReport) -> str:
     if report.predictions is None:
         return note("no predictions.parquet: no breakdown")
     if report.groups is None:
-        return note(report.group_by or "no column to break the scores down by (give --group_by COLUMN)")
+        return note(report.groups_missing or "no column to break the scores down by (give --group_by COLUMN)")
     rows = report.predictions[report.predictions["split"] == report.split]
     header, rows_out = group_table(rows, report.heads, report.groups)
     return note(f"The {report.split} split by '{report.group_by}', worst first.") + table(header, rows_out)
