@@ -152,3 +152,17 @@ def test_a_table_that_moved_is_said_on_the_page(trained_run: dict, tmp_path: Pat
     assert page["audio"] == 0 and page["sections"] == RUN_SECTIONS
     assert "the scored table cannot be read" in (run / "report.html").read_text()
     assert read_report(write_report(run, data_split_root=str(trained_run["split"])))["audio"] > 0
+
+
+def test_a_sweep_folder_gets_the_sweep_page(tmp_path: Path) -> None:
+    import json
+
+    pd.DataFrame({"trial": [0, 1], "state": ["complete", "complete"], "value": [0.8, 0.6],
+                  "param_learning_rate": [1e-3, 1e-4], "run_dir": ["trial_0", "trial_1"]}).to_csv(
+        tmp_path / "sweep_trials.csv", index=False)
+    (tmp_path / "sweep_summary.json").write_text(json.dumps(
+        {"metric": "val_loss", "goal": "minimize", "trials": {"complete": 2},
+         "best": {"trial": 1, "value": 0.6, "params": {"learning_rate": 1e-4}}}))
+    assert main(["report", str(tmp_path)]) == 0
+    page = read_report(tmp_path / "report.html")
+    assert page["sections"] == ["overview", "objective", "parameters", "trials"] and page["svg"] == 2

@@ -1,4 +1,4 @@
-"""``audiotune report``: one self-contained HTML page of a run, an evaluation or a cross-validation."""
+"""``audiotune report``: one self-contained HTML page of a run, an evaluation, a cross-validation or a sweep."""
 from __future__ import annotations
 
 import argparse
@@ -13,7 +13,8 @@ from audiotune.storage import Role
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_path(parser, "source", role=Role.RUN, metavar="RUN_OR_EXPERIMENT",
-             help="run directory (train), evaluation folder (evaluate) or cross-validation folder (cv)")
+             help="run directory (train), evaluation folder (evaluate), cross-validation folder (cv) or sweep "
+                  "folder (sweep)")
     add_path(parser, "-o", "--out", role=Role.OUTPUT_FILE, dest="out",
              help=f"the HTML file to write (default RUN_OR_EXPERIMENT/{REPORT_FILE})")
     add_path(parser, "-d", "--data_split_root", "--data-split-root", role=Role.TABLE, dest="data_split_root",
@@ -46,6 +47,6 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     print(f"report: {written}")
 
 
-COMMAND = Command("report", "one self-contained HTML page of a run, an evaluation or a cross-validation: "
-                            "metrics, plots and the clips it got wrong, playable", arguments, run,
+COMMAND = Command("report", "one self-contained HTML page of a run, an evaluation, a cross-validation or a "
+                            "sweep: metrics, plots and the clips it got wrong, playable", arguments, run,
                   default_outputs=default_outputs)

@@ -24,6 +24,8 @@ from audiotune.outputs import (
     METRICS_FILE,
     PREDICTIONS_FILE,
     REPORT_FILE,
+    SWEEP_SUMMARY_FILE,
+    SWEEP_TRIALS_TABLE,
     check_output_path,
     write_bytes,
 )
@@ -31,6 +33,7 @@ from audiotune.report import CLIP_KB, CLIPS_PER_CLASS
 from audiotune.report.clips import Clip, wrong_clips
 from audiotune.report.experiment_page import ExperimentReport, render_experiment
 from audiotune.report.run_page import RunReport, render_run
+from audiotune.report.sweep_page import SweepReport, render_sweep
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +55,16 @@ def write_report(source: str | Path, out: str | Path | None = None, data_split_r
     out = check_output_path(Path(out) if out else source / REPORT_FILE)
     if (source / CV_SUMMARY_FILE).is_file():
         page = render_experiment(read_experiment(source))
+    elif (source / SWEEP_SUMMARY_FILE).is_file():
+        trials = source / SWEEP_TRIALS_TABLE
+        page = render_sweep(SweepReport(f"sweep: {source.resolve().name}", str(source.resolve()),
+                                        _read_json(source / SWEEP_SUMMARY_FILE),
+                                        pd.read_csv(trials) if trials.is_file() else None))
     elif (source / METRICS_FILE).is_file() or (source / PREDICTIONS_FILE).is_file():
         page = render_run(read_run(source, data_split_root, group_by, clips_per_class, clip_kb, run, split))
     else:
-        raise ValueError(f"{source}: neither a run directory (no {METRICS_FILE} or {PREDICTIONS_FILE}) nor a "
-                         f"cross-validation (no {CV_SUMMARY_FILE})")
+        raise ValueError(f"{source}: neither a run directory (no {METRICS_FILE} or {PREDICTIONS_FILE}), a "
+                         f"cross-validation (no {CV_SUMMARY_FILE}) nor a sweep (no {SWEEP_SUMMARY_FILE})")
     return write_bytes(out, page)
 
 

@@ -176,3 +176,34 @@ def bars(labels: Sequence[str], values: Sequence[float], ylabel: str,
         parts.append(f'<line x1="{PAD}" x2="{WIDTH - PAD / 2}" y1="{frame.y(mean):.1f}" y2="{frame.y(mean):.1f}" '
                      f'stroke="#d62728" stroke-dasharray="4 3"><title>mean {mean:.4g}</title></line>')
     return _svg("".join(parts), label=ylabel)
+
+
+def parallel_coordinates(axes: Sequence[str], lines: Sequence[Sequence[float | str]], colour_by: Sequence[float],
+                         names: Sequence[str] = ()) -> str:
+    """One vertical axis per column (text values spread evenly, numbers scaled to their range) and one polyline
+    per row, darker for a larger ``colour_by`` value; ``names`` appear on hover."""
+    width = max(WIDTH, 120 * len(axes))
+    left, top, bottom = PAD, PAD / 2, HEIGHT - PAD
+    columns = list(zip(*lines)) if lines else [[] for _ in axes]
+
+    def scale(values: Sequence[float | str]) -> list[float]:
+        if all(isinstance(v, (int, float)) and math.isfinite(float(v)) for v in values):
+            low, high = _range([float(v) for v in values])
+            return [bottom - (float(v) - low) / (high - low) * (bottom - top) for v in values]
+        levels = sorted({str(v) for v in values})
+        return [bottom - (levels.index(str(v)) + 0.5) / len(levels) * (bottom - top) for v in values]
+
+    ys = [scale(column) for column in columns]
+    xs = [left + k * (width - 2 * left) / max(len(axes) - 1, 1) for k in range(len(axes))]
+    shade_low, shade_high = _range([float(v) for v in colour_by]) if len(colour_by) else (0.0, 1.0)
+    parts = []
+    for row in range(len(lines)):
+        share = (float(colour_by[row]) - shade_low) / (shade_high - shade_low) if math.isfinite(float(colour_by[row])) \
+            else 0.0
+        tip = escape(names[row]) if row < len(names) else ""
+        parts.append(f'<polyline class="trial" fill="none" stroke="{_shade(share)}" stroke-width="1.5" points="'
+                     + " ".join(f"{x:.1f},{y[row]:.1f}" for x, y in zip(xs, ys)) + f'"><title>{tip}</title></polyline>')
+    for x, name in zip(xs, axes):
+        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{bottom}" stroke="#555"/><text x="{x:.1f}" '
+                     f'y="{HEIGHT - PAD + 14}" text-anchor="middle">{escape(name)}</text>')
+    return _svg("".join(parts), width, HEIGHT, "parallel coordinates")
