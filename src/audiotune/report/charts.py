@@ -184,7 +184,7 @@ def parallel_coordinates(axes: Sequence[str], lines: Sequence[Sequence[float | s
     per row, darker for a larger ``colour_by`` value; ``names`` appear on hover."""
     width = max(WIDTH, 120 * len(axes))
     left, top, bottom = PAD, PAD / 2, HEIGHT - PAD
-    columns = list(zip(*lines)) if lines else [[] for _ in axes]
+    columns: list[Sequence[float | str]] = list(zip(*lines)) if lines else [[] for _ in axes]
 
     def scale(values: Sequence[float | str]) -> list[float]:
         if all(isinstance(v, (int, float)) and math.isfinite(float(v)) for v in values):

@@ -48,11 +48,11 @@ def _parameters(trials: pd.DataFrame) -> str:
     scored = trials[pd.to_numeric(trials["value"], errors="coerce").notna()]
     if not params or scored.empty:
         return note("no finished trial with parameters")
-    rows = [[*(v if isinstance(v, str) else float(v) for v in row[params]), float(row["value"])]
-            for _, row in scored.iterrows()]
-    names = [f"trial {int(t)}: {v:.4g}" for t, v in zip(scored["trial"], scored["value"].astype(float))]
-    svg = charts.parallel_coordinates([p.removeprefix("param_") for p in params] + ["objective"], rows,
-                                      [r[-1] for r in rows], names)
+    values = scored["value"].astype(float).tolist()
+    rows: list[list[float | str]] = [[*(v if isinstance(v, str) else float(v) for v in row[params]), value]
+                                     for (_, row), value in zip(scored.iterrows(), values)]
+    names = [f"trial {int(t)}: {v:.4g}" for t, v in zip(scored["trial"], values)]
+    svg = charts.parallel_coordinates([p.removeprefix("param_") for p in params] + ["objective"], rows, values, names)
     return chart_row([figure(svg, "each line a trial; darker: a larger objective")])
 
 
