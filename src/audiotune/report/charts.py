@@ -198,12 +198,20 @@ def parallel_coordinates(axes: Sequence[str], lines: Sequence[Sequence[float | s
     shade_low, shade_high = _range([float(v) for v in colour_by]) if len(colour_by) else (0.0, 1.0)
     parts = []
     for row in range(len(lines)):
-        share = (float(colour_by[row]) - shade_low) / (shade_high - shade_low) if math.isfinite(float(colour_by[row])) \
-            else 0.0
+        value = float(colour_by[row])
+        share = 0.25 + 0.75 * (value - shade_low) / (shade_high - shade_low) if math.isfinite(value) else 0.25
         tip = escape(names[row]) if row < len(names) else ""
         parts.append(f'<polyline class="trial" fill="none" stroke="{_shade(share)}" stroke-width="1.5" points="'
                      + " ".join(f"{x:.1f},{y[row]:.1f}" for x, y in zip(xs, ys)) + f'"><title>{tip}</title></polyline>')
-    for x, name in zip(xs, axes):
+    for x, name, column, y in zip(xs, axes, columns, ys):
         parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{bottom}" stroke="#555"/><text x="{x:.1f}" '
                      f'y="{HEIGHT - PAD + 14}" text-anchor="middle">{escape(name)}</text>')
+        if not column:
+            continue
+        if all(isinstance(v, (int, float)) for v in column):  # the axis's largest value on top, smallest below
+            marks = {f"{max(map(float, column)):.3g}": min(y), f"{min(map(float, column)):.3g}": max(y)}
+        else:
+            marks = {str(v): position for v, position in zip(column, y)}
+        parts += [f'<text class="value" x="{x + 3:.1f}" y="{position + 3:.1f}">{escape(label)}</text>'
+                  for label, position in marks.items()]
     return _svg("".join(parts), width, HEIGHT, "parallel coordinates")
