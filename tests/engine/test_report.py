@@ -105,6 +105,8 @@ def test_bad_sources_and_columns_are_one_line_errors(trained_run: dict, tmp_path
     assert "--group_by speaker" in err and "no such column" in err and "split" in err
     assert main(["report", str(trained_run["run"]), "-o", str(out), "--split", "train"]) == 2
     assert "--split train" in capsys.readouterr().err
+    assert main(["report", str(trained_run["run"]), "-o", str(out), "--clips", "-1"]) == 2
+    assert "--clips -1" in capsys.readouterr().err and not out.exists()
     assert not out.exists()
 
 
