@@ -8,7 +8,7 @@ from audiotune import storage
 from audiotune.cli.command import Command
 from audiotune.cli.flags import add_path, add_scoring_flags, add_section_flags, scoring_data, spellings
 from audiotune.cli.show import summary
-from audiotune.outputs import EVALUATE_DIR
+from audiotune.outputs import EVALUATE_DIR, run_dir_of
 from audiotune.storage import Role
 
 
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
                            args.adapt_bn, scoring_data(args))
     print(json.dumps({k: summary(v) for k, v in metrics.items()}, indent=2))
     if vars(args).get("runtime.report", True):
-        print(report_when_done(args.exp_dir, args.data_split_root, run_folder(args.run)))
+        print(report_when_done(args.exp_dir, args.data_split_root, run_dir_of(args.run), scoring_data(args)))
 
 
 COMMAND = Command("evaluate", "score a CSV or split directory with a trained run", arguments, run,

@@ -5,7 +5,7 @@ import argparse
 
 from audiotune import storage
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_path, add_storage_flags, integer
+from audiotune.cli.flags import SCORING_DATA, add_path, add_section_flags, add_storage_flags, integer, scoring_data
 from audiotune.outputs import REPORT_FILE
 from audiotune.report import CLIP_KB, CLIPS_PER_CLASS
 from audiotune.storage import Role
@@ -32,6 +32,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     parser.add_argument("--clip_kb", "--clip-kb", dest="clip_kb", type=integer, default=CLIP_KB,
                         help=f"largest embedded clip in kB: a longer clip is compressed, then shortened (default "
                              f"{CLIP_KB})")
+    add_section_flags(parser, SCORING_DATA)
     add_storage_flags(parser)
 
 
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from audiotune.engine.report import write_report
 
     written = write_report(args.source, args.out, args.data_split_root, args.group_by, args.clips, args.clip_kb,
-                           args.run, args.split)
+                           args.run, args.split, scoring_data(args))
     print(f"report: {written}")
 
 

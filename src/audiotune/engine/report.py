@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -13,7 +14,8 @@ from audiotune.config import RunConfig, load_config
 from audiotune.data.audio import load_clip, span_of
 from audiotune.data.errors import DataError
 from audiotune.data.layout import attach_paths, read_splits
-from audiotune.data.prepare import scoring_spec
+from audiotune.engine.inference import override_data
+from audiotune.models.backbones import input_spec
 from audiotune.outputs import (
     CONFIG_FILE,
     CV_CONFIG_FILE,
@@ -42,13 +44,14 @@ DEFAULT_GROUP = "subject"
 
 def write_report(source: str | Path, out: str | Path | None = None, data_split_root: str = "",
                  group_by: str = "", clips_per_class: int = CLIPS_PER_CLASS, clip_kb: int = CLIP_KB,
-                 run: str | Path = "", split: str = "") -> Path:
+                 run: str | Path = "", split: str = "", data: dict[str, Any] | None = None) -> Path:
     """Write the HTML report of run or experiment directory ``source`` to ``out`` (default SOURCE/report.html).
 
     ``data_split_root``: the table the run scored (default: the run's own ``--data_split_root``), which names each
     clip's audio and the ``group_by`` column (default ``subject`` when the table has one). ``run``: the run whose
     config.yaml made an evaluation folder (default: ``source`` or the folder above it). ``split``: the split whose
-    clips are played and broken down (default test, else val, else the one scored)."""
+    clips are played and broken down (default test, else val, else the one scored). ``data``: data options (``prefix``,
+    ``study``) over the run's own, as ``evaluate -i/-s`` gives them."""
     source = Path(source)
     if clips_per_class < 0 or clip_kb <= 0:
         raise ValueError(f"--clips {clips_per_class}, --clip_kb {clip_kb}: give clips >= 0 and a size cap > 0")
@@ -61,7 +64,7 @@ def write_report(source: str | Path, out: str | Path | None = None, data_split_r
                                         _read_json(source / SWEEP_SUMMARY_FILE),
                                         pd.read_csv(trials) if trials.is_file() else None))
     elif (source / METRICS_FILE).is_file() or (source / PREDICTIONS_FILE).is_file():
-        page = render_run(read_run(source, data_split_root, group_by, clips_per_class, clip_kb, run, split))
+        page = render_run(read_run(source, data_split_root, group_by, clips_per_class, clip_kb, run, split, data))
     else:
         raise ValueError(f"{source}: neither a run directory (no {METRICS_FILE} or {PREDICTIONS_FILE}), a "
                          f"cross-validation (no {CV_SUMMARY_FILE}) nor a sweep (no {SWEEP_SUMMARY_FILE})")
@@ -121,7 +124,7 @@ def _place(row: pd.Series) -> str:
 
 def _load(clips: list[Clip], table: pd.DataFrame, config: RunConfig) -> None:
     """Each clip's segment as the model read it (span, channel mode, resampling, scoring crop)."""
-    spec = scoring_spec(config)
+    spec = input_spec(config).audio(train=False)
     for clip in clips:
         if clip.uid not in table.index:
             clip.problem = f"'{clip.uid}' is not in the table read"
@@ -136,10 +139,13 @@ def _load(clips: list[Clip], table: pd.DataFrame, config: RunConfig) -> None:
 
 
 def read_run(source: Path, data_split_root: str = "", group_by: str = "", clips_per_class: int = CLIPS_PER_CLASS,
-             clip_kb: int = CLIP_KB, run: str | Path = "", split: str = "") -> RunReport:
+             clip_kb: int = CLIP_KB, run: str | Path = "", split: str = "",
+             data: dict[str, Any] | None = None) -> RunReport:
     """Everything a run page shows; what is missing is said on the page."""
     config_dir = _config_dir(source, run)
     config = load_config(config_dir / CONFIG_FILE) if config_dir else None
+    if config is not None:
+        override_data(config, data)
     metrics = _read_json(source / METRICS_FILE) if (source / METRICS_FILE).is_file() else {}
     predictions = pd.read_parquet(source / PREDICTIONS_FILE) if (source / PREDICTIONS_FILE).is_file() else None
     log_csv = source / LOG_DIR / LOG_FILE
@@ -184,10 +190,11 @@ def read_run(source: Path, data_split_root: str = "", group_by: str = "", clips_
     return report
 
 
-def report_when_done(directory: str | Path, data_split_root: str = "", run: str | Path = "") -> str:
+def report_when_done(directory: str | Path, data_split_root: str = "", run: str | Path = "",
+                     data: dict[str, Any] | None = None) -> str:
     """The report a command writes when it ends (``--report``): the line to print. The command's outputs are
     complete already, so a report that cannot be written is said, not raised."""
     try:
-        return f"report: {write_report(directory, data_split_root=data_split_root, run=run)}"
+        return f"report: {write_report(directory, data_split_root=data_split_root, run=run, data=data)}"
     except (OSError, ValueError) as err:  # DataError is a ValueError
         return f"report not written: {err}"
