@@ -20,6 +20,7 @@ from audiotune.cli import (
     pretrain,
     probe,
     recipes,
+    report,
     segment,
     split,
     stats,
@@ -40,7 +41,7 @@ __all__ = ["COMMANDS", "build_parser", "config_from_args", "main", "parse_bool"]
 
 COMMANDS: tuple[Command, ...] = tuple(module.COMMAND for module in (
     train, evaluate, extract, export, attention, manifest, segment, split, pretrain, probe, cv, cluster, taps, stats,
-    vertex_job, sweep, table, import_, recipes))
+    vertex_job, sweep, table, import_, recipes, report))
 DESCRIPTION = """\
 audiotune turns labelled audio into classifiers and embeddings: fine-tune or probe pretrained encoders
 (wav2vec2-style Hugging Face models, SSAST) or train ECAPA-TDNN from scratch, then evaluate, cross-validate

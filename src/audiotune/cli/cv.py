@@ -35,6 +35,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from audiotune.data.folds import FoldOptions
     from audiotune.engine.cv import cross_validate
+    from audiotune.engine.report import report_when_done
 
     quiet_lightning(args.verbose)
     config = config_from_args(args)
@@ -45,6 +46,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         return  # another process of a multi-process (DDP) run: rank 0 reports
     print(cv_table(result))
     print(f"experiment directory: {storage.final_place(config.exp_dir)}")
+    if config.runtime.report:
+        print(report_when_done(config.exp_dir))
 
 
 def cv_table(result: dict) -> str:

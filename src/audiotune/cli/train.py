@@ -18,6 +18,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from audiotune import vertex
+    from audiotune.engine.report import report_when_done
     from audiotune.engine.train import train
 
     quiet_lightning(args.verbose)
@@ -33,6 +34,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         reported = vertex.report_metric(args.hypertune_metric, value)
         print(f"{args.hypertune_metric} {value:.6g} reported to {reported}")
     print(f"run directory: {storage.final_place(config.exp_dir)}")
+    if config.runtime.report:
+        print(report_when_done(config.exp_dir))
 
 
 COMMAND = Command("train", "train a classifier; writes a run directory", arguments, run,

@@ -118,6 +118,8 @@ class ClassifierModule(pl.LightningModule):
         # the ones rank 0's progress bar starts)
         self.log(TRAIN_CLIPS, float(clips), on_step=False, on_epoch=True, reduce_fx="sum", sync_dist=True,
                  batch_size=clips)
+        learning_rate = float(self.trainer.optimizers[0].param_groups[0]["lr"])
+        self.log("lr", learning_rate, on_step=False, on_epoch=True)  # the epoch's mean, for the report
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> Tensor:
