@@ -21,7 +21,7 @@ def test_one_table_named_after_its_file_in_its_own_order(trained_run: dict, tmp_
     table.loc[order].to_csv(heldout)
     capsys.readouterr()
     assert main(["evaluate", "--run", str(trained_run["run"]), "-d", str(heldout), "-o", str(tmp_path / "ev"),
-                 "--adapt_bn", "subject"]) == 0
+                 "--adapt_bn", "subject", "--report", "False"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert list(printed) == ["heldout"]
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
