@@ -2,7 +2,7 @@
 
 The seed systems' flags that keep their meaning are declared with their option (``option(..., flags=...)``);
 the ones below would mean something else here, or nothing, so every command refuses them with one line naming
-the replacement (:func:`audiotune.cli.flags.refuse_retired`). A spelling is refused only by a command that does
+the replacement (:func:`audiotune.cli.seed_flags.refuse_retired`). A spelling is refused only by a command that does
 not declare it itself (``audiotune cv`` takes ``--datadir``, ``taps align`` takes ``--latency``).
 """
 from __future__ import annotations

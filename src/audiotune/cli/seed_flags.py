@@ -1,0 +1,113 @@
+"""The seeds' command lines, read as the seeds meant them: spellings that translate into options (``--fbank True``
+sized by ``--n_mels``/``--n_fft``, ``--reduce``/``--mono``, ``-b BUCKET`` under ``-i``), and the retired spellings
+and values refused with their replacement (:data:`~audiotune.config.RETIRED_FLAGS`,
+:data:`~audiotune.config.RETIRED_VALUES`)."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from audiotune.config import RETIRED_FLAGS, RETIRED_VALUES, RunConfig
+
+# the ECAPA seed's --fbank True read its MFCC size flags as the fbank's size (bins, frames)
+FBANK_SEED_SIZES = {"n_mels": "num_mel_bins", "n_fft": "target_length"}
+MFCC_ONLY = ("n_mfcc", "n_mels", "n_fft")
+
+
+def apply_seed_spellings(args: argparse.Namespace, config: RunConfig) -> None:
+    """Set what the seed spellings given in ``args`` mean in ``config`` (refusing those that contradict)."""
+    _channel_aliases(args, config)
+    _seed_feature_sizes(args, config)
+    config.data.prefix = in_bucket(args, config.data.prefix)
+
+
+def _seed_feature_sizes(args: argparse.Namespace, config: RunConfig) -> None:
+    """The ECAPA seed's ``--fbank True`` sized the fbank by ``--n_mels`` (bins) and ``--n_fft`` (frames); without
+    it, MFCC size flags given for other features would do nothing, so they are refused."""
+    given = vars(args)
+    if given.get("fbank") is True:
+        for seed_name, name in FBANK_SEED_SIZES.items():
+            if f"features.{name}" in given and f"features.{seed_name}" in given:
+                raise ValueError(f"--{seed_name} with --fbank True is the seed's fbank --{name}; give one of them")
+            if f"features.{name}" not in given:
+                setattr(config.features, name, getattr(config.features, seed_name))
+        unused = [name for name in MFCC_ONLY if name not in FBANK_SEED_SIZES and f"features.{name}" in given]
+    else:
+        unused = [name for name in MFCC_ONLY if f"features.{name}" in given]
+    if unused and config.features.features != "mfcc":
+        shown = ", ".join(f"--{name}" for name in unused)
+        raise ValueError(f"{shown}: MFCC option(s), unused with --features {config.features.features}; add "
+                         f"--features mfcc (the ECAPA seed's default), or size the fbank with --num_mel_bins and "
+                         f"--target_length")
+
+
+def in_bucket(args: argparse.Namespace, prefix: str) -> str:
+    """The seeds read uid audio from ``-b BUCKET`` at ``-i PREFIX``: a prefix that is not a URL is in the bucket."""
+    bucket = str(vars(args).get("bucket_name") or "").removeprefix("gs://").strip("/")
+    if bucket and "://" not in prefix:
+        return f"gs://{bucket}/{prefix.lstrip('/')}" if prefix else f"gs://{bucket}"
+    return prefix
+
+
+def _channel_aliases(args: argparse.Namespace, config: RunConfig) -> None:
+    """The seeds' --reduce/--mono spell a channel mode; an explicit --channel_mode must agree with them."""
+    given = vars(args)
+    if "reduce" not in given and "mono" not in given:
+        return
+    alias = "none" if given.get("reduce") is False else given.get("mono", "sum" if "reduce" in given else "mean")
+    explicit = given.get("audio.channel_mode")
+    if explicit is not None and explicit != alias:
+        raise ValueError(f"--channel_mode {explicit} contradicts --reduce/--mono (which mean --channel_mode {alias})")
+    config.audio.channel_mode = alias
+
+
+class _Retired(argparse.Action):
+    """A seed spelling that audiotune does not take: refused with what to write instead."""
+
+    def __init__(self, option_strings: list[str], dest: str, replacement: str = "", **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs="*", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        self.replacement = replacement
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        parser.error(f"{option_string}: {self.replacement}")
+
+
+def _refusing_values(convert: Any, refused: dict[str, str]) -> Any:
+    """``convert`` (an argparse type) that refuses the retired values of ``refused`` with their message."""
+    def same(text: str, value: str) -> bool:
+        try:
+            return float(text) == float(value)
+        except ValueError:
+            return text.strip().lower() == value
+
+    def parse(text: str) -> Any:
+        for value, message in refused.items():
+            if same(text, value):
+                raise argparse.ArgumentTypeError(f"{text}: {message}")
+        return convert(text) if convert else text
+    return parse
+
+
+def refuse_retired(parser: argparse.ArgumentParser) -> None:
+    """Refuse the retired seed spellings (:data:`~audiotune.config.RETIRED_FLAGS`) and values
+    (:data:`~audiotune.config.RETIRED_VALUES`) on ``parser`` and every parser under it, wherever a parser does
+    not declare that spelling (or takes that value) itself."""
+    subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for action in subparsers:
+        for sub in dict.fromkeys(action.choices.values()):
+            refuse_retired(sub)
+    if subparsers:
+        return
+    taken = parser._option_string_actions
+    for spelling, replacement in RETIRED_FLAGS.items():
+        names = [n for n in dict.fromkeys([spelling, spelling.replace("_", "-")]) if n not in taken]
+        if names:
+            parser.add_argument(*names, action=_Retired, replacement=replacement)
+    by_flag: dict[str, dict[str, str]] = {}
+    for (flag, value), message in RETIRED_VALUES.items():
+        by_flag.setdefault(flag, {})[value] = message
+    for flag, refused in by_flag.items():
+        taking = taken.get(flag)
+        if taking is not None and taking.nargs is None and not isinstance(taking, _Retired):
+            taking.type = _refusing_values(taking.type, refused)
