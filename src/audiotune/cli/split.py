@@ -13,8 +13,10 @@ from audiotune.storage import Role
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_path(parser, "manifest", role=Role.TABLE, help="manifest CSV")
     add_path(parser, "--out", role=Role.OUTPUT_DIR, required=True, help="output directory")
-    parser.add_argument(*spellings("test_fraction"), dest="test_fraction", type=float, default=0.2)
-    parser.add_argument(*spellings("val_fraction"), dest="val_fraction", type=float, default=0.1)
+    parser.add_argument(*spellings("test_fraction"), dest="test_fraction", type=float, default=0.2,
+                        help="share of the rows in test, drawn as whole groups (at least one) (default 0.2)")
+    parser.add_argument(*spellings("val_fraction"), dest="val_fraction", type=float, default=0.1,
+                        help="share of the rows in val, drawn as whole groups (at least one) (default 0.1)")
     parser.add_argument(*spellings("test_subjects"), dest="test_subjects", nargs="+")
     parser.add_argument(*spellings("val_subjects"), dest="val_subjects", nargs="+")
     parser.add_argument("--stratify", help="label column to stratify by")
