@@ -30,8 +30,10 @@ CLONE_FOLDERS = ("examples", "configs")
 # Commands that cannot run offline on one CPU, with why; everything else in a bash block runs.
 SKIP = (
     (r"^make\b", "the Makefile's targets (they build .venv and run this suite; the demo is examples/demo.sh)"),
-    (r"gs://", "a bucket (tests/e2e/test_remote_commands.py runs these against the storage emulator)"),
-    (r"^(curl|gcloud)\b|\bjob\.json\b", "the Google Cloud API and CLI, or the job description they exchange"),
+    (r"^(?!audiotune vertex (job|tune) ).*gs://",  # a job spec only names its bucket paths: those run
+     "a bucket (tests/e2e/test_remote_commands.py runs these against the storage emulator)"),
+    (r"^(curl|gcloud)\b", "the Google Cloud API and CLI"),
+    (r"vertex results job\.json", "reads the description of a finished tuning job, which gcloud writes"),
     (r"^(torchrun|srun|MASTER_ADDR=|CUDA_VISIBLE_DEVICES=)|--devices [2-9]",
      "several GPUs, processes or machines"),
     (r"(^|\s)\.\.\.(\s|$)", "an outline: its `...` stands for flags shown elsewhere"),
