@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${DEMO_OUT:-demo_out}
+START=$SECONDS
 rm -rf "$OUT"
 mkdir -p "$OUT"
 
@@ -42,3 +43,11 @@ print(f"\nheld-out speakers: accuracy {metrics['accuracy']:.3f}, macro-F1 {metri
 print(f"embeddings: {len(emb)} rows x {len(emb['embedding'].iloc[0])} dims -> {out / 'embeddings.parquet'}")
 print(f"run directory: {out / 'run'} (config.yaml, model.safetensors, metrics.json, predictions.parquet, plots/)")
 PY
+echo "demo finished in $((SECONDS - START)) s"
+cat <<NEXT
+
+next: your own audio. In a new shell, from this folder:
+  . .venv/bin/activate
+  audiotune manifest YOUR_AUDIO_FOLDER --out data/manifest.csv --pattern '(?P<label>[a-z]+)_(?P<subject>[a-z]+)_\d+\.wav'
+then README.md, "Quickstart" (split, train, evaluate); every command: audiotune COMMAND --help
+NEXT

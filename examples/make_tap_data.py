@@ -33,16 +33,16 @@ Output (``--out``)::
                                                      logged it)
     truth.json                                       the latency, jitter, counts and settings used
 
-Usage::
+Usage (synthetic clicks and room; add ``--presses DIR --rir FILE`` for real sounds)::
 
-    python examples/make_tap_data.py --out /tmp/taps \\
-        --presses ../shared/data/keystrokes/Zoom --rir ../shared/data/multichannel/real_8ch_rir.wav
+    python examples/make_tap_data.py --out /tmp/taps
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +93,7 @@ def load_rir(path: str | None, rate: int, rng: np.random.Generator) -> np.ndarra
         rir = rng.normal(size=(n, 8)) * decay
         rir[0] = 1.0
     else:
-        rir, source_rate = sf.read(path, dtype="float64", always_2d=True)
+        rir, source_rate = read_audio(Path(path))
         if rir.shape[1] != 8:
             raise SystemExit(f"{path}: {rir.shape[1]} channels; an 8-channel impulse response is needed")
         if source_rate != rate:
@@ -104,20 +104,35 @@ def load_rir(path: str | None, rate: int, rng: np.random.Generator) -> np.ndarra
     return rir / np.abs(rir).max()
 
 
+def read_audio(path: Path) -> tuple[np.ndarray, int]:
+    """(samples, channels) float64 and the rate; an unreadable file stops the script with one line naming it."""
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such file")
+    try:
+        return sf.read(path, dtype="float64", always_2d=True)
+    except (RuntimeError, OSError) as err:  # soundfile's LibsndfileError is a RuntimeError
+        raise SystemExit(f"{path}: not readable as audio ({err})") from None
+
+
 def real_presses(folder: Path, labels: list[str], rate: int) -> dict[str, list[np.ndarray]]:
     """Press sounds of each key from ``folder/{key}.wav``, found with ``audiotune taps detect``."""
     from audiotune.taps.detect import DetectOptions, detect
 
+    if not folder.is_dir():
+        raise SystemExit(f"{folder}: no such folder (--presses needs one recording per key: {', '.join(labels)})")
     options = DetectOptions(cutoff=5000, envelope=0.01, relative=0.1, edge=0.25, release=0.55)
     presses: dict[str, list[np.ndarray]] = {}
     for label in labels:
         path = folder / f"{label}.wav"
         if not path.is_file():
             raise SystemExit(f"{path}: missing; --presses needs one recording per key ({', '.join(labels)})")
-        audio, source_rate = sf.read(path, dtype="float64", always_2d=True)
+        audio, source_rate = read_audio(path)
         audio = audio.mean(axis=1)
         before, after = (round(s * source_rate) for s in PRESS_SECONDS)
-        found = detect(path, options)
+        try:
+            found = detect(path, options)
+        except ValueError as err:  # audiotune's DataError names the file
+            raise SystemExit(str(err)) from None
         cuts = [audio[p - before:p + after] for p in found.positions if p >= before and p + after <= len(audio)]
         if not cuts:
             raise SystemExit(f"{path}: no key press found")
@@ -164,16 +179,23 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
-    out = Path(args.out)
-    (out / "01.acoustic").mkdir(parents=True, exist_ok=True)
-    (out / "02.neonode").mkdir(parents=True, exist_ok=True)
+    final = Path(args.out)
+    if final.exists() and not (final / "truth.json").is_file():
+        raise SystemExit(f"{final}: exists and is not an earlier output of this script (no truth.json); "
+                         "choose another --out")
 
+    # every input is read before anything is written
     layout = key_layout()
     labels = [label for _, _, label in layout if label != "none"]
     centres = {label: (x, y) for x, y, label in layout if label != "none"}
     responses = key_responses(layout, load_rir(args.rir, args.rate, rng), args.rate)
     presses = (real_presses(Path(args.presses), labels, args.rate) if args.presses
                else synthetic_presses(labels, args.rate, rng))
+    # written aside, then renamed into place: --out appears complete or not at all
+    out = final.parent / f".{final.name}.partial"
+    shutil.rmtree(out, ignore_errors=True)
+    (out / "01.acoustic").mkdir(parents=True)
+    (out / "02.neonode").mkdir(parents=True)
     none_points = [(x, y) for x, y, label in layout if label == "none"]
     highpass = butter(3, 1200, btype="highpass", fs=args.rate, output="sos")
 
@@ -235,7 +257,10 @@ def main() -> None:
                "spurious_touches": sum(1 for _, line in log if line.split(",")[2].strip() == "Down") - touched,
                "presses": args.presses or "synthetic", "rir": args.rir or "synthetic", "seed": args.seed}
     (out / "truth.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"{out}: {summary['taps']} taps in {args.recordings} recordings ({summary['missed_taps']} missed by the "
+    if final.exists():
+        shutil.rmtree(final)
+    out.rename(final)
+    print(f"{final}: {summary['taps']} taps in {args.recordings} recordings ({summary['missed_taps']} missed by the "
           f"sensor, {summary['offkey_taps']} off the keys, {summary['spurious_touches']} spurious touches)")
 
 

@@ -232,13 +232,17 @@ def test_empty_path_cell_in_a_table_without_uids_names_its_line(trained: dict, t
     assert "t.csv: empty 'path' cell on line(s) [4]" in error_of(capsys)
 
 
-def test_a_fraction_too_fine_for_the_groups_names_the_flag(tmp_path: Path, capsys) -> None:
+def test_a_fraction_too_fine_for_the_groups_takes_one_group_or_names_the_flag(tmp_path: Path, capsys) -> None:
     ds = make_uid_dataset(tmp_path)
     path_table(ds, tmp_path / "m.csv", "train")
     assert main(["split", str(tmp_path / "m.csv"), "--out", str(tmp_path / "s"), "--test_fraction", "0.5",
-                 "--val_fraction", "0.1"]) == 2
+                 "--val_fraction", "0.1"]) == 0
+    assert pd.read_csv(tmp_path / "s" / "val.csv")["subject"].nunique() == 1
+    assert main(["split", str(tmp_path / "m.csv"), "--out", str(tmp_path / "t"), "--test_subjects", "ann", "bob",
+                 "cat", "--val_fraction", "0.1"]) == 2
     err = error_of(capsys)
-    assert "--val_fraction 0.1 (after the test part) needs the rows cut into" in err and "'subject'" in err
+    assert "--val_fraction 0.1 (after the test part) needs a 'subject' for this part and one for training" in err
+    assert not (tmp_path / "t").exists()
 
 
 def test_label_cells_are_text_unless_na_values_says_otherwise(tmp_path: Path, caplog) -> None:

@@ -50,7 +50,7 @@ and extract embeddings. Every command reads a CSV table (path + label columns) o
 (train.csv, val.csv, test.csv) and writes one run directory that the other commands read back."""
 EPILOG = """\
 start here:
-  audiotune manifest AUDIO_DIR --out table.csv --pattern '(?P<label>[a-z]+)_\\d+\\.wav'
+  audiotune manifest AUDIO_DIR --out table.csv --pattern '(?P<label>[a-z]+)_(?P<subject>[a-z]+)_\\d+\\.wav'
   audiotune split table.csv --out split
   echo label > labels.txt
   audiotune train -d split -l labels.txt -o run --model ecapa_tdnn -e 10

@@ -14,10 +14,10 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_path(parser, "manifest", role=Role.TABLE, help="manifest CSV")
     add_path(parser, "--out", role=Role.OUTPUT_DIR, required=True, help="output directory")
     parser.add_argument(*spellings("test_fraction"), dest="test_fraction", type=float, default=0.2, metavar="X",
-                        help="share of the rows held out for test, drawn as whole --group values")
+                        help="share of the rows held out for test, drawn as whole --group values (at least one)")
     parser.add_argument(*spellings("val_fraction"), dest="val_fraction", type=float, default=0.1, metavar="X",
-                        help="share of the rows held out for validation, drawn as whole --group values "
-                             "(0: no val.csv)")
+                        help="share of the rows held out for validation, drawn as whole --group values (at least "
+                             "one; 0: no val.csv)")
     parser.add_argument(*spellings("test_subjects"), dest="test_subjects", nargs="+", metavar="NAME",
                         help="these --group values make the test split (instead of --test_fraction)")
     parser.add_argument(*spellings("val_subjects"), dest="val_subjects", nargs="+", metavar="NAME",

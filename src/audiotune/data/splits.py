@@ -76,7 +76,10 @@ def split_table(table: pd.DataFrame, test_fraction: float = 0.2, val_fraction: f
                 stratify: str | None = None, group: str = "subject", seed: int = 0,
                 test_subjects: list[str] | None = None, val_subjects: list[str] | None = None,
                 source: str = "manifest") -> dict[str, pd.DataFrame]:
-    """train/val/test tables with no subject in two of them, stratified by ``stratify`` where possible."""
+    """train/val/test tables with no subject in two of them, stratified by ``stratify`` where possible.
+
+    A fraction is of all rows; a part drawn by fraction holds at least one group (subject), so the defaults
+    work on a handful of speakers."""
     if table.empty:
         raise DataError(f"{source}: no rows to split (only a header)")
     for name, fraction in (("test", test_fraction), ("val", val_fraction)):
@@ -97,8 +100,13 @@ def split_table(table: pd.DataFrame, test_fraction: float = 0.2, val_fraction: f
         elif fraction > 0:
             # fraction of the rows still unassigned, so test 0.2 / val 0.1 means 20% / 10% of the whole
             share = fraction / (len(remaining) / len(table))
-            n_splits = max(2, int(round(1 / share)))
             purpose = f"--{name}_fraction {fraction}" + (" (after the test part)" if name == "val" else "")
+            # too few groups for that share (6 speakers, 10 %): the part takes one group, never none
+            n_groups = group_values(remaining, group, source).nunique()
+            if n_groups < 2:
+                raise DataError(f"{source}: {purpose} needs a '{group}' for this part and one for training, but "
+                                f"only {n_groups} value(s) of '{group}' are left; set --{name}_fraction 0")
+            n_splits = min(max(2, int(round(1 / share))), n_groups)
             fold = _grouped_fold(remaining, n_splits, stratify, group, seed, source, purpose)[0]
             mask = np.zeros(len(remaining), dtype=bool)
             mask[fold] = True
