@@ -10,21 +10,18 @@ Layout of ``EXP_DIR``::
     cv_summary.json / .csv     per split and metric: mean, fold_std, fold_median, run_std, run_median, ci95
     plots/confusion_SPLIT_HEAD.png   confusion matrix summed over all runs
     fold_K/ensemble_predictions.parquet   with several repeats: the fold's clips scored by the mean of its runs'
-                                          scores (an ensemble), whose statistics over folds are the summary's
-                                          ``ensemble`` section (csv: ``scores`` = ensemble)
+                                          scores, whose statistics are the summary's ``ensemble`` section
 
-A run whose ``metrics.json`` is complete is kept; one that stopped part-way resumes from its last checkpoint,
-so a killed ``cv`` started again with the same arguments carries on where it stopped; started again with more
-``--repeats``, it keeps the finished runs and adds the new repeats. Runs of a frozen encoder
-share the feature cache, so each clip is encoded once for the whole cross-validation.
+A run whose ``metrics.json`` is complete is kept; one that stopped part-way resumes from its last checkpoint, so
+a killed ``cv`` started again carries on where it stopped (with more ``--repeats``: adds the new repeats). Runs of
+a frozen encoder share the feature cache: each clip is encoded once for the whole cross-validation.
 
 Statistics (``values[f, r]``: the metric of fold f, repeat r): ``mean`` over all runs; ``fold_std`` /
-``fold_median`` over the folds' means across repeats; ``run_std`` / ``run_median`` over the repeats' means
-across folds (what the speech-emotion recipe reported); ``ci95``: Student-t 95 % interval of the mean with the
-folds as the independent units, clipped to the values the metric can take (accuracy in [0, 1]: with few, spread
-folds the t interval alone reaches past them). Standard deviations are sample ones (ddof 1); a statistic that
-needs two values and has one is None. A metric undefined in some run (one class in a fold, ...) is averaged over
-the runs that define it, and ``n_runs`` says how many.
+``fold_median`` over the folds' means across repeats; ``run_std`` / ``run_median`` over the repeats' means across
+folds (what the speech-emotion recipe reported); ``ci95``: Student-t 95 % interval of the mean, the folds as the
+independent units, clipped to the values the metric can take (with few, spread folds it reaches past them).
+Standard deviations are sample ones (ddof 1); a statistic that needs two values and has one is None. A metric
+undefined in some run (one class in a fold, ...) is averaged over the runs that define it (``n_runs``: how many).
 """
 from __future__ import annotations
 
