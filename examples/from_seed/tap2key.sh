@@ -16,7 +16,7 @@ EXAMPLES=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$OUT"
 
 echo "== data: 8-channel 96 kHz tap recordings (01.acoustic/) and the neonode touch log (02.neonode/)"
-python "$EXAMPLES/make_tap_data.py" --out "$OUT/recordings" --recordings 2 --seconds 30 --gap 0.25 0.4 --seed 0
+python "$EXAMPLES/make_tap_data.py" --out "$OUT/recordings" --recordings 4 --seconds 30 --gap 0.25 0.4 --seed 0
 echo "== encoder: a tiny wav2vec2 folder in place of facebook/wav2vec2-base"
 python "$EXAMPLES/make_tiny_wav2vec2.py" --out "$OUT/tiny-wav2vec2"
 
