@@ -11,7 +11,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = sorted((REPO / "examples" / "from_seed").glob("*.sh"))
 SEEDS = ("naip_w2v2", "naip_ssast", "naip_ecapa", "ser_w2v2", "tap2key")
@@ -79,6 +78,7 @@ def path_with_audiotune(tmp_path: Path) -> dict[str, str]:
             "OMP_NUM_THREADS": "1", "AUDIOTUNE_CACHE": str(tmp_path / "cache")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda script: script.stem)
 def test_walk_through_runs_and_leaves_its_outputs(script: Path, tmp_path: Path,
                                                   path_with_audiotune: dict[str, str]) -> None:
