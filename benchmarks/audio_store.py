@@ -116,7 +116,7 @@ def timed_epochs(config: RunConfig, table: pd.DataFrame, epochs: int) -> tuple[l
     start_ticks = cpu_ticks()
     targets = np.zeros((len(table), 1), np.float32)
     loader = make_loader(config, make_dataset(config, inputs_of(config), table, targets, train=True), table, train=True,
-                         equal_length=False, pin_memory=loader_pins_memory(config))
+                         pin_memory=loader_pins_memory(config))
     seconds, clips, features = [], [], []
     for _ in range(epochs):
         batches = []

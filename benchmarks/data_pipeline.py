@@ -102,7 +102,7 @@ def run_audiotune(table: pd.DataFrame, workers: int) -> Features:
     config = make_config(workers)
     inputs = InputSpec.from_sections(config.audio, config.features)
     dataset = make_dataset(config, inputs, table, np.zeros((len(table), 0), np.float32))
-    loader = make_loader(config, dataset, table, train=False, equal_length=False,
+    loader = make_loader(config, dataset, table, train=False,
                          pin_memory=loader_pins_memory(config))
     batches = list(loader)
     del loader  # shuts down the persistent workers

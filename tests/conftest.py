@@ -92,7 +92,7 @@ def save_hf_checkpoint(model, path: Path) -> Path:
 
 
 HF_KINDS = {
-    # name: (config class, extra config, needs_equal_length, feature extractor do_normalize / attention mask)
+    # name: (config class, extra config, padding changes results, feature extractor do_normalize / attention mask)
     "w2v_group": ("Wav2Vec2Config", {"feat_extract_norm": "group", "do_stable_layer_norm": False}, True, (True, False)),
     "w2v_layer": ("Wav2Vec2Config", {"feat_extract_norm": "layer", "do_stable_layer_norm": True}, False, (True, True)),
     "hubert": ("HubertConfig", {"feat_extract_norm": "layer", "do_stable_layer_norm": True}, False, (False, True)),
@@ -230,3 +230,33 @@ def write_metadata_lake(root: Path, records: list[dict], rate: int = 8000) -> Pa
         sf.write(folder / f"waveform.{extension}", tone(200 + 50 * number, 0.5, rate, seed=number), rate)
         (folder / "metadata.json").write_text(json.dumps(record))
     return root
+
+
+def read_report(path: Path) -> dict:
+    """A report page's section ids, its <audio> elements and each embedded clip decoded: ``clips`` is a list of
+    (uid of the clip's card, samples, rate)."""
+    import base64
+    import io
+    from html.parser import HTMLParser
+
+    found: dict = {"sections": [], "audio": 0, "clips": [], "svg": 0}
+
+    class Reader(HTMLParser):
+        uid = ""
+
+        def handle_starttag(self, tag: str, attrs: list) -> None:
+            attributes = dict(attrs)
+            if tag == "section":
+                found["sections"].append(attributes["id"])
+            elif tag == "div" and attributes.get("class") == "clip":
+                self.uid = attributes["data-uid"]
+            elif tag == "svg":
+                found["svg"] += 1
+            elif tag == "audio":
+                found["audio"] += 1
+                data = base64.b64decode(attributes["src"].partition(",")[2])
+                samples, rate = sf.read(io.BytesIO(data))
+                found["clips"].append((self.uid, samples, rate))
+
+    Reader().feed(Path(path).read_text())
+    return found

@@ -106,6 +106,8 @@ def test_train_evaluate_extract_in_a_bucket(gcs: Emulator, tmp_path: Path, capsy
 
     assert main(["evaluate", "--run", run, "-d", f"gs://{BUCKET}/data/split/test.csv"]) == 0
     assert fs.isfile(f"{BUCKET}/runs/r1/evaluate/metrics.json")
+    for report in ("runs/r1/report.html", "runs/r1/evaluate/report.html"):  # clips read from the bucket
+        assert b"<audio controls" in fs.cat_file(f"{BUCKET}/{report}")
     assert main(["extract", "--run", run, "-d", f"gs://{BUCKET}/data/split/test.csv"]) == 0
     assert f"embeddings: {run}/embeddings_ft.parquet" in capsys.readouterr().out
     with fs.open(f"{BUCKET}/runs/r1/embeddings_ft.parquet", "rb") as stream:

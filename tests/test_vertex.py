@@ -61,7 +61,7 @@ def test_multi_worker_job_spec(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("space, message", [
-    ("metric: val_uar\nparameters: {lr: {type: double, min: 1, max: 2}}", "unrecognized arguments: --lr=1.0"),
+    ("metric: val_uar\nparameters: {rate: {type: double, min: 1, max: 2}}", "unrecognized arguments: --rate=1.0"),
     ("metric: val_uar\nparameters: {learning_rate: {type: double, min: 2, max: 1}}", "must be below max"),
     ("metric: val_uar\nparameters: {learning_rate: {type: double, min: 0, max: 1, scale: log}}", "needs min > 0"),
     ("metric: val_uar\nparameters: {layer: {type: float, min: 0, max: 1}}", "needs a type"),

@@ -40,6 +40,7 @@ MODEL_FILE = "model.safetensors"
 ENCODER_DIR = "encoder"  # the architecture of a pretrained encoder, when the backbone exports one
 ORIGINAL_SSAST_FILE = "ssast_original.pth"  # pretrained SSAST weights under the original code's key names
 PREDICTIONS_FILE = "predictions.parquet"
+REPORT_FILE = "report.html"  # the self-contained HTML report of a run, an evaluation or a cross-validation
 RECORDING_PREDICTIONS_FILE = "predictions_recording.parquet"  # window scores aggregated per recording
 SKIPPED_FILE = "skipped.csv"  # bad audio skipped with --on_error skip
 DROPPED_FILE = "dropped_rows.csv"  # rows that reach no model, and why

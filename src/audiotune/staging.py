@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,8 @@ from audiotune import remote_lock, storage
 from audiotune.outputs import RUN_MARKERS, RunDirError
 from audiotune.storage import Role
 from audiotune.uploads import sync_down, upload
+
+log = logging.getLogger(__name__)
 
 COPIED = (Role.INPUT, Role.RUN)
 FOLDERS = (Role.OUTPUT_DIR, Role.RUN_OUTPUT, Role.EXPERIMENT, Role.CACHE)  # the other outputs are files
@@ -170,6 +173,9 @@ def _cloud_uploads(args: argparse.Namespace, plan: list[tuple[str, Role, str]]) 
 def _cloud_url(args: argparse.Namespace, roles: dict[str, Role]) -> str | None:
     """The seed systems' ``--cloud -b BUCKET --cloud_dir DIR``: the command's outputs are uploaded there too."""
     if not _get(args, "cloud"):
+        if _get(args, "cloud_dir"):  # a seed flag that means something only beside another
+            log.warning("--cloud_dir %s: outputs are uploaded there only with --cloud; nothing is uploaded",
+                        _get(args, "cloud_dir"))
         return None
     bucket, cloud_dir = _get(args, "bucket_name"), _get(args, "cloud_dir")
     if not bucket or not cloud_dir:

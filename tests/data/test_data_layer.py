@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
-from conftest import SMALL_ECAPA, tone
+from conftest import BUCKET, SMALL_ECAPA, tone
 
 from audiotune.cli import build_parser, config_from_args, main
 from audiotune.data.audio import AudioError, AudioSpec, check_clip, load_clip, prepared_length
@@ -242,6 +242,22 @@ def test_train_and_test_sharing_a_clip_is_an_error(uid_dataset: dict, tmp_path: 
         prepare(common, tmp_path / "refused")
 
 
+def test_seed_bucket_flag_reads_the_uid_layout_under_the_prefix_from_the_bucket(uid_dataset: dict, gcs,
+                                                                               tmp_path: Path) -> None:
+    fs = gcs.fs()
+    for folder in uid_dataset["prefix"].iterdir():
+        for file in folder.iterdir():
+            fs.put_file(str(file), f"{BUCKET}/lake/study1/{folder.name}/{file.name}")
+    # the seeds' -b BUCKET -i PREFIX: PREFIX is a folder in the bucket, not on the local disk
+    prepared = prepare(["-b", BUCKET, "-i", "lake", "-s", "study1", "-d", str(uid_dataset["split"]),
+                        "-l", str(uid_dataset["labels"])], tmp_path / "run")
+    paths = list(prepared.tables["test"]["path"])
+    assert paths == [f"gs://{BUCKET}/lake/study1/{uid}/waveform.wav" for uid in prepared.tables["test"].index]
+    assert (prepared.tables["test"]["expected_rate"] == 8000).all()
+    with pytest.raises(DataError, match="escapes the audio root"):
+        resolve_uid("../lake/ann0", f"gs://{BUCKET}/lake/study1")
+
+
 def test_study_is_joined_under_prefix(uid_dataset: dict, tmp_path: Path) -> None:
     prefix = uid_dataset["root"] / "root"
     prefix.mkdir()
@@ -417,7 +433,10 @@ def test_stats_match_features_computed_directly(uid_dataset: dict, tmp_path: Pat
 
 def test_zero_dataset_std_is_a_clear_error(uid_dataset: dict, tmp_path: Path, capsys) -> None:
     ds = uid_dataset
-    assert main(train_args(["-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"])], tmp_path,
-                           "--dataset_std", "0")) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("audiotune train: error:") and "dataset_std" in err
+    with pytest.raises(SystemExit) as refused:  # refused by the parser, before anything runs
+        main(train_args(["-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"])], tmp_path,
+                        "--dataset_std", "0"))
+    assert refused.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("audiotune train: error:") and "dataset_std" in err and "audiotune stats" in err
+    assert not (tmp_path / "config.yaml").exists()

@@ -10,7 +10,7 @@ import pytest
 from conftest import small_train_args
 
 from audiotune.cli import main
-from audiotune.data.samplers import BucketBatchSampler, DealtBatches
+from audiotune.data.samplers import BucketBatchSampler, DealtBatches, LengthSortedBatches, PaddingRule
 
 LENGTHS = np.random.default_rng(0).integers(1000, 50000, size=203).tolist()
 
@@ -66,3 +66,15 @@ def test_training_with_buckets_and_a_budget(uid_dataset: dict, tmp_path: Path) -
     assert log["step"].max() + 1 == 8 and json.loads((run / "metrics.json").read_text())["trained"]
     with pytest.raises(SystemExit):
         main(small_train_args(uid_dataset, tmp_path / "bad", "--dynamic_batch", "x"))
+
+
+def test_length_sorted_batches_stay_within_the_tolerance() -> None:
+    lengths = [1000, 1015, 1030, 1000, 2000, 1040, 2010, 1000]
+    within = list(LengthSortedBatches(lengths, batch_size=3, tolerance=0.02))
+    assert within == [[0, 3, 7], [1, 2], [5], [4, 6]]  # sorted by length, ties in table order
+    assert all(max(lengths[i] for i in b) <= min(lengths[i] for i in b) * 1.02 for b in within)
+    equal = list(LengthSortedBatches(lengths, batch_size=8))
+    assert all(len({lengths[i] for i in b}) == 1 for b in equal) and len(equal) == 6
+    assert sorted(i for b in equal for i in b) == list(range(len(lengths)))
+    with pytest.raises(ValueError, match="fraction >= 0"):
+        PaddingRule(False, -0.1)

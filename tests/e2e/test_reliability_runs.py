@@ -198,8 +198,9 @@ def test_evaluate_replaces_its_own_earlier_evaluation(trained: dict, tmp_path: P
     assert set(json.loads((out / "metrics.json").read_text())) == {"train", "val", "test"}
     assert main(["evaluate", "--run", str(trained["run"]), "-d", str(trained["split"] / "test.csv"), "-o",
                  str(out)]) == 0
-    assert set(json.loads((out / "metrics.json").read_text())) == {"data"}  # not merged with the earlier one
-    assert set(pd.read_parquet(out / "predictions.parquet")["split"]) == {"data"}
+    # not merged with the earlier one; one CSV is named after its file (and still found under "data")
+    assert set(json.loads((out / "metrics.json").read_text())) == {"test", "data"}
+    assert set(pd.read_parquet(out / "predictions.parquet")["split"]) == {"test"}
 
 
 def test_a_failed_command_leaves_no_directory_behind(trained: dict, tmp_path: Path) -> None:
@@ -218,7 +219,7 @@ def test_a_failed_command_leaves_no_directory_behind(trained: dict, tmp_path: Pa
     (["-lr", "nan"], "--learning_rate nan"),
     (["--clip_length", "-2"], "--clip_length -2.0"),
     (["--resample_rate", "-16000"], "--resample_rate -16000"),
-    (["--dataset_std", "0"], "--dataset_std 0.0: must be in (0, inf)"),
+    (["--dataset_std", "-1"], "--dataset_std -1.0: must be in (0, inf)"),  # 0: refused as the seeds' default
     (["--ema", "1.5"], "--ema 1.5"),
     (["--final_dropout", "1"], "--final_dropout 1.0"),
     (["--gain", "2"], "--gain 2.0: must be a probability"),
@@ -241,9 +242,9 @@ def test_zero_epochs_says_the_model_is_untrained(trained: dict, tmp_path: Path, 
 
 def test_option_ranges_are_documented_in_the_help(capsys) -> None:
     with pytest.raises(SystemExit):
-        main(["train", "--help"])
+        main(["train", "--help-all"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "(valid: [0, inf))" in text and "(valid: [1, inf))" in text
+    assert "training epochs (default 1; valid [0, inf))" in text and "batch size (default 8; valid [1, inf))" in text
 
 
 def test_no_prefix_abbreviations_of_flags(trained: dict, tmp_path: Path) -> None:

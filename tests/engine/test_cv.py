@@ -17,7 +17,7 @@ from audiotune.config import HeadSpec, RunConfig, save_config
 from audiotune.data.errors import DataError
 from audiotune.data.folds import Fold, FoldOptions, build_folds
 from audiotune.data.json_splits import read_json_split
-from audiotune.engine.cv import STATISTICS, fold_ensemble, summarise
+from audiotune.engine.cv import METRIC_KEYS, METRIC_RANGES, STATISTICS, fold_ensemble, summarise
 from audiotune.engine.evaluate import prediction_table
 
 
@@ -40,6 +40,18 @@ def test_statistics_of_a_folds_by_repeats_matrix() -> None:
     assert summarise(values)["mean"] == pytest.approx(np.nanmean(values))
     single = summarise(np.array([[0.5], [0.7]]))
     assert single["run_std"] is None and single["fold_std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+
+
+def test_intervals_stay_within_what_the_metric_can_take() -> None:
+    spread = np.array([[0.2], [0.95], [0.6]])  # three folds far apart: the t interval alone is about -0.3 .. 1.5
+    unbounded = summarise(spread)["ci95"]
+    assert unbounded[0] < 0 and unbounded[1] > 1
+    assert summarise(spread, METRIC_RANGES["accuracy"])["ci95"] == [0.0, 1.0]
+    assert summarise(-spread, METRIC_RANGES["ccc"])["ci95"][0] == -1.0
+    close = summarise(np.array([[0.90], [0.95], [0.99]]), METRIC_RANGES["accuracy"])["ci95"]
+    assert 0.8 < close[0] < 0.9 and close[1] == 1.0  # only the side past the bound moves
+    assert summarise(np.array([[0.1], [0.5]]), METRIC_RANGES["mae"])["ci95"][0] == 0.0
+    assert set(METRIC_RANGES) == set(METRIC_KEYS)
 
 
 def write_json_split(path: Path, train: dict, val: dict, test: dict) -> None:

@@ -216,16 +216,16 @@ def test_pin_memory_only_for_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     cached = CachedDataset(pd.DataFrame(index=["a"]), np.zeros((1, 1), np.float32), Path("."), ["x"])
     monkeypatch.setattr(device_module, "_mps_available", lambda: False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert not make_loader(config, items, None, train=False, equal_length=False,
+    assert not make_loader(config, items, None, train=False,
                            pin_memory=inference.loader_pins_memory(config)).pin_memory
     assert not cached_loader(config, cached, train=False).pin_memory
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    assert make_loader(config, items, None, train=False, equal_length=False,
+    assert make_loader(config, items, None, train=False,
                        pin_memory=inference.loader_pins_memory(config)).pin_memory
     assert cached_loader(config, cached, train=False).pin_memory
     config.runtime.accelerator = "cpu"  # a GPU machine asked for the CPU: nothing to pin for
-    assert not make_loader(config, items, None, train=False, equal_length=False,
+    assert not make_loader(config, items, None, train=False,
                            pin_memory=inference.loader_pins_memory(config)).pin_memory
 
 

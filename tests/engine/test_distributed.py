@@ -181,7 +181,7 @@ def _train(args: list[str], launcher: tuple[str, ...] = ()) -> subprocess.Comple
 
 
 RUN_FILES = {LOCK_FILE, "checkpoints", "config.yaml", "logs", "metrics.json", "model.safetensors", "plots",
-             "predictions.parquet"}
+             "predictions.parquet", "report.html", "input_spec.json"}
 
 
 def _files(run: Path) -> list[str]:

@@ -79,12 +79,12 @@ def test_soft_loss_equals_hard_loss_for_one_hot_votes() -> None:
     categorical = [HeadSpec("label", "categorical", ["label"], ["a", "b", "c"])]
     logits = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
     one_hot = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 2, 1, 0]), 3).float()
-    soft = classification_loss(logits, one_hot, heads, labeling="soft")
+    soft = classification_loss(logits, one_hot, heads, labeling="distribution")
     hard = classification_loss(logits, one_hot, categorical)
     assert soft.item() == pytest.approx(hard.item(), rel=1e-6)
     assert hard.item() == pytest.approx(torch.nn.functional.cross_entropy(logits, one_hot.argmax(1)).item(), rel=1e-6)
     votes = torch.tensor([[0.5, 0.5, 0.0]] * 6)
-    assert classification_loss(logits, votes, heads, labeling="soft").item() != pytest.approx(
+    assert classification_loss(logits, votes, heads, labeling="distribution").item() != pytest.approx(
         classification_loss(logits, votes, heads, labeling="hard").item())
 
 

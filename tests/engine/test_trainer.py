@@ -89,3 +89,16 @@ def test_accumulate_grad_batches_is_a_train_flag() -> None:
                                       "--accumulate_grad_batches", "4", "-bs", "64"])
     config = config_from_args(args)
     assert (config.train.accumulate_grad_batches, config.train.batch_size) == (4, 64)
+
+
+def test_a_run_in_steps_shows_no_last_epoch(tmp_path: Path) -> None:
+    from audiotune.config import RuntimeConfig, TrainConfig
+    from audiotune.engine.trainer import PassProgress, build_trainer
+
+    trainer, _ = build_trainer(TrainConfig(training_steps=40), RuntimeConfig(accelerator="cpu"), tmp_path)
+    bar = trainer.progress_bar_callback
+    assert isinstance(bar, PassProgress) and trainer.max_epochs == -1
+    assert bar._epoch(trainer) == "epoch 1"  # not Lightning's "Epoch 0/-2"
+    by_epochs, _ = build_trainer(TrainConfig(epochs=10), RuntimeConfig(accelerator="cpu"), tmp_path / "e")
+    assert by_epochs.progress_bar_callback._epoch(by_epochs) == "epoch 1/10"
+

@@ -174,7 +174,7 @@ def test_target_length_pads_and_crops_feature_frames() -> None:
 def test_silence_padding_pads_with_the_features_of_a_silent_clip(uid_dataset: dict, tmp_path) -> None:
     """--pad silence: a batch's shorter clips are padded with the fbank of silence (the log floor in every
     bin, no louder than any real frame) instead of the value 0; their real frames and lengths are the same
-    either way, and training sees the difference."""
+    either way, and training a model that reads padded frames (SSAST) sees the difference."""
     from audiotune.data.loading import collator
 
     def batch(pad: str, **features: float) -> tuple[dict, object]:
@@ -204,10 +204,20 @@ def test_silence_padding_pads_with_the_features_of_a_silent_clip(uid_dataset: di
 
     from safetensors.torch import load_file
 
+    # ECAPA-TDNN never reads a padded frame (its padding is exact): the same weights either way
     run_train(uid_dataset, tmp_path / "zero", "--seed", "1")
     run_train(uid_dataset, tmp_path / "silence", "--seed", "1", "--pad", "silence")
     assert "pad: silence" in (tmp_path / "silence" / "config.yaml").read_text()
     a, b = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("zero", "silence"))
+    assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+    # SSAST reads target_length frames, the padding included: training sees the difference
+    ssast = ["--model", "ssast", "--model_size", "tiny", "--num_mel_bins", "32", "--target_length", "96", "--fshape",
+             "16", "--tshape", "16", "--fstride", "16", "--tstride", "16", "--freeze", "False", "--clf_bottleneck",
+             "8", "-e", "1", "-bs", "4", "--seed", "1"]
+    for pad in ("zero", "silence"):
+        assert main(["train", "-i", str(uid_dataset["prefix"]), "-d", str(uid_dataset["split"]), "-l",
+                     str(uid_dataset["labels"]), "-o", str(tmp_path / f"ssast_{pad}"), *ssast, "--pad", pad]) == 0
+    a, b = (load_file(str(tmp_path / f"ssast_{pad}" / "model.safetensors")) for pad in ("zero", "silence"))
     assert a.keys() == b.keys() and any(not torch.equal(a[key], b[key]) for key in a)
 
 

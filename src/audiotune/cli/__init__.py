@@ -19,6 +19,8 @@ from audiotune.cli import (
     manifest,
     pretrain,
     probe,
+    recipes,
+    report,
     segment,
     split,
     stats,
@@ -29,8 +31,9 @@ from audiotune.cli import (
     vertex_job,
 )
 from audiotune.cli.command import Command
-from audiotune.cli.flags import config_from_args, parse_bool, path_roles
-from audiotune.cli.show import one_line
+from audiotune.cli.flags import config_from_args, parse_bool, path_roles, refuse_retired
+from audiotune.cli.help import HelpFormatter, add_help_flags, arrange, compact_usage, wants_all
+from audiotune.cli.show import one_line, third_party_quiet
 from audiotune.models import backbones
 from audiotune.staging import staged
 
@@ -38,7 +41,7 @@ __all__ = ["COMMANDS", "build_parser", "config_from_args", "main", "parse_bool"]
 
 COMMANDS: tuple[Command, ...] = tuple(module.COMMAND for module in (
     train, evaluate, extract, export, attention, manifest, segment, split, pretrain, probe, cv, cluster, taps, stats,
-    vertex_job, sweep, table, import_))
+    vertex_job, sweep, table, import_, recipes, report))
 DESCRIPTION = """\
 audiotune turns labelled audio into classifiers and embeddings: fine-tune or probe pretrained encoders
 (wav2vec2-style Hugging Face models, SSAST) or train ECAPA-TDNN from scratch, then evaluate, cross-validate
@@ -51,22 +54,36 @@ start here:
   echo label > labels.txt
   audiotune train -d split -l labels.txt -o run --model ecapa_tdnn -e 10
   audiotune evaluate --run run -d split/test.csv
-recipes: audiotune train --config configs/ecapa_short_speech.yaml ...
-every command: audiotune COMMAND --help (with --model NAME: that backbone's options only)"""
+recipes (shipped configs): audiotune recipes, then audiotune train --config NAME ...
+every command: audiotune COMMAND --help (with --model NAME: that backbone's options only);
+  --help-all: every option in full"""
+VERBOSE_HELP = "log more; show third-party warnings and tracebacks"
 
 
-def build_parser(model: str | None = None) -> argparse.ArgumentParser:
-    """The whole command line; ``model`` (the ``--model`` given) limits the help to that backbone's options."""
+def build_parser(model: str | None = None, full_help: bool = False) -> argparse.ArgumentParser:
+    """The whole command line; ``model`` (the ``--model`` given) limits the help to that backbone's options;
+    ``full_help``: every option in full (``--help-all``), not the rarely changed groups summarised."""
     parser = argparse.ArgumentParser(prog="audiotune", description=DESCRIPTION, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log more, and show the traceback of an error")
+                                     formatter_class=HelpFormatter, allow_abbrev=False)
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     parser.add_argument("--version", action="version", version=f"audiotune {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         sub = commands.add_parser(command.name, help=command.help, description=command.description or None,
+                                  epilog=f"examples:\n{_indented(command.examples)}" if command.examples else None,
+                                  formatter_class=HelpFormatter,
                                   allow_abbrev=False)  # a seed flag such as -b must never be read as a prefix
+        add_help_flags(sub)
+        sub.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
         command.arguments(sub, model)
+        refuse_retired(sub)
+        sub.usage = compact_usage(sub)
+        arrange(sub, full_help)
     return parser
+
+
+def _indented(lines: str) -> str:
+    return "\n".join(f"  {line}" for line in lines.splitlines())
 
 
 def _model_named(argv: list[str]) -> str | None:
@@ -86,8 +103,8 @@ def _interrupted(command: Command) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(_model_named(argv))
+    argv, full_help = wants_all(sys.argv[1:] if argv is None else list(argv))
+    parser = build_parser(_model_named(argv), full_help)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     command = next(c for c in COMMANDS if c.name == args.command)
@@ -97,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.update(vertex.cluster_environment())  # a Vertex AI multi-worker job: where rank 0 is
         if command.default_outputs:
             command.default_outputs(args)
-        with staged(args, path_roles(args)):
+        with third_party_quiet(args.verbose), staged(args, path_roles(args)):
             command.run(args, parser)
     except KeyboardInterrupt:
         return _interrupted(command)

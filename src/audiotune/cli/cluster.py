@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_config_flags, add_path, config_from_args
+from audiotune.cli.flags import FlatCounts, add_config_flags, add_path, cluster_counts, config_from_args
 from audiotune.cli.show import shown
 from audiotune.engine.cluster import FIT_ON
 from audiotune.storage import Role
@@ -17,9 +17,10 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_path(parser, "--run", role=Role.RUN, help="trained run directory whose (fine-tuned) encoder makes the frames "
                                                   "(default: the -c encoder as loaded)")
     add_path(parser, "--out", role=Role.OUTPUT_FILE, required=True, help="parquet file of frame labels")
-    parser.add_argument("--num_clusters", "--num-clusters", dest="num_clusters", type=int, nargs="+",
-                        default=[64, 512, 4096], help="cluster counts K, one label sequence each (default 64 512 "
-                                                      "4096, as the seed system's IEMOCAP recipe)")
+    parser.add_argument("--num_clusters", "--num-clusters", dest="num_clusters", type=cluster_counts,
+                        nargs="+", action=FlatCounts, default=[64, 512, 4096],
+                        help="cluster counts K, one label sequence each (default 64 512 4096, as the seed system's "
+                             "IEMOCAP recipe; the seed's 64,512,4096 reads the same)")
     parser.add_argument("--sample_ratio", "--sample-ratio", dest="sample_ratio", type=float, default=0.2,
                         help="share of each clip's frames offered to the k-means sample (default 0.2)")
     parser.add_argument("--max_frames", "--max-frames", dest="max_frames", type=int, default=0,

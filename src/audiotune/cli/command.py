@@ -11,14 +11,16 @@ class Command:
     """``arguments(parser, model)`` declares the flags (``model``: the ``--model`` given on the command line, so
     the help shows that backbone's options only); ``run(args, parser)`` does the work (``parser``: the whole
     command line's, for commands that check another command line, as a sweep or a cloud job does);
-    ``default_outputs(args)`` fills paths whose default lies beside an input (outputs such as RUN/evaluate, or a
-    second input such as the args.pkl beside a seed model), before remote paths are staged; ``after_interrupt``
-    tells a user who stopped the command (Ctrl-C) how to go on."""
+    ``examples``: command lines shown at the end of its help, one a line; ``default_outputs(args)`` fills paths
+    whose default lies beside an input (outputs such as RUN/evaluate, or a second input such as the args.pkl beside
+    a seed model), before remote paths are staged; ``after_interrupt`` tells a user who stopped the command
+    (Ctrl-C) how to go on."""
 
     name: str
     help: str
     arguments: Callable[[argparse.ArgumentParser, str | None], None]
     run: Callable[[argparse.Namespace, argparse.ArgumentParser], None]
     description: str = ""
+    examples: str = ""
     default_outputs: Callable[[argparse.Namespace], None] | None = None
     after_interrupt: str = "outputs not finished were not written; run the command again"

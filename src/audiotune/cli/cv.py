@@ -35,6 +35,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from audiotune.data.folds import FoldOptions
     from audiotune.engine.cv import cross_validate
+    from audiotune.engine.report import report_when_done
 
     quiet_lightning(args.verbose)
     config = config_from_args(args)
@@ -45,6 +46,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         return  # another process of a multi-process (DDP) run: rank 0 reports
     print(cv_table(result))
     print(f"experiment directory: {storage.final_place(config.exp_dir)}")
+    if config.runtime.report:
+        print(report_when_done(config.exp_dir))
 
 
 def cv_table(result: dict) -> str:
@@ -73,4 +76,7 @@ COMMAND = Command(
     description="-d is a table (.csv; folds by --group, or --folds K), a folder of fold_N/ split folders, or a "
                 "folder of JSON split files ({\"Train\": ..., \"Val\": ..., \"Test\": ...}). Every other flag is a "
                 "train flag. Run the same command again to resume.",
+    examples="audiotune cv -d table.csv -l labels.txt -o cv --group subject    (leave one subject out)\n"
+             "audiotune cv -d table.csv -l labels.txt -o cv --folds 5 --stratify label --repeats 3\n"
+             "audiotune cv --config ecapa_new_speakers -d table.csv -l labels.txt -o cv --group subject",
     after_interrupt="finished runs are kept; run the same command again to go on")

@@ -6,9 +6,9 @@ import json
 
 from audiotune import storage
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_path, add_scoring_flags, scoring_data, spellings
+from audiotune.cli.flags import add_path, add_scoring_flags, add_section_flags, scoring_data, spellings
 from audiotune.cli.show import summary
-from audiotune.outputs import EVALUATE_DIR
+from audiotune.outputs import EVALUATE_DIR, run_dir_of
 from audiotune.storage import Role
 
 
@@ -23,6 +23,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                         help="re-estimate BatchNorm statistics before scoring, on the whole split's clips or on "
                              "each group of COLUMN (e.g. subject) apart, or none (test-time adaptation to new "
                              "speakers or microphones; default: the run's)")
+    add_section_flags(parser, ("runtime.report",))
 
 
 def default_outputs(args: argparse.Namespace) -> None:
@@ -31,12 +32,17 @@ def default_outputs(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from audiotune.engine.evaluate import evaluate_run
+    from audiotune.engine.report import report_when_done
 
     metrics = evaluate_run(args.run, args.data_split_root, args.exp_dir, args.on_error, args.batch_size,
                            args.num_workers, args.accelerator, args.devices, args.precision, args.aggregate,
                            args.adapt_bn, scoring_data(args))
     print(json.dumps({k: summary(v) for k, v in metrics.items()}, indent=2))
+    if vars(args).get("runtime.report", True):
+        print(report_when_done(args.exp_dir, args.data_split_root, run_dir_of(args.run), scoring_data(args)))
 
 
 COMMAND = Command("evaluate", "score a CSV or split directory with a trained run", arguments, run,
-                  default_outputs=default_outputs)
+                  default_outputs=default_outputs,
+                  examples="audiotune evaluate --run run -d split/test.csv\n"
+                           "audiotune evaluate --run run -d split    (every split of the directory)")

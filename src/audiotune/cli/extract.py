@@ -33,4 +33,6 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     print(f"embeddings: {shown(path)}")
 
 
-COMMAND = Command("extract", "write embeddings to parquet", arguments, run, default_outputs=default_outputs)
+COMMAND = Command("extract", "write embeddings to parquet", arguments, run, default_outputs=default_outputs,
+                  examples="audiotune extract --run run -d table.csv --out embeddings.parquet\n"
+                           "audiotune extract --run run -d table.csv --embedding_type pt --layer 6 --out emb.parquet")

@@ -11,14 +11,18 @@ import dataclasses
 import typing
 from typing import Any
 
+from audiotune.cli.help import default_text, shared_group
 from audiotune.config import (
     CONFIG_VERSION,
+    RETIRED_FLAGS,
+    RETIRED_VALUES,
     SECTIONS,
     RunConfig,
     check_config,
     config_from_dict,
     describe_range,
     read_config_file,
+    resolve_recipe,
 )
 from audiotune.config.sections import PRECISIONS
 from audiotune.models import backbones
@@ -27,8 +31,12 @@ from audiotune.storage import Role
 
 ROLES = "path_roles"  # the namespace attribute holding {dest: Role} of the parsed command
 CONFIG_DEFAULTS = "config_defaults"  # the namespace attribute holding a command's own option defaults
+FULL_HELP_SECTIONS = ("data", "model")  # the sections `--help` shows in full; the others name their flags
 # seed boolean flags whose meaning maps onto another option: (section, name, value if true, value if false)
 SEED_SWITCHES = {"fbank": ("features", "features", "fbank", "mfcc")}
+# the ECAPA seed's --fbank True read its MFCC size flags as the fbank's size (bins, frames)
+FBANK_SEED_SIZES = {"n_mels": "num_mel_bins", "n_fft": "target_length"}
+MFCC_ONLY = ("n_mfcc", "n_mels", "n_fft")
 
 
 def parse_bool(text: str | bool) -> bool:
@@ -41,6 +49,25 @@ def parse_bool(text: str | bool) -> bool:
     if value in ("false", "0", "no", "n", "off", "none"):
         return False
     raise argparse.ArgumentTypeError(f"expected a boolean (True/False), got {text!r}")
+
+
+def cluster_counts(text: str) -> list[int]:
+    """Cluster counts as given: ``64``, or the seed's comma list ``64,512,4096`` (same meaning)."""
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: cluster counts are whole numbers, e.g. 64 512 4096") from None
+    if not counts or min(counts) < 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: every cluster count must be at least 2")
+    return counts
+
+
+class FlatCounts(argparse.Action):
+    """``--num_clusters 64 512`` and ``--num_clusters 64,512`` alike: one flat list of counts."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, [k for group in values for k in group])
 
 
 def integer(text: str) -> int:
@@ -82,13 +109,22 @@ def path_roles(args: argparse.Namespace) -> dict[str, Role]:
     return dict(vars(args).get(ROLES) or {})
 
 
+def metavar(kind: Any, spec: dataclasses.Field) -> str:
+    """The value's name in the help: N (a whole number), X (a number), PATH, or the option's own name."""
+    return "N" if kind is int else "X" if kind is float else "PATH" if spec.metadata.get("role") else spec.name.upper()
+
+
 def _add_field(group: Any, dest: str, spec: dataclasses.Field, hints: dict, hidden: bool = False,
                note: str = "") -> None:
     meta = spec.metadata
     kind = hints[spec.name]
     text = meta.get("help", "") + note
+    shown = default_text(spec.default_factory() if spec.default_factory is not dataclasses.MISSING else spec.default)
+    notes = [f"default {shown.replace('%', '%%')}"] if shown is not None and "default" not in text else []
     if meta.get("valid"):
-        text += f" (valid: {describe_range(*meta['valid'])})"
+        notes.append(f"valid {describe_range(*meta['valid'])}")
+    if notes:
+        text += f" ({'; '.join(notes)})"
     kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS}
     if dest == "model.model":
         kwargs["choices"] = backbones.names()
@@ -99,10 +135,10 @@ def _add_field(group: Any, dest: str, spec: dataclasses.Field, hints: dict, hidd
     elif bool in (kind, *typing.get_args(kind)):
         kwargs.update(nargs="?", const=True, type=parse_bool, metavar="BOOL")
     elif typing.get_origin(kind) is list:
-        kwargs.update(nargs="+", type=typing.get_args(kind)[0], metavar=spec.name.upper())
+        kwargs.update(nargs="+", type=typing.get_args(kind)[0], metavar=metavar(typing.get_args(kind)[0], spec))
     else:
         base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
-        kwargs.update(type=integer if base is int else base, metavar=spec.name.upper())
+        kwargs.update(type=integer if base is int else base, metavar=metavar(base, spec))
     names = spellings(spec.name, meta.get("flags", ()))
     if hidden:
         group.add_argument(*names, help=argparse.SUPPRESS, **kwargs)
@@ -123,35 +159,38 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
     ``defaults`` are this command's own option defaults (``{"model.model": "ssast"}``; ``options.NAME``: a
     backbone's option): a ``--config`` file or a flag overrides them. ``writes_run``: the command writes a run
     directory (``-o/--exp_dir``); ``backbone_flags``: the command reads the backbones' own options."""
-    add_path(parser, "--config", role=Role.INPUT, help="YAML config to start from (flags override it)")
+    add_path(parser, "--config", role=Role.INPUT, metavar="PATH",
+             help="YAML file or shipped recipe (`audiotune recipes`) to start from; flags override it")
     if writes_run:
-        add_path(parser, *spellings("exp_dir", ("-o",)), role=Role.RUN_OUTPUT, dest="exp_dir",
+        add_path(parser, *spellings("exp_dir", ("-o",)), role=Role.RUN_OUTPUT, dest="exp_dir", metavar="PATH",
                  default=argparse.SUPPRESS, help="run directory for every output")
     add_section_flags(parser, sections)
     if "model" in sections and backbone_flags:
         _add_backbone_flags(parser, model)
-    seeds = parser.add_argument_group("seed command-line compatibility")
+    seeds = shared_group(parser, "seed command-line compatibility", summarised=True)
     if "features" in sections:
         seeds.add_argument("--fbank", nargs="?", const=True, type=parse_bool, default=argparse.SUPPRESS,
-                           metavar="BOOL", help="same as --features fbank")
+                           metavar="BOOL", help="the ECAPA seed's switch: True = --features fbank sized by "
+                                                "--n_mels bins and --n_fft frames (as the seed; default 128 and "
+                                                "400), False = --features mfcc")
     if "audio" in sections:
         seeds.add_argument("--mono", choices=("mean", "sum"), default=argparse.SUPPRESS,
                            help="same as --channel_mode mean|sum")
         seeds.add_argument("--reduce", nargs="?", const=True, type=parse_bool, default=argparse.SUPPRESS,
-                           metavar="BOOL", help="True: mix channels down (--mono, default mean); "
-                                                "False: same as --channel_mode none (mono files only)")
+                           metavar="BOOL", help="True: sum the channels, as the seeds did (--mono mean: average "
+                                                "them); False: same as --channel_mode none (mono files only)")
     parser.set_defaults(**{CONFIG_DEFAULTS: defaults or {}})
     add_storage_flags(parser)
 
 
 def add_section_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...]) -> None:
-    """The options of ``sections`` as flags, one argument group per section; a ``section.name`` entry adds that
-    one option. Each lands in the namespace as ``section.name`` (only when given on the command line)."""
-    groups: dict[str, Any] = {}
+    """The options of ``sections`` as flags, one argument group per section (shown in full by ``--help`` for the
+    sections in FULL_HELP_SECTIONS, by flag name for the others); a ``section.name`` entry adds that one option.
+    Each lands in the namespace as ``section.name`` (only when given on the command line)."""
     for entry in sections:
         section, _, only = entry.partition(".")
         cls = SECTIONS[section]
-        group = groups.setdefault(section, parser.add_argument_group(section))
+        group = shared_group(parser, section, summarised=section not in FULL_HELP_SECTIONS)
         hints = typing.get_type_hints(cls)
         for spec in dataclasses.fields(cls):
             if spec.metadata.get("cli") is not False and only in ("", spec.name):
@@ -172,7 +211,7 @@ def _add_backbone_flags(parser: argparse.ArgumentParser, model: str | None) -> N
     backbone's group (else the first's) with that backbone's help."""
     owners = _owners()
     for name, cls in backbones.options_classes().items():
-        group = parser.add_argument_group(f"options of --model {name}")
+        group = shared_group(parser, f"options of --model {name}", summarised=True)
         hints = typing.get_type_hints(cls)
         for spec in dataclasses.fields(cls):
             shared = owners[spec.name]
@@ -183,9 +222,10 @@ def _add_backbone_flags(parser: argparse.ArgumentParser, model: str | None) -> N
 
 def add_storage_flags(parser: argparse.ArgumentParser) -> None:
     """The seed systems' Google Cloud Storage flags; any path may also be a gs:// URL (see audiotune.staging)."""
-    group = parser.add_argument_group("cloud storage (every path may also be gs://BUCKET/...)")
+    group = shared_group(parser, "cloud storage (every path may also be gs://BUCKET/...)", summarised=True)
     group.add_argument("-b", "--bucket_name", "--bucket-name", dest="bucket_name",
-                       help="bucket that --cloud uploads to (seed flag)")
+                       help="bucket that --cloud uploads to, and that -i/--prefix is read from when it is not a "
+                            "URL (gs://BUCKET/PREFIX, as the seeds)")
     group.add_argument("-p", "--project_name", "--project-name", dest="project_name",
                        help="Google Cloud project of the buckets")
     group.add_argument("--cloud", nargs="?", const=True, type=parse_bool, default=False, metavar="BOOL",
@@ -202,6 +242,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         _set(config, key, value)
     config_file = vars(args).get("config")
     if config_file:
+        config_file = resolve_recipe(str(config_file))
         config = config_from_dict(read_config_file(config_file), source=str(config_file), base=config)
         config.version = CONFIG_VERSION  # a recipe's options are the user's (the backbone derives its input anew)
     config = apply_flags(config, args)
@@ -239,7 +280,41 @@ def apply_flags(config: RunConfig, args: argparse.Namespace) -> RunConfig:
             section, name, if_true, if_false = SEED_SWITCHES[key]
             setattr(getattr(config, section), name, if_true if value else if_false)
     _channel_aliases(args, config)
+    _seed_feature_sizes(args, config)
+    _bucket_prefix(args, config)
     return check_config(config)
+
+
+def _seed_feature_sizes(args: argparse.Namespace, config: RunConfig) -> None:
+    """The ECAPA seed's ``--fbank True`` sized the fbank by ``--n_mels`` (bins) and ``--n_fft`` (frames); without
+    it, MFCC size flags given for other features would do nothing, so they are refused."""
+    given = vars(args)
+    if given.get("fbank") is True:
+        for seed_name, name in FBANK_SEED_SIZES.items():
+            if f"features.{name}" in given and f"features.{seed_name}" in given:
+                raise ValueError(f"--{seed_name} with --fbank True is the seed's fbank --{name}; give one of them")
+            if f"features.{name}" not in given:
+                setattr(config.features, name, getattr(config.features, seed_name))
+        unused = [name for name in MFCC_ONLY if name not in FBANK_SEED_SIZES and f"features.{name}" in given]
+    else:
+        unused = [name for name in MFCC_ONLY if f"features.{name}" in given]
+    if unused and config.features.features != "mfcc":
+        shown = ", ".join(f"--{name}" for name in unused)
+        raise ValueError(f"{shown}: MFCC option(s), unused with --features {config.features.features}; add "
+                         f"--features mfcc (the ECAPA seed's default), or size the fbank with --num_mel_bins and "
+                         f"--target_length")
+
+
+def _bucket_prefix(args: argparse.Namespace, config: RunConfig) -> None:
+    config.data.prefix = in_bucket(args, config.data.prefix)
+
+
+def in_bucket(args: argparse.Namespace, prefix: str) -> str:
+    """The seeds read uid audio from ``-b BUCKET`` at ``-i PREFIX``: a prefix that is not a URL is in the bucket."""
+    bucket = str(vars(args).get("bucket_name") or "").removeprefix("gs://").strip("/")
+    if bucket and "://" not in prefix:
+        return f"gs://{bucket}/{prefix.lstrip('/')}" if prefix else f"gs://{bucket}"
+    return prefix
 
 
 def _channel_aliases(args: argparse.Namespace, config: RunConfig) -> None:
@@ -247,11 +322,63 @@ def _channel_aliases(args: argparse.Namespace, config: RunConfig) -> None:
     given = vars(args)
     if "reduce" not in given and "mono" not in given:
         return
-    alias = "none" if given.get("reduce") is False else given.get("mono", "mean")
+    alias = "none" if given.get("reduce") is False else given.get("mono", "sum" if "reduce" in given else "mean")
     explicit = given.get("audio.channel_mode")
     if explicit is not None and explicit != alias:
         raise ValueError(f"--channel_mode {explicit} contradicts --reduce/--mono (which mean --channel_mode {alias})")
     config.audio.channel_mode = alias
+
+
+class _Retired(argparse.Action):
+    """A seed spelling that audiotune does not take: refused with what to write instead."""
+
+    def __init__(self, option_strings: list[str], dest: str, replacement: str = "", **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs="*", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        self.replacement = replacement
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        parser.error(f"{option_string}: {self.replacement}")
+
+
+def _refusing_values(convert: Any, refused: dict[str, str]) -> Any:
+    """``convert`` (an argparse type) that refuses the retired values of ``refused`` with their message."""
+    def same(text: str, value: str) -> bool:
+        try:
+            return float(text) == float(value)
+        except ValueError:
+            return text.strip().lower() == value
+
+    def parse(text: str) -> Any:
+        for value, message in refused.items():
+            if same(text, value):
+                raise argparse.ArgumentTypeError(f"{text}: {message}")
+        return convert(text) if convert else text
+    return parse
+
+
+def refuse_retired(parser: argparse.ArgumentParser) -> None:
+    """Refuse the retired seed spellings (:data:`~audiotune.config.RETIRED_FLAGS`) and values
+    (:data:`~audiotune.config.RETIRED_VALUES`) on ``parser`` and every parser under it, wherever a parser does
+    not declare that spelling (or takes that value) itself."""
+    subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for action in subparsers:
+        for sub in dict.fromkeys(action.choices.values()):
+            refuse_retired(sub)
+    if subparsers:
+        return
+    taken = parser._option_string_actions
+    for spelling, replacement in RETIRED_FLAGS.items():
+        names = [n for n in dict.fromkeys([spelling, spelling.replace("_", "-")]) if n not in taken]
+        if names:
+            parser.add_argument(*names, action=_Retired, replacement=replacement)
+    by_flag: dict[str, dict[str, str]] = {}
+    for (flag, value), message in RETIRED_VALUES.items():
+        by_flag.setdefault(flag, {})[value] = message
+    for flag, refused in by_flag.items():
+        taking = taken.get(flag)
+        if taking is not None and taking.nargs is None and not isinstance(taking, _Retired):
+            taking.type = _refusing_values(taking.type, refused)
 
 
 def add_run_flag(parser: argparse.ArgumentParser) -> None:
@@ -279,8 +406,12 @@ def add_scoring_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def scoring_data(args: argparse.Namespace) -> dict[str, Any]:
-    """``{name: value}`` of the data options (:data:`SCORING_DATA`) given to a scoring command."""
-    return {key.partition(".")[2]: value for key, value in vars(args).items() if key in SCORING_DATA}
+    """``{name: value}`` of the data options (:data:`SCORING_DATA`) given to a scoring command; ``-i PREFIX``
+    with ``-b BUCKET`` is in the bucket, as in ``train``."""
+    data = {key.partition(".")[2]: value for key, value in vars(args).items() if key in SCORING_DATA}
+    if "prefix" in data:
+        data["prefix"] = in_bucket(args, str(data["prefix"]))
+    return data
 
 
 def add_device_flags(parser: argparse.ArgumentParser) -> None:

@@ -8,7 +8,7 @@ from typing import Any, NoReturn
 from audiotune import storage
 from audiotune.cli import train
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_path, config_from_args, spellings
+from audiotune.cli.flags import FlatCounts, add_path, cluster_counts, config_from_args, spellings
 from audiotune.config import RunConfig
 from audiotune.storage import Role
 
@@ -56,7 +56,8 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                     "cluster.py --num_clusters, which is not stored: give the same K values. With --audio_dir (the "
                     "seed's --datadir) each clip's labels are fitted to wav2vec2-base's frame count of its audio.")
     add_path(clusters, "labels", role=Role.INPUT, help="all-clus.json or K-clus.json")
-    clusters.add_argument(*spellings("num_clusters"), dest="num_clusters", nargs="+", required=True,
+    clusters.add_argument(*spellings("num_clusters"), dest="num_clusters", type=cluster_counts, nargs="+",
+                          action=FlatCounts, required=True,
                           help="the K values in the seed's order (64 512 4096, or as the seed wrote them: 64,512,4096)")
     add_path(clusters, *spellings("audio_dir"), role=Role.LOCAL, dest="audio_dir",
              help="the seed's --datadir (16 kHz wav files named as the JSON's keys)")
@@ -157,10 +158,7 @@ def _run_ser(args: argparse.Namespace) -> None:
 def _run_clusters(args: argparse.Namespace) -> None:
     from audiotune.engine.seed_ser import import_clusters
 
-    try:
-        ks = [int(k) for value in args.num_clusters for k in str(value).split(",") if k.strip()]
-    except ValueError:
-        raise ValueError(f"--num_clusters {' '.join(args.num_clusters)}: give whole numbers") from None
+    ks = args.num_clusters
     meta = import_clusters(args.labels, ks, args.out, args.audio_dir)
     fitted = meta["frames_fitted"]
     print(f"{args.out}: {meta['clips']} clips x K={ks}" + (f"; {len(fitted)} clip(s) fitted to their frame count"

@@ -1,8 +1,13 @@
 """What the commands print: where outputs went, metric summaries, one-line errors."""
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 from audiotune import storage
 from audiotune.data.errors import DataError
@@ -34,3 +39,33 @@ def quiet_lightning(verbose: bool) -> None:
     """Lightning sets INFO when imported: its hardware and tips banner on every run, unless -v."""
     if not verbose:
         logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def third_party_quiet(verbose: bool) -> Iterator[None]:
+    """The warnings of the libraries underneath (deprecations, scikit-learn's notes on metrics) and transformers'
+    weight-loading report speak to their developers, not to audiotune's users: shown with -v only."""
+    if verbose:
+        yield
+        return
+    user_verbosity = os.environ.get("TRANSFORMERS_VERBOSITY")
+    os.environ["TRANSFORMERS_VERBOSITY"] = user_verbosity or "error"  # read when transformers is first imported
+    transformers_log = logging.getLogger("transformers")  # when it was imported already
+    level = transformers_log.level
+    transformers_log.setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")  # each reaches ours_only, which shows audiotune's own
+        shown = warnings.showwarning
+
+        def ours_only(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      file: TextIO | None = None, line: str | None = None) -> None:
+            if f"{os.sep}audiotune{os.sep}" in str(filename):  # a library may turn its own warnings on again
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = ours_only
+        try:
+            yield
+        finally:
+            transformers_log.setLevel(level)
+            if user_verbosity is None:
+                os.environ.pop("TRANSFORMERS_VERBOSITY", None)

@@ -13,14 +13,19 @@ from audiotune.storage import Role
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_path(parser, "manifest", role=Role.TABLE, help="manifest CSV")
     add_path(parser, "--out", role=Role.OUTPUT_DIR, required=True, help="output directory")
-    parser.add_argument(*spellings("test_fraction"), dest="test_fraction", type=float, default=0.2)
-    parser.add_argument(*spellings("val_fraction"), dest="val_fraction", type=float, default=0.1)
-    parser.add_argument(*spellings("test_subjects"), dest="test_subjects", nargs="+")
-    parser.add_argument(*spellings("val_subjects"), dest="val_subjects", nargs="+")
+    parser.add_argument(*spellings("test_fraction"), dest="test_fraction", type=float, default=0.2, metavar="X",
+                        help="share of the rows held out for test, drawn as whole --group values")
+    parser.add_argument(*spellings("val_fraction"), dest="val_fraction", type=float, default=0.1, metavar="X",
+                        help="share of the rows held out for validation, drawn as whole --group values "
+                             "(0: no val.csv)")
+    parser.add_argument(*spellings("test_subjects"), dest="test_subjects", nargs="+", metavar="NAME",
+                        help="these --group values make the test split (instead of --test_fraction)")
+    parser.add_argument(*spellings("val_subjects"), dest="val_subjects", nargs="+", metavar="NAME",
+                        help="these --group values make the validation split (instead of --val_fraction)")
     parser.add_argument("--stratify", help="label column to stratify by")
     parser.add_argument("--group", default="subject", help="column no two splits may share (default subject)")
     parser.add_argument("--folds", type=int, default=0, help="write k folds as fold_1..fold_k")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the draw (the same seed, the same split)")
     tasks = parser.add_argument_group("by task (a 'task' column, as `audiotune table` writes)")
     tasks.add_argument(*spellings("train_task"), dest="train_task", nargs="+",
                        help="tasks of the train and val rows (default: --test_task)")
@@ -71,4 +76,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         print(f"{name}: {len(part)} rows, {group_values(part, args.group, name).nunique()} {args.group} groups")
 
 
-COMMAND = Command("split", "subject-disjoint, stratified train/val/test CSVs (or k folds)", arguments, run)
+COMMAND = Command("split", "subject-disjoint, stratified train/val/test CSVs (or k folds)", arguments, run,
+                  examples="audiotune split table.csv --out split --stratify label\n"
+                           "audiotune split table.csv --out split --test_subjects s1 s2 --val_fraction 0.1\n"
+                           "audiotune split table.csv --out folds --folds 5 --stratify label")

@@ -27,7 +27,8 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     detect.add_argument("--order", type=int, default=3, help="Butterworth order, applied forwards and backwards")
     detect.add_argument(*spellings("min_distance"), dest="min_distance", type=float, default=0.125,
                         help="seconds between two peaks; the higher one stays (default 0.125)")
-    detect.add_argument("--height", type=float, help="fixed threshold on the trace (default: adaptive)")
+    detect.add_argument("--height", "--peak_height", dest="height", type=float,
+                        help="fixed threshold on the trace (default: adaptive; tap2key's --peak_height)")
     detect.add_argument("--factor", type=float, default=8.0, help="adaptive threshold: factor x noise floor")
     detect.add_argument(*spellings("floor_quantile"), dest="floor_quantile", type=float, default=0.5,
                         help="noise floor: this quantile of |trace| over the recording (default 0.5)")

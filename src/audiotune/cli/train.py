@@ -12,12 +12,13 @@ from audiotune.cli.show import quiet_lightning, summary
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_config_flags(parser, model=model)
-    parser.add_argument("--hypertune_metric", help="report this metric (e.g. val_uar) when training ends, as a "
-                                                   "Vertex AI tuning trial does (see `audiotune vertex tune`)")
+    parser.add_argument("--hypertune_metric", metavar="METRIC", help="report this metric (e.g. val_uar) to a Vertex "
+                                                                     "AI tuning job (`audiotune vertex tune`)")
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from audiotune import vertex
+    from audiotune.engine.report import report_when_done
     from audiotune.engine.train import train
 
     quiet_lightning(args.verbose)
@@ -33,7 +34,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         reported = vertex.report_metric(args.hypertune_metric, value)
         print(f"{args.hypertune_metric} {value:.6g} reported to {reported}")
     print(f"run directory: {storage.final_place(config.exp_dir)}")
+    if config.runtime.report:
+        print(report_when_done(config.exp_dir))
 
 
 COMMAND = Command("train", "train a classifier; writes a run directory", arguments, run,
+                  examples="audiotune train -d split -l labels.txt -o run --model ecapa_tdnn -e 10\n"
+                           "audiotune train --config ecapa_short_speech -d split -l labels.txt -o run\n"
+                           "audiotune train --model hf -c facebook/wav2vec2-base -d split -l labels.txt -o run",
                   after_interrupt="the same command with --resume continues from the last finished epoch")

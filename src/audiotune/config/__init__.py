@@ -9,6 +9,15 @@ config files in :mod:`audiotune.config.files`; this module is their public face.
 """
 from __future__ import annotations
 
+from audiotune.config.augmentation import (
+    AUGMENT_GATES,
+    AUGMENT_LATE_GATES,
+    AUGMENT_PROBABILITIES,
+    CUT_MAX_LIMIT,
+    SPEED_LIMITS,
+    SPEED_RANGE,
+    AugmentConfig,
+)
 from audiotune.config.files import (
     config_changes,
     config_from_dict,
@@ -29,19 +38,14 @@ from audiotune.config.options import (
     option,
     range_problems,
 )
+from audiotune.config.recipes import recipe_description, recipe_names, recipe_root, resolve_recipe
+from audiotune.config.retired import RETIRED_FLAGS, RETIRED_VALUES
 from audiotune.config.sections import (
-    AUGMENT_GATES,
-    AUGMENT_LATE_GATES,
-    AUGMENT_PROBABILITIES,
     CONFIG_VERSION,
-    CUT_MAX_LIMIT,
     HEAD_KINDS,
     INPUT_RESOLVED_VERSION,
     SECTIONS,
-    SPEED_LIMITS,
-    SPEED_RANGE,
     AudioConfig,
-    AugmentConfig,
     ClassifierConfig,
     DataConfig,
     FeatureConfig,
@@ -55,10 +59,10 @@ from audiotune.config.sections import (
 
 __all__ = [
     "AT_LEAST_0", "AT_LEAST_1", "AUGMENT_GATES", "AUGMENT_LATE_GATES", "AUGMENT_PROBABILITIES", "CONFIG_VERSION",
-    "CUT_MAX_LIMIT", "HEAD_KINDS", "INF", "INPUT_RESOLVED_VERSION", "PROBABILITY", "SECTIONS", "SPEED_LIMITS",
-    "SPEED_RANGE", "AudioConfig",
-    "AugmentConfig", "ClassifierConfig", "DataConfig", "FeatureConfig", "HeadSpec", "ModelConfig", "RunConfig",
-    "RuntimeConfig", "TrainConfig", "check_config", "check_types", "config_changes", "config_from_dict",
-    "config_to_dict", "describe_range", "load_config", "option", "range_problems", "read_config_file", "save_config",
-    "upgrade_sections", "with_added_options",
+    "CUT_MAX_LIMIT", "HEAD_KINDS", "INF", "INPUT_RESOLVED_VERSION", "PROBABILITY", "RETIRED_FLAGS", "RETIRED_VALUES",
+    "SECTIONS", "SPEED_LIMITS", "SPEED_RANGE", "AudioConfig", "AugmentConfig", "ClassifierConfig", "DataConfig",
+    "FeatureConfig", "HeadSpec", "ModelConfig", "RunConfig", "RuntimeConfig", "TrainConfig", "check_config",
+    "check_types", "config_changes", "config_from_dict", "config_to_dict", "describe_range", "load_config", "option",
+    "range_problems", "read_config_file", "recipe_description", "recipe_names", "recipe_root", "resolve_recipe",
+    "save_config", "upgrade_sections", "with_added_options",
 ]

@@ -42,7 +42,7 @@ def config_changes(old: RunConfig, new: RunConfig, free: tuple[str, ...] = ()) -
 def upgrade_sections(raw: dict[str, Any]) -> dict[str, Any]:
     """Sections as an earlier release wrote them, in today's layout: the audio section said ``reduce`` (mix down
     or not) and ``mono`` (mean or sum) before channel modes; the runtime options (device, precision, workers,
-    caches) were in the train section."""
+    caches) were in the train section; ``labeling_method: soft`` (the vote distribution) is now ``distribution``."""
     raw = dict(raw)
     audio = raw.get("audio")
     if isinstance(audio, dict):
@@ -52,6 +52,8 @@ def upgrade_sections(raw: dict[str, Any]) -> dict[str, Any]:
             audio["channel_mode"] = (mono or "mean") if reduce in (None, True) else "none"
         raw["audio"] = audio
     train = raw.get("train")
+    if isinstance(train, dict) and train.get("labeling_method") == "soft":  # renamed: 'sample' was the seed's soft
+        train = raw["train"] = {**train, "labeling_method": "distribution"}
     if isinstance(train, dict):
         runtime_names = {spec.name for spec in dataclasses.fields(RuntimeConfig)}
         moved = {k: v for k, v in train.items() if k in runtime_names}

@@ -3,10 +3,10 @@ runtime), the heads, the whole ``RunConfig``, and :func:`check_config`, which ch
 declared range before any work is done."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from audiotune.config.augmentation import AugmentConfig
 from audiotune.config.options import AT_LEAST_0, AT_LEAST_1, INF, PROBABILITY, option, range_problems
 from audiotune.outputs import CHECKPOINT_DIR, CONFIG_HISTORY_FILE, DROPPED_FILE, LAST_CHECKPOINT, SKIPPED_FILE
 from audiotune.storage import Role
@@ -17,92 +17,7 @@ CONFIG_VERSION = 2
 INPUT_RESOLVED_VERSION = 2
 
 
-AUGMENT_GATES = ("tshift", "speed", "gauss", "pshift", "gain", "stretch")  # gates drawn on every call
-AUGMENT_LATE_GATES = ("eq", "cut_edges")  # gates drawn only when they are on, after the others
-AUGMENT_PROBABILITIES = (*AUGMENT_GATES, *AUGMENT_LATE_GATES)
-SPEED_RANGE = (0.6, 1.3)  # the seed's
-SPEED_LIMITS = (0.25, 4.0)  # what --speed_range accepts
-CUT_MAX_LIMIT = 1.0  # what --cut_max accepts, in seconds
 PRECISIONS = ("32", "bf16", "16-mixed", "16")  # 16: the seeds' spelling of 16-mixed
-
-
-@dataclass
-class AugmentConfig:
-    """Probabilities (in [0, 1], 0 = off) of each waveform augmentation.
-
-    tshift: shift by U(-0.5 s, 0.5 s) (bounded by the clip length), vacated part filled
-        with U(-0.001, 0.001) noise.
-    speed: resample at a rate drawn from U(speed_range) (pitch, formants and tempo change together),
-        then centre-crop or centre-pad with U(-0.001, 0.001) noise back to the original length.
-    speed_range: [low, high] of the speed rate (default the seed's 0.6-1.3; ASR speed perturbation
-        uses 0.9-1.1).
-    speed_crop: fit a sped-up or slowed clip back to its original length (the seed's way); False keeps
-        its new length, so a tightly trimmed word loses no onset or ending (the clip may then exceed
-        --clip_length by a factor of up to 1 / low).
-    gauss: add Gaussian noise with std U(0.001, 0.015) x the clip's peak amplitude
-        (audiomentations' AddGaussianNoise amplitudes for a peak-normalised clip).
-    pshift: pitch shift by U(-pshiftn, +pshiftn) semitones at the real sample rate.
-    pshiftn: maximum pitch shift in semitones (0 < pshiftn <= 24).
-    gain: multiply by U(-12, 12) dB.
-    stretch: time stretch at rate U(0.5, 1.5) (tempo only), cropped or zero-padded at
-        the end back to the original length.
-    eq: random equalisation, as a different microphone or room: a 2nd-order Butterworth
-        high-pass at a cutoff log-uniform in 40-600 Hz, then 2 peaking bands (centres
-        log-uniform from 150 Hz to 0.45 x the sample rate, gains U(-10, 10) dB, Q U(0.7, 2)).
-        Its gate is drawn only when ``eq > 0``, so configurations without it keep their
-        random streams.
-    cut_edges: cut U(0, cut_max) seconds from the start of the clip and, independently, from its end
-        (at most a quarter of the clip at each end, never below the model's shortest clip), as a tighter
-        silence trimmer or voice-activity detector would: a word's onset (a plosive's burst) or ending is
-        sometimes lost in real recordings. The clip gets shorter. Its gate is drawn after eq's, only when
-        ``cut_edges > 0``.
-    cut_max: the longest cut at each end, in seconds (0 < cut_max <= 1).
-    """
-
-    tshift: float = option(0.0, "probability of a random time shift (up to ±0.5 s)")
-    speed: float = option(0.0, "probability of a speed change (rate from U(--speed_range))")
-    gauss: float = option(0.0, "probability of added Gaussian noise")
-    pshift: float = option(0.0, "probability of a pitch shift of up to ±pshiftn semitones")
-    pshiftn: float = option(2.0, "largest pitch shift in semitones")
-    gain: float = option(0.0, "probability of a gain change (±12 dB)")
-    stretch: float = option(0.0, "probability of a time stretch (rate 0.5–1.5)")
-    eq: float = option(0.0, "probability of a random equalisation: high-pass at 40–600 Hz, two peaking bands of ±10 dB")
-    speed_range: list[float] = option(list(SPEED_RANGE), "lowest and highest speed rate (default 0.6 1.3, the seed's; "
-                                                         "ASR speed perturbation: 0.9 1.1)")
-    speed_crop: bool = option(True, "fit a speed-changed clip back to its original length (the seed's way); False "
-                                    "keeps its new length, so no onset or ending of a trimmed word is cut")
-    cut_edges: float = option(0.0, "probability of cutting up to --cut_max seconds from each end of the clip (a lost "
-                                   "onset or ending)")
-    cut_max: float = option(0.05, "longest cut at each end by --cut_edges, in seconds (default 0.05)")
-
-    def __post_init__(self) -> None:
-        for name in AUGMENT_PROBABILITIES:
-            value = float(getattr(self, name))
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"--{name} {value}: must be a probability in [0, 1]")
-            setattr(self, name, value)
-        if not 0.0 < float(self.pshiftn) <= 24.0:  # audiomentations' PitchShift limit
-            raise ValueError(f"--pshiftn {self.pshiftn}: must be in (0, 24] semitones")
-        self.pshiftn = float(self.pshiftn)
-        low_limit, high_limit = SPEED_LIMITS
-        rates = [float(r) for r in self.speed_range]
-        if len(rates) != 2 or not low_limit <= rates[0] <= rates[1] <= high_limit:
-            raise ValueError(f"--speed_range {' '.join(map(str, self.speed_range))}: must be two rates LOW HIGH "
-                             f"with {low_limit} <= LOW <= HIGH <= {high_limit}")
-        self.speed_range = rates
-        self.speed_crop = bool(self.speed_crop)
-        if not 0.0 < float(self.cut_max) <= CUT_MAX_LIMIT:
-            raise ValueError(f"--cut_max {self.cut_max}: must be in (0, {CUT_MAX_LIMIT}] seconds")
-        self.cut_max = float(self.cut_max)
-
-    @property
-    def active(self) -> bool:
-        """True when at least one augmentation has a non-zero probability."""
-        return any(getattr(self, name) > 0.0 for name in AUGMENT_PROBABILITIES)
-
-    def to_dict(self) -> dict[str, float | bool | list[float]]:
-        """Plain dict of all fields (for logging / configs)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 @dataclass
@@ -174,7 +89,8 @@ class FeatureConfig:
                                  choices=("none", "mean", "meanvar"))
     pad: str = option("zero", "what the shorter clips of a batch are padded with: zero (the value 0; for log "
                               "fbank a frame louder than any speech), silence (the features of a silent clip, "
-                              "as if the waveform were padded with zeros)", choices=("zero", "silence"))
+                              "as if the waveform were padded with zeros); for models that read padded frames "
+                              "(SSAST, AST), not ECAPA-TDNN, whose padding is masked", choices=("zero", "silence"))
     dataset_mean: float | None = option(None, "feature mean for (x - mean) / (2 std); see `audiotune stats`",
                                         valid=(-INF, INF, False, False))
     dataset_std: float | None = option(None, "feature std for (x - mean) / (2 std); 0 is an error",
@@ -223,14 +139,14 @@ class ClassifierConfig:
     layer: int = option(-1, "hidden state fed to the heads (-1 = last)")
     weighted: bool = option(False, "learn a softmax-weighted sum of all hidden states")
     pooling_mode: str = option("mean", "pooling over frames, and how ft embeddings merge across heads",
-                               ("-pm",), choices=("mean", "sum", "max"))
+                               ("-pm", "--pm"), choices=("mean", "sum", "max"))
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = option(1, "training epochs", ("-e",), valid=AT_LEAST_0)
+    epochs: int = option(1, "training epochs", ("-e", "--max_epochs"), valid=AT_LEAST_0)
     batch_size: int = option(8, "batch size", ("-bs",), valid=AT_LEAST_1)
-    learning_rate: float = option(3e-4, "learning rate", ("-lr",), valid=AT_LEAST_0)
+    learning_rate: float = option(3e-4, "learning rate", ("-lr", "--lr"), valid=AT_LEAST_0)
     optim: str = option("adamw", "optimizer", choices=("adam", "adamw"))
     weight_decay: float = option(1e-4, "AdamW weight decay", valid=AT_LEAST_0)
     scheduler: str = option("cosine", "learning-rate schedule (stepped per batch; none: constant, as the seeds; "
@@ -242,12 +158,12 @@ class TrainConfig:
                                    valid=AT_LEAST_0)
     accumulate_grad_batches: int = option(1, "sum the gradients of this many batches before each optimiser step "
                                              "(effective batch: -bs x N; tap2key: -bs 64 x 4)", valid=AT_LEAST_1)
-    warmup_steps: int = option(0, "linear warm-up steps of the cosine and linear schedules", valid=AT_LEAST_0)
+    warmup_steps: int = option(0, "warm-up steps (cosine and linear schedules)", ("--warmup_step",), valid=AT_LEAST_0)
     training_steps: int = option(0, "stop after this many optimiser steps instead of --epochs (0 = use --epochs)",
-                                 valid=AT_LEAST_0)
-    bucket_sampler: bool = option(False, "training batches of similar lengths: clips sorted into --num_buckets "
-                                         "length buckets, shuffled within them, batches shuffled (less padding)")
-    num_buckets: int = option(50, "length buckets of --bucket_sampler", valid=AT_LEAST_1)
+                                 ("--training_step",), valid=AT_LEAST_0)
+    bucket_sampler: bool = option(False, "batches of similar lengths: clips in --num_buckets length buckets, "
+                                         "shuffled within them, batches shuffled", ("--use_bucket_sampler",))
+    num_buckets: int = option(50, "length buckets of --bucket_sampler", ("--train_bucket_size",), valid=AT_LEAST_1)
     dynamic_batch: float = option(0.0, "training batches by audio instead of -bs: as many clips as fit this many "
                                        "seconds, counted padded (clips x longest); implies --bucket_sampler "
                                        "(the seed emotion system: 250 s for -bs 64)", valid=AT_LEAST_0)
@@ -255,9 +171,9 @@ class TrainConfig:
                                      "every time it is seen (0 = whole clips)", valid=AT_LEAST_0)
     loss: str = option("auto", "loss of binary heads (BCE, or MSE) and of regression heads (MSE, or huber); "
                                "categorical and soft heads use CE", choices=("auto", "BCE", "MSE", "CE", "huber"))
-    labeling_method: str = option("soft", "targets of soft (vote) heads in training: soft (CE against the vote "
-                                          "distribution), hard (its argmax), sample (a class drawn from it each "
-                                          "time a clip is seen, seeded)", choices=("soft", "hard", "sample"))
+    labeling_method: str = option("distribution", "soft (vote) heads learn: distribution (CE against the votes), "
+                                                  "hard (their argmax), sample (one drawn each time: the seed's soft)",
+                                  choices=("distribution", "hard", "sample"))
     class_weights: str = option("none", "balanced: weight each class by its inverse frequency in the training "
                                         "split (mean class weight 1) in the loss of categorical and soft heads "
                                         "(CE class weights) and binary columns (per-sample weights)",
@@ -302,7 +218,7 @@ class RuntimeConfig:
     """Where and how a command runs (device, precision, processes, data workers, caches): training and inference
     alike; a command that loads a run may set them anew (``--accelerator``, ``-bs`` ...)."""
 
-    num_workers: int = option(0, "data loader worker processes", ("-nw",), valid=(0, 1024, True, True))
+    num_workers: int = option(0, "data loader worker processes", ("-nw", "--nworkers"), valid=(0, 1024, True, True))
     precision: str = option("32", "precision of training and inference: 32, bf16 (bfloat16 autocast), 16-mixed "
                                   "(float16 autocast with loss scaling; needs a GPU; 16, the seeds' spelling, is "
                                   "the same)", choices=PRECISIONS)
@@ -321,6 +237,7 @@ class RuntimeConfig:
     audio_cache: bool = option(False, "store each row's decoded, resampled, channel-mapped audio once (under "
                                       "the cache folder) and read it back every epoch instead of decoding again; "
                                       "waveform augmentation still runs per epoch")
+    report: bool = option(True, "write the HTML report (see `audiotune report`) when train, evaluate or cv ends")
 
 
 HEAD_KINDS = ("binary", "categorical", "soft", "regression")

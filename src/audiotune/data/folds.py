@@ -196,8 +196,20 @@ def _add_validation(folds: list[Fold], options: FoldOptions, seed: int, val_size
             fold.info["validation"] = f"{val_size} '{options.group}' group(s) drawn from train with seed {seed}"
         if train.empty:
             raise DataError(f"{where}: no training rows left once validation is taken out; "
-                            "leave-one-group-out with --val_group next needs at least 3 groups")
+                            + _no_training_left(options, len(folds)))
         fold.tables = {"train": train, "val": val, "test": test}
+
+
+def _no_training_left(options: FoldOptions, count: int) -> str:
+    """What to change when a fold's validation took every training row."""
+    others = "--val_group draw (--val_size groups drawn from the training rows) or --val_group none (no validation)"
+    if options.val_group == "draw":
+        return f"--val_size takes every training '{options.group}' group; lower it, or use --val_group none"
+    if options.folds:
+        return (f"with --folds {options.folds} and --val_group next, the next fold's test rows are all that is not "
+                f"this fold's test; use --folds 3 or more, or {others}")
+    return (f"leave-one-group-out with --val_group next needs at least 3 values of '{options.group}' "
+            f"(found {count}); or use {others}")
 
 
 def build_folds(source: str, options: FoldOptions, seed: int = 0, val_size: int = 50) -> list[Fold]:

@@ -25,6 +25,7 @@ from audiotune import storage
 from audiotune.data.errors import DataError
 
 SPLITS = ("train", "val", "test")
+ONE_TABLE = "data"  # the split name of the rows of one CSV, or of a folder of audio without tables
 ENCODING_EXTENSIONS = {"MP3": "mp3", "WAV": "wav", "FLAC": "flac", "OGG": "ogg", "VORBIS": "ogg"}
 
 
@@ -114,7 +115,7 @@ def read_splits(data_split_root: str | Path, audio_dir: str = "", na_values: Seq
         raise DataError("--data_split_root is required: a split directory or one CSV")
     root = str(data_split_root)
     if root.lower().endswith(".csv"):
-        return {"data": read_table(root, na_values=na_values)}
+        return {ONE_TABLE: read_table(root, na_values=na_values)}
     if root.lower().endswith(".json"):
         from audiotune.data.json_splits import read_json_split
 
@@ -130,7 +131,7 @@ def read_splits(data_split_root: str | Path, audio_dir: str = "", na_values: Seq
         audio = audio_folder_table(root)
         if audio is None:
             raise DataError(f"{root}: no train.csv, val.csv or test.csv in this directory, and no audio files")
-        return {"data": audio}
+        return {ONE_TABLE: audio}
     return tables
 
 
@@ -150,12 +151,13 @@ def audio_folder_table(root: str | Path) -> pd.DataFrame | None:
     return table
 
 
-def _metadata(folder: Path) -> dict:
-    meta_path = folder / "metadata.json"
-    if not meta_path.is_file():
+def _metadata(folder: Path | str) -> dict:
+    meta_path = storage.join(folder, "metadata.json")
+    if not storage.isfile(meta_path):
         raise DataError(f"{meta_path}: metadata.json not found")
     try:
-        return json.loads(meta_path.read_text())
+        with storage.open_input(meta_path) as handle:
+            return json.loads(handle.read())
     except json.JSONDecodeError as err:
         raise DataError(f"{meta_path}: not valid JSON ({err})") from err
 
@@ -164,20 +166,26 @@ def resolve_uid(uid: str, prefix: str, study: str = "") -> tuple[str, float]:
     """Path of ``waveform.EXT`` for a uid and the rate its metadata declares (NaN if it declares none)."""
     if not prefix:
         raise DataError(f"uid '{uid}': rows without a 'path' column need --prefix (the audio root)")
-    root = (Path(prefix) / study).resolve()
-    folder = (root / uid).resolve()
-    if folder == root or root not in folder.parents:
-        raise DataError(f"uid '{uid}': escapes the audio root {root}")
+    if storage.is_remote(prefix):  # a bucket (the seeds' -b BUCKET -i PREFIX): the same layout, read remotely
+        root = storage.join(prefix, study) if study else str(prefix).rstrip("/")
+        if posixpath.normpath(f"/{uid}") != f"/{uid}" or uid in ("", "."):
+            raise DataError(f"uid '{uid}': escapes the audio root {root}")
+        folder: Path | str = storage.join(root, uid)
+    else:
+        local_root = (Path(prefix) / study).resolve()
+        folder = (local_root / uid).resolve()
+        if folder == local_root or local_root not in folder.parents:
+            raise DataError(f"uid '{uid}': escapes the audio root {local_root}")
     meta = _metadata(folder)
     encoding = str(meta.get("encoding", "")).upper()
     if encoding:
         extension = ENCODING_EXTENSIONS.get(encoding, encoding.lower())
-        audio = folder / f"waveform.{extension}"
+        audio = storage.join(folder, f"waveform.{extension}")
     else:
-        found = sorted(folder.glob("waveform.*"))
+        found = sorted(n for n in storage.listdir(folder) if n.startswith("waveform."))
         if not found:
             raise DataError(f"{folder}: no waveform.* file and no 'encoding' in metadata.json")
-        audio = found[0]
+        audio = storage.join(folder, found[0])
     rate = meta.get("sample_rate_hz", meta.get("sample_rate"))
     return str(audio), float(rate) if rate is not None else float("nan")
 

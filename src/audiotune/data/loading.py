@@ -7,14 +7,18 @@ Every rule about which sampler a run uses is here, once:
 - :func:`training_batches`: the one choice of a run's training batches (``--group_batches``, else length buckets
   of ``--bucket_sampler`` / ``--dynamic_batch``, else ``--batch_size`` slices of each epoch's order, shuffled or
   class-balanced by ``--balance``), each process's share under DDP;
-- :func:`scoring_batches`: rows in table order (equal-length batches where the model needs them, or within
-  groups), each process's share padded with repeats under DDP.
+- :func:`scoring_batches`: rows sorted by length, so little of a batch is padding; any mix of lengths in a batch
+  for models whose padding is exact (the backbone's :class:`~audiotune.data.samplers.PaddingRule`), else lengths
+  within the rule's tolerance (and the log says so); within groups when asked; each process's share padded with
+  repeats under DDP.
 
 The samplers themselves are in :mod:`audiotune.data.samplers`. Loaders pin their batches only when told to
 (``pin_memory``): the engine, which chooses the device, decides.
 """
 from __future__ import annotations
 
+import logging
+import math
 from typing import Any
 
 import numpy as np
@@ -30,15 +34,19 @@ from audiotune.data.dataset import AudioDataset, Collator
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.prepare import PreparedData
 from audiotune.data.samplers import (
+    EXACT_PADDING,
     BalancedSampler,
     BucketBatchSampler,
     DealtBatches,
     EpochShuffle,
-    EqualLengthBatchSampler,
     FixedBatches,
     GroupBatchSampler,
+    LengthSortedBatches,
+    PaddingRule,
     TrainingBatches,
 )
+
+log = logging.getLogger(__name__)
 
 
 def uses_bucket_sampler(config: RunConfig) -> bool:
@@ -114,31 +122,37 @@ def training_batches(config: RunConfig, table: pd.DataFrame, rate: int, sampler:
     return epoch_batches(config, len(table), sampler, num_replicas, rank)
 
 
-def scoring_batches(config: RunConfig, table: pd.DataFrame | None, rows: int, equal_length: bool = False,
-                    groups: list[np.ndarray] | None = None, num_replicas: int = 1,
-                    rank: int = 0) -> Sampler[list[int]]:
-    """Batches of ``--batch_size`` of the ``rows`` rows in table order, equal-length ones (by the table's
-    ``num_samples``) when ``equal_length``; ``groups`` (row positions) keeps every batch within one group, group
-    after group. With ``num_replicas`` processes, process ``rank``'s share padded with repeats."""
+def scoring_batches(config: RunConfig, table: pd.DataFrame | None, rows: int,
+                    padding: PaddingRule = EXACT_PADDING, groups: list[np.ndarray] | None = None,
+                    num_replicas: int = 1, rank: int = 0) -> Sampler[list[int]]:
+    """Batches of ``--batch_size`` of the ``rows`` rows sorted by the table's ``num_samples`` (in table order
+    without a table): any mix of lengths when the model's
+    ``padding`` is exact, else lengths within ``padding.tolerance`` (logged); ``groups`` (row positions) keeps
+    every batch within one group, group after group. With ``num_replicas`` processes, process ``rank``'s share
+    padded with repeats."""
     batches: Sampler[list[int]]
+    if not padding.exact:
+        log.warning("scoring batches hold clips sorted by length, the longest at most %g%% longer than the "
+                    "shortest: %s", 100 * padding.tolerance, padding.reason or "padding changes the model's result")
     if groups is not None:
         assert table is not None  # groups are row positions of a table
         batches = FixedBatches([[int(group_rows[i]) for i in batch] for group_rows in groups
                                 for batch in _ordered_batches(config, table.iloc[group_rows], len(group_rows),
-                                                              equal_length)])
+                                                              padding)])
     else:
-        batches = _ordered_batches(config, table, rows, equal_length)
+        batches = _ordered_batches(config, table, rows, padding)
     if num_replicas > 1:
         batches = DealtBatches(batches, num_replicas, rank, pad=True)
     return batches
 
 
 def _ordered_batches(config: RunConfig, table: pd.DataFrame | None, count: int,
-                     equal_length: bool) -> Sampler[list[int]]:
-    """Batches of ``count`` rows in order; equal-length ones (by the table's lengths) when asked."""
-    if equal_length:
-        assert table is not None  # equal lengths are read from the table
-        return EqualLengthBatchSampler(table["num_samples"].tolist(), config.train.batch_size)
+                     padding: PaddingRule) -> Sampler[list[int]]:
+    """Batches of ``count`` rows sorted by the table's lengths (within ``padding``'s tolerance where it is not
+    exact); in order without a table or lengths that matter."""
+    if table is not None:
+        tolerance = math.inf if padding.exact else padding.tolerance
+        return LengthSortedBatches(table["num_samples"].tolist(), config.train.batch_size, tolerance)
     return BatchSampler(SequentialSampler(range(count)), config.train.batch_size, drop_last=False)
 
 
@@ -159,17 +173,17 @@ def collator(dataset: AudioDataset) -> Collator:
 
 
 def make_loader(config: RunConfig, dataset: AudioDataset, table: pd.DataFrame, train: bool,
-                equal_length: bool, *, pin_memory: bool, sampler: BalancedSampler | None = None,
+                padding: PaddingRule = EXACT_PADDING, *, pin_memory: bool, sampler: BalancedSampler | None = None,
                 num_replicas: int = 1, rank: int = 0, groups: list[np.ndarray] | None = None) -> DataLoader:
     """The loader of :func:`training_batches` (``train``; ``sampler``: e.g. class-balanced epochs) or of
-    :func:`scoring_batches` (``equal_length``, ``groups``), for process ``rank`` of ``num_replicas``; its batches
+    :func:`scoring_batches` (the model's ``padding``, ``groups``), for process ``rank`` of ``num_replicas``; its batches
     are padded by :func:`collator` and pinned when ``pin_memory`` (the engine's choice for its device)."""
     if train:
         batches = training_batches(config, table, dataset.inputs.rate_or_default, sampler, num_replicas, rank)
     else:
-        # inputs padded or cropped to one length are equal-length batches whatever the clips
-        equal_length = equal_length and not dataset.inputs.target_length
-        batches = scoring_batches(config, table, len(dataset), equal_length, groups, num_replicas, rank)
+        # inputs padded or cropped to one length (target_length) batch exactly whatever the clips
+        padding = EXACT_PADDING if dataset.inputs.target_length else padding
+        batches = scoring_batches(config, table, len(dataset), padding, groups, num_replicas, rank)
     workers = config.runtime.num_workers
     return seeded_loader(config, dataset, batches, collator(dataset), pin_memory=pin_memory,
                          num_workers=workers, persistent_workers=workers > 0)

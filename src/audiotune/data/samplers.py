@@ -28,16 +28,18 @@ Bucketed and grouped batches are built alike in every process; under DDP each ta
 :class:`DealtBatches` (``pad=False``: the epoch's batches dealt round-robin, the last fewer-than-``processes``
 batches of an epoch left out of it, a different few each epoch).
 
-Scoring batches: rows in table order (torch's ``BatchSampler``), :class:`EqualLengthBatchSampler` for models
-where padding would change outputs, :class:`FixedBatches` for batches chosen beforehand; under DDP
+Scoring batches: :class:`LengthSortedBatches`, any mix of lengths for models whose :class:`PaddingRule` is exact,
+lengths within the rule's tolerance for models where padding changes outputs (rows in table order, torch's
+``BatchSampler``, where lengths are unknown or do not matter); :class:`FixedBatches` for batches chosen
+beforehand; under DDP
 :class:`DealtBatches` (``pad=True``) deals one process's batches round-robin and pads the shorter shares with
 repeats, so every process runs the same number of steps; the repeats are dropped again when the outputs are
 gathered (:func:`audiotune.engine.distributed.unique_batches`), so metrics count every clip once.
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence, Sized
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -324,33 +326,47 @@ class FixedBatches(Sampler[list[int]]):
         return len(self.batches)
 
 
-class EqualLengthBatchSampler(Sampler[list[int]]):
-    """Batches whose clips all have the same length, for models where padding would change outputs."""
+@dataclass(frozen=True)
+class PaddingRule:
+    """What zero padding a batch does to a model's result for a clip: declared once by each backbone
+    (``Backbone.padding``), read by the scoring batches (:func:`audiotune.data.loading.scoring_batches`).
 
-    def __init__(self, lengths: list[int], batch_size: int, shuffle: bool = False, seed: int = 0):
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
-        self.epoch = 0
-        groups: dict[int, list[int]] = defaultdict(list)
-        for index, length in enumerate(lengths):
-            groups[int(length)].append(index)
-        self.groups = list(groups.values())
+    ``exact``: masks make every clip's result in a padded batch its result alone, so scoring batches take any
+    mix of lengths (sorted by length all the same, so little of a batch is padding). Otherwise (``reason`` says
+    why, and the log says so) scoring batches hold clips sorted by length whose longest is at most ``tolerance``
+    (a fraction) longer than the shortest: :class:`LengthSortedBatches`; ``tolerance`` 0 batches only clips of one
+    length, which is exact again.
+    """
 
-    def _batches(self) -> list[list[int]]:
-        rng = np.random.default_rng(self.seed + self.epoch)
-        batches = []
-        for group in self.groups:
-            order = rng.permutation(group).tolist() if self.shuffle else group
-            batches += [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        if self.shuffle:
-            batches = [batches[i] for i in rng.permutation(len(batches))]
-        return batches
+    exact: bool = True
+    tolerance: float = 0.0
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if self.tolerance < 0:
+            raise ValueError(f"a padding tolerance is a fraction >= 0, not {self.tolerance}")
+
+
+EXACT_PADDING = PaddingRule()
+
+
+class LengthSortedBatches(Sampler[list[int]]):
+    """Batches of up to ``batch_size`` clips sorted by length (ties in table order), each closed before the
+    clip that is more than ``tolerance`` longer than its shortest clip (:class:`PaddingRule`; ``math.inf`` for
+    exact models: sorting only keeps padding small). ``tolerance`` 0: every batch holds clips of one length."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, tolerance: float = 0.0) -> None:
+        order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")
+        self.batches: list[list[int]] = []
+        for index in order.tolist():
+            batch = self.batches[-1] if self.batches else None
+            if batch and len(batch) < batch_size and lengths[index] <= lengths[batch[0]] * (1 + tolerance):
+                batch.append(index)
+            else:
+                self.batches.append([index])
 
     def __iter__(self) -> Iterator[list[int]]:
-        batches = self._batches()
-        self.epoch += 1
-        return iter(batches)
+        yield from self.batches
 
     def __len__(self) -> int:
-        return sum(-(-len(group) // self.batch_size) for group in self.groups)
+        return len(self.batches)

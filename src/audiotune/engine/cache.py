@@ -104,14 +104,14 @@ def encode_to_cache(model: Classifier, config: RunConfig, inputs: InputSpec, tab
     if missing:
         subset = table.iloc[missing]
         dataset = make_dataset(config, inputs, subset, np.zeros((len(subset), 0), np.float32))
-        loader = make_loader(config, dataset, subset, train=False, equal_length=model.backbone.needs_equal_length,
+        loader = make_loader(config, dataset, subset, train=False, padding=model.backbone.padding,
                              pin_memory=loader_pins_memory(config))
         row_of = {uid: missing[k] for k, uid in enumerate(subset.index)}
 
         def pool(classifier: Classifier, batch: dict) -> torch.Tensor:
             return classifier.pooled_states(batch["inputs"], batch["lengths"], pooling)
 
-        for batch, pooled in iterate_batches(model, loader, config, pool):
+        for batch, pooled in iterate_batches(model, loader, config, pool, "feature cache"):
             for uid, states in zip(batch["uid"], pooled.float().cpu()):
                 write_entry(folder / f"{names[row_of[uid]]}.safetensors", states)
     return names, len(missing)

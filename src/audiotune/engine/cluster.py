@@ -54,6 +54,7 @@ from audiotune.outputs import (
     write_csv,
     write_json,
 )
+from audiotune.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +217,7 @@ def cluster(config: RunConfig, options: ClusterOptions, out: str, run: str | Non
     device = inference_device(config)
     prepared = prepare_eval_data(config, inputs, config.data.data_split_root, targets_needed=False)
     loaders = {split: make_loader(config, make_dataset(config, inputs, table, prepared.targets[split]), table, False,
-                                  backbone.needs_equal_length, pin_memory=loader_pins_memory(config))
+                                  backbone.padding, pin_memory=loader_pins_memory(config))
                for split, table in prepared.tables.items()}
     uids = [uid for table in prepared.tables.values() for uid in table.index]
     if len(set(uids)) != len(uids):
@@ -234,7 +235,7 @@ def cluster(config: RunConfig, options: ClusterOptions, out: str, run: str | Non
     backbone.to(device).eval()
     with torch.inference_mode(), autocast(device, config.runtime.precision):
         for split in fit_splits:  # pass 1: the sample, from the clips k-means is fitted on
-            for batch in loaders[split]:
+            for batch in track(loaders[split], f"cluster sample {split}"):
                 for frames in _frames(backbone, move_batch(batch, device), options.layer):
                     features = frames.cpu().numpy()
                     reservoir.offer(features[rng.random(len(features)) < options.sample_ratio])
@@ -254,8 +255,8 @@ def cluster(config: RunConfig, options: ClusterOptions, out: str, run: str | Non
     schema = SCHEMA.with_metadata({METADATA_KEY: json.dumps(meta).encode()})
     with atomic_path(out_path) as partial, pq.ParquetWriter(partial, schema) as writer:
         with torch.inference_mode(), autocast(device, config.runtime.precision):
-            for loader in loaders.values():  # pass 2: every frame of every clip assigned
-                for batch in loader:
+            for split, loader in loaders.items():  # pass 2: every frame of every clip assigned
+                for batch in track(loader, f"cluster assign {split}"):
                     clips = _frames(backbone, move_batch(batch, device), options.layer)
                     sizes = [len(c) for c in clips]
                     stacked = torch.cat(clips) if clips else torch.zeros(0, backbone.embedding_dim)

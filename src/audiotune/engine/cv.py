@@ -21,9 +21,10 @@ share the feature cache, so each clip is encoded once for the whole cross-valida
 Statistics (``values[f, r]``: the metric of fold f, repeat r): ``mean`` over all runs; ``fold_std`` /
 ``fold_median`` over the folds' means across repeats; ``run_std`` / ``run_median`` over the repeats' means
 across folds (what the speech-emotion recipe reported); ``ci95``: Student-t 95 % interval of the mean with the
-folds as the independent units. Standard deviations are sample ones (ddof 1); a statistic that needs two values
-and has one is None. A metric undefined in some run (one class in a fold, ...) is averaged over the runs that
-define it, and ``n_runs`` says how many.
+folds as the independent units, clipped to the values the metric can take (accuracy in [0, 1]: with few, spread
+folds the t interval alone reaches past them). Standard deviations are sample ones (ddof 1); a statistic that
+needs two values and has one is None. A metric undefined in some run (one class in a fold, ...) is averaged over
+the runs that define it, and ``n_runs`` says how many.
 """
 from __future__ import annotations
 
@@ -86,8 +87,11 @@ from audiotune.report.plots import plot_confusion_matrix
 
 log = logging.getLogger(__name__)
 
-METRIC_KEYS = ("accuracy", "uar", "macro_f1", "weighted_f1", "micro_f1", "f1_of_macro_pr", "auc",
-               "mae", "rmse", "pearson", "spearman", "ccc", "r2")
+UNIT, CORRELATION, INF = (0.0, 1.0), (-1.0, 1.0), math.inf
+METRIC_RANGES = {**dict.fromkeys(("accuracy", "uar", "macro_f1", "weighted_f1", "micro_f1", "f1_of_macro_pr", "auc"),
+                                 UNIT), "mae": (0.0, INF), "rmse": (0.0, INF), "pearson": CORRELATION,
+                 "spearman": CORRELATION, "ccc": CORRELATION, "r2": (-INF, 1.0)}  # the values each metric can take
+METRIC_KEYS = tuple(METRIC_RANGES)
 STATISTICS = ("mean", "fold_std", "fold_median", "run_std", "run_median", "ci95", "n_runs")
 
 
@@ -109,8 +113,9 @@ def _sample_std(values: np.ndarray) -> float | None:
     return float(np.std(values, ddof=1)) if len(values) > 1 else None
 
 
-def summarise(values: np.ndarray) -> dict:
-    """The statistics of one metric from its (folds, repeats) matrix; NaN marks a run where it is undefined."""
+def summarise(values: np.ndarray, bounds: tuple[float, float] = (-math.inf, math.inf)) -> dict:
+    """The statistics of one metric from its (folds, repeats) matrix; NaN marks a run where it is undefined;
+    ``bounds``: the values the metric can take, which its interval is clipped to."""
     defined = ~np.isnan(values)
     if not defined.any():
         return {name: None for name in STATISTICS} | {"n_runs": 0}
@@ -122,7 +127,7 @@ def summarise(values: np.ndarray) -> dict:
     ci95 = None
     if fold_std is not None:
         half = float(scipy_stats.t.ppf(0.975, len(fold_means) - 1)) * fold_std / math.sqrt(len(fold_means))
-        ci95 = [mean - half, mean + half]
+        ci95 = [max(mean - half, bounds[0]), min(mean + half, bounds[1])]
     return {"mean": mean, "fold_std": fold_std, "fold_median": float(np.median(fold_means)),
             "run_std": _sample_std(run_means), "run_median": float(np.median(run_means)), "ci95": ci95,
             "n_runs": int(defined.sum())}
@@ -203,7 +208,7 @@ def summary(results: list[tuple[Fold, int, int, dict]], folds: list[Fold], repea
             values = np.full((len(folds), repeats), np.nan)
             for _, row in rows.iterrows():
                 values[fold_index[row["fold"]], row["run"] - 1] = np.nan if pd.isna(row[key]) else row[key]
-            out["statistics"][split][key] = summarise(values)
+            out["statistics"][split][key] = summarise(values, METRIC_RANGES[key])
         metrics = [k for k in METRIC_KEYS if k in rows]
         per_fold = rows.groupby("fold", sort=False)[metrics].mean()
         out["per_fold"][split] = {fold: {k: (None if pd.isna(v) else float(v)) for k, v in values.items()}
@@ -274,7 +279,8 @@ def ensemble_summary(exp_dir: Path, folds: list[Fold], repeats: int) -> dict:
                     for fold in present}
         defined = [key for key in METRIC_KEYS if any(v[key] is not None for v in per_fold.values())]
         out["statistics"][split] = {
-            key: summarise(np.array([[np.nan if v[key] is None else v[key]] for v in per_fold.values()]))
+            key: summarise(np.array([[np.nan if v[key] is None else v[key]] for v in per_fold.values()]),
+                           METRIC_RANGES[key])
             for key in defined}
         out["per_fold"][split] = {name: {key: values[key] for key in defined} for name, values in per_fold.items()}
         out["confusion_matrix"][split] = _summed_confusion(

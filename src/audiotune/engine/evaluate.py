@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from audiotune.config import HeadSpec, RunConfig, check_config
+from audiotune.data.layout import ONE_TABLE
 from audiotune.data.loading import adaptation_loader, make_dataset, make_loader
 from audiotune.data.prepare import PreparedData, prepare_eval_data
 from audiotune.engine.adapt import OFF, adaptation_groups, adapted_batchnorm, check_adaptable, check_adaptation
@@ -87,16 +88,24 @@ def _adapted_predictions(model: Classifier, config: RunConfig, table: pd.DataFra
     logits, labels = [], []
     pinned = loader_pins_memory(config)
     inputs = input_spec(config)
-    for _, rows in groups:
+    for group, rows in groups:
         part = table.iloc[rows]
         dataset = make_dataset(config, inputs, part, targets[rows])
         with adapted_batchnorm(model, adaptation_loader(config, dataset, pin_memory=pinned), inference_device(config)):
-            loader = make_loader(config, dataset, part, False, model.backbone.needs_equal_length, pin_memory=pinned)
-            group_uids, group_logits, group_targets = predict(model, loader, config)
+            loader = make_loader(config, dataset, part, False, model.backbone.padding, pin_memory=pinned)
+            group_uids, group_logits, group_targets = predict(model, loader, config, f"evaluate {group or 'split'}")
         uids += group_uids
         logits.append(group_logits)
         labels.append(group_targets)
     return uids, np.concatenate(logits), np.concatenate(labels)
+
+
+def _in_table_order(table: pd.DataFrame, uids: list, logits: np.ndarray, targets: np.ndarray
+                    ) -> tuple[list, np.ndarray, np.ndarray]:
+    """Scored rows in the order of the input table (batching by length or by speaker changes it)."""
+    rank = {str(uid): position for position, uid in enumerate(table.index)}
+    order = sorted(range(len(uids)), key=lambda i: rank.get(str(uids[i]), len(rank)))
+    return [uids[i] for i in order], logits[order], targets[order]
 
 
 def evaluate_prepared(model: Classifier, config: RunConfig, prepared: PreparedData, out_dir: str | Path,
@@ -114,7 +123,7 @@ def evaluate_prepared(model: Classifier, config: RunConfig, prepared: PreparedDa
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    equal_length = model.backbone.needs_equal_length
+    padding, inputs = model.backbone.padding, input_spec(config)
     splits = splits or list(prepared.tables)
     adapt = config.train.adapt_bn
     if adapt != OFF:
@@ -125,14 +134,16 @@ def evaluate_prepared(model: Classifier, config: RunConfig, prepared: PreparedDa
     for split in splits:
         table = prepared.tables[split]
         if cached is not None:
-            uids, logits, targets = predict(model, cached_loader(config, cached[split], False), config)
+            uids, logits, targets = predict(model, cached_loader(config, cached[split], False), config,
+                                            f"evaluate {split}")
         elif adapt == OFF:
-            dataset = make_dataset(config, input_spec(config), table, prepared.targets[split])
-            loader = make_loader(config, dataset, table, False, equal_length, pin_memory=loader_pins_memory(config))
-            uids, logits, targets = predict(model, loader, config)
+            dataset = make_dataset(config, inputs, table, prepared.targets[split])
+            loader = make_loader(config, dataset, table, False, padding, pin_memory=loader_pins_memory(config))
+            uids, logits, targets = predict(model, loader, config, f"evaluate {split}")
         else:
             groups = adaptation_groups(table, adapt, split)
             uids, logits, targets = _adapted_predictions(model, config, table, prepared.targets[split], groups)
+        uids, logits, targets = _in_table_order(table, uids, logits, targets)
         scores = scores_from_logits(logits, config.heads, config.train.loss)
         metrics = compute_metrics(scores, targets, config.heads)
         if adapt != OFF:
@@ -188,6 +199,21 @@ def evaluate_run(run: str, data_split_root: str, exp_dir: str | None = None, on_
         prepared = prepare_eval_data(config, input_spec(config), data_split_root)
         check_recording_targets(prepared.tables, prepared.targets, config.heads)
         check_adaptation(config.train.adapt_bn, prepared.tables)
+        section = _section_of_one_table(data_split_root, prepared)
         owned.start()
         prepared.write_reports(out_dir)
-        return evaluate_prepared(model, config, prepared, out_dir, aggregate=aggregate)
+        metrics = evaluate_prepared(model, config, prepared, out_dir, aggregate=aggregate, write_metrics=False)
+        # earlier releases called the section of one CSV "data": kept beside it for the readers of that name
+        write_json(out_dir / METRICS_FILE, {**metrics, **({ONE_TABLE: metrics[section]} if section else {})})
+        return metrics
+
+
+def _section_of_one_table(data_split_root: str, prepared: PreparedData) -> str | None:
+    """One CSV is scored under its file's name (``test`` for test.csv), as the splits of a directory are; None
+    for a directory."""
+    if list(prepared.tables) != [ONE_TABLE] or not str(data_split_root).lower().endswith(".csv"):
+        return None
+    section = Path(str(data_split_root)).stem or ONE_TABLE
+    prepared.tables = {section: prepared.tables[ONE_TABLE]}
+    prepared.targets = {section: prepared.targets[ONE_TABLE]}
+    return section if section != ONE_TABLE else None

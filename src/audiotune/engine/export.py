@@ -234,7 +234,8 @@ def export_run(run: str | Path, fmt: str, out: str | Path) -> dict[str, Any]:
     merge = config.classifier.pooling_mode if config.classifier.pooling_mode in ("mean", "sum") else "mean"
     module = ExportedClassifier(model.float().eval(), FrontEnd(inputs, rate), merge).eval()
     shortest, longest = sample_limits(config, inputs)
-    equal_length = model.backbone.needs_equal_length or inputs.features == "mfcc"
+    # the exported front end computes MFCCs on the padded batch: its centred STFT reflects at the tensor's edge
+    equal_length = not model.backbone.padding.exact or inputs.features == "mfcc"
     example, checks = probe_batches(shortest, longest, rate, equal_length)
     sidecar_file, sidecar_written = sidecar_path(out), False
     try:

@@ -68,7 +68,7 @@ def extract_embeddings(run: str, data_split_root: str, out: str, embedding_type:
     check_output_path(out_path)
     inputs = input_spec(config)
     prepared = prepare_eval_data(config, inputs, data_split_root, targets_needed=False)
-    equal_length = model.backbone.needs_equal_length
+    padding = model.backbone.padding
 
     def embed(classifier: Classifier, batch: dict) -> torch.Tensor:
         return classifier.extract_embedding(batch["inputs"], batch["lengths"], embedding_type, layer, pooling)
@@ -77,8 +77,8 @@ def extract_embeddings(run: str, data_split_root: str, out: str, embedding_type:
     with atomic_path(out_path) as partial, pq.ParquetWriter(partial, schema) as writer:
         for split, table in prepared.tables.items():
             loader = make_loader(config, make_dataset(config, inputs, table, prepared.targets[split]), table, False,
-                                 equal_length, pin_memory=loader_pins_memory(config))
-            for batch, emb in iterate_batches(model, loader, config, embed):
+                                 padding, pin_memory=loader_pins_memory(config))
+            for batch, emb in iterate_batches(model, loader, config, embed, f"extract {split}"):
                 rows = emb.float().cpu().numpy()
                 writer.write_table(pa.table({
                     "uid": batch["uid"], "split": [split] * len(rows),

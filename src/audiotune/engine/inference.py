@@ -15,6 +15,7 @@ from audiotune.config.sections import PRECISIONS
 from audiotune.engine.device import autocast, check_precision, move_batch, parse_devices, pins_memory, resolve_device
 from audiotune.engine.distributed import launched_local_rank
 from audiotune.models.classifier import Classifier
+from audiotune.progress import track
 
 # what one inference step computes from the model and a batch already on the device
 InferenceStep = Callable[[Classifier, dict], torch.Tensor]
@@ -73,8 +74,9 @@ def _logits(model: Classifier, batch: dict) -> torch.Tensor:
 
 
 def iterate_batches(model: Classifier, loader: DataLoader, config: RunConfig | None = None,
-                    step: InferenceStep = _logits) -> Iterator[tuple[dict, torch.Tensor]]:
-    """Yield ``(batch, step(model, batch))`` in eval mode without gradients, on the config's device.
+                    step: InferenceStep = _logits, label: str = "scoring") -> Iterator[tuple[dict, torch.Tensor]]:
+    """Yield ``(batch, step(model, batch))`` in eval mode without gradients, on the config's device, reporting
+    the pass's progress as ``label`` (:mod:`audiotune.progress`).
 
     The model moves to that device once and each batch per step; bf16 autocast on that device when the
     config asks. Without a config the model stays where it is. Yielded tensors are on the device.
@@ -84,16 +86,17 @@ def iterate_batches(model: Classifier, loader: DataLoader, config: RunConfig | N
     precision = config.runtime.precision if config else "32"
     model.to(device).eval()
     with torch.inference_mode(), autocast(device, precision):
-        for batch in loader:
+        for batch in track(loader, label):
             batch = move_batch(batch, device)
             yield batch, step(model, batch)
 
 
-def predict(model: Classifier, loader: DataLoader,
-            config: RunConfig | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """uids, logits and targets of every row, in loader order (as float32 numpy on the CPU)."""
+def predict(model: Classifier, loader: DataLoader, config: RunConfig | None = None,
+            label: str = "scoring") -> tuple[list[str], np.ndarray, np.ndarray]:
+    """uids, logits and targets of every row, in loader order (as float32 numpy on the CPU); the progress is
+    reported as ``label``."""
     uids, logits, targets = [], [], []
-    for batch, out in iterate_batches(model, loader, config):
+    for batch, out in iterate_batches(model, loader, config, label=label):
         uids += batch["uid"]
         logits.append(out.float().cpu().numpy())
         targets.append(batch["targets"].float().cpu().numpy())

@@ -25,7 +25,7 @@ from torch import Tensor
 from audiotune.config import HeadSpec
 from audiotune.engine.metrics import head_slices
 
-LABELING_METHODS = ("soft", "hard", "sample")
+LABELING_METHODS = ("distribution", "hard", "sample")
 # head name -> weight per class (categorical / soft: class names; binary: "COLUMN=0", "COLUMN=1")
 ClassWeights = dict[str, dict[str, float]]
 
@@ -94,7 +94,7 @@ def _soft_head_targets(distribution: Tensor, labeling: str, generator: torch.Gen
         return F.one_hot(distribution.argmax(1), distribution.shape[1]).to(distribution)
     if labeling == "sample":
         return draw_hard_targets(distribution, generator)
-    if labeling != "soft":
+    if labeling != "distribution":
         raise ValueError(f"--labeling_method {labeling}: choose one of {LABELING_METHODS}")
     return distribution
 
@@ -132,7 +132,7 @@ def _binary_loss(logits: Tensor, targets: Tensor, heads: list[HeadSpec], binary_
 
 
 def classification_loss(logits: Tensor, targets: Tensor, heads: list[HeadSpec], binary_loss: str = "BCE", *,
-                        regression_loss: str = "MSE", labeling: str = "soft",
+                        regression_loss: str = "MSE", labeling: str = "distribution",
                         class_weights: ClassWeights | None = None,
                         generator: torch.Generator | None = None) -> Tensor:
     """The training loss of all heads: the binary block plus one term per categorical, soft and regression head.

@@ -90,7 +90,7 @@ class ClassifierModule(pl.LightningModule):
         vote distribution itself is the target, which is the expected value of the sampled loss."""
         labeling = self.config.labeling_method
         if labeling == "sample" and not training:
-            labeling = "soft"
+            labeling = "distribution"
         return classification_loss(logits, targets, self.heads, self.binary_loss,
                                    regression_loss=self.regression_loss, labeling=labeling,
                                    class_weights=self.class_weights, generator=self.label_generator)
@@ -118,6 +118,8 @@ class ClassifierModule(pl.LightningModule):
         # the ones rank 0's progress bar starts)
         self.log(TRAIN_CLIPS, float(clips), on_step=False, on_epoch=True, reduce_fx="sum", sync_dist=True,
                  batch_size=clips)
+        learning_rate = float(self.trainer.optimizers[0].param_groups[0]["lr"])
+        self.log("lr", learning_rate, on_step=False, on_epoch=True)  # the epoch's mean, for the report
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> Tensor:

@@ -207,10 +207,9 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
     check_launch(trainer.is_global_zero, owned.writes)
     replicas, rank, pinned = trainer.world_size, trainer.global_rank, loader_pins_memory(config)
     train_loader = make_loader(config, make_dataset(config, inputs, tables["train"], targets["train"], train=True),
-                               tables["train"], train=True, equal_length=False, pin_memory=pinned,
-                               num_replicas=replicas, rank=rank)
+                               tables["train"], train=True, pin_memory=pinned, num_replicas=replicas, rank=rank)
     val_loader = make_loader(config, make_dataset(config, inputs, tables["val"], targets["val"]), tables["val"], False,
-                             False, pin_memory=pinned, num_replicas=replicas, rank=rank)
+                             pin_memory=pinned, num_replicas=replicas, rank=rank)
     if steps:
         trainer.val_check_interval = min(steps, len(train_loader))
     module = PretrainModule(backbone, objective, config, len(train_loader))

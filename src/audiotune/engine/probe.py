@@ -102,7 +102,7 @@ def _probe(config: RunConfig, owned: OwnedRunDir, one_device: int | list[int]) -
         for split, dataset in cached.items():
             if split == "train":
                 continue
-            _, logits, truth = predict(model, cached_loader(config, dataset, False), config)
+            _, logits, truth = predict(model, cached_loader(config, dataset, False), config, f"probe {target} {split}")
             summary = _summary(compute_metrics(scores_from_logits(logits, config.heads, config.train.loss), truth,
                                                config.heads))
             row.update({f"{split}_{key}": value for key, value in summary.items()})

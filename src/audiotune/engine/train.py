@@ -125,16 +125,15 @@ def _loaders(model: Classifier, config: RunConfig, prepared: PreparedData, cache
     pinned = loader_pins_memory(config)
     inputs = input_spec(config)
     train_loader = make_loader(config, make_dataset(config, inputs, train_table, prepared.targets["train"], train=True),
-                               train_table, train=True, equal_length=False, pin_memory=pinned, sampler=sampler,
+                               train_table, train=True, pin_memory=pinned, sampler=sampler,
                                num_replicas=replicas, rank=rank)
     val_loader = None
     if val_table is not None:
-        equal = model.backbone.needs_equal_length
         groups = None  # --adapt_bn COLUMN: every validation batch within one group, scored with its statistics
         if config.train.adapt_bn not in (OFF, WHOLE_SPLIT):
             groups = [rows for _, rows in adaptation_groups(val_table, config.train.adapt_bn, "val")]
         val_loader = make_loader(config, make_dataset(config, inputs, val_table, prepared.targets["val"]),
-                                 val_table, train=False, equal_length=equal, pin_memory=pinned,
+                                 val_table, train=False, padding=model.backbone.padding, pin_memory=pinned,
                                  num_replicas=replicas, rank=rank, groups=groups)
     return train_loader, val_loader, None
 

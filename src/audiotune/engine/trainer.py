@@ -1,18 +1,21 @@
 """The one place a Lightning ``Trainer`` is built: train, pretrain and probe differ only in the arguments.
 
-A fit into a run directory logs to ``logs/metrics.csv``, keeps ``checkpoints/last.ckpt`` (and, when a metric
+A fit into a run directory reports its progress through :mod:`audiotune.progress` (each training epoch, each
+validation pass), logs to ``logs/metrics.csv``, keeps ``checkpoints/last.ckpt`` (and, when a metric
 is monitored, ``checkpoints/best.ckpt``) written complete or not at all, runs on the config's accelerator,
 devices, strategy and nodes, and leaves the sharding of batches to audiotune's own loaders. A fit without a
 run directory (probe's heads on cached states) writes nothing and runs in this process on one device.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from numbers import Number
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
 from pytorch_lightning.loggers import CSVLogger
 
 from audiotune.config import RuntimeConfig, TrainConfig
@@ -21,6 +24,75 @@ from audiotune.engine.device import MixedOrFull, lightning_precision
 from audiotune.engine.distributed import trainer_devices
 from audiotune.engine.module import run_length
 from audiotune.outputs import BEST_CHECKPOINT, BEST_CHECKPOINTS, CHECKPOINT_DIR, LOG_DIR
+from audiotune.progress import Progress
+
+
+class PassProgress(ProgressBar):
+    """Lightning's progress bar, drawn by :class:`~audiotune.progress.Progress`: one report per training epoch
+    (with the running loss) and per validation or test pass; the sanity check before training stays quiet."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enabled = True
+        self.passes: dict[str, Progress] = {}
+
+    def disable(self) -> None:
+        self.enabled = False
+
+    def enable(self) -> None:
+        self.enabled = True
+
+    def _start(self, kind: str, total: float, label: str) -> None:
+        self._end(kind)
+        if self.enabled and self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            self.passes[kind] = Progress(int(total) if math.isfinite(total) else None, label)
+
+    def _end(self, kind: str) -> None:
+        progress = self.passes.pop(kind, None)
+        if progress is not None:
+            progress.close()
+
+    def _note(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> str:
+        metrics = self.get_metrics(trainer, pl_module)
+        return ", ".join(f"{key} {value:.4g}" for key, value in metrics.items()
+                         if isinstance(value, Number) and key != "v_num")
+
+    def _epoch(self, trainer: pl.Trainer) -> str:
+        last = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
+        return f"epoch {trainer.current_epoch + 1}{last}"
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start("train", self.total_train_batches, f"train {self._epoch(trainer)}")
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if "train" in self.passes:
+            self.passes["train"].update(1, self._note(trainer, pl_module))
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._end("train")
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        training = self.passes.get("train")
+        if training is not None and training.total is not None and training.count >= training.total:
+            self._end("train")  # the epoch's batches are done: its line comes before validation's
+        self._start("eval", self.total_val_batches, f"validation {self._epoch(trainer)}")
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        total = sum(trainer.num_test_batches) if trainer.num_test_batches else math.inf
+        self._start("eval", total, "test")
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
+                                batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if "eval" in self.passes:
+            self.passes["eval"].update()
+
+    on_test_batch_end = on_validation_batch_end
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._end("eval")
+
+    on_test_end = on_validation_end
 
 
 def trainer_precision(runtime: RuntimeConfig) -> MixedOrFull:
@@ -83,7 +155,7 @@ def build_trainer(train: TrainConfig, runtime: RuntimeConfig, run_dir: Path | No
         **trainer_devices(runtime),
         precision=trainer_precision(runtime),
         gradient_clip_val=train.grad_clip or None,
-        callbacks=[*checkpoints, *callbacks],
+        callbacks=[*checkpoints, PassProgress(), *callbacks],
         logger=CSVLogger(run_dir, name=LOG_DIR, version=""),
         log_every_n_steps=1,
         enable_model_summary=False,

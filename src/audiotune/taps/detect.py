@@ -29,6 +29,7 @@ import soundfile as sf
 
 from audiotune import storage
 from audiotune.data.audio import AudioError, open_audio, read_frames
+from audiotune.progress import track
 from audiotune.taps import TAP_WINDOW
 
 # |trace| histogram for the noise floor: log-spaced bins, 1 % wide, from 1e-9 to 1e3 (float audio and int PCM
@@ -105,12 +106,13 @@ class _Trace:
         data = read_frames(self.path, self.handle, start, stop)
         return (data if self.select is None else data[:, self.select]).mean(axis=1)
 
-    def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
-        """(first sample, trace) per block; together the blocks cover the recording once."""
+    def blocks(self, label: str) -> Iterator[tuple[int, np.ndarray]]:
+        """(first sample, trace) per block; together the blocks cover the recording once. The pass's progress is
+        reported as ``label``."""
         from scipy.ndimage import uniform_filter1d
         from scipy.signal import sosfiltfilt
 
-        for start in range(0, self.frames, self.block):
+        for start in track(range(0, self.frames, self.block), label, unit="block"):
             stop = min(start + self.block, self.frames)
             lo, hi = max(start - self.margin, 0), min(stop + self.margin, self.frames)
             x = self._mono(lo, hi)
@@ -129,7 +131,7 @@ class _Trace:
 def noise_floor(trace: _Trace, quantile: float) -> float:
     """The ``quantile`` of |trace| over the recording, from a histogram (1 % bins) that blocks add up to."""
     counts = np.zeros(len(HIST_EDGES) + 1, dtype=np.int64)
-    for _, y in trace.blocks():
+    for _, y in trace.blocks(f"{trace.path}: noise floor"):
         counts += np.bincount(np.searchsorted(HIST_EDGES, np.abs(y)), minlength=len(counts))
     rank = np.searchsorted(np.cumsum(counts), quantile * counts.sum())
     if rank == 0:
@@ -193,7 +195,7 @@ def _detect(path: str | Path, trace: _Trace, window: tuple[float, float], overvi
     positions, heights = [], []
     previous: tuple[int, np.ndarray] | None = None
     bins = np.zeros(overview_bins) if overview_bins > 0 else None
-    for start, y in trace.blocks():
+    for start, y in trace.blocks(f"{trace.path}: taps"):
         if bins is not None and len(y):
             which = (np.arange(start, start + len(y)) * overview_bins) // max(trace.frames, 1)
             np.maximum.at(bins, which, np.abs(y))

@@ -14,6 +14,7 @@ from audiotune.models.backbones.ecapa_model import (
     AttentiveStatisticsPooling,
     Conv1d,
     SEBlock,
+    clip_reflect_index,
     frames_to_relative_lengths,
     length_to_mask,
     load_speechbrain_state_dict,
@@ -243,19 +244,31 @@ def test_pooling_and_se_honour_lengths() -> None:
     assert (masked - alone).abs().max() < (unmasked - alone).abs().max()
 
 
-def test_padding_with_longer_clips_changes_embedding() -> None:
-    """(c) Even with lengths, a zero-padded clip differs from the clip alone: reflect padding
-    of the convolutions sees the padding zeros near the clip's end.  Hence needs_equal_length."""
-    assert ECAPA_TDNN.needs_equal_length and EcapaBackbone.needs_equal_length
+@pytest.mark.parametrize("lengths", [[60, 100], [9, 10, 11, 200], [13, 13, 40, 41, 77], [120, 30, 120]])
+def test_each_clip_of_a_padded_batch_gets_its_embedding_alone(lengths: list[int]) -> None:
+    """(c) With lengths, a zero-padded clip's embedding is the clip's alone, whatever the mix of lengths: every
+    convolution reflects at the clip's own edge; without them the padding reaches the short clips."""
     model = small_model()
     torch.manual_seed(5)
-    short, long = torch.randn(1, 60, 20), torch.randn(1, 100, 20)
-    batch = torch.cat([F.pad(short, (0, 0, 0, 40)), long])
+    clips = [torch.randn(1, n, 20) for n in lengths]
+    total = max(lengths)
+    batch = torch.cat([F.pad(c, (0, 0, 0, total - c.shape[1])) for c in clips])
     with torch.no_grad():
-        out = model(batch, frames_to_relative_lengths(torch.tensor([60, 100]), 100))
-        alone_short, alone_long = model(short), model(long)
-    torch.testing.assert_close(out[1:], alone_long, atol=1e-4, rtol=0)  # the full-length clip is unaffected
-    assert (out[:1] - alone_short).abs().max() > 1e-4
+        mixed = model(batch, frames_to_relative_lengths(torch.tensor(lengths), total))
+        alone = torch.cat([model(c) for c in clips])
+        unmasked = model(batch)
+    torch.testing.assert_close(mixed, alone, atol=1e-5, rtol=0)
+    short = torch.tensor(lengths) < total
+    assert (unmasked[short] - alone[short]).abs().amax(dim=(1, 2)).min() > 1e-3  # the comparison can fail
+
+
+def test_clip_reflect_index_reflects_at_each_clip_edge() -> None:
+    x = torch.arange(6.0).repeat(2, 1)[:, None, :]  # two clips of 6 frames, the second with 4 valid
+    index = clip_reflect_index(frames_to_relative_lengths(torch.tensor([6, 4]), 6), 6, 2)
+    gathered = torch.gather(x, 2, index[:, None, :])[:, 0]
+    torch.testing.assert_close(gathered[0], F.pad(x[:1], (2, 2), mode="reflect")[0, 0])
+    torch.testing.assert_close(gathered[1, :8], F.pad(x[1:, :, :4], (2, 2), mode="reflect")[0, 0])
+    assert int(index.min()) >= 0 and int(index[1].max()) <= 3  # only a clip's own frames are read
 
 
 # --------------------------------------------------------------------------- backbone wrapper
@@ -275,6 +288,7 @@ def test_backbone_hidden_states_and_gradients() -> None:
         assert param.grad is not None and torch.isfinite(param.grad).all(), name
         assert param.grad.abs().sum() > 0, name
     assert torch.isfinite(feats.grad).all() and feats.grad[:, :12].abs().sum() > 0
+    assert backbone.padding.exact  # scoring batches take any mix of lengths
 
     backbone.eval()
     with torch.no_grad():

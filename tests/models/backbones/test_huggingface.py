@@ -13,7 +13,7 @@ from conftest import HF_TINY as TINY
 
 from audiotune.config import RunConfig
 from audiotune.models.backbones import build_backbone, input_spec, resolve_config
-from audiotune.models.backbones.huggingface import HFBackbone, HFOptions
+from audiotune.models.backbones.huggingface import PADDING_TOLERANCE, HFBackbone, HFOptions
 from audiotune.models.classifier import masked_pool
 
 PAD_INDEPENDENT = [k for k, spec in KINDS.items() if not spec[2]]
@@ -59,7 +59,8 @@ def test_bare_encoder_and_counts(backbones: dict[str, HFBackbone], name: str) ->
     assert type(backbone.model).__name__.endswith("Model")  # bare encoder, no CTC head
     assert backbone.input_kind == "waveform"
     assert (backbone.embedding_dim, backbone.num_layers, backbone.num_hidden_states) == (32, 2, 3)
-    assert backbone.needs_equal_length is KINDS[name][2]
+    assert backbone.padding.exact is not KINDS[name][2]
+    assert backbone.padding.tolerance == (PADDING_TOLERANCE if name == "w2v_group" else 0.0)
     config = backbone.model.config
     assert config.mask_time_prob == config.mask_feature_prob == config.layerdrop == 0.0
     assert not hasattr(backbone.model, "masked_spec_embed")
@@ -110,7 +111,7 @@ def test_layer_norm_kinds_are_padding_independent(backbones: dict[str, HFBackbon
 
 @pytest.mark.parametrize("name", [k for k in KINDS if k not in PAD_INDEPENDENT])
 def test_padding_changes_equal_length_kinds(backbones: dict[str, HFBackbone], name: str) -> None:
-    """Zero padding moves a clip's embedding (hence needs_equal_length); equal-length batches match alone."""
+    """Zero padding moves a clip's embedding (hence an inexact padding rule); equal-length batches match alone."""
     backbone = backbones[name]
     short, long = clip(0.45, 10), clip(1.0, 11)
     alone = pooled(backbone, *batch(short))
@@ -274,3 +275,35 @@ def test_the_input_is_the_extractors_and_the_config_keeps_the_users_options(chec
     earlier.version, earlier.features.features, earlier.audio.min_samples = 1, "waveform", 400
     read = input_spec(earlier)
     assert (read.features, read.waveform_norm, read.resample_rate, read.min_samples) == ("waveform", True, 8000, 400)
+
+
+def test_tensors_missing_from_a_checkpoint_are_named_without_verbose(tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    import transformers
+    from safetensors.torch import load_file, save_file
+
+    from audiotune.cli.show import third_party_quiet
+
+    transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**TINY)).save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    del weights["encoder.layer_norm.weight"]
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with third_party_quiet(False), caplog.at_level("WARNING", logger="audiotune"):
+        HFBackbone(HFOptions(str(tmp_path)))
+    assert "1 encoder tensor(s) not in the checkpoint start at random values, e.g. encoder.layer_norm.weight" \
+        in caplog.text
+
+
+def test_padding_within_the_tolerance_moves_a_clip_less(backbones: dict[str, HFBackbone]) -> None:
+    """A group-norm encoder's scoring batches pad a clip by at most PADDING_TOLERANCE of its length: that moves
+    its embedding far less than the padding of a batch of any lengths."""
+    backbone = backbones["w2v_group"]
+    short = clip(0.5, 20)
+    alone = pooled(backbone, *batch(short))
+
+    def moved(longest: float) -> float:
+        padded = pooled(backbone, *batch(clip(longest, 21), short))
+        return max(((b[1:] - a).norm() / a.norm()).item() for a, b in zip(alone, padded))
+
+    within, beyond = moved(0.5 * (1 + PADDING_TOLERANCE)), moved(1.0)
+    assert 0 < within < beyond / 10

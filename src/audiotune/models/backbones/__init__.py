@@ -2,9 +2,9 @@
 of this package (a backbone module calls :func:`register`).
 
 A backbone is a :class:`Backbone` (an ``nn.Module``) with ``embedding_dim``, ``num_layers``, ``num_hidden_states``,
-``needs_equal_length``,
-``hidden_states(inputs, lengths) -> (list of (B, T, D) tensors, (B, T) bool mask)`` and
-``load_pretrained(path)``. The classifier, engine and CLI never look at which one it is.
+``padding`` (what zero padding does to a clip's result: a :class:`~audiotune.data.samplers.PaddingRule`),
+``hidden_states(inputs, lengths) -> (list of (B, T, D) tensors, (B, T) bool mask)`` and ``load_pretrained(path)``.
+The classifier, engine and CLI never look at which one it is.
 
 What a backbone reads is its :class:`~audiotune.data.input_spec.InputSpec`, derived from the user's options by
 :func:`input_spec` (the config is never rewritten with it).
@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from audiotune.config import INPUT_RESOLVED_VERSION, RunConfig, check_types, range_problems
 from audiotune.data.input_spec import InputSpec
+from audiotune.data.samplers import EXACT_PADDING, PaddingRule
 
 
 class Backbone(nn.Module):
@@ -34,9 +35,9 @@ class Backbone(nn.Module):
     input_kind: str  # "waveform": (B, N) samples; "features": (B, T, F) fbank/mfcc frames
 
     @property
-    def needs_equal_length(self) -> bool:
-        """True when zero padding changes a clip's result, so inference must batch equal-length clips."""
-        return False
+    def padding(self) -> PaddingRule:
+        """What padding a batch does to a clip's result; exact (the default): nothing, given the lengths."""
+        return EXACT_PADDING
 
     @property
     def frame_hop(self) -> int | None:

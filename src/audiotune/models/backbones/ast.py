@@ -51,6 +51,7 @@ from torch import Tensor
 from audiotune.config import RunConfig
 from audiotune.data.input_spec import InputSpec
 from audiotune.models.backbones import Backbone, input_spec, register
+from audiotune.models.backbones.hf_checkpoint import check_available
 
 __all__ = ["DEFAULT_CHECKPOINT", "ASTBackbone", "ASTOptions", "ast_extractor_settings", "ast_input", "build_ast",
            "resolve_ast"]
@@ -142,7 +143,6 @@ class ASTBackbone(Backbone):
     """
 
     input_kind = "features"  # (B, T, F) fbank: T = max_length, F = num_mel_bins
-    needs_equal_length = False  # fixed-size input with fixed padding: a clip's result does not depend on its batch
 
     def __init__(self, options: ASTOptions, pretrained: bool = True) -> None:
         """``pretrained=False`` builds from the checkpoint's config only (random weights)."""
@@ -249,6 +249,7 @@ def resolve_ast(config: RunConfig) -> None:
     m = config.model
     if not m.checkpoint:
         m.checkpoint = DEFAULT_CHECKPOINT
+    check_available(m.checkpoint, "-c")  # no network and no local copy: one line at once
     if m.freeze is None:
         m.freeze = True
     model = _model_config(m.checkpoint)

@@ -1,7 +1,8 @@
 """``--model ecapa_tdnn``: the package backbone over
 :class:`~audiotune.models.backbones.ecapa_model.ECAPA_TDNN` (SpeechBrain's ECAPA-TDNN in plain torch), its options
-and flags, and the features it asks for. Its single hidden state is the pooled embedding; it needs equal-length
-batches at inference (see :mod:`audiotune.models.backbones.ecapa_model`).
+and flags, and the features it asks for. Its single hidden state is the pooled embedding; its padding is exact
+(each clip reflect-padded at its own edges, statistics masked; see :mod:`audiotune.models.backbones.ecapa_model`),
+so scoring batches take clips of any mix of lengths.
 """
 from __future__ import annotations
 
@@ -65,7 +66,6 @@ class EcapaOptions:
 class EcapaBackbone(Backbone):
     """Package backbone wrapping :class:`ECAPA_TDNN`; its single hidden state is the pooled embedding."""
 
-    needs_equal_length = True  # see the module docstring: batch equal-length clips at inference
     input_kind = "features"  # consumes (B, T, F) fbank/mfcc features
 
     def __init__(self, options: EcapaOptions) -> None:

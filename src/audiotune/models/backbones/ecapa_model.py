@@ -9,17 +9,17 @@ such as ``blocks.0.conv.conv.weight`` or ``blocks.0.norm.norm.running_mean``.
 
 Padding and batch independence
 ------------------------------
-``lengths`` (relative lengths in (0, 1]) are honoured only by the
-squeeze-excitation means and by the attentive statistics pooling (masked
-mean/std, ``-inf`` attention on padded frames).  The convolutions do not see
-them: SpeechBrain's "same" padding reflects the *tensor's* edge, so in a
-zero-padded batch the last real frames of a short clip are convolved with the
-padding zeros instead of with their own reflection, and after a few dilated
-layers that changes its embedding.  Masking alone therefore cannot make a
-clip's embedding independent of the other clips in its batch.  Hence
-``needs_equal_length = True``: at inference the data pipeline must batch
-clips of equal length (or run them one by one); equal-length batches in
-``eval()`` mode give exactly the per-clip result.
+``lengths`` (relative lengths in (0, 1]) make a clip's output independent of
+the batch it is padded in.  SpeechBrain's "same" padding reflects at the
+*tensor's* edge, so in a zero-padded batch the last real frames of a short
+clip would be convolved with padding instead of with their own reflection.
+With ``lengths``, every convolution reflects at each clip's own last frame
+(one gather): the frames past a clip's end are read only by its padded
+frames, which the squeeze-excitation means and the attentive statistics
+pooling mask out (masked mean/std, ``-inf`` attention).  In ``eval()`` mode a
+clip's embedding in any padded batch is therefore its embedding alone; in
+training, BatchNorm's batch statistics see every frame of the batch, as in
+SpeechBrain.  Without ``lengths`` every clip is taken as long as the batch.
 """
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ from audiotune.models.state_dict import load_checked
 
 __all__ = [
     "AttentiveStatisticsPooling", "BatchNorm1d", "Conv1d", "ECAPA_TDNN", "Res2NetBlock", "SEBlock",
-    "SERes2NetBlock", "TDNNBlock", "frames_to_relative_lengths", "length_to_mask", "load_speechbrain_state_dict",
+    "SERes2NetBlock", "TDNNBlock", "clip_reflect_index", "frames_to_relative_lengths", "length_to_mask",
+    "load_speechbrain_state_dict",
 ]
 
 
@@ -60,6 +61,20 @@ def frames_to_relative_lengths(lengths: Tensor, total: int, dtype: torch.dtype =
     return torch.where(rel * total > n, rel * (1 - 4 * torch.finfo(dtype).eps), rel)
 
 
+def clip_reflect_index(lengths: Tensor, total: int, pad: int) -> Tensor:
+    """(B, total + 2 * pad) frame positions that reflect-pad each clip at its own edges.
+
+    ``lengths`` are relative (SpeechBrain's, as :func:`length_to_mask` reads them): a clip has
+    ``ceil(length * total)`` valid frames ``n``. Position ``-j`` reads frame ``j`` and position ``n - 1 + j``
+    reads frame ``n - 1 - j``, as ``F.pad(mode="reflect")`` of the clip alone; positions further out read frame 0
+    (they feed only padded frames). Every position reads a valid frame of its own clip.
+    """
+    frames = torch.ceil(lengths * total).to(torch.long).clamp(1, total)[:, None]
+    positions = torch.arange(-pad, total + pad, device=lengths.device).abs()[None, :]
+    reflected = torch.where(positions > frames - 1, 2 * (frames - 1) - positions, positions)
+    return reflected.clamp(min=0)
+
+
 class Conv1d(nn.Module):
     """SpeechBrain ``Conv1d`` (skip_transpose): "same" reflect padding for the dilation, inner ``.conv``."""
 
@@ -79,14 +94,19 @@ class Conv1d(nn.Module):
             in_channels, out_channels, kernel_size, dilation=dilation, padding=0, groups=groups, bias=bias
         )
 
-    def forward(self, x: Tensor) -> Tensor:
-        """(B, C_in, L) -> (B, C_out, L)."""
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """(B, C_in, L), relative lengths (B,) or None -> (B, C_out, L); with ``lengths`` each clip is
+        reflect-padded at its own edges (:func:`clip_reflect_index`), else at the tensor's."""
         if self.pad > 0:
             if x.shape[-1] <= self.pad:
                 raise ValueError(
                     f"input of {x.shape[-1]} frames is too short for reflect padding of {self.pad}"
                 )
-            x = F.pad(x, (self.pad, self.pad), mode=self.padding_mode)
+            if lengths is not None and self.padding_mode == "reflect":
+                index = clip_reflect_index(lengths, x.shape[-1], self.pad)
+                x = torch.gather(x, 2, index[:, None, :].expand(x.shape[0], x.shape[1], -1))
+            else:
+                x = F.pad(x, (self.pad, self.pad), mode=self.padding_mode)
         return self.conv(x)
 
 
@@ -115,9 +135,9 @@ class TDNNBlock(nn.Module):
         self.norm = BatchNorm1d(out_channels)
         self.dropout = nn.Dropout1d(p=dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """(B, C_in, L) -> (B, C_out, L)."""
-        return self.dropout(self.norm(self.activation(self.conv(x))))
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """(B, C_in, L), relative lengths (B,) or None -> (B, C_out, L)."""
+        return self.dropout(self.norm(self.activation(self.conv(x, lengths))))
 
 
 class Res2NetBlock(nn.Module):
@@ -136,17 +156,17 @@ class Res2NetBlock(nn.Module):
         )
         self.scale = scale
 
-    def forward(self, x: Tensor) -> Tensor:
-        """(B, C, L) -> (B, C, L)."""
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """(B, C, L), relative lengths (B,) or None -> (B, C, L)."""
         ys: list[Tensor] = []
         y_i = x
         for i, x_i in enumerate(torch.chunk(x, self.scale, dim=1)):
             if i == 0:
                 y_i = x_i  # the first chunk is passed through untouched
             elif i == 1:
-                y_i = self.blocks[0](x_i)
+                y_i = self.blocks[0](x_i, lengths)
             else:
-                y_i = self.blocks[i - 1](x_i + y_i)
+                y_i = self.blocks[i - 1](x_i + y_i, lengths)
             ys.append(y_i)
         return torch.cat(ys, dim=1)
 
@@ -202,7 +222,7 @@ class AttentiveStatisticsPooling(nn.Module):
             attn = torch.cat([x, mean.unsqueeze(2).repeat(1, 1, L), std.unsqueeze(2).repeat(1, 1, L)], dim=1)
         else:
             attn = x
-        attn = self.conv(self.tanh(self.tdnn(attn)))
+        attn = self.conv(self.tanh(self.tdnn(attn)))  # 1x1 convolutions: no padding to mask
         attn = attn.masked_fill(mask == 0, float("-inf"))  # padded frames get zero weight
         attn = F.softmax(attn, dim=2)
         mean, std = self._statistics(x, attn)
@@ -229,7 +249,7 @@ class SERes2NetBlock(nn.Module):
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         """(B, C_in, L), relative lengths (B,) -> (B, C_out, L)."""
         residual = self.shortcut(x) if self.shortcut is not None else x
-        x = self.se_block(self.tdnn2(self.res2net_block(self.tdnn1(x))), lengths)
+        x = self.se_block(self.tdnn2(self.res2net_block(self.tdnn1(x), lengths)), lengths)
         return x + residual
 
 
@@ -237,10 +257,8 @@ class ECAPA_TDNN(nn.Module):  # noqa: N801 - SpeechBrain's class name
     """ECAPA-TDNN (Desplanques et al., 2020) with SpeechBrain's exact module tree.
 
     ``forward(x (B, T, F), lengths (B,) relative in (0, 1] or None) -> (B, 1, lin_neurons)``.
-    See the module docstring for why batches must hold equal-length clips.
+    With ``lengths``, a clip's embedding does not depend on the padding of its batch (module docstring).
     """
-
-    needs_equal_length = True  # reflect padding leaks zero-padding into real frames
 
     def __init__(
         self,
@@ -289,10 +307,9 @@ class ECAPA_TDNN(nn.Module):  # noqa: N801 - SpeechBrain's class name
         x = x.transpose(1, 2)
         xl: list[Tensor] = []
         for layer in self.blocks:
-            # SpeechBrain passes lengths to the layers that accept them (SE-Res2Net blocks).
-            x = layer(x, lengths=lengths) if isinstance(layer, SERes2NetBlock) else layer(x)
+            x = layer(x, lengths=lengths)
             xl.append(x)
-        x = self.mfa(torch.cat(xl[1:], dim=1))
+        x = self.mfa(torch.cat(xl[1:], dim=1), lengths)
         x = self.asp_bn(self.asp(x, lengths=lengths))
         return self.fc(x).transpose(1, 2)
 

@@ -1,7 +1,16 @@
 """What a Hugging Face speech checkpoint declares about its input, read from its configs without its weights."""
 from __future__ import annotations
 
+import functools
+import logging
+import os
+import re
+import socket
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+
+log = logging.getLogger(__name__)
 
 
 def conv_receptive_field(hf_config: Any) -> int:
@@ -31,3 +40,49 @@ def extractor_settings(checkpoint: str) -> dict[str, Any]:
     return {"sampling_rate": int(extractor.sampling_rate),
             "do_normalize": bool(getattr(extractor, "do_normalize", False)),
             "return_attention_mask": bool(getattr(extractor, "return_attention_mask", not group))}
+
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+CONNECT_SECONDS = 3.0  # one connection attempt to the hub; transformers alone retries for about a minute
+
+
+@functools.cache
+def _hub_reachable(endpoint: str) -> bool:
+    """Whether a TCP connection to the hub's host opens (checked once per process)."""
+    url = urlparse(endpoint)
+    try:
+        socket.create_connection((url.hostname or "", url.port or (443 if url.scheme == "https" else 80)),
+                                 timeout=CONNECT_SECONDS).close()
+    except OSError:
+        return False
+    return True
+
+
+def _go_offline() -> None:
+    """transformers and huggingface_hub read only their cache from now on (this process and those it starts)."""
+    from huggingface_hub import constants
+
+    constants.HF_HUB_OFFLINE = True
+    os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+def check_available(checkpoint: str, flag: str = "--checkpoint") -> None:
+    """Fail at once, in one line, when ``checkpoint`` is a hub id that can be neither downloaded nor read from the
+    local cache. A local folder or file is left to its loader. Without a network (the hub's host does not answer,
+    or ``HF_HUB_OFFLINE`` is set) a cached copy is read in offline mode, without transformers' retries."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if Path(checkpoint).expanduser().exists() or "://" in checkpoint or not HUB_ID.fullmatch(checkpoint):
+        return
+    unreachable = not constants.HF_HUB_OFFLINE and not _hub_reachable(constants.ENDPOINT)
+    if unreachable:
+        _go_offline()
+    elif not constants.HF_HUB_OFFLINE:
+        return
+    if isinstance(try_to_load_from_cache(checkpoint, "config.json", cache_dir=constants.HF_HUB_CACHE), str):
+        log.info("%s %s: no network; the cached copy is read", flag, checkpoint)
+        return
+    why = f"{constants.ENDPOINT} cannot be reached" if unreachable or _hub_reachable.cache_info().currsize else \
+        "HF_HUB_OFFLINE is set"
+    raise ValueError(f"{flag} {checkpoint}: not a local folder, {why}, and no copy is cached; give a folder written "
+                     "by save_pretrained (see the README's 'Models without a network')")

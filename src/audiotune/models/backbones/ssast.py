@@ -90,7 +90,6 @@ class SSASTBackbone(Backbone):
     """
 
     input_kind = "features"  # (B, T, F) fbank: T = target_length, F = num_mel_bins
-    needs_equal_length = False  # fixed-size inputs: a clip's result does not depend on its batch
 
     def __init__(self, options: SSASTOptions, pretrained_path: str | Path | None = None) -> None:
         super().__init__()
@@ -190,6 +189,10 @@ class SSASTBackbone(Backbone):
 
 def resolve_ssast(config: RunConfig) -> None:
     """Frozen by default for fine-tuning (the seed's ``--freeze True``), trained for the pretraining tasks."""
+    if config.classifier.pooling_mode == "sum":  # the seed's flag, which merged the heads' ft embeddings only
+        raise ValueError("--pooling_mode sum with --model ssast: the SSAST seed's flag merged the heads' ft embeddings "
+                         "only, its tokens were averaged: `audiotune extract --embedding_type ft --pooling_mode sum`; "
+                         "here it would sum the tokens")
     if config.model.freeze is None:
         config.model.freeze = backbone_options(config).task in FINETUNE_TASKS
 

@@ -70,6 +70,7 @@ from torch import Tensor, nn
 from audiotune.config import AT_LEAST_0, RunConfig, option
 from audiotune.data.input_spec import InputSpec
 from audiotune.models.backbones import Backbone, backbone_options, encode_in_windows, register
+from audiotune.models.backbones.hf_checkpoint import check_available
 
 __all__ = ["DEFAULT_CHECKPOINT", "WhisperBackbone", "WhisperOptions", "build_whisper", "front_end_settings",
            "resolve_whisper", "whisper_input"]
@@ -346,6 +347,7 @@ def resolve_whisper(config: RunConfig) -> None:
     shorter ones; a warning when ``--resample_rate`` is not the extractor's rate (:func:`whisper_input`)."""
     if not config.model.checkpoint:
         config.model.checkpoint = DEFAULT_CHECKPOINT
+    check_available(config.model.checkpoint, "-c")  # no network and no local copy: one line at once
     if config.model.freeze is None:
         config.model.freeze = True
     settings = front_end_settings(config.model.checkpoint)

@@ -1,0 +1,53 @@
+"""``audiotune report``: one self-contained HTML page of a run, an evaluation, a cross-validation or a sweep."""
+from __future__ import annotations
+
+import argparse
+
+from audiotune import storage
+from audiotune.cli.command import Command
+from audiotune.cli.flags import SCORING_DATA, add_path, add_section_flags, add_storage_flags, integer, scoring_data
+from audiotune.outputs import REPORT_FILE
+from audiotune.report import CLIP_KB, CLIPS_PER_CLASS
+from audiotune.storage import Role
+
+
+def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
+    add_path(parser, "source", role=Role.RUN, metavar="RUN_OR_EXPERIMENT",
+             help="run directory (train), evaluation folder (evaluate), cross-validation folder (cv) or sweep "
+                  "folder (sweep)")
+    add_path(parser, "-o", "--out", role=Role.OUTPUT_FILE, dest="out",
+             help=f"the HTML file to write (default RUN_OR_EXPERIMENT/{REPORT_FILE})")
+    add_path(parser, "-d", "--data_split_root", "--data-split-root", role=Role.TABLE, dest="data_split_root",
+             default="", help="the table the run scored, for its clips and groups (default: the run's own "
+                              "--data_split_root; an evaluation folder needs it)")
+    add_path(parser, "--run", role=Role.RUN, default="",
+             help="the run an evaluation folder scored with (default: the folder above it)")
+    parser.add_argument("--split", default="", help="the split whose clips are played and broken down by group "
+                                                     "(default test, else val, else the one scored)")
+    parser.add_argument("--group_by", "--group-by", dest="group_by", default="",
+                        help="column of the table to break the scores down by (default: subject, when there is one)")
+    parser.add_argument("--clips", type=integer, default=CLIPS_PER_CLASS,
+                        help=f"the most confidently wrong clips shown per head and true class (default "
+                             f"{CLIPS_PER_CLASS}; 0: none)")
+    parser.add_argument("--clip_kb", "--clip-kb", dest="clip_kb", type=integer, default=CLIP_KB,
+                        help=f"largest embedded clip in kB: a longer clip is compressed, then shortened (default "
+                             f"{CLIP_KB})")
+    add_section_flags(parser, SCORING_DATA)
+    add_storage_flags(parser)
+
+
+def default_outputs(args: argparse.Namespace) -> None:
+    args.out = args.out or storage.join(str(args.source).rstrip("/"), REPORT_FILE)
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from audiotune.engine.report import write_report
+
+    written = write_report(args.source, args.out, args.data_split_root, args.group_by, args.clips, args.clip_kb,
+                           args.run, args.split, scoring_data(args))
+    print(f"report: {written}")
+
+
+COMMAND = Command("report", "one self-contained HTML page of a run, an evaluation, a cross-validation or a "
+                            "sweep: metrics, plots and the clips it got wrong, playable", arguments, run,
+                  default_outputs=default_outputs)

@@ -1,0 +1,200 @@
+"""Reports of what commands wrote: a run directory (train, evaluate) or a cross-validation's experiment directory
+read back, the wrong clips read as the model read them, and one self-contained HTML page written beside them."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from audiotune.config import RunConfig, load_config
+from audiotune.data.audio import load_clip, span_of
+from audiotune.data.errors import DataError
+from audiotune.data.layout import attach_paths, read_splits
+from audiotune.engine.inference import override_data
+from audiotune.models.backbones import input_spec
+from audiotune.outputs import (
+    CONFIG_FILE,
+    CV_CONFIG_FILE,
+    CV_RUNS_TABLE,
+    CV_SUMMARY_FILE,
+    LOG_DIR,
+    LOG_FILE,
+    METRICS_FILE,
+    PREDICTIONS_FILE,
+    REPORT_FILE,
+    SWEEP_SUMMARY_FILE,
+    SWEEP_TRIALS_TABLE,
+    check_output_path,
+    write_bytes,
+)
+from audiotune.report import CLIP_KB, CLIPS_PER_CLASS
+from audiotune.report.clips import Clip, wrong_clips
+from audiotune.report.experiment_page import ExperimentReport, render_experiment
+from audiotune.report.run_page import RunReport, render_run
+from audiotune.report.sweep_page import SweepReport, render_sweep
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GROUP = "subject"
+
+
+def write_report(source: str | Path, out: str | Path | None = None, data_split_root: str = "",
+                 group_by: str = "", clips_per_class: int = CLIPS_PER_CLASS, clip_kb: int = CLIP_KB,
+                 run: str | Path = "", split: str = "", data: dict[str, Any] | None = None) -> Path:
+    """Write the HTML report of run or experiment directory ``source`` to ``out`` (default SOURCE/report.html).
+
+    ``data_split_root``: the table the run scored (default: the run's own ``--data_split_root``), which names each
+    clip's audio and the ``group_by`` column (default ``subject`` when the table has one). ``run``: the run whose
+    config.yaml made an evaluation folder (default: ``source`` or the folder above it). ``split``: the split whose
+    clips are played and broken down (default test, else val, else the one scored). ``data``: data options (``prefix``,
+    ``study``) over the run's own, as ``evaluate -i/-s`` gives them."""
+    source = Path(source)
+    if clips_per_class < 0 or clip_kb <= 0:
+        raise ValueError(f"--clips {clips_per_class}, --clip_kb {clip_kb}: give clips >= 0 and a size cap > 0")
+    out = check_output_path(Path(out) if out else source / REPORT_FILE)
+    if (source / CV_SUMMARY_FILE).is_file():
+        page = render_experiment(read_experiment(source))
+    elif (source / SWEEP_SUMMARY_FILE).is_file():
+        trials = source / SWEEP_TRIALS_TABLE
+        page = render_sweep(SweepReport(f"sweep: {source.resolve().name}", str(source.resolve()),
+                                        _read_json(source / SWEEP_SUMMARY_FILE),
+                                        pd.read_csv(trials) if trials.is_file() else None))
+    elif (source / METRICS_FILE).is_file() or (source / PREDICTIONS_FILE).is_file():
+        page = render_run(read_run(source, data_split_root, group_by, clips_per_class, clip_kb, run, split, data))
+    else:
+        raise ValueError(f"{source}: neither a run directory (no {METRICS_FILE} or {PREDICTIONS_FILE}), a "
+                         f"cross-validation (no {CV_SUMMARY_FILE}) nor a sweep (no {SWEEP_SUMMARY_FILE})")
+    return write_bytes(out, page)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: cannot be read as JSON ({err})") from err
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return value
+
+
+def read_experiment(source: Path) -> ExperimentReport:
+    """A cross-validation's summary, runs table and config."""
+    runs = source / CV_RUNS_TABLE
+    config = source / CV_CONFIG_FILE
+    return ExperimentReport(title=f"cross-validation: {source.resolve().name}", source=str(source.resolve()),
+                            summary=_read_json(source / CV_SUMMARY_FILE),
+                            runs=pd.read_csv(runs) if runs.is_file() else None,
+                            config_yaml=config.read_text() if config.is_file() else "")
+
+
+def _config_dir(source: Path, run: str | Path = "") -> Path | None:
+    """The run directory whose config.yaml made these outputs: ``run`` when given, else ``source``, or the run an
+    evaluation sits in."""
+    if run:
+        if not (Path(run) / CONFIG_FILE).is_file():
+            raise ValueError(f"--run {run}: not a run directory (no {CONFIG_FILE})")
+        return Path(run)
+    return next((d for d in (source, source.parent) if (d / CONFIG_FILE).is_file()), None)
+
+
+def _scored_table(config: RunConfig, data_split_root: str) -> pd.DataFrame:
+    """Every row of the scored table(s) with its audio path, by uid."""
+    tables = []
+    for split, table in read_splits(data_split_root, na_values=config.data.na_values).items():
+        with_paths, _ = attach_paths(table, config.data.prefix, config.data.study, split)
+        tables.append(with_paths)
+    joined = pd.concat(tables)
+    joined.index = joined.index.astype(str)
+    return joined[~joined.index.duplicated()]
+
+
+def _place(row: pd.Series) -> str:
+    """Where a segment lies in its recording (empty for a whole file)."""
+    span = span_of(row)
+    if span.is_whole:
+        return ""
+    end = "the end" if span.duration is None else f"{span.offset + span.duration:.2f} s"
+    channels = f", channels {list(span.channels)}" if span.channels else ""
+    return f"{span.offset:.2f} s to {end} of {Path(str(row['path'])).name}{channels}"
+
+
+def _load(clips: list[Clip], table: pd.DataFrame, config: RunConfig) -> None:
+    """Each clip's segment as the model read it (span, channel mode, resampling, scoring crop)."""
+    spec = input_spec(config).audio(train=False)
+    for clip in clips:
+        if clip.uid not in table.index:
+            clip.problem = f"'{clip.uid}' is not in the table read"
+            continue
+        row = table.loc[clip.uid]
+        try:
+            clip.place = _place(row)
+            clip.wave, clip.rate = load_clip(str(row["path"]), spec, float(row.get("expected_rate", float("nan"))),
+                                             span_of(row))
+        except (DataError, OSError) as err:
+            clip.problem = f"cannot be read: {err}"
+
+
+def read_run(source: Path, data_split_root: str = "", group_by: str = "", clips_per_class: int = CLIPS_PER_CLASS,
+             clip_kb: int = CLIP_KB, run: str | Path = "", split: str = "",
+             data: dict[str, Any] | None = None) -> RunReport:
+    """Everything a run page shows; what is missing is said on the page."""
+    config_dir = _config_dir(source, run)
+    config = load_config(config_dir / CONFIG_FILE) if config_dir else None
+    if config is not None:
+        override_data(config, data)
+    metrics = _read_json(source / METRICS_FILE) if (source / METRICS_FILE).is_file() else {}
+    predictions = pd.read_parquet(source / PREDICTIONS_FILE) if (source / PREDICTIONS_FILE).is_file() else None
+    log_csv = source / LOG_DIR / LOG_FILE
+    selection = metrics.get("selection") or {}
+    kept = selection.get("epoch") or (metrics.get("epochs_run") if metrics.get("trained") else None)
+    report = RunReport(
+        title=f"{'evaluation' if config_dir != source else 'run'}: {source.resolve().name}",
+        source=str(source.resolve()), metrics=metrics, predictions=predictions,
+        config_yaml=(config_dir / CONFIG_FILE).read_text() if config_dir else "",
+        heads=[dataclasses.asdict(h) for h in config.heads] if config else [],
+        log=pd.read_csv(log_csv) if log_csv.is_file() else None, kept_epoch=kept,
+        clips_per_class=clips_per_class, max_clip_bytes=clip_kb * 1000)
+    if config is None:
+        report.notes.append(f"no {CONFIG_FILE} here or in the folder above: heads and audio settings unknown")
+    if predictions is None or config is None:
+        report.clips_missing = report.groups_missing = "no predictions or no config: nothing to break down or play"
+        return report
+    splits = list(predictions["split"].unique())
+    if split and split not in splits:
+        raise ValueError(f"--split {split}: {source / PREDICTIONS_FILE} scores {', '.join(map(str, splits))}")
+    report.split = split or next((s for s in ("test", "val") if s in splits), splits[0] if splits else "")
+    root = data_split_root or (config.data.data_split_root if config_dir == source else "")
+    if not root:
+        missing = "the table an evaluation scored is not recorded in its folder: give -d TABLE to `audiotune report`"
+        report.clips_missing = report.groups_missing = missing
+        return report
+    try:
+        table = _scored_table(config, root)
+    except (DataError, OSError) as err:
+        missing = f"the scored table cannot be read ({err}); give it as -d TABLE to `audiotune report`"
+        report.clips_missing = report.groups_missing = missing
+        return report
+    column = group_by or DEFAULT_GROUP
+    if column in table.columns:
+        report.group_by, report.groups = column, table[column]
+    elif group_by:
+        raise ValueError(f"--group_by {group_by}: {root} has no such column (columns: {', '.join(table.columns)})")
+    else:
+        report.groups_missing = f"the table has no '{DEFAULT_GROUP}' column: give --group_by COLUMN for a breakdown"
+    report.clips = wrong_clips(predictions, report.heads, report.split, clips_per_class)
+    _load(report.clips, table, config)
+    return report
+
+
+def report_when_done(directory: str | Path, data_split_root: str = "", run: str | Path = "",
+                     data: dict[str, Any] | None = None) -> str:
+    """The report a command writes when it ends (``--report``): the line to print. The command's outputs are
+    complete already, so a report that cannot be written is said, not raised."""
+    try:
+        return f"report: {write_report(directory, data_split_root=data_split_root, run=run, data=data)}"
+    except (OSError, ValueError) as err:  # DataError is a ValueError
+        return f"report not written: {err}"

@@ -1,0 +1,127 @@
+"""The clips a model got wrong: which ones (the most confidently wrong per class), and their cards on the page:
+a player, a spectrogram thumbnail, true and predicted labels with scores."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from html import escape
+
+import numpy as np
+import pandas as pd
+
+from audiotune.report.html import note
+from audiotune.report.media import audio_uri, spectrogram_uri
+
+
+@dataclass
+class Clip:
+    """One wrong clip of one head: ``group`` is its true class (regression: its column); ``wave`` is filled in
+    with the segment as the model read it (or ``problem`` says why it cannot be played)."""
+
+    uid: str
+    head: str
+    group: str
+    truth: str
+    predicted: str
+    confidence: float
+    scores: dict[str, float] = field(default_factory=dict)
+    wave: np.ndarray | None = None
+    rate: int = 0
+    place: str = ""
+    problem: str = ""
+
+
+def _distribution(rows: pd.DataFrame, head: dict, per_class: int) -> list[Clip]:
+    name, classes = head["name"], list(head["classes"])
+    prefix = f"score:{head['columns'][0]}=" if head["kind"] == "categorical" else "score:"
+    columns = [f"{prefix}{c}" for c in classes]
+    if f"true:{name}" not in rows or not all(c in rows for c in columns):
+        return []
+    wrong = rows[rows[f"true:{name}"].notna() & (rows[f"true:{name}"] != rows[f"predicted:{name}"])]
+    clips = []
+    for truth in classes:
+        part = wrong[wrong[f"true:{name}"] == truth]
+        if part.empty:
+            continue
+        chosen = np.array([row[f"{prefix}{row[f'predicted:{name}']}"] for _, row in part.iterrows()])
+        for k in np.argsort(-chosen, kind="stable")[:per_class]:
+            row = part.iloc[k]
+            predicted = str(row[f"predicted:{name}"])
+            clips.append(Clip(str(row["uid"]), name, str(truth), str(truth), predicted, float(chosen[k]),
+                              {truth: float(row[f"{prefix}{truth}"]), predicted: float(chosen[k])}))
+    return clips
+
+
+def _binary(rows: pd.DataFrame, head: dict, per_class: int) -> list[Clip]:
+    clips = []
+    for column in head["columns"]:
+        score, target = rows.get(f"score:{column}"), rows.get(f"target:{column}")
+        if score is None or target is None:
+            continue
+        wrong = rows[target.notna() & ((score >= 0.5) != (target >= 0.5))]
+        for value in (1, 0):
+            part = wrong[(wrong[f"target:{column}"] >= 0.5) == bool(value)]
+            order = np.argsort(-np.abs(part[f"score:{column}"].to_numpy() - 0.5), kind="stable")[:per_class]
+            for k in order:
+                row = part.iloc[k]
+                clips.append(Clip(str(row["uid"]), head["name"], f"{column}={value}", f"{column}={value}",
+                                  f"{column}={1 - value}", float(abs(row[f"score:{column}"] - 0.5) * 2),
+                                  {f"P({column}=1)": float(row[f"score:{column}"])}))
+    return clips
+
+
+def _regression(rows: pd.DataFrame, head: dict, per_class: int) -> list[Clip]:
+    clips = []
+    for column in head["columns"]:
+        if f"score:{column}" not in rows or f"target:{column}" not in rows:
+            continue
+        part = rows[rows[f"target:{column}"].notna()]
+        error = (part[f"score:{column}"] - part[f"target:{column}"]).abs().to_numpy()
+        for k in np.argsort(-error, kind="stable")[:per_class]:
+            row = part.iloc[k]
+            clips.append(Clip(str(row["uid"]), head["name"], column, f"{row[f'target:{column}']:.4g}",
+                              f"{row[f'score:{column}']:.4g}", float(error[k]), {"|error|": float(error[k])}))
+    return clips
+
+
+def wrong_clips(predictions: pd.DataFrame, heads: list[dict], split: str, per_class: int) -> list[Clip]:
+    """The ``per_class`` most confidently wrong clips of ``split`` per head and true class: categorical and soft
+    heads by the wrong class's score, binary columns by the distance of the score from 0.5 (per true value),
+    regression columns by the absolute error."""
+    rows = predictions[predictions["split"] == split]
+    pick = {"categorical": _distribution, "soft": _distribution, "binary": _binary, "regression": _regression}
+    return [clip for head in heads for clip in pick[head["kind"]](rows, head, per_class)]
+
+
+def clip_card(clip: Clip, max_bytes: int) -> str:
+    """One clip: labels and scores, then its player and spectrogram (or why they are missing)."""
+    scores = ", ".join(f"{escape(str(k))} {v:.3f}" for k, v in clip.scores.items())
+    parts = [f'<div class="clip" data-uid="{escape(clip.uid)}"><b>{escape(clip.uid)}</b><br>true '
+             f'<b>{escape(clip.truth)}</b>, predicted <b class="wrong">{escape(clip.predicted)}</b><br>{scores}']
+    if clip.place:
+        parts.append(f"<br>{escape(clip.place)}")
+    if clip.wave is not None and len(clip.wave):
+        uri, remark = audio_uri(clip.wave, clip.rate, max_bytes)
+        parts.append(f'<img alt="spectrogram of {escape(clip.uid)}" src="{spectrogram_uri(clip.wave, clip.rate)}">'
+                     f'<audio controls preload="metadata" src="{uri}"></audio>')
+        seconds = f"{len(clip.wave) / clip.rate:.2f} s at {clip.rate} Hz" + (f"; {remark}" if remark else "")
+        parts.append(f"<br>{escape(seconds)}")
+    else:
+        parts.append(note(clip.problem or "audio not available"))
+    return "".join(parts) + "</div>"
+
+
+def clips_section(clips: list[Clip], split: str, per_class: int, max_bytes: int, missing: str = "") -> str:
+    """Every head's wrong clips, grouped by true class."""
+    if missing:
+        return note(missing)
+    if not clips:
+        return note(f"no wrong clips on the {split} split")
+    parts: list[str] = [note(f"The {per_class} most confidently wrong clips of the {split} split per head and true "
+                             "class, as the model read them (segment, channel mode, sample rate, crop).")]
+    groups: dict[tuple[str, str], list[Clip]] = {}
+    for clip in clips:
+        groups.setdefault((clip.head, clip.group), []).append(clip)
+    for (head, group), members in groups.items():
+        parts.append(f"<h3>{escape(head)}: {escape(group)}</h3>")
+        parts.append('<div class="clips">' + "".join(clip_card(c, max_bytes) for c in members) + "</div>")
+    return "".join(parts)

@@ -1,0 +1,233 @@
+"""The report page of one run (training or evaluation): overview, config, metrics per head and split, per-class
+scores, confusion matrices, training curves, regression scatter plots, a breakdown by a column, wrong clips."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from html import escape
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from audiotune.report import charts
+from audiotune.report.clips import Clip, clips_section
+from audiotune.report.html import charts as chart_row
+from audiotune.report.html import details, figure, note, page, section, table
+
+HOVER_CLIPS = 12  # clips named in a confusion cell's hover text
+
+
+@dataclass
+class RunReport:
+    """Everything the page shows, read from a run directory: ``heads`` as in config.yaml (name, kind, columns,
+    classes); ``log`` the per-step training log; ``kept_epoch`` counted from 1; ``groups`` the ``group_by``
+    value of each uid; ``clips`` the wrong clips of ``split`` with their audio."""
+
+    title: str
+    source: str
+    config_yaml: str
+    metrics: dict
+    heads: list[dict]
+    predictions: pd.DataFrame | None = None
+    log: pd.DataFrame | None = None
+    kept_epoch: int | None = None
+    group_by: str = ""
+    groups: pd.Series | None = None
+    split: str = ""
+    clips: list[Clip] = field(default_factory=list)
+    clips_per_class: int = 5
+    max_clip_bytes: int = 96_000
+    clips_missing: str = ""
+    groups_missing: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def _splits(metrics: dict) -> list[str]:
+    return [split for split, value in metrics.items() if isinstance(value, dict) and "heads" in value]
+
+
+def _overview(report: RunReport) -> str:
+    rows = [[split, report.metrics[split].get("n")] for split in _splits(report.metrics)]
+    facts = [(key, report.metrics[key]) for key in ("weights", "validation", "epochs_run", "train_clips")
+             if key in report.metrics]
+    body = table(["split", "clips scored"], rows) if rows else note("no metrics.json: nothing was scored")
+    body += table([], facts, text_columns=2) if facts else ""
+    return body + "".join(note(text) for text in report.notes + [n for s in _splits(report.metrics)
+                                                                  for n in report.metrics[s].get("notes", [])])
+
+
+def _scalars(values: dict) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if k != "n" and (v is None or isinstance(v, (int, float)))
+            and not isinstance(v, bool)}
+
+
+def _metrics(report: RunReport) -> str:
+    rows, keys = [], []
+    for split in _splits(report.metrics):
+        aucs = report.metrics[split].get("auc") or {}
+        for head, values in report.metrics[split]["heads"].items():
+            entries = [(head, values, None)] + [(f"{head} / {c}", v, c) for c, v in values.get("columns", {}).items()]
+            for name, entry, column in entries:
+                scalars = _scalars(entry) | ({"auc": aucs[column]} if column in aucs else {})
+                keys += [k for k in scalars if k not in keys]
+                rows.append((split, name, entry.get("n"), scalars))
+    if not rows:
+        return note("no metrics in this run")
+    return table(["split", "head", "n", *keys], [[s, h, n, *(v.get(k) for k in keys)] for s, h, n, v in rows],
+                 text_columns=2)
+
+
+def _per_class(report: RunReport) -> str:
+    parts = []
+    for split in _splits(report.metrics):
+        for head, values in report.metrics[split]["heads"].items():
+            if "per_class" in values:
+                rows = [[c, v.get("precision"), v.get("recall"), v.get("f1"), v.get("support")]
+                        for c, v in values["per_class"].items()]
+                parts.append(f"<h3>{escape(head)} ({escape(split)})</h3>"
+                             + table(["class", "precision", "recall", "F1", "support"], rows))
+    return "".join(parts) or note("no categorical or soft head: no per-class scores")
+
+
+def _cell_clips(report: RunReport, split: str, head: str, classes: list[str]) -> dict[tuple[int, int], str]:
+    rows = report.predictions
+    if rows is None or f"true:{head}" not in rows:
+        return {}
+    rows = rows[(rows["split"] == split) & rows[f"true:{head}"].notna()]
+    index = {c: k for k, c in enumerate(classes)}
+    notes = {}
+    for (truth, predicted), part in rows.groupby([f"true:{head}", f"predicted:{head}"]):
+        if truth in index and predicted in index:
+            uids = part["uid"].astype(str).tolist()
+            notes[(index[truth], index[predicted])] = ", ".join(uids[:HOVER_CLIPS]) + \
+                (f" … (+{len(uids) - HOVER_CLIPS})" if len(uids) > HOVER_CLIPS else "")
+    return notes
+
+
+def _confusion(report: RunReport) -> str:
+    parts = []
+    for split in _splits(report.metrics):
+        for head, values in report.metrics[split]["heads"].items():
+            if "confusion_matrix" not in values:
+                continue
+            classes = [str(c) for c in values["classes"]]
+            hover = _cell_clips(report, split, head, classes)
+            parts.append(f"<h3>{escape(head)} ({escape(split)}, n={values.get('n')})</h3>" + chart_row([
+                figure(charts.heatmap(values["confusion_matrix"], classes, False, hover), "counts"),
+                figure(charts.heatmap(values["confusion_matrix"], classes, True, hover), "row-normalised (recall)")]))
+    return "".join(parts) + note("Hover a cell for its clips.") if parts else \
+        note("no categorical or soft head: no confusion matrix")
+
+
+def _epoch_series(log: pd.DataFrame, column: str) -> tuple[list[float], list[float]]:
+    series = log[["epoch", column]].dropna().groupby("epoch")[column].last()
+    return [float(e) + 1 for e in series.index], [float(v) for v in series.to_numpy()]
+
+
+def _curves(report: RunReport) -> str:
+    log = report.log
+    if log is None or "epoch" not in log:
+        return note("no training log in this directory (an evaluation, or a run trained without one)")
+    groups = {
+        "loss": [c for c in log.columns if c in ("train_loss_epoch", "val_loss")],
+        "monitored metric": [c for c in log.columns if c.startswith("val_") and c != "val_loss"],
+        "learning rate": [c for c in log.columns if c == "lr" or c.startswith("lr-") or c.startswith("lr_")],
+    }
+    figures, missing = [], []
+    for name, columns in groups.items():
+        series = {c.replace("_epoch", ""): _epoch_series(log, c) for c in columns}
+        series = {k: v for k, v in series.items() if v[0]}
+        if not series:
+            missing.append(name)
+            continue
+        figures.append(figure(charts.line_chart(series, "epoch", name, report.kept_epoch), name))
+    monitor = (report.metrics.get("selection") or {}).get("monitor")
+    if monitor == "val_loss" and "monitored metric" in missing:
+        missing.remove("monitored metric")  # it is the validation loss, drawn with the losses
+    kept = f"Dashed line: the kept epoch ({report.kept_epoch}" + (f", best {monitor})." if monitor else ").") \
+        if report.kept_epoch else "The last epoch is kept."
+    return chart_row(figures) + note(kept) + (note(f"not logged by this run: {', '.join(missing)}") if missing else "")
+
+
+def _scatter(report: RunReport) -> str:
+    heads = [h for h in report.heads if h["kind"] == "regression"]
+    if not heads:
+        return note("no regression head")
+    if report.predictions is None:
+        return note("no predictions.parquet: no scatter plots")
+    figures = []
+    for split in report.predictions["split"].unique():
+        rows = report.predictions[report.predictions["split"] == split]
+        for column in (c for h in heads for c in h["columns"]):
+            part = rows[rows[f"target:{column}"].notna()]
+            figures.append(figure(charts.scatter(part[f"target:{column}"], part[f"score:{column}"], column,
+                                                 part["uid"].astype(str).tolist()),
+                                  f"{column} ({split}, n={len(part)})"))
+    return chart_row(figures)
+
+
+def _uar(truth: pd.Series, predicted: pd.Series) -> float:
+    return float(np.mean([(predicted[truth == c] == c).mean() for c in truth.unique()]))
+
+
+def group_table(rows: pd.DataFrame, heads: list[dict], groups: pd.Series) -> tuple[list[str], list[list]]:
+    """Per group value: clips and, per head, accuracy and UAR (binary: accuracy per column; regression: MAE);
+    worst first by the first head's first score."""
+    keyed = rows.assign(group=rows["uid"].astype(str).map(groups))
+    header, table_rows = ["group", "n"], []
+    for head in heads:
+        if head["kind"] in ("categorical", "soft"):
+            header += [f"{head['name']} accuracy", f"{head['name']} UAR"]
+        else:
+            header += [f"{c} {'MAE' if head['kind'] == 'regression' else 'accuracy'}" for c in head["columns"]]
+    for value, part in keyed.groupby("group", dropna=False):
+        row: list[Any] = [value if isinstance(value, str) or not pd.isna(value) else "(none)", len(part)]
+        for head in heads:
+            if head["kind"] in ("categorical", "soft"):
+                labelled = part[part[f"true:{head['name']}"].notna()]
+                truth, predicted = labelled[f"true:{head['name']}"], labelled[f"predicted:{head['name']}"]
+                row += [float((truth == predicted).mean()) if len(labelled) else None,
+                        _uar(truth, predicted) if len(labelled) else None]
+            for column in head["columns"] if head["kind"] in ("binary", "regression") else []:
+                labelled = part[part[f"target:{column}"].notna()]
+                score, target = labelled[f"score:{column}"], labelled[f"target:{column}"]
+                row.append(None if labelled.empty else float((score - target).abs().mean())
+                           if head["kind"] == "regression" else float(((score >= 0.5) == (target >= 0.5)).mean()))
+        table_rows.append(row)
+    lower_is_worse = not (heads and heads[0]["kind"] == "regression")
+    def worst(row: list) -> float:
+        value = row[2] if len(row) > 2 and row[2] is not None else math.nan
+        return math.inf if math.isnan(value) else (value if lower_is_worse else -value)
+    return header, sorted(table_rows, key=worst)
+
+
+def _breakdown(report: RunReport) -> str:
+    if report.predictions is None:
+        return note("no predictions.parquet: no breakdown")
+    if report.groups is None:
+        return note(report.groups_missing or "no column to break the scores down by (give --group_by COLUMN)")
+    rows = report.predictions[report.predictions["split"] == report.split]
+    header, rows_out = group_table(rows, report.heads, report.groups)
+    return note(f"The {report.split} split by '{report.group_by}', worst first.") + table(header, rows_out)
+
+
+def render_run(report: RunReport) -> str:
+    """The whole HTML page of a run."""
+    no_predictions = "no predictions.parquet in this directory: no clips to show"
+    sections = [
+        section("overview", "Overview", _overview(report)),
+        section("config", "Config", details("config.yaml (the whole resolved config of the run)",
+                                            f"<pre>{escape(report.config_yaml)}</pre>") if report.config_yaml
+                else note("no config.yaml")),
+        section("metrics", "Metrics per head and split", _metrics(report)),
+        section("per-class", "Per-class precision, recall, F1", _per_class(report)),
+        section("confusion", "Confusion matrices", _confusion(report)),
+        section("curves", "Training curves", _curves(report)),
+        section("scatter", "Regression: predicted against true", _scatter(report)),
+        section("groups", "Breakdown by group", _breakdown(report)),
+        section("clips", "Clips it got wrong", clips_section(
+            report.clips, report.split, report.clips_per_class, report.max_clip_bytes,
+            no_predictions if report.predictions is None else report.clips_missing)),
+    ]
+    return page(report.title, report.source, sections)

@@ -1,0 +1,56 @@
+"""--help: every flag once with its default, a command's own options first, rare groups summarised (--help-all
+shows them in full), examples last; -v before or after the command."""
+from __future__ import annotations
+
+import pytest
+
+from audiotune.cli import build_parser, main
+
+
+def help_text(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, *argv: str) -> str:
+    monkeypatch.setenv("COLUMNS", "80")
+    with pytest.raises(SystemExit) as stop:
+        main(list(argv))
+    assert stop.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_train_help_fits_a_screenful_and_help_all_shows_everything(capsys, monkeypatch) -> None:
+    brief = help_text(capsys, monkeypatch, "train", "--model", "ecapa_tdnn", "--help")
+    full = help_text(capsys, monkeypatch, "train", "--model", "ecapa_tdnn", "--help-all")
+    assert len(brief.splitlines()) < 120 < len(full.splitlines())
+    assert brief.startswith("usage: audiotune train [options]")
+    # a summarised group names its flags; --help-all gives each its help and default
+    assert "--tshift  --speed" in brief and "probability of a random time shift" not in brief
+    assert "--tshift X" in full and "probability of a random time shift (up to ±0.5 s) (default 0.0" in \
+        " ".join(full.split())
+    assert "--lin_neurons" in brief and "--model_size" not in brief  # the chosen backbone's flags only
+    assert "--clip-length" not in full and "--clip_length X" in full  # each flag spelt once (both parse)
+
+
+def test_every_config_option_shows_its_default(capsys, monkeypatch) -> None:
+    full = " ".join(help_text(capsys, monkeypatch, "train", "--help-all").split())
+    for text in ("training epochs (default 1; valid [0, inf))", "batch size (default 8;", "(default cosine)",
+                 "(default 512 512 512 512 1536;", "(default 16000;"):
+        assert text in full, text
+
+
+def test_own_options_first_then_shared_groups_then_examples(capsys, monkeypatch) -> None:
+    cv = help_text(capsys, monkeypatch, "cv", "--help")
+    assert cv.index("\nfolds:") < cv.index("\ndata:") < cv.index("\ncloud storage")
+    assert cv.rstrip().splitlines()[-4] == "examples:" and "audiotune cv -d table.csv" in cv.splitlines()[-3]
+    train = help_text(capsys, monkeypatch, "train", "--help")
+    assert train.index("--hypertune_metric") < train.index("\ndata:")
+
+
+def test_split_fractions_have_help_and_defaults(capsys, monkeypatch) -> None:
+    text = " ".join(help_text(capsys, monkeypatch, "split", "--help").split())
+    assert "--test_fraction X share of the rows held out for test, drawn as whole --group values (default: 0.2)" \
+        in text
+    assert "(0: no val.csv) (default: 0.1)" in text and "--seed SEED random seed of the draw" in text
+
+
+@pytest.mark.parametrize("argv, verbose", [(["-v", "recipes"], True), (["recipes", "-v"], True),
+                                           (["recipes", "--verbose"], True), (["recipes"], False)])
+def test_verbose_before_or_after_the_command(argv: list[str], verbose: bool) -> None:
+    assert build_parser().parse_args(argv).verbose is verbose

@@ -1,0 +1,170 @@
+"""Reports of run directories: every section, the wrong clips as the model read them, the options that change
+what is shown, and what the page says when something is missing."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import soundfile as sf
+from conftest import read_report, small_train_args
+
+from audiotune.cli import main
+from audiotune.engine.report import write_report
+
+RUN_SECTIONS = ["overview", "config", "metrics", "per-class", "confusion", "curves", "scatter", "groups", "clips"]
+
+
+def expected_clips(predictions: pd.DataFrame, split: str, per_class: int) -> int:
+    """The wrong clips of the uid dataset's heads (pitch; loud, long), counted here from the predictions."""
+    rows = predictions[predictions["split"] == split]
+    wrong = rows[rows["true:pitch"] != rows["predicted:pitch"]]
+    count = sum(min(per_class, n) for n in wrong.groupby("true:pitch").size())
+    for column in ("loud", "long"):
+        miss = rows[(rows[f"score:{column}"] >= 0.5) != (rows[f"target:{column}"] >= 0.5)]
+        count += sum(min(per_class, n) for n in miss.groupby(f"target:{column}").size())
+    return count
+
+
+def source_samples(prefix: Path, uid: str) -> int:
+    """Samples of a clip once read by the model: the 8 kHz file resampled to 16 kHz, whole (shorter than the crop)."""
+    return sf.info(str(prefix / uid / "waveform.wav")).frames * 2
+
+
+def test_train_writes_a_report_with_every_section_and_the_wrong_clips_playable(trained_run: dict) -> None:
+    run = trained_run["run"]
+    page = read_report(run / "report.html")
+    assert page["sections"] == RUN_SECTIONS
+    predictions = pd.read_parquet(run / "predictions.parquet")
+    assert page["audio"] == expected_clips(predictions, "test", 5) > 0
+    for uid, samples, rate in page["clips"]:
+        assert uid.startswith("fay") and rate == 16000  # the test split, resampled as the model read it
+        assert len(samples) == source_samples(trained_run["prefix"], uid)
+    text = (run / "report.html").read_text()
+    assert "http://" not in text.replace("http://www.w3.org/2000/svg", "") and "https://" not in text
+    assert "The test split by &#x27;subject&#x27;" in text
+    curves = text.split('<section id="curves">')[1].split("</section>")[0]
+    assert [c for c in ("loss", "monitored metric", "learning rate") if f"<figcaption>{c}</figcaption>" in curves] \
+        == ["loss", "learning rate"]  # the monitored metric is the validation loss
+    assert 'class="kept"' in curves and "best val_loss" in curves
+
+
+def test_fewer_clips_a_size_cap_and_another_group_column(trained_run: dict, tmp_path: Path) -> None:
+    run = trained_run["run"]
+    out = tmp_path / "one.html"
+    assert main(["report", str(run), "-o", str(out), "--clips", "1", "--clip_kb", "3", "--group_by", "pitch"]) == 0
+    page = read_report(out)
+    predictions = pd.read_parquet(run / "predictions.parquet")
+    assert page["audio"] == expected_clips(predictions, "test", 1)
+    text = out.read_text()
+    assert "size cap" in text and "The test split by &#x27;pitch&#x27;" in text
+    assert all(len(samples) < source_samples(trained_run["prefix"], uid) for uid, samples, _ in page["clips"])
+    val = tmp_path / "val.html"
+    assert main(["report", str(run), "-o", str(val), "--split", "val"]) == 0
+    assert read_report(val)["audio"] == expected_clips(predictions, "val", 5)
+    assert {uid[:3] for uid, _, _ in read_report(val)["clips"]} == {"eve"}  # the validation speaker
+    none = tmp_path / "none.html"
+    assert main(["report", str(run), "-o", str(none), "--clips", "0"]) == 0
+    assert read_report(none)["audio"] == 0
+
+
+def test_evaluate_writes_its_report_unless_told_not_to(trained_run: dict, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    run, test_csv = trained_run["run"], trained_run["split"] / "test.csv"
+    assert main(["evaluate", "--run", str(run), "-d", str(test_csv), "-o", str(tmp_path / "with")]) == 0
+    page = read_report(tmp_path / "with" / "report.html")
+    assert page["sections"] == RUN_SECTIONS and page["audio"] > 0
+    assert "report: " in capsys.readouterr().out
+    assert main(["evaluate", "--run", str(run), "-d", str(test_csv), "-o", str(tmp_path / "without"),
+                 "--report", "False"]) == 0
+    assert (tmp_path / "without" / "metrics.json").is_file()
+    assert not (tmp_path / "without" / "report.html").exists()
+
+
+def test_a_run_without_predictions_or_config_says_so(trained_run: dict, tmp_path: Path) -> None:
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.yaml", "metrics.json"):
+        shutil.copy(trained_run["run"] / name, bare / name)
+    page = read_report(write_report(bare))
+    assert page["sections"] == RUN_SECTIONS and page["audio"] == 0
+    assert "no predictions.parquet in this directory" in (bare / "report.html").read_text()
+    (bare / "config.yaml").unlink()
+    text = write_report(bare, tmp_path / "no_config.html").read_text()
+    assert "no config.yaml here or in the folder above" in text
+
+
+def test_bad_sources_and_columns_are_one_line_errors(trained_run: dict, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    assert main(["report", str(tmp_path)]) == 2
+    assert "neither a run directory" in capsys.readouterr().err
+    out = tmp_path / "r.html"
+    assert main(["report", str(trained_run["run"]), "-o", str(out), "--group_by", "speaker"]) == 2
+    err = capsys.readouterr().err
+    assert "--group_by speaker" in err and "no such column" in err and "split" in err
+    assert main(["report", str(trained_run["run"]), "-o", str(out), "--split", "train"]) == 2
+    assert "--split train" in capsys.readouterr().err
+    assert main(["report", str(trained_run["run"]), "-o", str(out), "--clips", "-1"]) == 2
+    assert "--clips -1" in capsys.readouterr().err and not out.exists()
+    assert not out.exists()
+
+
+def test_segments_are_played_as_read_and_placed_in_their_recording(trained_run: dict, tmp_path: Path) -> None:
+    import numpy as np
+    import yaml
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("metrics.json", "predictions.parquet"):
+        shutil.copy(trained_run["run"] / name, run / name)
+    long = tmp_path / "long.wav"
+    sf.write(long, np.random.default_rng(0).uniform(-0.3, 0.3, (3 * 8000, 2)), 8000)  # 3 s, two channels
+    uids = sorted(pd.read_parquet(run / "predictions.parquet").query("split == 'test'")["uid"])
+    pd.DataFrame({"uid": uids, "path": str(long), "subject": "fay", "offset": [0.5 * k for k in range(len(uids))],
+                  "duration": 0.4, "channels": "1"}).to_csv(tmp_path / "segments.csv", index=False)
+    config = yaml.safe_load((trained_run["run"] / "config.yaml").read_text())
+    config["data"].update(data_split_root=str(tmp_path / "segments.csv"), prefix="")
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    page = read_report(write_report(run))
+    assert page["audio"] > 0 and all(len(samples) == 6400 for _, samples, _ in page["clips"])  # 0.4 s at 16 kHz
+    text = (run / "report.html").read_text()
+    for uid, _, _ in page["clips"]:
+        start = 0.5 * uids.index(uid)
+        assert f"{start:.2f} s to {start + 0.4:.2f} s of long.wav, channels [1]" in text
+
+
+def test_train_with_report_false_writes_none(trained_run: dict, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert main([*small_train_args(trained_run, run), "-e", "0", "--report", "False"]) == 0
+    assert (run / "metrics.json").is_file() and not (run / "report.html").exists()
+
+
+def test_a_table_that_moved_is_said_on_the_page(trained_run: dict, tmp_path: Path) -> None:
+    import yaml
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("metrics.json", "predictions.parquet"):
+        shutil.copy(trained_run["run"] / name, run / name)
+    config = yaml.safe_load((trained_run["run"] / "config.yaml").read_text())
+    config["data"]["data_split_root"] = str(tmp_path / "moved")
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    page = read_report(write_report(run))
+    assert page["audio"] == 0 and page["sections"] == RUN_SECTIONS
+    assert "the scored table cannot be read" in (run / "report.html").read_text()
+    assert read_report(write_report(run, data_split_root=str(trained_run["split"])))["audio"] > 0
+
+
+def test_a_sweep_folder_gets_the_sweep_page(tmp_path: Path) -> None:
+    import json
+
+    pd.DataFrame({"trial": [0, 1], "state": ["complete", "complete"], "value": [0.8, 0.6],
+                  "param_learning_rate": [1e-3, 1e-4], "run_dir": ["trial_0", "trial_1"]}).to_csv(
+        tmp_path / "sweep_trials.csv", index=False)
+    (tmp_path / "sweep_summary.json").write_text(json.dumps(
+        {"metric": "val_loss", "goal": "minimize", "trials": {"complete": 2},
+         "best": {"trial": 1, "value": 0.6, "params": {"learning_rate": 1e-4}}}))
+    assert main(["report", str(tmp_path)]) == 0
+    page = read_report(tmp_path / "report.html")
+    assert page["sections"] == ["overview", "objective", "parameters", "trials"] and page["svg"] == 2
