@@ -21,9 +21,9 @@ echo "== pretrain (run.py -m train --task pretrain_joint): masked patches, no la
 audiotune pretrain -i "$OUT/data/lake" -s study1 -d "$OUT/data/splits" -o "$OUT/pretrain" $SHAPE \
   --task pretrain_joint --mask_patch 3 --cluster_factor 2 -e 1 -bs 16 -lr 1e-3 --seed 0
 
-echo "== fine-tune (run.py -m train --task ft_cls --pretrained_mdl_path): from the pretrained weights"
-audiotune train --model ssast -i "$OUT/data/lake" -s study1 -d "$OUT/data/splits" -l "$OUT/data/labels.txt" \
-  -o "$OUT/exp" $SHAPE --task ft_cls --pretrained_mdl_path "$OUT/pretrain/ssast_original.pth" --freeze False \
+echo "== fine-tune (run.py -m train --task ft_cls; the seed's defaults: seeds/naip_ssast): from the pretraining"
+audiotune train --config seeds/naip_ssast -i "$OUT/data/lake" -s study1 -d "$OUT/data/splits" \
+  -l "$OUT/data/labels.txt" -o "$OUT/exp" $SHAPE --task ft_cls --pretrained_mdl_path "$OUT/pretrain/ssast_original.pth" --freeze False \
   -e 1 -bs 16 -lr 1e-3 --clf_bottleneck 16 --seed 0
 
 echo "== eval (run.py -m eval --trained_mdl_path): the saved run, on the test split"

@@ -25,9 +25,9 @@ audiotune split "$OUT/splits/table.csv" --out "$OUT/splits" --train_task "Altern
   --test_task "Sentences" --split_size 0 3 2 --seed 0
 printf 'distorted Cs,distorted V\n' > "$OUT/labels.txt"
 
-echo "== finetune (run.py -m finetune): frozen encoder, hidden state 1, heads trained for one epoch"
+echo "== finetune (run.py -m finetune, the seed's defaults from seeds/naip_w2v2): frozen encoder, hidden state 1"
 audiotune train -c "$OUT/tiny-wav2vec2" -d "$OUT/splits" -l "$OUT/labels.txt" -o "$OUT/exp" \
-  --model hf --layer 1 --weighted False --freeze True -pm mean -bs 16 -lr 1e-3 -e 1 --seed 0
+  --config seeds/naip_w2v2 --layer 1 --weighted False --freeze True -pm mean -bs 16 -lr 1e-3 -e 1 --seed 0
 
 echo "== eval-only (run.py -m eval-only -mp): the saved run, on the test subjects"
 audiotune evaluate -mp "$OUT/exp" -d "$OUT/splits/test.csv" -o "$OUT/exp_eval"

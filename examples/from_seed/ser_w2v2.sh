@@ -6,7 +6,7 @@
 #   run_pretrain.py ..., cluster.py --num_clusters 64,512,4096, run_second.py ...                 (P-TAPT)
 #   run_downstream_custom_multiple_fold.py ... --pretrained_path CKPT                         (fine-tune them)
 # A tiny wav2vec2 written here stands in for facebook/wav2vec2-base (a hub id works the same way); the sizes
-# (steps, clusters, masks, batch) are shrunk to it, the flags are the seed's recipe of README section 5c.
+# (steps, clusters, masks, batch) are shrunk to it; the rest comes from the shipped seeds/ser_* recipes.
 # Usage: bash examples/from_seed/ser_w2v2.sh OUT_DIR   (tiny model, one epoch per run: about a minute on a CPU)
 set -euo pipefail
 OUT=${1:?usage: $0 OUT_DIR}
@@ -19,8 +19,10 @@ echo "== encoder: a tiny wav2vec2 folder (quantizer included) in place of facebo
 python "$EXAMPLES/make_tiny_wav2vec2.py" --out "$OUT/tiny-wav2vec2"
 WAVS="$OUT/data/Audio_16k"
 FOLDS="$OUT/data/labels"
-# the seed's V-FT: CNN + projection frozen, masks on the projected features while training, class-weighted CE,
-# a linear head, test clips whole, the last epoch kept (mask_feature_length 64 of the seed is > the tiny width)
+# the seed's V-FT on its fold files: CNN + projection frozen, masks on the projected features while training,
+# class-weighted CE, a linear head, test clips whole, the last epoch kept (the folds' Val is empty, so these are
+# the flags of the seeds/ser_vft recipe without its best-validation-UAR rule); mask_feature_length 64 of the seed
+# is wider than the tiny encoder (32)
 VFT="--model hf --freeze False --freeze_feature_encoder --freeze_feature_projection \
   --mask_time_prob 0.08 --mask_time_length 15 --mask_feature_prob 0.05 --mask_feature_length 8 \
   --class_weights balanced --clf_bottleneck 0 --activation relu --final_dropout 0 \
@@ -30,21 +32,19 @@ echo "== V-FT (run_downstream_custom_multiple_fold.py): fine-tune on every fold"
 audiotune cv $VFT -c "$OUT/tiny-wav2vec2" -d "$FOLDS" --audio_dir "$WAVS" -o "$OUT/vft" --repeats 1
 
 echo "== TAPT (run_baseline_continueFT.py): wav2vec2's own objective on fold 1's audio, then fine-tune"
-audiotune pretrain --model hf -c "$OUT/tiny-wav2vec2" --objective tapt -d "$FOLDS/fold1.json" -i "$WAVS" \
-  -o "$OUT/tapt" --training_steps 4 --scheduler linear --warmup_steps 1 -lr 1e-4 -bs 16 --max_seconds 10 \
-  --clip_length 0 --gumbel_anneal False --seed 0
+audiotune pretrain --config seeds/ser_tapt -c "$OUT/tiny-wav2vec2" -d "$FOLDS/fold1.json" -i "$WAVS" \
+  -o "$OUT/tapt" --training_steps 4 --warmup_steps 1 -bs 16 --seed 0
 audiotune cv $VFT -c "$OUT/tapt/encoder" -d "$FOLDS" --audio_dir "$WAVS" -o "$OUT/tapt_ft" --repeats 1
 
 echo "== P-TAPT stage 1 (run_pretrain.py): a classifier on fold 1, validated on 8 drawn utterances"
-audiotune train $VFT -c "$OUT/tiny-wav2vec2" -d "$FOLDS/fold1.json" -i "$WAVS" -o "$OUT/stage1" \
-  --val_size 8 --monitor uar --seed 0
+audiotune train --config seeds/ser_vft -c "$OUT/tiny-wav2vec2" --mask_feature_length 8 -e 1 \
+  -d "$FOLDS/fold1.json" -i "$WAVS" -o "$OUT/stage1" --val_size 8 --seed 0
 echo "== P-TAPT clustering (cluster.py --num_clusters): k-means labels of its frames, fitted on Train"
 audiotune cluster --run "$OUT/stage1" --layer -1 -d "$FOLDS/fold1.json" -i "$WAVS" \
   --num_clusters 8 32 --sample_ratio 1.0 --out "$OUT/labels.parquet"
 echo "== P-TAPT stage 2 (run_second.py): predict the clusters of masked frames, then fine-tune"
-audiotune pretrain --model hf -c "$OUT/tiny-wav2vec2" --objective ptapt --pseudo_labels "$OUT/labels.parquet" \
-  -d "$FOLDS/fold1.json" -i "$WAVS" -o "$OUT/ptapt" --training_steps 4 --scheduler linear --warmup_steps 1 \
-  --max_seconds 10 --dynamic_batch 5 --seed 0
+audiotune pretrain --config seeds/ser_ptapt -c "$OUT/tiny-wav2vec2" --pseudo_labels "$OUT/labels.parquet" \
+  -d "$FOLDS/fold1.json" -i "$WAVS" -o "$OUT/ptapt" --training_steps 4 --warmup_steps 1 --dynamic_batch 5 --seed 0
 audiotune cv $VFT -c "$OUT/ptapt/encoder" -d "$FOLDS" --audio_dir "$WAVS" -o "$OUT/ptapt_ft" --repeats 1
 
 python - "$OUT" <<'PY'
