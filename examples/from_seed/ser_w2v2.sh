@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# FT-w2v2-ser -> audiotune: V-FT, TAPT and P-TAPT on session folds, each scored by cross-validation.
+# The seed's lines were
+#   run_downstream_custom_multiple_fold.py --labeldir FOLDS/ --datadir WAVS/ --num_exps N        (V-FT)
+#   run_baseline_continueFT.py --datadir WAVS/ --labelpath FOLD.json --training_step S ...        (TAPT)
+#   run_pretrain.py ..., cluster.py --num_clusters 64,512,4096, run_second.py ...                 (P-TAPT)
+#   run_downstream_custom_multiple_fold.py ... --pretrained_path CKPT                         (fine-tune them)
+# A tiny wav2vec2 written here stands in for facebook/wav2vec2-base (a hub id works the same way); the sizes
+# (steps, clusters, masks, batch) are shrunk to it; the rest comes from the shipped seeds/ser_* recipes.
+# Usage: bash examples/from_seed/ser_w2v2.sh OUT_DIR   (tiny model, one epoch per run: about a minute on a CPU)
+set -euo pipefail
+OUT=${1:?usage: $0 OUT_DIR}
+EXAMPLES=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p "$OUT"
+
+echo "== data: utterances of three sessions and the seed's fold files (one session tested, \"Val\" empty)"
+python "$EXAMPLES/make_emotion_data.py" --out "$OUT/data" --takes 1
+echo "== encoder: a tiny wav2vec2 folder (quantizer included) in place of facebook/wav2vec2-base"
+python "$EXAMPLES/make_tiny_wav2vec2.py" --out "$OUT/tiny-wav2vec2"
+WAVS="$OUT/data/Audio_16k"
+FOLDS="$OUT/data/labels"
+# the seed's V-FT on its fold files: CNN + projection frozen, masks on the projected features while training,
+# class-weighted CE, a linear head, test clips whole, the last epoch kept (the folds' Val is empty, so these are
+# the flags of the seeds/ser_vft recipe without its best-validation-UAR rule); mask_feature_length 64 of the seed
+# is wider than the tiny encoder (32)
+VFT="--model hf --freeze False --freeze_feature_encoder --freeze_feature_projection \
+  --mask_time_prob 0.08 --mask_time_length 15 --mask_feature_prob 0.05 --mask_feature_length 8 \
+  --class_weights balanced --clf_bottleneck 0 --activation relu --final_dropout 0 \
+  --optim adam -lr 1e-4 --scheduler none -e 1 -bs 64 --clip_length 10 --eval_clip_length 0"
+
+echo "== V-FT (run_downstream_custom_multiple_fold.py): fine-tune on every fold"
+audiotune cv $VFT -c "$OUT/tiny-wav2vec2" -d "$FOLDS" --audio_dir "$WAVS" -o "$OUT/vft" --repeats 1
+
+echo "== TAPT (run_baseline_continueFT.py): wav2vec2's own objective on fold 1's audio, then fine-tune"
+audiotune pretrain --config seeds/ser_tapt -c "$OUT/tiny-wav2vec2" -d "$FOLDS/fold1.json" -i "$WAVS" \
+  -o "$OUT/tapt" --training_steps 4 --warmup_steps 1 -bs 16 --seed 0
+audiotune cv $VFT -c "$OUT/tapt/encoder" -d "$FOLDS" --audio_dir "$WAVS" -o "$OUT/tapt_ft" --repeats 1
+
+echo "== P-TAPT stage 1 (run_pretrain.py): a classifier on fold 1, validated on 8 drawn utterances"
+audiotune train --config seeds/ser_vft -c "$OUT/tiny-wav2vec2" --mask_feature_length 8 -e 1 \
+  -d "$FOLDS/fold1.json" -i "$WAVS" -o "$OUT/stage1" --val_size 8 --seed 0
+echo "== P-TAPT clustering (cluster.py --num_clusters): k-means labels of its frames, fitted on Train"
+audiotune cluster --run "$OUT/stage1" --layer -1 -d "$FOLDS/fold1.json" -i "$WAVS" \
+  --num_clusters 8 32 --sample_ratio 1.0 --out "$OUT/labels.parquet"
+echo "== P-TAPT stage 2 (run_second.py): predict the clusters of masked frames, then fine-tune"
+audiotune pretrain --config seeds/ser_ptapt -c "$OUT/tiny-wav2vec2" --pseudo_labels "$OUT/labels.parquet" \
+  -d "$FOLDS/fold1.json" -i "$WAVS" -o "$OUT/ptapt" --training_steps 4 --warmup_steps 1 --dynamic_batch 5 --seed 0
+audiotune cv $VFT -c "$OUT/ptapt/encoder" -d "$FOLDS" --audio_dir "$WAVS" -o "$OUT/ptapt_ft" --repeats 1
+
+python - "$OUT" <<'PY'
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+uar = {name: json.loads((out / run / "cv_summary.json").read_text())["statistics"]["test"]["uar"]["mean"]
+       for name, run in (("V-FT", "vft"), ("TAPT", "tapt_ft"), ("P-TAPT", "ptapt_ft"))}
+print("ser_w2v2: 3-fold test UAR " + ", ".join(f"{k} {v:.3f}" for k, v in uar.items())
+      + f" (chance 0.250); summaries in {out}/{{vft,tapt_ft,ptapt_ft}}/cv_summary.json")
+PY
