@@ -19,14 +19,10 @@ echo "== encoder: a tiny wav2vec2 folder (quantizer included) in place of facebo
 python "$EXAMPLES/make_tiny_wav2vec2.py" --out "$OUT/tiny-wav2vec2"
 WAVS="$OUT/data/Audio_16k"
 FOLDS="$OUT/data/labels"
-# the seed's V-FT on its fold files: CNN + projection frozen, masks on the projected features while training,
-# class-weighted CE, a linear head, test clips whole, the last epoch kept (the folds' Val is empty, so these are
-# the flags of the seeds/ser_vft recipe without its best-validation-UAR rule); mask_feature_length 64 of the seed
-# is wider than the tiny encoder (32)
-VFT="--model hf --freeze False --freeze_feature_encoder --freeze_feature_projection \
-  --mask_time_prob 0.08 --mask_time_length 15 --mask_feature_prob 0.05 --mask_feature_length 8 \
-  --class_weights balanced --clf_bottleneck 0 --activation relu --final_dropout 0 \
-  --optim adam -lr 1e-4 --scheduler none -e 1 -bs 64 --clip_length 10 --eval_clip_length 0"
+# the seed's V-FT on its fold files (the seeds/ser_vft recipe): CNN + projection frozen, masks on the projected
+# features while training, class-weighted CE, a linear head, test clips whole, the last epoch kept (the folds' Val
+# is empty); mask_feature_length 64 of the seed is wider than the tiny encoder (32)
+VFT="--config seeds/ser_vft --mask_feature_length 8 -e 1 --num_workers 0"
 
 echo "== V-FT (run_downstream_custom_multiple_fold.py): fine-tune on every fold"
 audiotune cv $VFT -c "$OUT/tiny-wav2vec2" -d "$FOLDS" --audio_dir "$WAVS" -o "$OUT/vft" --repeats 1
@@ -37,7 +33,7 @@ audiotune pretrain --config seeds/ser_tapt -c "$OUT/tiny-wav2vec2" -d "$FOLDS/fo
 audiotune cv $VFT -c "$OUT/tapt/encoder" -d "$FOLDS" --audio_dir "$WAVS" -o "$OUT/tapt_ft" --repeats 1
 
 echo "== P-TAPT stage 1 (run_pretrain.py): a classifier on fold 1, validated on 8 drawn utterances"
-audiotune train --config seeds/ser_vft -c "$OUT/tiny-wav2vec2" --mask_feature_length 8 -e 1 \
+audiotune train --config seeds/ser_vft --monitor uar -c "$OUT/tiny-wav2vec2" --mask_feature_length 8 -e 1 \
   -d "$FOLDS/fold1.json" -i "$WAVS" -o "$OUT/stage1" --val_size 8 --seed 0
 echo "== P-TAPT clustering (cluster.py --num_clusters): k-means labels of its frames, fitted on Train"
 audiotune cluster --run "$OUT/stage1" --layer -1 -d "$FOLDS/fold1.json" -i "$WAVS" \

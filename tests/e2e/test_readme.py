@@ -47,12 +47,14 @@ QUICK_ECAPA = [flag for flag in SMALL_ECAPA if flag not in ("--features", "fbank
 WRAPPER = """#!{python}
 # audiotune with the README test's QUICK flags appended (see tests/e2e/test_readme.py)
 import runpy, sys, yaml
+from audiotune.config import resolve_recipe
 args = sys.argv[1:]
 quick, quick_ecapa = {quick!r}, {quick_ecapa!r}
 command = args[0] if args else ""
 model = next((args[i + 1] for i in range(len(args) - 1, -1, -1) if args[i] == "--model"), None)
 if model is None and "--config" in args:
-    model = (yaml.safe_load(open(args[args.index("--config") + 1])).get("model") or {{}}).get("model")
+    recipe = resolve_recipe(args[args.index("--config") + 1])  # a path or a shipped recipe's name
+    model = (yaml.safe_load(open(recipe)).get("model") or {{}}).get("model")
 extra = quick.get(command, []) + (quick_ecapa if command in ("train", "cv") and (model or "ecapa_tdnn") ==
                                    "ecapa_tdnn" else [])
 sys.argv = ["audiotune", *args, *extra]
