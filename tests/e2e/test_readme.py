@@ -37,6 +37,8 @@ SKIP = (
     (r"^(torchrun|srun|MASTER_ADDR=|CUDA_VISIBLE_DEVICES=)|--devices [2-9]",
      "several GPUs, processes or machines"),
     (r"(^|\s)\.\.\.(\s|$)", "an outline: its `...` stands for flags shown elsewhere"),
+    (r"^audiotune import |runs/seed_",
+     "a seed system's saved files (tests/e2e/test_import*.py re-create each seed's save code and run these)"),
 )
 
 # Appended to the README's flags (per command, and for ECAPA-TDNN its width) so that training is a smoke run.
