@@ -180,7 +180,7 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     final = Path(args.out)
-    if final.exists() and not (final / "truth.json").is_file():
+    if final.exists() and any(final.iterdir()) and not (final / "truth.json").is_file():
         raise SystemExit(f"{final}: exists and is not an earlier output of this script (no truth.json); "
                          "choose another --out")
 

@@ -234,13 +234,13 @@ def test_frozen_encoder_trials_share_the_feature_cache(tmp_path: Path) -> None:
 def test_failed_trials_are_listed_and_stop_the_sweep_past_max_failed(tmp_path: Path,
                                                                       capsys: pytest.CaptureFixture) -> None:
     ds = make_uid_dataset(tmp_path)
-    # the second value is refused by --clip_length when its trial starts
+    # the second value is a valid option that fails when its trial reads the audio (mono files have no channel 5)
     space = write_space(tmp_path / "space.yaml", algorithm="grid",
-                        parameters={"clip_length": {"type": "categorical", "values": ["0.5", "-5"]}})
+                        parameters={"channel_select": {"type": "categorical", "values": ["0", "5"]}})
     args = sweep_args(ds, space, tmp_path / "strict", "-e", "1", "--trials", "2", "--pruner", "none")
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert "failed" in err and "--max_failed 0" in err and "clip_length" in err
+    assert "failed" in err and "--max_failed 0" in err and "channel" in err
     # also: the study in a database and under a name of the user's choice
     database = f"sqlite:///{tmp_path / 'studies.db'}"
     assert main(sweep_args(ds, space, tmp_path / "tolerant", "-e", "1", "--trials", "2", "--pruner", "none",
@@ -250,4 +250,4 @@ def test_failed_trials_are_listed_and_stop_the_sweep_past_max_failed(tmp_path: P
     table = trials(tmp_path / "tolerant")
     assert sorted(table["state"]) == ["complete", "fail"]
     failed = table[table["state"] == "fail"].iloc[0]
-    assert failed["param_clip_length"] == -5 and "clip_length" in failed["error"]
+    assert str(failed["param_channel_select"]) == "5" and "channel" in failed["error"]
