@@ -116,6 +116,8 @@ def test_cv_report_plays_the_most_confidently_wrong_clips_over_the_folds(cv_expe
     assert "The 5 most confidently wrong clips of the test split" in text
     overview = text.split('<section id="overview">')[1].split("</section>")[0]
     assert "this cross-validation: the command line that wrote it" in overview and "audiotune cv -d" in overview
+    [command] = json.loads((cv_experiment / "fold_2" / "run_2" / "command.json").read_text())
+    assert command["argv"][:2] == ["audiotune", "cv"]  # each fold's run records the cv that trained it
     one = cv_experiment / "one.html"
     assert main(["report", str(cv_experiment), "-o", str(one), "--clips", "1"]) == 0
     assert len(read_report(one)["clips"]) == min(1, len(wrong[wrong["true:pitch"] == "high"])) + \
