@@ -14,7 +14,7 @@ from conftest import read_report, small_train_args
 from torch.utils.data import DataLoader, TensorDataset
 
 from audiotune.cli import build_parser, config_from_args, main
-from audiotune.config import RuntimeConfig, TrainConfig
+from audiotune.config import RunConfig, RuntimeConfig, TrainConfig, check_config
 from audiotune.engine.module import optimizers
 from audiotune.engine.trainer import build_trainer
 
@@ -117,6 +117,10 @@ def test_logger_tensorboard_without_the_package_fails_before_anything_is_written
     err = capsys.readouterr().err
     assert "--logger tensorboard: the tensorboard package is not installed (pip install tensorboard)" in err
     assert "Traceback" not in err and not run.exists()
+    config = RunConfig()
+    config.runtime.logger = "wandb"  # from a config file, which argparse's choices do not see
+    with pytest.raises(ValueError, match="--logger wandb: choose one of csv, tensorboard"):
+        check_config(config)
 
 
 def test_logger_tensorboard_writes_event_files_beside_the_csv_the_report_reads(uid_dataset: dict,

@@ -251,9 +251,10 @@ class RuntimeConfig:
                                       "waveform augmentation still runs per epoch")
     report: bool = option(True, "write the HTML report (see `audiotune report`) when train, evaluate, cv or "
                                 "sweep ends")
-    logger: str = option("csv", f"training curves: csv ({LOG_DIR}/{LOG_FILE}) or tensorboard (also TensorBoard "
-                                f"event files in {LOG_DIR}/{TENSORBOARD_DIR}; needs `pip install tensorboard`); the "
-                                "CSV, which the report reads, is always written", choices=LOGGERS)
+    logger: str = option("csv", f"training curves of train, pretrain, cv and sweep runs: csv ({LOG_DIR}/{LOG_FILE})"
+                                f" or tensorboard (also TensorBoard event files in {LOG_DIR}/{TENSORBOARD_DIR}; needs "
+                                "`pip install tensorboard`); the CSV, which the report reads, is always written",
+                         choices=LOGGERS)
 
 
 HEAD_KINDS = ("binary", "categorical", "soft", "regression")
@@ -326,7 +327,9 @@ def check_config(config: RunConfig) -> RunConfig:
     if features.vtlp > 0 and features.features != "fbank":
         problems.append(f"--vtlp {features.vtlp}: warps the fbank's frequency axis; needs --features fbank "
                         f"(not {features.features})")
-    if config.runtime.logger == "tensorboard" and not any(importlib.util.find_spec(name) for name in TENSORBOARD):
+    if config.runtime.logger not in LOGGERS:  # a config file's value: the flag's choices are checked by argparse
+        problems.append(f"--logger {config.runtime.logger}: choose one of {', '.join(LOGGERS)}")
+    elif config.runtime.logger == "tensorboard" and not any(importlib.util.find_spec(name) for name in TENSORBOARD):
         problems.append("--logger tensorboard: the tensorboard package is not installed (pip install tensorboard)")
     try:
         AugmentConfig(**vars(config.augment))
