@@ -213,6 +213,9 @@ class TrainConfig:
     debug: bool = option(False, "use only the first 8 rows of every split")
 
 
+FEATURE_PLACES = ("auto", "device", "workers")
+
+
 @dataclass
 class RuntimeConfig:
     """Where and how a command runs (device, precision, processes, data workers, caches): training and inference
@@ -238,6 +241,11 @@ class RuntimeConfig:
                                       "the cache folder) and read it back every epoch instead of decoding again; "
                                       "waveform augmentation still runs per epoch")
     report: bool = option(True, "write the HTML report (see `audiotune report`) when train, evaluate or cv ends")
+    features_on: str = option("auto", "where fbank/MFCC features, their normalisation and SpecAugment are computed: "
+                                      "device (batched on the model's device, after the transfer; the data workers "
+                                      "only decode, resample and crop), workers (per clip in the data workers), or "
+                                      "auto (device on a GPU, workers on the CPU)",
+                              choices=FEATURE_PLACES)
 
 
 HEAD_KINDS = ("binary", "categorical", "soft", "regression")
