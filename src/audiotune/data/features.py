@@ -255,7 +255,7 @@ def mfcc(
         )
     window, fb, dct = _mfcc_constants(sample_rate, n_fft, n_mels, n_mfcc, x.device, x.dtype)
     centred = lengths is None  # else each clip is reflect-padded at its own ends here
-    framed = x if centred else _reflect_each(x, lengths, n_fft // 2)
+    framed = x if lengths is None else _reflect_each(x, lengths, n_fft // 2)
     spec = torch.stft(framed, n_fft, hop_length=n_fft // 2, win_length=n_fft, window=window, center=centred,
                       pad_mode="reflect", normalized=False, onesided=True, return_complex=True)
     power = spec.real.square() + spec.imag.square()  # (B, F, T)
