@@ -2,6 +2,7 @@
 model's device compute the features; under ``device`` the loaders hand the model's device padded waveforms."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -11,10 +12,10 @@ import torch
 from conftest import small_train_args
 from safetensors.torch import load_file
 
-from audiotune.cli import build_parser, config_from_args
+from audiotune.cli import build_parser, config_from_args, main
 from audiotune.data.batch_features import WAVEFORMS
 from audiotune.engine.train import train
-from audiotune.outputs import MODEL_FILE, PREDICTIONS_FILE
+from audiotune.outputs import METRICS_FILE, MODEL_FILE, PREDICTIONS_FILE
 
 
 class FirstBatches(pl.Callback):
@@ -62,3 +63,20 @@ def test_training_and_scoring_give_the_same_results_either_way(uid_dataset: dict
     assert numbers
     difference = (scored["device"][numbers] - scored["workers"][numbers]).abs().to_numpy().max()
     assert difference <= 1e-4
+
+
+@pytest.mark.slow
+def test_ssast_pretraining_gives_the_same_results_either_way(uid_dataset: dict, tmp_path: Path) -> None:
+    """SSAST's fbank (dataset normalisation, silence padding to target_length) through pretraining's own module."""
+    small = ["--model_size", "tiny", "--num_mel_bins", "32", "--target_length", "64", "--fshape", "16", "--tshape",
+             "16", "--fstride", "16", "--tstride", "16", "-bs", "4", "--seed", "2", "--mask_patch", "3",
+             "--cluster_factor", "2", "-e", "1", "-lr", "1e-3", "--accelerator", "cpu", "--pad", "silence"]
+    for place in ("workers", "device"):
+        assert main(["pretrain", "-i", str(uid_dataset["prefix"]), "-d", str(uid_dataset["split"]),
+                     "-o", str(tmp_path / place), *small, "--features_on", place]) == 0
+    losses = {place: json.loads((tmp_path / place / METRICS_FILE).read_text())["best_val_loss"]
+              for place in ("workers", "device")}
+    assert losses["device"] == pytest.approx(losses["workers"], abs=1e-4)
+    trained = {place: load_file(str(tmp_path / place / MODEL_FILE)) for place in ("workers", "device")}
+    for key, value in trained["workers"].items():
+        torch.testing.assert_close(trained["device"][key], value, atol=1e-4, rtol=1e-4)
