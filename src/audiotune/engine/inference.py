@@ -1,6 +1,6 @@
-"""Batched inference on the device the run config names: which device, whether its loaders pin memory, and the
-no-grad loop shared by evaluate, extract, the feature cache and probe (the loaders are built in
-:mod:`audiotune.data.loading`)."""
+"""Batched inference on the device the run config names: which device, whether its loaders pin memory, whether
+the features are computed there (``--features_on``), and the no-grad loop shared by evaluate, extract, the feature
+cache and probe (the loaders are built in :mod:`audiotune.data.loading`)."""
 from __future__ import annotations
 
 import functools

@@ -211,11 +211,11 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
     assert best is not None  # a monitored fit keeps its best epoch
     check_launch(trainer.is_global_zero, owned.writes)
     replicas, rank, pinned = trainer.world_size, trainer.global_rank, loader_pins_memory(config)
-    device = features_on_device(config, inputs)
+    on_device = features_on_device(config, inputs)
     train_loader = make_loader(config, make_dataset(config, inputs, tables["train"], targets["train"], train=True,
-                                                    on_device=device),
+                                                    on_device=on_device),
                                tables["train"], train=True, pin_memory=pinned, num_replicas=replicas, rank=rank)
-    val_loader = make_loader(config, make_dataset(config, inputs, tables["val"], targets["val"], on_device=device),
+    val_loader = make_loader(config, make_dataset(config, inputs, tables["val"], targets["val"], on_device=on_device),
                              tables["val"], False, pin_memory=pinned, num_replicas=replicas, rank=rank)
     if steps:
         trainer.val_check_interval = min(steps, len(train_loader))

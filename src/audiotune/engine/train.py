@@ -124,9 +124,9 @@ def _loaders(model: Classifier, config: RunConfig, prepared: PreparedData, cache
     train_table, val_table = prepared.tables["train"], prepared.tables.get("val")
     pinned = loader_pins_memory(config)
     inputs = input_spec(config)
-    device = features_on_device(config, inputs)
+    on_device = features_on_device(config, inputs)
     train_loader = make_loader(config, make_dataset(config, inputs, train_table, prepared.targets["train"], train=True,
-                                                    on_device=device),
+                                                    on_device=on_device),
                                train_table, train=True, pin_memory=pinned, sampler=sampler,
                                num_replicas=replicas, rank=rank)
     val_loader = None
@@ -135,7 +135,7 @@ def _loaders(model: Classifier, config: RunConfig, prepared: PreparedData, cache
         if config.train.adapt_bn not in (OFF, WHOLE_SPLIT):
             groups = [rows for _, rows in adaptation_groups(val_table, config.train.adapt_bn, "val")]
         val_loader = make_loader(config, make_dataset(config, inputs, val_table, prepared.targets["val"],
-                                                      on_device=device),
+                                                      on_device=on_device),
                                  val_table, train=False, padding=model.backbone.padding, pin_memory=pinned,
                                  num_replicas=replicas, rank=rank, groups=groups)
     return train_loader, val_loader, None
@@ -150,9 +150,9 @@ def validation_adaptation(config: RunConfig, prepared: PreparedData) -> dict:
     groups = adaptation_groups(table, config.train.adapt_bn, "val")
     pinned = loader_pins_memory(config)
     inputs = input_spec(config)
-    device = features_on_device(config, inputs)
+    on_device = features_on_device(config, inputs)
     adapt_groups = [(name, adaptation_loader(config, make_dataset(config, inputs, table.iloc[rows], targets[rows],
-                                                                  on_device=device),
+                                                                  on_device=on_device),
                                              pin_memory=pinned)) for name, rows in groups]
     uid_groups = None
     if config.train.adapt_bn != WHOLE_SPLIT:
