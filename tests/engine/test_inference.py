@@ -11,7 +11,7 @@ import soundfile as sf
 import torch
 from conftest import tone
 
-from audiotune.config import HeadSpec, RunConfig
+from audiotune.config import HeadSpec, RunConfig, check_config
 from audiotune.data.audio import scan_audio
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.loading import make_dataset, make_loader
@@ -39,6 +39,13 @@ def test_auto_computes_features_in_the_workers_on_the_cpu() -> None:
     assert not features_on_device(config_on("workers"), spec)
     # nothing to compute for waveform inputs
     assert not features_on_device(config_on("device"), InputSpec(features="waveform"))
+
+
+def test_a_config_files_unknown_place_is_refused() -> None:
+    config = config_on("gpu")  # as a config.yaml can hold it: argparse never saw it
+    with pytest.raises(ValueError, match="--features_on gpu: choose one of auto, device, workers"):
+        check_config(config)
+    check_config(config_on("device"))
 
 
 def test_one_rate_per_file_keeps_features_in_the_workers_and_says_so_once(caplog: pytest.LogCaptureFixture) -> None:

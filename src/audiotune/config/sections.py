@@ -222,6 +222,11 @@ class RuntimeConfig:
     alike; a command that loads a run may set them anew (``--accelerator``, ``-bs`` ...)."""
 
     num_workers: int = option(0, "data loader worker processes", ("-nw", "--nworkers"), valid=(0, 1024, True, True))
+    features_on: str = option("auto", "where fbank/MFCC features, their normalisation and SpecAugment are computed: "
+                                      "device (batched on the model's device, after the transfer; the data workers "
+                                      "only decode, resample and crop), workers (per clip in the data workers), or "
+                                      "auto (device on a GPU, workers on the CPU)",
+                              choices=FEATURE_PLACES)
     precision: str = option("32", "precision of training and inference: 32, bf16 (bfloat16 autocast), 16-mixed "
                                   "(float16 autocast with loss scaling; needs a GPU; 16, the seeds' spelling, is "
                                   "the same)", choices=PRECISIONS)
@@ -241,11 +246,6 @@ class RuntimeConfig:
                                       "the cache folder) and read it back every epoch instead of decoding again; "
                                       "waveform augmentation still runs per epoch")
     report: bool = option(True, "write the HTML report (see `audiotune report`) when train, evaluate or cv ends")
-    features_on: str = option("auto", "where fbank/MFCC features, their normalisation and SpecAugment are computed: "
-                                      "device (batched on the model's device, after the transfer; the data workers "
-                                      "only decode, resample and crop), workers (per clip in the data workers), or "
-                                      "auto (device on a GPU, workers on the CPU)",
-                              choices=FEATURE_PLACES)
 
 
 HEAD_KINDS = ("binary", "categorical", "soft", "regression")
@@ -313,6 +313,8 @@ def check_config(config: RunConfig) -> RunConfig:
     the backbone reads them.)"""
     problems = [problem for section in SECTIONS for problem in range_problems(getattr(config, section))]
     features = config.features
+    if config.runtime.features_on not in FEATURE_PLACES:  # a config file's value: argparse checks the flag's
+        problems.append(f"--features_on {config.runtime.features_on}: choose one of {', '.join(FEATURE_PLACES)}")
     if len(features.vtlp_range) != 2 or features.vtlp_range[0] > features.vtlp_range[1]:
         problems.append(f"--vtlp_range {' '.join(map(str, features.vtlp_range))}: give LOW HIGH with LOW <= HIGH")
     if features.vtlp > 0 and features.features != "fbank":
