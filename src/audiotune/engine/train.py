@@ -29,9 +29,9 @@ from audiotune.engine.aggregate import check_recording_targets
 from audiotune.engine.cache import CachedDataset, cache_blocker, cached_datasets, cached_loader
 from audiotune.engine.distributed import check_launch, launched_rank_zero, trainer_devices, unused_parameter_hint
 from audiotune.engine.evaluate import evaluate_prepared
-from audiotune.engine.inference import inference_device, loader_pins_memory
+from audiotune.engine.inference import features_on_device, inference_device, loader_pins_memory
 from audiotune.engine.losses import training_class_weights
-from audiotune.engine.module import TRAIN_CLIPS, ClassifierModule, trains
+from audiotune.engine.module import TRAIN_CLIPS, ClassifierModule, DeviceFeatures, trains
 from audiotune.engine.selection import check_monitor, monitor_key, monitor_mode
 from audiotune.engine.trainer import build_trainer
 from audiotune.models.backbones import input_spec, resolve_config
@@ -124,7 +124,9 @@ def _loaders(model: Classifier, config: RunConfig, prepared: PreparedData, cache
     train_table, val_table = prepared.tables["train"], prepared.tables.get("val")
     pinned = loader_pins_memory(config)
     inputs = input_spec(config)
-    train_loader = make_loader(config, make_dataset(config, inputs, train_table, prepared.targets["train"], train=True),
+    on_device = features_on_device(config, inputs)
+    train_loader = make_loader(config, make_dataset(config, inputs, train_table, prepared.targets["train"], train=True,
+                                                    on_device=on_device),
                                train_table, train=True, pin_memory=pinned, sampler=sampler,
                                num_replicas=replicas, rank=rank)
     val_loader = None
@@ -132,7 +134,8 @@ def _loaders(model: Classifier, config: RunConfig, prepared: PreparedData, cache
         groups = None  # --adapt_bn COLUMN: every validation batch within one group, scored with its statistics
         if config.train.adapt_bn not in (OFF, WHOLE_SPLIT):
             groups = [rows for _, rows in adaptation_groups(val_table, config.train.adapt_bn, "val")]
-        val_loader = make_loader(config, make_dataset(config, inputs, val_table, prepared.targets["val"]),
+        val_loader = make_loader(config, make_dataset(config, inputs, val_table, prepared.targets["val"],
+                                                      on_device=on_device),
                                  val_table, train=False, padding=model.backbone.padding, pin_memory=pinned,
                                  num_replicas=replicas, rank=rank, groups=groups)
     return train_loader, val_loader, None
@@ -147,7 +150,9 @@ def validation_adaptation(config: RunConfig, prepared: PreparedData) -> dict:
     groups = adaptation_groups(table, config.train.adapt_bn, "val")
     pinned = loader_pins_memory(config)
     inputs = input_spec(config)
-    adapt_groups = [(name, adaptation_loader(config, make_dataset(config, inputs, table.iloc[rows], targets[rows]),
+    on_device = features_on_device(config, inputs)
+    adapt_groups = [(name, adaptation_loader(config, make_dataset(config, inputs, table.iloc[rows], targets[rows],
+                                                                  on_device=on_device),
                                              pin_memory=pinned)) for name, rows in groups]
     uid_groups = None
     if config.train.adapt_bn != WHOLE_SPLIT:
@@ -267,6 +272,7 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
     class_weights = training_class_weights(config.heads, prepared.targets["train"], config.train.class_weights)
     module = ClassifierModule(model, config.heads, config.train, steps_per_epoch=len(train_loader),
                               class_weights=class_weights, seed=config.data.seed,
+                              features=DeviceFeatures.of(train_loader, val_loader),
                               **validation_adaptation(config, prepared))
     if resume is not None:
         check_resume_fits(module, resume)
