@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 import torch.nn.functional as F
+import yaml
 from conftest import HF_TINY, save_hf_checkpoint, tone
 from test_import_ser_taps import as_transformers_4_10, lightning_checkpoint
 from torch import nn
@@ -129,9 +130,9 @@ def test_ser_vft_checkpoint_becomes_a_run_that_scores_as_the_seed(tmp_path: Path
         other = type(model)(model.backbone, changed.heads, changed.classifier).eval()
         other.load_state_dict(model.state_dict())
         wave = torch.from_numpy(sf.read(next(audio.iterdir()), dtype="float32")[0])[None]
+        length = torch.tensor([wave.shape[1]])
         with torch.no_grad():
-            assert (other(wave, torch.tensor([wave.shape[1]])) - model(wave, torch.tensor([wave.shape[1]]))).abs().max() \
-                > 1e-3, option
+            assert (other(wave, length) - model(wave, length)).abs().max() > 1e-3, option
 
     # the run's data path reads the clips as the seed did: whole, not normalised
     spec = input_spec(load_run(run)[0])
@@ -143,6 +144,29 @@ def test_ser_vft_checkpoint_becomes_a_run_that_scores_as_the_seed(tmp_path: Path
                  "-bs", "2", "--val_size", "0"]) == 0
     again = load_config(tmp_path / "again" / "config.yaml")
     assert (again.classifier.frame_activation, again.classifier.pool_drop_last) == ("relu", True)
+
+    # --resume: no seed saved its optimiser; training goes on from the imported weights (the seed's class order
+    # mapped onto the data's), said in one line and recorded; without the run's options, one line naming them
+    resume = ["train", "--resume", "-o", str(run), "-d", str(tmp_path / "fold1.json"), "-i", str(audio), "-bs", "2",
+              "--val_size", "0"]
+    capsys.readouterr()
+    assert main([*resume, "-e", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"--config {run / 'config.yaml'}" in err and len(err.strip().splitlines()) == 1
+    assert main([*resume, "--config", str(run / "config.yaml"), "-e", "0"]) == 0
+    history = yaml.safe_load((run / "config_history.yaml").read_text())
+    assert "fresh optimiser" in history[-1]["started_from"] and "started_from" in json.loads(
+        (run / "metrics.json").read_text())
+    continued = pd.read_parquet(run / "predictions.parquet").set_index("uid")
+    test = predictions[predictions["split"] == "test"]
+    assert np.abs(continued.loc[test.index, names].to_numpy() - test[names].to_numpy()).max() <= 1e-5
+    assert load_config(run / "config.yaml").heads[0].classes == sorted(CLASSES)
+    before = load_run(run)[1].state_dict()
+    assert main([*resume, "--config", str(run / "config.yaml"), "-e", "1", "--mask_feature_length", "8",
+                 "--mask_time_length", "2"]) == 0  # the tiny encoder is narrower and shorter than the seed masks
+    after = load_run(run)[1].state_dict()
+    assert not torch.equal(before["classifiers.0.head.outproj.weight"], after["classifiers.0.head.outproj.weight"])
+    assert len(yaml.safe_load((run / "config_history.yaml").read_text())) == 2
 
 
 def test_classes_that_do_not_fit_the_head_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
