@@ -152,6 +152,11 @@ class ClassifierConfig:
     weighted: bool = option(False, "learn a softmax-weighted sum of all hidden states")
     pooling_mode: str = option("mean", "pooling over frames, and how ft embeddings merge across heads",
                                ("-pm", "--pm"), choices=("mean", "sum", "max"))
+    frame_activation: str = option("none", "activation of every hidden state's frames before the layer choice or "
+                                           "weighted sum and the pooling (relu: the seed emotion system's V-FT)",
+                                   choices=("none", "relu", "gelu", "tanh"))
+    pool_drop_last: bool = option(False, "leave each clip's last frame out of the pooling (the seed emotion system's "
+                                         "V-FT pooled its first frames - 1); a clip of one frame keeps it")
 
 
 @dataclass

@@ -82,6 +82,9 @@ def preprocessing_digest(config: RunConfig, inputs: InputSpec, pooling: str) -> 
         "input": {k: v for k, v in inputs.to_dict().items() if k not in ("freqm", "timem", "noise")},
         "pooling": pooling, "precision": config.runtime.precision,
     }
+    frames = {"activation": config.classifier.frame_activation, "drop_last": config.classifier.pool_drop_last}
+    if frames != {"activation": "none", "drop_last": False}:  # the frames pooled (digests of earlier runs kept)
+        settings["frames"] = frames
     return hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=16).hexdigest()
 
 
