@@ -38,9 +38,17 @@ def describe_range(low: float, high: float, low_in: bool, high_in: bool) -> str:
 
 def range_problems(options: Any) -> list[str]:
     """``--name value: must be in ...`` for every option of dataclass instance ``options`` outside its declared
-    valid range (lists are checked per element)."""
+    valid range or not one of its declared choices (lists are checked per element). The command line checks
+    choices itself; a config file's values are checked here."""
     problems = []
     for spec in dataclasses.fields(options):
+        choices = spec.metadata.get("choices")
+        if choices:
+            value = getattr(options, spec.name)
+            wrong = [item for item in (value if isinstance(value, list) else [value])
+                     if item is not None and item not in choices]
+            if wrong:
+                problems.append(f"--{spec.name} {wrong[0]}: choose one of {', '.join(map(str, choices))}")
         if not spec.metadata.get("valid"):
             continue
         low, high, low_in, high_in = spec.metadata["valid"]

@@ -335,16 +335,12 @@ def check_config(config: RunConfig) -> RunConfig:
     the backbone reads them.)"""
     problems = [problem for section in SECTIONS for problem in range_problems(getattr(config, section))]
     features = config.features
-    if config.runtime.features_on not in FEATURE_PLACES:  # a config file's value: argparse checks the flag's
-        problems.append(f"--features_on {config.runtime.features_on}: choose one of {', '.join(FEATURE_PLACES)}")
     if len(features.vtlp_range) != 2 or features.vtlp_range[0] > features.vtlp_range[1]:
         problems.append(f"--vtlp_range {' '.join(map(str, features.vtlp_range))}: give LOW HIGH with LOW <= HIGH")
     if features.vtlp > 0 and features.features != "fbank":
         problems.append(f"--vtlp {features.vtlp}: warps the fbank's frequency axis; needs --features fbank "
                         f"(not {features.features})")
-    if config.runtime.logger not in LOGGERS:  # a config file's value: the flag's choices are checked by argparse
-        problems.append(f"--logger {config.runtime.logger}: choose one of {', '.join(LOGGERS)}")
-    elif config.runtime.logger == "tensorboard" and not any(importlib.util.find_spec(name) for name in TENSORBOARD):
+    if config.runtime.logger == "tensorboard" and not any(importlib.util.find_spec(name) for name in TENSORBOARD):
         problems.append("--logger tensorboard: the tensorboard package is not installed (pip install tensorboard)")
     try:
         AugmentConfig(**vars(config.augment))
