@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from audiotune.config import RunConfig
+from audiotune.config.files import load_config, save_config
 from audiotune.config.sections import check_config
 
 
@@ -22,3 +23,13 @@ def test_a_config_files_value_outside_an_options_choices_is_refused_with_the_fla
 def test_an_unset_optional_choice_is_not_a_problem():
     config = RunConfig()
     check_config(config)
+
+
+def test_a_saved_config_holds_no_action_so_reusing_it_neither_resumes_nor_overwrites(tmp_path):
+    config = RunConfig()
+    config.train.resume = config.train.overwrite = config.train.allow_changes = True
+    config.train.epochs = 7
+    save_config(config, tmp_path / "config.yaml")
+    again = load_config(tmp_path / "config.yaml")
+    assert (again.train.resume, again.train.overwrite, again.train.allow_changes) == (False, False, False)
+    assert again.train.epochs == 7 and config.train.resume  # the options kept; the caller's config untouched

@@ -20,10 +20,13 @@ PROBABILITY = (0, 1, True, True)
 
 
 def option(default: Any, help: str, flags: tuple[str, ...] = (), choices: tuple[Any, ...] | None = None,
-           cli: bool = True, valid: tuple[float, float, bool, bool] | None = None, role: Role | None = None) -> Any:
+           cli: bool = True, valid: tuple[float, float, bool, bool] | None = None, role: Role | None = None,
+           action: bool = False) -> Any:
     """A config field with its command-line help, extra flag spellings, allowed values, valid range and the role
-    of a path (how a remote one is read or written)."""
-    meta = {"help": help, "flags": flags, "choices": choices, "cli": cli, "valid": valid, "role": role}
+    of a path (how a remote one is read or written). An ``action`` (resume, overwrite) is what one command does,
+    not a property of the run: a run's saved config holds its default, so reusing that config repeats nothing."""
+    meta = {"help": help, "flags": flags, "choices": choices, "cli": cli, "valid": valid, "role": role,
+            "action": action}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)

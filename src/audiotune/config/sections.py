@@ -222,11 +222,12 @@ class TrainConfig:
     save_top_k: int = option(1, f"keep the K best validation epochs by --monitor as checkpoints in "
                                 f"EXP_DIR/{CHECKPOINT_DIR} (1: best.ckpt; more: best-epoch=NN.ckpt each); the saved "
                                 "model is the best of them", valid=AT_LEAST_1)
-    resume: bool = option(False, f"continue from EXP_DIR/{CHECKPOINT_DIR}/{LAST_CHECKPOINT}")
-    overwrite: bool = option(False, "replace the run already in --exp_dir (deleted once the inputs are checked)")
+    resume: bool = option(False, f"continue from EXP_DIR/{CHECKPOINT_DIR}/{LAST_CHECKPOINT}", action=True)
+    overwrite: bool = option(False, "replace the run already in --exp_dir (deleted once the inputs are checked)",
+                             action=True)
     allow_changes: bool = option(False, "with --resume: go on although options other than --epochs and where it "
                                         "runs differ from the run's config.yaml; the changes are recorded in "
-                                        f"EXP_DIR/{CONFIG_HISTORY_FILE}")
+                                        f"EXP_DIR/{CONFIG_HISTORY_FILE}", action=True)
     debug: bool = option(False, "use only the first 8 rows of every split")
 
 
