@@ -53,6 +53,7 @@ def _in_input_order(table: pd.DataFrame, uids: dict[str, list[str]]) -> bool:
         table["split"].drop_duplicates().tolist() == list(uids)
 
 
+@pytest.mark.slow  # two command lines, one of them two processes: about a minute on 2 busy CPU cores
 def test_two_processes_extract_the_rows_of_one_in_input_order(uneven: dict) -> None:
     root, run, data = uneven["root"], str(uneven["run"]), str(uneven["uneven"])
     one, two = root / "extract1.parquet", root / "extract2.parquet"
@@ -67,6 +68,7 @@ def test_two_processes_extract_the_rows_of_one_in_input_order(uneven: dict) -> N
     assert not _leftovers(root)
 
 
+@pytest.mark.slow
 def test_two_processes_evaluate_as_one_with_metrics_over_all_rows(uneven: dict) -> None:
     root, run, data = uneven["root"], str(uneven["run"]), str(uneven["uneven"])
     one, two = root / "evaluate1", root / "evaluate2"

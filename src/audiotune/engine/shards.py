@@ -4,9 +4,10 @@
 one ``train``'s Trainer uses (the command runs again with ``LOCAL_RANK`` set; torchrun and srun start the
 processes themselves). Each process scores one contiguous block of each split's rows (:meth:`Shard.rows`: every
 row exactly once, no repeats to pad the shares) and writes its part atomically into a folder rank 0 holds
-(:func:`gathered_parts`). When every process has finished, rank 0 reads the parts, puts the rows back in the
-order of the input (each part row carries its input ``position``) and writes the command's outputs, metrics
-computed once over all rows. A process that fails makes every process fail before any output is written.
+(:func:`gathered_parts`; a part on another machine's disk is sent to rank 0 over the process group). When every
+process has finished, rank 0 reads the parts, puts the rows back in the order of the input (each part row
+carries its input ``position``) and writes the command's outputs, metrics computed once over all rows. A
+process that fails makes every process fail before any output is written.
 """
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
 from audiotune.config import RuntimeConfig
 from audiotune.engine.device import parse_devices
@@ -27,6 +30,7 @@ from audiotune.outputs import atomic_path
 from audiotune.partials import partial_place
 
 POSITION = "position"  # the column of a part holding each row's place in the input (split after split)
+TRANSFER_BYTES = 16 << 20  # a part another machine holds comes over the process group in pieces of this size
 MERGE_ROWS = 4096  # rows taken at a time from the memory-mapped parts into the merged parquet file
 
 
@@ -90,7 +94,7 @@ def gathered_parts(shard: Shard, target: Path, write_part: Callable[[Path], None
     rank order in rank 0, and an empty list in the others.
 
     If any process fails to write its part, every process raises (the others a :class:`ShardError` naming it)
-    and no block runs. With several nodes, the parts must be on a folder every node sees (``target``'s)."""
+    and no block runs. A part that rank 0 does not see (another machine's disk) is sent to it."""
     world, _ = process_group()
     if world != shard.processes:
         raise RuntimeError(f"{shard.processes} processes expected, the process group has {world}")
@@ -106,28 +110,50 @@ def gathered_parts(shard: Shard, target: Path, write_part: Callable[[Path], None
         except Exception as err:  # every process learns of it before any raises
             failure = err
         reports = all_gather_objects(f"{type(failure).__name__}: {failure}" if failure else part.stat().st_size)
-        if failure is not None:
-            part.unlink(missing_ok=True)
-            raise failure
         failed = [(rank, report) for rank, report in enumerate(reports) if isinstance(report, str)]
         if failed:
+            part.unlink(missing_ok=True)
+            if failure is not None:
+                raise failure
             rank, report = failed[0]
             raise ShardError(f"process {rank} of {shard.processes} failed, so nothing was written: {report}")
         try:
-            if shard.writes:
-                parts = [folder / _part_name(rank) for rank in range(shard.processes)]
-                for rank, (path, size) in enumerate(zip(parts, reports)):
-                    if not path.is_file() or path.stat().st_size != size:
-                        raise ShardError(f"{path}: the rows of process {rank} are not in this folder as that "
-                                         f"process wrote them: with several nodes, write the output to a folder "
-                                         "every node shares")
-                yield parts
-            else:
-                yield []
+            parts = [folder / _part_name(rank) for rank in range(shard.processes)]
+            # parts on another machine's disk (no shared folder, or a gs:// output staged on each machine)
+            unseen = all_gather_objects([rank for rank, (path, size) in enumerate(zip(parts, reports))
+                                         if not path.is_file() or path.stat().st_size != size]
+                                        if shard.writes else [])[0]
+            for rank in unseen:
+                if shard.writes:
+                    receive_file(parts[rank], rank)
+                elif shard.rank == rank:
+                    send_file(part, 0)
+            yield parts if shard.writes else []
         finally:
             all_gather_objects(None)  # the others keep their parts until rank 0 has read them
             if not shard.writes:
                 part.unlink(missing_ok=True)
+
+
+def send_file(path: Path, to: int) -> None:
+    """Send the file at ``path`` to process ``to`` (which calls :func:`receive_file`), a few MiB at a time."""
+    with open(path, "rb") as stream:
+        while True:
+            chunk = stream.read(TRANSFER_BYTES)
+            torch.distributed.send_object_list([chunk], dst=to)
+            if not chunk:
+                return
+
+
+def receive_file(path: Path, sender: int) -> None:
+    """Write the file process ``sender`` sends with :func:`send_file` to ``path``, atomically."""
+    with atomic_path(path) as partial, open(partial, "wb") as stream:
+        while True:
+            box: list[Any] = [None]
+            torch.distributed.recv_object_list(box, src=sender)
+            if not box[0]:
+                return
+            stream.write(box[0])
 
 
 def read_part(path: Path) -> pa.Table:
