@@ -33,12 +33,12 @@ def _audiotune(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def uneven(trained_run: dict) -> dict:
     """A split directory of 5 and 7 rows (odd counts: 3 + 2 and 4 + 3 rows for the 2 processes), each in an order
-    that is neither sorted by uid nor by length."""
+    that is neither sorted by uid nor by length, with 2 or 3 clips of each subject."""
     table = trained_run["table"]
     folder = trained_run["root"] / "uneven"
     folder.mkdir()
-    uids = {"val": ["eve1", "dan3", "ann1", "fay0", "cat3"],  # the order of a split directory: train, val, test
-            "test": ["fay3", "ann0", "cat2", "bob1", "eve3", "ann2", "dan0"]}
+    uids = {"val": ["eve1", "dan3", "eve2", "dan0", "eve3"],  # the order of a split directory: train, val, test
+            "test": ["cat2", "ann3", "bob1", "ann0", "cat0", "bob3", "ann2"]}
     for split, rows in uids.items():
         table.loc[rows].to_csv(folder / f"{split}.csv")
     return {**trained_run, "uneven": folder, "uids": uids}
@@ -86,3 +86,22 @@ def test_two_processes_evaluate_as_one_with_metrics_over_all_rows(uneven: dict) 
     assert p2[others].equals(p1[others])
     assert sorted(p.name for p in two.rglob("*")) == sorted(p.name for p in one.rglob("*"))
     assert not _leftovers(root)
+
+
+@pytest.mark.slow
+def test_two_processes_adapt_batchnorm_on_whole_groups(uneven: dict) -> None:
+    """``--adapt_bn subject``: each process scores whole subjects, each adapted on all of its clips, as one process
+    adapts them."""
+    root, run, data = uneven["root"], str(uneven["run"]), str(uneven["uneven"])
+    one, two = root / "adapted1", root / "adapted2"
+    adapt = ("--adapt_bn", "subject", "-bs", "2")
+    assert main(["evaluate", "--run", run, "-d", data, "-o", str(one), *adapt]) == 0
+    _audiotune("evaluate", "--run", run, "-d", data, "-o", str(two), *adapt, *TWO_PROCESSES)
+    m1, m2 = (json.loads((folder / METRICS_FILE).read_text()) for folder in (one, two))
+    assert m2["test"]["batchnorm_adapted"] == m1["test"]["batchnorm_adapted"] == {"on": "subject", "groups": 3,
+                                                                                   "clips": 7}
+    assert json.dumps(m2, sort_keys=True) == json.dumps(m1, sort_keys=True)
+    p1, p2 = (pd.read_parquet(folder / PREDICTIONS_FILE) for folder in (one, two))
+    assert _in_input_order(p2, uneven["uids"])
+    scores = [c for c in p1.columns if c.startswith("score:")]
+    assert np.allclose(p1[scores].to_numpy(float), p2[scores].to_numpy(float), atol=1e-5)

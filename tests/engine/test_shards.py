@@ -33,7 +33,9 @@ def test_every_row_is_in_exactly_one_block(rows: int, processes: int) -> None:
     assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
 
 
-def test_several_devices_or_nodes_ask_for_processes() -> None:
+def test_several_devices_nodes_or_launched_processes_ask_for_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("WORLD_SIZE", "SLURM_NTASKS"):
+        monkeypatch.delenv(key, raising=False)
     runtime = RunConfig().runtime
     assert not asks_for_processes(runtime)  # auto: one process
     for devices in ("2", "-1", "0,1", "[0, 1]"):
@@ -42,6 +44,9 @@ def test_several_devices_or_nodes_ask_for_processes() -> None:
     runtime.devices = "[1]"
     assert not asks_for_processes(runtime)
     runtime.num_nodes = 2
+    assert asks_for_processes(runtime)
+    runtime.num_nodes = 1
+    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun started 2 processes: they share the rows, whatever --devices
     assert asks_for_processes(runtime)
 
 

@@ -26,6 +26,7 @@ from audiotune.engine.shards import (
     in_input_order,
     part_schema,
     part_writer,
+    quiet_followers,
     start_processes,
 )
 from audiotune.models.backbones import input_spec
@@ -228,6 +229,7 @@ def evaluate_run(run: str, data_split_root: str, exp_dir: str | None = None, on_
     others return an empty dict."""
     if aggregate not in AGGREGATE_MODES:
         raise ValueError(f"--aggregate {aggregate}: choose one of {AGGREGATE_MODES}")
+    quiet_followers()
     config, model = load_run(run)
     override_device(config, accelerator, devices, precision)
     override_data(config, data)

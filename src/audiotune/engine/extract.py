@@ -27,6 +27,7 @@ from audiotune.engine.shards import (
     gathered_parts,
     part_schema,
     part_writer,
+    quiet_followers,
     start_processes,
     write_in_input_order,
 )
@@ -61,6 +62,7 @@ def extract_embeddings(run: str, data_split_root: str, out: str, embedding_type:
     """
     if embedding_type not in EMBEDDING_TYPES:
         raise ValueError(f"--embedding_type {embedding_type}: choose one of {EMBEDDING_TYPES}")
+    quiet_followers()
     config, model = load_run(run)
     num_states = model.backbone.num_hidden_states
     if layer is not None and not -num_states <= layer < num_states:

@@ -25,7 +25,7 @@ import torch
 
 from audiotune.config import RuntimeConfig
 from audiotune.engine.device import parse_devices
-from audiotune.engine.distributed import all_gather_objects, process_group
+from audiotune.engine.distributed import all_gather_objects, launched_rank_zero, launched_world_size, process_group
 from audiotune.outputs import atomic_path
 from audiotune.partials import partial_place
 
@@ -54,17 +54,17 @@ class Shard:
 
 
 def asks_for_processes(runtime: RuntimeConfig) -> bool:
-    """Whether ``runtime`` asks for more than one process: several devices (a count, -1 or a list) or nodes."""
+    """Whether ``runtime`` asks for more than one process (several devices: a count, -1 or a list; or nodes), or a
+    launcher (torchrun, srun) started several."""
     devices = parse_devices(runtime.devices)
     several = devices == -1 or (isinstance(devices, int) and devices > 1) or (
         isinstance(devices, list) and len(devices) > 1)
-    return several or runtime.num_nodes > 1
+    return several or runtime.num_nodes > 1 or launched_world_size() > 1
 
 
 def start_processes(runtime: RuntimeConfig) -> Shard:
     """This process's :class:`Shard`; with several devices or nodes, the other processes are started first (rank
-    0 starts its node's others; see the module's doc) and the process group is set up. Only rank 0 logs below
-    errors."""
+    0 starts its node's others; see the module's doc) and the process group is set up."""
     if not asks_for_processes(runtime):
         return Shard()
     from lightning_fabric import Fabric  # torch.distributed set-up only for several processes
@@ -74,9 +74,14 @@ def start_processes(runtime: RuntimeConfig) -> Shard:
     if fabric.world_size == 1:
         return Shard()
     fabric.launch()
-    if fabric.global_rank != 0:
-        logging.getLogger().setLevel(logging.ERROR)
     return Shard(fabric.global_rank, fabric.world_size)
+
+
+def quiet_followers() -> None:
+    """In a process other than rank 0 (read from the launcher's variables, as it starts), log errors only: the
+    warnings about the data would repeat rank 0's."""
+    if not launched_rank_zero():
+        logging.getLogger().setLevel(logging.ERROR)
 
 
 class ShardError(RuntimeError):
@@ -133,6 +138,8 @@ def gathered_parts(shard: Shard, target: Path, write_part: Callable[[Path], None
             all_gather_objects(None)  # the others keep their parts until rank 0 has read them
             if not shard.writes:
                 part.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # a folder of its own on another machine's disk, now empty
+                    folder.rmdir()
 
 
 def send_file(path: Path, to: int) -> None:
