@@ -69,6 +69,8 @@ def start_processes(runtime: RuntimeConfig) -> Shard:
         return Shard()
     from lightning_fabric import Fabric  # torch.distributed set-up only for several processes
 
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:  # its banner of every process's rank: with -v only
+        logging.getLogger("lightning_fabric").setLevel(logging.WARNING)
     fabric = Fabric(accelerator=runtime.accelerator, devices=parse_devices(runtime.devices),
                     num_nodes=runtime.num_nodes, strategy="ddp")
     if fabric.world_size == 1:
