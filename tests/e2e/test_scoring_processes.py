@@ -59,7 +59,8 @@ def test_two_processes_extract_the_rows_of_one_in_input_order(uneven: dict) -> N
     one, two = root / "extract1.parquet", root / "extract2.parquet"
     assert main(["extract", "--run", run, "-d", data, "--out", str(one), "-bs", "2"]) == 0
     done = _audiotune("extract", "--run", run, "-d", data, "--out", str(two), "-bs", "2", *TWO_PROCESSES)
-    assert done.stdout.count("embeddings:") == 1  # only rank 0 reports
+    assert done.stdout.count("embeddings:") == 1  # only rank 0 reports, its progress too
+    assert done.stderr.count("extract test: done") == 1 and "Initializing distributed" not in done.stderr
     first, second = pd.read_parquet(one), pd.read_parquet(two)
     assert list(second.columns) == list(first.columns) == ["uid", "split", "embedding"]
     assert second[["split", "uid"]].equals(first[["split", "uid"]])  # every row once
