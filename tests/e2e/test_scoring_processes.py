@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import small_train_args
 
 from audiotune.cli import main
 from audiotune.outputs import METRICS_FILE, PREDICTIONS_FILE
@@ -106,3 +107,21 @@ def test_two_processes_adapt_batchnorm_on_whole_groups(uneven: dict) -> None:
     assert _in_input_order(p2, uneven["uids"])
     scores = [c for c in p1.columns if c.startswith("score:")]
     assert np.allclose(p1[scores].to_numpy(float), p2[scores].to_numpy(float), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_two_processes_score_a_frozen_encoder_through_the_feature_cache(uneven: dict) -> None:
+    """Heads on a frozen encoder: each process encodes its rows into the shared feature cache and scores them from
+    it; the result is the one-process result."""
+    root = uneven["root"]
+    run = root / "frozen"
+    assert main(small_train_args(uneven, run, "--freeze", "--cache_dir", str(root / "cache"))) == 0
+    one, two = root / "frozen1", root / "frozen2"
+    assert main(["evaluate", "--run", str(run), "-d", str(uneven["uneven"]), "-o", str(one)]) == 0
+    _audiotune("evaluate", "--run", str(run), "-d", str(uneven["uneven"]), "-o", str(two), *TWO_PROCESSES)
+    m1, m2 = (json.loads((folder / METRICS_FILE).read_text()) for folder in (one, two))
+    assert json.dumps(m2, sort_keys=True) == json.dumps(m1, sort_keys=True) and m2["test"]["n"] == 7
+    p1, p2 = (pd.read_parquet(folder / PREDICTIONS_FILE) for folder in (one, two))
+    scores = [c for c in p1.columns if c.startswith("score:")]
+    assert p2["uid"].equals(p1["uid"]) and np.allclose(p1[scores].to_numpy(float), p2[scores].to_numpy(float),
+                                                        atol=1e-5)
