@@ -29,7 +29,7 @@ from audiotune.config import RunConfig
 from audiotune.data.audio import scan_audio
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.loading import make_dataset, make_loader
-from audiotune.engine.inference import loader_pins_memory
+from audiotune.engine.inference import inference_device
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fsdd" / "recordings"
 RATE, BINS, BATCH = 16000, 80, 16
@@ -103,7 +103,7 @@ def run_audiotune(table: pd.DataFrame, workers: int) -> Features:
     inputs = InputSpec.from_sections(config.audio, config.features)
     dataset = make_dataset(config, inputs, table, np.zeros((len(table), 0), np.float32))
     loader = make_loader(config, dataset, table, train=False,
-                         pin_memory=loader_pins_memory(config))
+                         device=inference_device(config))
     batches = list(loader)
     del loader  # shuts down the persistent workers
     return {uid: b["inputs"][row, :n] for b in batches for row, (uid, n) in enumerate(zip(b["uid"], b["lengths"]))}

@@ -14,7 +14,7 @@ from audiotune.data.prepare import PreparedData, prepare_eval_data
 from audiotune.engine.adapt import OFF, adaptation_groups, adapted_batchnorm, check_adaptable, check_adaptation
 from audiotune.engine.aggregate import check_recording_targets, recording_scores, table_recordings
 from audiotune.engine.cache import CachedDataset, cache_blocker, cached_datasets, cached_loader
-from audiotune.engine.inference import inference_device, loader_pins_memory, override_data, override_device, predict
+from audiotune.engine.inference import inference_device, override_data, override_device, predict
 from audiotune.engine.metrics import compute_metrics, head_slices, scores_from_logits
 from audiotune.models.backbones import input_spec
 from audiotune.models.checkpoint import load_run, resolve_run_dir
@@ -86,13 +86,13 @@ def _adapted_predictions(model: Classifier, config: RunConfig, table: pd.DataFra
     """uids, logits and targets of every row, each group scored with BatchNorm statistics of its own clips."""
     uids: list[str] = []
     logits, labels = [], []
-    pinned = loader_pins_memory(config)
+    device = inference_device(config)
     inputs = input_spec(config)
     for group, rows in groups:
         part = table.iloc[rows]
         dataset = make_dataset(config, inputs, part, targets[rows])
-        with adapted_batchnorm(model, adaptation_loader(config, dataset, pin_memory=pinned), inference_device(config)):
-            loader = make_loader(config, dataset, part, False, model.backbone.padding, pin_memory=pinned)
+        with adapted_batchnorm(model, adaptation_loader(config, dataset, device=device), device):
+            loader = make_loader(config, dataset, part, False, model.backbone.padding, device=device)
             group_uids, group_logits, group_targets = predict(model, loader, config, f"evaluate {group or 'split'}")
         uids += group_uids
         logits.append(group_logits)
@@ -138,7 +138,7 @@ def evaluate_prepared(model: Classifier, config: RunConfig, prepared: PreparedDa
                                             f"evaluate {split}")
         elif adapt == OFF:
             dataset = make_dataset(config, inputs, table, prepared.targets[split])
-            loader = make_loader(config, dataset, table, False, padding, pin_memory=loader_pins_memory(config))
+            loader = make_loader(config, dataset, table, False, padding, device=inference_device(config))
             uids, logits, targets = predict(model, loader, config, f"evaluate {split}")
         else:
             groups = adaptation_groups(table, adapt, split)
@@ -168,7 +168,7 @@ def evaluate_prepared(model: Classifier, config: RunConfig, prepared: PreparedDa
 
 
 def evaluate_run(run: str, data_split_root: str, exp_dir: str | None = None, on_error: str | None = None,
-                 batch_size: int | None = None, num_workers: int | None = None, accelerator: str | None = None,
+                 batch_size: int | None = None, num_workers: int | str | None = None, accelerator: str | None = None,
                  devices: str | None = None, precision: str | None = None, aggregate: str = "mean",
                  adapt_bn: str | None = None, data: dict[str, Any] | None = None) -> dict:
     """``audiotune evaluate``: rebuild the model from its run directory and score a CSV or split directory,

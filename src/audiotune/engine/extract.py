@@ -19,7 +19,6 @@ from audiotune.data.prepare import prepare_eval_data
 from audiotune.engine.inference import (
     inference_device,
     iterate_batches,
-    loader_pins_memory,
     override_data,
     override_device,
 )
@@ -38,8 +37,8 @@ def skipped_list_path(out_path: Path) -> Path:
 
 def extract_embeddings(run: str, data_split_root: str, out: str, embedding_type: str = "ft",
                        layer: int | None = None, pooling: str | None = None, batch_size: int | None = None,
-                       num_workers: int | None = None, on_error: str | None = None, accelerator: str | None = None,
-                       devices: str | None = None, precision: str | None = None,
+                       num_workers: int | str | None = None, on_error: str | None = None,
+                       accelerator: str | None = None, devices: str | None = None, precision: str | None = None,
                        data: dict[str, Any] | None = None) -> Path:
     """Write ``uid`` + ``embedding`` rows to a parquet file, one batch at a time (memory stays flat).
 
@@ -77,7 +76,7 @@ def extract_embeddings(run: str, data_split_root: str, out: str, embedding_type:
     with atomic_path(out_path) as partial, pq.ParquetWriter(partial, schema) as writer:
         for split, table in prepared.tables.items():
             loader = make_loader(config, make_dataset(config, inputs, table, prepared.targets[split]), table, False,
-                                 padding, pin_memory=loader_pins_memory(config))
+                                 padding, device=inference_device(config))
             for batch, emb in iterate_batches(model, loader, config, embed, f"extract {split}"):
                 rows = emb.float().cpu().numpy()
                 writer.write_table(pa.table({
