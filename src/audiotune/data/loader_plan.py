@@ -63,7 +63,12 @@ class InputCost:
         """The cost in words, for the log."""
         kinds = [word for word, on in (("compressed", self.compressed), ("resampled", self.resampled)) if on]
         what = " and ".join(kinds) if kinds else "PCM WAV at the model's rate"
-        return f"{what} inputs, {self.seconds / 60:.1f} min of audio ({self.bytes / GIB:.2f} GiB prepared)"
+        return f"{what} inputs, {self.seconds / 60:.1f} min of audio ({size_text(self.bytes)} prepared)"
+
+
+def size_text(count: float) -> str:
+    """Bytes in MiB or GiB, for the log."""
+    return f"{count / GIB:.2f} GiB" if count >= GIB / 10 else f"{count / (1 << 20):.1f} MiB"
 
 
 @functools.lru_cache(maxsize=4096)
@@ -188,7 +193,7 @@ def use_audio_store(config: RunConfig, table: pd.DataFrame | None, spec: AudioSp
     elif passes < 2:
         use, why = False, "read once"
     elif cost.bytes > budget:
-        use, why = False, (f"{cost.bytes / GIB:.2f} GiB exceeds the budget of {budget / GIB:.2f} GiB "
+        use, why = False, (f"{size_text(cost.bytes)} exceeds the budget of {size_text(budget)} "
                            "(--audio_cache_gb, half the free disk)")
     else:
         use, why = True, f"read {passes} times, {cost.reason()}"
