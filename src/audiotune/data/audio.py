@@ -248,10 +248,12 @@ _RESAMPLERS = threading.local()  # each thread's soxr resamplers, by (rate, targ
 def _resampler(rate: int, target_rate: int) -> soxr.ResampleStream:
     """This thread's mono float32 soxr "HQ" resampler between two rates, cleared for a new signal; building one
     (its filter) costs about as much as resampling a short clip."""
-    cache = vars(_RESAMPLERS)
-    if (rate, target_rate) not in cache:
-        cache[(rate, target_rate)] = soxr.ResampleStream(rate, target_rate, 1, dtype="float32", quality="HQ")
-    stream = cache[(rate, target_rate)]
+    streams: dict[tuple[int, int], soxr.ResampleStream] | None = getattr(_RESAMPLERS, "streams", None)
+    if streams is None:
+        streams = _RESAMPLERS.streams = {}
+    if (rate, target_rate) not in streams:
+        streams[(rate, target_rate)] = soxr.ResampleStream(rate, target_rate, 1, dtype="float32", quality="HQ")
+    stream = streams[(rate, target_rate)]
     stream.clear()
     return stream
 

@@ -98,8 +98,8 @@ def input_cost(table: pd.DataFrame | None, spec: AudioSpec) -> InputCost:
         compressed = compressed or not plain
         resampled = resampled or spec.output_rate(rate) != rate
     samples = float(table["num_samples"].sum()) if "num_samples" in table.columns else 0.0
-    rate = spec.resample_rate or (sum(rates) / len(rates) if rates else 16000)
-    return InputCost(compressed, resampled, samples / rate, int(samples) * 4)
+    prepared_rate = spec.resample_rate or (sum(rates) / len(rates) if rates else 16000)
+    return InputCost(compressed, resampled, samples / prepared_rate, int(samples) * 4)
 
 
 def pins_memory(device: torch.device) -> bool:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -168,9 +168,9 @@ def evaluate_prepared(model: Classifier, config: RunConfig, prepared: PreparedDa
 
 
 def evaluate_run(run: str, data_split_root: str, exp_dir: str | None = None, on_error: str | None = None,
-                 batch_size: int | None = None, num_workers: int | str | None = None, accelerator: str | None = None,
-                 devices: str | None = None, precision: str | None = None, aggregate: str = "mean",
-                 adapt_bn: str | None = None, data: dict[str, Any] | None = None) -> dict:
+                 batch_size: int | None = None, num_workers: int | Literal["auto"] | None = None,
+                 accelerator: str | None = None, devices: str | None = None, precision: str | None = None,
+                 aggregate: str = "mean", adapt_bn: str | None = None, data: dict[str, Any] | None = None) -> dict:
     """``audiotune evaluate``: rebuild the model from its run directory and score a CSV or split directory,
     on ``accelerator``/``devices`` in ``precision``, with or without ``--adapt_bn``, uid-layout audio under
     ``data`` ``prefix``/``study`` (default: the run's own settings)."""

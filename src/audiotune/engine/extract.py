@@ -5,7 +5,7 @@ import dataclasses
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -37,7 +37,7 @@ def skipped_list_path(out_path: Path) -> Path:
 
 def extract_embeddings(run: str, data_split_root: str, out: str, embedding_type: str = "ft",
                        layer: int | None = None, pooling: str | None = None, batch_size: int | None = None,
-                       num_workers: int | str | None = None, on_error: str | None = None,
+                       num_workers: int | Literal["auto"] | None = None, on_error: str | None = None,
                        accelerator: str | None = None, devices: str | None = None, precision: str | None = None,
                        data: dict[str, Any] | None = None) -> Path:
     """Write ``uid`` + ``embedding`` rows to a parquet file, one batch at a time (memory stays flat).
