@@ -156,6 +156,8 @@ def _add_field(group: Any, dest: str, spec: dataclasses.Field, hints: dict, hidd
     else:
         base = next((t for t in typing.get_args(kind) if t in (int, float, str)), kind)
         kwargs.update(type=value_parser(kind), metavar=metavar(base, spec))
+    if literal_words(kind) and "metavar" in kwargs:  # e.g. N|auto
+        kwargs["metavar"] = "|".join((kwargs["metavar"], *literal_words(kind)))
     names = spellings(spec.name, meta.get("flags", ()))
     if hidden:
         group.add_argument(*names, help=argparse.SUPPRESS, **kwargs)
@@ -319,7 +321,7 @@ def add_scoring_flags(parser: argparse.ArgumentParser) -> None:
     add_section_flags(parser, SCORING_DATA)
     parser.add_argument(*spellings("batch_size", ("-bs",)), dest="batch_size", type=int)
     parser.add_argument(*spellings("num_workers", ("-nw",)), dest="num_workers",
-                        type=value_parser(typing.get_type_hints(RuntimeConfig)["num_workers"]),
+                        type=value_parser(typing.get_type_hints(RuntimeConfig)["num_workers"]), metavar="N|auto",
                         help="data loader workers: a number or auto (default: the run's)")
     parser.add_argument(*spellings("on_error"), dest="on_error", choices=("raise", "skip"))
     add_device_flags(parser)

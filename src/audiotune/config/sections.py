@@ -244,7 +244,7 @@ class RuntimeConfig:
         "auto", "store each row's decoded, resampled, channel-mapped audio once (under the cache folder) and read it "
                 "back every epoch instead of decoding again; waveform augmentation still runs per epoch. auto: on "
                 "when the inputs are compressed (not PCM WAV) or resampled, the split is read more than once (epochs) "
-                "and its prepared audio fits --audio_cache_gb and the cache folder's free disk")
+                "and its prepared audio fits --audio_cache_gb and half the cache folder's free disk")
     audio_cache_gb: float = option(20.0, "the most prepared audio (GiB, float32) one split may put in the audio store "
                                          "under --audio_cache auto", valid=AT_LEAST_0)
     report: bool = option(True, "write the HTML report (see `audiotune report`) when train, evaluate or cv ends")
