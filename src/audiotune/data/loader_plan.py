@@ -91,7 +91,7 @@ def input_cost(table: pd.DataFrame | None, spec: AudioSpec) -> InputCost:
     for path in picked:
         try:
             rate, plain = _source_format(path)
-        except AudioError:
+        except (AudioError, OSError):  # unreadable here: it will be named when the loader reads it
             compressed = True
             continue
         rates.append(rate)
