@@ -30,7 +30,7 @@ def test_adapted_statistics_are_the_mean_of_the_split_batch_statistics(trained_r
     prepared = prepare_eval_data(config, inputs, str(trained_run["split"]))
     table = prepared.tables["train"]
     dataset = make_dataset(config, inputs, table, prepared.targets["train"])
-    batches = adaptation_loader(config, dataset, pin_memory=False)
+    batches = adaptation_loader(config, dataset, device=torch.device("cpu"))
     first = batch_norms(model)[0]
     before = {k: v.clone() for k, v in first.state_dict().items()}
     momentum = first.momentum
@@ -59,7 +59,7 @@ def test_one_clip_cannot_be_adapted_on(trained_run: dict) -> None:
     prepared = prepare_eval_data(config, inputs, str(trained_run["split"]))
     table = prepared.tables["test"].iloc[:1]
     dataset = make_dataset(config, inputs, table, prepared.targets["test"][:1])
-    batches = adaptation_loader(config, dataset, pin_memory=False)
+    batches = adaptation_loader(config, dataset, device=torch.device("cpu"))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(ValueError, match=rf"at least 2 clips; the scored split has 1 \({table.index[0]}\)"):
         with adapted_batchnorm(model, batches, torch.device("cpu")):

@@ -169,7 +169,7 @@ the same embeddings and logits."""
     def embeddings(frame: pd.DataFrame, batch_size: int) -> dict[str, torch.Tensor]:
         config.train.batch_size = batch_size
         loader = make_loader(config, make_dataset(config, inputs, frame, targets[: len(frame)]), frame, False,
-                             model.backbone.padding, pin_memory=False)
+                             model.backbone.padding, device=torch.device("cpu"))
         result = {}
         with torch.no_grad():
             for batch in loader:

@@ -57,7 +57,7 @@ def range_problems(options: Any) -> list[str]:
         low, high, low_in, high_in = spec.metadata["valid"]
         value = getattr(options, spec.name)
         for item in value if isinstance(value, list) else [value]:
-            if item is None or isinstance(item, bool):
+            if item is None or isinstance(item, (bool, str)):  # words such as "auto" are checked by their type
                 continue
             fine = isinstance(item, (int, float)) and math.isfinite(item) and \
                 (low < item or (low_in and item == low)) and (item < high or (high_in and item == high))
@@ -68,8 +68,10 @@ def range_problems(options: Any) -> list[str]:
 
 
 def _fits(value: Any, kind: Any) -> bool:
-    """Whether a YAML value fits a field annotation (int | None, list[int], float, str, bool)."""
+    """Whether a YAML value fits a field annotation (int | None, list[int], float, str, bool, int | Literal["auto"])."""
     origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is typing.Literal:
+        return value in args
     if origin in (typing.Union, types.UnionType):
         return any(_fits(value, arg) for arg in args)
     if kind is type(None):
@@ -94,6 +96,12 @@ def check_types(section_cls: type, values: dict[str, Any], where: str) -> None:
              if not _fits(value, hints[name])]
     if wrong:
         raise ValueError(f"{where}: wrong type: " + "; ".join(wrong))
+
+
+def literal_words(kind: Any) -> tuple[str, ...]:
+    """The words a field annotation allows besides its other type (``int | Literal["auto"]``: ``("auto",)``)."""
+    return tuple(word for arg in typing.get_args(kind) if typing.get_origin(arg) is typing.Literal
+                 for word in typing.get_args(arg))
 
 
 def _type_name(kind: Any) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from audiotune.config.augmentation import AugmentConfig
 from audiotune.config.options import AT_LEAST_0, AT_LEAST_1, INF, PROBABILITY, option, range_problems
@@ -239,7 +239,13 @@ class RuntimeConfig:
     """Where and how a command runs (device, precision, processes, data workers, caches): training and inference
     alike; a command that loads a run may set them anew (``--accelerator``, ``-bs`` ...)."""
 
-    num_workers: int = option(0, "data loader worker processes", ("-nw", "--nworkers"), valid=(0, 1024, True, True))
+    num_workers: int | Literal["auto"] = option(
+        "auto", "data loader worker processes; auto: from the CPUs this process may use (C, its share when several "
+                "processes run on one machine) and the data: none when a split holds under 5 minutes of audio "
+                "(starting a worker costs more than it saves), else with an accelerator C - 1 (at most 8, or 4 when "
+                "every input is PCM WAV at the model's rate), on the CPU C / 2 (at most 4) for compressed or "
+                "resampled inputs, else C / 4 (at most 2), as the model's own threads need the rest",
+        ("-nw", "--nworkers"), valid=(0, 1024, True, True))
     features_on: str = option("auto", "where fbank/MFCC features, their normalisation and SpecAugment are computed: "
                                       "device (batched on the model's device, after the transfer; the data workers "
                                       "only decode, resample and crop), workers (per clip in the data workers), or "
@@ -260,9 +266,13 @@ class RuntimeConfig:
                                "train the heads from cached pooled hidden states")
     cache_dir: str = option("", "feature cache folder (default $AUDIOTUNE_CACHE or ~/.cache/audiotune)",
                             role=Role.CACHE)
-    audio_cache: bool = option(False, "store each row's decoded, resampled, channel-mapped audio once (under "
-                                      "the cache folder) and read it back every epoch instead of decoding again; "
-                                      "waveform augmentation still runs per epoch")
+    audio_cache: bool | Literal["auto"] = option(
+        "auto", "store each row's decoded, resampled, channel-mapped audio once (under the cache folder) and read it "
+                "back every epoch instead of decoding again; waveform augmentation still runs per epoch. auto: on "
+                "when the inputs are compressed (not PCM WAV) or resampled, the split is read more than once (epochs) "
+                "and its prepared audio fits --audio_cache_gb and half the cache folder's free disk")
+    audio_cache_gb: float = option(20.0, "the most prepared audio (GiB, float32) one split may put in the audio store "
+                                         "under --audio_cache auto", valid=AT_LEAST_0)
     report: bool = option(True, "write the HTML report (see `audiotune report`) when train, evaluate, cv or "
                                 "sweep ends")
     logger: str = option("csv", f"training curves of train, pretrain, cv and sweep runs: csv ({LOG_DIR}/{LOG_FILE})"

@@ -34,7 +34,7 @@ from audiotune.data.loading import (
 )
 from audiotune.data.samplers import BalancedSampler
 from audiotune.engine.adapt import OFF as ADAPT_OFF
-from audiotune.engine.inference import features_on_device, iterate_batches, loader_pins_memory
+from audiotune.engine.inference import features_on_device, inference_device, iterate_batches, loader_pins_memory
 from audiotune.models.backbones import input_spec
 from audiotune.models.classifier import Classifier
 
@@ -109,7 +109,7 @@ def encode_to_cache(model: Classifier, config: RunConfig, inputs: InputSpec, tab
         dataset = make_dataset(config, inputs, subset, np.zeros((len(subset), 0), np.float32),
                                on_device=features_on_device(config, inputs))
         loader = make_loader(config, dataset, subset, train=False, padding=model.backbone.padding,
-                             pin_memory=loader_pins_memory(config))
+                             device=inference_device(config))
         row_of = {uid: missing[k] for k, uid in enumerate(subset.index)}
 
         def pool(classifier: Classifier, batch: dict) -> torch.Tensor:

@@ -42,7 +42,7 @@ from audiotune.data.prepare import prepare_eval_data
 from audiotune.data.pseudo_labels import METADATA_KEY, SCHEMA
 from audiotune.engine.device import autocast
 from audiotune.engine.extract import write_skip_list
-from audiotune.engine.inference import features_on_device, inference_device, loader_pins_memory, on_device
+from audiotune.engine.inference import features_on_device, inference_device, on_device
 from audiotune.models.backbones import Backbone, build_backbone, input_spec, resolve_config
 from audiotune.models.checkpoint import load_run
 from audiotune.outputs import (
@@ -218,7 +218,7 @@ def cluster(config: RunConfig, options: ClusterOptions, out: str, run: str | Non
     prepared = prepare_eval_data(config, inputs, config.data.data_split_root, targets_needed=False)
     loaders = {split: make_loader(config, make_dataset(config, inputs, table, prepared.targets[split],
                                                        on_device=features_on_device(config, inputs)),
-                                  table, False, backbone.padding, pin_memory=loader_pins_memory(config))
+                                  table, False, backbone.padding, device=inference_device(config))
                for split, table in prepared.tables.items()}
     uids = [uid for table in prepared.tables.values() for uid in table.index]
     if len(set(uids)) != len(uids):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -17,14 +17,7 @@ from audiotune.engine.adapt import OFF, adaptation_groups, adapted_batchnorm, ch
 from audiotune.engine.aggregate import check_recording_targets, recording_scores, table_recordings
 from audiotune.engine.cache import CachedDataset, cache_blocker, cached_datasets, cached_loader
 from audiotune.engine.distributed import launched_rank_zero
-from audiotune.engine.inference import (
-    features_on_device,
-    inference_device,
-    loader_pins_memory,
-    override_data,
-    override_device,
-    predict,
-)
+from audiotune.engine.inference import features_on_device, inference_device, override_data, override_device, predict
 from audiotune.engine.metrics import compute_metrics, head_slices, scores_from_logits
 from audiotune.engine.shards import (
     POSITION,
@@ -107,13 +100,13 @@ def _adapted_predictions(model: Classifier, config: RunConfig, table: pd.DataFra
     """uids, logits and targets of every row, each group scored with BatchNorm statistics of its own clips."""
     uids: list[str] = []
     logits, labels = [], []
-    pinned = loader_pins_memory(config)
+    device = inference_device(config)
     inputs = input_spec(config)
     for group, rows in groups:
         part = table.iloc[rows]
         dataset = make_dataset(config, inputs, part, targets[rows], on_device=features_on_device(config, inputs))
-        with adapted_batchnorm(model, adaptation_loader(config, dataset, pin_memory=pinned), inference_device(config)):
-            loader = make_loader(config, dataset, part, False, model.backbone.padding, pin_memory=pinned)
+        with adapted_batchnorm(model, adaptation_loader(config, dataset, device=device), device):
+            loader = make_loader(config, dataset, part, False, model.backbone.padding, device=device)
             group_uids, group_logits, group_targets = predict(model, loader, config, f"evaluate {group or 'split'}")
         uids += group_uids
         logits.append(group_logits)
@@ -163,7 +156,7 @@ def score_splits(model: Classifier, config: RunConfig, prepared: PreparedData, s
             loader = cached_loader(config, cached[split], False)
         else:
             dataset = make_dataset(config, inputs, table, targets[split], on_device=features_on_device(config, inputs))
-            loader = make_loader(config, dataset, table, False, padding, pin_memory=loader_pins_memory(config))
+            loader = make_loader(config, dataset, table, False, padding, device=inference_device(config))
         scored[split] = _in_table_order(table, *predict(model, loader, config, f"evaluate {split}"))
     return scored
 
@@ -223,9 +216,9 @@ def write_evaluation(config: RunConfig, prepared: PreparedData, scored: Scored, 
 
 
 def evaluate_run(run: str, data_split_root: str, exp_dir: str | None = None, on_error: str | None = None,
-                 batch_size: int | None = None, num_workers: int | None = None, accelerator: str | None = None,
-                 devices: str | None = None, precision: str | None = None, aggregate: str = "mean",
-                 adapt_bn: str | None = None, data: dict[str, Any] | None = None,
+                 batch_size: int | None = None, num_workers: int | Literal["auto"] | None = None,
+                 accelerator: str | None = None, devices: str | None = None, precision: str | None = None,
+                 aggregate: str = "mean", adapt_bn: str | None = None, data: dict[str, Any] | None = None,
                  num_nodes: int | None = None) -> dict:
     """``audiotune evaluate``: rebuild the model from its run directory and score a CSV or split directory,
     on ``accelerator``/``devices`` in ``precision``, with or without ``--adapt_bn``, uid-layout audio under

@@ -5,7 +5,7 @@ import dataclasses
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -19,7 +19,6 @@ from audiotune.engine.inference import (
     features_on_device,
     inference_device,
     iterate_batches,
-    loader_pins_memory,
     override_data,
     override_device,
 )
@@ -50,8 +49,8 @@ EMBEDDING_SCHEMA = pa.schema([("uid", pa.string()), ("split", pa.string()), ("em
 
 def extract_embeddings(run: str, data_split_root: str, out: str, embedding_type: str = "ft",
                        layer: int | None = None, pooling: str | None = None, batch_size: int | None = None,
-                       num_workers: int | None = None, on_error: str | None = None, accelerator: str | None = None,
-                       devices: str | None = None, precision: str | None = None,
+                       num_workers: int | Literal["auto"] | None = None, on_error: str | None = None,
+                       accelerator: str | None = None, devices: str | None = None, precision: str | None = None,
                        data: dict[str, Any] | None = None, num_nodes: int | None = None) -> Path | None:
     """Write ``uid`` + ``split`` + ``embedding`` rows to a parquet file in input order (split after split, each in
     its table's order); batches are written aside as they come and merged memory-mapped (memory stays flat).
@@ -105,7 +104,7 @@ def extract_embeddings(run: str, data_split_root: str, out: str, embedding_type:
                     continue
                 dataset = make_dataset(config, inputs, part, prepared.targets[split][rows],
                                        on_device=features_on_device(config, inputs))
-                loader = make_loader(config, dataset, part, False, padding, pin_memory=loader_pins_memory(config))
+                loader = make_loader(config, dataset, part, False, padding, device=inference_device(config))
                 for batch, emb in iterate_batches(model, loader, config, embed, f"extract {split}"):
                     vectors = emb.float().cpu().numpy()
                     writer.write_table(pa.table({

@@ -15,8 +15,9 @@ from torch.utils.data import DataLoader
 from audiotune.config import RunConfig
 from audiotune.config.sections import PRECISIONS
 from audiotune.data.input_spec import InputSpec
+from audiotune.data.loader_plan import pins_memory
 from audiotune.data.loading import batch_features
-from audiotune.engine.device import autocast, check_precision, move_batch, parse_devices, pins_memory, resolve_device
+from audiotune.engine.device import autocast, check_precision, move_batch, parse_devices, resolve_device
 from audiotune.engine.distributed import launched_local_rank
 from audiotune.models.classifier import Classifier
 from audiotune.progress import track
@@ -71,8 +72,8 @@ def override_data(config: RunConfig, data: dict[str, Any] | None) -> None:
 
 
 def loader_pins_memory(config: RunConfig) -> bool:
-    """Whether loaders feeding the config's device pin their batches (only for CUDA): ``pin_memory`` of
-    :func:`audiotune.data.loading.make_loader`."""
+    """Whether loaders feeding the config's device pin their batches (only for CUDA), as
+    :func:`audiotune.data.loading.make_loader` does for the device it is given."""
     return pins_memory(inference_device(config))
 
 

@@ -24,6 +24,7 @@ from torch import Tensor
 from audiotune.config import RunConfig, check_config, save_config
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.layout import read_splits
+from audiotune.data.loader_plan import training_passes
 from audiotune.data.loading import check_sampler_options, make_dataset, make_loader
 from audiotune.data.prepare import prepare_eval_data
 from audiotune.engine.distributed import (
@@ -34,7 +35,7 @@ from audiotune.engine.distributed import (
     unique_batches,
     unused_parameter_hint,
 )
-from audiotune.engine.inference import features_on_device, inference_device, loader_pins_memory
+from audiotune.engine.inference import features_on_device, inference_device
 from audiotune.engine.module import DeviceFeatures, optimizers
 from audiotune.engine.trainer import build_trainer
 from audiotune.models.backbones import SupportsPretraining, build_backbone, input_spec, resolve_config
@@ -210,13 +211,16 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
     trainer, best = build_trainer(config.train, config.runtime, exp_dir, best_by=("val_loss", "min"))
     assert best is not None  # a monitored fit keeps its best epoch
     check_launch(trainer.is_global_zero, owned.writes)
-    replicas, rank, pinned = trainer.world_size, trainer.global_rank, loader_pins_memory(config)
+    replicas, rank, device = trainer.world_size, trainer.global_rank, inference_device(config)
+    passes = training_passes(config, len(tables["train"]))
     on_device = features_on_device(config, inputs)
     train_loader = make_loader(config, make_dataset(config, inputs, tables["train"], targets["train"], train=True,
-                                                    on_device=on_device),
-                               tables["train"], train=True, pin_memory=pinned, num_replicas=replicas, rank=rank)
-    val_loader = make_loader(config, make_dataset(config, inputs, tables["val"], targets["val"], on_device=on_device),
-                             tables["val"], False, pin_memory=pinned, num_replicas=replicas, rank=rank)
+                                                    passes=passes, on_device=on_device),
+                               tables["train"], train=True, device=device, passes=passes, num_replicas=replicas,
+                               rank=rank)
+    val_loader = make_loader(config, make_dataset(config, inputs, tables["val"], targets["val"], passes=passes,
+                                                  on_device=on_device),
+                             tables["val"], False, device=device, passes=passes, num_replicas=replicas, rank=rank)
     if steps:
         trainer.val_check_interval = min(steps, len(train_loader))
     module = PretrainModule(backbone, objective, config, len(train_loader),

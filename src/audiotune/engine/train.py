@@ -21,6 +21,7 @@ from audiotune.config import (
     save_config,
 )
 from audiotune.data.balance import class_head
+from audiotune.data.loader_plan import training_passes
 from audiotune.data.loading import adaptation_loader, balanced_sampler, check_sampler_options, make_dataset, make_loader
 from audiotune.data.prepare import PreparedData, prepare_training_data
 from audiotune.data.samplers import BalancedSampler
@@ -29,7 +30,7 @@ from audiotune.engine.aggregate import check_recording_targets
 from audiotune.engine.cache import CachedDataset, cache_blocker, cached_datasets, cached_loader
 from audiotune.engine.distributed import check_launch, launched_rank_zero, trainer_devices, unused_parameter_hint
 from audiotune.engine.evaluate import evaluate_prepared
-from audiotune.engine.inference import features_on_device, inference_device, loader_pins_memory
+from audiotune.engine.inference import features_on_device, inference_device
 from audiotune.engine.losses import training_class_weights
 from audiotune.engine.module import TRAIN_CLIPS, ClassifierModule, DeviceFeatures, trains
 from audiotune.engine.seed_resume import STARTED_FROM, imported_start, load_imported
@@ -123,22 +124,21 @@ def _loaders(model: Classifier, config: RunConfig, prepared: PreparedData, cache
         val = cached_loader(config, cached["val"], False, None, replicas, rank) if "val" in cached else None
         return cached_loader(config, cached["train"], True, sampler, replicas, rank), val, cached
     train_table, val_table = prepared.tables["train"], prepared.tables.get("val")
-    pinned = loader_pins_memory(config)
+    device, passes = inference_device(config), training_passes(config, len(train_table))
     inputs = input_spec(config)
     on_device = features_on_device(config, inputs)
     train_loader = make_loader(config, make_dataset(config, inputs, train_table, prepared.targets["train"], train=True,
-                                                    on_device=on_device),
-                               train_table, train=True, pin_memory=pinned, sampler=sampler,
+                                                    passes=passes, on_device=on_device),
+                               train_table, train=True, device=device, passes=passes, sampler=sampler,
                                num_replicas=replicas, rank=rank)
     val_loader = None
     if val_table is not None:
         groups = None  # --adapt_bn COLUMN: every validation batch within one group, scored with its statistics
         if config.train.adapt_bn not in (OFF, WHOLE_SPLIT):
             groups = [rows for _, rows in adaptation_groups(val_table, config.train.adapt_bn, "val")]
-        val_loader = make_loader(config, make_dataset(config, inputs, val_table, prepared.targets["val"],
-                                                      on_device=on_device),
-                                 val_table, train=False, padding=model.backbone.padding, pin_memory=pinned,
-                                 num_replicas=replicas, rank=rank, groups=groups)
+        val_set = make_dataset(config, inputs, val_table, prepared.targets["val"], passes=passes, on_device=on_device)
+        val_loader = make_loader(config, val_set, val_table, train=False, padding=model.backbone.padding,
+                                 device=device, passes=passes, num_replicas=replicas, rank=rank, groups=groups)
     return train_loader, val_loader, None
 
 
@@ -149,12 +149,12 @@ def validation_adaptation(config: RunConfig, prepared: PreparedData) -> dict:
         return {}
     table, targets = prepared.tables["val"], prepared.targets["val"]
     groups = adaptation_groups(table, config.train.adapt_bn, "val")
-    pinned = loader_pins_memory(config)
+    device = inference_device(config)
     inputs = input_spec(config)
     on_device = features_on_device(config, inputs)
     adapt_groups = [(name, adaptation_loader(config, make_dataset(config, inputs, table.iloc[rows], targets[rows],
                                                                   on_device=on_device),
-                                             pin_memory=pinned)) for name, rows in groups]
+                                             device=device)) for name, rows in groups]
     uid_groups = None
     if config.train.adapt_bn != WHOLE_SPLIT:
         uid_groups = {str(uid): str(name) for name, rows in groups for uid in table.index[rows]}
