@@ -8,6 +8,26 @@ import pytest
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Caches the tests fill (prepared audio, features, remote copies) go to a folder of this test process,
+    never the user's ~/.cache/audiotune; a test that needs its own sets AUDIOTUNE_CACHE itself."""
+    import os
+    import tempfile
+
+    if "AUDIOTUNE_CACHE" not in os.environ:
+        os.environ["AUDIOTUNE_CACHE"] = _TEST_CACHE[0] = tempfile.mkdtemp(prefix="audiotune-test-cache-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import shutil
+
+    if _TEST_CACHE[0]:
+        shutil.rmtree(_TEST_CACHE[0], ignore_errors=True)
+
+
+_TEST_CACHE: list[str] = [""]  # the cache folder pytest_configure made for this process, removed at its end
+
+
 def shared_path(relative: str) -> Path:
     """Path under ../shared, skipping the test with a clear message when it is absent."""
     path = SHARED / relative

@@ -42,7 +42,7 @@ def batches(table: pd.DataFrame, inputs: InputSpec, on_device: bool, train: bool
     scanned, _ = scan_audio(table, inputs.audio(train=train), "t")
     targets = np.eye(len(scanned), dtype=np.float32)
     dataset = make_dataset(config, inputs, scanned, targets, train=train, on_device=on_device)
-    loader = make_loader(config, dataset, scanned, train, pin_memory=False)
+    loader = make_loader(config, dataset, scanned, train, device=torch.device("cpu"))
     features = batch_features(loader)
     assert (features is not None) == on_device
     received = []

@@ -76,7 +76,7 @@ def test_statistics_from_features_computed_on_the_device_are_the_workers(trained
     statistics = {}
     for on_device in (False, True):
         batches = adaptation_loader(config, make_dataset(config, inputs, table, targets, on_device=on_device),
-                                    pin_memory=False)
+                                    device=torch.device("cpu"))
         assert ("waveforms" in next(iter(batches))) == on_device
         with adapted_batchnorm(model, batches, torch.device("cpu")):
             statistics[on_device] = {k: v.clone() for k, v in batch_norms(model)[0].state_dict().items()}

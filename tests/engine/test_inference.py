@@ -76,7 +76,7 @@ def test_a_scoring_pass_gives_the_same_logits_either_way(tmp_path: Path, feature
         model = build_classifier(config)
         on_device = features_on_device(config, inputs)
         dataset = make_dataset(config, inputs, table, np.zeros((len(table), 3), np.float32), on_device=on_device)
-        loader = make_loader(config, dataset, table, False, model.backbone.padding, pin_memory=False)
+        loader = make_loader(config, dataset, table, False, model.backbone.padding, device=torch.device("cpu"))
         assert ("waveforms" in next(iter(loader))) == (place == "device")
         results[place] = predict(model, loader, config)
     assert results["device"][0] == results["workers"][0]

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from audiotune.config.sections import RuntimeConfig
 from audiotune.engine.seed_import import SeedImportError
 from audiotune.engine.seed_vft import _mapped, has_vft_head, import_vft_run, vft_config
 
@@ -30,7 +31,7 @@ def test_the_recipe_pools_as_the_seed_and_the_head_names_the_classes() -> None:
     assert (config.classifier.frame_activation, config.classifier.pool_drop_last, config.classifier.clf_bottleneck,
             config.classifier.activation, config.model.model) == ("relu", True, 0, "relu", "hf")
     assert [(h.name, h.kind, h.classes) for h in config.heads] == [("label", "categorical", ["sad", "anger"])]
-    assert config.runtime.num_workers == 0  # where it runs is the user's, not the seed's 4 workers
+    assert config.runtime.num_workers == RuntimeConfig().num_workers  # the default, not the seed's 4 workers
 
 
 def test_keys_map_onto_the_classifier_and_the_unused_lstm_is_dropped() -> None:
