@@ -237,7 +237,8 @@ class RuntimeConfig:
     audio_cache: bool = option(False, "store each row's decoded, resampled, channel-mapped audio once (under "
                                       "the cache folder) and read it back every epoch instead of decoding again; "
                                       "waveform augmentation still runs per epoch")
-    report: bool = option(True, "write the HTML report (see `audiotune report`) when train, evaluate or cv ends")
+    report: bool = option(True, "write the HTML report (see `audiotune report`) when train, evaluate, cv, probe or "
+                                "taps ends")
 
 
 HEAD_KINDS = ("binary", "categorical", "soft", "regression")

@@ -15,6 +15,7 @@ from audiotune.data.audio import load_clip, span_of
 from audiotune.data.errors import DataError
 from audiotune.data.layout import attach_paths, read_splits
 from audiotune.engine.inference import override_data
+from audiotune.engine.probe_report import is_probe, read_probe
 from audiotune.models.backbones import input_spec
 from audiotune.outputs import (
     CONFIG_FILE,
@@ -25,6 +26,7 @@ from audiotune.outputs import (
     LOG_FILE,
     METRICS_FILE,
     PREDICTIONS_FILE,
+    PROBE_FILE,
     REPORT_FILE,
     SWEEP_SUMMARY_FILE,
     SWEEP_TRIALS_TABLE,
@@ -34,6 +36,7 @@ from audiotune.outputs import (
 from audiotune.report import CLIP_KB, CLIPS_PER_CLASS
 from audiotune.report.clips import Clip, wrong_clips
 from audiotune.report.experiment_page import ExperimentReport, render_experiment
+from audiotune.report.probe_page import render_probe
 from audiotune.report.run_page import RunReport, render_run
 from audiotune.report.sweep_page import SweepReport, render_sweep
 
@@ -63,11 +66,14 @@ def write_report(source: str | Path, out: str | Path | None = None, data_split_r
         page = render_sweep(SweepReport(f"sweep: {source.resolve().name}", str(source.resolve()),
                                         _read_json(source / SWEEP_SUMMARY_FILE),
                                         pd.read_csv(trials) if trials.is_file() else None))
+    elif is_probe(source):
+        page = render_probe(read_probe(source))
     elif (source / METRICS_FILE).is_file() or (source / PREDICTIONS_FILE).is_file():
         page = render_run(read_run(source, data_split_root, group_by, clips_per_class, clip_kb, run, split, data))
     else:
         raise ValueError(f"{source}: neither a run directory (no {METRICS_FILE} or {PREDICTIONS_FILE}), a "
-                         f"cross-validation (no {CV_SUMMARY_FILE}) nor a sweep (no {SWEEP_SUMMARY_FILE})")
+                         f"cross-validation (no {CV_SUMMARY_FILE}), a sweep (no {SWEEP_SUMMARY_FILE}) nor a probe "
+                         f"(no {PROBE_FILE})")
     return write_bytes(out, page)
 
 
