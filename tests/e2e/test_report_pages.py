@@ -12,7 +12,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import soundfile as sf
-from conftest import HF_TINY, SMALL_ECAPA, make_uid_dataset, read_report, save_hf_checkpoint, small_train_args, tone
+from conftest import (
+    HF_TINY,
+    SMALL_ECAPA,
+    detected_and_aligned_taps,
+    make_uid_dataset,
+    read_report,
+    save_hf_checkpoint,
+    small_train_args,
+    tone,
+)
 
 from audiotune.cli import main
 
@@ -162,6 +171,8 @@ def test_every_page_renders_in_chromium_and_the_browser_plays_every_clip(
     chromium()
     pages = {"run": trained_run["run"] / "report.html", "regression": regression_run["run"] / "report.html",
              "cv": cv_experiment / "report.html", "probe": probe_run / "report.html"}
+    taps = detected_and_aligned_taps(tmp_path, plots=False)
+    pages.update(detect=taps / "taps.report.html", align=taps / "segments.report.html")
     for name, page in pages.items():
         messages = browse(page, tmp_path / f"{name}.png")
         audio = read_report(page)["audio"]
