@@ -31,8 +31,8 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                         help=f"the most confidently wrong clips shown per head and true class (default "
                              f"{CLIPS_PER_CLASS}; 0: none)")
     parser.add_argument("--clip_kb", "--clip-kb", dest="clip_kb", type=integer, default=CLIP_KB,
-                        help=f"largest embedded clip in kB: a longer clip is compressed, then shortened (default "
-                             f"{CLIP_KB})")
+                        help=f"largest embedded clip in kB: a longer clip is compressed, else linked to its source "
+                             f"with its start and end, as clips in remote storage are (default {CLIP_KB})")
     add_section_flags(parser, SCORING_DATA)
     add_storage_flags(parser)
 

@@ -10,8 +10,9 @@ from typing import Any
 
 import pandas as pd
 
+from audiotune import storage
 from audiotune.config import RunConfig, load_config
-from audiotune.data.audio import load_clip, span_of
+from audiotune.data.audio import Span, load_clip, span_of
 from audiotune.data.errors import DataError
 from audiotune.data.layout import attach_paths, read_splits
 from audiotune.engine.inference import override_data
@@ -128,8 +129,20 @@ def _place(row: pd.Series) -> str:
     return f"{span.offset:.2f} s to {end} of {Path(str(row['path'])).name}{channels}"
 
 
+def source_link(path: str, span: Span) -> tuple[str, str]:
+    """The segment's source as a browser opens it, its start and end as a media fragment (``#t=START,END``), and
+    the link's text."""
+    if span.offset == 0 and span.duration is None:
+        return storage.browser_url(path), path
+    end = None if span.duration is None else span.offset + span.duration
+    fragment = f"#t={span.offset:.3f}" + ("" if end is None else f",{end:.3f}")
+    return (storage.browser_url(path) + fragment,
+            f"{path}, {span.offset:.2f} s to " + ("the end" if end is None else f"{end:.2f} s"))
+
+
 def _load(clips: list[Clip], table: pd.DataFrame, config: RunConfig) -> None:
-    """Each clip's segment as the model read it (span, channel mode, resampling, scoring crop)."""
+    """Each clip's segment as the model read it (span, channel mode, resampling, scoring crop), and the link to its
+    source; remote audio is linked, not read."""
     spec = input_spec(config).audio(train=False)
     for clip in clips:
         if clip.uid not in table.index:
@@ -137,9 +150,11 @@ def _load(clips: list[Clip], table: pd.DataFrame, config: RunConfig) -> None:
             continue
         row = table.loc[clip.uid]
         try:
-            clip.place = _place(row)
-            clip.wave, clip.rate = load_clip(str(row["path"]), spec, float(row.get("expected_rate", float("nan"))),
-                                             span_of(row))
+            clip.place, span = _place(row), span_of(row)
+            clip.link, clip.link_text = source_link(str(row["path"]), span)
+            if not storage.is_remote(row["path"]):
+                clip.wave, clip.rate = load_clip(str(row["path"]), spec,
+                                                 float(row.get("expected_rate", float("nan"))), span)
         except (DataError, OSError) as err:
             clip.problem = f"cannot be read: {err}"
 
