@@ -51,6 +51,7 @@ BEST_CHECKPOINT = "best.ckpt"  # in CHECKPOINT_DIR: the best validation epoch
 BEST_CHECKPOINTS = "best-{epoch:02d}"  # in CHECKPOINT_DIR with --save_top_k K > 1: best-epoch=NN.ckpt, K of them
 LOG_DIR = "logs"
 LOG_FILE = "metrics.csv"  # in LOG_DIR: the file Lightning's CSV logger writes
+COMMAND_FILE = "command.json"  # every command that wrote the directory (argv, working directory, version, start)
 PLOT_DIR = "plots"
 TRAINING_CURVES_PLOT = "training_curves.png"
 LAYER_WEIGHTS_PLOT = "layer_weights.png"
@@ -142,6 +143,14 @@ def trial_dir(number: int) -> str:
     """In a sweep's experiment directory: the run directory of Optuna trial ``number``."""
     return f"{TRIAL_DIR_PREFIX}{number}"
 
+
+def command_history(folder: str | Path) -> list[dict[str, Any]]:
+    """The commands recorded in ``folder``'s COMMAND_FILE, oldest first (none when it is missing or unreadable)."""
+    try:
+        value = json.loads((Path(folder) / COMMAND_FILE).read_text())
+    except (OSError, ValueError):
+        return []
+    return [entry for entry in value if isinstance(entry, dict)] if isinstance(value, list) else []
 
 
 class OutputError(OSError):

@@ -32,6 +32,7 @@ from audiotune.outputs import (
     SWEEP_SUMMARY_FILE,
     SWEEP_TRIALS_TABLE,
     check_output_path,
+    command_history,
     write_bytes,
 )
 from audiotune.report import CLIP_KB, CLIPS_PER_CLASS
@@ -108,6 +109,17 @@ def _config_dir(source: Path, run: str | Path = "") -> Path | None:
     return next((d for d in (source, source.parent) if (d / CONFIG_FILE).is_file()), None)
 
 
+def from_training_dir(path: str, run_dir: Path) -> str:
+    """A local path of a run's config as it was given: a relative one is relative to the working directory of the
+    command that made the run (the first entry of its COMMAND_FILE), so the run's tables are found from any folder;
+    absolute paths, URLs and runs without that record as they are."""
+    if not path or storage.is_remote(path) or Path(path).is_absolute():
+        return path
+    history = command_history(run_dir)
+    cwd = history[0].get("cwd") if history else None
+    return str(Path(cwd) / path) if isinstance(cwd, str) and cwd else path
+
+
 def _scored_table(config: RunConfig, data_split_root: str) -> pd.DataFrame:
     """Every row of the scored table(s) with its audio path, by uid."""
     tables = []
@@ -165,7 +177,8 @@ def read_run(source: Path, data_split_root: str = "", group_by: str = "", clips_
     """Everything a run page shows; what is missing is said on the page."""
     config_dir = _config_dir(source, run)
     config = load_config(config_dir / CONFIG_FILE) if config_dir else None
-    if config is not None:
+    if config is not None and config_dir is not None:
+        config.data.prefix = from_training_dir(config.data.prefix, config_dir)
         override_data(config, data)
     metrics = _read_json(source / METRICS_FILE) if (source / METRICS_FILE).is_file() else {}
     predictions = pd.read_parquet(source / PREDICTIONS_FILE) if (source / PREDICTIONS_FILE).is_file() else None
@@ -188,7 +201,7 @@ def read_run(source: Path, data_split_root: str = "", group_by: str = "", clips_
     if split and split not in splits:
         raise ValueError(f"--split {split}: {source / PREDICTIONS_FILE} scores {', '.join(map(str, splits))}")
     report.split = split or next((s for s in ("test", "val") if s in splits), splits[0] if splits else "")
-    root = data_split_root or (config.data.data_split_root if config_dir == source else "")
+    root = data_split_root or (from_training_dir(config.data.data_split_root, source) if config_dir == source else "")
     if not root:
         missing = "the table an evaluation scored is not recorded in its folder: give -d TABLE to `audiotune report`"
         report.clips_missing = report.groups_missing = missing
