@@ -3,6 +3,7 @@ per recording and the timelines of ``--plot``, inline."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,7 @@ def _place(path: str | Path) -> str:
 def detection_report(detections: list[Detection], out: str | Path, window: tuple[float, float]) -> Path:
     """The page of `taps detect` that wrote ``out``: taps per recording, threshold and noise floor, timelines."""
     total = sum(len(d.positions) for d in detections)
-    facts = [["taps detected", total], ["recordings", len(detections)],
+    facts: list[list[Any]] = [["taps detected", total], ["recordings", len(detections)],
              ["window (s before, after each tap)", f"{window[0]:g}, {window[1]:g}"]]
     rows = [[storage.name(d.path), len(d.positions), round(d.duration, 3), d.sample_rate, d.threshold,
              d.floor, round(len(d.positions) / d.duration * 60, 2) if d.duration else None] for d in detections]
