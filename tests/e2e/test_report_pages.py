@@ -173,6 +173,8 @@ def test_every_page_renders_in_chromium_and_the_browser_plays_every_clip(
              "cv": cv_experiment / "report.html", "probe": probe_run / "report.html"}
     taps = detected_and_aligned_taps(tmp_path, plots=False)
     pages.update(detect=taps / "taps.report.html", align=taps / "segments.report.html")
+    assert main(["report", str(trained_run["run"]), "-o", str(tmp_path / "linked.html"), "--clip_kb", "3"]) == 0
+    pages["linked"] = tmp_path / "linked.html"  # clips over the cap: their sources linked, not embedded
     for name, page in pages.items():
         messages = browse(page, tmp_path / f"{name}.png")
         audio = read_report(page)["audio"]
