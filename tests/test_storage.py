@@ -81,9 +81,9 @@ def test_train_evaluate_extract_in_a_bucket(gcs: Emulator, tmp_path: Path, capsy
     upload_dataset(tmp_path / "data", fs)
     run = f"gs://{BUCKET}/runs/r1"
     assert main(_train(run)) == 0, capsys.readouterr().err
-    assert f"run directory: {run}" in capsys.readouterr().out
+    assert f"run directory: {run}" in capsys.readouterr().err
     names = {Path(p).name for p in fs.find(f"{BUCKET}/runs/r1")}
-    assert {"config.yaml", "metrics.json", "model.safetensors"} <= names
+    assert {"config.yaml", "metrics.json", "model.safetensors", "command.json"} <= names
     assert not any(name.startswith(".") for name in names)  # no lock, no partial file, no staging note
     config = yaml.safe_load(fs.cat_file(f"{BUCKET}/runs/r1/config.yaml"))
     assert config["data"]["data_split_root"] == f"gs://{BUCKET}/data/split"
@@ -196,7 +196,6 @@ def test_project_flag_reaches_the_file_system(gcs: Emulator, monkeypatch: pytest
     monkeypatch.setattr(storage, "_OPTIONS", {})
     assert main(["train", "-d", str(tmp_path / "none"), "-o", str(tmp_path / "r"), "-p", "my-project"]) == 2
     assert storage.filesystem(f"gs://{BUCKET}/x")[0].project == "my-project"
-
 
 
 def test_browser_urls_of_objects_other_urls_and_local_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

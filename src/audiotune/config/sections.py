@@ -3,12 +3,22 @@ runtime), the heads, the whole ``RunConfig``, and :func:`check_config`, which ch
 declared range before any work is done."""
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
 from audiotune.config.augmentation import AugmentConfig
 from audiotune.config.options import AT_LEAST_0, AT_LEAST_1, INF, PROBABILITY, option, range_problems
-from audiotune.outputs import CHECKPOINT_DIR, CONFIG_HISTORY_FILE, DROPPED_FILE, LAST_CHECKPOINT, SKIPPED_FILE
+from audiotune.outputs import (
+    CHECKPOINT_DIR,
+    CONFIG_HISTORY_FILE,
+    DROPPED_FILE,
+    LAST_CHECKPOINT,
+    LOG_DIR,
+    LOG_FILE,
+    SKIPPED_FILE,
+    TENSORBOARD_DIR,
+)
 from audiotune.storage import Role
 
 CONFIG_VERSION = 2
@@ -18,6 +28,8 @@ INPUT_RESOLVED_VERSION = 2
 
 
 PRECISIONS = ("32", "bf16", "16-mixed", "16")  # 16: the seeds' spelling of 16-mixed
+LOGGERS = ("csv", "tensorboard")
+TENSORBOARD = ("tensorboard", "tensorboardX")  # the packages Lightning's TensorBoardLogger writes with
 
 
 @dataclass
@@ -237,8 +249,12 @@ class RuntimeConfig:
     audio_cache: bool = option(False, "store each row's decoded, resampled, channel-mapped audio once (under "
                                       "the cache folder) and read it back every epoch instead of decoding again; "
                                       "waveform augmentation still runs per epoch")
-    report: bool = option(True, "write the HTML report (see `audiotune report`) when train, evaluate, cv, probe or "
-                                "taps ends")
+    report: bool = option(True, "write the HTML report (see `audiotune report`) when train, evaluate, cv, "
+                                "sweep, probe or taps ends")
+    logger: str = option("csv", f"training curves of train, pretrain, cv and sweep runs: csv ({LOG_DIR}/{LOG_FILE})"
+                                f" or tensorboard (also TensorBoard event files in {LOG_DIR}/{TENSORBOARD_DIR}; needs "
+                                "`pip install tensorboard`); the CSV, which the report reads, is always written",
+                         choices=LOGGERS)
 
 
 HEAD_KINDS = ("binary", "categorical", "soft", "regression")
@@ -311,6 +327,10 @@ def check_config(config: RunConfig) -> RunConfig:
     if features.vtlp > 0 and features.features != "fbank":
         problems.append(f"--vtlp {features.vtlp}: warps the fbank's frequency axis; needs --features fbank "
                         f"(not {features.features})")
+    if config.runtime.logger not in LOGGERS:  # a config file's value: the flag's choices are checked by argparse
+        problems.append(f"--logger {config.runtime.logger}: choose one of {', '.join(LOGGERS)}")
+    elif config.runtime.logger == "tensorboard" and not any(importlib.util.find_spec(name) for name in TENSORBOARD):
+        problems.append("--logger tensorboard: the tensorboard package is not installed (pip install tensorboard)")
     try:
         AugmentConfig(**vars(config.augment))
     except (TypeError, ValueError) as err:

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from audiotune import storage
 from audiotune.config import HeadSpec, RunConfig, check_config
 from audiotune.data.layout import ONE_TABLE
 from audiotune.data.loading import adaptation_loader, make_dataset, make_loader
@@ -22,6 +23,7 @@ from audiotune.models.classifier import Classifier
 from audiotune.outputs import (
     CONFIG_FILE,
     EVALUATE_DIR,
+    EVALUATION_FILE,
     METRICS_FILE,
     PLOT_DIR,
     PREDICTIONS_FILE,
@@ -201,11 +203,18 @@ def evaluate_run(run: str, data_split_root: str, exp_dir: str | None = None, on_
         check_adaptation(config.train.adapt_bn, prepared.tables)
         section = _section_of_one_table(data_split_root, prepared)
         owned.start()
+        write_json(out_dir / EVALUATION_FILE, {"run": _absolute(resolve_run_dir(run)), "data_split_root":
+                                               _absolute(data_split_root), "data": data or {}})
         prepared.write_reports(out_dir)
         metrics = evaluate_prepared(model, config, prepared, out_dir, aggregate=aggregate, write_metrics=False)
         # earlier releases called the section of one CSV "data": kept beside it for the readers of that name
         write_json(out_dir / METRICS_FILE, {**metrics, **({ONE_TABLE: metrics[section]} if section else {})})
         return metrics
+
+
+def _absolute(path: str | Path) -> str:
+    """A local path made absolute (a report may be written from another folder); a URL as it is."""
+    return str(path) if storage.is_remote(str(path)) else str(Path(path).resolve())
 
 
 def _section_of_one_table(data_split_root: str, prepared: PreparedData) -> str | None:
