@@ -48,3 +48,20 @@ def test_only_relative_local_paths_move() -> None:
     assert from_training_dir("/data/split", run) == "/data/split"
     assert from_training_dir("gs://b/split", run) == "gs://b/split"
     assert from_training_dir("data/split", Path("/no/record")) == "data/split"
+
+
+def test_a_run_trained_with_relative_paths_reports_from_another_folder(uid_dataset: dict,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import small_train_args
+
+    from audiotune.cli import main
+
+    root = uid_dataset["root"]
+    monkeypatch.chdir(root)
+    relative = {**uid_dataset, "prefix": Path("audio"), "split": Path("split"), "labels": Path("labels.txt")}
+    assert main(small_train_args(relative, Path("run"), "--report", "False")) == 0
+    assert yaml.safe_load((root / "run" / "config.yaml").read_text())["data"]["data_split_root"] == "split"
+    (root / "elsewhere").mkdir()
+    monkeypatch.chdir(root / "elsewhere")
+    page = read_report(write_report(root / "run"))
+    assert page["audio"] > 0 and all(uid.startswith("fay") for uid, _, _ in page["clips"])
