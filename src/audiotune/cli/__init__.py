@@ -77,7 +77,7 @@ def build_parser(model: str | None = None, full_help: bool = False) -> argparse.
         add_help_flags(sub)
         sub.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
         command.arguments(sub, model)
-        refuse_retired(sub)
+        refuse_retired(sub, command.name)
         sub.usage = compact_usage(sub)
         arrange(sub, full_help)
     return parser

@@ -152,6 +152,11 @@ class ClassifierConfig:
     weighted: bool = option(False, "learn a softmax-weighted sum of all hidden states")
     pooling_mode: str = option("mean", "pooling over frames, and how ft embeddings merge across heads",
                                ("-pm", "--pm"), choices=("mean", "sum", "max"))
+    frame_activation: str = option("none", "activation of every hidden state's frames before the layer choice or "
+                                           "weighted sum and the pooling (relu: the seed emotion system's V-FT)",
+                                   choices=("none", "relu", "gelu", "tanh"))
+    pool_drop_last: bool = option(False, "leave each clip's last frame out of the pooling (the seed emotion system's "
+                                         "V-FT pooled its first frames - 1); a clip of one frame keeps it")
 
 
 @dataclass
@@ -225,12 +230,20 @@ class TrainConfig:
     debug: bool = option(False, "use only the first 8 rows of every split")
 
 
+FEATURE_PLACES = ("auto", "device", "workers")
+
+
 @dataclass
 class RuntimeConfig:
     """Where and how a command runs (device, precision, processes, data workers, caches): training and inference
     alike; a command that loads a run may set them anew (``--accelerator``, ``-bs`` ...)."""
 
     num_workers: int = option(0, "data loader worker processes", ("-nw", "--nworkers"), valid=(0, 1024, True, True))
+    features_on: str = option("auto", "where fbank/MFCC features, their normalisation and SpecAugment are computed: "
+                                      "device (batched on the model's device, after the transfer; the data workers "
+                                      "only decode, resample and crop), workers (per clip in the data workers), or "
+                                      "auto (device on a GPU, workers on the CPU)",
+                              choices=FEATURE_PLACES)
     precision: str = option("32", "precision of training and inference: 32, bf16 (bfloat16 autocast), 16-mixed "
                                   "(float16 autocast with loss scaling; needs a GPU; 16, the seeds' spelling, is "
                                   "the same)", choices=PRECISIONS)
@@ -322,6 +335,8 @@ def check_config(config: RunConfig) -> RunConfig:
     the backbone reads them.)"""
     problems = [problem for section in SECTIONS for problem in range_problems(getattr(config, section))]
     features = config.features
+    if config.runtime.features_on not in FEATURE_PLACES:  # a config file's value: argparse checks the flag's
+        problems.append(f"--features_on {config.runtime.features_on}: choose one of {', '.join(FEATURE_PLACES)}")
     if len(features.vtlp_range) != 2 or features.vtlp_range[0] > features.vtlp_range[1]:
         problems.append(f"--vtlp_range {' '.join(map(str, features.vtlp_range))}: give LOW HIGH with LOW <= HIGH")
     if features.vtlp > 0 and features.features != "fbank":

@@ -9,8 +9,9 @@ from torch.utils.data import Dataset
 from audiotune.data.audio import AudioSpec, load_clip, table_spans
 from audiotune.data.audio_store import AudioStore
 from audiotune.data.augment import AugmentConfig, WaveformAugmenter, mixup, sample_mixup_lambda
+from audiotune.data.batch_features import NUM_SAMPLES, SEEDS, WARPS, WAVEFORMS, BatchFeatures
 from audiotune.data.features import spec_augment, spec_noise
-from audiotune.data.frontend import FrontEnd, check_feature_config
+from audiotune.data.frontend import FrontEnd, check_feature_config, waveform_batch
 from audiotune.data.input_spec import InputSpec
 
 
@@ -63,11 +64,14 @@ class AudioDataset(Dataset):
     Random draws come from a generator seeded by ``torch.initial_seed()`` in each process, so runs
     with the same seed repeat, with or without worker processes. With an :class:`AudioStore`, each row is
     decoded once and read back afterwards; augmentation still runs on every draw.
+
+    ``on_device``: items are prepared waveforms with the clip's VTLP warp and SpecAugment seed (the same draws),
+    and the features are computed batched after the transfer (:class:`~audiotune.data.batch_features.BatchFeatures`).
     """
 
     def __init__(self, table: pd.DataFrame, targets: np.ndarray, inputs: InputSpec,
                  augment: AugmentConfig | None = None, mixup_p: float = 0.0, train: bool = False,
-                 store: AudioStore | None = None):
+                 store: AudioStore | None = None, on_device: bool = False):
         if len(table) != len(targets):
             raise ValueError("table and targets differ in length")
         self.uids = [str(u) for u in table.index]
@@ -83,6 +87,9 @@ class AudioDataset(Dataset):
         self.train = train
         self.augment_config = augment if (train and augment is not None and augment.active) else None
         self.mixup_p = mixup_p if train else 0.0
+        self.on_device = on_device
+        if on_device:
+            BatchFeatures(inputs)  # settings the device cannot compute with are an error here, before any clip
         self._rng: np.random.Generator | None = None
         self._augmenter: WaveformAugmenter | None = None
 
@@ -122,9 +129,14 @@ class AudioDataset(Dataset):
         if self.train and self.inputs.vtlp > 0 and self.rng.random() < self.inputs.vtlp:
             low, high = self.inputs.vtlp_range
             warp = float(self.rng.uniform(low, high))
+        seed = int(self.rng.integers(2**31)) if self.train else 0
+        if self.on_device:
+            self.extract.front_end(rate).check_clip(len(clip), self.paths[index])
+            return {"uid": self.uids[index], WAVEFORMS: clip, "length": len(clip), "targets": target,
+                    WARPS: warp, SEEDS: seed}
         feats = self.extract(clip, rate, self.paths[index], warp)
         if self.train:
-            generator = torch.Generator().manual_seed(int(self.rng.integers(2**31)))
+            generator = torch.Generator().manual_seed(seed)
             if self.inputs.freqm or self.inputs.timem:
                 feats = spec_augment(feats, self.inputs.freqm, self.inputs.timem, generator=generator)
             if self.inputs.noise:
@@ -134,13 +146,26 @@ class AudioDataset(Dataset):
 
 class Collator:
     """Stack items into a batch, padding features with zeros, or with ``pad_frame`` (one frame, e.g. the features of
-    silence) where given; ``target_length`` > 0 pads or crops to that size."""
+    silence) where given; ``target_length`` > 0 pads or crops to that size.
 
-    def __init__(self, target_length: int = 0, pad_frame: torch.Tensor | None = None):
+    With ``features`` (items of an ``on_device`` dataset), waveforms are zero-padded into ``waveforms`` with their
+    ``num_samples``, and ``features`` turns the batch into model inputs after its transfer (the padding and
+    ``target_length`` are its own)."""
+
+    def __init__(self, target_length: int = 0, pad_frame: torch.Tensor | None = None,
+                 features: BatchFeatures | None = None):
         self.target_length = target_length
         self.pad_frame = pad_frame
+        self.features = features
 
     def __call__(self, items: list[dict]) -> dict:
+        if self.features is not None:
+            waveforms, num_samples = waveform_batch([item[WAVEFORMS] for item in items])
+            batch = {"uid": [item["uid"] for item in items], WAVEFORMS: waveforms, NUM_SAMPLES: num_samples,
+                     "targets": torch.stack([item["targets"] for item in items])}
+            if self.features.train:  # plain numbers: they stay on the CPU, where the masks are drawn
+                batch.update({WARPS: [item[WARPS] for item in items], SEEDS: [item[SEEDS] for item in items]})
+            return batch
         lengths = [item["length"] for item in items]
         frames = self.target_length or max(lengths)
         first = items[0]["inputs"]

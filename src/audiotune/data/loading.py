@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ from audiotune import storage
 from audiotune.config import RunConfig
 from audiotune.data.audio_store import AudioStore
 from audiotune.data.balance import class_groups
+from audiotune.data.batch_features import BatchFeatures
 from audiotune.data.dataset import AudioDataset, Collator
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.prepare import PreparedData
@@ -157,19 +159,32 @@ def _ordered_batches(config: RunConfig, table: pd.DataFrame | None, count: int,
 
 
 def make_dataset(config: RunConfig, inputs: InputSpec, table: pd.DataFrame, targets: np.ndarray,
-                 train: bool = False) -> AudioDataset:
+                 train: bool = False, on_device: bool = False) -> AudioDataset:
     """The dataset of a table prepared as the model reads it (``inputs``): augmentation and the training crop
-    if ``train``, else the scoring crop."""
+    if ``train``, else the scoring crop; ``on_device`` (the engine's choice, ``--features_on``): its loaders
+    give waveforms, whose features :func:`batch_features` computes after the transfer."""
     store = (AudioStore(storage.cache_root(config.runtime.cache_dir), inputs.audio(train))
              if config.runtime.audio_cache else None)
-    return AudioDataset(table, targets, inputs, config.augment, config.data.mixup, train=train, store=store)
+    return AudioDataset(table, targets, inputs, config.augment, config.data.mixup, train=train, store=store,
+                        on_device=on_device)
 
 
 def collator(dataset: AudioDataset) -> Collator:
-    """How a dataset's batches are padded: with zeros, or with one frame of silence (``--pad silence``)."""
+    """How a dataset's batches are padded: with zeros, or with one frame of silence (``--pad silence``); features,
+    padding and ``target_length`` after the transfer for a dataset whose features are computed on the device."""
     inputs = dataset.inputs
-    silent = inputs.pad == "silence"
-    return Collator(inputs.target_length, dataset.extract.silence(inputs.rate_or_default) if silent else None)
+    silence = dataset.extract.silence(inputs.rate_or_default) if inputs.pad == "silence" else None
+    if dataset.on_device:
+        return Collator(features=BatchFeatures(inputs, dataset.train, silence))
+    return Collator(inputs.target_length, silence)
+
+
+def batch_features(loader: Iterable[dict]) -> BatchFeatures | None:
+    """What turns ``loader``'s batches into model inputs once they are on the model's device (None: its batches
+    hold model inputs already)."""
+    if isinstance(loader, DataLoader) and isinstance(loader.collate_fn, Collator):
+        return loader.collate_fn.features
+    return None
 
 
 def make_loader(config: RunConfig, dataset: AudioDataset, table: pd.DataFrame, train: bool,

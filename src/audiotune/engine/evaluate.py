@@ -15,7 +15,14 @@ from audiotune.data.prepare import PreparedData, prepare_eval_data
 from audiotune.engine.adapt import OFF, adaptation_groups, adapted_batchnorm, check_adaptable, check_adaptation
 from audiotune.engine.aggregate import check_recording_targets, recording_scores, table_recordings
 from audiotune.engine.cache import CachedDataset, cache_blocker, cached_datasets, cached_loader
-from audiotune.engine.inference import inference_device, loader_pins_memory, override_data, override_device, predict
+from audiotune.engine.inference import (
+    features_on_device,
+    inference_device,
+    loader_pins_memory,
+    override_data,
+    override_device,
+    predict,
+)
 from audiotune.engine.metrics import compute_metrics, head_slices, scores_from_logits
 from audiotune.models.backbones import input_spec
 from audiotune.models.checkpoint import load_run, resolve_run_dir
@@ -92,7 +99,7 @@ def _adapted_predictions(model: Classifier, config: RunConfig, table: pd.DataFra
     inputs = input_spec(config)
     for group, rows in groups:
         part = table.iloc[rows]
-        dataset = make_dataset(config, inputs, part, targets[rows])
+        dataset = make_dataset(config, inputs, part, targets[rows], on_device=features_on_device(config, inputs))
         with adapted_batchnorm(model, adaptation_loader(config, dataset, pin_memory=pinned), inference_device(config)):
             loader = make_loader(config, dataset, part, False, model.backbone.padding, pin_memory=pinned)
             group_uids, group_logits, group_targets = predict(model, loader, config, f"evaluate {group or 'split'}")
@@ -139,7 +146,8 @@ def evaluate_prepared(model: Classifier, config: RunConfig, prepared: PreparedDa
             uids, logits, targets = predict(model, cached_loader(config, cached[split], False), config,
                                             f"evaluate {split}")
         elif adapt == OFF:
-            dataset = make_dataset(config, inputs, table, prepared.targets[split])
+            dataset = make_dataset(config, inputs, table, prepared.targets[split],
+                                   on_device=features_on_device(config, inputs))
             loader = make_loader(config, dataset, table, False, padding, pin_memory=loader_pins_memory(config))
             uids, logits, targets = predict(model, loader, config, f"evaluate {split}")
         else:

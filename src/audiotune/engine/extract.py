@@ -17,6 +17,7 @@ from audiotune.config import RunConfig, check_config
 from audiotune.data.loading import make_dataset, make_loader
 from audiotune.data.prepare import prepare_eval_data
 from audiotune.engine.inference import (
+    features_on_device,
     inference_device,
     iterate_batches,
     loader_pins_memory,
@@ -76,8 +77,9 @@ def extract_embeddings(run: str, data_split_root: str, out: str, embedding_type:
     schema = pa.schema([("uid", pa.string()), ("split", pa.string()), ("embedding", pa.list_(pa.float32()))])
     with atomic_path(out_path) as partial, pq.ParquetWriter(partial, schema) as writer:
         for split, table in prepared.tables.items():
-            loader = make_loader(config, make_dataset(config, inputs, table, prepared.targets[split]), table, False,
-                                 padding, pin_memory=loader_pins_memory(config))
+            dataset = make_dataset(config, inputs, table, prepared.targets[split],
+                                   on_device=features_on_device(config, inputs))
+            loader = make_loader(config, dataset, table, False, padding, pin_memory=loader_pins_memory(config))
             for batch, emb in iterate_batches(model, loader, config, embed, f"extract {split}"):
                 rows = emb.float().cpu().numpy()
                 writer.write_table(pa.table({
