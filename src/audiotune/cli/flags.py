@@ -299,7 +299,8 @@ def add_scoring_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(*spellings("batch_size", ("-bs",)), dest="batch_size", type=int)
     parser.add_argument(*spellings("num_workers", ("-nw",)), dest="num_workers", type=int)
     parser.add_argument(*spellings("on_error"), dest="on_error", choices=("raise", "skip"))
-    add_device_flags(parser)
+    add_device_flags(parser, processes=True)
+    add_section_flags(parser, ("runtime.num_nodes",))
     add_storage_flags(parser)
 
 
@@ -312,10 +313,12 @@ def scoring_data(args: argparse.Namespace) -> dict[str, Any]:
     return data
 
 
-def add_device_flags(parser: argparse.ArgumentParser) -> None:
-    """--accelerator/--devices/--precision of a command that loads a run; they override the run's config."""
+def add_device_flags(parser: argparse.ArgumentParser, processes: bool = False) -> None:
+    """--accelerator/--devices/--precision of a command that loads a run; they override the run's config.
+    ``processes``: the command runs one process per device (else it uses the first)."""
     parser.add_argument("--accelerator", choices=("auto", "cpu", "gpu", "cuda", "mps"),
                         help="where the model runs: auto takes the GPU when there is one (default: the run's)")
-    parser.add_argument("--devices", help="which device: auto, a count (the first is used) or a list of indices "
-                                          "such as 0,1 or [1] (the first is used) (default: the run's)")
+    several = "one process per device, each scoring its share of the rows" if processes else "the first is used"
+    parser.add_argument("--devices", help=f"which devices: auto, a count or a list of indices such as 0,1 or [1] "
+                                          f"({several}) (default: the run's)")
     parser.add_argument("--precision", choices=PRECISIONS, help="inference precision (default: the run's)")

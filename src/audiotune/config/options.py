@@ -20,10 +20,13 @@ PROBABILITY = (0, 1, True, True)
 
 
 def option(default: Any, help: str, flags: tuple[str, ...] = (), choices: tuple[Any, ...] | None = None,
-           cli: bool = True, valid: tuple[float, float, bool, bool] | None = None, role: Role | None = None) -> Any:
+           cli: bool = True, valid: tuple[float, float, bool, bool] | None = None, role: Role | None = None,
+           action: bool = False) -> Any:
     """A config field with its command-line help, extra flag spellings, allowed values, valid range and the role
-    of a path (how a remote one is read or written)."""
-    meta = {"help": help, "flags": flags, "choices": choices, "cli": cli, "valid": valid, "role": role}
+    of a path (how a remote one is read or written). An ``action`` (resume, overwrite) is what one command does,
+    not a property of the run: a run's saved config holds its default, so reusing that config repeats nothing."""
+    meta = {"help": help, "flags": flags, "choices": choices, "cli": cli, "valid": valid, "role": role,
+            "action": action}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -38,9 +41,17 @@ def describe_range(low: float, high: float, low_in: bool, high_in: bool) -> str:
 
 def range_problems(options: Any) -> list[str]:
     """``--name value: must be in ...`` for every option of dataclass instance ``options`` outside its declared
-    valid range (lists are checked per element)."""
+    valid range or not one of its declared choices (lists are checked per element). The command line checks
+    choices itself; a config file's values are checked here."""
     problems = []
     for spec in dataclasses.fields(options):
+        choices = spec.metadata.get("choices")
+        if choices:
+            value = getattr(options, spec.name)
+            wrong = [item for item in (value if isinstance(value, list) else [value])
+                     if item is not None and item not in choices]
+            if wrong:
+                problems.append(f"--{spec.name} {wrong[0]}: choose one of {', '.join(map(str, choices))}")
         if not spec.metadata.get("valid"):
             continue
         low, high, low_in, high_in = spec.metadata["valid"]

@@ -222,11 +222,12 @@ class TrainConfig:
     save_top_k: int = option(1, f"keep the K best validation epochs by --monitor as checkpoints in "
                                 f"EXP_DIR/{CHECKPOINT_DIR} (1: best.ckpt; more: best-epoch=NN.ckpt each); the saved "
                                 "model is the best of them", valid=AT_LEAST_1)
-    resume: bool = option(False, f"continue from EXP_DIR/{CHECKPOINT_DIR}/{LAST_CHECKPOINT}")
-    overwrite: bool = option(False, "replace the run already in --exp_dir (deleted once the inputs are checked)")
+    resume: bool = option(False, f"continue from EXP_DIR/{CHECKPOINT_DIR}/{LAST_CHECKPOINT}", action=True)
+    overwrite: bool = option(False, "replace the run already in --exp_dir (deleted once the inputs are checked)",
+                             action=True)
     allow_changes: bool = option(False, "with --resume: go on although options other than --epochs and where it "
                                         "runs differ from the run's config.yaml; the changes are recorded in "
-                                        f"EXP_DIR/{CONFIG_HISTORY_FILE}")
+                                        f"EXP_DIR/{CONFIG_HISTORY_FILE}", action=True)
     debug: bool = option(False, "use only the first 8 rows of every split")
 
 
@@ -335,16 +336,12 @@ def check_config(config: RunConfig) -> RunConfig:
     the backbone reads them.)"""
     problems = [problem for section in SECTIONS for problem in range_problems(getattr(config, section))]
     features = config.features
-    if config.runtime.features_on not in FEATURE_PLACES:  # a config file's value: argparse checks the flag's
-        problems.append(f"--features_on {config.runtime.features_on}: choose one of {', '.join(FEATURE_PLACES)}")
     if len(features.vtlp_range) != 2 or features.vtlp_range[0] > features.vtlp_range[1]:
         problems.append(f"--vtlp_range {' '.join(map(str, features.vtlp_range))}: give LOW HIGH with LOW <= HIGH")
     if features.vtlp > 0 and features.features != "fbank":
         problems.append(f"--vtlp {features.vtlp}: warps the fbank's frequency axis; needs --features fbank "
                         f"(not {features.features})")
-    if config.runtime.logger not in LOGGERS:  # a config file's value: the flag's choices are checked by argparse
-        problems.append(f"--logger {config.runtime.logger}: choose one of {', '.join(LOGGERS)}")
-    elif config.runtime.logger == "tensorboard" and not any(importlib.util.find_spec(name) for name in TENSORBOARD):
+    if config.runtime.logger == "tensorboard" and not any(importlib.util.find_spec(name) for name in TENSORBOARD):
         problems.append("--logger tensorboard: the tensorboard package is not installed (pip install tensorboard)")
     try:
         AugmentConfig(**vars(config.augment))
