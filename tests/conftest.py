@@ -280,3 +280,24 @@ def read_report(path: Path) -> dict:
 
     Reader().feed(Path(path).read_text())
     return found
+
+
+def detected_and_aligned_taps(root: Path, plots: bool = True) -> Path:
+    """Two short synthetic 8-channel tap recordings (examples/make_tap_data.py, with spurious touches) through
+    `taps detect` and `taps align` (and their --plot): the folder of taps.csv, segments.csv and their pages."""
+    import subprocess
+    import sys
+
+    from audiotune.cli import main
+
+    subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "examples" / "make_tap_data.py"),
+                    "--out", str(root / "data"), "--recordings", "2", "--seconds", "10", "--spurious", "0.1",
+                    "--seed", "3"], check=True, capture_output=True)
+    recordings = sorted(str(p) for p in (root / "data" / "01.acoustic").glob("*.wav"))
+    out = root / "out"
+    plot = ["--plot", str(out / "plots")] if plots else []
+    assert main(["taps", "detect", *recordings, "--out", str(out / "taps.csv"), "--release", "0.15", *plot]) == 0
+    assert main(["taps", "align", str(out / "taps.csv"), "--touch_log",
+                 str(root / "data" / "02.neonode" / "session_nnode.csv"), "--keys", str(root / "data" / "keys.csv"),
+                 "--out", str(out / "segments.csv"), *plot]) == 0
+    return out

@@ -106,8 +106,9 @@ def test_train_evaluate_extract_in_a_bucket(gcs: Emulator, tmp_path: Path, capsy
 
     assert main(["evaluate", "--run", run, "-d", f"gs://{BUCKET}/data/split/test.csv"]) == 0
     assert fs.isfile(f"{BUCKET}/runs/r1/evaluate/metrics.json")
-    for report in ("runs/r1/report.html", "runs/r1/evaluate/report.html"):  # clips read from the bucket
-        assert b"<audio controls" in fs.cat_file(f"{BUCKET}/{report}")
+    for report in ("runs/r1/report.html", "runs/r1/evaluate/report.html"):  # clips in the bucket: linked
+        page = fs.cat_file(f"{BUCKET}/{report}")
+        assert b"<audio controls" not in page and f'<a class="source" href="{gcs.url}/download/'.encode() in page
     assert main(["extract", "--run", run, "-d", f"gs://{BUCKET}/data/split/test.csv"]) == 0
     assert f"embeddings: {run}/embeddings_ft.parquet" in capsys.readouterr().out
     with fs.open(f"{BUCKET}/runs/r1/embeddings_ft.parquet", "rb") as stream:
@@ -196,3 +197,12 @@ def test_project_flag_reaches_the_file_system(gcs: Emulator, monkeypatch: pytest
     assert main(["train", "-d", str(tmp_path / "none"), "-o", str(tmp_path / "r"), "-p", "my-project"]) == 2
     assert storage.filesystem(f"gs://{BUCKET}/x")[0].project == "my-project"
 
+
+def test_browser_urls_of_objects_other_urls_and_local_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    assert storage.browser_url("gs://b/a dir/x#1.wav") == "https://storage.cloud.google.com/b/a%20dir/x%231.wav"
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "127.0.0.1:9023")
+    assert storage.browser_url("gs://b/a dir/x.wav") == \
+        "http://127.0.0.1:9023/download/storage/v1/b/b/o/a%20dir%2Fx.wav?alt=media"
+    assert storage.browser_url("https://example.org/x.wav") == "https://example.org/x.wav"
+    assert storage.browser_url(tmp_path / "x y.wav") == (tmp_path / "x y.wav").resolve().as_uri()

@@ -68,6 +68,7 @@ EVALUATE_DIR = "evaluate"  # in a run directory: where `audiotune evaluate` writ
 ATTENTION_DIR = "attention"  # in a run directory: where `audiotune attention` writes without --out
 ATTENTION_ROLLOUT_PLOT = "attention_rollout.png"
 IMPORT_RECORD_FILE = "import.json"  # a run made by `audiotune import`: its seed files and how they were mapped
+TAPS_REPORT_SUFFIX = ".report.html"  # beside the table of `taps detect` / `taps align`: its report page
 
 # beside `audiotune cluster --out LABELS.parquet` (see sidecar)
 CLUSTER_STATS_SUFFIX = ".clusters.json"  # how the frames were made, cluster usage per K

@@ -112,6 +112,22 @@ def filesystem(url: str) -> tuple[Any, str]:
         raise StorageError(f"{url}: not a path audiotune can read ({err})") from err
 
 
+def browser_url(path: str | Path) -> str:
+    """Where a browser opens file ``path``: a Cloud Storage object's authenticated download page (the emulator's
+    download URL when ``STORAGE_EMULATOR_HOST`` is set), another URL as it is, a local file as ``file://``."""
+    from urllib.parse import quote
+
+    text = str(path)
+    if _protocol(text) in ("gs", "gcs"):
+        bucket, _, key = text.split("://", 1)[1].partition("/")
+        emulator = os.environ.get("STORAGE_EMULATOR_HOST", "")
+        if emulator:
+            host = (emulator if "://" in emulator else f"http://{emulator}").rstrip("/")
+            return f"{host}/download/storage/v1/b/{bucket}/o/{quote(key, safe='')}?alt=media"
+        return f"https://storage.cloud.google.com/{bucket}/{quote(key)}"
+    return text if is_remote(text) or text.startswith("file://") else Path(text).resolve().as_uri()
+
+
 def storage_error(url: str, action: str, err: BaseException) -> StorageError:
     """``err`` as a :class:`StorageError` that names ``url`` and what could not be done to it."""
     if isinstance(err, StorageError):

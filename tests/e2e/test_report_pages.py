@@ -13,7 +13,16 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import yaml
-from conftest import SMALL_ECAPA, make_uid_dataset, read_report, small_train_args, tone
+from conftest import (
+    HF_TINY,
+    SMALL_ECAPA,
+    detected_and_aligned_taps,
+    make_uid_dataset,
+    read_report,
+    save_hf_checkpoint,
+    small_train_args,
+    tone,
+)
 
 from audiotune.cli import main
 
@@ -58,6 +67,40 @@ def cv_experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
                  "--val_group", "none", "--repeats", "2", "--model", "ecapa_tdnn", *SMALL_ECAPA, "-e", "1",
                  "-bs", "4"]) == 0
     return out
+
+
+@pytest.fixture(scope="module")
+def probe_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A layer probe of a tiny wav2vec2 (3 hidden states) on the uid dataset; its page written when it ended."""
+    import torch
+    import transformers
+
+    ds = make_uid_dataset(tmp_path_factory.mktemp("probe"))
+    torch.manual_seed(0)
+    checkpoint = save_hf_checkpoint(transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**HF_TINY)),
+                                    ds["root"] / "w2v")
+    out = ds["root"] / "probe"
+    assert main(["probe", "-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"]), "-o", str(out),
+                 "--model", "hf", "-c", str(checkpoint), "-e", "1", "-bs", "4"]) == 0
+    return out
+
+
+def test_probe_writes_its_page_with_the_layer_curve_and_table(probe_run: Path, tmp_path: Path) -> None:
+    page = read_report(probe_run / "report.html")
+    assert page["sections"] == ["overview", "layers", "weights", "table", "config"]
+    text = (probe_run / "report.html").read_text()
+    table = pd.read_csv(probe_run / "probe.csv", dtype={"layer": str})
+    layers = text.split('<section id="layers">')[1].split("</section>")[0]
+    accuracy = layers.split("</svg>")[0]
+    assert 'aria-label="accuracy"' in accuracy and accuracy.count('class="kept"') == 1
+    assert accuracy.count("<circle") == 2 * (len(table) - 1) + 2 * 2  # val and test per layer, 2 weighted-sum ends
+    values = pd.to_numeric(table["val_accuracy"][table["layer"] != "weighted"])
+    assert f"best: {int(table['layer'][values.idxmax()])}<" in accuracy
+    assert text.split('<section id="table">')[1].count("<tr") == 1 + len(table)
+    weights = json.loads((probe_run / "probe.json").read_text())["layer_weights"]
+    assert text.split('<section id="weights">')[1].split("</section>")[0].count('class="bar"') == len(weights) == 3
+    assert main(["report", str(probe_run), "-o", str(tmp_path / "again.html")]) == 0
+    assert (tmp_path / "again.html").read_text() == text
 
 
 def test_regression_report_scatters_every_clip_and_plays_the_largest_errors(regression_run: dict) -> None:
@@ -152,10 +195,14 @@ def not_blank(screenshot: Path) -> bool:
 
 
 def test_every_page_renders_in_chromium_and_the_browser_plays_every_clip(
-        trained_run: dict, regression_run: dict, cv_experiment: Path, tmp_path: Path) -> None:
+        trained_run: dict, regression_run: dict, cv_experiment: Path, probe_run: Path, tmp_path: Path) -> None:
     chromium()
     pages = {"run": trained_run["run"] / "report.html", "regression": regression_run["run"] / "report.html",
-             "cv": cv_experiment / "report.html"}
+             "cv": cv_experiment / "report.html", "probe": probe_run / "report.html"}
+    taps = detected_and_aligned_taps(tmp_path, plots=False)
+    pages.update(detect=taps / "taps.report.html", align=taps / "segments.report.html")
+    assert main(["report", str(trained_run["run"]), "-o", str(tmp_path / "linked.html"), "--clip_kb", "3"]) == 0
+    pages["linked"] = tmp_path / "linked.html"  # clips over the cap: their sources linked, not embedded
     for name, page in pages.items():
         messages = browse(page, tmp_path / f"{name}.png")
         audio = read_report(page)["audio"]

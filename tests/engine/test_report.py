@@ -3,6 +3,7 @@ what is shown, and what the page says when something is missing."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -57,10 +58,12 @@ def test_fewer_clips_a_size_cap_and_another_group_column(trained_run: dict, tmp_
     assert main(["report", str(run), "-o", str(out), "--clips", "1", "--clip_kb", "3", "--group_by", "pitch"]) == 0
     page = read_report(out)
     predictions = pd.read_parquet(run / "predictions.parquet")
-    assert page["audio"] == expected_clips(predictions, "test", 1)
     text = out.read_text()
-    assert "size cap" in text and "The test split by &#x27;pitch&#x27;" in text
-    assert all(len(samples) < source_samples(trained_run["prefix"], uid) for uid, samples, _ in page["clips"])
+    links = re.findall(r'<a class="source" href="([^"]+)"', text)  # clips over the cap: their source linked
+    assert links and page["audio"] + len(links) == expected_clips(predictions, "test", 1)
+    assert set(links) <= {(trained_run["prefix"] / f"fay{k}" / "waveform.wav").as_uri() for k in range(4)}
+    assert "larger than 3 kB even compressed" in text and "The test split by &#x27;pitch&#x27;" in text
+    assert all(len(samples) == source_samples(trained_run["prefix"], uid) for uid, samples, _ in page["clips"])
     val = tmp_path / "val.html"
     assert main(["report", str(run), "-o", str(val), "--split", "val"]) == 0
     assert read_report(val)["audio"] == expected_clips(predictions, "val", 5)

@@ -51,6 +51,21 @@ def test_the_section_says_why_a_clip_cannot_be_played() -> None:
     assert "no wrong clips" in clips_section([], "test", 5, 96_000)
 
 
+def test_remote_and_oversized_clips_link_their_source_with_start_and_end() -> None:
+    link = "https://storage.cloud.google.com/b/rec.wav#t=1.000,1.500"
+    remote = Clip("r1", "word", "no", "no", "yes", 0.9, link=link, link_text="gs://b/rec.wav, 1.00 s to 1.50 s")
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, 16000 * 2).astype(np.float32)
+    large = Clip("l1", "word", "no", "no", "yes", 0.8, wave=noise, rate=16000, link="file:///data/l1.wav")
+    small = Clip("s1", "word", "no", "no", "yes", 0.7, wave=noise[:800], rate=16000, link="file:///data/s1.wav")
+    html = clips_section([remote, large, small], "test", 5, 5_000)
+    cards = {c.split('"')[0]: c for c in html.split('data-uid="')[1:]}
+    assert f'href="{link}"' in cards["r1"] and "gs://b/rec.wav, 1.00 s to 1.50 s</a>" in cards["r1"]
+    assert "remote audio" in cards["r1"] and "<audio" not in cards["r1"] and "<img" not in cards["r1"]
+    assert 'href="file:///data/l1.wav"' in cards["l1"] and "larger than 5 kB" in cards["l1"]
+    assert "<audio" not in cards["l1"] and "<img" in cards["l1"]  # the spectrogram is still shown
+    assert "<audio" in cards["s1"] and "<a " not in cards["s1"]  # under the cap: embedded, not linked
+
+
 def test_soft_heads_use_their_vote_columns_and_the_majority_class() -> None:
     soft = {"name": "angry+calm", "kind": "soft", "columns": ["angry", "calm"], "classes": ["angry", "calm"]}
     rows = pd.DataFrame({"uid": ["a", "b", "c"], "split": "test", "score:angry": [0.8, 0.3, 0.6],

@@ -16,12 +16,15 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from audiotune.engine.probe import probe
+    from audiotune.engine.report import report_when_done
 
     quiet_lightning(args.verbose)
     config = config_from_args(args)
     table = probe(config)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"probe table: {shown(Path(config.exp_dir) / PROBE_FILE)}")
+    if config.runtime.report:
+        print(report_when_done(config.exp_dir))
 
 
 COMMAND = Command("probe", "train the same head on every hidden state of a frozen encoder", arguments, run)

@@ -1,4 +1,5 @@
-"""``audiotune report``: one self-contained HTML page of a run, an evaluation, a cross-validation or a sweep."""
+"""``audiotune report``: one self-contained HTML page of a run, an evaluation, a cross-validation, a sweep or a
+layer probe."""
 from __future__ import annotations
 
 import argparse
@@ -13,8 +14,8 @@ from audiotune.storage import Role
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_path(parser, "source", role=Role.RUN, metavar="RUN_OR_EXPERIMENT",
-             help="run directory (train), evaluation folder (evaluate), cross-validation folder (cv) or sweep "
-                  "folder (sweep)")
+             help="run directory (train), evaluation folder (evaluate), cross-validation folder (cv), sweep "
+                  "folder (sweep) or probe folder (probe)")
     add_path(parser, "-o", "--out", role=Role.OUTPUT_FILE, dest="out",
              help=f"the HTML file to write (default RUN_OR_EXPERIMENT/{REPORT_FILE})")
     add_path(parser, "-d", "--data_split_root", "--data-split-root", role=Role.TABLE, dest="data_split_root",
@@ -32,8 +33,8 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                         help=f"the most confidently wrong clips shown per head and true class (default "
                              f"{CLIPS_PER_CLASS}; 0: none)")
     parser.add_argument("--clip_kb", "--clip-kb", dest="clip_kb", type=integer, default=CLIP_KB,
-                        help=f"largest embedded clip in kB: a longer clip is compressed, then shortened (default "
-                             f"{CLIP_KB})")
+                        help=f"largest embedded clip in kB: a longer clip is compressed, else linked to its source "
+                             f"with its start and end, as clips in remote storage are (default {CLIP_KB})")
     add_section_flags(parser, SCORING_DATA)
     add_storage_flags(parser)
 
@@ -50,6 +51,6 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     print(f"report: {written}")
 
 
-COMMAND = Command("report", "one self-contained HTML page of a run, an evaluation, a cross-validation or a "
-                            "sweep: metrics, plots and the clips it got wrong, playable", arguments, run,
+COMMAND = Command("report", "one self-contained HTML page of a run, an evaluation, a cross-validation, a sweep "
+                            "or a probe: metrics, plots and the clips it got wrong, playable", arguments, run,
                   default_outputs=default_outputs)

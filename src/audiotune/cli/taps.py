@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_path, spellings
+from audiotune.cli.flags import add_path, add_section_flags, spellings
 from audiotune.data.errors import DataError
 from audiotune.outputs import check_output_path, write_csv
 from audiotune.storage import Role
@@ -49,6 +49,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     detect.add_argument(*spellings("block_seconds"), dest="block_seconds", type=float, default=60.0,
                         help="seconds read at a time (memory bound; the peaks do not depend on it)")
     add_path(detect, "--plot", role=Role.OUTPUT_DIR, help="folder for one diagnostic PNG per recording")
+    add_section_flags(detect, ("runtime.report",))  # the page beside --out, with the timelines of --plot
     align = commands.add_parser(
         "align", help="pair detected taps one to one with touch-log events; writes a labelled segment table",
         description="Each touch (Down events of the touch logs) is labelled by its nearest key centre and expected "
@@ -87,6 +88,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                        help=f"segment seconds after each tap (default {TAP_WINDOW[1]}: 6000 samples at 96 kHz)")
     add_path(align, "--plot", role=Role.OUTPUT_DIR,
              help="folder for one PNG per recording: taps, touches and their labels")
+    add_section_flags(align, ("runtime.report",))
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -112,9 +114,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     out = check_output_path(args.out)
     check_recordings(args.recordings)
     window = TAP_WINDOW
+    report = vars(args).get("runtime.report", True)
     detections = []
     for path in args.recordings:
-        found = detect(path, options, window, overview_bins=4000 if args.plot else 0)
+        found = detect(path, options, window, overview_bins=4000 if args.plot or report else 0)
         floor = f", noise floor {found.floor:.3g}" if found.floor is not None else ""
         print(f"{path}: {len(found.positions)} taps (threshold {found.threshold:.3g}{floor})")
         detections.append(found)
@@ -125,6 +128,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     total = sum(len(d.positions) for d in detections)
     plots = f"; plots in {storage.final_place(args.plot)}" if args.plot else ""
     print(f"{shown(out)}: {total} taps in {len(detections)} recordings{plots}")
+    if report:
+        from audiotune.engine.taps_report import detection_report
+
+        print(f"report: {shown(detection_report(detections, out, window))}")
 
 
 def run_align(args: argparse.Namespace) -> None:
@@ -157,6 +164,10 @@ def run_align(args: argparse.Namespace) -> None:
             plot_alignment(path, events, result.alignment.leftover,
                            Path(args.plot) / f"{Path(storage.name(path)).stem}_align.png")
         print(f"plots in {storage.final_place(args.plot)}")
+    if vars(args).get("runtime.report", True):
+        from audiotune.engine.taps_report import alignment_report
+
+        print(f"report: {shown(alignment_report(result))}")
 
 
 COMMAND = Command("taps", "taps and keystrokes in long recordings: detect, align", arguments, run)

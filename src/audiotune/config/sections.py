@@ -273,8 +273,8 @@ class RuntimeConfig:
                 "and its prepared audio fits --audio_cache_gb and half the cache folder's free disk")
     audio_cache_gb: float = option(20.0, "the most prepared audio (GiB, float32) one split may put in the audio store "
                                          "under --audio_cache auto", valid=AT_LEAST_0)
-    report: bool = option(True, "write the HTML report (see `audiotune report`) when train, evaluate, cv or "
-                                "sweep ends")
+    report: bool = option(True, "write the HTML report (see `audiotune report`) when train, evaluate, cv, "
+                                "sweep, probe or taps ends")
     logger: str = option("csv", f"training curves of train, pretrain, cv and sweep runs: csv ({LOG_DIR}/{LOG_FILE})"
                                 f" or tensorboard (also TensorBoard event files in {LOG_DIR}/{TENSORBOARD_DIR}; needs "
                                 "`pip install tensorboard`); the CSV, which the report reads, is always written",

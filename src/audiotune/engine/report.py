@@ -10,11 +10,13 @@ from typing import Any
 
 import pandas as pd
 
+from audiotune import storage
 from audiotune.config import RunConfig, load_config
-from audiotune.data.audio import load_clip, span_of
+from audiotune.data.audio import Span, load_clip, span_of
 from audiotune.data.errors import DataError
 from audiotune.data.layout import attach_paths, read_splits
 from audiotune.engine.inference import override_data
+from audiotune.engine.probe_report import is_probe, read_probe
 from audiotune.models.backbones import input_spec
 from audiotune.outputs import (
     CONFIG_FILE,
@@ -28,6 +30,7 @@ from audiotune.outputs import (
     LOG_FILE,
     METRICS_FILE,
     PREDICTIONS_FILE,
+    PROBE_FILE,
     REPORT_FILE,
     SWEEP_SUMMARY_FILE,
     SWEEP_TRIALS_TABLE,
@@ -39,6 +42,7 @@ from audiotune.outputs import (
 from audiotune.report import CLIP_KB, CLIPS_PER_CLASS
 from audiotune.report.clips import Clip, wrong_clips
 from audiotune.report.experiment_page import ExperimentReport, render_experiment
+from audiotune.report.probe_page import render_probe
 from audiotune.report.run_page import RunReport, render_run
 from audiotune.report.sweep_page import SweepReport, render_sweep
 
@@ -69,11 +73,14 @@ def write_report(source: str | Path, out: str | Path | None = None, data_split_r
                                         _read_json(source / SWEEP_SUMMARY_FILE),
                                         pd.read_csv(trials) if trials.is_file() else None,
                                         [("this sweep", command_history(source))]))
+    elif is_probe(source):
+        page = render_probe(read_probe(source))
     elif (source / METRICS_FILE).is_file() or (source / PREDICTIONS_FILE).is_file():
         page = render_run(read_run(source, data_split_root, group_by, clips_per_class, clip_kb, run, split, data))
     else:
         raise ValueError(f"{source}: neither a run directory (no {METRICS_FILE} or {PREDICTIONS_FILE}), a "
-                         f"cross-validation (no {CV_SUMMARY_FILE}) nor a sweep (no {SWEEP_SUMMARY_FILE})")
+                         f"cross-validation (no {CV_SUMMARY_FILE}), a sweep (no {SWEEP_SUMMARY_FILE}) nor a probe "
+                         f"(no {PROBE_FILE})")
     return write_bytes(out, page)
 
 
@@ -113,7 +120,9 @@ def _fold_clips(source: Path, report: ExperimentReport, split: str) -> None:
         scored = next((p for p in (source / name / ENSEMBLE_PREDICTIONS_FILE, run_dir / PREDICTIONS_FILE)
                        if p.is_file()), None)
         if scored is not None and (run_dir / CONFIG_FILE).is_file():
-            folds[name] = (load_config(run_dir / CONFIG_FILE), pd.read_parquet(scored).assign(fold=name))
+            config = load_config(run_dir / CONFIG_FILE)
+            config.data.prefix = from_training_dir(config.data.prefix, run_dir)
+            folds[name] = (config, pd.read_parquet(scored).assign(fold=name))
     if not folds:
         report.clips_missing = "no fold has predictions and a config: no clips to play"
         return
@@ -150,6 +159,17 @@ def _config_dir(source: Path, run: str | Path = "", recorded: str = "") -> Path 
     return next((d for d in candidates if (d / CONFIG_FILE).is_file()), None)
 
 
+def from_training_dir(path: str, run_dir: Path) -> str:
+    """A local path of a run's config as it was given: a relative one is relative to the working directory of the
+    command that made the run (the first entry of its COMMAND_FILE), so the run's tables are found from any folder;
+    absolute paths, URLs and runs without that record as they are."""
+    if not path or storage.is_remote(path) or Path(path).is_absolute():
+        return path
+    history = command_history(run_dir)
+    cwd = history[0].get("cwd") if history else None
+    return str(Path(cwd) / path) if isinstance(cwd, str) and cwd else path
+
+
 def _scored_table(config: RunConfig, data_split_root: str) -> pd.DataFrame:
     """Every row of the scored table(s) with its audio path, by uid."""
     tables = []
@@ -171,8 +191,20 @@ def _place(row: pd.Series) -> str:
     return f"{span.offset:.2f} s to {end} of {Path(str(row['path'])).name}{channels}"
 
 
+def source_link(path: str, span: Span) -> tuple[str, str]:
+    """The segment's source as a browser opens it, its start and end as a media fragment (``#t=START,END``), and
+    the link's text."""
+    if span.offset == 0 and span.duration is None:
+        return storage.browser_url(path), path
+    end = None if span.duration is None else span.offset + span.duration
+    fragment = f"#t={span.offset:.3f}" + ("" if end is None else f",{end:.3f}")
+    return (storage.browser_url(path) + fragment,
+            f"{path}, {span.offset:.2f} s to " + ("the end" if end is None else f"{end:.2f} s"))
+
+
 def _load(clips: list[Clip], table: pd.DataFrame, config: RunConfig) -> None:
-    """Each clip's segment as the model read it (span, channel mode, resampling, scoring crop)."""
+    """Each clip's segment as the model read it (span, channel mode, resampling, scoring crop), and the link to its
+    source; remote audio is linked, not read."""
     spec = input_spec(config).audio(train=False)
     for clip in clips:
         if clip.uid not in table.index:
@@ -180,9 +212,11 @@ def _load(clips: list[Clip], table: pd.DataFrame, config: RunConfig) -> None:
             continue
         row = table.loc[clip.uid]
         try:
-            clip.place = _place(row)
-            clip.wave, clip.rate = load_clip(str(row["path"]), spec, float(row.get("expected_rate", float("nan"))),
-                                             span_of(row))
+            clip.place, span = _place(row), span_of(row)
+            clip.link, clip.link_text = source_link(str(row["path"]), span)
+            if not storage.is_remote(row["path"]):
+                clip.wave, clip.rate = load_clip(str(row["path"]), spec,
+                                                 float(row.get("expected_rate", float("nan"))), span)
         except (DataError, OSError) as err:
             clip.problem = f"cannot be read: {err}"
 
@@ -195,8 +229,12 @@ def read_run(source: Path, data_split_root: str = "", group_by: str = "", clips_
     scored = _read_json(source / EVALUATION_FILE) if (source / EVALUATION_FILE).is_file() else {}
     config_dir = _config_dir(source, run, str(scored.get("run") or ""))
     config = load_config(config_dir / CONFIG_FILE) if config_dir else None
-    if config is not None:
-        override_data(config, {**(scored.get("data") or {}), **(data or {})})
+    if config is not None and config_dir is not None:
+        config.data.prefix = from_training_dir(config.data.prefix, config_dir)
+        recorded = dict(scored.get("data") or {})  # as the evaluation was given them: from where it ran
+        if recorded.get("prefix"):
+            recorded["prefix"] = from_training_dir(str(recorded["prefix"]), source)
+        override_data(config, {**recorded, **(data or {})})
     metrics = _read_json(source / METRICS_FILE) if (source / METRICS_FILE).is_file() else {}
     predictions = pd.read_parquet(source / PREDICTIONS_FILE) if (source / PREDICTIONS_FILE).is_file() else None
     log_csv = source / LOG_DIR / LOG_FILE
@@ -222,7 +260,7 @@ def read_run(source: Path, data_split_root: str = "", group_by: str = "", clips_
         raise ValueError(f"--split {split}: {source / PREDICTIONS_FILE} scores {', '.join(map(str, splits))}")
     report.split = split or next((s for s in ("test", "val") if s in splits), splits[0] if splits else "")
     root = data_split_root or str(scored.get("data_split_root") or "") or \
-        (config.data.data_split_root if config_dir == source else "")
+        (from_training_dir(config.data.data_split_root, source) if config_dir == source else "")
     if not root:
         missing = f"the table an evaluation scored is not recorded in its folder (no {EVALUATION_FILE}): give -d " \
                   "TABLE to `audiotune report`"

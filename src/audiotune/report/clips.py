@@ -15,7 +15,8 @@ from audiotune.report.media import audio_uri, spectrogram_uri
 @dataclass
 class Clip:
     """One wrong clip of one head: ``group`` is its true class (regression: its column); ``wave`` is filled in
-    with the segment as the model read it (or ``problem`` says why it cannot be played)."""
+    with the segment as the model read it (or ``problem`` says why it cannot be played); ``link`` opens its source
+    (remote audio is linked, not read)."""
 
     uid: str
     head: str
@@ -28,6 +29,8 @@ class Clip:
     rate: int = 0
     place: str = ""
     problem: str = ""
+    link: str = ""  # the segment's source as a browser opens it, its start and end as a media fragment (#t=)
+    link_text: str = ""
 
 
 def _distribution(rows: pd.DataFrame, head: dict, per_class: int) -> list[Clip]:
@@ -92,19 +95,34 @@ def wrong_clips(predictions: pd.DataFrame, heads: list[dict], split: str, per_cl
     return [clip for head in heads for clip in pick[head["kind"]](rows, head, per_class)]
 
 
+def _link(clip: Clip, why: str) -> str:
+    return (f'<br><a class="source" href="{escape(clip.link)}" target="_blank" rel="noopener">'
+            f"{escape(clip.link_text or clip.link)}</a>" + note(why))
+
+
 def clip_card(clip: Clip, max_bytes: int) -> str:
-    """One clip: labels and scores, then its player and spectrogram (or why they are missing)."""
+    """One clip: labels and scores, then its player and spectrogram, or a link to its source when its audio is
+    remote or larger than ``max_bytes`` even compressed (or why it cannot be played)."""
     scores = ", ".join(f"{escape(str(k))} {v:.3f}" for k, v in clip.scores.items())
     parts = [f'<div class="clip" data-uid="{escape(clip.uid)}"><b>{escape(clip.uid)}</b><br>true '
              f'<b>{escape(clip.truth)}</b>, predicted <b class="wrong">{escape(clip.predicted)}</b><br>{scores}']
     if clip.place:
         parts.append(f"<br>{escape(clip.place)}")
     if clip.wave is not None and len(clip.wave):
-        uri, remark = audio_uri(clip.wave, clip.rate, max_bytes)
-        parts.append(f'<img alt="spectrogram of {escape(clip.uid)}" src="{spectrogram_uri(clip.wave, clip.rate)}">'
-                     f'<audio controls preload="metadata" src="{uri}"></audio>')
-        seconds = f"{len(clip.wave) / clip.rate:.2f} s at {clip.rate} Hz" + (f"; {remark}" if remark else "")
-        parts.append(f"<br>{escape(seconds)}")
+        embedded = audio_uri(clip.wave, clip.rate, max_bytes)
+        parts.append(f'<img alt="spectrogram of {escape(clip.uid)}" src="{spectrogram_uri(clip.wave, clip.rate)}">')
+        seconds = f"{len(clip.wave) / clip.rate:.2f} s at {clip.rate} Hz"
+        if embedded:
+            uri, remark = embedded
+            parts.append(f'<audio controls preload="metadata" src="{uri}"></audio>'
+                         f"<br>{escape(seconds + (f'; {remark}' if remark else ''))}")
+        elif clip.link:
+            parts.append(_link(clip, f"{seconds}: larger than {max_bytes / 1000:g} kB even compressed, so linked, "
+                                     "not embedded"))
+        else:
+            parts.append(note(f"{seconds}: larger than {max_bytes / 1000:g} kB even compressed, not embedded"))
+    elif clip.link and not clip.problem:
+        parts.append(_link(clip, "remote audio: linked to its source, not embedded"))
     else:
         parts.append(note(clip.problem or "audio not available"))
     return "".join(parts) + "</div>"

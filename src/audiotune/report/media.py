@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
-# tried in order: lossless first, then a compressed one; a clip too large for either is shortened
+# tried in order: lossless first, then a compressed one; a clip too large for either is linked, not embedded
 AUDIO_FORMATS = (("FLAC", "PCM_16", "audio/flac"), ("OGG", "VORBIS", "audio/ogg"))
 
 
@@ -21,23 +21,19 @@ def _encode(wave: np.ndarray, rate: int, container: str, subtype: str) -> bytes:
     return buffer.getvalue()
 
 
-def audio_uri(wave: np.ndarray, rate: int, max_bytes: int) -> tuple[str, str]:
-    """A (samples,) clip as a data URI of at most ``max_bytes`` bytes, and a note when it is not the whole clip
-    losslessly (compressed, or its first seconds only)."""
+def audio_uri(wave: np.ndarray, rate: int, max_bytes: int) -> tuple[str, str] | None:
+    """A (samples,) clip as a data URI of at most ``max_bytes`` bytes, and a note when it is not the clip as read
+    losslessly (compressed, scaled); None when even compressed it is larger (the page links its source instead)."""
     wave = np.asarray(wave, dtype=np.float32).reshape(-1)
     peak = float(np.abs(wave).max()) if len(wave) else 0.0
     if peak > 1.0:  # the model reads values beyond full scale; the player would clip them
         wave = wave / peak
     note = "" if peak <= 1.0 else f"scaled by 1/{peak:.3g} to play"
-    data, mime = b"", ""
     for container, subtype, mime in AUDIO_FORMATS:
         data = _encode(wave, rate, container, subtype)
         if len(data) <= max_bytes:
             return _uri(mime, data), "; ".join(n for n in (note, "" if container == "FLAC" else "compressed") if n)
-    keep = max(int(len(wave) * max_bytes / len(data) * 0.9), min(len(wave), rate // 10))
-    data = _encode(wave[:keep], rate, "OGG", "VORBIS")
-    shortened = f"first {keep / rate:.2f} s of {len(wave) / rate:.2f} s (size cap)"
-    return _uri(mime, data), "; ".join(n for n in (note, "compressed", shortened) if n)
+    return None
 
 
 def _uri(mime: str, data: bytes) -> str:

@@ -12,6 +12,7 @@ import pandas as pd  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 from audiotune.outputs import atomic_path  # noqa: E402
+from audiotune.report.probe_page import probe_metric  # noqa: E402
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -96,8 +97,7 @@ def plot_scatter(truth: np.ndarray, predicted: np.ndarray, out: str | Path, titl
 
 def plot_probe(table: pd.DataFrame, out: str | Path) -> Path:
     """Validation (and test) metrics per probed layer; the weighted sum as the last point."""
-    metric = next((m for m in ("accuracy", "mean_auc", "ccc") if table.get(f"val_{m}") is not None
-                   and table[f"val_{m}"].notna().any()), "accuracy")
+    metric = probe_metric(table)[1] or "accuracy"
     fig, ax = plt.subplots(figsize=(max(4.5, 0.45 * len(table) + 2), 3.5))
     for split in ("val", "test"):
         column = f"{split}_{metric}"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -211,10 +212,10 @@ def _touch_fields(touch: pd.Series) -> dict:
             "label": touch["label"], "source": touch["source"], "line": int(touch["line"])}
 
 
-def plot_alignment(path: str, events: pd.DataFrame, leftover: pd.DataFrame, out: Path) -> Path:
+def alignment_figure(path: str, events: pd.DataFrame, leftover: pd.DataFrame) -> tuple[Any, Any]:
     """A recording's taps (heights; matched black, unmatched grey) and touches at their expected times (red;
     unmatched dashed), each match labelled with its key."""
-    from audiotune.taps.detect import save_timeline, timeline
+    from audiotune.taps.detect import timeline
 
     mine = events[events["path"] == path] if len(events) else events
     left = leftover[leftover["path"] == path]
@@ -234,7 +235,14 @@ def plot_alignment(path: str, events: pd.DataFrame, leftover: pd.DataFrame, out:
     if len(lost):
         ax.vlines(lost["time"], 0, top, color="tab:red", lw=0.8, linestyles="dashed",
                   label=f"{len(lost)} unmatched or off-key touches")
-    return save_timeline(fig, ax, out)
+    return fig, ax
+
+
+def plot_alignment(path: str, events: pd.DataFrame, leftover: pd.DataFrame, out: Path) -> Path:
+    """The figure of :func:`alignment_figure` as a PNG file."""
+    from audiotune.taps.detect import save_timeline
+
+    return save_timeline(*alignment_figure(path, events, leftover), out)
 
 
 @dataclass

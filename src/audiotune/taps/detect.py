@@ -274,22 +274,29 @@ def timeline(title: str) -> tuple[Any, Any]:
     return fig, ax
 
 
-def save_timeline(fig: Any, ax: Any, out: Path) -> Path:
-    """The legend, then the PNG written atomically; the figure is closed."""
-    import matplotlib.pyplot as plt
+def timeline_png(fig: Any, ax: Any) -> bytes:
+    """The legend, then the figure as PNG bytes; the figure is closed."""
+    import io
 
-    from audiotune.outputs import atomic_path
+    import matplotlib.pyplot as plt
 
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=120, format="png")
     plt.close(fig)
-    return out
+    return buffer.getvalue()
 
 
-def plot_detection(d: Detection, out: Path, window: tuple[float, float]) -> Path:
+def save_timeline(fig: Any, ax: Any, out: Path) -> Path:
+    """The figure of :func:`timeline_png` written atomically to ``out``."""
+    from audiotune.outputs import write_bytes
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return write_bytes(out, timeline_png(fig, ax))
+
+
+def detection_figure(d: Detection, window: tuple[float, float]) -> tuple[Any, Any]:
     """The diagnostic figure: the trace's envelope, the threshold, the peaks and each peak's window."""
     fig, ax = timeline(storage.name(d.path))
     if d.overview is not None:
@@ -300,7 +307,12 @@ def plot_detection(d: Detection, out: Path, window: tuple[float, float]) -> Path
     ax.plot(times, d.heights, "kv", ms=4, label=f"{len(times)} peaks")
     for t0 in times:
         ax.axvspan(t0 - window[0], t0 + window[1], color="tab:orange", alpha=0.25, lw=0)
-    return save_timeline(fig, ax, out)
+    return fig, ax
+
+
+def plot_detection(d: Detection, out: Path, window: tuple[float, float]) -> Path:
+    """The figure of :func:`detection_figure` as a PNG file."""
+    return save_timeline(*detection_figure(d, window), out)
 
 
 def _boundary_peaks(left: tuple[int, np.ndarray], right: tuple[int, np.ndarray],

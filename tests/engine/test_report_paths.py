@@ -1,0 +1,67 @@
+"""Relative paths in a run's config (its table, its audio prefix) are read from the folder the run was trained in,
+as its command record says, so `audiotune report` finds the clips from any folder."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import read_report
+
+from audiotune.engine.report import from_training_dir, write_report
+
+
+def _relative_run(trained_run: dict, tmp_path: Path) -> Path:
+    """A copy of the trained run whose config names its table and audio relative to the dataset's folder."""
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("metrics.json", "predictions.parquet"):
+        shutil.copy(trained_run["run"] / name, run / name)
+    config = yaml.safe_load((trained_run["run"] / "config.yaml").read_text())
+    root = trained_run["root"]
+    config["data"].update(data_split_root=str(trained_run["split"].relative_to(root)),
+                          prefix=str(trained_run["prefix"].relative_to(root)))
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    return run
+
+
+def test_a_relative_table_is_read_from_where_the_run_was_trained(trained_run: dict, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    run = _relative_run(trained_run, tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    page = read_report(write_report(run))  # no record of where it was trained: relative to here, not found
+    assert page["audio"] == 0 and "the scored table cannot be read" in (run / "report.html").read_text()
+    (run / "command.json").write_text(json.dumps([{"argv": ["audiotune", "train", "-d", "split"],
+                                                    "cwd": str(trained_run["root"])},
+                                                   {"argv": ["audiotune", "train", "--resume"], "cwd": "/nowhere"}]))
+    page = read_report(write_report(run))
+    assert page["audio"] > 0 and {uid[:3] for uid, _, _ in page["clips"]} == {"fay"}  # the test speaker's clips
+
+
+def test_only_relative_local_paths_move() -> None:
+    run = Path("/runs/r")
+    assert from_training_dir("", run) == ""
+    assert from_training_dir("/data/split", run) == "/data/split"
+    assert from_training_dir("gs://b/split", run) == "gs://b/split"
+    assert from_training_dir("data/split", Path("/no/record")) == "data/split"
+
+
+def test_a_run_trained_with_relative_paths_reports_from_another_folder(uid_dataset: dict,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import small_train_args
+
+    from audiotune.cli import main
+
+    root = uid_dataset["root"]
+    monkeypatch.chdir(root)
+    relative = {**uid_dataset, "prefix": Path("audio"), "split": Path("split"), "labels": Path("labels.txt")}
+    assert main(small_train_args(relative, Path("run"), "--report", "False")) == 0
+    assert yaml.safe_load((root / "run" / "config.yaml").read_text())["data"]["data_split_root"] == "split"
+    (root / "elsewhere").mkdir()
+    monkeypatch.chdir(root / "elsewhere")
+    page = read_report(write_report(root / "run"))
+    assert page["audio"] > 0 and all(uid.startswith("fay") for uid, _, _ in page["clips"])
