@@ -238,7 +238,7 @@ def test_out_of_range_options_are_refused_before_any_work(trained: dict, tmp_pat
 
 def test_zero_epochs_says_the_model_is_untrained(trained: dict, tmp_path: Path, capsys) -> None:
     assert main(train_args(trained, tmp_path / "run", "-e", "0")) == 0
-    assert "no training step (--epochs 0)" in capsys.readouterr().out
+    assert "no training step (--epochs 0)" in capsys.readouterr().err
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["trained"] is False and metrics["weights"].startswith("untrained")
 
