@@ -396,3 +396,8 @@ def test_the_ecapa_seed_recipe_keeps_mfcc_without_masks_after_the_backbone_resol
     spec = input_spec(config)
     assert (spec.features, spec.freqm, spec.timem, spec.channel_mode) == ("mfcc", 0, 0, "sum")
     assert config.train.scheduler == "none"
+
+
+def test_the_clinical_split_scripts_existing_speaker_file_is_read_by_split() -> None:
+    args = outcome(["split", "t.csv", "--out", "s", "--train_task", "AMR", "--existing_spk_split", "spk.csv"])[0]
+    assert args.existing_spk_split == "spk.csv"
