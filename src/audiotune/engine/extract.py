@@ -24,8 +24,8 @@ from audiotune.engine.inference import (
     override_device,
 )
 from audiotune.models.backbones import input_spec
-from audiotune.models.checkpoint import load_run
 from audiotune.models.classifier import EMBEDDING_TYPES, Classifier
+from audiotune.models.encoder import load_embedder
 from audiotune.outputs import atomic_path, check_output_path, write_csv
 
 log = logging.getLogger(__name__)
@@ -36,19 +36,20 @@ def skipped_list_path(out_path: Path) -> Path:
     return out_path.with_name(out_path.stem + ".skipped.csv")
 
 
-def extract_embeddings(run: str, data_split_root: str, out: str, embedding_type: str = "ft",
+def extract_embeddings(run: str | None, data_split_root: str, out: str, embedding_type: str = "ft",
                        layer: int | None = None, pooling: str | None = None, batch_size: int | None = None,
                        num_workers: int | None = None, on_error: str | None = None, accelerator: str | None = None,
                        devices: str | None = None, precision: str | None = None,
-                       data: dict[str, Any] | None = None) -> Path:
+                       data: dict[str, Any] | None = None, encoder: RunConfig | None = None) -> Path:
     """Write ``uid`` + ``embedding`` rows to a parquet file, one batch at a time (memory stays flat).
 
     The model runs on ``accelerator``/``devices`` in ``precision``; uid-layout audio is found under ``data``
-    ``prefix``/``study`` (default: the run's own settings).
+    ``prefix``/``study`` (default: the run's own settings). Without ``run``, the pretrained encoder ``encoder``
+    describes is embedded with (:func:`~audiotune.models.encoder.load_embedder`).
     """
     if embedding_type not in EMBEDDING_TYPES:
         raise ValueError(f"--embedding_type {embedding_type}: choose one of {EMBEDDING_TYPES}")
-    config, model = load_run(run)
+    config, model = load_embedder(run, encoder, embedding_type, pooling)
     num_states = model.backbone.num_hidden_states
     if layer is not None and not -num_states <= layer < num_states:
         raise ValueError(f"--layer {layer}: the run's backbone has hidden states 0..{num_states - 1} (-1: the last)")
