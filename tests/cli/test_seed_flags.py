@@ -172,7 +172,8 @@ SER_STAGE1: list[Flag] = [
     *SER_COMMON,
     (["--training_step", "10000"], {"train.training_steps": 10000}),
     (["--check_val_every_n_epoch", "1"], "every epoch"),
-    (["--valid_split", "0.9"], "--val_size"),
+    (["--valid_split", "0.9"], {"data.val_share": 0.1, "data.val_size": 50}),  # a random tenth of the clips
+    (["--valid_split", "1.0"], {"data.val_share": 0.0, "data.val_size": 0}),  # no validation
     (["--labeling_method", "hard"], {"train.labeling_method": "hard"}),
     (["--labeling_method", "soft"], "--labeling_method sample"),  # the seed drew a class from the votes
     (["--wav2vecpath", "wav2vec_large.pt"], "-c"),
