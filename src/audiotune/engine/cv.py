@@ -341,9 +341,6 @@ def cross_validate(config: RunConfig, source: str, options: FoldOptions, repeats
         raise ValueError("cv resumes by itself: run the same command again, without --resume")
     if config.train.overwrite:
         raise ValueError("cv keeps finished runs and resumes the others: to start over, use a new --exp_dir")
-    if config.data.val_share:
-        raise ValueError("--val_share: cv folds take their validation from --val_group (next, draw: --val_size "
-                         "groups, none)")
     check_config(config)
     check_sampler_options(config)
     inference_device(config)  # a missing accelerator, or a precision it cannot run, is an error before any write
