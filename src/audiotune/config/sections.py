@@ -31,9 +31,8 @@ class DataConfig:
                             role=Role.INPUT)
     val_size: int = option(50, "subjects drawn from train for validation when val.csv is absent (0: no "
                                     "validation; the last epoch is kept)", valid=AT_LEAST_0)
-    val_share: float = option(0.0, "share of the training rows drawn for validation when there is no val part: single "
-                                   "clips at random (seeded by --seed; subjects are not kept apart), instead of "
-                                   "--val_size subjects (0: off; the SER seed's --valid_split F is 1 - F)",
+    # the SER seed's --valid_split F is 1 - F; clips drawn seeded by --seed, subjects not kept apart
+    val_share: float = option(0.0, "share of training clips drawn at random to validate (0: --val_size)",
                               valid=(0, 1, True, False))
     seed: int = option(0, "random seed for splits, initialisation, shuffling and augmentation",
                        valid=(0, 2**32 - 1, True, True))
