@@ -402,3 +402,13 @@ def test_the_ecapa_seed_recipe_keeps_mfcc_without_masks_after_the_backbone_resol
 def test_the_clinical_split_scripts_existing_speaker_file_is_read_by_split() -> None:
     args = outcome(["split", "t.csv", "--out", "s", "--train_task", "AMR", "--existing_spk_split", "spk.csv"])[0]
     assert args.existing_spk_split == "spk.csv"
+
+
+def test_the_seeds_extraction_without_a_fine_tuned_model_reads_the_encoder_flags() -> None:
+    args, config = outcome(["extract", "-c", "wav2vec2-base-960h", "--model", "hf", "-d", "t.csv", "--out", "e.parquet",
+                            "--resample_rate", "8000", "--reduce", "True", "--clip_length", "5"])
+    assert args.run is None and config.model.checkpoint == "wav2vec2-base-960h"
+    assert (config.audio.resample_rate, config.audio.channel_mode, config.audio.clip_length) == (8000, "sum", 5.0)
+    # with a run, the SSAST seed's --task chooses the tokens pt embeddings pool (read by `extract`)
+    assert vars(parser().parse_args(["extract", "-mp", "run", "-d", "t.csv", "--task", "ft_avgtok"]))[
+        "options.task"] == "ft_avgtok"
