@@ -101,3 +101,21 @@ def test_ssast_pretrain_run_and_token_pools_of_a_trained_run(uid_dataset: dict, 
         assert main(["extract", "--run", str(run), *audio, *test, *extra, "--out", str(tmp_path / "x.parquet")]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "x.parquet").exists()
+
+
+@pytest.mark.slow
+def test_a_wav2vec2_pretrain_run_embeds_with_the_encoder_it_adapted(uid_dataset: dict, hf_checkpoints: dict,
+                                                                    tmp_path: Path) -> None:
+    encoder, audio = str(hf_checkpoints["w2v_layer"]), ["-i", str(uid_dataset["prefix"])]
+    test = ["-d", str(uid_dataset["split"] / "test.csv"), "--layer", "1"]
+    tapt = tmp_path / "tapt"
+    assert main(["pretrain", "--model", "hf", "-c", encoder, "--objective", "tapt", "--fresh_quantizer", *audio,
+                 "-d", str(uid_dataset["split"]), "-o", str(tapt), "-e", "1", "-bs", "4", "-lr", "1e-2"]) == 0
+    assert main(["extract", "--run", str(tapt), *audio, *test]) == 0
+    adapted = matrix(tapt / "embeddings_pt.parquet")
+    assert main(["extract", "-c", str(tapt / "encoder"), "--model", "hf", *audio, *test, "--out",
+                 str(tmp_path / "folder.parquet")]) == 0
+    np.testing.assert_allclose(matrix(tmp_path / "folder.parquet"), adapted, atol=1e-6)
+    assert main(["extract", "-c", encoder, "--model", "hf", *audio, *test, "--out",
+                 str(tmp_path / "before.parquet")]) == 0
+    assert np.abs(matrix(tmp_path / "before.parquet") - adapted).max() > 1e-3  # pretraining changed the encoder
