@@ -44,7 +44,7 @@ from audiotune.data import audio_store
 from audiotune.data.audio import scan_audio
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.loading import make_dataset, make_loader
-from audiotune.engine.inference import inference_device, loader_pins_memory
+from audiotune.engine.inference import inference_device
 
 DEMO_AUDIO = Path(__file__).resolve().parents[1] / "examples" / "demo_data" / "audio"
 SOURCE_RATE, CLIP_RATE, CLIP_SECONDS = 16000, 44100, 5.0
@@ -116,7 +116,7 @@ def timed_epochs(config: RunConfig, table: pd.DataFrame, epochs: int) -> tuple[l
     start_ticks = cpu_ticks()
     targets = np.zeros((len(table), 1), np.float32)
     loader = make_loader(config, make_dataset(config, inputs_of(config), table, targets, train=True), table, train=True,
-                         pin_memory=loader_pins_memory(config))
+                         device=inference_device(config), passes=epochs)
     seconds, clips, features = [], [], []
     for _ in range(epochs):
         batches = []

@@ -4,6 +4,8 @@ Both sides make the same Kaldi log-mel features from the same files: decode → 
 resample to 16 kHz → fbank (80 bins, 25/10 ms, hanning, dither 0, snip_edges). The baseline stops at
 per-clip tensors (no batching); the audiotune time includes creating the loader (forking its workers)
 and padding/collating batches of 16. Files are checked once with ``scan_audio`` before any timing.
+Besides wall-clock seconds, each pass's CPU seconds (this process and its loader workers) are reported:
+on a machine shared with other processes they measure the work done, which waiting for a core does not change.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import gc
 import json
 import os
 import platform
+import resource
 import statistics
 import tempfile
 import time
@@ -29,7 +32,7 @@ from audiotune.config import RunConfig
 from audiotune.data.audio import scan_audio
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.loading import make_dataset, make_loader
-from audiotune.engine.inference import loader_pins_memory
+from audiotune.engine.inference import inference_device
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fsdd" / "recordings"
 RATE, BINS, BATCH = 16000, 80, 16
@@ -77,7 +80,7 @@ def run_baseline(paths: list[Path]) -> Features:
     return out
 
 
-def make_config(workers: int) -> RunConfig:
+def make_config(workers: int | str) -> RunConfig:
     """A default run config with whole-clip 80-bin fbank inputs at 16 kHz."""
     config = RunConfig()
     config.features.features, config.features.num_mel_bins = "fbank", BINS
@@ -97,16 +100,25 @@ def scanned_table(paths: list[Path]) -> pd.DataFrame:
     return table
 
 
-def run_audiotune(table: pd.DataFrame, workers: int) -> Features:
+def run_audiotune(table: pd.DataFrame, workers: int | str) -> Features:
     """Build the inference dataset and loader, iterate it fully, and cut the padded batches back per clip."""
     config = make_config(workers)
     inputs = InputSpec.from_sections(config.audio, config.features)
     dataset = make_dataset(config, inputs, table, np.zeros((len(table), 0), np.float32))
     loader = make_loader(config, dataset, table, train=False,
-                         pin_memory=loader_pins_memory(config))
-    batches = list(loader)
-    del loader  # shuts down the persistent workers
-    return {uid: b["inputs"][row, :n] for b in batches for row, (uid, n) in enumerate(zip(b["uid"], b["lengths"]))}
+                         device=inference_device(config))
+    batches = list(loader)  # one pass: the workers end with it
+    del loader
+    return {uid: b["inputs"][row, :n] for b in batches
+            for row, (uid, n) in enumerate(zip(b["uid"], b["lengths"].tolist()))}
+
+
+def auto_worker_count(table: pd.DataFrame) -> int:
+    """The workers ``--num_workers auto`` gives this benchmark's loader on this machine."""
+    config = make_config("auto")
+    inputs = InputSpec.from_sections(config.audio, config.features)
+    dataset = make_dataset(config, inputs, table, np.zeros((len(table), 0), np.float32))
+    return make_loader(config, dataset, table, train=False, device=inference_device(config)).num_workers
 
 
 def agreement(ref: Features, ours: Features) -> tuple[float, int]:
@@ -122,7 +134,14 @@ def machine() -> dict:
     names = [ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")]
     cpu = names[0] if names else platform.processor()
     return {"cpu": cpu or "unknown", "cores": len(os.sched_getaffinity(0)), "python": platform.python_version(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "load_average": [round(v, 2) for v in os.getloadavg()]}
+
+
+def cpu_seconds() -> float:
+    """CPU seconds used so far by this process and its ended child processes (loader workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def other_cpu_use(seconds: float = 1.0) -> float:
@@ -134,43 +153,57 @@ def other_cpu_use(seconds: float = 1.0) -> float:
     return round((busy1 - busy0) / max(total1 - total0, 1), 3)
 
 
-def time_sides(paths: list[Path], table: pd.DataFrame, workers: list[int], warmup: int,
-               repeats: int) -> tuple[dict[str, list[float]], dict[str, Features]]:
-    """Seconds per timed pass of each side (passes interleaved) and each side's features from its last pass."""
+def time_sides(paths: list[Path], table: pd.DataFrame, workers: list[int | str], warmup: int,
+               repeats: int) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, Features]]:
+    """Wall-clock and CPU seconds per timed pass of each side (passes interleaved) and each side's features
+    from its last pass."""
     sides: dict[str, Callable[[list[Path], pd.DataFrame], Features]] = {
         "baseline (librosa + knf, per clip)": lambda p, t: run_baseline(p)}
     for w in workers:
-        sides[f"audiotune loader, workers={w}"] = lambda p, t, w=w: run_audiotune(t, w)
+        name = f"audiotune loader, workers={w}" + (f" ({auto_worker_count(table)})" if w == "auto" else "")
+        sides[name] = lambda p, t, w=w: run_audiotune(t, w)
     for fn in sides.values():  # warm-up: numba/librosa imports, lru caches, first-call overheads
         fn(paths[:warmup], table.iloc[:warmup])
     times: dict[str, list[float]] = {name: [] for name in sides}
+    cpu: dict[str, list[float]] = {name: [] for name in sides}
     feats: dict[str, Features] = {}
     for _ in range(repeats):  # interleaved so that drift on the machine hits every side alike
         for name, fn in sides.items():
             gc.collect()
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), cpu_seconds()
             feats[name] = fn(paths, table)
             times[name].append(time.perf_counter() - start)
-    return times, feats
+            cpu[name].append(cpu_seconds() - start_cpu)
+    return times, cpu, feats
 
 
-def report(times: dict[str, list[float]], feats: dict[str, Features], n: int) -> list[dict]:
+def report(times: dict[str, list[float]], cpu: dict[str, list[float]], feats: dict[str, Features],
+           n: int) -> list[dict]:
     """Print the throughput table and the feature agreement; returns the rows."""
     base_name = next(iter(times))
     base_rate = n / statistics.median(times[base_name])
+    base_cpu = statistics.median(cpu[base_name])
     rows = []
-    print(f"{'pipeline':<36} {'clips/s':>9} {'median s':>9} {'vs baseline':>12} {'max|diff|':>10} "
-          f"{'frames!=':>8}  runs (s)")
+    print(f"{'pipeline':<40} {'clips/s':>9} {'median s':>9} {'vs baseline':>12} {'cpu s':>7} {'cpu vs':>7} "
+          f"{'max|diff|':>10} {'frames!=':>8}  runs (s)")
     for name, runs in times.items():
-        rate = n / statistics.median(runs)
+        rate, cpu_s = n / statistics.median(runs), statistics.median(cpu[name])
         diff, mismatched = agreement(feats[base_name], feats[name])
         rows.append({"pipeline": name, "clips_per_s": rate, "median_s": statistics.median(runs), "runs_s": runs,
-                     "ratio_vs_baseline": rate / base_rate, "max_abs_diff": diff, "frame_mismatches": mismatched})
-        print(f"{name:<36} {rate:>9.1f} {n / rate:>9.3f} {rate / base_rate:>11.2f}x {diff:>10.2e} "
-              f"{mismatched:>8}  " + " ".join(f"{r:.3f}" for r in runs))
+                     "ratio_vs_baseline": rate / base_rate, "cpu_s": cpu_s, "cpu_runs_s": cpu[name],
+                     "cpu_ratio_vs_baseline": base_cpu / cpu_s, "max_abs_diff": diff,
+                     "frame_mismatches": mismatched})
+        print(f"{name:<40} {rate:>9.1f} {n / rate:>9.3f} {rate / base_rate:>11.2f}x {cpu_s:>7.3f} "
+              f"{base_cpu / cpu_s:>6.2f}x {diff:>10.2e} {mismatched:>8}  " + " ".join(f"{r:.3f}" for r in runs))
     print("max|diff|: largest |log-mel difference| to the baseline over all clips and frames; frames!=: clips "
-          "whose frame count differs")
+          "whose frame count differs; cpu s: median CPU seconds of a pass (this process and its workers); "
+          "cpu vs: the baseline's CPU seconds over this side's")
     return rows
+
+
+def worker_count(text: str) -> int | str:
+    """A worker count or auto."""
+    return "auto" if text == "auto" else int(text)
 
 
 def main() -> None:
@@ -179,7 +212,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=1000, help="number of files (sorted by name)")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per side; the median is reported")
     parser.add_argument("--warmup", type=int, default=16, help="files in the untimed warm-up pass of each side")
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="audiotune loader worker counts")
+    parser.add_argument("--workers", type=worker_count, nargs="+", default=[0, 2, "auto"],
+                        help="audiotune loader worker counts (auto: what --num_workers auto chooses here)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: leave as is)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
@@ -194,12 +228,12 @@ def main() -> None:
             source = f"synthetic ({args.data} has no .wav files)"
             paths = synthesize(args.limit, Path(tmp))
         table = scanned_table(paths)
-        times, feats = time_sides(paths, table, args.workers, args.warmup, args.repeats)
+        times, cpu, feats = time_sides(paths, table, args.workers, args.warmup, args.repeats)
     info["other_cpu_after"] = other_cpu_use()
     seconds = float(table["num_samples"].sum()) / RATE
     print(f"data: {source}\nclips: {len(paths)} ({seconds:.1f} s of audio at 16 kHz), batch {BATCH}, "
           f"repeats {args.repeats} (median)\nmachine: {info}\n")
-    rows = report(times, feats, len(paths))
+    rows = report(times, cpu, feats, len(paths))
     if max(info["other_cpu_before"], info["other_cpu_after"]) > 0.1:
         print("\nWARNING: other processes used the CPU around the run (other_cpu_* above, fraction of all "
               "cores); on 2 cores that skews these timings badly. Rerun on an idle machine.")

@@ -41,7 +41,7 @@ from audiotune.data.audio import scan_audio
 from audiotune.data.loading import make_dataset, make_loader
 from audiotune.data.prepare import audio_spec
 from audiotune.data.samplers import EXACT_PADDING, PaddingRule
-from audiotune.engine.inference import predict
+from audiotune.engine.inference import inference_device, predict
 from audiotune.models.backbones import resolve_config
 from audiotune.models.checkpoint import build_classifier
 
@@ -100,7 +100,7 @@ def score(config: RunConfig, model: torch.nn.Module, table: pd.DataFrame,
           padding: PaddingRule) -> tuple[float, int, dict[str, np.ndarray]]:
     """Seconds to score ``table``, its number of batches, and each clip's logits."""
     dataset = make_dataset(config, table, np.zeros((len(table), 1), np.float32))
-    loader = make_loader(config, dataset, table, False, padding, pin_memory=False)
+    loader = make_loader(config, dataset, table, False, padding, device=inference_device(config))
     start = time.perf_counter()
     uids, logits, _ = predict(model, loader, config, "benchmark")
     if torch.cuda.is_available():

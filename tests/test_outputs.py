@@ -1,9 +1,14 @@
-"""Run-directory names: what a ``--run`` value names."""
+"""Run-directory names: what a ``--run`` value names; the command lines a run directory records."""
 from __future__ import annotations
 
+import datetime
+import json
+import os
+import sys
 from pathlib import Path
 
-from audiotune.outputs import MODEL_FILE, run_dir_of
+from audiotune import __version__
+from audiotune.outputs import COMMAND_FILE, CONFIG_FILE, MODEL_FILE, invoked, own_run_dir, run_dir_of
 
 
 def test_a_model_file_names_its_run_directory(tmp_path: Path) -> None:
@@ -14,3 +19,34 @@ def test_a_model_file_names_its_run_directory(tmp_path: Path) -> None:
     other.parent.mkdir()
     other.write_bytes(b"")
     assert run_dir_of(other) == str(tmp_path / "run") and run_dir_of(tmp_path / "run") == str(tmp_path / "run")
+
+
+def test_a_run_directory_records_each_command_that_wrote_it(tmp_path: Path, monkeypatch) -> None:
+    run = tmp_path / "run"
+    monkeypatch.chdir(tmp_path)
+    typed = ["train", "-d", "my data/split", "-o", "run"]
+    before = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    with invoked(typed), own_run_dir(run) as owned:
+        assert not (run / COMMAND_FILE).exists()  # nothing is written before the inputs are checked
+        owned.start()
+        (run / CONFIG_FILE).write_text("{}")
+    [first] = json.loads((run / COMMAND_FILE).read_text())
+    assert first["argv"] == ["audiotune", *typed] and first["cwd"] == os.getcwd() == str(tmp_path)
+    assert first["command_line"] == "audiotune train -d 'my data/split' -o run"  # pastes back into a shell
+    assert first["version"] == __version__
+    assert before <= datetime.datetime.fromisoformat(first["started"]) <= datetime.datetime.now(datetime.UTC)
+
+    with invoked(["train", "-o", "run", "--resume"]), own_run_dir(run, resume=True) as owned:
+        owned.start()  # a resumed run adds its command; the first entry is the one that made the run
+    assert [e["argv"][-1] for e in json.loads((run / COMMAND_FILE).read_text())] == ["run", "--resume"]
+    with invoked(["train", "-o", "run", "--overwrite"]), own_run_dir(run, overwrite=True) as owned:
+        owned.start()  # an overwritten run starts its history again
+    assert [e["argv"][-1] for e in json.loads((run / COMMAND_FILE).read_text())] == ["--overwrite"]
+
+    with own_run_dir(tmp_path / "api") as owned:  # called from Python: this process's own command line
+        owned.start()
+    [entry] = json.loads((tmp_path / "api" / COMMAND_FILE).read_text())
+    assert entry["argv"] == [sys.executable, *sys.argv]
+    with own_run_dir(tmp_path / "follower", follower=True) as owned:  # another DDP process: rank 0 records it
+        owned.start()
+    assert not (tmp_path / "follower").exists()

@@ -81,9 +81,9 @@ def test_train_evaluate_extract_in_a_bucket(gcs: Emulator, tmp_path: Path, capsy
     upload_dataset(tmp_path / "data", fs)
     run = f"gs://{BUCKET}/runs/r1"
     assert main(_train(run)) == 0, capsys.readouterr().err
-    assert f"run directory: {run}" in capsys.readouterr().out
+    assert f"run directory: {run}" in capsys.readouterr().err
     names = {Path(p).name for p in fs.find(f"{BUCKET}/runs/r1")}
-    assert {"config.yaml", "metrics.json", "model.safetensors"} <= names
+    assert {"config.yaml", "metrics.json", "model.safetensors", "command.json"} <= names
     assert not any(name.startswith(".") for name in names)  # no lock, no partial file, no staging note
     config = yaml.safe_load(fs.cat_file(f"{BUCKET}/runs/r1/config.yaml"))
     assert config["data"]["data_split_root"] == f"gs://{BUCKET}/data/split"

@@ -15,11 +15,14 @@ command that writes or reads one of them takes its name from this module.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import fcntl
 import json
 import math
 import os
+import shlex
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +30,7 @@ from typing import Any
 
 import pandas as pd
 
-from audiotune import partials, storage
+from audiotune import __version__, partials, storage
 
 LOCK_FILE = ".audiotune.lock"  # held by the command that writes the directory; see own_run_dir
 
@@ -51,6 +54,9 @@ BEST_CHECKPOINT = "best.ckpt"  # in CHECKPOINT_DIR: the best validation epoch
 BEST_CHECKPOINTS = "best-{epoch:02d}"  # in CHECKPOINT_DIR with --save_top_k K > 1: best-epoch=NN.ckpt, K of them
 LOG_DIR = "logs"
 LOG_FILE = "metrics.csv"  # in LOG_DIR: the file Lightning's CSV logger writes
+TENSORBOARD_DIR = "tensorboard"  # in LOG_DIR with --logger tensorboard: TensorBoard's event files
+COMMAND_FILE = "command.json"  # every command that wrote the directory (argv, working directory, version, start)
+EVALUATION_FILE = "evaluation.json"  # in an evaluation folder: the run and the table it scored
 PLOT_DIR = "plots"
 TRAINING_CURVES_PLOT = "training_curves.png"
 LAYER_WEIGHTS_PLOT = "layer_weights.png"
@@ -141,6 +147,45 @@ def trial_dir(number: int) -> str:
     """In a sweep's experiment directory: the run directory of Optuna trial ``number``."""
     return f"{TRIAL_DIR_PREFIX}{number}"
 
+
+_invocation: tuple[list[str], str] | None = None  # the command line being run and its start, while it runs
+
+
+@contextlib.contextmanager
+def invoked(argv: list[str]) -> Iterator[None]:
+    """While the block runs, ``audiotune ARGV`` (the words as typed) is what :func:`record_command` records."""
+    global _invocation
+    earlier, _invocation = _invocation, (["audiotune", *argv], _now())
+    try:
+        yield
+    finally:
+        _invocation = earlier
+
+
+def invocation() -> dict[str, Any]:
+    """The command being run (from Python: this process's ``sys.argv``), working directory, version, start."""
+    words, started = _invocation or ([sys.executable, *sys.argv], _now())
+    return {"command_line": shlex.join(words), "argv": words, "cwd": os.getcwd(), "version": __version__,
+            "started": started}
+
+
+def _now() -> str:  # UTC, to the second
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def command_history(folder: str | Path) -> list[dict[str, Any]]:
+    """The commands recorded in ``folder``'s COMMAND_FILE, oldest first (none when it is missing or unreadable)."""
+    try:
+        value = json.loads((Path(folder) / COMMAND_FILE).read_text())
+    except (OSError, ValueError):
+        return []
+    return [entry for entry in value if isinstance(entry, dict)] if isinstance(value, list) else []
+
+
+def record_command(folder: str | Path) -> Path:
+    """Add the command being run to ``folder``'s COMMAND_FILE, atomically: the first entry is the command that
+    made the directory, the later ones those that resumed or added to it."""
+    return write_json(Path(folder) / COMMAND_FILE, [*command_history(folder), invocation()])
 
 
 class OutputError(OSError):
@@ -278,6 +323,8 @@ class OwnedRunDir:
                     shutil.rmtree(entry)
                 else:
                     entry.unlink()
+        if self.writes:
+            record_command(self.path)
         self.started = True
         return self.path
 

@@ -137,3 +137,35 @@ def test_a_config_written_before_the_runtime_section_loads_into_it(tmp_path) -> 
     assert with_added_options(earlier, config_to_dict(config)) == config_to_dict(config)
     today = config_to_dict(RunConfig())  # a record's format version is not one of its settings
     assert with_added_options({**today, "version": 1}, today) == today
+
+
+def test_worker_count_and_audio_store_take_auto_or_a_value(tmp_path: Path) -> None:
+    config = parse()
+    assert (config.runtime.num_workers, config.runtime.audio_cache) == ("auto", "auto")
+    config = parse("-nw", "3", "--audio_cache", "False")
+    assert (config.runtime.num_workers, config.runtime.audio_cache) == (3, False)
+    assert parse("--num_workers", "AUTO", "--audio_cache").runtime.audio_cache is True
+    saved = tmp_path / "config.yaml"
+    save_config(parse("-nw", "auto", "--audio_cache", "auto"), saved)
+    loaded = load_config(saved)
+    assert (loaded.runtime.num_workers, loaded.runtime.audio_cache) == ("auto", "auto")
+
+
+@pytest.mark.parametrize("argv", [["-nw", "some"], ["-nw", "2.5"], ["--audio_cache", "sometimes"]])
+def test_a_worker_count_or_store_choice_that_is_neither_value_nor_auto_is_refused(
+        argv: list[str], capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        parse(*argv)
+    assert argv[0] in capsys.readouterr().err
+
+
+def test_a_negative_worker_count_is_out_of_range() -> None:
+    with pytest.raises(ValueError, match=r"--num_workers -1: must be in \[0, 1024\]"):
+        parse("-nw", "-1")
+
+
+def test_a_config_file_with_another_word_than_auto_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"runtime": {"num_workers": "many"}}))
+    with pytest.raises(ValueError, match="num_workers: 'many'"):
+        load_config(path)

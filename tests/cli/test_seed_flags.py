@@ -13,9 +13,17 @@ from typing import Any
 import pytest
 import yaml
 
-from audiotune.cli import build_parser, config_from_args
+from audiotune.cli import COMMANDS, build_parser, config_from_args
 from audiotune.cli.flags import scoring_data
-from audiotune.config import RETIRED_FLAGS, RETIRED_VALUES, RunConfig, config_to_dict, recipe_root
+from audiotune.config import (
+    BARE,
+    RETIRED_FLAGS,
+    RETIRED_IN_COMMAND,
+    RETIRED_VALUES,
+    RunConfig,
+    config_to_dict,
+    recipe_root,
+)
 from audiotune.models import backbones
 from audiotune.models.backbones import input_spec, resolve_config
 
@@ -161,7 +169,8 @@ SER_TAPT: list[Flag] = [
 ]
 SER_PTAPT: list[Flag] = [
     *SER_COMMON, *SER_BUCKETS,
-    (["--dynamic_batch"], "--dynamic_batch"),  # a switch in the seed; seconds of audio per batch here
+    (["--dynamic_batch"], "--dynamic_batch 250"),  # a switch in the seed; seconds of audio per batch here
+    (["--dynamic_batch", "--lr", "1e-4"], "--dynamic_batch 250"),
     (["--dynamic_batch", "250"], {"train.dynamic_batch": 250.0}),
     (["--num_clusters", "64,512,4096"], "audiotune cluster --num_clusters"),
     (["--check_val_every_n_epoch", "1"], "every epoch"),
@@ -172,8 +181,8 @@ SER_STAGE1: list[Flag] = [
     *SER_COMMON,
     (["--training_step", "10000"], {"train.training_steps": 10000}),
     (["--check_val_every_n_epoch", "1"], "every epoch"),
-    (["--valid_split", "0.9"], {"data.val_share": 0.1, "data.val_size": 50}),  # a random tenth of the clips
-    (["--valid_split", "1.0"], {"data.val_share": 0.0, "data.val_size": 0}),  # no validation
+    (["--valid_split", "0.9"], {"train.val_share": 0.1, "data.val_size": 50}),  # a random tenth of the clips
+    (["--valid_split", "1.0"], {"train.val_share": 0.0, "data.val_size": 0}),  # no validation
     (["--labeling_method", "hard"], {"train.labeling_method": "hard"}),
     (["--labeling_method", "soft"], "--labeling_method sample"),  # the seed drew a class from the votes
     (["--wav2vecpath", "wav2vec_large.pt"], "-c"),
@@ -211,7 +220,9 @@ SER_CLUSTER: list[Flag] = [
 TAP_DETECT: list[Flag] = [
     (["--dir", "recordings"], "audiotune taps detect"),
     (["--idx", "3"], "every recording at once"),
-    (["--plot"], "--plot"),  # a switch in the seed; the folder for the plots here
+    (["--plot"], "--plot FOLDER"),  # a switch in the seed; the folder for the plots here
+    (["--plot", "--height", "0.01"], "--plot FOLDER"),
+    (["--plot", "plots"], {"args.plot": "plots"}),
     (["--peak_height", "0.01"], {"args.height": 0.01}),
     (["--sample"], "audiotune taps align"),
 ]
@@ -253,6 +264,38 @@ TAP_TRAIN: list[Flag] = [
     (["--epochs", "150"], {"train.epochs": 150}),
 ]
 
+# naip-w2v2 data_splits.py (seed-notes 1.2): `audiotune table` builds the table, `audiotune split` splits it
+SPLITS_TABLE: list[Flag] = [
+    (["-i", "speech/lake", "-s", "study1"], {"args.prefix": "speech/lake/study1"}),
+    (["--prefix", "speech/lake", "--study", "study1"], {"args.prefix": "speech/lake/study1"}),
+    (["-b", "bkt", "-i", "speech/lake"], {"args.prefix": "gs://bkt/speech/lake"}),
+    (["--bucket_name", "bkt", "-i", "gs://other/lake"], {"args.prefix": "gs://other/lake"}),
+    *[([flag, "proj", "-i", "lake"], {"args.project_name": "proj"}) for flag in ("-p", "--project_name")],
+    (["--cloud", "True", "-b", "bkt", "--cloud_dir", "runs/a", "-i", "lake"],
+     {"args.cloud": True, "args.cloud_dir": "runs/a"}),
+    (["--edit_feats", "True", "-i", "lake"], {"args.edit_feats": True}),
+    (["--edit_feats", "False", "-i", "lake"], {"args.edit_feats": False}),
+    *[([flag, "out"], "audiotune split OUT/table.csv --out OUT") for flag in ("-o", "--output_dir")],
+    (["--csv_path", "t.csv"], "audiotune split TABLE"),
+    (["--train_task", "Reading"], "audiotune split TABLE --train_task"),
+    (["--test_task", "Reading"], "audiotune split TABLE --test_task"),
+    (["--split_size", "538", "96", "50"], "audiotune split TABLE --split_size"),
+    (["--existing_spk_split", "spk.csv"], "audiotune split TABLE --existing_spk_split"),
+    (["--debug", "True"], "leave it out"),
+]
+SPLITS_SPLIT: list[Flag] = [
+    (["--train_task", "Alternating Motion Rate"], {"args.train_task": ["Alternating Motion Rate"]}),
+    (["--test_task", "Reading", "Picture"], {"args.test_task": ["Reading", "Picture"]}),
+    (["--split_size", "538", "96", "50"], {"args.split_size": [538, 96, 50]}),
+    *[([flag, "out"], {"args.out": "out"}) for flag in ("-o", "--output_dir")],
+    *[([flag, "proj"], {"args.project_name": "proj"}) for flag in ("-p", "--project_name")],
+    (["--cloud", "True", "-b", "bkt", "--cloud_dir", "runs/a"], {"args.cloud": True, "args.bucket_name": "bkt"}),
+    (["--csv_path", "t.csv"], "audiotune split TABLE"),
+    (["--existing_spk_split", "spk.csv"], {"args.existing_spk_split": "spk.csv"}),  # its speakerID column
+    (["--edit_feats", "True"], "audiotune table FOLDER --edit_feats"),
+    (["--debug", "True"], "leave it out"),
+]
+
 CLUSTER = ["cluster", "--out", "labels.parquet"]
 ALIGN = ["taps", "align", "taps.csv", "--touch_log", "touch.csv", "--keys", "keys.csv", "--out", "segments.csv"]
 # seed script -> (the audiotune command line its flags are walked through, its flags)
@@ -260,6 +303,8 @@ SEEDS: dict[str, tuple[list[str], list[Flag]]] = {
     "naip-w2v2 run.py": (["train", "--model", "hf"], NAIP_W2V2),
     "naip-ssast run.py": (["train", "--model", "ssast"], NAIP_SSAST),
     "naip-ecapa-tdnn run.py": (["train", "--model", "ecapa_tdnn"], NAIP_ECAPA),
+    "naip-w2v2 data_splits.py (table)": (["table", "--out", "table.csv"], SPLITS_TABLE),
+    "naip-w2v2 data_splits.py (split)": (["split", "table.csv", "--out", "splits"], SPLITS_SPLIT),
     "FT-w2v2-ser run_baseline_continueFT.py": (["pretrain", "--model", "hf", "--objective", "tapt"], SER_TAPT),
     "FT-w2v2-ser run_pretrain.py": (["train", "--model", "hf"], SER_STAGE1),
     "FT-w2v2-ser cluster.py": (CLUSTER, SER_CLUSTER),
@@ -286,6 +331,9 @@ def outcome(argv: list[str]) -> tuple[argparse.Namespace, RunConfig | None] | st
     try:
         with contextlib.redirect_stderr(err):
             args = parser().parse_args(argv)
+        command = next(c for c in COMMANDS if c.name == args.command)
+        if command.default_outputs:  # what the command derives from its flags before it runs
+            command.default_outputs(args)
         config = config_from_args(args) if "config_defaults" in vars(args) else None
         if config is not None and config.model.model != "hf":  # the hub is offline: hf resolves when it trains
             resolve_config(copy.deepcopy(config))
@@ -327,7 +375,10 @@ def test_seed_flag_keeps_its_meaning_or_is_refused_naming_the_replacement(comman
 def test_every_retired_spelling_is_walked_and_every_command_refuses_it() -> None:
     walked = {flag[0] for _, flags in SEEDS.values() for flag, _ in flags}
     assert set(RETIRED_FLAGS) <= walked, set(RETIRED_FLAGS) - walked
-    walked_values = {(flag[0], flag[1]) for _, flags in SEEDS.values() for flag, _ in flags if len(flag) > 1}
+    for command, spellings in RETIRED_IN_COMMAND.items():
+        walked_here = {flag[0] for line, flags in SEEDS.values() if line[0] == command for flag, _ in flags}
+        assert set(spellings) <= walked_here, (command, set(spellings) - walked_here)
+    walked_values = {(flag[0], flag[1] if len(flag) > 1 else BARE) for _, flags in SEEDS.values() for flag, _ in flags}
     assert set(RETIRED_VALUES) <= walked_values
     for command in (["evaluate", "--run", "r", "-d", "t.csv"], ["split", "t.csv", "--out", "s"], ["stats"]):
         result = outcome([*command, "--saving_path", "ckpt"])
@@ -362,7 +413,8 @@ SEED_DEFAULTS = {
     "naip_ecapa": {"model.model": "ecapa_tdnn", "features.features": "mfcc", "train.scheduler": "none",
                    "features.freqm": 0, "features.timem": 0, "audio.channel_mode": "sum"},
     "ser_vft": {"train.learning_rate": 1e-4, "train.batch_size": 64, "train.epochs": 15, "train.optim": "adam",
-                "train.class_weights": "balanced", "audio.eval_clip_length": 0.0, "runtime.num_workers": 4},
+                "train.class_weights": "balanced", "audio.eval_clip_length": 0.0, "runtime.num_workers": 4,
+                "classifier.frame_activation": "relu", "classifier.pool_drop_last": True},
     "ser_tapt": {"model.objective": "tapt", "train.training_steps": 120000, "train.warmup_steps": 4000,
                  "train.scheduler": "linear", "train.max_seconds": 10.0, "options.gumbel_anneal": False},
     "ser_ptapt": {"model.objective": "ptapt", "train.training_steps": 120000, "options.mask_time_prob": 0.06},
@@ -397,11 +449,6 @@ def test_the_ecapa_seed_recipe_keeps_mfcc_without_masks_after_the_backbone_resol
     spec = input_spec(config)
     assert (spec.features, spec.freqm, spec.timem, spec.channel_mode) == ("mfcc", 0, 0, "sum")
     assert config.train.scheduler == "none"
-
-
-def test_the_clinical_split_scripts_existing_speaker_file_is_read_by_split() -> None:
-    args = outcome(["split", "t.csv", "--out", "s", "--train_task", "AMR", "--existing_spk_split", "spk.csv"])[0]
-    assert args.existing_spk_split == "spk.csv"
 
 
 def test_the_seeds_extraction_without_a_fine_tuned_model_reads_the_encoder_flags() -> None:

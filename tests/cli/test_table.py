@@ -73,3 +73,20 @@ def test_table_of_a_folder_without_metadata_is_one_line(tmp_path: Path, capsys: 
     err = capsys.readouterr().err
     assert err.strip() == (f"audiotune table: error: {tmp_path / 'audio'}: no metadata.json in any folder under it "
                            "(layout: UID/metadata.json)")
+
+
+def test_the_seeds_prefix_and_study_name_the_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """data_splits.py -i PREFIX -s STUDY ... -o OUT: the same table, then split into OUT (-o is split's --out)."""
+    lake = _lake(tmp_path)
+    assert main(["table", str(lake), "--out", str(tmp_path / "a.csv")]) == 0
+    assert main(["table", "-i", str(lake.parent), "-s", lake.name, "--out", str(tmp_path / "b.csv")]) == 0
+    assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
+    assert main(["split", str(tmp_path / "b.csv"), "-o", str(tmp_path / "out"), "--test_task", AMR,
+                 "--split_size", "0", "1", "1"]) == 0
+    assert (tmp_path / "out" / "test.csv").is_file()
+    capsys.readouterr()
+    assert main(["table", str(lake), "-i", str(lake), "--out", str(tmp_path / "c.csv")]) == 2
+    assert "give the folder once" in capsys.readouterr().err
+    assert main(["table", "--out", str(tmp_path / "c.csv")]) == 2
+    assert "(FOLDER, or the seeds' -i PREFIX -s STUDY)" in capsys.readouterr().err
+    assert not (tmp_path / "c.csv").exists()

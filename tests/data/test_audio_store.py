@@ -89,3 +89,14 @@ def test_training_with_the_store_gives_the_same_run(uid_dataset: dict, tmp_path:
     assert runs["True"]["test"]["accuracy"] == runs["False"]["test"]["accuracy"]
     assert runs["True"]["test"]["auc"] == pytest.approx(runs["False"]["test"]["auc"], abs=1e-6)
     assert len(list((tmp_path / "cache" / "audio").rglob("*.safetensors"))) == 24
+
+
+def test_training_stores_resampled_audio_by_itself_when_it_reads_it_again(uid_dataset: dict, tmp_path: Path) -> None:
+    stored = {}
+    for epochs in ("1", "2"):  # the 8 kHz clips are resampled to 16 kHz: worth storing when read twice
+        cache = tmp_path / f"cache{epochs}"
+        assert main(["train", "-i", str(uid_dataset["prefix"]), "-d", str(uid_dataset["split"]),
+                     "-l", str(uid_dataset["labels"]), "-o", str(tmp_path / f"run{epochs}"), "--model", "ecapa_tdnn",
+                     *SMALL_ECAPA, "-e", epochs, "-bs", "4", "--cache_dir", str(cache)]) == 0
+        stored[epochs] = len(list(cache.rglob("*.safetensors")))
+    assert stored == {"1": 0, "2": 20}  # 16 training and 4 validation clips; the test split is scored once

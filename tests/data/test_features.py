@@ -202,6 +202,25 @@ def test_mfcc_top_db_is_per_clip() -> None:
     assert batch[1, :, 1:].abs().max() > 1.0
 
 
+def test_mfcc_of_a_padded_batch_with_lengths_gives_each_clip_its_own() -> None:
+    clips = [chirp_noise(16000, seconds, seed=k, gain=gain) for k, (seconds, gain) in
+             enumerate([(0.61, 1.0), (0.23, 1e-3), (0.4, 0.5)])]
+    longest = max(len(clip) for clip in clips)
+    padded = torch.zeros(len(clips), longest, dtype=torch.float64)
+    for row, clip in enumerate(clips):
+        padded[row, :len(clip)] = torch.from_numpy(clip)
+    lengths = torch.tensor([len(clip) for clip in clips])
+    batched = mfcc(padded, 16000, lengths=lengths)
+    unaware = mfcc(padded, 16000)  # reflects at the tensor's edge: the shorter clips' last frames differ
+    for row, clip in enumerate(clips):
+        alone = mfcc(torch.from_numpy(clip).double(), 16000)
+        torch.testing.assert_close(batched[row, :len(alone)], alone, rtol=0, atol=1e-8)
+        if len(clip) < longest:
+            assert not torch.allclose(unaware[row, :len(alone)], alone)
+    with pytest.raises(ValueError, match="clip of 150 samples is too short for n_fft=400"):
+        mfcc(padded, 16000, lengths=torch.tensor([longest, 150, 300]))
+
+
 def test_mfcc_frames_and_short_clip() -> None:
     assert mfcc_num_frames(16000, 400) == 1 + 16000 // 200
     assert mfcc(torch.randn(2, 1000), 16000).shape == (2, mfcc_num_frames(1000, 400), 80)

@@ -137,7 +137,7 @@ def test_embedding_does_not_depend_on_the_batch(hf_checkpoints: dict, tmp_path, 
     def pooled(frame: pd.DataFrame, batch_size: int) -> dict:
         config.train.batch_size = batch_size
         loader = make_loader(config, make_dataset(config, inputs, frame, np.zeros((len(frame), 1), np.float32)), frame,
-                             False, model.backbone.padding, pin_memory=False)
+                             False, model.backbone.padding, device=torch.device("cpu"))
         result = {}
         for batch in loader:
             result.update(zip(batch["uid"], model.pooled_states(batch["inputs"], batch["lengths"])))

@@ -1,6 +1,7 @@
 """Probes through the CLI: bad tables, labels, weights and clips end in one line naming the problem (exit 2)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -193,7 +194,8 @@ def test_stats_lists_what_it_skipped(trained: dict, tmp_path: Path, capsys) -> N
     assert '"skipped": 1' in captured.out and "silent.wav: audio is all zeros" in captured.err
     assert main([*args, "--out", str(tmp_path / "stats.json")]) == 0
     assert pd.read_csv(tmp_path / "stats.skipped.csv")["uid"].tolist() == ["silent"]
-    assert "listed in" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "listed in" in captured.err and json.loads(captured.out)["skipped"] == 1  # stdout: the JSON alone
 
 
 def test_manifest_ids_that_look_like_numbers_survive_split_and_train(tmp_path: Path, capsys) -> None:

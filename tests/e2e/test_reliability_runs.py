@@ -151,9 +151,12 @@ def test_a_new_split_into_an_old_folder_leaves_no_file_of_the_old_one(trained: d
 def test_a_second_command_cannot_write_a_locked_run_directory(trained: dict, tmp_path: Path, capsys) -> None:
     with own_run_dir(tmp_path / "busy") as owned:
         owned.start()
+        before = {name: (tmp_path / "busy" / name).read_bytes() for name in listing(tmp_path / "busy")}
         assert main(train_args(trained, tmp_path / "busy")) == 2
     assert "another audiotune command is writing" in capsys.readouterr().err
-    assert listing(tmp_path / "busy") == {LOCK_FILE}
+    # the second command wrote nothing: only what the holder wrote (its lock and command record) is there
+    assert {name: (tmp_path / "busy" / name).read_bytes() for name in listing(tmp_path / "busy")
+            if name != LOCK_FILE} == {name: data for name, data in before.items() if name != LOCK_FILE}
 
 
 def test_training_into_a_finished_run_needs_resume_or_overwrite(tmp_path: Path, capsys) -> None:

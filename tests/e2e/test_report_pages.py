@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import soundfile as sf
+import yaml
 from conftest import SMALL_ECAPA, make_uid_dataset, read_report, small_train_args, tone
 
 from audiotune.cli import main
@@ -80,7 +81,7 @@ def test_regression_report_scatters_every_clip_and_plays_the_largest_errors(regr
 def test_cv_report_has_folds_means_summed_confusion_and_the_ensemble(cv_experiment: Path,
                                                                       capsys: pytest.CaptureFixture) -> None:
     page = read_report(cv_experiment / "report.html")  # written when cv ended
-    assert page["sections"] == ["overview", "statistics", "folds", "confusion", "ensemble", "runs"]
+    assert page["sections"] == ["overview", "statistics", "folds", "confusion", "ensemble", "runs", "clips"]
     text = (cv_experiment / "report.html").read_text()
     summary = json.loads((cv_experiment / "cv_summary.json").read_text())
     folds = text.split('<section id="folds">')[1].split("</section>")[0]
@@ -94,6 +95,33 @@ def test_cv_report_has_folds_means_summed_confusion_and_the_ensemble(cv_experime
     assert runs.count("<tr>") == 1 + len(pd.read_csv(cv_experiment / "cv_runs.csv"))
     assert main(["report", str(cv_experiment), "-o", str(cv_experiment / "again.html")]) == 0
     assert (cv_experiment / "again.html").read_text() == text
+
+
+def test_cv_report_plays_the_most_confidently_wrong_clips_over_the_folds(cv_experiment: Path) -> None:
+    page = read_report(cv_experiment / "report.html")
+    # every fold's test clips scored by its two repeats averaged: the wrong ones, most confident first per class
+    scored = pd.concat([pd.read_parquet(fold / "ensemble_predictions.parquet").query("split == 'test'")
+                        for fold in sorted(cv_experiment.glob("fold_*"))])
+    wrong = scored[scored["true:pitch"] != scored["predicted:pitch"]]
+    expected = []
+    [head] = yaml.safe_load((cv_experiment / "fold_1" / "run_1" / "config.yaml").read_text())["heads"]
+    for truth in head["classes"]:  # in the order of the head's classes
+        part = wrong[wrong["true:pitch"] == truth]
+        confidence = [row[f"score:pitch={row['predicted:pitch']}"] for _, row in part.iterrows()]
+        expected += list(part["uid"].iloc[sorted(range(len(part)), key=lambda k: -confidence[k])[:5]])
+    assert expected and [uid for uid, _, _ in page["clips"]] == expected
+    for uid, samples, rate in page["clips"]:  # each clip read from its fold's table, as the fold's runs read it
+        assert rate == 16000 and len(samples) == sf.info(str(cv_experiment.parent / f"{uid}.wav")).frames
+    text = (cv_experiment / "report.html").read_text()
+    assert "The 5 most confidently wrong clips of the test split" in text
+    overview = text.split('<section id="overview">')[1].split("</section>")[0]
+    assert "this cross-validation: the command line that wrote it" in overview and "audiotune cv -d" in overview
+    [command] = json.loads((cv_experiment / "fold_2" / "run_2" / "command.json").read_text())
+    assert command["argv"][:2] == ["audiotune", "cv"]  # each fold's run records the cv that trained it
+    one = cv_experiment / "one.html"
+    assert main(["report", str(cv_experiment), "-o", str(one), "--clips", "1"]) == 0
+    assert len(read_report(one)["clips"]) == min(1, len(wrong[wrong["true:pitch"] == "high"])) + \
+        min(1, len(wrong[wrong["true:pitch"] == "low"]))
 
 
 def chromium() -> str:

@@ -30,7 +30,7 @@ def test_adapted_statistics_are_the_mean_of_the_split_batch_statistics(trained_r
     prepared = prepare_eval_data(config, inputs, str(trained_run["split"]))
     table = prepared.tables["train"]
     dataset = make_dataset(config, inputs, table, prepared.targets["train"])
-    batches = adaptation_loader(config, dataset, pin_memory=False)
+    batches = adaptation_loader(config, dataset, device=torch.device("cpu"))
     first = batch_norms(model)[0]
     before = {k: v.clone() for k, v in first.state_dict().items()}
     momentum = first.momentum
@@ -59,12 +59,29 @@ def test_one_clip_cannot_be_adapted_on(trained_run: dict) -> None:
     prepared = prepare_eval_data(config, inputs, str(trained_run["split"]))
     table = prepared.tables["test"].iloc[:1]
     dataset = make_dataset(config, inputs, table, prepared.targets["test"][:1])
-    batches = adaptation_loader(config, dataset, pin_memory=False)
+    batches = adaptation_loader(config, dataset, device=torch.device("cpu"))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(ValueError, match=rf"at least 2 clips; the scored split has 1 \({table.index[0]}\)"):
         with adapted_batchnorm(model, batches, torch.device("cpu")):
             pass
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_statistics_from_features_computed_on_the_device_are_the_workers(trained_run: dict) -> None:
+    config, model = load_run(str(trained_run["run"]))
+    config.data.prefix = str(trained_run["prefix"])
+    inputs = input_spec(config)
+    prepared = prepare_eval_data(config, inputs, str(trained_run["split"]))
+    table, targets = prepared.tables["train"], prepared.targets["train"]
+    statistics = {}
+    for on_device in (False, True):
+        batches = adaptation_loader(config, make_dataset(config, inputs, table, targets, on_device=on_device),
+                                    pin_memory=False)
+        assert ("waveforms" in next(iter(batches))) == on_device
+        with adapted_batchnorm(model, batches, torch.device("cpu")):
+            statistics[on_device] = {k: v.clone() for k, v in batch_norms(model)[0].state_dict().items()}
+    for key, value in statistics[False].items():
+        torch.testing.assert_close(statistics[True][key], value, atol=1e-4, rtol=1e-4)
 
 
 def test_a_model_without_batchnorm_is_refused() -> None:

@@ -21,6 +21,7 @@ from audiotune.cli import main
 from audiotune.config import RunConfig
 from audiotune.data.dataset import AudioDataset
 from audiotune.data.input_spec import InputSpec
+from audiotune.data.loader_plan import pins_memory
 from audiotune.data.loading import make_loader
 from audiotune.engine import device as device_module
 from audiotune.engine import inference
@@ -31,7 +32,6 @@ from audiotune.engine.device import (
     lightning_precision,
     move_batch,
     parse_devices,
-    pins_memory,
     resolve_device,
 )
 from audiotune.engine.trainer import trainer_precision
@@ -217,16 +217,16 @@ def test_pin_memory_only_for_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(device_module, "_mps_available", lambda: False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert not make_loader(config, items, None, train=False,
-                           pin_memory=inference.loader_pins_memory(config)).pin_memory
+                           device=inference.inference_device(config)).pin_memory
     assert not cached_loader(config, cached, train=False).pin_memory
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert make_loader(config, items, None, train=False,
-                       pin_memory=inference.loader_pins_memory(config)).pin_memory
+                       device=inference.inference_device(config)).pin_memory
     assert cached_loader(config, cached, train=False).pin_memory
     config.runtime.accelerator = "cpu"  # a GPU machine asked for the CPU: nothing to pin for
     assert not make_loader(config, items, None, train=False,
-                           pin_memory=inference.loader_pins_memory(config)).pin_memory
+                           device=inference.inference_device(config)).pin_memory
 
 
 class _Probe(nn.Module):

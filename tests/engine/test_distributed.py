@@ -180,8 +180,8 @@ def _train(args: list[str], launcher: tuple[str, ...] = ()) -> subprocess.Comple
     return done
 
 
-RUN_FILES = {LOCK_FILE, "checkpoints", "config.yaml", "logs", "metrics.json", "model.safetensors", "plots",
-             "predictions.parquet", "report.html", "input_spec.json"}
+RUN_FILES = {LOCK_FILE, "checkpoints", "command.json", "config.yaml", "logs", "metrics.json", "model.safetensors",
+             "plots", "predictions.parquet", "report.html", "input_spec.json"}
 
 
 def _files(run: Path) -> list[str]:
@@ -204,7 +204,7 @@ def test_two_processes_train_what_one_process_trains(dataset: dict) -> None:
     _train(small_train_args(dataset, one, *common, "--cache_dir", str(root / "cache1")))
     done = _train([*small_train_args(dataset, two, *common, "--cache_dir", str(root / "cache2")), "-bs", "2",
                    "--devices", "2", "--strategy", "ddp"])
-    assert done.stdout.count("run directory:") == 1  # only rank 0 reports
+    assert done.stderr.count("run directory:") == 1  # only rank 0 reports
     m1, m2 = (json.loads((run / "metrics.json").read_text()) for run in (one, two))
     assert m2["processes"] == 2 and m1["processes"] == 1
     # (a) every training clip once per epoch over both processes: the 16 of the split, no padding repeats
@@ -241,7 +241,7 @@ def test_torchrun_trains_a_whole_model_on_length_buckets(dataset: dict) -> None:
                                      "--patience", "3", "--cache_dir", str(dataset["root"] / "cache3")),
                    "-bs", "2", "--devices", "2", "--strategy", "ddp"],
                   launcher=("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"))
-    assert done.stdout.count("run directory:") == 1
+    assert done.stderr.count("run directory:") == 1
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["processes"] == 2 and metrics["train_clips_per_epoch"] == [16]  # 8 batches of 2: 4 steps each
     assert metrics["val"]["n"] == metrics["test"]["n"] == 4

@@ -2,6 +2,7 @@
 what is shown, and what the page says when something is missing."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -72,10 +73,13 @@ def test_fewer_clips_a_size_cap_and_another_group_column(trained_run: dict, tmp_
 def test_evaluate_writes_its_report_unless_told_not_to(trained_run: dict, tmp_path: Path,
                                                        capsys: pytest.CaptureFixture) -> None:
     run, test_csv = trained_run["run"], trained_run["split"] / "test.csv"
+    capsys.readouterr()
     assert main(["evaluate", "--run", str(run), "-d", str(test_csv), "-o", str(tmp_path / "with")]) == 0
     page = read_report(tmp_path / "with" / "report.html")
     assert page["sections"] == RUN_SECTIONS and page["audio"] > 0
-    assert "report: " in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert json.loads(printed.out)["test"]["n"] == 4  # stdout is the metrics' JSON alone (`| python -m json.tool`)
+    assert f"report: {tmp_path / 'with' / 'report.html'}" in printed.err
     assert main(["evaluate", "--run", str(run), "-d", str(test_csv), "-o", str(tmp_path / "without"),
                  "--report", "False"]) == 0
     assert (tmp_path / "without" / "metrics.json").is_file()
@@ -168,3 +172,40 @@ def test_a_sweep_folder_gets_the_sweep_page(tmp_path: Path) -> None:
     assert main(["report", str(tmp_path)]) == 0
     page = read_report(tmp_path / "report.html")
     assert page["sections"] == ["overview", "objective", "parameters", "trials"] and page["svg"] == 2
+
+
+def test_an_evaluation_folder_records_what_it_scored_and_the_command_lines(trained_run: dict, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    run, test_csv = trained_run["run"], trained_run["split"] / "test.csv"
+    monkeypatch.chdir(trained_run["split"])  # relative paths, a folder outside the run: recorded absolute
+    evaluation = tmp_path / "elsewhere"
+    typed = ["evaluate", "--run", str(run), "-d", "test.csv", "-o", str(evaluation), "--report", "False"]
+    assert main(typed) == 0
+    assert json.loads((evaluation / "evaluation.json").read_text()) == {
+        "run": str(run.resolve()), "data_split_root": str(test_csv.resolve()), "data": {}}
+    [command] = json.loads((evaluation / "command.json").read_text())
+    assert command["argv"] == ["audiotune", *typed] and command["cwd"] == str(trained_run["split"])
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", str(evaluation)]) == 0  # neither -d nor --run: both recorded
+    page = read_report(evaluation / "report.html")
+    text = (evaluation / "report.html").read_text()
+    predictions = pd.read_parquet(evaluation / "predictions.parquet")
+    assert page["audio"] == expected_clips(predictions, "test", 5) > 0
+    assert "The test split by &#x27;subject&#x27;" in text and "evaluation: elsewhere" in text
+    config = text.split('<section id="config">')[1].split("</section>")[0]
+    assert "this evaluation: the command line that wrote it" in config and "the run it scored" in config
+    assert "audiotune evaluate --run" in config and "--report False" in config
+    assert "audiotune train -i" in config and f"in {trained_run['split']}" in config
+    (evaluation / "evaluation.json").unlink()  # a folder of an earlier release: the table is asked for
+    assert main(["report", str(evaluation), "--run", str(run)]) == 0
+    assert read_report(evaluation / "report.html")["audio"] == 0
+    assert "give -d TABLE" in (evaluation / "report.html").read_text()
+
+
+def test_a_run_page_shows_the_command_that_trained_it(trained_run: dict) -> None:
+    [command] = json.loads((trained_run["run"] / "command.json").read_text())
+    assert command["argv"] == ["audiotune", *small_train_args(trained_run, trained_run["run"])]
+    config = (trained_run["run"] / "report.html").read_text().split('<section id="config">')[1].split("</section>")[0]
+    assert config.index("config.yaml (the whole") < config.index("this run: the command line that wrote it")
+    assert "<details><summary>this run: the command line" in config  # collapsed, as the config is
+    assert command["command_line"].replace("'", "&#x27;") in config

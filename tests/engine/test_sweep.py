@@ -13,7 +13,7 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
-from conftest import SMALL_ECAPA, make_uid_dataset
+from conftest import SMALL_ECAPA, make_uid_dataset, read_report
 from safetensors.torch import load_file
 
 from audiotune.cli import main
@@ -96,6 +96,11 @@ def test_trials_are_runs_the_best_config_retrains_and_a_rerun_continues(
     assert main([*args, "--trials", "3"]) == 0
     printed = capsys.readouterr().out
     assert "trials: 3 complete" in printed and "best: trial" in printed
+    assert f"report: {out / 'report.html'}" in printed  # written when the sweep ends
+    assert read_report(out / "report.html")["sections"] == ["overview", "objective", "parameters", "trials"]
+    assert "this sweep: the command line that wrote it" in (out / "report.html").read_text()
+    assert [e["argv"][1:] for e in json.loads((out / "command.json").read_text())] == [[*args, "--trials", "3"]]
+    assert json.loads((out / "trial_0" / "command.json").read_text())[0]["argv"][1] == "sweep"
     table = trials(out)
     assert list(table["trial"]) == [0, 1, 2] and set(table["state"]) == {"complete"}
     assert len({(r.param_learning_rate, r.param_final_dropout) for r in table.itertuples()}) == 3
@@ -123,6 +128,7 @@ def test_trials_are_runs_the_best_config_retrains_and_a_rerun_continues(
     # the same command with more trials carries on; finished trials are kept
     kept = {d: (out / d / "metrics.json").stat().st_mtime_ns for d in table["run_dir"]}
     assert main([*args, "--trials", "4"]) == 0
+    assert len(json.loads((out / "command.json").read_text())) == 2  # the command that carried the sweep on
     table = trials(out)
     assert len(table) == 4 and set(table["state"]) == {"complete"}
     assert all((out / d / "metrics.json").stat().st_mtime_ns == t for d, t in kept.items())
@@ -148,7 +154,8 @@ def test_a_trial_worse_than_the_median_is_pruned_and_still_a_complete_run(tmp_pa
                                     direction="minimize")
         study.add_trial(optuna.create_trial(value=1e-6, intermediate_values={1: 1e-6, 2: 1e-6, 3: 1e-6}))
         assert main(sweep_args(ds, space, out, "-e", "3", "--trials", "2", "--pruner", pruner,
-                               "--startup_trials", "1", "--prune_after", "0")) == 0
+                               "--startup_trials", "1", "--prune_after", "0", "--report", str(pruner == "median"))) == 0
+        assert (out / "report.html").is_file() == (pruner == "median")  # --report False: none
         table = trials(out)
         assert list(table["trial"]) == [0, 1]
         results[pruner] = table.iloc[1]

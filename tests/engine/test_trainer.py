@@ -1,18 +1,20 @@
-"""The Trainer factory: last.ckpt every epoch, the --save_top_k best validation epochs, and gradient accumulation
-as the optimiser sees it."""
+"""The Trainer factory: last.ckpt every epoch, the --save_top_k best validation epochs, gradient accumulation
+as the optimiser sees it, and the loggers (the CSV always, TensorBoard with --logger tensorboard)."""
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import small_train_args
+from conftest import read_report, small_train_args
 from torch.utils.data import DataLoader, TensorDataset
 
 from audiotune.cli import build_parser, config_from_args, main
-from audiotune.config import RuntimeConfig, TrainConfig
+from audiotune.config import RunConfig, RuntimeConfig, TrainConfig, check_config
 from audiotune.engine.module import optimizers
 from audiotune.engine.trainer import build_trainer
 
@@ -25,6 +27,7 @@ def test_save_top_k_keeps_the_k_best_validation_epochs(uid_dataset: dict, tmp_pa
     one, two = tmp_path / "one", tmp_path / "two"
     assert main(small_train_args(uid_dataset, one, "-e", "3")) == 0
     assert best_files(one) == ["best.ckpt"]  # the default: one best epoch
+    assert [p.name for p in (one / "logs").iterdir()] == ["metrics.csv"]  # the default logger: the CSV alone
     assert main(small_train_args(uid_dataset, two, "-e", "3", "--save_top_k", "2")) == 0
     kept = best_files(two)
     assert len(kept) == 2 and all(name.startswith("best-epoch=") for name in kept)
@@ -102,3 +105,35 @@ def test_a_run_in_steps_shows_no_last_epoch(tmp_path: Path) -> None:
     by_epochs, _ = build_trainer(TrainConfig(epochs=10), RuntimeConfig(accelerator="cpu"), tmp_path / "e")
     assert by_epochs.progress_bar_callback._epoch(by_epochs) == "epoch 1/10"
 
+
+
+def test_logger_tensorboard_without_the_package_fails_before_anything_is_written(
+        uid_dataset: dict, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",  # tensorboard (or tensorboardX) not installed
+                        lambda name, *rest: None if name in ("tensorboard", "tensorboardX") else real(name, *rest))
+    run = tmp_path / "run"
+    assert main(small_train_args(uid_dataset, run, "--logger", "tensorboard")) == 2
+    err = capsys.readouterr().err
+    assert "--logger tensorboard: the tensorboard package is not installed (pip install tensorboard)" in err
+    assert "Traceback" not in err and not run.exists()
+    config = RunConfig()
+    config.runtime.logger = "wandb"  # from a config file, which argparse's choices do not see
+    with pytest.raises(ValueError, match="--logger wandb: choose one of csv, tensorboard"):
+        check_config(config)
+
+
+def test_logger_tensorboard_writes_event_files_beside_the_csv_the_report_reads(uid_dataset: dict,
+                                                                                 tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard", reason="--logger tensorboard needs `pip install tensorboard`")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    assert main(small_train_args(uid_dataset, run, "-e", "2", "--logger", "tensorboard")) == 0
+    events = EventAccumulator(str(run / "logs" / "tensorboard"))
+    events.Reload()
+    logged = pd.read_csv(run / "logs" / "metrics.csv")
+    assert [e.value for e in events.Scalars("val_loss")] == pytest.approx(logged["val_loss"].dropna().tolist())
+    assert len(events.Scalars("val_loss")) == 2 and "train_loss_epoch" in events.Tags()["scalars"]
+    curves = (run / "report.html").read_text().split('<section id="curves">')[1].split("</section>")[0]
+    assert "<figcaption>loss</figcaption>" in curves and read_report(run / "report.html")["audio"] > 0

@@ -14,7 +14,7 @@ from audiotune.data.loading import make_dataset, make_loader
 from audiotune.models.backbones import input_spec
 from audiotune.models.backbones.ecapa import EcapaBackbone, EcapaOptions
 from audiotune.models.checkpoint import build_classifier
-from audiotune.models.classifier import Classifier, masked_pool
+from audiotune.models.classifier import Classifier, masked_pool, without_last_frame
 
 HEADS = [HeadSpec("word", "categorical", ["word"], ["a", "b", "c"]), HeadSpec("x+y", "binary", ["x", "y"])]
 
@@ -93,6 +93,32 @@ def test_layer_selection_and_weighted_sum() -> None:
         chosen.extract_embedding(inputs, lengths, "wt")
 
 
+def test_frame_activation_and_dropping_the_last_frame_change_what_is_pooled() -> None:
+    torch.manual_seed(0)
+    inputs, lengths = torch.randn(2, 5, 4), torch.tensor([5, 3])
+    plain = Classifier(ToyBackbone(), HEADS, ClassifierConfig(layer=0))
+    first = plain.backbone.hidden_states(inputs, lengths)[0][0]
+    relu = Classifier(ToyBackbone(), HEADS, ClassifierConfig(layer=0, frame_activation="relu"))
+    drop = Classifier(ToyBackbone(), HEADS, ClassifierConfig(layer=0, pool_drop_last=True))
+    for model in (relu, drop):
+        model.load_state_dict(plain.state_dict())
+    expected_relu = torch.stack([first[0].relu().mean(0), first[1, :3].relu().mean(0)])
+    expected_drop = torch.stack([first[0, :4].mean(0), first[1, :2].mean(0)])  # the seed's out_len - 1 frames
+    assert torch.allclose(relu.extract_embedding(inputs, lengths, "pt"), expected_relu, atol=1e-6)
+    assert torch.allclose(drop.extract_embedding(inputs, lengths, "pt"), expected_drop, atol=1e-6)
+    logits = {name: model.eval()(inputs, lengths) for name, model in (("plain", plain), ("relu", relu),
+                                                                          ("drop", drop))}
+    assert not torch.allclose(logits["plain"], logits["relu"]) and not torch.allclose(logits["plain"], logits["drop"])
+    # cached pooled states (every state pooled apart) give the logits of the whole forward pass
+    weighted = Classifier(ToyBackbone(), HEADS, ClassifierConfig(weighted=True, frame_activation="relu",
+                                                                 pool_drop_last=True)).eval()
+    assert torch.allclose(weighted.forward_pooled(weighted.pooled_states(inputs, lengths)), weighted(inputs, lengths),
+                          atol=1e-6)
+    one_frame = torch.tensor([[True, False, False]])  # a clip of one frame keeps it
+    assert torch.equal(without_last_frame(one_frame), one_frame)
+    assert without_last_frame(torch.tensor([[True, True, True, False]])).tolist() == [[True, True, False, False]]
+
+
 def test_weighted_sum_weights_train() -> None:
     torch.manual_seed(0)
     model = Classifier(ToyBackbone(), HEADS, ClassifierConfig(weighted=True, final_dropout=0.0))
@@ -143,7 +169,7 @@ the same embeddings and logits."""
     def embeddings(frame: pd.DataFrame, batch_size: int) -> dict[str, torch.Tensor]:
         config.train.batch_size = batch_size
         loader = make_loader(config, make_dataset(config, inputs, frame, targets[: len(frame)]), frame, False,
-                             model.backbone.padding, pin_memory=False)
+                             model.backbone.padding, device=torch.device("cpu"))
         result = {}
         with torch.no_grad():
             for batch in loader:

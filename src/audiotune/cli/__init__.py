@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from audiotune import __version__, vertex
+from audiotune import __version__, outputs, vertex
 from audiotune.cli import (
     attention,
     cluster,
@@ -77,7 +77,7 @@ def build_parser(model: str | None = None, full_help: bool = False) -> argparse.
         add_help_flags(sub)
         sub.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
         command.arguments(sub, model)
-        refuse_retired(sub)
+        refuse_retired(sub, command.name)
         sub.usage = compact_usage(sub)
         arrange(sub, full_help)
     return parser
@@ -104,7 +104,8 @@ def _interrupted(command: Command) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv, full_help = wants_all(sys.argv[1:] if argv is None else list(argv))
+    typed = sys.argv[1:] if argv is None else list(argv)
+    argv, full_help = wants_all(typed)
     parser = build_parser(_model_named(argv), full_help)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.update(vertex.cluster_environment())  # a Vertex AI multi-worker job: where rank 0 is
         if command.default_outputs:
             command.default_outputs(args)
-        with third_party_quiet(args.verbose), staged(args, path_roles(args)):
+        with third_party_quiet(args.verbose), outputs.invoked(typed), staged(args, path_roles(args)):
             command.run(args, parser)
     except KeyboardInterrupt:
         return _interrupted(command)

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
     quiet_lightning(args.verbose)
     config = config_from_args(args)
-    if config.data.val_share:
+    if config.train.val_share:
         raise ValueError("--val_share: cv folds take their validation from --val_group (next, draw: --val_size "
                          "groups, none)")
     options = FoldOptions(folds=args.folds, group=args.group, stratify=args.stratify,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from audiotune import storage
 from audiotune.cli.command import Command
@@ -36,10 +37,13 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
     metrics = evaluate_run(args.run, args.data_split_root, args.exp_dir, args.on_error, args.batch_size,
                            args.num_workers, args.accelerator, args.devices, args.precision, args.aggregate,
-                           args.adapt_bn, scoring_data(args))
-    print(json.dumps({k: summary(v) for k, v in metrics.items()}, indent=2))
+                           args.adapt_bn, scoring_data(args), vars(args).get("runtime.num_nodes"))
+    if not metrics:
+        return  # another process of a multi-process run: rank 0 reports
+    print(json.dumps({k: summary(v) for k, v in metrics.items()}, indent=2))  # stdout: this JSON only
     if vars(args).get("runtime.report", True):
-        print(report_when_done(args.exp_dir, args.data_split_root, run_dir_of(args.run), scoring_data(args)))
+        print(report_when_done(args.exp_dir, args.data_split_root, run_dir_of(args.run), scoring_data(args)),
+              file=sys.stderr)
 
 
 COMMAND = Command("evaluate", "score a CSV or split directory with a trained run", arguments, run,

@@ -83,8 +83,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         encoder = config_from_args(args)
     path = extract_embeddings(args.run, args.data_split_root, args.out, args.embedding_type, args.layer,
                               args.pooling_mode, args.batch_size, args.num_workers, args.on_error,
-                              args.accelerator, args.devices, args.precision, scoring_data(args), encoder)
-    print(f"embeddings: {shown(path)}")
+                              args.accelerator, args.devices, args.precision, scoring_data(args),
+                              vars(args).get("runtime.num_nodes"), encoder)
+    if path is not None:  # None: another process of a multi-process run; rank 0 reports
+        print(f"embeddings: {shown(path)}")
 
 
 COMMAND = Command("extract", "write embeddings to parquet", arguments, run, default_outputs=default_outputs,

@@ -17,12 +17,14 @@ from audiotune.config import (
     CONFIG_VERSION,
     SECTIONS,
     RunConfig,
+    RuntimeConfig,
     check_config,
     config_from_dict,
     describe_range,
     read_config_file,
     resolve_recipe,
 )
+from audiotune.config.options import literal_words
 from audiotune.config.sections import PRECISIONS
 from audiotune.models import backbones
 from audiotune.outputs import run_dir_of
@@ -77,6 +79,25 @@ def integer(text: str) -> int:
         return int(number)
 
 
+def value_parser(kind: Any) -> Any:
+    """The argparse type of an option annotated ``kind``: a bool, int, float or str, or one of the words of a
+    ``Literal`` beside it (``int | Literal["auto"]`` takes 4 and auto)."""
+    words = literal_words(kind)
+    base = next((t for t in (bool, int, float, str) if t in (kind, *typing.get_args(kind))), str)
+    convert = parse_bool if base is bool else integer if base is int else base
+
+    def parse(text: str) -> Any:
+        if text.strip().lower() in words:
+            return text.strip().lower()
+        try:
+            return convert(text)
+        except (TypeError, ValueError, argparse.ArgumentTypeError):
+            raise argparse.ArgumentTypeError(f"expected {base.__name__}{''.join(f' or {w}' for w in words)}, "
+                                             f"got {text!r}") from None
+    parse.__name__ = base.__name__  # argparse names the type in its messages
+    return parse if words else convert
+
+
 def _none_lower(text: str) -> str:
     return "none" if text.strip().lower() == "none" else text
 
@@ -129,12 +150,14 @@ def _add_field(group: Any, dest: str, spec: dataclasses.Field, hints: dict, hidd
     if meta.get("choices") and "none" in meta["choices"]:
         kwargs["type"] = _none_lower  # the seeds pass "None"
     elif bool in (kind, *typing.get_args(kind)):
-        kwargs.update(nargs="?", const=True, type=parse_bool, metavar="BOOL")
+        kwargs.update(nargs="?", const=True, type=value_parser(kind), metavar="BOOL")
     elif typing.get_origin(kind) is list:
         kwargs.update(nargs="+", type=typing.get_args(kind)[0], metavar=metavar(typing.get_args(kind)[0], spec))
     else:
-        base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
-        kwargs.update(type=integer if base is int else base, metavar=metavar(base, spec))
+        base = next((t for t in typing.get_args(kind) if t in (int, float, str)), kind)
+        kwargs.update(type=value_parser(kind), metavar=metavar(base, spec))
+    if literal_words(kind) and "metavar" in kwargs:  # e.g. N|auto
+        kwargs["metavar"] = "|".join((kwargs["metavar"], *literal_words(kind)))
     names = spellings(spec.name, meta.get("flags", ()))
     if hidden:
         group.add_argument(*names, help=argparse.SUPPRESS, **kwargs)
@@ -300,9 +323,12 @@ def add_scoring_flags(parser: argparse.ArgumentParser, run_required: bool = True
              help="one CSV, or a split directory")
     add_section_flags(parser, SCORING_DATA)
     parser.add_argument(*spellings("batch_size", ("-bs",)), dest="batch_size", type=int)
-    parser.add_argument(*spellings("num_workers", ("-nw",)), dest="num_workers", type=int)
+    parser.add_argument(*spellings("num_workers", ("-nw",)), dest="num_workers",
+                        type=value_parser(typing.get_type_hints(RuntimeConfig)["num_workers"]), metavar="N|auto",
+                        help="data loader workers: a number or auto (default: the run's)")
     parser.add_argument(*spellings("on_error"), dest="on_error", choices=("raise", "skip"))
-    add_device_flags(parser)
+    add_device_flags(parser, processes=True)
+    add_section_flags(parser, ("runtime.num_nodes",))
     add_storage_flags(parser)
 
 
@@ -315,10 +341,12 @@ def scoring_data(args: argparse.Namespace) -> dict[str, Any]:
     return data
 
 
-def add_device_flags(parser: argparse.ArgumentParser) -> None:
-    """--accelerator/--devices/--precision of a command that loads a run; they override the run's config."""
+def add_device_flags(parser: argparse.ArgumentParser, processes: bool = False) -> None:
+    """--accelerator/--devices/--precision of a command that loads a run; they override the run's config.
+    ``processes``: the command runs one process per device (else it uses the first)."""
     parser.add_argument("--accelerator", choices=("auto", "cpu", "gpu", "cuda", "mps"),
                         help="where the model runs: auto takes the GPU when there is one (default: the run's)")
-    parser.add_argument("--devices", help="which device: auto, a count (the first is used) or a list of indices "
-                                          "such as 0,1 or [1] (the first is used) (default: the run's)")
+    several = "one process per device, each scoring its share of the rows" if processes else "the first is used"
+    parser.add_argument("--devices", help=f"which devices: auto, a count or a list of indices such as 0,1 or [1] "
+                                          f"({several}) (default: the run's)")
     parser.add_argument("--precision", choices=PRECISIONS, help="inference precision (default: the run's)")

@@ -37,13 +37,20 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                       help="replace the run already in --exp_dir")
     ser = kinds.add_parser(
         "ser", allow_abbrev=False,
-        help="the wav2vec2 of an FT-w2v2-ser Lightning checkpoint (V-FT, TAPT, P-TAPT) as an encoder folder",
+        help="the wav2vec2 of an FT-w2v2-ser Lightning checkpoint (V-FT, TAPT, P-TAPT) as an encoder folder; "
+             "a V-FT classifier with --classes as a run directory",
         description="Reads only the checkpoint's state_dict, weights only: the class references Lightning 1.4 "
                     "stored beside it (callback keys) are bound to inert stand-ins, never imported. Writes a "
                     "save_pretrained folder (with TAPT's quantizer when the checkpoint has it) that train, "
-                    "pretrain and cluster read with -c.")
+                    "pretrain and cluster read with -c; with --classes, a V-FT checkpoint's whole classifier as a "
+                    "run directory that evaluate, extract and export read (its encoder/ for -c).")
     add_path(ser, "checkpoint", role=Role.INPUT, help="the seed's .ckpt (last.ckpt, our_method.ckpt, ...)")
-    add_path(ser, "--out", role=Role.OUTPUT_DIR, required=True, help="encoder folder to write")
+    add_path(ser, "--out", role=Role.OUTPUT_DIR, required=True,
+             help="encoder folder to write (with --classes: run directory)")
+    ser.add_argument("--classes", nargs="+", metavar="CLASS",
+                     help="V-FT: the classes of its head's outputs, in the seed's order (its emoset, e.g. anger "
+                          "happy neutral sad): import the whole classifier as a run directory")
+    ser.add_argument("--overwrite", action="store_true", help="with --classes: replace the run already in --out")
     add_path(ser, *spellings("architecture", ("-c",)), role=Role.INPUT, dest="architecture",
              default="facebook/wav2vec2-base",
              help="hub id or folder whose config and feature extractor the seed fine-tuned (default "
@@ -146,11 +153,23 @@ def _run_naip(args: argparse.Namespace) -> None:
 
 def _run_ser(args: argparse.Namespace) -> None:
     from audiotune.engine.seed_ser import import_ser_encoder
+    from audiotune.engine.seed_vft import VFT_HEAD, import_vft_run
 
-    done = import_ser_encoder(args.checkpoint, args.architecture, args.out)
-    kind = "with TAPT's quantizer" if done["pretraining_heads"] else "encoder only"
-    print(f"{args.out}: wav2vec2 of {args.checkpoint} ({done['tensors']} tensors, {kind}); not carried: "
-          f"{', '.join(done['unused']) or 'nothing'}")
+    if args.overwrite and not args.classes:
+        raise ValueError("--overwrite replaces a run directory (--classes); an encoder folder is never replaced")
+    if args.classes:
+        done = import_vft_run(args.checkpoint, args.architecture, args.classes, args.out, args.overwrite)
+        print(f"{args.out}: V-FT classifier of {args.checkpoint} imported as a run ({done['tensors']} tensors, "
+              f"classes {' '.join(args.classes)}); not carried: {', '.join(done['dropped']) or 'nothing'} (unused "
+              "by the seed's forward)")
+    else:
+        done = import_ser_encoder(args.checkpoint, args.architecture, args.out)
+        kind = "with TAPT's quantizer" if done["pretraining_heads"] else "encoder only"
+        print(f"{args.out}: wav2vec2 of {args.checkpoint} ({done['tensors']} tensors, {kind}); not carried: "
+              f"{', '.join(done['unused']) or 'nothing'}")
+        if any(VFT_HEAD.startswith(f"{unused}.") for unused in done["unused"]):
+            print("  its V-FT classifier imports as a run directory with --classes C1 C2 ... (the seed's class "
+                  "order)")
     if done["stand_ins"]:
         print(f"  read weights only; not read: {', '.join(done['stand_ins'])} (Lightning's bookkeeping)")
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from audiotune import storage
 from audiotune.cli.command import Command
@@ -26,7 +27,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if not metrics:
         return  # another process of a multi-process (DDP) run: rank 0 reports
     print(json.dumps({k: metrics[k] for k in ("objective", "epochs_run", "steps_run", "best_val_loss")}, indent=2))
-    print(f"run directory: {storage.final_place(config.exp_dir)}")
+    print(f"run directory: {storage.final_place(config.exp_dir)}", file=sys.stderr)  # stdout: the JSON only
 
 
 COMMAND = Command(

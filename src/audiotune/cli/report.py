@@ -19,11 +19,13 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
              help=f"the HTML file to write (default RUN_OR_EXPERIMENT/{REPORT_FILE})")
     add_path(parser, "-d", "--data_split_root", "--data-split-root", role=Role.TABLE, dest="data_split_root",
              default="", help="the table the run scored, for its clips and groups (default: the run's own "
-                              "--data_split_root; an evaluation folder needs it)")
+                              "--data_split_root, or the table an evaluation folder recorded)")
     add_path(parser, "--run", role=Role.RUN, default="",
-             help="the run an evaluation folder scored with (default: the folder above it)")
+             help="the run an evaluation folder scored with (default: the run it recorded, else the folder "
+                  "above it)")
     parser.add_argument("--split", default="", help="the split whose clips are played and broken down by group "
-                                                     "(default test, else val, else the one scored)")
+                                                     "(default test, else val, else the one scored; a cross-"
+                                                     "validation: over its folds)")
     parser.add_argument("--group_by", "--group-by", dest="group_by", default="",
                         help="column of the table to break the scores down by (default: subject, when there is one)")
     parser.add_argument("--clips", type=integer, default=CLIPS_PER_CLASS,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from audiotune.config import RETIRED_FLAGS, RETIRED_VALUES, RunConfig
+from audiotune.config import BARE, RETIRED_FLAGS, RETIRED_IN_COMMAND, RETIRED_VALUES, RunConfig
 
 # the ECAPA seed's --fbank True read its MFCC size flags as the fbank's size (bins, frames)
 FBANK_SEED_SIZES = {"n_mels": "num_mel_bins", "n_fft": "target_length"}
@@ -70,9 +70,9 @@ def _valid_split(args: argparse.Namespace, config: RunConfig) -> None:
         return
     if not 0 < share <= 1:
         raise ValueError(f"--valid_split {share}: the share of the training clips kept for training, in (0, 1]")
-    if "data.val_share" in vars(args):
+    if "train.val_share" in vars(args):
         raise ValueError("--valid_split and --val_share both set the validation share; give one")
-    config.data.val_share = round(1 - share, 6)
+    config.train.val_share = round(1 - share, 6)
     if share == 1:
         config.data.val_size = 0
 
@@ -98,17 +98,23 @@ def _refusing_values(convert: Any, refused: dict[str, str]) -> Any:
             return text.strip().lower() == value
 
     def parse(text: str) -> Any:
+        if text is _BARE_GIVEN:
+            raise argparse.ArgumentTypeError(refused[BARE])
         for value, message in refused.items():
-            if same(text, value):
+            if value != BARE and same(text, value):
                 raise argparse.ArgumentTypeError(f"{text}: {message}")
         return convert(text) if convert else text
     return parse
 
 
-def refuse_retired(parser: argparse.ArgumentParser) -> None:
-    """Refuse the retired seed spellings (:data:`~audiotune.config.RETIRED_FLAGS`) and values
-    (:data:`~audiotune.config.RETIRED_VALUES`) on ``parser`` and every parser under it, wherever a parser does
-    not declare that spelling (or takes that value) itself."""
+_BARE_GIVEN = "<given without a value>"  # the const of a flag whose seed spelling was a bare switch
+
+
+def refuse_retired(parser: argparse.ArgumentParser, command: str = "") -> None:
+    """Refuse the retired seed spellings (:data:`~audiotune.config.RETIRED_FLAGS`, and those of ``command``:
+    :data:`~audiotune.config.RETIRED_IN_COMMAND`) and values (:data:`~audiotune.config.RETIRED_VALUES`; a flag the
+    seed took as a bare switch, given without a value) on ``parser`` and every parser under it, wherever a parser
+    does not declare that spelling (or takes that value) itself."""
     subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     for action in subparsers:
         for sub in dict.fromkeys(action.choices.values()):
@@ -116,7 +122,7 @@ def refuse_retired(parser: argparse.ArgumentParser) -> None:
     if subparsers:
         return
     taken = parser._option_string_actions
-    for spelling, replacement in RETIRED_FLAGS.items():
+    for spelling, replacement in {**RETIRED_FLAGS, **RETIRED_IN_COMMAND.get(command, {})}.items():
         names = [n for n in dict.fromkeys([spelling, spelling.replace("_", "-")]) if n not in taken]
         if names:
             parser.add_argument(*names, action=_Retired, replacement=replacement)
@@ -127,3 +133,5 @@ def refuse_retired(parser: argparse.ArgumentParser) -> None:
         taking = taken.get(flag)
         if taking is not None and taking.nargs is None and not isinstance(taking, _Retired):
             taking.type = _refusing_values(taking.type, refused)
+            if BARE in refused:  # alone, argparse would say only "expected one argument"
+                taking.nargs, taking.const = "?", _BARE_GIVEN

@@ -5,14 +5,15 @@ import argparse
 from pathlib import Path
 
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_path, spellings
+from audiotune.cli.flags import add_path, add_storage_flags, spellings
 from audiotune.data.errors import DataError
 from audiotune.storage import Role
 
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_path(parser, "manifest", role=Role.TABLE, help="manifest CSV")
-    add_path(parser, "--out", role=Role.OUTPUT_DIR, required=True, help="output directory")
+    add_path(parser, "--out", "-o", "--output_dir", role=Role.OUTPUT_DIR, dest="out", required=True,
+             help="output directory (-o/--output_dir: the seed's data_splits.py spellings)")
     parser.add_argument(*spellings("test_fraction"), dest="test_fraction", type=float, default=0.2, metavar="X",
                         help="share of the rows held out for test, drawn as whole --group values (at least one)")
     parser.add_argument(*spellings("val_fraction"), dest="val_fraction", type=float, default=0.1, metavar="X",
@@ -37,6 +38,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     tasks.add_argument(*spellings("split_size"), dest="split_size", nargs="+", type=int, metavar="N",
                        help="subject counts TRAIN TEST [VAL] (TRAIN 0: all the rest); default: --test_fraction and "
                             "--val_fraction of the subjects")
+    add_storage_flags(parser)
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if len(skipped):
         if args.out:
             listed = write_csv(skipped, skipped_list_path(Path(args.out)), index=False)
-            print(f"{len(skipped)} clip(s) left out of the statistics: listed in {listed}")
+            print(f"{len(skipped)} clip(s) left out of the statistics: listed in {listed}", file=sys.stderr)
         else:
             print(f"{len(skipped)} clip(s) left out of the statistics:", file=sys.stderr)
             for reason in skipped["reason"]:

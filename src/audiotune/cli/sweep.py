@@ -43,6 +43,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     import pandas as pd
 
+    from audiotune.engine.report import report_when_done
     from audiotune.engine.sweep import SweepOptions, sweep
 
     quiet_lightning(args.verbose)
@@ -83,6 +84,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         else:
             print(f"best config: its run directory {best['run_dir']} is on the machine that ran it")
     print(f"sweep directory: {storage.final_place(base.exp_dir)}")
+    if base.runtime.report:
+        print(report_when_done(base.exp_dir))
 
 
 COMMAND = Command(

@@ -3,14 +3,19 @@ from __future__ import annotations
 
 import argparse
 
+from audiotune import storage
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_path, parse_bool, spellings
+from audiotune.cli.flags import add_path, add_storage_flags, parse_bool, spellings
+from audiotune.cli.seed_flags import in_bucket
 from audiotune.storage import Role
 
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
-    add_path(parser, "prefix", role=Role.AUDIO, metavar="FOLDER",
+    add_path(parser, "prefix", role=Role.AUDIO, metavar="FOLDER", nargs="?", default="",
              help="folder of UID/metadata.json + UID/waveform.EXT (the seeds' PREFIX/STUDY), searched recursively")
+    add_path(parser, "-i", "--prefix", role=Role.AUDIO, dest="seed_prefix", default="", metavar="PREFIX",
+             help="the seeds' spelling of FOLDER: PREFIX[/STUDY] (with -b BUCKET: gs://BUCKET/PREFIX[/STUDY])")
+    parser.add_argument("-s", "--study", default="", help="study folder under -i/--prefix")
     add_path(parser, "--out", role=Role.OUTPUT_FILE, required=True,
              help="table CSV to write (uid, path, subject, task, expected_rate, one column per score)")
     parser.add_argument(*spellings("edit_feats"), dest="edit_feats", nargs="?", const=True, type=parse_bool,
@@ -18,6 +23,18 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                         help="binary targets from severity scores: -1 and 6 empty, 0 and 1 -> 0, 2 to 5 -> 1")
     parser.add_argument(*spellings("on_error"), dest="on_error", default="raise", choices=("raise", "skip"),
                         help="skip: leave out metadata files that cannot be read and list them beside --out")
+    add_storage_flags(parser)
+
+
+def seed_folder(args: argparse.Namespace) -> None:
+    """FOLDER from the seeds' ``-i PREFIX -s STUDY`` (read from ``-b BUCKET`` when not a URL), before staging."""
+    if args.prefix and args.seed_prefix:
+        raise ValueError(f"{args.prefix} and -i {args.seed_prefix}: give the folder once")
+    if not args.prefix and not args.seed_prefix:
+        raise ValueError("the folder of UID/metadata.json files is required (FOLDER, or the seeds' -i PREFIX -s "
+                         "STUDY)")
+    folder = args.prefix or args.seed_prefix
+    args.prefix = in_bucket(args, storage.join(folder, args.study) if args.study else folder)
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -30,4 +47,5 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     print(f"{shown(args.out)}: " + ", ".join(f"{n} {name}{'s' * (n != 1)}" for name, n in counts.items()) + listed)
 
 
-COMMAND = Command("table", "build a label table from UID/metadata.json files (clinical seed layout)", arguments, run)
+COMMAND = Command("table", "build a label table from UID/metadata.json files (clinical seed layout)", arguments, run,
+                  default_outputs=seed_folder)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from audiotune import storage
 from audiotune.cli.command import Command
@@ -31,16 +32,17 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     metrics = train(config)
     if not metrics:
         return  # another process of a multi-process (DDP) run: rank 0 reports
+    # stdout: the metrics' JSON only (`| python -m json.tool`); what else is said goes to stderr
     print(json.dumps({k: summary(v) for k, v in metrics.items() if k in ("val", "test")}, indent=2))
     if not metrics.get("trained", True):
-        print("no training step (--epochs 0): these are the metrics of the untrained model")
+        print("no training step (--epochs 0): these are the metrics of the untrained model", file=sys.stderr)
     if args.hypertune_metric:
         value = vertex.metric_value(metrics, args.hypertune_metric)
         reported = vertex.report_metric(args.hypertune_metric, value)
-        print(f"{args.hypertune_metric} {value:.6g} reported to {reported}")
-    print(f"run directory: {storage.final_place(config.exp_dir)}")
+        print(f"{args.hypertune_metric} {value:.6g} reported to {reported}", file=sys.stderr)
+    print(f"run directory: {storage.final_place(config.exp_dir)}", file=sys.stderr)
     if config.runtime.report:
-        print(report_when_done(config.exp_dir))
+        print(report_when_done(config.exp_dir), file=sys.stderr)
 
 
 COMMAND = Command("train", "train a classifier; writes a run directory", arguments, run,

@@ -39,7 +39,7 @@ from audiotune.config.options import (
     range_problems,
 )
 from audiotune.config.recipes import recipe_description, recipe_names, recipe_root, resolve_recipe
-from audiotune.config.retired import RETIRED_FLAGS, RETIRED_VALUES
+from audiotune.config.retired import BARE, RETIRED_FLAGS, RETIRED_IN_COMMAND, RETIRED_VALUES
 from audiotune.config.sections import (
     CONFIG_VERSION,
     HEAD_KINDS,
@@ -58,8 +58,9 @@ from audiotune.config.sections import (
 )
 
 __all__ = [
-    "AT_LEAST_0", "AT_LEAST_1", "AUGMENT_GATES", "AUGMENT_LATE_GATES", "AUGMENT_PROBABILITIES", "CONFIG_VERSION",
-    "CUT_MAX_LIMIT", "HEAD_KINDS", "INF", "INPUT_RESOLVED_VERSION", "PROBABILITY", "RETIRED_FLAGS", "RETIRED_VALUES",
+    "AT_LEAST_0", "AT_LEAST_1", "AUGMENT_GATES", "AUGMENT_LATE_GATES", "AUGMENT_PROBABILITIES", "BARE",
+    "CONFIG_VERSION", "CUT_MAX_LIMIT", "HEAD_KINDS", "INF", "INPUT_RESOLVED_VERSION", "PROBABILITY", "RETIRED_FLAGS",
+    "RETIRED_IN_COMMAND", "RETIRED_VALUES",
     "SECTIONS", "SPEED_LIMITS", "SPEED_RANGE", "AudioConfig", "AugmentConfig", "ClassifierConfig", "DataConfig",
     "FeatureConfig", "HeadSpec", "ModelConfig", "RunConfig", "RuntimeConfig", "TrainConfig", "check_config",
     "check_types", "config_changes", "config_from_dict", "config_to_dict", "describe_range", "load_config", "option",

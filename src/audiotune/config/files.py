@@ -111,10 +111,16 @@ def config_from_dict(raw: dict[str, Any], source: str = "config", base: RunConfi
 
 
 def save_config(config: RunConfig, path: str | Path) -> None:
-    """Write the config as YAML (the options as given, the model section resolved)."""
+    """Write the config as YAML (the options as given, the model section resolved; actions such as ``--resume``
+    at their defaults)."""
     from audiotune.outputs import write_bytes
 
-    write_bytes(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    raw = config_to_dict(config)
+    for section, section_cls in SECTIONS.items():
+        for spec in dataclasses.fields(section_cls):
+            if spec.metadata.get("action"):
+                raw[section][spec.name] = spec.default
+    write_bytes(path, yaml.safe_dump(raw, sort_keys=False))
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

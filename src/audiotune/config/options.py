@@ -20,10 +20,13 @@ PROBABILITY = (0, 1, True, True)
 
 
 def option(default: Any, help: str, flags: tuple[str, ...] = (), choices: tuple[Any, ...] | None = None,
-           cli: bool = True, valid: tuple[float, float, bool, bool] | None = None, role: Role | None = None) -> Any:
+           cli: bool = True, valid: tuple[float, float, bool, bool] | None = None, role: Role | None = None,
+           action: bool = False) -> Any:
     """A config field with its command-line help, extra flag spellings, allowed values, valid range and the role
-    of a path (how a remote one is read or written)."""
-    meta = {"help": help, "flags": flags, "choices": choices, "cli": cli, "valid": valid, "role": role}
+    of a path (how a remote one is read or written). An ``action`` (resume, overwrite) is what one command does,
+    not a property of the run: a run's saved config holds its default, so reusing that config repeats nothing."""
+    meta = {"help": help, "flags": flags, "choices": choices, "cli": cli, "valid": valid, "role": role,
+            "action": action}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -38,15 +41,23 @@ def describe_range(low: float, high: float, low_in: bool, high_in: bool) -> str:
 
 def range_problems(options: Any) -> list[str]:
     """``--name value: must be in ...`` for every option of dataclass instance ``options`` outside its declared
-    valid range (lists are checked per element)."""
+    valid range or not one of its declared choices (lists are checked per element). The command line checks
+    choices itself; a config file's values are checked here."""
     problems = []
     for spec in dataclasses.fields(options):
+        choices = spec.metadata.get("choices")
+        if choices:
+            value = getattr(options, spec.name)
+            wrong = [item for item in (value if isinstance(value, list) else [value])
+                     if item is not None and item not in choices]
+            if wrong:
+                problems.append(f"--{spec.name} {wrong[0]}: choose one of {', '.join(map(str, choices))}")
         if not spec.metadata.get("valid"):
             continue
         low, high, low_in, high_in = spec.metadata["valid"]
         value = getattr(options, spec.name)
         for item in value if isinstance(value, list) else [value]:
-            if item is None or isinstance(item, bool):
+            if item is None or isinstance(item, (bool, str)):  # words such as "auto" are checked by their type
                 continue
             fine = isinstance(item, (int, float)) and math.isfinite(item) and \
                 (low < item or (low_in and item == low)) and (item < high or (high_in and item == high))
@@ -57,8 +68,10 @@ def range_problems(options: Any) -> list[str]:
 
 
 def _fits(value: Any, kind: Any) -> bool:
-    """Whether a YAML value fits a field annotation (int | None, list[int], float, str, bool)."""
+    """Whether a YAML value fits a field annotation (int | None, list[int], float, str, bool, int | Literal["auto"])."""
     origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is typing.Literal:
+        return value in args
     if origin in (typing.Union, types.UnionType):
         return any(_fits(value, arg) for arg in args)
     if kind is type(None):
@@ -83,6 +96,12 @@ def check_types(section_cls: type, values: dict[str, Any], where: str) -> None:
              if not _fits(value, hints[name])]
     if wrong:
         raise ValueError(f"{where}: wrong type: " + "; ".join(wrong))
+
+
+def literal_words(kind: Any) -> tuple[str, ...]:
+    """The words a field annotation allows besides its other type (``int | Literal["auto"]``: ``("auto",)``)."""
+    return tuple(word for arg in typing.get_args(kind) if typing.get_origin(arg) is typing.Literal
+                 for word in typing.get_args(arg))
 
 
 def _type_name(kind: Any) -> str:

@@ -87,8 +87,36 @@ RETIRED_FLAGS: dict[str, str] = {
     "--all_data": "named in tap2key's README only; leave it out",
 }
 
+# the seeds' spellings of one command's flags that the command does not take: command -> spelling -> replacement
+RETIRED_IN_COMMAND: dict[str, dict[str, str]] = {
+    # naip-w2v2 data_splits.py: `audiotune table` builds the table, `audiotune split` splits it
+    "table": {
+        "-o": "the seed's output folder; write the table with --out OUT/table.csv, then `audiotune split "
+              "OUT/table.csv --out OUT`",
+        "--output_dir": "the seed's output folder; write the table with --out OUT/table.csv, then `audiotune split "
+                        "OUT/table.csv --out OUT`",
+        "--csv_path": "the seed's existing table; split it with `audiotune split TABLE`",
+        "--train_task": "the seed's split by task; use `audiotune split TABLE --train_task T`",
+        "--test_task": "the seed's split by task; use `audiotune split TABLE --test_task T`",
+        "--split_size": "the seed's speaker counts; use `audiotune split TABLE --split_size TRAIN TEST VAL`",
+        "--existing_spk_split": "the seed's test speakers; use `audiotune split TABLE --existing_spk_split SPK.csv`",
+        "--debug": "unused by the seed's data_splits.py; leave it out",
+    },
+    "split": {
+        "--csv_path": "the seed's existing table; give it as the argument: `audiotune split TABLE`",
+        "--edit_feats": "recodes the scores when the table is built: `audiotune table FOLDER --edit_feats`",
+        "--debug": "unused by the seed's data_splits.py; leave it out",
+    },
+}
+
+BARE = ""  # the value of a (flag, value) entry below that means the flag given alone, as the seed's switch
+
 # (flag, value) -> what the seed meant by that value and what to write here
 RETIRED_VALUES: dict[tuple[str, str], str] = {
+    ("--dynamic_batch", BARE): "the seed's switch (batches of --batch_size/64 x 250 s of audio); give the "
+                               "seconds per batch: --dynamic_batch 250 (the seed's with -bs 64)",
+    ("--plot", BARE): "tap2key's switch that drew each recording's taps; give the folder for the PNG files: "
+                      "--plot FOLDER",
     ("--labeling_method", "soft"): "the seed's soft drew a class from the votes each time a clip is seen: "
                                    "--labeling_method sample; to train on the vote distribution: "
                                    "--labeling_method distribution",

@@ -3,12 +3,22 @@ runtime), the heads, the whole ``RunConfig``, and :func:`check_config`, which ch
 declared range before any work is done."""
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from audiotune.config.augmentation import AugmentConfig
 from audiotune.config.options import AT_LEAST_0, AT_LEAST_1, INF, PROBABILITY, option, range_problems
-from audiotune.outputs import CHECKPOINT_DIR, CONFIG_HISTORY_FILE, DROPPED_FILE, LAST_CHECKPOINT, SKIPPED_FILE
+from audiotune.outputs import (
+    CHECKPOINT_DIR,
+    CONFIG_HISTORY_FILE,
+    DROPPED_FILE,
+    LAST_CHECKPOINT,
+    LOG_DIR,
+    LOG_FILE,
+    SKIPPED_FILE,
+    TENSORBOARD_DIR,
+)
 from audiotune.storage import Role
 
 CONFIG_VERSION = 2
@@ -18,6 +28,8 @@ INPUT_RESOLVED_VERSION = 2
 
 
 PRECISIONS = ("32", "bf16", "16-mixed", "16")  # 16: the seeds' spelling of 16-mixed
+LOGGERS = ("csv", "tensorboard")
+TENSORBOARD = ("tensorboard", "tensorboardX")  # the packages Lightning's TensorBoardLogger writes with
 
 
 @dataclass
@@ -29,11 +41,8 @@ class DataConfig:
                                       "of audio files (unlabelled: pretrain, extract, stats)", ("-d",), role=Role.TABLE)
     label_txt: str = option("", "label file: one classifier head per line, comma-separated column names", ("-l",),
                             role=Role.INPUT)
-    val_size: int = option(50, "subjects drawn from train for validation when val.csv is absent (0: no "
-                                    "validation; the last epoch is kept)", valid=AT_LEAST_0)
-    # the SER seed's --valid_split F is 1 - F; clips drawn seeded by --seed, subjects not kept apart
-    val_share: float = option(0.0, "share of training clips drawn at random to validate (0: --val_size)",
-                              valid=(0, 1, True, False))
+    # 0: no validation, the last epoch is kept
+    val_size: int = option(50, "subjects drawn from train to validate without val.csv (0: none)", valid=AT_LEAST_0)
     seed: int = option(0, "random seed for splits, initialisation, shuffling and augmentation",
                        valid=(0, 2**32 - 1, True, True))
     na_values: list[str] = option([], "table cells read as missing besides the empty cell (e.g. NA); by default "
@@ -143,6 +152,11 @@ class ClassifierConfig:
     weighted: bool = option(False, "learn a softmax-weighted sum of all hidden states")
     pooling_mode: str = option("mean", "pooling over frames, and how ft embeddings merge across heads",
                                ("-pm", "--pm"), choices=("mean", "sum", "max"))
+    frame_activation: str = option("none", "activation of every hidden state's frames before the layer choice or "
+                                           "weighted sum and the pooling (relu: the seed emotion system's V-FT)",
+                                   choices=("none", "relu", "gelu", "tanh"))
+    pool_drop_last: bool = option(False, "leave each clip's last frame out of the pooling (the seed emotion system's "
+                                         "V-FT pooled its first frames - 1); a clip of one frame keeps it")
 
 
 @dataclass
@@ -200,6 +214,11 @@ class TrainConfig:
                                    "clips (unlabelled; AdaBN): split (the whole split: one new speaker or "
                                    "microphone), a column such as subject (each of its groups apart), or none. "
                                    "The saved model keeps its training statistics")
+    # the SER seed's --valid_split F is 1 - F; clips drawn seeded by --seed, subjects not kept apart
+    val_share: float = option(0.0, "without a val part, validate on this share of the training clips drawn at "
+                                   "random (seeded by --seed; subjects not kept apart), not --val_size subjects "
+                                   "(0: off)",
+                              valid=(0, 1, True, False))
     patience: int = option(0, "early stopping patience in epochs on the --monitor metric (0 = off)", valid=AT_LEAST_0)
     monitor: str = option("loss", "validation metric that picks the best epoch and stops early (max for uar, "
                                   "accuracy, macro_f1, weighted_f1, auc, ccc; min for loss, mae; the mean over "
@@ -208,12 +227,16 @@ class TrainConfig:
     save_top_k: int = option(1, f"keep the K best validation epochs by --monitor as checkpoints in "
                                 f"EXP_DIR/{CHECKPOINT_DIR} (1: best.ckpt; more: best-epoch=NN.ckpt each); the saved "
                                 "model is the best of them", valid=AT_LEAST_1)
-    resume: bool = option(False, f"continue from EXP_DIR/{CHECKPOINT_DIR}/{LAST_CHECKPOINT}")
-    overwrite: bool = option(False, "replace the run already in --exp_dir (deleted once the inputs are checked)")
+    resume: bool = option(False, f"continue from EXP_DIR/{CHECKPOINT_DIR}/{LAST_CHECKPOINT}", action=True)
+    overwrite: bool = option(False, "replace the run already in --exp_dir (deleted once the inputs are checked)",
+                             action=True)
     allow_changes: bool = option(False, "with --resume: go on although options other than --epochs and where it "
                                         "runs differ from the run's config.yaml; the changes are recorded in "
-                                        f"EXP_DIR/{CONFIG_HISTORY_FILE}")
+                                        f"EXP_DIR/{CONFIG_HISTORY_FILE}", action=True)
     debug: bool = option(False, "use only the first 8 rows of every split")
+
+
+FEATURE_PLACES = ("auto", "device", "workers")
 
 
 @dataclass
@@ -221,7 +244,18 @@ class RuntimeConfig:
     """Where and how a command runs (device, precision, processes, data workers, caches): training and inference
     alike; a command that loads a run may set them anew (``--accelerator``, ``-bs`` ...)."""
 
-    num_workers: int = option(0, "data loader worker processes", ("-nw", "--nworkers"), valid=(0, 1024, True, True))
+    num_workers: int | Literal["auto"] = option(
+        "auto", "data loader worker processes; auto: from the CPUs this process may use (C, its share when several "
+                "processes run on one machine) and the data: none when a split holds under 5 minutes of audio "
+                "(starting a worker costs more than it saves), else with an accelerator C - 1 (at most 8, or 4 when "
+                "every input is PCM WAV at the model's rate), on the CPU C / 2 (at most 4) for compressed or "
+                "resampled inputs, else C / 4 (at most 2), as the model's own threads need the rest",
+        ("-nw", "--nworkers"), valid=(0, 1024, True, True))
+    features_on: str = option("auto", "where fbank/MFCC features, their normalisation and SpecAugment are computed: "
+                                      "device (batched on the model's device, after the transfer; the data workers "
+                                      "only decode, resample and crop), workers (per clip in the data workers), or "
+                                      "auto (device on a GPU, workers on the CPU)",
+                              choices=FEATURE_PLACES)
     precision: str = option("32", "precision of training and inference: 32, bf16 (bfloat16 autocast), 16-mixed "
                                   "(float16 autocast with loss scaling; needs a GPU; 16, the seeds' spelling, is "
                                   "the same)", choices=PRECISIONS)
@@ -237,10 +271,19 @@ class RuntimeConfig:
                                "train the heads from cached pooled hidden states")
     cache_dir: str = option("", "feature cache folder (default $AUDIOTUNE_CACHE or ~/.cache/audiotune)",
                             role=Role.CACHE)
-    audio_cache: bool = option(False, "store each row's decoded, resampled, channel-mapped audio once (under "
-                                      "the cache folder) and read it back every epoch instead of decoding again; "
-                                      "waveform augmentation still runs per epoch")
-    report: bool = option(True, "write the HTML report (see `audiotune report`) when train, evaluate or cv ends")
+    audio_cache: bool | Literal["auto"] = option(
+        "auto", "store each row's decoded, resampled, channel-mapped audio once (under the cache folder) and read it "
+                "back every epoch instead of decoding again; waveform augmentation still runs per epoch. auto: on "
+                "when the inputs are compressed (not PCM WAV) or resampled, the split is read more than once (epochs) "
+                "and its prepared audio fits --audio_cache_gb and half the cache folder's free disk")
+    audio_cache_gb: float = option(20.0, "the most prepared audio (GiB, float32) one split may put in the audio store "
+                                         "under --audio_cache auto", valid=AT_LEAST_0)
+    report: bool = option(True, "write the HTML report (see `audiotune report`) when train, evaluate, cv or "
+                                "sweep ends")
+    logger: str = option("csv", f"training curves of train, pretrain, cv and sweep runs: csv ({LOG_DIR}/{LOG_FILE})"
+                                f" or tensorboard (also TensorBoard event files in {LOG_DIR}/{TENSORBOARD_DIR}; needs "
+                                "`pip install tensorboard`); the CSV, which the report reads, is always written",
+                         choices=LOGGERS)
 
 
 HEAD_KINDS = ("binary", "categorical", "soft", "regression")
@@ -313,6 +356,8 @@ def check_config(config: RunConfig) -> RunConfig:
     if features.vtlp > 0 and features.features != "fbank":
         problems.append(f"--vtlp {features.vtlp}: warps the fbank's frequency axis; needs --features fbank "
                         f"(not {features.features})")
+    if config.runtime.logger == "tensorboard" and not any(importlib.util.find_spec(name) for name in TENSORBOARD):
+        problems.append("--logger tensorboard: the tensorboard package is not installed (pip install tensorboard)")
     try:
         AugmentConfig(**vars(config.augment))
     except (TypeError, ValueError) as err:

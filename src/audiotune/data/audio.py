@@ -11,6 +11,7 @@ import contextlib
 import math
 import os
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -106,13 +107,13 @@ def open_audio(path: str) -> Iterator[sf.SoundFile]:
                 source: object = stack.enter_context(storage.open_input(path))
             except FileNotFoundError:
                 raise AudioError(f"{path}: file not found") from None
-        elif not os.path.isfile(path):  # soundfile reports a missing file only as "System error"
-            raise AudioError(f"{path}: file not found")
         else:
             source = path
         try:
             handle = stack.enter_context(sf.SoundFile(source))
         except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+            if not storage.is_remote(path) and not os.path.isfile(path):  # soundfile says only "System error"
+                raise AudioError(f"{path}: file not found") from None
             raise AudioError(f"{path}: cannot decode audio ({err})") from err
         _check_length(path, handle)
         yield handle
@@ -126,7 +127,10 @@ _PLACEHOLDER = 0xFFFFFFF0  # streaming writers promise 0xFFFFFFFF (or 0) bytes: 
 def _check_length(path: str, handle: sf.SoundFile) -> None:
     """A file whose header promises more audio than it holds (cut off in a copy or a download) is bad audio,
     not a shorter clip."""
-    for _, promised, held in _SHORT_CHUNK.findall(handle.extra_info):
+    info = handle.extra_info
+    if "should be" not in info:  # the common case: no chunk shorter than its header says
+        return
+    for _, promised, held in _SHORT_CHUNK.findall(info):
         if 0 < int(held) < int(promised) < _PLACEHOLDER:
             raise AudioError(f"{path}: truncated: the header promises {promised} bytes of audio, the file holds "
                              f"{held}")
@@ -218,7 +222,9 @@ class AudioSpec:
 
 
 def to_mono(waveform: np.ndarray, mode: str = "mean") -> np.ndarray:
-    """(channels, samples) to (samples,) by the channel mean or sum."""
+    """(channels, samples) to (samples,) by the channel mean or sum (one channel: itself, without a copy)."""
+    if waveform.shape[0] == 1:
+        return waveform[0]
     return waveform.sum(axis=0) if mode == "sum" else waveform.mean(axis=0)
 
 
@@ -236,10 +242,28 @@ def map_channels(waveform: np.ndarray, mode: str) -> np.ndarray:
     raise ValueError(f"channel mode '{mode}' is not one of {CHANNEL_MODES}")
 
 
+_RESAMPLERS = threading.local()  # each thread's soxr resamplers, by (rate, target rate)
+
+
+def _resampler(rate: int, target_rate: int) -> soxr.ResampleStream:
+    """This thread's mono float32 soxr "HQ" resampler between two rates, cleared for a new signal; building one
+    (its filter) costs about as much as resampling a short clip."""
+    streams: dict[tuple[int, int], soxr.ResampleStream] | None = getattr(_RESAMPLERS, "streams", None)
+    if streams is None:
+        streams = _RESAMPLERS.streams = {}
+    if (rate, target_rate) not in streams:
+        streams[(rate, target_rate)] = soxr.ResampleStream(rate, target_rate, 1, dtype="float32", quality="HQ")
+    stream = streams[(rate, target_rate)]
+    stream.clear()
+    return stream
+
+
 def resample(waveform: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
-    """Resample the last axis with soxr (no-op when the rates agree or target is 0)."""
+    """Resample the last axis with soxr "HQ" (no-op when the rates agree or target is 0)."""
     if not target_rate or rate == target_rate:
         return waveform
+    if waveform.ndim == 1 and waveform.dtype == np.float32:  # one signal: a kept resampler, the same samples
+        return _resampler(rate, target_rate).resample_chunk(waveform, last=True)
     return np.ascontiguousarray(soxr.resample(waveform.T, rate, target_rate).T, dtype=np.float32)
 
 

@@ -9,8 +9,9 @@ from torch.utils.data import Dataset
 from audiotune.data.audio import AudioSpec, load_clip, table_spans
 from audiotune.data.audio_store import AudioStore
 from audiotune.data.augment import AugmentConfig, WaveformAugmenter, mixup, sample_mixup_lambda
+from audiotune.data.batch_features import NUM_SAMPLES, SEEDS, WARPS, WAVEFORMS, BatchFeatures
 from audiotune.data.features import spec_augment, spec_noise
-from audiotune.data.frontend import FrontEnd, check_feature_config
+from audiotune.data.frontend import FrontEnd, check_feature_config, waveform_batch
 from audiotune.data.input_spec import InputSpec
 
 
@@ -63,11 +64,14 @@ class AudioDataset(Dataset):
     Random draws come from a generator seeded by ``torch.initial_seed()`` in each process, so runs
     with the same seed repeat, with or without worker processes. With an :class:`AudioStore`, each row is
     decoded once and read back afterwards; augmentation still runs on every draw.
+
+    ``on_device``: items are prepared waveforms with the clip's VTLP warp and SpecAugment seed (the same draws),
+    and the features are computed batched after the transfer (:class:`~audiotune.data.batch_features.BatchFeatures`).
     """
 
     def __init__(self, table: pd.DataFrame, targets: np.ndarray, inputs: InputSpec,
                  augment: AugmentConfig | None = None, mixup_p: float = 0.0, train: bool = False,
-                 store: AudioStore | None = None):
+                 store: AudioStore | None = None, on_device: bool = False):
         if len(table) != len(targets):
             raise ValueError("table and targets differ in length")
         self.uids = [str(u) for u in table.index]
@@ -83,6 +87,9 @@ class AudioDataset(Dataset):
         self.train = train
         self.augment_config = augment if (train and augment is not None and augment.active) else None
         self.mixup_p = mixup_p if train else 0.0
+        self.on_device = on_device
+        if on_device:
+            BatchFeatures(inputs)  # settings the device cannot compute with are an error here, before any clip
         self._rng: np.random.Generator | None = None
         self._augmenter: WaveformAugmenter | None = None
 
@@ -122,25 +129,67 @@ class AudioDataset(Dataset):
         if self.train and self.inputs.vtlp > 0 and self.rng.random() < self.inputs.vtlp:
             low, high = self.inputs.vtlp_range
             warp = float(self.rng.uniform(low, high))
+        seed = int(self.rng.integers(2**31)) if self.train else 0
+        if self.on_device:
+            self.extract.front_end(rate).check_clip(len(clip), self.paths[index])
+            return {"uid": self.uids[index], WAVEFORMS: clip, "length": len(clip), "targets": target,
+                    WARPS: warp, SEEDS: seed}
         feats = self.extract(clip, rate, self.paths[index], warp)
         if self.train:
-            generator = torch.Generator().manual_seed(int(self.rng.integers(2**31)))
+            generator = torch.Generator().manual_seed(seed)
             if self.inputs.freqm or self.inputs.timem:
                 feats = spec_augment(feats, self.inputs.freqm, self.inputs.timem, generator=generator)
             if self.inputs.noise:
                 feats = spec_noise(feats, generator=generator)
-        return {"uid": self.uids[index], "inputs": feats, "length": feats.shape[0], "targets": target}
+        return self._item(index, feats, target)
+
+    def __getitems__(self, indices: list[int]) -> list[dict]:
+        """The items of one batch (what a loader asks for): clips that are scored, not trained on, with fbank
+        inputs are prepared stage by stage, every clip read, then the fbank of the padded batch at once (each
+        clip's frames come from its own samples: what it gets alone), which keeps each stage's code and tables
+        in the CPU's caches; anything else item by item."""
+        if self.train or self.on_device or self.inputs.features != "fbank" or len(indices) < 2:
+            return [self[index] for index in indices]
+        clips = [self._waveform(index) for index in indices]
+        rates = {rate for _, rate in clips}
+        if len(rates) > 1:  # --resample_rate 0: a front end per rate, clip by clip
+            feats = [self.extract(clip, rate, self.paths[index]) for (clip, rate), index in zip(clips, indices)]
+            return [self._item(index, clip_feats) for index, clip_feats in zip(indices, feats)]
+        front_end = self.extract.front_end(rates.pop())
+        for (clip, _), index in zip(clips, indices):
+            front_end.check_clip(len(clip), self.paths[index])
+        batch, frames = front_end.extract(*waveform_batch([clip for clip, _ in clips]))
+        return [self._item(index, batch[row, :count]) for row, (index, count) in enumerate(zip(indices,
+                                                                                                 frames.tolist()))]
+
+    def _item(self, index: int, feats: torch.Tensor, target: torch.Tensor | None = None) -> dict:
+        """A row's item: its features and its target (the row's own unless given: mixup's)."""
+        return {"uid": self.uids[index], "inputs": feats, "length": feats.shape[0],
+                "targets": self.targets[index] if target is None else target}
 
 
 class Collator:
     """Stack items into a batch, padding features with zeros, or with ``pad_frame`` (one frame, e.g. the features of
-    silence) where given; ``target_length`` > 0 pads or crops to that size."""
+    silence) where given; ``target_length`` > 0 pads or crops to that size.
 
-    def __init__(self, target_length: int = 0, pad_frame: torch.Tensor | None = None):
+    With ``features`` (items of an ``on_device`` dataset), waveforms are zero-padded into ``waveforms`` with their
+    ``num_samples``, and ``features`` turns the batch into model inputs after its transfer (the padding and
+    ``target_length`` are its own)."""
+
+    def __init__(self, target_length: int = 0, pad_frame: torch.Tensor | None = None,
+                 features: BatchFeatures | None = None):
         self.target_length = target_length
         self.pad_frame = pad_frame
+        self.features = features
 
     def __call__(self, items: list[dict]) -> dict:
+        if self.features is not None:
+            waveforms, num_samples = waveform_batch([item[WAVEFORMS] for item in items])
+            batch = {"uid": [item["uid"] for item in items], WAVEFORMS: waveforms, NUM_SAMPLES: num_samples,
+                     "targets": torch.stack([item["targets"] for item in items])}
+            if self.features.train:  # plain numbers: they stay on the CPU, where the masks are drawn
+                batch.update({WARPS: [item[WARPS] for item in items], SEEDS: [item[SEEDS] for item in items]})
+            return batch
         lengths = [item["length"] for item in items]
         frames = self.target_length or max(lengths)
         first = items[0]["inputs"]

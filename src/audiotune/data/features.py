@@ -223,11 +223,13 @@ def mfcc(
     n_fft: int = 400,
     n_mels: int = 128,
     top_db: float | None = 80.0,
+    lengths: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """MFCCs as ``torchaudio.transforms.MFCC(log_mels=False)`` with HTK mels and Slaney norm.
 
     The top_db clamp uses each clip's own maximum (torchaudio would pool the maximum over a
-    batch), so a batched call equals per-clip calls.
+    batch), so a batched call of clips of one length equals per-clip calls; with ``lengths``, so does a
+    zero-padded batch of clips of any lengths.
 
     Args:
         waveforms: (B, N) or (N,) waveforms.
@@ -236,6 +238,8 @@ def mfcc(
         n_fft: FFT size and window length; hop is n_fft // 2, centred with reflect padding.
         n_mels: number of mel bands.
         top_db: dynamic range kept below each clip's peak in dB; None disables it.
+        lengths: (B,) samples of each clip of a zero-padded (B, N) batch: each clip is reflected at its own end
+            and its peak is that of its own frames (frames past a clip's own are left for the caller to mask).
 
     Returns:
         (B, T, n_mfcc), or (T, n_mfcc) for 1-D input, with T = `mfcc_num_frames`.
@@ -243,22 +247,39 @@ def mfcc(
     if n_mfcc > n_mels:
         raise ValueError(f"n_mfcc ({n_mfcc}) cannot exceed n_mels ({n_mels})")
     x, squeeze = _as_batch(waveforms)
-    if x.shape[-1] <= n_fft // 2:
+    shortest = x.shape[-1] if lengths is None else int(lengths.min())
+    if shortest <= n_fft // 2:
         raise ValueError(
-            f"clip of {x.shape[-1]} samples is too short for n_fft={n_fft}: "
+            f"clip of {shortest} samples is too short for n_fft={n_fft}: "
             f"reflect padding needs more than {n_fft // 2} samples"
         )
     window, fb, dct = _mfcc_constants(sample_rate, n_fft, n_mels, n_mfcc, x.device, x.dtype)
-    spec = torch.stft(x, n_fft, hop_length=n_fft // 2, win_length=n_fft, window=window, center=True,
+    centred = lengths is None  # else each clip is reflect-padded at its own ends here
+    framed = x if lengths is None else _reflect_each(x, lengths, n_fft // 2)
+    spec = torch.stft(framed, n_fft, hop_length=n_fft // 2, win_length=n_fft, window=window, center=centred,
                       pad_mode="reflect", normalized=False, onesided=True, return_complex=True)
     power = spec.real.square() + spec.imag.square()  # (B, F, T)
     mel = power.transpose(-1, -2) @ fb  # (B, T, n_mels)
     db = 10.0 * torch.log10(torch.clamp(mel, min=1e-10))
     if top_db is not None:
-        floor = db.amax(dim=(-2, -1), keepdim=True) - top_db  # why: per clip, not per batch
+        peaks = db
+        if lengths is not None:  # a clip's peak over its own frames only
+            frames = 1 + torch.div(lengths.to(db.device) + 2 * (n_fft // 2) - n_fft, n_fft // 2, rounding_mode="floor")
+            own = torch.arange(db.shape[-2], device=db.device)[None, :] < frames[:, None]
+            peaks = db.masked_fill(~own[..., None], -torch.inf)
+        floor = peaks.amax(dim=(-2, -1), keepdim=True) - top_db  # why: per clip, not per batch
         db = torch.maximum(db, floor)
     out = db @ dct
     return out[0] if squeeze else out
+
+
+def _reflect_each(x: torch.Tensor, lengths: torch.Tensor, pad: int) -> torch.Tensor:
+    """(B, N) zero-padded clips → (B, N + 2 pad), each reflect-padded at its own start and end as a centred STFT
+    pads a clip alone (positions past a clip's reflection repeat its first sample: no frame of its own reads them)."""
+    last = (lengths.to(x.device) - 1)[:, None]
+    positions = torch.arange(-pad, x.shape[-1] + pad, device=x.device).abs()[None, :]
+    positions = torch.where(positions > last, 2 * last - positions, positions).clamp(min=0)
+    return x.gather(-1, positions.expand(x.shape[0], -1))
 
 
 def normalize(features: torch.Tensor, mean: float, std: float) -> torch.Tensor:
@@ -270,17 +291,25 @@ def normalize(features: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     return (features - mean) / (2.0 * std)
 
 
-def _mask_along(features: torch.Tensor, mask_param: int, dim: int,
-                generator: torch.Generator | None) -> torch.Tensor:
-    """One mask as torchaudio's ``mask_along_axis`` (width floor(U * param), start floor(U * rest))."""
+def mask_bounds(size: int, mask_param: int, generator: torch.Generator | None) -> tuple[int, int]:
+    """Start and end of one mask over ``size`` entries as torchaudio's ``mask_along_axis`` draws it (width
+    floor(U * param), start floor(U * rest)); (0, 0) without a draw when ``mask_param`` < 1, as torchaudio."""
     if mask_param < 1:
-        return features  # torchaudio draws nothing in this case
-    size = features.shape[dim]
+        return 0, 0
     dev = generator.device if generator is not None else None  # None: the default (global) generator's device
     value = torch.rand(1, generator=generator, device=dev) * mask_param
     min_value = torch.rand(1, generator=generator, device=dev) * (size - value)
     start = int(min_value.long())
-    end = start + int(value.long())
+    return start, start + int(value.long())
+
+
+def _mask_along(features: torch.Tensor, mask_param: int, dim: int,
+                generator: torch.Generator | None) -> torch.Tensor:
+    """One mask (:func:`mask_bounds`) along ``dim`` of (T, F) features, set to 0."""
+    if mask_param < 1:
+        return features  # torchaudio draws nothing in this case
+    size = features.shape[dim]
+    start, end = mask_bounds(size, mask_param, generator)
     idx = torch.arange(size, device=features.device)
     mask = (idx >= start) & (idx < end)
     return features.masked_fill(mask.unsqueeze(1) if dim == 0 else mask, 0.0)

@@ -3,12 +3,13 @@
 One implementation of every step between a prepared clip and the model: waveform normalisation for pretrained
 encoders; Kaldi fbank (with an optional per-clip VTLP warp) or MFCC, per-clip utterance normalisation and the
 dataset mean/std for spectrogram models; and, for fixed-size models, ``target_length`` frames. The dataset runs
-it on a batch of one clip in its workers (:class:`~audiotune.data.dataset.FeatureExtractor`); an exported graph
-runs it on whole padded batches.
+it on a batch of one clip in its workers (:class:`~audiotune.data.dataset.FeatureExtractor`), or on whole padded
+batches on the model's device (``--features_on device``); an exported graph runs it on whole padded batches.
 
 Each clip's valid frames come from its own samples only (fbank frames never reach past a clip's end;
 normalisation statistics are masked; frames past a clip's length are zero, as the collator pads), so a padded
-batch gives every clip what it gets alone; except MFCC, whose centred STFT reflects at the tensor's edge: there
+batch gives every clip what it gets alone; MFCC's centred STFT reflects at each clip's own end where asked
+(``own_edges``, the batched features of :mod:`audiotune.data.batch_features`), else at the tensor's edge, where
 only a clip as long as the batch gets its own result.
 """
 from __future__ import annotations
@@ -84,8 +85,9 @@ class FrontEnd(nn.Module):
             raise AudioError(f"{path}: clip of {num_samples} samples is too short for n_fft={cfg.n_fft}: "
                              f"reflect padding needs more than {cfg.n_fft // 2} samples")
 
-    def _spectra(self, waveforms: Tensor, warps: Sequence[float] | None) -> Tensor:
-        """(B, N) waveforms → (B, frames, bins) fbank (each clip warped by its VTLP factor) or MFCC."""
+    def _spectra(self, waveforms: Tensor, warps: Sequence[float] | None, lengths: Tensor | None = None) -> Tensor:
+        """(B, N) waveforms → (B, frames, bins) fbank (each clip warped by its VTLP factor) or MFCC (with
+        ``lengths``: each clip's frames as it gets them alone)."""
         cfg = self.config
         if warps is not None and len(warps) != waveforms.shape[0]:
             raise ValueError(f"{len(warps)} VTLP warps for a batch of {waveforms.shape[0]} clips")
@@ -100,7 +102,8 @@ class FrontEnd(nn.Module):
                                               num_mel_bins=cfg.num_mel_bins, warp=float(warp))
                                   for row, warp in enumerate(warps)])
             return kaldi_fbank(waveforms, self.sample_rate, num_mel_bins=cfg.num_mel_bins)
-        return mfcc(waveforms, self.sample_rate, n_mfcc=cfg.n_mfcc, n_fft=cfg.n_fft, n_mels=cfg.n_mels)
+        return mfcc(waveforms, self.sample_rate, n_mfcc=cfg.n_mfcc, n_fft=cfg.n_fft, n_mels=cfg.n_mels,
+                    lengths=lengths)
 
     def clip(self, waveform: Tensor, warp: float = 1.0) -> Tensor:
         """One whole clip (N,) → its inputs, (frames, bins) features or (N,) samples: the dataset's path, per
@@ -113,10 +116,12 @@ class FrontEnd(nn.Module):
             return centred / torch.sqrt(centred.square().mean() + 1e-7)
         return self._normalise_whole(self._spectra(waveform[None], [warp]))[0]
 
-    def extract(self, waveforms: Tensor, lengths: Tensor,
-                warps: Sequence[float] | None = None) -> tuple[Tensor, Tensor]:
+    def extract(self, waveforms: Tensor, lengths: Tensor, warps: Sequence[float] | None = None,
+                own_edges: bool = False) -> tuple[Tensor, Tensor]:
         """Each clip's inputs at its own length, zero past it: (B, frames, bins) features or (B, N) waveforms,
-        and the frame counts (B,). ``warps`` (fbank only) moves each clip's frequency axis by its factor (VTLP)."""
+        and the frame counts (B,). ``warps`` (fbank only) moves each clip's frequency axis by its factor (VTLP).
+        ``own_edges``: MFCC frames reflect at each clip's own end, so every clip of a padded batch gets what it
+        gets alone (off: at the tensor's edge, as the exported graph computes them)."""
         cfg = self.config
         lengths = lengths.to(torch.long)
         if cfg.features == "waveform":
@@ -126,7 +131,7 @@ class FrontEnd(nn.Module):
                 return waveforms, lengths
             valid = torch.arange(waveforms.shape[1], device=waveforms.device)[None, :] < lengths[:, None]
             return _masked_waveform_norm(waveforms, valid, lengths), lengths
-        feats = self._spectra(waveforms, warps)
+        feats = self._spectra(waveforms, warps, lengths if own_edges else None)
         frames = self.frame_counts(lengths).clamp(max=feats.shape[1])
         weights = (torch.arange(feats.shape[1], device=feats.device)[None, :] < frames[:, None]).unsqueeze(-1)
         weights = weights.to(feats.dtype)

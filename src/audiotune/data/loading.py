@@ -12,13 +12,14 @@ Every rule about which sampler a run uses is here, once:
   within the rule's tolerance (and the log says so); within groups when asked; each process's share padded with
   repeats under DDP.
 
-The samplers themselves are in :mod:`audiotune.data.samplers`. Loaders pin their batches only when told to
-(``pin_memory``): the engine, which chooses the device, decides.
+The samplers themselves are in :mod:`audiotune.data.samplers`; how many workers a loader has, and whether the
+audio store is used, in :mod:`audiotune.data.loader_plan` (from the device the engine gives and the data).
 """
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -30,8 +31,10 @@ from audiotune import storage
 from audiotune.config import RunConfig
 from audiotune.data.audio_store import AudioStore
 from audiotune.data.balance import class_groups
+from audiotune.data.batch_features import BatchFeatures
 from audiotune.data.dataset import AudioDataset, Collator
 from audiotune.data.input_spec import InputSpec
+from audiotune.data.loader_plan import loader_settings, use_audio_store
 from audiotune.data.prepare import PreparedData
 from audiotune.data.samplers import (
     EXACT_PADDING,
@@ -157,43 +160,60 @@ def _ordered_batches(config: RunConfig, table: pd.DataFrame | None, count: int,
 
 
 def make_dataset(config: RunConfig, inputs: InputSpec, table: pd.DataFrame, targets: np.ndarray,
-                 train: bool = False) -> AudioDataset:
+                 train: bool = False, passes: int = 1, on_device: bool = False) -> AudioDataset:
     """The dataset of a table prepared as the model reads it (``inputs``): augmentation and the training crop
-    if ``train``, else the scoring crop."""
-    store = (AudioStore(storage.cache_root(config.runtime.cache_dir), inputs.audio(train))
-             if config.runtime.audio_cache else None)
-    return AudioDataset(table, targets, inputs, config.augment, config.data.mixup, train=train, store=store)
+    if ``train``, else the scoring crop; read ``passes`` times (the audio store's auto rule weighs it);
+    ``on_device`` (the engine's choice, ``--features_on``): its loaders give waveforms, whose features
+    :func:`batch_features` computes after the transfer."""
+    spec, root = inputs.audio(train), storage.cache_root(config.runtime.cache_dir)
+    store = AudioStore(root, spec) if use_audio_store(config, table, spec, passes, root) else None
+    return AudioDataset(table, targets, inputs, config.augment, config.data.mixup, train=train, store=store,
+                        on_device=on_device)
 
 
 def collator(dataset: AudioDataset) -> Collator:
-    """How a dataset's batches are padded: with zeros, or with one frame of silence (``--pad silence``)."""
+    """How a dataset's batches are padded: with zeros, or with one frame of silence (``--pad silence``); features,
+    padding and ``target_length`` after the transfer for a dataset whose features are computed on the device."""
     inputs = dataset.inputs
-    silent = inputs.pad == "silence"
-    return Collator(inputs.target_length, dataset.extract.silence(inputs.rate_or_default) if silent else None)
+    silence = dataset.extract.silence(inputs.rate_or_default) if inputs.pad == "silence" else None
+    if dataset.on_device:
+        return Collator(features=BatchFeatures(inputs, dataset.train, silence))
+    return Collator(inputs.target_length, silence)
 
 
-def make_loader(config: RunConfig, dataset: AudioDataset, table: pd.DataFrame, train: bool,
-                padding: PaddingRule = EXACT_PADDING, *, pin_memory: bool, sampler: BalancedSampler | None = None,
-                num_replicas: int = 1, rank: int = 0, groups: list[np.ndarray] | None = None) -> DataLoader:
+def batch_features(loader: Iterable[dict]) -> BatchFeatures | None:
+    """What turns ``loader``'s batches into model inputs once they are on the model's device (None: its batches
+    hold model inputs already)."""
+    if isinstance(loader, DataLoader) and isinstance(loader.collate_fn, Collator):
+        return loader.collate_fn.features
+    return None
+
+
+def make_loader(config: RunConfig, dataset: AudioDataset, table: pd.DataFrame | None, train: bool,
+                padding: PaddingRule = EXACT_PADDING, *, device: torch.device, passes: int = 1,
+                sampler: BalancedSampler | None = None, num_replicas: int = 1, rank: int = 0,
+                groups: list[np.ndarray] | None = None) -> DataLoader:
     """The loader of :func:`training_batches` (``train``; ``sampler``: e.g. class-balanced epochs) or of
     :func:`scoring_batches` (the model's ``padding``, ``groups``), for process ``rank`` of ``num_replicas``; its batches
-    are padded by :func:`collator` and pinned when ``pin_memory`` (the engine's choice for its device)."""
+    are padded by :func:`collator`; workers, prefetching and pinning suit ``device`` and the data read ``passes``
+    times (:func:`~audiotune.data.loader_plan.loader_settings`)."""
     if train:
         batches = training_batches(config, table, dataset.inputs.rate_or_default, sampler, num_replicas, rank)
     else:
         # inputs padded or cropped to one length (target_length) batch exactly whatever the clips
         padding = EXACT_PADDING if dataset.inputs.target_length else padding
         batches = scoring_batches(config, table, len(dataset), padding, groups, num_replicas, rank)
-    workers = config.runtime.num_workers
-    return seeded_loader(config, dataset, batches, collator(dataset), pin_memory=pin_memory,
-                         num_workers=workers, persistent_workers=workers > 0)
+    local_processes = math.ceil(num_replicas / max(config.runtime.num_nodes, 1))
+    settings = loader_settings(config, device, table, dataset.audio, passes, local_processes)
+    return seeded_loader(config, dataset, batches, collator(dataset), **settings.options())
 
 
-def adaptation_loader(config: RunConfig, dataset: AudioDataset, *, pin_memory: bool) -> DataLoader:
+def adaptation_loader(config: RunConfig, dataset: AudioDataset, *, device: torch.device) -> DataLoader:
     """The batches ``--adapt_bn`` estimates BatchNorm statistics on: ``--batch_size`` clips in table order,
     zero-padded to the longest as training batches are (whatever the model needs for scoring)."""
+    settings = loader_settings(config, device, None, dataset.audio)  # one pass over one group: no workers
     return seeded_loader(config, dataset, scoring_batches(config, None, len(dataset)), collator(dataset),
-                         pin_memory=pin_memory, num_workers=config.runtime.num_workers)
+                         **settings.options())
 
 
 def seeded_loader(config: RunConfig, dataset: Dataset, batches: Sampler[list[int]], collate: Any, *,

@@ -175,14 +175,14 @@ def prepare_training_data(config: RunConfig, inputs: InputSpec, exp_dir: str | P
     heads = infer_heads(groups, train, source=train.attrs.get("source", "train.csv"))
     _check_label_columns(tables, heads)
     train, overlapping = split_overlaps(tables, config.data.allow_overlap)
-    if "val" not in tables and config.data.val_size == 0 and config.data.val_share == 0:
+    if "val" not in tables and config.data.val_size == 0 and config.train.val_share == 0:
         check_no_validation(config, root)
     elif "val" not in tables:
         # a JSON split file names utterances, not speakers: without a subject column, utterances are drawn
         group = "" if from_json and "subject" not in train.columns else "subject"
         size = config.data.val_size
-        if config.data.val_share > 0:  # a share of the clips, whatever their subjects
-            group, size = "", _share_of(train, config.data.val_share)
+        if config.train.val_share > 0:  # a share of the clips, whatever their subjects
+            group, size = "", _share_of(train, config.train.val_share)
         train, val = draw_validation(train, size, config.data.seed, group,
                                      source=train.attrs.get("source", "train.csv"))
         drawn = val.copy()

@@ -25,7 +25,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from audiotune.engine.device import move_batch
+from audiotune.data.loading import batch_features
+from audiotune.engine.inference import on_device
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -106,12 +107,13 @@ def estimate_batchnorm(model: nn.Module, batches: Iterable[dict], device: torch.
         for m in norms:
             m.train()
         clips, single = 0, None
+        features = batch_features(batches)
         with torch.no_grad():
             for batch in batches:
                 if len(batch["uid"]) < 2:
                     single = single or batch
                     continue
-                model.forward_batch(move_batch(batch, device))  # type: ignore[operator]
+                model.forward_batch(on_device(batch, device, features))  # type: ignore[operator]
                 clips += len(batch["uid"])
     finally:
         for module, mode in modes.items():

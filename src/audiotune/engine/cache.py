@@ -34,7 +34,7 @@ from audiotune.data.loading import (
 )
 from audiotune.data.samplers import BalancedSampler
 from audiotune.engine.adapt import OFF as ADAPT_OFF
-from audiotune.engine.inference import iterate_batches, loader_pins_memory
+from audiotune.engine.inference import features_on_device, inference_device, iterate_batches, loader_pins_memory
 from audiotune.models.backbones import input_spec
 from audiotune.models.classifier import Classifier
 
@@ -82,6 +82,9 @@ def preprocessing_digest(config: RunConfig, inputs: InputSpec, pooling: str) -> 
         "input": {k: v for k, v in inputs.to_dict().items() if k not in ("freqm", "timem", "noise")},
         "pooling": pooling, "precision": config.runtime.precision,
     }
+    frames = {"activation": config.classifier.frame_activation, "drop_last": config.classifier.pool_drop_last}
+    if frames != {"activation": "none", "drop_last": False}:  # the frames pooled (digests of earlier runs kept)
+        settings["frames"] = frames
     return hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=16).hexdigest()
 
 
@@ -103,9 +106,10 @@ def encode_to_cache(model: Classifier, config: RunConfig, inputs: InputSpec, tab
     missing = [i for i, name in enumerate(names) if not (folder / f"{name}.safetensors").is_file()]
     if missing:
         subset = table.iloc[missing]
-        dataset = make_dataset(config, inputs, subset, np.zeros((len(subset), 0), np.float32))
+        dataset = make_dataset(config, inputs, subset, np.zeros((len(subset), 0), np.float32),
+                               on_device=features_on_device(config, inputs))
         loader = make_loader(config, dataset, subset, train=False, padding=model.backbone.padding,
-                             pin_memory=loader_pins_memory(config))
+                             device=inference_device(config))
         row_of = {uid: missing[k] for k, uid in enumerate(subset.index)}
 
         def pool(classifier: Classifier, batch: dict) -> torch.Tensor:

@@ -37,12 +37,12 @@ import torch
 from torch import Tensor
 
 from audiotune.config import RunConfig, check_config
-from audiotune.data.loading import make_dataset, make_loader
+from audiotune.data.loading import batch_features, make_dataset, make_loader
 from audiotune.data.prepare import prepare_eval_data
 from audiotune.data.pseudo_labels import METADATA_KEY, SCHEMA
-from audiotune.engine.device import autocast, move_batch
+from audiotune.engine.device import autocast
 from audiotune.engine.extract import write_skip_list
-from audiotune.engine.inference import inference_device, loader_pins_memory
+from audiotune.engine.inference import features_on_device, inference_device, on_device
 from audiotune.models.backbones import Backbone, build_backbone, input_spec, resolve_config
 from audiotune.models.checkpoint import load_run
 from audiotune.outputs import (
@@ -216,8 +216,9 @@ def cluster(config: RunConfig, options: ClusterOptions, out: str, run: str | Non
         raise ValueError(f"--layer {options.layer}: the encoder has hidden states 0..{states - 1} (-1: the last)")
     device = inference_device(config)
     prepared = prepare_eval_data(config, inputs, config.data.data_split_root, targets_needed=False)
-    loaders = {split: make_loader(config, make_dataset(config, inputs, table, prepared.targets[split]), table, False,
-                                  backbone.padding, pin_memory=loader_pins_memory(config))
+    loaders = {split: make_loader(config, make_dataset(config, inputs, table, prepared.targets[split],
+                                                       on_device=features_on_device(config, inputs)),
+                                  table, False, backbone.padding, device=inference_device(config))
                for split, table in prepared.tables.items()}
     uids = [uid for table in prepared.tables.values() for uid in table.index]
     if len(set(uids)) != len(uids):
@@ -236,7 +237,8 @@ def cluster(config: RunConfig, options: ClusterOptions, out: str, run: str | Non
     with torch.inference_mode(), autocast(device, config.runtime.precision):
         for split in fit_splits:  # pass 1: the sample, from the clips k-means is fitted on
             for batch in track(loaders[split], f"cluster sample {split}"):
-                for frames in _frames(backbone, move_batch(batch, device), options.layer):
+                for frames in _frames(backbone, on_device(batch, device, batch_features(loaders[split])),
+                                      options.layer):
                     features = frames.cpu().numpy()
                     reservoir.offer(features[rng.random(len(features)) < options.sample_ratio])
     sample = reservoir.sample()
@@ -257,7 +259,7 @@ def cluster(config: RunConfig, options: ClusterOptions, out: str, run: str | Non
         with torch.inference_mode(), autocast(device, config.runtime.precision):
             for split, loader in loaders.items():  # pass 2: every frame of every clip assigned
                 for batch in track(loader, f"cluster assign {split}"):
-                    clips = _frames(backbone, move_batch(batch, device), options.layer)
+                    clips = _frames(backbone, on_device(batch, device, batch_features(loader)), options.layer)
                     sizes = [len(c) for c in clips]
                     stacked = torch.cat(clips) if clips else torch.zeros(0, backbone.embedding_dim)
                     rows: dict[str, list] = {"uid": [], "k": [], "labels": []}

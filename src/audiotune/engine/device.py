@@ -130,7 +130,3 @@ def move_batch(batch: dict, device: torch.device) -> dict:
     return {key: value.to(device, non_blocking=True) if isinstance(value, Tensor) else value
             for key, value in batch.items()}
 
-
-def pins_memory(device: torch.device) -> bool:
-    """Whether loaders feeding ``device`` should pin their batches: only for CUDA (pinned pages copy async)."""
-    return device.type == "cuda"

@@ -69,6 +69,13 @@ def launched_local_rank(env: Mapping[str, str] | None = None) -> int:
     return _env_int(env, "LOCAL_RANK")
 
 
+def launched_world_size(env: Mapping[str, str] | None = None) -> int:
+    """How many processes the launcher started in all (srun: ``SLURM_NTASKS``; torchrun and Lightning's launcher:
+    ``WORLD_SIZE``), read before the process group exists; 1 when none did."""
+    env = os.environ if env is None else env
+    return max(_env_int(env, "SLURM_NTASKS" if _external_launcher(env) == "slurm" else "WORLD_SIZE"), 1)
+
+
 def process_group() -> tuple[int, int]:
     """``(world size, rank)`` of the initialised process group; ``(1, 0)`` without one."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():

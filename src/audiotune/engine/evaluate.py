@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
+from audiotune import storage
 from audiotune.config import HeadSpec, RunConfig, check_config
 from audiotune.data.layout import ONE_TABLE
 from audiotune.data.loading import adaptation_loader, make_dataset, make_loader
@@ -14,14 +16,26 @@ from audiotune.data.prepare import PreparedData, prepare_eval_data
 from audiotune.engine.adapt import OFF, adaptation_groups, adapted_batchnorm, check_adaptable, check_adaptation
 from audiotune.engine.aggregate import check_recording_targets, recording_scores, table_recordings
 from audiotune.engine.cache import CachedDataset, cache_blocker, cached_datasets, cached_loader
-from audiotune.engine.inference import inference_device, loader_pins_memory, override_data, override_device, predict
+from audiotune.engine.distributed import launched_rank_zero
+from audiotune.engine.inference import features_on_device, inference_device, override_data, override_device, predict
 from audiotune.engine.metrics import compute_metrics, head_slices, scores_from_logits
+from audiotune.engine.shards import (
+    POSITION,
+    Shard,
+    gathered_parts,
+    in_input_order,
+    part_schema,
+    part_writer,
+    quiet_followers,
+    start_processes,
+)
 from audiotune.models.backbones import input_spec
 from audiotune.models.checkpoint import load_run, resolve_run_dir
 from audiotune.models.classifier import Classifier
 from audiotune.outputs import (
     CONFIG_FILE,
     EVALUATE_DIR,
+    EVALUATION_FILE,
     METRICS_FILE,
     PLOT_DIR,
     PREDICTIONS_FILE,
@@ -86,13 +100,13 @@ def _adapted_predictions(model: Classifier, config: RunConfig, table: pd.DataFra
     """uids, logits and targets of every row, each group scored with BatchNorm statistics of its own clips."""
     uids: list[str] = []
     logits, labels = [], []
-    pinned = loader_pins_memory(config)
+    device = inference_device(config)
     inputs = input_spec(config)
     for group, rows in groups:
         part = table.iloc[rows]
-        dataset = make_dataset(config, inputs, part, targets[rows])
-        with adapted_batchnorm(model, adaptation_loader(config, dataset, pin_memory=pinned), inference_device(config)):
-            loader = make_loader(config, dataset, part, False, model.backbone.padding, pin_memory=pinned)
+        dataset = make_dataset(config, inputs, part, targets[rows], on_device=features_on_device(config, inputs))
+        with adapted_batchnorm(model, adaptation_loader(config, dataset, device=device), device):
+            loader = make_loader(config, dataset, part, False, model.backbone.padding, device=device)
             group_uids, group_logits, group_targets = predict(model, loader, config, f"evaluate {group or 'split'}")
         uids += group_uids
         logits.append(group_logits)
@@ -108,45 +122,79 @@ def _in_table_order(table: pd.DataFrame, uids: list, logits: np.ndarray, targets
     return [uids[i] for i in order], logits[order], targets[order]
 
 
+Scored = dict[str, tuple[list[str], np.ndarray, np.ndarray]]  # split: uids, logits and targets of its rows
+
+
+def score_splits(model: Classifier, config: RunConfig, prepared: PreparedData, splits: list[str],
+                 cached: dict[str, CachedDataset] | None = None, shard: Shard = Shard()) -> Scored:
+    """uids, logits and targets of ``shard``'s rows of each split (one process: all of them), in table order.
+
+    With a frozen backbone the rows are read from the feature cache (``cached``, or built here); with
+    ``--adapt_bn`` a process scores whole adaptation groups (each adapted on all of its clips)."""
+    padding, inputs = model.backbone.padding, input_spec(config)
+    adapt = config.train.adapt_bn
+    if adapt != OFF:
+        check_adaptable(model)
+    blocks = {s: shard.rows(len(prepared.tables[s])) if adapt == OFF else slice(None) for s in splits}
+    tables = {s: prepared.tables[s].iloc[blocks[s]] for s in splits}
+    targets = {s: prepared.targets[s][blocks[s]] for s in splits}
+    if cached is None and cache_blocker(config) is None:
+        cached = cached_datasets(model, config, {s: table for s, table in tables.items() if len(table)}, targets)
+    scored: Scored = {}
+    for split in splits:
+        table = tables[split]
+        if adapt != OFF:
+            groups = adaptation_groups(table, adapt, split)
+            mine = groups[shard.rows(len(groups))]
+            if mine:
+                scored[split] = _in_table_order(table, *_adapted_predictions(model, config, table, targets[split],
+                                                                             mine))
+            continue
+        if table.empty:
+            continue  # more processes than rows: this one has none of this split
+        if cached is not None:
+            loader = cached_loader(config, cached[split], False)
+        else:
+            dataset = make_dataset(config, inputs, table, targets[split], on_device=features_on_device(config, inputs))
+            loader = make_loader(config, dataset, table, False, padding, device=inference_device(config))
+        scored[split] = _in_table_order(table, *predict(model, loader, config, f"evaluate {split}"))
+    return scored
+
+
 def evaluate_prepared(model: Classifier, config: RunConfig, prepared: PreparedData, out_dir: str | Path,
                       splits: list[str] | None = None, cached: dict[str, CachedDataset] | None = None,
                       aggregate: str = "mean", write_metrics: bool = True) -> dict:
     """Score the given splits, write metrics.json, predictions.parquet and plots under ``out_dir``.
 
     ``write_metrics=False`` leaves metrics.json to the caller (training writes it once, complete, at the end).
+    With a frozen backbone the splits are read from the feature cache (``cached``, or built here). The model
+    runs on the device of ``config.runtime.accelerator``/``devices`` (and stays there). See
+    :func:`write_evaluation`.
+    """
+    splits = splits or list(prepared.tables)
+    scored = score_splits(model, config, prepared, splits, cached)
+    return write_evaluation(config, prepared, scored, out_dir, aggregate, write_metrics)
+
+
+def write_evaluation(config: RunConfig, prepared: PreparedData, scored: Scored, out_dir: str | Path,
+                     aggregate: str = "mean", write_metrics: bool = True) -> dict:
+    """Metrics over all scored rows of each split, predictions.parquet and plots under ``out_dir``; metrics.json
+    unless ``write_metrics`` is False.
 
     When a split's rows are windows of recordings (a ``recording`` column), each recording is also scored from
     its windows' scores (``aggregate``: mean or max; none skips it): a ``recording`` section in its metrics and
     predictions_recording.parquet.
-    With a frozen backbone the splits are read from the feature cache (``cached``, or built here). The model
-    runs on the device of ``config.runtime.accelerator``/``devices`` (and stays there).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    padding, inputs = model.backbone.padding, input_spec(config)
-    splits = splits or list(prepared.tables)
     adapt = config.train.adapt_bn
-    if adapt != OFF:
-        check_adaptable(model)
-    if cached is None and cache_blocker(config) is None:
-        cached = cached_datasets(model, config, {s: prepared.tables[s] for s in splits}, prepared.targets)
     all_metrics, tables, recording_tables = {}, [], []
-    for split in splits:
+    for split, (uids, logits, targets) in scored.items():
         table = prepared.tables[split]
-        if cached is not None:
-            uids, logits, targets = predict(model, cached_loader(config, cached[split], False), config,
-                                            f"evaluate {split}")
-        elif adapt == OFF:
-            dataset = make_dataset(config, inputs, table, prepared.targets[split])
-            loader = make_loader(config, dataset, table, False, padding, pin_memory=loader_pins_memory(config))
-            uids, logits, targets = predict(model, loader, config, f"evaluate {split}")
-        else:
-            groups = adaptation_groups(table, adapt, split)
-            uids, logits, targets = _adapted_predictions(model, config, table, prepared.targets[split], groups)
-        uids, logits, targets = _in_table_order(table, uids, logits, targets)
         scores = scores_from_logits(logits, config.heads, config.train.loss)
         metrics = compute_metrics(scores, targets, config.heads)
         if adapt != OFF:
+            groups = adaptation_groups(table, adapt, split)
             metrics["batchnorm_adapted"] = {"on": adapt, "groups": len(groups), "clips": len(uids)}
         all_metrics[split] = metrics
         tables.append(prediction_table(uids, split, scores, targets, config.heads))
@@ -168,17 +216,25 @@ def evaluate_prepared(model: Classifier, config: RunConfig, prepared: PreparedDa
 
 
 def evaluate_run(run: str, data_split_root: str, exp_dir: str | None = None, on_error: str | None = None,
-                 batch_size: int | None = None, num_workers: int | None = None, accelerator: str | None = None,
-                 devices: str | None = None, precision: str | None = None, aggregate: str = "mean",
-                 adapt_bn: str | None = None, data: dict[str, Any] | None = None) -> dict:
+                 batch_size: int | None = None, num_workers: int | Literal["auto"] | None = None,
+                 accelerator: str | None = None, devices: str | None = None, precision: str | None = None,
+                 aggregate: str = "mean", adapt_bn: str | None = None, data: dict[str, Any] | None = None,
+                 num_nodes: int | None = None) -> dict:
     """``audiotune evaluate``: rebuild the model from its run directory and score a CSV or split directory,
     on ``accelerator``/``devices`` in ``precision``, with or without ``--adapt_bn``, uid-layout audio under
-    ``data`` ``prefix``/``study`` (default: the run's own settings)."""
+    ``data`` ``prefix``/``study`` (default: the run's own settings).
+
+    Several devices (or ``num_nodes``) run one process per device, each scoring its share of the rows
+    (:mod:`audiotune.engine.shards`); rank 0 writes every output, metrics over all rows, and returns them, the
+    others return an empty dict."""
     if aggregate not in AGGREGATE_MODES:
         raise ValueError(f"--aggregate {aggregate}: choose one of {AGGREGATE_MODES}")
+    quiet_followers()
     config, model = load_run(run)
     override_device(config, accelerator, devices, precision)
     override_data(config, data)
+    if num_nodes is not None:
+        config.runtime.num_nodes = num_nodes
     if on_error:
         config.data.on_error = on_error
     if batch_size is not None:
@@ -195,17 +251,62 @@ def evaluate_run(run: str, data_split_root: str, exp_dir: str | None = None, on_
     if (out_dir / CONFIG_FILE).exists():
         raise ValueError(f"-o {out_dir}: is a training run directory, whose predictions and metrics evaluate would "
                          f"replace; write the evaluation elsewhere (default: RUN/{EVALUATE_DIR})")
-    with own_run_dir(out_dir, overwrite=True, command="evaluate") as owned:  # an evaluation replaces the last one
+    # an evaluation replaces the last one; the other processes of a multi-process evaluation leave it to rank 0
+    with own_run_dir(out_dir, overwrite=True, command="evaluate", follower=not launched_rank_zero()) as owned:
         prepared = prepare_eval_data(config, input_spec(config), data_split_root)
         check_recording_targets(prepared.tables, prepared.targets, config.heads)
         check_adaptation(config.train.adapt_bn, prepared.tables)
         section = _section_of_one_table(data_split_root, prepared)
-        owned.start()
+        shard = start_processes(config.runtime)
+        splits = list(prepared.tables)
+        with gathered_parts(shard, out_dir, lambda path: _write_scores(
+                path, prepared, score_splits(model, config, prepared, splits, shard=shard))) as parts:
+            if not shard.writes:
+                return {}  # rank 0 writes the scores of every process
+            scored = _read_scores(parts)
+        owned.start()  # every row is scored: the earlier evaluation is replaced from here on
+        write_json(out_dir / EVALUATION_FILE, {"run": _absolute(resolve_run_dir(run)), "data_split_root":
+                                               _absolute(data_split_root), "data": data or {}})
         prepared.write_reports(out_dir)
-        metrics = evaluate_prepared(model, config, prepared, out_dir, aggregate=aggregate, write_metrics=False)
+        metrics = write_evaluation(config, prepared, scored, out_dir, aggregate, write_metrics=False)
         # earlier releases called the section of one CSV "data": kept beside it for the readers of that name
         write_json(out_dir / METRICS_FILE, {**metrics, **({ONE_TABLE: metrics[section]} if section else {})})
         return metrics
+
+
+def _absolute(path: str | Path) -> str:
+    """A local path made absolute (a report may be written from another folder); a URL as it is."""
+    return str(path) if storage.is_remote(str(path)) else str(Path(path).resolve())
+
+
+SCORE_SCHEMA = pa.schema([("split", pa.string()), ("uid", pa.string()), ("logits", pa.list_(pa.float32())),
+                          ("targets", pa.list_(pa.float32()))])
+
+
+def _write_scores(path: Path, prepared: PreparedData, scored: Scored) -> None:
+    """One process's scored rows as a part (:func:`audiotune.engine.shards.part_writer`), each with its place in
+    the input: split after split, in table order."""
+    with part_writer(path, SCORE_SCHEMA) as writer:
+        offset = 0
+        for split, table in prepared.tables.items():
+            if split in scored:
+                uids, logits, targets = scored[split]
+                place = {str(uid): offset + i for i, uid in enumerate(table.index)}
+                writer.write_table(pa.table({
+                    POSITION: [place[uid] for uid in uids], "split": [split] * len(uids), "uid": uids,
+                    "logits": pa.array(list(logits.astype(np.float32)), type=pa.list_(pa.float32())),
+                    "targets": pa.array(list(targets.astype(np.float32)), type=pa.list_(pa.float32())),
+                }, schema=part_schema(SCORE_SCHEMA)))
+            offset += len(table)
+
+
+def _read_scores(parts: list[Path]) -> Scored:
+    """The scored rows of every part, each split's in input order."""
+    table, order = in_input_order(parts)
+    rows = table.take(order).to_pandas()
+    return {str(split): (group["uid"].tolist(), np.stack(group["logits"].tolist()).astype(np.float32),
+                         np.stack(group["targets"].tolist()).astype(np.float32))
+            for split, group in rows.groupby("split", sort=False)}
 
 
 def _section_of_one_table(data_split_root: str, prepared: PreparedData) -> str | None:

@@ -5,28 +5,36 @@ import dataclasses
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from audiotune.config import RunConfig, check_config
 from audiotune.data.loading import make_dataset, make_loader
 from audiotune.data.prepare import prepare_eval_data
 from audiotune.engine.inference import (
+    features_on_device,
     inference_device,
     iterate_batches,
-    loader_pins_memory,
     override_data,
     override_device,
+)
+from audiotune.engine.shards import (
+    POSITION,
+    gathered_parts,
+    part_schema,
+    part_writer,
+    quiet_followers,
+    start_processes,
+    write_in_input_order,
 )
 from audiotune.models.backbones import input_spec
 from audiotune.models.classifier import EMBEDDING_TYPES, Classifier
 from audiotune.models.encoder import load_embedder
-from audiotune.outputs import atomic_path, check_output_path, write_csv
+from audiotune.outputs import check_output_path, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -36,25 +44,35 @@ def skipped_list_path(out_path: Path) -> Path:
     return out_path.with_name(out_path.stem + ".skipped.csv")
 
 
+EMBEDDING_SCHEMA = pa.schema([("uid", pa.string()), ("split", pa.string()), ("embedding", pa.list_(pa.float32()))])
+
+
 def extract_embeddings(run: str | None, data_split_root: str, out: str, embedding_type: str = "ft",
                        layer: int | None = None, pooling: str | None = None, batch_size: int | None = None,
-                       num_workers: int | None = None, on_error: str | None = None, accelerator: str | None = None,
-                       devices: str | None = None, precision: str | None = None,
-                       data: dict[str, Any] | None = None, encoder: RunConfig | None = None) -> Path:
-    """Write ``uid`` + ``embedding`` rows to a parquet file, one batch at a time (memory stays flat).
+                       num_workers: int | Literal["auto"] | None = None, on_error: str | None = None,
+                       accelerator: str | None = None, devices: str | None = None, precision: str | None = None,
+                       data: dict[str, Any] | None = None, num_nodes: int | None = None,
+                       encoder: RunConfig | None = None) -> Path | None:
+    """Write ``uid`` + ``split`` + ``embedding`` rows to a parquet file in input order (split after split, each in
+    its table's order); batches are written aside as they come and merged memory-mapped (memory stays flat).
 
-    The model runs on ``accelerator``/``devices`` in ``precision``; uid-layout audio is found under ``data``
-    ``prefix``/``study`` (default: the run's own settings). Without ``run``, the pretrained encoder ``encoder``
-    describes is embedded with (:func:`~audiotune.models.encoder.load_embedder`).
+    The model runs on ``accelerator``/``devices`` in ``precision``; several devices (or ``num_nodes``) run one
+    process per device, each on its share of the rows (:mod:`audiotune.engine.shards`): rank 0 writes the file
+    and returns its path, the others return None. uid-layout audio is found under ``data`` ``prefix``/``study``
+    (default: the run's own settings). Without ``run``, the pretrained encoder ``encoder`` describes is embedded
+    with (:func:`~audiotune.models.encoder.load_embedder`).
     """
     if embedding_type not in EMBEDDING_TYPES:
         raise ValueError(f"--embedding_type {embedding_type}: choose one of {EMBEDDING_TYPES}")
+    quiet_followers()
     config, model = load_embedder(run, encoder, embedding_type, pooling)
     num_states = model.backbone.num_hidden_states
     if layer is not None and not -num_states <= layer < num_states:
         raise ValueError(f"--layer {layer}: the run's backbone has hidden states 0..{num_states - 1} (-1: the last)")
     override_device(config, accelerator, devices, precision)
     override_data(config, data)
+    if num_nodes is not None:
+        config.runtime.num_nodes = num_nodes
     if batch_size is not None:
         config.train.batch_size = batch_size
     if num_workers is not None:
@@ -74,17 +92,33 @@ def extract_embeddings(run: str | None, data_split_root: str, out: str, embeddin
     def embed(classifier: Classifier, batch: dict) -> torch.Tensor:
         return classifier.extract_embedding(batch["inputs"], batch["lengths"], embedding_type, layer, pooling)
 
-    schema = pa.schema([("uid", pa.string()), ("split", pa.string()), ("embedding", pa.list_(pa.float32()))])
-    with atomic_path(out_path) as partial, pq.ParquetWriter(partial, schema) as writer:
-        for split, table in prepared.tables.items():
-            loader = make_loader(config, make_dataset(config, inputs, table, prepared.targets[split]), table, False,
-                                 padding, pin_memory=loader_pins_memory(config))
-            for batch, emb in iterate_batches(model, loader, config, embed, f"extract {split}"):
-                rows = emb.float().cpu().numpy()
-                writer.write_table(pa.table({
-                    "uid": batch["uid"], "split": [split] * len(rows),
-                    "embedding": pa.array(list(rows), type=pa.list_(pa.float32())),
-                }, schema=schema))
+    shard = start_processes(config.runtime)
+
+    def write_part(path: Path) -> None:  # this process's rows of each split, with their places in the input
+        with part_writer(path, EMBEDDING_SCHEMA) as writer:
+            offset = 0
+            for split, table in prepared.tables.items():
+                rows = shard.rows(len(table))
+                part = table.iloc[rows]
+                place = {str(uid): offset + rows.start + i for i, uid in enumerate(part.index)}
+                offset += len(table)
+                if not len(part):
+                    continue
+                dataset = make_dataset(config, inputs, part, prepared.targets[split][rows],
+                                       on_device=features_on_device(config, inputs))
+                loader = make_loader(config, dataset, part, False, padding, device=inference_device(config))
+                for batch, emb in iterate_batches(model, loader, config, embed, f"extract {split}"):
+                    vectors = emb.float().cpu().numpy()
+                    writer.write_table(pa.table({
+                        POSITION: [place[str(uid)] for uid in batch["uid"]], "uid": batch["uid"],
+                        "split": [split] * len(vectors),
+                        "embedding": pa.array(list(vectors), type=pa.list_(pa.float32())),
+                    }, schema=part_schema(EMBEDDING_SCHEMA)))
+
+    with gathered_parts(shard, out_path, write_part) as parts:
+        if not shard.writes:
+            return None  # rank 0 writes the rows of every process
+        write_in_input_order(parts, out_path)
     write_skip_list(prepared.skipped, out_path)
     return out_path
 

@@ -1,8 +1,10 @@
-"""Batched inference on the device the run config names: which device, whether its loaders pin memory, and the
-no-grad loop shared by evaluate, extract, the feature cache and probe (the loaders are built in
-:mod:`audiotune.data.loading`)."""
+"""Batched inference on the device the run config names: which device, whether its loaders pin memory, whether
+the features are computed there (``--features_on``), and the no-grad loop shared by evaluate, extract, the feature
+cache and probe (the loaders are built in :mod:`audiotune.data.loading`)."""
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -12,13 +14,19 @@ from torch.utils.data import DataLoader
 
 from audiotune.config import RunConfig
 from audiotune.config.sections import PRECISIONS
-from audiotune.engine.device import autocast, check_precision, move_batch, parse_devices, pins_memory, resolve_device
+from audiotune.data.input_spec import InputSpec
+from audiotune.data.loader_plan import pins_memory
+from audiotune.data.loading import batch_features
+from audiotune.engine.device import autocast, check_precision, move_batch, parse_devices, resolve_device
 from audiotune.engine.distributed import launched_local_rank
 from audiotune.models.classifier import Classifier
 from audiotune.progress import track
 
+log = logging.getLogger(__name__)
+
 # what one inference step computes from the model and a batch already on the device
 InferenceStep = Callable[[Classifier, dict], torch.Tensor]
+ACCELERATED = ("cuda", "mps")  # devices --features_on auto computes features on
 
 
 def inference_device(config: RunConfig) -> torch.device:
@@ -64,9 +72,37 @@ def override_data(config: RunConfig, data: dict[str, Any] | None) -> None:
 
 
 def loader_pins_memory(config: RunConfig) -> bool:
-    """Whether loaders feeding the config's device pin their batches (only for CUDA): ``pin_memory`` of
-    :func:`audiotune.data.loading.make_loader`."""
+    """Whether loaders feeding the config's device pin their batches (only for CUDA), as
+    :func:`audiotune.data.loading.make_loader` does for the device it is given."""
     return pins_memory(inference_device(config))
+
+
+def features_on_device(config: RunConfig, inputs: InputSpec) -> bool:
+    """Whether the front end of ``inputs`` runs batched on the model's device (``--features_on``): ``device``, or
+    ``auto`` on a GPU; never for waveform inputs (nothing to compute) or with ``--resample_rate 0`` (one rate per
+    file: the workers compute them, and the log says so once)."""
+    place = config.runtime.features_on
+    if place == "workers" or inputs.features == "waveform":
+        return False
+    if place == "auto" and inference_device(config).type not in ACCELERATED:
+        return False
+    if not inputs.resample_rate:
+        _say_once(f"--features_on {place}: --resample_rate 0 keeps each file's own sample rate, so the data workers "
+                  f"compute the {inputs.features} features")
+        return False
+    return True
+
+
+@functools.cache
+def _say_once(message: str) -> None:
+    log.warning(message)
+
+
+def on_device(batch: dict, device: torch.device, features: Callable[[dict], dict] | None) -> dict:
+    """A loader batch moved to ``device``, with its features computed there by ``features`` (from
+    :func:`~audiotune.data.loading.batch_features`) when it holds waveforms."""
+    batch = move_batch(batch, device)
+    return features(batch) if features is not None else batch
 
 
 def _logits(model: Classifier, batch: dict) -> torch.Tensor:
@@ -85,9 +121,10 @@ def iterate_batches(model: Classifier, loader: DataLoader, config: RunConfig | N
         (p.device for p in model.parameters()), torch.get_default_device())
     precision = config.runtime.precision if config else "32"
     model.to(device).eval()
+    features = batch_features(loader)
     with torch.inference_mode(), autocast(device, precision):
         for batch in track(loader, label):
-            batch = move_batch(batch, device)
+            batch = on_device(batch, device, features)
             yield batch, step(model, batch)
 
 

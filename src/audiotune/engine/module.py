@@ -15,6 +15,7 @@ from pytorch_lightning.utilities.types import OptimizerConfig, OptimizerLRSchedu
 from torch import Tensor
 
 from audiotune.config import HeadSpec, TrainConfig
+from audiotune.data.loading import batch_features
 from audiotune.engine.adapt import batchnorm_state, estimate_batchnorm, load_batchnorm_state
 from audiotune.engine.distributed import all_gather_objects, unique_batches
 from audiotune.engine.losses import ClassWeights, classification_loss, resolve_loss, resolve_regression_loss
@@ -26,6 +27,23 @@ log = logging.getLogger(__name__)
 
 
 TRAIN_CLIPS = "train_clips"  # the logged count of an epoch's training clips over all processes
+
+
+@dataclass
+class DeviceFeatures:
+    """What turns the training and the validation loaders' batches into model inputs once Lightning has moved
+    them to the device (:func:`~audiotune.data.loading.batch_features`; None: they come as model inputs)."""
+
+    train: Callable[[dict], dict] | None = None
+    val: Callable[[dict], dict] | None = None
+
+    @classmethod
+    def of(cls, train: Iterable[dict], val: Iterable[dict] | None) -> DeviceFeatures:
+        return cls(batch_features(train), batch_features(val) if val is not None else None)
+
+    def __call__(self, batch: dict, training: bool) -> dict:
+        features = self.train if training else self.val
+        return features(batch) if features is not None else batch
 
 
 @dataclass
@@ -44,7 +62,7 @@ class ClassifierModule(pl.LightningModule):
     def __init__(self, model: Classifier, heads: list[HeadSpec], config: TrainConfig, steps_per_epoch: int,
                  class_weights: ClassWeights | None = None, seed: int | None = None,
                  adapt_groups: list[tuple[str | None, Iterable[dict]]] | None = None,
-                 uid_groups: dict[str, str] | None = None):
+                 uid_groups: dict[str, str] | None = None, features: DeviceFeatures | None = None):
         super().__init__()
         self.model = model
         self.heads = heads
@@ -66,6 +84,10 @@ class ClassifierModule(pl.LightningModule):
         self.validation_copy: list[Classifier] = []
         self.group_statistics: dict[str | None, list[dict[str, Tensor]]] = {}
         self.loaded_group: str | None = None
+        self.device_features = features or DeviceFeatures()
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        return self.device_features(batch, self.trainer.training)
 
     def forward(self, inputs: Tensor, lengths: Tensor) -> Tensor:
         return self.model(inputs, lengths)

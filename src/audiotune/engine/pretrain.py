@@ -24,6 +24,7 @@ from torch import Tensor
 from audiotune.config import RunConfig, check_config, save_config
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.layout import read_splits
+from audiotune.data.loader_plan import training_passes
 from audiotune.data.loading import check_sampler_options, make_dataset, make_loader
 from audiotune.data.prepare import prepare_eval_data
 from audiotune.engine.distributed import (
@@ -34,8 +35,8 @@ from audiotune.engine.distributed import (
     unique_batches,
     unused_parameter_hint,
 )
-from audiotune.engine.inference import inference_device, loader_pins_memory
-from audiotune.engine.module import optimizers
+from audiotune.engine.inference import features_on_device, inference_device
+from audiotune.engine.module import DeviceFeatures, optimizers
 from audiotune.engine.trainer import build_trainer
 from audiotune.models.backbones import SupportsPretraining, build_backbone, input_spec, resolve_config
 from audiotune.models.state_dict import load_torch_file
@@ -70,7 +71,8 @@ class ValidationLosses:
 class PretrainModule(pl.LightningModule):
     """Trains a backbone's own self-supervised ``objective`` (see :class:`SupportsPretraining`)."""
 
-    def __init__(self, backbone: SupportsPretraining, objective: str, config: RunConfig, steps_per_epoch: int):
+    def __init__(self, backbone: SupportsPretraining, objective: str, config: RunConfig, steps_per_epoch: int,
+                 features: DeviceFeatures | None = None):
         super().__init__()
         assert isinstance(backbone, torch.nn.Module)
         self.backbone = backbone
@@ -80,6 +82,10 @@ class PretrainModule(pl.LightningModule):
         self.rng = random.Random(config.data.seed)
         # this process's validation losses of the epoch, gathered from all processes at its end
         self.validation_outputs: list[ValidationLosses] = []
+        self.device_features = features or DeviceFeatures()
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        return self.device_features(batch, self.trainer.training)
 
     def _losses(self, batch: dict, rng: random.Random) -> dict[str, Tensor]:
         backbone = self.backbone
@@ -144,7 +150,7 @@ def _tables(config: RunConfig, inputs: InputSpec, exp_dir: Path,
         if len(train) < 2:
             raise ValueError(f"{config.data.data_split_root}: pretraining needs at least 2 clips")
         order = np.random.default_rng(config.data.seed).permutation(len(train))
-        share = config.data.val_share
+        share = config.train.val_share
         cut = min(max(1, round(share * len(train)) if share > 0 else len(train) // 10), len(train) - 1)
         tables = {"train": train.iloc[order[cut:]], "val": train.iloc[order[:cut]]}
         if writes:
@@ -207,14 +213,20 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
     trainer, best = build_trainer(config.train, config.runtime, exp_dir, best_by=("val_loss", "min"))
     assert best is not None  # a monitored fit keeps its best epoch
     check_launch(trainer.is_global_zero, owned.writes)
-    replicas, rank, pinned = trainer.world_size, trainer.global_rank, loader_pins_memory(config)
-    train_loader = make_loader(config, make_dataset(config, inputs, tables["train"], targets["train"], train=True),
-                               tables["train"], train=True, pin_memory=pinned, num_replicas=replicas, rank=rank)
-    val_loader = make_loader(config, make_dataset(config, inputs, tables["val"], targets["val"]), tables["val"], False,
-                             pin_memory=pinned, num_replicas=replicas, rank=rank)
+    replicas, rank, device = trainer.world_size, trainer.global_rank, inference_device(config)
+    passes = training_passes(config, len(tables["train"]))
+    on_device = features_on_device(config, inputs)
+    train_loader = make_loader(config, make_dataset(config, inputs, tables["train"], targets["train"], train=True,
+                                                    passes=passes, on_device=on_device),
+                               tables["train"], train=True, device=device, passes=passes, num_replicas=replicas,
+                               rank=rank)
+    val_loader = make_loader(config, make_dataset(config, inputs, tables["val"], targets["val"], passes=passes,
+                                                  on_device=on_device),
+                             tables["val"], False, device=device, passes=passes, num_replicas=replicas, rank=rank)
     if steps:
         trainer.val_check_interval = min(steps, len(train_loader))
-    module = PretrainModule(backbone, objective, config, len(train_loader))
+    module = PretrainModule(backbone, objective, config, len(train_loader),
+                            DeviceFeatures.of(train_loader, val_loader))
     module.train()  # from_pretrained hands models over in eval mode; Lightning keeps each module's mode
     with unused_parameter_hint():
         trainer.fit(module, train_loader, val_loader, ckpt_path=resume, weights_only=True)

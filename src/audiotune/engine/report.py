@@ -19,8 +19,11 @@ from audiotune.models.backbones import input_spec
 from audiotune.outputs import (
     CONFIG_FILE,
     CV_CONFIG_FILE,
+    CV_FOLDS_FILE,
     CV_RUNS_TABLE,
     CV_SUMMARY_FILE,
+    ENSEMBLE_PREDICTIONS_FILE,
+    EVALUATION_FILE,
     LOG_DIR,
     LOG_FILE,
     METRICS_FILE,
@@ -29,6 +32,8 @@ from audiotune.outputs import (
     SWEEP_SUMMARY_FILE,
     SWEEP_TRIALS_TABLE,
     check_output_path,
+    command_history,
+    repeat_dir,
     write_bytes,
 )
 from audiotune.report import CLIP_KB, CLIPS_PER_CLASS
@@ -57,12 +62,13 @@ def write_report(source: str | Path, out: str | Path | None = None, data_split_r
         raise ValueError(f"--clips {clips_per_class}, --clip_kb {clip_kb}: give clips >= 0 and a size cap > 0")
     out = check_output_path(Path(out) if out else source / REPORT_FILE)
     if (source / CV_SUMMARY_FILE).is_file():
-        page = render_experiment(read_experiment(source))
+        page = render_experiment(read_experiment(source, clips_per_class, clip_kb, split))
     elif (source / SWEEP_SUMMARY_FILE).is_file():
         trials = source / SWEEP_TRIALS_TABLE
         page = render_sweep(SweepReport(f"sweep: {source.resolve().name}", str(source.resolve()),
                                         _read_json(source / SWEEP_SUMMARY_FILE),
-                                        pd.read_csv(trials) if trials.is_file() else None))
+                                        pd.read_csv(trials) if trials.is_file() else None,
+                                        [("this sweep", command_history(source))]))
     elif (source / METRICS_FILE).is_file() or (source / PREDICTIONS_FILE).is_file():
         page = render_run(read_run(source, data_split_root, group_by, clips_per_class, clip_kb, run, split, data))
     else:
@@ -81,24 +87,67 @@ def _read_json(path: Path) -> dict:
     return value
 
 
-def read_experiment(source: Path) -> ExperimentReport:
-    """A cross-validation's summary, runs table and config."""
+def read_experiment(source: Path, clips_per_class: int = CLIPS_PER_CLASS, clip_kb: int = CLIP_KB,
+                    split: str = "") -> ExperimentReport:
+    """A cross-validation's summary, runs table, config and command lines, and the wrong clips over its folds."""
     runs = source / CV_RUNS_TABLE
     config = source / CV_CONFIG_FILE
-    return ExperimentReport(title=f"cross-validation: {source.resolve().name}", source=str(source.resolve()),
-                            summary=_read_json(source / CV_SUMMARY_FILE),
-                            runs=pd.read_csv(runs) if runs.is_file() else None,
-                            config_yaml=config.read_text() if config.is_file() else "")
+    report = ExperimentReport(title=f"cross-validation: {source.resolve().name}", source=str(source.resolve()),
+                              summary=_read_json(source / CV_SUMMARY_FILE),
+                              runs=pd.read_csv(runs) if runs.is_file() else None,
+                              config_yaml=config.read_text() if config.is_file() else "",
+                              clips_per_class=clips_per_class, max_clip_bytes=clip_kb * 1000,
+                              commands=[("this cross-validation", command_history(source))])
+    _fold_clips(source, report, split)
+    return report
 
 
-def _config_dir(source: Path, run: str | Path = "") -> Path | None:
-    """The run directory whose config.yaml made these outputs: ``run`` when given, else ``source``, or the run an
-    evaluation sits in."""
+def _fold_clips(source: Path, report: ExperimentReport, split: str) -> None:
+    """The most confidently wrong clips per head and true class over every fold's ``split`` (default test, else
+    val): each fold scored by its repeats averaged (ensemble_predictions.parquet), else by its first run; each clip
+    read from its fold's table as the fold's run read it."""
+    names = list(_read_json(source / CV_FOLDS_FILE)) if (source / CV_FOLDS_FILE).is_file() else []
+    folds = {}
+    for name in names:
+        run_dir = source / name / repeat_dir(1)
+        scored = next((p for p in (source / name / ENSEMBLE_PREDICTIONS_FILE, run_dir / PREDICTIONS_FILE)
+                       if p.is_file()), None)
+        if scored is not None and (run_dir / CONFIG_FILE).is_file():
+            folds[name] = (load_config(run_dir / CONFIG_FILE), pd.read_parquet(scored).assign(fold=name))
+    if not folds:
+        report.clips_missing = "no fold has predictions and a config: no clips to play"
+        return
+    predictions = pd.concat([table for _, table in folds.values()], ignore_index=True)
+    splits = list(predictions["split"].unique())
+    if split and split not in splits:
+        raise ValueError(f"--split {split}: the folds score {', '.join(map(str, splits))}")
+    report.split = split or next((s for s in ("test", "val") if s in splits), splits[0])
+    heads = [dataclasses.asdict(h) for h in next(iter(folds.values()))[0].heads]
+    report.clips = wrong_clips(predictions, heads, report.split, report.clips_per_class)
+    chosen = predictions[predictions["split"] == report.split]
+    fold_of = dict(zip(chosen["uid"].astype(str), chosen["fold"]))
+    for name, (config, _) in folds.items():
+        clips = [clip for clip in report.clips if fold_of.get(clip.uid) == name]
+        if not clips:
+            continue
+        try:
+            table = _scored_table(config, str(source / name))
+        except (DataError, OSError) as err:
+            for clip in clips:
+                clip.problem = f"{source / name}: the fold's table cannot be read ({err})"
+            continue
+        _load(clips, table, config)
+
+
+def _config_dir(source: Path, run: str | Path = "", recorded: str = "") -> Path | None:
+    """The run directory whose config.yaml made these outputs: ``run`` when given, else ``source``, the run an
+    evaluation recorded (``recorded``), or the run it sits in."""
     if run:
         if not (Path(run) / CONFIG_FILE).is_file():
             raise ValueError(f"--run {run}: not a run directory (no {CONFIG_FILE})")
         return Path(run)
-    return next((d for d in (source, source.parent) if (d / CONFIG_FILE).is_file()), None)
+    candidates = (source, *([Path(recorded)] if recorded else []), source.parent)
+    return next((d for d in candidates if (d / CONFIG_FILE).is_file()), None)
 
 
 def _scored_table(config: RunConfig, data_split_root: str) -> pd.DataFrame:
@@ -141,11 +190,13 @@ def _load(clips: list[Clip], table: pd.DataFrame, config: RunConfig) -> None:
 def read_run(source: Path, data_split_root: str = "", group_by: str = "", clips_per_class: int = CLIPS_PER_CLASS,
              clip_kb: int = CLIP_KB, run: str | Path = "", split: str = "",
              data: dict[str, Any] | None = None) -> RunReport:
-    """Everything a run page shows; what is missing is said on the page."""
-    config_dir = _config_dir(source, run)
+    """Everything a run page shows; what is missing is said on the page. An evaluation folder's EVALUATION_FILE
+    gives the run, the table and the data options it scored with, unless given here."""
+    scored = _read_json(source / EVALUATION_FILE) if (source / EVALUATION_FILE).is_file() else {}
+    config_dir = _config_dir(source, run, str(scored.get("run") or ""))
     config = load_config(config_dir / CONFIG_FILE) if config_dir else None
     if config is not None:
-        override_data(config, data)
+        override_data(config, {**(scored.get("data") or {}), **(data or {})})
     metrics = _read_json(source / METRICS_FILE) if (source / METRICS_FILE).is_file() else {}
     predictions = pd.read_parquet(source / PREDICTIONS_FILE) if (source / PREDICTIONS_FILE).is_file() else None
     log_csv = source / LOG_DIR / LOG_FILE
@@ -158,6 +209,9 @@ def read_run(source: Path, data_split_root: str = "", group_by: str = "", clips_
         heads=[dataclasses.asdict(h) for h in config.heads] if config else [],
         log=pd.read_csv(log_csv) if log_csv.is_file() else None, kept_epoch=kept,
         clips_per_class=clips_per_class, max_clip_bytes=clip_kb * 1000)
+    evaluation = config_dir is not None and config_dir != source
+    report.commands = [("this evaluation" if evaluation else "this run", command_history(source)),
+                       *([("the run it scored", command_history(config_dir))] if evaluation and config_dir else [])]
     if config is None:
         report.notes.append(f"no {CONFIG_FILE} here or in the folder above: heads and audio settings unknown")
     if predictions is None or config is None:
@@ -167,9 +221,11 @@ def read_run(source: Path, data_split_root: str = "", group_by: str = "", clips_
     if split and split not in splits:
         raise ValueError(f"--split {split}: {source / PREDICTIONS_FILE} scores {', '.join(map(str, splits))}")
     report.split = split or next((s for s in ("test", "val") if s in splits), splits[0] if splits else "")
-    root = data_split_root or (config.data.data_split_root if config_dir == source else "")
+    root = data_split_root or str(scored.get("data_split_root") or "") or \
+        (config.data.data_split_root if config_dir == source else "")
     if not root:
-        missing = "the table an evaluation scored is not recorded in its folder: give -d TABLE to `audiotune report`"
+        missing = f"the table an evaluation scored is not recorded in its folder (no {EVALUATION_FILE}): give -d " \
+                  "TABLE to `audiotune report`"
         report.clips_missing = report.groups_missing = missing
         return report
     try:

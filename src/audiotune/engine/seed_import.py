@@ -266,7 +266,7 @@ def _write_encoder(layout: SeedLayout, model: Classifier, source_checkpoint: str
 
 
 @contextlib.contextmanager
-def _owned(exp_dir: Path, overwrite: bool) -> Iterator[OwnedRunDir]:
+def owned_import_dir(exp_dir: Path, overwrite: bool) -> Iterator[OwnedRunDir]:
     """:func:`own_run_dir` for an import, whose only way into a directory holding a run is ``--overwrite``."""
     try:
         with own_run_dir(exp_dir, overwrite=overwrite, command="import") as run_dir:
@@ -275,7 +275,7 @@ def _owned(exp_dir: Path, overwrite: bool) -> Iterator[OwnedRunDir]:
         if "already holds a run" not in str(err):
             raise
         raise RunDirError(f"{exp_dir}: already holds a run; pass --overwrite to replace it, or choose another "
-                          "-o/--exp_dir") from None
+                          "folder") from None
 
 
 def write_seed_run(layout: SeedLayout, config: RunConfig, state: Mapping[str, torch.Tensor], exp_dir: str | Path,
@@ -283,7 +283,7 @@ def write_seed_run(layout: SeedLayout, config: RunConfig, state: Mapping[str, to
     """Build the classifier ``config`` describes, load the seed's mapped weights strictly and write the run."""
     exp_dir = Path(exp_dir)
     source = record.get("weights", "")
-    with _owned(exp_dir, overwrite) as run_dir:
+    with owned_import_dir(exp_dir, overwrite) as run_dir:
         config.exp_dir = str(exp_dir)
         checkpoint = config.model.checkpoint
         try:

@@ -99,7 +99,7 @@ def import_ser_encoder(path: str | Path, architecture: str, out: str | Path) -> 
                          "give the folder or cached hub id the seed fine-tuned (facebook/wav2vec2-base)") from None
     model = (Wav2Vec2ForPreTraining if pretraining else Wav2Vec2Model)(config)
     own = model.state_dict()
-    renamed = {_today(k, own): v for k, v in weights.items()}
+    renamed = {today_name(k, own): v for k, v in weights.items()}
     unknown = sorted(set(renamed) - set(own))
     missing = sorted(k for k in set(own) - set(renamed) if not k.endswith("masked_spec_embed"))
     reshaped = sorted(k for k in set(own) & set(renamed) if own[k].shape != renamed[k].shape)
@@ -120,7 +120,7 @@ def import_ser_encoder(path: str | Path, architecture: str, out: str | Path) -> 
             "stand_ins": stand_ins, "unused": unused, "tensors": len(renamed)}
 
 
-def _today(key: str, own: Mapping[str, Any]) -> str:
+def today_name(key: str, own: Mapping[str, Any]) -> str:
     """transformers 4.10's weight-norm names (``weight_g``/``weight_v``) as today's parametrization."""
     for old, new in ((".weight_g", ".parametrizations.weight.original0"),
                      (".weight_v", ".parametrizations.weight.original1")):

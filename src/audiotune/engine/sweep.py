@@ -337,6 +337,7 @@ def sweep(sweep_dir: str | Path, space: dict[str, Any], configure: Configure, ba
                                      else optuna.logging.ERROR)
         with _setup_lock(sweep_dir):  # processes started together: one writes the record and the database
             _check_record(sweep_dir, _record(base, space, options))
+            outputs.record_command(sweep_dir)
             study = _study(sweep_dir, space, options, source)
         return _run_trials(sweep_dir, study, space, configure, monitor, options, limit, source)
     except BaseException:

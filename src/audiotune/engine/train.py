@@ -21,6 +21,7 @@ from audiotune.config import (
     save_config,
 )
 from audiotune.data.balance import class_head
+from audiotune.data.loader_plan import training_passes
 from audiotune.data.loading import adaptation_loader, balanced_sampler, check_sampler_options, make_dataset, make_loader
 from audiotune.data.prepare import PreparedData, prepare_training_data
 from audiotune.data.samplers import BalancedSampler
@@ -29,9 +30,10 @@ from audiotune.engine.aggregate import check_recording_targets
 from audiotune.engine.cache import CachedDataset, cache_blocker, cached_datasets, cached_loader
 from audiotune.engine.distributed import check_launch, launched_rank_zero, trainer_devices, unused_parameter_hint
 from audiotune.engine.evaluate import evaluate_prepared
-from audiotune.engine.inference import inference_device, loader_pins_memory
+from audiotune.engine.inference import features_on_device, inference_device
 from audiotune.engine.losses import training_class_weights
-from audiotune.engine.module import TRAIN_CLIPS, ClassifierModule, trains
+from audiotune.engine.module import TRAIN_CLIPS, ClassifierModule, DeviceFeatures, trains
+from audiotune.engine.seed_resume import STARTED_FROM, imported_start, load_imported
 from audiotune.engine.selection import check_monitor, monitor_key, monitor_mode
 from audiotune.engine.trainer import build_trainer
 from audiotune.models.backbones import input_spec, resolve_config
@@ -122,19 +124,21 @@ def _loaders(model: Classifier, config: RunConfig, prepared: PreparedData, cache
         val = cached_loader(config, cached["val"], False, None, replicas, rank) if "val" in cached else None
         return cached_loader(config, cached["train"], True, sampler, replicas, rank), val, cached
     train_table, val_table = prepared.tables["train"], prepared.tables.get("val")
-    pinned = loader_pins_memory(config)
+    device, passes = inference_device(config), training_passes(config, len(train_table))
     inputs = input_spec(config)
-    train_loader = make_loader(config, make_dataset(config, inputs, train_table, prepared.targets["train"], train=True),
-                               train_table, train=True, pin_memory=pinned, sampler=sampler,
+    on_device = features_on_device(config, inputs)
+    train_loader = make_loader(config, make_dataset(config, inputs, train_table, prepared.targets["train"], train=True,
+                                                    passes=passes, on_device=on_device),
+                               train_table, train=True, device=device, passes=passes, sampler=sampler,
                                num_replicas=replicas, rank=rank)
     val_loader = None
     if val_table is not None:
         groups = None  # --adapt_bn COLUMN: every validation batch within one group, scored with its statistics
         if config.train.adapt_bn not in (OFF, WHOLE_SPLIT):
             groups = [rows for _, rows in adaptation_groups(val_table, config.train.adapt_bn, "val")]
-        val_loader = make_loader(config, make_dataset(config, inputs, val_table, prepared.targets["val"]),
-                                 val_table, train=False, padding=model.backbone.padding, pin_memory=pinned,
-                                 num_replicas=replicas, rank=rank, groups=groups)
+        val_set = make_dataset(config, inputs, val_table, prepared.targets["val"], passes=passes, on_device=on_device)
+        val_loader = make_loader(config, val_set, val_table, train=False, padding=model.backbone.padding,
+                                 device=device, passes=passes, num_replicas=replicas, rank=rank, groups=groups)
     return train_loader, val_loader, None
 
 
@@ -145,10 +149,12 @@ def validation_adaptation(config: RunConfig, prepared: PreparedData) -> dict:
         return {}
     table, targets = prepared.tables["val"], prepared.targets["val"]
     groups = adaptation_groups(table, config.train.adapt_bn, "val")
-    pinned = loader_pins_memory(config)
+    device = inference_device(config)
     inputs = input_spec(config)
-    adapt_groups = [(name, adaptation_loader(config, make_dataset(config, inputs, table.iloc[rows], targets[rows]),
-                                             pin_memory=pinned)) for name, rows in groups]
+    on_device = features_on_device(config, inputs)
+    adapt_groups = [(name, adaptation_loader(config, make_dataset(config, inputs, table.iloc[rows], targets[rows],
+                                                                  on_device=on_device),
+                                             device=device)) for name, rows in groups]
     uid_groups = None
     if config.train.adapt_bn != WHOLE_SPLIT:
         uid_groups = {str(uid): str(name) for name, rows in groups for uid in table.index[rows]}
@@ -178,11 +184,13 @@ def resumed_changes(exp_dir: Path, config: RunConfig) -> dict[str, list]:
     return changes
 
 
-def record_changes(exp_dir: Path, changes: dict[str, list]) -> None:
-    """Append this resumption's changes to the run's history (oldest first)."""
+def record_changes(exp_dir: Path, changes: dict[str, list], started_from: str = "") -> None:
+    """Append this resumption's changes (and, when it did not continue a checkpoint, what it started from) to the
+    run's history (oldest first)."""
     path = exp_dir / CONFIG_HISTORY_FILE
     history = (yaml.safe_load(path.read_text()) or []) if path.is_file() else []
     history.append({"resumed": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                    **({"started_from": started_from} if started_from else {}),
                     "changes": {key: {"from": old, "to": new} for key, (old, new) in changes.items()}})
     write_bytes(path, yaml.safe_dump(history, sort_keys=False))
 
@@ -237,7 +245,8 @@ def train(config: RunConfig, callbacks: list[pl.Callback] | None = None) -> dict
 
 def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]) -> dict:
     exp_dir = run_dir.path
-    resume = exp_dir / CHECKPOINT_DIR / LAST_CHECKPOINT if config.train.resume else None
+    imported = imported_start(exp_dir, config)  # an imported run: its weights, with a fresh optimiser
+    resume = exp_dir / CHECKPOINT_DIR / LAST_CHECKPOINT if config.train.resume and imported is None else None
     if resume is not None and not resume.is_file():
         stopped = (exp_dir / CONFIG_FILE).is_file()
         raise FileNotFoundError(f"{resume}: --resume needs the last checkpoint of an earlier run in --exp_dir"
@@ -254,7 +263,9 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
 
     sampler = balanced_sampler(config, prepared)
 
-    model = build_classifier(config)
+    model = build_classifier(config, pretrained=imported is None)
+    if imported is not None:
+        changes = load_imported(model, imported, config)
     if config.train.adapt_bn != OFF:
         check_adaptable(model)
         check_adaptation(config.train.adapt_bn, {s: t for s, t in prepared.tables.items() if s != "train"})
@@ -267,6 +278,7 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
     class_weights = training_class_weights(config.heads, prepared.targets["train"], config.train.class_weights)
     module = ClassifierModule(model, config.heads, config.train, steps_per_epoch=len(train_loader),
                               class_weights=class_weights, seed=config.data.seed,
+                              features=DeviceFeatures.of(train_loader, val_loader),
                               **validation_adaptation(config, prepared))
     if resume is not None:
         check_resume_fits(module, resume)
@@ -277,8 +289,8 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
     if run_dir.writes:
         run_dir.start()  # everything is checked: from here on the run directory is written
         prepared.write_reports(exp_dir)
-        if resume is not None and changes:
-            record_changes(exp_dir, changes)
+        if (resume is not None and changes) or imported is not None:
+            record_changes(exp_dir, changes, STARTED_FROM if imported is not None else "")
         save_config(config, exp_dir / CONFIG_FILE)
         write_json(exp_dir / INPUT_SPEC_FILE, inputs.to_dict())
         export_backbone(model, exp_dir)
@@ -309,6 +321,8 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
     if selection is not None:  # the monitored validation value of the kept epoch, as training logged it
         metrics["selection"] = selection
     metrics["trained"] = trains(config.train)
+    if imported is not None:
+        metrics["started_from"] = STARTED_FROM
     metrics["feature_cache"] = cache_stats
     metrics["epochs_run"] = trainer.current_epoch
     # summed over all processes: the clips each epoch trained on, next to the split's clips

@@ -1,10 +1,11 @@
 """The one place a Lightning ``Trainer`` is built: train, pretrain and probe differ only in the arguments.
 
 A fit into a run directory reports its progress through :mod:`audiotune.progress` (each training epoch, each
-validation pass), logs to ``logs/metrics.csv``, keeps ``checkpoints/last.ckpt`` (and, when a metric
-is monitored, ``checkpoints/best.ckpt``) written complete or not at all, runs on the config's accelerator,
-devices, strategy and nodes, and leaves the sharding of batches to audiotune's own loaders. A fit without a
-run directory (probe's heads on cached states) writes nothing and runs in this process on one device.
+validation pass), logs to ``logs/metrics.csv`` (also to ``logs/tensorboard`` with ``--logger tensorboard``), keeps
+``checkpoints/last.ckpt`` (and, when a metric is monitored, ``checkpoints/best.ckpt``) written complete or not at
+all, runs on the config's accelerator, devices, strategy and nodes, and leaves the sharding of batches to
+audiotune's own loaders. A fit without a run directory (probe's heads on cached states) writes nothing and runs
+in this process on one device.
 """
 from __future__ import annotations
 
@@ -16,14 +17,14 @@ from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
-from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
 
 from audiotune.config import RuntimeConfig, TrainConfig
 from audiotune.engine.checkpoint_io import AtomicCheckpointIO, latest_checkpoint
 from audiotune.engine.device import MixedOrFull, lightning_precision
 from audiotune.engine.distributed import trainer_devices
 from audiotune.engine.module import run_length
-from audiotune.outputs import BEST_CHECKPOINT, BEST_CHECKPOINTS, CHECKPOINT_DIR, LOG_DIR
+from audiotune.outputs import BEST_CHECKPOINT, BEST_CHECKPOINTS, CHECKPOINT_DIR, LOG_DIR, TENSORBOARD_DIR
 from audiotune.progress import Progress
 
 
@@ -100,6 +101,15 @@ def trainer_precision(runtime: RuntimeConfig) -> MixedOrFull:
     return lightning_precision(runtime.precision)
 
 
+def run_loggers(runtime: RuntimeConfig, run_dir: Path) -> list[Logger]:
+    """The CSV log (``logs/metrics.csv``: what the report, the curves plot and a resumed run read) and, with
+    ``--logger tensorboard``, TensorBoard's event files in ``logs/tensorboard`` (``tensorboard --logdir``)."""
+    loggers: list[Logger] = [CSVLogger(run_dir, name=LOG_DIR, version="")]
+    if runtime.logger == "tensorboard":
+        loggers.append(TensorBoardLogger(run_dir / LOG_DIR, name=TENSORBOARD_DIR, version="", default_hp_metric=False))
+    return loggers
+
+
 def build_trainer(train: TrainConfig, runtime: RuntimeConfig, run_dir: Path | None, *,
                   best_by: tuple[str, str] | None = None, callbacks: Sequence[pl.Callback] = (),
                   devices: int | list[int] | None = None, default_root_dir: Path | None = None,
@@ -111,8 +121,9 @@ def build_trainer(train: TrainConfig, runtime: RuntimeConfig, run_dir: Path | No
     strategy and nodes (:func:`~audiotune.engine.distributed.trainer_devices`) for ``--epochs`` or
     ``--training_steps`` (:func:`~audiotune.engine.module.run_length`), sums the gradients of
     ``--accumulate_grad_batches`` batches per optimiser step, clips gradients at ``--grad_clip``,
-    logs every step to ``run_dir/logs/metrics.csv``, replaces ``checkpoints/last.ckpt`` every epoch and, with
-    ``best_by`` (a logged metric and ``"min"`` or ``"max"``), keeps the best epoch in ``checkpoints/best.ckpt``
+    logs every step to ``run_dir/logs/metrics.csv`` (and TensorBoard: :func:`run_loggers`), replaces
+    ``checkpoints/last.ckpt`` every epoch and, with ``best_by`` (a logged metric and ``"min"`` or ``"max"``),
+    keeps the best epoch in ``checkpoints/best.ckpt``
     (the ``--save_top_k`` best in ``checkpoints/best-epoch=NN.ckpt``);
     checkpoints are written atomically and Lightning's distributed sampler is off (each process's loaders
     take their own share of the batches, see :mod:`audiotune.engine.distributed`).
@@ -156,7 +167,7 @@ def build_trainer(train: TrainConfig, runtime: RuntimeConfig, run_dir: Path | No
         precision=trainer_precision(runtime),
         gradient_clip_val=train.grad_clip or None,
         callbacks=[*checkpoints, PassProgress(), *callbacks],
-        logger=CSVLogger(run_dir, name=LOG_DIR, version=""),
+        logger=run_loggers(runtime, run_dir),
         log_every_n_steps=1,
         enable_model_summary=False,
         plugins=[AtomicCheckpointIO()],

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from audiotune.config import ClassifierConfig, HeadSpec
 from audiotune.models.backbones import Backbone
-from audiotune.models.heads import ClassificationHead, shared_dense
+from audiotune.models.heads import ACTIVATIONS, ClassificationHead, shared_dense
 
 EMBEDDING_TYPES = ("pt", "wt", "st", "ft")
 
@@ -23,6 +23,12 @@ def masked_pool(hidden: Tensor, mask: Tensor, mode: str) -> Tensor:
     if mode == "max":
         return hidden.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(1)
     raise ValueError(f"pooling mode '{mode}' is not one of mean, sum, max")
+
+
+def without_last_frame(mask: Tensor) -> Tensor:
+    """``mask`` (B, T) without each row's last True frame (kept when it is the row's only one)."""
+    counts = mask.sum(1, keepdim=True)
+    return mask & ((mask.long().cumsum(1) < counts) | (counts <= 1))
 
 
 class Classifier(nn.Module):
@@ -45,6 +51,8 @@ class Classifier(nn.Module):
         # softmax over zeros starts as the plain average of all hidden states
         self.layer_weights = nn.Parameter(torch.zeros(num_states)) if config.weighted else None
         dim = backbone.embedding_dim
+        self.frame_activation = ACTIVATIONS[config.frame_activation]() if config.frame_activation != "none" \
+            else nn.Identity()
         self.dense = shared_dense(dim, config.sd_bottleneck) if config.shared_dense else nn.Identity()
         head_input = config.sd_bottleneck if config.shared_dense else dim
         self.classifiers = nn.ModuleList(
@@ -70,14 +78,22 @@ class Classifier(nn.Module):
         weights = torch.softmax(self.layer_weights, dim=0).to(states[0].dtype)
         return torch.einsum("l,l...->...", weights, torch.stack(list(states)))
 
+    def _frames(self, inputs: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor]:
+        """The backbone's hidden states after ``--frame_activation`` and the frames pooled (``--pool_drop_last``).
+        Applied to each state before they are combined, so cached pooled states give the same logits."""
+        states, mask = self.backbone.hidden_states(inputs, lengths)
+        if self.config.pool_drop_last:
+            mask = without_last_frame(mask)
+        return [self.frame_activation(state) for state in states], mask
+
     def _pooled(self, inputs: Tensor, lengths: Tensor, layer: int | None = None, weighted: bool | None = None,
                 pooling: str | None = None) -> Tensor:
-        states, mask = self.backbone.hidden_states(inputs, lengths)
+        states, mask = self._frames(inputs, lengths)
         return masked_pool(self._combine(states, layer, weighted), mask, pooling or self.config.pooling_mode)
 
     def pooled_states(self, inputs: Tensor, lengths: Tensor, pooling: str | None = None) -> Tensor:
         """Every hidden state pooled over real frames: (B, num_hidden_states, D), what the feature cache stores."""
-        states, mask = self.backbone.hidden_states(inputs, lengths)
+        states, mask = self._frames(inputs, lengths)
         mode = pooling or self.config.pooling_mode
         return torch.stack([masked_pool(state, mask, mode) for state in states], dim=1)
 

@@ -1,28 +1,38 @@
 """The report page of a cross-validation: every run, the folds side by side (table and bars), means with their
-95 % intervals, the confusion matrices summed over the folds, and the repeats averaged per fold (ensemble)."""
+95 % intervals, the confusion matrices summed over the folds, the repeats averaged per fold (ensemble) and the
+clips it got wrong over the folds."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html import escape
 
 import pandas as pd
 
 from audiotune.report import charts
+from audiotune.report.clips import Clip, clips_section
 from audiotune.report.html import charts as chart_row
-from audiotune.report.html import details, figure, note, page, section, table
+from audiotune.report.html import commands, details, figure, note, page, section, table
 
 HEADLINE = ("uar", "accuracy", "mean_auc", "ccc", "mae")  # the metric of the fold bars: the first one scored
 
 
 @dataclass
 class ExperimentReport:
-    """A cross-validation's experiment directory read back: ``summary`` is cv_summary.json, ``runs`` cv_runs.csv."""
+    """A cross-validation's experiment directory read back: ``summary`` is cv_summary.json, ``runs`` cv_runs.csv;
+    ``clips`` the most confidently wrong clips of ``split`` over the folds, with their audio; ``commands`` (a
+    folder's name, the command lines recorded in it)."""
 
     title: str
     source: str
     summary: dict
     runs: pd.DataFrame | None = None
     config_yaml: str = ""
+    split: str = ""
+    clips: list[Clip] = field(default_factory=list)
+    clips_per_class: int = 5
+    max_clip_bytes: int = 96_000
+    clips_missing: str = ""
+    commands: list[tuple[str, list[dict]]] = field(default_factory=list)
 
 
 def _statistics(statistics: dict) -> str:
@@ -95,6 +105,7 @@ def render_experiment(report: ExperimentReport) -> str:
     if report.config_yaml:
         overview += details("cv_config.yaml (the folds and the options of every run)",
                             f"<pre>{escape(report.config_yaml)}</pre>")
+    overview += commands(report.commands)
     runs = note("no cv_runs.csv") if report.runs is None else table(
         list(report.runs.columns), report.runs.astype(object).where(report.runs.notna(), None).values.tolist(),
         text_columns=1)
@@ -107,5 +118,7 @@ def render_experiment(report: ExperimentReport) -> str:
                 _confusions(summary.get("confusion_matrix", {}), summed)),
         section("ensemble", "Ensemble: each fold's runs averaged", _ensemble(summary)),
         section("runs", "Every run", runs),
+        section("clips", "Clips it got wrong, over the folds", clips_section(
+            report.clips, report.split, report.clips_per_class, report.max_clip_bytes, report.clips_missing)),
     ]
     return page(report.title, report.source, sections)

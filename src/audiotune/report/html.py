@@ -72,3 +72,17 @@ def page(title: str, subtitle: str, sections: Sequence[tuple[str, str, str]]) ->
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{STYLE}</style></head>'
             f'<body><header><h1>{escape(title)}</h1><p>{escape(subtitle)}</p></header><nav>{links}</nav>'
             f"<main>{body}</main></body></html>")
+
+
+def commands(histories: Sequence[tuple[str, list[dict]]]) -> str:
+    """Collapsed, per folder: the command lines recorded in it (oldest first), each with its start, audiotune's
+    version and the working directory it ran in; nothing for a folder without any."""
+    parts = []
+    for label, history in histories:
+        if not history:
+            continue
+        lines = "\n".join(f"# {entry.get('started', '?')}, audiotune {entry.get('version', '?')}, in "
+                          f"{entry.get('cwd', '?')}\n{entry.get('command_line', '')}" for entry in history)
+        parts.append(details(f"{label}: the command line{'s' if len(history) > 1 else ''} that wrote it",
+                             f"<pre>{escape(lines)}</pre>"))
+    return "".join(parts)

@@ -13,7 +13,7 @@ import pandas as pd
 from audiotune.report import charts
 from audiotune.report.clips import Clip, clips_section
 from audiotune.report.html import charts as chart_row
-from audiotune.report.html import details, figure, note, page, section, table
+from audiotune.report.html import commands, details, figure, note, page, section, table
 
 HOVER_CLIPS = 12  # clips named in a confusion cell's hover text
 
@@ -22,7 +22,8 @@ HOVER_CLIPS = 12  # clips named in a confusion cell's hover text
 class RunReport:
     """Everything the page shows, read from a run directory: ``heads`` as in config.yaml (name, kind, columns,
     classes); ``log`` the per-step training log; ``kept_epoch`` counted from 1; ``groups`` the ``group_by``
-    value of each uid; ``clips`` the wrong clips of ``split`` with their audio."""
+    value of each uid; ``clips`` the wrong clips of ``split`` with their audio; ``commands`` (a folder's name, the
+    command lines recorded in it) for this directory and, for an evaluation, the run it scored."""
 
     title: str
     source: str
@@ -41,6 +42,7 @@ class RunReport:
     clips_missing: str = ""
     groups_missing: str = ""
     notes: list[str] = field(default_factory=list)
+    commands: list[tuple[str, list[dict]]] = field(default_factory=list)
 
 
 def _splits(metrics: dict) -> list[str]:
@@ -217,9 +219,9 @@ def render_run(report: RunReport) -> str:
     no_predictions = "no predictions.parquet in this directory: no clips to show"
     sections = [
         section("overview", "Overview", _overview(report)),
-        section("config", "Config", details("config.yaml (the whole resolved config of the run)",
-                                            f"<pre>{escape(report.config_yaml)}</pre>") if report.config_yaml
-                else note("no config.yaml")),
+        section("config", "Config", (details("config.yaml (the whole resolved config of the run)",
+                                             f"<pre>{escape(report.config_yaml)}</pre>") if report.config_yaml
+                                     else note("no config.yaml")) + commands(report.commands)),
         section("metrics", "Metrics per head and split", _metrics(report)),
         section("per-class", "Per-class precision, recall, F1", _per_class(report)),
         section("confusion", "Confusion matrices", _confusion(report)),

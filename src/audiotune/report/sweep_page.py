@@ -2,23 +2,25 @@
 best so far), the parameters of every trial side by side (parallel coordinates), and the trials table."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
 from audiotune.report import charts
 from audiotune.report.html import charts as chart_row
-from audiotune.report.html import figure, note, page, section, table
+from audiotune.report.html import commands, figure, note, page, section, table
 
 
 @dataclass
 class SweepReport:
-    """A sweep's folder read back: ``summary`` is sweep_summary.json, ``trials`` sweep_trials.csv."""
+    """A sweep's folder read back: ``summary`` is sweep_summary.json, ``trials`` sweep_trials.csv; ``commands``
+    (a folder's name, the command lines recorded in it)."""
 
     title: str
     source: str
     summary: dict
     trials: pd.DataFrame | None = None
+    commands: list[tuple[str, list[dict]]] = field(default_factory=list)
 
 
 def _overview(summary: dict) -> str:
@@ -62,7 +64,7 @@ def render_sweep(report: SweepReport) -> str:
     goal = str(report.summary.get("goal", "minimize"))
     shown = None if trials is None else trials.astype(object).where(trials.notna(), None)
     sections = [
-        section("overview", "Overview", _overview(report.summary)),
+        section("overview", "Overview", _overview(report.summary) + commands(report.commands)),
         section("objective", "Objective over the trials",
                 note("no sweep_trials.csv") if trials is None else _objective(trials, goal)),
         section("parameters", "Parameters of every trial",

@@ -1,0 +1,93 @@
+"""Features on the model's device (``--features_on device``): a loader batch of zero-padded waveforms → the batch
+of model inputs the data workers would have given, computed batched wherever the batch is.
+
+The workers only decode, resample, map channels, crop and augment waveforms (mixup included); they draw each
+clip's VTLP warp and SpecAugment seed as before and send them with the batch. After the transfer,
+:class:`BatchFeatures` runs the front end (:class:`~audiotune.data.frontend.FrontEnd`) on the whole batch, then
+each clip's SpecAugment masks and noise (training only), the padding (zeros or silence) and ``target_length``:
+what :class:`~audiotune.data.dataset.FeatureExtractor` and the collator give per clip, batched.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from audiotune.data.features import mask_bounds
+from audiotune.data.frontend import FrontEnd
+from audiotune.data.input_spec import InputSpec
+
+WAVEFORMS, NUM_SAMPLES, WARPS, SEEDS = "waveforms", "num_samples", "warps", "seeds"  # keys of a waveform batch
+
+
+class BatchFeatures:
+    """Turns a batch of padded waveforms (``waveforms`` (B, N), ``num_samples`` (B,), in training ``warps`` and
+    ``seeds``: one VTLP factor and one SpecAugment seed per clip) into ``inputs`` and ``lengths``, on the batch's
+    device; a batch that holds model inputs already passes unchanged.
+
+    ``pad_frame``: one frame that pads clips shorter than the batch (the features of silence; None: zeros).
+    """
+
+    def __init__(self, inputs: InputSpec, train: bool = False, pad_frame: Tensor | None = None):
+        if not inputs.resample_rate:
+            raise ValueError("features on the device need one sample rate (--resample_rate 0 keeps each file's)")
+        self.inputs, self.train, self.pad_frame = inputs, train, pad_frame
+        self.front_end = FrontEnd(inputs, inputs.resample_rate)
+        self.augments = train and bool(inputs.freqm or inputs.timem or inputs.noise)
+
+    def __call__(self, batch: dict) -> dict:
+        if WAVEFORMS not in batch:
+            return batch
+        rest = {key: value for key, value in batch.items() if key not in (WAVEFORMS, NUM_SAMPLES, WARPS, SEEDS)}
+        waveforms, samples = batch[WAVEFORMS], batch[NUM_SAMPLES].to(batch[WAVEFORMS].device)
+        # the features the workers would compute, in float32 whatever autocast the caller runs under
+        with torch.no_grad(), torch.autocast(waveforms.device.type, enabled=False):
+            feats, frames = self.front_end.extract(waveforms.float(), samples, batch.get(WARPS), own_edges=True)
+            if self.augments:
+                feats = self._augment(feats, frames, batch[SEEDS])
+            feats, frames = self._pad(feats, frames)
+        return {**rest, "inputs": feats, "lengths": frames}
+
+    def _augment(self, feats: Tensor, frames: Tensor, seeds: list[int]) -> Tensor:
+        """Each clip's SpecAugment masks (the ones the workers draw from its seed) and SSAST noise, over its own
+        frames."""
+        cfg, device = self.inputs, feats.device
+        generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
+        counts = frames.tolist()
+        bins, steps = torch.arange(feats.shape[2], device=device), torch.arange(feats.shape[1], device=device)
+        if cfg.freqm or cfg.timem:
+            spans = [(mask_bounds(feats.shape[2], cfg.freqm, g), mask_bounds(count, cfg.timem, g))
+                     for g, count in zip(generators, counts)]
+            freq = torch.tensor([span[0] for span in spans], device=device)
+            time = torch.tensor([span[1] for span in spans], device=device)
+            freq_mask = (bins[None] >= freq[:, :1]) & (bins[None] < freq[:, 1:])
+            time_mask = (steps[None] >= time[:, :1]) & (steps[None] < time[:, 1:])
+            feats = feats.masked_fill(freq_mask[:, None, :] | time_mask[:, :, None], 0.0)
+        if cfg.noise:
+            feats = _noise(feats, frames, generators)
+        return feats
+
+    def _pad(self, feats: Tensor, frames: Tensor) -> tuple[Tensor, Tensor]:
+        """Frames past each clip's own hold the pad frame; ``target_length`` pads with it or crops."""
+        target = self.inputs.target_length or feats.shape[1]
+        if target > feats.shape[1]:
+            feats = torch.cat([feats, feats.new_zeros(feats.shape[0], target - feats.shape[1], feats.shape[2])], 1)
+        feats, frames = feats[:, :target], frames.clamp(max=target)
+        if self.pad_frame is not None:
+            own = torch.arange(target, device=feats.device)[None, :] < frames[:, None]
+            feats = torch.where(own[..., None], feats, self.pad_frame.to(feats))
+        return feats, frames
+
+
+def _noise(feats: Tensor, frames: Tensor, generators: list[torch.Generator]) -> Tensor:
+    """SSAST noise on each clip's own frames: ``rand * U / 10`` added, then its frames rolled by U{-10..9}."""
+    device = feats.device
+    scales = torch.tensor([float(torch.rand((), generator=g)) for g in generators], device=device)
+    shifts = torch.tensor([int(torch.randint(-10, 10, (), generator=g)) for g in generators], device=device)
+    noise_source = torch.Generator(device=device).manual_seed(int(torch.randint(2**62, (), generator=generators[0])))
+    noise = torch.rand(feats.shape, generator=noise_source, device=device)
+    steps = torch.arange(feats.shape[1], device=device)[None, :]
+    own = steps < frames[:, None]
+    feats = feats + noise * (scales / 10.0)[:, None, None] * own[..., None]
+    # roll within each clip's frames: frame t takes frame (t - shift) mod frames
+    source = torch.where(own, torch.remainder(steps - shifts[:, None], frames.clamp(min=1)[:, None]), steps)
+    return feats.gather(1, source[..., None].expand_as(feats))

@@ -1,0 +1,197 @@
+"""The scoring commands (evaluate, extract) over several processes: one per device, each scoring its share.
+
+``--devices N`` (and ``--num_nodes M``) start one process per device with Lightning Fabric's DDP launcher, the
+one ``train``'s Trainer uses (the command runs again with ``LOCAL_RANK`` set; torchrun and srun start the
+processes themselves). Each process scores one contiguous block of each split's rows (:meth:`Shard.rows`: every
+row exactly once, no repeats to pad the shares) and writes its part atomically into a folder rank 0 holds
+(:func:`gathered_parts`; a part on another machine's disk is sent to rank 0 over the process group). When every
+process has finished, rank 0 reads the parts, puts the rows back in the order of the input (each part row
+carries its input ``position``) and writes the command's outputs, metrics computed once over all rows. A
+process that fails makes every process fail before any output is written.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from audiotune.config import RuntimeConfig
+from audiotune.engine.device import parse_devices
+from audiotune.engine.distributed import all_gather_objects, launched_rank_zero, launched_world_size, process_group
+from audiotune.outputs import atomic_path
+from audiotune.partials import partial_place
+
+POSITION = "position"  # the column of a part holding each row's place in the input (split after split)
+TRANSFER_BYTES = 16 << 20  # a part another machine holds comes over the process group in pieces of this size
+MERGE_ROWS = 4096  # rows taken at a time from the memory-mapped parts into the merged parquet file
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Process ``rank`` of ``processes`` scoring rows; rank 0 writes the outputs."""
+
+    rank: int = 0
+    processes: int = 1
+
+    @property
+    def writes(self) -> bool:
+        return self.rank == 0
+
+    def rows(self, count: int) -> slice:
+        """This process's block of ``count`` rows: contiguous, the first ``count % processes`` blocks one row
+        longer; together the blocks hold every row once (a block may be empty when there are fewer rows)."""
+        size, longer = divmod(count, self.processes)
+        start = self.rank * size + min(self.rank, longer)
+        return slice(start, start + size + (self.rank < longer))
+
+
+def asks_for_processes(runtime: RuntimeConfig) -> bool:
+    """Whether ``runtime`` asks for more than one process (several devices: a count, -1 or a list; or nodes), or a
+    launcher (torchrun, srun) started several."""
+    devices = parse_devices(runtime.devices)
+    several = devices == -1 or (isinstance(devices, int) and devices > 1) or (
+        isinstance(devices, list) and len(devices) > 1)
+    return several or runtime.num_nodes > 1 or launched_world_size() > 1
+
+
+def start_processes(runtime: RuntimeConfig) -> Shard:
+    """This process's :class:`Shard`; with several devices or nodes, the other processes are started first (rank
+    0 starts its node's others; see the module's doc) and the process group is set up."""
+    if not asks_for_processes(runtime):
+        return Shard()
+    from lightning_fabric import Fabric  # torch.distributed set-up only for several processes
+
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:  # its banner of every process's rank: with -v only
+        logging.getLogger("lightning_fabric").setLevel(logging.WARNING)
+    fabric = Fabric(accelerator=runtime.accelerator, devices=parse_devices(runtime.devices),
+                    num_nodes=runtime.num_nodes, strategy="ddp")
+    if fabric.world_size == 1:
+        return Shard()
+    fabric.launch()
+    return Shard(fabric.global_rank, fabric.world_size)
+
+
+def quiet_followers() -> None:
+    """In a process other than rank 0 (read from the launcher's variables, as it starts), log errors only: the
+    warnings about the data would repeat rank 0's."""
+    if not launched_rank_zero():
+        logging.getLogger().setLevel(logging.ERROR)
+
+
+class ShardError(RuntimeError):
+    """Another process of a multi-process command failed; its error is in the message."""
+
+
+def _part_name(rank: int) -> str:
+    return f"part-{rank:05d}.arrow"
+
+
+@contextlib.contextmanager
+def gathered_parts(shard: Shard, target: Path, write_part: Callable[[Path], None]) -> Iterator[list[Path]]:
+    """Every process writes its part with ``write_part(path)`` (atomically, into a folder beside ``target``
+    that rank 0 holds while the block runs and removes after); the block gets the parts of all processes in
+    rank order in rank 0, and an empty list in the others.
+
+    If any process fails to write its part, every process raises (the others a :class:`ShardError` naming it)
+    and no block runs. A part that rank 0 does not see (another machine's disk) is sent to it."""
+    world, _ = process_group()
+    if world != shard.processes:
+        raise RuntimeError(f"{shard.processes} processes expected, the process group has {world}")
+    with contextlib.ExitStack() as stack:
+        own = stack.enter_context(partial_place(target, directory=True)) if shard.writes else None
+        folder = Path(all_gather_objects(str(own) if own else "")[0])
+        part = folder / _part_name(shard.rank)
+        failure: Exception | None = None
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with atomic_path(part) as partial:
+                write_part(partial)
+        except Exception as err:  # every process learns of it before any raises
+            failure = err
+        reports = all_gather_objects(f"{type(failure).__name__}: {failure}" if failure else part.stat().st_size)
+        failed = [(rank, report) for rank, report in enumerate(reports) if isinstance(report, str)]
+        if failed:
+            part.unlink(missing_ok=True)
+            if failure is not None:
+                raise failure
+            rank, report = failed[0]
+            raise ShardError(f"process {rank} of {shard.processes} failed, so nothing was written: {report}")
+        try:
+            parts = [folder / _part_name(rank) for rank in range(shard.processes)]
+            # parts on another machine's disk (no shared folder, or a gs:// output staged on each machine)
+            unseen = all_gather_objects([rank for rank, (path, size) in enumerate(zip(parts, reports))
+                                         if not path.is_file() or path.stat().st_size != size]
+                                        if shard.writes else [])[0]
+            for rank in unseen:
+                if shard.writes:
+                    receive_file(parts[rank], rank)
+                elif shard.rank == rank:
+                    send_file(part, 0)
+            yield parts if shard.writes else []
+        finally:
+            all_gather_objects(None)  # the others keep their parts until rank 0 has read them
+            if not shard.writes:
+                part.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # a folder of its own on another machine's disk, now empty
+                    folder.rmdir()
+
+
+def send_file(path: Path, to: int) -> None:
+    """Send the file at ``path`` to process ``to`` (which calls :func:`receive_file`), a few MiB at a time."""
+    with open(path, "rb") as stream:
+        while True:
+            chunk = stream.read(TRANSFER_BYTES)
+            torch.distributed.send_object_list([chunk], dst=to)
+            if not chunk:
+                return
+
+
+def receive_file(path: Path, sender: int) -> None:
+    """Write the file process ``sender`` sends with :func:`send_file` to ``path``, atomically."""
+    with atomic_path(path) as partial, open(partial, "wb") as stream:
+        while True:
+            box: list[Any] = [None]
+            torch.distributed.recv_object_list(box, src=sender)
+            if not box[0]:
+                return
+            stream.write(box[0])
+
+
+def read_part(path: Path) -> pa.Table:
+    """A part written with :func:`part_writer`, memory-mapped (its rows stay on disk until used)."""
+    return pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+
+
+def part_schema(schema: pa.Schema) -> pa.Schema:
+    """The columns of a part of rows of ``schema``: the :data:`POSITION` column first."""
+    return pa.schema([(POSITION, pa.int64()), *schema])
+
+
+def part_writer(path: Path, schema: pa.Schema) -> pa.ipc.RecordBatchFileWriter:
+    """A writer of a part's rows (:func:`part_schema` of ``schema``) in Arrow's file format, read back
+    memory-mapped."""
+    return pa.ipc.new_file(str(path), part_schema(schema))
+
+
+def in_input_order(parts: list[Path]) -> tuple[pa.Table, np.ndarray]:
+    """The rows of all ``parts`` (memory-mapped, without the position column) and the order that puts them back in
+    input order."""
+    table = pa.concat_tables([read_part(path) for path in parts])
+    order = np.argsort(table.column(POSITION).to_numpy(), kind="stable")
+    return table.drop_columns([POSITION]), order
+
+
+def write_in_input_order(parts: list[Path], out: Path) -> None:
+    """One parquet file at ``out`` (atomically) of every part's rows in input order, a few thousand rows at a time."""
+    table, order = in_input_order(parts)
+    with atomic_path(out) as partial, pq.ParquetWriter(partial, table.schema) as writer:
+        for start in range(0, len(order), MERGE_ROWS):
+            writer.write_table(table.take(order[start:start + MERGE_ROWS]))

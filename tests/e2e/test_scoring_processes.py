@@ -1,0 +1,127 @@
+"""evaluate and extract over several processes: `--accelerator cpu --devices 2` (gloo) writes what one process
+writes, in input order, metrics over all rows, with 7 rows shared unevenly between the 2 processes."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import small_train_args
+
+from audiotune.cli import main
+from audiotune.outputs import METRICS_FILE, PREDICTIONS_FILE
+from audiotune.partials import PARTIAL_SUFFIX
+
+TWO_PROCESSES = ("--accelerator", "cpu", "--devices", "2")
+
+
+def _audiotune(*args: str) -> subprocess.CompletedProcess:
+    """``python -m audiotune ARGS`` as a user starts it (Lightning's launcher starts rank 1 by running it again)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for key in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    done = subprocess.run([sys.executable, "-m", "audiotune", *args], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.fixture(scope="module")
+def uneven(trained_run: dict) -> dict:
+    """A split directory of 5 and 7 rows (odd counts: 3 + 2 and 4 + 3 rows for the 2 processes), each in an order
+    that is neither sorted by uid nor by length, with 2 or 3 clips of each subject."""
+    table = trained_run["table"]
+    folder = trained_run["root"] / "uneven"
+    folder.mkdir()
+    uids = {"val": ["eve1", "dan3", "eve2", "dan0", "eve3"],  # the order of a split directory: train, val, test
+            "test": ["cat2", "ann3", "bob1", "ann0", "cat0", "bob3", "ann2"]}
+    for split, rows in uids.items():
+        table.loc[rows].to_csv(folder / f"{split}.csv")
+    return {**trained_run, "uneven": folder, "uids": uids}
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return [p.name for p in folder.rglob("*") if p.name.endswith(PARTIAL_SUFFIX)]
+
+
+def _in_input_order(table: pd.DataFrame, uids: dict[str, list[str]]) -> bool:
+    return table.groupby("split", sort=False)["uid"].agg(list).to_dict() == uids and \
+        table["split"].drop_duplicates().tolist() == list(uids)
+
+
+@pytest.mark.slow  # two command lines, one of them two processes: about a minute on 2 busy CPU cores
+def test_two_processes_extract_the_rows_of_one_in_input_order(uneven: dict) -> None:
+    root, run, data = uneven["root"], str(uneven["run"]), str(uneven["uneven"])
+    one, two = root / "extract1.parquet", root / "extract2.parquet"
+    assert main(["extract", "--run", run, "-d", data, "--out", str(one), "-bs", "2"]) == 0
+    done = _audiotune("extract", "--run", run, "-d", data, "--out", str(two), "-bs", "2", *TWO_PROCESSES)
+    assert done.stdout.count("embeddings:") == 1  # only rank 0 reports, its progress too
+    assert done.stderr.count("extract test: done") == 1 and "Initializing distributed" not in done.stderr
+    first, second = pd.read_parquet(one), pd.read_parquet(two)
+    assert list(second.columns) == list(first.columns) == ["uid", "split", "embedding"]
+    assert second[["split", "uid"]].equals(first[["split", "uid"]])  # every row once
+    assert _in_input_order(first, uneven["uids"])  # split after split, each in its table's order
+    assert np.allclose(np.stack(first["embedding"]), np.stack(second["embedding"]), atol=1e-5)
+    assert not _leftovers(root)
+
+
+@pytest.mark.slow
+def test_two_processes_evaluate_as_one_with_metrics_over_all_rows(uneven: dict) -> None:
+    root, run, data = uneven["root"], str(uneven["run"]), str(uneven["uneven"])
+    one, two = root / "evaluate1", root / "evaluate2"
+    assert main(["evaluate", "--run", run, "-d", data, "-o", str(one), "-bs", "2"]) == 0
+    done = _audiotune("evaluate", "--run", run, "-d", data, "-o", str(two), "-bs", "2", *TWO_PROCESSES)
+    assert done.stdout.count('"test"') == 1  # the summary, printed once
+    m1, m2 = (json.loads((folder / METRICS_FILE).read_text()) for folder in (one, two))
+    assert m2["test"]["n"] == m1["test"]["n"] == 7 and m2["val"]["n"] == 5
+    assert json.dumps(m2, sort_keys=True) == json.dumps(m1, sort_keys=True)
+    p1, p2 = (pd.read_parquet(folder / PREDICTIONS_FILE) for folder in (one, two))
+    assert list(p2.columns) == list(p1.columns) and _in_input_order(p2, uneven["uids"])
+    scores = [c for c in p1.columns if c.startswith("score:")]
+    assert np.allclose(p1[scores].to_numpy(float), p2[scores].to_numpy(float), atol=1e-5)
+    others = [c for c in p1.columns if c not in scores]
+    assert p2[others].equals(p1[others])
+    assert sorted(p.name for p in two.rglob("*")) == sorted(p.name for p in one.rglob("*"))
+    assert not _leftovers(root)
+
+
+@pytest.mark.slow
+def test_two_processes_adapt_batchnorm_on_whole_groups(uneven: dict) -> None:
+    """``--adapt_bn subject``: each process scores whole subjects, each adapted on all of its clips, as one process
+    adapts them."""
+    root, run, data = uneven["root"], str(uneven["run"]), str(uneven["uneven"])
+    one, two = root / "adapted1", root / "adapted2"
+    adapt = ("--adapt_bn", "subject", "-bs", "2")
+    assert main(["evaluate", "--run", run, "-d", data, "-o", str(one), *adapt]) == 0
+    _audiotune("evaluate", "--run", run, "-d", data, "-o", str(two), *adapt, *TWO_PROCESSES)
+    m1, m2 = (json.loads((folder / METRICS_FILE).read_text()) for folder in (one, two))
+    assert m2["test"]["batchnorm_adapted"] == m1["test"]["batchnorm_adapted"] == {"on": "subject", "groups": 3,
+                                                                                   "clips": 7}
+    assert json.dumps(m2, sort_keys=True) == json.dumps(m1, sort_keys=True)
+    p1, p2 = (pd.read_parquet(folder / PREDICTIONS_FILE) for folder in (one, two))
+    assert _in_input_order(p2, uneven["uids"])
+    scores = [c for c in p1.columns if c.startswith("score:")]
+    assert np.allclose(p1[scores].to_numpy(float), p2[scores].to_numpy(float), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_two_processes_score_a_frozen_encoder_through_the_feature_cache(uneven: dict) -> None:
+    """Heads on a frozen encoder: each process encodes its rows into the shared feature cache and scores them from
+    it; the result is the one-process result."""
+    root = uneven["root"]
+    run = root / "frozen"
+    assert main(small_train_args(uneven, run, "--freeze", "--cache_dir", str(root / "cache"))) == 0
+    one, two = root / "frozen1", root / "frozen2"
+    assert main(["evaluate", "--run", str(run), "-d", str(uneven["uneven"]), "-o", str(one)]) == 0
+    _audiotune("evaluate", "--run", str(run), "-d", str(uneven["uneven"]), "-o", str(two), *TWO_PROCESSES)
+    m1, m2 = (json.loads((folder / METRICS_FILE).read_text()) for folder in (one, two))
+    assert json.dumps(m2, sort_keys=True) == json.dumps(m1, sort_keys=True) and m2["test"]["n"] == 7
+    p1, p2 = (pd.read_parquet(folder / PREDICTIONS_FILE) for folder in (one, two))
+    scores = [c for c in p1.columns if c.startswith("score:")]
+    assert p2["uid"].equals(p1["uid"]) and np.allclose(p1[scores].to_numpy(float), p2[scores].to_numpy(float),
+                                                        atol=1e-5)

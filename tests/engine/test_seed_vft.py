@@ -1,0 +1,56 @@
+"""The V-FT classifier of the emotion seed: its keys mapped onto the recipe's classifier, its classes checked."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from audiotune.engine.seed_import import SeedImportError
+from audiotune.engine.seed_vft import _mapped, has_vft_head, import_vft_run, vft_config
+
+
+def _checkpoint(path: Path, state: dict) -> Path:
+    torch.save({"epoch": 14, "state_dict": state}, path)
+    return path
+
+
+def _vft_state(outputs: int = 4) -> dict[str, torch.Tensor]:
+    head = nn.Module()
+    head.rnn_head = nn.LSTM(32, 8, 1, bidirectional=True)
+    head.linear_head = nn.Sequential(nn.ReLU(), nn.Linear(32, outputs))
+    vft = nn.Module()
+    vft.model = head
+    return vft.state_dict()
+
+
+def test_the_recipe_pools_as_the_seed_and_the_head_names_the_classes() -> None:
+    config = vft_config("facebook/wav2vec2-base", ["sad", "anger"])
+    assert (config.classifier.frame_activation, config.classifier.pool_drop_last, config.classifier.clf_bottleneck,
+            config.classifier.activation, config.model.model) == ("relu", True, 0, "relu", "hf")
+    assert [(h.name, h.kind, h.classes) for h in config.heads] == [("label", "categorical", ["sad", "anger"])]
+    assert config.runtime.num_workers == 0  # where it runs is the user's, not the seed's 4 workers
+
+
+def test_keys_map_onto_the_classifier_and_the_unused_lstm_is_dropped() -> None:
+    state = {**_vft_state(), "model.wav2vec2.wav2vec2.masked_spec_embed": torch.zeros(32), "model.extra": torch.ones(1)}
+    own = {"backbone.model.masked_spec_embed": torch.zeros(32), "classifiers.0.head.outproj.weight": torch.zeros(4, 32),
+           "classifiers.0.head.outproj.bias": torch.zeros(4)}
+    mapped, dropped, unknown = _mapped(state, own)
+    assert set(mapped) == set(own) and torch.equal(mapped["classifiers.0.head.outproj.weight"],
+                                                   state["model.linear_head.1.weight"])
+    assert all(key.startswith("model.rnn_head.") for key in dropped) and unknown == ["model.extra"]
+    assert has_vft_head(state) and not has_vft_head({"wav2vec2.wav2vec2.x": torch.zeros(1)})
+
+
+def test_classes_that_do_not_fit_the_head_are_refused_before_anything_is_written(tmp_path: Path) -> None:
+    checkpoint = _checkpoint(tmp_path / "vft.ckpt", _vft_state())
+    with pytest.raises(SeedImportError, match=r"its classifier has 4 outputs; --classes names 2 \(a b\)"):
+        import_vft_run(checkpoint, "unused", ["a", "b"], tmp_path / "run")
+    with pytest.raises(SeedImportError, match="4 distinct classes"):
+        import_vft_run(checkpoint, "unused", ["a", "b", "a", "c"], tmp_path / "run")
+    tapt = _checkpoint(tmp_path / "last.ckpt", {"wav2vec2.wav2vec2.x": torch.zeros(1)})
+    with pytest.raises(SeedImportError, match="no V-FT classifier"):
+        import_vft_run(tapt, "unused", ["a", "b"], tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,157 @@
+"""Rows shared between scoring processes, parts written aside and merged in input order, a failure anywhere
+failing every process (two real processes over gloo)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from audiotune.config import RunConfig
+from audiotune.engine.shards import (
+    Shard,
+    asks_for_processes,
+    gathered_parts,
+    part_schema,
+    part_writer,
+    write_in_input_order,
+)
+from audiotune.partials import PARTIAL_SUFFIX
+
+
+@pytest.mark.parametrize("processes", [1, 2, 3, 8])
+@pytest.mark.parametrize("rows", [0, 1, 7, 8, 23])
+def test_every_row_is_in_exactly_one_block(rows: int, processes: int) -> None:
+    blocks = [Shard(rank, processes).rows(rows) for rank in range(processes)]
+    assert [i for block in blocks for i in range(rows)[block]] == list(range(rows))  # once each, in order
+    sizes = [len(range(rows)[block]) for block in blocks]
+    assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
+
+
+def test_several_devices_nodes_or_launched_processes_ask_for_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("WORLD_SIZE", "SLURM_NTASKS"):
+        monkeypatch.delenv(key, raising=False)
+    runtime = RunConfig().runtime
+    assert not asks_for_processes(runtime)  # auto: one process
+    for devices in ("2", "-1", "0,1", "[0, 1]"):
+        runtime.devices = devices
+        assert asks_for_processes(runtime)
+    runtime.devices = "[1]"
+    assert not asks_for_processes(runtime)
+    runtime.num_nodes = 2
+    assert asks_for_processes(runtime)
+    runtime.num_nodes = 1
+    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun started 2 processes: they share the rows, whatever --devices
+    assert asks_for_processes(runtime)
+
+
+SCHEMA = pa.schema([("uid", pa.string()), ("value", pa.float32())])
+
+
+def _part(path: Path, positions: list[int]) -> None:
+    with part_writer(path, SCHEMA) as writer:
+        for start in range(0, len(positions), 2):  # written in batches, as scoring does
+            batch = positions[start:start + 2]
+            writer.write_table(pa.table({"position": batch, "uid": [f"u{p}" for p in batch],
+                                         "value": [float(p) for p in batch]}, schema=part_schema(SCHEMA)))
+
+
+def test_parts_are_merged_in_input_order(tmp_path: Path) -> None:
+    """Each part holds its rows in batch order (sorted by length, say); the merged file is in input order."""
+    _part(tmp_path / "a.arrow", [3, 0, 2, 1])
+    _part(tmp_path / "b.arrow", [6, 4, 5])
+    _part(tmp_path / "c.arrow", [])  # a process that had no rows
+    out = tmp_path / "merged.parquet"
+    write_in_input_order([tmp_path / name for name in ("b.arrow", "c.arrow", "a.arrow")], out)
+    merged = pd.read_parquet(out)
+    assert list(merged.columns) == ["uid", "value"]
+    assert merged["uid"].tolist() == [f"u{p}" for p in range(7)] and np.array_equal(merged["value"], np.arange(7))
+
+
+def test_one_process_part_is_gathered_and_cleaned_up(tmp_path: Path) -> None:
+    target = tmp_path / "out.parquet"
+    with gathered_parts(Shard(), target, lambda path: _part(path, [1, 0])) as parts:
+        assert len(parts) == 1 and parts[0].is_file()
+        write_in_input_order(parts, target)
+    assert pd.read_parquet(target)["uid"].tolist() == ["u0", "u1"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out.parquet"]  # the parts' folder is gone
+
+    def fails(path: Path) -> None:
+        path.write_text("half")
+        raise ValueError("unreadable row")
+
+    with pytest.raises(ValueError, match="unreadable row"):
+        with gathered_parts(Shard(), tmp_path / "other.parquet", fails):
+            raise AssertionError("no block runs after a failed part")
+    assert [p.name for p in tmp_path.iterdir()] == ["out.parquet"]
+
+
+WORKER = """
+import sys
+from pathlib import Path
+import torch.distributed as dist
+from audiotune.engine import shards
+from audiotune.engine.shards import Shard, gathered_parts
+
+rank, target, failing, store = int(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+dist.init_process_group("gloo", rank=rank, world_size=2, init_method=f"file://{store}")
+if failing == -2:  # a file on rank 1's disk sent to rank 0 in 1000-byte pieces
+    shards.TRANSFER_BYTES = 1000
+    if rank == 1:
+        sent = target.with_name("sent.bin")
+        sent.write_bytes(bytes(range(256)) * 10)
+        shards.send_file(sent, 0)
+    else:
+        shards.receive_file(target, 1)
+    print("sent" if rank else "received")
+    sys.exit()
+
+def write(path):
+    if rank == failing:
+        raise ValueError("a row that cannot be decoded")
+    path.write_text(f"rows of {rank}")
+
+try:
+    with gathered_parts(Shard(rank, 2), target, write) as parts:
+        if rank == 0:
+            target.write_text("|".join(part.read_text() for part in parts))
+    print("done")
+except Exception as err:
+    print(f"{type(err).__name__}: {err}")
+"""
+
+
+def _two_processes(tmp_path: Path, failing: int) -> list[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    target = tmp_path / "out" / "merged.txt"
+    target.parent.mkdir()
+    command = [sys.executable, "-c", WORKER]
+    workers = [subprocess.Popen([*command, str(rank), str(target), str(failing), str(tmp_path / "store")], env=env,
+                                stdout=subprocess.PIPE, text=True) for rank in range(2)]
+    return [worker.communicate(timeout=120)[0].strip() for worker in workers]
+
+
+def test_two_processes_gather_their_parts_in_rank_order(tmp_path: Path) -> None:
+    assert _two_processes(tmp_path, failing=-1) == ["done", "done"]
+    assert (tmp_path / "out" / "merged.txt").read_text() == "rows of 0|rows of 1"
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["merged.txt"]  # no part, no partial folder left
+
+
+def test_a_part_on_another_disk_is_sent_in_pieces(tmp_path: Path) -> None:
+    assert _two_processes(tmp_path, failing=-2) == ["received", "sent"]
+    assert (tmp_path / "out" / "merged.txt").read_bytes() == bytes(range(256)) * 10
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["merged.txt", "sent.bin"]
+
+
+def test_a_failed_process_fails_every_process_before_any_output(tmp_path: Path) -> None:
+    rank0, rank1 = _two_processes(tmp_path, failing=1)
+    assert rank1 == "ValueError: a row that cannot be decoded"
+    assert rank0 == ("ShardError: process 1 of 2 failed, so nothing was written: ValueError: a row that cannot be "
+                     "decoded")
+    assert not [p for p in (tmp_path / "out").rglob("*")]  # rank 0's part and the parts' folder are gone too
+    assert not list(tmp_path.rglob(f"*{PARTIAL_SUFFIX}"))
