@@ -181,7 +181,8 @@ SER_STAGE1: list[Flag] = [
     *SER_COMMON,
     (["--training_step", "10000"], {"train.training_steps": 10000}),
     (["--check_val_every_n_epoch", "1"], "every epoch"),
-    (["--valid_split", "0.9"], "--val_size"),
+    (["--valid_split", "0.9"], {"train.val_share": 0.1, "data.val_size": 50}),  # a random tenth of the clips
+    (["--valid_split", "1.0"], {"train.val_share": 0.0, "data.val_size": 0}),  # no validation
     (["--labeling_method", "hard"], {"train.labeling_method": "hard"}),
     (["--labeling_method", "soft"], "--labeling_method sample"),  # the seed drew a class from the votes
     (["--wav2vecpath", "wav2vec_large.pt"], "-c"),
@@ -279,7 +280,7 @@ SPLITS_TABLE: list[Flag] = [
     (["--train_task", "Reading"], "audiotune split TABLE --train_task"),
     (["--test_task", "Reading"], "audiotune split TABLE --test_task"),
     (["--split_size", "538", "96", "50"], "audiotune split TABLE --split_size"),
-    (["--existing_spk_split", "spk.csv"], "--test_subjects"),
+    (["--existing_spk_split", "spk.csv"], "audiotune split TABLE --existing_spk_split"),
     (["--debug", "True"], "leave it out"),
 ]
 SPLITS_SPLIT: list[Flag] = [
@@ -290,7 +291,7 @@ SPLITS_SPLIT: list[Flag] = [
     *[([flag, "proj"], {"args.project_name": "proj"}) for flag in ("-p", "--project_name")],
     (["--cloud", "True", "-b", "bkt", "--cloud_dir", "runs/a"], {"args.cloud": True, "args.bucket_name": "bkt"}),
     (["--csv_path", "t.csv"], "audiotune split TABLE"),
-    (["--existing_spk_split", "spk.csv"], "--test_subjects"),
+    (["--existing_spk_split", "spk.csv"], {"args.existing_spk_split": "spk.csv"}),  # its speakerID column
     (["--edit_feats", "True"], "audiotune table FOLDER --edit_feats"),
     (["--debug", "True"], "leave it out"),
 ]
@@ -448,3 +449,13 @@ def test_the_ecapa_seed_recipe_keeps_mfcc_without_masks_after_the_backbone_resol
     spec = input_spec(config)
     assert (spec.features, spec.freqm, spec.timem, spec.channel_mode) == ("mfcc", 0, 0, "sum")
     assert config.train.scheduler == "none"
+
+
+def test_the_seeds_extraction_without_a_fine_tuned_model_reads_the_encoder_flags() -> None:
+    args, config = outcome(["extract", "-c", "wav2vec2-base-960h", "--model", "hf", "-d", "t.csv", "--out", "e.parquet",
+                            "--resample_rate", "8000", "--reduce", "True", "--clip_length", "5"])
+    assert args.run is None and config.model.checkpoint == "wav2vec2-base-960h"
+    assert (config.audio.resample_rate, config.audio.channel_mode, config.audio.clip_length) == (8000, "sum", 5.0)
+    # with a run, the SSAST seed's --task chooses the tokens pt embeddings pool (read by `extract`)
+    assert vars(parser().parse_args(["extract", "-mp", "run", "-d", "t.csv", "--task", "ft_avgtok"]))[
+        "options.task"] == "ft_avgtok"

@@ -200,6 +200,28 @@ def test_val_size_too_large_is_a_clear_error(uid_dataset: dict, tmp_path: Path, 
     assert err.startswith("audiotune train: error:") and "--val_size 5" in err and "5 subjects" in err
 
 
+def test_a_share_of_the_training_clips_validates_as_the_ser_seeds_valid_split(uid_dataset: dict,
+                                                                              tmp_path: Path) -> None:
+    split = _no_val(uid_dataset)
+    common = ["-i", str(uid_dataset["prefix"]), "-d", str(split), "-l", str(uid_dataset["labels"])]
+    seed_spelling = prepare([*common, "--valid_split", "0.8", "--seed", "1"], tmp_path / "seed")
+    val, train = seed_spelling.tables["val"], seed_spelling.tables["train"]
+    assert (len(val), len(train)) == (4, 16)  # a fifth of the 20 clips, not --val_size subjects
+    assert set(val["subject"]) & set(train["subject"])  # single clips: subjects are not kept apart
+    assert sorted(pd.read_csv(tmp_path / "seed" / "validation.csv")["uid"]) == sorted(val.index)
+    same = prepare([*common, "--val_share", "0.2", "--seed", "1"], tmp_path / "share")
+    assert sorted(same.tables["val"].index) == sorted(val.index)  # the same draw for the same seed
+    draws = {frozenset(prepare([*common, "--val_share", "0.2", "--seed", str(seed)], tmp_path / str(seed))
+                       .tables["val"].index) for seed in range(2, 6)}
+    assert len(draws) > 1
+    by_subject = prepare([*common, "--val_size", "1", "--seed", "1"], tmp_path / "subjects")
+    assert len(set(by_subject.tables["val"]["subject"])) == 1
+    whole = prepare([*common, "--valid_split", "1.0"], tmp_path / "whole")
+    assert "val" not in whole.tables and len(whole.tables["train"]) == 20  # the seed's 1.0: no validation
+    with pytest.raises(DataError, match="--val_share 0.99 of 20 training row"):
+        prepare([*common, "--val_share", "0.99"], tmp_path / "all")
+
+
 def test_val_size_0_trains_on_every_subject_without_validation(uid_dataset: dict, tmp_path: Path, capsys) -> None:
     split = _no_val(uid_dataset)
     common = ["-i", str(uid_dataset["prefix"]), "-d", str(split), "-l", str(uid_dataset["labels"])]

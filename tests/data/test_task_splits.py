@@ -1,11 +1,15 @@
 """Splits by recording task: the seed's train/test task selection, seeded, with no subject in two parts."""
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
+from audiotune.cli import main
 from audiotune.data.errors import DataError
-from audiotune.data.task_splits import task_split
+from audiotune.data.task_splits import read_subject_file, task_split
 
 AMR, SENTENCES = "Alternating Motion Rate", "Sentences"
 
@@ -76,3 +80,46 @@ def test_unknown_task_or_no_task_column() -> None:
         task_split(_table(), ["Reading"], [AMR], source="t.csv")
     with pytest.raises(DataError, match="no 'task' column"):
         task_split(_table().drop(columns="task"), [AMR], [AMR], source="t.csv")
+
+
+def test_the_seeds_existing_speaker_file_names_the_test_subjects(tmp_path: Path) -> None:
+    earlier = tmp_path / "test_speakers.csv"
+    pd.DataFrame({"speakerID": ["s12", "s1", "s12", ""], "score": [1, 2, 3, 4]}).to_csv(earlier, index=False)
+    assert read_subject_file(earlier) == ["s12", "s1"]
+    table = tmp_path / "table.csv"
+    _table().to_csv(table)
+    common = ["split", str(table), "--train_task", AMR, "--test_task", SENTENCES]
+    assert main([*common, "--out", str(tmp_path / "named"), "--existing_spk_split", str(earlier)]) == 0
+    assert set(pd.read_csv(tmp_path / "named" / "test.csv")["subject"]) == {"s1", "s12"}
+    assert main([*common, "--out", str(tmp_path / "plain")]) == 0
+    assert set(pd.read_csv(tmp_path / "plain" / "test.csv")["subject"]) != {"s1", "s12"}
+    # with subject counts, the test subjects are drawn from the file's only (the seed's restriction)
+    assert main([*common, "--out", str(tmp_path / "drawn"), "--split_size", "0", "1", "--seed", "3",
+                 "--existing_spk_split", str(earlier)]) == 0
+    drawn = set(pd.read_csv(tmp_path / "drawn" / "test.csv")["subject"])
+    assert len(drawn) == 1 and drawn <= {"s1", "s12"}
+
+
+@pytest.mark.parametrize("content, message", [
+    ("subject\ns1\n", "no 'speakerID' column naming the subjects (columns: ['subject'])"),
+    ("speakerID\n\n", "the 'speakerID' column names no subject"),
+    ("", "empty file"),
+])
+def test_a_bad_speaker_file_is_refused_naming_it(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "speakers.csv"
+    path.write_text(content)
+    with pytest.raises(DataError, match=re.escape(f"{path}: {message}")):
+        read_subject_file(path)
+    with pytest.raises(DataError, match="subject file not found"):
+        read_subject_file(tmp_path / "missing.csv")
+
+
+def test_a_speaker_file_and_named_test_subjects_are_one_too_many(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "speakers.csv"
+    path.write_text("speakerID\ns1\n")
+    table = tmp_path / "table.csv"
+    _table().to_csv(table)
+    assert main(["split", str(table), "--out", str(tmp_path / "o"), "--existing_spk_split", str(path),
+                 "--test_subjects", "s2"]) == 2
+    assert "--existing_spk_split and --test_subjects both name the test subjects" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

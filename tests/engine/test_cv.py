@@ -355,3 +355,10 @@ def test_every_folds_labels_are_checked_before_the_first_run_trains(tmp_path: Pa
     err = capsys.readouterr().err
     assert "fold_3: " in err and "classes ['mid'] not seen in training" in err
     assert not out.exists()  # nothing trained, nothing kept
+
+
+def test_cv_refuses_a_validation_share_its_folds_would_not_use(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    table = small_table(tmp_path)
+    assert run_cv(tmp_path, table, tmp_path / "cv", "--val_share", "0.2") == 2
+    assert "--val_share: cv folds take their validation from --val_group" in capsys.readouterr().err
+    assert not (tmp_path / "cv").exists()

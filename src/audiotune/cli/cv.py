@@ -39,6 +39,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
     quiet_lightning(args.verbose)
     config = config_from_args(args)
+    if config.train.val_share:
+        raise ValueError("--val_share: cv folds take their validation from --val_group (next, draw: --val_size "
+                         "groups, none)")
     options = FoldOptions(folds=args.folds, group=args.group, stratify=args.stratify,
                           val_group=args.val_group, audio_dir=args.audio_dir, json_label=args.json_label)
     result = cross_validate(config, config.data.data_split_root, options, args.repeats)

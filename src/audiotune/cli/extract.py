@@ -1,40 +1,96 @@
-"""``audiotune extract``: embeddings of every row to parquet."""
+"""``audiotune extract``: embeddings of every row to parquet, from a trained run, a pretrain run, or a pretrained
+encoder named by ``-c CHECKPOINT --model NAME`` (no run)."""
 from __future__ import annotations
 
 import argparse
 
 from audiotune import storage
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_path, add_scoring_flags, scoring_data, spellings
+from audiotune.cli.flags import add_config_flags, add_path, add_scoring_flags, config_from_args, scoring_data, spellings
 from audiotune.cli.show import shown
 from audiotune.outputs import embeddings_file
 from audiotune.storage import Role
 
+# the options that describe a pretrained encoder read without a run (a run reads its own config)
+ENCODER_SECTIONS = ("model", "audio", "features")
+ENCODER_SEED_SPELLINGS = ("config", "fbank", "mono", "reduce")
+MODEL_OPTIONS_READ = ("model.model", "model.checkpoint")  # the rest of the model section is about training
+
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
-    add_scoring_flags(parser)
-    add_path(parser, "--out", role=Role.OUTPUT_FILE, help="parquet file (default RUN/embeddings_TYPE.parquet)")
-    parser.add_argument(*spellings("embedding_type"), dest="embedding_type", default="ft",
-                        choices=("pt", "wt", "st", "ft"))
+    add_scoring_flags(parser, run_required=False)
+    add_path(parser, "--out", role=Role.OUTPUT_FILE,
+             help="parquet file (default RUN/embeddings_TYPE.parquet; required without --run)")
+    parser.add_argument(*spellings("embedding_type"), dest="embedding_type", choices=("pt", "wt", "st", "ft"),
+                        help="pt: one hidden state; wt: the weighted sum of all (an encoder without heads: their "
+                             "average); st: the shared dense layer; ft: the heads' first dense layers (default: ft "
+                             "for a trained run, pt for an encoder)")
     parser.add_argument("--layer", type=int, help="hidden state for pt embeddings (default: the run's)")
-    parser.add_argument(*spellings("pooling_mode", ("-pm",)), dest="pooling_mode", choices=("mean", "sum", "max"))
+    parser.add_argument(*spellings("pooling_mode", ("-pm",)), dest="pooling_mode",
+                        help="mean, sum or max over the frames; cls or avgtok: the mean of SSAST's cls token(s) or "
+                             "patch tokens (pt embeddings; the seed's --task ft_cls / ft_avgtok, also accepted)")
+    add_config_flags(parser, ENCODER_SECTIONS, model=model, writes_run=False)
 
 
 def default_outputs(args: argparse.Namespace) -> None:
+    if args.embedding_type is None:
+        from audiotune.models.encoder import is_encoder_run
+
+        args.embedding_type = "pt" if args.run is None or is_encoder_run(args.run) else "ft"
+    if args.out is None and args.run is None:
+        raise ValueError("--out: give the parquet file to write (there is no --run to write it into)")
     args.out = args.out or storage.join(args.run, embeddings_file(args.embedding_type))
+
+
+def _encoder_flags(args: argparse.Namespace) -> list[str]:
+    """The encoder options given on the command line, as flags."""
+    given = vars(args)
+    sections = [key for key in given if key.partition(".")[0] in (*ENCODER_SECTIONS, "options")]
+    seeds = [key for key in ENCODER_SEED_SPELLINGS if given.get(key) is not None]
+    return [f"--{key.partition('.')[2] or key}" for key in (*sections, *seeds)]
+
+
+def _seed_task_pooling(args: argparse.Namespace) -> None:
+    """With a run, the SSAST seed's ``--task ft_cls | ft_avgtok`` chose the tokens pt embeddings pool."""
+    task = vars(args).pop("options.task", None)
+    if task is None:
+        return
+    if not task.startswith("ft_"):
+        raise ValueError(f"--task {task}: at extraction the seed's --task chose the tokens pt embeddings pool: "
+                         "ft_cls or ft_avgtok (the same as --pooling_mode cls or avgtok)")
+    pool = task.removeprefix("ft_")
+    if args.pooling_mode not in (None, pool):
+        raise ValueError(f"--task {task} and --pooling_mode {args.pooling_mode} choose two poolings; give one")
+    args.pooling_mode = pool
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from audiotune.engine.extract import extract_embeddings
 
+    encoder = None
+    if args.run is not None:
+        _seed_task_pooling(args)
+        if _encoder_flags(args):
+            raise ValueError(f"{', '.join(_encoder_flags(args))}: options of a pretrained encoder read without a "
+                             "run (-c CHECKPOINT --model NAME); --run reads the run's own config")
+    else:
+        if "model.model" not in vars(args) and not args.config:
+            raise ValueError("extract without --run: name the pretrained encoder with -c CHECKPOINT --model NAME")
+        training_only = [f"--{key.partition('.')[2]}" for key in vars(args)
+                         if key.startswith("model.") and key not in MODEL_OPTIONS_READ]
+        if training_only:
+            raise ValueError(f"{', '.join(training_only)}: training options; extraction runs the encoder as it is")
+        encoder = config_from_args(args)
     path = extract_embeddings(args.run, args.data_split_root, args.out, args.embedding_type, args.layer,
                               args.pooling_mode, args.batch_size, args.num_workers, args.on_error,
                               args.accelerator, args.devices, args.precision, scoring_data(args),
-                              vars(args).get("runtime.num_nodes"))
+                              vars(args).get("runtime.num_nodes"), encoder)
     if path is not None:  # None: another process of a multi-process run; rank 0 reports
         print(f"embeddings: {shown(path)}")
 
 
 COMMAND = Command("extract", "write embeddings to parquet", arguments, run, default_outputs=default_outputs,
                   examples="audiotune extract --run run -d table.csv --out embeddings.parquet\n"
-                           "audiotune extract --run run -d table.csv --embedding_type pt --layer 6 --out emb.parquet")
+                           "audiotune extract --run run -d table.csv --embedding_type pt --layer 6 --out emb.parquet\n"
+                           "audiotune extract -c facebook/wav2vec2-base --model hf -d table.csv --layer 6 "
+                           "--out emb.parquet")

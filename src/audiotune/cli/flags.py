@@ -240,7 +240,10 @@ def _add_backbone_flags(parser: argparse.ArgumentParser, model: str | None) -> N
 
 
 def add_storage_flags(parser: argparse.ArgumentParser) -> None:
-    """The seed systems' Google Cloud Storage flags; any path may also be a gs:// URL (see audiotune.staging)."""
+    """The seed systems' Google Cloud Storage flags; any path may also be a gs:// URL (see audiotune.staging).
+    Declared once per parser (a command taking both scoring and config flags asks twice)."""
+    if "--bucket_name" in parser._option_string_actions:
+        return
     group = shared_group(parser, "cloud storage (every path may also be gs://BUCKET/...)", summarised=True)
     group.add_argument("-b", "--bucket_name", "--bucket-name", dest="bucket_name",
                        help="bucket that --cloud uploads to, and that -i/--prefix is read from when it is not a "
@@ -302,20 +305,20 @@ def apply_flags(config: RunConfig, args: argparse.Namespace) -> RunConfig:
     return check_config(config)
 
 
-def add_run_flag(parser: argparse.ArgumentParser) -> None:
+def add_run_flag(parser: argparse.ArgumentParser, required: bool = True) -> None:
     """``--run``: the run directory a command reads (or the model.safetensors inside it)."""
     add_path(parser, "--run", "--trained_mdl_path", "--trained-mdl-path", "-mp", "--finetuned_mdl_path",
-             "--finetuned-mdl-path", role=Role.RUN, dest="run", required=True, type=run_dir_of,
+             "--finetuned-mdl-path", role=Role.RUN, dest="run", required=required, type=run_dir_of,
              help="run directory of `audiotune train` (or the model.safetensors inside it)")
 
 
 SCORING_DATA = ("data.prefix", "data.study")  # data options a scoring command sets over the run's own
 
 
-def add_scoring_flags(parser: argparse.ArgumentParser) -> None:
+def add_scoring_flags(parser: argparse.ArgumentParser, run_required: bool = True) -> None:
     """The flags of a command that scores rows with a trained run: the run, the data (with ``-i/-s`` as in
     train), batching, bad audio."""
-    add_run_flag(parser)
+    add_run_flag(parser, run_required)
     add_path(parser, *spellings("data_split_root", ("-d",)), role=Role.TABLE, dest="data_split_root", required=True,
              help="one CSV, or a split directory")
     add_section_flags(parser, SCORING_DATA)

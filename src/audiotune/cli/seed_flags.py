@@ -18,6 +18,7 @@ def apply_seed_spellings(args: argparse.Namespace, config: RunConfig) -> None:
     """Set what the seed spellings given in ``args`` mean in ``config`` (refusing those that contradict)."""
     _channel_aliases(args, config)
     _seed_feature_sizes(args, config)
+    _valid_split(args, config)
     config.data.prefix = in_bucket(args, config.data.prefix)
 
 
@@ -59,6 +60,21 @@ def _channel_aliases(args: argparse.Namespace, config: RunConfig) -> None:
     if explicit is not None and explicit != alias:
         raise ValueError(f"--channel_mode {explicit} contradicts --reduce/--mono (which mean --channel_mode {alias})")
     config.audio.channel_mode = alias
+
+
+def _valid_split(args: argparse.Namespace, config: RunConfig) -> None:
+    """The SER seed's ``--valid_split F`` kept a random share F of the training clips for training (1.0: no
+    validation)."""
+    share = vars(args).get("valid_split")
+    if share is None:
+        return
+    if not 0 < share <= 1:
+        raise ValueError(f"--valid_split {share}: the share of the training clips kept for training, in (0, 1]")
+    if "train.val_share" in vars(args):
+        raise ValueError("--valid_split and --val_share both set the validation share; give one")
+    config.train.val_share = round(1 - share, 6)
+    if share == 1:
+        config.data.val_size = 0
 
 
 class _Retired(argparse.Action):

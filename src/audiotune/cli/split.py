@@ -21,6 +21,9 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                              "one; 0: no val.csv)")
     parser.add_argument(*spellings("test_subjects"), dest="test_subjects", nargs="+", metavar="NAME",
                         help="these --group values make the test split (instead of --test_fraction)")
+    add_path(parser, *spellings("existing_spk_split"), role=Role.INPUT, dest="existing_spk_split", metavar="CSV",
+             help="as --test_subjects, read from the speakerID column of this CSV (an earlier split's test "
+                  "speakers); with --split_size the test subjects are drawn from them")
     parser.add_argument(*spellings("val_subjects"), dest="val_subjects", nargs="+", metavar="NAME",
                         help="these --group values make the validation split (instead of --val_fraction)")
     parser.add_argument("--stratify", help="label column to stratify by")
@@ -43,6 +46,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from audiotune.data.splits import group_values, kfold_tables, split_table, write_split
 
     by_task = bool(args.train_task or args.test_task)
+    if args.existing_spk_split:
+        from audiotune.data.task_splits import read_subject_file
+
+        if args.test_subjects:
+            raise ValueError("--existing_spk_split and --test_subjects both name the test subjects; give one")
+        args.test_subjects = read_subject_file(args.existing_spk_split)
     if args.split_size and not by_task:
         raise ValueError("--split_size: subject counts of a split by task; give --train_task and/or --test_task")
     if by_task and (args.stratify or args.folds):

@@ -8,11 +8,16 @@ import sys
 from audiotune import storage
 from audiotune.cli.command import Command
 from audiotune.cli.flags import add_config_flags, config_from_args
+from audiotune.cli.help import shared_group
 from audiotune.cli.show import quiet_lightning, summary
 
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_config_flags(parser, model=model)
+    shared_group(parser, "seed command-line compatibility", summarised=True).add_argument(
+        "--valid_split", "--valid-split", dest="valid_split", type=float, default=argparse.SUPPRESS, metavar="SHARE",
+        help="the SER seed's share of the training clips kept for training: the others, drawn at random, validate "
+             "(--val_share 1-SHARE); 1.0: no validation (--val_size 0)")
     parser.add_argument("--hypertune_metric", metavar="METRIC", help="report this metric (e.g. val_uar) to a Vertex "
                                                                      "AI tuning job (`audiotune vertex tune`)")
 

@@ -50,7 +50,9 @@ RETIRED_FLAGS: dict[str, str] = {
     "--val_bucket_size": "the seed's validation buckets; validation batches are not bucketed here (leave it out)",
     "--distributed": "the seed's DDP switch; several --devices (or --num_nodes) run DDP",
     "--check_val_every_n_epoch": "the seed's validation interval; validation runs every epoch (leave it out)",
-    "--valid_split": "the seed's random train/validation share; use --val_size N (subjects) or a Val split",
+    "--valid_split": "the seed's random train/validation share: `audiotune train --valid_split F` (--val_share "
+                     "1-F); pretrain validates on --val_share of the clips (10 %), or a Val split (--val_size N: "
+                     "subjects)",
     "--cpu_torchscript": "the seed's TorchScript export; use `audiotune export --run RUN`",
     # tap2key scripts
     "--dir": "tap2key's recording folder; use `audiotune taps detect DIR/01.acoustic/*.wav`",
@@ -97,13 +99,11 @@ RETIRED_IN_COMMAND: dict[str, dict[str, str]] = {
         "--train_task": "the seed's split by task; use `audiotune split TABLE --train_task T`",
         "--test_task": "the seed's split by task; use `audiotune split TABLE --test_task T`",
         "--split_size": "the seed's speaker counts; use `audiotune split TABLE --split_size TRAIN TEST VAL`",
-        "--existing_spk_split": "the seed's test speakers; use `audiotune split TABLE --test_subjects S ...`",
+        "--existing_spk_split": "the seed's test speakers; use `audiotune split TABLE --existing_spk_split SPK.csv`",
         "--debug": "unused by the seed's data_splits.py; leave it out",
     },
     "split": {
         "--csv_path": "the seed's existing table; give it as the argument: `audiotune split TABLE`",
-        "--existing_spk_split": "the seed's CSV whose speakerID column held the test speakers; use --test_subjects "
-                                "S ... (those speakers)",
         "--edit_feats": "recodes the scores when the table is built: `audiotune table FOLDER --edit_feats`",
         "--debug": "unused by the seed's data_splits.py; leave it out",
     },

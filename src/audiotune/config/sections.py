@@ -41,8 +41,8 @@ class DataConfig:
                                       "of audio files (unlabelled: pretrain, extract, stats)", ("-d",), role=Role.TABLE)
     label_txt: str = option("", "label file: one classifier head per line, comma-separated column names", ("-l",),
                             role=Role.INPUT)
-    val_size: int = option(50, "subjects drawn from train for validation when val.csv is absent (0: no "
-                                    "validation; the last epoch is kept)", valid=AT_LEAST_0)
+    # 0: no validation, the last epoch is kept
+    val_size: int = option(50, "subjects drawn from train to validate without val.csv (0: none)", valid=AT_LEAST_0)
     seed: int = option(0, "random seed for splits, initialisation, shuffling and augmentation",
                        valid=(0, 2**32 - 1, True, True))
     na_values: list[str] = option([], "table cells read as missing besides the empty cell (e.g. NA); by default "
@@ -214,6 +214,11 @@ class TrainConfig:
                                    "clips (unlabelled; AdaBN): split (the whole split: one new speaker or "
                                    "microphone), a column such as subject (each of its groups apart), or none. "
                                    "The saved model keeps its training statistics")
+    # the SER seed's --valid_split F is 1 - F; clips drawn seeded by --seed, subjects not kept apart
+    val_share: float = option(0.0, "without a val part, validate on this share of the training clips drawn at "
+                                   "random (seeded by --seed; subjects not kept apart), not --val_size subjects "
+                                   "(0: off)",
+                              valid=(0, 1, True, False))
     patience: int = option(0, "early stopping patience in epochs on the --monitor metric (0 = off)", valid=AT_LEAST_0)
     monitor: str = option("loss", "validation metric that picks the best epoch and stops early (max for uar, "
                                   "accuracy, macro_f1, weighted_f1, auc, ccc; min for loss, mae; the mean over "

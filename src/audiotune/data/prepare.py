@@ -175,12 +175,15 @@ def prepare_training_data(config: RunConfig, inputs: InputSpec, exp_dir: str | P
     heads = infer_heads(groups, train, source=train.attrs.get("source", "train.csv"))
     _check_label_columns(tables, heads)
     train, overlapping = split_overlaps(tables, config.data.allow_overlap)
-    if "val" not in tables and config.data.val_size == 0:
+    if "val" not in tables and config.data.val_size == 0 and config.train.val_share == 0:
         check_no_validation(config, root)
     elif "val" not in tables:
         # a JSON split file names utterances, not speakers: without a subject column, utterances are drawn
         group = "" if from_json and "subject" not in train.columns else "subject"
-        train, val = draw_validation(train, config.data.val_size, config.data.seed, group,
+        size = config.data.val_size
+        if config.train.val_share > 0:  # a share of the clips, whatever their subjects
+            group, size = "", _share_of(train, config.train.val_share)
+        train, val = draw_validation(train, size, config.data.seed, group,
                                      source=train.attrs.get("source", "train.csv"))
         drawn = val.copy()
         val.attrs["source"] = str(Path(exp_dir) / VALIDATION_FILE)
@@ -214,6 +217,15 @@ def check_labels(tables: dict[str, pd.DataFrame], groups: list[LabelGroup], na_v
             encode_targets(table, heads, table.attrs.get("source", f"{where} {split}"))
     except DataError as err:
         raise DataError(f"{name}{err}") from None
+
+
+def _share_of(train: pd.DataFrame, share: float) -> int:
+    """How many of the training rows ``--val_share`` draws: round(share x rows), at least 1, leaving 1 to train."""
+    count = max(1, round(share * len(train)))
+    if count >= len(train):
+        raise DataError(f"{train.attrs.get('source', 'train.csv')}: --val_share {share} of {len(train)} training "
+                        "row(s) leaves none to train on")
+    return count
 
 
 def check_no_validation(config: RunConfig, root: str) -> None:

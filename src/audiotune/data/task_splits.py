@@ -8,13 +8,38 @@ training-task rows of theirs.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
+from audiotune import storage
 from audiotune.data.errors import DataError
 from audiotune.data.splits import group_values
 
 TASK_COLUMN = "task"
+SPEAKER_COLUMN = "speakerID"  # the column the clinical seed's --existing_spk_split file names its speakers in
+
+
+def read_subject_file(path: str | Path) -> list[str]:
+    """The subjects of an earlier split: the ``speakerID`` column of a CSV (the clinical seed's
+    ``--existing_spk_split`` file), each once, in file order."""
+    if not storage.isfile(path):
+        raise DataError(f"{path}: subject file not found")
+    try:
+        with storage.open_input(path) as stream:
+            table = pd.read_csv(stream, dtype=str, keep_default_na=False, na_values=[""])
+    except pd.errors.EmptyDataError as err:
+        raise DataError(f"{path}: empty file (no header, no rows)") from err
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: not a readable CSV table ({str(err).strip()})") from err
+    if SPEAKER_COLUMN not in table.columns:
+        raise DataError(f"{path}: no '{SPEAKER_COLUMN}' column naming the subjects (columns: {list(table.columns)})")
+    subjects = table[SPEAKER_COLUMN].dropna().str.strip()
+    subjects = subjects[subjects != ""]
+    if subjects.empty:
+        raise DataError(f"{path}: the '{SPEAKER_COLUMN}' column names no subject")
+    return list(dict.fromkeys(subjects))
 
 
 def _draw(candidates: list[str], count: int, rng: np.random.Generator, what: str, source: str) -> list[str]:

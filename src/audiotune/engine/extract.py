@@ -32,8 +32,8 @@ from audiotune.engine.shards import (
     write_in_input_order,
 )
 from audiotune.models.backbones import input_spec
-from audiotune.models.checkpoint import load_run
 from audiotune.models.classifier import EMBEDDING_TYPES, Classifier
+from audiotune.models.encoder import load_embedder
 from audiotune.outputs import check_output_path, write_csv
 
 log = logging.getLogger(__name__)
@@ -47,23 +47,25 @@ def skipped_list_path(out_path: Path) -> Path:
 EMBEDDING_SCHEMA = pa.schema([("uid", pa.string()), ("split", pa.string()), ("embedding", pa.list_(pa.float32()))])
 
 
-def extract_embeddings(run: str, data_split_root: str, out: str, embedding_type: str = "ft",
+def extract_embeddings(run: str | None, data_split_root: str, out: str, embedding_type: str = "ft",
                        layer: int | None = None, pooling: str | None = None, batch_size: int | None = None,
                        num_workers: int | Literal["auto"] | None = None, on_error: str | None = None,
                        accelerator: str | None = None, devices: str | None = None, precision: str | None = None,
-                       data: dict[str, Any] | None = None, num_nodes: int | None = None) -> Path | None:
+                       data: dict[str, Any] | None = None, num_nodes: int | None = None,
+                       encoder: RunConfig | None = None) -> Path | None:
     """Write ``uid`` + ``split`` + ``embedding`` rows to a parquet file in input order (split after split, each in
     its table's order); batches are written aside as they come and merged memory-mapped (memory stays flat).
 
     The model runs on ``accelerator``/``devices`` in ``precision``; several devices (or ``num_nodes``) run one
     process per device, each on its share of the rows (:mod:`audiotune.engine.shards`): rank 0 writes the file
     and returns its path, the others return None. uid-layout audio is found under ``data`` ``prefix``/``study``
-    (default: the run's own settings).
+    (default: the run's own settings). Without ``run``, the pretrained encoder ``encoder`` describes is embedded
+    with (:func:`~audiotune.models.encoder.load_embedder`).
     """
     if embedding_type not in EMBEDDING_TYPES:
         raise ValueError(f"--embedding_type {embedding_type}: choose one of {EMBEDDING_TYPES}")
     quiet_followers()
-    config, model = load_run(run)
+    config, model = load_embedder(run, encoder, embedding_type, pooling)
     num_states = model.backbone.num_hidden_states
     if layer is not None and not -num_states <= layer < num_states:
         raise ValueError(f"--layer {layer}: the run's backbone has hidden states 0..{num_states - 1} (-1: the last)")

@@ -136,7 +136,8 @@ class PretrainModule(pl.LightningModule):
 
 def _tables(config: RunConfig, inputs: InputSpec, exp_dir: Path,
             writes: bool = True) -> tuple[dict[str, pd.DataFrame], dict[str, np.ndarray]]:
-    """train / val tables of audio as the model reads it; without a val split, 10% of the rows (seeded) validate.
+    """train / val tables of audio as the model reads it; without a val split, 10% of the rows (or --val_share;
+    seeded) validate.
     The reports (skipped rows, the drawn validation rows) are written when ``writes``."""
     prepared = prepare_eval_data(config, inputs, config.data.data_split_root, targets_needed=False)
     if writes:
@@ -149,7 +150,8 @@ def _tables(config: RunConfig, inputs: InputSpec, exp_dir: Path,
         if len(train) < 2:
             raise ValueError(f"{config.data.data_split_root}: pretraining needs at least 2 clips")
         order = np.random.default_rng(config.data.seed).permutation(len(train))
-        cut = max(1, len(train) // 10)
+        share = config.train.val_share
+        cut = min(max(1, round(share * len(train)) if share > 0 else len(train) // 10), len(train) - 1)
         tables = {"train": train.iloc[order[cut:]], "val": train.iloc[order[:cut]]}
         if writes:
             write_csv(tables["val"], exp_dir / VALIDATION_FILE, index_label="uid")

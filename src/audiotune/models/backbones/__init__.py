@@ -85,6 +85,16 @@ class SupportsAttention(Protocol):
 
 
 @runtime_checkable
+class SupportsTokenPooling(Protocol):
+    """A backbone whose hidden states hold special tokens beside the frames: ``token_mask(pool, batch, device)``
+    (B, tokens) chooses the tokens a pool named in ``token_pools`` averages (SSAST: ``cls``, ``avgtok``)."""
+
+    token_pools: tuple[str, ...]
+
+    def token_mask(self, pool: str, batch: int, device: torch.device) -> Tensor: ...
+
+
+@runtime_checkable
 class SupportsFeatureEncoderFreeze(Protocol):
     """A backbone with a separate convolutional front end (``--freeze_feature_encoder``) projected into the
     encoder's width (``--freeze_feature_projection``)."""

@@ -122,14 +122,23 @@ class SSASTBackbone(Backbone):
         """Blocks + 2: the embedded tokens, each block, and the final ``v.norm``."""
         return self.model.depth + 2
 
-    def _mask(self, batch: int, device: torch.device) -> Tensor:
+    # the seed's ft_cls / ft_avgtok merges: the mean of the cls token(s), or of the patch tokens
+    token_pools = ("cls", "avgtok")
+
+    def token_mask(self, pool: str, batch: int, device: torch.device) -> Tensor:
+        """(B, tokens) True on the cls token(s) (``cls``) or on the patch tokens (``avgtok``)."""
+        if pool not in self.token_pools:
+            raise ValueError(f"SSAST token pool '{pool}' is not one of {self.token_pools}")
         tokens = self.model.cls_token_num + self.model.num_patches
         mask = torch.zeros(batch, tokens, dtype=torch.bool, device=device)
-        if self.task == "ft_cls":
+        if pool == "cls":
             mask[:, :self.model.cls_token_num] = True
         else:
             mask[:, self.model.cls_token_num:] = True
         return mask
+
+    def _mask(self, batch: int, device: torch.device) -> Tensor:
+        return self.token_mask("cls" if self.task == "ft_cls" else "avgtok", batch, device)
 
     def hidden_states(self, features: Tensor, lengths: Tensor | None = None) -> tuple[list[Tensor], Tensor]:
         """Features (B, T, F) -> (``num_hidden_states`` tensors (B, tokens, D), pooling mask (B, tokens))."""

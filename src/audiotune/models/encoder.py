@@ -1,0 +1,143 @@
+"""A pretrained encoder on its own, for embeddings without a trained classifier.
+
+``audiotune extract`` embeds with one of: a bare checkpoint (``-c CHECKPOINT --model NAME``: a Hugging Face folder
+or hub id, an SSAST ``.pth``; the seeds' extraction without a fine-tuned model), the encoder an ``audiotune
+pretrain`` run wrote, or a trained run's backbone pooled over chosen tokens (SSAST ``cls`` / ``avgtok``: the
+seed's ``--task`` at extraction). Each gives ``pt`` embeddings (one hidden state, pooled); an encoder without a
+trained classifier also gives ``wt``, the plain average of all hidden states (the weighted sum at its start).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import Tensor, nn
+
+from audiotune import storage
+from audiotune.config import ClassifierConfig, RunConfig, load_config
+from audiotune.models.backbones import Backbone, SupportsTokenPooling, build_backbone, resolve_config
+from audiotune.models.checkpoint import load_run, resolve_run_dir
+from audiotune.models.classifier import masked_pool
+from audiotune.outputs import CONFIG_FILE, ENCODER_DIR, METRICS_FILE
+
+# the frame poolings of the classifier section; a backbone may add token pools (SupportsTokenPooling)
+FRAME_POOLS: tuple[str, ...] = next(spec.metadata["choices"] for spec in dataclasses.fields(ClassifierConfig)
+                                    if spec.name == "pooling_mode")
+ENCODER_EMBEDDINGS = ("pt", "wt")
+
+
+def check_pooling(backbone: Backbone, pooling: str) -> None:
+    """A ValueError unless ``pooling`` is a frame pooling or one of the backbone's token pools."""
+    tokens = backbone.token_pools if isinstance(backbone, SupportsTokenPooling) else ()
+    if pooling not in (*FRAME_POOLS, *tokens):
+        raise ValueError(f"--pooling_mode {pooling}: this backbone pools by {', '.join((*FRAME_POOLS, *tokens))}"
+                         + ("" if tokens else " (cls and avgtok are SSAST's token pools)"))
+
+
+class EncoderEmbedder(nn.Module):
+    """A backbone without heads: ``extract_embedding`` pools one hidden state (``pt``) or the average of all of
+    them (``wt``) over the real frames (mean, sum, max) or over the tokens of a token pool (their mean)."""
+
+    def __init__(self, backbone: Backbone, layer: int = -1, pooling: str = "mean",
+                 kinds: tuple[str, ...] = ENCODER_EMBEDDINGS) -> None:
+        super().__init__()
+        num_states = backbone.num_hidden_states
+        if not -num_states <= layer < num_states:
+            raise ValueError(f"--layer {layer}: the backbone has hidden states 0..{num_states - 1}")
+        check_pooling(backbone, pooling)
+        self.backbone = backbone
+        self.layer = layer
+        self.pooling = pooling
+        self.kinds = kinds
+
+    def check(self, kind: str, pooling: str | None) -> None:
+        """A ValueError for an embedding this encoder cannot give (before anything is written)."""
+        if kind not in self.kinds:
+            raise ValueError(f"--embedding_type {kind}: without a trained classifier the embeddings are "
+                             f"{' or '.join(self.kinds)}; st and ft need a run of `audiotune train`")
+        if pooling is not None:
+            check_pooling(self.backbone, pooling)
+
+    @torch.no_grad()
+    def extract_embedding(self, inputs: Tensor, lengths: Tensor, kind: str = "pt", layer: int | None = None,
+                          pooling: str | None = None) -> Tensor:
+        """(B, D) embeddings of a batch: hidden state ``layer`` (default: this encoder's) for ``pt``, the mean of
+        all hidden states for ``wt``, pooled by ``pooling`` (default: this encoder's)."""
+        self.check(kind, pooling)
+        states, mask = self.backbone.hidden_states(inputs, lengths)
+        state = torch.stack(list(states)).mean(0) if kind == "wt" else states[self.layer if layer is None else layer]
+        pool = pooling or self.pooling
+        if pool in FRAME_POOLS:
+            return masked_pool(state, mask, pool)
+        assert isinstance(self.backbone, SupportsTokenPooling)  # check_pooling accepted it
+        return masked_pool(state, self.backbone.token_mask(pool, state.shape[0], state.device), "mean")
+
+
+def is_encoder_run(run: str | Path) -> bool:
+    """Whether ``run`` (local or gs://) holds an encoder without heads: a run of `audiotune pretrain`."""
+    config_path = storage.join(run, CONFIG_FILE)
+    if not storage.isfile(config_path):
+        return False
+    with storage.open_input(config_path) as stream:
+        raw = yaml.safe_load(stream) or {}
+    return isinstance(raw, dict) and not raw.get("heads")
+
+
+def _pretrained_weights(run_dir: Path) -> Path:
+    """What a finished pretrain run wrote for its backbone to load (the first output its metrics.json names)."""
+    metrics = run_dir / METRICS_FILE
+    if not metrics.is_file():
+        raise FileNotFoundError(f"{run_dir}: a pretrain run without {METRICS_FILE}: it did not finish (continue it "
+                                "with `audiotune pretrain ... --resume`)")
+    outputs = json.loads(metrics.read_text(encoding="utf-8")).get("outputs") or []
+    if not outputs or not (run_dir / outputs[0]).exists():
+        raise FileNotFoundError(f"{metrics}: names no pretrained encoder that exists in {run_dir} ({outputs})")
+    return run_dir / outputs[0]
+
+
+def load_encoder_run(run: str | Path, layer: int = -1, pooling: str | None = None) -> tuple[RunConfig, EncoderEmbedder]:
+    """The encoder of a pretrain run (its config and the weights it wrote), without heads."""
+    run_dir = resolve_run_dir(run)
+    config = load_config(run_dir / CONFIG_FILE)
+    weights = _pretrained_weights(run_dir)
+    if (run_dir / ENCODER_DIR).is_dir():  # an exported architecture: rebuild offline
+        config.model.checkpoint = str(run_dir / ENCODER_DIR)
+    backbone = build_backbone(config, pretrained=False)
+    backbone.load_pretrained(weights)
+    return config, EncoderEmbedder(backbone, layer, pooling or config.classifier.pooling_mode)
+
+
+def load_encoder(config: RunConfig, pooling: str | None = None) -> tuple[RunConfig, EncoderEmbedder]:
+    """A pretrained encoder as ``config`` describes it (``-c CHECKPOINT --model NAME`` and its options)."""
+    if not config.model.checkpoint:
+        raise ValueError("extract without --run: name the pretrained encoder with -c CHECKPOINT (a Hugging Face "
+                         "folder or hub id, an SSAST .pth, ...) and --model NAME")
+    resolve_config(config)
+    backbone = build_backbone(config, pretrained=True)
+    return config, EncoderEmbedder(backbone, config.classifier.layer, pooling or config.classifier.pooling_mode)
+
+
+def load_embedder(run: str | None, encoder: RunConfig | None = None, kind: str = "ft",
+                  pooling: str | None = None) -> tuple[RunConfig, Any]:
+    """What ``extract`` embeds with: a trained run's classifier; its backbone alone for a token pool; the
+    encoder of a pretrain run; or, without a run, the pretrained encoder ``encoder`` describes."""
+    if run is None:
+        if encoder is None:
+            raise ValueError("extract: give --run RUN, or -c CHECKPOINT --model NAME for a pretrained encoder")
+        config, embedder = load_encoder(encoder, pooling)
+    elif is_encoder_run(run):
+        config, embedder = load_encoder_run(run, pooling=pooling)
+    else:
+        config, classifier = load_run(run)
+        if pooling is None or pooling in FRAME_POOLS:
+            return config, classifier
+        if kind != "pt":
+            raise ValueError(f"--pooling_mode {pooling}: chooses the tokens of pt embeddings (the seed's --task at "
+                             f"extraction); {kind} embeddings merge the heads by {' or '.join(FRAME_POOLS[:2])}")
+        embedder = EncoderEmbedder(classifier.backbone, config.classifier.layer, pooling, kinds=("pt",))
+    embedder.check(kind, pooling)
+    return config, embedder
