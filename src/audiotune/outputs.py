@@ -152,6 +152,9 @@ def trial_dir(number: int) -> str:
 _invocation: tuple[list[str], str] | None = None  # the command line being run and its start, while it runs
 
 
+def _now() -> str: return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")  # UTC, to the second
+
+
 @contextlib.contextmanager
 def invoked(argv: list[str]) -> Iterator[None]:
     """While the block runs, ``audiotune ARGV`` (the words as typed) is what :func:`record_command` records."""
@@ -168,10 +171,6 @@ def invocation() -> dict[str, Any]:
     words, started = _invocation or ([sys.executable, *sys.argv], _now())
     return {"command_line": shlex.join(words), "argv": words, "cwd": os.getcwd(), "version": __version__,
             "started": started}
-
-
-def _now() -> str:  # UTC, to the second
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def command_history(folder: str | Path) -> list[dict[str, Any]]:
