@@ -66,6 +66,9 @@ def test_ser_tapt_checkpoint_becomes_an_encoder_folder_with_its_quantizer(tmp_pa
     wave = torch.randn(1, 4000)
     with torch.no_grad():
         assert torch.allclose(imported.wav2vec2(wave).last_hidden_state, seed.wav2vec2(wave).last_hidden_state)
+    # the seed fed its encoders soundfile's samples as they are: the folder's extractor does not normalise
+    assert transformers.AutoFeatureExtractor.from_pretrained(tmp_path / "enc").do_normalize is False
+    assert transformers.AutoFeatureExtractor.from_pretrained(architecture).do_normalize is True
     import soundfile as sf
     from conftest import tone
 

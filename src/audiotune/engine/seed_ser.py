@@ -85,7 +85,7 @@ def seed_encoder_state(state: Mapping[str, torch.Tensor], path: str | Path) -> t
 def import_ser_encoder(path: str | Path, architecture: str, out: str | Path) -> dict[str, Any]:
     """Write the wav2vec2 of a seed checkpoint as a ``save_pretrained`` folder (``-c`` of train, pretrain,
     cluster); ``architecture``: the hub id or folder whose config (and feature extractor) the seed trained."""
-    from transformers import AutoConfig, AutoFeatureExtractor, Wav2Vec2ForPreTraining, Wav2Vec2Model
+    from transformers import AutoConfig, Wav2Vec2ForPreTraining, Wav2Vec2Model
 
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -110,14 +110,25 @@ def import_ser_encoder(path: str | Path, architecture: str, out: str | Path) -> 
     model.load_state_dict(renamed, strict=False)
     with atomic_dir(out) as folder:
         model.save_pretrained(str(folder))
-        try:
-            AutoFeatureExtractor.from_pretrained(architecture).save_pretrained(str(folder))
-        except (OSError, ValueError):
-            pass  # no preprocessor_config.json: audiotune then assumes 16 kHz, normalised (what the seed used)
+        save_seed_extractor(architecture, folder)
     unused = sorted({".".join(k.split(".")[:2]) for k in state
                      if not k.startswith(ENCODER_PREFIXES + (PRETRAINING_PREFIX,))})
     return {"checkpoint": str(path), "encoder": str(out), "pretraining_heads": pretraining,
             "stand_ins": stand_ins, "unused": unused, "tensors": len(renamed)}
+
+
+def save_seed_extractor(architecture: str, folder: Path) -> None:
+    """The encoder folder's feature extractor: the architecture's, but not normalising the waveform (the seed fed
+    soundfile's samples as they are, in pretraining and fine-tuning alike)."""
+    from transformers import AutoFeatureExtractor, Wav2Vec2FeatureExtractor
+
+    try:
+        extractor = AutoFeatureExtractor.from_pretrained(architecture)
+    except (OSError, ValueError):
+        extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SEED_RATE, padding_value=0.0,
+                                             return_attention_mask=False)
+    extractor.do_normalize = False
+    extractor.save_pretrained(str(folder))
 
 
 def today_name(key: str, own: Mapping[str, Any]) -> str:

@@ -25,7 +25,7 @@ from audiotune.config import (
     save_config,
 )
 from audiotune.engine.seed_import import SeedImportError, owned_import_dir
-from audiotune.engine.seed_ser import read_lightning_state, today_name
+from audiotune.engine.seed_ser import read_lightning_state, save_seed_extractor, today_name
 from audiotune.models.backbones import resolve_config
 from audiotune.models.checkpoint import build_classifier, save_weights
 from audiotune.outputs import CONFIG_FILE, ENCODER_DIR, IMPORT_RECORD_FILE, MODEL_FILE, atomic_dir, write_json
@@ -78,16 +78,8 @@ def _mapped(state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]) 
 
 def _write_encoder(model: Any, architecture: str, folder: Path) -> None:
     """The fine-tuned wav2vec2 as a ``save_pretrained`` folder whose feature extractor does not normalise."""
-    from transformers import AutoFeatureExtractor, Wav2Vec2FeatureExtractor
-
     model.save_pretrained(str(folder))
-    try:
-        extractor = AutoFeatureExtractor.from_pretrained(architecture)
-    except (OSError, ValueError):
-        extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SEED_RATE, padding_value=0.0,
-                                             return_attention_mask=False)
-    extractor.do_normalize = False  # the seed fed soundfile's samples as they are
-    extractor.save_pretrained(str(folder))
+    save_seed_extractor(architecture, folder)
 
 
 def import_vft_run(path: str | Path, architecture: str, classes: list[str], exp_dir: str | Path,
