@@ -17,12 +17,14 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
+# both: one single-threaded worker per core; loadgroup keeps an xdist_group (the README's blocks, run in order)
+# on one worker, and the slow tests start first (tests/conftest.py). What counts as slow: pyproject.toml, markers.
 test: install
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto --dist loadgroup
 
-# the edit loop: every test but the slow ones, one single-threaded worker per core
+# the edit loop: every test but the slow ones (stops at the first failure)
 test-fast: install
-	OMP_NUM_THREADS=1 $(PY) -m pytest -x -q -m "not slow" -n auto
+	OMP_NUM_THREADS=1 $(PY) -m pytest -x -q -m "not slow" -n auto --dist loadgroup
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -8,6 +8,27 @@ import pytest
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first (the order is otherwise kept): under ``pytest -n`` the long ones start at once and
+    the short ones fill the workers in around them, rather than one long test ending the run alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _own_cache(tmp_path_factory: pytest.TempPathFactory):
+    """A feature and remote-file cache per test session (per xdist worker), not the user's ~/.cache/audiotune:
+    no test reads what another run, or another worker, left there. A test may still point it elsewhere."""
+    import os
+
+    saved = os.environ.get("AUDIOTUNE_CACHE")
+    os.environ["AUDIOTUNE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if saved is None:
+        os.environ.pop("AUDIOTUNE_CACHE", None)
+    else:
+        os.environ["AUDIOTUNE_CACHE"] = saved
+
+
 def shared_path(relative: str) -> Path:
     """Path under ../shared, skipping the test with a clear message when it is absent."""
     path = SHARED / relative
