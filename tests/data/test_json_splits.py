@@ -79,6 +79,7 @@ def test_a_missing_json_file_or_train_part_is_named(corpus: dict, tmp_path: Path
     assert "training needs a train split" in capsys.readouterr().err and not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow
 def test_cv_over_json_files_takes_their_labels(corpus: dict, tmp_path: Path) -> None:
     out = tmp_path / "cv"
     args = ["cv", "-d", str(corpus["folds"]), "--audio_dir", str(corpus["audio"]), "-o", str(out), *SMALL_ECAPA,

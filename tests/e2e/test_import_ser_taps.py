@@ -77,6 +77,7 @@ def test_ser_tapt_checkpoint_becomes_an_encoder_folder_with_its_quantizer(tmp_pa
                  "--clip_length", "0", "--val_size", "0"]) == 0  # TAPT continues from the seed's quantizer
 
 
+@pytest.mark.slow
 def test_ser_vft_checkpoint_gives_its_fine_tuned_encoder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(1)
