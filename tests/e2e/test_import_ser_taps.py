@@ -116,6 +116,7 @@ def test_a_checkpoint_that_runs_code_is_refused_before_it_runs(tmp_path: Path, c
     assert not marker.exists() and not (tmp_path / "enc").exists()
 
 
+@pytest.mark.slow
 def test_seed_cluster_labels_feed_ptapt_pretraining(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """all-clus.json → parquet; P-TAPT pretraining of a wav2vec2 with the seed's frame geometry reads it."""
     import json
@@ -159,6 +160,7 @@ def test_seed_cluster_labels_feed_ptapt_pretraining(tmp_path: Path, capsys: pyte
     assert "labels outside 0..3 for K=4" in capsys.readouterr().err and not (tmp_path / "wrong.parquet").exists()
 
 
+@pytest.mark.slow
 def test_tap2key_sample_folders_become_a_segment_table_that_trains(tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture) -> None:
     import soundfile as sf

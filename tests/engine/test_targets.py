@@ -240,6 +240,7 @@ def test_partial_labels_train_every_head_on_its_own_rows(tmp_path: Path) -> None
     assert dropped["reason"].str.contains("no target for any head").all()
 
 
+@pytest.mark.slow
 def test_soft_heads_and_class_weights_end_to_end(tmp_path: Path) -> None:
     ds = loudness_dataset(tmp_path, clips=24)
     table = ds["table"]

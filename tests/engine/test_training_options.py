@@ -86,6 +86,7 @@ def test_early_stopping_stops_when_validation_stalls(uid_dataset: dict, tmp_path
     assert metrics["epochs_run"] < 8
 
 
+@pytest.mark.slow
 def test_mse_loss_scores_are_raw_outputs(uid_dataset: dict, tmp_path) -> None:
     run_train(uid_dataset, tmp_path, "--loss", "MSE")
     predictions = pd.read_parquet(tmp_path / "predictions.parquet")
