@@ -9,9 +9,11 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The slow tests first (the order is otherwise kept): under ``pytest -n`` the long ones start at once and
-    the short ones fill the workers in around them, rather than one long test ending the run alone."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """An ``xdist_group`` (one worker runs it, in order) first, then the slow tests, the order otherwise kept:
+    under ``pytest -n`` the long ones start at once and the short ones fill the workers in around them, rather
+    than one long test ending the run alone."""
+    items.sort(key=lambda item: (item.get_closest_marker("xdist_group") is None,
+                                 item.get_closest_marker("slow") is None))
 
 
 @pytest.fixture(autouse=True, scope="session")
