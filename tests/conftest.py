@@ -9,9 +9,9 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """An ``xdist_group`` (one worker runs it, in order) first, then the slow tests, the order otherwise kept:
-    under ``pytest -n`` the long ones start at once and the short ones fill the workers in around them, rather
-    than one long test ending the run alone."""
+    """An ``xdist_group`` (the README's blocks) first, then the slow tests, the order otherwise kept: under
+    ``pytest -n --dist loadfile`` (Makefile) the files of the long ones start at once and the short ones fill the
+    workers in around them, rather than one long test ending the run alone."""
     items.sort(key=lambda item: (item.get_closest_marker("xdist_group") is None,
                                  item.get_closest_marker("slow") is None))
 
