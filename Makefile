@@ -17,12 +17,16 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
+# both: one single-threaded worker per core; loadfile keeps a file on one worker (the README's blocks run in
+# order in one workspace) and, not reordered, the files of the slow tests start first (tests/conftest.py).
+# What counts as slow: pyproject.toml, markers.
+DIST := -n auto --dist loadfile --no-loadscope-reorder
 test: install
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q $(DIST)
 
-# the edit loop: every test but the slow ones, one single-threaded worker per core
+# the edit loop: every test but the slow ones (stops at the first failure)
 test-fast: install
-	OMP_NUM_THREADS=1 $(PY) -m pytest -x -q -m "not slow" -n auto
+	OMP_NUM_THREADS=1 $(PY) -m pytest -x -q -m "not slow" $(DIST)
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -8,24 +8,27 @@ import pytest
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    """Caches the tests fill (prepared audio, features, remote copies) go to a folder of this test process,
-    never the user's ~/.cache/audiotune; a test that needs its own sets AUDIOTUNE_CACHE itself."""
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """An ``xdist_group`` (the README's blocks) first, then the slow tests, the order otherwise kept: under
+    ``pytest -n --dist loadfile`` (Makefile) the files of the long ones start at once and the short ones fill the
+    workers in around them, rather than one long test ending the run alone."""
+    items.sort(key=lambda item: (item.get_closest_marker("xdist_group") is None,
+                                 item.get_closest_marker("slow") is None))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _own_cache(tmp_path_factory: pytest.TempPathFactory):
+    """A feature and remote-file cache per test session (per xdist worker), not the user's ~/.cache/audiotune:
+    no test reads what another run, or another worker, left there. A test may still point it elsewhere."""
     import os
-    import tempfile
 
-    if "AUDIOTUNE_CACHE" not in os.environ:
-        os.environ["AUDIOTUNE_CACHE"] = _TEST_CACHE[0] = tempfile.mkdtemp(prefix="audiotune-test-cache-")
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    import shutil
-
-    if _TEST_CACHE[0]:
-        shutil.rmtree(_TEST_CACHE[0], ignore_errors=True)
-
-
-_TEST_CACHE: list[str] = [""]  # the cache folder pytest_configure made for this process, removed at its end
+    saved = os.environ.get("AUDIOTUNE_CACHE")
+    os.environ["AUDIOTUNE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if saved is None:
+        os.environ.pop("AUDIOTUNE_CACHE", None)
+    else:
+        os.environ["AUDIOTUNE_CACHE"] = saved
 
 
 def shared_path(relative: str) -> Path:

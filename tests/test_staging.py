@@ -42,6 +42,7 @@ def test_cloud_needs_its_bucket_and_folder() -> None:
         _cloud_url(args, path_roles(args))
 
 
+@pytest.mark.slow
 def test_a_seed_flag_given_without_the_flag_it_belongs_to_is_said(tmp_path, caplog) -> None:
     from conftest import make_uid_dataset, small_train_args
 

@@ -72,6 +72,7 @@ def test_a_remote_path_where_the_command_reads_local_files_only_is_refused(tmp_p
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_evaluate_and_extract_of_the_model_file_write_beside_it_in_the_run(tmp_path: Path) -> None:
     ds = make_uid_dataset(tmp_path)
     run = tmp_path / "run"

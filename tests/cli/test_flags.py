@@ -110,6 +110,7 @@ def test_config_file_round_trip_and_flags_override(tmp_path) -> None:
         load_config(path)
 
 
+@pytest.mark.slow
 def test_python_dash_m_runs_the_same_commands() -> None:
     import subprocess
     import sys

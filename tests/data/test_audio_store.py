@@ -78,6 +78,7 @@ def test_keys_change_with_span_content_and_settings(recording: pd.DataFrame, tmp
     assert segment_key(path, Span(0.0, 0.5)) != before
 
 
+@pytest.mark.slow
 def test_training_with_the_store_gives_the_same_run(uid_dataset: dict, tmp_path: Path) -> None:
     runs = {}
     for store in ("False", "True"):

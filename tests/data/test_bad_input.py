@@ -183,6 +183,7 @@ def test_broken_file_fails_training_naming_it(uid_dataset: dict, tmp_path: Path,
     assert not (tmp_path / "model.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_skip_bad_audio_and_drop_rows_without_targets(uid_dataset: dict, tmp_path: Path) -> None:
     ds = uid_dataset
     wav(ds, "bob1").write_bytes(b"RIFF garbage" * 20)  # train: unreadable
@@ -212,6 +213,7 @@ def test_skip_bad_audio_and_drop_rows_without_targets(uid_dataset: dict, tmp_pat
     assert pd.isna(predictions.set_index("uid").loc["fay0", "true:pitch"])
 
 
+@pytest.mark.slow
 def test_missing_metadata_is_skipped_and_listed(uid_dataset: dict, tmp_path: Path) -> None:
     (uid_dataset["prefix"] / "cat2" / "metadata.json").unlink()
     args = ["train", "-i", str(uid_dataset["prefix"]), "-d", str(uid_dataset["split"]),

@@ -91,6 +91,7 @@ def run(root: Path, out: Path, *extra: str) -> dict:
     return json.loads((out / "metrics.json").read_text())
 
 
+@pytest.mark.slow
 def test_balance_and_train_fraction_end_to_end(tmp_path):
     root = keys_dataset(tmp_path / "data")
     metrics = run(root, tmp_path / "over", "--balance", "oversample")

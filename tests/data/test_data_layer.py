@@ -144,6 +144,7 @@ def _path_split(ds: dict, root: Path) -> Path:
     return split
 
 
+@pytest.mark.slow
 def test_path_manifests_train_and_evaluate_without_prefix(uid_dataset: dict, tmp_path: Path, capsys) -> None:
     split = _path_split(uid_dataset, uid_dataset["root"])
     run = tmp_path / "run"

@@ -46,6 +46,7 @@ def train_args(source: Path, audio: Path, out: Path, *extra: str) -> list[str]:
             "--val_size", "1", *extra]
 
 
+@pytest.mark.slow
 def test_a_json_split_file_trains_with_its_own_labels(corpus: dict, tmp_path: Path) -> None:
     run = tmp_path / "run"
     assert main(train_args(corpus["folds"] / "fold1.json", corpus["audio"], run)) == 0  # no --label_txt
@@ -62,6 +63,7 @@ def test_a_json_split_file_trains_with_its_own_labels(corpus: dict, tmp_path: Pa
     assert scored["train"]["n"] == 16 and scored["test"]["n"] == 8
 
 
+@pytest.mark.slow
 def test_vote_distributions_make_a_soft_head(corpus: dict, tmp_path: Path) -> None:
     run = tmp_path / "soft"
     assert main(train_args(corpus["soft"], corpus["audio"], run, "--labeling_method", "sample")) == 0
@@ -79,6 +81,7 @@ def test_a_missing_json_file_or_train_part_is_named(corpus: dict, tmp_path: Path
     assert "training needs a train split" in capsys.readouterr().err and not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow
 def test_cv_over_json_files_takes_their_labels(corpus: dict, tmp_path: Path) -> None:
     out = tmp_path / "cv"
     args = ["cv", "-d", str(corpus["folds"]), "--audio_dir", str(corpus["audio"]), "-o", str(out), *SMALL_ECAPA,

@@ -57,6 +57,7 @@ def test_processes_share_the_batches_and_run_the_same_steps() -> None:
     assert dealt == list(batches)[:24]
 
 
+@pytest.mark.slow
 def test_training_with_buckets_and_a_budget(uid_dataset: dict, tmp_path: Path) -> None:
     run = tmp_path / "run"
     assert main(small_train_args(uid_dataset, run, "--bucket_sampler", "--num_buckets", "3",

@@ -11,6 +11,7 @@ import pytest
 from audiotune.cli import main
 
 
+@pytest.mark.slow
 def test_one_table_named_after_its_file_in_its_own_order(trained_run: dict, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture) -> None:
     table = trained_run["table"]

@@ -52,6 +52,7 @@ def test_smoke_run_fills_every_part_with_finite_figures(tmp_path: Path) -> None:
     assert "device cpu" in done.stdout and "torch" in done.stdout and "rows in" in done.stdout
 
 
+@pytest.mark.slow
 def test_a_part_out_of_time_keeps_its_row_and_the_suite_goes_on(tmp_path: Path) -> None:
     done, result = suite(tmp_path / "suite.json", "--parts", "c", "a", "--budget_scale", "0.005")
     assert [(row["part"], row["case"]) for row in result["rows"]] == [

@@ -80,6 +80,7 @@ def test_ser_tapt_checkpoint_becomes_an_encoder_folder_with_its_quantizer(tmp_pa
                  "--clip_length", "0", "--val_size", "0"]) == 0  # TAPT continues from the seed's quantizer
 
 
+@pytest.mark.slow
 def test_ser_vft_checkpoint_gives_its_fine_tuned_encoder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(1)
@@ -118,6 +119,7 @@ def test_a_checkpoint_that_runs_code_is_refused_before_it_runs(tmp_path: Path, c
     assert not marker.exists() and not (tmp_path / "enc").exists()
 
 
+@pytest.mark.slow
 def test_seed_cluster_labels_feed_ptapt_pretraining(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """all-clus.json → parquet; P-TAPT pretraining of a wav2vec2 with the seed's frame geometry reads it."""
     import json
@@ -161,6 +163,7 @@ def test_seed_cluster_labels_feed_ptapt_pretraining(tmp_path: Path, capsys: pyte
     assert "labels outside 0..3 for K=4" in capsys.readouterr().err and not (tmp_path / "wrong.parquet").exists()
 
 
+@pytest.mark.slow
 def test_tap2key_sample_folders_become_a_segment_table_that_trains(tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture) -> None:
     import soundfile as sf

@@ -30,6 +30,7 @@ def trained(tmp_path_factory) -> dict:
     return {**dataset, "run": out}
 
 
+@pytest.mark.slow
 def test_train_writes_a_complete_run_directory(trained: dict) -> None:
     run = trained["run"]
     for name in ("config.yaml", "model.safetensors", "metrics.json", "predictions.parquet",
@@ -76,6 +77,7 @@ def test_evaluate_rebuilds_the_model_and_reproduces_test_metrics(trained: dict, 
     np.testing.assert_allclose(after["score:loud"], before["score:loud"], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_evaluate_on_a_split_directory_scores_every_split(trained: dict, tmp_path) -> None:
     assert main(["evaluate", "--run", str(trained["run"] / "model.safetensors"), "-d", str(trained["split"]),
                  "-o", str(tmp_path)]) == 0
@@ -138,6 +140,7 @@ def test_resume_continues_from_the_last_checkpoint(uid_dataset: dict, tmp_path) 
 
 
 @pytest.mark.parametrize("validation", [True, False])
+@pytest.mark.slow
 def test_last_checkpoint_holds_every_finished_epoch(uid_dataset: dict, tmp_path, validation: bool) -> None:
     """last.ckpt, what a resumed run continues from, is replaced after every epoch, also when validation has
     stopped improving (here: a constant validation loss from the second epoch on) and without validation."""
@@ -176,12 +179,14 @@ def test_last_checkpoint_holds_every_finished_epoch(uid_dataset: dict, tmp_path,
         assert best["epoch"] == 0 and best["global_step"] < probe.seen[-1][1]
 
 
+@pytest.mark.slow
 def test_resume_without_a_checkpoint_is_a_clear_error(uid_dataset: dict, tmp_path, capsys) -> None:
     assert main(train_args(uid_dataset, tmp_path, "--resume", "True")) == 2
     assert "last.ckpt" in capsys.readouterr().err
 
 
 @pytest.mark.shared
+@pytest.mark.slow
 def test_train_starts_from_a_speechbrain_checkpoint(uid_dataset: dict, tmp_path, capsys) -> None:
     """`--checkpoint` loads the real SpeechBrain-layout ECAPA strictly and fine-tunes from it."""
     import torch

@@ -192,6 +192,7 @@ BLOCKS = fenced_blocks(README.read_text(), "bash")
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("readme")  # in order in one workspace (a block reads what an earlier one wrote): first
 @pytest.mark.parametrize("start,block", BLOCKS, ids=[f"README.md:{start}" for start, _ in BLOCKS])
 def test_readme_block_runs_as_typed(workspace: tuple[Path, dict], start: int, block: str) -> None:
     root, env = workspace

@@ -43,6 +43,7 @@ def windowed(tmp_path: Path) -> dict:
     return {"root": tmp_path, "split": split, "run": out}
 
 
+@pytest.mark.slow
 def test_recordings_are_scored_from_their_windows(windowed: dict) -> None:
     metrics = json.loads((windowed["run"] / "metrics.json").read_text())
     assert metrics["test"]["n"] == 14 and metrics["test"]["recording"]["n"] == 2
@@ -56,6 +57,7 @@ def test_recordings_are_scored_from_their_windows(windowed: dict) -> None:
     np.testing.assert_allclose(got.loc[by_hand.index], by_hand, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_evaluate_aggregates_by_mean_max_or_not_at_all(windowed: dict) -> None:
     results = {}
     for mode in ("mean", "max", "none"):
@@ -71,6 +73,7 @@ def test_evaluate_aggregates_by_mean_max_or_not_at_all(windowed: dict) -> None:
     assert not np.allclose(mean_scores["score:pitch=high"], max_scores["score:pitch=high"])
 
 
+@pytest.mark.slow
 def test_windows_of_one_recording_must_share_their_label(windowed: dict, capsys: pytest.CaptureFixture) -> None:
     table = pd.read_csv(windowed["split"] / "test.csv")
     table.loc[0, "pitch"] = "high" if table.loc[0, "pitch"] == "low" else "low"

@@ -38,6 +38,7 @@ def path_table(ds: dict, out: Path, split: str = "test") -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("samples", [1, 2, 300])
+@pytest.mark.slow
 def test_clips_too_short_for_the_model_are_bad_audio(tmp_path: Path, capsys, samples: int) -> None:
     ds = make_uid_dataset(tmp_path)
     # 300 samples at 8 kHz: 600 at 16 kHz, one fbank frame (400) but fewer than the 3 frames (720) ECAPA pads for
@@ -50,6 +51,7 @@ def test_clips_too_short_for_the_model_are_bad_audio(tmp_path: Path, capsys, sam
     assert skipped["uid"].tolist() == ["ann1"] and "shorter than the" in skipped["reason"][0]
 
 
+@pytest.mark.slow
 def test_the_minimum_follows_the_model(tmp_path: Path) -> None:
     from audiotune.cli import build_parser, config_from_args
     from audiotune.models.backbones import input_spec, resolve_config
@@ -72,6 +74,7 @@ def test_label_column_missing_from_test_csv_only(tmp_path: Path, capsys) -> None
     assert "test.csv: label column(s) ['pitch'] of the run not found" in error_of(capsys)
 
 
+@pytest.mark.slow
 def test_empty_path_cell_is_a_named_bad_row(trained: dict, tmp_path: Path, capsys) -> None:
     table = path_table(trained, tmp_path / "t.csv")
     table.loc[1, "path"] = ""
@@ -198,6 +201,7 @@ def test_stats_lists_what_it_skipped(trained: dict, tmp_path: Path, capsys) -> N
     assert "listed in" in captured.err and json.loads(captured.out)["skipped"] == 1  # stdout: the JSON alone
 
 
+@pytest.mark.slow
 def test_manifest_ids_that_look_like_numbers_survive_split_and_train(tmp_path: Path, capsys) -> None:
     audio = tmp_path / "audio"
     audio.mkdir()
@@ -247,6 +251,7 @@ def test_a_fraction_too_fine_for_the_groups_takes_one_group_or_names_the_flag(tm
     assert not (tmp_path / "t").exists()
 
 
+@pytest.mark.slow
 def test_label_cells_are_text_unless_na_values_says_otherwise(tmp_path: Path, caplog) -> None:
     ds = make_uid_dataset(tmp_path)
     for split in ("train", "val", "test"):  # a third class spelled NA, as a user might name "no answer"
@@ -285,6 +290,7 @@ class _Payload:
         return (Path.touch, (self.marker,))
 
 
+@pytest.mark.slow
 def test_a_checkpoint_with_code_is_refused_in_one_line_naming_it(trained: dict, tmp_path: Path, capsys) -> None:
     import torch
 

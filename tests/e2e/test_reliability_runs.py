@@ -53,6 +53,7 @@ def test_nan_is_written_as_null_not_as_invalid_json(tmp_path: Path) -> None:
     assert json.loads(path.read_text()) == {"auc": None, "per": [1.0, None]}
 
 
+@pytest.mark.slow
 def test_extract_interrupted_half_way_leaves_no_parquet(trained: dict, tmp_path: Path, monkeypatch,
                                                         capsys) -> None:
     real = extract_module.iterate_batches
@@ -130,6 +131,7 @@ def test_a_file_in_the_way_of_an_output_is_named_before_any_work(trained: dict, 
         assert "Traceback" not in err and str(in_the_way) in err and "Errno" not in err, err
 
 
+@pytest.mark.slow
 def test_a_new_split_into_an_old_folder_leaves_no_file_of_the_old_one(trained: dict, tmp_path: Path,
                                                                       capsys) -> None:
     manifest = tmp_path / "m.csv"
@@ -159,6 +161,7 @@ def test_a_second_command_cannot_write_a_locked_run_directory(trained: dict, tmp
             if name != LOCK_FILE} == {name: data for name, data in before.items() if name != LOCK_FILE}
 
 
+@pytest.mark.slow
 def test_training_into_a_finished_run_needs_resume_or_overwrite(tmp_path: Path, capsys) -> None:
     ds = make_uid_dataset(tmp_path)
     run = tmp_path / "run"
@@ -173,6 +176,7 @@ def test_training_into_a_finished_run_needs_resume_or_overwrite(tmp_path: Path, 
     assert main(train_args(ds, run, "--resume", "--overwrite")) == 2
 
 
+@pytest.mark.slow
 def test_resume_with_flags_that_do_not_fit_changes_nothing(tmp_path: Path, capsys) -> None:
     ds = make_uid_dataset(tmp_path)
     run = tmp_path / "run"
@@ -195,6 +199,7 @@ def test_evaluate_never_writes_into_the_training_run(trained: dict, capsys) -> N
     assert (run / "predictions.parquet").read_bytes() == predictions
 
 
+@pytest.mark.slow
 def test_evaluate_replaces_its_own_earlier_evaluation(trained: dict, tmp_path: Path) -> None:
     out = tmp_path / "eval"
     assert main(["evaluate", "--run", str(trained["run"]), "-d", str(trained["split"]), "-o", str(out)]) == 0
@@ -236,6 +241,7 @@ def test_out_of_range_options_are_refused_before_any_work(trained: dict, tmp_pat
     assert "Traceback" not in err and not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_zero_epochs_says_the_model_is_untrained(trained: dict, tmp_path: Path, capsys) -> None:
     assert main(train_args(trained, tmp_path / "run", "-e", "0")) == 0
     assert "no training step (--epochs 0)" in capsys.readouterr().err
@@ -283,6 +289,7 @@ def test_ctrl_c_during_training_is_one_line_exit_130_and_resumes(tmp_path: Path)
     assert checkpoint.is_file() and (run / CONFIG_FILE).is_file()  # what --resume continues from
 
 
+@pytest.mark.slow
 def test_resume_with_changed_hyperparameters_needs_allow_changes_and_records_them(tmp_path: Path, capsys) -> None:
     ds = make_uid_dataset(tmp_path)
     run = tmp_path / "run"
@@ -301,6 +308,7 @@ def test_resume_with_changed_hyperparameters_needs_allow_changes_and_records_the
     assert yaml.safe_load((run / CONFIG_FILE).read_text())["train"]["learning_rate"] == 0.5
 
 
+@pytest.mark.slow
 def test_a_run_whose_config_holds_the_resolved_input_resumes_with_its_own_flags(tmp_path: Path) -> None:
     ds = make_uid_dataset(tmp_path)
     run = tmp_path / "run"

@@ -72,6 +72,7 @@ def tap_data(tmp_path: Path) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_taps_detect_reads_recordings_by_range_and_writes_to_a_bucket(gcs: Emulator, tap_data: Path, tmp_path: Path,
                                                                       capsys: pytest.CaptureFixture) -> None:
     _upload(tap_data, gcs, "taps")
@@ -91,6 +92,7 @@ def test_taps_detect_reads_recordings_by_range_and_writes_to_a_bucket(gcs: Emula
         f"{Path(n).stem}_taps.png" for n in names]
 
 
+@pytest.mark.slow
 def test_taps_align_reads_its_tables_in_place_and_writes_to_a_bucket(gcs: Emulator, tap_data: Path, tmp_path: Path,
                                                                      capsys: pytest.CaptureFixture) -> None:
     _upload(tap_data, gcs, "taps")
@@ -119,6 +121,7 @@ def test_taps_align_reads_its_tables_in_place_and_writes_to_a_bucket(gcs: Emulat
         f"{Path(n).stem}_align.png" for n in names]
 
 
+@pytest.mark.slow
 def test_manifest_lists_a_bucket_folder_and_writes_to_a_bucket(gcs: Emulator, tmp_path: Path,
                                                                capsys: pytest.CaptureFixture) -> None:
     data = tmp_path / "data"
@@ -147,6 +150,7 @@ def test_manifest_lists_a_bucket_folder_and_writes_to_a_bucket(gcs: Emulator, tm
     assert f"{URL}/data/missing: audio folder not found" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_json_splits_and_bare_audio_folders_read_from_a_bucket_as_from_a_folder(gcs: Emulator, tmp_path: Path,
                                                                                capsys: pytest.CaptureFixture) -> None:
     """-d as a JSON split file, a folder of JSON split files (cv) or a bare audio folder (stats), in a bucket:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from conftest import SMALL_ECAPA, make_uid_dataset
 
 from audiotune.cli import main
@@ -31,6 +32,7 @@ def seeded_run(root: Path) -> dict:
             "scores": scores.filter(like="score:").round(6).to_dict(orient="list")}
 
 
+@pytest.mark.slow
 def test_a_seeded_run_reproduces_its_stored_results(tmp_path: Path) -> None:
     result = seeded_run(tmp_path)
     if os.environ.get("AUDIOTUNE_STORE_SEEDED_RUN"):  # how the stored copy was made

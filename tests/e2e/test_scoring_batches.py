@@ -18,6 +18,7 @@ def evaluate(run: Path, table: Path, out: Path, batch_size: int, capsys: pytest.
     return pd.read_parquet(out / "predictions.parquet").set_index("uid"), capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_one_batch_of_mixed_lengths_scores_each_clip_as_alone(trained_run: dict, tmp_path: Path,
                                                              capsys: pytest.CaptureFixture) -> None:
     table = trained_run["split"] / "test.csv"
@@ -38,6 +39,7 @@ def test_evaluate_away_from_a_terminal_prints_percentage_lines(trained_run: dict
     assert re.fullmatch(r"evaluate test: 50% \(2/4 batches, [\d.e+]+ batches/s, ETA \d+:\d\d:\d\d\)", lines[1])
 
 
+@pytest.mark.slow
 def test_training_reports_each_epoch_and_validation(uid_dataset: dict, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture) -> None:
     assert main(small_train_args(uid_dataset, tmp_path / "run", "-e", "2")) == 0

@@ -20,6 +20,7 @@ def _metrics(folder: Path) -> dict:
 
 
 @pytest.mark.parametrize("spelling", ["--trained_mdl_path", "-mp", "--finetuned-mdl-path"])
+@pytest.mark.slow
 def test_a_model_file_names_its_run_and_outputs_default_into_it(trained_run: dict, spelling: str) -> None:
     run, test = trained_run["run"], str(trained_run["split"] / "test.csv")
     shutil.rmtree(run / EVALUATE_DIR, ignore_errors=True)
@@ -31,6 +32,7 @@ def test_a_model_file_names_its_run_and_outputs_default_into_it(trained_run: dic
     assert not (run / MODEL_FILE / EVALUATE_DIR).exists()
 
 
+@pytest.mark.slow
 def test_prefix_and_study_find_uid_audio_elsewhere(trained_run: dict, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture) -> None:
     """The test split's audio copied under another prefix and study; one clip there replaced by a louder,
@@ -59,6 +61,7 @@ def test_prefix_and_study_find_uid_audio_elsewhere(trained_run: dict, tmp_path: 
     assert str(moved / uids[0]) in error and "metadata.json" in error
 
 
+@pytest.mark.slow
 def test_cloud_uploads_each_commands_outputs(trained_run: dict, gcs: Emulator, tmp_path: Path) -> None:
     """``--cloud -b BUCKET --cloud_dir DIR``: extract's parquet file (with its list of skipped rows) and
     evaluate's output folder are uploaded to gs://BUCKET/DIR/NAME, as written locally."""

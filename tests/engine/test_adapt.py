@@ -22,6 +22,7 @@ from audiotune.models.backbones import input_spec
 from audiotune.models.checkpoint import load_run
 
 
+@pytest.mark.slow
 def test_adapted_statistics_are_the_mean_of_the_split_batch_statistics(trained_run: dict) -> None:
     config, model = load_run(str(trained_run["run"]))
     config.data.prefix = str(trained_run["prefix"])
@@ -102,6 +103,7 @@ def _test_scores(folder: Path) -> np.ndarray:
     return table[[c for c in table.columns if c.startswith("score:")]].to_numpy()
 
 
+@pytest.mark.slow
 def test_adapt_bn_changes_validation_and_scores_but_not_training(uid_dataset: dict, tmp_path: Path) -> None:
     plain, adapted = tmp_path / "plain", tmp_path / "adapted"
     assert main(small_train_args(uid_dataset, plain)) == 0
@@ -149,6 +151,7 @@ def test_group_batches_hold_one_group_each() -> None:
     assert list(sampler) == orders[1]
 
 
+@pytest.mark.slow
 def test_group_batches_change_training_and_check_their_column(uid_dataset: dict, tmp_path: Path,
                                                              capsys: pytest.CaptureFixture) -> None:
     assert main(small_train_args(uid_dataset, tmp_path / "plain")) == 0
@@ -179,6 +182,7 @@ def _scores_by_uid(folder: Path) -> pd.DataFrame:
     return table[[c for c in table.columns if c.startswith("score:")]]
 
 
+@pytest.mark.slow
 def test_adapt_bn_by_column_scores_each_group_with_its_own_statistics(trained_run: dict, tmp_path: Path) -> None:
     table = trained_run["table"]
     both = tmp_path / "two_speakers.csv"
@@ -200,6 +204,7 @@ def test_adapt_bn_by_column_scores_each_group_with_its_own_statistics(trained_ru
     assert next(iter(metrics.values))["batchnorm_adapted"] == {"on": "subject", "groups": 2, "clips": 8}
 
 
+@pytest.mark.slow
 def test_validation_adapts_per_group_as_scoring_does(uid_dataset: dict, tmp_path: Path) -> None:
     table = uid_dataset["table"]
     split = tmp_path / "split2"

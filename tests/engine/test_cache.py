@@ -30,6 +30,7 @@ def scores(out) -> np.ndarray:
     return table.filter(like="score:").to_numpy()
 
 
+@pytest.mark.slow
 def test_cached_training_equals_encoding_every_epoch(uid_dataset: dict, tmp_path) -> None:
     cached = run(uid_dataset, tmp_path / "cached", tmp_path / "cache")
     plain = run(uid_dataset, tmp_path / "plain", tmp_path / "cache", "--cache", "False")
@@ -104,6 +105,7 @@ def test_the_key_is_the_input_the_model_reads() -> None:
 
 
 
+@pytest.mark.slow
 def test_balanced_epochs_are_the_same_from_the_cache(uid_dataset: dict, tmp_path) -> None:
     cached = run(uid_dataset, tmp_path / "cached", tmp_path / "cache", "--balance", "undersample")
     plain = run(uid_dataset, tmp_path / "plain", tmp_path / "cache", "--balance", "undersample", "--cache", "False")

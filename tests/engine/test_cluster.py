@@ -37,6 +37,7 @@ def split_uids(ds: dict, split: str) -> set[str]:
     return set(pd.read_csv(ds["split"] / f"{split}.csv")["uid"])
 
 
+@pytest.mark.slow
 def test_kmeans_is_fitted_on_the_training_split_and_every_clip_is_labelled(
         checkpoint: Path, dataset: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "labels.parquet"

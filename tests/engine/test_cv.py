@@ -158,6 +158,7 @@ def test_folds_without_validation_train_on_every_other_group(tmp_path: Path) -> 
     assert sorted(set(with_val[0].tables["train"]["subject"])) == ["cat"]
 
 
+@pytest.mark.slow
 def test_cv_without_validation_scores_the_last_epoch(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     table = small_table(tmp_path)
     out = tmp_path / "cv"
@@ -188,6 +189,7 @@ def emotion_folds(root: Path, sessions: int = 3, per_session: int = 4) -> tuple[
     return audio, folds
 
 
+@pytest.mark.slow
 def test_json_folds_with_an_empty_val_train_on_every_training_speaker_and_keep_the_last_epoch(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from safetensors.torch import load_file
@@ -311,6 +313,7 @@ def test_cv_inputs_are_checked_before_anything_is_written(tmp_path: Path, capsys
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_interrupted_cv_keeps_finished_runs_and_trains_none_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                   capsys: pytest.CaptureFixture) -> None:
     import audiotune.engine.cv as cv_module

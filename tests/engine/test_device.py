@@ -271,6 +271,7 @@ def _without_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(device_module, "_mps_available", lambda: False)
 
 
+@pytest.mark.slow
 def test_evaluate_and_extract_on_cpu_and_refusing_a_missing_gpu(uid_dataset: dict, tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch,
                                                                 capsys: pytest.CaptureFixture) -> None:

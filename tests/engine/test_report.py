@@ -34,6 +34,7 @@ def source_samples(prefix: Path, uid: str) -> int:
     return sf.info(str(prefix / uid / "waveform.wav")).frames * 2
 
 
+@pytest.mark.slow
 def test_train_writes_a_report_with_every_section_and_the_wrong_clips_playable(trained_run: dict) -> None:
     run = trained_run["run"]
     page = read_report(run / "report.html")
@@ -52,6 +53,7 @@ def test_train_writes_a_report_with_every_section_and_the_wrong_clips_playable(t
     assert 'class="kept"' in curves and "best val_loss" in curves
 
 
+@pytest.mark.slow
 def test_fewer_clips_a_size_cap_and_another_group_column(trained_run: dict, tmp_path: Path) -> None:
     run = trained_run["run"]
     out = tmp_path / "one.html"

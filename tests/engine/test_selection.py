@@ -57,6 +57,7 @@ def test_the_monitored_metric_picks_the_epoch_when_it_disagrees_with_the_loss(
     assert best_epoch(tmp_path / "by_loss") != best_epoch(tmp_path / "by_uar")
 
 
+@pytest.mark.slow
 def test_early_stopping_follows_the_monitor(uid_dataset: dict, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     real = module.compute_metrics
@@ -88,6 +89,7 @@ def test_monitor_values_average_heads_and_skip_undefined() -> None:
     assert monitor_value({"uar": 0.5}, "uar") == 0.5
 
 
+@pytest.mark.slow
 def test_ema_weights_are_the_ones_validated_and_saved(uid_dataset: dict, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 

@@ -216,6 +216,7 @@ def test_a_regression_head_learns_loudness_and_predicts_in_its_units(tmp_path: P
     assert metrics["weights"].startswith("best validation ccc")
 
 
+@pytest.mark.slow
 def test_partial_labels_train_every_head_on_its_own_rows(tmp_path: Path) -> None:
     ds = loudness_dataset(tmp_path, clips=24)
     labels = write_labels(tmp_path / "labels.txt", "level:regression\nhigh\n")
@@ -239,6 +240,7 @@ def test_partial_labels_train_every_head_on_its_own_rows(tmp_path: Path) -> None
     assert dropped["reason"].str.contains("no target for any head").all()
 
 
+@pytest.mark.slow
 def test_soft_heads_and_class_weights_end_to_end(tmp_path: Path) -> None:
     ds = loudness_dataset(tmp_path, clips=24)
     table = ds["table"]

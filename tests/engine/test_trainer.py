@@ -23,6 +23,7 @@ def best_files(run: Path) -> list[str]:
     return sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.startswith("best"))
 
 
+@pytest.mark.slow
 def test_save_top_k_keeps_the_k_best_validation_epochs(uid_dataset: dict, tmp_path: Path) -> None:
     one, two = tmp_path / "one", tmp_path / "two"
     assert main(small_train_args(uid_dataset, one, "-e", "3")) == 0

@@ -71,6 +71,7 @@ def test_optimizers_and_schedules(optim: str, scheduler: str) -> None:
         assert rates[0] < rates[3] == pytest.approx(0.1) and rates[-1] < 0.01
 
 
+@pytest.mark.slow
 def test_bf16_workers_and_onecycle_train(uid_dataset: dict, tmp_path) -> None:
     metrics = run_train(uid_dataset, tmp_path, "--precision", "bf16", "-nw", "2", "--scheduler", "onecycle",
                         "--optim", "adam")
@@ -79,11 +80,13 @@ def test_bf16_workers_and_onecycle_train(uid_dataset: dict, tmp_path) -> None:
     assert "precision: bf16" in config and "num_workers: 2" in config
 
 
+@pytest.mark.slow
 def test_early_stopping_stops_when_validation_stalls(uid_dataset: dict, tmp_path) -> None:
     metrics = run_train(uid_dataset, tmp_path, "-e", "8", "--patience", "1", "-lr", "0", "--final_dropout", "0")
     assert metrics["epochs_run"] < 8
 
 
+@pytest.mark.slow
 def test_mse_loss_scores_are_raw_outputs(uid_dataset: dict, tmp_path) -> None:
     run_train(uid_dataset, tmp_path, "--loss", "MSE")
     predictions = pd.read_parquet(tmp_path / "predictions.parquet")
@@ -171,6 +174,7 @@ def test_target_length_pads_and_crops_feature_frames() -> None:
     assert free["inputs"].shape == (2, 7, 3) and free["lengths"].tolist() == [7, 3]
 
 
+@pytest.mark.slow
 def test_silence_padding_pads_with_the_features_of_a_silent_clip(uid_dataset: dict, tmp_path) -> None:
     """--pad silence: a batch's shorter clips are padded with the fbank of silence (the log floor in every
     bin, no louder than any real frame) instead of the value 0; their real frames and lengths are the same
@@ -221,6 +225,7 @@ def test_silence_padding_pads_with_the_features_of_a_silent_clip(uid_dataset: di
     assert a.keys() == b.keys() and any(not torch.equal(a[key], b[key]) for key in a)
 
 
+@pytest.mark.slow
 def test_mfcc_features_train_and_debug_limits_rows(uid_dataset: dict, tmp_path) -> None:
     metrics = run_train(uid_dataset, tmp_path, "--features", "mfcc", "--n_mfcc", "13", "--n_mels", "24",
                         "--n_fft", "256", "--debug")
@@ -234,6 +239,7 @@ def test_mfcc_features_train_and_debug_limits_rows(uid_dataset: dict, tmp_path) 
     assert load_file(str(tmp_path / "model.safetensors"))["backbone.ecapa.blocks.0.conv.conv.weight"].shape[1] == 13
 
 
+@pytest.mark.slow
 def test_frozen_backbone_weights_and_statistics_do_not_change(uid_dataset: dict, tmp_path) -> None:
     import pytorch_lightning as pl
     from safetensors.torch import load_file

@@ -58,6 +58,7 @@ def detect_and_align(data: Path, out: Path, *align_flags: str, detect_flags: tup
             pd.read_csv(out / "segments.unmatched.csv"))
 
 
+@pytest.mark.slow
 def test_detect_and_align_recover_the_taps_and_the_latency(tap_data, tmp_path):
     data, truth_info = tap_data
     truth = pd.read_csv(data / "truth.csv")
@@ -79,6 +80,7 @@ def test_detect_and_align_recover_the_taps_and_the_latency(tap_data, tmp_path):
     assert len(list((tmp_path / "plots").glob("*_align.png"))) == truth_info["recordings"]
 
 
+@pytest.mark.slow
 def test_keep_none_and_a_given_latency(tap_data, tmp_path, capsys):
     data, truth_info = tap_data
     truth = pd.read_csv(data / "truth.csv")
@@ -99,6 +101,7 @@ def test_keep_none_and_a_given_latency(tap_data, tmp_path, capsys):
     assert not out.exists() or not any(out.iterdir())
 
 
+@pytest.mark.slow
 def test_spurious_peaks_are_left_unmatched(tap_data, tmp_path):
     """Without the release rule the detector finds extra peaks: matching leaves them out, labels stay right."""
     data, _ = tap_data

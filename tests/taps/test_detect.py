@@ -144,6 +144,7 @@ def test_edge_relative_and_release_rules(tmp_path: Path) -> None:
 
 
 @pytest.mark.shared
+@pytest.mark.slow
 def test_real_keystrokes_25_presses_per_file() -> None:
     """Zoom recordings of 25 presses of one key each: one set of settings finds exactly 25 in every file
     (at least 30 of 36 required)."""

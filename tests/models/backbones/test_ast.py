@@ -225,6 +225,7 @@ def embeddings(run: Path, csv: Path, out: Path, *extra: str) -> np.ndarray:
     return np.stack(pd.read_parquet(out).sort_values("uid")["embedding"].to_numpy())
 
 
+@pytest.mark.slow
 def test_frozen_run_cache_rebuild_extract_and_probe(frozen_run: dict, checkpoint: Path, tmp_path: Path) -> None:
     ds, run, first = frozen_run, frozen_run["run"], frozen_run["metrics"]
     assert first["feature_cache"]["used"] and first["feature_cache"]["encoded"] == 24
@@ -270,6 +271,7 @@ def test_frozen_run_cache_rebuild_extract_and_probe(frozen_run: dict, checkpoint
     assert json.loads((tmp_path / "probe" / "probe.json").read_text())["feature_cache"]["encoded"] == 0
 
 
+@pytest.mark.slow
 def test_fine_tuning_trains_the_encoder(frozen_run: dict, checkpoint: Path, tmp_path: Path) -> None:
     run = tmp_path / "tuned"
     assert main(train_args(frozen_run, checkpoint, run, "--freeze", "False", "-e", "1", "-lr", "0.01")) == 0
@@ -281,6 +283,7 @@ def test_fine_tuning_trains_the_encoder(frozen_run: dict, checkpoint: Path, tmp_
     assert layers and all(not torch.equal(tuned[f"backbone.model.{k}"], original[k]) for k in layers)
 
 
+@pytest.mark.slow
 def test_onnx_export_reproduces_the_run(frozen_run: dict, tmp_path: Path) -> None:
     """The exported graph (fbank, normalisation, 64-frame padding/cropping, AST) on one padded batch of a
     padded and a cropped clip equals evaluate/extract on each clip alone (onnxruntime, 1e-4)."""

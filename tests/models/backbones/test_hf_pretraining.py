@@ -140,6 +140,7 @@ def test_tapt_learns_and_its_encoder_fine_tunes_as_a_checkpoint(checkpoints: dic
     assert (run / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_frozen_feature_encoder_no_annealing_and_a_folder_of_audio(checkpoints: dict[str, Path], dataset: dict,
                                                                    tmp_path: Path) -> None:
     out = tmp_path / "tapt"
@@ -157,6 +158,7 @@ def test_frozen_feature_encoder_no_annealing_and_a_folder_of_audio(checkpoints: 
     assert set(log["train_temperature_step"].dropna()) == {2.0}
 
 
+@pytest.mark.slow
 def test_a_checkpoint_without_a_quantizer_is_an_error_or_a_fresh_one(checkpoints: dict[str, Path], dataset: dict,
                                                                      tmp_path: Path, capsys) -> None:
     assert main(pretrain_args(dataset, checkpoints["bare"], tmp_path / "a", "--training_steps", "2")) == 2
@@ -194,6 +196,7 @@ def test_mask_options_and_the_crop_change_what_is_masked(checkpoints: dict[str, 
     assert (longer.prob, longer.length) == (0.2, 6) and masked(longer) > 0.5 * default
 
 
+@pytest.mark.slow
 def test_training_steps_stop_a_fine_tuning_run_too(dataset: dict, tmp_path: Path) -> None:
     from conftest import small_train_args
 
@@ -202,6 +205,7 @@ def test_training_steps_stop_a_fine_tuning_run_too(dataset: dict, tmp_path: Path
     assert log["step"].max() <= 3 and json.loads((tmp_path / "run" / "metrics.json").read_text())["trained"]
 
 
+@pytest.mark.slow
 def test_grad_clip_bounds_each_step_in_pretraining_and_fine_tuning(checkpoints: dict[str, Path], dataset: dict,
                                                                    tmp_path: Path) -> None:
     """A gradient clipped to a norm of 1e-9 is below Adam's epsilon: the weights barely move."""

@@ -176,6 +176,7 @@ def cluster_args(ds: dict, checkpoint: Path, out: Path, *extra: str) -> list[str
             "--num_clusters", "4", "16", "--sample_ratio", "0.5", "--layer", "1", "-bs", "4", *extra]
 
 
+@pytest.mark.slow
 def test_cluster_labels_every_frame_of_every_clip(checkpoint: Path, dataset: dict, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "labels.parquet"

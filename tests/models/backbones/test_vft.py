@@ -108,6 +108,7 @@ def test_masks_on_a_frozen_encoder_are_an_error(checkpoint: Path, dataset: dict,
     assert "masking acts while the encoder trains; add --freeze false" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_seed_fine_tuning_recipe_runs_and_reads_back(checkpoint: Path, dataset: dict, tmp_path: Path) -> None:
     run = tmp_path / "vft"
     assert main(["train", "--model", "hf", "-c", str(checkpoint), "-i", str(dataset["prefix"]), "-d",

@@ -237,6 +237,7 @@ def frozen_run(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> di
     return {**ds, "run": run, "args": args}
 
 
+@pytest.mark.slow
 def test_frozen_run_uses_the_feature_cache_then_hits_it(frozen_run: dict) -> None:
     first = json.loads((frozen_run["run"] / "metrics.json").read_text())
     assert first["feature_cache"]["used"] and first["feature_cache"]["encoded"] == 24
@@ -251,6 +252,7 @@ def test_frozen_run_uses_the_feature_cache_then_hits_it(frozen_run: dict) -> Non
     assert second["feature_cache"]["encoded"] == 0 and second["feature_cache"]["reused"] == 24
 
 
+@pytest.mark.slow
 def test_extract_rebuilds_offline_and_probe_covers_every_layer(frozen_run: dict, checkpoint: Path,
                                                                 tmp_path: Path) -> None:
     test_csv = frozen_run["split"] / "test.csv"
