@@ -58,6 +58,27 @@ def test_rows_are_decoded_once_and_read_back_identically(recording: pd.DataFrame
     assert len(list((tmp_path / "cache" / "audio").rglob("*.safetensors"))) == 3
 
 
+def test_a_store_that_cannot_write_serves_the_clips_and_says_so_once(recording: pd.DataFrame, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    import audiotune.data.audio_store as store_module
+
+    def full_disk(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half")  # what a full disk leaves behind
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store_module, "save_file", full_disk)
+    inputs = InputSpec(channel_mode="interleave", features="waveform")
+    plain = AudioDataset(recording, np.zeros((3, 0)), inputs)
+    store = AudioStore(tmp_path / "cache", inputs.audio())
+    stored = AudioDataset(recording, np.zeros((3, 0)), inputs, store=store)
+    with caplog.at_level("WARNING"):
+        for _ in range(2):
+            for i in range(3):
+                assert np.array_equal(stored[i]["inputs"].numpy(), plain[i]["inputs"].numpy())
+    assert sum("cannot keep prepared clips" in r.message for r in caplog.records) == 1 and store.unwritable
+    assert not list((tmp_path / "cache").rglob("*.partial")) and not list((tmp_path / "cache").rglob("*.safetensors"))
+
+
 def test_augmentation_still_runs_on_every_draw(recording: pd.DataFrame, tmp_path: Path) -> None:
     inputs = InputSpec(features="waveform")
     dataset = AudioDataset(recording, np.zeros((3, 0)), inputs, augment=AugmentConfig(gauss=1.0), train=True,

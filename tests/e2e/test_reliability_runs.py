@@ -102,7 +102,7 @@ def _run_with_file_size_limit(args: list[str], limit: int) -> subprocess.Complet
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("limit,refused", [(1500, "config.yaml"), (20000, "checkpoints/best.ckpt")])
+@pytest.mark.parametrize("limit,refused", [(200, "command.json"), (20000, "checkpoints/best.ckpt")])
 def test_a_full_disk_is_one_line_and_leaves_nothing_that_looks_finished(tmp_path: Path, limit: int,
                                                                       refused: str) -> None:
     ds = make_uid_dataset(tmp_path)
@@ -110,7 +110,7 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_that_looks_finished(tmp_path
     result = _run_with_file_size_limit(train_args(ds, run, "-e", "2"), limit)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"{refused}: could not be written" in result.stderr
-    if refused == "config.yaml":  # nothing of the run was written yet: no directory is left
+    if refused == "command.json":  # the run's first file: nothing of the run was written yet, no directory is left
         assert not run.exists()
     else:  # the run is known but unfinished: no checkpoint, no weights, no metrics, no temporary file
         assert not any(name.endswith((".ckpt", ".safetensors", "metrics.json", ".partial")) for name in listing(run))

@@ -10,17 +10,19 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
 from audiotune import storage
 from audiotune.data.audio import AudioSpec, Span
 
+logger = logging.getLogger(__name__)
 _DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
@@ -60,6 +62,7 @@ class AudioStore:
 
     def __init__(self, root: str | Path, spec: AudioSpec):
         self.folder = Path(root) / "audio" / spec_digest(spec)
+        self.unwritable = False  # a write failed (said once): the clips are served, not kept
 
     def load(self, path: str, span: Span, prepare: Callable[[], tuple[np.ndarray, int]]) -> tuple[np.ndarray, int]:
         """The stored clip of this row, or ``prepare()``'s result, stored for the next time."""
@@ -68,8 +71,16 @@ class AudioStore:
             with safe_open(str(entry), framework="np") as handle:
                 return handle.get_tensor("audio"), int(handle.metadata()["rate"])
         clip, rate = prepare()
-        self.folder.mkdir(parents=True, exist_ok=True)
         partial = entry.with_suffix(f".{os.getpid()}.partial")  # workers may write the same entry at once
-        save_file({"audio": np.ascontiguousarray(clip, dtype=np.float32)}, str(partial), metadata={"rate": str(rate)})
-        partial.replace(entry)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            save_file({"audio": np.ascontiguousarray(clip, dtype=np.float32)}, str(partial),
+                      metadata={"rate": str(rate)})
+            partial.replace(entry)
+        except (OSError, SafetensorError) as err:  # a full disk or quota: the clip is served, only not kept
+            partial.unlink(missing_ok=True)
+            if not self.unwritable:
+                logger.warning("%s: the audio store cannot keep prepared clips (%s); they are prepared again "
+                               "every epoch", self.folder, err)
+            self.unwritable = True
         return clip, rate
