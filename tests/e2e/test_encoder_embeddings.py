@@ -60,6 +60,7 @@ def test_a_bare_encoder_extraction_is_refused_before_writing(argv: list[str], me
     assert not (tmp_path / "e.parquet").exists()
 
 
+@pytest.mark.slow
 def test_ssast_pretrain_run_and_token_pools_of_a_trained_run(uid_dataset: dict, tmp_path: Path, capsys) -> None:
     audio, test = ["-i", str(uid_dataset["prefix"])], ["-d", str(uid_dataset["split"] / "test.csv")]
     pre = tmp_path / "pre"

@@ -39,6 +39,7 @@ def run(ds: dict, out: Path, place: str, *extra: str) -> FirstBatches:
     return recorder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("features", [[], pytest.param(["--features", "mfcc", "--n_mfcc", "24", "--n_mels", "40",
                                                         "--utterance_norm", "meanvar", "--pad", "silence"],
                                                        marks=pytest.mark.slow, id="mfcc")])

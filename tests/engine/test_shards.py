@@ -136,18 +136,21 @@ def _two_processes(tmp_path: Path, failing: int) -> list[str]:
     return [worker.communicate(timeout=120)[0].strip() for worker in workers]
 
 
+@pytest.mark.slow
 def test_two_processes_gather_their_parts_in_rank_order(tmp_path: Path) -> None:
     assert _two_processes(tmp_path, failing=-1) == ["done", "done"]
     assert (tmp_path / "out" / "merged.txt").read_text() == "rows of 0|rows of 1"
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["merged.txt"]  # no part, no partial folder left
 
 
+@pytest.mark.slow
 def test_a_part_on_another_disk_is_sent_in_pieces(tmp_path: Path) -> None:
     assert _two_processes(tmp_path, failing=-2) == ["received", "sent"]
     assert (tmp_path / "out" / "merged.txt").read_bytes() == bytes(range(256)) * 10
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["merged.txt", "sent.bin"]
 
 
+@pytest.mark.slow
 def test_a_failed_process_fails_every_process_before_any_output(tmp_path: Path) -> None:
     rank0, rank1 = _two_processes(tmp_path, failing=1)
     assert rank1 == "ValueError: a row that cannot be decoded"

@@ -12,6 +12,8 @@ from conftest import detected_and_aligned_taps, read_report
 
 from audiotune.cli import main
 
+pytestmark = pytest.mark.slow  # each test reads the pages of a whole detect + align run
+
 
 @pytest.fixture(scope="module")
 def taps_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
