@@ -26,7 +26,7 @@ from data_pipeline import machine  # benchmarks/data_pipeline.py
 
 from audiotune.config import HeadSpec, RunConfig
 from audiotune.data.loading import batch_features, make_dataset, make_loader
-from audiotune.engine.inference import inference_device, loader_pins_memory, on_device
+from audiotune.engine.inference import inference_device, on_device
 from audiotune.models.backbones import input_spec
 from audiotune.models.checkpoint import build_classifier
 
@@ -53,7 +53,7 @@ def timed_epochs(config: RunConfig, table, epochs: int, model_step: bool) -> tup
     inputs = input_spec(config)
     targets = np.eye(10, dtype=np.float32)[np.arange(len(table)) % 10]
     dataset = make_dataset(config, inputs, table, targets, train=True, on_device=config.runtime.features_on == "device")
-    loader = make_loader(config, dataset, table, train=True, pin_memory=loader_pins_memory(config))
+    loader = make_loader(config, dataset, table, train=True, device=inference_device(config))
     features = batch_features(loader)
     torch.manual_seed(config.data.seed)
     model = build_classifier(config).to(device).train()

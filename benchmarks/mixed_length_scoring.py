@@ -39,10 +39,9 @@ from frozen_cache import cpu_ticks, other_cpu_during
 from audiotune.config import HeadSpec, RunConfig
 from audiotune.data.audio import scan_audio
 from audiotune.data.loading import make_dataset, make_loader
-from audiotune.data.prepare import audio_spec
 from audiotune.data.samplers import EXACT_PADDING, PaddingRule
 from audiotune.engine.inference import inference_device, predict
-from audiotune.models.backbones import resolve_config
+from audiotune.models.backbones import input_spec, resolve_config
 from audiotune.models.checkpoint import build_classifier
 
 FSDD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fsdd" / "recordings"
@@ -99,7 +98,7 @@ def make_config(batch_size: int, accelerator: str) -> RunConfig:
 def score(config: RunConfig, model: torch.nn.Module, table: pd.DataFrame,
           padding: PaddingRule) -> tuple[float, int, dict[str, np.ndarray]]:
     """Seconds to score ``table``, its number of batches, and each clip's logits."""
-    dataset = make_dataset(config, table, np.zeros((len(table), 1), np.float32))
+    dataset = make_dataset(config, input_spec(config), table, np.zeros((len(table), 1), np.float32))
     loader = make_loader(config, dataset, table, False, padding, device=inference_device(config))
     start = time.perf_counter()
     uids, logits, _ = predict(model, loader, config, "benchmark")
@@ -128,7 +127,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     model = build_classifier(config).eval()
     with tempfile.TemporaryDirectory() as tmp:
-        tables = {name: scan_audio(write_side(side, Path(tmp) / name), audio_spec(config), name)[0]
+        tables = {name: scan_audio(write_side(side, Path(tmp) / name), input_spec(config).audio(), name)[0]
                   for name, side in (("own lengths", clips), ("one length", cut))}
         sides = {"own lengths": (tables["own lengths"], EXACT_PADDING),
                  "one length": (tables["one length"], EXACT_PADDING)}
