@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -203,11 +204,14 @@ def test_every_page_renders_in_chromium_and_the_browser_plays_every_clip(
     pages.update(detect=taps / "taps.report.html", align=taps / "segments.report.html")
     assert main(["report", str(trained_run["run"]), "-o", str(tmp_path / "linked.html"), "--clip_kb", "3"]) == 0
     pages["linked"] = tmp_path / "linked.html"  # clips over the cap: their sources linked, not embedded
+    keep = os.environ.get("AUDIOTUNE_SCREENSHOTS")  # a folder to keep the screenshots in (docs/report.png: "run")
     for name, page in pages.items():
         messages = browse(page, tmp_path / f"{name}.png")
         audio = read_report(page)["audio"]
         assert messages == ["AUDIO-OK " + m.split()[1] for m in messages] and len(messages) == audio, name
         assert not_blank(tmp_path / f"{name}.png"), name
+        if keep:
+            shutil.copyfile(tmp_path / f"{name}.png", Path(keep) / f"{name}.png")
     bad = tmp_path / "bad.html"
     bad.write_text("<!DOCTYPE html><html><body><p>x</p><script>console.error('broken')</script></body></html>")
     assert browse(bad, tmp_path / "bad.png") == ["broken"]  # a console message is seen
