@@ -55,8 +55,15 @@ def test_a_terminal_gets_a_bar_with_rate_and_eta() -> None:
     assert "done (" not in stream.getvalue()
 
 
-def test_only_the_first_process_reports(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RANK", "1")
+@pytest.mark.parametrize("env", [{"RANK": "1"}, {"LOCAL_RANK": "1"},
+                                 {"LOCAL_RANK": "0", "NODE_RANK": "1"}])  # the first process of a second node
+def test_only_the_first_process_reports(monkeypatch: pytest.MonkeyPatch, env: dict) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     stream = io.StringIO()
     list(track(range(10), "validation", stream=stream))
     assert stream.getvalue() == ""
+    for name in env:
+        monkeypatch.delenv(name)
+    list(track(range(10), "validation", stream=stream))
+    assert "validation: done" in stream.getvalue()

@@ -4,8 +4,8 @@ tap detection), one helper for all of them.
 On a terminal, a bar with the count, rate and time left (tqdm) on stderr. Where stderr is not a terminal (nohup,
 SLURM, CI logs), one plain line each time the pass crosses another ``PLAIN_STEP`` percent, e.g.
 ``evaluate test: 40% (4/10 batches, 2.5 batches/s, ETA 0:00:02)``, and a last line when it ends; a pass of unknown
-length writes only that last line. Only the first process of a multi-process run reports (``RANK`` /
-``LOCAL_RANK`` 0).
+length writes only that last line. Only the first process of a multi-process run reports, on one node of
+several too (:func:`audiotune.launch.launched_rank_zero`).
 """
 from __future__ import annotations
 
@@ -19,13 +19,15 @@ from typing import TextIO, TypeVar
 
 from tqdm import tqdm
 
+from audiotune.launch import launched_rank_zero
+
 PLAIN_STEP = 10  # percent between two plain lines when stderr is not a terminal
 
 Item = TypeVar("Item")
 
 
 def _first_process() -> bool:
-    return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK"))
+    return launched_rank_zero() and os.environ.get("RANK", "0") == "0"  # RANK: also once a process group exists
 
 
 def _duration(seconds: float) -> str:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from audiotune import remote_lock, storage
+from audiotune.launch import launched_rank_zero
 from audiotune.outputs import RUN_MARKERS, RunDirError
 from audiotune.storage import Role
 from audiotune.uploads import sync_down, upload
@@ -134,8 +135,6 @@ def staged(args: argparse.Namespace, roles: dict[str, Role]) -> Iterator[None]:
 def _uploads() -> bool:
     """False in the processes of a multi-process (DDP) run other than rank 0: they write nothing of the run,
     and an upload of their empty staging folder must not race rank 0's (or, with --overwrite, replace it)."""
-    from audiotune.engine.distributed import launched_rank_zero  # torch: only once a command has finished
-
     return launched_rank_zero()
 
 

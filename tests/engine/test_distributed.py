@@ -22,7 +22,7 @@ from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 from audiotune.config import RunConfig
 from audiotune.data.samplers import BalancedSampler, BucketBatchSampler, DealtBatches, EpochShuffle, TrainingBatches
 from audiotune.engine.cache import write_entry
-from audiotune.engine.distributed import launched_local_rank, launched_rank_zero, trainer_devices, unique_batches
+from audiotune.engine.distributed import trainer_devices, unique_batches
 from audiotune.engine.module import ValidationBatch
 from audiotune.outputs import LOCK_FILE, own_run_dir
 
@@ -106,24 +106,6 @@ def test_gathered_validation_counts_every_clip_once(rows: int, processes: int) -
     kept = unique_batches(gathered)
     assert sorted(uid for batch in kept for uid in batch.uids) == sorted(f"u{i}" for i in range(rows))
     assert sorted(tuple(b.uids) for b in kept) == sorted(tuple(f"u{i}" for i in batch) for batch in one)
-
-
-# ---------------------------------------------------------------- who is rank 0, before the process group exists
-
-@pytest.mark.parametrize(("env", "zero", "local"), [
-    ({}, True, 0),
-    ({"LOCAL_RANK": "1", "NODE_RANK": "0", "WORLD_SIZE": "2"}, False, 1),  # Lightning's launcher, second process
-    ({"LOCAL_RANK": "0", "NODE_RANK": "1"}, False, 0),  # first process of the second node
-    ({"TORCHELASTIC_RUN_ID": "x", "RANK": "3", "LOCAL_RANK": "1", "GROUP_RANK": "1", "LOCAL_WORLD_SIZE": "2"},
-     False, 1),
-    ({"TORCHELASTIC_RUN_ID": "x", "RANK": "0", "LOCAL_RANK": "0", "GROUP_RANK": "0", "LOCAL_WORLD_SIZE": "2"},
-     True, 0),
-    ({"SLURM_NTASKS": "4", "SLURM_PROCID": "2", "SLURM_LOCALID": "0", "SLURM_JOB_NAME": "train"}, False, 0),
-    ({"SLURM_NTASKS": "4", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_JOB_NAME": "train"}, True, 0),
-    ({"SLURM_NTASKS": "1", "SLURM_PROCID": "3", "SLURM_JOB_NAME": "bash"}, True, 0),  # an interactive shell
-])
-def test_rank_zero_from_the_launcher_variables(env: dict, zero: bool, local: int) -> None:
-    assert launched_rank_zero(env) is zero and launched_local_rank(env) == local
 
 
 def test_strategies_audiotune_cannot_run_are_refused() -> None:

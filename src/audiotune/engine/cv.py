@@ -52,13 +52,13 @@ from audiotune.data.json_splits import json_label_groups
 from audiotune.data.labels import read_label_file
 from audiotune.data.loading import check_sampler_options
 from audiotune.data.prepare import check_labels, check_no_validation
-from audiotune.engine.distributed import launched_rank_zero
 from audiotune.engine.evaluate import prediction_table
 from audiotune.engine.inference import inference_device
 from audiotune.engine.metrics import compute_metrics
 from audiotune.engine.records import check_settings_record, read_settings_record
 from audiotune.engine.selection import monitor_value
 from audiotune.engine.train import continue_or_start, train
+from audiotune.launch import launched_rank_zero
 from audiotune.outputs import (
     CONFIG_FILE,
     CV_CONFIG_FILE,

@@ -16,7 +16,6 @@ from audiotune.data.prepare import PreparedData, prepare_eval_data
 from audiotune.engine.adapt import OFF, adaptation_groups, adapted_batchnorm, check_adaptable, check_adaptation
 from audiotune.engine.aggregate import check_recording_targets, recording_scores, table_recordings
 from audiotune.engine.cache import CachedDataset, cache_blocker, cached_datasets, cached_loader
-from audiotune.engine.distributed import launched_rank_zero
 from audiotune.engine.inference import features_on_device, inference_device, override_data, override_device, predict
 from audiotune.engine.metrics import compute_metrics, head_slices, scores_from_logits
 from audiotune.engine.shards import (
@@ -29,6 +28,7 @@ from audiotune.engine.shards import (
     quiet_followers,
     start_processes,
 )
+from audiotune.launch import launched_rank_zero
 from audiotune.models.backbones import input_spec
 from audiotune.models.checkpoint import load_run, resolve_run_dir
 from audiotune.models.classifier import Classifier

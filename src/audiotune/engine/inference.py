@@ -18,7 +18,7 @@ from audiotune.data.input_spec import InputSpec
 from audiotune.data.loader_plan import pins_memory
 from audiotune.data.loading import batch_features
 from audiotune.engine.device import autocast, check_precision, move_batch, parse_devices, resolve_device
-from audiotune.engine.distributed import launched_local_rank
+from audiotune.launch import launched_local_rank
 from audiotune.models.classifier import Classifier
 from audiotune.progress import track
 

@@ -30,7 +30,6 @@ from audiotune.data.prepare import prepare_eval_data
 from audiotune.engine.distributed import (
     all_gather_objects,
     check_launch,
-    launched_rank_zero,
     trainer_devices,
     unique_batches,
     unused_parameter_hint,
@@ -38,6 +37,7 @@ from audiotune.engine.distributed import (
 from audiotune.engine.inference import features_on_device, inference_device
 from audiotune.engine.module import DeviceFeatures, optimizers
 from audiotune.engine.trainer import build_trainer
+from audiotune.launch import launched_rank_zero
 from audiotune.models.backbones import SupportsPretraining, build_backbone, input_spec, resolve_config
 from audiotune.models.state_dict import load_torch_file
 from audiotune.outputs import (

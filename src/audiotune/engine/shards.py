@@ -25,7 +25,8 @@ import torch
 
 from audiotune.config import RuntimeConfig
 from audiotune.engine.device import parse_devices
-from audiotune.engine.distributed import all_gather_objects, launched_rank_zero, launched_world_size, process_group
+from audiotune.engine.distributed import all_gather_objects, process_group
+from audiotune.launch import launched_rank_zero, launched_world_size
 from audiotune.outputs import atomic_path
 from audiotune.partials import partial_place
 

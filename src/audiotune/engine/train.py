@@ -28,7 +28,7 @@ from audiotune.data.samplers import BalancedSampler
 from audiotune.engine.adapt import OFF, WHOLE_SPLIT, adaptation_groups, check_adaptable, check_adaptation
 from audiotune.engine.aggregate import check_recording_targets
 from audiotune.engine.cache import CachedDataset, cache_blocker, cached_datasets, cached_loader
-from audiotune.engine.distributed import check_launch, launched_rank_zero, trainer_devices, unused_parameter_hint
+from audiotune.engine.distributed import check_launch, trainer_devices, unused_parameter_hint
 from audiotune.engine.evaluate import evaluate_prepared
 from audiotune.engine.inference import features_on_device, inference_device
 from audiotune.engine.losses import training_class_weights
@@ -36,6 +36,7 @@ from audiotune.engine.module import TRAIN_CLIPS, ClassifierModule, DeviceFeature
 from audiotune.engine.seed_resume import STARTED_FROM, imported_start, load_imported
 from audiotune.engine.selection import check_monitor, monitor_key, monitor_mode
 from audiotune.engine.trainer import build_trainer
+from audiotune.launch import launched_rank_zero
 from audiotune.models.backbones import input_spec, resolve_config
 from audiotune.models.checkpoint import build_classifier, export_backbone, save_weights
 from audiotune.models.classifier import Classifier
