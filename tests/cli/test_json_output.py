@@ -11,6 +11,7 @@ from conftest import small_train_args
 from audiotune.cli import main
 
 
+@pytest.mark.slow
 def test_train_prints_only_its_metrics_on_stdout(uid_dataset: dict, tmp_path: Path,
                                                  capfd: pytest.CaptureFixture) -> None:
     run = tmp_path / "run"

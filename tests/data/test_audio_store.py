@@ -113,6 +113,7 @@ def test_training_with_the_store_gives_the_same_run(uid_dataset: dict, tmp_path:
     assert len(list((tmp_path / "cache" / "audio").rglob("*.safetensors"))) == 24
 
 
+@pytest.mark.slow
 def test_training_stores_resampled_audio_by_itself_when_it_reads_it_again(uid_dataset: dict, tmp_path: Path) -> None:
     stored = {}
     for epochs in ("1", "2"):  # the 8 kHz clips are resampled to 16 kHz: worth storing when read twice

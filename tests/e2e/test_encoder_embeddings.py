@@ -20,6 +20,7 @@ def matrix(path: Path) -> np.ndarray:
     return np.stack(pd.read_parquet(path)["embedding"].to_numpy())
 
 
+@pytest.mark.slow
 def test_a_bare_encoder_gives_the_pt_embeddings_of_an_untrained_run_of_it(uid_dataset: dict, hf_checkpoints: dict,
                                                                           tmp_path: Path) -> None:
     encoder, audio = str(hf_checkpoints["w2v_layer"]), ["-i", str(uid_dataset["prefix"])]

@@ -124,6 +124,7 @@ def test_logger_tensorboard_without_the_package_fails_before_anything_is_written
         check_config(config)
 
 
+@pytest.mark.slow
 def test_logger_tensorboard_writes_event_files_beside_the_csv_the_report_reads(uid_dataset: dict,
                                                                                  tmp_path: Path) -> None:
     pytest.importorskip("tensorboard", reason="--logger tensorboard needs `pip install tensorboard`")
