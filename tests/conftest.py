@@ -41,6 +41,7 @@ def shared_path(relative: str) -> Path:
 
 import json  # noqa: E402
 import socket  # noqa: E402
+from functools import partial  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -209,6 +210,18 @@ def _honour_preconditions() -> None:
     objects.insert, objects._preconditions = checked(objects.insert), True
 
 
+def _serve(api) -> None:
+    """The emulator's own request loop, polling for a stop every 10 ms rather than http.server's 0.5 s: each
+    test that stops an emulator would otherwise wait half a second."""
+    from http.server import HTTPServer
+
+    from gcp_storage_emulator.server import RequestHandler
+
+    api._httpd = HTTPServer((api._host, api._port), partial(RequestHandler, api._storage))
+    api.is_running.set()
+    api._httpd.serve_forever(poll_interval=0.01)
+
+
 class Emulator:
     """gcp-storage-emulator in this process, with one bucket (generation preconditions honoured)."""
 
@@ -223,6 +236,7 @@ class Emulator:
         _honour_preconditions()
         self.server = create_server("127.0.0.1", self.port, in_memory=False, data_dir=str(self.data_dir),
                                     default_bucket=BUCKET)
+        self.server._api.run = partial(_serve, self.server._api)
         self.server.start()
 
     def fs(self):  # the file system audiotune itself uses

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -117,6 +118,10 @@ def test_train_evaluate_extract_in_a_bucket(gcs: Emulator, tmp_path: Path, capsy
 
 
 @pytest.mark.slow
+async def _no_wait(seconds: float) -> None:
+    """gcsfs's back-off between retries (about half a minute per failed request), not waited."""
+
+
 def test_upload_that_fails_leaves_no_run_and_keeps_the_output(gcs: Emulator, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch,
                                                               capsys: pytest.CaptureFixture) -> None:
@@ -133,6 +138,9 @@ def test_upload_that_fails_leaves_no_run_and_keeps_the_output(gcs: Emulator, tmp
         return put_file(local, remote, *args, **kwargs)
 
     monkeypatch.setattr(fs, "put_file", failing_put)
+    import gcsfs.retry  # here: gcsfs reads STORAGE_EMULATOR_HOST when first imported
+
+    monkeypatch.setattr(gcsfs.retry, "asyncio", SimpleNamespace(sleep=_no_wait))  # retries, without back-off
     assert main(_train(f"gs://{BUCKET}/runs/r2")) == 2
     err = capsys.readouterr().err
     assert "upload failed (2 of" in err and "no config.yaml" in err
