@@ -106,8 +106,9 @@ def _kaldi_mel_banks(
     num_bins: int, padded_len: int, sample_rate: int, low_freq: float, high_freq: float,
     device: torch.device, dtype: torch.dtype, warp: float = 1.0,
 ) -> torch.Tensor:
-    """(padded_len // 2, num_bins) Kaldi triangular mel weights; the Nyquist bin is unused. ``warp`` != 1 moves
-    the spectrum's frequencies by :func:`vtlp_frequencies` before they meet the mel triangles."""
+    """(padded_len // 2 + 1, num_bins) Kaldi triangular mel weights, one row per rfft bin; the Nyquist row is
+    zero. ``warp`` != 1 moves the spectrum's frequencies by :func:`vtlp_frequencies` before they meet the mel
+    triangles."""
     nyquist = 0.5 * sample_rate
     if high_freq <= 0.0:
         high_freq += nyquist  # Kaldi: non-positive high_freq is an offset from Nyquist
@@ -122,7 +123,8 @@ def _kaldi_mel_banks(
     mel = _kaldi_mel(fft_freqs).unsqueeze(1)
     up, down = (mel - left) / (center - left), (right - mel) / (right - center)
     # Bins narrower than one FFT bin stay all-zero (torchaudio allows this; Kaldi asserts).
-    return torch.clamp(torch.minimum(up, down), min=0.0).to(device=device, dtype=dtype)
+    weights = torch.clamp(torch.minimum(up, down), min=0.0)
+    return torch.cat([weights, weights.new_zeros(1, num_bins)]).to(device=device, dtype=dtype)
 
 
 def kaldi_fbank(
@@ -170,19 +172,34 @@ def kaldi_fbank(
     if num_frames == 0:
         out = x.new_zeros(x.shape[0], 0, num_mel_bins)
         return out[0] if squeeze else out
-    # unfold keeps only whole frames (snip_edges): no slice, whose end would be a guard in an exported graph
-    frames = x.unfold(-1, frame_len, frame_shift)
-    if remove_dc_offset:
-        frames = frames - frames.mean(dim=-1, keepdim=True)
+    # Each frame is written once into a zero-padded (B, T, padded_len) buffer: fewer batch-sized temporaries,
+    # whose fresh pages, not the arithmetic, are most of the cost of a batch. unfold keeps only whole frames
+    # (snip_edges): no slice, whose end would be a guard in an exported graph.
+    raw = x.unfold(-1, frame_len, frame_shift)
+    padded = x.new_zeros(*raw.shape[:2], padded_len)
+    frames = padded[..., :frame_len]
+    offset = raw.mean(dim=-1, keepdim=True) if remove_dc_offset else None
     if preemphasis != 0.0:
-        # Kaldi: x[i] -= c * x[i-1] for i > 0 and x[0] -= c * x[0].
-        previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
-        frames = frames - preemphasis * previous
-    spectrum = torch.fft.rfft(frames * window, n=padded_len)
-    power = spectrum.real.square() + spectrum.imag.square()
-    mel = power[..., : padded_len // 2] @ banks  # (B, T, M); Nyquist bin has zero weight in Kaldi
+        # Kaldi, per DC-free frame: y[i] = x[i] - c * x[i-1] for i > 0, y[0] = x[0] - c * x[0]. Past the first
+        # sample that is the waveform's own difference, less (1 - c) times the frame's mean: one pass over the
+        # waveform rather than over frames that overlap 2.5 times.
+        emphasised = torch.cat([x[..., :1], x[..., 1:] - preemphasis * x[..., :-1]], dim=-1)
+        source, first = emphasised.unfold(-1, frame_len, frame_shift), raw[..., :1] * (1.0 - preemphasis)
+        offset = None if offset is None else offset * (1.0 - preemphasis)
+    else:
+        source, first = raw, None
+    if offset is None:
+        frames.copy_(source)
+    else:
+        torch.sub(source, offset, out=frames)
+    if first is not None:
+        frames[..., :1] = first if offset is None else first - offset
+    frames.mul_(window)
+    spectrum = torch.fft.rfft(padded)
+    power = spectrum.real.square().addcmul_(spectrum.imag, spectrum.imag)
+    mel = power @ banks  # (B, T, M); the Nyquist bin has zero weight in Kaldi
     if use_log:
-        mel = torch.clamp(mel, min=_EPS).log()
+        mel = mel.clamp_(min=_EPS).log_()
     return mel[0] if squeeze else mel
 
 
