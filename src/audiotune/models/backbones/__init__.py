@@ -57,10 +57,10 @@ class Backbone(nn.Module):
         raise NotImplementedError
 
     @property
-    @abstractmethod
     def num_hidden_states(self) -> int:
-        """Length of the list :meth:`hidden_states` returns."""
-        raise NotImplementedError
+        """Length of the list :meth:`hidden_states` returns: each layer's output and the input of the first
+        (state 0), unless the backbone says otherwise."""
+        return self.num_layers + 1
 
     @abstractmethod
     def hidden_states(self, inputs: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor]:
@@ -71,6 +71,23 @@ class Backbone(nn.Module):
     def load_pretrained(self, path: str | Path) -> None:
         """Load the encoder's weights from ``path`` (a checkpoint file, directory or hub id)."""
         raise NotImplementedError
+
+
+class TransformersSizes:
+    """The sizes of a backbone around a transformers encoder (``self.model``), read from its config: put before
+    :class:`Backbone` among the bases."""
+
+    model: Any
+
+    @property
+    def embedding_dim(self) -> int:
+        """Width of every hidden state (``config.hidden_size``)."""
+        return int(self.model.config.hidden_size)
+
+    @property
+    def num_layers(self) -> int:
+        """Number of transformer layers (``config.num_hidden_layers``)."""
+        return int(self.model.config.num_hidden_layers)
 
 
 # optional abilities: the engine probes for them with isinstance, never by the backbone's name

@@ -50,7 +50,7 @@ from torch import Tensor
 
 from audiotune.config import RunConfig
 from audiotune.data.input_spec import InputSpec
-from audiotune.models.backbones import Backbone, input_spec, register
+from audiotune.models.backbones import Backbone, TransformersSizes, input_spec, register
 from audiotune.models.backbones.hf_checkpoint import check_available
 
 __all__ = ["DEFAULT_CHECKPOINT", "ASTBackbone", "ASTOptions", "ast_extractor_settings", "ast_input", "build_ast",
@@ -136,7 +136,7 @@ def _load_encoder(checkpoint: str, pretrained: bool) -> Any:
     return AutoModel.from_config(config)
 
 
-class ASTBackbone(Backbone):
+class ASTBackbone(TransformersSizes, Backbone):
     """transformers' ``ASTModel``: (B, max_length, num_mel_bins) normalised fbank -> hidden states, patch mask.
 
     See the module docstring for the input, the padding value and the numbering of the hidden states.
@@ -154,21 +154,6 @@ class ASTBackbone(Backbone):
         self.num_mel_bins, self.max_length = int(config.num_mel_bins), int(config.max_length)
         self.time_stride = int(config.time_stride)
         self.f_dim, self.t_dim = patch_grid(config)
-
-    @property
-    def embedding_dim(self) -> int:
-        """Token width (``config.hidden_size``)."""
-        return int(self.model.config.hidden_size)
-
-    @property
-    def num_layers(self) -> int:
-        """Transformer layers."""
-        return int(self.model.config.num_hidden_layers)
-
-    @property
-    def num_hidden_states(self) -> int:
-        """Transformer layers + the embeddings (state 0)."""
-        return self.num_layers + 1
 
     def describe_front_end(self) -> dict[str, Any]:
         """The padding this backbone sets (see :meth:`model_inputs`)."""

@@ -49,7 +49,14 @@ from torch import Tensor, nn
 from audiotune.config import AT_LEAST_0, AT_LEAST_1, PROBABILITY, RunConfig, option
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.samplers import EXACT_PADDING, PaddingRule
-from audiotune.models.backbones import Backbone, backbone_options, encode_in_windows, input_spec, register
+from audiotune.models.backbones import (
+    Backbone,
+    TransformersSizes,
+    backbone_options,
+    encode_in_windows,
+    input_spec,
+    register,
+)
 from audiotune.models.backbones.hf_checkpoint import check_available, conv_receptive_field, extractor_settings
 from audiotune.storage import Role
 
@@ -159,7 +166,7 @@ def enable_checkpointing(model: Any) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-class HFBackbone(Backbone):
+class HFBackbone(TransformersSizes, Backbone):
     """A Hugging Face speech encoder: (B, N) waveforms -> all hidden states and a frame mask.
 
     With masking options the encoder masks time spans and feature channels of the projected features in
@@ -195,21 +202,6 @@ class HFBackbone(Backbone):
             return PaddingRule(False, 0.0, "data2vec-audio's positional convolutions carry padding into the last "
                                "real frames")
         return EXACT_PADDING
-
-    @property
-    def embedding_dim(self) -> int:
-        """Width of every hidden state (``config.hidden_size``)."""
-        return int(self.model.config.hidden_size)
-
-    @property
-    def num_layers(self) -> int:
-        """Number of transformer layers."""
-        return int(self.model.config.num_hidden_layers)
-
-    @property
-    def num_hidden_states(self) -> int:
-        """Transformer layers + the pre-transformer state 0."""
-        return self.num_layers + 1
 
     @property
     def frame_hop(self) -> int:

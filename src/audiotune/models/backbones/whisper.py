@@ -232,11 +232,6 @@ class WhisperBackbone(Backbone):
         return len(self.model.layers)
 
     @property
-    def num_hidden_states(self) -> int:
-        """Encoder layers + the input of the first one (state 0)."""
-        return self.num_layers + 1
-
-    @property
     def frame_hop(self) -> int:
         """Samples between two output frames: hop_length x the conv strides (320 at 16 kHz)."""
         return self.hop_length * self._conv_stride
