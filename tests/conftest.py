@@ -165,6 +165,21 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {**ds, "run": run}
 
 
+def scores_of_run(trained_run: dict, run: Path, **data: str) -> Path:
+    """A new folder ``run`` with the trained run's scores and its config, whose data section ``data`` changes."""
+    import shutil
+
+    import yaml
+
+    run.mkdir()
+    for name in ("metrics.json", "predictions.parquet"):
+        shutil.copy(trained_run["run"] / name, run / name)
+    config = yaml.safe_load((trained_run["run"] / "config.yaml").read_text())
+    config["data"].update(data)
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    return run
+
+
 # Google Cloud Storage on loopback: gs:// paths end to end against a real protocol, no mocks
 BUCKET = "audiotune-test"
 

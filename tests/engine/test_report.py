@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import soundfile as sf
-from conftest import read_report, small_train_args
+from conftest import read_report, scores_of_run, small_train_args
 
 from audiotune.cli import main
 from audiotune.engine.report import write_report
@@ -121,20 +121,13 @@ def test_bad_sources_and_columns_are_one_line_errors(trained_run: dict, tmp_path
 
 def test_segments_are_played_as_read_and_placed_in_their_recording(trained_run: dict, tmp_path: Path) -> None:
     import numpy as np
-    import yaml
 
-    run = tmp_path / "run"
-    run.mkdir()
-    for name in ("metrics.json", "predictions.parquet"):
-        shutil.copy(trained_run["run"] / name, run / name)
+    run = scores_of_run(trained_run, tmp_path / "run", data_split_root=str(tmp_path / "segments.csv"), prefix="")
     long = tmp_path / "long.wav"
     sf.write(long, np.random.default_rng(0).uniform(-0.3, 0.3, (3 * 8000, 2)), 8000)  # 3 s, two channels
     uids = sorted(pd.read_parquet(run / "predictions.parquet").query("split == 'test'")["uid"])
     pd.DataFrame({"uid": uids, "path": str(long), "subject": "fay", "offset": [0.5 * k for k in range(len(uids))],
                   "duration": 0.4, "channels": "1"}).to_csv(tmp_path / "segments.csv", index=False)
-    config = yaml.safe_load((trained_run["run"] / "config.yaml").read_text())
-    config["data"].update(data_split_root=str(tmp_path / "segments.csv"), prefix="")
-    (run / "config.yaml").write_text(yaml.safe_dump(config))
     page = read_report(write_report(run))
     assert page["audio"] > 0 and all(len(samples) == 6400 for _, samples, _ in page["clips"])  # 0.4 s at 16 kHz
     text = (run / "report.html").read_text()
@@ -150,15 +143,7 @@ def test_train_with_report_false_writes_none(trained_run: dict, tmp_path: Path) 
 
 
 def test_a_table_that_moved_is_said_on_the_page(trained_run: dict, tmp_path: Path) -> None:
-    import yaml
-
-    run = tmp_path / "run"
-    run.mkdir()
-    for name in ("metrics.json", "predictions.parquet"):
-        shutil.copy(trained_run["run"] / name, run / name)
-    config = yaml.safe_load((trained_run["run"] / "config.yaml").read_text())
-    config["data"]["data_split_root"] = str(tmp_path / "moved")
-    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    run = scores_of_run(trained_run, tmp_path / "run", data_split_root=str(tmp_path / "moved"))
     page = read_report(write_report(run))
     assert page["audio"] == 0 and page["sections"] == RUN_SECTIONS
     assert "the scored table cannot be read" in (run / "report.html").read_text()

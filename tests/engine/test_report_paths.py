@@ -3,28 +3,20 @@ as its command record says, so `audiotune report` finds the clips from any folde
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import read_report
+from conftest import read_report, scores_of_run
 
 from audiotune.engine.report import from_training_dir, write_report
 
 
 def _relative_run(trained_run: dict, tmp_path: Path) -> Path:
     """A copy of the trained run whose config names its table and audio relative to the dataset's folder."""
-    run = tmp_path / "run"
-    run.mkdir()
-    for name in ("metrics.json", "predictions.parquet"):
-        shutil.copy(trained_run["run"] / name, run / name)
-    config = yaml.safe_load((trained_run["run"] / "config.yaml").read_text())
     root = trained_run["root"]
-    config["data"].update(data_split_root=str(trained_run["split"].relative_to(root)),
-                          prefix=str(trained_run["prefix"].relative_to(root)))
-    (run / "config.yaml").write_text(yaml.safe_dump(config))
-    return run
+    return scores_of_run(trained_run, tmp_path / "run", data_split_root=str(trained_run["split"].relative_to(root)),
+                         prefix=str(trained_run["prefix"].relative_to(root)))
 
 
 def test_a_relative_table_is_read_from_where_the_run_was_trained(trained_run: dict, tmp_path: Path,
