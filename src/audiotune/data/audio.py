@@ -369,6 +369,13 @@ def scan_audio(table: pd.DataFrame, spec: AudioSpec, split: str,
     fewer samples than one feature frame or the encoder's receptive field) are found here rather than in
     the middle of an epoch.
     """
+    lengths, failures = check_rows(table, spec, split, min_samples)
+    return usable_rows(table, lengths), failures
+
+
+def check_rows(table: pd.DataFrame, spec: AudioSpec, split: str,
+               min_samples: int = 0) -> tuple[list[int], pd.DataFrame]:
+    """The checks of :func:`scan_audio`: each row's prepared length (-1 where unusable) and the failures."""
     lengths, failures = [], []
     for uid, row in table.iterrows():
         try:
@@ -380,6 +387,11 @@ def scan_audio(table: pd.DataFrame, spec: AudioSpec, split: str,
         except DataError as err:
             lengths.append(-1)
             failures.append({"uid": uid, "split": split, "path": row["path"], "reason": str(err)})
+    return lengths, pd.DataFrame(failures, columns=["uid", "split", "path", "reason"])
+
+
+def usable_rows(table: pd.DataFrame, lengths: list[int]) -> pd.DataFrame:
+    """The rows of ``table`` that :func:`check_rows` found usable, with their ``num_samples``."""
     table = table.copy()
     table["num_samples"] = lengths
-    return table[table["num_samples"] > 0], pd.DataFrame(failures, columns=["uid", "split", "path", "reason"])
+    return table[table["num_samples"] > 0]

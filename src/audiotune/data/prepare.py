@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from audiotune.config import HeadSpec, RunConfig
-from audiotune.data.audio import scan_audio
+from audiotune.data.audio import AudioSpec, scan_audio
 from audiotune.data.balance import training_share
 from audiotune.data.errors import DataError
 from audiotune.data.input_spec import InputSpec
@@ -28,6 +28,8 @@ from audiotune.data.splits import draw_validation
 from audiotune.outputs import DROPPED_FILE, SKIPPED_FILE, VALIDATION_FILE, write_csv
 
 log = logging.getLogger(__name__)
+# checks a split's audio: (table, spec, split, min_samples) -> (usable rows with num_samples, failures)
+Scanner = Callable[[pd.DataFrame, AudioSpec, str, int], tuple[pd.DataFrame, pd.DataFrame]]
 
 
 @dataclass
@@ -58,9 +60,10 @@ class PreparedData:
 
 
 def _check_tables(tables: dict[str, pd.DataFrame], heads: list[HeadSpec], config: RunConfig, inputs: InputSpec,
-                  targets_needed: bool, training: bool = False) -> PreparedData:
-    """Paths, targets and audio of every table checked; ``num_samples`` is each clip's prepared length as it
-    will be read: the training crop for the train split of a training run, the scoring crop otherwise."""
+                  targets_needed: bool, training: bool = False, scan: Scanner = scan_audio) -> PreparedData:
+    """Paths, targets and audio of every table checked (the audio by ``scan``); ``num_samples`` is each clip's
+    prepared length as it will be read: the training crop for the train split of a training run, the scoring crop
+    otherwise."""
     prepared = PreparedData({}, {}, heads)
     skipped, dropped = [], []
     for split, table in tables.items():
@@ -73,7 +76,7 @@ def _check_tables(tables: dict[str, pd.DataFrame], heads: list[HeadSpec], config
             table, missing = drop_missing_targets(table, heads, split, source)
             dropped.append(missing)
         spec = inputs.audio(train=training and split == "train")
-        table, failures = scan_audio(table, spec, split, inputs.min_samples)
+        table, failures = scan(table, spec, split, inputs.min_samples)
         skipped.append(failures)
         prepared.tables[split] = table
         prepared.targets[split] = encode_targets(table, heads, source) if targets_needed else \
@@ -251,10 +254,11 @@ def _check_label_columns(tables: dict[str, pd.DataFrame], heads: list[HeadSpec])
 
 
 def prepare_eval_data(config: RunConfig, inputs: InputSpec, data_split_root: str,
-                      targets_needed: bool = True) -> PreparedData:
+                      targets_needed: bool = True, scan: Scanner = scan_audio) -> PreparedData:
     """Tables for evaluation or extraction, labelled with the run's heads, their audio checked as the model
-    reads scored clips (``inputs``)."""
+    reads scored clips (``inputs``) by ``scan`` (several processes share the checks with one that gathers what
+    each found)."""
     tables = read_splits(data_split_root, config.data.prefix, config.data.na_values)
     if targets_needed:
         _check_label_columns(tables, config.heads)
-    return _check_tables(tables, config.heads, config, inputs, targets_needed)
+    return _check_tables(tables, config.heads, config, inputs, targets_needed, scan=scan)
