@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import soundfile as sf
 from conftest import small_train_args
 
 from audiotune.cli import main
-from audiotune.outputs import METRICS_FILE, PREDICTIONS_FILE
+from audiotune.outputs import METRICS_FILE, PREDICTIONS_FILE, SKIPPED_FILE
 from audiotune.partials import PARTIAL_SUFFIX
 
 TWO_PROCESSES = ("--accelerator", "cpu", "--devices", "2")
@@ -125,3 +126,75 @@ def test_two_processes_score_a_frozen_encoder_through_the_feature_cache(uneven: 
     scores = [c for c in p1.columns if c.startswith("score:")]
     assert p2["uid"].equals(p1["uid"]) and np.allclose(p1[scores].to_numpy(float), p2[scores].to_numpy(float),
                                                         atol=1e-5)
+
+
+COUNTING = """
+import os
+import sys
+from audiotune.data import audio
+from audiotune.cli import main
+
+def counted(path, *args, **kwargs):  # one line per clip checked, by whichever process checks it
+    with open(os.environ["CHECKED_CLIPS"], "a") as log:
+        log.write(f"{os.getpid()} {path}\\n")
+    return checked(path, *args, **kwargs)
+
+checked, audio.check_clip = audio.check_clip, counted
+sys.exit(main())
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_check_each_clip_once_and_list_the_skipped_rows_once(uneven: dict, tmp_path: Path) -> None:
+    """An all-zero clip in the test split: the 2-process runs skip it as the 1-process runs do and write the same
+    skip list once; the processes share the checks, each clip checked by one of them (Lightning's launcher starts
+    rank 1 by running the same script again, counter included)."""
+    run, prefix = str(uneven["run"]), uneven["prefix"]
+    (prefix / "zed0").mkdir(exist_ok=True)
+    sf.write(prefix / "zed0" / "waveform.wav", np.zeros(4000, dtype=np.float32), 8000)
+    (prefix / "zed0" / "metadata.json").write_text(json.dumps({"encoding": "WAV", "sample_rate_hz": 8000}))
+    data = tmp_path / "with_silence"
+    data.mkdir()
+    table = pd.concat([uneven["table"], pd.DataFrame([{"subject": "zed", "pitch": "low", "loud": 0, "long": 1}],
+                                                     index=pd.Index(["zed0"], name="uid"))])
+    for split, uids in uneven["uids"].items():  # the silent clip in the middle of the test split's rows
+        table.loc[uids[:3] + ["zed0"] * (split == "test") + uids[3:]].to_csv(data / f"{split}.csv")
+    skip = ("--on_error", "skip", "-bs", "2")
+    checked = tmp_path / "checked.txt"
+    counting = tmp_path / "counting.py"
+    counting.write_text(COUNTING)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CHECKED_CLIPS": str(checked)}
+    for key in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+
+    def two_processes(*args: str) -> subprocess.CompletedProcess:
+        checked.unlink(missing_ok=True)
+        done = subprocess.run([sys.executable, str(counting), *args, *skip, *TWO_PROCESSES], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    one, two = tmp_path / "extract1.parquet", tmp_path / "extract2.parquet"
+    assert main(["extract", "--run", run, "-d", str(data), "--out", str(one), *skip]) == 0
+    done = two_processes("extract", "--run", run, "-d", str(data), "--out", str(two))
+    assert done.stderr.count("row(s) skipped") == 1  # rank 0 reports the list, once
+    lines = checked.read_text().split()
+    processes, paths = set(lines[0::2]), lines[1::2]
+    assert len(processes) == 2  # both processes checked clips ...
+    listed = [*uneven["uids"]["val"], *uneven["uids"]["test"], "zed0"]
+    assert sorted(paths) == sorted(str(prefix / uid / "waveform.wav") for uid in listed)  # ... each clip once
+    skipped = [pd.read_csv(path.with_name(path.stem + ".skipped.csv")) for path in (one, two)]
+    assert skipped[1].equals(skipped[0]) and skipped[0]["uid"].tolist() == ["zed0"]
+    assert "all zeros" in skipped[0]["reason"][0]
+    assert pd.read_parquet(two)[["split", "uid"]].equals(pd.read_parquet(one)[["split", "uid"]])
+    assert "zed0" not in set(pd.read_parquet(two)["uid"])
+
+    first, second = tmp_path / "evaluate1", tmp_path / "evaluate2"
+    assert main(["evaluate", "--run", run, "-d", str(data), "-o", str(first), *skip]) == 0
+    two_processes("evaluate", "--run", run, "-d", str(data), "-o", str(second))
+    assert sorted(checked.read_text().split()[1::2]) == sorted(paths)
+    assert (second / SKIPPED_FILE).read_text() == (first / SKIPPED_FILE).read_text()
+    m1, m2 = (json.loads((folder / METRICS_FILE).read_text()) for folder in (first, second))
+    assert json.dumps(m2, sort_keys=True) == json.dumps(m1, sort_keys=True) and m2["test"]["n"] == 7
+    assert sorted(p.name for p in second.rglob("*")) == sorted(p.name for p in first.rglob("*"))
+    assert not _leftovers(tmp_path)

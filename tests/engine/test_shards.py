@@ -158,3 +158,66 @@ def test_a_failed_process_fails_every_process_before_any_output(tmp_path: Path) 
                      "decoded")
     assert not [p for p in (tmp_path / "out").rglob("*")]  # rank 0's part and the parts' folder are gone too
     assert not list(tmp_path.rglob(f"*{PARTIAL_SUFFIX}"))
+
+
+SCAN_WORKER = """
+import sys
+import pandas as pd
+import torch.distributed as dist
+from audiotune.data import audio
+from audiotune.engine.shards import Shard, shared_scan
+
+rank, folder, failing, store = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+dist.init_process_group("gloo", rank=rank, world_size=2, init_method=f"file://{store}")
+checked, table = [], pd.read_csv(f"{folder}/table.csv", index_col="uid")
+
+def counted(path, *args, **kwargs):
+    if rank == failing:
+        raise OSError(f"{path}: connection reset")
+    checked.append(path.rsplit("/", 1)[-1])
+    return check(path, *args, **kwargs)
+
+check, audio.check_clip = audio.check_clip, counted
+spec = audio.AudioSpec(resample_rate=0, clip_length=0)
+try:
+    kept, failures = shared_scan(Shard(rank, 2))(table, spec, "test", 100)
+    alone, alone_failures = audio.scan_audio(table, spec, "test", 100)  # one process's scan, for comparison
+    same = kept.equals(alone) and failures.equals(alone_failures)
+    print(" ".join(checked[:len(checked) - len(table)]), "|", list(kept.index), list(failures["uid"]), same)
+except Exception as err:
+    print(f"{type(err).__name__}: {err}")
+"""
+
+
+def _scan_in_two_processes(tmp_path: Path, failing: int) -> list[str]:
+    import soundfile as sf
+
+    # b: all zeros; d: shorter than the 100 samples needed; f: no such file
+    waves = {"a": np.full(800, 0.1), "b": np.zeros(400), "c": np.full(400, 0.1), "d": np.full(50, 0.1),
+             "e": np.full(600, 0.1)}
+    for uid, wave in waves.items():
+        sf.write(tmp_path / f"{uid}.wav", wave.astype(np.float32), 8000)
+    uids = [*waves, "f"]
+    pd.DataFrame({"uid": uids, "path": [str(tmp_path / f"{uid}.wav") for uid in uids]}).to_csv(tmp_path / "table.csv",
+                                                                                                 index=False)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    workers = [subprocess.Popen([sys.executable, "-c", SCAN_WORKER, str(rank), str(tmp_path), str(failing),
+                                 str(tmp_path / "store")], env=env, stdout=subprocess.PIPE, text=True)
+               for rank in range(2)]
+    return [worker.communicate(timeout=120)[0].strip() for worker in workers]
+
+
+@pytest.mark.slow
+def test_two_processes_share_the_audio_checks_and_both_get_every_result(tmp_path: Path) -> None:
+    """Each process checks its block of the rows (3 + 3 of 6); both get the usable rows and the failures of all,
+    in table order, as one process scanning the whole table finds them."""
+    rank0, rank1 = _scan_in_two_processes(tmp_path, failing=-1)
+    assert rank0 == "a.wav b.wav c.wav | ['a', 'c', 'e'] ['b', 'd', 'f'] True"
+    assert rank1 == "d.wav e.wav f.wav | ['a', 'c', 'e'] ['b', 'd', 'f'] True"
+
+
+@pytest.mark.slow
+def test_a_check_that_fails_in_one_process_fails_both(tmp_path: Path) -> None:
+    rank0, rank1 = _scan_in_two_processes(tmp_path, failing=1)
+    assert rank1.startswith("OSError: ") and rank1.endswith("d.wav: connection reset")
+    assert rank0.startswith("ShardError: process 1 of 2 failed, so nothing was written: OSError: ")

@@ -28,6 +28,7 @@ from audiotune.engine.shards import (
     part_schema,
     part_writer,
     quiet_followers,
+    shared_scan,
     start_processes,
     write_in_input_order,
 )
@@ -86,13 +87,12 @@ def extract_embeddings(run: str | None, data_split_root: str, out: str, embeddin
         raise ValueError(f"--out {out}: embeddings are written as parquet; give a path ending in .parquet")
     check_output_path(out_path)
     inputs = input_spec(config)
-    prepared = prepare_eval_data(config, inputs, data_split_root, targets_needed=False)
+    shard = start_processes(config.runtime)  # first: the processes share the checks of the audio
+    prepared = prepare_eval_data(config, inputs, data_split_root, targets_needed=False, scan=shared_scan(shard))
     padding = model.backbone.padding
 
     def embed(classifier: Classifier, batch: dict) -> torch.Tensor:
         return classifier.extract_embedding(batch["inputs"], batch["lengths"], embedding_type, layer, pooling)
-
-    shard = start_processes(config.runtime)
 
     def write_part(path: Path) -> None:  # this process's rows of each split, with their places in the input
         with part_writer(path, EMBEDDING_SCHEMA) as writer:

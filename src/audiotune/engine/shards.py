@@ -8,6 +8,10 @@ row exactly once, no repeats to pad the shares) and writes its part atomically i
 process has finished, rank 0 reads the parts, puts the rows back in the order of the input (each part row
 carries its input ``position``) and writes the command's outputs, metrics computed once over all rows. A
 process that fails makes every process fail before any output is written.
+
+The audio of the input is checked once over all processes (:func:`shared_scan`): each checks its block of each
+table's rows, and every process gets what all found, so each holds the same usable rows and the same skip list as
+one process would, and takes its block of the usable rows.
 """
 from __future__ import annotations
 
@@ -19,11 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
 from audiotune.config import RuntimeConfig
+from audiotune.data.audio import AudioSpec, check_rows, scan_audio, usable_rows
+from audiotune.data.prepare import Scanner
 from audiotune.engine.device import parse_devices
 from audiotune.engine.distributed import all_gather_objects, process_group
 from audiotune.launch import launched_rank_zero, launched_world_size
@@ -91,6 +98,45 @@ class ShardError(RuntimeError):
     """Another process of a multi-process command failed; its error is in the message."""
 
 
+def report_of(failure: Exception) -> str:
+    """How a process tells the others of its ``failure`` (in what :func:`raise_failure` reads)."""
+    return f"{type(failure).__name__}: {failure}"
+
+
+def raise_failure(shard: Shard, failure: Exception | None, reports: list[Any]) -> None:
+    """Raise in every process when one failed (its gathered report a string, from :func:`report_of`): a process
+    its own ``failure``, the others a :class:`ShardError` naming the first that failed."""
+    failed = [(rank, report) for rank, report in enumerate(reports) if isinstance(report, str)]
+    if not failed:
+        return
+    if failure is not None:
+        raise failure
+    rank, report = failed[0]
+    raise ShardError(f"process {rank} of {shard.processes} failed, so nothing was written: {report}")
+
+
+def shared_scan(shard: Shard) -> Scanner:
+    """:func:`~audiotune.data.audio.scan_audio` shared by ``shard``'s processes (all must call it, table after
+    table): each checks the audio of its block of the rows, and every process gets all the usable rows and all the
+    failures, in table order, as one process scanning the whole table finds them."""
+    if shard.processes == 1:
+        return scan_audio
+
+    def scan(table: pd.DataFrame, spec: AudioSpec, split: str, min_samples: int = 0) -> tuple[pd.DataFrame,
+                                                                                              pd.DataFrame]:
+        failure: Exception | None = None
+        try:
+            report: Any = check_rows(table.iloc[shard.rows(len(table))], spec, split, min_samples)
+        except Exception as err:  # every process learns of it before any raises
+            failure, report = err, report_of(err)
+        reports = all_gather_objects(report)
+        raise_failure(shard, failure, reports)
+        lengths = [length for block, _ in reports for length in block]
+        return usable_rows(table, lengths), pd.concat([found for _, found in reports], ignore_index=True)
+
+    return scan
+
+
 def _part_name(rank: int) -> str:
     return f"part-{rank:05d}.arrow"
 
@@ -117,14 +163,10 @@ def gathered_parts(shard: Shard, target: Path, write_part: Callable[[Path], None
                 write_part(partial)
         except Exception as err:  # every process learns of it before any raises
             failure = err
-        reports = all_gather_objects(f"{type(failure).__name__}: {failure}" if failure else part.stat().st_size)
-        failed = [(rank, report) for rank, report in enumerate(reports) if isinstance(report, str)]
-        if failed:
+        reports = all_gather_objects(report_of(failure) if failure else part.stat().st_size)
+        if any(isinstance(report, str) for report in reports):
             part.unlink(missing_ok=True)
-            if failure is not None:
-                raise failure
-            rank, report = failed[0]
-            raise ShardError(f"process {rank} of {shard.processes} failed, so nothing was written: {report}")
+            raise_failure(shard, failure, reports)
         try:
             parts = [folder / _part_name(rank) for rank in range(shard.processes)]
             # parts on another machine's disk (no shared folder, or a gs:// output staged on each machine)
