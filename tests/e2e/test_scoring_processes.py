@@ -128,6 +128,36 @@ def test_two_processes_score_a_frozen_encoder_through_the_feature_cache(uneven: 
                                                         atol=1e-5)
 
 
+def _with_a_silent_clip(uneven: dict, folder: Path) -> Path:
+    """The split directory of ``uneven`` with an all-zero clip, zed0, in the middle of the test split's rows."""
+    clip = uneven["prefix"] / "zed0"
+    clip.mkdir(exist_ok=True)
+    sf.write(clip / "waveform.wav", np.zeros(4000, dtype=np.float32), 8000)
+    (clip / "metadata.json").write_text(json.dumps({"encoding": "WAV", "sample_rate_hz": 8000}))
+    data = folder / "with_silence"
+    data.mkdir()
+    table = pd.concat([uneven["table"], pd.DataFrame([{"subject": "zed", "pitch": "low", "loud": 0, "long": 1}],
+                                                     index=pd.Index(["zed0"], name="uid"))])
+    for split, uids in uneven["uids"].items():
+        table.loc[uids[:3] + ["zed0"] * (split == "test") + uids[3:]].to_csv(data / f"{split}.csv")
+    return data
+
+
+@pytest.mark.slow
+def test_two_processes_report_unusable_audio_once(uneven: dict, tmp_path: Path) -> None:
+    """Without --on_error skip, an unusable clip fails the command before anything is written; every process
+    finds it, rank 0 alone reports it."""
+    data, out = _with_a_silent_clip(uneven, tmp_path), tmp_path / "evaluated"
+    env = {key: value for key, value in os.environ.items() if key not in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE")}
+    done = subprocess.run([sys.executable, "-m", "audiotune", "evaluate", "--run", str(uneven["run"]), "-d",
+                           str(data), "-o", str(out), *TWO_PROCESSES], env={**env, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.count("error: 1 audio file(s) cannot be used") == 1 and "zed0/waveform.wav: audio is all " \
+        "zeros" in done.stderr and "Traceback" not in done.stderr
+    assert not (out / METRICS_FILE).exists() and not _leftovers(tmp_path)
+
+
 COUNTING = """
 import os
 import sys
@@ -149,16 +179,7 @@ def test_two_processes_check_each_clip_once_and_list_the_skipped_rows_once(uneve
     """An all-zero clip in the test split: the 2-process runs skip it as the 1-process runs do and write the same
     skip list once; the processes share the checks, each clip checked by one of them (Lightning's launcher starts
     rank 1 by running the same script again, counter included)."""
-    run, prefix = str(uneven["run"]), uneven["prefix"]
-    (prefix / "zed0").mkdir(exist_ok=True)
-    sf.write(prefix / "zed0" / "waveform.wav", np.zeros(4000, dtype=np.float32), 8000)
-    (prefix / "zed0" / "metadata.json").write_text(json.dumps({"encoding": "WAV", "sample_rate_hz": 8000}))
-    data = tmp_path / "with_silence"
-    data.mkdir()
-    table = pd.concat([uneven["table"], pd.DataFrame([{"subject": "zed", "pitch": "low", "loud": 0, "long": 1}],
-                                                     index=pd.Index(["zed0"], name="uid"))])
-    for split, uids in uneven["uids"].items():  # the silent clip in the middle of the test split's rows
-        table.loc[uids[:3] + ["zed0"] * (split == "test") + uids[3:]].to_csv(data / f"{split}.csv")
+    run, prefix, data = str(uneven["run"]), uneven["prefix"], _with_a_silent_clip(uneven, tmp_path)
     skip = ("--on_error", "skip", "-bs", "2")
     checked = tmp_path / "checked.txt"
     counting = tmp_path / "counting.py"

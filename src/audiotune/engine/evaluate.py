@@ -26,6 +26,7 @@ from audiotune.engine.shards import (
     part_schema,
     part_writer,
     quiet_followers,
+    reported_once,
     shared_scan,
     start_processes,
 )
@@ -255,9 +256,10 @@ def evaluate_run(run: str, data_split_root: str, exp_dir: str | None = None, on_
     # an evaluation replaces the last one; the other processes of a multi-process evaluation leave it to rank 0
     with own_run_dir(out_dir, overwrite=True, command="evaluate", follower=not launched_rank_zero()) as owned:
         shard = start_processes(config.runtime)  # first: the processes share the checks of the audio
-        prepared = prepare_eval_data(config, input_spec(config), data_split_root, scan=shared_scan(shard))
-        check_recording_targets(prepared.tables, prepared.targets, config.heads)
-        check_adaptation(config.train.adapt_bn, prepared.tables)
+        with reported_once(shard):
+            prepared = prepare_eval_data(config, input_spec(config), data_split_root, scan=shared_scan(shard))
+            check_recording_targets(prepared.tables, prepared.targets, config.heads)
+            check_adaptation(config.train.adapt_bn, prepared.tables)
         section = _section_of_one_table(data_split_root, prepared)
         splits = list(prepared.tables)
         with gathered_parts(shard, out_dir, lambda path: _write_scores(

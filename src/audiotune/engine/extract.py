@@ -28,6 +28,7 @@ from audiotune.engine.shards import (
     part_schema,
     part_writer,
     quiet_followers,
+    reported_once,
     shared_scan,
     start_processes,
     write_in_input_order,
@@ -88,7 +89,8 @@ def extract_embeddings(run: str | None, data_split_root: str, out: str, embeddin
     check_output_path(out_path)
     inputs = input_spec(config)
     shard = start_processes(config.runtime)  # first: the processes share the checks of the audio
-    prepared = prepare_eval_data(config, inputs, data_split_root, targets_needed=False, scan=shared_scan(shard))
+    with reported_once(shard):
+        prepared = prepare_eval_data(config, inputs, data_split_root, targets_needed=False, scan=shared_scan(shard))
     padding = model.backbone.padding
 
     def embed(classifier: Classifier, batch: dict) -> torch.Tensor:

@@ -30,6 +30,7 @@ import torch
 
 from audiotune.config import RuntimeConfig
 from audiotune.data.audio import AudioSpec, check_rows, scan_audio, usable_rows
+from audiotune.data.errors import DataError
 from audiotune.data.prepare import Scanner
 from audiotune.engine.device import parse_devices
 from audiotune.engine.distributed import all_gather_objects, process_group
@@ -135,6 +136,19 @@ def shared_scan(shard: Shard) -> Scanner:
         return usable_rows(table, lengths), pd.concat([found for _, found in reports], ignore_index=True)
 
     return scan
+
+
+@contextlib.contextmanager
+def reported_once(shard: Shard) -> Iterator[None]:
+    """Around checks every process makes of the same data (after :func:`shared_scan`), which fail alike in all:
+    rank 0 reports a :class:`~audiotune.data.errors.DataError`, the others end with the command's error status
+    without repeating it."""
+    try:
+        yield
+    except DataError:
+        if shard.writes:
+            raise
+        raise SystemExit(2) from None
 
 
 def _part_name(rank: int) -> str:
