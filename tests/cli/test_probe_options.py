@@ -56,6 +56,7 @@ def test_the_seed_spellings_of_probed_options_stay(capsys: pytest.CaptureFixture
     assert args["fbank"] is False and args["mono"] == "sum" and args["train.epochs"] == 3
 
 
+@pytest.mark.slow
 def test_a_train_runs_config_probes_with_the_options_probe_does_not_take_at_their_defaults(
         trained_run: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     config = yaml.safe_load((trained_run["run"] / "config.yaml").read_text())
@@ -80,6 +81,7 @@ def test_a_train_runs_config_probes_with_the_options_probe_does_not_take_at_thei
                  "False"]) == 0
 
 
+@pytest.mark.slow
 def test_an_ecapa_tdnn_is_probed_frozen(uid_dataset: dict, tmp_path: Path) -> None:
     ds = uid_dataset
     assert main(["probe", "-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"]), "-o",

@@ -34,6 +34,7 @@ def probed(tmp_path_factory: pytest.TempPathFactory):
     return probe
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("option", [["--grad_clip", "0.001"], ["--ema", "0.5"], ["--balance", "oversample"]])
 def test_a_training_option_changes_the_probed_heads(probed, option: list[str]) -> None:
     plain = probed("-e", "2")
@@ -42,11 +43,13 @@ def test_a_training_option_changes_the_probed_heads(probed, option: list[str]) -
     assert len(changed["layer_weights"]) == 3 and abs(sum(changed["layer_weights"]) - 1) < 1e-6
 
 
+@pytest.mark.slow
 def test_balanced_epochs_are_summarised(probed) -> None:
     summary = probed("-e", "1", "--balance", "undersample")
     assert summary["balance"]["mode"] == "undersample" and "balance" not in probed("-e", "1")
 
 
+@pytest.mark.slow
 def test_training_steps_stop_every_head_after_that_many_steps(probed) -> None:
     # 16 training clips in batches of 4: 4 steps are one epoch; a constant rate, so stopping is what differs
     one_epoch = probed("-e", "1", "--scheduler", "none")
