@@ -107,6 +107,15 @@ def test_a_run_in_steps_shows_no_last_epoch(tmp_path: Path) -> None:
     assert by_epochs.progress_bar_callback._epoch(by_epochs) == "epoch 1/10"
 
 
+def test_a_fit_without_a_run_directory_runs_as_long_and_clips_as_a_run_does() -> None:
+    runtime = RuntimeConfig(accelerator="cpu")
+    quiet, best = build_trainer(TrainConfig(epochs=5, training_steps=7, grad_clip=0.5), runtime, None, devices=1)
+    assert best is None and (quiet.max_epochs, quiet.max_steps, quiet.gradient_clip_val) == (-1, 7, 0.5)
+    plain, _ = build_trainer(TrainConfig(epochs=3), runtime, None, devices=1)
+    assert (plain.max_epochs, plain.max_steps, plain.gradient_clip_val) == (3, -1, None)
+    assert plain.logger is None and plain.checkpoint_callback is None
+
+
 
 def test_logger_tensorboard_without_the_package_fails_before_anything_is_written(
         uid_dataset: dict, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:

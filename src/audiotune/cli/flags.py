@@ -12,7 +12,7 @@ import typing
 from typing import Any
 
 from audiotune.cli.help import default_text, shared_group
-from audiotune.cli.seed_flags import apply_seed_spellings, in_bucket
+from audiotune.cli.seed_flags import Refused, apply_seed_spellings, in_bucket
 from audiotune.config import (
     CONFIG_VERSION,
     SECTIONS,
@@ -184,15 +184,16 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
         add_path(parser, *spellings("exp_dir", ("-o",)), role=Role.RUN_OUTPUT, dest="exp_dir", metavar="PATH",
                  default=argparse.SUPPRESS, help="run directory for every output")
     add_section_flags(parser, sections)
-    if "model" in sections and backbone_flags:
+    named = {entry.partition(".")[0] for entry in sections}  # the sections with at least one option taken
+    if "model" in named and backbone_flags:
         _add_backbone_flags(parser, model)
     seeds = shared_group(parser, "seed command-line compatibility", summarised=True)
-    if "features" in sections:
+    if "features" in named:
         seeds.add_argument("--fbank", nargs="?", const=True, type=parse_bool, default=argparse.SUPPRESS,
                            metavar="BOOL", help="the ECAPA seed's switch: True = --features fbank sized by "
                                                 "--n_mels bins and --n_fft frames (as the seed; default 128 and "
                                                 "400), False = --features mfcc")
-    if "audio" in sections:
+    if "audio" in named:
         seeds.add_argument("--mono", choices=("mean", "sum"), default=argparse.SUPPRESS,
                            help="same as --channel_mode mean|sum")
         seeds.add_argument("--reduce", nargs="?", const=True, type=parse_bool, default=argparse.SUPPRESS,
@@ -206,14 +207,56 @@ def add_section_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...]
     """The options of ``sections`` as flags, one argument group per section (shown in full by ``--help`` for the
     sections in FULL_HELP_SECTIONS, by flag name for the others); a ``section.name`` entry adds that one option.
     Each lands in the namespace as ``section.name`` (only when given on the command line)."""
+    hints = {section: typing.get_type_hints(cls) for section, cls in SECTIONS.items()}
+    for key in declared_options(sections):
+        section, name = key.split(".")
+        group = shared_group(parser, section, summarised=section not in FULL_HELP_SECTIONS)
+        spec = next(spec for spec in dataclasses.fields(SECTIONS[section]) if spec.name == name)
+        _add_field(group, key, spec, hints[section])
+
+
+def declared_options(sections: tuple[str, ...] = tuple(SECTIONS)) -> list[str]:
+    """``section.name`` of every option that ``sections`` (entries as :func:`add_section_flags` takes them: a
+    section, or ``section.name`` for one option) makes a flag, in declaration order."""
+    keys = []
     for entry in sections:
         section, _, only = entry.partition(".")
-        cls = SECTIONS[section]
-        group = shared_group(parser, section, summarised=section not in FULL_HELP_SECTIONS)
-        hints = typing.get_type_hints(cls)
-        for spec in dataclasses.fields(cls):
-            if spec.metadata.get("cli") is not False and only in ("", spec.name):
-                _add_field(group, f"{section}.{spec.name}", spec, hints)
+        keys += [f"{section}.{spec.name}" for spec in dataclasses.fields(SECTIONS[section])
+                 if spec.metadata.get("cli") is not False and only in ("", spec.name)]
+    return keys
+
+
+def refuse_other_options(parser: argparse.ArgumentParser, sections: tuple[str, ...], why: str) -> None:
+    """The flags of every option that ``sections`` does not declare, refused with ``why`` (for a command that takes
+    part of the options: one line saying so, not argparse's unrecognised argument)."""
+    taken = set(declared_options(sections))
+    for key in declared_options():
+        section, name = key.split(".")
+        if key not in taken:
+            spec = next(spec for spec in dataclasses.fields(SECTIONS[section]) if spec.name == name)
+            names = [n for n in spellings(name, spec.metadata.get("flags", ()))
+                     if n not in parser._option_string_actions]
+            parser.add_argument(*names, action=Refused, replacement=why)
+
+
+def others_at_defaults(config: RunConfig, args: argparse.Namespace, sections: tuple[str, ...]) -> list[str]:
+    """Put every option that ``sections`` does not declare back at its default (the command's own, then the
+    option's): a ``--config`` file may hold options of other commands (a train run's config.yaml), which a command
+    that refuses their flags must not read either. Returns ``--name value`` of those whose value changed."""
+    defaults = RunConfig()
+    for key, value in (vars(args).get(CONFIG_DEFAULTS) or {}).items():
+        _set(defaults, key, value)
+    taken = set(declared_options(sections))
+    changed = []
+    for key in declared_options():
+        if key in taken:
+            continue
+        section, name = key.split(".")
+        value, default = getattr(getattr(config, section), name), getattr(getattr(defaults, section), name)
+        if value != default:
+            changed.append(f"--{name} {' '.join(map(str, value)) if isinstance(value, list) else value}")
+            setattr(getattr(config, section), name, default)
+    return changed
 
 
 def _owners() -> dict[str, list[str]]:

@@ -2,16 +2,45 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_config_flags, config_from_args
+from audiotune.cli.flags import add_config_flags, config_from_args, others_at_defaults, refuse_other_options
 from audiotune.cli.show import quiet_lightning, shown
 from audiotune.outputs import PROBE_FILE
 
+# The options probe's path reads: a frozen encoder fills the feature cache once, then each head trains on the
+# cached pooled states of the layer it probes in one quiet fit in one process, and its last epoch is scored.
+# The rest (augmentation and mixup, which the cache cannot serve; --layer/--weighted, which every head sets
+# itself; checkpoints, early stopping, loggers, length buckets, processes) is refused as a flag and left at its
+# default when a --config file holds it.
+PROBE_OPTIONS = (
+    "data.prefix", "data.study", "data.data_split_root", "data.label_txt", "data.val_size", "data.seed",
+    "data.na_values", "data.on_error", "data.allow_overlap", "data.train_fraction",
+    "audio",
+    "features.features", "features.waveform_norm", "features.num_mel_bins", "features.target_length",
+    "features.n_mfcc", "features.n_fft", "features.n_mels", "features.utterance_norm", "features.pad",
+    "features.dataset_mean", "features.dataset_std",
+    "model.model", "model.checkpoint",
+    "classifier.shared_dense", "classifier.sd_bottleneck", "classifier.clf_bottleneck", "classifier.activation",
+    "classifier.final_dropout", "classifier.layernorm", "classifier.pooling_mode", "classifier.frame_activation",
+    "classifier.pool_drop_last",
+    "train.epochs", "train.batch_size", "train.learning_rate", "train.optim", "train.weight_decay", "train.scheduler",
+    "train.max_lr", "train.grad_clip", "train.accumulate_grad_batches", "train.warmup_steps", "train.training_steps",
+    "train.loss", "train.labeling_method", "train.class_weights", "train.balance", "train.standardize_targets",
+    "train.ema", "train.val_share", "train.overwrite", "train.debug",
+    "runtime.num_workers", "runtime.features_on", "runtime.precision", "runtime.accelerator", "runtime.devices",
+    "runtime.cache_dir", "runtime.report",
+)
+
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
-    add_config_flags(parser, model=model)
+    # every head reads a frozen encoder (an ECAPA-TDNN too, which train trains by default)
+    add_config_flags(parser, PROBE_OPTIONS, model=model, defaults={"model.freeze": True})
+    refuse_other_options(parser, PROBE_OPTIONS, "not an option of probe, whose heads train on the cached hidden "
+                                                "states of a frozen encoder and are scored after their last epoch "
+                                                "(its options: audiotune probe --help)")
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -20,6 +49,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
     quiet_lightning(args.verbose)
     config = config_from_args(args)
+    ignored = others_at_defaults(config, args, PROBE_OPTIONS)
+    if ignored:
+        print(f"--config {args.config}: options probe does not take are left at their defaults (not "
+              f"{', '.join(ignored)})", file=sys.stderr)
     table = probe(config)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"probe table: {shown(Path(config.exp_dir) / PROBE_FILE)}")

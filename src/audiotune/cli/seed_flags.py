@@ -77,8 +77,9 @@ def _valid_split(args: argparse.Namespace, config: RunConfig) -> None:
         config.data.val_size = 0
 
 
-class _Retired(argparse.Action):
-    """A seed spelling that audiotune does not take: refused with what to write instead."""
+class Refused(argparse.Action):
+    """A spelling that the command does not take (a retired seed spelling, an option of other commands): refused
+    with what to write instead."""
 
     def __init__(self, option_strings: list[str], dest: str, replacement: str = "", **kwargs: Any) -> None:
         super().__init__(option_strings, dest, nargs="*", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -125,13 +126,13 @@ def refuse_retired(parser: argparse.ArgumentParser, command: str = "") -> None:
     for spelling, replacement in {**RETIRED_FLAGS, **RETIRED_IN_COMMAND.get(command, {})}.items():
         names = [n for n in dict.fromkeys([spelling, spelling.replace("_", "-")]) if n not in taken]
         if names:
-            parser.add_argument(*names, action=_Retired, replacement=replacement)
+            parser.add_argument(*names, action=Refused, replacement=replacement)
     by_flag: dict[str, dict[str, str]] = {}
     for (flag, value), message in RETIRED_VALUES.items():
         by_flag.setdefault(flag, {})[value] = message
     for flag, refused in by_flag.items():
         taking = taken.get(flag)
-        if taking is not None and taking.nargs is None and not isinstance(taking, _Retired):
+        if taking is not None and taking.nargs is None and not isinstance(taking, Refused):
             taking.type = _refusing_values(taking.type, refused)
             if BARE in refused:  # alone, argparse would say only "expected one argument"
                 taking.nargs, taking.const = "?", _BARE_GIVEN

@@ -8,8 +8,11 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import EMAWeightAveraging
 
 from audiotune.config import RunConfig, check_config, save_config
+from audiotune.data.balance import class_head
+from audiotune.data.loading import balanced_sampler, check_sampler_options
 from audiotune.data.prepare import prepare_training_data
 from audiotune.engine.cache import cache_blocker, cached_datasets, cached_loader
 from audiotune.engine.device import parse_devices
@@ -51,6 +54,7 @@ def probe(config: RunConfig) -> pd.DataFrame:
     Encoding, training and predictions run on ``config.runtime.accelerator``/``devices``.
     """
     check_config(config)
+    check_sampler_options(config)
     devices = parse_devices(config.runtime.devices)
     if config.runtime.strategy != "auto" or config.runtime.num_nodes > 1 or devices == -1 or \
             (isinstance(devices, int) and devices > 1) or (isinstance(devices, list) and len(devices) > 1):
@@ -83,7 +87,8 @@ def _probe(config: RunConfig, owned: OwnedRunDir, one_device: int | list[int]) -
     encoder = build_classifier(config)
     stats: dict = {}
     cached = cached_datasets(encoder, config, prepared.tables, prepared.targets, stats)
-    train_loader = cached_loader(config, cached["train"], True)
+    sampler = balanced_sampler(config, prepared)  # --balance: class-balanced epochs of cached states
+    train_loader = cached_loader(config, cached["train"], True, sampler)
     val_loader = cached_loader(config, cached["val"], False) if "val" in cached else None
 
     rows, layer_weights = [], None
@@ -96,7 +101,9 @@ def _probe(config: RunConfig, owned: OwnedRunDir, one_device: int | list[int]) -
         model = Classifier(encoder.backbone, config.heads, head_config, freeze_backbone=True)
         module = ClassifierModule(model, config.heads, config.train, steps_per_epoch=len(train_loader),
                                   class_weights=class_weights, seed=config.data.seed)
-        trainer, _ = build_trainer(config.train, config.runtime, None, devices=one_device)
+        # --ema: the head scored is the average of its weights, as train's saved model is
+        averaging = [EMAWeightAveraging(decay=config.train.ema)] if config.train.ema else []
+        trainer, _ = build_trainer(config.train, config.runtime, None, devices=one_device, callbacks=averaging)
         trainer.fit(module, train_loader, val_loader)
         row: dict = {"layer": str(target)}
         for split, dataset in cached.items():
@@ -112,6 +119,11 @@ def _probe(config: RunConfig, owned: OwnedRunDir, one_device: int | list[int]) -
             layer_weights = torch.softmax(model.layer_weights.detach().float().cpu(), 0).tolist()
     table = pd.DataFrame(rows)
     write_csv(table, exp_dir / PROBE_FILE, index=False)
-    write_json(exp_dir / PROBE_SUMMARY_FILE, {"layers": rows, "layer_weights": layer_weights, "feature_cache": stats})
+    summary = {"layers": rows, "layer_weights": layer_weights, "feature_cache": stats}
+    if sampler is not None:
+        found = class_head(config.heads)
+        assert found is not None  # the sampler was built on it
+        summary["balance"] = sampler.summary(found[1])
+    write_json(exp_dir / PROBE_SUMMARY_FILE, summary)
     plot_probe(table, exp_dir / PLOT_DIR / PROBE_PLOT)
     return table

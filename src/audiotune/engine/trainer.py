@@ -128,8 +128,8 @@ def build_trainer(train: TrainConfig, runtime: RuntimeConfig, run_dir: Path | No
     checkpoints are written atomically and Lightning's distributed sampler is off (each process's loaders
     take their own share of the batches, see :mod:`audiotune.engine.distributed`).
 
-    ``run_dir`` None: a quiet fit of ``--epochs`` epochs in this process on ``devices`` of ``runtime``'s
-    accelerator, with no logger, checkpoint or progress bar (``best_by`` must be None).
+    ``run_dir`` None: a quiet fit of the same length, accumulation and clipping in this process on ``devices`` of
+    ``runtime``'s accelerator, with no logger, checkpoint or progress bar (``best_by`` must be None).
 
     ``callbacks`` come after the checkpoint callbacks; Lightning runs every checkpoint callback after all
     others, in the order given. ``default_root_dir`` and ``deterministic`` are passed on when given.
@@ -143,8 +143,10 @@ def build_trainer(train: TrainConfig, runtime: RuntimeConfig, run_dir: Path | No
     if run_dir is None:
         if best_by is not None or devices is None:
             raise ValueError("a fit without a run directory keeps no best checkpoint and needs its devices")
-        trainer = pl.Trainer(max_epochs=train.epochs, accelerator=runtime.accelerator, devices=devices,
-                             precision=trainer_precision(runtime), callbacks=list(callbacks), logger=False,
+        max_epochs, max_steps = run_length(train)
+        trainer = pl.Trainer(max_epochs=max_epochs, max_steps=max_steps, accelerator=runtime.accelerator,
+                             devices=devices, precision=trainer_precision(runtime),
+                             gradient_clip_val=train.grad_clip or None, callbacks=list(callbacks), logger=False,
                              enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                              **extra)
         return trainer, None

@@ -1,0 +1,89 @@
+"""``audiotune probe`` takes the options its path reads (PROBE_OPTIONS) and refuses every other one; a config
+file holding others (a train run's config.yaml) still runs, those left at their defaults and named."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import SMALL_ECAPA
+
+from audiotune.cli import build_parser, main
+from audiotune.cli.flags import declared_options
+from audiotune.cli.probe import PROBE_OPTIONS
+from audiotune.config import load_config
+
+TAKEN = declared_options(PROBE_OPTIONS)
+REFUSED = [key for key in declared_options() if key not in TAKEN]
+
+
+def help_of_probe(capsys: pytest.CaptureFixture) -> str:
+    with pytest.raises(SystemExit):
+        build_parser(full_help=True).parse_args(["probe", "--help"])
+    return capsys.readouterr().out
+
+
+def flag(key: str) -> str:
+    return f"--{key.partition('.')[2]}"
+
+
+def test_probe_takes_a_part_of_every_option() -> None:
+    assert TAKEN and REFUSED and set(TAKEN) < set(declared_options())
+    assert {"train.patience", "train.resume", "runtime.logger", "augment.tshift", "classifier.layer"} <= set(REFUSED)
+
+
+@pytest.mark.parametrize("key", REFUSED)
+def test_an_option_probe_does_not_read_is_refused(key: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        build_parser().parse_args(["probe", flag(key), "1"])
+    assert stopped.value.code == 2
+    assert f"audiotune probe: error: {flag(key)}: not an option of probe" in capsys.readouterr().err
+    assert not re.search(rf"^ +(-\S+, )*{flag(key)}[ ,\n]", help_of_probe(capsys), re.M)  # no line of its own
+
+
+@pytest.mark.parametrize("key", TAKEN)
+def test_an_option_probe_reads_is_taken(key: str) -> None:
+    parser = build_parser()
+    probe = next(a for a in parser._actions if a.dest == "command").choices["probe"]
+    choices = next(a for a in probe._actions if a.dest == key).choices
+    value = list(choices)[0] if choices else "auto" if key in ("runtime.devices", "runtime.accelerator") else "1"
+    assert key in vars(parser.parse_args(["probe", flag(key), value]))
+
+
+def test_the_seed_spellings_of_probed_options_stay(capsys: pytest.CaptureFixture) -> None:
+    args = vars(build_parser().parse_args(["probe", "--fbank", "False", "--mono", "sum", "-e", "3"]))
+    assert args["fbank"] is False and args["mono"] == "sum" and args["train.epochs"] == 3
+
+
+@pytest.mark.slow
+def test_a_train_runs_config_probes_with_the_options_probe_does_not_take_at_their_defaults(
+        trained_run: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config = yaml.safe_load((trained_run["run"] / "config.yaml").read_text())
+    assert config["model"]["freeze"] is False  # an ECAPA-TDNN trained from scratch
+    config["train"].update(patience=3, save_top_k=2, resume=True, epochs=2)
+    config["augment"]["tshift"], config["data"]["mixup"], config["runtime"]["strategy"] = 0.5, 0.2, "ddp"
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
+    out = tmp_path / "probe"
+    assert main(["probe", "--config", str(tmp_path / "train.yaml"), "-o", str(out), "--report", "False"]) == 0
+    err = capsys.readouterr().err
+    for ignored in ("--freeze False", "--patience 3", "--save_top_k 2", "--resume True", "--tshift 0.5",
+                    "--mixup 0.2", "--strategy ddp"):
+        assert ignored in err
+    saved = load_config(out / "config.yaml")
+    assert saved.model.freeze is True and saved.train.patience == 0 and saved.augment.tshift == 0
+    assert saved.train.epochs == 2 and saved.data.seed == 1  # what probe takes comes from the file
+    # the probe's own config.yaml runs probe again, and trains
+    assert main(["probe", "--config", str(out / "config.yaml"), "-o", str(tmp_path / "again"), "--report",
+                 "False"]) == 0
+    assert "left at their defaults" not in capsys.readouterr().err
+    assert main(["train", "--config", str(out / "config.yaml"), "-o", str(tmp_path / "train"), "--report",
+                 "False"]) == 0
+
+
+@pytest.mark.slow
+def test_an_ecapa_tdnn_is_probed_frozen(uid_dataset: dict, tmp_path: Path) -> None:
+    ds = uid_dataset
+    assert main(["probe", "-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"]), "-o",
+                 str(tmp_path / "probe"), *SMALL_ECAPA, "-e", "1", "-bs", "4", "--report", "False"]) == 0
+    assert load_config(tmp_path / "probe" / "config.yaml").model.freeze is True

@@ -1,0 +1,58 @@
+"""The probe's heads train as its options say: clipping, a run length in steps, class-balanced epochs and weight
+averaging each change the learned heads (here: the weighted sum's layer weights)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import HF_TINY, make_uid_dataset, save_hf_checkpoint
+
+from audiotune.cli import main
+
+
+@pytest.fixture(scope="module")
+def probed(tmp_path_factory: pytest.TempPathFactory):
+    """Runs ``audiotune probe`` of a tiny wav2vec2 (3 hidden states) on the uid dataset with extra flags; returns
+    each run's probe.json."""
+    import torch
+    import transformers
+
+    ds = make_uid_dataset(tmp_path_factory.mktemp("probe"))
+    torch.manual_seed(0)
+    checkpoint = save_hf_checkpoint(transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**HF_TINY)),
+                                    ds["root"] / "w2v")
+    runs: dict[tuple[str, ...], dict] = {}  # the same flags probe once
+
+    def probe(*extra: str) -> dict:
+        if extra not in runs:
+            out = ds["root"] / f"probe{len(runs)}"
+            assert main(["probe", "-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"]), "-o",
+                         str(out), "--model", "hf", "-c", str(checkpoint), "-bs", "4", "--report", "False",
+                         *extra]) == 0
+            runs[extra] = json.loads((out / "probe.json").read_text())
+        return runs[extra]
+    return probe
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("option", [["--grad_clip", "0.001"], ["--ema", "0.5"], ["--balance", "oversample"]])
+def test_a_training_option_changes_the_probed_heads(probed, option: list[str]) -> None:
+    plain = probed("-e", "2")
+    changed = probed("-e", "2", *option)
+    assert changed["layer_weights"] != plain["layer_weights"]
+    assert len(changed["layer_weights"]) == 3 and abs(sum(changed["layer_weights"]) - 1) < 1e-6
+
+
+@pytest.mark.slow
+def test_balanced_epochs_are_summarised(probed) -> None:
+    summary = probed("-e", "1", "--balance", "undersample")
+    assert summary["balance"]["mode"] == "undersample" and "balance" not in probed("-e", "1")
+
+
+@pytest.mark.slow
+def test_training_steps_stop_every_head_after_that_many_steps(probed) -> None:
+    # 16 training clips in batches of 4: 4 steps are one epoch; a constant rate, so stopping is what differs
+    one_epoch = probed("-e", "1", "--scheduler", "none")
+    four_steps = probed("-e", "5", "--training_steps", "4", "--scheduler", "none")
+    five_epochs = probed("-e", "5", "--scheduler", "none")
+    assert four_steps["layer_weights"] == one_epoch["layer_weights"] != five_epochs["layer_weights"]
