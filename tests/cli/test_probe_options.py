@@ -2,6 +2,9 @@
 file holding others (a train run's config.yaml) still runs, those left at their defaults and named."""
 from __future__ import annotations
 
+import argparse
+import contextlib
+import io
 import re
 from pathlib import Path
 
@@ -18,10 +21,20 @@ TAKEN = declared_options(PROBE_OPTIONS)
 REFUSED = [key for key in declared_options() if key not in TAKEN]
 
 
-def help_of_probe(capsys: pytest.CaptureFixture) -> str:
-    with pytest.raises(SystemExit):
+@pytest.fixture(scope="module")
+def parser() -> argparse.ArgumentParser:
+    return build_parser()
+
+
+@pytest.fixture(scope="module")
+def probe_help() -> str:
+    """``audiotune probe --help`` with every option shown."""
+    out = io.StringIO()
+    with pytest.raises(SystemExit), contextlib.redirect_stdout(out):
         build_parser(full_help=True).parse_args(["probe", "--help"])
-    return capsys.readouterr().out
+    text = out.getvalue()
+    assert re.search(r"^ +(-\S+, )*--epochs[ ,\n]", text, re.M)  # a taken option has its line
+    return text
 
 
 def flag(key: str) -> str:
@@ -34,17 +47,17 @@ def test_probe_takes_a_part_of_every_option() -> None:
 
 
 @pytest.mark.parametrize("key", REFUSED)
-def test_an_option_probe_does_not_read_is_refused(key: str, capsys: pytest.CaptureFixture) -> None:
+def test_an_option_probe_does_not_read_is_refused(key: str, parser: argparse.ArgumentParser, probe_help: str,
+                                                  capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as stopped:
-        build_parser().parse_args(["probe", flag(key), "1"])
+        parser.parse_args(["probe", flag(key), "1"])
     assert stopped.value.code == 2
     assert f"audiotune probe: error: {flag(key)}: not an option of probe" in capsys.readouterr().err
-    assert not re.search(rf"^ +(-\S+, )*{flag(key)}[ ,\n]", help_of_probe(capsys), re.M)  # no line of its own
+    assert not re.search(rf"^ +(-\S+, )*{flag(key)}[ ,\n]", probe_help, re.M)  # no line of its own
 
 
 @pytest.mark.parametrize("key", TAKEN)
-def test_an_option_probe_reads_is_taken(key: str) -> None:
-    parser = build_parser()
+def test_an_option_probe_reads_is_taken(key: str, parser: argparse.ArgumentParser) -> None:
     probe = next(a for a in parser._actions if a.dest == "command").choices["probe"]
     choices = next(a for a in probe._actions if a.dest == key).choices
     value = list(choices)[0] if choices else "auto" if key in ("runtime.devices", "runtime.accelerator") else "1"
