@@ -83,6 +83,12 @@ def test_cache_blockers() -> None:
     config.features.vtlp = 0.0
     config.classifier.weighted, config.classifier.pooling_mode = True, "max"
     assert "max pooling" in cache_blocker(config)
+    config.classifier.weighted = False
+    for option, value in (("group_batches", "subject"), ("bucket_sampler", True), ("dynamic_batch", 30)):
+        assert cache_blocker(config) is None
+        setattr(config.train, option, value)
+        assert "batch clips by their groups or lengths" in cache_blocker(config)
+        setattr(config.train, option, getattr(RunConfig().train, option))
 
 
 def test_the_key_is_the_input_the_model_reads() -> None:

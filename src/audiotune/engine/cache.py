@@ -31,6 +31,7 @@ from audiotune.data.loading import (
     make_loader,
     scoring_batches,
     seeded_loader,
+    uses_bucket_sampler,
 )
 from audiotune.data.samplers import BalancedSampler
 from audiotune.engine.adapt import OFF as ADAPT_OFF
@@ -54,6 +55,9 @@ def cache_blocker(config: RunConfig) -> str | None:
         return "SpecAugment changes the encoder input every epoch"
     if inputs.features == "fbank" and inputs.vtlp:
         return "VTLP changes the encoder input every epoch"
+    if config.train.group_batches or uses_bucket_sampler(config):
+        return ("--group_batches, --bucket_sampler and --dynamic_batch batch clips by their groups or lengths, which "
+                "the cache's pooled states do not keep")
     if config.classifier.weighted and config.classifier.pooling_mode == "max":
         return "max pooling of a weighted sum is not the weighted sum of max-pooled states"
     return None
