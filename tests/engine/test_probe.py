@@ -8,12 +8,14 @@ import pytest
 from conftest import HF_TINY, make_uid_dataset, save_hf_checkpoint
 
 from audiotune.cli import main
+from audiotune.engine.probe_report import read_probe
+from audiotune.report.probe_page import render_probe
 
 
 @pytest.fixture(scope="module")
 def probed(tmp_path_factory: pytest.TempPathFactory):
     """Runs ``audiotune probe`` of a tiny wav2vec2 (3 hidden states) on the uid dataset with extra flags; returns
-    each run's probe.json."""
+    each run's probe.json, with its ``folder``."""
     import torch
     import transformers
 
@@ -29,7 +31,7 @@ def probed(tmp_path_factory: pytest.TempPathFactory):
             assert main(["probe", "-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"]), "-o",
                          str(out), "--model", "hf", "-c", str(checkpoint), "-bs", "4", "--report", "False",
                          *extra]) == 0
-            runs[extra] = json.loads((out / "probe.json").read_text())
+            runs[extra] = {**json.loads((out / "probe.json").read_text()), "folder": out}
         return runs[extra]
     return probe
 
@@ -56,3 +58,13 @@ def test_training_steps_stop_every_head_after_that_many_steps(probed) -> None:
     four_steps = probed("-e", "5", "--training_steps", "4", "--scheduler", "none")
     five_epochs = probed("-e", "5", "--scheduler", "none")
     assert four_steps["layer_weights"] == one_epoch["layer_weights"] != five_epochs["layer_weights"]
+
+
+@pytest.mark.slow
+def test_max_pooling_probes_every_layer_and_says_why_the_weighted_sum_is_not(probed) -> None:
+    maxed, mean = probed("-e", "1", "-pm", "max"), probed("-e", "1")
+    assert [row["layer"] for row in maxed["layers"]] == ["0", "1", "2"] and maxed["layer_weights"] is None
+    assert "max pooling of a weighted sum" in maxed["weighted_sum"]
+    page = render_probe(read_probe(maxed["folder"]))
+    assert "no learned layer weights: the weighted sum was not probed: max pooling of a weighted sum" in page
+    assert mean["layers"][-1]["layer"] == "weighted" and "weighted_sum" not in mean

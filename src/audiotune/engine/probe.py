@@ -3,6 +3,7 @@ their learned weighted sum; a table and a plot of the metrics per layer."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import numpy as np
 import pandas as pd
@@ -37,6 +38,8 @@ from audiotune.outputs import (
     write_json,
 )
 from audiotune.report.plots import plot_probe
+
+log = logging.getLogger(__name__)
 
 
 def _summary(metrics: dict) -> dict:
@@ -93,7 +96,12 @@ def _probe(config: RunConfig, owned: OwnedRunDir, one_device: int | list[int]) -
 
     rows, layer_weights = [], None
     class_weights = training_class_weights(config.heads, prepared.targets["train"], config.train.class_weights)
-    targets = list(range(encoder.backbone.num_hidden_states)) + ["weighted"]
+    # the weighted sum's row, unless its pooled states are not what the cache holds (max pooling)
+    weighted_config = dataclasses.replace(config, classifier=dataclasses.replace(config.classifier, weighted=True))
+    no_weighted_sum = cache_blocker(weighted_config)
+    if no_weighted_sum:
+        log.warning("probe: no row for the learned weighted sum: %s", no_weighted_sum)
+    targets = list(range(encoder.backbone.num_hidden_states)) + ([] if no_weighted_sum else ["weighted"])
     for target in targets:
         pl.seed_everything(config.data.seed, verbose=False)  # every probe starts from the same head
         head_config = dataclasses.replace(config.classifier, weighted=target == "weighted",
@@ -120,6 +128,8 @@ def _probe(config: RunConfig, owned: OwnedRunDir, one_device: int | list[int]) -
     table = pd.DataFrame(rows)
     write_csv(table, exp_dir / PROBE_FILE, index=False)
     summary = {"layers": rows, "layer_weights": layer_weights, "feature_cache": stats}
+    if no_weighted_sum:
+        summary["weighted_sum"] = f"not probed: {no_weighted_sum}"
     if sampler is not None:
         found = class_head(config.heads)
         assert found is not None  # the sampler was built on it

@@ -39,4 +39,5 @@ def read_probe(source: Path) -> ProbeReport:
     config = source / CONFIG_FILE
     return ProbeReport(title=f"layer probe: {source.resolve().name}", source=str(source.resolve()),
                        table=table.astype({"layer": str}), config_yaml=config.read_text() if config.is_file() else "",
-                       layer_weights=summary.get("layer_weights"), cache=summary.get("feature_cache") or {})
+                       layer_weights=summary.get("layer_weights"), cache=summary.get("feature_cache") or {},
+                       weighted_sum=str(summary.get("weighted_sum") or ""))

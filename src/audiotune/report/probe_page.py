@@ -60,6 +60,7 @@ class ProbeReport:
     config_yaml: str = ""
     layer_weights: list[float] | None = None
     cache: dict = field(default_factory=dict)
+    weighted_sum: str = ""  # why the weighted sum was not probed, where it was not
 
 
 def _weighted_value(table: pd.DataFrame, column: str) -> float | None:
@@ -111,7 +112,8 @@ def _curves(report: ProbeReport) -> str:
 def _weights(report: ProbeReport) -> str:
     weights = report.layer_weights
     if not weights:
-        return note("no learned layer weights (probe.json missing or without them)")
+        return note(f"no learned layer weights: the weighted sum was {report.weighted_sum}" if report.weighted_sum
+                    else "no learned layer weights (probe.json missing or without them)")
     svg = charts.bars([str(k) for k in range(len(weights))], weights, "weight", mean=1.0 / len(weights))
     return chart_row([figure(svg, "softmax weight of each hidden state in the weighted sum (dashed: uniform)")])
 
