@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 
 from audiotune.config import HeadSpec, RunConfig, save_config
 from audiotune.models.backbones import resolve_config
+from audiotune.models.backbones.hf_checkpoint import weights_quietly
 from audiotune.models.checkpoint import build_classifier, save_weights
 from audiotune.models.classifier import Classifier
 from audiotune.outputs import (
@@ -253,7 +254,8 @@ def _write_encoder(layout: SeedLayout, model: Classifier, source_checkpoint: str
     """The backbone's weights as its ``--checkpoint`` / ``--pretrained_mdl_path`` reads them."""
     module = getattr(model.backbone, "model" if layout.encoder == "save_pretrained" else layout.encoder)
     if layout.encoder == "save_pretrained":
-        module.save_pretrained(str(folder))
+        with weights_quietly():
+            module.save_pretrained(str(folder))
         try:  # the feature extractor settings the seed used (sampling rate, normalisation)
             from transformers import AutoFeatureExtractor
 

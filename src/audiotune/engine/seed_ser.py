@@ -23,6 +23,7 @@ import soundfile as sf
 import torch
 
 from audiotune.data.pseudo_labels import METADATA_KEY, SCHEMA
+from audiotune.models.backbones.hf_checkpoint import weights_quietly
 from audiotune.outputs import atomic_dir, atomic_path, check_output_path
 
 MAX_STAND_INS = 16  # different globals a checkpoint may name besides tensors
@@ -108,7 +109,7 @@ def import_ser_encoder(path: str | Path, architecture: str, out: str | Path) -> 
                          + "; ".join(f"{what} {keys[:4]}" for what, keys in
                                      (("unknown", unknown), ("missing", missing), ("other shapes", reshaped)) if keys))
     model.load_state_dict(renamed, strict=False)
-    with atomic_dir(out) as folder:
+    with atomic_dir(out) as folder, weights_quietly():
         model.save_pretrained(str(folder))
         save_seed_extractor(architecture, folder)
     unused = sorted({".".join(k.split(".")[:2]) for k in state

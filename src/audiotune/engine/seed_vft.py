@@ -27,6 +27,7 @@ from audiotune.config import (
 from audiotune.engine.seed_import import SeedImportError, owned_import_dir
 from audiotune.engine.seed_ser import read_lightning_state, save_seed_extractor, today_name
 from audiotune.models.backbones import resolve_config
+from audiotune.models.backbones.hf_checkpoint import weights_quietly
 from audiotune.models.checkpoint import build_classifier, save_weights
 from audiotune.outputs import CONFIG_FILE, ENCODER_DIR, IMPORT_RECORD_FILE, MODEL_FILE, atomic_dir, write_json
 
@@ -78,7 +79,8 @@ def _mapped(state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]) 
 
 def _write_encoder(model: Any, architecture: str, folder: Path) -> None:
     """The fine-tuned wav2vec2 as a ``save_pretrained`` folder whose feature extractor does not normalise."""
-    model.save_pretrained(str(folder))
+    with weights_quietly():
+        model.save_pretrained(str(folder))
     save_seed_extractor(architecture, folder)
 
 

@@ -80,3 +80,30 @@ def test_local_folders_and_files_are_left_to_their_loader(no_network: Path, tmp_
     check_available(str(tmp_path))  # an existing folder: never a hub id
     check_available("gs://bucket/model")
     assert hf_checkpoint._hub_reachable.cache_info().misses == 0
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_weight_loading_bars_show_with_verbose_only(verbose: bool, hf_checkpoints: dict[str, Path], tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture):
+    """transformers draws "Loading weights" and "Writing model shards" bars at every load and save; audiotune's
+    loads show them with -v (INFO) only, and leave them as they were afterwards."""
+    from transformers import AutoModel
+
+    caplog.set_level("INFO" if verbose else "WARNING")
+    with hf_checkpoint.weights_quietly():
+        AutoModel.from_pretrained(hf_checkpoints["w2v_layer"]).save_pretrained(tmp_path / "copy")
+    inside = capsys.readouterr().err
+    assert ("Loading weights" in inside and "Writing model shards" in inside) is verbose
+    assert ("Loading weights" in inside or "Writing model shards" in inside) is verbose, inside
+    AutoModel.from_pretrained(hf_checkpoints["w2v_layer"])
+    assert "Loading weights" in capsys.readouterr().err  # outside, transformers' own setting
+
+
+def test_a_command_without_verbose_draws_no_weight_loading_bar(hf_checkpoints: dict[str, Path], tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture):
+    ds = make_uid_dataset(tmp_path)
+    out = tmp_path / "emb.parquet"
+    assert main(["extract", "-c", str(hf_checkpoints["w2v_layer"]), "--model", "hf", "--prefix", str(ds["prefix"]),
+                 "-d", str(ds["split"] / "test.csv"), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert out.exists() and "Loading weights" not in captured.err, captured.err

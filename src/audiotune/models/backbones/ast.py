@@ -51,7 +51,7 @@ from torch import Tensor
 from audiotune.config import RunConfig
 from audiotune.data.input_spec import InputSpec
 from audiotune.models.backbones import Backbone, TransformersSizes, input_spec, register
-from audiotune.models.backbones.hf_checkpoint import check_available
+from audiotune.models.backbones.hf_checkpoint import check_available, weights_quietly
 
 __all__ = ["DEFAULT_CHECKPOINT", "ASTBackbone", "ASTOptions", "ast_extractor_settings", "ast_input", "build_ast",
            "resolve_ast"]
@@ -132,7 +132,8 @@ def _load_encoder(checkpoint: str, pretrained: bool) -> Any:
 
     config = _model_config(checkpoint)
     if pretrained:
-        return AutoModel.from_pretrained(checkpoint, config=config)
+        with weights_quietly():
+            return AutoModel.from_pretrained(checkpoint, config=config)
     return AutoModel.from_config(config)
 
 

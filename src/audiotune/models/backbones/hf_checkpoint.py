@@ -1,4 +1,5 @@
-"""What a Hugging Face speech checkpoint declares about its input, read from its configs without its weights."""
+"""What a Hugging Face speech checkpoint declares about its input, read from its configs without its weights, and
+how its weights are read and written quietly."""
 from __future__ import annotations
 
 import functools
@@ -6,6 +7,8 @@ import logging
 import os
 import re
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -20,6 +23,24 @@ def conv_receptive_field(hf_config: Any) -> int:
         field += (kernel - 1) * hop
         hop *= stride
     return field
+
+
+@contextmanager
+def weights_quietly() -> Iterator[None]:
+    """transformers' own progress bars while a model's weights are read or written ("Loading weights", "Writing
+    model shards") show with -v only: they pass in a moment and count transformers' internal steps. A download
+    keeps huggingface_hub's bar."""
+    from transformers.utils import logging as transformers_logging
+
+    if log.isEnabledFor(logging.INFO):
+        yield
+        return
+    previous = transformers_logging.set_tqdm_hook(
+        lambda factory, args, kwargs: transformers_logging.EmptyTqdm(*args, **kwargs))
+    try:
+        yield
+    finally:
+        transformers_logging.set_tqdm_hook(previous)
 
 
 def extractor_settings(checkpoint: str) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from audiotune.config import RunConfig
 from audiotune.models.backbones import backbone_options
-from audiotune.models.backbones.hf_checkpoint import extractor_settings
+from audiotune.models.backbones.hf_checkpoint import extractor_settings, weights_quietly
 from audiotune.outputs import ENCODER_DIR, atomic_dir
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,9 @@ class Wav2Vec2Tapt(nn.Module):
         hf_config.mask_time_length = self.length
         hf_config.mask_feature_prob = 0.0
         hf_config.apply_spec_augment = True
-        loaded: Any = Wav2Vec2ForPreTraining.from_pretrained(checkpoint, config=hf_config, output_loading_info=True)
+        with weights_quietly():
+            loaded: Any = Wav2Vec2ForPreTraining.from_pretrained(checkpoint, config=hf_config,
+                                                                 output_loading_info=True)
         model, info = loaded
         missing = [k for k in info["missing_keys"] if k.startswith(("quantizer.", "project_hid.", "project_q."))]
         if missing and not m.fresh_quantizer:
@@ -196,7 +198,7 @@ def save_encoder(model: Any, checkpoint: str, settings: dict[str, Any], folder: 
     for key, value in settings.items():
         setattr(config, key, value)
     try:
-        with atomic_dir(target) as partial:
+        with atomic_dir(target) as partial, weights_quietly():
             model.save_pretrained(str(partial), safe_serialization=True)
             extractor.save_pretrained(str(partial))
     finally:

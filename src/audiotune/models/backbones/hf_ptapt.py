@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from audiotune.config import RunConfig
 from audiotune.data.pseudo_labels import PseudoLabels, read_pseudo_labels
 from audiotune.models.backbones import backbone_options
-from audiotune.models.backbones.hf_checkpoint import extractor_settings
+from audiotune.models.backbones.hf_checkpoint import extractor_settings, weights_quietly
 from audiotune.models.backbones.hf_pretraining import save_encoder, span_mask
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,8 @@ class PseudoLabelPretraining(nn.Module):
         hf_config.mask_feature_prob = 0.0
         hf_config.apply_spec_augment = True
         hf_config.layerdrop = 0.0
-        self.model: Any = AutoModel.from_pretrained(checkpoint, config=hf_config)  # a transformers model
+        with weights_quietly():
+            self.model: Any = AutoModel.from_pretrained(checkpoint, config=hf_config)  # a transformers model
         if not isinstance(getattr(self.model, "masked_spec_embed", None), nn.Parameter):
             raise ValueError(f"--objective ptapt: {checkpoint} ({hf_config.model_type}) has no mask embedding to "
                              "mask frames with")

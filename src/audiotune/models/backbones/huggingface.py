@@ -57,7 +57,12 @@ from audiotune.models.backbones import (
     input_spec,
     register,
 )
-from audiotune.models.backbones.hf_checkpoint import check_available, conv_receptive_field, extractor_settings
+from audiotune.models.backbones.hf_checkpoint import (
+    check_available,
+    conv_receptive_field,
+    extractor_settings,
+    weights_quietly,
+)
 from audiotune.storage import Role
 
 __all__ = ["DEFAULT_CHECKPOINT", "HFBackbone", "HFOptions", "build_hf", "extractor_settings", "hf_input",
@@ -141,7 +146,8 @@ def _load_encoder(options: HFOptions, pretrained: bool) -> Any:
     config.apply_spec_augment = options.masks
     config.layerdrop = 0.0  # every layer always runs: a fixed number of hidden states
     if pretrained:
-        model, loading = AutoModel.from_pretrained(options.checkpoint, config=config, output_loading_info=True)
+        with weights_quietly():
+            model, loading = AutoModel.from_pretrained(options.checkpoint, config=config, output_loading_info=True)
         if loading["missing_keys"]:  # transformers' own report is shown with -v only; this one always
             missing = sorted(loading["missing_keys"])
             log.warning("-c %s: %d encoder tensor(s) not in the checkpoint start at random values, e.g. %s",
