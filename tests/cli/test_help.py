@@ -28,6 +28,15 @@ def test_train_help_fits_a_screenful_and_help_all_shows_everything(capsys, monke
     assert "--clip-length" not in full and "--clip_length X" in full  # each flag spelt once (both parse)
 
 
+def test_the_description_is_one_paragraph_filled_to_the_screen(capsys, monkeypatch) -> None:
+    top = help_text(capsys, monkeypatch, "--help")
+    paragraph = top.split("\n\n")[1].splitlines()
+    assert paragraph[0].startswith("audiotune turns labelled audio")
+    assert all(60 < len(line) <= 80 for line in paragraph[:-1]), paragraph
+    full = " ".join(help_text(capsys, monkeypatch, "train", "--help-all").split())
+    assert "(default 0; valid [0, 4294967295])" in full  # an integer bound as an integer
+
+
 def test_every_config_option_shows_its_default(capsys, monkeypatch) -> None:
     full = " ".join(help_text(capsys, monkeypatch, "train", "--help-all").split())
     for text in ("training epochs (default 1; valid [0, inf))", "batch size (default 8;", "(default cosine)",

@@ -5,7 +5,14 @@ import pytest
 
 from audiotune.config import RunConfig
 from audiotune.config.files import load_config, save_config
+from audiotune.config.options import INF, describe_range
 from audiotune.config.sections import check_config
+
+
+def test_ranges_read_as_written():
+    assert describe_range(0, 2**32 - 1, True, True) == "[0, 4294967295]"
+    assert describe_range(0, 0.5, False, True) == "(0, 0.5]"
+    assert describe_range(-INF, INF, False, False) == "(-inf, inf)"
 
 
 def test_a_config_files_value_outside_an_options_choices_is_refused_with_the_flag_and_the_choices():

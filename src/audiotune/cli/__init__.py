@@ -43,11 +43,11 @@ __all__ = ["COMMANDS", "build_parser", "config_from_args", "main", "parse_bool"]
 COMMANDS: tuple[Command, ...] = tuple(module.COMMAND for module in (
     train, evaluate, extract, export, attention, manifest, segment, split, pretrain, probe, cv, cluster, taps, stats,
     vertex_job, sweep, table, import_, recipes, report))
-DESCRIPTION = """\
-audiotune turns labelled audio into classifiers and embeddings: fine-tune or probe pretrained encoders
-(wav2vec2-style Hugging Face models, SSAST) or train ECAPA-TDNN from scratch, then evaluate, cross-validate
-and extract embeddings. Every command reads a CSV table (path + label columns) or a split directory
-(train.csv, val.csv, test.csv) and writes one run directory that the other commands read back."""
+DESCRIPTION = (  # one paragraph, wrapped to the screen
+    "audiotune turns labelled audio into classifiers and embeddings: fine-tune or probe pretrained encoders "
+    "(wav2vec2-style Hugging Face models, SSAST) or train ECAPA-TDNN from scratch, then evaluate, cross-validate "
+    "and extract embeddings. Every command reads a CSV table (path + label columns) or a split directory "
+    "(train.csv, val.csv, test.csv) and writes one run directory that the other commands read back.")
 EPILOG = """\
 start here:
   audiotune manifest AUDIO_DIR --out table.csv --pattern '(?P<label>[a-z]+)_(?P<subject>[a-z]+)_\\d+\\.wav'

@@ -35,7 +35,7 @@ def option(default: Any, help: str, flags: tuple[str, ...] = (), choices: tuple[
 def describe_range(low: float, high: float, low_in: bool, high_in: bool) -> str:
     """'[0, 1)' style text of a range (inf for unbounded)."""
     def text(v: float) -> str:
-        return "inf" if v == INF else "-inf" if v == -INF else f"{v:g}"
+        return "inf" if v == INF else "-inf" if v == -INF else str(int(v)) if float(v).is_integer() else f"{v:g}"
     return f"{'[' if low_in else '('}{text(low)}, {text(high)}{']' if high_in else ')'}"
 
 
