@@ -82,7 +82,8 @@ def test_train_evaluate_extract_in_a_bucket(gcs: Emulator, tmp_path: Path, capsy
     upload_dataset(tmp_path / "data", fs)
     run = f"gs://{BUCKET}/runs/r1"
     assert main(_train(run)) == 0, capsys.readouterr().err
-    assert f"run directory: {run}" in capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert f"run directory: {run}\nreport: {run}/report.html" in printed.err  # stdout: the metrics
     names = {Path(p).name for p in fs.find(f"{BUCKET}/runs/r1")}
     assert {"config.yaml", "metrics.json", "model.safetensors", "command.json"} <= names
     assert not any(name.startswith(".") for name in names)  # no lock, no partial file, no staging note
@@ -106,6 +107,7 @@ def test_train_evaluate_extract_in_a_bucket(gcs: Emulator, tmp_path: Path, capsy
     assert "already holds a run" in capsys.readouterr().err
 
     assert main(["evaluate", "--run", run, "-d", f"gs://{BUCKET}/data/split/test.csv"]) == 0
+    assert f"report: {run}/evaluate/report.html" in capsys.readouterr().err  # where it is, not where it was staged
     assert fs.isfile(f"{BUCKET}/runs/r1/evaluate/metrics.json")
     for report in ("runs/r1/report.html", "runs/r1/evaluate/report.html"):  # clips in the bucket: linked
         page = fs.cat_file(f"{BUCKET}/{report}")

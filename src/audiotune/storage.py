@@ -334,6 +334,11 @@ def final_place(folder: str | Path) -> str:
     return str(folder)
 
 
+def final_path(path: str | Path) -> str:
+    """Where a written file ends up: its remote URL when it was written in a staging folder, else the file."""
+    return join(final_place(Path(path).parent), Path(path).name)
+
+
 def relative(path: str, folder: str | Path) -> str:
     """``path`` written relative to ``folder`` when both are in one place (one local disk, one bucket), so
     data and tables move together; otherwise ``path`` unchanged."""

@@ -6,9 +6,8 @@ from pathlib import Path
 
 from audiotune.cli.command import Command
 from audiotune.cli.flags import FlatCounts, add_config_flags, add_path, cluster_counts, config_from_args
-from audiotune.cli.show import shown
 from audiotune.engine.cluster import FIT_ON
-from audiotune.storage import Role
+from audiotune.storage import Role, final_path
 
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
@@ -42,14 +41,14 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
                             args.niter, config.data.seed, args.fit_on)
     result = cluster(config, wanted, args.out, args.run)
     print(f"k-means fitted on {result['fit_clips']} clips ({' + '.join(result['fit_splits'])}; --fit_on "
-          f"{result['fit_on']}; listed in {shown(fit_rows_path(Path(args.out)))}), all {result['clips']} clips "
+          f"{result['fit_on']}; listed in {final_path(fit_rows_path(Path(args.out)))}), all {result['clips']} clips "
           "labelled")
     print(f"{result['sample_frames']} of {result['frames_offered']} offered frames clustered "
           f"(buffer {result['buffer_mib']} MiB)")
     for k, usage in result["clusters"].items():
         print(f"  K={k}: {usage['clusters_used']} clusters used, {usage['empty_clusters']} empty, "
               f"largest {usage['largest_share']:.1%} of {usage['frames']} frames")
-    print(f"frame labels: {shown(args.out)} (statistics: {shown(stats_path(Path(args.out)))})")
+    print(f"frame labels: {final_path(args.out)} (statistics: {final_path(stats_path(Path(args.out)))})")
 
 
 COMMAND = Command(

@@ -7,9 +7,8 @@ import argparse
 from audiotune import storage
 from audiotune.cli.command import Command
 from audiotune.cli.flags import add_config_flags, add_path, add_scoring_flags, config_from_args, scoring_data, spellings
-from audiotune.cli.show import shown
 from audiotune.outputs import embeddings_file
-from audiotune.storage import Role
+from audiotune.storage import Role, final_path
 
 # the options that describe a pretrained encoder read without a run (a run reads its own config)
 ENCODER_SECTIONS = ("model", "audio", "features")
@@ -86,7 +85,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
                               args.accelerator, args.devices, args.precision, scoring_data(args),
                               vars(args).get("runtime.num_nodes"), encoder)
     if path is not None:  # None: another process of a multi-process run; rank 0 reports
-        print(f"embeddings: {shown(path)}")
+        print(f"embeddings: {final_path(path)}")
 
 
 COMMAND = Command("extract", "write embeddings to parquet", arguments, run, default_outputs=default_outputs,

@@ -21,12 +21,12 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    from audiotune.cli.show import shown
     from audiotune.data.manifest import build_manifest
+    from audiotune.storage import final_path
 
     table, skipped = build_manifest(args.audio_dir, args.out, args.pattern, args.folder_label, args.on_error)
     listed = f", {len(skipped)} skipped (listed next to it)" if len(skipped) else ""
-    print(f"{shown(args.out)}: {len(table)} files{listed}")
+    print(f"{final_path(args.out)}: {len(table)} files{listed}")
 
 
 COMMAND = Command("manifest", "build a manifest CSV from a folder of audio", arguments, run)

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from audiotune.cli.command import Command
 from audiotune.cli.flags import add_config_flags, config_from_args, others_at_defaults, refuse_other_options
-from audiotune.cli.show import quiet_lightning, shown
+from audiotune.cli.show import quiet_lightning
 from audiotune.outputs import PROBE_FILE
+from audiotune.storage import final_path
 
 # The options probe's path reads: a frozen encoder fills the feature cache once, then each head trains on the
 # cached pooled states of the layer it probes in one quiet fit in one process, and its last epoch is scored.
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
               f"{', '.join(ignored)})", file=sys.stderr)
     table = probe(config)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"probe table: {shown(Path(config.exp_dir) / PROBE_FILE)}")
+    print(f"probe table: {final_path(Path(config.exp_dir) / PROBE_FILE)}")
     if config.runtime.report:
         print(report_when_done(config.exp_dir))
 

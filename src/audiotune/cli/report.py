@@ -48,7 +48,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
     written = write_report(args.source, args.out, args.data_split_root, args.group_by, args.clips, args.clip_kb,
                            args.run, args.split, scoring_data(args))
-    print(f"report: {written}")
+    print(f"report: {storage.final_path(written)}")
 
 
 COMMAND = Command("report", "one self-contained HTML page of a run, an evaluation, a cross-validation, a sweep "

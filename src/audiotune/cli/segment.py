@@ -23,11 +23,11 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    from audiotune.cli.show import shown
     from audiotune.data.segments import segment_csv
+    from audiotune.storage import final_path
 
     segmented = segment_csv(args.table, args.out, args.before, args.after, args.window, args.hop, args.on_error)
-    print(segmented.summary(shown))
+    print(segmented.summary(final_path))
 
 
 COMMAND = Command(

@@ -6,16 +6,9 @@ import logging
 import os
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TextIO
 
-from audiotune import storage
 from audiotune.data.errors import DataError
-
-
-def shown(path: str | Path) -> str:
-    """Where an output ends up: its remote URL when it was written in a staging folder."""
-    return storage.join(storage.final_place(Path(path).parent), Path(path).name)
 
 
 def one_line(err: BaseException) -> str:

@@ -8,10 +8,10 @@ from pathlib import Path
 from audiotune import storage, vertex
 from audiotune.cli.command import Command
 from audiotune.cli.flags import add_config_flags, add_path, apply_flags, config_from_args, declare_role, integer
-from audiotune.cli.show import quiet_lightning, shown
+from audiotune.cli.show import quiet_lightning
 from audiotune.config import RunConfig, check_config
 from audiotune.outputs import SWEEP_TRIALS_TABLE
-from audiotune.storage import Role
+from audiotune.storage import Role, final_path
 
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         print(f"best: trial {best['trial']}, {summary['metric']} {best['value']:.4f}, "
               + " ".join(f"--{k}={v}" for k, v in best["params"].items()))
         if best["config"]:
-            print(f"best config (for --config): {shown(best['config'])}")
+            print(f"best config (for --config): {final_path(best['config'])}")
         else:
             print(f"best config: its run directory {best['run_dir']} is on the machine that ran it")
     print(f"sweep directory: {storage.final_place(base.exp_dir)}")

@@ -38,13 +38,13 @@ def seed_folder(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    from audiotune.cli.show import shown
     from audiotune.data.metadata_table import build_table
+    from audiotune.storage import final_path
 
     table, skipped = build_table(args.prefix, args.out, args.edit_feats, args.on_error)
     listed = f", {len(skipped)} skipped (listed next to it)" if len(skipped) else ""
     counts = {"recording": len(table), "subject": table["subject"].nunique(), "task": table["task"].nunique()}
-    print(f"{shown(args.out)}: " + ", ".join(f"{n} {name}{'s' * (n != 1)}" for name, n in counts.items()) + listed)
+    print(f"{final_path(args.out)}: " + ", ".join(f"{n} {name}{'s' * (n != 1)}" for name, n in counts.items()) + listed)
 
 
 COMMAND = Command("table", "build a label table from UID/metadata.json files (clinical seed layout)", arguments, run,

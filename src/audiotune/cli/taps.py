@@ -96,7 +96,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         run_align(args)
         return
     from audiotune import storage
-    from audiotune.cli.show import shown
+    from audiotune.storage import final_path
     from audiotune.taps.detect import (
         DetectOptions,
         check_recordings,
@@ -127,16 +127,16 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
             plot_detection(found, Path(args.plot) / f"{Path(storage.name(found.path)).stem}_taps.png", window)
     total = sum(len(d.positions) for d in detections)
     plots = f"; plots in {storage.final_place(args.plot)}" if args.plot else ""
-    print(f"{shown(out)}: {total} taps in {len(detections)} recordings{plots}")
+    print(f"{final_path(out)}: {total} taps in {len(detections)} recordings{plots}")
     if report:
         from audiotune.engine.taps_report import detection_report
 
-        print(f"report: {shown(detection_report(detections, out, window))}")
+        print(f"report: {final_path(detection_report(detections, out, window))}")
 
 
 def run_align(args: argparse.Namespace) -> None:
     from audiotune import storage
-    from audiotune.cli.show import shown
+    from audiotune.storage import final_path
     from audiotune.taps.align import AlignOptions, align_csv, plot_alignment
 
     options = AlignOptions(latency=args.latency, selectivity=args.selectivity, max_latency=args.max_latency,
@@ -157,7 +157,7 @@ def run_align(args: argparse.Namespace) -> None:
           f"(listed in {result.leftover_path.name})")
     skipped = f", {len(result.skipped)} too near a file's edge (listed in {result.skipped_path.name})" \
         if result.skipped_path else ""
-    print(f"{shown(result.out)}: {len(result.segments)} segments{skipped}; report in {result.report_path.name}")
+    print(f"{final_path(result.out)}: {len(result.segments)} segments{skipped}; report in {result.report_path.name}")
     if args.plot:
         events = result.alignment.events
         for path in dict.fromkeys(result.alignment.events["path"]):
@@ -167,7 +167,7 @@ def run_align(args: argparse.Namespace) -> None:
     if vars(args).get("runtime.report", True):
         from audiotune.engine.taps_report import alignment_report
 
-        print(f"report: {shown(alignment_report(result))}")
+        print(f"report: {final_path(alignment_report(result))}")
 
 
 COMMAND = Command("taps", "taps and keystrokes in long recordings: detect, align", arguments, run)

@@ -51,11 +51,11 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
 
 
 def _results(args: argparse.Namespace) -> None:
-    from audiotune.cli.show import shown
+    from audiotune.storage import final_path
 
     table, objective, goal = vertex.collect_trials(args.job, args.out)
     states = table["state"].value_counts()
-    print(f"{shown(args.out)}: {len(table)} trials (" + ", ".join(f"{n} {s.lower()}" for s, n in states.items())
+    print(f"{final_path(args.out)}: {len(table)} trials (" + ", ".join(f"{n} {s.lower()}" for s, n in states.items())
           + f"), best first by {objective} ({goal.lower()})")
     best = table.iloc[0]
     if math.isnan(best[objective]):

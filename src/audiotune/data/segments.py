@@ -285,7 +285,7 @@ def segment_csv(source: str | Path, out: str | Path, before: float | None = None
                         "or --window (a table of recordings), not both or neither")
     if on_error not in ("raise", "skip"):
         raise DataError(f"--on_error must be 'raise' or 'skip' (got {on_error!r})")
-    if storage.join(storage.final_place(out.parent), out.name) == source:
+    if storage.final_path(out) == source:
         raise DataError(f"{out}: --out would overwrite the input table; choose another file")
     if out.suffix.lower() != ".csv":
         raise DataError(f"{out}: --out must be a .csv file")

@@ -289,6 +289,7 @@ def report_when_done(directory: str | Path, data_split_root: str = "", run: str 
     """The report a command writes when it ends (``--report``): the line to print. The command's outputs are
     complete already, so a report that cannot be written is said, not raised."""
     try:
-        return f"report: {write_report(directory, data_split_root=data_split_root, run=run, data=data)}"
+        written = write_report(directory, data_split_root=data_split_root, run=run, data=data)
+        return f"report: {storage.final_path(written)}"
     except (OSError, ValueError) as err:  # DataError is a ValueError
         return f"report not written: {err}"

@@ -14,11 +14,6 @@ from audiotune.taps.align import AlignResult, alignment_figure
 from audiotune.taps.detect import Detection, detection_figure, timeline_png
 
 
-def _place(path: str | Path) -> str:
-    """Where an output ends up (its remote URL when it was written in a staging folder)."""
-    return storage.join(storage.final_place(Path(path).parent), Path(path).name)
-
-
 def detection_report(detections: list[Detection], out: str | Path, window: tuple[float, float]) -> Path:
     """The page of `taps detect` that wrote ``out``: taps per recording, threshold and noise floor, timelines."""
     total = sum(len(d.positions) for d in detections)
@@ -28,7 +23,7 @@ def detection_report(detections: list[Detection], out: str | Path, window: tuple
              d.floor, round(len(d.positions) / d.duration * 60, 2) if d.duration else None] for d in detections]
     timelines = [(f"{storage.name(d.path)}: {len(d.positions)} taps", timeline_png(*detection_figure(d, window)))
                  for d in detections]
-    report = TapsReport(f"taps detected: {Path(out).name}", _place(out), facts,
+    report = TapsReport(f"taps detected: {Path(out).name}", storage.final_path(out), facts,
                         ["recording", "taps", "seconds", "sample rate", "threshold", "noise floor", "taps per minute"],
                         rows, timelines)
     return write_bytes(sidecar(out, TAPS_REPORT_SUFFIX), render_taps(report))
@@ -55,7 +50,7 @@ def alignment_report(result: AlignResult) -> Path:
     errors = alignment.events["error"].to_numpy(float) if "error" in alignment.events else np.zeros(0)
     notes = [f"time error of the matches (tap minus expected touch): median {np.median(errors) * 1000:+.1f} ms, "
              f"largest {np.abs(errors).max() * 1000:.1f} ms"] if len(errors) else []
-    report = TapsReport(f"taps aligned: {result.out.name}", _place(result.out), facts,
+    report = TapsReport(f"taps aligned: {result.out.name}", storage.final_path(result.out), facts,
                         ["recording", "taps", "touches", "matched", "unmatched taps", "unmatched touches",
                          "median error (ms)"], rows, timelines, notes)
     return write_bytes(sidecar(result.out, TAPS_REPORT_SUFFIX), render_taps(report))

@@ -271,7 +271,7 @@ def align_csv(taps_csv: str | Path, touch_logs: list[str], keys_csv: str | Path,
 
     options.validate()
     source, out = source_path(taps_csv), Path(out).resolve()
-    if out.suffix.lower() != ".csv" or storage.join(storage.final_place(out.parent), out.name) == source:
+    if out.suffix.lower() != ".csv" or storage.final_path(out) == source:
         raise DataError(f"{out}: --out must be a new .csv file (not the taps table)")
     check_output_path(out)
     if time_pattern != SEED_PATTERN:
