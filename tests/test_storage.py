@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import BUCKET, SMALL_ECAPA, Emulator, make_uid_dataset
+from conftest import BUCKET, HF_TINY, SMALL_ECAPA, Emulator, make_uid_dataset, save_hf_checkpoint
 from safetensors.torch import load
 
 from audiotune import storage
@@ -55,6 +55,12 @@ def test_staged_folder_maps_to_its_remote_place(tmp_path: Path, monkeypatch: pyt
     # a local split of remote audio, written in a folder that goes to the same bucket: relative paths
     assert storage.relative("gs://b/audio/a.wav", folder / "fold_1") == "../../audio/a.wav"
     assert storage.final_place(tmp_path) == str(tmp_path.resolve())
+    # what a run records of its paths: the URLs they stand for
+    copy = storage.cache_folder() / "files" / "gs" / "b" / "models" / "ck"
+    assert storage.remote_name(str(copy)) == "gs://b/models/ck"
+    assert storage.remote_name(str(folder / "fold_1" / "config.yaml")) == "gs://b/exp/fold_1/config.yaml"
+    for other in (str(tmp_path / "data.csv"), "mean", "", "gs://b/x"):
+        assert storage.remote_name(other) == other
 
 
 def test_read_by_range_and_local_copies_follow_changes(gcs: Emulator, tmp_path: Path) -> None:
@@ -162,6 +168,35 @@ def test_seed_cloud_flags_are_not_read_as_other_flags() -> None:
     args = build_parser().parse_args(["train", "-b", "12", "-p", "proj", "--cloud", "--cloud_dir", "runs/x"])
     assert (args.bucket_name, args.project_name, args.cloud, args.cloud_dir) == ("12", "proj", True, "runs/x")
     assert "train.batch_size" not in vars(args)  # -b is the bucket, not a prefix of -bs
+
+
+def test_a_run_records_the_urls_of_its_remote_inputs_and_its_config_runs_again(gcs: Emulator, tmp_path: Path,
+                                                                              capsys: pytest.CaptureFixture) -> None:
+    """config.yaml names the bucket's encoder, label file and run directory, not this machine's copies of them or
+    the staging folder it was written in (gone once uploaded); --config with it reads them again from the bucket."""
+    import transformers
+
+    fs = gcs.fs()
+    upload_dataset(tmp_path / "data", fs)
+    torch.manual_seed(0)
+    encoder = save_hf_checkpoint(transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**HF_TINY)), tmp_path / "ck")
+    fs.put(str(encoder), f"{BUCKET}/models/ck", recursive=True)
+    run = f"gs://{BUCKET}/runs/r1"
+    flags = ["-d", f"gs://{BUCKET}/data/split", "-l", f"gs://{BUCKET}/labels.txt", "--model", "hf",
+             "-c", f"gs://{BUCKET}/models/ck", "-e", "1", "-bs", "4"]
+    assert main(["train", *flags, "-o", run]) == 0, capsys.readouterr().err
+    config = yaml.safe_load(fs.cat_file(f"{BUCKET}/runs/r1/{CONFIG_FILE}"))
+    assert (config["exp_dir"], config["model"]["checkpoint"], config["data"]["label_txt"]) == \
+        (run, f"gs://{BUCKET}/models/ck", f"gs://{BUCKET}/labels.txt")
+
+    # resumed with the same flags: the local copies are the same inputs, not changed options
+    assert main(["train", *flags, "-e", "2", "-o", run, "--resume"]) == 0, capsys.readouterr().err
+    storage.remove_local(storage.cache_folder() / "files")  # another machine: no copies yet
+    local_config = tmp_path / "config.yaml"
+    fs.get(f"{BUCKET}/runs/r1/{CONFIG_FILE}", str(local_config))
+    again = tmp_path / "again"
+    assert main(["train", "--config", str(local_config), "-o", str(again), "-e", "1"]) == 0, capsys.readouterr().err
+    assert yaml.safe_load((again / CONFIG_FILE).read_text())["model"]["checkpoint"] == f"gs://{BUCKET}/models/ck"
 
 
 @pytest.mark.slow

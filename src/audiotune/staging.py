@@ -39,7 +39,6 @@ from audiotune.uploads import sync_down, upload
 
 log = logging.getLogger(__name__)
 
-COPIED = (Role.INPUT, Role.RUN)
 FOLDERS = (Role.OUTPUT_DIR, Role.RUN_OUTPUT, Role.EXPERIMENT, Role.CACHE)  # the other outputs are files
 
 
@@ -111,10 +110,9 @@ def staged(args: argparse.Namespace, roles: dict[str, Role]) -> Iterator[None]:
     try:
         for key, role in roles.items():
             value = _get(args, key)
-            if role in COPIED and isinstance(value, list):
-                vars(args)[key] = [storage.local_copy(str(v)) if storage.is_remote(v) else v for v in value]
-            elif role in COPIED and storage.is_remote(value):
-                vars(args)[key] = storage.local_copy(str(value))
+            local = storage.local_inputs(value, role)
+            if local != value:
+                vars(args)[key] = local
         for key, role in roles.items():
             if role.is_output and role is not Role.LOCAL and storage.is_remote(_get(args, key)):
                 _stage_output(args, key, role, staging)

@@ -71,6 +71,21 @@ class Role(StrEnum):
     def is_output(self) -> bool:
         return self in (Role.OUTPUT_FILE, Role.OUTPUT_DIR, Role.RUN_OUTPUT, Role.EXPERIMENT, Role.CACHE)
 
+    @property
+    def is_copied(self) -> bool:
+        """Read whole, from a local copy of a remote path."""
+        return self in (Role.INPUT, Role.RUN)
+
+
+def local_inputs(value: Any, role: Role | None) -> Any:
+    """``value`` (a path or a list of them) as the command reads it: the local copy of a remote path of a role
+    read whole (:func:`local_copy`), else unchanged."""
+    if role is None or not role.is_copied:
+        return value
+    if isinstance(value, list):
+        return [local_inputs(item, role) for item in value]
+    return local_copy(str(value)) if is_remote(value) else value
+
 
 class StorageError(OSError):
     """A remote path that could not be read or written; the message names it and the reason."""
@@ -281,6 +296,19 @@ def open_input(path: str | Path) -> IO[bytes]:
 def _local_place(url: str) -> Path:
     scheme, rest = url.split("://", 1)
     return cache_folder() / "files" / scheme / rest.strip("/")
+
+
+def remote_name(path: str) -> str:
+    """The remote URL a local path stands for in this process: the source of a local copy (:func:`local_copy`), or
+    the destination of a staging folder (:func:`final_place`); any other value unchanged. A run records these, not
+    the cache or staging folders, which another machine (or a later day) does not have."""
+    if not path.startswith(os.sep):
+        return path
+    copies = cache_folder() / "files"
+    if Path(path).is_relative_to(copies):
+        scheme, *rest = Path(path).relative_to(copies).parts
+        return f"{scheme}://{'/'.join(rest)}"
+    return final_place(path) if Path(path).is_relative_to(cache_folder()) else path
 
 
 def _download_file(fs: Any, inner: str, info: dict, target: Path) -> None:

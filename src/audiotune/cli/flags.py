@@ -11,6 +11,7 @@ import dataclasses
 import typing
 from typing import Any
 
+from audiotune import storage
 from audiotune.cli.help import default_text, shared_group
 from audiotune.cli.seed_flags import Refused, apply_seed_spellings, in_bucket
 from audiotune.config import (
@@ -299,9 +300,10 @@ def add_storage_flags(parser: argparse.ArgumentParser) -> None:
                        help="folder inside -b/--bucket_name that --cloud uploads to")
 
 
-def config_from_args(args: argparse.Namespace) -> RunConfig:
+def config_from_args(args: argparse.Namespace, read_inputs: bool = True) -> RunConfig:
     """A RunConfig from defaults (the command's own, then --config), with every flag given on the command line
-    applied; an option of another backbone than the one chosen is an error."""
+    applied; an option of another backbone than the one chosen is an error. ``read_inputs``: the remote inputs
+    that the config file names are read from local copies (False: a command that only checks or records them)."""
     config = RunConfig()
     for key, value in (vars(args).get(CONFIG_DEFAULTS) or {}).items():
         _set(config, key, value)
@@ -312,7 +314,23 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         config.version = CONFIG_VERSION  # a recipe's options are the user's (the backbone derives its input anew)
     config = apply_flags(config, args)
     _refuse_other_backbones(args, config)
+    if read_inputs:
+        _local_inputs(config)
     return config
+
+
+def _local_inputs(config: RunConfig) -> None:
+    """The remote inputs that a config file names (a run's config.yaml records their URLs) read from local copies,
+    as those given on the command line are (:mod:`audiotune.staging`)."""
+    for section, cls in SECTIONS.items():
+        for spec in dataclasses.fields(cls):
+            part = getattr(config, section)
+            setattr(part, spec.name, storage.local_inputs(getattr(part, spec.name), spec.metadata.get("role")))
+    options = backbones.options_classes().get(config.model.model)
+    for spec in dataclasses.fields(options) if options else ():
+        if spec.name in config.model.options:
+            config.model.options[spec.name] = storage.local_inputs(config.model.options[spec.name],
+                                                                   spec.metadata.get("role"))
 
 
 def _refuse_other_backbones(args: argparse.Namespace, config: RunConfig) -> None:

@@ -112,7 +112,7 @@ def seed_config(flags: dict[str, Any], source: str) -> tuple[RunConfig, list[str
         argv += [option, *map(str, values)]
         applied.append(name)
     try:
-        config = config_from_args(parser.parse_args(argv))
+        config = config_from_args(parser.parse_args(argv), read_inputs=False)
     except ValueError as err:
         message = str(err)
         raise ValueError(message if message.startswith(source) else f"{source}: {message}") from None

@@ -75,7 +75,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         parsed = parser.parse_args(command)
         if parsed.command == "train" and not storage.is_remote(vars(parsed).get("config") or ""):
             # values out of range fail now, not in the job (a recipe in a bucket is read by the job)
-            check_config(config_from_args(parsed))
+            check_config(config_from_args(parsed, read_inputs=False))
         return parsed
 
     def outputs(command: list[str]) -> dict[str, str]:

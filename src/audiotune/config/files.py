@@ -9,16 +9,28 @@ from typing import Any
 
 import yaml
 
+from audiotune import storage
 from audiotune.config.options import check_types
 from audiotune.config.sections import CONFIG_VERSION, SECTIONS, HeadSpec, RunConfig, RuntimeConfig
 from audiotune.outputs import CONFIG_FILE
 
 
 def config_to_dict(config: RunConfig) -> dict[str, Any]:
-    """Plain dict of the whole config (YAML-safe types only); the backbone's options flat in the model section."""
+    """Plain dict of the whole config (YAML-safe types only); the backbone's options flat in the model section;
+    each path by the remote URL it stands for (:func:`audiotune.storage.remote_name`), not a cache or staging
+    folder of this machine."""
     raw = dataclasses.asdict(config)
     raw["model"] = {**raw["model"], **raw["model"].pop("options")}
-    return raw
+    return {key: {name: _recorded(value) for name, value in part.items()} if isinstance(part, dict) else
+            _recorded(part) for key, part in raw.items()}
+
+
+def _recorded(value: Any) -> Any:
+    if isinstance(value, str):
+        return storage.remote_name(value)
+    if isinstance(value, list):
+        return [_recorded(item) for item in value]
+    return value
 
 
 def config_changes(old: RunConfig, new: RunConfig, free: tuple[str, ...] = ()) -> dict[str, list[Any]]:
