@@ -2,18 +2,28 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from audiotune.cli.command import Command
-from audiotune.cli.flags import FlatCounts, add_config_flags, add_path, cluster_counts, config_from_args
+from audiotune.cli.flags import (
+    FlatCounts,
+    add_config_flags,
+    add_path,
+    cluster_counts,
+    config_from_args,
+    others_at_defaults,
+)
 from audiotune.cli.show import shown
+from audiotune.config import ENCODING
 from audiotune.engine.cluster import FIT_ON
 from audiotune.storage import Role
 
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_config_flags(parser, ("data", "audio", "features", "model", "classifier.layer", "train.batch_size", "runtime"),
-                     model=model or "hf", writes_run=False, defaults={"model.model": "hf"})
+                     model=model or "hf", writes_run=False, defaults={"model.model": "hf"}, stages=ENCODING,
+                     why="cluster reads the frames of a frozen encoder")
     add_path(parser, "--run", role=Role.RUN, help="trained run directory whose (fine-tuned) encoder makes the frames "
                                                   "(default: the -c encoder as loaded)")
     add_path(parser, "--out", role=Role.OUTPUT_FILE, required=True, help="parquet file of frame labels")
@@ -38,6 +48,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from audiotune.engine.cluster import ClusterOptions, cluster, fit_rows_path, stats_path
 
     config = config_from_args(args)
+    ignored = others_at_defaults(config, args)
+    if ignored:
+        print(f"--config {args.config}: options that do nothing in cluster are left at their defaults (not "
+              f"{', '.join(ignored)})", file=sys.stderr)
     wanted = ClusterOptions(args.num_clusters, config.classifier.layer, args.sample_ratio, args.max_frames,
                             args.niter, config.data.seed, args.fit_on)
     result = cluster(config, wanted, args.out, args.run)

@@ -3,11 +3,21 @@ encoder named by ``-c CHECKPOINT --model NAME`` (no run)."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from audiotune import storage
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_config_flags, add_path, add_scoring_flags, config_from_args, scoring_data, spellings
+from audiotune.cli.flags import (
+    add_config_flags,
+    add_path,
+    add_scoring_flags,
+    config_from_args,
+    others_at_defaults,
+    scoring_data,
+    spellings,
+)
 from audiotune.cli.show import shown
+from audiotune.config import ENCODING
 from audiotune.outputs import embeddings_file
 from audiotune.storage import Role
 
@@ -29,7 +39,8 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     parser.add_argument(*spellings("pooling_mode", ("-pm",)), dest="pooling_mode",
                         help="mean, sum or max over the frames; cls or avgtok: the mean of SSAST's cls token(s) or "
                              "patch tokens (pt embeddings; the seed's --task ft_cls / ft_avgtok, also accepted)")
-    add_config_flags(parser, ENCODER_SECTIONS, model=model, writes_run=False)
+    add_config_flags(parser, ENCODER_SECTIONS, model=model, writes_run=False, stages=ENCODING,
+                     why="extract runs the encoder as it is")
 
 
 def default_outputs(args: argparse.Namespace) -> None:
@@ -81,6 +92,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         if training_only:
             raise ValueError(f"{', '.join(training_only)}: training options; extraction runs the encoder as it is")
         encoder = config_from_args(args)
+        ignored = others_at_defaults(encoder, args)
+        if ignored:
+            print(f"--config {args.config}: options that do nothing in extract are left at their defaults (not "
+                  f"{', '.join(ignored)})", file=sys.stderr)
     path = extract_embeddings(args.run, args.data_split_root, args.out, args.embedding_type, args.layer,
                               args.pooling_mode, args.batch_size, args.num_workers, args.on_error,
                               args.accelerator, args.devices, args.precision, scoring_data(args),

@@ -8,6 +8,7 @@ from pathlib import Path
 from audiotune.cli.command import Command
 from audiotune.cli.flags import add_config_flags, config_from_args, others_at_defaults, refuse_other_options
 from audiotune.cli.show import quiet_lightning, shown
+from audiotune.config import ENCODING
 from audiotune.outputs import PROBE_FILE
 
 # The options probe's path reads: a frozen encoder fills the feature cache once, then each head trains on the
@@ -37,7 +38,8 @@ PROBE_OPTIONS = (
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     # every head reads a frozen encoder (an ECAPA-TDNN too, which train trains by default)
-    add_config_flags(parser, PROBE_OPTIONS, model=model, defaults={"model.freeze": True})
+    add_config_flags(parser, PROBE_OPTIONS, model=model, defaults={"model.freeze": True}, stages=ENCODING,
+                     why="probe reads a frozen encoder")
     refuse_other_options(parser, PROBE_OPTIONS, "not an option of probe, whose heads train on the cached hidden "
                                                 "states of a frozen encoder and are scored after their last epoch "
                                                 "(its options: audiotune probe --help)")
