@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from audiotune.cli.command import Command
@@ -15,6 +14,7 @@ from audiotune.cli.flags import (
     others_at_defaults,
 )
 from audiotune.cli.show import shown
+from audiotune.cli.stages import say_left_at_defaults
 from audiotune.config import ENCODING
 from audiotune.engine.cluster import FIT_ON
 from audiotune.storage import Role
@@ -48,10 +48,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from audiotune.engine.cluster import ClusterOptions, cluster, fit_rows_path, stats_path
 
     config = config_from_args(args)
-    ignored = others_at_defaults(config, args)
-    if ignored:
-        print(f"--config {args.config}: options that do nothing in cluster are left at their defaults (not "
-              f"{', '.join(ignored)})", file=sys.stderr)
+    say_left_at_defaults("cluster", args.config, others_at_defaults(config, args))
     wanted = ClusterOptions(args.num_clusters, config.classifier.layer, args.sample_ratio, args.max_frames,
                             args.niter, config.data.seed, args.fit_on)
     result = cluster(config, wanted, args.out, args.run)

@@ -3,7 +3,6 @@ encoder named by ``-c CHECKPOINT --model NAME`` (no run)."""
 from __future__ import annotations
 
 import argparse
-import sys
 
 from audiotune import storage
 from audiotune.cli.command import Command
@@ -17,6 +16,7 @@ from audiotune.cli.flags import (
     spellings,
 )
 from audiotune.cli.show import shown
+from audiotune.cli.stages import say_left_at_defaults
 from audiotune.config import ENCODING
 from audiotune.outputs import embeddings_file
 from audiotune.storage import Role
@@ -92,10 +92,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         if training_only:
             raise ValueError(f"{', '.join(training_only)}: training options; extraction runs the encoder as it is")
         encoder = config_from_args(args)
-        ignored = others_at_defaults(encoder, args)
-        if ignored:
-            print(f"--config {args.config}: options that do nothing in extract are left at their defaults (not "
-                  f"{', '.join(ignored)})", file=sys.stderr)
+        say_left_at_defaults("extract", args.config, others_at_defaults(encoder, args))
     path = extract_embeddings(args.run, args.data_split_root, args.out, args.embedding_type, args.layer,
                               args.pooling_mode, args.batch_size, args.num_workers, args.on_error,
                               args.accelerator, args.devices, args.precision, scoring_data(args),

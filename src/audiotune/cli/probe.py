@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from audiotune.cli.command import Command
 from audiotune.cli.flags import add_config_flags, config_from_args, others_at_defaults, refuse_other_options
 from audiotune.cli.show import quiet_lightning, shown
+from audiotune.cli.stages import say_left_at_defaults
 from audiotune.config import ENCODING
 from audiotune.outputs import PROBE_FILE
 
@@ -51,10 +51,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
     quiet_lightning(args.verbose)
     config = config_from_args(args)
-    ignored = others_at_defaults(config, args, PROBE_OPTIONS)
-    if ignored:
-        print(f"--config {args.config}: options probe does not take are left at their defaults (not "
-              f"{', '.join(ignored)})", file=sys.stderr)
+    say_left_at_defaults("probe", args.config, others_at_defaults(config, args, PROBE_OPTIONS))
     table = probe(config)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"probe table: {shown(Path(config.exp_dir) / PROBE_FILE)}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from typing import Any
 
 from audiotune.config import RunConfig, Stage, acts_of, default_of, describe_acts
@@ -44,6 +45,13 @@ def inactive_at_defaults(config: RunConfig, defaults: dict[str, Any], stages: fr
             changed.append(f"--{spec.name} {' '.join(map(str, value)) if isinstance(value, list) else value}")
             config.model.options[spec.name] = default
     return changed
+
+
+def say_left_at_defaults(command: str, config_file: str | None, ignored: list[str]) -> None:
+    """Name on stderr the ``--config`` file's options that ``command`` left at their defaults, if any."""
+    if ignored:
+        print(f"--config {config_file}: options {command} does not take are left at their defaults (not "
+              f"{', '.join(ignored)})", file=sys.stderr)
 
 
 def refuse_other_backbones(args: argparse.Namespace, config: RunConfig) -> None:
