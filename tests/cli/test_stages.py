@@ -173,18 +173,19 @@ def test_train_and_pretrain_refuse_a_config_files_option_that_does_nothing_there
     output, with what would make it act."""
     ds, checkpoint = uid_dataset, str(hf_checkpoints["w2v_layer"])
     data = ["-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"])]
-    cases = {
-        "train": ({"model": "ssast", "mask_patch": 3}, "--mask_patch 3: acts only in audiotune pretrain"),
-        "train ": ({"model": "hf", "checkpoint": checkpoint, "mask_time_prob": 0.2},
-                   "--mask_time_prob 0.2: acts only while the encoder trains; the encoder is frozen"),
-        "pretrain": ({"model": "hf", "checkpoint": checkpoint, "objective": "tapt", "mask_feature_prob": 0.2},
-                     "--mask_feature_prob 0.2: acts only while the encoder fine-tunes on labels"),
-    }
-    for index, (command, (model, message)) in enumerate(cases.items()):
+    cases = [
+        ("train", {"model": "ssast", "mask_patch": 3}, "--mask_patch 3: acts only in audiotune pretrain"),
+        ("train", {"model": "hf", "checkpoint": checkpoint, "mask_time_prob": 0.2},
+         "--mask_time_prob 0.2: acts only while the encoder trains; the encoder is frozen"),
+        ("cv", {"model": "ssast", "mask_patch": 3}, "--mask_patch 3: acts only in audiotune pretrain"),
+        ("pretrain", {"model": "hf", "checkpoint": checkpoint, "objective": "tapt", "mask_feature_prob": 0.2},
+         "--mask_feature_prob 0.2: acts only while the encoder fine-tunes on labels"),
+    ]
+    for index, (command, model, message) in enumerate(cases):
         path = tmp_path / f"config{index}.yaml"
         path.write_text(yaml.safe_dump({"model": model}))
         out = tmp_path / f"run{index}"
-        assert main([command.strip(), "--config", str(path), *data, "-o", str(out)]) == 2
+        assert main([command, "--config", str(path), *data, "-o", str(out)]) == 2
         assert message in capsys.readouterr().err
         assert not out.exists()
     # trained, the encoder masks: the same file with --freeze false passes the check (no epoch is run here)
