@@ -44,7 +44,7 @@ def backbone_help(command: str, backbone: str) -> str:
     """The flags ``audiotune COMMAND --help --model BACKBONE`` lists in the group of the backbone's options."""
     out = io.StringIO()
     with pytest.raises(SystemExit), contextlib.redirect_stdout(out):
-        build_parser(backbone).parse_args([command, "--help"])
+        parser_for(backbone).parse_args([command, "--help"])
     group = re.search(rf"^options of --model {backbone}:\n(.*?)(?:\n\n|\Z)", out.getvalue(), re.M | re.S)
     return group.group(1) if group else ""
 
@@ -54,8 +54,7 @@ def flags_of(text: str) -> set[str]:
 
 
 CASES = [pytest.param(command, backbone, spec, id=f"{command} --model {backbone} --{spec.name}")
-         for command in ("train", "cv", "sweep", "pretrain", "probe", "extract", "cluster")
-         for backbone, spec in backbone_option_cases()]
+         for command in sorted(stages_of()) for backbone, spec in backbone_option_cases()]
 
 
 def test_the_commands_that_offer_backbone_options_declare_their_stages() -> None:
