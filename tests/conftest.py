@@ -333,3 +333,35 @@ def detected_and_aligned_taps(root: Path, plots: bool = True) -> Path:
                  str(root / "data" / "02.neonode" / "session_nnode.csv"), "--keys", str(root / "data" / "keys.csv"),
                  "--out", str(out / "segments.csv"), *plot]) == 0
     return out
+
+
+def backbone_option_cases() -> list[tuple[str, object]]:
+    """``(backbone, field)`` of every option every registered backbone declares (its settings dataclass)."""
+    import dataclasses
+
+    from audiotune.models import backbones
+
+    return [(name, spec) for name, cls in backbones.options_classes().items() for spec in dataclasses.fields(cls)]
+
+
+def non_default_value(backbone: str, spec) -> object:
+    """A valid value of backbone option ``spec`` other than its default (another choice, the other boolean, a
+    parquet path, a number one up)."""
+    import typing
+
+    from audiotune.config import default_of
+    from audiotune.models import backbones
+
+    default = default_of(spec)
+    kind = typing.get_type_hints(backbones.options_classes()[backbone])[spec.name]
+    if spec.metadata.get("choices"):
+        return next(choice for choice in spec.metadata["choices"] if choice != default)
+    if isinstance(default, bool):
+        return not default
+    if isinstance(default, list):
+        return [item + 1 for item in default]
+    if isinstance(default, str):
+        return "frames.parquet"
+    if float in (kind, *typing.get_args(kind)):
+        return 0.25 if default != 0.25 else 0.5
+    return (default or 1) + 1

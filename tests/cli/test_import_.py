@@ -20,3 +20,11 @@ def test_a_value_the_train_flag_refuses_names_the_file() -> None:
         seed_config({"model": "ecapa_tdnn", "optim": "sgd"}, "exp/args.pkl")
     with pytest.raises(ValueError, match="exp/args.pkl: invalid option"):
         seed_config({"model": "ecapa_tdnn", "final_dropout": 1.5}, "exp/args.pkl")
+
+
+def test_a_seed_argument_that_acts_only_in_pretraining_is_left_out_of_the_imported_run() -> None:
+    """The SSAST seed saved --mask_patch with every run; a fine-tuning run never used it, and train refuses it."""
+    config, applied, left = seed_config({"model": "ssast", "task": "ft_cls", "mask_patch": 300, "cluster_factor": 3,
+                                         "fstride": 64}, "args.pkl")
+    assert {"mask_patch", "cluster_factor"} <= set(left) and {"task", "fstride"} <= set(applied)
+    assert "mask_patch" not in config.model.options and config.model.options["fstride"] == 64

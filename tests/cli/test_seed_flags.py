@@ -116,8 +116,9 @@ NAIP_SSAST: list[Flag] = [
     (["--fshape", "16", "--fstride", "16"], {"options.fshape": 16, "options.fstride": 16}),
     (["--tshape", "16", "--tstride", "16"], {"options.tshape": 16, "options.tstride": 16}),
     (["--model_size", "tiny"], {"options.model_size": "tiny"}),
-    (["--mask_patch", "300"], {"options.mask_patch": 300}),
-    (["--cluster_factor", "4"], {"options.cluster_factor": 4}),
+    # the seed's train mode pretrained with --task pretrain_*: here that is `audiotune pretrain`
+    (["--mask_patch", "300"], "acts only in audiotune pretrain"),
+    (["--cluster_factor", "4"], "acts only in audiotune pretrain"),
 ]
 NAIP_ECAPA: list[Flag] = [
     *NAIP_COMMON, *NAIP_AUGMENTS, *EVAL_MODEL, *SPECTROGRAM,

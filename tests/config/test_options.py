@@ -40,3 +40,40 @@ def test_a_saved_config_holds_no_action_so_reusing_it_neither_resumes_nor_overwr
     again = load_config(tmp_path / "config.yaml")
     assert (again.train.resume, again.train.overwrite, again.train.allow_changes) == (False, False, False)
     assert again.train.epochs == 7 and config.train.resume  # the options kept; the caller's config untouched
+
+
+def test_an_option_acts_everywhere_unless_it_names_its_stages():
+    import dataclasses
+
+    from audiotune.config import (
+        CLASSIFIER_STAGES,
+        ENCODING,
+        EVERYWHERE,
+        FINE_TUNING,
+        PRETRAINING,
+        WHILE_TRAINING,
+        Stage,
+        acts_of,
+        describe_acts,
+        inactive_options,
+        option,
+    )
+
+    @dataclasses.dataclass
+    class Settings:
+        size: int = option(3, "everywhere")
+        masks: float = option(0.0, "while the encoder trains", acts=WHILE_TRAINING)
+        labels: list[int] = option([1, 2], "in pretraining", acts=PRETRAINING)
+
+    size, masks, labels = dataclasses.fields(Settings)
+    assert (acts_of(size), acts_of(masks), acts_of(labels)) == (EVERYWHERE, WHILE_TRAINING, PRETRAINING)
+    assert inactive_options(Settings(), ENCODING) == []  # at their defaults: nothing to refuse
+    changed = Settings(size=5, masks=0.1, labels=[1, 2, 3])
+    assert [(spec.name, value) for spec, value in inactive_options(changed, ENCODING)] == [("masks", 0.1),
+                                                                                           ("labels", [1, 2, 3])]
+    assert [spec.name for spec, _ in inactive_options(changed, CLASSIFIER_STAGES)] == ["labels"]
+    assert inactive_options(changed, frozenset({Stage.PRETRAIN})) == []
+    texts = {stages: describe_acts(stages) for stages in (WHILE_TRAINING, FINE_TUNING, PRETRAINING,
+                                                          CLASSIFIER_STAGES)}
+    assert len(set(texts.values())) == 4 and texts[PRETRAINING] == "acts only in audiotune pretrain"
+    assert texts[WHILE_TRAINING] == "acts only while the encoder trains"

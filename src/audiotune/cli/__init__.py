@@ -31,10 +31,11 @@ from audiotune.cli import (
     vertex_job,
 )
 from audiotune.cli.command import Command
-from audiotune.cli.flags import config_from_args, parse_bool, path_roles
+from audiotune.cli.flags import config_from_args, path_roles
 from audiotune.cli.help import HelpFormatter, add_help_flags, arrange, compact_usage, wants_all
 from audiotune.cli.seed_flags import refuse_retired
 from audiotune.cli.show import one_line, third_party_quiet
+from audiotune.cli.values import parse_bool
 from audiotune.models import backbones
 from audiotune.staging import staged
 

@@ -5,14 +5,18 @@ import argparse
 from pathlib import Path
 
 from audiotune.cli.command import Command
-from audiotune.cli.flags import FlatCounts, add_config_flags, add_path, cluster_counts, config_from_args
+from audiotune.cli.flags import add_config_flags, add_path, config_from_args, others_at_defaults
+from audiotune.cli.stages import say_left_at_defaults
+from audiotune.cli.values import FlatCounts, cluster_counts
+from audiotune.config import ENCODING
 from audiotune.engine.cluster import FIT_ON
 from audiotune.storage import Role, final_path
 
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_config_flags(parser, ("data", "audio", "features", "model", "classifier.layer", "train.batch_size", "runtime"),
-                     model=model or "hf", writes_run=False, defaults={"model.model": "hf"})
+                     model=model or "hf", writes_run=False, defaults={"model.model": "hf"}, stages=ENCODING,
+                     why="cluster reads the frames of a frozen encoder")
     add_path(parser, "--run", role=Role.RUN, help="trained run directory whose (fine-tuned) encoder makes the frames "
                                                   "(default: the -c encoder as loaded)")
     add_path(parser, "--out", role=Role.OUTPUT_FILE, required=True, help="parquet file of frame labels")
@@ -37,6 +41,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from audiotune.engine.cluster import ClusterOptions, cluster, fit_rows_path, stats_path
 
     config = config_from_args(args)
+    say_left_at_defaults("cluster", args.config, others_at_defaults(config, args))
     wanted = ClusterOptions(args.num_clusters, config.classifier.layer, args.sample_ratio, args.max_frames,
                             args.niter, config.data.seed, args.fit_on)
     result = cluster(config, wanted, args.out, args.run)

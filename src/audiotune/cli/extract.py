@@ -6,7 +6,17 @@ import argparse
 
 from audiotune import storage
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_config_flags, add_path, add_scoring_flags, config_from_args, scoring_data, spellings
+from audiotune.cli.flags import (
+    add_config_flags,
+    add_path,
+    add_scoring_flags,
+    config_from_args,
+    others_at_defaults,
+    scoring_data,
+    spellings,
+)
+from audiotune.cli.stages import say_left_at_defaults
+from audiotune.config import ENCODING
 from audiotune.outputs import embeddings_file
 from audiotune.storage import Role, final_path
 
@@ -28,7 +38,8 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     parser.add_argument(*spellings("pooling_mode", ("-pm",)), dest="pooling_mode",
                         help="mean, sum or max over the frames; cls or avgtok: the mean of SSAST's cls token(s) or "
                              "patch tokens (pt embeddings; the seed's --task ft_cls / ft_avgtok, also accepted)")
-    add_config_flags(parser, ENCODER_SECTIONS, model=model, writes_run=False)
+    add_config_flags(parser, ENCODER_SECTIONS, model=model, writes_run=False, stages=ENCODING,
+                     why="extract runs the encoder as it is")
 
 
 def default_outputs(args: argparse.Namespace) -> None:
@@ -80,6 +91,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         if training_only:
             raise ValueError(f"{', '.join(training_only)}: training options; extraction runs the encoder as it is")
         encoder = config_from_args(args)
+        say_left_at_defaults("extract", args.config, others_at_defaults(encoder, args))
     path = extract_embeddings(args.run, args.data_split_root, args.out, args.embedding_type, args.layer,
                               args.pooling_mode, args.batch_size, args.num_workers, args.on_error,
                               args.accelerator, args.devices, args.precision, scoring_data(args),

@@ -14,11 +14,16 @@ from typing import Any
 from audiotune import storage
 from audiotune.cli.help import default_text, shared_group
 from audiotune.cli.seed_flags import Refused, apply_seed_spellings, in_bucket
+from audiotune.cli.stages import inactive_at_defaults, owners, refuse_other_backbones, stage_refusal
+from audiotune.cli.values import none_lower, parse_bool, value_parser
 from audiotune.config import (
+    CLASSIFIER_STAGES,
     CONFIG_VERSION,
     SECTIONS,
     RunConfig,
     RuntimeConfig,
+    Stage,
+    acts_of,
     check_config,
     config_from_dict,
     describe_range,
@@ -33,74 +38,10 @@ from audiotune.storage import Role
 
 ROLES = "path_roles"  # the namespace attribute holding {dest: Role} of the parsed command
 CONFIG_DEFAULTS = "config_defaults"  # the namespace attribute holding a command's own option defaults
+CONFIG_STAGES = "config_stages"  # the namespace attribute holding the stages (config.Stage) a command runs
 FULL_HELP_SECTIONS = ("data", "model")  # the sections `--help` shows in full; the others name their flags
 # seed boolean flags whose meaning maps onto another option: (section, name, value if true, value if false)
 SEED_SWITCHES = {"fbank": ("features", "features", "fbank", "mfcc")}
-
-
-def parse_bool(text: str | bool) -> bool:
-    """'True'/'False'/'1'/'0'/'yes'/'no' as the seeds' command lines pass booleans."""
-    if isinstance(text, bool):
-        return text
-    value = text.strip().lower()
-    if value in ("true", "1", "yes", "y", "on"):
-        return True
-    if value in ("false", "0", "no", "n", "off", "none"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean (True/False), got {text!r}")
-
-
-def cluster_counts(text: str) -> list[int]:
-    """Cluster counts as given: ``64``, or the seed's comma list ``64,512,4096`` (same meaning)."""
-    try:
-        counts = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: cluster counts are whole numbers, e.g. 64 512 4096") from None
-    if not counts or min(counts) < 2:
-        raise argparse.ArgumentTypeError(f"{text!r}: every cluster count must be at least 2")
-    return counts
-
-
-class FlatCounts(argparse.Action):
-    """``--num_clusters 64 512`` and ``--num_clusters 64,512`` alike: one flat list of counts."""
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: str | None = None) -> None:
-        setattr(namespace, self.dest, [k for group in values for k in group])
-
-
-def integer(text: str) -> int:
-    """An integer, also written as a whole float ("300.0": how tuning services pass discrete values)."""
-    try:
-        return int(text)
-    except ValueError:
-        number = float(text)
-        if not number.is_integer():
-            raise ValueError(f"{text!r} is not a whole number") from None
-        return int(number)
-
-
-def value_parser(kind: Any) -> Any:
-    """The argparse type of an option annotated ``kind``: a bool, int, float or str, or one of the words of a
-    ``Literal`` beside it (``int | Literal["auto"]`` takes 4 and auto)."""
-    words = literal_words(kind)
-    base = next((t for t in (bool, int, float, str) if t in (kind, *typing.get_args(kind))), str)
-    convert = parse_bool if base is bool else integer if base is int else base
-
-    def parse(text: str) -> Any:
-        if text.strip().lower() in words:
-            return text.strip().lower()
-        try:
-            return convert(text)
-        except (TypeError, ValueError, argparse.ArgumentTypeError):
-            raise argparse.ArgumentTypeError(f"expected {base.__name__}{''.join(f' or {w}' for w in words)}, "
-                                             f"got {text!r}") from None
-    parse.__name__ = base.__name__  # argparse names the type in its messages
-    return parse if words else convert
-
-
-def _none_lower(text: str) -> str:
-    return "none" if text.strip().lower() == "none" else text
 
 
 def spellings(name: str, extra: tuple[str, ...] = ()) -> list[str]:
@@ -149,7 +90,7 @@ def _add_field(group: Any, dest: str, spec: dataclasses.Field, hints: dict, hidd
     elif meta.get("choices"):
         kwargs["choices"] = meta["choices"]
     if meta.get("choices") and "none" in meta["choices"]:
-        kwargs["type"] = _none_lower  # the seeds pass "None"
+        kwargs["type"] = none_lower  # the seeds pass "None"
     elif bool in (kind, *typing.get_args(kind)):
         kwargs.update(nargs="?", const=True, type=value_parser(kind), metavar="BOOL")
     elif typing.get_origin(kind) is list:
@@ -170,7 +111,8 @@ def _add_field(group: Any, dest: str, spec: dataclasses.Field, hints: dict, hidd
 
 def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] = tuple(SECTIONS),
                      model: str | None = None, writes_run: bool = True, backbone_flags: bool = True,
-                     defaults: dict[str, Any] | None = None) -> None:
+                     defaults: dict[str, Any] | None = None, stages: frozenset[Stage] = CLASSIFIER_STAGES,
+                     why: str = "") -> None:
     """The options of ``sections`` as flags (``--x_y`` and ``--x-y``), plus the seeds' spellings; a
     ``section.name`` entry adds that one option of a section.
 
@@ -178,7 +120,9 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
     ``model`` (the ``--model`` of the command line) the other backbones' options are left out of the help.
     ``defaults`` are this command's own option defaults (``{"model.model": "ssast"}``; ``options.NAME``: a
     backbone's option): a ``--config`` file or a flag overrides them. ``writes_run``: the command writes a run
-    directory (``-o/--exp_dir``); ``backbone_flags``: the command reads the backbones' own options."""
+    directory (``-o/--exp_dir``); ``backbone_flags``: the command reads the backbones' own options, those that act
+    in ``stages`` (the stages the command runs: a backbone option acting in none is refused, with ``why`` the
+    command's encoder does not train when it acts while the encoder fine-tunes; see :mod:`audiotune.cli.stages`)."""
     add_path(parser, "--config", role=Role.INPUT, metavar="PATH",
              help="YAML file or shipped recipe (`audiotune recipes`) to start from; flags override it")
     if writes_run:
@@ -187,7 +131,7 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
     add_section_flags(parser, sections)
     named = {entry.partition(".")[0] for entry in sections}  # the sections with at least one option taken
     if "model" in named and backbone_flags:
-        _add_backbone_flags(parser, model)
+        _add_backbone_flags(parser, model, stages, why)
     seeds = shared_group(parser, "seed command-line compatibility", summarised=True)
     if "features" in named:
         seeds.add_argument("--fbank", nargs="?", const=True, type=parse_bool, default=argparse.SUPPRESS,
@@ -200,7 +144,7 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
         seeds.add_argument("--reduce", nargs="?", const=True, type=parse_bool, default=argparse.SUPPRESS,
                            metavar="BOOL", help="True: sum the channels, as the seeds did (--mono mean: average "
                                                 "them); False: same as --channel_mode none (mono files only)")
-    parser.set_defaults(**{CONFIG_DEFAULTS: defaults or {}})
+    parser.set_defaults(**{CONFIG_DEFAULTS: defaults or {}, CONFIG_STAGES: stages})
     add_storage_flags(parser)
 
 
@@ -240,15 +184,18 @@ def refuse_other_options(parser: argparse.ArgumentParser, sections: tuple[str, .
             parser.add_argument(*names, action=Refused, replacement=why)
 
 
-def others_at_defaults(config: RunConfig, args: argparse.Namespace, sections: tuple[str, ...]) -> list[str]:
-    """Put every option that ``sections`` does not declare back at its default (the command's own, then the
-    option's): a ``--config`` file may hold options of other commands (a train run's config.yaml), which a command
-    that refuses their flags must not read either. Returns ``--name value`` of those whose value changed."""
+def others_at_defaults(config: RunConfig, args: argparse.Namespace,
+                       sections: tuple[str, ...] = tuple(SECTIONS)) -> list[str]:
+    """Put every option that ``sections`` does not declare, and every backbone option that acts in none of the
+    command's stages, back at its default (the command's own, then the option's): a ``--config`` file may hold
+    options of other commands (a train run's config.yaml), which a command that refuses their flags must not read
+    either. Returns ``--name value`` of those whose value changed."""
+    own = vars(args).get(CONFIG_DEFAULTS) or {}
+    changed = inactive_at_defaults(config, own, vars(args).get(CONFIG_STAGES, CLASSIFIER_STAGES))
     defaults = RunConfig()
-    for key, value in (vars(args).get(CONFIG_DEFAULTS) or {}).items():
+    for key, value in own.items():
         _set(defaults, key, value)
     taken = set(declared_options(sections))
-    changed = []
     for key in declared_options():
         if key in taken:
             continue
@@ -260,27 +207,25 @@ def others_at_defaults(config: RunConfig, args: argparse.Namespace, sections: tu
     return changed
 
 
-def _owners() -> dict[str, list[str]]:
-    """Each backbone option's name and the backbones that declare it."""
-    owners: dict[str, list[str]] = {}
-    for name, cls in backbones.options_classes().items():
-        for spec in dataclasses.fields(cls):
-            owners.setdefault(spec.name, []).append(name)
-    return owners
-
-
-def _add_backbone_flags(parser: argparse.ArgumentParser, model: str | None) -> None:
-    """One group per backbone with its options; an option that several declare is one flag, in the chosen
-    backbone's group (else the first's) with that backbone's help."""
-    owners = _owners()
+def _add_backbone_flags(parser: argparse.ArgumentParser, model: str | None, stages: frozenset[Stage],
+                        why: str) -> None:
+    """One group per backbone with its options that act in ``stages``; an option that several declare is one flag,
+    in the chosen backbone's group (else the first's) with that backbone's help. The others are refused."""
+    declared = owners()
     for name, cls in backbones.options_classes().items():
         group = shared_group(parser, f"options of --model {name}", summarised=True)
         hints = typing.get_type_hints(cls)
         for spec in dataclasses.fields(cls):
-            shared = owners[spec.name]
-            if name == (model if model in shared else shared[0]):
-                note = f" (--model {', '.join(shared)})" if len(shared) > 1 else ""
-                _add_field(group, f"options.{spec.name}", spec, hints, bool(model and model not in shared), note)
+            shared = declared[spec.name]
+            if name != (model if model in shared else shared[0]):
+                continue
+            other = bool(model and model not in shared)  # hidden: refused naming its backbones
+            if not other and not acts_of(spec) & stages:
+                parser.add_argument(*spellings(spec.name, spec.metadata.get("flags", ())), action=Refused,
+                                    replacement=stage_refusal(spec, why))
+                continue
+            note = f" (--model {', '.join(shared)})" if len(shared) > 1 else ""
+            _add_field(group, f"options.{spec.name}", spec, hints, other, note)
 
 
 def add_storage_flags(parser: argparse.ArgumentParser) -> None:
@@ -313,7 +258,7 @@ def config_from_args(args: argparse.Namespace, read_inputs: bool = True) -> RunC
         config = config_from_dict(read_config_file(config_file), source=str(config_file), base=config)
         config.version = CONFIG_VERSION  # a recipe's options are the user's (the backbone derives its input anew)
     config = apply_flags(config, args)
-    _refuse_other_backbones(args, config)
+    refuse_other_backbones(args, config)
     if read_inputs:
         _local_inputs(config)
     return config
@@ -331,16 +276,6 @@ def _local_inputs(config: RunConfig) -> None:
         if spec.name in config.model.options:
             config.model.options[spec.name] = storage.local_inputs(config.model.options[spec.name],
                                                                    spec.metadata.get("role"))
-
-
-def _refuse_other_backbones(args: argparse.Namespace, config: RunConfig) -> None:
-    """A flag of one backbone given for another would silently do nothing: refused, naming its backbones."""
-    owners = _owners()
-    wrong = [(name, owners[name]) for key in vars(args) if key.startswith("options.")
-             for name in [key.removeprefix("options.")] if config.model.model not in owners[name]]
-    if wrong:
-        shown = ", ".join(f"--{name} (--model {', '.join(owner)})" for name, owner in wrong)
-        raise ValueError(f"{shown}: option(s) of another backbone than --model {config.model.model}")
 
 
 def _set(config: RunConfig, key: str, value: Any) -> None:

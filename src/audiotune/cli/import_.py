@@ -8,7 +8,9 @@ from typing import Any, NoReturn
 from audiotune import storage
 from audiotune.cli import train
 from audiotune.cli.command import Command
-from audiotune.cli.flags import FlatCounts, add_path, cluster_counts, config_from_args, spellings
+from audiotune.cli.flags import add_path, config_from_args, spellings
+from audiotune.cli.seed_flags import Refused
+from audiotune.cli.values import FlatCounts, cluster_counts
 from audiotune.config import RunConfig
 from audiotune.storage import Role
 
@@ -92,7 +94,7 @@ class _SeedArgsParser(argparse.ArgumentParser):
 def seed_config(flags: dict[str, Any], source: str) -> tuple[RunConfig, list[str], list[str]]:
     """A config from the seed's arguments, each applied as the train flag of its name (the same option
     declarations and seed spellings as ``audiotune train``); returns it, the arguments applied and those the
-    train command has no flag for."""
+    train command has no flag for (or refuses as acting elsewhere: SSAST's --mask_patch acts only in pretraining)."""
     parser = _SeedArgsParser(prog="audiotune train", allow_abbrev=False, add_help=False)
     parser.source = source
     train.arguments(parser, flags.get("model"))
@@ -102,7 +104,8 @@ def seed_config(flags: dict[str, Any], source: str) -> tuple[RunConfig, list[str
     for name, value in flags.items():
         option = f"--{name}"
         action = known.get(option)
-        if action is None or action.dest in ("exp_dir", "config") or name.startswith(("cloud", "bucket", "project")):
+        if action is None or isinstance(action, Refused) or action.dest in ("exp_dir", "config") or \
+                name.startswith(("cloud", "bucket", "project")):
             left.append(name)
             continue
         values = list(value) if isinstance(value, (list, tuple)) else [value]

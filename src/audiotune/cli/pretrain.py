@@ -9,11 +9,13 @@ from audiotune import storage
 from audiotune.cli.command import Command
 from audiotune.cli.flags import add_config_flags, config_from_args
 from audiotune.cli.show import quiet_lightning
+from audiotune.config import PRETRAINING
 
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_config_flags(parser, model=model or "ssast",
-                     defaults={"model.model": "ssast", "options.task": "pretrain_joint"})
+                     defaults={"model.model": "ssast", "options.task": "pretrain_joint"}, stages=PRETRAINING,
+                     why="pretrain trains the encoder on its self-supervised objective")
     parser.add_argument("--unlabelled_dir", dest="data.data_split_root", default=argparse.SUPPRESS,
                         help="a folder of audio files to pretrain on (same as -d FOLDER)")
 

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from audiotune.cli.command import Command
 from audiotune.cli.flags import add_config_flags, config_from_args, others_at_defaults, refuse_other_options
 from audiotune.cli.show import quiet_lightning
+from audiotune.cli.stages import say_left_at_defaults
+from audiotune.config import ENCODING
 from audiotune.outputs import PROBE_FILE
 from audiotune.storage import final_path
 
@@ -38,7 +39,8 @@ PROBE_OPTIONS = (
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     # every head reads a frozen encoder (an ECAPA-TDNN too, which train trains by default)
-    add_config_flags(parser, PROBE_OPTIONS, model=model, defaults={"model.freeze": True})
+    add_config_flags(parser, PROBE_OPTIONS, model=model, defaults={"model.freeze": True}, stages=ENCODING,
+                     why="probe reads a frozen encoder")
     refuse_other_options(parser, PROBE_OPTIONS, "not an option of probe, whose heads train on the cached hidden "
                                                 "states of a frozen encoder and are scored after their last epoch "
                                                 "(its options: audiotune probe --help)")
@@ -50,10 +52,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
     quiet_lightning(args.verbose)
     config = config_from_args(args)
-    ignored = others_at_defaults(config, args, PROBE_OPTIONS)
-    if ignored:
-        print(f"--config {args.config}: options probe does not take are left at their defaults (not "
-              f"{', '.join(ignored)})", file=sys.stderr)
+    say_left_at_defaults("probe", args.config, others_at_defaults(config, args, PROBE_OPTIONS))
     table = probe(config)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"probe table: {final_path(Path(config.exp_dir) / PROBE_FILE)}")

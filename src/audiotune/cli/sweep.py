@@ -7,8 +7,9 @@ from pathlib import Path
 
 from audiotune import storage, vertex
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_config_flags, add_path, apply_flags, config_from_args, declare_role, integer
+from audiotune.cli.flags import add_config_flags, add_path, apply_flags, config_from_args, declare_role
 from audiotune.cli.show import quiet_lightning
+from audiotune.cli.values import integer
 from audiotune.config import RunConfig, check_config
 from audiotune.outputs import SWEEP_TRIALS_TABLE
 from audiotune.storage import Role, final_path

@@ -5,8 +5,9 @@ import argparse
 
 from audiotune import storage
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_path, add_storage_flags, parse_bool, spellings
+from audiotune.cli.flags import add_path, add_storage_flags, spellings
 from audiotune.cli.seed_flags import in_bucket
+from audiotune.cli.values import parse_bool
 from audiotune.storage import Role
 
 

@@ -31,10 +31,21 @@ from audiotune.config.files import (
 from audiotune.config.options import (
     AT_LEAST_0,
     AT_LEAST_1,
+    CLASSIFIER_STAGES,
+    ENCODING,
+    EVERYWHERE,
+    FINE_TUNING,
     INF,
+    PRETRAINING,
     PROBABILITY,
+    WHILE_TRAINING,
+    Stage,
+    acts_of,
     check_types,
+    default_of,
+    describe_acts,
     describe_range,
+    inactive_options,
     option,
     range_problems,
 )
@@ -59,7 +70,9 @@ from audiotune.config.sections import (
 
 __all__ = [
     "AT_LEAST_0", "AT_LEAST_1", "AUGMENT_GATES", "AUGMENT_LATE_GATES", "AUGMENT_PROBABILITIES", "BARE",
-    "CONFIG_VERSION", "CUT_MAX_LIMIT", "HEAD_KINDS", "INF", "INPUT_RESOLVED_VERSION", "PROBABILITY", "RETIRED_FLAGS",
+    "CLASSIFIER_STAGES", "CONFIG_VERSION", "CUT_MAX_LIMIT", "ENCODING", "EVERYWHERE", "FINE_TUNING", "HEAD_KINDS",
+    "INF", "INPUT_RESOLVED_VERSION", "PRETRAINING", "PROBABILITY", "RETIRED_FLAGS", "WHILE_TRAINING", "Stage",
+    "acts_of", "default_of", "describe_acts", "inactive_options",
     "RETIRED_IN_COMMAND", "RETIRED_VALUES",
     "SECTIONS", "SPEED_LIMITS", "SPEED_RANGE", "AudioConfig", "AugmentConfig", "ClassifierConfig", "DataConfig",
     "FeatureConfig", "HeadSpec", "ModelConfig", "RunConfig", "RuntimeConfig", "TrainConfig", "check_config",

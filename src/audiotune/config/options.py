@@ -1,9 +1,11 @@
 """The option machinery of every config section: :func:`option` (a dataclass field with its help, seed flag
-spellings, allowed values, valid range and path role), the common ranges, and the checks of values against a
-field's range (:func:`range_problems`) and type (:func:`check_types`)."""
+spellings, allowed values, valid range, path role and the stages it acts in), the common ranges, and the checks
+of values against a field's range (:func:`range_problems`), type (:func:`check_types`) and stages
+(:func:`inactive_options`)."""
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 import types
 import typing
@@ -19,17 +21,63 @@ AT_LEAST_1 = (1, INF, True, False)
 PROBABILITY = (0, 1, True, True)
 
 
+class Stage(enum.Enum):
+    """Where an encoder runs; an option's ``acts`` names the stages in which it changes anything."""
+
+    ENCODE = "encode"  # as it is, in eval mode: extract, evaluate, probe, cluster, a frozen encoder in train
+    FINE_TUNE = "fine-tune"  # trained on labels: train, cv, sweep with --freeze false
+    PRETRAIN = "pretrain"  # trained on a self-supervised objective: audiotune pretrain
+
+
+EVERYWHERE = frozenset(Stage)
+ENCODING = frozenset({Stage.ENCODE})  # the commands that read an encoder as it is
+CLASSIFIER_STAGES = frozenset({Stage.ENCODE, Stage.FINE_TUNE})  # train, cv, sweep: frozen or trained encoder
+WHILE_TRAINING = frozenset({Stage.FINE_TUNE, Stage.PRETRAIN})  # train mode, gradients (SpecAugment, checkpointing)
+FINE_TUNING = frozenset({Stage.FINE_TUNE})
+PRETRAINING = frozenset({Stage.PRETRAIN})
+_ACTS_TEXT = {
+    WHILE_TRAINING: "acts only while the encoder trains",
+    FINE_TUNING: "acts only while the encoder fine-tunes on labels (audiotune train --freeze false)",
+    PRETRAINING: "acts only in audiotune pretrain",
+    CLASSIFIER_STAGES: "acts where the encoder encodes labelled clips, not in audiotune pretrain",
+}
+
+
 def option(default: Any, help: str, flags: tuple[str, ...] = (), choices: tuple[Any, ...] | None = None,
            cli: bool = True, valid: tuple[float, float, bool, bool] | None = None, role: Role | None = None,
-           action: bool = False) -> Any:
+           action: bool = False, acts: frozenset[Stage] = EVERYWHERE) -> Any:
     """A config field with its command-line help, extra flag spellings, allowed values, valid range and the role
     of a path (how a remote one is read or written). An ``action`` (resume, overwrite) is what one command does,
-    not a property of the run: a run's saved config holds its default, so reusing that config repeats nothing."""
+    not a property of the run: a run's saved config holds its default, so reusing that config repeats nothing.
+    ``acts``: the stages in which the option changes anything (:class:`Stage`); a command that runs in none of
+    them neither shows nor takes it."""
     meta = {"help": help, "flags": flags, "choices": choices, "cli": cli, "valid": valid, "role": role,
-            "action": action}
+            "action": action, "acts": acts}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def acts_of(spec: dataclasses.Field) -> frozenset[Stage]:
+    """The stages in which option ``spec`` acts."""
+    return spec.metadata.get("acts", EVERYWHERE)
+
+
+def describe_acts(stages: frozenset[Stage]) -> str:
+    """'acts only in audiotune pretrain' style text of where an option acts."""
+    return _ACTS_TEXT.get(stages) or "acts only in stage(s) " + ", ".join(sorted(stage.value for stage in stages))
+
+
+def default_of(spec: dataclasses.Field) -> Any:
+    """The default value of option ``spec``."""
+    return spec.default_factory() if spec.default_factory is not dataclasses.MISSING else spec.default
+
+
+def inactive_options(options: Any, stages: frozenset[Stage]) -> list[tuple[dataclasses.Field, Any]]:
+    """Each option of dataclass instance ``options`` that acts in none of ``stages`` but is set away from its
+    default, with its value (it would silently do nothing there)."""
+    return [(spec, getattr(options, spec.name)) for spec in dataclasses.fields(options)
+            if not acts_of(spec) & stages and getattr(options, spec.name) != default_of(spec)]
 
 
 def describe_range(low: float, high: float, low_in: bool, high_in: bool) -> str:

@@ -21,7 +21,7 @@ import torch
 from pytorch_lightning.utilities.types import OptimizerConfig, OptimizerLRSchedulerConfig
 from torch import Tensor
 
-from audiotune.config import RunConfig, check_config, save_config
+from audiotune.config import RunConfig, Stage, check_config, save_config
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.layout import read_splits
 from audiotune.data.loader_plan import training_passes
@@ -38,7 +38,7 @@ from audiotune.engine.inference import features_on_device, inference_device
 from audiotune.engine.module import DeviceFeatures, optimizers
 from audiotune.engine.trainer import build_trainer
 from audiotune.launch import launched_rank_zero
-from audiotune.models.backbones import SupportsPretraining, build_backbone, input_spec, resolve_config
+from audiotune.models.backbones import SupportsPretraining, build_backbone, input_spec, refuse_inactive, resolve_config
 from audiotune.models.state_dict import load_torch_file
 from audiotune.outputs import (
     CHECKPOINT_DIR,
@@ -188,6 +188,7 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
     if config.model.freeze is None:
         config.model.freeze = False  # pretraining trains the encoder
     resolve_config(config)
+    refuse_inactive(config, Stage.PRETRAIN)
     pl.seed_everything(config.data.seed, workers=True, verbose=False)
     read_splits(config.data.data_split_root, config.data.prefix)  # a clear error for a bad path before anything else
     backbone = build_backbone(config, pretrained=True)

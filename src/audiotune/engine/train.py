@@ -37,7 +37,7 @@ from audiotune.engine.seed_resume import STARTED_FROM, imported_start, load_impo
 from audiotune.engine.selection import check_monitor, monitor_key, monitor_mode
 from audiotune.engine.trainer import build_trainer
 from audiotune.launch import launched_rank_zero
-from audiotune.models.backbones import input_spec, resolve_config
+from audiotune.models.backbones import input_spec, refuse_inactive, resolve_config
 from audiotune.models.checkpoint import build_classifier, export_backbone, save_weights
 from audiotune.models.classifier import Classifier
 from audiotune.models.state_dict import load_torch_file
@@ -255,6 +255,7 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
                                    if stopped else ""))
     pl.seed_everything(config.data.seed, workers=True, verbose=False)
     resolve_config(config)
+    refuse_inactive(config)  # an option that would do nothing with this encoder (frozen or trained)
     inputs = input_spec(config)
     log.info("--model %s reads %s (%s)", config.model.model, inputs.to_dict(), INPUT_SPEC_FILE)
     prepared = prepare_training_data(config, inputs, exp_dir)

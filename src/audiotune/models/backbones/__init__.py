@@ -24,7 +24,16 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-from audiotune.config import INPUT_RESOLVED_VERSION, RunConfig, check_types, range_problems
+from audiotune.config import (
+    INPUT_RESOLVED_VERSION,
+    RunConfig,
+    Stage,
+    acts_of,
+    check_types,
+    describe_acts,
+    inactive_options,
+    range_problems,
+)
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.samplers import EXACT_PADDING, PaddingRule
 
@@ -274,6 +283,28 @@ def resolve_config(config: RunConfig) -> RunConfig:
         resolve(config)
     input_spec(config)  # an input the backbone cannot read is an error now, before anything is read or written
     return config
+
+
+# why an option that acts while the encoder trains does nothing in a stage (appended to describe_acts' text)
+_STAGE_WHY = {Stage.ENCODE: "the encoder is frozen here (--freeze true, the default for a pretrained encoder): add "
+                            "--freeze false",
+              Stage.PRETRAIN: "audiotune pretrain trains the encoder on its self-supervised objective"}
+
+
+def refuse_inactive(config: RunConfig, stage: Stage | None = None) -> None:
+    """An error naming every backbone option of the resolved ``config`` set away from its default that does nothing
+    in ``stage`` (default: fine-tuning, or encoding when ``--freeze`` holds the encoder), with what would make it
+    act. For the commands that read a user's options (train, pretrain), never for a run being loaded."""
+    options = backbone_options(config)
+    if options is None:
+        return
+    stage = stage or (Stage.ENCODE if config.model.freeze else Stage.FINE_TUNE)
+    problems = []
+    for spec, value in inactive_options(options, frozenset({stage})):
+        why = _STAGE_WHY.get(stage) if Stage.FINE_TUNE in acts_of(spec) else None
+        problems.append(f"--{spec.name} {value}: {describe_acts(acts_of(spec))}" + (f"; {why}" if why else ""))
+    if problems:
+        raise ValueError(" / ".join(problems))
 
 
 def input_spec(config: RunConfig) -> InputSpec:

@@ -46,7 +46,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from audiotune.config import AT_LEAST_0, AT_LEAST_1, PROBABILITY, RunConfig, option
+from audiotune.config import (
+    AT_LEAST_0,
+    AT_LEAST_1,
+    CLASSIFIER_STAGES,
+    FINE_TUNING,
+    PRETRAINING,
+    PROBABILITY,
+    WHILE_TRAINING,
+    RunConfig,
+    option,
+)
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.samplers import EXACT_PADDING, PaddingRule
 from audiotune.models.backbones import (
@@ -80,27 +90,33 @@ class HFSettings:
     """The options of ``--model hf`` (flags shown with it; ``config.model.options`` in a run)."""
 
     max_window: float = option(0.0, "encode clips longer than this many seconds window by window (0 = whole clip)",
-                               valid=AT_LEAST_0)
+                               valid=AT_LEAST_0, acts=CLASSIFIER_STAGES)  # pretraining encodes whole batches
     mask_time_prob: float | None = option(None, "share of frames where masked spans start, replaced by "
                                                 "the mask embedding. Fine-tuning (default 0: none; the seed emotion "
                                                 "system 0.08); pretraining (default: tapt the checkpoint's "
                                                 "mask_time_prob, 0.05 for wav2vec2-base; ptapt 0.06)",
-                                                valid=PROBABILITY)
+                                                valid=PROBABILITY, acts=WHILE_TRAINING)
     mask_time_length: int | None = option(None, "frames per masked span (default: fine-tuning 10, "
-                                                "tapt the checkpoint's mask_time_length, ptapt 15)", valid=AT_LEAST_1)
+                                                "tapt the checkpoint's mask_time_length, ptapt 15)", valid=AT_LEAST_1,
+                                         acts=WHILE_TRAINING)
     mask_feature_prob: float = option(0.0, "fine-tuning: share of feature channels where zeroed spans "
-                                           "start (the seed emotion system: 0.05)", valid=PROBABILITY)
+                                           "start (the seed emotion system: 0.05)", valid=PROBABILITY,
+                                      acts=FINE_TUNING)  # pretraining masks no channels
     mask_feature_length: int = option(10, "fine-tuning: channels per zeroed span (the seed: 64)",
-                                      valid=AT_LEAST_1)
+                                      valid=AT_LEAST_1, acts=FINE_TUNING)
     pseudo_labels: str = option("", "P-TAPT (--objective ptapt): frame labels written by `audiotune cluster` "
-                                    "(parquet); one prediction head per K", role=Role.INPUT)
+                                    "(parquet); one prediction head per K", role=Role.INPUT,
+                                acts=PRETRAINING)
     fresh_quantizer: bool = option(False, "TAPT from a checkpoint without quantizer weights (e.g. CTC fine-tuned): "
-                                          "start the quantizer and projections from random weights")
+                                          "start the quantizer and projections from random weights",
+                                  acts=PRETRAINING)
     gradient_checkpointing: bool = option(False, "recompute each encoder layer's activations in the backward pass "
                                                  "instead of keeping them: less memory for a trained encoder, "
-                                                 "a second forward pass of each layer, the same gradients")
+                                                 "a second forward pass of each layer, the same gradients",
+                                          acts=WHILE_TRAINING)
     gumbel_anneal: bool = option(True, "TAPT: anneal the quantizer's Gumbel temperature per step as wav2vec2's "
-                                       "pretraining (2.0 x 0.999995^step, at least 0.5); false keeps 2.0 (the seed)")
+                                       "pretraining (2.0 x 0.999995^step, at least 0.5); false keeps 2.0 (the seed)",
+                                acts=PRETRAINING)
 
 
 @dataclass(frozen=True)
@@ -352,11 +368,7 @@ def resolve_hf(config: RunConfig) -> None:
     check_available(config.model.checkpoint, "-c")  # no network and no local copy: one line at once
     if config.model.freeze is None:
         config.model.freeze = True
-    masking = HFOptions.from_config(config)
-    if masking.masks and config.model.freeze:
-        raise ValueError(f"--mask_time_prob {masking.mask_time_prob} / --mask_feature_prob "
-                         f"{masking.mask_feature_prob}: masking acts while the encoder trains; add --freeze false")
-    rate = masking.sample_rate
+    rate = input_spec(config).resample_rate
     if config.audio.resample_rate and config.audio.resample_rate != rate:
         log.warning("--resample_rate %s: %s expects %s Hz; audio is resampled to that", config.audio.resample_rate,
                     config.model.checkpoint, rate)

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from audiotune.config import AT_LEAST_1, RunConfig, option
+from audiotune.config import AT_LEAST_1, PRETRAINING, RunConfig, option
 from audiotune.data.input_spec import InputSpec
 from audiotune.models.backbones import Backbone, backbone_options, input_spec, register
 from audiotune.models.backbones.ssast_checkpoint import load_ssast_checkpoint
@@ -53,9 +53,9 @@ class SSASTSettings:
     tshape: int = option(2, "patch width in frames", valid=AT_LEAST_1)
     fstride: int = option(128, "patch stride in mel bins (pretraining: = fshape)", valid=AT_LEAST_1)
     tstride: int = option(2, "patch stride in frames (pretraining: = tshape)", valid=AT_LEAST_1)
-    mask_patch: int = option(400, "pretraining: patches masked per clip", valid=AT_LEAST_1)
+    mask_patch: int = option(400, "pretraining: patches masked per clip", valid=AT_LEAST_1, acts=PRETRAINING)
     cluster_factor: int = option(3, "pretraining: side of the square blocks of masked patches (patch models)",
-                                 valid=AT_LEAST_1)
+                                 valid=AT_LEAST_1, acts=PRETRAINING)
 
 
 @dataclass(frozen=True)

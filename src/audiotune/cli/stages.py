@@ -1,0 +1,64 @@
+"""Which backbone options a command takes: every backbone declares its options (its settings dataclass) and the
+stages each acts in (``option(..., acts=...)``: everywhere, while the encoder trains, in pretraining; see
+:class:`~audiotune.config.Stage`). A command says which stages it runs; an option that acts in none of them is
+neither listed nor taken (:func:`stage_refusal`), and a ``--config`` file's value of it goes back to its default
+(:func:`inactive_at_defaults`). Options given for another backbone than the chosen one are refused too."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from typing import Any
+
+from audiotune.config import RunConfig, Stage, acts_of, default_of, describe_acts
+from audiotune.models import backbones
+
+
+def owners() -> dict[str, list[str]]:
+    """Each backbone option's name and the backbones that declare it."""
+    found: dict[str, list[str]] = {}
+    for name, cls in backbones.options_classes().items():
+        for spec in dataclasses.fields(cls):
+            found.setdefault(spec.name, []).append(name)
+    return found
+
+
+def stage_refusal(spec: dataclasses.Field, why: str = "") -> str:
+    """Why a command does not take option ``spec``: where it acts, and (for an option that acts while the encoder
+    fine-tunes) ``why`` the command's encoder does not train."""
+    text = describe_acts(acts_of(spec))
+    return f"{text}; {why}" if why and Stage.FINE_TUNE in acts_of(spec) else text
+
+
+def inactive_at_defaults(config: RunConfig, defaults: dict[str, Any], stages: frozenset[Stage]) -> list[str]:
+    """Put every option of the chosen backbone that acts in none of ``stages`` back at its default (the command's
+    own ``options.NAME`` of ``defaults``, else the option's); returns ``--name value`` of those whose value changed
+    (a ``--config`` file may hold them: a train or pretrain run's config.yaml)."""
+    cls = backbones.options_classes().get(config.model.model)
+    changed = []
+    for spec in dataclasses.fields(cls) if cls is not None else ():
+        if acts_of(spec) & stages or spec.name not in config.model.options:
+            continue
+        value = config.model.options[spec.name]
+        default = defaults.get(f"options.{spec.name}", default_of(spec))
+        if value != default:
+            changed.append(f"--{spec.name} {' '.join(map(str, value)) if isinstance(value, list) else value}")
+            config.model.options[spec.name] = default
+    return changed
+
+
+def say_left_at_defaults(command: str, config_file: str | None, ignored: list[str]) -> None:
+    """Name on stderr the ``--config`` file's options that ``command`` left at their defaults, if any."""
+    if ignored:
+        print(f"--config {config_file}: options {command} does not take are left at their defaults (not "
+              f"{', '.join(ignored)})", file=sys.stderr)
+
+
+def refuse_other_backbones(args: argparse.Namespace, config: RunConfig) -> None:
+    """A flag of one backbone given for another would silently do nothing: refused, naming its backbones."""
+    declared = owners()
+    wrong = [(name, declared[name]) for key in vars(args) if key.startswith("options.")
+             for name in [key.removeprefix("options.")] if config.model.model not in declared[name]]
+    if wrong:
+        shown = ", ".join(f"--{name} (--model {', '.join(owner)})" for name, owner in wrong)
+        raise ValueError(f"{shown}: option(s) of another backbone than --model {config.model.model}")

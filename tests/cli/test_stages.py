@@ -1,0 +1,193 @@
+"""Every command that offers the backbones' options takes those that act in the stages it runs (``option(...,
+acts=...)``), and no other: the others are neither listed by ``--help --model NAME`` nor taken from the command
+line (one line saying where they act), and a ``--config`` file's values of them go back to their defaults, named
+on stderr. The cases come from the backbones' declarations, so a new option is covered as it is declared."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import re
+from functools import cache
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import backbone_option_cases, non_default_value
+
+from audiotune.cli import COMMANDS, build_parser, main
+from audiotune.cli.flags import CONFIG_STAGES, config_from_args, others_at_defaults
+from audiotune.config import ENCODING, Stage, acts_of, default_of, describe_acts
+from audiotune.models.backbones import refuse_inactive, resolve_config
+
+
+def subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    return next(a for a in parser._actions if a.dest == "command").choices[command]
+
+
+@cache
+def stages_of() -> dict[str, frozenset[Stage]]:
+    """The stages of each command that offers backbone options, as it declares them."""
+    parser = build_parser()
+    commands = {c.name: subparser(parser, c.name) for c in COMMANDS}
+    return {name: sub.get_default(CONFIG_STAGES) for name, sub in commands.items()
+            if any(action.dest.startswith("options.") for action in sub._actions)}
+
+
+@cache
+def parser_for(backbone: str) -> argparse.ArgumentParser:
+    return build_parser(backbone)
+
+
+@cache
+def backbone_help(command: str, backbone: str) -> str:
+    """The flags ``audiotune COMMAND --help --model BACKBONE`` lists in the group of the backbone's options."""
+    out = io.StringIO()
+    with pytest.raises(SystemExit), contextlib.redirect_stdout(out):
+        parser_for(backbone).parse_args([command, "--help"])
+    group = re.search(rf"^options of --model {backbone}:\n(.*?)(?:\n\n|\Z)", out.getvalue(), re.M | re.S)
+    return group.group(1) if group else ""
+
+
+def flags_of(text: str) -> set[str]:
+    return set(re.findall(r"--[\w-]+", text))
+
+
+CASES = [pytest.param(command, backbone, spec, id=f"{command} --model {backbone} --{spec.name}")
+         for command in sorted(stages_of()) for backbone, spec in backbone_option_cases()]
+
+
+def test_the_commands_that_offer_backbone_options_declare_their_stages() -> None:
+    stages = stages_of()
+    assert set(stages) == {"train", "cv", "sweep", "pretrain", "probe", "extract", "cluster"}
+    assert stages["probe"] == stages["extract"] == stages["cluster"] == ENCODING
+    assert stages["pretrain"] == {Stage.PRETRAIN} and stages["train"] == {Stage.ENCODE, Stage.FINE_TUNE}
+    # every kind of declaration is in use, so each branch below is walked
+    assert {acts_of(spec) for _, spec in backbone_option_cases()} >= {frozenset(Stage), frozenset({Stage.PRETRAIN})}
+
+
+@pytest.mark.parametrize(("command", "backbone", "spec"), CASES)
+def test_a_backbone_option_is_listed_and_taken_where_it_acts_and_refused_elsewhere(
+        command: str, backbone: str, spec, capsys: pytest.CaptureFixture) -> None:
+    flag = f"--{spec.name}"
+    acts = acts_of(spec) & stages_of()[command]
+    assert (flag in flags_of(backbone_help(command, backbone))) == bool(acts)
+    if acts:
+        assert subparser(parser_for(backbone), command)._option_string_actions[flag].dest == f"options.{spec.name}"
+        return
+    value = non_default_value(backbone, spec)
+    words = [str(v) for v in value] if isinstance(value, list) else [str(value)]
+    with pytest.raises(SystemExit) as stopped:
+        parser_for(backbone).parse_args([command, "--model", backbone, flag, *words])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"audiotune {command}: error: {flag}: {describe_acts(acts_of(spec))}"), err
+
+
+def test_probe_help_for_hf_leaves_out_what_a_frozen_encoder_never_does(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main(["probe", "--help", "--model", "hf"])
+    text = capsys.readouterr().out
+    assert "--max_window" in text
+    for flag in ("--mask_time_prob", "--mask_feature_prob", "--gradient_checkpointing", "--pseudo_labels",
+                 "--fresh_quantizer", "--gumbel_anneal"):
+        assert flag not in text
+
+
+def test_the_refusals_say_why_the_command_does_not_act_on_them(capsys: pytest.CaptureFixture) -> None:
+    lines = {}
+    for argv in (["probe", "--model", "hf", "--gradient_checkpointing", "true"],
+                 ["probe", "--model", "hf", "--pseudo_labels", "x.parquet"],
+                 ["train", "--model", "hf", "--pseudo_labels", "x.parquet"],
+                 ["extract", "-c", "ckpt", "--model", "hf", "--pseudo_labels", "x.parquet"],
+                 ["pretrain", "--model", "hf", "--mask_feature_prob", "0.1"]):
+        with pytest.raises(SystemExit) as stopped:
+            main(argv)
+        assert stopped.value.code == 2
+        lines[argv[0], argv[-2]] = capsys.readouterr().err.strip().splitlines()[-1]
+    assert lines["probe", "--gradient_checkpointing"].endswith(
+        "--gradient_checkpointing: acts only while the encoder trains; probe reads a frozen encoder")
+    for key in (("probe", "--pseudo_labels"), ("train", "--pseudo_labels"), ("extract", "--pseudo_labels")):
+        assert lines[key].endswith("--pseudo_labels: acts only in audiotune pretrain")
+    assert "--mask_feature_prob: acts only while the encoder fine-tunes on labels" in lines["pretrain",
+                                                                                           "--mask_feature_prob"]
+
+
+def inactive_config(tmp_path: Path, backbone: str, stages: frozenset[Stage]) -> tuple[Path, dict]:
+    """A config file setting every option of ``backbone`` that acts in none of ``stages`` away from its default."""
+    values = {spec.name: non_default_value(backbone, spec) for name, spec in backbone_option_cases()
+              if name == backbone and not acts_of(spec) & stages}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"model": {"model": backbone, **values}}))
+    return path, values
+
+
+def required(command: str, tmp_path: Path) -> list[str]:
+    """The arguments ``command`` needs besides ``--config``."""
+    return {"probe": ["-o", str(tmp_path / "out")], "extract": ["-d", str(tmp_path / "t.csv"), "--out",
+            str(tmp_path / "e.parquet")], "cluster": ["--out", str(tmp_path / "labels.parquet")]}[command]
+
+
+ENCODING_BACKBONES = sorted({name for name, spec in backbone_option_cases() if not acts_of(spec) & ENCODING})
+
+
+@pytest.mark.parametrize("backbone", ENCODING_BACKBONES)
+@pytest.mark.parametrize("command", ["probe", "extract", "cluster"])
+def test_a_config_files_options_that_do_nothing_go_back_to_their_defaults_named(
+        command: str, backbone: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path, values = inactive_config(tmp_path, backbone, stages_of()[command])
+    assert values
+    argv = [command, "--config", str(path), *required(command, tmp_path)]
+    args = build_parser().parse_args(argv)
+    config = config_from_args(args)
+    ignored = others_at_defaults(config, args)
+    fields = {spec.name: spec for name, spec in backbone_option_cases() if name == backbone}
+    for name, value in values.items():
+        assert config.model.options[name] == default_of(fields[name])
+        shown = " ".join(map(str, value)) if isinstance(value, list) else str(value)
+        assert f"--{name} {shown}" in ignored
+    # the command says so on stderr before it runs (and fails here, with no data and an offline hub)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"--config {path}: options {command} does not take are left at their defaults (not " in err
+    assert all(f"--{name} " in err for name in values)
+
+
+def test_a_config_holding_every_option_at_its_default_is_read_as_it_is(tmp_path: Path) -> None:
+    """A saved run's config.yaml lists every option of its backbone, most at their defaults: nothing to say."""
+    for backbone in ENCODING_BACKBONES:
+        values = {spec.name: default_of(spec) for name, spec in backbone_option_cases() if name == backbone}
+        path = tmp_path / f"{backbone}.yaml"
+        path.write_text(yaml.safe_dump({"model": {"model": backbone, **values}}))
+        for command in ("probe", "extract", "cluster"):
+            args = build_parser().parse_args([command, "--config", str(path), *required(command, tmp_path)])
+            config = config_from_args(args)
+            assert others_at_defaults(config, args) == []
+            assert {k: config.model.options[k] for k in values} == values
+
+
+def test_train_and_pretrain_refuse_a_config_files_option_that_does_nothing_there(
+        uid_dataset: dict, hf_checkpoints: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The resolved config is what counts: a value from --config is refused as a flag would be, before any
+    output, with what would make it act."""
+    ds, checkpoint = uid_dataset, str(hf_checkpoints["w2v_layer"])
+    data = ["-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"])]
+    cases = [
+        ("train", {"model": "ssast", "mask_patch": 3}, "--mask_patch 3: acts only in audiotune pretrain"),
+        ("train", {"model": "hf", "checkpoint": checkpoint, "mask_time_prob": 0.2},
+         "--mask_time_prob 0.2: acts only while the encoder trains; the encoder is frozen"),
+        ("cv", {"model": "ssast", "mask_patch": 3}, "--mask_patch 3: acts only in audiotune pretrain"),
+        ("pretrain", {"model": "hf", "checkpoint": checkpoint, "objective": "tapt", "mask_feature_prob": 0.2},
+         "--mask_feature_prob 0.2: acts only while the encoder fine-tunes on labels"),
+    ]
+    for index, (command, model, message) in enumerate(cases):
+        path = tmp_path / f"config{index}.yaml"
+        path.write_text(yaml.safe_dump({"model": model}))
+        out = tmp_path / f"run{index}"
+        assert main([command, "--config", str(path), *data, "-o", str(out)]) == 2
+        assert message in capsys.readouterr().err
+        assert not out.exists()
+    # trained, the encoder masks: the same file with --freeze false passes the check (no epoch is run here)
+    path = tmp_path / "config1.yaml"
+    args = build_parser().parse_args(["train", "--config", str(path), "--freeze", "false"])
+    refuse_inactive(resolve_config(config_from_args(args)))

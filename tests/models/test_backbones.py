@@ -1,0 +1,50 @@
+"""The registry's check of a resolved config against the stages its backbone's options act in
+(:func:`~audiotune.models.backbones.refuse_inactive`), walked over every option every backbone declares."""
+from __future__ import annotations
+
+import pytest
+from conftest import backbone_option_cases, non_default_value
+
+from audiotune.config import RunConfig, Stage, acts_of, default_of, describe_acts
+from audiotune.models.backbones import refuse_inactive
+
+
+def config_with(backbone: str, options: dict, freeze: bool | None = None) -> RunConfig:
+    config = RunConfig()
+    config.model.model, config.model.options, config.model.freeze = backbone, dict(options), freeze
+    return config
+
+
+@pytest.mark.parametrize("stage", list(Stage), ids=lambda stage: stage.value)
+@pytest.mark.parametrize(("backbone", "spec"), backbone_option_cases(),
+                         ids=[f"{name}-{spec.name}" for name, spec in backbone_option_cases()])
+def test_an_option_set_where_it_does_nothing_is_refused_naming_where_it_acts(backbone: str, spec,
+                                                                              stage: Stage) -> None:
+    value = non_default_value(backbone, spec)
+    config = config_with(backbone, {spec.name: value})
+    if stage in acts_of(spec):
+        refuse_inactive(config, stage)
+        return
+    with pytest.raises(ValueError) as refused:
+        refuse_inactive(config, stage)
+    assert str(refused.value).startswith(f"--{spec.name} {value}: {describe_acts(acts_of(spec))}")
+    # the advice to train the encoder only where that would make the option act
+    assert ("add --freeze false" in str(refused.value)) == (stage is Stage.ENCODE and Stage.FINE_TUNE in acts_of(spec))
+
+
+@pytest.mark.parametrize("backbone", sorted({name for name, _ in backbone_option_cases()}))
+def test_every_option_at_its_default_passes_in_every_stage(backbone: str) -> None:
+    """A saved run's config.yaml lists every option of its backbone, most at their defaults."""
+    defaults = {spec.name: default_of(spec) for name, spec in backbone_option_cases() if name == backbone}
+    for stage in Stage:
+        refuse_inactive(config_with(backbone, defaults), stage)
+
+
+def test_without_a_stage_the_freezing_decides_whether_the_encoder_trains() -> None:
+    masked = {"mask_time_prob": 0.2, "gradient_checkpointing": True}
+    refuse_inactive(config_with("hf", masked, freeze=False))
+    with pytest.raises(ValueError, match=r"--mask_time_prob 0.2: acts only while the encoder trains; the encoder is "
+                                         r"frozen .*add --freeze false / --gradient_checkpointing True"):
+        refuse_inactive(config_with("hf", masked, freeze=True))
+    with pytest.raises(ValueError, match=r"^--pseudo_labels l.parquet: acts only in audiotune pretrain$"):
+        refuse_inactive(config_with("hf", {"pseudo_labels": "l.parquet"}, freeze=False))
