@@ -30,7 +30,7 @@ from audiotune.config import (
     read_config_file,
     resolve_recipe,
 )
-from audiotune.config.options import literal_words
+from audiotune.config.options import default_of, literal_words
 from audiotune.config.sections import PRECISIONS
 from audiotune.models import backbones
 from audiotune.outputs import run_dir_of
@@ -78,7 +78,7 @@ def _add_field(group: Any, dest: str, spec: dataclasses.Field, hints: dict, hidd
     meta = spec.metadata
     kind = hints[spec.name]
     text = meta.get("help", "") + note
-    shown = default_text(spec.default_factory() if spec.default_factory is not dataclasses.MISSING else spec.default)
+    shown = default_text(default_of(spec))
     notes = [f"default {shown.replace('%', '%%')}"] if shown is not None and "default" not in text else []
     if meta.get("valid"):
         notes.append(f"valid {describe_range(*meta['valid'])}")
@@ -153,33 +153,35 @@ def add_section_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...]
     sections in FULL_HELP_SECTIONS, by flag name for the others); a ``section.name`` entry adds that one option.
     Each lands in the namespace as ``section.name`` (only when given on the command line)."""
     hints = {section: typing.get_type_hints(cls) for section, cls in SECTIONS.items()}
-    for key in declared_options(sections):
-        section, name = key.split(".")
+    for key, spec in _declared_fields(sections):
+        section = key.partition(".")[0]
         group = shared_group(parser, section, summarised=section not in FULL_HELP_SECTIONS)
-        spec = next(spec for spec in dataclasses.fields(SECTIONS[section]) if spec.name == name)
         _add_field(group, key, spec, hints[section])
+
+
+def _declared_fields(sections: tuple[str, ...]) -> list[tuple[str, dataclasses.Field]]:
+    """``(section.name, field)`` of every option that ``sections`` makes a flag, in declaration order."""
+    fields = []
+    for entry in sections:
+        section, _, only = entry.partition(".")
+        fields += [(f"{section}.{spec.name}", spec) for spec in dataclasses.fields(SECTIONS[section])
+                   if spec.metadata.get("cli") is not False and only in ("", spec.name)]
+    return fields
 
 
 def declared_options(sections: tuple[str, ...] = tuple(SECTIONS)) -> list[str]:
     """``section.name`` of every option that ``sections`` (entries as :func:`add_section_flags` takes them: a
     section, or ``section.name`` for one option) makes a flag, in declaration order."""
-    keys = []
-    for entry in sections:
-        section, _, only = entry.partition(".")
-        keys += [f"{section}.{spec.name}" for spec in dataclasses.fields(SECTIONS[section])
-                 if spec.metadata.get("cli") is not False and only in ("", spec.name)]
-    return keys
+    return [key for key, _ in _declared_fields(sections)]
 
 
 def refuse_other_options(parser: argparse.ArgumentParser, sections: tuple[str, ...], why: str) -> None:
     """The flags of every option that ``sections`` does not declare, refused with ``why`` (for a command that takes
     part of the options: one line saying so, not argparse's unrecognised argument)."""
     taken = set(declared_options(sections))
-    for key in declared_options():
-        section, name = key.split(".")
+    for key, spec in _declared_fields(tuple(SECTIONS)):
         if key not in taken:
-            spec = next(spec for spec in dataclasses.fields(SECTIONS[section]) if spec.name == name)
-            names = [n for n in spellings(name, spec.metadata.get("flags", ()))
+            names = [n for n in spellings(spec.name, spec.metadata.get("flags", ()))
                      if n not in parser._option_string_actions]
             parser.add_argument(*names, action=Refused, replacement=why)
 
