@@ -177,6 +177,8 @@ def test_train_and_pretrain_refuse_a_config_files_option_that_does_nothing_there
         ("train", {"model": "hf", "checkpoint": checkpoint, "mask_time_prob": 0.2},
          "--mask_time_prob 0.2: acts only while the encoder trains; the encoder is frozen"),
         ("cv", {"model": "ssast", "mask_patch": 3}, "--mask_patch 3: acts only in audiotune pretrain"),
+        ("train", {"model": "ssast", "task": "pretrain_joint"},
+         "--task pretrain_joint: acts only in audiotune pretrain"),
         ("pretrain", {"model": "hf", "checkpoint": checkpoint, "objective": "tapt", "mask_feature_prob": 0.2},
          "--mask_feature_prob 0.2: acts only while the encoder fine-tunes on labels"),
     ]
@@ -191,3 +193,16 @@ def test_train_and_pretrain_refuse_a_config_files_option_that_does_nothing_there
     path = tmp_path / "config1.yaml"
     args = build_parser().parse_args(["train", "--config", str(path), "--freeze", "false"])
     refuse_inactive(resolve_config(config_from_args(args)))
+
+
+def test_a_value_that_acts_in_other_stages_is_refused_on_the_command_line_and_reset_from_a_config_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """SSAST's --task pretrain_* is a pretraining objective; probe pools a classifier's tokens (ft_cls, ft_avgtok)."""
+    assert main(["probe", "--model", "ssast", "--task", "pretrain_mpc", "-o", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip().endswith("--task pretrain_mpc: acts only in audiotune pretrain")
+    assert not (tmp_path / "out").exists()
+    path = tmp_path / "pretrain_run.yaml"
+    path.write_text(yaml.safe_dump({"model": {"model": "ssast", "task": "pretrain_joint"}}))
+    args = build_parser().parse_args(["probe", "--config", str(path), "-o", str(tmp_path / "out")])
+    config = config_from_args(args)
+    assert others_at_defaults(config, args) == ["--task pretrain_joint"] and config.model.options["task"] == "ft_cls"

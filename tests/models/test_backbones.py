@@ -22,14 +22,15 @@ def test_an_option_set_where_it_does_nothing_is_refused_naming_where_it_acts(bac
                                                                               stage: Stage) -> None:
     value = non_default_value(backbone, spec)
     config = config_with(backbone, {spec.name: value})
-    if stage in acts_of(spec):
+    if stage in acts_of(spec, value):
         refuse_inactive(config, stage)
         return
     with pytest.raises(ValueError) as refused:
         refuse_inactive(config, stage)
-    assert str(refused.value).startswith(f"--{spec.name} {value}: {describe_acts(acts_of(spec))}")
+    assert str(refused.value).startswith(f"--{spec.name} {value}: {describe_acts(acts_of(spec, value))}")
     # the advice to train the encoder only where that would make the option act
-    assert ("add --freeze false" in str(refused.value)) == (stage is Stage.ENCODE and Stage.FINE_TUNE in acts_of(spec))
+    advised = stage is Stage.ENCODE and Stage.FINE_TUNE in acts_of(spec, value)
+    assert ("add --freeze false" in str(refused.value)) == advised
 
 
 @pytest.mark.parametrize("backbone", sorted({name for name, _ in backbone_option_cases()}))
@@ -48,3 +49,14 @@ def test_without_a_stage_the_freezing_decides_whether_the_encoder_trains() -> No
         refuse_inactive(config_with("hf", masked, freeze=True))
     with pytest.raises(ValueError, match=r"^--pseudo_labels l.parquet: acts only in audiotune pretrain$"):
         refuse_inactive(config_with("hf", {"pseudo_labels": "l.parquet"}, freeze=False))
+
+
+def test_an_option_whose_values_belong_to_stages_is_refused_by_value() -> None:
+    """SSAST's --task names the tokens a classifier pools (ft_cls, ft_avgtok) or a pretraining objective: train
+    with a pretraining task, or pretrain with a fine-tuning one, would quietly do the other thing."""
+    refuse_inactive(config_with("ssast", {"task": "ft_avgtok"}), Stage.FINE_TUNE)
+    refuse_inactive(config_with("ssast", {"task": "pretrain_mpg"}), Stage.PRETRAIN)
+    with pytest.raises(ValueError, match=r"^--task pretrain_joint: acts only in audiotune pretrain$"):
+        refuse_inactive(config_with("ssast", {"task": "pretrain_joint"}), Stage.FINE_TUNE)
+    with pytest.raises(ValueError, match=r"^--task ft_avgtok: acts where the encoder encodes labelled clips"):
+        refuse_inactive(config_with("ssast", {"task": "ft_avgtok"}), Stage.PRETRAIN)

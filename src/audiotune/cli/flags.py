@@ -193,7 +193,7 @@ def others_at_defaults(config: RunConfig, args: argparse.Namespace,
     options of other commands (a train run's config.yaml), which a command that refuses their flags must not read
     either. Returns ``--name value`` of those whose value changed."""
     own = vars(args).get(CONFIG_DEFAULTS) or {}
-    changed = inactive_at_defaults(config, own, vars(args).get(CONFIG_STAGES, CLASSIFIER_STAGES))
+    changed = inactive_at_defaults(config, own, vars(args).get(CONFIG_STAGES, CLASSIFIER_STAGES), vars(args))
     defaults = RunConfig()
     for key, value in own.items():
         _set(defaults, key, value)

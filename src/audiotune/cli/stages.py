@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 from audiotune.config import RunConfig, Stage, acts_of, default_of, describe_acts
@@ -30,16 +31,22 @@ def stage_refusal(spec: dataclasses.Field, why: str = "") -> str:
     return f"{text}; {why}" if why and Stage.FINE_TUNE in acts_of(spec) else text
 
 
-def inactive_at_defaults(config: RunConfig, defaults: dict[str, Any], stages: frozenset[Stage]) -> list[str]:
-    """Put every option of the chosen backbone that acts in none of ``stages`` back at its default (the command's
-    own ``options.NAME`` of ``defaults``, else the option's); returns ``--name value`` of those whose value changed
-    (a ``--config`` file may hold them: a train or pretrain run's config.yaml)."""
+def inactive_at_defaults(config: RunConfig, defaults: dict[str, Any], stages: frozenset[Stage],
+                         given: Iterable[str] = ()) -> list[str]:
+    """Put every option of the chosen backbone whose value acts in none of ``stages`` back at its default (the
+    command's own ``options.NAME`` of ``defaults``, else the option's); returns ``--name value`` of those whose
+    value changed (a ``--config`` file may hold them: a train or pretrain run's config.yaml). Such a value given on
+    the command line (``given``: the ``options.NAME`` keys) is an error naming where it acts."""
     cls = backbones.options_classes().get(config.model.model)
     changed = []
     for spec in dataclasses.fields(cls) if cls is not None else ():
-        if acts_of(spec) & stages or spec.name not in config.model.options:
+        if spec.name not in config.model.options:
             continue
         value = config.model.options[spec.name]
+        if acts_of(spec, value) & stages:
+            continue
+        if f"options.{spec.name}" in given:
+            raise ValueError(f"--{spec.name} {value}: {describe_acts(acts_of(spec, value))}")
         default = defaults.get(f"options.{spec.name}", default_of(spec))
         if value != default:
             changed.append(f"--{spec.name} {' '.join(map(str, value)) if isinstance(value, list) else value}")

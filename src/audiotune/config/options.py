@@ -45,11 +45,12 @@ _ACTS_TEXT = {
 
 def option(default: Any, help: str, flags: tuple[str, ...] = (), choices: tuple[Any, ...] | None = None,
            cli: bool = True, valid: tuple[float, float, bool, bool] | None = None, role: Role | None = None,
-           action: bool = False, acts: frozenset[Stage] = EVERYWHERE) -> Any:
+           action: bool = False, acts: frozenset[Stage] | dict[Any, frozenset[Stage]] = EVERYWHERE) -> Any:
     """A config field with its command-line help, extra flag spellings, allowed values, valid range and the role
     of a path (how a remote one is read or written). An ``action`` (resume, overwrite) is what one command does,
     not a property of the run: a run's saved config holds its default, so reusing that config repeats nothing.
-    ``acts``: the stages in which the option changes anything (:class:`Stage`); a command that runs in none of
+    ``acts``: the stages in which the option changes anything (:class:`Stage`), or those of each of its values
+    (``{choice: stages}``, for an option whose values belong to different stages); a command that runs in none of
     them neither shows nor takes it."""
     meta = {"help": help, "flags": flags, "choices": choices, "cli": cli, "valid": valid, "role": role,
             "action": action, "acts": acts}
@@ -58,9 +59,15 @@ def option(default: Any, help: str, flags: tuple[str, ...] = (), choices: tuple[
     return field(default=default, metadata=meta)
 
 
-def acts_of(spec: dataclasses.Field) -> frozenset[Stage]:
-    """The stages in which option ``spec`` acts."""
-    return spec.metadata.get("acts", EVERYWHERE)
+def acts_of(spec: dataclasses.Field, value: Any = dataclasses.MISSING) -> frozenset[Stage]:
+    """The stages in which option ``spec`` acts: with ``value``, those in which that value does; without, those in
+    which any of its values does."""
+    acts = spec.metadata.get("acts", EVERYWHERE)
+    if not isinstance(acts, dict):
+        return acts
+    if value is dataclasses.MISSING:
+        return frozenset().union(*acts.values())
+    return acts.get(value, EVERYWHERE)
 
 
 def describe_acts(stages: frozenset[Stage]) -> str:
@@ -77,7 +84,8 @@ def inactive_options(options: Any, stages: frozenset[Stage]) -> list[tuple[datac
     """Each option of dataclass instance ``options`` that acts in none of ``stages`` but is set away from its
     default, with its value (it would silently do nothing there)."""
     return [(spec, getattr(options, spec.name)) for spec in dataclasses.fields(options)
-            if not acts_of(spec) & stages and getattr(options, spec.name) != default_of(spec)]
+            if not acts_of(spec, getattr(options, spec.name)) & stages
+            and getattr(options, spec.name) != default_of(spec)]
 
 
 def describe_range(low: float, high: float, low_in: bool, high_in: bool) -> str:

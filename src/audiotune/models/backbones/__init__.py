@@ -301,8 +301,9 @@ def refuse_inactive(config: RunConfig, stage: Stage | None = None) -> None:
     stage = stage or (Stage.ENCODE if config.model.freeze else Stage.FINE_TUNE)
     problems = []
     for spec, value in inactive_options(options, frozenset({stage})):
-        why = _STAGE_WHY.get(stage) if Stage.FINE_TUNE in acts_of(spec) else None
-        problems.append(f"--{spec.name} {value}: {describe_acts(acts_of(spec))}" + (f"; {why}" if why else ""))
+        acts = acts_of(spec, value)
+        why = _STAGE_WHY.get(stage) if Stage.FINE_TUNE in acts else None
+        problems.append(f"--{spec.name} {value}: {describe_acts(acts)}" + (f"; {why}" if why else ""))
     if problems:
         raise ValueError(" / ".join(problems))
 

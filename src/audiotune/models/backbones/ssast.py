@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from audiotune.config import AT_LEAST_1, PRETRAINING, RunConfig, option
+from audiotune.config import AT_LEAST_1, CLASSIFIER_STAGES, PRETRAINING, RunConfig, option
 from audiotune.data.input_spec import InputSpec
 from audiotune.models.backbones import Backbone, backbone_options, input_spec, register
 from audiotune.models.backbones.ssast_checkpoint import load_ssast_checkpoint
@@ -47,7 +47,9 @@ class SSASTSettings:
     model_size: str = option("base", "size", choices=("tiny", "small", "base", "base_nokd"))
     task: str = option("ft_cls", "pooled tokens for fine-tuning (ft_cls, ft_avgtok) or the objective of "
                                  "`audiotune pretrain` (pretrain_mpc, pretrain_mpg, pretrain_joint = nce + 10 mse)",
-                       choices=("ft_cls", "ft_avgtok", "pretrain_mpc", "pretrain_mpg", "pretrain_joint"))
+                       choices=("ft_cls", "ft_avgtok", "pretrain_mpc", "pretrain_mpg", "pretrain_joint"),
+                       acts={**dict.fromkeys(FINETUNE_TASKS, CLASSIFIER_STAGES),
+                             **dict.fromkeys(PRETRAIN_TASKS, PRETRAINING)})
     fshape: int = option(128, "patch height in mel bins (128 with tshape 2: frame model; 16x16: patch model)",
                          valid=AT_LEAST_1)
     tshape: int = option(2, "patch width in frames", valid=AT_LEAST_1)
