@@ -59,11 +59,12 @@ MERGE_ROWS = 4096  # rows taken at a time from the memory-mapped parts into the 
 @dataclass
 class Shard:
     """Process ``rank`` of ``processes`` scoring rows; rank 0 writes the outputs. ``done``: this process has made
-    its last gather (or sent its failure to the others) and gathers no more."""
+    its last gather (or sent its failure to the others) and gathers no more; ``sent``: the failure it sent."""
 
     rank: int = 0
     processes: int = 1
     done: bool = field(default=False, compare=False, repr=False)
+    sent: BaseException | None = field(default=None, compare=False, repr=False)
 
     @property
     def writes(self) -> bool:
@@ -151,7 +152,7 @@ def exchange(shard: Shard, value: Any) -> list[Any]:
 
 def _send_failure(shard: Shard, failure: BaseException) -> None:
     """Tell the others of this process's ``failure`` at the gather they are waiting in (or will reach next)."""
-    shard.done = True
+    shard.done, shard.sent = True, failure
     all_gather_objects(_Failure(shard.rank, report_of(failure)))
 
 
@@ -166,8 +167,8 @@ def together(shard: Shard) -> Iterator[None]:
     try:
         yield
     except Exception as err:
-        shared = isinstance(err, ShardError)
-        if not shard.done:
+        shared = isinstance(err, ShardError) or err is shard.sent  # raised at a gather, or sent to the others
+        if not shared and not shard.done:
             _send_failure(shard, err)
             shared = True
         if shard.writes or not shared:  # a follower's own failure after the last gather is its own to report
