@@ -227,21 +227,29 @@ import builtins
 import importlib
 import os
 import sys
+import time
 from audiotune.cli import main
+
+module, _, attribute = os.environ["FAILING_AT"].partition(":")
+*owners, name = attribute.split(".")
+owner = importlib.import_module(module)
+for part in owners:
+    owner = getattr(owner, part)
+original = getattr(owner, name)
+error = getattr(builtins, os.environ["FAILING_WITH"])(os.environ["FAILING_MESSAGE"])
+
+def failing(*args, **kwargs):
+    raise error
+
+def slowed(*args, **kwargs):
+    time.sleep(2)
+    return original(*args, **kwargs)
 
 # Lightning's launcher starts rank 1 by running this script again with LOCAL_RANK=1
 if int(os.environ.get("LOCAL_RANK", "0")) == int(os.environ["FAILING_RANK"]):
-    module, _, attribute = os.environ["FAILING_AT"].partition(":")
-    *owners, name = attribute.split(".")
-    owner = importlib.import_module(module)
-    for part in owners:
-        owner = getattr(owner, part)
-    error = getattr(builtins, os.environ["FAILING_WITH"])(os.environ["FAILING_MESSAGE"])
-
-    def failing(*args, **kwargs):
-        raise error
-
     setattr(owner, name, failing)
+elif os.environ.get("OTHERS_SLOWED"):  # the other process takes 2 s over each call
+    setattr(owner, name, slowed)
 sys.exit(main())
 """
 
@@ -256,13 +264,15 @@ FAILURES = {
 LIMIT_S = 120  # far below the 30 minutes a process waits in a gather for one that never comes
 
 
-def _failing(tmp_path: Path, failure: str, rank: int, *args: str) -> tuple[subprocess.CompletedProcess, float]:
-    """``audiotune ARGS`` with ``FAILURES[failure]`` raised in process ``rank`` only, and its wall time."""
+def _failing(tmp_path: Path, failure: str, rank: int, *args: str,
+             others_slowed: bool = False) -> tuple[subprocess.CompletedProcess, float]:
+    """``audiotune ARGS`` with ``FAILURES[failure]`` raised in process ``rank`` only (``others_slowed``: the same
+    call takes 2 s in the other process), and its wall time."""
     script = tmp_path / "failing.py"
     script.write_text(FAILING)
     at, error, message = FAILURES[failure]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "FAILING_RANK": str(rank), "FAILING_AT": at,
-           "FAILING_WITH": error, "FAILING_MESSAGE": message}
+           "FAILING_WITH": error, "FAILING_MESSAGE": message, "OTHERS_SLOWED": "1" if others_slowed else ""}
     for key in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
     start = time.monotonic()
@@ -305,4 +315,15 @@ def test_a_failure_in_rank_zero_alone_is_reported_as_one_process_reports_it(unev
     assert seconds < LIMIT_S and done.returncode == alone.returncode == 2, done.stderr[-3000:]
     assert _error_lines(done) == _error_lines(alone) == ["audiotune evaluate: error: RuntimeError: out of memory in "
                                                          "a batch (rerun with -v for the traceback)"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["failing.py"]
+
+
+@pytest.mark.slow
+def test_a_process_still_scoring_stops_when_another_fails(uneven: dict, tmp_path: Path) -> None:
+    """Process 1 fails at its first batch while rank 0 takes 2 s a batch over its 7 rows (one a batch): rank 0
+    stops within a batch or two instead of first scoring its whole share, and reports the failure."""
+    done, _ = _failing(tmp_path, "scoring", 1, "evaluate", "--run", str(uneven["run"]), "-d", str(uneven["uneven"]),
+                       "-o", str(tmp_path / "evaluated"), "-bs", "1", *TWO_PROCESSES, others_slowed=True)
+    assert done.returncode == 2 and "process 1 of 2 failed" in done.stderr, done.stderr[-3000:]
+    assert "evaluate val: done" not in done.stderr and "evaluate test: done" not in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["failing.py"]

@@ -1,6 +1,7 @@
 """Score splits with a trained classifier: metrics.json, predictions.parquet and plots."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +23,7 @@ from audiotune.engine.shards import (
     POSITION,
     Shard,
     gathered_parts,
+    heed_others,
     in_input_order,
     part_schema,
     part_writer,
@@ -99,8 +101,10 @@ def _plots(metrics: dict, scores: np.ndarray, targets: np.ndarray, heads: list[H
 
 
 def _adapted_predictions(model: Classifier, config: RunConfig, table: pd.DataFrame, targets: np.ndarray,
-                         groups: list[tuple[str | None, np.ndarray]]) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """uids, logits and targets of every row, each group scored with BatchNorm statistics of its own clips."""
+                         groups: list[tuple[str | None, np.ndarray]], check: Callable[[], None] | None = None
+                         ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """uids, logits and targets of every row, each group scored with BatchNorm statistics of its own clips
+    (``check`` before each batch scored: see :func:`~audiotune.engine.inference.iterate_batches`)."""
     uids: list[str] = []
     logits, labels = [], []
     device = inference_device(config)
@@ -110,7 +114,8 @@ def _adapted_predictions(model: Classifier, config: RunConfig, table: pd.DataFra
         dataset = make_dataset(config, inputs, part, targets[rows], on_device=features_on_device(config, inputs))
         with adapted_batchnorm(model, adaptation_loader(config, dataset, device=device), device):
             loader = make_loader(config, dataset, part, False, model.backbone.padding, device=device)
-            group_uids, group_logits, group_targets = predict(model, loader, config, f"evaluate {group or 'split'}")
+            group_uids, group_logits, group_targets = predict(model, loader, config,
+                                                              f"evaluate {group or 'split'}", check)
         uids += group_uids
         logits.append(group_logits)
         labels.append(group_targets)
@@ -144,6 +149,7 @@ def score_splits(model: Classifier, config: RunConfig, prepared: PreparedData, s
     if cached is None and cache_blocker(config) is None:
         cached = cached_datasets(model, config, {s: table for s, table in tables.items() if len(table)}, targets)
     scored: Scored = {}
+    check = heed_others(shard)
     for split in splits:
         table = tables[split]
         if adapt != OFF:
@@ -151,7 +157,7 @@ def score_splits(model: Classifier, config: RunConfig, prepared: PreparedData, s
             mine = groups[shard.rows(len(groups))]
             if mine:
                 scored[split] = _in_table_order(table, *_adapted_predictions(model, config, table, targets[split],
-                                                                             mine))
+                                                                             mine, check))
             continue
         if table.empty:
             continue  # more processes than rows: this one has none of this split
@@ -160,7 +166,7 @@ def score_splits(model: Classifier, config: RunConfig, prepared: PreparedData, s
         else:
             dataset = make_dataset(config, inputs, table, targets[split], on_device=features_on_device(config, inputs))
             loader = make_loader(config, dataset, table, False, padding, device=inference_device(config))
-        scored[split] = _in_table_order(table, *predict(model, loader, config, f"evaluate {split}"))
+        scored[split] = _in_table_order(table, *predict(model, loader, config, f"evaluate {split}", check))
     return scored
 
 

@@ -19,6 +19,7 @@ from audiotune.engine.inference import features_on_device, inference_device, ite
 from audiotune.engine.shards import (
     POSITION,
     gathered_parts,
+    heed_others,
     part_schema,
     part_writer,
     quiet_followers,
@@ -96,7 +97,7 @@ def extract_embeddings(run: str | None, data_split_root: str, out: str, embeddin
 
         def write_part(path: Path) -> None:  # this process's rows of each split, with their places in the input
             with part_writer(path, EMBEDDING_SCHEMA) as writer:
-                offset = 0
+                offset, check = 0, heed_others(shard)
                 for split, table in prepared.tables.items():
                     rows = shard.rows(len(table))
                     part = table.iloc[rows]
@@ -107,7 +108,7 @@ def extract_embeddings(run: str | None, data_split_root: str, out: str, embeddin
                     dataset = make_dataset(config, inputs, part, prepared.targets[split][rows],
                                            on_device=features_on_device(config, inputs))
                     loader = make_loader(config, dataset, part, False, padding, device=inference_device(config))
-                    for batch, emb in iterate_batches(model, loader, config, embed, f"extract {split}"):
+                    for batch, emb in iterate_batches(model, loader, config, embed, f"extract {split}", check):
                         vectors = emb.float().cpu().numpy()
                         writer.write_table(pa.table({
                             POSITION: [place[str(uid)] for uid in batch["uid"]], "uid": batch["uid"],

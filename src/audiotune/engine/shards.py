@@ -16,7 +16,8 @@ one process would, and takes its block of the usable rows.
 Everything the processes do between their start and the last gather runs inside :func:`together`: a failure in
 any one process (reading the run or a table, building the model, a check, scoring, writing its part) is sent to
 the others in place of what it would have sent at its next gather, so that every process makes the same number of
-gathers and each raises at the same one, within seconds. Rank 0 reports the failure (its own error, or a
+gathers and each raises at the same one; a process still scoring learns of it before its next batch
+(:func:`heed_others`) and goes to that gather at once. Rank 0 reports the failure (its own error, or a
 :class:`ShardError` naming the process that failed) and ends with the command's error status; the other processes
 end quietly with status 0, so that no launcher ends rank 0 before it has cleaned up (Lightning's launcher kills
 every process within 5 s of one ending with an error; torchrun's agent stops the others). Not collective: a
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +56,8 @@ from audiotune.partials import partial_place
 POSITION = "position"  # the column of a part holding each row's place in the input (split after split)
 TRANSFER_BYTES = 16 << 20  # a part another machine holds comes over the process group in pieces of this size
 MERGE_ROWS = 4096  # rows taken at a time from the memory-mapped parts into the merged parquet file
+FAILED_KEY = "audiotune/failed"  # set in the process group's store by a process that fails (see heed_others)
+HEED_SECONDS = 1.0  # how often a process at work looks whether another has failed
 
 
 @dataclass
@@ -150,10 +154,46 @@ def exchange(shard: Shard, value: Any) -> list[Any]:
     return values
 
 
+def _store() -> Any:
+    """The key-value store where the processes of the process group met, or None (it is reached through a private
+    function of torch, which may go)."""
+    default_store = getattr(torch.distributed.distributed_c10d, "_get_default_store", None)
+    try:
+        return default_store() if default_store is not None else None
+    except (RuntimeError, ValueError):
+        return None
+
+
 def _send_failure(shard: Shard, failure: BaseException) -> None:
-    """Tell the others of this process's ``failure`` at the gather they are waiting in (or will reach next)."""
+    """Tell the others of this process's ``failure`` at the gather they are waiting in (or will reach next), and
+    those still working at once, through the store (:func:`heed_others`)."""
     shard.done, shard.sent = True, failure
+    store = _store()
+    if store is not None:
+        with contextlib.suppress(Exception):  # the gather still tells them
+            store.set(FAILED_KEY, str(shard.rank))
     all_gather_objects(_Failure(shard.rank, report_of(failure)))
+
+
+def heed_others(shard: Shard) -> Callable[[], None] | None:
+    """A check for long work between gathers (before each batch scored): when another process has failed, go to
+    the gather where it sent its failure (the next one, as every process is between the same two gathers), and
+    raise its :class:`ShardError` there, instead of first finishing this process's share. Looks at most once a
+    second; None with one process."""
+    store = _store() if shard.processes > 1 else None
+    if store is None:
+        return None
+    last = [time.monotonic()]
+
+    def check() -> None:
+        now = time.monotonic()
+        if now - last[0] < HEED_SECONDS:
+            return
+        last[0] = now
+        if store.check([FAILED_KEY]):
+            exchange(shard, None)  # raises: the process that failed sent its failure at this gather
+
+    return check
 
 
 @contextlib.contextmanager
