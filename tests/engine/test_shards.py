@@ -17,8 +17,10 @@ from audiotune.engine.shards import (
     Shard,
     asks_for_processes,
     gathered_parts,
+    heed_others,
     part_schema,
     part_writer,
+    together,
     write_in_input_order,
 )
 from audiotune.partials import PARTIAL_SUFFIX
@@ -89,6 +91,14 @@ def test_one_process_part_is_gathered_and_cleaned_up(tmp_path: Path) -> None:
         with gathered_parts(Shard(), tmp_path / "other.parquet", fails):
             raise AssertionError("no block runs after a failed part")
     assert [p.name for p in tmp_path.iterdir()] == ["out.parquet"]
+
+
+def test_one_process_fails_on_its_own_without_gathers() -> None:
+    shard = Shard()
+    with pytest.raises(ValueError, match="unreadable table"):
+        with together(shard):
+            raise ValueError("unreadable table")
+    assert not shard.done and shard.sent is None and heed_others(shard) is None
 
 
 WORKER = """

@@ -146,10 +146,11 @@ def score_splits(model: Classifier, config: RunConfig, prepared: PreparedData, s
     blocks = {s: shard.rows(len(prepared.tables[s])) if adapt == OFF else slice(None) for s in splits}
     tables = {s: prepared.tables[s].iloc[blocks[s]] for s in splits}
     targets = {s: prepared.targets[s][blocks[s]] for s in splits}
-    if cached is None and cache_blocker(config) is None:
-        cached = cached_datasets(model, config, {s: table for s, table in tables.items() if len(table)}, targets)
-    scored: Scored = {}
     check = heed_others(shard)
+    if cached is None and cache_blocker(config) is None:
+        cached = cached_datasets(model, config, {s: table for s, table in tables.items() if len(table)}, targets,
+                                 check=check)
+    scored: Scored = {}
     for split in splits:
         table = tables[split]
         if adapt != OFF:
