@@ -69,7 +69,7 @@ def extract_embeddings(run: str | None, data_split_root: str, out: str, embeddin
     check_output_path(out_path)
     quiet_followers()
     # the run's config alone says what the processes run on; each builds the model once they have started
-    runtime = scoring_runtime(encoder or RunConfig() if run is None else run_config(run), accelerator, devices,
+    runtime = scoring_runtime((encoder or RunConfig()) if run is None else run_config(run), accelerator, devices,
                               precision, num_nodes)
     shard = start_processes(runtime)
     with together(shard):
