@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -219,3 +220,114 @@ def test_two_processes_check_each_clip_once_and_list_the_skipped_rows_once(uneve
     assert json.dumps(m2, sort_keys=True) == json.dumps(m1, sort_keys=True) and m2["test"]["n"] == 7
     assert sorted(p.name for p in second.rglob("*")) == sorted(p.name for p in first.rglob("*"))
     assert not _leftovers(tmp_path)
+
+
+FAILING = """
+import builtins
+import importlib
+import os
+import sys
+import time
+from audiotune.cli import main
+
+module, _, attribute = os.environ["FAILING_AT"].partition(":")
+*owners, name = attribute.split(".")
+owner = importlib.import_module(module)
+for part in owners:
+    owner = getattr(owner, part)
+original = getattr(owner, name)
+error = getattr(builtins, os.environ["FAILING_WITH"])(os.environ["FAILING_MESSAGE"])
+
+def failing(*args, **kwargs):
+    raise error
+
+def slowed(*args, **kwargs):
+    time.sleep(2)
+    return original(*args, **kwargs)
+
+# Lightning's launcher starts rank 1 by running this script again with LOCAL_RANK=1
+if int(os.environ.get("LOCAL_RANK", "0")) == int(os.environ["FAILING_RANK"]):
+    setattr(owner, name, failing)
+elif os.environ.get("OTHERS_SLOWED"):  # the other process takes 2 s over each call
+    setattr(owner, name, slowed)
+sys.exit(main())
+"""
+
+# where one process fails: before the audio is checked (reading a table, building the model) or while scoring
+FAILURES = {
+    "table": ("audiotune.data.layout:read_table", "OSError", "split/test.csv: connection reset by peer"),
+    "model": ("audiotune.models.checkpoint:build_classifier", "MemoryError", "out of memory building the model"),
+    "scoring": ("audiotune.models.classifier:Classifier.forward_batch", "RuntimeError", "out of memory in a batch"),
+    "embedding": ("audiotune.models.classifier:Classifier.extract_embedding", "RuntimeError",
+                  "out of memory in a batch"),
+}
+LIMIT_S = 120  # far below the 30 minutes a process waits in a gather for one that never comes
+
+
+def _failing(tmp_path: Path, failure: str, rank: int, *args: str,
+             others_slowed: bool = False) -> tuple[subprocess.CompletedProcess, float]:
+    """``audiotune ARGS`` with ``FAILURES[failure]`` raised in process ``rank`` only (``others_slowed``: the same
+    call takes 2 s in the other process), and its wall time."""
+    script = tmp_path / "failing.py"
+    script.write_text(FAILING)
+    at, error, message = FAILURES[failure]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "FAILING_RANK": str(rank), "FAILING_AT": at,
+           "FAILING_WITH": error, "FAILING_MESSAGE": message, "OTHERS_SLOWED": "1" if others_slowed else ""}
+    for key in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, str(script), *args], env=env, capture_output=True, text=True,
+                          timeout=LIMIT_S)
+    return done, time.monotonic() - start
+
+
+def _error_lines(done: subprocess.CompletedProcess) -> list[str]:
+    """The lines of stderr that report an error: audiotune's own, or any that names an exception."""
+    return [line for line in done.stderr.splitlines() if line.startswith("audiotune ") or "Error" in line or
+            "Traceback" in line]
+
+
+@pytest.mark.slow  # one failing two-process command each: about 20 s on 2 busy CPU cores
+@pytest.mark.parametrize(("command", "failure"), [("extract", "table"), ("evaluate", "model"),
+                                                  ("extract", "embedding"), ("evaluate", "scoring")])
+def test_a_failure_in_one_process_ends_both_at_once_with_its_error(uneven: dict, tmp_path: Path, command: str,
+                                                                   failure: str) -> None:
+    """Process 1 alone fails (reading a table or building the model before the audio is checked, or scoring a
+    batch): both processes end within seconds, rank 0 reports the error of process 1 on one line with the
+    command's error status, and nothing is left of the output."""
+    out = tmp_path / ("out.parquet" if command == "extract" else "evaluated")
+    done, seconds = _failing(tmp_path, failure, 1, command, "--run", str(uneven["run"]), "-d", str(uneven["uneven"]),
+                             "--out" if command == "extract" else "-o", str(out), "-bs", "2", *TWO_PROCESSES)
+    assert seconds < LIMIT_S and done.returncode == 2, done.stderr[-3000:]
+    error, message = FAILURES[failure][1:]
+    assert _error_lines(done) == [f"audiotune {command}: error: ShardError: process 1 of 2 failed, so nothing was "
+                                  f"written: {error}: {message} (rerun with -v for the traceback)"], done.stderr
+    assert "Traceback" not in done.stderr and "Killed" not in done.stderr
+    assert not out.exists() and not _leftovers(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["failing.py"]
+
+
+@pytest.mark.slow
+def test_a_failure_in_rank_zero_alone_is_reported_as_one_process_reports_it(uneven: dict, tmp_path: Path) -> None:
+    """Rank 0 alone fails scoring while process 1 scores its share: the command ends as one process failing the
+    same way does (the same line, the same status), and process 1 ends with it."""
+    args = ("evaluate", "--run", str(uneven["run"]), "-d", str(uneven["uneven"]), "-bs", "2")
+    alone, _ = _failing(tmp_path, "scoring", 0, *args, "-o", str(tmp_path / "alone"))
+    done, seconds = _failing(tmp_path, "scoring", 0, *args, "-o", str(tmp_path / "two"), *TWO_PROCESSES)
+    assert seconds < LIMIT_S and done.returncode == alone.returncode == 2, done.stderr[-3000:]
+    assert _error_lines(done) == _error_lines(alone) == ["audiotune evaluate: error: RuntimeError: out of memory in "
+                                                         "a batch (rerun with -v for the traceback)"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["failing.py"]
+
+
+@pytest.mark.slow
+def test_a_process_still_scoring_stops_when_another_fails(uneven: dict, tmp_path: Path) -> None:
+    """Process 1 fails at its first batch while rank 0 takes 2 s a batch over its 7 rows (one a batch): rank 0
+    stops within a batch or two instead of first scoring its whole share, and reports the failure."""
+    done, _ = _failing(tmp_path, "scoring", 1, "evaluate", "--run", str(uneven["run"]), "-d", str(uneven["uneven"]),
+                       "-o", str(tmp_path / "evaluated"), "-bs", "1", *TWO_PROCESSES, others_slowed=True)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert _error_lines(done) == ["audiotune evaluate: error: ShardError: process 1 of 2 failed, so nothing was "
+                                  "written: RuntimeError: out of memory in a batch (rerun with -v for the traceback)"]
+    assert "evaluate val: done" not in done.stderr and "evaluate test: done" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["failing.py"]

@@ -57,27 +57,45 @@ def test_one_rate_per_file_keeps_features_in_the_workers_and_says_so_once(caplog
     assert len(said) == 1 and "data workers compute the mfcc features" in said[0].getMessage()
 
 
-@pytest.mark.parametrize("features", ["fbank", "mfcc"])
-def test_a_scoring_pass_gives_the_same_logits_either_way(tmp_path: Path, features: str) -> None:
+def _scoring(tmp_path: Path, place: str, features: str = "fbank") -> tuple:
+    """A small model, a loader of 5 clips in batches of 4 on the CPU, and their config."""
     rows = []
     for k, seconds in enumerate([0.5, 0.9, 1.3, 0.45, 0.7]):
         path = tmp_path / f"c{k}.wav"
         sf.write(path, tone(200 + 90 * k, seconds, 16000, seed=k), 16000)
         rows.append({"uid": f"c{k}", "path": str(path)})
+    config = config_on(place, features)
+    config.features.n_mfcc, config.features.n_mels, config.train.batch_size = 20, 40, 4
+    config.model.options.update(SMALL_ECAPA)
+    config.heads = [HeadSpec("pitch", "categorical", ["pitch"], ["a", "b", "c"])]
+    inputs = input_spec(config)
+    table, _ = scan_audio(pd.DataFrame(rows).set_index("uid"), inputs.audio(), "x")
+    torch.manual_seed(0)
+    model = build_classifier(config)
+    on_device = features_on_device(config, inputs)
+    dataset = make_dataset(config, inputs, table, np.zeros((len(table), 3), np.float32), on_device=on_device)
+    return model, make_loader(config, dataset, table, False, model.backbone.padding, device=torch.device("cpu")), config
+
+
+@pytest.mark.parametrize("features", ["fbank", "mfcc"])
+def test_a_scoring_pass_gives_the_same_logits_either_way(tmp_path: Path, features: str) -> None:
     results = {}
     for place in ("workers", "device"):
-        config = config_on(place, features)
-        config.features.n_mfcc, config.features.n_mels, config.train.batch_size = 20, 40, 4
-        config.model.options.update(SMALL_ECAPA)
-        config.heads = [HeadSpec("pitch", "categorical", ["pitch"], ["a", "b", "c"])]
-        inputs = input_spec(config)
-        table, _ = scan_audio(pd.DataFrame(rows).set_index("uid"), inputs.audio(), "x")
-        torch.manual_seed(0)
-        model = build_classifier(config)
-        on_device = features_on_device(config, inputs)
-        dataset = make_dataset(config, inputs, table, np.zeros((len(table), 3), np.float32), on_device=on_device)
-        loader = make_loader(config, dataset, table, False, model.backbone.padding, device=torch.device("cpu"))
+        model, loader, config = _scoring(tmp_path, place, features)
         assert ("waveforms" in next(iter(loader))) == (place == "device")
         results[place] = predict(model, loader, config)
     assert results["device"][0] == results["workers"][0]
     np.testing.assert_allclose(results["device"][1], results["workers"][1], atol=1e-4, rtol=0)
+
+
+def test_a_check_runs_before_each_batch_and_can_stop_the_pass(tmp_path: Path) -> None:
+    model, loader, config = _scoring(tmp_path, "workers")
+    calls = []
+    predict(model, loader, config, check=lambda: calls.append(len(calls)))
+    assert len(calls) == len(loader) == 2
+
+    def stop() -> None:
+        raise RuntimeError("another process failed")
+
+    with pytest.raises(RuntimeError, match="another process failed"):
+        predict(model, loader, config, check=stop)

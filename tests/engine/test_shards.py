@@ -17,8 +17,10 @@ from audiotune.engine.shards import (
     Shard,
     asks_for_processes,
     gathered_parts,
+    heed_others,
     part_schema,
     part_writer,
+    together,
     write_in_input_order,
 )
 from audiotune.partials import PARTIAL_SUFFIX
@@ -91,24 +93,40 @@ def test_one_process_part_is_gathered_and_cleaned_up(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["out.parquet"]
 
 
+def test_one_process_fails_on_its_own_without_gathers() -> None:
+    shard = Shard()
+    with pytest.raises(ValueError, match="unreadable table"):
+        with together(shard):
+            raise ValueError("unreadable table")
+    assert not shard.done and shard.sent is None and heed_others(shard) is None
+
+
 WORKER = """
 import sys
 from pathlib import Path
 import torch.distributed as dist
 from audiotune.engine import shards
-from audiotune.engine.shards import Shard, gathered_parts
+from audiotune.engine.shards import Shard, gathered_parts, together
 
 rank, target, failing, store = int(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 dist.init_process_group("gloo", rank=rank, world_size=2, init_method=f"file://{store}")
-if failing == -2:  # a file on rank 1's disk sent to rank 0 in 1000-byte pieces
+shard = Shard(rank, 2)
+if failing in (-2, -3):  # a file on rank 1's disk sent to rank 0 in 1000-byte pieces (-3: a file not there)
     shards.TRANSFER_BYTES = 1000
-    if rank == 1:
-        sent = target.with_name("sent.bin")
-        sent.write_bytes(bytes(range(256)) * 10)
-        shards.send_file(sent, 0)
-    else:
-        shards.receive_file(target, 1)
-    print("sent" if rank else "received")
+    try:
+        with together(shard):
+            if rank == 1:
+                sent = target.with_name("sent.bin")
+                if failing == -2:
+                    sent.write_bytes(bytes(range(256)) * 10)
+                shards.send_file(shard, sent, 0)
+            else:
+                shards.receive_file(shard, target, 1)
+        print("sent" if rank else "received")
+    except SystemExit as ended:
+        print(f"exit {ended.code}")
+    except Exception as err:
+        print(f"{type(err).__name__}: {err}")
     sys.exit()
 
 def write(path):
@@ -117,10 +135,17 @@ def write(path):
     path.write_text(f"rows of {rank}")
 
 try:
-    with gathered_parts(Shard(rank, 2), target, write) as parts:
-        if rank == 0:
-            target.write_text("|".join(part.read_text() for part in parts))
+    with together(shard):
+        if failing == 10 + rank:  # a failure before the parts are written, in this process only
+            raise OSError("the table could not be read")
+        with gathered_parts(shard, target, write) as parts:
+            if rank == 0:
+                if failing == 20:  # rank 0 fails while merging: the other learns of it at the last gather
+                    raise OSError("disk full")
+                target.write_text("|".join(part.read_text() for part in parts))
     print("done")
+except SystemExit as ended:  # a process other than rank 0 ends quietly when rank 0 reports
+    print(f"exit {ended.code}")
 except Exception as err:
     print(f"{type(err).__name__}: {err}")
 """
@@ -151,13 +176,41 @@ def test_a_part_on_another_disk_is_sent_in_pieces(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_a_part_that_cannot_be_sent_fails_both(tmp_path: Path) -> None:
+    rank0, rank1 = _two_processes(tmp_path, failing=-3)
+    assert rank0.startswith("ShardError: process 1 of 2 failed, so nothing was written: FileNotFoundError: ")
+    assert rank1 == "exit 0"
+    assert not [p for p in (tmp_path / "out").rglob("*")]
+
+
+@pytest.mark.slow
 def test_a_failed_process_fails_every_process_before_any_output(tmp_path: Path) -> None:
     rank0, rank1 = _two_processes(tmp_path, failing=1)
-    assert rank1 == "ValueError: a row that cannot be decoded"
+    assert rank1 == "exit 0"  # rank 0 reports its failure
     assert rank0 == ("ShardError: process 1 of 2 failed, so nothing was written: ValueError: a row that cannot be "
                      "decoded")
     assert not [p for p in (tmp_path / "out").rglob("*")]  # rank 0's part and the parts' folder are gone too
     assert not list(tmp_path.rglob(f"*{PARTIAL_SUFFIX}"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("failing", [10, 11])
+def test_a_failure_before_the_first_gather_reaches_the_other_process(tmp_path: Path, failing: int) -> None:
+    """One process fails before it gathers anything while the other waits in the gathers of the parts: both end
+    at the same gather, rank 0 with the error, the other quietly."""
+    rank0, rank1 = _two_processes(tmp_path, failing=failing)
+    assert rank0 == ("OSError: the table could not be read" if failing == 10 else
+                     "ShardError: process 1 of 2 failed, so nothing was written: OSError: the table could not be "
+                     "read")
+    assert rank1 == "exit 0"
+    assert not [p for p in (tmp_path / "out").rglob("*")] and not list(tmp_path.rglob(f"*{PARTIAL_SUFFIX}"))
+
+
+@pytest.mark.slow
+def test_rank_zero_failing_in_its_block_ends_the_other_at_the_last_gather(tmp_path: Path) -> None:
+    rank0, rank1 = _two_processes(tmp_path, failing=20)
+    assert (rank0, rank1) == ("OSError: disk full", "exit 0")
+    assert not [p for p in (tmp_path / "out").rglob("*")]  # both parts and their folder are gone
 
 
 SCAN_WORKER = """
@@ -165,7 +218,7 @@ import sys
 import pandas as pd
 import torch.distributed as dist
 from audiotune.data import audio
-from audiotune.engine.shards import Shard, shared_scan
+from audiotune.engine.shards import Shard, shared_scan, together
 
 rank, folder, failing, store = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
 dist.init_process_group("gloo", rank=rank, world_size=2, init_method=f"file://{store}")
@@ -180,10 +233,13 @@ def counted(path, *args, **kwargs):
 check, audio.check_clip = audio.check_clip, counted
 spec = audio.AudioSpec(resample_rate=0, clip_length=0)
 try:
-    kept, failures = shared_scan(Shard(rank, 2))(table, spec, "test", 100)
+    with together(shard := Shard(rank, 2)):
+        kept, failures = shared_scan(shard)(table, spec, "test", 100)
     alone, alone_failures = audio.scan_audio(table, spec, "test", 100)  # one process's scan, for comparison
     same = kept.equals(alone) and failures.equals(alone_failures)
     print(" ".join(checked[:len(checked) - len(table)]), "|", list(kept.index), list(failures["uid"]), same)
+except SystemExit as ended:
+    print(f"exit {ended.code}")
 except Exception as err:
     print(f"{type(err).__name__}: {err}")
 """
@@ -219,5 +275,6 @@ def test_two_processes_share_the_audio_checks_and_both_get_every_result(tmp_path
 @pytest.mark.slow
 def test_a_check_that_fails_in_one_process_fails_both(tmp_path: Path) -> None:
     rank0, rank1 = _scan_in_two_processes(tmp_path, failing=1)
-    assert rank1.startswith("OSError: ") and rank1.endswith("d.wav: connection reset")
+    assert rank1 == "exit 0"  # rank 0 reports its failure
     assert rank0.startswith("ShardError: process 1 of 2 failed, so nothing was written: OSError: ")
+    assert rank0.endswith("d.wav: connection reset")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -100,9 +101,10 @@ def cache_folder(model: Classifier, config: RunConfig, pooling: str | None = Non
 
 
 def encode_to_cache(model: Classifier, config: RunConfig, inputs: InputSpec, table: pd.DataFrame, folder: Path,
-                    pooling: str | None = None) -> tuple[list[str], int]:
+                    pooling: str | None = None, check: Callable[[], None] | None = None) -> tuple[list[str], int]:
     """Encode the clips of ``table`` not cached in ``folder`` yet, read as scored clips of ``inputs``; returns
-    each row's entry name and how many clips were encoded now (the others were found in the cache)."""
+    each row's entry name and how many clips were encoded now (the others were found in the cache). ``check``
+    runs before each batch (see :func:`~audiotune.engine.inference.iterate_batches`)."""
     pooling = pooling or config.classifier.pooling_mode
     folder.mkdir(parents=True, exist_ok=True)
     # a segment's entry is keyed by its file's content and its span: segments of one file never collide
@@ -119,7 +121,7 @@ def encode_to_cache(model: Classifier, config: RunConfig, inputs: InputSpec, tab
         def pool(classifier: Classifier, batch: dict) -> torch.Tensor:
             return classifier.pooled_states(batch["inputs"], batch["lengths"], pooling)
 
-        for batch, pooled in iterate_batches(model, loader, config, pool, "feature cache"):
+        for batch, pooled in iterate_batches(model, loader, config, pool, "feature cache", check):
             for uid, states in zip(batch["uid"], pooled.float().cpu()):
                 write_entry(folder / f"{names[row_of[uid]]}.safetensors", states)
     return names, len(missing)
@@ -166,8 +168,10 @@ def cached_loader(config: RunConfig, dataset: CachedDataset, train: bool, sample
 
 
 def cached_datasets(model: Classifier, config: RunConfig, tables: dict[str, pd.DataFrame],
-                    targets: dict[str, np.ndarray], stats: dict | None = None) -> dict[str, CachedDataset]:
-    """Encode what is missing and serve every table from the cache; counts go into ``stats``."""
+                    targets: dict[str, np.ndarray], stats: dict | None = None,
+                    check: Callable[[], None] | None = None) -> dict[str, CachedDataset]:
+    """Encode what is missing and serve every table from the cache; counts go into ``stats``; ``check`` runs
+    before each batch encoded."""
     weights = encoder_digest(model.backbone)  # once: it reads every weight
     inputs = input_spec(config)
     result = {}
@@ -176,7 +180,7 @@ def cached_datasets(model: Classifier, config: RunConfig, tables: dict[str, pd.D
         split_inputs = inputs.training_crop() if split == "train" else inputs
         digest = preprocessing_digest(config, split_inputs, config.classifier.pooling_mode)
         folder = cache_root(config) / f"{weights}-{digest}"
-        names, encoded = encode_to_cache(model, config, split_inputs, table, folder)
+        names, encoded = encode_to_cache(model, config, split_inputs, table, folder, check=check)
         if stats is not None:
             stats["folder"] = str(folder)
             stats["encoded"] = stats.get("encoded", 0) + encoded

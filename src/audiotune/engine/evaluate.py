@@ -1,6 +1,7 @@
 """Score splits with a trained classifier: metrics.json, predictions.parquet and plots."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,23 +17,25 @@ from audiotune.data.prepare import PreparedData, prepare_eval_data
 from audiotune.engine.adapt import OFF, adaptation_groups, adapted_batchnorm, check_adaptable, check_adaptation
 from audiotune.engine.aggregate import check_recording_targets, recording_scores, table_recordings
 from audiotune.engine.cache import CachedDataset, cache_blocker, cached_datasets, cached_loader
-from audiotune.engine.inference import features_on_device, inference_device, override_data, override_device, predict
+from audiotune.engine.inference import features_on_device, inference_device, override_data, predict
 from audiotune.engine.metrics import compute_metrics, head_slices, scores_from_logits
 from audiotune.engine.shards import (
     POSITION,
     Shard,
     gathered_parts,
+    heed_others,
     in_input_order,
     part_schema,
     part_writer,
     quiet_followers,
-    reported_once,
+    scoring_runtime,
     shared_scan,
     start_processes,
+    together,
 )
 from audiotune.launch import launched_rank_zero
 from audiotune.models.backbones import input_spec
-from audiotune.models.checkpoint import load_run, resolve_run_dir
+from audiotune.models.checkpoint import load_run, resolve_run_dir, run_config
 from audiotune.models.classifier import Classifier
 from audiotune.outputs import (
     CONFIG_FILE,
@@ -98,8 +101,10 @@ def _plots(metrics: dict, scores: np.ndarray, targets: np.ndarray, heads: list[H
 
 
 def _adapted_predictions(model: Classifier, config: RunConfig, table: pd.DataFrame, targets: np.ndarray,
-                         groups: list[tuple[str | None, np.ndarray]]) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """uids, logits and targets of every row, each group scored with BatchNorm statistics of its own clips."""
+                         groups: list[tuple[str | None, np.ndarray]], check: Callable[[], None] | None = None
+                         ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """uids, logits and targets of every row, each group scored with BatchNorm statistics of its own clips
+    (``check`` before each batch scored: see :func:`~audiotune.engine.inference.iterate_batches`)."""
     uids: list[str] = []
     logits, labels = [], []
     device = inference_device(config)
@@ -109,7 +114,8 @@ def _adapted_predictions(model: Classifier, config: RunConfig, table: pd.DataFra
         dataset = make_dataset(config, inputs, part, targets[rows], on_device=features_on_device(config, inputs))
         with adapted_batchnorm(model, adaptation_loader(config, dataset, device=device), device):
             loader = make_loader(config, dataset, part, False, model.backbone.padding, device=device)
-            group_uids, group_logits, group_targets = predict(model, loader, config, f"evaluate {group or 'split'}")
+            group_uids, group_logits, group_targets = predict(model, loader, config,
+                                                              f"evaluate {group or 'split'}", check)
         uids += group_uids
         logits.append(group_logits)
         labels.append(group_targets)
@@ -140,8 +146,10 @@ def score_splits(model: Classifier, config: RunConfig, prepared: PreparedData, s
     blocks = {s: shard.rows(len(prepared.tables[s])) if adapt == OFF else slice(None) for s in splits}
     tables = {s: prepared.tables[s].iloc[blocks[s]] for s in splits}
     targets = {s: prepared.targets[s][blocks[s]] for s in splits}
+    check = heed_others(shard)
     if cached is None and cache_blocker(config) is None:
-        cached = cached_datasets(model, config, {s: table for s, table in tables.items() if len(table)}, targets)
+        cached = cached_datasets(model, config, {s: table for s, table in tables.items() if len(table)}, targets,
+                                 check=check)
     scored: Scored = {}
     for split in splits:
         table = tables[split]
@@ -150,7 +158,7 @@ def score_splits(model: Classifier, config: RunConfig, prepared: PreparedData, s
             mine = groups[shard.rows(len(groups))]
             if mine:
                 scored[split] = _in_table_order(table, *_adapted_predictions(model, config, table, targets[split],
-                                                                             mine))
+                                                                             mine, check))
             continue
         if table.empty:
             continue  # more processes than rows: this one has none of this split
@@ -159,7 +167,7 @@ def score_splits(model: Classifier, config: RunConfig, prepared: PreparedData, s
         else:
             dataset = make_dataset(config, inputs, table, targets[split], on_device=features_on_device(config, inputs))
             loader = make_loader(config, dataset, table, False, padding, device=inference_device(config))
-        scored[split] = _in_table_order(table, *predict(model, loader, config, f"evaluate {split}"))
+        scored[split] = _in_table_order(table, *predict(model, loader, config, f"evaluate {split}", check))
     return scored
 
 
@@ -232,49 +240,49 @@ def evaluate_run(run: str, data_split_root: str, exp_dir: str | None = None, on_
     if aggregate not in AGGREGATE_MODES:
         raise ValueError(f"--aggregate {aggregate}: choose one of {AGGREGATE_MODES}")
     quiet_followers()
-    config, model = load_run(run)
-    override_device(config, accelerator, devices, precision)
-    override_data(config, data)
-    if num_nodes is not None:
-        config.runtime.num_nodes = num_nodes
-    if on_error:
-        config.data.on_error = on_error
-    if batch_size is not None:
-        config.train.batch_size = batch_size
-    if num_workers is not None:
-        config.runtime.num_workers = num_workers
-    if adapt_bn is not None:
-        config.train.adapt_bn = adapt_bn
-    config.train.debug = False
-    check_config(config)
-    if config.train.adapt_bn != OFF:
-        check_adaptable(model)
+    # the run's config alone says what the processes run on; each builds the model once they have started
+    runtime = scoring_runtime(run_config(run), accelerator, devices, precision, num_nodes)
     out_dir = Path(exp_dir) if exp_dir else resolve_run_dir(run) / EVALUATE_DIR
     if (out_dir / CONFIG_FILE).exists():
         raise ValueError(f"-o {out_dir}: is a training run directory, whose predictions and metrics evaluate would "
                          f"replace; write the evaluation elsewhere (default: RUN/{EVALUATE_DIR})")
     # an evaluation replaces the last one; the other processes of a multi-process evaluation leave it to rank 0
     with own_run_dir(out_dir, overwrite=True, command="evaluate", follower=not launched_rank_zero()) as owned:
-        shard = start_processes(config.runtime)  # first: the processes share the checks of the audio
-        with reported_once(shard):
+        shard = start_processes(runtime)
+        with together(shard):
+            config, model = load_run(run)
+            config.runtime = runtime
+            override_data(config, data)
+            if on_error:
+                config.data.on_error = on_error
+            if batch_size is not None:
+                config.train.batch_size = batch_size
+            if num_workers is not None:
+                config.runtime.num_workers = num_workers
+            if adapt_bn is not None:
+                config.train.adapt_bn = adapt_bn
+            config.train.debug = False
+            check_config(config)
+            if config.train.adapt_bn != OFF:
+                check_adaptable(model)
             prepared = prepare_eval_data(config, input_spec(config), data_split_root, scan=shared_scan(shard))
             check_recording_targets(prepared.tables, prepared.targets, config.heads)
             check_adaptation(config.train.adapt_bn, prepared.tables)
-        section = _section_of_one_table(data_split_root, prepared)
-        splits = list(prepared.tables)
-        with gathered_parts(shard, out_dir, lambda path: _write_scores(
-                path, prepared, score_splits(model, config, prepared, splits, shard=shard))) as parts:
-            if not shard.writes:
-                return {}  # rank 0 writes the scores of every process
-            scored = _read_scores(parts)
-        owned.start()  # every row is scored: the earlier evaluation is replaced from here on
-        write_json(out_dir / EVALUATION_FILE, {"run": _absolute(resolve_run_dir(run)), "data_split_root":
-                                               _absolute(data_split_root), "data": data or {}})
-        prepared.write_reports(out_dir)
-        metrics = write_evaluation(config, prepared, scored, out_dir, aggregate, write_metrics=False)
-        # earlier releases called the section of one CSV "data": kept beside it for the readers of that name
-        write_json(out_dir / METRICS_FILE, {**metrics, **({ONE_TABLE: metrics[section]} if section else {})})
-        return metrics
+            section = _section_of_one_table(data_split_root, prepared)
+            splits = list(prepared.tables)
+            with gathered_parts(shard, out_dir, lambda path: _write_scores(
+                    path, prepared, score_splits(model, config, prepared, splits, shard=shard))) as parts:
+                if not shard.writes:
+                    return {}  # rank 0 writes the scores of every process
+                scored = _read_scores(parts)
+            owned.start()  # every row is scored: the earlier evaluation is replaced from here on
+            write_json(out_dir / EVALUATION_FILE, {"run": _absolute(resolve_run_dir(run)), "data_split_root":
+                                                   _absolute(data_split_root), "data": data or {}})
+            prepared.write_reports(out_dir)
+            metrics = write_evaluation(config, prepared, scored, out_dir, aggregate, write_metrics=False)
+            # earlier releases called the section of one CSV "data": kept beside it for the readers of that name
+            write_json(out_dir / METRICS_FILE, {**metrics, **({ONE_TABLE: metrics[section]} if section else {})})
+            return metrics
 
 
 def _absolute(path: str | Path) -> str:

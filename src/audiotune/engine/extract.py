@@ -15,25 +15,22 @@ import torch
 from audiotune.config import RunConfig, check_config
 from audiotune.data.loading import make_dataset, make_loader
 from audiotune.data.prepare import prepare_eval_data
-from audiotune.engine.inference import (
-    features_on_device,
-    inference_device,
-    iterate_batches,
-    override_data,
-    override_device,
-)
+from audiotune.engine.inference import features_on_device, inference_device, iterate_batches, override_data
 from audiotune.engine.shards import (
     POSITION,
     gathered_parts,
+    heed_others,
     part_schema,
     part_writer,
     quiet_followers,
-    reported_once,
+    scoring_runtime,
     shared_scan,
     start_processes,
+    together,
     write_in_input_order,
 )
 from audiotune.models.backbones import input_spec
+from audiotune.models.checkpoint import run_config
 from audiotune.models.classifier import EMBEDDING_TYPES, Classifier
 from audiotune.models.encoder import load_embedder
 from audiotune.outputs import check_output_path, write_csv
@@ -66,62 +63,64 @@ def extract_embeddings(run: str | None, data_split_root: str, out: str, embeddin
     """
     if embedding_type not in EMBEDDING_TYPES:
         raise ValueError(f"--embedding_type {embedding_type}: choose one of {EMBEDDING_TYPES}")
-    quiet_followers()
-    config, model = load_embedder(run, encoder, embedding_type, pooling)
-    num_states = model.backbone.num_hidden_states
-    if layer is not None and not -num_states <= layer < num_states:
-        raise ValueError(f"--layer {layer}: the run's backbone has hidden states 0..{num_states - 1} (-1: the last)")
-    override_device(config, accelerator, devices, precision)
-    override_data(config, data)
-    if num_nodes is not None:
-        config.runtime.num_nodes = num_nodes
-    if batch_size is not None:
-        config.train.batch_size = batch_size
-    if num_workers is not None:
-        config.runtime.num_workers = num_workers
-    if on_error:
-        config.data.on_error = on_error
-    config.train.debug = False
-    check_config(config)
     out_path = Path(out)
     if out_path.suffix != ".parquet":
         raise ValueError(f"--out {out}: embeddings are written as parquet; give a path ending in .parquet")
     check_output_path(out_path)
-    inputs = input_spec(config)
-    shard = start_processes(config.runtime)  # first: the processes share the checks of the audio
-    with reported_once(shard):
+    quiet_followers()
+    # the run's config alone says what the processes run on; each builds the model once they have started
+    runtime = scoring_runtime((encoder or RunConfig()) if run is None else run_config(run), accelerator, devices,
+                              precision, num_nodes)
+    shard = start_processes(runtime)
+    with together(shard):
+        config, model = load_embedder(run, encoder, embedding_type, pooling)
+        config.runtime = runtime
+        num_states = model.backbone.num_hidden_states
+        if layer is not None and not -num_states <= layer < num_states:
+            raise ValueError(f"--layer {layer}: the run's backbone has hidden states 0..{num_states - 1} (-1: the "
+                             "last)")
+        override_data(config, data)
+        if batch_size is not None:
+            config.train.batch_size = batch_size
+        if num_workers is not None:
+            config.runtime.num_workers = num_workers
+        if on_error:
+            config.data.on_error = on_error
+        config.train.debug = False
+        check_config(config)
+        inputs = input_spec(config)
         prepared = prepare_eval_data(config, inputs, data_split_root, targets_needed=False, scan=shared_scan(shard))
-    padding = model.backbone.padding
+        padding = model.backbone.padding
 
-    def embed(classifier: Classifier, batch: dict) -> torch.Tensor:
-        return classifier.extract_embedding(batch["inputs"], batch["lengths"], embedding_type, layer, pooling)
+        def embed(classifier: Classifier, batch: dict) -> torch.Tensor:
+            return classifier.extract_embedding(batch["inputs"], batch["lengths"], embedding_type, layer, pooling)
 
-    def write_part(path: Path) -> None:  # this process's rows of each split, with their places in the input
-        with part_writer(path, EMBEDDING_SCHEMA) as writer:
-            offset = 0
-            for split, table in prepared.tables.items():
-                rows = shard.rows(len(table))
-                part = table.iloc[rows]
-                place = {str(uid): offset + rows.start + i for i, uid in enumerate(part.index)}
-                offset += len(table)
-                if not len(part):
-                    continue
-                dataset = make_dataset(config, inputs, part, prepared.targets[split][rows],
-                                       on_device=features_on_device(config, inputs))
-                loader = make_loader(config, dataset, part, False, padding, device=inference_device(config))
-                for batch, emb in iterate_batches(model, loader, config, embed, f"extract {split}"):
-                    vectors = emb.float().cpu().numpy()
-                    writer.write_table(pa.table({
-                        POSITION: [place[str(uid)] for uid in batch["uid"]], "uid": batch["uid"],
-                        "split": [split] * len(vectors),
-                        "embedding": pa.array(list(vectors), type=pa.list_(pa.float32())),
-                    }, schema=part_schema(EMBEDDING_SCHEMA)))
+        def write_part(path: Path) -> None:  # this process's rows of each split, with their places in the input
+            with part_writer(path, EMBEDDING_SCHEMA) as writer:
+                offset, check = 0, heed_others(shard)
+                for split, table in prepared.tables.items():
+                    rows = shard.rows(len(table))
+                    part = table.iloc[rows]
+                    place = {str(uid): offset + rows.start + i for i, uid in enumerate(part.index)}
+                    offset += len(table)
+                    if not len(part):
+                        continue
+                    dataset = make_dataset(config, inputs, part, prepared.targets[split][rows],
+                                           on_device=features_on_device(config, inputs))
+                    loader = make_loader(config, dataset, part, False, padding, device=inference_device(config))
+                    for batch, emb in iterate_batches(model, loader, config, embed, f"extract {split}", check):
+                        vectors = emb.float().cpu().numpy()
+                        writer.write_table(pa.table({
+                            POSITION: [place[str(uid)] for uid in batch["uid"]], "uid": batch["uid"],
+                            "split": [split] * len(vectors),
+                            "embedding": pa.array(list(vectors), type=pa.list_(pa.float32())),
+                        }, schema=part_schema(EMBEDDING_SCHEMA)))
 
-    with gathered_parts(shard, out_path, write_part) as parts:
-        if not shard.writes:
-            return None  # rank 0 writes the rows of every process
-        write_in_input_order(parts, out_path)
-    write_skip_list(prepared.skipped, out_path)
+        with gathered_parts(shard, out_path, write_part) as parts:
+            if not shard.writes:
+                return None  # rank 0 writes the rows of every process
+            write_in_input_order(parts, out_path)
+        write_skip_list(prepared.skipped, out_path)
     return out_path
 
 

@@ -110,9 +110,11 @@ def _logits(model: Classifier, batch: dict) -> torch.Tensor:
 
 
 def iterate_batches(model: Classifier, loader: DataLoader, config: RunConfig | None = None,
-                    step: InferenceStep = _logits, label: str = "scoring") -> Iterator[tuple[dict, torch.Tensor]]:
+                    step: InferenceStep = _logits, label: str = "scoring",
+                    check: Callable[[], None] | None = None) -> Iterator[tuple[dict, torch.Tensor]]:
     """Yield ``(batch, step(model, batch))`` in eval mode without gradients, on the config's device, reporting
-    the pass's progress as ``label`` (:mod:`audiotune.progress`).
+    the pass's progress as ``label`` (:mod:`audiotune.progress`); ``check`` runs before each batch (one process of
+    several: whether another has failed).
 
     The model moves to that device once and each batch per step; bf16 autocast on that device when the
     config asks. Without a config the model stays where it is. Yielded tensors are on the device.
@@ -124,16 +126,18 @@ def iterate_batches(model: Classifier, loader: DataLoader, config: RunConfig | N
     features = batch_features(loader)
     with torch.inference_mode(), autocast(device, precision):
         for batch in track(loader, label):
+            if check is not None:
+                check()
             batch = on_device(batch, device, features)
             yield batch, step(model, batch)
 
 
-def predict(model: Classifier, loader: DataLoader, config: RunConfig | None = None,
-            label: str = "scoring") -> tuple[list[str], np.ndarray, np.ndarray]:
+def predict(model: Classifier, loader: DataLoader, config: RunConfig | None = None, label: str = "scoring",
+            check: Callable[[], None] | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
     """uids, logits and targets of every row, in loader order (as float32 numpy on the CPU); the progress is
-    reported as ``label``."""
+    reported as ``label``, ``check`` runs before each batch (see :func:`iterate_batches`)."""
     uids, logits, targets = [], [], []
-    for batch, out in iterate_batches(model, loader, config, label=label):
+    for batch, out in iterate_batches(model, loader, config, label=label, check=check):
         uids += batch["uid"]
         logits.append(out.float().cpu().numpy())
         targets.append(batch["targets"].float().cpu().numpy())

@@ -52,10 +52,15 @@ def resolve_run_dir(path: str | Path) -> Path:
     return run_dir
 
 
+def run_config(path: str | Path) -> RunConfig:
+    """The config of the run directory ``path`` (its ``config.yaml``), read without building its model."""
+    return load_config(resolve_run_dir(path) / CONFIG_FILE)
+
+
 def load_run(path: str | Path) -> tuple[RunConfig, Classifier]:
     """Rebuild a trained classifier from ``config.yaml`` and ``model.safetensors`` (strict)."""
     run_dir = resolve_run_dir(path)
-    config = load_config(run_dir / CONFIG_FILE)
+    config = run_config(run_dir)
     if (run_dir / ENCODER_DIR).is_dir():  # rebuild offline: the weights come from model.safetensors anyway
         config.model.checkpoint = str(run_dir / ENCODER_DIR)
     weights = run_dir / MODEL_FILE
