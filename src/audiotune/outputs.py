@@ -251,16 +251,28 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def _writing(path: Path, directory: bool) -> Iterator[Path]:
-    """:func:`partials.partial_place` for ``path``, a file-system error (full disk, read-only folder) being an
-    :class:`OutputError` naming ``path``."""
+    """:func:`partials.partial_place` for ``path``, a file-system error in writing it (full disk, read-only folder)
+    being an :class:`OutputError` naming ``path``. An error about another file (an input the block reads: a
+    missing file, a bucket that cannot be read) is raised as it is."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with partials.partial_place(path, directory) as partial:
             yield partial
-    except OutputError:
+    except (OutputError, storage.StorageError):
         raise
     except OSError as err:
+        if err.filename is not None and not _writes(Path(os.fsdecode(err.filename)), path):
+            raise
         raise refused(path, err) from err
+
+
+def _writes(file: Path, path: Path) -> bool:
+    """Whether ``file`` is ``path``, a folder above it, or its partial (a file or folder beside it) or inside that."""
+    file, path = file.absolute(), path.absolute()
+    if file == path or file in path.parents:
+        return True
+    inside = file.relative_to(path.parent).parts if file.is_relative_to(path.parent) else ()
+    return bool(inside) and inside[0].startswith(f".{path.name}.")
 
 
 def write_bytes(path: str | Path, data: bytes | str) -> Path:
