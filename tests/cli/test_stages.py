@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import re
 from functools import cache
@@ -17,7 +18,8 @@ from conftest import backbone_option_cases, non_default_value
 
 from audiotune.cli import COMMANDS, build_parser, main
 from audiotune.cli.flags import CONFIG_STAGES, config_from_args, others_at_defaults
-from audiotune.config import ENCODING, Stage, acts_of, default_of, describe_acts
+from audiotune.cli.seed_flags import Refused
+from audiotune.config import ENCODING, EVERYWHERE, SECTIONS, RunConfig, Stage, acts_of, default_of, describe_acts
 from audiotune.models.backbones import refuse_inactive, resolve_config
 
 
@@ -206,3 +208,38 @@ def test_a_value_that_acts_in_other_stages_is_refused_on_the_command_line_and_re
     args = build_parser().parse_args(["probe", "--config", str(path), "-o", str(tmp_path / "out")])
     config = config_from_args(args)
     assert others_at_defaults(config, args) == ["--task pretrain_joint"] and config.model.options["task"] == "ft_cls"
+
+
+SECTION_CASES = [(section, spec) for section, cls in SECTIONS.items() for spec in dataclasses.fields(cls)
+                 if acts_of(spec) != EVERYWHERE]
+
+
+@pytest.mark.parametrize("command", sorted(stages_of()))
+def test_a_section_option_is_taken_only_by_the_commands_whose_stages_it_acts_in(command: str) -> None:
+    """The model section's --objective (pretraining), --freeze_feature_encoder (while the encoder trains) and
+    --freeze_feature_projection (fine-tuning) are declared like the backbones' options and read the same way."""
+    assert {spec.name for _, spec in SECTION_CASES} >= {"objective", "freeze_feature_encoder",
+                                                         "freeze_feature_projection"}
+    actions = subparser(build_parser(), command)._option_string_actions
+    for _, spec in SECTION_CASES:
+        action = actions.get(f"--{spec.name}")
+        if action is None:  # the command takes no option of its section
+            continue
+        refused = isinstance(action, Refused)
+        assert refused == (not acts_of(spec) & stages_of()[command]), (command, spec.name)
+        if refused and "another" not in action.replacement and "not an option" not in action.replacement:
+            assert action.replacement.startswith(describe_acts(acts_of(spec))), (command, spec.name)
+
+
+def test_train_and_pretrain_refuse_a_model_option_from_a_config_file_that_does_nothing_there() -> None:
+    config = RunConfig()
+    config.model.objective = "tapt"
+    with pytest.raises(ValueError, match=r"^--objective tapt: acts only in audiotune pretrain$"):
+        refuse_inactive(config, Stage.FINE_TUNE)
+    refuse_inactive(config, Stage.PRETRAIN)
+    config.model.objective, config.model.freeze_feature_projection = "", True
+    with pytest.raises(ValueError, match=r"^--freeze_feature_projection True: acts only while the encoder fine-tunes"):
+        refuse_inactive(config, Stage.PRETRAIN)
+    with pytest.raises(ValueError, match=r"the encoder is frozen here .*add --freeze false"):
+        refuse_inactive(config, Stage.ENCODE)
+    refuse_inactive(config, Stage.FINE_TUNE)

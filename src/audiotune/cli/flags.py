@@ -19,6 +19,7 @@ from audiotune.cli.values import none_lower, parse_bool, value_parser
 from audiotune.config import (
     CLASSIFIER_STAGES,
     CONFIG_VERSION,
+    EVERYWHERE,
     SECTIONS,
     RunConfig,
     RuntimeConfig,
@@ -128,7 +129,7 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
     if writes_run:
         add_path(parser, *spellings("exp_dir", ("-o",)), role=Role.RUN_OUTPUT, dest="exp_dir", metavar="PATH",
                  default=argparse.SUPPRESS, help="run directory for every output")
-    add_section_flags(parser, sections)
+    add_section_flags(parser, sections, stages, why)
     named = {entry.partition(".")[0] for entry in sections}  # the sections with at least one option taken
     if "model" in named and backbone_flags:
         _add_backbone_flags(parser, model, stages, why)
@@ -148,12 +149,18 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
     add_storage_flags(parser)
 
 
-def add_section_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...]) -> None:
+def add_section_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...],
+                      stages: frozenset[Stage] = EVERYWHERE, why: str = "") -> None:
     """The options of ``sections`` as flags, one argument group per section (shown in full by ``--help`` for the
     sections in FULL_HELP_SECTIONS, by flag name for the others); a ``section.name`` entry adds that one option.
-    Each lands in the namespace as ``section.name`` (only when given on the command line)."""
+    Each lands in the namespace as ``section.name`` (only when given on the command line). An option that acts in
+    none of ``stages`` (the stages the command runs) is refused, saying where it acts."""
     hints = {section: typing.get_type_hints(cls) for section, cls in SECTIONS.items()}
     for key, spec in _declared_fields(sections):
+        if not acts_of(spec) & stages:
+            parser.add_argument(*spellings(spec.name, spec.metadata.get("flags", ())), action=Refused,
+                                replacement=stage_refusal(spec, why))
+            continue
         section = key.partition(".")[0]
         group = shared_group(parser, section, summarised=section not in FULL_HELP_SECTIONS)
         _add_field(group, key, spec, hints[section])

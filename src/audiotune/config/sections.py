@@ -8,7 +8,17 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from audiotune.config.augmentation import AugmentConfig
-from audiotune.config.options import AT_LEAST_0, AT_LEAST_1, INF, PROBABILITY, option, range_problems
+from audiotune.config.options import (
+    AT_LEAST_0,
+    AT_LEAST_1,
+    FINE_TUNING,
+    INF,
+    PRETRAINING,
+    PROBABILITY,
+    WHILE_TRAINING,
+    option,
+    range_problems,
+)
 from audiotune.outputs import (
     CHECKPOINT_DIR,
     CONFIG_HISTORY_FILE,
@@ -127,13 +137,14 @@ class ModelConfig:
                                  "backbones)", ("-c",), role=Role.INPUT)
     freeze: bool | None = option(None, "freeze the whole backbone (default: yes for pretrained encoders, as the "
                                        "seed did; no for models trained from scratch)")
-    freeze_feature_encoder: bool = option(False, "freeze only the convolutional feature encoder")
+    freeze_feature_encoder: bool = option(False, "freeze only the convolutional feature encoder",
+                                          acts=WHILE_TRAINING)
     freeze_feature_projection: bool = option(False, "--model hf: also freeze the feature projection after the "
                                                     "convolutional encoder (with --freeze_feature_encoder: the seed "
-                                                    "emotion system's fine-tuning)")
+                                                    "emotion system's fine-tuning)", acts=FINE_TUNING)
     objective: str = option("", "`audiotune pretrain` objective (ssast: pretrain_joint, pretrain_mpc, pretrain_mpg; "
                                 "hf: tapt, wav2vec2's contrastive + diversity loss; ptapt, masked prediction of "
-                                "--pseudo_labels); default: the backbone's first")
+                                "--pseudo_labels); default: the backbone's first", acts=PRETRAINING)
     # the chosen backbone's own options, declared by its options dataclass in its module; written flat beside
     # the options above in config.yaml
     options: dict[str, Any] = field(default_factory=dict, metadata={"cli": False})

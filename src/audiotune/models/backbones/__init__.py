@@ -292,15 +292,17 @@ _STAGE_WHY = {Stage.ENCODE: "the encoder is frozen here (--freeze true, the defa
 
 
 def refuse_inactive(config: RunConfig, stage: Stage | None = None) -> None:
-    """An error naming every backbone option of the resolved ``config`` set away from its default that does nothing
-    in ``stage`` (default: fine-tuning, or encoding when ``--freeze`` holds the encoder), with what would make it
-    act. For the commands that read a user's options (train, pretrain), never for a run being loaded."""
+    """An error naming every option of the model section and of the backbone in the resolved ``config`` set away
+    from its default that does nothing in ``stage`` (default: fine-tuning, or encoding when ``--freeze`` holds the
+    encoder), with what would make it act. For the commands that read a user's options (train, pretrain), never
+    for a run being loaded."""
     options = backbone_options(config)
-    if options is None:
-        return
     stage = stage or (Stage.ENCODE if config.model.freeze else Stage.FINE_TUNE)
     problems = []
-    for spec, value in inactive_options(options, frozenset({stage})):
+    inactive = inactive_options(config.model, frozenset({stage}))
+    if options is not None:
+        inactive += inactive_options(options, frozenset({stage}))
+    for spec, value in inactive:
         acts = acts_of(spec, value)
         why = _STAGE_WHY.get(stage) if Stage.FINE_TUNE in acts else None
         problems.append(f"--{spec.name} {value}: {describe_acts(acts)}" + (f"; {why}" if why else ""))
