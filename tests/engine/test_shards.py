@@ -109,6 +109,9 @@ from audiotune.engine import shards
 from audiotune.engine.shards import Shard, gathered_parts, together
 
 rank, target, failing, store = int(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+if sys.argv[5:] == ["-v"]:
+    import logging
+    logging.basicConfig(level=logging.INFO)
 dist.init_process_group("gloo", rank=rank, world_size=2, init_method=f"file://{store}")
 shard = Shard(rank, 2)
 if failing in (-2, -3):  # a file on rank 1's disk sent to rank 0 in 1000-byte pieces (-3: a file not there)
@@ -151,13 +154,13 @@ except Exception as err:
 """
 
 
-def _two_processes(tmp_path: Path, failing: int) -> list[str]:
+def _two_processes(tmp_path: Path, failing: int, *verbose: str) -> list[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     target = tmp_path / "out" / "merged.txt"
     target.parent.mkdir()
     command = [sys.executable, "-c", WORKER]
-    workers = [subprocess.Popen([*command, str(rank), str(target), str(failing), str(tmp_path / "store")], env=env,
-                                stdout=subprocess.PIPE, text=True) for rank in range(2)]
+    workers = [subprocess.Popen([*command, str(rank), str(target), str(failing), str(tmp_path / "store"), *verbose],
+                                env=env, stdout=subprocess.PIPE, text=True) for rank in range(2)]
     return [worker.communicate(timeout=120)[0].strip() for worker in workers]
 
 
@@ -204,6 +207,18 @@ def test_a_failure_before_the_first_gather_reaches_the_other_process(tmp_path: P
                      "read")
     assert rank1 == "exit 0"
     assert not [p for p in (tmp_path / "out").rglob("*")] and not list(tmp_path.rglob(f"*{PARTIAL_SUFFIX}"))
+
+
+@pytest.mark.slow
+def test_with_verbose_rank_zero_shows_the_failing_processs_traceback(tmp_path: Path) -> None:
+    """-v shows a traceback: the one of the process that failed, as a one-process command shows its own."""
+    rank0, rank1 = _two_processes(tmp_path, 11, "-v")
+    report, _, trace = rank0.partition("\nprocess 1: ")
+    assert report == "ShardError: process 1 of 2 failed, so nothing was written: OSError: the table could not be read"
+    assert trace.startswith("Traceback (most recent call last):") and trace.endswith(
+        "OSError: the table could not be read")
+    assert 'File "<string>", line' in trace  # where the worker (run with -c) raised it
+    assert rank1 == "exit 0"
 
 
 @pytest.mark.slow

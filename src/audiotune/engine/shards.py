@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,8 @@ from audiotune.engine.inference import override_device
 from audiotune.launch import launched_rank_zero, launched_world_size
 from audiotune.outputs import atomic_path
 from audiotune.partials import partial_place
+
+log = logging.getLogger(__name__)
 
 POSITION = "position"  # the column of a part holding each row's place in the input (split after split)
 TRANSFER_BYTES = 16 << 20  # a part another machine holds comes over the process group in pieces of this size
@@ -136,10 +139,12 @@ def report_of(failure: BaseException) -> str:
 
 @dataclass(frozen=True)
 class _Failure:
-    """What a process that failed sends at its next gather in place of its value."""
+    """What a process that failed sends at its next gather in place of its value: its one-line report and its
+    traceback (shown by rank 0 with -v, as a one-process command shows its own)."""
 
     rank: int
     report: str
+    trace: str = ""
 
 
 def exchange(shard: Shard, value: Any) -> list[Any]:
@@ -149,8 +154,9 @@ def exchange(shard: Shard, value: Any) -> list[Any]:
     failed = [found for found in values if isinstance(found, _Failure)]
     if failed:
         shard.done = True  # the process that failed makes no further gather
+        trace = f"\nprocess {failed[0].rank}: {failed[0].trace}" if log.isEnabledFor(logging.INFO) else ""
         raise ShardError(f"process {failed[0].rank} of {shard.processes} failed, so nothing was written: "
-                         f"{failed[0].report}")
+                         f"{failed[0].report}{trace}")
     return values
 
 
@@ -172,7 +178,7 @@ def _send_failure(shard: Shard, failure: BaseException) -> None:
     if store is not None:
         with contextlib.suppress(Exception):  # the gather still tells them
             store.set(FAILED_KEY, str(shard.rank))
-    all_gather_objects(_Failure(shard.rank, report_of(failure)))
+    all_gather_objects(_Failure(shard.rank, report_of(failure), "".join(traceback.format_exception(failure))))
 
 
 def heed_others(shard: Shard) -> Callable[[], None] | None:
