@@ -12,6 +12,7 @@ from audiotune.cli.flags import (
     add_scoring_flags,
     config_from_args,
     others_at_defaults,
+    refuse_other_options,
     scoring_data,
     spellings,
 )
@@ -20,10 +21,10 @@ from audiotune.config import ENCODING
 from audiotune.outputs import embeddings_file
 from audiotune.storage import Role, final_path
 
-# the options that describe a pretrained encoder read without a run (a run reads its own config)
-ENCODER_SECTIONS = ("model", "audio", "features")
+# the options that describe a pretrained encoder read without a run (a run reads its own config); the rest of the
+# model section is about training
+ENCODER_SECTIONS = ("model.model", "model.checkpoint", "audio", "features")
 ENCODER_SEED_SPELLINGS = ("config", "fbank", "mono", "reduce")
-MODEL_OPTIONS_READ = ("model.model", "model.checkpoint")  # the rest of the model section is about training
 
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
@@ -40,6 +41,9 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                              "patch tokens (pt embeddings; the seed's --task ft_cls / ft_avgtok, also accepted)")
     add_config_flags(parser, ENCODER_SECTIONS, model=model, writes_run=False, stages=ENCODING,
                      why="extract runs the encoder as it is")
+    refuse_other_options(parser, ENCODER_SECTIONS, "not an option of extract, which runs the encoder as it is (an "
+                                                   "encoder without a run: -c CHECKPOINT --model NAME and its input "
+                                                   "options)")
 
 
 def default_outputs(args: argparse.Namespace) -> None:
@@ -55,7 +59,8 @@ def default_outputs(args: argparse.Namespace) -> None:
 def _encoder_flags(args: argparse.Namespace) -> list[str]:
     """The encoder options given on the command line, as flags."""
     given = vars(args)
-    sections = [key for key in given if key.partition(".")[0] in (*ENCODER_SECTIONS, "options")]
+    named = {entry.partition(".")[0] for entry in ENCODER_SECTIONS}
+    sections = [key for key in given if key.partition(".")[0] in (*named, "options")]
     seeds = [key for key in ENCODER_SEED_SPELLINGS if given.get(key) is not None]
     return [f"--{key.partition('.')[2] or key}" for key in (*sections, *seeds)]
 
@@ -86,10 +91,6 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     else:
         if "model.model" not in vars(args) and not args.config:
             raise ValueError("extract without --run: name the pretrained encoder with -c CHECKPOINT --model NAME")
-        training_only = [f"--{key.partition('.')[2]}" for key in vars(args)
-                         if key.startswith("model.") and key not in MODEL_OPTIONS_READ]
-        if training_only:
-            raise ValueError(f"{', '.join(training_only)}: training options; extraction runs the encoder as it is")
         encoder = config_from_args(args)
         say_left_at_defaults("extract", args.config, others_at_defaults(encoder, args))
     path = extract_embeddings(args.run, args.data_split_root, args.out, args.embedding_type, args.layer,

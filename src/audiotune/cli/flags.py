@@ -189,8 +189,9 @@ def refuse_other_options(parser: argparse.ArgumentParser, sections: tuple[str, .
     for key, spec in _declared_fields(tuple(SECTIONS)):
         if key not in taken:
             names = [n for n in spellings(spec.name, spec.metadata.get("flags", ()))
-                     if n not in parser._option_string_actions]
-            parser.add_argument(*names, action=Refused, replacement=why)
+                     if n not in parser._option_string_actions]  # the command's own flag of that name stays
+            if names:
+                parser.add_argument(*names, action=Refused, replacement=why)
 
 
 def others_at_defaults(config: RunConfig, args: argparse.Namespace,
