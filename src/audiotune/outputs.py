@@ -83,8 +83,7 @@ CV_SUMMARY_FILE = "cv_summary.json"
 CV_SUMMARY_TABLE = "cv_summary.csv"
 ENSEMBLE_PREDICTIONS_FILE = "ensemble_predictions.parquet"  # in fold_K/: the repeats' scores averaged
 
-# a sweep's experiment directory
-SWEEP_SPACE_FILE = "sweep.yaml"
+SWEEP_SPACE_FILE = "sweep.yaml"  # in a sweep's experiment directory, with the files below
 SWEEP_STUDY_FILE = "study.db"
 SWEEP_TRIALS_TABLE = "sweep_trials.csv"
 SWEEP_SUMMARY_FILE = "sweep_summary.json"
@@ -197,8 +196,8 @@ def refused(path: str | Path, err: BaseException) -> OutputError:
     if isinstance(err, (FileExistsError, NotADirectoryError)):
         return OutputError(f"{path}: could not be written: a file, not a folder, is in the way on this path")
     reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).strip() or type(err).__name__
-    return OutputError(f"{path}: could not be written ({reason}); nothing was written there "
-                       "(check free space, quotas and permissions)")
+    return OutputError(f"{path}: could not be written ({reason}); nothing was written there (check free space, "
+                       "quotas and permissions)")
 
 
 def check_output_path(path: str | Path) -> Path:
@@ -218,9 +217,8 @@ def check_output_path(path: str | Path) -> Path:
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block finishes.
-
-    A file-system error (full disk, read-only folder) becomes an :class:`OutputError` naming ``path``."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block finishes. A file-system
+    error in writing it (full disk, read-only folder) becomes an :class:`OutputError` naming ``path``."""
     path = Path(path)
     with _writing(path, directory=False) as partial:
         yield partial
@@ -252,8 +250,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 @contextlib.contextmanager
 def _writing(path: Path, directory: bool) -> Iterator[Path]:
     """:func:`partials.partial_place` for ``path``, a file-system error in writing it (full disk, read-only folder)
-    being an :class:`OutputError` naming ``path``. An error about another file (an input the block reads: a
-    missing file, a bucket that cannot be read) is raised as it is."""
+    being an :class:`OutputError` naming ``path``; an error about another file (an input) is raised as it is."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with partials.partial_place(path, directory) as partial:
@@ -261,18 +258,9 @@ def _writing(path: Path, directory: bool) -> Iterator[Path]:
     except (OutputError, storage.StorageError):
         raise
     except OSError as err:
-        if err.filename is not None and not _writes(Path(os.fsdecode(err.filename)), path):
+        if err.filename is not None and not partials.on_the_way(Path(os.fsdecode(err.filename)), path):
             raise
         raise refused(path, err) from err
-
-
-def _writes(file: Path, path: Path) -> bool:
-    """Whether ``file`` is ``path``, a folder above it, or its partial (a file or folder beside it) or inside that."""
-    file, path = file.absolute(), path.absolute()
-    if file == path or file in path.parents:
-        return True
-    inside = file.relative_to(path.parent).parts if file.is_relative_to(path.parent) else ()
-    return bool(inside) and inside[0].startswith(f".{path.name}.")
 
 
 def write_bytes(path: str | Path, data: bytes | str) -> Path:

@@ -82,3 +82,12 @@ def partial_place(target: Path, directory: bool = False) -> Iterator[Path]:
             partial.unlink(missing_ok=True)
         os.close(handle)
 
+
+def on_the_way(file: Path, target: Path) -> bool:
+    """Whether ``file`` is on the way to writing ``target``: ``target`` itself, a folder above it, or its partial
+    (:func:`partial_place`) or a file inside that."""
+    file, target = file.absolute(), target.absolute()
+    if file == target or file in target.parents:
+        return True
+    inside = file.relative_to(target.parent).parts if file.is_relative_to(target.parent) else ()
+    return bool(inside) and inside[0].startswith(f".{target.name}.")

@@ -1,9 +1,8 @@
 """Hugging Face speech encoders (wav2vec2, HuBERT, WavLM, data2vec-audio) as an audiotune backbone.
 
 The bare encoder comes from ``transformers.AutoModel`` (``Wav2Vec2Model``, ``HubertModel``, ``WavLMModel``,
-``Data2VecAudioModel``; a CTC checkpoint loads without its head), by hub id or local directory alike.
-SpecAugment-style masking and LayerDrop are switched off, so training never masks frames or skips layers
-silently and every forward returns ``num_layers + 1`` hidden states.
+``Data2VecAudioModel``; a CTC checkpoint loads without its head), by hub id or local directory alike. LayerDrop
+is off (every forward returns ``num_layers + 1`` hidden states); masking only as the ``--mask_*`` options ask.
 
 Hidden states
 -------------
