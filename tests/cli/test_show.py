@@ -50,3 +50,42 @@ def test_transformers_load_report_only_with_verbose(verbose: bool, tmp_path: Pat
     finally:
         logging.getLogger("transformers").removeHandler(collect)
     assert any("UNEXPECTED" in message for message in collect.messages) is verbose
+
+
+@pytest.mark.slow
+def test_a_command_whose_reader_went_away_stops_quietly_as_other_tools_do() -> None:
+    import os
+    import subprocess
+    import sys
+
+    source = Path(__file__).parents[2] / "src"
+    env = {**os.environ, "PYTHONPATH": f"{source}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    # `audiotune recipes | head -1`: the pipe's reader leaves after one line
+    command = subprocess.Popen([sys.executable, "-m", "audiotune", "recipes"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=env, bufsize=0)
+    assert command.stdout is not None and command.stderr is not None
+    command.stdout.read(1)
+    command.stdout.close()
+    errors = command.stderr.read().decode()
+    assert command.wait(timeout=120) == 141, errors  # as a shell reports a process ended by SIGPIPE
+    assert errors == ""
+    if Path("/dev/full").exists():  # a full disk is not a reader gone: still an error in one line
+        with open("/dev/full", "w") as full:
+            done = subprocess.run([sys.executable, "-m", "audiotune", "recipes"], stdout=full,
+                                  stderr=subprocess.PIPE, env=env, text=True, timeout=120)
+        assert done.returncode == 2 and done.stderr.startswith("audiotune recipes: error: "), done.stderr
+
+
+def test_only_a_standard_stream_without_its_reader_counts_as_the_reader_gone(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from audiotune.cli.show import reader_gone
+
+    read_end, write_end = os.pipe()
+    with open(write_end, "w") as writer:
+        monkeypatch.setattr("sys.stdout", writer)
+        assert not reader_gone(BrokenPipeError())  # its reader is still there: a pipe broken elsewhere
+        os.close(read_end)
+        assert reader_gone(BrokenPipeError())
+        assert not reader_gone(OSError("disk full"))

@@ -34,7 +34,7 @@ from audiotune.cli.command import Command
 from audiotune.cli.flags import config_from_args, path_roles
 from audiotune.cli.help import HelpFormatter, add_help_flags, arrange, compact_usage, wants_all
 from audiotune.cli.seed_flags import refuse_retired
-from audiotune.cli.show import one_line, third_party_quiet
+from audiotune.cli.show import one_line, reader_gone, silence_standard_streams, third_party_quiet
 from audiotune.cli.values import parse_bool
 from audiotune.models import backbones
 from audiotune.staging import staged
@@ -59,6 +59,7 @@ start here:
 recipes (shipped configs): audiotune recipes, then audiotune train --config NAME ...
 every command: audiotune COMMAND --help (with --model NAME: that backbone's options only);
   --help-all: every option in full"""
+READER_GONE = 128 + 13  # the exit status of a process ended by SIGPIPE, as shells report it
 VERBOSE_HELP = "log more; show third-party warnings and tracebacks"
 
 
@@ -126,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
             return _interrupted(command)
         raise
     except Exception as err:  # one line for the user; the traceback with -v
+        if reader_gone(err):  # `audiotune ... | head`: stop as other tools do when their reader has gone
+            silence_standard_streams()
+            return READER_GONE
         if args.verbose:
             raise
         print(f"audiotune {args.command}: error: {one_line(err)}", file=sys.stderr)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
+import sys
 import warnings
 from collections.abc import Iterator
 from typing import TextIO
@@ -17,6 +19,34 @@ def one_line(err: BaseException) -> str:
     if isinstance(err, (DataError, ValueError, OSError)):
         return text
     return f"{type(err).__name__}: {text} (rerun with -v for the traceback)"
+
+
+def reader_gone(err: BaseException) -> bool:
+    """Whether ``err`` is a write to standard output or error after the reader of that pipe went away
+    (``audiotune recipes | head -1``): the command then stops quietly, as other command-line tools do, rather
+    than reporting an error nobody reads. A broken pipe elsewhere (a data worker, a socket) stays an error."""
+    if not isinstance(err, BrokenPipeError):
+        return False
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            descriptor = stream.fileno()
+        except (AttributeError, OSError, ValueError):  # replaced by a buffer (tests) or closed
+            continue
+        poller = select.poll()
+        poller.register(descriptor, select.POLLOUT)
+        if any(events & select.POLLERR for _, events in poller.poll(0)):  # a pipe with no reader left
+            return True
+    return False
+
+
+def silence_standard_streams() -> None:
+    """Point standard output and error at the null device, so that nothing more (not even the interpreter's last
+    flush at exit) writes to a pipe whose reader has gone."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            os.dup2(null, stream.fileno())
+    os.close(null)
 
 
 def summary(metrics: dict) -> dict:
