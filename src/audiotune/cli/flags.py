@@ -46,9 +46,11 @@ SEED_SWITCHES = {"fbank": ("features", "features", "fbank", "mfcc")}
 
 
 def spellings(name: str, extra: tuple[str, ...] = ()) -> list[str]:
-    """``--x_y`` and ``--x-y``, after the extra (seed) spellings."""
+    """The short extra spellings (``-lr``), ``--x_y`` and ``--x-y``, then the other extra (seed) spellings: help
+    and usage name an option by its own name, with the seeds' (``--max_epochs``, ``--nworkers``) as aliases."""
     flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
-    return list(extra) + flags
+    short = [flag for flag in extra if not flag.startswith("--")]
+    return short + flags + [flag for flag in extra if flag.startswith("--")]
 
 
 def add_path(parser: Any, *flags: str, role: Role, help: str = "", **kwargs: Any) -> argparse.Action:
