@@ -188,7 +188,8 @@ def test_train_and_pretrain_refuse_a_config_files_option_that_does_nothing_there
         path = tmp_path / f"config{index}.yaml"
         path.write_text(yaml.safe_dump({"model": model}))
         out = tmp_path / f"run{index}"
-        assert main([command, "--config", str(path), *data, "-o", str(out)]) == 2
+        given = data if command != "pretrain" else data[:4]  # pretraining takes no label file
+        assert main([command, "--config", str(path), *given, "-o", str(out)]) == 2
         assert message in capsys.readouterr().err
         assert not out.exists()
     # trained, the encoder masks: the same file with --freeze false passes the check (no epoch is run here)

@@ -77,7 +77,7 @@ def test_ser_tapt_checkpoint_becomes_an_encoder_folder_with_its_quantizer(tmp_pa
         sf.write(tmp_path / "audio" / f"{index}.wav", tone(300 + 100 * index, 0.5, 16000, seed=index), 16000)
     assert main(["pretrain", "--model", "hf", "-c", str(tmp_path / "enc"), "--objective", "tapt", "-d",
                  str(tmp_path / "audio"), "-o", str(tmp_path / "tapt"), "--training_steps", "1", "-bs", "2",
-                 "--clip_length", "0", "--val_size", "0"]) == 0  # TAPT continues from the seed's quantizer
+                 "--clip_length", "0"]) == 0  # TAPT continues from the seed's quantizer
 
 
 @pytest.mark.slow

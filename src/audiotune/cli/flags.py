@@ -204,19 +204,38 @@ def others_at_defaults(config: RunConfig, args: argparse.Namespace,
     either. Returns ``--name value`` of those whose value changed."""
     own = vars(args).get(CONFIG_DEFAULTS) or {}
     changed = inactive_at_defaults(config, own, vars(args).get(CONFIG_STAGES, CLASSIFIER_STAGES), vars(args))
+    for key, shown, default in _others_set(config, args, sections):
+        changed.append(shown)
+        _set(config, key, default)
+    return changed
+
+
+def refuse_other_values(config: RunConfig, args: argparse.Namespace, sections: tuple[str, ...], why: str) -> None:
+    """A ``--config`` file's value of an option that ``sections`` does not declare is an error saying ``why``, for a
+    command that trains (as its flag is): the run would record an option that did nothing."""
+    found = [shown for _, shown, _ in _others_set(config, args, sections)]
+    if found:
+        raise ValueError(f"--config {args.config}: {', '.join(found)}: {why}")
+
+
+def _others_set(config: RunConfig, args: argparse.Namespace,
+                sections: tuple[str, ...]) -> list[tuple[str, str, Any]]:
+    """``(section.name, "--name value", default)`` of each option that ``sections`` does not declare and that
+    ``config`` holds away from its default (the command's own, then the option's)."""
     defaults = RunConfig()
-    for key, value in own.items():
+    for key, value in (vars(args).get(CONFIG_DEFAULTS) or {}).items():
         _set(defaults, key, value)
     taken = set(declared_options(sections))
+    found = []
     for key in declared_options():
         if key in taken:
             continue
         section, name = key.split(".")
         value, default = getattr(getattr(config, section), name), getattr(getattr(defaults, section), name)
         if value != default:
-            changed.append(f"--{name} {' '.join(map(str, value)) if isinstance(value, list) else value}")
-            setattr(getattr(config, section), name, default)
-    return changed
+            found.append((key, f"--{name} {' '.join(map(str, value)) if isinstance(value, list) else value}",
+                          default))
+    return found
 
 
 def _add_backbone_flags(parser: argparse.ArgumentParser, model: str | None, stages: frozenset[Stage],

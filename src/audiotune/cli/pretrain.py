@@ -7,15 +7,36 @@ import sys
 
 from audiotune import storage
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_config_flags, config_from_args
+from audiotune.cli.flags import add_config_flags, config_from_args, refuse_other_options, refuse_other_values
 from audiotune.cli.show import quiet_lightning
 from audiotune.config import PRETRAINING
 
+# The options pretraining reads: the audio as the encoder reads it (augmented while training), the encoder, its
+# optimisation and batches, and where it runs. The rest belongs to labels and heads (label file, classifier,
+# losses, class weights and balance, target scaling), to choosing and stopping by a labelled metric (monitor,
+# patience, EMA weights, BatchNorm adaptation), to frozen-encoder caching and to the HTML report; pretraining keeps
+# the epoch of the lowest validation loss, validating on val.csv, else on --val_share (default 10 %) of the rows.
+PRETRAIN_OPTIONS = (
+    "data.prefix", "data.study", "data.data_split_root", "data.seed", "data.na_values", "data.on_error",
+    "data.mixup",
+    "audio", "features", "augment", "model",
+    "train.epochs", "train.batch_size", "train.learning_rate", "train.optim", "train.weight_decay", "train.scheduler",
+    "train.max_lr", "train.grad_clip", "train.accumulate_grad_batches", "train.warmup_steps", "train.training_steps",
+    "train.bucket_sampler", "train.num_buckets", "train.dynamic_batch", "train.max_seconds", "train.group_batches",
+    "train.val_share", "train.save_top_k", "train.resume", "train.overwrite", "train.allow_changes", "train.debug",
+    "runtime.num_workers", "runtime.features_on", "runtime.precision", "runtime.accelerator", "runtime.devices",
+    "runtime.strategy", "runtime.num_nodes", "runtime.audio_cache", "runtime.audio_cache_gb", "runtime.logger",
+)
+NOT_PRETRAINING = ("not an option of pretrain, which trains the encoder on its self-supervised objective without "
+                   "labels or heads and keeps the epoch of the lowest validation loss (its options: audiotune "
+                   "pretrain --help)")
+
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
-    add_config_flags(parser, model=model or "ssast",
+    add_config_flags(parser, PRETRAIN_OPTIONS, model=model or "ssast",
                      defaults={"model.model": "ssast", "options.task": "pretrain_joint"}, stages=PRETRAINING,
                      why="pretrain trains the encoder on its self-supervised objective")
+    refuse_other_options(parser, PRETRAIN_OPTIONS, NOT_PRETRAINING)
     parser.add_argument("--unlabelled_dir", dest="data.data_split_root", default=argparse.SUPPRESS,
                         help="a folder of audio files to pretrain on (same as -d FOLDER)")
 
@@ -25,6 +46,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
     quiet_lightning(args.verbose)
     config = config_from_args(args)
+    refuse_other_values(config, args, PRETRAIN_OPTIONS, NOT_PRETRAINING)
     metrics = pretrain(config)
     if not metrics:
         return  # another process of a multi-process (DDP) run: rank 0 reports

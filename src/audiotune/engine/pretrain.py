@@ -35,7 +35,7 @@ from audiotune.engine.distributed import (
     unused_parameter_hint,
 )
 from audiotune.engine.inference import features_on_device, inference_device
-from audiotune.engine.module import DeviceFeatures, optimizers
+from audiotune.engine.module import DeviceFeatures, optimizers, trains
 from audiotune.engine.trainer import build_trainer
 from audiotune.launch import launched_rank_zero
 from audiotune.models.backbones import SupportsPretraining, build_backbone, input_spec, refuse_inactive, resolve_config
@@ -166,6 +166,9 @@ def pretrain(config: RunConfig) -> dict:
     """
     check_config(config)
     check_sampler_options(config)
+    if not trains(config.train):
+        raise ValueError("--epochs 0: pretraining needs at least one epoch (or --training_steps N); nothing to "
+                         "pretrain")
     trainer_devices(config.runtime)  # a strategy audiotune cannot run is an error before anything is read
     inference_device(config)  # so is a missing accelerator, or a precision it cannot run
     with own_run_dir(config.exp_dir, resume=config.train.resume, overwrite=config.train.overwrite,
