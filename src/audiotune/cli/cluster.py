@@ -5,18 +5,37 @@ import argparse
 from pathlib import Path
 
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_config_flags, add_path, config_from_args, others_at_defaults
-from audiotune.cli.stages import say_left_at_defaults
+from audiotune.cli.flags import (
+    add_config_flags,
+    add_path,
+    config_from_args,
+    others_at_defaults,
+    refuse_other_options,
+)
+from audiotune.cli.stages import refuse_encoder_flags, say_left_at_defaults
 from audiotune.cli.values import FlatCounts, cluster_counts
 from audiotune.config import ENCODING
 from audiotune.engine.cluster import FIT_ON
 from audiotune.storage import Role, final_path
 
+# The options cluster reads: the table, the encoder read without a run (-c CHECKPOINT --model NAME) and its input
+# (whole clips: no crop), the hidden state, the batch, and where it runs (one device). With --run the run's own
+# encoder and input are read instead.
+CLUSTER_OPTIONS = (
+    "data.prefix", "data.study", "data.data_split_root", "data.seed", "data.na_values", "data.on_error",
+    "model.model", "model.checkpoint", "audio.resample_rate", "audio.channel_mode", "audio.channel_select",
+    "features", "classifier.layer", "train.batch_size",
+    "runtime.num_workers", "runtime.features_on", "runtime.precision", "runtime.accelerator", "runtime.devices",
+    "runtime.cache_dir", "runtime.audio_cache", "runtime.audio_cache_gb",
+)
+
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
-    add_config_flags(parser, ("data", "audio", "features", "model", "classifier.layer", "train.batch_size", "runtime"),
-                     model=model or "hf", writes_run=False, defaults={"model.model": "hf"}, stages=ENCODING,
-                     why="cluster reads the frames of a frozen encoder")
+    add_config_flags(parser, CLUSTER_OPTIONS, model=model or "hf", writes_run=False, defaults={"model.model": "hf"},
+                     stages=ENCODING, why="cluster reads the frames of a frozen encoder")
+    refuse_other_options(parser, CLUSTER_OPTIONS, "not an option of cluster, which labels every frame of whole "
+                                                  "clips with a frozen encoder on one device (its options: "
+                                                  "audiotune cluster --help)")
     add_path(parser, "--run", role=Role.RUN, help="trained run directory whose (fine-tuned) encoder makes the frames "
                                                   "(default: the -c encoder as loaded)")
     add_path(parser, "--out", role=Role.OUTPUT_FILE, required=True, help="parquet file of frame labels")
@@ -40,8 +59,10 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from audiotune.engine.cluster import ClusterOptions, cluster, fit_rows_path, stats_path
 
+    if args.run:
+        refuse_encoder_flags(args)
     config = config_from_args(args)
-    say_left_at_defaults("cluster", args.config, others_at_defaults(config, args))
+    say_left_at_defaults("cluster", args.config, others_at_defaults(config, args, CLUSTER_OPTIONS))
     wanted = ClusterOptions(args.num_clusters, config.classifier.layer, args.sample_ratio, args.max_frames,
                             args.niter, config.data.seed, args.fit_on)
     result = cluster(config, wanted, args.out, args.run)

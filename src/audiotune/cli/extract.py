@@ -16,15 +16,10 @@ from audiotune.cli.flags import (
     scoring_data,
     spellings,
 )
-from audiotune.cli.stages import say_left_at_defaults
+from audiotune.cli.stages import ENCODER_OPTIONS, refuse_encoder_flags, say_left_at_defaults
 from audiotune.config import ENCODING
 from audiotune.outputs import embeddings_file
 from audiotune.storage import Role, final_path
-
-# the options that describe a pretrained encoder read without a run (a run reads its own config); the rest of the
-# model section is about training
-ENCODER_SECTIONS = ("model.model", "model.checkpoint", "audio", "features")
-ENCODER_SEED_SPELLINGS = ("config", "fbank", "mono", "reduce")
 
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
@@ -39,9 +34,9 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     parser.add_argument(*spellings("pooling_mode", ("-pm",)), dest="pooling_mode",
                         help="mean, sum or max over the frames; cls or avgtok: the mean of SSAST's cls token(s) or "
                              "patch tokens (pt embeddings; the seed's --task ft_cls / ft_avgtok, also accepted)")
-    add_config_flags(parser, ENCODER_SECTIONS, model=model, writes_run=False, stages=ENCODING,
+    add_config_flags(parser, ENCODER_OPTIONS, model=model, writes_run=False, stages=ENCODING,
                      why="extract runs the encoder as it is")
-    refuse_other_options(parser, ENCODER_SECTIONS, "not an option of extract, which runs the encoder as it is (an "
+    refuse_other_options(parser, ENCODER_OPTIONS, "not an option of extract, which runs the encoder as it is (an "
                                                    "encoder without a run: -c CHECKPOINT --model NAME and its input "
                                                    "options)")
 
@@ -54,15 +49,6 @@ def default_outputs(args: argparse.Namespace) -> None:
     if args.out is None and args.run is None:
         raise ValueError("--out: give the parquet file to write (there is no --run to write it into)")
     args.out = args.out or storage.join(args.run, embeddings_file(args.embedding_type))
-
-
-def _encoder_flags(args: argparse.Namespace) -> list[str]:
-    """The encoder options given on the command line, as flags."""
-    given = vars(args)
-    named = {entry.partition(".")[0] for entry in ENCODER_SECTIONS}
-    sections = [key for key in given if key.partition(".")[0] in (*named, "options")]
-    seeds = [key for key in ENCODER_SEED_SPELLINGS if given.get(key) is not None]
-    return [f"--{key.partition('.')[2] or key}" for key in (*sections, *seeds)]
 
 
 def _seed_task_pooling(args: argparse.Namespace) -> None:
@@ -85,9 +71,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     encoder = None
     if args.run is not None:
         _seed_task_pooling(args)
-        if _encoder_flags(args):
-            raise ValueError(f"{', '.join(_encoder_flags(args))}: options of a pretrained encoder read without a "
-                             "run (-c CHECKPOINT --model NAME); --run reads the run's own config")
+        refuse_encoder_flags(args)
     else:
         if "model.model" not in vars(args) and not args.config:
             raise ValueError("extract without --run: name the pretrained encoder with -c CHECKPOINT --model NAME")

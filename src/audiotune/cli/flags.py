@@ -30,6 +30,7 @@ from audiotune.config import (
     describe_range,
     read_config_file,
     resolve_recipe,
+    takes,
 )
 from audiotune.config.options import default_of, literal_words
 from audiotune.config.sections import PRECISIONS
@@ -156,12 +157,16 @@ def add_section_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...]
     """The options of ``sections`` as flags, one argument group per section (shown in full by ``--help`` for the
     sections in FULL_HELP_SECTIONS, by flag name for the others); a ``section.name`` entry adds that one option.
     Each lands in the namespace as ``section.name`` (only when given on the command line). An option that acts in
-    none of ``stages`` (the stages the command runs) is refused, saying where it acts."""
+    none of ``stages`` (the stages the command runs) is refused, saying where it acts, and so is an augmentation
+    where the command trains nothing on clips (``stages`` without fine-tuning or pretraining)."""
     hints = {section: typing.get_type_hints(cls) for section, cls in SECTIONS.items()}
     for key, spec in _declared_fields(sections):
-        if not acts_of(spec) & stages:
+        if not takes(spec, stages):
+            refusal = stage_refusal(spec, why) if not acts_of(spec) & stages else \
+                f"an augmentation: acts only on the clips a model trains on; {why}" if why else \
+                "an augmentation: acts only on the clips a model trains on"
             parser.add_argument(*spellings(spec.name, spec.metadata.get("flags", ())), action=Refused,
-                                replacement=stage_refusal(spec, why))
+                                replacement=refusal)
             continue
         section = key.partition(".")[0]
         group = shared_group(parser, section, summarised=section not in FULL_HELP_SECTIONS)
@@ -225,7 +230,8 @@ def _others_set(config: RunConfig, args: argparse.Namespace,
     defaults = RunConfig()
     for key, value in (vars(args).get(CONFIG_DEFAULTS) or {}).items():
         _set(defaults, key, value)
-    taken = set(declared_options(sections))
+    stages = vars(args).get(CONFIG_STAGES, CLASSIFIER_STAGES)
+    taken = {key for key, spec in _declared_fields(sections) if takes(spec, stages)}
     found = []
     for key in declared_options():
         if key in taken:

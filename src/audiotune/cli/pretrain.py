@@ -16,6 +16,7 @@ from audiotune.config import PRETRAINING
 # losses, class weights and balance, target scaling), to choosing and stopping by a labelled metric (monitor,
 # patience, EMA weights, BatchNorm adaptation), to frozen-encoder caching and to the HTML report; pretraining keeps
 # the epoch of the lowest validation loss, validating on val.csv, else on --val_share (default 10 %) of the rows.
+# (--cache_dir stays: the audio store lives there too.)
 PRETRAIN_OPTIONS = (
     "data.prefix", "data.study", "data.data_split_root", "data.seed", "data.na_values", "data.on_error",
     "data.mixup",
@@ -25,7 +26,8 @@ PRETRAIN_OPTIONS = (
     "train.bucket_sampler", "train.num_buckets", "train.dynamic_batch", "train.max_seconds", "train.group_batches",
     "train.val_share", "train.save_top_k", "train.resume", "train.overwrite", "train.allow_changes", "train.debug",
     "runtime.num_workers", "runtime.features_on", "runtime.precision", "runtime.accelerator", "runtime.devices",
-    "runtime.strategy", "runtime.num_nodes", "runtime.audio_cache", "runtime.audio_cache_gb", "runtime.logger",
+    "runtime.strategy", "runtime.num_nodes", "runtime.cache_dir", "runtime.audio_cache", "runtime.audio_cache_gb",
+    "runtime.logger",
 )
 NOT_PRETRAINING = ("not an option of pretrain, which trains the encoder on its self-supervised objective without "
                    "labels or heads and keeps the epoch of the lowest validation loss (its options: audiotune "

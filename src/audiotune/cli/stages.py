@@ -14,6 +14,23 @@ from typing import Any
 from audiotune.config import RunConfig, Stage, acts_of, default_of, describe_acts
 from audiotune.models import backbones
 
+# The options that describe an encoder read without a run (-c CHECKPOINT --model NAME, its input and the backbone's
+# own options); a run reads its own config, so beside --run they are refused (:func:`refuse_encoder_flags`)
+ENCODER_OPTIONS = ("model.model", "model.checkpoint", "audio", "features")
+ENCODER_SEED_SPELLINGS = ("config", "fbank", "mono", "reduce")
+
+
+def refuse_encoder_flags(args: argparse.Namespace) -> None:
+    """Beside ``--run``, a flag of an encoder read without a run would do nothing: an error naming them."""
+    given = vars(args)
+    named = {entry.partition(".")[0] for entry in ENCODER_OPTIONS}
+    keys = [key for key in given if key.partition(".")[0] in (*named, "options")]
+    seeds = [key for key in ENCODER_SEED_SPELLINGS if given.get(key) is not None]
+    flags = [f"--{key.partition('.')[2] or key}" for key in (*keys, *seeds)]
+    if flags:
+        raise ValueError(f"{', '.join(flags)}: options of a pretrained encoder read without a run (-c CHECKPOINT "
+                         "--model NAME); --run reads the run's own config")
+
 
 def owners() -> dict[str, list[str]]:
     """Each backbone option's name and the backbones that declare it."""

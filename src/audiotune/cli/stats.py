@@ -7,14 +7,36 @@ import sys
 from pathlib import Path
 
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_config_flags, add_path, config_from_args
+from audiotune.cli.flags import (
+    add_config_flags,
+    add_path,
+    config_from_args,
+    others_at_defaults,
+    refuse_other_options,
+)
+from audiotune.cli.stages import say_left_at_defaults
+from audiotune.config import ENCODING
 from audiotune.outputs import check_output_path, write_csv, write_json
 from audiotune.storage import Role
 
+# The options stats reads: the table, the input a model of --model reads as it scores (its normalisation is what is
+# measured, so --dataset_mean/--dataset_std are not), and the device that sums the features. The clips are read
+# one by one in this process, each once.
+STATS_OPTIONS = (
+    "data.prefix", "data.study", "data.data_split_root", "data.na_values", "data.on_error",
+    "audio", "features.features", "features.waveform_norm", "features.num_mel_bins", "features.target_length",
+    "features.n_mfcc", "features.n_fft", "features.n_mels", "features.utterance_norm", "features.pad",
+    "model.model", "model.checkpoint",
+    "runtime.accelerator", "runtime.devices", "runtime.cache_dir", "runtime.audio_cache", "runtime.audio_cache_gb",
+)
+
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
-    add_config_flags(parser, ("data", "audio", "features", "model", "runtime"), model=model, writes_run=False,
-                     backbone_flags=False)
+    add_config_flags(parser, STATS_OPTIONS, model=model, writes_run=False, backbone_flags=False, stages=ENCODING,
+                     why="stats reads clips as they are scored")
+    refuse_other_options(parser, STATS_OPTIONS, "not an option of stats, which measures the features of a split's "
+                                                "clips as a model of --model reads them when it scores (its "
+                                                "options: audiotune stats --help)")
     parser.add_argument("--split", default="train")
     add_path(parser, "--out", role=Role.OUTPUT_FILE, help="also write the result as JSON here")
 
@@ -23,7 +45,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from audiotune.engine.extract import feature_stats, skipped_list_path
     from audiotune.models.backbones import resolve_config
 
-    config = resolve_config(config_from_args(args))
+    config = config_from_args(args)
+    say_left_at_defaults("stats", args.config, others_at_defaults(config, args, STATS_OPTIONS))
+    config = resolve_config(config)
     if args.out:
         check_output_path(args.out)
     result, skipped = feature_stats(config, config.data.data_split_root, args.split)

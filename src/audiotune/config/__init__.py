@@ -48,6 +48,7 @@ from audiotune.config.options import (
     inactive_options,
     option,
     range_problems,
+    takes,
 )
 from audiotune.config.recipes import recipe_description, recipe_names, recipe_root, resolve_recipe
 from audiotune.config.retired import BARE, RETIRED_FLAGS, RETIRED_IN_COMMAND, RETIRED_VALUES
@@ -72,7 +73,7 @@ __all__ = [
     "AT_LEAST_0", "AT_LEAST_1", "AUGMENT_GATES", "AUGMENT_LATE_GATES", "AUGMENT_PROBABILITIES", "BARE",
     "CLASSIFIER_STAGES", "CONFIG_VERSION", "CUT_MAX_LIMIT", "ENCODING", "EVERYWHERE", "FINE_TUNING", "HEAD_KINDS",
     "INF", "INPUT_RESOLVED_VERSION", "PRETRAINING", "PROBABILITY", "RETIRED_FLAGS", "WHILE_TRAINING", "Stage",
-    "acts_of", "default_of", "describe_acts", "inactive_options",
+    "acts_of", "default_of", "describe_acts", "inactive_options", "takes",
     "RETIRED_IN_COMMAND", "RETIRED_VALUES",
     "SECTIONS", "SPEED_LIMITS", "SPEED_RANGE", "AudioConfig", "AugmentConfig", "ClassifierConfig", "DataConfig",
     "FeatureConfig", "HeadSpec", "ModelConfig", "RunConfig", "RuntimeConfig", "TrainConfig", "check_config",

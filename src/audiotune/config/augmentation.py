@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 from audiotune.config.options import option
@@ -12,6 +13,7 @@ AUGMENT_PROBABILITIES = (*AUGMENT_GATES, *AUGMENT_LATE_GATES)
 SPEED_RANGE = (0.6, 1.3)  # the seed's
 SPEED_LIMITS = (0.25, 4.0)  # what --speed_range accepts
 CUT_MAX_LIMIT = 1.0  # what --cut_max accepts, in seconds
+augmentation = functools.partial(option, training_only=True)  # every option of this section changes training clips
 
 
 @dataclass
@@ -47,21 +49,22 @@ class AugmentConfig:
     cut_max: the longest cut at each end, in seconds (0 < cut_max <= 1).
     """
 
-    tshift: float = option(0.0, "probability of a random time shift (up to ±0.5 s)")
-    speed: float = option(0.0, "probability of a speed change (rate from U(--speed_range))")
-    gauss: float = option(0.0, "probability of added Gaussian noise")
-    pshift: float = option(0.0, "probability of a pitch shift of up to ±pshiftn semitones")
-    pshiftn: float = option(2.0, "largest pitch shift in semitones")
-    gain: float = option(0.0, "probability of a gain change (±12 dB)")
-    stretch: float = option(0.0, "probability of a time stretch (rate 0.5–1.5)")
-    eq: float = option(0.0, "probability of a random equalisation: high-pass at 40–600 Hz, two peaking bands of ±10 dB")
-    speed_range: list[float] = option(list(SPEED_RANGE), "lowest and highest speed rate (default 0.6 1.3, the seed's; "
-                                                         "ASR speed perturbation: 0.9 1.1)")
-    speed_crop: bool = option(True, "fit a speed-changed clip back to its original length (the seed's way); False "
-                                    "keeps its new length, so no onset or ending of a trimmed word is cut")
-    cut_edges: float = option(0.0, "probability of cutting up to --cut_max seconds from each end of the clip (a lost "
-                                   "onset or ending)")
-    cut_max: float = option(0.05, "longest cut at each end by --cut_edges, in seconds (default 0.05)")
+    tshift: float = augmentation(0.0, "probability of a random time shift (up to ±0.5 s)")
+    speed: float = augmentation(0.0, "probability of a speed change (rate from U(--speed_range))")
+    gauss: float = augmentation(0.0, "probability of added Gaussian noise")
+    pshift: float = augmentation(0.0, "probability of a pitch shift of up to ±pshiftn semitones")
+    pshiftn: float = augmentation(2.0, "largest pitch shift in semitones")
+    gain: float = augmentation(0.0, "probability of a gain change (±12 dB)")
+    stretch: float = augmentation(0.0, "probability of a time stretch (rate 0.5–1.5)")
+    eq: float = augmentation(0.0, "probability of a random equalisation: high-pass at 40–600 Hz, two peaking bands "
+                                  "of ±10 dB")
+    speed_range: list[float] = augmentation(list(SPEED_RANGE), "lowest and highest speed rate (default 0.6 1.3, the "
+                                                               "seed's; ASR speed perturbation: 0.9 1.1)")
+    speed_crop: bool = augmentation(True, "fit a speed-changed clip back to its original length (the seed's way); "
+                                          "False keeps its new length, so no onset or ending of a trimmed word is cut")
+    cut_edges: float = augmentation(0.0, "probability of cutting up to --cut_max seconds from each end of the clip (a "
+                                         "lost onset or ending)")
+    cut_max: float = augmentation(0.05, "longest cut at each end by --cut_edges, in seconds (default 0.05)")
 
     def __post_init__(self) -> None:
         for name in AUGMENT_PROBABILITIES:

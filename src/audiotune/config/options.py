@@ -45,15 +45,17 @@ _ACTS_TEXT = {
 
 def option(default: Any, help: str, flags: tuple[str, ...] = (), choices: tuple[Any, ...] | None = None,
            cli: bool = True, valid: tuple[float, float, bool, bool] | None = None, role: Role | None = None,
-           action: bool = False, acts: frozenset[Stage] | dict[Any, frozenset[Stage]] = EVERYWHERE) -> Any:
+           action: bool = False, acts: frozenset[Stage] | dict[Any, frozenset[Stage]] = EVERYWHERE,
+           training_only: bool = False) -> Any:
     """A config field with its command-line help, extra flag spellings, allowed values, valid range and the role
     of a path (how a remote one is read or written). An ``action`` (resume, overwrite) is what one command does,
     not a property of the run: a run's saved config holds its default, so reusing that config repeats nothing.
     ``acts``: the stages in which the option changes anything (:class:`Stage`), or those of each of its values
     (``{choice: stages}``, for an option whose values belong to different stages); a command that runs in none of
-    them neither shows nor takes it."""
+    them neither shows nor takes it. ``training_only``: an augmentation, which changes only the clips a model
+    trains on (train, cv, sweep, pretrain): a command that trains nothing on clips neither shows nor takes it."""
     meta = {"help": help, "flags": flags, "choices": choices, "cli": cli, "valid": valid, "role": role,
-            "action": action, "acts": acts}
+            "action": action, "acts": acts, "training_only": training_only}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -68,6 +70,14 @@ def acts_of(spec: dataclasses.Field, value: Any = dataclasses.MISSING) -> frozen
     if value is dataclasses.MISSING:
         return frozenset().union(*acts.values())
     return acts.get(value, EVERYWHERE)
+
+
+def takes(spec: dataclasses.Field, stages: frozenset[Stage]) -> bool:
+    """Whether a command that runs ``stages`` takes option ``spec``: it acts in one of them and, for an
+    augmentation, the command trains on clips (fine-tuning or pretraining; a frozen encoder's heads in train too)."""
+    if spec.metadata.get("training_only") and not stages & WHILE_TRAINING:
+        return False
+    return bool(acts_of(spec) & stages)
 
 
 def describe_acts(stages: frozenset[Stage]) -> str:

@@ -62,7 +62,7 @@ class DataConfig:
     allow_overlap: bool = option(False, "let validation/test share subjects or uids with train: the training rows "
                                         f"they share are left out and listed in {DROPPED_FILE} (default: an error)")
     mixup: float = option(0.0, "probability of mixing a training clip with another (Beta(10,10), targets mixed)",
-                          valid=PROBABILITY)
+                          valid=PROBABILITY, training_only=True)
     train_fraction: float = option(1.0, "train on this share of the training split: round(share x n) rows of each "
                                         "class of the first categorical head, drawn with --seed (the shares of one "
                                         "seed are nested, for learning curves); the rest is listed in "
@@ -118,15 +118,16 @@ class FeatureConfig:
     dataset_std: float | None = option(None, "feature std for (x - mean) / (2 std); 0 is an error",
                                        valid=(0, INF, False, False))
     freqm: int | None = option(None, "SpecAugment: max frequency mask width (train only; default 8 for ECAPA-TDNN, "
-                                     "0 otherwise)", valid=AT_LEAST_0)
+                                     "0 otherwise)", valid=AT_LEAST_0, training_only=True)
     timem: int | None = option(None, "SpecAugment: max time mask width in frames (train only; default 10 for "
-                                     "ECAPA-TDNN, 0 otherwise)", valid=AT_LEAST_0)
-    noise: bool = option(False, "add the SSAST spectrogram noise and time roll (train only)")
+                                     "ECAPA-TDNN, 0 otherwise)", valid=AT_LEAST_0, training_only=True)
+    noise: bool = option(False, "add the SSAST spectrogram noise and time roll (train only)", training_only=True)
     vtlp: float = option(0.0, "vocal tract length perturbation (fbank, train only): probability of warping a clip's "
                               "frequency axis by a factor from --vtlp_range (the spectrum's peaks moved as by a "
-                              "shorter or longer vocal tract; duration kept)", valid=PROBABILITY)
+                              "shorter or longer vocal tract; duration kept)", valid=PROBABILITY,
+                              training_only=True)
     vtlp_range: list[float] = option([0.9, 1.1], "VTLP warp factors: LOW HIGH (drawn uniformly)",
-                                     valid=(0.5, 2, True, True))
+                                     valid=(0.5, 2, True, True), training_only=True)
 
 
 @dataclass
@@ -280,7 +281,8 @@ class RuntimeConfig:
     num_nodes: int = option(1, "machines of a multi-node DDP run (each runs --devices processes)", valid=AT_LEAST_1)
     cache: bool = option(True, "with a frozen backbone and no waveform augmentation, encode each clip once and "
                                "train the heads from cached pooled hidden states")
-    cache_dir: str = option("", "feature cache folder (default $AUDIOTUNE_CACHE or ~/.cache/audiotune)",
+    cache_dir: str = option("", "folder of the feature cache and the audio store (default $AUDIOTUNE_CACHE or "
+                                "~/.cache/audiotune)",
                             role=Role.CACHE)
     audio_cache: bool | Literal["auto"] = option(
         "auto", "store each row's decoded, resampled, channel-mapped audio once (under the cache folder) and read it "
