@@ -7,7 +7,7 @@ import math
 
 import pandas as pd
 
-from audiotune import storage, vertex
+from audiotune import storage, vertex, vertex_results
 from audiotune.cli.command import Command
 from audiotune.cli.flags import add_path, config_from_args, path_roles
 from audiotune.config import check_config
@@ -53,7 +53,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
 def _results(args: argparse.Namespace) -> None:
     from audiotune.storage import final_path
 
-    table, objective, goal = vertex.collect_trials(args.job, args.out)
+    table, objective, goal = vertex_results.collect_trials(args.job, args.out)
     states = table["state"].value_counts()
     print(f"{final_path(args.out)}: {len(table)} trials (" + ", ".join(f"{n} {s.lower()}" for s, n in states.items())
           + f"), best first by {objective} ({goal.lower()})")
