@@ -133,3 +133,30 @@ def test_a_tuning_job_needs_a_place_per_trial_and_values_in_range(tmp_path: Path
     assert "parameter 'batch_size' = -4: invalid option(s): --batch_size -4: must be in [1, inf)" in \
         capsys.readouterr().err
     assert not out.exists()
+
+
+def test_options_a_trial_would_refuse_stop_the_spec(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """An option acting where train never runs, or not where --freeze puts the encoder, fails before the job: in its
+    command, or reached by the space's values alone or two together."""
+    out = tmp_path / "spec.json"
+    job = ["vertex", "job", "--name", "t", "--image", "img", "--out", str(out), "--", *VERTEX_COMMAND]
+    assert main([*job, "--model", "ssast", "--task", "pretrain_joint"]) == 2  # the last --model counts
+    assert capsys.readouterr().err.rstrip().endswith("--task pretrain_joint: acts only in audiotune pretrain")
+    assert main([*job, "--freeze", "true", "--mask_time_prob", "0.1"]) == 2
+    assert "--mask_time_prob 0.1: acts only while the encoder trains; the encoder is frozen" in capsys.readouterr().err
+    space = tmp_path / "space.yaml"
+    tune = ["vertex", "tune", "--name", "t", "--image", "img", "--space", str(space), "--out", str(out), "--",
+            *VERTEX_COMMAND]
+    space.write_text("metric: val_uar\nparameters: {task: {type: categorical, values: [ft_cls, pretrain_mpc]}}\n")
+    assert main([*tune, "--model", "ssast"]) == 2
+    assert f"{space}: parameter 'task' = pretrain_mpc: --task pretrain_mpc: acts only in audiotune pretrain" in \
+        capsys.readouterr().err
+    space.write_text("metric: val_uar\nparameters: {freeze: {type: categorical, values: [false, true]}, "
+                     "mask_time_prob: {type: double, min: 0.1, max: 0.2}}\n")
+    assert main(tune) == 2
+    assert f"{space}: parameter 'freeze' = True with parameter 'mask_time_prob' = 0.1: --mask_time_prob 0.1: acts " \
+           "only while the encoder trains" in capsys.readouterr().err
+    assert not out.exists()
+    space.write_text("metric: val_uar\nparameters: {mask_time_prob: {type: double, min: 0.1, max: 0.2}}\n")
+    assert main([*tune, "--freeze", "false"]) == 0  # a trained encoder masks
+

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,13 +152,29 @@ def read_space(path: str | Path) -> dict[str, Any]:
     return {"metric": space["metric"], "goal": goal, "algorithm": algorithm, "parameters": parameters}
 
 
-def edge_values(parameter: dict[str, Any]) -> list[str]:
-    """The values of a parameter that decide whether every trial's command line is valid, as the command line
-    receives them: a range's ends, every listed value (checked before submitting, or before the first trial)."""
+def _edges(parameter: dict[str, Any]) -> list[str]:
+    """A parameter's values as the command line receives them that stand for all it takes: a range's ends, every
+    listed value."""
     for key in ("doubleValueSpec", "integerValueSpec"):
         if key in parameter:
             return [str(parameter[key]["minValue"]), str(parameter[key]["maxValue"])]
     return [str(v) for v in (parameter.get("discreteValueSpec") or parameter["categoricalValueSpec"])["values"]]
+
+
+def check_space(space: dict[str, Any], source: str, check: Callable[[list[str]], Any]) -> None:
+    """Check, before any trial, that every trial's command line is valid: ``check(["--NAME=VALUE", ...])`` (an
+    error: a VertexError or ValueError) of each parameter's edge values alone, then of every two parameters' together
+    (an option may act only where another puts the encoder, as --freeze does); the first refused is a VertexError
+    naming the parameter(s), value(s) and why."""
+    edges = {parameter["parameterId"]: _edges(parameter) for parameter in space["parameters"]}
+    settings = [{name: value} for name, values in edges.items() for value in values]
+    settings += [{a: x, b: y} for a, b in itertools.combinations(edges, 2) for x in edges[a] for y in edges[b]]
+    for setting in settings:
+        try:
+            check([f"--{name}={value}" for name, value in setting.items()])
+        except ValueError as err:
+            named = " with ".join(f"parameter {name!r} = {value}" for name, value in setting.items())
+            raise VertexError(f"{source}: {named}: {str(err).rpartition('error: ')[2]}") from None
 
 
 def tuning_job(name: str, command: list[str], machine: Machine, space: dict[str, Any], trials: int,
@@ -280,13 +298,7 @@ def run_command(args: Any, parse: Any, outputs: Any) -> dict[str, Any]:
         space = read_space(args.space)
         if command[0] != "train":
             raise VertexError("a tuning job runs `train` (the command reports the metric)")
-        for parameter in space["parameters"]:
-            for value in edge_values(parameter):
-                try:
-                    check_command([*command, f"--{parameter['parameterId']}={value}"], parse)
-                except (VertexError, ValueError) as err:
-                    raise VertexError(f"{args.space}: parameter {parameter['parameterId']!r} = {value}: "
-                                      f"{str(err).rpartition('error: ')[2]}") from None
+        check_space(space, args.space, lambda flags: check_command([*command, *flags], parse))
         spec = tuning_job(args.name, command, machine, space, args.trials, args.parallel, args.max_failed)
     write_spec(spec, args.out)
     return spec
