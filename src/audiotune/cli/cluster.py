@@ -5,10 +5,9 @@ import argparse
 from pathlib import Path
 
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_config_flags, add_path, config_from_args, others_at_defaults
-from audiotune.cli.stages import say_left_at_defaults
+from audiotune.cli.flags import add_config_flags, add_path, config_from_args
 from audiotune.cli.values import FlatCounts, cluster_counts
-from audiotune.config import ENCODING
+from audiotune.config import ENCODING, SECTIONS
 from audiotune.engine.cluster import FIT_ON
 from audiotune.storage import Role, final_path
 
@@ -40,8 +39,8 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from audiotune.engine.cluster import ClusterOptions, cluster, fit_rows_path, stats_path
 
-    config = config_from_args(args)
-    say_left_at_defaults("cluster", args.config, others_at_defaults(config, args))
+    # every section's options; a config file's backbone options that act only in training go back to defaults
+    config = config_from_args(args, takes=tuple(SECTIONS))
     wanted = ClusterOptions(args.num_clusters, config.classifier.layer, args.sample_ratio, args.max_frames,
                             args.niter, config.data.seed, args.fit_on)
     result = cluster(config, wanted, args.out, args.run)
