@@ -57,17 +57,17 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     refuse_inactive(resolve_config(copy.deepcopy(base)))  # the flags all trials share, refused as train would
     parse = parser.parse_args
 
-    def configure(params: dict) -> RunConfig:
-        command = ["train", *(f"--{name}={value}" for name, value in params.items())]
-        vertex.check_command(command, parse)  # a value the flag refuses: an error of this trial, not an exit
-        return check_config(apply_flags(copy.deepcopy(base), parse(command)))
+    def trial_config(flags: list[str]) -> RunConfig:
+        vertex.check_command(["train", *flags], parse)  # a value the flag refuses: an error of this trial, not an exit
+        return check_config(apply_flags(copy.deepcopy(base), parse(["train", *flags])))
 
-    def check(flags: list[str]) -> None:  # what a trial's train would refuse before it writes
-        refuse_inactive(resolve_config(configure(dict(flag[2:].split("=", 1) for flag in flags))))
+    def configure(params: dict) -> RunConfig:
+        return trial_config([f"--{name}={value}" for name, value in params.items()])
 
     logging.disable(logging.WARNING)  # the backbone's warnings of the same inputs: said by each trial
     try:  # every parameter is a train flag: a typo, a value out of range or one that acts nowhere in train fails
-        vertex.check_space(space, args.space, check)  # before any trial
+        # before any trial, as the trial's train would refuse it before writing
+        vertex.check_space(space, args.space, lambda flags: refuse_inactive(resolve_config(trial_config(flags))))
     finally:
         logging.disable(logging.NOTSET)
 
