@@ -365,3 +365,23 @@ def non_default_value(backbone: str, spec) -> object:
     if float in (kind, *typing.get_args(kind)):
         return 0.25 if default != 0.25 else 0.5
     return (default or 1) + 1
+
+
+# a Vertex AI tuning job's search space and its trials' command (`audiotune vertex tune`, `vertex results`)
+VERTEX_SPACE = """metric: val_uar
+goal: maximize
+parameters:
+  learning_rate: {type: double, min: 1.0e-5, max: 1.0e-3, scale: log}
+  layer: {type: integer, min: 0, max: 12}
+  clf_bottleneck: {type: discrete, values: [300, 700, 768]}
+  pooling_mode: {type: categorical, values: [mean, max]}
+"""
+VERTEX_COMMAND = ["train", "--model", "hf", "-d", "gs://b/split", "-l", "gs://b/labels.txt", "-o",
+                  "gs://b/runs/{trial}"]
+
+
+def api_message(spec: dict, message) -> object:
+    """A Vertex AI spec as the API's protobuf message: an unknown field or a wrong type is an error here."""
+    from google.protobuf import json_format
+
+    return json_format.ParseDict(spec, message.pb(message()))

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from audiotune.cli import build_parser, config_from_args, parse_bool
+from audiotune.cli import build_parser, config_from_args, main, parse_bool
 from audiotune.config import CONFIG_VERSION, RunConfig, config_to_dict, load_config, recipe_root, save_config
 from audiotune.models.backbones import input_spec, resolve_config
 
@@ -170,3 +170,38 @@ def test_a_config_file_with_another_word_than_auto_is_refused(tmp_path: Path) ->
     path.write_text(yaml.safe_dump({"runtime": {"num_workers": "many"}}))
     with pytest.raises(ValueError, match="num_workers: 'many'"):
         load_config(path)
+
+
+def test_a_config_files_remote_inputs_are_read_only_where_the_command_reads_them(
+        gcs, hf_checkpoints: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A --config file (a run's config.yaml records URLs) may name remote inputs of options a command does not
+    read: probe, extract and cluster leave a pretraining option at its default, extract takes no label file, and
+    train refuses the pretraining option by name; none of them is downloaded (the objects do not exist, so reading
+    one would fail saying so). An input the command reads is still read from the bucket."""
+    from conftest import BUCKET
+
+    gcs.fs().pipe(f"{BUCKET}/labels.txt", b"pitch\n")
+    absent = f"gs://{BUCKET}/absent"
+    checkpoint = str(hf_checkpoints["w2v_layer"])
+    path = tmp_path / "config.yaml"
+
+    def run(argv: list[str], data: dict) -> str:
+        path.write_text(yaml.safe_dump({"data": data, "model": {"model": "hf", "checkpoint": checkpoint,
+                                                                "pseudo_labels": f"{absent}/labels.parquet"}}))
+        assert main([argv[0], "--config", str(path), *argv[1:]]) == 2
+        return capsys.readouterr().err
+
+    labelled = {"label_txt": f"gs://{BUCKET}/labels.txt", "data_split_root": str(tmp_path / "no_split")}
+    for argv in (["probe", "-o", str(tmp_path / "probe")], ["cluster", "--out", str(tmp_path / "k.parquet")],
+                 ["extract", "-d", str(tmp_path / "t.csv"), "--out", str(tmp_path / "e.parquet")]):
+        err = run(argv, labelled)
+        assert f"options {argv[0]} does not take are left at their defaults (not --pseudo_labels {absent}/" in err
+        assert f"{absent}/labels.parquet: not found" not in err, err
+    err = run(["extract", "-d", str(tmp_path / "t.csv"), "--out", str(tmp_path / "e.parquet")],
+              {"label_txt": f"{absent}/labels.txt"})
+    assert f"{absent}/labels.txt: not found" not in err, err
+    err = run(["probe", "-o", str(tmp_path / "probe")], {"label_txt": f"{absent}/labels.txt"})
+    assert f"{absent}/labels.txt: not found" in err  # probe reads its label file
+    err = run(["train", "-d", str(tmp_path / "no_split"), "-o", str(tmp_path / "run")], labelled)
+    assert err.rstrip().endswith(f"--pseudo_labels {absent}/labels.parquet: acts only in audiotune pretrain"), err
+    assert not (tmp_path / "run").exists()

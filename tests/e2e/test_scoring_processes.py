@@ -226,6 +226,7 @@ FAILING = """
 import builtins
 import importlib
 import os
+import signal
 import sys
 import time
 from audiotune.cli import main
@@ -236,9 +237,13 @@ owner = importlib.import_module(module)
 for part in owners:
     owner = getattr(owner, part)
 original = getattr(owner, name)
-error = getattr(builtins, os.environ["FAILING_WITH"])(os.environ["FAILING_MESSAGE"])
+killed = os.environ["FAILING_WITH"].startswith("SIG")  # SIGKILL, SIGTERM: the process is sent that signal
+error = None if killed else getattr(builtins, os.environ["FAILING_WITH"])(os.environ["FAILING_MESSAGE"])
 
 def failing(*args, **kwargs):
+    if killed:
+        os.kill(os.getpid(), getattr(signal, os.environ["FAILING_WITH"]))
+        time.sleep(60)  # a signal Python handles is raised in this sleep
     raise error
 
 def slowed(*args, **kwargs):
@@ -260,6 +265,10 @@ FAILURES = {
     "scoring": ("audiotune.models.classifier:Classifier.forward_batch", "RuntimeError", "out of memory in a batch"),
     "embedding": ("audiotune.models.classifier:Classifier.extract_embedding", "RuntimeError",
                   "out of memory in a batch"),
+    # before the process group exists: the run's config.yaml says how many processes to start
+    "config": ("audiotune.engine.evaluate:run_config", "OSError", "run/config.yaml: connection reset by peer"),
+    "killed": ("audiotune.models.classifier:Classifier.forward_batch", "SIGKILL", ""),  # the system's OOM killer
+    "stopped": ("audiotune.models.classifier:Classifier.forward_batch", "SIGTERM", ""),  # torchrun's agent
 }
 LIMIT_S = 120  # far below the 30 minutes a process waits in a gather for one that never comes
 
@@ -331,3 +340,37 @@ def test_a_process_still_scoring_stops_when_another_fails(uneven: dict, tmp_path
                                   "written: RuntimeError: out of memory in a batch (rerun with -v for the traceback)"]
     assert "evaluate val: done" not in done.stderr and "evaluate test: done" not in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["failing.py"]
+
+
+@pytest.mark.slow  # two failing two-process commands and one that succeeds: about a minute on 2 busy CPU cores
+@pytest.mark.parametrize("failure", ["config", "killed"])
+def test_a_process_lost_outside_the_gathers_leaves_no_evaluation_folder(uneven: dict, tmp_path: Path,
+                                                                        failure: str) -> None:
+    """Process 1 fails before the process group exists, or is killed while scoring: Lightning's launcher then kills
+    rank 0 too (SIGKILL; when it has not learned of it at a gather first), so nothing of rank 0 cleans up. The
+    evaluation's folder is made only once every row is scored, so none is left; the parts' folder a killed rank 0
+    leaves is removed by the next evaluation, which writes the whole evaluation."""
+    out = tmp_path / "evaluated"
+    args = ("evaluate", "--run", str(uneven["run"]), "-d", str(uneven["uneven"]), "-o", str(out), "-bs", "2",
+            *TWO_PROCESSES)
+    done, seconds = _failing(tmp_path, failure, 1, *args)
+    assert seconds < LIMIT_S and done.returncode != 0, done.stderr[-3000:]
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(PARTIAL_SUFFIX)) == ["failing.py"]
+    if failure == "config":
+        assert "error: run/config.yaml: connection reset by peer" in done.stderr and not _leftovers(tmp_path)
+    _audiotune(*args[:-4])
+    assert json.loads((out / METRICS_FILE).read_text())["test"]["n"] == 7 and not _leftovers(tmp_path)
+
+
+@pytest.mark.slow
+def test_rank_zero_stopped_by_sigterm_cleans_up_and_ends_the_other(uneven: dict, tmp_path: Path) -> None:
+    """SIGTERM to rank 0 while it scores (torchrun's agent stopping the processes, a scheduler's time limit): it
+    ends as after Ctrl-C, removing what it made, and process 1 ends with it."""
+    done, seconds = _failing(tmp_path, "stopped", 0, "evaluate", "--run", str(uneven["run"]), "-d",
+                             str(uneven["uneven"]), "-o", str(tmp_path / "evaluated"), "-bs", "2", *TWO_PROCESSES)
+    assert seconds < LIMIT_S and done.returncode == 130, done.stderr[-3000:]
+    assert _error_lines(done) == ["audiotune evaluate: interrupted; outputs not finished were not written; run the "
+                                  "command again"], done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["failing.py"]
+

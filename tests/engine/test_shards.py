@@ -93,6 +93,25 @@ def test_one_process_part_is_gathered_and_cleaned_up(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["out.parquet"]
 
 
+def test_the_parts_of_an_output_in_a_new_folder_make_no_folder_before_it_is_written(tmp_path: Path) -> None:
+    """The parts wait beside the first folder the output needs that does not exist yet: only the finished output
+    makes it, so a failure (or a killed process) leaves no new folder."""
+    target = tmp_path / "new" / "sub" / "out.parquet"
+    with gathered_parts(Shard(), target, lambda path: _part(path, [1, 0])) as parts:
+        assert not (tmp_path / "new").exists() and parts[0].parent.name.startswith(".new.")
+        write_in_input_order(parts, target)
+    assert pd.read_parquet(target)["uid"].tolist() == ["u0", "u1"]
+    assert [p.name for p in tmp_path.iterdir()] == ["new"]
+
+    def fails(path: Path) -> None:
+        raise ValueError("unreadable row")
+
+    with pytest.raises(ValueError, match="unreadable row"):
+        with gathered_parts(Shard(), tmp_path / "other" / "out.parquet", fails):
+            raise AssertionError("no block runs after a failed part")
+    assert [p.name for p in tmp_path.iterdir()] == ["new"]
+
+
 def test_one_process_fails_on_its_own_without_gathers() -> None:
     shard = Shard()
     with pytest.raises(ValueError, match="unreadable table"):
@@ -102,6 +121,8 @@ def test_one_process_fails_on_its_own_without_gathers() -> None:
 
 
 WORKER = """
+import os
+import signal
 import sys
 from pathlib import Path
 import torch.distributed as dist
@@ -135,6 +156,8 @@ if failing in (-2, -3):  # a file on rank 1's disk sent to rank 0 in 1000-byte p
 def write(path):
     if rank == failing:
         raise ValueError("a row that cannot be decoded")
+    if failing == 31 and rank == 1:  # a launcher stopping this process while it scores
+        os.kill(os.getpid(), signal.SIGTERM)
     path.write_text(f"rows of {rank}")
 
 try:
@@ -145,11 +168,13 @@ try:
             if rank == 0:
                 if failing == 20:  # rank 0 fails while merging: the other learns of it at the last gather
                     raise OSError("disk full")
+                if failing == 30:  # rank 0 is stopped while merging
+                    os.kill(os.getpid(), signal.SIGTERM)
                 target.write_text("|".join(part.read_text() for part in parts))
     print("done")
 except SystemExit as ended:  # a process other than rank 0 ends quietly when rank 0 reports
     print(f"exit {ended.code}")
-except Exception as err:
+except (Exception, KeyboardInterrupt) as err:
     print(f"{type(err).__name__}: {err}")
 """
 
@@ -293,3 +318,17 @@ def test_a_check_that_fails_in_one_process_fails_both(tmp_path: Path) -> None:
     assert rank1 == "exit 0"  # rank 0 reports its failure
     assert rank0.startswith("ShardError: process 1 of 2 failed, so nothing was written: OSError: ")
     assert rank0.endswith("d.wav: connection reset")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("failing", [30, 31])
+def test_a_process_stopped_by_sigterm_ends_both_and_leaves_nothing(tmp_path: Path, failing: int) -> None:
+    """SIGTERM (torchrun's agent, a scheduler) in rank 0 while it merges, or in process 1 while it writes its part:
+    raised where the process is and sent to the other as a failure; both end, nothing is left."""
+    rank0, rank1 = _two_processes(tmp_path, failing=failing)
+    stopped = "Stopped: stopped by signal SIGTERM"
+    assert rank0 == (stopped if failing == 30 else f"ShardError: process 1 of 2 failed, so nothing was written: "
+                                                   f"{stopped}")
+    assert rank1 == "exit 0"
+    assert not [p for p in (tmp_path / "out").rglob("*")]
+

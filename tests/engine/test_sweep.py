@@ -72,19 +72,58 @@ def test_a_parameter_that_is_no_train_flag_fails_before_anything_is_written(
     space = write_space(tmp_path / "s.yaml", parameters={"lr_typo": {"type": "double", "min": 0.1, "max": 1}})
     assert main(sweep_args(ds, space, tmp_path / "sweep", "-e", "1")) == 2
     err = capsys.readouterr().err
-    assert "s.yaml: parameter 'lr_typo' is not a train flag" in err and "--lr_typo" in err
+    assert "s.yaml: parameter 'lr_typo' = 0.1: unrecognized arguments: --lr_typo=0.1" in err
     assert not (tmp_path / "sweep").exists()
 
     space = write_space(tmp_path / "b.yaml", parameters={"batch_size": {"type": "integer", "min": -4, "max": 0}})
     assert main(sweep_args(ds, space, tmp_path / "sweep", "-e", "1")) == 2  # checked before the first trial
-    assert "parameter 'batch_size' is not a train flag that takes -4 (invalid option(s): --batch_size -4: must " \
-           "be in [1, inf))" in capsys.readouterr().err
+    assert "b.yaml: parameter 'batch_size' = -4: invalid option(s): --batch_size -4: must be in [1, inf)" in \
+        capsys.readouterr().err
     assert not (tmp_path / "sweep").exists()
 
     # a first trial whose inputs are bad leaves no sweep directory behind either
     space = write_space(tmp_path / "ok.yaml")
     assert main(sweep_args(ds, space, tmp_path / "sweep", "-e", "1", "--label_txt", str(tmp_path / "nope.txt"))) == 2
     assert "nope.txt" in capsys.readouterr().err and not (tmp_path / "sweep").exists()
+
+
+SMALL_SSAST = ["--model", "ssast", "--model_size", "tiny", "--num_mel_bins", "32", "--target_length", "64", "--fshape",
+               "16", "--tshape", "16", "--fstride", "16", "--tstride", "16"]
+
+
+@pytest.mark.parametrize(("parameters", "flags", "message"), [
+    pytest.param({"final_dropout": {"type": "discrete", "values": [0.0, 0.3]}},
+                 ["--freeze", "true", "--freeze_feature_encoder", "true"],
+                 "--freeze_feature_encoder True: acts only while the encoder trains; the encoder is frozen here",
+                 id="fixed flag"),
+    pytest.param({"freeze_feature_encoder": {"type": "categorical", "values": ["false", "true"]}}, ["--freeze", "true"],
+                 "s.yaml: parameter 'freeze_feature_encoder' = true: --freeze_feature_encoder True: acts only while "
+                 "the encoder trains; the encoder is frozen here", id="space value"),
+    pytest.param({"freeze": {"type": "categorical", "values": ["false", "true"]},
+                  "freeze_feature_encoder": {"type": "categorical", "values": ["false", "true"]}}, [],
+                 "s.yaml: parameter 'freeze' = true with parameter 'freeze_feature_encoder' = true: "
+                 "--freeze_feature_encoder True: acts only while the encoder trains", id="two space values"),
+    pytest.param({"task": {"type": "categorical", "values": ["ft_avgtok", "pretrain_joint"]}}, SMALL_SSAST,
+                 "s.yaml: parameter 'task' = pretrain_joint: --task pretrain_joint: acts only in audiotune pretrain",
+                 id="ssast task"),
+    pytest.param({"final_dropout": {"type": "discrete", "values": [0.0, 0.3]}},
+                 [*SMALL_SSAST, "--task", "pretrain_mpc"], "--task pretrain_mpc: acts only in audiotune pretrain",
+                 id="ssast fixed task"),
+])
+def test_what_a_trial_would_refuse_stops_the_sweep_before_it_writes(
+        tmp_path: Path, capsys: pytest.CaptureFixture, parameters: dict, flags: list[str], message: str) -> None:
+    """Options that act in none of a trial's stages (``option(..., acts=...)``), given as the sweep's flags or
+    reached by the space's values alone or two together (--freeze decides where another acts), are one line naming
+    them before any study or trial exists; the sweep's folder (here one that exists, empty) stays as it was."""
+    ds = make_uid_dataset(tmp_path)
+    space, out = write_space(tmp_path / "s.yaml", algorithm="grid", parameters=parameters), tmp_path / "sweep"
+    out.mkdir()
+    data = ["-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"]), "-o", str(out)]
+    ecapa = [] if "ssast" in flags else SMALL_ECAPA
+    assert main(["sweep", "--space", str(space), *data, *ecapa, "-e", "1", "-bs", "4", *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "trial 0" not in err, err
+    assert list(out.iterdir()) == []
 
 
 @pytest.mark.slow

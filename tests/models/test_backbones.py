@@ -51,6 +51,15 @@ def test_without_a_stage_the_freezing_decides_whether_the_encoder_trains() -> No
         refuse_inactive(config_with("hf", {"pseudo_labels": "l.parquet"}, freeze=False))
 
 
+def test_before_the_backbone_settles_freezing_only_what_acts_in_neither_train_stage_is_refused() -> None:
+    """A config whose --freeze is not resolved yet (a job's command, checked where its checkpoint cannot be read)."""
+    refuse_inactive(config_with("hf", {"mask_time_prob": 0.2, "gradient_checkpointing": True}))
+    with pytest.raises(ValueError, match=r"^--pseudo_labels l.parquet: acts only in audiotune pretrain$"):
+        refuse_inactive(config_with("hf", {"pseudo_labels": "l.parquet"}))
+    with pytest.raises(ValueError, match=r"^--task pretrain_mpc: acts only in audiotune pretrain$"):
+        refuse_inactive(config_with("ssast", {"task": "pretrain_mpc"}))
+
+
 def test_an_option_whose_values_belong_to_stages_is_refused_by_value() -> None:
     """SSAST's --task names the tokens a classifier pools (ft_cls, ft_avgtok) or a pretraining objective: train
     with a pretraining task, or pretrain with a fine-tuning one, would quietly do the other thing."""

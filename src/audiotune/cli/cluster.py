@@ -5,14 +5,8 @@ import argparse
 from pathlib import Path
 
 from audiotune.cli.command import Command
-from audiotune.cli.flags import (
-    add_config_flags,
-    add_path,
-    config_from_args,
-    others_at_defaults,
-    refuse_other_options,
-)
-from audiotune.cli.stages import refuse_encoder_flags, say_left_at_defaults
+from audiotune.cli.flags import add_config_flags, add_path, config_from_args, refuse_other_options
+from audiotune.cli.stages import refuse_encoder_flags
 from audiotune.cli.values import FlatCounts, cluster_counts
 from audiotune.config import ENCODING
 from audiotune.engine.cluster import FIT_ON
@@ -61,8 +55,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
     if args.run:
         refuse_encoder_flags(args)
-    config = config_from_args(args)
-    say_left_at_defaults("cluster", args.config, others_at_defaults(config, args, CLUSTER_OPTIONS))
+    config = config_from_args(args, takes=CLUSTER_OPTIONS)
     wanted = ClusterOptions(args.num_clusters, config.classifier.layer, args.sample_ratio, args.max_frames,
                             args.niter, config.data.seed, args.fit_on)
     result = cluster(config, wanted, args.out, args.run)

@@ -11,13 +11,12 @@ from audiotune.cli.flags import (
     add_path,
     add_scoring_flags,
     config_from_args,
-    others_at_defaults,
     refuse_other_options,
     scoring_data,
     spellings,
 )
-from audiotune.cli.stages import ENCODER_OPTIONS, refuse_encoder_flags, say_left_at_defaults
-from audiotune.config import ENCODING
+from audiotune.cli.stages import ENCODER_OPTIONS, refuse_encoder_flags
+from audiotune.config import ENCODING, SECTIONS
 from audiotune.outputs import embeddings_file
 from audiotune.storage import Role, final_path
 
@@ -75,8 +74,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     else:
         if "model.model" not in vars(args) and not args.config:
             raise ValueError("extract without --run: name the pretrained encoder with -c CHECKPOINT --model NAME")
-        encoder = config_from_args(args)
-        say_left_at_defaults("extract", args.config, others_at_defaults(encoder, args))
+        # every section's options; a config file's backbone options that act only in training go back to defaults
+        encoder = config_from_args(args, takes=tuple(SECTIONS))
     path = extract_embeddings(args.run, args.data_split_root, args.out, args.embedding_type, args.layer,
                               args.pooling_mode, args.batch_size, args.num_workers, args.on_error,
                               args.accelerator, args.devices, args.precision, scoring_data(args),

@@ -14,7 +14,13 @@ from typing import Any
 from audiotune import storage
 from audiotune.cli.help import default_text, shared_group
 from audiotune.cli.seed_flags import Refused, apply_seed_spellings, in_bucket
-from audiotune.cli.stages import inactive_at_defaults, owners, refuse_other_backbones, stage_refusal
+from audiotune.cli.stages import (
+    inactive_at_defaults,
+    owners,
+    refuse_other_backbones,
+    say_left_at_defaults,
+    stage_refusal,
+)
 from audiotune.cli.values import none_lower, parse_bool, value_parser
 from audiotune.config import (
     CLASSIFIER_STAGES,
@@ -41,6 +47,7 @@ from audiotune.storage import Role
 ROLES = "path_roles"  # the namespace attribute holding {dest: Role} of the parsed command
 CONFIG_DEFAULTS = "config_defaults"  # the namespace attribute holding a command's own option defaults
 CONFIG_STAGES = "config_stages"  # the namespace attribute holding the stages (config.Stage) a command runs
+CONFIG_SECTIONS = "config_sections"  # the namespace attribute holding the config options a command declares
 FULL_HELP_SECTIONS = ("data", "model")  # the sections `--help` shows in full; the others name their flags
 # seed boolean flags whose meaning maps onto another option: (section, name, value if true, value if false)
 SEED_SWITCHES = {"fbank": ("features", "features", "fbank", "mfcc")}
@@ -148,7 +155,7 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
         seeds.add_argument("--reduce", nargs="?", const=True, type=parse_bool, default=argparse.SUPPRESS,
                            metavar="BOOL", help="True: sum the channels, as the seeds did (--mono mean: average "
                                                 "them); False: same as --channel_mode none (mono files only)")
-    parser.set_defaults(**{CONFIG_DEFAULTS: defaults or {}, CONFIG_STAGES: stages})
+    parser.set_defaults(**{CONFIG_DEFAULTS: defaults or {}, CONFIG_STAGES: stages, CONFIG_SECTIONS: sections})
     add_storage_flags(parser)
 
 
@@ -282,10 +289,15 @@ def add_storage_flags(parser: argparse.ArgumentParser) -> None:
                        help="folder inside -b/--bucket_name that --cloud uploads to")
 
 
-def config_from_args(args: argparse.Namespace, read_inputs: bool = True) -> RunConfig:
+def config_from_args(args: argparse.Namespace, read_inputs: bool = True,
+                     takes: tuple[str, ...] | None = None) -> RunConfig:
     """A RunConfig from defaults (the command's own, then --config), with every flag given on the command line
-    applied; an option of another backbone than the one chosen is an error. ``read_inputs``: the remote inputs
-    that the config file names are read from local copies (False: a command that only checks or records them)."""
+    applied; an option of another backbone than the one chosen is an error. ``takes``: a command that reads part of
+    a config file (probe, extract, cluster) names the options it takes (entries as :func:`add_section_flags` takes
+    them): the others, and the backbone options that act in none of its stages, go back to their defaults, named on
+    stderr (:func:`others_at_defaults`). Then, with ``read_inputs``, the remote inputs that the config file names
+    among the options the command reads are read from local copies (False: a command that only checks or records
+    them); those it does not read are not downloaded."""
     config = RunConfig()
     for key, value in (vars(args).get(CONFIG_DEFAULTS) or {}).items():
         _set(config, key, value)
@@ -296,23 +308,28 @@ def config_from_args(args: argparse.Namespace, read_inputs: bool = True) -> RunC
         config.version = CONFIG_VERSION  # a recipe's options are the user's (the backbone derives its input anew)
     config = apply_flags(config, args)
     refuse_other_backbones(args, config)
+    if takes is not None:
+        say_left_at_defaults(vars(args).get("command", ""), vars(args).get("config"),
+                             others_at_defaults(config, args, takes))
     if read_inputs:
-        _local_inputs(config)
+        _local_inputs(config, vars(args).get(CONFIG_SECTIONS, tuple(SECTIONS)),
+                      vars(args).get(CONFIG_STAGES, EVERYWHERE))
     return config
 
 
-def _local_inputs(config: RunConfig) -> None:
+def _local_inputs(config: RunConfig, sections: tuple[str, ...], stages: frozenset[Stage]) -> None:
     """The remote inputs that a config file names (a run's config.yaml records their URLs) read from local copies,
-    as those given on the command line are (:mod:`audiotune.staging`)."""
-    for section, cls in SECTIONS.items():
-        for spec in dataclasses.fields(cls):
-            part = getattr(config, section)
-            setattr(part, spec.name, storage.local_inputs(getattr(part, spec.name), spec.metadata.get("role")))
+    as those given on the command line are (:mod:`audiotune.staging`): of the options of ``sections`` and the chosen
+    backbone's whose value acts in ``stages``, the options the command reads (a train command refuses the others)."""
+    for key, spec in _declared_fields(sections):
+        section, name = key.split(".")
+        part = getattr(config, section)
+        setattr(part, name, storage.local_inputs(getattr(part, name), spec.metadata.get("role")))
     options = backbones.options_classes().get(config.model.model)
     for spec in dataclasses.fields(options) if options else ():
-        if spec.name in config.model.options:
-            config.model.options[spec.name] = storage.local_inputs(config.model.options[spec.name],
-                                                                   spec.metadata.get("role"))
+        value = config.model.options.get(spec.name)
+        if spec.name in config.model.options and acts_of(spec, value) & stages:
+            config.model.options[spec.name] = storage.local_inputs(value, spec.metadata.get("role"))
 
 
 def _set(config: RunConfig, key: str, value: Any) -> None:

@@ -5,9 +5,8 @@ import argparse
 from pathlib import Path
 
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_config_flags, config_from_args, others_at_defaults, refuse_other_options
+from audiotune.cli.flags import add_config_flags, config_from_args, refuse_other_options
 from audiotune.cli.show import quiet_lightning
-from audiotune.cli.stages import say_left_at_defaults
 from audiotune.config import ENCODING
 from audiotune.outputs import PROBE_FILE
 from audiotune.storage import final_path
@@ -51,8 +50,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from audiotune.engine.report import report_when_done
 
     quiet_lightning(args.verbose)
-    config = config_from_args(args)
-    say_left_at_defaults("probe", args.config, others_at_defaults(config, args, PROBE_OPTIONS))
+    config = config_from_args(args, takes=PROBE_OPTIONS)
     table = probe(config)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"probe table: {final_path(Path(config.exp_dir) / PROBE_FILE)}")

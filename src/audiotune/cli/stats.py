@@ -7,14 +7,7 @@ import sys
 from pathlib import Path
 
 from audiotune.cli.command import Command
-from audiotune.cli.flags import (
-    add_config_flags,
-    add_path,
-    config_from_args,
-    others_at_defaults,
-    refuse_other_options,
-)
-from audiotune.cli.stages import say_left_at_defaults
+from audiotune.cli.flags import add_config_flags, add_path, config_from_args, refuse_other_options
 from audiotune.config import ENCODING
 from audiotune.outputs import check_output_path, write_csv, write_json
 from audiotune.storage import Role
@@ -45,9 +38,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from audiotune.engine.extract import feature_stats, skipped_list_path
     from audiotune.models.backbones import resolve_config
 
-    config = config_from_args(args)
-    say_left_at_defaults("stats", args.config, others_at_defaults(config, args, STATS_OPTIONS))
-    config = resolve_config(config)
+    config = resolve_config(config_from_args(args, takes=STATS_OPTIONS))
     if args.out:
         check_output_path(args.out)
     result, skipped = feature_stats(config, config.data.data_split_root, args.split)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import logging
 from pathlib import Path
 
 from audiotune import storage, vertex
@@ -11,6 +12,7 @@ from audiotune.cli.flags import add_config_flags, add_path, apply_flags, config_
 from audiotune.cli.show import quiet_lightning
 from audiotune.cli.values import integer
 from audiotune.config import RunConfig, check_config
+from audiotune.models.backbones import refuse_inactive, resolve_config
 from audiotune.outputs import SWEEP_TRIALS_TABLE
 from audiotune.storage import Role, final_path
 
@@ -52,20 +54,22 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         raise ValueError("give the sweep's folder with -o/--exp_dir (each trial is a run directory inside it)")
     space = vertex.read_space(args.space)
     base = config_from_args(args)
+    refuse_inactive(resolve_config(copy.deepcopy(base)))  # the flags all trials share, refused as train would
     parse = parser.parse_args
 
-    def configure(params: dict) -> RunConfig:
-        command = ["train", *(f"--{name}={value}" for name, value in params.items())]
-        vertex.check_command(command, parse)  # a value the flag refuses: an error of this trial, not an exit
-        return check_config(apply_flags(copy.deepcopy(base), parse(command)))
+    def trial_config(flags: list[str]) -> RunConfig:
+        vertex.check_command(["train", *flags], parse)  # a value the flag refuses: an error of this trial, not an exit
+        return check_config(apply_flags(copy.deepcopy(base), parse(["train", *flags])))
 
-    for parameter in space["parameters"]:  # every parameter is a train flag: a typo or a value out of range
-        for value in vertex.edge_values(parameter):  # fails before any trial
-            try:
-                configure({parameter["parameterId"]: value})
-            except (vertex.VertexError, ValueError) as err:
-                raise vertex.VertexError(f"{args.space}: parameter {parameter['parameterId']!r} is not a train flag "
-                                         f"that takes {value} ({str(err).rpartition('error: ')[2]})") from None
+    def configure(params: dict) -> RunConfig:
+        return trial_config([f"--{name}={value}" for name, value in params.items()])
+
+    logging.disable(logging.WARNING)  # the backbone's warnings of the same inputs: said by each trial
+    try:  # every parameter is a train flag: a typo, a value out of range or one that acts nowhere in train fails
+        # before any trial, as the trial's train would refuse it before writing
+        vertex.check_space(space, args.space, lambda flags: refuse_inactive(resolve_config(trial_config(flags))))
+    finally:
+        logging.disable(logging.NOTSET)
 
     options = SweepOptions(trials=args.trials, study_name=args.study_name, storage=args.storage, pruner=args.pruner,
                            prune_after=args.prune_after, startup_trials=args.startup_trials,

@@ -7,10 +7,11 @@ import math
 
 import pandas as pd
 
-from audiotune import storage, vertex
+from audiotune import storage, vertex, vertex_results
 from audiotune.cli.command import Command
 from audiotune.cli.flags import add_path, config_from_args, path_roles
 from audiotune.config import check_config
+from audiotune.models.backbones import refuse_inactive
 from audiotune.storage import Role
 
 WRITTEN = (Role.OUTPUT_FILE, Role.OUTPUT_DIR, Role.RUN_OUTPUT, Role.EXPERIMENT)  # lost with the job's disk
@@ -53,7 +54,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
 def _results(args: argparse.Namespace) -> None:
     from audiotune.storage import final_path
 
-    table, objective, goal = vertex.collect_trials(args.job, args.out)
+    table, objective, goal = vertex_results.collect_trials(args.job, args.out)
     states = table["state"].value_counts()
     print(f"{final_path(args.out)}: {len(table)} trials (" + ", ".join(f"{n} {s.lower()}" for s, n in states.items())
           + f"), best first by {objective} ({goal.lower()})")
@@ -74,8 +75,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     def parse(command: list[str]) -> argparse.Namespace:
         parsed = parser.parse_args(command)
         if parsed.command == "train" and not storage.is_remote(vars(parsed).get("config") or ""):
-            # values out of range fail now, not in the job (a recipe in a bucket is read by the job)
-            check_config(config_from_args(parsed, read_inputs=False))
+            # values out of range fail now, not in the job (a recipe in a bucket is read by the job); so do options
+            # that act where train never runs, or not where --freeze puts the encoder (the backbone's default
+            # --freeze is settled by the job, which reads the checkpoint)
+            refuse_inactive(check_config(config_from_args(parsed, read_inputs=False)))
         return parsed
 
     def outputs(command: list[str]) -> dict[str, str]:

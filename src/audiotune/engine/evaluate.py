@@ -33,7 +33,6 @@ from audiotune.engine.shards import (
     start_processes,
     together,
 )
-from audiotune.launch import launched_rank_zero
 from audiotune.models.backbones import input_spec
 from audiotune.models.checkpoint import load_run, resolve_run_dir, run_config
 from audiotune.models.classifier import Classifier
@@ -45,6 +44,7 @@ from audiotune.outputs import (
     PLOT_DIR,
     PREDICTIONS_FILE,
     RECORDING_PREDICTIONS_FILE,
+    check_output_path,
     confusion_plot,
     own_run_dir,
     roc_plot,
@@ -246,36 +246,37 @@ def evaluate_run(run: str, data_split_root: str, exp_dir: str | None = None, on_
     if (out_dir / CONFIG_FILE).exists():
         raise ValueError(f"-o {out_dir}: is a training run directory, whose predictions and metrics evaluate would "
                          f"replace; write the evaluation elsewhere (default: RUN/{EVALUATE_DIR})")
-    # an evaluation replaces the last one; the other processes of a multi-process evaluation leave it to rank 0
-    with own_run_dir(out_dir, overwrite=True, command="evaluate", follower=not launched_rank_zero()) as owned:
-        shard = start_processes(runtime)
-        with together(shard):
-            config, model = load_run(run)
-            config.runtime = runtime
-            override_data(config, data)
-            if on_error:
-                config.data.on_error = on_error
-            if batch_size is not None:
-                config.train.batch_size = batch_size
-            if num_workers is not None:
-                config.runtime.num_workers = num_workers
-            if adapt_bn is not None:
-                config.train.adapt_bn = adapt_bn
-            config.train.debug = False
-            check_config(config)
-            if config.train.adapt_bn != OFF:
-                check_adaptable(model)
-            prepared = prepare_eval_data(config, input_spec(config), data_split_root, scan=shared_scan(shard))
-            check_recording_targets(prepared.tables, prepared.targets, config.heads)
-            check_adaptation(config.train.adapt_bn, prepared.tables)
-            section = _section_of_one_table(data_split_root, prepared)
-            splits = list(prepared.tables)
-            with gathered_parts(shard, out_dir, lambda path: _write_scores(
-                    path, prepared, score_splits(model, config, prepared, splits, shard=shard))) as parts:
-                if not shard.writes:
-                    return {}  # rank 0 writes the scores of every process
-                scored = _read_scores(parts)
-            owned.start()  # every row is scored: the earlier evaluation is replaced from here on
+    check_output_path(out_dir / METRICS_FILE)  # a file in its way or no permission: refused before any work
+    shard = start_processes(runtime)
+    with together(shard):
+        config, model = load_run(run)
+        config.runtime = runtime
+        override_data(config, data)
+        if on_error:
+            config.data.on_error = on_error
+        if batch_size is not None:
+            config.train.batch_size = batch_size
+        if num_workers is not None:
+            config.runtime.num_workers = num_workers
+        if adapt_bn is not None:
+            config.train.adapt_bn = adapt_bn
+        config.train.debug = False
+        check_config(config)
+        if config.train.adapt_bn != OFF:
+            check_adaptable(model)
+        prepared = prepare_eval_data(config, input_spec(config), data_split_root, scan=shared_scan(shard))
+        check_recording_targets(prepared.tables, prepared.targets, config.heads)
+        check_adaptation(config.train.adapt_bn, prepared.tables)
+        section = _section_of_one_table(data_split_root, prepared)
+        splits = list(prepared.tables)
+        with gathered_parts(shard, out_dir, lambda path: _write_scores(
+                path, prepared, score_splits(model, config, prepared, splits, shard=shard))) as parts:
+            if not shard.writes:
+                return {}  # rank 0 writes the scores of every process
+            scored = _read_scores(parts)
+        # made (and the last evaluation replaced) once every row is scored: a process killed before leaves none
+        with own_run_dir(out_dir, overwrite=True, command="evaluate") as owned:
+            owned.start()
             write_json(out_dir / EVALUATION_FILE, {"run": _absolute(resolve_run_dir(run)), "data_split_root":
                                                    _absolute(data_split_root), "data": data or {}})
             prepared.write_reports(out_dir)

@@ -20,17 +20,22 @@ gathers and each raises at the same one; a process still scoring learns of it be
 (:func:`heed_others`) and goes to that gather at once. Rank 0 reports the failure (its own error, or a
 :class:`ShardError` naming the process that failed) and ends with the command's error status; the other processes
 end quietly with status 0, so that no launcher ends rank 0 before it has cleaned up (Lightning's launcher kills
-every process within 5 s of one ending with an error; torchrun's agent stops the others). Not collective: a
-process killed by the system (out of memory, a signal) or one failing before the process group is set up (while
-reading the run's config.yaml to know how many processes to start): Lightning's launcher then kills the others
-within seconds, torchrun's agent stops them, and a process blocked in a gather waits for the process group's
-timeout, torch's default of 30 minutes (Lightning's ``default_pg_timeout``). It is kept: it also bounds how long a
-gather waits for a slower process to finish its share, which may take that long on a large input.
+every process within 5 s of one ending with an error; torchrun's agent stops the others). SIGTERM (torchrun's
+agent, a scheduler) is raised as :class:`Stopped` where the process is, told to the others as a failure, and ends
+the command as Ctrl-C does. Not collective: a process killed by the system (out of memory, SIGKILL) or one failing
+before the process group is set up (while reading the run's config.yaml to know how many processes to start):
+Lightning's launcher then kills every process, rank 0 included (SIGKILL: nothing of it can clean up), torchrun's
+agent stops them, and a process blocked in a gather waits for the process group's timeout, torch's default of 30
+minutes (Lightning's ``default_pg_timeout``). It is kept: it also bounds how long a gather waits for a slower
+process to finish its share, which may take that long on a large input. So no output folder is made before every
+process's part is in (an evaluation's folder is made by rank 0 after the last gather): a killed rank 0 leaves at
+most the parts' ``.partial`` folder, which the next command writing that output removes.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -132,6 +137,15 @@ class ShardError(RuntimeError):
     """Another process of a multi-process command failed; its error is in the message."""
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM reached a process of a multi-process command (a launcher or a scheduler stopping it): raised where
+    the process is, so that it ends as after Ctrl-C, what it holds cleaned up and the others told."""
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise Stopped(f"stopped by signal {signal.Signals(signum).name}")
+
+
 def report_of(failure: BaseException) -> str:
     """How a process tells the others of its ``failure`` (in the message of the :class:`ShardError` they raise)."""
     return f"{type(failure).__name__}: {failure}"
@@ -211,8 +225,12 @@ def together(shard: Shard) -> Iterator[None]:
         yield
         return
     try:
+        stop = signal.signal(signal.SIGTERM, _stop)
+    except ValueError:  # not the main thread, where Python runs signal handlers
+        stop = None
+    try:
         yield
-    except Exception as err:
+    except (Exception, Stopped) as err:
         shared = isinstance(err, ShardError) or err is shard.sent  # raised at a gather, or sent to the others
         if not shared and not shard.done:
             _send_failure(shard, err)
@@ -220,6 +238,9 @@ def together(shard: Shard) -> Iterator[None]:
         if shard.writes or not shared:  # a follower's own failure after the last gather is its own to report
             raise
         raise SystemExit(0) from None
+    finally:
+        if stop is not None:
+            signal.signal(signal.SIGTERM, stop)
 
 
 def shared_scan(shard: Shard) -> Scanner:
@@ -244,18 +265,21 @@ def _part_name(rank: int) -> str:
 
 @contextlib.contextmanager
 def gathered_parts(shard: Shard, target: Path, write_part: Callable[[Path], None]) -> Iterator[list[Path]]:
-    """Every process writes its part with ``write_part(path)`` (atomically, into a folder beside ``target``
-    that rank 0 holds while the block runs and removes after); the block gets the parts of all processes in
-    rank order in rank 0, and an empty list in the others. With several processes, call it inside
-    :func:`together`: it makes the last gather, after rank 0's block.
+    """Every process writes its part with ``write_part(path)`` (atomically, into a folder beside ``target``, or
+    beside the first of its folders that does not exist yet, that rank 0 holds while the block runs and removes
+    after); the block gets the parts of all processes in rank order in rank 0, and an empty list in the others.
+    With several processes, call it inside :func:`together`: it makes the last gather, after rank 0's block.
 
     If any process fails to write its part, every process raises (the others a :class:`ShardError` naming it)
     and no block runs. A part that rank 0 does not see (another machine's disk) is sent to it."""
     world, _ = process_group()
     if world != shard.processes:
         raise RuntimeError(f"{shard.processes} processes expected, the process group has {world}")
+    place = target  # in a folder not made yet: beside the first such folder, which only the finished output makes
+    while not place.parent.is_dir() and place.parent != place.parent.parent:
+        place = place.parent
     with contextlib.ExitStack() as stack:
-        own = stack.enter_context(partial_place(target, directory=True)) if shard.writes else None
+        own = stack.enter_context(partial_place(place, directory=True)) if shard.writes else None
         folder = Path(exchange(shard, str(own) if own else "")[0])
         part = folder / _part_name(shard.rank)
         try:
@@ -279,7 +303,7 @@ def gathered_parts(shard: Shard, target: Path, write_part: Callable[[Path], None
                 raise
             try:
                 yield parts if shard.writes else []
-            except Exception as err:
+            except (Exception, Stopped) as err:
                 if shard.processes > 1 and not shard.done:
                     _send_failure(shard, err)  # the last gather: the others learn that rank 0's block failed
                 raise

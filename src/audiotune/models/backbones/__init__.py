@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from audiotune.config import (
+    CLASSIFIER_STAGES,
     INPUT_RESOLVED_VERSION,
     RunConfig,
     Stage,
@@ -294,17 +295,19 @@ _STAGE_WHY = {Stage.ENCODE: "the encoder is frozen here (--freeze true, the defa
 def refuse_inactive(config: RunConfig, stage: Stage | None = None) -> None:
     """An error naming every option of the model section and of the backbone in the resolved ``config`` set away
     from its default that does nothing in ``stage`` (default: fine-tuning, or encoding when ``--freeze`` holds the
-    encoder), with what would make it act. For the commands that read a user's options (train, pretrain), never
-    for a run being loaded."""
+    encoder; before the backbone resolved ``--freeze``, either: only what acts in neither), with what would make it
+    act. For the commands that read a user's options (train, pretrain), never for a run being loaded."""
     options = backbone_options(config)
-    stage = stage or (Stage.ENCODE if config.model.freeze else Stage.FINE_TUNE)
+    freeze = config.model.freeze
+    stages = CLASSIFIER_STAGES if stage is None and freeze is None else \
+        frozenset({stage or (Stage.ENCODE if freeze else Stage.FINE_TUNE)})
     problems = []
-    inactive = inactive_options(config.model, frozenset({stage}))
+    inactive = inactive_options(config.model, stages)
     if options is not None:
-        inactive += inactive_options(options, frozenset({stage}))
+        inactive += inactive_options(options, stages)
     for spec, value in inactive:
         acts = acts_of(spec, value)
-        why = _STAGE_WHY.get(stage) if Stage.FINE_TUNE in acts else None
+        why = _STAGE_WHY.get(next(iter(stages))) if Stage.FINE_TUNE in acts and len(stages) == 1 else None
         problems.append(f"--{spec.name} {value}: {describe_acts(acts)}" + (f"; {why}" if why else ""))
     if problems:
         raise ValueError(" / ".join(problems))
