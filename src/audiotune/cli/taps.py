@@ -83,7 +83,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                        help="column of the taps table holding each recording's start time (instead of the name)")
     align.add_argument("--event", default="Down", help="the touch-log event that marks a touch (default Down)")
     align.add_argument("--before", type=float, default=TAP_WINDOW[0],
-                       help=f"segment seconds before each tap (default {TAP_WINDOW[0]}: 2192 samples at 96 kHz)")
+                       help=f"segment seconds before each tap (default {TAP_WINDOW[0]:.6g}: 2192 samples at 96 kHz)")
     align.add_argument("--after", type=float, default=TAP_WINDOW[1],
                        help=f"segment seconds after each tap (default {TAP_WINDOW[1]}: 6000 samples at 96 kHz)")
     add_path(align, "--plot", role=Role.OUTPUT_DIR,
