@@ -224,7 +224,7 @@ TAP_DETECT: list[Flag] = [
     (["--plot"], "--plot FOLDER"),  # a switch in the seed; the folder for the plots here
     (["--plot", "--height", "0.01"], "--plot FOLDER"),
     (["--plot", "plots"], {"args.plot": "plots"}),
-    (["--peak_height", "0.01"], {"args.height": 0.01}),
+    (["--peak_height", "0.01"], {"args.peak_height": 0.01, "args.height": None}),
     (["--sample"], "audiotune taps align"),
 ]
 TAP_ALIGN: list[Flag] = [
