@@ -31,10 +31,10 @@ def test_val_size_0_pretrains_on_every_clip_and_keeps_the_last_weights(uid_datas
 
     import torch
     import transformers
+    from conftest import HF_TINY
     from safetensors.torch import load_file
 
     from audiotune.cli import main
-    from conftest import HF_TINY
 
     argv = ["pretrain", "--model", "ecapa_tdnn", "-i", str(uid_dataset["prefix"]), "-d",
             str(uid_dataset["split"] / "train.csv"), "-o", str(tmp_path / "run"), "--val_size", "0"]

@@ -108,7 +108,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     )
 
     options = DetectOptions(cutoff=args.cutoff, order=args.order, min_distance=args.min_distance,
-                            height=args.height, peak_height=args.peak_height, factor=args.factor, floor_quantile=args.floor_quantile,
+                            height=args.height, peak_height=args.peak_height, factor=args.factor,
+                            floor_quantile=args.floor_quantile,
                             envelope=args.envelope, relative=args.relative, top=args.top, edge=args.edge,
                             release=args.release, release_ratio=args.release_ratio, block_seconds=args.block_seconds,
                             channel_select=tuple(args.channel_select) if args.channel_select else None)
