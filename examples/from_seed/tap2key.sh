@@ -32,9 +32,10 @@ audiotune split "$OUT/taps/segments.csv" --out "$OUT/taps/split" --group uid --s
 echo label > "$OUT/taps/labels.txt"
 
 echo "== Wav2Vec2_tap2key.py --oversample --train --early_stop: interleaved channels at 16 kHz, fine-tuned"
-audiotune train --model hf -c "$OUT/tiny-wav2vec2" --freeze False -d "$OUT/taps/split" -l "$OUT/taps/labels.txt" \
-  -o "$OUT/tap2key" --channel_mode interleave --resample_rate 16000 --clip_length 0 --balance oversample \
-  --monitor weighted_f1 --patience 16 -e 1 -bs 64 -lr 3e-5 --scheduler linear --seed 0
+# the seeds/tap2key recipe: the whole wav2vec2 fine-tuned with its projector 256 -> mean -> linear head, AdamW 3e-5
+# without weight decay, batches of 64 x 4, the best epoch by weighted F1; here one epoch
+audiotune train --config seeds/tap2key -c "$OUT/tiny-wav2vec2" -d "$OUT/taps/split" -l "$OUT/taps/labels.txt" \
+  -o "$OUT/tap2key" --balance oversample --patience 16 -e 1 --seed 0
 
 echo "== predict_model_conf_matrix.py: the held-out taps, with the report and confusion matrix"
 audiotune evaluate --run "$OUT/tap2key" -d "$OUT/taps/split/test.csv" -o "$OUT/tap2key_eval"

@@ -175,7 +175,7 @@ SER_PTAPT: list[Flag] = [
     (["--dynamic_batch", "250"], {"train.dynamic_batch": 250.0}),
     (["--num_clusters", "64,512,4096"], "audiotune cluster --num_clusters"),
     (["--check_val_every_n_epoch", "1"], "every epoch"),
-    (["--valid_split", "1.0"], "--val_size"),
+    (["--valid_split", "1.0"], "--val_size 0 on nothing"),
     (["--w2v2_pretrain_path", "our_method.ckpt"], "-c RUN/encoder"),
 ]
 SER_STAGE1: list[Flag] = [
@@ -224,7 +224,7 @@ TAP_DETECT: list[Flag] = [
     (["--plot"], "--plot FOLDER"),  # a switch in the seed; the folder for the plots here
     (["--plot", "--height", "0.01"], "--plot FOLDER"),
     (["--plot", "plots"], {"args.plot": "plots"}),
-    (["--peak_height", "0.01"], {"args.height": 0.01}),
+    (["--peak_height", "0.01"], {"args.peak_height": 0.01, "args.height": None}),
     (["--sample"], "audiotune taps align"),
 ]
 TAP_ALIGN: list[Flag] = [
@@ -415,10 +415,12 @@ SEED_DEFAULTS = {
                    "features.freqm": 0, "features.timem": 0, "audio.channel_mode": "sum"},
     "ser_vft": {"train.learning_rate": 1e-4, "train.batch_size": 64, "train.epochs": 15, "train.optim": "adam",
                 "train.class_weights": "balanced", "audio.eval_clip_length": 0.0, "runtime.num_workers": 4,
-                "classifier.frame_activation": "relu", "classifier.pool_drop_last": True},
+                "classifier.frame_activation": "relu", "classifier.pool_drop_last": True, "data.val_size": 0},
     "ser_tapt": {"model.objective": "tapt", "train.training_steps": 120000, "train.warmup_steps": 4000,
-                 "train.scheduler": "linear", "train.max_seconds": 10.0, "options.gumbel_anneal": False},
-    "ser_ptapt": {"model.objective": "ptapt", "train.training_steps": 120000, "options.mask_time_prob": 0.06},
+                 "train.scheduler": "linear", "train.max_seconds": 10.0, "options.gumbel_anneal": False,
+                 "data.val_size": 0},
+    "ser_ptapt": {"model.objective": "ptapt", "train.training_steps": 120000, "options.mask_time_prob": 0.06,
+                  "data.val_size": 0},
     "tap2key": {"audio.channel_mode": "interleave", "train.learning_rate": 3e-5, "train.epochs": 150,
                 "train.monitor": "weighted_f1", "data.seed": 42, "classifier.clf_bottleneck": 256,
                 "train.accumulate_grad_batches": 4},

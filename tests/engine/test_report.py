@@ -108,6 +108,12 @@ def test_bad_sources_and_columns_are_one_line_errors(trained_run: dict, tmp_path
                                                      capsys: pytest.CaptureFixture) -> None:
     assert main(["report", str(tmp_path)]) == 2
     assert "neither a run directory" in capsys.readouterr().err
+    unscored = tmp_path / "imported"  # a run that `audiotune import` made: a config and weights, no scores yet
+    unscored.mkdir()
+    shutil.copy(trained_run["run"] / "config.yaml", unscored / "config.yaml")
+    assert main(["report", str(unscored)]) == 2
+    err = capsys.readouterr().err
+    assert "a run without scores of its own" in err and f"audiotune report {unscored / 'evaluate'}" in err
     out = tmp_path / "r.html"
     assert main(["report", str(trained_run["run"]), "-o", str(out), "--group_by", "speaker"]) == 2
     err = capsys.readouterr().err

@@ -151,6 +151,20 @@ def test_latency_estimate_ignores_spurious_taps_and_touches():
     assert short is None or abs(short + 0.123) > 0.05
 
 
+def test_the_default_window_is_tap2keys_2192_and_6000_samples_at_96_khz():
+    """A detected tap's segment reads exactly the samples tap2key cut around its peak: 2192 before, 6000 after."""
+    from audiotune.data.audio import Span, frame_range
+    from audiotune.data.segments import event_span
+    from audiotune.taps import TAP_WINDOW
+
+    rate = 96000
+    for peak in (2192, 50_001, 1_234_567, 5_754_000):
+        time = round(peak / rate, 6)  # as `taps detect` writes it
+        offset, duration, problem = event_span(time, *TAP_WINDOW, 60.0)
+        assert not problem
+        assert frame_range("rec.wav", Span(offset, duration), rate, 60 * rate) == (peak - 2192, peak + 6000)
+
+
 def test_start_times_from_file_names():
     assert recording_start("a/rec_14_02_33_250000_03_15_2023.wav") == dt.datetime(2023, 3, 15, 14, 2, 33, 250000)
     assert recording_start("x9/t_9_5_7_5_1_2_2024.wav") == dt.datetime(2024, 1, 2, 9, 5, 7, 500000)

@@ -180,3 +180,31 @@ def test_each_detection_option_changes_the_result(tmp_path: Path) -> None:
     # channel 3 carries a quarter of channel 0's burst
     assert np.allclose(heights(rules, channel_select=(3,))[:3], heights(rules, channel_select=(0,))[:3] / 4,
                        rtol=0.05)
+
+
+def tap2key_peaks(path: Path, peak_height: float) -> np.ndarray:
+    """The peaks tap2key's WavPreprocess.py found: scipy's integer samples / 2**32, channel mean, order-3 1200 Hz
+    high-pass (filtfilt), find_peaks at least 0.125 s apart above --peak_height."""
+    from scipy.io import wavfile
+    from scipy.signal import filtfilt
+
+    rate, samples = wavfile.read(path)
+    trace = (samples / 2.0 ** 32).mean(axis=1)
+    b, a = butter(3, 1200 / (rate / 2), "highpass")
+    return find_peaks(filtfilt(b, a, trace), distance=round(0.125 * rate), height=peak_height)[0]
+
+
+@pytest.mark.parametrize("subtype", ["PCM_32", "PCM_24", "PCM_16"])
+def test_peak_height_is_tap2keys_threshold_in_its_units(tmp_path: Path, subtype: str) -> None:
+    source = tap_recording(tmp_path / "float.wav", [0.5, 1.5, 2.5, 3.5], gains=[1.0, 0.6, 0.3, 0.15])
+    path = tmp_path / f"{subtype}.wav"
+    sf.write(path, sf.read(source)[0], RATE, subtype=subtype)
+    heights = detect(path, DetectOptions(height=1e-6)).heights
+    between = float(np.sqrt(np.sort(heights)[-2] * np.sort(heights)[-3]))  # of the 0.6 and the 0.3 tap
+    peak_height = between * {"PCM_16": 2.0 ** 15, "PCM_24": 2.0 ** 31, "PCM_32": 2.0 ** 31}[subtype] / 2.0 ** 32
+    found = detect(path, DetectOptions(peak_height=peak_height))
+    expected = tap2key_peaks(path, peak_height)
+    assert len(expected) == 2 and np.allclose(found.positions, expected, atol=1)
+    assert found.threshold == pytest.approx(between)
+    with pytest.raises(ValueError, match="instead of --height"):
+        detect(path, DetectOptions(height=0.1, peak_height=peak_height))

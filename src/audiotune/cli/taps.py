@@ -27,8 +27,10 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     detect.add_argument("--order", type=int, default=3, help="Butterworth order, applied forwards and backwards")
     detect.add_argument(*spellings("min_distance"), dest="min_distance", type=float, default=0.125,
                         help="seconds between two peaks; the higher one stays (default 0.125)")
-    detect.add_argument("--height", "--peak_height", dest="height", type=float,
-                        help="fixed threshold on the trace (default: adaptive; tap2key's --peak_height)")
+    detect.add_argument("--height", type=float, help="fixed threshold on the trace (default: adaptive)")
+    detect.add_argument(*spellings("peak_height"), dest="peak_height", type=float,
+                        help="fixed threshold in tap2key's units (its --peak_height: the WAV's integer samples / 2^32, "
+                             "so half of --height for 32- and 24-bit PCM); instead of --height")
     detect.add_argument("--factor", type=float, default=8.0, help="adaptive threshold: factor x noise floor")
     detect.add_argument(*spellings("floor_quantile"), dest="floor_quantile", type=float, default=0.5,
                         help="noise floor: this quantile of |trace| over the recording (default 0.5)")
@@ -83,7 +85,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                        help="column of the taps table holding each recording's start time (instead of the name)")
     align.add_argument("--event", default="Down", help="the touch-log event that marks a touch (default Down)")
     align.add_argument("--before", type=float, default=TAP_WINDOW[0],
-                       help=f"segment seconds before each tap (default {TAP_WINDOW[0]}: 2192 samples at 96 kHz)")
+                       help=f"segment seconds before each tap (default {TAP_WINDOW[0]:.6g}: 2192 samples at 96 kHz)")
     align.add_argument("--after", type=float, default=TAP_WINDOW[1],
                        help=f"segment seconds after each tap (default {TAP_WINDOW[1]}: 6000 samples at 96 kHz)")
     add_path(align, "--plot", role=Role.OUTPUT_DIR,
@@ -106,7 +108,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     )
 
     options = DetectOptions(cutoff=args.cutoff, order=args.order, min_distance=args.min_distance,
-                            height=args.height, factor=args.factor, floor_quantile=args.floor_quantile,
+                            height=args.height, peak_height=args.peak_height, factor=args.factor,
+                            floor_quantile=args.floor_quantile,
                             envelope=args.envelope, relative=args.relative, top=args.top, edge=args.edge,
                             release=args.release, release_ratio=args.release_ratio, block_seconds=args.block_seconds,
                             channel_select=tuple(args.channel_select) if args.channel_select else None)

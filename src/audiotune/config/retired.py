@@ -51,8 +51,8 @@ RETIRED_FLAGS: dict[str, str] = {
     "--distributed": "the seed's DDP switch; several --devices (or --num_nodes) run DDP",
     "--check_val_every_n_epoch": "the seed's validation interval; validation runs every epoch (leave it out)",
     "--valid_split": "the seed's random train/validation share: `audiotune train --valid_split F` (--val_share "
-                     "1-F); pretrain validates on --val_share of the clips (10 %), or a Val split (--val_size N: "
-                     "subjects)",
+                     "1-F); pretrain validates on --val_share of the clips (10 %), or a Val split, or with "
+                     "--val_size 0 on nothing (the seed's 1.0)",
     "--cpu_torchscript": "the seed's TorchScript export; use `audiotune export --run RUN`",
     # tap2key scripts
     "--dir": "tap2key's recording folder; use `audiotune taps detect DIR/01.acoustic/*.wav`",

@@ -1,8 +1,9 @@
 """``audiotune pretrain``: self-supervised pretraining with the objectives a backbone supplies.
 
 The engine knows no objective: it asks the backbone (:class:`SupportsPretraining`) for its objectives, lets
-it build what they need, trains ``pretrain_loss`` with Lightning (validation loss picks the kept weights) and
-lets it write its outputs. No labels are needed: a manifest or split of audio is enough.
+it build what they need, trains ``pretrain_loss`` with Lightning (validation loss picks the kept weights; without
+validation, the last are kept) and lets it write its outputs. No labels are needed: a manifest or split of audio is
+enough.
 
 - SSAST (``pretrain_joint``, ``pretrain_mpc``, ``pretrain_mpg``): ``model.safetensors`` for `audiotune train
   --model ssast --pretrained_mdl_path` and ``ssast_original.pth`` with the original ``module.`` keys.
@@ -137,7 +138,7 @@ class PretrainModule(pl.LightningModule):
 def _tables(config: RunConfig, inputs: InputSpec, exp_dir: Path,
             writes: bool = True) -> tuple[dict[str, pd.DataFrame], dict[str, np.ndarray]]:
     """train / val tables of audio as the model reads it; without a val split, 10% of the rows (or --val_share;
-    seeded) validate.
+    seeded) validate, or none with ``--val_size 0`` (and no --val_share): every clip trains.
     The reports (skipped rows, the drawn validation rows) are written when ``writes``."""
     prepared = prepare_eval_data(config, inputs, config.data.data_split_root, targets_needed=False)
     if writes:
@@ -145,7 +146,9 @@ def _tables(config: RunConfig, inputs: InputSpec, exp_dir: Path,
     tables = dict(prepared.tables)
     if "train" not in tables:
         tables = {"train": pd.concat(list(tables.values()))}
-    if "val" not in tables:
+    if "val" not in tables and config.data.val_size == 0 and config.train.val_share == 0:
+        tables = {"train": tables["train"]}  # no validation: the last weights are kept
+    elif "val" not in tables:
         train = tables["train"]
         if len(train) < 2:
             raise ValueError(f"{config.data.data_split_root}: pretraining needs at least 2 clips")
@@ -159,7 +162,8 @@ def _tables(config: RunConfig, inputs: InputSpec, exp_dir: Path,
 
 
 def pretrain(config: RunConfig) -> dict:
-    """Pretrain, keep the best-validation weights, write them in our and the original layout.
+    """Pretrain, keep the best-validation weights (without validation, the last), write them in our and the
+    original layout.
 
     Under DDP rank 0 owns the run directory and writes every output; the other processes train their share
     of the batches, write nothing and return an empty dict.
@@ -214,8 +218,9 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
     steps = config.train.training_steps
     # a step budget shorter than an epoch still validates (and keeps a best) at its end; set once the
     # loader's length (this process's share) is known
-    trainer, best = build_trainer(config.train, config.runtime, exp_dir, best_by=("val_loss", "min"))
-    assert best is not None  # a monitored fit keeps its best epoch
+    validating = "val" in tables
+    trainer, best = build_trainer(config.train, config.runtime, exp_dir,
+                                  best_by=("val_loss", "min") if validating else None)
     check_launch(trainer.is_global_zero, owned.writes)
     replicas, rank, device = trainer.world_size, trainer.global_rank, inference_device(config)
     passes = training_passes(config, len(tables["train"]))
@@ -226,8 +231,9 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
                                rank=rank)
     val_loader = make_loader(config, make_dataset(config, inputs, tables["val"], targets["val"], passes=passes,
                                                   on_device=on_device),
-                             tables["val"], False, device=device, passes=passes, num_replicas=replicas, rank=rank)
-    if steps:
+                             tables["val"], False, device=device, passes=passes, num_replicas=replicas,
+                             rank=rank) if validating else None
+    if steps and validating:
         trainer.val_check_interval = min(steps, len(train_loader))
     module = PretrainModule(backbone, objective, config, len(train_loader),
                             DeviceFeatures.of(train_loader, val_loader))
@@ -236,7 +242,7 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
         trainer.fit(module, train_loader, val_loader, ckpt_path=resume, weights_only=True)
     if not owned.writes:
         return {}  # rank 0 writes the outputs
-    if best.best_model_path and Path(best.best_model_path).is_file():
+    if best is not None and best.best_model_path and Path(best.best_model_path).is_file():
         module.load_state_dict(load_torch_file(best.best_model_path)["state_dict"])
     written = backbone.save_pretrained_outputs(exp_dir)
     log_csv = exp_dir / LOG_DIR / LOG_FILE
@@ -250,7 +256,7 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
                              ("train_acc", "val_acc"), "masked-patch accuracy")
     metrics = {"objective": objective, "task": objective, "epochs_run": trainer.current_epoch,
                "steps_run": trainer.global_step, "history": history,
-               "best_val_loss": float(best.best_model_score) if best.best_model_score is not None else None,
+               "best_val_loss": float(best.best_model_score) if best and best.best_model_score is not None else None,
                "outputs": [str(Path(p).relative_to(exp_dir)) for p in written]}
     write_json(exp_dir / METRICS_FILE, metrics)
     return metrics

@@ -25,6 +25,7 @@ from audiotune.outputs import (
     CV_RUNS_TABLE,
     CV_SUMMARY_FILE,
     ENSEMBLE_PREDICTIONS_FILE,
+    EVALUATE_DIR,
     EVALUATION_FILE,
     LOG_DIR,
     LOG_FILE,
@@ -77,6 +78,10 @@ def write_report(source: str | Path, out: str | Path | None = None, data_split_r
         page = render_probe(read_probe(source))
     elif (source / METRICS_FILE).is_file() or (source / PREDICTIONS_FILE).is_file():
         page = render_run(read_run(source, data_split_root, group_by, clips_per_class, clip_kb, run, split, data))
+    elif (source / CONFIG_FILE).is_file():  # an imported run, or one stopped before it scored anything
+        raise ValueError(f"{source}: a run without scores of its own (no {METRICS_FILE} or {PREDICTIONS_FILE}); "
+                         f"report an evaluation of it: `audiotune evaluate --run {source} -d TABLE`, then "
+                         f"`audiotune report {source / EVALUATE_DIR}`")
     else:
         raise ValueError(f"{source}: neither a run directory (no {METRICS_FILE} or {PREDICTIONS_FILE}), a "
                          f"cross-validation (no {CV_SUMMARY_FILE}), a sweep (no {SWEEP_SUMMARY_FILE}) nor a probe "

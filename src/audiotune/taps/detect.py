@@ -35,6 +35,16 @@ from audiotune.taps import TAP_WINDOW
 # |trace| histogram for the noise floor: log-spaced bins, 1 % wide, from 1e-9 to 1e3 (float audio and int PCM
 # read as float both fall inside)
 HIST_EDGES = np.geomspace(1e-9, 1e3, int(np.log(1e12) / np.log(1.01)) + 1)
+# bits of the integers scipy.io.wavfile reads per sample format (24-bit: shifted into int32), which tap2key divided
+# by 2**32; float formats are read as they are
+SCIPY_WAV_BITS = {"PCM_S8": 8, "PCM_U8": 8, "PCM_16": 16, "PCM_24": 32, "PCM_32": 32}
+
+
+def tap2key_height(peak_height: float, subtype: str) -> float:
+    """tap2key's ``--peak_height`` (a height of its trace: the WAV's samples as scipy reads them, divided by 2**32)
+    as a height of the trace read here (samples in [-1, 1]): twice it for 32- and 24-bit PCM."""
+    bits = SCIPY_WAV_BITS.get(subtype)
+    return peak_height * 2.0 ** 32 / (2.0 ** (bits - 1) if bits else 1.0)
 
 
 @dataclass
@@ -43,6 +53,7 @@ class DetectOptions:
     order: int = 3  # Butterworth order (zero-phase: applied twice)
     min_distance: float = 0.125  # seconds between peaks
     height: float | None = None  # fixed threshold on the trace; None: adaptive
+    peak_height: float | None = None  # fixed threshold in tap2key's units (see tap2key_height)
     factor: float = 8.0  # adaptive threshold = factor x noise floor
     floor_quantile: float = 0.5  # the noise floor: this quantile of |trace| over the recording
     envelope: float = 0.0  # seconds of the short-time RMS of the trace (0: the signed trace, positive peaks)
@@ -62,6 +73,9 @@ class DetectOptions:
             raise ValueError("min_distance >= 0, factor > 0 and 0 < floor_quantile < 1 are required")
         if self.height is not None and self.height <= 0:
             raise ValueError(f"height {self.height}: a threshold must be positive")
+        if self.peak_height is not None and (self.peak_height <= 0 or self.height is not None):
+            raise ValueError(f"--peak_height {self.peak_height}: tap2key's threshold, positive and given instead "
+                             "of --height")
         if self.envelope < 0 or self.block_seconds <= 0 or self.margin_seconds <= 0:
             raise ValueError("envelope >= 0, block_seconds > 0 and margin_seconds > 0 are required")
         if self.relative < 0 or self.top < 1 or self.edge < 0 or self.release < 0 or self.release_ratio <= 0:
@@ -187,7 +201,9 @@ def _detect(path: str | Path, trace: _Trace, window: tuple[float, float], overvi
     """The taps of the recording at ``path``, which ``trace`` reads (see :func:`detect`)."""
     options = trace.options
     floor = None
-    if options.height is None:
+    if options.peak_height is not None:
+        threshold = tap2key_height(options.peak_height, trace.handle.subtype)
+    elif options.height is None:
         floor = noise_floor(trace, options.floor_quantile)
         threshold = options.factor * floor
     else:

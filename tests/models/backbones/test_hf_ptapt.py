@@ -149,6 +149,22 @@ def test_the_loss_learns_from_masked_frames_and_short_clips_do_not_break_it(chec
     assert nothing["masked"] == 0 and nothing["loss"].item() == 0.0 and nothing["loss"].requires_grad
 
 
+def test_a_group_norm_encoder_predicts_without_attending_to_the_padding(tmp_path: Path) -> None:
+    """As the seed's P-TAPT ran wav2vec2-base: the transformer is given each clip's real frames only."""
+    torch.manual_seed(0)
+    group = {**ENCODER, "feat_extract_norm": "group", "do_stable_layer_norm": False}
+    checkpoint = save_hf_checkpoint(transformers.Wav2Vec2ForPreTraining(transformers.Wav2Vec2Config(**group)),
+                                    tmp_path / "group")
+    labels = write_labels(tmp_path / "l.parquet", {uid: {4: np.zeros(frames_of(n), int)}
+                                                   for uid, n in (("a", 4000), ("b", 1500))})
+    model = ptapt(checkpoint, labels)
+    seen = {}
+    model.model.encoder.register_forward_pre_hook(lambda _, args, kwargs: seen.update(kwargs), with_kwargs=True)
+    model.loss(torch.randn(2, 4000), torch.tensor([4000, 1500]), ["a", "b"], random.Random(0))
+    real = seen["attention_mask"].bool()
+    assert real.sum(1).tolist() == [frames_of(4000), frames_of(1500)]
+
+
 def test_labels_that_do_not_fit_the_audio_are_errors(checkpoint: Path, tmp_path: Path) -> None:
     full = frames_of(4000)
     good = {"a": {4: np.zeros(full, int)}}

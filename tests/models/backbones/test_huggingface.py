@@ -124,6 +124,23 @@ def test_padding_changes_equal_length_kinds(backbones: dict[str, HFBackbone], na
         torch.testing.assert_close(t, torch.cat([a, o]), atol=1e-4, rtol=0)
 
 
+def test_group_norm_encoders_keep_the_padding_out_of_the_transformer(backbones: dict[str, HFBackbone]) -> None:
+    """wav2vec2-base style: the convolutions see the padding (GroupNorm over the whole tensor), the transformer
+    only each clip's real frames, as the emotion seed's V-FT and P-TAPT ran it: feature encoder and projection,
+    then the encoder given the frames' mask."""
+    backbone = backbones["w2v_group"]
+    waves, lengths = batch(clip(1.0, 21), clip(0.45, 22))
+    model = backbone.model
+    with torch.no_grad():
+        states, mask = backbone.hidden_states(waves, lengths)
+        projected = model.feature_projection(model.feature_extractor(waves).transpose(1, 2))[0]
+        frames = model._get_feat_extract_output_lengths(lengths)
+        real = torch.arange(projected.shape[1])[None, :] < frames[:, None]
+        seed = model.encoder(projected, attention_mask=real)[0]
+    assert torch.equal(mask, real)
+    torch.testing.assert_close(states[-1][mask], seed[real])
+
+
 @pytest.mark.parametrize("name", ["w2v_group", "w2v_layer"])
 def test_max_window(checkpoints: dict[str, Path], backbones: dict[str, HFBackbone], name: str) -> None:
     whole = backbones[name]

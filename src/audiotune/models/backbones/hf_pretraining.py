@@ -161,7 +161,7 @@ class Wav2Vec2Tapt(nn.Module):
         mask = span_mask(frames.clamp(max=total).tolist(), total, self.prob, self.length, generator)
         negatives = sample_negatives(mask, int(self.model.config.num_negatives), generator)
         attention = None
-        if not self.group_norm:  # group-norm encoders were trained without one (see the huggingface module)
+        if not self.group_norm:  # group-norm ones get none, as they were pretrained and as the seed's TAPT ran them
             positions = torch.arange(waveforms.shape[1], device=waveforms.device)
             attention = (positions[None, :] < lengths[:, None]).long()
         masked = int(mask.sum())

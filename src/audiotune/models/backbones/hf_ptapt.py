@@ -105,7 +105,6 @@ class PseudoLabelPretraining(nn.Module):
                                                           nn.Linear(HEAD_WIDTH, k))
                                     for k in self.targets.num_clusters})
         self.max_samples = round(config.train.max_seconds * (rate or 16000))
-        self.group_norm = getattr(hf_config, "feat_extract_norm", "layer") == "group"
 
     @property
     def encoder(self) -> nn.Module:
@@ -145,10 +144,10 @@ class PseudoLabelPretraining(nn.Module):
         targets = self.frame_targets(list(uids), full_frames, offsets, frames, total)
         mask = torch.from_numpy(span_mask([min(n, total) for n in frames], total, self.prob, self.length,
                                           generator)).to(waveforms.device)
-        attention = None
-        if not self.group_norm:  # group-norm encoders were trained without one (see the huggingface module)
-            positions = torch.arange(waveforms.shape[1], device=waveforms.device)
-            attention = (positions[None, :] < lengths[:, None]).long()
+        # the transformer sees each clip's real frames only (group-norm convolutions still see the padding), as
+        # the seed's P-TAPT ran wav2vec2-base
+        positions = torch.arange(waveforms.shape[1], device=waveforms.device)
+        attention = (positions[None, :] < lengths[:, None]).long()
         out = self.model(waveforms, attention_mask=attention, mask_time_indices=mask)
         reps = F.relu(out.last_hidden_state[mask])
         masked = int(mask.sum())

@@ -14,15 +14,16 @@ includes the encoder's final LayerNorm, as in transformers 4.x; transformers 5.x
 
 Padding and batch independence
 ------------------------------
-Layer-norm feature encoders get a sample-level attention mask: a clip's real frames do not depend on the
-padding of its batch (exact padding). Two kinds cannot promise that; their ``padding`` rule says so, and the data
-pipeline scores them in batches of clips sorted by length:
+Every encoder gets a sample-level attention mask: the transformer sees a clip's real frames only. With a
+layer-norm feature encoder they do not depend on the padding of its batch (exact padding). Two kinds cannot
+promise that; their ``padding`` rule says so, and the data pipeline scores them in batches sorted by length:
 
 * group-norm feature encoders (``feat_extract_norm == "group"``, e.g. wav2vec2-base, HuBERT-base): the first
-  conv's GroupNorm normalises each channel over the whole tensor, zero padding included, and these models
-  were trained without an attention mask, so none is passed. The change grows with the padding, so a batch's
-  longest clip is at most ``PADDING_TOLERANCE`` (2 %) longer than its shortest: on the tiny test encoder a
-  clip padded by 2 % moves its pooled states by 0.4 % (relative L2), padded to twice its length by 12 %;
+  conv's GroupNorm normalises each channel over the whole tensor, zero padding included (the mask then keeps
+  the padded frames out of the transformer, as the emotion seed fine-tuned wav2vec2-base). The change grows
+  with the padding, so a batch's longest clip is at most ``PADDING_TOLERANCE`` (2 %) longer than its shortest:
+  on the tiny test encoder a clip padded by 2 % moves its pooled states by 0.3 % (relative L2), padded to twice
+  its length by 11 %;
 * data2vec-audio: its stack of positional convolutions lets real frames leak into the padded ones, which
   the next positional conv layer feeds back into the last real frames; any padding does that about as much
   as a long one, so only clips of one length share a batch (exact, tolerance 0).
@@ -259,11 +260,9 @@ class HFBackbone(TransformersSizes, Backbone):
             waveforms = F.pad(waveforms, (0, field - waveforms.shape[1]))
         # a clip shorter than one frame is treated as zero-padded to one frame; never an all-masked row
         seen = valid.clamp(min=field)
-        extra: dict[str, Any] = {}
-        if not self.group_norm:
-            positions = torch.arange(waveforms.shape[1], device=waveforms.device)
-            extra["attention_mask"] = (positions[None, :] < seen[:, None]).long()
-        out = self.model(waveforms, output_hidden_states=True, **extra)
+        positions = torch.arange(waveforms.shape[1], device=waveforms.device)
+        out = self.model(waveforms, attention_mask=(positions[None, :] < seen[:, None]).long(),
+                         output_hidden_states=True)
         states = list(out.hidden_states)
         if out.last_hidden_state.shape == states[-1].shape:  # no adapter: include the final LayerNorm (4.x numbering)
             states[-1] = out.last_hidden_state
@@ -275,7 +274,7 @@ class HFBackbone(TransformersSizes, Backbone):
     def hidden_states(self, waveforms: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor]:
         """Waveforms (B, N), valid samples (B,) -> ``num_hidden_states`` tensors (B, T, D), mask (B, T).
 
-        Layer-norm encoders get an attention mask; group-norm ones get none (see ``padding``).
+        Every encoder gets an attention mask (group-norm ones see the padding in their convolutions: ``padding``).
         With ``max_window`` the windows' frames are concatenated along time and the mask covers them all.
         """
         return encode_in_windows(self._encode, waveforms, lengths, self._windows(waveforms.shape[1]))
@@ -291,8 +290,7 @@ class HFBackbone(TransformersSizes, Backbone):
         states, mask = self.hidden_states(waveforms, lengths)
         if hasattr(self.model, "set_attn_implementation"):  # fused attention kernels return no weights
             self.model.set_attn_implementation("eager")
-        sample_mask = None if self.group_norm else (
-            torch.arange(waveforms.shape[1], device=waveforms.device)[None] < lengths[:, None]).long()
+        sample_mask = (torch.arange(waveforms.shape[1], device=waveforms.device)[None] < lengths[:, None]).long()
         out = self.model(waveforms, attention_mask=sample_mask, output_attentions=True)
         return states, mask, list(out.attentions)
 
