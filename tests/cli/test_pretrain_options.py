@@ -27,10 +27,10 @@ def flag(key: str) -> str:
 
 
 def test_pretrain_refuses_the_options_of_labels_heads_and_labelled_metrics() -> None:
-    assert {"data.label_txt", "data.val_size", "classifier.clf_bottleneck", "classifier.layer", "train.loss",
+    assert {"data.label_txt", "classifier.clf_bottleneck", "classifier.layer", "train.loss",
             "train.class_weights", "train.balance", "train.patience", "train.monitor", "train.ema",
             "runtime.cache", "runtime.report"} <= set(REFUSED)
-    assert {"augment.tshift", "data.mixup", "train.val_share", "train.max_seconds", "runtime.logger",
+    assert {"augment.tshift", "data.mixup", "data.val_size", "train.val_share", "train.max_seconds", "runtime.logger",
             "model.objective"} <= set(TAKEN)
 
 
@@ -59,4 +59,14 @@ def test_pretraining_no_epoch_is_an_error_before_anything_is_written(tmp_path: P
     out = tmp_path / "run"
     assert main(["pretrain", "-d", str(tmp_path), "-o", str(out), "-e", "0"]) == 2
     assert "--epochs 0: pretraining needs at least one epoch" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("given", [["--val_size", "5"], ["--val_size", "50"]])
+def test_a_number_of_validation_subjects_is_an_error_in_pretraining(given: list[str], tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    assert main(["pretrain", "-d", str(tmp_path), "-o", str(out), *given]) == 2
+    assert f"--val_size {given[1]}: pretraining validates on the val part, else on --val_share" in \
+        capsys.readouterr().err
     assert not out.exists()

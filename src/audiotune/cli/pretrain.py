@@ -9,7 +9,7 @@ from audiotune import storage
 from audiotune.cli.command import Command
 from audiotune.cli.flags import add_config_flags, config_from_args, refuse_other_options, refuse_other_values
 from audiotune.cli.show import quiet_lightning
-from audiotune.config import PRETRAINING
+from audiotune.config import PRETRAINING, DataConfig, RunConfig
 
 # The options pretraining reads: the audio as the encoder reads it (augmented while training), the encoder, its
 # optimisation and batches, and where it runs. The rest belongs to labels and heads (label file, classifier,
@@ -18,8 +18,8 @@ from audiotune.config import PRETRAINING
 # the epoch of the lowest validation loss, validating on val.csv, else on --val_share (default 10 %) of the rows.
 # (--cache_dir stays: the audio store lives there too.)
 PRETRAIN_OPTIONS = (
-    "data.prefix", "data.study", "data.data_split_root", "data.seed", "data.na_values", "data.on_error",
-    "data.mixup",
+    "data.prefix", "data.study", "data.data_split_root", "data.val_size", "data.seed", "data.na_values",
+    "data.on_error", "data.mixup",
     "audio", "features", "augment", "model",
     "train.epochs", "train.batch_size", "train.learning_rate", "train.optim", "train.weight_decay", "train.scheduler",
     "train.max_lr", "train.grad_clip", "train.accumulate_grad_batches", "train.warmup_steps", "train.training_steps",
@@ -43,12 +43,22 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                         help="a folder of audio files to pretrain on (same as -d FOLDER)")
 
 
+def _validation_rule(args: argparse.Namespace, config: RunConfig) -> None:
+    """Pretraining validates on the val part, else on --val_share (default 10 %) of the rows, or on nothing with
+    --val_size 0; a count of subjects (training's rule) would be ignored, so it is an error."""
+    size = config.data.val_size
+    if size and ("data.val_size" in vars(args) or size != DataConfig().val_size):
+        raise ValueError(f"--val_size {size}: pretraining validates on the val part, else on --val_share of the "
+                         "rows (default 10 %), not on a number of subjects; --val_size 0: no validation")
+
+
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from audiotune.engine.pretrain import pretrain
 
     quiet_lightning(args.verbose)
     config = config_from_args(args)
     refuse_other_values(config, args, PRETRAIN_OPTIONS, NOT_PRETRAINING)
+    _validation_rule(args, config)
     metrics = pretrain(config)
     if not metrics:
         return  # another process of a multi-process (DDP) run: rank 0 reports
