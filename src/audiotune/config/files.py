@@ -11,7 +11,14 @@ import yaml
 
 from audiotune import storage
 from audiotune.config.options import check_types
-from audiotune.config.sections import CONFIG_VERSION, SECTIONS, HeadSpec, RunConfig, RuntimeConfig
+from audiotune.config.sections import (
+    CONFIG_VERSION,
+    SECTIONS,
+    WAVEFORM_NORM_VERSION,
+    HeadSpec,
+    RunConfig,
+    RuntimeConfig,
+)
 from audiotune.outputs import CONFIG_FILE
 
 
@@ -119,6 +126,8 @@ def config_from_dict(raw: dict[str, Any], source: str = "config", base: RunConfi
             raise ValueError(f"{source}: unknown section '{key}'")
     if config.version > CONFIG_VERSION:
         raise ValueError(f"{source}: written by a newer audiotune (config version {config.version})")
+    if config.version < WAVEFORM_NORM_VERSION and config.features.waveform_norm is False:
+        config.features.waveform_norm = None  # the saved default then: the model's own normalisation
     return config
 
 

@@ -31,10 +31,13 @@ from audiotune.outputs import (
 )
 from audiotune.storage import Role
 
-CONFIG_VERSION = 2
+CONFIG_VERSION = 3
 # from this version on the audio and features sections hold the user's options; before it, the input the backbone
 # resolved from them (which is then the run's input as it is)
 INPUT_RESOLVED_VERSION = 2
+# from this version on --waveform_norm false is the user's choice; before it, false was the saved default and a
+# pretrained encoder's feature extractor decided (read as null: the model's own)
+WAVEFORM_NORM_VERSION = 3
 
 
 PRECISIONS = ("32", "bf16", "16-mixed", "16")  # 16: the seeds' spelling of 16-mixed
@@ -96,8 +99,9 @@ class FeatureConfig:
     features: str = option("fbank", "input features of the model (waveform: raw samples, for pretrained encoders; "
                                     "mfcc: the ECAPA seed's default)",
                            choices=("mfcc", "fbank", "waveform"))
-    waveform_norm: bool = option(False, "per-clip zero mean, unit variance of waveform inputs "
-                                        "(set from a pretrained encoder's feature extractor)")
+    waveform_norm: bool | None = option(None, "per-clip zero mean, unit variance of waveform inputs (default: as "
+                                               "a pretrained encoder's feature extractor does; false: the raw "
+                                               "samples, as the emotion seed fed them)")
     num_mel_bins: int | None = option(None, "mel bins of the Kaldi fbank (default: the backbone's)",
                                       valid=(1, 1024, True, True))
     target_length: int = option(0, "pad or crop features to this many frames (0 = the clip's own length)",

@@ -145,9 +145,14 @@ def test_frozen_feature_encoder_no_annealing_and_a_folder_of_audio(checkpoints: 
                                                                    tmp_path: Path) -> None:
     out = tmp_path / "tapt"
     args = pretrain_args(dataset, checkpoints["pretraining"], out, "--training_steps", "3",
-                         "--freeze_feature_encoder", "--gumbel_anneal", "False")
+                         "--freeze_feature_encoder", "--gumbel_anneal", "False", "--waveform_norm", "False")
     args[args.index("-d") + 1] = str(tmp_path / "missing")
     assert main([*args, "--unlabelled_dir", str(dataset["prefix"])]) == 0  # every wav under it, no table
+    # the encoder's extractor reads clips as it was pretrained on them: raw, not normalised (the checkpoint's would)
+    from transformers import AutoFeatureExtractor
+
+    assert AutoFeatureExtractor.from_pretrained(checkpoints["pretraining"]).do_normalize is True
+    assert AutoFeatureExtractor.from_pretrained(out / "encoder").do_normalize is False
     assert len(pd.read_csv(out / "validation.csv")) == 2  # 10 % of the 24 clips validate
     saved = load_file(out / "encoder" / "model.safetensors")
     before = load_file(checkpoints["pretraining"] / "model.safetensors")

@@ -278,12 +278,14 @@ def test_gradient_checkpointing_flag_is_an_hf_option(checkpoints: dict[str, Path
 def test_the_input_is_the_extractors_and_the_config_keeps_the_users_options(checkpoints: dict[str, Path]) -> None:
     config = RunConfig()
     config.model.model, config.model.checkpoint = "hf", str(checkpoints["hubert"])  # an extractor without norm
-    config.audio.resample_rate, config.features.waveform_norm = 8000, True
+    config.audio.resample_rate = 8000
     given = copy.deepcopy(config)
     resolve_config(config)
     inputs = input_spec(config)
     assert (inputs.features, inputs.waveform_norm, inputs.resample_rate) == ("waveform", False, RATE)
+    given.features.waveform_norm = config.features.waveform_norm = True  # the user's choice over the extractor's
     assert inputs.min_samples == 10 + (3 - 1) * 5  # one frame of the tiny convolutions (kernels 10, 3; stride 5)
+    assert input_spec(config).waveform_norm is True
     assert (config.audio, config.features) == (given.audio, given.features)  # what the user asked, unchanged
     config.model.objective = "ptapt"  # masked prediction of labels covering every frame: whole clips
     assert (input_spec(config).clip_length, input_spec(config).eval_clip_length) == (0.0, 0.0)
@@ -324,3 +326,29 @@ def test_padding_within_the_tolerance_moves_a_clip_less(backbones: dict[str, HFB
 
     within, beyond = moved(0.5 * (1 + PADDING_TOLERANCE)), moved(1.0)
     assert 0 < within < beyond / 10
+
+
+def test_waveform_norm_is_the_extractors_unless_given_and_an_earlier_configs_false_was_its_default(
+        checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    """--waveform_norm left unset follows the checkpoint's feature extractor; true or false is the user's. A config
+    written before the option was the user's choice saved false as its default: read back, it is the model's own
+    again, so an earlier run reads its clips as it was trained."""
+    import yaml
+
+    from audiotune.config import config_to_dict, load_config
+
+    config = RunConfig()
+    config.model.model, config.model.checkpoint = "hf", str(checkpoints["w2v_layer"])  # an extractor with norm
+    resolve_config(config)
+    assert input_spec(config).waveform_norm is True
+    config.features.waveform_norm = False
+    assert input_spec(config).waveform_norm is False  # the raw samples, as the emotion seed fed them
+    path = tmp_path / "config.yaml"
+    # (checkpoint, its extractor normalises, version, saved, read back)
+    for kind, version, saved, read in (("w2v_layer", 2, False, True), ("hubert", 2, True, False),
+                                       ("w2v_layer", 3, False, False), ("hubert", 3, True, True)):
+        config.model.checkpoint = str(checkpoints[kind])
+        raw = config_to_dict(config)
+        raw["version"], raw["features"]["waveform_norm"] = version, saved
+        path.write_text(yaml.safe_dump(raw))
+        assert input_spec(load_config(path)).waveform_norm is read, (kind, version, saved)

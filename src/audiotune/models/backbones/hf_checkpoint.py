@@ -63,6 +63,17 @@ def extractor_settings(checkpoint: str) -> dict[str, Any]:
             "return_attention_mask": bool(getattr(extractor, "return_attention_mask", not group))}
 
 
+def normalises(settings: dict[str, Any], waveform_norm: bool | None, version: int) -> bool:
+    """Whether an encoder reads each clip normalised to zero mean and unit variance: ``--waveform_norm`` as given,
+    else (and in a config written before the option was the user's choice) as its checkpoint's feature extractor
+    (``settings``: :func:`extractor_settings`) does."""
+    from audiotune.config.sections import WAVEFORM_NORM_VERSION
+
+    if waveform_norm is None or version < WAVEFORM_NORM_VERSION:
+        return bool(settings["do_normalize"])
+    return waveform_norm
+
+
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 CONNECT_SECONDS = 3.0  # one connection attempt to the hub; transformers alone retries for about a minute
 

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from audiotune.config import RunConfig
 from audiotune.models.backbones import backbone_options
-from audiotune.models.backbones.hf_checkpoint import extractor_settings, weights_quietly
+from audiotune.models.backbones.hf_checkpoint import extractor_settings, normalises, weights_quietly
 from audiotune.outputs import ENCODER_DIR, atomic_dir
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,7 @@ class Wav2Vec2Tapt(nn.Module):
                              f"pretraining needs a wav2vec2 checkpoint (transformers' Wav2Vec2ForPreTraining)")
         m = backbone_options(config)  # the HFSettings of the run
         self.checkpoint = checkpoint
+        self.normalise = normalises(extractor_settings(checkpoint), config.features.waveform_norm, config.version)
         # what the saved config keeps as the checkpoint had it (pretraining switches feature masking off)
         self.saved_settings = {key: getattr(hf_config, key) for key in
                                ("mask_time_prob", "mask_time_length", "mask_feature_prob", "apply_spec_augment")}
@@ -177,12 +178,14 @@ class Wav2Vec2Tapt(nn.Module):
 
     def save(self, folder: Path) -> Path:
         """``folder/encoder``: the pretraining model (quantizer included) with the checkpoint's masking settings."""
-        return save_encoder(self.model, self.checkpoint, self.saved_settings, Path(folder))
+        return save_encoder(self.model, self.checkpoint, self.saved_settings, Path(folder), self.normalise)
 
 
-def save_encoder(model: Any, checkpoint: str, settings: dict[str, Any], folder: Path) -> Path:
+def save_encoder(model: Any, checkpoint: str, settings: dict[str, Any], folder: Path, normalise: bool) -> Path:
     """``folder/encoder``: ``model`` via ``save_pretrained`` with ``settings`` (the checkpoint's own masking
-    settings) in its config, and a feature extractor config, written aside and moved into place complete."""
+    settings) in its config, and a feature extractor config that normalises each clip as the encoder was trained
+    (``normalise``), so that ``-c folder/encoder`` reads clips so by default; written aside and moved into place
+    complete."""
     from transformers import AutoFeatureExtractor, Wav2Vec2FeatureExtractor
 
     target = folder / ENCODER_DIR
@@ -195,6 +198,7 @@ def save_encoder(model: Any, checkpoint: str, settings: dict[str, Any], folder: 
         extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=read["sampling_rate"], padding_value=0.0,
                                              do_normalize=read["do_normalize"],
                                              return_attention_mask=read["return_attention_mask"])
+    extractor.do_normalize = normalise
     for key, value in settings.items():
         setattr(config, key, value)
     try:

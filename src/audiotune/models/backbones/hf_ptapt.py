@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from audiotune.config import RunConfig
 from audiotune.data.pseudo_labels import PseudoLabels, read_pseudo_labels
 from audiotune.models.backbones import backbone_options
-from audiotune.models.backbones.hf_checkpoint import extractor_settings, weights_quietly
+from audiotune.models.backbones.hf_checkpoint import extractor_settings, normalises, weights_quietly
 from audiotune.models.backbones.hf_pretraining import save_encoder, span_mask
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ class PseudoLabelPretraining(nn.Module):
         self.targets: PseudoLabels = read_pseudo_labels(m.pseudo_labels)
         hf_config = AutoConfig.from_pretrained(checkpoint)
         self.checkpoint = checkpoint
+        self.normalise = normalises(extractor_settings(checkpoint), config.features.waveform_norm, config.version)
         kept = ("mask_time_prob", "mask_time_length", "mask_feature_prob", "apply_spec_augment", "layerdrop")
         self.saved_settings = {key: getattr(hf_config, key) for key in kept if hasattr(hf_config, key)}
         self.prob = float(m.mask_time_prob if m.mask_time_prob is not None else MASK_PROB)
@@ -165,4 +166,4 @@ class PseudoLabelPretraining(nn.Module):
 
     def save(self, folder: Path) -> Path:
         """``folder/encoder``: the encoder (no heads) with the checkpoint's masking settings."""
-        return save_encoder(self.model, self.checkpoint, self.saved_settings, Path(folder))
+        return save_encoder(self.model, self.checkpoint, self.saved_settings, Path(folder), self.normalise)

@@ -71,6 +71,7 @@ from audiotune.models.backbones.hf_checkpoint import (
     check_available,
     conv_receptive_field,
     extractor_settings,
+    normalises,
     weights_quietly,
 )
 from audiotune.storage import Role
@@ -383,7 +384,8 @@ def hf_input(config: RunConfig) -> InputSpec:
     checkpoint = config.model.checkpoint or DEFAULT_CHECKPOINT
     settings = extractor_settings(checkpoint)
     spec = replace(InputSpec.from_sections(config.audio, config.features), resample_rate=settings["sampling_rate"],
-                   features="waveform", waveform_norm=settings["do_normalize"],
+                   features="waveform",
+                   waveform_norm=normalises(settings, config.features.waveform_norm, config.version),
                    min_samples=config.audio.min_samples or conv_receptive_field(AutoConfig.from_pretrained(checkpoint)))
     return spec.whole_clips() if config.model.objective == "ptapt" else spec
 
