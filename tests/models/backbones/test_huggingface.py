@@ -352,3 +352,12 @@ def test_waveform_norm_is_the_extractors_unless_given_and_an_earlier_configs_fal
         raw["version"], raw["features"]["waveform_norm"] = version, saved
         path.write_text(yaml.safe_dump(raw))
         assert input_spec(load_config(path)).waveform_norm is read, (kind, version, saved)
+
+
+def test_waveform_norm_where_a_model_decides_for_itself_is_an_error(checkpoints: dict[str, Path]) -> None:
+    config = RunConfig()
+    config.model.model, config.features.waveform_norm = "ecapa_tdnn", False
+    with pytest.raises(ValueError, match="--waveform_norm false: --model ecapa_tdnn reads fbank features, not"):
+        input_spec(config)
+    config.features.waveform_norm = None
+    assert input_spec(config).features == "fbank"

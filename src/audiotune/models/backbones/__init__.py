@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from audiotune.config import (
     CLASSIFIER_STAGES,
     INPUT_RESOLVED_VERSION,
+    WAVEFORM_NORM_VERSION,
     RunConfig,
     Stage,
     acts_of,
@@ -320,8 +321,18 @@ def input_spec(config: RunConfig) -> InputSpec:
     """
     declare = _entry(config.model.model).input
     if config.version < INPUT_RESOLVED_VERSION or declare is None:
-        return InputSpec.from_sections(config.audio, config.features)
-    return declare(config)
+        spec = InputSpec.from_sections(config.audio, config.features)
+    else:
+        spec = declare(config)
+    asked = config.features.waveform_norm
+    if asked is not None and config.version >= WAVEFORM_NORM_VERSION:
+        if spec.features != "waveform":
+            raise ValueError(f"--waveform_norm {str(asked).lower()}: --model {config.model.model} reads "
+                             f"{spec.features} features, not waveforms")
+        if spec.waveform_norm != asked:
+            raise ValueError(f"--waveform_norm {str(asked).lower()}: --model {config.model.model} reads its "
+                             f"waveforms {'normalised' if spec.waveform_norm else 'as they are'} whatever it says")
+    return spec
 
 
 def build_backbone(config: RunConfig, pretrained: bool = True) -> Backbone:
