@@ -144,6 +144,10 @@ def seed_flags(layout: SeedLayout, args: dict[str, Any], path: str | Path) -> tu
         if name in flags and flags[name] != value:
             notes.append(f"--{name} {flags[name]} {why}: imported as --{name} {value}")
         flags[name] = value
+    if flags.get("activation", "relu") not in ("relu", "none"):  # the seeds' heads: ReLU for relu, else nothing
+        notes.append(f"--activation {flags['activation']}: the seed's head applied no activation for any value "
+                     "but relu: imported as --activation none")
+        flags["activation"] = "none"
     if flags.get("reduce") in (True, "True") and "mono" not in flags:
         flags["mono"] = "sum"  # the seeds summed the channels of a multi-channel file
     if not flags.get("pshift"):  # the seeds' default 0 semitones, unused while pitch shifting is off
