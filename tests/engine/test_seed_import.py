@@ -78,3 +78,9 @@ def test_a_seed_head_without_relu_had_no_activation() -> None:
     assert flags["activation"] == "none" and any("--activation gelu" in note for note in notes)
     relu, notes = seed_flags(ECAPA, {**LABELS, "activation": "relu"}, "args.pkl")
     assert relu["activation"] == "relu" and not notes
+
+
+def test_the_seeds_scheduler_none_stays_a_constant_learning_rate() -> None:
+    assert seed_flags(ECAPA, {**LABELS, "scheduler": None}, "args.pkl")[0]["scheduler"] == "none"
+    assert seed_flags(SSAST, {**LABELS, "scheduler": "onecycle"}, "args.pkl")[0]["scheduler"] == "onecycle"
+    assert "scheduler" not in seed_flags(ECAPA, LABELS, "args.pkl")[0]  # an older seed without the argument

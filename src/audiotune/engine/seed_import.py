@@ -140,6 +140,8 @@ def seed_flags(layout: SeedLayout, args: dict[str, Any], path: str | Path) -> tu
     flags = {k: v for k, v in args.items() if v is not None and k not in SKIPPED_ARGS}
     notes = []
     flags["model"] = layout.model
+    if "scheduler" in args and args["scheduler"] is None:  # the seeds' default: a constant learning rate
+        flags["scheduler"] = "none"
     for name, (value, why) in layout.fixed.items():
         if name in flags and flags[name] != value:
             notes.append(f"--{name} {flags[name]} {why}: imported as --{name} {value}")
