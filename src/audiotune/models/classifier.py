@@ -142,6 +142,8 @@ class Classifier(nn.Module):
         """
         if kind not in EMBEDDING_TYPES:
             raise ValueError(f"embedding type '{kind}' is not one of {EMBEDDING_TYPES}")
+        if kind == "st" and not self.config.shared_dense:  # there is no shared dense layer to read
+            raise ValueError("embedding type 'st' needs a model trained with --shared_dense")
         # pt / wt force one layer or the weighted sum; st / ft use what the model was trained with
         weighted = {"pt": False, "wt": True}.get(kind)
         # for ft, --pooling_mode merges the heads; frames are pooled as in training
