@@ -299,7 +299,7 @@ def write_seed_run(layout: SeedLayout, config: RunConfig, state: Mapping[str, to
             model = build_classifier(config, pretrained=False)
         except (OSError, ValueError) as err:
             hint = f" (its encoder --checkpoint {checkpoint}: pass -c with that hub id or a local copy)" \
-                if checkpoint and isinstance(err, OSError) else ""
+                if checkpoint and (isinstance(err, OSError) or checkpoint in str(err)) else ""
             raise SeedImportError(f"{source}: its args.pkl does not build an audiotune model{hint}: "
                                   f"{str(err).splitlines()[0]}") from None
         mapped, mapping = map_state(layout, state, model, bool(config.classifier.weighted), source)
