@@ -98,6 +98,24 @@ def test_the_seeds_existing_speaker_file_names_the_test_subjects(tmp_path: Path)
                  "--existing_spk_split", str(earlier)]) == 0
     drawn = set(pd.read_csv(tmp_path / "drawn" / "test.csv")["subject"])
     assert len(drawn) == 1 and drawn <= {"s1", "s12"}
+    # a speaker the table does not hold (an earlier study's) is passed over, as the seed did
+    pd.DataFrame({"speakerID": ["s1", "s12", "gone"]}).to_csv(earlier, index=False)
+    assert main([*common, "--out", str(tmp_path / "older"), "--existing_spk_split", str(earlier)]) == 0
+    assert set(pd.read_csv(tmp_path / "older" / "test.csv")["subject"]) == {"s1", "s12"}
+
+
+def test_speakers_of_the_file_without_rows_of_the_test_task_are_passed_over_as_the_seed_did(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The seed's select_split kept the test-task speakers that the --existing_spk_split file lists."""
+    parts = task_split(_table(), [SENTENCES], [AMR], sizes=[0, 2], test_pool=["s1", "s3", "s12", "nobody"], seed=0,
+                       source="t.csv")
+    assert _subjects(parts["test"]) == {"s1", "s3"}  # s12 has no AMR rows, nobody none at all
+    assert "2 subject(s) of the speaker file have no rows of the test task(s)" in caplog.text
+    assert "['nobody', 's12']" in caplog.text
+    with pytest.raises(DataError, match="t.csv: none of the 2 subjects of the speaker file has rows of the test"):
+        task_split(_table(), [SENTENCES], [AMR], test_pool=["s12", "nobody"], source="t.csv")
+    with pytest.raises(DataError, match=r"test subject\(s\) \['nobody'\] have no rows"):  # named ones must exist
+        task_split(_table(), [SENTENCES], [AMR], test_subjects=["s1", "nobody"], source="t.csv")
 
 
 @pytest.mark.parametrize("content, message", [

@@ -291,6 +291,24 @@ def test_a_pickle_that_runs_code_is_refused_before_it_runs(tmp_path: Path, capsy
     assert not marker.exists() and not (tmp_path / "run").exists()
 
 
+def test_a_w2v2_encoder_out_of_reach_is_named_with_the_flag_that_replaces_it(tmp_path: Path,
+                                                                              capsys: pytest.CaptureFixture) -> None:
+    """The seed's -c was a local folder (its default wav2vec2-base-960h); import naip -c names one here."""
+    transformers = pytest.importorskip("transformers")
+    ds = make_uid_dataset(tmp_path)
+    torch.manual_seed(0)
+    encoder = save_hf_checkpoint(transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**HF_TINY)),
+                                 tmp_path / "wav2vec2-tiny")
+    seed = SeedW2V2(encoder, weighted=False, shared_dense=False)
+    args = seed_args(ds, tmp_path / "exp", checkpoint="wav2vec2-base-960h", weighted=False, layer=-1, freeze=True)
+    weights = save_seed_run(tmp_path / "exp", seed, args, "x_mdl.pt", seed.seed_state_dict())
+    assert main(["import", "naip", str(weights), "-o", str(tmp_path / "run")]) == 2
+    assert "(its encoder --checkpoint wav2vec2-base-960h: pass -c with that hub id or a local copy)" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    assert main(["import", "naip", str(weights), "-c", str(encoder), "-o", str(tmp_path / "run")]) == 0
+
+
 @pytest.mark.slow
 def test_a_seed_model_in_a_bucket_is_read_with_the_args_beside_it(gcs, tmp_path: Path) -> None:
     """The seeds uploaded their runs with --cloud: gs://.../x_mdl.pt and its args.pkl import as local ones, and

@@ -84,7 +84,7 @@ def test_evaluate_on_a_split_directory_scores_every_split(trained: dict, tmp_pat
     assert set(json.loads((tmp_path / "metrics.json").read_text())) == {"train", "val", "test"}
 
 
-@pytest.mark.parametrize("kind, dim", [("pt", 16), ("st", 16), ("ft", 16)])
+@pytest.mark.parametrize("kind, dim", [("pt", 16), ("ft", 16)])
 def test_extract_streams_embeddings(trained: dict, tmp_path, kind: str, dim: int) -> None:
     out = tmp_path / f"{kind}.parquet"
     csv = trained["split"] / "train.csv"
@@ -94,6 +94,15 @@ def test_extract_streams_embeddings(trained: dict, tmp_path, kind: str, dim: int
     assert sorted(table["uid"]) == sorted(pd.read_csv(csv)["uid"])
     matrix = np.stack(table["embedding"].to_numpy())
     assert matrix.shape == (16, dim) and np.isfinite(matrix).all()
+
+
+def test_st_embeddings_of_a_run_without_a_shared_dense_layer_are_refused(trained: dict, tmp_path,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "st.parquet"
+    assert main(["extract", "--run", str(trained["run"]), "-d", str(trained["split"] / "test.csv"),
+                 "--embedding_type", "st", "--out", str(out)]) == 2
+    assert "embedding type 'st' needs a model trained with --shared_dense" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_ft_embeddings_merge_heads_by_pooling_mode(trained: dict, tmp_path) -> None:

@@ -71,3 +71,16 @@ def test_a_seed_file_without_heads_says_what_it_is() -> None:
     with pytest.raises(SeedImportError, match="x.pt: a naip-ecapa-tdnn model without classifier heads"):
         check_heads(ECAPA, {"model.blocks.0.conv.conv.weight": torch.zeros(1)}, "x.pt")
     check_heads(SSAST, {**pretrained, "mlp_heads.0.head.dense.weight": torch.zeros(1)}, "x.pt")
+
+
+def test_a_seed_head_without_relu_had_no_activation() -> None:
+    flags, notes = seed_flags(SSAST, {**LABELS, "activation": "gelu"}, "args.pkl")
+    assert flags["activation"] == "none" and any("--activation gelu" in note for note in notes)
+    relu, notes = seed_flags(ECAPA, {**LABELS, "activation": "relu"}, "args.pkl")
+    assert relu["activation"] == "relu" and not notes
+
+
+def test_the_seeds_scheduler_none_stays_a_constant_learning_rate() -> None:
+    assert seed_flags(ECAPA, {**LABELS, "scheduler": None}, "args.pkl")[0]["scheduler"] == "none"
+    assert seed_flags(SSAST, {**LABELS, "scheduler": "onecycle"}, "args.pkl")[0]["scheduler"] == "onecycle"
+    assert "scheduler" not in seed_flags(ECAPA, LABELS, "args.pkl")[0]  # an older seed without the argument

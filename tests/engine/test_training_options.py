@@ -43,6 +43,10 @@ def test_loss_per_head_type() -> None:
     with pytest.raises(ValueError, match="CE"):
         resolve_loss("CE", HEADS)
     assert resolve_loss("CE", HEADS[:1]) == "BCE"
+    # the seeds' MSE regressed scores; with categorical heads alone it would do nothing
+    with pytest.raises(ValueError, match=r"--loss MSE applies to binary and regression heads.*word \(categorical\)"):
+        resolve_loss("MSE", HEADS[:1])
+    assert resolve_loss("MSE", [HeadSpec("score", "regression", ["score"])]) == "MSE"
 
 
 @pytest.mark.parametrize("optim, scheduler", [("adam", "none"), ("adamw", "onecycle"), ("adamw", "cosine")])

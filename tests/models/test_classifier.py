@@ -145,6 +145,16 @@ def test_embedding_kinds() -> None:
     assert torch.allclose(ft_mean, expected, atol=1e-6)
     with pytest.raises(ValueError, match="embedding type"):
         model.extract_embedding(inputs, lengths, "xx")
+    # the seeds' extraction merged the heads by its own --pooling_mode, mean unless given: not by the run's
+    for trained_pooling in ("sum", "max"):
+        summed = Classifier(small_backbone(), HEADS, ClassifierConfig(shared_dense=True, sd_bottleneck=6,
+                                                                      clf_bottleneck=5, pooling_mode=trained_pooling))
+        summed.load_state_dict(model.state_dict())
+        assert torch.allclose(summed.eval().extract_embedding(inputs, lengths, "ft"), expected, atol=1e-6)
+    # as the seeds, which asserted it: without a shared dense layer st would be the pt embedding
+    unshared = Classifier(small_backbone(), HEADS, ClassifierConfig(clf_bottleneck=5)).eval()
+    with pytest.raises(ValueError, match="embedding type 'st' needs a model trained with --shared_dense"):
+        unshared.extract_embedding(inputs, lengths, "st")
 
 
 def test_a_clips_output_does_not_depend_on_its_batch(tmp_path) -> None:

@@ -7,7 +7,14 @@ import sys
 
 from audiotune import storage
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_path, add_scoring_flags, add_section_flags, scoring_data, spellings
+from audiotune.cli.flags import (
+    add_path,
+    add_scoring_flags,
+    add_section_flags,
+    refuse_other_options,
+    scoring_data,
+    spellings,
+)
 from audiotune.cli.show import summary
 from audiotune.outputs import EVALUATE_DIR, run_dir_of
 from audiotune.storage import Role
@@ -25,6 +32,9 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                              "each group of COLUMN (e.g. subject) apart, or none (test-time adaptation to new "
                              "speakers or microphones; default: the run's)")
     add_section_flags(parser, ("runtime.report",))
+    # the seeds' eval mode took every training flag (one parser); the run's config.yaml holds them here
+    refuse_other_options(parser, (), "not an option of evaluate, which scores with the run's own options (its "
+                                     "config.yaml: labels, audio, features, model): leave it out")
 
 
 def default_outputs(args: argparse.Namespace) -> None:

@@ -32,7 +32,8 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     parser.add_argument("--layer", type=int, help="hidden state for pt embeddings (default: the run's)")
     parser.add_argument(*spellings("pooling_mode", ("-pm",)), dest="pooling_mode",
                         help="mean, sum or max over the frames; cls or avgtok: the mean of SSAST's cls token(s) or "
-                             "patch tokens (pt embeddings; the seed's --task ft_cls / ft_avgtok, also accepted)")
+                             "patch tokens (pt embeddings; the seed's --task ft_cls / ft_avgtok, also accepted); ft "
+                             "embeddings: how the heads merge, mean (the default, as the seeds) or sum")
     add_config_flags(parser, ENCODER_OPTIONS, model=model, writes_run=False, stages=ENCODING,
                      why="extract runs the encoder as it is")
     refuse_other_options(parser, ENCODER_OPTIONS, "not an option of extract, which runs the encoder as it is (an "

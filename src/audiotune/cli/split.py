@@ -46,12 +46,13 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from audiotune.data.splits import group_values, kfold_tables, split_table, write_split
 
     by_task = bool(args.train_task or args.test_task)
+    speakers = None  # the seed's --existing_spk_split: the subjects the test ones are drawn from
     if args.existing_spk_split:
         from audiotune.data.task_splits import read_subject_file
 
         if args.test_subjects:
             raise ValueError("--existing_spk_split and --test_subjects both name the test subjects; give one")
-        args.test_subjects = read_subject_file(args.existing_spk_split)
+        speakers = read_subject_file(args.existing_spk_split)
     if args.split_size and not by_task:
         raise ValueError("--split_size: subject counts of a split by task; give --train_task and/or --test_task")
     if by_task and (args.stratify or args.folds):
@@ -78,10 +79,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
         parts = task_split(table, args.train_task or args.test_task, args.test_task or args.train_task,
                            args.split_size, args.test_fraction, args.val_fraction, args.group, args.seed,
-                           args.test_subjects, args.val_subjects, args.manifest)
+                           args.test_subjects, args.val_subjects, args.manifest, test_pool=speakers)
     else:
         parts = split_table(table, args.test_fraction, args.val_fraction, args.stratify, args.group, args.seed,
-                            args.test_subjects, args.val_subjects, args.manifest)
+                            args.test_subjects or speakers, args.val_subjects, args.manifest)
     write_split(parts, args.out)
     for name, part in parts.items():
         print(f"{name}: {len(part)} rows, {group_values(part, args.group, name).nunique()} {args.group} groups")

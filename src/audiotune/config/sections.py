@@ -166,7 +166,8 @@ class ClassifierConfig:
     layernorm: bool = option(False, "LayerNorm after each head's first dense layer")
     layer: int = option(-1, "hidden state fed to the heads (-1 = last)")
     weighted: bool = option(False, "learn a softmax-weighted sum of all hidden states")
-    pooling_mode: str = option("mean", "pooling over frames, and how ft embeddings merge across heads",
+    pooling_mode: str = option("mean", "pooling over frames (`extract --pooling_mode` merges the heads' ft "
+                                       "embeddings: mean unless given)",
                                ("-pm", "--pm"), choices=("mean", "sum", "max"))
     frame_activation: str = option("none", "activation of every hidden state's frames before the layer choice or "
                                            "weighted sum and the pooling (relu: the seed emotion system's V-FT)",

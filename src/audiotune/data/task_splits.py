@@ -8,6 +8,7 @@ training-task rows of theirs.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,8 @@ import pandas as pd
 from audiotune import storage
 from audiotune.data.errors import DataError
 from audiotune.data.splits import group_values
+
+log = logging.getLogger(__name__)
 
 TASK_COLUMN = "task"
 SPEAKER_COLUMN = "speakerID"  # the column the clinical seed's --existing_spk_split file names its speakers in
@@ -59,11 +62,14 @@ def _count(fraction: float, available: int) -> int:
 def task_split(table: pd.DataFrame, train_tasks: list[str], test_tasks: list[str],
                sizes: list[int] | None = None, test_fraction: float = 0.2, val_fraction: float = 0.1,
                group: str = "subject", seed: int = 0, test_subjects: list[str] | None = None,
-               val_subjects: list[str] | None = None, source: str = "table") -> dict[str, pd.DataFrame]:
+               val_subjects: list[str] | None = None, source: str = "table",
+               test_pool: list[str] | None = None) -> dict[str, pd.DataFrame]:
     """train / val / test tables by task. ``sizes``: subject counts ``[train, test]`` or ``[train, test, val]``
     (train 0: every remaining subject); without them ``test_fraction`` of the test-task subjects and
     ``val_fraction`` of the training subjects are drawn. ``test_subjects`` limits the test draw to those subjects
-    (all of them without ``sizes``); ``val_subjects`` names the validation subjects."""
+    (all of them without ``sizes``); ``val_subjects`` names the validation subjects. ``test_pool`` (the seed's
+    ``--existing_spk_split`` file) limits the test draw as the seed did: to those of its subjects with rows of the
+    test tasks (the others are passed over, with a warning)."""
     if TASK_COLUMN not in table.columns:
         raise DataError(f"{source}: no '{TASK_COLUMN}' column to select rows by task")
     tasks = table[TASK_COLUMN].astype(str)
@@ -84,7 +90,17 @@ def task_split(table: pd.DataFrame, train_tasks: list[str], test_tasks: list[str
         if missing:
             raise DataError(f"{source}: test subject(s) {missing} have no rows of the test task(s) {test_tasks}")
         candidates = sorted(set(test_subjects))
-    n_test = sizes[1] if sizes else len(candidates) if test_subjects else _count(test_fraction, len(candidates))
+    elif test_pool:
+        passed_over = sorted(set(test_pool) - set(candidates))
+        candidates = sorted(set(test_pool) & set(candidates))
+        if not candidates:
+            raise DataError(f"{source}: none of the {len(set(test_pool))} subjects of the speaker file has rows of the "
+                            f"test task(s) {test_tasks}")
+        if passed_over:
+            log.warning("%s: %d subject(s) of the speaker file have no rows of the test task(s) %s and are passed "
+                        "over, as the seed did: %s", source, len(passed_over), test_tasks, passed_over[:10])
+    n_test = sizes[1] if sizes else len(candidates) if test_subjects or test_pool else \
+        _count(test_fraction, len(candidates))
     chosen_test = _draw(candidates, n_test, rng, "test", source)
 
     rest = sorted(set(subjects[is_train_task]) - set(chosen_test))

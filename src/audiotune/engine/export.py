@@ -35,7 +35,7 @@ from audiotune.data.input_spec import InputSpec
 from audiotune.engine.metrics import head_slices
 from audiotune.models.backbones import DescribesFrontEnd, input_spec
 from audiotune.models.checkpoint import load_run, resolve_run_dir
-from audiotune.models.classifier import Classifier
+from audiotune.models.classifier import FT_MERGE_DEFAULT, Classifier
 from audiotune.outputs import CONFIG_FILE, MODEL_FILE, atomic_path, check_output_path, write_json
 
 log = logging.getLogger(__name__)
@@ -230,8 +230,7 @@ def export_run(run: str | Path, fmt: str, out: str | Path) -> dict[str, Any]:
     if not rate:
         raise ValueError(f"{run_dir}: trained with --resample_rate 0 (each file's own rate); an exported graph "
                          "needs one fixed sample rate")
-    # ft embeddings merge the heads by mean or sum; a run pooling frames by max merges them by mean
-    merge = config.classifier.pooling_mode if config.classifier.pooling_mode in ("mean", "sum") else "mean"
+    merge = FT_MERGE_DEFAULT  # the ft embedding as `audiotune extract` gives it by default
     module = ExportedClassifier(model.float().eval(), FrontEnd(inputs, rate), merge).eval()
     shortest, longest = sample_limits(config, inputs)
     # the exported front end computes MFCCs on the padded batch: its centred STFT reflects at the tensor's edge

@@ -63,6 +63,10 @@ def extract_embeddings(run: str | None, data_split_root: str, out: str, embeddin
     """
     if embedding_type not in EMBEDDING_TYPES:
         raise ValueError(f"--embedding_type {embedding_type}: choose one of {EMBEDDING_TYPES}")
+    if layer is not None and embedding_type != "pt":  # the seeds ignored it there; here it would feed the heads
+        raise ValueError(f"--layer {layer}: chooses the hidden state of pt embeddings; {embedding_type} embeddings "
+                         "read what the run's heads read (its own --layer or weighted sum): leave --layer out, or "
+                         "add --embedding_type pt")
     out_path = Path(out)
     if out_path.suffix != ".parquet":
         raise ValueError(f"--out {out}: embeddings are written as parquet; give a path ending in .parquet")

@@ -34,6 +34,10 @@ def resolve_loss(loss: str, heads: list[HeadSpec]) -> str:
     """Loss of the binary heads: BCE unless MSE is asked for; CE is only for categorical heads."""
     if loss == "CE" and any(h.kind == "binary" for h in heads):
         raise ValueError("--loss CE needs categorical heads; binary 0/1 columns take BCE or MSE")
+    if loss == "MSE" and not any(h.kind in ("binary", "regression") for h in heads):
+        named = ", ".join(f"{h.name} ({h.kind})" for h in heads)
+        raise ValueError(f"--loss MSE applies to binary and regression heads, and this run has none ({named}: CE); "
+                         "for a real-valued target declare its column `NAME:regression` in the label file")
     return "MSE" if loss == "MSE" else "BCE"
 
 

@@ -140,10 +140,16 @@ def seed_flags(layout: SeedLayout, args: dict[str, Any], path: str | Path) -> tu
     flags = {k: v for k, v in args.items() if v is not None and k not in SKIPPED_ARGS}
     notes = []
     flags["model"] = layout.model
+    if "scheduler" in args and args["scheduler"] is None:  # the seeds' default: a constant learning rate
+        flags["scheduler"] = "none"
     for name, (value, why) in layout.fixed.items():
         if name in flags and flags[name] != value:
             notes.append(f"--{name} {flags[name]} {why}: imported as --{name} {value}")
         flags[name] = value
+    if flags.get("activation", "relu") not in ("relu", "none"):  # the seeds' heads: ReLU for relu, else nothing
+        notes.append(f"--activation {flags['activation']}: the seed's head applied no activation for any value "
+                     "but relu: imported as --activation none")
+        flags["activation"] = "none"
     if flags.get("reduce") in (True, "True") and "mono" not in flags:
         flags["mono"] = "sum"  # the seeds summed the channels of a multi-channel file
     if not flags.get("pshift"):  # the seeds' default 0 semitones, unused while pitch shifting is off
@@ -293,7 +299,7 @@ def write_seed_run(layout: SeedLayout, config: RunConfig, state: Mapping[str, to
             model = build_classifier(config, pretrained=False)
         except (OSError, ValueError) as err:
             hint = f" (its encoder --checkpoint {checkpoint}: pass -c with that hub id or a local copy)" \
-                if checkpoint and isinstance(err, OSError) else ""
+                if checkpoint and (isinstance(err, OSError) or checkpoint in str(err)) else ""
             raise SeedImportError(f"{source}: its args.pkl does not build an audiotune model{hint}: "
                                   f"{str(err).splitlines()[0]}") from None
         mapped, mapping = map_state(layout, state, model, bool(config.classifier.weighted), source)

@@ -44,11 +44,18 @@ def export_backbone(model: Classifier, run_dir: str | Path) -> None:
         model.backbone.export_config(Path(run_dir) / ENCODER_DIR)
 
 
+SEED_MODEL_SUFFIX = "_mdl.pt"  # how the clinical-speech seeds named a trained model (beside their args.pkl)
+
+
 def resolve_run_dir(path: str | Path) -> Path:
     """A run directory, or the model file inside one (the seeds' ``--trained_mdl_path``)."""
     run_dir = Path(run_dir_of(path))
     if not (run_dir / CONFIG_FILE).is_file():
-        raise FileNotFoundError(f"{path}: not a run directory (no {CONFIG_FILE}); pass the --exp_dir of a training run")
+        seed_models = [Path(path)] if str(path).endswith(SEED_MODEL_SUFFIX) else \
+            sorted(run_dir.glob(f"*{SEED_MODEL_SUFFIX}")) if run_dir.is_dir() else []
+        hint = f"; a seed model becomes one with `audiotune import naip {seed_models[0]} -o RUN`" if seed_models else ""
+        raise FileNotFoundError(f"{path}: not a run directory (no {CONFIG_FILE}); pass the --exp_dir of a training "
+                                f"run{hint}")
     return run_dir
 
 

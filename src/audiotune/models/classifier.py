@@ -11,6 +11,8 @@ from audiotune.models.backbones import Backbone
 from audiotune.models.heads import ACTIVATIONS, ClassificationHead, shared_dense
 
 EMBEDDING_TYPES = ("pt", "wt", "st", "ft")
+# how ft embeddings merge the heads unless asked otherwise: the seeds' extraction default, whatever the run pooled
+FT_MERGE_DEFAULT = "mean"
 
 
 def masked_pool(hidden: Tensor, mask: Tensor, mode: str) -> Tensor:
@@ -117,7 +119,7 @@ class Classifier(nn.Module):
     def forward_with_embeddings(self, inputs: Tensor, lengths: Tensor,
                                 merge: str | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Logits, the pooled state the heads read (``pt``; ``wt`` for a weighted run) and the ``ft`` embedding
-        (heads merged by ``merge``, default the run's pooling mode) from one backbone pass."""
+        (heads merged by ``merge``, default :data:`FT_MERGE_DEFAULT`) from one backbone pass."""
         pooled = self._pooled(inputs, lengths)
         shared = self.dense(pooled)
         logits = torch.cat([classifier(shared) for classifier in self.classifiers], dim=-1)
@@ -128,7 +130,7 @@ class Classifier(nn.Module):
         # self.classifiers holds only ClassificationHeads (built in __init__)
         per_head = torch.stack([cast(ClassificationHead, classifier).first_dense(shared)
                                 for classifier in self.classifiers])
-        merge = merge or self.config.pooling_mode
+        merge = merge or FT_MERGE_DEFAULT
         if merge not in ("mean", "sum"):
             raise ValueError(f"ft embeddings merge heads by mean or sum, not '{merge}'")
         return per_head.mean(0) if merge == "mean" else per_head.sum(0)
@@ -138,10 +140,12 @@ class Classifier(nn.Module):
                           pooling: str | None = None) -> Tensor:
         """Embeddings: ``pt`` backbone layer, ``wt`` weighted sum, ``st`` shared dense, ``ft`` heads' first dense.
 
-        ``ft`` merges the heads by ``pooling`` (mean or sum), as the seed repositories did.
+        ``ft`` merges the heads by ``pooling`` (mean or sum; default mean), as the seed repositories did.
         """
         if kind not in EMBEDDING_TYPES:
             raise ValueError(f"embedding type '{kind}' is not one of {EMBEDDING_TYPES}")
+        if kind == "st" and not self.config.shared_dense:  # there is no shared dense layer to read
+            raise ValueError("embedding type 'st' needs a model trained with --shared_dense")
         # pt / wt force one layer or the weighted sum; st / ft use what the model was trained with
         weighted = {"pt": False, "wt": True}.get(kind)
         # for ft, --pooling_mode merges the heads; frames are pooled as in training
