@@ -54,6 +54,7 @@ from audiotune.config.recipes import recipe_description, recipe_names, recipe_ro
 from audiotune.config.retired import BARE, RETIRED_FLAGS, RETIRED_IN_COMMAND, RETIRED_VALUES
 from audiotune.config.sections import (
     CONFIG_VERSION,
+    FEATURES_CHECKED_VERSION,
     HEAD_KINDS,
     INPUT_RESOLVED_VERSION,
     SECTIONS,
@@ -74,7 +75,7 @@ __all__ = [
     "AT_LEAST_0", "AT_LEAST_1", "AUGMENT_GATES", "AUGMENT_LATE_GATES", "AUGMENT_PROBABILITIES", "BARE",
     "CLASSIFIER_STAGES", "CONFIG_VERSION", "CUT_MAX_LIMIT", "ENCODING", "EVERYWHERE", "FINE_TUNING", "HEAD_KINDS",
     "INF", "INPUT_RESOLVED_VERSION", "PRETRAINING", "PROBABILITY", "RETIRED_FLAGS", "WHILE_TRAINING", "Stage",
-    "WAVEFORM_NORM_VERSION",
+    "WAVEFORM_NORM_VERSION", "FEATURES_CHECKED_VERSION",
     "acts_of", "default_of", "describe_acts", "inactive_options", "takes",
     "RETIRED_IN_COMMAND", "RETIRED_VALUES",
     "SECTIONS", "SPEED_LIMITS", "SPEED_RANGE", "AudioConfig", "AugmentConfig", "ClassifierConfig", "DataConfig",

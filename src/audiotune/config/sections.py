@@ -38,6 +38,9 @@ INPUT_RESOLVED_VERSION = 2
 # from this version on --waveform_norm false is the user's choice; before it, false was the saved default and a
 # pretrained encoder's feature extractor decided (read as null: the model's own)
 WAVEFORM_NORM_VERSION = 3
+# from this version on, --features other than a backbone reads is an error; before it, SSAST read its fbank whatever
+# --features said
+FEATURES_CHECKED_VERSION = 3
 
 
 PRECISIONS = ("32", "bf16", "16-mixed", "16")  # 16: the seeds' spelling of 16-mixed

@@ -525,3 +525,15 @@ def test_build_ssast_loads_pretrained_with_overlap(tmp_path: Path) -> None:
     torch.testing.assert_close(backbone.model.v.blocks[3].attn.qkv.weight, source.v.blocks[3].attn.qkv.weight)
     states, mask = backbone.hidden_states(torch.randn(1, 96, 32), torch.tensor([96]))
     assert states[-1].shape == (1, 2 + 22, 192) and int(mask.sum()) == 22
+
+
+def test_features_other_than_fbank_are_an_error_except_in_a_config_of_an_earlier_release() -> None:
+    config = RunConfig()
+    config.model.model, config.features.features = "ssast", "mfcc"  # e.g. the seeds' --fbank False
+    with pytest.raises(ValueError, match="--features mfcc: --model ssast reads fbank features"):
+        input_spec(config)
+    config.version = 2  # a run saved when the option was ignored: it read its fbank, and still does
+    assert input_spec(config).features == "fbank"
+    config.features.features = "waveform"
+    with pytest.raises(ValueError, match="--model ssast reads fbank features"):
+        input_spec(config)
