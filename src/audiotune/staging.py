@@ -175,8 +175,12 @@ def _cloud_url(args: argparse.Namespace, roles: dict[str, Role]) -> str | None:
                         _get(args, "cloud_dir"))
         return None
     bucket, cloud_dir = _get(args, "bucket_name"), _get(args, "cloud_dir")
-    if not bucket or not cloud_dir:
-        raise ValueError("--cloud uploads the outputs to gs://BUCKET/CLOUD_DIR: give -b/--bucket_name and --cloud_dir")
+    if not bucket:
+        raise ValueError("--cloud uploads the outputs to gs://BUCKET/CLOUD_DIR: give -b/--bucket_name")
+    if not cloud_dir:  # the seeds' default '' put every run's files side by side in the bucket's root
+        raise ValueError("--cloud uploads the outputs to gs://BUCKET/CLOUD_DIR: give --cloud_dir, a folder of the "
+                         "bucket for this run (the seeds' empty --cloud_dir put every run's files in the bucket's "
+                         "root, where the next run replaced them)")
     url = f"gs://{str(bucket).removeprefix('gs://').strip('/')}/{str(cloud_dir).strip('/')}"
     if not _cloud_plan(args, roles, url):
         raise ValueError(f"--cloud: `audiotune {args.command}` writes no output to upload")
