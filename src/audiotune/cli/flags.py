@@ -15,6 +15,7 @@ from audiotune import storage
 from audiotune.cli.help import default_text, shared_group
 from audiotune.cli.seed_flags import Refused, apply_seed_spellings, in_bucket
 from audiotune.cli.stages import (
+    as_flag,
     inactive_at_defaults,
     owners,
     refuse_other_backbones,
@@ -241,13 +242,10 @@ def _others_set(config: RunConfig, args: argparse.Namespace,
     taken = {key for key, spec in _declared_fields(sections) if takes(spec, stages)}
     found = []
     for key in declared_options():
-        if key in taken:
-            continue
         section, name = key.split(".")
         value, default = getattr(getattr(config, section), name), getattr(getattr(defaults, section), name)
-        if value != default:
-            found.append((key, f"--{name} {' '.join(map(str, value)) if isinstance(value, list) else value}",
-                          default))
+        if key not in taken and value != default:
+            found.append((key, as_flag(name, value), default))
     return found
 
 

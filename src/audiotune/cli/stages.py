@@ -32,6 +32,11 @@ def refuse_encoder_flags(args: argparse.Namespace) -> None:
                          "--model NAME); --run reads the run's own config")
 
 
+def as_flag(name: str, value: Any) -> str:
+    """``--name value`` as typed (a list as its items)."""
+    return f"--{name} {' '.join(map(str, value)) if isinstance(value, list) else value}"
+
+
 def owners() -> dict[str, list[str]]:
     """Each backbone option's name and the backbones that declare it."""
     found: dict[str, list[str]] = {}
@@ -66,7 +71,7 @@ def inactive_at_defaults(config: RunConfig, defaults: dict[str, Any], stages: fr
             raise ValueError(f"--{spec.name} {value}: {describe_acts(acts_of(spec, value))}")
         default = defaults.get(f"options.{spec.name}", default_of(spec))
         if value != default:
-            changed.append(f"--{spec.name} {' '.join(map(str, value)) if isinstance(value, list) else value}")
+            changed.append(as_flag(spec.name, value))
             config.model.options[spec.name] = default
     return changed
 
