@@ -331,3 +331,25 @@ def test_a_seed_model_in_a_bucket_is_read_with_the_args_beside_it(gcs, tmp_path:
     local = tmp_path / "imported"
     gcs.fs().get(f"{BUCKET}/runs/imported", str(local), recursive=True)
     assert_round_trip(local, seed, five_clips(ds), lambda wave: wave)
+
+
+@pytest.mark.slow
+def test_an_older_args_pkl_without_the_head_widths_takes_them_from_the_weights(tmp_path: Path,
+                                                                             capsys: pytest.CaptureFixture) -> None:
+    """An args.pkl of an earlier seed version had no --clf_bottleneck / --sd_bottleneck (its parser lacked them):
+    the widths come from the weights they shaped, said in a note, and the run scores as the seed."""
+    ds = make_uid_dataset(tmp_path)
+    torch.manual_seed(0)
+    seed = SeedEcapa(24, shared_dense=True)  # head width 32, shared dense 24: not audiotune's defaults
+    args = seed_args(ds, tmp_path / "exp", fbank=True, n_mels=24, n_fft=50, n_mfcc=80, lin_neurons=192,
+                     shared_dense=True, freqm=0, timem=0, noise=False, trained_mdl_path=None)
+    del args.clf_bottleneck, args.sd_bottleneck
+    weights = save_seed_run(tmp_path / "exp", seed, args, "split_3_adamw_epoch1_ecapa_tdnn_fbank_mdl.pt")
+    run = tmp_path / "imported"
+    assert main(["import", "naip", str(weights), "-o", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "--clf_bottleneck: not in the seed's args.pkl; 32, as its weights are shaped" in out
+    assert "--sd_bottleneck: not in the seed's args.pkl; 24" in out
+    config = load_config(run / "config.yaml")
+    assert (config.classifier.clf_bottleneck, config.classifier.sd_bottleneck) == (32, 24)
+    assert_round_trip(run, seed, five_clips(ds), lambda feats: feats.transpose(1, 2)[:, None])

@@ -129,6 +129,7 @@ def _run_naip(args: argparse.Namespace) -> None:
         read_seed_weights,
         seed_flags,
         seed_heads,
+        sizes_in_weights,
         write_seed_run,
     )
     from audiotune.engine.seed_pickle import read_seed_args
@@ -141,6 +142,7 @@ def _run_naip(args: argparse.Namespace) -> None:
     layout = detect_layout(state, weights)
     check_heads(layout, state, weights)
     flags, notes = seed_flags(layout, seed_args, args_file)
+    notes += sizes_in_weights(layout, state, flags)
     if args.checkpoint:
         flags["checkpoint"] = args.checkpoint
     config, applied, left = seed_config(flags, str(args_file))

@@ -172,6 +172,27 @@ def seed_flags(layout: SeedLayout, args: dict[str, Any], path: str | Path) -> tu
     return flags, notes
 
 
+def sizes_in_weights(layout: SeedLayout, state: Mapping[str, torch.Tensor], flags: dict[str, Any]) -> list[str]:
+    """Head widths an older seed's args.pkl lacks (its parser had no such flag then), read from the weights they
+    shaped: ``clf_bottleneck`` from the first head's dense layer (0: a linear head), ``sd_bottleneck`` from the
+    shared dense layer. Sets them in ``flags``; returns a note for each."""
+    heads = [old for old, new in layout.renames if new == "classifiers."]
+    found: dict[str, int] = {}
+    for prefix in heads:
+        if f"{prefix}0.head.dense.weight" in state:
+            found["clf_bottleneck"] = int(state[f"{prefix}0.head.dense.weight"].shape[0])
+        elif f"{prefix}0.head.outproj.weight" in state:
+            found["clf_bottleneck"] = 0
+    if "dense.dense.weight" in state:
+        found["sd_bottleneck"] = int(state["dense.dense.weight"].shape[0])
+    notes = []
+    for name, size in found.items():
+        if name not in flags:
+            flags[name] = size
+            notes.append(f"--{name}: not in the seed's args.pkl; {size}, as its weights are shaped")
+    return notes
+
+
 def seed_heads(args: dict[str, Any], path: str | Path) -> list[HeadSpec]:
     """One binary head per label group of the seed (``label_groups``, or ``target_labels`` split by ``n_class``)."""
     groups = args.get("label_groups")
