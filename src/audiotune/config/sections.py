@@ -38,8 +38,8 @@ INPUT_RESOLVED_VERSION = 2
 # from this version on --waveform_norm false is the user's choice; before it, false was the saved default and a
 # pretrained encoder's feature extractor decided (read as null: the model's own)
 WAVEFORM_NORM_VERSION = 3
-# from this version on, --features other than a backbone reads is an error; before it, SSAST read its fbank whatever
-# --features said
+# from this version on, --features other than a backbone reads is an error; before it, a backbone with its own input
+# (SSAST, Hugging Face encoders, Whisper) read it whatever --features said
 FEATURES_CHECKED_VERSION = 3
 
 

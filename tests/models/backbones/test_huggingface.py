@@ -361,3 +361,14 @@ def test_waveform_norm_where_a_model_decides_for_itself_is_an_error(checkpoints:
         input_spec(config)
     config.features.waveform_norm = None
     assert input_spec(config).features == "fbank"
+
+
+def test_features_other_than_a_waveform_encoder_reads_are_an_error(checkpoints: dict[str, Path]) -> None:
+    config = RunConfig()
+    config.model.model, config.model.checkpoint = "hf", str(checkpoints["w2v_layer"])
+    config.features.features = "mfcc"  # e.g. the ECAPA seed's --fbank False
+    with pytest.raises(ValueError, match="--features mfcc: --model hf reads waveforms"):
+        input_spec(config)
+    for given in ("fbank", "waveform"):  # fbank, the default, stands for the model's own
+        config.features.features = given
+        assert input_spec(config).features == "waveform"

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from audiotune.config import (
     CLASSIFIER_STAGES,
+    FEATURES_CHECKED_VERSION,
     INPUT_RESOLVED_VERSION,
     WAVEFORM_NORM_VERSION,
     RunConfig,
@@ -324,6 +325,10 @@ def input_spec(config: RunConfig) -> InputSpec:
         spec = InputSpec.from_sections(config.audio, config.features)
     else:
         spec = declare(config)
+    features = config.features.features  # fbank, the default, stands for the model's own
+    if features not in ("fbank", spec.features) and config.version >= FEATURES_CHECKED_VERSION:
+        read = "waveforms" if spec.features == "waveform" else f"{spec.features} features"
+        raise ValueError(f"--features {features}: --model {config.model.model} reads {read}")
     asked = config.features.waveform_norm
     if asked is not None and config.version >= WAVEFORM_NORM_VERSION:
         if spec.features != "waveform":

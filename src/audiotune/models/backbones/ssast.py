@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from audiotune.config import AT_LEAST_1, CLASSIFIER_STAGES, FEATURES_CHECKED_VERSION, PRETRAINING, RunConfig, option
+from audiotune.config import AT_LEAST_1, CLASSIFIER_STAGES, PRETRAINING, RunConfig, option
 from audiotune.data.input_spec import InputSpec
 from audiotune.models.backbones import Backbone, backbone_options, input_spec, register
 from audiotune.models.backbones.ssast_checkpoint import load_ssast_checkpoint
@@ -212,9 +212,8 @@ def ssast_input(config: RunConfig) -> InputSpec:
     """SSAST reads fbank features of a fixed length: ``--features fbank`` (waveform is rejected), 128 mel bins and
     1024 frames unless given. Checks size, task and patch geometry against the mel bins and frames."""
     s = backbone_options(config)
-    if config.features.features == "waveform" or (config.features.features != "fbank"
-                                                  and config.version >= FEATURES_CHECKED_VERSION):
-        raise ValueError(f"--features {config.features.features}: --model ssast reads fbank features")
+    if config.features.features == "waveform":
+        raise ValueError("--model ssast reads fbank features, not waveforms")
     bins = config.features.num_mel_bins or 128  # the SSAST checkpoints' input
     f = replace(InputSpec.from_sections(config.audio, config.features), features="fbank", num_mel_bins=bins,
                 target_length=config.features.target_length or 1024, min_samples=config.audio.min_samples)
