@@ -224,13 +224,18 @@ def test_naip_ecapa_run_imported_evaluates_as_the_seed(tmp_path: Path) -> None:
                  "-bs", "4"]) == 0
 
 
-@pytest.mark.slow
-def test_naip_w2v2_weighted_run_imported_evaluates_as_the_seed(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def dataset_and_tiny_wav2vec2(tmp_path: Path) -> tuple[dict, Path]:
+    """The generated uid dataset and a tiny wav2vec2 saved as a local checkpoint (seeded)."""
     transformers = pytest.importorskip("transformers")
     ds = make_uid_dataset(tmp_path)
     torch.manual_seed(0)
-    encoder = save_hf_checkpoint(transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**HF_TINY)),
-                                 tmp_path / "wav2vec2-tiny")
+    return ds, save_hf_checkpoint(transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**HF_TINY)),
+                                  tmp_path / "wav2vec2-tiny")
+
+
+@pytest.mark.slow
+def test_naip_w2v2_weighted_run_imported_evaluates_as_the_seed(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    ds, encoder = dataset_and_tiny_wav2vec2(tmp_path)
     seed = SeedW2V2(encoder, weighted=True, shared_dense=True)
     args = seed_args(ds, tmp_path / "exp", checkpoint=str(encoder), finetuned_mdl_path="", mode="finetune",
                      weighted=True, layer=-1, freeze=True, shared_dense=True, seed=4200, debug=True,
@@ -294,11 +299,7 @@ def test_a_pickle_that_runs_code_is_refused_before_it_runs(tmp_path: Path, capsy
 def test_a_w2v2_encoder_out_of_reach_is_named_with_the_flag_that_replaces_it(tmp_path: Path,
                                                                               capsys: pytest.CaptureFixture) -> None:
     """The seed's -c was a local folder (its default wav2vec2-base-960h); import naip -c names one here."""
-    transformers = pytest.importorskip("transformers")
-    ds = make_uid_dataset(tmp_path)
-    torch.manual_seed(0)
-    encoder = save_hf_checkpoint(transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**HF_TINY)),
-                                 tmp_path / "wav2vec2-tiny")
+    ds, encoder = dataset_and_tiny_wav2vec2(tmp_path)
     seed = SeedW2V2(encoder, weighted=False, shared_dense=False)
     args = seed_args(ds, tmp_path / "exp", checkpoint="wav2vec2-base-960h", weighted=False, layer=-1, freeze=True)
     weights = save_seed_run(tmp_path / "exp", seed, args, "x_mdl.pt", seed.seed_state_dict())
@@ -315,11 +316,7 @@ def test_a_seed_model_in_a_bucket_is_read_with_the_args_beside_it(gcs, tmp_path:
     the run directory may be written to the bucket too."""
     from conftest import BUCKET
 
-    transformers = pytest.importorskip("transformers")
-    ds = make_uid_dataset(tmp_path)
-    torch.manual_seed(0)
-    encoder = save_hf_checkpoint(transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**HF_TINY)),
-                                 tmp_path / "wav2vec2-tiny")
+    ds, encoder = dataset_and_tiny_wav2vec2(tmp_path)
     seed = SeedW2V2(encoder, weighted=False, shared_dense=False, layer=1)
     args = seed_args(ds, tmp_path / "exp", checkpoint=str(encoder), weighted=False, layer=1, freeze=True)
     weights = save_seed_run(tmp_path / "exp", seed, args, "x_mdl.pt", seed.seed_state_dict())
