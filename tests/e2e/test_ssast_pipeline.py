@@ -86,3 +86,45 @@ def test_attention_maps_for_ssast_and_a_speech_encoder(uid_dataset: dict, hf_che
     uniform = torch.full((4, 4), 0.25)
     torch.testing.assert_close(rollout([uniform, uniform]), 0.75 * uniform + 0.25 * torch.eye(4))
     torch.testing.assert_close(rollout([torch.eye(4)] * 3), torch.eye(4))
+
+
+def test_a_weighted_run_saved_before_the_final_norm_left_the_sum_loads_and_resumes(uid_dataset: dict,
+                                                                                  tmp_path) -> None:
+    """--weighted sums the seed's states (all but the final norm). A run saved at config version 3 summed every
+    state: it keeps its 14 layer weights when it is read back and when it is resumed."""
+    import yaml
+    from safetensors.torch import save_file
+
+    from audiotune.models.checkpoint import load_run
+
+    run, test = tmp_path / "w", str(uid_dataset["split"] / "test.csv")
+    assert main(["train", *data_args(uid_dataset, run), "-l", str(uid_dataset["labels"]), "--model", "ssast",
+                 *SMALL, "--weighted", "True", "-e", "1", "--clf_bottleneck", "8"]) == 0
+    assert load_file(str(run / "model.safetensors"))["layer_weights"].shape == (13,)
+    assert main(["evaluate", "--run", str(run), "-d", test, "-o", str(tmp_path / "now")]) == 0
+
+    # the same weights as an earlier release wrote them: one more state, with softmax weight 0
+    def one_more_state(state: dict) -> dict:
+        return {**state, "layer_weights": torch.cat([state["layer_weights"], torch.tensor([-1.0e4])])}
+
+    save_file(one_more_state(load_file(str(run / "model.safetensors"))), str(run / "model.safetensors"))
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    ckpt["state_dict"] = {key: torch.cat([value, torch.tensor([-1.0e4])]) if key.endswith("layer_weights")
+                          else value for key, value in ckpt["state_dict"].items()}
+    for moments in ckpt["optimizer_states"][0]["state"].values():  # the optimiser's moments of the layer weights
+        moments.update({key: torch.cat([value, torch.zeros(1)]) for key, value in moments.items()
+                        if value.shape == (13,)})
+    torch.save(ckpt, run / "checkpoints" / "last.ckpt")
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    (run / "config.yaml").write_text(yaml.safe_dump({**config, "version": 3}))
+
+    _, model = load_run(run)
+    assert model.layer_weights is not None and model.layer_weights.numel() == 14
+    assert main(["evaluate", "--run", str(run), "-d", test, "-o", str(tmp_path / "then")]) == 0
+    now, then = (pd.read_parquet(tmp_path / name / "predictions.parquet").set_index("uid") for name in ("now", "then"))
+    scores = [c for c in now.columns if c.startswith("score:")]
+    np.testing.assert_allclose(then.loc[now.index, scores].to_numpy(), now[scores].to_numpy(), atol=1e-6)
+    assert main(["train", *data_args(uid_dataset, run), "-l", str(uid_dataset["labels"]), "--model", "ssast",
+                 *SMALL, "--weighted", "True", "-e", "2", "--clf_bottleneck", "8", "--resume"]) == 0
+    assert yaml.safe_load((run / "config.yaml").read_text())["version"] == 3
+    assert load_file(str(run / "model.safetensors"))["layer_weights"].shape == (14,)

@@ -23,7 +23,7 @@ class ToyBackbone(torch.nn.Module):
     """Three hidden states of a linear map, so layer choice and weighting are visible."""
 
     num_layers = 2
-    num_hidden_states = 3
+    num_hidden_states = weighted_states = 3
     embedding_dim = 4
 
     def __init__(self) -> None:

@@ -31,7 +31,7 @@ from audiotune.outputs import (
 )
 from audiotune.storage import Role
 
-CONFIG_VERSION = 3
+CONFIG_VERSION = 4
 # from this version on the audio and features sections hold the user's options; before it, the input the backbone
 # resolved from them (which is then the run's input as it is)
 INPUT_RESOLVED_VERSION = 2
@@ -41,6 +41,9 @@ WAVEFORM_NORM_VERSION = 3
 # from this version on, --features other than a backbone reads is an error; before it, a backbone with its own input
 # (SSAST, Hugging Face encoders, Whisper) read it whatever --features said
 FEATURES_CHECKED_VERSION = 3
+# from this version on --weighted sums the states a backbone declares (Backbone.weighted_states: SSAST's without its
+# final norm, as the seed summed); before it, every hidden state
+WEIGHTED_STATES_VERSION = 4
 
 
 PRECISIONS = ("32", "bf16", "16-mixed", "16")  # 16: the seeds' spelling of 16-mixed

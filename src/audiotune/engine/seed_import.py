@@ -38,9 +38,6 @@ from audiotune.outputs import (
 
 log = logging.getLogger(__name__)
 
-LAYER_WEIGHT_FLOOR = -1.0e4  # the logit of a hidden state the seed's weighted sum left out: softmax weight 0
-
-
 @dataclass(frozen=True)
 class SeedLayout:
     """How one seed's wrapper model maps onto audiotune's classifier.
@@ -48,10 +45,9 @@ class SeedLayout:
     ``signature``: a key prefix only this seed's state dicts have. ``renames``: seed key prefix → audiotune key prefix
     (the first that matches). ``dropped``: seed weights with no counterpart (dead heads of the base model).
     ``fresh``: audiotune weights the seed's fine-tuned model does not have (pretext heads), kept as built.
-    ``aliases``: suffixes of older library versions → today's. ``extra_states``: hidden states audiotune has and
-    the seed's weighted sum left out (at the end). ``encoder``: the backbone's attribute written to ENCODER_DIR
-    (``save_pretrained``: a Hugging Face folder). ``fixed``: flags whose seed meaning differs: the value that does
-    what the seed did, and why.
+    ``aliases``: suffixes of older library versions → today's. ``encoder``: the backbone's attribute written to
+    ENCODER_DIR (``save_pretrained``: a Hugging Face folder). ``fixed``: flags whose seed meaning differs: the value
+    that does what the seed did, and why.
     """
 
     seed: str
@@ -62,7 +58,6 @@ class SeedLayout:
     fresh: tuple[str, ...] = ()
     aliases: tuple[tuple[str, str], ...] = ()
     layer_weights: str = "weightsum"
-    extra_states: int = 0
     encoder: str = ""
     fixed: Mapping[str, tuple[Any, str]] = field(default_factory=dict)
     unheaded: str = ""  # what a state dict of this seed without heads is, and how to use it instead
@@ -81,7 +76,7 @@ LAYOUTS = (
                dropped=("v.head.", "v.head_dist."),
                fresh=("backbone.model.cpredlayer.", "backbone.model.gpredlayer.", "backbone.model.mask_embed",
                       "backbone.model.p_input_", "backbone.model.v.head.", "backbone.model.v.head_dist."),
-               extra_states=1, encoder="model",
+               encoder="model",
                fixed={"pooling_mode": ("mean", "only merged the seed's ft embeddings; its tokens were averaged")},
                unheaded="a naip-ssast pretraining checkpoint (no mlp_heads): fine-tune from it as it is, "
                         "`audiotune train --model ssast --pretrained_mdl_path FILE`"),
@@ -265,10 +260,12 @@ def _layer_weights(layout: SeedLayout, state: Mapping[str, torch.Tensor], model:
         raise SeedImportError(f"{path}: layer weights {raw.tolist()} with pooling {model.config.pooling_mode}: the "
                               "seed's raw weighted sum is a softmax-weighted sum here only for positive weights "
                               "and mean or sum pooling")
+    assert model.layer_weights is not None  # the model is built weighted, as args.pkl says
+    if raw.numel() != model.layer_weights.numel():
+        raise SeedImportError(f"{path}: {raw.numel()} layer weights; the encoder's weighted sum covers "
+                              f"{model.layer_weights.numel()} hidden states")
     scale = float(raw.sum())
-    logits = torch.cat([(raw / scale).log(), torch.full((layout.extra_states,), LAYER_WEIGHT_FLOOR,
-                                                        dtype=torch.float64)])
-    mapped["layer_weights"] = logits.float()
+    mapped["layer_weights"] = (raw / scale).log().float()
     first = ["dense.dense.weight"] if model.config.shared_dense else \
         [k for k in mapped if k.startswith("classifiers.") and k.endswith(".head.dense.weight")]
     for key in first:

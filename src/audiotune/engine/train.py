@@ -167,6 +167,15 @@ RESUME_FREE = ("train.epochs", "train.resume", "train.overwrite", "train.allow_c
                "version")
 
 
+def keep_resumed_version(exp_dir: Path, config: RunConfig) -> None:
+    """A resumed run goes on with the meanings of the config version it was written with (its weights have the
+    shapes they gave), unless that version's audio and features sections hold a resolved input."""
+    if config.train.resume and (exp_dir / CONFIG_FILE).is_file():
+        earlier = load_config(exp_dir / CONFIG_FILE)
+        if earlier.version >= INPUT_RESOLVED_VERSION:
+            config.version = earlier.version
+
+
 def resumed_changes(exp_dir: Path, config: RunConfig) -> dict[str, list]:
     """The options a resumed run changes from its config.yaml: an error naming them without ``--allow_changes``."""
     earlier = load_config(exp_dir / CONFIG_FILE)
@@ -246,6 +255,7 @@ def train(config: RunConfig, callbacks: list[pl.Callback] | None = None) -> dict
 
 def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]) -> dict:
     exp_dir = run_dir.path
+    keep_resumed_version(exp_dir, config)
     imported = imported_start(exp_dir, config)  # an imported run: its weights, with a fresh optimiser
     resume = exp_dir / CHECKPOINT_DIR / LAST_CHECKPOINT if config.train.resume and imported is None else None
     if resume is not None and not resume.is_file():

@@ -37,7 +37,9 @@ class Classifier(nn.Module):
     """Backbone + heads; ``forward`` returns the heads' logits concatenated in label-file order."""
 
     def __init__(self, backbone: Backbone, heads: list[HeadSpec], config: ClassifierConfig,
-                 freeze_backbone: bool = False):
+                 freeze_backbone: bool = False, weighted_states: int | None = None):
+        """``weighted_states``: how many hidden states, from state 0, ``--weighted`` sums (default: the backbone's
+        :attr:`~Backbone.weighted_states`; a run saved before they were declared summed them all)."""
         super().__init__()
         if not heads:
             raise ValueError("a classifier needs at least one head (a label file naming its columns)")
@@ -51,7 +53,8 @@ class Classifier(nn.Module):
         if not -num_states <= config.layer < num_states:
             raise ValueError(f"--layer {config.layer}: the backbone has hidden states 0..{num_states - 1}")
         # softmax over zeros starts as the plain average of all hidden states
-        self.layer_weights = nn.Parameter(torch.zeros(num_states)) if config.weighted else None
+        summed = backbone.weighted_states if weighted_states is None else weighted_states
+        self.layer_weights = nn.Parameter(torch.zeros(summed)) if config.weighted else None
         dim = backbone.embedding_dim
         self.frame_activation = ACTIVATIONS[config.frame_activation]() if config.frame_activation != "none" \
             else nn.Identity()
@@ -71,14 +74,14 @@ class Classifier(nn.Module):
         return self
 
     def _combine(self, states: list[Tensor] | tuple[Tensor, ...], layer: int | None, weighted: bool | None) -> Tensor:
-        """One hidden state, or the softmax-weighted sum of all of them."""
+        """One hidden state, or the softmax-weighted sum of the states the layer weights cover (from state 0)."""
         weighted = self.layer_weights is not None if weighted is None else weighted
         if not weighted:
             return states[self.config.layer if layer is None else layer]
         if self.layer_weights is None:
             raise ValueError("embedding type 'wt' needs a model trained with --weighted")
         weights = torch.softmax(self.layer_weights, dim=0).to(states[0].dtype)
-        return torch.einsum("l,l...->...", weights, torch.stack(list(states)))
+        return torch.einsum("l,l...->...", weights, torch.stack(list(states[:len(weights)])))
 
     def _frames(self, inputs: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor]:
         """The backbone's hidden states after ``--frame_activation`` and the frames pooled (``--pool_drop_last``).

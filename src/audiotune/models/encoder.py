@@ -4,7 +4,8 @@
 or hub id, an SSAST ``.pth``; the seeds' extraction without a fine-tuned model), the encoder an ``audiotune
 pretrain`` run wrote, or a trained run's backbone pooled over chosen tokens (SSAST ``cls`` / ``avgtok``: the
 seed's ``--task`` at extraction). Each gives ``pt`` embeddings (one hidden state, pooled); an encoder without a
-trained classifier also gives ``wt``, the plain average of all hidden states (the weighted sum at its start).
+trained classifier also gives ``wt``, the plain average of the hidden states ``--weighted`` sums (the weighted sum at
+its start).
 """
 from __future__ import annotations
 
@@ -39,8 +40,9 @@ def check_pooling(backbone: Backbone, pooling: str) -> None:
 
 
 class EncoderEmbedder(nn.Module):
-    """A backbone without heads: ``extract_embedding`` pools one hidden state (``pt``) or the average of all of
-    them (``wt``) over the real frames (mean, sum, max) or over the tokens of a token pool (their mean)."""
+    """A backbone without heads: ``extract_embedding`` pools one hidden state (``pt``) or the average of those
+    ``--weighted`` sums (``wt``, :attr:`~Backbone.weighted_states`) over the real frames (mean, sum, max) or over
+    the tokens of a token pool (their mean)."""
 
     def __init__(self, backbone: Backbone, layer: int = -1, pooling: str = "mean",
                  kinds: tuple[str, ...] = ENCODER_EMBEDDINGS) -> None:
@@ -66,10 +68,11 @@ class EncoderEmbedder(nn.Module):
     def extract_embedding(self, inputs: Tensor, lengths: Tensor, kind: str = "pt", layer: int | None = None,
                           pooling: str | None = None) -> Tensor:
         """(B, D) embeddings of a batch: hidden state ``layer`` (default: this encoder's) for ``pt``, the mean of
-        all hidden states for ``wt``, pooled by ``pooling`` (default: this encoder's)."""
+        the summed hidden states for ``wt``, pooled by ``pooling`` (default: this encoder's)."""
         self.check(kind, pooling)
         states, mask = self.backbone.hidden_states(inputs, lengths)
-        state = torch.stack(list(states)).mean(0) if kind == "wt" else states[self.layer if layer is None else layer]
+        summed = states[:self.backbone.weighted_states]
+        state = torch.stack(list(summed)).mean(0) if kind == "wt" else states[self.layer if layer is None else layer]
         pool = pooling or self.pooling
         if pool in FRAME_POOLS:
             return masked_pool(state, mask, pool)

@@ -343,6 +343,38 @@ def test_classifier_on_ssast_backbone() -> None:
     assert backbone.model.cpredlayer[0].weight.grad is None  # pretext heads frozen while fine-tuning
 
 
+def test_weighted_sum_leaves_the_final_norm_out_as_the_seed_did() -> None:
+    """--weighted sums the embedded tokens and each block (the seed's 13 states for base); the final v.norm is a
+    --layer choice only, so changing it moves layer -1 and not the weighted sum."""
+    torch.manual_seed(0)
+    backbone = SSASTBackbone(SSASTOptions(**PATCH)).eval()
+    heads = [HeadSpec("h", "binary", ["a", "b"])]
+    weighted = Classifier(backbone, heads, ClassifierConfig(weighted=True)).eval()
+    last = Classifier(backbone, heads, ClassifierConfig(layer=-1)).eval()
+    assert backbone.num_hidden_states == PATCH["depth"] + 2
+    assert weighted.layer_weights is not None and weighted.layer_weights.numel() == PATCH["depth"] + 1
+    x, lengths = torch.randn(2, 128, 64), torch.tensor([128, 128])
+    with torch.no_grad():
+        before = (weighted.extract_embedding(x, lengths, "wt"), last.extract_embedding(x, lengths, "pt"))
+        backbone.model.v.norm.weight.mul_(3.0)
+        after = (weighted.extract_embedding(x, lengths, "wt"), last.extract_embedding(x, lengths, "pt"))
+    torch.testing.assert_close(after[0], before[0])
+    assert not torch.allclose(after[1], before[1])
+
+
+@pytest.mark.parametrize("version, summed", [(3, 14), (4, 13)])
+def test_runs_saved_before_declared_weighted_states_keep_every_state(version: int, summed: int) -> None:
+    from audiotune.models.checkpoint import build_classifier
+
+    config = ssast_config()  # tiny: 12 blocks
+    config.classifier.weighted = True
+    config.heads = [HeadSpec("h", "binary", ["a", "b"])]
+    config.version = version
+    resolve_config(config)
+    model = build_classifier(config, pretrained=False)
+    assert model.layer_weights is not None and model.layer_weights.numel() == summed
+
+
 # --------------------------------------------------------------------------- masking
 
 

@@ -74,6 +74,12 @@ class Backbone(nn.Module):
         (state 0), unless the backbone says otherwise."""
         return self.num_layers + 1
 
+    @property
+    def weighted_states(self) -> int:
+        """How many of the hidden states, from state 0, ``--weighted`` sums: all of them unless the backbone says
+        otherwise (the others stay a ``--layer`` choice)."""
+        return self.num_hidden_states
+
     @abstractmethod
     def hidden_states(self, inputs: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor]:
         """Inputs and valid lengths (B,) -> ``num_hidden_states`` tensors (B, T, D) and a (B, T) bool mask."""

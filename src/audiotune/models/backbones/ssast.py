@@ -124,6 +124,11 @@ class SSASTBackbone(Backbone):
         """Blocks + 2: the embedded tokens, each block, and the final ``v.norm``."""
         return self.model.depth + 2
 
+    @property
+    def weighted_states(self) -> int:
+        """The embedded tokens and each block: the seed's weighted sum left the final ``v.norm`` out."""
+        return self.model.depth + 1
+
     # the seed's ft_cls / ft_avgtok merges: the mean of the cls token(s), or of the patch tokens
     token_pools = ("cls", "avgtok")
 
