@@ -39,6 +39,16 @@ def test_a_bare_encoder_gives_the_pt_embeddings_of_an_untrained_run_of_it(uid_da
                  "--out", str(tmp_path / "run.parquet")]) == 0
     np.testing.assert_allclose(matrix(tmp_path / "run.parquet"), matrix(tmp_path / "bare1.parquet"), atol=1e-5)
     assert list(pd.read_parquet(tmp_path / "run.parquet")["uid"]) == list(bare["uid"])
+    # beside --run, --clip_length crops the clips embedded, as the seeds' extraction read it anew
+    for name, argv in (("bare_crop", ["-c", encoder, "--model", "hf"]), ("run_crop", ["--run", str(run)])):
+        assert main(["extract", *argv, *audio, "-d", test, "--embedding_type", "pt", "--layer", "1",
+                     "--clip_length", "0.3", "--out", str(tmp_path / f"{name}.parquet")]) == 0
+    np.testing.assert_allclose(matrix(tmp_path / "run_crop.parquet"), matrix(tmp_path / "bare_crop.parquet"),
+                               atol=1e-5)
+    assert np.abs(matrix(tmp_path / "run_crop.parquet") - matrix(tmp_path / "run.parquet")).max() > 1e-3
+    assert main(["extract", "--run", str(run), *audio, "-d", test, "--clip_length", "0.3", "--eval_clip_length",
+                 "0.4", "--out", str(tmp_path / "both.parquet")]) == 2
+    assert not (tmp_path / "both.parquet").exists()
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -15,7 +15,7 @@ from audiotune.cli.flags import (
     scoring_data,
     spellings,
 )
-from audiotune.cli.stages import ENCODER_OPTIONS, refuse_encoder_flags
+from audiotune.cli.stages import ENCODER_OPTIONS, as_flag, refuse_encoder_flags
 from audiotune.config import ENCODING, SECTIONS
 from audiotune.outputs import embeddings_file
 from audiotune.storage import Role, final_path
@@ -65,12 +65,26 @@ def _seed_task_pooling(args: argparse.Namespace) -> None:
     args.pooling_mode = pool
 
 
+# beside --run, the crop of the clips embedded: the seeds' extraction read --clip_length anew
+EMBEDDED_CROP = ("audio.clip_length", "audio.eval_clip_length")
+
+
+def _embedded_crop(args: argparse.Namespace) -> float | None:
+    """With a run, ``--clip_length`` or ``--eval_clip_length``: the crop of every clip embedded (None: the run's)."""
+    given = {key: vars(args).pop(key) for key in EMBEDDED_CROP if key in vars(args)}
+    if len(set(given.values())) > 1:
+        raise ValueError(f"{' and '.join(as_flag(key.partition('.')[2], value) for key, value in given.items())}: "
+                         "beside --run both set the crop of the clips embedded; give one")
+    return next(iter(given.values()), None)
+
+
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from audiotune.engine.extract import extract_embeddings
 
-    encoder = None
+    encoder, crop = None, None
     if args.run is not None:
         _seed_task_pooling(args)
+        crop = _embedded_crop(args)
         refuse_encoder_flags(args)
     else:
         if "model.model" not in vars(args) and not args.config:
@@ -80,7 +94,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     path = extract_embeddings(args.run, args.data_split_root, args.out, args.embedding_type, args.layer,
                               args.pooling_mode, args.batch_size, args.num_workers, args.on_error,
                               args.accelerator, args.devices, args.precision, scoring_data(args),
-                              vars(args).get("runtime.num_nodes"), encoder)
+                              vars(args).get("runtime.num_nodes"), encoder, crop)
     if path is not None:  # None: another process of a multi-process run; rank 0 reports
         print(f"embeddings: {final_path(path)}")
 
@@ -88,5 +102,6 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 COMMAND = Command("extract", "write embeddings to parquet", arguments, run, default_outputs=default_outputs,
                   examples="audiotune extract --run run -d table.csv --out embeddings.parquet\n"
                            "audiotune extract --run run -d table.csv --embedding_type pt --layer 6 --out emb.parquet\n"
+                           "audiotune extract --run run -d table.csv --clip_length 0 --out whole_clips.parquet\n"
                            "audiotune extract -c facebook/wav2vec2-base --model hf -d table.csv --layer 6 "
                            "--out emb.parquet")

@@ -51,7 +51,7 @@ def extract_embeddings(run: str | None, data_split_root: str, out: str, embeddin
                        num_workers: int | Literal["auto"] | None = None, on_error: str | None = None,
                        accelerator: str | None = None, devices: str | None = None, precision: str | None = None,
                        data: dict[str, Any] | None = None, num_nodes: int | None = None,
-                       encoder: RunConfig | None = None) -> Path | None:
+                       encoder: RunConfig | None = None, clip_seconds: float | None = None) -> Path | None:
     """Write ``uid`` + ``split`` + ``embedding`` rows to a parquet file in input order (split after split, each in
     its table's order); batches are written aside as they come and merged memory-mapped (memory stays flat).
 
@@ -59,7 +59,8 @@ def extract_embeddings(run: str | None, data_split_root: str, out: str, embeddin
     process per device, each on its share of the rows (:mod:`audiotune.engine.shards`): rank 0 writes the file
     and returns its path, the others return None. uid-layout audio is found under ``data`` ``prefix``/``study``
     (default: the run's own settings). Without ``run``, the pretrained encoder ``encoder`` describes is embedded
-    with (:func:`~audiotune.models.encoder.load_embedder`).
+    with (:func:`~audiotune.models.encoder.load_embedder`). ``clip_seconds``: the crop of every clip embedded,
+    over the run's scored crop (0: whole clips; -1: the run's training crop).
     """
     if embedding_type not in EMBEDDING_TYPES:
         raise ValueError(f"--embedding_type {embedding_type}: choose one of {EMBEDDING_TYPES}")
@@ -84,6 +85,8 @@ def extract_embeddings(run: str | None, data_split_root: str, out: str, embeddin
             raise ValueError(f"--layer {layer}: the run's backbone has hidden states 0..{num_states - 1} (-1: the "
                              "last)")
         override_data(config, data)
+        if clip_seconds is not None:
+            config.audio.eval_clip_length = clip_seconds
         if batch_size is not None:
             config.train.batch_size = batch_size
         if num_workers is not None:
