@@ -423,7 +423,7 @@ SEED_DEFAULTS = {
                   "data.val_size": 0},
     "tap2key": {"audio.channel_mode": "interleave", "train.learning_rate": 3e-5, "train.epochs": 150,
                 "train.monitor": "weighted_f1", "data.seed": 42, "classifier.clf_bottleneck": 256,
-                "train.accumulate_grad_batches": 4},
+                "train.accumulate_grad_batches": 4, "options.mask_time_prob": 0.05},
 }
 
 
