@@ -102,6 +102,21 @@ def test_keep_none_and_a_given_latency(tap_data, tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_until_labels_only_the_first_seconds_of_each_recording_as_tap2key_did(tap_data, tmp_path, capsys):
+    data, _ = tap_data
+    everything, whole, _ = detect_and_align(data, tmp_path / "all")
+    segments, report, leftover = detect_and_align(data, tmp_path / "first", "--until", "8")
+    assert "touches after --until" in capsys.readouterr().out
+    assert len(segments) and segments["touch_time"].max() < 8 <= everything["touch_time"].max()
+    late = leftover[leftover["kind"] == "late"]
+    assert len(late) == report["touches_after_until"] > 0 and (late["time"] >= 8).all()
+    assert whole["touches_after_until"] == 0
+    # the segments before --until are the same as without it
+    early = everything[everything["touch_time"] < 8].reset_index(drop=True)
+    pd.testing.assert_frame_equal(segments[early.columns].reset_index(drop=True), early)
+
+
+@pytest.mark.slow
 def test_spurious_peaks_are_left_unmatched(tap_data, tmp_path):
     """Without the release rule the detector finds extra peaks: matching leaves them out, labels stay right."""
     data, _ = tap_data

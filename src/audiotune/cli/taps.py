@@ -83,6 +83,10 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                             "second, fraction, month, day, year) or a strptime pattern such as %%Y%%m%%d-%%H%%M%%S")
     align.add_argument(*spellings("start_column"), dest="start_column",
                        help="column of the taps table holding each recording's start time (instead of the name)")
+    align.add_argument("--until", type=float,
+                       help="label only the touches expected in the first this many seconds of each recording "
+                            "(tap2key labelled the first 60; default: the whole recording); the later ones are "
+                            "listed as late in OUT.unmatched.csv")
     align.add_argument("--event", default="Down", help="the touch-log event that marks a touch (default Down)")
     align.add_argument("--before", type=float, default=TAP_WINDOW[0],
                        help=f"segment seconds before each tap (default {TAP_WINDOW[0]:.6g}: 2192 samples at 96 kHz)")
@@ -143,7 +147,8 @@ def run_align(args: argparse.Namespace) -> None:
     from audiotune.taps.align import AlignOptions, align_csv, plot_alignment
 
     options = AlignOptions(latency=args.latency, selectivity=args.selectivity, max_latency=args.max_latency,
-                           keep_none=args.keep_none, max_key_distance=args.max_key_distance, event=args.event)
+                           keep_none=args.keep_none, max_key_distance=args.max_key_distance, event=args.event,
+                           until=args.until)
     if min(args.before, args.after) < 0 or args.before + args.after <= 0:
         raise DataError(f"--before {args.before} / --after {args.after}: seconds >= 0, together more than 0")
     result = align_csv(args.taps, args.touch_log, args.keys, args.out, options, (args.before, args.after),
@@ -156,7 +161,9 @@ def run_align(args: argparse.Namespace) -> None:
     how = "estimated" if report["latency_estimated"] else "given"
     print(f"latency {report['latency'] * 1000:+.1f} ms ({how}); {report['matched']} matched, "
           f"{report['matched_none']} off-key, {report['unmatched_taps']} taps and {report['unmatched_touches']} "
-          f"touches unmatched, {report['touches_outside_recordings']} touches in no recording "
+          f"touches unmatched, " + (f"{report['touches_after_until']} touches after --until, "
+                                    if args.until is not None else "")
+          + f"{report['touches_outside_recordings']} touches in no recording "
           f"(listed in {result.leftover_path.name})")
     skipped = f", {len(result.skipped)} too near a file's edge (listed in {result.skipped_path.name})" \
         if result.skipped_path else ""

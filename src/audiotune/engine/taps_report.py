@@ -38,6 +38,7 @@ def alignment_report(result: AlignResult) -> Path:
     facts = [["latency", latency], ["taps matched to a touch", summary["matched"]],
              ["matched to an off-key touch", summary["matched_none"]],
              ["unmatched taps", summary["unmatched_taps"]], ["unmatched touches", summary["unmatched_touches"]],
+             ["touches after --until (not labelled)", summary["touches_after_until"]],
              ["touches in no recording", summary["touches_outside_recordings"]],
              ["segments written", len(result.segments)], ["too near a file's edge", len(result.skipped)]]
     rows = [[storage.name(r["path"]), r["taps"], r["touches"], r["matched"], r["unmatched_taps"],

@@ -44,6 +44,7 @@ class AlignOptions:
     keep_none: bool = False  # keep taps matched to off-key touches, labelled 'none'
     max_key_distance: float | None = None  # a touch farther than this from every key centre is 'none'
     event: str = "Down"  # the touch-log event that marks a touch
+    until: float | None = None  # only touches expected in the first this many seconds of a recording (tap2key: 60)
 
     def validate(self) -> None:
         if self.selectivity <= 0 or self.max_latency < 0:
@@ -51,6 +52,8 @@ class AlignOptions:
                              ">= 0")
         if self.max_key_distance is not None and self.max_key_distance <= 0:
             raise ValueError(f"--max_key_distance {self.max_key_distance} must be > 0")
+        if self.until is not None and self.until <= 0:
+            raise ValueError(f"--until {self.until}: seconds from a recording's start, > 0")
 
 
 def candidate_pairs(taps: np.ndarray, touches: np.ndarray, latency: float,
@@ -126,7 +129,7 @@ class Alignment:
     """What :func:`align` found: matched events, everything left over, the latency and counts per recording."""
 
     events: pd.DataFrame  # one row per kept match: the tap's columns + label, x, y, touch_time, error, timestamp
-    leftover: pd.DataFrame  # kind (tap | touch | none | outside), path, time, timestamp, x, y, label
+    leftover: pd.DataFrame  # kind (tap | touch | none | late | outside), path, time, timestamp, x, y, label
     latency: float
     estimated: bool
     recordings: list[dict] = field(default_factory=list)
@@ -138,6 +141,7 @@ class Alignment:
                 "kept": len(self.events),
                 "matched_none": int(kinds.get("none", 0)),
                 "unmatched_taps": int(kinds.get("tap", 0)), "unmatched_touches": int(kinds.get("touch", 0)),
+                "touches_after_until": int(kinds.get("late", 0)),
                 "touches_outside_recordings": int(kinds.get("outside", 0)), "recordings": self.recordings}
 
 
@@ -173,9 +177,13 @@ def align(taps: pd.DataFrame, starts: dict[str, dt.datetime], durations: dict[st
     claimed = np.zeros(len(touches), dtype=bool)
     for path, seconds in zip(paths, touch_rows):
         expected = seconds + latency
-        within = np.flatnonzero((expected >= -options.selectivity)
-                                & (expected <= durations[path] + options.selectivity) & ~claimed)
-        claimed[within] = True
+        inside = (expected >= -options.selectivity) & (expected <= durations[path] + options.selectivity) & ~claimed
+        late = inside & (expected >= options.until) if options.until is not None else np.zeros_like(inside)
+        within = np.flatnonzero(inside & ~late)
+        claimed[inside] = True
+        for index in np.flatnonzero(late):  # in the recording, past the labelled start (--until)
+            leftover.append({"kind": "late", "path": path, "time": round(float(expected[index]), 6),
+                             **_touch_fields(touches.iloc[index])})
         rows = taps[taps["path"] == path].sort_values("time", kind="stable").reset_index(drop=True)
         pairs = match(rows["time"].to_numpy(float), seconds[within], latency, options.selectivity)
         matched_taps = {i for i, _ in pairs}
