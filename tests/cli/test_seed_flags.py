@@ -415,7 +415,8 @@ SEED_DEFAULTS = {
                    "features.freqm": 0, "features.timem": 0, "audio.channel_mode": "sum"},
     "ser_vft": {"train.learning_rate": 1e-4, "train.batch_size": 64, "train.epochs": 15, "train.optim": "adam",
                 "train.class_weights": "balanced", "audio.eval_clip_length": 0.0, "runtime.num_workers": 4,
-                "classifier.frame_activation": "relu", "classifier.pool_drop_last": True, "data.val_size": 0},
+                "classifier.frame_activation": "relu", "classifier.pool_drop_last": True, "data.val_size": 0,
+                "options.layerdrop": "checkpoint"},
     "ser_tapt": {"model.objective": "tapt", "train.training_steps": 120000, "train.warmup_steps": 4000,
                  "train.scheduler": "linear", "train.max_seconds": 10.0, "options.gumbel_anneal": False,
                  "data.val_size": 0},
@@ -423,7 +424,8 @@ SEED_DEFAULTS = {
                   "data.val_size": 0},
     "tap2key": {"audio.channel_mode": "interleave", "train.learning_rate": 3e-5, "train.epochs": 150,
                 "train.monitor": "weighted_f1", "data.seed": 42, "classifier.clf_bottleneck": 256,
-                "train.accumulate_grad_batches": 4, "options.mask_time_prob": 0.05},
+                "train.accumulate_grad_batches": 4, "options.mask_time_prob": 0.05,
+                "options.layerdrop": "checkpoint"},
 }
 
 

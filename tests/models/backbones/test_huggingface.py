@@ -372,3 +372,33 @@ def test_features_other_than_a_waveform_encoder_reads_are_an_error(checkpoints: 
     for given in ("fbank", "waveform"):  # fbank, the default, stands for the model's own
         config.features.features = given
         assert input_spec(config).features == "waveform"
+
+
+@pytest.mark.parametrize("name", list(KINDS))
+def test_layerdrop_skips_layers_in_training_passes_and_keeps_one_state_per_layer(
+        checkpoints: dict[str, Path], tmp_path: Path, name: str) -> None:
+    """--layerdrop checkpoint takes the checkpoint config's value (1.0 here: every layer that may be skipped is):
+    a skipped layer passes its input on, so its state repeats the one before (WavLM's first layer always runs);
+    evaluation never skips; --layerdrop 0 never skips."""
+    import json
+
+    folder = tmp_path / name
+    shutil.copytree(checkpoints[name], folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "layerdrop": 1.0}))
+    waves, lengths = batch(clip(0.5, 5), clip(0.4, 6))
+
+    def states(layerdrop: float | None, training: bool) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        backbone = HFBackbone(HFOptions(str(folder), layerdrop=layerdrop)).train(training)
+        assert backbone.model.config.layerdrop == 0.0  # transformers' own LayerDrop stays off
+        with torch.no_grad():
+            found, _ = backbone.hidden_states(waves, lengths)
+        assert len(found) == backbone.num_hidden_states == 3
+        return found
+
+    dropped = states(None, training=True)
+    first_runs = name == "wavlm"
+    assert torch.equal(dropped[1], dropped[0]) is not first_runs
+    for layerdrop, training in ((None, False), (0.0, True)):
+        assert not torch.equal(states(layerdrop, training)[1], states(layerdrop, training)[0])

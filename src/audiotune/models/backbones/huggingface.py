@@ -2,7 +2,8 @@
 
 The bare encoder comes from ``transformers.AutoModel`` (``Wav2Vec2Model``, ``HubertModel``, ``WavLMModel``,
 ``Data2VecAudioModel``; a CTC checkpoint loads without its head), by hub id or local directory alike. LayerDrop
-is off (every forward returns ``num_layers + 1`` hidden states); masking only as the ``--mask_*`` options ask.
+only as ``--layerdrop`` asks (:mod:`.hf_training`: every forward returns ``num_layers + 1`` hidden states);
+masking only as the ``--mask_*`` options ask.
 
 Hidden states
 -------------
@@ -40,7 +41,7 @@ import logging
 import random
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -74,6 +75,7 @@ from audiotune.models.backbones.hf_checkpoint import (
     normalises,
     weights_quietly,
 )
+from audiotune.models.backbones.hf_training import enable_checkpointing, install_layerdrop
 from audiotune.storage import Role
 
 __all__ = ["DEFAULT_CHECKPOINT", "HFBackbone", "HFOptions", "build_hf", "extractor_settings", "hf_input",
@@ -115,6 +117,10 @@ class HFSettings:
                                                  "instead of keeping them: less memory for a trained encoder, "
                                                  "a second forward pass of each layer, the same gradients",
                                           acts=WHILE_TRAINING)
+    layerdrop: float | Literal["checkpoint"] = option(
+        0.0, "fine-tuning: probability that each transformer layer is skipped in a training pass (LayerDrop; 0: "
+             "off; under DDP with --strategy ddp_find_unused_parameters_true); checkpoint: its config's value, as "
+             "the seeds' Hugging Face models trained", valid=PROBABILITY, acts=FINE_TUNING)
     gumbel_anneal: bool = option(True, "TAPT: anneal the quantizer's Gumbel temperature per step as wav2vec2's "
                                        "pretraining (2.0 x 0.999995^step, at least 0.5); false keeps 2.0 (the seed)",
                                 acts=PRETRAINING)
@@ -132,6 +138,7 @@ class HFOptions:
     mask_feature_prob: float = 0.0  # feature-channel spans set to 0
     mask_feature_length: int = 10
     gradient_checkpointing: bool = False  # recompute layer activations in backward (training mode only)
+    layerdrop: float | None = 0.0  # probability of skipping a layer in a training pass; None: the checkpoint's
 
     @classmethod
     def from_config(cls, config: RunConfig) -> HFOptions:
@@ -140,7 +147,8 @@ class HFOptions:
                    sample_rate=input_spec(config).resample_rate, mask_time_prob=float(m.mask_time_prob or 0.0),
                    mask_time_length=int(m.mask_time_length or 10), mask_feature_prob=float(m.mask_feature_prob),
                    mask_feature_length=int(m.mask_feature_length),
-                   gradient_checkpointing=bool(m.gradient_checkpointing))
+                   gradient_checkpointing=bool(m.gradient_checkpointing),
+                   layerdrop=None if m.layerdrop == "checkpoint" else float(m.layerdrop))
 
     @property
     def masks(self) -> bool:
@@ -148,8 +156,8 @@ class HFOptions:
 
 
 def _load_encoder(options: HFOptions, pretrained: bool) -> Any:
-    """The bare encoder of the checkpoint with LayerDrop disabled and only the masking ``options`` ask for
-    (a transformers model, typed Any)."""
+    """The bare encoder of the checkpoint with only the LayerDrop and masking ``options`` ask for (a transformers
+    model, typed Any)."""
     # deferred: importing transformers takes seconds
     from transformers import AutoConfig, AutoModel
 
@@ -161,7 +169,7 @@ def _load_encoder(options: HFOptions, pretrained: bool) -> Any:
     config.mask_feature_length = options.mask_feature_length
     config.mask_feature_min_masks = 1
     config.apply_spec_augment = options.masks
-    config.layerdrop = 0.0  # every layer always runs: a fixed number of hidden states
+    layerdrop = float(config.layerdrop) if options.layerdrop is None else options.layerdrop
     if pretrained:
         with weights_quietly():
             model, loading = AutoModel.from_pretrained(options.checkpoint, config=config, output_loading_info=True)
@@ -174,19 +182,10 @@ def _load_encoder(options: HFOptions, pretrained: bool) -> Any:
     if options.mask_time_prob == 0 and isinstance(getattr(model, "masked_spec_embed", None), nn.Parameter):
         # the mask embedding is unused then; an unused parameter would trip DDP and differ between load paths
         del model.masked_spec_embed
+    install_layerdrop(model, layerdrop)  # one hidden state per layer, skipped or not
     if options.gradient_checkpointing:
         enable_checkpointing(model)
     return model
-
-
-def enable_checkpointing(model: Any) -> None:
-    """Turn on the transformers model's gradient checkpointing (active in training mode only). Non-reentrant:
-    gradients reach the layers even when the encoder's input needs none (a frozen feature encoder)."""
-    kwargs = {"use_reentrant": False}
-    if hasattr(model, "activation_checkpointing_enable"):  # transformers 5.x; the old name is deprecated there
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 class HFBackbone(TransformersSizes, Backbone):

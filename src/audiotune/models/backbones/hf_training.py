@@ -1,0 +1,46 @@
+"""What changes the training passes of a Hugging Face encoder: LayerDrop and gradient checkpointing.
+
+LayerDrop skips each transformer layer with probability ``p`` in a training pass: the layer passes its input on
+unchanged, so the encoder still returns one hidden state per layer (a skipped layer's state repeats the one
+before it), as transformers 4.x did and as the seeds' models trained. transformers' own LayerDrop is switched off
+(from 5.x a skipped layer records no hidden state, and the states would shift). WavLM layers pass the position
+bias on, and its first layer, which computes that bias, always runs (as in transformers).
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+
+
+def enable_checkpointing(model: Any) -> None:
+    """Turn on the transformers model's gradient checkpointing (active in training mode only). Non-reentrant:
+    gradients reach the layers even when the encoder's input needs none (a frozen feature encoder)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers 5.x; the old name is deprecated there
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def install_layerdrop(model: Any, probability: float) -> None:
+    """Skip each of ``model.encoder.layers`` with ``probability`` in training passes (see the module's text);
+    ``model.config.layerdrop`` is set to 0 so transformers does not skip them too."""
+    model.config.layerdrop = 0.0
+    if probability <= 0:
+        return
+    for index, layer in enumerate(model.encoder.layers):
+        passes_bias = "position_bias" in inspect.signature(layer.forward).parameters
+        if passes_bias and index == 0:  # WavLM's first layer computes the position bias the others read
+            continue
+        layer.forward = _skippable(layer, layer.forward, probability, passes_bias)
+
+
+def _skippable(layer: torch.nn.Module, run: Any, probability: float, passes_bias: bool) -> Any:
+    def forward(hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        if layer.training and float(torch.rand([])) < probability:
+            return (hidden_states, kwargs.get("position_bias")) if passes_bias else hidden_states
+        return run(hidden_states, *args, **kwargs)
+
+    return forward
