@@ -37,7 +37,7 @@ def _seed_feature_sizes(args: argparse.Namespace, config: RunConfig) -> None:
         unused = [name for name in MFCC_ONLY if f"features.{name}" in given]
     if unused and config.features.features != "mfcc":
         shown = ", ".join(f"--{name}" for name in unused)
-        raise ValueError(f"{shown}: MFCC option(s), unused with --features {config.features.features}; add "
+        raise ValueError(f"{shown}: MFCC option(s), unused with --features {config.features.features or 'unset'}; add "
                          f"--features mfcc (the ECAPA seed's default), or size the fbank with --num_mel_bins and "
                          f"--target_length")
 

@@ -13,6 +13,8 @@ from audiotune import storage
 from audiotune.config.options import check_types
 from audiotune.config.sections import (
     CONFIG_VERSION,
+    FEATURES_OWN_VERSION,
+    INPUT_RESOLVED_VERSION,
     SECTIONS,
     WAVEFORM_NORM_VERSION,
     HeadSpec,
@@ -128,6 +130,8 @@ def config_from_dict(raw: dict[str, Any], source: str = "config", base: RunConfi
         raise ValueError(f"{source}: written by a newer audiotune (config version {config.version})")
     if config.version < WAVEFORM_NORM_VERSION and config.features.waveform_norm is False:
         config.features.waveform_norm = None  # the saved default then: the model's own normalisation
+    if INPUT_RESOLVED_VERSION <= config.version < FEATURES_OWN_VERSION and config.features.features == "fbank":
+        config.features.features = None  # the saved default then: the backbone's own input
     return config
 
 

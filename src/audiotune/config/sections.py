@@ -44,6 +44,9 @@ FEATURES_CHECKED_VERSION = 3
 # from this version on --weighted sums the states a backbone declares (Backbone.weighted_states: SSAST's without its
 # final norm, as the seed summed); before it, every hidden state
 WEIGHTED_STATES_VERSION = 4
+# from this version on an unset --features (null) is the backbone's own input; before it, fbank, the saved default,
+# stood for it (read as null)
+FEATURES_OWN_VERSION = 4
 
 
 PRECISIONS = ("32", "bf16", "16-mixed", "16")  # 16: the seeds' spelling of 16-mixed
@@ -102,9 +105,10 @@ class AudioConfig:
 
 @dataclass
 class FeatureConfig:
-    features: str = option("fbank", "input features of the model (waveform: raw samples, for pretrained encoders; "
-                                    "mfcc: the ECAPA seed's default)",
-                           choices=("mfcc", "fbank", "waveform"))
+    features: str | None = option(None, "input features of the model (default: the backbone's own: fbank for "
+                                         "ECAPA-TDNN, SSAST and AST, waveforms for Hugging Face encoders and "
+                                         "Whisper; mfcc: the ECAPA seed's default)",
+                                  choices=("mfcc", "fbank", "waveform"))
     waveform_norm: bool | None = option(None, "per-clip zero mean, unit variance of waveform inputs (default: as "
                                                "a pretrained encoder's feature extractor does; false: the raw "
                                                "samples, as the emotion seed fed them)")
@@ -377,7 +381,7 @@ def check_config(config: RunConfig) -> RunConfig:
     features = config.features
     if len(features.vtlp_range) != 2 or features.vtlp_range[0] > features.vtlp_range[1]:
         problems.append(f"--vtlp_range {' '.join(map(str, features.vtlp_range))}: give LOW HIGH with LOW <= HIGH")
-    if features.vtlp > 0 and features.features != "fbank":
+    if features.vtlp > 0 and features.features not in (None, "fbank"):
         problems.append(f"--vtlp {features.vtlp}: warps the fbank's frequency axis; needs --features fbank "
                         f"(not {features.features})")
     if config.runtime.logger == "tensorboard" and not any(importlib.util.find_spec(name) for name in TENSORBOARD):

@@ -58,7 +58,7 @@ class InputSpec:
         spec = cls(resample_rate=int(audio.resample_rate), channel_mode=audio.channel_mode,
                    channel_select=tuple(audio.channel_select), min_samples=int(audio.min_samples),
                    clip_length=float(audio.clip_length), eval_clip_length=float(scored),
-                   features=features.features, waveform_norm=bool(features.waveform_norm),
+                   features=features.features or "fbank", waveform_norm=bool(features.waveform_norm),
                    num_mel_bins=features.num_mel_bins, target_length=int(features.target_length),
                    n_mfcc=features.n_mfcc, n_fft=features.n_fft, n_mels=features.n_mels,
                    utterance_norm=features.utterance_norm, pad=features.pad, dataset_mean=features.dataset_mean,

@@ -369,9 +369,31 @@ def test_features_other_than_a_waveform_encoder_reads_are_an_error(checkpoints: 
     config.features.features = "mfcc"  # e.g. the ECAPA seed's --fbank False
     with pytest.raises(ValueError, match="--features mfcc: --model hf reads waveforms"):
         input_spec(config)
-    for given in ("fbank", "waveform"):  # fbank, the default, stands for the model's own
+    config.features.features = "fbank"  # given, not the default: an error too
+    with pytest.raises(ValueError, match="--features fbank: --model hf reads waveforms"):
+        input_spec(config)
+    for given in (None, "waveform"):  # unset: the model's own
         config.features.features = given
         assert input_spec(config).features == "waveform"
+
+
+def test_a_config_of_version_3_read_its_saved_fbank_as_the_models_own_input(checkpoints: dict[str, Path],
+                                                                          tmp_path: Path) -> None:
+    from audiotune.config import config_from_dict, save_config
+
+    config = RunConfig()
+    config.model.model, config.model.checkpoint = "hf", str(checkpoints["w2v_layer"])
+    save_config(config, tmp_path / "config.yaml")
+    import yaml
+
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert saved["features"]["features"] is None  # unset: written as null
+    for version, read in ((3, None), (4, "fbank")):
+        earlier = config_from_dict({**saved, "version": version, "features": {**saved["features"],
+                                                                              "features": "fbank"}})
+        assert earlier.features.features == read
+        if read is None:
+            assert input_spec(earlier).features == "waveform"
 
 
 @pytest.mark.parametrize("name", list(KINDS))

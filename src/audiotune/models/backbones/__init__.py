@@ -331,8 +331,8 @@ def input_spec(config: RunConfig) -> InputSpec:
         spec = InputSpec.from_sections(config.audio, config.features)
     else:
         spec = declare(config)
-    features = config.features.features  # fbank, the default, stands for the model's own
-    if features not in ("fbank", spec.features) and config.version >= FEATURES_CHECKED_VERSION:
+    features = config.features.features  # None: the model's own
+    if features not in (None, spec.features) and config.version >= FEATURES_CHECKED_VERSION:
         read = "waveforms" if spec.features == "waveform" else f"{spec.features} features"
         raise ValueError(f"--features {features}: --model {config.model.model} reads {read}")
     asked = config.features.waveform_norm

@@ -264,7 +264,7 @@ def ast_input(config: RunConfig) -> InputSpec:
     features, mel bins or lengths than the checkpoint's are an error."""
     f = config.features
     checkpoint = config.model.checkpoint or DEFAULT_CHECKPOINT
-    if f.features != "fbank":
+    if f.features not in (None, "fbank"):
         raise ValueError(f"--features {f.features}: --model ast reads the Kaldi fbank of its feature extractor")
     model = _model_config(checkpoint)
     settings = ast_extractor_settings(checkpoint)

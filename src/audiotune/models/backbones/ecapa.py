@@ -117,7 +117,7 @@ def ecapa_input(config: RunConfig) -> InputSpec:
     in BENCHMARKS.md against the seed's MFCC, constant learning rate and no masking.
     """
     f = config.features
-    if f.features not in ("fbank", "mfcc"):
+    if f.features not in (None, "fbank", "mfcc"):
         raise ValueError(f"--model ecapa_tdnn reads fbank or mfcc features, not '{f.features}'")
     trained = not config.model.freeze  # a frozen encoder keeps its inputs fixed, so the feature cache can serve
     spec = replace(InputSpec.from_sections(config.audio, f),
