@@ -407,7 +407,8 @@ def test_a_seed_spelling_is_refused_with_its_hyphen_spelling_too() -> None:
 RECIPES = recipe_root() / "seeds"
 # a few of each seed's defaults that audiotune's own defaults change
 SEED_DEFAULTS = {
-    "naip_w2v2": {"model.model": "hf", "audio.channel_mode": "sum", "train.scheduler": "none", "data.seed": 4200},
+    "naip_w2v2": {"model.model": "hf", "audio.channel_mode": "sum", "train.scheduler": "none", "data.seed": 4200,
+                  "model.frozen_train_mode": True, "options.mask_time_prob": 0.05, "options.layerdrop": "checkpoint"},
     "naip_ssast": {"model.model": "ssast", "classifier.layernorm": True, "train.scheduler": "onecycle",
                    "train.learning_rate": 1e-4, "features.target_length": 1024, "audio.channel_mode": "sum",
                    "options.pretrained_mdl_path": "SSAST-Base-Frame-400.pth"},

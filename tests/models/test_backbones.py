@@ -45,8 +45,12 @@ def test_without_a_stage_the_freezing_decides_whether_the_encoder_trains() -> No
     masked = {"mask_time_prob": 0.2, "gradient_checkpointing": True}
     refuse_inactive(config_with("hf", masked, freeze=False))
     with pytest.raises(ValueError, match=r"--mask_time_prob 0.2: acts only while the encoder trains; the encoder is "
-                                         r"frozen .*add --freeze false / --gradient_checkpointing True"):
+                                         r"frozen .*add --freeze false, or --frozen_train_mode .* / "
+                                         r"--gradient_checkpointing True"):
         refuse_inactive(config_with("hf", masked, freeze=True))
+    in_training_mode = config_with("hf", masked, freeze=True)
+    in_training_mode.model.frozen_train_mode = True  # a frozen encoder in training mode: its masks act
+    refuse_inactive(in_training_mode)
     with pytest.raises(ValueError, match=r"^--pseudo_labels l.parquet: acts only in audiotune pretrain$"):
         refuse_inactive(config_with("hf", {"pseudo_labels": "l.parquet"}, freeze=False))
 

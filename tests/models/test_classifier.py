@@ -194,3 +194,12 @@ the same embeddings and logits."""
     for uid in table.index:
         alone = embeddings(table.loc[[uid]], batch_size=1)[uid]
         torch.testing.assert_close(batched[uid], alone, atol=1e-5, rtol=0)
+
+
+def test_a_frozen_backbone_in_training_mode_follows_the_classifier_and_learns_nothing() -> None:
+    fixed = Classifier(ToyBackbone(), HEADS, ClassifierConfig(), freeze_backbone=True).train()
+    moving = Classifier(ToyBackbone(), HEADS, ClassifierConfig(), freeze_backbone=True, frozen_train_mode=True)
+    moving.train()
+    assert not fixed.backbone.training and moving.backbone.training
+    assert not any(p.requires_grad for p in moving.backbone.parameters())
+    assert not moving.eval().backbone.training

@@ -47,6 +47,8 @@ def cache_blocker(config: RunConfig) -> str | None:
         return "--cache False"
     if not config.model.freeze:
         return "the backbone is trained (no --freeze)"
+    if config.model.frozen_train_mode:
+        return "--frozen_train_mode: the frozen encoder's features change every training pass"
     if config.train.adapt_bn != ADAPT_OFF:
         return "--adapt_bn re-estimates the encoder's BatchNorm statistics on each scored split"
     if config.augment.active or config.data.mixup:

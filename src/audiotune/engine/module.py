@@ -120,7 +120,7 @@ class ClassifierModule(pl.LightningModule):
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
         # Lightning restores the module modes it saw before validation, which can switch a frozen
         # backbone back to training mode (dropout, BatchNorm statistics); keep it in eval mode
-        if self.model.freeze_backbone:
+        if self.model.backbone_in_eval:
             self.model.backbone.eval()
 
     def on_train_start(self) -> None:

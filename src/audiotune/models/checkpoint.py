@@ -37,7 +37,7 @@ def build_classifier(config: RunConfig, pretrained: bool = True) -> Classifier:
         backbone.freeze_feature_projection()
     summed = backbone.weighted_states if config.version >= WEIGHTED_STATES_VERSION else backbone.num_hidden_states
     return Classifier(backbone, config.heads, config.classifier, freeze_backbone=bool(config.model.freeze),
-                      weighted_states=summed)
+                      weighted_states=summed, frozen_train_mode=config.model.frozen_train_mode)
 
 
 def export_backbone(model: Classifier, run_dir: str | Path) -> None:

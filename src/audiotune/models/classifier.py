@@ -37,14 +37,16 @@ class Classifier(nn.Module):
     """Backbone + heads; ``forward`` returns the heads' logits concatenated in label-file order."""
 
     def __init__(self, backbone: Backbone, heads: list[HeadSpec], config: ClassifierConfig,
-                 freeze_backbone: bool = False, weighted_states: int | None = None):
+                 freeze_backbone: bool = False, weighted_states: int | None = None, frozen_train_mode: bool = False):
         """``weighted_states``: how many hidden states, from state 0, ``--weighted`` sums (default: the backbone's
-        :attr:`~Backbone.weighted_states`; a run saved before they were declared summed them all)."""
+        :attr:`~Backbone.weighted_states`; a run saved before they were declared summed them all).
+        ``frozen_train_mode``: a frozen backbone follows the classifier's mode (``--frozen_train_mode``)."""
         super().__init__()
         if not heads:
             raise ValueError("a classifier needs at least one head (a label file naming its columns)")
         self.backbone = backbone
         self.freeze_backbone = freeze_backbone
+        self.backbone_in_eval = freeze_backbone and not frozen_train_mode
         if freeze_backbone:
             backbone.requires_grad_(False).eval()
         self.config = config
@@ -67,9 +69,10 @@ class Classifier(nn.Module):
         )
 
     def train(self, mode: bool = True) -> Classifier:
-        """A frozen backbone stays in eval mode (no dropout, fixed normalisation statistics)."""
+        """A frozen backbone stays in eval mode (no dropout, fixed normalisation statistics), unless it runs in
+        training mode as the classifier does (``frozen_train_mode``)."""
         super().train(mode)
-        if self.freeze_backbone:
+        if self.backbone_in_eval:
             self.backbone.eval()
         return self
 

@@ -107,6 +107,24 @@ def test_masks_on_a_frozen_encoder_are_an_error(checkpoint: Path, dataset: dict,
                  "--mask_time_prob", "0.1"]) == 2
     err = capsys.readouterr().err
     assert "--mask_time_prob 0.1: acts only while the encoder trains" in err and "add --freeze false" in err
+    assert "--frozen_train_mode" in err
+
+
+@pytest.mark.slow
+def test_a_frozen_encoder_in_training_mode_masks_its_features_and_learns_nothing(
+        checkpoint: Path, dataset: dict, tmp_path: Path) -> None:
+    """--frozen_train_mode: the NAIP seeds' frozen encoder, in training mode while the heads trained (masks and
+    dropout on its features); no weight of it changes and the feature cache, which would hold fixed features,
+    is not used."""
+    run = tmp_path / "run"
+    assert main(["train", "--model", "hf", "-c", str(checkpoint), "-i", str(dataset["prefix"]), "-d",
+                 str(dataset["split"]), "-l", str(dataset["labels"]), "-o", str(run), "-e", "1", "-bs", "4",
+                 "--frozen_train_mode", "--mask_time_prob", "0.5", "--mask_time_length", "2", "--layerdrop",
+                 "checkpoint", "--clf_bottleneck", "8"]) == 0
+    cache = json.loads((run / "metrics.json").read_text())["feature_cache"]
+    assert not cache["used"] and "--frozen_train_mode" in cache["why_not"]
+    saved, before = load_file(run / "model.safetensors"), load_file(checkpoint / "model.safetensors")
+    assert all(torch.equal(saved["backbone.model." + k], before[k]) for k in before if k != "masked_spec_embed")
 
 
 @pytest.mark.slow

@@ -296,7 +296,7 @@ def resolve_config(config: RunConfig) -> RunConfig:
 
 # why an option that acts while the encoder trains does nothing in a stage (appended to describe_acts' text)
 _STAGE_WHY = {Stage.ENCODE: "the encoder is frozen here (--freeze true, the default for a pretrained encoder): add "
-                            "--freeze false",
+                            "--freeze false, or --frozen_train_mode for a frozen encoder in training mode",
               Stage.PRETRAIN: "audiotune pretrain trains the encoder on its self-supervised objective"}
 
 
@@ -306,7 +306,7 @@ def refuse_inactive(config: RunConfig, stage: Stage | None = None) -> None:
     encoder; before the backbone resolved ``--freeze``, either: only what acts in neither), with what would make it
     act. For the commands that read a user's options (train, pretrain), never for a run being loaded."""
     options = backbone_options(config)
-    freeze = config.model.freeze
+    freeze = config.model.freeze and not config.model.frozen_train_mode  # in training mode: as if it fine-tunes
     stages = CLASSIFIER_STAGES if stage is None and freeze is None else \
         frozenset({stage or (Stage.ENCODE if freeze else Stage.FINE_TUNE)})
     problems = []
