@@ -17,7 +17,7 @@ from audiotune.data.prepare import PreparedData, prepare_eval_data
 from audiotune.engine.adapt import OFF, adaptation_groups, adapted_batchnorm, check_adaptable, check_adaptation
 from audiotune.engine.aggregate import check_recording_targets, recording_scores, table_recordings
 from audiotune.engine.cache import CachedDataset, cache_blocker, cached_datasets, cached_loader
-from audiotune.engine.inference import features_on_device, inference_device, override_data, predict
+from audiotune.engine.inference import features_on_device, inference_device, override_scoring, predict
 from audiotune.engine.metrics import compute_metrics, head_slices, scores_from_logits
 from audiotune.engine.shards import (
     POSITION,
@@ -251,16 +251,9 @@ def evaluate_run(run: str, data_split_root: str, exp_dir: str | None = None, on_
     with together(shard):
         config, model = load_run(run)
         config.runtime = runtime
-        override_data(config, data)
-        if on_error:
-            config.data.on_error = on_error
-        if batch_size is not None:
-            config.train.batch_size = batch_size
-        if num_workers is not None:
-            config.runtime.num_workers = num_workers
+        override_scoring(config, data, batch_size, num_workers, on_error)
         if adapt_bn is not None:
             config.train.adapt_bn = adapt_bn
-        config.train.debug = False
         check_config(config)
         if config.train.adapt_bn != OFF:
             check_adaptable(model)

@@ -15,7 +15,7 @@ import torch
 from audiotune.config import RunConfig, check_config
 from audiotune.data.loading import make_dataset, make_loader
 from audiotune.data.prepare import prepare_eval_data
-from audiotune.engine.inference import features_on_device, inference_device, iterate_batches, override_data
+from audiotune.engine.inference import features_on_device, inference_device, iterate_batches, override_scoring
 from audiotune.engine.shards import (
     POSITION,
     gathered_parts,
@@ -84,16 +84,9 @@ def extract_embeddings(run: str | None, data_split_root: str, out: str, embeddin
         if layer is not None and not -num_states <= layer < num_states:
             raise ValueError(f"--layer {layer}: the run's backbone has hidden states 0..{num_states - 1} (-1: the "
                              "last)")
-        override_data(config, data)
+        override_scoring(config, data, batch_size, num_workers, on_error)
         if clip_seconds is not None:
             config.audio.eval_clip_length = clip_seconds
-        if batch_size is not None:
-            config.train.batch_size = batch_size
-        if num_workers is not None:
-            config.runtime.num_workers = num_workers
-        if on_error:
-            config.data.on_error = on_error
-        config.train.debug = False
         check_config(config)
         inputs = input_spec(config)
         prepared = prepare_eval_data(config, inputs, data_split_root, targets_needed=False, scan=shared_scan(shard))

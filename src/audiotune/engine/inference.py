@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -69,6 +69,21 @@ def override_data(config: RunConfig, data: dict[str, Any] | None) -> None:
         if not hasattr(config.data, name):
             raise ValueError(f"{name}: not a data option")
         setattr(config.data, name, value)
+
+
+def override_scoring(config: RunConfig, data: dict[str, Any] | None, batch_size: int | None,
+                     num_workers: int | Literal["auto"] | None, on_error: str | None) -> None:
+    """What a scoring command (evaluate, extract) sets over a loaded run's config: where uid-layout audio lives
+    (:func:`override_data`), the batch size, the loader's workers and what bad audio does (each when given), and
+    never the seeds' debug truncation to a few rows."""
+    override_data(config, data)
+    if batch_size is not None:
+        config.train.batch_size = batch_size
+    if num_workers is not None:
+        config.runtime.num_workers = num_workers
+    if on_error:
+        config.data.on_error = on_error
+    config.train.debug = False
 
 
 def loader_pins_memory(config: RunConfig) -> bool:
