@@ -408,10 +408,11 @@ RECIPES = recipe_root() / "seeds"
 # a few of each seed's defaults that audiotune's own defaults change
 SEED_DEFAULTS = {
     "naip_w2v2": {"model.model": "hf", "audio.channel_mode": "sum", "train.scheduler": "none", "data.seed": 4200,
-                  "model.frozen_train_mode": True, "options.mask_time_prob": 0.05, "options.layerdrop": "checkpoint"},
+                  "model.frozen_train_mode": True, "options.mask_time_prob": 0.05, "options.layerdrop": "checkpoint",
+                  "classifier.layer_weights": "raw"},
     "naip_ssast": {"model.model": "ssast", "classifier.layernorm": True, "train.scheduler": "onecycle",
                    "train.learning_rate": 1e-4, "features.target_length": 1024, "audio.channel_mode": "sum",
-                   "options.pretrained_mdl_path": "SSAST-Base-Frame-400.pth"},
+                   "options.pretrained_mdl_path": "SSAST-Base-Frame-400.pth", "classifier.layer_weights": "raw"},
     "naip_ecapa": {"model.model": "ecapa_tdnn", "features.features": "mfcc", "train.scheduler": "none",
                    "features.freqm": 0, "features.timem": 0, "audio.channel_mode": "sum"},
     "ser_vft": {"train.learning_rate": 1e-4, "train.batch_size": 64, "train.epochs": 15, "train.optim": "adam",

@@ -76,6 +76,12 @@ def test_weighted_sum_trains_and_is_reported(uid_dataset: dict, hf_checkpoints: 
     wt = embeddings(tmp_path / "run", uid_dataset["split"] / "test.csv", tmp_path / "wt.parquet",
                     "--embedding_type", "wt")
     assert wt.shape == (4, 32)
+    # raw weights (the NAIP seeds'): learned as they are, on the max-pooled states the feature cache holds
+    raw = train(uid_dataset, hf_checkpoints["w2v_layer"], tmp_path / "raw", "--weighted", "--layer_weights", "raw",
+                "-pm", "max", "-e", "3", "-lr", "0.05")
+    learned = load_file(str(tmp_path / "raw" / "model.safetensors"))["layer_weights"]
+    assert raw["feature_cache"]["used"] and raw["layer_weights"] == pytest.approx(learned.tolist(), abs=1e-6)
+    assert abs(sum(raw["layer_weights"]) - 1) > 1e-3
 
 
 def test_freeze_options(uid_dataset: dict, hf_checkpoints: dict, tmp_path) -> None:

@@ -74,24 +74,27 @@ class SeedEcapa(SeedWrapper):
 
 class SeedW2V2(SeedWrapper):
     """naip-w2v2's Wav2Vec2ForSpeechClassification: AutoModelForAudioClassification as ``model``, hidden states
-    pooled over every frame, a raw (no softmax) weighted sum ``weightsum`` when weighted."""
+    pooled over every frame, a raw (no softmax) weighted sum ``weightsum`` of the pooled states when weighted."""
 
-    def __init__(self, checkpoint: Path, weighted: bool, shared_dense: bool, layer: int = -1):
+    def __init__(self, checkpoint: Path, weighted: bool, shared_dense: bool, layer: int = -1, pooling: str = "mean"):
         from transformers import AutoConfig, AutoModelForAudioClassification
 
         config = AutoConfig.from_pretrained(checkpoint, output_hidden_states=True)
         model = AutoModelForAudioClassification.from_pretrained(checkpoint, config=config)
         super().__init__(config.hidden_size, shared_dense, 32)
-        self.model, self.weighted, self.layer = model, weighted, layer
-        if weighted:
-            self.weightsum = nn.Parameter(torch.tensor([0.7, 0.2, 1.4]))  # as trained: positive, not summing to 1
+        self.model, self.weighted, self.layer, self.pooling = model, weighted, layer, pooling
+        if weighted:  # as trained: one below zero, not summing to 1
+            self.weightsum = nn.Parameter(torch.tensor([0.7, -0.2, 1.4]))
+
+    def pool(self, state: torch.Tensor) -> torch.Tensor:
+        return state.amax(-2) if self.pooling == "max" else state.mean(-2)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         states = self.model(waveform).hidden_states
         if self.weighted:
-            pooled = torch.stack(states).mean(2)  # (S, B, D)
+            pooled = self.pool(torch.stack(states))  # (S, B, D)
             return self.classify(torch.einsum("s,sbd->bd", self.weightsum, pooled))
-        return self.classify(states[self.layer].mean(1))
+        return self.classify(self.pool(states[self.layer]))
 
     def seed_state_dict(self) -> dict[str, torch.Tensor]:
         """The state dict under transformers 4.28 (the seed's pin): weight norm as weight_g / weight_v."""
@@ -236,10 +239,10 @@ def dataset_and_tiny_wav2vec2(tmp_path: Path) -> tuple[dict, Path]:
 @pytest.mark.slow
 def test_naip_w2v2_weighted_run_imported_evaluates_as_the_seed(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     ds, encoder = dataset_and_tiny_wav2vec2(tmp_path)
-    seed = SeedW2V2(encoder, weighted=True, shared_dense=True)
+    seed = SeedW2V2(encoder, weighted=True, shared_dense=True, pooling="max")
     args = seed_args(ds, tmp_path / "exp", checkpoint=str(encoder), finetuned_mdl_path="", mode="finetune",
                      weighted=True, layer=-1, freeze=True, shared_dense=True, seed=4200, debug=True,
-                     hp_tuning=False, new_checkpoint=False)
+                     hp_tuning=False, new_checkpoint=False, pooling_mode="max")
     weights = save_seed_run(tmp_path / "exp", seed, args, "split_3_adamw_epoch1_tiny_clf2_sdweighted_mdl.pt",
                             seed.seed_state_dict())
     run = tmp_path / "imported"
@@ -248,7 +251,9 @@ def test_naip_w2v2_weighted_run_imported_evaluates_as_the_seed(tmp_path: Path, c
     assert f"{run}: already holds a run; pass --overwrite" in capsys.readouterr().err
     assert_round_trip(run, seed, five_clips(ds), lambda wave: wave)
     record = pd.read_json(run / "import.json", typ="series")
-    assert "model.projector.weight" in record["dropped"] and record["layer_weights"]["scale"] == pytest.approx(2.3)
+    assert "model.projector.weight" in record["dropped"]
+    # raw weights below zero with max pooling: weighed as the seed weighed them
+    assert record["layer_weights"] == {"seed": pytest.approx([0.7, -0.2, 1.4]), "layer_weights": "raw"}
     # the fine-tuned encoder is a save_pretrained folder that -c reads like a hub id
     assert main(["train", "--model", "hf", "-c", str(run / "encoder"), "-i", str(ds["prefix"]), "-d",
                  str(ds["split"]), "-l", str(ds["labels"]), "-o", str(tmp_path / "again"), "-e", "0", "-bs", "4",

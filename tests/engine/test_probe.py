@@ -64,7 +64,11 @@ def test_training_steps_stop_every_head_after_that_many_steps(probed) -> None:
 def test_max_pooling_probes_every_layer_and_says_why_the_weighted_sum_is_not(probed) -> None:
     maxed, mean = probed("-e", "1", "-pm", "max"), probed("-e", "1")
     assert [row["layer"] for row in maxed["layers"]] == ["0", "1", "2"] and maxed["layer_weights"] is None
-    assert "max pooling of a weighted sum" in maxed["weighted_sum"]
+    assert "max pooling of a softmax-weighted sum" in maxed["weighted_sum"]
     page = render_probe(read_probe(maxed["folder"]))
-    assert "no learned layer weights: the weighted sum was not probed: max pooling of a weighted sum" in page
+    assert "no learned layer weights: the weighted sum was not probed: max pooling of a softmax-weighted sum" in page
     assert mean["layers"][-1]["layer"] == "weighted" and "weighted_sum" not in mean
+    # raw weights weigh the max-pooled states the cache holds: the weighted sum is probed, its weights as learned
+    raw = probed("-e", "1", "-pm", "max", "--layer_weights", "raw")
+    assert raw["layers"][-1]["layer"] == "weighted" and "weighted_sum" not in raw
+    assert len(raw["layer_weights"]) == 3 and sum(raw["layer_weights"]) != pytest.approx(1.0, abs=1e-6)

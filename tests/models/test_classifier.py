@@ -119,6 +119,37 @@ def test_frame_activation_and_dropping_the_last_frame_change_what_is_pooled() ->
     assert without_last_frame(torch.tensor([[True, True, True, False]])).tolist() == [[True, True, False, False]]
 
 
+class SignedBackbone(ToyBackbone):
+    """Hidden states whose frame maxima are not those of their sum."""
+
+    def hidden_states(self, inputs: torch.Tensor, lengths: torch.Tensor):
+        states, mask = super().hidden_states(inputs, lengths)
+        return [states[0], -states[0], states[0].pow(2)], mask
+
+
+def test_raw_layer_weights_weigh_each_pooled_state_as_the_seeds_did() -> None:
+    torch.manual_seed(0)
+    inputs, lengths = torch.randn(2, 5, 4), torch.tensor([5, 3])
+    softmax = Classifier(SignedBackbone(), HEADS, ClassifierConfig(weighted=True, pooling_mode="max")).eval()
+    raw = Classifier(SignedBackbone(), HEADS, ClassifierConfig(weighted=True, pooling_mode="max",
+                                                               layer_weights="raw")).eval()
+    raw.load_state_dict(softmax.state_dict() | {"layer_weights": torch.full((3,), 1 / 3)})
+    assert torch.allclose(Classifier(ToyBackbone(), HEADS, raw.config).layer_weights.detach(), torch.full((3,), 1 / 3))
+    states, mask = raw.backbone.hidden_states(inputs, lengths)
+    pooled = torch.stack([masked_pool(state, mask, "max") for state in states])  # (3, B, D)
+    with torch.no_grad():
+        raw.layer_weights.copy_(torch.tensor([0.7, -0.2, 1.4]))  # free weights, one below zero
+    expected = torch.einsum("s,sbd->bd", torch.tensor([0.7, -0.2, 1.4]), pooled)
+    assert torch.allclose(raw.extract_embedding(inputs, lengths, "wt"), expected, atol=1e-5)
+    assert torch.equal(raw.state_weights(), raw.layer_weights)
+    # the softmax sum max-pools the summed states: another embedding, and cached pooled states cannot give it
+    softmax_wt = softmax.extract_embedding(inputs, lengths, "wt")
+    assert not torch.allclose(softmax_wt, pooled.mean(0), atol=1e-3)
+    assert torch.allclose(softmax_wt, masked_pool(sum(states) / 3, mask, "max"), atol=1e-5)
+    # raw weights on pooled states: the cache's pooled states give the whole forward pass's logits
+    assert torch.allclose(raw.forward_pooled(raw.pooled_states(inputs, lengths)), raw(inputs, lengths), atol=1e-6)
+
+
 def test_weighted_sum_weights_train() -> None:
     torch.manual_seed(0)
     model = Classifier(ToyBackbone(), HEADS, ClassifierConfig(weighted=True, final_dropout=0.0))

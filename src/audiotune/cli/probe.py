@@ -26,7 +26,7 @@ PROBE_OPTIONS = (
     "model.model", "model.checkpoint",
     "classifier.shared_dense", "classifier.sd_bottleneck", "classifier.clf_bottleneck", "classifier.activation",
     "classifier.final_dropout", "classifier.layernorm", "classifier.pooling_mode", "classifier.frame_activation",
-    "classifier.pool_drop_last",
+    "classifier.pool_drop_last", "classifier.layer_weights",
     "train.epochs", "train.batch_size", "train.learning_rate", "train.optim", "train.weight_decay", "train.scheduler",
     "train.max_lr", "train.grad_clip", "train.accumulate_grad_batches", "train.warmup_steps", "train.training_steps",
     "train.loss", "train.labeling_method", "train.class_weights", "train.balance", "train.standardize_targets",

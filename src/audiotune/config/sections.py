@@ -63,7 +63,6 @@ class DataConfig:
                                       "of audio files (unlabelled: pretrain, extract, stats)", ("-d",), role=Role.TABLE)
     label_txt: str = option("", "label file: one classifier head per line, comma-separated column names", ("-l",),
                             role=Role.INPUT)
-    # 0: no validation, the last epoch is kept
     val_size: int = option(50, "subjects drawn from train to validate without val.csv (0: none)", valid=AT_LEAST_0)
     seed: int = option(0, "random seed for splits, initialisation, shuffling and augmentation",
                        valid=(0, 2**32 - 1, True, True))
@@ -163,8 +162,7 @@ class ModelConfig:
     objective: str = option("", "`audiotune pretrain` objective (ssast: pretrain_joint, pretrain_mpc, pretrain_mpg; "
                                 "hf: tapt, wav2vec2's contrastive + diversity loss; ptapt, masked prediction of "
                                 "--pseudo_labels); default: the backbone's first", acts=PRETRAINING)
-    # the chosen backbone's own options, declared by its options dataclass in its module; written flat beside
-    # the options above in config.yaml
+    # the chosen backbone's own options (its module's options dataclass), written flat beside these in config.yaml
     options: dict[str, Any] = field(default_factory=dict, metadata={"cli": False})
 
 
@@ -178,7 +176,10 @@ class ClassifierConfig:
     final_dropout: float = option(0.3, "dropout before each head's output projection", valid=(0, 1, True, False))
     layernorm: bool = option(False, "LayerNorm after each head's first dense layer")
     layer: int = option(-1, "hidden state fed to the heads (-1 = last)")
-    weighted: bool = option(False, "learn a softmax-weighted sum of all hidden states")
+    weighted: bool = option(False, "learn a weighted sum of the hidden states (how: --layer_weights)")
+    layer_weights: str = option("softmax", "--weighted: softmax (weights summing to 1, from the average; states "
+                                "summed, then pooled) or raw (free weights from 1/n, each state pooled, then summed: "
+                                "the NAIP seeds')", choices=("softmax", "raw"))
     pooling_mode: str = option("mean", "pooling over frames (`extract --pooling_mode` merges the heads' ft "
                                        "embeddings: mean unless given)",
                                ("-pm", "--pm"), choices=("mean", "sum", "max"))

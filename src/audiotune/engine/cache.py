@@ -61,8 +61,10 @@ def cache_blocker(config: RunConfig) -> str | None:
     if config.train.group_batches or uses_bucket_sampler(config):
         return ("--group_batches, --bucket_sampler and --dynamic_batch batch clips by their groups or lengths, which "
                 "the cache's pooled states do not keep")
-    if config.classifier.weighted and config.classifier.pooling_mode == "max":
-        return "max pooling of a weighted sum is not the weighted sum of max-pooled states"
+    if config.classifier.weighted and config.classifier.layer_weights == "softmax" and \
+            config.classifier.pooling_mode == "max":
+        return ("max pooling of a softmax-weighted sum is not the weighted sum of max-pooled states (--layer_weights "
+                "raw weighs the pooled states)")
     return None
 
 

@@ -8,7 +8,6 @@ import logging
 import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.callbacks import EMAWeightAveraging
 
 from audiotune.config import RunConfig, check_config, save_config
@@ -123,8 +122,9 @@ def _probe(config: RunConfig, owned: OwnedRunDir, one_device: int | list[int]) -
             row.update({f"{split}_{key}": value for key, value in summary.items()})
         rows.append(row)
         if target == "weighted":
-            assert model.layer_weights is not None  # a weighted classifier has layer weights
-            layer_weights = torch.softmax(model.layer_weights.detach().float().cpu(), 0).tolist()
+            weights = model.state_weights()
+            assert weights is not None  # a weighted classifier has layer weights
+            layer_weights = weights.detach().float().cpu().tolist()
     table = pd.DataFrame(rows)
     write_csv(table, exp_dir / PROBE_FILE, index=False)
     summary = {"layers": rows, "layer_weights": layer_weights, "feature_cache": stats}

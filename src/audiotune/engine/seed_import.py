@@ -64,20 +64,23 @@ class SeedLayout:
 
 
 HEADS = (("dense.", "dense."), ("classifiers.", "classifiers."))
+# the w2v2 and SSAST seeds' --weighted: raw weights (no softmax) on each pooled hidden state
+RAW_WEIGHTS = ("raw", "is how the seed's --weighted weighed its pooled hidden states")
 LAYOUTS = (
     SeedLayout("naip-w2v2", "hf", "model.wav2vec2.feature_extractor.",
                (("model.wav2vec2.", "backbone.model."), *HEADS),
                dropped=("model.projector.", "model.classifier.", "model.wav2vec2.masked_spec_embed"),
                aliases=((".weight_g", ".parametrizations.weight.original0"),
                         (".weight_v", ".parametrizations.weight.original1")),  # transformers 4.28 → today
-               encoder="save_pretrained"),
+               encoder="save_pretrained", fixed={"layer_weights": RAW_WEIGHTS}),
     SeedLayout("naip-ssast", "ssast", "v.patch_embed.proj.weight",
                (("v.", "backbone.model.v."), ("mlp_heads.", "classifiers."), HEADS[0]),
                dropped=("v.head.", "v.head_dist."),
                fresh=("backbone.model.cpredlayer.", "backbone.model.gpredlayer.", "backbone.model.mask_embed",
                       "backbone.model.p_input_", "backbone.model.v.head.", "backbone.model.v.head_dist."),
                encoder="model",
-               fixed={"pooling_mode": ("mean", "only merged the seed's ft embeddings; its tokens were averaged")},
+               fixed={"pooling_mode": ("mean", "only merged the seed's ft embeddings; its tokens were averaged"),
+                      "layer_weights": RAW_WEIGHTS},
                unheaded="a naip-ssast pretraining checkpoint (no mlp_heads): fine-tune from it as it is, "
                         "`audiotune train --model ssast --pretrained_mdl_path FILE`"),
     SeedLayout("naip-ecapa-tdnn", "ecapa_tdnn", "model.blocks.0.conv.conv.weight",
@@ -251,27 +254,17 @@ def map_state(layout: SeedLayout, state: Mapping[str, torch.Tensor], model: Clas
 
 def _layer_weights(layout: SeedLayout, state: Mapping[str, torch.Tensor], model: Classifier,
                    mapped: dict[str, torch.Tensor], path: str | Path) -> dict[str, Any]:
-    """The seed's raw weights w (no softmax) as softmax logits log(w / s); the scale s = sum(w) moves into the
-    first dense layer after pooling (mean and sum pooling are linear, so the logits are unchanged)."""
+    """The seed's raw weights as they are: the run weighs its pooled states as the seed did (``--layer_weights
+    raw``), for any weights and pooling."""
     if layout.layer_weights not in state:
         raise SeedImportError(f"{path}: weighted=True in args.pkl but no '{layout.layer_weights}' weights")
-    raw = state[layout.layer_weights].detach().double().flatten()
-    if model.config.pooling_mode == "max" or bool((raw <= 0).any()):
-        raise SeedImportError(f"{path}: layer weights {raw.tolist()} with pooling {model.config.pooling_mode}: the "
-                              "seed's raw weighted sum is a softmax-weighted sum here only for positive weights "
-                              "and mean or sum pooling")
+    raw = state[layout.layer_weights].detach().flatten()
     assert model.layer_weights is not None  # the model is built weighted, as args.pkl says
     if raw.numel() != model.layer_weights.numel():
         raise SeedImportError(f"{path}: {raw.numel()} layer weights; the encoder's weighted sum covers "
                               f"{model.layer_weights.numel()} hidden states")
-    scale = float(raw.sum())
-    mapped["layer_weights"] = (raw / scale).log().float()
-    first = ["dense.dense.weight"] if model.config.shared_dense else \
-        [k for k in mapped if k.startswith("classifiers.") and k.endswith(".head.dense.weight")]
-    for key in first:
-        mapped[key] = mapped[key] * scale
-    return {"seed": raw.tolist(), "scale": scale, "scaled": first,
-            "note": "wt embeddings are the seed's divided by the scale"}
+    mapped["layer_weights"] = raw.to(model.layer_weights.dtype)
+    return {"seed": raw.tolist(), "layer_weights": model.config.layer_weights}
 
 
 def _write_encoder(layout: SeedLayout, model: Classifier, source_checkpoint: str, folder: Path) -> None:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytorch_lightning as pl
-import torch
 import yaml
 from pytorch_lightning.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint
 from torch.utils.data import DataLoader
@@ -324,8 +323,9 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
     metrics = evaluate_prepared(model, config, prepared, exp_dir,
                                 splits=[s for s in ("val", "test") if s in prepared.tables], cached=cached,
                                 write_metrics=False)
-    if model.layer_weights is not None:
-        metrics["layer_weights"] = torch.softmax(model.layer_weights.detach().float().cpu(), 0).tolist()
+    weights = model.state_weights()
+    if weights is not None:
+        metrics["layer_weights"] = weights.detach().float().cpu().tolist()
         plot_layer_weights(metrics["layer_weights"], exp_dir / PLOT_DIR / LAYER_WEIGHTS_PLOT)
     metrics["weights"] = kept
     metrics["validation"] = (f"{len(prepared.tables['val'])} rows" if "val" in prepared.tables

@@ -54,9 +54,10 @@ class Classifier(nn.Module):
         num_states = backbone.num_hidden_states
         if not -num_states <= config.layer < num_states:
             raise ValueError(f"--layer {config.layer}: the backbone has hidden states 0..{num_states - 1}")
-        # softmax over zeros starts as the plain average of all hidden states
+        # both start as the plain average: softmax over zeros, or raw weights of 1/n
         summed = backbone.weighted_states if weighted_states is None else weighted_states
-        self.layer_weights = nn.Parameter(torch.zeros(summed)) if config.weighted else None
+        start = torch.full((summed,), 1.0 / summed) if config.layer_weights == "raw" else torch.zeros(summed)
+        self.layer_weights = nn.Parameter(start) if config.weighted else None
         dim = backbone.embedding_dim
         self.frame_activation = ACTIVATIONS[config.frame_activation]() if config.frame_activation != "none" \
             else nn.Identity()
@@ -76,14 +77,21 @@ class Classifier(nn.Module):
             self.backbone.eval()
         return self
 
-    def _combine(self, states: list[Tensor] | tuple[Tensor, ...], layer: int | None, weighted: bool | None) -> Tensor:
-        """One hidden state, or the softmax-weighted sum of the states the layer weights cover (from state 0)."""
-        weighted = self.layer_weights is not None if weighted is None else weighted
+    def state_weights(self) -> Tensor | None:
+        """The weight of each hidden state in the weighted sum: the softmax of the learned logits, or the learned
+        weights as they are (``--layer_weights raw``); None for a model that is not ``--weighted``."""
+        if self.layer_weights is None or self.config.layer_weights == "raw":
+            return self.layer_weights
+        return torch.softmax(self.layer_weights, dim=0)
+
+    def _combine(self, states: list[Tensor] | tuple[Tensor, ...], layer: int | None, weighted: bool) -> Tensor:
+        """One hidden state, or the weighted sum of the states the layer weights cover (from state 0)."""
         if not weighted:
             return states[self.config.layer if layer is None else layer]
-        if self.layer_weights is None:
+        weights = self.state_weights()
+        if weights is None:
             raise ValueError("embedding type 'wt' needs a model trained with --weighted")
-        weights = torch.softmax(self.layer_weights, dim=0).to(states[0].dtype)
+        weights = weights.to(states[0].dtype)
         return torch.einsum("l,l...->...", weights, torch.stack(list(states[:len(weights)])))
 
     def _frames(self, inputs: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor]:
@@ -97,7 +105,11 @@ class Classifier(nn.Module):
     def _pooled(self, inputs: Tensor, lengths: Tensor, layer: int | None = None, weighted: bool | None = None,
                 pooling: str | None = None) -> Tensor:
         states, mask = self._frames(inputs, lengths)
-        return masked_pool(self._combine(states, layer, weighted), mask, pooling or self.config.pooling_mode)
+        mode = pooling or self.config.pooling_mode
+        weighted = self.layer_weights is not None if weighted is None else weighted
+        if weighted and self.config.layer_weights == "raw":  # as the seeds: each state pooled, then weighed
+            return self._combine([masked_pool(state, mask, mode) for state in states], layer, weighted)
+        return masked_pool(self._combine(states, layer, weighted), mask, mode)
 
     def pooled_states(self, inputs: Tensor, lengths: Tensor, pooling: str | None = None) -> Tensor:
         """Every hidden state pooled over real frames: (B, num_hidden_states, D), what the feature cache stores."""
@@ -113,8 +125,9 @@ class Classifier(nn.Module):
         return self._heads(self._pooled(inputs, lengths))
 
     def forward_pooled(self, pooled_states: Tensor) -> Tensor:
-        """Logits from cached :meth:`pooled_states` (equal to :meth:`forward` for mean/sum pooling)."""
-        return self._heads(self._combine(pooled_states.unbind(1), None, None))
+        """Logits from cached :meth:`pooled_states` (equal to :meth:`forward` but for a softmax-weighted sum of
+        max-pooled states)."""
+        return self._heads(self._combine(pooled_states.unbind(1), None, self.layer_weights is not None))
 
     def forward_batch(self, batch: dict) -> Tensor:
         """Logits of a loader batch: cached pooled states or model inputs."""

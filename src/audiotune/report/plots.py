@@ -111,7 +111,7 @@ def plot_probe(table: pd.DataFrame, out: str | Path) -> Path:
 
 
 def plot_layer_weights(weights: list[float], out: str | Path) -> Path:
-    """The learned softmax weight of each hidden state."""
+    """The learned weight of each hidden state (softmax or raw, as the run weighed them)."""
     fig, ax = plt.subplots(figsize=(max(4.0, 0.4 * len(weights) + 2), 3.0))
     ax.bar(range(len(weights)), weights)
     ax.set_xlabel("hidden state")

@@ -52,7 +52,7 @@ def best_layer(table: pd.DataFrame) -> tuple[int | None, float | None]:
 @dataclass
 class ProbeReport:
     """A probe folder read back: ``table`` is probe.csv (``layer`` 0..N-1 and ``weighted``, ``SPLIT_METRIC``
-    columns); ``layer_weights`` the weighted sum's softmax weights; ``cache`` the feature cache's counts."""
+    columns); ``layer_weights`` the weighted sum's weights; ``cache`` the feature cache's counts."""
 
     title: str
     source: str
@@ -115,7 +115,7 @@ def _weights(report: ProbeReport) -> str:
         return note(f"no learned layer weights: the weighted sum was {report.weighted_sum}" if report.weighted_sum
                     else "no learned layer weights (probe.json missing or without them)")
     svg = charts.bars([str(k) for k in range(len(weights))], weights, "weight", mean=1.0 / len(weights))
-    return chart_row([figure(svg, "softmax weight of each hidden state in the weighted sum (dashed: uniform)")])
+    return chart_row([figure(svg, "weight of each hidden state in the weighted sum (dashed: uniform)")])
 
 
 def _table(report: ProbeReport) -> str:
