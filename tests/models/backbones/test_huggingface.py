@@ -424,3 +424,24 @@ def test_layerdrop_skips_layers_in_training_passes_and_keeps_one_state_per_layer
     assert torch.equal(dropped[1], dropped[0]) is not first_runs
     for layerdrop, training in ((None, False), (0.0, True)):
         assert not torch.equal(states(layerdrop, training)[1], states(layerdrop, training)[0])
+
+
+@pytest.mark.parametrize("name", list(KINDS))
+def test_a_training_batch_shorter_than_one_masked_span_is_not_time_masked(checkpoints: dict[str, Path],
+                                                                            name: str) -> None:
+    """transformers leaves a clip shorter than a --mask_time_length span unmasked within a longer batch and raises
+    for a batch of such clips only; that batch runs unmasked, and a longer one is masked as before."""
+    short, long = batch(clip(0.2, 1), clip(0.15, 2)), batch(clip(0.5, 3), clip(0.4, 4))
+
+    def states(prob: float, span: int, waves: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        torch.manual_seed(0)
+        backbone = HFBackbone(HFOptions(str(checkpoints[name]), mask_time_prob=prob, mask_time_length=span)).train()
+        torch.manual_seed(1)  # the same dropout in every pass
+        with torch.no_grad():
+            return backbone.hidden_states(*waves)[0][0]
+
+    probe = HFBackbone(HFOptions(str(checkpoints[name])))
+    span = int(probe.frame_lengths(torch.tensor([short[0].shape[1]]))[0]) + 1
+    assert int(probe.frame_lengths(torch.tensor([long[0].shape[1]]))[0]) >= 2 * span
+    assert torch.equal(states(0.5, span, short), states(0.0, span, short))
+    assert not torch.equal(states(0.5, span, long), states(0.0, span, long))

@@ -1,4 +1,5 @@
-"""What changes the training passes of a Hugging Face encoder: LayerDrop and gradient checkpointing.
+"""What changes the training passes of a Hugging Face encoder: LayerDrop, short batches' masks and gradient
+checkpointing.
 
 LayerDrop skips each transformer layer with probability ``p`` in a training pass: the layer passes its input on
 unchanged, so the encoder still returns one hidden state per layer (a skipped layer's state repeats the one
@@ -22,6 +23,17 @@ def enable_checkpointing(model: Any) -> None:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def unmasked_if_short(model: Any, clips: int, frames: int) -> dict[str, torch.Tensor]:
+    """The forward's ``mask_time_indices`` for a training batch of ``frames`` frames shorter than one masked time
+    span: none masked. transformers leaves a clip shorter than a span unmasked within a longer batch but raises for
+    a batch of such clips only; here that batch is unmasked too, so whether a clip is masked never depends on the
+    clips batched with it. Otherwise nothing: transformers draws the spans."""
+    config = model.config
+    if not model.training or not config.mask_time_prob or frames >= config.mask_time_length:
+        return {}
+    return {"mask_time_indices": torch.zeros(clips, frames, dtype=torch.bool, device=model.device)}
 
 
 def install_layerdrop(model: Any, probability: float) -> None:

@@ -3,7 +3,7 @@
 The bare encoder comes from ``transformers.AutoModel`` (``Wav2Vec2Model``, ``HubertModel``, ``WavLMModel``,
 ``Data2VecAudioModel``; a CTC checkpoint loads without its head), by hub id or local directory alike. LayerDrop
 only as ``--layerdrop`` asks (:mod:`.hf_training`: every forward returns ``num_layers + 1`` hidden states);
-masking only as the ``--mask_*`` options ask.
+masking only as the ``--mask_*`` options ask (a batch shorter than one time span is not time-masked).
 
 Hidden states
 -------------
@@ -75,7 +75,7 @@ from audiotune.models.backbones.hf_checkpoint import (
     normalises,
     weights_quietly,
 )
-from audiotune.models.backbones.hf_training import enable_checkpointing, install_layerdrop
+from audiotune.models.backbones.hf_training import enable_checkpointing, install_layerdrop, unmasked_if_short
 from audiotune.storage import Role
 
 __all__ = ["DEFAULT_CHECKPOINT", "HFBackbone", "HFOptions", "build_hf", "extractor_settings", "hf_input",
@@ -261,8 +261,9 @@ class HFBackbone(TransformersSizes, Backbone):
         # a clip shorter than one frame is treated as zero-padded to one frame; never an all-masked row
         seen = valid.clamp(min=field)
         positions = torch.arange(waveforms.shape[1], device=waveforms.device)
+        padded = int(self.frame_lengths(torch.tensor([waveforms.shape[1]]))[0])
         out = self.model(waveforms, attention_mask=(positions[None, :] < seen[:, None]).long(),
-                         output_hidden_states=True)
+                         output_hidden_states=True, **unmasked_if_short(self.model, len(waveforms), padded))
         states = list(out.hidden_states)
         if out.last_hidden_state.shape == states[-1].shape:  # no adapter: include the final LayerNorm (4.x numbering)
             states[-1] = out.last_hidden_state
