@@ -234,3 +234,12 @@ def test_a_frozen_backbone_in_training_mode_follows_the_classifier_and_learns_no
     assert not fixed.backbone.training and moving.backbone.training
     assert not any(p.requires_grad for p in moving.backbone.parameters())
     assert not moving.eval().backbone.training
+    # BatchNorm in training passes normalises by the batch, but a frozen encoder's statistics stay as loaded
+    ecapa = Classifier(small_backbone(), HEADS, ClassifierConfig(), freeze_backbone=True, frozen_train_mode=True)
+    loaded = {k: v.clone() for k, v in ecapa.backbone.state_dict().items()}
+    inputs, lengths = torch.randn(3, 30, 12) * 3 + 1, torch.full((3,), 30)
+    evaluated = ecapa.eval()(inputs, lengths)
+    assert not torch.allclose(ecapa.train()(inputs, lengths), evaluated)
+    moved = [k for k, v in loaded.items() if not torch.equal(v, ecapa.backbone.state_dict()[k])]
+    assert moved and all(k.endswith("num_batches_tracked") for k in moved)  # a counter only
+    assert torch.equal(ecapa.eval()(inputs, lengths), evaluated)

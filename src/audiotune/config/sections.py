@@ -151,9 +151,9 @@ class ModelConfig:
                                  "backbones)", ("-c",), role=Role.INPUT)
     freeze: bool | None = option(None, "freeze the whole backbone (default: yes for pretrained encoders, as the "
                                        "seed did; no for models trained from scratch)")
-    frozen_train_mode: bool = option(False, "a frozen encoder runs in training mode while the heads train "
-                                            "(dropout, --mask_*, --layerdrop; no feature cache), as the NAIP seeds' "
-                                            "frozen encoders did", acts=FINE_TUNING)
+    frozen_train_mode: bool = option(False, "a frozen encoder runs in training mode while the heads train (dropout, "
+                                            "--mask_*, --layerdrop, BatchNorm by batch but its statistics kept; no "
+                                            "feature cache), as the NAIP seeds' frozen encoders did", acts=FINE_TUNING)
     freeze_feature_encoder: bool = option(False, "freeze only the convolutional feature encoder",
                                           acts=WHILE_TRAINING)
     freeze_feature_projection: bool = option(False, "--model hf: also freeze the feature projection after the "

@@ -49,6 +49,10 @@ class Classifier(nn.Module):
         self.backbone_in_eval = freeze_backbone and not frozen_train_mode
         if freeze_backbone:
             backbone.requires_grad_(False).eval()
+        if freeze_backbone and frozen_train_mode:  # BatchNorm reads batch statistics but keeps its own as loaded
+            for module in backbone.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.momentum = 0.0
         self.config = config
         self.head_specs = heads
         num_states = backbone.num_hidden_states
@@ -71,7 +75,8 @@ class Classifier(nn.Module):
 
     def train(self, mode: bool = True) -> Classifier:
         """A frozen backbone stays in eval mode (no dropout, fixed normalisation statistics), unless it runs in
-        training mode as the classifier does (``frozen_train_mode``)."""
+        training mode as the classifier does (``frozen_train_mode``: dropout, masks, BatchNorm on batch statistics;
+        its running statistics do not move)."""
         super().train(mode)
         if self.backbone_in_eval:
             self.backbone.eval()
