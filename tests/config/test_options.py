@@ -6,7 +6,7 @@ import pytest
 from audiotune.config import RunConfig
 from audiotune.config.files import load_config, save_config
 from audiotune.config.options import INF, describe_range
-from audiotune.config.sections import check_config
+from audiotune.config.run import check_config
 
 
 def test_ranges_read_as_written():

@@ -5,7 +5,8 @@ seed command lines used (``-bs``, ``--gauss``, ...). ``config.yaml`` in a run di
 ``RunConfig`` written with :func:`save_config`; :func:`load_config` rebuilds it exactly.
 
 The option machinery is in :mod:`audiotune.config.options`, the sections in :mod:`audiotune.config.sections`,
-config files in :mod:`audiotune.config.files`; this module is their public face.
+the whole run config in :mod:`audiotune.config.run`, config files in :mod:`audiotune.config.files`; this module is
+their public face.
 """
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ from audiotune.config.options import (
 )
 from audiotune.config.recipes import recipe_description, recipe_names, recipe_root, resolve_recipe
 from audiotune.config.retired import BARE, RETIRED_FLAGS, RETIRED_IN_COMMAND, RETIRED_VALUES
-from audiotune.config.sections import (
+from audiotune.config.run import (
     CONFIG_VERSION,
     FEATURES_CHECKED_VERSION,
     HEAD_KINDS,
@@ -60,16 +61,18 @@ from audiotune.config.sections import (
     SECTIONS,
     WAVEFORM_NORM_VERSION,
     WEIGHTED_STATES_VERSION,
+    HeadSpec,
+    RunConfig,
+    check_config,
+)
+from audiotune.config.sections import (
     AudioConfig,
     ClassifierConfig,
     DataConfig,
     FeatureConfig,
-    HeadSpec,
     ModelConfig,
-    RunConfig,
     RuntimeConfig,
     TrainConfig,
-    check_config,
 )
 
 __all__ = [

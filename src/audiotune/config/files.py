@@ -11,7 +11,7 @@ import yaml
 
 from audiotune import storage
 from audiotune.config.options import check_types
-from audiotune.config.sections import (
+from audiotune.config.run import (
     CONFIG_VERSION,
     FEATURES_OWN_VERSION,
     INPUT_RESOLVED_VERSION,
@@ -19,8 +19,8 @@ from audiotune.config.sections import (
     WAVEFORM_NORM_VERSION,
     HeadSpec,
     RunConfig,
-    RuntimeConfig,
 )
+from audiotune.config.sections import RuntimeConfig
 from audiotune.outputs import CONFIG_FILE
 
 

@@ -1,13 +1,10 @@
-"""The config sections: one dataclass per concern (data, audio, features, augment, model, classifier, train,
-runtime), the heads, the whole ``RunConfig``, and :func:`check_config`, which checks every option against its
-declared range before any work is done."""
+"""The config sections: one dataclass per concern (data, audio, features, model, classifier, train, runtime; the
+augment section is :mod:`audiotune.config.augmentation`). The whole run config is :mod:`audiotune.config.run`."""
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from audiotune.config.augmentation import AugmentConfig
 from audiotune.config.options import (
     AT_LEAST_0,
     AT_LEAST_1,
@@ -17,7 +14,6 @@ from audiotune.config.options import (
     PROBABILITY,
     WHILE_TRAINING,
     option,
-    range_problems,
 )
 from audiotune.outputs import (
     CHECKPOINT_DIR,
@@ -30,24 +26,6 @@ from audiotune.outputs import (
     TENSORBOARD_DIR,
 )
 from audiotune.storage import Role
-
-CONFIG_VERSION = 4
-# from this version on the audio and features sections hold the user's options; before it, the input the backbone
-# resolved from them (which is then the run's input as it is)
-INPUT_RESOLVED_VERSION = 2
-# from this version on --waveform_norm false is the user's choice; before it, false was the saved default and a
-# pretrained encoder's feature extractor decided (read as null: the model's own)
-WAVEFORM_NORM_VERSION = 3
-# from this version on, --features other than a backbone reads is an error; before it, a backbone with its own input
-# (SSAST, Hugging Face encoders, Whisper) read it whatever --features said
-FEATURES_CHECKED_VERSION = 3
-# from this version on --weighted sums the states a backbone declares (Backbone.weighted_states: SSAST's without its
-# final norm, as the seed summed); before it, every hidden state
-WEIGHTED_STATES_VERSION = 4
-# from this version on an unset --features (null) is the backbone's own input; before it, fbank, the saved default,
-# stood for it (read as null)
-FEATURES_OWN_VERSION = 4
-
 
 PRECISIONS = ("32", "bf16", "16-mixed", "16")  # 16: the seeds' spelling of 16-mixed
 LOGGERS = ("csv", "tensorboard")
@@ -316,85 +294,3 @@ class RuntimeConfig:
                                 f" or tensorboard (also TensorBoard event files in {LOG_DIR}/{TENSORBOARD_DIR}; needs "
                                 "`pip install tensorboard`); the CSV, which the report reads, is always written",
                          choices=LOGGERS)
-
-
-HEAD_KINDS = ("binary", "categorical", "soft", "regression")
-
-
-@dataclass
-class HeadSpec:
-    """One head of the classifier, by ``kind``:
-
-    - ``binary``: one 0/1 output per column (BCE);
-    - ``categorical``: one column of class names, one output per class (CE);
-    - ``soft``: vote columns of one categorical head; ``classes`` are the column names and a row's votes,
-      normalised to sum 1, are its target distribution (CE against it);
-    - ``regression``: one real-valued output per column (MSE or Huber). ``target_mean``/``target_std``
-      (one per column, from the training split) are set when the model learns standardised targets.
-    """
-
-    name: str
-    kind: str
-    columns: list[str]
-    classes: list[str] = field(default_factory=list)
-    target_mean: list[float] = field(default_factory=list)
-    target_std: list[float] = field(default_factory=list)
-
-    @property
-    def num_outputs(self) -> int:
-        return len(self.classes) if self.kind in ("categorical", "soft") else len(self.columns)
-
-    @property
-    def output_names(self) -> list[str]:
-        if self.kind == "categorical":
-            return [f"{self.columns[0]}={c}" for c in self.classes]
-        return list(self.columns)
-
-    @property
-    def is_distribution(self) -> bool:
-        """True for heads whose outputs are one softmax over classes (categorical and soft)."""
-        return self.kind in ("categorical", "soft")
-
-
-@dataclass
-class RunConfig:
-    data: DataConfig = field(default_factory=DataConfig)
-    audio: AudioConfig = field(default_factory=AudioConfig)
-    features: FeatureConfig = field(default_factory=FeatureConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
-    heads: list[HeadSpec] = field(default_factory=list)
-    exp_dir: str = "./experiments"
-    version: int = CONFIG_VERSION
-
-
-SECTIONS: dict[str, type] = {
-    "data": DataConfig, "audio": AudioConfig, "features": FeatureConfig, "augment": AugmentConfig,
-    "model": ModelConfig, "classifier": ClassifierConfig, "train": TrainConfig, "runtime": RuntimeConfig,
-}
-
-
-def check_config(config: RunConfig) -> RunConfig:
-    """Every numeric option finite and in its range, augmentation probabilities in [0, 1]; one error listing
-    every bad option with the flag to fix, before any work is done. (The backbone's own options are checked when
-    the backbone reads them.)"""
-    problems = [problem for section in SECTIONS for problem in range_problems(getattr(config, section))]
-    features = config.features
-    if len(features.vtlp_range) != 2 or features.vtlp_range[0] > features.vtlp_range[1]:
-        problems.append(f"--vtlp_range {' '.join(map(str, features.vtlp_range))}: give LOW HIGH with LOW <= HIGH")
-    if features.vtlp > 0 and features.features not in (None, "fbank"):
-        problems.append(f"--vtlp {features.vtlp}: warps the fbank's frequency axis; needs --features fbank "
-                        f"(not {features.features})")
-    if config.runtime.logger == "tensorboard" and not any(importlib.util.find_spec(name) for name in TENSORBOARD):
-        problems.append("--logger tensorboard: the tensorboard package is not installed (pip install tensorboard)")
-    try:
-        AugmentConfig(**vars(config.augment))
-    except (TypeError, ValueError) as err:
-        problems.append(str(err))
-    if problems:
-        raise ValueError("invalid option(s): " + "; ".join(problems))
-    return config
-

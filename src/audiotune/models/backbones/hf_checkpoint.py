@@ -67,7 +67,7 @@ def normalises(settings: dict[str, Any], waveform_norm: bool | None, version: in
     """Whether an encoder reads each clip normalised to zero mean and unit variance: ``--waveform_norm`` as given,
     else (and in a config written before the option was the user's choice) as its checkpoint's feature extractor
     (``settings``: :func:`extractor_settings`) does."""
-    from audiotune.config.sections import WAVEFORM_NORM_VERSION
+    from audiotune.config.run import WAVEFORM_NORM_VERSION
 
     if waveform_norm is None or version < WAVEFORM_NORM_VERSION:
         return bool(settings["do_normalize"])
