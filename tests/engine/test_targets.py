@@ -135,6 +135,12 @@ def test_balanced_class_weights_are_inverse_frequency_with_mean_one() -> None:
     weighted = classification_loss(logits, torch.tensor(targets, dtype=torch.float32), heads,
                                    class_weights={"label": weights})
     assert plain.item() != pytest.approx(weighted.item())
+    # the batch's weighted mean, as CrossEntropyLoss(weight=w) on class indices (the emotion seed's loss)
+    reference = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 0, 0, 1, 2, 2]),
+                                                  weight=torch.tensor([weights[c] for c in "abc"]))
+    assert weighted.item() == pytest.approx(reference.item(), rel=1e-6)
+    assert plain.item() == pytest.approx(torch.nn.functional.cross_entropy(logits, torch.tensor([0, 0, 0, 1, 2, 2]))
+                                         .item(), rel=1e-6)
 
 
 # ---------------------------------------------------------------- metrics

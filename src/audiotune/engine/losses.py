@@ -165,7 +165,9 @@ def classification_loss(logits: Tensor, targets: Tensor, heads: list[HeadSpec], 
             if class_weights and head.name in class_weights:
                 weights = torch.tensor([class_weights[head.name][c] for c in head.classes], device=logits.device)
                 distribution = distribution * weights
-            total = total - (distribution * log_probs).sum(dim=1).mean()
+            # the weighted mean over the rows: a row counts by its target's class weight (CrossEntropyLoss(weight)
+            # on class indices divides by the batch's summed weights); unweighted, each row's target sums to 1
+            total = total - (distribution * log_probs).sum() / distribution.sum().clamp_min(1e-12)
         elif head.kind == "regression":
             labelled = ~torch.isnan(target)
             if not labelled.any():
