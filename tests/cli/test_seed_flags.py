@@ -232,7 +232,7 @@ TAP_ALIGN: list[Flag] = [
     (["--selectivity", "0.134"], {"args.selectivity": 0.134}),
 ]
 TAP_DATASET: list[Flag] = [
-    (["--presplit"], "audiotune split"),
+    (["--presplit"], "--group path --test_subjects"),
     *[([flag], "--balance oversample") for flag in ("--oversample", "--oversampling")],
     (["--test_size", "0.5"], "--test_fraction"),
     (["--encode"], "leave it out"),
@@ -427,7 +427,7 @@ SEED_DEFAULTS = {
     "tap2key": {"audio.channel_mode": "interleave", "train.learning_rate": 3e-5, "train.epochs": 150,
                 "train.monitor": "weighted_f1", "data.seed": 42, "classifier.clf_bottleneck": 256,
                 "train.accumulate_grad_batches": 4, "options.mask_time_prob": 0.05,
-                "options.layerdrop": "checkpoint"},
+                "options.layerdrop": "checkpoint", "train.grad_clip": 1.0},
 }
 
 

@@ -58,7 +58,8 @@ RETIRED_FLAGS: dict[str, str] = {
     "--dir": "tap2key's recording folder; use `audiotune taps detect DIR/01.acoustic/*.wav`",
     "--idx": "tap2key's one recording per call; `audiotune taps detect` takes every recording at once",
     "--sample": "tap2key's tap windows; use `audiotune taps align` (segments) and train on its table",
-    "--presplit": "tap2key's split switch; use `audiotune split TABLE --stratify label`",
+    "--presplit": "tap2key's test recordings kept apart from the training ones; use `audiotune split TABLE --group "
+                  "path --test_subjects RECORDING [...] --stratify label` (whole recordings held out for test)",
     "--test_size": "tap2key's share of the 30 % holdout; use `audiotune split --test_fraction F --val_fraction F`",
     "--encode": "tap2key's feature-extractor pass; audiotune encodes while training (leave it out)",
     "--sample_rate": "tap2key's resampling; use --resample_rate HZ",
