@@ -15,12 +15,12 @@ from safetensors.torch import load_file
 from audiotune.cli import main
 from audiotune.config import RunConfig
 from audiotune.engine.module import warmup_flat_linear
+from audiotune.models.backbones.hf_masks import time_mask
 from audiotune.models.backbones.hf_pretraining import (
     Wav2Vec2Tapt,
     gumbel_temperature,
     random_crop,
     sample_negatives,
-    span_mask,
 )
 
 transformers = pytest.importorskip("transformers")
@@ -64,16 +64,9 @@ def pretrain_args(ds: dict, checkpoint: Path, out: Path, *extra: str) -> list[st
 # ------------------------------------------------------------------ masks, distractors, crops, schedules
 
 
-def test_spans_stay_inside_each_clip_and_a_clip_too_short_gets_none() -> None:
-    rng = np.random.default_rng(0)
-    mask = span_mask([50, 20, 3, 1], total=50, prob=0.2, length=4, rng=rng)
-    assert mask[0].sum() >= 2 * 4 - 3 and not mask[1, 20:].any()  # two spans at least; padding never masked
-    assert mask[1, :20].sum() >= 4 and not mask[2].any() and not mask[3].any()  # 3 and 1 frames: shorter than a span
-
-
 def test_distractors_are_other_masked_frames_of_the_same_clip() -> None:
     rng = np.random.default_rng(1)
-    mask = span_mask([40, 40], total=40, prob=0.3, length=3, rng=rng)
+    mask = time_mask("clip", [40, 40], total=40, prob=0.3, length=3, rng=rng, at_least=2)
     negatives = sample_negatives(mask, 7, rng)
     for row in range(2):
         for frame in np.flatnonzero(mask[row]):

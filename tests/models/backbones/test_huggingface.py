@@ -445,3 +445,31 @@ def test_a_training_batch_shorter_than_one_masked_span_is_not_time_masked(checkp
     assert int(probe.frame_lengths(torch.tensor([long[0].shape[1]]))[0]) >= 2 * span
     assert torch.equal(states(0.5, span, short), states(0.0, span, short))
     assert not torch.equal(states(0.5, span, long), states(0.0, span, long))
+
+
+def test_mask_spans_batch_masks_by_the_batch_rule_in_training_passes(checkpoints: dict[str, Path]) -> None:
+    """--mask_spans batch: the encoder gets the batch rule's time mask (hf_masks), drawn from the run's seeded numpy
+    state as transformers draws its own; the clip rule is transformers' own draw."""
+    import numpy as np
+
+    from audiotune.models.backbones.hf_masks import time_mask_indices
+
+    waves, lengths = batch(clip(0.5, 3), clip(0.2, 4))
+    backbone = HFBackbone(HFOptions(str(checkpoints["w2v_layer"]), mask_time_prob=0.3, mask_time_length=2,
+                                    mask_spans="batch")).train()
+    total = int(backbone.frame_lengths(torch.tensor([waves.shape[1]]))[0])
+    frames = backbone.frame_lengths(lengths).clamp(max=total).tolist()
+    np.random.seed(0)
+    expected = time_mask_indices(backbone.model, frames, total, "batch")["mask_time_indices"]
+    assert expected.any() and not expected[1, frames[1]:].any()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        direct = backbone.model(waves, attention_mask=(torch.arange(waves.shape[1])[None] < lengths[:, None]).long(),
+                                mask_time_indices=expected, output_hidden_states=True).hidden_states[0]
+    np.random.seed(0)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        got = backbone.hidden_states(waves, lengths)[0][0]
+    assert torch.equal(got, direct)
+    assert time_mask_indices(backbone.model, frames, total, "clip") == {}  # transformers draws the clip rule
+    assert time_mask_indices(backbone.model.eval(), frames, total, "batch") == {}  # never outside training

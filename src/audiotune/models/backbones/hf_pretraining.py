@@ -4,11 +4,12 @@ The model is ``transformers.Wav2Vec2ForPreTraining`` (encoder, Gumbel quantizer,
 checkpoint; every weight is trained unless ``--freeze_feature_encoder``. Per batch:
 
 1. each clip longer than ``--max_seconds`` is cropped at a random offset (the seed's random crop);
-2. spans of ``mask_time_length`` frames are masked in each clip's *real* frames: ``max(2, int(p * n / L + u))``
-   span starts drawn without replacement from the clip's ``n - L + 1`` positions (wav2vec2's rule, with the
-   seed's ``min_masks = 2``), ``p`` / ``L`` the checkpoint's ``mask_time_prob`` / ``mask_time_length`` unless
-   given. Padding is never masked; a clip too short for one span (or left with fewer than two masked
-   frames, too few to draw a distractor from) contributes no masked frame instead of failing;
+2. spans of ``mask_time_length`` frames are masked in the clips' *real* frames by ``--mask_spans``
+   (:mod:`.hf_masks`: ``clip``, each clip's own ``max(2, int(p * n / L + u))`` spans, wav2vec2's rule with the
+   seed's ``min_masks = 2``; ``batch``, one count from the batch's padded length, as the seed's transformers
+   4.10), ``p`` / ``L`` the checkpoint's ``mask_time_prob`` / ``mask_time_length`` unless given. Padding is
+   never masked; a clip too short for one span (or left with fewer than two masked frames, too few to draw a
+   distractor from) contributes no masked frame instead of failing;
 3. ``num_negatives`` distractors per masked frame are drawn from the other masked frames of the same clip;
 4. the loss is transformers' contrastive loss + ``diversity_loss_weight`` x diversity loss, divided by the
    number of masked frames (a per-frame loss whatever the batch).
@@ -35,38 +36,18 @@ from torch import Tensor, nn
 from audiotune.config import RunConfig
 from audiotune.models.backbones import backbone_options
 from audiotune.models.backbones.hf_checkpoint import extractor_settings, normalises, weights_quietly
+from audiotune.models.backbones.hf_masks import time_mask
 from audiotune.outputs import ENCODER_DIR, atomic_dir
 
 log = logging.getLogger(__name__)
 
 GUMBEL_MAX, GUMBEL_MIN, GUMBEL_DECAY = 2.0, 0.5, 0.999995  # wav2vec2 2.0's pretraining recipe
-MIN_MASKS = 2  # span starts per clip at least (the seed's value)
 PRETRAINING_MODEL_TYPES = ("wav2vec2",)  # the encoders transformers has a contrastive pretraining model for
 
 
 def gumbel_temperature(step: int, anneal: bool = True) -> float:
     """The quantizer's Gumbel-softmax temperature at optimiser step ``step``."""
     return max(GUMBEL_MAX * GUMBEL_DECAY ** step, GUMBEL_MIN) if anneal else GUMBEL_MAX
-
-
-def span_mask(frames: list[int], total: int, prob: float, length: int, rng: np.random.Generator,
-              min_masks: int = MIN_MASKS) -> np.ndarray:
-    """(B, total) bool: masked spans of ``length`` frames inside each clip's first ``frames[b]`` frames.
-
-    A clip shorter than one span, or left with fewer than two masked frames, gets none (see the module doc).
-    """
-    mask = np.zeros((len(frames), total), dtype=bool)
-    for row, n in enumerate(frames):
-        starts_possible = n - length + 1
-        if starts_possible < 1:
-            continue
-        spans = max(min_masks, int(prob * n / length + rng.random()))
-        starts = rng.choice(starts_possible, size=min(spans, starts_possible), replace=False)
-        for start in starts:
-            mask[row, start:start + length] = True
-        if mask[row].sum() < 2:
-            mask[row] = False
-    return mask
 
 
 def sample_negatives(mask: np.ndarray, num_negatives: int, rng: np.random.Generator) -> np.ndarray:
@@ -117,6 +98,7 @@ class Wav2Vec2Tapt(nn.Module):
                                ("mask_time_prob", "mask_time_length", "mask_feature_prob", "apply_spec_augment")}
         self.prob = float(m.mask_time_prob if m.mask_time_prob is not None else hf_config.mask_time_prob)
         self.length = int(m.mask_time_length if m.mask_time_length is not None else hf_config.mask_time_length)
+        self.spans = str(m.mask_spans)
         if self.prob <= 0:
             raise ValueError(f"--mask_time_prob {self.prob}: contrastive pretraining needs masked frames (> 0)")
         hf_config.mask_time_prob = self.prob  # > 0: the encoder keeps its mask embedding
@@ -159,7 +141,8 @@ class Wav2Vec2Tapt(nn.Module):
         self.model.set_gumbel_temperature(temperature)
         frames = self.model._get_feat_extract_output_lengths(lengths).long()
         total = int(self.model._get_feat_extract_output_lengths(torch.tensor(waveforms.shape[1])))
-        mask = span_mask(frames.clamp(max=total).tolist(), total, self.prob, self.length, generator)
+        mask = time_mask(self.spans, frames.clamp(max=total).tolist(), total, self.prob, self.length, generator,
+                         at_least=2)
         negatives = sample_negatives(mask, int(self.model.config.num_negatives), generator)
         attention = None
         if not self.group_norm:  # group-norm ones get none, as they were pretrained and as the seed's TAPT ran them

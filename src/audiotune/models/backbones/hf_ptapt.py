@@ -9,9 +9,9 @@ ran it. Per batch:
    frame hop (the product of its conv strides), so frame ``j`` of the crop is frame ``offset / hop + j`` of
    the whole clip: the same input window, hence the same label, exactly (the seed approximated the first
    label frame from the sample offset);
-2. spans of ``mask_time_length`` frames (default 15) start at ``mask_time_prob`` (default 0.06) of each clip's
-   real frames (as :func:`~.hf_pretraining.span_mask`: at least two spans, padding never masked, clips too
-   short for a span get none) and are replaced by the encoder's mask embedding;
+2. spans of ``mask_time_length`` frames (default 15) start at ``mask_time_prob`` (default 0.06) of the clips'
+   real frames (by ``--mask_spans``, :mod:`.hf_masks`: at least two spans per clip or per batch, padding never
+   masked, clips too short for a span get none) and are replaced by the encoder's mask embedding;
 3. one head per K (Linear -> Tanh -> Linear, width 256, on the ReLU of the last hidden state, as the seed's
    ``LinearHead``) predicts the cluster of each masked frame; the loss is the sum over K of the mean
    cross-entropy, ``acc`` the heads' mean accuracy.
@@ -35,7 +35,8 @@ from audiotune.config import RunConfig
 from audiotune.data.pseudo_labels import PseudoLabels, read_pseudo_labels
 from audiotune.models.backbones import backbone_options
 from audiotune.models.backbones.hf_checkpoint import extractor_settings, normalises, weights_quietly
-from audiotune.models.backbones.hf_pretraining import save_encoder, span_mask
+from audiotune.models.backbones.hf_masks import time_mask
+from audiotune.models.backbones.hf_pretraining import save_encoder
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class PseudoLabelPretraining(nn.Module):
         self.saved_settings = {key: getattr(hf_config, key) for key in kept if hasattr(hf_config, key)}
         self.prob = float(m.mask_time_prob if m.mask_time_prob is not None else MASK_PROB)
         self.length = int(m.mask_time_length if m.mask_time_length is not None else MASK_LENGTH)
+        self.spans = str(m.mask_spans)
         if self.prob <= 0 or self.length < 1:
             raise ValueError(f"--mask_time_prob {self.prob} / --mask_time_length {self.length}: masked prediction "
                              "needs masked frames (> 0, >= 1)")
@@ -143,8 +145,8 @@ class PseudoLabelPretraining(nn.Module):
         frames = self._frames(lengths).tolist()
         total = int(self._frames(torch.tensor(waveforms.shape[1])))
         targets = self.frame_targets(list(uids), full_frames, offsets, frames, total)
-        mask = torch.from_numpy(span_mask([min(n, total) for n in frames], total, self.prob, self.length,
-                                          generator)).to(waveforms.device)
+        mask = torch.from_numpy(time_mask(self.spans, [min(n, total) for n in frames], total, self.prob, self.length,
+                                          generator, at_least=2)).to(waveforms.device)
         # the transformer sees each clip's real frames only (group-norm convolutions still see the padding), as
         # the seed's P-TAPT ran wav2vec2-base
         positions = torch.arange(waveforms.shape[1], device=waveforms.device)

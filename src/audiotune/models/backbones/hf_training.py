@@ -1,5 +1,5 @@
-"""What changes the training passes of a Hugging Face encoder: LayerDrop, short batches' masks and gradient
-checkpointing.
+"""The bare Hugging Face encoder as its options ask for it (:class:`HFOptions`): loaded with the masking, LayerDrop
+and gradient checkpointing of its training passes (where its time spans go: :mod:`.hf_masks`).
 
 LayerDrop skips each transformer layer with probability ``p`` in a training pass: the layer passes its input on
 unchanged, so the encoder still returns one hidden state per layer (a skipped layer's state repeats the one
@@ -10,9 +10,85 @@ bias on, and its first layer, which computes that bias, always runs (as in trans
 from __future__ import annotations
 
 import inspect
+import logging
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
+
+from audiotune.config import RunConfig
+from audiotune.models.backbones import backbone_options, input_spec
+from audiotune.models.backbones.hf_checkpoint import weights_quietly
+from audiotune.models.backbones.hf_masks import MIN_MASKS
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHECKPOINT = "facebook/wav2vec2-base-960h"
+
+
+@dataclass(frozen=True)
+class HFOptions:
+    """What builds an :class:`~.huggingface.HFBackbone`, read from a run config by :meth:`from_config`."""
+
+    checkpoint: str = DEFAULT_CHECKPOINT
+    max_window: float = 0.0  # seconds per separately encoded window (0: whole clips)
+    sample_rate: int = 16000
+    mask_time_prob: float = 0.0  # SpecAugment while the encoder trains: time spans get the mask embedding
+    mask_time_length: int = 10
+    mask_spans: str = "clip"  # how time spans are counted and placed (hf_masks)
+    mask_feature_prob: float = 0.0  # feature-channel spans set to 0
+    mask_feature_length: int = 10
+    gradient_checkpointing: bool = False  # recompute layer activations in backward (training mode only)
+    layerdrop: float | None = 0.0  # probability of skipping a layer in a training pass; None: the checkpoint's
+
+    @classmethod
+    def from_config(cls, config: RunConfig) -> HFOptions:
+        m = backbone_options(config)
+        return cls(checkpoint=config.model.checkpoint or DEFAULT_CHECKPOINT, max_window=float(m.max_window),
+                   sample_rate=input_spec(config).resample_rate, mask_time_prob=float(m.mask_time_prob or 0.0),
+                   mask_time_length=int(m.mask_time_length or 10), mask_spans=str(m.mask_spans),
+                   mask_feature_prob=float(m.mask_feature_prob),
+                   mask_feature_length=int(m.mask_feature_length),
+                   gradient_checkpointing=bool(m.gradient_checkpointing),
+                   layerdrop=None if m.layerdrop == "checkpoint" else float(m.layerdrop))
+
+    @property
+    def masks(self) -> bool:
+        return self.mask_time_prob > 0 or self.mask_feature_prob > 0
+
+
+def load_encoder(options: HFOptions, pretrained: bool) -> Any:
+    """The bare encoder of the checkpoint with only the LayerDrop and masking ``options`` ask for (a transformers
+    model, typed Any)."""
+    # deferred: importing transformers takes seconds
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.from_pretrained(options.checkpoint)
+    config.mask_time_prob = options.mask_time_prob  # no SpecAugment-style masking unless asked for
+    config.mask_time_length = options.mask_time_length
+    config.mask_time_min_masks = MIN_MASKS  # as wav2vec2's fine-tuning recipe and the seed emotion system
+    config.mask_feature_prob = options.mask_feature_prob
+    config.mask_feature_length = options.mask_feature_length
+    config.mask_feature_min_masks = 1
+    config.apply_spec_augment = options.masks
+    layerdrop = float(config.layerdrop) if options.layerdrop is None else options.layerdrop
+    if pretrained:
+        with weights_quietly():
+            model, loading = AutoModel.from_pretrained(options.checkpoint, config=config, output_loading_info=True)
+        if loading["missing_keys"]:  # transformers' own report is shown with -v only; this one always
+            missing = sorted(loading["missing_keys"])
+            log.warning("-c %s: %d encoder tensor(s) not in the checkpoint start at random values, e.g. %s",
+                        options.checkpoint, len(missing), missing[0])
+    else:
+        model = AutoModel.from_config(config)
+    if options.mask_time_prob == 0 and isinstance(getattr(model, "masked_spec_embed", None), nn.Parameter):
+        # the mask embedding is unused then; an unused parameter would trip DDP and differ between load paths
+        del model.masked_spec_embed
+    install_layerdrop(model, layerdrop)  # one hidden state per layer, skipped or not
+    if options.gradient_checkpointing:
+        enable_checkpointing(model)
+    return model
 
 
 def enable_checkpointing(model: Any) -> None:
@@ -23,17 +99,6 @@ def enable_checkpointing(model: Any) -> None:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-
-
-def unmasked_if_short(model: Any, clips: int, frames: int) -> dict[str, torch.Tensor]:
-    """The forward's ``mask_time_indices`` for a training batch of ``frames`` frames shorter than one masked time
-    span: none masked. transformers leaves a clip shorter than a span unmasked within a longer batch but raises for
-    a batch of such clips only; here that batch is unmasked too, so whether a clip is masked never depends on the
-    clips batched with it. Otherwise nothing: transformers draws the spans."""
-    config = model.config
-    if not model.training or not config.mask_time_prob or frames >= config.mask_time_length:
-        return {}
-    return {"mask_time_indices": torch.zeros(clips, frames, dtype=torch.bool, device=model.device)}
 
 
 def install_layerdrop(model: Any, probability: float) -> None:

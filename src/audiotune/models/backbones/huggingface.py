@@ -3,7 +3,7 @@
 The bare encoder comes from ``transformers.AutoModel`` (``Wav2Vec2Model``, ``HubertModel``, ``WavLMModel``,
 ``Data2VecAudioModel``; a CTC checkpoint loads without its head), by hub id or local directory alike. LayerDrop
 only as ``--layerdrop`` asks (:mod:`.hf_training`: every forward returns ``num_layers + 1`` hidden states);
-masking only as the ``--mask_*`` options ask (a batch shorter than one time span is not time-masked).
+masking only as the ``--mask_*`` options ask (where time spans go: :mod:`.hf_masks`).
 
 Hidden states
 -------------
@@ -45,7 +45,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from audiotune.config import (
     AT_LEAST_0,
@@ -63,7 +63,6 @@ from audiotune.data.samplers import EXACT_PADDING, PaddingRule
 from audiotune.models.backbones import (
     Backbone,
     TransformersSizes,
-    backbone_options,
     encode_in_windows,
     input_spec,
     register,
@@ -73,9 +72,9 @@ from audiotune.models.backbones.hf_checkpoint import (
     conv_receptive_field,
     extractor_settings,
     normalises,
-    weights_quietly,
 )
-from audiotune.models.backbones.hf_training import enable_checkpointing, install_layerdrop, unmasked_if_short
+from audiotune.models.backbones.hf_masks import SPAN_RULES, time_mask_indices
+from audiotune.models.backbones.hf_training import DEFAULT_CHECKPOINT, HFOptions, enable_checkpointing, load_encoder
 from audiotune.storage import Role
 
 __all__ = ["DEFAULT_CHECKPOINT", "HFBackbone", "HFOptions", "build_hf", "extractor_settings", "hf_input",
@@ -83,7 +82,6 @@ __all__ = ["DEFAULT_CHECKPOINT", "HFBackbone", "HFOptions", "build_hf", "extract
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CHECKPOINT = "facebook/wav2vec2-base-960h"
 # the longest clip of a scoring batch of an inexact encoder is at most this fraction longer than its shortest
 PADDING_TOLERANCE = 0.02
 
@@ -102,6 +100,10 @@ class HFSettings:
     mask_time_length: int | None = option(None, "frames per masked span (default: fine-tuning 10, "
                                                 "tapt the checkpoint's mask_time_length, ptapt 15)", valid=AT_LEAST_1,
                                          acts=WHILE_TRAINING)
+    mask_spans: str = option("clip", "how masked time spans are counted and placed: clip (in each clip's real "
+                                     "frames) or batch (counted from the batch's padded length and cut to each "
+                                     "clip's frames: transformers 4.10, the emotion seed)", choices=SPAN_RULES,
+                             acts=WHILE_TRAINING)
     mask_feature_prob: float = option(0.0, "fine-tuning: share of feature channels where zeroed spans "
                                            "start (the seed emotion system: 0.05)", valid=PROBABILITY,
                                       acts=FINE_TUNING)  # pretraining masks no channels
@@ -126,68 +128,6 @@ class HFSettings:
                                 acts=PRETRAINING)
 
 
-@dataclass(frozen=True)
-class HFOptions:
-    """What builds an :class:`HFBackbone`, read from a run config by :meth:`from_config`."""
-
-    checkpoint: str = DEFAULT_CHECKPOINT
-    max_window: float = 0.0  # seconds per separately encoded window (0: whole clips)
-    sample_rate: int = 16000
-    mask_time_prob: float = 0.0  # SpecAugment while the encoder trains: time spans get the mask embedding
-    mask_time_length: int = 10
-    mask_feature_prob: float = 0.0  # feature-channel spans set to 0
-    mask_feature_length: int = 10
-    gradient_checkpointing: bool = False  # recompute layer activations in backward (training mode only)
-    layerdrop: float | None = 0.0  # probability of skipping a layer in a training pass; None: the checkpoint's
-
-    @classmethod
-    def from_config(cls, config: RunConfig) -> HFOptions:
-        m = backbone_options(config)
-        return cls(checkpoint=config.model.checkpoint or DEFAULT_CHECKPOINT, max_window=float(m.max_window),
-                   sample_rate=input_spec(config).resample_rate, mask_time_prob=float(m.mask_time_prob or 0.0),
-                   mask_time_length=int(m.mask_time_length or 10), mask_feature_prob=float(m.mask_feature_prob),
-                   mask_feature_length=int(m.mask_feature_length),
-                   gradient_checkpointing=bool(m.gradient_checkpointing),
-                   layerdrop=None if m.layerdrop == "checkpoint" else float(m.layerdrop))
-
-    @property
-    def masks(self) -> bool:
-        return self.mask_time_prob > 0 or self.mask_feature_prob > 0
-
-
-def _load_encoder(options: HFOptions, pretrained: bool) -> Any:
-    """The bare encoder of the checkpoint with only the LayerDrop and masking ``options`` ask for (a transformers
-    model, typed Any)."""
-    # deferred: importing transformers takes seconds
-    from transformers import AutoConfig, AutoModel
-
-    config = AutoConfig.from_pretrained(options.checkpoint)
-    config.mask_time_prob = options.mask_time_prob  # no SpecAugment-style masking unless asked for
-    config.mask_time_length = options.mask_time_length
-    config.mask_time_min_masks = 2  # as wav2vec2's fine-tuning recipe and the seed emotion system
-    config.mask_feature_prob = options.mask_feature_prob
-    config.mask_feature_length = options.mask_feature_length
-    config.mask_feature_min_masks = 1
-    config.apply_spec_augment = options.masks
-    layerdrop = float(config.layerdrop) if options.layerdrop is None else options.layerdrop
-    if pretrained:
-        with weights_quietly():
-            model, loading = AutoModel.from_pretrained(options.checkpoint, config=config, output_loading_info=True)
-        if loading["missing_keys"]:  # transformers' own report is shown with -v only; this one always
-            missing = sorted(loading["missing_keys"])
-            log.warning("-c %s: %d encoder tensor(s) not in the checkpoint start at random values, e.g. %s",
-                        options.checkpoint, len(missing), missing[0])
-    else:
-        model = AutoModel.from_config(config)
-    if options.mask_time_prob == 0 and isinstance(getattr(model, "masked_spec_embed", None), nn.Parameter):
-        # the mask embedding is unused then; an unused parameter would trip DDP and differ between load paths
-        del model.masked_spec_embed
-    install_layerdrop(model, layerdrop)  # one hidden state per layer, skipped or not
-    if options.gradient_checkpointing:
-        enable_checkpointing(model)
-    return model
-
-
 class HFBackbone(TransformersSizes, Backbone):
     """A Hugging Face speech encoder: (B, N) waveforms -> all hidden states and a frame mask.
 
@@ -205,7 +145,7 @@ class HFBackbone(TransformersSizes, Backbone):
         self.checkpoint = options.checkpoint
         self.max_window = options.max_window
         self.sample_rate = options.sample_rate
-        self.model = _load_encoder(options, pretrained)
+        self.model = load_encoder(options, pretrained)
 
     @property
     def group_norm(self) -> bool:
@@ -262,12 +202,13 @@ class HFBackbone(TransformersSizes, Backbone):
         seen = valid.clamp(min=field)
         positions = torch.arange(waveforms.shape[1], device=waveforms.device)
         padded = int(self.frame_lengths(torch.tensor([waveforms.shape[1]]))[0])
+        frames = self.frame_lengths(seen).clamp(max=padded)
+        masks = time_mask_indices(self.model, frames.tolist(), padded, self.options.mask_spans)
         out = self.model(waveforms, attention_mask=(positions[None, :] < seen[:, None]).long(),
-                         output_hidden_states=True, **unmasked_if_short(self.model, len(waveforms), padded))
+                         output_hidden_states=True, **masks)
         states = list(out.hidden_states)
         if out.last_hidden_state.shape == states[-1].shape:  # no adapter: include the final LayerNorm (4.x numbering)
             states[-1] = out.last_hidden_state
-        frames = self.frame_lengths(seen).clamp(max=states[0].shape[1])
         frames = torch.where(valid > 0, frames, torch.zeros_like(frames))  # windows past a clip's end add no frames
         mask = torch.arange(states[0].shape[1], device=frames.device)[None, :] < frames[:, None]
         return states, mask
@@ -282,7 +223,7 @@ class HFBackbone(TransformersSizes, Backbone):
 
     def load_pretrained(self, path: str | Path) -> None:
         """Re-load the encoder weights from a hub id or directory (strict: same architecture required)."""
-        self.model.load_state_dict(_load_encoder(replace(self.options, checkpoint=str(path)), True).state_dict())
+        self.model.load_state_dict(load_encoder(replace(self.options, checkpoint=str(path)), True).state_dict())
 
     def hidden_states_with_attention(self, waveforms: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor,
                                                                                       list[Tensor]]:
