@@ -99,6 +99,29 @@ def test_training_draws_are_the_workers_draws(clips: pd.DataFrame) -> None:
         assert len(set(masked_bins)) > 1
 
 
+@pytest.mark.parametrize("target_length", [0, 60])
+def test_masks_before_the_dataset_normalisation_on_the_device_and_in_the_workers(clips: pd.DataFrame,
+                                                                                 target_length: int) -> None:
+    """Both places mask before the dataset normalisation (the seeds' order), with the same draws: a masked cell is
+    (0 - mean) / (2 std), the same on the device as in the workers, whatever the padding and target_length."""
+    mean, std = -4.2677393, 4.5689974
+    inputs = InputSpec(features="fbank", num_mel_bins=32, utterance_norm="meanvar", freqm=12, timem=20,
+                       dataset_mean=mean, dataset_std=std, target_length=target_length, pad="silence",
+                       clip_length=0.0).with_min_samples()
+    want = batches(clips, inputs, on_device=False, train=True)
+    got = batches(clips, inputs, on_device=True, train=True)
+    assert_same_batches(got, want)
+    fill = (0.0 - mean) / (2.0 * std)
+    masked_clips = 0
+    for batch in got:
+        for row, frames in enumerate(batch["lengths"].tolist()):
+            own = batch["inputs"][row, :frames]
+            masked_bins = torch.isclose(own, torch.tensor(fill)).all(dim=0)
+            masked_clips += bool(masked_bins.any())
+            assert not (own == 0).all(dim=0).any()  # no bin masked with an unnormalised 0
+    assert masked_clips >= len(SECONDS) // 2
+
+
 def test_noise_moves_each_clips_own_frames_on_the_device(clips: pd.DataFrame) -> None:
     base = InputSpec(features="fbank", num_mel_bins=24, clip_length=0.0).with_min_samples()
     noisy = InputSpec(features="fbank", num_mel_bins=24, clip_length=0.0, noise=True).with_min_samples()

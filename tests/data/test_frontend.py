@@ -2,6 +2,8 @@
 it (kept below as the reference), and in a padded batch each clip gets what it gets alone."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ from conftest import tone
 
 from audiotune.data.audio import AudioError
 from audiotune.data.dataset import FeatureExtractor
-from audiotune.data.features import kaldi_fbank, mfcc, normalize
+from audiotune.data.features import draw_masks, kaldi_fbank, mfcc, normalize
 from audiotune.data.frontend import FrontEnd, waveform_batch
 from audiotune.data.input_spec import InputSpec
 
@@ -143,3 +145,66 @@ def test_clips_too_short_for_one_frame_are_errors_naming_the_file() -> None:
         FeatureExtractor(InputSpec(features="mfcc", n_mels=40))
     with pytest.raises(ValueError, match="dataset std is 0"):
         FrontEnd(InputSpec(features="fbank", num_mel_bins=8, dataset_mean=-4.0), 16000)
+
+
+SSAST_MEAN, SSAST_STD = -4.2677393, 4.5689974
+
+
+def seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("norm", ["none", "meanvar"])
+def test_specaugment_masks_before_the_dataset_normalisation(norm: str) -> None:
+    """As the seeds and the original SSAST: a masked cell is a zero normalised like every cell, (0 - mean) / (2 std),
+    and the cells outside the masks are the unmasked features."""
+    config = InputSpec(features="fbank", num_mel_bins=40, utterance_norm=norm, freqm=20, timem=30,
+                       dataset_mean=SSAST_MEAN, dataset_std=SSAST_STD)
+    clip = torch.from_numpy(tone(420, 0.8, 16000, seed=3))
+    front_end = FrontEnd(config, 16000)
+    plain = front_end.clip(clip)
+    masked = front_end.clip(clip, 1.0, seeded(5))
+    (bin_start, bin_end), (frame_start, frame_end) = draw_masks(40, plain.shape[0], 20, 30, seeded(5))
+    assert bin_end > bin_start and frame_end > frame_start  # both masks have a width
+    fill = (0.0 - SSAST_MEAN) / (2.0 * SSAST_STD)  # +0.467
+    assert torch.allclose(masked[:, bin_start:bin_end], torch.tensor(fill))
+    assert torch.allclose(masked[frame_start:frame_end], torch.tensor(fill))
+    kept = torch.ones_like(plain, dtype=torch.bool)
+    kept[:, bin_start:bin_end] = kept[frame_start:frame_end] = False
+    assert torch.equal(masked[kept], plain[kept])
+    unnormalised = FrontEnd(replace(config, dataset_mean=None, dataset_std=None), 16000).clip(clip, 1.0, seeded(5))
+    assert not unnormalised[~kept].any()  # without dataset statistics a masked cell stays 0
+
+
+def test_batched_masks_are_each_clips_own_masks() -> None:
+    """``extract`` with one generator per clip of a padded batch gives each clip what ``clip`` gives it alone."""
+    config = InputSpec(features="fbank", num_mel_bins=24, utterance_norm="mean", freqm=10, timem=20,
+                       dataset_mean=-3.0, dataset_std=2.5)
+    clips = [tone(300, 0.5, 16000, seed=1), tone(700, 0.93, 16000, seed=2), tone(500, 0.3, 16000, seed=3)]
+    front_end = FrontEnd(config, 16000)
+    inputs, lengths = front_end.extract(*waveform_batch(clips), generators=[seeded(k) for k in range(3)])
+    for row, clip in enumerate(clips):
+        alone = front_end.clip(torch.from_numpy(clip), 1.0, seeded(row))
+        assert int(lengths[row]) == alone.shape[0]
+        assert largest_difference(inputs[row, :alone.shape[0]], alone) <= 1e-5
+        assert not inputs[row, alone.shape[0]:].any()  # zero past the clip, as the collator pads
+    with pytest.raises(ValueError, match="2 SpecAugment generators for a batch of 3"):
+        front_end.extract(*waveform_batch(clips), generators=[seeded(0), seeded(1)])
+
+
+def test_the_time_mask_is_drawn_over_the_target_length_frames() -> None:
+    """As the seeds, which padded or cut the fbank to target_length before masking: the time mask's span is drawn
+    over those frames, and the part of it past a short clip's own frames masks nothing (padding stays padding)."""
+    config = InputSpec(features="fbank", num_mel_bins=16, timem=60, target_length=100)
+    clip = torch.from_numpy(tone(350, 0.4, 16000, seed=4))  # 38 frames
+    front_end = FrontEnd(config, 16000)
+    plain = front_end.clip(clip)
+    for seed in range(6):
+        _, (start, end) = draw_masks(16, 100, 0, 60, seeded(seed))
+        masked = front_end.clip(clip, 1.0, seeded(seed))
+        zero_frames = (masked == 0).all(dim=1).nonzero().flatten()
+        assert torch.equal(zero_frames, torch.arange(min(start, plain.shape[0]), min(end, plain.shape[0])))
+    own = replace(config, target_length=0)  # without target_length: over the clip's own frames
+    _, (start, end) = draw_masks(16, plain.shape[0], 0, 60, seeded(0))
+    zero_frames = (FrontEnd(own, 16000).clip(clip, 1.0, seeded(0)) == 0).all(dim=1).nonzero().flatten()
+    assert torch.equal(zero_frames, torch.arange(start, end))

@@ -3,8 +3,8 @@ of model inputs the data workers would have given, computed batched wherever the
 
 The workers only decode, resample, map channels, crop and augment waveforms (mixup included); they draw each
 clip's VTLP warp and SpecAugment seed as before and send them with the batch. After the transfer,
-:class:`BatchFeatures` runs the front end (:class:`~audiotune.data.frontend.FrontEnd`) on the whole batch, then
-each clip's SpecAugment masks and noise (training only), the padding (zeros or silence) and ``target_length``:
+:class:`BatchFeatures` runs the front end (:class:`~audiotune.data.frontend.FrontEnd`, each clip's SpecAugment masks
+included) on the whole batch, then the noise (training only), the padding (zeros or silence) and ``target_length``:
 what :class:`~audiotune.data.dataset.FeatureExtractor` and the collator give per clip, batched.
 """
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from audiotune.data.features import mask_bounds
 from audiotune.data.frontend import FrontEnd
 from audiotune.data.input_spec import InputSpec
 
@@ -41,30 +40,14 @@ class BatchFeatures:
         waveforms, samples = batch[WAVEFORMS], batch[NUM_SAMPLES].to(batch[WAVEFORMS].device)
         # the features the workers would compute, in float32 whatever autocast the caller runs under
         with torch.no_grad(), torch.autocast(waveforms.device.type, enabled=False):
-            feats, frames = self.front_end.extract(waveforms.float(), samples, batch.get(WARPS), own_edges=True)
-            if self.augments:
-                feats = self._augment(feats, frames, batch[SEEDS])
+            # each clip's draws, from the seed its worker drew: the masks go on before the dataset normalisation
+            generators = [torch.Generator().manual_seed(int(seed)) for seed in batch[SEEDS]] if self.augments else None
+            feats, frames = self.front_end.extract(waveforms.float(), samples, batch.get(WARPS), own_edges=True,
+                                                   generators=generators)
+            if generators is not None and self.inputs.noise:  # the noise after it, as the seeds
+                feats = _noise(feats, frames, generators)
             feats, frames = self._pad(feats, frames)
         return {**rest, "inputs": feats, "lengths": frames}
-
-    def _augment(self, feats: Tensor, frames: Tensor, seeds: list[int]) -> Tensor:
-        """Each clip's SpecAugment masks (the ones the workers draw from its seed) and SSAST noise, over its own
-        frames."""
-        cfg, device = self.inputs, feats.device
-        generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
-        counts = frames.tolist()
-        bins, steps = torch.arange(feats.shape[2], device=device), torch.arange(feats.shape[1], device=device)
-        if cfg.freqm or cfg.timem:
-            spans = [(mask_bounds(feats.shape[2], cfg.freqm, g), mask_bounds(count, cfg.timem, g))
-                     for g, count in zip(generators, counts)]
-            freq = torch.tensor([span[0] for span in spans], device=device)
-            time = torch.tensor([span[1] for span in spans], device=device)
-            freq_mask = (bins[None] >= freq[:, :1]) & (bins[None] < freq[:, 1:])
-            time_mask = (steps[None] >= time[:, :1]) & (steps[None] < time[:, 1:])
-            feats = feats.masked_fill(freq_mask[:, None, :] | time_mask[:, :, None], 0.0)
-        if cfg.noise:
-            feats = _noise(feats, frames, generators)
-        return feats
 
     def _pad(self, feats: Tensor, frames: Tensor) -> tuple[Tensor, Tensor]:
         """Frames past each clip's own hold the pad frame; ``target_length`` pads with it or crops."""

@@ -10,7 +10,7 @@ from audiotune.data.audio import AudioSpec, load_clip, table_spans
 from audiotune.data.audio_store import AudioStore
 from audiotune.data.augment import AugmentConfig, WaveformAugmenter, mixup, sample_mixup_lambda
 from audiotune.data.batch_features import NUM_SAMPLES, SEEDS, WARPS, WAVEFORMS, BatchFeatures
-from audiotune.data.features import spec_augment, spec_noise
+from audiotune.data.features import spec_noise
 from audiotune.data.frontend import FrontEnd, check_feature_config, waveform_batch
 from audiotune.data.input_spec import InputSpec
 
@@ -49,11 +49,13 @@ class FeatureExtractor:
         feats = self(np.zeros(rate // 10, dtype=np.float32), rate, "silence")
         return feats[feats.shape[0] // 2].clone()
 
-    def __call__(self, clip: np.ndarray, rate: int, path: str = "", warp: float = 1.0) -> torch.Tensor:
-        """The clip's features; ``warp`` != 1 (fbank only) moves its frequency axis (VTLP)."""
+    def __call__(self, clip: np.ndarray, rate: int, path: str = "", warp: float = 1.0,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """The clip's features; ``warp`` != 1 (fbank only) moves its frequency axis (VTLP); ``generator``: the
+        clip's SpecAugment masks (training)."""
         front_end = self.front_end(rate)
         front_end.check_clip(len(clip), path)
-        return front_end.clip(torch.from_numpy(np.ascontiguousarray(clip, dtype=np.float32)), warp)
+        return front_end.clip(torch.from_numpy(np.ascontiguousarray(clip, dtype=np.float32)), warp, generator)
 
 
 class AudioDataset(Dataset):
@@ -134,13 +136,10 @@ class AudioDataset(Dataset):
             self.extract.front_end(rate).check_clip(len(clip), self.paths[index])
             return {"uid": self.uids[index], WAVEFORMS: clip, "length": len(clip), "targets": target,
                     WARPS: warp, SEEDS: seed}
-        feats = self.extract(clip, rate, self.paths[index], warp)
-        if self.train:
-            generator = torch.Generator().manual_seed(seed)
-            if self.inputs.freqm or self.inputs.timem:
-                feats = spec_augment(feats, self.inputs.freqm, self.inputs.timem, generator=generator)
-            if self.inputs.noise:
-                feats = spec_noise(feats, generator=generator)
+        generator = torch.Generator().manual_seed(seed) if self.train else None
+        feats = self.extract(clip, rate, self.paths[index], warp, generator)  # masked before normalisation
+        if generator is not None and self.inputs.noise:  # the noise after it, as the seeds
+            feats = spec_noise(feats, generator=generator)
         return self._item(index, feats, target)
 
     def __getitems__(self, indices: list[int]) -> list[dict]:

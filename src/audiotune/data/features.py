@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import overload
 
@@ -320,30 +321,27 @@ def mask_bounds(size: int, mask_param: int, generator: torch.Generator | None) -
     return start, start + int(value.long())
 
 
-def _mask_along(features: torch.Tensor, mask_param: int, dim: int,
-                generator: torch.Generator | None) -> torch.Tensor:
-    """One mask (:func:`mask_bounds`) along ``dim`` of (T, F) features, set to 0."""
-    if mask_param < 1:
-        return features  # torchaudio draws nothing in this case
-    size = features.shape[dim]
-    start, end = mask_bounds(size, mask_param, generator)
-    idx = torch.arange(size, device=features.device)
-    mask = (idx >= start) & (idx < end)
-    return features.masked_fill(mask.unsqueeze(1) if dim == 0 else mask, 0.0)
+MaskSpans = tuple[tuple[int, int], tuple[int, int]]  # one clip's masked bins, then frames: [start, end) each
 
 
-def spec_augment(features: torch.Tensor, freqm: int, timem: int,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-    """One frequency mask (width in [0, freqm)) then one time mask (width in [0, timem)) on (T, F).
+def draw_masks(bins: int, frames: int, freqm: int, timem: int, generator: torch.Generator | None) -> MaskSpans:
+    """One frequency mask (width in [0, freqm)) over ``bins``, then one time mask (width in [0, timem)) over
+    ``frames``, drawn in that order as torchaudio's ``FrequencyMasking`` then ``TimeMasking`` (``iid_masks=False``)
+    draw them in SSAST (:func:`mask_bounds`)."""
+    return mask_bounds(bins, freqm, generator), mask_bounds(frames, timem, generator)
 
-    Matches torchaudio ``FrequencyMasking``/``TimeMasking`` (``iid_masks=False``) as used by
-    SSAST; masked entries are set to 0 and a new tensor is returned.
-    """
-    if features.dim() != 2:
-        raise ValueError(f"expected a (T, F) feature, got shape {tuple(features.shape)}")
-    out = _mask_along(features, freqm, 1, generator)
-    out = _mask_along(out, timem, 0, generator)
-    return out.clone() if out is features else out
+
+def apply_masks(features: torch.Tensor, masks: Sequence[MaskSpans]) -> torch.Tensor:
+    """(B, T, F) features with each clip's masked bins and frames set to 0 (a new tensor); a span reaching past
+    the tensor's frames masks only the frames it has."""
+    if features.dim() != 3 or len(masks) != features.shape[0]:
+        raise ValueError(f"{len(masks)} mask spans for features of shape {tuple(features.shape)}")
+    spans = torch.tensor([[*freq, *time] for freq, time in masks], device=features.device).reshape(-1, 4)
+    bins = torch.arange(features.shape[2], device=features.device)[None]
+    steps = torch.arange(features.shape[1], device=features.device)[None]
+    freq_mask = (bins >= spans[:, 0:1]) & (bins < spans[:, 1:2])
+    time_mask = (steps >= spans[:, 2:3]) & (steps < spans[:, 3:4])
+    return features.masked_fill(freq_mask[:, None, :] | time_mask[:, :, None], 0.0)
 
 
 def spec_noise(features: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

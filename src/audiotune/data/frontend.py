@@ -1,8 +1,9 @@
 """The front end: a zero-padded batch of waveforms with their lengths → model inputs with their lengths.
 
 One implementation of every step between a prepared clip and the model: waveform normalisation for pretrained
-encoders; Kaldi fbank (with an optional per-clip VTLP warp) or MFCC, per-clip utterance normalisation and the
-dataset mean/std for spectrogram models; and, for fixed-size models, ``target_length`` frames. The dataset runs
+encoders; Kaldi fbank (with an optional per-clip VTLP warp) or MFCC, per-clip utterance normalisation, the
+training SpecAugment masks and the dataset mean/std for spectrogram models; and, for fixed-size models,
+``target_length`` frames. The dataset runs
 it on a batch of one clip in its workers (:class:`~audiotune.data.dataset.FeatureExtractor`), or on whole padded
 batches on the model's device (``--features_on device``); an exported graph runs it on whole padded batches.
 
@@ -21,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from audiotune.data.audio import AudioError
-from audiotune.data.features import kaldi_fbank, mfcc, normalize
+from audiotune.data.features import apply_masks, draw_masks, kaldi_fbank, mfcc, normalize
 from audiotune.data.input_spec import InputSpec
 
 FRAME_LENGTH_MS, FRAME_SHIFT_MS = 25.0, 10.0  # kaldi_fbank's defaults, with which the front end calls it
@@ -105,23 +106,47 @@ class FrontEnd(nn.Module):
         return mfcc(waveforms, self.sample_rate, n_mfcc=cfg.n_mfcc, n_fft=cfg.n_fft, n_mels=cfg.n_mels,
                     lengths=lengths)
 
-    def clip(self, waveform: Tensor, warp: float = 1.0) -> Tensor:
+    def clip(self, waveform: Tensor, warp: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
         """One whole clip (N,) → its inputs, (frames, bins) features or (N,) samples: the dataset's path, per
-        clip in its workers, where no frame is padding, so nothing is masked."""
+        clip in its workers, where no frame is padding, so no statistic is masked. ``generator`` (training):
+        the clip's SpecAugment draws (:meth:`spec_masks`)."""
         cfg = self.config
         if cfg.features == "waveform":
             if not cfg.waveform_norm:
                 return waveform
             centred = waveform - waveform.mean()
             return centred / torch.sqrt(centred.square().mean() + 1e-7)
-        return self._normalise_whole(self._spectra(waveform[None], [warp]))[0]
+        feats = self._spectra(waveform[None], [warp])
+        if cfg.utterance_norm != "none":
+            feats = feats - feats.mean(1, keepdim=True)
+            if cfg.utterance_norm == "meanvar":
+                feats = feats / torch.sqrt(feats.square().mean(1, keepdim=True) + 1e-5)
+        feats = self.spec_masks(feats, [feats.shape[1]], None if generator is None else [generator])
+        return self._dataset_norm(feats)[0]
+
+    def spec_masks(self, feats: Tensor, frames: Sequence[int],
+                   generators: Sequence[torch.Generator] | None) -> Tensor:
+        """Each clip's SpecAugment masks (``--freqm``/``--timem``, drawn from its generator; none without
+        generators), set to 0 before the dataset normalisation, as the seeds and the original SSAST mask, then
+        normalise: a masked cell becomes (0 - mean) / (2 std) like any zero. The time mask is drawn over the
+        ``target_length`` frames the model reads where set (the seeds padded or cut the fbank first; a mask
+        drawn past a clip's own frames leaves its padding as it is), else over the clip's own ``frames``."""
+        cfg = self.config
+        if generators is None or not (cfg.freqm or cfg.timem):
+            return feats
+        if len(generators) != feats.shape[0]:
+            raise ValueError(f"{len(generators)} SpecAugment generators for a batch of {feats.shape[0]} clips")
+        return apply_masks(feats, [draw_masks(feats.shape[2], cfg.target_length or int(count), cfg.freqm, cfg.timem,
+                                              generator) for generator, count in zip(generators, frames)])
 
     def extract(self, waveforms: Tensor, lengths: Tensor, warps: Sequence[float] | None = None,
-                own_edges: bool = False) -> tuple[Tensor, Tensor]:
+                own_edges: bool = False,
+                generators: Sequence[torch.Generator] | None = None) -> tuple[Tensor, Tensor]:
         """Each clip's inputs at its own length, zero past it: (B, frames, bins) features or (B, N) waveforms,
         and the frame counts (B,). ``warps`` (fbank only) moves each clip's frequency axis by its factor (VTLP).
         ``own_edges``: MFCC frames reflect at each clip's own end, so every clip of a padded batch gets what it
-        gets alone (off: at the tensor's edge, as the exported graph computes them)."""
+        gets alone (off: at the tensor's edge, as the exported graph computes them). ``generators`` (training):
+        each clip's SpecAugment draws (:meth:`spec_masks`)."""
         cfg = self.config
         lengths = lengths.to(torch.long)
         if cfg.features == "waveform":
@@ -140,20 +165,15 @@ class FrontEnd(nn.Module):
             feats = feats - (feats * weights).sum(1, keepdim=True) / count
             if cfg.utterance_norm == "meanvar":
                 feats = feats / torch.sqrt((feats * weights).square().sum(1, keepdim=True) / count + 1e-5)
-        if cfg.dataset_std is not None:
-            feats = (feats - (cfg.dataset_mean or 0.0)) / (2.0 * cfg.dataset_std)
-        return feats * weights, frames  # the collator pads normalised features with zeros
+        feats = self.spec_masks(feats, frames.tolist() if generators is not None else [], generators)
+        return self._dataset_norm(feats) * weights, frames  # the collator pads normalised features with zeros
 
-    def _normalise_whole(self, feats: Tensor) -> Tensor:
-        """The utterance and dataset normalisation of a batch of one clip whose frames are all its own."""
+    def _dataset_norm(self, feats: Tensor) -> Tensor:
+        """``--dataset_mean``/``--dataset_std``: (x - mean) / (2 std), where set."""
         cfg = self.config
-        if cfg.utterance_norm != "none":
-            feats = feats - feats.mean(1, keepdim=True)
-            if cfg.utterance_norm == "meanvar":
-                feats = feats / torch.sqrt(feats.square().mean(1, keepdim=True) + 1e-5)
-        if cfg.dataset_std is not None:
-            feats = (feats - (cfg.dataset_mean or 0.0)) / (2.0 * cfg.dataset_std)
-        return feats
+        if cfg.dataset_std is None:
+            return feats
+        return (feats - (cfg.dataset_mean or 0.0)) / (2.0 * cfg.dataset_std)
 
     def fit_length(self, inputs: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """Spectrogram inputs padded with zero frames or cropped to ``target_length`` (when set)."""
