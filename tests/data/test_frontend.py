@@ -128,11 +128,11 @@ def test_per_clip_warps_in_a_padded_batch_give_each_clip_its_own_features() -> N
 def test_the_silence_frame_is_unchanged() -> None:
     for name in ("fbank", "fbank_meanvar_dataset", "mfcc", "mfcc_mean"):
         config = CONFIGS[name]
-        silence = FeatureExtractor(config).silence(16000)
+        silence = FeatureExtractor(replace(config, pad="silence")).pad_frame(16000)
         want = reference_features(config, np.zeros(1600, dtype=np.float32), 16000)
         assert silence is not None
         assert largest_difference(silence, want[want.shape[0] // 2]) <= 1e-5, name
-    assert FeatureExtractor(CONFIGS["waveform"]).silence() is None
+    assert FeatureExtractor(replace(CONFIGS["waveform"], pad="silence")).pad_frame() is None
 
 
 def test_clips_too_short_for_one_frame_are_errors_naming_the_file() -> None:

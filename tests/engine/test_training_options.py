@@ -208,7 +208,11 @@ def test_silence_padding_pads_with_the_features_of_a_silent_clip(uid_dataset: di
     normed, _ = batch("silence", dataset_mean=-4.0, dataset_std=2.5)  # silence is normalised as speech is
     short = lengths.index(min(lengths))
     torch.testing.assert_close(normed["inputs"][short, -1], torch.full((24,), (floor + 4.0) / 5.0))
-    assert dataset.extract.silence() is not None and RunConfig().features.pad == "zero"
+    assert dataset.extract.pad_frame() is not None and RunConfig().features.pad == "zero"
+    # the NAIP seeds' padding: 0 in the fbank before the dataset normalisation, (0 - mean) / (2 std) after it
+    seeded, _ = batch("zero_before_norm", dataset_mean=-4.0, dataset_std=2.5)
+    torch.testing.assert_close(seeded["inputs"][short, -1], torch.full((24,), 0.8))
+    torch.testing.assert_close(seeded["inputs"][short, :min(lengths)], normed["inputs"][short, :min(lengths)])
 
     from safetensors.torch import load_file
 

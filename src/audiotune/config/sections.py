@@ -102,8 +102,10 @@ class FeatureConfig:
                                  choices=("none", "mean", "meanvar"))
     pad: str = option("zero", "what the shorter clips of a batch are padded with: zero (the value 0; for log "
                               "fbank a frame louder than any speech), silence (the features of a silent clip, "
-                              "as if the waveform were padded with zeros); for models that read padded frames "
-                              "(SSAST, AST), not ECAPA-TDNN, whose padding is masked", choices=("zero", "silence"))
+                              "as if the waveform were padded with zeros), zero_before_norm (0 before --dataset_mean/"
+                              "std: the NAIP seeds' fbank padding); for models that read padded frames (SSAST, "
+                              "AST), not ECAPA-TDNN, whose padding is masked",
+                      choices=("zero", "silence", "zero_before_norm"))
     dataset_mean: float | None = option(None, "feature mean for (x - mean) / (2 std); see `audiotune stats`",
                                         valid=(-INF, INF, False, False))
     dataset_std: float | None = option(None, "feature std for (x - mean) / (2 std); 0 is an error",

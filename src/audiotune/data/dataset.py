@@ -39,15 +39,10 @@ class FeatureExtractor:
             self._front_ends[rate] = FrontEnd(self.config, rate)
         return self._front_ends[rate]
 
-    def silence(self, rate: int = 16000) -> torch.Tensor | None:
-        """One frame of the features of a silent (all-zero) clip, or None for waveform inputs, whose silence is 0.
-
-        For fbank every bin is the log floor; MFCC of silence does not depend on the rate either.
-        """
-        if self.config.features == "waveform":
-            return None
-        feats = self(np.zeros(rate // 10, dtype=np.float32), rate, "silence")
-        return feats[feats.shape[0] // 2].clone()
+    def pad_frame(self, rate: int = 16000) -> torch.Tensor | None:
+        """The frame that pads shorter clips (``--pad``; :meth:`FrontEnd.pad_frame`), None for zeros. For fbank
+        silence is the log floor in every bin; MFCC of silence does not depend on the rate either."""
+        return self.front_end(rate).pad_frame()
 
     def __call__(self, clip: np.ndarray, rate: int, path: str = "", warp: float = 1.0,
                  generator: torch.Generator | None = None) -> torch.Tensor:

@@ -175,13 +175,27 @@ class FrontEnd(nn.Module):
             return feats
         return (feats - (cfg.dataset_mean or 0.0)) / (2.0 * cfg.dataset_std)
 
+    def pad_frame(self) -> Tensor | None:
+        """The frame that pads a clip to its batch or to ``target_length`` (``--pad``): None for zeros (and for
+        waveforms), the features of silence, or the value 0 before the dataset normalisation
+        (``zero_before_norm``: ``(0 - mean) / (2 std)`` after it, as the NAIP seeds padded their fbank)."""
+        cfg = self.config
+        if cfg.features == "waveform" or cfg.pad == "zero":
+            return None
+        silence = self.clip(torch.zeros(max(self.sample_rate // 10, self.frame_length)))
+        frame = silence[silence.shape[0] // 2].clone()
+        return frame if cfg.pad == "silence" else self._dataset_norm(torch.zeros_like(frame))
+
     def fit_length(self, inputs: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """Spectrogram inputs padded with zero frames or cropped to ``target_length`` (when set)."""
+        """Spectrogram inputs padded with the pad frame (:meth:`pad_frame`) or cropped to ``target_length``
+        (when set)."""
         target = self.config.target_length
         if not target or inputs.dim() != 3:
             return inputs, lengths
-        # zeros appended, then cropped: exactly target_length frames without a branch on the length
-        padding = inputs.new_zeros(inputs.shape[0], target, inputs.shape[2])
+        # padding appended, then cropped: exactly target_length frames without a branch on the length
+        frame = self.pad_frame()
+        shape = (inputs.shape[0], target, inputs.shape[2])
+        padding = inputs.new_zeros(shape) if frame is None else frame.to(inputs).expand(shape)
         return torch.cat([inputs, padding], dim=1)[:, :target], lengths.clamp(max=target)
 
     def forward(self, waveforms: Tensor, lengths: Tensor,

@@ -172,13 +172,13 @@ def make_dataset(config: RunConfig, inputs: InputSpec, table: pd.DataFrame, targ
 
 
 def collator(dataset: AudioDataset) -> Collator:
-    """How a dataset's batches are padded: with zeros, or with one frame of silence (``--pad silence``); features,
-    padding and ``target_length`` after the transfer for a dataset whose features are computed on the device."""
+    """How a dataset's batches are padded: with zeros, or with the pad frame ``--pad`` names; features, padding and
+    ``target_length`` after the transfer for a dataset whose features are computed on the device."""
     inputs = dataset.inputs
-    silence = dataset.extract.silence(inputs.rate_or_default) if inputs.pad == "silence" else None
+    frame = dataset.extract.pad_frame(inputs.rate_or_default)
     if dataset.on_device:
-        return Collator(features=BatchFeatures(inputs, dataset.train, silence))
-    return Collator(inputs.target_length, silence)
+        return Collator(features=BatchFeatures(inputs, dataset.train, frame))
+    return Collator(inputs.target_length, frame)
 
 
 def batch_features(loader: Iterable[dict]) -> BatchFeatures | None:

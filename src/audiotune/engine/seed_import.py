@@ -80,7 +80,8 @@ LAYOUTS = (
                       "backbone.model.p_input_", "backbone.model.v.head.", "backbone.model.v.head_dist."),
                encoder="model",
                fixed={"pooling_mode": ("mean", "only merged the seed's ft embeddings; its tokens were averaged"),
-                      "layer_weights": RAW_WEIGHTS},
+                      "layer_weights": RAW_WEIGHTS,
+                      "pad": ("zero_before_norm", "is how the seed padded its fbank (0, then normalised)")},
                unheaded="a naip-ssast pretraining checkpoint (no mlp_heads): fine-tune from it as it is, "
                         "`audiotune train --model ssast --pretrained_mdl_path FILE`"),
     SeedLayout("naip-ecapa-tdnn", "ecapa_tdnn", "model.blocks.0.conv.conv.weight",

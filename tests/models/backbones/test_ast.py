@@ -5,6 +5,7 @@ The checkpoint is an ``ASTForAudioClassification`` (as MIT/ast-finetuned-audiose
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -166,7 +167,7 @@ def test_front_end_and_states_match_the_feature_extractor(checkpoint: Path, conf
 def test_a_clips_embedding_does_not_depend_on_its_batch(config: RunConfig, backbone: ASTBackbone) -> None:
     """Alone, beside a longer clip, and with --pad silence: the same states (the padding is rewritten)."""
     short, long = tone(300, 0.3, RATE, seed=3), tone(600, 1.0, RATE, seed=4)
-    silence = FeatureExtractor(input_spec(config)).silence(RATE)
+    silence = FeatureExtractor(dataclasses.replace(input_spec(config), pad="silence")).pad_frame(RATE)
 
     def pooled(clips: list[np.ndarray], pad_frame: torch.Tensor | None = None) -> list[torch.Tensor]:
         batch = pipeline_batch(config, clips, pad_frame)
