@@ -21,6 +21,7 @@ from audiotune.models.backbones.hf_pretraining import (
     gumbel_temperature,
     random_crop,
     sample_negatives,
+    sample_negatives_anywhere,
 )
 
 transformers = pytest.importorskip("transformers")
@@ -72,6 +73,39 @@ def test_distractors_are_other_masked_frames_of_the_same_clip() -> None:
         for frame in np.flatnonzero(mask[row]):
             drawn = negatives[row, frame] - row * 40
             assert (drawn != frame).all() and mask[row, drawn].all()
+
+
+def test_distractors_anywhere_are_other_frames_of_the_clip_masked_or_not() -> None:
+    """transformers 4.10's draw (--tapt_loss batch): any other frame of the clip's first frames[b]."""
+    rng = np.random.default_rng(2)
+    mask = time_mask("clip", [40, 30], total=40, prob=0.3, length=3, rng=rng, at_least=2)
+    negatives = sample_negatives_anywhere(mask, [40, 30], 50, rng)
+    drawn_unmasked = False
+    for row, frames in enumerate((40, 30)):
+        for frame in np.flatnonzero(mask[row]):
+            drawn = negatives[row, frame] - row * 40
+            assert (drawn != frame).all() and (drawn >= 0).all() and (drawn < frames).all()
+            drawn_unmasked |= bool((~mask[row][drawn]).any())
+    assert drawn_unmasked  # unmasked frames are distractors too, unlike sample_negatives
+
+
+def test_tapt_loss_batch_sums_the_contrastive_loss_and_weighs_the_diversity_once(
+        checkpoints: dict[str, Path]) -> None:
+    def losses(kind: str) -> dict[str, torch.Tensor]:
+        config = RunConfig()
+        config.audio.resample_rate, config.model.model = 16000, "hf"
+        config.model.options["tapt_loss"] = kind
+        torch.manual_seed(0)
+        return Wav2Vec2Tapt(str(checkpoints["pretraining"]), config).loss(
+            torch.randn(2, 8000), torch.tensor([8000, 6000]), 0, random.Random(0))
+
+    frame, batch = losses("frame"), losses("batch")
+    weight = transformers.Wav2Vec2Config(**PRETRAINING).diversity_loss_weight
+    for out in (frame, batch):
+        assert out["masked"] > 0 and torch.isfinite(out["loss"])
+    assert frame["loss"].item() == pytest.approx((frame["contrastive"] + weight * frame["diversity"]).item(), rel=1e-5)
+    assert batch["loss"].item() == pytest.approx(
+        (batch["contrastive"] * batch["masked"] + weight * batch["diversity"]).item(), rel=1e-5)
 
 
 def test_random_crop_keeps_a_window_of_each_longer_clip() -> None:

@@ -14,6 +14,11 @@ checkpoint; every weight is trained unless ``--freeze_feature_encoder``. Per bat
 4. the loss is transformers' contrastive loss + ``diversity_loss_weight`` x diversity loss, divided by the
    number of masked frames (a per-frame loss whatever the batch).
 
+``--tapt_loss batch`` is transformers 4.10's objective, with which the emotion seed ran TAPT: distractors drawn
+from all of a clip's frames (its padded length where the encoder gets no attention mask), and the loss the
+contrastive loss summed over the batch's masked frames + ``diversity_loss_weight`` x the diversity loss once
+per batch (today's transformers weighs the diversity by the masked frames: per frame, as above).
+
 Masks and distractors come from the ``rng`` the engine passes (validation repeats its masks every epoch).
 The Gumbel temperature is annealed per optimiser step as in wav2vec2's pretraining recipe,
 ``max(2.0 * 0.999995 ** step, 0.5)``; ``--gumbel_anneal false`` keeps the quantizer's initial temperature
@@ -66,6 +71,23 @@ def sample_negatives(mask: np.ndarray, num_negatives: int, rng: np.random.Genera
     return negatives + (np.arange(batch) * total)[:, None, None]
 
 
+def sample_negatives_anywhere(mask: np.ndarray, frames: list[int], num_negatives: int,
+                              rng: np.random.Generator) -> np.ndarray:
+    """As :func:`sample_negatives`, but each masked frame's ``K`` distractors are any other of its clip's first
+    ``frames[b]`` frames, masked or not: transformers 4.10's draw, with which the emotion seed's TAPT ran (over
+    the padded length, as it passed no attention mask)."""
+    batch, total = mask.shape
+    negatives = np.zeros((batch, total, num_negatives), dtype=np.int64)
+    for row in range(batch):
+        positions = np.flatnonzero(mask[row])
+        if frames[row] < 2 or not len(positions):
+            continue
+        drawn = rng.integers(0, frames[row] - 1, size=(len(positions), num_negatives))
+        drawn[drawn >= positions[:, None]] += 1  # never the frame itself, still uniform over the others
+        negatives[row, positions] = drawn
+    return negatives + (np.arange(batch) * total)[:, None, None]
+
+
 def random_crop(waveforms: Tensor, lengths: Tensor, max_samples: int,
                 rng: np.random.Generator) -> tuple[Tensor, Tensor]:
     """Crop every clip longer than ``max_samples`` at a random offset; the batch shrinks to its longest crop."""
@@ -99,6 +121,7 @@ class Wav2Vec2Tapt(nn.Module):
         self.prob = float(m.mask_time_prob if m.mask_time_prob is not None else hf_config.mask_time_prob)
         self.length = int(m.mask_time_length if m.mask_time_length is not None else hf_config.mask_time_length)
         self.spans = str(m.mask_spans)
+        self.per_batch = m.tapt_loss == "batch"
         if self.prob <= 0:
             raise ValueError(f"--mask_time_prob {self.prob}: contrastive pretraining needs masked frames (> 0)")
         hf_config.mask_time_prob = self.prob  # > 0: the encoder keeps its mask embedding
@@ -141,13 +164,15 @@ class Wav2Vec2Tapt(nn.Module):
         self.model.set_gumbel_temperature(temperature)
         frames = self.model._get_feat_extract_output_lengths(lengths).long()
         total = int(self.model._get_feat_extract_output_lengths(torch.tensor(waveforms.shape[1])))
-        mask = time_mask(self.spans, frames.clamp(max=total).tolist(), total, self.prob, self.length, generator,
-                         at_least=2)
-        negatives = sample_negatives(mask, int(self.model.config.num_negatives), generator)
+        real = frames.clamp(max=total).tolist()
+        mask = time_mask(self.spans, real, total, self.prob, self.length, generator, at_least=2)
         attention = None
         if not self.group_norm:  # group-norm ones get none, as they were pretrained and as the seed's TAPT ran them
             positions = torch.arange(waveforms.shape[1], device=waveforms.device)
             attention = (positions[None, :] < lengths[:, None]).long()
+        count = int(self.model.config.num_negatives)
+        negatives = sample_negatives(mask, count, generator) if not self.per_batch else \
+            sample_negatives_anywhere(mask, real if attention is not None else [total] * len(real), count, generator)
         masked = int(mask.sum())
         out = self.model(waveforms, attention_mask=attention,
                          mask_time_indices=torch.from_numpy(mask).to(waveforms.device),
@@ -156,8 +181,12 @@ class Wav2Vec2Tapt(nn.Module):
                  "perplexity": out.codevector_perplexity.detach().float()}
         if masked == 0:  # every clip too short for a span: no target, a zero loss that keeps the graph
             return {"loss": out.projected_states.sum() * 0.0, **extra}
-        return {"loss": out.loss / masked, "contrastive": out.contrastive_loss.detach() / masked,
-                "diversity": out.diversity_loss.detach() / masked, **extra}
+        diversity = out.diversity_loss / masked  # transformers scales it by the masked frames
+        # --tapt_loss batch: transformers 4.10's sum over the batch's masked frames + the weighted diversity once
+        loss = out.contrastive_loss + self.model.config.diversity_loss_weight * diversity if self.per_batch else \
+            out.loss / masked
+        return {"loss": loss, "contrastive": out.contrastive_loss.detach() / masked, "diversity": diversity.detach(),
+                **extra}
 
     def save(self, folder: Path) -> Path:
         """``folder/encoder``: the pretraining model (quantizer included) with the checkpoint's masking settings."""

@@ -123,6 +123,11 @@ class HFSettings:
         0.0, "fine-tuning: probability that each transformer layer is skipped in a training pass (LayerDrop; 0: "
              "off; under DDP with --strategy ddp_find_unused_parameters_true); checkpoint: its config's value, as "
              "the seeds' Hugging Face models trained", valid=PROBABILITY, acts=FINE_TUNING)
+    tapt_loss: str = option("frame", "TAPT objective: frame (contrastive loss per masked frame + the diversity "
+                                     "weight x diversity; distractors from the clip's masked frames) or batch "
+                                     "(transformers 4.10, the emotion seed: contrastive summed over the batch + the "
+                                     "weighted diversity once; distractors from all frames)",
+                            choices=("frame", "batch"), acts=PRETRAINING)
     gumbel_anneal: bool = option(True, "TAPT: anneal the quantizer's Gumbel temperature per step as wav2vec2's "
                                        "pretraining (2.0 x 0.999995^step, at least 0.5); false keeps 2.0 (the seed)",
                                 acts=PRETRAINING)
