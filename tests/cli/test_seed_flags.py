@@ -422,7 +422,7 @@ SEED_DEFAULTS = {
                 "options.layerdrop": "checkpoint", "options.mask_spans": "batch"},
     "ser_tapt": {"model.objective": "tapt", "train.training_steps": 120000, "train.warmup_steps": 4000,
                  "train.scheduler": "linear", "train.max_seconds": 10.0, "options.gumbel_anneal": False,
-                 "data.val_size": 0, "options.mask_spans": "batch"},
+                 "data.val_size": 0, "options.mask_spans": "batch", "options.tapt_loss": "batch"},
     "ser_ptapt": {"model.objective": "ptapt", "train.training_steps": 120000, "options.mask_time_prob": 0.06,
                   "data.val_size": 0, "options.mask_spans": "batch"},
     "tap2key": {"audio.channel_mode": "interleave", "train.learning_rate": 3e-5, "train.epochs": 150,
