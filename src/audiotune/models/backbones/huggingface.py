@@ -73,6 +73,7 @@ from audiotune.models.backbones.hf_checkpoint import (
     conv_receptive_field,
     extractor_settings,
     normalises,
+    report_loading,
     weights_quietly,
 )
 from audiotune.models.backbones.hf_training import enable_checkpointing, install_layerdrop, unmasked_if_short
@@ -173,10 +174,7 @@ def _load_encoder(options: HFOptions, pretrained: bool) -> Any:
     if pretrained:
         with weights_quietly():
             model, loading = AutoModel.from_pretrained(options.checkpoint, config=config, output_loading_info=True)
-        if loading["missing_keys"]:  # transformers' own report is shown with -v only; this one always
-            missing = sorted(loading["missing_keys"])
-            log.warning("-c %s: %d encoder tensor(s) not in the checkpoint start at random values, e.g. %s",
-                        options.checkpoint, len(missing), missing[0])
+        report_loading(options.checkpoint, config, loading)
     else:
         model = AutoModel.from_config(config)
     if options.mask_time_prob == 0 and isinstance(getattr(model, "masked_spec_embed", None), nn.Parameter):
