@@ -67,6 +67,9 @@ def test_tap2key_model_becomes_a_run_that_scores_as_the_seed(tmp_path: Path, cap
     run = tmp_path / "run"
     assert main(["import", "tap2key", str(tmp_path / "wav2vec2-base_tap2key"), "--out", str(run)]) == 0
     assert "classes w e q" in capsys.readouterr().out
+    again = ["import", "tap2key", str(tmp_path / "wav2vec2-base_tap2key"), "--out", str(run)]
+    assert main(again) == 2 and f"{run}: already holds a run; pass --overwrite" in capsys.readouterr().err
+    assert main([*again, "--overwrite"]) == 0
     config = load_config(run / "config.yaml")
     assert (config.classifier.clf_bottleneck, config.classifier.activation, config.classifier.final_dropout,
             config.classifier.pooling_mode, config.audio.channel_mode, config.audio.resample_rate) == \

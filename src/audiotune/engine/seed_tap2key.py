@@ -152,7 +152,7 @@ def read_seed_classifier(folder: str | Path) -> SeedClassifier:
 
 def import_tap2key_run(folder: str | Path, exp_dir: str | Path, overwrite: bool = False) -> dict[str, Any]:
     """Write the model of a tap2key training folder as a run directory (config.yaml, model.safetensors,
-    import.json, encoder/); returns what import.json records."""
+    import.json, encoder/); returns what import.json records and how many tensors were carried."""
     seed = read_seed_classifier(folder)
     config = recipe_config(TAP2KEY_RECIPE, str(seed.folder.resolve()), seed.classes)
     notes = []
