@@ -1,4 +1,5 @@
-"""``audiotune import naip|ser|clusters|taps``: what was trained or made with a seed system, as audiotune artefacts."""
+"""``audiotune import naip|ser|tap2key|clusters|taps``: what was trained or made with a seed system, as audiotune
+artefacts."""
 from __future__ import annotations
 
 import argparse
@@ -57,6 +58,21 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
              default="facebook/wav2vec2-base",
              help="hub id or folder whose config and feature extractor the seed fine-tuned (default "
                   "facebook/wav2vec2-base, the seed's; offline: a local copy)")
+    tap2key = kinds.add_parser(
+        "tap2key", allow_abbrev=False,
+        help="a model trained by tap2key's Wav2vec2_tap2key.py (a Hugging Face Wav2Vec2ForSequenceClassification "
+             "folder) as a run directory",
+        description="Reads the folder the seed's Trainer saved (config.json with id2label; model.safetensors, or "
+                    "pytorch_model.bin weights only) and writes the run `train --config seeds/tap2key` builds: its "
+                    "encoder (encoder/, for -c), the projector as the head's dense layer and the classifier as its "
+                    "output layer, the classes in id2label's order. evaluate, extract and export read it and score "
+                    "as the seed model.")
+    add_path(tap2key, "checkpoint", role=Role.INPUT,
+             help="the seed's model folder (its Trainer's output_dir or a checkpoint-N folder in it)")
+    add_path(tap2key, *spellings("out", ("-o",)), role=Role.RUN_OUTPUT, dest="out", required=True,
+             help="run directory to write")
+    tap2key.add_argument("--overwrite", dest="train.overwrite", action="store_true",
+                         help="replace the run already in --out")
     clusters = kinds.add_parser(
         "clusters", allow_abbrev=False,
         help="the seed's all-clus.json (or one K-clus.json) as the pseudo-label parquet of "
@@ -179,6 +195,16 @@ def _run_ser(args: argparse.Namespace) -> None:
         print(f"  read weights only; not read: {', '.join(done['stand_ins'])} (Lightning's bookkeeping)")
 
 
+def _run_tap2key(args: argparse.Namespace) -> None:
+    from audiotune.engine.seed_tap2key import import_tap2key_run
+
+    done = import_tap2key_run(args.checkpoint, args.out, overwrite=vars(args)["train.overwrite"])
+    print(f"{args.out}: {done['architecture']} of {args.checkpoint} imported as a run ({done['tensors']} tensors, "
+          f"classes {' '.join(done['classes'])}); not carried: {', '.join(done['dropped']) or 'nothing'}")
+    for note in done["notes"]:
+        print(f"  {note}")
+
+
 def _run_clusters(args: argparse.Namespace) -> None:
     from audiotune.engine.seed_ser import import_clusters
 
@@ -208,7 +234,8 @@ def default_paths(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    {"naip": _run_naip, "ser": _run_ser, "clusters": _run_clusters, "taps": _run_taps}[args.import_kind](args)
+    {"naip": _run_naip, "ser": _run_ser, "tap2key": _run_tap2key, "clusters": _run_clusters,
+     "taps": _run_taps}[args.import_kind](args)
 
 
 COMMAND = Command("import", "turn a seed system's model, cluster labels or tap samples into audiotune artefacts",

@@ -19,7 +19,15 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from audiotune.config import HeadSpec, RunConfig, save_config
+from audiotune.config import (
+    HeadSpec,
+    RunConfig,
+    RuntimeConfig,
+    config_from_dict,
+    read_config_file,
+    resolve_recipe,
+    save_config,
+)
 from audiotune.models.backbones import resolve_config
 from audiotune.models.backbones.hf_checkpoint import weights_quietly
 from audiotune.models.checkpoint import build_classifier, save_weights
@@ -61,17 +69,21 @@ class SeedLayout:
     encoder: str = ""
     fixed: Mapping[str, tuple[Any, str]] = field(default_factory=dict)
     unheaded: str = ""  # what a state dict of this seed without heads is, and how to use it instead
+    described_by: str = "its args.pkl"  # the seed file that says which model its weights are
+    extractor: Mapping[str, Any] = field(default_factory=dict)  # the seed's feature extractor, where none was saved
 
 
 HEADS = (("dense.", "dense."), ("classifiers.", "classifiers."))
+# transformers 4.x's weight-norm names (the seeds saved with 4.26-4.28) → today's parametrization
+HF_WEIGHT_NORM = ((".weight_g", ".parametrizations.weight.original0"),
+                  (".weight_v", ".parametrizations.weight.original1"))
 # the w2v2 and SSAST seeds' --weighted: raw weights (no softmax) on each pooled hidden state
 RAW_WEIGHTS = ("raw", "is how the seed's --weighted weighed its pooled hidden states")
 LAYOUTS = (
     SeedLayout("naip-w2v2", "hf", "model.wav2vec2.feature_extractor.",
                (("model.wav2vec2.", "backbone.model."), *HEADS),
                dropped=("model.projector.", "model.classifier.", "model.wav2vec2.masked_spec_embed"),
-               aliases=((".weight_g", ".parametrizations.weight.original0"),
-                        (".weight_v", ".parametrizations.weight.original1")),  # transformers 4.28 → today
+               aliases=HF_WEIGHT_NORM,
                encoder="save_pretrained", fixed={"layer_weights": RAW_WEIGHTS}),
     SeedLayout("naip-ssast", "ssast", "v.patch_embed.proj.weight",
                (("v.", "backbone.model.v."), ("mlp_heads.", "classifiers."), HEADS[0]),
@@ -87,6 +99,7 @@ LAYOUTS = (
     SeedLayout("naip-ecapa-tdnn", "ecapa_tdnn", "model.blocks.0.conv.conv.weight",
                (("model.", "backbone.ecapa."), *HEADS), encoder="ecapa"),
 )
+HEAD_COLUMN = "label"  # the column of a categorical seed head's class names (tap tables, JSON split files)
 SKIPPED_ARGS = ("mode", "exp_dir", "dataset", "trained_mdl_path", "finetuned_mdl_path", "pretrained_mdl_path",
                 "embedding_type", "hp_tuning", "new_checkpoint", "debug", "lib", "cloud", "cloud_dir", "bucket_name",
                 "project_name")  # how the seed run was started, not what it trained
@@ -208,6 +221,17 @@ def seed_heads(args: dict[str, Any], path: str | Path) -> list[HeadSpec]:
             for group in groups]
 
 
+def recipe_config(recipe: str, checkpoint: str, classes: list[str]) -> RunConfig:
+    """A seed recipe (the seed's model and training options) with its encoder ``checkpoint`` and one categorical
+    head of ``classes`` in the seed's order; where it runs is left to the user (not the recipe's workers)."""
+    path = resolve_recipe(recipe)
+    config = config_from_dict(read_config_file(path), source=path)
+    config.runtime = RuntimeConfig()
+    config.model.checkpoint = checkpoint
+    config.heads = [HeadSpec(name=HEAD_COLUMN, kind="categorical", columns=[HEAD_COLUMN], classes=list(classes))]
+    return config
+
+
 def _renamed(layout: SeedLayout, key: str, own: Mapping[str, torch.Tensor]) -> str | None:
     for old, new in layout.renames:
         if key.startswith(old):
@@ -245,7 +269,7 @@ def map_state(layout: SeedLayout, state: Mapping[str, torch.Tensor], model: Clas
     reshaped = [f"{k} {tuple(mapped[k].shape)} (config builds {tuple(own[k].shape)})" for k in mapped
                 if tuple(mapped[k].shape) != tuple(own[k].shape)]
     if unknown or missing or reshaped:
-        raise SeedImportError(f"{path}: does not fit the model its args.pkl describes ({layout.seed}): "
+        raise SeedImportError(f"{path}: does not fit the model {layout.described_by} describes ({layout.seed}): "
                               + "; ".join(f"{what} {items[:4]}{' ...' if len(items) > 4 else ''}"
                                           for what, items in (("unknown keys", unknown), ("missing", missing),
                                                               ("other shapes", reshaped)) if items))
@@ -279,7 +303,12 @@ def _write_encoder(layout: SeedLayout, model: Classifier, source_checkpoint: str
 
             AutoFeatureExtractor.from_pretrained(source_checkpoint).save_pretrained(str(folder))
         except (OSError, ValueError):
-            log.warning("%s: no feature extractor config; the encoder folder has none", source_checkpoint)
+            if layout.extractor:
+                from transformers import Wav2Vec2FeatureExtractor
+
+                Wav2Vec2FeatureExtractor(**layout.extractor).save_pretrained(str(folder))
+            else:
+                log.warning("%s: no feature extractor config; the encoder folder has none", source_checkpoint)
         return
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     save_file(state, str(folder / MODEL_FILE))
@@ -312,7 +341,7 @@ def write_seed_run(layout: SeedLayout, config: RunConfig, state: Mapping[str, to
         except (OSError, ValueError) as err:
             hint = f" (its encoder --checkpoint {checkpoint}: pass -c with that hub id or a local copy)" \
                 if checkpoint and (isinstance(err, OSError) or checkpoint in str(err)) else ""
-            raise SeedImportError(f"{source}: its args.pkl does not build an audiotune model{hint}: "
+            raise SeedImportError(f"{source}: {layout.described_by} does not build an audiotune model{hint}: "
                                   f"{str(err).splitlines()[0]}") from None
         mapped, mapping = map_state(layout, state, model, bool(config.classifier.weighted), source)
         model.load_state_dict(mapped, strict=True)

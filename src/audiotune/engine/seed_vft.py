@@ -15,16 +15,8 @@ from typing import Any
 
 import torch
 
-from audiotune.config import (
-    HeadSpec,
-    RunConfig,
-    RuntimeConfig,
-    config_from_dict,
-    read_config_file,
-    resolve_recipe,
-    save_config,
-)
-from audiotune.engine.seed_import import SeedImportError, owned_import_dir
+from audiotune.config import RunConfig, save_config
+from audiotune.engine.seed_import import SeedImportError, owned_import_dir, recipe_config
 from audiotune.engine.seed_ser import read_lightning_state, save_seed_extractor, today_name
 from audiotune.models.backbones import resolve_config
 from audiotune.models.backbones.hf_checkpoint import weights_quietly
@@ -35,7 +27,6 @@ VFT_RECIPE = "seeds/ser_vft"
 VFT_ENCODER = "model.wav2vec2.wav2vec2."  # DownstreamGeneral.model (PretrainedRNNHead).wav2vec2 (Wav2vec2Wrapper)
 VFT_HEAD = "model.linear_head.1."  # Sequential(ReLU, Linear): the Linear
 VFT_UNUSED = ("model.rnn_head.",)  # the LSTM the seed never called in forward
-HEAD_COLUMN = "label"  # the column a JSON split file's labels are read into (as `train -d SPLIT.json`)
 SEED_RATE = 16000
 
 
@@ -47,12 +38,7 @@ def has_vft_head(state: Mapping[str, torch.Tensor]) -> bool:
 def vft_config(architecture: str, classes: list[str]) -> RunConfig:
     """The ``seeds/ser_vft`` recipe (the seed's model and training options) with one categorical head of
     ``classes``; where it runs is left to the user (the recipe's workers are the seed's)."""
-    recipe = resolve_recipe(VFT_RECIPE)
-    config = config_from_dict(read_config_file(recipe), source=recipe)
-    config.runtime = RuntimeConfig()
-    config.model.checkpoint = architecture
-    config.heads = [HeadSpec(name=HEAD_COLUMN, kind="categorical", columns=[HEAD_COLUMN], classes=list(classes))]
-    return config
+    return recipe_config(VFT_RECIPE, architecture, classes)
 
 
 def _mapped(state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],

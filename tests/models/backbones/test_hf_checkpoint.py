@@ -107,3 +107,21 @@ def test_a_command_without_verbose_draws_no_weight_loading_bar(hf_checkpoints: d
                  "-d", str(ds["split"] / "test.csv"), "--out", str(out)]) == 0
     captured = capsys.readouterr()
     assert out.exists() and "Loading weights" not in captured.err, captured.err
+
+
+def test_the_unused_head_of_an_audio_classifier_is_named_once_and_a_ctc_head_is_not(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import transformers
+
+    from audiotune.models.backbones.huggingface import HFBackbone, HFOptions
+
+    config = transformers.Wav2Vec2Config(**{**HF_TINY, "num_hidden_layers": 1}, num_labels=5, vocab_size=12)
+    transformers.Wav2Vec2ForSequenceClassification(config).save_pretrained(tmp_path / "classifier")
+    transformers.Wav2Vec2ForCTC(config).save_pretrained(tmp_path / "ctc")
+    with caplog.at_level("WARNING", logger="audiotune"):
+        HFBackbone(HFOptions(str(tmp_path / "classifier")))
+        HFBackbone(HFOptions(str(tmp_path / "ctc")))
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("audiotune")]
+    assert said == [f"-c {tmp_path / 'classifier'}: an audio classification model; 4 tensor(s) of its head "
+                    "(projector, classifier) are not used by the encoder: `audiotune import tap2key "
+                    f"{tmp_path / 'classifier'} --out RUN` keeps them"], said

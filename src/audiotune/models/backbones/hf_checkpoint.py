@@ -43,6 +43,23 @@ def weights_quietly() -> Iterator[None]:
         transformers_logging.set_tqdm_hook(previous)
 
 
+CLASSIFICATION = "ForSequenceClassification"  # an architecture with a classifier head on its encoder
+
+
+def report_loading(checkpoint: str, hf_config: Any, loading: dict[str, Any]) -> None:
+    """What ``from_pretrained`` left out of the bare encoder, one warning each (transformers' own report shows with
+    -v only): encoder tensors not in the checkpoint, and the head of an audio classification model."""
+    if loading["missing_keys"]:
+        missing = sorted(loading["missing_keys"])
+        log.warning("-c %s: %d encoder tensor(s) not in the checkpoint start at random values, e.g. %s",
+                    checkpoint, len(missing), missing[0])
+    unused = [key for key in loading["unexpected_keys"] if key.startswith(("projector.", "classifier."))]
+    if unused and any(name.endswith(CLASSIFICATION) for name in getattr(hf_config, "architectures", None) or []):
+        log.warning("-c %s: an audio classification model; %d tensor(s) of its head (projector, classifier) are not "
+                    "used by the encoder: `audiotune import tap2key %s --out RUN` keeps them", checkpoint,
+                    len(unused), checkpoint)
+
+
 def extractor_settings(checkpoint: str) -> dict[str, Any]:
     """``sampling_rate``, ``do_normalize``, ``return_attention_mask`` of the checkpoint's feature extractor.
 

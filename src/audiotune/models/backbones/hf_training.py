@@ -10,7 +10,6 @@ bias on, and its first layer, which computes that bias, always runs (as in trans
 from __future__ import annotations
 
 import inspect
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,10 +18,8 @@ from torch import nn
 
 from audiotune.config import RunConfig
 from audiotune.models.backbones import backbone_options, input_spec
-from audiotune.models.backbones.hf_checkpoint import weights_quietly
+from audiotune.models.backbones.hf_checkpoint import report_loading, weights_quietly
 from audiotune.models.backbones.hf_masks import MIN_MASKS
-
-log = logging.getLogger(__name__)
 
 DEFAULT_CHECKPOINT = "facebook/wav2vec2-base-960h"
 
@@ -76,10 +73,7 @@ def load_encoder(options: HFOptions, pretrained: bool) -> Any:
     if pretrained:
         with weights_quietly():
             model, loading = AutoModel.from_pretrained(options.checkpoint, config=config, output_loading_info=True)
-        if loading["missing_keys"]:  # transformers' own report is shown with -v only; this one always
-            missing = sorted(loading["missing_keys"])
-            log.warning("-c %s: %d encoder tensor(s) not in the checkpoint start at random values, e.g. %s",
-                        options.checkpoint, len(missing), missing[0])
+        report_loading(options.checkpoint, config, loading)
     else:
         model = AutoModel.from_config(config)
     if options.mask_time_prob == 0 and isinstance(getattr(model, "masked_spec_embed", None), nn.Parameter):

@@ -1,0 +1,72 @@
+"""A tap2key model folder read and checked: its classes, its weights in either of the Trainer's formats, and each
+problem named with its file before anything is written."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import HF_TINY
+
+from audiotune.engine.seed_import import SeedImportError
+from audiotune.engine.seed_tap2key import import_tap2key_run, read_seed_classifier
+
+
+def _saved(folder: Path, **config: object) -> Path:
+    import transformers
+
+    labels = {0: "q", 1: "w", 2: "none"}
+    hf_config = transformers.Wav2Vec2Config(**{**HF_TINY, "num_hidden_layers": 1}, num_labels=3,
+                                            classifier_proj_size=4, id2label=labels, **config)
+    transformers.Wav2Vec2ForSequenceClassification(hf_config).save_pretrained(folder)
+    return folder
+
+
+def _edit_config(folder: Path, **values: object) -> None:
+    raw = json.loads((folder / "config.json").read_text())
+    raw.update(values)
+    (folder / "config.json").write_text(json.dumps(raw))
+
+
+def test_classes_in_id2label_order_and_weights_from_either_file(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    folder = _saved(tmp_path / "model")
+    read = read_seed_classifier(folder)
+    assert (read.classes, read.architecture, read.encoder_prefix, read.bottleneck) == \
+        (["q", "w", "none"], "Wav2Vec2ForSequenceClassification", "wav2vec2.", 4)
+    state = load_file(folder / "model.safetensors")
+    torch.save(state, folder / "pytorch_model.bin")  # an older Trainer's file, read weights only
+    (folder / "model.safetensors").unlink()
+    again = read_seed_classifier(folder)
+    assert again.weights_file.name == "pytorch_model.bin" and again.state.keys() == read.state.keys()
+    assert all(torch.equal(again.state[k], read.state[k]) for k in read.state)
+
+
+@pytest.mark.parametrize("change, problem", [
+    ({"id2label": {"0": "q", "1": "w"}}, "the classifier has 3 outputs; id2label in .*config.json names 2 classes"),
+    ({"id2label": {"0": "q", "2": "w", "3": "none"}}, "does not name each output 0..2 once"),
+    ({"id2label": {"0": "q", "1": "q", "2": "none"}}, "with distinct classes"),
+    ({"architectures": ["BertForSequenceClassification"], "model_type": "bert"}, "not an audio sequence classifier"),
+    ({"architectures": ["Wav2Vec2ForCTC"]}, r"architectures \['Wav2Vec2ForCTC'\]"),
+])
+def test_a_config_that_does_not_describe_the_weights_is_named(tmp_path: Path, change: dict, problem: str) -> None:
+    folder = _saved(tmp_path / "model")
+    _edit_config(folder, **change)
+    with pytest.raises(SeedImportError, match=problem):
+        import_tap2key_run(folder, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_or_unreadable_weights_are_named(tmp_path: Path) -> None:
+    folder = _saved(tmp_path / "model")
+    (folder / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(SeedImportError, match=r"model.safetensors: cannot be read as safetensors"):
+        read_seed_classifier(folder)
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(SeedImportError, match=r"model: no model.safetensors or pytorch_model.bin \(found: config."):
+        read_seed_classifier(folder)
+    (folder / "config.json").write_text("{")
+    with pytest.raises(SeedImportError, match=r"config.json: not readable as JSON"):
+        read_seed_classifier(folder)
