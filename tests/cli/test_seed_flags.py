@@ -14,18 +14,20 @@ import pytest
 import yaml
 
 from audiotune.cli import COMMANDS, build_parser, config_from_args
-from audiotune.cli.flags import scoring_data
+from audiotune.cli.flags import refuse_other_values, scoring_data
+from audiotune.cli.pretrain import NOT_PRETRAINING, PRETRAIN_OPTIONS
 from audiotune.config import (
     BARE,
     RETIRED_FLAGS,
     RETIRED_IN_COMMAND,
     RETIRED_VALUES,
     RunConfig,
+    Stage,
     config_to_dict,
     recipe_root,
 )
 from audiotune.models import backbones
-from audiotune.models.backbones import input_spec, resolve_config
+from audiotune.models.backbones import input_spec, refuse_inactive, resolve_config
 
 Expected = dict[str, Any] | str  # config/argument values (same meaning), or text the refusal must name
 Flag = tuple[list[str], Expected]
@@ -409,13 +411,16 @@ RECIPES = recipe_root() / "seeds"
 SEED_DEFAULTS = {
     "naip_w2v2": {"model.model": "hf", "audio.channel_mode": "sum", "train.scheduler": "none", "data.seed": 4200,
                   "model.frozen_train_mode": True, "options.mask_time_prob": 0.05, "options.layerdrop": "checkpoint",
-                  "classifier.layer_weights": "raw"},
+                  "classifier.layer_weights": "raw", "train.keep": "last"},
     "naip_ssast": {"model.model": "ssast", "classifier.layernorm": True, "train.scheduler": "onecycle",
                    "train.learning_rate": 1e-4, "features.target_length": 1024, "audio.channel_mode": "sum",
                    "options.pretrained_mdl_path": "SSAST-Base-Frame-400.pth", "classifier.layer_weights": "raw",
-                   "features.pad": "zero_before_norm"},
+                   "features.pad": "zero_before_norm", "train.keep": "last"},
     "naip_ecapa": {"model.model": "ecapa_tdnn", "features.features": "mfcc", "train.scheduler": "none",
-                   "features.freqm": 0, "features.timem": 0, "audio.channel_mode": "sum"},
+                   "features.freqm": 0, "features.timem": 0, "audio.channel_mode": "sum", "train.keep": "last"},
+    "naip_ssast_pretrain": {"model.model": "ssast", "train.scheduler": "onecycle", "train.learning_rate": 1e-4,
+                            "features.target_length": 1024, "audio.channel_mode": "sum", "data.val_size": 0,
+                            "train.keep": "last"},
     "ser_vft": {"train.learning_rate": 1e-4, "train.batch_size": 64, "train.epochs": 15, "train.optim": "adam",
                 "train.class_weights": "balanced", "audio.eval_clip_length": 0.0, "runtime.num_workers": 4,
                 "classifier.frame_activation": "relu", "classifier.pool_drop_last": True, "data.val_size": 0,
@@ -432,18 +437,26 @@ SEED_DEFAULTS = {
 }
 
 
+# the recipes of `audiotune pretrain`, which refuses the options of labels and heads
+PRETRAIN_RECIPES = ("ser_tapt", "ser_ptapt", "naip_ssast_pretrain")
+
+
 def test_every_seed_recipe_loads_with_the_seed_defaults() -> None:
     recipes = {path.stem: path for path in RECIPES.glob("*.yaml")}
     assert set(recipes) == set(SEED_DEFAULTS)
     for name, path in recipes.items():
-        result = outcome(["train", "--config", str(path)])
+        command = "pretrain" if name in PRETRAIN_RECIPES else "train"
+        result = outcome([command, "--config", str(path)])
         assert not isinstance(result, str), (name, result)
         args, config = result
+        if command == "pretrain":  # every option one that pretraining takes and acts on
+            refuse_other_values(config, args, PRETRAIN_OPTIONS, NOT_PRETRAINING)
+            refuse_inactive(config, Stage.PRETRAIN)
         written = config_to_dict(config)
         for section, values in yaml.safe_load(path.read_text()).items():
             for option, value in values.items():
                 assert written[section][option] == value, (name, section, option)
-        plain = outcome(["train", "--model", config.model.model])[1]
+        plain = outcome([command, "--model", config.model.model])[1]
         settings = backbones.options_classes()[config.model.model]()
         for key, value in SEED_DEFAULTS[name].items():
             assert value_of(args, config, key) == value, (name, key)

@@ -15,7 +15,8 @@ from audiotune.config import PRETRAINING, DataConfig, RunConfig
 # optimisation and batches, and where it runs. The rest belongs to labels and heads (label file, classifier,
 # losses, class weights and balance, target scaling), to choosing and stopping by a labelled metric (monitor,
 # patience, EMA weights, BatchNorm adaptation), to frozen-encoder caching and to the HTML report; pretraining keeps
-# the epoch of the lowest validation loss, validating on val.csv, else on --val_share (default 10 %) of the rows.
+# the epoch of the lowest validation loss (--keep last: the last epoch), validating on val.csv, else on --val_share
+# (default 10 %) of the rows.
 # (--cache_dir stays: the audio store lives there too.)
 PRETRAIN_OPTIONS = (
     "data.prefix", "data.study", "data.data_split_root", "data.val_size", "data.seed", "data.na_values",
@@ -24,14 +25,15 @@ PRETRAIN_OPTIONS = (
     "train.epochs", "train.batch_size", "train.learning_rate", "train.optim", "train.weight_decay", "train.scheduler",
     "train.max_lr", "train.grad_clip", "train.accumulate_grad_batches", "train.warmup_steps", "train.training_steps",
     "train.bucket_sampler", "train.num_buckets", "train.dynamic_batch", "train.max_seconds", "train.group_batches",
-    "train.val_share", "train.save_top_k", "train.resume", "train.overwrite", "train.allow_changes", "train.debug",
+    "train.val_share", "train.save_top_k", "train.keep", "train.resume", "train.overwrite", "train.allow_changes",
+    "train.debug",
     "runtime.num_workers", "runtime.features_on", "runtime.precision", "runtime.accelerator", "runtime.devices",
     "runtime.strategy", "runtime.num_nodes", "runtime.cache_dir", "runtime.audio_cache", "runtime.audio_cache_gb",
     "runtime.logger",
 )
 NOT_PRETRAINING = ("not an option of pretrain, which trains the encoder on its self-supervised objective without "
-                   "labels or heads and keeps the epoch of the lowest validation loss (its options: audiotune "
-                   "pretrain --help)")
+                   "labels or heads and keeps the epoch of the lowest validation loss or the last (its options: "
+                   "audiotune pretrain --help)")
 
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:

@@ -107,6 +107,9 @@ def check_config(config: RunConfig) -> RunConfig:
     if features.vtlp > 0 and features.features not in (None, "fbank"):
         problems.append(f"--vtlp {features.vtlp}: warps the fbank's frequency axis; needs --features fbank "
                         f"(not {features.features})")
+    if config.train.keep == "last" and config.train.patience > 0:
+        problems.append(f"--patience {config.train.patience} with --keep last: early stopping would end the run "
+                        "at an epoch that --keep last does not choose; give one of them")
     if config.runtime.logger == "tensorboard" and not any(importlib.util.find_spec(name) for name in TENSORBOARD):
         problems.append("--logger tensorboard: the tensorboard package is not installed (pip install tensorboard)")
     try:

@@ -237,7 +237,11 @@ class TrainConfig:
                           choices=("loss", "uar", "accuracy", "macro_f1", "weighted_f1", "auc", "ccc", "mae"))
     save_top_k: int = option(1, f"keep the K best validation epochs by --monitor as checkpoints in "
                                 f"EXP_DIR/{CHECKPOINT_DIR} (1: best.ckpt; more: best-epoch=NN.ckpt each); the saved "
-                                "model is the best of them", valid=AT_LEAST_1)
+                                "model is the best of them (with --keep last they are kept for inspection only)",
+                            valid=AT_LEAST_1)
+    keep: str = option("best", "the saved model: the best validation epoch by --monitor, or the last epoch's weights "
+                               "(validation still scored and logged every epoch; no early stopping); without "
+                               "validation the last epoch is kept either way", choices=("best", "last"))
     resume: bool = option(False, f"continue from EXP_DIR/{CHECKPOINT_DIR}/{LAST_CHECKPOINT}", action=True)
     overwrite: bool = option(False, "replace the run already in --exp_dir (deleted once the inputs are checked)",
                              action=True)

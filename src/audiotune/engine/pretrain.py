@@ -1,9 +1,9 @@
 """``audiotune pretrain``: self-supervised pretraining with the objectives a backbone supplies.
 
 The engine knows no objective: it asks the backbone (:class:`SupportsPretraining`) for its objectives, lets
-it build what they need, trains ``pretrain_loss`` with Lightning (validation loss picks the kept weights; without
-validation, the last are kept) and lets it write its outputs. No labels are needed: a manifest or split of audio is
-enough.
+it build what they need, trains ``pretrain_loss`` with Lightning (validation loss picks the kept weights; with
+``--keep last`` or without validation, the last are kept) and lets it write its outputs. No labels are needed:
+a manifest or split of audio is enough.
 
 - SSAST (``pretrain_joint``, ``pretrain_mpc``, ``pretrain_mpg``): ``model.safetensors`` for `audiotune train
   --model ssast --pretrained_mdl_path` and ``ssast_original.pth`` with the original ``module.`` keys.
@@ -162,8 +162,8 @@ def _tables(config: RunConfig, inputs: InputSpec, exp_dir: Path,
 
 
 def pretrain(config: RunConfig) -> dict:
-    """Pretrain, keep the best-validation weights (without validation, the last), write them in our and the
-    original layout.
+    """Pretrain, keep the best-validation weights (with ``--keep last`` or without validation, the last), write
+    them in our and the original layout.
 
     Under DDP rank 0 owns the run directory and writes every output; the other processes train their share
     of the batches, write nothing and return an empty dict.
@@ -242,8 +242,11 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
         trainer.fit(module, train_loader, val_loader, ckpt_path=resume, weights_only=True)
     if not owned.writes:
         return {}  # rank 0 writes the outputs
-    if best is not None and best.best_model_path and Path(best.best_model_path).is_file():
+    kept = "last epoch (--keep last)" if validating and config.train.keep == "last" else "last epoch"
+    if config.train.keep == "best" and best is not None and best.best_model_path and \
+            Path(best.best_model_path).is_file():
         module.load_state_dict(load_torch_file(best.best_model_path)["state_dict"])
+        kept = f"best validation loss ({Path(best.best_model_path).name})"
     written = backbone.save_pretrained_outputs(exp_dir)
     log_csv = exp_dir / LOG_DIR / LOG_FILE
     log = pd.read_csv(log_csv)
@@ -257,6 +260,7 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
     metrics = {"objective": objective, "task": objective, "epochs_run": trainer.current_epoch,
                "steps_run": trainer.global_step, "history": history,
                "best_val_loss": float(best.best_model_score) if best and best.best_model_score is not None else None,
+               "weights": kept,
                "outputs": [str(Path(p).relative_to(exp_dir)) for p in written]}
     write_json(exp_dir / METRICS_FILE, metrics)
     return metrics

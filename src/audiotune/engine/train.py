@@ -97,20 +97,25 @@ def _clips_per_epoch(log_csv: Path) -> list[int]:
     return logged[TRAIN_CLIPS].dropna().astype(int).tolist() if TRAIN_CLIPS in logged else []
 
 
-def _load_best(module: ClassifierModule, checkpoint: ModelCheckpoint | None) -> tuple[str, dict | None]:
-    """Put the weights of the best validation epoch back into the module; returns which weights are kept, and
-    the selection (monitored metric, its best value, that epoch counted from 1) when there was one."""
+def _keep_weights(module: ClassifierModule, checkpoint: ModelCheckpoint | None, keep: str) -> tuple[str, dict]:
+    """Put the kept weights into the module: the best validation epoch's (``--keep best``) or, with ``--keep last``
+    or without validation, the last epoch's as training left them (with ``--ema``, their average). Returns which
+    weights are kept and what metrics.json records of the best validation epoch (the monitored metric, its best
+    value, that epoch counted from 1, and every ``--save_top_k`` checkpoint with its value): ``selection`` when it
+    is the saved model, ``best_checkpoint`` when --keep last saved the last epoch instead."""
     if checkpoint is None or not checkpoint.best_model_path or not Path(checkpoint.best_model_path).is_file():
-        return "last epoch", None
+        return "last epoch", {}
     saved = load_torch_file(checkpoint.best_model_path)
-    module.load_state_dict(saved["state_dict"])
     score = checkpoint.best_model_score
     assert checkpoint.monitor is not None and score is not None  # the monitored checkpoint wrote a best file
     metric = checkpoint.monitor.removeprefix("val_")
-    selection = {"monitor": checkpoint.monitor, "value": float(score), "epoch": int(saved["epoch"]) + 1}
+    best = {"monitor": checkpoint.monitor, "value": float(score), "epoch": int(saved["epoch"]) + 1}
     if checkpoint.save_top_k > 1:  # every checkpoint kept, with its monitored value
-        selection["kept"] = {Path(path).name: float(value) for path, value in checkpoint.best_k_models.items()}
-    return f"best validation {metric} {float(score):.4f} ({checkpoint.best_model_path})", selection
+        best["kept"] = {Path(path).name: float(value) for path, value in checkpoint.best_k_models.items()}
+    if keep == "last":
+        return "last epoch (--keep last)", {"best_checkpoint": {**best, "path": Path(checkpoint.best_model_path).name}}
+    module.load_state_dict(saved["state_dict"])
+    return f"best validation {metric} {float(score):.4f} ({checkpoint.best_model_path})", {"selection": best}
 
 
 def _loaders(model: Classifier, config: RunConfig, prepared: PreparedData, cache_stats: dict,
@@ -231,7 +236,8 @@ def continue_or_start(config: RunConfig) -> RunConfig:
 
 
 def train(config: RunConfig, callbacks: list[pl.Callback] | None = None) -> dict:
-    """Train, keep the best-validation weights, score val and test; returns the metrics written.
+    """Train, keep the best-validation weights (``--keep last``: the last epoch's), score val and test; returns
+    the metrics written.
 
     The run directory is locked for the whole command; nothing is written into it before the data, the
     flags and (with ``--resume``) the checkpoint are checked. Lightning trains on
@@ -315,7 +321,8 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
         return {}  # rank 0 scores the kept weights once and writes every output
     if earlier_log is not None:
         _merge_logs(earlier_log, log_csv)
-    kept, selection = _load_best(module, best) if trains(config.train) else ("untrained (--epochs 0)", None)
+    kept, selection = (_keep_weights(module, best, config.train.keep) if trains(config.train)
+                       else ("untrained (--epochs 0)", {}))
     save_weights(model, exp_dir / MODEL_FILE)
     if log_csv.is_file():
         plot_training_curves(log_csv, exp_dir / PLOT_DIR / TRAINING_CURVES_PLOT)
@@ -330,8 +337,7 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
     metrics["weights"] = kept
     metrics["validation"] = (f"{len(prepared.tables['val'])} rows" if "val" in prepared.tables
                              else "none: the last epoch is kept")
-    if selection is not None:  # the monitored validation value of the kept epoch, as training logged it
-        metrics["selection"] = selection
+    metrics.update(selection)  # the best validation epoch's monitored value, as training logged it
     metrics["trained"] = trains(config.train)
     if imported is not None:
         metrics["started_from"] = STARTED_FROM
