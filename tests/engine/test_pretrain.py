@@ -1,7 +1,14 @@
-"""Pretraining's validation rows: a seeded tenth of the clips, the --val_share asked for, or none (--val_size 0)."""
+"""Pretraining's validation rows: a seeded tenth of the clips, the --val_share asked for, or none (--val_size 0);
+the weights kept: the lowest validation loss's, or with --keep last the last epoch's."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
 
 from audiotune.cli import build_parser, config_from_args
 from audiotune.engine.pretrain import _tables
@@ -27,12 +34,8 @@ def test_val_share_sets_how_many_clips_validate_pretraining(uid_dataset: dict, t
 def test_val_size_0_pretrains_on_every_clip_and_keeps_the_last_weights(uid_dataset: dict, tmp_path: Path) -> None:
     """Without a val split, --val_size 0 validates on nothing (the emotion seed's TAPT and P-TAPT): every clip
     trains, and the encoder written is the one of the last step."""
-    import json
-
-    import torch
     import transformers
     from conftest import HF_TINY
-    from safetensors.torch import load_file
 
     from audiotune.cli import main
 
@@ -57,3 +60,34 @@ def test_val_size_0_pretrains_on_every_clip_and_keeps_the_last_weights(uid_datas
     weight = "wav2vec2.encoder.layers.0.attention.q_proj.weight"
     trained = next(v for k, v in last.items() if k.endswith(weight.removeprefix("wav2vec2.")))
     assert torch.equal(saved[weight], trained)
+
+
+@pytest.mark.slow
+def test_the_ssast_seed_recipe_keeps_the_last_epoch_although_validation_liked_an_earlier_one(
+        uid_dataset: dict, tmp_path: Path) -> None:
+    """seeds/naip_ssast_pretrain: val.csv is scored every epoch and chooses nothing, as in the seed; --keep best
+    would have saved the first epoch here."""
+    from audiotune.cli import main
+
+    small = ["--model_size", "tiny", "--num_mel_bins", "32", "--target_length", "64", "--fshape", "16", "--tshape",
+             "16", "--fstride", "16", "--tstride", "16", "-bs", "4", "--seed", "2", "--mask_patch", "3",
+             "--cluster_factor", "2", "-e", "2", "--scheduler", "none", "-lr", "0.05"]  # validation loss rises
+    runs = {keep: tmp_path / keep for keep in ("last", "best")}
+    for keep, run in runs.items():
+        assert main(["pretrain", "--config", "seeds/naip_ssast_pretrain", "-i", str(uid_dataset["prefix"]), "-d",
+                     str(uid_dataset["split"]), "-o", str(run), *small, "--keep", keep]) == 0
+    log = pd.read_csv(runs["last"] / "logs" / "metrics.csv")
+    loss = log.dropna(subset=["val_loss"]).groupby("epoch")["val_loss"].last().to_numpy()
+    assert len(loss) == 2 and loss[1] > loss[0]
+    metrics = {keep: json.loads((run / "metrics.json").read_text()) for keep, run in runs.items()}
+    assert metrics["last"]["weights"] == "last epoch (--keep last)"
+    assert metrics["last"]["best_val_loss"] == pytest.approx(loss[0])
+    assert metrics["best"]["weights"] == "best validation loss (best.ckpt)"
+
+    def saved_is(run: Path, checkpoint: str) -> bool:
+        state = torch.load(run / "checkpoints" / checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+        saved = load_file(run / "model.safetensors")
+        return all(torch.equal(tensor, state[f"backbone.model.{name}"]) for name, tensor in saved.items())
+
+    assert saved_is(runs["last"], "last.ckpt") and not saved_is(runs["last"], "best.ckpt")
+    assert saved_is(runs["best"], "best.ckpt")

@@ -107,3 +107,74 @@ def test_ema_weights_are_the_ones_validated_and_saved(uid_dataset: dict, tmp_pat
     assert not torch.equal(plain_saved[name], saved[name])  # same seed and data: only the averaging differs
     assert main(["train", "-d", str(uid_dataset["split"]), "-o", str(tmp_path / "bad"), "--ema", "1.5"]) == 2
     assert not (tmp_path / "bad").exists()
+
+
+def weights_of(run: Path, checkpoint: str, prefix: str = "model.") -> dict[str, torch.Tensor]:
+    """The module's weights in ``run/checkpoints/checkpoint``, named as model.safetensors names them."""
+    state = torch.load(run / "checkpoints" / checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    return {k.removeprefix(prefix): v for k, v in state.items()}
+
+
+def assert_saved_is(run: Path, checkpoint: str, prefix: str = "model.") -> None:
+    from safetensors.torch import load_file
+
+    saved, kept = load_file(run / "model.safetensors"), weights_of(run, checkpoint, prefix)
+    assert set(saved) <= set(kept)
+    for name, tensor in saved.items():
+        torch.testing.assert_close(tensor, kept[name], rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_keep_last_saves_the_last_epoch_although_validation_liked_an_earlier_one(uid_dataset: dict,
+                                                                                  tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    rising = ("-e", "2", "-lr", "0.1", "--scheduler", "none")  # fast enough that validation loss rises
+    best_run, last_run = tmp_path / "best", tmp_path / "last"
+    assert train(uid_dataset, best_run, *rising) == 0
+    assert train(uid_dataset, last_run, *rising, "--keep", "last") == 0
+    loss = per_epoch(last_run, "val_loss")
+    assert len(loss) == 2 and loss[1] > loss[0]  # scored every epoch; the first is the best
+    best, last = (json.loads((run / "metrics.json").read_text()) for run in (best_run, last_run))
+    assert best["selection"]["epoch"] == 1 and best["weights"].startswith("best validation loss")
+    assert_saved_is(best_run, "best.ckpt")
+    # --keep last: the last epoch's weights, and metrics.json says so; the best epoch stays a checkpoint
+    assert last["weights"] == "last epoch (--keep last)" and "selection" not in last
+    assert last["best_checkpoint"]["epoch"] == 1 and last["best_checkpoint"]["path"] == "best.ckpt"
+    assert last["best_checkpoint"]["value"] == pytest.approx(loss[0])
+    assert_saved_is(last_run, "last.ckpt")
+    saved_best, saved_last = load_file(best_run / "model.safetensors"), load_file(last_run / "model.safetensors")
+    assert any(not torch.equal(saved_best[name], saved_last[name]) for name in saved_last)
+    assert last["val"] != best["val"]  # the scores are the saved weights'
+    # the same training: only the choice of weights differs
+    for name, tensor in weights_of(best_run, "last.ckpt").items():
+        torch.testing.assert_close(saved_last[name], tensor)
+
+    assert train(uid_dataset, last_run, "-e", "3", "-lr", "0.1", "--scheduler", "none", "--keep", "last",
+                 "--resume") == 0
+    resumed = json.loads((last_run / "metrics.json").read_text())
+    assert resumed["epochs_run"] == 3 and resumed["weights"] == "last epoch (--keep last)"
+    assert torch.load(last_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["epoch"] == 2
+    assert_saved_is(last_run, "last.ckpt")
+
+
+@pytest.mark.slow
+def test_keep_last_with_ema_saves_the_average_at_the_last_epoch(uid_dataset: dict, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert train(uid_dataset, run, "-e", "2", "-lr", "0.1", "--scheduler", "none", "--ema", "0.9", "--keep",
+                 "last") == 0
+    assert json.loads((run / "metrics.json").read_text())["best_checkpoint"]["epoch"] == 1  # not the one saved
+    assert_saved_is(run, "last.ckpt")  # the checkpoint's state_dict is the average
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    current = {k.removeprefix("model."): v for k, v in last["current_model_state"].items()}
+    averaged = weights_of(run, "last.ckpt")
+    name = next(k for k in averaged if k.endswith("weight") and averaged[k].dim() > 1)
+    assert not torch.equal(averaged[name], current[name])
+
+
+def test_keep_last_with_patience_is_an_error_naming_both(uid_dataset: dict, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    assert train(uid_dataset, tmp_path / "run", "--keep", "last", "--patience", "3") == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "--patience 3 with --keep last" in error
+    assert not (tmp_path / "run").exists()
