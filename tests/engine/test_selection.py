@@ -159,11 +159,15 @@ def test_keep_last_saves_the_last_epoch_although_validation_liked_an_earlier_one
 
 
 @pytest.mark.slow
-def test_keep_last_with_ema_saves_the_average_at_the_last_epoch(uid_dataset: dict, tmp_path: Path) -> None:
+def test_keep_last_with_ema_saves_the_average_at_the_last_epoch_and_keeps_the_best_checkpoints(
+        uid_dataset: dict, tmp_path: Path) -> None:
     run = tmp_path / "run"
     assert train(uid_dataset, run, "-e", "2", "-lr", "0.1", "--scheduler", "none", "--ema", "0.9", "--keep",
-                 "last") == 0
-    assert json.loads((run / "metrics.json").read_text())["best_checkpoint"]["epoch"] == 1  # not the one saved
+                 "last", "--save_top_k", "2") == 0
+    best = json.loads((run / "metrics.json").read_text())["best_checkpoint"]
+    assert best["epoch"] == 1  # not the one saved
+    kept = sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.startswith("best-"))
+    assert len(kept) == 2 and sorted(best["kept"]) == kept  # --save_top_k: kept for inspection
     assert_saved_is(run, "last.ckpt")  # the checkpoint's state_dict is the average
     last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     current = {k.removeprefix("model."): v for k, v in last["current_model_state"].items()}

@@ -321,8 +321,8 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
         return {}  # rank 0 scores the kept weights once and writes every output
     if earlier_log is not None:
         _merge_logs(earlier_log, log_csv)
-    kept, selection = (_keep_weights(module, best, config.train.keep) if trains(config.train)
-                       else ("untrained (--epochs 0)", {}))
+    kept, best_epoch = (_keep_weights(module, best, config.train.keep) if trains(config.train)
+                        else ("untrained (--epochs 0)", {}))
     save_weights(model, exp_dir / MODEL_FILE)
     if log_csv.is_file():
         plot_training_curves(log_csv, exp_dir / PLOT_DIR / TRAINING_CURVES_PLOT)
@@ -337,7 +337,7 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
     metrics["weights"] = kept
     metrics["validation"] = (f"{len(prepared.tables['val'])} rows" if "val" in prepared.tables
                              else "none: the last epoch is kept")
-    metrics.update(selection)  # the best validation epoch's monitored value, as training logged it
+    metrics.update(best_epoch)  # the best validation epoch's monitored value, as training logged it
     metrics["trained"] = trains(config.train)
     if imported is not None:
         metrics["started_from"] = STARTED_FROM
