@@ -420,7 +420,7 @@ SEED_DEFAULTS = {
                    "features.freqm": 0, "features.timem": 0, "audio.channel_mode": "sum", "train.keep": "last"},
     "naip_ssast_pretrain": {"model.model": "ssast", "train.scheduler": "onecycle", "train.learning_rate": 1e-4,
                             "features.target_length": 1024, "audio.channel_mode": "sum", "data.val_size": 0,
-                            "train.keep": "last"},
+                            "features.pad": "zero_before_norm", "train.keep": "last"},
     "ser_vft": {"train.learning_rate": 1e-4, "train.batch_size": 64, "train.epochs": 15, "train.optim": "adam",
                 "train.class_weights": "balanced", "audio.eval_clip_length": 0.0, "runtime.num_workers": 4,
                 "classifier.frame_activation": "relu", "classifier.pool_drop_last": True, "data.val_size": 0,
