@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 
 from audiotune import storage
 from audiotune.cli.command import Command
@@ -35,13 +36,17 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from audiotune.data.folds import FoldOptions
     from audiotune.engine.cv import cross_validate
+    from audiotune.engine.cv_encoders import fold_paths
     from audiotune.engine.report import report_when_done
+    from audiotune.models.backbones import refuse_inactive, resolve_config
 
     quiet_lightning(args.verbose)
     config = config_from_args(args)
     if config.train.val_share:
         raise ValueError("--val_share: cv folds take their validation from --val_group (next, draw: --val_size "
                          "groups, none)")
+    if not fold_paths(config):  # an encoder per fold is checked per fold, once the folds are known
+        refuse_inactive(resolve_config(copy.deepcopy(config)))  # as each run would, before the folds are written
     options = FoldOptions(folds=args.folds, group=args.group, stratify=args.stratify,
                           val_group=args.val_group, audio_dir=args.audio_dir, json_label=args.json_label)
     result = cross_validate(config, config.data.data_split_root, options, args.repeats)

@@ -51,6 +51,11 @@ def encoder_paths(config: RunConfig) -> dict[str, str]:
     return {name: str(value) for name, value in paths.items() if value}
 
 
+def fold_paths(config: RunConfig) -> list[str]:
+    """The encoder path options of ``config`` that hold the placeholder: an encoder per fold."""
+    return [name for name, path in encoder_paths(config).items() if FOLD_PLACEHOLDER in path]
+
+
 def fold_config(config: RunConfig, fold: str) -> RunConfig:
     """A copy of ``config`` whose encoder paths name ``fold`` where they hold the placeholder."""
     out = copy.deepcopy(config)
@@ -69,20 +74,19 @@ def _exists(path: str) -> bool:
 
 def fold_configs(config: RunConfig, folds: list[Fold]) -> dict[str, RunConfig]:
     """Each fold's run config (its encoder paths' placeholder filled in); every fold's encoder must exist (one
-    error naming each missing one), be one its runs can start from (as they resolve it) and not have been
-    pretrained on the fold's test clips (:func:`check_pretraining`), before anything is written."""
-    per_fold = [name for name, path in encoder_paths(config).items() if FOLD_PLACEHOLDER in path]
+    error naming each missing one), be one its runs can start from (as they resolve it: per fold where the paths
+    hold the placeholder) and not have been pretrained on the fold's test clips (:func:`check_pretraining`), before
+    anything is written."""
+    per_fold = fold_paths(config)
     configs = {fold.name: fold_config(config, fold.name) for fold in folds}
     missing = [f"{fold}: --{name} {encoder_paths(configs[fold])[name]}" for fold in configs for name in per_fold
                if not _exists(encoder_paths(configs[fold])[name])]
     if missing:
         raise DataError(f"{len(missing)} of the folds' encoders not found ({FOLD_PLACEHOLDER} is each fold's name):"
                         "\n  " + "\n  ".join(missing))
-    for fold_run in configs.values() if per_fold else list(configs.values())[:1]:
-        refuse_inactive(resolve_config(copy.deepcopy(fold_run)))  # as each run would
-    for fold in folds:
-        if per_fold:
-            fold.info["encoder"] = {name: encoder_paths(configs[fold.name])[name] for name in per_fold}
+    for fold in folds if per_fold else ():  # (one encoder for all: the command checked it before reading the folds)
+        refuse_inactive(resolve_config(copy.deepcopy(configs[fold.name])))  # as each run would
+        fold.info["encoder"] = {name: encoder_paths(configs[fold.name])[name] for name in per_fold}
     check_pretraining(configs, folds, config.data.allow_overlap)
     return configs
 
