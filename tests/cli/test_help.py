@@ -47,7 +47,7 @@ def test_every_config_option_shows_its_default(capsys, monkeypatch) -> None:
 def test_own_options_first_then_shared_groups_then_examples(capsys, monkeypatch) -> None:
     cv = help_text(capsys, monkeypatch, "cv", "--help")
     assert cv.index("\nfolds:") < cv.index("\ndata:") < cv.index("\ncloud storage")
-    assert cv.rstrip().splitlines()[-4] == "examples:" and "audiotune cv -d table.csv" in cv.splitlines()[-3]
+    assert cv.rstrip().splitlines()[-5] == "examples:" and "audiotune cv -d table.csv" in cv.splitlines()[-4]
     train = help_text(capsys, monkeypatch, "train", "--help")
     assert train.index("--hypertune_metric") < train.index("\ndata:")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = sorted((REPO / "examples" / "from_seed").glob("*.sh"))
@@ -36,10 +37,14 @@ def check_naip_ssast(out: Path) -> None:
 
 
 def check_ser_w2v2(out: Path) -> None:
-    """Three cross-validations (V-FT, TAPT, P-TAPT encoders) over the three session folds, no validation."""
-    for encoder in ("tapt", "ptapt"):
-        assert (out / encoder / "encoder" / "config.json").is_file()
-    assert pd.read_parquet(out / "labels.parquet")["k"].nunique() == 2
+    """Three cross-validations (V-FT, TAPT, P-TAPT encoders) over the three session folds, no validation; every
+    fold of TAPT and P-TAPT fine-tunes the encoder pretrained on its own Train part."""
+    for k in (1, 2, 3):
+        for encoder in ("tapt", "ptapt"):
+            assert (out / f"{encoder}_fold_{k}" / "encoder" / "config.json").is_file()
+            config = yaml.safe_load((out / f"{encoder}_ft" / f"fold_{k}" / "run_1" / "config.yaml").read_text())
+            assert Path(config["model"]["checkpoint"]).parts[-2:] == (f"{encoder}_fold_{k}", "encoder")
+        assert pd.read_parquet(out / f"labels_fold_{k}.parquet")["k"].nunique() == 2
     for run in ("vft", "tapt_ft", "ptapt_ft"):
         summary = json.loads((out / run / "cv_summary.json").read_text())
         assert summary["folds"] == 3 and summary["runs"] == 3

@@ -154,9 +154,9 @@ def build_workspace(root: Path) -> Path:
         f"long/rec{n}.wav,{t + 0.5},{'ab'[t % 2]}\n" for n in range(2) for t in range(1, 8)))
     (root / "recordings.csv").write_text("path,label\nlong/rec0.wav,a\nlong/rec1.wav,b\n")
     # speech-emotion fold files over an audio folder (utterance names relative to it); Val empty, as the seed's;
-    # fold 1 trains on more than the 50 utterances that `train` draws for validation from a file without Val,
-    # whose frames (50 per second) outnumber the 4096 clusters of `cluster`
-    names = {f"Ses0{s}/utt{k}.wav": ["neutral", "happy"][k % 2] for s, count in ((1, 6), (2, 52)) for k in range(count)}
+    # each fold trains on more than the 50 utterances that `train` draws for validation from a file without Val,
+    # whose frames (50 per second) outnumber the 4096 clusters of `cluster` (P-TAPT clusters every fold's Train)
+    names = {f"Ses0{s}/utt{k}.wav": ["neutral", "happy"][k % 2] for s in (1, 2) for k in range(52)}
     for number, (name, label) in enumerate(names.items()):
         _wav(root / "IEMOCAP" / name, tone(300 + 500 * (label == "happy"), 1.8, 16000, seed=number), 16000)
     (root / "labels").mkdir()

@@ -8,7 +8,7 @@ from audiotune import storage
 from audiotune.cli.command import Command
 from audiotune.cli.flags import add_config_flags, config_from_args, declare_role
 from audiotune.cli.show import quiet_lightning
-from audiotune.data.folds import VAL_GROUPS
+from audiotune.data.folds import FOLD_PLACEHOLDER, VAL_GROUPS
 from audiotune.storage import Role
 
 
@@ -36,6 +36,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from audiotune.data.folds import FoldOptions
     from audiotune.engine.cv import cross_validate
+    from audiotune.engine.cv_encoders import fold_paths
     from audiotune.engine.report import report_when_done
     from audiotune.models.backbones import refuse_inactive, resolve_config
 
@@ -44,7 +45,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if config.train.val_share:
         raise ValueError("--val_share: cv folds take their validation from --val_group (next, draw: --val_size "
                          "groups, none)")
-    refuse_inactive(resolve_config(copy.deepcopy(config)))  # as each run would, before the folds are written
+    if not fold_paths(config):  # an encoder per fold is checked per fold, once the folds are known
+        refuse_inactive(resolve_config(copy.deepcopy(config)))  # as each run would, before the folds are written
     options = FoldOptions(folds=args.folds, group=args.group, stratify=args.stratify,
                           val_group=args.val_group, audio_dir=args.audio_dir, json_label=args.json_label)
     result = cross_validate(config, config.data.data_split_root, options, args.repeats)
@@ -81,8 +83,12 @@ COMMAND = Command(
     "cv", "cross-validation: every fold x --repeats seeds as run directories, then cv_summary.json", arguments, run,
     description="-d is a table (.csv; folds by --group, or --folds K), a folder of fold_N/ split folders, or a "
                 "folder of JSON split files ({\"Train\": ..., \"Val\": ..., \"Test\": ...}). Every other flag is a "
-                "train flag. Run the same command again to resume.",
+                f"train flag. {FOLD_PLACEHOLDER} in -c (or --pretrained_mdl_path) is each fold's name (fold_1, fold_2, "
+                "...): an encoder per fold; one that `audiotune pretrain` wrote must not have heard the fold's test "
+                "clips (--allow_overlap: scored anyway). Run the same command again to resume.",
     examples="audiotune cv -d table.csv -l labels.txt -o cv --group subject    (leave one subject out)\n"
              "audiotune cv -d table.csv -l labels.txt -o cv --folds 5 --stratify label --repeats 3\n"
-             "audiotune cv --config ecapa_new_speakers -d table.csv -l labels.txt -o cv --group subject",
+             "audiotune cv --config ecapa_new_speakers -d table.csv -l labels.txt -o cv --group subject\n"
+             f"audiotune cv --model hf -c 'runs/tapt_{FOLD_PLACEHOLDER}/encoder' -d folds/ --audio_dir wavs/ -o cv    "
+             "(the encoder pretrained on each fold's training part)",
     after_interrupt="finished runs are kept; run the same command again to go on")

@@ -35,6 +35,7 @@ from audiotune.data.splits import draw_validation, group_values, kfold_tables
 
 VAL_GROUPS = ("auto", "next", "draw", "none")
 FOLD_DIR = re.compile(r"^fold_(\d+)$")
+FOLD_PLACEHOLDER = "{fold}"  # in a path option of cv (an encoder per fold): the name of each fold, as Fold.name
 
 
 @dataclass

@@ -52,6 +52,7 @@ from audiotune.data.json_splits import json_label_groups
 from audiotune.data.labels import read_label_file
 from audiotune.data.loading import check_sampler_options
 from audiotune.data.prepare import check_labels, check_no_validation
+from audiotune.engine.cv_encoders import fold_configs
 from audiotune.engine.evaluate import prediction_table
 from audiotune.engine.inference import inference_device
 from audiotune.engine.metrics import compute_metrics
@@ -98,9 +99,8 @@ def run_directory(exp_dir: Path, fold: Fold, repeat: int) -> Path:
 
 def finished_metrics(run_dir: Path) -> dict | None:
     """The metrics of a run that finished (its metrics.json has the keys training writes last), else None."""
-    path = run_dir / METRICS_FILE
     try:
-        metrics = json.loads(path.read_text())
+        metrics = json.loads((run_dir / METRICS_FILE).read_text())
     except (OSError, json.JSONDecodeError):
         return None
     return metrics if isinstance(metrics, dict) and "epochs_run" in metrics else None
@@ -135,12 +135,11 @@ def _check_cv_config(exp_dir: Path, record: dict) -> None:
     repeats of it (its finished runs are kept and the new repeats added)."""
     path = exp_dir / CV_CONFIG_FILE
     earlier = read_settings_record(path, record)
-    if earlier is not None:
-        if (isinstance(earlier, dict) and isinstance(earlier.get("repeats"), int)
-                and earlier["repeats"] < record["repeats"] and {**earlier, "repeats": record["repeats"]} == record):
-            log.warning("%s: %d repeat(s) per fold instead of %d: finished runs are kept, the new ones added",
-                        exp_dir, record["repeats"], earlier["repeats"])
-            return
+    if (isinstance(earlier, dict) and isinstance(earlier.get("repeats"), int)
+            and earlier["repeats"] < record["repeats"] and {**earlier, "repeats": record["repeats"]} == record):
+        log.warning("%s: %d repeat(s) per fold instead of %d: finished runs are kept, the new ones added",
+                    exp_dir, record["repeats"], earlier["repeats"])
+        return
     check_settings_record(path, record, "a cross-validation", "resume it (or add repeats)")
 
 
@@ -370,6 +369,7 @@ def _cross_validate(config: RunConfig, source: str, options: FoldOptions, repeat
     for fold in folds:  # every fold's labels, before the first run trains
         if groups:
             check_labels(fold.tables, groups, config.data.na_values, fold.name)
+    configs = fold_configs(config, folds)  # each fold's encoder: found, and not pretrained on the fold's test clips
     record = _cv_record(config, source, options, repeats)
     _check_cv_config(exp_dir, record)
     owned.start()
@@ -390,7 +390,7 @@ def _cross_validate(config: RunConfig, source: str, options: FoldOptions, repeat
             if metrics is None:
                 if owned.writes:
                     log.warning("%s run %d/%d (seed %d)", fold.name, repeat + 1, repeats, seed)
-                _run_one(config, exp_dir / fold.name, run_dir, seed)
+                _run_one(configs[fold.name], exp_dir / fold.name, run_dir, seed)
                 if not owned.writes:
                     continue  # rank 0 scores and writes the run
                 metrics = finished_metrics(run_dir)

@@ -1,0 +1,188 @@
+"""The encoder each fold of ``audiotune cv`` starts from, and the check that no fold is scored on clips its encoder
+was pretrained on.
+
+An encoder path holding ``{fold}`` (``-c 'runs/tapt_{fold}/encoder'``, SSAST's ``--pretrained_mdl_path``: every
+input path the model section and the chosen backbone declare) names one encoder per fold: ``{fold}`` becomes the
+fold's name (``fold_1``, ``fold_2``, ..., the folders cv writes its runs to), as the speech-emotion recipe pretrained
+one TAPT / P-TAPT encoder per held-out session on that fold's Train part only. Every fold's path must exist before
+anything is written.
+
+An encoder written by ``audiotune pretrain`` names its run directory's data (config.yaml's ``-d``, ``-i``, read
+from the working directory its command.json records): pretraining read that source's train and val parts (all of
+it when it has no train part). A fold whose test clips (same audio file, overlapping span) are among them would be
+scored on what its encoder was pretrained on: an error naming the fold, the encoder and how many, unless
+``--allow_overlap``; a pretraining source that cannot be read any more is an error too, rather than a guess.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from audiotune import storage
+from audiotune.config import RunConfig, load_config
+from audiotune.data.errors import DataError
+from audiotune.data.folds import FOLD_PLACEHOLDER, Fold
+from audiotune.data.layout import attach_paths, read_splits
+from audiotune.models.backbones import options_classes, refuse_inactive, resolve_config
+from audiotune.outputs import CONFIG_FILE, command_history
+from audiotune.storage import Role
+
+log = logging.getLogger(__name__)
+
+
+def _is_input(spec: dataclasses.Field) -> bool:
+    return spec.metadata.get("role") is Role.INPUT
+
+
+def encoder_paths(config: RunConfig) -> dict[str, str]:
+    """``{option: path}`` of the encoder's input paths that are set: the model section's (``--checkpoint``) and
+    the chosen backbone's own (SSAST's ``--pretrained_mdl_path``), as their options declare them."""
+    paths = {spec.name: getattr(config.model, spec.name) for spec in dataclasses.fields(config.model)
+             if _is_input(spec)}
+    own = options_classes().get(config.model.model)
+    if own is not None:
+        paths |= {spec.name: config.model.options.get(spec.name) for spec in dataclasses.fields(own) if _is_input(spec)}
+    return {name: str(value) for name, value in paths.items() if value}
+
+
+def fold_paths(config: RunConfig) -> list[str]:
+    """The encoder path options of ``config`` that hold the placeholder: an encoder per fold."""
+    return [name for name, path in encoder_paths(config).items() if FOLD_PLACEHOLDER in path]
+
+
+def fold_config(config: RunConfig, fold: str) -> RunConfig:
+    """A copy of ``config`` whose encoder paths name ``fold`` where they hold the placeholder."""
+    out = copy.deepcopy(config)
+    for name, path in encoder_paths(config).items():
+        if FOLD_PLACEHOLDER in path:
+            if hasattr(out.model, name):
+                setattr(out.model, name, path.replace(FOLD_PLACEHOLDER, fold))
+            else:
+                out.model.options[name] = path.replace(FOLD_PLACEHOLDER, fold)
+    return out
+
+
+def _exists(path: str) -> bool:
+    return storage.isfile(path) or storage.isdir(path)
+
+
+def fold_configs(config: RunConfig, folds: list[Fold]) -> dict[str, RunConfig]:
+    """Each fold's run config (its encoder paths' placeholder filled in); every fold's encoder must exist (one
+    error naming each missing one), be one its runs can start from (as they resolve it: per fold where the paths
+    hold the placeholder) and not have been pretrained on the fold's test clips (:func:`check_pretraining`), before
+    anything is written."""
+    per_fold = fold_paths(config)
+    configs = {fold.name: fold_config(config, fold.name) for fold in folds}
+    missing = [f"{fold}: --{name} {encoder_paths(configs[fold])[name]}" for fold in configs for name in per_fold
+               if not _exists(encoder_paths(configs[fold])[name])]
+    if missing:
+        raise DataError(f"{len(missing)} of the folds' encoders not found ({FOLD_PLACEHOLDER} is each fold's name):"
+                        "\n  " + "\n  ".join(missing))
+    for fold in folds if per_fold else ():  # (one encoder for all: the command checked it before reading the folds)
+        refuse_inactive(resolve_config(copy.deepcopy(configs[fold.name])))  # as each run would
+        fold.info["encoder"] = {name: encoder_paths(configs[fold.name])[name] for name in per_fold}
+    check_pretraining(configs, folds, config.data.allow_overlap)
+    return configs
+
+
+def pretrain_run(path: str) -> Path | None:
+    """The run directory of ``audiotune pretrain`` that wrote the encoder at ``path`` (the folder itself or the one
+    holding it: ``RUN/encoder``, ``RUN/model.safetensors``), or None."""
+    if storage.is_remote(path) or not os.path.exists(path):
+        return None
+    place = Path(path).resolve()
+    for folder in (place, place.parent):
+        if (folder / CONFIG_FILE).is_file():
+            try:
+                pretrained = bool(load_config(folder / CONFIG_FILE).model.objective)
+            except (OSError, ValueError):
+                continue
+            return folder if pretrained else None
+    return None
+
+
+def _absolute(path: str, cwd: str | None, what: str) -> str:
+    if not path or storage.is_remote(path) or os.path.isabs(path):
+        return path
+    if cwd is None:
+        raise DataError(f"{what} {path} is relative and the run records no working directory")
+    return os.path.join(cwd, path)
+
+
+def pretrained_rows(run_dir: Path) -> pd.DataFrame:
+    """The rows ``audiotune pretrain`` read in ``run_dir`` (its source's train and val parts, or all of it), each
+    with its audio ``path``; DataError when its config does not say, or the source cannot be read."""
+    config = load_config(run_dir / CONFIG_FILE)
+    history = command_history(run_dir)
+    cwd = str(history[-1]["cwd"]) if history and history[-1].get("cwd") else None
+    root = _absolute(config.data.data_split_root, cwd, "-d")
+    prefix = _absolute(config.data.prefix, cwd, "-i")
+    tables = read_splits(root, prefix, config.data.na_values)
+    if "train" in tables:
+        tables = {name: table for name, table in tables.items() if name in ("train", "val")}
+    rows = [attach_paths(table, prefix, config.data.study, name)[0] for name, table in tables.items()]
+    return pd.concat(rows)
+
+
+def _spans(table: pd.DataFrame) -> list[tuple[str, float, float]]:
+    """(audio file, start, end) of every row; a row without offset or duration spans its file to the end."""
+    offsets = pd.to_numeric(table["offset"], errors="coerce") if "offset" in table else pd.Series(0.0, table.index)
+    durations = pd.to_numeric(table["duration"], errors="coerce") if "duration" in table else \
+        pd.Series(math.nan, table.index)
+    spans = []
+    for path, offset, duration in zip(table["path"].astype(str), offsets, durations):
+        start = 0.0 if pd.isna(offset) else float(offset)
+        place = path if storage.is_remote(path) else os.path.realpath(path)
+        spans.append((place, start, math.inf if pd.isna(duration) else start + float(duration)))
+    return spans
+
+
+def shared_clips(test: pd.DataFrame, pretrained: pd.DataFrame) -> int:
+    """How many rows of ``test`` (with ``path``) hear audio among the ``pretrained`` rows: the same file and an
+    overlapping span."""
+    seen: dict[str, list[tuple[float, float]]] = {}
+    for place, start, end in _spans(pretrained):
+        seen.setdefault(place, []).append((start, end))
+    return sum(any(start < other_end and other_start < end for other_start, other_end in seen.get(place, ()))
+               for place, start, end in _spans(test))
+
+
+def check_pretraining(configs: dict[str, RunConfig], folds: list[Fold], allow: bool) -> None:
+    """No fold's encoder was pretrained (by ``audiotune pretrain``) on any of the fold's test clips: one error
+    naming each such fold, its encoder and how many, unless ``allow`` (then a warning; folds.json records it)."""
+    problems: list[str] = []
+    read: dict[Path, pd.DataFrame] = {}  # each pretraining run's rows, read once
+    for fold in folds:
+        config = configs[fold.name]
+        for name, path in encoder_paths(config).items():
+            run_dir = pretrain_run(path)
+            if run_dir is None:
+                continue
+            test, _ = attach_paths(fold.tables["test"], config.data.prefix, config.data.study, "test")
+            try:
+                rows = read[run_dir] if run_dir in read else read.setdefault(run_dir, pretrained_rows(run_dir))
+            except (DataError, OSError) as err:
+                problems.append(f"{fold.name}: --{name} {path} was pretrained by `audiotune pretrain` ({run_dir}) on "
+                                f"data that cannot be read now, so whether it heard this fold's test clips cannot be "
+                                f"told: {err}")
+                continue
+            shared = shared_clips(test, rows)
+            if shared:
+                problems.append(f"{fold.name}: --{name} {path} was pretrained ({run_dir}) on {shared} of this fold's "
+                                f"{len(test)} test clips")
+                fold.info["encoder_pretrained_on_test_clips"] = shared
+    if not problems:
+        return
+    if not allow:
+        raise DataError("a fold would be scored on clips its encoder was pretrained on (inflated test scores):\n  "
+                        + "\n  ".join(problems) + f"\n(pretrain one encoder per fold on its training part and name "
+                        f"it with {FOLD_PLACEHOLDER}, e.g. -c 'runs/tapt_{FOLD_PLACEHOLDER}/encoder'; or pass "
+                        "--allow_overlap to score them anyway)")
+    for problem in problems:
+        log.warning("%s (--allow_overlap)", problem)
