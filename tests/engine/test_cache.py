@@ -103,6 +103,9 @@ def test_the_key_is_the_input_the_model_reads() -> None:
     other.features.num_mel_bins = 40
     assert preprocessing_digest(other, input_spec(other), "mean") != key
     assert preprocessing_digest(asked, inputs.whole_clips(), "mean") != key  # another crop: another encoding
+    centred = copy.deepcopy(asked)
+    centred.audio.remove_dc = True  # the clips less their mean: another encoding of MFCC or waveform inputs
+    assert preprocessing_digest(centred, input_spec(centred), "mean") != key
     for name, value in (("frame_activation", "relu"), ("pool_drop_last", True)):  # other frames pooled
         pooled = copy.deepcopy(asked)
         setattr(pooled.classifier, name, value)

@@ -78,6 +78,9 @@ class AudioConfig:
                                            "evaluate, extract), in seconds: 0 keeps whole clips (as the seed "
                                            "emotion system tested), -1 the same crop as --clip_length",
                                            valid=(-1, INF, True, False))
+    remove_dc: bool = option(False, "subtract each clip's mean after the channel mode and crop, before any feature "
+                                    "(a DC offset moves MFCCs and raw waveforms; fbank removes it per frame), as "
+                                    "the NAIP seeds did")
 
 
 @dataclass
