@@ -138,6 +138,14 @@ NAIP_ECAPA: list[Flag] = [
     (["--reduce", "True"], {"spec.channel_mode": "sum"}),  # what the model is fed
     (["--fbank", "True", "--n_mfcc", "40"], "--features mfcc"),
     (["--fbank", "True", "--n_mels", "40", "--num_mel_bins", "64"], "--num_mel_bins"),
+    # its MFCC mode ignored the fbank-only flags (seed-notes 4.2), which act on MFCCs here
+    (["--fbank", "False", "--dataset_mean", "-4.27", "--dataset_std", "4.57", "--freqm", "5", "--noise", "True"],
+     "--dataset_mean, --dataset_std, --freqm, --noise: the ECAPA seed's --fbank False (MFCC) ignored them"),
+    (["--fbank", "False", "--timem", "10"], "write --features mfcc instead of --fbank False"),
+    (["--fbank", "False", "--freqm", "0", "--timem", "0", "--noise", "False"],  # what its MFCC mode did
+     {"spec.features": "mfcc", "spec.freqm": 0, "spec.timem": 0, "spec.noise": False}),
+    (["--features", "mfcc", "--dataset_mean", "-4.27", "--dataset_std", "4.57", "--freqm", "5"],
+     {"spec.features": "mfcc", "spec.dataset_mean": -4.27, "spec.dataset_std": 4.57, "spec.freqm": 5}),
 ]
 
 PRECISION: list[Flag] = [(["--precision", "32"], {"runtime.precision": "32"}),
@@ -409,13 +417,13 @@ RECIPES = recipe_root() / "seeds"
 SEED_DEFAULTS = {
     "naip_w2v2": {"model.model": "hf", "audio.channel_mode": "sum", "train.scheduler": "none", "data.seed": 4200,
                   "model.frozen_train_mode": True, "options.mask_time_prob": 0.05, "options.layerdrop": "checkpoint",
-                  "classifier.layer_weights": "raw"},
+                  "classifier.layer_weights": "raw", "audio.remove_dc": True},
     "naip_ssast": {"model.model": "ssast", "classifier.layernorm": True, "train.scheduler": "onecycle",
                    "train.learning_rate": 1e-4, "features.target_length": 1024, "audio.channel_mode": "sum",
                    "options.pretrained_mdl_path": "SSAST-Base-Frame-400.pth", "classifier.layer_weights": "raw",
-                   "features.pad": "zero_before_norm"},
+                   "features.pad": "zero_before_norm", "audio.remove_dc": True},
     "naip_ecapa": {"model.model": "ecapa_tdnn", "features.features": "mfcc", "train.scheduler": "none",
-                   "features.freqm": 0, "features.timem": 0, "audio.channel_mode": "sum"},
+                   "features.freqm": 0, "features.timem": 0, "audio.channel_mode": "sum", "audio.remove_dc": True},
     "ser_vft": {"train.learning_rate": 1e-4, "train.batch_size": 64, "train.epochs": 15, "train.optim": "adam",
                 "train.class_weights": "balanced", "audio.eval_clip_length": 0.0, "runtime.num_workers": 4,
                 "classifier.frame_activation": "relu", "classifier.pool_drop_last": True, "data.val_size": 0,
