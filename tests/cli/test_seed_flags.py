@@ -475,3 +475,18 @@ def test_the_seeds_extraction_without_a_fine_tuned_model_reads_the_encoder_flags
     # with a run, the SSAST seed's --task chooses the tokens pt embeddings pool (read by `extract`)
     assert vars(parser().parse_args(["extract", "-mp", "run", "-d", "t.csv", "--task", "ft_avgtok"]))[
         "options.task"] == "ft_avgtok"
+
+
+def test_the_ecapa_seed_s_mfcc_switch_with_its_fbank_only_flags_is_refused_before_anything_is_written(
+        tmp_path, capsys: pytest.CaptureFixture) -> None:
+    """Its --fbank False ignored them; applied to MFCCs here, they would train another model than the seed's."""
+    from audiotune.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--model", "ecapa_tdnn", "-d", str(tmp_path), "-l", "labels.txt", "-o", str(run),
+                 "--fbank", "False", "--dataset_mean", "-4.27", "--dataset_std", "4.57", "--freqm", "5",
+                 "--noise", "True"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err and not run.exists()
+    assert "--dataset_mean, --dataset_std, --freqm, --noise: the ECAPA seed's --fbank False (MFCC) ignored them" in err
+    assert "write --features mfcc instead of --fbank False" in err
