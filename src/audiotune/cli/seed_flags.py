@@ -8,11 +8,11 @@ import argparse
 from typing import Any
 
 from audiotune.config import BARE, RETIRED_FLAGS, RETIRED_IN_COMMAND, RETIRED_VALUES, RunConfig
+from audiotune.config.sections import ECAPA_MFCC_IGNORED
 
 # the ECAPA seed's --fbank True read its MFCC size flags as the fbank's size (bins, frames)
 FBANK_SEED_SIZES = {"n_mels": "num_mel_bins", "n_fft": "target_length"}
 MFCC_ONLY = ("n_mfcc", "n_mels", "n_fft")
-FBANK_ONLY = ("dataset_mean", "dataset_std", "freqm", "timem", "noise")  # the ECAPA seed's MFCC mode ignored them
 
 
 def apply_seed_spellings(args: argparse.Namespace, config: RunConfig) -> None:
@@ -29,7 +29,7 @@ def _seed_feature_sizes(args: argparse.Namespace, config: RunConfig) -> None:
     ignored its fbank-only flags, which act on MFCCs here: given with a value that acts, they are refused."""
     given = vars(args)
     if given.get("fbank") is False:
-        acting = [name for name in FBANK_ONLY if given.get(f"features.{name}")]
+        acting = [name for name in ECAPA_MFCC_IGNORED if given.get(f"features.{name}")]
         if acting:
             shown = ", ".join(f"--{name}" for name in acting)
             raise ValueError(f"{shown}: the ECAPA seed's --fbank False (MFCC) ignored them (fbank only); leave them "

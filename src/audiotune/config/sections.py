@@ -126,6 +126,11 @@ class FeatureConfig:
                                      valid=(0.5, 2, True, True), training_only=True)
 
 
+# the ECAPA seed's fbank-only feature options, which its MFCC mode (--fbank False) ignored: the value doing nothing
+ECAPA_MFCC_IGNORED: dict[str, Any] = {"dataset_mean": None, "dataset_std": None, "freqm": 0, "timem": 0,
+                                      "noise": False}
+
+
 @dataclass
 class ModelConfig:
     model: str = option("ecapa_tdnn", "backbone (every file of models/backbones/ that registers one)")

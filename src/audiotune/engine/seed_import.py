@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import save_file
 
 from audiotune.config import HeadSpec, RunConfig, save_config
+from audiotune.config.sections import ECAPA_MFCC_IGNORED
 from audiotune.models.backbones import resolve_config
 from audiotune.models.backbones.hf_checkpoint import weights_quietly
 from audiotune.models.checkpoint import build_classifier, save_weights
@@ -89,8 +90,6 @@ LAYOUTS = (
     SeedLayout("naip-ecapa-tdnn", "ecapa_tdnn", "model.blocks.0.conv.conv.weight",
                (("model.", "backbone.ecapa."), *HEADS), encoder="ecapa", fixed=CENTRED),
 )
-# the ECAPA seed's fbank-only arguments, unused by its MFCC mode: what does nothing here (None: left out)
-MFCC_UNUSED = {"dataset_mean": None, "dataset_std": None, "freqm": 0, "timem": 0, "noise": False}
 SKIPPED_ARGS = ("mode", "exp_dir", "dataset", "trained_mdl_path", "finetuned_mdl_path", "pretrained_mdl_path",
                 "embedding_type", "hp_tuning", "new_checkpoint", "debug", "lib", "cloud", "cloud_dir", "bucket_name",
                 "project_name")  # how the seed run was started, not what it trained
@@ -183,7 +182,7 @@ def _mfcc_mode(flags: dict[str, Any]) -> list[str]:
     that held a value."""
     flags["fbank"] = False  # also for an args.pkl without it: MFCC was the seed's default
     notes = []
-    for name, unused in MFCC_UNUSED.items():
+    for name, unused in ECAPA_MFCC_IGNORED.items():
         if flags.get(name):
             notes.append(f"--{name} {flags[name]}: fbank only in the ECAPA seed, unused by its MFCC mode (--fbank "
                          f"False); imported " + ("without it" if unused is None else f"as --{name} {unused}"))
