@@ -140,6 +140,14 @@ NAIP_ECAPA: list[Flag] = [
     (["--reduce", "True"], {"spec.channel_mode": "sum"}),  # what the model is fed
     (["--fbank", "True", "--n_mfcc", "40"], "--features mfcc"),
     (["--fbank", "True", "--n_mels", "40", "--num_mel_bins", "64"], "--num_mel_bins"),
+    # its MFCC mode ignored the fbank-only flags (seed-notes 4.2), which act on MFCCs here
+    (["--fbank", "False", "--dataset_mean", "-4.27", "--dataset_std", "4.57", "--freqm", "5", "--noise", "True"],
+     "--dataset_mean, --dataset_std, --freqm, --noise: the ECAPA seed's --fbank False (MFCC) ignored them"),
+    (["--fbank", "False", "--timem", "10"], "write --features mfcc instead of --fbank False"),
+    (["--fbank", "False", "--freqm", "0", "--timem", "0", "--noise", "False"],  # what its MFCC mode did
+     {"spec.features": "mfcc", "spec.freqm": 0, "spec.timem": 0, "spec.noise": False}),
+    (["--features", "mfcc", "--dataset_mean", "-4.27", "--dataset_std", "4.57", "--freqm", "5"],
+     {"spec.features": "mfcc", "spec.dataset_mean": -4.27, "spec.dataset_std": 4.57, "spec.freqm": 5}),
 ]
 
 PRECISION: list[Flag] = [(["--precision", "32"], {"runtime.precision": "32"}),
@@ -411,16 +419,18 @@ RECIPES = recipe_root() / "seeds"
 SEED_DEFAULTS = {
     "naip_w2v2": {"model.model": "hf", "audio.channel_mode": "sum", "train.scheduler": "none", "data.seed": 4200,
                   "model.frozen_train_mode": True, "options.mask_time_prob": 0.05, "options.layerdrop": "checkpoint",
-                  "classifier.layer_weights": "raw", "train.keep": "last"},
+                  "classifier.layer_weights": "raw", "train.keep": "last",
+                  "audio.remove_dc": True},
     "naip_ssast": {"model.model": "ssast", "classifier.layernorm": True, "train.scheduler": "onecycle",
                    "train.learning_rate": 1e-4, "features.target_length": 1024, "audio.channel_mode": "sum",
                    "options.pretrained_mdl_path": "SSAST-Base-Frame-400.pth", "classifier.layer_weights": "raw",
-                   "features.pad": "zero_before_norm", "train.keep": "last"},
+                   "features.pad": "zero_before_norm", "train.keep": "last", "audio.remove_dc": True},
     "naip_ecapa": {"model.model": "ecapa_tdnn", "features.features": "mfcc", "train.scheduler": "none",
-                   "features.freqm": 0, "features.timem": 0, "audio.channel_mode": "sum", "train.keep": "last"},
+                   "features.freqm": 0, "features.timem": 0, "audio.channel_mode": "sum", "train.keep": "last",
+                   "audio.remove_dc": True},
     "naip_ssast_pretrain": {"model.model": "ssast", "train.scheduler": "onecycle", "train.learning_rate": 1e-4,
                             "features.target_length": 1024, "audio.channel_mode": "sum", "data.val_size": 0,
-                            "features.pad": "zero_before_norm", "train.keep": "last"},
+                            "features.pad": "zero_before_norm", "train.keep": "last", "audio.remove_dc": True},
     "ser_vft": {"train.learning_rate": 1e-4, "train.batch_size": 64, "train.epochs": 15, "train.optim": "adam",
                 "train.class_weights": "balanced", "audio.eval_clip_length": 0.0, "runtime.num_workers": 4,
                 "classifier.frame_activation": "relu", "classifier.pool_drop_last": True, "data.val_size": 0,
@@ -480,3 +490,18 @@ def test_the_seeds_extraction_without_a_fine_tuned_model_reads_the_encoder_flags
     # with a run, the SSAST seed's --task chooses the tokens pt embeddings pool (read by `extract`)
     assert vars(parser().parse_args(["extract", "-mp", "run", "-d", "t.csv", "--task", "ft_avgtok"]))[
         "options.task"] == "ft_avgtok"
+
+
+def test_the_ecapa_seed_s_mfcc_switch_with_its_fbank_only_flags_is_refused_before_anything_is_written(
+        tmp_path, capsys: pytest.CaptureFixture) -> None:
+    """Its --fbank False ignored them; applied to MFCCs here, they would train another model than the seed's."""
+    from audiotune.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--model", "ecapa_tdnn", "-d", str(tmp_path), "-l", "labels.txt", "-o", str(run),
+                 "--fbank", "False", "--dataset_mean", "-4.27", "--dataset_std", "4.57", "--freqm", "5",
+                 "--noise", "True"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err and not run.exists()
+    assert "--dataset_mean, --dataset_std, --freqm, --noise: the ECAPA seed's --fbank False (MFCC) ignored them" in err
+    assert "write --features mfcc instead of --fbank False" in err

@@ -232,3 +232,49 @@ def test_one_channel_is_its_own_mix(mode: str) -> None:
     mono = tone(300, 0.1, 8000)[None].astype(np.float32)
     mixed = map_channels(mono, mode)
     assert np.array_equal(mixed, numpy_modes(mono)[mode]) and np.shares_memory(mixed, mono)  # no copy
+
+
+def test_remove_dc_subtracts_the_mean_of_the_prepared_clip(tmp_path: Path) -> None:
+    """After the channel stage and the crop, as the NAIP seeds centred each clip once it was read and cut."""
+    wave = np.stack([tone(300, 0.5, 16000) + 0.2, tone(500, 0.5, 16000) - 0.05], axis=1)
+    sf.write(tmp_path / "offset.wav", wave, 16000, subtype="FLOAT")
+    spec = AudioSpec(channel_mode="sum", clip_length=0.25)
+    plain, _ = load_clip(str(tmp_path / "offset.wav"), spec)
+    centred, rate = load_clip(str(tmp_path / "offset.wav"), AudioSpec(channel_mode="sum", clip_length=0.25,
+                                                                      remove_dc=True))
+    expected = wave[:4000].sum(axis=1)
+    np.testing.assert_allclose(plain, expected, atol=1e-6)
+    np.testing.assert_allclose(centred, expected - expected.mean(), atol=1e-6)
+    assert (rate, centred.dtype, len(centred)) == (16000, np.float32, 4000) and abs(float(plain.mean())) > 0.1
+
+
+@pytest.mark.parametrize("on_device", [False, True], ids=["features in the workers", "features on the device"])
+def test_remove_dc_gives_the_mfcc_of_the_centred_clip_and_leaves_the_fbank(tmp_path: Path, on_device: bool) -> None:
+    """A DC offset moves the low MFCC bands; the fbank removes it from every frame already."""
+    import torch
+
+    from audiotune.data.dataset import AudioDataset
+    from audiotune.data.features import kaldi_fbank, mfcc
+    from audiotune.data.input_spec import InputSpec
+    from audiotune.data.loading import collator
+
+    wave = tone(300, 0.5, 16000) + 0.2
+    sf.write(tmp_path / "offset.wav", wave, 16000, subtype="FLOAT")
+    table = pd.DataFrame({"path": [str(tmp_path / "offset.wav")]}, index=["offset"])
+
+    def features(kind: str, remove_dc: bool) -> torch.Tensor:
+        inputs = InputSpec(features=kind, num_mel_bins=40, n_mfcc=40, n_mels=64, clip_length=0, remove_dc=remove_dc)
+        dataset = AudioDataset(table, np.zeros((1, 0), np.float32), inputs, on_device=on_device)
+        collate = collator(dataset)
+        batch = collate([dataset[0]])
+        return (collate.features(batch) if on_device else batch)["inputs"][0]
+
+    centred = torch.from_numpy(wave - wave.mean())
+    expected = mfcc(centred, 16000, n_mfcc=40, n_mels=64)
+    assert float((features("mfcc", True) - expected).abs().max()) < 1e-3
+    as_read = features("mfcc", False)
+    assert float((as_read - mfcc(torch.from_numpy(wave), 16000, n_mfcc=40, n_mels=64)).abs().max()) < 1e-3
+    assert float((as_read - expected).abs().max()) > 1.0
+    fbank = features("fbank", True)
+    assert float((fbank - kaldi_fbank(centred, 16000, num_mel_bins=40)).abs().max()) < 1e-3
+    assert float((fbank - features("fbank", False)).abs().max()) < 1e-3

@@ -13,7 +13,7 @@ from conftest import SMALL_ECAPA, tone
 import audiotune.data.dataset as dataset_module
 from audiotune.cli import main
 from audiotune.data.audio import AudioSpec, Span
-from audiotune.data.audio_store import AudioStore, segment_key
+from audiotune.data.audio_store import AudioStore, segment_key, spec_digest
 from audiotune.data.augment import AugmentConfig
 from audiotune.data.dataset import AudioDataset
 from audiotune.data.input_spec import InputSpec
@@ -123,3 +123,14 @@ def test_training_stores_resampled_audio_by_itself_when_it_reads_it_again(uid_da
                      *SMALL_ECAPA, "-e", epochs, "-bs", "4", "--cache_dir", str(cache)]) == 0
         stored[epochs] = len(list(cache.rglob("*.safetensors")))
     assert stored == {"1": 0, "2": 20}  # 16 training and 4 validation clips; the test split is scored once
+
+
+def test_a_setting_added_later_keeps_the_stores_of_earlier_releases_at_its_default() -> None:
+    """--remove_dc arrived after stores existed: unset, the key is the digest of the settings before it."""
+    import dataclasses
+    import hashlib
+
+    spec = AudioSpec(resample_rate=16000, clip_length=1.0)
+    earlier = {k: v for k, v in dataclasses.asdict(spec).items() if k != "remove_dc"}
+    assert spec_digest(spec) == hashlib.blake2b(json.dumps(earlier, sort_keys=True).encode(), digest_size=8).hexdigest()
+    assert spec_digest(dataclasses.replace(spec, remove_dc=True)) != spec_digest(spec)

@@ -24,7 +24,9 @@ def test_the_sections_as_they_are_with_unset_widths_and_minimum_filled() -> None
 def test_training_and_scoring_crops() -> None:
     same = InputSpec.from_sections(AudioConfig(clip_length=3.0), FeatureConfig())
     assert (same.audio(train=True).clip_length, same.audio().clip_length) == (3.0, 3.0)  # -1: the training crop
-    whole = InputSpec.from_sections(AudioConfig(clip_length=3.0, eval_clip_length=0.0), FeatureConfig())
+    whole = InputSpec.from_sections(AudioConfig(clip_length=3.0, eval_clip_length=0.0, remove_dc=True),
+                                    FeatureConfig())
+    assert (same.audio().remove_dc, whole.audio(train=True).remove_dc, whole.audio().remove_dc) == (False, True, True)
     assert (whole.audio(train=True).clip_length, whole.audio().clip_length) == (3.0, 0.0)
     assert whole.training_crop().audio().clip_length == 3.0
     every_frame = whole.whole_clips()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import pickle
 from collections import OrderedDict
 from pathlib import Path
@@ -11,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import soundfile as sf
 import torch
-from conftest import HF_TINY, make_uid_dataset, save_hf_checkpoint
+from conftest import HF_TINY, make_uid_dataset, save_hf_checkpoint, tone
 from torch import nn
 
 from audiotune.cli import main
@@ -225,6 +227,63 @@ def test_naip_ecapa_run_imported_evaluates_as_the_seed(tmp_path: Path) -> None:
                  "-o", str(tmp_path / "again"), "--model", "ecapa_tdnn", "-c",
                  str(run / "encoder" / "model.safetensors"), "--fbank", "--num_mel_bins", "24", "-e", "0",
                  "-bs", "4"]) == 0
+
+
+def offset_clips(ds: dict) -> None:
+    """The dataset's clips rewritten at 16 kHz (nothing resampled) with a DC offset of their own, as a microphone
+    can leave it."""
+    for k, uid in enumerate(ds["table"].index):
+        folder = ds["prefix"] / uid
+        wave = tone(200 + 40 * k, 0.6 + 0.01 * k, 16000, seed=k) + 0.05 * (k % 5) - 0.1
+        sf.write(folder / "waveform.wav", wave, 16000, subtype="FLOAT")
+        (folder / "metadata.json").write_text(json.dumps({"encoding": "WAV", "sample_rate_hz": 16000}))
+
+
+def seed_mfcc(path: Path, seconds: float, n_mfcc: int, n_mels: int, n_fft: int) -> torch.Tensor:
+    """The input the ECAPA seed's MFCC mode gave its model (seed-notes 1.4, 4.2): the clip cut to --clip_length,
+    less its mean (its Mixup stage without a second clip), torchaudio's MFCC (reproduced by audiotune's), nothing
+    else: (1, 1, F, T)."""
+    from audiotune.data.features import mfcc
+
+    wave, rate = sf.read(path, dtype="float32")
+    clip = torch.from_numpy(wave[: int(seconds * rate)])
+    return mfcc(clip - clip.mean(), rate, n_mfcc=n_mfcc, n_fft=n_fft, n_mels=n_mels).T[None, None]
+
+
+@pytest.mark.slow  # the seed's full-size ECAPA-TDNN
+def test_naip_ecapa_mfcc_run_imported_scores_as_the_seed(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Its default MFCC mode ignored --dataset_mean/--dataset_std and --freqm (fbank only), and every clip was
+    centred: the imported run reads the MFCCs of the centred clips, unnormalised."""
+    ds = make_uid_dataset(tmp_path)
+    offset_clips(ds)
+    torch.manual_seed(0)
+    seed = SeedEcapa(24, shared_dense=False)
+    for module in seed.modules():
+        if isinstance(module, nn.BatchNorm1d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    args = seed_args(ds, tmp_path / "exp", fbank=False, n_mfcc=24, n_mels=64, n_fft=400, lin_neurons=192,
+                     clip_length=0.5, freqm=5, timem=0, noise=False, dataset_mean=-4.2677393, dataset_std=4.5689974,
+                     trained_mdl_path=None)
+    weights = save_seed_run(tmp_path / "exp", seed, args, "split_3_adamw_epoch1_ecapa_tdnn_mdl.pt")
+    run = tmp_path / "imported"
+    assert main(["import", "naip", str(weights), "-o", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "--dataset_mean -4.2677393: fbank only in the ECAPA seed" in out and "--freqm 5:" in out
+    config = load_config(run / "config.yaml")
+    assert (config.features.features, config.features.dataset_mean, config.features.dataset_std,
+            config.audio.remove_dc) == ("mfcc", None, None, True)
+    table = five_clips(ds)
+    assert main(["evaluate", "--run", str(run), "-d", str(table), "-o", str(run / "eval"), "-bs", "2"]) == 0
+    predictions = pd.read_parquet(run / "eval" / "predictions.parquet").set_index("uid")
+    names = [f"score:{c}" for group in LABELS for c in group]
+    seed.eval()
+    with torch.no_grad():
+        for uid in pd.read_csv(table, index_col=0).index:
+            spec = seed_mfcc(ds["prefix"] / uid / "waveform.wav", 0.5, 24, 64, 400)
+            expected = torch.sigmoid(seed(spec)).numpy()[0]
+            got = predictions.loc[uid, names].to_numpy(dtype=np.float64)
+            assert np.abs(got - expected).max() <= 1e-4, (uid, got, expected)
 
 
 def dataset_and_tiny_wav2vec2(tmp_path: Path) -> tuple[dict, Path]:

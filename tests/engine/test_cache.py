@@ -12,6 +12,7 @@ from conftest import SMALL_ECAPA
 
 from audiotune.cli import main
 from audiotune.config import RunConfig
+from audiotune.data.audio_store import keyed_settings
 from audiotune.engine.cache import cache_blocker, preprocessing_digest
 from audiotune.models.backbones import input_spec, resolve_config
 
@@ -103,6 +104,10 @@ def test_the_key_is_the_input_the_model_reads() -> None:
     other.features.num_mel_bins = 40
     assert preprocessing_digest(other, input_spec(other), "mean") != key
     assert preprocessing_digest(asked, inputs.whole_clips(), "mean") != key  # another crop: another encoding
+    centred = copy.deepcopy(asked)
+    centred.audio.remove_dc = True  # the clips less their mean: another encoding of MFCC or waveform inputs
+    assert preprocessing_digest(centred, input_spec(centred), "mean") != key
+    assert "remove_dc" not in keyed_settings(inputs.to_dict())  # unset, as before it existed: earlier caches found
     for name, value in (("frame_activation", "relu"), ("pool_drop_last", True)):  # other frames pooled
         pooled = copy.deepcopy(asked)
         setattr(pooled.classifier, name, value)

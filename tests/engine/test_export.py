@@ -133,6 +133,20 @@ def test_unwritable_output_is_an_error_before_any_work(tmp_path: Path, capsys: p
     assert "a file of the run itself" in capsys.readouterr().err
 
 
+def test_the_sidecar_says_whether_clips_are_centred_before_the_graph() -> None:
+    """--remove_dc acts where the clip is prepared, outside the graph: a deployment has to do it too."""
+    from audiotune.config import RunConfig
+    from audiotune.models.backbones import resolve_config
+
+    for centred in (False, True):
+        config = resolve_config(RunConfig())
+        config.audio.remove_dc = centred
+        described = export.sidecar(config, input_spec(config), Path("run"), Path("m.onnx"), "onnx", "mean",
+                                   [1, 1, 1], False, None, [])
+        assert described["preprocessing"]["remove_dc"] is centred
+        assert "with remove_dc subtract the clip's mean" in described["preprocessing"]["before_graph"]
+
+
 # ---------------------------------------------------------------------------------------------- exports
 
 @pytest.mark.slow

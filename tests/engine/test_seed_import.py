@@ -34,6 +34,28 @@ def test_seed_arguments_that_meant_something_else_are_translated_and_noted() -> 
     assert (mfcc["n_mels"], mfcc["n_fft"]) == (64, 300)  # MFCC mode: the same meaning as today's flags
 
 
+def test_the_ecapa_seed_s_mfcc_mode_leaves_out_its_fbank_only_arguments() -> None:
+    """Its --fbank False built the MFCC alone: normalisation, masks and noise did nothing (seed-notes 4.2)."""
+    args = {**LABELS, "fbank": False, "dataset_mean": -4.27, "dataset_std": 4.57, "freqm": 5, "timem": 0,
+            "noise": True}
+    flags, notes = seed_flags(ECAPA, args, "args.pkl")
+    assert "dataset_mean" not in flags and "dataset_std" not in flags
+    assert (flags["fbank"], flags["freqm"], flags["timem"], flags["noise"]) == (False, 0, 0, False)
+    unused = "fbank only in the ECAPA seed, unused by its MFCC mode (--fbank False); imported"
+    assert notes == [f"--dataset_mean -4.27: {unused} without it", f"--dataset_std 4.57: {unused} without it",
+                     f"--freqm 5: {unused} as --freqm 0", f"--noise True: {unused} as --noise False"]
+    fbank, _ = seed_flags(ECAPA, {**args, "fbank": True}, "args.pkl")  # fbank mode: each acted
+    assert (fbank["dataset_mean"], fbank["dataset_std"], fbank["freqm"], fbank["noise"]) == (-4.27, 4.57, 5, True)
+    older, notes = seed_flags(ECAPA, {**LABELS, "dataset_mean": 0, "dataset_std": 0}, "args.pkl")
+    assert older["fbank"] is False and "dataset_std" not in older and not notes  # MFCC: nothing divided by 0
+
+
+def test_every_naip_seed_centres_its_clips() -> None:
+    """Their mixup stage ran on every clip and, without a second one, subtracted its mean."""
+    for layout in LAYOUTS:
+        assert seed_flags(layout, dict(LABELS), "args.pkl")[0]["remove_dc"] is True, layout.seed
+
+
 def test_ssast_pools_as_the_seed_whatever_its_pooling_mode() -> None:
     flags, notes = seed_flags(SSAST, {**LABELS, "pooling_mode": "sum"}, "args.pkl")
     assert flags["pooling_mode"] == "mean" and notes == ["--pooling_mode sum only merged the seed's ft embeddings; "

@@ -8,6 +8,7 @@ import argparse
 from typing import Any
 
 from audiotune.config import BARE, RETIRED_FLAGS, RETIRED_IN_COMMAND, RETIRED_VALUES, RunConfig
+from audiotune.config.sections import ECAPA_MFCC_IGNORED
 
 # the ECAPA seed's --fbank True read its MFCC size flags as the fbank's size (bins, frames)
 FBANK_SEED_SIZES = {"n_mels": "num_mel_bins", "n_fft": "target_length"}
@@ -24,8 +25,16 @@ def apply_seed_spellings(args: argparse.Namespace, config: RunConfig) -> None:
 
 def _seed_feature_sizes(args: argparse.Namespace, config: RunConfig) -> None:
     """The ECAPA seed's ``--fbank True`` sized the fbank by ``--n_mels`` (bins) and ``--n_fft`` (frames); without
-    it, MFCC size flags given for other features would do nothing, so they are refused."""
+    it, MFCC size flags given for other features would do nothing, so they are refused. Its ``--fbank False`` (MFCC)
+    ignored its fbank-only flags, which act on MFCCs here: given with a value that acts, they are refused."""
     given = vars(args)
+    if given.get("fbank") is False:
+        acting = [name for name in ECAPA_MFCC_IGNORED if given.get(f"features.{name}")]
+        if acting:
+            shown = ", ".join(f"--{name}" for name in acting)
+            raise ValueError(f"{shown}: the ECAPA seed's --fbank False (MFCC) ignored them (fbank only); leave them "
+                             "out for its MFCC, or write --features mfcc instead of --fbank False to apply them to "
+                             "the MFCCs")
     if given.get("fbank") is True:
         for seed_name, name in FBANK_SEED_SIZES.items():
             if f"features.{name}" in given and f"features.{seed_name}" in given:

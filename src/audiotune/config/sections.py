@@ -78,6 +78,9 @@ class AudioConfig:
                                            "evaluate, extract), in seconds: 0 keeps whole clips (as the seed "
                                            "emotion system tested), -1 the same crop as --clip_length",
                                            valid=(-1, INF, True, False))
+    remove_dc: bool = option(False, "subtract each clip's mean after the channel mode and crop, before any feature "
+                                    "(a DC offset moves MFCCs and raw waveforms; fbank removes it per frame), as "
+                                    "the NAIP seeds did")
 
 
 @dataclass
@@ -121,6 +124,11 @@ class FeatureConfig:
                               training_only=True)
     vtlp_range: list[float] = option([0.9, 1.1], "VTLP warp factors: LOW HIGH (drawn uniformly)",
                                      valid=(0.5, 2, True, True), training_only=True)
+
+
+# the ECAPA seed's fbank-only feature options, which its MFCC mode (--fbank False) ignored: the value doing nothing
+ECAPA_MFCC_IGNORED: dict[str, Any] = {"dataset_mean": None, "dataset_std": None, "freqm": 0, "timem": 0,
+                                      "noise": False}
 
 
 @dataclass

@@ -178,13 +178,15 @@ class AudioSpec:
     ``interleave`` lays the channels sample by sample (c0[0], c1[0], ..., c0[1], ...) and ``stack`` end to
     end, both C times longer, which the model sees as audio at the same rate; ``none`` takes mono files only.
     ``channel_select`` (file channel indices) keeps a subset before any mode; a row's ``channels`` wins over it.
-    ``clip_length`` crops each channel to that many seconds before the channel stage.
+    ``clip_length`` crops each channel to that many seconds before the channel stage. ``remove_dc`` subtracts the
+    prepared signal's mean (after the channel stage and the crop).
     """
 
     resample_rate: int = 16000
     channel_mode: str = "mean"
     channel_select: tuple[int, ...] = ()
     clip_length: float = 10.0
+    remove_dc: bool = False
 
     def __post_init__(self) -> None:
         if self.channel_mode not in CHANNEL_MODES:
@@ -308,15 +310,16 @@ def read_audio(path: str, expected_rate: float = float("nan"), span: Span = WHOL
 
 def load_clip(path: str, spec: AudioSpec, expected_rate: float = float("nan"),
               span: Span = WHOLE_FILE) -> tuple[np.ndarray, int]:
-    """Read the span → channel stage → resample → crop; returns one (samples,) signal and its rate."""
+    """Read the span → channel stage → resample → crop (→ less its mean: ``remove_dc``); one signal, its rate."""
     waveform, rate = read_audio(path, expected_rate, span, spec)
     spec.check_channel_count(path, waveform.shape[0])
     limit = spec.max_samples(rate)
     out_rate = spec.output_rate(rate)
     if spec.channel_mode in MIX_FIRST_MODES:  # linear mixes commute with resampling: resample one signal
-        return crop(resample(map_channels(waveform, spec.channel_mode), rate, spec.resample_rate), limit), out_rate
-    per_channel = crop(resample(waveform, rate, spec.resample_rate), limit)
-    return map_channels(per_channel, spec.channel_mode), out_rate
+        signal = crop(resample(map_channels(waveform, spec.channel_mode), rate, spec.resample_rate), limit)
+    else:
+        signal = map_channels(crop(resample(waveform, rate, spec.resample_rate), limit), spec.channel_mode)
+    return (signal - signal.mean(dtype=np.float64)).astype(np.float32) if spec.remove_dc else signal, out_rate
 
 
 def prepared_length(num_samples: int, rate: int, spec: AudioSpec, num_channels: int = 1) -> int:

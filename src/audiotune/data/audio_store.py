@@ -14,6 +14,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
@@ -51,9 +52,19 @@ def segment_key(path: str, span: Span) -> str:
     return hashlib.blake2b(described.encode(), digest_size=16).hexdigest()
 
 
+# settings added after stores and feature caches were first written: left out of their keys at these values, so
+# what earlier releases stored is still found
+LATER_SETTINGS: dict[str, Any] = {"remove_dc": False}
+
+
+def keyed_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` as the audio store's and the feature cache's keys digest them (:data:`LATER_SETTINGS`)."""
+    return {k: v for k, v in settings.items() if k not in LATER_SETTINGS or v != LATER_SETTINGS[k]}
+
+
 def spec_digest(spec: AudioSpec) -> str:
     """Digest of the audio settings that shape a prepared clip."""
-    return hashlib.blake2b(json.dumps(dataclasses.asdict(spec), sort_keys=True).encode(),
+    return hashlib.blake2b(json.dumps(keyed_settings(dataclasses.asdict(spec)), sort_keys=True).encode(),
                            digest_size=8).hexdigest()
 
 

@@ -20,6 +20,7 @@ class InputSpec:
     min_samples: shortest prepared clip the model can read (shorter clips are bad audio).
     clip_length: seconds of each training clip (0: whole clips).
     eval_clip_length: seconds of each scored clip (validation, test, evaluate, extract; 0: whole clips).
+    remove_dc: each prepared clip less its mean, before any augmentation or feature.
     features: the front end: waveform (raw samples), fbank (Kaldi log-mel) or mfcc.
     waveform_norm: per-clip zero mean, unit variance of waveform inputs.
     num_mel_bins / target_length: fbank bins; frames every input is padded or cropped to (0: its own length).
@@ -33,6 +34,7 @@ class InputSpec:
     min_samples: int = 0
     clip_length: float = 10.0
     eval_clip_length: float = 10.0
+    remove_dc: bool = False
     features: str = "fbank"
     waveform_norm: bool = False
     num_mel_bins: int | None = None
@@ -58,6 +60,7 @@ class InputSpec:
         spec = cls(resample_rate=int(audio.resample_rate), channel_mode=audio.channel_mode,
                    channel_select=tuple(audio.channel_select), min_samples=int(audio.min_samples),
                    clip_length=float(audio.clip_length), eval_clip_length=float(scored),
+                   remove_dc=bool(audio.remove_dc),
                    features=features.features or "fbank", waveform_norm=bool(features.waveform_norm),
                    num_mel_bins=features.num_mel_bins, target_length=int(features.target_length),
                    n_mfcc=features.n_mfcc, n_fft=features.n_fft, n_mels=features.n_mels,
@@ -78,7 +81,7 @@ class InputSpec:
         """How clips are read: the training crop when ``train``, else the scoring crop."""
         return AudioSpec(resample_rate=self.resample_rate, channel_mode=self.channel_mode,
                          channel_select=self.channel_select,
-                         clip_length=self.clip_length if train else self.eval_clip_length)
+                         clip_length=self.clip_length if train else self.eval_clip_length, remove_dc=self.remove_dc)
 
     def training_crop(self) -> InputSpec:
         """This spec with scored clips cropped as training clips (to encode training data through the scoring

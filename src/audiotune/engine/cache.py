@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from audiotune import partials, storage
 from audiotune.config import RunConfig
 from audiotune.data.audio import table_spans
-from audiotune.data.audio_store import segment_key
+from audiotune.data.audio_store import keyed_settings, segment_key
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.loading import (
     epoch_batches,
@@ -88,7 +88,7 @@ def preprocessing_digest(config: RunConfig, inputs: InputSpec, pooling: str) -> 
     (without the training-only spectrogram augmentations, which block the cache), its options, the pooling."""
     settings = {
         "model": config.model.model, "options": config.model.options,
-        "input": {k: v for k, v in inputs.to_dict().items() if k not in ("freqm", "timem", "noise")},
+        "input": keyed_settings({k: v for k, v in inputs.to_dict().items() if k not in ("freqm", "timem", "noise")}),
         "pooling": pooling, "precision": config.runtime.precision,
     }
     frames = {"activation": config.classifier.frame_activation, "drop_last": config.classifier.pool_drop_last}

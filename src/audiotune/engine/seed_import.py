@@ -28,6 +28,7 @@ from audiotune.config import (
     resolve_recipe,
     save_config,
 )
+from audiotune.config.sections import ECAPA_MFCC_IGNORED
 from audiotune.models.backbones import resolve_config
 from audiotune.models.backbones.hf_checkpoint import weights_quietly
 from audiotune.models.checkpoint import build_classifier, save_weights
@@ -79,12 +80,14 @@ HF_WEIGHT_NORM = ((".weight_g", ".parametrizations.weight.original0"),
                   (".weight_v", ".parametrizations.weight.original1"))
 # the w2v2 and SSAST seeds' --weighted: raw weights (no softmax) on each pooled hidden state
 RAW_WEIGHTS = ("raw", "is how the seed's --weighted weighed its pooled hidden states")
+# the NAIP seeds' Mixup stage ran on every clip: without a second clip, it subtracted the waveform's mean
+CENTRED = {"remove_dc": (True, "(the seed's mixup stage subtracted every clip's mean)")}
 LAYOUTS = (
     SeedLayout("naip-w2v2", "hf", "model.wav2vec2.feature_extractor.",
                (("model.wav2vec2.", "backbone.model."), *HEADS),
                dropped=("model.projector.", "model.classifier.", "model.wav2vec2.masked_spec_embed"),
                aliases=HF_WEIGHT_NORM,
-               encoder="save_pretrained", fixed={"layer_weights": RAW_WEIGHTS}),
+               encoder="save_pretrained", fixed={"layer_weights": RAW_WEIGHTS, **CENTRED}),
     SeedLayout("naip-ssast", "ssast", "v.patch_embed.proj.weight",
                (("v.", "backbone.model.v."), ("mlp_heads.", "classifiers."), HEADS[0]),
                dropped=("v.head.", "v.head_dist."),
@@ -93,11 +96,11 @@ LAYOUTS = (
                encoder="model",
                fixed={"pooling_mode": ("mean", "only merged the seed's ft embeddings; its tokens were averaged"),
                       "layer_weights": RAW_WEIGHTS,
-                      "pad": ("zero_before_norm", "is how the seed padded its fbank (0, then normalised)")},
+                      "pad": ("zero_before_norm", "is how the seed padded its fbank (0, then normalised)"), **CENTRED},
                unheaded="a naip-ssast pretraining checkpoint (no mlp_heads): fine-tune from it as it is, "
                         "`audiotune train --model ssast --pretrained_mdl_path FILE`"),
     SeedLayout("naip-ecapa-tdnn", "ecapa_tdnn", "model.blocks.0.conv.conv.weight",
-               (("model.", "backbone.ecapa."), *HEADS), encoder="ecapa"),
+               (("model.", "backbone.ecapa."), *HEADS), encoder="ecapa", fixed=CENTRED),
 )
 HEAD_COLUMN = "label"  # the column of a categorical seed head's class names (tap tables, JSON split files)
 SKIPPED_ARGS = ("mode", "exp_dir", "dataset", "trained_mdl_path", "finetuned_mdl_path", "pretrained_mdl_path",
@@ -166,6 +169,8 @@ def seed_flags(layout: SeedLayout, args: dict[str, Any], path: str | Path) -> tu
         flags["mono"] = "sum"  # the seeds summed the channels of a multi-channel file
     if not flags.get("pshift"):  # the seeds' default 0 semitones, unused while pitch shifting is off
         flags.pop("pshiftn", None)
+    if layout.model == "ecapa_tdnn" and flags.get("fbank") not in (True, "True"):
+        notes += _mfcc_mode(flags)
     if not flags.get("dataset_std"):  # the seeds' 0 / 0 divided by zero: no normalisation is what runs here
         if "dataset_std" in flags or "dataset_mean" in flags:
             notes.append(f"--dataset_mean {flags.get('dataset_mean')} --dataset_std {flags.get('dataset_std')}: "
@@ -182,6 +187,23 @@ def seed_flags(layout: SeedLayout, args: dict[str, Any], path: str | Path) -> tu
     if not flags.get("label_groups") and not flags.get("target_labels"):
         raise SeedImportError(f"{path}: has neither label_groups nor target_labels: the heads cannot be named")
     return flags, notes
+
+
+def _mfcc_mode(flags: dict[str, Any]) -> list[str]:
+    """The ECAPA seed's MFCC mode (``--fbank False``, its default) built the MFCC alone: its fbank-only arguments
+    (normalisation, SpecAugment, noise) did nothing, so they are left out (the masks set to none); a note on each
+    that held a value."""
+    flags["fbank"] = False  # also for an args.pkl without it: MFCC was the seed's default
+    notes = []
+    for name, unused in ECAPA_MFCC_IGNORED.items():
+        if flags.get(name):
+            notes.append(f"--{name} {flags[name]}: fbank only in the ECAPA seed, unused by its MFCC mode (--fbank "
+                         f"False); imported " + ("without it" if unused is None else f"as --{name} {unused}"))
+        if unused is None:
+            flags.pop(name, None)
+        else:
+            flags[name] = unused
+    return notes
 
 
 def sizes_in_weights(layout: SeedLayout, state: Mapping[str, torch.Tensor], flags: dict[str, Any]) -> list[str]:
