@@ -50,6 +50,10 @@ class DataConfig:
                            choices=("raise", "skip"))
     allow_overlap: bool = option(False, "let validation/test share subjects or uids with train: the training rows "
                                         f"they share are left out and listed in {DROPPED_FILE} (default: an error)")
+    complete_rows: bool = option(False, "keep only the rows with a target in every label column, as the NAIP seeds' "
+                                        "dropna (default: a row keeps each head it is labelled for; evaluate: the "
+                                        f"run's); the rows left out are listed in {DROPPED_FILE} with their split and "
+                                        "the columns they miss")
     mixup: float = option(0.0, "probability of mixing a training clip with another (Beta(10,10), targets mixed)",
                           valid=PROBABILITY, training_only=True)
     train_fraction: float = option(1.0, "train on this share of the training split: round(share x n) rows of each "

@@ -66,13 +66,15 @@ class SeedLayout:
 HEADS = (("dense.", "dense."), ("classifiers.", "classifiers."))
 # the w2v2 and SSAST seeds' --weighted: raw weights (no softmax) on each pooled hidden state
 RAW_WEIGHTS = ("raw", "is how the seed's --weighted weighed its pooled hidden states")
+# every NAIP seed scored only rows labelled in every target column (dropna(subset=target_labels))
+COMPLETE_ROWS = (True, "is how the seed kept rows: those labelled in every target column")
 LAYOUTS = (
     SeedLayout("naip-w2v2", "hf", "model.wav2vec2.feature_extractor.",
                (("model.wav2vec2.", "backbone.model."), *HEADS),
                dropped=("model.projector.", "model.classifier.", "model.wav2vec2.masked_spec_embed"),
                aliases=((".weight_g", ".parametrizations.weight.original0"),
                         (".weight_v", ".parametrizations.weight.original1")),  # transformers 4.28 → today
-               encoder="save_pretrained", fixed={"layer_weights": RAW_WEIGHTS}),
+               encoder="save_pretrained", fixed={"layer_weights": RAW_WEIGHTS, "complete_rows": COMPLETE_ROWS}),
     SeedLayout("naip-ssast", "ssast", "v.patch_embed.proj.weight",
                (("v.", "backbone.model.v."), ("mlp_heads.", "classifiers."), HEADS[0]),
                dropped=("v.head.", "v.head_dist."),
@@ -81,11 +83,13 @@ LAYOUTS = (
                encoder="model",
                fixed={"pooling_mode": ("mean", "only merged the seed's ft embeddings; its tokens were averaged"),
                       "layer_weights": RAW_WEIGHTS,
-                      "pad": ("zero_before_norm", "is how the seed padded its fbank (0, then normalised)")},
+                      "pad": ("zero_before_norm", "is how the seed padded its fbank (0, then normalised)"),
+                      "complete_rows": COMPLETE_ROWS},
                unheaded="a naip-ssast pretraining checkpoint (no mlp_heads): fine-tune from it as it is, "
                         "`audiotune train --model ssast --pretrained_mdl_path FILE`"),
     SeedLayout("naip-ecapa-tdnn", "ecapa_tdnn", "model.blocks.0.conv.conv.weight",
-               (("model.", "backbone.ecapa."), *HEADS), encoder="ecapa"),
+               (("model.", "backbone.ecapa."), *HEADS), encoder="ecapa",
+               fixed={"complete_rows": COMPLETE_ROWS}),
 )
 SKIPPED_ARGS = ("mode", "exp_dir", "dataset", "trained_mdl_path", "finetuned_mdl_path", "pretrained_mdl_path",
                 "embedding_type", "hp_tuning", "new_checkpoint", "debug", "lib", "cloud", "cloud_dir", "bucket_name",
