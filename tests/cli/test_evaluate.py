@@ -20,3 +20,14 @@ def test_its_own_flags_of_a_training_options_name_stay() -> None:
                                       "-bs", "2", "--adapt_bn", "split", "--on_error", "skip"])
     assert (vars(args)["data.prefix"], vars(args)["data.study"], args.batch_size, args.adapt_bn,
             args.on_error) == ("lake", "study1", 2, "split", "skip")
+
+
+def test_which_labelled_rows_it_scores_is_the_runs_unless_given() -> None:
+    from audiotune.cli.evaluate import DATA
+    from audiotune.cli.flags import scoring_data
+
+    given = build_parser().parse_args(["evaluate", "--run", "run", "-d", "test.csv", "--complete_rows", "False"])
+    assert scoring_data(given, DATA) == {"complete_rows": False}
+    assert scoring_data(build_parser().parse_args(["evaluate", "--run", "run", "-d", "test.csv", "--complete_rows"]),
+                        DATA) == {"complete_rows": True}
+    assert scoring_data(build_parser().parse_args(["evaluate", "--run", "run", "-d", "test.csv"]), DATA) == {}

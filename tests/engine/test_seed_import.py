@@ -106,3 +106,12 @@ def test_the_seeds_scheduler_none_stays_a_constant_learning_rate() -> None:
     assert seed_flags(ECAPA, {**LABELS, "scheduler": None}, "args.pkl")[0]["scheduler"] == "none"
     assert seed_flags(SSAST, {**LABELS, "scheduler": "onecycle"}, "args.pkl")[0]["scheduler"] == "onecycle"
     assert "scheduler" not in seed_flags(ECAPA, LABELS, "args.pkl")[0]  # an older seed without the argument
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda layout: layout.seed)
+def test_every_naip_seed_keeps_only_rows_labelled_in_every_target_column(layout) -> None:
+    from audiotune.cli.import_ import seed_config
+
+    flags, _ = seed_flags(layout, dict(LABELS), "args.pkl")
+    config, applied, _ = seed_config(flags, "args.pkl")
+    assert config.data.complete_rows is True and "complete_rows" in applied

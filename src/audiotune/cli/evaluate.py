@@ -8,6 +8,7 @@ import sys
 from audiotune import storage
 from audiotune.cli.command import Command
 from audiotune.cli.flags import (
+    SCORING_DATA,
     add_path,
     add_scoring_flags,
     add_section_flags,
@@ -18,6 +19,9 @@ from audiotune.cli.flags import (
 from audiotune.cli.show import summary
 from audiotune.outputs import EVALUATE_DIR, run_dir_of
 from audiotune.storage import Role
+
+ROWS = ("data.complete_rows",)  # evaluate scores targets: which labelled rows it keeps, over the run's choice
+DATA = (*SCORING_DATA, *ROWS)
 
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
@@ -31,7 +35,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                         help="re-estimate BatchNorm statistics before scoring, on the whole split's clips or on "
                              "each group of COLUMN (e.g. subject) apart, or none (test-time adaptation to new "
                              "speakers or microphones; default: the run's)")
-    add_section_flags(parser, ("runtime.report",))
+    add_section_flags(parser, (*ROWS, "runtime.report"))
     # the seeds' eval mode took every training flag (one parser); the run's config.yaml holds them here
     refuse_other_options(parser, (), "not an option of evaluate, which scores with the run's own options (its "
                                      "config.yaml: labels, audio, features, model): leave it out")
@@ -47,12 +51,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
     metrics = evaluate_run(args.run, args.data_split_root, args.exp_dir, args.on_error, args.batch_size,
                            args.num_workers, args.accelerator, args.devices, args.precision, args.aggregate,
-                           args.adapt_bn, scoring_data(args), vars(args).get("runtime.num_nodes"))
+                           args.adapt_bn, scoring_data(args, DATA), vars(args).get("runtime.num_nodes"))
     if not metrics:
         return  # another process of a multi-process run: rank 0 reports
     print(json.dumps({k: summary(v) for k, v in metrics.items()}, indent=2))  # stdout: this JSON only
     if vars(args).get("runtime.report", True):
-        print(report_when_done(args.exp_dir, args.data_split_root, run_dir_of(args.run), scoring_data(args)),
+        print(report_when_done(args.exp_dir, args.data_split_root, run_dir_of(args.run), scoring_data(args, DATA)),
               file=sys.stderr)
 
 

@@ -380,10 +380,10 @@ def add_scoring_flags(parser: argparse.ArgumentParser, run_required: bool = True
     add_storage_flags(parser)
 
 
-def scoring_data(args: argparse.Namespace) -> dict[str, Any]:
-    """``{name: value}`` of the data options (:data:`SCORING_DATA`) given to a scoring command; ``-i PREFIX``
-    with ``-b BUCKET`` is in the bucket, as in ``train``."""
-    data = {key.partition(".")[2]: value for key, value in vars(args).items() if key in SCORING_DATA}
+def scoring_data(args: argparse.Namespace, options: tuple[str, ...] = SCORING_DATA) -> dict[str, Any]:
+    """``{name: value}`` of the data options (``options``, :data:`SCORING_DATA` unless the command takes more)
+    given to a scoring command; ``-i PREFIX`` with ``-b BUCKET`` is in the bucket, as in ``train``."""
+    data = {key.partition(".")[2]: value for key, value in vars(args).items() if key in options}
     if "prefix" in data:
         data["prefix"] = in_bucket(args, str(data["prefix"]))
     return data

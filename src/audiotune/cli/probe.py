@@ -18,7 +18,7 @@ from audiotune.storage import final_path
 # default when a --config file holds it.
 PROBE_OPTIONS = (
     "data.prefix", "data.study", "data.data_split_root", "data.label_txt", "data.val_size", "data.seed",
-    "data.na_values", "data.on_error", "data.allow_overlap", "data.train_fraction",
+    "data.na_values", "data.on_error", "data.allow_overlap", "data.complete_rows", "data.train_fraction",
     "audio",
     "features.features", "features.waveform_norm", "features.num_mel_bins", "features.target_length",
     "features.n_mfcc", "features.n_fft", "features.n_mels", "features.utterance_norm", "features.pad",

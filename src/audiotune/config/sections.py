@@ -38,24 +38,25 @@ class DataConfig:
                          role=Role.AUDIO)
     study: str = option("", "optional study folder under --prefix", ("-s",))
     data_split_root: str = option("", "split directory (train.csv, test.csv, optional val.csv), one CSV, or a folder "
-                                      "of audio files (unlabelled: pretrain, extract, stats)", ("-d",), role=Role.TABLE)
+                                      "of audio (unlabelled: pretrain, extract, stats)", ("-d",), role=Role.TABLE)
     label_txt: str = option("", "label file: one classifier head per line, comma-separated column names", ("-l",),
                             role=Role.INPUT)
     val_size: int = option(50, "subjects drawn from train to validate without val.csv (0: none)", valid=AT_LEAST_0)
     seed: int = option(0, "random seed for splits, initialisation, shuffling and augmentation",
                        valid=(0, 2**32 - 1, True, True))
-    na_values: list[str] = option([], "table cells read as missing besides the empty cell (e.g. NA); by default "
-                                      "NA, None, null and nan are values such as class names")
+    na_values: list[str] = option([], "cells read as missing besides the empty cell (e.g. NA); by default NA, "
+                                      "None, null and nan are values")
     on_error: str = option("raise", f"bad audio: raise an error, or skip it and write {SKIPPED_FILE}",
                            choices=("raise", "skip"))
     allow_overlap: bool = option(False, "let validation/test share subjects or uids with train: the training rows "
                                         f"they share are left out and listed in {DROPPED_FILE} (default: an error)")
-    mixup: float = option(0.0, "probability of mixing a training clip with another (Beta(10,10), targets mixed)",
+    complete_rows: bool = option(False, "keep only rows labelled in every label column, as the NAIP seeds (the "
+                                        f"rest: {DROPPED_FILE}; default no; evaluate: the run's)")
+    mixup: float = option(0.0, "probability of mixing two training clips (Beta(10,10), targets mixed)",
                           valid=PROBABILITY, training_only=True)
     train_fraction: float = option(1.0, "train on this share of the training split: round(share x n) rows of each "
-                                        "class of the first categorical head, drawn with --seed (the shares of one "
-                                        "seed are nested, for learning curves); the rest is listed in "
-                                        f"{DROPPED_FILE}", valid=(0, 1, False, True))
+                                        "class of the first categorical head, drawn with --seed (nested shares: "
+                                        f"learning curves); the rest: {DROPPED_FILE}", valid=(0, 1, False, True))
 
 
 @dataclass

@@ -11,7 +11,8 @@ An undeclared line is inferred from the training values: only 0/1 is binary, cla
 are categorical; non-integer numbers are an error asking for ``:regression`` rather than a guess.
 
 Targets are encoded with NaN where a head has no target for a row (an empty cell; for a soft head a row
-of all-zero or empty votes), so a row keeps every head it is labelled for.
+of all-zero or empty votes), so a row keeps every head it is labelled for (``--complete_rows`` keeps only
+the rows labelled in every label column, as the NAIP seeds' dropna did).
 """
 from __future__ import annotations
 
@@ -248,18 +249,36 @@ def encode_targets(table: pd.DataFrame, heads: list[HeadSpec], source: str = "sp
     return np.concatenate(blocks, axis=1).astype(np.float32)
 
 
-def drop_missing_targets(table: pd.DataFrame, heads: list[HeadSpec], split: str,
-                         source: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split a table into rows with at least one target and the listed rows that have none at all."""
+def drop_missing_targets(table: pd.DataFrame, heads: list[HeadSpec], split: str, source: str | None = None,
+                         complete: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split a table into the rows kept and the listed rows left out (label columns, split, reason): those with
+    no target at all, and with ``complete`` (``--complete_rows``) those missing a target in any label column."""
     columns = [c for head in heads for c in head.columns]
     if not columns:
         return table, table.iloc[0:0]
     targets = encode_targets(table, heads, source or split)
     unlabelled = np.isnan(targets).all(axis=1)
-    dropped = table.loc[unlabelled, columns].copy()
+    missing = _missing_columns(targets, heads)
+    left_out = np.array([bool(gaps) for gaps in missing]) if complete else unlabelled
+    dropped = table.loc[left_out, columns].copy()
     dropped["split"] = split
-    dropped["reason"] = [f"no target for any head (empty or all-zero: {columns})"] * int(unlabelled.sum())
-    return table.loc[~unlabelled], dropped
+    dropped["reason"] = [f"no target for any head (empty or all-zero: {columns})" if none else
+                         f"no target for {gaps} (--complete_rows keeps only rows labelled in every label column)"
+                         for none, gaps, out in zip(unlabelled, missing, left_out) if out]
+    return table.loc[~left_out], dropped
+
+
+def _missing_columns(targets: np.ndarray, heads: list[HeadSpec]) -> list[list[str]]:
+    """Per row, the label columns without a target (for a categorical or soft head: all of its columns)."""
+    missing: list[list[str]] = [[] for _ in range(len(targets))]
+    start = 0
+    for head in heads:
+        empty = np.isnan(targets[:, start:start + head.num_outputs])
+        start += head.num_outputs
+        per_column = head.kind in ("binary", "regression")
+        for row in np.flatnonzero(empty.any(axis=1) if per_column else empty.all(axis=1)):
+            missing[row] += [c for j, c in enumerate(head.columns) if empty[row, j]] if per_column else head.columns
+    return missing
 
 
 def labelled_rows(targets: np.ndarray, heads: list[HeadSpec]) -> dict[str, int]:

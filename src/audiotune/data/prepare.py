@@ -73,7 +73,7 @@ def _check_tables(tables: dict[str, pd.DataFrame], heads: list[HeadSpec], config
         table, unresolved = attach_paths(table, config.data.prefix, config.data.study, split)
         skipped.append(unresolved)
         if targets_needed:
-            table, missing = drop_missing_targets(table, heads, split, source)
+            table, missing = drop_missing_targets(table, heads, split, source, config.data.complete_rows)
             dropped.append(missing)
         spec = inputs.audio(train=training and split == "train")
         table, failures = scan(table, spec, split, inputs.min_samples)

@@ -80,14 +80,16 @@ HF_WEIGHT_NORM = ((".weight_g", ".parametrizations.weight.original0"),
                   (".weight_v", ".parametrizations.weight.original1"))
 # the w2v2 and SSAST seeds' --weighted: raw weights (no softmax) on each pooled hidden state
 RAW_WEIGHTS = ("raw", "is how the seed's --weighted weighed its pooled hidden states")
-# the NAIP seeds' Mixup stage ran on every clip: without a second clip, it subtracted the waveform's mean
-CENTRED = {"remove_dc": (True, "(the seed's mixup stage subtracted every clip's mean)")}
+# what every NAIP seed did: its Mixup stage ran on every clip and, without a second clip, subtracted the waveform's
+# mean; it kept only rows labelled in every target column (dropna(subset=target_labels))
+NAIP_FIXED = {"remove_dc": (True, "(the seed's mixup stage subtracted every clip's mean)"),
+              "complete_rows": (True, "is how the seed kept rows: those labelled in every target column")}
 LAYOUTS = (
     SeedLayout("naip-w2v2", "hf", "model.wav2vec2.feature_extractor.",
                (("model.wav2vec2.", "backbone.model."), *HEADS),
                dropped=("model.projector.", "model.classifier.", "model.wav2vec2.masked_spec_embed"),
                aliases=HF_WEIGHT_NORM,
-               encoder="save_pretrained", fixed={"layer_weights": RAW_WEIGHTS, **CENTRED}),
+               encoder="save_pretrained", fixed={"layer_weights": RAW_WEIGHTS, **NAIP_FIXED}),
     SeedLayout("naip-ssast", "ssast", "v.patch_embed.proj.weight",
                (("v.", "backbone.model.v."), ("mlp_heads.", "classifiers."), HEADS[0]),
                dropped=("v.head.", "v.head_dist."),
@@ -96,11 +98,12 @@ LAYOUTS = (
                encoder="model",
                fixed={"pooling_mode": ("mean", "only merged the seed's ft embeddings; its tokens were averaged"),
                       "layer_weights": RAW_WEIGHTS,
-                      "pad": ("zero_before_norm", "is how the seed padded its fbank (0, then normalised)"), **CENTRED},
+                      "pad": ("zero_before_norm", "is how the seed padded its fbank (0, then normalised)"),
+                      **NAIP_FIXED},
                unheaded="a naip-ssast pretraining checkpoint (no mlp_heads): fine-tune from it as it is, "
                         "`audiotune train --model ssast --pretrained_mdl_path FILE`"),
     SeedLayout("naip-ecapa-tdnn", "ecapa_tdnn", "model.blocks.0.conv.conv.weight",
-               (("model.", "backbone.ecapa."), *HEADS), encoder="ecapa", fixed=CENTRED),
+               (("model.", "backbone.ecapa."), *HEADS), encoder="ecapa", fixed=NAIP_FIXED),
 )
 HEAD_COLUMN = "label"  # the column of a categorical seed head's class names (tap tables, JSON split files)
 SKIPPED_ARGS = ("mode", "exp_dir", "dataset", "trained_mdl_path", "finetuned_mdl_path", "pretrained_mdl_path",

@@ -1,0 +1,43 @@
+"""Which rows a run keeps: every row labelled for some head, or with ``--complete_rows`` only the complete ones."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from audiotune.data.labels import LabelGroup, drop_missing_targets, infer_heads
+
+TABLE = pd.DataFrame({"uid": ["full", "no_long", "no_pitch", "no_votes", "none"],
+                      "pitch": ["low", "high", np.nan, "low", np.nan],
+                      "loud": [0, 1, 1, 0, np.nan], "long": [1, np.nan, 0, 1, np.nan],
+                      "sev": [0.5, 1.5, 2.0, 1.0, np.nan],
+                      "calm": [1, 0, 2, np.nan, np.nan], "angry": [0, 3, 1, 0, np.nan]}).set_index("uid")
+GROUPS = [LabelGroup(["pitch"]), LabelGroup(["loud", "long"]), LabelGroup(["sev"], "regression"),
+          LabelGroup(["calm", "angry"], "soft")]
+
+
+def test_rows_are_kept_for_the_heads_they_are_labelled_for() -> None:
+    heads = infer_heads(GROUPS, TABLE)
+    kept, dropped = drop_missing_targets(TABLE, heads, "test")
+    assert list(kept.index) == ["full", "no_long", "no_pitch", "no_votes"]
+    assert list(dropped.index) == ["none"] and dropped.loc["none", "split"] == "test"
+    assert "no target for any head" in dropped.loc["none", "reason"]
+
+
+def test_complete_rows_keeps_only_rows_labelled_in_every_column_and_lists_the_others() -> None:
+    heads = infer_heads(GROUPS, TABLE)
+    kept, dropped = drop_missing_targets(TABLE, heads, "val", complete=True)
+    assert list(kept.index) == ["full"]
+    assert list(dropped.index) == ["no_long", "no_pitch", "no_votes", "none"]
+    assert set(dropped["split"]) == {"val"}
+    assert list(dropped.columns) == ["pitch", "loud", "long", "sev", "calm", "angry", "split", "reason"]
+    reasons = dropped["reason"]
+    assert "['long']" in reasons["no_long"] and "--complete_rows" in reasons["no_long"]
+    assert "['pitch']" in reasons["no_pitch"]
+    assert "['calm', 'angry']" in reasons["no_votes"]  # a soft head without votes: its columns
+    assert "no target for any head" in reasons["none"]
+
+
+def test_complete_rows_keeps_a_table_without_gaps_whole() -> None:
+    table = TABLE.loc[["full"]]
+    kept, dropped = drop_missing_targets(table, infer_heads(GROUPS[1:3], TABLE), "train", complete=True)
+    assert list(kept.index) == ["full"] and dropped.empty

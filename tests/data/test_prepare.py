@@ -1,0 +1,49 @@
+"""Preparing a run's data: the rows every split keeps and the list of those left out."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from audiotune.cli import build_parser, config_from_args
+from audiotune.data.prepare import prepare_training_data
+from audiotune.models.backbones import input_spec
+from audiotune.outputs import DROPPED_FILE
+
+
+def blank_long_in_first_rows(split: Path, rows: int = 2) -> dict[str, list[str]]:
+    """Empty the ``long`` cell of the first ``rows`` rows of every split: those rows miss one head's column."""
+    blanked = {}
+    for name in ("train", "val", "test"):
+        table = pd.read_csv(split / f"{name}.csv", index_col="uid")
+        table.iloc[:rows, table.columns.get_loc("long")] = np.nan
+        table.to_csv(split / f"{name}.csv")
+        blanked[name] = list(table.index[:rows])
+    return blanked
+
+
+def prepare(ds: dict, exp_dir: Path, *extra: str):
+    args = build_parser().parse_args(["train", "-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l",
+                                      str(ds["labels"]), "-o", str(exp_dir), "--model", "ecapa_tdnn", *extra])
+    config = config_from_args(args)
+    exp_dir.mkdir(parents=True)
+    prepared = prepare_training_data(config, input_spec(config), exp_dir)
+    prepared.write_reports(exp_dir)
+    return prepared
+
+
+def test_complete_rows_leaves_out_and_lists_each_splits_rows_missing_a_label(uid_dataset: dict,
+                                                                                tmp_path: Path) -> None:
+    blanked = blank_long_in_first_rows(uid_dataset["split"])
+    kept = prepare(uid_dataset, tmp_path / "kept")
+    assert {split: len(table) for split, table in kept.tables.items()} == {"train": 16, "val": 4, "test": 4}
+    assert not (tmp_path / "kept" / DROPPED_FILE).exists()  # each row is labelled for some head
+
+    complete = prepare(uid_dataset, tmp_path / "complete", "--complete_rows")
+    assert {split: len(table) for split, table in complete.tables.items()} == {"train": 14, "val": 2, "test": 2}
+    assert not np.isnan(np.concatenate(list(complete.targets.values()))).any()
+    dropped = pd.read_csv(tmp_path / "complete" / DROPPED_FILE, dtype={"uid": str})
+    assert {split: sorted(rows["uid"]) for split, rows in dropped.groupby("split")} == \
+        {split: sorted(uids) for split, uids in blanked.items()}
+    assert dropped["reason"].str.contains(r"no target for \['long'\]").all()
