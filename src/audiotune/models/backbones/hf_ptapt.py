@@ -2,8 +2,8 @@
 
 The targets are the frame labels ``audiotune cluster`` wrote (``--pseudo_labels``), one sequence per clip and
 K. The encoder is the checkpoint's bare Hugging Face model (wav2vec2, HuBERT, WavLM, data2vec-audio: any
-with a mask embedding), its convolutional feature encoder and feature projection frozen, as the seed system
-ran it. Per batch:
+with a mask embedding), its convolutional feature encoder, feature projection and mask embedding frozen, as the
+seed system ran it. Per batch:
 
 1. each clip longer than ``--max_seconds`` is cropped at a random offset that is a multiple of the encoder's
    frame hop (the product of its conv strides), so frame ``j`` of the crop is frame ``offset / hop + j`` of
@@ -37,6 +37,7 @@ from audiotune.models.backbones import backbone_options
 from audiotune.models.backbones.hf_checkpoint import extractor_settings, normalises, weights_quietly
 from audiotune.models.backbones.hf_masks import time_mask
 from audiotune.models.backbones.hf_pretraining import save_encoder
+from audiotune.models.backbones.hf_training import freeze_mask_embedding
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ class PseudoLabelPretraining(nn.Module):
                              "mask frames with")
         self.model.freeze_feature_encoder()
         self.model.feature_projection.requires_grad_(False)
+        freeze_mask_embedding(self.model)  # the seed wrote masked frames with it and never trained it
         width = int(hf_config.hidden_size)
         self.heads = nn.ModuleDict({str(k): nn.Sequential(nn.Linear(width, HEAD_WIDTH), nn.Tanh(),
                                                           nn.Linear(HEAD_WIDTH, k))

@@ -1,5 +1,6 @@
 """The bare Hugging Face encoder as its options ask for it (:class:`HFOptions`): loaded with the masking, LayerDrop
-and gradient checkpointing of its training passes (where its time spans go: :mod:`.hf_masks`).
+and gradient checkpointing of its training passes (where its time spans go: :mod:`.hf_masks`), and a mask
+embedding kept as loaded (:func:`freeze_mask_embedding`).
 
 LayerDrop skips each transformer layer with probability ``p`` in a training pass: the layer passes its input on
 unchanged, so the encoder still returns one hidden state per layer (a skipped layer's state repeats the one
@@ -93,6 +94,14 @@ def enable_checkpointing(model: Any) -> None:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def freeze_mask_embedding(model: Any) -> None:
+    """Keep the encoder's mask embedding (``masked_spec_embed``, what masked time spans are replaced with) as
+    loaded, when it has one."""
+    embedding = getattr(model, "masked_spec_embed", None)
+    if isinstance(embedding, nn.Parameter):
+        embedding.requires_grad_(False)
 
 
 def install_layerdrop(model: Any, probability: float) -> None:

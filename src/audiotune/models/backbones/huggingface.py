@@ -74,7 +74,13 @@ from audiotune.models.backbones.hf_checkpoint import (
     normalises,
 )
 from audiotune.models.backbones.hf_masks import SPAN_RULES, time_mask_indices
-from audiotune.models.backbones.hf_training import DEFAULT_CHECKPOINT, HFOptions, enable_checkpointing, load_encoder
+from audiotune.models.backbones.hf_training import (
+    DEFAULT_CHECKPOINT,
+    HFOptions,
+    enable_checkpointing,
+    freeze_mask_embedding,
+    load_encoder,
+)
 from audiotune.storage import Role
 
 __all__ = ["DEFAULT_CHECKPOINT", "HFBackbone", "HFOptions", "build_hf", "extractor_settings", "hf_input",
@@ -261,8 +267,10 @@ class HFBackbone(TransformersSizes, Backbone):
         self.model.freeze_feature_encoder()
 
     def freeze_feature_projection(self) -> None:
-        """Freeze the projection of the CNN features into the transformer's width."""
+        """Freeze the projection of the CNN features into the transformer's width and the mask embedding that
+        replaces masked frames of its output: the seed emotion system's fine-tuning trained neither."""
         self.model.feature_projection.requires_grad_(False)
+        freeze_mask_embedding(self.model)
 
     # ------------------------------------------------------------------ self-supervised pretraining
 
