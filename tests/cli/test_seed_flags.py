@@ -440,7 +440,7 @@ SEED_DEFAULTS = {
                  "train.scheduler": "linear", "train.max_seconds": 10.0, "options.gumbel_anneal": False,
                  "data.val_size": 0, "options.mask_spans": "batch", "options.tapt_loss": "batch"},
     "ser_ptapt": {"model.objective": "ptapt", "train.training_steps": 120000, "options.mask_time_prob": 0.06,
-                  "data.val_size": 0, "options.mask_spans": "batch"},
+                  "data.val_size": 0, "options.mask_spans": "batch", "options.layerdrop": "checkpoint"},
     "tap2key": {"audio.channel_mode": "interleave", "train.learning_rate": 3e-5, "train.epochs": 150,
                 "train.monitor": "weighted_f1", "data.seed": 42, "classifier.clf_bottleneck": 256,
                 "train.accumulate_grad_batches": 4, "options.mask_time_prob": 0.05,

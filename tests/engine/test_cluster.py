@@ -1,15 +1,20 @@
-"""``audiotune cluster``: which clips k-means is fitted on (--fit_on), and that every clip is labelled anyway."""
+"""``audiotune cluster``: which clips k-means is fitted on (--fit_on), that every clip is labelled anyway, and
+which frames a run's encoder gives (after its --frame_activation)."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from conftest import HF_TINY, make_uid_dataset, save_hf_checkpoint
 
 from audiotune.cli import main
 from audiotune.data.pseudo_labels import read_pseudo_labels
+from audiotune.engine import cluster as engine
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("faiss")
@@ -69,3 +74,49 @@ def test_fitting_on_train_needs_a_training_split(checkpoint: Path, dataset: dict
     assert not list(tmp_path.iterdir())
     assert cluster(dataset, checkpoint, out, "--fit_on", "all", data=table) == 0
     assert set(pd.read_csv(tmp_path / "labels.fit_rows.csv")["uid"]) == split_uids(dataset, "test")
+
+
+@pytest.mark.slow
+def test_a_runs_frames_are_clustered_after_its_frame_activation(checkpoint: Path, dataset: dict, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cluster --run` fits k-means on the frames the run's heads read: a --frame_activation relu run's sample is
+    the ReLU of the same run's frames without it, and its centroids are k-means of those ReLU'd frames."""
+    relu = tmp_path / "relu"
+    assert main(["train", "--model", "hf", "-c", str(checkpoint), "-i", str(dataset["prefix"]), "-d",
+                 str(dataset["split"]), "-l", str(dataset["labels"]), "-o", str(relu), "-e", "1", "-bs", "4",
+                 "--frame_activation", "relu"]) == 0
+    plain = tmp_path / "plain"  # the same weights, read without the activation
+    shutil.copytree(relu, plain)
+    config = yaml.safe_load((relu / "config.yaml").read_text())
+    assert config["classifier"]["frame_activation"] == "relu"
+    config["classifier"]["frame_activation"] = "none"
+    (plain / "config.yaml").write_text(yaml.safe_dump(config))
+
+    fitted: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    kmeans = engine._kmeans
+
+    def recorded(name: str):
+        def fit(sample: np.ndarray, k: int, options: engine.ClusterOptions) -> tuple[np.ndarray, float]:
+            centroids, objective = kmeans(sample, k, options)
+            fitted[name] = (sample.copy(), centroids)
+            return centroids, objective
+        return fit
+
+    outs = {}
+    for name, run in (("relu", relu), ("plain", plain)):
+        monkeypatch.setattr(engine, "_kmeans", recorded(name))
+        outs[name] = tmp_path / f"{name}.parquet"
+        assert main(["cluster", "--run", str(run), "-i", str(dataset["prefix"]), "-d", str(dataset["split"]),
+                     "--out", str(outs[name]), "--num_clusters", "4", "--sample_ratio", "1", "--max_frames",
+                     "100000", "--layer", "1", "-bs", "4"]) == 0
+    (relu_sample, relu_centroids), (plain_sample, plain_centroids) = fitted["relu"], fitted["plain"]
+    assert (plain_sample < 0).any() and relu_sample.shape == plain_sample.shape
+    assert np.allclose(relu_sample, np.maximum(plain_sample, 0), atol=1e-5)  # every frame, in the same order
+    expected, _ = kmeans(np.maximum(plain_sample, 0), 4, engine.ClusterOptions([4], max_frames=100000))
+    assert np.allclose(relu_centroids, expected, atol=1e-4)
+    assert not np.allclose(relu_centroids, plain_centroids, atol=1e-2)
+    labels = {name: read_pseudo_labels(str(out)) for name, out in outs.items()}
+    assert labels["relu"].meta["frame_activation"] == "relu" and labels["plain"].meta["frame_activation"] == "none"
+    assert set(labels["relu"].labels) == set(labels["plain"].labels) == set(dataset["table"].index)
+    assert any(not np.array_equal(labels["relu"].labels[uid][4], labels["plain"].labels[uid][4])
+               for uid in labels["relu"].labels)

@@ -30,8 +30,9 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     refuse_other_options(parser, CLUSTER_OPTIONS, "not an option of cluster, which labels every frame of whole "
                                                   "clips with a frozen encoder on one device (its options: "
                                                   "audiotune cluster --help)")
-    add_path(parser, "--run", role=Role.RUN, help="trained run directory whose (fine-tuned) encoder makes the frames "
-                                                  "(default: the -c encoder as loaded)")
+    add_path(parser, "--run", role=Role.RUN, help="trained run directory whose (fine-tuned) encoder makes the frames, "
+                                                  "after the run's --frame_activation (default: the -c encoder as "
+                                                  "loaded)")
     add_path(parser, "--out", role=Role.OUTPUT_FILE, required=True, help="parquet file of frame labels")
     parser.add_argument("--num_clusters", "--num-clusters", dest="num_clusters", type=cluster_counts,
                         nargs="+", action=FlatCounts, default=[64, 512, 4096],

@@ -146,8 +146,9 @@ class ModelConfig:
     freeze_feature_encoder: bool = option(False, "freeze only the convolutional feature encoder",
                                           acts=WHILE_TRAINING)
     freeze_feature_projection: bool = option(False, "--model hf: also freeze the feature projection after the "
-                                                    "convolutional encoder (with --freeze_feature_encoder: the seed "
-                                                    "emotion system's fine-tuning)", acts=FINE_TUNING)
+                                                    "convolutional encoder and the mask embedding that masked time "
+                                                    "spans get (with --freeze_feature_encoder: the seed emotion "
+                                                    "system's fine-tuning)", acts=FINE_TUNING)
     objective: str = option("", "`audiotune pretrain` objective (ssast: pretrain_joint, pretrain_mpc, pretrain_mpg; "
                                 "hf: tapt, wav2vec2's contrastive + diversity loss; ptapt, masked prediction of "
                                 "--pseudo_labels); default: the backbone's first", acts=PRETRAINING)

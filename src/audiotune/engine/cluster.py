@@ -1,7 +1,9 @@
 """``audiotune cluster``: k-means pseudo-labels for every frame of every clip (the targets of P-TAPT).
 
 1. The encoder (a hub id or directory with ``-c``, or a trained run's fine-tuned encoder with ``--run``) reads
-   every clip whole; the frames of hidden state ``--layer`` are the features.
+   every clip whole; the frames of hidden state ``--layer`` are the features. A run's frames are those its heads
+   read: after its ``--frame_activation`` (ReLU for the seed emotion system's fine-tuning, whose clustering read
+   its model's ReLU'd output); every frame is labelled, also with ``--pool_drop_last``.
 2. The clips k-means is fitted on are the training split's (``--fit_on train``, the default: no validation or
    test clip shapes the clusters, as the seed system fitted on its label file's Train part) or every clip
    given (``--fit_on all``). Each of them offers a random ``--sample_ratio`` of its frames to one preallocated
@@ -15,16 +17,18 @@
 
 Output: a parquet file with one row per clip and K: ``uid``, ``k``, ``labels`` (one cluster per frame). Its
 schema metadata (key ``audiotune``) and ``OUT_STEM.clusters.json`` hold how the frames were made (encoder,
-layer, sample rate, samples per frame) and the cluster usage per K: clusters used, empty clusters, the largest
-cluster's share, usage perplexity, k-means objective, and which clips k-means was fitted on (``fit_on``,
-``fit_splits``, ``fit_clips``); ``OUT_STEM.fit_rows.csv`` lists those clips (uid, split). ``pretrain --objective
-ptapt`` checks the frame rate and every clip's frame count against its own encoder before training.
+layer, frame activation, sample rate, samples per frame) and the cluster usage per K: clusters used, empty
+clusters, the largest cluster's share, usage perplexity, k-means objective, and which clips k-means was fitted
+on (``fit_on``, ``fit_splits``, ``fit_clips``); ``OUT_STEM.fit_rows.csv`` lists those clips (uid, split).
+``pretrain --objective ptapt`` checks the frame rate and every clip's frame count against its own encoder
+before training.
 """
 from __future__ import annotations
 
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,7 +149,14 @@ class Reservoir:
         return self.buffer[:min(self.seen, len(self.buffer))]
 
 
-def _encoder(config: RunConfig, run: str | None) -> tuple[RunConfig, Backbone]:
+# (inputs, lengths) -> every hidden state (B, T, D) and the mask (B, T) of real frames
+StatesOf = Callable[[Tensor, Tensor], tuple[list[Tensor], Tensor]]
+
+
+def _encoder(config: RunConfig, run: str | None) -> tuple[RunConfig, Backbone, StatesOf]:
+    """The config to read the data with, the encoder, and how it makes frames: a run's as its heads read them
+    (after its ``--frame_activation``, :meth:`~audiotune.models.classifier.Classifier.frame_states`), a
+    checkpoint's as its hidden states."""
     if run:
         run_config, model = load_run(run)
         # the command's data, batch and runtime settings; the run's model and audio settings
@@ -153,14 +164,15 @@ def _encoder(config: RunConfig, run: str | None) -> tuple[RunConfig, Backbone]:
         run_config.runtime = config.runtime
         run_config.data = config.data
         run_config.train.debug = False
-        return run_config, model.backbone
+        return run_config, model.backbone, model.frame_states
     resolve_config(config)
-    return config, build_backbone(config, pretrained=True)
+    backbone = build_backbone(config, pretrained=True)
+    return config, backbone, backbone.hidden_states
 
 
-def _frames(backbone: Backbone, batch: dict, layer: int) -> list[Tensor]:
+def _frames(states_of: StatesOf, batch: dict, layer: int) -> list[Tensor]:
     """Each clip's (frames, D) features of hidden state ``layer``, on the device."""
-    states, mask = backbone.hidden_states(batch["inputs"], batch["lengths"])
+    states, mask = states_of(batch["inputs"], batch["lengths"])
     features = states[layer].float()
     return [features[row, mask[row]] for row in range(features.shape[0])]
 
@@ -209,7 +221,7 @@ def cluster(config: RunConfig, options: ClusterOptions, out: str, run: str | Non
     check_output_path(stats_path(out_path))
     check_output_path(fit_rows_path(out_path))
     check_config(config)
-    config, backbone = _encoder(config, run)
+    config, backbone, states_of = _encoder(config, run)
     inputs = input_spec(config).whole_clips()  # every frame of every clip
     states = backbone.num_hidden_states
     if not -states <= options.layer < states:
@@ -237,7 +249,7 @@ def cluster(config: RunConfig, options: ClusterOptions, out: str, run: str | Non
     with torch.inference_mode(), autocast(device, config.runtime.precision):
         for split in fit_splits:  # pass 1: the sample, from the clips k-means is fitted on
             for batch in track(loaders[split], f"cluster sample {split}"):
-                for frames in _frames(backbone, on_device(batch, device, batch_features(loaders[split])),
+                for frames in _frames(states_of, on_device(batch, device, batch_features(loaders[split])),
                                       options.layer):
                     features = frames.cpu().numpy()
                     reservoir.offer(features[rng.random(len(features)) < options.sample_ratio])
@@ -248,7 +260,8 @@ def cluster(config: RunConfig, options: ClusterOptions, out: str, run: str | Non
     counts = {k: np.zeros(k, dtype=np.int64) for k in options.num_clusters}
     meta: dict[str, Any] = {
         "encoder": run or config.model.checkpoint, "run": bool(run), "model": config.model.model,
-        "layer": options.layer, "sample_rate": inputs.resample_rate, "hop_samples": backbone.frame_hop,
+        "layer": options.layer, "frame_activation": config.classifier.frame_activation if run else "none",
+        "sample_rate": inputs.resample_rate, "hop_samples": backbone.frame_hop,
         "num_clusters": options.num_clusters, "sample_ratio": options.sample_ratio, "seed": options.seed,
         "niter": options.niter, "clips": len(uids), "fit_on": options.fit_on, "fit_splits": fit_splits,
         "fit_clips": len(fit_rows), "frames_offered": reservoir.seen, "sample_frames": len(sample),
@@ -259,7 +272,7 @@ def cluster(config: RunConfig, options: ClusterOptions, out: str, run: str | Non
         with torch.inference_mode(), autocast(device, config.runtime.precision):
             for split, loader in loaders.items():  # pass 2: every frame of every clip assigned
                 for batch in track(loader, f"cluster assign {split}"):
-                    clips = _frames(backbone, on_device(batch, device, batch_features(loader)), options.layer)
+                    clips = _frames(states_of, on_device(batch, device, batch_features(loader)), options.layer)
                     sizes = [len(c) for c in clips]
                     stacked = torch.cat(clips) if clips else torch.zeros(0, backbone.embedding_dim)
                     rows: dict[str, list] = {"uid": [], "k": [], "labels": []}

@@ -99,13 +99,19 @@ class Classifier(nn.Module):
         weights = weights.to(states[0].dtype)
         return torch.einsum("l,l...->...", weights, torch.stack(list(states[:len(weights)])))
 
-    def _frames(self, inputs: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor]:
-        """The backbone's hidden states after ``--frame_activation`` and the frames pooled (``--pool_drop_last``).
-        Applied to each state before they are combined, so cached pooled states give the same logits."""
+    def frame_states(self, inputs: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor]:
+        """The backbone's hidden states after ``--frame_activation`` (the frames the heads read) and the mask of
+        every real frame (``audiotune cluster --run`` labels them all)."""
         states, mask = self.backbone.hidden_states(inputs, lengths)
+        return [self.frame_activation(state) for state in states], mask
+
+    def _frames(self, inputs: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor]:
+        """:meth:`frame_states` and the frames pooled (``--pool_drop_last``). The activation is applied to each
+        state before they are combined, so cached pooled states give the same logits."""
+        states, mask = self.frame_states(inputs, lengths)
         if self.config.pool_drop_last:
             mask = without_last_frame(mask)
-        return [self.frame_activation(state) for state in states], mask
+        return states, mask
 
     def _pooled(self, inputs: Tensor, lengths: Tensor, layer: int | None = None, weighted: bool | None = None,
                 pooling: str | None = None) -> Tensor:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +139,29 @@ def test_a_batch_with_a_clip_too_short_for_a_span_trains(checkpoints: dict[str, 
     assert nothing["masked"] == 0 and nothing["loss"].item() == 0.0 and nothing["loss"].requires_grad
 
 
+def test_tapt_skips_layers_with_the_checkpoints_layerdrop(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    """TAPT trains with the checkpoint config's LayerDrop (transformers' own, as the seed's TAPT): at 1.0 no layer
+    runs in a training pass, so no layer gets a gradient; at 0.0 every layer does. A probability of --layerdrop's
+    own is an error naming what TAPT does."""
+    config = RunConfig()
+    config.audio.resample_rate = 16000
+    config.model.model = "hf"
+    dropping = tmp_path / "dropping"
+    shutil.copytree(checkpoints["pretraining"], dropping)
+    settings = json.loads((dropping / "config.json").read_text())
+    (dropping / "config.json").write_text(json.dumps({**settings, "layerdrop": 1.0}))
+    for folder, skipped in ((dropping, True), (checkpoints["pretraining"], False)):
+        for layerdrop in (0.0, None):  # the default and `checkpoint` read the same
+            tapt = Wav2Vec2Tapt(str(folder), config, layerdrop=layerdrop).train()
+            losses = tapt.loss(torch.randn(2, 4000), torch.tensor([4000, 4000]), step=0, rng=random.Random(0))
+            losses["loss"].backward()
+            grads = [p.grad for p in tapt.encoder.encoder.layers.parameters()]
+            assert all(g is None for g in grads) is skipped and any(g is None for g in grads) is skipped
+    with pytest.raises(ValueError, match=r"--layerdrop 0.5: --objective tapt skips layers with the checkpoint's own "
+                                         r"LayerDrop \(.*layerdrop 1.0\)"):
+        Wav2Vec2Tapt(str(dropping), config, layerdrop=0.5)
+
+
 # ------------------------------------------------------------------ through the CLI
 
 
@@ -203,6 +227,15 @@ def test_a_checkpoint_without_a_quantizer_is_an_error_or_a_fresh_one(checkpoints
     assert main(pretrain_args(dataset, checkpoints["pretraining"], tmp_path / "d", "--objective",
                               "pretrain_mpc")) == 2
     assert "--objective pretrain_mpc: --model hf pretrains with ['tapt', 'ptapt']" in capsys.readouterr().err
+
+
+def test_tapt_refuses_a_layerdrop_of_its_own_before_any_output(checkpoints: dict[str, Path], dataset: dict,
+                                                               tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "tapt"
+    assert main(pretrain_args(dataset, checkpoints["pretraining"], out, "--layerdrop", "0.3")) == 2
+    err = capsys.readouterr().err
+    assert "--layerdrop 0.3: --objective tapt skips layers with the checkpoint's own LayerDrop" in err
+    assert "in --objective ptapt" in err and not out.exists()
 
 
 def test_mask_options_and_the_crop_change_what_is_masked(checkpoints: dict[str, Path]) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +58,7 @@ def write_labels(path: Path, labels: dict[str, dict[int, np.ndarray]], hop: int 
     return path
 
 
-def ptapt(checkpoint: Path, labels: Path, **options: float) -> PseudoLabelPretraining:
+def ptapt(checkpoint: Path, labels: Path, layerdrop: float | None = 0.0, **options: float) -> PseudoLabelPretraining:
     config = RunConfig()
     config.audio.resample_rate = 16000
     config.model.model = "hf"
@@ -67,7 +68,7 @@ def ptapt(checkpoint: Path, labels: Path, **options: float) -> PseudoLabelPretra
             config.train.max_seconds = value
         else:
             config.model.options[name] = value
-    return PseudoLabelPretraining(str(checkpoint), config)
+    return PseudoLabelPretraining(str(checkpoint), config, layerdrop=layerdrop)
 
 
 # ------------------------------------------------------------------ the k-means sample and the assignment
@@ -142,11 +143,38 @@ def test_the_loss_learns_from_masked_frames_and_short_clips_do_not_break_it(chec
     assert losses["masked"] > 0 and set(losses) >= {"loss", "acc", "ce_k4", "ce_k8"}
     assert torch.isclose(losses["loss"], losses["ce_k4"] + losses["ce_k8"])
     losses["loss"].backward()
-    assert model.heads["8"][0].weight.grad is not None and model.model.masked_spec_embed.grad is not None
+    assert model.heads["8"][0].weight.grad is not None
+    assert any(p.grad is not None for p in model.model.encoder.parameters())
     assert all(p.grad is None for p in model.model.feature_extractor.parameters())  # CNN frozen
     assert all(p.grad is None for p in model.model.feature_projection.parameters())  # projection frozen
+    assert model.model.masked_spec_embed.grad is None  # the mask embedding kept, as the seed
     nothing = model.loss(waves[:1, :20], torch.tensor([20]), ["c"], random.Random(0))  # 1 frame: no span fits
     assert nothing["masked"] == 0 and nothing["loss"].item() == 0.0 and nothing["loss"].requires_grad
+
+
+def test_ptapt_skips_layers_with_the_layerdrop_asked(checkpoint: Path, tmp_path: Path) -> None:
+    """--layerdrop acts in P-TAPT as in fine-tuning: `checkpoint` takes the checkpoint config's 1.0 here, so no
+    layer runs in a training pass and none gets a gradient; 0 (the default) skips none; a probability of its own
+    skips with it. transformers' own LayerDrop stays off, and the saved encoder keeps the checkpoint's value."""
+    dropping = tmp_path / "dropping"
+    shutil.copytree(checkpoint, dropping)
+    settings = json.loads((dropping / "config.json").read_text())
+    (dropping / "config.json").write_text(json.dumps({**settings, "layerdrop": 1.0}))
+    full = frames_of(4000)
+    labels = write_labels(tmp_path / "l.parquet", {uid: {4: np.arange(full) % 4} for uid in ("a", "b")})
+
+    def layers_trained(folder: Path, layerdrop: float | None) -> bool:
+        model = ptapt(folder, labels, layerdrop=layerdrop).train()
+        assert model.model.config.layerdrop == 0.0
+        model.loss(torch.randn(2, 4000), torch.tensor([4000, 4000]), ["a", "b"], random.Random(0))["loss"].backward()
+        grads = [p.grad is not None for p in model.model.encoder.layers.parameters()]
+        assert len(set(grads)) == 1  # every layer skipped, or every layer run
+        return grads[0]
+
+    assert not layers_trained(dropping, None) and layers_trained(dropping, 0.0)
+    assert not layers_trained(checkpoint, 1.0) and layers_trained(checkpoint, None)  # the checkpoint's 0.0
+    model = ptapt(dropping, labels, layerdrop=None)
+    assert json.loads((model.save(tmp_path / "out") / "config.json").read_text())["layerdrop"] == 1.0
 
 
 def test_a_group_norm_encoder_predicts_without_attending_to_the_padding(tmp_path: Path) -> None:
@@ -236,8 +264,8 @@ def test_ptapt_learns_the_clusters_and_its_encoder_fine_tunes(checkpoint: Path, 
     saved = load_file(out / "encoder" / "model.safetensors")
     before = load_file(checkpoint / "model.safetensors")
     assert not any(k.startswith(("heads.", "quantizer.")) for k in saved)  # the encoder only
-    unchanged = [k for k in saved if k.startswith(("feature_extractor.", "feature_projection."))]
-    assert unchanged and all(torch.equal(saved[k], before["wav2vec2." + k]) for k in unchanged)
+    unchanged = [k for k in saved if k.startswith(("feature_extractor.", "feature_projection.", "masked_spec_embed"))]
+    assert "masked_spec_embed" in unchanged and all(torch.equal(saved[k], before["wav2vec2." + k]) for k in unchanged)
     assert any(not torch.equal(saved[k], before["wav2vec2." + k]) for k in saved if k.startswith("encoder.layers"))
     assert json.loads((out / "encoder" / "config.json").read_text())["mask_time_prob"] == 0.2  # the checkpoint's
     run = tmp_path / "run"
@@ -251,7 +279,7 @@ def test_ptapt_learns_the_clusters_and_its_encoder_fine_tunes(checkpoint: Path, 
     assert read_pseudo_labels(str(relabelled)).meta["run"] is True
     assert main(["pretrain", "--model", "hf", "-c", str(out / "encoder"), "--objective", "ptapt", "--pseudo_labels",
                  str(relabelled), "-i", str(dataset["prefix"]), "-d", str(dataset["split"]), "-o",
-                 str(tmp_path / "again"), "-bs", "4", "--training_steps", "2"]) == 0
+                 str(tmp_path / "again"), "-bs", "4", "--training_steps", "2", "--layerdrop", "0.5"]) == 0
 
 
 def test_ptapt_without_labels_is_an_error_before_any_output(checkpoint: Path, dataset: dict, tmp_path: Path,

@@ -110,6 +110,27 @@ def test_masks_on_a_frozen_encoder_are_an_error(checkpoint: Path, dataset: dict,
     assert "--frozen_train_mode" in err
 
 
+@pytest.mark.parametrize("freeze_projection", [True, False])
+def test_freezing_the_feature_projection_keeps_the_mask_embedding(checkpoint: Path, freeze_projection: bool) -> None:
+    """--freeze_feature_projection: the mask embedding that replaces masked frames stays as loaded through a training
+    step (the seed emotion system never trained it); without the option it trains with the encoder."""
+    backbone = HFBackbone(HFOptions(str(checkpoint), mask_time_prob=0.5, mask_time_length=2))
+    backbone.freeze_feature_encoder()
+    if freeze_projection:
+        backbone.freeze_feature_projection()
+    embedding = backbone.model.masked_spec_embed
+    before = embedding.detach().clone()
+    optimiser = torch.optim.Adam([p for p in backbone.parameters() if p.requires_grad], lr=1e-2)
+    np.random.seed(0)  # transformers draws its masks with numpy
+    found, mask = backbone.train().hidden_states(0.1 * torch.randn(2, 8000), torch.tensor([8000, 6000]))
+    found[-1][mask].pow(2).mean().backward()
+    optimiser.step()
+    assert embedding.requires_grad is not freeze_projection
+    assert torch.equal(embedding, before) is freeze_projection
+    assert any(not torch.equal(p, q) for p, q in zip(backbone.model.encoder.parameters(),
+                                                     HFBackbone(HFOptions(str(checkpoint))).model.encoder.parameters()))
+
+
 @pytest.mark.slow
 def test_a_frozen_encoder_in_training_mode_masks_its_features_and_learns_nothing(
         checkpoint: Path, dataset: dict, tmp_path: Path) -> None:
@@ -139,10 +160,10 @@ def test_the_seed_fine_tuning_recipe_runs_and_reads_back(checkpoint: Path, datas
                  "--scheduler", "none"]) == 0
     saved = load_file(run / "model.safetensors")
     before = load_file(checkpoint / "model.safetensors")
-    frozen = [k for k in before if k.startswith(("feature_extractor.", "feature_projection."))]
+    frozen = [k for k in before if k.startswith(("feature_extractor.", "feature_projection.", "masked_spec_embed"))]
     assert frozen and all(torch.equal(saved["backbone.model." + k], before[k]) for k in frozen)
     assert any(not torch.equal(saved["backbone.model." + k], before[k]) for k in before if "encoder.layers" in k)
-    assert "backbone.model.masked_spec_embed" in saved  # trained with time masks
+    assert torch.equal(saved["backbone.model.masked_spec_embed"], before["masked_spec_embed"])  # masks, not trained
     assert not any(".dense." in k for k in saved if k.startswith("heads."))  # linear heads
     assert main(["evaluate", "--run", str(run), "-d", str(dataset["split"] / "test.csv")]) == 0  # rebuilds the same
     metrics = json.loads((run / "metrics.json").read_text())

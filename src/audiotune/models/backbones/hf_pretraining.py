@@ -11,7 +11,9 @@ checkpoint; every weight is trained unless ``--freeze_feature_encoder``. Per bat
    never masked; a clip too short for one span (or left with fewer than two masked frames, too few to draw a
    distractor from) contributes no masked frame instead of failing;
 3. ``num_negatives`` distractors per masked frame are drawn from the other masked frames of the same clip;
-4. the loss is transformers' contrastive loss + ``diversity_loss_weight`` x diversity loss, divided by the
+4. the encoder skips each transformer layer in a training pass with its checkpoint config's ``layerdrop``
+   (transformers' own LayerDrop, as the seed's TAPT trained; ``--layerdrop`` gives no other probability here);
+5. the loss is transformers' contrastive loss + ``diversity_loss_weight`` x diversity loss, divided by the
    number of masked frames (a per-frame loss whatever the batch).
 
 ``--tapt_loss batch`` is transformers 4.10's objective, with which the emotion seed ran TAPT: distractors drawn
@@ -104,7 +106,9 @@ def random_crop(waveforms: Tensor, lengths: Tensor, max_samples: int,
 class Wav2Vec2Tapt(nn.Module):
     """``Wav2Vec2ForPreTraining`` of a checkpoint with the masking, distractors and loss described above."""
 
-    def __init__(self, checkpoint: str, config: RunConfig) -> None:
+    def __init__(self, checkpoint: str, config: RunConfig, layerdrop: float | None = 0.0) -> None:
+        """``layerdrop``: ``--layerdrop`` as read (None: ``checkpoint``); TAPT skips layers with the checkpoint's
+        own LayerDrop whatever it says, so a probability of its own is an error."""
         super().__init__()
         from transformers import AutoConfig, Wav2Vec2ForPreTraining
 
@@ -112,6 +116,10 @@ class Wav2Vec2Tapt(nn.Module):
         if hf_config.model_type not in PRETRAINING_MODEL_TYPES:
             raise ValueError(f"--objective tapt: {checkpoint} is a {hf_config.model_type} encoder; contrastive "
                              f"pretraining needs a wav2vec2 checkpoint (transformers' Wav2Vec2ForPreTraining)")
+        if layerdrop:
+            raise ValueError(f"--layerdrop {layerdrop}: --objective tapt skips layers with the checkpoint's own "
+                             f"LayerDrop ({checkpoint}: layerdrop {getattr(hf_config, 'layerdrop', 0.0)}), as the "
+                             "seed's TAPT; --layerdrop acts while fine-tuning and in --objective ptapt")
         m = backbone_options(config)  # the HFSettings of the run
         self.checkpoint = checkpoint
         self.normalise = normalises(extractor_settings(checkpoint), config.features.waveform_norm, config.version)

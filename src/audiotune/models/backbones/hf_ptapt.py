@@ -2,8 +2,8 @@
 
 The targets are the frame labels ``audiotune cluster`` wrote (``--pseudo_labels``), one sequence per clip and
 K. The encoder is the checkpoint's bare Hugging Face model (wav2vec2, HuBERT, WavLM, data2vec-audio: any
-with a mask embedding), its convolutional feature encoder and feature projection frozen, as the seed system
-ran it. Per batch:
+with a mask embedding), its convolutional feature encoder, feature projection and mask embedding frozen, as the
+seed system ran it. Per batch:
 
 1. each clip longer than ``--max_seconds`` is cropped at a random offset that is a multiple of the encoder's
    frame hop (the product of its conv strides), so frame ``j`` of the crop is frame ``offset / hop + j`` of
@@ -12,7 +12,9 @@ ran it. Per batch:
 2. spans of ``mask_time_length`` frames (default 15) start at ``mask_time_prob`` (default 0.06) of the clips'
    real frames (by ``--mask_spans``, :mod:`.hf_masks`: at least two spans per clip or per batch, padding never
    masked, clips too short for a span get none) and are replaced by the encoder's mask embedding;
-3. one head per K (Linear -> Tanh -> Linear, width 256, on the ReLU of the last hidden state, as the seed's
+3. the encoder skips each transformer layer with ``--layerdrop``'s probability (the checkpoint's with
+   ``checkpoint``, as the seed's encoder trained; 0, the default: none), as fine-tuning does;
+4. one head per K (Linear -> Tanh -> Linear, width 256, on the ReLU of the last hidden state, as the seed's
    ``LinearHead``) predicts the cluster of each masked frame; the loss is the sum over K of the mean
    cross-entropy, ``acc`` the heads' mean accuracy.
 
@@ -37,6 +39,7 @@ from audiotune.models.backbones import backbone_options
 from audiotune.models.backbones.hf_checkpoint import extractor_settings, normalises, weights_quietly
 from audiotune.models.backbones.hf_masks import time_mask
 from audiotune.models.backbones.hf_pretraining import save_encoder
+from audiotune.models.backbones.hf_training import freeze_mask_embedding, install_layerdrop
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +67,9 @@ def hop_aligned_crop(waveforms: Tensor, lengths: Tensor, max_samples: int, hop: 
 class PseudoLabelPretraining(nn.Module):
     """A Hugging Face encoder with one cluster-prediction head per K (see the module docstring)."""
 
-    def __init__(self, checkpoint: str, config: RunConfig) -> None:
+    def __init__(self, checkpoint: str, config: RunConfig, layerdrop: float | None = 0.0) -> None:
+        """``layerdrop``: the probability of skipping each transformer layer in a training pass (``--layerdrop``;
+        None: the checkpoint config's)."""
         super().__init__()
         from transformers import AutoConfig, AutoModel
 
@@ -95,7 +100,6 @@ class PseudoLabelPretraining(nn.Module):
         hf_config.mask_time_length = self.length
         hf_config.mask_feature_prob = 0.0
         hf_config.apply_spec_augment = True
-        hf_config.layerdrop = 0.0
         with weights_quietly():
             self.model: Any = AutoModel.from_pretrained(checkpoint, config=hf_config)  # a transformers model
         if not isinstance(getattr(self.model, "masked_spec_embed", None), nn.Parameter):
@@ -103,6 +107,8 @@ class PseudoLabelPretraining(nn.Module):
                              "mask frames with")
         self.model.freeze_feature_encoder()
         self.model.feature_projection.requires_grad_(False)
+        freeze_mask_embedding(self.model)  # the seed wrote masked frames with it and never trained it
+        install_layerdrop(self.model, layerdrop)  # as fine-tuning: the seed's encoder skipped layers while it trained
         width = int(hf_config.hidden_size)
         self.heads = nn.ModuleDict({str(k): nn.Sequential(nn.Linear(width, HEAD_WIDTH), nn.Tanh(),
                                                           nn.Linear(HEAD_WIDTH, k))

@@ -1,5 +1,6 @@
 """The bare Hugging Face encoder as its options ask for it (:class:`HFOptions`): loaded with the masking, LayerDrop
-and gradient checkpointing of its training passes (where its time spans go: :mod:`.hf_masks`).
+and gradient checkpointing of its training passes (where its time spans go: :mod:`.hf_masks`), and a mask
+embedding kept as loaded (:func:`freeze_mask_embedding`).
 
 LayerDrop skips each transformer layer with probability ``p`` in a training pass: the layer passes its input on
 unchanged, so the encoder still returns one hidden state per layer (a skipped layer's state repeats the one
@@ -69,7 +70,6 @@ def load_encoder(options: HFOptions, pretrained: bool) -> Any:
     config.mask_feature_length = options.mask_feature_length
     config.mask_feature_min_masks = 1
     config.apply_spec_augment = options.masks
-    layerdrop = float(config.layerdrop) if options.layerdrop is None else options.layerdrop
     if pretrained:
         with weights_quietly():
             model, loading = AutoModel.from_pretrained(options.checkpoint, config=config, output_loading_info=True)
@@ -79,7 +79,7 @@ def load_encoder(options: HFOptions, pretrained: bool) -> Any:
     if options.mask_time_prob == 0 and isinstance(getattr(model, "masked_spec_embed", None), nn.Parameter):
         # the mask embedding is unused then; an unused parameter would trip DDP and differ between load paths
         del model.masked_spec_embed
-    install_layerdrop(model, layerdrop)  # one hidden state per layer, skipped or not
+    install_layerdrop(model, options.layerdrop)  # one hidden state per layer, skipped or not
     if options.gradient_checkpointing:
         enable_checkpointing(model)
     return model
@@ -95,9 +95,20 @@ def enable_checkpointing(model: Any) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-def install_layerdrop(model: Any, probability: float) -> None:
-    """Skip each of ``model.encoder.layers`` with ``probability`` in training passes (see the module's text);
-    ``model.config.layerdrop`` is set to 0 so transformers does not skip them too."""
+def freeze_mask_embedding(model: Any) -> None:
+    """Keep the encoder's mask embedding (``masked_spec_embed``, what masked time spans are replaced with) as
+    loaded, when it has one."""
+    embedding = getattr(model, "masked_spec_embed", None)
+    if isinstance(embedding, nn.Parameter):
+        embedding.requires_grad_(False)
+
+
+def install_layerdrop(model: Any, probability: float | None) -> None:
+    """Skip each of ``model.encoder.layers`` with ``probability`` in training passes (see the module's text;
+    ``None``: the probability of ``model.config.layerdrop``, the checkpoint's); ``model.config.layerdrop`` is set
+    to 0 so transformers does not skip them too."""
+    if probability is None:
+        probability = float(model.config.layerdrop)
     model.config.layerdrop = 0.0
     if probability <= 0:
         return

@@ -74,7 +74,13 @@ from audiotune.models.backbones.hf_checkpoint import (
     normalises,
 )
 from audiotune.models.backbones.hf_masks import SPAN_RULES, time_mask_indices
-from audiotune.models.backbones.hf_training import DEFAULT_CHECKPOINT, HFOptions, enable_checkpointing, load_encoder
+from audiotune.models.backbones.hf_training import (
+    DEFAULT_CHECKPOINT,
+    HFOptions,
+    enable_checkpointing,
+    freeze_mask_embedding,
+    load_encoder,
+)
 from audiotune.storage import Role
 
 __all__ = ["DEFAULT_CHECKPOINT", "HFBackbone", "HFOptions", "build_hf", "extractor_settings", "hf_input",
@@ -120,9 +126,10 @@ class HFSettings:
                                                  "a second forward pass of each layer, the same gradients",
                                           acts=WHILE_TRAINING)
     layerdrop: float | Literal["checkpoint"] = option(
-        0.0, "fine-tuning: probability that each transformer layer is skipped in a training pass (LayerDrop; 0: "
-             "off; under DDP with --strategy ddp_find_unused_parameters_true); checkpoint: its config's value, as "
-             "the seeds' Hugging Face models trained", valid=PROBABILITY, acts=FINE_TUNING)
+        0.0, "fine-tuning and --objective ptapt: probability that each transformer layer is skipped in a training "
+             "pass (LayerDrop; 0: off; under DDP with --strategy ddp_find_unused_parameters_true); checkpoint: its "
+             "config's value, as the seeds' Hugging Face models trained (--objective tapt always skips with the "
+             "checkpoint's, as the seed's TAPT)", valid=PROBABILITY, acts=WHILE_TRAINING)
     tapt_loss: str = option("frame", "TAPT objective: frame (contrastive loss per masked frame + the diversity "
                                      "weight x diversity; distractors from the clip's masked frames) or batch "
                                      "(transformers 4.10, the emotion seed: contrastive summed over the batch + the "
@@ -261,8 +268,10 @@ class HFBackbone(TransformersSizes, Backbone):
         self.model.freeze_feature_encoder()
 
     def freeze_feature_projection(self) -> None:
-        """Freeze the projection of the CNN features into the transformer's width."""
+        """Freeze the projection of the CNN features into the transformer's width and the mask embedding that
+        replaces masked frames of its output: the seed emotion system's fine-tuning trained neither."""
         self.model.feature_projection.requires_grad_(False)
+        freeze_mask_embedding(self.model)
 
     # ------------------------------------------------------------------ self-supervised pretraining
 
@@ -278,9 +287,10 @@ class HFBackbone(TransformersSizes, Backbone):
         from audiotune.models.backbones.hf_ptapt import PseudoLabelPretraining
 
         if objective == "ptapt":
-            self.pretrainer: Wav2Vec2Tapt | PseudoLabelPretraining = PseudoLabelPretraining(self.checkpoint, config)
+            self.pretrainer: Wav2Vec2Tapt | PseudoLabelPretraining = PseudoLabelPretraining(
+                self.checkpoint, config, layerdrop=self.options.layerdrop)
         else:
-            self.pretrainer = Wav2Vec2Tapt(self.checkpoint, config)
+            self.pretrainer = Wav2Vec2Tapt(self.checkpoint, config, layerdrop=self.options.layerdrop)
         self.model = self.pretrainer.encoder
         if self.options.gradient_checkpointing:
             enable_checkpointing(self.model)
