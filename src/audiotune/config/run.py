@@ -19,7 +19,7 @@ from audiotune.config.sections import (
     TrainConfig,
 )
 
-CONFIG_VERSION = 4
+CONFIG_VERSION = 5
 # from this version on the audio and features sections hold the user's options; before it, the input the backbone
 # resolved from them (which is then the run's input as it is)
 INPUT_RESOLVED_VERSION = 2
@@ -35,6 +35,9 @@ WEIGHTED_STATES_VERSION = 4
 # from this version on an unset --features (null) is the backbone's own input; before it, fbank, the saved default,
 # stood for it (read as null)
 FEATURES_OWN_VERSION = 4
+# from this version on --freeze_feature_projection also keeps the mask embedding as loaded (the emotion seed trained
+# neither); before it, the mask embedding trained (and a resumed run's optimiser state holds it)
+MASK_EMBEDDING_KEPT_VERSION = 5
 
 
 HEAD_KINDS = ("binary", "categorical", "soft", "regression")

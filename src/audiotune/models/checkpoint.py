@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from audiotune.config import WEIGHTED_STATES_VERSION, RunConfig, load_config
+from audiotune.config import MASK_EMBEDDING_KEPT_VERSION, WEIGHTED_STATES_VERSION, RunConfig, load_config
 from audiotune.models.backbones import SupportsExportConfig, SupportsFeatureEncoderFreeze, build_backbone
 from audiotune.models.classifier import Classifier
 from audiotune.outputs import CONFIG_FILE, ENCODER_DIR, MODEL_FILE, atomic_path, run_dir_of
@@ -34,7 +34,7 @@ def build_classifier(config: RunConfig, pretrained: bool = True) -> Classifier:
     if config.model.freeze_feature_projection:
         if not isinstance(backbone, SupportsFeatureEncoderFreeze):
             raise ValueError(f"--freeze_feature_projection: --model {config.model.model} has no feature projection")
-        backbone.freeze_feature_projection()
+        backbone.freeze_feature_projection(mask_embedding=config.version >= MASK_EMBEDDING_KEPT_VERSION)
     summed = backbone.weighted_states if config.version >= WEIGHTED_STATES_VERSION else backbone.num_hidden_states
     return Classifier(backbone, config.heads, config.classifier, freeze_backbone=bool(config.model.freeze),
                       weighted_states=summed, frozen_train_mode=config.model.frozen_train_mode)

@@ -131,6 +131,25 @@ def test_freezing_the_feature_projection_keeps_the_mask_embedding(checkpoint: Pa
                                                      HFBackbone(HFOptions(str(checkpoint))).model.encoder.parameters()))
 
 
+def test_runs_written_before_the_mask_embedding_was_kept_still_train_it(checkpoint: Path) -> None:
+    """A run of config version 4 (resumed: its optimiser state holds the embedding) keeps training it."""
+    from audiotune.config import HeadSpec
+    from audiotune.models.backbones import resolve_config
+    from audiotune.models.checkpoint import build_classifier
+
+    def embedding(version: int) -> torch.nn.Parameter:
+        config = RunConfig()
+        config.model.model, config.model.checkpoint, config.model.freeze = "hf", str(checkpoint), False
+        config.model.freeze_feature_encoder = config.model.freeze_feature_projection = True
+        config.model.options["mask_time_prob"] = 0.1
+        config.heads = [HeadSpec("pitch", "binary", ["high"])]
+        config = resolve_config(config)
+        config.version = version
+        return build_classifier(config).backbone.model.masked_spec_embed
+
+    assert not embedding(5).requires_grad and embedding(4).requires_grad
+
+
 @pytest.mark.slow
 def test_a_frozen_encoder_in_training_mode_masks_its_features_and_learns_nothing(
         checkpoint: Path, dataset: dict, tmp_path: Path) -> None:

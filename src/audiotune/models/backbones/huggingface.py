@@ -267,11 +267,13 @@ class HFBackbone(TransformersSizes, Backbone):
         """Freeze the CNN feature encoder only (the transformer and projection stay trainable)."""
         self.model.freeze_feature_encoder()
 
-    def freeze_feature_projection(self) -> None:
-        """Freeze the projection of the CNN features into the transformer's width and the mask embedding that
-        replaces masked frames of its output: the seed emotion system's fine-tuning trained neither."""
+    def freeze_feature_projection(self, mask_embedding: bool = True) -> None:
+        """Freeze the projection of the CNN features into the transformer's width and (``mask_embedding``) the mask
+        embedding that replaces masked frames of its output: the seed emotion system's fine-tuning trained
+        neither."""
         self.model.feature_projection.requires_grad_(False)
-        freeze_mask_embedding(self.model)
+        if mask_embedding:
+            freeze_mask_embedding(self.model)
 
     # ------------------------------------------------------------------ self-supervised pretraining
 

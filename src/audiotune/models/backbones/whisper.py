@@ -331,7 +331,7 @@ class WhisperBackbone(Backbone):
         self.model.conv1.requires_grad_(False)
         self.model.conv2.requires_grad_(False)
 
-    def freeze_feature_projection(self) -> None:
+    def freeze_feature_projection(self, mask_embedding: bool = True) -> None:
         """Whisper's second convolution already outputs the encoder's width: there is no projection to freeze."""
         raise ValueError("--freeze_feature_projection: Whisper has no feature projection (its second convolution "
                          "outputs d_model); --freeze_feature_encoder freezes both convolutions")
