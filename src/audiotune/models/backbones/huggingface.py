@@ -213,14 +213,17 @@ class HFBackbone(TransformersSizes, Backbone):
         # a clip shorter than one frame is treated as zero-padded to one frame; never an all-masked row
         seen = valid.clamp(min=field)
         positions = torch.arange(waveforms.shape[1], device=waveforms.device)
-        padded = int(self.frame_lengths(torch.tensor([waveforms.shape[1]]))[0])
-        frames = self.frame_lengths(seen).clamp(max=padded)
-        masks = time_mask_indices(self.model, frames.tolist(), padded, self.options.mask_spans)
+        masks = {}
+        if self.model.training:  # where its time spans go (scoring and export never mask: no shape is read here)
+            padded = int(self.frame_lengths(torch.tensor([waveforms.shape[1]]))[0])
+            real = self.frame_lengths(seen).clamp(max=padded).tolist()
+            masks = time_mask_indices(self.model, real, padded, self.options.mask_spans)
         out = self.model(waveforms, attention_mask=(positions[None, :] < seen[:, None]).long(),
                          output_hidden_states=True, **masks)
         states = list(out.hidden_states)
         if out.last_hidden_state.shape == states[-1].shape:  # no adapter: include the final LayerNorm (4.x numbering)
             states[-1] = out.last_hidden_state
+        frames = self.frame_lengths(seen).clamp(max=states[0].shape[1])
         frames = torch.where(valid > 0, frames, torch.zeros_like(frames))  # windows past a clip's end add no frames
         mask = torch.arange(states[0].shape[1], device=frames.device)[None, :] < frames[:, None]
         return states, mask
