@@ -59,6 +59,26 @@ def tone(freq: float, seconds: float, rate: int, seed: int = 0, channels: int = 
     return wave.astype(np.float32)
 
 
+def emotion_folds(root: Path, sessions: int = 3, per_session: int = 4,
+                  name: str = "label_{}.json") -> tuple[Path, Path]:
+    """A flat folder of wavs and one JSON split file per session (``name`` with its number), as the seed emotion
+    recipe writes them: Test the session's utterances, Train every other session's, Val empty."""
+    audio, folds = root / "wavs", root / "labels"
+    audio.mkdir()
+    folds.mkdir()
+    names = {s: [f"Ses0{s}_{k}.wav" for k in range(per_session)] for s in range(1, sessions + 1)}
+    label = {}
+    for s, files in names.items():
+        for k, wav in enumerate(files):
+            sf.write(audio / wav, tone(300 + 500 * (k % 2), 0.5, 16000, seed=10 * s + k), 16000)
+            label[wav] = ["sad", "happy"][k % 2]
+    for s in names:
+        (folds / name.format(s)).write_text(json.dumps({
+            "Train": {n: label[n] for t, files in names.items() if t != s for n in files}, "Val": {},
+            "Test": {n: label[n] for n in names[s]}}))
+    return audio, folds
+
+
 @pytest.fixture()
 def uid_dataset(tmp_path: Path) -> dict:
     """A seed-layout dataset (see :func:`make_uid_dataset`) in the test's own folder."""

@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 import yaml
-from conftest import SMALL_ECAPA, tone
+from conftest import SMALL_ECAPA, emotion_folds, tone
 
 from audiotune.cli import main
 from audiotune.config import HeadSpec, RunConfig, save_config
@@ -169,24 +169,6 @@ def test_cv_without_validation_scores_the_last_epoch(tmp_path: Path, capsys: pyt
     metrics = json.loads((out / "fold_1" / "run_1" / "metrics.json").read_text())
     assert "val" not in metrics and metrics["epochs_run"] == 2
     assert not (out / "fold_1" / "run_1" / "checkpoints" / "best.ckpt").exists()
-
-
-def emotion_folds(root: Path, sessions: int = 3, per_session: int = 4) -> tuple[Path, Path]:
-    """A flat folder of wavs and one JSON split file per session, as the seed emotion recipe writes them: Test
-    the session's utterances, Train every other session's, Val empty."""
-    audio, folds = root / "wavs", root / "labels"
-    audio.mkdir()
-    folds.mkdir()
-    names = {s: [f"Ses0{s}_{k}.wav" for k in range(per_session)] for s in range(1, sessions + 1)}
-    label = {}
-    for s, files in names.items():
-        for k, name in enumerate(files):
-            sf.write(audio / name, tone(300 + 500 * (k % 2), 0.5, 16000, seed=10 * s + k), 16000)
-            label[name] = ["sad", "happy"][k % 2]
-    for s in names:
-        train = {n: label[n] for t, files in names.items() if t != s for n in files}
-        write_json_split(folds / f"label_{s}.json", train, {}, {n: label[n] for n in names[s]})
-    return audio, folds
 
 
 @pytest.mark.slow

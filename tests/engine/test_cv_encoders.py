@@ -8,33 +8,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import soundfile as sf
 import yaml
-from conftest import HF_TINY, save_hf_checkpoint, tone
+from conftest import HF_TINY, emotion_folds, save_hf_checkpoint
 
 from audiotune.cli import build_parser, main
 from audiotune.cli.flags import config_from_args
 from audiotune.config import RunConfig
 from audiotune.data.folds import FoldOptions, build_folds
 from audiotune.engine.cv_encoders import encoder_paths, fold_config, fold_configs, shared_clips
-
-
-def session_folds(root: Path, sessions: int = 3, per_session: int = 3) -> tuple[Path, Path]:
-    """Wavs of ``sessions`` sessions and one JSON split file per session (Test: it, Train: the others, Val empty)."""
-    audio, folds = root / "wavs", root / "labels"
-    audio.mkdir()
-    folds.mkdir()
-    names = {s: [f"Ses0{s}_{k}.wav" for k in range(per_session)] for s in range(1, sessions + 1)}
-    label = {}
-    for s, files in names.items():
-        for k, name in enumerate(files):
-            sf.write(audio / name, tone(300 + 500 * (k % 2), 0.5, 16000, seed=10 * s + k), 16000)
-            label[name] = ["sad", "happy"][k % 2]
-    for s in names:
-        (folds / f"fold{s}.json").write_text(json.dumps({
-            "Train": {n: label[n] for t, files in names.items() if t != s for n in files}, "Val": {},
-            "Test": {n: label[n] for n in names[s]}}))
-    return audio, folds
 
 
 def tiny_wav2vec2(path: Path) -> Path:
@@ -73,7 +54,7 @@ def test_clips_are_shared_when_their_file_and_span_overlap() -> None:
 
 def test_missing_fold_encoders_are_named_together_before_anything_is_written(
         tmp_path: Path, hf_checkpoints: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
-    audio, folds = session_folds(tmp_path, sessions=4)
+    audio, folds = emotion_folds(tmp_path, sessions=4, per_session=3, name="fold{}.json")
     for fold in ("fold_1", "fold_3"):
         shutil.copytree(hf_checkpoints["w2v_group"], tmp_path / f"enc_{fold}")
     out = tmp_path / "cv"
@@ -87,7 +68,7 @@ def test_missing_fold_encoders_are_named_together_before_anything_is_written(
 @pytest.mark.slow
 def test_each_fold_fine_tunes_its_own_encoder_and_one_pretrained_on_its_test_clips_is_refused(
         tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    audio, folds = session_folds(tmp_path)
+    audio, folds = emotion_folds(tmp_path, per_session=3, name="fold{}.json")
     base = tiny_wav2vec2(tmp_path / "w2v2")
     for k in (1, 2, 3):  # an encoder per fold, pretrained on that fold's Train part only (relative paths)
         monkeypatch.chdir(tmp_path)
