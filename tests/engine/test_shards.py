@@ -153,8 +153,19 @@ if failing in (-2, -3):  # a file on rank 1's disk sent to rank 0 in 1000-byte p
         print(f"{type(err).__name__}: {err}")
     sys.exit()
 
+if failing == 32 and rank == 0:  # rank 0 slow to begin its part: the parts' folder it holds is still empty
+    import time
+    from audiotune import partials
+    look_for_partials = partials.remove_abandoned_partials
+    partials.remove_abandoned_partials = lambda path: (path.name.startswith("part-") and time.sleep(2)) or (
+        look_for_partials(path))
+
 def write(path):
     if rank == failing:
+        raise ValueError("a row that cannot be decoded")
+    if failing == 32 and rank == 1:  # process 1 fails before rank 0 has begun its part
+        import time
+        time.sleep(0.5)
         raise ValueError("a row that cannot be decoded")
     if failing == 31 and rank == 1:  # a launcher stopping this process while it scores
         os.kill(os.getpid(), signal.SIGTERM)
@@ -212,8 +223,11 @@ def test_a_part_that_cannot_be_sent_fails_both(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_failed_process_fails_every_process_before_any_output(tmp_path: Path) -> None:
-    rank0, rank1 = _two_processes(tmp_path, failing=1)
+@pytest.mark.parametrize("failing", [1, 32])
+def test_a_failed_process_fails_every_process_before_any_output(tmp_path: Path, failing: int) -> None:
+    """Process 1 fails writing its part, also while rank 0 has yet to write its own into the parts' folder (which
+    process 1 leaves to rank 0)."""
+    rank0, rank1 = _two_processes(tmp_path, failing=failing)
     assert rank1 == "exit 0"  # rank 0 reports its failure
     assert rank0 == ("ShardError: process 1 of 2 failed, so nothing was written: ValueError: a row that cannot be "
                      "decoded")

@@ -32,6 +32,15 @@ def process_group() -> tuple[int, int]:
     return 1, 0
 
 
+def end_process_group() -> None:
+    """Destroy the process group, if there is one, once this process makes no more collective calls: its threads
+    and connections end in order, instead of in the interpreter's exit, where a thread still running aborts the
+    process (after its error was reported, with a status the launcher reads as a crash)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        with contextlib.suppress(Exception):  # a peer already gone: nothing left to end in order
+            torch.distributed.destroy_process_group()
+
+
 def all_gather_objects(value: T) -> list[T]:
     """Every process's ``value`` (picklable, any size), in rank order; ``[value]`` in a single process."""
     world, _ = process_group()

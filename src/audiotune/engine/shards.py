@@ -53,7 +53,7 @@ from audiotune.config import RunConfig, RuntimeConfig
 from audiotune.data.audio import AudioSpec, check_rows, scan_audio, usable_rows
 from audiotune.data.prepare import Scanner
 from audiotune.engine.device import parse_devices
-from audiotune.engine.distributed import all_gather_objects, process_group
+from audiotune.engine.distributed import all_gather_objects, end_process_group, process_group
 from audiotune.engine.inference import override_device
 from audiotune.launch import launched_rank_zero, launched_world_size
 from audiotune.outputs import atomic_path
@@ -241,6 +241,7 @@ def together(shard: Shard) -> Iterator[None]:
     finally:
         if stop is not None:
             signal.signal(signal.SIGTERM, stop)
+        end_process_group()  # every process is past its last gather: end it here, not in the interpreter's exit
 
 
 def shared_scan(shard: Shard) -> Scanner:
@@ -282,6 +283,7 @@ def gathered_parts(shard: Shard, target: Path, write_part: Callable[[Path], None
         own = stack.enter_context(partial_place(place, directory=True)) if shard.writes else None
         folder = Path(exchange(shard, str(own) if own else "")[0])
         part = folder / _part_name(shard.rank)
+        made = not folder.is_dir()  # a follower's own folder (another machine's disk); rank 0's is not its to remove
         try:
             try:
                 folder.mkdir(parents=True, exist_ok=True)
@@ -313,8 +315,9 @@ def gathered_parts(shard: Shard, target: Path, write_part: Callable[[Path], None
         finally:
             if not shard.writes:
                 part.unlink(missing_ok=True)
-                with contextlib.suppress(OSError):  # a folder of its own on another machine's disk, now empty
-                    folder.rmdir()
+                if made:
+                    with contextlib.suppress(OSError):  # a folder of its own on another machine's disk, now empty
+                        folder.rmdir()
 
 
 def send_file(shard: Shard, path: Path, to: int) -> None:
