@@ -469,6 +469,19 @@ def test_losses_finite_and_gradients_reach_encoder() -> None:
         SSASTModel(**{**PATCH, "tstride": 8}).mpg(x, mask_patch=4)
 
 
+def test_only_the_joint_objective_weighs_the_mse_by_10() -> None:
+    """Upstream and the seed trained pretrain_mpg on the MSE itself and pretrain_mpc on the NCE."""
+    torch.manual_seed(0)
+    model = SSASTModel(**PATCH).eval()
+    x = torch.randn(2, 128, 64)
+    mpg = model.pretrain_loss(x, "pretrain_mpg", mask_patch=6, rng=random.Random(3))
+    torch.testing.assert_close(mpg["loss"], model.mpg(x, mask_patch=6, rng=random.Random(3)))
+    assert set(mpg) == {"loss", "mse"} and torch.equal(mpg["loss"], mpg["mse"])
+    mpc = model.pretrain_loss(x, "pretrain_mpc", mask_patch=6, rng=random.Random(3))
+    torch.testing.assert_close(mpc["loss"], model.mpc(x, mask_patch=6, rng=random.Random(3))[1])
+    assert set(mpc) == {"loss", "acc", "nce"}
+
+
 def test_mpg_loss_decreases_on_a_fixed_batch() -> None:
     torch.manual_seed(0)
     model = SSASTModel(**FRAME)
