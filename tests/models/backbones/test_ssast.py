@@ -469,19 +469,6 @@ def test_losses_finite_and_gradients_reach_encoder() -> None:
         SSASTModel(**{**PATCH, "tstride": 8}).mpg(x, mask_patch=4)
 
 
-def test_only_the_joint_objective_weighs_the_mse_by_10() -> None:
-    """Upstream and the seed trained pretrain_mpg on the MSE itself and pretrain_mpc on the NCE."""
-    torch.manual_seed(0)
-    model = SSASTModel(**PATCH).eval()
-    x = torch.randn(2, 128, 64)
-    mpg = model.pretrain_loss(x, "pretrain_mpg", mask_patch=6, rng=random.Random(3))
-    torch.testing.assert_close(mpg["loss"], model.mpg(x, mask_patch=6, rng=random.Random(3)))
-    assert set(mpg) == {"loss", "mse"} and torch.equal(mpg["loss"], mpg["mse"])
-    mpc = model.pretrain_loss(x, "pretrain_mpc", mask_patch=6, rng=random.Random(3))
-    torch.testing.assert_close(mpc["loss"], model.mpc(x, mask_patch=6, rng=random.Random(3))[1])
-    assert set(mpc) == {"loss", "acc", "nce"}
-
-
 def test_mpg_loss_decreases_on_a_fixed_batch() -> None:
     torch.manual_seed(0)
     model = SSASTModel(**FRAME)
@@ -582,75 +569,3 @@ def test_features_other_than_fbank_are_an_error_except_in_a_config_of_an_earlier
     config.features.features = "waveform"
     with pytest.raises(ValueError, match="--model ssast reads fbank features"):
         input_spec(config)
-
-
-# --------------------------------------------------------------------------- masks from the options
-
-
-def block_side(mask: list[int], t_dim: int) -> int | None:
-    """The side of the one block a mask on a square grid is (the first ``len(mask)`` patches of a square block,
-    row by row, clear of the right and bottom edges, where blocks are clipped), or None when it is not one."""
-    rows, cols = [i // t_dim for i in mask], [i % t_dim for i in mask]
-    if max(rows) == t_dim - 1 or max(cols) == t_dim - 1:
-        return None
-    side = max(cols) - min(cols) + 1
-    block = {(min(rows) + k // side) * t_dim + min(cols) + k % side for k in range(len(mask))}
-    return side if set(mask) == block else None
-
-
-def pretraining_masks(monkeypatch: pytest.MonkeyPatch, objective: str = "pretrain_mpg", clips: int = 60,
-                      **options: object) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """The masks (one (clips, 9) tensor per masked pass) and the loss of one batch, as `audiotune pretrain` draws
-    them from the options given, on a one-block tiny model over a 12 x 12 grid of 4 x 4 patches."""
-    config = ssast_config(task=objective, fshape=4, tshape=4, fstride=4, tstride=4, mask_patch=9, **options)
-    torch.manual_seed(0)
-    backbone = SSASTBackbone(SSASTOptions("tiny", 4, 4, input_fdim=48, input_tdim=48, task=objective, depth=1))
-    backbone.start_pretraining(objective, config)
-    drawn: list[torch.Tensor] = []
-    draw = backbone.model.mask_indices
-
-    def recorded(*args: object, **kwargs: object) -> torch.Tensor:
-        drawn.append(draw(*args, **kwargs))  # type: ignore[arg-type]
-        return drawn[-1]
-
-    monkeypatch.setattr(backbone.model, "mask_indices", recorded)
-    features = torch.randn(clips, 48, 48, generator=torch.Generator().manual_seed(1))
-    loss = backbone.pretrain_loss({"inputs": features}, objective, rng=random.Random(0))["loss"]
-    return drawn, loss.detach()
-
-
-def sides(masks: torch.Tensor) -> set[int | None]:
-    return {block_side(mask.tolist(), 12) for mask in masks} - {None}
-
-
-def test_cluster_side_drawn_gives_each_clip_a_block_of_side_cluster_factor_to_cluster_factor_plus_2(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The SSAST seeds drew each clip's block side as randrange(3) + 3; --cluster_side drawn does so from
-    --cluster_factor, the default keeps every block --cluster_factor wide (the masks drawn before the option)."""
-    (fixed,), fixed_loss = pretraining_masks(monkeypatch)
-    assert sides(fixed) == {3}
-    today = SSASTModel("tiny", 4, 4, input_fdim=48, input_tdim=48, depth=1).mask_indices(60, 9, None, 3,
-                                                                                         random.Random(0))
-    assert torch.equal(fixed, today)
-    assert torch.equal(pretraining_masks(monkeypatch, cluster_side="fixed")[0][0], fixed)
-    (drawn,), drawn_loss = pretraining_masks(monkeypatch, cluster_side="drawn")
-    assert sides(drawn) == {3, 4, 5} and not torch.equal(drawn_loss, fixed_loss)
-    assert sides(pretraining_masks(monkeypatch, cluster_side="drawn", cluster_factor=4)[0][0]) == {4, 5, 6}
-    # the joint objective's two passes (classification and generation) both draw their sides
-    joint, _ = pretraining_masks(monkeypatch, "pretrain_joint", cluster_side="drawn")
-    assert len(joint) == 2 and all(sides(masks) == {3, 4, 5} for masks in joint)
-
-
-def test_cluster_side_is_recorded_and_a_run_saved_without_it_keeps_fixed_blocks(tmp_path: Path) -> None:
-    from audiotune.config import load_config, save_config
-    from audiotune.models.backbones import backbone_options
-
-    config = resolve_config(ssast_config(task="pretrain_joint", cluster_side="drawn"))
-    save_config(config, tmp_path / "config.yaml")
-    assert backbone_options(load_config(tmp_path / "config.yaml")).cluster_side == "drawn"
-    earlier = (tmp_path / "config.yaml").read_text().replace("  cluster_side: drawn\n", "")
-    assert "cluster_side" not in earlier
-    (tmp_path / "config.yaml").write_text(earlier)
-    assert backbone_options(load_config(tmp_path / "config.yaml")).cluster_side == "fixed"
-    with pytest.raises(ValueError, match="--cluster_side sometimes: choose one of fixed, drawn"):
-        backbone_options(ssast_config(cluster_side="sometimes"))
