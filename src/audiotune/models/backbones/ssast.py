@@ -58,6 +58,10 @@ class SSASTSettings:
     mask_patch: int = option(400, "pretraining: patches masked per clip", valid=AT_LEAST_1, acts=PRETRAINING)
     cluster_factor: int = option(3, "pretraining: side of the square blocks of masked patches (patch models)",
                                  valid=AT_LEAST_1, acts=PRETRAINING)
+    cluster_side: str = option("fixed", "pretraining: each clip's block side is --cluster_factor (fixed) or drawn "
+                                        "from --cluster_factor to --cluster_factor + 2 (drawn: the SSAST seeds' "
+                                        "3, 4 or 5 with the default 3)",
+                               choices=("fixed", "drawn"), acts=PRETRAINING)
 
 
 @dataclass(frozen=True)
@@ -169,11 +173,12 @@ class SSASTBackbone(Backbone):
         return (first, *(task for task in PRETRAIN_TASKS if task != first))
 
     def start_pretraining(self, objective: str, config: RunConfig) -> None:
-        """Every parameter trainable (pretext heads and mask token too); masking from ``--mask_patch`` and
-        ``--cluster_factor``."""
+        """Every parameter trainable (pretext heads and mask token too); masking from ``--mask_patch``,
+        ``--cluster_factor`` and ``--cluster_side`` (training and validation masks alike, as the seeds)."""
         self.task = objective
         settings = backbone_options(config)
-        self.mask_options = {"mask_patch": settings.mask_patch, "cluster_factor": settings.cluster_factor}
+        self.mask_options = {"mask_patch": settings.mask_patch, "cluster_factor": settings.cluster_factor,
+                             "jitter": settings.cluster_side == "drawn"}
         for param in self.parameters():
             if param.is_floating_point():
                 param.requires_grad_(True)

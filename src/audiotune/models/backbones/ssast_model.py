@@ -202,7 +202,8 @@ class SSASTModel(nn.Module):
     def pretrain_loss(self, x: Tensor, task: str = "pretrain_joint", mask_patch: int = 400,
                       cluster: bool | None = None, cluster_factor: int = 3, rng: random.Random | None = None,
                       jitter: bool = False) -> dict[str, Tensor]:
-        """``{"loss", ...}`` of an objective: mpc (``acc``, ``nce``), mpg (``mse``) or joint = nce + 10 mse.
+        """``{"loss", ...}`` of an objective: mpc (``acc``, ``nce``; loss = nce), mpg (``mse``; loss = mse) or
+        joint (loss = nce + 10 mse: the weight applies to the joint objective only, as upstream).
 
         The joint objective runs two passes with independent masks, as upstream.
         """
@@ -216,7 +217,8 @@ class SSASTModel(nn.Module):
             result["acc"], result["nce"] = self.mpc(x, **options)
         if task in ("pretrain_mpg", "pretrain_joint"):
             result["mse"] = self.mpg(x, **options)
-        loss = result.get("nce", 0.0) + 10.0 * result.get("mse", 0.0)
-        assert isinstance(loss, Tensor)  # every task in PRETRAIN_TASKS computes nce or mse
-        result["loss"] = loss
+        if task == "pretrain_joint":
+            result["loss"] = result["nce"] + 10.0 * result["mse"]
+        else:
+            result["loss"] = result["nce"] if task == "pretrain_mpc" else result["mse"]
         return result
