@@ -100,7 +100,8 @@ def test_each_fold_fine_tunes_its_own_encoder_and_one_pretrained_on_its_test_cli
     built = build_folds(str(folds), FoldOptions(audio_dir=str(audio)))
     fold_configs(config_from_args(args), built)
     assert [fold.info.get("encoder_pretrained_on_test_clips") for fold in built] == [None, 3, 3]
-    # a pretraining source that cannot be read any more: cannot tell, so refused
+    # a run written before it recorded its clips, whose pretraining source cannot be read any more: cannot tell
+    (tmp_path / "runs/tapt_fold_1" / CLIPS_READ_FILE).unlink()
     (folds / "fold1.json").rename(tmp_path / "moved.json")
     assert main(cv_args(audio, folds, tmp_path / "two", leaking)) == 2
     assert "cannot be read now" in capsys.readouterr().err
