@@ -63,7 +63,7 @@ def write_clips_read(run_dir: Path, tables: Mapping[str, pd.DataFrame], stage: s
     for option, run in input_runs(inputs):
         try:
             rows.append(run_rows(run)[0])
-        except (DataError, OSError) as err:
+        except (ValueError, OSError) as err:  # a config or table that cannot be read (DataError among them)
             log.warning("--%s comes from run %s, whose clips cannot be read (%s): %s lists this run's clips only",
                         option, storage.remote_name(str(run)), err, CLIPS_READ_FILE)
     return write_csv(pd.concat(rows, ignore_index=True).drop_duplicates(), run_dir / CLIPS_READ_FILE, index=False)
