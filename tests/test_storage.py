@@ -251,3 +251,12 @@ def test_browser_urls_of_objects_other_urls_and_local_files(tmp_path: Path, monk
         "http://127.0.0.1:9023/download/storage/v1/b/b/o/a%20dir%2Fx.wav?alt=media"
     assert storage.browser_url("https://example.org/x.wav") == "https://example.org/x.wav"
     assert storage.browser_url(tmp_path / "x y.wav") == (tmp_path / "x y.wav").resolve().as_uri()
+
+
+def test_a_remote_path_holding_a_placeholder_is_left_for_its_command_to_fill_in_and_copy(gcs: Emulator) -> None:
+    from audiotune.storage import Role, local_inputs
+
+    gcs.fs().pipe(f"{BUCKET}/enc_fold_1/config.json", b"{}")
+    assert local_inputs(f"gs://{BUCKET}/enc_{{fold}}", Role.INPUT) == f"gs://{BUCKET}/enc_{{fold}}"  # no such object
+    copied = Path(local_inputs(f"gs://{BUCKET}/enc_fold_1", Role.INPUT))
+    assert (copied / "config.json").read_bytes() == b"{}"

@@ -1,13 +1,12 @@
 """Outputs that appear complete or not at all, and run directories that one command owns at a time.
 
-Every file audiotune writes goes through :func:`atomic_path`: the writer fills a hidden temporary file in
-the destination folder, and only a writer that finished renames it into place (``os.replace`` is atomic
-on one file system). An interrupted, killed or failing writer (full disk, Ctrl-C) leaves the previous
-file, or none, never a truncated or partial one that reads as complete.
+Every file audiotune writes goes through :func:`atomic_path`: the writer fills a hidden temporary file in the
+destination folder, and only a writer that finished renames it into place (``os.replace`` is atomic on one file
+system). An interrupted, killed or failing writer (full disk, Ctrl-C) leaves the previous file, or none, never a
+truncated or partial one that reads as complete.
 
-:func:`claim_run_dir` takes an exclusive lock on a run directory for the life of the process, so two
-commands can never write one directory at once, and refuses to start a new run in a directory that
-already holds one unless it is resumed or overwritten on purpose.
+:func:`own_run_dir` takes an exclusive lock on a run directory for the life of the command, so two commands never
+write one at once, and refuses a new run in a directory holding one unless it is resumed or overwritten on purpose.
 
 The names of the files and folders inside run and experiment directories are declared here, once: every
 command that writes or reads one of them takes its name from this module.
@@ -48,6 +47,7 @@ RECORDING_PREDICTIONS_FILE = "predictions_recording.parquet"  # window scores ag
 SKIPPED_FILE = "skipped.csv"  # bad audio skipped with --on_error skip
 DROPPED_FILE = "dropped_rows.csv"  # rows that reach no model, and why
 VALIDATION_FILE = "validation.csv"  # validation rows drawn from the training split
+CLIPS_READ_FILE = "clips_read.csv"  # the clips a train or pretrain run learnt from, and its inputs' runs did
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"  # in CHECKPOINT_DIR: what a resumed run continues from
 BEST_CHECKPOINT = "best.ckpt"  # in CHECKPOINT_DIR: the best validation epoch

@@ -79,12 +79,13 @@ class Role(StrEnum):
 
 def local_inputs(value: Any, role: Role | None) -> Any:
     """``value`` (a path or a list of them) as the command reads it: the local copy of a remote path of a role
-    read whole (:func:`local_copy`), else unchanged."""
+    read whole (:func:`local_copy`), else unchanged; a path holding a placeholder (cv's ``{fold}``) names several
+    places, each copied by the command that fills it in."""
     if role is None or not role.is_copied:
         return value
     if isinstance(value, list):
         return [local_inputs(item, role) for item in value]
-    return local_copy(str(value)) if is_remote(value) else value
+    return local_copy(str(value)) if is_remote(value) and not re.search(r"\{\w+\}", str(value)) else value
 
 
 class StorageError(OSError):

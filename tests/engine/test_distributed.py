@@ -24,7 +24,7 @@ from audiotune.data.samplers import BalancedSampler, BucketBatchSampler, DealtBa
 from audiotune.engine.cache import write_entry
 from audiotune.engine.distributed import trainer_devices, unique_batches
 from audiotune.engine.module import ValidationBatch
-from audiotune.outputs import LOCK_FILE, own_run_dir
+from audiotune.outputs import CLIPS_READ_FILE, LOCK_FILE, own_run_dir
 
 # ---------------------------------------------------------------- training shards
 
@@ -163,7 +163,7 @@ def _train(args: list[str], launcher: tuple[str, ...] = ()) -> subprocess.Comple
 
 
 RUN_FILES = {LOCK_FILE, "checkpoints", "command.json", "config.yaml", "logs", "metrics.json", "model.safetensors",
-             "plots", "predictions.parquet", "report.html", "input_spec.json"}
+             "plots", "predictions.parquet", "report.html", "input_spec.json", CLIPS_READ_FILE}
 
 
 def _files(run: Path) -> list[str]:

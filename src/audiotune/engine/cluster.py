@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
+from audiotune import storage
 from audiotune.config import RunConfig, check_config
 from audiotune.data.loading import batch_features, make_dataset, make_loader
 from audiotune.data.prepare import prepare_eval_data
@@ -259,7 +261,9 @@ def cluster(config: RunConfig, options: ClusterOptions, out: str, run: str | Non
     norms = {k: (c * c).sum(dim=1) for k, c in centroids.items()}
     counts = {k: np.zeros(k, dtype=np.int64) for k in options.num_clusters}
     meta: dict[str, Any] = {
-        "encoder": run or config.model.checkpoint, "run": bool(run), "model": config.model.model,
+        # a run by where it is (its URL, not a local copy's), found again from anywhere (pretrain's clips_read.csv)
+        "encoder": storage.remote_name(os.path.abspath(run)) if run else config.model.checkpoint, "run": bool(run),
+        "model": config.model.model,
         "layer": options.layer, "frame_activation": config.classifier.frame_activation if run else "none",
         "sample_rate": inputs.resample_rate, "hop_samples": backbone.frame_hop,
         "num_clusters": options.num_clusters, "sample_ratio": options.sample_ratio, "seed": options.seed,

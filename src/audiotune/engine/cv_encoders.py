@@ -7,10 +7,13 @@ fold's name (``fold_1``, ``fold_2``, ..., the folders cv writes its runs to), as
 one TAPT / P-TAPT encoder per held-out session on that fold's Train part only. Every fold's path must exist before
 anything is written.
 
-An encoder written by ``audiotune pretrain`` names its run directory's data (config.yaml's ``-d``, ``-i``, read
-from the working directory its command.json records): pretraining read that source's train and val parts (all of
-it when it has no train part). A fold whose test clips (same audio file, overlapping span) are among them would be
-scored on what its encoder was pretrained on: an error naming the fold, the encoder and how many, unless
+A remote path (``gs://``) holding the placeholder is left whole by the command's staging and copied per fold here.
+
+An encoder written by ``audiotune pretrain`` has the clips its run read in its run directory (``clips_read.csv``,
+:mod:`.clips_read`: its train and val rows, and those of the runs its inputs came from, as P-TAPT's stage-1
+classifier); of a run written before that record, its config's data (``-d``, ``-i``, from the working directory its
+command.json records) is read again. A fold whose test clips (same audio file, overlapping span) are among them would
+be scored on what its encoder was pretrained on: an error naming the fold, the encoder and how many, unless
 ``--allow_overlap``; a pretraining source that cannot be read any more is an error too, rather than a guess.
 """
 from __future__ import annotations
@@ -28,9 +31,10 @@ from audiotune import storage
 from audiotune.config import RunConfig, load_config
 from audiotune.data.errors import DataError
 from audiotune.data.folds import FOLD_PLACEHOLDER, Fold
-from audiotune.data.layout import attach_paths, read_splits
+from audiotune.data.layout import attach_paths
+from audiotune.engine.clips_read import find_run, run_rows
 from audiotune.models.backbones import options_classes, refuse_inactive, resolve_config
-from audiotune.outputs import CONFIG_FILE, command_history
+from audiotune.outputs import CLIPS_READ_FILE, CONFIG_FILE
 from audiotune.storage import Role
 
 log = logging.getLogger(__name__)
@@ -56,78 +60,64 @@ def fold_paths(config: RunConfig) -> list[str]:
     return [name for name, path in encoder_paths(config).items() if FOLD_PLACEHOLDER in path]
 
 
+def _set_path(config: RunConfig, name: str, path: str) -> None:
+    if hasattr(config.model, name):
+        setattr(config.model, name, path)
+    else:
+        config.model.options[name] = path
+
+
 def fold_config(config: RunConfig, fold: str) -> RunConfig:
     """A copy of ``config`` whose encoder paths name ``fold`` where they hold the placeholder."""
     out = copy.deepcopy(config)
     for name, path in encoder_paths(config).items():
         if FOLD_PLACEHOLDER in path:
-            if hasattr(out.model, name):
-                setattr(out.model, name, path.replace(FOLD_PLACEHOLDER, fold))
-            else:
-                out.model.options[name] = path.replace(FOLD_PLACEHOLDER, fold)
+            _set_path(out, name, path.replace(FOLD_PLACEHOLDER, fold))
     return out
 
 
-def _exists(path: str) -> bool:
-    return storage.isfile(path) or storage.isdir(path)
+def _found(config: RunConfig, name: str) -> bool:
+    """Whether encoder path ``name`` of ``config`` exists; a remote one (``gs://``, left whole by the command's
+    staging while it held the placeholder) is read from a local copy from now on, as staging copies other inputs
+    (the run's config.yaml records its URL)."""
+    path = encoder_paths(config)[name]
+    if not storage.is_remote(path):
+        return storage.isfile(path) or storage.isdir(path)
+    try:
+        _set_path(config, name, storage.local_copy(path))
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def fold_configs(config: RunConfig, folds: list[Fold]) -> dict[str, RunConfig]:
-    """Each fold's run config (its encoder paths' placeholder filled in); every fold's encoder must exist (one
-    error naming each missing one), be one its runs can start from (as they resolve it: per fold where the paths
-    hold the placeholder) and not have been pretrained on the fold's test clips (:func:`check_pretraining`), before
-    anything is written."""
+    """Each fold's run config (its encoder paths' placeholder filled in, remote ones copied); every fold's encoder
+    must exist (one error naming each missing one), be one its runs can start from (as they resolve it: per fold
+    where the paths hold the placeholder) and not have been pretrained on the fold's test clips
+    (:func:`check_pretraining`), before anything is written."""
     per_fold = fold_paths(config)
     configs = {fold.name: fold_config(config, fold.name) for fold in folds}
-    missing = [f"{fold}: --{name} {encoder_paths(configs[fold])[name]}" for fold in configs for name in per_fold
-               if not _exists(encoder_paths(configs[fold])[name])]
+    given = {fold: encoder_paths(configs[fold]) for fold in configs}  # as named, before remote ones are copied
+    missing = [f"{fold}: --{name} {given[fold][name]}" for fold in configs for name in per_fold
+               if not _found(configs[fold], name)]
     if missing:
         raise DataError(f"{len(missing)} of the folds' encoders not found ({FOLD_PLACEHOLDER} is each fold's name):"
                         "\n  " + "\n  ".join(missing))
     for fold in folds if per_fold else ():  # (one encoder for all: the command checked it before reading the folds)
         refuse_inactive(resolve_config(copy.deepcopy(configs[fold.name])))  # as each run would
-        fold.info["encoder"] = {name: encoder_paths(configs[fold.name])[name] for name in per_fold}
+        fold.info["encoder"] = {name: given[fold.name][name] for name in per_fold}
     check_pretraining(configs, folds, config.data.allow_overlap)
     return configs
 
 
 def pretrain_run(path: str) -> Path | None:
     """The run directory of ``audiotune pretrain`` that wrote the encoder at ``path`` (the folder itself or the one
-    holding it: ``RUN/encoder``, ``RUN/model.safetensors``), or None."""
-    if storage.is_remote(path) or not os.path.exists(path):
+    holding it: ``RUN/encoder``, ``RUN/model.safetensors``; local or remote, :func:`find_run`), or None."""
+    run = find_run(path)
+    try:
+        return run if run is not None and load_config(run / CONFIG_FILE).model.objective else None
+    except (OSError, ValueError):
         return None
-    place = Path(path).resolve()
-    for folder in (place, place.parent):
-        if (folder / CONFIG_FILE).is_file():
-            try:
-                pretrained = bool(load_config(folder / CONFIG_FILE).model.objective)
-            except (OSError, ValueError):
-                continue
-            return folder if pretrained else None
-    return None
-
-
-def _absolute(path: str, cwd: str | None, what: str) -> str:
-    if not path or storage.is_remote(path) or os.path.isabs(path):
-        return path
-    if cwd is None:
-        raise DataError(f"{what} {path} is relative and the run records no working directory")
-    return os.path.join(cwd, path)
-
-
-def pretrained_rows(run_dir: Path) -> pd.DataFrame:
-    """The rows ``audiotune pretrain`` read in ``run_dir`` (its source's train and val parts, or all of it), each
-    with its audio ``path``; DataError when its config does not say, or the source cannot be read."""
-    config = load_config(run_dir / CONFIG_FILE)
-    history = command_history(run_dir)
-    cwd = str(history[-1]["cwd"]) if history and history[-1].get("cwd") else None
-    root = _absolute(config.data.data_split_root, cwd, "-d")
-    prefix = _absolute(config.data.prefix, cwd, "-i")
-    tables = read_splits(root, prefix, config.data.na_values)
-    if "train" in tables:
-        tables = {name: table for name, table in tables.items() if name in ("train", "val")}
-    rows = [attach_paths(table, prefix, config.data.study, name)[0] for name, table in tables.items()]
-    return pd.concat(rows)
 
 
 def _spans(table: pd.DataFrame) -> list[tuple[str, float, float]]:
@@ -153,29 +143,44 @@ def shared_clips(test: pd.DataFrame, pretrained: pd.DataFrame) -> int:
                for place, start, end in _spans(test))
 
 
+def _leak(rows: pd.DataFrame, test: pd.DataFrame) -> tuple[int, str]:
+    """How many ``test`` rows the pretraining ``rows`` heard, and which runs other than the pretraining run read them
+    (the runs its inputs came from, as P-TAPT's stage-1 classifier)."""
+    shared = shared_clips(test, rows)
+    own = rows["run"].iloc[0] if len(rows) else ""  # the run's own rows come first (it may have moved since)
+    others = [f"{count} by {run} ({stage})" for (run, stage), part in rows.groupby(["run", "stage"], sort=True)
+              if run != own and (count := shared_clips(test, part))]
+    return shared, f" (read {', '.join(others)})" if others else ""
+
+
 def check_pretraining(configs: dict[str, RunConfig], folds: list[Fold], allow: bool) -> None:
-    """No fold's encoder was pretrained (by ``audiotune pretrain``) on any of the fold's test clips: one error
-    naming each such fold, its encoder and how many, unless ``allow`` (then a warning; folds.json records it)."""
+    """No fold's encoder was pretrained (by ``audiotune pretrain``, or the runs its inputs came from) on any of the
+    fold's test clips, as the run's record of the clips it read says (a run written before it: its config's data as
+    read now): one error naming each such fold, its encoder and how many, unless ``allow`` (then a warning; folds.json
+    records it)."""
     problems: list[str] = []
-    read: dict[Path, pd.DataFrame] = {}  # each pretraining run's rows, read once
+    read: dict[Path, tuple[pd.DataFrame, bool]] = {}  # each pretraining run's rows, read once
     for fold in folds:
         config = configs[fold.name]
         for name, path in encoder_paths(config).items():
             run_dir = pretrain_run(path)
             if run_dir is None:
                 continue
+            shown, where = storage.remote_name(path), storage.remote_name(str(run_dir))
             test, _ = attach_paths(fold.tables["test"], config.data.prefix, config.data.study, "test")
             try:
-                rows = read[run_dir] if run_dir in read else read.setdefault(run_dir, pretrained_rows(run_dir))
+                rows, _ = read[run_dir] if run_dir in read else read.setdefault(run_dir, run_rows(run_dir))
             except (DataError, OSError) as err:
-                problems.append(f"{fold.name}: --{name} {path} was pretrained by `audiotune pretrain` ({run_dir}) on "
+                old = "" if (run_dir / CLIPS_READ_FILE).is_file() else \
+                    f" (it was written before runs recorded {CLIPS_READ_FILE}: its config's data was read again)"
+                problems.append(f"{fold.name}: --{name} {shown} was pretrained by `audiotune pretrain` ({where}) on "
                                 f"data that cannot be read now, so whether it heard this fold's test clips cannot be "
-                                f"told: {err}")
+                                f"told{old}: {err}")
                 continue
-            shared = shared_clips(test, rows)
+            shared, through = _leak(rows, test)
             if shared:
-                problems.append(f"{fold.name}: --{name} {path} was pretrained ({run_dir}) on {shared} of this fold's "
-                                f"{len(test)} test clips")
+                problems.append(f"{fold.name}: --{name} {shown} was pretrained ({where}) on {shared} of this fold's "
+                                f"{len(test)} test clips{through}")
                 fold.info["encoder_pretrained_on_test_clips"] = shared
     if not problems:
         return

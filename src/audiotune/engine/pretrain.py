@@ -8,6 +8,9 @@ a manifest or split of audio is enough.
 - SSAST (``pretrain_joint``, ``pretrain_mpc``, ``pretrain_mpg``): ``model.safetensors`` for `audiotune train
   --model ssast --pretrained_mdl_path` and ``ssast_original.pth`` with the original ``module.`` keys.
 - Hugging Face wav2vec2 (``tapt``): ``encoder/`` in ``save_pretrained`` layout for ``--model hf -c``.
+
+Every run records the clips it read (``clips_read.csv``, :mod:`.clips_read`), which ``cv`` checks its folds'
+test clips against.
 """
 from __future__ import annotations
 
@@ -28,6 +31,8 @@ from audiotune.data.layout import read_splits
 from audiotune.data.loader_plan import training_passes
 from audiotune.data.loading import check_sampler_options, make_dataset, make_loader
 from audiotune.data.prepare import prepare_eval_data
+from audiotune.engine.clips_read import write_clips_read
+from audiotune.engine.cv_encoders import encoder_paths
 from audiotune.engine.distributed import (
     all_gather_objects,
     check_launch,
@@ -215,6 +220,7 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
     if owned.writes:
         save_config(config, exp_dir / CONFIG_FILE)
         write_json(exp_dir / INPUT_SPEC_FILE, inputs.to_dict())
+        write_clips_read(exp_dir, tables, "pretrain", encoder_paths(config))  # P-TAPT's: its stage 1's too
     steps = config.train.training_steps
     # a step budget shorter than an epoch still validates (and keeps a best) at its end; set once the
     # loader's length (this process's share) is known

@@ -27,6 +27,8 @@ from audiotune.data.samplers import BalancedSampler
 from audiotune.engine.adapt import OFF, WHOLE_SPLIT, adaptation_groups, check_adaptable, check_adaptation
 from audiotune.engine.aggregate import check_recording_targets
 from audiotune.engine.cache import CachedDataset, cache_blocker, cached_datasets, cached_loader
+from audiotune.engine.clips_read import write_clips_read
+from audiotune.engine.cv_encoders import encoder_paths
 from audiotune.engine.distributed import check_launch, trainer_devices, unused_parameter_hint
 from audiotune.engine.evaluate import evaluate_prepared
 from audiotune.engine.inference import features_on_device, inference_device
@@ -306,6 +308,7 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
     if run_dir.writes:
         run_dir.start()  # everything is checked: from here on the run directory is written
         prepared.write_reports(exp_dir)
+        write_clips_read(exp_dir, prepared.tables, "train", encoder_paths(config))
         if (resume is not None and changes) or imported is not None:
             record_changes(exp_dir, changes, STARTED_FROM if imported is not None else "")
         save_config(config, exp_dir / CONFIG_FILE)

@@ -21,6 +21,7 @@ from audiotune.config import RunConfig
 from audiotune.data.pseudo_labels import METADATA_KEY, SCHEMA, read_pseudo_labels
 from audiotune.engine.cluster import ClusterOptions, Reservoir, _assign, _kmeans
 from audiotune.models.backbones.hf_ptapt import PseudoLabelPretraining, hop_aligned_crop
+from audiotune.outputs import CLIPS_READ_FILE
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("faiss")
@@ -280,6 +281,11 @@ def test_ptapt_learns_the_clusters_and_its_encoder_fine_tunes(checkpoint: Path, 
     assert main(["pretrain", "--model", "hf", "-c", str(out / "encoder"), "--objective", "ptapt", "--pseudo_labels",
                  str(relabelled), "-i", str(dataset["prefix"]), "-d", str(dataset["split"]), "-o",
                  str(tmp_path / "again"), "-bs", "4", "--training_steps", "2", "--layerdrop", "0.5"]) == 0
+    # what each stage read is recorded: its own clips, the stage-1 run's (clustered into its labels) and those of the
+    # P-TAPT run its encoder comes from
+    stages = pd.read_csv(tmp_path / "again" / CLIPS_READ_FILE).groupby("run")["stage"].agg(set).to_dict()
+    assert stages == {str((tmp_path / "again").resolve()): {"pretrain"}, str(run.resolve()): {"train"},
+                      str(out.resolve()): {"pretrain"}}
 
 
 def test_ptapt_without_labels_is_an_error_before_any_output(checkpoint: Path, dataset: dict, tmp_path: Path,
