@@ -41,6 +41,9 @@ MASK_EMBEDDING_KEPT_VERSION = 5
 # from this version on a class-weighted categorical or soft head's loss is the batch's weighted mean (divided by the
 # rows' summed class weights, as CrossEntropyLoss(weight)); before it, the plain mean of the weighted rows
 WEIGHTED_MEAN_VERSION = 6
+# from this version on a resampled clip has ceil(N * target / rate) samples per channel, as librosa and torchaudio
+# (the seeds' resamplers) give; before it, soxr's rounded count, one fewer where the fraction is below a half
+RESAMPLED_LENGTH_VERSION = 6
 
 
 HEAD_KINDS = ("binary", "categorical", "soft", "regression")

@@ -28,6 +28,7 @@ from audiotune.config import (
     CLASSIFIER_STAGES,
     FEATURES_CHECKED_VERSION,
     INPUT_RESOLVED_VERSION,
+    RESAMPLED_LENGTH_VERSION,
     WAVEFORM_NORM_VERSION,
     RunConfig,
     Stage,
@@ -343,6 +344,8 @@ def input_spec(config: RunConfig) -> InputSpec:
         if spec.waveform_norm != asked:
             raise ValueError(f"--waveform_norm {str(asked).lower()}: --model {config.model.model} reads its "
                              f"waveforms {'normalised' if spec.waveform_norm else 'as they are'} whatever it says")
+    if config.version < RESAMPLED_LENGTH_VERSION:  # its clips had soxr's rounded count of resampled samples
+        spec = dataclasses.replace(spec, resampled_length="round")
     return spec
 
 
