@@ -6,7 +6,7 @@ import pytest
 from conftest import backbone_option_cases, non_default_value
 
 from audiotune.config import RESAMPLED_LENGTH_VERSION, RunConfig, Stage, acts_of, default_of, describe_acts
-from audiotune.models.backbones import input_spec, refuse_inactive
+from audiotune.models.backbones import input_spec, reads_option, refuse_inactive
 
 
 def config_with(backbone: str, options: dict, freeze: bool | None = None) -> RunConfig:
@@ -83,3 +83,12 @@ def test_runs_of_an_earlier_config_version_read_soxr_s_count_of_resampled_sample
     assert input_spec(config).audio(train=True).resampled_length == "ceil"
     config.version = RESAMPLED_LENGTH_VERSION - 1
     assert input_spec(config).audio().resampled_length == input_spec(config).resampled_length == "round"
+
+
+def test_a_backbone_reads_the_model_options_of_the_abilities_it_has() -> None:
+    """--freeze_feature_encoder / --freeze_feature_projection need a separate convolutional front end (the help of
+    a backbone without one leaves them out); every other model-section option is read by every backbone."""
+    encoder = "model.freeze_feature_encoder"
+    assert reads_option("hf", encoder) and reads_option("whisper", encoder) and reads_option(None, encoder)
+    assert not reads_option("ecapa_tdnn", "model.freeze_feature_projection") and not reads_option("ssast", encoder)
+    assert reads_option("ecapa_tdnn", "model.frozen_train_mode")

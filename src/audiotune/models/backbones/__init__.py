@@ -15,6 +15,7 @@ import dataclasses
 import importlib
 import pkgutil
 import random
+import typing
 from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -140,6 +141,12 @@ class SupportsFeatureEncoderFreeze(Protocol):
     def freeze_feature_projection(self, mask_embedding: bool = True) -> None: ...
 
 
+# model-section options that only a backbone with the ability reads (build_classifier refuses them for another; the
+# help of another backbone leaves them out, as it does the backbones' own options)
+ABILITY_OPTIONS: dict[str, type] = {"model.freeze_feature_encoder": SupportsFeatureEncoderFreeze,
+                                    "model.freeze_feature_projection": SupportsFeatureEncoderFreeze}
+
+
 @runtime_checkable
 class DescribesFrontEnd(Protocol):
     """A backbone that runs steps of its own on its input (a log-mel it computes, a padding value it sets): what
@@ -248,6 +255,13 @@ def _entry(name: str) -> Entry:
     if name not in _REGISTRY:
         raise ValueError(f"--model {name}: unknown backbone (known: {sorted(_REGISTRY)})")
     return _REGISTRY[name]
+
+
+def reads_option(name: str | None, option: str) -> bool:
+    """Whether ``--model NAME`` reads ``option`` (``section.name``): one of :data:`ABILITY_OPTIONS` only when the
+    class its factory returns has the ability (no backbone named: any may)."""
+    ability = ABILITY_OPTIONS.get(option)
+    return not name or ability is None or issubclass(typing.get_type_hints(_entry(name).factory)["return"], ability)
 
 
 def options_classes() -> dict[str, type]:
