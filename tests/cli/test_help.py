@@ -25,6 +25,10 @@ def test_train_help_fits_a_screenful_and_help_all_shows_everything(capsys, monke
     assert "--tshift X" in full and "probability of a random time shift (up to ±0.5 s) (default 0.0" in \
         " ".join(full.split())
     assert "--lin_neurons" in brief and "--model_size" not in brief  # the chosen backbone's flags only
+    # and of the model section's, those it reads: ECAPA-TDNN has no convolutional feature encoder to freeze
+    assert "--freeze_feature_encoder" not in full and "--frozen_train_mode" in brief
+    hf = help_text(capsys, monkeypatch, "train", "--model", "hf", "--help")
+    assert "--freeze_feature_encoder [BOOL]" in hf and "--freeze_feature_projection [BOOL]" in hf
     assert "--clip-length" not in full and "--clip_length X" in full  # each flag spelt once (both parse)
 
 

@@ -135,6 +135,18 @@ def test_the_silence_frame_is_unchanged() -> None:
     assert FeatureExtractor(replace(CONFIGS["waveform"], pad="silence")).pad_frame() is None
 
 
+def test_the_pad_frame_is_computed_once_per_front_end_and_pads_to_target_length() -> None:
+    for pad in ("silence", "zero_before_norm"):
+        front = FrontEnd(InputSpec(features="fbank", num_mel_bins=24, target_length=40, pad=pad, dataset_mean=-4.0,
+                                   dataset_std=4.0), 16000)
+        frame = front.pad_frame()
+        assert frame is not None and frame is front.pad_frame() and "padding" not in front.state_dict()
+        inputs, lengths = front(*waveform_batch([tone(300, 0.2, 16000)]))
+        assert inputs.shape == (1, 40, 24) and int(lengths[0]) == 18
+        assert torch.equal(inputs[0, 18:], frame.expand(22, 24)), pad
+    assert FrontEnd(InputSpec(features="fbank", num_mel_bins=24, target_length=40), 16000).pad_frame() is None
+
+
 def test_clips_too_short_for_one_frame_are_errors_naming_the_file() -> None:
     with pytest.raises(AudioError, match="short.wav: clip of 399 samples is shorter than one 25 ms fbank frame"):
         FeatureExtractor(CONFIGS["fbank"])(np.ones(399, dtype=np.float32), 16000, "short.wav")

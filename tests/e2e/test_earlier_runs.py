@@ -1,6 +1,7 @@
 """A run directory written by an earlier release (before the runtime section and before backbones declared their
 own options: its config.yaml lists every backbone's options flat and the device options under train) loads,
-evaluates and extracts, and scores its test clips as it did when it was trained."""
+evaluates and extracts, and scores its test clips as it did when it was trained; a resumed run keeps the loss of the
+config version it was written with."""
 from __future__ import annotations
 
 import shutil
@@ -8,9 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from conftest import make_uid_dataset
+import pytest
+import yaml
+from conftest import make_uid_dataset, small_train_args
 
 from audiotune.cli import main
+from audiotune.config import WEIGHTED_MEAN_VERSION
 from audiotune.models.backbones import input_spec
 from audiotune.models.checkpoint import load_run
 
@@ -37,3 +41,36 @@ def test_a_run_of_an_earlier_release_scores_as_it_did(tmp_path: Path) -> None:
     scores = [c for c in then.columns if c.startswith("score:")]
     np.testing.assert_allclose(now[scores].to_numpy(), then[scores].to_numpy(), atol=1e-5)
     assert len(pd.read_parquet(run / "embeddings_ft.parquet")) == len(then)
+
+
+def test_a_resumed_run_of_an_earlier_config_version_keeps_its_class_weighted_loss(tmp_path: Path) -> None:
+    """A run written before config version 6 resumes with the class-weighted loss it trained with (the plain mean of
+    its weighted rows: training and validation share the loss); a run of this version with the weighted mean. A
+    frozen encoder and a zero learning rate keep the weights, so only the loss's normalisation moves the validation
+    loss."""
+    ds = make_uid_dataset(tmp_path)
+    split = ds["split"]
+    train = pd.read_csv(split / "train.csv", dtype={"uid": str})
+    train[~train.uid.isin(["cat1", "dan1", "dan3"])].to_csv(split / "train.csv", index=False)  # 8 low, 5 high
+    val = pd.read_csv(split / "val.csv", dtype={"uid": str})
+    val[val.uid.isin(["eve0", "eve1", "eve2"])].to_csv(split / "val.csv", index=False)  # low, high, low: one batch
+    ds["labels"].write_text("pitch\n")
+    fixed = ("--class_weights", "balanced", "--freeze", "true", "-lr", "0")
+    earlier, current = tmp_path / "earlier", tmp_path / "current"
+    assert main(small_train_args(ds, current, *fixed)) == 0
+    shutil.copytree(current, earlier)
+    saved = yaml.safe_load((earlier / "config.yaml").read_text())
+    (earlier / "config.yaml").write_text(yaml.safe_dump({**saved, "version": WEIGHTED_MEAN_VERSION - 1}))
+    for run in (earlier, current):
+        assert main([*small_train_args(ds, run, *fixed), "-e", "2", "--resume"]) == 0
+
+    def val_loss(run: Path) -> np.ndarray:
+        log = pd.read_csv(run / "logs" / "metrics.csv")
+        return log.dropna(subset=["val_loss"]).groupby("epoch")["val_loss"].last().to_numpy()
+
+    weights = np.array([1 / 8, 1 / 5]) / np.mean([1 / 8, 1 / 5])  # low, high
+    first, resumed = val_loss(current)
+    assert resumed == pytest.approx(first, rel=1e-5)
+    # the weighted mean (divided by the rows' summed weights) becomes the mean over the three rows
+    assert val_loss(earlier)[1] == pytest.approx(first * (2 * weights[0] + weights[1]) / 3, rel=1e-5)
+    assert yaml.safe_load((earlier / "config.yaml").read_text())["version"] == WEIGHTED_MEAN_VERSION - 1

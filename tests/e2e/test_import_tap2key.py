@@ -96,7 +96,7 @@ def test_tap2key_model_becomes_a_run_that_scores_as_the_seed(tmp_path: Path, cap
         for index in range(len(dataset)):
             item = dataset[index]
             inputs = collate([item])["inputs"]
-            assert inputs.shape == (1, 8 * round(8192 / 6))  # 8 channels interleaved, each at 16 kHz
+            assert inputs.shape == (1, 8 * 1366)  # 8 channels interleaved, each at 16 kHz (the seed's ceil(8192 / 6))
             expected = seed(inputs).logits.softmax(-1).numpy()[0]
             got = predictions.loc[item["uid"], names].to_numpy(np.float64)
             worst = max(worst, float(np.abs(got - expected).max()))

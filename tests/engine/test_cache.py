@@ -11,7 +11,7 @@ import soundfile as sf
 from conftest import SMALL_ECAPA
 
 from audiotune.cli import main
-from audiotune.config import RunConfig
+from audiotune.config import RESAMPLED_LENGTH_VERSION, RunConfig
 from audiotune.data.audio_store import keyed_settings
 from audiotune.engine.cache import cache_blocker, preprocessing_digest
 from audiotune.models.backbones import input_spec, resolve_config
@@ -99,7 +99,11 @@ def test_the_key_is_the_input_the_model_reads() -> None:
     earlier = copy.deepcopy(asked)  # a config of an earlier release: the same input, resolved in its sections
     earlier.version, earlier.features.num_mel_bins, earlier.audio.min_samples = 1, 80, inputs.min_samples
     earlier.features.freqm, earlier.features.timem = 8, 10
-    assert preprocessing_digest(earlier, input_spec(earlier), "mean") == key
+    rounded = copy.deepcopy(asked)  # config version 5: the same input with soxr's rounded count of samples
+    rounded.version = RESAMPLED_LENGTH_VERSION - 1
+    assert preprocessing_digest(earlier, input_spec(earlier), "mean") == preprocessing_digest(
+        rounded, input_spec(rounded), "mean") != key  # since version 6 the ceil count: another encoding
+    assert "resampled_length" not in keyed_settings(input_spec(rounded).to_dict())  # earlier caches found
     other = copy.deepcopy(asked)
     other.features.num_mel_bins = 40
     assert preprocessing_digest(other, input_spec(other), "mean") != key

@@ -143,6 +143,26 @@ def test_balanced_class_weights_are_inverse_frequency_with_mean_one() -> None:
                                          .item(), rel=1e-6)
 
 
+def test_runs_of_an_earlier_config_version_average_the_weighted_rows_by_their_number() -> None:
+    """weighted_mean=False (runs written before config version 6): the plain mean of the class-weighted rows'
+    losses, as classification_loss gave then; unweighted, both are plain cross-entropy."""
+    heads = [HeadSpec("label", "categorical", ["label"], ["a", "b", "c"])]
+    classes = torch.tensor([0, 0, 0, 1, 2, 2])
+    targets = torch.eye(3)[classes]
+    weights = balanced_class_weights(heads, targets.numpy())["label"]
+    logits = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
+    earlier = classification_loss(logits, targets, heads, class_weights={"label": weights}, weighted_mean=False)
+    weighted = classification_loss(logits, targets, heads, class_weights={"label": weights})
+    per_row = torch.nn.functional.cross_entropy(logits, classes, weight=torch.tensor([weights[c] for c in "abc"]),
+                                                reduction="none")
+    assert earlier.item() == pytest.approx(per_row.mean().item(), rel=1e-6)
+    assert weighted.item() == pytest.approx((per_row.sum() / per_row.new_tensor([weights["abc"[k]] for k in classes])
+                                             .sum()).item(), rel=1e-6)
+    assert earlier.item() != pytest.approx(weighted.item())
+    assert classification_loss(logits, targets, heads, weighted_mean=False).item() == pytest.approx(
+        torch.nn.functional.cross_entropy(logits, classes).item(), rel=1e-6)
+
+
 # ---------------------------------------------------------------- metrics
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import backbone_option_cases, non_default_value
 
-from audiotune.config import RunConfig, Stage, acts_of, default_of, describe_acts
-from audiotune.models.backbones import refuse_inactive
+from audiotune.config import RESAMPLED_LENGTH_VERSION, RunConfig, Stage, acts_of, default_of, describe_acts
+from audiotune.models.backbones import input_spec, reads_option, refuse_inactive
 
 
 def config_with(backbone: str, options: dict, freeze: bool | None = None) -> RunConfig:
@@ -73,3 +73,22 @@ def test_an_option_whose_values_belong_to_stages_is_refused_by_value() -> None:
         refuse_inactive(config_with("ssast", {"task": "pretrain_joint"}), Stage.FINE_TUNE)
     with pytest.raises(ValueError, match=r"^--task ft_avgtok: acts where the encoder encodes labelled clips"):
         refuse_inactive(config_with("ssast", {"task": "ft_avgtok"}), Stage.PRETRAIN)
+
+
+def test_runs_of_an_earlier_config_version_read_soxr_s_count_of_resampled_samples() -> None:
+    """From config version 6 a resampled clip has ceil(N * target / rate) samples (the seeds' count); a run written
+    before it reads its clips with soxr's rounded count, as it was trained (audiotune.data.resample)."""
+    config = RunConfig()
+    config.model.model = "ecapa_tdnn"
+    assert input_spec(config).audio(train=True).resampled_length == "ceil"
+    config.version = RESAMPLED_LENGTH_VERSION - 1
+    assert input_spec(config).audio().resampled_length == input_spec(config).resampled_length == "round"
+
+
+def test_a_backbone_reads_the_model_options_of_the_abilities_it_has() -> None:
+    """--freeze_feature_encoder / --freeze_feature_projection need a separate convolutional front end (the help of
+    a backbone without one leaves them out); every other model-section option is read by every backbone."""
+    encoder = "model.freeze_feature_encoder"
+    assert reads_option("hf", encoder) and reads_option("whisper", encoder) and reads_option(None, encoder)
+    assert not reads_option("ecapa_tdnn", "model.freeze_feature_projection") and not reads_option("ssast", encoder)
+    assert reads_option("ecapa_tdnn", "model.frozen_train_mode")

@@ -140,7 +140,7 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
     if writes_run:
         add_path(parser, *spellings("exp_dir", ("-o",)), role=Role.RUN_OUTPUT, dest="exp_dir", metavar="PATH",
                  default=argparse.SUPPRESS, help="run directory for every output")
-    add_section_flags(parser, sections, stages, why)
+    add_section_flags(parser, sections, stages, why, model)
     named = {entry.partition(".")[0] for entry in sections}  # the sections with at least one option taken
     if "model" in named and backbone_flags:
         _add_backbone_flags(parser, model, stages, why)
@@ -161,12 +161,12 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
 
 
 def add_section_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...],
-                      stages: frozenset[Stage] = EVERYWHERE, why: str = "") -> None:
-    """The options of ``sections`` as flags, one argument group per section (shown in full by ``--help`` for the
-    sections in FULL_HELP_SECTIONS, by flag name for the others); a ``section.name`` entry adds that one option.
-    Each lands in the namespace as ``section.name`` (only when given on the command line). An option that acts in
-    none of ``stages`` (the stages the command runs) is refused, saying where it acts, and so is an augmentation
-    where the command trains nothing on clips (``stages`` without fine-tuning or pretraining)."""
+                      stages: frozenset[Stage] = EVERYWHERE, why: str = "", model: str | None = None) -> None:
+    """The options of ``sections`` as flags, a group per section (in full in ``--help`` for FULL_HELP_SECTIONS, by
+    flag name for the others; a ``model``'s help leaves out the options it does not read: ``backbones.reads_option``);
+    a ``section.name`` entry adds that one option. Each lands in the namespace as ``section.name`` (only when given on
+    the command line). An option acting in none of ``stages`` (the stages the command runs) is refused, saying where
+    it acts, and so is an augmentation where the command trains nothing on clips (no fine-tuning or pretraining)."""
     hints = {section: typing.get_type_hints(cls) for section, cls in SECTIONS.items()}
     for key, spec in _declared_fields(sections):
         if not takes(spec, stages):
@@ -178,7 +178,7 @@ def add_section_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...]
             continue
         section = key.partition(".")[0]
         group = shared_group(parser, section, summarised=section not in FULL_HELP_SECTIONS)
-        _add_field(group, key, spec, hints[section])
+        _add_field(group, key, spec, hints[section], not backbones.reads_option(model, key))
 
 
 def _declared_fields(sections: tuple[str, ...]) -> list[tuple[str, dataclasses.Field]]:

@@ -19,7 +19,7 @@ from audiotune.config.sections import (
     TrainConfig,
 )
 
-CONFIG_VERSION = 5
+CONFIG_VERSION = 6
 # from this version on the audio and features sections hold the user's options; before it, the input the backbone
 # resolved from them (which is then the run's input as it is)
 INPUT_RESOLVED_VERSION = 2
@@ -38,6 +38,12 @@ FEATURES_OWN_VERSION = 4
 # from this version on --freeze_feature_projection also keeps the mask embedding as loaded (the emotion seed trained
 # neither); before it, the mask embedding trained (and a resumed run's optimiser state holds it)
 MASK_EMBEDDING_KEPT_VERSION = 5
+# from this version on a class-weighted categorical or soft head's loss is the batch's weighted mean (divided by the
+# rows' summed class weights, as CrossEntropyLoss(weight)); before it, the plain mean of the weighted rows
+WEIGHTED_MEAN_VERSION = 6
+# from this version on a resampled clip has ceil(N * target / rate) samples per channel, as librosa and torchaudio
+# (the seeds' resamplers) give; before it, soxr's rounded count, one fewer where the fraction is below a half
+RESAMPLED_LENGTH_VERSION = 6
 
 
 HEAD_KINDS = ("binary", "categorical", "soft", "regression")

@@ -11,17 +11,16 @@ import contextlib
 import math
 import os
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import soundfile as sf
-import soxr
 
 from audiotune import storage
 from audiotune.data.errors import DataError
+from audiotune.data.resample import RESAMPLED_LENGTHS, resample, resampled_count
 
 CHANNEL_MODES = ("mean", "sum", "maxabs", "select", "interleave", "stack", "none")
 # modes whose output is the channels laid end to end or sample by sample: C times longer than one channel
@@ -179,7 +178,8 @@ class AudioSpec:
     end, both C times longer, which the model sees as audio at the same rate; ``none`` takes mono files only.
     ``channel_select`` (file channel indices) keeps a subset before any mode; a row's ``channels`` wins over it.
     ``clip_length`` crops each channel to that many seconds before the channel stage. ``remove_dc`` subtracts the
-    prepared signal's mean (after the channel stage and the crop).
+    prepared signal's mean (after the channel stage and the crop). ``resampled_length``: the count of resampled
+    samples (:mod:`audiotune.data.resample`).
     """
 
     resample_rate: int = 16000
@@ -187,8 +187,11 @@ class AudioSpec:
     channel_select: tuple[int, ...] = ()
     clip_length: float = 10.0
     remove_dc: bool = False
+    resampled_length: str = "ceil"
 
     def __post_init__(self) -> None:
+        if self.resampled_length not in RESAMPLED_LENGTHS:
+            raise ValueError(f"resampled length '{self.resampled_length}': choose one of {RESAMPLED_LENGTHS}")
         if self.channel_mode not in CHANNEL_MODES:
             raise ValueError(f"--channel_mode {self.channel_mode}: choose one of {CHANNEL_MODES}")
         if self.channel_mode == "select" and len(self.channel_select) != 1:
@@ -244,31 +247,6 @@ def map_channels(waveform: np.ndarray, mode: str) -> np.ndarray:
     raise ValueError(f"channel mode '{mode}' is not one of {CHANNEL_MODES}")
 
 
-_RESAMPLERS = threading.local()  # each thread's soxr resamplers, by (rate, target rate)
-
-
-def _resampler(rate: int, target_rate: int) -> soxr.ResampleStream:
-    """This thread's mono float32 soxr "HQ" resampler between two rates, cleared for a new signal; building one
-    (its filter) costs about as much as resampling a short clip."""
-    streams: dict[tuple[int, int], soxr.ResampleStream] | None = getattr(_RESAMPLERS, "streams", None)
-    if streams is None:
-        streams = _RESAMPLERS.streams = {}
-    if (rate, target_rate) not in streams:
-        streams[(rate, target_rate)] = soxr.ResampleStream(rate, target_rate, 1, dtype="float32", quality="HQ")
-    stream = streams[(rate, target_rate)]
-    stream.clear()
-    return stream
-
-
-def resample(waveform: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
-    """Resample the last axis with soxr "HQ" (no-op when the rates agree or target is 0)."""
-    if not target_rate or rate == target_rate:
-        return waveform
-    if waveform.ndim == 1 and waveform.dtype == np.float32:  # one signal: a kept resampler, the same samples
-        return _resampler(rate, target_rate).resample_chunk(waveform, last=True)
-    return np.ascontiguousarray(soxr.resample(waveform.T, rate, target_rate).T, dtype=np.float32)
-
-
 def crop(waveform: np.ndarray, max_samples: int) -> np.ndarray:
     """Keep the first ``max_samples`` samples of the last axis (0 keeps all)."""
     return waveform[..., :max_samples] if max_samples > 0 else waveform
@@ -316,16 +294,17 @@ def load_clip(path: str, spec: AudioSpec, expected_rate: float = float("nan"),
     limit = spec.max_samples(rate)
     out_rate = spec.output_rate(rate)
     if spec.channel_mode in MIX_FIRST_MODES:  # linear mixes commute with resampling: resample one signal
-        signal = crop(resample(map_channels(waveform, spec.channel_mode), rate, spec.resample_rate), limit)
+        mixed = map_channels(waveform, spec.channel_mode)
+        signal = crop(resample(mixed, rate, spec.resample_rate, spec.resampled_length), limit)
     else:
-        signal = map_channels(crop(resample(waveform, rate, spec.resample_rate), limit), spec.channel_mode)
+        resampled = resample(waveform, rate, spec.resample_rate, spec.resampled_length)
+        signal = map_channels(crop(resampled, limit), spec.channel_mode)
     return (signal - signal.mean(dtype=np.float64)).astype(np.float32) if spec.remove_dc else signal, out_rate
 
 
 def prepared_length(num_samples: int, rate: int, spec: AudioSpec, num_channels: int = 1) -> int:
-    """Samples :func:`load_clip` returns for a span of ``num_samples`` frames at ``rate`` (soxr rounds half up)."""
-    if spec.resample_rate and spec.resample_rate != rate:
-        num_samples = math.floor(num_samples * spec.resample_rate / rate + 0.5)
+    """Samples :func:`load_clip` returns for a span of ``num_samples`` frames at ``rate``."""
+    num_samples = resampled_count(num_samples, rate, spec.resample_rate, spec.resampled_length)
     limit = spec.max_samples(rate)
     per_channel = min(num_samples, limit) if limit else num_samples
     return per_channel * (num_channels if spec.channel_mode in LENGTHENING_MODES else 1)

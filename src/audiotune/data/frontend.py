@@ -61,12 +61,16 @@ class FrontEnd(nn.Module):
     features at its own length, which the dataset's collator pads (with zeros or silence) and fits itself.
     """
 
+    padding: Tensor | None  # the pad frame (:meth:`pad_frame`), a buffer that moves with the module
+
     def __init__(self, config: InputSpec, sample_rate: int):
         super().__init__()
         check_feature_config(config)
         self.config, self.sample_rate = config, sample_rate
         self.frame_length = int(sample_rate * FRAME_LENGTH_MS * 0.001)  # truncated as kaldi_fbank does
         self.frame_shift = int(sample_rate * FRAME_SHIFT_MS * 0.001)
+        # computed once here (a tenth of a second of silence), not in every batch that fit_length pads
+        self.register_buffer("padding", self._padding_frame(), persistent=False)
 
     def frame_counts(self, lengths: Tensor) -> Tensor:
         """Frames of each clip's own samples (for waveform inputs: the samples themselves)."""
@@ -179,6 +183,9 @@ class FrontEnd(nn.Module):
         """The frame that pads a clip to its batch or to ``target_length`` (``--pad``): None for zeros (and for
         waveforms), the features of silence, or the value 0 before the dataset normalisation
         (``zero_before_norm``: ``(0 - mean) / (2 std)`` after it, as the NAIP seeds padded their fbank)."""
+        return self.padding
+
+    def _padding_frame(self) -> Tensor | None:
         cfg = self.config
         if cfg.features == "waveform" or cfg.pad == "zero":
             return None
@@ -195,8 +202,8 @@ class FrontEnd(nn.Module):
         # padding appended, then cropped: exactly target_length frames without a branch on the length
         frame = self.pad_frame()
         shape = (inputs.shape[0], target, inputs.shape[2])
-        padding = inputs.new_zeros(shape) if frame is None else frame.to(inputs).expand(shape)
-        return torch.cat([inputs, padding], dim=1)[:, :target], lengths.clamp(max=target)
+        fill = inputs.new_zeros(shape) if frame is None else frame.to(inputs).expand(shape)
+        return torch.cat([inputs, fill], dim=1)[:, :target], lengths.clamp(max=target)
 
     def forward(self, waveforms: Tensor, lengths: Tensor,
                 warps: Sequence[float] | None = None) -> tuple[Tensor, Tensor]:

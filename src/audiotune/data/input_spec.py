@@ -21,6 +21,8 @@ class InputSpec:
     clip_length: seconds of each training clip (0: whole clips).
     eval_clip_length: seconds of each scored clip (validation, test, evaluate, extract; 0: whole clips).
     remove_dc: each prepared clip less its mean, before any augmentation or feature.
+    resampled_length: the count of resampled samples, ``ceil`` or, for runs of config version 5 or earlier,
+    ``round`` (:mod:`audiotune.data.resample`).
     features: the front end: waveform (raw samples), fbank (Kaldi log-mel) or mfcc.
     waveform_norm: per-clip zero mean, unit variance of waveform inputs.
     num_mel_bins / target_length: fbank bins; frames every input is padded or cropped to (0: its own length).
@@ -35,6 +37,7 @@ class InputSpec:
     clip_length: float = 10.0
     eval_clip_length: float = 10.0
     remove_dc: bool = False
+    resampled_length: str = "ceil"
     features: str = "fbank"
     waveform_norm: bool = False
     num_mel_bins: int | None = None
@@ -81,7 +84,8 @@ class InputSpec:
         """How clips are read: the training crop when ``train``, else the scoring crop."""
         return AudioSpec(resample_rate=self.resample_rate, channel_mode=self.channel_mode,
                          channel_select=self.channel_select,
-                         clip_length=self.clip_length if train else self.eval_clip_length, remove_dc=self.remove_dc)
+                         clip_length=self.clip_length if train else self.eval_clip_length, remove_dc=self.remove_dc,
+                         resampled_length=self.resampled_length)
 
     def training_crop(self) -> InputSpec:
         """This spec with scored clips cropped as training clips (to encode training data through the scoring

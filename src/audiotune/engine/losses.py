@@ -5,9 +5,10 @@ loss averages over its labelled entries, so NaN never reaches a loss and an unla
 
 - binary columns: one BCE (or MSE) over every labelled binary entry, as the seeds did;
 - categorical and soft heads: cross-entropy against the target distribution, ``-sum_c w_c p_c log q_c`` per
-  row, averaged over the head's labelled rows (``w_c`` = 1 without class weights, so one-hot targets give
-  plain CE); soft heads take their vote shares as ``p`` (``soft``), the argmax (``hard``) or a class drawn
-  from the shares (``sample``);
+  row, summed over the head's labelled rows and divided by their summed weights ``sum_c w_c p_c`` (the weighted
+  mean, as ``CrossEntropyLoss(weight)``; ``w_c`` = 1 without class weights, so one-hot targets give plain CE;
+  runs written before config version 6 divide by the number of rows instead); soft heads take their vote shares
+  as ``p`` (``soft``), the argmax (``hard``) or a class drawn from the shares (``sample``);
 - regression heads: MSE or Huber (delta 1) on the standardised targets when the head has a mean and std.
 
 Balanced class weights (``--class_weights balanced``): ``w_c = (1 / n_c) / mean_k (1 / n_k)`` over the classes
@@ -138,13 +139,14 @@ def _binary_loss(logits: Tensor, targets: Tensor, heads: list[HeadSpec], binary_
 def classification_loss(logits: Tensor, targets: Tensor, heads: list[HeadSpec], binary_loss: str = "BCE", *,
                         regression_loss: str = "MSE", labeling: str = "distribution",
                         class_weights: ClassWeights | None = None,
-                        generator: torch.Generator | None = None) -> Tensor:
+                        generator: torch.Generator | None = None, weighted_mean: bool = True) -> Tensor:
     """The training loss of all heads: the binary block plus one term per categorical, soft and regression head.
 
     Each term averages over the entries its head is labelled for (NaN targets are unlabelled); a head without
     a labelled row in the batch adds nothing. Targets may be mixed (mixup): cross-entropy takes class
     probabilities and BCE probabilities. ``labeling`` applies to soft heads only (``sample`` draws with
-    ``generator``).
+    ``generator``). ``weighted_mean`` False: a class-weighted head's rows are averaged by their number, not by
+    their summed class weights (the loss of runs written before config version 6).
     """
     logits, targets = logits.float(), targets.float().to(logits.device)
     # a zero that keeps the graph, so a batch whose mixed targets are all unlabelled still backpropagates
@@ -167,7 +169,8 @@ def classification_loss(logits: Tensor, targets: Tensor, heads: list[HeadSpec], 
                 distribution = distribution * weights
             # the weighted mean over the rows: a row counts by its target's class weight (CrossEntropyLoss(weight)
             # on class indices divides by the batch's summed weights); unweighted, each row's target sums to 1
-            total = total - (distribution * log_probs).sum() / distribution.sum().clamp_min(1e-12)
+            rows = distribution.sum().clamp_min(1e-12) if weighted_mean else len(distribution)
+            total = total - (distribution * log_probs).sum() / rows
         elif head.kind == "regression":
             labelled = ~torch.isnan(target)
             if not labelled.any():

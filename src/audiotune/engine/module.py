@@ -62,7 +62,8 @@ class ClassifierModule(pl.LightningModule):
     def __init__(self, model: Classifier, heads: list[HeadSpec], config: TrainConfig, steps_per_epoch: int,
                  class_weights: ClassWeights | None = None, seed: int | None = None,
                  adapt_groups: list[tuple[str | None, Iterable[dict]]] | None = None,
-                 uid_groups: dict[str, str] | None = None, features: DeviceFeatures | None = None):
+                 uid_groups: dict[str, str] | None = None, features: DeviceFeatures | None = None,
+                 weighted_mean: bool = True):
         super().__init__()
         self.model = model
         self.heads = heads
@@ -70,6 +71,7 @@ class ClassifierModule(pl.LightningModule):
         self.binary_loss = resolve_loss(config.loss, heads)
         self.regression_loss = resolve_regression_loss(config.loss, heads)
         self.class_weights = class_weights
+        self.weighted_mean = weighted_mean  # False: the class-weighted loss of runs of an earlier config version
         # --labeling_method sample draws from its own seeded generator: the same seed gives the same draws
         self.label_generator = torch.Generator().manual_seed(torch.initial_seed() if seed is None else seed)
         self.steps_per_epoch = max(1, steps_per_epoch)
@@ -115,7 +117,8 @@ class ClassifierModule(pl.LightningModule):
             labeling = "distribution"
         return classification_loss(logits, targets, self.heads, self.binary_loss,
                                    regression_loss=self.regression_loss, labeling=labeling,
-                                   class_weights=self.class_weights, generator=self.label_generator)
+                                   class_weights=self.class_weights, generator=self.label_generator,
+                                   weighted_mean=self.weighted_mean)
 
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
         # Lightning restores the module modes it saw before validation, which can switch a frozen

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from audiotune.config import (
     INPUT_RESOLVED_VERSION,
+    WEIGHTED_MEAN_VERSION,
     RunConfig,
     check_config,
     config_changes,
@@ -298,6 +299,7 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
     module = ClassifierModule(model, config.heads, config.train, steps_per_epoch=len(train_loader),
                               class_weights=class_weights, seed=config.data.seed,
                               features=DeviceFeatures.of(train_loader, val_loader),
+                              weighted_mean=config.version >= WEIGHTED_MEAN_VERSION,
                               **validation_adaptation(config, prepared))
     if resume is not None:
         check_resume_fits(module, resume)

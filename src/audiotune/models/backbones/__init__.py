@@ -15,6 +15,7 @@ import dataclasses
 import importlib
 import pkgutil
 import random
+import typing
 from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from audiotune.config import (
     CLASSIFIER_STAGES,
     FEATURES_CHECKED_VERSION,
     INPUT_RESOLVED_VERSION,
+    RESAMPLED_LENGTH_VERSION,
     WAVEFORM_NORM_VERSION,
     RunConfig,
     Stage,
@@ -137,6 +139,12 @@ class SupportsFeatureEncoderFreeze(Protocol):
     def freeze_feature_encoder(self) -> None: ...
 
     def freeze_feature_projection(self, mask_embedding: bool = True) -> None: ...
+
+
+# model-section options that only a backbone with the ability reads (build_classifier refuses them for another; the
+# help of another backbone leaves them out, as it does the backbones' own options)
+ABILITY_OPTIONS: dict[str, type] = {"model.freeze_feature_encoder": SupportsFeatureEncoderFreeze,
+                                    "model.freeze_feature_projection": SupportsFeatureEncoderFreeze}
 
 
 @runtime_checkable
@@ -249,6 +257,13 @@ def _entry(name: str) -> Entry:
     return _REGISTRY[name]
 
 
+def reads_option(name: str | None, option: str) -> bool:
+    """Whether ``--model NAME`` reads ``option`` (``section.name``): one of :data:`ABILITY_OPTIONS` only when the
+    class its factory returns has the ability (no backbone named: any may)."""
+    ability = ABILITY_OPTIONS.get(option)
+    return not name or ability is None or issubclass(typing.get_type_hints(_entry(name).factory)["return"], ability)
+
+
 def options_classes() -> dict[str, type]:
     """Each registered backbone's options dataclass, by backbone name."""
     _discover()
@@ -343,6 +358,8 @@ def input_spec(config: RunConfig) -> InputSpec:
         if spec.waveform_norm != asked:
             raise ValueError(f"--waveform_norm {str(asked).lower()}: --model {config.model.model} reads its "
                              f"waveforms {'normalised' if spec.waveform_norm else 'as they are'} whatever it says")
+    if config.version < RESAMPLED_LENGTH_VERSION:  # its clips had soxr's rounded count of resampled samples
+        spec = dataclasses.replace(spec, resampled_length="round")
     return spec
 
 
