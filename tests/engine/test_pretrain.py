@@ -31,6 +31,32 @@ def test_val_share_sets_how_many_clips_validate_pretraining(uid_dataset: dict, t
     assert validation_rows(uid_dataset, tmp_path, "--val_share", "0.25", "--seed", "7")[1] != val
 
 
+def test_val_share_draws_the_rows_train_draws_and_an_earlier_run_keeps_its_own(uid_dataset: dict,
+                                                                                tmp_path: Path) -> None:
+    """--val_share is one draw: a pretraining and a fine-tuning on the same table with the same seed validate on the
+    same clips (so the fine-tuning does not validate on clips its encoder pretrained on); a run of an earlier config
+    version (resumed) keeps the rows it was drawn."""
+    from audiotune.config import VALIDATION_DRAW_VERSION
+    from audiotune.data.prepare import prepare_training_data
+
+    share = ("--val_share", "0.25", "--seed", "3")
+    only_train = tmp_path / "only_train"  # a split with no val.csv: train draws its validation rows
+    only_train.mkdir()
+    (only_train / "train.csv").write_bytes((uid_dataset["split"] / "train.csv").read_bytes())
+    argv = ["train", "--model", "ecapa_tdnn", "-i", str(uid_dataset["prefix"]), "-d", str(only_train), "-l",
+            str(uid_dataset["labels"]), "-o", str(tmp_path / "ft"), *share]
+    config = resolve_config(config_from_args(build_parser().parse_args(argv)))
+    fine_tuning = prepare_training_data(config, input_spec(config), tmp_path / "ft")
+    assert validation_rows(uid_dataset, tmp_path, *share)[1] == sorted(fine_tuning.tables["val"].index)
+
+    argv = ["pretrain", "--model", "ecapa_tdnn", "-i", str(uid_dataset["prefix"]), "-d",
+            str(uid_dataset["split"] / "train.csv"), "-o", str(tmp_path / "run"), *share]
+    earlier = resolve_config(config_from_args(build_parser().parse_args(argv)))
+    earlier.version = VALIDATION_DRAW_VERSION - 1
+    tables, _ = _tables(earlier, input_spec(earlier), tmp_path, writes=False)
+    assert sorted(tables["val"].index) != sorted(fine_tuning.tables["val"].index) and len(tables["val"]) == 4
+
+
 def test_val_size_0_pretrains_on_every_clip_and_keeps_the_last_weights(uid_dataset: dict, tmp_path: Path) -> None:
     """Without a val split, --val_size 0 validates on nothing (the emotion seed's TAPT and P-TAPT): every clip
     trains, and the encoder written is the one of the last step."""

@@ -44,6 +44,12 @@ WEIGHTED_MEAN_VERSION = 6
 # from this version on a resampled clip has ceil(N * target / rate) samples per channel, as librosa and torchaudio
 # (the seeds' resamplers) give; before it, soxr's rounded count, one fewer where the fraction is below a half
 RESAMPLED_LENGTH_VERSION = 6
+# from this version on SSAST's pretrain_mpg trains on the MSE itself (the weight 10 is the joint objective's); before
+# it, on 10 x the MSE (so a resumed run's validation losses keep one scale)
+MPG_LOSS_VERSION = 6
+# from this version on pretrain draws the validation rows it is not given as train does (data.splits.draw_validation
+# over utterances: the same rows for the same table, share and seed); before it, a seeded permutation of the rows
+VALIDATION_DRAW_VERSION = 6
 
 
 HEAD_KINDS = ("binary", "categorical", "soft", "regression")

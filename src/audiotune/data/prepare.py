@@ -24,7 +24,7 @@ from audiotune.data.labels import (
     read_label_file,
 )
 from audiotune.data.layout import attach_paths, read_splits
-from audiotune.data.splits import draw_validation
+from audiotune.data.splits import draw_validation, share_count
 from audiotune.outputs import DROPPED_FILE, SKIPPED_FILE, VALIDATION_FILE, write_csv
 
 log = logging.getLogger(__name__)
@@ -185,7 +185,7 @@ def prepare_training_data(config: RunConfig, inputs: InputSpec, exp_dir: str | P
         group = "" if from_json and "subject" not in train.columns else "subject"
         size = config.data.val_size
         if config.train.val_share > 0:  # a share of the clips, whatever their subjects
-            group, size = "", _share_of(train, config.train.val_share)
+            group, size = "", share_count(train, config.train.val_share)
         train, val = draw_validation(train, size, config.data.seed, group,
                                      source=train.attrs.get("source", "train.csv"))
         drawn = val.copy()
@@ -220,15 +220,6 @@ def check_labels(tables: dict[str, pd.DataFrame], groups: list[LabelGroup], na_v
             encode_targets(table, heads, table.attrs.get("source", f"{where} {split}"))
     except DataError as err:
         raise DataError(f"{name}{err}") from None
-
-
-def _share_of(train: pd.DataFrame, share: float) -> int:
-    """How many of the training rows ``--val_share`` draws: round(share x rows), at least 1, leaving 1 to train."""
-    count = max(1, round(share * len(train)))
-    if count >= len(train):
-        raise DataError(f"{train.attrs.get('source', 'train.csv')}: --val_share {share} of {len(train)} training "
-                        "row(s) leaves none to train on")
-    return count
 
 
 def check_no_validation(config: RunConfig, root: str) -> None:

@@ -24,6 +24,15 @@ def group_values(table: pd.DataFrame, group: str, source: str) -> pd.Series:
     return table[group].astype(str)
 
 
+def share_count(train: pd.DataFrame, share: float) -> int:
+    """How many of the training rows ``--val_share`` draws: round(share x rows), at least 1, leaving 1 to train."""
+    count = max(1, round(share * len(train)))
+    if count >= len(train):
+        raise DataError(f"{train.attrs.get('source', 'train.csv')}: --val_share {share} of {len(train)} training "
+                        "row(s) leaves none to train on")
+    return count
+
+
 def draw_validation(train: pd.DataFrame, val_size: int, seed: int, group: str = "subject",
                     source: str = "train.csv") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Move ``val_size`` randomly drawn subjects (seeded) from train to a new validation table; ``group=""``

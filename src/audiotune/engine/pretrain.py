@@ -25,12 +25,13 @@ import torch
 from pytorch_lightning.utilities.types import OptimizerConfig, OptimizerLRSchedulerConfig
 from torch import Tensor
 
-from audiotune.config import RunConfig, Stage, check_config, save_config
+from audiotune.config import VALIDATION_DRAW_VERSION, RunConfig, Stage, check_config, save_config
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.layout import read_splits
 from audiotune.data.loader_plan import training_passes
 from audiotune.data.loading import check_sampler_options, make_dataset, make_loader
 from audiotune.data.prepare import prepare_eval_data
+from audiotune.data.splits import draw_validation, share_count
 from audiotune.engine.clips_read import write_clips_read
 from audiotune.engine.cv_encoders import encoder_paths
 from audiotune.engine.distributed import (
@@ -143,7 +144,7 @@ class PretrainModule(pl.LightningModule):
 def _tables(config: RunConfig, inputs: InputSpec, exp_dir: Path,
             writes: bool = True) -> tuple[dict[str, pd.DataFrame], dict[str, np.ndarray]]:
     """train / val tables of audio as the model reads it; without a val split, 10% of the rows (or --val_share;
-    seeded) validate, or none with ``--val_size 0`` (and no --val_share): every clip trains.
+    seeded, drawn as train draws them) validate, or none with ``--val_size 0`` (and no --val_share): every clip trains.
     The reports (skipped rows, the drawn validation rows) are written when ``writes``."""
     prepared = prepare_eval_data(config, inputs, config.data.data_split_root, targets_needed=False)
     if writes:
@@ -157,10 +158,16 @@ def _tables(config: RunConfig, inputs: InputSpec, exp_dir: Path,
         train = tables["train"]
         if len(train) < 2:
             raise ValueError(f"{config.data.data_split_root}: pretraining needs at least 2 clips")
-        order = np.random.default_rng(config.data.seed).permutation(len(train))
         share = config.train.val_share
-        cut = min(max(1, round(share * len(train)) if share > 0 else len(train) // 10), len(train) - 1)
-        tables = {"train": train.iloc[order[cut:]], "val": train.iloc[order[:cut]]}
+        if config.version >= VALIDATION_DRAW_VERSION:  # train's draw: the same rows for the same table and seed
+            count = share_count(train, share) if share > 0 else max(1, len(train) // 10)
+            kept, val = draw_validation(train, count, config.data.seed, group="",
+                                        source=train.attrs.get("source", "train.csv"))
+            tables = {"train": kept, "val": val}
+        else:
+            order = np.random.default_rng(config.data.seed).permutation(len(train))
+            cut = min(max(1, round(share * len(train)) if share > 0 else len(train) // 10), len(train) - 1)
+            tables = {"train": train.iloc[order[cut:]], "val": train.iloc[order[:cut]]}
         if writes:
             write_csv(tables["val"], exp_dir / VALIDATION_FILE, index_label="uid")
     return tables, {name: np.zeros((len(t), 0), np.float32) for name, t in tables.items()}

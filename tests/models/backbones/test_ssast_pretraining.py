@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from audiotune.config import RunConfig, load_config, save_config
+from audiotune.config import MPG_LOSS_VERSION, RunConfig, load_config, save_config
 from audiotune.models.backbones import backbone_options, resolve_config
 from audiotune.models.backbones.ssast import SSASTBackbone, SSASTOptions
 from audiotune.models.backbones.ssast_model import SSASTModel
@@ -120,3 +120,22 @@ def test_cluster_side_is_recorded_and_a_run_saved_without_it_keeps_fixed_blocks(
     assert backbone_options(load_config(path)).cluster_side == "fixed"
     with pytest.raises(ValueError, match="--cluster_side sometimes: choose one of fixed, drawn"):
         backbone_options(ssast_config(cluster_side="sometimes"))
+
+
+def test_a_run_written_before_the_mpg_weight_was_the_joint_objectives_alone_keeps_10_x_the_mse() -> None:
+    """pretrain_mpg of a run of an earlier config version (resumed) trains and validates on 10 x the MSE, as when it
+    was written, so its validation losses stay on one scale; a run of this version on the MSE itself."""
+    torch.manual_seed(0)
+    features = {"inputs": torch.randn(2, 48, 48)}
+    losses = {}
+    for version in (MPG_LOSS_VERSION - 1, MPG_LOSS_VERSION):
+        config = ssast_config(task="pretrain_mpg", mask_patch=9)
+        config.version = version
+        backbone = SSASTBackbone(SSASTOptions("tiny", 4, 4, input_fdim=48, input_tdim=48, task="pretrain_mpg",
+                                              depth=1))
+        torch.manual_seed(1)
+        backbone.start_pretraining("pretrain_mpg", config)
+        result = backbone.pretrain_loss(features, "pretrain_mpg", rng=random.Random(0))
+        losses[version] = (result["loss"].item(), result["mse"].item())
+    (earlier, earlier_mse), (now, now_mse) = losses[MPG_LOSS_VERSION - 1], losses[MPG_LOSS_VERSION]
+    assert now == pytest.approx(now_mse) and earlier == pytest.approx(10 * earlier_mse)

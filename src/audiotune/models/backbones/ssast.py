@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from audiotune.config import AT_LEAST_1, CLASSIFIER_STAGES, PRETRAINING, RunConfig, option
+from audiotune.config import AT_LEAST_1, CLASSIFIER_STAGES, MPG_LOSS_VERSION, PRETRAINING, RunConfig, option
 from audiotune.data.input_spec import InputSpec
 from audiotune.models.backbones import Backbone, backbone_options, input_spec, register
 from audiotune.models.backbones.ssast_checkpoint import load_ssast_checkpoint
@@ -178,7 +178,8 @@ class SSASTBackbone(Backbone):
         self.task = objective
         settings = backbone_options(config)
         self.mask_options = {"mask_patch": settings.mask_patch, "cluster_factor": settings.cluster_factor,
-                             "jitter": settings.cluster_side == "drawn"}
+                             "jitter": settings.cluster_side == "drawn",
+                             "mpg_weight": 1.0 if config.version >= MPG_LOSS_VERSION else 10.0}
         for param in self.parameters():
             if param.is_floating_point():
                 param.requires_grad_(True)

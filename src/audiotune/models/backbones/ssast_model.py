@@ -201,9 +201,10 @@ class SSASTModel(nn.Module):
 
     def pretrain_loss(self, x: Tensor, task: str = "pretrain_joint", mask_patch: int = 400,
                       cluster: bool | None = None, cluster_factor: int = 3, rng: random.Random | None = None,
-                      jitter: bool = False) -> dict[str, Tensor]:
-        """``{"loss", ...}`` of an objective: mpc (``acc``, ``nce``; loss = nce), mpg (``mse``; loss = mse) or
-        joint (loss = nce + 10 mse: the weight applies to the joint objective only, as upstream).
+                      jitter: bool = False, mpg_weight: float = 1.0) -> dict[str, Tensor]:
+        """``{"loss", ...}`` of an objective: mpc (``acc``, ``nce``; loss = nce), mpg (``mse``; loss =
+        ``mpg_weight`` x mse: 1 as upstream, 10 for runs written when mpg shared joint's weight) or joint (loss =
+        nce + 10 mse: the weight applies to the joint objective only, as upstream).
 
         The joint objective runs two passes with independent masks, as upstream.
         """
@@ -220,5 +221,5 @@ class SSASTModel(nn.Module):
         if task == "pretrain_joint":
             result["loss"] = result["nce"] + 10.0 * result["mse"]
         else:
-            result["loss"] = result["nce"] if task == "pretrain_mpc" else result["mse"]
+            result["loss"] = result["nce"] if task == "pretrain_mpc" else mpg_weight * result["mse"]
         return result
