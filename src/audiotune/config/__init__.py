@@ -48,6 +48,7 @@ from audiotune.config.options import (
     describe_range,
     inactive_options,
     option,
+    option_default,
     range_problems,
     takes,
 )
@@ -81,7 +82,7 @@ __all__ = [
     "CLASSIFIER_STAGES", "CONFIG_VERSION", "CUT_MAX_LIMIT", "ENCODING", "EVERYWHERE", "FINE_TUNING", "HEAD_KINDS",
     "INF", "INPUT_RESOLVED_VERSION", "PRETRAINING", "PROBABILITY", "RETIRED_FLAGS", "WHILE_TRAINING", "Stage",
     "WAVEFORM_NORM_VERSION", "FEATURES_CHECKED_VERSION", "WEIGHTED_STATES_VERSION", "MASK_EMBEDDING_KEPT_VERSION",
-    "acts_of", "default_of", "describe_acts", "inactive_options", "takes",
+    "acts_of", "default_of", "describe_acts", "inactive_options", "option_default", "takes",
     "RETIRED_IN_COMMAND", "RETIRED_VALUES",
     "SECTIONS", "SPEED_LIMITS", "SPEED_RANGE", "AudioConfig", "AugmentConfig", "ClassifierConfig", "DataConfig",
     "FeatureConfig", "HeadSpec", "ModelConfig", "RunConfig", "RuntimeConfig", "TrainConfig", "check_config",
