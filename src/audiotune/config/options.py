@@ -93,7 +93,7 @@ def default_of(spec: dataclasses.Field) -> Any:
 def option_default(options: type, name: str) -> Any:
     """The default of option ``name`` of options dataclass ``options``, for a dataclass built from those options
     to take as its own field's default (the value written once, in the option)."""
-    return default_of(options.__dataclass_fields__[name])
+    return default_of({spec.name: spec for spec in dataclasses.fields(options)}[name])
 
 
 def inactive_options(options: Any, stages: frozenset[Stage]) -> list[tuple[dataclasses.Field, Any]]:
