@@ -4,6 +4,7 @@ metric would be recorded in the run and do nothing."""
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,38 @@ def test_a_number_of_validation_subjects_is_an_error_in_pretraining(given: list[
     assert f"--val_size {given[1]}: pretraining validates on the val part, else on --val_share" in \
         capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_pretraining_task_and_another_objective_are_refused_naming_both(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    assert main(["pretrain", "-d", str(tmp_path), "-o", str(out), "--task", "pretrain_mpg", "--objective",
+                 "pretrain_mpc"]) == 2
+    assert "--task pretrain_mpg and --objective pretrain_mpc: two pretraining objectives" in capsys.readouterr().err
+    assert not out.exists()
+
+
+# a tiny SSAST on 32 mel bins x 64 frames (2 x 4 patches of 16 x 16), one epoch
+TINY_SSAST = ["--model_size", "tiny", "--num_mel_bins", "32", "--target_length", "64", "--fshape", "16", "--tshape",
+              "16", "--fstride", "16", "--tstride", "16", "--mask_patch", "3", "-e", "1", "-bs", "8"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("given", "objective"), [
+    (["--task", "pretrain_mpg"], "pretrain_mpg"),  # the seed's spelling
+    (["--objective", "pretrain_mpc"], "pretrain_mpc"),
+    ([], "pretrain_joint"),
+])
+def test_the_objective_given_either_way_is_trained_recorded_and_read_back(uid_dataset: dict, tmp_path: Path,
+                                                                         given: list[str], objective: str) -> None:
+    out = tmp_path / "run"
+    assert main(["pretrain", "-i", str(uid_dataset["prefix"]), "-d", str(uid_dataset["split"]), "-o", str(out),
+                 *TINY_SSAST, *given]) == 0
+    assert json.loads((out / "metrics.json").read_text())["objective"] == objective
+    recorded = yaml.safe_load((out / "config.yaml").read_text())["model"]
+    assert recorded["objective"] == objective and recorded["task"] in (objective, "ft_cls")
+    # the recorded config reads back as the same objective: pretraining again from it is not refused
+    again = tmp_path / "again"
+    assert main(["pretrain", "--config", str(out / "config.yaml"), "-i", str(uid_dataset["prefix"]), "-d",
+                 str(uid_dataset["split"]), "-o", str(again), "-e", "1"]) == 0
+    assert json.loads((again / "metrics.json").read_text())["objective"] == objective

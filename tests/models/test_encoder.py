@@ -11,7 +11,8 @@ from audiotune.models.classifier import masked_pool
 from audiotune.models.encoder import EncoderEmbedder
 
 # a 2-block SSAST over 32 bins x 64 frames: 2 x 4 patches after the cls and dist tokens
-SMALL_SSAST = {"model_size": "tiny", "fshape": 16, "tshape": 16, "input_fdim": 32, "input_tdim": 64, "depth": 2}
+SMALL_SSAST = {"model_size": "tiny", "fshape": 16, "tshape": 16, "fstride": 16, "tstride": 16, "input_fdim": 32,
+               "input_tdim": 64, "depth": 2}
 
 
 def ssast(task: str = "ft_cls") -> SSASTBackbone:

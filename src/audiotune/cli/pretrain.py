@@ -38,7 +38,7 @@ NOT_PRETRAINING = ("not an option of pretrain, which trains the encoder on its s
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_config_flags(parser, PRETRAIN_OPTIONS, model=model or "ssast",
-                     defaults={"model.model": "ssast", "options.task": "pretrain_joint"}, stages=PRETRAINING,
+                     defaults={"model.model": "ssast"}, stages=PRETRAINING,
                      why="pretrain trains the encoder on its self-supervised objective")
     refuse_other_options(parser, PRETRAIN_OPTIONS, NOT_PRETRAINING)
     parser.add_argument("--unlabelled_dir", dest="data.data_split_root", default=argparse.SUPPRESS,

@@ -48,6 +48,7 @@ from audiotune.config.options import (
     describe_range,
     inactive_options,
     option,
+    option_default,
     range_problems,
     takes,
 )
@@ -87,7 +88,7 @@ __all__ = [
     "WAVEFORM_NORM_VERSION", "FEATURES_CHECKED_VERSION", "WEIGHTED_STATES_VERSION", "MASK_EMBEDDING_KEPT_VERSION",
     "WEIGHTED_MEAN_VERSION", "RESAMPLED_LENGTH_VERSION",
     "MPG_LOSS_VERSION", "VALIDATION_DRAW_VERSION",
-    "acts_of", "default_of", "describe_acts", "inactive_options", "takes",
+    "acts_of", "default_of", "describe_acts", "inactive_options", "option_default", "takes",
     "RETIRED_IN_COMMAND", "RETIRED_VALUES",
     "SECTIONS", "SPEED_LIMITS", "SPEED_RANGE", "AudioConfig", "AugmentConfig", "ClassifierConfig", "DataConfig",
     "FeatureConfig", "HeadSpec", "ModelConfig", "RunConfig", "RuntimeConfig", "TrainConfig", "check_config",

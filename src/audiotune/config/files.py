@@ -29,7 +29,7 @@ def config_to_dict(config: RunConfig) -> dict[str, Any]:
     each path by the remote URL it stands for (:func:`audiotune.storage.remote_name`), not a cache or staging
     folder of this machine."""
     raw = dataclasses.asdict(config)
-    raw["model"] = {**raw["model"], **raw["model"].pop("options")}
+    raw["model"].update(raw["model"].pop("options"))  # one copy of each: flat, as ModelConfig.options says
     return {key: {name: _recorded(value) for name, value in part.items()} if isinstance(part, dict) else
             _recorded(part) for key, part in raw.items()}
 
@@ -60,11 +60,14 @@ def config_changes(old: RunConfig, new: RunConfig, free: tuple[str, ...] = ()) -
     return changes
 
 
-def upgrade_sections(raw: dict[str, Any]) -> dict[str, Any]:
+def upgrade_sections(raw: dict[str, Any], source: str = "config") -> dict[str, Any]:
     """Sections as an earlier release wrote them, in today's layout: the audio section said ``reduce`` (mix down
     or not) and ``mono`` (mean or sum) before channel modes; the runtime options (device, precision, workers,
-    caches) were in the train section; ``labeling_method: soft`` (the vote distribution) is now ``distribution``."""
+    caches) were in the train section; ``labeling_method: soft`` (the vote distribution) is now ``distribution``;
+    the backbone's options were written twice, flat and under ``options:`` (:func:`_one_copy`)."""
     raw = dict(raw)
+    if isinstance(raw.get("model"), dict) and "options" in raw["model"]:
+        raw["model"] = _one_copy(raw["model"], source)
     audio = raw.get("audio")
     if isinstance(audio, dict):
         audio = dict(audio)
@@ -84,13 +87,31 @@ def upgrade_sections(raw: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
-def with_added_options(earlier: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+def _one_copy(model: dict[str, Any], source: str) -> dict[str, Any]:
+    """The model section with the backbone's options flat: a copy under ``options:`` (as earlier releases wrote
+    beside the flat one) is taken where it agrees with the flat one or stands alone; where the two differ, which
+    one was meant is unknown, so that is an error naming the option."""
+    model = dict(model)
+    nested = model.pop("options")
+    if not isinstance(nested, dict):
+        raise ValueError(f"{source}: model section: 'options' must hold the backbone's options (name: value), "
+                         f"found {nested!r}")
+    for name, value in nested.items():
+        if name in model and model[name] != value:
+            raise ValueError(f"{source}: model option '{name}' is written twice and the copies differ ({name}: "
+                             f"{model[name]!r} in the model section, {value!r} under its 'options:'); keep one, "
+                             "in the model section")
+        model[name] = value
+    return model
+
+
+def with_added_options(earlier: dict[str, Any], current: dict[str, Any], source: str = "config") -> dict[str, Any]:
     """``earlier`` (sections of options, as :func:`config_to_dict` wrote them for an earlier release) with the
     options that ``current`` has and it lacks at their defaults: an option added since then, left at its default,
     keeps the earlier behaviour, so the two records compare equal. The version is the record's format, not an
-    option: it is taken from ``current``."""
+    option: it is taken from ``current``. ``source`` names the file ``earlier`` was read from in errors."""
     defaults = config_to_dict(RunConfig())
-    earlier = upgrade_sections(earlier)
+    earlier = upgrade_sections(earlier, source)
     upgraded = dict(earlier)
     if "version" in current and "version" in earlier:
         upgraded["version"] = current["version"]
@@ -105,7 +126,7 @@ def config_from_dict(raw: dict[str, Any], source: str = "config", base: RunConfi
     """Rebuild a RunConfig; unknown keys are an error naming the key, missing keys take ``base``'s values
     (default: the defaults)."""
     config = copy.deepcopy(base) if base is not None else RunConfig()
-    for key, value in upgrade_sections(raw).items():
+    for key, value in upgrade_sections(raw, source).items():
         if key in SECTIONS:
             section_cls = SECTIONS[key]
             names = {f.name for f in dataclasses.fields(section_cls)}
@@ -114,7 +135,7 @@ def config_from_dict(raw: dict[str, Any], source: str = "config", base: RunConfi
             if key == "model":  # the rest are the backbone's own options, checked by the backbone that reads them
                 own = {k: v for k, v in value.items() if k not in names}
                 value = {k: v for k, v in value.items() if k in names}
-                value["options"] = {**getattr(config, key).options, **value.get("options", {}), **own}
+                value["options"] = {**getattr(config, key).options, **own}
             unknown = set(value) - names
             if unknown:
                 raise ValueError(f"{source}: unknown option(s) in section '{key}': {sorted(unknown)}")

@@ -90,6 +90,12 @@ def default_of(spec: dataclasses.Field) -> Any:
     return spec.default_factory() if spec.default_factory is not dataclasses.MISSING else spec.default
 
 
+def option_default(options: type, name: str) -> Any:
+    """The default of option ``name`` of options dataclass ``options``, for a dataclass built from those options
+    to take as its own field's default (the value written once, in the option)."""
+    return default_of({spec.name: spec for spec in dataclasses.fields(options)}[name])
+
+
 def inactive_options(options: Any, stages: frozenset[Stage]) -> list[tuple[dataclasses.Field, Any]]:
     """Each option of dataclass instance ``options`` that acts in none of ``stages`` but is set away from its
     default, with its value (it would silently do nothing there)."""

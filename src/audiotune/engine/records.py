@@ -18,7 +18,7 @@ def read_settings_record(path: Path, record: dict) -> dict | None:
         return None
     earlier = yaml.safe_load(path.read_text())
     if isinstance(earlier, dict) and isinstance(earlier.get("config"), dict) and isinstance(record.get("config"), dict):
-        earlier = {**earlier, "config": with_added_options(earlier["config"], record["config"])}
+        earlier = {**earlier, "config": with_added_options(earlier["config"], record["config"], str(path))}
     return earlier
 
 

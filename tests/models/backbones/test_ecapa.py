@@ -315,3 +315,12 @@ def test_input_defaults_follow_training_and_leave_the_config_as_given() -> None:
     config.features.features = "waveform"
     with pytest.raises(ValueError, match="fbank or mfcc"):
         input_spec(config)
+
+
+def test_options_built_directly_are_those_of_a_config_left_at_its_defaults() -> None:
+    """EcapaOptions' defaults are the options' (EcapaSettings): a run left at its defaults builds the same model."""
+    config = resolve_config(RunConfig())
+    width = input_spec(config).num_mel_bins
+    assert width is not None and EcapaOptions.from_config(config) == EcapaOptions(width)
+    config.model.options["channels"] = [16, 16, 48]
+    assert EcapaOptions.from_config(config).channels == (16, 16, 48) != EcapaOptions(width).channels

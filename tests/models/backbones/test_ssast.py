@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import warnings
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,11 @@ from safetensors.torch import save_file
 from audiotune.config import ClassifierConfig, HeadSpec, RunConfig
 from audiotune.models.backbones import build_backbone, input_spec, resolve_config
 from audiotune.models.backbones.ssast import (
+    FRAMES,
+    MEL_BINS,
     SSASTBackbone,
     SSASTOptions,
+    SSASTSettings,
 )
 from audiotune.models.backbones.ssast_checkpoint import load_ssast_checkpoint
 from audiotune.models.backbones.ssast_masking import (
@@ -32,6 +36,7 @@ from audiotune.models.state_dict import CheckpointMismatchError
 # 1 x 32 frame patches and 4 x 8 square patches: small enough for 2 CPU cores
 FRAME = {"model_size": "tiny", "fshape": 32, "tshape": 2, "input_fdim": 32, "input_tdim": 64, "depth": 2}
 PATCH = {"model_size": "tiny", "fshape": 16, "tshape": 16, "input_fdim": 64, "input_tdim": 128, "depth": 2}
+PATCH_OPTIONS = {**PATCH, "fstride": 16, "tstride": 16}  # the options' strides default to the frame model's
 
 # hand-written original (timm 0.4.5 DeiT + SSAST pretrain branch) key names, per block and outside the blocks
 BLOCK_KEYS = {
@@ -295,7 +300,7 @@ def test_load_errors_are_clear(tmp_path: Path) -> None:
 
 def test_hidden_states_layout_and_pooling() -> None:
     torch.manual_seed(0)
-    backbone = SSASTBackbone(SSASTOptions(**{**PATCH, "task": "ft_cls"})).eval()
+    backbone = SSASTBackbone(SSASTOptions(**PATCH_OPTIONS)).eval()
     model = backbone.model
     x = torch.randn(2, 128, 64)
     states, mask = backbone.hidden_states(x, torch.tensor([128, 100]))
@@ -333,7 +338,7 @@ def test_attention_weights_match_the_fused_path() -> None:
 
 def test_classifier_on_ssast_backbone() -> None:
     torch.manual_seed(0)
-    backbone = SSASTBackbone(SSASTOptions(**PATCH))
+    backbone = SSASTBackbone(SSASTOptions(**PATCH_OPTIONS, task="ft_avgtok"))
     heads = [HeadSpec("h", "binary", ["a", "b"])]
     clf = Classifier(backbone, heads, ClassifierConfig(weighted=True))
     out = clf(torch.randn(2, 128, 64), torch.tensor([128, 128]))
@@ -347,7 +352,7 @@ def test_weighted_sum_leaves_the_final_norm_out_as_the_seed_did() -> None:
     """--weighted sums the embedded tokens and each block (the seed's 13 states for base); the final v.norm is a
     --layer choice only, so changing it moves layer -1 and not the weighted sum."""
     torch.manual_seed(0)
-    backbone = SSASTBackbone(SSASTOptions(**PATCH)).eval()
+    backbone = SSASTBackbone(SSASTOptions(**PATCH_OPTIONS, task="ft_avgtok")).eval()
     heads = [HeadSpec("h", "binary", ["a", "b"])]
     weighted = Classifier(backbone, heads, ClassifierConfig(weighted=True)).eval()
     last = Classifier(backbone, heads, ClassifierConfig(layer=-1)).eval()
@@ -569,3 +574,16 @@ def test_features_other_than_fbank_are_an_error_except_in_a_config_of_an_earlier
     config.features.features = "waveform"
     with pytest.raises(ValueError, match="--model ssast reads fbank features"):
         input_spec(config)
+
+
+def test_options_built_directly_are_those_of_a_config_left_at_its_defaults() -> None:
+    """SSASTOptions' defaults are the options' (SSASTSettings) and the released checkpoints' input."""
+    settings = SSASTSettings()
+    direct = SSASTOptions()
+    shared = {spec.name for spec in fields(SSASTOptions)} & {spec.name for spec in fields(SSASTSettings)}
+    assert shared >= {"task", "fstride"} and all(getattr(direct, name) == getattr(settings, name) for name in shared)
+    config = RunConfig()
+    config.model.model = "ssast"
+    resolve_config(config)
+    assert SSASTOptions.from_config(config) == direct
+    assert (direct.input_fdim, direct.input_tdim) == (MEL_BINS, FRAMES)

@@ -1,5 +1,6 @@
-"""SSAST pretraining from the backbone's options: the masks each objective draws (``--cluster_side``: fixed block
-sides or the seeds' drawn ones) and the loss each objective trains on."""
+"""SSAST pretraining from the backbone's options: the objective (``--objective``, or ``--task pretrain_*`` as the
+seeds spelled it), the masks each objective draws (``--cluster_side``: fixed block sides or the seeds' drawn ones)
+and the loss each objective trains on."""
 from __future__ import annotations
 
 import random
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from audiotune.config import MPG_LOSS_VERSION, RunConfig, load_config, save_config
-from audiotune.models.backbones import backbone_options, resolve_config
+from audiotune.models.backbones import backbone_options, build_backbone, resolve_config
 from audiotune.models.backbones.ssast import SSASTBackbone, SSASTOptions
 from audiotune.models.backbones.ssast_model import SSASTModel
 
@@ -74,7 +75,7 @@ def pretraining_masks(monkeypatch: pytest.MonkeyPatch, objective: str = "pretrai
     pretrain` draws them from the options given in a training (or validation) step."""
     config = ssast_config(task=objective, mask_patch=9, **options)
     torch.manual_seed(0)
-    backbone = SSASTBackbone(SSASTOptions("tiny", 4, 4, input_fdim=48, input_tdim=48, task=objective, depth=1))
+    backbone = SSASTBackbone(SSASTOptions("tiny", 4, 4, 4, 4, input_fdim=48, input_tdim=48, task=objective, depth=1))
     backbone.start_pretraining(objective, config)
     backbone.train(not validating)
     drawn: list[torch.Tensor] = []
@@ -131,7 +132,7 @@ def test_a_run_written_before_the_mpg_weight_was_the_joint_objectives_alone_keep
     for version in (MPG_LOSS_VERSION - 1, MPG_LOSS_VERSION):
         config = ssast_config(task="pretrain_mpg", mask_patch=9)
         config.version = version
-        backbone = SSASTBackbone(SSASTOptions("tiny", 4, 4, input_fdim=48, input_tdim=48, task="pretrain_mpg",
+        backbone = SSASTBackbone(SSASTOptions("tiny", 4, 4, 4, 4, input_fdim=48, input_tdim=48, task="pretrain_mpg",
                                               depth=1))
         torch.manual_seed(1)
         backbone.start_pretraining("pretrain_mpg", config)
@@ -139,3 +140,33 @@ def test_a_run_written_before_the_mpg_weight_was_the_joint_objectives_alone_keep
         losses[version] = (result["loss"].item(), result["mse"].item())
     (earlier, earlier_mse), (now, now_mse) = losses[MPG_LOSS_VERSION - 1], losses[MPG_LOSS_VERSION]
     assert now == pytest.approx(now_mse) and earlier == pytest.approx(10 * earlier_mse)
+
+
+@pytest.mark.parametrize(("task", "objective", "first"), [
+    ("pretrain_mpg", "", "pretrain_mpg"),  # the seeds' spelling of --objective
+    ("pretrain_mpc", "pretrain_mpc", "pretrain_mpc"),
+    ("ft_cls", "pretrain_mpc", "pretrain_mpc"),
+    ("ft_cls", "", "pretrain_joint"),  # neither: the backbone's first
+])
+def test_the_objective_is_one_option_that_task_may_spell(task: str, objective: str, first: str) -> None:
+    config = ssast_config(task=task)
+    config.model.objective = objective
+    assert build_backbone(resolve_config(config), pretrained=False).pretrain_objectives()[0] == first
+
+
+def test_a_pretraining_task_naming_another_objective_is_refused_naming_both() -> None:
+    config = ssast_config(task="pretrain_mpg")
+    config.model.objective = "pretrain_mpc"
+    with pytest.raises(ValueError, match="--task pretrain_mpg and --objective pretrain_mpc: two pretraining "
+                                         "objectives"):
+        resolve_config(config)
+
+
+def test_a_pretrain_runs_recorded_objective_reads_back_as_the_model_it_trained(tmp_path: Path) -> None:
+    """A pretrain run records the objective it trained; read back, its encoder serves that objective (and pools
+    its patch tokens), whatever --task says at its default."""
+    config = resolve_config(ssast_config(task="ft_cls"))
+    config.model.objective = "pretrain_mpc"
+    save_config(config, tmp_path / "config.yaml")
+    again = resolve_config(load_config(tmp_path / "config.yaml"))
+    assert again.model.objective == "pretrain_mpc" and build_backbone(again, pretrained=False).task == "pretrain_mpc"

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from audiotune.config import AT_LEAST_1, RunConfig, option
+from audiotune.config import AT_LEAST_1, RunConfig, option, option_default
 from audiotune.data.input_spec import InputSpec
 from audiotune.models.backbones import Backbone, backbone_options, input_spec, register
 from audiotune.models.backbones.ecapa_model import (
@@ -41,17 +41,17 @@ class EcapaSettings:
 @dataclass(frozen=True)
 class EcapaOptions:
     """What builds an :class:`EcapaBackbone` (:class:`ECAPA_TDNN`'s arguments), read from a run config by
-    :meth:`from_config`."""
+    :meth:`from_config`; the defaults are :class:`EcapaSettings`'."""
 
     input_size: int
-    lin_neurons: int = 192
-    channels: tuple[int, ...] = (512, 512, 512, 512, 1536)
-    kernel_sizes: tuple[int, ...] = (5, 3, 3, 3, 1)
-    dilations: tuple[int, ...] = (1, 2, 3, 4, 1)
-    attention_channels: int = 128
-    res2net_scale: int = 8
-    se_channels: int = 128
-    global_context: bool = True
+    lin_neurons: int = option_default(EcapaSettings, "lin_neurons")
+    channels: tuple[int, ...] = tuple(option_default(EcapaSettings, "channels"))
+    kernel_sizes: tuple[int, ...] = tuple(option_default(EcapaSettings, "kernel_sizes"))
+    dilations: tuple[int, ...] = tuple(option_default(EcapaSettings, "dilations"))
+    attention_channels: int = option_default(EcapaSettings, "attention_channels")
+    res2net_scale: int = option_default(EcapaSettings, "res2net_scale")
+    se_channels: int = option_default(EcapaSettings, "se_channels")
+    global_context: bool = option_default(EcapaSettings, "global_context")
 
     @classmethod
     def from_config(cls, config: RunConfig) -> EcapaOptions:

@@ -1,6 +1,6 @@
-"""The bare Hugging Face encoder as its options ask for it (:class:`HFOptions`): loaded with the masking, LayerDrop
-and gradient checkpointing of its training passes (where its time spans go: :mod:`.hf_masks`), and a mask
-embedding kept as loaded (:func:`freeze_mask_embedding`).
+"""The options of ``--model hf`` (:class:`HFSettings`) and the bare Hugging Face encoder as they ask for it
+(:class:`HFOptions`): loaded with the masking, LayerDrop and gradient checkpointing of its training passes (where
+its time spans go: :mod:`.hf_masks`), and a mask embedding kept as loaded (:func:`freeze_mask_embedding`).
 
 LayerDrop skips each transformer layer with probability ``p`` in a training pass: the layer passes its input on
 unchanged, so the encoder still returns one hidden state per layer (a skipped layer's state repeats the one
@@ -12,40 +12,106 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from audiotune.config import RunConfig
+from audiotune.config import (
+    AT_LEAST_0,
+    AT_LEAST_1,
+    CLASSIFIER_STAGES,
+    FINE_TUNING,
+    PRETRAINING,
+    PROBABILITY,
+    WHILE_TRAINING,
+    RunConfig,
+    option,
+    option_default,
+)
 from audiotune.models.backbones import backbone_options, input_spec
 from audiotune.models.backbones.hf_checkpoint import report_loading, weights_quietly
-from audiotune.models.backbones.hf_masks import MIN_MASKS
+from audiotune.models.backbones.hf_masks import MIN_MASKS, SPAN_RULES
+from audiotune.storage import Role
 
 DEFAULT_CHECKPOINT = "facebook/wav2vec2-base-960h"
+# fine-tuning's masking when --mask_time_prob / --mask_time_length are unset (pretraining objectives have their own)
+FINE_TUNING_MASK_PROB, FINE_TUNING_MASK_LENGTH = 0.0, 10
+
+
+@dataclass
+class HFSettings:
+    """The options of ``--model hf`` (flags shown with it; ``config.model.options`` in a run)."""
+
+    max_window: float = option(0.0, "encode clips longer than this many seconds window by window (0 = whole clip)",
+                               valid=AT_LEAST_0, acts=CLASSIFIER_STAGES)  # pretraining encodes whole batches
+    mask_time_prob: float | None = option(None, "share of frames where masked spans start, replaced by the mask "
+                                                f"embedding. Fine-tuning (default {FINE_TUNING_MASK_PROB:g}: none; the "
+                                                "seed emotion system 0.08); pretraining (default: tapt the "
+                                                "checkpoint's mask_time_prob, 0.05 for wav2vec2-base; ptapt 0.06)",
+                                          valid=PROBABILITY, acts=WHILE_TRAINING)
+    mask_time_length: int | None = option(None, "frames per masked span (default: fine-tuning "
+                                                f"{FINE_TUNING_MASK_LENGTH}, tapt the checkpoint's mask_time_length, "
+                                                "ptapt 15)", valid=AT_LEAST_1, acts=WHILE_TRAINING)
+    mask_spans: str = option("clip", "how masked time spans are counted and placed: clip (in each clip's real "
+                                     "frames) or batch (counted from the batch's padded length and cut to each "
+                                     "clip's frames: transformers 4.10, the emotion seed)", choices=SPAN_RULES,
+                             acts=WHILE_TRAINING)
+    mask_feature_prob: float = option(0.0, "fine-tuning: share of feature channels where zeroed spans "
+                                           "start (the seed emotion system: 0.05)", valid=PROBABILITY,
+                                      acts=FINE_TUNING)  # pretraining masks no channels
+    mask_feature_length: int = option(10, "fine-tuning: channels per zeroed span (the seed: 64)",
+                                      valid=AT_LEAST_1, acts=FINE_TUNING)
+    pseudo_labels: str = option("", "P-TAPT (--objective ptapt): frame labels written by `audiotune cluster` "
+                                    "(parquet); one prediction head per K", role=Role.INPUT,
+                                acts=PRETRAINING)
+    fresh_quantizer: bool = option(False, "TAPT from a checkpoint without quantizer weights (e.g. CTC fine-tuned): "
+                                          "start the quantizer and projections from random weights",
+                                  acts=PRETRAINING)
+    gradient_checkpointing: bool = option(False, "recompute each encoder layer's activations in the backward pass "
+                                                 "instead of keeping them: less memory for a trained encoder, "
+                                                 "a second forward pass of each layer, the same gradients",
+                                          acts=WHILE_TRAINING)
+    layerdrop: float | Literal["checkpoint"] = option(
+        0.0, "fine-tuning and --objective ptapt: probability that each transformer layer is skipped in a training "
+             "pass (LayerDrop; 0: off; under DDP with --strategy ddp_find_unused_parameters_true); checkpoint: its "
+             "config's value, as the seeds' Hugging Face models trained (--objective tapt always skips with the "
+             "checkpoint's, as the seed's TAPT)", valid=PROBABILITY, acts=WHILE_TRAINING)
+    tapt_loss: str = option("frame", "TAPT objective: frame (contrastive loss per masked frame + the diversity "
+                                     "weight x diversity; distractors from the clip's masked frames) or batch "
+                                     "(transformers 4.10, the emotion seed: contrastive summed over the batch + the "
+                                     "weighted diversity once; distractors from all frames)",
+                            choices=("frame", "batch"), acts=PRETRAINING)
+    gumbel_anneal: bool = option(True, "TAPT: anneal the quantizer's Gumbel temperature per step as wav2vec2's "
+                                       "pretraining (2.0 x 0.999995^step, at least 0.5); false keeps 2.0 (the seed)",
+                                acts=PRETRAINING)
 
 
 @dataclass(frozen=True)
 class HFOptions:
-    """What builds an :class:`~.huggingface.HFBackbone`, read from a run config by :meth:`from_config`."""
+    """What builds an :class:`~.huggingface.HFBackbone`, read from a run config by :meth:`from_config`: the
+    checkpoint and the options of ``--model hf`` the encoder takes (their defaults are :class:`HFSettings`', an
+    unset masking option fine-tuning's)."""
 
     checkpoint: str = DEFAULT_CHECKPOINT
-    max_window: float = 0.0  # seconds per separately encoded window (0: whole clips)
-    sample_rate: int = 16000
-    mask_time_prob: float = 0.0  # SpecAugment while the encoder trains: time spans get the mask embedding
-    mask_time_length: int = 10
-    mask_spans: str = "clip"  # how time spans are counted and placed (hf_masks)
-    mask_feature_prob: float = 0.0  # feature-channel spans set to 0
-    mask_feature_length: int = 10
-    gradient_checkpointing: bool = False  # recompute layer activations in backward (training mode only)
-    layerdrop: float | None = 0.0  # probability of skipping a layer in a training pass; None: the checkpoint's
+    max_window: float = option_default(HFSettings, "max_window")  # seconds per separately encoded window (0: whole)
+    sample_rate: int | None = None  # the rate ``max_window`` is counted in (None: the checkpoint's extractor's)
+    mask_time_prob: float = FINE_TUNING_MASK_PROB  # time spans that get the mask embedding while the encoder trains
+    mask_time_length: int = FINE_TUNING_MASK_LENGTH
+    mask_spans: str = option_default(HFSettings, "mask_spans")  # how time spans are counted and placed (hf_masks)
+    mask_feature_prob: float = option_default(HFSettings, "mask_feature_prob")  # feature-channel spans set to 0
+    mask_feature_length: int = option_default(HFSettings, "mask_feature_length")
+    gradient_checkpointing: bool = option_default(HFSettings, "gradient_checkpointing")  # in training mode only
+    layerdrop: float | None = option_default(HFSettings, "layerdrop")  # None: the checkpoint's
 
     @classmethod
     def from_config(cls, config: RunConfig) -> HFOptions:
         m = backbone_options(config)
         return cls(checkpoint=config.model.checkpoint or DEFAULT_CHECKPOINT, max_window=float(m.max_window),
-                   sample_rate=input_spec(config).resample_rate, mask_time_prob=float(m.mask_time_prob or 0.0),
-                   mask_time_length=int(m.mask_time_length or 10), mask_spans=str(m.mask_spans),
+                   sample_rate=input_spec(config).resample_rate,
+                   mask_time_prob=FINE_TUNING_MASK_PROB if m.mask_time_prob is None else float(m.mask_time_prob),
+                   mask_time_length=FINE_TUNING_MASK_LENGTH if m.mask_time_length is None else
+                   int(m.mask_time_length), mask_spans=str(m.mask_spans),
                    mask_feature_prob=float(m.mask_feature_prob),
                    mask_feature_length=int(m.mask_feature_length),
                    gradient_checkpointing=bool(m.gradient_checkpointing),

@@ -39,25 +39,15 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from audiotune.config import (
-    AT_LEAST_0,
-    AT_LEAST_1,
-    CLASSIFIER_STAGES,
-    FINE_TUNING,
-    PRETRAINING,
-    PROBABILITY,
-    WHILE_TRAINING,
-    RunConfig,
-    option,
-)
+from audiotune.config import RunConfig
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.samplers import EXACT_PADDING, PaddingRule
 from audiotune.models.backbones import (
@@ -73,15 +63,15 @@ from audiotune.models.backbones.hf_checkpoint import (
     extractor_settings,
     normalises,
 )
-from audiotune.models.backbones.hf_masks import SPAN_RULES, time_mask_indices
+from audiotune.models.backbones.hf_masks import time_mask_indices
 from audiotune.models.backbones.hf_training import (
     DEFAULT_CHECKPOINT,
     HFOptions,
+    HFSettings,
     enable_checkpointing,
     freeze_mask_embedding,
     load_encoder,
 )
-from audiotune.storage import Role
 
 __all__ = ["DEFAULT_CHECKPOINT", "HFBackbone", "HFOptions", "build_hf", "extractor_settings", "hf_input",
            "resolve_hf"]
@@ -90,54 +80,6 @@ log = logging.getLogger(__name__)
 
 # the longest clip of a scoring batch of an inexact encoder is at most this fraction longer than its shortest
 PADDING_TOLERANCE = 0.02
-
-
-@dataclass
-class HFSettings:
-    """The options of ``--model hf`` (flags shown with it; ``config.model.options`` in a run)."""
-
-    max_window: float = option(0.0, "encode clips longer than this many seconds window by window (0 = whole clip)",
-                               valid=AT_LEAST_0, acts=CLASSIFIER_STAGES)  # pretraining encodes whole batches
-    mask_time_prob: float | None = option(None, "share of frames where masked spans start, replaced by "
-                                                "the mask embedding. Fine-tuning (default 0: none; the seed emotion "
-                                                "system 0.08); pretraining (default: tapt the checkpoint's "
-                                                "mask_time_prob, 0.05 for wav2vec2-base; ptapt 0.06)",
-                                                valid=PROBABILITY, acts=WHILE_TRAINING)
-    mask_time_length: int | None = option(None, "frames per masked span (default: fine-tuning 10, "
-                                                "tapt the checkpoint's mask_time_length, ptapt 15)", valid=AT_LEAST_1,
-                                         acts=WHILE_TRAINING)
-    mask_spans: str = option("clip", "how masked time spans are counted and placed: clip (in each clip's real "
-                                     "frames) or batch (counted from the batch's padded length and cut to each "
-                                     "clip's frames: transformers 4.10, the emotion seed)", choices=SPAN_RULES,
-                             acts=WHILE_TRAINING)
-    mask_feature_prob: float = option(0.0, "fine-tuning: share of feature channels where zeroed spans "
-                                           "start (the seed emotion system: 0.05)", valid=PROBABILITY,
-                                      acts=FINE_TUNING)  # pretraining masks no channels
-    mask_feature_length: int = option(10, "fine-tuning: channels per zeroed span (the seed: 64)",
-                                      valid=AT_LEAST_1, acts=FINE_TUNING)
-    pseudo_labels: str = option("", "P-TAPT (--objective ptapt): frame labels written by `audiotune cluster` "
-                                    "(parquet); one prediction head per K", role=Role.INPUT,
-                                acts=PRETRAINING)
-    fresh_quantizer: bool = option(False, "TAPT from a checkpoint without quantizer weights (e.g. CTC fine-tuned): "
-                                          "start the quantizer and projections from random weights",
-                                  acts=PRETRAINING)
-    gradient_checkpointing: bool = option(False, "recompute each encoder layer's activations in the backward pass "
-                                                 "instead of keeping them: less memory for a trained encoder, "
-                                                 "a second forward pass of each layer, the same gradients",
-                                          acts=WHILE_TRAINING)
-    layerdrop: float | Literal["checkpoint"] = option(
-        0.0, "fine-tuning and --objective ptapt: probability that each transformer layer is skipped in a training "
-             "pass (LayerDrop; 0: off; under DDP with --strategy ddp_find_unused_parameters_true); checkpoint: its "
-             "config's value, as the seeds' Hugging Face models trained (--objective tapt always skips with the "
-             "checkpoint's, as the seed's TAPT)", valid=PROBABILITY, acts=WHILE_TRAINING)
-    tapt_loss: str = option("frame", "TAPT objective: frame (contrastive loss per masked frame + the diversity "
-                                     "weight x diversity; distractors from the clip's masked frames) or batch "
-                                     "(transformers 4.10, the emotion seed: contrastive summed over the batch + the "
-                                     "weighted diversity once; distractors from all frames)",
-                            choices=("frame", "batch"), acts=PRETRAINING)
-    gumbel_anneal: bool = option(True, "TAPT: anneal the quantizer's Gumbel temperature per step as wav2vec2's "
-                                       "pretraining (2.0 x 0.999995^step, at least 0.5); false keeps 2.0 (the seed)",
-                                acts=PRETRAINING)
 
 
 class HFBackbone(TransformersSizes, Backbone):
@@ -156,7 +98,7 @@ class HFBackbone(TransformersSizes, Backbone):
         self.options = options
         self.checkpoint = options.checkpoint
         self.max_window = options.max_window
-        self.sample_rate = options.sample_rate
+        self.sample_rate = options.sample_rate or int(extractor_settings(options.checkpoint)["sampling_rate"])
         self.model = load_encoder(options, pretrained)
 
     @property

@@ -17,7 +17,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from audiotune.config import AT_LEAST_1, CLASSIFIER_STAGES, MPG_LOSS_VERSION, PRETRAINING, RunConfig, option
+from audiotune.config import (
+    AT_LEAST_1,
+    CLASSIFIER_STAGES,
+    MPG_LOSS_VERSION,
+    PRETRAINING,
+    RunConfig,
+    option,
+    option_default,
+)
 from audiotune.data.input_spec import InputSpec
 from audiotune.models.backbones import Backbone, backbone_options, input_spec, register
 from audiotune.models.backbones.ssast_checkpoint import load_ssast_checkpoint
@@ -36,6 +44,9 @@ log = logging.getLogger(__name__)
 
 __all__ = ["SSASTBackbone", "build_ssast", "resolve_ssast", "ssast_input"]
 
+MEL_BINS, FRAMES = 128, 1024  # the released SSAST checkpoints' input: fbank mel bins and frames
+DEFAULT_OBJECTIVE = "pretrain_joint"  # the seed's pretraining task: nce + 10 mse
+
 
 @dataclass
 class SSASTSettings:
@@ -45,8 +56,9 @@ class SSASTSettings:
                                           "without 'module.', or one written by `audiotune pretrain`)",
                                           role=Role.INPUT)
     model_size: str = option("base", "size", choices=("tiny", "small", "base", "base_nokd"))
-    task: str = option("ft_cls", "pooled tokens for fine-tuning (ft_cls, ft_avgtok) or the objective of "
-                                 "`audiotune pretrain` (pretrain_mpc, pretrain_mpg, pretrain_joint = nce + 10 mse)",
+    task: str = option("ft_cls", "pooled tokens for fine-tuning (ft_cls, ft_avgtok) or, the seed's spelling of "
+                                 "--objective, the objective of `audiotune pretrain` (pretrain_mpc, pretrain_mpg, "
+                                 "pretrain_joint = nce + 10 mse)",
                        choices=("ft_cls", "ft_avgtok", "pretrain_mpc", "pretrain_mpg", "pretrain_joint"),
                        acts={**dict.fromkeys(FINETUNE_TASKS, CLASSIFIER_STAGES),
                              **dict.fromkeys(PRETRAIN_TASKS, PRETRAINING)})
@@ -66,24 +78,32 @@ class SSASTSettings:
 
 @dataclass(frozen=True)
 class SSASTOptions:
-    """What builds an :class:`SSASTBackbone`, read from a run config by :meth:`from_config`."""
+    """What builds an :class:`SSASTBackbone`, read from a run config by :meth:`from_config`: the options of
+    ``--model ssast`` (their defaults are :class:`SSASTSettings`'), the fbank's mel bins and frames, and the depth
+    (12 in every released checkpoint; fewer only for tests)."""
 
-    model_size: str = "base"
-    fshape: int = 128
-    tshape: int = 2
-    fstride: int | None = None  # None: = fshape (no overlap, as pretraining)
-    tstride: int | None = None
-    input_fdim: int = 128  # mel bins
-    input_tdim: int = 1024  # frames
-    task: str = "ft_avgtok"
+    model_size: str = option_default(SSASTSettings, "model_size")
+    fshape: int = option_default(SSASTSettings, "fshape")
+    tshape: int = option_default(SSASTSettings, "tshape")
+    fstride: int = option_default(SSASTSettings, "fstride")
+    tstride: int = option_default(SSASTSettings, "tstride")
+    input_fdim: int = MEL_BINS
+    input_tdim: int = FRAMES
+    task: str = option_default(SSASTSettings, "task")
     depth: int = 12
 
     @classmethod
     def from_config(cls, config: RunConfig) -> SSASTOptions:
         m, f = backbone_options(config), input_spec(config)
-        assert f.num_mel_bins is not None  # ssast_input sets it
-        return cls(m.model_size, m.fshape, m.tshape, m.fstride, m.tstride, f.num_mel_bins, f.target_length or 1024,
-                   m.task)
+        assert f.num_mel_bins is not None and f.target_length is not None  # ssast_input sets them
+        return cls(m.model_size, m.fshape, m.tshape, m.fstride, m.tstride, f.num_mel_bins, f.target_length,
+                   ssast_task(config, m))
+
+
+def ssast_task(config: RunConfig, settings: SSASTSettings) -> str:
+    """The task the model serves: the run's ``--objective`` when it is an SSAST objective (a pretrain run, whose
+    encoder then pools its patch tokens), else ``--task`` (which may spell the objective as the seed did)."""
+    return config.model.objective if config.model.objective in PRETRAIN_TASKS else settings.task
 
 
 class SSASTBackbone(Backbone):
@@ -168,8 +188,9 @@ class SSASTBackbone(Backbone):
     # ------------------------------------------------------------------ self-supervised pretraining
 
     def pretrain_objectives(self) -> tuple[str, ...]:
-        """Masked-patch classification, generation, or both; this backbone's ``--task`` first when it is one."""
-        first = self.task if self.task in PRETRAIN_TASKS else "pretrain_joint"
+        """Masked-patch classification, generation, or both; this backbone's ``--task`` first when it is one (the
+        seed's spelling of ``--objective``; :func:`resolve_ssast` refuses the two naming different ones)."""
+        first = self.task if self.task in PRETRAIN_TASKS else DEFAULT_OBJECTIVE
         return (first, *(task for task in PRETRAIN_TASKS if task != first))
 
     def start_pretraining(self, objective: str, config: RunConfig) -> None:
@@ -210,28 +231,34 @@ class SSASTBackbone(Backbone):
 
 
 def resolve_ssast(config: RunConfig) -> None:
-    """Frozen by default for fine-tuning (the seed's ``--freeze True``), trained for the pretraining tasks."""
+    """Frozen by default for fine-tuning (the seed's ``--freeze True``), trained for the pretraining tasks; a
+    pretraining ``--task`` that names another objective than ``--objective`` is an error."""
+    settings = backbone_options(config)
+    task, objective = settings.task, config.model.objective
+    if task in PRETRAIN_TASKS and objective and objective != task:
+        raise ValueError(f"--task {task} and --objective {objective}: two pretraining objectives (--task {task} is "
+                         f"the seed's spelling of --objective {task}); give one")
     if config.classifier.pooling_mode == "sum":  # the seed's flag, which merged the heads' ft embeddings only
         raise ValueError("--pooling_mode sum with --model ssast: the SSAST seed's flag merged the heads' ft embeddings "
                          "only, its tokens were averaged: `audiotune extract --embedding_type ft --pooling_mode sum`; "
                          "here it would sum the tokens")
     if config.model.freeze is None:
-        config.model.freeze = backbone_options(config).task in FINETUNE_TASKS
+        config.model.freeze = ssast_task(config, settings) in FINETUNE_TASKS
 
 
 def ssast_input(config: RunConfig) -> InputSpec:
-    """SSAST reads fbank features of a fixed length: ``--features fbank`` (waveform is rejected), 128 mel bins and
-    1024 frames unless given. Checks size, task and patch geometry against the mel bins and frames."""
+    """SSAST reads fbank features of a fixed length: ``--features fbank`` (waveform is rejected), ``MEL_BINS`` mel
+    bins and ``FRAMES`` frames unless given. Checks size, task and patch geometry against the mel bins and frames."""
     s = backbone_options(config)
     if config.features.features == "waveform":
         raise ValueError("--model ssast reads fbank features, not waveforms")
-    bins = config.features.num_mel_bins or 128  # the SSAST checkpoints' input
+    bins = config.features.num_mel_bins or MEL_BINS
     f = replace(InputSpec.from_sections(config.audio, config.features), features="fbank", num_mel_bins=bins,
-                target_length=config.features.target_length or 1024, min_samples=config.audio.min_samples)
+                target_length=config.features.target_length or FRAMES, min_samples=config.audio.min_samples)
     size = s.model_size
     if SIZE_ALIASES.get(size, size) not in SIZES:
         raise ValueError(f"--model_size {size}: SSAST sizes are {sorted(SIZES)}")
-    task = s.task
+    task = ssast_task(config, s)
     if task not in FINETUNE_TASKS + PRETRAIN_TASKS:
         raise ValueError(f"--task {task}: SSAST tasks are {FINETUNE_TASKS + PRETRAIN_TASKS}")
     fshape, tshape, fstride, tstride = s.fshape, s.tshape, s.fstride, s.tstride
@@ -241,7 +268,7 @@ def ssast_input(config: RunConfig) -> InputSpec:
         raise ValueError(f"--model ssast: {error} (--fshape/--tshape/--fstride/--tstride vs --num_mel_bins "
                          f"{f.num_mel_bins} / --target_length {f.target_length})") from None
     if task in PRETRAIN_TASKS and (fstride, tstride) != (fshape, tshape):
-        raise ValueError(f"--task {task}: pretraining needs --fstride = --fshape and --tstride = --tshape "
+        raise ValueError(f"{task}: pretraining needs --fstride = --fshape and --tstride = --tshape "
                          f"(no overlapping patches), got stride ({fstride}, {tstride}), shape ({fshape}, {tshape})")
     return f.with_min_samples()
 
@@ -254,6 +281,6 @@ def build_ssast(config: RunConfig, pretrained: bool = True) -> SSASTBackbone:
     path = s.pretrained_mdl_path or m.checkpoint
     if pretrained and path:
         backbone.load_pretrained(path)
-    elif pretrained and m.freeze and s.task in FINETUNE_TASKS:
+    elif pretrained and m.freeze and backbone.task in FINETUNE_TASKS:
         log.warning("--model ssast with a frozen backbone and no --pretrained_mdl_path: the encoder stays random")
     return backbone

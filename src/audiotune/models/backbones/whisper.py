@@ -67,7 +67,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from audiotune.config import AT_LEAST_0, RunConfig, option
+from audiotune.config import AT_LEAST_0, RunConfig, option, option_default
 from audiotune.data.input_spec import InputSpec
 from audiotune.models.backbones import Backbone, backbone_options, encode_in_windows, register
 from audiotune.models.backbones.hf_checkpoint import check_available, weights_quietly
@@ -93,10 +93,11 @@ class WhisperSettings:
 
 @dataclass(frozen=True)
 class WhisperOptions:
-    """What builds a :class:`WhisperBackbone`, read from a run config by :meth:`from_config`."""
+    """What builds a :class:`WhisperBackbone`, read from a run config by :meth:`from_config`; the defaults are
+    :class:`WhisperSettings`'."""
 
     checkpoint: str = DEFAULT_CHECKPOINT
-    max_window: float = 0.0  # seconds per separately encoded window (0: the model's own window, 30 s)
+    max_window: float = option_default(WhisperSettings, "max_window")  # seconds per window (0: the model's own)
 
     @classmethod
     def from_config(cls, config: RunConfig) -> WhisperOptions:
