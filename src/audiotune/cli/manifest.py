@@ -5,6 +5,7 @@ import argparse
 
 from audiotune.cli.command import Command
 from audiotune.cli.flags import add_path, spellings
+from audiotune.config.sections import ON_ERROR
 from audiotune.storage import Role
 
 
@@ -17,7 +18,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                                           r"'(?P<digit>\d)_(?P<subject>[a-z]+)_\d+\.wav'")
     parser.add_argument(*spellings("folder_label"), dest="folder_label",
                         help="label column filled from each file's parent folder (folder-per-class)")
-    parser.add_argument(*spellings("on_error"), dest="on_error", default="raise", choices=("raise", "skip"))
+    parser.add_argument(*spellings("on_error"), dest="on_error", default="raise", choices=ON_ERROR)
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:

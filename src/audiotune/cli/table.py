@@ -8,6 +8,7 @@ from audiotune.cli.command import Command
 from audiotune.cli.flags import add_path, add_storage_flags, spellings
 from audiotune.cli.seed_flags import in_bucket
 from audiotune.cli.values import parse_bool
+from audiotune.config.sections import ON_ERROR
 from audiotune.storage import Role
 
 
@@ -22,7 +23,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     parser.add_argument(*spellings("edit_feats"), dest="edit_feats", nargs="?", const=True, type=parse_bool,
                         default=False, metavar="BOOL",
                         help="binary targets from severity scores: -1 and 6 empty, 0 and 1 -> 0, 2 to 5 -> 1")
-    parser.add_argument(*spellings("on_error"), dest="on_error", default="raise", choices=("raise", "skip"),
+    parser.add_argument(*spellings("on_error"), dest="on_error", default="raise", choices=ON_ERROR,
                         help="skip: leave out metadata files that cannot be read and list them beside --out")
     add_storage_flags(parser)
 

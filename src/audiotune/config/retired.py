@@ -7,6 +7,8 @@ not declare it itself (``audiotune cv`` takes ``--datadir``, ``taps align`` take
 """
 from __future__ import annotations
 
+from audiotune.config.sections import ACCELERATORS
+
 RUN_SCRIPTS = "audiotune train | evaluate | extract replace run.py -m train | eval | extraction"
 
 # spelling -> what the seed meant and what to write here
@@ -124,5 +126,5 @@ RETIRED_VALUES: dict[tuple[str, str], str] = {
     ("--dataset_std", "0"): "the seed divided by zero; leave out --dataset_mean/--dataset_std (no normalisation) "
                             "or take them from `audiotune stats`",
     ("--accelerator", "ddp"): "the seed's --accelerator ddp is a strategy here: --strategy ddp (--accelerator is "
-                              "auto, cpu or gpu)",
+                              f"one of {', '.join(ACCELERATORS)})",
 }
