@@ -67,6 +67,12 @@ def add_path(parser: Any, *flags: str, role: Role, help: str = "", **kwargs: Any
     return action
 
 
+def add_audio_dir(parser: Any, help: str) -> argparse.Action:
+    """``--audio_dir`` (also the seeds' ``--datadir``): the audio folder that a seed's JSON names files in."""
+    return add_path(parser, *spellings("audio_dir", ("--datadir",)), role=Role.AUDIO, dest="audio_dir", default="",
+                    metavar="FOLDER", help=f"{help} (the seed's --datadir)")
+
+
 def declare_role(parser: Any, dest: str, role: Role) -> None:
     """Record (or change) the role of argument ``dest``; argument groups share their parser's record."""
     parser.set_defaults(**{ROLES: {**(parser.get_default(ROLES) or {}), dest: role}})

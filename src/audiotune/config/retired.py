@@ -34,7 +34,8 @@ RETIRED_FLAGS: dict[str, str] = {
     "--outputdir": "the seed's cluster output folder; use `audiotune cluster --out LABELS.parquet`",
     "--labelpath": "the seed's JSON split file; use -d SPLIT.json (-i WAVS/ for its audio folder)",
     "--labeldir": "the seed's folder of fold JSONs; use `audiotune cv -d FOLDS/`",
-    "--datadir": "the seed's audio folder of a JSON split; use -i WAVS/ (`audiotune cv`: --audio_dir)",
+    "--datadir": "the seed's audio folder of a JSON split; use -i WAVS/ (`audiotune cv` and `audiotune import "
+                 "clusters` take it as --audio_dir)",
     "--unsupdatadir": "the seed's extra unlabelled audio; list it in the -d table (or pretrain on -d FOLDER)",
     "--maxseqlen": "the seed's crop in seconds; use --clip_length S (train: from the start), or --max_seconds S "
                    "--clip_length 0 (pretrain: at a random offset)",
