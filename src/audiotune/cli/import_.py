@@ -80,7 +80,8 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                          "pretrain --objective ptapt",
         description="all-clus.json holds {wav: [[labels of K1], [labels of K2], ...]} in the order of the seed's "
                     "cluster.py --num_clusters, which is not stored: give the same K values. With --audio_dir (the "
-                    "seed's --datadir, also taken) each clip's labels are fitted to wav2vec2-base's frame count of its audio.")
+                    "seed's --datadir, also taken) each clip's labels are fitted to wav2vec2-base's frame count of "
+                    "its audio.")
     add_path(clusters, "labels", role=Role.INPUT, help="all-clus.json or K-clus.json")
     clusters.add_argument(*spellings("num_clusters"), dest="num_clusters", type=cluster_counts, nargs="+",
                           action=FlatCounts, required=True,
