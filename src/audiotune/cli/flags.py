@@ -158,6 +158,8 @@ def add_option_flag(parser: Any, key: str, of_run: bool = False, note: str = "",
     text = _help_text(spec, changes.pop("help", spec.metadata["help"]) + note, shown)
     kwargs = {"dest": name, "default": None if of_run else default_of(spec), "action": _InRange, "spec": spec,
               **field_argument(spec, typing.get_type_hints(SECTIONS[section])[name]), **changes}
+    if kwargs.get("choices") and "metavar" not in changes:
+        kwargs.pop("metavar", None)  # a command's few own flags show their choices
     names = spellings(name, spec.metadata.get("flags", ()))
     if spec.metadata.get("role"):
         return add_path(parser, *names, role=spec.metadata["role"], help=text, **kwargs)

@@ -9,11 +9,10 @@ from typing import Any, NoReturn
 from audiotune import storage
 from audiotune.cli import train
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_audio_dir, add_path, config_from_args, spellings
+from audiotune.cli.flags import add_audio_dir, add_option_flag, add_path, config_from_args, spellings
 from audiotune.cli.seed_flags import Refused
 from audiotune.cli.values import FlatCounts, cluster_counts
 from audiotune.config import RunConfig
-from audiotune.config.sections import ON_ERROR
 from audiotune.storage import Role
 
 SEED_ARGS_FILE = "args.pkl"  # the seeds' pickled arguments, next to their *_mdl.pt
@@ -96,7 +95,8 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                     "is left out and listed in OUT.skipped.csv.")
     add_path(taps, "folders", role=Role.LOCAL, nargs="+", help="recording folders of the tap2key layout")
     add_path(taps, "--out", role=Role.OUTPUT_FILE, required=True, help="segment CSV to write")
-    taps.add_argument(*spellings("on_error"), dest="on_error", choices=ON_ERROR, default="raise")
+    add_option_flag(taps, "data.on_error", help="a recording whose tap and label counts differ: raise an error, or "
+                                                "skip it and list it in OUT.skipped.csv")
 
 
 class _SeedArgsParser(argparse.ArgumentParser):
