@@ -35,7 +35,8 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_option_flag(parser, "classifier.pooling_mode", of_run=True, choices=None, metavar="MODE",
                     help="pooling over frames: mean, sum or max; cls or avgtok: the mean of SSAST's cls token(s) or "
                          "patch tokens (pt embeddings; the seed's --task ft_cls / ft_avgtok, also accepted); ft "
-                         "embeddings: how the heads merge, mean (as the seeds) or sum")
+                         "embeddings: how the heads merge, mean or sum (default: the run's pooling; for ft "
+                         "embeddings mean, as the seeds)")
     add_config_flags(parser, ENCODER_OPTIONS, model=model, writes_run=False, stages=ENCODING,
                      why="extract runs the encoder as it is")
     refuse_other_options(parser, ENCODER_OPTIONS, "not an option of extract, which runs the encoder as it is (an "

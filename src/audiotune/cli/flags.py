@@ -88,7 +88,7 @@ def metavar(kind: Any, spec: dataclasses.Field) -> str:
     return "N" if kind is int else "X" if kind is float else "PATH" if spec.metadata.get("role") else spec.name.upper()
 
 
-def field_argument(spec: dataclasses.Field, kind: Any) -> dict[str, Any]:
+def _field_argument(spec: dataclasses.Field, kind: Any) -> dict[str, Any]:
     """The ``add_argument`` keywords of option ``spec`` annotated ``kind``: its choices, value type, count and
     metavar."""
     meta = spec.metadata
@@ -119,7 +119,7 @@ def _add_field(group: Any, dest: str, spec: dataclasses.Field, hints: dict, hidd
                note: str = "") -> None:
     meta = spec.metadata
     text = _help_text(spec, meta.get("help", "") + note, default_text(default_of(spec)))
-    kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS, **field_argument(spec, hints[spec.name])}
+    kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS, **_field_argument(spec, hints[spec.name])}
     if dest == "model.model":
         kwargs["choices"] = backbones.names()
     names = spellings(spec.name, meta.get("flags", ()))
@@ -157,7 +157,7 @@ def add_option_flag(parser: Any, key: str, of_run: bool = False, note: str = "",
     shown = "the run's" if of_run else default_text(default_of(spec))
     text = _help_text(spec, changes.pop("help", spec.metadata["help"]) + note, shown)
     kwargs = {"dest": name, "default": None if of_run else default_of(spec), "action": _InRange, "spec": spec,
-              **field_argument(spec, typing.get_type_hints(SECTIONS[section])[name]), **changes}
+              **_field_argument(spec, typing.get_type_hints(SECTIONS[section])[name]), **changes}
     if kwargs.get("choices") and "metavar" not in changes:
         kwargs.pop("metavar", None)  # a command's few own flags show their choices
     names = spellings(name, spec.metadata.get("flags", ()))
