@@ -24,7 +24,7 @@ def test_its_own_flags_of_a_training_options_name_stay() -> None:
 
 def test_which_labelled_rows_it_scores_is_the_runs_unless_given() -> None:
     from audiotune.cli.evaluate import DATA
-    from audiotune.cli.flags import scoring_data
+    from audiotune.cli.run_flags import scoring_data
 
     given = build_parser().parse_args(["evaluate", "--run", "run", "-d", "test.csv", "--complete_rows", "False"])
     assert scoring_data(given, DATA) == {"complete_rows": False}

@@ -205,3 +205,23 @@ def test_a_config_files_remote_inputs_are_read_only_where_the_command_reads_them
     err = run(["train", "-d", str(tmp_path / "no_split"), "-o", str(tmp_path / "run")], labelled)
     assert err.rstrip().endswith(f"--pseudo_labels {absent}/labels.parquet: acts only in audiotune pretrain"), err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", [["table", "lake", "--out", "t.csv"], ["segment", "e.csv", "--out", "s.csv"],
+                                     ["manifest", "wavs", "--out", "m.csv"],
+                                     ["import", "taps", "rec", "--out", "s.csv"]])
+def test_a_command_taking_one_option_takes_its_spellings_default_and_choices(
+        command: list[str], capsys: pytest.CaptureFixture) -> None:
+    """--on_error of a command that builds a table is the data option's flag: its default, spellings and choices."""
+    assert build_parser().parse_args(command).on_error == RunConfig().data.on_error == "raise"
+    assert build_parser().parse_args([*command, "--on-error", "skip"]).on_error == "skip"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*command, "--on_error", "ignore"])
+    assert "--on_error/--on-error: invalid choice: 'ignore'" in capsys.readouterr().err
+
+
+def test_split_seed_is_the_seed_options_flag(capsys: pytest.CaptureFixture) -> None:
+    assert build_parser().parse_args(["split", "t.csv", "--out", "o"]).seed == RunConfig().data.seed
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["split", "t.csv", "--out", "o", "--seed", str(2**32)])
+    assert "--seed 4294967296: must be in [0, 4294967295]" in capsys.readouterr().err

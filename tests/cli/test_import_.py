@@ -28,3 +28,31 @@ def test_a_seed_argument_that_acts_only_in_pretraining_is_left_out_of_the_import
                                          "fstride": 64}, "args.pkl")
     assert {"mask_patch", "cluster_factor"} <= set(left) and {"task", "fstride"} <= set(applied)
     assert "mask_patch" not in config.model.options and config.model.options["fstride"] == 64
+
+
+def test_import_clusters_takes_the_seeds_datadir_as_cv_does(tmp_path, capsys: pytest.CaptureFixture) -> None:
+    """--datadir is --audio_dir in both commands: one declaration, one role (audio, which may be gs://)."""
+    import json
+
+    import numpy as np
+    import soundfile as sf
+
+    from audiotune.cli import build_parser, main
+    from audiotune.cli.flags import path_roles
+
+    cluster_args = ["import", "clusters", "all.json", "--num_clusters", "4", "--out", "l.parquet"]
+    for command in (cluster_args, ["cv", "-d", "folds", "-o", "cv"]):
+        args = build_parser().parse_args([*command, "--datadir", "wavs"])
+        assert (args.audio_dir, path_roles(args)["audio_dir"].value) == ("wavs", "audio")
+    (tmp_path / "wavs").mkdir()
+    sf.write(tmp_path / "wavs" / "a.wav", np.zeros(16000, dtype=np.float32), 16000)  # 49 wav2vec2 frames
+    labels = tmp_path / "all.json"
+    labels.write_text(json.dumps({"a.wav": [[0] * 49]}))
+    out = tmp_path / "l.parquet"
+    assert main(["import", "clusters", str(labels), "--num_clusters", "4", "--out", str(out),
+                 "--datadir", str(tmp_path / "wavs")]) == 0
+    assert "not checked" not in capsys.readouterr().out
+    labels.write_text(json.dumps({"a.wav": [[0] * 5]}))
+    assert main(["import", "clusters", str(labels), "--num_clusters", "4", "--out", str(tmp_path / "m.parquet"),
+                 "--datadir", str(tmp_path / "wavs")]) != 0
+    assert "'a.wav' has 5 frame labels, but its audio makes 49 wav2vec2 frames" in capsys.readouterr().err

@@ -32,3 +32,8 @@ def test_leave_one_group_out_of_two_groups_counts_them(tmp_path: Path) -> None:
     source = table(tmp_path, ("ann", "bob"))
     with pytest.raises(DataError, match=r"needs at least 3 values of 'subject' \(found 2\); or use --val_group draw"):
         build_folds(source, FoldOptions(group="subject", val_group="next"))
+
+
+def test_one_fold_is_the_same_error_as_in_split(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="--folds 1: at least 2 folds are needed"):
+        build_folds(table(tmp_path, ("ann", "bob", "cat")), FoldOptions(folds=1))

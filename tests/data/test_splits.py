@@ -32,3 +32,24 @@ def test_a_fraction_with_one_speaker_left_names_the_flag() -> None:
     with pytest.raises(DataError, match=r"--val_fraction 0.1 \(after the test part\).*only 1 value.*"
                                         r"--val_fraction 0"):
         split_table(_speakers(2), seed=0)
+
+
+@pytest.mark.parametrize("folds", [1, 0, -2])
+def test_k_folds_need_at_least_two(folds: int) -> None:
+    from audiotune.data.splits import kfold_tables
+
+    with pytest.raises(DataError, match=rf"--folds {folds}: at least 2 folds are needed"):
+        kfold_tables(_speakers(6), folds)
+
+
+def test_stratification_is_blamed_only_for_its_own_error() -> None:
+    """Every class smaller than k cannot be stratified; another error (a seed numpy refuses) is not about it."""
+    from audiotune.data.splits import kfold_tables
+
+    rare = _speakers(6, digits=1).assign(digit=[f"d{i // 2}" for i in range(12)])  # each class: 2 rows
+    with pytest.raises(DataError, match=r"--folds 3 needs 3 stratified parts.*every 'digit' class has fewer rows "
+                                        r"\(the largest 2\).*drop --stratify"):
+        kfold_tables(rare, 3, 0.0, stratify="digit")
+    with pytest.raises(ValueError) as raised:
+        kfold_tables(_speakers(6), 3, 0.0, stratify="digit", seed=-5)
+    assert "stratif" not in str(raised.value)

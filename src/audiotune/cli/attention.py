@@ -5,7 +5,8 @@ import argparse
 
 from audiotune import storage
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_device_flags, add_path, add_run_flag, spellings
+from audiotune.cli.flags import add_path, spellings
+from audiotune.cli.run_flags import add_device_flags, add_run_flag
 from audiotune.outputs import ATTENTION_DIR
 from audiotune.storage import Role
 

@@ -6,7 +6,7 @@ import copy
 
 from audiotune import storage
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_config_flags, config_from_args, declare_role
+from audiotune.cli.flags import add_audio_dir, add_config_flags, config_from_args, declare_role
 from audiotune.cli.show import quiet_lightning
 from audiotune.data.folds import FOLD_PLACEHOLDER, VAL_GROUPS
 from audiotune.storage import Role
@@ -27,8 +27,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                             "means no validation as in the seed emotion recipe (every training speaker trains, the "
                             "last epoch is kept, so --monitor and --patience do not apply), next for the others")
     folds.add_argument("--repeats", type=int, default=1, help="runs per fold, with seeds --seed .. --seed+R-1")
-    folds.add_argument("--audio_dir", "--audio-dir", "--datadir", dest="audio_dir", default="",
-                       help="JSON split files: folder the utterance names are relative to (default: the JSON's)")
+    add_audio_dir(folds, "JSON split files: folder the utterance names are relative to (default: the JSON's)")
     folds.add_argument("--json_label", "--json-label", dest="json_label", default="label",
                        help="JSON split files: column that receives each utterance's label")
 

@@ -7,16 +7,10 @@ import sys
 
 from audiotune import storage
 from audiotune.cli.command import Command
-from audiotune.cli.flags import (
-    SCORING_DATA,
-    add_path,
-    add_scoring_flags,
-    add_section_flags,
-    refuse_other_options,
-    scoring_data,
-    spellings,
-)
+from audiotune.cli.flags import add_path, add_section_flags, refuse_other_options, spellings
+from audiotune.cli.run_flags import SCORING_DATA, add_run_options, add_scoring_flags, scoring_data, scoring_options
 from audiotune.cli.show import summary
+from audiotune.engine.aggregate import AGGREGATE_MODES
 from audiotune.outputs import EVALUATE_DIR, run_dir_of
 from audiotune.storage import Role
 
@@ -28,13 +22,10 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_scoring_flags(parser)
     add_path(parser, *spellings("exp_dir", ("-o",)), role=Role.OUTPUT_DIR, dest="exp_dir",
              help="output folder (default RUN/evaluate)")
-    parser.add_argument("--aggregate", default="mean", choices=("none", "mean", "max"),
+    parser.add_argument("--aggregate", default="mean", choices=AGGREGATE_MODES,
                         help="rows that are windows of one recording (a 'recording' column): also score each "
                              "recording from the mean or max of its windows' scores (default mean)")
-    parser.add_argument("--adapt_bn", metavar="none|split|COLUMN",
-                        help="re-estimate BatchNorm statistics before scoring, on the whole split's clips or on "
-                             "each group of COLUMN (e.g. subject) apart, or none (test-time adaptation to new "
-                             "speakers or microphones; default: the run's)")
+    add_run_options(parser, ("train.adapt_bn",))
     add_section_flags(parser, (*ROWS, "runtime.report"))
     # the seeds' eval mode took every training flag (one parser); the run's config.yaml holds them here
     refuse_other_options(parser, (), "not an option of evaluate, which scores with the run's own options (its "
@@ -49,9 +40,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from audiotune.engine.evaluate import evaluate_run
     from audiotune.engine.report import report_when_done
 
-    metrics = evaluate_run(args.run, args.data_split_root, args.exp_dir, args.on_error, args.batch_size,
-                           args.num_workers, args.accelerator, args.devices, args.precision, args.aggregate,
-                           args.adapt_bn, scoring_data(args, DATA), vars(args).get("runtime.num_nodes"))
+    metrics = evaluate_run(args.run, args.data_split_root, args.exp_dir, aggregate=args.aggregate,
+                           adapt_bn=args.adapt_bn, data=scoring_data(args, DATA), **scoring_options(args))
     if not metrics:
         return  # another process of a multi-process run: rank 0 reports
     print(json.dumps({k: summary(v) for k, v in metrics.items()}, indent=2))  # stdout: this JSON only

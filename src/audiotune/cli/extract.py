@@ -8,15 +8,16 @@ from audiotune import storage
 from audiotune.cli.command import Command
 from audiotune.cli.flags import (
     add_config_flags,
+    add_option_flag,
     add_path,
-    add_scoring_flags,
     config_from_args,
     refuse_other_options,
-    scoring_data,
     spellings,
 )
+from audiotune.cli.run_flags import add_run_options, add_scoring_flags, scoring_data, scoring_options
 from audiotune.cli.stages import ENCODER_OPTIONS, as_flag, refuse_encoder_flags
 from audiotune.config import ENCODING, SECTIONS
+from audiotune.models.classifier import EMBEDDING_TYPES
 from audiotune.outputs import embeddings_file
 from audiotune.storage import Role, final_path
 
@@ -25,15 +26,17 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_scoring_flags(parser, run_required=False)
     add_path(parser, "--out", role=Role.OUTPUT_FILE,
              help="parquet file (default RUN/embeddings_TYPE.parquet; required without --run)")
-    parser.add_argument(*spellings("embedding_type"), dest="embedding_type", choices=("pt", "wt", "st", "ft"),
+    parser.add_argument(*spellings("embedding_type"), dest="embedding_type", choices=EMBEDDING_TYPES,
                         help="pt: one hidden state; wt: the weighted sum of all (an encoder without heads: their "
                              "average); st: the shared dense layer; ft: the heads' first dense layers (default: ft "
                              "for a trained run, pt for an encoder)")
-    parser.add_argument("--layer", type=int, help="hidden state for pt embeddings (default: the run's)")
-    parser.add_argument(*spellings("pooling_mode", ("-pm",)), dest="pooling_mode",
-                        help="mean, sum or max over the frames; cls or avgtok: the mean of SSAST's cls token(s) or "
-                             "patch tokens (pt embeddings; the seed's --task ft_cls / ft_avgtok, also accepted); ft "
-                             "embeddings: how the heads merge, mean (the default, as the seeds) or sum")
+    add_run_options(parser, ("classifier.layer",), {"layer": "; here the hidden state of pt embeddings"})
+    # beside the frame poolings, a backbone's token pools (SSAST's cls, avgtok), which the backbone checks
+    add_option_flag(parser, "classifier.pooling_mode", of_run=True, choices=None, metavar="MODE",
+                    help="pooling over frames: mean, sum or max; cls or avgtok: the mean of SSAST's cls token(s) or "
+                         "patch tokens (pt embeddings; the seed's --task ft_cls / ft_avgtok, also accepted); ft "
+                         "embeddings: how the heads merge, mean or sum (default: the run's pooling; for ft "
+                         "embeddings mean, as the seeds)")
     add_config_flags(parser, ENCODER_OPTIONS, model=model, writes_run=False, stages=ENCODING,
                      why="extract runs the encoder as it is")
     refuse_other_options(parser, ENCODER_OPTIONS, "not an option of extract, which runs the encoder as it is (an "
@@ -92,9 +95,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         # every section's options; a config file's backbone options that act only in training go back to defaults
         encoder = config_from_args(args, takes=tuple(SECTIONS))
     path = extract_embeddings(args.run, args.data_split_root, args.out, args.embedding_type, args.layer,
-                              args.pooling_mode, args.batch_size, args.num_workers, args.on_error,
-                              args.accelerator, args.devices, args.precision, scoring_data(args),
-                              vars(args).get("runtime.num_nodes"), encoder, crop)
+                              args.pooling_mode, data=scoring_data(args), encoder=encoder, clip_seconds=crop,
+                              **scoring_options(args))
     if path is not None:  # None: another process of a multi-process run; rank 0 reports
         print(f"embeddings: {final_path(path)}")
 

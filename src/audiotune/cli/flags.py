@@ -13,7 +13,7 @@ from typing import Any
 
 from audiotune import storage
 from audiotune.cli.help import default_text, shared_group
-from audiotune.cli.seed_flags import Refused, apply_seed_spellings, in_bucket
+from audiotune.cli.seed_flags import Refused, apply_seed_spellings
 from audiotune.cli.stages import (
     as_flag,
     inactive_at_defaults,
@@ -29,7 +29,6 @@ from audiotune.config import (
     EVERYWHERE,
     SECTIONS,
     RunConfig,
-    RuntimeConfig,
     Stage,
     acts_of,
     check_config,
@@ -39,10 +38,8 @@ from audiotune.config import (
     resolve_recipe,
     takes,
 )
-from audiotune.config.options import default_of, literal_words
-from audiotune.config.sections import PRECISIONS
+from audiotune.config.options import default_of, literal_words, option_problems
 from audiotune.models import backbones
-from audiotune.outputs import run_dir_of
 from audiotune.storage import Role
 
 ROLES = "path_roles"  # the namespace attribute holding {dest: Role} of the parsed command
@@ -70,6 +67,12 @@ def add_path(parser: Any, *flags: str, role: Role, help: str = "", **kwargs: Any
     return action
 
 
+def add_audio_dir(parser: Any, help: str) -> argparse.Action:
+    """``--audio_dir`` (also the seeds' ``--datadir``): the audio folder that a seed's JSON names files in."""
+    return add_path(parser, *spellings("audio_dir", ("--datadir",)), role=Role.AUDIO, dest="audio_dir", default="",
+                    metavar="FOLDER", help=f"{help} (the seed's --datadir)")
+
+
 def declare_role(parser: Any, dest: str, role: Role) -> None:
     """Record (or change) the role of argument ``dest``; argument groups share their parser's record."""
     parser.set_defaults(**{ROLES: {**(parser.get_default(ROLES) or {}), dest: role}})
@@ -85,22 +88,11 @@ def metavar(kind: Any, spec: dataclasses.Field) -> str:
     return "N" if kind is int else "X" if kind is float else "PATH" if spec.metadata.get("role") else spec.name.upper()
 
 
-def _add_field(group: Any, dest: str, spec: dataclasses.Field, hints: dict, hidden: bool = False,
-               note: str = "") -> None:
+def _field_argument(spec: dataclasses.Field, kind: Any) -> dict[str, Any]:
+    """The ``add_argument`` keywords of option ``spec`` annotated ``kind``: its choices, value type, count and
+    metavar."""
     meta = spec.metadata
-    kind = hints[spec.name]
-    text = meta.get("help", "") + note
-    shown = default_text(default_of(spec))
-    notes = [f"default {shown.replace('%', '%%')}"] if shown is not None and "default" not in text else []
-    if meta.get("valid"):
-        notes.append(f"valid {describe_range(*meta['valid'])}")
-    if notes:
-        text += f" ({'; '.join(notes)})"
-    kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS}
-    if dest == "model.model":
-        kwargs["choices"] = backbones.names()
-    elif meta.get("choices"):
-        kwargs["choices"] = meta["choices"]
+    kwargs: dict[str, Any] = {"choices": meta["choices"]} if meta.get("choices") else {}
     if meta.get("choices") and "none" in meta["choices"]:
         kwargs["type"] = none_lower  # the seeds pass "None"
     elif bool in (kind, *typing.get_args(kind)):
@@ -112,6 +104,24 @@ def _add_field(group: Any, dest: str, spec: dataclasses.Field, hints: dict, hidd
         kwargs.update(type=value_parser(kind), metavar=metavar(base, spec))
     if literal_words(kind) and "metavar" in kwargs:  # e.g. N|auto
         kwargs["metavar"] = "|".join((kwargs["metavar"], *literal_words(kind)))
+    return kwargs
+
+
+def _help_text(spec: dataclasses.Field, text: str, shown: str | None) -> str:
+    """``text`` with the option's default (``shown``; None: not shown) and valid range."""
+    notes = [f"default {shown.replace('%', '%%')}"] if shown is not None and "default" not in text else []
+    if spec.metadata.get("valid"):
+        notes.append(f"valid {describe_range(*spec.metadata['valid'])}")
+    return text + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _add_field(group: Any, dest: str, spec: dataclasses.Field, hints: dict, hidden: bool = False,
+               note: str = "") -> None:
+    meta = spec.metadata
+    text = _help_text(spec, meta.get("help", "") + note, default_text(default_of(spec)))
+    kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS, **_field_argument(spec, hints[spec.name])}
+    if dest == "model.model":
+        kwargs["choices"] = backbones.names()
     names = spellings(spec.name, meta.get("flags", ()))
     if hidden:
         group.add_argument(*names, help=argparse.SUPPRESS, **kwargs)
@@ -119,6 +129,41 @@ def _add_field(group: Any, dest: str, spec: dataclasses.Field, hints: dict, hidd
         add_path(group, *names, role=meta["role"], help=text, **kwargs)
     else:
         group.add_argument(*names, help=text, **kwargs)
+
+
+class _InRange(argparse.Action):
+    """Stores the value of option ``spec``; one outside its declared range is the option's own error (as a config
+    file's value is, :func:`~audiotune.config.options.range_problems`)."""
+
+    def __init__(self, option_strings: list[str], dest: str, spec: Any = None, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.spec = spec
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        problems = option_problems(self.spec, values, choices=False)
+        if problems:
+            parser.error(problems[0])
+        setattr(namespace, self.dest, values)
+
+
+def add_option_flag(parser: Any, key: str, of_run: bool = False, note: str = "", **changes: Any) -> argparse.Action:
+    """Option ``key`` (``section.name``) as a flag of a command that takes it alone, dest ``name``: every spelling,
+    choice, value type and valid range of the option's declaration (a value outside them is the option's error).
+    ``of_run``: the command loads a run and sets the option over the run's value (None unless given); else the
+    option's default. ``note`` follows the option's help; ``changes``: the command's own add_argument keywords."""
+    section, name = key.split(".")
+    spec = next(spec for spec in dataclasses.fields(SECTIONS[section]) if spec.name == name)
+    shown = "the run's" if of_run else default_text(default_of(spec))
+    text = _help_text(spec, changes.pop("help", spec.metadata["help"]) + note, shown)
+    kwargs = {"dest": name, "default": None if of_run else default_of(spec), "action": _InRange, "spec": spec,
+              **_field_argument(spec, typing.get_type_hints(SECTIONS[section])[name]), **changes}
+    if kwargs.get("choices") and "metavar" not in changes:
+        kwargs.pop("metavar", None)  # a command's few own flags show their choices
+    names = spellings(name, spec.metadata.get("flags", ()))
+    if spec.metadata.get("role"):
+        return add_path(parser, *names, role=spec.metadata["role"], help=text, **kwargs)
+    return parser.add_argument(*names, help=text, **kwargs)
 
 
 def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] = tuple(SECTIONS),
@@ -351,50 +396,3 @@ def apply_flags(config: RunConfig, args: argparse.Namespace) -> RunConfig:
             setattr(getattr(config, section), name, if_true if value else if_false)
     apply_seed_spellings(args, config)
     return check_config(config)
-
-
-def add_run_flag(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    """``--run``: the run directory a command reads (or the model.safetensors inside it)."""
-    add_path(parser, "--run", "--trained_mdl_path", "--trained-mdl-path", "-mp", "--finetuned_mdl_path",
-             "--finetuned-mdl-path", role=Role.RUN, dest="run", required=required, type=run_dir_of,
-             help="run directory of `audiotune train` (or the model.safetensors inside it)")
-
-
-SCORING_DATA = ("data.prefix", "data.study")  # data options a scoring command sets over the run's own
-
-
-def add_scoring_flags(parser: argparse.ArgumentParser, run_required: bool = True) -> None:
-    """The flags of a command that scores rows with a trained run: the run, the data (with ``-i/-s`` as in
-    train), batching, bad audio."""
-    add_run_flag(parser, run_required)
-    add_path(parser, *spellings("data_split_root", ("-d",)), role=Role.TABLE, dest="data_split_root", required=True,
-             help="one CSV, or a split directory")
-    add_section_flags(parser, SCORING_DATA)
-    parser.add_argument(*spellings("batch_size", ("-bs",)), dest="batch_size", type=int)
-    parser.add_argument(*spellings("num_workers", ("-nw",)), dest="num_workers",
-                        type=value_parser(typing.get_type_hints(RuntimeConfig)["num_workers"]), metavar="N|auto",
-                        help="data loader workers: a number or auto (default: the run's)")
-    parser.add_argument(*spellings("on_error"), dest="on_error", choices=("raise", "skip"))
-    add_device_flags(parser, processes=True)
-    add_section_flags(parser, ("runtime.num_nodes",))
-    add_storage_flags(parser)
-
-
-def scoring_data(args: argparse.Namespace, options: tuple[str, ...] = SCORING_DATA) -> dict[str, Any]:
-    """``{name: value}`` of the data options (``options``, :data:`SCORING_DATA` unless the command takes more)
-    given to a scoring command; ``-i PREFIX`` with ``-b BUCKET`` is in the bucket, as in ``train``."""
-    data = {key.partition(".")[2]: value for key, value in vars(args).items() if key in options}
-    if "prefix" in data:
-        data["prefix"] = in_bucket(args, str(data["prefix"]))
-    return data
-
-
-def add_device_flags(parser: argparse.ArgumentParser, processes: bool = False) -> None:
-    """--accelerator/--devices/--precision of a command that loads a run; they override the run's config.
-    ``processes``: the command runs one process per device (else it uses the first)."""
-    parser.add_argument("--accelerator", choices=("auto", "cpu", "gpu", "cuda", "mps"),
-                        help="where the model runs: auto takes the GPU when there is one (default: the run's)")
-    several = "one process per device, each scoring its share of the rows" if processes else "the first is used"
-    parser.add_argument("--devices", help=f"which devices: auto, a count or a list of indices such as 0,1 or [1] "
-                                          f"({several}) (default: the run's)")
-    parser.add_argument("--precision", choices=PRECISIONS, help="inference precision (default: the run's)")

@@ -9,7 +9,7 @@ from typing import Any, NoReturn
 from audiotune import storage
 from audiotune.cli import train
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_path, config_from_args, spellings
+from audiotune.cli.flags import add_audio_dir, add_option_flag, add_path, config_from_args, spellings
 from audiotune.cli.seed_flags import Refused
 from audiotune.cli.values import FlatCounts, cluster_counts
 from audiotune.config import RunConfig
@@ -79,13 +79,13 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                          "pretrain --objective ptapt",
         description="all-clus.json holds {wav: [[labels of K1], [labels of K2], ...]} in the order of the seed's "
                     "cluster.py --num_clusters, which is not stored: give the same K values. With --audio_dir (the "
-                    "seed's --datadir) each clip's labels are fitted to wav2vec2-base's frame count of its audio.")
+                    "seed's --datadir, also taken) each clip's labels are fitted to wav2vec2-base's frame count of "
+                    "its audio.")
     add_path(clusters, "labels", role=Role.INPUT, help="all-clus.json or K-clus.json")
     clusters.add_argument(*spellings("num_clusters"), dest="num_clusters", type=cluster_counts, nargs="+",
                           action=FlatCounts, required=True,
                           help="the K values in the seed's order (64 512 4096, or as the seed wrote them: 64,512,4096)")
-    add_path(clusters, *spellings("audio_dir"), role=Role.LOCAL, dest="audio_dir",
-             help="the seed's --datadir (16 kHz wav files named as the JSON's keys)")
+    add_audio_dir(clusters, "16 kHz wav files named as the JSON's keys: fit each clip's labels to its frames")
     add_path(clusters, "--out", role=Role.OUTPUT_FILE, required=True, help="parquet to write")
     taps = kinds.add_parser(
         "taps", allow_abbrev=False,
@@ -95,7 +95,8 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                     "is left out and listed in OUT.skipped.csv.")
     add_path(taps, "folders", role=Role.LOCAL, nargs="+", help="recording folders of the tap2key layout")
     add_path(taps, "--out", role=Role.OUTPUT_FILE, required=True, help="segment CSV to write")
-    taps.add_argument(*spellings("on_error"), dest="on_error", choices=("raise", "skip"), default="raise")
+    add_option_flag(taps, "data.on_error", help="a recording whose tap and label counts differ: raise an error, or "
+                                                "skip it and list it in OUT.skipped.csv")
 
 
 class _SeedArgsParser(argparse.ArgumentParser):
@@ -209,7 +210,7 @@ def _run_clusters(args: argparse.Namespace) -> None:
     from audiotune.engine.seed_ser import import_clusters
 
     ks = args.num_clusters
-    meta = import_clusters(args.labels, ks, args.out, args.audio_dir)
+    meta = import_clusters(args.labels, ks, args.out, args.audio_dir or None)
     fitted = meta["frames_fitted"]
     print(f"{args.out}: {meta['clips']} clips x K={ks}" + (f"; {len(fitted)} clip(s) fitted to their frame count"
                                                             if fitted else "")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_path, spellings
+from audiotune.cli.flags import add_option_flag, add_path, spellings
 from audiotune.storage import Role
 
 
@@ -17,7 +17,8 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                                           r"'(?P<digit>\d)_(?P<subject>[a-z]+)_\d+\.wav'")
     parser.add_argument(*spellings("folder_label"), dest="folder_label",
                         help="label column filled from each file's parent folder (folder-per-class)")
-    parser.add_argument(*spellings("on_error"), dest="on_error", default="raise", choices=("raise", "skip"))
+    add_option_flag(parser, "data.on_error", help="files the pattern does not match: raise an error, or skip them "
+                                                  "and list them beside --out")
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:

@@ -6,7 +6,8 @@ import argparse
 
 from audiotune import storage
 from audiotune.cli.command import Command
-from audiotune.cli.flags import SCORING_DATA, add_path, add_section_flags, add_storage_flags, scoring_data
+from audiotune.cli.flags import add_path, add_section_flags, add_storage_flags
+from audiotune.cli.run_flags import SCORING_DATA, scoring_data
 from audiotune.cli.values import integer
 from audiotune.outputs import REPORT_FILE
 from audiotune.report import CLIP_KB, CLIPS_PER_CLASS

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_path, spellings
+from audiotune.cli.flags import add_option_flag, add_path
 from audiotune.storage import Role
 
 
@@ -17,9 +17,8 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     parser.add_argument("--after", type=float, help="events: seconds after each event's time")
     parser.add_argument("--window", type=float, help="recordings: window length in seconds")
     parser.add_argument("--hop", type=float, help="recordings: seconds between window starts (default: --window)")
-    parser.add_argument(*spellings("on_error"), dest="on_error", default="raise", choices=("raise", "skip"),
-                        help="events whose segment leaves its file: raise an error, or skip them and list them "
-                             "in OUT.skipped.csv")
+    add_option_flag(parser, "data.on_error", help="events whose segment leaves its file: raise an error, or skip "
+                                                  "them and list them in OUT.skipped.csv")
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_path, add_storage_flags, spellings
+from audiotune.cli.flags import add_option_flag, add_path, add_storage_flags, spellings
 from audiotune.data.errors import DataError
 from audiotune.storage import Role
 
@@ -29,7 +29,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     parser.add_argument("--stratify", help="label column to stratify by")
     parser.add_argument("--group", default="subject", help="column no two splits may share (default subject)")
     parser.add_argument("--folds", type=int, default=0, help="write k folds as fold_1..fold_k")
-    parser.add_argument("--seed", type=int, default=0, help="random seed of the draw (the same seed, the same split)")
+    add_option_flag(parser, "data.seed", help="random seed of the draw (the same seed, the same split)")
     tasks = parser.add_argument_group("by task (a 'task' column, as `audiotune table` writes)")
     tasks.add_argument(*spellings("train_task"), dest="train_task", nargs="+",
                        help="tasks of the train and val rows (default: --test_task)")

@@ -5,7 +5,7 @@ import argparse
 
 from audiotune import storage
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_path, add_storage_flags, spellings
+from audiotune.cli.flags import add_option_flag, add_path, add_storage_flags, spellings
 from audiotune.cli.seed_flags import in_bucket
 from audiotune.cli.values import parse_bool
 from audiotune.storage import Role
@@ -14,16 +14,16 @@ from audiotune.storage import Role
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_path(parser, "prefix", role=Role.AUDIO, metavar="FOLDER", nargs="?", default="",
              help="folder of UID/metadata.json + UID/waveform.EXT (the seeds' PREFIX/STUDY), searched recursively")
-    add_path(parser, "-i", "--prefix", role=Role.AUDIO, dest="seed_prefix", default="", metavar="PREFIX",
-             help="the seeds' spelling of FOLDER: PREFIX[/STUDY] (with -b BUCKET: gs://BUCKET/PREFIX[/STUDY])")
-    parser.add_argument("-s", "--study", default="", help="study folder under -i/--prefix")
+    add_option_flag(parser, "data.prefix", dest="seed_prefix", metavar="PREFIX",
+                    help="the seeds' spelling of FOLDER: PREFIX[/STUDY] (with -b BUCKET: gs://BUCKET/PREFIX[/STUDY])")
+    add_option_flag(parser, "data.study")
     add_path(parser, "--out", role=Role.OUTPUT_FILE, required=True,
              help="table CSV to write (uid, path, subject, task, expected_rate, one column per score)")
     parser.add_argument(*spellings("edit_feats"), dest="edit_feats", nargs="?", const=True, type=parse_bool,
                         default=False, metavar="BOOL",
                         help="binary targets from severity scores: -1 and 6 empty, 0 and 1 -> 0, 2 to 5 -> 1")
-    parser.add_argument(*spellings("on_error"), dest="on_error", default="raise", choices=("raise", "skip"),
-                        help="skip: leave out metadata files that cannot be read and list them beside --out")
+    add_option_flag(parser, "data.on_error",
+                    help="skip: leave out metadata files that cannot be read and list them beside --out")
     add_storage_flags(parser)
 
 

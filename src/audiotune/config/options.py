@@ -115,27 +115,30 @@ def range_problems(options: Any) -> list[str]:
     """``--name value: must be in ...`` for every option of dataclass instance ``options`` outside its declared
     valid range or not one of its declared choices (lists are checked per element). The command line checks
     choices itself; a config file's values are checked here."""
+    return [problem for spec in dataclasses.fields(options)
+            for problem in option_problems(spec, getattr(options, spec.name))]
+
+
+def option_problems(spec: dataclasses.Field, value: Any, choices: bool = True) -> list[str]:
+    """What :func:`range_problems` finds in ``value`` of option ``spec``; ``choices``: also whether it is one of
+    the declared choices (argparse checks those of a flag)."""
     problems = []
-    for spec in dataclasses.fields(options):
-        choices = spec.metadata.get("choices")
-        if choices:
-            value = getattr(options, spec.name)
-            wrong = [item for item in (value if isinstance(value, list) else [value])
-                     if item is not None and item not in choices]
-            if wrong:
-                problems.append(f"--{spec.name} {wrong[0]}: choose one of {', '.join(map(str, choices))}")
-        if not spec.metadata.get("valid"):
+    if choices and spec.metadata.get("choices"):
+        wrong = [item for item in (value if isinstance(value, list) else [value])
+                 if item is not None and item not in spec.metadata["choices"]]
+        if wrong:
+            problems.append(f"--{spec.name} {wrong[0]}: choose one of {', '.join(map(str, spec.metadata['choices']))}")
+    if not spec.metadata.get("valid"):
+        return problems
+    low, high, low_in, high_in = spec.metadata["valid"]
+    for item in value if isinstance(value, list) else [value]:
+        if item is None or isinstance(item, (bool, str)):  # words such as "auto" are checked by their type
             continue
-        low, high, low_in, high_in = spec.metadata["valid"]
-        value = getattr(options, spec.name)
-        for item in value if isinstance(value, list) else [value]:
-            if item is None or isinstance(item, (bool, str)):  # words such as "auto" are checked by their type
-                continue
-            fine = isinstance(item, (int, float)) and math.isfinite(item) and \
-                (low < item or (low_in and item == low)) and (item < high or (high_in and item == high))
-            if not fine:
-                problems.append(f"--{spec.name} {item}: must be in {describe_range(low, high, low_in, high_in)}")
-                break
+        fine = isinstance(item, (int, float)) and math.isfinite(item) and \
+            (low < item or (low_in and item == low)) and (item < high or (high_in and item == high))
+        if not fine:
+            problems.append(f"--{spec.name} {item}: must be in {describe_range(low, high, low_in, high_in)}")
+            break
     return problems
 
 

@@ -7,6 +7,8 @@ not declare it itself (``audiotune cv`` takes ``--datadir``, ``taps align`` take
 """
 from __future__ import annotations
 
+from audiotune.config.sections import ACCELERATORS
+
 RUN_SCRIPTS = "audiotune train | evaluate | extract replace run.py -m train | eval | extraction"
 
 # spelling -> what the seed meant and what to write here
@@ -32,7 +34,8 @@ RETIRED_FLAGS: dict[str, str] = {
     "--outputdir": "the seed's cluster output folder; use `audiotune cluster --out LABELS.parquet`",
     "--labelpath": "the seed's JSON split file; use -d SPLIT.json (-i WAVS/ for its audio folder)",
     "--labeldir": "the seed's folder of fold JSONs; use `audiotune cv -d FOLDS/`",
-    "--datadir": "the seed's audio folder of a JSON split; use -i WAVS/ (`audiotune cv`: --audio_dir)",
+    "--datadir": "the seed's audio folder of a JSON split; use -i WAVS/ (`audiotune cv` and `audiotune import "
+                 "clusters` take it as --audio_dir)",
     "--unsupdatadir": "the seed's extra unlabelled audio; list it in the -d table (or pretrain on -d FOLDER)",
     "--maxseqlen": "the seed's crop in seconds; use --clip_length S (train: from the start), or --max_seconds S "
                    "--clip_length 0 (pretrain: at a random offset)",
@@ -124,5 +127,5 @@ RETIRED_VALUES: dict[tuple[str, str], str] = {
     ("--dataset_std", "0"): "the seed divided by zero; leave out --dataset_mean/--dataset_std (no normalisation) "
                             "or take them from `audiotune stats`",
     ("--accelerator", "ddp"): "the seed's --accelerator ddp is a strategy here: --strategy ddp (--accelerator is "
-                              "auto, cpu or gpu)",
+                              f"one of {', '.join(ACCELERATORS)})",
 }

@@ -28,6 +28,8 @@ from audiotune.outputs import (
 from audiotune.storage import Role
 
 PRECISIONS = ("32", "bf16", "16-mixed", "16")  # 16: the seeds' spelling of 16-mixed
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")  # Lightning's names; auto takes the GPU when there is one
+ON_ERROR = ("raise", "skip")  # what a command does with a bad input: stop with an error, or leave it out and list it
 LOGGERS = ("csv", "tensorboard")
 TENSORBOARD = ("tensorboard", "tensorboardX")  # the packages Lightning's TensorBoardLogger writes with
 
@@ -47,7 +49,7 @@ class DataConfig:
     na_values: list[str] = option([], "cells read as missing besides the empty cell (e.g. NA); by default NA, "
                                       "None, null and nan are values")
     on_error: str = option("raise", f"bad audio: raise an error, or skip it and write {SKIPPED_FILE}",
-                           choices=("raise", "skip"))
+                           choices=ON_ERROR)
     allow_overlap: bool = option(False, "let validation/test share subjects or uids with train: the training rows "
                                         f"they share are left out and listed in {DROPPED_FILE} (default: an error)")
     complete_rows: bool = option(False, "keep only rows labelled in every label column, as the NAIP seeds (the "
@@ -284,7 +286,8 @@ class RuntimeConfig:
     precision: str = option("32", "precision of training and inference: 32, bf16 (bfloat16 autocast), 16-mixed "
                                   "(float16 autocast with loss scaling; needs a GPU; 16, the seeds' spelling, is "
                                   "the same)", choices=PRECISIONS)
-    accelerator: str = option("auto", "Lightning accelerator (auto, cpu, gpu)")
+    accelerator: str = option("auto", "where the model runs (Lightning's accelerator): auto takes the GPU when there "
+                                      "is one", choices=ACCELERATORS)
     devices: str = option("auto", "Lightning devices (auto, a count, or a list); with several, one training "
                                   "process per device (DDP), -bs clips each")
     strategy: str = option("auto", "Lightning strategy: auto (DDP when there are several devices or nodes), ddp, "

@@ -104,8 +104,6 @@ def _table_folds(source: str, options: FoldOptions, seed: int) -> list[Fold]:
     table = read_table(source, tuple(c for c in (options.group, options.stratify) if c))
     groups = _groups(table, options.group, source)
     if options.folds:
-        if options.folds < 2:
-            raise DataError(f"--folds {options.folds}: cross-validation needs at least 2 folds")
         parts = kfold_tables(table, options.folds, 0.0, options.stratify, options.group, seed, source)
         return [Fold(k, {"train": p["train"], "test": p["test"]},
                      {"source": source, "kind": f"{options.folds}-fold by '{options.group}'"

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from audiotune import storage
+from audiotune.config.sections import ON_ERROR
 from audiotune.data.audio import AudioError, open_audio
 from audiotune.data.errors import DataError
 from audiotune.data.layout import format_seconds
@@ -283,8 +284,8 @@ def segment_csv(source: str | Path, out: str | Path, before: float | None = None
     if events_mode == (window is not None):
         raise DataError("give either --before and --after (an event table with a 'time' column) "
                         "or --window (a table of recordings), not both or neither")
-    if on_error not in ("raise", "skip"):
-        raise DataError(f"--on_error must be 'raise' or 'skip' (got {on_error!r})")
+    if on_error not in ON_ERROR:
+        raise DataError(f"--on_error {on_error!r}: choose one of {', '.join(ON_ERROR)}")
     if storage.final_path(out) == source:
         raise DataError(f"{out}: --out would overwrite the input table; choose another file")
     if out.suffix.lower() != ".csv":

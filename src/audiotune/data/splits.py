@@ -75,10 +75,12 @@ def _grouped_fold(table: pd.DataFrame, n_splits: int, stratify: str | None, grou
     try:
         return [test for _, test in splitter.split(np.zeros(len(table)), labels, groups.to_numpy())]
     except ValueError as err:
-        smallest = pd.Series(labels).value_counts().min()
-        raise DataError(f"{source}: {purpose} needs {n_splits} stratified parts that share no '{group}': the rarest "
-                        f"'{stratify}' class has {smallest} row(s) ({err}); lower the fractions or drop "
-                        "--stratify") from err
+        largest = pd.Series(labels).value_counts().max()
+        if not stratify or largest >= n_splits:  # not the stratification's error: every class smaller than k
+            raise
+        raise DataError(f"{source}: {purpose} needs {n_splits} stratified parts that share no '{group}': every "
+                        f"'{stratify}' class has fewer rows (the largest {largest}) ({err}); lower the fractions or "
+                        "drop --stratify") from err
 
 
 def split_table(table: pd.DataFrame, test_fraction: float = 0.2, val_fraction: float = 0.1,
@@ -129,6 +131,8 @@ def split_table(table: pd.DataFrame, test_fraction: float = 0.2, val_fraction: f
 def kfold_tables(table: pd.DataFrame, folds: int, val_fraction: float = 0.1, stratify: str | None = None,
                  group: str = "subject", seed: int = 0, source: str = "manifest") -> list[dict[str, pd.DataFrame]]:
     """k subject-disjoint folds: each fold's test part once, validation drawn from the rest."""
+    if folds < 2:
+        raise DataError(f"--folds {folds}: at least 2 folds are needed")
     if table.empty:
         raise DataError(f"{source}: no rows to split (only a header)")
     result = []

@@ -15,6 +15,7 @@ from audiotune.data.errors import DataError
 from audiotune.engine.metrics import head_slices
 
 MODES = ("mean", "max")
+AGGREGATE_MODES = ("none", *MODES)  # none: only the rows are scored
 LISTED = 5
 
 

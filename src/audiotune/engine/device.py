@@ -13,7 +13,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+from audiotune.config.sections import ACCELERATORS
+
 BF16_PRECISIONS = ("bf16", "bf16-mixed")
 FP16_PRECISIONS = ("16", "16-mixed")  # float16 autocast; the seeds' 16 is Lightning's 16-mixed
 

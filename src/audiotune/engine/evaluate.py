@@ -15,7 +15,12 @@ from audiotune.data.layout import ONE_TABLE
 from audiotune.data.loading import adaptation_loader, make_dataset, make_loader
 from audiotune.data.prepare import PreparedData, prepare_eval_data
 from audiotune.engine.adapt import OFF, adaptation_groups, adapted_batchnorm, check_adaptable, check_adaptation
-from audiotune.engine.aggregate import check_recording_targets, recording_scores, table_recordings
+from audiotune.engine.aggregate import (
+    AGGREGATE_MODES,
+    check_recording_targets,
+    recording_scores,
+    table_recordings,
+)
 from audiotune.engine.cache import CachedDataset, cache_blocker, cached_datasets, cached_loader
 from audiotune.engine.inference import features_on_device, inference_device, override_scoring, predict
 from audiotune.engine.metrics import compute_metrics, head_slices, scores_from_logits
@@ -53,8 +58,6 @@ from audiotune.outputs import (
     write_parquet,
 )
 from audiotune.report.plots import plot_confusion_matrix, plot_roc, plot_scatter
-
-AGGREGATE_MODES = ("none", "mean", "max")
 
 
 def prediction_table(uids: list[str], split: str, scores: np.ndarray, targets: np.ndarray,

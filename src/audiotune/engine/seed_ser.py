@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import soundfile as sf
 import torch
 
+from audiotune import storage
+from audiotune.data.audio import open_audio
 from audiotune.data.pseudo_labels import METADATA_KEY, SCHEMA
 from audiotune.models.backbones.hf_checkpoint import weights_quietly
 from audiotune.outputs import atomic_dir, atomic_path, check_output_path
@@ -159,9 +160,9 @@ def _label_lists(uid: str, value: Any, num_clusters: list[int], path: Path) -> l
     return arrays
 
 
-def _encoder_frames(audio: Path) -> int:
-    info = sf.info(str(audio))
-    samples = round(info.frames * SEED_RATE / info.samplerate)
+def _encoder_frames(audio: str) -> int:
+    with open_audio(audio) as handle:
+        samples = round(handle.frames * SEED_RATE / handle.samplerate)
     return max(0, (samples - SEED_FIELD) // SEED_HOP + 1)
 
 
@@ -182,8 +183,8 @@ def import_clusters(path: str | Path, num_clusters: list[int], out: str | Path,
     for uid, value in raw.items():
         arrays = _label_lists(uid, value, num_clusters, path)
         if audio_dir is not None:
-            audio = Path(audio_dir) / uid
-            if not audio.is_file():
+            audio = storage.join(audio_dir, uid)
+            if not storage.isfile(audio):
                 raise ValueError(f"{path}: '{uid}' has no audio file {audio}")
             frames = _encoder_frames(audio)
             if abs(frames - len(arrays[0])) > FRAME_SLACK:

@@ -1,0 +1,67 @@
+"""The flags of a command that loads a trained run: ``--run``, the data it scores, and the run's options it may set
+anew (batch size, workers, bad audio, where it runs), each with its option's own spellings, choices and checks
+(:func:`~audiotune.cli.flags.add_option_flag`); one not given is None, the run's value."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from audiotune.cli.flags import add_option_flag, add_path, add_section_flags, add_storage_flags, spellings
+from audiotune.cli.seed_flags import in_bucket
+from audiotune.outputs import run_dir_of
+from audiotune.storage import Role
+
+SCORING_DATA = ("data.prefix", "data.study")  # data options a scoring command sets over the run's own
+# the run's options a scoring command sets anew (for this scoring only): batching and bad audio, where it runs
+BATCH_OPTIONS = ("train.batch_size", "runtime.num_workers", "data.on_error")
+DEVICE_OPTIONS = ("runtime.accelerator", "runtime.devices", "runtime.precision")
+SCORING_OPTIONS = (*BATCH_OPTIONS, *DEVICE_OPTIONS, "runtime.num_nodes")
+
+
+def add_run_flag(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """``--run``: the run directory a command reads (or the model.safetensors inside it)."""
+    add_path(parser, "--run", "--trained_mdl_path", "--trained-mdl-path", "-mp", "--finetuned_mdl_path",
+             "--finetuned-mdl-path", role=Role.RUN, dest="run", required=required, type=run_dir_of,
+             help="run directory of `audiotune train` (or the model.safetensors inside it)")
+
+
+def add_run_options(parser: Any, keys: tuple[str, ...], notes: dict[str, str] | None = None) -> None:
+    """The options ``keys`` (``section.name``) as flags that set a loaded run's value (dest ``name``, None unless
+    given); ``notes``: what an option means to this command, by name, after the option's help."""
+    for key in keys:
+        add_option_flag(parser, key, of_run=True, note=(notes or {}).get(key.partition(".")[2], ""))
+
+
+def add_scoring_flags(parser: argparse.ArgumentParser, run_required: bool = True) -> None:
+    """The flags of a command that scores rows with a trained run: the run, the data (with ``-i/-s`` as in
+    train), batching, bad audio, where it runs."""
+    add_run_flag(parser, run_required)
+    add_path(parser, *spellings("data_split_root", ("-d",)), role=Role.TABLE, dest="data_split_root", required=True,
+             help="one CSV, or a split directory")
+    add_section_flags(parser, SCORING_DATA)
+    add_run_options(parser, BATCH_OPTIONS)
+    add_device_flags(parser, processes=True)
+    add_run_options(parser, ("runtime.num_nodes",))
+    add_storage_flags(parser)
+
+
+def add_device_flags(parser: argparse.ArgumentParser, processes: bool = False) -> None:
+    """--accelerator/--devices/--precision of a command that loads a run; they override the run's config.
+    ``processes``: the command runs one process per device (else it uses the first)."""
+    several = "one process per device, each scoring its share of the rows" if processes else "the first is used"
+    add_run_options(parser, DEVICE_OPTIONS, {"devices": f"; here {several}"})
+
+
+def scoring_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``{name: value}`` of the run's options a scoring command sets anew (None: the run's), as the engine's
+    scoring functions take them."""
+    return {name: vars(args).get(name) for name in (key.partition(".")[2] for key in SCORING_OPTIONS)}
+
+
+def scoring_data(args: argparse.Namespace, options: tuple[str, ...] = SCORING_DATA) -> dict[str, Any]:
+    """``{name: value}`` of the data options (``options``, :data:`SCORING_DATA` unless the command takes more)
+    given to a scoring command; ``-i PREFIX`` with ``-b BUCKET`` is in the bucket, as in ``train``."""
+    data = {key.partition(".")[2]: value for key, value in vars(args).items() if key in options}
+    if "prefix" in data:
+        data["prefix"] = in_bucket(args, str(data["prefix"]))
+    return data

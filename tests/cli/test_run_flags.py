@@ -1,0 +1,83 @@
+"""The run's options a scoring command sets anew: every spelling, choice and check of the option's declaration."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from audiotune.cli import build_parser, config_from_args
+from audiotune.cli.flags import spellings
+from audiotune.cli.run_flags import SCORING_OPTIONS, scoring_options
+from audiotune.config import SECTIONS
+
+SCORING = {"evaluate": ["evaluate", "--run", "run", "-d", "test.csv"],
+           "extract": ["extract", "--run", "run", "-d", "test.csv", "--out", "emb.parquet"]}
+# a value of each option other than its default, as train writes it into the config
+VALUES = {"train.batch_size": "3", "runtime.num_workers": "0", "data.on_error": "skip", "runtime.accelerator": "cpu",
+          "runtime.devices": "1", "runtime.precision": "bf16", "runtime.num_nodes": "2", "train.adapt_bn": "subject",
+          "classifier.layer": "2", "classifier.pooling_mode": "sum"}
+TAKEN = [(command, key) for command in SCORING for key in SCORING_OPTIONS] + \
+    [("evaluate", "train.adapt_bn"), ("extract", "classifier.layer"), ("extract", "classifier.pooling_mode")]
+
+
+def spellings_of(key: str) -> list[str]:
+    section, name = key.split(".")
+    spec = next(spec for spec in dataclasses.fields(SECTIONS[section]) if spec.name == name)
+    return spellings(name, spec.metadata.get("flags", ()))
+
+
+@pytest.mark.parametrize(("command", "key"), TAKEN)
+def test_every_spelling_train_takes_is_taken_and_means_the_same(command: str, key: str) -> None:
+    """train --nworkers 0, evaluate --nworkers 0: the option's seed spellings are the scoring commands' too."""
+    section, name = key.split(".")
+    for flag in spellings_of(key):
+        trained = config_from_args(build_parser().parse_args(["train", flag, VALUES[key]]))
+        scored = build_parser().parse_args([*SCORING[command], flag, VALUES[key]])
+        assert getattr(scored, name) == getattr(getattr(trained, section), name) != \
+            getattr(SECTIONS[section](), name), flag
+
+
+@pytest.mark.parametrize("command", SCORING)
+def test_an_option_not_given_is_the_runs(command: str) -> None:
+    args = build_parser().parse_args(SCORING[command])
+    assert scoring_options(args) == dict.fromkeys(key.partition(".")[2] for key in SCORING_OPTIONS)
+
+
+@pytest.mark.parametrize(("flag", "value", "error"), [
+    ("-bs", "0", "--batch_size 0: must be in [1, inf)"),
+    ("--nworkers", "-1", "--num_workers -1: must be in [0, 1024]"),
+    ("--num_nodes", "0", "--num_nodes 0: must be in [1, inf)"),
+    ("--accelerator", "tpu", "invalid choice: 'tpu'"),
+    ("--precision", "8", "invalid choice: '8'"),
+    ("--on_error", "ignore", "invalid choice: 'ignore'"),
+    ("-nw", "some", "expected int or auto, got 'some'"),
+])
+@pytest.mark.parametrize("command", SCORING)
+def test_a_bad_value_is_the_options_own_error(command: str, flag: str, value: str, error: str,
+                                              capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*SCORING[command], flag, value])
+    scored = capsys.readouterr().err.strip().splitlines()[-1]
+    assert scored.startswith(f"audiotune {command}: error: ") and error in scored
+    try:  # train says the same of the same value
+        config_from_args(build_parser().parse_args(["train", flag, value]))
+    except SystemExit:
+        trained = capsys.readouterr().err
+    except ValueError as err:
+        trained = str(err)
+    assert error in trained
+
+
+def test_the_accelerators_are_one_list_for_config_files_and_flags() -> None:
+    from audiotune.config import RuntimeConfig, range_problems
+
+    for accelerator in ("cuda", "mps"):
+        assert config_from_args(build_parser().parse_args(["train", "--accelerator", accelerator])) \
+            .runtime.accelerator == accelerator
+    assert range_problems(RuntimeConfig(accelerator="tpu")) == \
+        ["--accelerator tpu: choose one of auto, cpu, gpu, cuda, mps"]
+
+
+def test_extract_pools_ssast_tokens_besides_the_frame_poolings() -> None:
+    args = build_parser().parse_args([*SCORING["extract"], "--pm", "avgtok"])
+    assert args.pooling_mode == "avgtok"

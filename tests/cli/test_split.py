@@ -1,0 +1,43 @@
+"""`audiotune split`'s command line: its seed and folds are the options' own, with their checks."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from audiotune.cli import main
+
+
+def _table(root: Path) -> str:
+    rows = [{"uid": f"{s}{k}", "path": f"{s}{k}.wav", "subject": s, "label": "ab"[k % 2]}
+            for s in ("ann", "bob", "cat", "dan", "eve", "fay") for k in range(2)]
+    path = root / "table.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return str(path)
+
+
+@pytest.mark.parametrize(("flags", "error"), [
+    (["--seed", "-5"], "--seed -5: must be in [0, 4294967295]"),  # the seed option's range, as train says it
+    (["--seed", "-5", "--stratify", "label"], "--seed -5: must be in [0, 4294967295]"),
+    (["--folds", "1"], "--folds 1: at least 2 folds are needed"),  # as cv says it
+    (["--folds", "-2", "--stratify", "label"], "--folds -2: at least 2 folds are needed"),
+])
+def test_a_bad_seed_or_fold_count_is_named_not_blamed_on_stratification(
+        tmp_path: Path, capsys: pytest.CaptureFixture, flags: list[str], error: str) -> None:
+    try:
+        status = main(["split", _table(tmp_path), "--out", str(tmp_path / "split"), *flags])
+    except SystemExit as stop:
+        status = stop.code
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert status != 0 and err == f"audiotune split: error: {error}"
+    assert not (tmp_path / "split").exists()
+
+
+def test_the_seed_draws_the_split(tmp_path: Path) -> None:
+    table = _table(tmp_path)
+    tests = []
+    for seed, out in (("0", "a"), ("0", "b"), ("7", "c")):
+        assert main(["split", table, "--out", str(tmp_path / out), "--seed", seed, "--val_fraction", "0"]) == 0
+        tests.append(set(pd.read_csv(tmp_path / out / "test.csv")["subject"]))
+    assert tests[0] == tests[1] != tests[2]
