@@ -50,6 +50,9 @@ MPG_LOSS_VERSION = 6
 # from this version on pretrain draws the validation rows it is not given as train does (data.splits.draw_validation
 # over utterances: the same rows for the same table, share and seed); before it, a seeded permutation of the rows
 VALIDATION_DRAW_VERSION = 6
+# from this version on an SSAST --task pretrain_* other than --objective is an error; before it, pretrain wrote
+# --task pretrain_joint whatever --objective said, and the objective decided
+PRETRAIN_TASK_CHECKED_VERSION = 6
 
 
 HEAD_KINDS = ("binary", "categorical", "soft", "regression")

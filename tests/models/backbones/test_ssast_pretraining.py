@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from audiotune.config import MPG_LOSS_VERSION, RunConfig, load_config, save_config
+from audiotune.config import MPG_LOSS_VERSION, PRETRAIN_TASK_CHECKED_VERSION, RunConfig, load_config, save_config
 from audiotune.models.backbones import backbone_options, build_backbone, resolve_config
 from audiotune.models.backbones.ssast import SSASTBackbone, SSASTOptions
 from audiotune.models.backbones.ssast_model import SSASTModel
@@ -160,6 +160,15 @@ def test_a_pretraining_task_naming_another_objective_is_refused_naming_both() ->
     with pytest.raises(ValueError, match="--task pretrain_mpg and --objective pretrain_mpc: two pretraining "
                                          "objectives"):
         resolve_config(config)
+
+
+def test_a_run_of_an_earlier_version_with_pretrains_default_task_reads_as_its_objective() -> None:
+    """pretrain wrote --task pretrain_joint into every SSAST run before the two were checked; such a run's objective
+    is the one it trained."""
+    config = ssast_config(task="pretrain_joint")
+    config.model.objective = "pretrain_mpc"
+    config.version = PRETRAIN_TASK_CHECKED_VERSION - 1
+    assert build_backbone(resolve_config(config), pretrained=False).pretrain_objectives()[0] == "pretrain_mpc"
 
 
 def test_a_pretrain_runs_recorded_objective_reads_back_as_the_model_it_trained(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from audiotune.config import (
     AT_LEAST_1,
     CLASSIFIER_STAGES,
     MPG_LOSS_VERSION,
+    PRETRAIN_TASK_CHECKED_VERSION,
     PRETRAINING,
     RunConfig,
     option,
@@ -235,7 +236,8 @@ def resolve_ssast(config: RunConfig) -> None:
     pretraining ``--task`` that names another objective than ``--objective`` is an error."""
     settings = backbone_options(config)
     task, objective = settings.task, config.model.objective
-    if task in PRETRAIN_TASKS and objective and objective != task:
+    checked = config.version >= PRETRAIN_TASK_CHECKED_VERSION  # an earlier run's recorded task: pretrain's default
+    if task in PRETRAIN_TASKS and objective and objective != task and checked:
         raise ValueError(f"--task {task} and --objective {objective}: two pretraining objectives (--task {task} is "
                          f"the seed's spelling of --objective {task}); give one")
     if config.classifier.pooling_mode == "sum":  # the seed's flag, which merged the heads' ft embeddings only
