@@ -15,7 +15,7 @@ import io
 import json
 import posixpath
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +23,13 @@ import pandas as pd
 
 from audiotune import storage
 from audiotune.data.errors import DataError
+from audiotune.data.manifest import AUDIO_EXTENSIONS, find_audio
 
 SPLITS = ("train", "val", "test")
 ONE_TABLE = "data"  # the split name of the rows of one CSV, or of a folder of audio without tables
 ENCODING_EXTENSIONS = {"MP3": "mp3", "WAV": "wav", "FLAC": "flac", "OGG": "ogg", "VORBIS": "ogg"}
+METADATA_FILE = "metadata.json"  # in a uid folder, beside its waveform file
+WAVEFORM_STEM = "waveform"  # a uid folder's audio: waveform.EXT
 
 
 # identifiers, read as written: "007" stays "007" (not the number 7), so ids survive a write and read back
@@ -138,8 +141,6 @@ def read_splits(data_split_root: str | Path, audio_dir: str = "", na_values: Seq
 def audio_folder_table(root: str | Path) -> pd.DataFrame | None:
     """Every audio file under the folder ``root`` (a local path or a URL) as a table (uid: the path relative to
     ``root`` without its extension), or None."""
-    from audiotune.data.manifest import find_audio
-
     base = str(root).rstrip("/") if storage.is_remote(root) else str(Path(root).resolve())
     files = find_audio(base)
     if not files:
@@ -152,14 +153,29 @@ def audio_folder_table(root: str | Path) -> pd.DataFrame | None:
 
 
 def _metadata(folder: Path | str) -> dict:
-    meta_path = storage.join(folder, "metadata.json")
+    meta_path = storage.join(folder, METADATA_FILE)
     if not storage.isfile(meta_path):
-        raise DataError(f"{meta_path}: metadata.json not found")
+        raise DataError(f"{meta_path}: {METADATA_FILE} not found")
     try:
         with storage.open_input(meta_path) as handle:
             return json.loads(handle.read())
     except json.JSONDecodeError as err:
         raise DataError(f"{meta_path}: not valid JSON ({err})") from err
+
+
+def waveform_name(meta: dict, listing: Callable[[], Iterable[str]], where: str) -> str:
+    """The name of a uid folder's audio file: ``waveform.EXT``, EXT from the ``encoding`` of its metadata; without
+    one, the first audio file (:data:`AUDIO_EXTENSIONS`) named ``waveform.*`` among the folder's file names
+    (``listing``, called only then). ``where``: the metadata file, named in the error when there is none."""
+    encoding = str(meta.get("encoding", "")).upper()
+    if encoding:
+        return f"{WAVEFORM_STEM}.{ENCODING_EXTENSIONS.get(encoding, encoding.lower())}"
+    found = sorted(name for name in listing() if name.startswith(f"{WAVEFORM_STEM}.")
+                   and posixpath.splitext(name)[1].lower() in AUDIO_EXTENSIONS)
+    if not found:
+        raise DataError(f"{where}: no 'encoding' and no {WAVEFORM_STEM}.* audio file ({', '.join(AUDIO_EXTENSIONS)}) "
+                        "beside it")
+    return found[0]
 
 
 def resolve_uid(uid: str, prefix: str, study: str = "") -> tuple[str, float]:
@@ -177,15 +193,8 @@ def resolve_uid(uid: str, prefix: str, study: str = "") -> tuple[str, float]:
         if folder == local_root or local_root not in folder.parents:
             raise DataError(f"uid '{uid}': escapes the audio root {local_root}")
     meta = _metadata(folder)
-    encoding = str(meta.get("encoding", "")).upper()
-    if encoding:
-        extension = ENCODING_EXTENSIONS.get(encoding, encoding.lower())
-        audio = storage.join(folder, f"waveform.{extension}")
-    else:
-        found = sorted(n for n in storage.listdir(folder) if n.startswith("waveform."))
-        if not found:
-            raise DataError(f"{folder}: no waveform.* file and no 'encoding' in metadata.json")
-        audio = storage.join(folder, found[0])
+    audio = storage.join(folder, waveform_name(meta, lambda: storage.listdir(folder),
+                                                     storage.join(folder, METADATA_FILE)))
     rate = meta.get("sample_rate_hz", meta.get("sample_rate"))
     return str(audio), float(rate) if rate is not None else float("nan")
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import posixpath
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +23,9 @@ import pandas as pd
 
 from audiotune import storage
 from audiotune.data.errors import DataError
-from audiotune.data.layout import ENCODING_EXTENSIONS
-from audiotune.data.manifest import AUDIO_EXTENSIONS
+from audiotune.data.layout import METADATA_FILE, waveform_name
 from audiotune.outputs import check_output_path, write_csv
 
-METADATA_FILE = "metadata.json"
 IDENTIFIERS = ("subject", "task")
 RESERVED = ("uid", "path", "expected_rate", *IDENTIFIERS)  # columns the table writes itself
 SEVERITY_TO_BINARY = {-1: math.nan, 0: 0.0, 1: 0.0, 2: 1.0, 3: 1.0, 4: 1.0, 5: 1.0, 6: math.nan}
@@ -51,18 +48,13 @@ def _scores(entries: Any, key: str, source: str) -> dict[str, float]:
     return scores
 
 
-def _waveform(folder: str, encoding: str, files: set[str], source: str) -> str:
-    """The waveform file of a uid folder, from the folder's listing."""
-    if encoding:
-        path = storage.join(folder, f"waveform.{ENCODING_EXTENSIONS.get(encoding, encoding.lower())}")
-        if path not in files:
-            raise DataError(f"{source}: encoding {encoding!r} but no {storage.name(path)} beside it")
-        return path
-    found = sorted(f for f in files if storage.parent(f) == folder and storage.name(f).startswith("waveform.")
-                   and posixpath.splitext(f)[1].lower() in AUDIO_EXTENSIONS)
-    if not found:
-        raise DataError(f"{source}: no 'encoding' and no waveform.* audio file beside it")
-    return found[0]
+def _waveform(folder: str, meta: dict, files: set[str], source: str) -> str:
+    """The waveform file of a uid folder (:func:`~audiotune.data.layout.waveform_name`), from the root's listing."""
+    path = storage.join(folder, waveform_name(
+        meta, lambda: [storage.name(f) for f in files if storage.parent(f) == folder], source))
+    if path not in files:
+        raise DataError(f"{source}: no {storage.name(path)} beside it (the file its 'encoding' names)")
+    return path
 
 
 def metadata_row(meta: Any, source: str, files: set[str]) -> dict[str, Any]:
@@ -81,7 +73,7 @@ def metadata_row(meta: Any, source: str, files: set[str]) -> dict[str, Any]:
     clash = sorted((set(features) & set(diag)) | ((set(features) | set(diag)) & set(RESERVED)))
     if clash:
         raise DataError(f"{source}: score name(s) {clash} clash with a diag/feature name or a table column")
-    row: dict[str, Any] = {"uid": uid, "path": _waveform(folder, str(meta.get("encoding", "")).upper(), files, source),
+    row: dict[str, Any] = {"uid": uid, "path": _waveform(folder, meta, files, source),
                            "subject": str(meta["subject"]), "task": str(meta["task"])}
     rate = meta.get("sample_rate_hz", meta.get("sample_rate"))
     row["expected_rate"] = float(rate) if isinstance(rate, (int, float)) and not isinstance(rate, bool) else np.nan

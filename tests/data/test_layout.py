@@ -1,0 +1,39 @@
+"""Where a uid's audio is: the waveform file of a uid folder, found alike by ``-i PREFIX`` and by ``table``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import write_metadata_lake
+
+from audiotune.data.errors import DataError
+from audiotune.data.layout import METADATA_FILE, resolve_uid, waveform_name
+from audiotune.data.metadata_table import build_table
+
+
+def test_a_waveform_that_is_not_audio_is_passed_over_by_both_readers(tmp_path: Path) -> None:
+    record = {"uid": "r1", "subject": "s1", "task": "Vowels", "sample_rate_hz": 8000, "features": []}
+    write_metadata_lake(tmp_path / "lake", [record])  # no encoding: waveform.wav, found by its listing
+    (tmp_path / "lake" / "r1" / "waveform.txt").write_text("a transcript, sorted before waveform.wav")
+    path, rate = resolve_uid("r1", str(tmp_path / "lake"))
+    assert Path(path).name == "waveform.wav" and rate == 8000
+    table, _ = build_table(tmp_path / "lake", tmp_path / "all.csv")
+    assert (tmp_path / table.loc["r1", "path"]).resolve() == Path(path)
+
+
+def test_the_encoding_names_the_file_without_listing_the_folder() -> None:
+    def listing() -> list[str]:
+        raise AssertionError("listed")
+    assert waveform_name({"encoding": "vorbis"}, listing, "m.json") == "waveform.ogg"
+    assert waveform_name({"encoding": "Opus"}, listing, "m.json") == "waveform.opus"
+    assert waveform_name({}, lambda: ["waveform.mp3", "waveform.FLAC", "notes.wav"], "m.json") == "waveform.FLAC"
+
+
+def test_a_folder_without_audio_is_named_by_its_metadata_file(tmp_path: Path) -> None:
+    folder = tmp_path / "r1"
+    folder.mkdir()
+    (folder / METADATA_FILE).write_text(json.dumps({"sample_rate_hz": 8000}))
+    (folder / "waveform.txt").write_text("not audio")
+    with pytest.raises(DataError, match=rf"r1/{METADATA_FILE}: no 'encoding' and no waveform\.\* audio file"):
+        resolve_uid("r1", str(tmp_path))
