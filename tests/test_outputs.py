@@ -10,8 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from audiotune import __version__
-from audiotune.outputs import COMMAND_FILE, CONFIG_FILE, MODEL_FILE, invoked, own_run_dir, run_dir_of
+from audiotune import __version__, storage
+from audiotune.outputs import (
+    ALIGN_SUMMARY_SUFFIX,
+    COMMAND_FILE,
+    CONFIG_FILE,
+    MODEL_FILE,
+    RUN_MARKERS,
+    SKIPPED_SUFFIX,
+    UNMATCHED_SUFFIX,
+    invoked,
+    own_run_dir,
+    run_dir_of,
+    sidecar,
+)
 
 
 def test_a_model_file_names_its_run_directory(tmp_path: Path) -> None:
@@ -22,6 +34,15 @@ def test_a_model_file_names_its_run_directory(tmp_path: Path) -> None:
     other.parent.mkdir()
     other.write_bytes(b"")
     assert run_dir_of(other) == str(tmp_path / "run") and run_dir_of(tmp_path / "run") == str(tmp_path / "run")
+
+
+def test_the_names_are_those_earlier_releases_wrote() -> None:
+    # runs and tables already on disk are found by these names: they never change
+    assert sorted(RUN_MARKERS) == ["config.yaml", "metrics.json", "model.safetensors"]
+    assert storage.LAST[-1] == CONFIG_FILE  # an upload sends the config last of all
+    assert [sidecar("out/segments.csv", suffix).name for suffix in (SKIPPED_SUFFIX, UNMATCHED_SUFFIX,
+            ALIGN_SUMMARY_SUFFIX)] == ["segments.skipped.csv", "segments.unmatched.csv", "segments.report.json"]
+    assert sidecar("gs://b/emb.parquet", SKIPPED_SUFFIX).name == "emb.skipped.csv"
 
 
 def test_a_run_directory_records_each_command_that_wrote_it(tmp_path: Path, monkeypatch) -> None:

@@ -15,7 +15,7 @@ from safetensors.torch import load
 
 from audiotune import storage
 from audiotune.cli import main
-from audiotune.outputs import CONFIG_FILE, RUN_MARKERS
+from audiotune.outputs import CONFIG_FILE
 
 
 def upload_dataset(root: Path, fs) -> None:
@@ -40,11 +40,6 @@ def test_paths_and_urls() -> None:
     assert storage.relative("gs://b/data/audio/a.wav", "gs://b/data/split") == "../audio/a.wav"
     assert storage.relative("gs://other/a.wav", "gs://b/split") == "gs://other/a.wav"
     assert storage.relative("/data/a.wav", "gs://b/split") == "/data/a.wav"
-
-
-def test_uploads_send_the_run_markers_last_and_config_last_of_all() -> None:
-    # storage sits below outputs and cannot import its names: both must list the same marker files
-    assert set(storage.LAST) == set(RUN_MARKERS) and storage.LAST[-1] == CONFIG_FILE
 
 
 def test_staged_folder_maps_to_its_remote_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

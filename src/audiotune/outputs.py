@@ -30,21 +30,20 @@ from typing import Any
 import pandas as pd
 
 from audiotune import __version__, partials, storage
+from audiotune.storage import CONFIG_FILE, METRICS_FILE, MODEL_FILE  # noqa: F401 -- the run markers, named in storage
 
 LOCK_FILE = ".audiotune.lock"  # held by the command that writes the directory; see own_run_dir
 
 # a run directory (train, pretrain, probe; evaluate writes the same metrics, predictions and reports)
-CONFIG_FILE = "config.yaml"  # the user's options, the model section resolved: enough to rebuild the model
 CONFIG_HISTORY_FILE = "config_history.yaml"  # options changed when the run was resumed (--allow_changes)
 INPUT_SPEC_FILE = "input_spec.json"  # what the model read (rate, front end, crops...), derived from config.yaml
-METRICS_FILE = "metrics.json"
-MODEL_FILE = "model.safetensors"
 ENCODER_DIR = "encoder"  # the architecture of a pretrained encoder, when the backbone exports one
 ORIGINAL_SSAST_FILE = "ssast_original.pth"  # pretrained SSAST weights under the original code's key names
 PREDICTIONS_FILE = "predictions.parquet"
 REPORT_FILE = "report.html"  # the self-contained HTML report of a run, an evaluation or a cross-validation
 RECORDING_PREDICTIONS_FILE = "predictions_recording.parquet"  # window scores aggregated per recording
 SKIPPED_FILE = "skipped.csv"  # bad audio skipped with --on_error skip
+SKIPPED_SUFFIX = ".skipped.csv"  # beside a table or parquet file a command wrote (see sidecar): rows left out, why
 DROPPED_FILE = "dropped_rows.csv"  # rows that reach no model, and why
 VALIDATION_FILE = "validation.csv"  # validation rows drawn from the training split
 CLIPS_READ_FILE = "clips_read.csv"  # the clips a train or pretrain run learnt from, and its inputs' runs did
@@ -69,6 +68,9 @@ ATTENTION_DIR = "attention"  # in a run directory: where `audiotune attention` w
 ATTENTION_ROLLOUT_PLOT = "attention_rollout.png"
 IMPORT_RECORD_FILE = "import.json"  # a run made by `audiotune import`: its seed files and how they were mapped
 TAPS_REPORT_SUFFIX = ".report.html"  # beside the table of `taps detect` / `taps align`: its report page
+UNMATCHED_SUFFIX = ".unmatched.csv"  # beside the table of `taps align`: taps and touches without a partner
+ALIGN_SUMMARY_SUFFIX = ".report.json"  # beside the table of `taps align`: the latency found, counts per recording
+EXPORT_DESCRIPTION_SUFFIX = ".json"  # after the whole name of `audiotune export --out FILE`: what the graph expects
 
 # beside `audiotune cluster --out LABELS.parquet` (see sidecar)
 CLUSTER_STATS_SUFFIX = ".clusters.json"  # how the frames were made, cluster usage per K
@@ -123,10 +125,8 @@ def embeddings_file(embedding_type: str) -> str:
 
 
 def sidecar(path: str | Path, suffix: str) -> Path:
-    """A file that belongs to output ``path``: beside it, named after it (``labels.parquet`` ->
-    ``labels.clusters.json`` for suffix ``.clusters.json``)."""
-    path = Path(path)
-    return path.with_name(path.stem + suffix)
+    """A file that belongs to output ``path``, beside it: ``labels.parquet`` -> ``labels.clusters.json``."""
+    return Path(path).with_name(Path(path).stem + suffix)
 
 
 def run_dir_of(path: str | Path) -> str:
@@ -303,7 +303,7 @@ class RunDirError(ValueError):
     """A run directory that this command may not write (held by another command, or holding another run)."""
 
 
-RUN_MARKERS = (CONFIG_FILE, METRICS_FILE, MODEL_FILE)  # what makes a directory a run directory
+RUN_MARKERS = storage.LAST  # what makes a directory a run directory
 
 
 class OwnedRunDir:

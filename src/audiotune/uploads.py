@@ -6,7 +6,7 @@ from __future__ import annotations
 import posixpath
 from pathlib import Path
 
-from audiotune.storage import LAST, StorageError, filesystem, storage_error
+from audiotune.storage import CONFIG_FILE, LAST, StorageError, filesystem, storage_error
 
 
 def sync_down(url: str, folder: str | Path) -> int:
@@ -69,7 +69,7 @@ def upload(local: str | Path, url: str, *, replace: bool = False, only_new: bool
         if replace and fs.isdir(inner):
             existing = set(fs.find(inner))
             keep = {f"{inner.rstrip('/')}/{f.relative_to(local).as_posix()}" for f in files}
-            configs = [p for p in existing if posixpath.basename(p) == "config.yaml"]
+            configs = [p for p in existing if posixpath.basename(p) == CONFIG_FILE]
             if configs:
                 fs.rm(configs)
             stale = sorted(existing - keep - set(configs))

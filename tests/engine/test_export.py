@@ -98,6 +98,11 @@ def test_front_end_mfcc_matches_the_pipeline_for_equal_lengths() -> None:
     torch.testing.assert_close(inputs, want["inputs"], rtol=1e-4, atol=1e-4)
 
 
+def test_the_description_is_named_after_the_whole_file_name() -> None:
+    assert sidecar_path("deploy/model.onnx") == Path("deploy/model.onnx.json")  # as earlier exports named it
+    assert sidecar_path("deploy/model.v2.pt").name == "model.v2.pt.json"
+
+
 # ---------------------------------------------------------------------------------------------- bad input
 
 def test_not_a_run_directory_is_an_error_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

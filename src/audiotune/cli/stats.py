@@ -4,12 +4,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from audiotune.cli.command import Command
 from audiotune.cli.flags import add_config_flags, add_path, config_from_args, refuse_other_options
 from audiotune.config import ENCODING
-from audiotune.outputs import check_output_path, write_csv, write_json
+from audiotune.outputs import SKIPPED_SUFFIX, check_output_path, sidecar, write_csv, write_json
 from audiotune.storage import Role
 
 # The options stats reads: the table, the input a model of --model reads as it scores (its normalisation is what is
@@ -35,7 +34,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    from audiotune.engine.extract import feature_stats, skipped_list_path
+    from audiotune.engine.extract import feature_stats
     from audiotune.models.backbones import resolve_config
 
     config = resolve_config(config_from_args(args, takes=STATS_OPTIONS))
@@ -47,7 +46,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         write_json(args.out, result)
     if len(skipped):
         if args.out:
-            listed = write_csv(skipped, skipped_list_path(Path(args.out)), index=False)
+            listed = write_csv(skipped, sidecar(args.out, SKIPPED_SUFFIX), index=False)
             print(f"{len(skipped)} clip(s) left out of the statistics: listed in {listed}", file=sys.stderr)
         else:
             print(f"{len(skipped)} clip(s) left out of the statistics:", file=sys.stderr)

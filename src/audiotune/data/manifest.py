@@ -9,7 +9,7 @@ import pandas as pd
 
 from audiotune import storage
 from audiotune.data.errors import DataError
-from audiotune.outputs import check_output_path, write_csv
+from audiotune.outputs import SKIPPED_SUFFIX, check_output_path, sidecar, write_csv
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 
@@ -67,5 +67,5 @@ def build_manifest(root: str | Path, out_csv: str | Path, pattern: str | None = 
     manifest = pd.DataFrame(rows)
     write_csv(manifest, out_csv, index=False)
     if skipped:
-        write_csv(skip_table, out_csv.with_suffix(".skipped.csv"), index=False)
+        write_csv(skip_table, sidecar(out_csv, SKIPPED_SUFFIX), index=False)
     return manifest, skip_table

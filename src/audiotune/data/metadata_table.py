@@ -24,7 +24,7 @@ import pandas as pd
 from audiotune import storage
 from audiotune.data.errors import DataError
 from audiotune.data.layout import METADATA_FILE, waveform_name
-from audiotune.outputs import check_output_path, write_csv
+from audiotune.outputs import SKIPPED_SUFFIX, check_output_path, sidecar, write_csv
 
 IDENTIFIERS = ("subject", "task")
 RESERVED = ("uid", "path", "expected_rate", *IDENTIFIERS)  # columns the table writes itself
@@ -151,5 +151,5 @@ def build_table(root: str | Path, out_csv: str | Path, edit_feats: bool = False,
     write_csv(table, out_csv, index_label="uid")
     skip_table = pd.DataFrame(skipped, columns=["path", "reason"])
     if skipped:
-        write_csv(skip_table, out_csv.with_suffix(".skipped.csv"), index=False)
+        write_csv(skip_table, sidecar(out_csv, SKIPPED_SUFFIX), index=False)
     return table, skip_table

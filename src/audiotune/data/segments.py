@@ -22,7 +22,7 @@ from audiotune.config.sections import ON_ERROR
 from audiotune.data.audio import AudioError, open_audio
 from audiotune.data.errors import DataError
 from audiotune.data.layout import format_seconds
-from audiotune.outputs import check_output_path, write_csv
+from audiotune.outputs import SKIPPED_SUFFIX, check_output_path, sidecar, write_csv
 
 DECIMALS = 6
 # half of the last written decimal: spans that match the file's length up to rounding still fit
@@ -266,11 +266,6 @@ def window_segments(recordings: pd.DataFrame, window: float, hop: float, source:
     return segments, short
 
 
-def skipped_path(out: Path) -> Path:
-    """Where the rows left out of ``out`` are listed: ``FILE.skipped.csv`` next to ``FILE.csv``."""
-    return out.with_suffix(".skipped.csv")
-
-
 def segment_csv(source: str | Path, out: str | Path, before: float | None = None, after: float | None = None,
                 window: float | None = None, hop: float | None = None, on_error: str = "raise") -> SegmentResult:
     """``audiotune segment``: write the segment table of an event table (``before``/``after``) or of a
@@ -308,7 +303,7 @@ def segment_csv(source: str | Path, out: str | Path, before: float | None = None
                            for r in result.skipped.itertuples()],
                           "event(s) that cannot be cut from their file",
                           "(use --on_error skip to leave them out; they are then listed in "
-                          f"{skipped_path(out).name})")
+                          f"{sidecar(out, SKIPPED_SUFFIX).name})")
         if result.segments.empty:
             raise DataError(f"{source}: no event's segment fits in its file ({len(result.skipped)} skipped); "
                             "nothing written")
@@ -320,7 +315,7 @@ def segment_csv(source: str | Path, out: str | Path, before: float | None = None
         _positive_seconds("hop", hop)
         result.segments, result.short_recordings = window_segments(table, window, hop, source, out.parent)
         result.recordings = int(result.segments["recording"].nunique())
-    stale = skipped_path(out)
+    stale = sidecar(out, SKIPPED_SUFFIX)
     if len(result.skipped):
         result.skipped_path = stale
         write_csv(result.skipped, stale, index=False)

@@ -36,7 +36,14 @@ from audiotune.engine.metrics import head_slices
 from audiotune.models.backbones import DescribesFrontEnd, input_spec
 from audiotune.models.checkpoint import load_run, resolve_run_dir
 from audiotune.models.classifier import FT_MERGE_DEFAULT, Classifier
-from audiotune.outputs import CONFIG_FILE, MODEL_FILE, atomic_path, check_output_path, write_json
+from audiotune.outputs import (
+    CONFIG_FILE,
+    EXPORT_DESCRIPTION_SUFFIX,
+    MODEL_FILE,
+    atomic_path,
+    check_output_path,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +62,7 @@ class ExportError(ValueError):
 
 def sidecar_path(out: str | Path) -> Path:
     """Where the description of an exported model goes: ``FILE.json`` beside ``FILE``."""
-    out = Path(out)
-    return out.with_name(out.name + ".json")
+    return Path(out).with_name(Path(out).name + EXPORT_DESCRIPTION_SUFFIX)
 
 
 class ExportedClassifier(nn.Module):

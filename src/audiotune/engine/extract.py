@@ -33,14 +33,9 @@ from audiotune.models.backbones import input_spec
 from audiotune.models.checkpoint import run_config
 from audiotune.models.classifier import EMBEDDING_TYPES, Classifier
 from audiotune.models.encoder import load_embedder
-from audiotune.outputs import check_output_path, write_csv
+from audiotune.outputs import SKIPPED_SUFFIX, check_output_path, sidecar, write_csv
 
 log = logging.getLogger(__name__)
-
-
-def skipped_list_path(out_path: Path) -> Path:
-    """Where the rows an extraction skipped are listed: beside its parquet file, named after it."""
-    return out_path.with_name(out_path.stem + ".skipped.csv")
 
 
 EMBEDDING_SCHEMA = pa.schema([("uid", pa.string()), ("split", pa.string()), ("embedding", pa.list_(pa.float32()))])
@@ -127,7 +122,7 @@ def extract_embeddings(run: str | None, data_split_root: str, out: str, embeddin
 def write_skip_list(skipped: pd.DataFrame, out_path: Path) -> None:
     """The rows left out of ``out_path``, beside it; call after ``out_path`` is complete (the list belongs to
     it). With nothing skipped, an earlier list is removed."""
-    skip_list = skipped_list_path(out_path)
+    skip_list = sidecar(out_path, SKIPPED_SUFFIX)
     if len(skipped):
         write_csv(skipped, skip_list, index=False)
         log.warning("%d row(s) skipped; listed in %s", len(skipped), skip_list)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from audiotune.data.errors import DataError
-from audiotune.outputs import check_output_path, write_csv
+from audiotune.outputs import SKIPPED_SUFFIX, check_output_path, sidecar, write_csv
 
 SAMPLES_DIR = "05.wav_samples"
 LABELS_DIR = "04.labels"
@@ -93,5 +93,5 @@ def import_tap_samples(folders: list[str | Path], out: str | Path, on_error: str
     write_csv(segments, out, index=False)
     skipped_path = None
     if len(skipped_table):
-        skipped_path = write_csv(skipped_table, out.with_suffix(".skipped.csv"), index=False)
+        skipped_path = write_csv(skipped_table, sidecar(out, SKIPPED_SUFFIX), index=False)
     return TapImport(out, segments, skipped_table, skipped_path)

@@ -274,8 +274,16 @@ def align_csv(taps_csv: str | Path, touch_logs: list[str], keys_csv: str | Path,
     tap), ``OUT.unmatched.csv`` (taps and touches without a partner, off-key matches left out, touches in no
     recording) and ``OUT.report.json``. Segments that would leave their file are listed in
     ``OUT.skipped.csv``. Everything is read and checked before anything is written."""
-    from audiotune.data.segments import _Lengths, event_segments, skipped_path, source_path
-    from audiotune.outputs import check_output_path, write_csv, write_json
+    from audiotune.data.segments import _Lengths, event_segments, source_path
+    from audiotune.outputs import (
+        ALIGN_SUMMARY_SUFFIX,
+        SKIPPED_SUFFIX,
+        UNMATCHED_SUFFIX,
+        check_output_path,
+        sidecar,
+        write_csv,
+        write_json,
+    )
 
     options.validate()
     source, out = source_path(taps_csv), Path(out).resolve()
@@ -305,11 +313,11 @@ def align_csv(taps_csv: str | Path, touch_logs: list[str], keys_csv: str | Path,
                         f"{options.selectivity} s); nothing written. Check --latency / --time_pattern, or plot")
     events = alignment.events.astype({"path": str})
     segments, skipped = event_segments(events, window[0], window[1], source, out.parent)
-    leftover_path, report_path = out.with_suffix(".unmatched.csv"), out.with_suffix(".report.json")
+    leftover_path, report_path = sidecar(out, UNMATCHED_SUFFIX), sidecar(out, ALIGN_SUMMARY_SUFFIX)
     report = alignment.report() | {"segments": len(segments), "skipped_near_edge": len(skipped),
                                    "selectivity": options.selectivity,
                                    "window_seconds": {"before": window[0], "after": window[1]}}
-    stale = skipped_path(out)
+    stale = sidecar(out, SKIPPED_SUFFIX)
     if len(skipped):
         write_csv(skipped, stale, index=False)
     elif stale.is_file():
