@@ -24,7 +24,9 @@ from audiotune.data.features import (
     fbank_num_frames,
     kaldi_fbank,
     mfcc,
+    mfcc_min_samples,
     mfcc_num_frames,
+    mfcc_too_short,
     normalize,
     spec_noise,
 )
@@ -160,6 +162,17 @@ def test_fbank_short_input_gives_zero_frames() -> None:
     assert kaldi_fbank(torch.zeros(100), 16000, 80).shape == (0, 80)
 
 
+@pytest.mark.parametrize("rate", [8000, 16000, 22050])
+def test_frame_counts_of_a_tensor_are_the_frames_each_clip_gives(rate: int) -> None:
+    counts = torch.tensor([0, 1, 199, 200, 201, 399, 400, 401, 559, 560, 1003])
+    fbank = fbank_num_frames(counts, rate)
+    assert fbank.tolist() == [fbank_num_frames(int(n), rate) for n in counts]
+    assert fbank.tolist() == [kaldi_fbank(torch.zeros(int(n)), rate, 8).shape[0] for n in counts]
+    long_enough = counts[counts >= mfcc_min_samples(400)]
+    assert mfcc_num_frames(long_enough, 400).tolist() == [mfcc(torch.randn(int(n)), rate, n_mels=16, n_mfcc=8).shape[0]
+                                                           for n in long_enough]
+
+
 def librosa_mfcc(x: np.ndarray, sr: int, n_mfcc: int, n_fft: int, n_mels: int, top_db: float | None) -> np.ndarray:
     """(T, n_mfcc) reference following the torchaudio MFCC recipe with librosa + scipy."""
     import librosa
@@ -227,6 +240,9 @@ def test_mfcc_frames_and_short_clip() -> None:
     assert mfcc(torch.randn(2, 1000), 16000).shape == (2, mfcc_num_frames(1000, 400), 80)
     with pytest.raises(ValueError, match="too short for n_fft=400"):
         mfcc(torch.randn(200), 16000)
+    assert mfcc(torch.randn(mfcc_min_samples(400)), 16000).shape[0] == 2 and not mfcc_too_short(201, 400)
+    assert mfcc_too_short(200, 400) == "clip of 200 samples is too short for n_fft=400: reflect padding needs more " \
+        "than 200 samples"
 
 
 def test_normalize() -> None:
@@ -235,6 +251,7 @@ def test_normalize() -> None:
     for bad in (0.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="dataset std is 0"):
             normalize(x, 0.0, bad)
+    assert normalize(0.0, -4.0, 4.0) == 0.5  # one value: AST's padding frame
 
 
 def test_masks_are_one_band_of_bins_and_one_of_frames_per_clip() -> None:

@@ -5,6 +5,7 @@ extractor and collator, then the run's classifier loaded by `load_run`.
 """
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from conftest import tone
 
 from audiotune.cli import main
 from audiotune.data.dataset import Collator, FeatureExtractor
+from audiotune.data.features import kaldi_fbank
 from audiotune.data.input_spec import InputSpec
 from audiotune.engine import export
 from audiotune.engine.export import FrontEnd, export_run, sidecar_path
@@ -96,6 +98,13 @@ def test_front_end_mfcc_matches_the_pipeline_for_equal_lengths() -> None:
     want = pipeline_batch(features, batch_clips)
     assert lengths.tolist() == want["lengths"].tolist()
     torch.testing.assert_close(inputs, want["inputs"], rtol=1e-4, atol=1e-4)
+
+
+def test_the_description_names_the_fbank_settings_the_graph_computes_with() -> None:
+    defaults = {name: p.default for name, p in inspect.signature(kaldi_fbank).parameters.items()}
+    described = {key: export.FBANK[key] for key in ("frame_length_ms", "frame_shift_ms", "preemphasis", "low_freq",
+                                                    "high_freq", "remove_dc_offset")}
+    assert described == {key: defaults[key] for key in described} and export.FBANK["window"] == defaults["window_type"]
 
 
 def test_the_description_is_named_after_the_whole_file_name() -> None:

@@ -8,13 +8,33 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import overload
+from typing import TypeVar, overload
 
 import torch
 
 _EPS = torch.finfo(torch.float32).eps  # Kaldi/torchaudio log floor (FLT_EPSILON)
 _WINDOWS = ("hanning", "hamming", "povey", "rectangular")
+Count = TypeVar("Count", int, torch.Tensor)  # a clip's sample count, or a tensor of them
+
+
+@dataclass(frozen=True)
+class FbankSettings:
+    """The Kaldi fbank every fbank model reads (``torchaudio.compliance.kaldi.fbank``'s defaults, as AST's and
+    SSAST's extractors call it): :func:`kaldi_fbank`'s defaults, the front end's frames, an exported graph's
+    description."""
+
+    frame_length_ms: float = 25.0
+    frame_shift_ms: float = 10.0
+    window: str = "hanning"
+    preemphasis: float = 0.97
+    remove_dc_offset: bool = True
+    low_freq: float = 20.0
+    high_freq: float = 0.0  # <= 0: an offset from Nyquist
+
+
+FBANK = FbankSettings()
 
 
 def _as_batch(waveforms: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -28,10 +48,15 @@ def _as_batch(waveforms: torch.Tensor) -> tuple[torch.Tensor, bool]:
     return x, squeeze
 
 
+def frame_samples(sample_rate: int, frame_length_ms: float = FBANK.frame_length_ms,
+                  frame_shift_ms: float = FBANK.frame_shift_ms) -> tuple[int, int]:
+    """Fbank window length and shift in samples, truncated as torchaudio does."""
+    return int(sample_rate * frame_length_ms * 0.001), int(sample_rate * frame_shift_ms * 0.001)
+
+
 def _frame_sizes(sample_rate: int, frame_length_ms: float, frame_shift_ms: float) -> tuple[int, int]:
-    """Window length and shift in samples, truncated as torchaudio does."""
-    frame_len = int(sample_rate * frame_length_ms * 0.001)
-    frame_shift = int(sample_rate * frame_shift_ms * 0.001)
+    """:func:`frame_samples`, an error where they are too few for a frame."""
+    frame_len, frame_shift = frame_samples(sample_rate, frame_length_ms, frame_shift_ms)
     if frame_len < 2 or frame_shift < 1:
         raise ValueError(f"frame length {frame_len} / shift {frame_shift} samples is too small")
     return frame_len, frame_shift
@@ -41,22 +66,24 @@ def min_samples_for_frames(features: str, n_fft: int, sample_rate: int, frames: 
     """Fewest samples at ``sample_rate`` that give ``frames`` frames of ``features`` (fbank, or mfcc with
     ``n_fft``; 0: waveform inputs, or a rate only known per file)."""
     if features == "fbank" and sample_rate:
-        frame_len, frame_shift = _frame_sizes(sample_rate, 25.0, 10.0)
+        frame_len, frame_shift = _frame_sizes(sample_rate, FBANK.frame_length_ms, FBANK.frame_shift_ms)
         return frame_len + (frames - 1) * frame_shift
     if features == "mfcc":
-        hop = n_fft // 2
-        return max(n_fft // 2 + 1, (frames - 1) * hop)  # reflect padding needs more than n_fft // 2
+        return max(mfcc_min_samples(n_fft), (frames - 1) * (n_fft // 2))
     return 0
 
 
-def fbank_num_frames(
-    num_samples: int, sample_rate: int, frame_length_ms: float = 25.0, frame_shift_ms: float = 10.0
-) -> int:
-    """Number of Kaldi frames (``snip_edges=True``) for a clip of ``num_samples`` samples."""
+def _floor_div(count: Count, step: int) -> Count:
+    return torch.div(count, step, rounding_mode="floor") if isinstance(count, torch.Tensor) else count // step
+
+
+def fbank_num_frames(num_samples: Count, sample_rate: int, frame_length_ms: float = FBANK.frame_length_ms,
+                     frame_shift_ms: float = FBANK.frame_shift_ms) -> Count:
+    """Number of Kaldi frames (``snip_edges=True``) for a clip of ``num_samples`` samples (an int, or a tensor of
+    counts: the frames of each)."""
     frame_len, frame_shift = _frame_sizes(sample_rate, frame_length_ms, frame_shift_ms)
-    if num_samples < frame_len:
-        return 0
-    return 1 + (num_samples - frame_len) // frame_shift
+    frames = 1 + _floor_div(num_samples - frame_len, frame_shift)
+    return frames.clamp(min=0) if isinstance(frames, torch.Tensor) else max(frames, 0)
 
 
 @lru_cache(maxsize=32)
@@ -132,13 +159,13 @@ def kaldi_fbank(
     waveforms: torch.Tensor,
     sample_rate: int,
     num_mel_bins: int = 128,
-    frame_length_ms: float = 25.0,
-    frame_shift_ms: float = 10.0,
-    preemphasis: float = 0.97,
-    low_freq: float = 20.0,
-    high_freq: float = 0.0,
-    remove_dc_offset: bool = True,
-    window_type: str = "hanning",
+    frame_length_ms: float = FBANK.frame_length_ms,
+    frame_shift_ms: float = FBANK.frame_shift_ms,
+    preemphasis: float = FBANK.preemphasis,
+    low_freq: float = FBANK.low_freq,
+    high_freq: float = FBANK.high_freq,
+    remove_dc_offset: bool = FBANK.remove_dc_offset,
+    window_type: str = FBANK.window,
     htk_compat: bool = True,
     use_log: bool = True,
     warp: float = 1.0,
@@ -204,10 +231,24 @@ def kaldi_fbank(
     return mel[0] if squeeze else mel
 
 
-def mfcc_num_frames(num_samples: int, n_fft: int = 400) -> int:
-    """Frames of a centred STFT with hop n_fft // 2 (``1 + num_samples // hop`` for even n_fft)."""
+def mfcc_num_frames(num_samples: Count, n_fft: int = 400) -> Count:
+    """Frames of a centred STFT with hop n_fft // 2 (``1 + num_samples // hop`` for even n_fft), for an int or a
+    tensor of sample counts."""
     hop = n_fft // 2
-    return 1 + (num_samples + 2 * (n_fft // 2) - n_fft) // hop
+    return 1 + _floor_div(num_samples + 2 * hop - n_fft, hop)
+
+
+def mfcc_min_samples(n_fft: int) -> int:
+    """The fewest samples a clip needs for MFCC: its centred STFT's reflect padding needs more than n_fft // 2."""
+    return n_fft // 2 + 1
+
+
+def mfcc_too_short(num_samples: int, n_fft: int) -> str:
+    """Why a clip of ``num_samples`` samples gives no MFCC ('' when it gives some)."""
+    if num_samples >= mfcc_min_samples(n_fft):
+        return ""
+    return (f"clip of {num_samples} samples is too short for n_fft={n_fft}: reflect padding needs more than "
+            f"{n_fft // 2} samples")
 
 
 @lru_cache(maxsize=16)
@@ -265,12 +306,9 @@ def mfcc(
     if n_mfcc > n_mels:
         raise ValueError(f"n_mfcc ({n_mfcc}) cannot exceed n_mels ({n_mels})")
     x, squeeze = _as_batch(waveforms)
-    shortest = x.shape[-1] if lengths is None else int(lengths.min())
-    if shortest <= n_fft // 2:
-        raise ValueError(
-            f"clip of {shortest} samples is too short for n_fft={n_fft}: "
-            f"reflect padding needs more than {n_fft // 2} samples"
-        )
+    too_short = mfcc_too_short(x.shape[-1] if lengths is None else int(lengths.min()), n_fft)
+    if too_short:
+        raise ValueError(too_short)
     window, fb, dct = _mfcc_constants(sample_rate, n_fft, n_mels, n_mfcc, x.device, x.dtype)
     centred = lengths is None  # else each clip is reflect-padded at its own ends here
     framed = x if lengths is None else _reflect_each(x, lengths, n_fft // 2)
@@ -282,7 +320,7 @@ def mfcc(
     if top_db is not None:
         peaks = db
         if lengths is not None:  # a clip's peak over its own frames only
-            frames = 1 + torch.div(lengths.to(db.device) + 2 * (n_fft // 2) - n_fft, n_fft // 2, rounding_mode="floor")
+            frames = mfcc_num_frames(lengths.to(db.device), n_fft)
             own = torch.arange(db.shape[-2], device=db.device)[None, :] < frames[:, None]
             peaks = db.masked_fill(~own[..., None], -torch.inf)
         floor = peaks.amax(dim=(-2, -1), keepdim=True) - top_db  # why: per clip, not per batch
@@ -300,8 +338,11 @@ def _reflect_each(x: torch.Tensor, lengths: torch.Tensor, pad: int) -> torch.Ten
     return x.gather(-1, positions.expand(x.shape[0], -1))
 
 
-def normalize(features: torch.Tensor, mean: float, std: float) -> torch.Tensor:
-    """AST/SSAST dataset normalisation: ``(x - mean) / (2 * std)``."""
+Normalised = TypeVar("Normalised", float, torch.Tensor)
+
+
+def normalize(features: Normalised, mean: float, std: float) -> Normalised:
+    """AST/SSAST dataset normalisation: ``(x - mean) / (2 * std)``, of features or of one value."""
     if not math.isfinite(std) or std == 0:
         raise ValueError(
             f"dataset std is 0 or not finite (got {std}): set --dataset_std or run `audiotune stats`"

@@ -22,10 +22,19 @@ import torch
 from torch import Tensor, nn
 
 from audiotune.data.audio import AudioError
-from audiotune.data.features import apply_masks, draw_masks, kaldi_fbank, mfcc, normalize
+from audiotune.data.features import (
+    FBANK,
+    apply_masks,
+    draw_masks,
+    fbank_num_frames,
+    frame_samples,
+    kaldi_fbank,
+    mfcc,
+    mfcc_num_frames,
+    mfcc_too_short,
+    normalize,
+)
 from audiotune.data.input_spec import InputSpec
-
-FRAME_LENGTH_MS, FRAME_SHIFT_MS = 25.0, 10.0  # kaldi_fbank's defaults, with which the front end calls it
 
 
 def waveform_batch(clips: Sequence[np.ndarray]) -> tuple[Tensor, Tensor]:
@@ -67,28 +76,27 @@ class FrontEnd(nn.Module):
         super().__init__()
         check_feature_config(config)
         self.config, self.sample_rate = config, sample_rate
-        self.frame_length = int(sample_rate * FRAME_LENGTH_MS * 0.001)  # truncated as kaldi_fbank does
-        self.frame_shift = int(sample_rate * FRAME_SHIFT_MS * 0.001)
+        self.frame_length, self.frame_shift = frame_samples(sample_rate)  # kaldi_fbank's, with which it is called
         # computed once here (a tenth of a second of silence), not in every batch that fit_length pads
         self.register_buffer("padding", self._padding_frame(), persistent=False)
 
     def frame_counts(self, lengths: Tensor) -> Tensor:
         """Frames of each clip's own samples (for waveform inputs: the samples themselves)."""
         if self.config.features == "fbank":
-            return (1 + torch.div(lengths - self.frame_length, self.frame_shift, rounding_mode="floor")).clamp(min=0)
+            return fbank_num_frames(lengths, self.sample_rate)
         if self.config.features == "mfcc":
-            hop = self.config.n_fft // 2
-            return 1 + torch.div(lengths + 2 * hop - self.config.n_fft, hop, rounding_mode="floor")
+            return mfcc_num_frames(lengths, self.config.n_fft)
         return lengths
 
     def check_clip(self, num_samples: int, path: str = "") -> None:
         """An :class:`AudioError` naming ``path`` when a clip of ``num_samples`` samples gives no features."""
         cfg = self.config
         if cfg.features == "fbank" and num_samples < self.frame_length:
-            raise AudioError(f"{path}: clip of {num_samples} samples is shorter than one 25 ms fbank frame")
-        if cfg.features == "mfcc" and num_samples <= cfg.n_fft // 2:
-            raise AudioError(f"{path}: clip of {num_samples} samples is too short for n_fft={cfg.n_fft}: "
-                             f"reflect padding needs more than {cfg.n_fft // 2} samples")
+            raise AudioError(f"{path}: clip of {num_samples} samples is shorter than one "
+                             f"{FBANK.frame_length_ms:g} ms fbank frame")
+        too_short = mfcc_too_short(num_samples, cfg.n_fft) if cfg.features == "mfcc" else ""
+        if too_short:
+            raise AudioError(f"{path}: {too_short}")
 
     def _spectra(self, waveforms: Tensor, warps: Sequence[float] | None, lengths: Tensor | None = None) -> Tensor:
         """(B, N) waveforms → (B, frames, bins) fbank (each clip warped by its VTLP factor) or MFCC (with
@@ -173,11 +181,11 @@ class FrontEnd(nn.Module):
         return self._dataset_norm(feats) * weights, frames  # the collator pads normalised features with zeros
 
     def _dataset_norm(self, feats: Tensor) -> Tensor:
-        """``--dataset_mean``/``--dataset_std``: (x - mean) / (2 std), where set."""
+        """``--dataset_mean``/``--dataset_std``: :func:`~audiotune.data.features.normalize`, where set."""
         cfg = self.config
         if cfg.dataset_std is None:
             return feats
-        return (feats - (cfg.dataset_mean or 0.0)) / (2.0 * cfg.dataset_std)
+        return normalize(feats, cfg.dataset_mean or 0.0, cfg.dataset_std)
 
     def pad_frame(self) -> Tensor | None:
         """The frame that pads a clip to its batch or to ``target_length`` (``--pad``): None for zeros (and for

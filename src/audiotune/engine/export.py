@@ -17,6 +17,7 @@ model (ONNX: when onnxruntime is installed), so a failed or wrong export leaves 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import warnings
@@ -30,7 +31,8 @@ from torch import Tensor, nn
 
 from audiotune import __version__
 from audiotune.config import HeadSpec, RunConfig
-from audiotune.data.frontend import FRAME_LENGTH_MS, FRAME_SHIFT_MS, FrontEnd
+from audiotune.data.features import FBANK as FBANK_SETTINGS
+from audiotune.data.frontend import FrontEnd
 from audiotune.data.input_spec import InputSpec
 from audiotune.engine.metrics import head_slices
 from audiotune.models.backbones import DescribesFrontEnd, input_spec
@@ -51,9 +53,8 @@ FORMATS = ("onnx", "torchscript")
 OPSET = 18  # the opset torch's ONNX exporter translates to natively (no version conversion pass)
 INPUT_NAMES = ("waveforms", "lengths")
 OUTPUT_NAMES = ("logits", "embedding_ft", "embedding_pooled")
-FBANK = {"frame_length_ms": FRAME_LENGTH_MS, "frame_shift_ms": FRAME_SHIFT_MS, "window": "hanning",
-         "preemphasis": 0.97, "remove_dc_offset": True, "low_freq": 20.0, "high_freq": 0.0, "dither": 0.0,
-         "snip_edges": True, "log_floor": "float32 eps", "scale": "samples as given (float, no int16 rescaling)"}
+FBANK = {**dataclasses.asdict(FBANK_SETTINGS), "dither": 0.0, "snip_edges": True, "log_floor": "float32 eps",
+         "scale": "samples as given (float, no int16 rescaling)"}
 
 
 class ExportError(ValueError):

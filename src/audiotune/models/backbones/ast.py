@@ -49,6 +49,7 @@ import torch
 from torch import Tensor
 
 from audiotune.config import RunConfig
+from audiotune.data.features import normalize
 from audiotune.data.input_spec import InputSpec
 from audiotune.models.backbones import Backbone, TransformersSizes, input_spec, register
 from audiotune.models.backbones.hf_checkpoint import check_available, weights_quietly
@@ -122,7 +123,7 @@ class ASTOptions:
         """A padding frame as the extractor makes it: log-mel 0, then normalised."""
         if self.dataset_std is None:
             return 0.0
-        return (0.0 - (self.dataset_mean or 0.0)) / (2.0 * self.dataset_std)
+        return normalize(0.0, self.dataset_mean or 0.0, self.dataset_std)
 
 
 def _load_encoder(checkpoint: str, pretrained: bool) -> Any:
