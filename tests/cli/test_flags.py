@@ -88,6 +88,15 @@ def test_reduce_false_and_seed_fbank_switch() -> None:
     assert parse("--scheduler", "None").train.scheduler == "none"
 
 
+def test_the_seed_fbank_switch_s_help_gives_the_defaults_it_sizes_with(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "--model", "ecapa_tdnn", "--help-all"])
+    shown = " ".join(capsys.readouterr().out.split())
+    sized = parse("--fbank", "True").features
+    assert (f"True = --features fbank of --n_mels (default {sized.num_mel_bins}) bins and --n_fft (default "
+            f"{sized.target_length}) frames") in shown
+
+
 def test_bad_values_are_rejected() -> None:
     with pytest.raises(SystemExit):
         parse("--shared_dense", "maybe")

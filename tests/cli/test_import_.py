@@ -15,6 +15,13 @@ def test_seed_arguments_are_read_as_the_train_flags_of_their_names() -> None:
     assert left == ["label_groups", "n_class"] and "learning_rate" in applied
 
 
+def test_the_seeds_reduce_is_read_by_the_train_flag_as_their_sum_of_the_channels() -> None:
+    summed, applied, _ = seed_config({"model": "ecapa_tdnn", "reduce": True}, "exp/args.pkl")
+    assert summed.audio.channel_mode == "sum" and applied == ["model", "reduce"]
+    assert seed_config({"model": "ecapa_tdnn", "reduce": "True", "mono": "mean"}, "args.pkl")[0].audio.channel_mode \
+        == "mean"
+
+
 def test_a_value_the_train_flag_refuses_names_the_file() -> None:
     with pytest.raises(ValueError, match="exp/args.pkl: a seed argument is not a valid train flag: .*--optim"):
         seed_config({"model": "ecapa_tdnn", "optim": "sgd"}, "exp/args.pkl")

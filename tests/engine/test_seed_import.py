@@ -22,11 +22,9 @@ LABELS = {"label_groups": [["slow rate"]]}
 
 def test_seed_arguments_that_meant_something_else_are_translated_and_noted() -> None:
     flags, notes = seed_flags(ECAPA, {**LABELS, "fbank": True, "n_mels": 64, "n_fft": 300, "n_mfcc": 80,
-                                      "reduce": True,
                                       "pshift": 0.0, "pshiftn": 0.0, "dataset_mean": 0, "dataset_std": 0,
                                       "mode": "train", "exp_dir": "./experiments", "seed": None}, "args.pkl")
-    assert (flags["num_mel_bins"], flags["target_length"], flags["mono"], flags["model"]) == (64, 300, "sum",
-                                                                                              "ecapa_tdnn")
+    assert (flags["num_mel_bins"], flags["target_length"], flags["model"]) == (64, 300, "ecapa_tdnn")
     left_out = {"n_mels", "n_fft", "n_mfcc", "pshiftn", "dataset_mean", "dataset_std", "mode", "exp_dir", "seed"}
     assert not left_out & set(flags)
     assert any("std 0" in note for note in notes) and any("--n_fft became --target_length" in n for n in notes)

@@ -39,6 +39,7 @@ from audiotune.config import (
     takes,
 )
 from audiotune.config.options import default_of, literal_words, option_problems
+from audiotune.config.sections import ECAPA_FBANK_SIZES, FeatureConfig
 from audiotune.models import backbones
 from audiotune.storage import Role
 
@@ -191,10 +192,10 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
         _add_backbone_flags(parser, model, stages, why)
     seeds = shared_group(parser, "seed command-line compatibility", summarised=True)
     if "features" in named:
+        bins, frames = (f"--{seed} (default {getattr(FeatureConfig(), seed)})" for seed in ECAPA_FBANK_SIZES)
         seeds.add_argument("--fbank", nargs="?", const=True, type=parse_bool, default=argparse.SUPPRESS,
-                           metavar="BOOL", help="the ECAPA seed's switch: True = --features fbank sized by "
-                                                "--n_mels bins and --n_fft frames (as the seed; default 128 and "
-                                                "400), False = --features mfcc")
+                           metavar="BOOL", help=f"the ECAPA seed's switch: True = --features fbank of {bins} bins and "
+                                                f"{frames} frames, as the seed; False = --features mfcc")
     if "audio" in named:
         seeds.add_argument("--mono", choices=("mean", "sum"), default=argparse.SUPPRESS,
                            help="same as --channel_mode mean|sum")

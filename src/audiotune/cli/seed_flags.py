@@ -8,10 +8,8 @@ import argparse
 from typing import Any
 
 from audiotune.config import BARE, RETIRED_FLAGS, RETIRED_IN_COMMAND, RETIRED_VALUES, RunConfig
-from audiotune.config.sections import ECAPA_MFCC_IGNORED
+from audiotune.config.sections import ECAPA_FBANK_SIZES, ECAPA_MFCC_IGNORED
 
-# the ECAPA seed's --fbank True read its MFCC size flags as the fbank's size (bins, frames)
-FBANK_SEED_SIZES = {"n_mels": "num_mel_bins", "n_fft": "target_length"}
 MFCC_ONLY = ("n_mfcc", "n_mels", "n_fft")
 
 
@@ -36,12 +34,12 @@ def _seed_feature_sizes(args: argparse.Namespace, config: RunConfig) -> None:
                              "out for its MFCC, or write --features mfcc instead of --fbank False to apply them to "
                              "the MFCCs")
     if given.get("fbank") is True:
-        for seed_name, name in FBANK_SEED_SIZES.items():
+        for seed_name, name in ECAPA_FBANK_SIZES.items():
             if f"features.{name}" in given and f"features.{seed_name}" in given:
                 raise ValueError(f"--{seed_name} with --fbank True is the seed's fbank --{name}; give one of them")
             if f"features.{name}" not in given:
                 setattr(config.features, name, getattr(config.features, seed_name))
-        unused = [name for name in MFCC_ONLY if name not in FBANK_SEED_SIZES and f"features.{name}" in given]
+        unused = [name for name in MFCC_ONLY if name not in ECAPA_FBANK_SIZES and f"features.{name}" in given]
     else:
         unused = [name for name in MFCC_ONLY if f"features.{name}" in given]
     if unused and config.features.features != "mfcc":

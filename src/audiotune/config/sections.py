@@ -132,6 +132,8 @@ class FeatureConfig:
 # the ECAPA seed's fbank-only feature options, which its MFCC mode (--fbank False) ignored: the value doing nothing
 ECAPA_MFCC_IGNORED: dict[str, Any] = {"dataset_mean": None, "dataset_std": None, "freqm": 0, "timem": 0,
                                       "noise": False}
+# the ECAPA seed's --fbank True sized the fbank with its MFCC size flags: the seed's flag -> the option it meant
+ECAPA_FBANK_SIZES = {"n_mels": "num_mel_bins", "n_fft": "target_length"}
 
 
 @dataclass

@@ -28,7 +28,7 @@ from audiotune.config import (
     resolve_recipe,
     save_config,
 )
-from audiotune.config.sections import ECAPA_MFCC_IGNORED
+from audiotune.config.sections import ECAPA_FBANK_SIZES, ECAPA_MFCC_IGNORED
 from audiotune.models.backbones import resolve_config
 from audiotune.models.backbones.hf_checkpoint import weights_quietly
 from audiotune.models.checkpoint import build_classifier, save_weights
@@ -168,8 +168,6 @@ def seed_flags(layout: SeedLayout, args: dict[str, Any], path: str | Path) -> tu
         notes.append(f"--activation {flags['activation']}: the seed's head applied no activation for any value "
                      "but relu: imported as --activation none")
         flags["activation"] = "none"
-    if flags.get("reduce") in (True, "True") and "mono" not in flags:
-        flags["mono"] = "sum"  # the seeds summed the channels of a multi-channel file
     if not flags.get("pshift"):  # the seeds' default 0 semitones, unused while pitch shifting is off
         flags.pop("pshiftn", None)
     if layout.model == "ecapa_tdnn" and flags.get("fbank") not in (True, "True"):
@@ -181,12 +179,12 @@ def seed_flags(layout: SeedLayout, args: dict[str, Any], path: str | Path) -> tu
         flags.pop("dataset_std", None)
         flags.pop("dataset_mean", None)
     if layout.model == "ecapa_tdnn" and flags.get("fbank") in (True, "True"):
-        # the ECAPA seed's fbank took --n_mels as its mel bins and --n_fft as its frame count
-        for seed_name, name in (("n_mels", "num_mel_bins"), ("n_fft", "target_length")):
+        for seed_name, name in ECAPA_FBANK_SIZES.items():
             if seed_name in flags:
                 flags[name] = flags.pop(seed_name)
         flags.pop("n_mfcc", None)  # unused by the seed's fbank mode
-        notes.append("ECAPA fbank: --n_mels became --num_mel_bins, --n_fft became --target_length")
+        notes.append("ECAPA fbank: " + ", ".join(f"--{seed} became --{name}"
+                                                 for seed, name in ECAPA_FBANK_SIZES.items()))
     if not flags.get("label_groups") and not flags.get("target_labels"):
         raise SeedImportError(f"{path}: has neither label_groups nor target_labels: the heads cannot be named")
     return flags, notes
