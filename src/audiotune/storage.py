@@ -39,11 +39,10 @@ from audiotune import partials
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")  # read when gcsfs is imported: see above
 
 URL = re.compile(r"^([a-z][a-z0-9+.-]*)://", re.IGNORECASE)
-# the files that make a folder a run directory (their names, with the other run-directory names, in outputs.py)
-MODEL_FILE = "model.safetensors"
-METRICS_FILE = "metrics.json"
+# the files that make a folder a run directory (outputs.py names them with the others); an upload sends them last
+MODEL_FILE, METRICS_FILE = "model.safetensors", "metrics.json"
 CONFIG_FILE = "config.yaml"  # the user's options, the model section resolved: enough to rebuild the model
-LAST = (MODEL_FILE, METRICS_FILE, CONFIG_FILE)  # an upload sends them after everything else, config last of all
+LAST = (MODEL_FILE, METRICS_FILE, CONFIG_FILE)  # in the order sent: config last of all
 PACKAGES = {"gs": "gcsfs", "gcs": "gcsfs", "s3": "s3fs", "az": "adlfs", "abfs": "adlfs"}
 _OPTIONS: dict[str, dict[str, Any]] = {}
 
