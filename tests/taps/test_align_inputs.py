@@ -53,7 +53,7 @@ def test_taps_align_refuses_a_log_with_an_unknown_event_before_writing(tmp_path:
     (tmp_path / "log.csv").write_text("".join(lines))
     assert main(argv) == 0
     (tmp_path / "seg.csv").unlink()
-    (tmp_path / "log.csv").write_text(lines[0] + lines[1].replace("Down", "Dwon"))
+    (tmp_path / "log.csv").write_text(lines[0] + "\n" + lines[1].replace("Down", "Dwon"))  # a blank line counts
     assert main(argv) == 2
-    assert f"{tmp_path / 'log.csv'} line 2: event 'Dwon' is none of Down, Move, Up" in capsys.readouterr().err
+    assert f"{tmp_path / 'log.csv'} line 3: event 'Dwon' is none of Down, Move, Up" in capsys.readouterr().err
     assert not (tmp_path / "seg.csv").exists()
