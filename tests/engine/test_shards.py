@@ -122,7 +122,7 @@ def test_a_refused_place_for_the_parts_names_the_output(tmp_path: Path, monkeypa
 
     target = tmp_path / "x.parquet"
 
-    def refuse(prefix: str = "", suffix: str = "", dir: str = "") -> str:  # noqa: A002 (mkdtemp's own name)
+    def refuse(prefix: str = "", suffix: str = "", dir: str = "") -> str:
         raise FileNotFoundError(errno.ENOENT, "No such file or directory", f"{dir}/{prefix}abcd{suffix}")
 
     with monkeypatch.context() as patched:
