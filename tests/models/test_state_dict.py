@@ -39,5 +39,7 @@ def test_each_refused_file_is_said_to_be_what_it_is(tmp_path: Path) -> None:
         assert "documentation" not in refusal(path) and "weights_only" not in refusal(path)
     with pytest.raises(CheckpointReadError, match=rf"^{junk}: not a torch checkpoint"):
         load_torch_file(junk)
+    with pytest.raises(CheckpointReadError, match=rf"^{tmp_path}: cannot be read \(Is a directory\)$"):
+        load_torch_file(tmp_path)
     with pytest.raises(CheckpointReadError, match=r"\(argparse.Namespace\).*could run code.*safetensors"):
         load_torch_file(objects)

@@ -27,6 +27,8 @@ def torch_refusal(path: str | Path, err: BaseException) -> str:
     would not unpickle, or that the file is no torch checkpoint at all, with torch's own first line (the
     unpickler's, where torch wraps it in its note on ``weights_only``)."""
     text = str(err).strip()
+    if isinstance(err, OSError):  # the file itself cannot be opened or read (permissions, a folder, a lost mount)
+        return f"{path}: cannot be read ({err.strerror or text or type(err).__name__})"
     found = re.search(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)", text)
     if found:
         return f"{path}: holds Python objects besides tensors ({found.group(1)}), which are never unpickled"
