@@ -41,3 +41,19 @@ def test_the_seed_draws_the_split(tmp_path: Path) -> None:
         assert main(["split", table, "--out", str(tmp_path / out), "--seed", seed, "--val_fraction", "0"]) == 0
         tests.append(set(pd.read_csv(tmp_path / out / "test.csv")["subject"]))
     assert tests[0] == tests[1] != tests[2]
+
+
+@pytest.mark.parametrize("folds", [[], ["--folds", "2"]])
+def test_an_empty_stratify_cell_names_the_file_column_and_lines(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                folds: list[str]) -> None:
+    table = _table(tmp_path)
+    rows = pd.read_csv(table)
+    rows.loc[[2, 7], "label"] = None  # lines 4 and 9 of the file
+    rows.to_csv(table, index=False)
+    status = main(["split", table, "--out", str(tmp_path / "split"), "--stratify", "label", *folds])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and err == (f"audiotune split: error: {table}: empty 'label' cell on 2 line(s) [4, 9]; "
+                                   "--stratify needs a class on every row (fill it, remove the row, or drop "
+                                   "--stratify)")
+    assert not (tmp_path / "split").exists()
+    assert main(["split", table, "--out", str(tmp_path / "split"), *folds]) == 0  # unstratified, the rows split

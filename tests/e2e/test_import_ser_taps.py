@@ -119,6 +119,16 @@ def test_a_checkpoint_that_runs_code_is_refused_before_it_runs(tmp_path: Path, c
     assert not marker.exists() and not (tmp_path / "enc").exists()
 
 
+def test_a_file_that_is_no_checkpoint_is_said_to_be_none(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(np.random.default_rng(1).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    assert main(["import", "ser", str(junk), "--out", str(tmp_path / "enc")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"audiotune import: error: {junk}: not a torch checkpoint (damaged, or a file of another "
+                          "format; torch: Unsupported operand ")
+    assert len(err.splitlines()) == 1 and "documentation" not in err and not (tmp_path / "enc").exists()
+
+
 @pytest.mark.slow
 def test_seed_cluster_labels_feed_ptapt_pretraining(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """all-clus.json → parquet; P-TAPT pretraining of a wav2vec2 with the seed's frame geometry reads it."""

@@ -147,6 +147,18 @@ def run_cv(root: Path, table: Path, out: Path, *extra: str) -> int:
                  "--model", "ecapa_tdnn", *SMALL_ECAPA, "-e", "1", "-bs", "4", "--clip_length", "0", *extra])
 
 
+def test_an_empty_stratify_cell_is_named_before_anything_is_written(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    table = small_table(tmp_path)
+    rows = pd.read_csv(table)
+    rows.loc[5, "pitch"] = None  # line 7 of the file
+    rows.to_csv(table, index=False)
+    assert run_cv(tmp_path, table, tmp_path / "cv", "--folds", "3", "--stratify", "pitch") == 2
+    err = capsys.readouterr().err
+    assert f"{table}: empty 'pitch' cell on 1 line(s) [7]; --stratify needs a class" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "cv").exists()
+
+
 def test_folds_without_validation_train_on_every_other_group(tmp_path: Path) -> None:
     table = small_table(tmp_path)
     built = build_folds(str(table), FoldOptions(val_group="none"))

@@ -112,6 +112,38 @@ def test_the_parts_of_an_output_in_a_new_folder_make_no_folder_before_it_is_writ
     assert [p.name for p in tmp_path.iterdir()] == ["new"]
 
 
+def test_a_refused_place_for_the_parts_names_the_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder that lets nothing be made in it (/proc, a read-only mount) is reported by the output's name, not
+    by the name of the temporary place of its parts; so is a part that cannot be written (a full disk)."""
+    import errno
+    import tempfile
+
+    from audiotune.outputs import OutputError
+
+    target = tmp_path / "x.parquet"
+
+    def refuse(prefix: str = "", suffix: str = "", dir: str = "") -> str:
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", f"{dir}/{prefix}abcd{suffix}")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(tempfile, "mkdtemp", refuse)
+        with pytest.raises(OutputError) as raised:
+            with gathered_parts(Shard(), target, lambda path: _part(path, [0])):
+                raise AssertionError("no block runs without its parts")
+    assert str(raised.value).startswith(f"{target}: could not be written (No such file or directory)")
+    assert PARTIAL_SUFFIX not in str(raised.value)
+
+    def full(path: Path) -> None:
+        path.write_text("half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OutputError) as raised:
+        with gathered_parts(Shard(), target, full):
+            raise AssertionError("no block runs without its parts")
+    assert str(raised.value).startswith(f"{target}: could not be written (No space left on device)")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_one_process_fails_on_its_own_without_gathers() -> None:
     shard = Shard()
     with pytest.raises(ValueError, match="unreadable table"):

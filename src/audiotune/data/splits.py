@@ -24,6 +24,21 @@ def group_values(table: pd.DataFrame, group: str, source: str) -> pd.Series:
     return table[group].astype(str)
 
 
+def check_stratify(table: pd.DataFrame, stratify: str | None, source: str) -> None:
+    """Every row has a class in ``stratify`` (a column of ``table``, whose rows are the file's lines after its
+    header): an empty cell is an error naming its lines."""
+    if not stratify:
+        return
+    if stratify not in table.columns:
+        raise DataError(f"{source}: stratify column '{stratify}' not found")
+    blank = (table[stratify].isna() | (table[stratify].astype(str).str.strip() == "")).to_numpy()
+    if blank.any():
+        lines = [int(i) + 2 for i in np.flatnonzero(blank)]  # line 1 is the header
+        shown = f"{lines[:10]}{f' and {len(lines) - 10} more' if len(lines) > 10 else ''}"
+        raise DataError(f"{source}: empty '{stratify}' cell on {len(lines)} line(s) {shown}; --stratify needs a "
+                        "class on every row (fill it, remove the row, or drop --stratify)")
+
+
 def share_count(train: pd.DataFrame, share: float) -> int:
     """How many of the training rows ``--val_share`` draws: round(share x rows), at least 1, leaving 1 to train."""
     count = max(1, round(share * len(train)))
@@ -65,12 +80,7 @@ def _grouped_fold(table: pd.DataFrame, n_splits: int, stratify: str | None, grou
         shown = f"{names[:5]}{' ...' if len(names) > 5 else ''}"
         raise DataError(f"{source}: {purpose} needs the rows cut into {n_splits} parts that share no '{group}', "
                         f"but only {len(names)} value(s) of '{group}' are left to cut ({shown})")
-    if stratify:
-        if stratify not in table.columns:
-            raise DataError(f"{source}: stratify column '{stratify}' not found")
-        labels = table[stratify].astype(str).to_numpy()
-    else:
-        labels = np.zeros(len(table), dtype=int)
+    labels = table[stratify].astype(str).to_numpy() if stratify else np.zeros(len(table), dtype=int)
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     try:
         return [test for _, test in splitter.split(np.zeros(len(table)), labels, groups.to_numpy())]
@@ -93,6 +103,7 @@ def split_table(table: pd.DataFrame, test_fraction: float = 0.2, val_fraction: f
     work on a handful of speakers."""
     if table.empty:
         raise DataError(f"{source}: no rows to split (only a header)")
+    check_stratify(table, stratify, source)
     for name, fraction in (("test", test_fraction), ("val", val_fraction)):
         if not 0 <= fraction < 1:
             raise DataError(f"--{name}_fraction {fraction}: must be in [0, 1)")
@@ -135,6 +146,7 @@ def kfold_tables(table: pd.DataFrame, folds: int, val_fraction: float = 0.1, str
         raise DataError(f"--folds {folds}: at least 2 folds are needed")
     if table.empty:
         raise DataError(f"{source}: no rows to split (only a header)")
+    check_stratify(table, stratify, source)
     result = []
     for test_index in _grouped_fold(table, folds, stratify, group, seed, source, f"--folds {folds}"):
         mask = np.zeros(len(table), dtype=bool)

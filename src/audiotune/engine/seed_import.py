@@ -33,6 +33,7 @@ from audiotune.models.backbones import resolve_config
 from audiotune.models.backbones.hf_checkpoint import weights_quietly
 from audiotune.models.checkpoint import build_classifier, save_weights
 from audiotune.models.classifier import Classifier
+from audiotune.models.state_dict import torch_refusal
 from audiotune.outputs import (
     CONFIG_FILE,
     ENCODER_DIR,
@@ -123,7 +124,7 @@ def read_seed_weights(path: str | Path) -> dict[str, torch.Tensor]:
     except FileNotFoundError:
         raise SeedImportError(f"{path}: not found") from None
     except Exception as err:  # torch raises UnpicklingError / RuntimeError for damaged or non-weight files
-        raise SeedImportError(f"{path}: not a state dict of tensors ({str(err).splitlines()[0]})") from None
+        raise SeedImportError(torch_refusal(path, err)) from None
     if isinstance(loaded, Mapping) and "state_dict" in loaded and isinstance(loaded["state_dict"], Mapping):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, Mapping) or not loaded:

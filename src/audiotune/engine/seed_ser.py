@@ -25,6 +25,7 @@ from audiotune import storage
 from audiotune.data.audio import open_audio
 from audiotune.data.pseudo_labels import METADATA_KEY, SCHEMA
 from audiotune.models.backbones.hf_checkpoint import weights_quietly
+from audiotune.models.state_dict import torch_refusal
 from audiotune.outputs import atomic_dir, atomic_path, check_output_path
 
 MAX_STAND_INS = 16  # different globals a checkpoint may name besides tensors
@@ -62,8 +63,9 @@ def read_lightning_state(path: str | Path) -> tuple[dict[str, torch.Tensor], lis
             named = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
             if named is None or named.group(1) in stand_ins or len(stand_ins) == MAX_STAND_INS:
                 detail = re.search(r"(Trying to load unsupported GLOBAL [^\n]*?blocked)", str(err))
-                reason = detail.group(1) if detail else str(err).strip().splitlines()[-1]
-                raise ValueError(f"{path}: refused as a checkpoint: {reason}") from None
+                if detail is None:
+                    raise ValueError(torch_refusal(path, err)) from None
+                raise ValueError(f"{path}: refused as a checkpoint: {detail.group(1)}") from None
             stand_ins.append(named.group(1))
     state = loaded.get("state_dict", loaded) if isinstance(loaded, Mapping) else None
     if not isinstance(state, Mapping) or not any(torch.is_tensor(v) for v in state.values()):

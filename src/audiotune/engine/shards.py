@@ -56,7 +56,7 @@ from audiotune.engine.device import parse_devices
 from audiotune.engine.distributed import all_gather_objects, end_process_group, process_group
 from audiotune.engine.inference import override_device
 from audiotune.launch import launched_rank_zero, launched_world_size
-from audiotune.outputs import atomic_path
+from audiotune.outputs import OutputError, atomic_path, refused
 from audiotune.partials import partial_place
 
 log = logging.getLogger(__name__)
@@ -280,7 +280,10 @@ def gathered_parts(shard: Shard, target: Path, write_part: Callable[[Path], None
     while not place.parent.is_dir() and place.parent != place.parent.parent:
         place = place.parent
     with contextlib.ExitStack() as stack:
-        own = stack.enter_context(partial_place(place, directory=True)) if shard.writes else None
+        try:  # the folder of parts is on the way to the output: a file-system refusal names the output
+            own = stack.enter_context(partial_place(place, directory=True)) if shard.writes else None
+        except OSError as err:
+            raise refused(target, err) from err
         folder = Path(exchange(shard, str(own) if own else "")[0])
         part = folder / _part_name(shard.rank)
         made = not folder.is_dir()  # a follower's own folder (another machine's disk); rank 0's is not its to remove
@@ -300,8 +303,10 @@ def gathered_parts(shard: Shard, target: Path, write_part: Callable[[Path], None
                         receive_file(shard, parts[rank], rank)
                     elif shard.rank == rank:
                         send_file(shard, part, 0)
-            except BaseException:
+            except BaseException as err:
                 part.unlink(missing_ok=True)
+                if isinstance(err, OutputError) and isinstance(err.__cause__, OSError):  # a part, not the output
+                    raise refused(target, err.__cause__) from err.__cause__
                 raise
             try:
                 yield parts if shard.writes else []

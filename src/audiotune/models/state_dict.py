@@ -2,6 +2,7 @@
 every mismatch reported with the file's name."""
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,23 @@ class CheckpointReadError(ValueError):
     """A checkpoint file that cannot be read safely (a pickle of Python objects, a damaged or foreign file)."""
 
 
+def torch_refusal(path: str | Path, err: BaseException) -> str:
+    """Why ``torch.load(path, weights_only=True)`` raised ``err``, in one line naming ``path``: the Python object it
+    would not unpickle, or that the file is no torch checkpoint at all, with torch's own first line (the
+    unpickler's, where torch wraps it in its note on ``weights_only``)."""
+    text = str(err).strip()
+    if isinstance(err, OSError):  # the file itself cannot be opened or read (permissions, a folder, a lost mount)
+        return f"{path}: cannot be read ({err.strerror or text or type(err).__name__})"
+    found = re.search(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)", text)
+    if found:
+        return f"{path}: holds Python objects besides tensors ({found.group(1)}), which are never unpickled"
+    inner = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+    first = inner.group(1) if inner else re.split(r"(?<=\.)\s", text.splitlines()[0], maxsplit=1)[0] if text else ""
+    if not first or isinstance(err, (KeyError, EOFError)):  # their text alone ('101', nothing) says too little
+        first = f"{type(err).__name__}{f': {first}' if first else ''}"
+    return f"{path}: not a torch checkpoint (damaged, or a file of another format; torch: {first})"
+
+
 def load_torch_file(path: str | Path) -> Any:
     """``torch.load(path, weights_only=True)`` on the CPU, every refusal one line naming the file and what is read:
     tensors and plain containers only (a file holding other Python objects could run code when unpickled)."""
@@ -29,14 +47,12 @@ def load_torch_file(path: str | Path) -> Any:
 
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        found = str(err).split("Unsupported global: GLOBAL ", 1)[-1].split(" ", 1)[0] if "GLOBAL" in str(err) else ""
-        raise CheckpointReadError(
-            f"{path}: holds Python objects besides tensors{f' ({found})' if found else ''}, which are never "
-            "unpickled (they could run code); give weights only: a .safetensors file, or a torch file of a "
-            "state dict (torch.save(model.state_dict(), PATH))") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
-        raise CheckpointReadError(f"{path}: not a readable torch checkpoint ({str(err).splitlines()[0]})") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, zipfile.BadZipFile, OSError) as err:
+        reason = torch_refusal(path, err)
+        if "GLOBAL" in str(err):
+            reason += (" (they could run code); give weights only: a .safetensors file, or a torch file of a state "
+                       "dict (torch.save(model.state_dict(), PATH))")
+        raise CheckpointReadError(reason) from None
 
 
 def read_state_dict(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any], str]:

@@ -2,7 +2,9 @@
 start time (from its file name, by ``--time_pattern``, or from a column of the taps table)."""
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import re
 from pathlib import Path
 
@@ -17,38 +19,53 @@ SEED_PATTERN = "last7"  # the tap2key rule: the last 7 integer groups are hour, 
 STRPTIME_DIGITS = {"Y": r"\d{4}", "m": r"\d{1,2}", "d": r"\d{1,2}", "H": r"\d{1,2}", "M": r"\d{1,2}",
                    "S": r"\d{1,2}", "f": r"\d{1,6}", "y": r"\d{2}", "j": r"\d{1,3}"}
 TOUCH_COLUMNS = ["timestamp", "touch_id", "event", "x", "y"]
+TOUCH_EVENTS = ("Down", "Move", "Up")  # what the neonode sensor logs: a finger lands, slides, lifts
+SHOWN_PROBLEMS = 5  # bad lines named in an error (all are counted)
 
 
 def read_touch_logs(paths: list[str], event: str = "Down") -> pd.DataFrame:
     """The ``event`` rows of one or more touch logs, time ordered: timestamp, touch_id, x, y, source, line.
 
-    A first line whose timestamp does not parse is taken as a header; any later bad line is an error that
-    names the file and the line."""
+    A first line whose timestamp does not parse is taken as a header; any later bad line (fewer than 5 fields, an
+    event other than :data:`TOUCH_EVENTS` and ``event``, a timestamp, x or y that is empty or not a number) is an
+    error that names the file and the line."""
+    events = [*TOUCH_EVENTS, *([event] if event.lower() not in {e.lower() for e in TOUCH_EVENTS} else [])]
+    known = {name.lower() for name in events}
     frames, problems = [], []
     for path in paths:
         try:
             with storage.open_input(path) as stream:  # a remote log is read in place: its URL names it
-                raw = pd.read_csv(stream, header=None, dtype=str, keep_default_na=False)
-        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+                reader = csv.reader(io.TextIOWrapper(stream, encoding="utf-8", newline=""))
+                lines = [(reader.line_num, row) for row in reader if row]
+        except (OSError, csv.Error, UnicodeDecodeError) as err:
             raise DataError(f"{path}: cannot be read as a touch log ({err})") from err
-        if raw.shape[1] < 5:
+        width = max((len(row) for _, row in lines), default=0)
+        if width < 5:
             raise DataError(f"{path}: a touch log needs at least 5 columns (timestamp, touch id, event, x, y); "
-                            f"found {raw.shape[1]}")
-        raw = raw.iloc[:, :5].set_axis(TOUCH_COLUMNS, axis=1)
-        raw["line"] = np.arange(1, len(raw) + 1)
+                            f"found {width}")
+        raw = pd.DataFrame([row[:5] + [""] * (5 - len(row)) for _, row in lines], columns=TOUCH_COLUMNS)
+        raw["line"] = [number for number, _ in lines]
+        short = pd.Series([len(row) < 5 for _, row in lines], index=raw.index)
         stamps = pd.to_datetime(raw["timestamp"].str.strip(), errors="coerce", format="mixed")
-        if len(raw) and pd.isna(stamps.iloc[0]):
-            raw, stamps = raw.iloc[1:], stamps.iloc[1:]  # a header line
-        raw = raw.assign(timestamp=stamps, event=raw["event"].str.strip())
+        if pd.isna(stamps.iloc[0]):
+            raw, stamps, short = raw.iloc[1:], stamps.iloc[1:], short.iloc[1:]  # a header line
+        raw = raw.assign(timestamp=stamps, event=raw["event"].str.strip(),
+                         **{c: pd.to_numeric(raw[c].str.strip(), errors="coerce") for c in ("x", "y")})
+        unknown = ~raw["event"].str.lower().isin(known)
+        unreadable = raw[["timestamp", "x", "y"]].isna().any(axis=1)
+        for line, is_short, is_unknown, name in zip(*(column[short | unknown | unreadable] for column in (
+                raw["line"], short, unknown, raw["event"]))):
+            problems.append(f"{path} line {line}: " + (
+                "fewer than 5 fields (timestamp, touch id, event, x, y)" if is_short
+                else f"event {name!r} is none of {', '.join(events)}" if is_unknown
+                else "timestamp, x or y empty or not a number"))
         rows = raw[raw["event"].str.lower() == event.lower()].copy()
-        for column in ("x", "y"):
-            rows[column] = pd.to_numeric(rows[column].str.strip(), errors="coerce")
-        bad = rows[rows[["timestamp", "x", "y"]].isna().any(axis=1)]
-        problems += [f"{path} line {line}: timestamp, x or y unreadable" for line in bad["line"].head(5)]
         rows["source"] = str(path)
         frames.append(rows)
     if problems:
-        raise DataError("touch log rows that cannot be read:\n  " + "\n  ".join(problems))
+        more = f"\n  ... and {len(problems) - SHOWN_PROBLEMS} more" if len(problems) > SHOWN_PROBLEMS else ""
+        raise DataError(f"{len(problems)} touch log line(s) cannot be read:\n  "
+                        + "\n  ".join(problems[:SHOWN_PROBLEMS]) + more)
     touches = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=TOUCH_COLUMNS)
     return touches.sort_values("timestamp", kind="stable").reset_index(drop=True)
 

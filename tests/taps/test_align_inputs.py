@@ -1,0 +1,59 @@
+"""taps/align_inputs.py: every line of a touch log is read or named as bad (file and line), never skipped."""
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audiotune.cli import main
+from audiotune.data.errors import DataError
+from audiotune.taps.align_inputs import read_touch_logs
+
+STAMP = "2023-03-15 14:02:34.5"
+
+
+def test_a_bad_touch_log_line_is_named_whatever_its_event(tmp_path: Path) -> None:
+    log = tmp_path / "log.csv"
+    good = f"{STAMP},1,   Down,100,200,12\n{STAMP},1,   Move,101,200,12\n{STAMP},1,     Up,101,200,12\n"
+    log.write_text(good)
+    assert len(read_touch_logs([str(log)])) == 1
+    log.write_text(good + f"{STAMP},2,   Dwon,100,200,12\ngarbage,line\n{STAMP},2,   Move,,200,12\n"
+                   f"{STAMP},2,   Up,101,2oo,12\n{STAMP},2,,101,200,12\n")
+    with pytest.raises(DataError) as raised:
+        read_touch_logs([str(log)])
+    assert str(raised.value).splitlines() == [
+        "5 touch log line(s) cannot be read:",
+        f"  {log} line 4: event 'Dwon' is none of Down, Move, Up",
+        f"  {log} line 5: fewer than 5 fields (timestamp, touch id, event, x, y)",
+        f"  {log} line 6: timestamp, x or y empty or not a number",
+        f"  {log} line 7: timestamp, x or y empty or not a number",
+        f"  {log} line 8: event '' is none of Down, Move, Up"]
+    log.write_text(good + f"{STAMP},2,   Tap,100,200,12\n")  # an event of its own, named by --event
+    assert read_touch_logs([str(log)], event="Tap")["line"].tolist() == [4]
+    log.write_text(good + "".join(f"{STAMP},2,   Dwon,100,200,12\n" for _ in range(7)))
+    with pytest.raises(DataError, match=r"(?s)^7 touch log line\(s\).*line 8: event.*\n  \.\.\. and 2 more$"):
+        read_touch_logs([str(log)])
+
+
+def test_taps_align_refuses_a_log_with_an_unknown_event_before_writing(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    sf.write(tmp_path / "session.wav", np.zeros((16000, 2)), 16000)
+    start = dt.datetime(2024, 5, 1, 10, 0, 0)
+    (tmp_path / "taps.csv").write_text("path,time,start\nsession.wav,0.30,2024-05-01 10:00:00\n"
+                                       "session.wav,0.70,2024-05-01 10:00:00\n")
+    lines = [f"{start + dt.timedelta(seconds=t):%Y-%m-%d %H:%M:%S.%f},1,   {event},{x},0,1\n"
+             for t, x, event in ((0.2, 0, "Down"), (0.6, 9, "Down"))]
+    (tmp_path / "keys.csv").write_text("0,0,a\n10,0,b\n")
+    argv = ["taps", "align", str(tmp_path / "taps.csv"), "--touch_log", str(tmp_path / "log.csv"), "--keys",
+            str(tmp_path / "keys.csv"), "--out", str(tmp_path / "seg.csv"), "--before", "0.05", "--after", "0.1",
+            "--start_column", "start"]
+    (tmp_path / "log.csv").write_text("".join(lines))
+    assert main(argv) == 0
+    (tmp_path / "seg.csv").unlink()
+    (tmp_path / "log.csv").write_text(lines[0] + "\n" + lines[1].replace("Down", "Dwon"))  # a blank line counts
+    assert main(argv) == 2
+    assert f"{tmp_path / 'log.csv'} line 3: event 'Dwon' is none of Down, Move, Up" in capsys.readouterr().err
+    assert not (tmp_path / "seg.csv").exists()
