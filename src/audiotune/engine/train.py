@@ -1,6 +1,7 @@
 """``audiotune train``: data → model → Lightning Trainer → run directory."""
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 from pathlib import Path
@@ -189,6 +190,8 @@ def resumed_changes(exp_dir: Path, config: RunConfig) -> dict[str, list]:
     if earlier.version < INPUT_RESOLVED_VERSION:  # its audio and features sections hold the resolved input
         changes = config_changes(earlier, config, (*RESUME_FREE, "audio", "features"))
         before, after = input_spec(earlier), input_spec(config)
+        # it goes on with this version's meanings (keep_resumed_version), the count of resampled samples among them
+        before = dataclasses.replace(before, resampled_length=after.resampled_length)
         if before != after:
             changes["input"] = [str(before), str(after)]
     else:
