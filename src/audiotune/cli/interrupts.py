@@ -26,7 +26,8 @@ def sigterm_raises() -> Iterator[None]:
     """While the block runs, SIGTERM raises :class:`Terminated` in this process. A second SIGTERM while the first
     is being handled is ignored, so that the clean-up finishes. A process forked from this one (a data loader
     worker) that gets SIGTERM ends as it would without this handler, quietly, leaving the report to this one."""
-    owner, received = os.getpid(), []
+    owner = os.getpid()
+    received: list[int] = []  # the signal being handled
 
     def terminate(signum: int, frame: FrameType | None) -> None:
         if os.getpid() != owner:
@@ -56,11 +57,10 @@ def stopped_by(err: BaseException) -> signal.Signals | None:
     lightning = sys.modules.get(LIGHTNING_EXCEPTIONS)  # never imported: no fit ran, so no exception of its
     if lightning is not None and isinstance(err, lightning.SIGTERMException):
         return signal.SIGTERM
-    if isinstance(err, SystemExit):
-        err = err.__context__
-    if isinstance(err, Terminated):
+    cause = err.__context__ if isinstance(err, SystemExit) else err
+    if isinstance(cause, Terminated):
         return signal.SIGTERM
-    if isinstance(err, KeyboardInterrupt):
+    if isinstance(cause, KeyboardInterrupt):
         return signal.SIGINT
     return None
 
