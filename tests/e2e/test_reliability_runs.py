@@ -12,15 +12,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import make_uid_dataset, small_train_args
+from conftest import SMALL_ECAPA, make_uid_dataset, small_train_args
 
 import audiotune.engine.extract as extract_module
 from audiotune.cli import main
+from audiotune.config.sections import RESUME_HINT
 from audiotune.outputs import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
     LAST_CHECKPOINT,
     LOCK_FILE,
+    MODEL_FILE,
     atomic_path,
     own_run_dir,
     write_json,
@@ -287,6 +289,58 @@ def test_ctrl_c_during_training_is_one_line_exit_130_and_resumes(tmp_path: Path)
                    "finished epoch"
     assert "Traceback" not in err
     assert checkpoint.is_file() and (run / CONFIG_FILE).is_file()  # what --resume continues from
+
+
+def _stop_when_checkpointed(args: list[str], checkpoint: Path, signum: int) -> tuple[int, str]:
+    """``python -m audiotune ARGS``, sent ``signum`` once ``checkpoint`` exists (an epoch has finished): its exit
+    status and standard error."""
+    process = subprocess.Popen([sys.executable, "-m", "audiotune", *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    for _ in range(1200):  # up to 2 minutes for the first epoch to end
+        if checkpoint.is_file() or process.poll() is not None:
+            break
+        time.sleep(0.1)
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=120)
+    return process.returncode, err
+
+
+@pytest.mark.slow
+def test_sigterm_during_training_is_one_line_exit_143_and_resumes(tmp_path: Path, capsys) -> None:
+    """A scheduler's time limit or a preemption (SIGTERM): a failure it sees and retries, the run resumable."""
+    import torch
+
+    ds = make_uid_dataset(tmp_path)
+    run = tmp_path / "run"
+    checkpoint = run / CHECKPOINT_DIR / LAST_CHECKPOINT
+    status, err = _stop_when_checkpointed(train_args(ds, run, "-e", "500"), checkpoint, signal.SIGTERM)
+    assert status == 143, err
+    assert err.strip().splitlines()[-1] == f"audiotune train: interrupted by SIGTERM; {RESUME_HINT}"
+    assert "Traceback" not in err and not (run / MODEL_FILE).exists()
+    assert main(["report", str(run)]) == 2  # nothing to report: resume it, as the line above said
+    assert f"nothing to report yet; {RESUME_HINT}" in capsys.readouterr().err
+    finished = torch.load(checkpoint, map_location="cpu", weights_only=True)["epoch"]  # counted from 0
+    assert main(train_args(ds, run, "-e", "500", "-e", str(finished + 2), "--resume", "True")) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs_run"] == finished + 2 and (run / MODEL_FILE).is_file()
+
+
+@pytest.mark.slow
+def test_sigterm_during_cross_validation_stops_it_before_the_next_fold(tmp_path: Path) -> None:
+    ds = make_uid_dataset(tmp_path)
+    table = tmp_path / "table.csv"
+    rows = ds["table"].reset_index()
+    rows.assign(path=[str(ds["prefix"] / uid / "waveform.wav") for uid in rows["uid"]]).to_csv(table, index=False)
+    out = tmp_path / "cv"
+    args = ["cv", "-d", str(table), "-l", str(ds["labels"]), "-o", str(out), "--group", "subject", "--folds", "3",
+            "--model", "ecapa_tdnn", *SMALL_ECAPA, "-e", "500", "-bs", "4"]
+    status, err = _stop_when_checkpointed(args, out / "fold_1" / "run_1" / CHECKPOINT_DIR / LAST_CHECKPOINT,
+                                          signal.SIGTERM)
+    assert status == 143, err
+    assert err.strip().splitlines()[-1] == ("audiotune cv: interrupted by SIGTERM; finished runs are kept; run the "
+                                            "same command again to go on")
+    assert sorted(p.relative_to(out).as_posix() for p in out.glob("fold_*/run_*")) == ["fold_1/run_1"]
+    assert not (out / "cv_summary.json").exists()
 
 
 @pytest.mark.slow

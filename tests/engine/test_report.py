@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,17 @@ import soundfile as sf
 from conftest import read_report, scores_of_run, small_train_args
 
 from audiotune.cli import main
+from audiotune.config.sections import RESUME_HINT
 from audiotune.engine.report import write_report
+from audiotune.outputs import (
+    CHECKPOINT_DIR,
+    COMMAND_FILE,
+    CONFIG_FILE,
+    LAST_CHECKPOINT,
+    MODEL_FILE,
+    invoked,
+    record_command,
+)
 
 RUN_SECTIONS = ["overview", "config", "metrics", "per-class", "confusion", "curves", "scatter", "groups", "clips"]
 
@@ -102,6 +113,28 @@ def test_a_run_without_predictions_or_config_says_so(trained_run: dict, tmp_path
     (bare / "config.yaml").unlink()
     text = write_report(bare, tmp_path / "no_config.html").read_text()
     assert "no config.yaml here or in the folder above" in text
+
+
+def test_an_interrupted_run_is_reported_as_one_to_resume(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"  # what a stopped `train` leaves: its last checkpoint and config, no weights, no scores
+    (run / CHECKPOINT_DIR).mkdir(parents=True)
+    (run / CHECKPOINT_DIR / LAST_CHECKPOINT).write_bytes(b"checkpoint")
+    (run / CONFIG_FILE).write_text("version: 2\n")
+    typed = ["train", "-d", "split", "-l", "labels.txt", "-o", str(run), "-e", "50"]
+    with invoked(typed):
+        record_command(run)
+    assert main(["report", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"audiotune report: error: {run}: training was stopped before it finished (checkpoints/last.ckpt, "
+                   f"no model.safetensors), so there is nothing to report yet; {RESUME_HINT} (it was: "
+                   f"`audiotune {shlex.join(typed)}`)")
+    assert "evaluate" not in err and not (run / "report.html").exists()
+    (run / COMMAND_FILE).unlink()  # no record of the command: the hint alone
+    with pytest.raises(ValueError, match=f"nothing to report yet; {re.escape(RESUME_HINT)}$"):
+        write_report(run)
+    (run / MODEL_FILE).write_bytes(b"weights")  # trained to the end (an imported run): scored by evaluate first
+    with pytest.raises(ValueError, match="a run without scores of its own"):
+        write_report(run)
 
 
 def test_bad_sources_and_columns_are_one_line_errors(trained_run: dict, tmp_path: Path,

@@ -33,6 +33,7 @@ from audiotune.cli import (
 from audiotune.cli.command import Command
 from audiotune.cli.flags import config_from_args, path_roles
 from audiotune.cli.help import HelpFormatter, add_help_flags, arrange, compact_usage, wants_all
+from audiotune.cli.interrupts import exit_status, interruption_line, sigterm_raises, stopped_by
 from audiotune.cli.seed_flags import refuse_retired
 from audiotune.cli.show import one_line, reader_gone, silence_standard_streams, third_party_quiet
 from audiotune.cli.values import parse_bool
@@ -100,11 +101,6 @@ def _model_named(argv: list[str]) -> str | None:
     return None
 
 
-def _interrupted(command: Command) -> int:
-    print(f"audiotune {command.name}: interrupted; {command.after_interrupt}", file=sys.stderr)
-    return 130
-
-
 def main(argv: list[str] | None = None) -> int:
     typed = sys.argv[1:] if argv is None else list(argv)
     argv, full_help = wants_all(typed)
@@ -118,14 +114,15 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.update(vertex.cluster_environment())  # a Vertex AI multi-worker job: where rank 0 is
         if command.default_outputs:
             command.default_outputs(args)
-        with third_party_quiet(args.verbose), outputs.invoked(typed), staged(args, path_roles(args)):
+        with sigterm_raises(), third_party_quiet(args.verbose), outputs.invoked(typed), \
+                staged(args, path_roles(args)):
             command.run(args, parser)
-    except KeyboardInterrupt:
-        return _interrupted(command)
-    except SystemExit as err:  # Lightning ends a fit stopped by Ctrl-C with exit(1) after its own clean-up
-        if isinstance(err.__context__, KeyboardInterrupt):
-            return _interrupted(command)
-        raise
+    except (KeyboardInterrupt, SystemExit) as err:  # Ctrl-C, SIGTERM, or Lightning's exit after either
+        signum = stopped_by(err)
+        if signum is None:
+            raise
+        print(interruption_line(command.name, signum, command.after_interrupt), file=sys.stderr)
+        return exit_status(signum)
     except Exception as err:  # one line for the user; the traceback with -v
         if reader_gone(err):  # `audiotune ... | head`: stop as other tools do when their reader has gone
             silence_standard_streams()

@@ -13,8 +13,8 @@ class Command:
     command line's, for commands that check another command line, as a sweep or a cloud job does);
     ``examples``: command lines shown at the end of its help, one a line; ``default_outputs(args)`` fills paths
     whose default lies beside an input (outputs such as RUN/evaluate, or a second input such as the args.pkl beside
-    a seed model), before remote paths are staged; ``after_interrupt`` tells a user who stopped the command
-    (Ctrl-C) how to go on."""
+    a seed model), before remote paths are staged; ``after_interrupt`` tells a user whose command was stopped
+    (Ctrl-C, SIGTERM) how to go on."""
 
     name: str
     help: str

@@ -10,6 +10,7 @@ from audiotune.cli.command import Command
 from audiotune.cli.flags import add_config_flags, config_from_args, refuse_other_options, refuse_other_values
 from audiotune.cli.show import quiet_lightning
 from audiotune.config import PRETRAINING, DataConfig, RunConfig
+from audiotune.config.sections import RESUME_HINT
 
 # The options pretraining reads: the audio as the encoder reads it (augmented while training), the encoder, its
 # optimisation and batches, and where it runs. The rest belongs to labels and heads (label file, classifier,
@@ -71,4 +72,4 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 COMMAND = Command(
     "pretrain", "self-supervised pretraining, no labels needed: SSAST masked patches (--model ssast) or wav2vec2 "
                 "task-adaptive pretraining (--model hf -c CHECKPOINT --objective tapt)", arguments, run,
-    after_interrupt="the same command with --resume continues from the last finished epoch")
+    after_interrupt=RESUME_HINT)

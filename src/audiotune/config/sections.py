@@ -32,6 +32,7 @@ ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")  # Lightning's names; auto 
 ON_ERROR = ("raise", "skip")  # what a command does with a bad input: stop with an error, or leave it out and list it
 LOGGERS = ("csv", "tensorboard")
 TENSORBOARD = ("tensorboard", "tensorboardX")  # the packages Lightning's TensorBoardLogger writes with
+RESUME_HINT = "the same command with --resume continues from the last finished epoch"  # a stopped train/pretrain
 
 
 @dataclass

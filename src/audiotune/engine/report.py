@@ -12,6 +12,7 @@ import pandas as pd
 
 from audiotune import storage
 from audiotune.config import RunConfig, load_config
+from audiotune.config.sections import RESUME_HINT
 from audiotune.data.audio import Span, load_clip, span_of
 from audiotune.data.errors import DataError
 from audiotune.data.layout import attach_paths, read_splits
@@ -19,6 +20,7 @@ from audiotune.engine.inference import override_data
 from audiotune.engine.probe_report import is_probe, read_probe
 from audiotune.models.backbones import input_spec
 from audiotune.outputs import (
+    CHECKPOINT_DIR,
     CONFIG_FILE,
     CV_CONFIG_FILE,
     CV_FOLDS_FILE,
@@ -27,9 +29,11 @@ from audiotune.outputs import (
     ENSEMBLE_PREDICTIONS_FILE,
     EVALUATE_DIR,
     EVALUATION_FILE,
+    LAST_CHECKPOINT,
     LOG_DIR,
     LOG_FILE,
     METRICS_FILE,
+    MODEL_FILE,
     PREDICTIONS_FILE,
     PROBE_FILE,
     REPORT_FILE,
@@ -78,6 +82,8 @@ def write_report(source: str | Path, out: str | Path | None = None, data_split_r
         page = render_probe(read_probe(source))
     elif (source / METRICS_FILE).is_file() or (source / PREDICTIONS_FILE).is_file():
         page = render_run(read_run(source, data_split_root, group_by, clips_per_class, clip_kb, run, split, data))
+    elif (source / CHECKPOINT_DIR / LAST_CHECKPOINT).is_file() and not (source / MODEL_FILE).is_file():
+        raise ValueError(interrupted_run(source))
     elif (source / CONFIG_FILE).is_file():  # an imported run, or one stopped before it scored anything
         raise ValueError(f"{source}: a run without scores of its own (no {METRICS_FILE} or {PREDICTIONS_FILE}); "
                          f"report an evaluation of it: `audiotune evaluate --run {source} -d TABLE`, then "
@@ -87,6 +93,15 @@ def write_report(source: str | Path, out: str | Path | None = None, data_split_r
                          f"cross-validation (no {CV_SUMMARY_FILE}), a sweep (no {SWEEP_SUMMARY_FILE}) nor a probe "
                          f"(no {PROBE_FILE})")
     return write_bytes(out, page)
+
+
+def interrupted_run(source: Path) -> str:
+    """What to do with a run stopped before it finished training (its last checkpoint, no trained weights): resume
+    it, as the command that was stopped said, with the command line that wrote it last."""
+    commands = [entry.get("command_line") for entry in command_history(source)]
+    last = f" (it was: `{commands[-1]}`)" if commands and isinstance(commands[-1], str) else ""
+    return (f"{source}: training was stopped before it finished ({CHECKPOINT_DIR}/{LAST_CHECKPOINT}, no "
+            f"{MODEL_FILE}), so there is nothing to report yet; {RESUME_HINT}{last}")
 
 
 def _read_json(path: Path) -> dict:
