@@ -18,7 +18,10 @@ LIGHTNING_EXCEPTIONS = "pytorch_lightning.utilities.exceptions"
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM reached the command: raised where it runs, so that everything that cleans up after Ctrl-C (a
-    KeyboardInterrupt) cleans up after it too, Lightning's fit included."""
+    KeyboardInterrupt) cleans up after it too, Lightning's fit included. A KeyboardInterrupt raised for another
+    signal says which in its ``signum`` (the multi-process scoring commands' own, ``engine.shards.Stopped``, too)."""
+
+    signum = signal.SIGTERM
 
 
 @contextlib.contextmanager
@@ -58,10 +61,8 @@ def stopped_by(err: BaseException) -> signal.Signals | None:
     if lightning is not None and isinstance(err, lightning.SIGTERMException):
         return signal.SIGTERM
     cause = err.__context__ if isinstance(err, SystemExit) else err
-    if isinstance(cause, Terminated):
-        return signal.SIGTERM
     if isinstance(cause, KeyboardInterrupt):
-        return signal.SIGINT
+        return signal.Signals(getattr(cause, "signum", signal.SIGINT))
     return None
 
 

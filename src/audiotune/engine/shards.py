@@ -140,6 +140,7 @@ class ShardError(RuntimeError):
 class Stopped(KeyboardInterrupt):
     """SIGTERM reached a process of a multi-process command (a launcher or a scheduler stopping it): raised where
     the process is, so that it ends as after Ctrl-C, what it holds cleaned up and the others told."""
+    signum = signal.SIGTERM  # the command ends with SIGTERM's status and names it
 
 
 def _stop(signum: int, frame: Any) -> None:
