@@ -60,12 +60,16 @@ def test_a_command_whose_reader_went_away_stops_quietly_as_other_tools_do() -> N
 
     source = Path(__file__).parents[2] / "src"
     env = {**os.environ, "PYTHONPATH": f"{source}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    # `audiotune recipes | head -1`: the pipe's reader leaves after one line
-    command = subprocess.Popen([sys.executable, "-m", "audiotune", "recipes"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, env=env, bufsize=0)
-    assert command.stdout is not None and command.stderr is not None
-    command.stdout.read(1)
-    command.stdout.close()
+    # `audiotune recipes | head -0`: the pipe's reader has left before the command writes (its whole output would
+    # fit in the pipe's buffer, so a reader leaving after the first bytes could leave after the command ended)
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        command = subprocess.Popen([sys.executable, "-m", "audiotune", "recipes"], stdout=writer,
+                                   stderr=subprocess.PIPE, env=env)
+    finally:
+        os.close(writer)
+    assert command.stderr is not None
     errors = command.stderr.read().decode()
     assert command.wait(timeout=120) == 141, errors  # as a shell reports a process ended by SIGPIPE
     assert errors == ""
