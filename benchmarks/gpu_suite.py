@@ -66,12 +66,12 @@ ECAPA_TINY = ["--channels", "16", "16", "48", "--kernel_sizes", "5", "3", "1", "
               "--attention_channels", "8", "--se_channels", "8", "--res2net_scale", "2", "--lin_neurons", "16"]
 # sizes per mode; budgets in seconds per part (the full ones add up to under 8 minutes with start-up)
 SIZES = {
-    "full": {"w2v": {}, "ast": {}, "clip_s": 10.0, "extract_clips": 96, "extract_batch": 32, "extract_workers": 8,
+    "full": {"w2v": {}, "ast": {}, "clip_s": 10.0, "extract_clips": 512, "extract_batch": 32, "extract_workers": 8,
              "forward_repeats": 8,
              "ecapa": [], "ecapa_clips": 192, "ecapa_batch": 32, "ecapa_epochs": 3, "workers": [0, 4, 8],
              "frozen_clips": 512, "frozen_epochs": 10, "frozen_batch": 32,
              "tune_clips": 256, "tune_batch": 32, "tune_epochs": 4, "tune_workers": 8, "peak_sizes": [8192],
-             "budget": {"a": 140, "b": 160, "c": 70, "d": 70}},
+             "budget": {"a": 200, "b": 160, "c": 70, "d": 70}},
     "smoke": {"w2v": W2V_TINY, "ast": AST_TINY, "clip_s": 1.0, "extract_clips": 8, "extract_batch": 4,
               "extract_workers": 0, "forward_repeats": 2, "ecapa": ECAPA_TINY, "ecapa_clips": 8, "ecapa_batch": 4,
               "ecapa_epochs": 2,

@@ -49,6 +49,21 @@ def test_loss_per_head_type() -> None:
     assert resolve_loss("MSE", [HeadSpec("score", "regression", ["score"])]) == "MSE"
 
 
+def test_the_optimiser_updates_in_one_fused_kernel_on_cuda_only() -> None:
+    from types import SimpleNamespace
+
+    from audiotune.engine.module import fused_update
+
+    on = [SimpleNamespace(device=torch.device(kind)) for kind in ("cuda", "cuda:1", "cpu")]
+    assert fused_update(on[:2]) and not fused_update(on) and not fused_update(on[2:]) and not fused_update([])
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        for optim in ("adam", "adamw"):
+            model = torch.nn.Linear(2, 2).to(device)
+            optimizer = optimizers(model.parameters(), TrainConfig(optim=optim), steps_per_epoch=1)["optimizer"]
+            assert bool(optimizer.param_groups[0]["fused"]) is (device == "cuda")
+
+
 @pytest.mark.parametrize("optim, scheduler", [("adam", "none"), ("adamw", "onecycle"), ("adamw", "cosine")])
 def test_optimizers_and_schedules(optim: str, scheduler: str) -> None:
     model = torch.nn.Linear(2, 2)

@@ -20,3 +20,42 @@ def test_a_seed_experiment_folder_is_told_how_to_become_a_run(tmp_path: Path) ->
             resolve_run_dir(given)
     with pytest.raises(FileNotFoundError, match=r"pass the --exp_dir of a training run$"):
         resolve_run_dir(tmp_path / "nothing")
+
+
+def test_a_run_loads_its_weights_without_drawing_random_ones_first(hf_checkpoints: dict[str, Path], tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every weight of a run comes from its model.safetensors, so rebuilding it draws no random encoder weights
+    first (seconds for a wav2vec2-base-sized encoder); the rebuilt model holds exactly the saved weights. A model
+    built to train from its config alone still draws them."""
+    import torch
+    from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2PreTrainedModel
+
+    from audiotune.config import CONFIG_VERSION, HeadSpec, RunConfig, save_config
+    from audiotune.models.backbones import resolve_config
+    from audiotune.models.checkpoint import build_classifier, load_run, save_weights
+    from audiotune.outputs import CONFIG_FILE, MODEL_FILE
+
+    config = RunConfig()
+    config.model.model, config.model.checkpoint = "hf", str(hf_checkpoints["w2v_group"])
+    config.heads = [HeadSpec("pitch", "binary", ["high"])]
+    config = resolve_config(config)
+    config.version = CONFIG_VERSION
+    torch.manual_seed(1)
+    trained = build_classifier(config)
+    save_weights(trained, tmp_path / MODEL_FILE)
+    save_config(config, tmp_path / CONFIG_FILE)
+
+    drawn: list[str] = []
+    original = Wav2Vec2PreTrainedModel._init_weights
+
+    def counted(self, module: torch.nn.Module) -> None:
+        drawn.append(type(module).__name__)
+        original(self, module)
+
+    monkeypatch.setattr(Wav2Vec2PreTrainedModel, "_init_weights", counted)
+    _, loaded = load_run(tmp_path)
+    assert drawn == []
+    saved = trained.state_dict()
+    assert all(torch.equal(tensor, saved[name]) for name, tensor in loaded.state_dict().items())
+    build_classifier(config, pretrained=False)
+    assert drawn  # the same build outside a load draws its random weights

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -227,16 +227,24 @@ def warmup_flat_linear(warmup: int, total_steps: int) -> Callable[[int], float]:
     return factor
 
 
+def fused_update(params: Sequence[torch.Tensor]) -> bool:
+    """Whether Adam/AdamW update ``params`` in one fused kernel: when they are all on CUDA (the same arithmetic as
+    the default multi-tensor update, in a few kernel launches instead of several per parameter group)."""
+    return bool(params) and all(p.device.type == "cuda" for p in params)
+
+
 def optimizers(parameters: Iterable[torch.nn.Parameter], cfg: TrainConfig,
                steps_per_epoch: int) -> OptimizerConfig | OptimizerLRSchedulerConfig:
-    """Adam/AdamW over the trainable parameters, with the schedule stepped per batch."""
+    """Adam/AdamW over the trainable parameters (fused on CUDA: :func:`fused_update`), with the schedule stepped
+    per batch."""
     params = [p for p in parameters if p.requires_grad]
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
+    fused = fused_update(params) or None  # None: torch's own choice (multi-tensor) elsewhere
     if cfg.optim == "adamw":
-        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=fused)
     else:
-        optimizer = torch.optim.Adam(params, lr=cfg.learning_rate)
+        optimizer = torch.optim.Adam(params, lr=cfg.learning_rate, fused=fused)
     # optimiser steps, not batches: one step per --accumulate_grad_batches batches (and one for an epoch's rest)
     total_steps = cfg.training_steps or max(1, math.ceil(steps_per_epoch / cfg.accumulate_grad_batches)) * cfg.epochs
     if cfg.scheduler == "onecycle":

@@ -31,7 +31,7 @@ from audiotune.config import (
 from audiotune.config.sections import ECAPA_FBANK_SIZES, ECAPA_MFCC_IGNORED
 from audiotune.models.backbones import resolve_config
 from audiotune.models.backbones.hf_checkpoint import weights_quietly
-from audiotune.models.checkpoint import build_classifier, save_weights
+from audiotune.models.checkpoint import classifier_to_load, save_weights
 from audiotune.models.classifier import Classifier
 from audiotune.models.state_dict import torch_refusal
 from audiotune.outputs import (
@@ -361,7 +361,7 @@ def write_seed_run(layout: SeedLayout, config: RunConfig, state: Mapping[str, to
         checkpoint = config.model.checkpoint
         try:
             resolve_config(config)
-            model = build_classifier(config, pretrained=False)
+            model = classifier_to_load(config)
         except (OSError, ValueError) as err:
             hint = f" (its encoder --checkpoint {checkpoint}: pass -c with that hub id or a local copy)" \
                 if checkpoint and (isinstance(err, OSError) or checkpoint in str(err)) else ""

@@ -20,7 +20,7 @@ from audiotune.engine.seed_import import SeedImportError, owned_import_dir, reci
 from audiotune.engine.seed_ser import read_lightning_state, save_seed_extractor, today_name
 from audiotune.models.backbones import resolve_config
 from audiotune.models.backbones.hf_checkpoint import weights_quietly
-from audiotune.models.checkpoint import build_classifier, save_weights
+from audiotune.models.checkpoint import classifier_to_load, save_weights
 from audiotune.outputs import CONFIG_FILE, ENCODER_DIR, IMPORT_RECORD_FILE, MODEL_FILE, atomic_dir, write_json
 
 VFT_RECIPE = "seeds/ser_vft"
@@ -88,7 +88,7 @@ def import_vft_run(path: str | Path, architecture: str, classes: list[str], exp_
         config.exp_dir = str(exp_dir)
         try:
             resolve_config(config)
-            model = build_classifier(config, pretrained=False)
+            model = classifier_to_load(config)
         except (OSError, ValueError) as err:
             raise SeedImportError(f"-c {architecture}: the encoder's architecture cannot be read "
                                   f"({str(err).splitlines()[0]}); give the folder or cached hub id the seed "

@@ -41,7 +41,7 @@ from audiotune.engine.selection import check_monitor, monitor_key, monitor_mode
 from audiotune.engine.trainer import build_trainer
 from audiotune.launch import launched_rank_zero
 from audiotune.models.backbones import input_spec, refuse_inactive, resolve_config
-from audiotune.models.checkpoint import build_classifier, export_backbone, save_weights
+from audiotune.models.checkpoint import build_classifier, classifier_to_load, export_backbone, save_weights
 from audiotune.models.classifier import Classifier
 from audiotune.models.state_dict import load_torch_file
 from audiotune.outputs import (
@@ -286,7 +286,7 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
 
     sampler = balanced_sampler(config, prepared)
 
-    model = build_classifier(config, pretrained=imported is None)
+    model = build_classifier(config) if imported is None else classifier_to_load(config)
     if imported is not None:
         changes = load_imported(model, imported, config)
     if config.train.adapt_bn != OFF:

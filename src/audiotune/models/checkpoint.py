@@ -8,6 +8,7 @@ from safetensors.torch import load_file, save_file
 
 from audiotune.config import MASK_EMBEDDING_KEPT_VERSION, WEIGHTED_STATES_VERSION, RunConfig, load_config
 from audiotune.models.backbones import SupportsExportConfig, SupportsFeatureEncoderFreeze, build_backbone
+from audiotune.models.backbones.hf_checkpoint import weights_loaded_next
 from audiotune.models.classifier import Classifier
 from audiotune.outputs import CONFIG_FILE, ENCODER_DIR, MODEL_FILE, atomic_path, run_dir_of
 
@@ -38,6 +39,14 @@ def build_classifier(config: RunConfig, pretrained: bool = True) -> Classifier:
     summed = backbone.weighted_states if config.version >= WEIGHTED_STATES_VERSION else backbone.num_hidden_states
     return Classifier(backbone, config.heads, config.classifier, freeze_backbone=bool(config.model.freeze),
                       weighted_states=summed, frozen_train_mode=config.model.frozen_train_mode)
+
+
+def classifier_to_load(config: RunConfig) -> Classifier:
+    """The classifier the config describes, for a caller that loads every weight into it next (strictly): no
+    ``--checkpoint`` weights, and a transformers encoder's random initialisation skipped
+    (:func:`~audiotune.models.backbones.hf_checkpoint.weights_loaded_next`)."""
+    with weights_loaded_next():
+        return build_classifier(config, pretrained=False)
 
 
 def export_backbone(model: Classifier, run_dir: str | Path) -> None:
@@ -75,7 +84,7 @@ def load_run(path: str | Path) -> tuple[RunConfig, Classifier]:
     weights = run_dir / MODEL_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: no trained weights in this run directory")
-    model = build_classifier(config, pretrained=False)
+    model = classifier_to_load(config)
     try:
         state = load_file(str(weights))
     except Exception as err:  # safetensors raises its own error type for a damaged file

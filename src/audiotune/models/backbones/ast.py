@@ -52,7 +52,7 @@ from audiotune.config import RunConfig
 from audiotune.data.features import normalize
 from audiotune.data.input_spec import InputSpec
 from audiotune.models.backbones import Backbone, TransformersSizes, input_spec, register
-from audiotune.models.backbones.hf_checkpoint import check_available, weights_quietly
+from audiotune.models.backbones.hf_checkpoint import check_available, from_config_initialised, weights_quietly
 
 __all__ = ["DEFAULT_CHECKPOINT", "ASTBackbone", "ASTOptions", "ast_extractor_settings", "ast_input", "build_ast",
            "resolve_ast"]
@@ -135,7 +135,8 @@ def _load_encoder(checkpoint: str, pretrained: bool) -> Any:
     if pretrained:
         with weights_quietly():
             return AutoModel.from_pretrained(checkpoint, config=config)
-    return AutoModel.from_config(config)
+    with from_config_initialised():
+        return AutoModel.from_config(config)
 
 
 class ASTBackbone(TransformersSizes, Backbone):

@@ -1,7 +1,9 @@
-"""What a Hugging Face speech checkpoint declares about its input, read from its configs without its weights, and
-how its weights are read and written quietly."""
+"""What a Hugging Face speech checkpoint declares about its input, read from its configs without its weights, how
+its weights are read and written quietly, and how a model whose weights are loaded next skips drawing random ones."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import logging
 import os
@@ -14,6 +16,31 @@ from typing import Any
 from urllib.parse import urlparse
 
 log = logging.getLogger(__name__)
+_LOADED_NEXT = contextvars.ContextVar("weights_loaded_next", default=False)
+
+
+@contextmanager
+def weights_loaded_next() -> Iterator[None]:
+    """Build models in this block for a caller that loads every weight next (strictly): a transformers model built
+    from its config (:func:`from_config_initialised`) then skips its random initialisation, which for a
+    wav2vec2-base-sized encoder costs seconds, longer than the load itself."""
+    token = _LOADED_NEXT.set(True)
+    try:
+        yield
+    finally:
+        _LOADED_NEXT.reset(token)
+
+
+def from_config_initialised() -> contextlib.AbstractContextManager:
+    """Around building a transformers model from its config alone: random weights drawn as usual, or none inside
+    :func:`weights_loaded_next` (transformers' own ``no_init_weights``: the tensors are allocated, not drawn)."""
+    if not _LOADED_NEXT.get():
+        return contextlib.nullcontext()
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # transformers 4.x kept it here
+        from transformers.modeling_utils import no_init_weights  # type: ignore[attr-defined,no-redef]
+    return no_init_weights()
 
 
 def conv_receptive_field(hf_config: Any) -> int:

@@ -30,7 +30,7 @@ from audiotune.config import (
     option_default,
 )
 from audiotune.models.backbones import backbone_options, input_spec
-from audiotune.models.backbones.hf_checkpoint import report_loading, weights_quietly
+from audiotune.models.backbones.hf_checkpoint import from_config_initialised, report_loading, weights_quietly
 from audiotune.models.backbones.hf_masks import MIN_MASKS, SPAN_RULES
 from audiotune.storage import Role
 
@@ -141,7 +141,8 @@ def load_encoder(options: HFOptions, pretrained: bool) -> Any:
             model, loading = AutoModel.from_pretrained(options.checkpoint, config=config, output_loading_info=True)
         report_loading(options.checkpoint, config, loading)
     else:
-        model = AutoModel.from_config(config)
+        with from_config_initialised():
+            model = AutoModel.from_config(config)
     if options.mask_time_prob == 0 and isinstance(getattr(model, "masked_spec_embed", None), nn.Parameter):
         # the mask embedding is unused then; an unused parameter would trip DDP and differ between load paths
         del model.masked_spec_embed

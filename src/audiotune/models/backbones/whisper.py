@@ -70,7 +70,7 @@ from torch import Tensor, nn
 from audiotune.config import AT_LEAST_0, RunConfig, option, option_default
 from audiotune.data.input_spec import InputSpec
 from audiotune.models.backbones import Backbone, backbone_options, encode_in_windows, register
-from audiotune.models.backbones.hf_checkpoint import check_available, weights_quietly
+from audiotune.models.backbones.hf_checkpoint import check_available, from_config_initialised, weights_quietly
 
 __all__ = ["DEFAULT_CHECKPOINT", "WhisperBackbone", "WhisperOptions", "build_whisper", "front_end_settings",
            "resolve_whisper", "whisper_input"]
@@ -165,7 +165,8 @@ def _load_encoder(checkpoint: str, pretrained: bool) -> Any:
     config.encoder_layerdrop = 0.0  # every layer always runs: a fixed number of hidden states
     config._attn_implementation = "sdpa"  # takes the boolean padding mask built here
     if not pretrained:
-        return WhisperEncoder(config)
+        with from_config_initialised():
+            return WhisperEncoder(config)
     with _quiet_loading(), weights_quietly():
         loaded: Any = WhisperEncoder.from_pretrained(checkpoint, config=config, key_mapping=ENCODER_KEYS,
                                                      dtype=torch.float32, output_loading_info=True)
