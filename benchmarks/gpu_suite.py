@@ -20,7 +20,7 @@ suite goes on; the JSON is rewritten after every row, so a killed run keeps the 
 - peak memory of each row: ``torch.cuda.max_memory_allocated`` on a GPU, the peak resident set of this process on
   the CPU (loader workers not included).
 
-On one GPU (about 8 minutes)::
+On one GPU (about 5 minutes on an H100)::
 
     python benchmarks/gpu_suite.py --device cuda --json gpu_suite.json
 
@@ -64,7 +64,8 @@ AST_TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
             "max_length": 128, "num_mel_bins": 32}
 ECAPA_TINY = ["--channels", "16", "16", "48", "--kernel_sizes", "5", "3", "1", "--dilations", "1", "2", "1",
               "--attention_channels", "8", "--se_channels", "8", "--res2net_scale", "2", "--lin_neurons", "16"]
-# sizes per mode; budgets in seconds per part (the full ones add up to under 8 minutes with start-up)
+# sizes per mode; budgets in seconds per part (the full ones add up to 500 s, under 9 minutes with start-up);
+# extraction over 85 min of audio, so that the command's start-up weighs as when a data set is embedded
 SIZES = {
     "full": {"w2v": {}, "ast": {}, "clip_s": 10.0, "extract_clips": 512, "extract_batch": 32, "extract_workers": 8,
              "forward_repeats": 8,
