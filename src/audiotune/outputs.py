@@ -51,6 +51,7 @@ CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"  # in CHECKPOINT_DIR: what a resumed run continues from
 BEST_CHECKPOINT = "best.ckpt"  # in CHECKPOINT_DIR: the best validation epoch
 BEST_CHECKPOINTS = "best-{epoch:02d}"  # in CHECKPOINT_DIR with --save_top_k K > 1: best-epoch=NN.ckpt, K of them
+FROZEN_WEIGHTS_FILE = "frozen.safetensors"  # in CHECKPOINT_DIR: the weights that do not train, named by checkpoints
 LOG_DIR = "logs"
 LOG_FILE = "metrics.csv"  # in LOG_DIR: the file Lightning's CSV logger writes
 TENSORBOARD_DIR = "tensorboard"  # in LOG_DIR with --logger tensorboard: TensorBoard's event files

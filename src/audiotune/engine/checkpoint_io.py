@@ -1,14 +1,31 @@
-"""Lightning checkpoints written complete or not at all (a full disk or a kill never leaves a truncated one)."""
+"""Lightning checkpoints written complete or not at all (a full disk or a kill never leaves a truncated one), and
+the weights that do not train written once beside them instead of into every checkpoint.
+
+A run with a frozen encoder (``--freeze``, the default for a pretrained one) would otherwise write the encoder's
+every weight into ``last.ckpt`` and ``best.ckpt`` at every epoch: 2 x 380 MB per epoch for wav2vec2-base, more
+time than a cached epoch takes. Those weights go to ``checkpoints/frozen.safetensors`` (written when a
+checkpoint first needs it, and again only if the set of frozen weights changes); each checkpoint records which
+of its model states they were taken from, and reading a checkpoint (:func:`read_checkpoint`, and Lightning's own
+``--resume`` through :class:`AtomicCheckpointIO`) puts them back, so that every reader sees whole states.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
+from safetensors.torch import load_file, save_file
 
-from audiotune.outputs import LAST_CHECKPOINT, atomic_path, refused
+from audiotune.models.state_dict import load_torch_file
+from audiotune.outputs import FROZEN_WEIGHTS_FILE, LAST_CHECKPOINT, atomic_path, refused
+
+FROZEN_ENTRY = "frozen_weights"  # in a checkpoint: where its weights that do not train are, and which states held them
+# the model states of a checkpoint: its weights, and with --ema the weights training goes on from (Lightning's
+# weight averaging keeps the average in state_dict)
+MODEL_STATES = ("state_dict", "current_model_state")
 
 
 def latest_checkpoint(checkpoint_dir: Path) -> ModelCheckpoint:
@@ -20,14 +37,86 @@ def latest_checkpoint(checkpoint_dir: Path) -> ModelCheckpoint:
                            enable_version_counter=False)
 
 
+def set_frozen_aside(checkpoint: dict[str, Any], module: pl.LightningModule) -> None:
+    """Move the module's parameters that do not train out of the checkpoint's model states into
+    ``checkpoint[FROZEN_ENTRY]``, for :class:`AtomicCheckpointIO` to write once (call from the module's
+    ``on_save_checkpoint``, which Lightning runs after the callbacks' own)."""
+    names = [name for name, parameter in module.named_parameters() if not parameter.requires_grad]
+    weights: dict[str, torch.Tensor] = {}
+    states = []
+    for entry in MODEL_STATES:
+        state = checkpoint.get(entry)
+        if isinstance(state, dict) and any(name in state for name in names):
+            for name in names:
+                if name in state:
+                    weights.setdefault(name, state.pop(name))
+            states.append(entry)
+    if weights:
+        checkpoint[FROZEN_ENTRY] = {"states": states, "weights": weights}
+
+
+def with_frozen_weights(checkpoint: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """``checkpoint`` (read from ``path``) with the weights it set aside put back into its model states from the
+    frozen-weights file beside it; a checkpoint that set none aside is returned as it is."""
+    aside = checkpoint.pop(FROZEN_ENTRY, None)
+    if aside is None:
+        return checkpoint
+    source = Path(path).parent / aside["file"]
+    if not source.is_file():
+        raise FileNotFoundError(f"{path}: its weights that do not train are kept in {source}, which is missing; "
+                                "copy the whole checkpoints folder")
+    try:
+        weights = load_file(str(source))
+    except Exception as err:  # safetensors raises its own error type for a damaged file
+        raise ValueError(f"{source}: cannot be read as safetensors ({err}); the file is damaged or incomplete") \
+            from err
+    absent = [name for name in aside["keys"] if name not in weights]
+    if absent:
+        raise ValueError(f"{source}: lacks {len(absent)} of the weights {path} names (e.g. {absent[0]}); it belongs "
+                         "to another run or training stage")
+    for entry in aside["states"]:
+        checkpoint[entry].update({name: weights[name] for name in aside["keys"]})
+    return checkpoint
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A Lightning checkpoint of this package read on the CPU (weights only) with whole model states."""
+    return with_frozen_weights(load_torch_file(path), path)
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` into a temporary file beside the checkpoint, renamed onto it when complete."""
+    """``torch.save`` into a temporary file beside the checkpoint, renamed onto it when complete; the weights a
+    checkpoint set aside (:func:`set_frozen_aside`) are written to the frozen-weights file beside it first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._frozen_written: tuple[Path, tuple[str, ...]] | None = None
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
+        aside = checkpoint.get(FROZEN_ENTRY)
+        if aside is not None:
+            checkpoint = {**checkpoint, FROZEN_ENTRY: {"file": FROZEN_WEIGHTS_FILE, "states": aside["states"],
+                                                       "keys": sorted(aside["weights"])}}
+            self._write_frozen(Path(path).parent / FROZEN_WEIGHTS_FILE, aside["weights"])
         with atomic_path(path) as partial:
             try:
                 torch.save(checkpoint, partial)
             except RuntimeError as err:  # torch's archive writer reports a refused write as a RuntimeError
                 raise refused(path, RuntimeError("the file system took only part of the checkpoint")) from err
+
+    def _write_frozen(self, target: Path, weights: dict[str, torch.Tensor]) -> None:
+        """Write the weights that do not train, unless this process wrote the same set there already (they do not
+        change while they do not train)."""
+        written = (target, tuple(sorted(weights)))
+        if self._frozen_written == written and target.is_file():
+            return
+        with atomic_path(target) as partial:
+            save_file({name: tensor.detach().cpu().contiguous() for name, tensor in weights.items()}, str(partial))
+        self._frozen_written = written
+
+    def load_checkpoint(self, path: Any, map_location: Any | None = lambda storage, loc: storage,
+                        weights_only: bool | None = None) -> dict[str, Any]:
+        return with_frozen_weights(super().load_checkpoint(path, map_location=map_location,
+                                                           weights_only=weights_only), path)

@@ -17,6 +17,7 @@ from torch import Tensor
 from audiotune.config import HeadSpec, TrainConfig
 from audiotune.data.loading import batch_features
 from audiotune.engine.adapt import batchnorm_state, estimate_batchnorm, load_batchnorm_state
+from audiotune.engine.checkpoint_io import set_frozen_aside
 from audiotune.engine.distributed import all_gather_objects, unique_batches
 from audiotune.engine.losses import ClassWeights, classification_loss, resolve_loss, resolve_regression_loss
 from audiotune.engine.metrics import compute_metrics, scores_from_logits
@@ -132,6 +133,9 @@ class ClassifierModule(pl.LightningModule):
             seed = (torch.initial_seed() if self.seed is None else self.seed) + self.global_rank
             pl.seed_everything(seed, workers=True, verbose=False)
             self.label_generator.manual_seed(seed)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        set_frozen_aside(checkpoint, self)  # written once beside the checkpoints, not into every one
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         _, loss = self._step(batch, "train")

@@ -32,6 +32,7 @@ from audiotune.data.loader_plan import training_passes
 from audiotune.data.loading import check_sampler_options, make_dataset, make_loader
 from audiotune.data.prepare import prepare_eval_data
 from audiotune.data.splits import draw_validation, share_count
+from audiotune.engine.checkpoint_io import read_checkpoint
 from audiotune.engine.clips_read import write_clips_read
 from audiotune.engine.cv_encoders import encoder_paths
 from audiotune.engine.distributed import (
@@ -46,7 +47,6 @@ from audiotune.engine.module import DeviceFeatures, optimizers, trains
 from audiotune.engine.trainer import build_trainer
 from audiotune.launch import launched_rank_zero
 from audiotune.models.backbones import SupportsPretraining, build_backbone, input_spec, refuse_inactive, resolve_config
-from audiotune.models.state_dict import load_torch_file
 from audiotune.outputs import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -258,7 +258,7 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
     kept = "last epoch (--keep last)" if validating and config.train.keep == "last" else "last epoch"
     if config.train.keep == "best" and best is not None and best.best_model_path and \
             Path(best.best_model_path).is_file():
-        module.load_state_dict(load_torch_file(best.best_model_path)["state_dict"])
+        module.load_state_dict(read_checkpoint(best.best_model_path)["state_dict"])
         kept = f"best validation loss ({Path(best.best_model_path).name})"
     written = backbone.save_pretrained_outputs(exp_dir)
     log_csv = exp_dir / LOG_DIR / LOG_FILE

@@ -29,6 +29,7 @@ from audiotune.data.samplers import BalancedSampler
 from audiotune.engine.adapt import OFF, WHOLE_SPLIT, adaptation_groups, check_adaptable, check_adaptation
 from audiotune.engine.aggregate import check_recording_targets
 from audiotune.engine.cache import CachedDataset, cache_blocker, cached_datasets, cached_loader
+from audiotune.engine.checkpoint_io import read_checkpoint
 from audiotune.engine.clips_read import write_clips_read
 from audiotune.engine.cv_encoders import encoder_paths
 from audiotune.engine.distributed import check_launch, trainer_devices, unused_parameter_hint
@@ -43,7 +44,6 @@ from audiotune.launch import launched_rank_zero
 from audiotune.models.backbones import input_spec, refuse_inactive, resolve_config
 from audiotune.models.checkpoint import build_classifier, classifier_to_load, export_backbone, save_weights
 from audiotune.models.classifier import Classifier
-from audiotune.models.state_dict import load_torch_file
 from audiotune.outputs import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -109,7 +109,7 @@ def _keep_weights(module: ClassifierModule, checkpoint: ModelCheckpoint | None, 
     is the saved model, ``best_checkpoint`` when --keep last saved the last epoch instead."""
     if checkpoint is None or not checkpoint.best_model_path or not Path(checkpoint.best_model_path).is_file():
         return "last epoch", {}
-    saved = load_torch_file(checkpoint.best_model_path)
+    saved = read_checkpoint(checkpoint.best_model_path)
     score = checkpoint.best_model_score
     assert checkpoint.monitor is not None and score is not None  # the monitored checkpoint wrote a best file
     metric = checkpoint.monitor.removeprefix("val_")
@@ -217,7 +217,7 @@ def record_changes(exp_dir: Path, changes: dict[str, list], started_from: str = 
 
 def check_resume_fits(module: pl.LightningModule, checkpoint: Path) -> None:
     """A clear error when the checkpoint to resume was trained with other model or head flags."""
-    state = load_torch_file(checkpoint).get("state_dict", {})
+    state = read_checkpoint(checkpoint).get("state_dict", {})
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
