@@ -12,6 +12,7 @@ import math
 import os
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,7 @@ import soundfile as sf
 from audiotune import storage
 from audiotune.data.errors import DataError
 from audiotune.data.resample import RESAMPLED_LENGTHS, resample, resampled_count
+from audiotune.machine import usable_cpus
 
 CHANNEL_MODES = ("mean", "sum", "maxabs", "select", "interleave", "stack", "none")
 # modes whose output is the channels laid end to end or sample by sample: C times longer than one channel
@@ -28,6 +30,7 @@ LENGTHENING_MODES = ("interleave", "stack")
 # modes that are linear and per-sample: mixing before resampling equals resampling each channel first
 MIX_FIRST_MODES = ("mean", "sum", "select", "none")
 CHECK_BLOCK_FRAMES = 1 << 16  # the pre-run check streams spans in blocks of this many frames
+SCAN_THREADS = 8  # files the pre-run check reads at once, at most
 
 
 class AudioError(DataError):
@@ -357,19 +360,31 @@ def scan_audio(table: pd.DataFrame, spec: AudioSpec, split: str,
 
 def check_rows(table: pd.DataFrame, spec: AudioSpec, split: str,
                min_samples: int = 0) -> tuple[list[int], pd.DataFrame]:
-    """The checks of :func:`scan_audio`: each row's prepared length (-1 where unusable) and the failures."""
-    lengths, failures = [], []
-    for uid, row in table.iterrows():
+    """The checks of :func:`scan_audio`: each row's prepared length (-1 where unusable) and the failures, in the
+    table's order. Local files are checked up to :data:`SCAN_THREADS` at once, as many as this process has CPUs
+    (libsndfile decodes outside Python's lock); remote ones one at a time (fsspec's block cache is not shared
+    safely between threads)."""
+    def check(item: tuple[object, pd.Series]) -> tuple[int, dict | None]:
+        uid, row = item
         try:
             length = check_clip(row["path"], spec, row.get("expected_rate", float("nan")), span_of(row))
             if length < min_samples:
                 raise DataError(f"{row['path']}: {length} samples once prepared, shorter than the {min_samples} "
                                 "the model needs for one output frame")
-            lengths.append(length)
+            return length, None
         except DataError as err:
-            lengths.append(-1)
-            failures.append({"uid": uid, "split": split, "path": row["path"], "reason": str(err)})
-    return lengths, pd.DataFrame(failures, columns=["uid", "split", "path", "reason"])
+            return -1, {"uid": uid, "split": split, "path": row["path"], "reason": str(err)}
+
+    rows = list(table.iterrows())
+    local = not any(storage.is_remote(row["path"]) for _, row in rows)
+    threads = min(SCAN_THREADS, usable_cpus(), len(rows)) if local else 1
+    if threads > 1:
+        with ThreadPoolExecutor(threads, thread_name_prefix="audiotune-scan") as pool:
+            checked = list(pool.map(check, rows))
+    else:
+        checked = [check(row) for row in rows]
+    failures = [failure for _, failure in checked if failure is not None]
+    return [length for length, _ in checked], pd.DataFrame(failures, columns=["uid", "split", "path", "reason"])
 
 
 def usable_rows(table: pd.DataFrame, lengths: list[int]) -> pd.DataFrame:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 
 from audiotune.config import RunConfig
 from audiotune.data.audio import AudioError, AudioSpec, open_audio
+from audiotune.machine import usable_cpus
 
 log = logging.getLogger(__name__)
 
@@ -105,14 +105,6 @@ def input_cost(table: pd.DataFrame | None, spec: AudioSpec) -> InputCost:
 def pins_memory(device: torch.device) -> bool:
     """Whether loaders feeding ``device`` pin their batches: only for CUDA (pinned pages copy asynchronously)."""
     return device.type == "cuda"
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity, which container and job limits set), else the machine's."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def auto_workers(accelerator: bool, cpus: int, cost: InputCost) -> int:
