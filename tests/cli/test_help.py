@@ -29,6 +29,8 @@ def test_train_help_fits_a_screenful_and_help_all_shows_everything(capsys, monke
     assert "--freeze_feature_encoder" not in full and "--frozen_train_mode" in brief
     hf = help_text(capsys, monkeypatch, "train", "--model", "hf", "--help")
     assert "--freeze_feature_encoder [BOOL]" in hf and "--freeze_feature_projection [BOOL]" in hf
+    whisper = help_text(capsys, monkeypatch, "train", "--model", "whisper", "--help")
+    assert "--freeze_feature_encoder [BOOL]" in whisper and "--freeze_feature_projection" not in whisper
     assert "--clip-length" not in full and "--clip_length X" in full  # each flag spelt once (both parse)
 
 

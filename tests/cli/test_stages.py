@@ -115,6 +115,17 @@ def test_the_refusals_say_why_the_command_does_not_act_on_them(capsys: pytest.Ca
                                                                                            "--mask_feature_prob"]
 
 
+def test_a_model_flag_for_a_part_the_backbone_lacks_is_refused_before_anything_is_read(
+        capsys: pytest.CaptureFixture) -> None:
+    for argv, said in ((["--model", "ecapa_tdnn", "--freeze_feature_encoder"],
+                        "--freeze_feature_encoder: --model ecapa_tdnn has no separate convolutional feature encoder"),
+                       (["--model", "whisper", "--freeze_feature_projection"],
+                        "--freeze_feature_projection: --model whisper has no feature projection after its "
+                        "convolutional front end")):
+        assert main(["train", *argv, "-d", "missing.csv", "-l", "missing.txt"]) == 2  # before the data are read
+        assert capsys.readouterr().err.strip().splitlines()[-1].endswith(said)
+
+
 def inactive_config(tmp_path: Path, backbone: str, stages: frozenset[Stage]) -> tuple[Path, dict]:
     """A config file setting every option of ``backbone`` that acts in none of ``stages`` away from its default."""
     values = {spec.name: non_default_value(backbone, spec) for name, spec in backbone_option_cases()

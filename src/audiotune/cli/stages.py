@@ -84,10 +84,14 @@ def say_left_at_defaults(command: str, config_file: str | None, ignored: list[st
 
 
 def refuse_other_backbones(args: argparse.Namespace, config: RunConfig) -> None:
-    """A flag of one backbone given for another would silently do nothing: refused, naming its backbones."""
+    """A flag of one backbone given for another would silently do nothing: refused, naming its backbones; so is a
+    model-section flag for a part the backbone lacks (:data:`~audiotune.models.backbones.ABILITY_OPTIONS`)."""
     declared = owners()
     wrong = [(name, declared[name]) for key in vars(args) if key.startswith("options.")
              for name in [key.removeprefix("options.")] if config.model.model not in declared[name]]
     if wrong:
         shown = ", ".join(f"--{name} (--model {', '.join(owner)})" for name, owner in wrong)
         raise ValueError(f"{shown}: option(s) of another backbone than --model {config.model.model}")
+    for key in vars(args):  # a model-section option the backbone lacks the part for
+        if key in backbones.ABILITY_OPTIONS and not backbones.reads_option(config.model.model, key):
+            raise ValueError(backbones.lacks_ability(key, config.model.model))

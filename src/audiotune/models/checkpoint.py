@@ -7,7 +7,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from audiotune.config import MASK_EMBEDDING_KEPT_VERSION, WEIGHTED_STATES_VERSION, RunConfig, load_config
-from audiotune.models.backbones import SupportsExportConfig, SupportsFeatureEncoderFreeze, build_backbone
+from audiotune.models.backbones import (
+    SupportsExportConfig,
+    SupportsFeatureEncoderFreeze,
+    SupportsFeatureProjectionFreeze,
+    build_backbone,
+    lacks_ability,
+)
 from audiotune.models.backbones.hf_checkpoint import weights_loaded_next
 from audiotune.models.classifier import Classifier
 from audiotune.outputs import CONFIG_FILE, ENCODER_DIR, MODEL_FILE, atomic_path, run_dir_of
@@ -30,11 +36,11 @@ def build_classifier(config: RunConfig, pretrained: bool = True) -> Classifier:
     backbone = build_backbone(config, pretrained)
     if config.model.freeze_feature_encoder:
         if not isinstance(backbone, SupportsFeatureEncoderFreeze):
-            raise ValueError(f"--freeze_feature_encoder: --model {config.model.model} has no separate feature encoder")
+            raise ValueError(lacks_ability("model.freeze_feature_encoder", config.model.model))
         backbone.freeze_feature_encoder()
     if config.model.freeze_feature_projection:
-        if not isinstance(backbone, SupportsFeatureEncoderFreeze):
-            raise ValueError(f"--freeze_feature_projection: --model {config.model.model} has no feature projection")
+        if not isinstance(backbone, SupportsFeatureProjectionFreeze):
+            raise ValueError(lacks_ability("model.freeze_feature_projection", config.model.model))
         backbone.freeze_feature_projection(mask_embedding=config.version >= MASK_EMBEDDING_KEPT_VERSION)
     summed = backbone.weighted_states if config.version >= WEIGHTED_STATES_VERSION else backbone.num_hidden_states
     return Classifier(backbone, config.heads, config.classifier, freeze_backbone=bool(config.model.freeze),

@@ -16,7 +16,13 @@ from conftest import make_uid_dataset, tone
 
 from audiotune.cli import main
 from audiotune.config import RunConfig
-from audiotune.models.backbones import build_backbone, input_spec, resolve_config
+from audiotune.models.backbones import (
+    SupportsFeatureProjectionFreeze,
+    build_backbone,
+    input_spec,
+    reads_option,
+    resolve_config,
+)
 from audiotune.models.backbones.whisper import WhisperBackbone, WhisperOptions, front_end_settings
 from audiotune.outputs import INPUT_SPEC_FILE
 
@@ -200,8 +206,9 @@ def test_freeze_feature_encoder(checkpoint: Path) -> None:
                               backbone.model.embed_positions.weight]}  # the positions never train (as in HF)
     assert len(frozen) == 5
     assert all(p.requires_grad is (id(p) not in frozen) for p in backbone.parameters())
-    with pytest.raises(ValueError, match="no feature projection"):
-        backbone.freeze_feature_projection()
+    # its second convolution already outputs the encoder's width: no projection to freeze, no flag for one
+    assert not isinstance(backbone, SupportsFeatureProjectionFreeze)
+    assert not reads_option("whisper", "model.freeze_feature_projection")
 
 
 def test_training_mode_keeps_every_layer_and_takes_gradients(checkpoint: Path) -> None:

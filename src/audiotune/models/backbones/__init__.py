@@ -133,18 +133,40 @@ class SupportsTokenPooling(Protocol):
 
 @runtime_checkable
 class SupportsFeatureEncoderFreeze(Protocol):
-    """A backbone with a separate convolutional front end (``--freeze_feature_encoder``) projected into the
-    encoder's width (``--freeze_feature_projection``)."""
+    """A backbone with a separate convolutional front end (``--freeze_feature_encoder``)."""
 
     def freeze_feature_encoder(self) -> None: ...
+
+
+@runtime_checkable
+class SupportsFeatureProjectionFreeze(Protocol):
+    """A backbone whose convolutional front end is projected into the encoder's width by a layer of its own
+    (``--freeze_feature_projection``)."""
 
     def freeze_feature_projection(self, mask_embedding: bool = True) -> None: ...
 
 
-# model-section options that only a backbone with the ability reads (build_classifier refuses them for another; the
-# help of another backbone leaves them out, as it does the backbones' own options)
-ABILITY_OPTIONS: dict[str, type] = {"model.freeze_feature_encoder": SupportsFeatureEncoderFreeze,
-                                    "model.freeze_feature_projection": SupportsFeatureEncoderFreeze}
+@dataclass(frozen=True)
+class Ability:
+    """What a model-section option needs of a backbone: the protocol, and what a backbone without it lacks."""
+
+    protocol: type
+    lacking: str
+
+
+# model-section options that only a backbone with the ability reads (the command line and build_classifier refuse
+# them for another: :func:`lacks_ability`; the help of another backbone leaves them out, as it does the backbones'
+# own options)
+ABILITY_OPTIONS: dict[str, Ability] = {
+    "model.freeze_feature_encoder": Ability(SupportsFeatureEncoderFreeze, "no separate convolutional feature encoder"),
+    "model.freeze_feature_projection": Ability(SupportsFeatureProjectionFreeze, "no feature projection after its "
+                                               "convolutional front end"),
+}
+
+
+def lacks_ability(option: str, model: str) -> str:
+    """The refusal of ``option`` (an :data:`ABILITY_OPTIONS` key) for ``--model model``, which lacks the ability."""
+    return f"--{option.split('.', 1)[1]}: --model {model} has {ABILITY_OPTIONS[option].lacking}"
 
 
 @runtime_checkable
@@ -261,7 +283,8 @@ def reads_option(name: str | None, option: str) -> bool:
     """Whether ``--model NAME`` reads ``option`` (``section.name``): one of :data:`ABILITY_OPTIONS` only when the
     class its factory returns has the ability (no backbone named: any may)."""
     ability = ABILITY_OPTIONS.get(option)
-    return not name or ability is None or issubclass(typing.get_type_hints(_entry(name).factory)["return"], ability)
+    return not name or ability is None or issubclass(typing.get_type_hints(_entry(name).factory)["return"],
+                                                     ability.protocol)
 
 
 def options_classes() -> dict[str, type]:

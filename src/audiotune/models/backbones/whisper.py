@@ -51,8 +51,9 @@ window: ``audiotune export`` limits its clips to ``max_window`` seconds.
 
 Not supported: the stock encoder's 30-s padding as a choice (it would need an option in ``config/sections.py``), a
 ``--max_window`` flag (the option belongs to ``--model hf`` on the command line; a ``--config`` file may set it),
-attention maps (``audiotune attention``), self-supervised pretraining, ``--freeze_feature_projection`` (no
-projection; ``--freeze_feature_encoder`` freezes both convolutions).
+attention maps (``audiotune attention``), self-supervised pretraining, ``--freeze_feature_projection`` (the second
+convolution already outputs the encoder's width: no projection, and no such flag for this backbone;
+``--freeze_feature_encoder`` freezes both convolutions).
 """
 from __future__ import annotations
 
@@ -332,11 +333,6 @@ class WhisperBackbone(Backbone):
         """Freeze the two convolutions in front of the layers (``--freeze_feature_encoder``)."""
         self.model.conv1.requires_grad_(False)
         self.model.conv2.requires_grad_(False)
-
-    def freeze_feature_projection(self, mask_embedding: bool = True) -> None:
-        """Whisper's second convolution already outputs the encoder's width: there is no projection to freeze."""
-        raise ValueError("--freeze_feature_projection: Whisper has no feature projection (its second convolution "
-                         "outputs d_model); --freeze_feature_encoder freezes both convolutions")
 
 
 def resolve_whisper(config: RunConfig) -> None:
