@@ -127,6 +127,20 @@ def test_probe_runs_in_one_process(tmp_path: Path) -> None:
     assert not (tmp_path / "probe").exists()
 
 
+def test_the_commands_of_one_process_refuse_several_devices_before_reading_anything(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from audiotune.cli import main
+
+    missing = str(tmp_path / "missing.csv")
+    for argv in (["cluster", "-d", missing, "--out", str(tmp_path / "l.parquet"), "--devices", "2"],
+                 ["stats", "-d", missing, "--devices", "0,1"],
+                 ["attention", "--run", str(tmp_path / "run"), "--audio", missing, "--devices", "-1"]):
+        assert main(argv) == 2, argv
+        said = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "runs in one process on one device: give --devices auto, 1 or one index" in said, said
+    assert not list(tmp_path.iterdir())
+
+
 # ---------------------------------------------------------------- the run directory and the feature cache
 
 def test_a_follower_neither_locks_creates_nor_deletes(tmp_path: Path) -> None:

@@ -94,8 +94,8 @@ SMALL_SSAST = ["--model", "ssast", "--model_size", "tiny", "--num_mel_bins", "32
 @pytest.mark.parametrize(("parameters", "flags", "message"), [
     pytest.param({"final_dropout": {"type": "discrete", "values": [0.0, 0.3]}},
                  ["--freeze", "true", "--freeze_feature_encoder", "true"],
-                 "--freeze_feature_encoder True: acts only while the encoder trains; the encoder is frozen here",
-                 id="fixed flag"),
+                 "--freeze_feature_encoder: --model ecapa_tdnn has no separate convolutional feature encoder",
+                 id="fixed flag of a part the backbone lacks"),
     pytest.param({"freeze_feature_encoder": {"type": "categorical", "values": ["false", "true"]}}, ["--freeze", "true"],
                  "s.yaml: parameter 'freeze_feature_encoder' = true: --freeze_feature_encoder True: acts only while "
                  "the encoder trains; the encoder is frozen here", id="space value"),

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_config_flags, add_path, config_from_args, refuse_other_options
+from audiotune.cli.flags import ONE_PROCESS_NOTES, add_config_flags, add_path, config_from_args, refuse_other_options
 from audiotune.cli.stages import refuse_encoder_flags
 from audiotune.cli.values import FlatCounts, cluster_counts
 from audiotune.config import ENCODING
@@ -26,7 +26,7 @@ CLUSTER_OPTIONS = (
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_config_flags(parser, CLUSTER_OPTIONS, model=model or "hf", writes_run=False, defaults={"model.model": "hf"},
-                     stages=ENCODING, why="cluster reads the frames of a frozen encoder")
+                     stages=ENCODING, why="cluster reads the frames of a frozen encoder", notes=ONE_PROCESS_NOTES)
     refuse_other_options(parser, CLUSTER_OPTIONS, "not an option of cluster, which labels every frame of whole "
                                                   "clips with a frozen encoder on one device (its options: "
                                                   "audiotune cluster --help)")
@@ -53,10 +53,12 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from audiotune.engine.cluster import ClusterOptions, cluster, fit_rows_path, stats_path
+    from audiotune.engine.device import check_one_process
 
     if args.run:
         refuse_encoder_flags(args)
     config = config_from_args(args, takes=CLUSTER_OPTIONS)
+    check_one_process(config.runtime.devices, command="cluster")
     wanted = ClusterOptions(args.num_clusters, config.classifier.layer, args.sample_ratio, args.max_frames,
                             args.niter, config.data.seed, args.fit_on)
     result = cluster(config, wanted, args.out, args.run)

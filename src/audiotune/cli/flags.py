@@ -39,7 +39,7 @@ from audiotune.config import (
     takes,
 )
 from audiotune.config.options import default_of, literal_words, option_problems
-from audiotune.config.sections import ECAPA_FBANK_SIZES, FeatureConfig
+from audiotune.config.sections import ECAPA_FBANK_SIZES, ONE_DEVICE, FeatureConfig
 from audiotune.models import backbones
 from audiotune.storage import Role
 
@@ -49,6 +49,8 @@ CONFIG_STAGES = "config_stages"  # the namespace attribute holding the stages (c
 CONFIG_SECTIONS = "config_sections"  # the namespace attribute holding the config options a command declares
 FULL_HELP_SECTIONS = ("data", "model")  # the sections `--help` shows in full; the others name their flags
 # seed boolean flags whose meaning maps onto another option: (section, name, value if true, value if false)
+# the help of --devices for a command that runs in one process
+ONE_PROCESS_NOTES = {"runtime.devices": f"; here one process on one device: {ONE_DEVICE}"}
 SEED_SWITCHES = {"fbank": ("features", "features", "fbank", "mfcc")}
 
 
@@ -170,7 +172,7 @@ def add_option_flag(parser: Any, key: str, of_run: bool = False, note: str = "",
 def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] = tuple(SECTIONS),
                      model: str | None = None, writes_run: bool = True, backbone_flags: bool = True,
                      defaults: dict[str, Any] | None = None, stages: frozenset[Stage] = CLASSIFIER_STAGES,
-                     why: str = "") -> None:
+                     why: str = "", notes: dict[str, str] | None = None) -> None:
     """The options of ``sections`` as flags (``--x_y`` and ``--x-y``), plus the seeds' spellings; a
     ``section.name`` entry adds that one option of a section.
 
@@ -180,13 +182,14 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
     backbone's option): a ``--config`` file or a flag overrides them. ``writes_run``: the command writes a run
     directory (``-o/--exp_dir``); ``backbone_flags``: the command reads the backbones' own options, those that act
     in ``stages`` (the stages the command runs: a backbone option acting in none is refused, with ``why`` the
-    command's encoder does not train when it acts while the encoder fine-tunes; see :mod:`audiotune.cli.stages`)."""
+    command's encoder does not train when it acts while the encoder fine-tunes; see :mod:`audiotune.cli.stages`).
+    ``notes``: what an option means to this command, by ``section.name``, after the option's help."""
     add_path(parser, "--config", role=Role.INPUT, metavar="PATH",
              help="YAML file or shipped recipe (`audiotune recipes`) to start from; flags override it")
     if writes_run:
         add_path(parser, *spellings("exp_dir", ("-o",)), role=Role.RUN_OUTPUT, dest="exp_dir", metavar="PATH",
                  default=argparse.SUPPRESS, help="run directory for every output")
-    add_section_flags(parser, sections, stages, why, model)
+    add_section_flags(parser, sections, stages, why, model, notes)
     named = {entry.partition(".")[0] for entry in sections}  # the sections with at least one option taken
     if "model" in named and backbone_flags:
         _add_backbone_flags(parser, model, stages, why)
@@ -207,7 +210,8 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
 
 
 def add_section_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...],
-                      stages: frozenset[Stage] = EVERYWHERE, why: str = "", model: str | None = None) -> None:
+                      stages: frozenset[Stage] = EVERYWHERE, why: str = "", model: str | None = None,
+                      notes: dict[str, str] | None = None) -> None:
     """The options of ``sections`` as flags, a group per section (in full in ``--help`` for FULL_HELP_SECTIONS, by
     flag name for the others; a ``model``'s help leaves out the options it does not read: ``backbones.reads_option``);
     a ``section.name`` entry adds that one option. Each lands in the namespace as ``section.name`` (only when given on
@@ -224,7 +228,7 @@ def add_section_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...]
             continue
         section = key.partition(".")[0]
         group = shared_group(parser, section, summarised=section not in FULL_HELP_SECTIONS)
-        _add_field(group, key, spec, hints[section], not backbones.reads_option(model, key))
+        _add_field(group, key, spec, hints[section], not backbones.reads_option(model, key), (notes or {}).get(key, ""))
 
 
 def _declared_fields(sections: tuple[str, ...]) -> list[tuple[str, dataclasses.Field]]:

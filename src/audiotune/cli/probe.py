@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_config_flags, config_from_args, refuse_other_options
+from audiotune.cli.flags import ONE_PROCESS_NOTES, add_config_flags, config_from_args, refuse_other_options
 from audiotune.cli.show import quiet_lightning
 from audiotune.config import ENCODING
 from audiotune.outputs import PROBE_FILE
@@ -39,7 +39,7 @@ PROBE_OPTIONS = (
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     # every head reads a frozen encoder (an ECAPA-TDNN too, which train trains by default)
     add_config_flags(parser, PROBE_OPTIONS, model=model, defaults={"model.freeze": True}, stages=ENCODING,
-                     why="probe reads a frozen encoder")
+                     why="probe reads a frozen encoder", notes=ONE_PROCESS_NOTES)
     refuse_other_options(parser, PROBE_OPTIONS, "not an option of probe, whose heads train on the cached hidden "
                                                 "states of a frozen encoder and are scored after their last epoch "
                                                 "(its options: audiotune probe --help)")

@@ -6,7 +6,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from audiotune.cli.flags import add_option_flag, add_path, add_section_flags, add_storage_flags, spellings
+from audiotune.cli.flags import (
+    ONE_PROCESS_NOTES,
+    add_option_flag,
+    add_path,
+    add_section_flags,
+    add_storage_flags,
+    spellings,
+)
 from audiotune.cli.seed_flags import in_bucket
 from audiotune.outputs import run_dir_of
 from audiotune.storage import Role
@@ -48,8 +55,9 @@ def add_scoring_flags(parser: argparse.ArgumentParser, run_required: bool = True
 def add_device_flags(parser: argparse.ArgumentParser, processes: bool = False) -> None:
     """--accelerator/--devices/--precision of a command that loads a run; they override the run's config.
     ``processes``: the command runs one process per device (else it uses the first)."""
-    several = "one process per device, each scoring its share of the rows" if processes else "the first is used"
-    add_run_options(parser, DEVICE_OPTIONS, {"devices": f"; here {several}"})
+    several = "; here one process per device, each scoring its share of the rows" if processes else \
+        ONE_PROCESS_NOTES["runtime.devices"] + " (of the run's several, the first)"
+    add_run_options(parser, DEVICE_OPTIONS, {"devices": several})
 
 
 def scoring_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import json
 import sys
 
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_config_flags, add_path, config_from_args, refuse_other_options
+from audiotune.cli.flags import ONE_PROCESS_NOTES, add_config_flags, add_path, config_from_args, refuse_other_options
 from audiotune.config import ENCODING
 from audiotune.outputs import SKIPPED_SUFFIX, check_output_path, sidecar, write_csv, write_json
 from audiotune.storage import Role
@@ -25,7 +25,7 @@ STATS_OPTIONS = (
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_config_flags(parser, STATS_OPTIONS, model=model, writes_run=False, backbone_flags=False, stages=ENCODING,
-                     why="stats reads clips as they are scored")
+                     why="stats reads clips as they are scored", notes=ONE_PROCESS_NOTES)
     refuse_other_options(parser, STATS_OPTIONS, "not an option of stats, which measures the features of a split's "
                                                 "clips as a model of --model reads them when it scores (its "
                                                 "options: audiotune stats --help)")
@@ -34,10 +34,12 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from audiotune.engine.device import check_one_process
     from audiotune.engine.extract import feature_stats
     from audiotune.models.backbones import resolve_config
 
     config = resolve_config(config_from_args(args, takes=STATS_OPTIONS))
+    check_one_process(config.runtime.devices, command="stats")
     if args.out:
         check_output_path(args.out)
     result, skipped = feature_stats(config, config.data.data_split_root, args.split)

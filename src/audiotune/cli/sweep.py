@@ -8,7 +8,14 @@ from pathlib import Path
 
 from audiotune import storage, vertex
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_config_flags, add_path, apply_flags, config_from_args, declare_role
+from audiotune.cli.flags import (
+    ONE_PROCESS_NOTES,
+    add_config_flags,
+    add_path,
+    apply_flags,
+    config_from_args,
+    declare_role,
+)
 from audiotune.cli.show import quiet_lightning
 from audiotune.cli.values import integer
 from audiotune.config import RunConfig, check_config
@@ -18,7 +25,7 @@ from audiotune.storage import Role, final_path
 
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
-    add_config_flags(parser, model=model)
+    add_config_flags(parser, model=model, notes=ONE_PROCESS_NOTES)  # one process per trial
     declare_role(parser, "exp_dir", Role.LOCAL)  # its study database is shared by the processes of a running sweep
     options = parser.add_argument_group("sweep")
     add_path(options, "--space", role=Role.INPUT, required=True,

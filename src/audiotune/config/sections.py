@@ -29,6 +29,7 @@ from audiotune.storage import Role
 
 PRECISIONS = ("32", "bf16", "16-mixed", "16")  # 16: the seeds' spelling of 16-mixed
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")  # Lightning's names; auto takes the GPU when there is one
+ONE_DEVICE = "auto, 1 or one index"  # what --devices may name for a command that runs in one process
 ON_ERROR = ("raise", "skip")  # what a command does with a bad input: stop with an error, or leave it out and list it
 LOGGERS = ("csv", "tensorboard")
 TENSORBOARD = ("tensorboard", "tensorboardX")  # the packages Lightning's TensorBoardLogger writes with

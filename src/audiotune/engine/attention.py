@@ -16,7 +16,7 @@ from torch import Tensor
 from audiotune.data.audio import load_clip
 from audiotune.data.features import kaldi_fbank
 from audiotune.data.frontend import FrontEnd, waveform_batch
-from audiotune.engine.device import autocast
+from audiotune.engine.device import autocast, check_one_process
 from audiotune.engine.inference import override_device
 from audiotune.models.backbones import SupportsAttention, input_spec
 from audiotune.models.checkpoint import load_run, resolve_run_dir
@@ -45,6 +45,8 @@ def attention_maps(run: str, audio: str, out_dir: str | None = None, accelerator
 
     The encoder runs on ``accelerator``/``devices`` in ``precision`` (default: the run's own settings).
     """
+    if devices is not None:  # of a run's own several devices (DDP training), the first is used
+        check_one_process(devices, command="attention")
     config, model = load_run(run)
     device = override_device(config, accelerator, devices, precision)
     backbone = model.backbone

@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from audiotune.config.sections import ACCELERATORS
+from audiotune.config.sections import ACCELERATORS, ONE_DEVICE
 
 BF16_PRECISIONS = ("bf16", "bf16-mixed")
 FP16_PRECISIONS = ("16", "16-mixed")  # float16 autocast; the seeds' 16 is Lightning's 16-mixed
@@ -49,6 +49,17 @@ def parse_devices(devices: str | int | list[int]) -> str | int | list[int]:
     if count == 0 or count < -1:
         raise ValueError(f"--devices {devices!r}: a count must be at least 1 (or -1 for all devices)")
     return count
+
+
+def check_one_process(devices: str | int | list[int], strategy: str = "auto", num_nodes: int = 1,
+                      command: str = "", hint: str = "") -> None:
+    """A command that runs in one process on one device refuses several devices, nodes or a strategy (a ValueError
+    naming ``command`` and what to give; ``hint``: how to use several devices instead)."""
+    parsed = parse_devices(devices)
+    several = parsed == -1 or (isinstance(parsed, int) and parsed > 1) or (isinstance(parsed, list) and len(parsed) > 1)
+    if several or num_nodes > 1 or strategy != "auto":
+        raise ValueError(f"{command} runs in one process on one device: give --devices {ONE_DEVICE}, and no "
+                         f"--strategy or --num_nodes{f'; {hint}' if hint else ''}")
 
 
 def _device_index(devices: str | int | list[int], available: int, kind: str) -> int:

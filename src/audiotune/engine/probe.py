@@ -15,7 +15,7 @@ from audiotune.data.balance import class_head
 from audiotune.data.loading import balanced_sampler, check_sampler_options
 from audiotune.data.prepare import prepare_training_data
 from audiotune.engine.cache import cache_blocker, cached_datasets, cached_loader
-from audiotune.engine.device import parse_devices
+from audiotune.engine.device import check_one_process
 from audiotune.engine.inference import inference_device, predict
 from audiotune.engine.losses import training_class_weights
 from audiotune.engine.metrics import compute_metrics, scores_from_logits
@@ -57,12 +57,9 @@ def probe(config: RunConfig) -> pd.DataFrame:
     """
     check_config(config)
     check_sampler_options(config)
-    devices = parse_devices(config.runtime.devices)
-    if config.runtime.strategy != "auto" or config.runtime.num_nodes > 1 or devices == -1 or \
-            (isinstance(devices, int) and devices > 1) or (isinstance(devices, list) and len(devices) > 1):
-        # its heads train on cached pooled states in seconds: several processes would only add start-up
-        raise ValueError("probe runs in one process on one device: drop --strategy / --num_nodes and give "
-                         "--devices auto, 1 or one index")
+    # its heads train on cached pooled states in seconds: several processes would only add start-up
+    runtime = config.runtime
+    check_one_process(runtime.devices, runtime.strategy, runtime.num_nodes, "probe")
     device = inference_device(config)  # a missing accelerator is an error before anything is written
     with own_run_dir(config.exp_dir, overwrite=config.train.overwrite, command="probe") as owned:
         # the device the cache encodes on; "auto" on a machine of several GPUs must not start DDP

@@ -48,7 +48,7 @@ from optuna.trial import FrozenTrial, TrialState
 from audiotune import outputs
 from audiotune.config import RunConfig, config_to_dict
 from audiotune.engine.cv import finished_metrics
-from audiotune.engine.device import parse_devices
+from audiotune.engine.device import check_one_process, parse_devices
 from audiotune.engine.records import check_settings_record
 from audiotune.engine.selection import MONITORS, monitor_key
 from audiotune.engine.train import continue_or_start, train
@@ -98,13 +98,11 @@ def check_base(config: RunConfig, monitor: str) -> RunConfig:
     if config.train.monitor not in ("loss", monitor):
         raise ValueError(f"--monitor {config.train.monitor}: the sweep's metric sets it to {monitor}")
     config.train.monitor = monitor
-    devices = parse_devices(config.runtime.devices)
-    several = (isinstance(devices, int) and (devices > 1 or devices == -1)) or (isinstance(devices, list)
-                                                                              and len(devices) > 1)
-    if several or config.runtime.num_nodes > 1 or config.runtime.strategy != "auto":
-        raise ValueError("a sweep trains each trial in one process: to use several devices, start one "
-                         "`audiotune sweep` per device (CUDA_VISIBLE_DEVICES=i) on the same --exp_dir")
-    if devices == "auto":
+    runtime = config.runtime
+    check_one_process(runtime.devices, runtime.strategy, runtime.num_nodes, "a sweep's trial",
+                      "to use several devices, start one `audiotune sweep` per device (CUDA_VISIBLE_DEVICES=i) on "
+                      "the same --exp_dir")
+    if parse_devices(runtime.devices) == "auto":
         config.runtime.devices = "1"  # one device per trial, also on a machine with several
     if config.train.resume or config.train.overwrite:
         raise ValueError("a sweep resumes by itself: run the same command again, without --resume/--overwrite")
