@@ -126,6 +126,18 @@ def test_a_model_flag_for_a_part_the_backbone_lacks_is_refused_before_anything_i
         assert capsys.readouterr().err.strip().splitlines()[-1].endswith(said)
 
 
+def test_an_encoder_per_fold_is_refused_outside_cv_before_anything_is_read(
+        capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing.csv")
+    for argv in (["train", "-l", missing, "-o", str(tmp_path / "run")], ["pretrain", "-o", str(tmp_path / "run")],
+                 ["extract", "--out", str(tmp_path / "e.parquet")]):
+        assert main([*argv, "--model", "hf", "-c", "gs://bucket/tapt_{fold}/encoder", "-d", missing]) == 2, argv
+        assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+            "--checkpoint gs://bucket/tapt_{fold}/encoder: {fold} stands for each fold's name in `audiotune cv` only; "
+            "give one encoder's path here")
+    assert not list(tmp_path.iterdir())
+
+
 def inactive_config(tmp_path: Path, backbone: str, stages: frozenset[Stage]) -> tuple[Path, dict]:
     """A config file setting every option of ``backbone`` that acts in none of ``stages`` away from its default."""
     values = {spec.name: non_default_value(backbone, spec) for name, spec in backbone_option_cases()

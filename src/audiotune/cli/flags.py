@@ -40,6 +40,7 @@ from audiotune.config import (
 )
 from audiotune.config.options import default_of, literal_words, option_problems
 from audiotune.config.sections import ECAPA_FBANK_SIZES, ONE_DEVICE, FeatureConfig
+from audiotune.data.folds import FOLD_PLACEHOLDER
 from audiotune.models import backbones
 from audiotune.storage import Role
 
@@ -356,6 +357,8 @@ def config_from_args(args: argparse.Namespace, read_inputs: bool = True,
         config.version = CONFIG_VERSION  # a recipe's options are the user's (the backbone derives its input anew)
     config = apply_flags(config, args)
     refuse_other_backbones(args, config)
+    if vars(args).get("command") != "cv":
+        refuse_fold_placeholders(config)
     if takes is not None:
         say_left_at_defaults(vars(args).get("command", ""), vars(args).get("config"),
                              others_at_defaults(config, args, takes))
@@ -363,6 +366,17 @@ def config_from_args(args: argparse.Namespace, read_inputs: bool = True,
         _local_inputs(config, vars(args).get(CONFIG_SECTIONS, tuple(SECTIONS)),
                       vars(args).get(CONFIG_STAGES, EVERYWHERE))
     return config
+
+
+def refuse_fold_placeholders(config: RunConfig) -> None:
+    """An encoder path holding cv's fold placeholder names one encoder per fold: anywhere but cv an error (it would
+    be read as a hub id or a missing folder)."""
+    from audiotune.engine.cv_encoders import encoder_paths
+
+    for name, path in encoder_paths(config).items():
+        if FOLD_PLACEHOLDER in path:
+            raise ValueError(f"--{name} {path}: {FOLD_PLACEHOLDER} stands for each fold's name in `audiotune cv` "
+                             "only; give one encoder's path here")
 
 
 def _local_inputs(config: RunConfig, sections: tuple[str, ...], stages: frozenset[Stage]) -> None:
