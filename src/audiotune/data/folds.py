@@ -30,7 +30,7 @@ import pandas as pd
 from audiotune import storage
 from audiotune.data.errors import DataError
 from audiotune.data.json_splits import read_json_split
-from audiotune.data.layout import read_splits, read_table
+from audiotune.data.layout import read_splits, read_table, split_file
 from audiotune.data.splits import draw_validation, group_values, kfold_tables
 
 VAL_GROUPS = ("auto", "next", "draw", "none")
@@ -250,7 +250,7 @@ def fold_csv(table: pd.DataFrame, out_dir: Path) -> bytes:
 def fold_files(folds: list[Fold], out_dir: str | Path) -> dict[Path, bytes]:
     """The CSV files of every fold under ``out_dir/fold_K/`` and their contents."""
     out_dir = Path(out_dir)
-    return {out_dir / fold.name / f"{name}.csv": fold_csv(table, out_dir / fold.name)
+    return {out_dir / fold.name / split_file(name): fold_csv(table, out_dir / fold.name)
             for fold in folds for name, table in fold.tables.items()}
 
 

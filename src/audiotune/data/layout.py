@@ -36,6 +36,11 @@ WAVEFORM_STEM = "waveform"  # a uid folder's audio: waveform.EXT
 TEXT_COLUMNS = ("uid", "path", "subject")
 
 
+def split_file(name: str) -> str:
+    """The file name of split ``name`` in a split directory (``train.csv``)."""
+    return f"{name}.csv"
+
+
 def read_table(path: str | Path, text_columns: tuple[str, ...] = (), na_values: Sequence[str] = ()) -> pd.DataFrame:
     """Read one split CSV, indexed by ``uid`` (made from ``path`` when the CSV has no uid column).
 
@@ -128,8 +133,8 @@ def read_splits(data_split_root: str | Path, audio_dir: str = "", na_values: Seq
     if not storage.isdir(root):
         raise DataError(f"{root}: --data_split_root is neither a CSV file nor a directory")
     names = set(storage.listdir(root))
-    tables = {name: read_table(storage.join(root, f"{name}.csv"), na_values=na_values)
-              for name in SPLITS if f"{name}.csv" in names}
+    tables = {name: read_table(storage.join(root, split_file(name)), na_values=na_values)
+              for name in SPLITS if split_file(name) in names}
     if not tables:
         audio = audio_folder_table(root)
         if audio is None:

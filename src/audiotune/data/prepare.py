@@ -23,7 +23,7 @@ from audiotune.data.labels import (
     infer_heads,
     read_label_file,
 )
-from audiotune.data.layout import attach_paths, read_splits
+from audiotune.data.layout import attach_paths, read_splits, split_file
 from audiotune.data.splits import draw_validation, share_count
 from audiotune.outputs import DROPPED_FILE, SKIPPED_FILE, VALIDATION_FILE, write_csv
 
@@ -118,7 +118,7 @@ def split_overlaps(tables: dict[str, pd.DataFrame], allow: bool) -> tuple[pd.Dat
     subjects/uids; with ``allow`` the shared training rows are left out and returned, each with its reason.
     """
     train = tables["train"]
-    source = {name: table.attrs.get("source", f"{name}.csv") for name, table in tables.items()}
+    source = {name: table.attrs.get("source", split_file(name)) for name, table in tables.items()}
     reasons = pd.Series("", index=train.index, dtype=object)
     problems = []
     for name in ("val", "test"):

@@ -9,6 +9,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from audiotune import storage
 from audiotune.data.errors import DataError
+from audiotune.data.layout import SPLITS, split_file
 from audiotune.outputs import write_csv
 
 
@@ -136,7 +137,7 @@ def split_table(table: pd.DataFrame, test_fraction: float = 0.2, val_fraction: f
     parts["train"] = remaining
     if parts["train"].empty:
         raise DataError(f"{source}: no rows left for training")
-    return {name: parts[name] for name in ("train", "val", "test") if name in parts}
+    return {name: parts[name] for name in SPLITS if name in parts}
 
 
 def kfold_tables(table: pd.DataFrame, folds: int, val_fraction: float = 0.1, stratify: str | None = None,
@@ -166,12 +167,12 @@ def write_split(parts: dict[str, pd.DataFrame], out_dir: str | Path) -> list[Pat
     out_dir = Path(out_dir)
     written = []
     for name, part in parts.items():
-        path = out_dir / f"{name}.csv"
+        path = out_dir / split_file(name)
         if "path" in part.columns:  # relative paths keep the data and its splits movable together
             part = part.assign(path=[storage.relative(p, out_dir) for p in part["path"]])
         write_csv(part, path, index_label="uid")
         written.append(path)
-    for name in ("train", "val", "test"):
+    for name in SPLITS:
         if name not in parts:
-            (out_dir / f"{name}.csv").unlink(missing_ok=True)
+            (out_dir / split_file(name)).unlink(missing_ok=True)
     return written
