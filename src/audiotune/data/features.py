@@ -35,6 +35,7 @@ class FbankSettings:
 
 
 FBANK = FbankSettings()
+MFCC_TOP_DB = 80.0  # the MFCC's dynamic range below each clip's peak, in dB (torchaudio's MFCC with top_db 80)
 
 
 def _as_batch(waveforms: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -281,7 +282,7 @@ def mfcc(
     n_mfcc: int = 80,
     n_fft: int = 400,
     n_mels: int = 128,
-    top_db: float | None = 80.0,
+    top_db: float | None = MFCC_TOP_DB,
     lengths: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """MFCCs as ``torchaudio.transforms.MFCC(log_mels=False)`` with HTK mels and Slaney norm.

@@ -113,7 +113,7 @@ def encode_to_cache(model: Classifier, config: RunConfig, inputs: InputSpec, tab
     folder.mkdir(parents=True, exist_ok=True)
     # a segment's entry is keyed by its file's content and its span: segments of one file never collide
     names = [segment_key(path, span) for path, span in zip(table["path"], table_spans(table))]
-    missing = [i for i, name in enumerate(names) if not (folder / f"{name}.safetensors").is_file()]
+    missing = [i for i, name in enumerate(names) if not entry_path(folder, name).is_file()]
     if missing:
         subset = table.iloc[missing]
         dataset = make_dataset(config, inputs, subset, np.zeros((len(subset), 0), np.float32),
@@ -127,8 +127,13 @@ def encode_to_cache(model: Classifier, config: RunConfig, inputs: InputSpec, tab
 
         for batch, pooled in iterate_batches(model, loader, config, pool, "feature cache", check):
             for uid, states in zip(batch["uid"], pooled.float().cpu()):
-                write_entry(folder / f"{names[row_of[uid]]}.safetensors", states)
+                write_entry(entry_path(folder, names[row_of[uid]]), states)
     return names, len(missing)
+
+
+def entry_path(folder: Path, name: str) -> Path:
+    """The file of cache entry ``name`` in ``folder``."""
+    return folder / f"{name}.safetensors"
 
 
 def write_entry(target: Path, states: torch.Tensor) -> None:
@@ -145,7 +150,7 @@ class CachedDataset(Dataset):
 
     def __init__(self, table: pd.DataFrame, targets: np.ndarray, folder: Path, names: list[str]):
         self.uids = [str(u) for u in table.index]
-        self.files = [folder / f"{name}.safetensors" for name in names]
+        self.files = [entry_path(folder, name) for name in names]
         self.targets = torch.as_tensor(targets, dtype=torch.float32)
 
     def __len__(self) -> int:

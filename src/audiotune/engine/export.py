@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from audiotune import __version__
 from audiotune.config import HeadSpec, RunConfig
 from audiotune.data.features import FBANK as FBANK_SETTINGS
+from audiotune.data.features import MFCC_TOP_DB
 from audiotune.data.frontend import FrontEnd
 from audiotune.data.input_spec import InputSpec
 from audiotune.engine.metrics import head_slices
@@ -293,7 +294,7 @@ def _in_graph(features: InputSpec) -> dict[str, Any]:
         steps.update(num_mel_bins=features.num_mel_bins, **FBANK)
     else:
         steps.update(n_mfcc=features.n_mfcc, n_fft=features.n_fft, hop=features.n_fft // 2, n_mels=features.n_mels,
-                     top_db=80.0)
+                     top_db=MFCC_TOP_DB)
     steps.update(utterance_norm=features.utterance_norm, dataset_mean=features.dataset_mean,
                  dataset_std=features.dataset_std, target_length=features.target_length or None)
     return steps

@@ -21,6 +21,7 @@ import torch
 
 SPAN_RULES = ("clip", "batch")
 MIN_MASKS = 2  # span starts per clip (clip) or per batch (batch) at least: the seed's and wav2vec2's value
+PTAPT_MASK_PROB, PTAPT_MASK_LENGTH = 0.06, 15  # the seed's P-TAPT masking: span starts, frames per span
 
 
 def _clip_rule(frames: list[int], total: int, prob: float, length: int, rng: np.random.Generator,

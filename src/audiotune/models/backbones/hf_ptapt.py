@@ -37,13 +37,12 @@ from audiotune.config import RunConfig
 from audiotune.data.pseudo_labels import PseudoLabels, read_pseudo_labels
 from audiotune.models.backbones import backbone_options
 from audiotune.models.backbones.hf_checkpoint import extractor_settings, normalises, weights_quietly
-from audiotune.models.backbones.hf_masks import time_mask
+from audiotune.models.backbones.hf_masks import PTAPT_MASK_LENGTH, PTAPT_MASK_PROB, time_mask
 from audiotune.models.backbones.hf_pretraining import save_encoder
 from audiotune.models.backbones.hf_training import freeze_mask_embedding, install_layerdrop
 
 log = logging.getLogger(__name__)
 
-MASK_PROB, MASK_LENGTH = 0.06, 15  # the seed's P-TAPT masking
 HEAD_WIDTH = 256
 IGNORE = -100
 
@@ -83,8 +82,8 @@ class PseudoLabelPretraining(nn.Module):
         self.normalise = normalises(extractor_settings(checkpoint), config.features.waveform_norm, config.version)
         kept = ("mask_time_prob", "mask_time_length", "mask_feature_prob", "apply_spec_augment", "layerdrop")
         self.saved_settings = {key: getattr(hf_config, key) for key in kept if hasattr(hf_config, key)}
-        self.prob = float(m.mask_time_prob if m.mask_time_prob is not None else MASK_PROB)
-        self.length = int(m.mask_time_length if m.mask_time_length is not None else MASK_LENGTH)
+        self.prob = float(m.mask_time_prob if m.mask_time_prob is not None else PTAPT_MASK_PROB)
+        self.length = int(m.mask_time_length if m.mask_time_length is not None else PTAPT_MASK_LENGTH)
         self.spans = str(m.mask_spans)
         if self.prob <= 0 or self.length < 1:
             raise ValueError(f"--mask_time_prob {self.prob} / --mask_time_length {self.length}: masked prediction "

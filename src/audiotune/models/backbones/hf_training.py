@@ -31,7 +31,7 @@ from audiotune.config import (
 )
 from audiotune.models.backbones import backbone_options, input_spec
 from audiotune.models.backbones.hf_checkpoint import from_config_initialised, report_loading, weights_quietly
-from audiotune.models.backbones.hf_masks import MIN_MASKS, SPAN_RULES
+from audiotune.models.backbones.hf_masks import MIN_MASKS, PTAPT_MASK_LENGTH, PTAPT_MASK_PROB, SPAN_RULES
 from audiotune.storage import Role
 
 DEFAULT_CHECKPOINT = "facebook/wav2vec2-base-960h"
@@ -48,11 +48,12 @@ class HFSettings:
     mask_time_prob: float | None = option(None, "share of frames where masked spans start, replaced by the mask "
                                                 f"embedding. Fine-tuning (default {FINE_TUNING_MASK_PROB:g}: none; the "
                                                 "seed emotion system 0.08); pretraining (default: tapt the "
-                                                "checkpoint's mask_time_prob, 0.05 for wav2vec2-base; ptapt 0.06)",
+                                                "checkpoint's mask_time_prob, 0.05 for wav2vec2-base; ptapt "
+                                                f"{PTAPT_MASK_PROB:g})",
                                           valid=PROBABILITY, acts=WHILE_TRAINING)
     mask_time_length: int | None = option(None, "frames per masked span (default: fine-tuning "
                                                 f"{FINE_TUNING_MASK_LENGTH}, tapt the checkpoint's mask_time_length, "
-                                                "ptapt 15)", valid=AT_LEAST_1, acts=WHILE_TRAINING)
+                                                f"ptapt {PTAPT_MASK_LENGTH})", valid=AT_LEAST_1, acts=WHILE_TRAINING)
     mask_spans: str = option("clip", "how masked time spans are counted and placed: clip (in each clip's real "
                                      "frames) or batch (counted from the batch's padded length and cut to each "
                                      "clip's frames: transformers 4.10, the emotion seed)", choices=SPAN_RULES,
