@@ -6,7 +6,7 @@ import copy
 
 from audiotune import storage
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_audio_dir, add_config_flags, config_from_args, declare_role
+from audiotune.cli.flags import add_audio_dir, add_config_flags, add_grouping_flags, config_from_args, declare_role
 from audiotune.cli.show import quiet_lightning
 from audiotune.data.folds import FOLD_PLACEHOLDER, VAL_GROUPS
 from audiotune.storage import Role
@@ -16,10 +16,9 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_config_flags(parser, model=model)
     declare_role(parser, "exp_dir", Role.EXPERIMENT)  # the command resumes it: a remote one is downloaded first
     folds = parser.add_argument_group("folds")
-    folds.add_argument("--group", default="subject",
-                       help="table: column whose values are left out one at a time (or kept together in --folds)")
-    folds.add_argument("--folds", type=int, default=0, help="table: K group-disjoint folds instead of one per group")
-    folds.add_argument("--stratify", help="table with --folds: label column to stratify the folds by")
+    add_grouping_flags(folds, "table: column whose values are left out one at a time (or kept together in --folds)",
+                       "table: K group-disjoint folds instead of one per group",
+                       "table with --folds: label column to stratify the folds by")
     folds.add_argument("--val_group", "--val-group", dest="val_group", default="auto", choices=VAL_GROUPS,
                        help="validation of a fold without one: next (the next fold's test rows), draw (--val_size "
                             "groups drawn from its training rows), or none (every other group trains; each run "

@@ -40,7 +40,7 @@ from audiotune.config import (
 )
 from audiotune.config.options import default_of, literal_words, option_problems
 from audiotune.config.sections import ECAPA_FBANK_SIZES, ONE_DEVICE, FeatureConfig
-from audiotune.data.folds import FOLD_PLACEHOLDER
+from audiotune.data.folds import FOLD_PLACEHOLDER, FoldOptions
 from audiotune.models import backbones
 from audiotune.storage import Role
 
@@ -366,6 +366,15 @@ def config_from_args(args: argparse.Namespace, read_inputs: bool = True,
         _local_inputs(config, vars(args).get(CONFIG_SECTIONS, tuple(SECTIONS)),
                       vars(args).get(CONFIG_STAGES, EVERYWHERE))
     return config
+
+
+def add_grouping_flags(group: Any, group_help: str, folds_help: str, stratify_help: str) -> None:
+    """``--group``, ``--folds`` and ``--stratify`` of a command that draws splits or folds (split, cv), with the
+    defaults of :class:`~audiotune.data.folds.FoldOptions`; each help says what the flag means to the command."""
+    defaults = FoldOptions()
+    group.add_argument("--group", default=defaults.group, help=f"{group_help} (default {defaults.group})")
+    group.add_argument("--folds", type=int, default=defaults.folds, metavar="K", help=folds_help)
+    group.add_argument("--stratify", default=defaults.stratify, metavar="COLUMN", help=stratify_help)
 
 
 def refuse_fold_placeholders(config: RunConfig) -> None:

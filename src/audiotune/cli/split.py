@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_option_flag, add_path, add_storage_flags, spellings
+from audiotune.cli.flags import add_grouping_flags, add_option_flag, add_path, add_storage_flags, spellings
 from audiotune.data.errors import DataError
 from audiotune.storage import Role
 
@@ -26,9 +26,8 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                   "speakers); with --split_size the test subjects are drawn from them")
     parser.add_argument(*spellings("val_subjects"), dest="val_subjects", nargs="+", metavar="NAME",
                         help="these --group values make the validation split (instead of --val_fraction)")
-    parser.add_argument("--stratify", help="label column to stratify by")
-    parser.add_argument("--group", default="subject", help="column no two splits may share (default subject)")
-    parser.add_argument("--folds", type=int, default=0, help="write k folds as fold_1..fold_k")
+    add_grouping_flags(parser, "column no two splits may share", "write K folds as fold_1..fold_K",
+                       "label column to stratify by")
     add_option_flag(parser, "data.seed", help="random seed of the draw (the same seed, the same split)")
     tasks = parser.add_argument_group("by task (a 'task' column, as `audiotune table` writes)")
     tasks.add_argument(*spellings("train_task"), dest="train_task", nargs="+",

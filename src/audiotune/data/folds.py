@@ -30,7 +30,7 @@ import pandas as pd
 from audiotune import storage
 from audiotune.data.errors import DataError
 from audiotune.data.json_splits import read_json_split
-from audiotune.data.layout import read_splits, read_table, split_file
+from audiotune.data.layout import SUBJECT, read_splits, read_table, split_file
 from audiotune.data.splits import draw_validation, group_values, kfold_tables
 
 VAL_GROUPS = ("auto", "next", "draw", "none")
@@ -43,7 +43,7 @@ class FoldOptions:
     """How folds are made and validated; see the module docstring."""
 
     folds: int = 0
-    group: str = "subject"
+    group: str = SUBJECT
     stratify: str | None = None
     val_group: str = "auto"
     audio_dir: str = ""

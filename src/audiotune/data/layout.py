@@ -32,8 +32,9 @@ METADATA_FILE = "metadata.json"  # in a uid folder, beside its waveform file
 WAVEFORM_STEM = "waveform"  # a uid folder's audio: waveform.EXT
 
 
+SUBJECT = "subject"  # the column of the speaker or subject a row belongs to: the groups splits and folds keep apart
 # identifiers, read as written: "007" stays "007" (not the number 7), so ids survive a write and read back
-TEXT_COLUMNS = ("uid", "path", "subject")
+TEXT_COLUMNS = ("uid", "path", SUBJECT)
 
 
 def split_file(name: str) -> str:

@@ -9,7 +9,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from audiotune import storage
 from audiotune.data.errors import DataError
-from audiotune.data.layout import SPLITS, split_file
+from audiotune.data.layout import SPLITS, SUBJECT, split_file
 from audiotune.outputs import write_csv
 
 
@@ -49,7 +49,7 @@ def share_count(train: pd.DataFrame, share: float) -> int:
     return count
 
 
-def draw_validation(train: pd.DataFrame, val_size: int, seed: int, group: str = "subject",
+def draw_validation(train: pd.DataFrame, val_size: int, seed: int, group: str = SUBJECT,
                     source: str = "train.csv") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Move ``val_size`` randomly drawn subjects (seeded) from train to a new validation table; ``group=""``
     draws single rows (utterances) instead."""
@@ -95,7 +95,7 @@ def _grouped_fold(table: pd.DataFrame, n_splits: int, stratify: str | None, grou
 
 
 def split_table(table: pd.DataFrame, test_fraction: float = 0.2, val_fraction: float = 0.1,
-                stratify: str | None = None, group: str = "subject", seed: int = 0,
+                stratify: str | None = None, group: str = SUBJECT, seed: int = 0,
                 test_subjects: list[str] | None = None, val_subjects: list[str] | None = None,
                 source: str = "manifest") -> dict[str, pd.DataFrame]:
     """train/val/test tables with no subject in two of them, stratified by ``stratify`` where possible.
@@ -141,7 +141,7 @@ def split_table(table: pd.DataFrame, test_fraction: float = 0.2, val_fraction: f
 
 
 def kfold_tables(table: pd.DataFrame, folds: int, val_fraction: float = 0.1, stratify: str | None = None,
-                 group: str = "subject", seed: int = 0, source: str = "manifest") -> list[dict[str, pd.DataFrame]]:
+                 group: str = SUBJECT, seed: int = 0, source: str = "manifest") -> list[dict[str, pd.DataFrame]]:
     """k subject-disjoint folds: each fold's test part once, validation drawn from the rest."""
     if folds < 2:
         raise DataError(f"--folds {folds}: at least 2 folds are needed")

@@ -16,6 +16,7 @@ import pandas as pd
 
 from audiotune import storage
 from audiotune.data.errors import DataError
+from audiotune.data.layout import SUBJECT
 from audiotune.data.splits import group_values
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def _count(fraction: float, available: int) -> int:
 
 def task_split(table: pd.DataFrame, train_tasks: list[str], test_tasks: list[str],
                sizes: list[int] | None = None, test_fraction: float = 0.2, val_fraction: float = 0.1,
-               group: str = "subject", seed: int = 0, test_subjects: list[str] | None = None,
+               group: str = SUBJECT, seed: int = 0, test_subjects: list[str] | None = None,
                val_subjects: list[str] | None = None, source: str = "table",
                test_pool: list[str] | None = None) -> dict[str, pd.DataFrame]:
     """train / val / test tables by task. ``sizes``: subject counts ``[train, test]`` or ``[train, test, val]``

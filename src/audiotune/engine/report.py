@@ -15,7 +15,7 @@ from audiotune.config import RunConfig, load_config
 from audiotune.config.sections import RESUME_HINT
 from audiotune.data.audio import Span, load_clip, span_of
 from audiotune.data.errors import DataError
-from audiotune.data.layout import attach_paths, read_splits
+from audiotune.data.layout import SUBJECT, attach_paths, read_splits
 from audiotune.engine.inference import override_data
 from audiotune.engine.probe_report import is_probe, read_probe
 from audiotune.models.backbones import input_spec
@@ -52,9 +52,6 @@ from audiotune.report.run_page import RunReport, render_run
 from audiotune.report.sweep_page import SweepReport, render_sweep
 
 log = logging.getLogger(__name__)
-
-DEFAULT_GROUP = "subject"
-
 
 def write_report(source: str | Path, out: str | Path | None = None, data_split_root: str = "",
                  group_by: str = "", clips_per_class: int = CLIPS_PER_CLASS, clip_kb: int = CLIP_KB,
@@ -292,13 +289,13 @@ def read_run(source: Path, data_split_root: str = "", group_by: str = "", clips_
         missing = f"the scored table cannot be read ({err}); give it as -d TABLE to `audiotune report`"
         report.clips_missing = report.groups_missing = missing
         return report
-    column = group_by or DEFAULT_GROUP
+    column = group_by or SUBJECT
     if column in table.columns:
         report.group_by, report.groups = column, table[column]
     elif group_by:
         raise ValueError(f"--group_by {group_by}: {root} has no such column (columns: {', '.join(table.columns)})")
     else:
-        report.groups_missing = f"the table has no '{DEFAULT_GROUP}' column: give --group_by COLUMN for a breakdown"
+        report.groups_missing = f"the table has no '{SUBJECT}' column: give --group_by COLUMN for a breakdown"
     report.clips = wrong_clips(predictions, report.heads, report.split, clips_per_class)
     _load(report.clips, table, config)
     return report
