@@ -271,6 +271,36 @@ def test_clip_reflect_index_reflects_at_each_clip_edge() -> None:
     assert int(index.min()) >= 0 and int(index[1].max()) <= 3  # only a clip's own frames are read
 
 
+def test_one_forward_computes_each_paddings_positions_once_and_the_same_outputs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two dozen convolutions of a forward pass pad alike three ways: their positions are computed once per padding
+    (for the lengths of that pass), not a dozen small kernels per convolution; the outputs are the same."""
+    import contextlib
+
+    from audiotune.models.backbones import ecapa_model
+
+    model = small_model().train()  # training mode: batch statistics, as a training step runs
+    feats = torch.randn(3, 50, 20)
+    rel = frames_to_relative_lengths(torch.tensor([50, 31, 44]), 50)
+    computed: list[int] = []
+    compute = ecapa_model._reflect_index
+
+    def counted(lengths: torch.Tensor, total: int, pad: int) -> torch.Tensor:
+        computed.append(pad)
+        return compute(lengths, total, pad)
+
+    monkeypatch.setattr(ecapa_model, "_reflect_index", counted)
+    shared = model(feats, rel)
+    padded = [m.pad for m in model.modules() if isinstance(m, Conv1d) and m.pad > 0]
+    assert sorted(computed) == sorted(set(padded)) and len(padded) > 2 * len(set(padded))
+    computed.clear()
+    monkeypatch.setattr(ecapa_model, "reflect_indices_shared", contextlib.nullcontext)
+    alone = model(feats, rel)
+    assert sorted(computed) == sorted(padded)  # each convolution its own
+    torch.testing.assert_close(shared, alone, atol=0, rtol=0)
+    assert not any(isinstance(m, torch.nn.Dropout1d) for m in model.modules())  # dropout 0: no module to run
+
+
 # --------------------------------------------------------------------------- backbone wrapper
 
 

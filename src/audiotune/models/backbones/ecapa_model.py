@@ -23,7 +23,9 @@ SpeechBrain.  Without ``lengths`` every clip is taken as long as the batch.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import contextvars
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,14 +63,46 @@ def frames_to_relative_lengths(lengths: Tensor, total: int, dtype: torch.dtype =
     return torch.where(rel * total > n, rel * (1 - 4 * torch.finfo(dtype).eps), rel)
 
 
+# the reflect-padding positions computed in one forward pass, by (total, pad), with the lengths they are of
+_REFLECT_INDICES: contextvars.ContextVar[dict[tuple[int, int], tuple[Tensor, Tensor]] | None] = contextvars.ContextVar(
+    "reflect_indices", default=None)
+
+
+@contextlib.contextmanager
+def reflect_indices_shared() -> Iterator[None]:
+    """Within the block, the convolutions that pad alike share one :func:`clip_reflect_index` of the same lengths
+    (one forward pass: two dozen convolutions, three paddings), instead of a dozen small kernels each."""
+    if torch.compiler.is_compiling():  # traced (torch.export, torch.compile): each convolution computes its own
+        yield
+        return
+    token = _REFLECT_INDICES.set({})
+    try:
+        yield
+    finally:
+        _REFLECT_INDICES.reset(token)
+
+
 def clip_reflect_index(lengths: Tensor, total: int, pad: int) -> Tensor:
     """(B, total + 2 * pad) frame positions that reflect-pad each clip at its own edges.
 
     ``lengths`` are relative (SpeechBrain's, as :func:`length_to_mask` reads them): a clip has
     ``ceil(length * total)`` valid frames ``n``. Position ``-j`` reads frame ``j`` and position ``n - 1 + j``
     reads frame ``n - 1 - j``, as ``F.pad(mode="reflect")`` of the clip alone; positions further out read frame 0
-    (they feed only padded frames). Every position reads a valid frame of its own clip.
+    (they feed only padded frames). Every position reads a valid frame of its own clip. Inside
+    :func:`reflect_indices_shared`, computed once per padding for the same ``lengths`` tensor.
     """
+    shared = None if torch.compiler.is_compiling() else _REFLECT_INDICES.get()
+    if shared is not None:
+        known = shared.get((total, pad))
+        if known is not None and known[0] is lengths:
+            return known[1]
+    index = _reflect_index(lengths, total, pad)
+    if shared is not None:
+        shared[total, pad] = (lengths, index)
+    return index
+
+
+def _reflect_index(lengths: Tensor, total: int, pad: int) -> Tensor:
     frames = torch.ceil(lengths * total).to(torch.long).clamp(1, total)[:, None]
     positions = torch.arange(-pad, total + pad, device=lengths.device).abs()[None, :]
     reflected = torch.where(positions > frames - 1, 2 * (frames - 1) - positions, positions)
@@ -133,7 +167,8 @@ class TDNNBlock(nn.Module):
         self.conv = Conv1d(in_channels, out_channels, kernel_size, dilation=dilation, groups=groups)
         self.activation = activation()
         self.norm = BatchNorm1d(out_channels)
-        self.dropout = nn.Dropout1d(p=dropout)
+        # no dropout: no module (a Dropout1d of p 0 still runs its kernels in training)
+        self.dropout: nn.Module = nn.Dropout1d(p=dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         """(B, C_in, L), relative lengths (B,) or None -> (B, C_out, L)."""
@@ -306,10 +341,11 @@ class ECAPA_TDNN(nn.Module):  # noqa: N801 - SpeechBrain's class name
         """Features (B, T, F) and relative lengths (B,) or None -> embeddings (B, 1, lin_neurons)."""
         x = x.transpose(1, 2)
         xl: list[Tensor] = []
-        for layer in self.blocks:
-            x = layer(x, lengths=lengths)
-            xl.append(x)
-        x = self.mfa(torch.cat(xl[1:], dim=1), lengths)
+        with reflect_indices_shared():
+            for layer in self.blocks:
+                x = layer(x, lengths=lengths)
+                xl.append(x)
+            x = self.mfa(torch.cat(xl[1:], dim=1), lengths)
         x = self.asp_bn(self.asp(x, lengths=lengths))
         return self.fc(x).transpose(1, 2)
 
