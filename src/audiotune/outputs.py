@@ -75,7 +75,7 @@ EXPORT_DESCRIPTION_SUFFIX = ".json"  # after the whole name of `audiotune export
 
 # beside `audiotune cluster --out LABELS.parquet` (see sidecar)
 CLUSTER_STATS_SUFFIX = ".clusters.json"  # how the frames were made, cluster usage per K
-CLUSTER_FIT_ROWS_SUFFIX = ".fit_rows.csv"  # the clips (uid, split) whose frames k-means was fitted on
+CLUSTER_FIT_ROWS_SUFFIX = ".fit_rows.csv"  # the clips whose frames k-means was fitted on (clips_read.csv's columns)
 
 # a cross-validation's experiment directory (fold_K/ folders are the split layout of audiotune.data.folds)
 CV_CONFIG_FILE = "cv_config.yaml"

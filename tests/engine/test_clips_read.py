@@ -82,6 +82,26 @@ def test_ptapt_records_the_clips_of_the_run_its_pseudo_labels_were_clustered_fro
     assert "which is not found" in caplog.text and len(pd.read_csv(out / CLIPS_READ_FILE)) == 2
 
 
+def test_the_clips_pseudo_labels_were_fitted_on_are_recorded_with_the_run_they_train(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """k-means fitted on clips (``cluster --fit_on all``: test clips too) learnt from them as much as a run does."""
+    from audiotune.engine.clips_read import clip_rows
+
+    labels = pseudo_labels(tmp_path / "labels.parquet", "facebook/wav2vec2-base", run=False)
+    fitted = clip_rows(own_tables(tmp_path), "cluster", labels, ("train", "val", "test"))  # as cluster writes it
+    fitted.to_csv(tmp_path / "labels.fit_rows.csv", index=False)
+    out = tmp_path / "ptapt"
+    write_clips_read(out, own_tables(tmp_path), "pretrain", {"pseudo_labels": str(labels)})
+    rows = pd.read_csv(out / CLIPS_READ_FILE)
+    assert rows[rows.stage == "cluster"].uid.tolist() == ["x", "y", "z"]
+    assert set(rows[rows.stage == "cluster"].run) == {str(labels.resolve())}
+    fitted[["uid", "split"]].to_csv(tmp_path / "labels.fit_rows.csv", index=False)  # an earlier cluster's list
+    with caplog.at_level(logging.WARNING):
+        write_clips_read(out, own_tables(tmp_path), "pretrain", {"pseudo_labels": str(labels)})
+    assert "labels.fit_rows.csv lists uids only" in caplog.text
+    assert pd.read_csv(out / CLIPS_READ_FILE).stage.tolist() == ["pretrain", "pretrain"]
+
+
 def test_an_encoder_started_from_a_pretrained_one_records_that_runs_clips_too(tmp_path: Path) -> None:
     first = tmp_path / "first"
     write_clips_read(first, {"train": own_tables(tmp_path)["test"]}, "pretrain", {})

@@ -15,6 +15,7 @@ from conftest import HF_TINY, make_uid_dataset, save_hf_checkpoint
 from audiotune.cli import main
 from audiotune.data.pseudo_labels import read_pseudo_labels
 from audiotune.engine import cluster as engine
+from audiotune.engine.clips_read import COLUMNS
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("faiss")
@@ -50,6 +51,9 @@ def test_kmeans_is_fitted_on_the_training_split_and_every_clip_is_labelled(
     assert "k-means fitted on 16 clips (train; --fit_on train" in capsys.readouterr().out
     fitted = pd.read_csv(tmp_path / "labels.fit_rows.csv")
     assert set(fitted["uid"]) == split_uids(dataset, "train") and set(fitted["split"]) == {"train"}
+    # listed as a run's clips_read.csv lists its clips: a pretraining on these labels records them
+    assert list(fitted.columns) == COLUMNS and set(fitted.stage) == {"cluster"} and set(fitted.run) == {str(out)}
+    assert all(Path(path).is_file() for path in fitted.path)
     assert not set(fitted["uid"]) & (split_uids(dataset, "test") | split_uids(dataset, "val"))
     labels = read_pseudo_labels(str(out))
     assert set(labels.labels) == set(dataset["table"].index)  # test and validation clips are labelled too

@@ -7,8 +7,10 @@ dropped rows): ``stage`` (the command), ``run`` (its directory), ``split``, ``ui
 ``offset`` and ``duration`` (empty: the whole file). The runs their inputs came from count too, and their rows are
 copied in: the run that wrote the encoder a run starts from (``RUN/encoder``, ``RUN/model.safetensors``), and for
 frame pseudo-labels (P-TAPT's ``--pseudo_labels``) the run whose frames ``audiotune cluster --run`` clustered (P-TAPT's
-stage 1: a classifier trained on the labels of its clips). A run written before this record has its rows rebuilt
-from its config (``-d``, ``-i``, from the working directory its command.json records): what its tables say now.
+stage 1: a classifier trained on the labels of its clips) and the clips k-means was fitted on (stage ``cluster``,
+from the labels' ``.fit_rows.csv``; ``run`` names the labels file). A run written before this record has its rows
+rebuilt from its config (``-d``, ``-i``, from the working directory its command.json records): what its tables say
+now.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -27,7 +29,16 @@ from audiotune.config import load_config
 from audiotune.data.errors import DataError
 from audiotune.data.layout import attach_paths, read_splits
 from audiotune.data.pseudo_labels import METADATA_KEY
-from audiotune.outputs import CLIPS_READ_FILE, COMMAND_FILE, CONFIG_FILE, command_history, run_dir_of, write_csv
+from audiotune.outputs import (
+    CLIPS_READ_FILE,
+    CLUSTER_FIT_ROWS_SUFFIX,
+    COMMAND_FILE,
+    CONFIG_FILE,
+    command_history,
+    run_dir_of,
+    sidecar,
+    write_csv,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +51,13 @@ def _column(table: pd.DataFrame, name: str) -> list[float]:
     return values.astype(float).tolist()
 
 
-def clip_rows(tables: Mapping[str, pd.DataFrame], stage: str, run_dir: str | Path) -> pd.DataFrame:
-    """The record's rows of the train and val ``tables`` (uid index, ``path``) that command ``stage`` read in
-    ``run_dir`` (a staging folder names its remote place)."""
+def clip_rows(tables: Mapping[str, pd.DataFrame], stage: str, run_dir: str | Path,
+              splits: Sequence[str] = LEARNT_FROM) -> pd.DataFrame:
+    """The record's rows of the ``splits`` of ``tables`` (uid index, ``path``; train and val unless named) that
+    command ``stage`` read for ``run_dir`` (its run directory, or the file it wrote; a staging place names its
+    remote one)."""
     frames, run = [], storage.remote_name(str(Path(run_dir).resolve()))
-    for split in LEARNT_FROM:
+    for split in splits:
         table = tables.get(split)
         if table is None:
             continue
@@ -66,6 +79,10 @@ def write_clips_read(run_dir: Path, tables: Mapping[str, pd.DataFrame], stage: s
         except (ValueError, OSError) as err:  # a config or table that cannot be read (DataError among them)
             log.warning("--%s comes from run %s, whose clips cannot be read (%s): %s lists this run's clips only",
                         option, storage.remote_name(str(run)), err, CLIPS_READ_FILE)
+    for option, path in inputs.items():
+        fitted = fitted_rows(path)
+        if fitted is not None:
+            rows.append(fitted)
     return write_csv(pd.concat(rows, ignore_index=True).drop_duplicates(), run_dir / CLIPS_READ_FILE, index=False)
 
 
@@ -91,16 +108,37 @@ def find_run(path: str) -> Path | None:
     return next((folder for folder in (place, place.parent) if (folder / CONFIG_FILE).is_file()), None)
 
 
-def labels_run(path: str) -> str | None:
-    """The run whose frames ``audiotune cluster --run`` clustered into the pseudo-labels at ``path``, or None (not
-    pseudo-labels, or clustered from an encoder that no run trained)."""
+def labels_meta(path: str) -> dict | None:
+    """What ``audiotune cluster`` recorded in the pseudo-labels at ``path``, or None (not pseudo-labels)."""
     if not str(path).endswith(".parquet") or not os.path.isfile(path):
         return None
     try:
-        meta = json.loads((pq.read_schema(path).metadata or {}).get(METADATA_KEY, b"{}"))
+        stored = (pq.read_schema(path).metadata or {}).get(METADATA_KEY)
+        return json.loads(stored) if stored else None
     except (OSError, ValueError):
         return None
+
+
+def labels_run(path: str) -> str | None:
+    """The run whose frames ``audiotune cluster --run`` clustered into the pseudo-labels at ``path``, or None (not
+    pseudo-labels, or clustered from an encoder that no run trained)."""
+    meta = labels_meta(path) or {}
     return run_dir_of(str(meta["encoder"])) if meta.get("run") and meta.get("encoder") else None
+
+
+def fitted_rows(path: str) -> pd.DataFrame | None:
+    """The clips k-means was fitted on for the pseudo-labels at ``path`` (the ``.fit_rows.csv`` beside them), or
+    None (not pseudo-labels); labels of an earlier cluster, which listed uids only, are a warning."""
+    if labels_meta(path) is None:
+        return None
+    listed = sidecar(path, CLUSTER_FIT_ROWS_SUFFIX)
+    table = pd.read_csv(listed) if listed.is_file() else None
+    if table is None or not set(COLUMNS) <= set(table.columns):
+        log.warning("%s: the clips k-means was fitted on are not listed with their paths (%s %s; cluster them "
+                    "again): %s leaves them out", path, listed.name, "lists uids only" if table is not None else
+                    "is missing", CLIPS_READ_FILE)
+        return None
+    return table[COLUMNS]
 
 
 def input_runs(inputs: Mapping[str, str]) -> list[tuple[str, Path]]:

@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
@@ -46,6 +45,7 @@ from audiotune.config import RunConfig, check_config
 from audiotune.data.loading import batch_features, make_dataset, make_loader
 from audiotune.data.prepare import prepare_eval_data
 from audiotune.data.pseudo_labels import METADATA_KEY, SCHEMA
+from audiotune.engine.clips_read import clip_rows
 from audiotune.engine.device import autocast
 from audiotune.engine.extract import write_skip_list
 from audiotune.engine.inference import features_on_device, inference_device, on_device
@@ -239,8 +239,7 @@ def cluster(config: RunConfig, options: ClusterOptions, out: str, run: str | Non
         raise ValueError(f"{config.data.data_split_root}: a uid appears in more than one split; the labels are "
                          "keyed by uid")
     fit_splits = fitted_splits(prepared.tables, options.fit_on, config.data.data_split_root)
-    fit_rows = pd.DataFrame([(uid, split) for split in fit_splits for uid in prepared.tables[split].index],
-                            columns=["uid", "split"])
+    fit_rows = clip_rows(prepared.tables, "cluster", out_path, fit_splits)  # as a run's clips_read.csv lists them
     log.info("k-means fitted on %d clip(s) of %s (--fit_on %s); every clip of %s is labelled", len(fit_rows),
              ", ".join(fit_splits), options.fit_on, ", ".join(prepared.tables))
     rng = np.random.default_rng(options.seed)
