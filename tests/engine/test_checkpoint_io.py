@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from audiotune.cli import main
 from audiotune.engine.checkpoint_io import FROZEN_ENTRY, AtomicCheckpointIO, read_checkpoint, set_frozen_aside
+from audiotune.models.state_dict import CheckpointReadError
 from audiotune.outputs import CHECKPOINT_DIR, FROZEN_WEIGHTS_FILE, LAST_CHECKPOINT, MODEL_FILE
 
 
@@ -59,7 +60,11 @@ def test_a_checkpoint_without_its_frozen_weights_file_is_a_clear_error(tmp_path:
     checkpoint = {"state_dict": module.state_dict()}
     set_frozen_aside(checkpoint, module)
     AtomicCheckpointIO().save_checkpoint(checkpoint, tmp_path / LAST_CHECKPOINT)
-    (tmp_path / FROZEN_WEIGHTS_FILE).unlink()
+    frozen = tmp_path / FROZEN_WEIGHTS_FILE
+    frozen.write_bytes(frozen.read_bytes()[:40])  # cut short
+    with pytest.raises(CheckpointReadError, match=rf"{FROZEN_WEIGHTS_FILE}: cannot be read as safetensors"):
+        read_checkpoint(tmp_path / LAST_CHECKPOINT)
+    frozen.unlink()
     with pytest.raises(FileNotFoundError, match=rf"{LAST_CHECKPOINT}: its weights that do not train are kept in "
                                                 rf".*{FROZEN_WEIGHTS_FILE}, which is missing"):
         read_checkpoint(tmp_path / LAST_CHECKPOINT)

@@ -17,9 +17,9 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from audiotune.models.state_dict import load_torch_file
+from audiotune.models.state_dict import load_safetensors, load_torch_file
 from audiotune.outputs import FROZEN_WEIGHTS_FILE, LAST_CHECKPOINT, atomic_path, refused
 
 FROZEN_ENTRY = "frozen_weights"  # in a checkpoint: where its weights that do not train are, and which states held them
@@ -65,11 +65,7 @@ def with_frozen_weights(checkpoint: dict[str, Any], path: str | Path) -> dict[st
     if not source.is_file():
         raise FileNotFoundError(f"{path}: its weights that do not train are kept in {source}, which is missing; "
                                 "copy the whole checkpoints folder")
-    try:
-        weights = load_file(str(source))
-    except Exception as err:  # safetensors raises its own error type for a damaged file
-        raise ValueError(f"{source}: cannot be read as safetensors ({err}); the file is damaged or incomplete") \
-            from err
+    weights = load_safetensors(source)
     absent = [name for name in aside["keys"] if name not in weights]
     if absent:
         raise ValueError(f"{source}: lacks {len(absent)} of the weights {path} names (e.g. {absent[0]}); it belongs "

@@ -27,6 +27,7 @@ from audiotune.engine.seed_import import (
     write_seed_run,
 )
 from audiotune.models.backbones.hf_checkpoint import CLASSIFICATION
+from audiotune.models.state_dict import CheckpointReadError, load_safetensors
 
 SEED = "tap2key"
 TAP2KEY_RECIPE = "seeds/tap2key"
@@ -116,8 +117,6 @@ def _classes(raw: dict[str, Any], path: Path) -> list[str]:
 
 def _weights(folder: Path) -> tuple[Path, dict[str, torch.Tensor]]:
     """The folder's weights, read without running anything: safetensors, or ``torch.load(weights_only=True)``."""
-    from safetensors.torch import load_file
-
     found = [folder / name for name in WEIGHT_FILES if (folder / name).is_file()]
     if not found:
         present = sorted(p.name for p in folder.iterdir())
@@ -125,9 +124,9 @@ def _weights(folder: Path) -> tuple[Path, dict[str, torch.Tensor]]:
     path = found[0]
     if path.suffix == ".safetensors":
         try:
-            return path, load_file(str(path))
-        except Exception as err:  # safetensors raises its own error type for a damaged file
-            raise SeedImportError(f"{path}: cannot be read as safetensors ({str(err).splitlines()[0]})") from None
+            return path, load_safetensors(path)
+        except CheckpointReadError as err:
+            raise SeedImportError(str(err)) from None
     return path, read_seed_weights(path)
 
 

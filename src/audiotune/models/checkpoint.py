@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from audiotune.config import MASK_EMBEDDING_KEPT_VERSION, WEIGHTED_STATES_VERSION, RunConfig, load_config
 from audiotune.models.backbones import (
@@ -16,6 +16,7 @@ from audiotune.models.backbones import (
 )
 from audiotune.models.backbones.hf_checkpoint import weights_loaded_next
 from audiotune.models.classifier import Classifier
+from audiotune.models.state_dict import load_safetensors
 from audiotune.outputs import CONFIG_FILE, ENCODER_DIR, MODEL_FILE, atomic_path, run_dir_of
 
 
@@ -91,11 +92,7 @@ def load_run(path: str | Path) -> tuple[RunConfig, Classifier]:
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: no trained weights in this run directory")
     model = classifier_to_load(config)
-    try:
-        state = load_file(str(weights))
-    except Exception as err:  # safetensors raises its own error type for a damaged file
-        raise ValueError(f"{weights}: cannot be read as safetensors ({err}); the file is damaged or "
-                         "incomplete") from err
+    state = load_safetensors(weights)
     expected = model.state_dict()
     reshaped = [k for k in state if k in expected and tuple(state[k].shape) != tuple(expected[k].shape)]
     if reshaped:

@@ -55,6 +55,19 @@ def load_torch_file(path: str | Path) -> Any:
         raise CheckpointReadError(reason) from None
 
 
+def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file on the CPU; a damaged or foreign file is a :class:`CheckpointReadError`
+    naming it."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as err:  # safetensors raises its own error types for a damaged file
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointReadError(f"{path}: cannot be read as safetensors ({first}); the file is damaged or "
+                                  "incomplete") from None
+
+
 def read_state_dict(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any], str]:
     """Load tensors from a mapping, ``.safetensors`` or a torch file (weights_only); return it and its name."""
     if isinstance(source, Mapping):
@@ -63,9 +76,7 @@ def read_state_dict(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, A
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path), device="cpu"), str(path)
+        return load_safetensors(path), str(path)
     obj = load_torch_file(path)
     if not isinstance(obj, Mapping):
         raise CheckpointMismatchError(f"{path}: expected a state dict, got {type(obj).__name__}")
