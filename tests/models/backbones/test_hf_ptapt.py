@@ -281,11 +281,12 @@ def test_ptapt_learns_the_clusters_and_its_encoder_fine_tunes(checkpoint: Path, 
     assert main(["pretrain", "--model", "hf", "-c", str(out / "encoder"), "--objective", "ptapt", "--pseudo_labels",
                  str(relabelled), "-i", str(dataset["prefix"]), "-d", str(dataset["split"]), "-o",
                  str(tmp_path / "again"), "-bs", "4", "--training_steps", "2", "--layerdrop", "0.5"]) == 0
-    # what each stage read is recorded: its own clips, the stage-1 run's (clustered into its labels) and those of the
-    # P-TAPT run its encoder comes from
+    # what each stage read is recorded: its own clips, the stage-1 run's (clustered into its labels), the clips its
+    # labels' k-means was fitted on, and those of the P-TAPT run its encoder comes from (with that run's labels')
     stages = pd.read_csv(tmp_path / "again" / CLIPS_READ_FILE).groupby("run")["stage"].agg(set).to_dict()
     assert stages == {str((tmp_path / "again").resolve()): {"pretrain"}, str(run.resolve()): {"train"},
-                      str(out.resolve()): {"pretrain"}}
+                      str(out.resolve()): {"pretrain"}, str(relabelled.resolve()): {"cluster"},
+                      str(labels.resolve()): {"cluster"}}
 
 
 def test_ptapt_without_labels_is_an_error_before_any_output(checkpoint: Path, dataset: dict, tmp_path: Path,
