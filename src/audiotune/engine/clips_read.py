@@ -79,7 +79,7 @@ def write_clips_read(run_dir: Path, tables: Mapping[str, pd.DataFrame], stage: s
         except (ValueError, OSError) as err:  # a config or table that cannot be read (DataError among them)
             log.warning("--%s comes from run %s, whose clips cannot be read (%s): %s lists this run's clips only",
                         option, storage.remote_name(str(run)), err, CLIPS_READ_FILE)
-    for option, path in inputs.items():
+    for path in inputs.values():
         fitted = fitted_rows(path)
         if fitted is not None:
             rows.append(fitted)
