@@ -24,6 +24,7 @@ from audiotune.data.loader_plan import (
     use_audio_store,
 )
 from audiotune.data.loading import make_dataset, make_loader
+from audiotune.data.passes import StreamingLoader
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda", 0)  # a device object; nothing runs on it
 LONG = 3600.0  # seconds of audio: a split long enough for workers
@@ -61,9 +62,9 @@ def eight_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_settings_for_an_accelerator_and_for_the_cpu(eight_cpus: None) -> None:
     config, spec = RunConfig(), AudioSpec()
     gpu = loader_settings(config, CUDA, None, spec, passes=5)
-    assert (gpu.num_workers, gpu.pin_memory, gpu.prefetch_factor, gpu.persistent_workers) == (7, True, 4, True)
+    assert (gpu.num_workers, gpu.pin_memory, gpu.prefetch_factor, gpu.streamed) == (7, True, 4, True)
     cpu = loader_settings(config, CPU, None, spec, passes=1)
-    assert (cpu.num_workers, cpu.pin_memory, cpu.prefetch_factor, cpu.persistent_workers) == (4, False, 2, False)
+    assert (cpu.num_workers, cpu.pin_memory, cpu.prefetch_factor, cpu.streamed) == (4, False, 2, False)
     shared = loader_settings(config, CUDA, None, spec, passes=5, processes=4)  # 4 DDP processes share 8 CPUs
     assert shared.num_workers == 1
 
@@ -72,7 +73,7 @@ def test_an_explicit_worker_count_is_honoured(eight_cpus: None) -> None:
     config = RunConfig()
     config.runtime.num_workers = 0
     settings = loader_settings(config, CUDA, None, AudioSpec(), passes=5)
-    assert (settings.num_workers, settings.prefetch_factor, settings.persistent_workers) == (0, None, False)
+    assert (settings.num_workers, settings.prefetch_factor, settings.streamed) == (0, None, False)
     config.runtime.num_workers = 3
     assert loader_settings(config, CPU, None, AudioSpec()).num_workers == 3
 
@@ -85,8 +86,8 @@ def test_the_choice_is_logged_once(eight_cpus: None, caplog: pytest.LogCaptureFi
             loader_settings(config, CPU, None, AudioSpec(), passes=2)
     lines = [r.getMessage() for r in caplog.records if "data loader" in r.getMessage()]
     assert lines == ["data loader on cpu: 4 worker(s) (auto: 8 CPU(s) for this process, cpu, compressed inputs, "
-                     "60.0 min of audio (0.0 MiB prepared)), 2 batches prefetched per worker, workers kept "
-                     "between passes"]
+                     "60.0 min of audio (0.0 MiB prepared)), 2 batches prefetched per worker, workers running "
+                     "on from one pass into the next"]
 
 
 def test_make_loader_applies_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -95,7 +96,10 @@ def test_make_loader_applies_the_settings(monkeypatch: pytest.MonkeyPatch) -> No
     config.runtime.audio_cache = False
     dataset = make_dataset(config, InputSpec(features="waveform"), table, np.zeros((1, 0), np.float32))
     loader = make_loader(config, dataset, table, train=False, device=CPU, passes=3)  # never iterated
-    assert (loader.num_workers, loader.prefetch_factor, loader.persistent_workers) == (2, 2, True)
+    assert isinstance(loader, StreamingLoader)
+    assert (loader.num_workers, loader.prefetch_factor, loader.passes.total, loader.passes.ordered) == (2, 2, 3, False)
+    once = make_loader(config, dataset, table, train=False, device=CPU, passes=1)
+    assert not isinstance(once, StreamingLoader) and once.num_workers == 2
 
 
 def write_table(folder: Path, kind: str, rate: int, count: int = 3, seconds: float = 1.0) -> pd.DataFrame:

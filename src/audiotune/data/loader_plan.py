@@ -4,8 +4,8 @@ loader fighting the model for the CPU.
 - :func:`input_cost`: what preparing a split costs: compressed (not PCM WAV) or resampled inputs, read from a
   few files' headers, and the prepared audio's length and size;
 - :func:`loader_settings`: workers (``--num_workers auto``: the rule is written once, in that option's help),
-  prefetching, pinned memory and persistent workers from the device, the CPUs this process may use
-  (``os.sched_getaffinity``) and the input cost; explicit worker counts are honoured;
+  prefetching, pinned memory and workers streaming from one pass into the next, from the device, the CPUs this
+  process may use (``os.sched_getaffinity``) and the input cost; explicit worker counts are honoured;
 - :func:`use_audio_store`: ``--audio_cache auto``: the store is used where decoding again would cost more than
   reading back (compressed or resampled inputs, more than one pass, within the declared budget and free disk).
 
@@ -118,17 +118,18 @@ def auto_workers(accelerator: bool, cpus: int, cost: InputCost) -> int:
 
 @dataclass(frozen=True)
 class LoaderSettings:
-    """The DataLoader options of one loader."""
+    """How one loader reads: the DataLoader options and ``streamed``, whether its workers run on from one pass
+    into the next (:class:`~audiotune.data.passes.StreamingLoader`)."""
 
     num_workers: int
     pin_memory: bool
     prefetch_factor: int | None
-    persistent_workers: bool
+    streamed: bool
 
     def options(self) -> dict:
-        """The settings as DataLoader keyword arguments."""
+        """The DataLoader keyword arguments."""
         return {"num_workers": self.num_workers, "pin_memory": self.pin_memory,
-                "prefetch_factor": self.prefetch_factor, "persistent_workers": self.persistent_workers}
+                "prefetch_factor": self.prefetch_factor}
 
 
 def loader_settings(config: RunConfig, device: torch.device, table: pd.DataFrame | None, spec: AudioSpec,
@@ -136,8 +137,8 @@ def loader_settings(config: RunConfig, device: torch.device, table: pd.DataFrame
     """The loader of a prepared table read as ``spec`` says ``passes`` times, feeding ``device``, in one of
     ``processes`` processes on this machine (DDP): workers from ``--num_workers`` (auto: :func:`auto_workers` with
     this process's share of the CPUs and the table's :func:`input_cost`), batches pinned for CUDA, 4 batches
-    prefetched per worker for an accelerator (2 for the CPU), workers kept between passes when there are
-    several. The choice is logged once."""
+    prefetched per worker for an accelerator (2 for the CPU), workers streaming from one pass into the next when
+    there are several. The choice is logged once."""
     accelerator = device.type != "cpu"
     requested = config.runtime.num_workers
     cpus = max(1, usable_cpus() // max(processes, 1))
@@ -150,7 +151,7 @@ def loader_settings(config: RunConfig, device: torch.device, table: pd.DataFrame
     log_once(f"data loader on {device.type}: {workers} worker(s) ({why})"
              + (f", {settings.prefetch_factor} batches prefetched per worker" if workers else "")
              + (", pinned memory" if settings.pin_memory else "")
-             + (", workers kept between passes" if settings.persistent_workers else ""))
+             + (", workers running on from one pass into the next" if settings.streamed else ""))
     return settings
 
 

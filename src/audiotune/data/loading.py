@@ -34,7 +34,8 @@ from audiotune.data.balance import class_groups
 from audiotune.data.batch_features import BatchFeatures
 from audiotune.data.dataset import AudioDataset, Collator
 from audiotune.data.input_spec import InputSpec
-from audiotune.data.loader_plan import loader_settings, use_audio_store
+from audiotune.data.loader_plan import LoaderSettings, loader_settings, use_audio_store
+from audiotune.data.passes import Passes, StreamingLoader
 from audiotune.data.prepare import PreparedData
 from audiotune.data.samplers import (
     EXACT_PADDING,
@@ -196,7 +197,8 @@ def make_loader(config: RunConfig, dataset: AudioDataset, table: pd.DataFrame | 
     """The loader of :func:`training_batches` (``train``; ``sampler``: e.g. class-balanced epochs) or of
     :func:`scoring_batches` (the model's ``padding``, ``groups``), for process ``rank`` of ``num_replicas``; its batches
     are padded by :func:`collator`; workers, prefetching and pinning suit ``device`` and the data read ``passes``
-    times (:func:`~audiotune.data.loader_plan.loader_settings`)."""
+    times (:func:`~audiotune.data.loader_plan.loader_settings`), the workers running on from one pass into the
+    next when there are several (:mod:`audiotune.data.passes`)."""
     if train:
         batches = training_batches(config, table, dataset.inputs.rate_or_default, sampler, num_replicas, rank)
     else:
@@ -205,21 +207,24 @@ def make_loader(config: RunConfig, dataset: AudioDataset, table: pd.DataFrame | 
         batches = scoring_batches(config, table, len(dataset), padding, groups, num_replicas, rank)
     local_processes = math.ceil(num_replicas / max(config.runtime.num_nodes, 1))
     settings = loader_settings(config, device, table, dataset.audio, passes, local_processes)
-    return seeded_loader(config, dataset, batches, collator(dataset), **settings.options())
+    return seeded_loader(config, dataset, batches, collator(dataset), settings, passes, ordered=train)
 
 
 def adaptation_loader(config: RunConfig, dataset: AudioDataset, *, device: torch.device) -> DataLoader:
     """The batches ``--adapt_bn`` estimates BatchNorm statistics on: ``--batch_size`` clips in table order,
     zero-padded to the longest as training batches are (whatever the model needs for scoring)."""
     settings = loader_settings(config, device, None, dataset.audio)  # one pass over one group: no workers
-    return seeded_loader(config, dataset, scoring_batches(config, None, len(dataset)), collator(dataset),
-                         **settings.options())
+    return seeded_loader(config, dataset, scoring_batches(config, None, len(dataset)), collator(dataset), settings)
 
 
-def seeded_loader(config: RunConfig, dataset: Dataset, batches: Sampler[list[int]], collate: Any, *,
-                  pin_memory: bool, **options: Any) -> DataLoader:
-    """A loader of ``batches`` that owns its random generator, seeded by ``--seed``."""
+def seeded_loader(config: RunConfig, dataset: Dataset, batches: Sampler[list[int]], collate: Any,
+                  settings: LoaderSettings, passes: int = 1, ordered: bool = False) -> DataLoader:
+    """A loader of ``batches`` read as ``settings`` say, that owns its random generator, seeded by ``--seed``;
+    streamed over ``passes`` passes (each with its own order when ``ordered``) when the settings say so."""
     # iterating it never draws from the global RNG (dropout's), so how many inference passes ran before
     # training cannot change a run
-    return DataLoader(dataset, batch_sampler=batches, collate_fn=collate, pin_memory=pin_memory,
-                      generator=torch.Generator().manual_seed(config.data.seed), **options)
+    generator = torch.Generator().manual_seed(config.data.seed)
+    if settings.streamed:
+        return StreamingLoader(dataset, Passes(batches, passes, ordered), collate_fn=collate, generator=generator,
+                               **settings.options())
+    return DataLoader(dataset, batch_sampler=batches, collate_fn=collate, generator=generator, **settings.options())

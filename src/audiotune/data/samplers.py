@@ -142,6 +142,10 @@ class TrainingBatches(Sampler[list[int]]):
             raise ValueError(f"{len(sampler)} training clips per epoch cannot be shared by {num_replicas} processes "
                              "(each needs at least one): use fewer --devices / --num_nodes")
 
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose order :meth:`__iter__` slices (``sampler.set_epoch``)."""
+        self.sampler.set_epoch(epoch)
+
     def _global_batches(self, rows: int) -> tuple[int, int]:
         """(global batches per epoch, rows used): a last partial global batch is left out unless it is the only one."""
         size = self.batch_size * self.num_replicas

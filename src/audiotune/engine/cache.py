@@ -26,6 +26,7 @@ from audiotune.config import RunConfig
 from audiotune.data.audio import table_spans
 from audiotune.data.audio_store import keyed_settings, segment_key
 from audiotune.data.input_spec import InputSpec
+from audiotune.data.loader_plan import LoaderSettings
 from audiotune.data.loading import (
     epoch_batches,
     make_dataset,
@@ -173,7 +174,8 @@ def cached_loader(config: RunConfig, dataset: CachedDataset, train: bool, sample
     loader's; with ``num_replicas`` processes, process ``rank``'s share (as :func:`make_loader`)."""
     batches = epoch_batches(config, len(dataset), sampler, num_replicas, rank) if train else \
         scoring_batches(config, None, len(dataset), num_replicas=num_replicas, rank=rank)
-    return seeded_loader(config, dataset, batches, collate_cached, pin_memory=loader_pins_memory(config))
+    return seeded_loader(config, dataset, batches, collate_cached,
+                         LoaderSettings(0, loader_pins_memory(config), None, streamed=False))
 
 
 def cached_datasets(model: Classifier, config: RunConfig, tables: dict[str, pd.DataFrame],
