@@ -22,6 +22,7 @@ from audiotune.engine.distributed import all_gather_objects, unique_batches
 from audiotune.engine.losses import ClassWeights, classification_loss, resolve_loss, resolve_regression_loss
 from audiotune.engine.metrics import compute_metrics, scores_from_logits
 from audiotune.engine.selection import monitor_key, monitor_value, worst_value
+from audiotune.engine.step_log import step_output
 from audiotune.models.classifier import Classifier
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,9 @@ class ValidationBatch:
 class ClassifierModule(pl.LightningModule):
     """Training and validation steps around a :class:`Classifier`."""
 
+    loss_label = "train"  # a loss that is not finite, in the error (here and StepLog's)
+    divergence_hint = "check --dataset_std / --learning_rate"
+
     def __init__(self, model: Classifier, heads: list[HeadSpec], config: TrainConfig, steps_per_epoch: int,
                  class_weights: ClassWeights | None = None, seed: int | None = None,
                  adapt_groups: list[tuple[str | None, Iterable[dict]]] | None = None,
@@ -88,6 +92,8 @@ class ClassifierModule(pl.LightningModule):
         self.group_statistics: dict[str | None, list[dict[str, Tensor]]] = {}
         self.loaded_group: str | None = None
         self.device_features = features or DeviceFeatures()
+        self.epoch_clips = 0  # this epoch's training clips and learning rate per step
+        self.epoch_rates: list[float] = []
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         return self.device_features(batch, self.trainer.training)
@@ -104,11 +110,7 @@ class ClassifierModule(pl.LightningModule):
                 load_batchnorm_state(model, self.group_statistics[group])
                 self.loaded_group = group
         logits = model.forward_batch(batch)
-        loss = self.compute_loss(logits, batch["targets"], training=stage == "train")
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{stage} loss is {loss.item()} (uids {batch['uid'][:4]}...): "
-                                     "check --dataset_std / --learning_rate")
-        return logits, loss
+        return logits, self.compute_loss(logits, batch["targets"], training=stage == "train")
 
     def compute_loss(self, logits: Tensor, targets: Tensor, training: bool) -> Tensor:
         """The loss of a batch; soft heads draw their classes only in training (``sample``): in validation the
@@ -137,24 +139,36 @@ class ClassifierModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         set_frozen_aside(checkpoint, self)  # written once beside the checkpoints, not into every one
 
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict, batch_idx: int) -> dict:
         _, loss = self._step(batch, "train")
         clips = len(batch["uid"])
-        # the epoch mean is over all processes (one scalar reduced per step: cheap next to the gradients)
-        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=clips, sync_dist=True)
-        # the epoch's training clips summed over steps and processes: logs/metrics.csv, metrics.json; Lightning
-        # reduces it where it reduces every logged value (a collective of our own here could interleave with
-        # the ones rank 0's progress bar starts)
-        self.log(TRAIN_CLIPS, float(clips), on_step=False, on_epoch=True, reduce_fx="sum", sync_dist=True,
-                 batch_size=clips)
-        learning_rate = float(self.trainer.optimizers[0].param_groups[0]["lr"])
-        self.log("lr", learning_rate, on_step=False, on_epoch=True)  # the epoch's mean, for the report
-        return loss
+        # the epoch mean over all processes, reduced when the epoch ends; each step's loss goes to the StepLog,
+        # which logs (and checks) it without waiting for the device at every step
+        self.log("train_loss_epoch", loss, on_step=False, on_epoch=True, batch_size=clips, sync_dist=True)
+        # counted on the host and logged when the epoch ends: a number logged here would be copied to the device
+        # at every step, and that copy waits for the device
+        self.epoch_clips += clips
+        self.epoch_rates.append(float(self.trainer.optimizers[0].param_groups[0]["lr"]))
+        return step_output(loss)
+
+    def on_train_epoch_start(self) -> None:
+        self.epoch_clips, self.epoch_rates = 0, []
+
+    def on_train_epoch_end(self) -> None:
+        # the epoch's training clips summed over processes (logs/metrics.csv, metrics.json); Lightning reduces it
+        # where it reduces every logged value (a collective of our own here could interleave with the ones rank
+        # 0's progress bar starts)
+        self.log(TRAIN_CLIPS, float(self.epoch_clips), reduce_fx="sum", sync_dist=True)
+        if self.epoch_rates:
+            self.log("lr", sum(self.epoch_rates) / len(self.epoch_rates))  # the epoch's mean, for the report
 
     def validation_step(self, batch: dict, batch_idx: int) -> Tensor:
         logits, loss = self._step(batch, "val")
+        value = float(loss)
+        if not math.isfinite(value):
+            raise FloatingPointError(f"val loss is {value} (uids {batch['uid'][:4]}...): {self.divergence_hint}")
         self.validation_outputs.append(ValidationBatch(list(batch["uid"]), logits.detach().float().cpu().numpy(),
-                                                       batch["targets"].detach().float().cpu().numpy(), float(loss)))
+                                                       batch["targets"].detach().float().cpu().numpy(), value))
         return loss
 
     def on_validation_epoch_start(self) -> None:

@@ -44,6 +44,7 @@ from audiotune.engine.distributed import (
 )
 from audiotune.engine.inference import features_on_device, inference_device
 from audiotune.engine.module import DeviceFeatures, optimizers, trains
+from audiotune.engine.step_log import step_output
 from audiotune.engine.trainer import build_trainer
 from audiotune.launch import launched_rank_zero
 from audiotune.models.backbones import SupportsPretraining, build_backbone, input_spec, refuse_inactive, resolve_config
@@ -66,6 +67,8 @@ from audiotune.outputs import (
 )
 from audiotune.report.plots import plot_training_curves
 
+STEP_LOGGED = ("loss", "temperature")  # the values logged every step (train_NAME_step), the rest every epoch
+
 
 @dataclass
 class ValidationLosses:
@@ -77,6 +80,8 @@ class ValidationLosses:
 
 class PretrainModule(pl.LightningModule):
     """Trains a backbone's own self-supervised ``objective`` (see :class:`SupportsPretraining`)."""
+
+    loss_label = "pretraining"  # a loss that is not finite, in StepLog's error
 
     def __init__(self, backbone: SupportsPretraining, objective: str, config: RunConfig, steps_per_epoch: int,
                  features: DeviceFeatures | None = None):
@@ -105,15 +110,15 @@ class PretrainModule(pl.LightningModule):
             pl.seed_everything(seed, workers=True, verbose=False)
             self.rng = random.Random(seed)
 
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict, batch_idx: int) -> dict:
         losses = self._losses(batch, self.rng)
-        if not torch.isfinite(losses["loss"]):
-            raise FloatingPointError(f"pretraining loss is {losses['loss'].item()} (uids {batch['uid'][:4]}...)")
         for name, value in losses.items():
-            # epoch means over all processes (a few scalars reduced per step: cheap next to the gradients)
-            self.log(f"train_{name}", value, on_step=name in ("loss", "temperature"), on_epoch=True,
-                     prog_bar=name in ("loss", "acc"), batch_size=len(batch["uid"]), sync_dist=True)
-        return losses["loss"]
+            # epoch means over all processes, reduced when the epoch ends; the loss and the temperature of each
+            # step go to the StepLog, which logs (and checks) them without waiting for the device at every step
+            self.log(f"train_{name}_epoch" if name in STEP_LOGGED else f"train_{name}", value, on_step=False,
+                     on_epoch=True, prog_bar=name == "acc", batch_size=len(batch["uid"]), sync_dist=True)
+        return step_output(losses["loss"], **{name: value for name, value in losses.items()
+                                              if name in STEP_LOGGED and name != "loss"})
 
     def on_validation_epoch_start(self) -> None:
         self.validation_outputs = []

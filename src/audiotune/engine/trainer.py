@@ -24,18 +24,21 @@ from audiotune.engine.checkpoint_io import AtomicCheckpointIO, latest_checkpoint
 from audiotune.engine.device import MixedOrFull, lightning_precision
 from audiotune.engine.distributed import trainer_devices
 from audiotune.engine.module import run_length
+from audiotune.engine.step_log import StepLog
 from audiotune.outputs import BEST_CHECKPOINT, BEST_CHECKPOINTS, CHECKPOINT_DIR, LOG_DIR, TENSORBOARD_DIR
 from audiotune.progress import Progress
 
 
 class PassProgress(ProgressBar):
     """Lightning's progress bar, drawn by :class:`~audiotune.progress.Progress`: one report per training epoch
-    (with the running loss) and per validation or test pass; the sanity check before training stays quiet."""
+    (with the latest step values ``steps`` has read) and per validation or test pass; the sanity check before
+    training stays quiet."""
 
-    def __init__(self) -> None:
+    def __init__(self, steps: StepLog) -> None:
         super().__init__()
         self.enabled = True
         self.passes: dict[str, Progress] = {}
+        self.steps = steps
 
     def disable(self) -> None:
         self.enabled = False
@@ -54,7 +57,7 @@ class PassProgress(ProgressBar):
             progress.close()
 
     def _note(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> str:
-        metrics = self.get_metrics(trainer, pl_module)
+        metrics = {**self.steps.latest, **self.get_metrics(trainer, pl_module)}
         return ", ".join(f"{key} {value:.4g}" for key, value in metrics.items()
                          if isinstance(value, Number) and key != "v_num")
 
@@ -121,7 +124,8 @@ def build_trainer(train: TrainConfig, runtime: RuntimeConfig, run_dir: Path | No
     strategy and nodes (:func:`~audiotune.engine.distributed.trainer_devices`) for ``--epochs`` or
     ``--training_steps`` (:func:`~audiotune.engine.module.run_length`), sums the gradients of
     ``--accumulate_grad_batches`` batches per optimiser step, clips gradients at ``--grad_clip``,
-    logs every step to ``run_dir/logs/metrics.csv`` (and TensorBoard: :func:`run_loggers`), replaces
+    logs every step to ``run_dir/logs/metrics.csv`` (and TensorBoard: :func:`run_loggers`; the per-step values
+    read from the device a few dozen steps at a time, :class:`~audiotune.engine.step_log.StepLog`), replaces
     ``checkpoints/last.ckpt`` every epoch and, with ``best_by`` (a logged metric and ``"min"`` or ``"max"``),
     keeps the best epoch in ``checkpoints/best.ckpt``
     (the ``--save_top_k`` best in ``checkpoints/best-epoch=NN.ckpt``);
@@ -146,7 +150,8 @@ def build_trainer(train: TrainConfig, runtime: RuntimeConfig, run_dir: Path | No
         max_epochs, max_steps = run_length(train)
         trainer = pl.Trainer(max_epochs=max_epochs, max_steps=max_steps, accelerator=runtime.accelerator,
                              devices=devices, precision=trainer_precision(runtime),
-                             gradient_clip_val=train.grad_clip or None, callbacks=list(callbacks), logger=False,
+                             gradient_clip_val=train.grad_clip or None, callbacks=[StepLog(), *callbacks],
+                             logger=False,
                              enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                              **extra)
         return trainer, None
@@ -168,7 +173,7 @@ def build_trainer(train: TrainConfig, runtime: RuntimeConfig, run_dir: Path | No
         **trainer_devices(runtime),
         precision=trainer_precision(runtime),
         gradient_clip_val=train.grad_clip or None,
-        callbacks=[*checkpoints, PassProgress(), *callbacks],
+        callbacks=[*checkpoints, steps := StepLog(), PassProgress(steps), *callbacks],
         logger=run_loggers(runtime, run_dir),
         log_every_n_steps=1,
         enable_model_summary=False,
