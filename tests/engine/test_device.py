@@ -244,12 +244,14 @@ class _Probe(nn.Module):
 
 def test_iterate_batches_moves_model_and_batches_to_the_resolved_device(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(inference, "resolve_device", lambda accelerator, devices: torch.device("meta"))
+    computed: list[torch.Tensor] = []  # what goes back to the host (a meta tensor has nothing to copy)
+    monkeypatch.setattr(inference, "to_host", lambda tensor: computed.append(tensor) or (lambda: tensor))
     model = _Probe()
     loader = [{"inputs": torch.ones(2, 3), "targets": torch.zeros(2, 2), "uid": ["a", "b"]}] * 2
     outputs = [out for _, out in inference.iterate_batches(model, loader, RunConfig())]
     assert model.linear.weight.device.type == "meta" and not model.training
     assert [d.type for d in model.input_devices] == ["meta", "meta"]
-    assert all(out.device.type == "meta" and out.shape == (2, 2) for out in outputs)
+    assert len(outputs) == 2 and all(out.device.type == "meta" and out.shape == (2, 2) for out in computed)
 
 
 def test_predict_on_cpu_autocasts_and_returns_float32_numpy() -> None:

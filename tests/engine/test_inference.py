@@ -99,3 +99,24 @@ def test_a_check_runs_before_each_batch_and_can_stop_the_pass(tmp_path: Path) ->
 
     with pytest.raises(RuntimeError, match="another process failed"):
         predict(model, loader, config, check=stop)
+
+
+def test_each_result_comes_back_once_the_next_batchs_step_is_queued(tmp_path: Path) -> None:
+    """The device computes batch k + 1 while the caller writes batch k's results: step k + 1 is called before
+    result k is yielded; results come as float32 on the CPU, with the loader's own (CPU) batch."""
+    model, loader, config = _scoring(tmp_path, "workers")
+    events: list[str] = []
+
+    def step(classifier, batch: dict) -> torch.Tensor:  # noqa: ANN001
+        events.append(f"step {batch['uid'][0]}")
+        return classifier.forward_batch(batch).to(torch.bfloat16)
+
+    results = []
+    for batch, result in inference.iterate_batches(model, loader, config, step):
+        events.append(f"yield {batch['uid'][0]}")
+        assert result.dtype == torch.float32 and result.device.type == "cpu"
+        assert batch["targets"].device.type == "cpu"
+        results.append(result)
+    first, second = (batch["uid"][0] for batch in loader)
+    assert events == [f"step {first}", f"step {second}", f"yield {first}", f"yield {second}"]
+    np.testing.assert_allclose(np.concatenate(results), predict(model, loader, config)[1], atol=1e-2)

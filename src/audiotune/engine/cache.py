@@ -127,7 +127,7 @@ def encode_to_cache(model: Classifier, config: RunConfig, inputs: InputSpec, tab
             return classifier.pooled_states(batch["inputs"], batch["lengths"], pooling)
 
         for batch, pooled in iterate_batches(model, loader, config, pool, "feature cache", check):
-            for uid, states in zip(batch["uid"], pooled.float().cpu()):
+            for uid, states in zip(batch["uid"], pooled):
                 write_entry(entry_path(folder, names[row_of[uid]]), states)
     return names, len(missing)
 

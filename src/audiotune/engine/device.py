@@ -1,5 +1,5 @@
 """Where a command's model runs: the accelerator/devices flags turned into one torch device, autocast that
-follows that device, and batches moved onto it.
+follows that device, batches moved onto it and results copied back without stopping it.
 
 The flags have Lightning's spelling (``--accelerator auto|cpu|gpu|cuda|mps``, ``--devices auto|N|0,1|[1]``)
 so ``train`` (Lightning) and the single-process commands (evaluate, extract, the feature cache, probe's
@@ -8,6 +8,7 @@ predictions, stats, attention) read the same options the same way.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -142,3 +143,22 @@ def move_batch(batch: dict, device: torch.device) -> dict:
     return {key: value.to(device, non_blocking=True) if isinstance(value, Tensor) else value
             for key, value in batch.items()}
 
+
+
+def to_host(tensor: Tensor) -> Callable[[], Tensor]:
+    """Start copying ``tensor`` to the CPU as float32; returns what waits for the copy and gives it. On CUDA the copy
+    goes into pinned memory behind the work already queued, and waiting for it waits for that work only, not for
+    anything queued after this call (the next batch's forward pass); elsewhere the copy is made now."""
+    values = tensor.detach().float()
+    if values.device.type != "cuda":
+        host = values.cpu()
+        return lambda: host
+    host = values.to("cpu", non_blocking=True)
+    copied = torch.cuda.Event()
+    copied.record()
+
+    def landed() -> Tensor:
+        copied.synchronize()
+        return host
+
+    return landed

@@ -104,7 +104,7 @@ def extract_embeddings(run: str | None, data_split_root: str, out: str, embeddin
                                            on_device=features_on_device(config, inputs))
                     loader = make_loader(config, dataset, part, False, padding, device=inference_device(config))
                     for batch, emb in iterate_batches(model, loader, config, embed, f"extract {split}", check):
-                        vectors = emb.float().cpu().numpy()
+                        vectors = emb.numpy()
                         writer.write_table(pa.table({
                             POSITION: [place[str(uid)] for uid in batch["uid"]], "uid": batch["uid"],
                             "split": [split] * len(vectors),

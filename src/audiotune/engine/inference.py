@@ -17,7 +17,7 @@ from audiotune.config.sections import PRECISIONS
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.loader_plan import pins_memory
 from audiotune.data.loading import batch_features
-from audiotune.engine.device import autocast, check_precision, move_batch, parse_devices, resolve_device
+from audiotune.engine.device import autocast, check_precision, move_batch, parse_devices, resolve_device, to_host
 from audiotune.launch import launched_local_rank
 from audiotune.models.classifier import Classifier
 from audiotune.progress import track
@@ -127,24 +127,32 @@ def _logits(model: Classifier, batch: dict) -> torch.Tensor:
 def iterate_batches(model: Classifier, loader: DataLoader, config: RunConfig | None = None,
                     step: InferenceStep = _logits, label: str = "scoring",
                     check: Callable[[], None] | None = None) -> Iterator[tuple[dict, torch.Tensor]]:
-    """Yield ``(batch, step(model, batch))`` in eval mode without gradients, on the config's device, reporting
-    the pass's progress as ``label`` (:mod:`audiotune.progress`); ``check`` runs before each batch (one process of
-    several: whether another has failed).
+    """Yield ``(batch, result)`` for each of ``loader``'s batches: the batch as the loader gave it (on the CPU)
+    and ``step(model, batch)`` computed in eval mode without gradients on the config's device, as float32 on the
+    CPU; the pass's progress is reported as ``label`` (:mod:`audiotune.progress`); ``check`` runs before each batch
+    (one process of several: whether another has failed).
 
     The model moves to that device once and each batch per step; bf16 autocast on that device when the
-    config asks. Without a config the model stays where it is. Yielded tensors are on the device.
+    config asks. Without a config the model stays where it is. A batch's result is yielded once the next
+    batch's step is queued (:func:`~audiotune.engine.device.to_host`): the device computes while the caller
+    writes the results it has.
     """
     device = inference_device(config) if config else next(
         (p.device for p in model.parameters()), torch.get_default_device())
     precision = config.runtime.precision if config else "32"
     model.to(device).eval()
     features = batch_features(loader)
+    waiting: tuple[dict, Callable[[], torch.Tensor]] | None = None
     with torch.inference_mode(), autocast(device, precision):
         for batch in track(loader, label):
             if check is not None:
                 check()
-            batch = on_device(batch, device, features)
-            yield batch, step(model, batch)
+            result = to_host(step(model, on_device(batch, device, features)))
+            if waiting is not None:
+                yield waiting[0], waiting[1]()
+            waiting = batch, result
+        if waiting is not None:
+            yield waiting[0], waiting[1]()
 
 
 def predict(model: Classifier, loader: DataLoader, config: RunConfig | None = None, label: str = "scoring",
@@ -154,6 +162,6 @@ def predict(model: Classifier, loader: DataLoader, config: RunConfig | None = No
     uids, logits, targets = [], [], []
     for batch, out in iterate_batches(model, loader, config, label=label, check=check):
         uids += batch["uid"]
-        logits.append(out.float().cpu().numpy())
-        targets.append(batch["targets"].float().cpu().numpy())
+        logits.append(out.numpy())
+        targets.append(batch["targets"].float().numpy())
     return uids, np.concatenate(logits), np.concatenate(targets)
