@@ -1,10 +1,12 @@
 """Where masked time spans go: each clip's own (clip) or counted from the batch's padded length (batch)."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
-from audiotune.models.backbones.hf_masks import time_mask
+from audiotune.models.backbones.hf_masks import draws_time_mask, time_mask, time_mask_indices
 
 
 def test_clip_spans_stay_inside_each_clip_and_a_clip_too_short_gets_none() -> None:
@@ -38,3 +40,16 @@ def test_a_batch_shorter_than_one_span_gets_no_mask_and_rules_are_declared() -> 
         assert not time_mask(rule, [5, 3], 5, 0.5, 10, rng).any()
     with pytest.raises(ValueError, match="--mask_spans"):
         time_mask("frame", [5], 5, 0.5, 2, rng)
+
+
+def test_the_clip_frames_are_read_back_only_for_a_mask_drawn_here() -> None:
+    """transformers draws the clip rule on a batch longer than a span itself: the frames are not needed then."""
+    config = SimpleNamespace(mask_time_prob=0.05, mask_time_length=10, mask_time_min_masks=2)
+    model = SimpleNamespace(training=True, device="cpu", config=config)
+    assert not draws_time_mask(model, 50, "clip") and time_mask_indices(model, [50, 20], 50, "clip") == {}
+    assert draws_time_mask(model, 50, "batch") and draws_time_mask(model, 8, "clip")
+    assert time_mask_indices(model, [8, 5], 8, "clip")["mask_time_indices"].shape == (2, 8)
+    model.training = False
+    assert not draws_time_mask(model, 50, "batch")
+    model.training, model.config.mask_time_prob = True, 0.0
+    assert not draws_time_mask(model, 8, "clip")

@@ -61,14 +61,22 @@ def time_mask(rule: str, frames: list[int], total: int, prob: float, length: int
     return mask
 
 
+def draws_time_mask(model: Any, total: int, rule: str) -> bool:
+    """Whether :func:`time_mask_indices` draws the mask of a batch of ``total`` padded frames (it needs each
+    clip's frames, read back from the device, only then): in training with ``mask_time_prob``, by the ``batch``
+    rule, or when no span fits the batch."""
+    config = model.config
+    return bool(model.training and config.mask_time_prob) and (rule != "clip" or total < config.mask_time_length)
+
+
 def time_mask_indices(model: Any, frames: list[int], total: int, rule: str) -> dict[str, torch.Tensor]:
     """The fine-tuning forward's ``mask_time_indices`` for a training batch of ``total`` padded frames: the
     ``batch`` rule's mask, or none masked when no span fits the batch (transformers leaves a clip shorter than a
     span unmasked within a longer batch but raises for a batch of such clips only: whether a clip is masked
     never depends on the clips batched with it). Otherwise nothing: transformers draws the ``clip`` rule."""
-    config = model.config
-    if not model.training or not config.mask_time_prob or (rule == "clip" and total >= config.mask_time_length):
+    if not draws_time_mask(model, total, rule):
         return {}
+    config = model.config
     rng = np.random.default_rng(int(np.random.randint(2**31 - 1)))  # seeded with the run, as transformers' draws
     mask = time_mask(rule, frames, total, config.mask_time_prob, config.mask_time_length, rng,
                      config.mask_time_min_masks)

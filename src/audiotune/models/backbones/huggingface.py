@@ -63,7 +63,7 @@ from audiotune.models.backbones.hf_checkpoint import (
     extractor_settings,
     normalises,
 )
-from audiotune.models.backbones.hf_masks import time_mask_indices
+from audiotune.models.backbones.hf_masks import draws_time_mask, time_mask_indices
 from audiotune.models.backbones.hf_training import (
     DEFAULT_CHECKPOINT,
     HFOptions,
@@ -158,8 +158,9 @@ class HFBackbone(TransformersSizes, Backbone):
         masks = {}
         if self.model.training:  # where its time spans go (scoring and export never mask: no shape is read here)
             padded = int(self.frame_lengths(torch.tensor([waveforms.shape[1]]))[0])
-            real = self.frame_lengths(seen).clamp(max=padded).tolist()
-            masks = time_mask_indices(self.model, real, padded, self.options.mask_spans)
+            if draws_time_mask(self.model, padded, self.options.mask_spans):  # else no clip's frames are read back
+                real = self.frame_lengths(seen).clamp(max=padded).tolist()
+                masks = time_mask_indices(self.model, real, padded, self.options.mask_spans)
         out = self.model(waveforms, attention_mask=(positions[None, :] < seen[:, None]).long(),
                          output_hidden_states=True, **masks)
         states = list(out.hidden_states)
