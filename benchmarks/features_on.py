@@ -46,9 +46,11 @@ def make_config(place: str, workers: int, args: argparse.Namespace, augment: boo
     return config
 
 
-def timed_epochs(config: RunConfig, table, epochs: int, model_step: bool) -> tuple[list[float], dict]:
+def timed_epochs(config: RunConfig, table, epochs: int, model_step: bool) -> tuple[list[float], dict, dict]:
     """Seconds of each full pass (batches model-ready on the device, and a training step with ``model_step``),
-    and the first pass's features per uid."""
+    the first pass's features per uid and, for a loader of waveforms, the first pass's features computed again
+    from its waveforms in float64 on the CPU (the same front end: a reference both placements are measured
+    against)."""
     device = inference_device(config)
     inputs = input_spec(config)
     targets = np.eye(10, dtype=np.float32)[np.arange(len(table)) % 10]
@@ -58,10 +60,14 @@ def timed_epochs(config: RunConfig, table, epochs: int, model_step: bool) -> tup
     torch.manual_seed(config.data.seed)
     model = build_classifier(config).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    seconds, first = [], {}
+    seconds, first, exact = [], {}, {}
     for epoch in range(epochs):
         start = time.perf_counter()
         for batch in loader:
+            if epoch == 0 and features is not None:
+                for uid, wave, n in zip(batch["uid"], batch["waveforms"], batch["num_samples"].tolist()):
+                    feats, _ = features.front_end.extract(wave[None, :n].double(), torch.tensor([n]), own_edges=True)
+                    exact[uid] = feats[0]
             batch = on_device(batch, device, features)
             if model_step:
                 loss = torch.nn.functional.cross_entropy(model.forward_batch(batch), batch["targets"])
@@ -74,7 +80,7 @@ def timed_epochs(config: RunConfig, table, epochs: int, model_step: bool) -> tup
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds.append(time.perf_counter() - start)
-    return seconds, first
+    return seconds, first, exact
 
 
 def main() -> None:
@@ -94,19 +100,26 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         table = scanned_table(make_clips(Path(tmp) / "clips", args.clips, 1, args.seed),
                               make_config("workers", 0, args))
-        plain = {place: timed_epochs(make_config(place, 0, args, augment=False), table, 1, False)[1]
-                 for place in PLACES}  # also the warm-up
-        difference = max(float((plain["device"][uid] - plain["workers"][uid]).abs().max()) for uid in plain["workers"])
+        runs = {place: timed_epochs(make_config(place, 0, args, augment=False), table, 1, False)
+                for place in PLACES}  # also the warm-up
+        plain, exact = {place: run[1] for place, run in runs.items()}, runs["device"][2]
+
+        def apart(a: dict, b: dict) -> float:
+            return max(float((a[uid].double() - b[uid].double()).abs().max()) for uid in b)
+
         model = f"ECAPA-TDNN {args.channels} channels, a training step per batch" if args.model else "no model"
         print(f"{args.clips} 5-s clips, 80-bin fbank, batch {args.batch_size}, {model}\nmachine: {info}\n"
-              f"features, device vs workers: max |diff| {difference:.1e}\n")
+              f"features, device vs workers: max |diff| {apart(plain['device'], plain['workers']):.1e}; from the "
+              f"float64 features: workers {apart(plain['workers'], exact):.1e}, device "
+              f"{apart(plain['device'], exact):.1e}\n")
         print("| workers | features on | median epoch s | clips/s | workers / device |\n"
               "| ---: | --- | ---: | ---: | ---: |")
         for workers in args.workers:
             times: dict[str, list[float]] = {place: [] for place in PLACES}
             for _ in range(args.repeats):
                 for place in PLACES:
-                    times[place] += timed_epochs(make_config(place, workers, args), table, args.epochs, args.model)[0]
+                    times[place] += timed_epochs(make_config(place, workers, args), table, args.epochs,
+                                                 args.model)[0]
             medians = {place: statistics.median(times[place]) for place in PLACES}
             for place in PLACES:
                 print(f"| {workers} | {place} | {medians[place]:.3f} | {len(table) / medians[place]:.1f} | "
