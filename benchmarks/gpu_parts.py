@@ -24,6 +24,7 @@ from audiotune.engine.device import autocast
 
 RATE = 16000
 ACCELERATOR = {"cpu": "cpu", "cuda": "gpu"}  # torch device type -> audiotune's --accelerator
+COMPILED = "reduce-overhead"  # part b's compiled run: CUDA graphs for a step of many small kernels
 PRECISIONS = (("32", "fp32"), ("bf16", "bf16"))  # (audiotune --precision, name)
 
 
@@ -323,25 +324,29 @@ def ecapa_part(suite, work: Path) -> None:
         path.unlink()
     paths = [p if i % 2 == 0 else p.with_suffix(".flac") for i, p in enumerate(paths)]
     split, labels = write_split(work / "split", paths, 4)
+    # (audio store, workers, --compile); the compiled run has two more epochs, after the one that compiles
+    runs = [(store, workers, "none") for store in (False, True) for workers in s["workers"]]
+    runs.append((True, s["workers"][-1], COMPILED))
     with Utilisation(suite.device) as util:
-        for store in (False, True):
-            for workers in s["workers"]:
-                slug = f"{'store' if store else 'nostore'}_w{workers}"
-                argv = ["-d", split, "-l", labels, "-o", work / slug, "--model", "ecapa_tdnn", "--features", "fbank",
-                        "--num_mel_bins", "80", "--clip_length", "5", "-e", s["ecapa_epochs"], "-bs", s["ecapa_batch"],
-                        "-nw", workers, "--audio_cache", store, "--cache_dir", work / f"cache_{slug}", "--seed", "0",
-                        *s["ecapa"]]
+        for store, workers, compiled in runs:
+            slug = f"{'store' if store else 'nostore'}_w{workers}_{compiled}"
+            epochs = s["ecapa_epochs"] + (2 if compiled != "none" else 0)
+            argv = ["-d", split, "-l", labels, "-o", work / slug, "--model", "ecapa_tdnn", "--features", "fbank",
+                    "--num_mel_bins", "80", "--clip_length", "5", "-e", epochs, "-bs", s["ecapa_batch"],
+                    "-nw", workers, "--audio_cache", store, "--cache_dir", work / f"cache_{slug}", "--seed", "0",
+                    "--compile", compiled, *s["ecapa"]]
 
-                def one(argv: list[object] = argv) -> dict:
-                    r = timed_train(suite, argv)
-                    clips = r["metrics"]["train_clips"]
-                    busy = [u for u in (util.mean(*span) for span in r["later"]) if u is not None]
-                    first = r["spans"][0][1] - r["spans"][0][0]
-                    return {"rate": clips / r["epoch_s"], "unit": "clips/s",
-                            "gpu_util": float(np.mean(busy)) if busy else None,
-                            "note": f"first epoch {clips / first:.1f} clips/s; {len(r['spans'])} epochs of {clips} "
-                                    f"clips; utilisation: {util.source}"}
-                measured(suite, "b", f"ECAPA-TDNN, audio store {'on' if store else 'off'}, {workers} workers", one)
+            def one(argv: list[object] = argv) -> dict:
+                r = timed_train(suite, argv)
+                clips = r["metrics"]["train_clips"]
+                busy = [u for u in (util.mean(*span) for span in r["later"]) if u is not None]
+                first = r["spans"][0][1] - r["spans"][0][0]
+                return {"rate": clips / r["epoch_s"], "unit": "clips/s",
+                        "gpu_util": float(np.mean(busy)) if busy else None,
+                        "note": f"first epoch {clips / first:.1f} clips/s; {len(r['spans'])} epochs of {clips} "
+                                f"clips; utilisation: {util.source}"}
+            case = f"ECAPA-TDNN, audio store {'on' if store else 'off'}, {workers} workers"
+            measured(suite, "b", case + (f", --compile {compiled}" if compiled != "none" else ""), one)
 
 
 def frozen_part(suite, work: Path) -> None:

@@ -34,7 +34,8 @@ def test_smoke_run_fills_every_part_with_finite_figures(tmp_path: Path) -> None:
     by_part = {part: [row for row in rows if row["part"] == part] for part in "abcd"}
     # a: 2 encoders x 2 precisions x (forward only, plain loop, audiotune extract)
     assert len(by_part["a"]) == 12 and {r["unit"] for r in by_part["a"]} == {"audio-s/s"}
-    assert len(by_part["b"]) == 4  # audio store off / on x workers 0 / 2
+    assert len(by_part["b"]) == 5  # audio store off / on x workers 0 / 2, and compiled with the store and 2
+    assert by_part["b"][-1]["case"].endswith("--compile reduce-overhead")
     assert [r["case"].rsplit(", ", 1)[1] for r in by_part["c"]] == ["cache cold", "cache warm", "no cache"]
     assert len(by_part["d"]) == 1
     for row in rows:

@@ -280,3 +280,23 @@ def test_frozen_backbone_weights_and_statistics_do_not_change(uid_dataset: dict,
         torch.testing.assert_close(trained[key], initial[key], msg=key)
     heads = [k for k in trained if k.startswith("classifiers.")]
     assert any(not torch.equal(trained[k], initial[k]) for k in heads)  # the heads did train
+
+
+@pytest.mark.slow
+def test_compile_runs_the_training_steps_through_torch_compile_as_eager_to_rounding(uid_dataset: dict,
+                                                                                   tmp_path) -> None:
+    from safetensors.torch import load_file
+
+    torch._dynamo.reset()
+    losses, weights = {}, {}
+    for mode in ("none", "default"):
+        before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        run_train(uid_dataset, tmp_path / mode, "-e", "2", "--final_dropout", "0", "--compile", mode)
+        compiled = torch._dynamo.utils.counters["stats"]["unique_graphs"] - before
+        assert (compiled > 0) == (mode != "none")
+        losses[mode] = pd.read_csv(tmp_path / mode / "logs" / "metrics.csv")["train_loss_step"].dropna().to_numpy()
+        weights[mode] = load_file(str(tmp_path / mode / "model.safetensors"))
+    assert len(losses["default"]) == 8
+    np.testing.assert_allclose(losses["default"], losses["none"], rtol=1e-4)
+    assert weights["default"].keys() == weights["none"].keys()  # the model's own names, no compile wrapper's
+    assert "compile: default" in (tmp_path / "default" / "config.yaml").read_text()

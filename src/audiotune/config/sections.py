@@ -268,6 +268,7 @@ class TrainConfig:
 
 
 FEATURE_PLACES = ("auto", "device", "workers")
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")  # none: eager; the rest torch.compile's
 
 
 @dataclass
@@ -287,6 +288,14 @@ class RuntimeConfig:
                                       "only decode, resample and crop), workers (per clip in the data workers), or "
                                       "auto (device on a GPU, workers on the CPU)",
                               choices=FEATURE_PLACES)
+    compile: str = option("none", "torch.compile the model's training steps (forward and backward on model inputs; "
+                                  "validation, scoring and heads trained on cached states stay eager): default "
+                                  "(fused kernels), reduce-overhead (also CUDA graphs, which replay a step's many "
+                                  "small kernels at once: models such as ECAPA-TDNN whose steps the host cannot "
+                                  "launch as fast as a GPU runs them), max-autotune (also tries kernel "
+                                  "configurations); the first steps compile (seconds to minutes), and the "
+                                  "results match eager ones to float rounding; none: eager",
+                          choices=COMPILE_MODES)
     precision: str = option("32", "precision of training and inference: 32, bf16 (bfloat16 autocast), 16-mixed "
                                   "(float16 autocast with loss scaling; needs a GPU; 16, the seeds' spelling, is "
                                   "the same)", choices=PRECISIONS)

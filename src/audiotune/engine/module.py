@@ -68,9 +68,13 @@ class ClassifierModule(pl.LightningModule):
                  class_weights: ClassWeights | None = None, seed: int | None = None,
                  adapt_groups: list[tuple[str | None, Iterable[dict]]] | None = None,
                  uid_groups: dict[str, str] | None = None, features: DeviceFeatures | None = None,
-                 weighted_mean: bool = True):
+                 weighted_mean: bool = True, compile_mode: str = "none"):
         super().__init__()
         self.model = model
+        # --compile: the training steps' forward and backward through torch.compile (held outside the module's
+        # submodules, as the validation copy: the checkpoints and the optimiser see the model's own weights)
+        self.compiled: list[Callable[[Tensor, Tensor], Tensor]] = [] if compile_mode == "none" else [
+            torch.compile(model, mode=None if compile_mode == "default" else compile_mode)]
         self.heads = heads
         self.config = config
         self.binary_loss = resolve_loss(config.loss, heads)
@@ -109,7 +113,10 @@ class ClassifierModule(pl.LightningModule):
             if group != self.loaded_group:
                 load_batchnorm_state(model, self.group_statistics[group])
                 self.loaded_group = group
-        logits = model.forward_batch(batch)
+        if stage == "train" and self.compiled:
+            logits = self.compiled[0](batch["inputs"], batch["lengths"])
+        else:
+            logits = model.forward_batch(batch)
         return logits, self.compute_loss(logits, batch["targets"], training=stage == "train")
 
     def compute_loss(self, logits: Tensor, targets: Tensor, training: bool) -> Tensor:

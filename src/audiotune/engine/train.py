@@ -299,10 +299,13 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
     # Lightning keeps the modes modules have at fit start; encoding the cache left them in eval mode
     model.train()
     class_weights = training_class_weights(config.heads, prepared.targets["train"], config.train.class_weights)
+    if cached and config.runtime.compile != "none":
+        log.warning("--compile %s: the heads train on cached states; nothing is compiled", config.runtime.compile)
     module = ClassifierModule(model, config.heads, config.train, steps_per_epoch=len(train_loader),
                               class_weights=class_weights, seed=config.data.seed,
                               features=DeviceFeatures.of(train_loader, val_loader),
                               weighted_mean=config.version >= WEIGHTED_MEAN_VERSION,
+                              compile_mode="none" if cached else config.runtime.compile,
                               **validation_adaptation(config, prepared))
     if resume is not None:
         check_resume_fits(module, resume)
