@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 from conftest import SMALL_ECAPA, tone
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from audiotune.cli import main
 from audiotune.config import HeadSpec, load_config
@@ -111,6 +112,41 @@ def test_missing_targets_add_nothing_to_the_loss() -> None:
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     loss.backward()
     assert torch.isfinite(logits.grad).all() and logits.grad[1, 0] == 0 and logits.grad[0, 1] == 0
+
+
+class HostReads(TorchDispatchMode):
+    """The operations run under it that read a tensor's values back to the host (on a GPU: wait for it)."""
+
+    READS = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default,
+             torch.ops.aten.masked_select.default}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        if func in self.READS:
+            self.reads.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_a_training_loss_reads_nothing_back_from_the_device(weighted: bool) -> None:
+    """Missing targets, class weights and standardised regression targets, without a value read back."""
+    heads = [HeadSpec("word", "categorical", ["word"], ["a", "b", "c"]), HeadSpec("x+y", "binary", ["x", "y"]),
+             HeadSpec("votes", "soft", ["p", "q"], ["p", "q"]),
+             HeadSpec("sev", "regression", ["sev"], target_mean=[2.0], target_std=[3.0])]
+    nan = float("nan")
+    targets = torch.tensor([[1, 0, 0, 1, nan, 0.3, 0.7, 4.0], [nan, nan, nan, 0, 1, nan, nan, nan],
+                            [0, 0, 1, nan, nan, 0.5, 0.5, -1.0]])
+    logits = torch.randn(3, 8, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    weights = balanced_class_weights(heads, np.nan_to_num(targets.numpy(), nan=0.0)) if weighted else None
+    for labeling in ("distribution", "hard"):
+        expected = classification_loss(logits, targets, heads, class_weights=weights, labeling=labeling)
+        with HostReads() as mode:
+            loss = classification_loss(logits, targets, heads, class_weights=weights, labeling=labeling)
+            loss.backward()
+        assert mode.reads == [] and torch.isfinite(loss) and loss.item() == expected.item()
 
 
 def test_huber_loss_bounds_the_pull_of_large_errors() -> None:

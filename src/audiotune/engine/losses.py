@@ -18,6 +18,8 @@ entry by ``t * w_1 + (1 - t) * w_0`` (per-sample weights, so mixed targets inter
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -95,13 +97,26 @@ def draw_hard_targets(distribution: Tensor, generator: torch.Generator | None = 
 
 
 def _soft_head_targets(distribution: Tensor, labeling: str, generator: torch.Generator | None) -> Tensor:
-    if labeling == "hard":
-        return F.one_hot(distribution.argmax(1), distribution.shape[1]).to(distribution)
+    if labeling == "hard":  # one-hot of the argmax (one_hot itself reads the classes back to check them)
+        return torch.zeros_like(distribution).scatter_(1, distribution.argmax(1, keepdim=True), 1.0)
     if labeling == "sample":
         return draw_hard_targets(distribution, generator)
     if labeling != "distribution":
         raise ValueError(f"--labeling_method {labeling}: choose one of {LABELING_METHODS}")
     return distribution
+
+
+@functools.lru_cache(maxsize=256)
+def _constant(values: tuple[float, ...], device: torch.device) -> Tensor:
+    """``values`` as a float32 tensor on ``device``, copied there once: a copy from the host at every step would
+    wait for the device's queue."""
+    return torch.tensor(values, dtype=torch.float32).to(device)
+
+
+def _masked_mean(per_entry: Tensor, labelled: Tensor) -> Tensor:
+    """The mean of ``per_entry`` over its ``labelled`` entries; 0 when none is (adds nothing, as no term). No
+    value is read back to the host, as selecting the labelled entries would."""
+    return (per_entry * labelled).sum() / labelled.sum().clamp_min(1)
 
 
 def _binary_weights(heads: list[HeadSpec], class_weights: ClassWeights, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -111,7 +126,7 @@ def _binary_weights(heads: list[HeadSpec], class_weights: ClassWeights, device: 
             weights = class_weights.get(head.name, {})
             negative += [weights.get(f"{c}=0", 1.0) for c in head.columns]
             positive += [weights.get(f"{c}=1", 1.0) for c in head.columns]
-    return torch.tensor(negative, device=device), torch.tensor(positive, device=device)
+    return _constant(tuple(negative), device), _constant(tuple(positive), device)
 
 
 def _binary_loss(logits: Tensor, targets: Tensor, heads: list[HeadSpec], binary_loss: str,
@@ -119,11 +134,8 @@ def _binary_loss(logits: Tensor, targets: Tensor, heads: list[HeadSpec], binary_
     blocks = [cols for head, cols in zip(heads, head_slices(heads)) if head.kind == "binary"]
     if not blocks:
         return None
-    index = torch.cat([torch.arange(s.start, s.stop) for s in blocks]).to(logits.device)
-    out, target = logits[:, index], targets[:, index]
+    out, target = (torch.cat([values[:, cols] for cols in blocks], dim=1) for values in (logits, targets))
     labelled = ~torch.isnan(target)
-    if not labelled.any():
-        return None
     # zero stands in for a missing target: its entry is masked out below, and NaN must not enter the graph
     target = torch.where(labelled, target, torch.zeros_like(target))
     if binary_loss == "MSE":
@@ -133,7 +145,7 @@ def _binary_loss(logits: Tensor, targets: Tensor, heads: list[HeadSpec], binary_
     if class_weights:
         negative, positive = _binary_weights(heads, class_weights, logits.device)
         per_entry = per_entry * (target * positive + (1 - target) * negative)
-    return per_entry[labelled].mean()
+    return _masked_mean(per_entry, labelled)
 
 
 def classification_loss(logits: Tensor, targets: Tensor, heads: list[HeadSpec], binary_loss: str = "BCE", *,
@@ -158,31 +170,33 @@ def classification_loss(logits: Tensor, targets: Tensor, heads: list[HeadSpec], 
         target = targets[:, cols]
         if head.is_distribution:
             labelled = ~torch.isnan(target).any(dim=1)
-            if not labelled.any():
-                continue
-            distribution = target[labelled]
-            if head.kind == "soft":
-                distribution = _soft_head_targets(distribution, labeling, generator)
-            log_probs = F.log_softmax(logits[labelled][:, cols], dim=1)
+            log_probs = F.log_softmax(logits[:, cols], dim=1)
+            if head.kind == "soft" and labeling == "sample":  # drawn on the host from the labelled rows' shares
+                if not labelled.any():
+                    continue
+                distribution, log_probs = _soft_head_targets(target[labelled], labeling, generator), log_probs[labelled]
+            else:  # an unlabelled row's target is all zero: it adds nothing to either sum
+                distribution = torch.where(labelled[:, None], target, torch.zeros_like(target))
+                if head.kind == "soft":
+                    distribution = _soft_head_targets(distribution, labeling, generator) * labelled[:, None]
             if class_weights and head.name in class_weights:
-                weights = torch.tensor([class_weights[head.name][c] for c in head.classes], device=logits.device)
+                weights = _constant(tuple(class_weights[head.name][c] for c in head.classes), logits.device)
                 distribution = distribution * weights
             # the weighted mean over the rows: a row counts by its target's class weight (CrossEntropyLoss(weight)
             # on class indices divides by the batch's summed weights); unweighted, each row's target sums to 1
-            rows = distribution.sum().clamp_min(1e-12) if weighted_mean else len(distribution)
+            rows = distribution.sum().clamp_min(1e-12) if weighted_mean else labelled.sum().clamp_min(1)
             total = total - (distribution * log_probs).sum() / rows
         elif head.kind == "regression":
             labelled = ~torch.isnan(target)
-            if not labelled.any():
-                continue
             if head.target_mean:
-                mean = torch.tensor(head.target_mean, device=logits.device)
-                target = (target - mean) / torch.tensor(head.target_std, device=logits.device)
+                mean, std = _constant(tuple(head.target_mean), logits.device), _constant(tuple(head.target_std),
+                                                                                            logits.device)
+                target = (target - mean) / std
             target = torch.where(labelled, target, torch.zeros_like(target))
             out = logits[:, cols]
             if regression_loss == "huber":
                 per_entry = F.huber_loss(out, target, reduction="none", delta=1.0)
             else:
                 per_entry = (out - target) ** 2
-            total = total + per_entry[labelled].mean()
+            total = total + _masked_mean(per_entry, labelled)
     return total
