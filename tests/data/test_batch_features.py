@@ -13,7 +13,7 @@ from conftest import tone
 
 from audiotune.config import RunConfig
 from audiotune.data.audio import AudioError, scan_audio
-from audiotune.data.batch_features import WAVEFORMS, BatchFeatures
+from audiotune.data.batch_features import COUNTS, NUM_SAMPLES, WAVEFORMS, BatchFeatures
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.loading import batch_features, make_dataset, make_loader
 
@@ -154,3 +154,20 @@ def test_one_rate_per_file_cannot_be_batched() -> None:
 def test_a_batch_of_model_inputs_passes_unchanged() -> None:
     batch = {"uid": ["a"], "inputs": torch.ones(1, 3, 4), "lengths": torch.tensor([3])}
     assert BatchFeatures(InputSpec(features="fbank", num_mel_bins=4))(batch) is batch
+
+
+def test_training_batches_carry_their_clips_lengths_as_plain_numbers_for_the_masks(clips: pd.DataFrame) -> None:
+    """SpecAugment's masks are drawn on the host: the counts come with the batch, and the features computed
+    from them are those computed from the lengths read back from the batch's device."""
+    inputs = InputSpec(features="fbank", num_mel_bins=32, freqm=8, timem=12, clip_length=0.0).with_min_samples()
+    config = RunConfig()
+    config.train.batch_size = 3
+    scanned, _ = scan_audio(clips, inputs.audio(train=True), "t")
+    dataset = make_dataset(config, inputs, scanned, np.eye(len(scanned), dtype=np.float32), train=True,
+                           on_device=True)
+    loader = make_loader(config, dataset, scanned, True, device=torch.device("cpu"))
+    features = batch_features(loader)
+    for batch in loader:
+        assert batch[COUNTS] == batch[NUM_SAMPLES].tolist() and len(set(batch[COUNTS])) > 1
+        without = {key: value for key, value in batch.items() if key != COUNTS}
+        assert torch.equal(features(batch)["inputs"], features(without)["inputs"])

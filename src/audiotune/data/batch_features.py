@@ -15,13 +15,16 @@ from torch import Tensor
 from audiotune.data.frontend import FrontEnd
 from audiotune.data.input_spec import InputSpec
 
-WAVEFORMS, NUM_SAMPLES, WARPS, SEEDS = "waveforms", "num_samples", "warps", "seeds"  # keys of a waveform batch
+# keys of a waveform batch; COUNTS: num_samples as plain numbers (training), for the SpecAugment masks drawn on the
+# host, so that no clip's length is read back from the device
+WAVEFORMS, NUM_SAMPLES, WARPS, SEEDS, COUNTS = "waveforms", "num_samples", "warps", "seeds", "counts"
 
 
 class BatchFeatures:
-    """Turns a batch of padded waveforms (``waveforms`` (B, N), ``num_samples`` (B,), in training ``warps`` and
-    ``seeds``: one VTLP factor and one SpecAugment seed per clip) into ``inputs`` and ``lengths``, on the batch's
-    device; a batch that holds model inputs already passes unchanged.
+    """Turns a batch of padded waveforms (``waveforms`` (B, N), ``num_samples`` (B,), in training ``warps``,
+    ``seeds`` and ``counts``: one VTLP factor, one SpecAugment seed and the samples of each clip, plain numbers)
+    into ``inputs`` and ``lengths``, on the batch's device; a batch that holds model inputs already passes
+    unchanged.
 
     ``pad_frame``: one frame that pads clips shorter than the batch (the features of silence; None: zeros).
     """
@@ -36,14 +39,14 @@ class BatchFeatures:
     def __call__(self, batch: dict) -> dict:
         if WAVEFORMS not in batch:
             return batch
-        rest = {key: value for key, value in batch.items() if key not in (WAVEFORMS, NUM_SAMPLES, WARPS, SEEDS)}
+        rest = {key: value for key, value in batch.items() if key not in (WAVEFORMS, NUM_SAMPLES, WARPS, SEEDS, COUNTS)}
         waveforms, samples = batch[WAVEFORMS], batch[NUM_SAMPLES].to(batch[WAVEFORMS].device)
         # the features the workers would compute, in float32 whatever autocast the caller runs under
         with torch.no_grad(), torch.autocast(waveforms.device.type, enabled=False):
             # each clip's draws, from the seed its worker drew: the masks go on before the dataset normalisation
             generators = [torch.Generator().manual_seed(int(seed)) for seed in batch[SEEDS]] if self.augments else None
             feats, frames = self.front_end.extract(waveforms.float(), samples, batch.get(WARPS), own_edges=True,
-                                                   generators=generators)
+                                                   generators=generators, counts=batch.get(COUNTS))
             if generators is not None and self.inputs.noise:  # the noise after it, as the seeds
                 feats = _noise(feats, frames, generators)
             feats, frames = self._pad(feats, frames)

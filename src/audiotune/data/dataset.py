@@ -9,7 +9,7 @@ from torch.utils.data import Dataset
 from audiotune.data.audio import AudioSpec, load_clip, table_spans
 from audiotune.data.audio_store import AudioStore
 from audiotune.data.augment import AugmentConfig, WaveformAugmenter, mixup, sample_mixup_lambda
-from audiotune.data.batch_features import NUM_SAMPLES, SEEDS, WARPS, WAVEFORMS, BatchFeatures
+from audiotune.data.batch_features import COUNTS, NUM_SAMPLES, SEEDS, WARPS, WAVEFORMS, BatchFeatures
 from audiotune.data.features import spec_noise
 from audiotune.data.frontend import FrontEnd, check_feature_config, waveform_batch
 from audiotune.data.input_spec import InputSpec
@@ -182,7 +182,8 @@ class Collator:
             batch = {"uid": [item["uid"] for item in items], WAVEFORMS: waveforms, NUM_SAMPLES: num_samples,
                      "targets": torch.stack([item["targets"] for item in items])}
             if self.features.train:  # plain numbers: they stay on the CPU, where the masks are drawn
-                batch.update({WARPS: [item[WARPS] for item in items], SEEDS: [item[SEEDS] for item in items]})
+                batch.update({WARPS: [item[WARPS] for item in items], SEEDS: [item[SEEDS] for item in items],
+                              COUNTS: num_samples.tolist()})
             return batch
         lengths = [item["length"] for item in items]
         frames = self.target_length or max(lengths)

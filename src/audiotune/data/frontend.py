@@ -152,13 +152,14 @@ class FrontEnd(nn.Module):
                                               generator) for generator, count in zip(generators, frames)])
 
     def extract(self, waveforms: Tensor, lengths: Tensor, warps: Sequence[float] | None = None,
-                own_edges: bool = False,
-                generators: Sequence[torch.Generator] | None = None) -> tuple[Tensor, Tensor]:
+                own_edges: bool = False, generators: Sequence[torch.Generator] | None = None,
+                counts: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
         """Each clip's inputs at its own length, zero past it: (B, frames, bins) features or (B, N) waveforms,
         and the frame counts (B,). ``warps`` (fbank only) moves each clip's frequency axis by its factor (VTLP).
         ``own_edges``: MFCC frames reflect at each clip's own end, so every clip of a padded batch gets what it
         gets alone (off: at the tensor's edge, as the exported graph computes them). ``generators`` (training):
-        each clip's SpecAugment draws (:meth:`spec_masks`)."""
+        each clip's SpecAugment draws (:meth:`spec_masks`), over its frames counted from ``counts`` (``lengths``
+        as plain numbers; without them ``lengths`` is read back from its device)."""
         cfg = self.config
         lengths = lengths.to(torch.long)
         if cfg.features == "waveform":
@@ -177,7 +178,13 @@ class FrontEnd(nn.Module):
             feats = feats - (feats * weights).sum(1, keepdim=True) / count
             if cfg.utterance_norm == "meanvar":
                 feats = feats / torch.sqrt((feats * weights).square().sum(1, keepdim=True) / count + 1e-5)
-        feats = self.spec_masks(feats, frames.tolist() if generators is not None else [], generators)
+        if generators is None:
+            own: list[int] = []
+        elif counts is not None:
+            own = self.frame_counts(torch.tensor(counts, dtype=torch.long)).clamp(max=feats.shape[1]).tolist()
+        else:
+            own = frames.tolist()
+        feats = self.spec_masks(feats, own, generators)
         return self._dataset_norm(feats) * weights, frames  # the collator pads normalised features with zeros
 
     def _dataset_norm(self, feats: Tensor) -> Tensor:
