@@ -109,8 +109,9 @@ def _soft_head_targets(distribution: Tensor, labeling: str, generator: torch.Gen
 @functools.lru_cache(maxsize=256)
 def _constant(values: tuple[float, ...], device: torch.device) -> Tensor:
     """``values`` as a float32 tensor on ``device``, copied there once: a copy from the host at every step would
-    wait for the device's queue."""
-    return torch.tensor(values, dtype=torch.float32).to(device)
+    wait for the device's queue. A normal tensor even when first asked for under inference mode (validation)."""
+    with torch.inference_mode(False):
+        return torch.tensor(values, dtype=torch.float32).to(device)
 
 
 def _masked_mean(per_entry: Tensor, labelled: Tensor) -> Tensor:
