@@ -113,7 +113,7 @@ class SeedSSAST(SeedWrapper):
     def __init__(self, mels: int, frames: int, task: str, layer: int, weighted: bool = False):
         from audiotune.models.backbones.ssast_model import SSASTModel
 
-        v = SSASTModel("tiny", 128, 2, 128, 2, mels, frames).v
+        v = SSASTModel("tiny", 128, 2, fstride=128, tstride=2, input_fdim=mels, input_tdim=frames, depth=12).v
         super().__init__(v.cls_token.shape[-1], False, 32, heads="mlp_heads", layernorm=True)
         self.v, self.task, self.layer, self.weighted = v, task, layer, weighted
         if weighted:  # one raw weight per state but the last (the normed output)

@@ -129,7 +129,7 @@ class FixedRng(random.Random):
 def tiny_frame_pretrained() -> SSASTModel:
     """A tiny 12-block frame model built for pretraining on 128 x 1024 fbanks (the original layout)."""
     torch.manual_seed(0)
-    return SSASTModel("tiny", fshape=128, tshape=2, input_fdim=128, input_tdim=1024)
+    return SSASTModel("tiny", fshape=128, tshape=2, input_fdim=128, input_tdim=1024, depth=12)
 
 
 def test_tiny_12_block_state_dict_is_the_original_key_set(tiny_frame_pretrained: SSASTModel) -> None:
@@ -149,7 +149,7 @@ def test_sizes_and_base_nokd_layout() -> None:
     assert got == original_shapes(768, 1, 4 + 1, (16, 16), distilled=False)
     assert SSASTModel("base384", 16, 16, input_fdim=16, input_tdim=16, depth=1).model_size == "base"
     with pytest.raises(ValueError, match="model_size"):
-        SSASTModel("huge", depth=1)
+        SSASTModel("huge", 16, 16, input_fdim=16, input_tdim=16, depth=1)
 
 
 def test_patch_grid_and_geometry_errors() -> None:
@@ -233,7 +233,8 @@ def test_original_checkpoint_loads_strictly_then_finetunes(tmp_path: Path, tiny_
     torch.save(state, path)
 
     torch.manual_seed(1)
-    model = SSASTModel("tiny", fshape=128, tshape=2, fstride=128, tstride=1, input_fdim=128, input_tdim=48)
+    model = SSASTModel("tiny", fshape=128, tshape=2, fstride=128, tstride=1, input_fdim=128, input_tdim=48,
+                       depth=12)
     assert (model.f_dim, model.t_dim) == (1, 47)
     load_ssast_checkpoint(model, path, strict=True)
     src = pretrained.state_dict()
@@ -548,7 +549,7 @@ def test_resolve_ssast_defaults_and_errors(caplog) -> None:
 
 def test_build_ssast_loads_pretrained_with_overlap(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    source = SSASTModel("tiny", 16, 16, input_fdim=32, input_tdim=64)
+    source = SSASTModel("tiny", 16, 16, input_fdim=32, input_tdim=64, depth=12)
     path = tmp_path / "tiny_patch.pth"
     torch.save({f"module.{k}": v for k, v in source.state_dict().items()}, path)
     config = ssast_config(tstride=8, pretrained_mdl_path=str(path), freeze=False)

@@ -125,8 +125,8 @@ class SSASTBackbone(Backbone):
             raise ValueError(f"SSAST task '{o.task}' is not one of {FINETUNE_TASKS + PRETRAIN_TASKS}")
         self.options = options
         self.task = o.task
-        self.model = SSASTModel(o.model_size, o.fshape, o.tshape, o.fstride, o.tstride, o.input_fdim, o.input_tdim,
-                                depth=o.depth)
+        self.model = SSASTModel(o.model_size, o.fshape, o.tshape, input_fdim=o.input_fdim, input_tdim=o.input_tdim,
+                                depth=o.depth, fstride=o.fstride, tstride=o.tstride)
         if o.task in FINETUNE_TASKS:  # the pretext heads and mask token get no gradient while fine-tuning
             for param in (*self.model.cpredlayer.parameters(), *self.model.gpredlayer.parameters(),
                           self.model.mask_embed):

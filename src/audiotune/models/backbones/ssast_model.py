@@ -59,6 +59,9 @@ PRETRAIN_TASKS = ("pretrain_mpc", "pretrain_mpg", "pretrain_joint")
 class SSASTModel(nn.Module):
     """SSAST ViT with the original parameter names, pretraining objectives and hidden states.
 
+    Its size, patches, input and depth are given (the defaults of ``--model ssast`` are its options', in
+    :mod:`audiotune.models.backbones.ssast`).
+
     Args:
         model_size: ``tiny`` (192-d, 3 heads), ``small`` (384, 6), ``base`` (768, 12) — all with cls + dist
             tokens — or ``base_nokd`` (768, 12, cls token only). Upstream's older names (``base384``...) work too.
@@ -72,10 +75,9 @@ class SSASTModel(nn.Module):
         head_classes: output size of the unused DeiT heads (1000 in every original checkpoint).
     """
 
-    def __init__(self, model_size: str = "base", fshape: int = 128, tshape: int = 2, fstride: int | None = None,
-                 tstride: int | None = None, input_fdim: int = 128, input_tdim: int = 1024, *, depth: int = 12,
-                 pretrain_input_fdim: int | None = None, pretrain_input_tdim: int | None = None,
-                 drop_rate: float = 0.0, head_classes: int = 1000) -> None:
+    def __init__(self, model_size: str, fshape: int, tshape: int, *, input_fdim: int, input_tdim: int, depth: int,
+                 fstride: int | None = None, tstride: int | None = None, pretrain_input_fdim: int | None = None,
+                 pretrain_input_tdim: int | None = None, drop_rate: float = 0.0, head_classes: int = 1000) -> None:
         super().__init__()
         self.model_size = SIZE_ALIASES.get(model_size, model_size)
         if self.model_size not in SIZES:
