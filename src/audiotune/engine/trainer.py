@@ -57,7 +57,7 @@ class PassProgress(ProgressBar):
             progress.close()
 
     def _note(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> str:
-        metrics = {**self.steps.latest, **self.get_metrics(trainer, pl_module)}
+        metrics = {**self.get_metrics(trainer, pl_module), **self.steps.latest}
         return ", ".join(f"{key} {value:.4g}" for key, value in metrics.items()
                          if isinstance(value, Number) and key != "v_num")
 
