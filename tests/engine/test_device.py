@@ -254,6 +254,30 @@ def test_iterate_batches_moves_model_and_batches_to_the_resolved_device(monkeypa
     assert len(outputs) == 2 and all(out.device.type == "meta" and out.shape == (2, 2) for out in computed)
 
 
+class _Batches:
+    """A loader that notes when its iterator (its workers) starts."""
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+
+    def __len__(self) -> int:
+        return 2
+
+    def __iter__(self):  # noqa: ANN204
+        self.events.append("workers start")
+        return iter([{"inputs": torch.ones(2, 3), "targets": torch.zeros(2, 2), "uid": ["a", "b"]}] * 2)
+
+
+def test_the_loaders_workers_start_before_the_model_moves_to_the_device() -> None:
+    """The first batches are decoded while the weights are copied to the device (and the device starts up)."""
+    events: list[str] = []
+    model = _Probe()
+    moved = model.to
+    model.to = lambda *args, **kwargs: events.append("model moves") or moved(*args, **kwargs)  # type: ignore[method-assign]
+    outputs = [out for _, out in inference.iterate_batches(model, _Batches(events), RunConfig())]
+    assert events == ["workers start", "model moves"] and len(outputs) == 2
+
+
 def test_predict_on_cpu_autocasts_and_returns_float32_numpy() -> None:
     config = RunConfig()
     config.runtime.accelerator, config.runtime.precision = "cpu", "bf16"

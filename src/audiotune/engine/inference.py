@@ -132,19 +132,22 @@ def iterate_batches(model: Classifier, loader: DataLoader, config: RunConfig | N
     CPU; the pass's progress is reported as ``label`` (:mod:`audiotune.progress`); ``check`` runs before each batch
     (one process of several: whether another has failed).
 
-    The model moves to that device once and each batch per step; bf16 autocast on that device when the
-    config asks. Without a config the model stays where it is. A batch's result is yielded once the next
-    batch's step is queued (:func:`~audiotune.engine.device.to_host`): the device computes while the caller
-    writes the results it has.
+    The model moves to that device once, after the loader's workers have started on the first batches (they
+    decode while the weights are copied and the device starts up), and each batch per step; bf16 autocast on that
+    device when the config asks. Without a config the model stays where it is. A batch's result is yielded once
+    the next batch's step is queued (:func:`~audiotune.engine.device.to_host`): the device computes while the
+    caller writes the results it has.
     """
     device = inference_device(config) if config else next(
         (p.device for p in model.parameters()), torch.get_default_device())
     precision = config.runtime.precision if config else "32"
+    total = len(loader) if hasattr(loader, "__len__") else None
+    batches = iter(loader)  # workers start here
     model.to(device).eval()
     features = batch_features(loader)
     waiting: tuple[dict, Callable[[], torch.Tensor]] | None = None
     with torch.inference_mode(), autocast(device, precision):
-        for batch in track(loader, label):
+        for batch in track(batches, label, total):
             if check is not None:
                 check()
             result = to_host(step(model, on_device(batch, device, features)))
