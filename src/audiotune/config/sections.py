@@ -310,8 +310,8 @@ class RuntimeConfig:
     num_nodes: int = option(1, "machines of a multi-node DDP run (each runs --devices processes)", valid=AT_LEAST_1)
     cache: bool = option(True, "with a frozen backbone and no waveform augmentation, encode each clip once and "
                                "train the heads from cached pooled hidden states")
-    cache_dir: str = option("", "folder of the feature cache and the audio store (default $AUDIOTUNE_CACHE or "
-                                "~/.cache/audiotune)",
+    cache_dir: str = option("", "folder of the feature cache, the audio store and the record of checked audio "
+                                "(default $AUDIOTUNE_CACHE or ~/.cache/audiotune)",
                             role=Role.CACHE)
     audio_cache: bool | Literal["auto"] = option(
         "auto", "store each row's decoded, resampled, channel-mapped audio once (under the cache folder) and read it "

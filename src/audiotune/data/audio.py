@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -345,29 +346,46 @@ def check_clip(path: str, spec: AudioSpec, expected_rate: float = float("nan"), 
     return prepared_length(stop - start if read == wanted else read, rate, spec, len(channels))
 
 
-def scan_audio(table: pd.DataFrame, spec: AudioSpec, split: str,
-               min_samples: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+class CheckedLengths(Protocol):
+    """What earlier checks found (:class:`~audiotune.data.checked_audio.CheckRecord`): a usable row's prepared
+    length while its file is unchanged; what a check finds is added, and kept by ``save``."""
+
+    def length(self, path: str, span: Span, expected_rate: float) -> int | None: ...
+
+    def add(self, path: str, span: Span, expected_rate: float, length: int) -> None: ...
+
+    def save(self) -> None: ...
+
+
+def scan_audio(table: pd.DataFrame, spec: AudioSpec, split: str, min_samples: int = 0,
+               record: CheckedLengths | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Check every row of a table; returns the table with ``num_samples`` (after preparation) and the failures.
 
     Missing, unreadable, empty, all-zero, non-finite and wrong-rate audio, spans past the end of their file,
     channels the file lacks and clips shorter than ``min_samples`` once prepared (too short for the model:
     fewer samples than one feature frame or the encoder's receptive field) are found here rather than in
-    the middle of an epoch.
+    the middle of an epoch. With a ``record``, a row an earlier check found usable is not read again while its
+    file is unchanged, and what this check finds is added to it.
     """
-    lengths, failures = check_rows(table, spec, split, min_samples)
+    lengths, failures = check_rows(table, spec, split, min_samples, record)
     return usable_rows(table, lengths), failures
 
 
-def check_rows(table: pd.DataFrame, spec: AudioSpec, split: str,
-               min_samples: int = 0) -> tuple[list[int], pd.DataFrame]:
+def check_rows(table: pd.DataFrame, spec: AudioSpec, split: str, min_samples: int = 0,
+               record: CheckedLengths | None = None) -> tuple[list[int], pd.DataFrame]:
     """The checks of :func:`scan_audio`: each row's prepared length (-1 where unusable) and the failures, in the
     table's order. Local files are checked up to :data:`SCAN_THREADS` at once, as many as this process has CPUs
     (libsndfile decodes outside Python's lock); remote ones one at a time (fsspec's block cache is not shared
-    safely between threads)."""
+    safely between threads). The rows found in ``record`` are not read; the usable rows read are added to it."""
     def check(item: tuple[object, pd.Series]) -> tuple[int, dict | None]:
         uid, row = item
         try:
-            length = check_clip(row["path"], spec, row.get("expected_rate", float("nan")), span_of(row))
+            path, span, rate = row["path"], span_of(row), row.get("expected_rate", float("nan"))
+            length = record.length(path, span, rate) if record is not None else None
+            if length is None:
+                length = check_clip(path, spec, rate, span)
+                if record is not None:
+                    record.add(path, span, rate, length)
             if length < min_samples:
                 raise DataError(f"{row['path']}: {length} samples once prepared, shorter than the {min_samples} "
                                 "the model needs for one output frame")
@@ -383,6 +401,8 @@ def check_rows(table: pd.DataFrame, spec: AudioSpec, split: str,
             checked = list(pool.map(check, rows))
     else:
         checked = [check(row) for row in rows]
+    if record is not None:
+        record.save()
     failures = [failure for _, failure in checked if failure is not None]
     return [length for length, _ in checked], pd.DataFrame(failures, columns=["uid", "split", "path", "reason"])
 

@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from audiotune import storage
 from audiotune.config import HeadSpec, RunConfig
-from audiotune.data.audio import AudioSpec, scan_audio
+from audiotune.data.audio import AudioSpec, CheckedLengths, scan_audio
 from audiotune.data.balance import training_share
+from audiotune.data.checked_audio import CheckRecord
 from audiotune.data.errors import DataError
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.json_splits import json_label_groups
@@ -28,8 +30,9 @@ from audiotune.data.splits import draw_validation, share_count
 from audiotune.outputs import DROPPED_FILE, SKIPPED_FILE, VALIDATION_FILE, write_csv
 
 log = logging.getLogger(__name__)
-# checks a split's audio: (table, spec, split, min_samples) -> (usable rows with num_samples, failures)
-Scanner = Callable[[pd.DataFrame, AudioSpec, str, int], tuple[pd.DataFrame, pd.DataFrame]]
+# checks a split's audio: (table, spec, split, min_samples, record of earlier checks) -> (usable rows with
+# num_samples, failures)
+Scanner = Callable[[pd.DataFrame, AudioSpec, str, int, CheckedLengths | None], tuple[pd.DataFrame, pd.DataFrame]]
 
 
 @dataclass
@@ -76,7 +79,8 @@ def _check_tables(tables: dict[str, pd.DataFrame], heads: list[HeadSpec], config
             table, missing = drop_missing_targets(table, heads, split, source, config.data.complete_rows)
             dropped.append(missing)
         spec = inputs.audio(train=training and split == "train")
-        table, failures = scan(table, spec, split, inputs.min_samples)
+        record = CheckRecord(storage.cache_root(config.runtime.cache_dir), spec)
+        table, failures = scan(table, spec, split, inputs.min_samples, record)
         skipped.append(failures)
         prepared.tables[split] = table
         prepared.targets[split] = encode_targets(table, heads, source) if targets_needed else \

@@ -50,7 +50,7 @@ import pyarrow.parquet as pq
 import torch
 
 from audiotune.config import RunConfig, RuntimeConfig
-from audiotune.data.audio import AudioSpec, check_rows, scan_audio, usable_rows
+from audiotune.data.audio import AudioSpec, CheckedLengths, check_rows, scan_audio, usable_rows
 from audiotune.data.prepare import Scanner
 from audiotune.engine.device import parse_devices
 from audiotune.engine.distributed import all_gather_objects, end_process_group, process_group
@@ -252,9 +252,9 @@ def shared_scan(shard: Shard) -> Scanner:
     if shard.processes == 1:
         return scan_audio
 
-    def scan(table: pd.DataFrame, spec: AudioSpec, split: str, min_samples: int = 0) -> tuple[pd.DataFrame,
-                                                                                              pd.DataFrame]:
-        reports = exchange(shard, check_rows(table.iloc[shard.rows(len(table))], spec, split, min_samples))
+    def scan(table: pd.DataFrame, spec: AudioSpec, split: str, min_samples: int = 0,
+             record: CheckedLengths | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+        reports = exchange(shard, check_rows(table.iloc[shard.rows(len(table))], spec, split, min_samples, record))
         lengths = [length for block, _ in reports for length in block]
         return usable_rows(table, lengths), pd.concat([found for _, found in reports], ignore_index=True)
 

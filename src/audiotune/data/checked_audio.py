@@ -1,0 +1,107 @@
+"""The record of audio that passed the check before a run, so that a file is decoded for it once, not by every
+command that reads it (``train`` then ``evaluate`` and ``extract`` on the same test split, each fold of ``cv``,
+each trial of ``sweep``).
+
+The check (:func:`~audiotune.data.audio.check_clip`) streams each row's span to find empty, all-zero and
+non-finite audio: a full decode of every compressed file. What it found for a usable row (the prepared length)
+is kept under the cache folder, one file per set of audio settings
+(``ROOT/checked/<settings digest>.json``), keyed by the file's absolute path, size, modification time and inode, the
+row's span and its expected rate. A file written again (another size, time or inode), other settings or another
+span are checked again; a row that failed is not kept, so it fails again with its reason. Remote files are always
+checked. Removing the folder checks everything again.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from audiotune import storage
+from audiotune.data.audio import AudioSpec, Span
+from audiotune.data.audio_store import spec_digest
+from audiotune.outputs import write_bytes
+
+logger = logging.getLogger(__name__)
+
+CHECKS = 1  # the version of the checks a record holds the results of: a record of another is not read
+
+
+def _span_key(span: Span, expected_rate: float) -> str:
+    rate = None if expected_rate is None or (isinstance(expected_rate, float) and math.isnan(expected_rate)) \
+        else float(expected_rate)
+    return json.dumps([span.offset, span.duration, list(span.channels) if span.channels else None, rate])
+
+
+class CheckRecord:
+    """The prepared lengths of the rows that passed the check under one set of audio settings: read from
+    ``ROOT/checked/<settings digest>.json``, added to while a table is checked (from several threads),
+    written back by :meth:`save`."""
+
+    def __init__(self, root: str | Path, spec: AudioSpec):
+        self.path = Path(root) / "checked" / f"{spec_digest(spec)}.json"
+        self._files: dict[str, dict[str, Any]] = self._read()
+        self._added: dict[str, dict[str, Any]] = {}
+        self._stats: dict[str, list[int] | None] = {}
+        self._lock = threading.Lock()
+
+    def _read(self) -> dict[str, dict[str, Any]]:
+        try:
+            kept = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}  # none yet, or unreadable: everything is checked
+        return kept.get("files", {}) if isinstance(kept, dict) and kept.get("checks") == CHECKS else {}
+
+    def _stat(self, path: str) -> tuple[str, list[int] | None]:
+        """The file's absolute path and [size, modification time, inode]; None for a remote or missing file."""
+        absolute = path if storage.is_remote(path) else os.path.abspath(path)
+        if absolute not in self._stats:
+            try:
+                found = None if storage.is_remote(path) else os.stat(absolute)
+            except OSError:
+                found = None
+            self._stats[absolute] = [found.st_size, found.st_mtime_ns, found.st_ino] if found else None
+        return absolute, self._stats[absolute]
+
+    def length(self, path: str, span: Span, expected_rate: float) -> int | None:
+        """The prepared length this row was found to have, if the file has not changed since."""
+        absolute, stat = self._stat(path)
+        if stat is None:
+            return None
+        with self._lock:
+            entry = self._added.get(absolute) or self._files.get(absolute)
+        if not entry or entry["stat"] != stat:
+            return None
+        found = entry["spans"].get(_span_key(span, expected_rate))
+        return int(found) if found is not None else None
+
+    def add(self, path: str, span: Span, expected_rate: float, length: int) -> None:
+        """Keep what the check found for a usable row (a local file only)."""
+        absolute, stat = self._stat(path)
+        if stat is None:
+            return
+        with self._lock:
+            entry = self._added.get(absolute) or self._files.get(absolute)
+            if not entry or entry["stat"] != stat:
+                entry = {"stat": stat, "spans": {}}  # a new or changed file: the rows of its old version go
+            else:
+                entry = {**entry, "spans": dict(entry["spans"])}
+            entry["spans"][_span_key(span, expected_rate)] = int(length)
+            self._added[absolute] = entry
+
+    def save(self) -> None:
+        """Write the rows added to the record, merged with what another command may have written meanwhile; a
+        folder that cannot be written is said once and the run goes on (its rows are checked again next time)."""
+        if not self._added:
+            return
+        files = {**self._read(), **self._added}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes(self.path, json.dumps({"checks": CHECKS, "files": files}, separators=(",", ":")))
+        except OSError as err:  # OutputError included
+            logger.warning("%s: cannot keep the record of checked audio (%s); the audio is checked again next "
+                           "time", self.path, err)
+        self._files, self._added = files, {}

@@ -1,0 +1,113 @@
+"""The record of checked audio: a usable row is decoded for the check once while its file is unchanged; a changed
+file, other settings or another span are checked again, failures always."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from audiotune.config import RunConfig
+from audiotune.data import audio
+from audiotune.data.audio import AudioSpec, scan_audio
+from audiotune.data.checked_audio import CheckRecord
+from audiotune.data.input_spec import InputSpec
+from audiotune.data.prepare import prepare_eval_data
+
+SPEC = AudioSpec(resample_rate=0, clip_length=0)
+
+
+def _table(folder: Path) -> pd.DataFrame:
+    """a: 0.5 s; b: 0.25 s, and its second half as a segment row; z: all zeros."""
+    waves = {"a": np.full(4000, 0.1), "b": np.linspace(-0.5, 0.5, 2000), "z": np.zeros(1000)}
+    for name, wave in waves.items():
+        sf.write(folder / f"{name}.wav", wave.astype(np.float32), 8000)
+    rows = [("a", "a", None, None), ("b", "b", None, None), ("b@0.125", "b", 0.125, 0.125), ("z", "z", None, None)]
+    return pd.DataFrame({"uid": [r[0] for r in rows], "path": [str(folder / f"{r[1]}.wav") for r in rows],
+                         "offset": [r[2] for r in rows], "duration": [r[3] for r in rows]}).set_index("uid")
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The files the check decodes, by name."""
+    names: list[str] = []
+    real = audio.check_clip
+
+    def counted(path: str, *args: object, **kwargs: object) -> int:
+        names.append(Path(path).stem)
+        return real(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(audio, "check_clip", counted)
+    return names
+
+
+def test_a_usable_row_is_not_decoded_again_while_its_file_is_unchanged(tmp_path: Path, reads: list[str]) -> None:
+    table = _table(tmp_path)
+    first = scan_audio(table, SPEC, "test", record=CheckRecord(tmp_path / "cache", SPEC))
+    assert sorted(reads) == ["a", "b", "b", "z"]
+    reads.clear()
+    again = scan_audio(table, SPEC, "test", record=CheckRecord(tmp_path / "cache", SPEC))  # as the next command
+    assert reads == ["z"]  # the failure is checked again, and fails again with its reason
+    assert again[0].equals(first[0]) and again[1].equals(first[1])
+    assert first[0]["num_samples"].tolist() == [4000, 2000, 1000] and "all zeros" in first[1]["reason"][0]
+    assert scan_audio(table, SPEC, "test")[0].equals(first[0])  # the same rows and lengths as checking everything
+
+
+def test_a_changed_file_other_settings_and_another_span_are_checked_again(tmp_path: Path,
+                                                                        reads: list[str]) -> None:
+    table = _table(tmp_path)
+    scan_audio(table, SPEC, "test", record=CheckRecord(tmp_path / "cache", SPEC))
+    reads.clear()
+    sf.write(tmp_path / "a.wav", np.zeros(4000, dtype=np.float32), 8000)  # the same size, written again
+    kept, failures = scan_audio(table, SPEC, "test", record=CheckRecord(tmp_path / "cache", SPEC))
+    assert sorted(reads) == ["a", "z"] and sorted(failures["uid"]) == ["a", "z"]
+    assert "a.wav: audio is all zeros" in failures["reason"][0]
+
+    reads.clear()
+    crop = AudioSpec(resample_rate=0, clip_length=0.1)
+    kept, _ = scan_audio(table, crop, "test", record=CheckRecord(tmp_path / "cache", crop))
+    assert sorted(reads) == ["a", "b", "b", "z"] and kept["num_samples"].tolist() == [800, 800]
+
+    reads.clear()
+    other = table.loc[["b@0.125"]].assign(offset=0.0)
+    kept, _ = scan_audio(other, SPEC, "test", record=CheckRecord(tmp_path / "cache", SPEC))
+    assert reads == ["b"] and kept["num_samples"].tolist() == [1000]
+
+
+def test_a_record_that_cannot_be_written_is_said_and_the_scan_goes_on(
+        tmp_path: Path, reads: list[str], caplog: pytest.LogCaptureFixture) -> None:
+    table = _table(tmp_path)
+    (tmp_path / "cache").write_text("a file where the cache folder would be")
+    with caplog.at_level(logging.WARNING):
+        kept, failures = scan_audio(table, SPEC, "test", record=CheckRecord(tmp_path / "cache", SPEC))
+    assert "cannot keep the record of checked audio" in caplog.text
+    assert kept["num_samples"].tolist() == [4000, 2000, 1000] and failures["uid"].tolist() == ["z"]
+    reads.clear()
+    scan_audio(table, SPEC, "test", record=CheckRecord(tmp_path / "cache", SPEC))
+    assert len(reads) == 4  # nothing was kept: everything is checked again
+
+
+def test_commands_keep_the_record_under_the_cache_folder(tmp_path: Path, reads: list[str]) -> None:
+    """What ``evaluate`` and ``extract`` check (prepare_eval_data), under --cache_dir: a second command decodes
+    only the row that failed."""
+    table = _table(tmp_path).drop(columns=["offset", "duration"]).drop(index="b@0.125")
+    table.to_csv(tmp_path / "test.csv")
+    config = RunConfig()
+    config.runtime.cache_dir, config.data.on_error = str(tmp_path / "cache"), "skip"
+    config.audio.resample_rate, config.audio.eval_clip_length = 0, 0
+    inputs = InputSpec.from_sections(config.audio, config.features)
+    first = prepare_eval_data(config, inputs, str(tmp_path / "test.csv"), targets_needed=False)
+    assert sorted(reads) == ["a", "b", "z"] and [p.parent.name for p in (tmp_path / "cache").rglob("*.json")] == \
+        ["checked"]
+    reads.clear()
+    again = prepare_eval_data(config, inputs, str(tmp_path / "test.csv"), targets_needed=False)
+    assert reads == ["z"]
+    assert all(again.tables[split].equals(first.tables[split]) for split in first.tables)
+    os.utime(tmp_path / "b.wav", ns=(1, 1))  # another modification time: read again
+    reads.clear()
+    prepare_eval_data(config, inputs, str(tmp_path / "test.csv"), targets_needed=False)
+    assert sorted(reads) == ["b", "z"]
