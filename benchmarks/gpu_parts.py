@@ -7,6 +7,7 @@ data and models offline in that folder, and runs audiotune through its engine fu
 from __future__ import annotations
 
 import contextlib
+import math
 import statistics
 import threading
 import time
@@ -103,22 +104,48 @@ class Utilisation:
 
 class EpochClock(pl.Callback):
     """The (start, end) ``perf_counter`` time of the training batches of every epoch: from the epoch's start to the
-    end of its last training batch (the device synchronised there), so validation and checkpoint writing are out."""
+    end of its last training batch (the device synchronised there), so validation and checkpoint writing are out.
+
+    Also where the host spends each batch, per epoch in ``host``: ``wait``, from the end of the previous batch's
+    step (or the epoch's start) to the start of this one's (the loader's batch fetched and moved to the device),
+    and ``step``, the training step's host time (forward, backward and update queued; on a GPU the device may
+    still be computing). A step's host time near the epoch's time per batch means the host launching kernels
+    bounds the epoch; a long wait, the input."""
 
     def __init__(self, device: torch.device) -> None:
         self.device, self.spans, self._start, self._end = device, [], 0.0, 0.0
+        self.host: list[dict[str, list[float]]] = []
+        self._mark = self._batch = 0.0
 
     def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        self._start = self._end = time.perf_counter()
+        self._start = self._end = self._mark = time.perf_counter()
+        self.host.append({"wait": [], "step": []})
+
+    def on_train_batch_start(self, trainer: pl.Trainer, module: pl.LightningModule, batch: object,
+                             batch_idx: int) -> None:
+        self._batch = time.perf_counter()
+        self.host[-1]["wait"].append(self._batch - self._mark)
 
     def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: object, batch: object,
                            batch_idx: int) -> None:
+        self._mark = time.perf_counter()
+        self.host[-1]["step"].append(self._mark - self._batch)
         if batch_idx + 1 == trainer.num_training_batches:
             synchronize(self.device)
             self._end = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self.spans.append((self._start, self._end))
+
+    def host_note(self) -> str:
+        """The median host wait and step per batch over the epochs after the first, in ms."""
+        later = self.host[1:] or self.host
+        wait = [w for epoch in later for w in epoch["wait"]]
+        step = [t for epoch in later for t in epoch["step"]]
+        if not wait:
+            return "no batch clocked"
+        return (f"host per batch (median): waiting {1e3 * statistics.median(wait):.1f} ms, "
+                f"step {1e3 * statistics.median(step):.1f} ms")
 
 
 def encoder_class(kind: str) -> type:
@@ -268,12 +295,39 @@ def extraction_part(suite, work: Path) -> None:
             audiotune = timed(lambda csv: extract(csv, precision), work / "warmup.csv", work / "clips.csv", False)
 
             def compared() -> dict:
-                values = audiotune()
+                with result_times() as times:
+                    values = audiotune()
+                    end = time.perf_counter()
+                # the timed pass's phases: until its first result, its batches, after its last result
+                full, start = times[-math.ceil(len(paths) / batch):], end - audio_s / values["rate"]
+                phases = (f"first result after {full[0] - start:.2f} s, the {len(full) - 1} others in "
+                          f"{full[-1] - full[0]:.2f} s, then {end - full[-1]:.2f} s to the parquet file")
+                values["note"] = phases
                 if done["plain"] and done["forward"]:
                     values["note"] = (f"{values['rate'] / done['plain']['rate']:.2f}x plain loop, "
-                                      f"{values['rate'] / done['forward']['rate']:.0%} of forward-only")
+                                      f"{values['rate'] / done['forward']['rate']:.0%} of forward-only; {phases}")
                 return values
             measured(suite, "a", f"{name} {label}, audiotune extract", compared)  # its precision: the run's config
+
+
+@contextlib.contextmanager
+def result_times() -> Iterator[list[float]]:
+    """The ``perf_counter`` times at which ``audiotune extract`` gets each batch's result back (its
+    ``iterate_batches`` yields) while the block runs."""
+    from audiotune.engine import extract
+
+    real, times = extract.iterate_batches, []
+
+    def clocked(*args: object, **kwargs: object) -> Iterator[tuple[dict, torch.Tensor]]:
+        for item in real(*args, **kwargs):  # type: ignore[arg-type]
+            times.append(time.perf_counter())
+            yield item
+
+    extract.iterate_batches = clocked  # type: ignore[assignment]
+    try:
+        yield times
+    finally:
+        extract.iterate_batches = real
 
 
 def rates(rate: float, flops_per_s: float, peak: float) -> dict:
@@ -310,7 +364,8 @@ def timed_train(suite, argv: list[object]) -> dict:
         raise RuntimeError("no training epoch ran")
     later = clock.spans[1:] or clock.spans  # the epochs after the first (start-up, store filling) when there are
     return {"start": start, "end": time.perf_counter(), "spans": clock.spans, "later": later, **peak,
-            "epoch_s": statistics.median(end - begin for begin, end in later), "metrics": metrics}
+            "epoch_s": statistics.median(end - begin for begin, end in later), "metrics": metrics,
+            "host": clock.host_note()}
 
 
 def ecapa_part(suite, work: Path) -> None:
@@ -344,7 +399,7 @@ def ecapa_part(suite, work: Path) -> None:
                 return {"rate": clips / r["epoch_s"], "unit": "clips/s",
                         "gpu_util": float(np.mean(busy)) if busy else None,
                         "note": f"first epoch {clips / first:.1f} clips/s; {len(r['spans'])} epochs of {clips} "
-                                f"clips; utilisation: {util.source}"}
+                                f"clips; utilisation: {util.source}; {r['host']}"}
             case = f"ECAPA-TDNN, audio store {'on' if store else 'off'}, {workers} workers"
             measured(suite, "b", case + (f", --compile {compiled}" if compiled != "none" else ""), one)
 
@@ -387,5 +442,5 @@ def finetune_part(suite, work: Path) -> None:
         return {"rate": rate, "unit": "samples/s", "tflops": rate * per_sample / 1e12,
                 "of_peak": rate * per_sample / suite.peaks["bf16"],
                 "note": f"batch {s['tune_batch']} x {s['clip_s']:g} s; {per_sample / 1e9:.3g} GFLOP per sample "
-                        f"(forward + backward); epoch {r['epoch_s']:.2f} s (median after the first)"}
+                        f"(forward + backward); epoch {r['epoch_s']:.2f} s (median after the first); {r['host']}"}
     measured(suite, "d", f"wav2vec2-base{' (tiny)' if s['w2v'] else ''} full fine-tuning, bf16", one)
