@@ -16,6 +16,23 @@ def test_clip_spans_stay_inside_each_clip_and_a_clip_too_short_gets_none() -> No
     assert mask[1, :20].sum() >= 4 and not mask[2].any() and not mask[3].any()  # 3 and 1 frames: shorter than a span
 
 
+def test_clip_rule_counts_spans_as_transformers_does() -> None:
+    """transformers' _compute_mask_indices (the clip rule it draws in fine-tuning): one rounding draw per batch, so
+    clips of one length get the same number of spans, and the same share of masked frames on average."""
+    from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices
+
+    rng, ours, theirs = np.random.default_rng(0), [], []
+    np.random.seed(0)
+    for _ in range(300):
+        mask = time_mask("clip", [40, 40, 40], 40, 0.13, 1, rng, min_masks=0)  # spans of 1 frame never overlap
+        assert len(set(mask.sum(1))) == 1
+        ours.append(mask.mean())
+        hf = _compute_mask_indices((3, 40), mask_prob=0.13, mask_length=1, min_masks=0)
+        assert len(set(hf.sum(1))) == 1
+        theirs.append(hf.mean())
+    assert np.mean(ours) == pytest.approx(np.mean(theirs), abs=0.01) and np.mean(ours) == pytest.approx(0.13, abs=0.01)
+
+
 def test_batch_spans_are_counted_from_the_padded_length_so_short_clips_get_few_as_the_emotion_seed() -> None:
     """transformers 4.10's rule: one count from the batch's padded length, starts over the whole width, cut to each
     clip's frames. A 50-frame clip beside a 500-frame one gets about a tenth of the masked frames it gets alone."""

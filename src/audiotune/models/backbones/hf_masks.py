@@ -1,16 +1,16 @@
 """Where a wav2vec2-style encoder's time spans are masked, by one of two rules (``--mask_spans``):
 
 * ``clip``: each clip's spans are counted and placed in its own real frames: ``max(min_masks, int(p * n / L + u))``
-  starts drawn without replacement from its ``n - L + 1`` positions (transformers' rule today). Padding is never
-  masked; a clip shorter than one span gets none.
+  starts, at most ``T // L``, drawn without replacement from its ``n - L + 1`` positions (transformers' rule
+  today, ``_compute_mask_indices``). Padding is never masked; a clip shorter than one span gets none.
 * ``batch``: one count for the whole batch from its padded length ``T``: ``max(min_masks, int(p * T / L + u))``,
   at most ``T // L``; each clip's starts are drawn over the whole padded width and its spans then cut to its
   real frames (transformers 4.10's rule, with which the emotion seed fine-tuned, ran TAPT and P-TAPT). A short
   clip batched with long ones gets few masked frames, or none.
 
-``p`` is ``--mask_time_prob``, ``L`` ``--mask_time_length``, ``u`` uniform in [0, 1) (drawn per clip by ``clip``,
-once per batch by ``batch``). Fine-tuning passes the ``batch`` rule's mask to the encoder (transformers draws the
-``clip`` rule itself); pretraining draws both here.
+``p`` is ``--mask_time_prob``, ``L`` ``--mask_time_length``, ``u`` uniform in [0, 1), drawn once per batch by both
+rules (as transformers draws it: the clips of a batch round their counts alike). Fine-tuning passes the ``batch``
+rule's mask to the encoder (transformers draws the ``clip`` rule itself); pretraining draws both here.
 """
 from __future__ import annotations
 
@@ -27,11 +27,12 @@ PTAPT_MASK_PROB, PTAPT_MASK_LENGTH = 0.06, 15  # the seed's P-TAPT masking: span
 def _clip_rule(frames: list[int], total: int, prob: float, length: int, rng: np.random.Generator,
                min_masks: int) -> np.ndarray:
     mask = np.zeros((len(frames), total), dtype=bool)
+    rounding = rng.random()
     for row, n in enumerate(frames):
         starts_possible = n - length + 1
         if starts_possible < 1:
             continue
-        spans = max(min_masks, int(prob * n / length + rng.random()))
+        spans = min(max(min_masks, int(prob * n / length + rounding)), total // length)
         for start in rng.choice(starts_possible, size=min(spans, starts_possible), replace=False):
             mask[row, start:start + length] = True
     return mask
