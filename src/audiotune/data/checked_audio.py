@@ -28,6 +28,7 @@ from audiotune.outputs import write_bytes
 logger = logging.getLogger(__name__)
 
 CHECKS = 1  # the version of the checks a record holds the results of: a record of another is not read
+FOLDER = "checked"  # under the cache folder
 
 
 def _span_key(span: Span, expected_rate: float) -> str:
@@ -42,7 +43,7 @@ class CheckRecord:
     written back by :meth:`save`."""
 
     def __init__(self, root: str | Path, spec: AudioSpec):
-        self.path = Path(root) / "checked" / f"{spec_digest(spec)}.json"
+        self.path = Path(root) / FOLDER / f"{spec_digest(spec)}.json"
         self._files: dict[str, dict[str, Any]] = self._read()
         self._added: dict[str, dict[str, Any]] = {}
         self._stats: dict[str, list[int] | None] = {}
