@@ -19,6 +19,7 @@ import pandas as pd
 import pytorch_lightning as pl
 import soundfile as sf
 import torch
+from torch._dynamo.utils import counters
 from torch.utils.flop_counter import FlopCounterMode
 
 from audiotune.engine.device import autocast
@@ -391,15 +392,18 @@ def ecapa_part(suite, work: Path) -> None:
                     "-nw", workers, "--audio_cache", store, "--cache_dir", work / f"cache_{slug}", "--seed", "0",
                     "--compile", compiled, *s["ecapa"]]
 
-            def one(argv: list[object] = argv) -> dict:
+            def one(argv: list[object] = argv, compiled: str = compiled) -> dict:
+                skipped = counters["inductor"]["cudagraph_skips"]
                 r = timed_train(suite, argv)
+                skipped = counters["inductor"]["cudagraph_skips"] - skipped  # the run's log says why
+                graphs = f"; graphs run without CUDA graphs: {skipped}" if compiled == COMPILED else ""
                 clips = r["metrics"]["train_clips"]
                 busy = [u for u in (util.mean(*span) for span in r["later"]) if u is not None]
                 first = r["spans"][0][1] - r["spans"][0][0]
                 return {"rate": clips / r["epoch_s"], "unit": "clips/s",
                         "gpu_util": float(np.mean(busy)) if busy else None,
                         "note": f"first epoch {clips / first:.1f} clips/s; {len(r['spans'])} epochs of {clips} "
-                                f"clips; utilisation: {util.source}; {r['host']}"}
+                                f"clips; utilisation: {util.source}; {r['host']}{graphs}"}
             case = f"ECAPA-TDNN, audio store {'on' if store else 'off'}, {workers} workers"
             measured(suite, "b", case + (f", --compile {compiled}" if compiled != "none" else ""), one)
 

@@ -18,6 +18,7 @@ from audiotune.config import HeadSpec, TrainConfig
 from audiotune.data.loading import batch_features
 from audiotune.engine.adapt import batchnorm_state, estimate_batchnorm, load_batchnorm_state
 from audiotune.engine.checkpoint_io import set_frozen_aside
+from audiotune.engine.cuda_graphs import CudaGraphSkips
 from audiotune.engine.distributed import all_gather_objects, unique_batches
 from audiotune.engine.losses import ClassWeights, classification_loss, resolve_loss, resolve_regression_loss
 from audiotune.engine.metrics import compute_metrics, scores_from_logits
@@ -75,6 +76,8 @@ class ClassifierModule(pl.LightningModule):
         # submodules, as the validation copy: the checkpoints and the optimiser see the model's own weights)
         self.compiled: list[Callable[[Tensor, Tensor], Tensor]] = [] if compile_mode == "none" else [
             torch.compile(model, mode=None if compile_mode == "default" else compile_mode)]
+        # reduce-overhead's CUDA graphs that inductor did not capture, said at the end of the epoch they ran in
+        self.graph_skips = CudaGraphSkips() if compile_mode == "reduce-overhead" else None
         self.heads = heads
         self.config = config
         self.binary_loss = resolve_loss(config.loss, heads)
@@ -137,6 +140,8 @@ class ClassifierModule(pl.LightningModule):
             self.model.backbone.eval()
 
     def on_train_start(self) -> None:
+        if self.graph_skips is not None:
+            self.graph_skips.start()
         if self.trainer.world_size > 1:
             # every process was seeded alike; give each its own augmentation, dropout and label draws
             seed = (torch.initial_seed() if self.seed is None else self.seed) + self.global_rank
@@ -161,7 +166,13 @@ class ClassifierModule(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         self.epoch_clips, self.epoch_rates = 0, []
 
+    def teardown(self, stage: str) -> None:  # also after a failed fit
+        if self.graph_skips is not None:
+            self.graph_skips.stop()
+
     def on_train_epoch_end(self) -> None:
+        if self.graph_skips is not None and (news := self.graph_skips.news(self.device)) and self.global_rank == 0:
+            log.warning(news)
         # the epoch's training clips summed over processes (logs/metrics.csv, metrics.json); Lightning reduces it
         # where it reduces every logged value (a collective of our own here could interleave with the ones rank
         # 0's progress bar starts)
