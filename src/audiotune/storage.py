@@ -107,6 +107,14 @@ def is_remote(path: object) -> bool:
     return bool(match) and match.group(1).lower() != "file"  # type: ignore[union-attr]
 
 
+def file_version(path: str | Path) -> tuple[str, int, int, int]:
+    """A local file's absolute path, size, modification time (ns) and inode: what changes when it is written
+    again (the keys of what is kept about a file's content); OSError when it cannot be read."""
+    absolute = os.path.abspath(path)
+    found = os.stat(absolute)
+    return absolute, found.st_size, found.st_mtime_ns, found.st_ino
+
+
 def _protocol(url: str) -> str:
     match = URL.match(url)
     return match.group(1).lower() if match else "file"

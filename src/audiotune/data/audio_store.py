@@ -24,7 +24,7 @@ from audiotune import storage
 from audiotune.data.audio import AudioSpec, Span
 
 logger = logging.getLogger(__name__)
-_DIGESTS: dict[tuple[str, int, int], str] = {}
+_DIGESTS: dict[tuple[str, int, int, int], str] = {}
 
 
 def content_digest(path: str) -> str:
@@ -33,8 +33,7 @@ def content_digest(path: str) -> str:
     A remote object's digest comes from its metadata (generation, checksum), without reading it."""
     if storage.is_remote(path):
         return storage.content_id(path)
-    stat = os.stat(path)
-    key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+    key = storage.file_version(path)
     if key not in _DIGESTS:
         digest = hashlib.blake2b(digest_size=16)
         with open(path, "rb") as handle:

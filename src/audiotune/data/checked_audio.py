@@ -46,7 +46,7 @@ class CheckRecord:
         self.path = Path(root) / FOLDER / f"{spec_digest(spec)}.json"
         self._files: dict[str, dict[str, Any]] = self._read()
         self._added: dict[str, dict[str, Any]] = {}
-        self._stats: dict[str, list[int] | None] = {}
+        self._stats: dict[str, tuple[str, list[int] | None]] = {}
         self._lock = threading.Lock()
 
     def _read(self) -> dict[str, dict[str, Any]]:
@@ -57,15 +57,17 @@ class CheckRecord:
         return kept.get("files", {}) if isinstance(kept, dict) and kept.get("checks") == CHECKS else {}
 
     def _stat(self, path: str) -> tuple[str, list[int] | None]:
-        """The file's absolute path and [size, modification time, inode]; None for a remote or missing file."""
-        absolute = path if storage.is_remote(path) else os.path.abspath(path)
-        if absolute not in self._stats:
+        """The file's absolute path and [size, modification time, inode] (:func:`~audiotune.storage.file_version`);
+        None for a remote or missing file."""
+        if storage.is_remote(path):
+            return path, None
+        if path not in self._stats:
             try:
-                found = None if storage.is_remote(path) else os.stat(absolute)
+                absolute, *version = storage.file_version(path)
             except OSError:
-                found = None
-            self._stats[absolute] = [found.st_size, found.st_mtime_ns, found.st_ino] if found else None
-        return absolute, self._stats[absolute]
+                absolute, version = os.path.abspath(path), None
+            self._stats[path] = (absolute, version)
+        return self._stats[path]
 
     def length(self, path: str, span: Span, expected_rate: float) -> int | None:
         """The prepared length this row was found to have, if the file has not changed since."""
