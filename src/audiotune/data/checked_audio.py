@@ -87,17 +87,16 @@ class CheckRecord:
         if stat is None:
             return
         with self._lock:
-            entry = self._added.get(absolute) or self._files.get(absolute)
-            if not entry or entry["stat"] != stat:
-                entry = {"stat": stat, "spans": {}}  # a new or changed file: the rows of its old version go
-            else:
-                entry = {**entry, "spans": dict(entry["spans"])}
+            entry = self._added.get(absolute)
+            if entry is None:  # the file's first row added: its kept rows go on, unless the file changed
+                kept = self._files.get(absolute)
+                entry = self._added[absolute] = {"stat": stat, "spans": dict(kept["spans"]) if kept and
+                                                 kept["stat"] == stat else {}}
             entry["spans"][_span_key(span, expected_rate)] = int(length)
-            self._added[absolute] = entry
 
     def save(self) -> None:
         """Write the rows added to the record, merged with what another command may have written meanwhile; a
-        folder that cannot be written is said once and the run goes on (its rows are checked again next time)."""
+        folder that cannot be written is said and the run goes on (its rows are checked again next time)."""
         if not self._added:
             return
         files = {**self._read(), **self._added}
