@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from audiotune.data import features
 from audiotune.data.features import (
     apply_masks,
     draw_masks,
@@ -28,6 +29,7 @@ from audiotune.data.features import (
     mfcc_num_frames,
     mfcc_too_short,
     normalize,
+    queued_on,
     spec_noise,
 )
 
@@ -302,3 +304,24 @@ def test_utterance_mean_normalisation_removes_a_gain() -> None:
     feats = scaled(clip, 16000)
     torch.testing.assert_close(feats.mean(0), torch.zeros(40), atol=1e-4, rtol=0)
     torch.testing.assert_close(feats.std(0, unbiased=False), torch.ones(40), atol=1e-3, rtol=0)
+
+
+def test_host_values_go_to_a_gpu_from_pinned_memory_without_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """queued_on: on CUDA, pinned and copied with non_blocking (a copy from pageable memory waits for the device's
+    queued work); elsewhere a plain copy. SpecAugment's spans of a batch on the device go through it."""
+    assert queued_on(np.array([[1, 2]]), "cpu", torch.long).tolist() == [[1, 2]]
+    assert queued_on([0.5, 1.5], "cpu").dtype == torch.float32
+    calls: list[str] = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: calls.append("pinned") or self)
+    monkeypatch.setattr(torch.Tensor, "to", lambda self, *args, **kwargs: calls.append(
+        f"to {args[0]} non_blocking={kwargs.get('non_blocking', False)}") or self)
+    queued_on([1, 2], torch.device("cuda", 0))
+    assert calls == ["pinned", "to cuda:0 non_blocking=True"]
+    monkeypatch.undo()
+
+    sent: list[object] = []
+    real = features.queued_on
+    monkeypatch.setattr(features, "queued_on", lambda values, device, dtype=None: sent.append(device) or real(
+        values, device, dtype))
+    masked = apply_masks(torch.ones(2, 5, 4), [((0, 1), (0, 0)), ((1, 3), (2, 4))])
+    assert sent == [torch.device("cpu")] and masked[1, :, 1:3].eq(0).all() and masked[1, 2:4].eq(0).all()

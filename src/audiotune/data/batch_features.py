@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from audiotune.data.features import queued_on
 from audiotune.data.frontend import FrontEnd
 from audiotune.data.input_spec import InputSpec
 
@@ -67,8 +68,8 @@ class BatchFeatures:
 def _noise(feats: Tensor, frames: Tensor, generators: list[torch.Generator]) -> Tensor:
     """SSAST noise on each clip's own frames: ``rand * U / 10`` added, then its frames rolled by U{-10..9}."""
     device = feats.device
-    scales = torch.tensor([float(torch.rand((), generator=g)) for g in generators], device=device)
-    shifts = torch.tensor([int(torch.randint(-10, 10, (), generator=g)) for g in generators], device=device)
+    scales = queued_on([float(torch.rand((), generator=g)) for g in generators], device)
+    shifts = queued_on([int(torch.randint(-10, 10, (), generator=g)) for g in generators], device)
     noise_source = torch.Generator(device=device).manual_seed(int(torch.randint(2**62, (), generator=generators[0])))
     noise = torch.rand(feats.shape, generator=noise_source, device=device)
     steps = torch.arange(feats.shape[1], device=device)[None, :]

@@ -19,6 +19,17 @@ _WINDOWS = ("hanning", "hamming", "povey", "rectangular")
 Count = TypeVar("Count", int, torch.Tensor)  # a clip's sample count, or a tensor of them
 
 
+def queued_on(values: object, device: torch.device | str, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``values`` (numbers, a numpy array or a CPU tensor) as a tensor on ``device``, copied behind the work already
+    queued there instead of after it: on CUDA from pinned memory without blocking. A plain ``torch.tensor(values,
+    device=...)`` copies from pageable memory, which makes the host wait until the device has finished everything
+    queued, so a training step could not be queued while the last one runs."""
+    tensor, target = torch.as_tensor(values, dtype=dtype), torch.device(device)
+    if target.type != "cuda":
+        return tensor.to(target)
+    return tensor.pin_memory().to(target, non_blocking=True)
+
+
 @dataclass(frozen=True)
 class FbankSettings:
     """The Kaldi fbank every fbank model reads (``torchaudio.compliance.kaldi.fbank``'s defaults, as AST's and
@@ -102,7 +113,7 @@ def _kaldi_window(window_type: str, length: int, device: torch.device, dtype: to
         w = torch.ones(length, dtype=torch.float64)
     else:
         raise ValueError(f"window_type must be one of {_WINDOWS}, got {window_type!r}")
-    return w.to(device=device, dtype=dtype)
+    return queued_on(w.to(dtype), device)
 
 
 @overload
@@ -153,7 +164,7 @@ def _kaldi_mel_banks(
     up, down = (mel - left) / (center - left), (right - mel) / (right - center)
     # Bins narrower than one FFT bin stay all-zero (torchaudio allows this; Kaldi asserts).
     weights = torch.clamp(torch.minimum(up, down), min=0.0)
-    return torch.cat([weights, weights.new_zeros(1, num_bins)]).to(device=device, dtype=dtype)
+    return queued_on(torch.cat([weights, weights.new_zeros(1, num_bins)]).to(dtype), device)
 
 
 def kaldi_fbank(
@@ -273,7 +284,7 @@ def _mfcc_constants(
     dct = torch.cos(math.pi / n_mels * (n + 0.5) * k)
     dct[0] *= 1.0 / math.sqrt(2.0)
     dct = dct * math.sqrt(2.0 / n_mels)
-    return tuple(t.to(device=device, dtype=dtype) for t in (window, fb, dct.t()))  # type: ignore[return-value]
+    return tuple(queued_on(t.to(dtype), device) for t in (window, fb, dct.t()))  # type: ignore[return-value]
 
 
 def mfcc(
@@ -378,7 +389,7 @@ def apply_masks(features: torch.Tensor, masks: Sequence[MaskSpans]) -> torch.Ten
     the tensor's frames masks only the frames it has."""
     if features.dim() != 3 or len(masks) != features.shape[0]:
         raise ValueError(f"{len(masks)} mask spans for features of shape {tuple(features.shape)}")
-    spans = torch.tensor([[*freq, *time] for freq, time in masks], device=features.device).reshape(-1, 4)
+    spans = queued_on([[*freq, *time] for freq, time in masks], features.device, torch.long).reshape(-1, 4)
     bins = torch.arange(features.shape[2], device=features.device)[None]
     steps = torch.arange(features.shape[1], device=features.device)[None]
     freq_mask = (bins >= spans[:, 0:1]) & (bins < spans[:, 1:2])

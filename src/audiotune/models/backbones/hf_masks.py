@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from audiotune.data.features import queued_on
+
 SPAN_RULES = ("clip", "batch")
 MIN_MASKS = 2  # span starts per clip (clip) or per batch (batch) at least: the seed's and wav2vec2's value
 PTAPT_MASK_PROB, PTAPT_MASK_LENGTH = 0.06, 15  # the seed's P-TAPT masking: span starts, frames per span
@@ -81,4 +83,4 @@ def time_mask_indices(model: Any, frames: list[int], total: int, rule: str) -> d
     rng = np.random.default_rng(int(np.random.randint(2**31 - 1)))  # seeded with the run, as transformers' draws
     mask = time_mask(rule, frames, total, config.mask_time_prob, config.mask_time_length, rng,
                      config.mask_time_min_masks)
-    return {"mask_time_indices": torch.from_numpy(mask).to(model.device)}
+    return {"mask_time_indices": queued_on(mask, model.device)}

@@ -41,6 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from audiotune.config import RunConfig
+from audiotune.data.features import queued_on
 from audiotune.models.backbones import backbone_options
 from audiotune.models.backbones.hf_checkpoint import extractor_settings, normalises, weights_quietly
 from audiotune.models.backbones.hf_masks import time_mask
@@ -183,8 +184,8 @@ class Wav2Vec2Tapt(nn.Module):
             sample_negatives_anywhere(mask, real if attention is not None else [total] * len(real), count, generator)
         masked = int(mask.sum())
         out = self.model(waveforms, attention_mask=attention,
-                         mask_time_indices=torch.from_numpy(mask).to(waveforms.device),
-                         sampled_negative_indices=torch.from_numpy(negatives).to(waveforms.device))
+                         mask_time_indices=queued_on(mask, waveforms.device),
+                         sampled_negative_indices=queued_on(negatives, waveforms.device))
         extra = {"masked": torch.tensor(float(masked)), "temperature": torch.tensor(temperature),
                  "perplexity": out.codevector_perplexity.detach().float()}
         if masked == 0:  # every clip too short for a span: no target, a zero loss that keeps the graph
