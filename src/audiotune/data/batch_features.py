@@ -61,7 +61,7 @@ class BatchFeatures:
         feats, frames = feats[:, :target], frames.clamp(max=target)
         if self.pad_frame is not None:
             own = torch.arange(target, device=feats.device)[None, :] < frames[:, None]
-            feats = torch.where(own[..., None], feats, self.pad_frame.to(feats))
+            feats = torch.where(own[..., None], feats, queued_on(self.pad_frame, feats.device, feats.dtype))
         return feats, frames
 
 
