@@ -25,7 +25,7 @@ def queued_on(values: object, device: torch.device | str, dtype: torch.dtype | N
     device=...)`` copies from pageable memory, which makes the host wait until the device has finished everything
     queued, so a training step could not be queued while the last one runs."""
     tensor, target = torch.as_tensor(values, dtype=dtype), torch.device(device)
-    if target.type != "cuda":
+    if target.type != "cuda" or tensor.device.type != "cpu":  # nothing to pin: a plain copy (or none)
         return tensor.to(target)
     return tensor.pin_memory().to(target, non_blocking=True)
 
