@@ -111,3 +111,15 @@ def test_commands_keep_the_record_under_the_cache_folder(tmp_path: Path, reads: 
     reads.clear()
     prepare_eval_data(config, inputs, str(tmp_path / "test.csv"), targets_needed=False)
     assert sorted(reads) == ["b", "z"]
+
+
+def test_a_damaged_record_is_read_as_empty_and_written_anew(tmp_path: Path, reads: list[str]) -> None:
+    table = _table(tmp_path)
+    record = CheckRecord(tmp_path / "cache", SPEC)
+    record.path.parent.mkdir(parents=True)
+    record.path.write_text('{"checks": 1, "files": {"/a.wav": ')  # cut short, as by a full disk
+    kept, _ = scan_audio(table, SPEC, "test", record=CheckRecord(tmp_path / "cache", SPEC))
+    assert len(reads) == 4 and kept["num_samples"].tolist() == [4000, 2000, 1000]
+    reads.clear()
+    scan_audio(table, SPEC, "test", record=CheckRecord(tmp_path / "cache", SPEC))
+    assert reads == ["z"]
