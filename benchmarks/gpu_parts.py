@@ -6,11 +6,13 @@ data and models offline in that folder, and runs audiotune through its engine fu
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import math
 import statistics
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -113,14 +115,17 @@ class EpochClock(pl.Callback):
     still be computing). A step's host time near the epoch's time per batch means the host launching kernels
     bounds the epoch; a long wait, the input."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, waits: list[str] | None = None) -> None:
         self.device, self.spans, self._start, self._end = device, [], 0.0, 0.0
-        self.host: list[dict[str, list[float]]] = []
+        self.host: list[dict[str, list]] = []
         self._mark = self._batch = 0.0
+        self.waits = waits  # where the host waited for the device (sync_watch), counted per batch when given
+        self._seen = 0
 
     def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self._start = self._end = self._mark = time.perf_counter()
-        self.host.append({"wait": [], "step": []})
+        self.host.append({"wait": [], "step": [], "syncs": [], "places": []})
+        self._seen = len(self.waits) if self.waits is not None else 0
 
     def on_train_batch_start(self, trainer: pl.Trainer, module: pl.LightningModule, batch: object,
                              batch_idx: int) -> None:
@@ -131,6 +136,10 @@ class EpochClock(pl.Callback):
                            batch_idx: int) -> None:
         self._mark = time.perf_counter()
         self.host[-1]["step"].append(self._mark - self._batch)
+        if self.waits is not None:  # since the last batch ended: its transfer, features and step
+            self.host[-1]["syncs"].append(len(self.waits) - self._seen)
+            self.host[-1]["places"] += self.waits[self._seen:]
+            self._seen = len(self.waits)
         if batch_idx + 1 == trainer.num_training_batches:
             synchronize(self.device)
             self._end = time.perf_counter()
@@ -145,8 +154,46 @@ class EpochClock(pl.Callback):
         step = [t for epoch in later for t in epoch["step"]]
         if not wait:
             return "no batch clocked"
-        return (f"host per batch (median): waiting {1e3 * statistics.median(wait):.1f} ms, "
+        note = (f"host per batch (median): waiting {1e3 * statistics.median(wait):.1f} ms, "
                 f"step {1e3 * statistics.median(step):.1f} ms")
+        if self.waits is not None:
+            syncs = [n for epoch in later for n in epoch["syncs"]]
+            places = collections.Counter(p for epoch in later for p in epoch["places"]).most_common(3)
+            note += (f"; waits for the device per batch (median) {statistics.median(syncs):g}"
+                     + (f", at {', '.join(f'{p} x{n}' for p, n in places)}" if places else ""))
+        return note
+
+
+@contextlib.contextmanager
+def sync_watch(device: torch.device) -> Iterator[list[str] | None]:
+    """On CUDA, the places (``file:line``) where the host waited for the device while the block ran: torch's sync
+    debug mode warns at each synchronizing operation (a value read back, a copy from pageable memory, a boolean
+    index, ...); elsewhere None."""
+    if device.type != "cuda":
+        yield None
+        return
+    places: list[str] = []
+    with warnings.catch_warnings():
+        warnings.filterwarnings("always", message=".*synchronizing CUDA operation")
+        shown = warnings.showwarning
+
+        def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, *rest: object) -> None:
+            if "synchronizing CUDA operation" in str(message):
+                places.append(f"{Path(str(filename)).name}:{lineno}")
+            else:
+                shown(message, category, filename, lineno, *rest)  # type: ignore[arg-type]
+
+        warnings.showwarning = show
+        try:
+            previous = torch.cuda.get_sync_debug_mode()
+            torch.cuda.set_sync_debug_mode("warn")
+        except (RuntimeError, AttributeError):  # no sync debug mode here: the rows go on without the count
+            yield None
+            return
+        try:
+            yield places
+        finally:
+            torch.cuda.set_sync_debug_mode(previous)
 
 
 def encoder_class(kind: str) -> type:
@@ -358,8 +405,8 @@ def timed_train(suite, argv: list[object]) -> dict:
     words = [str(word) for word in argv] + ["--accelerator", ACCELERATOR[suite.device.type]]
     args = build_parser(words[words.index("--model") + 1]).parse_args(["train", *words])
     quiet_lightning(False)
-    clock, start = EpochClock(suite.device), time.perf_counter()
-    with peak_memory(suite.device) as peak:
+    with sync_watch(suite.device) as waits, peak_memory(suite.device) as peak:
+        clock, start = EpochClock(suite.device, waits), time.perf_counter()
         metrics = train(config_from_args(args), callbacks=[clock])
     if not clock.spans:
         raise RuntimeError("no training epoch ran")
