@@ -31,6 +31,9 @@ class AugmentConfig:
         --clip_length by a factor of up to 1 / low).
     gauss: add Gaussian noise with std U(0.001, 0.015) x the clip's peak amplitude
         (audiomentations' AddGaussianNoise amplitudes for a peak-normalised clip).
+    With the features computed on the model's device (``--features_on``) and no mixup, eq, gain and gauss, the
+    last of the chain, are drawn in the data workers and applied there, batched (the noise's values then from the
+    device's generator).
     pshift: pitch shift by U(-pshiftn, +pshiftn) semitones at the real sample rate.
     pshiftn: maximum pitch shift in semitones (0 < pshiftn <= 24).
     gain: multiply by U(-12, 12) dB.

@@ -284,8 +284,9 @@ class RuntimeConfig:
                 "resampled inputs, else C / 4 (at most 2), as the model's own threads need the rest",
         ("-nw", "--nworkers"), valid=(0, 1024, True, True))
     features_on: str = option("auto", "where fbank/MFCC features, their normalisation and SpecAugment are computed: "
-                                      "device (batched on the model's device, after the transfer; the data workers "
-                                      "only decode, resample and crop), workers (per clip in the data workers), or "
+                                      "device (batched on the model's device, after the transfer, with --eq, --gain "
+                                      "and --gauss unless --mixup is on; the data workers decode, resample, crop and "
+                                      "augment up to the pitch shift), workers (per clip in the data workers), or "
                                       "auto (device on a GPU, workers on the CPU)",
                               choices=FEATURE_PLACES)
     compile: str = option("none", "torch.compile the model's training steps (forward and backward on model inputs; "

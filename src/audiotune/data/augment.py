@@ -11,6 +11,8 @@ here directly.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import soxr
 from audiomentations import PitchShift, TimeStretch
@@ -18,13 +20,14 @@ from scipy import signal
 
 from audiotune.config import AUGMENT_GATES, AUGMENT_LATE_GATES, AugmentConfig
 
-__all__ = ["AugmentConfig", "WaveformAugmenter", "mixup", "sample_mixup_lambda"]
+__all__ = ["AugmentConfig", "DeviceTail", "WaveformAugmenter", "mixup", "sample_mixup_lambda"]
 
 _TSHIFT_MAX_S = 0.5  # time shift bound in seconds
 _FILL_NOISE = 0.001  # amplitude of the uniform noise that fills vacated samples
 _STRETCH_RANGE = (0.5, 1.5)
 _GAIN_DB_RANGE = (-12.0, 12.0)
 _GAUSS_RANGE = (0.001, 0.015)  # audiomentations AddGaussianNoise default amplitudes
+GAUSS_PEAK_FLOOR = 1e-3  # the noise's std is a share of the clip's peak, at least this
 _MIXUP_ALPHA = 10.0
 _HIGHPASS_HZ = (40.0, 600.0)  # eq: high-pass cutoff range (log-uniform)
 _EQ_BANDS = 2  # eq: peaking bands after the high-pass
@@ -61,6 +64,23 @@ def _current_worker_seed() -> int | None:
         return None
     info = get_worker_info()
     return None if info is None else int(info.seed)
+
+
+@dataclass(frozen=True)
+class DeviceTail:
+    """The last augmentations of one clip, drawn in a data worker and applied after the transfer, batched
+    (:mod:`audiotune.data.tail_augment`): the equalisation's cascade (SOS rows; None: none), the gain factor, the
+    Gaussian noise's std as a share of the clip's peak (0: none; the peak after the gain, at least
+    ``GAUSS_PEAK_FLOOR``) and the seed of its values. The default finishes nothing."""
+
+    sections: np.ndarray | None = None
+    gain: float = 1.0
+    noise_share: float = 0.0
+    noise_seed: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.sections is not None or self.gain != 1.0 or self.noise_share > 0.0
 
 
 class WaveformAugmenter:
@@ -110,6 +130,19 @@ class WaveformAugmenter:
         random parameters. ``min_length`` (the shortest clip the model reads) bounds what the edge cut and
         an uncropped speed-up may leave: the cut shrinks, a sped-up clip is centre-padded with noise.
         """
+        wave, tail = self._augment(waveform, sample_rate, min_length, defer=False)
+        return wave
+
+    def split(self, waveform: np.ndarray, sample_rate: int, min_length: int = 0) -> tuple[np.ndarray, DeviceTail]:
+        """As a call, but the last augmentations (equalisation, gain, Gaussian noise) are drawn and not applied:
+        the waveform up to the pitch shift, and the :class:`DeviceTail` that finishes it batched on the model's
+        device (:mod:`audiotune.data.tail_augment`). The draws are the call's, but for the noise's own values:
+        one seed for the device's generator instead of the samples."""
+        wave, tail = self._augment(waveform, sample_rate, min_length, defer=True)
+        return wave, tail
+
+    def _augment(self, waveform: np.ndarray, sample_rate: int, min_length: int,
+                 defer: bool) -> tuple[np.ndarray, DeviceTail]:
         wave = np.array(waveform, dtype=np.float32, copy=True)  # never alias the input
         if wave.ndim != 1:
             raise ValueError(f"expected a 1-D mono waveform, got shape {wave.shape}")
@@ -125,7 +158,7 @@ class WaveformAugmenter:
                 gates[name] = self.rng.random() < getattr(cfg, name)
         self.last_params = {}
         if n == 0 or not any(gates.values()):
-            return wave
+            return wave, DeviceTail()
         if gates.get("cut_edges"):
             wave = self._cut_edges(wave, sample_rate, min_length)
             n = len(wave)
@@ -149,18 +182,27 @@ class WaveformAugmenter:
             self.last_params["pshift_semitones"] = semitones
             self._pitch.parameters = {"should_apply": True, "num_semitones": semitones}
             wave = _fit_end(self._pitch(wave, sample_rate), n)
-        if gates.get("eq"):
-            wave = self._equalise(wave, sample_rate)
+        # the tail: every parameter drawn in the same order wherever it is applied
+        sections = self._eq_sections(sample_rate) if gates.get("eq") else None
+        gain = 1.0
         if gates["gain"]:
             gain_db = float(self.rng.uniform(*_GAIN_DB_RANGE))
             self.last_params["gain_db"] = gain_db
-            wave = wave * np.float32(10.0 ** (gain_db / 20.0))
-        if gates["gauss"]:
-            peak = max(float(np.max(np.abs(wave))), 1e-3)  # floor so silence still gets noise
-            std = float(self.rng.uniform(*_GAUSS_RANGE)) * peak
+            gain = 10.0 ** (gain_db / 20.0)
+        share = float(self.rng.uniform(*_GAUSS_RANGE)) if gates["gauss"] else 0.0
+        if defer:
+            if share:
+                self.last_params["gauss_share"] = share
+            return wave, DeviceTail(sections, gain, share, int(self.rng.integers(2**63)) if share else 0)
+        if sections is not None:
+            wave = signal.sosfilt(sections, wave).astype(np.float32)
+        if gates["gain"]:
+            wave = wave * np.float32(gain)
+        if share:
+            std = share * max(float(np.max(np.abs(wave))), GAUSS_PEAK_FLOOR)  # the floor: silence still gets noise
             self.last_params["gauss_std"] = std
             wave = wave + (std * self.rng.standard_normal(n)).astype(np.float32)
-        return np.ascontiguousarray(wave, dtype=np.float32)
+        return np.ascontiguousarray(wave, dtype=np.float32), DeviceTail()
 
     def _time_shift(self, wave: np.ndarray, sample_rate: int) -> np.ndarray:
         """Shift by U(-0.5 s, 0.5 s) without rollover; fill the gap with tiny noise."""
@@ -188,13 +230,13 @@ class WaveformAugmenter:
         self.last_params.update({"cut_start_samples": float(head), "cut_end_samples": float(tail)})
         return wave[head : n - tail]
 
-    def _equalise(self, wave: np.ndarray, sample_rate: int) -> np.ndarray:
-        """Random high-pass, then random peaking bands (RBJ cookbook biquads), as one cascade."""
+    def _eq_sections(self, sample_rate: int) -> np.ndarray:
+        """Draws a random high-pass, then random peaking bands (RBJ cookbook biquads): one cascade, as SOS rows."""
         nyquist = sample_rate / 2.0
         low, high = np.log(_HIGHPASS_HZ[0]), np.log(min(_HIGHPASS_HZ[1], 0.45 * nyquist))
         cutoff = float(np.exp(self.rng.uniform(low, high)))
         self.last_params["eq_highpass_hz"] = cutoff
-        sections = [signal.butter(2, cutoff, btype="highpass", fs=sample_rate, output="sos")]
+        sections = [_highpass_sos(cutoff, sample_rate)]
         top = 0.45 * sample_rate
         for band in range(_EQ_BANDS):
             centre = float(np.exp(self.rng.uniform(np.log(min(_EQ_CENTRE_HZ, top / 2)), np.log(top))))
@@ -203,10 +245,20 @@ class WaveformAugmenter:
             self.last_params.update({f"eq_band{band}_hz": centre, f"eq_band{band}_db": gain_db,
                                      f"eq_band{band}_q": q})
             sections.append(_peaking_sos(centre, gain_db, q, sample_rate))
-        return signal.sosfilt(np.concatenate(sections), wave).astype(np.float32)
+        return np.concatenate(sections)
 
     def __repr__(self) -> str:
         return f"WaveformAugmenter({self.config!r}, seed={self.seed!r})"
+
+
+def _highpass_sos(cutoff: float, sample_rate: int) -> np.ndarray:
+    """The 2nd-order Butterworth high-pass (the cookbook's high-pass at Q = 1/sqrt(2): the same bilinear-transform
+    biquad as ``scipy.signal.butter(2, cutoff, "highpass")``, without designing it) as a (1, 6) SOS row."""
+    w0 = 2.0 * np.pi * cutoff / sample_rate
+    alpha, cos_w0 = np.sin(w0) / np.sqrt(2.0), np.cos(w0)
+    b = np.array([(1.0 + cos_w0) / 2.0, -(1.0 + cos_w0), (1.0 + cos_w0) / 2.0])
+    a = np.array([1.0 + alpha, -2.0 * cos_w0, 1.0 - alpha])
+    return np.concatenate([b / a[0], a / a[0]])[None, :]
 
 
 def _peaking_sos(centre: float, gain_db: float, q: float, sample_rate: int) -> np.ndarray:

@@ -2,30 +2,33 @@
 of model inputs the data workers would have given, computed batched wherever the batch is.
 
 The workers only decode, resample, map channels, crop and augment waveforms (mixup included); they draw each
-clip's VTLP warp and SpecAugment seed as before and send them with the batch. After the transfer,
-:class:`BatchFeatures` runs the front end (:class:`~audiotune.data.frontend.FrontEnd`, each clip's SpecAugment masks
-included) on the whole batch, then the noise (training only), the padding (zeros or silence) and ``target_length``:
-what :class:`~audiotune.data.dataset.FeatureExtractor` and the collator give per clip, batched.
+clip's VTLP warp and SpecAugment seed as before and send them with the batch. Without mixup, the last waveform
+augmentations (equalisation, gain, Gaussian noise) are only drawn there too (:mod:`~audiotune.data.device_augment`).
+After the transfer, :class:`BatchFeatures` applies them, then runs the front end
+(:class:`~audiotune.data.frontend.FrontEnd`, each clip's SpecAugment masks included) on the whole batch, then the
+noise (training only), the padding (zeros or silence) and ``target_length``: what
+:class:`~audiotune.data.dataset.FeatureExtractor` and the collator give per clip, batched.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
+from audiotune.data.device_augment import TAIL_KEYS, finish_tails
 from audiotune.data.features import queued_on
 from audiotune.data.frontend import FrontEnd
 from audiotune.data.input_spec import InputSpec
 
 # keys of a waveform batch; COUNTS: num_samples as plain numbers (training), for the SpecAugment masks drawn on the
-# host, so that no clip's length is read back from the device
-WAVEFORMS, NUM_SAMPLES, WARPS, SEEDS, COUNTS = "waveforms", "num_samples", "warps", "seeds", "counts"
+# host, so that no clip's length is read back from the device; TAIL: an item's augmentations left to the device
+WAVEFORMS, NUM_SAMPLES, WARPS, SEEDS, COUNTS, TAIL = "waveforms", "num_samples", "warps", "seeds", "counts", "tail"
 
 
 class BatchFeatures:
     """Turns a batch of padded waveforms (``waveforms`` (B, N), ``num_samples`` (B,), in training ``warps``,
-    ``seeds`` and ``counts``: one VTLP factor, one SpecAugment seed and the samples of each clip, plain numbers)
-    into ``inputs`` and ``lengths``, on the batch's device; a batch that holds model inputs already passes
-    unchanged.
+    ``seeds`` and ``counts``: one VTLP factor, one SpecAugment seed and the samples of each clip, plain numbers, and
+    the waveform augmentations left to the device) into ``inputs`` and ``lengths``, on the batch's device; a batch
+    that holds model inputs already passes unchanged.
 
     ``pad_frame``: one frame that pads clips shorter than the batch (the features of silence; None: zeros).
     """
@@ -40,13 +43,15 @@ class BatchFeatures:
     def __call__(self, batch: dict) -> dict:
         if WAVEFORMS not in batch:
             return batch
-        rest = {key: value for key, value in batch.items() if key not in (WAVEFORMS, NUM_SAMPLES, WARPS, SEEDS, COUNTS)}
+        own = (WAVEFORMS, NUM_SAMPLES, WARPS, SEEDS, COUNTS, *TAIL_KEYS)
+        rest = {key: value for key, value in batch.items() if key not in own}
         waveforms, samples = batch[WAVEFORMS], batch[NUM_SAMPLES].to(batch[WAVEFORMS].device)
         # the features the workers would compute, in float32 whatever autocast the caller runs under
         with torch.no_grad(), torch.autocast(waveforms.device.type, enabled=False):
+            waveforms = finish_tails(waveforms.float(), samples, batch.get(COUNTS), batch)
             # each clip's draws, from the seed its worker drew: the masks go on before the dataset normalisation
             generators = [torch.Generator().manual_seed(int(seed)) for seed in batch[SEEDS]] if self.augments else None
-            feats, frames = self.front_end.extract(waveforms.float(), samples, batch.get(WARPS), own_edges=True,
+            feats, frames = self.front_end.extract(waveforms, samples, batch.get(WARPS), own_edges=True,
                                                    generators=generators, counts=batch.get(COUNTS))
             if generators is not None and self.inputs.noise:  # the noise after it, as the seeds
                 feats = _noise(feats, frames, generators)

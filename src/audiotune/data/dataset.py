@@ -8,8 +8,9 @@ from torch.utils.data import Dataset
 
 from audiotune.data.audio import AudioSpec, load_clip, table_spans
 from audiotune.data.audio_store import AudioStore
-from audiotune.data.augment import AugmentConfig, WaveformAugmenter, mixup, sample_mixup_lambda
-from audiotune.data.batch_features import COUNTS, NUM_SAMPLES, SEEDS, WARPS, WAVEFORMS, BatchFeatures
+from audiotune.data.augment import AugmentConfig, DeviceTail, WaveformAugmenter, mixup, sample_mixup_lambda
+from audiotune.data.batch_features import COUNTS, NUM_SAMPLES, SEEDS, TAIL, WARPS, WAVEFORMS, BatchFeatures
+from audiotune.data.device_augment import collate_tails
 from audiotune.data.features import spec_noise
 from audiotune.data.frontend import FrontEnd, check_feature_config, waveform_batch
 from audiotune.data.input_spec import InputSpec
@@ -63,7 +64,8 @@ class AudioDataset(Dataset):
     decoded once and read back afterwards; augmentation still runs on every draw.
 
     ``on_device``: items are prepared waveforms with the clip's VTLP warp and SpecAugment seed (the same draws),
-    and the features are computed batched after the transfer (:class:`~audiotune.data.batch_features.BatchFeatures`).
+    and the features are computed batched after the transfer (:class:`~audiotune.data.batch_features.BatchFeatures`);
+    without mixup, so are the last waveform augmentations (:mod:`~audiotune.data.device_augment`).
     """
 
     def __init__(self, table: pd.DataFrame, targets: np.ndarray, inputs: InputSpec,
@@ -85,6 +87,8 @@ class AudioDataset(Dataset):
         self.augment_config = augment if (train and augment is not None and augment.active) else None
         self.mixup_p = mixup_p if train else 0.0
         self.on_device = on_device
+        # the last augmentations run batched where the features are computed, unless mixup mixes finished clips here
+        self.tails_on_device = on_device and self.augment_config is not None and not self.mixup_p
         if on_device:
             BatchFeatures(inputs)  # settings the device cannot compute with are an error here, before any clip
         self._rng: np.random.Generator | None = None
@@ -99,26 +103,32 @@ class AudioDataset(Dataset):
             self._rng = np.random.default_rng(torch.initial_seed())
         return self._rng
 
-    def _waveform(self, index: int) -> tuple[np.ndarray, int]:
+    def _waveform(self, index: int, defer: bool = False) -> tuple[np.ndarray, int, DeviceTail]:
+        """The row's prepared and augmented clip, its rate and (``defer``) the draws of the augmentations left to
+        the device."""
         path, span = self.paths[index], self.spans[index]
 
         def prepare() -> tuple[np.ndarray, int]:
             return load_clip(path, self.audio, self.expected_rates[index], span)
 
         clip, rate = self.store.load(path, span, prepare) if self.store is not None else prepare()
+        tail = DeviceTail()
         if self.augment_config is not None:
             if self._augmenter is None:
                 self._augmenter = WaveformAugmenter(self.augment_config, seed=int(self.rng.integers(2**31)))
-            clip = self._augmenter(clip, rate, self.min_samples)
-        return clip, rate
+            if defer:
+                clip, tail = self._augmenter.split(clip, rate, self.min_samples)
+            else:
+                clip = self._augmenter(clip, rate, self.min_samples)
+        return clip, rate, tail
 
     def __getitem__(self, index: int) -> dict:
-        clip, rate = self._waveform(index)
+        clip, rate, tail = self._waveform(index, self.tails_on_device)
         target = self.targets[index]
         if self.mixup_p > 0 and self.rng.random() < self.mixup_p and len(self) > 1:
             other = int(self.rng.integers(len(self) - 1))
             other += other >= index
-            other_clip, _ = self._waveform(other)
+            other_clip = self._waveform(other)[0]
             clip, mixed = mixup(clip, other_clip, target.numpy(), self.targets[other].numpy(),
                                 sample_mixup_lambda(self.rng))
             target = torch.as_tensor(mixed, dtype=torch.float32)
@@ -130,7 +140,7 @@ class AudioDataset(Dataset):
         if self.on_device:
             self.extract.front_end(rate).check_clip(len(clip), self.paths[index])
             return {"uid": self.uids[index], WAVEFORMS: clip, "length": len(clip), "targets": target,
-                    WARPS: warp, SEEDS: seed}
+                    WARPS: warp, SEEDS: seed, TAIL: tail}
         generator = torch.Generator().manual_seed(seed) if self.train else None
         feats = self.extract(clip, rate, self.paths[index], warp, generator)  # masked before normalisation
         if generator is not None and self.inputs.noise:  # the noise after it, as the seeds
@@ -144,7 +154,7 @@ class AudioDataset(Dataset):
         in the CPU's caches; anything else item by item."""
         if self.train or self.on_device or self.inputs.features != "fbank" or len(indices) < 2:
             return [self[index] for index in indices]
-        clips = [self._waveform(index) for index in indices]
+        clips = [self._waveform(index)[:2] for index in indices]
         rates = {rate for _, rate in clips}
         if len(rates) > 1:  # --resample_rate 0: a front end per rate, clip by clip
             feats = [self.extract(clip, rate, self.paths[index]) for (clip, rate), index in zip(clips, indices)]
@@ -182,8 +192,10 @@ class Collator:
             batch = {"uid": [item["uid"] for item in items], WAVEFORMS: waveforms, NUM_SAMPLES: num_samples,
                      "targets": torch.stack([item["targets"] for item in items])}
             if self.features.train:  # plain numbers: they stay on the CPU, where the masks are drawn
+                counts = num_samples.tolist()
                 batch.update({WARPS: [item[WARPS] for item in items], SEEDS: [item[SEEDS] for item in items],
-                              COUNTS: num_samples.tolist()})
+                              COUNTS: counts})
+                batch.update(collate_tails([item[TAIL] for item in items], counts))
             return batch
         lengths = [item["length"] for item in items]
         frames = self.target_length or max(lengths)
