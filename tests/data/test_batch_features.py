@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 from conftest import tone
+from torch.utils.data import DataLoader
 
 from audiotune.config import RunConfig
 from audiotune.data.audio import AudioError, scan_audio
@@ -30,10 +31,9 @@ def clips(tmp_path: Path) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("uid")
 
 
-def batches(table: pd.DataFrame, inputs: InputSpec, on_device: bool, train: bool = False, **options: object
-            ) -> list[dict]:
-    """Every batch of the table's loader as the model receives it (features computed after the loader for an
-    ``on_device`` dataset), with the loader's own batch first where it holds waveforms."""
+def table_loader(table: pd.DataFrame, inputs: InputSpec, on_device: bool, train: bool = False,
+                 **options: object) -> DataLoader:
+    """The table's loader in batches of 3, with ``options`` (``section__name``: value) set in its config."""
     config = RunConfig()
     config.train.batch_size = 3
     for key, value in options.items():
@@ -42,7 +42,14 @@ def batches(table: pd.DataFrame, inputs: InputSpec, on_device: bool, train: bool
     scanned, _ = scan_audio(table, inputs.audio(train=train), "t")
     targets = np.eye(len(scanned), dtype=np.float32)
     dataset = make_dataset(config, inputs, scanned, targets, train=train, on_device=on_device)
-    loader = make_loader(config, dataset, scanned, train, device=torch.device("cpu"))
+    return make_loader(config, dataset, scanned, train, device=torch.device("cpu"))
+
+
+def batches(table: pd.DataFrame, inputs: InputSpec, on_device: bool, train: bool = False, **options: object
+            ) -> list[dict]:
+    """Every batch of the table's loader as the model receives it (features computed after the loader for an
+    ``on_device`` dataset), with the loader's own batch first where it holds waveforms."""
+    loader = table_loader(table, inputs, on_device, train, **options)
     features = batch_features(loader)
     assert (features is not None) == on_device
     received = []

@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 from conftest import tone
-from test_batch_features import batches
+from test_batch_features import batches, table_loader
 
 from audiotune.config import AugmentConfig
 from audiotune.data.augment import WaveformAugmenter
@@ -145,21 +145,9 @@ def test_training_features_on_the_device_are_the_workers_with_the_tail_there(cli
 
 
 def loader_batches(clips: pd.DataFrame, **options: object) -> list[dict]:
-    """The loader's own batches (before the device finishes them)."""
-    from audiotune.config import RunConfig
-    from audiotune.data.audio import scan_audio
-    from audiotune.data.loading import make_dataset, make_loader
-
+    """The loader's own training batches of an ``on_device`` dataset (before the device finishes them)."""
     inputs = InputSpec(features="fbank", num_mel_bins=32, clip_length=0.0).with_min_samples()
-    config = RunConfig()
-    config.train.batch_size = 3
-    for key, value in options.items():
-        section, name = key.split("__")
-        setattr(getattr(config, section), name, value)
-    scanned, _ = scan_audio(clips, inputs.audio(train=True), "t")
-    dataset = make_dataset(config, inputs, scanned, np.eye(len(scanned), dtype=np.float32), train=True,
-                           on_device=True)
-    return list(make_loader(config, dataset, scanned, True, device=torch.device("cpu")))
+    return list(table_loader(clips, inputs, on_device=True, train=True, **options))
 
 
 def test_the_workers_leave_the_tail_to_the_device_unless_mixup_mixes_finished_clips(clips: pd.DataFrame) -> None:
