@@ -475,7 +475,8 @@ def frozen_part(suite, work: Path) -> None:
 
 
 def finetune_part(suite, work: Path) -> None:
-    """(d) full fine-tuning of the wav2vec2-base-sized encoder at bf16: samples/s and model FLOP utilisation."""
+    """(d) full fine-tuning of the wav2vec2-base-sized encoder at bf16 (``--tune_compile``: its training steps
+    through ``torch.compile``): samples/s and model FLOP utilisation."""
     from extract_throughput import tones  # benchmarks/extract_throughput.py
 
     s = suite.sizes
@@ -484,14 +485,17 @@ def finetune_part(suite, work: Path) -> None:
                                 4)
     per_sample = meta_flops("w2v", checkpoint, input_shape("w2v", checkpoint, 1, s["clip_s"]), backward=True)
 
+    compiled = suite.args.tune_compile
+
     def one() -> dict:
         r = timed_train(suite, ["-d", split, "-l", labels, "-o", work / "run", "--model", "hf", "-c", checkpoint,
                                 "-e", s["tune_epochs"], "-bs", s["tune_batch"], "--precision", "bf16",
                                 "--clip_length", s["clip_s"], "--cache", False, "-nw", s["tune_workers"],
-                                "--seed", "0"])
+                                "--seed", "0", "--compile", compiled])
         rate = r["metrics"]["train_clips"] / r["epoch_s"]
         return {"rate": rate, "unit": "samples/s", "tflops": rate * per_sample / 1e12,
                 "of_peak": rate * per_sample / suite.peaks["bf16"],
                 "note": f"batch {s['tune_batch']} x {s['clip_s']:g} s; {per_sample / 1e9:.3g} GFLOP per sample "
                         f"(forward + backward); epoch {r['epoch_s']:.2f} s (median after the first); {r['host']}"}
-    measured(suite, "d", f"wav2vec2-base{' (tiny)' if s['w2v'] else ''} full fine-tuning, bf16", one)
+    case = f"wav2vec2-base{' (tiny)' if s['w2v'] else ''} full fine-tuning, bf16"
+    measured(suite, "d", case + (f", --compile {compiled}" if compiled != "none" else ""), one)

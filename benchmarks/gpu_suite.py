@@ -17,7 +17,7 @@ suite goes on; the JSON is rewritten after every row, so a killed run keeps the 
   without the cache: epochs per second from the start of the command to the end of its last epoch.
 - d: full fine-tuning of the wav2vec2-base-sized encoder at bf16: samples/s of the epochs after the first and the
   model FLOP utilisation (forward and backward FLOPs counted on the meta device, over the measured bf16
-  ``torch.mm`` peak).
+  ``torch.mm`` peak); ``--tune_compile MODE`` runs its training steps through ``torch.compile`` (``--compile``).
 - peak memory of each row: ``torch.cuda.max_memory_allocated`` on a GPU, the peak resident set of this process on
   the CPU (loader workers not included).
 
@@ -55,6 +55,7 @@ from gpu_parts import (  # benchmarks/gpu_parts.py
     frozen_part,
 )
 
+from audiotune.config.sections import COMPILE_MODES
 from audiotune.engine.device import resolve_device
 from audiotune.outputs import write_json
 
@@ -175,6 +176,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, the same code: seconds per part")
     parser.add_argument("--parts", nargs="+", choices=tuple(PARTS), default=list(PARTS), help="parts to run")
     parser.add_argument("--budget_scale", type=float, default=1.0, help="multiplies every part's time budget")
+    parser.add_argument("--tune_compile", choices=COMPILE_MODES, default="none",
+                        help="part d's training steps through torch.compile in this mode (its first epoch compiles; "
+                             "give the part more time: --parts d --budget_scale 3)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here (after every row)")
     parser.add_argument("-v", "--verbose", action="store_true", help="print the traceback of a failed part")
     args = parser.parse_args(argv)
