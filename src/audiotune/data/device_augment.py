@@ -6,8 +6,9 @@ workers, a data worker applies a clip's augmentations up to the pitch shift and 
 collator turns the batch's draws into a few tensors (:func:`collate_tails`) and, after the transfer,
 :func:`finish_tails` applies them to the zero-padded batch, before the front end:
 
-- equalisation: the clip convolved, by FFT, with its cascade's impulse response, which the worker computes up to
-  where it has decayed below ``DECAYED`` (the workers' ``sosfilt`` to float32's precision);
+- equalisation: the clip convolved, by FFT in float64 (float32 on MPS), with its cascade's impulse response, which
+  the worker computes up to where it has decayed below ``DECAYED``: the workers' ``sosfilt``, to the last bit of the
+  float32 clip in every case tried;
 - gain: one factor per clip;
 - Gaussian noise: a std of the drawn share of the clip's peak after the gain (at least ``GAUSS_PEAK_FLOOR``), its
   values from the device's generator seeded by the clip's draw (in the workers, from their own generator: the same
@@ -27,11 +28,11 @@ from torch import Tensor
 
 from audiotune.data.augment import GAUSS_PEAK_FLOOR, DeviceTail
 
-# keys of a training batch's tails: the impulse responses (B, L) and which rows have one (B,), the gain factors and
-# noise shares (B,), and (row, seed) of each clip with noise, plain numbers
-EQ_IMPULSES, EQ_ROWS, GAINS = "eq_impulses", "eq_rows", "gains"
+# keys of a training batch's tails: the impulse responses (B, L) as float32 and what float32 left of them, which
+# rows have one (B,), the gain factors and noise shares (B,), and (row, seed) of each clip with noise, plain numbers
+EQ_IMPULSES, EQ_REMAINDERS, EQ_ROWS, GAINS = "eq_impulses", "eq_remainders", "eq_rows", "gains"
 NOISE_SHARES, NOISE_SEEDS = "noise_shares", "noise_seeds"
-TAIL_KEYS = (EQ_IMPULSES, EQ_ROWS, GAINS, NOISE_SHARES, NOISE_SEEDS)
+TAIL_KEYS = (EQ_IMPULSES, EQ_REMAINDERS, EQ_ROWS, GAINS, NOISE_SHARES, NOISE_SEEDS)
 DECAYED = 1e-9  # the slowest pole's decay where an impulse response is cut (its length then doubled: a cascade)
 
 
@@ -63,12 +64,29 @@ def collate_tails(tails: Sequence[DeviceTail], counts: Sequence[int]) -> dict:
     responses = [None if tail.sections is None else impulse_response(tail.sections, count)
                  for tail, count in zip(tails, counts)]
     if any(response is not None for response in responses):
-        impulses = torch.zeros(len(tails), max(len(response) for response in responses if response is not None))
+        impulses = torch.zeros(len(tails), max(len(response) for response in responses if response is not None),
+                               dtype=torch.float64)
         for row, response in enumerate(responses):
             if response is not None:
-                impulses[row, :len(response)] = torch.from_numpy(response.astype(np.float32))
-        entries.update({EQ_IMPULSES: impulses, EQ_ROWS: torch.tensor([r is not None for r in responses])})
+                impulses[row, :len(response)] = torch.from_numpy(response)
+        rounded = impulses.float()  # float32 pairs, as every device takes them: their sum is the float64 response
+        entries.update({EQ_IMPULSES: rounded, EQ_REMAINDERS: (impulses - rounded.double()).float(),
+                        EQ_ROWS: torch.tensor([r is not None for r in responses])})
     return entries
+
+
+def convolved(waveforms: Tensor, batch: dict, float64: bool = True) -> Tensor:
+    """``waveforms`` (B, N) convolved with the batch's impulse responses, by FFT, cut to N. In float64, as the
+    workers' filter runs: the clips are then the workers' to the last bit of float32; in float32, within about 5e-7
+    of the clip's peak."""
+    width, device = waveforms.shape[1], waveforms.device
+    if float64:
+        impulses = batch[EQ_IMPULSES].to(device, torch.float64) + batch[EQ_REMAINDERS].to(device, torch.float64)
+    else:
+        impulses = batch[EQ_IMPULSES].to(device)
+    size = 1 << (width + impulses.shape[1] - 2).bit_length()  # a power of two: no wrap into the clip
+    spectrum = torch.fft.rfft(waveforms.to(impulses.dtype), size) * torch.fft.rfft(impulses, size)
+    return torch.fft.irfft(spectrum, size)[:, :width].to(waveforms.dtype)
 
 
 def finish_tails(waveforms: Tensor, num_samples: Tensor, counts: Sequence[int] | None, batch: dict) -> Tensor:
@@ -79,10 +97,7 @@ def finish_tails(waveforms: Tensor, num_samples: Tensor, counts: Sequence[int] |
         return waveforms
     width = waveforms.shape[1]
     if EQ_IMPULSES in batch:
-        impulses = batch[EQ_IMPULSES].to(waveforms.device)
-        size = 1 << (width + impulses.shape[1] - 2).bit_length()  # a power of two: no wrap into the clip
-        spectrum = torch.fft.rfft(waveforms, size) * torch.fft.rfft(impulses, size)
-        filtered = torch.fft.irfft(spectrum, size)[:, :width]
+        filtered = convolved(waveforms, batch, float64=waveforms.device.type != "mps")  # MPS has no float64
         own = torch.arange(width, device=waveforms.device)[None, :] < num_samples[:, None]
         waveforms = torch.where(batch[EQ_ROWS].to(waveforms.device)[:, None] & own, filtered, waveforms)
     waveforms = waveforms * batch[GAINS].to(waveforms.device)[:, None]
