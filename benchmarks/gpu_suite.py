@@ -18,6 +18,8 @@ suite goes on; the JSON is rewritten after every row, so a killed run keeps the 
 - d: full fine-tuning of the wav2vec2-base-sized encoder at bf16: samples/s of the epochs after the first and the
   model FLOP utilisation (forward and backward FLOPs counted on the meta device, over the measured bf16
   ``torch.mm`` peak); ``--tune_compile MODE`` runs its training steps through ``torch.compile`` (``--compile``).
+- ``--cudnn_benchmark``: every part with ``torch.backends.cudnn.benchmark`` on (cuDNN times its convolution
+  algorithms for each new input shape and keeps the fastest; Lightning leaves it off).
 - peak memory of each row: ``torch.cuda.max_memory_allocated`` on a GPU, the peak resident set of this process on
   the CPU (loader workers not included).
 
@@ -115,6 +117,7 @@ def environment(device: torch.device) -> dict:
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     return {"device": str(device), "gpu": gpu, "torch": torch.__version__, "cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
             "transformers": transformers.__version__, "lightning": pl.__version__,
             "python": platform.python_version(), "cpu": machine()["cpu"], "cores": len(os.sched_getaffinity(0))}
 
@@ -176,6 +179,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, the same code: seconds per part")
     parser.add_argument("--parts", nargs="+", choices=tuple(PARTS), default=list(PARTS), help="parts to run")
     parser.add_argument("--budget_scale", type=float, default=1.0, help="multiplies every part's time budget")
+    parser.add_argument("--cudnn_benchmark", action="store_true",
+                        help="let cuDNN time its convolution algorithms per input shape and keep the fastest "
+                             "(torch.backends.cudnn.benchmark, which Lightning leaves off)")
     parser.add_argument("--tune_compile", choices=COMPILE_MODES, default="none",
                         help="part d's training steps through torch.compile in this mode (its first epoch compiles; "
                              "give the part more time: --parts d --budget_scale 3)")
@@ -190,6 +196,7 @@ def main(argv: list[str] | None = None) -> None:
         device = resolve_device(args.device, "auto")
     except ValueError as err:
         parser.error(str(err))
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark  # every part's training and scoring
     env = environment(device)
     print("gpu_suite: " + ", ".join(f"{k} {v}" for k, v in env.items()), flush=True)
     suite = Suite(args, device, env)
