@@ -405,15 +405,16 @@ def timed_train(suite, argv: list[object]) -> dict:
     words = [str(word) for word in argv] + ["--accelerator", ACCELERATOR[suite.device.type]]
     args = build_parser(words[words.index("--model") + 1]).parse_args(["train", *words])
     quiet_lightning(False)
+    config = config_from_args(args)
     with sync_watch(suite.device) as waits, peak_memory(suite.device) as peak:
         clock, start = EpochClock(suite.device, waits), time.perf_counter()
-        metrics = train(config_from_args(args), callbacks=[clock])
+        metrics = train(config, callbacks=[clock])
     if not clock.spans:
         raise RuntimeError("no training epoch ran")
     later = clock.spans[1:] or clock.spans  # the epochs after the first (start-up, store filling) when there are
     return {"start": start, "end": time.perf_counter(), "spans": clock.spans, "later": later, **peak,
             "epoch_s": statistics.median(end - begin for begin, end in later), "metrics": metrics,
-            "host": clock.host_note()}
+            "host": clock.host_note(), "config": config}
 
 
 def ecapa_part(suite, work: Path) -> None:
@@ -496,6 +497,7 @@ def finetune_part(suite, work: Path) -> None:
         return {"rate": rate, "unit": "samples/s", "tflops": rate * per_sample / 1e12,
                 "of_peak": rate * per_sample / suite.peaks["bf16"],
                 "note": f"batch {s['tune_batch']} x {s['clip_s']:g} s; {per_sample / 1e9:.3g} GFLOP per sample "
-                        f"(forward + backward); epoch {r['epoch_s']:.2f} s (median after the first); {r['host']}"}
+                        f"(forward + backward); epoch {r['epoch_s']:.2f} s (median after the first); steps "
+                        f"compiled: {r['config'].runtime.compile}; {r['host']}"}
     case = f"wav2vec2-base{' (tiny)' if s['w2v'] else ''} full fine-tuning, bf16"
     measured(suite, "d", case + (f", --compile {compiled}" if compiled != "none" else ""), one)

@@ -60,3 +60,16 @@ def test_a_part_out_of_time_keeps_its_row_and_the_suite_goes_on(tmp_path: Path) 
         ("c", "frozen fine-tuning, feature cache (stopped)"), ("a", "extraction (stopped)")]
     assert all("OutOfTime: out of its" in row["error"] for row in result["rows"])
     assert "ERROR OutOfTime" in done.stdout
+
+
+@pytest.mark.slow
+def test_part_d_compiled_and_with_cudnns_algorithm_timing(tmp_path: Path) -> None:
+    """``--tune_compile`` compiles part d's training steps (its row says so); ``--cudnn_benchmark`` is recorded with
+    the environment, which every part runs in."""
+    done, result = suite(tmp_path / "suite.json", "--parts", "d", "--tune_compile", "default", "--cudnn_benchmark",
+                         "--budget_scale", "2")
+    (row,) = result["rows"]
+    assert not row.get("error") and row["case"].endswith("full fine-tuning, bf16, --compile default"), row
+    assert "steps compiled: default" in row["note"]  # what the run's config asked for
+    assert finite(row["rate"]) and row["rate"] > 0
+    assert result["environment"]["cudnn_benchmark"] is True and "cudnn_benchmark True" in done.stdout
