@@ -69,7 +69,7 @@ def _current_worker_seed() -> int | None:
 @dataclass(frozen=True)
 class DeviceTail:
     """The last augmentations of one clip, drawn in a data worker and applied after the transfer, batched
-    (:mod:`audiotune.data.tail_augment`): the equalisation's cascade (SOS rows; None: none), the gain factor, the
+    (:mod:`audiotune.data.device_augment`): the equalisation's cascade (SOS rows; None: none), the gain factor, the
     Gaussian noise's std as a share of the clip's peak (0: none; the peak after the gain, at least
     ``GAUSS_PEAK_FLOOR``) and the seed of its values. The default finishes nothing."""
 
@@ -130,16 +130,14 @@ class WaveformAugmenter:
         random parameters. ``min_length`` (the shortest clip the model reads) bounds what the edge cut and
         an uncropped speed-up may leave: the cut shrinks, a sped-up clip is centre-padded with noise.
         """
-        wave, tail = self._augment(waveform, sample_rate, min_length, defer=False)
-        return wave
+        return self._augment(waveform, sample_rate, min_length, defer=False)[0]
 
     def split(self, waveform: np.ndarray, sample_rate: int, min_length: int = 0) -> tuple[np.ndarray, DeviceTail]:
         """As a call, but the last augmentations (equalisation, gain, Gaussian noise) are drawn and not applied:
         the waveform up to the pitch shift, and the :class:`DeviceTail` that finishes it batched on the model's
-        device (:mod:`audiotune.data.tail_augment`). The draws are the call's, but for the noise's own values:
+        device (:mod:`audiotune.data.device_augment`). The draws are the call's, but for the noise's own values:
         one seed for the device's generator instead of the samples."""
-        wave, tail = self._augment(waveform, sample_rate, min_length, defer=True)
-        return wave, tail
+        return self._augment(waveform, sample_rate, min_length, defer=True)
 
     def _augment(self, waveform: np.ndarray, sample_rate: int, min_length: int,
                  defer: bool) -> tuple[np.ndarray, DeviceTail]:
