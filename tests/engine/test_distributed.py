@@ -14,16 +14,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import pytorch_lightning as pl
 import torch
 from conftest import make_uid_dataset, small_train_args
 from lightning_fabric.utilities.data import _set_sampler_epoch
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
+from audiotune.cli import build_parser, config_from_args
 from audiotune.config import RunConfig
 from audiotune.data.samplers import BalancedSampler, BucketBatchSampler, DealtBatches, EpochShuffle, TrainingBatches
 from audiotune.engine.cache import write_entry
 from audiotune.engine.distributed import trainer_devices, unique_batches
 from audiotune.engine.module import ValidationBatch
+from audiotune.engine.train import train
 from audiotune.outputs import CLIPS_READ_FILE, LOCK_FILE, own_run_dir
 
 # ---------------------------------------------------------------- training shards
@@ -247,3 +250,20 @@ def test_torchrun_trains_a_whole_model_on_length_buckets(dataset: dict) -> None:
     predictions = pd.read_parquet(run / "predictions.parquet")
     assert sorted(predictions["uid"]) == sorted(dataset["table"].query("subject in ['eve', 'fay']").index)
     assert {path.split("/")[0] for path in _files(run)} == RUN_FILES and _files(run / "logs") == ["metrics.csv"]
+
+
+def test_training_ends_its_process_group_when_the_fit_ends(dataset: dict) -> None:
+    """Each process ends its group once the fit (the run's last collective calls) is over, rank 0 before it scores
+    alone: not in the interpreter's exit, where a group thread still running aborts the process (seen as rank 1
+    ending with SIGABRT, "terminate called without an active exception", and torchrun then stopping rank 0)."""
+    during: list[bool] = []
+
+    class Watch(pl.Callback):
+        def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            during.append(torch.distributed.is_initialized())
+
+    args = small_train_args(dataset, dataset["root"] / "ended", "--accelerator", "cpu", "--devices", "1",
+                            "--strategy", "ddp")
+    train(config_from_args(build_parser().parse_args(args)), callbacks=[Watch()])
+    assert during == [True]  # Lightning's DDP started a group for the fit
+    assert not torch.distributed.is_initialized()

@@ -41,6 +41,16 @@ def end_process_group() -> None:
             torch.distributed.destroy_process_group()
 
 
+@contextlib.contextmanager
+def ending_process_group() -> Iterator[None]:
+    """Run the block (a fit: the last collective calls of a run), then end the process group however the block
+    ended (:func:`end_process_group`); what follows it runs in this process alone."""
+    try:
+        yield
+    finally:
+        end_process_group()
+
+
 def all_gather_objects(value: T) -> list[T]:
     """Every process's ``value`` (picklable, any size), in rank order; ``[value]`` in a single process."""
     world, _ = process_group()

@@ -38,6 +38,7 @@ from audiotune.engine.cv_encoders import encoder_paths
 from audiotune.engine.distributed import (
     all_gather_objects,
     check_launch,
+    ending_process_group,
     trainer_devices,
     unique_batches,
     unused_parameter_hint,
@@ -256,7 +257,7 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
     module = PretrainModule(backbone, objective, config, len(train_loader),
                             DeviceFeatures.of(train_loader, val_loader))
     module.train()  # from_pretrained hands models over in eval mode; Lightning keeps each module's mode
-    with unused_parameter_hint():
+    with unused_parameter_hint(), ending_process_group():  # the run's last collective calls; rank 0 goes on alone
         trainer.fit(module, train_loader, val_loader, ckpt_path=resume, weights_only=True)
     if not owned.writes:
         return {}  # rank 0 writes the outputs

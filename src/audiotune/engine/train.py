@@ -32,7 +32,7 @@ from audiotune.engine.cache import CachedDataset, cache_blocker, cached_datasets
 from audiotune.engine.checkpoint_io import read_checkpoint
 from audiotune.engine.clips_read import write_clips_read
 from audiotune.engine.cv_encoders import encoder_paths
-from audiotune.engine.distributed import check_launch, trainer_devices, unused_parameter_hint
+from audiotune.engine.distributed import check_launch, ending_process_group, trainer_devices, unused_parameter_hint
 from audiotune.engine.evaluate import evaluate_prepared
 from audiotune.engine.inference import features_on_device, inference_device
 from audiotune.engine.losses import training_class_weights
@@ -326,7 +326,7 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
             log.warning("--epochs 0: no training step; the model is saved as initialised%s",
                         " (frozen pretrained backbone, untrained heads)" if config.model.freeze else "")
         earlier_log = pd.read_csv(log_csv) if resume is not None and log_csv.is_file() else None
-    with unused_parameter_hint():
+    with unused_parameter_hint(), ending_process_group():  # the run's last collective calls; rank 0 goes on alone
         trainer.fit(module, train_loader, val_loader, ckpt_path=resume, weights_only=True)
     if not run_dir.writes:
         return {}  # rank 0 scores the kept weights once and writes every output
