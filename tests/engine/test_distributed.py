@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -267,3 +268,26 @@ def test_training_ends_its_process_group_when_the_fit_ends(dataset: dict) -> Non
     train(config_from_args(build_parser().parse_args(args)), callbacks=[Watch()])
     assert during == [True]  # Lightning's DDP started a group for the fit
     assert not torch.distributed.is_initialized()
+
+
+def test_a_fit_keeps_the_sigterm_handler_it_started_with(dataset: dict) -> None:
+    """Lightning's SIGTERM handler broadcasts from rank 0 inside the handler, wherever the signal finds the process
+    (a DDP run then hangs in mismatched collectives); the fit keeps the handler the process had (the command's)."""
+    def handler(signum: int, frame: object) -> None:
+        raise AssertionError("not called")
+
+    seen: list[object] = []
+
+    class Watch(pl.Callback):
+        def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            seen.append(signal.getsignal(signal.SIGTERM))
+
+    before = signal.signal(signal.SIGTERM, handler)
+    try:
+        args = small_train_args(dataset, dataset["root"] / "sigterm", "--accelerator", "cpu", "--devices", "1",
+                                "--strategy", "ddp")
+        train(config_from_args(build_parser().parse_args(args)), callbacks=[Watch()])
+        assert seen == [handler]
+        assert signal.getsignal(signal.SIGTERM) is handler  # and Lightning puts back what it found after the fit
+    finally:
+        signal.signal(signal.SIGTERM, before)

@@ -9,7 +9,9 @@ in this process on one device.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
 from collections.abc import Sequence
 from numbers import Number
 from pathlib import Path
@@ -113,6 +115,28 @@ def run_loggers(runtime: RuntimeConfig, run_dir: Path) -> list[Logger]:
     return loggers
 
 
+class SigtermAsBefore(pl.Callback):
+    """Keeps the SIGTERM handler this process had before the fit. Lightning puts its own first for every fit, and
+    under DDP it makes a collective call inside the handler (rank 0 broadcasts that SIGTERM came), wherever the signal
+    finds the process: the others are then in another collective or in none, and the run hangs until the process
+    group times out. The handler before the fit (a command's: SIGTERM raised where the process runs, as Ctrl-C, see
+    :mod:`audiotune.cli.interrupts`) stops each process without one; the default one ends it."""
+
+    def __init__(self) -> None:
+        self.handler = signal.getsignal(signal.SIGTERM)
+
+    def _restore(self) -> None:
+        if self.handler is not None:  # None: set outside Python, nothing to put back
+            with contextlib.suppress(ValueError):  # not the main thread, where handlers are set
+                signal.signal(signal.SIGTERM, self.handler)
+
+    def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restore()  # Lightning has put its handler in by now
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restore()
+
+
 def build_trainer(train: TrainConfig, runtime: RuntimeConfig, run_dir: Path | None, *,
                   best_by: tuple[str, str] | None = None, callbacks: Sequence[pl.Callback] = (),
                   devices: int | list[int] | None = None, default_root_dir: Path | None = None,
@@ -150,7 +174,8 @@ def build_trainer(train: TrainConfig, runtime: RuntimeConfig, run_dir: Path | No
         max_epochs, max_steps = run_length(train)
         trainer = pl.Trainer(max_epochs=max_epochs, max_steps=max_steps, accelerator=runtime.accelerator,
                              devices=devices, precision=trainer_precision(runtime),
-                             gradient_clip_val=train.grad_clip or None, callbacks=[StepLog(), *callbacks],
+                             gradient_clip_val=train.grad_clip or None,
+                             callbacks=[StepLog(), SigtermAsBefore(), *callbacks],
                              logger=False,
                              enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                              **extra)
@@ -173,7 +198,7 @@ def build_trainer(train: TrainConfig, runtime: RuntimeConfig, run_dir: Path | No
         **trainer_devices(runtime),
         precision=trainer_precision(runtime),
         gradient_clip_val=train.grad_clip or None,
-        callbacks=[*checkpoints, steps := StepLog(), PassProgress(steps), *callbacks],
+        callbacks=[*checkpoints, steps := StepLog(), PassProgress(steps), SigtermAsBefore(), *callbacks],
         logger=run_loggers(runtime, run_dir),
         log_every_n_steps=1,
         enable_model_summary=False,
