@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -277,10 +278,16 @@ def test_a_fit_keeps_the_sigterm_handler_it_started_with(dataset: dict) -> None:
         raise AssertionError("not called")
 
     seen: list[object] = []
+    broadcasts: list[object] = []
 
     class Watch(pl.Callback):
         def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
             seen.append(signal.getsignal(signal.SIGTERM))
+
+        def on_train_batch_start(self, trainer: pl.Trainer, *args: object) -> None:
+            # what the loop runs before each step when world_size > 1 (1 here): no collective for a flag never set
+            with mock.patch.object(torch.distributed, "broadcast", lambda *a, **k: broadcasts.append(a)):
+                trainer.fit_loop.epoch_loop._broadcast_sigterm_tensor()
 
     before = signal.signal(signal.SIGTERM, handler)
     try:
@@ -288,6 +295,7 @@ def test_a_fit_keeps_the_sigterm_handler_it_started_with(dataset: dict) -> None:
                                 "--strategy", "ddp")
         train(config_from_args(build_parser().parse_args(args)), callbacks=[Watch()])
         assert seen == [handler]
+        assert broadcasts == []
         assert signal.getsignal(signal.SIGTERM) is handler  # and Lightning puts back what it found after the fit
     finally:
         signal.signal(signal.SIGTERM, before)

@@ -120,7 +120,11 @@ class SigtermAsBefore(pl.Callback):
     under DDP it makes a collective call inside the handler (rank 0 broadcasts that SIGTERM came), wherever the signal
     finds the process: the others are then in another collective or in none, and the run hangs until the process
     group times out. The handler before the fit (a command's: SIGTERM raised where the process runs, as Ctrl-C, see
-    :mod:`audiotune.cli.interrupts`) stops each process without one; the default one ends it."""
+    :mod:`audiotune.cli.interrupts`) stops each process without one; the default one ends it.
+
+    Lightning's "SIGTERM came" flag is set by its handler only, so with the handler gone it stays false, and its
+    training loop's broadcast of that flag from rank 0 before every DDP step (a collective, then a read back to
+    the host: a wait for the device's queued work each step) is skipped as well."""
 
     def __init__(self) -> None:
         self.handler = signal.getsignal(signal.SIGTERM)
@@ -135,6 +139,13 @@ class SigtermAsBefore(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore()
+        loop = trainer.fit_loop.epoch_loop
+        if hasattr(loop, "_broadcast_sigterm_tensor"):  # Lightning 2.6: called per step when world_size > 1
+            loop._broadcast_sigterm_tensor = _no_sigterm_flag
+
+
+def _no_sigterm_flag() -> None:
+    """Nothing to broadcast: the flag Lightning's handler would set is never set (see :class:`SigtermAsBefore`)."""
 
 
 def build_trainer(train: TrainConfig, runtime: RuntimeConfig, run_dir: Path | None, *,
