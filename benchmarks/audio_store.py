@@ -10,9 +10,13 @@ collate, i.e. what a model waits for every epoch. Three kinds of epoch are compa
 - store, filling epoch: the first epoch with an empty ``cache_dir`` decodes, resamples and writes each clip;
 - store, warm epochs: later epochs of the same loader read the prepared clips back (fbank still runs).
 
+``--features_on device``: the loaders give the cropped waveforms, as a training run that computes its features
+on the model's device does; the workers only read (or decode and resample) and crop.
+
 After untimed warm-up passes (without and with a store) on ``--warmup`` clips, each loader is built once
-and iterated ``--epochs`` times, as a training run does (with workers, the first epoch of every loader
-includes forking them); no-store and store loaders are interleaved ``--repeats`` times, each store loader on
+and iterated ``--epochs`` times, as a training run does (Lightning's ``set_epoch`` before each, so that
+workers run on from one pass into the next; with workers, the first epoch of every loader includes forking
+them); no-store and store loaders are interleaved ``--repeats`` times, each store loader on
 a new empty cache folder, and the median epoch of each kind is reported. The clips are 5-s 44.1 kHz
 OGG/Vorbis files made at run time in a temporary folder from the shipped 16 kHz speech clips in
 ``examples/demo_data/audio`` (random clips end to end, cut to 5 s, resampled with soxr "HQ"); with
@@ -38,10 +42,12 @@ import soxr
 import torch
 from data_pipeline import machine, other_cpu_use  # benchmarks/data_pipeline.py
 from frozen_cache import cpu_ticks, other_cpu_during  # benchmarks/frozen_cache.py
+from lightning_fabric.utilities.data import _set_sampler_epoch
 
 from audiotune.config import RunConfig
 from audiotune.data import audio_store
 from audiotune.data.audio import scan_audio
+from audiotune.data.batch_features import NUM_SAMPLES, WAVEFORMS
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.loading import make_dataset, make_loader
 from audiotune.engine.inference import inference_device
@@ -107,26 +113,29 @@ def scanned_table(paths: list[Path], config: RunConfig) -> pd.DataFrame:
     return table
 
 
-def timed_epochs(config: RunConfig, table: pd.DataFrame, epochs: int) -> tuple[list[float], list[int],
-                                                                               list[Features], float]:
-    """Seconds and clips of each full pass over one training loader, each pass's features per uid, and the
+def timed_epochs(config: RunConfig, table: pd.DataFrame, epochs: int,
+                 on_device: bool = False) -> tuple[list[float], list[int], list[Features], float]:
+    """Seconds and clips of each full pass over one training loader, each pass's features per uid (``on_device``:
+    the loader gives waveforms, whose features the model's device computes: each pass's waveforms), and the
     share of all CPU time other processes used meanwhile."""
     audio_store._DIGESTS.clear()  # file digests are kept per process: start as a new training process would
     gc.collect()
     start_ticks = cpu_ticks()
     targets = np.zeros((len(table), 1), np.float32)
-    loader = make_loader(config, make_dataset(config, inputs_of(config), table, targets, train=True), table, train=True,
-                         device=inference_device(config), passes=epochs)
+    dataset = make_dataset(config, inputs_of(config), table, targets, train=True, on_device=on_device)
+    loader = make_loader(config, dataset, table, train=True, device=inference_device(config), passes=epochs)
+    values, counts = (WAVEFORMS, NUM_SAMPLES) if on_device else ("inputs", "lengths")
     seconds, clips, features = [], [], []
-    for _ in range(epochs):
+    for epoch in range(epochs):
         batches = []
         start = time.perf_counter()
+        _set_sampler_epoch(loader, epoch)  # as Lightning before each epoch: the workers run on into this pass
         for batch in loader:
             batches.append(batch)
         seconds.append(time.perf_counter() - start)
         clips.append(sum(len(b["uid"]) for b in batches))
-        features.append({uid: b["inputs"][row, :n] for b in batches
-                         for row, (uid, n) in enumerate(zip(b["uid"], b["lengths"].tolist()))})
+        features.append({uid: b[values][row, :n] for b in batches
+                         for row, (uid, n) in enumerate(zip(b["uid"], b[counts].tolist()))})
     del loader  # joins the persistent workers, so that their CPU time counts as this process's
     gc.collect()
     return seconds, clips, features, other_cpu_during(start_ticks)
@@ -148,7 +157,7 @@ def warm_up(table: pd.DataFrame, work: Path, args: argparse.Namespace) -> None:
     """One untimed pass without and one with a store over the first ``--warmup`` clips (first-call overheads)."""
     head = table.iloc[: args.warmup]
     for cache_dir in (None, work / "cache_warmup"):
-        timed_epochs(make_config(0, args.batch_size, args.seed, cache_dir), head, 1)
+        timed_epochs(make_config(0, args.batch_size, args.seed, cache_dir), head, 1, args.features_on == "device")
     shutil.rmtree(work / "cache_warmup", ignore_errors=True)
 
 
@@ -158,11 +167,12 @@ def run_workers(table: pd.DataFrame, work: Path, workers: int, args: argparse.Na
     clips: dict[str, list[int]] = {kind: [] for kind in KINDS}
     others, diffs, store_bytes = [], {KINDS[1]: 0.0, KINDS[2]: 0.0}, 0
     for repeat in range(args.repeats):
+        on_device = args.features_on == "device"
         plain_s, plain_n, plain_f, plain_others = timed_epochs(
-            make_config(workers, args.batch_size, args.seed, None), table, args.epochs)
+            make_config(workers, args.batch_size, args.seed, None), table, args.epochs, on_device)
         cache_dir = work / f"cache_w{workers}_r{repeat}"
         store_s, store_n, store_f, store_others = timed_epochs(
-            make_config(workers, args.batch_size, args.seed, cache_dir), table, args.epochs)
+            make_config(workers, args.batch_size, args.seed, cache_dir), table, args.epochs, on_device)
         store_bytes = folder_bytes(cache_dir)
         shutil.rmtree(cache_dir)
         times[KINDS[0]] += plain_s
@@ -197,7 +207,8 @@ def report(results: list[dict]) -> list[dict]:
             print(f"| {result['workers']} | {kind} | {len(runs)} | {median:.3f} | {rate:.1f} | "
                   f"{plain / median:.2f}x | {diff:.1e} | " + " ".join(f"{s:.3f}" for s in runs) + " |")
     print("\nno store / this: the median no-store epoch over this median epoch (above 1: faster than decoding "
-          "every epoch); max |diff|: largest |fbank difference| to the no-store epoch's features, all clips")
+          "every epoch); max |diff|: largest |fbank difference| (--features_on device: waveform difference) to "
+          "the no-store epoch's, all clips")
     for result in results:
         print(f"workers {result['workers']}: store on disk {result['store_bytes'] / 2**20:.1f} MiB; other "
               f"processes' share of all CPU time per loader: {', '.join(f'{o:.1%}' for o in result['others'])}")
@@ -215,6 +226,9 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=16, help="clips in the untimed warm-up passes")
     parser.add_argument("--seed", type=int, default=0, help="seed of the clips and of the shuffling")
+    parser.add_argument("--features_on", choices=("workers", "device"), default="workers",
+                        help="where the fbank is computed (device: the loader gives the cropped waveforms, as a "
+                             "training run with --features_on device; their features are not timed)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: leave as is)")
     parser.add_argument("--out", type=Path, default=None, help="also write the results here as JSON")
     args = parser.parse_args()
@@ -237,7 +251,8 @@ def main() -> None:
     info["other_cpu_after"] = other_cpu_use()
     print(f"data: {args.clips} OGG/Vorbis clips, {CLIP_SECONDS:g} s, {CLIP_RATE} Hz, {args.channels} channel(s), "
           f"{clip_bytes / 2**20:.1f} MiB, built in {built_s:.1f} s from examples/demo_data/audio/*.wav\n"
-          f"inputs: {BINS}-bin fbank at {FEATURE_RATE} Hz, clip_length {CLIP_SECONDS:g}, batch {args.batch_size}, "
+          f"inputs: {BINS}-bin fbank at {FEATURE_RATE} Hz (computed on the {args.features_on}), "
+          f"clip_length {CLIP_SECONDS:g}, batch {args.batch_size}, "
           f"shuffled; {args.epochs} epochs per loader, {args.repeats} repeats, warm-up on {args.warmup} clips\n"
           f"machine: {info}\n")
     rows = report(results)
@@ -249,6 +264,7 @@ def main() -> None:
         args.out.write_text(json.dumps({"clips": args.clips, "channels": args.channels, "clip_seconds": CLIP_SECONDS,
                                         "clip_rate": CLIP_RATE, "clip_bytes": clip_bytes,
                                         "batch_size": args.batch_size, "epochs": args.epochs,
+                                        "features_on": args.features_on,
                                         "repeats": args.repeats, "machine": info, "results": rows,
                                         "store_bytes": {r["workers"]: r["store_bytes"] for r in results},
                                         "other_cpu_per_loader": {r["workers"]: r["others"] for r in results}},
