@@ -26,6 +26,7 @@ from audiotune.engine.checkpoint_io import AtomicCheckpointIO, latest_checkpoint
 from audiotune.engine.device import MixedOrFull, lightning_precision
 from audiotune.engine.distributed import trainer_devices
 from audiotune.engine.module import run_length
+from audiotune.engine.pace import EpochPace
 from audiotune.engine.step_log import StepLog
 from audiotune.outputs import BEST_CHECKPOINT, BEST_CHECKPOINTS, CHECKPOINT_DIR, LOG_DIR, TENSORBOARD_DIR
 from audiotune.progress import Progress
@@ -141,7 +142,7 @@ class SigtermAsBefore(pl.Callback):
         self._restore()
         loop = trainer.fit_loop.epoch_loop
         if hasattr(loop, "_broadcast_sigterm_tensor"):  # Lightning 2.6: called per step when world_size > 1
-            loop._broadcast_sigterm_tensor = _no_sigterm_flag
+            loop._broadcast_sigterm_tensor = _no_sigterm_flag  # type: ignore[method-assign]
 
 
 def _no_sigterm_flag() -> None:
@@ -160,7 +161,8 @@ def build_trainer(train: TrainConfig, runtime: RuntimeConfig, run_dir: Path | No
     ``--training_steps`` (:func:`~audiotune.engine.module.run_length`), sums the gradients of
     ``--accumulate_grad_batches`` batches per optimiser step, clips gradients at ``--grad_clip``,
     logs every step to ``run_dir/logs/metrics.csv`` (and TensorBoard: :func:`run_loggers`; the per-step values
-    read from the device a few dozen steps at a time, :class:`~audiotune.engine.step_log.StepLog`), replaces
+    read from the device a few dozen steps at a time, :class:`~audiotune.engine.step_log.StepLog`; each epoch's
+    seconds and peak device memory, :class:`~audiotune.engine.pace.EpochPace`), replaces
     ``checkpoints/last.ckpt`` every epoch and, with ``best_by`` (a logged metric and ``"min"`` or ``"max"``),
     keeps the best epoch in ``checkpoints/best.ckpt``
     (the ``--save_top_k`` best in ``checkpoints/best-epoch=NN.ckpt``);
@@ -209,7 +211,7 @@ def build_trainer(train: TrainConfig, runtime: RuntimeConfig, run_dir: Path | No
         **trainer_devices(runtime),
         precision=trainer_precision(runtime),
         gradient_clip_val=train.grad_clip or None,
-        callbacks=[*checkpoints, steps := StepLog(), PassProgress(steps), SigtermAsBefore(), *callbacks],
+        callbacks=[*checkpoints, steps := StepLog(), PassProgress(steps), SigtermAsBefore(), EpochPace(), *callbacks],
         logger=run_loggers(runtime, run_dir),
         log_every_n_steps=1,
         enable_model_summary=False,
