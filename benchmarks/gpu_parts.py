@@ -412,9 +412,12 @@ def timed_train(suite, argv: list[object]) -> dict:
     if not clock.spans:
         raise RuntimeError("no training epoch ran")
     later = clock.spans[1:] or clock.spans  # the epochs after the first (start-up, store filling) when there are
+    # what the run itself logged of its pace (engine/pace.py), beside what the suite measured
+    logged = (f"the run's log: {metrics.get('train_clips_per_s')} clips/s, device peak "
+              f"{metrics.get('device_peak_mib')} MiB")
     return {"start": start, "end": time.perf_counter(), "spans": clock.spans, "later": later, **peak,
             "epoch_s": statistics.median(end - begin for begin, end in later), "metrics": metrics,
-            "host": clock.host_note(), "config": config}
+            "host": f"{clock.host_note()}; {logged}", "config": config}
 
 
 def ecapa_part(suite, work: Path) -> None:

@@ -45,6 +45,7 @@ from audiotune.engine.distributed import (
 )
 from audiotune.engine.inference import features_on_device, inference_device
 from audiotune.engine.module import DeviceFeatures, optimizers, trains
+from audiotune.engine.pace import pace_summary
 from audiotune.engine.step_log import step_output
 from audiotune.engine.trainer import build_trainer
 from audiotune.launch import launched_rank_zero
@@ -280,6 +281,6 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
                "steps_run": trainer.global_step, "history": history,
                "best_val_loss": float(best.best_model_score) if best and best.best_model_score is not None else None,
                "weights": kept,
-               "outputs": [str(Path(p).relative_to(exp_dir)) for p in written]}
+               "outputs": [str(Path(p).relative_to(exp_dir)) for p in written], **pace_summary(log)}
     write_json(exp_dir / METRICS_FILE, metrics)
     return metrics

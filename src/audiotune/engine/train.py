@@ -37,6 +37,7 @@ from audiotune.engine.evaluate import evaluate_prepared
 from audiotune.engine.inference import features_on_device, inference_device
 from audiotune.engine.losses import training_class_weights
 from audiotune.engine.module import TRAIN_CLIPS, ClassifierModule, DeviceFeatures, trains
+from audiotune.engine.pace import pace_summary
 from audiotune.engine.seed_resume import STARTED_FROM, imported_start, load_imported
 from audiotune.engine.selection import check_monitor, monitor_key, monitor_mode
 from audiotune.engine.trainer import build_trainer
@@ -93,12 +94,14 @@ def _merge_logs(earlier: pd.DataFrame, log_csv: Path) -> None:
     write_csv(pd.concat([earlier[earlier["epoch"] < first_new], current], ignore_index=True), log_csv, index=False)
 
 
-def _clips_per_epoch(log_csv: Path) -> list[int]:
-    """The training clips of every epoch logged (all processes together), resumed epochs included."""
+def _epochs_logged(log_csv: Path) -> dict:
+    """The training clips of every epoch logged (all processes together), resumed epochs included, and the
+    epochs' pace (:func:`~audiotune.engine.pace.pace_summary`)."""
     if not log_csv.is_file():
-        return []
+        return {"train_clips_per_epoch": []}
     logged = pd.read_csv(log_csv)
-    return logged[TRAIN_CLIPS].dropna().astype(int).tolist() if TRAIN_CLIPS in logged else []
+    clips = logged[TRAIN_CLIPS].dropna().astype(int).tolist() if TRAIN_CLIPS in logged else []
+    return {"train_clips_per_epoch": clips, **pace_summary(logged, TRAIN_CLIPS)}
 
 
 def _keep_weights(module: ClassifierModule, checkpoint: ModelCheckpoint | None, keep: str) -> tuple[str, dict]:
@@ -356,7 +359,7 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
     metrics["epochs_run"] = trainer.current_epoch
     # summed over all processes: the clips each epoch trained on, next to the split's clips
     metrics["train_clips"] = len(prepared.tables["train"])
-    metrics["train_clips_per_epoch"] = _clips_per_epoch(log_csv)
+    metrics.update(_epochs_logged(log_csv))  # and each epoch's seconds, clips/s and the device's peak memory
     metrics["processes"] = trainer.world_size
     if class_weights is not None:
         metrics["class_weights"] = class_weights
