@@ -4,14 +4,16 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 import pytorch_lightning as pl
+import torch
 from conftest import make_uid_dataset, small_train_args
 
 from audiotune.cli import build_parser, config_from_args
-from audiotune.engine.pace import DEVICE_PEAK, TRAIN_SECONDS, pace_summary
+from audiotune.engine.pace import DEVICE_PEAK, TRAIN_SECONDS, EpochPace, pace_summary
 from audiotune.engine.train import train
 from audiotune.report.run_page import RunReport, render_run
 
@@ -62,3 +64,21 @@ def test_an_epoch_s_seconds_count_its_training_steps_and_not_its_validation(tmp_
     assert metrics["train_clips_per_s"] == pytest.approx(sum(later) / 2, abs=0.01)
     page = render_run(RunReport("run", str(run), "", metrics, []))
     assert f"<td class=text>train_clips_per_s</td><td class=text>{metrics['train_clips_per_s']}</td>" in page
+
+
+def test_on_a_cuda_gpu_an_epoch_waits_for_its_steps_once_and_logs_its_peak_memory(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    device, calls, logged = torch.device("cuda", 0), [], {}
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda d: calls.append(("reset", d)))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda d: calls.append(("wait", d)))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda d: 3 * 2**20)
+    module = SimpleNamespace(device=device, log=lambda name, value, **how: logged.update({name: (value, how)}))
+    trainer = SimpleNamespace(num_training_batches=2)
+    pace = EpochPace()
+    pace.on_train_epoch_start(trainer, module)
+    for batch in range(2):
+        pace.on_train_batch_end(trainer, module, None, None, batch)
+    pace.on_train_epoch_end(trainer, module)
+    assert calls == [("reset", device), ("wait", device)]  # the wait after the last step only
+    assert logged[DEVICE_PEAK] == (3.0, {"reduce_fx": "max", "sync_dist": True})
+    assert logged[TRAIN_SECONDS][1] == {"reduce_fx": "max", "sync_dist": True}  # the slowest process's
