@@ -9,15 +9,17 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from conftest import SMALL_ECAPA
+from safetensors.torch import load_file
 from torch import nn
 
-from audiotune.cli import main
+from audiotune.cli import build_parser, config_from_args, main
 from audiotune.config import RunConfig
 from audiotune.data.dataset import AudioDataset
 from audiotune.data.input_spec import InputSpec
@@ -34,7 +36,7 @@ from audiotune.engine.device import (
     parse_devices,
     resolve_device,
 )
-from audiotune.engine.trainer import trainer_precision
+from audiotune.engine.trainer import Float32Products, trainer_precision
 
 
 @pytest.fixture()
@@ -174,6 +176,59 @@ def test_the_seeds_precision_16_is_lightnings_16_mixed() -> None:
     assert lightning_precision("16") == "16-mixed"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--precision", "8"])
+
+
+def _products() -> tuple[str, bool]:
+    return torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+
+
+def test_tf32_computes_float32_products_in_tensorfloat32_on_a_cuda_gpu_only_and_puts_the_settings_back() -> None:
+    before = _products()
+    assert trainer_precision(config_from_args(build_parser().parse_args(
+        ["train", "-d", "split", "-o", "run", "--precision", "tf32"])).runtime) == "32-true"
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        with autocast(torch.device("cuda", 0), "tf32"):  # the settings only: no kernel runs here
+            assert _products() == ("high", True)
+        assert _products() == (before[0], False)
+        with pytest.raises(RuntimeError), autocast(torch.device("cuda", 0), "tf32"):
+            raise RuntimeError("a failed batch")
+        assert _products() == (before[0], False)
+        for device, precision in ((torch.device("cpu"), "tf32"), (torch.device("mps"), "tf32"),
+                                  (torch.device("cuda", 0), "32")):
+            with autocast(device, precision):
+                assert _products() == (before[0], False), (device, precision)
+    finally:
+        torch.backends.cudnn.allow_tf32 = before[1]
+
+
+def test_a_fit_at_tf32_on_a_cuda_gpu_computes_in_tensorfloat32_from_its_setup_to_its_teardown() -> None:
+    before = _products()
+    fit = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 0)))
+    callback = Float32Products("tf32")
+    callback.setup(fit, None, "fit")
+    try:
+        assert _products()[0] == "high"
+    finally:
+        callback.teardown(fit, None, "fit")
+    assert _products() == before
+    cpu = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cpu")))
+    callback.setup(cpu, None, "fit")
+    assert _products() == before
+    callback.teardown(cpu, None, "fit")
+
+
+def test_tf32_on_the_cpu_trains_as_32(uid_dataset: dict, tmp_path: Path) -> None:
+    """Elsewhere than on a CUDA GPU, tf32 is float32 throughout: the same weights as 32."""
+    weights = {}
+    for precision in ("32", "tf32"):
+        run = tmp_path / precision
+        assert main(["train", "-i", str(uid_dataset["prefix"]), "-d", str(uid_dataset["split"]), "-l",
+                     str(uid_dataset["labels"]), "-o", str(run), "--model", "ecapa_tdnn", *SMALL_ECAPA, "-e", "2",
+                     "--accelerator", "cpu", "--seed", "3", "--precision", precision]) == 0
+        weights[precision] = load_file(run / "model.safetensors")
+    assert weights["32"].keys() == weights["tf32"].keys()
+    assert all(torch.equal(weights["32"][k], weights["tf32"][k]) for k in weights["32"])
 
 
 def test_16_bit_mixed_precision_needs_a_gpu() -> None:

@@ -27,7 +27,7 @@ from audiotune.outputs import (
 )
 from audiotune.storage import Role
 
-PRECISIONS = ("32", "bf16", "16-mixed", "16")  # 16: the seeds' spelling of 16-mixed
+PRECISIONS = ("32", "tf32", "bf16", "16-mixed", "16")  # 16: the seeds' spelling of 16-mixed
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")  # Lightning's names; auto takes the GPU when there is one
 ONE_DEVICE = "auto, 1 or one index"  # what --devices may name for a command that runs in one process
 ON_ERROR = ("raise", "skip")  # what a command does with a bad input: stop with an error, or leave it out and list it
@@ -297,9 +297,11 @@ class RuntimeConfig:
                                   "configurations); the first steps compile (seconds to minutes), and the "
                                   "results match eager ones to float rounding; none: eager",
                           choices=COMPILE_MODES)
-    precision: str = option("32", "precision of training and inference: 32, bf16 (bfloat16 autocast), 16-mixed "
-                                  "(float16 autocast with loss scaling; needs a GPU; 16, the seeds' spelling, is "
-                                  "the same)", choices=PRECISIONS)
+    precision: str = option("32", "precision of training and inference: 32, tf32 (float32, its matrix products "
+                                  "and convolutions in TensorFloat-32 on an NVIDIA GPU's tensor cores, Ampere or "
+                                  "newer; elsewhere 32), bf16 (bfloat16 autocast), 16-mixed (float16 autocast with "
+                                  "loss scaling; needs a GPU; 16, the seeds' spelling, is the same)",
+                            choices=PRECISIONS)
     accelerator: str = option("auto", "where the model runs (Lightning's accelerator): auto takes the GPU when there "
                                       "is one", choices=ACCELERATORS)
     devices: str = option("auto", "Lightning devices (auto, a count, or a list); with several, one training "

@@ -8,7 +8,7 @@ predictions, stats, attention) read the same options the same way.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 import torch
@@ -18,6 +18,7 @@ from audiotune.config.sections import ACCELERATORS, ONE_DEVICE
 
 BF16_PRECISIONS = ("bf16", "bf16-mixed")
 FP16_PRECISIONS = ("16", "16-mixed")  # float16 autocast; the seeds' 16 is Lightning's 16-mixed
+TF32 = "tf32"  # float32 tensors, their products on an NVIDIA GPU's tensor cores in TensorFloat-32
 
 
 def _mps_available() -> bool:
@@ -113,7 +114,8 @@ MixedOrFull = Literal["bf16-mixed", "16-mixed", "32-true"]
 
 
 def lightning_precision(precision: str) -> MixedOrFull:
-    """Lightning's ``precision`` for ``--precision``: bf16-mixed, 16-mixed (also for the seeds' 16) or 32-true."""
+    """Lightning's ``precision`` for ``--precision``: bf16-mixed, 16-mixed (also for the seeds' 16) or 32-true
+    (32 and tf32, whose products :func:`float32_products` sets)."""
     if precision in BF16_PRECISIONS:
         return "bf16-mixed"
     return "16-mixed" if precision in FP16_PRECISIONS else "32-true"
@@ -129,13 +131,34 @@ def check_precision(device: torch.device, precision: str) -> None:
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 or float16 autocast on ``device``'s type when ``precision`` asks for it, else a context that does
-    nothing."""
+    """bf16 or float16 autocast on ``device``'s type when ``precision`` asks for it, TensorFloat-32 products for
+    tf32 (:func:`float32_products`), else a context that does nothing."""
     if precision in BF16_PRECISIONS:
         return torch.autocast(device.type, dtype=torch.bfloat16)
     if precision in FP16_PRECISIONS:
         return torch.autocast(device.type, dtype=torch.float16)
-    return contextlib.nullcontext()
+    return float32_products(device, precision)
+
+
+@contextlib.contextmanager
+def float32_products(device: torch.device, precision: str) -> Iterator[None]:
+    """With ``--precision tf32`` on a CUDA GPU: float32 matrix products (and convolutions, as torch already
+    does by default) computed in TensorFloat-32 on the tensor cores (Ampere or newer: 10 mantissa bits in the
+    products, float32 sums; many times float32's speed) while the block runs, and the process's settings put
+    back after it. Anything else (32, or tf32 on another device): float32 throughout, nothing changed."""
+    if precision != TF32 or device.type != "cuda":
+        yield
+        return
+    # torch's process-wide switch, in the spelling Lightning reads (its newer per-backend one cannot be mixed
+    # with it)
+    matmul, convolutions = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+    torch.set_float32_matmul_precision("high")
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(matmul)
+        torch.backends.cudnn.allow_tf32 = convolutions
 
 
 def move_batch(batch: dict, device: torch.device) -> dict:

@@ -23,7 +23,7 @@ from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
 
 from audiotune.config import RuntimeConfig, TrainConfig
 from audiotune.engine.checkpoint_io import AtomicCheckpointIO, latest_checkpoint
-from audiotune.engine.device import MixedOrFull, lightning_precision
+from audiotune.engine.device import MixedOrFull, float32_products, lightning_precision
 from audiotune.engine.distributed import trainer_devices
 from audiotune.engine.module import run_length
 from audiotune.engine.pace import EpochPace
@@ -149,6 +149,20 @@ def _no_sigterm_flag() -> None:
     """Nothing to broadcast: the flag Lightning's handler would set is never set (see :class:`SigtermAsBefore`)."""
 
 
+class Float32Products(pl.Callback):
+    """``--precision tf32`` while a fit runs (:func:`~audiotune.engine.device.float32_products`): from its setup,
+    once its device is known, to its teardown, failed fits included."""
+
+    def __init__(self, precision: str) -> None:
+        self.precision, self.context = precision, contextlib.ExitStack()
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.context.enter_context(float32_products(trainer.strategy.root_device, self.precision))
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.context.close()
+
+
 def build_trainer(train: TrainConfig, runtime: RuntimeConfig, run_dir: Path | None, *,
                   best_by: tuple[str, str] | None = None, callbacks: Sequence[pl.Callback] = (),
                   devices: int | list[int] | None = None, default_root_dir: Path | None = None,
@@ -188,7 +202,8 @@ def build_trainer(train: TrainConfig, runtime: RuntimeConfig, run_dir: Path | No
         trainer = pl.Trainer(max_epochs=max_epochs, max_steps=max_steps, accelerator=runtime.accelerator,
                              devices=devices, precision=trainer_precision(runtime),
                              gradient_clip_val=train.grad_clip or None,
-                             callbacks=[StepLog(), SigtermAsBefore(), *callbacks],
+                             callbacks=[StepLog(), SigtermAsBefore(), Float32Products(runtime.precision),
+                                        *callbacks],
                              logger=False,
                              enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                              **extra)
@@ -211,7 +226,8 @@ def build_trainer(train: TrainConfig, runtime: RuntimeConfig, run_dir: Path | No
         **trainer_devices(runtime),
         precision=trainer_precision(runtime),
         gradient_clip_val=train.grad_clip or None,
-        callbacks=[*checkpoints, steps := StepLog(), PassProgress(steps), SigtermAsBefore(), EpochPace(), *callbacks],
+        callbacks=[*checkpoints, steps := StepLog(), PassProgress(steps), SigtermAsBefore(), EpochPace(),
+                   Float32Products(runtime.precision), *callbacks],
         logger=run_loggers(runtime, run_dir),
         log_every_n_steps=1,
         enable_model_summary=False,
