@@ -191,11 +191,11 @@ def encoder_flops(checkpoint: Path, samples: list[int]) -> dict[int, int]:
     return flops
 
 
-def bf16_run(run: Path) -> Path:
-    """A copy of the run directory whose config asks for ``--precision bf16``."""
-    copy = shutil.copytree(run, run.with_name(run.name + "_bf16"))
+def precision_run(run: Path, precision: str = "bf16") -> Path:
+    """A copy of the run directory whose config asks for ``--precision PRECISION``."""
+    copy = shutil.copytree(run, run.with_name(f"{run.name}_{precision}"))
     config = load_config(copy / "config.yaml")
-    config.runtime.precision = "bf16"
+    config.runtime.precision = precision
     save_config(config, copy / "config.yaml")
     return copy
 
@@ -312,7 +312,7 @@ def main() -> None:
         flops = encoder_flops(checkpoint, [round(s * RATE) for s in [*audio, 1.0, args.clip_length]] + padded)
         sides = {name: lambda r=r, c=csv: audiotune_extract(r, c, work / "embeddings.parquet", args.batch_size,
                                                             accelerator, args.num_workers)
-                 for name, r in ((AUDIOTUNE, run), (BF16, bf16_run(run)))}
+                 for name, r in ((AUDIOTUNE, run), (BF16, precision_run(run)))}
         sides[SEED] = lambda c=csv: seed_loop(checkpoint, pd.read_csv(c)["path"].tolist(), args.clip_length,
                                               args.batch_size, device=device)
         sides[PLAIN] = lambda c=csv: plain_loop(checkpoint, pd.read_csv(c)["path"].tolist(), args.clip_length,

@@ -29,7 +29,7 @@ from audiotune.engine.device import autocast
 RATE = 16000
 ACCELERATOR = {"cpu": "cpu", "cuda": "gpu"}  # torch device type -> audiotune's --accelerator
 COMPILED = "reduce-overhead"  # part b's compiled run: CUDA graphs for a step of many small kernels
-PRECISIONS = (("32", "fp32"), ("bf16", "bf16"))  # (audiotune --precision, name)
+PRECISIONS = {"fp32": "32", "tf32": "tf32", "bf16": "bf16"}  # part a's names -> audiotune's --precision
 
 
 def synchronize(device: torch.device) -> None:
@@ -292,7 +292,7 @@ def measured(suite, part: str, case: str, fn: Callable[[], dict]) -> dict | None
 
 def extraction_part(suite, work: Path) -> None:
     """(a) forward-only, the plain loop and ``audiotune extract`` per encoder and precision."""
-    from extract_throughput import audiotune_extract, bf16_run, make_run, plain_loop, tones
+    from extract_throughput import audiotune_extract, make_run, plain_loop, precision_run, tones
 
     s, device = suite.sizes, suite.device
     paths = tones(work / "clips", s["extract_clips"], s["clip_s"], s["clip_s"], 0)
@@ -307,7 +307,8 @@ def extraction_part(suite, work: Path) -> None:
         clip_flops = meta_flops(kind, checkpoint, (1, *shape[1:]))
         run = make_run(work / f"run_{kind}", checkpoint, s["clip_s"], ACCELERATOR[device.type],
                        model="hf" if kind == "w2v" else "ast")
-        runs = {"32": run, "bf16": bf16_run(run)}
+        runs = {PRECISIONS[label]: run if label == "fp32" else precision_run(run, PRECISIONS[label])
+                for label in suite.args.precisions}
 
         def loop(files: list[Path]) -> np.ndarray:
             if kind == "ast":
@@ -318,8 +319,8 @@ def extraction_part(suite, work: Path) -> None:
             return audiotune_extract(runs[precision], csv, work / "embeddings.parquet", batch, device.type,
                                      s["extract_workers"])
 
-        for precision, label in PRECISIONS:
-            peak = suite.peaks[label]
+        for label in suite.args.precisions:
+            precision, peak = PRECISIONS[label], suite.peaks[label]
 
             def forward() -> dict:
                 seconds = forward_only(kind, checkpoint, shape, s["forward_repeats"], device, precision)

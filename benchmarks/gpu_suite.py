@@ -5,8 +5,9 @@ Parts, each under its own time budget (a part that fails or runs out of time rec
 suite goes on; the JSON is rewritten after every row, so a killed run keeps the finished rows):
 
 - a: extraction on a wav2vec2-base-sized and an AST-sized encoder (transformers' default configs, random weights,
-  saved offline), fp32 and bf16: forward-only (the encoder on batches already on the device), the plain loop
-  (``extract_throughput.plain_loop``: soundfile, the feature extractor, forward; AST: the same with its extractor)
+  saved offline), fp32 and bf16 (``--precisions``: also tf32): forward-only (the encoder on batches already on the
+  device), the plain loop (``extract_throughput.plain_loop``: soundfile, the feature extractor, forward; AST: the
+  same with its extractor)
   and ``audiotune extract`` (``extract_embeddings``). Audio-s/s, achieved TFLOP/s (FlopCounterMode on the meta
   device), the share of the forward-only rate and the ratio to the plain loop.
 - b: ECAPA-TDNN training (``engine.train.train``) on 5-s 44.1 kHz stereo OGG and FLAC clips, with and without the
@@ -51,6 +52,7 @@ import torch
 import transformers
 from data_pipeline import machine  # benchmarks/data_pipeline.py
 from gpu_parts import (  # benchmarks/gpu_parts.py
+    PRECISIONS,
     ecapa_part,
     extraction_part,
     finetune_part,
@@ -58,7 +60,7 @@ from gpu_parts import (  # benchmarks/gpu_parts.py
 )
 
 from audiotune.config.sections import COMPILE_MODES
-from audiotune.engine.device import resolve_device
+from audiotune.engine.device import float32_products, resolve_device
 from audiotune.outputs import write_json
 
 W2V_TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
@@ -185,6 +187,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tune_compile", choices=COMPILE_MODES, default="none",
                         help="part d's training steps through torch.compile in this mode (its first epoch compiles; "
                              "give the part more time: --parts d --budget_scale 3)")
+    parser.add_argument("--precisions", nargs="+", choices=tuple(PRECISIONS), default=["fp32", "bf16"],
+                        help="part a's precisions (tf32: float32 with TensorFloat-32 products, --precision tf32)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here (after every row)")
     parser.add_argument("-v", "--verbose", action="store_true", help="print the traceback of a failed part")
     args = parser.parse_args(argv)
@@ -201,8 +205,11 @@ def main(argv: list[str] | None = None) -> None:
     print("gpu_suite: " + ", ".join(f"{k} {v}" for k, v in env.items()), flush=True)
     suite = Suite(args, device, env)
     from extract_throughput import peak_flops  # benchmarks/extract_throughput.py
-    suite.peaks = {name: peak_flops(suite.sizes["peak_sizes"], dtype, device)
-                   for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    suite.peaks = {}
+    for name in dict.fromkeys(["fp32", "bf16", *args.precisions]):  # part d reads bf16's
+        with float32_products(device, PRECISIONS[name]):
+            dtype = torch.bfloat16 if name == "bf16" else torch.float32
+            suite.peaks[name] = peak_flops(suite.sizes["peak_sizes"], dtype, device)
     print("peak (best square torch.mm): " + ", ".join(f"{k} {v / 1e12:.2f} TFLOP/s" for k, v in suite.peaks.items()))
     print(" ".join(format(key, align if align else "") for key, align, _ in COLUMNS), flush=True)
     with tempfile.TemporaryDirectory() as tmp:

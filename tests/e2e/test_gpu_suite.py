@@ -46,6 +46,8 @@ def test_smoke_run_fills_every_part_with_finite_figures(tmp_path: Path) -> None:
     for row in by_part["a"] + by_part["d"]:
         assert finite(row["tflops"]) and 0 < row["of_peak"] < 1, row
     assert all(row["gpu_util"] is None for row in by_part["b"])  # no GPU: nothing sampled, nothing made up
+    # the run's own log of its pace beside the suite's clock (no device memory on the CPU)
+    assert all(" clips/s, device peak None MiB" in row["note"] for row in by_part["b"] + by_part["d"])
     cold, warm, _ = by_part["c"]
     assert "encoded 100, reused 0" in cold["note"] and "encoded 0, reused 100" in warm["note"]
     assert warm["rate"] > cold["rate"]  # the warm cache encodes nothing
@@ -73,3 +75,13 @@ def test_part_d_compiled_and_with_cudnns_algorithm_timing(tmp_path: Path) -> Non
     assert "steps compiled: default" in row["note"]  # what the run's config asked for
     assert finite(row["rate"]) and row["rate"] > 0
     assert result["environment"]["cudnn_benchmark"] is True and "cudnn_benchmark True" in done.stdout
+
+
+@pytest.mark.slow
+def test_extraction_at_tf32(tmp_path: Path) -> None:
+    """``--precisions tf32``: part a's three rows per encoder at ``--precision tf32``, against its own peak."""
+    _, result = suite(tmp_path / "suite.json", "--parts", "a", "--precisions", "tf32")
+    rows = result["rows"]
+    assert [row["case"].split(", ")[0] for row in rows] == ["wav2vec2-base (tiny) tf32"] * 3 + ["AST (tiny) tf32"] * 3
+    assert all(not row.get("error") and finite(row["rate"]) and 0 < row["of_peak"] < 1 for row in rows), rows
+    assert set(result["peak_flops_per_s"]) == {"fp32", "bf16", "tf32"}
