@@ -34,6 +34,11 @@ from audiotune.storage import CONFIG_FILE, METRICS_FILE, MODEL_FILE  # noqa: F40
 
 LOCK_FILE = ".audiotune.lock"  # held by the command that writes the directory; see own_run_dir
 
+# the splits of a data set (a split directory's SPLIT.csv files), in the order they are listed, and those a run
+# scores (metrics.json's entries, the split column of predictions)
+SPLITS = ("train", "val", "test")
+SCORED_SPLITS = SPLITS[1:]
+
 # a run directory (train, pretrain, probe; evaluate writes the same metrics, predictions and reports)
 CONFIG_HISTORY_FILE = "config_history.yaml"  # options changed when the run was resumed (--allow_changes)
 INPUT_SPEC_FILE = "input_spec.json"  # what the model read (rate, front end, crops...), derived from config.yaml

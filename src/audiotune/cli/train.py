@@ -11,6 +11,7 @@ from audiotune.cli.flags import add_config_flags, config_from_args
 from audiotune.cli.help import shared_group
 from audiotune.cli.show import quiet_lightning, summary
 from audiotune.config.sections import RESUME_HINT
+from audiotune.outputs import SCORED_SPLITS
 
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if not metrics:
         return  # another process of a multi-process (DDP) run: rank 0 reports
     # stdout: the metrics' JSON only (`| python -m json.tool`); what else is said goes to stderr
-    print(json.dumps({k: summary(v) for k, v in metrics.items() if k in ("val", "test")}, indent=2))
+    print(json.dumps({k: summary(v) for k, v in metrics.items() if k in SCORED_SPLITS}, indent=2))
     if not metrics.get("trained", True):
         print("no training step (--epochs 0): these are the metrics of the untrained model", file=sys.stderr)
     if args.hypertune_metric:

@@ -24,8 +24,8 @@ import pandas as pd
 from audiotune import storage
 from audiotune.data.errors import DataError
 from audiotune.data.labels import LabelGroup
+from audiotune.outputs import SPLITS
 
-SPLIT_KEYS = {"train": "train", "val": "val", "test": "test"}
 VOTE_SEPARATOR = "="  # vote-share columns are named LABEL=CLASS
 PATH_KEYS = ("wav", "path")
 
@@ -79,8 +79,8 @@ def read_json_split(path: str | Path, audio_dir: str | Path | None = None, label
     base = str(audio_dir) if audio_dir else storage.parent(path)
     tables: dict[str, pd.DataFrame] = {}
     for key, entries in raw.items():
-        split = SPLIT_KEYS.get(str(key).lower())
-        if split is None:
+        split = str(key).lower()  # Train, Val, Test: the split names capitalised
+        if split not in SPLITS:
             raise DataError(f"{path}: unknown split '{key}' (expected Train, Val and Test)")
         if split in tables:
             raise DataError(f"{path}: split '{key}' is given twice (keys are matched without regard to case)")
@@ -95,7 +95,7 @@ def read_json_split(path: str | Path, audio_dir: str | Path | None = None, label
             purpose = ("cross-validation trains on Train and scores Test in every fold" if "test" in require
                        else "nothing to train on")
             raise DataError(f"{path}: the '{required.capitalize()}' split is missing or empty; {purpose}")
-    return {name: tables[name] for name in ("train", "val", "test") if name in tables}
+    return {name: tables[name] for name in SPLITS if name in tables}
 
 
 def json_label_groups(tables: dict[str, pd.DataFrame], path: str, label: str = "label") -> list[LabelGroup]:

@@ -27,7 +27,7 @@ from audiotune.data.labels import (
 )
 from audiotune.data.layout import attach_paths, read_splits, split_file
 from audiotune.data.splits import draw_validation, share_count
-from audiotune.outputs import DROPPED_FILE, SKIPPED_FILE, VALIDATION_FILE, write_csv
+from audiotune.outputs import DROPPED_FILE, SCORED_SPLITS, SKIPPED_FILE, VALIDATION_FILE, write_csv
 
 log = logging.getLogger(__name__)
 # checks a split's audio: (table, spec, split, min_samples, record of earlier checks) -> (usable rows with
@@ -125,7 +125,7 @@ def split_overlaps(tables: dict[str, pd.DataFrame], allow: bool) -> tuple[pd.Dat
     source = {name: table.attrs.get("source", split_file(name)) for name, table in tables.items()}
     reasons = pd.Series("", index=train.index, dtype=object)
     problems = []
-    for name in ("val", "test"):
+    for name in SCORED_SPLITS:
         if name not in tables:
             continue
         shared_subjects = sorted(_subjects(train) & _subjects(tables[name]))

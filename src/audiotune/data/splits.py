@@ -9,8 +9,8 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from audiotune import storage
 from audiotune.data.errors import DataError
-from audiotune.data.layout import SPLITS, SUBJECT, split_file
-from audiotune.outputs import write_csv
+from audiotune.data.layout import SUBJECT, split_file
+from audiotune.outputs import SPLITS, write_csv
 
 
 def group_values(table: pd.DataFrame, group: str, source: str) -> pd.Series:

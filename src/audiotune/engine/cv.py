@@ -72,6 +72,7 @@ from audiotune.outputs import (
     METRICS_FILE,
     PLOT_DIR,
     PREDICTIONS_FILE,
+    SCORED_SPLITS,
     OwnedRunDir,
     confusion_plot,
     own_run_dir,
@@ -163,7 +164,7 @@ def _run_one(config: RunConfig, fold_dir: Path, run_dir: Path, seed: int) -> dic
 def _runs_table(results: list[tuple[Fold, int, int, dict]]) -> pd.DataFrame:
     rows = []
     for fold, repeat, seed, metrics in results:
-        for split in ("val", "test"):
+        for split in SCORED_SPLITS:
             if split in metrics:
                 row = {"fold": fold.name, "run": repeat + 1, "seed": seed, "split": split,
                        "n": metrics[split].get("n"), "test_groups": " ".join(fold.info.get("test_groups", []))}
@@ -193,7 +194,7 @@ def summary(results: list[tuple[Fold, int, int, dict]], folds: list[Fold], repea
     out: dict = {"folds": len(folds), "repeats": repeats, "runs": len(results),
                  "validation": {fold.name: fold.info.get("validation") for fold in folds}, "statistics": {},
                  "per_fold": {}, "confusion_matrix": {}}
-    for split in ("val", "test"):
+    for split in SCORED_SPLITS:
         rows = table[table["split"] == split]
         if rows.empty:
             continue
@@ -245,7 +246,7 @@ def fold_ensemble(exp_dir: Path, fold: Fold, repeats: int) -> tuple[dict, pd.Dat
     score_columns, target_columns = [f"score:{n}" for n in names], [f"target:{n}" for n in names]
     tables = [_read_predictions(run_dir) for run_dir in run_dirs]
     metrics, averaged = {}, []
-    for split in ("val", "test"):
+    for split in SCORED_SPLITS:
         parts = [table[table["split"] == split] for table in tables]
         if parts[0].empty:
             continue
@@ -267,7 +268,7 @@ def ensemble_summary(exp_dir: Path, folds: list[Fold], repeats: int) -> dict:
     for name, table in tables.items():  # only once every fold could be scored
         write_parquet(table, exp_dir / name / ENSEMBLE_PREDICTIONS_FILE, index=False)
     out: dict = {"runs_averaged": repeats, "statistics": {}, "per_fold": {}, "confusion_matrix": {}}
-    for split in ("val", "test"):
+    for split in SCORED_SPLITS:
         present = [fold for fold in folds if split in fold_metrics[fold.name]]
         if not present:
             continue

@@ -57,6 +57,7 @@ from audiotune.outputs import (
     METRICS_FILE,
     MODEL_FILE,
     PLOT_DIR,
+    SCORED_SPLITS,
     TRAINING_CURVES_PLOT,
     OwnedRunDir,
     own_run_dir,
@@ -342,7 +343,7 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
         plot_training_curves(log_csv, exp_dir / PLOT_DIR / TRAINING_CURVES_PLOT)
 
     metrics = evaluate_prepared(model, config, prepared, exp_dir,
-                                splits=[s for s in ("val", "test") if s in prepared.tables], cached=cached,
+                                splits=[s for s in SCORED_SPLITS if s in prepared.tables], cached=cached,
                                 write_metrics=False)
     weights = model.state_weights()
     if weights is not None:

@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
-from audiotune.outputs import atomic_path  # noqa: E402
+from audiotune.outputs import SCORED_SPLITS, atomic_path  # noqa: E402
 from audiotune.report.probe_page import probe_metric  # noqa: E402
 
 
@@ -99,7 +99,7 @@ def plot_probe(table: pd.DataFrame, out: str | Path) -> Path:
     """Validation (and test) metrics per probed layer; the weighted sum as the last point."""
     metric = probe_metric(table)[1] or "accuracy"
     fig, ax = plt.subplots(figsize=(max(4.5, 0.45 * len(table) + 2), 3.5))
-    for split in ("val", "test"):
+    for split in SCORED_SPLITS:
         column = f"{split}_{metric}"
         if column in table:
             ax.plot(table["layer"], table[column].astype(float), marker="o", label=split)

@@ -8,6 +8,7 @@ from html import escape
 
 import pandas as pd
 
+from audiotune.outputs import SCORED_SPLITS
 from audiotune.report import charts
 from audiotune.report.html import cell, details, figure, note, page, section, table
 from audiotune.report.html import charts as chart_row
@@ -25,7 +26,7 @@ def _values(table: pd.DataFrame, column: str) -> pd.Series:
 def probe_metric(table: pd.DataFrame) -> tuple[str, str, bool]:
     """(split, metric, larger is better) that picks the best layer: validation when it was scored, else test; the
     first metric of :data:`PROBE_METRICS` with a value."""
-    for split in ("val", "test"):
+    for split in SCORED_SPLITS:
         for metric, larger in PROBE_METRICS:
             if _values(table, f"{split}_{metric}").notna().any():
                 return split, metric, larger
@@ -90,7 +91,7 @@ def _curves(report: ProbeReport) -> str:
     chosen_split, chosen, _ = probe_metric(report.table)
     figures = []
     for metric, larger in sorted(PROBE_METRICS, key=lambda m: m[0] != chosen):
-        scored = [s for s in ("val", "test") if _values(layers, f"{s}_{metric}").notna().any()]
+        scored = [s for s in SCORED_SPLITS if _values(layers, f"{s}_{metric}").notna().any()]
         if not scored:
             continue
         series: dict[str, tuple[list[float], list[float]]] = {}
