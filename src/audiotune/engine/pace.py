@@ -3,8 +3,9 @@
 :class:`EpochPace` logs, when a training epoch ends, ``train_seconds``: the wall time of its training steps,
 from the epoch's start to the end of its last step, the device's queued work included (one wait for the device
 there, where the per-step values are read anyway), not its validation; and on a CUDA GPU
-``device_peak_mib``: the most memory its tensors took during the epoch, validation included (what a larger
-``--batch_size`` has left). Both are the largest over the processes of a DDP run. The run's ``metrics.json``
+``device_peak_mib``: the most memory the process's tensors had taken on it by the epoch's end, validation
+included (torch's peak since the process started, left as it is for anything else that reads it: what a larger
+``--batch_size`` has to fit under). Both are the largest over the processes of a DDP run. The run's ``metrics.json``
 derives the training clips per second from them (:func:`pace_summary`).
 """
 from __future__ import annotations
@@ -36,8 +37,6 @@ class EpochPace(pl.Callback):
         self.seconds: float | None = None
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if pl_module.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(pl_module.device)
         self.start, self.seconds = time.perf_counter(), None
 
     def _training_ends(self, pl_module: pl.LightningModule) -> None:
