@@ -39,6 +39,24 @@ LOCK_FILE = ".audiotune.lock"  # held by the command that writes the directory; 
 SPLITS = ("train", "val", "test")
 SCORED_SPLITS = SPLITS[1:]
 
+
+# the columns of a predictions table (PREDICTIONS_FILE) beside uid and split: per model output (a head's
+# output_names) its score and target, per categorical or soft head its predicted and true class
+def score_column(output: str) -> str:
+    return f"score:{output}"
+
+
+def target_column(output: str) -> str:
+    return f"target:{output}"
+
+
+def predicted_column(head: str) -> str:
+    return f"predicted:{head}"
+
+
+def true_column(head: str) -> str:
+    return f"true:{head}"
+
 # a run directory (train, pretrain, probe; evaluate writes the same metrics, predictions and reports)
 CONFIG_HISTORY_FILE = "config_history.yaml"  # options changed when the run was resumed (--allow_changes)
 INPUT_SPEC_FILE = "input_spec.json"  # what the model read (rate, front end, crops...), derived from config.yaml

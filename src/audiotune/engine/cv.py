@@ -77,6 +77,8 @@ from audiotune.outputs import (
     confusion_plot,
     own_run_dir,
     repeat_dir,
+    score_column,
+    target_column,
     write_bytes,
     write_csv,
     write_json,
@@ -243,7 +245,7 @@ def fold_ensemble(exp_dir: Path, fold: Fold, repeats: int) -> tuple[dict, pd.Dat
             raise ValueError(f"{run_dir / CONFIG_FILE}: other heads or classes than {run_dirs[0] / CONFIG_FILE}; "
                              "the fold's repeats cannot be averaged")
     names = [name for head in heads for name in head.output_names]
-    score_columns, target_columns = [f"score:{n}" for n in names], [f"target:{n}" for n in names]
+    score_columns, target_columns = [score_column(n) for n in names], [target_column(n) for n in names]
     tables = [_read_predictions(run_dir) for run_dir in run_dirs]
     metrics, averaged = {}, []
     for split in SCORED_SPLITS:

@@ -52,8 +52,12 @@ from audiotune.outputs import (
     check_output_path,
     confusion_plot,
     own_run_dir,
+    predicted_column,
     roc_plot,
     scatter_plot,
+    score_column,
+    target_column,
+    true_column,
     write_json,
     write_parquet,
 )
@@ -62,21 +66,22 @@ from audiotune.report.plots import plot_confusion_matrix, plot_roc, plot_scatter
 
 def prediction_table(uids: list[str], split: str, scores: np.ndarray, targets: np.ndarray,
                      heads: list[HeadSpec]) -> pd.DataFrame:
-    """One row per clip: ``score:OUTPUT`` and ``target:OUTPUT`` columns (regression: values in the targets'
-    units; NaN where a row has no target), plus predicted and true class of each categorical or soft head
+    """One row per clip: a score and a target column per output (:func:`~audiotune.outputs.score_column`,
+    ``score:OUTPUT``; regression: values in the targets' units; NaN where a row has no target), plus predicted and
+    true class of each categorical or soft head
     (true class empty for an unlabelled row; for a soft head, the class with most votes)."""
     names = [name for head in heads for name in head.output_names]
     table = pd.DataFrame({"uid": uids, "split": split})
     for j, name in enumerate(names):
-        table[f"score:{name}"] = scores[:, j]
-        table[f"target:{name}"] = targets[:, j]
+        table[score_column(name)] = scores[:, j]
+        table[target_column(name)] = targets[:, j]
     for head, cols in zip(heads, head_slices(heads)):
         if head.is_distribution:
             classes = np.asarray(head.classes, dtype=object)
             block = targets[:, cols]
             labelled = ~np.isnan(block).any(axis=1)
-            table[f"predicted:{head.name}"] = classes[scores[:, cols].argmax(1)]
-            table[f"true:{head.name}"] = np.where(labelled, classes[np.nan_to_num(block, nan=0.0).argmax(1)], None)
+            table[predicted_column(head.name)] = classes[scores[:, cols].argmax(1)]
+            table[true_column(head.name)] = np.where(labelled, classes[np.nan_to_num(block, nan=0.0).argmax(1)], None)
     return table
 
 

@@ -8,6 +8,8 @@ from html import escape
 import numpy as np
 import pandas as pd
 
+from audiotune.config import HeadSpec
+from audiotune.outputs import predicted_column, score_column, target_column, true_column
 from audiotune.report.html import note
 from audiotune.report.media import audio_uri, spectrogram_uri
 
@@ -35,54 +37,54 @@ class Clip:
 
 def _distribution(rows: pd.DataFrame, head: dict, per_class: int) -> list[Clip]:
     name, classes = head["name"], list(head["classes"])
-    prefix = f"score:{head['columns'][0]}=" if head["kind"] == "categorical" else "score:"
-    columns = [f"{prefix}{c}" for c in classes]
-    if f"true:{name}" not in rows or not all(c in rows for c in columns):
+    outputs = HeadSpec(name, head["kind"], list(head["columns"]), classes).output_names  # one per class
+    scores = {c: score_column(output) for c, output in zip(classes, outputs)}
+    if true_column(name) not in rows or not all(c in rows for c in scores.values()):
         return []
-    wrong = rows[rows[f"true:{name}"].notna() & (rows[f"true:{name}"] != rows[f"predicted:{name}"])]
+    wrong = rows[rows[true_column(name)].notna() & (rows[true_column(name)] != rows[predicted_column(name)])]
     clips = []
     for truth in classes:
-        part = wrong[wrong[f"true:{name}"] == truth]
+        part = wrong[wrong[true_column(name)] == truth]
         if part.empty:
             continue
-        chosen = np.array([row[f"{prefix}{row[f'predicted:{name}']}"] for _, row in part.iterrows()])
+        chosen = np.array([row[scores[row[predicted_column(name)]]] for _, row in part.iterrows()])
         for k in np.argsort(-chosen, kind="stable")[:per_class]:
             row = part.iloc[k]
-            predicted = str(row[f"predicted:{name}"])
+            predicted = str(row[predicted_column(name)])
             clips.append(Clip(str(row["uid"]), name, str(truth), str(truth), predicted, float(chosen[k]),
-                              {truth: float(row[f"{prefix}{truth}"]), predicted: float(chosen[k])}))
+                              {truth: float(row[scores[truth]]), predicted: float(chosen[k])}))
     return clips
 
 
 def _binary(rows: pd.DataFrame, head: dict, per_class: int) -> list[Clip]:
     clips = []
     for column in head["columns"]:
-        score, target = rows.get(f"score:{column}"), rows.get(f"target:{column}")
+        score, target = rows.get(score_column(column)), rows.get(target_column(column))
         if score is None or target is None:
             continue
         wrong = rows[target.notna() & ((score >= 0.5) != (target >= 0.5))]
         for value in (1, 0):
-            part = wrong[(wrong[f"target:{column}"] >= 0.5) == bool(value)]
-            order = np.argsort(-np.abs(part[f"score:{column}"].to_numpy() - 0.5), kind="stable")[:per_class]
+            part = wrong[(wrong[target_column(column)] >= 0.5) == bool(value)]
+            order = np.argsort(-np.abs(part[score_column(column)].to_numpy() - 0.5), kind="stable")[:per_class]
             for k in order:
                 row = part.iloc[k]
                 clips.append(Clip(str(row["uid"]), head["name"], f"{column}={value}", f"{column}={value}",
-                                  f"{column}={1 - value}", float(abs(row[f"score:{column}"] - 0.5) * 2),
-                                  {f"P({column}=1)": float(row[f"score:{column}"])}))
+                                  f"{column}={1 - value}", float(abs(row[score_column(column)] - 0.5) * 2),
+                                  {f"P({column}=1)": float(row[score_column(column)])}))
     return clips
 
 
 def _regression(rows: pd.DataFrame, head: dict, per_class: int) -> list[Clip]:
     clips = []
     for column in head["columns"]:
-        if f"score:{column}" not in rows or f"target:{column}" not in rows:
+        if score_column(column) not in rows or target_column(column) not in rows:
             continue
-        part = rows[rows[f"target:{column}"].notna()]
-        error = (part[f"score:{column}"] - part[f"target:{column}"]).abs().to_numpy()
+        part = rows[rows[target_column(column)].notna()]
+        error = (part[score_column(column)] - part[target_column(column)]).abs().to_numpy()
         for k in np.argsort(-error, kind="stable")[:per_class]:
             row = part.iloc[k]
-            clips.append(Clip(str(row["uid"]), head["name"], column, f"{row[f'target:{column}']:.4g}",
-                              f"{row[f'score:{column}']:.4g}", float(error[k]), {"|error|": float(error[k])}))
+            clips.append(Clip(str(row["uid"]), head["name"], column, f"{row[target_column(column)]:.4g}",
+                              f"{row[score_column(column)]:.4g}", float(error[k]), {"|error|": float(error[k])}))
     return clips
 
 

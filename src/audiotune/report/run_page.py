@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from audiotune.outputs import predicted_column, score_column, target_column, true_column
 from audiotune.report import charts
 from audiotune.report.clips import Clip, clips_section
 from audiotune.report.html import charts as chart_row
@@ -94,12 +95,12 @@ def _per_class(report: RunReport) -> str:
 
 def _cell_clips(report: RunReport, split: str, head: str, classes: list[str]) -> dict[tuple[int, int], str]:
     rows = report.predictions
-    if rows is None or f"true:{head}" not in rows:
+    if rows is None or true_column(head) not in rows:
         return {}
-    rows = rows[(rows["split"] == split) & rows[f"true:{head}"].notna()]
+    rows = rows[(rows["split"] == split) & rows[true_column(head)].notna()]
     index = {c: k for k, c in enumerate(classes)}
     notes = {}
-    for (truth, predicted), part in rows.groupby([f"true:{head}", f"predicted:{head}"]):
+    for (truth, predicted), part in rows.groupby([true_column(head), predicted_column(head)]):
         if truth in index and predicted in index:
             uids = part["uid"].astype(str).tolist()
             notes[(index[truth], index[predicted])] = ", ".join(uids[:HOVER_CLIPS]) + \
@@ -162,8 +163,8 @@ def _scatter(report: RunReport) -> str:
     for split in report.predictions["split"].unique():
         rows = report.predictions[report.predictions["split"] == split]
         for column in (c for h in heads for c in h["columns"]):
-            part = rows[rows[f"target:{column}"].notna()]
-            figures.append(figure(charts.scatter(part[f"target:{column}"], part[f"score:{column}"], column,
+            part = rows[rows[target_column(column)].notna()]
+            figures.append(figure(charts.scatter(part[target_column(column)], part[score_column(column)], column,
                                                  part["uid"].astype(str).tolist()),
                                   f"{column} ({split}, n={len(part)})"))
     return chart_row(figures)
@@ -187,13 +188,13 @@ def group_table(rows: pd.DataFrame, heads: list[dict], groups: pd.Series) -> tup
         row: list[Any] = [value if isinstance(value, str) or not pd.isna(value) else "(none)", len(part)]
         for head in heads:
             if head["kind"] in ("categorical", "soft"):
-                labelled = part[part[f"true:{head['name']}"].notna()]
-                truth, predicted = labelled[f"true:{head['name']}"], labelled[f"predicted:{head['name']}"]
+                labelled = part[part[true_column(head["name"])].notna()]
+                truth, predicted = labelled[true_column(head["name"])], labelled[predicted_column(head["name"])]
                 row += [float((truth == predicted).mean()) if len(labelled) else None,
                         _uar(truth, predicted) if len(labelled) else None]
             for column in head["columns"] if head["kind"] in ("binary", "regression") else []:
-                labelled = part[part[f"target:{column}"].notna()]
-                score, target = labelled[f"score:{column}"], labelled[f"target:{column}"]
+                labelled = part[part[target_column(column)].notna()]
+                score, target = labelled[score_column(column)], labelled[target_column(column)]
                 row.append(None if labelled.empty else float((score - target).abs().mean())
                            if head["kind"] == "regression" else float(((score >= 0.5) == (target >= 0.5)).mean()))
         table_rows.append(row)
