@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from audiotune.cli import main
 from audiotune.config import RunConfig
 from audiotune.engine.module import warmup_flat_linear
-from audiotune.models.backbones.hf_masks import time_mask
+from audiotune.models.backbones.hf_masks import host_time_mask
 from audiotune.models.backbones.hf_pretraining import (
     Wav2Vec2Tapt,
     gumbel_temperature,
@@ -68,7 +68,7 @@ def pretrain_args(ds: dict, checkpoint: Path, out: Path, *extra: str) -> list[st
 
 def test_distractors_are_other_masked_frames_of_the_same_clip() -> None:
     rng = np.random.default_rng(1)
-    mask = time_mask("clip", [40, 40], total=40, prob=0.3, length=3, rng=rng, at_least=2)
+    mask = host_time_mask("clip", [40, 40], total=40, prob=0.3, length=3, rng=rng, at_least=2)
     negatives = sample_negatives(mask, 7, rng)
     for row in range(2):
         for frame in np.flatnonzero(mask[row]):
@@ -79,7 +79,7 @@ def test_distractors_are_other_masked_frames_of_the_same_clip() -> None:
 def test_distractors_anywhere_are_other_frames_of_the_clip_masked_or_not() -> None:
     """transformers 4.10's draw (--tapt_loss batch): any other frame of the clip's first frames[b]."""
     rng = np.random.default_rng(2)
-    mask = time_mask("clip", [40, 30], total=40, prob=0.3, length=3, rng=rng, at_least=2)
+    mask = host_time_mask("clip", [40, 30], total=40, prob=0.3, length=3, rng=rng, at_least=2)
     negatives = sample_negatives_anywhere(mask, [40, 30], 50, rng)
     drawn_unmasked = False
     for row, frames in enumerate((40, 30)):

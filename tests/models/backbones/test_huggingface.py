@@ -447,29 +447,37 @@ def test_a_training_batch_shorter_than_one_masked_span_is_not_time_masked(checkp
     assert not torch.equal(states(0.5, span, long), states(0.0, span, long))
 
 
-def test_mask_spans_batch_masks_by_the_batch_rule_in_training_passes(checkpoints: dict[str, Path]) -> None:
-    """--mask_spans batch: the encoder gets the batch rule's time mask (hf_masks), drawn from the run's seeded numpy
-    state as transformers draws its own; the clip rule is transformers' own draw."""
-    import numpy as np
-
-    from audiotune.models.backbones.hf_masks import time_mask_indices
+def test_mask_spans_batch_masks_by_the_batch_rule_in_training_passes(checkpoints: dict[str, Path],
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """--mask_spans batch: in a training pass the encoder's transformer reads the mask embedding at the spans the
+    batch rule drew from each clip's real frames and the padded width (hf_masks); in evaluation nothing is drawn."""
+    from audiotune.models.backbones import hf_masks
 
     waves, lengths = batch(clip(0.5, 3), clip(0.2, 4))
     backbone = HFBackbone(HFOptions(str(checkpoints["w2v_layer"]), mask_time_prob=0.3, mask_time_length=2,
                                     mask_spans="batch")).train()
-    total = int(backbone.frame_lengths(torch.tensor([waves.shape[1]]))[0])
-    frames = backbone.frame_lengths(lengths).clamp(max=total).tolist()
-    np.random.seed(0)
-    expected = time_mask_indices(backbone.model, frames, total, "batch")["mask_time_indices"]
-    assert expected.any() and not expected[1, frames[1]:].any()
-    torch.manual_seed(1)
+    drawn: list[tuple] = []
+    reached: list[torch.Tensor] = []
+    draw = hf_masks.time_mask
+
+    def spy(rule: str, frames: torch.Tensor, total: int, *args: object, **kwargs: object) -> torch.Tensor:
+        mask = draw(rule, frames, total, *args, **kwargs)
+        drawn.append((rule, frames.tolist(), total, mask))
+        return mask
+
+    monkeypatch.setattr(hf_masks, "time_mask", spy)
+    backbone.model.encoder.register_forward_pre_hook(lambda module, args: reached.append(args[0].clone()))
     with torch.no_grad():
-        direct = backbone.model(waves, attention_mask=(torch.arange(waves.shape[1])[None] < lengths[:, None]).long(),
-                                mask_time_indices=expected, output_hidden_states=True).hidden_states[0]
-    np.random.seed(0)
-    torch.manual_seed(1)
+        backbone.hidden_states(waves, lengths)
+    (rule, frames, total, mask), = drawn
+    assert rule == "batch" and total == int(backbone.frame_lengths(torch.tensor([waves.shape[1]]))[0])
+    assert frames == backbone.frame_lengths(lengths).tolist()
+    assert mask.any() and not mask[1, frames[1]:].any()  # cut to each clip's frames
+    embedding = backbone.model.masked_spec_embed
+    assert torch.equal(reached[0][mask], embedding.expand(int(mask.sum()), -1))
+    assert not (reached[0][~mask] == embedding).all(-1).any()
     with torch.no_grad():
-        got = backbone.hidden_states(waves, lengths)[0][0]
-    assert torch.equal(got, direct)
-    assert time_mask_indices(backbone.model, frames, total, "clip") == {}  # transformers draws the clip rule
-    assert time_mask_indices(backbone.model.eval(), frames, total, "batch") == {}  # never outside training
+        backbone.eval().hidden_states(waves, lengths)
+    assert len(drawn) == 1  # scoring never masks
+
+

@@ -9,78 +9,98 @@
   clip batched with long ones gets few masked frames, or none.
 
 ``p`` is ``--mask_time_prob``, ``L`` ``--mask_time_length``, ``u`` uniform in [0, 1), drawn once per batch by both
-rules (as transformers draws it: the clips of a batch round their counts alike). Fine-tuning passes the ``batch``
-rule's mask to the encoder (transformers draws the ``clip`` rule itself); pretraining draws both here.
+rules (as transformers draws it: the clips of a batch round their counts alike). A clip's starts are its
+``spans`` smallest of uniform keys over its possible start positions: a uniform draw without replacement, as
+``np.random.choice``'s, done on the tensors' device (:func:`time_mask`) so that a training step reads nothing back
+from it. Fine-tuning draws both rules, and the feature channels' spans (``--mask_feature_prob``, counted as the
+batch rule over the channels), inside the encoder (:func:`install_masks`); pretraining draws the time spans here
+on the host, where its distractors and targets are drawn too.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
-
-from audiotune.data.features import queued_on
+import torch.nn.functional as F
+from torch import Tensor
 
 SPAN_RULES = ("clip", "batch")
 MIN_MASKS = 2  # span starts per clip (clip) or per batch (batch) at least: the seed's and wav2vec2's value
 PTAPT_MASK_PROB, PTAPT_MASK_LENGTH = 0.06, 15  # the seed's P-TAPT masking: span starts, frames per span
 
 
-def _clip_rule(frames: list[int], total: int, prob: float, length: int, rng: np.random.Generator,
-               min_masks: int) -> np.ndarray:
-    mask = np.zeros((len(frames), total), dtype=bool)
-    rounding = rng.random()
-    for row, n in enumerate(frames):
-        starts_possible = n - length + 1
-        if starts_possible < 1:
-            continue
-        spans = min(max(min_masks, int(prob * n / length + rounding)), total // length)
-        for start in rng.choice(starts_possible, size=min(spans, starts_possible), replace=False):
-            mask[row, start:start + length] = True
-    return mask
-
-
-def _batch_rule(frames: list[int], total: int, prob: float, length: int, rng: np.random.Generator,
-                min_masks: int) -> np.ndarray:
-    mask = np.zeros((len(frames), total), dtype=bool)
-    if total < length:
-        return mask
-    spans = min(max(min_masks, int(prob * total / length + rng.random())), total // length)
-    for row, n in enumerate(frames):
-        for start in rng.choice(total - length + 1, size=spans, replace=False):
-            mask[row, start:start + length] = True
-        mask[row, n:] = False
-    return mask
-
-
-def time_mask(rule: str, frames: list[int], total: int, prob: float, length: int, rng: np.random.Generator,
-              min_masks: int = MIN_MASKS, at_least: int = 0) -> np.ndarray:
-    """(B, total) bool: the masked frames of clips with ``frames[b]`` real frames each, by ``rule`` (see the
-    module's text). A clip left with fewer than ``at_least`` masked frames gets none."""
+def time_mask(rule: str, frames: Tensor | Sequence[int], total: int, prob: float, length: int, rounding: float,
+              min_masks: int = MIN_MASKS, at_least: int = 0, generator: torch.Generator | None = None) -> Tensor:
+    """(B, total) bool on ``frames``' device (a list: the CPU): the masked frames of clips with ``frames[b]`` real
+    frames each, by ``rule`` (see the module's text), ``rounding`` the batch's ``u``; the starts' keys come from
+    ``generator`` (None: the device's default one). A clip left with fewer than ``at_least`` masked frames gets
+    none."""
     if rule not in SPAN_RULES:
         raise ValueError(f"--mask_spans {rule}: one of {', '.join(SPAN_RULES)}")
-    mask = (_batch_rule if rule == "batch" else _clip_rule)(frames, total, prob, length, rng, min_masks)
-    mask[mask.sum(1) < at_least] = False
+    frames = torch.as_tensor(frames, dtype=torch.long)
+    rows, device, places = frames.shape[0], frames.device, total - length + 1  # start positions of the width
+    if places < 1 or rows == 0:
+        return torch.zeros(rows, total, dtype=torch.bool, device=device)
+    if rule == "clip":
+        possible = (frames - length + 1).clamp(min=0)
+        exact = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+        counted = torch.floor(prob * frames.to(exact) / length + rounding).long()
+        spans = torch.minimum(counted.clamp(min=min_masks, max=total // length), possible)
+        valid = torch.arange(places, device=device)[None, :] < possible[:, None]
+    else:
+        spans = torch.full((rows,), min(max(min_masks, int(prob * total / length + rounding)), total // length),
+                           device=device)
+        valid = torch.ones(rows, places, dtype=torch.bool, device=device)
+    keys = torch.rand(rows, places, generator=generator, device=device).masked_fill(~valid, 2.0)
+    starts = keys.argsort(1).argsort(1) < spans[:, None]  # each row's `spans` smallest keys
+    # frame t is masked when a span starts in t - L + 1 .. t
+    mask = F.max_pool1d(F.pad(starts.float()[:, None], (length - 1, length - 1)), length, stride=1)[:, 0] > 0
+    if rule == "batch":
+        mask &= torch.arange(total, device=device)[None, :] < frames[:, None]
+    if at_least:
+        mask &= mask.sum(1, keepdim=True) >= at_least
     return mask
 
 
-def draws_time_mask(model: Any, total: int, rule: str) -> bool:
-    """Whether :func:`time_mask_indices` draws the mask of a batch of ``total`` padded frames (it needs each
-    clip's frames, read back from the device, only then): in training with ``mask_time_prob``, by the ``batch``
-    rule, or when no span fits the batch."""
-    config = model.config
-    return bool(model.training and config.mask_time_prob) and (rule != "clip" or total < config.mask_time_length)
+def host_time_mask(rule: str, frames: Sequence[int], total: int, prob: float, length: int,
+                   rng: np.random.Generator, at_least: int = 0) -> np.ndarray:
+    """:func:`time_mask` on the host, its draws from ``rng`` (pretraining's per-step generator)."""
+    generator = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
+    return time_mask(rule, list(frames), total, prob, length, float(rng.random()), at_least=at_least,
+                     generator=generator).numpy()
 
 
-def time_mask_indices(model: Any, frames: list[int], total: int, rule: str) -> dict[str, torch.Tensor]:
-    """The fine-tuning forward's ``mask_time_indices`` for a training batch of ``total`` padded frames: the
-    ``batch`` rule's mask, or none masked when no span fits the batch (transformers leaves a clip shorter than a
-    span unmasked within a longer batch but raises for a batch of such clips only: whether a clip is masked
-    never depends on the clips batched with it). Otherwise nothing: transformers draws the ``clip`` rule."""
-    if not draws_time_mask(model, total, rule):
-        return {}
-    config = model.config
-    rng = np.random.default_rng(int(np.random.randint(2**31 - 1)))  # seeded with the run, as transformers' draws
-    mask = time_mask(rule, frames, total, config.mask_time_prob, config.mask_time_length, rng,
-                     config.mask_time_min_masks)
-    return {"mask_time_indices": queued_on(mask, model.device)}
+def install_masks(model: Any, rule: str) -> None:
+    """Replace the transformers encoder's ``_mask_hidden_states`` (wav2vec2, HuBERT, WavLM, data2vec: what masks
+    the projected features before the transformer) with one that means the same but reads nothing back from the
+    device: the time spans by ``rule`` from each clip's frames (the frame attention mask's sums) and the channel
+    spans, drawn by :func:`time_mask` on the device, applied with ``torch.where`` instead of a boolean index
+    (which waits for the device to count its elements). ``u`` comes from numpy's global generator, as
+    transformers drew its own; the keys from torch's on the device; both are seeded with the run."""
+    if not callable(getattr(model, "_mask_hidden_states", None)):
+        return
+
+    def mask_hidden_states(hidden_states: Tensor, mask_time_indices: Tensor | None = None,
+                           attention_mask: Tensor | None = None) -> Tensor:
+        config = model.config
+        if not getattr(config, "apply_spec_augment", True):
+            return hidden_states
+        rows, width, channels = hidden_states.shape
+        if mask_time_indices is None and config.mask_time_prob > 0 and model.training:
+            frames = attention_mask.sum(-1) if attention_mask is not None else \
+                torch.full((rows,), width, device=hidden_states.device)
+            mask_time_indices = time_mask(rule, frames, width, config.mask_time_prob, config.mask_time_length,
+                                          float(np.random.random()), config.mask_time_min_masks)
+        if mask_time_indices is not None:
+            embedding = model.masked_spec_embed.to(hidden_states.dtype)
+            hidden_states = torch.where(mask_time_indices[:, :, None], embedding, hidden_states)
+        if config.mask_feature_prob > 0 and model.training:
+            everywhere = torch.full((rows,), channels, device=hidden_states.device)
+            zeroed = time_mask("batch", everywhere, channels, config.mask_feature_prob, config.mask_feature_length,
+                               float(np.random.random()), config.mask_feature_min_masks)
+            hidden_states = hidden_states.masked_fill(zeroed[:, None, :], 0.0)
+        return hidden_states
+
+    model._mask_hidden_states = mask_hidden_states

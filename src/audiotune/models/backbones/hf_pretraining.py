@@ -44,7 +44,7 @@ from audiotune.config import RunConfig
 from audiotune.data.features import queued_on
 from audiotune.models.backbones import backbone_options
 from audiotune.models.backbones.hf_checkpoint import extractor_settings, normalises, weights_quietly
-from audiotune.models.backbones.hf_masks import time_mask
+from audiotune.models.backbones.hf_masks import host_time_mask
 from audiotune.outputs import ENCODER_DIR, atomic_dir
 
 log = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ class Wav2Vec2Tapt(nn.Module):
         frames = self.model._get_feat_extract_output_lengths(lengths).long()
         total = int(self.model._get_feat_extract_output_lengths(torch.tensor(waveforms.shape[1])))
         real = frames.clamp(max=total).tolist()
-        mask = time_mask(self.spans, real, total, self.prob, self.length, generator, at_least=2)
+        mask = host_time_mask(self.spans, real, total, self.prob, self.length, generator, at_least=2)
         attention = None
         if not self.group_norm:  # group-norm ones get none, as they were pretrained and as the seed's TAPT ran them
             positions = torch.arange(waveforms.shape[1], device=waveforms.device)

@@ -38,7 +38,7 @@ from audiotune.data.features import queued_on
 from audiotune.data.pseudo_labels import PseudoLabels, read_pseudo_labels
 from audiotune.models.backbones import backbone_options
 from audiotune.models.backbones.hf_checkpoint import extractor_settings, normalises, weights_quietly
-from audiotune.models.backbones.hf_masks import PTAPT_MASK_LENGTH, PTAPT_MASK_PROB, time_mask
+from audiotune.models.backbones.hf_masks import PTAPT_MASK_LENGTH, PTAPT_MASK_PROB, host_time_mask
 from audiotune.models.backbones.hf_pretraining import save_encoder
 from audiotune.models.backbones.hf_training import freeze_mask_embedding, install_layerdrop
 
@@ -151,8 +151,8 @@ class PseudoLabelPretraining(nn.Module):
         frames = self._frames(lengths).tolist()
         total = int(self._frames(torch.tensor(waveforms.shape[1])))
         targets = self.frame_targets(list(uids), full_frames, offsets, frames, total)
-        mask = queued_on(time_mask(self.spans, [min(n, total) for n in frames], total, self.prob, self.length,
-                                   generator, at_least=2), waveforms.device)
+        mask = queued_on(host_time_mask(self.spans, [min(n, total) for n in frames], total, self.prob, self.length,
+                                        generator, at_least=2), waveforms.device)
         # the transformer sees each clip's real frames only (group-norm convolutions still see the padding), as
         # the seed's P-TAPT ran wav2vec2-base
         positions = torch.arange(waveforms.shape[1], device=waveforms.device)

@@ -31,7 +31,13 @@ from audiotune.config import (
 )
 from audiotune.models.backbones import backbone_options, input_spec
 from audiotune.models.backbones.hf_checkpoint import from_config_initialised, report_loading, weights_quietly
-from audiotune.models.backbones.hf_masks import MIN_MASKS, PTAPT_MASK_LENGTH, PTAPT_MASK_PROB, SPAN_RULES
+from audiotune.models.backbones.hf_masks import (
+    MIN_MASKS,
+    PTAPT_MASK_LENGTH,
+    PTAPT_MASK_PROB,
+    SPAN_RULES,
+    install_masks,
+)
 from audiotune.storage import Role
 
 DEFAULT_CHECKPOINT = "facebook/wav2vec2-base-960h"
@@ -147,6 +153,8 @@ def load_encoder(options: HFOptions, pretrained: bool) -> Any:
     if options.mask_time_prob == 0 and isinstance(getattr(model, "masked_spec_embed", None), nn.Parameter):
         # the mask embedding is unused then; an unused parameter would trip DDP and differ between load paths
         del model.masked_spec_embed
+    if options.masks:
+        install_masks(model, options.mask_spans)  # drawn and applied on the device, by --mask_spans
     install_layerdrop(model, options.layerdrop)  # one hidden state per layer, skipped or not
     if options.gradient_checkpointing:
         enable_checkpointing(model)

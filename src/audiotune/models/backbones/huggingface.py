@@ -63,7 +63,6 @@ from audiotune.models.backbones.hf_checkpoint import (
     extractor_settings,
     normalises,
 )
-from audiotune.models.backbones.hf_masks import draws_time_mask, time_mask_indices
 from audiotune.models.backbones.hf_training import (
     DEFAULT_CHECKPOINT,
     HFOptions,
@@ -155,14 +154,9 @@ class HFBackbone(TransformersSizes, Backbone):
         # a clip shorter than one frame is treated as zero-padded to one frame; never an all-masked row
         seen = valid.clamp(min=field)
         positions = torch.arange(waveforms.shape[1], device=waveforms.device)
-        masks = {}
-        if self.model.training:  # where its time spans go (scoring and export never mask: no shape is read here)
-            padded = int(self.frame_lengths(torch.tensor([waveforms.shape[1]]))[0])
-            if draws_time_mask(self.model, padded, self.options.mask_spans):  # else no clip's frames are read back
-                real = self.frame_lengths(seen).clamp(max=padded).tolist()
-                masks = time_mask_indices(self.model, real, padded, self.options.mask_spans)
+        # in training passes the encoder masks its spans itself, on the device (hf_masks.install_masks)
         out = self.model(waveforms, attention_mask=(positions[None, :] < seen[:, None]).long(),
-                         output_hidden_states=True, **masks)
+                         output_hidden_states=True)
         states = list(out.hidden_states)
         if out.last_hidden_state.shape == states[-1].shape:  # no adapter: include the final LayerNorm (4.x numbering)
             states[-1] = out.last_hidden_state
