@@ -481,7 +481,8 @@ def frozen_part(suite, work: Path) -> None:
 
 def finetune_part(suite, work: Path) -> None:
     """(d) full fine-tuning of the wav2vec2-base-sized encoder at bf16 (``--tune_compile``: its training steps
-    through ``torch.compile``): samples/s and model FLOP utilisation."""
+    through ``torch.compile``; ``--tune_masks P``: time and channel spans masked at ``P``): samples/s and model
+    FLOP utilisation."""
     from extract_throughput import tones  # benchmarks/extract_throughput.py
 
     s = suite.sizes
@@ -490,18 +491,24 @@ def finetune_part(suite, work: Path) -> None:
                                 4)
     per_sample = meta_flops("w2v", checkpoint, input_shape("w2v", checkpoint, 1, s["clip_s"]), backward=True)
 
-    compiled = suite.args.tune_compile
+    compiled, masks = suite.args.tune_compile, suite.args.tune_masks
 
     def one() -> dict:
         r = timed_train(suite, ["-d", split, "-l", labels, "-o", work / "run", "--model", "hf", "-c", checkpoint,
-                                "-e", s["tune_epochs"], "-bs", s["tune_batch"], "--precision", "bf16",
+                                "--freeze", False, "-e", s["tune_epochs"], "-bs", s["tune_batch"],
+                                "--precision", "bf16",
                                 "--clip_length", s["clip_s"], "--cache", False, "-nw", s["tune_workers"],
-                                "--seed", "0", "--compile", compiled])
+                                "--seed", "0", "--compile", compiled, "--mask_time_prob", masks,
+                                "--mask_feature_prob", masks])
         rate = r["metrics"]["train_clips"] / r["epoch_s"]
         return {"rate": rate, "unit": "samples/s", "tflops": rate * per_sample / 1e12,
                 "of_peak": rate * per_sample / suite.peaks["bf16"],
                 "note": f"batch {s['tune_batch']} x {s['clip_s']:g} s; {per_sample / 1e9:.3g} GFLOP per sample "
                         f"(forward + backward); epoch {r['epoch_s']:.2f} s (median after the first); steps "
-                        f"compiled: {r['config'].runtime.compile}; {r['host']}"}
+                        f"compiled: {r['config'].runtime.compile}; encoder "
+                        f"{'frozen' if r['config'].model.freeze else 'trained'}; masks: time and channel spans at "
+                        f"{masks:g}; "
+                        f"{r['host']}"}
     case = f"wav2vec2-base{' (tiny)' if s['w2v'] else ''} full fine-tuning, bf16"
-    measured(suite, "d", case + (f", --compile {compiled}" if compiled != "none" else ""), one)
+    case += f", --compile {compiled}" if compiled != "none" else ""
+    measured(suite, "d", case + (f", masked spans {masks:g}" if masks else ""), one)

@@ -16,9 +16,10 @@ suite goes on; the JSON is rewritten after every row, so a killed run keeps the 
   ``torch.cuda.utilization``; sampled every 0.1 s) of the epochs after the first.
 - c: frozen fine-tuning of a wav2vec2-base-sized encoder with the feature cache, cold (empty cache) and warm, and
   without the cache: epochs per second from the start of the command to the end of its last epoch.
-- d: full fine-tuning of the wav2vec2-base-sized encoder at bf16: samples/s of the epochs after the first and the
-  model FLOP utilisation (forward and backward FLOPs counted on the meta device, over the measured bf16
-  ``torch.mm`` peak); ``--tune_compile MODE`` runs its training steps through ``torch.compile`` (``--compile``).
+- d: full fine-tuning of the wav2vec2-base-sized encoder at bf16 (``--freeze False``: its weights train):
+  samples/s of the epochs after the first and the model FLOP utilisation (forward and backward FLOPs counted on
+  the meta device, over the measured bf16 ``torch.mm`` peak); ``--tune_compile MODE`` runs its training steps through ``torch.compile`` (``--compile``),
+  ``--tune_masks P`` masks time and channel spans at ``P`` (``--mask_time_prob``, ``--mask_feature_prob``).
 - ``--cudnn_benchmark``: every part with ``torch.backends.cudnn.benchmark`` on (cuDNN times its convolution
   algorithms for each new input shape and keeps the fastest; Lightning leaves it off).
 - peak memory of each row: ``torch.cuda.max_memory_allocated`` on a GPU, the peak resident set of this process on
@@ -184,6 +185,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cudnn_benchmark", action="store_true",
                         help="let cuDNN time its convolution algorithms per input shape and keep the fastest "
                              "(torch.backends.cudnn.benchmark, which Lightning leaves off)")
+    parser.add_argument("--tune_masks", type=float, default=0.0,
+                        help="part d with --mask_time_prob and --mask_feature_prob P (the seeds' recipes mask "
+                             "0.05-0.08): its notes count the waits for the device per batch")
     parser.add_argument("--tune_compile", choices=COMPILE_MODES, default="none",
                         help="part d's training steps through torch.compile in this mode (its first epoch compiles; "
                              "give the part more time: --parts d --budget_scale 3)")

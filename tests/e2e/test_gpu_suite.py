@@ -37,7 +37,7 @@ def test_smoke_run_fills_every_part_with_finite_figures(tmp_path: Path) -> None:
     assert len(by_part["b"]) == 5  # audio store off / on x workers 0 / 2, and compiled with the store and 2
     assert by_part["b"][-1]["case"].endswith("--compile reduce-overhead")
     assert [r["case"].rsplit(", ", 1)[1] for r in by_part["c"]] == ["cache cold", "cache warm", "no cache"]
-    assert len(by_part["d"]) == 1
+    assert len(by_part["d"]) == 1 and "encoder trained" in by_part["d"][0]["note"]
     for row in rows:
         assert finite(row["rate"]) and row["rate"] > 0 and finite(row["peak_mib"]) and row["peak_mib"] > 0, row
         assert finite(row["wall_s"]), row
@@ -65,14 +65,16 @@ def test_a_part_out_of_time_keeps_its_row_and_the_suite_goes_on(tmp_path: Path) 
 
 
 @pytest.mark.slow
-def test_part_d_compiled_and_with_cudnns_algorithm_timing(tmp_path: Path) -> None:
-    """``--tune_compile`` compiles part d's training steps (its row says so); ``--cudnn_benchmark`` is recorded with
-    the environment, which every part runs in."""
+def test_part_d_compiled_masked_and_with_cudnns_algorithm_timing(tmp_path: Path) -> None:
+    """``--tune_compile`` compiles part d's training steps and ``--tune_masks`` masks their spans (its row says so);
+    ``--cudnn_benchmark`` is recorded with the environment, which every part runs in."""
     done, result = suite(tmp_path / "suite.json", "--parts", "d", "--tune_compile", "default", "--cudnn_benchmark",
-                         "--budget_scale", "2")
+                         "--tune_masks", "0.05", "--budget_scale", "2")
     (row,) = result["rows"]
-    assert not row.get("error") and row["case"].endswith("full fine-tuning, bf16, --compile default"), row
+    assert not row.get("error") and row["case"].endswith("full fine-tuning, bf16, --compile default, masked spans "
+                                                         "0.05"), row
     assert "steps compiled: default" in row["note"]  # what the run's config asked for
+    assert "encoder trained" in row["note"]  # full fine-tuning: the encoder's weights train (not --freeze's default)
     assert finite(row["rate"]) and row["rate"] > 0
     assert result["environment"]["cudnn_benchmark"] is True and "cudnn_benchmark True" in done.stdout
 
