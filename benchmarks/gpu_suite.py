@@ -18,8 +18,9 @@ suite goes on; the JSON is rewritten after every row, so a killed run keeps the 
   without the cache: epochs per second from the start of the command to the end of its last epoch.
 - d: full fine-tuning of the wav2vec2-base-sized encoder at bf16 (``--freeze False``: its weights train):
   samples/s of the epochs after the first and the model FLOP utilisation (forward and backward FLOPs counted on
-  the meta device, over the measured bf16 ``torch.mm`` peak); ``--tune_compile MODE`` runs its training steps through ``torch.compile`` (``--compile``),
-  ``--tune_masks P`` masks time and channel spans at ``P`` (``--mask_time_prob``, ``--mask_feature_prob``).
+  the meta device, over the measured bf16 ``torch.mm`` peak); ``--tune_compile MODE`` runs its training steps
+  through ``torch.compile`` (``--compile``), ``--tune_masks P`` masks time and channel spans at ``P``
+  (``--mask_time_prob``, ``--mask_feature_prob``).
 - ``--cudnn_benchmark``: every part with ``torch.backends.cudnn.benchmark`` on (cuDNN times its convolution
   algorithms for each new input shape and keeps the fastest; Lightning leaves it off).
 - peak memory of each row: ``torch.cuda.max_memory_allocated`` on a GPU, the peak resident set of this process on
