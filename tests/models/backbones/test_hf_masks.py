@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from copy import deepcopy
 from pathlib import Path
 from unittest import mock
 
@@ -126,6 +127,8 @@ def test_the_encoder_masks_time_spans_of_each_clips_frames_and_reads_nothing_bac
     assert torch.equal(masked | kept, torch.ones(2, 12, dtype=torch.bool))  # each frame the embedding or itself
     assert bool(masked[0].any().numpy()) and not masked[1, 5:].numpy().any()  # the padding never masked
     assert torch.equal(model.eval()._mask_hidden_states(hidden.clone(), attention_mask=frames), hidden)
+    copy = deepcopy(model)  # an EMA or adaptation copy masks with its own embedding and mode
+    assert copy._mask_hidden_states.__self__ is copy
 
 
 def test_given_time_spans_and_channel_spans_are_applied_without_a_boolean_index(

@@ -18,6 +18,7 @@ on the host, where its distractors and targets are drawn too.
 """
 from __future__ import annotations
 
+import types
 from collections.abc import Sequence
 from typing import Any
 
@@ -82,25 +83,26 @@ def install_masks(model: Any, rule: str) -> None:
     if not callable(getattr(model, "_mask_hidden_states", None)):
         return
 
-    def mask_hidden_states(hidden_states: Tensor, mask_time_indices: Tensor | None = None,
+    def mask_hidden_states(self: Any, hidden_states: Tensor, mask_time_indices: Tensor | None = None,
                            attention_mask: Tensor | None = None) -> Tensor:
-        config = model.config
+        config = self.config
         if not getattr(config, "apply_spec_augment", True):
             return hidden_states
         rows, width, channels = hidden_states.shape
-        if mask_time_indices is None and config.mask_time_prob > 0 and model.training:
+        if mask_time_indices is None and config.mask_time_prob > 0 and self.training:
             frames = attention_mask.sum(-1) if attention_mask is not None else \
                 torch.full((rows,), width, device=hidden_states.device)
             mask_time_indices = time_mask(rule, frames, width, config.mask_time_prob, config.mask_time_length,
                                           float(np.random.random()), config.mask_time_min_masks)
         if mask_time_indices is not None:
-            embedding = model.masked_spec_embed.to(hidden_states.dtype)
+            embedding = self.masked_spec_embed.to(hidden_states.dtype)
             hidden_states = torch.where(mask_time_indices[:, :, None], embedding, hidden_states)
-        if config.mask_feature_prob > 0 and model.training:
+        if config.mask_feature_prob > 0 and self.training:
             everywhere = torch.full((rows,), channels, device=hidden_states.device)
             zeroed = time_mask("batch", everywhere, channels, config.mask_feature_prob, config.mask_feature_length,
                                float(np.random.random()), config.mask_feature_min_masks)
             hidden_states = hidden_states.masked_fill(zeroed[:, None, :], 0.0)
         return hidden_states
 
-    model._mask_hidden_states = mask_hidden_states
+    # bound to the model, so that a copy of it (EMA, the weights a validation adapts) masks with its own
+    model._mask_hidden_states = types.MethodType(mask_hidden_states, model)
