@@ -485,6 +485,8 @@ def finetune_part(suite, work: Path) -> None:
     FLOP utilisation."""
     from extract_throughput import tones  # benchmarks/extract_throughput.py
 
+    from audiotune.models.backbones import backbone_options
+
     s = suite.sizes
     checkpoint = save_encoder("w2v", s["w2v"], work / "encoder")
     split, labels = write_split(work / "split", tones(work / "clips", s["tune_clips"] + 8, s["clip_s"], s["clip_s"], 1),
@@ -501,13 +503,14 @@ def finetune_part(suite, work: Path) -> None:
                                 "--seed", "0", "--compile", compiled, "--mask_time_prob", masks,
                                 "--mask_feature_prob", masks])
         rate = r["metrics"]["train_clips"] / r["epoch_s"]
+        run_options = backbone_options(r["config"])  # what the run's config asked for
         return {"rate": rate, "unit": "samples/s", "tflops": rate * per_sample / 1e12,
                 "of_peak": rate * per_sample / suite.peaks["bf16"],
                 "note": f"batch {s['tune_batch']} x {s['clip_s']:g} s; {per_sample / 1e9:.3g} GFLOP per sample "
                         f"(forward + backward); epoch {r['epoch_s']:.2f} s (median after the first); steps "
                         f"compiled: {r['config'].runtime.compile}; encoder "
-                        f"{'frozen' if r['config'].model.freeze else 'trained'}; masks: time and channel spans at "
-                        f"{masks:g}; "
+                        f"{'frozen' if r['config'].model.freeze else 'trained'}; masked spans: time "
+                        f"{run_options.mask_time_prob:g}, channels {run_options.mask_feature_prob:g}; "
                         f"{r['host']}"}
     case = f"wav2vec2-base{' (tiny)' if s['w2v'] else ''} full fine-tuning, bf16"
     case += f", --compile {compiled}" if compiled != "none" else ""

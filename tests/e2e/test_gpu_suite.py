@@ -75,6 +75,7 @@ def test_part_d_compiled_masked_and_with_cudnns_algorithm_timing(tmp_path: Path)
                                                          "0.05"), row
     assert "steps compiled: default" in row["note"]  # what the run's config asked for
     assert "encoder trained" in row["note"]  # full fine-tuning: the encoder's weights train (not --freeze's default)
+    assert "masked spans: time 0.05, channels 0.05" in row["note"]  # as the run's config has them
     assert finite(row["rate"]) and row["rate"] > 0
     assert result["environment"]["cudnn_benchmark"] is True and "cudnn_benchmark True" in done.stdout
 
