@@ -131,6 +131,8 @@ def test_a_batch_with_a_clip_too_short_for_a_span_trains(checkpoints: dict[str, 
     config.audio.resample_rate = 16000
     config.model.model = "hf"
     tapt = Wav2Vec2Tapt(str(checkpoints["pretraining"]), config)
+    encoder = tapt.model.wav2vec2  # applies the drawn spans with torch.where, not a boolean index (hf_masks)
+    assert encoder._mask_hidden_states.__self__ is encoder
     waves = torch.randn(2, 4000)
     losses = tapt.loss(waves, torch.tensor([4000, 25]), step=0, rng=random.Random(0))  # 25 samples: 2 frames
     assert torch.isfinite(losses["loss"]) and losses["masked"] > 0

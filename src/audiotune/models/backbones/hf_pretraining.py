@@ -44,7 +44,7 @@ from audiotune.config import RunConfig
 from audiotune.data.features import queued_on
 from audiotune.models.backbones import backbone_options
 from audiotune.models.backbones.hf_checkpoint import extractor_settings, normalises, weights_quietly
-from audiotune.models.backbones.hf_masks import host_time_mask
+from audiotune.models.backbones.hf_masks import host_time_mask, install_masks
 from audiotune.outputs import ENCODER_DIR, atomic_dir
 
 log = logging.getLogger(__name__)
@@ -151,6 +151,7 @@ class Wav2Vec2Tapt(nn.Module):
             log.warning("%s: no quantizer weights; the quantizer and projections start from random weights "
                         "(--fresh_quantizer)", checkpoint)
         self.model: Any = model  # a transformers model
+        install_masks(self.model.wav2vec2, self.spans)  # the spans loss() draws, applied without a boolean index
         self.anneal = bool(m.gumbel_anneal)
         # the encoder reads audio at its extractor's rate (the backbone's input spec)
         self.max_samples = round(config.train.max_seconds * extractor_settings(checkpoint)["sampling_rate"])

@@ -38,7 +38,7 @@ from audiotune.data.features import queued_on
 from audiotune.data.pseudo_labels import PseudoLabels, read_pseudo_labels
 from audiotune.models.backbones import backbone_options
 from audiotune.models.backbones.hf_checkpoint import extractor_settings, normalises, weights_quietly
-from audiotune.models.backbones.hf_masks import PTAPT_MASK_LENGTH, PTAPT_MASK_PROB, host_time_mask
+from audiotune.models.backbones.hf_masks import PTAPT_MASK_LENGTH, PTAPT_MASK_PROB, host_time_mask, install_masks
 from audiotune.models.backbones.hf_pretraining import save_encoder
 from audiotune.models.backbones.hf_training import freeze_mask_embedding, install_layerdrop
 
@@ -108,6 +108,7 @@ class PseudoLabelPretraining(nn.Module):
         self.model.freeze_feature_encoder()
         self.model.feature_projection.requires_grad_(False)
         freeze_mask_embedding(self.model)  # the seed wrote masked frames with it and never trained it
+        install_masks(self.model, self.spans)  # the spans drawn below, applied without a boolean index
         install_layerdrop(self.model, layerdrop)  # as fine-tuning: the seed's encoder skipped layers while it trained
         width = int(hf_config.hidden_size)
         self.heads = nn.ModuleDict({str(k): nn.Sequential(nn.Linear(width, HEAD_WIDTH), nn.Tanh(),
