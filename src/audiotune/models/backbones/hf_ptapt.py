@@ -152,21 +152,22 @@ class PseudoLabelPretraining(nn.Module):
         frames = self._frames(lengths).tolist()
         total = int(self._frames(torch.tensor(waveforms.shape[1])))
         targets = self.frame_targets(list(uids), full_frames, offsets, frames, total)
-        mask = queued_on(host_time_mask(self.spans, [min(n, total) for n in frames], total, self.prob, self.length,
-                                        generator, at_least=2), waveforms.device)
+        chosen = host_time_mask(self.spans, [min(n, total) for n in frames], total, self.prob, self.length,
+                                generator, at_least=2)  # drawn here on the host: counted and indexed here too
         # the transformer sees each clip's real frames only (group-norm convolutions still see the padding), as
         # the seed's P-TAPT ran wav2vec2-base
         positions = torch.arange(waveforms.shape[1], device=waveforms.device)
         attention = (positions[None, :] < lengths[:, None]).long()
-        out = self.model(waveforms, attention_mask=attention, mask_time_indices=mask)
-        reps = F.relu(out.last_hidden_state[mask])
-        masked = int(mask.sum())
+        out = self.model(waveforms, attention_mask=attention, mask_time_indices=queued_on(chosen, waveforms.device))
+        masked = int(chosen.sum())
         if masked == 0:  # every clip too short for a span: a zero loss that keeps the graph
             return {"loss": out.last_hidden_state.sum() * 0.0, "masked": torch.tensor(0.0)}
+        places = torch.from_numpy(np.flatnonzero(chosen))  # the masked frames, clip by clip, as a boolean index
+        reps = F.relu(out.last_hidden_state.flatten(0, 1).index_select(0, queued_on(places, waveforms.device)))
         losses, accuracies = [], []
         for k, head in self.heads.items():
             logits = head(reps)
-            target = targets[int(k)].to(waveforms.device)[mask]
+            target = queued_on(targets[int(k)].flatten()[places], waveforms.device)
             losses.append(F.cross_entropy(logits.float(), target, ignore_index=IGNORE))
             accuracies.append((logits.argmax(dim=1) == target).float().mean().detach())
         return {"loss": torch.stack(losses).sum(), "acc": torch.stack(accuracies).mean(),
