@@ -153,6 +153,12 @@ def sidecar(path: str | Path, suffix: str) -> Path:
     return Path(path).with_name(Path(path).stem + suffix)
 
 
+def skip_list(out: str | Path) -> Path:
+    """Where a command that wrote output file ``out`` lists the inputs ``--on_error skip`` left out of it, with
+    why: beside it (a run's or an evaluation's folder holds a ``SKIPPED_FILE`` instead)."""
+    return sidecar(out, SKIPPED_SUFFIX)
+
+
 def run_dir_of(path: str | Path) -> str:
     """The run directory that a ``--run`` value names: the directory itself, or a model file inside it (the
     seeds' ``--trained_mdl_path RUN/model.safetensors``), local or remote."""
@@ -314,6 +320,17 @@ def write_csv(table: pd.DataFrame, path: str | Path, **kwargs: Any) -> Path:
     with atomic_path(path) as partial:
         table.to_csv(partial, **kwargs)
     return Path(path)
+
+
+def write_skip_list(skipped: pd.DataFrame, out: str | Path) -> Path | None:
+    """The inputs ``--on_error skip`` left out of output file ``out``, listed beside it (:func:`skip_list`); call
+    once ``out`` is complete, as the list belongs to it. With nothing skipped, an earlier list is removed: it would
+    name inputs this output no longer lacks. Returns the list written, if any."""
+    listed = skip_list(out)
+    if not len(skipped):
+        listed.unlink(missing_ok=True)
+        return None
+    return write_csv(skipped, listed, index=False)
 
 
 def write_parquet(table: pd.DataFrame, path: str | Path, **kwargs: Any) -> Path:

@@ -328,12 +328,17 @@ def test_manifest_unmatched_files_are_an_error_or_skipped(tmp_path: Path, capsys
     out = tmp_path / "manifest.csv"
     assert main(["manifest", str(audio), "--out", str(out), "--pattern", PATTERN]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("audiotune manifest: error:") and "notes.wav" in err and "--on_error skip" in err
+    assert err.startswith("audiotune manifest: error: 1 file(s) under") and "notes.wav" in err
+    assert err.rstrip().endswith("(use --on_error skip to leave them out; they are then listed in "
+                                 "manifest.skipped.csv)")
     assert not out.exists()
     assert main(["manifest", str(audio), "--out", str(out), "--pattern", PATTERN, "--on_error", "skip"]) == 0
     skipped = pd.read_csv(out.with_suffix(".skipped.csv"))
     assert skipped["path"].tolist() == [str(audio / "notes.wav")] and "does not match" in skipped["reason"][0]
     assert len(pd.read_csv(out)) == 8
+    (audio / "notes.wav").unlink()  # the list of the earlier manifest would name a file this one does not lack
+    assert main(["manifest", str(audio), "--out", str(out), "--pattern", PATTERN, "--on_error", "skip"]) == 0
+    assert len(pd.read_csv(out)) == 8 and not out.with_suffix(".skipped.csv").exists()
 
 
 def test_manifest_folder_per_class(tmp_path: Path) -> None:

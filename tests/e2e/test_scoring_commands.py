@@ -98,3 +98,31 @@ def test_a_remote_model_file_names_its_remote_run(trained_run: dict, gcs: Emulat
     assert main(["evaluate", "--trained_mdl_path", f"gs://{BUCKET}/runs/r1/{MODEL_FILE}",
                  "-d", str(trained_run["split"] / "test.csv")]) == 0
     assert json.loads(fs.cat_file(f"{BUCKET}/runs/r1/{EVALUATE_DIR}/{METRICS_FILE}"))["data"]["n"] == 4
+
+
+def test_each_command_names_the_list_it_would_skip_bad_audio_into(trained_run: dict, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    """A clip without audio stops evaluate, extract and stats with one error naming it and the skip list that
+    ``--on_error skip`` writes for that command: an evaluation's ``skipped.csv``, ``OUT.skipped.csv`` beside an
+    output file; a later output without skipped rows removes the earlier list."""
+    run, test = trained_run["run"], trained_run["split"] / "test.csv"
+    table = pd.read_csv(test)
+    scored = tmp_path / "scored.csv"
+    pd.concat([table, table.head(1).assign(uid="ghost")]).to_csv(scored, index=False)
+    out, stats = tmp_path / "emb.parquet", tmp_path / "stats.json"
+    commands = {"skipped.csv": ["evaluate", "--run", str(run), "-d", str(scored), "-o", str(tmp_path / "ev")],
+                "emb.skipped.csv": ["extract", "--run", str(run), "-d", str(scored), "--out", str(out)],
+                "stats.skipped.csv": ["stats", "-i", str(trained_run["prefix"]), "-d", str(scored), "--split", "test",
+                                      "--out", str(stats)]}
+    for listed, argv in commands.items():
+        capsys.readouterr()
+        assert main(argv) == 2, argv[0]
+        error = capsys.readouterr().err
+        assert error.startswith(f"audiotune {argv[0]}: error: 1 audio file(s) cannot be used:\n  ")
+        assert "ghost" in error and error.rstrip().endswith(f"they are then listed in {listed})"), error
+    assert not out.exists() and not stats.exists()
+
+    assert main([*commands["emb.skipped.csv"], "--on_error", "skip"]) == 0
+    assert pd.read_csv(tmp_path / "emb.skipped.csv")["uid"].tolist() == ["ghost"]
+    assert main(["extract", "--run", str(run), "-d", str(test), "--out", str(out)]) == 0
+    assert out.exists() and not (tmp_path / "emb.skipped.csv").exists()  # it would name a row this file has

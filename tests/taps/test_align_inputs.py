@@ -33,8 +33,8 @@ def test_a_bad_touch_log_line_is_named_whatever_its_event(tmp_path: Path) -> Non
         f"  {log} line 8: event '' is none of Down, Move, Up"]
     log.write_text(good + f"{STAMP},2,   Tap,100,200,12\n")  # an event of its own, named by --event
     assert read_touch_logs([str(log)], event="Tap")["line"].tolist() == [4]
-    log.write_text(good + "".join(f"{STAMP},2,   Dwon,100,200,12\n" for _ in range(7)))
-    with pytest.raises(DataError, match=r"(?s)^7 touch log line\(s\).*line 8: event.*\n  \.\.\. and 2 more$"):
+    log.write_text(good + "".join(f"{STAMP},2,   Dwon,100,200,12\n" for _ in range(12)))  # LISTED (10) named
+    with pytest.raises(DataError, match=r"(?s)^12 touch log line\(s\).*line 13: event.*\n  \.\.\. and 2 more$"):
         read_touch_logs([str(log)])
 
 

@@ -8,7 +8,7 @@ import sys
 from audiotune.cli.command import Command
 from audiotune.cli.flags import ONE_PROCESS_NOTES, add_config_flags, add_path, config_from_args, refuse_other_options
 from audiotune.config import ENCODING
-from audiotune.outputs import SKIPPED_SUFFIX, check_output_path, sidecar, write_csv, write_json
+from audiotune.outputs import check_output_path, write_json, write_skip_list
 from audiotune.storage import Role
 
 # The options stats reads: the table, the input a model of --model reads as it scores (its normalisation is what is
@@ -42,13 +42,14 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     check_one_process(config.runtime.devices, command="stats")
     if args.out:
         check_output_path(args.out)
-    result, skipped = feature_stats(config, config.data.data_split_root, args.split)
+    result, skipped = feature_stats(config, config.data.data_split_root, args.split, args.out)
     print(json.dumps(result, indent=2))
+    listed = None
     if args.out:
         write_json(args.out, result)
+        listed = write_skip_list(skipped, args.out)
     if len(skipped):
-        if args.out:
-            listed = write_csv(skipped, sidecar(args.out, SKIPPED_SUFFIX), index=False)
+        if listed is not None:
             print(f"{len(skipped)} clip(s) left out of the statistics: listed in {listed}", file=sys.stderr)
         else:
             print(f"{len(skipped)} clip(s) left out of the statistics:", file=sys.stderr)

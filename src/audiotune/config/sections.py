@@ -23,6 +23,7 @@ from audiotune.outputs import (
     LOG_DIR,
     LOG_FILE,
     SKIPPED_FILE,
+    SKIPPED_SUFFIX,
     TENSORBOARD_DIR,
 )
 from audiotune.storage import Role
@@ -30,7 +31,8 @@ from audiotune.storage import Role
 PRECISIONS = ("32", "tf32", "bf16", "16-mixed", "16")  # 16: the seeds' spelling of 16-mixed
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")  # Lightning's names; auto takes the GPU when there is one
 ONE_DEVICE = "auto, 1 or one index"  # what --devices may name for a command that runs in one process
-ON_ERROR = ("raise", "skip")  # what a command does with a bad input: stop with an error, or leave it out and list it
+RAISE, SKIP = "raise", "skip"  # what a command does with a bad input: stop with an error, or leave it out and list it
+ON_ERROR = (RAISE, SKIP)
 LOGGERS = ("csv", "tensorboard")
 TENSORBOARD = ("tensorboard", "tensorboardX")  # the packages Lightning's TensorBoardLogger writes with
 RESUME_HINT = "the same command with --resume continues from the last finished epoch"  # a stopped train/pretrain
@@ -50,7 +52,8 @@ class DataConfig:
                        valid=(0, 2**32 - 1, True, True))
     na_values: list[str] = option([], "cells read as missing besides the empty cell (e.g. NA); by default NA, "
                                       "None, null and nan are values")
-    on_error: str = option("raise", f"bad audio: raise an error, or skip it and write {SKIPPED_FILE}",
+    on_error: str = option(RAISE, f"bad audio: raise an error, or skip it and list it in {SKIPPED_FILE} (in a run's "
+                                  f"or evaluation's folder) or OUT{SKIPPED_SUFFIX} (beside an output file)",
                            choices=ON_ERROR)
     allow_overlap: bool = option(False, "let validation/test share subjects or uids with train: the training rows "
                                         f"they share are left out and listed in {DROPPED_FILE} (default: an error)")

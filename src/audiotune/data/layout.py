@@ -92,8 +92,8 @@ def _check_unique_columns(path: str | Path, table: pd.DataFrame) -> None:
     suspects = [c for c in table.columns if re.fullmatch(r".+\.\d+", str(c)) and str(c).rsplit(".", 1)[0] in table]
     if not suspects:
         return
-    with storage.open_input(path) as stream:
-        header = next(csv.reader(io.TextIOWrapper(stream, encoding="utf-8", newline="")), [])
+    with storage.open_input(path) as stream, io.TextIOWrapper(stream, encoding="utf-8", newline="") as text:
+        header = next(csv.reader(text), [])
     repeated = sorted({name for name in header if header.count(name) > 1})
     if repeated:
         raise DataError(f"{path}: column name(s) {repeated} appear more than once in the header; rename or remove "

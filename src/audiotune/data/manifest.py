@@ -8,8 +8,9 @@ from pathlib import Path
 import pandas as pd
 
 from audiotune import storage
-from audiotune.data.errors import DataError
-from audiotune.outputs import SKIPPED_SUFFIX, check_output_path, sidecar, write_csv
+from audiotune.config.sections import RAISE
+from audiotune.data.errors import DataError, refuse_unless_skipped
+from audiotune.outputs import check_output_path, skip_list, write_csv, write_skip_list
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 
@@ -22,7 +23,7 @@ def find_audio(root: str | Path) -> list[str]:
 
 
 def build_manifest(root: str | Path, out_csv: str | Path, pattern: str | None = None,
-                   folder_label: str | None = None, on_error: str = "raise") -> tuple[pd.DataFrame, pd.DataFrame]:
+                   folder_label: str | None = None, on_error: str = RAISE) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Manifest of every audio file under ``root``.
 
     Labels come from ``pattern``, a regex with named groups matched against the file name, or from
@@ -58,14 +59,11 @@ def build_manifest(root: str | Path, out_csv: str | Path, pattern: str | None = 
             row[folder_label] = relative.parent.name
         rows.append(row)
     skip_table = pd.DataFrame(skipped, columns=["path", "reason"])
-    if skipped and on_error != "skip":
-        listing = "\n".join(f"  {s['path']}: {s['reason']}" for s in skipped[:10])
-        raise DataError(f"{len(skipped)} file(s) under {root} cannot be labelled:\n{listing}\n"
-                        "(use --on_error skip to leave them out and list them)")
+    refuse_unless_skipped([f"{s['path']}: {s['reason']}" for s in skipped],
+                          f"file(s) under {root} cannot be labelled", on_error, skip_list(out_csv).name)
     if not rows:
         raise DataError(f"{root}: no file could be labelled")
     manifest = pd.DataFrame(rows)
     write_csv(manifest, out_csv, index=False)
-    if skipped:
-        write_csv(skip_table, sidecar(out_csv, SKIPPED_SUFFIX), index=False)
+    write_skip_list(skip_table, out_csv)
     return manifest, skip_table

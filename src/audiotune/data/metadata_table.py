@@ -22,9 +22,10 @@ import numpy as np
 import pandas as pd
 
 from audiotune import storage
-from audiotune.data.errors import DataError
+from audiotune.config.sections import RAISE
+from audiotune.data.errors import DataError, refuse_unless_skipped
 from audiotune.data.layout import METADATA_FILE, waveform_name
-from audiotune.outputs import SKIPPED_SUFFIX, check_output_path, sidecar, write_csv
+from audiotune.outputs import check_output_path, skip_list, write_csv, write_skip_list
 
 IDENTIFIERS = ("subject", "task")
 RESERVED = ("uid", "path", "expected_rate", *IDENTIFIERS)  # columns the table writes itself
@@ -109,7 +110,7 @@ def derive_distortions(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def build_table(root: str | Path, out_csv: str | Path, edit_feats: bool = False,
-                on_error: str = "raise") -> tuple[pd.DataFrame, pd.DataFrame]:
+                on_error: str = RAISE) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The table of every metadata.json under ``root`` (a folder or URL), written to ``out_csv``; files that
     cannot be read are an error, or with ``on_error='skip'`` left out and returned (and written beside it)."""
     root = str(root).rstrip("/") if storage.is_remote(root) else str(Path(root).resolve())
@@ -130,10 +131,8 @@ def build_table(root: str | Path, out_csv: str | Path, edit_feats: bool = False,
             skipped.append({"path": source, "reason": f"{source}: not valid JSON ({err})"})
         except (DataError, UnicodeDecodeError) as err:
             skipped.append({"path": source, "reason": str(err)})
-    if skipped and on_error != "skip":
-        listing = "\n".join(f"  {s['reason']}" for s in skipped[:10])
-        raise DataError(f"{len(skipped)} {METADATA_FILE} file(s) under {root} cannot be read:\n{listing}\n"
-                        "(use --on_error skip to leave them out and list them)")
+    refuse_unless_skipped([s["reason"] for s in skipped], f"{METADATA_FILE} file(s) under {root} cannot be read",
+                          on_error, skip_list(out_csv).name)
     if not rows:
         raise DataError(f"{root}: no {METADATA_FILE} could be read")
     table = pd.DataFrame(rows).set_index("uid")
@@ -150,6 +149,5 @@ def build_table(root: str | Path, out_csv: str | Path, edit_feats: bool = False,
         table = table.drop(columns="expected_rate")
     write_csv(table, out_csv, index_label="uid")
     skip_table = pd.DataFrame(skipped, columns=["path", "reason"])
-    if skipped:
-        write_csv(skip_table, sidecar(out_csv, SKIPPED_SUFFIX), index=False)
+    write_skip_list(skip_table, out_csv)
     return table, skip_table

@@ -14,7 +14,7 @@ from audiotune.config import HeadSpec, RunConfig
 from audiotune.data.audio import AudioSpec, CheckedLengths, scan_audio
 from audiotune.data.balance import training_share
 from audiotune.data.checked_audio import CheckRecord
-from audiotune.data.errors import DataError
+from audiotune.data.errors import DataError, listing, refuse_unless_skipped
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.json_splits import json_label_groups
 from audiotune.data.labels import (
@@ -63,10 +63,12 @@ class PreparedData:
 
 
 def _check_tables(tables: dict[str, pd.DataFrame], heads: list[HeadSpec], config: RunConfig, inputs: InputSpec,
-                  targets_needed: bool, training: bool = False, scan: Scanner = scan_audio) -> PreparedData:
+                  targets_needed: bool, training: bool = False, scan: Scanner = scan_audio,
+                  listed_in: str = SKIPPED_FILE) -> PreparedData:
     """Paths, targets and audio of every table checked (the audio by ``scan``); ``num_samples`` is each clip's
     prepared length as it will be read: the training crop for the train split of a training run, the scoring crop
-    otherwise."""
+    otherwise. Bad audio is an error, or with ``--on_error skip`` left out: the command lists it in
+    ``listed_in``."""
     prepared = PreparedData({}, {}, heads)
     skipped, dropped = [], []
     for split, table in tables.items():
@@ -87,11 +89,8 @@ def _check_tables(tables: dict[str, pd.DataFrame], heads: list[HeadSpec], config
             np.zeros((len(table), 0), dtype=np.float32)
     prepared.skipped = pd.concat(skipped, ignore_index=True) if skipped else pd.DataFrame()
     prepared.dropped = pd.concat(dropped) if dropped else pd.DataFrame()
-    if len(prepared.skipped) and config.data.on_error != "skip":
-        listing = "\n".join(f"  {r.reason}" for r in prepared.skipped.head(10).itertuples())
-        more = f"\n  ... and {len(prepared.skipped) - 10} more" if len(prepared.skipped) > 10 else ""
-        raise DataError(f"{len(prepared.skipped)} audio file(s) cannot be used:\n{listing}{more}\n"
-                        "(use --on_error skip to leave them out; they are then listed in skipped.csv)")
+    reasons = prepared.skipped["reason"].astype(str).tolist() if len(prepared.skipped) else []
+    refuse_unless_skipped(reasons, "audio file(s) cannot be used", config.data.on_error, listed_in)
     for split, table in prepared.tables.items():
         if table.empty:
             raise DataError(_nothing_left(split, tables[split], prepared))
@@ -103,10 +102,8 @@ def _nothing_left(split: str, table: pd.DataFrame, prepared: PreparedData) -> st
     left_out = [frame[frame["split"] == split] for frame in (prepared.skipped, prepared.dropped)
                 if len(frame) and "split" in frame.columns]
     reasons = pd.concat(left_out, ignore_index=True)["reason"].astype(str).tolist() if left_out else []
-    listing = "".join(f"\n  {reason}" for reason in reasons[:5])
-    more = f"\n  ... and {len(reasons) - 5} more" if len(reasons) > 5 else ""
     return (f"{table.attrs.get('source', split)}: none of its {len(table)} row(s) can be used "
-            f"({len(reasons)} left out):{listing}{more}")
+            f"({len(reasons)} left out):{listing(reasons)}")
 
 
 def _subjects(table: pd.DataFrame) -> set[str]:
@@ -249,11 +246,12 @@ def _check_label_columns(tables: dict[str, pd.DataFrame], heads: list[HeadSpec])
 
 
 def prepare_eval_data(config: RunConfig, inputs: InputSpec, data_split_root: str,
-                      targets_needed: bool = True, scan: Scanner = scan_audio) -> PreparedData:
+                      targets_needed: bool = True, scan: Scanner = scan_audio,
+                      listed_in: str = SKIPPED_FILE) -> PreparedData:
     """Tables for evaluation or extraction, labelled with the run's heads, their audio checked as the model
     reads scored clips (``inputs``) by ``scan`` (several processes share the checks with one that gathers what
-    each found)."""
+    each found); ``listed_in``: where the command lists bad audio that ``--on_error skip`` leaves out."""
     tables = read_splits(data_split_root, config.data.prefix, config.data.na_values)
     if targets_needed:
         _check_label_columns(tables, config.heads)
-    return _check_tables(tables, config.heads, config, inputs, targets_needed, scan=scan)
+    return _check_tables(tables, config.heads, config, inputs, targets_needed, scan=scan, listed_in=listed_in)

@@ -20,14 +20,13 @@ import pandas as pd
 from audiotune import storage
 from audiotune.config.sections import ON_ERROR
 from audiotune.data.audio import AudioError, open_audio
-from audiotune.data.errors import DataError
+from audiotune.data.errors import DataError, refuse
 from audiotune.data.layout import format_seconds
-from audiotune.outputs import SKIPPED_SUFFIX, check_output_path, sidecar, write_csv
+from audiotune.outputs import check_output_path, skip_list, write_csv, write_skip_list
 
 DECIMALS = 6
 # half of the last written decimal: spans that match the file's length up to rounding still fit
 TOLERANCE = 0.5 * 10.0 ** -DECIMALS
-LISTED = 10
 SEGMENT_COLUMNS = ("offset", "duration")
 
 
@@ -140,14 +139,6 @@ def _row_error(source: str | Path, index: int, problem: str) -> str:
     return f"{source} line {index + 2}: {problem}"  # line 1 is the header
 
 
-def _raise_listed(problems: list[str], what: str, hint: str = "") -> None:
-    if not problems:
-        return
-    listing = "\n".join(f"  {p}" for p in problems[:LISTED])
-    more = f"\n  ... and {len(problems) - LISTED} more" if len(problems) > LISTED else ""
-    raise DataError(f"{len(problems)} {what}:\n{listing}{more}" + (f"\n{hint}" if hint else ""))
-
-
 class _Lengths:
     """Audio lengths by file, each header read once; a failure is remembered as the error text."""
 
@@ -224,7 +215,7 @@ def event_segments(events: pd.DataFrame, before: float, after: float, source: st
             continue
         uid = row["uid"] if keep_uid else segment_uid(relative, offset)
         rows.append({**row, "uid": uid, "path": relative, "offset": offset, "duration": duration})
-    _raise_listed(problems, f"row(s) of {source} cannot be segmented",
+    refuse(problems, f"row(s) of {source} cannot be segmented",
                   "(fix these cells: --on_error skip leaves out events whose file is missing, unreadable or too "
                   "short, not malformed rows)")
     segments = _output_table(rows, carried)
@@ -260,7 +251,7 @@ def window_segments(recordings: pd.DataFrame, window: float, hop: float, source:
         for offset, duration in spans:
             rows.append({**row, "uid": segment_uid(recording, offset), "path": relative, "offset": offset,
                          "duration": duration, "recording": recording})
-    _raise_listed(problems, f"recording(s) of {source} cannot be windowed")
+    refuse(problems, f"recording(s) of {source} cannot be windowed")
     segments = _output_table(rows, carried, ("recording",))
     _check_unique(segments, source)
     return segments, short
@@ -299,11 +290,11 @@ def segment_csv(source: str | Path, out: str | Path, before: float | None = None
             raise DataError("--before plus --after must be more than zero seconds")
         result.segments, result.skipped = event_segments(table, before, after, source, out.parent)
         if len(result.skipped) and on_error != "skip":
-            _raise_listed([f"{source} line {r.line}: the event at {r.time} s in {r.path}: {r.reason}"
+            refuse([f"{source} line {r.line}: the event at {r.time} s in {r.path}: {r.reason}"
                            for r in result.skipped.itertuples()],
                           "event(s) that cannot be cut from their file",
                           "(use --on_error skip to leave them out; they are then listed in "
-                          f"{sidecar(out, SKIPPED_SUFFIX).name})")
+                          f"{skip_list(out).name})")
         if result.segments.empty:
             raise DataError(f"{source}: no event's segment fits in its file ({len(result.skipped)} skipped); "
                             "nothing written")
@@ -315,11 +306,6 @@ def segment_csv(source: str | Path, out: str | Path, before: float | None = None
         _positive_seconds("hop", hop)
         result.segments, result.short_recordings = window_segments(table, window, hop, source, out.parent)
         result.recordings = int(result.segments["recording"].nunique())
-    stale = sidecar(out, SKIPPED_SUFFIX)
-    if len(result.skipped):
-        result.skipped_path = stale
-        write_csv(result.skipped, stale, index=False)
-    elif stale.is_file():
-        stale.unlink()  # a list from an earlier run would describe rows this table no longer lacks
     write_csv(result.segments, out, index=False)
+    result.skipped_path = write_skip_list(result.skipped, out)
     return result

@@ -47,7 +47,7 @@ from audiotune.data.prepare import prepare_eval_data
 from audiotune.data.pseudo_labels import METADATA_KEY, SCHEMA
 from audiotune.engine.clips_read import clip_rows
 from audiotune.engine.device import autocast
-from audiotune.engine.extract import write_skip_list
+from audiotune.engine.extract import list_skipped
 from audiotune.engine.inference import features_on_device, inference_device, on_device
 from audiotune.models.backbones import Backbone, build_backbone, input_spec, resolve_config
 from audiotune.models.checkpoint import load_run
@@ -290,5 +290,5 @@ def cluster(config: RunConfig, options: ClusterOptions, out: str, run: str | Non
     meta["clusters"] = {str(k): {"kmeans_objective": fitted[k][1], **_usage(counts[k])} for k in options.num_clusters}
     write_json(stats_path(out_path), meta)
     write_csv(fit_rows, fit_rows_path(out_path), index=False)
-    write_skip_list(prepared.skipped, out_path)
+    list_skipped(prepared.skipped, out_path)
     return meta

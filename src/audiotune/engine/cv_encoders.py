@@ -29,7 +29,7 @@ import pandas as pd
 
 from audiotune import storage
 from audiotune.config import RunConfig, load_config
-from audiotune.data.errors import DataError
+from audiotune.data.errors import DataError, refuse
 from audiotune.data.folds import FOLD_PLACEHOLDER, Fold
 from audiotune.data.layout import attach_paths
 from audiotune.engine.clips_read import find_run, run_rows
@@ -100,9 +100,7 @@ def fold_configs(config: RunConfig, folds: list[Fold]) -> dict[str, RunConfig]:
     given = {fold: encoder_paths(configs[fold]) for fold in configs}  # as named, before remote ones are copied
     missing = [f"{fold}: --{name} {given[fold][name]}" for fold in configs for name in per_fold
                if not _found(configs[fold], name)]
-    if missing:
-        raise DataError(f"{len(missing)} of the folds' encoders not found ({FOLD_PLACEHOLDER} is each fold's name):"
-                        "\n  " + "\n  ".join(missing))
+    refuse(missing, f"of the folds' encoders not found ({FOLD_PLACEHOLDER} is each fold's name)")
     for fold in folds if per_fold else ():  # (one encoder for all: the command checked it before reading the folds)
         refuse_inactive(resolve_config(copy.deepcopy(configs[fold.name])))  # as each run would
         fold.info["encoder"] = {name: given[fold.name][name] for name in per_fold}

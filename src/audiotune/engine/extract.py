@@ -33,7 +33,7 @@ from audiotune.models.backbones import input_spec
 from audiotune.models.checkpoint import run_config
 from audiotune.models.classifier import EMBEDDING_TYPES, Classifier
 from audiotune.models.encoder import load_embedder
-from audiotune.outputs import SKIPPED_SUFFIX, check_output_path, sidecar, write_csv
+from audiotune.outputs import check_output_path, skip_list, write_skip_list
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,8 @@ def extract_embeddings(run: str | None, data_split_root: str, out: str, embeddin
             config.audio.eval_clip_length = clip_seconds
         check_config(config)
         inputs = input_spec(config)
-        prepared = prepare_eval_data(config, inputs, data_split_root, targets_needed=False, scan=shared_scan(shard))
+        prepared = prepare_eval_data(config, inputs, data_split_root, targets_needed=False, scan=shared_scan(shard),
+                                     listed_in=skip_list(out_path).name)
         padding = model.backbone.padding
 
         def embed(classifier: Classifier, batch: dict) -> torch.Tensor:
@@ -115,28 +116,28 @@ def extract_embeddings(run: str | None, data_split_root: str, out: str, embeddin
             if not shard.writes:
                 return None  # rank 0 writes the rows of every process
             write_in_input_order(parts, out_path)
-        write_skip_list(prepared.skipped, out_path)
+        list_skipped(prepared.skipped, out_path)
     return out_path
 
 
-def write_skip_list(skipped: pd.DataFrame, out_path: Path) -> None:
+def list_skipped(skipped: pd.DataFrame, out_path: Path) -> None:
     """The rows left out of ``out_path``, beside it; call after ``out_path`` is complete (the list belongs to
     it). With nothing skipped, an earlier list is removed."""
-    skip_list = sidecar(out_path, SKIPPED_SUFFIX)
-    if len(skipped):
-        write_csv(skipped, skip_list, index=False)
-        log.warning("%d row(s) skipped; listed in %s", len(skipped), skip_list)
-    else:
-        skip_list.unlink(missing_ok=True)
+    listed = write_skip_list(skipped, out_path)
+    if listed is not None:
+        log.warning("%d row(s) skipped; listed in %s", len(skipped), listed)
 
 
-def feature_stats(config: RunConfig, data_split_root: str, split: str = "train") -> tuple[dict, pd.DataFrame]:
+def feature_stats(config: RunConfig, data_split_root: str, split: str = "train",
+                  out: str | Path | None = None) -> tuple[dict, pd.DataFrame]:
     """Mean and std of the (unnormalised) input features over a split; std 0 is an error.
 
-    Returns the statistics and the rows left out of them (bad audio with ``--on_error skip``)."""
+    Returns the statistics and the rows left out of them (bad audio with ``--on_error skip``), which the command
+    lists beside ``out`` (without it, on its error output)."""
     device = inference_device(config)
     inputs = dataclasses.replace(input_spec(config), dataset_mean=None, dataset_std=None)
-    prepared = prepare_eval_data(config, inputs, data_split_root, targets_needed=False)
+    prepared = prepare_eval_data(config, inputs, data_split_root, targets_needed=False,
+                                 listed_in=skip_list(out).name if out else "the command's error output")
     name = split if split in prepared.tables else next(iter(prepared.tables))
     table = prepared.tables[name]
     dataset = make_dataset(config, inputs, table, prepared.targets[name])

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from audiotune.data.errors import DataError
-from audiotune.outputs import SKIPPED_SUFFIX, check_output_path, sidecar, write_csv
+from audiotune.config.sections import RAISE
+from audiotune.data.errors import DataError, refuse_unless_skipped
+from audiotune.outputs import check_output_path, skip_list, write_csv, write_skip_list
 
 SAMPLES_DIR = "05.wav_samples"
 LABELS_DIR = "04.labels"
@@ -63,7 +64,7 @@ def _takes(folder: Path) -> tuple[dict[str, list[tuple[int, Path]]], dict[str, P
     return samples, labels
 
 
-def import_tap_samples(folders: list[str | Path], out: str | Path, on_error: str = "raise") -> TapImport:
+def import_tap_samples(folders: list[str | Path], out: str | Path, on_error: str = RAISE) -> TapImport:
     """One row per tap sample (``uid, path, label, session, tap, timestamp, x, y``; paths relative to ``out``)."""
     out = check_output_path(out)
     rows, skipped = [], []
@@ -83,15 +84,11 @@ def import_tap_samples(folders: list[str | Path], out: str | Path, on_error: str
                              "label": label.label, "session": take, "tap": tap, "timestamp": label.timestamp,
                              "x": label.x, "y": label.y})
     skipped_table = pd.DataFrame(skipped, columns=["folder", "session", "reason"])
-    if len(skipped_table) and on_error != "skip":
-        listed = "; ".join(f"{r.folder}/{r.session}: {r.reason}" for r in skipped_table.head(5).itertuples())
-        raise DataError(f"{len(skipped_table)} recording(s) whose tap samples and labels cannot be paired one to one: "
-                        f"{listed} (fix the detection, or --on_error skip to leave them out)")
+    refuse_unless_skipped([f"{r.folder}/{r.session}: {r.reason}" for r in skipped_table.itertuples()],
+                          "recording(s) whose tap samples and labels cannot be paired one to one (fix the "
+                          "detection)", on_error, skip_list(out).name)
     if not rows:
         raise DataError(f"{', '.join(map(str, folders))}: no tap sample paired with a label")
     segments = pd.DataFrame(rows)
     write_csv(segments, out, index=False)
-    skipped_path = None
-    if len(skipped_table):
-        skipped_path = write_csv(skipped_table, sidecar(out, SKIPPED_SUFFIX), index=False)
-    return TapImport(out, segments, skipped_table, skipped_path)
+    return TapImport(out, segments, skipped_table, write_skip_list(skipped_table, out))

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from audiotune import storage
-from audiotune.data.errors import DataError
+from audiotune.data.errors import DataError, refuse
 from audiotune.taps.align_inputs import (
     SEED_PATTERN,
     key_labels,
@@ -277,12 +277,12 @@ def align_csv(taps_csv: str | Path, touch_logs: list[str], keys_csv: str | Path,
     from audiotune.data.segments import _Lengths, event_segments, source_path
     from audiotune.outputs import (
         ALIGN_SUMMARY_SUFFIX,
-        SKIPPED_SUFFIX,
         UNMATCHED_SUFFIX,
         check_output_path,
         sidecar,
         write_csv,
         write_json,
+        write_skip_list,
     )
 
     options.validate()
@@ -300,8 +300,7 @@ def align_csv(taps_csv: str | Path, touch_logs: list[str], keys_csv: str | Path,
             problems.append(length)
         else:
             durations[str(path)] = length
-    if problems:
-        raise DataError(f"{source}: recordings that cannot be read:\n  " + "\n  ".join(problems[:10]))
+    refuse(problems, f"recording(s) of {source} cannot be read")
     starts = recording_starts(taps, source, time_pattern, start_column)
     touches = read_touch_logs(touch_logs, options.event)
     if not len(touches):
@@ -317,13 +316,8 @@ def align_csv(taps_csv: str | Path, touch_logs: list[str], keys_csv: str | Path,
     report = alignment.report() | {"segments": len(segments), "skipped_near_edge": len(skipped),
                                    "selectivity": options.selectivity,
                                    "window_seconds": {"before": window[0], "after": window[1]}}
-    stale = sidecar(out, SKIPPED_SUFFIX)
-    if len(skipped):
-        write_csv(skipped, stale, index=False)
-    elif stale.is_file():
-        stale.unlink()
     write_csv(alignment.leftover, leftover_path, index=False)
     write_json(report_path, report)
     write_csv(segments, out, index=False)
     return AlignResult(out, segments, alignment, leftover_path, report_path, skipped,
-                       stale if len(skipped) else None)
+                       write_skip_list(skipped, out))

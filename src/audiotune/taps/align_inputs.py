@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from audiotune import storage
-from audiotune.data.errors import DataError
+from audiotune.data.errors import DataError, refuse
 
 SEED_PATTERN = "last7"  # the tap2key rule: the last 7 integer groups are hour, minute, second, fraction, month,
 # day, year
@@ -20,7 +20,6 @@ STRPTIME_DIGITS = {"Y": r"\d{4}", "m": r"\d{1,2}", "d": r"\d{1,2}", "H": r"\d{1,
                    "S": r"\d{1,2}", "f": r"\d{1,6}", "y": r"\d{2}", "j": r"\d{1,3}"}
 TOUCH_COLUMNS = ["timestamp", "touch_id", "event", "x", "y"]
 TOUCH_EVENTS = ("Down", "Move", "Up")  # what the neonode sensor logs: a finger lands, slides, lifts
-SHOWN_PROBLEMS = 5  # bad lines named in an error (all are counted)
 
 
 def read_touch_logs(paths: list[str], event: str = "Down") -> pd.DataFrame:
@@ -62,10 +61,7 @@ def read_touch_logs(paths: list[str], event: str = "Down") -> pd.DataFrame:
         rows = raw[raw["event"].str.lower() == event.lower()].copy()
         rows["source"] = str(path)
         frames.append(rows)
-    if problems:
-        more = f"\n  ... and {len(problems) - SHOWN_PROBLEMS} more" if len(problems) > SHOWN_PROBLEMS else ""
-        raise DataError(f"{len(problems)} touch log line(s) cannot be read:\n  "
-                        + "\n  ".join(problems[:SHOWN_PROBLEMS]) + more)
+    refuse(problems, "touch log line(s) cannot be read")
     touches = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=TOUCH_COLUMNS)
     return touches.sort_values("timestamp", kind="stable").reset_index(drop=True)
 

@@ -29,6 +29,7 @@ import soundfile as sf
 
 from audiotune import storage
 from audiotune.data.audio import AudioError, open_audio, read_frames
+from audiotune.data.errors import refuse
 from audiotune.progress import track
 from audiotune.taps import TAP_WINDOW
 
@@ -257,8 +258,7 @@ def check_recordings(paths: list[str]) -> None:
             problems.append(f"{path}: cannot be read as audio ({str(err).removeprefix(f'{path}: ')})")
         except OSError as err:  # a remote file system that cannot be reached
             problems.append(f"{path}: cannot be read as audio ({err})")
-    if problems:
-        raise ValueError("recordings that cannot be searched for taps:\n  " + "\n  ".join(problems))
+    refuse(problems, "recording(s) cannot be searched for taps")
 
 
 def taps_table(detections: list[Detection], out: Path) -> pd.DataFrame:
