@@ -39,6 +39,13 @@ LOCK_FILE = ".audiotune.lock"  # held by the command that writes the directory; 
 SPLITS = ("train", "val", "test")
 SCORED_SPLITS = SPLITS[1:]
 
+# a run's METRICS_FILE: what the run was, beside each scored split's section (the report's overview lists them):
+# the weights kept, its validation, the epochs it ran, the clips it trained on, its training pace and the most
+# device memory it held
+KEPT_WEIGHTS, VALIDATION, EPOCHS_RUN, TRAIN_CLIPS = "weights", "validation", "epochs_run", "train_clips"
+TRAIN_CLIPS_PER_S, DEVICE_PEAK_MIB = "train_clips_per_s", "device_peak_mib"
+RUN_FACTS = (KEPT_WEIGHTS, VALIDATION, EPOCHS_RUN, TRAIN_CLIPS, TRAIN_CLIPS_PER_S, DEVICE_PEAK_MIB)
+
 
 # the columns of a predictions table (PREDICTIONS_FILE) beside uid and split: per model output (a head's
 # output_names) its score and target, per categorical or soft head its predicted and true class

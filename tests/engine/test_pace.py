@@ -13,8 +13,9 @@ import torch
 from conftest import make_uid_dataset, small_train_args
 
 from audiotune.cli import build_parser, config_from_args
-from audiotune.engine.pace import DEVICE_PEAK, TRAIN_SECONDS, EpochPace, pace_summary
+from audiotune.engine.pace import TRAIN_SECONDS, EpochPace, pace_summary
 from audiotune.engine.train import train
+from audiotune.outputs import DEVICE_PEAK_MIB
 from audiotune.report.run_page import RunReport, render_run
 
 
@@ -22,12 +23,12 @@ def test_the_summary_takes_the_median_rate_after_the_first_epoch() -> None:
     log = pd.DataFrame({"epoch": [0, 0, 1, 1, 2, 2], "train_loss_step": [1, None, 1, None, 1, None],
                         "train_clips": [None, 16, None, 16, None, 16],
                         TRAIN_SECONDS: [None, 4.0, None, 0.5, None, 0.25],
-                        DEVICE_PEAK: [None, 900.0, None, 1200.0, None, 1100.0]})
+                        DEVICE_PEAK_MIB: [None, 900.0, None, 1200.0, None, 1100.0]})
     summary = pace_summary(log, "train_clips")
     assert summary == {"train_seconds_per_epoch": [4.0, 0.5, 0.25], "train_clips_per_s": 48.0,  # of 32 and 64
-                       DEVICE_PEAK: 1200.0}
+                       DEVICE_PEAK_MIB: 1200.0}
     assert pace_summary(log.iloc[:2], "train_clips")["train_clips_per_s"] == 4.0  # one epoch: its own
-    assert DEVICE_PEAK not in pace_summary(log.drop(columns=DEVICE_PEAK), "train_clips")  # not a CUDA run
+    assert DEVICE_PEAK_MIB not in pace_summary(log.drop(columns=DEVICE_PEAK_MIB), "train_clips")  # not a CUDA run
     assert "train_clips_per_s" not in pace_summary(log)  # pretraining logs no clips
     assert pace_summary(log.drop(columns=TRAIN_SECONDS), "train_clips") == {}  # a run from before
 
@@ -56,7 +57,7 @@ def test_an_epoch_s_seconds_count_its_training_steps_and_not_its_validation(tmp_
     log = pd.read_csv(run / "logs" / "metrics.csv")
     seconds = log[TRAIN_SECONDS].dropna().tolist()
     assert len(seconds) == 3 and all(0.3 <= s < 1.5 for s in seconds)
-    assert DEVICE_PEAK not in log  # the CPU: no device memory to report
+    assert DEVICE_PEAK_MIB not in log  # the CPU: no device memory to report
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["train_seconds_per_epoch"] == [round(s, 3) for s in seconds]
     clips = metrics["train_clips_per_epoch"]
@@ -80,5 +81,5 @@ def test_on_a_cuda_gpu_an_epoch_waits_for_its_steps_once_and_logs_the_peak_memor
         pace.on_train_batch_end(trainer, module, None, None, batch)
     pace.on_train_epoch_end(trainer, module)
     assert calls == [("wait", device)]  # the wait after the last step only; the process's peak left as it is
-    assert logged[DEVICE_PEAK] == (3.0, {"reduce_fx": "max", "sync_dist": True})
+    assert logged[DEVICE_PEAK_MIB] == (3.0, {"reduce_fx": "max", "sync_dist": True})
     assert logged[TRAIN_SECONDS][1] == {"reduce_fx": "max", "sync_dist": True}  # the slowest process's

@@ -11,6 +11,7 @@ from audiotune.cli.flags import add_config_flags, config_from_args, refuse_other
 from audiotune.cli.show import quiet_lightning
 from audiotune.config import PRETRAINING, DataConfig, RunConfig
 from audiotune.config.sections import RESUME_HINT
+from audiotune.outputs import EPOCHS_RUN
 
 # The options pretraining reads: the audio as the encoder reads it (augmented while training), the encoder, its
 # optimisation and batches, and where it runs. The rest belongs to labels and heads (label file, classifier,
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     metrics = pretrain(config)
     if not metrics:
         return  # another process of a multi-process (DDP) run: rank 0 reports
-    print(json.dumps({k: metrics[k] for k in ("objective", "epochs_run", "steps_run", "best_val_loss")}, indent=2))
+    print(json.dumps({k: metrics[k] for k in ("objective", EPOCHS_RUN, "steps_run", "best_val_loss")}, indent=2))
     print(f"run directory: {storage.final_place(config.exp_dir)}", file=sys.stderr)  # stdout: the JSON only
 
 

@@ -69,6 +69,7 @@ from audiotune.outputs import (
     CV_SUMMARY_FILE,
     CV_SUMMARY_TABLE,
     ENSEMBLE_PREDICTIONS_FILE,
+    EPOCHS_RUN,
     METRICS_FILE,
     PLOT_DIR,
     PREDICTIONS_FILE,
@@ -106,7 +107,7 @@ def finished_metrics(run_dir: Path) -> dict | None:
         metrics = json.loads((run_dir / METRICS_FILE).read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    return metrics if isinstance(metrics, dict) and "epochs_run" in metrics else None
+    return metrics if isinstance(metrics, dict) and EPOCHS_RUN in metrics else None
 
 
 def _sample_std(values: np.ndarray) -> float | None:

@@ -25,11 +25,9 @@ from audiotune.engine.metrics import compute_metrics, scores_from_logits
 from audiotune.engine.selection import monitor_key, monitor_value, worst_value
 from audiotune.engine.step_log import step_output
 from audiotune.models.classifier import Classifier
+from audiotune.outputs import TRAIN_CLIPS
 
 log = logging.getLogger(__name__)
-
-
-TRAIN_CLIPS = "train_clips"  # the logged count of an epoch's training clips over all processes
 
 
 @dataclass

@@ -17,8 +17,9 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 
+from audiotune.outputs import DEVICE_PEAK_MIB, TRAIN_CLIPS_PER_S
+
 TRAIN_SECONDS = "train_seconds"  # logged per epoch (logs/metrics.csv)
-DEVICE_PEAK = "device_peak_mib"
 
 
 def synchronize(device: torch.device) -> None:
@@ -56,7 +57,7 @@ class EpochPace(pl.Callback):
         pl_module.log(TRAIN_SECONDS, self.seconds, reduce_fx="max", sync_dist=True)
         if pl_module.device.type == "cuda":
             peak = torch.cuda.max_memory_allocated(pl_module.device) / 2**20
-            pl_module.log(DEVICE_PEAK, peak, reduce_fx="max", sync_dist=True)
+            pl_module.log(DEVICE_PEAK_MIB, peak, reduce_fx="max", sync_dist=True)
         self.start = None
 
 
@@ -75,7 +76,7 @@ def pace_summary(log: pd.DataFrame, clips_column: str | None = None) -> dict:
         rates = [n / s for n, s in zip(rated[clips_column].astype(float), rated[TRAIN_SECONDS].astype(float))
                  if s > 0]
         if rates:
-            summary["train_clips_per_s"] = round(statistics.median(rates[1:] or rates), 2)
-    if DEVICE_PEAK in log and log[DEVICE_PEAK].notna().any():
-        summary[DEVICE_PEAK] = round(float(log[DEVICE_PEAK].max()), 1)
+            summary[TRAIN_CLIPS_PER_S] = round(statistics.median(rates[1:] or rates), 2)
+    if DEVICE_PEAK_MIB in log and log[DEVICE_PEAK_MIB].notna().any():
+        summary[DEVICE_PEAK_MIB] = round(float(log[DEVICE_PEAK_MIB].max()), 1)
     return summary

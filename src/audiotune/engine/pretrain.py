@@ -53,7 +53,9 @@ from audiotune.models.backbones import SupportsPretraining, build_backbone, inpu
 from audiotune.outputs import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
+    EPOCHS_RUN,
     INPUT_SPEC_FILE,
+    KEPT_WEIGHTS,
     LAST_CHECKPOINT,
     LOG_DIR,
     LOG_FILE,
@@ -277,10 +279,10 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
     if "train_acc_epoch" in log.columns or "train_acc" in log.columns:
         plot_training_curves(log_csv, exp_dir / PLOT_DIR / MASKED_ACCURACY_PLOT,
                              ("train_acc", "val_acc"), "masked-patch accuracy")
-    metrics = {"objective": objective, "task": objective, "epochs_run": trainer.current_epoch,
+    metrics = {"objective": objective, "task": objective, EPOCHS_RUN: trainer.current_epoch,
                "steps_run": trainer.global_step, "history": history,
                "best_val_loss": float(best.best_model_score) if best and best.best_model_score is not None else None,
-               "weights": kept,
+               KEPT_WEIGHTS: kept,
                "outputs": [str(Path(p).relative_to(exp_dir)) for p in written], **pace_summary(log)}
     write_json(exp_dir / METRICS_FILE, metrics)
     return metrics

@@ -27,6 +27,7 @@ from audiotune.outputs import (
     CV_RUNS_TABLE,
     CV_SUMMARY_FILE,
     ENSEMBLE_PREDICTIONS_FILE,
+    EPOCHS_RUN,
     EVALUATE_DIR,
     EVALUATION_FILE,
     LAST_CHECKPOINT,
@@ -256,7 +257,7 @@ def read_run(source: Path, data_split_root: str = "", group_by: str = "", clips_
     predictions = pd.read_parquet(source / PREDICTIONS_FILE) if (source / PREDICTIONS_FILE).is_file() else None
     log_csv = source / LOG_DIR / LOG_FILE
     selection = metrics.get("selection") or {}
-    kept = selection.get("epoch") or (metrics.get("epochs_run") if metrics.get("trained") else None)
+    kept = selection.get("epoch") or (metrics.get(EPOCHS_RUN) if metrics.get("trained") else None)
     report = RunReport(
         title=f"{'evaluation' if config_dir != source else 'run'}: {source.resolve().name}",
         source=str(source.resolve()), metrics=metrics, predictions=predictions,

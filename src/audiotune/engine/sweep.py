@@ -52,7 +52,7 @@ from audiotune.engine.device import check_one_process, parse_devices
 from audiotune.engine.records import check_settings_record
 from audiotune.engine.selection import MONITORS, monitor_key
 from audiotune.engine.train import continue_or_start, train
-from audiotune.outputs import write_bytes, write_csv, write_json
+from audiotune.outputs import EPOCHS_RUN, write_bytes, write_csv, write_json
 from audiotune.vertex import VertexError, metric_value
 
 log = logging.getLogger(__name__)
@@ -246,7 +246,7 @@ class Objective:
             log.warning("trial %d: %s", trial.number, " ".join(f"--{k}={v}" for k, v in params.items()))
             metrics = train(continue_or_start(config), callbacks=[pruning])
         cache = metrics.get("feature_cache", {})
-        trial.set_user_attr("epochs_run", metrics.get("epochs_run"))
+        trial.set_user_attr(EPOCHS_RUN, metrics.get(EPOCHS_RUN))
         trial.set_user_attr("seconds", round(time.monotonic() - started, 1))
         trial.set_user_attr("cache_encoded", cache.get("encoded") if cache.get("used") else None)
         trial.set_user_attr("cache_reused", cache.get("reused") if cache.get("used") else None)
@@ -271,7 +271,7 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
         value = trial.value if trial.state == TrialState.COMPLETE else trial.user_attrs.get("value_when_pruned")
         rows.append({"trial": trial.number, "state": trial.state.name.lower(), "value": value,
                      **{f"param_{k}": v for k, v in trial.params.items()},
-                     **{k: trial.user_attrs.get(k) for k in ("epochs_run", "pruned_at_epoch", "seconds",
+                     **{k: trial.user_attrs.get(k) for k in (EPOCHS_RUN, "pruned_at_epoch", "seconds",
                                                              "cache_encoded", "cache_reused", "run_dir")},
                      "error": trial.user_attrs.get("error")})
     return pd.DataFrame(rows)

@@ -36,7 +36,7 @@ from audiotune.engine.distributed import check_launch, ending_process_group, tra
 from audiotune.engine.evaluate import evaluate_prepared
 from audiotune.engine.inference import features_on_device, inference_device
 from audiotune.engine.losses import training_class_weights
-from audiotune.engine.module import TRAIN_CLIPS, ClassifierModule, DeviceFeatures, trains
+from audiotune.engine.module import ClassifierModule, DeviceFeatures, trains
 from audiotune.engine.pace import pace_summary
 from audiotune.engine.seed_resume import STARTED_FROM, imported_start, load_imported
 from audiotune.engine.selection import check_monitor, monitor_key, monitor_mode
@@ -49,7 +49,9 @@ from audiotune.outputs import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
     CONFIG_HISTORY_FILE,
+    EPOCHS_RUN,
     INPUT_SPEC_FILE,
+    KEPT_WEIGHTS,
     LAST_CHECKPOINT,
     LAYER_WEIGHTS_PLOT,
     LOG_DIR,
@@ -58,7 +60,9 @@ from audiotune.outputs import (
     MODEL_FILE,
     PLOT_DIR,
     SCORED_SPLITS,
+    TRAIN_CLIPS,
     TRAINING_CURVES_PLOT,
+    VALIDATION,
     OwnedRunDir,
     own_run_dir,
     write_bytes,
@@ -349,17 +353,17 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
     if weights is not None:
         metrics["layer_weights"] = weights.detach().float().cpu().tolist()
         plot_layer_weights(metrics["layer_weights"], exp_dir / PLOT_DIR / LAYER_WEIGHTS_PLOT)
-    metrics["weights"] = kept
-    metrics["validation"] = (f"{len(prepared.tables['val'])} rows" if "val" in prepared.tables
+    metrics[KEPT_WEIGHTS] = kept
+    metrics[VALIDATION] = (f"{len(prepared.tables['val'])} rows" if "val" in prepared.tables
                              else "none: the last epoch is kept")
     metrics.update(best_epoch)  # the best validation epoch's monitored value, as training logged it
     metrics["trained"] = trains(config.train)
     if imported is not None:
         metrics["started_from"] = STARTED_FROM
     metrics["feature_cache"] = cache_stats
-    metrics["epochs_run"] = trainer.current_epoch
+    metrics[EPOCHS_RUN] = trainer.current_epoch
     # summed over all processes: the clips each epoch trained on, next to the split's clips
-    metrics["train_clips"] = len(prepared.tables["train"])
+    metrics[TRAIN_CLIPS] = len(prepared.tables["train"])
     metrics.update(_epochs_logged(log_csv))  # and each epoch's seconds, clips/s and the device's peak memory
     metrics["processes"] = trainer.world_size
     if class_weights is not None:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from audiotune.outputs import predicted_column, score_column, target_column, true_column
+from audiotune.outputs import RUN_FACTS, predicted_column, score_column, target_column, true_column
 from audiotune.report import charts
 from audiotune.report.clips import Clip, clips_section
 from audiotune.report.html import charts as chart_row
@@ -52,8 +52,7 @@ def _splits(metrics: dict) -> list[str]:
 
 def _overview(report: RunReport) -> str:
     rows = [[split, report.metrics[split].get("n")] for split in _splits(report.metrics)]
-    facts = [(key, report.metrics[key]) for key in ("weights", "validation", "epochs_run", "train_clips",
-                                                     "train_clips_per_s", "device_peak_mib") if key in report.metrics]
+    facts = [(key, report.metrics[key]) for key in RUN_FACTS if key in report.metrics]
     body = table(["split", "clips scored"], rows) if rows else note("no metrics.json: nothing was scored")
     body += table([], facts, text_columns=2) if facts else ""
     return body + "".join(note(text) for text in report.notes + [n for s in _splits(report.metrics)
