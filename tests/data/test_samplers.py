@@ -79,3 +79,20 @@ def test_length_sorted_batches_stay_within_the_tolerance() -> None:
     assert sorted(i for b in equal for i in b) == list(range(len(lengths)))
     with pytest.raises(ValueError, match="fraction >= 0"):
         PaddingRule(False, -0.1)
+
+
+def test_a_fixed_size_epoch_leaves_out_other_clips_each_epoch_never_the_longest_every_time() -> None:
+    """``drop_last`` leaves out the ``clips mod batch_size`` clips of a last short batch, drawn from all clips
+    anew each epoch: walking the buckets from the shortest, that batch would always hold the longest clips."""
+    sampler = BucketBatchSampler(LENGTHS, 8, num_buckets=50, drop_last=True)  # 203 = 25 x 8 + 3
+    left_out = []
+    for epoch in range(40):
+        sampler.set_epoch(epoch)
+        batches = list(sampler)
+        seen = [i for batch in batches for i in batch]
+        assert len(batches) == len(sampler) == 25 and {len(b) for b in batches} == {8} and len(set(seen)) == 200
+        left_out.append(set(range(203)) - set(seen))
+    assert set.intersection(*left_out) == set()  # no clip left out of every epoch
+    longest = set(np.argsort(LENGTHS)[-3:].tolist())
+    assert sum(longest <= epoch for epoch in left_out) < 5  # the 3 longest together: rarely, not every epoch
+    assert len(set.union(*left_out)) > 60  # the left-out clips spread over the set

@@ -21,7 +21,10 @@ Training batches:
   shortest, a batch closes at ``batch_size`` clips, or, with a budget (``max_samples`` > 0, from
   ``--dynamic_batch SECONDS``), before the clip that would take the *padded* batch (clips x longest clip) past
   the budget: every batch but a lone over-long clip fits it; (4) the batches are shuffled. Every clip is in
-  exactly one batch per epoch (``drop_last`` drops only a last short batch of a fixed-size epoch).
+  exactly one batch per epoch, except with ``drop_last`` and a fixed batch size: the ``clips mod batch_size``
+  clips that would make a last short batch are left out, drawn anew each epoch from all clips (as a shuffled
+  epoch leaves out its last short batch), so that no clip is left out of every epoch (the walk's last batch
+  would always hold the longest clips).
 - :class:`GroupBatchSampler` (``--group_batches COLUMN``): every batch holds clips of one group.
 
 Bucketed and grouped batches are built alike in every process; under DDP each takes its share through
@@ -206,7 +209,11 @@ class BucketBatchSampler(Sampler[list[int]]):
     def batches(self) -> list[list[int]]:
         """Every batch of this epoch, in order (the same in every process)."""
         rng = np.random.default_rng([self.seed, self.epoch])
-        buckets = np.array_split(np.argsort(self.lengths, kind="stable"), self.num_buckets)
+        ranked = np.argsort(self.lengths, kind="stable")
+        short = len(ranked) % self.batch_size if self.drop_last and self.max_samples <= 0 else 0
+        if short and len(ranked) > self.batch_size:  # the clips of a last short batch: any clips, new each epoch
+            ranked = ranked[np.sort(rng.choice(len(ranked), len(ranked) - short, replace=False))]
+        buckets = np.array_split(ranked, self.num_buckets)
         # shortest bucket first: a batch that spans two buckets spans neighbours (similar lengths)
         order = np.concatenate([rng.permutation(bucket) for bucket in buckets])
         batches: list[list[int]] = []
@@ -216,8 +223,7 @@ class BucketBatchSampler(Sampler[list[int]]):
                 batches.append(current)
                 current = []
             current.append(index)
-        if current and not (self.drop_last and self.max_samples <= 0 and len(current) < self.batch_size
-                            and batches):
+        if current:
             batches.append(current)
         return [batches[i] for i in rng.permutation(len(batches))]
 
