@@ -234,3 +234,14 @@ def test_split_seed_is_the_seed_options_flag(capsys: pytest.CaptureFixture) -> N
     with pytest.raises(SystemExit):
         build_parser().parse_args(["split", "t.csv", "--out", "o", "--seed", str(2**32)])
     assert "--seed 4294967296: must be in [0, 4294967295]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("command", "role"), [("train", "[run directory to write; may be gs://]"),
+                                               ("cv", "[experiment folder; may be gs://]"), ("sweep", "[local only]")])
+def test_a_path_s_help_says_the_role_its_command_gives_it(command: str, role: str,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    """cv and sweep give -o another role than train's; the help says the one the command reads it with."""
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"-o, --exp_dir PATH run directory for every output {role}" in out

@@ -45,6 +45,7 @@ from audiotune.models import backbones
 from audiotune.storage import Role
 
 ROLES = "path_roles"  # the namespace attribute holding {dest: Role} of the parsed command
+PLAIN_HELP = "plain_help"  # a path argument's help without its role, which declare_role appends
 CONFIG_DEFAULTS = "config_defaults"  # the namespace attribute holding a command's own option defaults
 CONFIG_STAGES = "config_stages"  # the namespace attribute holding the stages (config.Stage) a command runs
 CONFIG_SECTIONS = "config_sections"  # the namespace attribute holding the config options a command declares
@@ -65,8 +66,7 @@ def spellings(name: str, extra: tuple[str, ...] = ()) -> list[str]:
 
 def add_path(parser: Any, *flags: str, role: Role, help: str = "", **kwargs: Any) -> argparse.Action:
     """A path argument and its role (what it is to the command; see :class:`~audiotune.storage.Role`)."""
-    where = "local only" if role is Role.LOCAL else f"{role.value}; may be gs://"
-    action = parser.add_argument(*flags, help=f"{help} [{where}]" if help else f"[{where}]", **kwargs)
+    action = parser.add_argument(*flags, help=help, **kwargs)
     declare_role(parser, action.dest, role)
     return action
 
@@ -78,8 +78,14 @@ def add_audio_dir(parser: Any, help: str) -> argparse.Action:
 
 
 def declare_role(parser: Any, dest: str, role: Role) -> None:
-    """Record (or change) the role of argument ``dest``; argument groups share their parser's record."""
+    """Record (or change) the role of argument ``dest`` and say it in its help ("[output file; may be gs://]");
+    argument groups share their parser's record and arguments."""
     parser.set_defaults(**{ROLES: {**(parser.get_default(ROLES) or {}), dest: role}})
+    where = "local only" if role is Role.LOCAL else f"{role.value}; may be gs://"
+    for action in parser._actions:
+        if action.dest == dest and action.help != argparse.SUPPRESS:
+            own = action.__dict__.setdefault(PLAIN_HELP, action.help or "")  # the help without its role
+            action.help = f"{own} [{where}]" if own else f"[{where}]"
 
 
 def path_roles(args: argparse.Namespace) -> dict[str, Role]:
