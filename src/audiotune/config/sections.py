@@ -31,6 +31,8 @@ from audiotune.storage import Role
 PRECISIONS = ("32", "tf32", "bf16", "16-mixed", "16")  # 16: the seeds' spelling of 16-mixed
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")  # Lightning's names; auto takes the GPU when there is one
 ONE_DEVICE = "auto, 1 or one index"  # what --devices may name for a command that runs in one process
+PADS = ("zero", "silence", "zero_before_norm")  # --pad: what pads the shorter clips' features in a batch
+ZERO_PAD = PADS[0]
 RAISE, SKIP = "raise", "skip"  # what a command does with a bad input: stop with an error, or leave it out and list it
 ON_ERROR = (RAISE, SKIP)
 LOGGERS = ("csv", "tensorboard")
@@ -53,7 +55,7 @@ class DataConfig:
     na_values: list[str] = option([], "cells read as missing besides the empty cell (e.g. NA); by default NA, "
                                       "None, null and nan are values")
     on_error: str = option(RAISE, f"bad audio: raise an error, or skip it and list it in {SKIPPED_FILE} (in a run's "
-                                  f"or evaluation's folder) or OUT{SKIPPED_SUFFIX} (beside an output file)",
+                                  f"or evaluation's folder) or NAME{SKIPPED_SUFFIX} (beside an output file NAME.EXT)",
                            choices=ON_ERROR)
     allow_overlap: bool = option(False, "let validation/test share subjects or uids with train: the training rows "
                                         f"they share are left out and listed in {DROPPED_FILE} (default: an error)")
@@ -111,12 +113,12 @@ class FeatureConfig:
                                          "frames: mean (subtract the mean: cepstral mean normalisation, removes the "
                                          "channel and much of the speaker), meanvar (also divide by the std)",
                                  choices=("none", "mean", "meanvar"))
-    pad: str = option("zero", "what the shorter clips of a batch are padded with: zero (the value 0; for log "
-                              "fbank a frame louder than any speech), silence (the features of a silent clip, "
-                              "as if the waveform were padded with zeros), zero_before_norm (0 before --dataset_mean/"
-                              "std: the NAIP seeds' fbank padding); for models that read padded frames (SSAST, "
-                              "AST), not ECAPA-TDNN, whose padding is masked",
-                      choices=("zero", "silence", "zero_before_norm"))
+    pad: str = option(ZERO_PAD, "what the shorter clips of a batch are padded with: zero (the value 0; for log "
+                                "fbank a frame louder than any speech), silence (the features of a silent clip, "
+                                "as if the waveform were padded with zeros), zero_before_norm (0 before "
+                                "--dataset_mean/std: the NAIP seeds' fbank padding); for models that read padded "
+                                "frames (SSAST), not ECAPA-TDNN, whose padding is masked, nor AST, which pads with "
+                                "its feature extractor's frame", choices=PADS)
     dataset_mean: float | None = option(None, "feature mean for (x - mean) / (2 std); see `audiotune stats`",
                                         valid=(-INF, INF, False, False))
     dataset_std: float | None = option(None, "feature std for (x - mean) / (2 std); 0 is an error",

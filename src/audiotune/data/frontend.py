@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from audiotune.config.sections import ZERO_PAD
 from audiotune.data.audio import AudioError
 from audiotune.data.features import (
     FBANK,
@@ -202,7 +203,7 @@ class FrontEnd(nn.Module):
 
     def _padding_frame(self) -> Tensor | None:
         cfg = self.config
-        if cfg.features == "waveform" or cfg.pad == "zero":
+        if cfg.features == "waveform" or cfg.pad == ZERO_PAD:
             return None
         silence = self.clip(torch.zeros(max(self.sample_rate // 10, self.frame_length)))
         frame = silence[silence.shape[0] // 2].clone()

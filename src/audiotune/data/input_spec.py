@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from audiotune.config import AudioConfig, FeatureConfig
+from audiotune.config.sections import ZERO_PAD
 from audiotune.data.audio import AudioSpec
 from audiotune.data.features import min_samples_for_frames
 
@@ -46,7 +47,7 @@ class InputSpec:
     n_fft: int = 400
     n_mels: int = 128
     utterance_norm: str = "none"
-    pad: str = "zero"
+    pad: str = ZERO_PAD
     dataset_mean: float | None = None
     dataset_std: float | None = None
     freqm: int = 0

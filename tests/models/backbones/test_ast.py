@@ -186,6 +186,12 @@ def test_a_clips_embedding_does_not_depend_on_its_batch(config: RunConfig, backb
     assert mask.sum(1).tolist() == [45, 21] and not mask[:, :2].any()
 
 
+def test_a_pad_option_is_refused_as_it_would_change_nothing(checkpoint: Path) -> None:
+    """The backbone rewrites every padded frame with its extractor's (above): --pad silence would do nothing."""
+    with pytest.raises(ValueError, match=r"^--pad silence: --model ast pads every clip with its feature extractor's"):
+        resolved(checkpoint, pad="silence")
+
+
 def test_attention_and_export_config(backbone: ASTBackbone, tmp_path: Path) -> None:
     assert isinstance(backbone, SupportsAttention) and isinstance(backbone, SupportsExportConfig)
     inputs = torch.randn(1, FRAMES, BINS, generator=torch.Generator().manual_seed(5))

@@ -49,6 +49,7 @@ import torch
 from torch import Tensor
 
 from audiotune.config import RunConfig
+from audiotune.config.sections import ZERO_PAD
 from audiotune.data.features import normalize
 from audiotune.data.input_spec import InputSpec
 from audiotune.models.backbones import Backbone, TransformersSizes, input_spec, register
@@ -233,7 +234,11 @@ class ASTBackbone(TransformersSizes, Backbone):
 def resolve_ast(config: RunConfig) -> None:
     """The default checkpoint; frozen unless asked (as ``--model hf``); warnings where the extractor and the model
     disagree, where ``--resample_rate`` is not the extractor's rate and where ``--clip_length`` leaves frames
-    empty (:func:`ast_input` is what the model reads)."""
+    empty (:func:`ast_input` is what the model reads); ``--pad`` other than its default is an error (the backbone
+    pads with its extractor's frame whatever it says: see the module docstring)."""
+    if config.features.pad != ZERO_PAD:
+        raise ValueError(f"--pad {config.features.pad}: --model ast pads every clip with its feature extractor's "
+                         "padding frame (log-mel 0, then normalised) whatever --pad says; leave --pad out")
     m = config.model
     if not m.checkpoint:
         m.checkpoint = DEFAULT_CHECKPOINT
