@@ -245,3 +245,19 @@ def test_a_path_s_help_says_the_role_its_command_gives_it(command: str, role: st
         main([command, "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert f"-o, --exp_dir PATH run directory for every output {role}" in out
+
+
+def test_an_option_two_backbones_declare_alike_gives_each_ones_meaning_until_a_model_is_named(
+        capsys: pytest.CaptureFixture) -> None:
+    """--max_window 0 is the whole clip for --model hf and Whisper's own 30-s window for --model whisper."""
+    def help_of(*argv: str) -> str:
+        with pytest.raises(SystemExit):
+            main(["train", *argv, "--help-all"])
+        return " ".join(capsys.readouterr().out.split())
+
+    both = help_of()
+    assert "--max_window X --model hf: encode clips longer than this many seconds window by window (0 = whole clip); " \
+           "--model whisper: encode clips" in both
+    whisper = help_of("--model", "whisper")
+    assert "(0 = the model's own window, 30 s; at most that) (--model hf, whisper)" in whisper
+    assert "window by window (0 = whole clip)" not in whisper

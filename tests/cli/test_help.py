@@ -60,9 +60,10 @@ def test_own_options_first_then_shared_groups_then_examples(capsys, monkeypatch)
 
 def test_split_fractions_have_help_and_defaults(capsys, monkeypatch) -> None:
     text = " ".join(help_text(capsys, monkeypatch, "split", "--help").split())
-    assert "--test_fraction X share of the rows held out for test, drawn as whole --group values (at least one) " \
-           "(default: 0.2)" in text
-    assert "(at least one; 0: no val.csv) (default: 0.1)" in text and "--seed N random seed of the draw" in text
+    assert "--test_fraction X share of the rows held out for test, drawn as whole --group values (at least one); " \
+           "with --train_task/--test_task, a share of the subjects (default: 0.2)" in text
+    assert "(at least one; 0: no val.csv); with --train_task/--test_task, a share of the subjects (default: 0.1)" \
+        in text and "--seed N random seed of the draw" in text
 
 
 @pytest.mark.parametrize("argv, verbose", [(["-v", "recipes"], True), (["recipes", "-v"], True),

@@ -126,9 +126,11 @@ def _help_text(spec: dataclasses.Field, text: str, shown: str | None) -> str:
 
 
 def _add_field(group: Any, dest: str, spec: dataclasses.Field, hints: dict, hidden: bool = False,
-               note: str = "") -> None:
+               note: str = "", own_help: str | None = None) -> None:
+    """Option ``spec`` as a flag of ``group``; its help is ``own_help`` (default: the declared help) + ``note``."""
     meta = spec.metadata
-    text = _help_text(spec, meta.get("help", "") + note, default_text(default_of(spec)))
+    text = _help_text(spec, (meta.get("help", "") if own_help is None else own_help) + note,
+                      default_text(default_of(spec)))
     kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS, **_field_argument(spec, hints[spec.name])}
     if dest == "model.model":
         kwargs["choices"] = backbones.names()
@@ -309,9 +311,11 @@ def _others_set(config: RunConfig, args: argparse.Namespace,
 def _add_backbone_flags(parser: argparse.ArgumentParser, model: str | None, stages: frozenset[Stage],
                         why: str) -> None:
     """One group per backbone with its options that act in ``stages``; an option that several declare is one flag,
-    in the chosen backbone's group (else the first's) with that backbone's help. The others are refused."""
+    in the chosen backbone's group (else the first's) with that backbone's help (else each one's, where they
+    differ). The others are refused."""
     declared = owners()
-    for name, cls in backbones.options_classes().items():
+    classes = backbones.options_classes()
+    for name, cls in classes.items():
         group = shared_group(parser, f"options of --model {name}", summarised=True)
         hints = typing.get_type_hints(cls)
         for spec in dataclasses.fields(cls):
@@ -324,7 +328,12 @@ def _add_backbone_flags(parser: argparse.ArgumentParser, model: str | None, stag
                                     replacement=stage_refusal(spec, why))
                 continue
             note = f" (--model {', '.join(shared)})" if len(shared) > 1 else ""
-            _add_field(group, f"options.{spec.name}", spec, hints, other, note)
+            helps = {owner: next(f for f in dataclasses.fields(classes[owner]) if f.name == spec.name)
+                     .metadata.get("help", "") for owner in shared}
+            own = None
+            if model not in shared and len(set(helps.values())) > 1:  # no backbone named: what each one means
+                own, note = "; ".join(f"--model {owner}: {text}" for owner, text in helps.items()), ""
+            _add_field(group, f"options.{spec.name}", spec, hints, other, note, own)
 
 
 def add_storage_flags(parser: argparse.ArgumentParser) -> None:

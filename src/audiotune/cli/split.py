@@ -15,10 +15,11 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_path(parser, "--out", "-o", "--output_dir", role=Role.OUTPUT_DIR, dest="out", required=True,
              help="output directory (-o/--output_dir: the seed's data_splits.py spellings)")
     parser.add_argument(*spellings("test_fraction"), dest="test_fraction", type=float, default=0.2, metavar="X",
-                        help="share of the rows held out for test, drawn as whole --group values (at least one)")
+                        help="share of the rows held out for test, drawn as whole --group values (at least one); "
+                             "with --train_task/--test_task, a share of the subjects")
     parser.add_argument(*spellings("val_fraction"), dest="val_fraction", type=float, default=0.1, metavar="X",
                         help="share of the rows held out for validation, drawn as whole --group values (at least "
-                             "one; 0: no val.csv)")
+                             "one; 0: no val.csv); with --train_task/--test_task, a share of the subjects")
     parser.add_argument(*spellings("test_subjects"), dest="test_subjects", nargs="+", metavar="NAME",
                         help="these --group values make the test split (instead of --test_fraction)")
     add_path(parser, *spellings("existing_spk_split"), role=Role.INPUT, dest="existing_spk_split", metavar="CSV",

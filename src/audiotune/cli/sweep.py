@@ -33,8 +33,8 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                   "random, grid) and parameters (the format of `audiotune vertex tune`)")
     options.add_argument("--trials", type=integer, default=10, help="finished (complete or pruned) trials to reach")
     options.add_argument("--pruner", choices=("median", "none"), default="median",
-                         help="stop a trial whose validation metric is below the median of earlier trials at the "
-                              "same epoch")
+                         help="stop a trial whose best validation metric so far is worse than the median of "
+                              "earlier trials at the same epoch (Optuna's MedianPruner)")
     options.add_argument("--prune_after", "--prune-after", dest="prune_after", type=integer, default=2,
                          help="epochs every trial trains before it may be pruned")
     options.add_argument("--startup_trials", "--startup-trials", dest="startup_trials", type=integer, default=3,

@@ -53,8 +53,9 @@ DEFAULT_OBJECTIVE = "pretrain_joint"  # the seed's pretraining task: nce + 10 ms
 class SSASTSettings:
     """The options of ``--model ssast`` (flags shown with it; ``config.model.options`` in a run)."""
 
-    pretrained_mdl_path: str = option("", "self-supervised checkpoint to fine-tune (original .pth, with or "
-                                          "without 'module.', or one written by `audiotune pretrain`)",
+    pretrained_mdl_path: str = option("", "self-supervised checkpoint to start from: fine-tuned, or pretrained on "
+                                          "(original .pth, with or without 'module.', or one written by "
+                                          "`audiotune pretrain`)",
                                           role=Role.INPUT)
     model_size: str = option("base", "size", choices=("tiny", "small", "base", "base_nokd"))
     task: str = option("ft_cls", "pooled tokens for fine-tuning (ft_cls, ft_avgtok) or, the seed's spelling of "

@@ -49,8 +49,7 @@ Export
 ``torch.stft`` goes through torch's dynamo ONNX exporter (ONNX ``STFT``, opset 17+). The graph holds one
 window: ``audiotune export`` limits its clips to ``max_window`` seconds.
 
-Not supported: the stock encoder's 30-s padding as a choice (it would need an option in ``config/sections.py``), a
-``--max_window`` flag (the option belongs to ``--model hf`` on the command line; a ``--config`` file may set it),
+Not supported: the stock encoder's 30-s padding as a choice (it would need an option in ``config/sections.py``),
 attention maps (``audiotune attention``), self-supervised pretraining, ``--freeze_feature_projection`` (the second
 convolution already outputs the encoder's width: no projection, and no such flag for this backbone;
 ``--freeze_feature_encoder`` freezes both convolutions).
