@@ -267,3 +267,9 @@ def test_train_and_pretrain_refuse_a_model_option_from_a_config_file_that_does_n
     with pytest.raises(ValueError, match=r"the encoder is frozen here .*add --freeze false"):
         refuse_inactive(config, Stage.ENCODE)
     refuse_inactive(config, Stage.FINE_TUNE)
+
+
+def test_a_pretraining_crop_is_refused_by_train_naming_where_it_acts(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "-d", "split", "-l", "labels.txt", "-o", "run", "--max_seconds", "2"])
+    assert capsys.readouterr().err.rstrip().endswith("error: --max_seconds: acts only in audiotune pretrain")

@@ -216,8 +216,10 @@ class TrainConfig:
     dynamic_batch: float = option(0.0, "training batches by audio instead of -bs: as many clips as fit this many "
                                        "seconds, counted padded (clips x longest); implies --bucket_sampler "
                                        "(the seed emotion system: 250 s for -bs 64)", valid=AT_LEAST_0)
-    max_seconds: float = option(0.0, "pretraining: crop each clip to this many seconds at a random offset, anew "
-                                     "every time it is seen (0 = whole clips)", valid=AT_LEAST_0)
+    max_seconds: float = option(0.0, "pretraining a Hugging Face encoder (TAPT, P-TAPT): crop each clip to this many "
+                                     "seconds at a random offset, anew every time it is seen (0: none; TAPT reads "
+                                     "--clip_length seconds from each clip's start first, P-TAPT whole clips; "
+                                     "SSAST reads its --target_length frames)", valid=AT_LEAST_0, acts=PRETRAINING)
     loss: str = option("auto", "loss of binary heads (BCE, or MSE) and of regression heads (MSE, or huber); "
                                "categorical and soft heads use CE", choices=("auto", "BCE", "MSE", "CE", "huber"))
     labeling_method: str = option("distribution", "soft (vote) heads learn: distribution (CE against the votes), "

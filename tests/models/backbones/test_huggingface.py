@@ -275,6 +275,17 @@ def test_gradient_checkpointing_flag_is_an_hf_option(checkpoints: dict[str, Path
         config_from_args(build_parser().parse_args([*flags, "--model", "ecapa_tdnn"]))
 
 
+def test_a_frame_count_for_waveform_inputs_is_refused_naming_the_crop_in_seconds(
+        checkpoints: dict[str, Path]) -> None:
+    """--target_length counts spectrogram frames; the collator would cut a waveform to that many samples."""
+    config = RunConfig()
+    config.model.model, config.model.checkpoint = "hf", str(checkpoints["hubert"])
+    config.features.target_length = 400
+    with pytest.raises(ValueError, match=r"^--target_length 400: pads or crops spectrogram frames; --model hf reads "
+                                         r"waveforms: crop them with --clip_length SECONDS$"):
+        resolve_config(config)
+
+
 def test_the_input_is_the_extractors_and_the_config_keeps_the_users_options(checkpoints: dict[str, Path]) -> None:
     config = RunConfig()
     config.model.model, config.model.checkpoint = "hf", str(checkpoints["hubert"])  # an extractor without norm

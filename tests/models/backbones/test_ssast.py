@@ -545,6 +545,10 @@ def test_resolve_ssast_defaults_and_errors(caplog) -> None:
         resolve_config(config)
     with pytest.raises(ValueError, match="--task"):
         resolve_config(ssast_config(task="classify"))
+    config = ssast_config(task="pretrain_joint")
+    config.train.max_seconds = 2.0  # a Hugging Face encoder's pretraining crop: SSAST reads its fixed frames
+    with pytest.raises(ValueError, match=r"^--max_seconds 2.0: crops a Hugging Face encoder's pretraining clips"):
+        resolve_config(config)
 
 
 def test_build_ssast_loads_pretrained_with_overlap(tmp_path: Path) -> None:

@@ -328,7 +328,10 @@ def resolve_config(config: RunConfig) -> RunConfig:
     resolve = entry.resolve
     if resolve is not None:
         resolve(config)
-    input_spec(config)  # an input the backbone cannot read is an error now, before anything is read or written
+    inputs = input_spec(config)  # an input the backbone cannot read is an error now, before anything is read or written
+    if inputs.features == "waveform" and config.features.target_length:
+        raise ValueError(f"--target_length {config.features.target_length}: pads or crops spectrogram frames; "
+                         f"--model {config.model.model} reads waveforms: crop them with --clip_length SECONDS")
     return config
 
 

@@ -245,6 +245,9 @@ def resolve_ssast(config: RunConfig) -> None:
         raise ValueError("--pooling_mode sum with --model ssast: the SSAST seed's flag merged the heads' ft embeddings "
                          "only, its tokens were averaged: `audiotune extract --embedding_type ft --pooling_mode sum`; "
                          "here it would sum the tokens")
+    if config.train.max_seconds:
+        raise ValueError(f"--max_seconds {config.train.max_seconds}: crops a Hugging Face encoder's pretraining clips; "
+                         "SSAST reads --target_length frames of each clip from its start")
     if config.model.freeze is None:
         config.model.freeze = ssast_task(config, settings) in FINETUNE_TASKS
 
