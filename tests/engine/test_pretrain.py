@@ -134,3 +134,31 @@ def test_the_ssast_seed_recipe_keeps_the_last_epoch_although_validation_liked_an
 
     assert saved_is(runs["last"], "last.ckpt") and not saved_is(runs["last"], "best.ckpt")
     assert saved_is(runs["best"], "best.ckpt")
+
+
+def test_a_resumed_pretraining_keeps_its_options_unless_the_changes_are_allowed_and_recorded(
+        uid_dataset: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """As a resumed training run: more epochs go on; another learning rate is an error naming it, or with
+    --allow_changes goes on and is recorded in config_history.yaml (before, the new options silently replaced
+    config.yaml)."""
+    import yaml
+
+    from audiotune.cli import main
+    from audiotune.outputs import CONFIG_FILE, CONFIG_HISTORY_FILE
+
+    run = tmp_path / "run"
+    small = ["pretrain", "--model_size", "tiny", "--num_mel_bins", "32", "--target_length", "64", "--fshape", "16",
+             "--tshape", "16", "--fstride", "16", "--tstride", "16", "-bs", "8", "--mask_patch", "3",
+             "--cluster_factor", "2", "--val_size", "0", "-i", str(uid_dataset["prefix"]), "-d",
+             str(uid_dataset["split"] / "train.csv"), "-o", str(run), "-lr", "0.01"]
+    assert main([*small, "-e", "1"]) == 0
+    assert main([*small, "-e", "2", "--resume"]) == 0  # how long it trains is free
+    capsys.readouterr()
+    assert main([*small[:-1], "0.001", "-e", "3", "--resume"]) == 2
+    assert "--resume with options that differ from the run's config.yaml (learning_rate 0.01 -> 0.001)" in \
+        capsys.readouterr().err
+    assert yaml.safe_load((run / CONFIG_FILE).read_text())["train"]["learning_rate"] == 0.01
+    assert main([*small[:-1], "0.001", "-e", "3", "--resume", "--allow_changes"]) == 0
+    history = yaml.safe_load((run / CONFIG_HISTORY_FILE).read_text())
+    assert [entry["changes"] for entry in history] == [{"train.learning_rate": {"from": 0.01, "to": 0.001}}]
+    assert yaml.safe_load((run / CONFIG_FILE).read_text())["train"]["learning_rate"] == 0.001

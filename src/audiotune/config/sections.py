@@ -268,9 +268,9 @@ class TrainConfig:
     resume: bool = option(False, f"continue from EXP_DIR/{CHECKPOINT_DIR}/{LAST_CHECKPOINT}", action=True)
     overwrite: bool = option(False, "replace the run already in --exp_dir (deleted once the inputs are checked)",
                              action=True)
-    allow_changes: bool = option(False, "with --resume: go on although options other than --epochs and where it "
-                                        "runs differ from the run's config.yaml; the changes are recorded in "
-                                        f"EXP_DIR/{CONFIG_HISTORY_FILE}", action=True)
+    allow_changes: bool = option(False, "with --resume: go on although options other than --epochs, "
+                                        "--training_steps and where it runs differ from the run's config.yaml; "
+                                        f"the changes are recorded in EXP_DIR/{CONFIG_HISTORY_FILE}", action=True)
     debug: bool = option(False, "use only the first 8 rows of every split")
 
 

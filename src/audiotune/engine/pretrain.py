@@ -46,6 +46,7 @@ from audiotune.engine.distributed import (
 from audiotune.engine.inference import features_on_device, inference_device
 from audiotune.engine.module import DeviceFeatures, optimizers, trains
 from audiotune.engine.pace import pace_summary
+from audiotune.engine.resume import record_changes, resumed_changes
 from audiotune.engine.step_log import step_output
 from audiotune.engine.trainer import build_trainer
 from audiotune.launch import launched_rank_zero
@@ -231,9 +232,12 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
         raise FileNotFoundError(f"{resume}: --resume needs the last checkpoint of an earlier run in --exp_dir"
                                 + ("; this run stopped before writing one: start it again with --overwrite"
                                    if stopped else ""))
+    changes = resumed_changes(exp_dir, config) if resume is not None else {}
     owned.start()
     tables, targets = _tables(config, inputs, exp_dir, owned.writes)
     if owned.writes:
+        if changes:
+            record_changes(exp_dir, changes)
         save_config(config, exp_dir / CONFIG_FILE)
         write_json(exp_dir / INPUT_SPEC_FILE, inputs.to_dict())
         write_clips_read(exp_dir, tables, "pretrain", encoder_paths(config))  # P-TAPT's: its stage 1's too

@@ -1,24 +1,18 @@
 """``audiotune train``: data → model → Lightning Trainer → run directory."""
 from __future__ import annotations
 
-import dataclasses
-import datetime
 import logging
 from pathlib import Path
 
 import pandas as pd
 import pytorch_lightning as pl
-import yaml
 from pytorch_lightning.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from audiotune.config import (
-    INPUT_RESOLVED_VERSION,
     WEIGHTED_MEAN_VERSION,
     RunConfig,
     check_config,
-    config_changes,
-    load_config,
     save_config,
 )
 from audiotune.data.balance import class_head
@@ -38,6 +32,7 @@ from audiotune.engine.inference import features_on_device, inference_device
 from audiotune.engine.losses import training_class_weights
 from audiotune.engine.module import ClassifierModule, DeviceFeatures, trains
 from audiotune.engine.pace import pace_summary
+from audiotune.engine.resume import keep_resumed_version, record_changes, resumed_changes
 from audiotune.engine.seed_resume import STARTED_FROM, imported_start, load_imported
 from audiotune.engine.selection import check_monitor, monitor_key, monitor_mode
 from audiotune.engine.trainer import build_trainer
@@ -48,7 +43,6 @@ from audiotune.models.classifier import Classifier
 from audiotune.outputs import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
-    CONFIG_HISTORY_FILE,
     EPOCHS_RUN,
     INPUT_SPEC_FILE,
     KEPT_WEIGHTS,
@@ -65,7 +59,6 @@ from audiotune.outputs import (
     VALIDATION,
     OwnedRunDir,
     own_run_dir,
-    write_bytes,
     write_csv,
     write_json,
 )
@@ -176,51 +169,6 @@ def validation_adaptation(config: RunConfig, prepared: PreparedData) -> dict:
     if config.train.adapt_bn != WHOLE_SPLIT:
         uid_groups = {str(uid): str(name) for name, rows in groups for uid in table.index[rows]}
     return {"adapt_groups": adapt_groups, "uid_groups": uid_groups}
-
-
-# what a resumed run may change without --allow_changes: how long it trains, and where and how fast it runs
-RESUME_FREE = ("train.epochs", "train.resume", "train.overwrite", "train.allow_changes", "runtime", "exp_dir",
-               "version")
-
-
-def keep_resumed_version(exp_dir: Path, config: RunConfig) -> None:
-    """A resumed run goes on with the meanings of the config version it was written with (its weights have the
-    shapes they gave), unless that version's audio and features sections hold a resolved input."""
-    if config.train.resume and (exp_dir / CONFIG_FILE).is_file():
-        earlier = load_config(exp_dir / CONFIG_FILE)
-        if earlier.version >= INPUT_RESOLVED_VERSION:
-            config.version = earlier.version
-
-
-def resumed_changes(exp_dir: Path, config: RunConfig) -> dict[str, list]:
-    """The options a resumed run changes from its config.yaml: an error naming them without ``--allow_changes``."""
-    earlier = load_config(exp_dir / CONFIG_FILE)
-    if earlier.version < INPUT_RESOLVED_VERSION:  # its audio and features sections hold the resolved input
-        changes = config_changes(earlier, config, (*RESUME_FREE, "audio", "features"))
-        before, after = input_spec(earlier), input_spec(config)
-        # it goes on with this version's meanings (keep_resumed_version), the count of resampled samples among them
-        before = dataclasses.replace(before, resampled_length=after.resampled_length)
-        if before != after:
-            changes["input"] = [str(before), str(after)]
-    else:
-        changes = config_changes(earlier, config, RESUME_FREE)
-    if changes and not config.train.allow_changes:
-        shown = "; ".join(f"{key.partition('.')[2] or key} {old!r} -> {new!r}" for key, (old, new) in changes.items())
-        raise ValueError(f"{exp_dir}: --resume with options that differ from the run's {CONFIG_FILE} ({shown}); "
-                         "resume with the run's own options, or add --allow_changes to go on and record the changes "
-                         f"in {CONFIG_HISTORY_FILE}")
-    return changes
-
-
-def record_changes(exp_dir: Path, changes: dict[str, list], started_from: str = "") -> None:
-    """Append this resumption's changes (and, when it did not continue a checkpoint, what it started from) to the
-    run's history (oldest first)."""
-    path = exp_dir / CONFIG_HISTORY_FILE
-    history = (yaml.safe_load(path.read_text()) or []) if path.is_file() else []
-    history.append({"resumed": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                    **({"started_from": started_from} if started_from else {}),
-                    "changes": {key: {"from": old, "to": new} for key, (old, new) in changes.items()}})
-    write_bytes(path, yaml.safe_dump(history, sort_keys=False))
 
 
 def check_resume_fits(module: pl.LightningModule, checkpoint: Path) -> None:

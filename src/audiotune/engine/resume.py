@@ -1,0 +1,57 @@
+"""A run resumed with ``--resume`` (train, pretrain): which options it may change, which it must keep unless
+``--allow_changes``, and the record of what it changed (``CONFIG_HISTORY_FILE``)."""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from pathlib import Path
+
+import yaml
+
+from audiotune.config import INPUT_RESOLVED_VERSION, RunConfig, config_changes, load_config
+from audiotune.models.backbones import input_spec
+from audiotune.outputs import CONFIG_FILE, CONFIG_HISTORY_FILE, write_bytes
+
+# what a resumed run may change without --allow_changes: how long it trains, and where and how fast it runs
+RESUME_FREE = ("train.epochs", "train.training_steps", "train.resume", "train.overwrite", "train.allow_changes",
+               "runtime", "exp_dir", "version")
+
+
+def keep_resumed_version(exp_dir: Path, config: RunConfig) -> None:
+    """A resumed run goes on with the meanings of the config version it was written with (its weights have the
+    shapes they gave), unless that version's audio and features sections hold a resolved input."""
+    if config.train.resume and (exp_dir / CONFIG_FILE).is_file():
+        earlier = load_config(exp_dir / CONFIG_FILE)
+        if earlier.version >= INPUT_RESOLVED_VERSION:
+            config.version = earlier.version
+
+
+def resumed_changes(exp_dir: Path, config: RunConfig) -> dict[str, list]:
+    """The options a resumed run changes from its config.yaml: an error naming them without ``--allow_changes``."""
+    earlier = load_config(exp_dir / CONFIG_FILE)
+    if earlier.version < INPUT_RESOLVED_VERSION:  # its audio and features sections hold the resolved input
+        changes = config_changes(earlier, config, (*RESUME_FREE, "audio", "features"))
+        before, after = input_spec(earlier), input_spec(config)
+        # it goes on with this version's meanings (keep_resumed_version), the count of resampled samples among them
+        before = dataclasses.replace(before, resampled_length=after.resampled_length)
+        if before != after:
+            changes["input"] = [str(before), str(after)]
+    else:
+        changes = config_changes(earlier, config, RESUME_FREE)
+    if changes and not config.train.allow_changes:
+        shown = "; ".join(f"{key.partition('.')[2] or key} {old!r} -> {new!r}" for key, (old, new) in changes.items())
+        raise ValueError(f"{exp_dir}: --resume with options that differ from the run's {CONFIG_FILE} ({shown}); "
+                         "resume with the run's own options, or add --allow_changes to go on and record the changes "
+                         f"in {CONFIG_HISTORY_FILE}")
+    return changes
+
+
+def record_changes(exp_dir: Path, changes: dict[str, list], started_from: str = "") -> None:
+    """Append this resumption's changes (and, when it did not continue a checkpoint, what it started from) to the
+    run's history (oldest first)."""
+    path = exp_dir / CONFIG_HISTORY_FILE
+    history = (yaml.safe_load(path.read_text()) or []) if path.is_file() else []
+    history.append({"resumed": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                    **({"started_from": started_from} if started_from else {}),
+                    "changes": {key: {"from": old, "to": new} for key, (old, new) in changes.items()}})
+    write_bytes(path, yaml.safe_dump(history, sort_keys=False))
