@@ -106,3 +106,12 @@ def test_the_objective_given_either_way_is_trained_recorded_and_read_back(uid_da
     assert main(["pretrain", "--config", str(out / "config.yaml"), "-i", str(uid_dataset["prefix"]), "-d",
                  str(uid_dataset["split"]), "-o", str(again), "-e", "1"]) == 0
     assert json.loads((again / "metrics.json").read_text())["objective"] == objective
+
+
+def test_the_help_says_what_trainings_validation_options_mean_in_pretrain(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help-all"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(0: none); here only 0 is taken (no validation): pretraining validates on the val part, else on " \
+           "--val_share of the rows (default 50" in text
+    assert text.count("; here by the validation loss (pretrain has no --monitor)") == 2  # --save_top_k, --keep

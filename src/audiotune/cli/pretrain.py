@@ -38,10 +38,19 @@ NOT_PRETRAINING = ("not an option of pretrain, which trains the encoder on its s
                    "audiotune pretrain --help)")
 
 
+# what those of training's options mean here (after each one's help)
+PRETRAIN_NOTES = {
+    "data.val_size": "; here only 0 is taken (no validation): pretraining validates on the val part, else on "
+                     "--val_share of the rows",
+    "train.save_top_k": "; here by the validation loss (pretrain has no --monitor)",
+    "train.keep": "; here by the validation loss (pretrain has no --monitor)",
+}
+
+
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_config_flags(parser, PRETRAIN_OPTIONS, model=model or "ssast",
                      defaults={"model.model": "ssast"}, stages=PRETRAINING,
-                     why="pretrain trains the encoder on its self-supervised objective")
+                     why="pretrain trains the encoder on its self-supervised objective", notes=PRETRAIN_NOTES)
     refuse_other_options(parser, PRETRAIN_OPTIONS, NOT_PRETRAINING)
     parser.add_argument("--unlabelled_dir", dest="data.data_split_root", default=argparse.SUPPRESS,
                         help="a folder of audio files to pretrain on (same as -d FOLDER)")

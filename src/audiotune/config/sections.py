@@ -123,10 +123,10 @@ class FeatureConfig:
                                         valid=(-INF, INF, False, False))
     dataset_std: float | None = option(None, "feature std for (x - mean) / (2 std); 0 is an error",
                                        valid=(0, INF, False, False))
-    freqm: int | None = option(None, "SpecAugment: max frequency mask width (train only; default 8 for ECAPA-TDNN, "
-                                     "0 otherwise)", valid=AT_LEAST_0, training_only=True)
-    timem: int | None = option(None, "SpecAugment: max time mask width in frames (train only; default 10 for "
-                                     "ECAPA-TDNN, 0 otherwise)", valid=AT_LEAST_0, training_only=True)
+    freqm: int | None = option(None, "SpecAugment: max frequency mask width (train only; default 8 for an ECAPA-TDNN "
+                                     "that trains, 0 otherwise)", valid=AT_LEAST_0, training_only=True)
+    timem: int | None = option(None, "SpecAugment: max time mask width in frames (train only; default 10 for an "
+                                     "ECAPA-TDNN that trains, 0 otherwise)", valid=AT_LEAST_0, training_only=True)
     noise: bool = option(False, "add the SSAST spectrogram noise and time roll (train only)", training_only=True)
     vtlp: float = option(0.0, "vocal tract length perturbation (fbank, train only): probability of warping a clip's "
                               "frequency axis by a factor from --vtlp_range (the spectrum's peaks moved as by a "
@@ -149,8 +149,9 @@ class ModelConfig:
     checkpoint: str = option("", "weights to start from: a Hugging Face hub id or folder, or a checkpoint file, as "
                                  "the backbone reads them (default: the backbone's own; see the README's table of "
                                  "backbones)", ("-c",), role=Role.INPUT)
-    freeze: bool | None = option(None, "freeze the whole backbone (default: yes for pretrained encoders, as the "
-                                       "seed did; no for models trained from scratch)")
+    freeze: bool | None = option(None, "freeze the whole backbone (default: yes for pretrained encoders (hf, ast, "
+                                       "whisper; ssast's fine-tuning tasks), as the seeds did; no for ECAPA-TDNN, "
+                                       "also from a -c checkpoint)")
     frozen_train_mode: bool = option(False, "a frozen encoder runs in training mode while the heads train (dropout, "
                                             "--mask_*, --layerdrop, BatchNorm by batch but its statistics kept; no "
                                             "feature cache), as the NAIP seeds' frozen encoders did", acts=FINE_TUNING)
@@ -198,7 +199,8 @@ class TrainConfig:
     learning_rate: float = option(3e-4, "learning rate", ("-lr", "--lr"), valid=AT_LEAST_0)
     optim: str = option("adamw", "optimizer", choices=("adam", "adamw"))
     weight_decay: float = option(1e-4, "AdamW weight decay", valid=AT_LEAST_0)
-    scheduler: str = option("cosine", "learning-rate schedule (stepped per batch; none: constant, as the seeds; "
+    scheduler: str = option("cosine", "learning-rate schedule (stepped per optimiser step, every "
+                                      "--accumulate_grad_batches batches; none: constant, as the seeds; "
                                       "linear: warm-up, flat for 0.05 of the steps, then linear decay to 0, as the "
                                       "seed's TAPT)", choices=("none", "onecycle", "cosine", "linear"))
     max_lr: float = option(0.01, "peak learning rate of the onecycle schedule", valid=AT_LEAST_0)
@@ -318,8 +320,10 @@ class RuntimeConfig:
                                    "used in every step (ddp_spawn is not offered)",
                            choices=("auto", "ddp", "ddp_find_unused_parameters_true"))
     num_nodes: int = option(1, "machines of a multi-node DDP run (each runs --devices processes)", valid=AT_LEAST_1)
-    cache: bool = option(True, "with a frozen backbone and no waveform augmentation, encode each clip once and "
-                               "train the heads from cached pooled hidden states")
+    cache: bool = option(True, "with a frozen backbone whose inputs are the same every epoch, encode each clip once "
+                               "and train the heads from cached pooled hidden states (not with waveform "
+                               "augmentation, mixup, SpecAugment, VTLP, --frozen_train_mode, --adapt_bn or batches by "
+                               "group or length; metrics.json's feature_cache says why not)")
     cache_dir: str = option("", "folder of the feature cache, the audio store and the record of checked audio "
                                 "(default $AUDIOTUNE_CACHE or ~/.cache/audiotune)",
                             role=Role.CACHE)
