@@ -7,7 +7,7 @@ normalise each clip, run the encoder with every hidden state and mean-pool the l
 - audiotune: ``extract_embeddings(run, csv, out, "pt", batch_size=8)`` on a run directory trained with
   ``-e 0 --freeze``: clips cropped to ``clip_length``, never padded (equal-length batches, since padding
   changes a group-norm encoder's output), pooled over real frames, written to parquet; in fp32, and with
-  ``train.precision: bf16`` in the run's config.yaml (bf16 autocast).
+  ``runtime.precision: bf16`` in the run's config.yaml (bf16 autocast).
 - seed's way (fp32): batches of 8 clips each padded (or cropped) to ``clip_length`` seconds by the HF feature
   extractor, ``model(input_values, output_hidden_states=True).hidden_states``, mean over all frames.
 - plain loop (fp32): the shortest correct loop a user would write on the device: decode with soundfile
@@ -267,7 +267,7 @@ def report(times: dict[str, float], embeddings: dict[str, np.ndarray], check: tu
           f"torch.mm peak (bf16 side: of the bf16 one)\n"
           f"max|diff|, min cos: {len(check[0])} clips' embeddings against one unpadded fp32 forward per clip")
     if BF16 in embeddings and np.array_equal(embeddings[BF16], embeddings[AUDIOTUNE]):
-        print("NOTE: the bf16 embeddings equal the fp32 ones: this audiotune ignores train.precision when extracting")
+        print("NOTE: the bf16 embeddings equal the fp32 ones: this audiotune ignores runtime.precision when extracting")
     return rows
 
 

@@ -10,7 +10,7 @@ down -> sad.
 
 Output (``--out``)::
 
-    Audio_16k/SesN/SPEAKER_WORD_TAKE.wav     the utterances
+    Audio_16k/SesN/WORD_SPEAKER_TAKE.wav     the utterances (the demo clips' names)
     labels/fold{1,2,3}.json                  one fold per held-out session, "Val" empty
 """
 from __future__ import annotations

@@ -9,7 +9,7 @@
 # The recordings are synthetic (examples/make_tap_data.py: clicks through a synthetic room response, a touch
 # log with latency -0.14 s, jitter, missed and spurious touches); a tiny wav2vec2 written here stands in for
 # facebook/wav2vec2-base (a hub id works the same way).
-# Usage: bash examples/from_seed/tap2key.sh OUT_DIR   (tiny model, one epoch: well under a minute on a CPU)
+# Usage: bash examples/from_seed/tap2key.sh OUT_DIR   (tiny model, one epoch: about two minutes on 2 CPU cores)
 set -euo pipefail
 OUT=${1:?usage: $0 OUT_DIR}
 EXAMPLES=$(cd "$(dirname "$0")/.." && pwd)
