@@ -102,7 +102,7 @@ def test_a_remote_model_file_names_its_remote_run(trained_run: dict, gcs: Emulat
 
 def test_each_command_names_the_list_it_would_skip_bad_audio_into(trained_run: dict, tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture) -> None:
-    """A clip without audio stops evaluate, extract and stats with one error naming it and the skip list that
+    """A clip without audio stops evaluate, extract, stats and cluster with one error naming it and the skip list that
     ``--on_error skip`` writes for that command: an evaluation's ``skipped.csv``, ``OUT.skipped.csv`` beside an
     output file; a later output without skipped rows removes the earlier list."""
     run, test = trained_run["run"], trained_run["split"] / "test.csv"
@@ -113,7 +113,9 @@ def test_each_command_names_the_list_it_would_skip_bad_audio_into(trained_run: d
     commands = {"skipped.csv": ["evaluate", "--run", str(run), "-d", str(scored), "-o", str(tmp_path / "ev")],
                 "emb.skipped.csv": ["extract", "--run", str(run), "-d", str(scored), "--out", str(out)],
                 "stats.skipped.csv": ["stats", "-i", str(trained_run["prefix"]), "-d", str(scored), "--split", "test",
-                                      "--out", str(stats)]}
+                                      "--out", str(stats)],
+                "labels.skipped.csv": ["cluster", "--run", str(run), "-d", str(scored), "--num_clusters", "2",
+                                       "--out", str(tmp_path / "labels.parquet")]}
     for listed, argv in commands.items():
         capsys.readouterr()
         assert main(argv) == 2, argv[0]

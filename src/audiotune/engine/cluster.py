@@ -57,6 +57,7 @@ from audiotune.outputs import (
     atomic_path,
     check_output_path,
     sidecar,
+    skip_list,
     write_csv,
     write_json,
 )
@@ -229,7 +230,8 @@ def cluster(config: RunConfig, options: ClusterOptions, out: str, run: str | Non
     if not -states <= options.layer < states:
         raise ValueError(f"--layer {options.layer}: the encoder has hidden states 0..{states - 1} (-1: the last)")
     device = inference_device(config)
-    prepared = prepare_eval_data(config, inputs, config.data.data_split_root, targets_needed=False)
+    prepared = prepare_eval_data(config, inputs, config.data.data_split_root, targets_needed=False,
+                                 listed_in=skip_list(out_path).name)
     loaders = {split: make_loader(config, make_dataset(config, inputs, table, prepared.targets[split],
                                                        on_device=features_on_device(config, inputs)),
                                   table, False, backbone.padding, device=inference_device(config))
