@@ -114,8 +114,8 @@ def test_each_command_names_the_list_it_would_skip_bad_audio_into(trained_run: d
                 "emb.skipped.csv": ["extract", "--run", str(run), "-d", str(scored), "--out", str(out)],
                 "stats.skipped.csv": ["stats", "-i", str(trained_run["prefix"]), "-d", str(scored), "--split", "test",
                                       "--out", str(stats)],
-                "labels.skipped.csv": ["cluster", "--run", str(run), "-d", str(scored), "--num_clusters", "2",
-                                       "--out", str(tmp_path / "labels.parquet")]}
+                "labels.skipped.csv": ["cluster", "--run", str(run), "-i", str(trained_run["prefix"]), "-d",
+                                       str(scored), "--num_clusters", "2", "--out", str(tmp_path / "labels.parquet")]}
     for listed, argv in commands.items():
         capsys.readouterr()
         assert main(argv) == 2, argv[0]
