@@ -6,6 +6,7 @@ every head is scored on its own labelled rows, and reports how many (``n``).
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 from sklearn.metrics import (
@@ -72,14 +73,34 @@ def f1_of_macro_pr(truth: np.ndarray, predicted: np.ndarray, labels: list[int]) 
 
 def _class_scores(truth: np.ndarray, predicted: np.ndarray, labels: list[int]) -> dict:
     """accuracy, macro/weighted/micro F1 and the F1 of macro precision and recall of hard labels over the given
-    label set."""
+    label set; the macro F1 averages the classes present or predicted (:func:`scored_classes`: a class that is
+    neither has no F1), as the UAR averages the classes present."""
+    with warnings.catch_warnings():  # one class scored: the F1 is that class's, as asked
+        warnings.filterwarnings("ignore", message="A single label was found")
+        macro = float(f1_score(truth, predicted, labels=scored_classes(truth, predicted, labels), average="macro",
+                               zero_division=0))
     return {
         "accuracy": float((truth == predicted).mean()),
-        "macro_f1": float(f1_score(truth, predicted, labels=labels, average="macro", zero_division=0)),
+        "macro_f1": macro,
         "weighted_f1": float(f1_score(truth, predicted, labels=labels, average="weighted", zero_division=0)),
         "micro_f1": float(f1_score(truth, predicted, labels=labels, average="micro", zero_division=0)),
         "f1_of_macro_pr": f1_of_macro_pr(truth, predicted, labels),
     }
+
+
+def scored_classes(truth: np.ndarray, predicted: np.ndarray, labels: list[int]) -> list[int]:
+    """The classes of ``labels`` present in ``truth`` or ``predicted``: those a per-class F1 is defined for (one
+    present but never predicted, or predicted but absent, has F1 0)."""
+    seen = set(np.unique(truth).tolist()) | set(np.unique(predicted).tolist())
+    return [label for label in labels if label in seen]
+
+
+def uar(truth: np.ndarray, predicted: np.ndarray) -> float:
+    """The mean recall of the classes present in ``truth`` (a class only predicted has no recall to average)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        warnings.filterwarnings("ignore", message="A single label was found")  # one class present: its recall
+        return float(balanced_accuracy_score(truth, predicted))
 
 
 def _distribution_metrics(scores: np.ndarray, targets: np.ndarray, head: HeadSpec, notes: list[str]) -> dict:
@@ -93,13 +114,19 @@ def _distribution_metrics(scores: np.ndarray, targets: np.ndarray, head: HeadSpe
                 "confusion_matrix": np.zeros((len(labels), len(labels)), dtype=int).tolist(), "per_class": {}}
     truth, predicted = targets[labelled].argmax(1), scores[labelled].argmax(1)
     metrics.update(_class_scores(truth, predicted, labels))
-    metrics["uar"] = float(balanced_accuracy_score(truth, predicted))
+    metrics["uar"] = uar(truth, predicted)
     metrics["confusion_matrix"] = confusion_matrix(truth, predicted, labels=labels).tolist()
     precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, labels=labels,
                                                                      zero_division=0)
+    scored = scored_classes(truth, predicted, labels)
     metrics["per_class"] = {name: {"precision": float(precision[i]), "recall": float(recall[i]),
-                                   "f1": float(f1[i]), "support": int(support[i])}
+                                   "f1": float(f1[i]), "support": int(support[i])} if i in scored else
+                            {"precision": None, "recall": None, "f1": None, "support": 0}
                             for i, name in enumerate(head.classes)}
+    absent = [head.classes[i] for i in labels if i not in scored]
+    if absent:
+        notes.append(f"macro_f1 of head '{head.name}' over the {len(scored)} classes present or predicted: "
+                     f"{', '.join(map(str, absent))} neither (no F1)")
     return metrics
 
 
@@ -120,7 +147,7 @@ def _binary_metrics(scores: np.ndarray, targets: np.ndarray, head: HeadSpec, res
             result["notes"].append(f"auc of '{column}' undefined: only one class present")
         result["auc"][column] = _finite(roc_auc_score(truth, score)) if two_classes else None
         per_column[column] = {"n": int(labelled.sum()), **_class_scores(truth, predicted, [0, 1]),
-                              "uar": float(balanced_accuracy_score(truth, predicted)) if two_classes else None}
+                              "uar": uar(truth, predicted)}
     metrics: dict = {"n": int((~np.isnan(targets)).any(axis=1).sum())}
     metrics.update({key: _mean([c[key] for c in per_column.values()]) for key in CLASSIFICATION_KEYS})
     metrics["columns"] = per_column
@@ -154,9 +181,15 @@ def compute_metrics(scores: np.ndarray, targets: np.ndarray, heads: list[HeadSpe
         else:
             metrics = _binary_metrics(head_scores, head_targets, head, result)
         result["heads"][head.name] = metrics
-    classifiers = [result["heads"][h.name] for h in heads if h.kind != "regression"]
-    result.update({key: _mean([m[key] for m in classifiers]) for key in CLASSIFICATION_KEYS})
-    if has_regression:
-        regressors = [result["heads"][h.name] for h in heads if h.kind == "regression"]
-        result.update({key: _mean([m[key] for m in regressors]) for key in REGRESSION_KEYS})
+    for kind, keys in (("classification", CLASSIFICATION_KEYS), ("regression", REGRESSION_KEYS)):
+        averaged = {h.name: result["heads"][h.name] for h in heads
+                    if (h.kind == "regression") == (kind == "regression")}
+        if kind == "regression" and not averaged:
+            continue
+        for key in keys:
+            result[key] = _mean([m[key] for m in averaged.values()])
+            left = [name for name, m in averaged.items() if m[key] is None]
+            if left and len(left) < len(averaged):
+                result["notes"].append(f"{key}: the mean of {len(averaged) - len(left)} of the {len(averaged)} "
+                                       f"{kind} heads ({', '.join(left)} undefined)")
     return result

@@ -46,11 +46,12 @@ def regression_column_metrics(truth: np.ndarray, predicted: np.ndarray, column: 
     result["spearman"] = _pearson(rankdata(truth), rankdata(predicted))
     if result["pearson"] is None:
         notes.append(f"pearson and spearman of '{column}' undefined: constant targets or predictions")
-    result["ccc"] = concordance(truth, predicted)
     total = float(((truth - truth.mean()) ** 2).sum())
+    # constant targets: R² divides by their zero variance, and the CCC is 0 whatever the predictions (no covariance)
+    result["ccc"] = concordance(truth, predicted) if total > 0 else None
     result["r2"] = float(1 - (error ** 2).sum() / total) if total > 0 else None
-    if result["r2"] is None:
-        notes.append(f"r2 of '{column}' undefined: constant targets")
+    if total == 0:
+        notes.append(f"ccc and r2 of '{column}' undefined: constant targets")
     return result
 
 
