@@ -508,3 +508,23 @@ def test_the_ecapa_seed_s_mfcc_switch_with_its_fbank_only_flags_is_refused_befor
     assert len(err.splitlines()) == 1 and "Traceback" not in err and not run.exists()
     assert "--dataset_mean, --dataset_std, --freqm, --noise: the ECAPA seed's --fbank False (MFCC) ignored them" in err
     assert "write --features mfcc instead of --fbank False" in err
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["evaluate", "--run", "r", "-d", "t.csv", "--fbank", "True"], "--fbank: not an option of evaluate"),
+    (["evaluate", "--run", "r", "-d", "t.csv", "--model_size", "tiny"], "--model_size: not an option of evaluate"),
+    (["evaluate", "--run", "r", "-d", "t.csv", "--lin_neurons", "64"], "--lin_neurons: not an option of evaluate"),
+    (["extract", "--run", "r", "-d", "t.csv", "-o", "out"],
+     "-o: the seeds' folder of the embeddings; extract writes one parquet file: --out FILE.parquet"),
+    (["taps", "detect", "r.wav", "--out", "t.csv", "--latency", "-0.14"],
+     "--latency: an option of `audiotune taps align`"),
+    (["taps", "align", "t.csv", "--touch_log", "l.csv", "--keys", "k.csv", "--out", "s.csv", "--peak_height", "0.002"],
+     "--peak_height: an option of `audiotune taps detect`"),
+])
+def test_a_seed_command_lines_flag_that_belongs_elsewhere_is_refused_naming_where(
+        argv: list[str], said: str, capsys: pytest.CaptureFixture) -> None:
+    """The seeds' eval and extraction modes took every training flag, and tap2key one command both steps' flags: each
+    is refused in one line, not with argparse's bare "unrecognized arguments"."""
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(argv)
+    assert f"error: {said}" in capsys.readouterr().err

@@ -11,6 +11,7 @@ from audiotune.cli.flags import (
     add_option_flag,
     add_path,
     config_from_args,
+    refuse_flags_of,
     refuse_other_options,
     spellings,
 )
@@ -39,6 +40,9 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                          "embeddings mean, as the seeds)")
     add_config_flags(parser, ENCODER_OPTIONS, model=model, writes_run=False, stages=ENCODING,
                      why="extract runs the encoder as it is")
+    refuse_flags_of(parser, spellings("exp_dir", ("-o",)), "the seeds' folder of the embeddings; extract writes one "
+                                                         "parquet file: --out FILE.parquet (default "
+                                                         "RUN/embeddings_TYPE.parquet)")
     refuse_other_options(parser, ENCODER_OPTIONS, "not an option of extract, which runs the encoder as it is (an "
                                                    "encoder without a run: -c CHECKPOINT --model NAME and its input "
                                                    "options)")

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import typing
+from collections.abc import Iterable
 from typing import Any
 
 from audiotune import storage
@@ -258,7 +260,8 @@ def declared_options(sections: tuple[str, ...] = tuple(SECTIONS)) -> list[str]:
 
 def refuse_other_options(parser: argparse.ArgumentParser, sections: tuple[str, ...], why: str) -> None:
     """The flags of every option that ``sections`` does not declare, refused with ``why`` (for a command that takes
-    part of the options: one line saying so, not argparse's unrecognised argument)."""
+    part of the options: one line saying so, not argparse's unrecognised argument); so are the other flags a
+    training command takes (the backbones' options, the seeds' switches, -o/--exp_dir) that this one does not."""
     taken = set(declared_options(sections))
     for key, spec in _declared_fields(tuple(SECTIONS)):
         if key not in taken:
@@ -266,6 +269,22 @@ def refuse_other_options(parser: argparse.ArgumentParser, sections: tuple[str, .
                      if n not in parser._option_string_actions]  # the command's own flag of that name stays
             if names:
                 parser.add_argument(*names, action=Refused, replacement=why)
+    refuse_flags_of(parser, _training_flags(), why)
+
+
+def refuse_flags_of(parser: argparse.ArgumentParser, flags: Iterable[str], why: str) -> None:
+    """Each of ``flags`` that ``parser`` does not take, refused with ``why``."""
+    for flag in flags:
+        if flag not in parser._option_string_actions:
+            parser.add_argument(flag, action=Refused, replacement=why)
+
+
+@functools.cache
+def _training_flags() -> tuple[str, ...]:
+    """Every flag a training command takes (its options, the backbones', the seeds' switches, the run directory)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_config_flags(parser)
+    return tuple(parser._option_string_actions)
 
 
 def others_at_defaults(config: RunConfig, args: argparse.Namespace,

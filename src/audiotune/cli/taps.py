@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_path, add_section_flags, spellings
+from audiotune.cli.flags import add_path, add_section_flags, refuse_flags_of, spellings
 from audiotune.data.errors import DataError
 from audiotune.outputs import check_output_path, write_csv
 from audiotune.storage import Role
@@ -95,6 +95,9 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_path(align, "--plot", role=Role.OUTPUT_DIR,
              help="folder for one PNG per recording: taps, touches and their labels")
     add_section_flags(align, ("runtime.report",))
+    # tap2key's WavPreprocess.py took the options of both steps: each step names the other's
+    for step, other, name in ((detect, align, "align"), (align, detect, "detect")):
+        refuse_flags_of(step, list(other._option_string_actions), f"an option of `audiotune taps {name}`")
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
