@@ -76,6 +76,19 @@ def test_all_zero_audio(tmp_path: Path) -> None:
         load_clip(str(path), AudioSpec())
 
 
+def test_float_samples_far_above_full_scale_are_not_audio(tmp_path: Path) -> None:
+    """A float WAV of 1e30 samples passed the check and its features overflowed: NaN scores and embeddings."""
+    from audiotune.data.audio import LOUDEST, check_clip
+
+    path = tmp_path / "loud.wav"
+    sf.write(path, np.full(8000, 1e30, dtype=np.float32), 16000, subtype="FLOAT")
+    for read in (load_clip, check_clip):
+        with pytest.raises(AudioError, match=r"loud.wav: samples up to 1e\+30, where audio is at most about 1"):
+            read(str(path), AudioSpec())
+    sf.write(path, np.full(8000, LOUDEST / 2, dtype=np.float32), 16000, subtype="FLOAT")  # loud, still read
+    assert load_clip(str(path), AudioSpec())[0].max() == LOUDEST / 2
+
+
 def test_wrong_sample_rate_in_metadata(uid_dataset: dict, tmp_path: Path, capsys) -> None:
     folder = uid_dataset["prefix"] / "bob1"
     (folder / "metadata.json").write_text(json.dumps({"encoding": "WAV", "sample_rate_hz": 16000}))
@@ -106,7 +119,10 @@ def test_uid_escaping_the_prefix(uid_dataset: dict, uid: str) -> None:
 
 def test_uid_rows_need_a_prefix() -> None:
     table = pd.DataFrame({"y": [0]}, index=pd.Index(["ann0"], name="uid"))
-    with pytest.raises(DataError, match="uid 'ann0'.*--prefix"):
+    table.attrs["source"] = "split/test.csv"
+    with pytest.raises(DataError, match=r"^split/test.csv: no 'path' column, so its rows are uids of the seed "
+                                        r"layout \(PREFIX\[/STUDY\]/UID/waveform.EXT\): give their audio root with "
+                                        r"-i/--prefix"):
         attach_paths(table, "")
 
 

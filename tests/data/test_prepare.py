@@ -47,3 +47,20 @@ def test_complete_rows_leaves_out_and_lists_each_splits_rows_missing_a_label(uid
     assert {split: sorted(rows["uid"]) for split, rows in dropped.groupby("split")} == \
         {split: sorted(uids) for split, uids in blanked.items()}
     assert dropped["reason"].str.contains(r"no target for \['long'\]").all()
+
+
+def test_every_list_of_rows_left_out_is_said_in_the_log(tmp_path: Path, caplog) -> None:
+    import logging
+
+    from audiotune.data.prepare import PreparedData
+
+    dropped = pd.DataFrame({"split": ["test"], "reason": ["no target for any head"]}, index=pd.Index(["c"], name="uid"))
+    skipped = pd.DataFrame({"uid": ["a", "b"], "split": ["train", "val"], "reason": ["gone", "gone"]})
+    with caplog.at_level(logging.WARNING):
+        PreparedData({}, {}, [], skipped=skipped, dropped=dropped).write_reports(tmp_path)
+    assert f"2 row(s) skipped (bad audio, --on_error skip): listed in {tmp_path / 'skipped.csv'}" in caplog.text
+    assert f"1 row(s) left out, each with its reason: listed in {tmp_path / DROPPED_FILE}" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        PreparedData({}, {}, []).write_reports(tmp_path)
+    assert caplog.text == "" and not (tmp_path / DROPPED_FILE).exists()

@@ -108,6 +108,20 @@ def test_config_yaml_that_does_not_parse(trained: dict, tmp_path: Path, capsys) 
     assert f"{tmp_path / 'bad.yaml'}: not valid YAML at line 2" in error_of(capsys)
 
 
+def test_a_runs_config_yaml_that_does_not_parse_is_named_by_every_scoring_command(trained: dict, tmp_path: Path,
+                                                                                  capsys) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained["run"], run)
+    (run / "config.yaml").write_text("model: [unclosed\n")
+    test = str(trained["split"] / "test.csv")
+    for argv in (["evaluate", "--run", str(run), "-d", test], ["extract", "--run", str(run), "-d", test]):
+        assert main(argv) == 2
+        assert error_of(capsys).startswith(f"audiotune {argv[0]}: error: {run / 'config.yaml'}: not valid YAML at "
+                                           "line 2")
+
+
 def test_truncated_or_reshaped_weights(trained: dict, tmp_path: Path, capsys) -> None:
     import shutil
 

@@ -63,3 +63,12 @@ def test_constant_regression_targets_leave_ccc_and_r2_undefined() -> None:
     assert (column["ccc"], column["r2"], column["pearson"]) == (None, None, None)
     assert column["mae"] == pytest.approx(0.2 / 3)
     assert "ccc and r2 of 'sev' undefined: constant targets" in metrics["notes"]
+
+
+def test_rows_the_model_scored_nan_are_left_out_of_every_metric_and_counted() -> None:
+    heads = [HeadSpec("word", "categorical", ["word"], ["no", "up"])]
+    scores = np.array([[0.9, 0.1], [np.nan, np.nan], [0.2, 0.8]])
+    metrics = compute_metrics(scores, np.eye(2)[[0, 1, 1]], heads)
+    assert metrics["n"] == 2 and metrics["accuracy"] == 1.0 and metrics["heads"]["word"]["n"] == 2
+    assert metrics["notes"][0] == "1 row(s) scored NaN or infinite by the model: left out of every metric (their " \
+                                  "scores are in the predictions)"

@@ -177,8 +177,14 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             raise FileNotFoundError(f"{path}: no {CONFIG_FILE} (is this a run directory written by `audiotune "
                                     "train`?)")
         raise FileNotFoundError(f"{path}: config file not found")
+    return parse_config_file(path.read_bytes(), path)
+
+
+def parse_config_file(content: bytes, path: str | Path) -> dict[str, Any]:
+    """The sections of the YAML config file ``path`` whose bytes are ``content``, unchecked; one that is not UTF-8,
+    not YAML or not sections is an error naming the file (and the line)."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.safe_load(content.decode("utf-8")) or {}
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not a YAML config file (not UTF-8 text)") from None
     except yaml.YAMLError as err:

@@ -31,6 +31,9 @@ LENGTHENING_MODES = ("interleave", "stack")
 # modes that are linear and per-sample: mixing before resampling equals resampling each channel first
 MIX_FIRST_MODES = ("mean", "sum", "select", "none")
 CHECK_BLOCK_FRAMES = 1 << 16  # the pre-run check streams spans in blocks of this many frames
+# |sample| above which a file holds no audio: decoded PCM is within 1 (full scale), a float file near it; the
+# float32 features of samples far above would overflow
+LOUDEST = 1e6
 SCAN_THREADS = 8  # files the pre-run check reads at once, at most
 
 
@@ -283,11 +286,20 @@ def read_audio(path: str, expected_rate: float = float("nan"), span: Span = WHOL
         raise AudioError(f"{path}: empty audio (0 samples)")
     if channels != list(range(data.shape[1])):
         data = data[:, channels]
-    if not np.isfinite(data).all():
-        raise AudioError(f"{path}: audio contains NaN or infinite samples")
+    _check_samples(path, data)
     if not np.any(data):
         raise AudioError(f"{path}: audio is all zeros" + ("" if span.is_whole else " in this segment"))
     return np.ascontiguousarray(data.T), int(rate)
+
+
+def _check_samples(path: str, samples: np.ndarray) -> None:
+    """Finite samples no larger than :data:`LOUDEST`, else an AudioError naming the file."""
+    if not np.isfinite(samples).all():
+        raise AudioError(f"{path}: audio contains NaN or infinite samples")
+    peak = float(np.abs(samples).max(initial=0.0))
+    if peak > LOUDEST:
+        raise AudioError(f"{path}: samples up to {peak:.3g}, where audio is at most about 1 (full scale): not audio "
+                         f"samples (the check refuses above {LOUDEST:g}, before any feature overflows)")
 
 
 def load_clip(path: str, spec: AudioSpec, expected_rate: float = float("nan"),
@@ -332,8 +344,7 @@ def check_clip(path: str, spec: AudioSpec, expected_rate: float = float("nan"), 
             for block in handle.blocks(blocksize=CHECK_BLOCK_FRAMES, frames=wanted, dtype="float32",
                                        always_2d=True):
                 block = block[:, channels] if len(channels) != block.shape[1] else block
-                if not np.isfinite(block).all():
-                    raise AudioError(f"{path}: audio contains NaN or infinite samples")
+                _check_samples(path, block)
                 nonzero = nonzero or bool(np.any(block))
                 read += block.shape[0]
         except (sf.LibsndfileError, RuntimeError, ValueError) as err:

@@ -27,7 +27,8 @@ from audiotune.outputs import write_bytes
 
 logger = logging.getLogger(__name__)
 
-CHECKS = 1  # the version of the checks a record holds the results of: a record of another is not read
+CHECKS = 2  # the version of the checks a record holds the results of: a record of another is not read (2: the
+# samples are also bounded, data.audio.LOUDEST)
 FOLDER = "checked"  # under the cache folder
 
 

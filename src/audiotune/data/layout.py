@@ -219,13 +219,15 @@ def attach_paths(table: pd.DataFrame, prefix: str, study: str = "",
         failures = [{"uid": uid, "split": split, "path": "", "reason": f"{source}: row '{uid}' has an empty path cell"}
                     for uid in table.index[empty.to_numpy()]]
         return table[~empty.to_numpy()], pd.DataFrame(failures, columns=["uid", "split", "path", "reason"])
+    if not prefix and len(table):
+        raise DataError(f"{table.attrs.get('source', split)}: no 'path' column, so its rows are uids of the seed "
+                        "layout (PREFIX[/STUDY]/UID/waveform.EXT): give their audio root with -i/--prefix, or add a "
+                        "'path' column")
     paths, rates = [], []
     for uid in table.index:
         try:
             path, rate = resolve_uid(uid, prefix, study)
         except DataError as err:
-            if not prefix:
-                raise
             path, rate = "", float("nan")
             failures.append({"uid": uid, "split": split, "path": "", "reason": str(err)})
         paths.append(path)

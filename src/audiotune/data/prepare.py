@@ -48,13 +48,16 @@ class PreparedData:
 
     def write_reports(self, out_dir: str | Path) -> list[Path]:
         """skipped.csv (bad audio), dropped_rows.csv (rows that reach no model) and validation.csv (drawn
-        validation rows) when there is anything to list; an earlier list of the same name is removed."""
+        validation rows) when there is anything to list, each list said in the log; an earlier list of the same
+        name is removed."""
         written = []
-        for frame, name in ((self.skipped, SKIPPED_FILE), (self.dropped, DROPPED_FILE)):
+        for frame, name, what in ((self.skipped, SKIPPED_FILE, "skipped (bad audio, --on_error skip)"),
+                                  (self.dropped, DROPPED_FILE, "left out, each with its reason")):
             path = Path(out_dir) / name
             if len(frame):
                 write_csv(frame, path, index=frame.index.name == "uid", index_label="uid" if frame.index.name else None)
                 written.append(path)
+                log.warning("%d row(s) %s: listed in %s", len(frame), what, path)
             else:
                 path.unlink(missing_ok=True)
         if self.drawn_val is not None:

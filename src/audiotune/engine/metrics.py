@@ -164,7 +164,11 @@ def compute_metrics(scores: np.ndarray, targets: np.ndarray, heads: list[HeadSpe
     targets' units. Top level: the classification keys averaged over classification heads (None without
     any) and, when there are regression heads, the regression keys averaged over them.
     """
-    result: dict = {"n": int(len(scores)), "heads": {}, "auc": {}, "notes": []}
+    finite = np.isfinite(scores).all(axis=1)
+    notes = [] if finite.all() else [f"{int((~finite).sum())} row(s) scored NaN or infinite by the model: left out "
+                                     "of every metric (their scores are in the predictions)"]
+    scores, targets = scores[finite], targets[finite]
+    result: dict = {"n": int(len(scores)), "heads": {}, "auc": {}, "notes": notes}
     has_regression = any(head.kind == "regression" for head in heads)
     if len(scores) == 0:
         result["notes"].append("no rows to score")

@@ -65,6 +65,9 @@ def write_report(source: str | Path, out: str | Path | None = None, data_split_r
     clips are played and broken down (default test, else val, else the one scored). ``data``: data options (``prefix``,
     ``study``) over the run's own, as ``evaluate -i/-s`` gives them."""
     source = Path(source)
+    if source.exists() and not source.is_dir():
+        raise ValueError(f"{source}: a file; report a folder: a run, an evaluation, a cross-validation, a sweep or a "
+                         "probe")
     if clips_per_class < 0 or clip_kb <= 0:
         raise ValueError(f"--clips {clips_per_class}, --clip_kb {clip_kb}: give clips >= 0 and a size cap > 0")
     out = check_output_path(Path(out) if out else source / REPORT_FILE)

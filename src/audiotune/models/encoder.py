@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import Tensor, nn
 
 from audiotune import storage
 from audiotune.config import ClassifierConfig, RunConfig, load_config
+from audiotune.config.files import parse_config_file
 from audiotune.models.backbones import Backbone, SupportsTokenPooling, build_backbone, resolve_config
 from audiotune.models.checkpoint import load_run, resolve_run_dir
 from audiotune.models.classifier import masked_pool
@@ -86,8 +86,8 @@ def is_encoder_run(run: str | Path) -> bool:
     if not storage.isfile(config_path):
         return False
     with storage.open_input(config_path) as stream:
-        raw = yaml.safe_load(stream) or {}
-    return isinstance(raw, dict) and not raw.get("heads")
+        raw = parse_config_file(stream.read(), config_path)
+    return not raw.get("heads")
 
 
 def _pretrained_weights(run_dir: Path) -> Path:
