@@ -354,3 +354,12 @@ def test_options_built_directly_are_those_of_a_config_left_at_its_defaults() -> 
     assert width is not None and EcapaOptions.from_config(config) == EcapaOptions(width)
     config.model.options["channels"] = [16, 16, 48]
     assert EcapaOptions.from_config(config).channels == (16, 16, 48) != EcapaOptions(width).channels
+
+
+def test_block_sizes_of_different_counts_are_refused_naming_each_flag() -> None:
+    config = RunConfig()
+    config.model.model = "ecapa_tdnn"
+    config.model.options = {"channels": [32, 32, 32, 96]}  # the default kernel sizes and dilations have 5 blocks
+    with pytest.raises(ValueError, match=r"^--channels 4 \(32 32 32 96\), --kernel_sizes 5 \(5 3 3 3 1\), "
+                                         r"--dilations 5 \(1 2 3 4 1\): give each one value per block"):
+        resolve_config(config)

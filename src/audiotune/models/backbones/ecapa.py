@@ -104,7 +104,13 @@ class EcapaBackbone(Backbone):
 
 
 def resolve_ecapa(config: RunConfig) -> None:
-    """ECAPA-TDNN is trained, so it is never frozen unless asked."""
+    """ECAPA-TDNN is trained, so it is never frozen unless asked; its blocks' sizes are one per block."""
+    settings = backbone_options(config)
+    sizes = {"channels": settings.channels, "kernel_sizes": settings.kernel_sizes, "dilations": settings.dilations}
+    if len({len(values) for values in sizes.values()}) > 1:
+        given = ", ".join(f"--{name} {len(values)} ({' '.join(map(str, values))})" for name, values in sizes.items())
+        raise ValueError(f"{given}: give each one value per block, the same number of blocks (at least 3: a TDNN, "
+                         "SE-Res2Net blocks, the MFA)")
     if config.model.freeze is None:
         config.model.freeze = False
 

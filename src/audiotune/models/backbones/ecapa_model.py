@@ -314,7 +314,8 @@ class ECAPA_TDNN(nn.Module):  # noqa: N801 - SpeechBrain's class name
         channels, kernel_sizes, dilations = list(channels), list(kernel_sizes), list(dilations)
         groups = [1] * len(channels) if groups is None else list(groups)
         if not len(channels) == len(kernel_sizes) == len(dilations) == len(groups):
-            raise ValueError("channels, kernel_sizes, dilations and groups must have the same length")
+            raise ValueError(f"channels ({len(channels)}), kernel_sizes ({len(kernel_sizes)}), dilations "
+                             f"({len(dilations)}) and groups ({len(groups)}) must have the same length")
         if len(channels) < 3:
             raise ValueError("ECAPA-TDNN needs at least 3 channel entries (TDNN, SE-Res2Net..., MFA)")
         self.channels = channels
