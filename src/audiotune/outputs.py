@@ -38,6 +38,9 @@ LOCK_FILE = ".audiotune.lock"  # held by the command that writes the directory; 
 # scores (metrics.json's entries, the split column of predictions)
 SPLITS = ("train", "val", "test")
 SCORED_SPLITS = SPLITS[1:]
+# the split name of the rows of one CSV, or of a folder of audio without tables; an evaluation of one CSV names its
+# section after the file and keeps a copy under this name, as earlier releases named it
+ONE_TABLE = "data"
 
 # a run's METRICS_FILE: what the run was, beside each scored split's section (the report's overview lists them):
 # the weights kept, its validation, the epochs it ran, the clips it trained on, its training pace and the most

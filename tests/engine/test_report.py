@@ -93,6 +93,9 @@ def test_evaluate_writes_its_report_unless_told_not_to(trained_run: dict, tmp_pa
     assert main(["evaluate", "--run", str(run), "-d", str(test_csv), "-o", str(tmp_path / "with")]) == 0
     page = read_report(tmp_path / "with" / "report.html")
     assert page["sections"] == RUN_SECTIONS and page["audio"] > 0
+    text = (tmp_path / "with" / "report.html").read_text()  # the copy metrics.json keeps as "data" is not a split
+    assert "<td class=text>test</td>" in text and "<td class=text>data</td>" not in text and "(data, n=" not in text
+    assert "data" in json.loads((tmp_path / "with" / "metrics.json").read_text())
     printed = capsys.readouterr()
     assert json.loads(printed.out)["test"]["n"] == 4  # stdout is the metrics' JSON alone (`| python -m json.tool`)
     assert f"report: {tmp_path / 'with' / 'report.html'}" in printed.err

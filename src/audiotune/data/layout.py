@@ -24,9 +24,8 @@ import pandas as pd
 from audiotune import storage
 from audiotune.data.errors import DataError
 from audiotune.data.manifest import AUDIO_EXTENSIONS, find_audio
-from audiotune.outputs import SPLITS
+from audiotune.outputs import ONE_TABLE, SPLITS
 
-ONE_TABLE = "data"  # the split name of the rows of one CSV, or of a folder of audio without tables
 ENCODING_EXTENSIONS = {"MP3": "mp3", "WAV": "wav", "FLAC": "flac", "OGG": "ogg", "VORBIS": "ogg"}
 METADATA_FILE = "metadata.json"  # in a uid folder, beside its waveform file
 WAVEFORM_STEM = "waveform"  # a uid folder's audio: waveform.EXT

@@ -11,7 +11,6 @@ import pyarrow as pa
 
 from audiotune import storage
 from audiotune.config import HeadSpec, RunConfig, check_config
-from audiotune.data.layout import ONE_TABLE
 from audiotune.data.loading import adaptation_loader, make_dataset, make_loader
 from audiotune.data.prepare import PreparedData, prepare_eval_data
 from audiotune.engine.adapt import OFF, adaptation_groups, adapted_batchnorm, check_adaptable, check_adaptation
@@ -46,6 +45,7 @@ from audiotune.outputs import (
     EVALUATE_DIR,
     EVALUATION_FILE,
     METRICS_FILE,
+    ONE_TABLE,
     PLOT_DIR,
     PREDICTIONS_FILE,
     RECORDING_PREDICTIONS_FILE,

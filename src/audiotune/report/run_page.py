@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from audiotune.outputs import RUN_FACTS, predicted_column, score_column, target_column, true_column
+from audiotune.outputs import ONE_TABLE, RUN_FACTS, predicted_column, score_column, target_column, true_column
 from audiotune.report import charts
 from audiotune.report.clips import Clip, clips_section
 from audiotune.report.html import charts as chart_row
@@ -47,7 +47,9 @@ class RunReport:
 
 
 def _splits(metrics: dict) -> list[str]:
-    return [split for split, value in metrics.items() if isinstance(value, dict) and "heads" in value]
+    """The scored sections of ``metrics``, without the copy an evaluation of one CSV keeps under ONE_TABLE."""
+    scored = [split for split, value in metrics.items() if isinstance(value, dict) and "heads" in value]
+    return [split for split in scored if split != ONE_TABLE] or scored
 
 
 def _overview(report: RunReport) -> str:
