@@ -38,6 +38,9 @@ def test_statistics_of_a_folds_by_repeats_matrix() -> None:
     values[1, 0] = np.nan  # undefined in one run: averaged over the runs that define it
     assert summarise(values)["n_runs"] == 5
     assert summarise(values)["mean"] == pytest.approx(np.nanmean(values))
+    fold_means = np.array([0.85, 0.7, 0.95])  # the interval's width and centre both come from the folds' means
+    half = 4.302652729911275 * np.std(fold_means, ddof=1) / np.sqrt(3)
+    assert summarise(values)["ci95"] == pytest.approx([fold_means.mean() - half, fold_means.mean() + half])
     single = summarise(np.array([[0.5], [0.7]]))
     assert single["run_std"] is None and single["fold_std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
 

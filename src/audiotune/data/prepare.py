@@ -27,7 +27,7 @@ from audiotune.data.labels import (
 )
 from audiotune.data.layout import attach_paths, read_splits, split_file
 from audiotune.data.splits import draw_validation, share_count
-from audiotune.outputs import DROPPED_FILE, SCORED_SPLITS, SKIPPED_FILE, VALIDATION_FILE, write_csv
+from audiotune.outputs import DROPPED_FILE, ONE_TABLE, SCORED_SPLITS, SKIPPED_FILE, VALIDATION_FILE, write_csv
 
 log = logging.getLogger(__name__)
 # checks a split's audio: (table, spec, split, min_samples, record of earlier checks) -> (usable rows with
@@ -45,6 +45,17 @@ class PreparedData:
     skipped: pd.DataFrame = field(default_factory=pd.DataFrame)
     dropped: pd.DataFrame = field(default_factory=pd.DataFrame)
     drawn_val: pd.DataFrame | None = None  # validation rows drawn from train.csv (written as validation.csv)
+
+    def name_one_table(self, data_split_root: str | Path) -> str | None:
+        """The rows of one CSV named after its file (``test`` for test.csv), as the splits of a directory are, by
+        every command that writes them by split; returns that name (None for a directory, or a CSV named after
+        ``ONE_TABLE``, whose name stays)."""
+        if list(self.tables) != [ONE_TABLE] or not str(data_split_root).lower().endswith(".csv"):
+            return None
+        section = Path(str(data_split_root)).stem or ONE_TABLE
+        self.tables = {section: self.tables[ONE_TABLE]}
+        self.targets = {section: self.targets[ONE_TABLE]}
+        return section if section != ONE_TABLE else None
 
     def write_reports(self, out_dir: str | Path) -> list[Path]:
         """skipped.csv (bad audio), dropped_rows.csv (rows that reach no model) and validation.csv (drawn

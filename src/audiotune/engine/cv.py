@@ -126,9 +126,11 @@ def summarise(values: np.ndarray, bounds: tuple[float, float] = (-math.inf, math
     mean = float(values[defined].mean())
     fold_std = _sample_std(fold_means)
     ci95 = None
-    if fold_std is not None:
+    if fold_std is not None:  # Student's t over the folds' means, around their mean (the mean over runs when
+        # every run has the metric; where some do not, the folds weigh alike, as in the interval's width)
+        centre = float(fold_means.mean())
         half = float(scipy_stats.t.ppf(0.975, len(fold_means) - 1)) * fold_std / math.sqrt(len(fold_means))
-        ci95 = [max(mean - half, bounds[0]), min(mean + half, bounds[1])]
+        ci95 = [max(centre - half, bounds[0]), min(centre + half, bounds[1])]
     return {"mean": mean, "fold_std": fold_std, "fold_median": float(np.median(fold_means)),
             "run_std": _sample_std(run_means), "run_median": float(np.median(run_means)), "ci95": ci95,
             "n_runs": int(defined.sum())}

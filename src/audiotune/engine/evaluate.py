@@ -268,7 +268,7 @@ def evaluate_run(run: str, data_split_root: str, exp_dir: str | None = None, on_
         prepared = prepare_eval_data(config, input_spec(config), data_split_root, scan=shared_scan(shard))
         check_recording_targets(prepared.tables, prepared.targets, config.heads)
         check_adaptation(config.train.adapt_bn, prepared.tables)
-        section = _section_of_one_table(data_split_root, prepared)
+        section = prepared.name_one_table(data_split_root)
         splits = list(prepared.tables)
         with gathered_parts(shard, out_dir, lambda path: _write_scores(
                 path, prepared, score_splits(model, config, prepared, splits, shard=shard))) as parts:
@@ -320,14 +320,3 @@ def _read_scores(parts: list[Path]) -> Scored:
     return {str(split): (group["uid"].tolist(), np.stack(group["logits"].tolist()).astype(np.float32),
                          np.stack(group["targets"].tolist()).astype(np.float32))
             for split, group in rows.groupby("split", sort=False)}
-
-
-def _section_of_one_table(data_split_root: str, prepared: PreparedData) -> str | None:
-    """One CSV is scored under its file's name (``test`` for test.csv), as the splits of a directory are; None
-    for a directory."""
-    if list(prepared.tables) != [ONE_TABLE] or not str(data_split_root).lower().endswith(".csv"):
-        return None
-    section = Path(str(data_split_root)).stem or ONE_TABLE
-    prepared.tables = {section: prepared.tables[ONE_TABLE]}
-    prepared.targets = {section: prepared.targets[ONE_TABLE]}
-    return section if section != ONE_TABLE else None

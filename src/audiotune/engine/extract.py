@@ -86,6 +86,7 @@ def extract_embeddings(run: str | None, data_split_root: str, out: str, embeddin
         inputs = input_spec(config)
         prepared = prepare_eval_data(config, inputs, data_split_root, targets_needed=False, scan=shared_scan(shard),
                                      listed_in=skip_list(out_path).name)
+        prepared.name_one_table(data_split_root)  # its split column says test for test.csv, as evaluate's
         padding = model.backbone.padding
 
         def embed(classifier: Classifier, batch: dict) -> torch.Tensor:
