@@ -128,3 +128,5 @@ def test_each_command_names_the_list_it_would_skip_bad_audio_into(trained_run: d
     assert pd.read_csv(tmp_path / "emb.skipped.csv")["uid"].tolist() == ["ghost"]
     assert main(["extract", "--run", str(run), "-d", str(test), "--out", str(out)]) == 0
     assert out.exists() and not (tmp_path / "emb.skipped.csv").exists()  # it would name a row this file has
+    # the rows of test.csv are its test split, as evaluate names them (predictions.parquet's split column)
+    assert set(pd.read_parquet(out)["split"]) == {"test"}
