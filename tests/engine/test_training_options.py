@@ -100,9 +100,12 @@ def test_bf16_workers_and_onecycle_train(uid_dataset: dict, tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_early_stopping_stops_when_validation_stalls(uid_dataset: dict, tmp_path) -> None:
+def test_early_stopping_stops_when_validation_stalls_and_says_so(uid_dataset: dict, tmp_path, caplog) -> None:
     metrics = run_train(uid_dataset, tmp_path, "-e", "8", "--patience", "1", "-lr", "0", "--final_dropout", "0")
     assert metrics["epochs_run"] < 8
+    said = f"stopped early after epoch {metrics['epochs_run']} of 8: val_loss not better for 1 epochs (--patience); " \
+           f"the best epoch was {metrics['selection']['epoch']}"
+    assert said in caplog.text
 
 
 @pytest.mark.slow

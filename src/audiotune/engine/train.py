@@ -102,6 +102,17 @@ def _epochs_logged(log_csv: Path) -> dict:
     return {"train_clips_per_epoch": clips, **pace_summary(logged, TRAIN_CLIPS)}
 
 
+def _say_early_stop(trainer: pl.Trainer, config: RunConfig, best_epoch: dict) -> None:
+    """One line when --patience ended the training before --epochs, with the epoch kept (both counted from 1)."""
+    stopper = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)  # type: ignore[attr-defined]
+    if stopper is None or not stopper.stopped_epoch:
+        return
+    selection = best_epoch.get("selection") or best_epoch.get("best_checkpoint") or {}
+    log.warning("stopped early after epoch %d of %d: %s not better for %d epochs (--patience); the best epoch was %s",
+                stopper.stopped_epoch + 1, config.train.epochs, stopper.monitor, config.train.patience,
+                selection.get("epoch", "unknown"))
+
+
 def _keep_weights(module: ClassifierModule, checkpoint: ModelCheckpoint | None, keep: str) -> tuple[str, dict]:
     """Put the kept weights into the module: the best validation epoch's (``--keep best``) or, with ``--keep last``
     or without validation, the last epoch's as training left them (with ``--ema``, their average). Returns which
@@ -290,6 +301,7 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
         _merge_logs(earlier_log, log_csv)
     kept, best_epoch = (_keep_weights(module, best, config.train.keep) if trains(config.train)
                         else ("untrained (--epochs 0)", {}))
+    _say_early_stop(trainer, config, best_epoch)
     save_weights(model, exp_dir / MODEL_FILE)
     if log_csv.is_file():
         plot_training_curves(log_csv, exp_dir / PLOT_DIR / TRAINING_CURVES_PLOT)
