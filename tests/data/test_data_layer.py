@@ -341,6 +341,16 @@ def test_manifest_unmatched_files_are_an_error_or_skipped(tmp_path: Path, capsys
     assert len(pd.read_csv(out)) == 8 and not out.with_suffix(".skipped.csv").exists()
 
 
+def test_a_pattern_that_labels_no_file_is_one_error_with_an_example(tmp_path: Path, capsys) -> None:
+    audio = tmp_path / "audio"
+    _digits(audio)
+    assert main(["manifest", str(audio), "--out", str(tmp_path / "m.csv"), "--pattern", r"(?P<word>[a-z]+)\.wav",
+                 "--on_error", "skip"]) == 2  # skipping every file would write an empty manifest
+    err = capsys.readouterr().err
+    assert f"error: {audio}: none of its 8 audio file(s) can be labelled, e.g. " in err and "does not match" in err
+    assert not (tmp_path / "m.csv").exists()
+
+
 def test_manifest_folder_per_class(tmp_path: Path) -> None:
     audio = tmp_path / "audio"
     for label in ("cat", "dog"):

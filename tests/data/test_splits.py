@@ -53,3 +53,12 @@ def test_stratification_is_blamed_only_for_its_own_error() -> None:
     with pytest.raises(ValueError) as raised:
         kfold_tables(_speakers(6), 3, 0.0, stratify="digit", seed=-5)
     assert "stratif" not in str(raised.value)
+
+
+def test_a_stratify_column_not_in_the_table_is_named_with_the_columns_it_has() -> None:
+    from audiotune.data.splits import check_stratify
+
+    table = pd.DataFrame({"path": ["a.wav"], "word": ["yes"], "subject": ["s1"]})
+    with pytest.raises(DataError, match=r"^m.csv: stratify column 'digit' not found \(columns: \['path', 'word', "
+                                        r"'subject'\]\)$"):
+        check_stratify(table, "digit", "m.csv")

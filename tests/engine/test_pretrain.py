@@ -155,8 +155,9 @@ def test_a_resumed_pretraining_keeps_its_options_unless_the_changes_are_allowed_
     assert main([*small, "-e", "2", "--resume"]) == 0  # how long it trains is free
     capsys.readouterr()
     assert main([*small[:-1], "0.001", "-e", "3", "--resume"]) == 2
-    assert "--resume with options that differ from the run's config.yaml (learning_rate 0.01 -> 0.001)" in \
-        capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "--resume with options that differ from the run's config.yaml (learning_rate 0.01 -> 0.001); resume " \
+           f"with the run's own options (--config {run / 'config.yaml'} gives them all; -e N trains longer)" in error
     assert yaml.safe_load((run / CONFIG_FILE).read_text())["train"]["learning_rate"] == 0.01
     assert main([*small[:-1], "0.001", "-e", "3", "--resume", "--allow_changes"]) == 0
     history = yaml.safe_load((run / CONFIG_HISTORY_FILE).read_text())

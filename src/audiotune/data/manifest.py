@@ -59,10 +59,12 @@ def build_manifest(root: str | Path, out_csv: str | Path, pattern: str | None = 
             row[folder_label] = relative.parent.name
         rows.append(row)
     skip_table = pd.DataFrame(skipped, columns=["path", "reason"])
+    if not rows:  # skipping would leave nothing: the pattern or the layout is wrong, not a few files
+        first = skipped[0]
+        raise DataError(f"{root}: none of its {len(files)} audio file(s) can be labelled, e.g. "
+                        f"{storage.name(first['path'])}: {first['reason']}")
     refuse_unless_skipped([f"{s['path']}: {s['reason']}" for s in skipped],
                           f"file(s) under {root} cannot be labelled", on_error, skip_list(out_csv).name)
-    if not rows:
-        raise DataError(f"{root}: no file could be labelled")
     manifest = pd.DataFrame(rows)
     write_csv(manifest, out_csv, index=False)
     write_skip_list(skip_table, out_csv)

@@ -31,7 +31,7 @@ def check_stratify(table: pd.DataFrame, stratify: str | None, source: str) -> No
     if not stratify:
         return
     if stratify not in table.columns:
-        raise DataError(f"{source}: stratify column '{stratify}' not found")
+        raise DataError(f"{source}: stratify column '{stratify}' not found (columns: {list(table.columns)})")
     blank = (table[stratify].isna() | (table[stratify].astype(str).str.strip() == "")).to_numpy()
     if blank.any():
         lines = [int(i) + 2 for i in np.flatnonzero(blank)]  # line 1 is the header

@@ -41,8 +41,9 @@ def resumed_changes(exp_dir: Path, config: RunConfig) -> dict[str, list]:
     if changes and not config.train.allow_changes:
         shown = "; ".join(f"{key.partition('.')[2] or key} {old!r} -> {new!r}" for key, (old, new) in changes.items())
         raise ValueError(f"{exp_dir}: --resume with options that differ from the run's {CONFIG_FILE} ({shown}); "
-                         "resume with the run's own options, or add --allow_changes to go on and record the changes "
-                         f"in {CONFIG_HISTORY_FILE}")
+                         f"resume with the run's own options (--config {exp_dir / CONFIG_FILE} gives them all; -e N "
+                         f"trains longer), or add --allow_changes to go on and record the changes in "
+                         f"{CONFIG_HISTORY_FILE}")
     return changes
 
 
