@@ -20,8 +20,10 @@ def test_train_help_fits_a_screenful_and_help_all_shows_everything(capsys, monke
     full = help_text(capsys, monkeypatch, "train", "--model", "ecapa_tdnn", "--help-all")
     assert len(brief.splitlines()) < 120 < len(full.splitlines())
     assert brief.startswith("usage: audiotune train [options]")
-    # a summarised group names its flags; --help-all gives each its help and default
-    assert "--tshift  --speed" in brief and "probability of a random time shift" not in brief
+    # a summarised group names its flags with their short defaults; --help-all gives each its help and default
+    assert "--tshift=0.0  --speed=0.0" in brief and "probability of a random time shift" not in brief
+    assert "-e/--epochs=1  -bs/--batch_size=8  -lr/--learning_rate=0.0003" in brief
+    assert "--channels" in brief and "--channels=" not in brief  # a list's default is left to --help-all
     assert "--tshift X" in full and "probability of a random time shift (up to ±0.5 s) (default 0.0" in \
         " ".join(full.split())
     assert "--lin_neurons" in brief and "--model_size" not in brief  # the chosen backbone's flags only

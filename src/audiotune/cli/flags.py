@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from audiotune import storage
-from audiotune.cli.help import default_text, shared_group
+from audiotune.cli.help import SUMMARY_DEFAULT, default_text, shared_group
 from audiotune.cli.seed_flags import Refused, apply_seed_spellings
 from audiotune.cli.stages import (
     as_flag,
@@ -139,10 +139,10 @@ def _add_field(group: Any, dest: str, spec: dataclasses.Field, hints: dict, hidd
     names = spellings(spec.name, meta.get("flags", ()))
     if hidden:
         group.add_argument(*names, help=argparse.SUPPRESS, **kwargs)
-    elif meta.get("role"):
-        add_path(group, *names, role=meta["role"], help=text, **kwargs)
-    else:
+        return
+    action = add_path(group, *names, role=meta["role"], help=text, **kwargs) if meta.get("role") else \
         group.add_argument(*names, help=text, **kwargs)
+    action.__dict__[SUMMARY_DEFAULT] = default_text(default_of(spec))  # for a summarised group's line
 
 
 class _InRange(argparse.Action):

@@ -11,6 +11,8 @@ from typing import Any
 HELP_ALL = "--help-all"
 SHARED = "shared_group"  # group attribute: declared by a helper that several commands call
 SUMMARISED = "summarised_group"  # group attribute: --help lists its flags only (--help-all shows them in full)
+SUMMARY_DEFAULT = "summary_default"  # action attribute: the default a summarised group's line gives after the flag
+SUMMARY_DEFAULT_WIDTH = 12  # longer defaults (lists, paths) are left to --help-all
 
 
 def shared_group(parser: Any, title: str, summarised: bool = False) -> Any:
@@ -97,12 +99,21 @@ def arrange(parser: argparse.ArgumentParser, full: bool) -> None:
             shown = [action for action in group._group_actions if action.help is not argparse.SUPPRESS]
             if not shown:
                 continue
-            names = "  ".join("/".join(action.option_strings[:2]) if not action.option_strings[0].startswith("--")
-                              else action.option_strings[0] for action in shown)
+            names = "  ".join(_summarised(action) for action in shown)
             width = max(shutil.get_terminal_size().columns - 4, 40)
             group.description = textwrap.fill(names, width, break_on_hyphens=False)
             for action in shown:
                 action.help = argparse.SUPPRESS
+
+
+def _summarised(action: argparse.Action) -> str:
+    """A flag in a summarised group's line: its spellings, and ``=DEFAULT`` when the default is short."""
+    name = "/".join(action.option_strings[:2]) if not action.option_strings[0].startswith("--") else \
+        action.option_strings[0]
+    default = getattr(action, SUMMARY_DEFAULT, None)
+    if default is None or " " in default or not 0 < len(default) <= SUMMARY_DEFAULT_WIDTH:
+        return name
+    return f"{name}={default.replace('%', '%%')}"
 
 
 def add_help_flags(parser: argparse.ArgumentParser) -> None:
