@@ -406,13 +406,16 @@ def test_split_is_subject_disjoint_stratified_and_seeded(tmp_path: Path) -> None
                for n in ("train", "val", "test"))
 
 
-def test_group_uid_makes_every_row_its_own_group(tmp_path: Path) -> None:
+def test_group_uid_makes_every_row_its_own_group(tmp_path: Path, capsys) -> None:
     """Events such as key presses have no subject: --group uid splits (and folds) them row by row."""
     manifest = _subject_manifest(tmp_path / "m.csv")
     table = pd.read_csv(manifest).drop(columns="subject")
     table.to_csv(manifest, index=False)
     assert main(["split", str(manifest), "--out", str(tmp_path / "s"), "--group", "uid", "--stratify", "label"]) == 0
     parts = _split(tmp_path / "s")
+    printed = capsys.readouterr().out.splitlines()  # each split's share of the rows, as whole groups made it
+    assert printed == [f"{name}: {len(part)} rows ({len(part) / 30:.0%}), {len(part)} uid groups"
+                       for name, part in parts.items()]
     assert sum(len(p) for p in parts.values()) == 30 and set(parts["test"]["label"]) == {"a", "b"}
     assert not set(parts["train"]["uid"]) & set(parts["test"]["uid"])
     assert main(["split", str(manifest), "--out", str(tmp_path / "k"), "--group", "uid", "--folds", "3"]) == 0

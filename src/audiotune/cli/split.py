@@ -84,8 +84,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         parts = split_table(table, args.test_fraction, args.val_fraction, args.stratify, args.group, args.seed,
                             args.test_subjects or speakers, args.val_subjects, args.manifest)
     write_split(parts, args.out)
-    for name, part in parts.items():
-        print(f"{name}: {len(part)} rows, {group_values(part, args.group, name).nunique()} {args.group} groups")
+    total = sum(len(part) for part in parts.values())
+    for name, part in parts.items():  # whole groups: the shares are near the fractions asked, rarely equal
+        print(f"{name}: {len(part)} rows ({len(part) / total:.0%}), {group_values(part, args.group, name).nunique()} "
+              f"{args.group} groups")
 
 
 COMMAND = Command("split", "subject-disjoint, stratified train/val/test CSVs (or k folds)", arguments, run,
