@@ -74,3 +74,10 @@ def test_the_recipes_command_lists_each_with_its_first_comment_line(capsys: pyte
     assert short.split(None, 1)[1].startswith("ECAPA-TDNN from scratch on short speech clips")
     assert main(["recipes", "--paths"]) == 0
     assert str(recipe_root() / "ecapa_short_speech.yaml") in capsys.readouterr().out
+
+
+def test_every_shipped_recipe_says_what_it_is_in_one_sentence_of_its_first_line() -> None:
+    """`audiotune recipes` lists each recipe's first comment line: a sentence, not one cut before its command."""
+    for name in recipe_names():
+        text = recipe_description(recipe_root() / f"{name}{RECIPE_SUFFIX}")
+        assert text and text.endswith((".", ")")) and not text.endswith(":"), (name, text)
