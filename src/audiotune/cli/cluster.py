@@ -27,7 +27,7 @@ CLUSTER_OPTIONS = (
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_config_flags(parser, CLUSTER_OPTIONS, model=model or "hf", writes_run=False, defaults={"model.model": "hf"},
                      stages=ENCODING, why="cluster reads the frames of a frozen encoder", notes=ONE_PROCESS_NOTES)
-    refuse_other_options(parser, CLUSTER_OPTIONS, "not an option of cluster, which labels every frame of whole "
+    refuse_other_options(parser, "not an option of cluster, which labels every frame of whole "
                                                   "clips with a frozen encoder on one device (its options: "
                                                   "audiotune cluster --help)")
     add_path(parser, "--run", role=Role.RUN, help="trained run directory whose (fine-tuned) encoder makes the frames, "

@@ -28,7 +28,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_run_options(parser, ("train.adapt_bn",))
     add_section_flags(parser, (*ROWS, "runtime.report"))
     # the seeds' eval mode took every training flag (one parser); the run's config.yaml holds them here
-    refuse_other_options(parser, (), "not an option of evaluate, which scores with the run's own options (its "
+    refuse_other_options(parser, "not an option of evaluate, which scores with the run's own options (its "
                                      "config.yaml: labels, audio, features, model): leave it out")
 
 

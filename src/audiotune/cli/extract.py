@@ -43,7 +43,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     refuse_flags_of(parser, spellings("exp_dir", ("-o",)), "the seeds' folder of the embeddings; extract writes one "
                                                          "parquet file: --out FILE.parquet (default "
                                                          "RUN/embeddings_TYPE.parquet)")
-    refuse_other_options(parser, ENCODER_OPTIONS, "not an option of extract, which runs the encoder as it is (an "
+    refuse_other_options(parser, "not an option of extract, which runs the encoder as it is (an "
                                                    "encoder without a run: -c CHECKPOINT --model NAME and its input "
                                                    "options)")
 

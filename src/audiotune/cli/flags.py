@@ -258,17 +258,11 @@ def declared_options(sections: tuple[str, ...] = tuple(SECTIONS)) -> list[str]:
     return [key for key, _ in _declared_fields(sections)]
 
 
-def refuse_other_options(parser: argparse.ArgumentParser, sections: tuple[str, ...], why: str) -> None:
-    """The flags of every option that ``sections`` does not declare, refused with ``why`` (for a command that takes
-    part of the options: one line saying so, not argparse's unrecognised argument); so are the other flags a
-    training command takes (the backbones' options, the seeds' switches, -o/--exp_dir) that this one does not."""
-    taken = set(declared_options(sections))
-    for key, spec in _declared_fields(tuple(SECTIONS)):
-        if key not in taken:
-            names = [n for n in spellings(spec.name, spec.metadata.get("flags", ()))
-                     if n not in parser._option_string_actions]  # the command's own flag of that name stays
-            if names:
-                parser.add_argument(*names, action=Refused, replacement=why)
+def refuse_other_options(parser: argparse.ArgumentParser, why: str) -> None:
+    """Every flag a training command takes that this command does not (the options of the sections it leaves out,
+    the backbones' options, the seeds' switches, -o/--exp_dir), refused with ``why``: for a command that takes part
+    of the options, one line saying so, not argparse's unrecognised argument. Call it after the command's own flags
+    (those stay)."""
     refuse_flags_of(parser, _training_flags(), why)
 
 

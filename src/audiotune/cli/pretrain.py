@@ -51,7 +51,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_config_flags(parser, PRETRAIN_OPTIONS, model=model or "ssast",
                      defaults={"model.model": "ssast"}, stages=PRETRAINING,
                      why="pretrain trains the encoder on its self-supervised objective", notes=PRETRAIN_NOTES)
-    refuse_other_options(parser, PRETRAIN_OPTIONS, NOT_PRETRAINING)
+    refuse_other_options(parser, NOT_PRETRAINING)
     parser.add_argument("--unlabelled_dir", dest="data.data_split_root", default=argparse.SUPPRESS,
                         help="a folder of audio files to pretrain on (same as -d FOLDER)")
 

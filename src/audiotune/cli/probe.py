@@ -40,7 +40,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     # every head reads a frozen encoder (an ECAPA-TDNN too, which train trains by default)
     add_config_flags(parser, PROBE_OPTIONS, model=model, defaults={"model.freeze": True}, stages=ENCODING,
                      why="probe reads a frozen encoder", notes=ONE_PROCESS_NOTES)
-    refuse_other_options(parser, PROBE_OPTIONS, "not an option of probe, whose heads train on the cached hidden "
+    refuse_other_options(parser, "not an option of probe, whose heads train on the cached hidden "
                                                 "states of a frozen encoder and are scored after their last epoch "
                                                 "(its options: audiotune probe --help)")
 

@@ -26,7 +26,7 @@ STATS_OPTIONS = (
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_config_flags(parser, STATS_OPTIONS, model=model, writes_run=False, backbone_flags=False, stages=ENCODING,
                      why="stats reads clips as they are scored", notes=ONE_PROCESS_NOTES)
-    refuse_other_options(parser, STATS_OPTIONS, "not an option of stats, which measures the features of a split's "
+    refuse_other_options(parser, "not an option of stats, which measures the features of a split's "
                                                 "clips as a model of --model reads them when it scores (its "
                                                 "options: audiotune stats --help)")
     parser.add_argument("--split", default="train")
