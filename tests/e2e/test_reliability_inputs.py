@@ -61,7 +61,8 @@ def test_the_minimum_follows_the_model(tmp_path: Path) -> None:
 
     # 25 ms fbank frames every 10 ms at 16 kHz; ECAPA's widest reflect padding (dilation 4, kernel 3) is 4 frames
     assert minimum("--model", "ecapa_tdnn") == 400 + 4 * 160
-    assert minimum("--model", "ecapa_tdnn", "--kernel_sizes", "3", "3", "1", "--dilations", "1", "1", "1") == 400 + 160
+    assert minimum("--model", "ecapa_tdnn", "--channels", "64", "64", "192", "--kernel_sizes", "3", "3", "1",
+                   "--dilations", "1", "1", "1") == 400 + 160
     assert minimum("--model", "ecapa_tdnn", "--features", "mfcc", "--n_fft", "512") == 4 * 256
     assert minimum("--model", "ssast", "--model_size", "tiny") == 400
 
