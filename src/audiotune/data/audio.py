@@ -293,10 +293,11 @@ def read_audio(path: str, expected_rate: float = float("nan"), span: Span = WHOL
 
 
 def _check_samples(path: str, samples: np.ndarray) -> None:
-    """Finite samples no larger than :data:`LOUDEST`, else an AudioError naming the file."""
-    if not np.isfinite(samples).all():
+    """Finite samples no larger than :data:`LOUDEST`, else an AudioError naming the file (one pass: the peak is
+    NaN or infinite when a sample is)."""
+    peak = float(np.max(np.abs(samples), initial=0.0))
+    if not math.isfinite(peak):
         raise AudioError(f"{path}: audio contains NaN or infinite samples")
-    peak = float(np.abs(samples).max(initial=0.0))
     if peak > LOUDEST:
         raise AudioError(f"{path}: samples up to {peak:.3g}, where audio is at most about 1 (full scale): not audio "
                          f"samples (the check refuses above {LOUDEST:g}, before any feature overflows)")
