@@ -87,6 +87,13 @@ def test_float_samples_far_above_full_scale_are_not_audio(tmp_path: Path) -> Non
             read(str(path), AudioSpec())
     sf.write(path, np.full(8000, LOUDEST / 2, dtype=np.float32), 16000, subtype="FLOAT")  # loud, still read
     assert load_clip(str(path), AudioSpec())[0].max() == LOUDEST / 2
+    for bad in (np.nan, np.inf, -np.inf):  # one sample among ordinary ones
+        samples = np.full(8000, 0.1, dtype=np.float32)
+        samples[4000] = bad
+        sf.write(path, samples, 16000, subtype="FLOAT")
+        for read in (load_clip, check_clip):
+            with pytest.raises(AudioError, match="loud.wav: audio contains NaN or infinite samples"):
+                read(str(path), AudioSpec())
 
 
 def test_wrong_sample_rate_in_metadata(uid_dataset: dict, tmp_path: Path, capsys) -> None:
