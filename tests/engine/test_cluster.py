@@ -81,8 +81,8 @@ def test_fitting_on_train_needs_a_training_split(checkpoint: Path, dataset: dict
 
 
 @pytest.mark.slow
-def test_a_runs_frames_are_clustered_after_its_frame_activation(checkpoint: Path, dataset: dict, tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_runs_frames_are_clustered_after_its_frame_activation_from_its_own_audio(
+        checkpoint: Path, dataset: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`cluster --run` fits k-means on the frames the run's heads read: a --frame_activation relu run's sample is
     the ReLU of the same run's frames without it, and its centroids are k-means of those ReLU'd frames."""
     relu = tmp_path / "relu"
@@ -124,3 +124,12 @@ def test_a_runs_frames_are_clustered_after_its_frame_activation(checkpoint: Path
     assert set(labels["relu"].labels) == set(labels["plain"].labels) == set(dataset["table"].index)
     assert any(not np.array_equal(labels["relu"].labels[uid][4], labels["plain"].labels[uid][4])
                for uid in labels["relu"].labels)
+    # without -i the run's own audio root is read, as evaluate and extract read it
+    monkeypatch.setattr(engine, "_kmeans", kmeans)
+    own_root = tmp_path / "own_root.parquet"
+    assert main(["cluster", "--run", str(relu), "-d", str(dataset["split"]), "--out", str(own_root),
+                 "--num_clusters", "4", "--sample_ratio", "1", "--max_frames", "100000", "--layer", "1",
+                 "-bs", "4"]) == 0
+    again = read_pseudo_labels(str(own_root)).labels
+    assert set(again) == set(labels["relu"].labels)
+    assert all(np.array_equal(again[uid][4], labels["relu"].labels[uid][4]) for uid in again)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from audiotune.cli.command import Command
 from audiotune.cli.flags import ONE_PROCESS_NOTES, add_config_flags, add_path, config_from_args, refuse_other_options
+from audiotune.cli.run_flags import scoring_data
 from audiotune.cli.stages import refuse_encoder_flags
 from audiotune.cli.values import FlatCounts, cluster_counts
 from audiotune.config import ENCODING
@@ -31,8 +32,8 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                                                   "clips with a frozen encoder on one device (its options: "
                                                   "audiotune cluster --help)")
     add_path(parser, "--run", role=Role.RUN, help="trained run directory whose (fine-tuned) encoder makes the frames, "
-                                                  "after the run's --frame_activation (default: the -c encoder as "
-                                                  "loaded)")
+                                                  "after the run's --frame_activation, its audio under the run's own "
+                                                  "-i/-s unless given (default: the -c encoder as loaded)")
     add_path(parser, "--out", role=Role.OUTPUT_FILE, required=True, help="parquet file of frame labels")
     parser.add_argument("--num_clusters", "--num-clusters", dest="num_clusters", type=cluster_counts,
                         nargs="+", action=FlatCounts, default=[64, 512, 4096],
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     check_one_process(config.runtime.devices, command="cluster")
     wanted = ClusterOptions(args.num_clusters, config.classifier.layer, args.sample_ratio, args.max_frames,
                             args.niter, config.data.seed, args.fit_on)
-    result = cluster(config, wanted, args.out, args.run)
+    result = cluster(config, wanted, args.out, args.run, data=scoring_data(args) if args.run else None)
     print(f"k-means fitted on {result['fit_clips']} clips ({' + '.join(result['fit_splits'])}; --fit_on "
           f"{result['fit_on']}; listed in {final_path(fit_rows_path(Path(args.out)))}), all {result['clips']} clips "
           "labelled")

@@ -15,10 +15,11 @@ from audiotune.cli.flags import (
     spellings,
 )
 from audiotune.cli.seed_flags import in_bucket
+from audiotune.config.sections import AUDIO_ROOT
 from audiotune.outputs import run_dir_of
 from audiotune.storage import Role
 
-SCORING_DATA = ("data.prefix", "data.study")  # data options a scoring command sets over the run's own
+SCORING_DATA = tuple(f"data.{name}" for name in AUDIO_ROOT)  # data options a scoring command sets over the run's own
 # the run's options a scoring command sets anew (for this scoring only): batching and bad audio, where it runs
 BATCH_OPTIONS = ("train.batch_size", "runtime.num_workers", "data.on_error")
 DEVICE_OPTIONS = ("runtime.accelerator", "runtime.devices", "runtime.precision")

@@ -33,6 +33,7 @@ ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")  # Lightning's names; auto 
 ONE_DEVICE = "auto, 1 or one index"  # what --devices may name for a command that runs in one process
 PADS = ("zero", "silence", "zero_before_norm")  # --pad: what pads the shorter clips' features in a batch
 ZERO_PAD = PADS[0]
+AUDIO_ROOT = ("prefix", "study")  # the data options that say where uid-layout audio lives (PREFIX[/STUDY]/UID)
 RAISE, SKIP = "raise", "skip"  # what a command does with a bad input: stop with an error, or leave it out and list it
 ON_ERROR = (RAISE, SKIP)
 LOGGERS = ("csv", "tensorboard")

@@ -42,13 +42,14 @@ from torch import Tensor
 
 from audiotune import storage
 from audiotune.config import RunConfig, check_config
+from audiotune.config.sections import AUDIO_ROOT
 from audiotune.data.loading import batch_features, make_dataset, make_loader
 from audiotune.data.prepare import prepare_eval_data
 from audiotune.data.pseudo_labels import METADATA_KEY, SCHEMA
 from audiotune.engine.clips_read import clip_rows
 from audiotune.engine.device import autocast
 from audiotune.engine.extract import list_skipped
-from audiotune.engine.inference import features_on_device, inference_device, on_device
+from audiotune.engine.inference import features_on_device, inference_device, on_device, override_data
 from audiotune.models.backbones import Backbone, build_backbone, input_spec, resolve_config
 from audiotune.models.checkpoint import load_run
 from audiotune.outputs import (
@@ -156,16 +157,21 @@ class Reservoir:
 StatesOf = Callable[[Tensor, Tensor], tuple[list[Tensor], Tensor]]
 
 
-def _encoder(config: RunConfig, run: str | None) -> tuple[RunConfig, Backbone, StatesOf]:
+def _encoder(config: RunConfig, run: str | None,
+             data: dict[str, Any] | None) -> tuple[RunConfig, Backbone, StatesOf]:
     """The config to read the data with, the encoder, and how it makes frames: a run's as its heads read them
     (after its ``--frame_activation``, :meth:`~audiotune.models.classifier.Classifier.frame_states`), a
-    checkpoint's as its hidden states."""
+    checkpoint's as its hidden states. With a run, ``data``: the options of where uid-layout audio lives that the
+    command gave (the others are the run's, as evaluate and extract read them)."""
     if run:
         run_config, model = load_run(run)
-        # the command's data, batch and runtime settings; the run's model and audio settings
+        # the command's table, batch and runtime settings; the run's model and audio settings, and where its
+        # audio lives unless the command says
+        audio_root = {name: getattr(run_config.data, name) for name in AUDIO_ROOT}
         run_config.train.batch_size = config.train.batch_size
         run_config.runtime = config.runtime
         run_config.data = config.data
+        override_data(run_config, {**audio_root, **(data or {})})
         run_config.train.debug = False
         return run_config, model.backbone, model.frame_states
     resolve_config(config)
@@ -214,8 +220,10 @@ def _usage(counts: np.ndarray) -> dict[str, Any]:
             "usage_perplexity": float(np.exp(-(used * np.log(used)).sum())) if total else 0.0}
 
 
-def cluster(config: RunConfig, options: ClusterOptions, out: str, run: str | None = None) -> dict[str, Any]:
-    """Write the frame labels of every clip of ``config.data.data_split_root`` for each K; returns the statistics."""
+def cluster(config: RunConfig, options: ClusterOptions, out: str, run: str | None = None,
+            data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write the frame labels of every clip of ``config.data.data_split_root`` for each K; returns the statistics.
+    With a ``run``, ``data`` holds the options of where uid-layout audio lives the command gave (else the run's)."""
     options.check()
     out_path = Path(out)
     if out_path.suffix != ".parquet":
@@ -224,7 +232,7 @@ def cluster(config: RunConfig, options: ClusterOptions, out: str, run: str | Non
     check_output_path(stats_path(out_path))
     check_output_path(fit_rows_path(out_path))
     check_config(config)
-    config, backbone, states_of = _encoder(config, run)
+    config, backbone, states_of = _encoder(config, run, data)
     inputs = input_spec(config).whole_clips()  # every frame of every clip
     states = backbone.num_hidden_states
     if not -states <= options.layer < states:
