@@ -178,6 +178,8 @@ def test_trials_are_runs_the_best_config_retrains_and_a_rerun_continues(
     capsys.readouterr()
     assert main([*args, "--trials", "5", "--clip_length", "0.5"]) == 2
     assert "other settings" in capsys.readouterr().err
+    assert main([*args, "--trials", "5", "--pruner", "median"]) == 2  # every process must prune alike
+    assert "differs in pruning.pruner" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -13,10 +13,14 @@ from audiotune.outputs import RunDirError
 
 def read_settings_record(path: Path, record: dict) -> dict | None:
     """The settings recorded at ``path`` (None when there are none yet), its ``config`` section completed with the
-    options added since it was written, at their defaults (:func:`~audiotune.config.with_added_options`)."""
+    options added since it was written, at their defaults (:func:`~audiotune.config.with_added_options`). A
+    setting recorded only since it was written (a key of ``record`` it lacks) is unknown there: taken as
+    ``record``'s, so a folder made before goes on."""
     if not path.is_file():
         return None
     earlier = yaml.safe_load(path.read_text())
+    if isinstance(earlier, dict):
+        earlier = {**{key: value for key, value in record.items() if key not in earlier}, **earlier}
     if isinstance(earlier, dict) and isinstance(earlier.get("config"), dict) and isinstance(record.get("config"), dict):
         earlier = {**earlier, "config": with_added_options(earlier["config"], record["config"], str(path))}
     return earlier

@@ -2,7 +2,8 @@
 
 Layout of ``SWEEP_DIR``::
 
-    sweep.yaml             the search space and the config every trial starts from (a rerun must match)
+    sweep.yaml             the search space, the pruning settings and the config every trial starts from (a rerun
+                           must match)
     study.db               the Optuna study (SQLite), unless --storage names another database
     trial_N/               `audiotune train` run directory of trial N
     sweep_trials.csv       one row per trial: state, value, parameters, epochs, seconds, feature-cache use
@@ -181,7 +182,10 @@ def _record(config: RunConfig, space: dict[str, Any], options: SweepOptions) -> 
     base = config_to_dict(config)
     base.pop("exp_dir")
     base.pop("heads")
-    return {"space": space, "study_name": options.study_name, "seed": options.seed, "config": base}
+    # each process builds its own pruner (the study database does not keep it): all must prune alike
+    pruning = {"pruner": options.pruner, "prune_after": options.prune_after, "startup_trials": options.startup_trials}
+    return {"space": space, "study_name": options.study_name, "seed": options.seed, "pruning": pruning,
+            "config": base}
 
 
 def _check_record(sweep_dir: Path, record: dict[str, Any]) -> None:
