@@ -17,8 +17,9 @@ from audiotune.config import HeadSpec, RunConfig, save_config
 from audiotune.data.errors import DataError
 from audiotune.data.folds import Fold, FoldOptions, build_folds
 from audiotune.data.json_splits import read_json_split
-from audiotune.engine.cv import METRIC_KEYS, METRIC_RANGES, STATISTICS, fold_ensemble, summarise
+from audiotune.engine.cv import METRIC_KEYS, METRIC_RANGES, STATISTICS, fold_ensemble, summarise, summary, summary_table
 from audiotune.engine.evaluate import prediction_table
+from audiotune.report.experiment_page import ExperimentReport, render_experiment
 
 
 def test_statistics_of_a_folds_by_repeats_matrix() -> None:
@@ -55,6 +56,36 @@ def test_intervals_stay_within_what_the_metric_can_take() -> None:
     assert 0.8 < close[0] < 0.9 and close[1] == 1.0  # only the side past the bound moves
     assert summarise(np.array([[0.1], [0.5]]), METRIC_RANGES["mae"])["ci95"][0] == 0.0
     assert set(METRIC_RANGES) == set(METRIC_KEYS)
+
+
+def test_several_heads_each_have_statistics_and_a_mean_over_other_heads_is_said() -> None:
+    """The top-level metrics are means over heads; with a head undefined in one fold that mean is of other heads
+    there, so each head's own statistics are given and a note says it."""
+    def metrics(a: float, b: float | None) -> dict:
+        heads = {"a": {"uar": a, "accuracy": a}, "b": {"uar": b, "accuracy": 0.5}}
+        return {"test": {"n": 4, "uar": np.mean([v for v in (a, b) if v is not None]), "accuracy": (a + 0.5) / 2,
+                         "heads": heads}}
+    folds = [Fold(1, {}), Fold(2, {})]
+    result = summary([(folds[0], 0, 0, metrics(0.8, 0.6)), (folds[1], 0, 0, metrics(0.6, None))], folds, 1)
+    assert result["statistics"]["test"]["uar"]["mean"] == pytest.approx((0.7 + 0.6) / 2)  # a+b, then a alone
+    assert result["heads"]["test"]["a"]["uar"]["mean"] == pytest.approx(0.7)
+    assert result["heads"]["test"]["b"]["uar"]["mean"] == pytest.approx(0.6)
+    assert result["heads"]["test"]["b"]["uar"]["n_runs"] == 1
+    assert result["heads"]["test"]["b"]["accuracy"]["mean"] == pytest.approx(0.5)
+    assert result["notes"] == ["test uar: the mean over heads is of other heads in some runs than in others (a; a, "
+                               "b: a head's value is undefined in some runs); each head's own statistics are "
+                               "under heads"]
+    table = summary_table(result)
+    assert table[(table["head"] == "b") & (table["metric"] == "uar")]["mean"].tolist() == pytest.approx([0.6])
+    assert table[(table["head"] == "") & (table["metric"] == "uar")]["mean"].tolist() == pytest.approx([0.65])
+
+    page = render_experiment(ExperimentReport("cv", "exp", result))
+    statistics = page.split('<section id="statistics">')[1].split("</section>")[0]
+    assert "each head&#x27;s own statistics are under heads" in statistics
+    assert statistics.count("<tr>") == 1 + 2 + 2 * 2  # the header, the means over heads, each head's two metrics
+
+    one_head = summary([(folds[0], 0, 0, {"test": {"n": 4, "uar": 0.8, "heads": {"a": {"uar": 0.8}}}})], folds[:1], 1)
+    assert "heads" not in one_head and "notes" not in one_head  # the top level is that head
 
 
 def write_json_split(path: Path, train: dict, val: dict, test: dict) -> None:

@@ -192,13 +192,46 @@ def _summed_confusion(results: list[tuple[Fold, int, int, dict]], split: str) ->
     return {head: {"classes": e["classes"], "matrix": e["matrix"].tolist()} for head, e in summed.items()}
 
 
+def _head_sections(results: list[tuple[Fold, int, int, dict]], folds: list[Fold], repeats: int) -> dict:
+    """``heads`` (each head's statistics per split, for several heads: the top-level metrics are their means) and
+    ``notes`` (a mean over heads that averages other heads in some runs than in others: a head undefined there)."""
+    fold_index = {fold.name: k for k, fold in enumerate(folds)}
+    values: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    averaged: dict[tuple[str, str], set[tuple[str, ...]]] = {}
+    for fold, repeat, _, metrics in results:
+        for split in SCORED_SPLITS:
+            heads = metrics.get(split, {}).get("heads", {})
+            for key in METRIC_KEYS:
+                defined = tuple(head for head, scores in heads.items() if scores.get(key) is not None)
+                if any(key in scores for scores in heads.values()):
+                    averaged.setdefault((split, key), set()).add(defined)
+            for head, scores in heads.items():
+                for key in METRIC_KEYS:
+                    if key in scores:
+                        matrix = values.setdefault(split, {}).setdefault(head, {}).setdefault(
+                            key, np.full((len(folds), repeats), np.nan))
+                        matrix[fold_index[fold.name], repeat] = np.nan if scores[key] is None else scores[key]
+    heads_of = {split: list(per_head) for split, per_head in values.items()}
+    if max(map(len, heads_of.values()), default=0) < 2:
+        return {}
+    notes = [f"{split} {key}: the mean over heads is of other heads in some runs than in others "
+             f"({'; '.join(sorted(', '.join(heads) or 'none' for heads in sets))}: a head's value is undefined in "
+             "some runs); each head's own statistics are under heads"
+             for (split, key), sets in averaged.items() if len(sets) > 1]
+    return {"heads": {split: {head: {key: summarise(matrix, METRIC_RANGES[key]) for key, matrix in keys.items()
+                                     if not np.isnan(matrix).all()}
+                              for head, keys in per_head.items()}
+                      for split, per_head in values.items()},
+            "notes": notes}
+
+
 def summary(results: list[tuple[Fold, int, int, dict]], folds: list[Fold], repeats: int) -> dict:
     """cv_summary.json content from every run's metrics."""
     table = _runs_table(results)
     fold_index = {fold.name: k for k, fold in enumerate(folds)}
     out: dict = {"folds": len(folds), "repeats": repeats, "runs": len(results),
                  "validation": {fold.name: fold.info.get("validation") for fold in folds}, "statistics": {},
-                 "per_fold": {}, "confusion_matrix": {}}
+                 "per_fold": {}, "confusion_matrix": {}, **_head_sections(results, folds, repeats)}
     for split in SCORED_SPLITS:
         rows = table[table["split"] == split]
         if rows.empty:
@@ -272,7 +305,8 @@ def ensemble_summary(exp_dir: Path, folds: list[Fold], repeats: int) -> dict:
         fold_metrics[fold.name], tables[fold.name] = fold_ensemble(exp_dir, fold, repeats)
     for name, table in tables.items():  # only once every fold could be scored
         write_parquet(table, exp_dir / name / ENSEMBLE_PREDICTIONS_FILE, index=False)
-    out: dict = {"runs_averaged": repeats, "statistics": {}, "per_fold": {}, "confusion_matrix": {}}
+    out: dict = {"runs_averaged": repeats, "statistics": {}, "per_fold": {}, "confusion_matrix": {},
+                 **_head_sections([(fold, 0, 0, fold_metrics[fold.name]) for fold in folds], folds, 1)}
     for split in SCORED_SPLITS:
         present = [fold for fold in folds if split in fold_metrics[fold.name]]
         if not present:
@@ -290,17 +324,22 @@ def ensemble_summary(exp_dir: Path, folds: list[Fold], repeats: int) -> dict:
     return out
 
 
-def _summary_table(result: dict) -> pd.DataFrame:
+def summary_table(result: dict) -> pd.DataFrame:
     rows = []
     sections = [("runs", result)] + ([("ensemble", result["ensemble"])] if "statistics" in result.get("ensemble", {})
                                      else [])
     for scores, section in sections:
-        for split, metrics in section["statistics"].items():
-            for metric, values in metrics.items():
-                ci = values["ci95"] or [None, None]
-                rows.append({"scores": scores, "split": split, "metric": metric,
-                             **{k: values[k] for k in STATISTICS if k != "ci95"}, "ci95_low": ci[0],
-                             "ci95_high": ci[1]})
+        # the means over heads (head empty), then each head's own
+        statistics = [("", section["statistics"])] + [(head, {split: keys})
+                                                       for split, heads in section.get("heads", {}).items()
+                                                       for head, keys in heads.items()]
+        for head, per_split in statistics:
+            for split, metrics in per_split.items():
+                for metric, values in metrics.items():
+                    ci = values["ci95"] or [None, None]
+                    rows.append({"scores": scores, "split": split, "head": head, "metric": metric,
+                                 **{k: values[k] for k in STATISTICS if k != "ci95"}, "ci95_low": ci[0],
+                                 "ci95_high": ci[1]})
     return pd.DataFrame(rows)
 
 
@@ -322,7 +361,7 @@ def _write_outputs(exp_dir: Path, results: list[tuple[Fold, int, int, dict]], fo
             log.warning("no ensemble scores: %s", err)
             result["ensemble"] = {"error": str(err)}
     write_csv(_runs_table(results), exp_dir / CV_RUNS_TABLE, index=False)
-    write_csv(_summary_table(result), exp_dir / CV_SUMMARY_TABLE, index=False)
+    write_csv(summary_table(result), exp_dir / CV_SUMMARY_TABLE, index=False)
     _plot_confusions(exp_dir, result["confusion_matrix"], "", f"summed over {len(results)} runs")
     if "confusion_matrix" in result.get("ensemble", {}):
         _plot_confusions(exp_dir, result["ensemble"]["confusion_matrix"], "ensemble_",

@@ -35,15 +35,23 @@ class ExperimentReport:
     commands: list[tuple[str, list[dict]]] = field(default_factory=list)
 
 
-def _statistics(statistics: dict) -> str:
+def _statistics(section: dict) -> str:
+    """The statistics of a summary's section: the means over heads, then (several heads) each head's own."""
     rows = []
-    for split, metrics in statistics.items():
-        for metric, values in metrics.items():
-            ci = values.get("ci95") or [None, None]
-            rows.append([split, metric, values.get("mean"), values.get("fold_std"), ci[0], ci[1],
-                         values.get("n_runs")])
-    return table(["split", "metric", "mean", "std over folds", "95% CI low", "95% CI high", "runs"], rows,
-                 text_columns=2) if rows else note("no statistics")
+    per_head = [("mean over heads" if section.get("heads") else "", section.get("statistics", {}))]
+    per_head += [(head, {split: metrics}) for split, heads in section.get("heads", {}).items()
+                 for head, metrics in heads.items()]
+    for head, statistics in per_head:
+        for split, metrics in statistics.items():
+            for metric, values in metrics.items():
+                ci = values.get("ci95") or [None, None]
+                rows.append([split, head, metric, values.get("mean"), values.get("fold_std"), ci[0], ci[1],
+                             values.get("n_runs")])
+    if not rows:
+        return note("no statistics")
+    return "".join(note(text) for text in section.get("notes", [])) + table(
+        ["split", "head", "metric", "mean", "std over folds", "95% CI low", "95% CI high", "runs"], rows,
+        text_columns=3)
 
 
 def _headline(per_fold: dict) -> str | None:
@@ -90,7 +98,7 @@ def _ensemble(summary: dict) -> str:
         return note(f"no ensemble scores: {ensemble['error']}")
     what = f"{summary.get('repeats')} runs averaged per fold"
     return (note(f"Each fold scored by its {summary.get('repeats')} runs' averaged scores.")
-            + _statistics(ensemble.get("statistics", {})) + _folds(ensemble, ensemble.get("statistics", {}), what)
+            + _statistics(ensemble) + _folds(ensemble, ensemble.get("statistics", {}), what)
             + _confusions(ensemble.get("confusion_matrix", {}), f"{what}, summed over the folds"))
 
 
@@ -112,7 +120,7 @@ def render_experiment(report: ExperimentReport) -> str:
     summed = f"summed over {summary.get('runs')} runs"
     sections = [
         section("overview", "Overview", overview),
-        section("statistics", "Means over folds with 95% intervals", _statistics(summary.get("statistics", {}))),
+        section("statistics", "Means over folds with 95% intervals", _statistics(summary)),
         section("folds", "Per fold", _folds(summary, summary.get("statistics", {}), "mean of each fold's runs")),
         section("confusion", "Confusion matrices summed over the folds",
                 _confusions(summary.get("confusion_matrix", {}), summed)),
