@@ -16,6 +16,7 @@ from audiotune.cli import build_parser, config_from_args
 from audiotune.engine.pace import TRAIN_SECONDS, EpochPace, pace_summary
 from audiotune.engine.train import train
 from audiotune.outputs import DEVICE_PEAK_MIB
+from audiotune.report.html import cell
 from audiotune.report.run_page import RunReport, render_run
 
 
@@ -64,7 +65,7 @@ def test_an_epoch_s_seconds_count_its_training_steps_and_not_its_validation(tmp_
     later = [clips[1] / seconds[1], clips[2] / seconds[2]]  # the epochs after the first
     assert metrics["train_clips_per_s"] == pytest.approx(sum(later) / 2, abs=0.01)
     page = render_run(RunReport("run", str(run), "", metrics, []))
-    assert f"<td class=text>train_clips_per_s</td><td class=text>{metrics['train_clips_per_s']}</td>" in page
+    assert f"<td class=text>train_clips_per_s</td><td class=text>{cell(metrics['train_clips_per_s'])}</td>" in page
 
 
 def test_on_a_cuda_gpu_an_epoch_waits_for_its_steps_once_and_logs_the_peak_memory(
