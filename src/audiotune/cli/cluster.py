@@ -8,9 +8,9 @@ from audiotune.cli.command import Command
 from audiotune.cli.flags import ONE_PROCESS_NOTES, add_config_flags, add_path, config_from_args, refuse_other_options
 from audiotune.cli.run_flags import scoring_data
 from audiotune.cli.stages import refuse_encoder_flags
-from audiotune.cli.values import FlatCounts, cluster_counts
+from audiotune.cli.values import FlatCounts, cluster_counts, options_of
 from audiotune.config import ENCODING
-from audiotune.engine.cluster import FIT_ON
+from audiotune.engine.cluster import FIT_ON, ClusterOptions
 from audiotune.storage import Role, final_path
 
 # The options cluster reads: the table, the encoder read without a run (-c CHECKPOINT --model NAME) and its input
@@ -23,6 +23,7 @@ CLUSTER_OPTIONS = (
     "runtime.num_workers", "runtime.features_on", "runtime.precision", "runtime.accelerator", "runtime.devices",
     "runtime.cache_dir", "runtime.audio_cache", "runtime.audio_cache_gb",
 )
+DEFAULTS = ClusterOptions()  # the defaults the flags show
 
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
@@ -36,16 +37,20 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                                                   "-i/-s unless given (default: the -c encoder as loaded)")
     add_path(parser, "--out", role=Role.OUTPUT_FILE, required=True, help="parquet file of frame labels")
     parser.add_argument("--num_clusters", "--num-clusters", dest="num_clusters", type=cluster_counts,
-                        nargs="+", action=FlatCounts, default=[64, 512, 4096],
-                        help="cluster counts K, one label sequence each (default 64 512 4096, as the seed system's "
-                             "IEMOCAP recipe; the seed's 64,512,4096 reads the same)")
-    parser.add_argument("--sample_ratio", "--sample-ratio", dest="sample_ratio", type=float, default=0.2,
-                        help="share of each clip's frames offered to the k-means sample (default 0.2)")
-    parser.add_argument("--max_frames", "--max-frames", dest="max_frames", type=int, default=0,
+                        nargs="+", action=FlatCounts, default=DEFAULTS.num_clusters,
+                        help=f"cluster counts K, one label sequence each (default "
+                             f"{' '.join(map(str, DEFAULTS.num_clusters))}, as the seed system's IEMOCAP recipe; "
+                             f"the seed's comma list reads the same)")
+    parser.add_argument("--sample_ratio", "--sample-ratio", dest="sample_ratio", type=float,
+                        default=DEFAULTS.sample_ratio,
+                        help=f"share of each clip's frames offered to the k-means sample (default "
+                             f"{DEFAULTS.sample_ratio:g})")
+    parser.add_argument("--max_frames", "--max-frames", dest="max_frames", type=int, default=DEFAULTS.max_frames,
                         help="rows of the preallocated k-means sample buffer (memory: rows x dim x 4 bytes; "
                              "default 256 x the largest K)")
-    parser.add_argument("--niter", type=int, default=20, help="k-means iterations (default 20)")
-    parser.add_argument("--fit_on", "--fit-on", dest="fit_on", choices=FIT_ON, default="train",
+    parser.add_argument("--niter", type=int, default=DEFAULTS.niter,
+                        help=f"k-means iterations (default {DEFAULTS.niter})")
+    parser.add_argument("--fit_on", "--fit-on", dest="fit_on", choices=FIT_ON, default=DEFAULTS.fit_on,
                         help="clips whose frames k-means is fitted on: train (the default; the training split of -d, "
                              "so no validation or test clip shapes the clusters) or all (every clip of -d; needed "
                              "for one table or a folder of audio). Every clip is labelled either way; the fitted "
@@ -53,15 +58,14 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    from audiotune.engine.cluster import ClusterOptions, cluster, fit_rows_path, stats_path
+    from audiotune.engine.cluster import cluster, fit_rows_path, stats_path
     from audiotune.engine.device import check_one_process
 
     if args.run:
         refuse_encoder_flags(args)
     config = config_from_args(args, takes=CLUSTER_OPTIONS)
     check_one_process(config.runtime.devices, command="cluster")
-    wanted = ClusterOptions(args.num_clusters, config.classifier.layer, args.sample_ratio, args.max_frames,
-                            args.niter, config.data.seed, args.fit_on)
+    wanted = options_of(ClusterOptions, args, layer=config.classifier.layer, seed=config.data.seed)
     result = cluster(config, wanted, args.out, args.run, data=scoring_data(args) if args.run else None)
     print(f"k-means fitted on {result['fit_clips']} clips ({' + '.join(result['fit_splits'])}; --fit_on "
           f"{result['fit_on']}; listed in {final_path(fit_rows_path(Path(args.out)))}), all {result['clips']} clips "

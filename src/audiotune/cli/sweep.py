@@ -17,11 +17,14 @@ from audiotune.cli.flags import (
     declare_role,
 )
 from audiotune.cli.show import quiet_lightning
-from audiotune.cli.values import integer
+from audiotune.cli.values import integer, options_of
 from audiotune.config import RunConfig, check_config
+from audiotune.engine.sweep_options import PRUNERS, SweepOptions
 from audiotune.models.backbones import refuse_inactive, resolve_config
 from audiotune.outputs import SWEEP_TRIALS_TABLE
 from audiotune.storage import Role, final_path
+
+DEFAULTS = SweepOptions()  # the defaults the flags show
 
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
@@ -31,30 +34,37 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_path(options, "--space", role=Role.INPUT, required=True,
              help="search space YAML: metric (a validation metric, e.g. val_uar), goal, algorithm (bayesian, "
                   "random, grid) and parameters (the format of `audiotune vertex tune`)")
-    options.add_argument("--trials", type=integer, default=10, help="finished (complete or pruned) trials to reach")
-    options.add_argument("--pruner", choices=("median", "none"), default="median",
-                         help="stop a trial whose best validation metric so far is worse than the median of "
-                              "earlier trials at the same epoch (Optuna's MedianPruner)")
-    options.add_argument("--prune_after", "--prune-after", dest="prune_after", type=integer, default=2,
-                         help="epochs every trial trains before it may be pruned")
-    options.add_argument("--startup_trials", "--startup-trials", dest="startup_trials", type=integer, default=3,
-                         help="finished trials before any trial is pruned")
-    options.add_argument("--storage", default="",
+    options.add_argument("--trials", type=integer, default=DEFAULTS.trials,
+                         help=f"finished (complete or pruned) trials to reach (default {DEFAULTS.trials})")
+    options.add_argument("--pruner", choices=PRUNERS, default=DEFAULTS.pruner,
+                         help=f"median: stop a trial whose best validation metric so far is worse than the median "
+                              f"of earlier trials at the same epoch (Optuna's MedianPruner); none: never (default "
+                              f"{DEFAULTS.pruner})")
+    options.add_argument("--prune_after", "--prune-after", dest="prune_after", type=integer,
+                         default=DEFAULTS.prune_after,
+                         help=f"epochs every trial trains before it may be pruned (default {DEFAULTS.prune_after})")
+    options.add_argument("--startup_trials", "--startup-trials", dest="startup_trials", type=integer,
+                         default=DEFAULTS.startup_trials,
+                         help=f"finished trials before any trial is pruned (default {DEFAULTS.startup_trials})")
+    options.add_argument("--storage", default=DEFAULTS.storage,
                          help="Optuna storage URL shared by processes on several machines (default: sqlite "
                               "study.db in -o)")
-    options.add_argument("--study_name", "--study-name", dest="study_name", default="audiotune")
-    options.add_argument("--heartbeat", type=integer, default=30,
-                         help="seconds between a running trial's signs of life; one silent for twice this long is "
-                              "run again (its process died)")
-    options.add_argument("--max_failed", "--max-failed", dest="max_failed", type=integer, default=0,
-                         help="failed trials tolerated before the sweep stops with the error")
+    options.add_argument("--study_name", "--study-name", dest="study_name", default=DEFAULTS.study_name,
+                         help=f"the study's name in the storage (default {DEFAULTS.study_name})")
+    options.add_argument("--heartbeat", type=integer, default=DEFAULTS.heartbeat,
+                         help=f"seconds between a running trial's signs of life; one silent for twice this long is "
+                              f"run again (its process died; default {DEFAULTS.heartbeat})")
+    options.add_argument("--max_failed", "--max-failed", dest="max_failed", type=integer,
+                         default=DEFAULTS.max_failed,
+                         help=f"failed trials tolerated before the sweep stops with the error (default "
+                              f"{DEFAULTS.max_failed})")
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     import pandas as pd
 
     from audiotune.engine.report import report_when_done
-    from audiotune.engine.sweep import SweepOptions, sweep
+    from audiotune.engine.sweep import sweep
 
     quiet_lightning(args.verbose)
     if "exp_dir" not in vars(args):
@@ -78,9 +88,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     finally:
         logging.disable(logging.NOTSET)
 
-    options = SweepOptions(trials=args.trials, study_name=args.study_name, storage=args.storage, pruner=args.pruner,
-                           prune_after=args.prune_after, startup_trials=args.startup_trials,
-                           heartbeat=args.heartbeat, max_failed=args.max_failed, seed=base.data.seed)
+    options = options_of(SweepOptions, args, seed=base.data.seed)
     summary = sweep(base.exp_dir, space, configure, base, options, source=args.space)
     table = pd.read_csv(Path(base.exp_dir) / SWEEP_TRIALS_TABLE)
     columns = [c for c in table.columns if c not in ("error", "run_dir") and table[c].notna().any()]

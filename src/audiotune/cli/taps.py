@@ -6,10 +6,15 @@ from pathlib import Path
 
 from audiotune.cli.command import Command
 from audiotune.cli.flags import add_path, add_section_flags, refuse_flags_of, spellings
+from audiotune.cli.values import options_of
 from audiotune.data.errors import DataError
 from audiotune.outputs import check_output_path, write_csv
 from audiotune.storage import Role
 from audiotune.taps import TAP_WINDOW
+from audiotune.taps.align import AlignOptions
+from audiotune.taps.detect import DetectOptions
+
+DETECT, ALIGN = DetectOptions(), AlignOptions()  # the defaults the flags show
 
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
@@ -23,33 +28,45 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_path(detect, "recordings", role=Role.AUDIO, nargs="+", help="audio files (any channel count)")
     add_path(detect, "--out", role=Role.OUTPUT_FILE, required=True,
              help="CSV to write: path, time, height, energy_ch0, ...")
-    detect.add_argument("--cutoff", type=float, default=1200.0, help="high-pass cutoff in Hz (default 1200)")
-    detect.add_argument("--order", type=int, default=3, help="Butterworth order, applied forwards and backwards")
-    detect.add_argument(*spellings("min_distance"), dest="min_distance", type=float, default=0.125,
-                        help="seconds between two peaks; the higher one stays (default 0.125)")
+    detect.add_argument("--cutoff", type=float, default=DETECT.cutoff,
+                        help=f"high-pass cutoff in Hz (default {DETECT.cutoff:g})")
+    detect.add_argument("--order", type=int, default=DETECT.order,
+                        help=f"Butterworth order, applied forwards and backwards (default {DETECT.order})")
+    detect.add_argument(*spellings("min_distance"), dest="min_distance", type=float, default=DETECT.min_distance,
+                        help=f"seconds between two peaks; the higher one stays (default {DETECT.min_distance:g})")
     detect.add_argument("--height", type=float, help="fixed threshold on the trace (default: adaptive)")
     detect.add_argument(*spellings("peak_height"), dest="peak_height", type=float,
                         help="fixed threshold in tap2key's units (its --peak_height: the WAV's integer samples / 2^32, "
                              "so half of --height for 32- and 24-bit PCM); instead of --height")
-    detect.add_argument("--factor", type=float, default=8.0, help="adaptive threshold: factor x noise floor")
-    detect.add_argument(*spellings("floor_quantile"), dest="floor_quantile", type=float, default=0.5,
-                        help="noise floor: this quantile of |trace| over the recording (default 0.5)")
-    detect.add_argument("--envelope", type=float, default=0.0,
-                        help="seconds of short-time RMS of the trace (0: signed trace, positive peaks only)")
-    detect.add_argument("--relative", type=float, default=0.0,
-                        help="threshold at least this x the median height of the --top strongest peaks (0 = off; "
-                             "for recordings whose noise floor is near zero, e.g. behind a noise gate)")
-    detect.add_argument("--top", type=int, default=15, help="strong peaks that set the --relative reference")
-    detect.add_argument("--edge", type=float, default=0.0,
-                        help="seconds at both ends of each recording where peaks are dropped (start/stop transients)")
-    detect.add_argument("--release", type=float, default=0.0,
-                        help="drop a peak that follows a kept one within this many seconds and is below "
-                             "--release_ratio x its height (0 = off; a release or stop click)")
-    detect.add_argument(*spellings("release_ratio"), dest="release_ratio", type=float, default=0.8)
+    detect.add_argument("--factor", type=float, default=DETECT.factor,
+                        help=f"adaptive threshold: factor x noise floor (default {DETECT.factor:g})")
+    detect.add_argument(*spellings("floor_quantile"), dest="floor_quantile", type=float,
+                        default=DETECT.floor_quantile,
+                        help=f"noise floor: this quantile of |trace| over the recording (default "
+                             f"{DETECT.floor_quantile:g})")
+    detect.add_argument("--envelope", type=float, default=DETECT.envelope,
+                        help=f"seconds of short-time RMS of the trace (0: signed trace, positive peaks only; "
+                             f"default {DETECT.envelope:g})")
+    detect.add_argument("--relative", type=float, default=DETECT.relative,
+                        help=f"threshold at least this x the median height of the --top strongest peaks (0 = off; "
+                             f"for recordings whose noise floor is near zero, e.g. behind a noise gate; default "
+                             f"{DETECT.relative:g})")
+    detect.add_argument("--top", type=int, default=DETECT.top,
+                        help=f"strong peaks that set the --relative reference (default {DETECT.top})")
+    detect.add_argument("--edge", type=float, default=DETECT.edge,
+                        help=f"seconds at both ends of each recording where peaks are dropped (start/stop "
+                             f"transients; default {DETECT.edge:g})")
+    detect.add_argument("--release", type=float, default=DETECT.release,
+                        help=f"drop a peak that follows a kept one within this many seconds and is below "
+                             f"--release_ratio x its height (0 = off; a release or stop click; default "
+                             f"{DETECT.release:g})")
+    detect.add_argument(*spellings("release_ratio"), dest="release_ratio", type=float, default=DETECT.release_ratio,
+                        help=f"see --release (default {DETECT.release_ratio:g})")
     detect.add_argument(*spellings("channel_select"), dest="channel_select", type=int, nargs="+",
                         help="channels averaged into the trace (0-based; default all)")
-    detect.add_argument(*spellings("block_seconds"), dest="block_seconds", type=float, default=60.0,
-                        help="seconds read at a time (memory bound; the peaks do not depend on it)")
+    detect.add_argument(*spellings("block_seconds"), dest="block_seconds", type=float, default=DETECT.block_seconds,
+                        help=f"seconds read at a time (memory bound; the peaks do not depend on it; default "
+                             f"{DETECT.block_seconds:g})")
     add_path(detect, "--plot", role=Role.OUTPUT_DIR, help="folder for one diagnostic PNG per recording")
     add_section_flags(detect, ("runtime.report",))  # the page beside --out, with the timelines of --plot
     align = commands.add_parser(
@@ -69,10 +86,10 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     align.add_argument("--latency", type=float,
                        help="seconds from a logged touch to its sound (negative: the sound is earlier; the tap2key "
                             "system used -0.15); default: estimated from the data")
-    align.add_argument("--selectivity", type=float, default=0.1,
-                       help="seconds a tap may lie from its touch's expected time (default 0.1)")
-    align.add_argument(*spellings("max_latency"), dest="max_latency", type=float, default=1.0,
-                       help="largest |latency| searched when it is estimated (default 1 s)")
+    align.add_argument("--selectivity", type=float, default=ALIGN.selectivity,
+                       help=f"seconds a tap may lie from its touch's expected time (default {ALIGN.selectivity:g})")
+    align.add_argument(*spellings("max_latency"), dest="max_latency", type=float, default=ALIGN.max_latency,
+                       help=f"largest |latency| searched when it is estimated (default {ALIGN.max_latency:g} s)")
     align.add_argument(*spellings("keep_none"), dest="keep_none", action="store_true",
                        help="keep taps matched to off-key touches, labelled 'none' (default: listed in "
                             "OUT.unmatched.csv)")
@@ -87,7 +104,8 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                        help="label only the touches expected in the first this many seconds of each recording "
                             "(tap2key labelled the first 60; default: the whole recording); the later ones are "
                             "listed as late in OUT.unmatched.csv")
-    align.add_argument("--event", default="Down", help="the touch-log event that marks a touch (default Down)")
+    align.add_argument("--event", default=ALIGN.event,
+                       help=f"the touch-log event that marks a touch (default {ALIGN.event})")
     align.add_argument("--before", type=float, default=TAP_WINDOW[0],
                        help=f"segment seconds before each tap (default {TAP_WINDOW[0]:.6g}: 2192 samples at 96 kHz)")
     align.add_argument("--after", type=float, default=TAP_WINDOW[1],
@@ -106,20 +124,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         return
     from audiotune import storage
     from audiotune.storage import final_path
-    from audiotune.taps.detect import (
-        DetectOptions,
-        check_recordings,
-        detect,
-        plot_detection,
-        taps_table,
-    )
+    from audiotune.taps.detect import check_recordings, detect, plot_detection, taps_table
 
-    options = DetectOptions(cutoff=args.cutoff, order=args.order, min_distance=args.min_distance,
-                            height=args.height, peak_height=args.peak_height, factor=args.factor,
-                            floor_quantile=args.floor_quantile,
-                            envelope=args.envelope, relative=args.relative, top=args.top, edge=args.edge,
-                            release=args.release, release_ratio=args.release_ratio, block_seconds=args.block_seconds,
-                            channel_select=tuple(args.channel_select) if args.channel_select else None)
+    options = options_of(DetectOptions, args,
+                         channel_select=tuple(args.channel_select) if args.channel_select else None)
     options.validate()
     out = check_output_path(args.out)
     check_recordings(args.recordings)
@@ -147,11 +155,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 def run_align(args: argparse.Namespace) -> None:
     from audiotune import storage
     from audiotune.storage import final_path
-    from audiotune.taps.align import AlignOptions, align_csv, plot_alignment
+    from audiotune.taps.align import align_csv, plot_alignment
 
-    options = AlignOptions(latency=args.latency, selectivity=args.selectivity, max_latency=args.max_latency,
-                           keep_none=args.keep_none, max_key_distance=args.max_key_distance, event=args.event,
-                           until=args.until)
+    options = options_of(AlignOptions, args)
     if min(args.before, args.after) < 0 or args.before + args.after <= 0:
         raise DataError(f"--before {args.before} / --after {args.after}: seconds >= 0, together more than 0")
     result = align_csv(args.taps, args.touch_log, args.keys, args.out, options, (args.before, args.after),

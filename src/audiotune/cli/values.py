@@ -3,10 +3,13 @@ field's annotation (with its literal words) as an argparse type."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import typing
-from typing import Any
+from typing import Any, TypeVar
 
 from audiotune.config.options import literal_words
+
+Options = TypeVar("Options")
 
 
 def parse_bool(text: str | bool) -> bool:
@@ -72,3 +75,11 @@ def value_parser(kind: Any) -> Any:
 
 def none_lower(text: str) -> str:
     return "none" if text.strip().lower() == "none" else text
+
+
+def options_of(cls: type[Options], args: argparse.Namespace, **converted: Any) -> Options:
+    """The options dataclass ``cls`` from the flags of its fields' names (a field without a flag keeps its
+    default; ``converted``: values the caller made from the flags)."""
+    given = {**vars(args), **converted}
+    return cls(**{spec.name: given[spec.name] for spec in dataclasses.fields(cls)  # type: ignore[arg-type]
+                  if spec.name in given})

@@ -30,7 +30,7 @@ import logging
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,7 @@ FIT_ON = ("train", "all")  # the clips k-means is fitted on: the training split'
 class ClusterOptions:
     """What ``audiotune cluster`` computes (see the module docstring)."""
 
-    num_clusters: list[int]
+    num_clusters: list[int] = field(default_factory=lambda: [64, 512, 4096])  # the seed's IEMOCAP recipe
     layer: int = -1
     sample_ratio: float = 0.2
     max_frames: int = 0  # 0: 256 x max(num_clusters)

@@ -36,7 +36,6 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +51,7 @@ from audiotune.engine.cv import finished_metrics
 from audiotune.engine.device import check_one_process, parse_devices
 from audiotune.engine.records import check_settings_record
 from audiotune.engine.selection import MONITORS, monitor_key
+from audiotune.engine.sweep_options import PRUNERS, SweepOptions
 from audiotune.engine.train import continue_or_start, train
 from audiotune.outputs import EPOCHS_RUN, write_bytes, write_csv, write_json
 from audiotune.vertex import VertexError, metric_value
@@ -63,19 +63,6 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 class SweepError(ValueError):
     """The sweep cannot go on: a trial failed more often than --max_failed allows."""
-
-
-@dataclass
-class SweepOptions:
-    trials: int = 10
-    study_name: str = "audiotune"
-    storage: str = ""  # default: sqlite:///SWEEP_DIR/study.db
-    pruner: str = "median"  # median | none
-    prune_after: int = 2  # epochs every trial runs before it may be pruned
-    startup_trials: int = 3  # finished trials before the median rule prunes anything
-    heartbeat: int = 30  # seconds; a running trial silent for 2x this long is taken as dead
-    max_failed: int = 0  # failed trials tolerated before the sweep stops with the last error
-    seed: int = 0
 
 
 Configure = Callable[[dict[str, Any]], RunConfig]
@@ -319,8 +306,8 @@ def sweep(sweep_dir: str | Path, space: dict[str, Any], configure: Configure, ba
     """
     if options.trials < 1:
         raise ValueError(f"--trials {options.trials}: need at least 1")
-    if options.pruner not in ("median", "none"):
-        raise ValueError(f"--pruner {options.pruner}: choose median or none")
+    if options.pruner not in PRUNERS:
+        raise ValueError(f"--pruner {options.pruner}: choose {' or '.join(PRUNERS)}")
     monitor = space_monitor(space, source)
     check_base(base, monitor)
     for parameter in space["parameters"]:
