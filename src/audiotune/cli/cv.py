@@ -8,8 +8,11 @@ from audiotune import storage
 from audiotune.cli.command import Command
 from audiotune.cli.flags import add_audio_dir, add_config_flags, add_grouping_flags, config_from_args, declare_role
 from audiotune.cli.show import quiet_lightning
-from audiotune.data.folds import FOLD_PLACEHOLDER, VAL_GROUPS
+from audiotune.cli.values import options_of
+from audiotune.data.folds import FOLD_PLACEHOLDER, VAL_GROUPS, FoldOptions
 from audiotune.storage import Role
+
+DEFAULTS = FoldOptions()  # the defaults the flags show
 
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
@@ -19,7 +22,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_grouping_flags(folds, "table: column whose values are left out one at a time (or kept together in --folds)",
                        "table: K group-disjoint folds instead of one per group",
                        "table with --folds: label column to stratify the folds by")
-    folds.add_argument("--val_group", "--val-group", dest="val_group", default="auto", choices=VAL_GROUPS,
+    folds.add_argument("--val_group", "--val-group", dest="val_group", default=DEFAULTS.val_group, choices=VAL_GROUPS,
                        help="validation of a fold without one: next (the next fold's test rows), draw (--val_size "
                             "groups drawn from its training rows), or none (every other group trains; each run "
                             "keeps its last epoch). auto (the default): none for JSON split files, whose empty Val "
@@ -27,12 +30,12 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                             "last epoch is kept, so --monitor and --patience do not apply), next for the others")
     folds.add_argument("--repeats", type=int, default=1, help="runs per fold, with seeds --seed .. --seed+R-1")
     add_audio_dir(folds, "JSON split files: folder the utterance names are relative to (default: the JSON's)")
-    folds.add_argument("--json_label", "--json-label", dest="json_label", default="label",
-                       help="JSON split files: column that receives each utterance's label")
+    folds.add_argument("--json_label", "--json-label", dest="json_label", default=DEFAULTS.json_label,
+                       help=f"JSON split files: column that receives each utterance's label (default "
+                            f"{DEFAULTS.json_label})")
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    from audiotune.data.folds import FoldOptions
     from audiotune.engine.cv import cross_validate
     from audiotune.engine.cv_encoders import fold_paths
     from audiotune.engine.report import report_when_done
@@ -45,8 +48,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
                          "groups, none)")
     if not fold_paths(config):  # an encoder per fold is checked per fold, once the folds are known
         refuse_inactive(resolve_config(copy.deepcopy(config)))  # as each run would, before the folds are written
-    options = FoldOptions(folds=args.folds, group=args.group, stratify=args.stratify,
-                          val_group=args.val_group, audio_dir=args.audio_dir, json_label=args.json_label)
+    options = options_of(FoldOptions, args)
     result = cross_validate(config, config.data.data_split_root, options, args.repeats)
     if not result:
         return  # another process of a multi-process (DDP) run: rank 0 reports
