@@ -152,7 +152,14 @@ def test_a_resumed_pretraining_keeps_its_options_unless_the_changes_are_allowed_
              "--cluster_factor", "2", "--val_size", "0", "-i", str(uid_dataset["prefix"]), "-d",
              str(uid_dataset["split"] / "train.csv"), "-o", str(run), "-lr", "0.01"]
     assert main([*small, "-e", "1"]) == 0
+    log_csv = run / "logs" / "metrics.csv"
+    first = pd.read_csv(log_csv)
+    assert main([*small, "-e", "1", "--resume"]) == 0  # nothing left to train: its log and history stay
+    assert pd.read_csv(log_csv).equals(first)
     assert main([*small, "-e", "2", "--resume"]) == 0  # how long it trains is free
+    logged = pd.read_csv(log_csv)  # the first epoch's rows kept in front of the second's
+    assert sorted(logged["epoch"].dropna().unique()) == [0, 1] and logged.iloc[:len(first)].equals(first)
+    assert len(json.loads((run / "metrics.json").read_text())["history"]["train_loss_epoch"]) == 2
     capsys.readouterr()
     assert main([*small[:-1], "0.001", "-e", "3", "--resume"]) == 2
     error = capsys.readouterr().err

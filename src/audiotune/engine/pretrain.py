@@ -48,7 +48,7 @@ from audiotune.engine.module import DeviceFeatures, optimizers, trains
 from audiotune.engine.pace import pace_summary
 from audiotune.engine.resume import record_changes, resumed_changes
 from audiotune.engine.step_log import step_output
-from audiotune.engine.trainer import build_trainer
+from audiotune.engine.trainer import build_trainer, earlier_log, merge_logs
 from audiotune.launch import launched_rank_zero
 from audiotune.models.backbones import SupportsPretraining, build_backbone, input_spec, refuse_inactive, resolve_config
 from audiotune.outputs import (
@@ -241,6 +241,7 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
         save_config(config, exp_dir / CONFIG_FILE)
         write_json(exp_dir / INPUT_SPEC_FILE, inputs.to_dict())
         write_clips_read(exp_dir, tables, "pretrain", encoder_paths(config))  # P-TAPT's: its stage 1's too
+    earlier = earlier_log(exp_dir, resume is not None) if owned.writes else None
     steps = config.train.training_steps
     # a step budget shorter than an epoch still validates (and keeps a best) at its end; set once the
     # loader's length (this process's share) is known
@@ -268,6 +269,8 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
         trainer.fit(module, train_loader, val_loader, ckpt_path=resume, weights_only=True)
     if not owned.writes:
         return {}  # rank 0 writes the outputs
+    if earlier is not None:
+        merge_logs(earlier, exp_dir)
     kept = "last epoch (--keep last)" if validating and config.train.keep == "last" else "last epoch"
     if config.train.keep == "best" and best is not None and best.best_model_path and \
             Path(best.best_model_path).is_file():
@@ -275,11 +278,12 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
         kept = f"best validation loss ({Path(best.best_model_path).name})"
     written = backbone.save_pretrained_outputs(exp_dir)
     log_csv = exp_dir / LOG_DIR / LOG_FILE
-    log = pd.read_csv(log_csv)
+    log = pd.read_csv(log_csv) if log_csv.is_file() else pd.DataFrame({"epoch": []})  # no step run: none logged
     per_epoch = log.groupby("epoch").last()
     history = {column: per_epoch[column].dropna().tolist() for column in per_epoch.columns
                if column.startswith("val_") or column.endswith("_epoch")}
-    plot_training_curves(log_csv, exp_dir / PLOT_DIR / TRAINING_CURVES_PLOT)
+    if log_csv.is_file():
+        plot_training_curves(log_csv, exp_dir / PLOT_DIR / TRAINING_CURVES_PLOT)
     if "train_acc_epoch" in log.columns or "train_acc" in log.columns:
         plot_training_curves(log_csv, exp_dir / PLOT_DIR / MASKED_ACCURACY_PLOT,
                              ("train_acc", "val_acc"), "masked-patch accuracy")

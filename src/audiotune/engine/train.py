@@ -35,7 +35,7 @@ from audiotune.engine.pace import pace_summary
 from audiotune.engine.resume import keep_resumed_version, record_changes, resumed_changes
 from audiotune.engine.seed_resume import STARTED_FROM, imported_start, load_imported
 from audiotune.engine.selection import check_monitor, monitor_key, monitor_mode
-from audiotune.engine.trainer import build_trainer
+from audiotune.engine.trainer import build_trainer, earlier_log, merge_logs
 from audiotune.launch import launched_rank_zero
 from audiotune.models.backbones import input_spec, refuse_inactive, resolve_config
 from audiotune.models.checkpoint import build_classifier, classifier_to_load, export_backbone, save_weights
@@ -59,7 +59,6 @@ from audiotune.outputs import (
     VALIDATION,
     OwnedRunDir,
     own_run_dir,
-    write_csv,
     write_json,
 )
 from audiotune.report.plots import plot_layer_weights, plot_training_curves
@@ -83,13 +82,6 @@ def _trainer(config: RunConfig, exp_dir: Path, has_val: bool,
                                            check_finite=config.train.monitor == "loss"))
     return build_trainer(config.train, config.runtime, exp_dir, best_by=best_by, callbacks=[*callbacks, *extra],
                          default_root_dir=exp_dir, deterministic=False)
-
-
-def _merge_logs(earlier: pd.DataFrame, log_csv: Path) -> None:
-    """Lightning's CSV logger starts a fresh file on resume; put the earlier epochs back in front."""
-    current = pd.read_csv(log_csv) if log_csv.is_file() else earlier.iloc[0:0]
-    first_new = current["epoch"].min() if len(current) else float("inf")
-    write_csv(pd.concat([earlier[earlier["epoch"] < first_new], current], ignore_index=True), log_csv, index=False)
 
 
 def _epochs_logged(log_csv: Path) -> dict:
@@ -279,7 +271,7 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
         changes = resumed_changes(exp_dir, config)
 
     log_csv = exp_dir / LOG_DIR / LOG_FILE
-    earlier_log = None
+    earlier = None
     if run_dir.writes:
         run_dir.start()  # everything is checked: from here on the run directory is written
         prepared.write_reports(exp_dir)
@@ -292,13 +284,13 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
         if not trains(config.train):
             log.warning("--epochs 0: no training step; the model is saved as initialised%s",
                         " (frozen pretrained backbone, untrained heads)" if config.model.freeze else "")
-        earlier_log = pd.read_csv(log_csv) if resume is not None and log_csv.is_file() else None
+        earlier = earlier_log(exp_dir, resume is not None)
     with unused_parameter_hint(), ending_process_group():  # the run's last collective calls; rank 0 goes on alone
         trainer.fit(module, train_loader, val_loader, ckpt_path=resume, weights_only=True)
     if not run_dir.writes:
         return {}  # rank 0 scores the kept weights once and writes every output
-    if earlier_log is not None:
-        _merge_logs(earlier_log, log_csv)
+    if earlier is not None:
+        merge_logs(earlier, exp_dir)
     kept, best_epoch = (_keep_weights(module, best, config.train.keep) if trains(config.train)
                         else ("untrained (--epochs 0)", {}))
     _say_early_stop(trainer, config, best_epoch)

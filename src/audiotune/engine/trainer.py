@@ -17,6 +17,7 @@ from numbers import Number
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
@@ -28,7 +29,15 @@ from audiotune.engine.distributed import trainer_devices
 from audiotune.engine.module import run_length
 from audiotune.engine.pace import EpochPace
 from audiotune.engine.step_log import StepLog
-from audiotune.outputs import BEST_CHECKPOINT, BEST_CHECKPOINTS, CHECKPOINT_DIR, LOG_DIR, TENSORBOARD_DIR
+from audiotune.outputs import (
+    BEST_CHECKPOINT,
+    BEST_CHECKPOINTS,
+    CHECKPOINT_DIR,
+    LOG_DIR,
+    LOG_FILE,
+    TENSORBOARD_DIR,
+    write_csv,
+)
 from audiotune.progress import Progress
 
 
@@ -105,6 +114,22 @@ class PassProgress(ProgressBar):
 def trainer_precision(runtime: RuntimeConfig) -> MixedOrFull:
     """Lightning's ``precision`` for ``--precision`` (see :func:`~audiotune.engine.device.lightning_precision`)."""
     return lightning_precision(runtime.precision)
+
+
+def earlier_log(run_dir: Path, resuming: bool) -> pd.DataFrame | None:
+    """The epochs a resumed run logged before (None: not resuming, or nothing logged), read before Lightning's CSV
+    logger starts its file afresh; :func:`merge_logs` puts them back."""
+    log_csv = run_dir / LOG_DIR / LOG_FILE
+    return pd.read_csv(log_csv) if resuming and log_csv.is_file() else None
+
+
+def merge_logs(earlier: pd.DataFrame, run_dir: Path) -> None:
+    """The run's log with the earlier epochs (:func:`earlier_log`) in front of those logged since (a resumed run
+    that had nothing left to train logged none: its log is the earlier one)."""
+    log_csv = run_dir / LOG_DIR / LOG_FILE
+    current = pd.read_csv(log_csv) if log_csv.is_file() else earlier.iloc[0:0]
+    first_new = current["epoch"].min() if len(current) else float("inf")
+    write_csv(pd.concat([earlier[earlier["epoch"] < first_new], current], ignore_index=True), log_csv, index=False)
 
 
 def run_loggers(runtime: RuntimeConfig, run_dir: Path) -> list[Logger]:
