@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import make_uid_dataset, small_train_args
+from conftest import HF_TINY, make_uid_dataset, save_hf_checkpoint, small_train_args
 
 from audiotune.cli import main
 from audiotune.config import WEIGHTED_MEAN_VERSION
@@ -74,3 +74,24 @@ def test_a_resumed_run_of_an_earlier_config_version_keeps_its_class_weighted_los
     # the weighted mean (divided by the rows' summed weights) becomes the mean over the three rows
     assert val_loss(earlier)[1] == pytest.approx(first * (2 * weights[0] + weights[1]) / 3, rel=1e-5)
     assert yaml.safe_load((earlier / "config.yaml").read_text())["version"] == WEIGHTED_MEAN_VERSION - 1
+
+
+def test_a_run_made_before_backbone_options_were_added_resumes_with_the_same_command(tmp_path: Path) -> None:
+    """Options added to a backbone since a run was made are not in its config.yaml: resumed with the command that
+    made it, they resolve as the run went without them (no change to allow); one given anew is a change."""
+    transformers = pytest.importorskip("transformers")
+    encoder = save_hf_checkpoint(transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**HF_TINY)),
+                                 tmp_path / "encoder")
+    ds = make_uid_dataset(tmp_path)
+    run = tmp_path / "run"
+    args = ["train", "--model", "hf", "-c", str(encoder), "-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l",
+            str(ds["labels"]), "-o", str(run), "-bs", "4", "--freeze", "false"]
+    assert main([*args, "-e", "1"]) == 0
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    added = ("layerdrop", "gradient_checkpointing", "mask_spans", "tapt_loss")  # not there before
+    assert all(name in saved["model"] for name in added)
+    saved["model"] = {k: v for k, v in saved["model"].items() if k not in added}
+    (run / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    assert main([*args, "-e", "2", "--resume", "--layerdrop", "0.5"]) == 2  # given anew: a change
+    assert main([*args, "-e", "2", "--resume"]) == 0
+    assert len(pd.read_csv(run / "logs" / "metrics.csv").dropna(subset=["train_loss_epoch"])) == 2

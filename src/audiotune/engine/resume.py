@@ -2,6 +2,7 @@
 ``--allow_changes``, and the record of what it changed (``CONFIG_HISTORY_FILE``)."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from audiotune.config import INPUT_RESOLVED_VERSION, RunConfig, config_changes, load_config
-from audiotune.models.backbones import input_spec
+from audiotune.models.backbones import backbone_options, input_spec, resolve_config
 from audiotune.outputs import CONFIG_FILE, CONFIG_HISTORY_FILE, write_bytes
 
 # what a resumed run may change without --allow_changes: how long it trains, and where and how fast it runs
@@ -26,9 +27,23 @@ def keep_resumed_version(exp_dir: Path, config: RunConfig) -> None:
             config.version = earlier.version
 
 
+def _with_added_options(earlier: RunConfig) -> RunConfig:
+    """``earlier`` (a run's config) with the backbone options audiotune added since the run was made as they resolve
+    when nothing is said of them (the run went without them; the resumed config resolves them alike); those it
+    records stay as they are."""
+    recorded = dict(earlier.model.options)
+    try:
+        resolved = resolve_config(copy.deepcopy(earlier)).model.options
+    except (ValueError, OSError):  # it holds an option refused since (one that did nothing): declared defaults
+        options = backbone_options(earlier)
+        resolved = dataclasses.asdict(options) if options is not None else {}
+    earlier.model.options = {**resolved, **recorded}
+    return earlier
+
+
 def resumed_changes(exp_dir: Path, config: RunConfig) -> dict[str, list]:
     """The options a resumed run changes from its config.yaml: an error naming them without ``--allow_changes``."""
-    earlier = load_config(exp_dir / CONFIG_FILE)
+    earlier = _with_added_options(load_config(exp_dir / CONFIG_FILE))
     if earlier.version < INPUT_RESOLVED_VERSION:  # its audio and features sections hold the resolved input
         changes = config_changes(earlier, config, (*RESUME_FREE, "audio", "features"))
         before, after = input_spec(earlier), input_spec(config)
