@@ -2,11 +2,13 @@
 recorded only since a folder was made does not stop that folder from going on."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
 import yaml
 
+from audiotune.config import RunConfig, config_to_dict
 from audiotune.engine.records import check_settings_record
 from audiotune.outputs import RunDirError
 
@@ -23,3 +25,25 @@ def test_a_setting_that_differs_is_named_and_one_recorded_only_since_is_taken_as
     check_settings_record(path, record, "a sweep", "continue it")
     with pytest.raises(RunDirError, match=r"differs in space\.metric\)"):
         check_settings_record(path, {**record, "space": {"metric": "val_uar"}}, "a sweep", "continue it")
+
+
+def test_a_record_of_an_earlier_release_is_read_with_the_meanings_of_its_version(tmp_path: Path) -> None:
+    """A folder made by an earlier release records its config as that release wrote it: its version's meanings
+    (``waveform_norm: false`` was the default then: the model's own normalisation) and the defaults it had where
+    the runs run (``num_workers: 0``) are not other settings; another learning rate is."""
+    config = config_to_dict(RunConfig())
+    config.pop("exp_dir")
+    config.pop("heads")
+    record = {"folds": {"folds": 3}, "config": config}
+    earlier = copy.deepcopy(record)
+    earlier["config"].update(version=1)
+    earlier["config"]["features"]["waveform_norm"] = False
+    earlier["config"]["runtime"].update(num_workers=0, audio_cache=False)
+    del earlier["config"]["train"]["val_share"]  # added since: at its default
+    path = tmp_path / "cv_config.yaml"
+    path.write_text(yaml.safe_dump(earlier))
+    check_settings_record(path, record, "a cross-validation", "resume it")
+    earlier["config"]["train"]["learning_rate"] = 0.5
+    path.write_text(yaml.safe_dump(earlier))
+    with pytest.raises(RunDirError, match=r"differs in config\.train\.learning_rate\)"):
+        check_settings_record(path, record, "a cross-validation", "resume it")

@@ -7,22 +7,41 @@ from typing import Any
 
 import yaml
 
-from audiotune.config import with_added_options
+from audiotune.config import config_from_dict, config_to_dict, upgrade_sections, with_added_options
 from audiotune.outputs import RunDirError
+
+# where and how fast the runs run: free between the processes and reruns of one folder (as a resumed run's)
+FREE_SECTIONS = ("runtime", "version")
+
+
+def _as_read_now(earlier: dict, current: dict, source: str) -> dict:
+    """A recorded config as this release reads a config of its version (the meanings its version had: see
+    :func:`~audiotune.config.config_from_dict`), the options added since at their defaults
+    (:func:`~audiotune.config.with_added_options`), and the free sections as ``current``'s."""
+    recorded = upgrade_sections(earlier, source)
+    try:
+        read = config_to_dict(config_from_dict(recorded, source=source))
+    except ValueError:  # not a config this release reads: compared as recorded
+        read = recorded
+    as_read = {section: {name: read.get(section, {}).get(name, value) for name, value in options.items()}
+               if isinstance(options, dict) else read.get(section, options)
+               for section, options in recorded.items()}  # only what it records (not the folder, nor the heads)
+    completed = with_added_options(as_read, current, source)
+    return {**completed, **{key: current[key] for key in FREE_SECTIONS if key in current}}
 
 
 def read_settings_record(path: Path, record: dict) -> dict | None:
-    """The settings recorded at ``path`` (None when there are none yet), its ``config`` section completed with the
-    options added since it was written, at their defaults (:func:`~audiotune.config.with_added_options`). A
-    setting recorded only since it was written (a key of ``record`` it lacks) is unknown there: taken as
-    ``record``'s, so a folder made before goes on."""
+    """The settings recorded at ``path`` (None when there are none yet), its ``config`` section read as this
+    release reads a config of its version, the options added since at their defaults and the free sections
+    (:data:`FREE_SECTIONS`) as ``record``'s. A setting recorded only since it was written (a key of ``record`` it
+    lacks) is unknown there: taken as ``record``'s, so a folder made before goes on."""
     if not path.is_file():
         return None
     earlier = yaml.safe_load(path.read_text())
     if isinstance(earlier, dict):
         earlier = {**{key: value for key, value in record.items() if key not in earlier}, **earlier}
     if isinstance(earlier, dict) and isinstance(earlier.get("config"), dict) and isinstance(record.get("config"), dict):
-        earlier = {**earlier, "config": with_added_options(earlier["config"], record["config"], str(path))}
+        earlier = {**earlier, "config": _as_read_now(earlier["config"], record["config"], str(path))}
     return earlier
 
 
