@@ -2,11 +2,14 @@
 checkpoint (a resumed run, the best epoch's restore) sees whole model states."""
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import make_uid_dataset, small_train_args
 from safetensors.torch import load_file
 
 from audiotune.cli import main
@@ -101,3 +104,18 @@ def test_a_frozen_encoder_run_resumes_from_checkpoints_without_its_weights(
     assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 2
     resumed = load_file(run / MODEL_FILE)
     assert all(torch.equal(resumed[name.removeprefix("model.")], tensor) for name, tensor in frozen.items())
+
+
+@pytest.mark.parametrize("how", ["copied", "moved"])
+def test_a_run_copied_or_moved_elsewhere_resumes_knowing_its_best_epoch(tmp_path: Path, how: str) -> None:
+    """The checkpoints record the folder they were written in; a run resumed in another folder keeps its best
+    epoch's weights and score (a copy stopped on a missing score, a moved run silently kept its last epoch)."""
+    ds = make_uid_dataset(tmp_path)
+    first, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    assert main(small_train_args(ds, first, "-e", "2", "--save_top_k", "2")) == 0
+    selection = json.loads((first / "metrics.json").read_text())["selection"]
+    (shutil.copytree if how == "copied" else shutil.move)(first, elsewhere)
+    assert main(small_train_args(ds, elsewhere, "-e", "2", "--save_top_k", "2", "--resume")) == 0
+    metrics = json.loads((elsewhere / "metrics.json").read_text())
+    assert metrics["weights"].startswith("best validation") and str(elsewhere / CHECKPOINT_DIR) in metrics["weights"]
+    assert metrics["selection"] == selection

@@ -28,13 +28,32 @@ FROZEN_ENTRY = "frozen_weights"  # in a checkpoint: where its weights that do no
 MODEL_STATES = ("state_dict", "current_model_state")
 
 
+class RunCheckpoint(ModelCheckpoint):
+    """A ModelCheckpoint whose recorded checkpoints follow their run directory: a run copied or moved elsewhere
+    resumes knowing its best epochs (Lightning restores them only in the folder they were written to; elsewhere it
+    kept the old folder's path of the best file, which a copy still holds and a move does not)."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        written_in = state_dict.get("dirpath")
+        if self.dirpath and written_in and written_in != self.dirpath:
+            def here(path: str) -> str:
+                return str(Path(self.dirpath) / Path(path).name) if path else path  # type: ignore[arg-type]
+
+            state_dict = {**state_dict, "dirpath": self.dirpath,
+                          **{key: here(state_dict.get(key) or "")
+                             for key in ("best_model_path", "kth_best_model_path", "last_model_path")},
+                          "best_k_models": {here(path): value
+                                            for path, value in (state_dict.get("best_k_models") or {}).items()}}
+        super().load_state_dict(state_dict)
+
+
 def latest_checkpoint(checkpoint_dir: Path) -> ModelCheckpoint:
     """The callback that replaces ``checkpoint_dir/last.ckpt`` at every epoch's end. Lightning's own
     ``save_last`` writes it only when a best checkpoint is saved at the same step, so a run resumed from it
     would repeat every epoch since its best. Give it after the best-checkpoint callback (Lightning keeps their
     order): then last.ckpt holds the best epoch as this epoch's validation left it."""
-    return ModelCheckpoint(dirpath=checkpoint_dir, filename=Path(LAST_CHECKPOINT).stem, monitor=None, save_top_k=1,
-                           enable_version_counter=False)
+    return RunCheckpoint(dirpath=checkpoint_dir, filename=Path(LAST_CHECKPOINT).stem, monitor=None, save_top_k=1,
+                         enable_version_counter=False)
 
 
 def set_frozen_aside(checkpoint: dict[str, Any], module: pl.LightningModule) -> None:

@@ -23,7 +23,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
 
 from audiotune.config import RuntimeConfig, TrainConfig
-from audiotune.engine.checkpoint_io import AtomicCheckpointIO, latest_checkpoint
+from audiotune.engine.checkpoint_io import AtomicCheckpointIO, RunCheckpoint, latest_checkpoint
 from audiotune.engine.device import MixedOrFull, float32_products, lightning_precision
 from audiotune.engine.distributed import trainer_devices
 from audiotune.engine.module import run_length
@@ -241,9 +241,9 @@ def build_trainer(train: TrainConfig, runtime: RuntimeConfig, run_dir: Path | No
     if best_by is not None:
         metric, mode = best_by
         top_k = train.save_top_k
-        best = ModelCheckpoint(dirpath=checkpoint_dir, filename=Path(BEST_CHECKPOINT).stem if top_k == 1 else
-                               BEST_CHECKPOINTS, monitor=metric, save_top_k=top_k, mode=mode,
-                               enable_version_counter=False)
+        best = RunCheckpoint(dirpath=checkpoint_dir, filename=Path(BEST_CHECKPOINT).stem if top_k == 1 else
+                             BEST_CHECKPOINTS, monitor=metric, save_top_k=top_k, mode=mode,
+                             enable_version_counter=False)
         checkpoints.insert(0, best)  # before last.ckpt: see latest_checkpoint
     max_epochs, max_steps = run_length(train)
     trainer = pl.Trainer(
