@@ -38,8 +38,9 @@ def test_a_bad_touch_log_line_is_named_whatever_its_event(tmp_path: Path) -> Non
         read_touch_logs([str(log)])
 
 
-def test_taps_align_refuses_a_log_with_an_unknown_event_before_writing(tmp_path: Path,
-                                                                        capsys: pytest.CaptureFixture) -> None:
+def session(tmp_path: Path) -> tuple[list[str], list[str]]:
+    """A 1 s recording with taps at 0.3 and 0.7 s, its touch log (touches 0.1 s earlier, on keys a and b), its
+    key table, and the ``taps align`` argv that pairs them: (argv, the log's lines)."""
     sf.write(tmp_path / "session.wav", np.zeros((16000, 2)), 16000)
     start = dt.datetime(2024, 5, 1, 10, 0, 0)
     (tmp_path / "taps.csv").write_text("path,time,start\nsession.wav,0.30,2024-05-01 10:00:00\n"
@@ -47,13 +48,32 @@ def test_taps_align_refuses_a_log_with_an_unknown_event_before_writing(tmp_path:
     lines = [f"{start + dt.timedelta(seconds=t):%Y-%m-%d %H:%M:%S.%f},1,   {event},{x},0,1\n"
              for t, x, event in ((0.2, 0, "Down"), (0.6, 9, "Down"))]
     (tmp_path / "keys.csv").write_text("0,0,a\n10,0,b\n")
+    (tmp_path / "log.csv").write_text("".join(lines))
     argv = ["taps", "align", str(tmp_path / "taps.csv"), "--touch_log", str(tmp_path / "log.csv"), "--keys",
             str(tmp_path / "keys.csv"), "--out", str(tmp_path / "seg.csv"), "--before", "0.05", "--after", "0.1",
             "--start_column", "start"]
-    (tmp_path / "log.csv").write_text("".join(lines))
+    return argv, lines
+
+
+def test_taps_align_refuses_a_log_with_an_unknown_event_before_writing(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    argv, lines = session(tmp_path)
     assert main(argv) == 0
     (tmp_path / "seg.csv").unlink()
     (tmp_path / "log.csv").write_text(lines[0] + "\n" + lines[1].replace("Down", "Dwon"))  # a blank line counts
     assert main(argv) == 2
     assert f"{tmp_path / 'log.csv'} line 3: event 'Dwon' is none of Down, Move, Up" in capsys.readouterr().err
     assert not (tmp_path / "seg.csv").exists()
+
+
+@pytest.mark.parametrize("name", ["taps.csv", "log.csv", "keys.csv"])
+def test_taps_align_refuses_to_write_over_one_of_its_inputs(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                            name: str) -> None:
+    argv, _ = session(tmp_path)
+    before = (tmp_path / name).read_text()
+    argv[argv.index("--out") + 1] = str(tmp_path / "sub" / ".." / name)  # the same file, spelled otherwise
+    assert main(argv) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].count(str(tmp_path / name)) == 2, error
+    assert (tmp_path / name).read_text() == before
+    assert not list(tmp_path.glob("*.report.json"))

@@ -287,8 +287,12 @@ def align_csv(taps_csv: str | Path, touch_logs: list[str], keys_csv: str | Path,
 
     options.validate()
     source, out = source_path(taps_csv), Path(out).resolve()
-    if out.suffix.lower() != ".csv" or storage.final_path(out) == source:
-        raise DataError(f"{out}: --out must be a new .csv file (not the taps table)")
+    inputs = {source_path(path): what for what, paths in (("the key table", [keys_csv]), ("a touch log", touch_logs),
+                                                           ("the taps table", [taps_csv])) for path in paths}
+    overwritten = inputs.get(storage.final_path(out))
+    if out.suffix.lower() != ".csv" or overwritten:
+        raise DataError(f"{out}: --out must be a new .csv file" + (f", not {overwritten} {storage.final_path(out)}"
+                                                                    if overwritten else ""))
     check_output_path(out)
     if time_pattern != SEED_PATTERN:
         pattern_regex(time_pattern)  # an unsupported directive is an error before any file is read
