@@ -28,8 +28,8 @@ def test_a_bad_touch_log_line_is_named_whatever_its_event(tmp_path: Path) -> Non
         "5 touch log line(s) cannot be read:",
         f"  {log} line 4: event 'Dwon' is none of Down, Move, Up",
         f"  {log} line 5: fewer than 5 fields (timestamp, touch id, event, x, y)",
-        f"  {log} line 6: timestamp, x or y empty or not a number",
-        f"  {log} line 7: timestamp, x or y empty or not a number",
+        f"  {log} line 6: x '' is not a number",
+        f"  {log} line 7: y '2oo' is not a number",
         f"  {log} line 8: event '' is none of Down, Move, Up"]
     log.write_text(good + f"{STAMP},2,   Tap,100,200,12\n")  # an event of its own, named by --event
     assert read_touch_logs([str(log)], event="Tap")["line"].tolist() == [4]
@@ -77,3 +77,15 @@ def test_taps_align_refuses_to_write_over_one_of_its_inputs(tmp_path: Path, caps
     assert len(error) == 1 and error[0].count(str(tmp_path / name)) == 2, error
     assert (tmp_path / name).read_text() == before
     assert not list(tmp_path.glob("*.report.json"))
+
+
+@pytest.mark.parametrize("stamp", ["2023-03-15 14:62:34.5", "garbage 14:02:34.5"])
+def test_a_bad_first_touch_log_line_is_named_not_taken_for_a_header(tmp_path: Path, stamp: str) -> None:
+    log = tmp_path / "log.csv"
+    log.write_text(f"{stamp},1,   Down,100,200,12\n{STAMP},2,   Down,300,200,12\n")
+    with pytest.raises(DataError) as raised:
+        read_touch_logs([str(log)])
+    assert str(raised.value).splitlines() == ["1 touch log line(s) cannot be read:",
+                                              f"  {log} line 1: timestamp {stamp!r} is not a time"]
+    log.write_text(f"time,id,event,x,y,size\n{STAMP},2,   Down,300,200,12\n")  # a header is still one
+    assert read_touch_logs([str(log)])["line"].tolist() == [2]

@@ -25,9 +25,10 @@ TOUCH_EVENTS = ("Down", "Move", "Up")  # what the neonode sensor logs: a finger 
 def read_touch_logs(paths: list[str], event: str = "Down") -> pd.DataFrame:
     """The ``event`` rows of one or more touch logs, time ordered: timestamp, touch_id, x, y, source, line.
 
-    A first line whose timestamp does not parse is taken as a header; any later bad line (fewer than 5 fields, an
-    event other than :data:`TOUCH_EVENTS` and ``event``, a timestamp, x or y that is empty or not a number) is an
-    error that names the file and the line."""
+    A first line whose timestamp is not a time and whose x and y are not numbers is taken as a header; any
+    other bad line (fewer than 5 fields, an event other than :data:`TOUCH_EVENTS` and ``event``, a timestamp
+    that is not a time, an x or y that is not a finite number) is an error that names the file, the line and
+    the value."""
     events = [*TOUCH_EVENTS, *([event] if event.lower() not in {e.lower() for e in TOUCH_EVENTS} else [])]
     known = {name.lower() for name in events}
     frames, problems = [], []
@@ -43,22 +44,22 @@ def read_touch_logs(paths: list[str], event: str = "Down") -> pd.DataFrame:
             raise DataError(f"{path}: a touch log needs at least 5 columns (timestamp, touch id, event, x, y); "
                             f"found {width}")
         raw = pd.DataFrame([row[:5] + [""] * (5 - len(row)) for _, row in lines], columns=TOUCH_COLUMNS)
-        raw["line"] = [number for number, _ in lines]
-        short = pd.Series([len(row) < 5 for _, row in lines], index=raw.index)
-        stamps = pd.to_datetime(raw["timestamp"].str.strip(), errors="coerce", format="mixed")
-        if pd.isna(stamps.iloc[0]):
-            raw, stamps, short = raw.iloc[1:], stamps.iloc[1:], short.iloc[1:]  # a header line
-        raw = raw.assign(timestamp=stamps, event=raw["event"].str.strip(),
-                         **{c: pd.to_numeric(raw[c].str.strip(), errors="coerce") for c in ("x", "y")})
+        raw = raw.assign(line=[number for number, _ in lines], short=[len(row) < 5 for _, row in lines],
+                         **{c: raw[c].str.strip() for c in ("timestamp", "event", "x", "y")})
+        stamps = pd.to_datetime(raw["timestamp"], errors="coerce", format="mixed")
+        xy = {c: pd.to_numeric(raw[c], errors="coerce") for c in ("x", "y")}
+        if pd.isna(stamps.iloc[0]) and pd.isna(xy["x"].iloc[0]) and pd.isna(xy["y"].iloc[0]):  # a header line
+            raw, stamps, xy = raw.iloc[1:], stamps.iloc[1:], {c: v.iloc[1:] for c, v in xy.items()}
         unknown = ~raw["event"].str.lower().isin(known)
-        unreadable = raw[["timestamp", "x", "y"]].isna().any(axis=1)
-        for line, is_short, is_unknown, name in zip(*(column[short | unknown | unreadable] for column in (
-                raw["line"], short, unknown, raw["event"]))):
-            problems.append(f"{path} line {line}: " + (
-                "fewer than 5 fields (timestamp, touch id, event, x, y)" if is_short
-                else f"event {name!r} is none of {', '.join(events)}" if is_unknown
-                else "timestamp, x or y empty or not a number"))
-        rows = raw[raw["event"].str.lower() == event.lower()].copy()
+        for row in raw[raw["short"] | unknown | stamps.isna() | xy["x"].isna() | xy["y"].isna()].itertuples():
+            problems.append(f"{path} line {row.line}: " + (
+                "fewer than 5 fields (timestamp, touch id, event, x, y)" if row.short
+                else f"event {row.event!r} is none of {', '.join(events)}" if unknown[row.Index]
+                else f"timestamp {row.timestamp!r} is not a time" if pd.isna(stamps[row.Index])
+                else next(f"{c} {getattr(row, c)!r} is not a number" for c in ("x", "y")
+                          if pd.isna(xy[c][row.Index]))))
+        rows = raw.assign(timestamp=stamps, **xy)
+        rows = rows[rows["event"].str.lower() == event.lower()].drop(columns="short")
         rows["source"] = str(path)
         frames.append(rows)
     refuse(problems, "touch log line(s) cannot be read")
