@@ -28,8 +28,8 @@ def test_a_bad_touch_log_line_is_named_whatever_its_event(tmp_path: Path) -> Non
         "5 touch log line(s) cannot be read:",
         f"  {log} line 4: event 'Dwon' is none of Down, Move, Up",
         f"  {log} line 5: fewer than 5 fields (timestamp, touch id, event, x, y)",
-        f"  {log} line 6: x '' is not a number",
-        f"  {log} line 7: y '2oo' is not a number",
+        f"  {log} line 6: x '' is not a finite number",
+        f"  {log} line 7: y '2oo' is not a finite number",
         f"  {log} line 8: event '' is none of Down, Move, Up"]
     log.write_text(good + f"{STAMP},2,   Tap,100,200,12\n")  # an event of its own, named by --event
     assert read_touch_logs([str(log)], event="Tap")["line"].tolist() == [4]
@@ -89,3 +89,12 @@ def test_a_bad_first_touch_log_line_is_named_not_taken_for_a_header(tmp_path: Pa
                                               f"  {log} line 1: timestamp {stamp!r} is not a time"]
     log.write_text(f"time,id,event,x,y,size\n{STAMP},2,   Down,300,200,12\n")  # a header is still one
     assert read_touch_logs([str(log)])["line"].tolist() == [2]
+
+
+def test_an_infinite_touch_position_is_named(tmp_path: Path) -> None:
+    log = tmp_path / "log.csv"
+    log.write_text(f"{STAMP},1,   Down,100,200,12\n{STAMP},2,   Down,inf,200,12\n{STAMP},3,   Down,100,-Infinity,12\n")
+    with pytest.raises(DataError) as raised:
+        read_touch_logs([str(log)])
+    assert str(raised.value).splitlines()[1:] == [f"  {log} line 2: x 'inf' is not a finite number",
+                                                  f"  {log} line 3: y '-Infinity' is not a finite number"]

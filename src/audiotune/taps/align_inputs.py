@@ -50,14 +50,15 @@ def read_touch_logs(paths: list[str], event: str = "Down") -> pd.DataFrame:
         xy = {c: pd.to_numeric(raw[c], errors="coerce") for c in ("x", "y")}
         if pd.isna(stamps.iloc[0]) and pd.isna(xy["x"].iloc[0]) and pd.isna(xy["y"].iloc[0]):  # a header line
             raw, stamps, xy = raw.iloc[1:], stamps.iloc[1:], {c: v.iloc[1:] for c, v in xy.items()}
+        finite = {c: pd.Series(np.isfinite(v.to_numpy(float)), index=v.index) for c, v in xy.items()}
         unknown = ~raw["event"].str.lower().isin(known)
-        for row in raw[raw["short"] | unknown | stamps.isna() | xy["x"].isna() | xy["y"].isna()].itertuples():
+        for row in raw[raw["short"] | unknown | stamps.isna() | ~finite["x"] | ~finite["y"]].itertuples():
             problems.append(f"{path} line {row.line}: " + (
                 "fewer than 5 fields (timestamp, touch id, event, x, y)" if row.short
                 else f"event {row.event!r} is none of {', '.join(events)}" if unknown[row.Index]
                 else f"timestamp {row.timestamp!r} is not a time" if pd.isna(stamps[row.Index])
-                else next(f"{c} {getattr(row, c)!r} is not a number" for c in ("x", "y")
-                          if pd.isna(xy[c][row.Index]))))
+                else next(f"{c} {getattr(row, c)!r} is not a finite number" for c in ("x", "y")
+                          if not finite[c][row.Index])))
         rows = raw.assign(timestamp=stamps, **xy)
         rows = rows[rows["event"].str.lower() == event.lower()].drop(columns="short")
         rows["source"] = str(path)
