@@ -5,6 +5,7 @@ import datetime as dt
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import soundfile as sf
 
@@ -98,3 +99,26 @@ def test_an_infinite_touch_position_is_named(tmp_path: Path) -> None:
         read_touch_logs([str(log)])
     assert str(raised.value).splitlines()[1:] == [f"  {log} line 2: x 'inf' is not a finite number",
                                                   f"  {log} line 3: y '-Infinity' is not a finite number"]
+
+
+def test_touch_log_time_zones_are_one_throughout_or_named(tmp_path: Path) -> None:
+    log, other = tmp_path / "log.csv", tmp_path / "other.csv"
+    aware = "2023-03-15T14:02:45.293292+02:00"
+    log.write_text(f"{STAMP},1,   Down,100,200,12\n{aware},2,   Down,300,200,12\n")
+    with pytest.raises(DataError) as raised:
+        read_touch_logs([str(log)])
+    assert str(raised.value).splitlines() == [
+        "1 touch log line(s) cannot be read:",
+        f"  {log} line 2: timestamp {aware!r} has time zone UTC+02:00, unlike line 1 of {log} (no time zone)"]
+    # one offset throughout, over every log: the times as written (recording start times carry no zone)
+    log.write_text(f"{aware},2,   Down,300,200,12\n")
+    other.write_text(f"{STAMP}+02:00,1,   Down,100,200,12\n")
+    touches = read_touch_logs([str(log), str(other)])
+    assert touches["timestamp"].tolist() == [pd.Timestamp(STAMP), pd.Timestamp(aware[:-6])]
+    other.write_text(f"{STAMP},1,   Down,100,200,12\n{STAMP}Z,1,   Down,100,200,12\n")
+    with pytest.raises(DataError) as raised:
+        read_touch_logs([str(log), str(other)])
+    assert str(raised.value).splitlines()[1:] == [
+        f"  {other} line 1: timestamp {STAMP!r} has no time zone, unlike line 1 of {log} (time zone UTC+02:00)",
+        f"  {other} line 2: timestamp {STAMP + 'Z'!r} has time zone UTC+00:00, unlike line 1 of {log} (time zone "
+        "UTC+02:00)"]

@@ -22,16 +22,47 @@ TOUCH_COLUMNS = ["timestamp", "touch_id", "event", "x", "y"]
 TOUCH_EVENTS = ("Down", "Move", "Up")  # what the neonode sensor logs: a finger lands, slides, lifts
 
 
+def touch_times(text: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Each timestamp as written (its wall-clock time, any time zone left off; NaT where it is not a time) and
+    the time zone it was written in (``no time zone``, ``time zone UTC+02:00``)."""
+    try:
+        stamps = pd.to_datetime(text, errors="coerce", format="mixed")
+    except ValueError:  # the zone changes from line to line: each line on its own
+        each = [_time(value) for value in text]
+        wall = [stamp if pd.isna(stamp) or stamp.tzinfo is None else stamp.tz_localize(None) for stamp in each]
+        return pd.to_datetime(pd.Series(wall, index=text.index)), pd.Series([_zone(s) for s in each], text.index)
+    written = stamps.dropna()
+    zone = _zone(written.iloc[0] if len(written) else pd.NaT)
+    return stamps.dt.tz_localize(None) if stamps.dt.tz else stamps, pd.Series(zone, index=text.index)
+
+
+def _time(text: str) -> pd.Timestamp:
+    try:
+        return pd.Timestamp(text)
+    except (ValueError, TypeError, OverflowError):
+        return pd.NaT
+
+
+def _zone(stamp: pd.Timestamp) -> str:
+    offset = None if pd.isna(stamp) else stamp.utcoffset()
+    if offset is None:
+        return "no time zone"
+    minutes = int(offset.total_seconds() // 60)
+    return f"time zone UTC{'-' if minutes < 0 else '+'}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
 def read_touch_logs(paths: list[str], event: str = "Down") -> pd.DataFrame:
     """The ``event`` rows of one or more touch logs, time ordered: timestamp, touch_id, x, y, source, line.
 
     A first line whose timestamp is not a time and whose x and y are not numbers is taken as a header; any
     other bad line (fewer than 5 fields, an event other than :data:`TOUCH_EVENTS` and ``event``, a timestamp
     that is not a time, an x or y that is not a finite number) is an error that names the file, the line and
-    the value."""
+    the value. Timestamps may carry a time zone if every line of every log has the same one: they are read as
+    written, in that zone's wall-clock time, like the recordings' start times (which carry none); a line in
+    another zone than the first is an error."""
     events = [*TOUCH_EVENTS, *([event] if event.lower() not in {e.lower() for e in TOUCH_EVENTS} else [])]
     known = {name.lower() for name in events}
-    frames, problems = [], []
+    frames, problems, first = [], [], ("", "")  # the first timestamp's time zone, and where it is
     for path in paths:
         try:
             with storage.open_input(path) as stream:  # a remote log is read in place: its URL names it
@@ -46,17 +77,25 @@ def read_touch_logs(paths: list[str], event: str = "Down") -> pd.DataFrame:
         raw = pd.DataFrame([row[:5] + [""] * (5 - len(row)) for _, row in lines], columns=TOUCH_COLUMNS)
         raw = raw.assign(line=[number for number, _ in lines], short=[len(row) < 5 for _, row in lines],
                          **{c: raw[c].str.strip() for c in ("timestamp", "event", "x", "y")})
-        stamps = pd.to_datetime(raw["timestamp"], errors="coerce", format="mixed")
+        stamps, zones = touch_times(raw["timestamp"])
         xy = {c: pd.to_numeric(raw[c], errors="coerce") for c in ("x", "y")}
         if pd.isna(stamps.iloc[0]) and pd.isna(xy["x"].iloc[0]) and pd.isna(xy["y"].iloc[0]):  # a header line
-            raw, stamps, xy = raw.iloc[1:], stamps.iloc[1:], {c: v.iloc[1:] for c, v in xy.items()}
+            raw, stamps, zones = raw.iloc[1:], stamps.iloc[1:], zones.iloc[1:]
+            xy = {c: v.iloc[1:] for c, v in xy.items()}
+        if not first[0] and stamps.notna().any():
+            line = stamps.notna().idxmax()
+            first = (zones[line], f"line {raw['line'][line]} of {path}")
+        elsewhere = stamps.notna() & (zones != first[0])
         finite = {c: pd.Series(np.isfinite(v.to_numpy(float)), index=v.index) for c, v in xy.items()}
         unknown = ~raw["event"].str.lower().isin(known)
-        for row in raw[raw["short"] | unknown | stamps.isna() | ~finite["x"] | ~finite["y"]].itertuples():
+        bad = raw["short"] | unknown | stamps.isna() | ~finite["x"] | ~finite["y"] | elsewhere
+        for row in raw[bad].itertuples():
             problems.append(f"{path} line {row.line}: " + (
                 "fewer than 5 fields (timestamp, touch id, event, x, y)" if row.short
                 else f"event {row.event!r} is none of {', '.join(events)}" if unknown[row.Index]
                 else f"timestamp {row.timestamp!r} is not a time" if pd.isna(stamps[row.Index])
+                else f"timestamp {row.timestamp!r} has {zones[row.Index]}, unlike {first[1]} ({first[0]})"
+                if elsewhere[row.Index]
                 else next(f"{c} {getattr(row, c)!r} is not a finite number" for c in ("x", "y")
                           if not finite[c][row.Index])))
         rows = raw.assign(timestamp=stamps, **xy)
