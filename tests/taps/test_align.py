@@ -218,7 +218,19 @@ def test_touch_logs_and_keys(tmp_path):
     assert key_labels(np.array([110.0, 300.0]), np.array([190.0, 200.0]), keys, max_distance=50).tolist() == \
         ["a", "none"]
     keys_csv.write_text("x,y,label\n100,200,a\n1o0,200,b\n")
-    with pytest.raises(DataError, match=r"line\(s\) \[2\]"):
+    with pytest.raises(DataError, match=r"line\(s\) \[3\]"):
+        read_keys(str(keys_csv))
+
+
+@pytest.mark.parametrize("header", ["", "x,y,label\n"])
+def test_a_bad_key_is_named_by_its_line_with_or_without_a_header(tmp_path, header):
+    keys_csv = tmp_path / "keys.csv"
+    keys_csv.write_text(f"{header}300,zz,1\n100,200,a\n500,2o0,b\n")
+    first = 1 + len(header.splitlines())
+    with pytest.raises(DataError, match=rf"x or y not a number on line\(s\) \[{first}, {first + 2}\]$"):
+        read_keys(str(keys_csv))
+    keys_csv.write_text(f"{header}3oo,200,a\n100,200,b\n")  # not a header: its y is a number
+    with pytest.raises(DataError, match=rf"line\(s\) \[{first}\]$"):
         read_keys(str(keys_csv))
 
 

@@ -117,10 +117,10 @@ def read_keys(path: str) -> pd.DataFrame:
     if keys.shape[1] != 3:
         raise DataError(f"{path}: a key table has 3 columns (x, y, label); found {keys.shape[1]}")
     keys = keys.set_axis(["x", "y", "label"], axis=1)
-    if len(keys) and pd.isna(pd.to_numeric(keys["x"].iloc[0], errors="coerce")):
-        keys = keys.iloc[1:]
     xy = keys[["x", "y"]].apply(pd.to_numeric, errors="coerce")
-    bad = np.flatnonzero(xy.isna().any(axis=1).to_numpy())
+    if len(keys) and xy.iloc[0].isna().all():  # a header line: neither x nor y is a number
+        keys, xy = keys.iloc[1:], xy.iloc[1:]
+    bad = xy.index[xy.isna().any(axis=1)]  # the row's index is its line - 1
     if len(bad) or not len(keys):
         raise DataError(f"{path}: " + (f"x or y not a number on line(s) {[int(i) + 1 for i in bad[:5]]}" if len(bad)
                                        else "no keys"))
