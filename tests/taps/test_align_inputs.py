@@ -122,3 +122,19 @@ def test_touch_log_time_zones_are_one_throughout_or_named(tmp_path: Path) -> Non
         f"  {other} line 1: timestamp {STAMP!r} has no time zone, unlike line 1 of {log} (time zone UTC+02:00)",
         f"  {other} line 2: timestamp {STAMP + 'Z'!r} has time zone UTC+00:00, unlike line 1 of {log} (time zone "
         "UTC+02:00)"]
+
+
+def test_taps_too_near_an_edge_are_listed_by_their_line_of_the_taps_table(tmp_path: Path) -> None:
+    sf.write(tmp_path / "session.wav", np.zeros((48000, 1)), 16000)
+    start = dt.datetime(2024, 5, 1, 10, 0, 0)
+    (tmp_path / "taps.csv").write_text("path,time,start\n" + "".join(
+        f"session.wav,{t},{start}\n" for t in (2.5, 1.5, 0.3, 2.9)))  # 2.5 has no touch; 0.3 and 2.9 at the edges
+    (tmp_path / "log.csv").write_text("".join(
+        f"{start + dt.timedelta(seconds=t):%Y-%m-%d %H:%M:%S.%f},1,   Down,0,0,1\n" for t in (0.2, 1.4, 2.8)))
+    (tmp_path / "keys.csv").write_text("0,0,a\n")
+    assert main(["taps", "align", str(tmp_path / "taps.csv"), "--touch_log", str(tmp_path / "log.csv"), "--keys",
+                 str(tmp_path / "keys.csv"), "--out", str(tmp_path / "seg.csv"), "--before", "0.5", "--after", "0.2",
+                 "--start_column", "start", "--latency", "0.1", "--report", "False"]) == 0
+    skipped = pd.read_csv(tmp_path / "seg.skipped.csv")
+    assert skipped["line"].tolist() == [4, 5] and skipped["time"].tolist() == [0.3, 2.9]
+    assert pd.read_csv(tmp_path / "seg.csv")["time"].tolist() == [1.5]

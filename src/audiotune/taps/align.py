@@ -128,7 +128,8 @@ def estimate_latency(taps: list[np.ndarray], touches: list[np.ndarray], selectiv
 class Alignment:
     """What :func:`align` found: matched events, everything left over, the latency and counts per recording."""
 
-    events: pd.DataFrame  # one row per kept match: the tap's columns + label, x, y, touch_time, error, timestamp
+    events: pd.DataFrame  # one row per kept match: the tap's columns + label, x, y, touch_time, error, timestamp;
+    # indexed as the tap's row in the taps table
     leftover: pd.DataFrame  # kind (tap | touch | none | late | outside), path, time, timestamp, x, y, label
     latency: float
     estimated: bool
@@ -173,7 +174,7 @@ def align(taps: pd.DataFrame, starts: dict[str, dt.datetime], durations: dict[st
             raise DataError(f"no touch lies within {options.max_latency} s (--max_latency) of a tap in any "
                             "recording: check the recording start times (--time_pattern) and the touch log")
 
-    events, leftover, summary = [], [], []
+    events, event_rows, leftover, summary = [], [], [], []
     claimed = np.zeros(len(touches), dtype=bool)
     for path, seconds in zip(paths, touch_rows):
         expected = seconds + latency
@@ -184,7 +185,8 @@ def align(taps: pd.DataFrame, starts: dict[str, dt.datetime], durations: dict[st
         for index in np.flatnonzero(late):  # in the recording, past the labelled start (--until)
             leftover.append({"kind": "late", "path": path, "time": round(float(expected[index]), 6),
                              **_touch_fields(touches.iloc[index])})
-        rows = taps[taps["path"] == path].sort_values("time", kind="stable").reset_index(drop=True)
+        rows = taps[taps["path"] == path].sort_values("time", kind="stable")
+        order, rows = rows.index, rows.reset_index(drop=True)
         pairs = match(rows["time"].to_numpy(float), seconds[within], latency, options.selectivity)
         matched_taps = {i for i, _ in pairs}
         matched_touches = {j for _, j in pairs}
@@ -198,6 +200,7 @@ def align(taps: pd.DataFrame, starts: dict[str, dt.datetime], durations: dict[st
                 leftover.append({"kind": "none", "path": path, "time": record["time"], **_touch_fields(touch)})
             else:
                 events.append(record)
+                event_rows.append(order[i])
         for i in sorted(set(range(len(rows))) - matched_taps):
             leftover.append({"kind": "tap", "path": path, "time": float(rows["time"].iloc[i])})
         for j in sorted(set(range(len(within))) - matched_touches):
@@ -212,7 +215,7 @@ def align(taps: pd.DataFrame, starts: dict[str, dt.datetime], durations: dict[st
         leftover.append({"kind": "outside", "path": "", "time": np.nan, **_touch_fields(touches.iloc[index])})
     columns = ["kind", "path", "time", "timestamp", "x", "y", "label", "source", "line"]
     leftover_table = pd.DataFrame(leftover, columns=columns).astype({"line": "Int64"})
-    return Alignment(pd.DataFrame(events), leftover_table, latency, estimated, summary)
+    return Alignment(pd.DataFrame(events, index=event_rows), leftover_table, latency, estimated, summary)
 
 
 def _touch_fields(touch: pd.Series) -> dict:
@@ -316,6 +319,8 @@ def align_csv(taps_csv: str | Path, touch_logs: list[str], keys_csv: str | Path,
                         f"{options.selectivity} s); nothing written. Check --latency / --time_pattern, or plot")
     events = alignment.events.astype({"path": str})
     segments, skipped = event_segments(events, window[0], window[1], source, out.parent)
+    if len(skipped):  # its lines count the rows of events (line 2: the first); those of the taps table instead
+        skipped["line"] = events.index.to_numpy()[skipped["line"].to_numpy(int) - 2] + 2
     leftover_path, report_path = sidecar(out, UNMATCHED_SUFFIX), sidecar(out, ALIGN_SUMMARY_SUFFIX)
     report = alignment.report() | {"segments": len(segments), "skipped_near_edge": len(skipped),
                                    "selectivity": options.selectivity,
