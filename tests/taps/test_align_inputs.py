@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import numpy as np
@@ -138,3 +139,13 @@ def test_taps_too_near_an_edge_are_listed_by_their_line_of_the_taps_table(tmp_pa
     skipped = pd.read_csv(tmp_path / "seg.skipped.csv")
     assert skipped["line"].tolist() == [4, 5] and skipped["time"].tolist() == [0.3, 2.9]
     assert pd.read_csv(tmp_path / "seg.csv")["time"].tolist() == [1.5]
+
+
+@pytest.mark.parametrize("keep_none", [False, True])
+def test_off_key_matches_are_counted_whether_kept_or_left_out(tmp_path: Path, keep_none: bool) -> None:
+    argv, _ = session(tmp_path)
+    (tmp_path / "keys.csv").write_text("0,0,a\n10,0,none\n")  # the second touch is off-key
+    assert main(argv + ["--report", "False"] + (["--keep_none"] if keep_none else [])) == 0
+    report = json.loads((tmp_path / "seg.report.json").read_text())
+    assert report["matched"] == 2 and report["matched_none"] == 1 and report["kept"] == 1 + keep_none
+    assert pd.read_csv(tmp_path / "seg.csv")["label"].tolist() == ["a", "none"][:1 + keep_none]

@@ -140,7 +140,8 @@ class Alignment:
         return {"latency": round(self.latency, 6), "latency_estimated": self.estimated,
                 "matched": int(sum(r["matched"] for r in self.recordings)),
                 "kept": len(self.events),
-                "matched_none": int(kinds.get("none", 0)),
+                "matched_none": int(kinds.get("none", 0))  # off-key matches left out, and those kept (--keep_none)
+                + (int((self.events["label"] == "none").sum()) if len(self.events) else 0),
                 "unmatched_taps": int(kinds.get("tap", 0)), "unmatched_touches": int(kinds.get("touch", 0)),
                 "touches_after_until": int(kinds.get("late", 0)),
                 "touches_outside_recordings": int(kinds.get("outside", 0)), "recordings": self.recordings}
