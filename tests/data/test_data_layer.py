@@ -433,6 +433,21 @@ def test_split_with_explicit_subjects(tmp_path: Path) -> None:
     assert set(parts["train"]["subject"]) == {f"s{i}" for i in range(10)} - {"s1", "s2", "s3"}
 
 
+def test_named_subjects_are_never_drawn_into_the_other_part(tmp_path: Path, capsys) -> None:
+    """--val_subjects with a test part drawn by fraction: the draw leaves the named subjects alone (it could take
+    them, leaving val.csv empty); a subject named for both parts is an error."""
+    manifest = _subject_manifest(tmp_path / "m.csv")
+    for seed in range(6):  # a 0.5 test draw takes half the subjects: without the rule some seed takes s3
+        out = tmp_path / f"o{seed}"
+        assert main(["split", str(manifest), "--out", str(out), "--test_fraction", "0.5", "--val_subjects", "s3",
+                     "--seed", str(seed)]) == 0
+        parts = _split(out)
+        assert set(parts["val"]["subject"]) == {"s3"} and "s3" not in set(parts["test"]["subject"])
+    assert main(["split", str(manifest), "--out", str(tmp_path / "x"), "--test_subjects", "s3", "--val_subjects",
+                 "s3"]) == 2
+    assert "['s3']: named by both --test_subjects and --val_subjects" in capsys.readouterr().err
+
+
 def test_split_unknown_subject_is_an_error(tmp_path: Path, capsys) -> None:
     manifest = _subject_manifest(tmp_path / "m.csv")
     assert main(["split", str(manifest), "--out", str(tmp_path / "o"), "--test_subjects", "zed"]) == 2

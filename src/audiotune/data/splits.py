@@ -100,8 +100,9 @@ def split_table(table: pd.DataFrame, test_fraction: float = 0.2, val_fraction: f
                 source: str = "manifest") -> dict[str, pd.DataFrame]:
     """train/val/test tables with no subject in two of them, stratified by ``stratify`` where possible.
 
-    A fraction is of all rows; a part drawn by fraction holds at least one group (subject), so the defaults
-    work on a handful of speakers."""
+    Named subjects make their part; a fraction is of all rows, drawn from the groups no part names: the first of
+    round(1 / share) group-disjoint folds (at least one group, so the defaults work on a handful of speakers; with
+    few groups the part's share of the rows can be well off the fraction)."""
     if table.empty:
         raise DataError(f"{source}: no rows to split (only a header)")
     check_stratify(table, stratify, source)
@@ -111,16 +112,21 @@ def split_table(table: pd.DataFrame, test_fraction: float = 0.2, val_fraction: f
     if test_fraction + val_fraction >= 1 and not (test_subjects or val_subjects):
         raise DataError(f"--test_fraction {test_fraction} + --val_fraction {val_fraction} leave nothing for training")
     subjects = group_values(table, group, source)
+    twice = sorted(set(test_subjects or ()) & set(val_subjects or ()))
+    if twice:
+        raise DataError(f"{twice}: named by both --test_subjects and --val_subjects; a subject is in one split")
     remaining = table
     parts: dict[str, pd.DataFrame] = {}
-    for name, chosen, fraction in (("test", test_subjects, test_fraction), ("val", val_subjects, val_fraction)):
+    wanted = (("test", test_subjects, test_fraction), ("val", val_subjects, val_fraction))
+    for name, chosen, _ in wanted:  # the named subjects first: a part drawn by fraction never takes them
         if chosen:
             unknown = sorted(set(chosen) - set(subjects))
             if unknown:
                 raise DataError(f"{source}: {name} subject(s) {unknown} not found in '{group}'")
             mask = group_values(remaining, group, source).isin(chosen)
             parts[name], remaining = remaining.loc[mask], remaining.loc[~mask]
-        elif fraction > 0:
+    for name, chosen, fraction in wanted:
+        if not chosen and fraction > 0:
             # fraction of the rows still unassigned, so test 0.2 / val 0.1 means 20% / 10% of the whole
             share = fraction / (len(remaining) / len(table))
             purpose = f"--{name}_fraction {fraction}" + (" (after the test part)" if name == "val" else "")
