@@ -139,7 +139,7 @@ def test_edge_relative_and_release_rules(tmp_path: Path) -> None:
     streamed = DetectOptions(envelope=0.002, height=1.5e-3, relative=0.1, release=0.5, block_seconds=0.4,
                              margin_seconds=0.05)
     assert times(streamed) == [0.1, 1.0, 2.0]
-    with pytest.raises(ValueError, match="release_ratio > 0"):
+    with pytest.raises(ValueError, match="--release_ratio 0: must be > 0"):
         detect(path, DetectOptions(release_ratio=0))
 
 
@@ -208,3 +208,49 @@ def test_peak_height_is_tap2keys_threshold_in_its_units(tmp_path: Path, subtype:
     assert found.threshold == pytest.approx(between)
     with pytest.raises(ValueError, match="instead of --height"):
         detect(path, DetectOptions(height=0.1, peak_height=peak_height))
+
+
+def detect_cli(tmp_path: Path, capsys: pytest.CaptureFixture, *args: object) -> tuple[int, str]:
+    """``audiotune taps detect ARGS`` (relative paths: from ``tmp_path``): its exit status and its stderr."""
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        status = main(["taps", "detect", *map(str, args)])
+    finally:
+        os.chdir(cwd)
+    return status, capsys.readouterr().err
+
+
+def test_nan_samples_are_an_error_naming_the_file_and_the_time(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    path = tap_recording(tmp_path / "nan.wav", [0.5, 1.5, 2.5], seconds=4.0, channels=8)
+    data = sf.read(path, always_2d=True)[0]
+    data[RATE: RATE + 10, 3] = np.nan  # 10 samples from 1.0 s
+    sf.write(path, data.astype(np.float32), RATE, subtype="FLOAT")
+    for block in (60.0, 0.3):  # the first bad sample, wherever the blocks begin
+        with pytest.raises(AudioError, match=r"nan.wav: audio contains NaN or infinite samples; the first at 1.000 s"):
+            detect(path, DetectOptions(block_seconds=block))
+    status, err = detect_cli(tmp_path, capsys, path, "--out", tmp_path / "taps.csv")
+    assert status == 2 and "nan.wav" in err and "1.000 s" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "taps.csv").exists()
+
+
+def test_peaks_do_not_depend_on_the_blocks_with_an_envelope_longer_than_the_margin(tmp_path: Path) -> None:
+    path = tap_recording(tmp_path / "long.wav", [0.5, 1.0, 2.0, 3.5, 5.0, 7.0, 7.5, 9.0], seconds=10,
+                         gains=[1, 0.5, 1, 0.3, 1, 0.7, 1, 0.4])
+    found = [detect(path, DetectOptions(envelope=2, height=5e-4, block_seconds=block)) for block in (60, 1, 0.3)]
+    assert len(found[0].positions) > 8
+    for streamed in found[1:]:
+        assert np.array_equal(streamed.positions, found[0].positions)
+        assert np.allclose(streamed.heights, found[0].heights, rtol=1e-9)
+
+
+def test_each_bad_option_is_named_as_its_flag_with_its_value(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    tap_recording(tmp_path / "a.wav", [0.5])
+    status, err = detect_cli(tmp_path, capsys, "a.wav", "--out", "taps.csv", "--factor", "0")
+    assert status == 2 and "--factor 0: must be > 0" in err and "min_distance" not in err
+    status, err = detect_cli(tmp_path, capsys, "a.wav", "--out", "taps.csv", "--floor_quantile", "1.5", "--top", "0")
+    assert status == 2 and "--floor_quantile 1.5: must be between 0 and 1; --top 0: must be >= 1" in err
+    assert "--factor" not in err and len(err.strip().splitlines()) == 1

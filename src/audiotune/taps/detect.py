@@ -11,9 +11,11 @@ does; peaks within ``edge`` seconds of either end of the recording are dropped (
 with ``release`` > 0 a peak that follows a kept one within ``release`` seconds and is below
 ``release_ratio`` × its height is dropped (a key's release, a stop click).
 
-Memory is bounded by the block, not the recording: each block is read with ``margin`` seconds of context on
-both sides, so the filter and the envelope see the same samples as a whole-file pass (the IIR filter's
-transient from the block edge has decayed inside the margin); the floor comes from a log-spaced histogram of
+Memory is bounded by the block, not the recording: each block is read with a margin of context on both sides,
+so the filter and the envelope see the same samples as a whole-file pass: the margin is ``margin_seconds``, or
+more where the envelope window plus the filter's settling time (:func:`settling_samples`: its slowest pole
+decays to 1e-12 of the block edge's transient) needs more, so the peaks do not depend on ``block_seconds``; the
+floor comes from a log-spaced histogram of
 ``|trace|`` whose counts add up across blocks. Two passes: the histogram, then the peaks.
 """
 from __future__ import annotations
@@ -28,7 +30,7 @@ import pandas as pd
 import soundfile as sf
 
 from audiotune import storage
-from audiotune.data.audio import AudioError, open_audio, read_frames
+from audiotune.data.audio import LOUDEST, AudioError, _check_samples, open_audio, read_frames
 from audiotune.data.errors import refuse
 from audiotune.progress import track
 from audiotune.taps import TAP_WINDOW
@@ -39,6 +41,7 @@ HIST_EDGES = np.geomspace(1e-9, 1e3, int(np.log(1e12) / np.log(1.01)) + 1)
 # bits of the integers scipy.io.wavfile reads per sample format (24-bit: shifted into int32), which tap2key divided
 # by 2**32; float formats are read as they are
 SCIPY_WAV_BITS = {"PCM_S8": 8, "PCM_U8": 8, "PCM_16": 16, "PCM_24": 32, "PCM_32": 32}
+SETTLED = 1e-12  # what is left of the high-pass filter's transient from a block's edge where the block begins
 
 
 def tap2key_height(peak_height: float, subtype: str) -> float:
@@ -68,19 +71,27 @@ class DetectOptions:
     margin_seconds: float = 0.5
 
     def validate(self) -> None:
-        if self.cutoff <= 0 or self.order < 1:
-            raise ValueError(f"high-pass: cutoff {self.cutoff} Hz and order {self.order} must be positive")
-        if self.min_distance < 0 or self.factor <= 0 or not 0 < self.floor_quantile < 1:
-            raise ValueError("min_distance >= 0, factor > 0 and 0 < floor_quantile < 1 are required")
+        """A ValueError naming each option out of its range, as its flag with its value (``--factor 0: must be
+        > 0``), on one line."""
+        rules = (("cutoff", self.cutoff > 0, "must be > 0 (Hz)"), ("order", self.order >= 1, "must be >= 1"),
+                 ("min_distance", self.min_distance >= 0, "must be >= 0 (seconds)"),
+                 ("factor", self.factor > 0, "must be > 0"),
+                 ("floor_quantile", 0 < self.floor_quantile < 1, "must be between 0 and 1"),
+                 ("envelope", self.envelope >= 0, "must be >= 0 (seconds)"),
+                 ("block_seconds", self.block_seconds > 0, "must be > 0"),
+                 ("margin_seconds", self.margin_seconds > 0, "must be > 0"),
+                 ("relative", self.relative >= 0, "must be >= 0"), ("top", self.top >= 1, "must be >= 1"),
+                 ("edge", self.edge >= 0, "must be >= 0 (seconds)"), ("release", self.release >= 0,
+                                                                      "must be >= 0 (seconds)"),
+                 ("release_ratio", self.release_ratio > 0, "must be > 0"))
+        bad = [f"--{name} {getattr(self, name):g}: {rule}" for name, ok, rule in rules if not ok]
         if self.height is not None and self.height <= 0:
-            raise ValueError(f"height {self.height}: a threshold must be positive")
+            bad.append(f"--height {self.height:g}: a threshold must be positive")
         if self.peak_height is not None and (self.peak_height <= 0 or self.height is not None):
-            raise ValueError(f"--peak_height {self.peak_height}: tap2key's threshold, positive and given instead "
-                             "of --height")
-        if self.envelope < 0 or self.block_seconds <= 0 or self.margin_seconds <= 0:
-            raise ValueError("envelope >= 0, block_seconds > 0 and margin_seconds > 0 are required")
-        if self.relative < 0 or self.top < 1 or self.edge < 0 or self.release < 0 or self.release_ratio <= 0:
-            raise ValueError("relative >= 0, top >= 1, edge >= 0, release >= 0 and release_ratio > 0 are required")
+            bad.append(f"--peak_height {self.peak_height:g}: tap2key's threshold, positive and given instead of "
+                       "--height")
+        if bad:
+            raise ValueError("; ".join(bad))
 
 
 @dataclass
@@ -94,6 +105,26 @@ class Detection:
     energies: np.ndarray  # (peaks, channels): RMS of each raw channel around the peak
     duration: float = 0.0  # seconds
     overview: np.ndarray | None = None  # max |trace| per equal bin of the recording (for plots)
+
+
+def settling_samples(sos: np.ndarray) -> int:
+    """Samples in which the transient of the filter ``sos`` decays to :data:`SETTLED` of its start (its slowest
+    pole's radius r: r**n = SETTLED)."""
+    from scipy.signal import sos2zpk
+
+    radius = float(np.max(np.abs(sos2zpk(sos)[1]), initial=0.0))
+    return int(np.ceil(np.log(SETTLED) / np.log(radius))) if 0 < radius < 1 else 1
+
+
+def check_finite(path: str, data: np.ndarray, start: int, rate: int) -> None:
+    """The samples of :func:`~audiotune.data.audio.read_audio`'s rule (finite, no larger than
+    :data:`~audiotune.data.audio.LOUDEST`), else an AudioError naming ``path`` and the time of the first bad one
+    (``data``: frames from sample ``start``)."""
+    try:
+        _check_samples(path, data)
+    except AudioError as err:
+        first = int(np.argmax(~(np.abs(data) <= LOUDEST).all(axis=1)))  # NaN compares False: bad as well
+        raise AudioError(f"{err}; the first at {(start + first) / rate:.3f} s") from None
 
 
 class _Trace:
@@ -114,12 +145,16 @@ class _Trace:
         self.select = list(select) if select is not None else None
         self.sos = butter(options.order, options.cutoff, btype="highpass", fs=self.rate, output="sos")
         self.block = max(int(options.block_seconds * self.rate), 1)
-        self.margin = max(int(options.margin_seconds * self.rate), 1)
         self.pool = int(round(options.envelope * self.rate))
+        # the envelope of a block's first sample reads a window's samples before it, and those must be filtered
+        # as in a whole-file pass: the filter's transient from the read's edge has died away before them
+        self.margin = max(int(options.margin_seconds * self.rate), 1, self.pool + settling_samples(self.sos))
 
     def _mono(self, start: int, stop: int) -> np.ndarray:
         data = read_frames(self.path, self.handle, start, stop)
-        return (data if self.select is None else data[:, self.select]).mean(axis=1)
+        data = data if self.select is None else data[:, self.select]
+        check_finite(self.path, data, start, self.rate)
+        return data.mean(axis=1)
 
     def blocks(self, label: str) -> Iterator[tuple[int, np.ndarray]]:
         """(first sample, trace) per block; together the blocks cover the recording once. The pass's progress is
