@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from audiotune.config.sections import RAISE
-from audiotune.data.errors import DataError, refuse_unless_skipped
+from audiotune.data.errors import DataError, refuse, refuse_unless_skipped
 from audiotune.outputs import check_output_path, skip_list, write_csv, write_skip_list
 
 SAMPLES_DIR = "05.wav_samples"
@@ -68,6 +68,7 @@ def import_tap_samples(folders: list[str | Path], out: str | Path, on_error: str
     """One row per tap sample (``uid, path, label, session, tap, timestamp, x, y``; paths relative to ``out``)."""
     out = check_output_path(out)
     rows, skipped = [], []
+    folders_of: dict[str, list[str]] = {}  # uid -> the folders holding it (a take is one uid per tap)
     for folder in map(Path, folders):
         samples, labels = _takes(folder)
         for take in sorted(set(samples) | set(labels)):
@@ -80,6 +81,7 @@ def import_tap_samples(folders: list[str | Path], out: str | Path, on_error: str
                 skipped.append({"folder": str(folder), "session": take, "reason": reason})
                 continue
             for (tap, path), label in zip(taps, table.itertuples(index=False)):
+                folders_of.setdefault(f"{take}_{tap:03d}", []).append(str(folder))
                 rows.append({"uid": f"{take}_{tap:03d}", "path": os.path.relpath(path.resolve(), out.parent.resolve()),
                              "label": label.label, "session": take, "tap": tap, "timestamp": label.timestamp,
                              "x": label.x, "y": label.y})
@@ -89,6 +91,9 @@ def import_tap_samples(folders: list[str | Path], out: str | Path, on_error: str
                           "detection)", on_error, skip_list(out).name)
     if not rows:
         raise DataError(f"{', '.join(map(str, folders))}: no tap sample paired with a label")
+    refuse([f"{uid}: in {', '.join(places)}" for uid, places in folders_of.items() if len(places) > 1],
+           "tap sample uid(s) found more than once (a take given twice?)",
+           "(a take's samples are imported once: give each of its folders once)")
     segments = pd.DataFrame(rows)
     write_csv(segments, out, index=False)
     return TapImport(out, segments, skipped_table, write_skip_list(skipped_table, out))
