@@ -237,6 +237,74 @@ def test_nan_samples_are_an_error_naming_the_file_and_the_time(tmp_path: Path,
     assert not (tmp_path / "taps.csv").exists()
 
 
+def test_out_is_a_csv_and_none_of_the_recordings(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tap_recording(tmp_path / "rec.wav", [0.5, 1.5])
+    before = path.read_bytes()
+    status, err = detect_cli(tmp_path, capsys, "rec.wav", "--out", "rec.wav")
+    assert status == 2 and "--out rec.wav" in err and ".csv" in err and path.read_bytes() == before
+    # a recording that is itself named .csv (WAV inside) is not written over either
+    odd = tmp_path / "odd.csv"
+    sf.write(odd, sf.read(path)[0], RATE, format="WAV", subtype="FLOAT")
+    status, err = detect_cli(tmp_path, capsys, odd, "--out", "./odd.csv")
+    assert status == 2 and "--out ./odd.csv: is one of the recordings" in err and sf.info(odd).frames > 0
+
+
+def test_a_bad_plot_folder_fails_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    tap_recording(tmp_path / "a.wav", [0.5, 1.5])
+    (tmp_path / "plots").write_text("a file, not a folder")
+    status, err = detect_cli(tmp_path, capsys, "a.wav", "--out", "taps.csv", "--plot", "plots")
+    assert status == 2 and "--plot plots: cannot be the folder for the plots" in err and "Errno" not in err
+    assert not (tmp_path / "taps.csv").exists()
+    for name in ("taps.csv", "touch.csv", "keys.csv"):  # align refuses it before reading its inputs
+        (tmp_path / f"align_{name}").write_text("")
+    status = main(["taps", "align", str(tmp_path / "align_taps.csv"), "--touch_log", str(tmp_path / "align_touch.csv"),
+                   "--keys", str(tmp_path / "align_keys.csv"), "--out", str(tmp_path / "segments.csv"),
+                   "--plot", str(tmp_path / "plots")])
+    err = capsys.readouterr().err
+    assert status == 2 and "--plot" in err and "cannot be the folder for the plots" in err
+
+
+def test_one_file_given_twice_is_refused_and_one_name_in_two_folders_gets_two_plots(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    tap_recording(tmp_path / "ok.wav", [0.5, 1.5])
+    status, err = detect_cli(tmp_path, capsys, "ok.wav", "./ok.wav", "--out", "taps.csv")
+    assert status == 2 and "given more than once" in err and "./ok.wav: the file ok.wav again" in err
+    assert not (tmp_path / "taps.csv").exists()
+    for folder, times in (("s1", [0.5, 1.5]), ("s2", [1.0, 2.0, 3.0])):
+        (tmp_path / folder).mkdir()
+        tap_recording(tmp_path / folder / "r.wav", times)
+    status, err = detect_cli(tmp_path, capsys, "s1/r.wav", "s2/r.wav", "--out", "taps.csv", "--envelope", "0.002",
+                             "--plot", "plots", "--report", "false")
+    assert status == 0, err
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["r_1_taps.png", "r_2_taps.png"]
+    assert len(pd.read_csv(tmp_path / "taps.csv")) == 5
+
+
+def test_recordings_of_different_channel_counts_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    tap_recording(tmp_path / "four.wav", [0.5], channels=4)
+    tap_recording(tmp_path / "eight.wav", [0.5], channels=8)
+    tap_recording(tmp_path / "eight_b.wav", [0.5], channels=8)
+    for select in ([], ["--channel_select", "0", "1"]):  # channels both have: still one table of mixed clips
+        status, err = detect_cli(tmp_path, capsys, "four.wav", "eight.wav", "eight_b.wav", "--out", "taps.csv",
+                                 *select)
+        assert status == 2 and "different channel counts" in err, select
+        assert "4 channels (1 recording(s), e.g. four.wav)" in err
+        assert "8 channels (2 recording(s), e.g. eight.wav)" in err
+        assert not (tmp_path / "taps.csv").exists()
+
+
+def test_a_recording_without_taps_is_named_in_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    tap_recording(tmp_path / "taps.wav", [0.5, 1.5])
+    tap_recording(tmp_path / "quiet.wav", [])
+    status, err = detect_cli(tmp_path, capsys, "taps.wav", "quiet.wav", "--out", "taps.csv", "--height", "0.01",
+                             "--report", "false")
+    assert status == 0
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "no taps found in quiet.wav" in warnings[0]
+    assert "counts its touches in no recording" in warnings[0] and "--height" in warnings[0]
+    assert set(pd.read_csv(tmp_path / "taps.csv")["path"]) == {"taps.wav"}  # the table is as it was
+
+
 def test_peaks_do_not_depend_on_the_blocks_with_an_envelope_longer_than_the_margin(tmp_path: Path) -> None:
     path = tap_recording(tmp_path / "long.wav", [0.5, 1.0, 2.0, 3.5, 5.0, 7.0, 7.5, 9.0], seconds=10,
                          gains=[1, 0.5, 1, 0.3, 1, 0.7, 1, 0.4])

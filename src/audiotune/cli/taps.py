@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from audiotune.cli.command import Command
 from audiotune.cli.flags import add_path, add_section_flags, refuse_flags_of, spellings
 from audiotune.cli.values import options_of
 from audiotune.data.errors import DataError
-from audiotune.outputs import check_output_path, write_csv
+from audiotune.outputs import OutputError, check_output_path, write_csv
 from audiotune.storage import Role
 from audiotune.taps import TAP_WINDOW
 from audiotune.taps.align import AlignOptions
@@ -67,7 +68,10 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     detect.add_argument(*spellings("block_seconds"), dest="block_seconds", type=float, default=DETECT.block_seconds,
                         help=f"seconds read at a time (memory bound; the peaks do not depend on it; default "
                              f"{DETECT.block_seconds:g})")
-    add_path(detect, "--plot", role=Role.OUTPUT_DIR, help="folder for one diagnostic PNG per recording")
+    add_path(detect, "--plot", role=Role.OUTPUT_DIR,
+             help="folder for one diagnostic PNG per recording, STEM_taps.png after its file name; recordings that "
+                  "share a file name (in different folders) have their place in the list added: STEM_N_taps.png "
+                  "(N from 1)")
     add_section_flags(detect, ("runtime.report",))  # the page beside --out, with the timelines of --plot
     align = commands.add_parser(
         "align", help="pair detected taps one to one with touch-log events; writes a labelled segment table",
@@ -111,11 +115,37 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     align.add_argument("--after", type=float, default=TAP_WINDOW[1],
                        help=f"segment seconds after each tap (default {TAP_WINDOW[1]}: 6000 samples at 96 kHz)")
     add_path(align, "--plot", role=Role.OUTPUT_DIR,
-             help="folder for one PNG per recording: taps, touches and their labels")
+             help="folder for one PNG per recording: taps, touches and their labels (STEM_align.png after its file "
+                  "name; STEM_N_align.png where recordings share a file name)")
     add_section_flags(align, ("runtime.report",))
     # tap2key's WavPreprocess.py took the options of both steps: each step names the other's
     for step, other, name in ((detect, align, "align"), (align, detect, "detect")):
         refuse_flags_of(step, list(other._option_string_actions), f"an option of `audiotune taps {name}`")
+
+
+def check_plot(plot: str | None) -> None:
+    """``--plot``, the folder for the PNG files: one line naming the flag, before any work, where no folder can be
+    written there (a file in the way, no permission)."""
+    if plot is None:
+        return
+    probe = Path(plot) / "plot.png"
+    try:
+        check_output_path(probe)
+    except OutputError as err:
+        reason = "a file, not a folder" if Path(plot).exists() else str(err).removeprefix(f"{probe}: ")
+        raise DataError(f"--plot {plot}: cannot be the folder for the plots ({reason})") from None
+
+
+def check_out(out: str, recordings: list[str]) -> None:
+    """detect's ``--out``: a CSV file, and none of the recordings."""
+    from audiotune.storage import final_path
+    from audiotune.taps.detect import same_file
+
+    if Path(out).suffix.lower() != ".csv":
+        raise DataError(f"--out {out}: the taps table is a CSV file; give a path ending in .csv")
+    written = same_file(final_path(out))
+    if any(same_file(path) == written for path in recordings):
+        raise DataError(f"--out {out}: is one of the recordings; give another path")
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -124,12 +154,14 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         return
     from audiotune import storage
     from audiotune.storage import final_path
-    from audiotune.taps.detect import check_recordings, detect, plot_detection, taps_table
+    from audiotune.taps.detect import check_recordings, detect, plot_detection, plot_names, taps_table
 
     options = options_of(DetectOptions, args,
                          channel_select=tuple(args.channel_select) if args.channel_select else None)
     options.validate()
+    check_out(args.out, args.recordings)
     out = check_output_path(args.out)
+    check_plot(args.plot)
     check_recordings(args.recordings)
     window = TAP_WINDOW
     report = vars(args).get("runtime.report", True)
@@ -138,11 +170,15 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         found = detect(path, options, window, overview_bins=4000 if args.plot or report else 0)
         floor = f", noise floor {found.floor:.3g}" if found.floor is not None else ""
         print(f"{path}: {len(found.positions)} taps (threshold {found.threshold:.3g}{floor})")
+        if not len(found.positions):
+            print(f"warning: no taps found in {path}: the table has no row of it, so `audiotune taps align` counts "
+                  "its touches in no recording; lower --factor, --height or --peak_height", file=sys.stderr)
         detections.append(found)
     write_csv(taps_table(detections, out), out, index=False)
     if args.plot:
+        names = plot_names([found.path for found in detections], "_taps.png")
         for found in detections:
-            plot_detection(found, Path(args.plot) / f"{Path(storage.name(found.path)).stem}_taps.png", window)
+            plot_detection(found, Path(args.plot) / names[found.path], window)
     total = sum(len(d.positions) for d in detections)
     plots = f"; plots in {storage.final_place(args.plot)}" if args.plot else ""
     print(f"{final_path(out)}: {total} taps in {len(detections)} recordings{plots}")
@@ -156,8 +192,10 @@ def run_align(args: argparse.Namespace) -> None:
     from audiotune import storage
     from audiotune.storage import final_path
     from audiotune.taps.align import align_csv, plot_alignment
+    from audiotune.taps.detect import plot_names
 
     options = options_of(AlignOptions, args)
+    check_plot(args.plot)
     if min(args.before, args.after) < 0 or args.before + args.after <= 0:
         raise DataError(f"--before {args.before} / --after {args.after}: seconds >= 0, together more than 0")
     result = align_csv(args.taps, args.touch_log, args.keys, args.out, options, (args.before, args.after),
@@ -179,9 +217,9 @@ def run_align(args: argparse.Namespace) -> None:
     print(f"{final_path(result.out)}: {len(result.segments)} segments{skipped}; report in {result.report_path.name}")
     if args.plot:
         events = result.alignment.events
-        for path in dict.fromkeys(result.alignment.events["path"]):
-            plot_alignment(path, events, result.alignment.leftover,
-                           Path(args.plot) / f"{Path(storage.name(path)).stem}_align.png")
+        names = plot_names(list(dict.fromkeys(events["path"])), "_align.png")
+        for path, name in names.items():
+            plot_alignment(path, events, result.alignment.leftover, Path(args.plot) / name)
         print(f"plots in {storage.final_place(args.plot)}")
     if vars(args).get("runtime.report", True):
         from audiotune.engine.taps_report import alignment_report

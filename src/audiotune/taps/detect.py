@@ -20,6 +20,7 @@ floor comes from a log-spaced histogram of
 """
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ import soundfile as sf
 
 from audiotune import storage
 from audiotune.data.audio import LOUDEST, AudioError, _check_samples, open_audio, read_frames
-from audiotune.data.errors import refuse
+from audiotune.data.errors import DataError, refuse
 from audiotune.progress import track
 from audiotune.taps import TAP_WINDOW
 
@@ -280,20 +281,53 @@ def _detect(path: str | Path, trace: _Trace, window: tuple[float, float], overvi
                      energies.reshape(len(pos), trace.channels), trace.frames / trace.rate, bins)
 
 
+def same_file(path: str | Path) -> str:
+    """What names the file at ``path``: a URL as it is, a local path resolved (``./a.wav`` and ``a.wav`` are one)."""
+    return str(path) if storage.is_remote(path) else str(Path(path).resolve())
+
+
 def check_recordings(paths: list[str]) -> None:
-    """Every recording (local, or remote: only its header is read) readable as audio, or one error naming each
-    bad file."""
+    """Every recording given once, readable as audio (local, or remote: only its header is read) and of one
+    channel count, or one error naming each bad file."""
+    first: dict[str, str] = {}
+    again = []
+    for path in map(str, paths):
+        key = same_file(path)
+        if key in first:
+            again.append(f"{path}: given twice" if path == first[key] else f"{path}: the file {first[key]} again")
+        first.setdefault(key, path)
+    refuse(again, "recording(s) given more than once", "(each recording is searched once: give it once)")
     problems = []
+    channels: dict[int, list[str]] = {}
     for path in paths:
         try:
             with open_audio(str(path)) as handle:
                 if handle.frames == 0:
                     problems.append(f"{path}: no samples")
+                channels.setdefault(handle.channels, []).append(str(path))
         except AudioError as err:
             problems.append(f"{path}: cannot be read as audio ({str(err).removeprefix(f'{path}: ')})")
         except OSError as err:  # a remote file system that cannot be reached
             problems.append(f"{path}: cannot be read as audio ({err})")
     refuse(problems, "recording(s) cannot be searched for taps")
+    if len(channels) > 1:
+        counts = ", ".join(f"{count} channels ({len(files)} recording(s), e.g. {files[0]})"
+                           for count, files in sorted(channels.items()))
+        raise DataError(f"recordings of different channel counts: {counts}; the segments of one taps table are read "
+                        "with all their recording's channels, so detect the taps of each channel count into a table "
+                        "of its own")
+
+
+def plot_names(paths: list[str], suffix: str) -> dict[str, str]:
+    """The file name of each recording's plot: its file name's stem, then ``suffix``; recordings that share a stem
+    (one file name in two folders) have their place in ``paths`` (from 1) after it, ``r_2_taps.png``."""
+    names = [Path(storage.name(path)).stem for path in paths]
+    for _ in paths:  # until no two are the same (a numbered name may be another recording's own)
+        clashing = {name for name, count in Counter(names).items() if count > 1}
+        if not clashing:
+            break
+        names = [f"{name}_{i + 1}" if name in clashing else name for i, name in enumerate(names)]
+    return {path: name + suffix for path, name in zip(paths, names)}
 
 
 def taps_table(detections: list[Detection], out: Path) -> pd.DataFrame:
