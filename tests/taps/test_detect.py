@@ -322,3 +322,15 @@ def test_each_bad_option_is_named_as_its_flag_with_its_value(tmp_path: Path, cap
     status, err = detect_cli(tmp_path, capsys, "a.wav", "--out", "taps.csv", "--floor_quantile", "1.5", "--top", "0")
     assert status == 2 and "--floor_quantile 1.5: must be between 0 and 1; --top 0: must be >= 1" in err
     assert "--factor" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_align_help_names_its_defaults_and_sample_names_its_replacement(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main(["taps", "align", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "(default last7)" in shown and "default: off" in shown
+    with pytest.raises(SystemExit):
+        main(["taps", "align", "--sample"])
+    err = capsys.readouterr().err
+    assert "--sample: tap2key's WAV file per tap" in err and "audiotune train" in err
+    assert "use `audiotune taps align`" not in err

@@ -7,12 +7,14 @@ from pathlib import Path
 
 from audiotune.cli.command import Command
 from audiotune.cli.flags import add_path, add_section_flags, refuse_flags_of, spellings
+from audiotune.cli.seed_flags import Refused
 from audiotune.cli.values import options_of
 from audiotune.data.errors import DataError
 from audiotune.outputs import OutputError, check_output_path, write_csv
 from audiotune.storage import Role
 from audiotune.taps import TAP_WINDOW
 from audiotune.taps.align import AlignOptions
+from audiotune.taps.align_inputs import SEED_PATTERN
 from audiotune.taps.detect import DetectOptions
 
 DETECT, ALIGN = DetectOptions(), AlignOptions()  # the defaults the flags show
@@ -98,10 +100,12 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                        help="keep taps matched to off-key touches, labelled 'none' (default: listed in "
                             "OUT.unmatched.csv)")
     align.add_argument(*spellings("max_key_distance"), dest="max_key_distance", type=float,
-                       help="a touch farther than this from every key centre is 'none' (sensor units)")
-    align.add_argument(*spellings("time_pattern"), dest="time_pattern", default="last7",
-                       help="recording start in each file name: last7 (the last 7 integer groups: hour, minute, "
-                            "second, fraction, month, day, year) or a strptime pattern such as %%Y%%m%%d-%%H%%M%%S")
+                       help="a touch farther than this from every key centre is 'none' (sensor units; default: off, "
+                            "every touch is labelled by its nearest key)")
+    align.add_argument(*spellings("time_pattern"), dest="time_pattern", default=SEED_PATTERN,
+                       help=f"recording start in each file name: last7 (the last 7 integer groups: hour, minute, "
+                            f"second, fraction, month, day, year) or a strptime pattern such as %%Y%%m%%d-%%H%%M%%S "
+                            f"(default {SEED_PATTERN})")
     align.add_argument(*spellings("start_column"), dest="start_column",
                        help="column of the taps table holding each recording's start time (instead of the name)")
     align.add_argument("--until", type=float,
@@ -118,6 +122,15 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
              help="folder for one PNG per recording: taps, touches and their labels (STEM_align.png after its file "
                   "name; STEM_N_align.png where recordings share a file name)")
     add_section_flags(align, ("runtime.report",))
+    # tap2key's WavPreprocess.py --sample wrote a WAV file per tap: here the segment table of align names each tap's
+    # window in its recording, and train reads the windows from it
+    detect.add_argument("--sample", action=Refused,
+                        replacement="tap2key's WAV file per tap; pair the taps with the touches by `audiotune taps "
+                                    "align TAPS.csv ... --out SEGMENTS.csv`, whose segments train reads (-d)")
+    align.add_argument("--sample", action=Refused,
+                       replacement="tap2key's WAV file per tap; not needed: train reads each tap's window from the "
+                                   "segment table --out writes (`audiotune split OUT --group uid ...`, then "
+                                   "`audiotune train -d SPLIT`)")
     # tap2key's WavPreprocess.py took the options of both steps: each step names the other's
     for step, other, name in ((detect, align, "align"), (align, detect, "detect")):
         refuse_flags_of(step, list(other._option_string_actions), f"an option of `audiotune taps {name}`")
