@@ -286,13 +286,13 @@ def read_audio(path: str, expected_rate: float = float("nan"), span: Span = WHOL
         raise AudioError(f"{path}: empty audio (0 samples)")
     if channels != list(range(data.shape[1])):
         data = data[:, channels]
-    _check_samples(path, data)
+    check_samples(path, data)
     if not np.any(data):
         raise AudioError(f"{path}: audio is all zeros" + ("" if span.is_whole else " in this segment"))
     return np.ascontiguousarray(data.T), int(rate)
 
 
-def _check_samples(path: str, samples: np.ndarray) -> None:
+def check_samples(path: str, samples: np.ndarray) -> None:
     """Finite samples no larger than :data:`LOUDEST`, else an AudioError naming the file (one pass: the peak is
     NaN or infinite when a sample is)."""
     peak = float(np.max(np.abs(samples), initial=0.0))
@@ -345,7 +345,7 @@ def check_clip(path: str, spec: AudioSpec, expected_rate: float = float("nan"), 
             for block in handle.blocks(blocksize=CHECK_BLOCK_FRAMES, frames=wanted, dtype="float32",
                                        always_2d=True):
                 block = block[:, channels] if len(channels) != block.shape[1] else block
-                _check_samples(path, block)
+                check_samples(path, block)
                 nonzero = nonzero or bool(np.any(block))
                 read += block.shape[0]
         except (sf.LibsndfileError, RuntimeError, ValueError) as err:

@@ -31,7 +31,7 @@ import pandas as pd
 import soundfile as sf
 
 from audiotune import storage
-from audiotune.data.audio import LOUDEST, AudioError, _check_samples, open_audio, read_frames
+from audiotune.data.audio import LOUDEST, AudioError, check_samples, open_audio, read_frames
 from audiotune.data.errors import DataError, refuse
 from audiotune.progress import track
 from audiotune.taps import TAP_WINDOW
@@ -122,7 +122,7 @@ def check_finite(path: str, data: np.ndarray, start: int, rate: int) -> None:
     :data:`~audiotune.data.audio.LOUDEST`), else an AudioError naming ``path`` and the time of the first bad one
     (``data``: frames from sample ``start``)."""
     try:
-        _check_samples(path, data)
+        check_samples(path, data)
     except AudioError as err:
         first = int(np.argmax(~(np.abs(data) <= LOUDEST).all(axis=1)))  # NaN compares False: bad as well
         raise AudioError(f"{err}; the first at {(start + first) / rate:.3f} s") from None
