@@ -487,6 +487,18 @@ def test_stats_match_features_computed_directly(uid_dataset: dict, tmp_path: Pat
     assert result["dataset_std"] == pytest.approx(float(every.std(unbiased=False)), rel=1e-6)
 
 
+def test_stats_refuses_a_split_the_table_does_not_have(uid_dataset: dict, capsys) -> None:
+    ds, small = uid_dataset, ["--features", "fbank", "--num_mel_bins", "24"]
+    assert main(["stats", "-i", str(ds["prefix"]), "-d", str(ds["split"]), "--split", "bogus", *small]) == 2
+    err = capsys.readouterr().err
+    assert f"--split bogus: {ds['split']} has no split bogus (its splits: train, val, test)" in err
+    one = ds["split"] / "test.csv"
+    assert main(["stats", "-i", str(ds["prefix"]), "-d", str(one), "--split", "test", *small]) == 2
+    assert f"--split test: {one} is one table, whose rows are named data" in capsys.readouterr().err
+    assert main(["stats", "-i", str(ds["prefix"]), "-d", str(one), *small]) == 0  # its rows by default
+    assert json.loads(capsys.readouterr().out)["split"] == "data"
+
+
 def test_zero_dataset_std_is_a_clear_error(uid_dataset: dict, tmp_path: Path, capsys) -> None:
     ds = uid_dataset
     with pytest.raises(SystemExit) as refused:  # refused by the parser, before anything runs

@@ -112,7 +112,7 @@ def test_each_command_names_the_list_it_would_skip_bad_audio_into(trained_run: d
     out, stats = tmp_path / "emb.parquet", tmp_path / "stats.json"
     commands = {"skipped.csv": ["evaluate", "--run", str(run), "-d", str(scored), "-o", str(tmp_path / "ev")],
                 "emb.skipped.csv": ["extract", "--run", str(run), "-d", str(scored), "--out", str(out)],
-                "stats.skipped.csv": ["stats", "-i", str(trained_run["prefix"]), "-d", str(scored), "--split", "test",
+                "stats.skipped.csv": ["stats", "-i", str(trained_run["prefix"]), "-d", str(scored),
                                       "--out", str(stats)],
                 "labels.skipped.csv": ["cluster", "--run", str(run), "-i", str(trained_run["prefix"]), "-d",
                                        str(scored), "--num_clusters", "2", "--out", str(tmp_path / "labels.parquet")]}

@@ -29,7 +29,10 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     refuse_other_options(parser, "not an option of stats, which measures the features of a split's "
                                                 "clips as a model of --model reads them when it scores (its "
                                                 "options: audiotune stats --help)")
-    parser.add_argument("--split", default="train")
+    parser.add_argument("--split", default=None,
+                        help="the split measured: train, val or test of a split directory or JSON split file "
+                             "(default: train); the rows of one CSV and the clips of an audio folder are named "
+                             "data, measured by default")
     add_path(parser, "--out", role=Role.OUTPUT_FILE, help="also write the result as JSON here")
 
 

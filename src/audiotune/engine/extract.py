@@ -13,6 +13,7 @@ import pyarrow as pa
 import torch
 
 from audiotune.config import RunConfig, check_config
+from audiotune.data.errors import DataError
 from audiotune.data.loading import make_dataset, make_loader
 from audiotune.data.prepare import prepare_eval_data
 from audiotune.engine.inference import features_on_device, inference_device, iterate_batches, override_scoring
@@ -33,7 +34,7 @@ from audiotune.models.backbones import input_spec
 from audiotune.models.checkpoint import run_config
 from audiotune.models.classifier import EMBEDDING_TYPES, Classifier
 from audiotune.models.encoder import load_embedder
-from audiotune.outputs import check_output_path, skip_list, write_skip_list
+from audiotune.outputs import ONE_TABLE, check_output_path, skip_list, write_skip_list
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +130,29 @@ def list_skipped(skipped: pd.DataFrame, out_path: Path) -> None:
         log.warning("%d row(s) skipped; listed in %s", len(skipped), listed)
 
 
-def feature_stats(config: RunConfig, data_split_root: str, split: str = "train",
+def measured_split(tables: dict[str, pd.DataFrame], split: str | None, data_split_root: str | Path) -> str:
+    """The split of ``tables`` (read from ``data_split_root``) that ``split`` names; None: train, else the one table
+    there is (one CSV's rows, an audio folder's clips). A name the tables do not have is an error naming theirs."""
+    root = str(data_split_root)
+    if split is None:
+        if "train" in tables:
+            return "train"
+        if len(tables) == 1:
+            return next(iter(tables))
+        raise DataError(f"--split: {root} has no train split; choose one of its splits: {', '.join(tables)}")
+    if split in tables:
+        return split
+    if list(tables) == [ONE_TABLE]:
+        what = "one table, whose rows" if root.lower().endswith(".csv") else "a folder of audio files, whose clips"
+        raise DataError(f"--split {split}: {root} is {what} are named {ONE_TABLE} (leave --split out, or give "
+                        f"--split {ONE_TABLE})")
+    raise DataError(f"--split {split}: {root} has no split {split} (its splits: {', '.join(tables)})")
+
+
+def feature_stats(config: RunConfig, data_split_root: str, split: str | None = None,
                   out: str | Path | None = None) -> tuple[dict, pd.DataFrame]:
-    """Mean and std of the (unnormalised) input features over a split; std 0 is an error.
+    """Mean and std of the (unnormalised) input features over a split (see :func:`measured_split`); std 0 is an
+    error.
 
     Returns the statistics and the rows left out of them (bad audio with ``--on_error skip``), which the command
     lists beside ``out`` (without it, on its error output)."""
@@ -139,7 +160,7 @@ def feature_stats(config: RunConfig, data_split_root: str, split: str = "train",
     inputs = dataclasses.replace(input_spec(config), dataset_mean=None, dataset_std=None)
     prepared = prepare_eval_data(config, inputs, data_split_root, targets_needed=False,
                                  listed_in=skip_list(out).name if out else "the command's error output")
-    name = split if split in prepared.tables else next(iter(prepared.tables))
+    name = measured_split(prepared.tables, split, data_split_root)
     table = prepared.tables[name]
     dataset = make_dataset(config, inputs, table, prepared.targets[name])
     # float64 sums, except on MPS, which has no float64
