@@ -499,6 +499,18 @@ def test_stats_refuses_a_split_the_table_does_not_have(uid_dataset: dict, capsys
     assert json.loads(capsys.readouterr().out)["split"] == "data"
 
 
+def test_stats_reads_only_the_split_it_measures(uid_dataset: dict, capsys) -> None:
+    ds = uid_dataset
+    for name in ("train", "test"):
+        table = pd.read_csv(ds["split"] / f"{name}.csv")
+        table.loc[len(table)] = {**table.iloc[0].to_dict(), "uid": f"ghost_{name}"}
+        table.to_csv(ds["split"] / f"{name}.csv", index=False)
+    assert main(["stats", "-i", str(ds["prefix"]), "-d", str(ds["split"]), "--features", "fbank",
+                 "--num_mel_bins", "24", "--split", "val"]) == 0, capsys.readouterr().err
+    result = json.loads(capsys.readouterr().out)
+    assert result["split"] == "val" and result["clips"] == 4 and result["skipped"] == 0
+
+
 def test_zero_dataset_std_is_a_clear_error(uid_dataset: dict, tmp_path: Path, capsys) -> None:
     ds = uid_dataset
     with pytest.raises(SystemExit) as refused:  # refused by the parser, before anything runs

@@ -261,11 +261,13 @@ def _check_label_columns(tables: dict[str, pd.DataFrame], heads: list[HeadSpec])
 
 def prepare_eval_data(config: RunConfig, inputs: InputSpec, data_split_root: str,
                       targets_needed: bool = True, scan: Scanner = scan_audio,
-                      listed_in: str = SKIPPED_FILE) -> PreparedData:
+                      listed_in: str = SKIPPED_FILE, tables: dict[str, pd.DataFrame] | None = None) -> PreparedData:
     """Tables for evaluation or extraction, labelled with the run's heads, their audio checked as the model
     reads scored clips (``inputs``) by ``scan`` (several processes share the checks with one that gathers what
-    each found); ``listed_in``: where the command lists bad audio that ``--on_error skip`` leaves out."""
-    tables = read_splits(data_split_root, config.data.prefix, config.data.na_values)
+    each found); ``listed_in``: where the command lists bad audio that ``--on_error skip`` leaves out.
+    ``tables``: the tables of ``data_split_root`` already read (those alone are checked), else every split of it."""
+    if tables is None:
+        tables = read_splits(data_split_root, config.data.prefix, config.data.na_values)
     if targets_needed:
         _check_label_columns(tables, config.heads)
     return _check_tables(tables, config.heads, config, inputs, targets_needed, scan=scan, listed_in=listed_in)

@@ -14,6 +14,7 @@ import torch
 
 from audiotune.config import RunConfig, check_config
 from audiotune.data.errors import DataError
+from audiotune.data.layout import read_splits
 from audiotune.data.loading import make_dataset, make_loader
 from audiotune.data.prepare import prepare_eval_data
 from audiotune.engine.inference import features_on_device, inference_device, iterate_batches, override_scoring
@@ -151,16 +152,19 @@ def measured_split(tables: dict[str, pd.DataFrame], split: str | None, data_spli
 
 def feature_stats(config: RunConfig, data_split_root: str, split: str | None = None,
                   out: str | Path | None = None) -> tuple[dict, pd.DataFrame]:
-    """Mean and std of the (unnormalised) input features over a split (see :func:`measured_split`); std 0 is an
-    error.
+    """Mean and std of the (unnormalised) input features over a split (see :func:`measured_split`; only its
+    audio is read); std 0 is an error.
 
     Returns the statistics and the rows left out of them (bad audio with ``--on_error skip``), which the command
     lists beside ``out`` (without it, on its error output)."""
     device = inference_device(config)
     inputs = dataclasses.replace(input_spec(config), dataset_mean=None, dataset_std=None)
+    tables = read_splits(data_split_root, config.data.prefix, config.data.na_values)
+    name = measured_split(tables, split, data_split_root)
+    # only the split measured is checked: bad audio in another one is not this command's concern
     prepared = prepare_eval_data(config, inputs, data_split_root, targets_needed=False,
-                                 listed_in=skip_list(out).name if out else "the command's error output")
-    name = measured_split(prepared.tables, split, data_split_root)
+                                 listed_in=skip_list(out).name if out else "the command's error output",
+                                 tables={name: tables[name]})
     table = prepared.tables[name]
     dataset = make_dataset(config, inputs, table, prepared.targets[name])
     # float64 sums, except on MPS, which has no float64
@@ -178,8 +182,6 @@ def feature_stats(config: RunConfig, data_split_root: str, split: str | None = N
     std = math.sqrt(max(mean_square - mean * mean, 0.0))
     if not np.isfinite(std) or std == 0:
         raise ValueError(f"{data_split_root} ({name}): feature std is {std}; the audio has no variation")
-    skipped = prepared.skipped
-    if len(skipped) and "split" in skipped.columns:
-        skipped = skipped[skipped["split"] == name]
+    skipped = prepared.skipped  # of the one split read
     return ({"split": name, "clips": len(dataset), "frames": count // dataset.extract.num_bins,
              "skipped": len(skipped), "dataset_mean": mean, "dataset_std": std}, skipped)
