@@ -81,6 +81,15 @@ def test_an_option_the_command_does_not_read_is_refused(command: str, taken: tup
         assert f"audiotune {command}: error: {flag(key)}: " in error, key
 
 
+@pytest.mark.parametrize("key", ["features.target_length", "features.pad"])
+def test_stats_refuses_what_pads_or_crops_a_batch(key: str, parser: argparse.ArgumentParser,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    # each clip's features are measured at the clip's own length: a batch's padding or crop would change nothing
+    error = refusal(parser, ["stats", flag(key), "1"], capsys)
+    assert f"audiotune stats: error: {flag(key)}: not an option of stats" in error
+    assert "each clip at its own length (before a batch's padding or --target_length" in error
+
+
 def test_cluster_beside_a_run_refuses_an_encoders_flags(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "labels.parquet"
     for given, named in ((["-c", "other/encoder"], "--checkpoint"), (["--model", "ssast"], "--model"),

@@ -11,13 +11,15 @@ from audiotune.config import ENCODING
 from audiotune.outputs import check_output_path, write_json, write_skip_list
 from audiotune.storage import Role
 
-# The options stats reads: the table, the input a model of --model reads as it scores (its normalisation is what is
-# measured, so --dataset_mean/--dataset_std are not), and the device that sums the features. The clips are read
-# one by one in this process, each once.
+# The options stats reads: the table, the features a model of --model computes from each clip as it scores (their
+# normalisation is what is measured, so --dataset_mean/--dataset_std are not), and the device that sums them. The
+# clips are read one by one in this process, each once, and each clip's features are measured at its own length:
+# --target_length and --pad, which pad or crop the clips of a batch, would change nothing, and are refused.
+# (--cache_dir stays: the record of checked audio and the audio store live there.)
 STATS_OPTIONS = (
     "data.prefix", "data.study", "data.data_split_root", "data.na_values", "data.on_error",
-    "audio", "features.features", "features.waveform_norm", "features.num_mel_bins", "features.target_length",
-    "features.n_mfcc", "features.n_fft", "features.n_mels", "features.utterance_norm", "features.pad",
+    "audio", "features.features", "features.waveform_norm", "features.num_mel_bins",
+    "features.n_mfcc", "features.n_fft", "features.n_mels", "features.utterance_norm",
     "model.model", "model.checkpoint",
     "runtime.accelerator", "runtime.devices", "runtime.cache_dir", "runtime.audio_cache", "runtime.audio_cache_gb",
 )
@@ -26,9 +28,9 @@ STATS_OPTIONS = (
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_config_flags(parser, STATS_OPTIONS, model=model, writes_run=False, backbone_flags=False, stages=ENCODING,
                      why="stats reads clips as they are scored", notes=ONE_PROCESS_NOTES)
-    refuse_other_options(parser, "not an option of stats, which measures the features of a split's "
-                                                "clips as a model of --model reads them when it scores (its "
-                                                "options: audiotune stats --help)")
+    refuse_other_options(parser, "not an option of stats, which measures the features a model of --model "
+                                 "computes from each clip of a split when it scores, each clip at its own length "
+                                 "(before a batch's padding or --target_length; its options: audiotune stats --help)")
     parser.add_argument("--split", default=None,
                         help="the split measured: train, val or test of a split directory or JSON split file "
                              "(default: train); the rows of one CSV and the clips of an audio folder are named "
