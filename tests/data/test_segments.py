@@ -171,6 +171,26 @@ def test_windows_with_hop_equal_to_window_and_a_short_recording(recordings: dict
     assert "1 recording(s) shorter than one window kept whole" in result.summary()
 
 
+def test_skip_leaves_out_a_recording_whose_file_is_missing_and_the_summary_counts_both(recordings: dict,
+                                                                                      capsys) -> None:
+    table_csv = write_table(recordings["root"] / "data" / "recordings.csv", [
+        {"uid": "rec_a", "path": "audio/a.wav"}, {"uid": "rec_m", "path": "audio/missing.wav"}])
+    out = recordings["root"] / "windows.csv"
+    argv = ["segment", str(table_csv), "--window", "1", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "line 3: " in err and "missing.wav: audio file not found" in err and "--on_error skip" in err
+    assert not out.exists()
+    assert main([*argv, "--on_error", "skip"]) == 0
+    listed = recordings["root"] / "windows.skipped.csv"
+    summary = capsys.readouterr().out.strip()
+    assert summary == f"{out}: 2 segments from 1 of 2 recordings, 1 skipped (listed in {listed})"
+    assert pd.read_csv(out)["recording"].tolist() == ["rec_a", "rec_a"]
+    skipped = pd.read_csv(listed)
+    assert skipped["uid"].tolist() == ["rec_m"] and skipped["line"].tolist() == [3]
+    assert skipped["reason"].tolist() == ["audio file not found"]
+
+
 # ---------------------------------------------------------------- bad input
 
 @pytest.mark.parametrize("rows, kwargs, message", [

@@ -17,7 +17,8 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     parser.add_argument("--after", type=float, help="events: seconds after each event's time")
     parser.add_argument("--window", type=float, help="recordings: window length in seconds")
     parser.add_argument("--hop", type=float, help="recordings: seconds between window starts (default: --window)")
-    add_option_flag(parser, "data.on_error", help="events whose segment leaves its file: raise an error, or skip "
+    add_option_flag(parser, "data.on_error", help="events whose segment leaves its file, and events or recordings "
+                                                  "whose file is missing or unreadable: raise an error, or skip "
                                                   "them and list them in OUT.skipped.csv")
 
 

@@ -38,13 +38,16 @@ class SegmentResult:
     segments: pd.DataFrame
     skipped: pd.DataFrame = field(default_factory=pd.DataFrame)
     skipped_path: Path | None = None
-    recordings: int = 0
+    recordings: int = 0  # the recordings the table names (windows: its rows; events: the files they are in)
+    segmented: int = 0  # those of them that gave at least one segment
     short_recordings: int = 0
 
     def summary(self, show: Callable[[Path], str] = str) -> str:
-        """One line: ``FILE.csv: N segments from M recordings`` plus what was skipped or kept whole; ``show``
-        writes a path as the user should see it (its remote place when written in a staging folder)."""
-        text = f"{show(self.out)}: {len(self.segments)} segments from {self.recordings} recordings"
+        """One line: ``FILE.csv: N segments from M recordings`` (``from K of M recordings`` when only K of the
+        table's recordings gave a segment) plus what was skipped or kept whole; ``show`` writes a path as the user
+        should see it (its remote place when written in a staging folder)."""
+        read = f"{self.segmented} of {self.recordings}" if self.segmented != self.recordings else self.recordings
+        text = f"{show(self.out)}: {len(self.segments)} segments from {read} recordings"
         if self.short_recordings:
             text += (f", {self.short_recordings} recording(s) shorter than one window kept whole "
                      "(one segment each)")
@@ -225,8 +228,9 @@ def event_segments(events: pd.DataFrame, before: float, after: float, source: st
 
 
 def window_segments(recordings: pd.DataFrame, window: float, hop: float, source: str | Path,
-                    out_dir: Path) -> tuple[pd.DataFrame, int]:
-    """Sliding windows over every recording of a table, and how many recordings were shorter than one window.
+                    out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """Sliding windows over every recording of a table, the recordings whose file is missing or unreadable (with
+    the reason), and how many recordings were shorter than one window.
 
     Each row's windows carry its columns and a ``recording`` column (its ``uid``, else its path as written);
     window uids are ``RECORDING@OFFSET``. A recording shorter than one window gives one segment covering it.
@@ -238,11 +242,11 @@ def window_segments(recordings: pd.DataFrame, window: float, hop: float, source:
         raise DataError(f"{source}: already has a 'recording' column; --window writes its own "
                         "(the recording's uid, else its path)")
     carried = [c for c in recordings.columns if c not in ("uid", "path")]
-    lengths, rows, problems, short = _Lengths(storage.parent(source)), [], [], 0
+    lengths, rows, skipped, short = _Lengths(storage.parent(source)), [], [], 0
     for index, row in enumerate(recordings.to_dict("records")):
         audio, length = lengths.get(row["path"])
-        if isinstance(length, str):
-            problems.append(_row_error(source, index, length))
+        if isinstance(length, str):  # the file is at fault: skippable
+            skipped.append({**row, "line": index + 2, "path": str(audio), "reason": length.removeprefix(f"{audio}: ")})
             continue
         relative = storage.relative(audio, out_dir)
         recording = row.get("uid") or relative
@@ -251,10 +255,10 @@ def window_segments(recordings: pd.DataFrame, window: float, hop: float, source:
         for offset, duration in spans:
             rows.append({**row, "uid": segment_uid(recording, offset), "path": relative, "offset": offset,
                          "duration": duration, "recording": recording})
-    refuse(problems, f"recording(s) of {source} cannot be windowed")
     segments = _output_table(rows, carried, ("recording",))
     _check_unique(segments, source)
-    return segments, short
+    skip_columns = list(dict.fromkeys(["line", *recordings.columns, "reason"]))
+    return segments, pd.DataFrame(skipped, columns=skip_columns), short
 
 
 def segment_csv(source: str | Path, out: str | Path, before: float | None = None, after: float | None = None,
@@ -262,8 +266,9 @@ def segment_csv(source: str | Path, out: str | Path, before: float | None = None
     """``audiotune segment``: write the segment table of an event table (``before``/``after``) or of a
     recording table (``window``/``hop``, hop defaulting to the window).
 
-    Everything is checked before anything is written. Events whose segment leaves its file raise an error
-    with ``on_error='raise'``; with ``'skip'`` they are listed, with a reason, in ``FILE.skipped.csv``.
+    Everything is checked before anything is written. Events whose segment leaves its file, and events or
+    recordings whose file is missing or unreadable, raise an error with ``on_error='raise'``; with ``'skip'`` they
+    are listed, with a reason, in ``FILE.skipped.csv``.
     """
     source, out = source_path(source), Path(out).resolve()
     events_mode = before is not None or after is not None
@@ -298,14 +303,24 @@ def segment_csv(source: str | Path, out: str | Path, before: float | None = None
         if result.segments.empty:
             raise DataError(f"{source}: no event's segment fits in its file ({len(result.skipped)} skipped); "
                             "nothing written")
-        result.recordings = int(result.segments["path"].nunique())
+        base = storage.parent(source)
+        result.recordings = len({storage.resolve(cell, base) for cell in table["path"] if cell.strip()})
+        result.segmented = int(result.segments["path"].nunique())
     else:
         assert window is not None  # not events_mode: checked above that exactly one mode is given
         hop = window if hop is None else hop
         _positive_seconds("window", window)
         _positive_seconds("hop", hop)
-        result.segments, result.short_recordings = window_segments(table, window, hop, source, out.parent)
-        result.recordings = int(result.segments["recording"].nunique())
+        result.segments, result.skipped, result.short_recordings = window_segments(table, window, hop, source,
+                                                                                   out.parent)
+        if len(result.skipped) and on_error != "skip":
+            refuse([f"{source} line {r.line}: {r.path}: {r.reason}" for r in result.skipped.itertuples()],
+                   f"recording(s) of {source} cannot be windowed",
+                   f"(use --on_error skip to leave them out; they are then listed in {skip_list(out).name})")
+        if result.segments.empty:
+            raise DataError(f"{source}: no recording can be windowed ({len(result.skipped)} skipped); "
+                            "nothing written")
+        result.recordings, result.segmented = len(table), int(result.segments["recording"].nunique())
     write_csv(result.segments, out, index=False)
     result.skipped_path = write_skip_list(result.skipped, out)
     return result
