@@ -392,7 +392,7 @@ def holds_runs(path: Path) -> bool:
 
 @contextlib.contextmanager
 def own_run_dir(exp_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
-                command: str = "train", follower: bool = False) -> Iterator[OwnedRunDir]:
+                command: str = "train", follower: bool = False, resumable: bool = True) -> Iterator[OwnedRunDir]:
     """Lock ``exp_dir`` for this command and check that it may write there.
 
     ``follower``: a process of a multi-process (DDP) run other than rank 0, which writes nothing. It neither
@@ -402,7 +402,8 @@ def own_run_dir(exp_dir: str | Path, *, resume: bool = False, overwrite: bool = 
     - another audiotune command writing the directory: an error (an exclusive ``flock`` on a lock file);
     - a directory holding a run needs ``resume`` (continue it) or ``overwrite`` (delete its contents first,
       at :meth:`OwnedRunDir.start`); a directory that holds other files but no run is written into, never
-      deleted;
+      deleted; ``resumable``: the command takes --resume, so the error suggests it (else only --overwrite and
+      another directory);
     - a directory created here and left without a run at any depth (the inputs failed validation, or the
       command failed before its first config was written) is removed again; one holding a run, or an
       experiment folder holding any run (a finished fold), is kept whatever ended the command.
@@ -435,8 +436,9 @@ def own_run_dir(exp_dir: str | Path, *, resume: bool = False, overwrite: bool = 
         os.write(handle, f"{os.getpid()} {command}\n".encode())
         is_run = _is_run_dir(exp_dir)
         if is_run and not resume and not overwrite:
-            raise RunDirError(f"{exp_dir}: already holds a run; pass --resume to continue it, --overwrite to "
-                              "replace it, or choose another -o/--exp_dir")
+            goes_on = "pass --resume to continue it, --overwrite to replace it," if resumable else \
+                f"pass --overwrite to replace it ({command} cannot continue a run)"
+            raise RunDirError(f"{exp_dir}: already holds a run; {goes_on} or choose another -o/--exp_dir")
         owned = OwnedRunDir(exp_dir, created, clear=is_run and overwrite)
         yield owned
     except BaseException:

@@ -100,3 +100,15 @@ def test_an_ecapa_tdnn_is_probed_frozen(uid_dataset: dict, tmp_path: Path) -> No
     assert main(["probe", "-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"]), "-o",
                  str(tmp_path / "probe"), *SMALL_ECAPA, "-e", "1", "-bs", "4", "--report", "False"]) == 0
     assert load_config(tmp_path / "probe" / "config.yaml").model.freeze is True
+
+
+def test_probe_into_a_run_says_how_to_go_on_without_resume(uid_dataset: dict, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    ds, out = uid_dataset, tmp_path / "probe"
+    out.mkdir()
+    (out / "config.yaml").write_text("{}\n")  # an earlier probe's
+    assert main(["probe", "-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"]), "-o", str(out),
+                 *SMALL_ECAPA, "-e", "1", "--report", "False"]) == 2
+    error = capsys.readouterr().err
+    assert f"{out}: already holds a run; pass --overwrite to replace it (probe cannot continue a run)" in error
+    assert "--resume" not in error

@@ -61,7 +61,7 @@ def probe(config: RunConfig) -> pd.DataFrame:
     runtime = config.runtime
     check_one_process(runtime.devices, runtime.strategy, runtime.num_nodes, "probe")
     device = inference_device(config)  # a missing accelerator is an error before anything is written
-    with own_run_dir(config.exp_dir, overwrite=config.train.overwrite, command="probe") as owned:
+    with own_run_dir(config.exp_dir, overwrite=config.train.overwrite, command="probe", resumable=False) as owned:
         # the device the cache encodes on; "auto" on a machine of several GPUs must not start DDP
         return _probe(config, owned, [device.index] if device.type == "cuda" else 1)
 
