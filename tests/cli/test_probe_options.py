@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import re
 from pathlib import Path
 
@@ -112,3 +113,13 @@ def test_probe_into_a_run_says_how_to_go_on_without_resume(uid_dataset: dict, tm
     error = capsys.readouterr().err
     assert f"{out}: already holds a run; pass --overwrite to replace it (probe cannot continue a run)" in error
     assert "--resume" not in error
+
+
+@pytest.mark.slow
+def test_probe_without_a_training_step_says_its_heads_are_untrained(uid_dataset: dict, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    ds, out = uid_dataset, tmp_path / "probe"
+    assert main(["probe", "-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"]), "-o", str(out),
+                 *SMALL_ECAPA, "-e", "0", "-bs", "4", "--report", "False"]) == 0
+    assert "no training step (--epochs 0): these are the metrics of untrained heads" in capsys.readouterr().err
+    assert json.loads((out / "probe.json").read_text())["trained"] is False

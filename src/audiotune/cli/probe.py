@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from audiotune.cli.command import Command
@@ -46,6 +47,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from audiotune.engine.module import trains
     from audiotune.engine.probe import probe
     from audiotune.engine.report import report_when_done
 
@@ -54,6 +56,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     table = probe(config)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"probe table: {final_path(Path(config.exp_dir) / PROBE_FILE)}")
+    if not trains(config.train):
+        print("no training step (--epochs 0): these are the metrics of untrained heads", file=sys.stderr)
     if config.runtime.report:
         print(report_when_done(config.exp_dir))
 

@@ -19,7 +19,7 @@ from audiotune.engine.device import check_one_process
 from audiotune.engine.inference import inference_device, predict
 from audiotune.engine.losses import training_class_weights
 from audiotune.engine.metrics import compute_metrics, scores_from_logits
-from audiotune.engine.module import ClassifierModule
+from audiotune.engine.module import ClassifierModule, trains
 from audiotune.engine.trainer import build_trainer
 from audiotune.models.backbones import input_spec, resolve_config
 from audiotune.models.checkpoint import build_classifier
@@ -98,6 +98,8 @@ def _probe(config: RunConfig, owned: OwnedRunDir, one_device: int | list[int]) -
     if no_weighted_sum:
         log.warning("probe: no row for the learned weighted sum: %s", no_weighted_sum)
     targets = list(range(encoder.backbone.num_hidden_states)) + ([] if no_weighted_sum else ["weighted"])
+    if not trains(config.train):
+        log.warning("--epochs 0: no training step; every head is scored as initialised (untrained heads)")
     for target in targets:
         pl.seed_everything(config.data.seed, verbose=False)  # every probe starts from the same head
         head_config = dataclasses.replace(config.classifier, weighted=target == "weighted",
@@ -124,7 +126,8 @@ def _probe(config: RunConfig, owned: OwnedRunDir, one_device: int | list[int]) -
             layer_weights = weights.detach().float().cpu().tolist()
     table = pd.DataFrame(rows)
     write_csv(table, exp_dir / PROBE_FILE, index=False)
-    summary = {"layers": rows, "layer_weights": layer_weights, "feature_cache": stats}
+    summary = {"layers": rows, "layer_weights": layer_weights, "feature_cache": stats,
+               "trained": trains(config.train)}
     if no_weighted_sum:
         summary["weighted_sum"] = f"not probed: {no_weighted_sum}"
     if sampler is not None:
