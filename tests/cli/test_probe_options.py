@@ -9,6 +9,7 @@ import json
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from conftest import SMALL_ECAPA
@@ -123,3 +124,19 @@ def test_probe_without_a_training_step_says_its_heads_are_untrained(uid_dataset:
                  *SMALL_ECAPA, "-e", "0", "-bs", "4", "--report", "False"]) == 0
     assert "no training step (--epochs 0): these are the metrics of untrained heads" in capsys.readouterr().err
     assert json.loads((out / "probe.json").read_text())["trained"] is False
+
+
+@pytest.mark.slow
+def test_probe_table_has_val_columns_before_test_whether_validation_is_drawn_or_given(
+        uid_dataset: dict, tmp_path: Path) -> None:
+    ds = uid_dataset
+    (tmp_path / "drawn").mkdir()
+    for name in ("train", "test"):
+        (tmp_path / "drawn" / f"{name}.csv").write_text((ds["split"] / f"{name}.csv").read_text())
+    columns = []
+    for split, extra in ((ds["split"], []), (tmp_path / "drawn", ["--val_size", "1"])):
+        out = tmp_path / f"probe_{len(columns)}"
+        assert main(["probe", "-i", str(ds["prefix"]), "-d", str(split), "-l", str(ds["labels"]), "-o", str(out),
+                     *SMALL_ECAPA, "-e", "1", "-bs", "4", "--report", "False", *extra]) == 0
+        columns.append(pd.read_csv(out / "probe.csv").columns.tolist())
+    assert columns[0] == columns[1] and columns[0][1].startswith("val_") and columns[0][-1].startswith("test_")

@@ -31,6 +31,7 @@ from audiotune.outputs import (
     PROBE_FILE,
     PROBE_PLOT,
     PROBE_SUMMARY_FILE,
+    SCORED_SPLITS,
     OwnedRunDir,
     own_run_dir,
     write_csv,
@@ -112,9 +113,9 @@ def _probe(config: RunConfig, owned: OwnedRunDir, one_device: int | list[int]) -
         trainer, _ = build_trainer(config.train, config.runtime, None, devices=one_device, callbacks=averaging)
         trainer.fit(module, train_loader, val_loader)
         row: dict = {"layer": str(target)}
-        for split, dataset in cached.items():
-            if split == "train":
-                continue
+        # val's columns, then test's: a validation drawn from train.csv comes after test.csv in the tables
+        for split in (name for name in SCORED_SPLITS if name in cached):
+            dataset = cached[split]
             _, logits, truth = predict(model, cached_loader(config, dataset, False), config, f"probe {target} {split}")
             summary = _summary(compute_metrics(scores_from_logits(logits, config.heads, config.train.loss), truth,
                                                config.heads))
