@@ -351,6 +351,16 @@ def test_a_pattern_that_labels_no_file_is_one_error_with_an_example(tmp_path: Pa
     assert not (tmp_path / "m.csv").exists()
 
 
+@pytest.mark.parametrize("column", ["path", "uid"])
+def test_a_pattern_group_named_as_a_manifest_column_is_refused(tmp_path: Path, capsys, column: str) -> None:
+    _digits(tmp_path / "audio")
+    out = tmp_path / "m.csv"
+    assert main(["manifest", str(tmp_path / "audio"), "--out", str(out),
+                 "--pattern", rf"(?P<{column}>\d)_(?P<subject>[a-z]+)_\d+\.wav"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--pattern" in err and f"(?P<{column}>" in err and not out.exists()
+
+
 def test_manifest_folder_per_class(tmp_path: Path) -> None:
     audio = tmp_path / "audio"
     for label in ("cat", "dog"):

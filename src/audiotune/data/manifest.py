@@ -13,6 +13,7 @@ from audiotune.data.errors import DataError, refuse_unless_skipped
 from audiotune.outputs import check_output_path, skip_list, write_csv, write_skip_list
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+OWN_COLUMNS = ("uid", "path")  # the columns every manifest row gets from its file, before the pattern's groups
 
 
 def find_audio(root: str | Path) -> list[str]:
@@ -41,6 +42,10 @@ def build_manifest(root: str | Path, out_csv: str | Path, pattern: str | None = 
         raise DataError(f"--pattern {pattern!r} is not a valid regular expression ({err})") from err
     if regex is not None and not regex.groupindex:
         raise DataError(f"--pattern {pattern!r} has no named group such as (?P<label>...)")
+    taken = [name for name in OWN_COLUMNS if regex is not None and name in regex.groupindex]
+    if taken:
+        raise DataError(f"--pattern {pattern!r}: group (?P<{taken[0]}>...) would replace the manifest's own "
+                        f"{taken[0]!r} column ({', '.join(OWN_COLUMNS)}); name it otherwise")
     rows, skipped = [], []
     for file in files:
         relative = Path(storage.relative(file, root))
