@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import _free_port
 
-from audiotune.engine.seed_ser import import_clusters, read_lightning_state
+from audiotune.engine.seed_ser import import_clusters, import_ser_encoder, read_lightning_state
+from audiotune.models.backbones import hf_checkpoint
 
 
 class Bookkeeping:  # a class the checkpoint names beside its tensors (as Lightning 1.4 named its callbacks)
@@ -24,6 +27,20 @@ class Hook:
     def __reduce__(self):
         import subprocess
         return subprocess.call, (["touch", str(self.marker)],)
+
+
+@pytest.fixture()
+def no_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hub at a closed local port, an empty cache, offline mode unset."""
+    from huggingface_hub import constants
+
+    hf_checkpoint._hub_reachable.cache_clear()
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{_free_port()}")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    yield
+    hf_checkpoint._hub_reachable.cache_clear()
 
 
 def test_classes_beside_the_tensors_become_inert_stand_ins(tmp_path: Path) -> None:
@@ -57,3 +74,14 @@ def test_cluster_lists_that_do_not_fit_the_k_values_are_errors(tmp_path: Path) -
     with pytest.raises(ValueError, match="'a.wav' has 5 frame labels, but its audio makes 49 wav2vec2 frames"):
         import_clusters(path, [4], tmp_path / "m.parquet", tmp_path / "audio")
     assert not (tmp_path / "m.parquet").exists()
+
+
+def test_an_architecture_hub_id_without_a_network_fails_at_once(tmp_path: Path, no_network: None) -> None:
+    path = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {"wav2vec2.wav2vec2.x": torch.zeros(1)}}, path)
+    from transformers import AutoConfig, Wav2Vec2Model  # noqa: F401  (the time measured is the hub's, not imports')
+
+    start = time.monotonic()
+    with pytest.raises(ValueError, match=r"^-c facebook/wav2vec2-base: not a local folder, .* cannot be reached"):
+        import_ser_encoder(path, "facebook/wav2vec2-base", tmp_path / "enc")
+    assert time.monotonic() - start < 5 and not (tmp_path / "enc").exists()

@@ -1,10 +1,12 @@
 """The V-FT classifier of the emotion seed: its keys mapped onto the recipe's classifier, its classes checked."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 import torch
+from test_seed_ser import no_network  # noqa: F401  (a fixture)
 from torch import nn
 
 from audiotune.config.sections import RuntimeConfig
@@ -55,3 +57,12 @@ def test_classes_that_do_not_fit_the_head_are_refused_before_anything_is_written
     with pytest.raises(SeedImportError, match="no V-FT classifier"):
         import_vft_run(tapt, "unused", ["a", "b"], tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.usefixtures("no_network")
+def test_an_architecture_hub_id_without_a_network_is_one_line_at_once(tmp_path: Path) -> None:
+    checkpoint = _checkpoint(tmp_path / "vft.ckpt", _vft_state(2))
+    start = time.monotonic()
+    with pytest.raises(ValueError, match=r"^-c facebook/wav2vec2-base: not a local folder, .* cannot be reached"):
+        import_vft_run(checkpoint, "facebook/wav2vec2-base", ["a", "b"], tmp_path / "run")
+    assert time.monotonic() - start < 5 and not (tmp_path / "run").exists()

@@ -24,7 +24,7 @@ import torch
 from audiotune import storage
 from audiotune.data.audio import open_audio
 from audiotune.data.pseudo_labels import METADATA_KEY, SCHEMA
-from audiotune.models.backbones.hf_checkpoint import weights_quietly
+from audiotune.models.backbones.hf_checkpoint import check_available, weights_quietly
 from audiotune.models.state_dict import torch_refusal
 from audiotune.outputs import atomic_dir, atomic_path, check_output_path
 
@@ -96,6 +96,7 @@ def import_ser_encoder(path: str | Path, architecture: str, out: str | Path) -> 
         raise ValueError(f"--out {out}: exists and is not empty; give a new folder for the encoder")
     state, stand_ins = read_lightning_state(path)
     weights, pretraining = seed_encoder_state(state, path)
+    check_available(architecture, "-c")  # no network and no local copy: one line at once
     try:
         config = AutoConfig.from_pretrained(architecture)
     except (OSError, ValueError) as err:
