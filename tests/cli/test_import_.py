@@ -63,3 +63,12 @@ def test_import_clusters_takes_the_seeds_datadir_as_cv_does(tmp_path, capsys: py
     assert main(["import", "clusters", str(labels), "--num_clusters", "4", "--out", str(tmp_path / "m.parquet"),
                  "--datadir", str(tmp_path / "wavs")]) != 0
     assert "'a.wav' has 5 frame labels, but its audio makes 49 wav2vec2 frames" in capsys.readouterr().err
+
+
+def test_import_naip_names_a_missing_weights_file_before_its_arguments(tmp_path, capsys: pytest.CaptureFixture) -> None:
+    from audiotune.cli import main
+
+    weights = tmp_path / "nope_mdl.pt"
+    assert main(["import", "naip", str(weights), "-o", str(tmp_path / "r1")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{weights}: not found" in err and "args.pkl" not in err

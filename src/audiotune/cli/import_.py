@@ -152,6 +152,9 @@ def _run_naip(args: argparse.Namespace) -> None:
     from audiotune.engine.seed_pickle import read_seed_args
 
     weights, args_file = Path(args.weights), Path(args.seed_args)
+    if not weights.is_file():  # before its args.pkl, which is looked for beside it
+        raise FileNotFoundError(f"{weights}: " + ("not a file" if weights.exists() else "not found")
+                                + "; give the seed's *_mdl.pt weights file")
     if not args_file.is_file():
         raise FileNotFoundError(f"{args_file}: the seed's arguments are needed (pass --args PATH to its args.pkl)")
     seed_args = read_seed_args(args_file)  # refused before anything else is read
