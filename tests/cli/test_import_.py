@@ -72,3 +72,28 @@ def test_import_naip_names_a_missing_weights_file_before_its_arguments(tmp_path,
     assert main(["import", "naip", str(weights), "-o", str(tmp_path / "r1")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{weights}: not found" in err and "args.pkl" not in err
+
+
+def test_import_naip_with_an_unreachable_c_hub_id_asks_for_a_local_copy(tmp_path, monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    import argparse
+    import pickle
+
+    import torch
+    from huggingface_hub import constants
+
+    from audiotune.cli import main
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    weights = tmp_path / "exp" / "split_1_mdl.pt"
+    weights.parent.mkdir()
+    torch.save({"model.wav2vec2.feature_extractor.conv.weight": torch.zeros(1),
+                "classifiers.0.head.outproj.weight": torch.zeros(1, 4)}, weights)
+    with open(weights.parent / "args.pkl", "wb") as handle:
+        pickle.dump(argparse.Namespace(checkpoint="facebook/wav2vec2-base", label_groups=[["a"]]), handle)
+    hub_id = "facebook/wav2vec2-base-960h"
+    assert main(["import", "naip", str(weights), "-c", hub_id, "-o", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"(-c {hub_id}: that hub id cannot be reached offline; pass a local copy" in err
+    assert "pass -c with" not in err and not (tmp_path / "r").exists()

@@ -169,7 +169,8 @@ def _run_naip(args: argparse.Namespace) -> None:
     config.heads = seed_heads(seed_args, args_file)
     record = {"weights": str(weights), "args": str(args_file), "applied": applied, "not_applied": left,
               "notes": notes}
-    written = write_seed_run(layout, config, state, args.exp_dir, record, overwrite=vars(args)["train.overwrite"])
+    written = write_seed_run(layout, config, state, args.exp_dir, record, overwrite=vars(args)["train.overwrite"],
+                             checkpoint_given=bool(args.checkpoint))
     print(f"{args.exp_dir}: {layout.seed} run imported ({len(state)} tensors, {len(written['dropped'])} unused by "
           f"audiotune; {len(applied)} seed arguments applied, not applied: {', '.join(left) or 'none'})")
     for note in notes:

@@ -351,9 +351,21 @@ def owned_import_dir(exp_dir: Path, overwrite: bool) -> Iterator[OwnedRunDir]:
                           "folder") from None
 
 
+def _encoder_hint(checkpoint: str, given: bool) -> str:
+    """What to do when the encoder ``checkpoint`` (given with -c, or the seed's own) cannot be read."""
+    from huggingface_hub import constants
+
+    if not given:
+        return f" (its encoder --checkpoint {checkpoint}: pass -c with that hub id or a local copy)"
+    if constants.HF_HUB_OFFLINE and not Path(checkpoint).expanduser().exists():
+        return f" (-c {checkpoint}: that hub id cannot be reached offline; pass a local copy instead)"
+    return ""
+
+
 def write_seed_run(layout: SeedLayout, config: RunConfig, state: Mapping[str, torch.Tensor], exp_dir: str | Path,
-                   record: dict[str, Any], overwrite: bool = False) -> dict[str, Any]:
-    """Build the classifier ``config`` describes, load the seed's mapped weights strictly and write the run."""
+                   record: dict[str, Any], overwrite: bool = False, checkpoint_given: bool = False) -> dict[str, Any]:
+    """Build the classifier ``config`` describes, load the seed's mapped weights strictly and write the run;
+    ``checkpoint_given``: its encoder checkpoint is the one given with -c, not the seed's."""
     exp_dir = Path(exp_dir)
     source = record.get("weights", "")
     with owned_import_dir(exp_dir, overwrite) as run_dir:
@@ -363,7 +375,7 @@ def write_seed_run(layout: SeedLayout, config: RunConfig, state: Mapping[str, to
             resolve_config(config)
             model = classifier_to_load(config)
         except (OSError, ValueError) as err:
-            hint = f" (its encoder --checkpoint {checkpoint}: pass -c with that hub id or a local copy)" \
+            hint = _encoder_hint(checkpoint, checkpoint_given) \
                 if checkpoint and (isinstance(err, OSError) or checkpoint in str(err)) else ""
             raise SeedImportError(f"{source}: {layout.described_by} does not build an audiotune model{hint}: "
                                   f"{str(err).splitlines()[0]}") from None
