@@ -85,3 +85,11 @@ def test_an_architecture_hub_id_without_a_network_fails_at_once(tmp_path: Path, 
     with pytest.raises(ValueError, match=r"^-c facebook/wav2vec2-base: not a local folder, .* cannot be reached"):
         import_ser_encoder(path, "facebook/wav2vec2-base", tmp_path / "enc")
     assert time.monotonic() - start < 5 and not (tmp_path / "enc").exists()
+
+
+def test_cluster_labels_are_written_only_to_a_parquet_file_name(tmp_path: Path) -> None:
+    path = tmp_path / "64-clus.json"
+    path.write_text(json.dumps({"a.wav": [0, 3, 3, 1]}))
+    with pytest.raises(ValueError, match=r"^--out .*r12\.csv: give a \.parquet file name"):
+        import_clusters(path, [4], tmp_path / "r12.csv")
+    assert not (tmp_path / "r12.csv").exists()

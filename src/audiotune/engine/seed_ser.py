@@ -174,6 +174,8 @@ def import_clusters(path: str | Path, num_clusters: list[int], out: str | Path,
     """``all-clus.json`` (``{wav: [[labels K1], [labels K2], ...]}``) or one ``{K}-clus.json`` → pseudo-label
     parquet. With ``audio_dir`` (the seed's --datadir) each clip's labels are fitted to wav2vec2-base's frame count
     of its audio, as the seed's second stage sliced them (at most FRAME_SLACK frames cut or the last repeated)."""
+    if Path(out).suffix.lower() != ".parquet":
+        raise ValueError(f"--out {out}: give a .parquet file name (the table is written as parquet)")
     path, out = Path(path), check_output_path(out)
     try:
         raw = json.loads(path.read_text())
