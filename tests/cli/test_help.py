@@ -72,3 +72,12 @@ def test_split_fractions_have_help_and_defaults(capsys, monkeypatch) -> None:
                                            (["recipes", "--verbose"], True), (["recipes"], False)])
 def test_verbose_before_or_after_the_command(argv: list[str], verbose: bool) -> None:
     assert build_parser().parse_args(argv).verbose is verbose
+
+
+@pytest.mark.parametrize("argv", [["import", "taps", "d", "--out", "t.csv", "-v"],
+                                  ["vertex", "results", "hpjob.json", "--out", "t.csv", "--verbose"],
+                                  ["import", "-v", "taps", "d", "--out", "t.csv"]])
+def test_verbose_after_a_subcommand(argv: list[str], capsys, monkeypatch) -> None:
+    assert build_parser().parse_args(argv).verbose is True
+    subcommand = [word for word in argv if not word.startswith("-")][:2]
+    assert "--help-all" in help_text(capsys, monkeypatch, *subcommand, "--help")

@@ -77,13 +77,30 @@ def build_parser(model: str | None = None, full_help: bool = False) -> argparse.
                                   epilog=f"examples:\n{_indented(command.examples)}" if command.examples else None,
                                   formatter_class=HelpFormatter,
                                   allow_abbrev=False)  # a seed flag such as -b must never be read as a prefix
-        add_help_flags(sub)
-        sub.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
+        _common_flags(sub)
         command.arguments(sub, model)
+        for nested in _nested(sub):  # a command's subcommands (import naip, vertex job, ...) take them too
+            _common_flags(nested)
         refuse_retired(sub, command.name)
         sub.usage = compact_usage(sub)
         arrange(sub, full_help)
     return parser
+
+
+def _common_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags every command and subcommand takes: ``--help-all`` and ``-v`` (given after the command's name)."""
+    add_help_flags(parser)
+    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
+
+
+def _nested(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """The parsers of ``parser``'s subcommands, and of theirs."""
+    found: list[argparse.ArgumentParser] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for nested in dict.fromkeys(action.choices.values()):
+                found += [nested, *_nested(nested)]
+    return found
 
 
 def _indented(lines: str) -> str:
