@@ -3,6 +3,7 @@ the tuning metric a trial reports, and the multi-worker layout."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,19 @@ def test_options_a_trial_would_refuse_stop_the_spec(tmp_path: Path, capsys: pyte
     space.write_text("metric: val_uar\nparameters: {mask_time_prob: {type: double, min: 0.1, max: 0.2}}\n")
     assert main([*tune, "--freeze", "false"]) == 0  # a trained encoder masks
 
+
+
+@pytest.mark.parametrize("kind", ["job", "tune"])
+def test_job_options_say_what_they_set_and_their_defaults(kind: str, capsys: pytest.CaptureFixture,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "100")
+    with pytest.raises(SystemExit):
+        main(["vertex", kind, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    machine = vertex.Machine("image")
+    defaults = {"--machine_type": machine.machine_type, "--accelerator_type": machine.accelerator_type,
+                "--accelerator_count": machine.accelerator_count, "--boot_disk_gb": machine.boot_disk_gb}
+    if kind == "tune":
+        defaults.update({"--trials": 10, "--parallel": 2, "--max_failed": 0})
+    for flag, default in defaults.items():  # a help text, then the default
+        assert re.search(rf"{flag} [A-Z_]+ \w[^()-]*\(default: {default}\)", text), flag

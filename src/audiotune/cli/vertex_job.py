@@ -10,6 +10,7 @@ import pandas as pd
 from audiotune import storage, vertex, vertex_results
 from audiotune.cli.command import Command
 from audiotune.cli.flags import add_path, config_from_args, path_roles
+from audiotune.cli.help import HelpFormatter
 from audiotune.config import check_config
 from audiotune.models.backbones import refuse_inactive
 from audiotune.storage import Role
@@ -23,30 +24,37 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
         job = kinds.add_parser(kind, help="CustomJob spec" if kind == "job" else
                                "HyperparameterTuningJob spec from a search-space YAML",
                                description="Everything after -- is the audiotune command the container runs, "
-                                           "e.g. -- train -d gs://B/split -l gs://B/labels.txt -o gs://B/runs/r1")
+                                           "e.g. -- train -d gs://B/split -l gs://B/labels.txt -o gs://B/runs/r1",
+                               formatter_class=HelpFormatter)  # each option's default after its help
         job.allow_abbrev = False
         job.add_argument("--name", required=True, help="display name of the job")
         job.add_argument("--image", required=True, help="container image with audiotune (see Dockerfile.cuda)")
-        job.add_argument("--machine_type", default=vertex.Machine.machine_type)
-        job.add_argument("--accelerator_type", default=vertex.Machine.accelerator_type, help="NONE for a CPU job")
-        job.add_argument("--accelerator_count", type=int, default=vertex.Machine.accelerator_count)
+        job.add_argument("--machine_type", default=vertex.Machine.machine_type,
+                         help="Compute Engine machine type of each machine")
+        job.add_argument("--accelerator_type", default=vertex.Machine.accelerator_type,
+                         help="GPU type of each machine; NONE for a CPU job")
+        job.add_argument("--accelerator_count", type=int, default=vertex.Machine.accelerator_count,
+                         help="GPUs per machine")
         job.add_argument("--replicas", type=int, default=1,
                          help="machines (nodes); above 1 the command gets --num_nodes and runs as DDP")
-        job.add_argument("--boot_disk_gb", type=int, default=vertex.Machine.boot_disk_gb)
+        job.add_argument("--boot_disk_gb", type=int, default=vertex.Machine.boot_disk_gb,
+                         help="boot disk of each machine, in GB")
         add_path(job, "--out", role=Role.OUTPUT_FILE, required=True, help="JSON spec to write")
         if kind == "job":
             job.add_argument("--base_output", default="", help="gs:// root of the job's AIP_MODEL_DIR")
         else:
             add_path(job, "--space", role=Role.INPUT, required=True,
                      help="search space YAML (metric, goal, parameters)")
-            job.add_argument("--trials", type=int, default=10)
-            job.add_argument("--parallel", type=int, default=2)
-            job.add_argument("--max_failed", type=int, default=0)
+            job.add_argument("--trials", type=int, default=10, help="trials in all")
+            job.add_argument("--parallel", type=int, default=2, help="trials run at once")
+            job.add_argument("--max_failed", type=int, default=0,
+                             help="failed trials that fail the job; 0 lets Vertex AI decide")
         job.add_argument("job_command", nargs="...", metavar="-- COMMAND",
                          help="the audiotune command the job runs, and its flags")
     results = kinds.add_parser("results", help="trials table of a finished hyperparameter-tuning job",
                                description="JOB.json: `gcloud ai hp-tuning-jobs describe JOB_ID --region REGION "
-                                           "--format json`; one row per trial, best first by the study's metric")
+                                           "--format json`; one row per trial, best first by the study's metric",
+                               formatter_class=HelpFormatter)
     add_path(results, "job", role=Role.INPUT, metavar="JOB.json", help="the tuning job's description (JSON)")
     add_path(results, "--out", role=Role.OUTPUT_FILE, required=True, help="trials table to write (.csv or .parquet)")
 
