@@ -60,6 +60,15 @@ def test_bad_search_space_is_refused_before_writing(tmp_path: Path, capsys: pyte
     assert message in capsys.readouterr().err and not out.exists()
 
 
+def test_a_search_space_that_is_not_yaml_is_one_line_naming_the_place(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text("metric: [\n")
+    assert main(["vertex", "tune", "--name", "t", "--image", "img", "--space", str(space),
+                 "--out", str(tmp_path / "tune.json"), "--", *VERTEX_COMMAND]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{space}: not valid YAML at line 2, column 1: expected the node content" in err
+
 def test_a_mistyped_job_command_fails_now(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["vertex", "job", "--name", "t", "--image", "img", "--out", str(tmp_path / "j.json"), "--",
                  "train", "--epoch", "3"]) == 2

@@ -136,8 +136,13 @@ def read_space(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         space = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
+    except OSError as err:
         raise VertexError(f"{path}: not a readable YAML file ({err})") from err
+    except yaml.YAMLError as err:  # the parser's several lines as one: where, and what it found there
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise VertexError(f"{path}: not valid YAML{at}: {problem}") from None
     if not isinstance(space, dict) or not isinstance(space.get("parameters"), dict) or not space["parameters"]:
         raise VertexError(f"{path}: needs a 'parameters' mapping (NAME: {{type: ..., ...}})")
     if not isinstance(space.get("metric"), str) or "_" not in space["metric"]:
