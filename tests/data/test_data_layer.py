@@ -359,6 +359,8 @@ def test_a_pattern_group_named_as_a_manifest_column_is_refused(tmp_path: Path, c
                  "--pattern", rf"(?P<{column}>\d)_(?P<subject>[a-z]+)_\d+\.wav"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "--pattern" in err and f"(?P<{column}>" in err and not out.exists()
+    assert main(["manifest", str(tmp_path / "audio"), "--out", str(out), "--folder_label", column]) == 2
+    assert f"--folder_label {column}: would replace" in capsys.readouterr().err and not out.exists()
 
 
 def test_manifest_folder_per_class(tmp_path: Path) -> None:

@@ -46,6 +46,9 @@ def build_manifest(root: str | Path, out_csv: str | Path, pattern: str | None = 
     if taken:
         raise DataError(f"--pattern {pattern!r}: group (?P<{taken[0]}>...) would replace the manifest's own "
                         f"{taken[0]!r} column ({', '.join(OWN_COLUMNS)}); name it otherwise")
+    if folder_label in OWN_COLUMNS:
+        raise DataError(f"--folder_label {folder_label}: would replace the manifest's own {folder_label!r} column "
+                        f"({', '.join(OWN_COLUMNS)}); name the label column otherwise")
     rows, skipped = [], []
     for file in files:
         relative = Path(storage.relative(file, root))
