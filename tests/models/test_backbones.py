@@ -21,13 +21,20 @@ def config_with(backbone: str, options: dict, freeze: bool | None = None) -> Run
 def test_an_option_set_where_it_does_nothing_is_refused_naming_where_it_acts(backbone: str, spec,
                                                                               stage: Stage) -> None:
     value = non_default_value(backbone, spec)
-    config = config_with(backbone, {spec.name: value})
+    options = {spec.name: value}
+    needs = spec.metadata.get("needs")
+    if needs is not None:  # its switch on, so that only the stage decides
+        switch = next(other for name, other in backbone_option_cases() if name == backbone and
+                      other.name == needs.switch)
+        options[switch.name] = non_default_value(backbone, switch)
+        assert needs.holds(options[switch.name])
+    config = config_with(backbone, options)
     if stage in acts_of(spec, value):
         refuse_inactive(config, stage)
         return
     with pytest.raises(ValueError) as refused:
         refuse_inactive(config, stage)
-    assert str(refused.value).startswith(f"--{spec.name} {value}: {describe_acts(acts_of(spec, value))}")
+    assert f"--{spec.name} {value}: {describe_acts(acts_of(spec, value))}" in str(refused.value)
     # the advice to train the encoder only where that would make the option act
     advised = stage is Stage.ENCODE and Stage.FINE_TUNE in acts_of(spec, value)
     assert ("add --freeze false" in str(refused.value)) == advised

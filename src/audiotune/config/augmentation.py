@@ -5,7 +5,7 @@ import dataclasses
 import functools
 from dataclasses import dataclass
 
-from audiotune.config.options import option
+from audiotune.config.options import needs_on, option
 
 AUGMENT_GATES = ("tshift", "speed", "gauss", "pshift", "gain", "stretch")  # gates drawn on every call
 AUGMENT_LATE_GATES = ("eq", "cut_edges")  # gates drawn only when they are on, after the others
@@ -56,18 +56,21 @@ class AugmentConfig:
     speed: float = augmentation(0.0, "probability of a speed change (rate from U(--speed_range))")
     gauss: float = augmentation(0.0, "probability of added Gaussian noise")
     pshift: float = augmentation(0.0, "probability of a pitch shift of up to ±pshiftn semitones")
-    pshiftn: float = augmentation(2.0, "largest pitch shift in semitones")
+    pshiftn: float = augmentation(2.0, "largest pitch shift in semitones", needs=needs_on("pshift", "--pshift above 0"))
     gain: float = augmentation(0.0, "probability of a gain change (±12 dB)")
     stretch: float = augmentation(0.0, "probability of a time stretch (rate 0.5–1.5)")
     eq: float = augmentation(0.0, "probability of a random equalisation: high-pass at 40–600 Hz, two peaking bands "
                                   "of ±10 dB")
     speed_range: list[float] = augmentation(list(SPEED_RANGE), "lowest and highest speed rate (default 0.6 1.3, the "
-                                                               "seed's; ASR speed perturbation: 0.9 1.1)")
+                                                               "seed's; ASR speed perturbation: 0.9 1.1)",
+                                            needs=needs_on("speed", "--speed above 0"))
     speed_crop: bool = augmentation(True, "fit a speed-changed clip back to its original length (the seed's way); "
-                                          "False keeps its new length, so no onset or ending of a trimmed word is cut")
+                                          "False keeps its new length, so no onset or ending of a trimmed word is cut",
+                                    needs=needs_on("speed", "--speed above 0"))
     cut_edges: float = augmentation(0.0, "probability of cutting up to --cut_max seconds from each end of the clip (a "
                                          "lost onset or ending)")
-    cut_max: float = augmentation(0.05, "longest cut at each end by --cut_edges, in seconds (default 0.05)")
+    cut_max: float = augmentation(0.05, "longest cut at each end by --cut_edges, in seconds (default 0.05)",
+                                  needs=needs_on("cut_edges", "--cut_edges above 0"))
 
     def __post_init__(self) -> None:
         for name in AUGMENT_PROBABILITIES:

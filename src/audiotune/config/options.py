@@ -9,6 +9,7 @@ import enum
 import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import field
 from typing import Any
 
@@ -43,19 +44,37 @@ _ACTS_TEXT = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class Needs:
+    """An option that acts only while another one, its switch, is set so: ``switch`` is ``section.name``, a name
+    of the same options, or empty for those options themselves (several switches); ``holds`` says of the switch's
+    value whether the option acts, ``what`` says how the switch must be set (``--speed above 0``)."""
+
+    switch: str
+    holds: Callable[[Any], bool]
+    what: str
+
+
+def needs_on(switch: str, what: str) -> Needs:
+    """Acts only while ``switch`` is on: a probability or a count above 0, a true boolean (``what``: say so)."""
+    return Needs(switch, bool, what)
+
+
 def option(default: Any, help: str, flags: tuple[str, ...] = (), choices: tuple[Any, ...] | None = None,
            cli: bool = True, valid: tuple[float, float, bool, bool] | None = None, role: Role | None = None,
            action: bool = False, acts: frozenset[Stage] | dict[Any, frozenset[Stage]] = EVERYWHERE,
-           training_only: bool = False) -> Any:
+           training_only: bool = False, needs: Needs | None = None) -> Any:
     """A config field with its command-line help, extra flag spellings, allowed values, valid range and the role
     of a path (how a remote one is read or written). An ``action`` (resume, overwrite) is what one command does,
     not a property of the run: a run's saved config holds its default, so reusing that config repeats nothing.
     ``acts``: the stages in which the option changes anything (:class:`Stage`), or those of each of its values
     (``{choice: stages}``, for an option whose values belong to different stages); a command that runs in none of
     them neither shows nor takes it. ``training_only``: an augmentation, which changes only the clips a model
-    trains on (train, cv, sweep, pretrain): a command that trains nothing on clips neither shows nor takes it."""
+    trains on (train, cv, sweep, pretrain): a command that trains nothing on clips neither shows nor takes it.
+    ``needs``: the switch without which it does nothing (:class:`Needs`; set away from its default while the switch
+    is not so, it is refused: :func:`idle_options`)."""
     meta = {"help": help, "flags": flags, "choices": choices, "cli": cli, "valid": valid, "role": role,
-            "action": action, "acts": acts, "training_only": training_only}
+            "action": action, "acts": acts, "training_only": training_only, "needs": needs}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -102,6 +121,32 @@ def inactive_options(options: Any, stages: frozenset[Stage]) -> list[tuple[datac
     return [(spec, getattr(options, spec.name)) for spec in dataclasses.fields(options)
             if not acts_of(spec, getattr(options, spec.name)) & stages
             and getattr(options, spec.name) != default_of(spec)]
+
+
+def idle_fields(options: Any, switch_value: Callable[[str], Any]) -> list[tuple[dataclasses.Field, Needs]]:
+    """Every option of dataclass instance ``options`` set away from its default while the switch it needs
+    (:class:`Needs`) is not so, with what it needs; ``switch_value(switch)``: the value of a switch of another
+    section (``section.name``; one without a section is an option of ``options``)."""
+    idle = []
+    for spec in dataclasses.fields(options):
+        needs, value = spec.metadata.get("needs"), getattr(options, spec.name)
+        if needs is None or value == default_of(spec):
+            continue
+        switch = switch_value(needs.switch) if "." in needs.switch else \
+            getattr(options, needs.switch) if needs.switch else options
+        if not needs.holds(switch):
+            idle.append((spec, needs))
+    return idle
+
+
+def idle_options(options: Any, switch_value: Callable[[str], Any]) -> list[str]:
+    """``--name value: acts only with --switch ...`` for every option of :func:`idle_fields`."""
+    problems = []
+    for spec, needs in idle_fields(options, switch_value):
+        value = getattr(options, spec.name)
+        shown = " ".join(map(str, value)) if isinstance(value, list) else value
+        problems.append(f"--{spec.name} {shown}: acts only with {needs.what}")
+    return problems
 
 
 def describe_range(low: float, high: float, low_in: bool, high_in: bool) -> str:

@@ -13,6 +13,8 @@ from audiotune.config.options import (
     PRETRAINING,
     PROBABILITY,
     WHILE_TRAINING,
+    Needs,
+    needs_on,
     option,
 )
 from audiotune.outputs import (
@@ -134,6 +136,7 @@ class FeatureConfig:
                               "shorter or longer vocal tract; duration kept)", valid=PROBABILITY,
                               training_only=True)
     vtlp_range: list[float] = option([0.9, 1.1], "VTLP warp factors: LOW HIGH (drawn uniformly)",
+                                     needs=needs_on("vtlp", "--vtlp above 0"),
                                      valid=(0.5, 2, True, True), training_only=True)
 
 
@@ -172,17 +175,19 @@ class ModelConfig:
 @dataclass
 class ClassifierConfig:
     shared_dense: bool = option(False, "add a dense layer shared by all heads")
-    sd_bottleneck: int = option(768, "width of the shared dense layer", valid=AT_LEAST_1)
+    sd_bottleneck: int = option(768, "width of the shared dense layer", valid=AT_LEAST_1,
+                                needs=needs_on("shared_dense", "--shared_dense true"))
     clf_bottleneck: int = option(768, "width of each head's first dense layer (0: a linear head, activation then "
                                       "one Linear on the pooled frames)", valid=AT_LEAST_0)
     activation: str = option("relu", "head activation", choices=("relu", "gelu", "tanh", "none"))
     final_dropout: float = option(0.3, "dropout before each head's output projection", valid=(0, 1, True, False))
-    layernorm: bool = option(False, "LayerNorm after each head's first dense layer")
+    layernorm: bool = option(False, "LayerNorm after each head's first dense layer",
+                             needs=needs_on("clf_bottleneck", "--clf_bottleneck above 0 (a first dense layer)"))
     layer: int = option(-1, "hidden state fed to the heads (-1 = last)")
     weighted: bool = option(False, "learn a weighted sum of the hidden states (how: --layer_weights)")
     layer_weights: str = option("softmax", "--weighted: softmax (weights summing to 1, from the average; states "
                                 "summed, then pooled) or raw (free weights from 1/n, each state pooled, then summed: "
-                                "the NAIP seeds')", choices=("softmax", "raw"))
+                                "the NAIP seeds')", choices=("softmax", "raw"))  # a recipe's way, for --weighted
     pooling_mode: str = option("mean", "pooling over frames (`extract --pooling_mode` merges the heads' ft "
                                        "embeddings: mean unless given)",
                                ("-pm", "--pm"), choices=("mean", "sum", "max"))
@@ -199,23 +204,29 @@ class TrainConfig:
     batch_size: int = option(8, "batch size", ("-bs",), valid=AT_LEAST_1)
     learning_rate: float = option(3e-4, "learning rate", ("-lr", "--lr"), valid=AT_LEAST_0)
     optim: str = option("adamw", "optimizer", choices=("adam", "adamw"))
-    weight_decay: float = option(1e-4, "AdamW weight decay", valid=AT_LEAST_0)
+    weight_decay: float = option(1e-4, "AdamW weight decay", valid=AT_LEAST_0,
+                                 needs=Needs("optim", lambda name: name == "adamw", "--optim adamw"))
     scheduler: str = option("cosine", "learning-rate schedule (stepped per optimiser step, every "
                                       "--accumulate_grad_batches batches; none: constant, as the seeds; "
                                       "linear: warm-up, flat for 0.05 of the steps, then linear decay to 0, as the "
                                       "seed's TAPT)", choices=("none", "onecycle", "cosine", "linear"))
-    max_lr: float = option(0.01, "peak learning rate of the onecycle schedule", valid=AT_LEAST_0)
+    max_lr: float = option(0.01, "peak learning rate of the onecycle schedule", valid=AT_LEAST_0,
+                           needs=Needs("scheduler", lambda name: name == "onecycle", "--scheduler onecycle"))
     grad_clip: float = option(0.0, "clip the gradients' global L2 norm to this value before each optimiser step "
                                    "(0 = off); wav2vec2-style pretraining from random weights can diverge without it",
                                    valid=AT_LEAST_0)
     accumulate_grad_batches: int = option(1, "sum the gradients of this many batches before each optimiser step "
                                              "(effective batch: -bs x N; tap2key: -bs 64 x 4)", valid=AT_LEAST_1)
-    warmup_steps: int = option(0, "warm-up steps (cosine and linear schedules)", ("--warmup_step",), valid=AT_LEAST_0)
+    warmup_steps: int = option(0, "warm-up steps (cosine and linear schedules)", ("--warmup_step",), valid=AT_LEAST_0,
+                               needs=Needs("scheduler", lambda name: name in ("cosine", "linear"),
+                                           "--scheduler cosine or linear"))
     training_steps: int = option(0, "stop after this many optimiser steps instead of --epochs (0 = use --epochs)",
                                  ("--training_step",), valid=AT_LEAST_0)
     bucket_sampler: bool = option(False, "batches of similar lengths: clips in --num_buckets length buckets, "
                                          "shuffled within them, batches shuffled", ("--use_bucket_sampler",))
-    num_buckets: int = option(50, "length buckets of --bucket_sampler", ("--train_bucket_size",), valid=AT_LEAST_1)
+    num_buckets: int = option(50, "length buckets of --bucket_sampler", ("--train_bucket_size",), valid=AT_LEAST_1,
+                              needs=Needs("", lambda train: train.bucket_sampler or train.dynamic_batch > 0,
+                                          "--bucket_sampler true (or --dynamic_batch)"))
     dynamic_batch: float = option(0.0, "training batches by audio instead of -bs: as many clips as fit this many "
                                        "seconds, counted padded (clips x longest); implies --bucket_sampler "
                                        "(the seed emotion system: 250 s for -bs 64)", valid=AT_LEAST_0)

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from audiotune.config import INPUT_RESOLVED_VERSION, RunConfig, config_changes, load_config
-from audiotune.models.backbones import backbone_options, input_spec, resolve_config
+from audiotune.models.backbones import backbone_options, input_spec, resolve_config, without_idle_options
 from audiotune.outputs import CONFIG_FILE, CONFIG_HISTORY_FILE, write_bytes
 
 # what a resumed run may change without --allow_changes: how long it trains, and where and how fast it runs
@@ -43,7 +43,9 @@ def _with_added_options(earlier: RunConfig) -> RunConfig:
 
 def resumed_changes(exp_dir: Path, config: RunConfig) -> dict[str, list]:
     """The options a resumed run changes from its config.yaml: an error naming them without ``--allow_changes``."""
-    earlier = _with_added_options(load_config(exp_dir / CONFIG_FILE))
+    # an option whose switch is off did nothing: given or left out, no change
+    earlier = without_idle_options(_with_added_options(load_config(exp_dir / CONFIG_FILE)))
+    config = without_idle_options(config)
     if earlier.version < INPUT_RESOLVED_VERSION:  # its audio and features sections hold the resolved input
         changes = config_changes(earlier, config, (*RESUME_FREE, "audio", "features"))
         before, after = input_spec(earlier), input_spec(config)

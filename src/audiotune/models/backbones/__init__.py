@@ -11,6 +11,7 @@ What a backbone reads is its :class:`~audiotune.data.input_spec.InputSpec`, deri
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib
 import pkgutil
@@ -30,12 +31,16 @@ from audiotune.config import (
     FEATURES_CHECKED_VERSION,
     INPUT_RESOLVED_VERSION,
     RESAMPLED_LENGTH_VERSION,
+    SECTIONS,
     WAVEFORM_NORM_VERSION,
     RunConfig,
     Stage,
     acts_of,
     check_types,
+    default_of,
     describe_acts,
+    idle_fields,
+    idle_options,
     inactive_options,
     range_problems,
 )
@@ -341,6 +346,33 @@ _STAGE_WHY = {Stage.ENCODE: "the encoder is frozen here (--freeze true, the defa
               Stage.PRETRAIN: "audiotune pretrain trains the encoder on its self-supervised objective"}
 
 
+def _option_parts(config: RunConfig) -> list[Any]:
+    """The options of every section of ``config`` and of its backbone."""
+    options = backbone_options(config)
+    return [*(getattr(config, section) for section in SECTIONS), *([options] if options is not None else [])]
+
+
+def _switch_value(config: RunConfig) -> Callable[[str], Any]:
+    def value(switch: str) -> Any:
+        section, _, name = switch.partition(".")
+        return getattr(getattr(config, section), name)
+    return value
+
+
+def without_idle_options(config: RunConfig) -> RunConfig:
+    """A copy of ``config`` with every option whose switch is off (:func:`~audiotune.config.idle_fields`) at its
+    default: it did nothing, given or not."""
+    config = copy.deepcopy(config)
+    sections = [getattr(config, section) for section in SECTIONS]
+    for part in _option_parts(config):
+        for spec, _ in idle_fields(part, _switch_value(config)):
+            if any(part is section for section in sections):
+                setattr(part, spec.name, default_of(spec))
+            else:  # the backbone's options, kept in the model section
+                config.model.options[spec.name] = default_of(spec)
+    return config
+
+
 def refuse_inactive(config: RunConfig, stage: Stage | None = None) -> None:
     """An error naming every option of the model section and of the backbone in the resolved ``config`` set away
     from its default that does nothing in ``stage`` (default: fine-tuning, or encoding when ``--freeze`` holds the
@@ -358,6 +390,10 @@ def refuse_inactive(config: RunConfig, stage: Stage | None = None) -> None:
         acts = acts_of(spec, value)
         why = _STAGE_WHY.get(next(iter(stages))) if Stage.FINE_TUNE in acts and len(stages) == 1 else None
         problems.append(f"--{spec.name} {value}: {describe_acts(acts)}" + (f"; {why}" if why else ""))
+    # an option whose switch is off (--speed_range without --speed); a resumed run's are no change of it (its
+    # config.yaml may hold them from before they were refused: see engine.resume)
+    for part in _option_parts(config) if not config.train.resume else []:
+        problems += idle_options(part, _switch_value(config))
     if problems:
         raise ValueError(" / ".join(problems))
 

@@ -26,6 +26,7 @@ from audiotune.config import (
     PROBABILITY,
     WHILE_TRAINING,
     RunConfig,
+    needs_on,
     option,
     option_default,
 )
@@ -68,7 +69,8 @@ class HFSettings:
                                            "start (the seed emotion system: 0.05)", valid=PROBABILITY,
                                       acts=FINE_TUNING)  # pretraining masks no channels
     mask_feature_length: int = option(10, "fine-tuning: channels per zeroed span (the seed: 64)",
-                                      valid=AT_LEAST_1, acts=FINE_TUNING)
+                                      valid=AT_LEAST_1, acts=FINE_TUNING,
+                                      needs=needs_on("mask_feature_prob", "--mask_feature_prob above 0"))
     pseudo_labels: str = option("", "P-TAPT (--objective ptapt): frame labels written by `audiotune cluster` "
                                     "(parquet); one prediction head per K", role=Role.INPUT,
                                 acts=PRETRAINING)

@@ -1,0 +1,63 @@
+"""Options that act only while a switch is on (``--speed_range`` with ``--speed``): set while the switch is off
+they are refused naming the switch, accepted with it on, and no change of a resumed run either way."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+from conftest import SMALL_ECAPA
+
+from audiotune.cli import build_parser, config_from_args
+from audiotune.config import RunConfig
+from audiotune.models.backbones import refuse_inactive, resolve_config, without_idle_options
+
+# each option with a switch: a value away from its default, and the flags that turn its switch on
+CASES = {
+    "--vtlp_range": (["0.8", "1.2"], ["--vtlp", "0.5"]),
+    "--pshiftn": (["5"], ["--pshift", "0.5"]),
+    "--speed_range": (["0.8", "0.9"], ["--speed", "0.5"]),
+    "--speed_crop": (["false"], ["--speed", "0.5"]),
+    "--cut_max": (["0.2"], ["--cut_edges", "0.5"]),
+    "--sd_bottleneck": (["32"], ["--shared_dense", "true"]),
+    "--layernorm": (["true"], ["--clf_bottleneck", "8"]),
+    "--num_buckets": (["2"], ["--bucket_sampler", "true"]),
+    "--max_lr": (["0.1"], ["--scheduler", "onecycle"]),
+    "--warmup_steps": (["3"], ["--scheduler", "linear"]),
+    "--weight_decay": (["0.5"], ["--optim", "adamw"]),
+}
+SWITCHES_OFF = ["--clf_bottleneck", "0", "--scheduler", "none", "--optim", "adam"]
+
+
+def config(*flags: str) -> RunConfig:
+    args = build_parser("ecapa_tdnn").parse_args(["train", "-d", "x", "-o", "o", *SMALL_ECAPA, *flags])
+    return resolve_config(config_from_args(args, read_inputs=False))
+
+
+@pytest.mark.parametrize("flag", CASES)
+def test_an_option_whose_switch_is_off_is_refused_naming_the_switch(flag: str) -> None:
+    value, switch_on = CASES[flag]
+    with pytest.raises(ValueError, match=rf"--{flag[2:]} [^:]+: acts only with {switch_on[0]}"):
+        refuse_inactive(config(*_switches_off(switch_on[0]), flag, *value))
+    refuse_inactive(config(flag, *value, *switch_on))  # with its switch on it acts
+
+
+def _switches_off(switch: str) -> list[str]:
+    """The flags that turn ``switch`` off where it is on by default."""
+    pairs = dict(zip(SWITCHES_OFF[::2], SWITCHES_OFF[1::2]))
+    return [switch, pairs[switch]] if switch in pairs else []
+
+
+def test_dynamic_batch_turns_the_length_buckets_on() -> None:
+    refuse_inactive(config("--num_buckets", "2", "--dynamic_batch", "20"))
+
+
+def test_an_idle_option_is_no_change_of_a_resumed_run() -> None:
+    """A run made with an option that did nothing resumes without it (and with it) as the same run."""
+    made = config("--speed_range", "0.8", "0.9", "--num_buckets", "2")
+    assert made.augment.speed_range == [0.8, 0.9]
+    cleared = without_idle_options(made)
+    assert cleared.augment.speed_range == RunConfig().augment.speed_range
+    assert cleared.train.num_buckets == RunConfig().train.num_buckets
+    assert made.augment.speed_range == [0.8, 0.9]  # a copy: the config itself is kept
+    acting = config("--speed_range", "0.8", "0.9", "--speed", "0.5")
+    assert without_idle_options(copy.deepcopy(acting)).augment.speed_range == [0.8, 0.9]
