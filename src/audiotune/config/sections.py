@@ -43,6 +43,10 @@ TENSORBOARD = ("tensorboard", "tensorboardX")  # the packages Lightning's Tensor
 RESUME_HINT = "the same command with --resume continues from the last finished epoch"  # a stopped train/pretrain
 
 
+# the features options a model reading waveforms reads (every other one acts on spectrogram frames: FeatureConfig)
+WAVEFORM_OPTIONS = ("features", "waveform_norm")
+
+
 @dataclass
 class DataConfig:
     prefix: str = option("", "audio root for uid-addressed rows: PREFIX[/STUDY]/UID/waveform.EXT", ("-i",),

@@ -281,9 +281,25 @@ def test_a_frame_count_for_waveform_inputs_is_refused_naming_the_crop_in_seconds
     config = RunConfig()
     config.model.model, config.model.checkpoint = "hf", str(checkpoints["hubert"])
     config.features.target_length = 400
-    with pytest.raises(ValueError, match=r"^--target_length 400: pads or crops spectrogram frames; --model hf reads "
-                                         r"waveforms: crop them with --clip_length SECONDS$"):
+    with pytest.raises(ValueError, match=r"^--target_length 400: act on spectrogram frames; --model hf reads "
+                                         r"waveforms; crop waveforms with --clip_length SECONDS$"):
         resolve_config(config)
+
+
+@pytest.mark.parametrize(("name", "value"), [("num_mel_bins", 32), ("utterance_norm", "meanvar"), ("pad", "silence"),
+                                             ("dataset_mean", -3.0), ("vtlp", 1.0), ("n_mfcc", 20)])
+def test_an_option_of_spectrogram_frames_is_refused_for_a_waveform_model(checkpoints: dict[str, Path], name: str,
+                                                                         value: object) -> None:
+    """Every features option but the waveform's own acts on spectrogram frames: a waveform model never reads it."""
+    config = RunConfig()
+    config.model.model, config.model.checkpoint = "hf", str(checkpoints["hubert"])
+    setattr(config.features, name, value)
+    with pytest.raises(ValueError, match=rf"^--{name} {value}: act on spectrogram frames; --model hf reads "
+                                         r"waveforms$"):
+        resolve_config(config)
+    config.features = RunConfig().features
+    config.features.waveform_norm = True  # the waveform's own: read
+    resolve_config(config)
 
 
 def test_the_input_is_the_extractors_and_the_config_keeps_the_users_options(checkpoints: dict[str, Path]) -> None:

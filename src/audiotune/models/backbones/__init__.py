@@ -44,6 +44,7 @@ from audiotune.config import (
     inactive_options,
     range_problems,
 )
+from audiotune.config.sections import WAVEFORM_OPTIONS, FeatureConfig
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.samplers import EXACT_PADDING, PaddingRule
 
@@ -334,9 +335,14 @@ def resolve_config(config: RunConfig) -> RunConfig:
     if resolve is not None:
         resolve(config)
     inputs = input_spec(config)  # an input the backbone cannot read is an error now, before anything is read or written
-    if inputs.features == "waveform" and config.features.target_length:
-        raise ValueError(f"--target_length {config.features.target_length}: pads or crops spectrogram frames; "
-                         f"--model {config.model.model} reads waveforms: crop them with --clip_length SECONDS")
+    if inputs.features == "waveform":  # the options of spectrogram frames do nothing
+        spectral = [(spec.name, getattr(config.features, spec.name)) for spec in dataclasses.fields(FeatureConfig)
+                    if spec.name not in WAVEFORM_OPTIONS and getattr(config.features, spec.name) != default_of(spec)]
+        if spectral:
+            crop = "; crop waveforms with --clip_length SECONDS" if any(n == "target_length" for n, _ in spectral) \
+                else ""
+            raise ValueError(f"{' '.join(f'--{name} {value}' for name, value in spectral)}: act on spectrogram "
+                             f"frames; --model {config.model.model} reads waveforms{crop}")
     return config
 
 
