@@ -1,6 +1,7 @@
 """Shared fixtures: paths to the optional ../shared data, small generated audio."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -208,6 +209,22 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+@pytest.fixture()
+def no_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The hub at a closed local port, an empty cache (yielded); offline mode as the environment says (unset)."""
+    from huggingface_hub import constants
+
+    from audiotune.models.backbones import hf_checkpoint
+
+    hf_checkpoint._hub_reachable.cache_clear()
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{_free_port()}")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    yield tmp_path / "hub"
+    hf_checkpoint._hub_reachable.cache_clear()  # the next test asks the hub anew
 
 
 def _honour_preconditions() -> None:

@@ -7,10 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import _free_port
 
 from audiotune.engine.seed_ser import import_clusters, import_ser_encoder, read_lightning_state
-from audiotune.models.backbones import hf_checkpoint
 
 
 class Bookkeeping:  # a class the checkpoint names beside its tensors (as Lightning 1.4 named its callbacks)
@@ -27,20 +25,6 @@ class Hook:
     def __reduce__(self):
         import subprocess
         return subprocess.call, (["touch", str(self.marker)],)
-
-
-@pytest.fixture()
-def no_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The hub at a closed local port, an empty cache, offline mode unset."""
-    from huggingface_hub import constants
-
-    hf_checkpoint._hub_reachable.cache_clear()
-    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{_free_port()}")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    yield
-    hf_checkpoint._hub_reachable.cache_clear()
 
 
 def test_classes_beside_the_tensors_become_inert_stand_ins(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_seed_ser import no_network  # noqa: F401  (a fixture)
 from torch import nn
 
 from audiotune.config.sections import RuntimeConfig

@@ -5,26 +5,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import HF_TINY, _free_port, make_uid_dataset, save_hf_checkpoint
+from conftest import HF_TINY, make_uid_dataset, save_hf_checkpoint
 
 from audiotune.cli import main
 from audiotune.config import RunConfig
 from audiotune.models.backbones import hf_checkpoint, input_spec, resolve_config
 from audiotune.models.backbones.hf_checkpoint import check_available
-
-
-@pytest.fixture()
-def no_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The hub at a closed local port, an empty cache; offline mode as the environment says (unset)."""
-    from huggingface_hub import constants
-
-    hf_checkpoint._hub_reachable.cache_clear()
-    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{_free_port()}")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    yield tmp_path / "hub"
-    hf_checkpoint._hub_reachable.cache_clear()
 
 
 def cache_copy(hub: Path, repo: str) -> Path:
