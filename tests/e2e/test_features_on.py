@@ -42,7 +42,7 @@ def run(ds: dict, out: Path, place: str, *extra: str) -> FirstBatches:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("features", [[], pytest.param(["--features", "mfcc", "--n_mfcc", "24", "--n_mels", "40",
-                                                        "--utterance_norm", "meanvar", "--pad", "silence"],
+                                                        "--utterance_norm", "meanvar"],
                                                        marks=pytest.mark.slow, id="mfcc")])
 def test_training_and_scoring_give_the_same_results_either_way(uid_dataset: dict, tmp_path: Path,
                                                                features: list[str]) -> None:

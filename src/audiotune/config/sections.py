@@ -124,8 +124,8 @@ class FeatureConfig:
                                 "fbank a frame louder than any speech), silence (the features of a silent clip, "
                                 "as if the waveform were padded with zeros), zero_before_norm (0 before "
                                 "--dataset_mean/std: the NAIP seeds' fbank padding); for models that read padded "
-                                "frames (SSAST), not ECAPA-TDNN, whose padding is masked, nor AST, which pads with "
-                                "its feature extractor's frame", choices=PADS)
+                                "frames (SSAST): refused by ECAPA-TDNN, whose padding is masked, and AST, which pads "
+                                "with its feature extractor's frame", choices=PADS)
     dataset_mean: float | None = option(None, "feature mean for (x - mean) / (2 std); see `audiotune stats`",
                                         valid=(-INF, INF, False, False))
     dataset_std: float | None = option(None, "feature std for (x - mean) / (2 std); 0 is an error",

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from audiotune.config import AT_LEAST_1, RunConfig, option, option_default
+from audiotune.config.sections import ZERO_PAD
 from audiotune.data.input_spec import InputSpec
 from audiotune.models.backbones import Backbone, backbone_options, input_spec, register
 from audiotune.models.backbones.ecapa_model import (
@@ -104,7 +105,12 @@ class EcapaBackbone(Backbone):
 
 
 def resolve_ecapa(config: RunConfig) -> None:
-    """ECAPA-TDNN is trained, so it is never frozen unless asked; its blocks' sizes are one per block."""
+    """ECAPA-TDNN is trained, so it is never frozen unless asked; its blocks' sizes are one per block; ``--pad``
+    other than its default is an error (its convolutions, batch norms and pooling read only a clip's own frames:
+    what the padding holds never reaches them)."""
+    if config.features.pad != ZERO_PAD:
+        raise ValueError(f"--pad {config.features.pad}: --model ecapa_tdnn masks the padded frames (its layers read "
+                         "only each clip's own), so what they hold changes nothing; leave --pad out")
     settings = backbone_options(config)
     sizes = {"channels": settings.channels, "kernel_sizes": settings.kernel_sizes, "dilations": settings.dilations}
     if len({len(values) for values in sizes.values()}) > 1:
