@@ -24,8 +24,9 @@ CASES = {
     "--max_lr": (["0.1"], ["--scheduler", "onecycle"]),
     "--warmup_steps": (["3"], ["--scheduler", "linear"]),
     "--weight_decay": (["0.5"], ["--optim", "adamw"]),
+    "--num_mel_bins": (["32"], ["--features", "fbank"]),
 }
-SWITCHES_OFF = ["--clf_bottleneck", "0", "--scheduler", "none", "--optim", "adam"]
+SWITCHES_OFF = ["--clf_bottleneck", "0", "--scheduler", "none", "--optim", "adam", "--features", "mfcc"]
 
 
 def config(*flags: str) -> RunConfig:

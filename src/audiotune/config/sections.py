@@ -110,7 +110,9 @@ class FeatureConfig:
                                                "a pretrained encoder's feature extractor does; false: the raw "
                                                "samples, as the emotion seed fed them)")
     num_mel_bins: int | None = option(None, "mel bins of the Kaldi fbank (default: the backbone's)",
-                                      valid=(1, 1024, True, True))
+                                      valid=(1, 1024, True, True),
+                                      needs=Needs("features", lambda features: features != "mfcc",
+                                                  "--features fbank (MFCCs: --n_mfcc, --n_mels)"))
     target_length: int = option(0, "pad or crop features to this many frames (0 = the clip's own length)",
                                 valid=AT_LEAST_0)
     n_mfcc: int = option(80, "MFCC coefficients", valid=(1, 1024, True, True))
