@@ -3,9 +3,10 @@ they are refused naming the switch, accepted with it on, and no change of a resu
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
-from conftest import SMALL_ECAPA
+from conftest import HF_TINY, SMALL_ECAPA, save_hf_checkpoint
 
 from audiotune.cli import build_parser, config_from_args
 from audiotune.config import RunConfig
@@ -56,9 +57,29 @@ def test_an_idle_option_is_no_change_of_a_resumed_run() -> None:
     """A run made with an option that did nothing resumes without it (and with it) as the same run."""
     made = config("--speed_range", "0.8", "0.9", "--num_buckets", "2")
     assert made.augment.speed_range == [0.8, 0.9]
-    cleared = without_idle_options(made)
+    cleared = without_idle_options(made, reads_waveforms=False)
     assert cleared.augment.speed_range == RunConfig().augment.speed_range
     assert cleared.train.num_buckets == RunConfig().train.num_buckets
     assert made.augment.speed_range == [0.8, 0.9]  # a copy: the config itself is kept
     acting = config("--speed_range", "0.8", "0.9", "--speed", "0.5")
-    assert without_idle_options(copy.deepcopy(acting)).augment.speed_range == [0.8, 0.9]
+    assert without_idle_options(copy.deepcopy(acting), reads_waveforms=False).augment.speed_range == [0.8, 0.9]
+
+
+def test_a_resumed_waveform_run_made_with_an_option_of_spectrogram_frames_is_no_change_without_it(
+        tmp_path: Path) -> None:
+    """A wav2vec2 run made with --dataset_mean (which it never read, and is refused now) resumes without it as the
+    same run; --target_length, which cropped its waveforms, still counts."""
+    transformers = pytest.importorskip("transformers")
+    encoder = save_hf_checkpoint(transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**HF_TINY)),
+                                 tmp_path / "encoder")
+    made = RunConfig()
+    made.model.model, made.model.checkpoint = "hf", str(encoder)
+    made.features.dataset_mean, made.features.dataset_std, made.features.target_length = -3.0, 2.0, 400
+    cleared = without_idle_options(made, reads_waveforms=True)
+    assert (cleared.features.dataset_mean, cleared.features.dataset_std) == (None, None)
+    assert cleared.features.target_length == 400
+    made.features.target_length = 0
+    with pytest.raises(ValueError, match="--dataset_mean -3.0 --dataset_std 2.0: act on spectrogram frames"):
+        resolve_config(copy.deepcopy(made))
+    made.train.resume = True  # its config.yaml given again (--config RUN/config.yaml --resume) goes on
+    resolve_config(copy.deepcopy(made))

@@ -44,8 +44,9 @@ def _with_added_options(earlier: RunConfig) -> RunConfig:
 def resumed_changes(exp_dir: Path, config: RunConfig) -> dict[str, list]:
     """The options a resumed run changes from its config.yaml: an error naming them without ``--allow_changes``."""
     # an option whose switch is off did nothing: given or left out, no change
-    earlier = without_idle_options(_with_added_options(load_config(exp_dir / CONFIG_FILE)))
-    config = without_idle_options(config)
+    waveforms = input_spec(config).features == "waveform"  # the run's encoder (the recorded one may be a URL)
+    earlier = without_idle_options(_with_added_options(load_config(exp_dir / CONFIG_FILE)), waveforms)
+    config = without_idle_options(config, waveforms)
     if earlier.version < INPUT_RESOLVED_VERSION:  # its audio and features sections hold the resolved input
         changes = config_changes(earlier, config, (*RESUME_FREE, "audio", "features"))
         before, after = input_spec(earlier), input_spec(config)

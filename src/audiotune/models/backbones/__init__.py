@@ -335,10 +335,10 @@ def resolve_config(config: RunConfig) -> RunConfig:
     if resolve is not None:
         resolve(config)
     inputs = input_spec(config)  # an input the backbone cannot read is an error now, before anything is read or written
-    if inputs.features == "waveform":  # the options of spectrogram frames do nothing
+    if inputs.features == "waveform":  # the options of spectrogram frames do nothing (a resumed run's: no change)
         spectral = [(spec.name, getattr(config.features, spec.name)) for spec in dataclasses.fields(FeatureConfig)
                     if spec.name not in WAVEFORM_OPTIONS and getattr(config.features, spec.name) != default_of(spec)]
-        if spectral:
+        if spectral and not config.train.resume:
             crop = "; crop waveforms with --clip_length SECONDS" if any(n == "target_length" for n, _ in spectral) \
                 else ""
             raise ValueError(f"{' '.join(f'--{name} {value}' for name, value in spectral)}: act on spectrogram "
@@ -365,9 +365,10 @@ def _switch_value(config: RunConfig) -> Callable[[str], Any]:
     return value
 
 
-def without_idle_options(config: RunConfig) -> RunConfig:
-    """A copy of ``config`` with every option whose switch is off (:func:`~audiotune.config.idle_fields`) at its
-    default: it did nothing, given or not."""
+def without_idle_options(config: RunConfig, reads_waveforms: bool) -> RunConfig:
+    """A copy of ``config`` with every option that did nothing at its default, given or not: those whose switch is
+    off (:func:`~audiotune.config.idle_fields`) and, for a model that ``reads_waveforms``, those of spectrogram
+    frames (:func:`resolve_config` refuses both)."""
     config = copy.deepcopy(config)
     sections = [getattr(config, section) for section in SECTIONS]
     for part in _option_parts(config):
@@ -376,6 +377,10 @@ def without_idle_options(config: RunConfig) -> RunConfig:
                 setattr(part, spec.name, default_of(spec))
             else:  # the backbone's options, kept in the model section
                 config.model.options[spec.name] = default_of(spec)
+    if reads_waveforms:  # but --target_length, which cropped the waveforms' samples
+        for spec in dataclasses.fields(FeatureConfig):
+            if spec.name not in (*WAVEFORM_OPTIONS, "target_length"):
+                setattr(config.features, spec.name, default_of(spec))
     return config
 
 
