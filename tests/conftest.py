@@ -117,9 +117,10 @@ def make_uid_dataset(tmp_path: Path) -> dict:
     return {"prefix": prefix, "split": split, "labels": labels, "table": table, "root": tmp_path}
 
 
-SMALL_ECAPA = ["--channels", "16", "16", "48", "--kernel_sizes", "5", "3", "1", "--dilations", "1", "2", "1",
-               "--attention_channels", "8", "--se_channels", "8", "--res2net_scale", "2", "--lin_neurons", "16",
-               "--clf_bottleneck", "16", "--features", "fbank", "--num_mel_bins", "24"]
+SMALL_ECAPA_SIZES = ["--channels", "16", "16", "48", "--kernel_sizes", "5", "3", "1", "--dilations", "1", "2", "1",
+                     "--attention_channels", "8", "--se_channels", "8", "--res2net_scale", "2", "--lin_neurons", "16",
+                     "--clf_bottleneck", "16"]
+SMALL_ECAPA = [*SMALL_ECAPA_SIZES, "--features", "fbank", "--num_mel_bins", "24"]
 
 
 HF_TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,

@@ -26,6 +26,7 @@ CASES = {
     "--warmup_steps": (["3"], ["--scheduler", "linear"]),
     "--weight_decay": (["0.5"], ["--optim", "adamw"]),
     "--num_mel_bins": (["32"], ["--features", "fbank"]),
+    "--allow_changes": (["true"], ["--resume"]),
 }
 SWITCHES_OFF = ["--clf_bottleneck", "0", "--scheduler", "none", "--optim", "adam", "--features", "mfcc"]
 

@@ -35,6 +35,8 @@ class FirstBatches(pl.Callback):
 
 def run(ds: dict, out: Path, place: str, *extra: str) -> FirstBatches:
     args = small_train_args(ds, out, "--accelerator", "cpu", "--features_on", place, "--report", "False", *extra)
+    if "mfcc" in extra:  # MFCCs are sized by --n_mels: the small fbank's --num_mel_bins goes
+        del args[args.index("--num_mel_bins"):args.index("--num_mel_bins") + 2]
     recorder = FirstBatches()
     train(config_from_args(build_parser().parse_args(args)), callbacks=[recorder])
     return recorder

@@ -170,3 +170,16 @@ def test_a_resumed_pretraining_keeps_its_options_unless_the_changes_are_allowed_
     history = yaml.safe_load((run / CONFIG_HISTORY_FILE).read_text())
     assert [entry["changes"] for entry in history] == [{"train.learning_rate": {"from": 0.01, "to": 0.001}}]
     assert yaml.safe_load((run / CONFIG_FILE).read_text())["train"]["learning_rate"] == 0.001
+
+
+def test_a_frozen_encoder_is_refused_by_pretraining(uid_dataset: dict, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    """--freeze true would pretrain nothing (it was accepted, and the encoder trained anyway)."""
+    from audiotune.cli import main
+
+    run = tmp_path / "run"
+    assert main(["pretrain", "--model_size", "tiny", "--num_mel_bins", "32", "--target_length", "64", "--fshape",
+                 "16", "--tshape", "16", "--fstride", "16", "--tstride", "16", "-bs", "8", "--mask_patch", "3",
+                 "--cluster_factor", "2", "--val_size", "0", "-i", str(uid_dataset["prefix"]), "-d",
+                 str(uid_dataset["split"] / "train.csv"), "-o", str(run), "--freeze", "true"]) == 2
+    assert "--freeze true: pretraining trains the encoder" in capsys.readouterr().err and not run.exists()

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import SMALL_ECAPA, small_train_args
+from conftest import SMALL_ECAPA, SMALL_ECAPA_SIZES, small_train_args
 
 from audiotune.cli import main
 from audiotune.config import HeadSpec, RunConfig, TrainConfig
@@ -22,9 +22,9 @@ from audiotune.engine.module import optimizers
 HEADS = [HeadSpec("word", "categorical", ["word"], ["a", "b", "c"]), HeadSpec("x+y", "binary", ["x", "y"])]
 
 
-def run_train(ds: dict, out, *extra: str) -> dict:
+def run_train(ds: dict, out, *extra: str, sizes: list[str] = SMALL_ECAPA) -> dict:
     args = ["train", "-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"]), "-o", str(out),
-            *SMALL_ECAPA, "-e", "1", "-bs", "4", *extra]
+            *sizes, "-e", "1", "-bs", "4", *extra]
     assert main(args) == 0
     return json.loads((out / "metrics.json").read_text())
 
@@ -251,7 +251,7 @@ def test_silence_padding_pads_with_the_features_of_a_silent_clip(uid_dataset: di
 @pytest.mark.slow
 def test_mfcc_features_train_and_debug_limits_rows(uid_dataset: dict, tmp_path) -> None:
     metrics = run_train(uid_dataset, tmp_path, "--features", "mfcc", "--n_mfcc", "13", "--n_mels", "24",
-                        "--n_fft", "256", "--debug")
+                        "--n_fft", "256", "--debug", sizes=SMALL_ECAPA_SIZES)
     config = (tmp_path / "config.yaml").read_text()
     assert "features: mfcc" in config and "n_mfcc: 13" in config
     assert metrics["val"]["n"] == 4 and metrics["test"]["n"] == 4  # val/test have 4 rows; --debug keeps <= 8

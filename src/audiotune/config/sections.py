@@ -290,7 +290,8 @@ class TrainConfig:
                              action=True)
     allow_changes: bool = option(False, "with --resume: go on although options other than --epochs, "
                                         "--training_steps and where it runs differ from the run's config.yaml; "
-                                        f"the changes are recorded in EXP_DIR/{CONFIG_HISTORY_FILE}", action=True)
+                                        f"the changes are recorded in EXP_DIR/{CONFIG_HISTORY_FILE}", action=True,
+                                        needs=needs_on("resume", "--resume"))
     debug: bool = option(False, "use only the first 8 rows of every split")
 
 

@@ -214,8 +214,10 @@ def _objective(config: RunConfig, backbone: object) -> str:
 
 def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
     exp_dir = owned.path
-    if config.model.freeze is None:
-        config.model.freeze = False  # pretraining trains the encoder
+    if config.model.freeze:
+        raise ValueError("--freeze true: pretraining trains the encoder (a frozen one would learn nothing); leave "
+                         "--freeze out")
+    config.model.freeze = False  # pretraining trains the encoder
     resolve_config(config)
     refuse_inactive(config, Stage.PRETRAIN)
     pl.seed_everything(config.data.seed, workers=True, verbose=False)
