@@ -423,3 +423,23 @@ def api_message(spec: dict, message) -> object:
     from google.protobuf import json_format
 
     return json_format.ParseDict(spec, message.pb(message()))
+
+
+import torch  # noqa: E402
+
+
+class OnDevice(torch.Tensor):
+    """A tensor that stands for one on an accelerator: every tensor computed from it is one too, and reading a value
+    of one back on the host (``item``, ``tolist``, ``int``, ``bool``, ``numpy``, a copy to the CPU) raises, so a
+    test shows that code queues its work without waiting for the device."""
+
+    READS = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.numpy, torch.Tensor.cpu, torch.Tensor.__int__,
+             torch.Tensor.__bool__, torch.Tensor.__float__, torch.Tensor.__index__}
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func in cls.READS or (func is torch.Tensor.to and any(
+                isinstance(a, (str, torch.device)) and torch.device(a).type == "cpu"
+                for a in (*args[1:], *(kwargs or {}).values()))):
+            raise AssertionError(f"read back from the device: {getattr(func, '__name__', func)}")
+        return super().__torch_function__(func, types, args, kwargs)

@@ -185,12 +185,14 @@ def test_normalisation_uses_dataset_statistics(uid_dataset: dict) -> None:
 
 
 def test_target_length_pads_and_crops_feature_frames() -> None:
+    from audiotune.data.batch_features import HOST_LENGTHS
     from audiotune.data.dataset import Collator
 
     items = [{"uid": "a", "inputs": torch.ones(7, 3), "length": 7, "targets": torch.zeros(1)},
              {"uid": "b", "inputs": torch.ones(3, 3), "length": 3, "targets": torch.zeros(1)}]
     batch = Collator(target_length=5)(items)
     assert batch["inputs"].shape == (2, 5, 3) and batch["lengths"].tolist() == [5, 3]
+    assert batch[HOST_LENGTHS] == [5, 3]  # plain numbers: they stay on the host when the batch moves
     assert batch["inputs"][1, 3:].abs().sum() == 0
     free = Collator()(items)
     assert free["inputs"].shape == (2, 7, 3) and free["lengths"].tolist() == [7, 3]

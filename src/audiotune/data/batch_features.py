@@ -22,6 +22,9 @@ from audiotune.data.input_spec import InputSpec
 # keys of a waveform batch; COUNTS: num_samples as plain numbers (training), for the SpecAugment masks drawn on the
 # host, so that no clip's length is read back from the device; TAIL: an item's augmentations left to the device
 WAVEFORMS, NUM_SAMPLES, WARPS, SEEDS, COUNTS, TAIL = "waveforms", "num_samples", "warps", "seeds", "counts", "tail"
+# a batch of model inputs: each clip's ``lengths`` also as plain numbers, which stay on the host (pretraining draws
+# its crops and masks there without reading the lengths back from the device)
+HOST_LENGTHS = "host_lengths"
 
 
 class BatchFeatures:

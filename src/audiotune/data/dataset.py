@@ -9,7 +9,16 @@ from torch.utils.data import Dataset
 from audiotune.data.audio import AudioSpec, load_clip, table_spans
 from audiotune.data.audio_store import AudioStore
 from audiotune.data.augment import AugmentConfig, DeviceTail, WaveformAugmenter, mixup, sample_mixup_lambda
-from audiotune.data.batch_features import COUNTS, NUM_SAMPLES, SEEDS, TAIL, WARPS, WAVEFORMS, BatchFeatures
+from audiotune.data.batch_features import (
+    COUNTS,
+    HOST_LENGTHS,
+    NUM_SAMPLES,
+    SEEDS,
+    TAIL,
+    WARPS,
+    WAVEFORMS,
+    BatchFeatures,
+)
 from audiotune.data.device_augment import collate_tails
 from audiotune.data.features import spec_noise
 from audiotune.data.frontend import FrontEnd, check_feature_config, waveform_batch
@@ -206,9 +215,11 @@ class Collator:
         for row, item in enumerate(items):
             n = min(item["length"], frames)
             inputs[row, :n] = item["inputs"][:n]
+        kept = [min(n, frames) for n in lengths]
         return {
             "uid": [item["uid"] for item in items],
             "inputs": inputs,
-            "lengths": torch.tensor([min(n, frames) for n in lengths], dtype=torch.long),
+            "lengths": torch.tensor(kept, dtype=torch.long),
+            HOST_LENGTHS: kept,
             "targets": torch.stack([item["targets"] for item in items]),
         }

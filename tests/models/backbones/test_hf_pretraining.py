@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import HF_TINY, make_uid_dataset
+from conftest import HF_TINY, OnDevice, make_uid_dataset
 from safetensors.torch import load_file
 
 from audiotune.cli import main
@@ -299,3 +299,32 @@ def test_grad_clip_bounds_each_step_in_pretraining_and_fine_tuning(checkpoints: 
         return max(float((weights[k] - start[k]).abs().max()) for k in start)
 
     assert change(trained("tuned_clipped", "--grad_clip", "1e-9")) < 0.05 * change(trained("tuned_free"))
+
+
+def test_tapt_draws_its_crops_and_masks_from_lengths_on_the_host_and_reads_nothing_back(
+        checkpoints: dict[str, Path]) -> None:
+    """With the batch's lengths on the host (as the loader gives them), a TAPT step queues its work on the device
+    without waiting for it: nothing is read back from the waveforms or anything computed from them (transformers'
+    own forward pass checks its distractors once, ``neg_is_pos.any()``: it runs on plain tensors here)."""
+    config = RunConfig()
+    config.audio.resample_rate, config.model.model, config.train.max_seconds = 16000, "hf", 0.4  # crops 8000 to 6400
+    tapt = Wav2Vec2Tapt(str(checkpoints["pretraining"]), config)
+    forward = tapt.model.forward
+
+    def plain_forward(*args: object, **kwargs: object) -> object:
+        def plain(value: object) -> object:
+            return value.as_subclass(torch.Tensor) if isinstance(value, torch.Tensor) else value
+        out = forward(*map(plain, args), **{key: plain(value) for key, value in kwargs.items()})
+        for key, value in out.items():
+            out[key] = value.as_subclass(OnDevice)
+        return out
+
+    tapt.model.forward = plain_forward
+    waves = torch.randn(2, 8000)
+    torch.manual_seed(0)
+    on_device = tapt.loss(waves.as_subclass(OnDevice), [8000, 6000], 0, random.Random(0))
+    torch.manual_seed(0)
+    read_back = tapt.loss(waves, torch.tensor([8000, 6000]), 0, random.Random(0))  # the same draws either way
+    assert on_device["masked"] > 0
+    for name, value in read_back.items():
+        assert torch.equal(value, on_device[name].as_subclass(torch.Tensor)), name

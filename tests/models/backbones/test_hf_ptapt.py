@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 import torch
-from conftest import HF_TINY, make_uid_dataset, save_hf_checkpoint
+from conftest import HF_TINY, OnDevice, make_uid_dataset, save_hf_checkpoint
 from safetensors.torch import load_file
 
 from audiotune.cli import main
@@ -151,6 +151,25 @@ def test_the_loss_learns_from_masked_frames_and_short_clips_do_not_break_it(chec
     assert model.model.masked_spec_embed.grad is None  # the mask embedding kept, as the seed
     nothing = model.loss(waves[:1, :20], torch.tensor([20]), ["c"], random.Random(0))  # 1 frame: no span fits
     assert nothing["masked"] == 0 and nothing["loss"].item() == 0.0 and nothing["loss"].requires_grad
+
+
+def test_ptapt_draws_its_crops_masks_and_targets_from_lengths_on_the_host_and_reads_nothing_back(
+        checkpoint: Path, tmp_path: Path) -> None:
+    """With the batch's lengths on the host (as the loader gives them), a P-TAPT step queues its work on the device
+    without waiting for it: the same losses as from lengths read back, nothing read from the waveforms or anything
+    computed from them."""
+    rng = np.random.default_rng(0)
+    labels = write_labels(tmp_path / "l.parquet", {uid: {4: rng.integers(0, 4, frames_of(samples))}
+                                                   for uid, samples in (("a", 4000), ("b", 3000))})
+    model = ptapt(checkpoint, labels, max_seconds=0.2)  # crops 4000 samples to 3200
+    waves = torch.randn(2, 4000)
+    torch.manual_seed(0)
+    on_device = model.loss(waves.as_subclass(OnDevice), [4000, 3000], ["a", "b"], random.Random(0))
+    torch.manual_seed(0)
+    read_back = model.loss(waves, torch.tensor([4000, 3000]), ["a", "b"], random.Random(0))
+    assert on_device["masked"] > 0
+    for name, value in read_back.items():
+        assert torch.equal(value, on_device[name].as_subclass(torch.Tensor)), name
 
 
 def test_ptapt_skips_layers_with_the_layerdrop_asked(checkpoint: Path, tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +94,8 @@ def sample_negatives_anywhere(mask: np.ndarray, frames: list[int], num_negatives
 
 def random_crop(waveforms: Tensor, lengths: Tensor, max_samples: int,
                 rng: np.random.Generator) -> tuple[Tensor, Tensor]:
-    """Crop every clip longer than ``max_samples`` at a random offset; the batch shrinks to its longest crop."""
+    """Crop every clip longer than ``max_samples`` (``lengths``: on the host) at a random offset; the batch shrinks
+    to its longest crop."""
     if max_samples <= 0 or waveforms.shape[1] <= max_samples:
         return waveforms, lengths
     kept = lengths.clamp(max=max_samples)
@@ -164,22 +166,24 @@ class Wav2Vec2Tapt(nn.Module):
         """The bare ``Wav2Vec2Model`` inside (shares its weights)."""
         return self.model.wav2vec2
 
-    def loss(self, waveforms: Tensor, lengths: Tensor, step: int, rng: random.Random) -> dict[str, Tensor]:
+    def loss(self, waveforms: Tensor, lengths: Tensor | Sequence[int], step: int,
+             rng: random.Random) -> dict[str, Tensor]:
         """``loss`` (per masked frame) with ``contrastive``, ``diversity``, ``perplexity``, ``masked`` frames
-        and the Gumbel ``temperature``."""
+        and the Gumbel ``temperature``; ``lengths``: each clip's samples, best on the host (the crops and masks
+        are drawn there: lengths on the device are read back first)."""
         generator = np.random.default_rng(rng.getrandbits(63))
-        lengths = lengths.to(device=waveforms.device, dtype=torch.long)
-        waveforms, lengths = random_crop(waveforms, lengths, self.max_samples, generator)
+        counts = torch.as_tensor(lengths, dtype=torch.long).cpu()
+        waveforms, counts = random_crop(waveforms, counts, self.max_samples, generator)
         temperature = gumbel_temperature(step, self.anneal)
         self.model.set_gumbel_temperature(temperature)
-        frames = self.model._get_feat_extract_output_lengths(lengths).long()
+        frames = self.model._get_feat_extract_output_lengths(counts).long()
         total = int(self.model._get_feat_extract_output_lengths(torch.tensor(waveforms.shape[1])))
         real = frames.clamp(max=total).tolist()
         mask = host_time_mask(self.spans, real, total, self.prob, self.length, generator, at_least=2)
         attention = None
         if not self.group_norm:  # group-norm ones get none, as they were pretrained and as the seed's TAPT ran them
             positions = torch.arange(waveforms.shape[1], device=waveforms.device)
-            attention = (positions[None, :] < lengths[:, None]).long()
+            attention = (positions[None, :] < queued_on(counts, waveforms.device)[:, None]).long()
         count = int(self.model.config.num_negatives)
         negatives = sample_negatives(mask, count, generator) if not self.per_batch else \
             sample_negatives_anywhere(mask, real if attention is not None else [total] * len(real), count, generator)

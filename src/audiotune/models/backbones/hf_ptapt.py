@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,8 @@ IGNORE = -100
 
 def hop_aligned_crop(waveforms: Tensor, lengths: Tensor, max_samples: int, hop: int,
                      rng: np.random.Generator) -> tuple[Tensor, Tensor, list[int]]:
-    """Crop each clip longer than ``max_samples`` at a random multiple of ``hop``; returns the crops, their
+    """Crop each clip longer than ``max_samples`` (``lengths``: on the host) at a random multiple of ``hop``;
+    returns the crops, their
     lengths and each clip's offset in frames (0 for clips kept whole)."""
     offsets = [0] * waveforms.shape[0]
     if max_samples <= 0 or waveforms.shape[1] <= max_samples:
@@ -143,13 +145,16 @@ class PseudoLabelPretraining(nn.Module):
                 target[row, :n] = torch.from_numpy(labels[offsets[row]:offsets[row] + n])
         return out
 
-    def loss(self, waveforms: Tensor, lengths: Tensor, uids: list[str], rng: random.Random) -> dict[str, Tensor]:
-        """``loss`` (sum over K of the mean cross-entropy on masked frames), ``acc``, ``masked`` frames."""
+    def loss(self, waveforms: Tensor, lengths: Tensor | Sequence[int], uids: list[str],
+             rng: random.Random) -> dict[str, Tensor]:
+        """``loss`` (sum over K of the mean cross-entropy on masked frames), ``acc``, ``masked`` frames;
+        ``lengths``: each clip's samples, best on the host (the crops, masks and targets are drawn there: lengths
+        on the device are read back first)."""
         generator = np.random.default_rng(rng.getrandbits(63))
-        lengths = lengths.to(device=waveforms.device, dtype=torch.long)
-        full_frames = self._frames(lengths).tolist()
-        waveforms, lengths, offsets = hop_aligned_crop(waveforms, lengths, self.max_samples, self.hop, generator)
-        frames = self._frames(lengths).tolist()
+        counts = torch.as_tensor(lengths, dtype=torch.long).cpu()
+        full_frames = self._frames(counts).tolist()
+        waveforms, counts, offsets = hop_aligned_crop(waveforms, counts, self.max_samples, self.hop, generator)
+        frames = self._frames(counts).tolist()
         total = int(self._frames(torch.tensor(waveforms.shape[1])))
         targets = self.frame_targets(list(uids), full_frames, offsets, frames, total)
         chosen = host_time_mask(self.spans, [min(n, total) for n in frames], total, self.prob, self.length,
@@ -157,7 +162,7 @@ class PseudoLabelPretraining(nn.Module):
         # the transformer sees each clip's real frames only (group-norm convolutions still see the padding), as
         # the seed's P-TAPT ran wav2vec2-base
         positions = torch.arange(waveforms.shape[1], device=waveforms.device)
-        attention = (positions[None, :] < lengths[:, None]).long()
+        attention = (positions[None, :] < queued_on(counts, waveforms.device)[:, None]).long()
         out = self.model(waveforms, attention_mask=attention, mask_time_indices=queued_on(chosen, waveforms.device))
         masked = int(chosen.sum())
         if masked == 0:  # every clip too short for a span: a zero loss that keeps the graph

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from audiotune.config import RunConfig
+from audiotune.data.batch_features import HOST_LENGTHS
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.samplers import EXACT_PADDING, PaddingRule
 from audiotune.models.backbones import (
@@ -239,13 +240,15 @@ class HFBackbone(TransformersSizes, Backbone):
 
     def pretrain_loss(self, batch: dict[str, Any], objective: str, step: int = 0,
                       rng: random.Random | None = None) -> dict[str, Tensor]:
-        """The objective's loss of a batch of waveforms (``inputs``, ``lengths``, ``uid``)."""
+        """The objective's loss of a batch of waveforms (``inputs``, ``lengths``, ``uid``); the crops and masks are
+        drawn from the lengths the batch holds on the host, where it has them."""
         from audiotune.models.backbones.hf_pretraining import Wav2Vec2Tapt
 
         rng = rng or random.Random(0)
+        lengths = batch.get(HOST_LENGTHS, batch["lengths"])
         if isinstance(self.pretrainer, Wav2Vec2Tapt):
-            return self.pretrainer.loss(batch["inputs"], batch["lengths"], step, rng)
-        return self.pretrainer.loss(batch["inputs"], batch["lengths"], batch["uid"], rng)
+            return self.pretrainer.loss(batch["inputs"], lengths, step, rng)
+        return self.pretrainer.loss(batch["inputs"], lengths, batch["uid"], rng)
 
     def save_pretrained_outputs(self, folder: Path) -> list[Path]:
         """``folder/encoder``: a ``save_pretrained`` directory that ``--checkpoint`` reads like a hub id."""
