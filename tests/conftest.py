@@ -425,6 +425,8 @@ def api_message(spec: dict, message) -> object:
     return json_format.ParseDict(spec, message.pb(message()))
 
 
+import contextlib  # noqa: E402
+
 import torch  # noqa: E402
 
 
@@ -435,11 +437,21 @@ class OnDevice(torch.Tensor):
 
     READS = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.numpy, torch.Tensor.cpu, torch.Tensor.__int__,
              torch.Tensor.__bool__, torch.Tensor.__float__, torch.Tensor.__index__}
+    readable = False  # within read_back(): where the code means to wait for the device
+
+    @classmethod
+    @contextlib.contextmanager
+    def read_back(cls) -> Iterator[None]:
+        cls.readable = True
+        try:
+            yield
+        finally:
+            cls.readable = False
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
-        if func in cls.READS or (func is torch.Tensor.to and any(
-                isinstance(a, (str, torch.device)) and torch.device(a).type == "cpu"
-                for a in (*args[1:], *(kwargs or {}).values()))):
+        to_cpu = func is torch.Tensor.to and any(isinstance(a, (str, torch.device)) and torch.device(a).type == "cpu"
+                                                 for a in (*args[1:], *(kwargs or {}).values()))
+        if not cls.readable and (func in cls.READS or to_cpu):
             raise AssertionError(f"read back from the device: {getattr(func, '__name__', func)}")
         return super().__torch_function__(func, types, args, kwargs)

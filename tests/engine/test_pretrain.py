@@ -183,3 +183,39 @@ def test_a_frozen_encoder_is_refused_by_pretraining(uid_dataset: dict, tmp_path:
                  "--cluster_factor", "2", "--val_size", "0", "-i", str(uid_dataset["prefix"]), "-d",
                  str(uid_dataset["split"] / "train.csv"), "-o", str(run), "--freeze", "true"]) == 2
     assert "--freeze true: pretraining trains the encoder" in capsys.readouterr().err and not run.exists()
+
+
+def test_validation_losses_stay_on_the_device_until_the_epoch_ends() -> None:
+    """A validation step keeps its losses as they are (nothing read back from the device per batch); the epoch's
+    end reads them once and logs the mean weighted by batch size."""
+    from types import SimpleNamespace
+
+    from conftest import OnDevice
+
+    from audiotune.config import RunConfig
+    from audiotune.engine.pretrain import PretrainModule
+
+    class Losses(torch.nn.Module):
+        pretrain_objectives = ("tapt",)
+
+        def start_pretraining(self, objective: str, config: RunConfig) -> None:
+            pass
+
+        def pretrain_loss(self, batch: dict, objective: str, step: int = 0, rng: object = None) -> dict:
+            return {"loss": batch["inputs"].sum()}
+
+        def save_pretrained_outputs(self, folder: Path) -> list[Path]:
+            return []
+
+    module = PretrainModule(Losses(), "tapt", RunConfig(), steps_per_epoch=1)  # type: ignore[arg-type]
+    module._trainer = SimpleNamespace(world_size=1, global_rank=0, global_step=0,  # type: ignore[assignment]
+                                      training=False)
+    logged = {}
+    module.log = lambda name, value, **kwargs: logged.update({name: value})  # type: ignore[method-assign]
+    module.on_validation_epoch_start()
+    for index, values in enumerate(([1.0, 2.0], [6.0])):
+        inputs = torch.tensor(values).as_subclass(OnDevice)
+        module.validation_step({"uid": [f"{index}{n}" for n in range(len(values))], "inputs": inputs}, index)
+    with OnDevice.read_back():
+        module.on_validation_epoch_end()
+    assert logged["val_loss"] == pytest.approx((3.0 * 2 + 6.0 * 1) / 3)

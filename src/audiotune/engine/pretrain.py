@@ -77,10 +77,14 @@ STEP_LOGGED = ("loss", "temperature")  # the values logged every step (train_NAM
 
 @dataclass
 class ValidationLosses:
-    """One validation batch's losses, kept until the epoch ends (then gathered from every process)."""
+    """One validation batch's losses, read when the epoch ends (then gathered from every process)."""
 
     uids: list[str]
     losses: dict[str, float]
+
+    @classmethod
+    def read(cls, uids: list[str], losses: dict[str, Tensor]) -> ValidationLosses:
+        return cls(uids, {name: float(value) for name, value in losses.items()})
 
 
 class PretrainModule(pl.LightningModule):
@@ -97,8 +101,8 @@ class PretrainModule(pl.LightningModule):
         self.config = config
         self.steps_per_epoch = steps_per_epoch
         self.rng = random.Random(config.data.seed)
-        # this process's validation losses of the epoch, gathered from all processes at its end
-        self.validation_outputs: list[ValidationLosses] = []
+        # this process's validation losses of the epoch (on the device until it ends), gathered from all processes then
+        self.validation_outputs: list[tuple[list[str], dict[str, Tensor]]] = []
         self.device_features = features or DeviceFeatures()
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
@@ -133,13 +137,13 @@ class PretrainModule(pl.LightningModule):
         # batch's index among all processes' batches picks them, as in one process)
         world, rank = self.trainer.world_size, self.global_rank
         losses = self._losses(batch, random.Random(self.config.data.seed + batch_idx * world + rank))
-        self.validation_outputs.append(ValidationLosses(list(batch["uid"]),
-                                                        {k: float(v) for k, v in losses.items()}))
+        self.validation_outputs.append((list(batch["uid"]), {k: v.detach() for k, v in losses.items()}))
 
     def on_validation_epoch_end(self) -> None:
         """Each validation loss over the whole validation set: every process's batches gathered, padding
         repeats dropped, the batch means weighted by batch size; the same values in every process."""
-        batches = unique_batches(all_gather_objects(self.validation_outputs))
+        read = [ValidationLosses.read(uids, losses) for uids, losses in self.validation_outputs]
+        batches = unique_batches(all_gather_objects(read))
         self.validation_outputs = []
         sizes = np.array([len(b.uids) for b in batches], dtype=np.float64)
         for name in batches[0].losses if batches else ():
