@@ -115,3 +115,95 @@ def test_the_help_says_what_trainings_validation_options_mean_in_pretrain(capsys
     assert "(0: none); here only 0 is taken (no validation): pretraining validates on the val part, else on " \
            "--val_share of the rows (default 50" in text
     assert text.count("; here by the validation loss (pretrain has no --monitor)") == 2  # --save_top_k, --keep
+
+
+# ------------------------------------------------------------------ options of one objective
+
+
+@pytest.fixture(scope="module")
+def wav2vec2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny wav2vec2 pretraining checkpoint (quantizer included)."""
+    import torch
+    import transformers
+    from conftest import HF_TINY
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("w2v2") / "pretraining"
+    tiny = transformers.Wav2Vec2Config(**HF_TINY, codevector_dim=16, proj_codevector_dim=16, num_codevector_groups=2,
+                                       num_codevectors_per_group=8, num_negatives=5, mask_time_prob=0.2,
+                                       mask_time_length=2)
+    transformers.Wav2Vec2ForPreTraining(tiny).save_pretrained(path)
+    return path
+
+
+def hf_pretrain(ds: dict, checkpoint: Path, out: Path, *extra: str) -> list[str]:
+    return ["pretrain", "--model", "hf", "-c", str(checkpoint), "-i", str(ds["prefix"]), "-d", str(ds["split"]),
+            "-o", str(out), "-bs", "4", "--training_steps", "1", "--clip_length", "0", "--num_workers", "0", *extra]
+
+
+@pytest.mark.parametrize(("objective", "given", "message"), [
+    ("ptapt", ["--fresh_quantizer", "true"], "--fresh_quantizer True: acts only with --objective tapt"),
+    ("ptapt", ["--tapt_loss", "batch"], "--tapt_loss batch: acts only with --objective tapt"),
+    ("ptapt", ["--gumbel_anneal", "false"], "--gumbel_anneal False: acts only with --objective tapt"),
+    ("ptapt", ["--freeze_feature_encoder", "true"], "--freeze_feature_encoder True: acts only with fine-tuning or "
+                                                    "--objective tapt (--objective ptapt always freezes it)"),
+    ("tapt", ["--pseudo_labels", "labels.parquet"], "--pseudo_labels labels.parquet: acts only with --objective "
+                                                    "ptapt"),
+    ("", ["--pseudo_labels", "labels.parquet"], "--pseudo_labels labels.parquet: acts only with --objective ptapt"),
+])
+def test_an_option_of_another_objective_is_refused_before_anything_is_written(
+        objective: str, given: list[str], message: str, wav2vec2: Path, uid_dataset: dict, tmp_path: Path,
+        capsys: pytest.CaptureFixture) -> None:
+    """P-TAPT reads no quantizer, TAPT loss or temperature and always freezes the feature encoder; TAPT reads no
+    frame labels (no objective named: --model hf's first, tapt). Each was taken and changed nothing."""
+    out = tmp_path / "run"
+    named = ["--objective", objective, "--pseudo_labels", "x.parquet"] if objective == "ptapt" else \
+        ["--objective", objective] * bool(objective)
+    assert main(hf_pretrain(uid_dataset, wav2vec2, out, *named, *given)) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"audiotune pretrain: error: {message}"
+    assert not out.exists()
+
+
+def test_the_options_of_tapt_are_taken_with_it_and_those_of_ptapt_with_it(wav2vec2: Path, uid_dataset: dict,
+                                                                         tmp_path: Path) -> None:
+    from audiotune.cli import config_from_args
+    from audiotune.config import Stage
+    from audiotune.models.backbones import refuse_inactive, resolve_config
+
+    out = tmp_path / "tapt"
+    assert main(hf_pretrain(uid_dataset, wav2vec2, out, "--tapt_loss", "batch", "--gumbel_anneal", "false",
+                            "--freeze_feature_encoder", "true", "--val_size", "0", "-d",
+                            str(uid_dataset["split"] / "train.csv"))) == 0
+    recorded = yaml.safe_load((out / "config.yaml").read_text())["model"]
+    assert (recorded["objective"], recorded["tapt_loss"], recorded["gumbel_anneal"]) == ("tapt", "batch", False)
+    # P-TAPT's frame labels and its options (read when its heads are built: tests/models/backbones/test_hf_ptapt.py)
+    argv = hf_pretrain(uid_dataset, wav2vec2, tmp_path / "ptapt", "--objective", "ptapt", "--pseudo_labels",
+                       "x.parquet", "--layerdrop", "0.1")
+    config = resolve_config(config_from_args(build_parser().parse_args(argv)))
+    refuse_inactive(config, Stage.PRETRAIN)
+
+
+def test_an_objectives_option_in_a_training_config_is_refused_once_for_the_stage(wav2vec2: Path) -> None:
+    """Refused as an option of pretrain, not also as one of another objective."""
+    from audiotune.config import RunConfig
+    from audiotune.models.backbones import refuse_inactive, resolve_config
+
+    config = RunConfig()
+    config.model.model, config.model.checkpoint, config.model.freeze = "hf", str(wav2vec2), False
+    config.model.options = {"pseudo_labels": "x.parquet"}
+    with pytest.raises(ValueError) as refused:
+        refuse_inactive(resolve_config(config))
+    assert str(refused.value) == "--pseudo_labels x.parquet: acts only in audiotune pretrain"
+
+
+def test_a_run_made_with_an_option_of_another_objective_resumes(wav2vec2: Path, uid_dataset: dict,
+                                                                  tmp_path: Path) -> None:
+    """A run whose config.yaml holds such an option from before it was refused (it did nothing) goes on."""
+    out = tmp_path / "run"
+    argv = hf_pretrain(uid_dataset, wav2vec2, out, "--val_size", "0", "-d", str(uid_dataset["split"] / "train.csv"))
+    assert main(argv) == 0
+    recorded = yaml.safe_load((out / "config.yaml").read_text())
+    recorded["model"]["pseudo_labels"] = "labels.parquet"  # taken with tapt before
+    (out / "config.yaml").write_text(yaml.safe_dump(recorded))
+    assert main([*argv, "--pseudo_labels", "labels.parquet", "--training_steps", "2", "--resume"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["steps_run"] == 2

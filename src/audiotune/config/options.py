@@ -139,10 +139,13 @@ def idle_fields(options: Any, switch_value: Callable[[str], Any]) -> list[tuple[
     return idle
 
 
-def idle_options(options: Any, switch_value: Callable[[str], Any]) -> list[str]:
-    """``--name value: acts only with --switch ...`` for every option of :func:`idle_fields`."""
+def idle_options(options: Any, switch_value: Callable[[str], Any], skip: frozenset[str] = frozenset()) -> list[str]:
+    """``--name value: acts only with --switch ...`` for every option of :func:`idle_fields` but those named in
+    ``skip`` (refused otherwise)."""
     problems = []
     for spec, needs in idle_fields(options, switch_value):
+        if spec.name in skip:
+            continue
         value = getattr(options, spec.name)
         shown = " ".join(map(str, value)) if isinstance(value, list) else value
         problems.append(f"--{spec.name} {shown}: acts only with {needs.what}")

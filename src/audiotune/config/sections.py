@@ -166,7 +166,10 @@ class ModelConfig:
                                             "--mask_*, --layerdrop, BatchNorm by batch but its statistics kept; no "
                                             "feature cache), as the NAIP seeds' frozen encoders did", acts=FINE_TUNING)
     freeze_feature_encoder: bool = option(False, "freeze only the convolutional feature encoder",
-                                          acts=WHILE_TRAINING)
+                                          acts=WHILE_TRAINING,
+                                          needs=Needs("objective", lambda objective: objective != "ptapt",
+                                                      "fine-tuning or --objective tapt (--objective ptapt always "
+                                                      "freezes it)"))
     freeze_feature_projection: bool = option(False, "--model hf: also freeze the feature projection after the "
                                                     "convolutional encoder and the mask embedding that masked time "
                                                     "spans get (with --freeze_feature_encoder: the seed emotion "

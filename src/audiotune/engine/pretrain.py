@@ -223,12 +223,12 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
                          "--freeze out")
     config.model.freeze = False  # pretraining trains the encoder
     resolve_config(config)
-    refuse_inactive(config, Stage.PRETRAIN)
     pl.seed_everything(config.data.seed, workers=True, verbose=False)
     read_splits(config.data.data_split_root, config.data.prefix)  # a clear error for a bad path before anything else
     backbone = build_backbone(config, pretrained=True)
     objective = _objective(config, backbone)
     config.model.objective = objective
+    refuse_inactive(config, Stage.PRETRAIN)  # with the objective settled: the options of another one are refused
     inputs = input_spec(config)
     assert isinstance(backbone, SupportsPretraining)
     backbone.start_pretraining(objective, config)

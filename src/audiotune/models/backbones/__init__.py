@@ -403,8 +403,9 @@ def refuse_inactive(config: RunConfig, stage: Stage | None = None) -> None:
         problems.append(f"--{spec.name} {value}: {describe_acts(acts)}" + (f"; {why}" if why else ""))
     # an option whose switch is off (--speed_range without --speed); a resumed run's are no change of it (its
     # config.yaml may hold them from before they were refused: see engine.resume)
+    # (one that acts in none of the stages is refused as such above, whatever its switch)
     for part in _option_parts(config) if not config.train.resume else []:
-        problems += idle_options(part, _switch_value(config))
+        problems += idle_options(part, _switch_value(config), skip=frozenset(spec.name for spec, _ in inactive))
     if problems:
         raise ValueError(" / ".join(problems))
 

@@ -30,6 +30,7 @@ from audiotune.config import (
     option,
     option_default,
 )
+from audiotune.config.options import Needs
 from audiotune.models.backbones import backbone_options, input_spec
 from audiotune.models.backbones.hf_checkpoint import from_config_initialised, report_loading, weights_quietly
 from audiotune.models.backbones.hf_masks import (
@@ -44,6 +45,11 @@ from audiotune.storage import Role
 DEFAULT_CHECKPOINT = "facebook/wav2vec2-base-960h"
 # fine-tuning's masking when --mask_time_prob / --mask_time_length are unset (pretraining objectives have their own)
 FINE_TUNING_MASK_PROB, FINE_TUNING_MASK_LENGTH = 0.0, 10
+
+
+def with_objective(objective: str) -> Needs:
+    """Acts only in ``audiotune pretrain --objective OBJECTIVE`` (pretrain resolves an unnamed one, tapt, first)."""
+    return Needs("model.objective", lambda named: named == objective, f"--objective {objective}")
 
 
 @dataclass
@@ -73,10 +79,10 @@ class HFSettings:
                                       needs=needs_on("mask_feature_prob", "--mask_feature_prob above 0"))
     pseudo_labels: str = option("", "P-TAPT (--objective ptapt): frame labels written by `audiotune cluster` "
                                     "(parquet); one prediction head per K", role=Role.INPUT,
-                                acts=PRETRAINING)
+                                acts=PRETRAINING, needs=with_objective("ptapt"))
     fresh_quantizer: bool = option(False, "TAPT from a checkpoint without quantizer weights (e.g. CTC fine-tuned): "
                                           "start the quantizer and projections from random weights",
-                                  acts=PRETRAINING)
+                                  acts=PRETRAINING, needs=with_objective("tapt"))
     gradient_checkpointing: bool = option(False, "recompute each encoder layer's activations in the backward pass "
                                                  "instead of keeping them: less memory for a trained encoder, "
                                                  "a second forward pass of each layer, the same gradients",
@@ -90,10 +96,10 @@ class HFSettings:
                                      "weight x diversity; distractors from the clip's masked frames) or batch "
                                      "(transformers 4.10, the emotion seed: contrastive summed over the batch + the "
                                      "weighted diversity once; distractors from all frames)",
-                            choices=("frame", "batch"), acts=PRETRAINING)
+                            choices=("frame", "batch"), acts=PRETRAINING, needs=with_objective("tapt"))
     gumbel_anneal: bool = option(True, "TAPT: anneal the quantizer's Gumbel temperature per step as wav2vec2's "
                                        "pretraining (2.0 x 0.999995^step, at least 0.5); false keeps 2.0 (the seed)",
-                                acts=PRETRAINING)
+                                acts=PRETRAINING, needs=with_objective("tapt"))
 
 
 @dataclass(frozen=True)
