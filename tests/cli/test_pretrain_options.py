@@ -196,6 +196,17 @@ def test_an_objectives_option_in_a_training_config_is_refused_once_for_the_stage
     assert str(refused.value) == "--pseudo_labels x.parquet: acts only in audiotune pretrain"
 
 
+def test_a_fresh_quantizer_for_a_checkpoint_that_has_one_is_refused(wav2vec2: Path, uid_dataset: dict,
+                                                                    tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    """--fresh_quantizer starts a missing quantizer; one the checkpoint has was kept whatever it said."""
+    out = tmp_path / "run"
+    assert main(hf_pretrain(uid_dataset, wav2vec2, out, "--fresh_quantizer", "true")) == 2
+    assert f"--fresh_quantizer true: {wav2vec2} has quantizer weights, from which TAPT continues; leave " \
+           "--fresh_quantizer out" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_a_run_made_with_an_option_of_another_objective_resumes(wav2vec2: Path, uid_dataset: dict,
                                                                   tmp_path: Path) -> None:
     """A run whose config.yaml holds such an option from before it was refused (it did nothing) goes on."""

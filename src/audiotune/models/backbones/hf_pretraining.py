@@ -149,6 +149,9 @@ class Wav2Vec2Tapt(nn.Module):
                              "bare encoder checkpoint; TAPT continues wav2vec2's pretraining and needs a "
                              "pretraining checkpoint, or pass --fresh_quantizer to start the quantizer and "
                              "projections from random weights")
+        if m.fresh_quantizer and not missing and not config.train.resume:  # (a resumed run's did nothing: goes on)
+            raise ValueError(f"--fresh_quantizer true: {checkpoint} has quantizer weights, from which TAPT continues; "
+                             "leave --fresh_quantizer out (it starts a missing quantizer from random weights)")
         if missing:
             log.warning("%s: no quantizer weights; the quantizer and projections start from random weights "
                         "(--fresh_quantizer)", checkpoint)
