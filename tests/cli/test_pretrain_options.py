@@ -112,8 +112,8 @@ def test_the_help_says_what_trainings_validation_options_mean_in_pretrain(capsys
     with pytest.raises(SystemExit):
         main(["pretrain", "--help-all"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "(0: none); here only 0 is taken (no validation): pretraining validates on the val part, else on " \
-           "--val_share of the rows (default 50" in text
+    assert "(0: none); here only 0 is taken (no validation without a val part; with one, it is refused): " \
+           "pretraining validates on the val part, else on --val_share of the rows (default 50" in text
     assert text.count("; here by the validation loss (pretrain has no --monitor)") == 2  # --save_top_k, --keep
 
 
@@ -205,6 +205,45 @@ def test_a_fresh_quantizer_for_a_checkpoint_that_has_one_is_refused(wav2vec2: Pa
     assert f"--fresh_quantizer true: {wav2vec2} has quantizer weights, from which TAPT continues; leave " \
            "--fresh_quantizer out" in capsys.readouterr().err
     assert not out.exists()
+
+
+# ------------------------------------------------------------------ validation with a val part
+
+
+@pytest.mark.parametrize(("given", "shown"), [
+    (["--val_size", "0"], "--val_size 0"),
+    (["--val_share", "0.3"], "--val_share 0.3"),
+    (["--val_size", "0", "--val_share", "0.3"], "--val_share 0.3 --val_size 0"),
+])
+def test_validation_options_with_a_val_part_are_refused_naming_it(given: list[str], shown: str, uid_dataset: dict,
+                                                                   tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    """A val part validates whatever --val_size 0 or --val_share say: both were taken and did nothing."""
+    out = tmp_path / "run"
+    split = uid_dataset["split"]
+    assert main(["pretrain", "-i", str(uid_dataset["prefix"]), "-d", str(split), "-o", str(out), *TINY_SSAST,
+                 *given]) == 2
+    assert f"{shown}: {split} has a val part ({split / 'val.csv'}), on which pretraining validates whatever " \
+           f"{shown} says" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_without_a_val_part_or_from_a_recipe_they_are_taken(uid_dataset: dict, tmp_path: Path) -> None:
+    """A table without a val part draws --val_share of its rows or, with --val_size 0, none; a recipe's
+    --val_size 0 is its rule for a split without a val part (seeds/naip_ssast_pretrain scores val.csv)."""
+    from audiotune.cli.pretrain import _validation_rule
+
+    def rule(*argv: str) -> None:
+        args = build_parser().parse_args(["pretrain", "-i", str(uid_dataset["prefix"]), "-o", str(tmp_path), *argv])
+        from audiotune.cli import config_from_args
+
+        _validation_rule(args, config_from_args(args))
+
+    table = str(uid_dataset["split"] / "train.csv")
+    rule("-d", table, "--val_size", "0")
+    rule("-d", table, "--val_share", "0.3")
+    rule("-d", str(uid_dataset["split"]), "--config", "seeds/naip_ssast_pretrain")
+    rule("-d", str(uid_dataset["split"]), "--val_size", "0", "--resume")  # a resumed run goes on as it was made
 
 
 def test_a_run_made_with_an_option_of_another_objective_resumes(wav2vec2: Path, uid_dataset: dict,

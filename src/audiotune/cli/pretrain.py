@@ -11,6 +11,7 @@ from audiotune.cli.flags import add_config_flags, config_from_args, refuse_other
 from audiotune.cli.show import quiet_lightning
 from audiotune.config import PRETRAINING, DataConfig, RunConfig
 from audiotune.config.sections import RESUME_HINT
+from audiotune.data.layout import read_splits
 from audiotune.outputs import EPOCHS_RUN
 
 # The options pretraining reads: the audio as the encoder reads it (augmented while training), the encoder, its
@@ -40,8 +41,8 @@ NOT_PRETRAINING = ("not an option of pretrain, which trains the encoder on its s
 
 # what those of training's options mean here (after each one's help)
 PRETRAIN_NOTES = {
-    "data.val_size": "; here only 0 is taken (no validation): pretraining validates on the val part, else on "
-                     "--val_share of the rows",
+    "data.val_size": "; here only 0 is taken (no validation without a val part; with one, it is refused): "
+                     "pretraining validates on the val part, else on --val_share of the rows",
     "train.save_top_k": "; here by the validation loss (pretrain has no --monitor)",
     "train.keep": "; here by the validation loss (pretrain has no --monitor)",
 }
@@ -58,11 +59,23 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
 
 def _validation_rule(args: argparse.Namespace, config: RunConfig) -> None:
     """Pretraining validates on the val part, else on --val_share (default 10 %) of the rows, or on nothing with
-    --val_size 0; a count of subjects (training's rule) would be ignored, so it is an error."""
-    size = config.data.val_size
+    --val_size 0; a count of subjects (training's rule) would be ignored, so it is an error. With a val part,
+    --val_share and a --val_size 0 given here would do nothing (a recipe's --val_size 0 is its rule for a split
+    without one), so they are errors too, but not for a resumed run (it goes on as it was made)."""
+    size, share = config.data.val_size, config.train.val_share
     if size and ("data.val_size" in vars(args) or size != DataConfig().val_size):
         raise ValueError(f"--val_size {size}: pretraining validates on the val part, else on --val_share of the "
-                         "rows (default 10 %), not on a number of subjects; --val_size 0: no validation")
+                         "rows (default 10 %), not on a number of subjects; --val_size 0: no validation without "
+                         "a val part")
+    given = " ".join([f"--val_share {share}"] * bool(share) +
+                     ["--val_size 0"] * ("data.val_size" in vars(args) and not size))
+    if given and not config.train.resume:
+        root = config.data.data_split_root
+        val = read_splits(root, config.data.prefix).get("val")
+        if val is not None:
+            raise ValueError(f"{given}: {root} has a val part ({val.attrs.get('source', 'val')}), on which pretraining "
+                             f"validates whatever {given} says; leave it out, or pretrain on a table without one "
+                             "(-d its train.csv) to validate on --val_share of its rows, or on none with --val_size 0")
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
