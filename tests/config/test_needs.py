@@ -27,8 +27,10 @@ CASES = {
     "--weight_decay": (["0.5"], ["--optim", "adamw"]),
     "--num_mel_bins": (["32"], ["--features", "fbank"]),
     "--allow_changes": (["true"], ["--resume"]),
+    "--layer": (["0"], ["--weighted", "false"]),
 }
-SWITCHES_OFF = ["--clf_bottleneck", "0", "--scheduler", "none", "--optim", "adam", "--features", "mfcc"]
+SWITCHES_OFF = ["--clf_bottleneck", "0", "--scheduler", "none", "--optim", "adam", "--features", "mfcc", "--weighted",
+                "true"]
 
 
 def config(*flags: str) -> RunConfig:
@@ -58,12 +60,12 @@ def test_an_idle_option_is_no_change_of_a_resumed_run() -> None:
     """A run made with an option that did nothing resumes without it (and with it) as the same run."""
     made = config("--speed_range", "0.8", "0.9", "--num_buckets", "2")
     assert made.augment.speed_range == [0.8, 0.9]
-    cleared = without_idle_options(made, reads_waveforms=False)
+    cleared = without_idle_options(made, made)
     assert cleared.augment.speed_range == RunConfig().augment.speed_range
     assert cleared.train.num_buckets == RunConfig().train.num_buckets
     assert made.augment.speed_range == [0.8, 0.9]  # a copy: the config itself is kept
     acting = config("--speed_range", "0.8", "0.9", "--speed", "0.5")
-    assert without_idle_options(copy.deepcopy(acting), reads_waveforms=False).augment.speed_range == [0.8, 0.9]
+    assert without_idle_options(copy.deepcopy(acting), acting).augment.speed_range == [0.8, 0.9]
 
 
 def test_a_resumed_waveform_run_made_with_an_option_of_spectrogram_frames_is_no_change_without_it(
@@ -76,7 +78,7 @@ def test_a_resumed_waveform_run_made_with_an_option_of_spectrogram_frames_is_no_
     made = RunConfig()
     made.model.model, made.model.checkpoint = "hf", str(encoder)
     made.features.dataset_mean, made.features.dataset_std, made.features.target_length = -3.0, 2.0, 400
-    cleared = without_idle_options(made, reads_waveforms=True)
+    cleared = without_idle_options(made, made)
     assert (cleared.features.dataset_mean, cleared.features.dataset_std) == (None, None)
     assert cleared.features.target_length == 400
     made.features.target_length = 0
@@ -84,3 +86,32 @@ def test_a_resumed_waveform_run_made_with_an_option_of_spectrogram_frames_is_no_
         resolve_config(copy.deepcopy(made))
     made.train.resume = True  # its config.yaml given again (--config RUN/config.yaml --resume) goes on
     resolve_config(copy.deepcopy(made))
+
+
+def test_the_layer_of_a_weighted_sum_is_refused_and_no_change_of_a_resumed_run(tmp_path: Path) -> None:
+    """With --weighted true the heads read the weighted sum whatever --layer says (the same logits either way)."""
+    import torch
+
+    from audiotune.config import HeadSpec
+    from audiotune.models.backbones import build_backbone
+    from audiotune.models.classifier import Classifier
+
+    transformers = pytest.importorskip("transformers")
+    encoder = save_hf_checkpoint(transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**HF_TINY)),
+                                 tmp_path / "encoder")
+    made = RunConfig()
+    made.model.model, made.model.checkpoint, made.classifier.weighted = "hf", str(encoder), True
+    resolve_config(made)
+    backbone, heads = build_backbone(made, pretrained=True).eval(), [HeadSpec("y", "categorical", ["y"], ["a", "b"])]
+    torch.manual_seed(0)
+    weighted = Classifier(backbone, heads, made.classifier, freeze_backbone=True).eval()
+    made.classifier.layer = 1
+    torch.manual_seed(0)
+    with_layer = Classifier(backbone, heads, made.classifier, freeze_backbone=True).eval()
+    waves, lengths = torch.randn(2, 4000), torch.tensor([4000, 3000])
+    assert torch.equal(weighted(waves, lengths), with_layer(waves, lengths))
+    with pytest.raises(ValueError, match="--layer 1: acts only with --weighted false"):
+        refuse_inactive(made)
+    assert without_idle_options(made, made).classifier.layer == -1  # resumed with it or without: the same run
+    made.train.resume = True
+    refuse_inactive(made)

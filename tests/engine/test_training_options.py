@@ -305,3 +305,15 @@ def test_compile_runs_the_training_steps_through_torch_compile_as_eager_to_round
     assert "compile: reduce-overhead" in (tmp_path / "reduce-overhead" / "config.yaml").read_text()
     assert caplog.text.count("--compile reduce-overhead: ") == 1  # once: at the end of the epoch that compiled
     assert "run without CUDA graphs (the model is on the CPU: CUDA graphs need a GPU)" in caplog.text
+
+
+def test_a_run_made_with_a_pooling_of_ecapas_one_pooled_state_resumes(uid_dataset: dict, tmp_path: Path) -> None:
+    """-pm max did nothing to ECAPA-TDNN's pooled embedding and is refused now; a run whose config.yaml holds it
+    resumes with it or without it, as the same run."""
+    run = tmp_path / "run"
+    assert main(small_train_args(uid_dataset, run)) == 0
+    saved = (run / "config.yaml").read_text()
+    assert "pooling_mode: mean" in saved
+    (run / "config.yaml").write_text(saved.replace("pooling_mode: mean", "pooling_mode: max"))
+    assert main(small_train_args(uid_dataset, run, "-pm", "max", "--resume", "-e", "2")) == 0
+    assert main(small_train_args(uid_dataset, run, "--resume", "-e", "3")) == 0

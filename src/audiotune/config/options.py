@@ -48,11 +48,13 @@ _ACTS_TEXT = {
 class Needs:
     """An option that acts only while another one, its switch, is set so: ``switch`` is ``section.name``, a name
     of the same options, or empty for those options themselves (several switches); ``holds`` says of the switch's
-    value whether the option acts, ``what`` says how the switch must be set (``--speed above 0``)."""
+    value whether the option acts, ``what`` says how the switch must be set (``--speed above 0``); ``stages``: where
+    it needs the switch (elsewhere it acts without it: a default of its own there)."""
 
     switch: str
     holds: Callable[[Any], bool]
     what: str
+    stages: frozenset[Stage] = EVERYWHERE
 
 
 def needs_on(switch: str, what: str) -> Needs:
@@ -123,14 +125,15 @@ def inactive_options(options: Any, stages: frozenset[Stage]) -> list[tuple[datac
             and getattr(options, spec.name) != default_of(spec)]
 
 
-def idle_fields(options: Any, switch_value: Callable[[str], Any]) -> list[tuple[dataclasses.Field, Needs]]:
+def idle_fields(options: Any, switch_value: Callable[[str], Any],
+                stages: frozenset[Stage] = EVERYWHERE) -> list[tuple[dataclasses.Field, Needs]]:
     """Every option of dataclass instance ``options`` set away from its default while the switch it needs
-    (:class:`Needs`) is not so, with what it needs; ``switch_value(switch)``: the value of a switch of another
-    section (``section.name``; one without a section is an option of ``options``)."""
+    (:class:`Needs`) is not so, in each of ``stages`` it acts in, with what it needs; ``switch_value(switch)``: the
+    value of a switch of another section (``section.name``; one without a section is an option of ``options``)."""
     idle = []
     for spec in dataclasses.fields(options):
         needs, value = spec.metadata.get("needs"), getattr(options, spec.name)
-        if needs is None or value == default_of(spec):
+        if needs is None or value == default_of(spec) or not stages & acts_of(spec, value) <= needs.stages:
             continue
         switch = switch_value(needs.switch) if "." in needs.switch else \
             getattr(options, needs.switch) if needs.switch else options
@@ -139,11 +142,12 @@ def idle_fields(options: Any, switch_value: Callable[[str], Any]) -> list[tuple[
     return idle
 
 
-def idle_options(options: Any, switch_value: Callable[[str], Any], skip: frozenset[str] = frozenset()) -> list[str]:
+def idle_options(options: Any, switch_value: Callable[[str], Any], stages: frozenset[Stage] = EVERYWHERE,
+                 skip: frozenset[str] = frozenset()) -> list[str]:
     """``--name value: acts only with --switch ...`` for every option of :func:`idle_fields` but those named in
     ``skip`` (refused otherwise)."""
     problems = []
-    for spec, needs in idle_fields(options, switch_value):
+    for spec, needs in idle_fields(options, switch_value, stages):
         if spec.name in skip:
             continue
         value = getattr(options, spec.name)

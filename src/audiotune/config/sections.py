@@ -192,7 +192,10 @@ class ClassifierConfig:
     final_dropout: float = option(0.3, "dropout before each head's output projection", valid=(0, 1, True, False))
     layernorm: bool = option(False, "LayerNorm after each head's first dense layer",
                              needs=needs_on("clf_bottleneck", "--clf_bottleneck above 0 (a first dense layer)"))
-    layer: int = option(-1, "hidden state fed to the heads (-1 = last)")
+    layer: int = option(-1, "hidden state fed to the heads (-1 = last)",
+                        needs=Needs("weighted", lambda weighted: not weighted, "--weighted false (with --weighted "
+                                    "true the heads read the weighted sum of the hidden states whatever --layer "
+                                    "says)"))
     weighted: bool = option(False, "learn a weighted sum of the hidden states (how: --layer_weights)")
     layer_weights: str = option("softmax", "--weighted: softmax (weights summing to 1, from the average; states "
                                 "summed, then pooled) or raw (free weights from 1/n, each state pooled, then summed: "

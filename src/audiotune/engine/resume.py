@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from audiotune.config import INPUT_RESOLVED_VERSION, RunConfig, config_changes, load_config
+from audiotune.config import EVERYWHERE, INPUT_RESOLVED_VERSION, RunConfig, Stage, config_changes, load_config
 from audiotune.models.backbones import backbone_options, input_spec, resolve_config, without_idle_options
 from audiotune.outputs import CONFIG_FILE, CONFIG_HISTORY_FILE, write_bytes
 
@@ -41,12 +41,13 @@ def _with_added_options(earlier: RunConfig) -> RunConfig:
     return earlier
 
 
-def resumed_changes(exp_dir: Path, config: RunConfig) -> dict[str, list]:
-    """The options a resumed run changes from its config.yaml: an error naming them without ``--allow_changes``."""
-    # an option whose switch is off did nothing: given or left out, no change
-    waveforms = input_spec(config).features == "waveform"  # the run's encoder (the recorded one may be a URL)
-    earlier = without_idle_options(_with_added_options(load_config(exp_dir / CONFIG_FILE)), waveforms)
-    config = without_idle_options(config, waveforms)
+def resumed_changes(exp_dir: Path, config: RunConfig, stages: frozenset[Stage] = EVERYWHERE) -> dict[str, list]:
+    """The options a resumed run changes from its config.yaml: an error naming them without ``--allow_changes``;
+    ``stages``: where the run trains its encoder (what an option whose switch is off does depends on it)."""
+    # an option whose switch is off did nothing: given or left out, no change; the run's encoder reads them (the
+    # recorded one may be a URL)
+    earlier = without_idle_options(_with_added_options(load_config(exp_dir / CONFIG_FILE)), config, stages)
+    config = without_idle_options(config, config, stages)
     if earlier.version < INPUT_RESOLVED_VERSION:  # its audio and features sections hold the resolved input
         changes = config_changes(earlier, config, (*RESUME_FREE, "audio", "features"))
         before, after = input_spec(earlier), input_spec(config)

@@ -10,6 +10,7 @@ from pytorch_lightning.callbacks import EarlyStopping, EMAWeightAveraging, Model
 from torch.utils.data import DataLoader
 
 from audiotune.config import (
+    CLASSIFIER_STAGES,
     WEIGHTED_MEAN_VERSION,
     RunConfig,
     check_config,
@@ -268,7 +269,7 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
                               **validation_adaptation(config, prepared))
     if resume is not None:
         check_resume_fits(module, resume)
-        changes = resumed_changes(exp_dir, config)
+        changes = resumed_changes(exp_dir, config, CLASSIFIER_STAGES)
 
     log_csv = exp_dir / LOG_DIR / LOG_FILE
     earlier = None

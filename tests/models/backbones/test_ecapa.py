@@ -1,13 +1,17 @@
 """ECAPA-TDNN backbone: SpeechBrain key layout, checkpoint loading, padding behaviour, gradients."""
 from __future__ import annotations
 
+import copy
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import shared_path
+from conftest import shared_path, small_train_args
 
-from audiotune.config import RunConfig
-from audiotune.models.backbones import input_spec, resolve_config
+from audiotune.cli import build_parser, config_from_args, main
+from audiotune.config import HeadSpec, RunConfig
+from audiotune.models.backbones import build_backbone, input_spec, refuse_inactive, resolve_config, without_idle_options
 from audiotune.models.backbones.ecapa import EcapaBackbone, EcapaOptions
 from audiotune.models.backbones.ecapa_model import (
     ECAPA_TDNN,
@@ -19,6 +23,7 @@ from audiotune.models.backbones.ecapa_model import (
     length_to_mask,
     load_speechbrain_state_dict,
 )
+from audiotune.models.classifier import Classifier
 from audiotune.models.state_dict import CheckpointMismatchError
 
 SMALL = dict(
@@ -363,3 +368,37 @@ def test_block_sizes_of_different_counts_are_refused_naming_each_flag() -> None:
     with pytest.raises(ValueError, match=r"^--channels 4 \(32 32 32 96\), --kernel_sizes 5 \(5 3 3 3 1\), "
                                          r"--dilations 5 \(1 2 3 4 1\): give each one value per block"):
         resolve_config(config)
+
+
+@pytest.mark.parametrize("flags", [["-pm", "max"], ["-pm", "sum"], ["--pool_drop_last", "true"],
+                                   ["--weighted", "true"]])
+def test_the_poolings_and_weighted_sum_of_its_one_pooled_state_are_refused(uid_dataset: dict, tmp_path: Path,
+                                                                           flags: list[str]) -> None:
+    """ECAPA-TDNN's one hidden state is its pooled embedding: each pooling, the last frame left out and the weighted
+    sum of that one state give it back (the same logits), so they are refused before anything is written; a run
+    resumed with them goes on, the poolings no change of it."""
+    args = small_train_args(uid_dataset, tmp_path / "run", *flags)
+    assert main(args) == 2
+    assert not (tmp_path / "run").exists()
+    config = resolve_config(config_from_args(build_parser("ecapa_tdnn").parse_args(args), read_inputs=False))
+    with pytest.raises(ValueError, match=f"--{config_flag(flags)} [^:]+: --model ecapa_tdnn's hidden state is one "
+                                         "vector per clip, pooled by the model: .*; leave --"):
+        refuse_inactive(config)
+    default = copy.deepcopy(config)
+    default.classifier = RunConfig().classifier
+    default.classifier.clf_bottleneck = config.classifier.clf_bottleneck
+    backbone, heads = build_backbone(config).eval(), [HeadSpec("y", "categorical", ["y"], ["a", "b"])]
+    features, lengths = torch.randn(3, 60, 24), torch.tensor([60, 41, 30])
+    logits = []
+    for classifier_options in (default.classifier, config.classifier):
+        torch.manual_seed(0)
+        logits.append(Classifier(backbone, heads, classifier_options).eval()(features, lengths))
+    torch.testing.assert_close(logits[0], logits[1], rtol=0, atol=1e-6)
+    if flags[0] != "--weighted":  # the weighted sum has weights of its own, which its checkpoint holds
+        assert without_idle_options(config, config).classifier == default.classifier
+    config.train.resume = True
+    refuse_inactive(config)
+
+
+def config_flag(flags: list[str]) -> str:
+    return {"-pm": "pooling_mode"}.get(flags[0], flags[0][2:])

@@ -508,3 +508,25 @@ def test_mask_spans_batch_masks_by_the_batch_rule_in_training_passes(checkpoints
     assert len(drawn) == 1  # scoring never masks
 
 
+
+
+def test_a_resample_rate_other_than_the_extractors_is_refused_and_no_change_of_a_resumed_run(
+        hf_checkpoints: dict[str, Path]) -> None:
+    """The encoder reads audio at its feature extractor's rate whatever --resample_rate says: another one is refused
+    (it was only a warning, and config.yaml recorded it); a resumed run made with it goes on, as the same run."""
+    from audiotune.models.backbones import input_spec, refuse_inactive, resolve_config, without_idle_options
+
+    config = RunConfig()
+    config.model.model, config.model.checkpoint = "hf", str(hf_checkpoints["w2v_layer"])
+    config.audio.resample_rate = 8000
+    resolve_config(config)
+    assert input_spec(config).resample_rate == RATE
+    with pytest.raises(ValueError, match=f"--resample_rate 8000: --model hf reads audio at {RATE} Hz .*leave "
+                                         "--resample_rate out"):
+        refuse_inactive(config)
+    plain = copy.deepcopy(config)
+    plain.audio.resample_rate = RATE
+    refuse_inactive(plain)
+    assert without_idle_options(config, plain).audio == plain.audio
+    config.train.resume = True
+    refuse_inactive(config)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib
+import logging
 import pkgutil
 import random
 import typing
@@ -28,11 +29,14 @@ from torch import Tensor, nn
 
 from audiotune.config import (
     CLASSIFIER_STAGES,
+    EVERYWHERE,
     FEATURES_CHECKED_VERSION,
     INPUT_RESOLVED_VERSION,
     RESAMPLED_LENGTH_VERSION,
     SECTIONS,
     WAVEFORM_NORM_VERSION,
+    AudioConfig,
+    ClassifierConfig,
     RunConfig,
     Stage,
     acts_of,
@@ -48,11 +52,16 @@ from audiotune.config.sections import WAVEFORM_OPTIONS, FeatureConfig
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.samplers import EXACT_PADDING, PaddingRule
 
+log = logging.getLogger(__name__)
+
 
 class Backbone(nn.Module):
     """Typed base of every backbone: what the classifier, engine and CLI may rely on."""
 
     input_kind: str  # "waveform": (B, N) samples; "features": (B, T, F) fbank/mfcc frames
+    # its one hidden state is one vector per clip, pooled by the model itself (ECAPA-TDNN's attentive statistics
+    # pooling): a frame pooling gives it back as it is, and there are no states to weigh (:data:`POOLED_IDLE`)
+    pooled: bool = False
 
     @property
     def padding(self) -> PaddingRule:
@@ -285,12 +294,46 @@ def _entry(name: str) -> Entry:
     return _REGISTRY[name]
 
 
+def _returns(name: str) -> type[Backbone]:
+    """The class the factory of ``--model NAME`` returns (its declared abilities, without building it)."""
+    return typing.cast(type[Backbone], typing.get_type_hints(_entry(name).factory)["return"])
+
+
+_DEFAULT_RATE = default_of(next(spec for spec in dataclasses.fields(AudioConfig) if spec.name == "resample_rate"))
+# the classifier options a pooled backbone (:attr:`Backbone.pooled`) leaves idle: the first two change nothing
+# (a resumed run's are no change), the weighted sum of its one state only scales it (refused all the same)
+POOLED_IDLE = ("pooling_mode", "pool_drop_last")
+POOLED_REFUSED = (*POOLED_IDLE, "weighted")
+_POOLED_WHY = {"pooling_mode": "every pooling of one vector gives it back as it is",
+               "pool_drop_last": "its one frame is never left out",
+               "weighted": "there is one hidden state, nothing to weigh"}
+
+
+def ignored_options(config: RunConfig) -> list[str]:
+    """``--name value: why`` for each option the user set away from its default that the chosen backbone reads
+    past: the classifier's frame pooling of a pooled backbone (:attr:`Backbone.pooled`), a ``--resample_rate``
+    other than the rate the backbone's input declares (its feature extractor's)."""
+    problems = []
+    name = config.model.model
+    if _returns(name).pooled:
+        for spec in dataclasses.fields(ClassifierConfig):
+            value = getattr(config.classifier, spec.name)
+            if spec.name in POOLED_REFUSED and value != default_of(spec):
+                problems.append(f"--{spec.name} {str(value).lower() if isinstance(value, bool) else value}: "
+                                f"--model {name}'s hidden state is one vector per clip, pooled by the model: "
+                                f"{_POOLED_WHY[spec.name]}; leave --{spec.name} out")
+    asked, rate = config.audio.resample_rate, input_spec(config).resample_rate
+    if asked not in (_DEFAULT_RATE, rate):
+        problems.append(f"--resample_rate {asked}: --model {name} reads audio at {rate} Hz (its feature "
+                        "extractor's rate) whatever --resample_rate says; leave --resample_rate out")
+    return problems
+
+
 def reads_option(name: str | None, option: str) -> bool:
     """Whether ``--model NAME`` reads ``option`` (``section.name``): one of :data:`ABILITY_OPTIONS` only when the
     class its factory returns has the ability (no backbone named: any may)."""
     ability = ABILITY_OPTIONS.get(option)
-    return not name or ability is None or issubclass(typing.get_type_hints(_entry(name).factory)["return"],
-                                                     ability.protocol)
+    return not name or ability is None or issubclass(_returns(name), ability.protocol)
 
 
 def options_classes() -> dict[str, type]:
@@ -335,6 +378,9 @@ def resolve_config(config: RunConfig) -> RunConfig:
     if resolve is not None:
         resolve(config)
     inputs = input_spec(config)  # an input the backbone cannot read is an error now, before anything is read or written
+    if config.audio.resample_rate == _DEFAULT_RATE != inputs.resample_rate:  # one the user chose is refused
+        log.warning("--model %s reads audio at %s Hz: it is resampled to that", config.model.model,
+                    inputs.resample_rate)
     if inputs.features == "waveform":  # the options of spectrogram frames do nothing (a resumed run's: no change)
         spectral = [(spec.name, getattr(config.features, spec.name)) for spec in dataclasses.fields(FeatureConfig)
                     if spec.name not in WAVEFORM_OPTIONS and getattr(config.features, spec.name) != default_of(spec)]
@@ -365,14 +411,25 @@ def _switch_value(config: RunConfig) -> Callable[[str], Any]:
     return value
 
 
-def without_idle_options(config: RunConfig, reads_waveforms: bool) -> RunConfig:
-    """A copy of ``config`` with every option that did nothing at its default, given or not: those whose switch is
-    off (:func:`~audiotune.config.idle_fields`) and, for a model that ``reads_waveforms``, those of spectrogram
-    frames (:func:`resolve_config` refuses both)."""
+def without_idle_options(config: RunConfig, reader: RunConfig,
+                         stages: frozenset[Stage] = EVERYWHERE) -> RunConfig:
+    """A copy of ``config`` with every option that did nothing at its default, given or not, when the backbone of
+    ``reader`` reads it: those whose switch is off in ``stages`` (:func:`~audiotune.config.idle_fields`), those
+    :func:`ignored_options` names but the weighted sum, and, for a model that reads waveforms, those of spectrogram
+    frames (:func:`resolve_config` and :func:`refuse_inactive` refuse them all)."""
     config = copy.deepcopy(config)
+    reads_waveforms = input_spec(reader).features == "waveform"
+    if _returns(reader.model.model).pooled:
+        for spec in dataclasses.fields(ClassifierConfig):
+            if spec.name in POOLED_IDLE:
+                setattr(config.classifier, spec.name, default_of(spec))
+    asked = copy.deepcopy(reader)
+    asked.audio.resample_rate = config.audio.resample_rate
+    if input_spec(asked).resample_rate != config.audio.resample_rate:  # the backbone's own rate, whatever it says
+        config.audio.resample_rate = _DEFAULT_RATE
     sections = [getattr(config, section) for section in SECTIONS]
     for part in _option_parts(config):
-        for spec, _ in idle_fields(part, _switch_value(config)):
+        for spec, _ in idle_fields(part, _switch_value(config), stages):
             if any(part is section for section in sections):
                 setattr(part, spec.name, default_of(spec))
             else:  # the backbone's options, kept in the model section
@@ -405,7 +462,10 @@ def refuse_inactive(config: RunConfig, stage: Stage | None = None) -> None:
     # config.yaml may hold them from before they were refused: see engine.resume)
     # (one that acts in none of the stages is refused as such above, whatever its switch)
     for part in _option_parts(config) if not config.train.resume else []:
-        problems += idle_options(part, _switch_value(config), skip=frozenset(spec.name for spec, _ in inactive))
+        problems += idle_options(part, _switch_value(config), stages,
+                                 skip=frozenset(spec.name for spec, _ in inactive))
+    if not config.train.resume:
+        problems += ignored_options(config)
     if problems:
         raise ValueError(" / ".join(problems))
 

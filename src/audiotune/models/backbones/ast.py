@@ -233,9 +233,9 @@ class ASTBackbone(TransformersSizes, Backbone):
 
 def resolve_ast(config: RunConfig) -> None:
     """The default checkpoint; frozen unless asked (as ``--model hf``); warnings where the extractor and the model
-    disagree, where ``--resample_rate`` is not the extractor's rate and where ``--clip_length`` leaves frames
-    empty (:func:`ast_input` is what the model reads); ``--pad`` other than its default is an error (the backbone
-    pads with its extractor's frame whatever it says: see the module docstring)."""
+    disagree and where ``--clip_length`` leaves frames empty (:func:`ast_input` is what the model reads, at its
+    extractor's rate); ``--pad`` other than its default is an error (the backbone pads with its extractor's frame
+    whatever it says: see the module docstring)."""
     if config.features.pad != ZERO_PAD:
         raise ValueError(f"--pad {config.features.pad}: --model ast pads every clip with its feature extractor's "
                          "padding frame (log-mel 0, then normalised) whatever --pad says; leave --pad out")
@@ -252,9 +252,6 @@ def resolve_ast(config: RunConfig) -> None:
         log.warning("%s: its feature extractor says %s mel bins x %s frames, its model %s x %s; the model's are used",
                     m.checkpoint, settings["num_mel_bins"], settings["max_length"], model.num_mel_bins, frames)
     rate = settings["sampling_rate"]
-    if config.audio.resample_rate and config.audio.resample_rate != rate:
-        log.warning("--resample_rate %s: %s expects %s Hz; audio is resampled to that", config.audio.resample_rate,
-                    m.checkpoint, rate)
     frame, shift = int(rate * 0.025), int(rate * 0.010)  # kaldi_fbank's 25 ms frames, 10 ms shift
     needed = (frames - 1) * shift + frame  # samples that fill every frame
     if config.audio.clip_length and config.audio.clip_length * rate < needed:

@@ -68,6 +68,7 @@ class EcapaBackbone(Backbone):
     """Package backbone wrapping :class:`ECAPA_TDNN`; its single hidden state is the pooled embedding."""
 
     input_kind = "features"  # consumes (B, T, F) fbank/mfcc features
+    pooled = True  # attentive statistics pooling: one embedding per clip, its single hidden state
 
     def __init__(self, options: EcapaOptions) -> None:
         super().__init__()

@@ -25,6 +25,7 @@ from audiotune.config import (
     PRETRAINING,
     PROBABILITY,
     WHILE_TRAINING,
+    Needs,
     RunConfig,
     needs_on,
     option,
@@ -45,6 +46,10 @@ from audiotune.storage import Role
 DEFAULT_CHECKPOINT = "facebook/wav2vec2-base-960h"
 # fine-tuning's masking when --mask_time_prob / --mask_time_length are unset (pretraining objectives have their own)
 FINE_TUNING_MASK_PROB, FINE_TUNING_MASK_LENGTH = 0.0, 10
+# fine-tuning masks time spans only with --mask_time_prob above 0 (the checkpoint's is not read there); pretraining
+# always does (the checkpoint's or P-TAPT's share unless given)
+MASKED_TIME = Needs("mask_time_prob", bool, "--mask_time_prob above 0 (fine-tuning masks no time spans without it)",
+                    FINE_TUNING)
 
 
 def with_objective(objective: str) -> Needs:
@@ -66,11 +71,12 @@ class HFSettings:
                                           valid=PROBABILITY, acts=WHILE_TRAINING)
     mask_time_length: int | None = option(None, "frames per masked span (default: fine-tuning "
                                                 f"{FINE_TUNING_MASK_LENGTH}, tapt the checkpoint's mask_time_length, "
-                                                f"ptapt {PTAPT_MASK_LENGTH})", valid=AT_LEAST_1, acts=WHILE_TRAINING)
+                                                f"ptapt {PTAPT_MASK_LENGTH})", valid=AT_LEAST_1, acts=WHILE_TRAINING,
+                                          needs=MASKED_TIME)
     mask_spans: str = option("clip", "how masked time spans are counted and placed: clip (in each clip's real "
                                      "frames) or batch (counted from the batch's padded length and cut to each "
                                      "clip's frames: transformers 4.10, the emotion seed)", choices=SPAN_RULES,
-                             acts=WHILE_TRAINING)
+                             acts=WHILE_TRAINING, needs=MASKED_TIME)
     mask_feature_prob: float = option(0.0, "fine-tuning: share of feature channels where zeroed spans "
                                            "start (the seed emotion system: 0.05)", valid=PROBABILITY,
                                       acts=FINE_TUNING)  # pretraining masks no channels

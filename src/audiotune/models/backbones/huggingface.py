@@ -55,7 +55,6 @@ from audiotune.models.backbones import (
     Backbone,
     TransformersSizes,
     encode_in_windows,
-    input_spec,
     register,
 )
 from audiotune.models.backbones.hf_checkpoint import (
@@ -260,17 +259,13 @@ class HFBackbone(TransformersSizes, Backbone):
 
 
 def resolve_hf(config: RunConfig) -> None:
-    """The default checkpoint; frozen unless asked (as the seed did); a warning when ``--resample_rate`` is not
-    the encoder's rate (:func:`hf_input` reads the encoder's)."""
+    """The default checkpoint; frozen unless asked (as the seed did). :func:`hf_input` reads the encoder's rate
+    (another ``--resample_rate`` is refused: :func:`~audiotune.models.backbones.ignored_options`)."""
     if not config.model.checkpoint:
         config.model.checkpoint = DEFAULT_CHECKPOINT
     check_available(config.model.checkpoint, "-c")  # no network and no local copy: one line at once
     if config.model.freeze is None:
         config.model.freeze = True
-    rate = input_spec(config).resample_rate
-    if config.audio.resample_rate and config.audio.resample_rate != rate:
-        log.warning("--resample_rate %s: %s expects %s Hz; audio is resampled to that", config.audio.resample_rate,
-                    config.model.checkpoint, rate)
     if config.model.objective == "ptapt" and config.audio.clip_length:
         log.info("--objective ptapt reads whole clips (--clip_length %s ignored; --max_seconds crops)",
                  config.audio.clip_length)

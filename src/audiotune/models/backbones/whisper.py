@@ -336,7 +336,7 @@ class WhisperBackbone(Backbone):
 
 def resolve_whisper(config: RunConfig) -> None:
     """The default checkpoint; frozen unless asked; windows of the model's own 30 s unless ``max_window`` asks for
-    shorter ones; a warning when ``--resample_rate`` is not the extractor's rate (:func:`whisper_input`)."""
+    shorter ones. :func:`whisper_input` reads the extractor's rate (another ``--resample_rate`` is refused)."""
     if not config.model.checkpoint:
         config.model.checkpoint = DEFAULT_CHECKPOINT
     check_available(config.model.checkpoint, "-c")  # no network and no local copy: one line at once
@@ -351,9 +351,6 @@ def resolve_whisper(config: RunConfig) -> None:
                          "once")
     if not window:
         config.model.options["max_window"] = longest
-    if config.audio.resample_rate and config.audio.resample_rate != rate:
-        log.warning("--resample_rate %s: %s expects %s Hz; audio is resampled to that", config.audio.resample_rate,
-                    config.model.checkpoint, rate)
 
 
 def whisper_input(config: RunConfig) -> InputSpec:
