@@ -43,14 +43,33 @@ def test_ssast_token_pools_average_the_cls_tokens_or_the_patches_of_the_chosen_s
 
 
 def test_wt_is_the_plain_average_of_every_hidden_state() -> None:
-    backbone = small_ecapa()
-    inputs, lengths = torch.randn(2, 50, 12), torch.tensor([50, 30])
+    backbone = ssast("ft_avgtok")
+    inputs, lengths = torch.randn(2, 64, 32), torch.full((2,), 64)
     states, mask = backbone.hidden_states(inputs, lengths)
     embedder = EncoderEmbedder(backbone, pooling="max")
-    expected = masked_pool(torch.stack(states).mean(0), mask, "max")
+    expected = masked_pool(torch.stack(states[:backbone.weighted_states]).mean(0), mask, "max")
     torch.testing.assert_close(embedder.extract_embedding(inputs, lengths, "wt"), expected)
     torch.testing.assert_close(embedder.extract_embedding(inputs, lengths, "pt", layer=0),
                                masked_pool(states[0], mask, "max"))
+
+
+def test_an_encoder_of_one_pooled_state_refuses_the_poolings_and_sum_that_give_it_back() -> None:
+    backbone = small_ecapa()
+    inputs, lengths = torch.randn(2, 50, 12), torch.tensor([50, 30])
+    states, mask = backbone.hidden_states(inputs, lengths)
+    embedder = EncoderEmbedder(backbone)
+    pt = embedder.extract_embedding(inputs, lengths, "pt")
+    for pooling in ("sum", "max"):
+        assert torch.equal(masked_pool(states[0], mask, pooling), pt)  # what it would give: the same vectors
+        with pytest.raises(ValueError, match=f"--pooling_mode {pooling}: this backbone's hidden state is one vector "
+                                             "per clip, pooled by the model .*leave --pooling_mode out"):
+            embedder.check("pt", pooling)
+        with pytest.raises(ValueError, match=f"--pooling_mode {pooling}: this backbone's hidden state is one"):
+            EncoderEmbedder(backbone, pooling=pooling)
+    assert torch.equal(torch.stack(states[:backbone.weighted_states]).mean(0)[:, 0], pt)  # wt: the same too
+    with pytest.raises(ValueError, match="--embedding_type wt: this backbone has one hidden state.*use "
+                                         "--embedding_type pt"):
+        embedder.check("wt", None)
 
 
 def test_what_an_encoder_without_heads_refuses() -> None:
@@ -65,3 +84,17 @@ def test_what_an_encoder_without_heads_refuses() -> None:
             embedder.check(kind, None)
     with pytest.raises(ValueError, match="--pooling_mode median"):
         EncoderEmbedder(ssast()).check("pt", "median")
+
+
+def test_a_trained_run_of_one_pooled_state_refuses_the_poolings_and_sum_that_give_it_back(trained_run: dict) -> None:
+    """ECAPA-TDNN's run: pt and st embeddings pooled otherwise than by mean, and wt ones, are its one pooled state
+    again (refused before anything is read); ft embeddings merge the heads by --pooling_mode (sum acts)."""
+    from audiotune.models.encoder import load_embedder
+
+    for kind, pooling in (("pt", "max"), ("st", "sum")):
+        with pytest.raises(ValueError, match=f"--pooling_mode {pooling}: this backbone's hidden state is one vector"):
+            load_embedder(str(trained_run["run"]), kind=kind, pooling=pooling)
+    with pytest.raises(ValueError, match="--embedding_type wt: this backbone has one hidden state"):
+        load_embedder(str(trained_run["run"]), kind="wt")
+    load_embedder(str(trained_run["run"]), kind="ft", pooling="sum")
+    load_embedder(str(trained_run["run"]), kind="pt", pooling="mean")

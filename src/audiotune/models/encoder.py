@@ -20,7 +20,13 @@ from torch import Tensor, nn
 from audiotune import storage
 from audiotune.config import ClassifierConfig, RunConfig, load_config
 from audiotune.config.files import parse_config_file
-from audiotune.models.backbones import Backbone, SupportsTokenPooling, build_backbone, resolve_config
+from audiotune.models.backbones import (
+    Backbone,
+    SupportsTokenPooling,
+    build_backbone,
+    ignored_options,
+    resolve_config,
+)
 from audiotune.models.checkpoint import load_run, resolve_run_dir
 from audiotune.models.classifier import masked_pool
 from audiotune.outputs import CONFIG_FILE, ENCODER_DIR, METRICS_FILE
@@ -32,11 +38,23 @@ ENCODER_EMBEDDINGS = ("pt", "wt")
 
 
 def check_pooling(backbone: Backbone, pooling: str) -> None:
-    """A ValueError unless ``pooling`` is a frame pooling or one of the backbone's token pools."""
+    """A ValueError unless ``pooling`` is a frame pooling or one of the backbone's token pools; a pooled backbone
+    (:attr:`~Backbone.pooled`) has one pooling, which gives its one vector back."""
     tokens = backbone.token_pools if isinstance(backbone, SupportsTokenPooling) else ()
     if pooling not in (*FRAME_POOLS, *tokens):
         raise ValueError(f"--pooling_mode {pooling}: this backbone pools by {', '.join((*FRAME_POOLS, *tokens))}"
                          + ("" if tokens else " (cls and avgtok are SSAST's token pools)"))
+    if backbone.pooled and pooling != FRAME_POOLS[0]:
+        raise ValueError(f"--pooling_mode {pooling}: this backbone's hidden state is one vector per clip, pooled by "
+                         "the model (ECAPA-TDNN's attentive statistics pooling): every pooling gives it back as it "
+                         "is; leave --pooling_mode out")
+
+
+def check_weighted(backbone: Backbone, kind: str) -> None:
+    """A ValueError for ``wt`` embeddings of a backbone with one hidden state to weigh: they would be that state."""
+    if kind == "wt" and backbone.weighted_states == 1:
+        raise ValueError("--embedding_type wt: this backbone has one hidden state, which its weighted sum gives back "
+                         "(or scales); use --embedding_type pt")
 
 
 class EncoderEmbedder(nn.Module):
@@ -61,6 +79,7 @@ class EncoderEmbedder(nn.Module):
         if kind not in self.kinds:
             raise ValueError(f"--embedding_type {kind}: without a trained classifier the embeddings are "
                              f"{' or '.join(self.kinds)}; st and ft need a run of `audiotune train`")
+        check_weighted(self.backbone, kind)
         if pooling is not None:
             check_pooling(self.backbone, pooling)
 
@@ -120,6 +139,9 @@ def load_encoder(config: RunConfig, pooling: str | None = None) -> tuple[RunConf
         raise ValueError("extract without --run: name the pretrained encoder with -c CHECKPOINT (a Hugging Face "
                          "folder or hub id, an SSAST .pth, ...) and --model NAME")
     resolve_config(config)
+    problems = ignored_options(config)
+    if problems:
+        raise ValueError(" / ".join(problems))
     backbone = build_backbone(config, pretrained=True)
     return config, EncoderEmbedder(backbone, config.classifier.layer, pooling or config.classifier.pooling_mode)
 
@@ -136,6 +158,9 @@ def load_embedder(run: str | None, encoder: RunConfig | None = None, kind: str =
         config, embedder = load_encoder_run(run, pooling=pooling)
     else:
         config, classifier = load_run(run)
+        check_weighted(classifier.backbone, kind)
+        if pooling is not None and kind != "ft":  # ft embeddings: --pooling_mode merges the heads
+            check_pooling(classifier.backbone, pooling)
         if pooling is None or pooling in FRAME_POOLS:
             return config, classifier
         if kind != "pt":
