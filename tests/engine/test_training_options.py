@@ -307,7 +307,7 @@ def test_compile_runs_the_training_steps_through_torch_compile_as_eager_to_round
     assert "run without CUDA graphs (the model is on the CPU: CUDA graphs need a GPU)" in caplog.text
 
 
-def test_a_run_made_with_a_pooling_of_ecapas_one_pooled_state_resumes(uid_dataset: dict, tmp_path: Path) -> None:
+def test_a_run_made_with_a_pooling_of_ecapas_one_pooled_state_resumes(uid_dataset: dict, tmp_path) -> None:
     """-pm max did nothing to ECAPA-TDNN's pooled embedding and is refused now; a run whose config.yaml holds it
     resumes with it or without it, as the same run."""
     run = tmp_path / "run"

@@ -322,8 +322,9 @@ def ignored_options(config: RunConfig) -> list[str]:
                 problems.append(f"--{spec.name} {str(value).lower() if isinstance(value, bool) else value}: "
                                 f"--model {name}'s hidden state is one vector per clip, pooled by the model: "
                                 f"{_POOLED_WHY[spec.name]}; leave --{spec.name} out")
-    asked, rate = config.audio.resample_rate, input_spec(config).resample_rate
-    if asked not in (_DEFAULT_RATE, rate):
+    asked = config.audio.resample_rate
+    rate = input_spec(config).resample_rate if asked != _DEFAULT_RATE else asked  # read only when given
+    if asked != rate:
         problems.append(f"--resample_rate {asked}: --model {name} reads audio at {rate} Hz (its feature "
                         "extractor's rate) whatever --resample_rate says; leave --resample_rate out")
     return problems
