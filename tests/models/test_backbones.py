@@ -23,12 +23,18 @@ def test_an_option_set_where_it_does_nothing_is_refused_naming_where_it_acts(bac
     value = non_default_value(backbone, spec)
     options = {spec.name: value}
     needs = spec.metadata.get("needs")
-    if needs is not None:  # its switch on, so that only the stage decides
+    switched = {}  # a switch of another section (model.objective): a value that holds
+    if needs is not None and "." in needs.switch:  # its switch on, so that only the stage decides
+        section, name = needs.switch.split(".")
+        switched[section, name] = next(on for on in ("tapt", "ptapt", True, 1) if needs.holds(on))
+    elif needs is not None:
         switch = next(other for name, other in backbone_option_cases() if name == backbone and
                       other.name == needs.switch)
         options[switch.name] = non_default_value(backbone, switch)
         assert needs.holds(options[switch.name])
     config = config_with(backbone, options)
+    for (section, name), on in switched.items():
+        setattr(getattr(config, section), name, on)
     if stage in acts_of(spec, value):
         refuse_inactive(config, stage)
         return
