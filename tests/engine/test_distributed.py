@@ -23,13 +23,14 @@ from lightning_fabric.utilities.data import _set_sampler_epoch
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
 from audiotune.cli import build_parser, config_from_args
-from audiotune.config import RunConfig
+from audiotune.config import RunConfig, save_config
 from audiotune.data.samplers import BalancedSampler, BucketBatchSampler, DealtBatches, EpochShuffle, TrainingBatches
 from audiotune.engine.cache import write_entry
 from audiotune.engine.distributed import trainer_devices, unique_batches
 from audiotune.engine.module import ValidationBatch
 from audiotune.engine.train import train
-from audiotune.outputs import CLIPS_READ_FILE, LOCK_FILE, own_run_dir
+from audiotune.launch import NODE_VARIABLES
+from audiotune.outputs import CLIPS_READ_FILE, CONFIG_FILE, LOCK_FILE, own_run_dir
 
 # ---------------------------------------------------------------- training shards
 
@@ -113,7 +114,8 @@ def test_gathered_validation_counts_every_clip_once(rows: int, processes: int) -
     assert sorted(tuple(b.uids) for b in kept) == sorted(tuple(f"u{i}" for i in batch) for batch in one)
 
 
-def test_strategies_audiotune_cannot_run_are_refused() -> None:
+def test_strategies_audiotune_cannot_run_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")  # torchrun started it as one of several machines
     config = RunConfig()
     config.runtime.strategy, config.runtime.devices, config.runtime.num_nodes = "ddp", "2", 3
     assert trainer_devices(config.runtime) == {"accelerator": "auto", "devices": 2, "strategy": "ddp", "num_nodes": 3}
@@ -299,3 +301,41 @@ def test_a_fit_keeps_the_sigterm_handler_it_started_with(dataset: dict) -> None:
         assert signal.getsignal(signal.SIGTERM) is handler  # and Lightning puts back what it found after the fit
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+# ---------------------------------------------------------------- several machines
+
+LAUNCHER_VARIABLES = (*NODE_VARIABLES, "GROUP_RANK", "LOCAL_RANK", "RANK", "WORLD_SIZE", "TORCHELASTIC_RUN_ID",
+                      "SLURM_NTASKS", "CLUSTER_SPEC")
+
+
+def test_several_nodes_no_launcher_started_are_refused_before_anything_is_written(
+        dataset: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """On one machine, --num_nodes 2 waited forever for a second machine that nothing starts."""
+    from audiotune.cli import main
+
+    for key in LAUNCHER_VARIABLES:
+        monkeypatch.delenv(key, raising=False)
+    root, split = dataset["root"] / "nodes", dataset["split"]
+    run = root / "run"
+    run.mkdir(parents=True)
+    config = RunConfig()
+    config.runtime.num_nodes = 2  # a run trained on 2 machines: evaluate runs on the run's devices and nodes
+    save_config(config, run / CONFIG_FILE)
+    table = ["-i", str(dataset["prefix"]), "-d", str(split / "train.csv")]
+    commands = {
+        "train": [*small_train_args(dataset, root / "train"), "--num_nodes", "2"],
+        "pretrain": ["pretrain", "--model", "ecapa_tdnn", *table, "-o", str(root / "pretrain"), "--num_nodes", "2"],
+        "cv": ["cv", *table, "-l", str(dataset["labels"]), "--group", "subject", "--folds", "2", "-o",
+               str(root / "cv"), "--num_nodes", "2"],
+        "evaluate": ["evaluate", "--run", str(run), "-d", str(split / "test.csv")],
+        "extract": ["extract", "--run", str(run), "-d", str(split / "test.csv"), "--out", str(root / "e.parquet"),
+                    "--num_nodes", "2"],
+    }
+    for name, argv in commands.items():
+        assert main(argv) == 2, name
+        said = capsys.readouterr().err.strip().splitlines()[-1]
+        assert said.startswith(f"audiotune {name}: error: --num_nodes 2: nothing started this process as one of 2 "
+                               "machines, so it would wait forever for the others; run the same command on each "
+                               "machine with MASTER_ADDR, MASTER_PORT"), said
+    assert [path.name for path in root.iterdir()] == ["run"] and [path.name for path in run.iterdir()] == [CONFIG_FILE]

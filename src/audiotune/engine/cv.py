@@ -53,6 +53,7 @@ from audiotune.data.labels import read_label_file
 from audiotune.data.loading import check_sampler_options
 from audiotune.data.prepare import check_labels, check_no_validation
 from audiotune.engine.cv_encoders import fold_configs
+from audiotune.engine.distributed import trainer_devices
 from audiotune.engine.evaluate import prediction_table
 from audiotune.engine.inference import inference_device
 from audiotune.engine.metrics import compute_metrics
@@ -387,6 +388,7 @@ def cross_validate(config: RunConfig, source: str, options: FoldOptions, repeats
         raise ValueError("cv keeps finished runs and resumes the others: to start over, use a new --exp_dir")
     check_config(config)
     check_sampler_options(config)
+    trainer_devices(config.runtime)  # as is a strategy audiotune cannot run, or nodes no launcher started
     inference_device(config)  # a missing accelerator, or a precision it cannot run, is an error before any write
     with own_run_dir(config.exp_dir, resume=True, command="cv",  # one cv per directory at a time
                      follower=not launched_rank_zero()) as owned:

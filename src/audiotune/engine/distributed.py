@@ -8,7 +8,9 @@ repeats so every process runs the same number of steps); :func:`unique_batches` 
 the outputs are gathered, so metrics count every clip once.
 
 Before the process group exists (while the data are read and checked), :mod:`audiotune.launch` tells who this
-process is from the variables its launcher set.
+process is from the variables its launcher set, and whether a launcher started it as one of several machines at
+all (:func:`~audiotune.launch.check_nodes`: ``--num_nodes`` above 1 without one is refused before anything is
+read).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import torch
 
 from audiotune.config import RuntimeConfig
 from audiotune.engine.device import parse_devices
+from audiotune.launch import check_nodes
 
 STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_true")
 T = TypeVar("T")
@@ -91,8 +94,10 @@ def trainer_devices(runtime: RuntimeConfig) -> dict[str, Any]:
     """The Trainer's ``accelerator``, ``devices``, ``strategy`` and ``num_nodes`` of a runtime config.
 
     ``ddp_spawn`` and the other strategies are refused: audiotune's run-directory ownership and per-process
-    batches are built for processes that each run the whole command (what ddp, torchrun and srun start).
+    batches are built for processes that each run the whole command (what ddp, torchrun and srun start). So are
+    several nodes without a launcher (:func:`~audiotune.launch.check_nodes`).
     """
+    check_nodes(runtime.num_nodes)
     if runtime.strategy not in STRATEGIES:
         raise ValueError(f"--strategy {runtime.strategy!r}: choose one of {', '.join(STRATEGIES)} (ddp starts one "
                          "process per device by running the command again, or takes the processes torchrun or "

@@ -55,7 +55,7 @@ from audiotune.data.prepare import Scanner
 from audiotune.engine.device import parse_devices
 from audiotune.engine.distributed import all_gather_objects, end_process_group, process_group
 from audiotune.engine.inference import override_device
-from audiotune.launch import launched_rank_zero, launched_world_size
+from audiotune.launch import check_nodes, launched_rank_zero, launched_world_size
 from audiotune.outputs import OutputError, atomic_path, refused
 from audiotune.partials import partial_place
 
@@ -101,7 +101,9 @@ def asks_for_processes(runtime: RuntimeConfig) -> bool:
 
 def start_processes(runtime: RuntimeConfig) -> Shard:
     """This process's :class:`Shard`; with several devices or nodes, the other processes are started first (rank
-    0 starts its node's others; see the module's doc) and the process group is set up."""
+    0 starts its node's others; see the module's doc) and the process group is set up. Several nodes that no
+    launcher started are refused at once (:func:`~audiotune.launch.check_nodes`)."""
+    check_nodes(runtime.num_nodes)
     if not asks_for_processes(runtime):
         return Shard()
     from lightning_fabric import Fabric  # torch.distributed set-up only for several processes
