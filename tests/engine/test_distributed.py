@@ -8,8 +8,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from unittest import mock
 
@@ -23,10 +26,11 @@ from lightning_fabric.utilities.data import _set_sampler_epoch
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
 from audiotune.cli import build_parser, config_from_args
+from audiotune.cli.interrupts import Terminated, sigterm_raises
 from audiotune.config import RunConfig, save_config
 from audiotune.data.samplers import BalancedSampler, BucketBatchSampler, DealtBatches, EpochShuffle, TrainingBatches
 from audiotune.engine.cache import write_entry
-from audiotune.engine.distributed import trainer_devices, unique_batches
+from audiotune.engine.distributed import end_process_group, meet_nodes, trainer_devices, unique_batches
 from audiotune.engine.module import ValidationBatch
 from audiotune.engine.train import train
 from audiotune.launch import NODE_VARIABLES
@@ -309,6 +313,22 @@ LAUNCHER_VARIABLES = (*NODE_VARIABLES, "GROUP_RANK", "LOCAL_RANK", "RANK", "WORL
                       "SLURM_NTASKS", "CLUSTER_SPEC")
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _machine(monkeypatch: pytest.MonkeyPatch, node: int, port: int) -> dict[str, str]:
+    """The variables of machine ``node`` of a run started by Lightning's launcher on each (here, on one machine)."""
+    for key in LAUNCHER_VARIABLES:
+        monkeypatch.delenv(key, raising=False)
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "NODE_RANK": str(node)}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
 def test_several_nodes_no_launcher_started_are_refused_before_anything_is_written(
         dataset: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     """On one machine, --num_nodes 2 waited forever for a second machine that nothing starts."""
@@ -339,3 +359,74 @@ def test_several_nodes_no_launcher_started_are_refused_before_anything_is_writte
                                "machines, so it would wait forever for the others; run the same command on each "
                                "machine with MASTER_ADDR, MASTER_PORT"), said
     assert [path.name for path in root.iterdir()] == ["run"] and [path.name for path in run.iterdir()] == [CONFIG_FILE]
+
+
+def test_machines_meet_then_their_process_group_takes_over_the_meeting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Machine 0's store of the meeting is the one torch's process group sets up on (a store of several tenants)."""
+    port = _free_port()
+    env = {**os.environ, **_machine(monkeypatch, 1, port), "OMP_NUM_THREADS": "1"}
+    script = ("import torch; from audiotune.engine.distributed import meet_nodes; meet_nodes(2); "
+              "torch.distributed.init_process_group('gloo', rank=1, world_size=2); t = torch.ones(1); "
+              "torch.distributed.all_reduce(t); print(int(t.item())); torch.distributed.destroy_process_group()")
+    other = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        monkeypatch.setenv("NODE_RANK", "0")
+        meet_nodes(2, timeout_s=120)
+        torch.distributed.init_process_group("gloo", rank=0, world_size=2)
+        summed = torch.ones(1)
+        torch.distributed.all_reduce(summed)
+        assert summed.item() == 2
+        assert other.communicate(timeout=120)[0].strip() == "2"
+    finally:
+        end_process_group()
+        other.kill()
+
+
+def test_a_machine_that_never_comes_is_named_and_sigterm_stops_the_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch's own wait for the machines, in C++, let neither SIGTERM nor Ctrl-C stop it for 30 minutes."""
+    _machine(monkeypatch, 1, _free_port())  # machine 0 never listens
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match=r"^--num_nodes 2: nothing listened at MASTER_ADDR 127.0.0.1 MASTER_PORT "):
+        meet_nodes(2, timeout_s=1)
+    try:
+        _machine(monkeypatch, 0, _free_port())
+        with pytest.raises(TimeoutError, match=r"^--num_nodes 3: no machine with NODE_RANK 1, 2 came to MASTER_ADDR "
+                                               r"127.0.0.1 MASTER_PORT \d+ within 1 s; start the same command on each"):
+            meet_nodes(3, timeout_s=1)
+        with sigterm_raises(), pytest.raises(Terminated):
+            threading.Timer(1, os.kill, (os.getpid(), signal.SIGTERM)).start()
+            meet_nodes(2)
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            _machine(monkeypatch, 0, taken.getsockname()[1])
+            with pytest.raises(ValueError, match=r"^MASTER_PORT \d+: machine 0 cannot listen there \(.*\); give every "
+                                                 "machine a free port as MASTER_PORT$"):
+                meet_nodes(2, timeout_s=1)
+    finally:
+        end_process_group()  # lets the meeting's store go
+    assert time.monotonic() - started < 30
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_run_waiting_for_a_machine_that_never_comes(dataset: dict) -> None:
+    """The first machine of a run started by Lightning's launcher on each, the second never started: it waits, and
+    SIGTERM (a scheduler, a launcher) stops it as it stops any command, with SIGTERM's status."""
+    run, said = dataset["root"] / "alone", dataset["root"] / "alone.stderr"
+    env = {key: value for key, value in os.environ.items() if key not in LAUNCHER_VARIABLES}
+    env.update(OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), NODE_RANK="0")
+    command = [sys.executable, "-m", "audiotune", *small_train_args(dataset, run, "--accelerator", "cpu"),
+               "--num_nodes", "2", "--devices", "1"]
+    with open(said, "w") as stderr:
+        process = subprocess.Popen(command, env=env, stderr=stderr)
+    try:
+        end = time.monotonic() + 120
+        while not (run / CONFIG_FILE).is_file() and process.poll() is None and time.monotonic() < end:
+            time.sleep(0.2)  # written just before training, where the machines meet
+        time.sleep(2)
+        process.send_signal(signal.SIGTERM)
+        status = process.wait(timeout=30)
+    finally:
+        process.kill()
+    assert status == 143, said.read_text()[-2000:]
+    assert said.read_text().strip().splitlines()[-1].startswith("audiotune train: interrupted by SIGTERM")

@@ -10,22 +10,43 @@ the outputs are gathered, so metrics count every clip once.
 Before the process group exists (while the data are read and checked), :mod:`audiotune.launch` tells who this
 process is from the variables its launcher set, and whether a launcher started it as one of several machines at
 all (:func:`~audiotune.launch.check_nodes`: ``--num_nodes`` above 1 without one is refused before anything is
-read).
+read). Machines started by Lightning's launcher on each (``MASTER_ADDR``, ``MASTER_PORT``, ``NODE_RANK``) first
+meet in :func:`meet_nodes`, where a machine that never comes is an error after :data:`NODES_TIMEOUT_S` and SIGTERM
+or Ctrl-C stop the wait.
 """
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
+import socket
+import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Protocol, TypeVar
 
 import torch
 
 from audiotune.config import RuntimeConfig
 from audiotune.engine.device import parse_devices
-from audiotune.launch import check_nodes
+from audiotune.launch import NODE_VARIABLES, check_nodes, launched_local_rank, launched_node_rank, node_launcher
+
+log = logging.getLogger(__name__)
 
 STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_true")
+NODES_TIMEOUT_S = 600.0  # how long the machines of a run wait for each other in meet_nodes (torchrun's join timeout)
+MEETING_POLL_S = 0.5  # how often a machine in meet_nodes looks whether the others have come
 T = TypeVar("T")
+
+
+@dataclass
+class _Meetings:
+    held: int = 0  # the meetings this process has held (in the same order on every machine): each has its own keys
+    store: Any = None  # machine 0's store of the last one, whose server its process group uses
+
+
+_meetings = _Meetings()
 
 
 def process_group() -> tuple[int, int]:
@@ -42,16 +63,73 @@ def end_process_group() -> None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         with contextlib.suppress(Exception):  # a peer already gone: nothing left to end in order
             torch.distributed.destroy_process_group()
+    _meetings.store = None  # the meeting's store, whose server the group used, ends with it
 
 
 @contextlib.contextmanager
-def ending_process_group() -> Iterator[None]:
-    """Run the block (a fit: the last collective calls of a run), then end the process group however the block
-    ended (:func:`end_process_group`); what follows it runs in this process alone."""
+def ending_process_group(num_nodes: int = 1) -> Iterator[None]:
+    """Meet the other machines of a run on ``num_nodes`` (:func:`meet_nodes`), run the block (a fit: the process
+    group's set-up and the last collective calls of a run), then end the process group however the block ended
+    (:func:`end_process_group`); what follows it runs in this process alone."""
     try:
+        meet_nodes(num_nodes)
         yield
     finally:
         end_process_group()
+
+
+def _listening(host: str, port: int) -> bool:
+    """Whether something accepts connections at ``host``:``port`` (asked without torch, whose failed attempts log
+    a trace each)."""
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def meet_nodes(num_nodes: int, timeout_s: float = NODES_TIMEOUT_S) -> None:
+    """Wait, before the process group is set up, until the first process of every machine of a run that Lightning's
+    launcher starts on each machine (the ``env`` of :func:`~audiotune.launch.node_launcher`) has come here.
+
+    torch's own wait for the machines, in setting up the group, can be stopped neither by SIGTERM nor by Ctrl-C and
+    lasts the group's timeout (30 minutes: it also bounds each collective call). Here the wait is in Python, in short
+    steps, so both stop it, and a machine still missing after ``timeout_s`` is an error naming it. Machine 0 holds the
+    meeting's store at ``MASTER_ADDR:MASTER_PORT``, whose server (a store of several tenants) torch's process group
+    takes over, then ends with it (:func:`end_process_group`). Nothing to do with one machine, in the processes
+    Lightning's launcher starts beside a machine's first, and under torchrun (its agents meet before they start
+    the processes, and stop them on SIGTERM) or srun (it starts every process itself)."""
+    if num_nodes <= 1 or node_launcher() != "env" or launched_local_rank() != 0:
+        return
+    host, port, node = os.environ[NODE_VARIABLES[0]], int(os.environ[NODE_VARIABLES[1]]), launched_node_rank()
+    where = f"{NODE_VARIABLES[0]} {host} {NODE_VARIABLES[1]} {port}"
+    deadline = time.monotonic() + timeout_s
+    log.info("waiting up to %g s for the %d machines to meet at %s", timeout_s, num_nodes, where)
+    while node != 0 and not _listening(host, port):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"--num_nodes {num_nodes}: nothing listened at {where} within {timeout_s:g} s; start "
+                               f"the same command on machine 0 ({NODE_VARIABLES[2]} 0) and check that this machine "
+                               "reaches it there")
+        time.sleep(MEETING_POLL_S)
+    try:
+        store = torch.distributed.TCPStore(host, port, is_master=node == 0, timeout=timedelta(seconds=timeout_s),
+                                           wait_for_workers=False, multi_tenant=True)
+    except torch.distributed.DistNetworkError as err:
+        if node != 0:
+            raise
+        raise ValueError(f"{NODE_VARIABLES[1]} {port}: machine 0 cannot listen there ({str(err).splitlines()[0]}); "
+                         f"give every machine a free port as {NODE_VARIABLES[1]}") from err
+    keys = [f"audiotune/meeting{_meetings.held}/node{rank}" for rank in range(num_nodes)]
+    _meetings.held += 1
+    _meetings.store = store if node == 0 else None
+    store.set(keys[node], "")
+    while not store.check(keys):
+        if time.monotonic() > deadline:
+            missing = [rank for rank, key in enumerate(keys) if not store.check([key])]
+            raise TimeoutError(f"--num_nodes {num_nodes}: no machine with {NODE_VARIABLES[2]} "
+                               f"{', '.join(map(str, missing))} came to {where} within {timeout_s:g} s; start the "
+                               f"same command on each machine with its {NODE_VARIABLES[2]} (0 to {num_nodes - 1})")
+        time.sleep(MEETING_POLL_S)
 
 
 def all_gather_objects(value: T) -> list[T]:

@@ -271,7 +271,8 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
     module = PretrainModule(backbone, objective, config, len(train_loader),
                             DeviceFeatures.of(train_loader, val_loader))
     module.train()  # from_pretrained hands models over in eval mode; Lightning keeps each module's mode
-    with unused_parameter_hint(), ending_process_group():  # the run's last collective calls; rank 0 goes on alone
+    # the machines meet, then the run's last collective calls; rank 0 goes on alone
+    with unused_parameter_hint(), ending_process_group(config.runtime.num_nodes):
         trainer.fit(module, train_loader, val_loader, ckpt_path=resume, weights_only=True)
     if not owned.writes:
         return {}  # rank 0 writes the outputs

@@ -53,7 +53,7 @@ from audiotune.config import RunConfig, RuntimeConfig
 from audiotune.data.audio import AudioSpec, CheckedLengths, check_rows, scan_audio, usable_rows
 from audiotune.data.prepare import Scanner
 from audiotune.engine.device import parse_devices
-from audiotune.engine.distributed import all_gather_objects, end_process_group, process_group
+from audiotune.engine.distributed import all_gather_objects, end_process_group, meet_nodes, process_group
 from audiotune.engine.inference import override_device
 from audiotune.launch import check_nodes, launched_rank_zero, launched_world_size
 from audiotune.outputs import OutputError, atomic_path, refused
@@ -101,8 +101,9 @@ def asks_for_processes(runtime: RuntimeConfig) -> bool:
 
 def start_processes(runtime: RuntimeConfig) -> Shard:
     """This process's :class:`Shard`; with several devices or nodes, the other processes are started first (rank
-    0 starts its node's others; see the module's doc) and the process group is set up. Several nodes that no
-    launcher started are refused at once (:func:`~audiotune.launch.check_nodes`)."""
+    0 starts its node's others; see the module's doc) and the process group is set up (on several machines, once
+    they have met: :func:`~audiotune.engine.distributed.meet_nodes`). Several nodes that no launcher started are
+    refused at once (:func:`~audiotune.launch.check_nodes`)."""
     check_nodes(runtime.num_nodes)
     if not asks_for_processes(runtime):
         return Shard()
@@ -114,6 +115,7 @@ def start_processes(runtime: RuntimeConfig) -> Shard:
                     num_nodes=runtime.num_nodes, strategy="ddp")
     if fabric.world_size == 1:
         return Shard()
+    meet_nodes(runtime.num_nodes)
     fabric.launch()
     return Shard(fabric.global_rank, fabric.world_size)
 

@@ -286,7 +286,8 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
             log.warning("--epochs 0: no training step; the model is saved as initialised%s",
                         " (frozen pretrained backbone, untrained heads)" if config.model.freeze else "")
         earlier = earlier_log(exp_dir, resume is not None)
-    with unused_parameter_hint(), ending_process_group():  # the run's last collective calls; rank 0 goes on alone
+    # the machines meet, then the run's last collective calls; rank 0 goes on alone
+    with unused_parameter_hint(), ending_process_group(config.runtime.num_nodes):
         trainer.fit(module, train_loader, val_loader, ckpt_path=resume, weights_only=True)
     if not run_dir.writes:
         return {}  # rank 0 scores the kept weights once and writes every output
