@@ -82,3 +82,17 @@ def test_sigterm_during_a_command_is_one_line_and_status_143(tmp_path: Path, mon
     assert capsys.readouterr().err.splitlines() == [
         "audiotune report: interrupted by SIGTERM; outputs not finished were not written; run the command again"]
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_of_the_processes_a_launcher_stops_on_a_machine_the_first_says_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """torchrun (or Lightning's launcher) stops every process of a machine: one line, not one per process."""
+    def stopped(*args, **kwargs) -> Path:
+        os.kill(os.getpid(), signal.SIGTERM)
+        wait_for_signal()
+        raise AssertionError("SIGTERM was not raised in the command")
+
+    monkeypatch.setattr(report_module, "write_report", stopped)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert main(["report", str(tmp_path)]) == 143
+    assert capsys.readouterr().err == ""

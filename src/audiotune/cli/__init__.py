@@ -37,6 +37,7 @@ from audiotune.cli.interrupts import exit_status, interruption_line, sigterm_rai
 from audiotune.cli.seed_flags import refuse_retired
 from audiotune.cli.show import one_line, reader_gone, silence_standard_streams, third_party_quiet
 from audiotune.cli.values import parse_bool
+from audiotune.launch import launched_local_rank
 from audiotune.models import backbones
 from audiotune.staging import staged
 
@@ -138,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         signum = stopped_by(err)
         if signum is None:
             raise
-        print(interruption_line(command.name, signum, command.after_interrupt), file=sys.stderr)
+        if launched_local_rank() == 0:  # a launcher stops every process of a machine at once: one line says so
+            print(interruption_line(command.name, signum, command.after_interrupt), file=sys.stderr)
         return exit_status(signum)
     except Exception as err:  # one line for the user; the traceback with -v
         if reader_gone(err):  # `audiotune ... | head`: stop as other tools do when their reader has gone
