@@ -91,7 +91,12 @@ def test_cluster_spec_gives_lightning_its_node_layout() -> None:
     assert vertex.cluster_environment(chief) == {"MASTER_ADDR": "chief-0", "MASTER_PORT": "2222", "NODE_RANK": "0"}
     assert vertex.cluster_environment(worker)["NODE_RANK"] == "2"
     assert vertex.cluster_environment({}) == {}
-    assert vertex.cluster_environment({**chief, "MASTER_ADDR": "set"}) == {}  # torchrun or the user set it
+    assert vertex.cluster_environment({**chief, "TORCHELASTIC_RUN_ID": "x"}) == {}  # torchrun's own variables
+    assert vertex.cluster_environment({**worker, "MASTER_ADDR": "a", "MASTER_PORT": "1", "NODE_RANK": "5"}) == {}
+    assert vertex.cluster_environment({**worker, "MASTER_ADDR": "a", "MASTER_PORT": "1", "GROUP_RANK": "5"}) == {}
+    # a container that sets where machine 0 is itself (and RANK, which Lightning does not read): which machine this is
+    assert vertex.cluster_environment({**worker, "MASTER_ADDR": "a", "MASTER_PORT": "1", "RANK": "2"}) == {
+        "NODE_RANK": "2"}
 
 
 @pytest.mark.slow

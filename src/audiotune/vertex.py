@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from audiotune.launch import NODE_VARIABLES
 from audiotune.outputs import write_bytes
 
 METRIC_FILE = "/tmp/hypertune/output.metrics"
@@ -245,10 +246,12 @@ def report_metric(tag: str, value: float, step: int = 0, env: dict[str, str] | N
 
 
 def cluster_environment(env: dict[str, str] | None = None) -> dict[str, str]:
-    """Lightning's multi-node variables from Vertex AI's ``CLUSTER_SPEC`` (empty when it is absent or the
-    variables are set already): the chief (workerpool0) is node 0, worker ``i`` of workerpool1 node ``i + 1``."""
+    """Lightning's multi-node variables from Vertex AI's ``CLUSTER_SPEC`` (empty when it is absent, or under
+    torchrun): the chief (workerpool0) is node 0, worker ``i`` of workerpool1 node ``i + 1``. Those set already
+    are kept: a container that sets ``MASTER_ADDR`` and ``MASTER_PORT`` itself still gets its ``NODE_RANK``."""
     env = dict(os.environ) if env is None else env
-    if "CLUSTER_SPEC" not in env or "MASTER_ADDR" in env:
+    missing = [key for key in NODE_VARIABLES if key not in env and not (key == "NODE_RANK" and "GROUP_RANK" in env)]
+    if "CLUSTER_SPEC" not in env or "TORCHELASTIC_RUN_ID" in env or not missing:
         return {}
     try:
         spec = json.loads(env["CLUSTER_SPEC"])
@@ -258,7 +261,8 @@ def cluster_environment(env: dict[str, str] | None = None) -> dict[str, str]:
         raise VertexError(f"CLUSTER_SPEC: not the layout Vertex AI writes ({err})") from err
     host, _, port = chief.rpartition(":")
     node = 0 if task.get("type") == "workerpool0" else int(task.get("index", 0)) + 1
-    return {"MASTER_ADDR": host, "MASTER_PORT": port or "2222", "NODE_RANK": str(node)}
+    found = dict(zip(NODE_VARIABLES, (host, port or "2222", str(node))))
+    return {key: found[key] for key in missing}
 
 
 def check_command(command: list[str], parse: Any) -> None:
