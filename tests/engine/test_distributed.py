@@ -340,7 +340,7 @@ def test_several_nodes_no_launcher_started_are_refused_before_anything_is_writte
     run = root / "run"
     run.mkdir(parents=True)
     config = RunConfig()
-    config.runtime.num_nodes = 2  # a run trained on 2 machines: evaluate runs on the run's devices and nodes
+    config.runtime.num_nodes = 2  # a run trained on 2 machines: scored on this one unless told (test_shards)
     save_config(config, run / CONFIG_FILE)
     table = ["-i", str(dataset["prefix"]), "-d", str(split / "train.csv")]
     commands = {
@@ -348,7 +348,7 @@ def test_several_nodes_no_launcher_started_are_refused_before_anything_is_writte
         "pretrain": ["pretrain", "--model", "ecapa_tdnn", *table, "-o", str(root / "pretrain"), "--num_nodes", "2"],
         "cv": ["cv", *table, "-l", str(dataset["labels"]), "--group", "subject", "--folds", "2", "-o",
                str(root / "cv"), "--num_nodes", "2"],
-        "evaluate": ["evaluate", "--run", str(run), "-d", str(split / "test.csv")],
+        "evaluate": ["evaluate", "--run", str(run), "-d", str(split / "test.csv"), "--num_nodes", "2"],
         "extract": ["extract", "--run", str(run), "-d", str(split / "test.csv"), "--out", str(root / "e.parquet"),
                     "--num_nodes", "2"],
     }

@@ -20,6 +20,7 @@ from audiotune.engine.shards import (
     heed_others,
     part_schema,
     part_writer,
+    scoring_runtime,
     together,
     write_in_input_order,
 )
@@ -50,6 +51,14 @@ def test_several_devices_nodes_or_launched_processes_ask_for_processes(monkeypat
     runtime.num_nodes = 1
     monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun started 2 processes: they share the rows, whatever --devices
     assert asks_for_processes(runtime)
+
+
+def test_a_run_trained_on_several_machines_is_scored_on_this_one_unless_told() -> None:
+    """The machines are the scoring command's: a run's --num_nodes 2 would wait for a machine nothing starts."""
+    trained = RunConfig()
+    trained.runtime.num_nodes = 2
+    assert scoring_runtime(trained).num_nodes == 1
+    assert scoring_runtime(trained, num_nodes=3).num_nodes == 3
 
 
 SCHEMA = pa.schema([("uid", pa.string()), ("value", pa.float32())])

@@ -123,10 +123,10 @@ def start_processes(runtime: RuntimeConfig) -> Shard:
 def scoring_runtime(config: RunConfig, accelerator: str | None = None, devices: str | None = None,
                     precision: str | None = None, num_nodes: int | None = None) -> RuntimeConfig:
     """What the scoring processes run on (the device options of the command line over ``config``'s, read from the
-    run before any model is built): start them with it, and give it to the config each loads."""
+    run before any model is built): start them with it, and give it to the config each loads. The machines are the
+    command's, never the run's: a run trained on several is scored on one unless ``num_nodes`` says otherwise."""
     override_device(config, accelerator, devices, precision)
-    if num_nodes is not None:
-        config.runtime.num_nodes = num_nodes
+    config.runtime.num_nodes = RuntimeConfig().num_nodes if num_nodes is None else num_nodes
     return config.runtime
 
 

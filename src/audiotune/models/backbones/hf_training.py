@@ -31,7 +31,6 @@ from audiotune.config import (
     option,
     option_default,
 )
-from audiotune.config.options import Needs
 from audiotune.models.backbones import backbone_options, input_spec
 from audiotune.models.backbones.hf_checkpoint import from_config_initialised, report_loading, weights_quietly
 from audiotune.models.backbones.hf_masks import (
