@@ -42,12 +42,7 @@ def test_cloud_needs_its_bucket_and_folder() -> None:
         _cloud_url(args, path_roles(args))
 
 
-@pytest.mark.slow
-def test_a_seed_flag_given_without_the_flag_it_belongs_to_is_said(tmp_path, caplog) -> None:
-    from conftest import make_uid_dataset, small_train_args
-
-    from audiotune.cli import main
-
-    ds = make_uid_dataset(tmp_path)
-    assert main(small_train_args(ds, tmp_path / "run", "--cloud_dir", "runs/r1")) == 0
-    assert "--cloud_dir runs/r1: outputs are uploaded there only with --cloud; nothing is uploaded" in caplog.text
+def test_cloud_dir_without_cloud_is_refused() -> None:
+    args = build_parser().parse_args(["evaluate", "--run", "run", "-d", "test.csv", "--cloud_dir", "runs/r1"])
+    with pytest.raises(ValueError, match=r"--cloud_dir runs/r1: the folder that --cloud uploads .* add --cloud"):
+        _cloud_url(args, path_roles(args))

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +35,6 @@ from audiotune.launch import launched_rank_zero
 from audiotune.outputs import RUN_MARKERS, RunDirError
 from audiotune.storage import Role
 from audiotune.uploads import sync_down, upload
-
-log = logging.getLogger(__name__)
 
 FOLDERS = (Role.OUTPUT_DIR, Role.RUN_OUTPUT, Role.EXPERIMENT, Role.CACHE)  # the other outputs are files
 
@@ -170,9 +167,9 @@ def _cloud_uploads(args: argparse.Namespace, plan: list[tuple[str, Role, str]]) 
 def _cloud_url(args: argparse.Namespace, roles: dict[str, Role]) -> str | None:
     """The seed systems' ``--cloud -b BUCKET --cloud_dir DIR``: the command's outputs are uploaded there too."""
     if not _get(args, "cloud"):
-        if _get(args, "cloud_dir"):  # a seed flag that means something only beside another
-            log.warning("--cloud_dir %s: outputs are uploaded there only with --cloud; nothing is uploaded",
-                        _get(args, "cloud_dir"))
+        if _get(args, "cloud_dir"):  # a seed flag that means something only beside another: refused before any write
+            raise ValueError(f"--cloud_dir {_get(args, 'cloud_dir')}: the folder that --cloud uploads the outputs to; "
+                             "add --cloud (with -b BUCKET), or leave --cloud_dir out")
         return None
     bucket, cloud_dir = _get(args, "bucket_name"), _get(args, "cloud_dir")
     if not bucket:

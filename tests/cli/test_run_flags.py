@@ -7,7 +7,7 @@ import pytest
 
 from audiotune.cli import build_parser, config_from_args
 from audiotune.cli.flags import spellings
-from audiotune.cli.run_flags import SCORING_OPTIONS, scoring_options
+from audiotune.cli.run_flags import SCORING_OPTIONS, scoring_data, scoring_options
 from audiotune.config import SECTIONS
 
 SCORING = {"evaluate": ["evaluate", "--run", "run", "-d", "test.csv"],
@@ -81,3 +81,15 @@ def test_the_accelerators_are_one_list_for_config_files_and_flags() -> None:
 def test_extract_pools_ssast_tokens_besides_the_frame_poolings() -> None:
     args = build_parser().parse_args([*SCORING["extract"], "--pm", "avgtok"])
     assert args.pooling_mode == "avgtok"
+
+
+@pytest.mark.parametrize("command", SCORING)
+def test_a_bucket_beside_a_run_reads_a_relative_prefix_and_is_refused_without_one(command: str) -> None:
+    """-b is where a relative -i is read from (or where --cloud uploads): beside --run alone it did nothing."""
+    read = build_parser().parse_args([*SCORING[command], "-b", "bkt", "-i", "lake"])
+    assert scoring_data(read) == {"prefix": "gs://bkt/lake"}
+    uploads = build_parser().parse_args([*SCORING[command], "-b", "bkt", "--cloud", "--cloud_dir", "out"])
+    assert scoring_data(uploads) == {}
+    for idle in (["-b", "bkt"], ["-b", "bkt", "-i", "gs://other/lake"]):
+        with pytest.raises(ValueError, match=r"-b/--bucket_name bkt: .* give -i PREFIX or --cloud, or leave -b out"):
+            scoring_data(build_parser().parse_args([*SCORING[command], *idle]))

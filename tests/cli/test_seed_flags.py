@@ -406,7 +406,8 @@ def test_evaluate_and_extract_read_a_seed_prefix_from_the_bucket_as_train_does()
     for command in (["evaluate", "--run", "r", "-d", "t.csv"], ["extract", "--run", "r", "-d", "t.csv"]):
         args = outcome([*command, "-b", "bkt", "-i", "speech/lake", "-s", "study1"])[0]
         assert scoring_data(args) == {"prefix": "gs://bkt/speech/lake", "study": "study1"}
-        assert scoring_data(outcome([*command, "-b", "bkt"])[0]) == {}  # the run's own prefix
+        with pytest.raises(ValueError, match="-b/--bucket_name bkt: .*without -i the run's own audio root is read"):
+            scoring_data(outcome([*command, "-b", "bkt"])[0])  # -b alone would do nothing: the run's own prefix
         assert scoring_data(outcome([*command, "-i", "speech/lake"])[0]) == {"prefix": "speech/lake"}
 
 

@@ -98,8 +98,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
             raise ValueError("extract without --run: name the pretrained encoder with -c CHECKPOINT --model NAME")
         # every section's options; a config file's backbone options that act only in training go back to defaults
         encoder = config_from_args(args, takes=tuple(SECTIONS))
+    data = scoring_data(args, bucket_read=encoder is not None)  # an encoder's config reads -b as train's does
     path = extract_embeddings(args.run, args.data_split_root, args.out, args.embedding_type, args.layer,
-                              args.pooling_mode, data=scoring_data(args), encoder=encoder, clip_seconds=crop,
+                              args.pooling_mode, data=data, encoder=encoder, clip_seconds=crop,
                               **scoring_options(args))
     if path is not None:  # None: another process of a multi-process run; rank 0 reports
         print(f"embeddings: {final_path(path)}")

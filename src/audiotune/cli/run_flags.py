@@ -67,10 +67,18 @@ def scoring_options(args: argparse.Namespace) -> dict[str, Any]:
     return {name: vars(args).get(name) for name in (key.partition(".")[2] for key in SCORING_OPTIONS)}
 
 
-def scoring_data(args: argparse.Namespace, options: tuple[str, ...] = SCORING_DATA) -> dict[str, Any]:
+def scoring_data(args: argparse.Namespace, options: tuple[str, ...] = SCORING_DATA,
+                 bucket_read: bool = False) -> dict[str, Any]:
     """``{name: value}`` of the data options (``options``, :data:`SCORING_DATA` unless the command takes more)
-    given to a scoring command; ``-i PREFIX`` with ``-b BUCKET`` is in the bucket, as in ``train``."""
+    given to a scoring command; ``-i PREFIX`` with ``-b BUCKET`` is in the bucket, as in ``train``. ``bucket_read``:
+    the command reads ``-b`` elsewhere too (extract's encoder config); else ``-b`` without ``--cloud`` or a relative
+    ``-i`` would do nothing (the run's own audio root is read) and is refused."""
     data = {key.partition(".")[2]: value for key, value in vars(args).items() if key in options}
+    bucket = vars(args).get("bucket_name")
+    if bucket and not bucket_read and not vars(args).get("cloud") and "://" in str(data.get("prefix", "://")):
+        raise ValueError(f"-b/--bucket_name {bucket}: the bucket that a relative -i/--prefix is read from or that "
+                         "--cloud uploads to, here neither (without -i the run's own audio root is read): give "
+                         "-i PREFIX or --cloud, or leave -b out")
     if "prefix" in data:
         data["prefix"] = in_bucket(args, str(data["prefix"]))
     return data
