@@ -31,3 +31,16 @@ def test_which_labelled_rows_it_scores_is_the_runs_unless_given() -> None:
     assert scoring_data(build_parser().parse_args(["evaluate", "--run", "run", "-d", "test.csv", "--complete_rows"]),
                         DATA) == {"complete_rows": True}
     assert scoring_data(build_parser().parse_args(["evaluate", "--run", "run", "-d", "test.csv"]), DATA) == {}
+
+
+def test_aggregate_asked_of_a_table_without_recordings_is_refused_before_writing(trained_run: dict, tmp_path,
+                                                                                capsys: pytest.CaptureFixture) -> None:
+    from audiotune.cli import main
+
+    out = tmp_path / "eval"
+    test = trained_run["split"] / "test.csv"
+    assert main(["evaluate", "--run", str(trained_run["run"]), "-d", str(test), "-o", str(out),
+                 "--aggregate", "max"]) == 2
+    assert f"--aggregate max: {test}: it has no 'recording' column" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["evaluate", "--run", str(trained_run["run"]), "-d", str(test), "-o", str(out)]) == 0  # default: fine

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from audiotune.config import HeadSpec
 from audiotune.data.errors import DataError
-from audiotune.engine.aggregate import has_windows, recording_scores
+from audiotune.engine.aggregate import check_aggregation, has_windows, recording_scores
 from audiotune.engine.metrics import compute_metrics
 
 NAN = np.nan
@@ -93,3 +94,16 @@ def test_compute_metrics_accepts_the_output() -> None:
         assert metrics["n"] == 4 and names == ["a", "b", "c", "d"]
         assert metrics["heads"]["voice"]["accuracy"] == 1.0 and metrics["auc"]["hoarse"] == 1.0
         assert metrics["heads"]["mood"]["accuracy"] == 1.0
+
+
+def test_aggregation_asked_of_tables_without_windows_is_refused_naming_the_table_and_column() -> None:
+    windows = pd.DataFrame({"recording": ["a", "a", "b"]})
+    own = pd.DataFrame({"recording": ["a", "b", "c"]})
+    for mode in ("mean", "max"):
+        check_aggregation({"test": own, "val": windows}, mode, "split")  # some split has windows
+        with pytest.raises(ValueError, match=rf"--aggregate {mode}: t.csv: it has no 'recording' column; .* leave"):
+            check_aggregation({"data": pd.DataFrame({"uid": ["a"]})}, mode, "t.csv")
+        with pytest.raises(ValueError, match=rf"--aggregate {mode}: t.csv: every row is its own recording"):
+            check_aggregation({"data": own}, mode, "t.csv")
+    for mode in (None, "none"):  # not asked: nothing to refuse
+        check_aggregation({"data": own}, mode, "t.csv")

@@ -22,9 +22,10 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_scoring_flags(parser)
     add_path(parser, *spellings("exp_dir", ("-o",)), role=Role.OUTPUT_DIR, dest="exp_dir",
              help="output folder (default RUN/evaluate)")
-    parser.add_argument("--aggregate", default="mean", choices=AGGREGATE_MODES,
+    parser.add_argument("--aggregate", choices=AGGREGATE_MODES,
                         help="rows that are windows of one recording (a 'recording' column): also score each "
-                             "recording from the mean or max of its windows' scores (default mean)")
+                             "recording from the mean or max of its windows' scores (default mean; none: only "
+                             "the rows)")
     add_run_options(parser, ("train.adapt_bn",))
     add_section_flags(parser, (*ROWS, "runtime.report"))
     # the seeds' eval mode took every training flag (one parser); the run's config.yaml holds them here

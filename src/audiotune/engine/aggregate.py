@@ -58,6 +58,19 @@ def table_recordings(table: pd.DataFrame) -> pd.Series | None:
     return table[RECORDING_COLUMN].astype(str)
 
 
+def check_aggregation(tables: dict[str, pd.DataFrame], mode: str | None, where: str) -> None:
+    """``--aggregate mean|max`` asked for tables none of whose rows are windows of a recording: refused, as it would
+    score no recording (None or none: nothing asked)."""
+    if mode in (None, "none") or any(table_recordings(table) is not None for table in tables.values()):
+        return
+    why = f"every row is its own recording in its '{RECORDING_COLUMN}' column" \
+        if any(RECORDING_COLUMN in table.columns for table in tables.values()) else \
+        f"it has no '{RECORDING_COLUMN}' column"
+    raise ValueError(f"--aggregate {mode}: {where}: {why}; aggregation scores each recording from its windows, "
+                     f"several rows naming it in a '{RECORDING_COLUMN}' column (audiotune segment writes them): "
+                     "leave --aggregate out")
+
+
 def check_recording_targets(tables: dict[str, pd.DataFrame], targets: dict[str, np.ndarray],
                             heads: list[HeadSpec]) -> None:
     """Before any training or scoring: the windows of each recording carry the same targets."""

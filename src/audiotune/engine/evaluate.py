@@ -16,6 +16,8 @@ from audiotune.data.prepare import PreparedData, prepare_eval_data
 from audiotune.engine.adapt import OFF, adaptation_groups, adapted_batchnorm, check_adaptable, check_adaptation
 from audiotune.engine.aggregate import (
     AGGREGATE_MODES,
+    MODES,
+    check_aggregation,
     check_recording_targets,
     recording_scores,
     table_recordings,
@@ -236,7 +238,7 @@ def write_evaluation(config: RunConfig, prepared: PreparedData, scored: Scored, 
 def evaluate_run(run: str, data_split_root: str, exp_dir: str | None = None, on_error: str | None = None,
                  batch_size: int | None = None, num_workers: int | Literal["auto"] | None = None,
                  accelerator: str | None = None, devices: str | None = None, precision: str | None = None,
-                 aggregate: str = "mean", adapt_bn: str | None = None, data: dict[str, Any] | None = None,
+                 aggregate: str | None = None, adapt_bn: str | None = None, data: dict[str, Any] | None = None,
                  num_nodes: int | None = None) -> dict:
     """``audiotune evaluate``: rebuild the model from its run directory and score a CSV or split directory,
     on ``accelerator``/``devices`` in ``precision``, with or without ``--adapt_bn``, uid-layout audio under
@@ -244,8 +246,9 @@ def evaluate_run(run: str, data_split_root: str, exp_dir: str | None = None, on_
 
     Several devices (or ``num_nodes``) run one process per device, each scoring its share of the rows
     (:mod:`audiotune.engine.shards`); rank 0 writes every output, metrics over all rows, and returns them, the
-    others return an empty dict."""
-    if aggregate not in AGGREGATE_MODES:
+    others return an empty dict. ``aggregate``: how windows of one recording are scored together (None: mean, where
+    rows are windows; mean or max asked of tables without windows is an error)."""
+    if aggregate is not None and aggregate not in AGGREGATE_MODES:
         raise ValueError(f"--aggregate {aggregate}: choose one of {AGGREGATE_MODES}")
     quiet_followers()
     # the run's config alone says what the processes run on; each builds the model once they have started
@@ -267,6 +270,8 @@ def evaluate_run(run: str, data_split_root: str, exp_dir: str | None = None, on_
             check_adaptable(model)
         prepared = prepare_eval_data(config, input_spec(config), data_split_root, scan=shared_scan(shard))
         check_recording_targets(prepared.tables, prepared.targets, config.heads)
+        check_aggregation(prepared.tables, aggregate, data_split_root)
+        aggregate = aggregate or MODES[0]
         check_adaptation(config.train.adapt_bn, prepared.tables)
         section = prepared.name_one_table(data_split_root)
         splits = list(prepared.tables)
