@@ -19,6 +19,7 @@ from conftest import backbone_option_cases, non_default_value
 from audiotune.cli import COMMANDS, build_parser, main
 from audiotune.cli.flags import CONFIG_STAGES, config_from_args, others_at_defaults
 from audiotune.cli.seed_flags import Refused
+from audiotune.cli.stats import STATS_OPTIONS
 from audiotune.config import ENCODING, EVERYWHERE, SECTIONS, RunConfig, Stage, acts_of, default_of, describe_acts
 from audiotune.models.backbones import refuse_inactive, resolve_config
 
@@ -273,3 +274,18 @@ def test_a_pretraining_crop_is_refused_by_train_naming_where_it_acts(capsys: pyt
     with pytest.raises(SystemExit):
         main(["train", "-d", "split", "-l", "labels.txt", "-o", "run", "--max_seconds", "2"])
     assert capsys.readouterr().err.rstrip().endswith("error: --max_seconds: acts only in audiotune pretrain")
+
+
+def test_a_seed_switchs_own_sizes_are_not_named_as_a_config_files(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    """stats --fbank True: the switch's frames (--target_length 400) are not stats's; they are no --config file's
+    either, so nothing is said of them. A config file's --target_length is named."""
+    args = build_parser().parse_args(["stats", "-d", "t.csv", "--fbank", "True"])
+    config = config_from_args(args, takes=STATS_OPTIONS)
+    assert config.features.target_length == 0 and "left at their defaults" not in capsys.readouterr().err
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"features": {"target_length": 300}}))
+    config_from_args(build_parser().parse_args(["stats", "-d", "t.csv", "--fbank", "True", "--config", str(path)]),
+                     takes=STATS_OPTIONS)
+    assert f"--config {path}: options stats does not take are left at their defaults (not --target_length 300)" \
+        in capsys.readouterr().err

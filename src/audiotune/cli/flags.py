@@ -7,6 +7,7 @@ anywhere else. Config options become flags from their dataclass field metadata (
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import functools
 import typing
@@ -383,13 +384,16 @@ def config_from_args(args: argparse.Namespace, read_inputs: bool = True,
         config_file = resolve_recipe(str(config_file))
         config = config_from_dict(read_config_file(config_file), source=str(config_file), base=config)
         config.version = CONFIG_VERSION  # a recipe's options are the user's (the backbone derives its input anew)
+    from_file = copy.deepcopy(config) if config_file and takes is not None else None
     config = apply_flags(config, args)
     refuse_other_backbones(args, config)
     if vars(args).get("command") != "cv":
         refuse_fold_placeholders(config)
     if takes is not None:
+        others_at_defaults(config, args, takes)
+        # named: the file's own values only (a seed switch's, such as --fbank's frames, is not the file's)
         say_left_at_defaults(vars(args).get("command", ""), vars(args).get("config"),
-                             others_at_defaults(config, args, takes))
+                             others_at_defaults(from_file, args, takes) if from_file else [])
     if read_inputs:
         _local_inputs(config, vars(args).get(CONFIG_SECTIONS, tuple(SECTIONS)),
                       vars(args).get(CONFIG_STAGES, EVERYWHERE))
