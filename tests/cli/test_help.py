@@ -81,3 +81,15 @@ def test_verbose_after_a_subcommand(argv: list[str], capsys, monkeypatch) -> Non
     assert build_parser().parse_args(argv).verbose is True
     subcommand = [word for word in argv if not word.startswith("-")][:2]
     assert "--help-all" in help_text(capsys, monkeypatch, *subcommand, "--help")
+
+
+def test_help_all_lists_only_what_the_command_takes(capsys, monkeypatch) -> None:
+    """cv draws each fold's validation by --val_group: its --val_share is refused, so not listed; evaluate scores
+    with the run's own config, so no --config."""
+    cv = help_text(capsys, monkeypatch, "cv", "--help-all")
+    assert "--val_group" in cv and "--val_share" not in cv
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["cv", "-d", "t.csv", "--val_share", "0.2"])
+    assert "--val_share: cv folds take their validation from --val_group" in capsys.readouterr().err
+    evaluate = help_text(capsys, monkeypatch, "evaluate", "--help-all")
+    assert "--aggregate" in evaluate and "--config" not in evaluate

@@ -389,7 +389,10 @@ def test_every_folds_labels_are_checked_before_the_first_run_trains(tmp_path: Pa
 
 
 def test_cv_refuses_a_validation_share_its_folds_would_not_use(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The flag is refused as it is parsed (tests/cli/test_help.py); a --config file's value before anything runs."""
     table = small_table(tmp_path)
-    assert run_cv(tmp_path, table, tmp_path / "cv", "--val_share", "0.2") == 2
-    assert "--val_share: cv folds take their validation from --val_group" in capsys.readouterr().err
+    config = tmp_path / "share.yaml"
+    config.write_text("train:\n  val_share: 0.2\n")
+    assert run_cv(tmp_path, table, tmp_path / "cv", "--config", str(config)) == 2
+    assert "--val_share 0.2: cv folds take their validation from --val_group" in capsys.readouterr().err
     assert not (tmp_path / "cv").exists()

@@ -7,16 +7,19 @@ import copy
 from audiotune import storage
 from audiotune.cli.command import Command
 from audiotune.cli.flags import add_audio_dir, add_config_flags, add_grouping_flags, config_from_args, declare_role
+from audiotune.cli.seed_flags import refuse_declared
 from audiotune.cli.show import quiet_lightning
 from audiotune.cli.values import options_of
 from audiotune.data.folds import FOLD_PLACEHOLDER, VAL_GROUPS, FoldOptions
 from audiotune.storage import Role
 
 DEFAULTS = FoldOptions()  # the defaults the flags show
+VAL_SHARE = "cv folds take their validation from --val_group (next, draw: --val_size groups, none); leave it out"
 
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_config_flags(parser, model=model)
+    refuse_declared(parser, "train.val_share", VAL_SHARE)
     declare_role(parser, "exp_dir", Role.EXPERIMENT)  # the command resumes it: a remote one is downloaded first
     folds = parser.add_argument_group("folds")
     add_grouping_flags(folds, "table: column whose values are left out one at a time (or kept together in --folds)",
@@ -43,9 +46,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
     quiet_lightning(args.verbose)
     config = config_from_args(args)
-    if config.train.val_share:
-        raise ValueError("--val_share: cv folds take their validation from --val_group (next, draw: --val_size "
-                         "groups, none)")
+    if config.train.val_share:  # from a --config file (the flag is refused as it is parsed)
+        raise ValueError(f"--val_share {config.train.val_share}: {VAL_SHARE}")
     if not fold_paths(config):  # an encoder per fold is checked per fold, once the folds are known
         refuse_inactive(resolve_config(copy.deepcopy(config)))  # as each run would, before the folds are written
     options = options_of(FoldOptions, args)

@@ -97,6 +97,19 @@ class Refused(argparse.Action):
         parser.error(f"{option_string}: {self.replacement}")
 
 
+def refuse_declared(parser: argparse.ArgumentParser, dest: str, why: str) -> None:
+    """The flag of ``dest`` that a shared declaration gave ``parser`` but the command refuses: out of its help,
+    each spelling refused with ``why``."""
+    action = next(action for action in parser._actions if action.dest == dest)
+    for group in parser._action_groups:
+        if action in group._group_actions:
+            group._group_actions.remove(action)
+    parser._remove_action(action)
+    for flag in action.option_strings:
+        del parser._option_string_actions[flag]
+        parser.add_argument(flag, action=Refused, replacement=why)
+
+
 def _refusing_values(convert: Any, refused: dict[str, str]) -> Any:
     """``convert`` (an argparse type) that refuses the retired values of ``refused`` with their message."""
     def same(text: str, value: str) -> bool:
