@@ -26,6 +26,7 @@ CASES = {
     "--warmup_steps": (["3"], ["--scheduler", "linear"]),
     "--weight_decay": (["0.5"], ["--optim", "adamw"]),
     "--num_mel_bins": (["32"], ["--features", "fbank"]),
+    "--dataset_mean": (["-5"], ["--dataset_std", "4"]),
     "--allow_changes": (["true"], ["--resume"]),
     "--layer": (["0"], ["--weighted", "false"]),
 }

@@ -12,7 +12,7 @@ from conftest import tone
 from audiotune.data.audio import AudioError
 from audiotune.data.dataset import FeatureExtractor
 from audiotune.data.features import draw_masks, kaldi_fbank, mfcc, normalize
-from audiotune.data.frontend import FrontEnd, waveform_batch
+from audiotune.data.frontend import FrontEnd, check_feature_config, waveform_batch
 from audiotune.data.input_spec import InputSpec
 
 
@@ -155,7 +155,7 @@ def test_clips_too_short_for_one_frame_are_errors_naming_the_file() -> None:
         FeatureExtractor(CONFIGS["mfcc"])(np.ones(200, dtype=np.float32), 16000, "short.wav")
     with pytest.raises(ValueError, match=r"n_mfcc \(80\) cannot exceed n_mels \(40\)"):
         FeatureExtractor(InputSpec(features="mfcc", n_mels=40))
-    with pytest.raises(ValueError, match="dataset std is 0"):
+    with pytest.raises(ValueError, match="--dataset_mean -4.0: acts only with --dataset_std"):
         FrontEnd(InputSpec(features="fbank", num_mel_bins=8, dataset_mean=-4.0), 16000)
 
 
@@ -220,3 +220,10 @@ def test_the_time_mask_is_drawn_over_the_target_length_frames() -> None:
     _, (start, end) = draw_masks(16, plain.shape[0], 0, 60, seeded(0))
     zero_frames = (FrontEnd(own, 16000).clip(clip, 1.0, seeded(0)) == 0).all(dim=1).nonzero().flatten()
     assert torch.equal(zero_frames, torch.arange(start, end))
+
+
+def test_a_dataset_mean_without_its_std_names_both_flags() -> None:
+    """--dataset_mean alone (a command that reads the features without the train checks: probe, extract -c)."""
+    with pytest.raises(ValueError, match=r"^--dataset_mean -4.0: acts only with --dataset_std: the two go together"):
+        check_feature_config(InputSpec(features="fbank", num_mel_bins=40, dataset_mean=-4.0))
+    check_feature_config(InputSpec(features="fbank", num_mel_bins=40, dataset_mean=-4.0, dataset_std=2.0))

@@ -129,7 +129,10 @@ class FeatureConfig:
                                 "frames (SSAST): refused by ECAPA-TDNN, whose padding is masked, and AST, which pads "
                                 "with its feature extractor's frame", choices=PADS)
     dataset_mean: float | None = option(None, "feature mean for (x - mean) / (2 std); see `audiotune stats`",
-                                        valid=(-INF, INF, False, False))
+                                        valid=(-INF, INF, False, False),
+                                        needs=Needs("dataset_std", lambda std: std is not None,
+                                                    "--dataset_std: the two go together (`audiotune stats` "
+                                                    "measures both)"))
     dataset_std: float | None = option(None, "feature std for (x - mean) / (2 std); 0 is an error",
                                        valid=(0, INF, False, False))
     freqm: int | None = option(None, "SpecAugment: max frequency mask width (train only; default 8 for an ECAPA-TDNN "

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from audiotune.config.sections import ZERO_PAD
+from audiotune.config.options import idle_options
+from audiotune.config.sections import ZERO_PAD, FeatureConfig
 from audiotune.data.audio import AudioError
 from audiotune.data.features import (
     FBANK,
@@ -58,6 +59,8 @@ def check_feature_config(config: InputSpec) -> None:
         raise ValueError("--num_mel_bins is not set (the backbone's input spec sets its default)")
     if config.features == "mfcc" and config.n_mfcc > config.n_mels:
         raise ValueError(f"n_mfcc ({config.n_mfcc}) cannot exceed n_mels ({config.n_mels})")
+    if config.dataset_mean is not None and config.dataset_std is None:  # as its option declares
+        raise ValueError(idle_options(FeatureConfig(dataset_mean=config.dataset_mean), lambda switch: None)[0])
     if config.dataset_std is not None or config.dataset_mean is not None:
         # a bad statistic fails here, not in a data worker halfway through an epoch
         normalize(torch.zeros(1), config.dataset_mean or 0.0, config.dataset_std or 0.0)
