@@ -15,3 +15,23 @@ def test_a_layer_is_refused_for_embeddings_that_read_the_runs_own(tmp_path: Path
     with pytest.raises(ValueError, match=f"--layer 0: chooses the hidden state of pt embeddings; {kind} embeddings"):
         extract_embeddings(str(tmp_path / "run"), "table.csv", str(out), kind, layer=0)
     assert not out.exists()
+
+
+def test_a_missing_audio_file_is_named_before_the_model_loads(trained_run: dict, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The table and its audio are checked first: a large encoder is not loaded to then fail on a missing file."""
+    import pandas as pd
+
+    import audiotune.engine.extract as extract
+
+    table = pd.read_csv(trained_run["split"] / "test.csv")
+    table.loc[0, "uid"] = "nowhere"
+    missing = tmp_path / "missing.csv"
+    table.to_csv(missing, index=False)
+    loaded = []
+    monkeypatch.setattr(extract, "load_embedder", lambda *args, **kwargs: loaded.append(args))
+    out = tmp_path / "emb.parquet"
+    with pytest.raises(extract.DataError, match="nowhere/metadata.json: metadata.json not found"):
+        extract_embeddings(str(trained_run["run"]), str(missing), str(out), "ft",
+                           data={"prefix": str(trained_run["prefix"])})
+    assert loaded == [] and not out.exists()

@@ -34,7 +34,7 @@ from audiotune.engine.shards import (
 from audiotune.models.backbones import input_spec
 from audiotune.models.checkpoint import run_config
 from audiotune.models.classifier import EMBEDDING_TYPES, Classifier
-from audiotune.models.encoder import load_embedder
+from audiotune.models.encoder import embedder_config, load_embedder
 from audiotune.outputs import ONE_TABLE, check_output_path, skip_list, write_skip_list
 
 log = logging.getLogger(__name__)
@@ -75,12 +75,9 @@ def extract_embeddings(run: str | None, data_split_root: str, out: str, embeddin
                               precision, num_nodes)
     shard = start_processes(runtime)
     with together(shard):
-        config, model = load_embedder(run, encoder, embedding_type, pooling)
+        # the table and its audio are checked before the model loads (slow for a large encoder)
+        config = embedder_config(run, encoder)
         config.runtime = runtime
-        num_states = model.backbone.num_hidden_states
-        if layer is not None and not -num_states <= layer < num_states:
-            raise ValueError(f"--layer {layer}: the run's backbone has hidden states 0..{num_states - 1} (-1: the "
-                             "last)")
         override_scoring(config, data, batch_size, num_workers, on_error)
         if clip_seconds is not None:
             config.audio.eval_clip_length = clip_seconds
@@ -89,6 +86,11 @@ def extract_embeddings(run: str | None, data_split_root: str, out: str, embeddin
         prepared = prepare_eval_data(config, inputs, data_split_root, targets_needed=False, scan=shared_scan(shard),
                                      listed_in=skip_list(out_path).name)
         prepared.name_one_table(data_split_root)  # its split column says test for test.csv, as evaluate's
+        _, model = load_embedder(run, encoder, embedding_type, pooling)  # its config: the one read above
+        num_states = model.backbone.num_hidden_states
+        if layer is not None and not -num_states <= layer < num_states:
+            raise ValueError(f"--layer {layer}: the run's backbone has hidden states 0..{num_states - 1} (-1: the "
+                             "last)")
         padding = model.backbone.padding
 
         def embed(classifier: Classifier, batch: dict) -> torch.Tensor:

@@ -82,12 +82,20 @@ def run_config(path: str | Path) -> RunConfig:
     return load_config(resolve_run_dir(path) / CONFIG_FILE)
 
 
+def rebuild_config(path: str | Path) -> RunConfig:
+    """The config that rebuilds the model of run directory ``path``, read without building it: its ``config.yaml``
+    with the architecture it exported (:data:`ENCODER_DIR`) as the checkpoint."""
+    run_dir = resolve_run_dir(path)
+    config = run_config(run_dir)
+    if (run_dir / ENCODER_DIR).is_dir():  # rebuild offline: the weights come from the run's own files anyway
+        config.model.checkpoint = str(run_dir / ENCODER_DIR)
+    return config
+
+
 def load_run(path: str | Path) -> tuple[RunConfig, Classifier]:
     """Rebuild a trained classifier from ``config.yaml`` and ``model.safetensors`` (strict)."""
     run_dir = resolve_run_dir(path)
-    config = run_config(run_dir)
-    if (run_dir / ENCODER_DIR).is_dir():  # rebuild offline: the weights come from model.safetensors anyway
-        config.model.checkpoint = str(run_dir / ENCODER_DIR)
+    config = rebuild_config(run_dir)
     weights = run_dir / MODEL_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: no trained weights in this run directory")

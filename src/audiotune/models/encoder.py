@@ -9,6 +9,7 @@ its start).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from pathlib import Path
@@ -18,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from audiotune import storage
-from audiotune.config import ClassifierConfig, RunConfig, load_config
+from audiotune.config import ClassifierConfig, RunConfig
 from audiotune.config.files import parse_config_file
 from audiotune.models.backbones import (
     Backbone,
@@ -27,9 +28,9 @@ from audiotune.models.backbones import (
     ignored_options,
     resolve_config,
 )
-from audiotune.models.checkpoint import load_run, resolve_run_dir
+from audiotune.models.checkpoint import load_run, rebuild_config, resolve_run_dir
 from audiotune.models.classifier import masked_pool
-from audiotune.outputs import CONFIG_FILE, ENCODER_DIR, METRICS_FILE
+from audiotune.outputs import CONFIG_FILE, METRICS_FILE
 
 # the frame poolings of the classifier section; a backbone may add token pools (SupportsTokenPooling)
 FRAME_POOLS: tuple[str, ...] = next(spec.metadata["choices"] for spec in dataclasses.fields(ClassifierConfig)
@@ -124,24 +125,42 @@ def _pretrained_weights(run_dir: Path) -> Path:
 def load_encoder_run(run: str | Path, layer: int = -1, pooling: str | None = None) -> tuple[RunConfig, EncoderEmbedder]:
     """The encoder of a pretrain run (its config and the weights it wrote), without heads."""
     run_dir = resolve_run_dir(run)
-    config = load_config(run_dir / CONFIG_FILE)
+    config = rebuild_config(run_dir)
     weights = _pretrained_weights(run_dir)
-    if (run_dir / ENCODER_DIR).is_dir():  # an exported architecture: rebuild offline
-        config.model.checkpoint = str(run_dir / ENCODER_DIR)
     backbone = build_backbone(config, pretrained=False)
     backbone.load_pretrained(weights)
     return config, EncoderEmbedder(backbone, layer, pooling or config.classifier.pooling_mode)
 
 
-def load_encoder(config: RunConfig, pooling: str | None = None) -> tuple[RunConfig, EncoderEmbedder]:
-    """A pretrained encoder as ``config`` describes it (``-c CHECKPOINT --model NAME`` and its options)."""
+def _named_encoder(config: RunConfig | None) -> RunConfig:
+    """``config`` of a pretrained encoder (``-c CHECKPOINT --model NAME``), or an error saying how to name one."""
+    if config is None:
+        raise ValueError("extract: give --run RUN, or -c CHECKPOINT --model NAME for a pretrained encoder")
     if not config.model.checkpoint:
         raise ValueError("extract without --run: name the pretrained encoder with -c CHECKPOINT (a Hugging Face "
                          "folder or hub id, an SSAST .pth, ...) and --model NAME")
+    return config
+
+
+def _resolved_encoder(config: RunConfig) -> RunConfig:
+    """``config`` of a pretrained encoder resolved, or an error naming its options that would change nothing."""
     resolve_config(config)
     problems = ignored_options(config)
     if problems:
         raise ValueError(" / ".join(problems))
+    return config
+
+
+def embedder_config(run: str | None, encoder: RunConfig | None = None) -> RunConfig:
+    """The config :func:`load_embedder` returns, read without building a model (the inputs are checked first)."""
+    if run is not None:
+        return rebuild_config(run)
+    return _resolved_encoder(copy.deepcopy(_named_encoder(encoder)))
+
+
+def load_encoder(config: RunConfig, pooling: str | None = None) -> tuple[RunConfig, EncoderEmbedder]:
+    """A pretrained encoder as ``config`` describes it (``-c CHECKPOINT --model NAME`` and its options)."""
+    _resolved_encoder(_named_encoder(config))
     backbone = build_backbone(config, pretrained=True)
     return config, EncoderEmbedder(backbone, config.classifier.layer, pooling or config.classifier.pooling_mode)
 
@@ -151,9 +170,7 @@ def load_embedder(run: str | None, encoder: RunConfig | None = None, kind: str =
     """What ``extract`` embeds with: a trained run's classifier; its backbone alone for a token pool; the
     encoder of a pretrain run; or, without a run, the pretrained encoder ``encoder`` describes."""
     if run is None:
-        if encoder is None:
-            raise ValueError("extract: give --run RUN, or -c CHECKPOINT --model NAME for a pretrained encoder")
-        config, embedder = load_encoder(encoder, pooling)
+        config, embedder = load_encoder(_named_encoder(encoder), pooling)
     elif is_encoder_run(run):
         config, embedder = load_encoder_run(run, pooling=pooling)
     else:
