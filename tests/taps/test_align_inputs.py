@@ -81,6 +81,26 @@ def test_taps_align_refuses_to_write_over_one_of_its_inputs(tmp_path: Path, caps
     assert not list(tmp_path.glob("*.report.json"))
 
 
+@pytest.mark.parametrize(("suffix", "what"), [(".unmatched.csv", "its unmatched taps and touches"),
+                                              (".report.json", "its summary"),
+                                              (".skipped.csv", "its list of segments skipped"),
+                                              (".report.html", "its report page")])
+def test_taps_align_refuses_to_write_beside_out_over_one_of_its_inputs(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                       suffix: str, what: str) -> None:
+    """OUT.unmatched.csv, OUT.report.json, OUT.skipped.csv and the report page are written as --out is."""
+    argv, _ = session(tmp_path)
+    log = tmp_path / f"seg{suffix}"
+    (tmp_path / "log.csv").rename(log)
+    argv[argv.index("--touch_log") + 1] = str(log)
+    before = log.read_text()
+    assert main(argv) == 2
+    assert f"--out {tmp_path / 'seg.csv'}: writes {what} to {log}, which is a touch log {log}; give another --out" \
+        in capsys.readouterr().err
+    assert log.read_text() == before and not (tmp_path / "seg.csv").exists()
+    if suffix == ".report.html":  # without the page nothing is written there
+        assert main([*argv, "--report", "false"]) == 0 and log.read_text() == before
+
+
 @pytest.mark.parametrize("stamp", ["2023-03-15 14:62:34.5", "garbage 14:02:34.5"])
 def test_a_bad_first_touch_log_line_is_named_not_taken_for_a_header(tmp_path: Path, stamp: str) -> None:
     log = tmp_path / "log.csv"

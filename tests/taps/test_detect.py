@@ -247,6 +247,12 @@ def test_out_is_a_csv_and_none_of_the_recordings(tmp_path: Path, capsys: pytest.
     sf.write(odd, sf.read(path)[0], RATE, format="WAV", subtype="FLOAT")
     status, err = detect_cli(tmp_path, capsys, odd, "--out", "./odd.csv")
     assert status == 2 and "--out ./odd.csv: is one of the recordings" in err and sf.info(odd).frames > 0
+    # nor is a file written beside --out: its report page
+    page = tmp_path / "taps.report.html"
+    sf.write(page, sf.read(path)[0], RATE, format="WAV", subtype="FLOAT")
+    status, err = detect_cli(tmp_path, capsys, page, "--out", "taps.csv")
+    assert status == 2 and f"--out taps.csv: writes its report page to {page}, which is one of the recordings" in err
+    assert sf.info(page).frames > 0 and not (tmp_path / "taps.csv").exists()
 
 
 def test_a_bad_plot_folder_fails_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -12,7 +12,7 @@ from audiotune.cli.values import options_of
 from audiotune.data.errors import DataError
 from audiotune.outputs import OutputError, check_output_path, write_csv
 from audiotune.storage import Role
-from audiotune.taps import TAP_WINDOW
+from audiotune.taps import DETECT_WRITES, TAP_WINDOW, check_written, file_key
 from audiotune.taps.align import AlignOptions
 from audiotune.taps.align_inputs import SEED_PATTERN
 from audiotune.taps.detect import DetectOptions
@@ -149,16 +149,11 @@ def check_plot(plot: str | None) -> None:
         raise DataError(f"--plot {plot}: cannot be the folder for the plots ({reason})") from None
 
 
-def check_out(out: str, recordings: list[str]) -> None:
-    """detect's ``--out``: a CSV file, and none of the recordings."""
-    from audiotune.storage import final_path
-    from audiotune.taps.detect import same_file
-
+def check_out(out: str, recordings: list[str], report: bool) -> None:
+    """detect's ``--out``: a CSV file; neither it nor a file written beside it is one of the recordings."""
     if Path(out).suffix.lower() != ".csv":
         raise DataError(f"--out {out}: the taps table is a CSV file; give a path ending in .csv")
-    written = same_file(final_path(out))
-    if any(same_file(path) == written for path in recordings):
-        raise DataError(f"--out {out}: is one of the recordings; give another path")
+    check_written(out, DETECT_WRITES, {file_key(path): "one of the recordings" for path in recordings}, report)
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -172,12 +167,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     options = options_of(DetectOptions, args,
                          channel_select=tuple(args.channel_select) if args.channel_select else None)
     options.validate()
-    check_out(args.out, args.recordings)
+    report = vars(args).get("runtime.report", True)
+    check_out(args.out, args.recordings, report)
     out = check_output_path(args.out)
     check_plot(args.plot)
     check_recordings(args.recordings)
     window = TAP_WINDOW
-    report = vars(args).get("runtime.report", True)
     detections = []
     for path in args.recordings:
         found = detect(path, options, window, overview_bins=4000 if args.plot or report else 0)
@@ -212,7 +207,7 @@ def run_align(args: argparse.Namespace) -> None:
     if min(args.before, args.after) < 0 or args.before + args.after <= 0:
         raise DataError(f"--before {args.before} / --after {args.after}: seconds >= 0, together more than 0")
     result = align_csv(args.taps, args.touch_log, args.keys, args.out, options, (args.before, args.after),
-                       args.time_pattern, args.start_column)
+                       args.time_pattern, args.start_column, report=vars(args).get("runtime.report", True))
     report = result.alignment.report()
     for row in report["recordings"]:
         error = f", median error {row['median_error'] * 1000:+.1f} ms" if row["median_error"] is not None else ""

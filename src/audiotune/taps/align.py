@@ -25,6 +25,7 @@ import pandas as pd
 
 from audiotune import storage
 from audiotune.data.errors import DataError, refuse
+from audiotune.taps import ALIGN_WRITES, check_written, file_key
 from audiotune.taps.align_inputs import (
     SEED_PATTERN,
     key_labels,
@@ -272,12 +273,13 @@ class AlignResult:
 
 def align_csv(taps_csv: str | Path, touch_logs: list[str], keys_csv: str | Path, out: str | Path,
               options: AlignOptions, window: tuple[float, float], time_pattern: str = SEED_PATTERN,
-              start_column: str | None = None) -> AlignResult:
+              start_column: str | None = None, report: bool = True) -> AlignResult:
     """``audiotune taps align``: pair the taps of ``taps_csv`` with the touch logs and write the segment table
     ``out`` (``uid, path, offset, duration, time, label, x, y, ...``; ``window`` = seconds before / after each
     tap), ``OUT.unmatched.csv`` (taps and touches without a partner, off-key matches left out, touches in no
     recording) and ``OUT.report.json``. Segments that would leave their file are listed in
-    ``OUT.skipped.csv``. Everything is read and checked before anything is written."""
+    ``OUT.skipped.csv``; with ``report``, the caller writes ``OUT.report.html`` (none of these may be an input).
+    Everything is read and checked before anything is written."""
     from audiotune.data.segments import _Lengths, event_segments, source_path
     from audiotune.outputs import (
         ALIGN_SUMMARY_SUFFIX,
@@ -291,12 +293,11 @@ def align_csv(taps_csv: str | Path, touch_logs: list[str], keys_csv: str | Path,
 
     options.validate()
     source, out = source_path(taps_csv), Path(out).resolve()
-    inputs = {source_path(path): what for what, paths in (("the key table", [keys_csv]), ("a touch log", touch_logs),
-                                                           ("the taps table", [taps_csv])) for path in paths}
-    overwritten = inputs.get(storage.final_path(out))
-    if out.suffix.lower() != ".csv" or overwritten:
-        raise DataError(f"{out}: --out must be a new .csv file" + (f", not {overwritten} {storage.final_path(out)}"
-                                                                    if overwritten else ""))
+    if out.suffix.lower() != ".csv":
+        raise DataError(f"{out}: --out must be a new .csv file")
+    inputs = {file_key(path): what for what, paths in (("the key table", [keys_csv]), ("a touch log", touch_logs),
+                                                        ("the taps table", [taps_csv])) for path in paths}
+    check_written(out, ALIGN_WRITES, inputs, report)
     check_output_path(out)
     if time_pattern != SEED_PATTERN:
         pattern_regex(time_pattern)  # an unsupported directive is an error before any file is read
@@ -323,11 +324,11 @@ def align_csv(taps_csv: str | Path, touch_logs: list[str], keys_csv: str | Path,
     if len(skipped):  # its lines count the rows of events (line 2: the first); those of the taps table instead
         skipped["line"] = events.index.to_numpy()[skipped["line"].to_numpy(int) - 2] + 2
     leftover_path, report_path = sidecar(out, UNMATCHED_SUFFIX), sidecar(out, ALIGN_SUMMARY_SUFFIX)
-    report = alignment.report() | {"segments": len(segments), "skipped_near_edge": len(skipped),
-                                   "selectivity": options.selectivity,
-                                   "window_seconds": {"before": window[0], "after": window[1]}}
+    summary = alignment.report() | {"segments": len(segments), "skipped_near_edge": len(skipped),
+                                    "selectivity": options.selectivity,
+                                    "window_seconds": {"before": window[0], "after": window[1]}}
     write_csv(alignment.leftover, leftover_path, index=False)
-    write_json(report_path, report)
+    write_json(report_path, summary)
     write_csv(segments, out, index=False)
     return AlignResult(out, segments, alignment, leftover_path, report_path, skipped,
                        write_skip_list(skipped, out))

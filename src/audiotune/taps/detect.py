@@ -34,7 +34,7 @@ from audiotune import storage
 from audiotune.data.audio import LOUDEST, AudioError, check_samples, open_audio, read_frames
 from audiotune.data.errors import DataError, refuse
 from audiotune.progress import track
-from audiotune.taps import TAP_WINDOW
+from audiotune.taps import TAP_WINDOW, file_key
 
 # |trace| histogram for the noise floor: log-spaced bins, 1 % wide, from 1e-9 to 1e3 (float audio and int PCM
 # read as float both fall inside)
@@ -281,18 +281,13 @@ def _detect(path: str | Path, trace: _Trace, window: tuple[float, float], overvi
                      energies.reshape(len(pos), trace.channels), trace.frames / trace.rate, bins)
 
 
-def same_file(path: str | Path) -> str:
-    """What names the file at ``path``: a URL as it is, a local path resolved (``./a.wav`` and ``a.wav`` are one)."""
-    return str(path) if storage.is_remote(path) else str(Path(path).resolve())
-
-
 def check_recordings(paths: list[str]) -> None:
     """Every recording given once, readable as audio (local, or remote: only its header is read) and of one
     channel count, or one error naming each bad file."""
     first: dict[str, str] = {}
     again = []
     for path in map(str, paths):
-        key = same_file(path)
+        key = file_key(path)
         if key in first:
             again.append(f"{path}: given twice" if path == first[key] else f"{path}: the file {first[key]} again")
         first.setdefault(key, path)
