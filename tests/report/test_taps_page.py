@@ -26,3 +26,13 @@ def test_every_timeline_is_inline_with_its_caption() -> None:
 def test_nothing_to_draw_is_said() -> None:
     page = render_taps(TapsReport("taps detected: t.csv", "/t.csv", [["taps detected", 0]], ["recording"], []))
     assert "no recording to draw" in page and "no recording</p>" in page and "<img" not in page
+
+
+def test_recordings_that_share_a_file_name_are_labelled_by_the_shortest_path_that_tells_them_apart() -> None:
+    from audiotune.report.taps_page import distinct_names
+
+    assert distinct_names(["a/r.wav", "b/r.wav", "c/s.wav"]) == {"a/r.wav": "a/r.wav", "b/r.wav": "b/r.wav",
+                                                                  "c/s.wav": "s.wav"}
+    assert distinct_names(["/d/x/a/r.wav", "/d/y/a/r.wav"]) == {"/d/x/a/r.wav": "x/a/r.wav",
+                                                                "/d/y/a/r.wav": "y/a/r.wav"}
+    assert distinct_names(["r.wav", "a/r.wav"]) == {"r.wav": "r.wav", "a/r.wav": "a/r.wav"}  # one ends the other

@@ -340,3 +340,12 @@ def test_align_help_names_its_defaults_and_sample_names_its_replacement(capsys: 
     err = capsys.readouterr().err
     assert "--sample: tap2key's WAV file per tap" in err and "audiotune train" in err
     assert "use `audiotune taps align`" not in err
+
+
+def test_the_report_page_tells_recordings_of_one_file_name_apart(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        tap_recording(tmp_path / folder / "r.wav", [0.5, 1.5])
+    status, _ = detect_cli(tmp_path, capsys, "a/r.wav", "b/r.wav", "--out", "taps.csv")
+    page = (tmp_path / "taps.report.html").read_text()
+    assert status == 0 and "<figcaption>a/r.wav: 2 taps" in page and "<figcaption>b/r.wav: 2 taps" in page

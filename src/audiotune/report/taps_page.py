@@ -3,6 +3,7 @@ latency found), a table per recording, and each recording's timeline as drawn fo
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from html import escape
@@ -23,6 +24,20 @@ class TapsReport:
     recordings: list[list[Any]]
     timelines: list[tuple[str, bytes]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+
+def distinct_names(paths: Sequence[str]) -> dict[str, str]:
+    """Each recording's label on the page: its file name, or where recordings share it, the fewest last parts of its
+    path that tell it from the others (``a/r.wav``, ``b/r.wav``); the path as given where none does."""
+    parts = {path: [part for part in re.split(r"[/\\]", path) if part] for path in dict.fromkeys(map(str, paths))}
+    names = {}
+    for path, own in parts.items():
+        names[path] = path
+        for count in range(1, len(own) + 1):
+            if not any(other[-count:] == own[-count:] for known, other in parts.items() if known != path):
+                names[path] = "/".join(own[-count:])
+                break
+    return names
 
 
 def _timelines(timelines: Sequence[tuple[str, bytes]]) -> str:
