@@ -34,7 +34,7 @@ from audiotune.engine.shards import (
 from audiotune.models.backbones import input_spec
 from audiotune.models.checkpoint import run_config
 from audiotune.models.classifier import EMBEDDING_TYPES, Classifier
-from audiotune.models.encoder import embedder_config, load_embedder
+from audiotune.models.encoder import check_embedding, embedder_config, load_embedder
 from audiotune.outputs import ONE_TABLE, check_output_path, skip_list, write_skip_list
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,7 @@ def extract_embeddings(run: str | None, data_split_root: str, out: str, embeddin
         if clip_seconds is not None:
             config.audio.eval_clip_length = clip_seconds
         check_config(config)
+        check_embedding(config, run, embedding_type, pooling)
         inputs = input_spec(config)
         prepared = prepare_eval_data(config, inputs, data_split_root, targets_needed=False, scan=shared_scan(shard),
                                      listed_in=skip_list(out_path).name)

@@ -24,6 +24,7 @@ from audiotune.config.files import parse_config_file
 from audiotune.models.backbones import (
     Backbone,
     SupportsTokenPooling,
+    backbone_class,
     build_backbone,
     ignored_options,
     resolve_config,
@@ -38,10 +39,11 @@ FRAME_POOLS: tuple[str, ...] = next(spec.metadata["choices"] for spec in datacla
 ENCODER_EMBEDDINGS = ("pt", "wt")
 
 
-def check_pooling(backbone: Backbone, pooling: str) -> None:
+def check_pooling(backbone: Backbone | type[Backbone], pooling: str) -> None:
     """A ValueError unless ``pooling`` is a frame pooling or one of the backbone's token pools; a pooled backbone
-    (:attr:`~Backbone.pooled`) has one pooling, which gives its one vector back."""
-    tokens = backbone.token_pools if isinstance(backbone, SupportsTokenPooling) else ()
+    (:attr:`~Backbone.pooled`) has one pooling, which gives its one vector back. ``backbone``: one built or its
+    class (what it declares)."""
+    tokens: tuple[str, ...] = getattr(backbone, "token_pools", ())
     if pooling not in (*FRAME_POOLS, *tokens):
         raise ValueError(f"--pooling_mode {pooling}: this backbone pools by {', '.join((*FRAME_POOLS, *tokens))}"
                          + ("" if tokens else " (cls and avgtok are SSAST's token pools)"))
@@ -77,9 +79,7 @@ class EncoderEmbedder(nn.Module):
 
     def check(self, kind: str, pooling: str | None) -> None:
         """A ValueError for an embedding this encoder cannot give (before anything is written)."""
-        if kind not in self.kinds:
-            raise ValueError(f"--embedding_type {kind}: without a trained classifier the embeddings are "
-                             f"{' or '.join(self.kinds)}; st and ft need a run of `audiotune train`")
+        check_kind(kind, self.kinds)
         check_weighted(self.backbone, kind)
         if pooling is not None:
             check_pooling(self.backbone, pooling)
@@ -98,6 +98,23 @@ class EncoderEmbedder(nn.Module):
             return masked_pool(state, mask, pool)
         assert isinstance(self.backbone, SupportsTokenPooling)  # check_pooling accepted it
         return masked_pool(state, self.backbone.token_mask(pool, state.shape[0], state.device), "mean")
+
+
+def check_kind(kind: str, kinds: tuple[str, ...]) -> None:
+    """A ValueError for an embedding ``kind`` an embedder that gives ``kinds`` cannot give."""
+    if kind not in kinds:
+        raise ValueError(f"--embedding_type {kind}: without a trained classifier the embeddings are "
+                         f"{' or '.join(kinds)}; st and ft need a run of `audiotune train`")
+
+
+def check_embedding(config: RunConfig, run: str | None, kind: str, pooling: str | None) -> None:
+    """What :func:`load_embedder` refuses of ``kind`` and ``pooling`` that the embedder's config
+    (:func:`embedder_config`) tells without building its model: a refused request is named before the data is
+    read."""
+    if run is None or is_encoder_run(run):
+        check_kind(kind, ENCODER_EMBEDDINGS)
+    if pooling is not None and (run is None or kind != "ft"):  # ft embeddings of a run: pooling merges the heads
+        check_pooling(backbone_class(config.model.model), pooling)
 
 
 def is_encoder_run(run: str | Path) -> bool:

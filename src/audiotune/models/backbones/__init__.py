@@ -294,7 +294,7 @@ def _entry(name: str) -> Entry:
     return _REGISTRY[name]
 
 
-def _returns(name: str) -> type[Backbone]:
+def backbone_class(name: str) -> type[Backbone]:
     """The class the factory of ``--model NAME`` returns (its declared abilities, without building it)."""
     return typing.cast(type[Backbone], typing.get_type_hints(_entry(name).factory)["return"])
 
@@ -315,7 +315,7 @@ def ignored_options(config: RunConfig) -> list[str]:
     other than the rate the backbone's input declares (its feature extractor's)."""
     problems = []
     name = config.model.model
-    if _returns(name).pooled:
+    if backbone_class(name).pooled:
         for spec in dataclasses.fields(ClassifierConfig):
             value = getattr(config.classifier, spec.name)
             if spec.name in POOLED_REFUSED and value != default_of(spec):
@@ -334,7 +334,7 @@ def reads_option(name: str | None, option: str) -> bool:
     """Whether ``--model NAME`` reads ``option`` (``section.name``): one of :data:`ABILITY_OPTIONS` only when the
     class its factory returns has the ability (no backbone named: any may)."""
     ability = ABILITY_OPTIONS.get(option)
-    return not name or ability is None or issubclass(_returns(name), ability.protocol)
+    return not name or ability is None or issubclass(backbone_class(name), ability.protocol)
 
 
 def options_classes() -> dict[str, type]:
@@ -420,7 +420,7 @@ def without_idle_options(config: RunConfig, reader: RunConfig,
     frames (:func:`resolve_config` and :func:`refuse_inactive` refuse them all)."""
     config = copy.deepcopy(config)
     reads_waveforms = input_spec(reader).features == "waveform"
-    if _returns(reader.model.model).pooled:
+    if backbone_class(reader.model.model).pooled:
         for spec in dataclasses.fields(ClassifierConfig):
             if spec.name in POOLED_IDLE:
                 setattr(config.classifier, spec.name, default_of(spec))
