@@ -17,7 +17,7 @@ from conftest import SMALL_ECAPA, make_uid_dataset, read_report
 from safetensors.torch import load_file
 
 from audiotune.cli import main
-from audiotune.config import RunConfig
+from audiotune.config import RunConfig, save_config
 from audiotune.engine.sweep import check_base, grid, space_monitor
 from audiotune.vertex import VertexError, read_space
 
@@ -299,3 +299,22 @@ def test_failed_trials_are_listed_and_stop_the_sweep_past_max_failed(tmp_path: P
     assert sorted(table["state"]) == ["complete", "fail"]
     failed = table[table["state"] == "fail"].iloc[0]
     assert str(failed["param_channel_select"]) == "5" and "channel" in failed["error"]
+
+
+@pytest.mark.slow
+def test_a_run_configs_value_whose_switch_a_trial_turns_on_acts_in_that_trial(tmp_path: Path) -> None:
+    """--config RUN/config.yaml holding --sd_bottleneck 16 without --shared_dense (it did nothing there): the
+    trial that turns the shared dense layer on sizes it so; the other leaves it at its default, not refused."""
+    ds = make_uid_dataset(tmp_path)
+    made = RunConfig()
+    made.classifier.sd_bottleneck = 16
+    save_config(made, tmp_path / "config.yaml")
+    space = write_space(tmp_path / "s.yaml", algorithm="grid",
+                        parameters={"shared_dense": {"type": "categorical", "values": ["false", "true"]}})
+    out = tmp_path / "sweep"
+    assert main(sweep_args(ds, space, out, "--config", str(tmp_path / "config.yaml"), "-e", "1", "--trials", "2")) == 0
+    sizes = {}
+    for run in out.glob("trial_*"):
+        classifier = yaml.safe_load((run / "config.yaml").read_text())["classifier"]
+        sizes[classifier["shared_dense"]] = classifier["sd_bottleneck"]
+    assert sizes == {True: 16, False: 768}

@@ -19,7 +19,10 @@ from audiotune.cli.help import SUMMARY_DEFAULT, default_text, shared_group
 from audiotune.cli.seed_flags import Refused, apply_seed_spellings
 from audiotune.cli.stages import (
     as_flag,
+    config_file_sections,
+    given_options,
     inactive_at_defaults,
+    own_idle_at_defaults,
     owners,
     refuse_other_backbones,
     say_left_at_defaults,
@@ -37,8 +40,6 @@ from audiotune.config import (
     check_config,
     config_from_dict,
     describe_range,
-    read_config_file,
-    resolve_recipe,
     takes,
 )
 from audiotune.config.options import default_of, literal_words, option_problems
@@ -368,25 +369,28 @@ def add_storage_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace, read_inputs: bool = True,
-                     takes: tuple[str, ...] | None = None) -> RunConfig:
+                     takes: tuple[str, ...] | None = None, own_idle: bool = True) -> RunConfig:
     """A RunConfig from defaults (the command's own, then --config), with every flag given on the command line
     applied; an option of another backbone than the one chosen is an error. ``takes``: a command that reads part of
     a config file (probe, extract, cluster) names the options it takes (entries as :func:`add_section_flags` takes
     them): the others, and the backbone options that act in none of its stages, go back to their defaults, named on
-    stderr (:func:`others_at_defaults`). Then, with ``read_inputs``, the remote inputs that the config file names
-    among the options the command reads are read from local copies (False: a command that only checks or records
-    them); those it does not read are not downloaded."""
+    stderr (:func:`others_at_defaults`); a command that reads them all leaves the values of audiotune's own config
+    files whose switch is off at their defaults (:func:`own_idle_at_defaults`; not with ``own_idle`` False: a sweep,
+    whose trials may turn switches on, does so per trial). Then, with ``read_inputs``, the remote inputs that the
+    config file names among the options the command reads are read from local copies (False: a command that only
+    checks or records them); those it does not read are not downloaded."""
     config = RunConfig()
     for key, value in (vars(args).get(CONFIG_DEFAULTS) or {}).items():
         _set(config, key, value)
-    config_file = vars(args).get("config")
+    config_file, raw = config_file_sections(args)
     if config_file:
-        config_file = resolve_recipe(str(config_file))
-        config = config_from_dict(read_config_file(config_file), source=str(config_file), base=config)
+        config = config_from_dict(raw, source=str(config_file), base=config)
         config.version = CONFIG_VERSION  # a recipe's options are the user's (the backbone derives its input anew)
     from_file = copy.deepcopy(config) if config_file and takes is not None else None
     config = apply_flags(config, args)
     refuse_other_backbones(args, config)
+    if takes is None and own_idle:  # a command that reads the whole config
+        own_idle_at_defaults(config, config_file, raw, given_options(args))
     if vars(args).get("command") != "cv":
         refuse_fold_placeholders(config)
     if takes is not None:

@@ -2,7 +2,9 @@
 stages each acts in (``option(..., acts=...)``: everywhere, while the encoder trains, in pretraining; see
 :class:`~audiotune.config.Stage`). A command says which stages it runs; an option that acts in none of them is
 neither listed nor taken (:func:`stage_refusal`), and a ``--config`` file's value of it goes back to its default
-(:func:`inactive_at_defaults`). Options given for another backbone than the chosen one are refused too."""
+(:func:`inactive_at_defaults`). Options given for another backbone than the chosen one are refused too. A recipe's or
+a run's config.yaml value whose switch is off with the options given goes back to its default as well
+(:func:`own_idle_at_defaults`)."""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +14,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from audiotune.config import RunConfig, Stage, acts_of, default_of, describe_acts
+from audiotune.config.files import read_config_file
+from audiotune.config.recipes import is_shipped, resolve_recipe
 from audiotune.models import backbones
 
 # The options that describe an encoder read without a run (-c CHECKPOINT --model NAME, its input and the backbone's
@@ -74,6 +78,47 @@ def inactive_at_defaults(config: RunConfig, defaults: dict[str, Any], stages: fr
             changed.append(as_flag(spec.name, value))
             config.model.options[spec.name] = default
     return changed
+
+
+def config_file_sections(args: argparse.Namespace) -> tuple[str | None, dict[str, Any]]:
+    """The config file that ``--config`` names (a shipped recipe by its path) and its sections; ``(None, {})``
+    without one."""
+    given = vars(args).get("config")
+    if not given:
+        return None, {}
+    path = resolve_recipe(str(given))
+    return path, read_config_file(path)
+
+
+def given_options(*args: argparse.Namespace) -> set[str]:
+    """The ``section.name`` and ``options.NAME`` keys of the options given on the command line(s) ``args``."""
+    return {key for namespace in args for key in vars(namespace) if "." in key}
+
+
+def own_idle_at_defaults(config: RunConfig, config_file: str | None, raw: dict[str, Any], given: Iterable[str],
+                         say: bool = True) -> RunConfig:
+    """Put every value of a config file that audiotune wrote (a shipped recipe; a run's config.yaml, which records
+    its ``version``) back at its default where its switch is off with the options given (``--layer_weights raw``
+    of a recipe without ``--weighted``, the ``--frozen_train_mode`` of a recipe's frozen encoder with ``--freeze
+    false``): such a value is the recipe's or the earlier run's for when its switch is on, and does nothing here.
+    ``raw``: the file's sections; ``given``: the ``section.name`` and ``options.NAME`` keys of the command line, whose
+    values stay (refused as they are). ``say``: name on stderr those of a run's config put back (a recipe's are its
+    way for when their switch is on, said in the recipe). Returns ``config``."""
+    shipped = bool(config_file) and is_shipped(str(config_file))
+    if not config_file or not (shipped or "version" in raw):
+        return config
+    kept, changed = set(given), []
+    for section, spec, needs in backbones.idle_settings(config):
+        if f"{section}.{spec.name}" in kept:
+            continue
+        value = config.model.options[spec.name] if section == "options" else getattr(getattr(config, section),
+                                                                                        spec.name)
+        changed.append(f"{as_flag(spec.name, value)}: acts only with {needs.what}")
+        backbones.set_option(config, section, spec.name, default_of(spec))
+    if changed and say and not shipped:
+        print(f"--config {config_file}: left at their defaults, as they do nothing with the options given: "
+              f"{' / '.join(changed)}", file=sys.stderr)
+    return config
 
 
 def say_left_at_defaults(command: str, config_file: str | None, ignored: list[str]) -> None:

@@ -17,6 +17,7 @@ from audiotune.cli.flags import (
     declare_role,
 )
 from audiotune.cli.show import quiet_lightning
+from audiotune.cli.stages import config_file_sections, given_options, own_idle_at_defaults
 from audiotune.cli.values import integer, options_of
 from audiotune.config import RunConfig, check_config
 from audiotune.engine.sweep_options import PRUNERS, SweepOptions
@@ -70,13 +71,18 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if "exp_dir" not in vars(args):
         raise ValueError("give the sweep's folder with -o/--exp_dir (each trial is a run directory inside it)")
     space = vertex.read_space(args.space)
-    base = config_from_args(args)
-    refuse_inactive(resolve_config(copy.deepcopy(base)))  # the flags all trials share, refused as train would
+    # a recipe's value whose switch is off goes back to its default per trial: a trial's flags may turn it on
+    base = config_from_args(args, own_idle=False)
+    config_file, raw = config_file_sections(args)
+    shared = own_idle_at_defaults(copy.deepcopy(base), config_file, raw, given_options(args))
+    refuse_inactive(resolve_config(shared))  # the flags all trials share, refused as train would
     parse = parser.parse_args
 
     def trial_config(flags: list[str]) -> RunConfig:
         vertex.check_command(["train", *flags], parse)  # a value the flag refuses: an error of this trial, not an exit
-        return check_config(apply_flags(copy.deepcopy(base), parse(["train", *flags])))
+        trial = parse(["train", *flags])
+        return check_config(own_idle_at_defaults(apply_flags(copy.deepcopy(base), trial), config_file, raw,
+                                                 given_options(args, trial), say=False))
 
     def configure(params: dict) -> RunConfig:
         return trial_config([f"--{name}={value}" for name, value in params.items()])

@@ -41,3 +41,8 @@ def resolve_recipe(given: str) -> str:
     names = recipe_names()
     raise FileNotFoundError(f"--config {given}: config file not found, and no shipped recipe has that name; recipes: "
                             f"{', '.join(names) if names else 'none shipped'} (`audiotune recipes` describes them)")
+
+
+def is_shipped(path: str | Path) -> bool:
+    """Whether ``path`` (as :func:`resolve_recipe` gave it) is a shipped recipe."""
+    return "://" not in str(path) and Path(path).resolve().is_relative_to(recipe_root().resolve())

@@ -7,7 +7,8 @@ from typing import Any
 
 import yaml
 
-from audiotune.config import config_from_dict, config_to_dict, upgrade_sections, with_added_options
+from audiotune.config import config_from_dict, config_to_dict, default_of, upgrade_sections, with_added_options
+from audiotune.models.backbones import idle_settings
 from audiotune.outputs import RunDirError
 
 # where and how fast the runs run: free between the processes and reruns of one folder (as a resumed run's)
@@ -27,7 +28,24 @@ def _as_read_now(earlier: dict, current: dict, source: str) -> dict:
                if isinstance(options, dict) else read.get(section, options)
                for section, options in recorded.items()}  # only what it records (not the folder, nor the heads)
     completed = with_added_options(as_read, current, source)
-    return {**completed, **{key: current[key] for key in FREE_SECTIONS if key in current}}
+    return without_idle({**completed, **{key: current[key] for key in FREE_SECTIONS if key in current}}, source)
+
+
+def without_idle(sections: dict, source: str) -> dict:
+    """A recorded config's sections with every option whose switch is off at its default: it did nothing, so a
+    record that holds it (made before it was refused, or a recipe's value for when its switch is on) and one that
+    leaves it out are the same settings (as for a resumed run: :func:`~audiotune.engine.resume.resumed_changes`)."""
+    try:
+        idle = idle_settings(config_from_dict(sections, source=source))
+    except ValueError:  # not a config this release reads: compared as recorded
+        return sections
+    cleared = {section: dict(options) if isinstance(options, dict) else options
+               for section, options in sections.items()}
+    for section, spec, _ in idle:
+        options = cleared.get("model" if section == "options" else section)
+        if isinstance(options, dict) and spec.name in options:
+            options[spec.name] = default_of(spec)
+    return cleared
 
 
 def read_settings_record(path: Path, record: dict) -> dict | None:
@@ -59,6 +77,8 @@ def check_settings_record(path: Path, record: dict, holds: str, again: str) -> N
     """A directory made for one set of settings (a cross-validation, a sweep): ``path`` records them, and a
     rerun that asks for others is an error naming the settings that differ. Options added to audiotune since the
     record was written count as their defaults. The record is written by the caller."""
+    if isinstance(record.get("config"), dict):
+        record = {**record, "config": without_idle(record["config"], str(path))}
     earlier = read_settings_record(path, record)
     if earlier is not None and earlier != record:
         changed = differing_keys(earlier, record)

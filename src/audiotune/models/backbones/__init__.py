@@ -48,6 +48,7 @@ from audiotune.config import (
     inactive_options,
     range_problems,
 )
+from audiotune.config.options import Needs
 from audiotune.config.sections import WAVEFORM_OPTIONS, FeatureConfig
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.samplers import EXACT_PADDING, PaddingRule
@@ -412,10 +413,28 @@ def _switch_value(config: RunConfig) -> Callable[[str], Any]:
     return value
 
 
+def idle_settings(config: RunConfig,
+                  stages: frozenset[Stage] = EVERYWHERE) -> list[tuple[str, dataclasses.Field, Needs]]:
+    """``(section, field, needs)`` of every option of ``config`` set away from its default while its switch is off
+    in ``stages`` (:func:`~audiotune.config.idle_fields`); ``section`` is ``options`` for the backbone's own
+    options."""
+    named = {id(getattr(config, section)): section for section in SECTIONS}
+    return [(named.get(id(part), "options"), spec, needs) for part in _option_parts(config)
+            for spec, needs in idle_fields(part, _switch_value(config), stages)]
+
+
+def set_option(config: RunConfig, section: str, name: str, value: Any) -> None:
+    """Set option ``name`` of ``section`` (``options``: the backbone's, kept in the model section)."""
+    if section == "options":
+        config.model.options[name] = value
+    else:
+        setattr(getattr(config, section), name, value)
+
+
 def without_idle_options(config: RunConfig, reader: RunConfig,
                          stages: frozenset[Stage] = EVERYWHERE) -> RunConfig:
     """A copy of ``config`` with every option that did nothing at its default, given or not, when the backbone of
-    ``reader`` reads it: those whose switch is off in ``stages`` (:func:`~audiotune.config.idle_fields`), those
+    ``reader`` reads it: those whose switch is off in ``stages`` (:func:`idle_settings`), those
     :func:`ignored_options` names but the weighted sum, and, for a model that reads waveforms, those of spectrogram
     frames (:func:`resolve_config` and :func:`refuse_inactive` refuse them all)."""
     config = copy.deepcopy(config)
@@ -428,13 +447,8 @@ def without_idle_options(config: RunConfig, reader: RunConfig,
     asked.audio.resample_rate = config.audio.resample_rate
     if input_spec(asked).resample_rate != config.audio.resample_rate:  # the backbone's own rate, whatever it says
         config.audio.resample_rate = _DEFAULT_RATE
-    sections = [getattr(config, section) for section in SECTIONS]
-    for part in _option_parts(config):
-        for spec, _ in idle_fields(part, _switch_value(config), stages):
-            if any(part is section for section in sections):
-                setattr(part, spec.name, default_of(spec))
-            else:  # the backbone's options, kept in the model section
-                config.model.options[spec.name] = default_of(spec)
+    for section, spec, _ in idle_settings(config, stages):
+        set_option(config, section, spec.name, default_of(spec))
     if reads_waveforms:  # but --target_length, which cropped the waveforms' samples
         for spec in dataclasses.fields(FeatureConfig):
             if spec.name not in (*WAVEFORM_OPTIONS, "target_length"):
