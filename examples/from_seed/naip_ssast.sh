@@ -24,8 +24,8 @@ audiotune pretrain -i "$OUT/data/lake" -s study1 -d "$OUT/data/splits" -o "$OUT/
 echo "== fine-tune (run.py -m train --task ft_cls; the seed's defaults: seeds/naip_ssast): from the pretraining"
 audiotune train --config seeds/naip_ssast -i "$OUT/data/lake" -s study1 -d "$OUT/data/splits" \
   -l "$OUT/data/labels.txt" -o "$OUT/exp" $SHAPE --task ft_cls \
-  --pretrained_mdl_path "$OUT/pretrain/ssast_original.pth" --freeze False -e 1 -bs 16 -lr 1e-3 \
-  --clf_bottleneck 16 --seed 0
+  --pretrained_mdl_path "$OUT/pretrain/ssast_original.pth" --freeze False -e 1 -bs 16 \
+  --clf_bottleneck 16 --seed 0   # the recipe's onecycle schedule sets the rate (--max_lr): no -lr
 
 echo "== eval (run.py -m eval --trained_mdl_path): the saved run, on the test split"
 audiotune evaluate --trained_mdl_path "$OUT/exp" -i "$OUT/data/lake" -s study1 -d "$OUT/data/splits/test.csv" \

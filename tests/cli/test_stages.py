@@ -20,7 +20,18 @@ from audiotune.cli import COMMANDS, build_parser, main
 from audiotune.cli.flags import CONFIG_STAGES, config_from_args, others_at_defaults
 from audiotune.cli.seed_flags import Refused
 from audiotune.cli.stats import STATS_OPTIONS
-from audiotune.config import ENCODING, EVERYWHERE, SECTIONS, RunConfig, Stage, acts_of, default_of, describe_acts
+from audiotune.config import (
+    ENCODING,
+    EVERYWHERE,
+    SECTIONS,
+    RunConfig,
+    Stage,
+    TrainConfig,
+    acts_of,
+    default_of,
+    describe_acts,
+    save_config,
+)
 from audiotune.models.backbones import refuse_inactive, resolve_config
 
 
@@ -289,3 +300,32 @@ def test_a_seed_switchs_own_sizes_are_not_named_as_a_config_files(tmp_path: Path
                      takes=STATS_OPTIONS)
     assert f"--config {path}: options stats does not take are left at their defaults (not --target_length 300)" \
         in capsys.readouterr().err
+
+
+def test_a_run_config_holding_a_value_that_did_nothing_starts_a_run_without_it_and_says_so(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A run made before -lr was refused with --scheduler onecycle (the NAIP SSAST recipe's learning_rate: 0.0001):
+    its config.yaml starts a new run with the default rate, named on stderr; with another schedule its rate acts."""
+    made = RunConfig()
+    made.train.scheduler, made.train.learning_rate = "onecycle", 1e-4
+    path = tmp_path / "config.yaml"
+    save_config(made, path)
+
+    def loaded(*argv: str) -> RunConfig:
+        args = build_parser().parse_args(["train", "--config", str(path), "-o", "o", *argv])
+        return config_from_args(args, read_inputs=False)
+
+    config = loaded()
+    assert config.train.learning_rate == default_of(field_of(TrainConfig, "learning_rate"))
+    refuse_inactive(config)
+    assert capsys.readouterr().err.strip() == (
+        f"--config {path}: left at their defaults, as they do nothing with the options given: --learning_rate "
+        "0.0001: acts only with --scheduler none, cosine or linear (onecycle sets the rate itself: from --max_lr / 25 "
+        "up to --max_lr, then down)")
+    assert loaded("--scheduler", "cosine").train.learning_rate == 1e-4
+    with pytest.raises(ValueError, match=r"^--learning_rate 0\.001: acts only with --scheduler none"):
+        refuse_inactive(loaded("-lr", "0.001"))
+
+
+def field_of(cls: type, name: str) -> dataclasses.Field:
+    return next(spec for spec in dataclasses.fields(cls) if spec.name == name)

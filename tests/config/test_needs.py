@@ -9,7 +9,8 @@ import pytest
 from conftest import HF_TINY, SMALL_ECAPA, save_hf_checkpoint
 
 from audiotune.cli import build_parser, config_from_args
-from audiotune.config import RunConfig
+from audiotune.config import RunConfig, save_config
+from audiotune.engine.resume import resumed_changes
 from audiotune.models.backbones import refuse_inactive, resolve_config, without_idle_options
 
 # each option with a switch: a value away from its default, and the flags that turn its switch on
@@ -116,3 +117,27 @@ def test_the_layer_of_a_weighted_sum_is_refused_and_no_change_of_a_resumed_run(t
     assert without_idle_options(made, made).classifier.layer == -1  # resumed with it or without: the same run
     made.train.resume = True
     refuse_inactive(made)
+
+
+def test_the_learning_rate_is_refused_with_the_onecycle_schedule_which_sets_the_rate_itself() -> None:
+    with pytest.raises(ValueError, match=r"--learning_rate 0\.1: acts only with --scheduler none, cosine or linear "
+                                         r"\(onecycle sets the rate itself: from --max_lr / 25"):
+        refuse_inactive(config("--scheduler", "onecycle", "-lr", "0.1"))
+    refuse_inactive(config("--scheduler", "onecycle", "--max_lr", "0.1"))  # its rate: --max_lr
+    for scheduler in ("none", "cosine", "linear"):
+        refuse_inactive(config("--scheduler", scheduler, "-lr", "0.1"))
+
+
+def test_a_run_made_with_the_learning_rate_of_a_onecycle_schedule_resumes_with_or_without_it(
+        tmp_path: Path) -> None:
+    """Its config.yaml (the NAIP SSAST recipe's learning_rate: 0.0001 beside scheduler: onecycle) resumes as the
+    same run: with the flag, without it, and from the file itself (--config RUN/config.yaml)."""
+    made = config("--scheduler", "onecycle")
+    made.train.learning_rate = 1e-4  # accepted before the rate of onecycle was refused
+    run = tmp_path / "run"
+    run.mkdir()
+    save_config(made, run / "config.yaml")
+    for flags in (["-lr", "0.0001"], [], ["--config", str(run / "config.yaml")]):
+        resumed = config("--scheduler", "onecycle", "--resume", *flags)
+        refuse_inactive(resumed)
+        assert resumed_changes(run, resumed) == {}, flags

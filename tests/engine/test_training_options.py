@@ -90,6 +90,22 @@ def test_optimizers_and_schedules(optim: str, scheduler: str) -> None:
         assert rates[0] < rates[3] == pytest.approx(0.1) and rates[-1] < 0.01
 
 
+def test_the_onecycle_schedule_sets_the_rate_whatever_the_learning_rate_says() -> None:
+    """Why -lr is refused with --scheduler onecycle (config.sections): OneCycleLR starts at --max_lr / 25."""
+    rates = []
+    for learning_rate in (1e-5, 0.1):
+        model = torch.nn.Linear(2, 2)
+        setup = optimizers(model.parameters(), TrainConfig(scheduler="onecycle", learning_rate=learning_rate,
+                                                           max_lr=0.5), steps_per_epoch=10)
+        optimizer, schedule = setup["optimizer"], setup["lr_scheduler"]["scheduler"]
+        rates.append([])
+        for _ in range(10):
+            rates[-1].append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            schedule.step()
+    assert rates[0] == rates[1] and rates[0][0] == pytest.approx(0.5 / 25)
+
+
 @pytest.mark.slow
 def test_bf16_workers_and_onecycle_train(uid_dataset: dict, tmp_path) -> None:
     metrics = run_train(uid_dataset, tmp_path, "--precision", "bf16", "-nw", "2", "--scheduler", "onecycle",

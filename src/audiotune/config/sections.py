@@ -217,7 +217,11 @@ class ClassifierConfig:
 class TrainConfig:
     epochs: int = option(1, "training epochs", ("-e", "--max_epochs"), valid=AT_LEAST_0)
     batch_size: int = option(8, "batch size", ("-bs",), valid=AT_LEAST_1)
-    learning_rate: float = option(3e-4, "learning rate", ("-lr", "--lr"), valid=AT_LEAST_0)
+    learning_rate: float = option(3e-4, "learning rate (the onecycle schedule's rates come from --max_lr)",
+                                  ("-lr", "--lr"), valid=AT_LEAST_0,
+                                  needs=Needs("scheduler", lambda name: name != "onecycle",
+                                              "--scheduler none, cosine or linear (onecycle sets the rate itself: "
+                                              "from --max_lr / 25 up to --max_lr, then down)"))
     optim: str = option("adamw", "optimizer", choices=("adam", "adamw"))
     weight_decay: float = option(1e-4, "AdamW weight decay", valid=AT_LEAST_0,
                                  needs=Needs("optim", lambda name: name == "adamw", "--optim adamw"))
@@ -225,7 +229,8 @@ class TrainConfig:
                                       "--accumulate_grad_batches batches; none: constant, as the seeds; "
                                       "linear: warm-up, flat for 0.05 of the steps, then linear decay to 0, as the "
                                       "seed's TAPT)", choices=("none", "onecycle", "cosine", "linear"))
-    max_lr: float = option(0.01, "peak learning rate of the onecycle schedule", valid=AT_LEAST_0,
+    max_lr: float = option(0.01, "peak learning rate of the onecycle schedule (it starts at --max_lr / 25, "
+                                 "whatever -lr says)", valid=AT_LEAST_0,
                            needs=Needs("scheduler", lambda name: name == "onecycle", "--scheduler onecycle"))
     grad_clip: float = option(0.0, "clip the gradients' global L2 norm to this value before each optimiser step "
                                    "(0 = off); wav2vec2-style pretraining from random weights can diverge without it",
