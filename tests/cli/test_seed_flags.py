@@ -453,6 +453,8 @@ SEED_DEFAULTS = {
 
 # the recipes of `audiotune pretrain`, which refuses the options of labels and heads
 PRETRAIN_RECIPES = ("ser_tapt", "ser_ptapt", "naip_ssast_pretrain")
+# a recipe's value for when its switch is on (the seed's way of --weighted): at its default while the switch is off
+SWITCHED_ON = {"classifier.layer_weights": ["--weighted", "true"]}
 
 
 def test_every_seed_recipe_loads_with_the_seed_defaults() -> None:
@@ -466,14 +468,20 @@ def test_every_seed_recipe_loads_with_the_seed_defaults() -> None:
         if command == "pretrain":  # every option one that pretraining takes and acts on
             refuse_other_values(config, args, PRETRAIN_OPTIONS, NOT_PRETRAINING)
             refuse_inactive(config, Stage.PRETRAIN)
-        written = config_to_dict(config)
+        written, plain = config_to_dict(config), outcome([command, "--model", config.model.model])[1]
         for section, values in yaml.safe_load(path.read_text()).items():
             for option, value in values.items():
-                assert written[section][option] == value, (name, section, option)
-        plain = outcome([command, "--model", config.model.model])[1]
+                key = f"{section}.{option}"
+                if key in SWITCHED_ON:
+                    assert written[section][option] == value_of(args, plain, key), (name, key, "switch off")
+                    written_on = config_to_dict(outcome([command, "--config", str(path), *SWITCHED_ON[key]])[1])
+                    assert written_on[section][option] == value, (name, key, "switch on")
+                else:
+                    assert written[section][option] == value, (name, section, option)
         settings = backbones.options_classes()[config.model.model]()
         for key, value in SEED_DEFAULTS[name].items():
-            assert value_of(args, config, key) == value, (name, key)
+            switched = outcome([command, "--config", str(path), *SWITCHED_ON[key]]) if key in SWITCHED_ON else None
+            assert value_of(*(switched or (args, config)), key) == value, (name, key)
             default = getattr(settings, key.partition(".")[2]) if key.startswith("options.") else \
                 value_of(args, plain, key)
             assert value != default or key == "model.model", (name, key, "audiotune's default is the seed's")

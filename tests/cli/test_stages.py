@@ -30,6 +30,7 @@ from audiotune.config import (
     acts_of,
     default_of,
     describe_acts,
+    recipe_root,
     save_config,
 )
 from audiotune.models.backbones import refuse_inactive, resolve_config
@@ -300,6 +301,31 @@ def test_a_seed_switchs_own_sizes_are_not_named_as_a_config_files(tmp_path: Path
                      takes=STATS_OPTIONS)
     assert f"--config {path}: options stats does not take are left at their defaults (not --target_length 300)" \
         in capsys.readouterr().err
+
+
+def test_a_recipes_value_whose_switch_is_off_is_left_at_its_default_and_the_same_flag_is_refused(
+        tmp_path: Path) -> None:
+    """seeds/naip_w2v2 holds the seed's ways for when their switches are on: raw layer weights for --weighted, a
+    frozen encoder in training mode for its frozen encoder. With the switch off they are left at their defaults
+    (fine-tuning it: --freeze false); typed on the command line, or in the user's own file, they are refused."""
+    def loaded(*argv: str) -> RunConfig:
+        return config_from_args(build_parser().parse_args(["train", "-d", "x", "-o", "o", *argv]), read_inputs=False)
+
+    recipe = ["--config", "seeds/naip_w2v2"]
+    plain, trained, weighted = loaded(*recipe), loaded(*recipe, "--freeze", "false"), loaded(*recipe, "--weighted",
+                                                                                               "true")
+    assert (plain.model.frozen_train_mode, plain.classifier.layer_weights) == (True, "softmax")
+    assert (trained.model.frozen_train_mode, weighted.classifier.layer_weights) == (False, "raw")
+    for config in (plain, trained, weighted):
+        refuse_inactive(config)
+    with pytest.raises(ValueError, match=r"^--frozen_train_mode True: acts only with --freeze true"):
+        refuse_inactive(loaded(*recipe, "--freeze", "false", "--frozen_train_mode", "true"))
+    with pytest.raises(ValueError, match=r"^--layer_weights raw: acts only with --weighted true$"):
+        refuse_inactive(loaded(*recipe, "--layer_weights", "raw"))
+    own = tmp_path / "my_w2v2.yaml"  # the user's copy of the recipe: its values are the user's
+    own.write_text((recipe_root() / "seeds" / "naip_w2v2.yaml").read_text())
+    with pytest.raises(ValueError, match=r"^--layer_weights raw: acts only with --weighted true$"):
+        refuse_inactive(loaded("--config", str(own)))
 
 
 def test_a_run_config_holding_a_value_that_did_nothing_starts_a_run_without_it_and_says_so(

@@ -30,6 +30,7 @@ CASES = {
     "--dataset_mean": (["-5"], ["--dataset_std", "4"]),
     "--allow_changes": (["true"], ["--resume"]),
     "--layer": (["0"], ["--weighted", "false"]),
+    "--frozen_train_mode": (["true"], ["--freeze", "true"]),  # a trained encoder runs in training mode anyway
 }
 SWITCHES_OFF = ["--clf_bottleneck", "0", "--scheduler", "none", "--optim", "adam", "--features", "mfcc", "--weighted",
                 "true"]
@@ -126,6 +127,21 @@ def test_the_learning_rate_is_refused_with_the_onecycle_schedule_which_sets_the_
     refuse_inactive(config("--scheduler", "onecycle", "--max_lr", "0.1"))  # its rate: --max_lr
     for scheduler in ("none", "cosine", "linear"):
         refuse_inactive(config("--scheduler", scheduler, "-lr", "0.1"))
+
+
+def test_raw_layer_weights_need_the_weighted_sum(tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    encoder = save_hf_checkpoint(transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**HF_TINY)),
+                                 tmp_path / "encoder")
+
+    def hf(*flags: str) -> RunConfig:
+        args = build_parser("hf").parse_args(["train", "-d", "x", "-o", "o", "--model", "hf", "-c", str(encoder),
+                                              *flags])
+        return resolve_config(config_from_args(args, read_inputs=False))
+
+    with pytest.raises(ValueError, match=r"^--layer_weights raw: acts only with --weighted true$"):
+        refuse_inactive(hf("--layer_weights", "raw"))
+    refuse_inactive(hf("--layer_weights", "raw", "--weighted", "true"))
 
 
 def test_a_run_made_with_the_learning_rate_of_a_onecycle_schedule_resumes_with_or_without_it(

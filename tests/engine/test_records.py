@@ -47,3 +47,27 @@ def test_a_record_of_an_earlier_release_is_read_with_the_meanings_of_its_version
     path.write_text(yaml.safe_dump(earlier))
     with pytest.raises(RunDirError, match=r"differs in config\.train\.learning_rate\)"):
         check_settings_record(path, record, "a cross-validation", "resume it")
+
+
+def test_a_value_that_did_nothing_is_the_same_settings_as_none(tmp_path: Path) -> None:
+    """A folder made before -lr was refused with --scheduler onecycle records its rate; a rerun without it (or a
+    sweep whose base holds a recipe's raw layer weights without --weighted) asks for the same settings. Where the
+    switch is on, the value is a setting."""
+    config = config_to_dict(RunConfig())
+    config.pop("exp_dir")
+    config.pop("heads")
+    config["train"]["scheduler"] = "onecycle"
+    record = {"folds": {"folds": 3}, "config": config}
+    earlier = copy.deepcopy(record)
+    earlier["config"]["train"]["learning_rate"] = 1e-4
+    earlier["config"]["classifier"]["layer_weights"] = "raw"
+    path = tmp_path / "cv_config.yaml"
+    path.write_text(yaml.safe_dump(earlier))
+    check_settings_record(path, record, "a cross-validation", "resume it")
+    check_settings_record(path, earlier, "a cross-validation", "resume it")
+    weighted = copy.deepcopy(record)
+    weighted["config"]["classifier"]["weighted"] = True
+    earlier["config"]["classifier"]["weighted"] = True
+    path.write_text(yaml.safe_dump(earlier))
+    with pytest.raises(RunDirError, match=r"differs in config\.classifier\.layer_weights\)"):
+        check_settings_record(path, weighted, "a cross-validation", "resume it")

@@ -167,7 +167,9 @@ class ModelConfig:
                                        "also from a -c checkpoint)")
     frozen_train_mode: bool = option(False, "a frozen encoder runs in training mode while the heads train (dropout, "
                                             "--mask_*, --layerdrop, BatchNorm by batch but its statistics kept; no "
-                                            "feature cache), as the NAIP seeds' frozen encoders did", acts=FINE_TUNING)
+                                            "feature cache), as the NAIP seeds' frozen encoders did", acts=FINE_TUNING,
+                                     needs=Needs("freeze", lambda freeze: freeze is not False,
+                                                 "--freeze true (a trained encoder runs in training mode anyway)"))
     freeze_feature_encoder: bool = option(False, "freeze only the convolutional feature encoder",
                                           acts=WHILE_TRAINING,
                                           needs=Needs("objective", lambda objective: objective != "ptapt",
@@ -202,7 +204,8 @@ class ClassifierConfig:
     weighted: bool = option(False, "learn a weighted sum of the hidden states (how: --layer_weights)")
     layer_weights: str = option("softmax", "--weighted: softmax (weights summing to 1, from the average; states "
                                 "summed, then pooled) or raw (free weights from 1/n, each state pooled, then summed: "
-                                "the NAIP seeds')", choices=("softmax", "raw"))  # a recipe's way, for --weighted
+                                "the NAIP seeds')", choices=("softmax", "raw"),
+                                needs=needs_on("weighted", "--weighted true"))
     pooling_mode: str = option("mean", "pooling over frames (`extract --pooling_mode` merges the heads' ft "
                                        "embeddings: mean unless given)",
                                ("-pm", "--pm"), choices=("mean", "sum", "max"))
