@@ -5,8 +5,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from conftest import SMALL_ECAPA
 
-from audiotune.cli import build_parser, config_from_args
+from audiotune.cli import build_parser, config_from_args, main
 from audiotune.data.prepare import prepare_training_data
 from audiotune.models.backbones import input_spec
 from audiotune.outputs import DROPPED_FILE
@@ -64,3 +65,33 @@ def test_every_list_of_rows_left_out_is_said_in_the_log(tmp_path: Path, caplog) 
     with caplog.at_level(logging.WARNING):
         PreparedData({}, {}, []).write_reports(tmp_path)
     assert caplog.text == "" and not (tmp_path / DROPPED_FILE).exists()
+
+
+def test_an_option_of_a_head_kind_the_label_file_lacks_is_refused_naming_the_file_and_its_heads(
+        uid_dataset: dict, tmp_path: Path, capsys) -> None:
+    """--labeling_method acts only on soft (vote) heads, --standardize_targets only on regression heads: for a
+    label file without one they are refused before anything is written (train and cv); with one they act."""
+    labels = uid_dataset["labels"]  # pitch (categorical) and loud,long (binary)
+    data = ["-i", str(uid_dataset["prefix"]), "-l", str(labels), *SMALL_ECAPA]
+    out = tmp_path / "run"
+    assert main(["train", "-d", str(uid_dataset["split"]), "-o", str(out), *data, "--labeling_method", "hard",
+                 "--standardize_targets", "false"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"audiotune train: error: --labeling_method hard: acts only on soft (vote) heads, and {labels} has none "
+        "(pitch; loud,long); declare vote columns as one head `a,b,c:soft`, or leave --labeling_method out / "
+        f"--standardize_targets False: acts only on regression heads, and {labels} has none (pitch; loud,long); "
+        "declare real-valued columns `NAME:regression`, or leave --standardize_targets out")
+    assert not out.exists()
+    table = tmp_path / "table.csv"
+    uid_dataset["table"].to_csv(table)
+    assert main(["cv", "-d", str(table), "--group", "subject", "--folds", "3", "-o", str(out), *data,
+                 "--labeling_method", "sample"]) == 2
+    assert "--labeling_method sample: acts only on soft (vote) heads" in capsys.readouterr().err
+    assert not out.exists()
+
+    for lines, flag in (("pitch\nloud,long:soft\n", "--labeling_method"), ("pitch\nloud:regression\n",
+                                                                            "--standardize_targets")):
+        uid_dataset["labels"].write_text(lines)
+        prepare(uid_dataset, tmp_path / flag, flag, "hard" if flag == "--labeling_method" else "false")
+    uid_dataset["labels"].write_text("pitch\nloud,long\n")  # a run made with it before resumes
+    prepare(uid_dataset, tmp_path / "resumed", "--labeling_method", "hard", "--resume")

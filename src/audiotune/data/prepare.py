@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from audiotune import storage
-from audiotune.config import HeadSpec, RunConfig
+from audiotune.config import HeadSpec, RunConfig, TrainConfig, option_default
 from audiotune.data.audio import AudioSpec, CheckedLengths, scan_audio
 from audiotune.data.balance import training_share
 from audiotune.data.checked_audio import CheckRecord
@@ -188,6 +188,7 @@ def prepare_training_data(config: RunConfig, inputs: InputSpec, exp_dir: str | P
     if not config.data.label_txt and not from_json:
         raise DataError("--label_txt is required for training: one line per head, comma-separated columns")
     groups = read_label_file(config.data.label_txt) if config.data.label_txt else json_label_groups(tables, root)
+    check_head_options(config, groups, config.data.label_txt or str(root))
     drawn = None
     train = tables["train"]
     heads = infer_heads(groups, train, source=train.attrs.get("source", "train.csv"))
@@ -247,6 +248,27 @@ def check_no_validation(config: RunConfig, root: str) -> None:
         raise DataError(f"{root}: {' and '.join(needs)} need(s) validation, and this run has none "
                         "(--val_size 0 without val.csv, cv --val_group none, or cv on JSON split files with an "
                         "empty Val): the last epoch is kept")
+
+
+# the training options that act on heads of one kind only: option -> (that kind, its name, how a label file declares
+# one)
+HEAD_KIND_OPTIONS = {"labeling_method": ("soft", "soft (vote)", "vote columns as one head `a,b,c:soft`"),
+                     "standardize_targets": ("regression", "regression", "real-valued columns `NAME:regression`")}
+
+
+def check_head_options(config: RunConfig, groups: list[LabelGroup], source: str) -> None:
+    """An option of :data:`HEAD_KIND_OPTIONS` set away from its default for a label file (``source``) without a head
+    of its kind does nothing: an error naming the file and its heads. Not for a resumed run (it made no change)."""
+    problems = []
+    for name, (kind, what, declare) in HEAD_KIND_OPTIONS.items():
+        value = getattr(config.train, name)
+        if value != option_default(TrainConfig, name) and not any(group.kind == kind for group in groups) \
+                and not config.train.resume:
+            heads = "; ".join(",".join(group.columns) + (f":{group.kind}" if group.kind else "") for group in groups)
+            problems.append(f"--{name} {value}: acts only on {what} heads, and {source} has none ({heads}); "
+                            f"declare {declare}, or leave --{name} out")
+    if problems:
+        raise DataError(" / ".join(problems))
 
 
 def _check_label_columns(tables: dict[str, pd.DataFrame], heads: list[HeadSpec]) -> None:

@@ -51,7 +51,7 @@ from audiotune.data.folds import (
 from audiotune.data.json_splits import json_label_groups
 from audiotune.data.labels import read_label_file
 from audiotune.data.loading import check_sampler_options
-from audiotune.data.prepare import check_labels, check_no_validation
+from audiotune.data.prepare import check_head_options, check_labels, check_no_validation
 from audiotune.engine.cv_encoders import fold_configs
 from audiotune.engine.distributed import trainer_devices
 from audiotune.engine.evaluate import prediction_table
@@ -413,6 +413,8 @@ def _cross_validate(config: RunConfig, source: str, options: FoldOptions, repeat
         files[exp_dir / CV_LABELS_FILE] = "".join(
             ",".join(g.columns) + (f":{g.kind}" if g.kind else "") + "\n" for g in groups).encode()
     check_fold_files(files)
+    if groups:
+        check_head_options(config, groups, config.data.label_txt)
     for fold in folds:  # every fold's labels, before the first run trains
         if groups:
             check_labels(fold.tables, groups, config.data.na_values, fold.name)
