@@ -1,7 +1,9 @@
 """Training options, metrics and the train-only data transforms."""
 from __future__ import annotations
 
+import copy
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -333,3 +335,32 @@ def test_a_run_made_with_a_pooling_of_ecapas_one_pooled_state_resumes(uid_datase
     (run / "config.yaml").write_text(saved.replace("pooling_mode: mean", "pooling_mode: max"))
     assert main(small_train_args(uid_dataset, run, "-pm", "max", "--resume", "-e", "2")) == 0
     assert main(small_train_args(uid_dataset, run, "--resume", "-e", "3")) == 0
+
+
+def test_a_onecycle_run_is_not_resumed_past_the_length_its_schedule_was_made_for(tmp_path: Path) -> None:
+    """torch's OneCycleLR has no step past its last: a longer resumed run failed mid-epoch ("Tried to step 5
+    times"); it is refused before anything is written, naming the length to resume with. Other schedules go on."""
+    from audiotune.config import save_config
+    from audiotune.engine.resume import resumed_changes
+    from audiotune.models.backbones import resolve_config
+
+    made = RunConfig()
+    made.train.scheduler, made.train.epochs = "onecycle", 2
+    resolve_config(made)
+    save_config(made, tmp_path / "config.yaml")
+    longer = copy.deepcopy(made)
+    longer.train.epochs, longer.train.resume = 3, True
+    with pytest.raises(ValueError, match=r"--resume with -e 3: the run's --scheduler onecycle spans the -e 2 it "
+                                         r"was made with.*resume with -e 2 \(or less\)"):
+        resumed_changes(tmp_path, longer)
+    steps = copy.deepcopy(longer)
+    steps.train.epochs, steps.train.training_steps = 2, 10
+    with pytest.raises(ValueError, match=r"--resume with --training_steps 10: .* spans the -e 2"):
+        resumed_changes(tmp_path, steps)
+    for epochs in (1, 2):  # as long or shorter: the schedule's own steps
+        same = copy.deepcopy(longer)
+        same.train.epochs = epochs
+        assert resumed_changes(tmp_path, same) == {}
+    made.train.scheduler = longer.train.scheduler = "cosine"
+    save_config(made, tmp_path / "config.yaml")
+    assert resumed_changes(tmp_path, longer) == {}

@@ -57,6 +57,7 @@ def resumed_changes(exp_dir: Path, config: RunConfig, stages: frozenset[Stage] =
             changes["input"] = [str(before), str(after)]
     else:
         changes = config_changes(earlier, config, RESUME_FREE)
+    _refuse_past_the_cycle(exp_dir, earlier, config)
     if changes and not config.train.allow_changes:
         shown = "; ".join(f"{key.partition('.')[2] or key} {old!r} -> {new!r}" for key, (old, new) in changes.items())
         raise ValueError(f"{exp_dir}: --resume with options that differ from the run's {CONFIG_FILE} ({shown}); "
@@ -64,6 +65,22 @@ def resumed_changes(exp_dir: Path, config: RunConfig, stages: frozenset[Stage] =
                          f"trains longer), or add --allow_changes to go on and record the changes in "
                          f"{CONFIG_HISTORY_FILE}")
     return changes
+
+
+def _refuse_past_the_cycle(exp_dir: Path, earlier: RunConfig, config: RunConfig) -> None:
+    """A onecycle schedule is made for the run's length: its rate has no step past the end (torch's OneCycleLR
+    stops there), so a resumed run may not train longer than the one it continues."""
+    if earlier.train.scheduler != "onecycle":
+        return
+    made, asked = earlier.train, config.train
+    longer = (asked.training_steps > made.training_steps > 0 or (not made.training_steps and asked.training_steps)
+              or (not made.training_steps and not asked.training_steps and asked.epochs > made.epochs))
+    if longer:
+        length = f"--training_steps {made.training_steps}" if made.training_steps else f"-e {made.epochs}"
+        asked_for = f"--training_steps {asked.training_steps}" if asked.training_steps else f"-e {asked.epochs}"
+        raise ValueError(f"{exp_dir}: --resume with {asked_for}: the run's --scheduler onecycle spans the {length} it "
+                         "was made with, and its rate has no step past their end; resume with " + length +
+                         " (or less), or train a new run")
 
 
 def record_changes(exp_dir: Path, changes: dict[str, list], started_from: str = "") -> None:
