@@ -17,7 +17,8 @@ from audiotune.config import (
     recipe_root,
     save_config,
 )
-from audiotune.models.backbones import idle_settings, input_spec, resolve_config
+from audiotune.models.backbones import input_spec, resolve_config
+from audiotune.models.option_checks import idle_settings
 
 
 def parse(*argv: str) -> RunConfig:

@@ -168,7 +168,8 @@ def test_the_options_of_tapt_are_taken_with_it_and_those_of_ptapt_with_it(wav2ve
                                                                          tmp_path: Path) -> None:
     from audiotune.cli import config_from_args
     from audiotune.config import Stage
-    from audiotune.models.backbones import refuse_inactive, resolve_config
+    from audiotune.models.backbones import resolve_config
+    from audiotune.models.option_checks import refuse_inactive
 
     out = tmp_path / "tapt"
     assert main(hf_pretrain(uid_dataset, wav2vec2, out, "--tapt_loss", "batch", "--gumbel_anneal", "false",
@@ -186,7 +187,8 @@ def test_the_options_of_tapt_are_taken_with_it_and_those_of_ptapt_with_it(wav2ve
 def test_an_objectives_option_in_a_training_config_is_refused_once_for_the_stage(wav2vec2: Path) -> None:
     """Refused as an option of pretrain, not also as one of another objective."""
     from audiotune.config import RunConfig
-    from audiotune.models.backbones import refuse_inactive, resolve_config
+    from audiotune.models.backbones import resolve_config
+    from audiotune.models.option_checks import refuse_inactive
 
     config = RunConfig()
     config.model.model, config.model.checkpoint, config.model.freeze = "hf", str(wav2vec2), False

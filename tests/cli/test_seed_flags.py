@@ -28,7 +28,8 @@ from audiotune.config import (
     recipe_root,
 )
 from audiotune.models import backbones
-from audiotune.models.backbones import input_spec, refuse_inactive, resolve_config
+from audiotune.models.backbones import input_spec, resolve_config
+from audiotune.models.option_checks import refuse_inactive
 
 Expected = dict[str, Any] | str  # config/argument values (same meaning), or text the refusal must name
 Flag = tuple[list[str], Expected]

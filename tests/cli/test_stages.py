@@ -33,7 +33,8 @@ from audiotune.config import (
     recipe_root,
     save_config,
 )
-from audiotune.models.backbones import refuse_inactive, resolve_config
+from audiotune.models.backbones import resolve_config
+from audiotune.models.option_checks import refuse_inactive
 
 
 def subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:

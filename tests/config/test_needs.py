@@ -11,7 +11,8 @@ from conftest import HF_TINY, SMALL_ECAPA, save_hf_checkpoint
 from audiotune.cli import build_parser, config_from_args
 from audiotune.config import RunConfig, save_config
 from audiotune.engine.resume import resumed_changes
-from audiotune.models.backbones import refuse_inactive, resolve_config, without_idle_options
+from audiotune.models.backbones import resolve_config
+from audiotune.models.option_checks import refuse_inactive, without_idle_options
 
 # each option with a switch: a value away from its default, and the flags that turn its switch on
 CASES = {

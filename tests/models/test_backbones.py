@@ -1,12 +1,13 @@
 """The registry's check of a resolved config against the stages its backbone's options act in
-(:func:`~audiotune.models.backbones.refuse_inactive`), walked over every option every backbone declares."""
+(:func:`~audiotune.models.option_checks.refuse_inactive`), walked over every option every backbone declares."""
 from __future__ import annotations
 
 import pytest
 from conftest import backbone_option_cases, non_default_value
 
 from audiotune.config import RESAMPLED_LENGTH_VERSION, RunConfig, Stage, acts_of, default_of, describe_acts
-from audiotune.models.backbones import input_spec, reads_option, refuse_inactive
+from audiotune.models.backbones import input_spec, reads_option
+from audiotune.models.option_checks import refuse_inactive
 
 
 def config_with(backbone: str, options: dict, freeze: bool | None = None) -> RunConfig:

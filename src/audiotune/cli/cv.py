@@ -42,7 +42,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from audiotune.engine.cv import cross_validate
     from audiotune.engine.cv_encoders import fold_paths
     from audiotune.engine.report import report_when_done
-    from audiotune.models.backbones import refuse_inactive, resolve_config
+    from audiotune.models.backbones import resolve_config
+    from audiotune.models.option_checks import refuse_inactive
 
     quiet_lightning(args.verbose)
     config = config_from_args(args)

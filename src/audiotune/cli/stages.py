@@ -16,7 +16,7 @@ from typing import Any
 from audiotune.config import RunConfig, Stage, acts_of, default_of, describe_acts
 from audiotune.config.files import read_config_file
 from audiotune.config.recipes import is_shipped, resolve_recipe
-from audiotune.models import backbones
+from audiotune.models import backbones, option_checks
 
 # The options that describe an encoder read without a run (-c CHECKPOINT --model NAME, its input and the backbone's
 # own options); a run reads its own config, so beside --run they are refused (:func:`refuse_encoder_flags`)
@@ -108,13 +108,13 @@ def own_idle_at_defaults(config: RunConfig, config_file: str | None, raw: dict[s
     if not config_file or not (shipped or "version" in raw):
         return config
     kept, changed = set(given), []
-    for section, spec, needs in backbones.idle_settings(config):
+    for section, spec, needs in option_checks.idle_settings(config):
         if f"{section}.{spec.name}" in kept:
             continue
         value = config.model.options[spec.name] if section == "options" else getattr(getattr(config, section),
                                                                                         spec.name)
         changed.append(f"{as_flag(spec.name, value)}: acts only with {needs.what}")
-        backbones.set_option(config, section, spec.name, default_of(spec))
+        option_checks.set_option(config, section, spec.name, default_of(spec))
     if changed and say and not shipped:
         print(f"--config {config_file}: left at their defaults, as they do nothing with the options given: "
               f"{' / '.join(changed)}", file=sys.stderr)

@@ -21,7 +21,8 @@ from audiotune.cli.stages import config_file_sections, given_options, own_idle_a
 from audiotune.cli.values import integer, options_of
 from audiotune.config import RunConfig, check_config
 from audiotune.engine.sweep_options import PRUNERS, SweepOptions
-from audiotune.models.backbones import refuse_inactive, resolve_config
+from audiotune.models.backbones import resolve_config
+from audiotune.models.option_checks import refuse_inactive
 from audiotune.outputs import SWEEP_TRIALS_TABLE
 from audiotune.storage import Role, final_path
 

@@ -12,7 +12,7 @@ from audiotune.cli.command import Command
 from audiotune.cli.flags import add_path, config_from_args, path_roles
 from audiotune.cli.help import HelpFormatter
 from audiotune.config import check_config
-from audiotune.models.backbones import refuse_inactive
+from audiotune.models.option_checks import refuse_inactive
 from audiotune.storage import Role
 
 WRITTEN = (Role.OUTPUT_FILE, Role.OUTPUT_DIR, Role.RUN_OUTPUT, Role.EXPERIMENT)  # lost with the job's disk

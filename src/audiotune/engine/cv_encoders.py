@@ -33,7 +33,8 @@ from audiotune.data.errors import DataError, refuse
 from audiotune.data.folds import FOLD_PLACEHOLDER, Fold
 from audiotune.data.layout import attach_paths
 from audiotune.engine.clips_read import find_run, run_rows
-from audiotune.models.backbones import options_classes, refuse_inactive, resolve_config
+from audiotune.models.backbones import options_classes, resolve_config
+from audiotune.models.option_checks import refuse_inactive
 from audiotune.outputs import CLIPS_READ_FILE, CONFIG_FILE
 from audiotune.storage import Role
 

@@ -50,7 +50,8 @@ from audiotune.engine.resume import record_changes, resumed_changes
 from audiotune.engine.step_log import step_output
 from audiotune.engine.trainer import build_trainer, earlier_log, merge_logs
 from audiotune.launch import launched_rank_zero
-from audiotune.models.backbones import SupportsPretraining, build_backbone, input_spec, refuse_inactive, resolve_config
+from audiotune.models.backbones import SupportsPretraining, build_backbone, input_spec, resolve_config
+from audiotune.models.option_checks import refuse_inactive
 from audiotune.outputs import (
     CHECKPOINT_DIR,
     CONFIG_FILE,

@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from audiotune.config import config_from_dict, config_to_dict, default_of, upgrade_sections, with_added_options
-from audiotune.models.backbones import idle_settings
+from audiotune.models.option_checks import idle_settings
 from audiotune.outputs import RunDirError
 
 # where and how fast the runs run: free between the processes and reruns of one folder (as a resumed run's)

@@ -10,7 +10,8 @@ from pathlib import Path
 import yaml
 
 from audiotune.config import EVERYWHERE, INPUT_RESOLVED_VERSION, RunConfig, Stage, config_changes, load_config
-from audiotune.models.backbones import backbone_options, input_spec, resolve_config, without_idle_options
+from audiotune.models.backbones import backbone_options, input_spec, resolve_config
+from audiotune.models.option_checks import without_idle_options
 from audiotune.outputs import CONFIG_FILE, CONFIG_HISTORY_FILE, write_bytes
 
 # what a resumed run may change without --allow_changes: how long it trains, and where and how fast it runs

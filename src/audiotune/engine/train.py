@@ -38,9 +38,10 @@ from audiotune.engine.seed_resume import STARTED_FROM, imported_start, load_impo
 from audiotune.engine.selection import check_monitor, monitor_key, monitor_mode
 from audiotune.engine.trainer import build_trainer, earlier_log, merge_logs
 from audiotune.launch import launched_rank_zero
-from audiotune.models.backbones import input_spec, refuse_inactive, resolve_config
+from audiotune.models.backbones import input_spec, resolve_config
 from audiotune.models.checkpoint import build_classifier, classifier_to_load, export_backbone, save_weights
 from audiotune.models.classifier import Classifier
+from audiotune.models.option_checks import refuse_inactive
 from audiotune.outputs import (
     CHECKPOINT_DIR,
     CONFIG_FILE,

@@ -21,16 +21,10 @@ from torch import Tensor, nn
 from audiotune import storage
 from audiotune.config import ClassifierConfig, RunConfig
 from audiotune.config.files import parse_config_file
-from audiotune.models.backbones import (
-    Backbone,
-    SupportsTokenPooling,
-    backbone_class,
-    build_backbone,
-    ignored_options,
-    resolve_config,
-)
+from audiotune.models.backbones import Backbone, SupportsTokenPooling, backbone_class, build_backbone, resolve_config
 from audiotune.models.checkpoint import load_run, rebuild_config, resolve_run_dir
 from audiotune.models.classifier import masked_pool
+from audiotune.models.option_checks import ignored_options
 from audiotune.outputs import CONFIG_FILE, METRICS_FILE
 
 # the frame poolings of the classifier section; a backbone may add token pools (SupportsTokenPooling)

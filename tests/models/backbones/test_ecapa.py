@@ -11,7 +11,7 @@ from conftest import shared_path, small_train_args
 
 from audiotune.cli import build_parser, config_from_args, main
 from audiotune.config import HeadSpec, RunConfig
-from audiotune.models.backbones import build_backbone, input_spec, refuse_inactive, resolve_config, without_idle_options
+from audiotune.models.backbones import build_backbone, input_spec, resolve_config
 from audiotune.models.backbones.ecapa import EcapaBackbone, EcapaOptions
 from audiotune.models.backbones.ecapa_model import (
     ECAPA_TDNN,
@@ -24,6 +24,7 @@ from audiotune.models.backbones.ecapa_model import (
     load_speechbrain_state_dict,
 )
 from audiotune.models.classifier import Classifier
+from audiotune.models.option_checks import refuse_inactive, without_idle_options
 from audiotune.models.state_dict import CheckpointMismatchError
 
 SMALL = dict(

@@ -59,7 +59,7 @@ def test_the_time_spans_options_without_a_masking_share_are_refused_in_fine_tuni
     import torch
 
     from audiotune.config import CLASSIFIER_STAGES, Stage
-    from audiotune.models.backbones import refuse_inactive, without_idle_options
+    from audiotune.models.option_checks import refuse_inactive, without_idle_options
 
     config = RunConfig()
     config.model.model, config.model.checkpoint, config.model.freeze = "hf", str(hf_checkpoints["w2v_layer"]), False

@@ -514,7 +514,8 @@ def test_a_resample_rate_other_than_the_extractors_is_refused_and_no_change_of_a
         hf_checkpoints: dict[str, Path]) -> None:
     """The encoder reads audio at its feature extractor's rate whatever --resample_rate says: another one is refused
     (it was only a warning, and config.yaml recorded it); a resumed run made with it goes on, as the same run."""
-    from audiotune.models.backbones import input_spec, refuse_inactive, resolve_config, without_idle_options
+    from audiotune.models.backbones import input_spec, resolve_config
+    from audiotune.models.option_checks import refuse_inactive, without_idle_options
 
     config = RunConfig()
     config.model.model, config.model.checkpoint = "hf", str(hf_checkpoints["w2v_layer"])

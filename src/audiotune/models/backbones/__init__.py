@@ -11,7 +11,6 @@ What a backbone reads is its :class:`~audiotune.data.input_spec.InputSpec`, deri
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import importlib
 import logging
@@ -28,27 +27,16 @@ import torch
 from torch import Tensor, nn
 
 from audiotune.config import (
-    CLASSIFIER_STAGES,
-    EVERYWHERE,
     FEATURES_CHECKED_VERSION,
     INPUT_RESOLVED_VERSION,
     RESAMPLED_LENGTH_VERSION,
-    SECTIONS,
     WAVEFORM_NORM_VERSION,
     AudioConfig,
-    ClassifierConfig,
     RunConfig,
-    Stage,
-    acts_of,
     check_types,
     default_of,
-    describe_acts,
-    idle_fields,
-    idle_options,
-    inactive_options,
     range_problems,
 )
-from audiotune.config.options import Needs
 from audiotune.config.sections import WAVEFORM_OPTIONS, FeatureConfig
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.samplers import EXACT_PADDING, PaddingRule
@@ -300,37 +288,8 @@ def backbone_class(name: str) -> type[Backbone]:
     return typing.cast(type[Backbone], typing.get_type_hints(_entry(name).factory)["return"])
 
 
-_DEFAULT_RATE = default_of(next(spec for spec in dataclasses.fields(AudioConfig) if spec.name == "resample_rate"))
-# the classifier options a pooled backbone (:attr:`Backbone.pooled`) leaves idle: the first two change nothing
-# (a resumed run's are no change), the weighted sum of its one state only scales it (refused all the same)
-POOLED_IDLE = ("pooling_mode", "pool_drop_last")
-POOLED_REFUSED = (*POOLED_IDLE, "weighted")
-_POOLED_WHY = {"pooling_mode": "every pooling of one vector gives it back as it is",
-               "pool_drop_last": "its one frame is never left out",
-               "weighted": "there is one hidden state, nothing to weigh"}
-
-
-def ignored_options(config: RunConfig) -> list[str]:
-    """``--name value: why`` for each option the user set away from its default that the chosen backbone reads
-    past: the classifier's frame pooling of a pooled backbone (:attr:`Backbone.pooled`), a ``--resample_rate``
-    other than the rate the backbone's input declares (its feature extractor's)."""
-    problems = []
-    name = config.model.model
-    if backbone_class(name).pooled:
-        for spec in dataclasses.fields(ClassifierConfig):
-            value = getattr(config.classifier, spec.name)
-            if spec.name in POOLED_REFUSED and value != default_of(spec):
-                problems.append(f"--{spec.name} {str(value).lower() if isinstance(value, bool) else value}: "
-                                f"--model {name}'s hidden state is one vector per clip, pooled by the model: "
-                                f"{_POOLED_WHY[spec.name]}; leave --{spec.name} out")
-    asked = config.audio.resample_rate
-    rate = input_spec(config).resample_rate if asked != _DEFAULT_RATE else asked  # read only when given
-    if asked != rate:
-        problems.append(f"--resample_rate {asked}: --model {name} reads audio at {rate} Hz (its feature "
-                        "extractor's rate) whatever --resample_rate says; leave --resample_rate out")
-    return problems
-
-
+# --resample_rate left as it is: a model that reads audio at another rate takes its own (said in a warning)
+DEFAULT_RATE = default_of(next(spec for spec in dataclasses.fields(AudioConfig) if spec.name == "resample_rate"))
 def reads_option(name: str | None, option: str) -> bool:
     """Whether ``--model NAME`` reads ``option`` (``section.name``): one of :data:`ABILITY_OPTIONS` only when the
     class its factory returns has the ability (no backbone named: any may)."""
@@ -380,7 +339,7 @@ def resolve_config(config: RunConfig) -> RunConfig:
     if resolve is not None:
         resolve(config)
     inputs = input_spec(config)  # an input the backbone cannot read is an error now, before anything is read or written
-    if config.audio.resample_rate == _DEFAULT_RATE != inputs.resample_rate:  # one the user chose is refused
+    if config.audio.resample_rate == DEFAULT_RATE != inputs.resample_rate:  # one the user chose is refused
         log.warning("--model %s reads audio at %s Hz: it is resampled to that", config.model.model,
                     inputs.resample_rate)
     if inputs.features == "waveform":  # the options of spectrogram frames do nothing (a resumed run's: no change)
@@ -392,97 +351,6 @@ def resolve_config(config: RunConfig) -> RunConfig:
             raise ValueError(f"{' '.join(f'--{name} {value}' for name, value in spectral)}: act on spectrogram "
                              f"frames; --model {config.model.model} reads waveforms{crop}")
     return config
-
-
-# why an option that acts while the encoder trains does nothing in a stage (appended to describe_acts' text)
-_STAGE_WHY = {Stage.ENCODE: "the encoder is frozen here (--freeze true, the default for a pretrained encoder): add "
-                            "--freeze false, or --frozen_train_mode for a frozen encoder in training mode",
-              Stage.PRETRAIN: "audiotune pretrain trains the encoder on its self-supervised objective"}
-
-
-def _option_parts(config: RunConfig) -> list[Any]:
-    """The options of every section of ``config`` and of its backbone."""
-    options = backbone_options(config)
-    return [*(getattr(config, section) for section in SECTIONS), *([options] if options is not None else [])]
-
-
-def _switch_value(config: RunConfig) -> Callable[[str], Any]:
-    def value(switch: str) -> Any:
-        section, _, name = switch.partition(".")
-        return getattr(getattr(config, section), name)
-    return value
-
-
-def idle_settings(config: RunConfig,
-                  stages: frozenset[Stage] = EVERYWHERE) -> list[tuple[str, dataclasses.Field, Needs]]:
-    """``(section, field, needs)`` of every option of ``config`` set away from its default while its switch is off
-    in ``stages`` (:func:`~audiotune.config.idle_fields`); ``section`` is ``options`` for the backbone's own
-    options."""
-    named = {id(getattr(config, section)): section for section in SECTIONS}
-    return [(named.get(id(part), "options"), spec, needs) for part in _option_parts(config)
-            for spec, needs in idle_fields(part, _switch_value(config), stages)]
-
-
-def set_option(config: RunConfig, section: str, name: str, value: Any) -> None:
-    """Set option ``name`` of ``section`` (``options``: the backbone's, kept in the model section)."""
-    if section == "options":
-        config.model.options[name] = value
-    else:
-        setattr(getattr(config, section), name, value)
-
-
-def without_idle_options(config: RunConfig, reader: RunConfig,
-                         stages: frozenset[Stage] = EVERYWHERE) -> RunConfig:
-    """A copy of ``config`` with every option that did nothing at its default, given or not, when the backbone of
-    ``reader`` reads it: those whose switch is off in ``stages`` (:func:`idle_settings`), those
-    :func:`ignored_options` names but the weighted sum, and, for a model that reads waveforms, those of spectrogram
-    frames (:func:`resolve_config` and :func:`refuse_inactive` refuse them all)."""
-    config = copy.deepcopy(config)
-    reads_waveforms = input_spec(reader).features == "waveform"
-    if backbone_class(reader.model.model).pooled:
-        for spec in dataclasses.fields(ClassifierConfig):
-            if spec.name in POOLED_IDLE:
-                setattr(config.classifier, spec.name, default_of(spec))
-    asked = copy.deepcopy(reader)
-    asked.audio.resample_rate = config.audio.resample_rate
-    if input_spec(asked).resample_rate != config.audio.resample_rate:  # the backbone's own rate, whatever it says
-        config.audio.resample_rate = _DEFAULT_RATE
-    for section, spec, _ in idle_settings(config, stages):
-        set_option(config, section, spec.name, default_of(spec))
-    if reads_waveforms:  # but --target_length, which cropped the waveforms' samples
-        for spec in dataclasses.fields(FeatureConfig):
-            if spec.name not in (*WAVEFORM_OPTIONS, "target_length"):
-                setattr(config.features, spec.name, default_of(spec))
-    return config
-
-
-def refuse_inactive(config: RunConfig, stage: Stage | None = None) -> None:
-    """An error naming every option of the model section and of the backbone in the resolved ``config`` set away
-    from its default that does nothing in ``stage`` (default: fine-tuning, or encoding when ``--freeze`` holds the
-    encoder; before the backbone resolved ``--freeze``, either: only what acts in neither), with what would make it
-    act. For the commands that read a user's options (train, pretrain), never for a run being loaded."""
-    options = backbone_options(config)
-    freeze = config.model.freeze and not config.model.frozen_train_mode  # in training mode: as if it fine-tunes
-    stages = CLASSIFIER_STAGES if stage is None and freeze is None else \
-        frozenset({stage or (Stage.ENCODE if freeze else Stage.FINE_TUNE)})
-    problems = []
-    inactive = inactive_options(config.model, stages)
-    if options is not None:
-        inactive += inactive_options(options, stages)
-    for spec, value in inactive:
-        acts = acts_of(spec, value)
-        why = _STAGE_WHY.get(next(iter(stages))) if Stage.FINE_TUNE in acts and len(stages) == 1 else None
-        problems.append(f"--{spec.name} {value}: {describe_acts(acts)}" + (f"; {why}" if why else ""))
-    # an option whose switch is off (--speed_range without --speed); a resumed run's are no change of it (its
-    # config.yaml may hold them from before they were refused: see engine.resume)
-    # (one that acts in none of the stages is refused as such above, whatever its switch)
-    for part in _option_parts(config) if not config.train.resume else []:
-        problems += idle_options(part, _switch_value(config), stages,
-                                 skip=frozenset(spec.name for spec, _ in inactive))
-    if not config.train.resume:
-        problems += ignored_options(config)
-    if problems:
-        raise ValueError(" / ".join(problems))
 
 
 def input_spec(config: RunConfig) -> InputSpec:

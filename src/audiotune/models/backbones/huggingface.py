@@ -260,7 +260,7 @@ class HFBackbone(TransformersSizes, Backbone):
 
 def resolve_hf(config: RunConfig) -> None:
     """The default checkpoint; frozen unless asked (as the seed did). :func:`hf_input` reads the encoder's rate
-    (another ``--resample_rate`` is refused: :func:`~audiotune.models.backbones.ignored_options`)."""
+    (another ``--resample_rate`` is refused: :func:`~audiotune.models.option_checks.ignored_options`)."""
     if not config.model.checkpoint:
         config.model.checkpoint = DEFAULT_CHECKPOINT
     check_available(config.model.checkpoint, "-c")  # no network and no local copy: one line at once
