@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from conftest import SMALL_ECAPA, SMALL_ECAPA_SIZES, small_train_args
 
 from audiotune.cli import main
@@ -364,3 +365,29 @@ def test_a_onecycle_run_is_not_resumed_past_the_length_its_schedule_was_made_for
     made.train.scheduler = longer.train.scheduler = "cosine"
     save_config(made, tmp_path / "config.yaml")
     assert resumed_changes(tmp_path, longer) == {}
+
+
+def test_a_new_run_from_a_config_holding_options_refused_since_reads_them_at_their_defaults(
+        uid_dataset: dict, tmp_path, capsys: pytest.CaptureFixture) -> None:
+    """A config.yaml written before ECAPA-TDNN's pooling and weighted sum were refused (they did nothing) starts a
+    new run as if they were left out, and says so; the same options given as flags are still refused."""
+    run = tmp_path / "run"
+    assert main(small_train_args(uid_dataset, run)) == 0
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["classifier"].update(pooling_mode="max", weighted=True, pool_drop_last=True)
+    earlier = tmp_path / "earlier.yaml"
+    earlier.write_text(yaml.safe_dump(config))
+    capsys.readouterr()
+    again = tmp_path / "again"
+    assert main(["train", "--config", str(earlier), "-o", str(again)]) == 0
+    assert f"--config {earlier}: --weighted true, --pooling_mode max, --pool_drop_last true: do nothing with " \
+           "--model ecapa_tdnn" in capsys.readouterr().err
+    written = yaml.safe_load((again / "config.yaml").read_text())["classifier"]
+    assert (written["pooling_mode"], written["weighted"], written["pool_drop_last"]) == ("mean", False, False)
+    made, remade = (pd.read_parquet(path / "predictions.parquet") for path in (run, again))
+    scores = [column for column in made if column.startswith("score:")]
+    np.testing.assert_allclose(remade[scores].to_numpy(), made[scores].to_numpy(), atol=1e-5)  # the same run
+    refused = tmp_path / "refused"
+    assert main(["train", "--config", str(earlier), "-o", str(refused), "-pm", "max"]) == 2
+    assert "error: --pooling_mode max: --model ecapa_tdnn's hidden state" in capsys.readouterr().err
+    assert not refused.exists()

@@ -140,3 +140,19 @@ def refuse_other_backbones(args: argparse.Namespace, config: RunConfig) -> None:
     for key in vars(args):  # a model-section option the backbone lacks the part for
         if key in backbones.ABILITY_OPTIONS and not backbones.reads_option(config.model.model, key):
             raise ValueError(backbones.lacks_ability(key, config.model.model))
+
+
+def read_idle_at_defaults(config: RunConfig, args: argparse.Namespace, stage: Stage | None = None) -> None:
+    """The options of a config file that audiotune wrote (as :func:`own_idle_at_defaults` tells) that do nothing with
+    the chosen backbone where it trains (a run's config.yaml written before they were refused: ECAPA-TDNN's pooling,
+    a rate the encoder reads past) are read as their defaults, named on stderr; given as flags they are refused as
+    ever. A resumed run reads its file as it is (it goes on as it was made)."""
+    config_file, raw = config_file_sections(args)
+    if not config_file or config.train.resume or not (is_shipped(str(config_file)) or "version" in raw):
+        return
+    from audiotune.engine.resume import idle_at_defaults
+
+    shown = idle_at_defaults(config, frozenset(given_options(args)), stage)
+    if shown:
+        print(f"--config {args.config}: {', '.join(shown)}: do nothing with --model {config.model.model} (the file was "
+              "written before they were refused); read at their defaults", file=sys.stderr)

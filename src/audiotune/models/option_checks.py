@@ -95,17 +95,20 @@ def set_option(config: RunConfig, section: str, name: str, value: Any) -> None:
         setattr(getattr(config, section), name, value)
 
 
-def without_idle_options(config: RunConfig, reader: RunConfig,
-                         stages: frozenset[Stage] = EVERYWHERE) -> RunConfig:
+def without_idle_options(config: RunConfig, reader: RunConfig, stages: frozenset[Stage] = EVERYWHERE,
+                         new_run: bool = False) -> RunConfig:
     """A copy of ``config`` with every option that did nothing at its default, given or not, when the backbone of
     ``reader`` reads it: those whose switch is off in ``stages`` (:func:`idle_settings`), those
     :func:`ignored_options` names but the weighted sum, and, for a model that reads waveforms, those of spectrogram
-    frames (:func:`resolve_config` and :func:`refuse_inactive` refuse them all)."""
+    frames (:func:`resolve_config` and :func:`refuse_inactive` refuse them all). ``new_run``: for a run that starts
+    (no weights of its own to fit), also the softmax-weighted sum of a pooled backbone's one state (a weight of 1)."""
     config = copy.deepcopy(config)
     reads_waveforms = input_spec(reader).features == "waveform"
     if backbone_class(reader.model.model).pooled:
+        softmax = config.classifier.layer_weights == ClassifierConfig.layer_weights
+        idle = (*POOLED_IDLE, "weighted") if new_run and softmax else POOLED_IDLE
         for spec in dataclasses.fields(ClassifierConfig):
-            if spec.name in POOLED_IDLE:
+            if spec.name in idle:
                 setattr(config.classifier, spec.name, default_of(spec))
     asked = copy.deepcopy(reader)
     asked.audio.resample_rate = config.audio.resample_rate
@@ -120,15 +123,21 @@ def without_idle_options(config: RunConfig, reader: RunConfig,
     return config
 
 
+def checked_stages(config: RunConfig, stage: Stage | None = None) -> frozenset[Stage]:
+    """Where the options of ``config`` act, as :func:`refuse_inactive` checks them: ``stage``, else fine-tuning, or
+    encoding when ``--freeze`` holds the encoder (before the backbone resolved ``--freeze``: either)."""
+    freeze = config.model.freeze and not config.model.frozen_train_mode  # in training mode: as if it fine-tunes
+    return CLASSIFIER_STAGES if stage is None and freeze is None else \
+        frozenset({stage or (Stage.ENCODE if freeze else Stage.FINE_TUNE)})
+
+
 def refuse_inactive(config: RunConfig, stage: Stage | None = None) -> None:
     """An error naming every option of the model section and of the backbone in the resolved ``config`` set away
     from its default that does nothing in ``stage`` (default: fine-tuning, or encoding when ``--freeze`` holds the
     encoder; before the backbone resolved ``--freeze``, either: only what acts in neither), with what would make it
     act. For the commands that read a user's options (train, pretrain), never for a run being loaded."""
     options = backbone_options(config)
-    freeze = config.model.freeze and not config.model.frozen_train_mode  # in training mode: as if it fine-tunes
-    stages = CLASSIFIER_STAGES if stage is None and freeze is None else \
-        frozenset({stage or (Stage.ENCODE if freeze else Stage.FINE_TUNE)})
+    stages = checked_stages(config, stage)
     problems = []
     inactive = inactive_options(config.model, stages)
     if options is not None:
