@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -396,3 +397,31 @@ def test_cv_refuses_a_validation_share_its_folds_would_not_use(tmp_path: Path, c
     assert run_cv(tmp_path, table, tmp_path / "cv", "--config", str(config)) == 2
     assert "--val_share 0.2: cv folds take their validation from --val_group" in capsys.readouterr().err
     assert not (tmp_path / "cv").exists()
+
+
+def test_a_cv_made_with_options_refused_since_goes_on_with_its_command_line(tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture) -> None:
+    """A cross-validation whose record holds ECAPA-TDNN's -pm max and --weighted true (taken before they were refused:
+    they did nothing) is run again with the same flags: its finished runs are kept, a missing one trains as without
+    them, and the summary is written again; a new folder with them is refused before anything is written."""
+    table = small_table(tmp_path)
+    out = tmp_path / "cv"
+    two_folds = ("--folds", "2", "--val_group", "none")
+    assert run_cv(tmp_path, table, out, *two_folds) == 0
+    record = yaml.safe_load((out / "cv_config.yaml").read_text())  # as the earlier release recorded it
+    record["config"]["classifier"].update(pooling_mode="max", weighted=True)
+    (out / "cv_config.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
+    kept = (out / "fold_1" / "run_1" / "metrics.json").stat().st_mtime_ns
+    made = pd.read_parquet(out / "fold_2" / "run_1" / "predictions.parquet")
+    shutil.rmtree(out / "fold_2" / "run_1")
+    (out / "cv_summary.json").unlink()
+    assert run_cv(tmp_path, table, out, *two_folds, "-pm", "max", "--weighted", "true") == 0
+    assert (out / "fold_1" / "run_1" / "metrics.json").stat().st_mtime_ns == kept
+    remade = pd.read_parquet(out / "fold_2" / "run_1" / "predictions.parquet")
+    scores = [column for column in made if column.startswith("score:")]
+    np.testing.assert_allclose(remade[scores].to_numpy(), made[scores].to_numpy(), atol=1e-5)
+    assert json.loads((out / "cv_summary.json").read_text())["runs"] == 2
+    capsys.readouterr()
+    assert run_cv(tmp_path, table, tmp_path / "new", *two_folds, "-pm", "max") == 2
+    assert "--pooling_mode max: --model ecapa_tdnn's hidden state" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()

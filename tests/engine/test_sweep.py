@@ -318,3 +318,28 @@ def test_a_run_configs_value_whose_switch_a_trial_turns_on_acts_in_that_trial(tm
         classifier = yaml.safe_load((run / "config.yaml").read_text())["classifier"]
         sizes[classifier["shared_dense"]] = classifier["sd_bottleneck"]
     assert sizes == {True: 16, False: 768}
+
+
+def test_a_sweep_made_with_options_refused_since_goes_on_with_its_command_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A sweep whose record holds ECAPA-TDNN's -pm max and --weighted true (taken before they were refused: they did
+    nothing) carries on with the same flags, its new trials reading them at their defaults; a new sweep with them is
+    refused before anything is written."""
+    ds = make_uid_dataset(tmp_path)
+    space, out = write_space(tmp_path / "space.yaml"), tmp_path / "sweep"
+    args = sweep_args(ds, space, out, "-e", "1", "--pruner", "none")
+    assert main([*args, "--trials", "1"]) == 0
+    record = yaml.safe_load((out / "sweep.yaml").read_text())  # as the earlier release recorded it
+    record["config"]["classifier"].update(pooling_mode="max", weighted=True)
+    (out / "sweep.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
+    kept = (out / "trial_0" / "metrics.json").stat().st_mtime_ns
+    assert main([*args, "--trials", "2", "-pm", "max", "--weighted", "true"]) == 0
+    assert (out / "trial_0" / "metrics.json").stat().st_mtime_ns == kept
+    table = trials(out)
+    assert len(table) == 2 and set(table["state"]) == {"complete"}
+    added = yaml.safe_load((out / table.iloc[-1]["run_dir"] / "config.yaml").read_text())["classifier"]
+    assert (added["pooling_mode"], added["weighted"]) == ("mean", False)
+    capsys.readouterr()
+    assert main(sweep_args(ds, space, tmp_path / "new", "-e", "1", "-pm", "max")) == 2
+    assert "--pooling_mode max: --model ecapa_tdnn's hidden state" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()

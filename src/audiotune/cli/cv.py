@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import copy
 
 from audiotune import storage
 from audiotune.cli.command import Command
 from audiotune.cli.flags import add_audio_dir, add_config_flags, add_grouping_flags, config_from_args, declare_role
 from audiotune.cli.seed_flags import refuse_declared
 from audiotune.cli.show import quiet_lightning
+from audiotune.cli.stages import read_idle_at_defaults
 from audiotune.cli.values import options_of
 from audiotune.data.folds import FOLD_PLACEHOLDER, VAL_GROUPS, FoldOptions
 from audiotune.storage import Role
@@ -42,15 +42,17 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from audiotune.engine.cv import cross_validate
     from audiotune.engine.cv_encoders import fold_paths
     from audiotune.engine.report import report_when_done
-    from audiotune.models.backbones import resolve_config
-    from audiotune.models.option_checks import refuse_inactive
+    from audiotune.engine.resume import refuse_inactive_of_runs
+    from audiotune.outputs import CV_CONFIG_FILE
 
     quiet_lightning(args.verbose)
     config = config_from_args(args)
+    read_idle_at_defaults(config, args)
     if config.train.val_share:  # from a --config file (the flag is refused as it is parsed)
         raise ValueError(f"--val_share {config.train.val_share}: {VAL_SHARE}")
     if not fold_paths(config):  # an encoder per fold is checked per fold, once the folds are known
-        refuse_inactive(resolve_config(copy.deepcopy(config)))  # as each run would, before the folds are written
+        # as each run would, before the folds are written; a rerun goes on with the options it was made with
+        refuse_inactive_of_runs(config, storage.isfile(storage.join(config.exp_dir, CV_CONFIG_FILE)))
     options = options_of(FoldOptions, args)
     result = cross_validate(config, config.data.data_split_root, options, args.repeats)
     if not result:

@@ -17,13 +17,12 @@ from audiotune.cli.flags import (
     declare_role,
 )
 from audiotune.cli.show import quiet_lightning
-from audiotune.cli.stages import config_file_sections, given_options, own_idle_at_defaults
+from audiotune.cli.stages import config_file_sections, given_options, own_idle_at_defaults, read_idle_at_defaults
 from audiotune.cli.values import integer, options_of
 from audiotune.config import RunConfig, check_config
+from audiotune.engine.resume import refuse_inactive_of_runs
 from audiotune.engine.sweep_options import PRUNERS, SweepOptions
-from audiotune.models.backbones import resolve_config
-from audiotune.models.option_checks import refuse_inactive
-from audiotune.outputs import SWEEP_TRIALS_TABLE
+from audiotune.outputs import SWEEP_SPACE_FILE, SWEEP_TRIALS_TABLE
 from audiotune.storage import Role, final_path
 
 DEFAULTS = SweepOptions()  # the defaults the flags show
@@ -76,7 +75,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     base = config_from_args(args, own_idle=False)
     config_file, raw = config_file_sections(args)
     shared = own_idle_at_defaults(copy.deepcopy(base), config_file, raw, given_options(args))
-    refuse_inactive(resolve_config(shared))  # the flags all trials share, refused as train would
+    read_idle_at_defaults(shared, args)
+    made = storage.isfile(storage.join(base.exp_dir, SWEEP_SPACE_FILE))  # a rerun goes on as it was made
+    refuse_inactive_of_runs(shared, made)  # the flags all trials share, refused as train would
     parse = parser.parse_args
 
     def trial_config(flags: list[str]) -> RunConfig:
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     logging.disable(logging.WARNING)  # the backbone's warnings of the same inputs: said by each trial
     try:  # every parameter is a train flag: a typo, a value out of range or one that acts nowhere in train fails
         # before any trial, as the trial's train would refuse it before writing
-        vertex.check_space(space, args.space, lambda flags: refuse_inactive(resolve_config(trial_config(flags))))
+        vertex.check_space(space, args.space, lambda flags: refuse_inactive_of_runs(trial_config(flags), made))
     finally:
         logging.disable(logging.NOTSET)
 

@@ -33,9 +33,9 @@ from audiotune.data.errors import DataError, refuse
 from audiotune.data.folds import FOLD_PLACEHOLDER, Fold
 from audiotune.data.layout import attach_paths
 from audiotune.engine.clips_read import find_run, run_rows
-from audiotune.models.backbones import options_classes, resolve_config
-from audiotune.models.option_checks import refuse_inactive
-from audiotune.outputs import CLIPS_READ_FILE, CONFIG_FILE
+from audiotune.engine.resume import refuse_inactive_of_runs
+from audiotune.models.backbones import options_classes
+from audiotune.outputs import CLIPS_READ_FILE, CONFIG_FILE, CV_CONFIG_FILE
 from audiotune.storage import Role
 
 log = logging.getLogger(__name__)
@@ -97,13 +97,14 @@ def fold_configs(config: RunConfig, folds: list[Fold]) -> dict[str, RunConfig]:
     where the paths hold the placeholder) and not have been pretrained on the fold's test clips
     (:func:`check_pretraining`), before anything is written."""
     per_fold = fold_paths(config)
+    made = storage.isfile(storage.join(config.exp_dir, CV_CONFIG_FILE))  # a rerun: goes on as it was made
     configs = {fold.name: fold_config(config, fold.name) for fold in folds}
     given = {fold: encoder_paths(configs[fold]) for fold in configs}  # as named, before remote ones are copied
     missing = [f"{fold}: --{name} {given[fold][name]}" for fold in configs for name in per_fold
                if not _found(configs[fold], name)]
     refuse(missing, f"of the folds' encoders not found ({FOLD_PLACEHOLDER} is each fold's name)")
     for fold in folds if per_fold else ():  # (one encoder for all: the command checked it before reading the folds)
-        refuse_inactive(resolve_config(copy.deepcopy(configs[fold.name])))  # as each run would
+        refuse_inactive_of_runs(configs[fold.name], made)  # as each run would
         fold.info["encoder"] = {name: given[fold.name][name] for name in per_fold}
     check_pretraining(configs, folds, config.data.allow_overlap)
     return configs

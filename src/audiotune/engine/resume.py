@@ -20,7 +20,7 @@ from audiotune.config import (
     load_config,
 )
 from audiotune.models.backbones import backbone_options, input_spec, resolve_config
-from audiotune.models.option_checks import checked_stages, without_idle_options
+from audiotune.models.option_checks import checked_stages, refuse_inactive, without_idle_options
 from audiotune.outputs import CONFIG_FILE, CONFIG_HISTORY_FILE, write_bytes
 
 # what a resumed run may change without --allow_changes: how long it trains, and where and how fast it runs
@@ -122,6 +122,16 @@ def idle_at_defaults(config: RunConfig, given: frozenset[str] = frozenset(), sta
             config.model.options[name] = quiet.model.options[name]
             changed.append((name, value))
     return [f"--{name} {str(value).lower() if isinstance(value, bool) else value}" for name, value in changed]
+
+
+def refuse_inactive_of_runs(config: RunConfig, made: bool) -> None:
+    """:func:`~audiotune.models.backbones.refuse_inactive` for the runs a driver (cv, sweep) trains from ``config``,
+    before anything is written. A rerun of a folder already ``made`` refuses only the options that act nowhere: one
+    made with options refused since (they did nothing) goes on, its runs that start reading them at their defaults
+    (:func:`idle_at_defaults`, by ``continue_or_start``)."""
+    checked = resolve_config(copy.deepcopy(config))
+    checked.train.resume = made
+    refuse_inactive(checked)
 
 
 def record_changes(exp_dir: Path, changes: dict[str, list], started_from: str = "") -> None:

@@ -33,7 +33,7 @@ from audiotune.engine.inference import features_on_device, inference_device
 from audiotune.engine.losses import training_class_weights
 from audiotune.engine.module import ClassifierModule, DeviceFeatures, trains
 from audiotune.engine.pace import pace_summary
-from audiotune.engine.resume import keep_resumed_version, record_changes, resumed_changes
+from audiotune.engine.resume import idle_at_defaults, keep_resumed_version, record_changes, resumed_changes
 from audiotune.engine.seed_resume import STARTED_FROM, imported_start, load_imported
 from audiotune.engine.selection import check_monitor, monitor_key, monitor_mode
 from audiotune.engine.trainer import build_trainer, earlier_log, merge_logs
@@ -199,6 +199,8 @@ def continue_or_start(config: RunConfig) -> RunConfig:
     config.train.overwrite = not config.train.resume and (exp_dir / CONFIG_FILE).is_file()
     if config.train.resume:
         log.warning("%s: resuming from its last checkpoint", exp_dir)
+    else:  # options that do nothing (a folder made before they were refused holds them): read at their defaults
+        idle_at_defaults(config)
     return config
 
 

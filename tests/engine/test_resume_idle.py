@@ -1,0 +1,38 @@
+"""Options a config written before they were refused holds (they did nothing): read at their defaults for a new run
+(:func:`audiotune.engine.resume.idle_at_defaults`), kept by a resumed one."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from audiotune.config import RunConfig
+from audiotune.engine.resume import idle_at_defaults, refuse_inactive_of_runs
+
+
+def earlier_hf_config(checkpoint: Path) -> RunConfig:
+    """A fine-tuning config as an earlier release took it: a rate the encoder reads past, --layer beside --weighted,
+    time-span options without --mask_time_prob."""
+    config = RunConfig()
+    config.model.model, config.model.checkpoint, config.model.freeze = "hf", str(checkpoint), False
+    config.audio.resample_rate = 8000
+    config.classifier.weighted, config.classifier.layer = True, 1
+    config.model.options = {"mask_spans": "batch", "mask_time_length": 5}
+    return config
+
+
+def test_options_that_did_nothing_are_read_at_their_defaults_but_those_given_as_flags(
+        hf_checkpoints: dict[str, Path]) -> None:
+    config = earlier_hf_config(hf_checkpoints["w2v_layer"])
+    shown = idle_at_defaults(config, given=frozenset({"options.mask_spans"}))
+    assert shown == ["--resample_rate 8000", "--layer 1", "--mask_time_length 5"]
+    assert (config.audio.resample_rate, config.classifier.layer, config.classifier.weighted) == (16000, -1, True)
+    assert config.model.options["mask_spans"] == "batch"  # the flag's: refused as it is
+    assert idle_at_defaults(config, given=frozenset({"options.mask_spans"})) == []  # nothing left
+
+
+def test_a_folder_made_with_them_goes_on_and_a_new_one_is_refused(hf_checkpoints: dict[str, Path]) -> None:
+    config = earlier_hf_config(hf_checkpoints["w2v_layer"])
+    refuse_inactive_of_runs(config, made=True)
+    with pytest.raises(ValueError, match="--resample_rate 8000: --model hf reads audio at 16000 Hz"):
+        refuse_inactive_of_runs(config, made=False)
