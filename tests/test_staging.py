@@ -46,3 +46,13 @@ def test_cloud_dir_without_cloud_is_refused() -> None:
     args = build_parser().parse_args(["evaluate", "--run", "run", "-d", "test.csv", "--cloud_dir", "runs/r1"])
     with pytest.raises(ValueError, match=r"--cloud_dir runs/r1: the folder that --cloud uploads .* add --cloud"):
         _cloud_url(args, path_roles(args))
+
+
+def test_cloud_dir_without_cloud_is_refused_but_for_a_resumed_run() -> None:
+    """A run made with --cloud_dir alone (it uploaded nothing) goes on with the command line that made it."""
+    made = ["train", "-d", "split", "-l", "labels.txt", "-o", "run", "--cloud_dir", "runs/r1"]
+    args = build_parser().parse_args(made)
+    with pytest.raises(ValueError, match=r"--cloud_dir runs/r1: .* add --cloud"):
+        _cloud_url(args, path_roles(args))
+    args = build_parser().parse_args([*made, "--resume"])
+    assert _cloud_url(args, path_roles(args)) is None

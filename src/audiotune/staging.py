@@ -167,7 +167,9 @@ def _cloud_uploads(args: argparse.Namespace, plan: list[tuple[str, Role, str]]) 
 def _cloud_url(args: argparse.Namespace, roles: dict[str, Role]) -> str | None:
     """The seed systems' ``--cloud -b BUCKET --cloud_dir DIR``: the command's outputs are uploaded there too."""
     if not _get(args, "cloud"):
-        if _get(args, "cloud_dir"):  # a seed flag that means something only beside another: refused before any write
+        # a seed flag that means something only beside another: refused before any write, but for a run resumed
+        # with the command line that made it (where it did nothing too)
+        if _get(args, "cloud_dir") and not _get(args, "train.resume"):
             raise ValueError(f"--cloud_dir {_get(args, 'cloud_dir')}: the folder that --cloud uploads the outputs to; "
                              "add --cloud (with -b BUCKET), or leave --cloud_dir out")
         return None
