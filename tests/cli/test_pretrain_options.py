@@ -259,3 +259,34 @@ def test_a_run_made_with_an_option_of_another_objective_resumes(wav2vec2: Path, 
     (out / "config.yaml").write_text(yaml.safe_dump(recorded))
     assert main([*argv, "--pseudo_labels", "labels.parquet", "--training_steps", "2", "--resume"]) == 0
     assert json.loads((out / "metrics.json").read_text())["steps_run"] == 2
+
+
+def test_a_new_run_from_a_config_written_before_its_options_were_refused(wav2vec2: Path, uid_dataset: dict,
+                                                                          tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    """A run's config.yaml from before: TAPT's --pseudo_labels and a --val_share beside a val part (both did nothing)
+    are read at their defaults, and said to be; a --fresh_quantizer for a checkpoint that has one is refused
+    naming the file's line to drop."""
+    argv = hf_pretrain(uid_dataset, wav2vec2, tmp_path / "run")
+    assert main(argv) == 0
+    recorded = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    recorded["model"]["pseudo_labels"] = "labels.parquet"  # taken with tapt before
+    recorded["train"]["val_share"] = 0.2  # with a val part, which validated
+    earlier = tmp_path / "earlier.yaml"
+    earlier.write_text(yaml.safe_dump(recorded))
+    capsys.readouterr()
+    again = tmp_path / "again"
+    assert main(["pretrain", "--config", str(earlier), "-o", str(again)]) == 0
+    err = capsys.readouterr().err
+    assert f"--config {earlier}: left at their defaults, as they do nothing with the options given: " \
+           "--pseudo_labels labels.parquet" in err
+    assert f"--config {earlier}: --val_share 0.2: does nothing with the val part of {uid_dataset['split']}" in err
+    written = yaml.safe_load((again / "config.yaml").read_text())
+    assert (written["model"]["pseudo_labels"], written["train"]["val_share"]) == ("", 0.0)
+    recorded["model"]["fresh_quantizer"] = True
+    earlier.write_text(yaml.safe_dump(recorded))
+    refused = tmp_path / "refused"
+    assert main(["pretrain", "--config", str(earlier), "-o", str(refused)]) == 2
+    assert f"leave --fresh_quantizer out (it starts a missing quantizer from random weights) (--config {earlier} " \
+           "sets fresh_quantizer: true: drop that line)" in capsys.readouterr().err
+    assert not refused.exists()

@@ -36,6 +36,7 @@ from audiotune.cli.help import HelpFormatter, add_help_flags, arrange, compact_u
 from audiotune.cli.interrupts import exit_status, interruption_line, sigterm_raises, stopped_by
 from audiotune.cli.seed_flags import refuse_retired
 from audiotune.cli.show import one_line, reader_gone, silence_standard_streams, third_party_quiet
+from audiotune.cli.stages import config_line_hint
 from audiotune.cli.values import parse_bool
 from audiotune.launch import launched_local_rank
 from audiotune.models import backbones
@@ -148,6 +149,6 @@ def main(argv: list[str] | None = None) -> int:
             return READER_GONE
         if args.verbose:
             raise
-        print(f"audiotune {args.command}: error: {one_line(err)}", file=sys.stderr)
+        print(f"audiotune {args.command}: error: {one_line(err)}{config_line_hint(args, str(err))}", file=sys.stderr)
         return 2
     return 0

@@ -9,7 +9,8 @@ from audiotune import storage
 from audiotune.cli.command import Command
 from audiotune.cli.flags import add_config_flags, config_from_args, refuse_other_options, refuse_other_values
 from audiotune.cli.show import quiet_lightning
-from audiotune.config import PRETRAINING, DataConfig, RunConfig
+from audiotune.cli.stages import read_idle_at_defaults
+from audiotune.config import PRETRAINING, DataConfig, RunConfig, Stage, TrainConfig
 from audiotune.config.sections import RESUME_HINT
 from audiotune.data.layout import read_splits
 from audiotune.outputs import EPOCHS_RUN
@@ -72,7 +73,12 @@ def _validation_rule(args: argparse.Namespace, config: RunConfig) -> None:
     if given and not config.train.resume:
         root = config.data.data_split_root
         val = read_splits(root, config.data.prefix).get("val")
-        if val is not None:
+        if val is not None and share and "train.val_share" not in vars(args):  # a --config file's (a run's)
+            print(f"--config {args.config}: --val_share {share}: does nothing with the val part of {root} (the "
+                  "file was written before it was refused); read at its default", file=sys.stderr)
+            config.train.val_share = TrainConfig().val_share
+            given = given.replace(f"--val_share {share}", "").strip()
+        if val is not None and given:
             raise ValueError(f"{given}: {root} has a val part ({val.attrs.get('source', 'val')}), on which pretraining "
                              f"validates whatever {given} says; leave it out, or pretrain on a table without one "
                              "(-d its train.csv) to validate on --val_share of its rows, or on none with --val_size 0")
@@ -84,6 +90,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     quiet_lightning(args.verbose)
     config = config_from_args(args)
     refuse_other_values(config, args, PRETRAIN_OPTIONS, NOT_PRETRAINING)
+    read_idle_at_defaults(config, args, Stage.PRETRAIN)
     _validation_rule(args, config)
     metrics = pretrain(config)
     if not metrics:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -156,3 +157,28 @@ def read_idle_at_defaults(config: RunConfig, args: argparse.Namespace, stage: St
     if shown:
         print(f"--config {args.config}: {', '.join(shown)}: do nothing with --model {config.model.model} (the file was "
               "written before they were refused); read at their defaults", file=sys.stderr)
+
+
+def _leaves(raw: Any) -> dict[str, Any]:
+    """The options of a config file's sections (nested as written: a backbone's under ``model.options``) by name."""
+    if not isinstance(raw, dict):
+        return {}
+    return {name: value for key, item in raw.items()
+            for name, value in (_leaves(item) if isinstance(item, dict) else {key: item}).items()}
+
+
+def config_line_hint(args: argparse.Namespace, message: str) -> str:
+    """For an error refusing options (``--name value: ...``) that the ``--config`` file sets and the command line
+    does not (a file written before they were refused): the lines of the file to drop, else ``""``."""
+    source = vars(args).get("config")
+    if not source:
+        return ""
+    given = {key.rpartition(".")[2] for key in vars(args) if "." in key}
+    try:
+        held = _leaves(config_file_sections(args)[1])
+    except (OSError, ValueError):
+        return ""
+    lines = [f"{name}: {value}" for name, value in re.findall(r"(?:^|/ )--(\w+) ([^:/ ]+):", message)
+             if name not in given and str(held.get(name)).lower() == value.lower()]
+    return f" (--config {source} sets {', '.join(lines)}: drop {'that line' if len(lines) == 1 else 'those lines'})" \
+        if lines else ""
