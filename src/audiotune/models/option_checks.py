@@ -57,7 +57,6 @@ def ignored_options(config: RunConfig) -> list[str]:
     return problems
 
 
-
 # why an option that acts while the encoder trains does nothing in a stage (appended to describe_acts' text)
 _STAGE_WHY = {Stage.ENCODE: "the encoder is frozen here (--freeze true, the default for a pretrained encoder): add "
                             "--freeze false, or --frozen_train_mode for a frozen encoder in training mode",
@@ -110,6 +109,9 @@ def without_idle_options(config: RunConfig, reader: RunConfig, stages: frozenset
         for spec in dataclasses.fields(ClassifierConfig):
             if spec.name in idle:
                 setattr(config.classifier, spec.name, default_of(spec))
+    if backbone_class(reader.model.model).pads_itself:  # --pad never reached its layers
+        config.features.pad = default_of(next(spec for spec in dataclasses.fields(FeatureConfig)
+                                              if spec.name == "pad"))
     asked = copy.deepcopy(reader)
     asked.audio.resample_rate = config.audio.resample_rate
     if input_spec(asked).resample_rate != config.audio.resample_rate:  # the backbone's own rate, whatever it says

@@ -403,3 +403,22 @@ def test_the_poolings_and_weighted_sum_of_its_one_pooled_state_are_refused(uid_d
 
 def config_flag(flags: list[str]) -> str:
     return {"-pm": "pooling_mode"}.get(flags[0], flags[0][2:])
+
+
+def test_a_run_made_with_pad_before_it_was_refused_resumes_as_the_same_run(tmp_path: Path) -> None:
+    """--pad never reached ECAPA-TDNN's layers (it masks the padded frames): refused for a new run, while a run whose
+    config.yaml records one resumes with the command that made it, or without the flag, as the same run."""
+    from audiotune.config import save_config
+    from audiotune.engine.resume import resumed_changes
+
+    made = RunConfig()
+    made.model.model = "ecapa_tdnn"
+    resolve_config(made)
+    made.features.pad = "silence"  # as a run made before the refusal recorded it
+    save_config(made, tmp_path / "config.yaml")
+    with pytest.raises(ValueError, match=r"^--pad silence: --model ecapa_tdnn masks the padded frames"):
+        resolve_config(copy.deepcopy(made))
+    for pad in ("silence", "zero"):
+        again = copy.deepcopy(made)
+        again.features.pad, again.train.resume = pad, True
+        assert resumed_changes(tmp_path, resolve_config(again)) == {}, pad

@@ -51,6 +51,9 @@ class Backbone(nn.Module):
     # its one hidden state is one vector per clip, pooled by the model itself (ECAPA-TDNN's attentive statistics
     # pooling): a frame pooling gives it back as it is, and there are no states to weigh (:data:`POOLED_IDLE`)
     pooled: bool = False
+    # what --pad fills its padded frames with never reaches its layers (ECAPA-TDNN masks them, AST writes its
+    # extractor's padding frame): --pad is refused, and a run's recorded --pad is no change of it when resumed
+    pads_itself: bool = False
 
     @property
     def padding(self) -> PaddingRule:

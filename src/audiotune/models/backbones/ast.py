@@ -147,6 +147,7 @@ class ASTBackbone(TransformersSizes, Backbone):
     """
 
     input_kind = "features"  # (B, T, F) fbank: T = max_length, F = num_mel_bins
+    pads_itself = True  # every frame past a clip's holds the extractor's padding frame, whatever --pad says
 
     def __init__(self, options: ASTOptions, pretrained: bool = True) -> None:
         """``pretrained=False`` builds from the checkpoint's config only (random weights)."""
@@ -235,8 +236,8 @@ def resolve_ast(config: RunConfig) -> None:
     """The default checkpoint; frozen unless asked (as ``--model hf``); warnings where the extractor and the model
     disagree and where ``--clip_length`` leaves frames empty (:func:`ast_input` is what the model reads, at its
     extractor's rate); ``--pad`` other than its default is an error (the backbone pads with its extractor's frame
-    whatever it says: see the module docstring)."""
-    if config.features.pad != ZERO_PAD:
+    whatever it says: see the module docstring; a resumed run made with one goes on)."""
+    if config.features.pad != ZERO_PAD and not config.train.resume:
         raise ValueError(f"--pad {config.features.pad}: --model ast pads every clip with its feature extractor's "
                          "padding frame (log-mel 0, then normalised) whatever --pad says; leave --pad out")
     m = config.model

@@ -69,6 +69,7 @@ class EcapaBackbone(Backbone):
 
     input_kind = "features"  # consumes (B, T, F) fbank/mfcc features
     pooled = True  # attentive statistics pooling: one embedding per clip, its single hidden state
+    pads_itself = True  # the padded frames are masked: its layers read only each clip's own
 
     def __init__(self, options: EcapaOptions) -> None:
         super().__init__()
@@ -108,8 +109,8 @@ class EcapaBackbone(Backbone):
 def resolve_ecapa(config: RunConfig) -> None:
     """ECAPA-TDNN is trained, so it is never frozen unless asked; its blocks' sizes are one per block; ``--pad``
     other than its default is an error (its convolutions, batch norms and pooling read only a clip's own frames:
-    what the padding holds never reaches them)."""
-    if config.features.pad != ZERO_PAD:
+    what the padding holds never reaches them; a resumed run made with one goes on)."""
+    if config.features.pad != ZERO_PAD and not config.train.resume:
         raise ValueError(f"--pad {config.features.pad}: --model ecapa_tdnn masks the padded frames (its layers read "
                          "only each clip's own), so what they hold changes nothing; leave --pad out")
     settings = backbone_options(config)
