@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from audiotune.engine.cv import finished_metrics, summarise
+from audiotune.engine.cv_summary import finished_metrics, summarise
 from audiotune.engine.selection import monitor_value
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fsdd" / "recordings"

@@ -18,7 +18,15 @@ from audiotune.config import HeadSpec, RunConfig, save_config
 from audiotune.data.errors import DataError
 from audiotune.data.folds import Fold, FoldOptions, build_folds
 from audiotune.data.json_splits import read_json_split
-from audiotune.engine.cv import METRIC_KEYS, METRIC_RANGES, STATISTICS, fold_ensemble, summarise, summary, summary_table
+from audiotune.engine.cv_summary import (
+    METRIC_KEYS,
+    METRIC_RANGES,
+    STATISTICS,
+    fold_ensemble,
+    summarise,
+    summary,
+    summary_table,
+)
 from audiotune.engine.evaluate import prediction_table
 from audiotune.report.experiment_page import ExperimentReport, render_experiment
 

@@ -47,7 +47,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from audiotune import outputs
 from audiotune.config import RunConfig, config_to_dict
-from audiotune.engine.cv import finished_metrics
+from audiotune.engine.cv_summary import finished_metrics
 from audiotune.engine.device import check_one_process, parse_devices
 from audiotune.engine.records import check_settings_record
 from audiotune.engine.selection import MONITORS, monitor_key
