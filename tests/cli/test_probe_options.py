@@ -140,3 +140,26 @@ def test_probe_table_has_val_columns_before_test_whether_validation_is_drawn_or_
                      *SMALL_ECAPA, "-e", "1", "-bs", "4", "--report", "False", *extra]) == 0
         columns.append(pd.read_csv(out / "probe.csv").columns.tolist())
     assert columns[0] == columns[1] and columns[0][1].startswith("val_") and columns[0][-1].startswith("test_")
+
+
+def test_an_option_typed_with_its_switch_off_is_refused_as_train_refuses_it(tmp_path: Path) -> None:
+    """-lr with --scheduler onecycle, --dataset_mean without --dataset_std: typed, refused before anything is
+    written; --layer_weights without --weighted is probe's own (its weighted-sum head reads it), and a --config
+    file's values are its recipe's or run's (read as they are)."""
+    from audiotune.cli.flags import config_from_args
+    from audiotune.cli.stages import refuse_given_idle
+
+    def checked(*argv: str) -> None:
+        args = build_parser().parse_args(["probe", "-d", "x", "-o", str(tmp_path / "p"), *argv])
+        refuse_given_idle(config_from_args(args, read_inputs=False, takes=PROBE_OPTIONS), args, PROBE_OPTIONS)
+
+    with pytest.raises(ValueError, match=r"^--learning_rate 0\.1: acts only with --scheduler none, cosine or linear"):
+        checked("-lr", "0.1", "--scheduler", "onecycle")
+    with pytest.raises(ValueError, match=r"^--dataset_mean -5\.0: acts only with --dataset_std"):
+        checked("--dataset_mean", "-5")
+    checked("-lr", "0.1", "--scheduler", "cosine")
+    checked("--layer_weights", "raw")
+    made = tmp_path / "config.yaml"
+    made.write_text(yaml.safe_dump({"train": {"scheduler": "onecycle", "learning_rate": 0.1}}))
+    checked("--config", str(made))
+    assert not (tmp_path / "p").exists()

@@ -8,6 +8,7 @@ from pathlib import Path
 from audiotune.cli.command import Command
 from audiotune.cli.flags import ONE_PROCESS_NOTES, add_config_flags, config_from_args, refuse_other_options
 from audiotune.cli.show import quiet_lightning
+from audiotune.cli.stages import refuse_given_idle
 from audiotune.config import ENCODING
 from audiotune.outputs import PROBE_FILE
 from audiotune.storage import final_path
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
     quiet_lightning(args.verbose)
     config = config_from_args(args, takes=PROBE_OPTIONS)
+    refuse_given_idle(config, args, PROBE_OPTIONS)
     table = probe(config)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"probe table: {final_path(Path(config.exp_dir) / PROBE_FILE)}")

@@ -122,6 +122,26 @@ def own_idle_at_defaults(config: RunConfig, config_file: str | None, raw: dict[s
     return config
 
 
+def refuse_given_idle(config: RunConfig, args: argparse.Namespace, takes: tuple[str, ...]) -> None:
+    """For a command that takes part of the options (``takes``: ``section`` or ``section.name`` entries): an option
+    typed on its command line whose switch, also one it takes, is off (``-lr`` with ``--scheduler onecycle``) is an
+    error, as train refuses it. One whose switch the command does not take is its own to read (probe's heads read
+    every hidden state, whatever ``--weighted`` says)."""
+    def taken(key: str) -> bool:
+        return key in takes or key.partition(".")[0] in takes
+
+    given = given_options(args)
+    problems = []
+    for section, spec, needs in option_checks.idle_settings(config):
+        switch = needs.switch if "." in needs.switch else f"{section}.{needs.switch}"
+        if f"{section}.{spec.name}" in given and needs.switch and taken(switch):
+            value = config.model.options[spec.name] if section == "options" else \
+                getattr(getattr(config, section), spec.name)
+            problems.append(f"{as_flag(spec.name, value)}: acts only with {needs.what}")
+    if problems:
+        raise ValueError(" / ".join(problems))
+
+
 def say_left_at_defaults(command: str, config_file: str | None, ignored: list[str]) -> None:
     """Name on stderr the ``--config`` file's options that ``command`` left at their defaults, if any."""
     if ignored:
