@@ -22,6 +22,7 @@ from audiotune.config import (
     idle_fields,
     idle_options,
     inactive_options,
+    option_default,
 )
 from audiotune.config.options import Needs
 from audiotune.config.sections import WAVEFORM_OPTIONS, FeatureConfig
@@ -110,8 +111,7 @@ def without_idle_options(config: RunConfig, reader: RunConfig, stages: frozenset
             if spec.name in idle:
                 setattr(config.classifier, spec.name, default_of(spec))
     if backbone_class(reader.model.model).pads_itself:  # --pad never reached its layers
-        config.features.pad = default_of(next(spec for spec in dataclasses.fields(FeatureConfig)
-                                              if spec.name == "pad"))
+        config.features.pad = option_default(FeatureConfig, "pad")
     asked = copy.deepcopy(reader)
     asked.audio.resample_rate = config.audio.resample_rate
     if input_spec(asked).resample_rate != config.audio.resample_rate:  # the backbone's own rate, whatever it says

@@ -35,6 +35,7 @@ from audiotune.config import (
     RunConfig,
     check_types,
     default_of,
+    option_default,
     range_problems,
 )
 from audiotune.config.sections import WAVEFORM_OPTIONS, FeatureConfig
@@ -292,7 +293,7 @@ def backbone_class(name: str) -> type[Backbone]:
 
 
 # --resample_rate left as it is: a model that reads audio at another rate takes its own (said in a warning)
-DEFAULT_RATE = default_of(next(spec for spec in dataclasses.fields(AudioConfig) if spec.name == "resample_rate"))
+DEFAULT_RATE = option_default(AudioConfig, "resample_rate")
 def reads_option(name: str | None, option: str) -> bool:
     """Whether ``--model NAME`` reads ``option`` (``section.name``): one of :data:`ABILITY_OPTIONS` only when the
     class its factory returns has the ability (no backbone named: any may)."""
