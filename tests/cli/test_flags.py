@@ -18,7 +18,7 @@ from audiotune.config import (
     save_config,
 )
 from audiotune.models.backbones import input_spec, resolve_config
-from audiotune.models.option_checks import idle_settings
+from audiotune.models.option_checks import checked_stages, idle_settings
 
 
 def parse(*argv: str) -> RunConfig:
@@ -52,10 +52,12 @@ def test_shipped_recipes_load_and_flags_override_them() -> None:
         config = parse("--config", str(recipe), "-e", "2")  # hub ids of the seed recipes are not fetched here
         assert config.train.epochs == 2
         raw, loaded = yaml.safe_load(recipe.read_text()), config_to_dict(config)
-        # the values whose switch is off (--layer_weights for --weighted) are at their defaults: the recipe's way
-        # for when it is on
+        # the values whose switch is off where train trains the encoder (--layer_weights for --weighted, a
+        # pretraining recipe's time spans without --mask_time_prob) are at their defaults: the recipe's way for when
+        # it is on
+        written = config_from_dict(raw)
         idle = {("model" if section == "options" else section, spec.name): default_of(spec)
-                for section, spec, _ in idle_settings(config_from_dict(raw))}
+                for section, spec, _ in idle_settings(written, checked_stages(written))}
         for section, values in raw.items():
             for name, value in values.items():
                 if name != "epochs":

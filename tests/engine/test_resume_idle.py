@@ -1,5 +1,5 @@
 """Options a config written before they were refused holds (they did nothing): read at their defaults for a new run
-(:func:`audiotune.engine.resume.idle_at_defaults`), kept by a resumed one."""
+(:func:`audiotune.models.option_checks.idle_at_defaults`), kept by a resumed one."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from audiotune.config import RunConfig
-from audiotune.engine.resume import idle_at_defaults, refuse_inactive_of_runs
+from audiotune.engine.resume import refuse_inactive_of_runs
+from audiotune.models.option_checks import idle_at_defaults
 
 
 def earlier_hf_config(checkpoint: Path) -> RunConfig:
@@ -25,7 +26,9 @@ def test_options_that_did_nothing_are_read_at_their_defaults_but_those_given_as_
         hf_checkpoints: dict[str, Path]) -> None:
     config = earlier_hf_config(hf_checkpoints["w2v_layer"])
     shown = idle_at_defaults(config, given=frozenset({"options.mask_spans"}))
-    assert shown == ["--resample_rate 8000", "--layer 1", "--mask_time_length 5"]
+    assert [entry.partition(":")[0] for entry in shown] == ["--resample_rate 8000", "--layer 1", "--mask_time_length 5"]
+    assert shown[0] == "--resample_rate 8000: does nothing with --model hf"
+    assert shown[1].startswith("--layer 1: acts only with --weighted false")
     assert (config.audio.resample_rate, config.classifier.layer, config.classifier.weighted) == (16000, -1, True)
     assert config.model.options["mask_spans"] == "batch"  # the flag's: refused as it is
     assert idle_at_defaults(config, given=frozenset({"options.mask_spans"})) == []  # nothing left

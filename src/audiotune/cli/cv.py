@@ -8,7 +8,6 @@ from audiotune.cli.command import Command
 from audiotune.cli.flags import add_audio_dir, add_config_flags, add_grouping_flags, config_from_args, declare_role
 from audiotune.cli.seed_flags import refuse_declared
 from audiotune.cli.show import quiet_lightning
-from audiotune.cli.stages import read_idle_at_defaults
 from audiotune.cli.values import options_of
 from audiotune.data.folds import FOLD_PLACEHOLDER, VAL_GROUPS, FoldOptions
 from audiotune.storage import Role
@@ -47,7 +46,6 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
     quiet_lightning(args.verbose)
     config = config_from_args(args)
-    read_idle_at_defaults(config, args)
     if config.train.val_share:  # from a --config file (the flag is refused as it is parsed)
         raise ValueError(f"--val_share {config.train.val_share}: {VAL_SHARE}")
     if not fold_paths(config):  # an encoder per fold is checked per fold, once the folds are known

@@ -375,10 +375,10 @@ def config_from_args(args: argparse.Namespace, read_inputs: bool = True,
     a config file (probe, extract, cluster) names the options it takes (entries as :func:`add_section_flags` takes
     them): the others, and the backbone options that act in none of its stages, go back to their defaults, named on
     stderr (:func:`others_at_defaults`); a command that reads them all leaves the values of audiotune's own config
-    files whose switch is off at their defaults (:func:`own_idle_at_defaults`; not with ``own_idle`` False: a sweep,
-    whose trials may turn switches on, does so per trial). Then, with ``read_inputs``, the remote inputs that the
-    config file names among the options the command reads are read from local copies (False: a command that only
-    checks or records them); those it does not read are not downloaded."""
+    files that do nothing where it trains at their defaults (:func:`own_idle_at_defaults`; not with ``own_idle``
+    False: a sweep, whose trials may turn switches on, does so per trial). Then, with ``read_inputs``, the remote
+    inputs that the config file names among the options the command reads are read from local copies (False: a
+    command that only checks or records them); those it does not read are not downloaded."""
     config = RunConfig()
     for key, value in (vars(args).get(CONFIG_DEFAULTS) or {}).items():
         _set(config, key, value)
@@ -389,8 +389,6 @@ def config_from_args(args: argparse.Namespace, read_inputs: bool = True,
     from_file = copy.deepcopy(config) if config_file and takes is not None else None
     config = apply_flags(config, args)
     refuse_other_backbones(args, config)
-    if takes is None and own_idle:  # a command that reads the whole config
-        own_idle_at_defaults(config, config_file, raw, given_options(args))
     if vars(args).get("command") != "cv":
         refuse_fold_placeholders(config)
     if takes is not None:
@@ -401,6 +399,10 @@ def config_from_args(args: argparse.Namespace, read_inputs: bool = True,
     if read_inputs:
         _local_inputs(config, vars(args).get(CONFIG_SECTIONS, tuple(SECTIONS)),
                       vars(args).get(CONFIG_STAGES, EVERYWHERE))
+    if takes is None and own_idle:  # a command that reads the whole config (its encoder's, read locally)
+        stages = vars(args).get(CONFIG_STAGES, CLASSIFIER_STAGES)
+        own_idle_at_defaults(config, config_file, raw, given_options(args), next(iter(stages)) if len(stages) == 1
+                             else None)
     return config
 
 

@@ -9,8 +9,7 @@ from audiotune import storage
 from audiotune.cli.command import Command
 from audiotune.cli.flags import add_config_flags, config_from_args, refuse_other_options, refuse_other_values
 from audiotune.cli.show import quiet_lightning
-from audiotune.cli.stages import read_idle_at_defaults
-from audiotune.config import PRETRAINING, DataConfig, RunConfig, Stage, TrainConfig
+from audiotune.config import PRETRAINING, DataConfig, RunConfig, TrainConfig
 from audiotune.config.sections import RESUME_HINT
 from audiotune.data.layout import read_splits
 from audiotune.outputs import EPOCHS_RUN
@@ -90,7 +89,6 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     quiet_lightning(args.verbose)
     config = config_from_args(args)
     refuse_other_values(config, args, PRETRAIN_OPTIONS, NOT_PRETRAINING)
-    read_idle_at_defaults(config, args, Stage.PRETRAIN)
     _validation_rule(args, config)
     metrics = pretrain(config)
     if not metrics:

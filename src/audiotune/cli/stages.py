@@ -97,25 +97,21 @@ def given_options(*args: argparse.Namespace) -> set[str]:
 
 
 def own_idle_at_defaults(config: RunConfig, config_file: str | None, raw: dict[str, Any], given: Iterable[str],
-                         say: bool = True) -> RunConfig:
+                         stage: Stage | None = None, say: bool = True) -> RunConfig:
     """Put every value of a config file that audiotune wrote (a shipped recipe; a run's config.yaml, which records
-    its ``version``) back at its default where its switch is off with the options given (``--layer_weights raw``
-    of a recipe without ``--weighted``, the ``--frozen_train_mode`` of a recipe's frozen encoder with ``--freeze
-    false``): such a value is the recipe's or the earlier run's for when its switch is on, and does nothing here.
+    its ``version``) that does nothing where the command trains (``stage``: as
+    :func:`~audiotune.models.option_checks.idle_at_defaults` tells) back at its default: a recipe's value whose
+    switch is off with the options given (``--layer_weights raw`` without ``--weighted``, the
+    ``--frozen_train_mode`` of a frozen encoder with ``--freeze false``) is its way for when the switch is on; a run's
+    config.yaml may hold options refused since it was written (ECAPA-TDNN's pooling, a rate the encoder reads past).
     ``raw``: the file's sections; ``given``: the ``section.name`` and ``options.NAME`` keys of the command line, whose
     values stay (refused as they are). ``say``: name on stderr those of a run's config put back (a recipe's are its
-    way for when their switch is on, said in the recipe). Returns ``config``."""
+    way, said in the recipe). A resumed run reads its file as it is (it goes on as it was made). Returns
+    ``config``."""
     shipped = bool(config_file) and is_shipped(str(config_file))
-    if not config_file or not (shipped or "version" in raw):
+    if not config_file or config.train.resume or not (shipped or "version" in raw):
         return config
-    kept, changed = set(given), []
-    for section, spec, needs in option_checks.idle_settings(config):
-        if f"{section}.{spec.name}" in kept:
-            continue
-        value = config.model.options[spec.name] if section == "options" else getattr(getattr(config, section),
-                                                                                        spec.name)
-        changed.append(f"{as_flag(spec.name, value)}: acts only with {needs.what}")
-        option_checks.set_option(config, section, spec.name, default_of(spec))
+    changed = option_checks.idle_at_defaults(config, frozenset(given), stage)
     if changed and say and not shipped:
         print(f"--config {config_file}: left at their defaults, as they do nothing with the options given: "
               f"{' / '.join(changed)}", file=sys.stderr)
@@ -135,9 +131,8 @@ def refuse_given_idle(config: RunConfig, args: argparse.Namespace, takes: tuple[
     for section, spec, needs in option_checks.idle_settings(config):
         switch = needs.switch if "." in needs.switch else f"{section}.{needs.switch}"
         if f"{section}.{spec.name}" in given and needs.switch and taken(switch):
-            value = config.model.options[spec.name] if section == "options" else \
-                getattr(getattr(config, section), spec.name)
-            problems.append(f"{as_flag(spec.name, value)}: acts only with {needs.what}")
+            problems.append(f"{as_flag(spec.name, option_checks.option_value(config, section, spec.name))}: "
+                            f"acts only with {needs.what}")
     if problems:
         raise ValueError(" / ".join(problems))
 
@@ -161,22 +156,6 @@ def refuse_other_backbones(args: argparse.Namespace, config: RunConfig) -> None:
     for key in vars(args):  # a model-section option the backbone lacks the part for
         if key in backbones.ABILITY_OPTIONS and not backbones.reads_option(config.model.model, key):
             raise ValueError(backbones.lacks_ability(key, config.model.model))
-
-
-def read_idle_at_defaults(config: RunConfig, args: argparse.Namespace, stage: Stage | None = None) -> None:
-    """The options of a config file that audiotune wrote (as :func:`own_idle_at_defaults` tells) that do nothing with
-    the chosen backbone where it trains (a run's config.yaml written before they were refused: ECAPA-TDNN's pooling,
-    a rate the encoder reads past) are read as their defaults, named on stderr; given as flags they are refused as
-    ever. A resumed run reads its file as it is (it goes on as it was made)."""
-    config_file, raw = config_file_sections(args)
-    if not config_file or config.train.resume or not (is_shipped(str(config_file)) or "version" in raw):
-        return
-    from audiotune.engine.resume import idle_at_defaults
-
-    shown = idle_at_defaults(config, frozenset(given_options(args)), stage)
-    if shown:
-        print(f"--config {args.config}: {', '.join(shown)}: do nothing with --model {config.model.model} (the file was "
-              "written before they were refused); read at their defaults", file=sys.stderr)
 
 
 def _leaves(raw: Any) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from audiotune.cli.flags import (
     declare_role,
 )
 from audiotune.cli.show import quiet_lightning
-from audiotune.cli.stages import config_file_sections, given_options, own_idle_at_defaults, read_idle_at_defaults
+from audiotune.cli.stages import config_file_sections, given_options, own_idle_at_defaults
 from audiotune.cli.values import integer, options_of
 from audiotune.config import RunConfig, check_config
 from audiotune.engine.resume import refuse_inactive_of_runs
@@ -75,7 +75,6 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     base = config_from_args(args, own_idle=False)
     config_file, raw = config_file_sections(args)
     shared = own_idle_at_defaults(copy.deepcopy(base), config_file, raw, given_options(args))
-    read_idle_at_defaults(shared, args)
     made = storage.isfile(storage.join(base.exp_dir, SWEEP_SPACE_FILE))  # a rerun goes on as it was made
     refuse_inactive_of_runs(shared, made)  # the flags all trials share, refused as train would
     parse = parser.parse_args

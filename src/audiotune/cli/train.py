@@ -10,7 +10,6 @@ from audiotune.cli.command import Command
 from audiotune.cli.flags import add_config_flags, config_from_args
 from audiotune.cli.help import shared_group
 from audiotune.cli.show import quiet_lightning, summary
-from audiotune.cli.stages import read_idle_at_defaults
 from audiotune.config.sections import RESUME_HINT
 from audiotune.outputs import SCORED_SPLITS
 
@@ -32,7 +31,6 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
     quiet_lightning(args.verbose)
     config = config_from_args(args)
-    read_idle_at_defaults(config, args)
     metrics = train(config)
     if not metrics:
         return  # another process of a multi-process (DDP) run: rank 0 reports

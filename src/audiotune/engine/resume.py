@@ -12,15 +12,13 @@ import yaml
 from audiotune.config import (
     EVERYWHERE,
     INPUT_RESOLVED_VERSION,
-    SECTIONS,
     RunConfig,
     Stage,
     config_changes,
-    inactive_options,
     load_config,
 )
 from audiotune.models.backbones import backbone_options, input_spec, resolve_config
-from audiotune.models.option_checks import checked_stages, refuse_inactive, without_idle_options
+from audiotune.models.option_checks import refuse_inactive, without_idle_options
 from audiotune.outputs import CONFIG_FILE, CONFIG_HISTORY_FILE, write_bytes
 
 # what a resumed run may change without --allow_changes: how long it trains, and where and how fast it runs
@@ -93,42 +91,11 @@ def _refuse_past_the_cycle(exp_dir: Path, earlier: RunConfig, config: RunConfig)
                          " (or less), or train a new run")
 
 
-def idle_at_defaults(config: RunConfig, given: frozenset[str] = frozenset(), stage: Stage | None = None) -> list[str]:
-    """Set each option of ``config`` that does nothing with its backbone where it trains (``stage``, as
-    :func:`~audiotune.models.backbones.refuse_inactive` checks) to its default, but those named in ``given``
-    (``section.name``, ``options.name``: the flags of the command line, which are refused); returns ``--name value``
-    of each. How a config written before such options were refused (a run's config.yaml, a cv's or sweep's base)
-    is read: they did nothing then and read as their defaults do nothing now. A config whose backbone cannot be
-    resolved is left as it is (the command says why)."""
-    try:
-        reader = resolve_config(copy.deepcopy(config))
-        stages = checked_stages(reader, stage)
-        quiet = without_idle_options(config, reader, stages, new_run=True)
-        options = backbone_options(reader)
-    except (ValueError, OSError):
-        return []
-    # one that acts nowhere in the command (a pretraining option in train) is refused as ever
-    nowhere = {spec.name for part in (reader.model, options) if part is not None
-               for spec, _ in inactive_options(part, stages)}
-    changed = []
-    for section in SECTIONS:
-        for spec in dataclasses.fields(getattr(config, section)):
-            value, default = getattr(getattr(config, section), spec.name), getattr(getattr(quiet, section), spec.name)
-            if spec.name not in ("options", *nowhere) and value != default and f"{section}.{spec.name}" not in given:
-                setattr(getattr(config, section), spec.name, default)
-                changed.append((spec.name, value))
-    for name, value in list(config.model.options.items()):
-        if value != quiet.model.options.get(name, value) and f"options.{name}" not in given and name not in nowhere:
-            config.model.options[name] = quiet.model.options[name]
-            changed.append((name, value))
-    return [f"--{name} {str(value).lower() if isinstance(value, bool) else value}" for name, value in changed]
-
-
 def refuse_inactive_of_runs(config: RunConfig, made: bool) -> None:
     """:func:`~audiotune.models.backbones.refuse_inactive` for the runs a driver (cv, sweep) trains from ``config``,
     before anything is written. A rerun of a folder already ``made`` refuses only the options that act nowhere: one
     made with options refused since (they did nothing) goes on, its runs that start reading them at their defaults
-    (:func:`idle_at_defaults`, by ``continue_or_start``)."""
+    (:func:`~audiotune.models.option_checks.idle_at_defaults`, by ``continue_or_start``)."""
     checked = resolve_config(copy.deepcopy(config))
     checked.train.resume = made
     refuse_inactive(checked)

@@ -33,7 +33,7 @@ from audiotune.engine.inference import features_on_device, inference_device
 from audiotune.engine.losses import training_class_weights
 from audiotune.engine.module import ClassifierModule, DeviceFeatures, trains
 from audiotune.engine.pace import pace_summary
-from audiotune.engine.resume import idle_at_defaults, keep_resumed_version, record_changes, resumed_changes
+from audiotune.engine.resume import keep_resumed_version, record_changes, resumed_changes
 from audiotune.engine.seed_resume import STARTED_FROM, imported_start, load_imported
 from audiotune.engine.selection import check_monitor, monitor_key, monitor_mode
 from audiotune.engine.trainer import build_trainer, earlier_log, merge_logs
@@ -41,7 +41,7 @@ from audiotune.launch import launched_rank_zero
 from audiotune.models.backbones import input_spec, resolve_config
 from audiotune.models.checkpoint import build_classifier, classifier_to_load, export_backbone, save_weights
 from audiotune.models.classifier import Classifier
-from audiotune.models.option_checks import refuse_inactive
+from audiotune.models.option_checks import idle_at_defaults, refuse_inactive
 from audiotune.outputs import (
     CHECKPOINT_DIR,
     CONFIG_FILE,

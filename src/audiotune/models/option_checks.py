@@ -26,7 +26,7 @@ from audiotune.config import (
 )
 from audiotune.config.options import Needs
 from audiotune.config.sections import WAVEFORM_OPTIONS, FeatureConfig
-from audiotune.models.backbones import DEFAULT_RATE, backbone_class, backbone_options, input_spec
+from audiotune.models.backbones import DEFAULT_RATE, backbone_class, backbone_options, input_spec, resolve_config
 
 # the classifier options a pooled backbone (:attr:`Backbone.pooled`) leaves idle: the first two change nothing
 # (a resumed run's are no change), the weighted sum of its one state only scales it (refused all the same)
@@ -85,6 +85,11 @@ def idle_settings(config: RunConfig,
     named = {id(getattr(config, section)): section for section in SECTIONS}
     return [(named.get(id(part), "options"), spec, needs) for part in _option_parts(config)
             for spec, needs in idle_fields(part, _switch_value(config), stages)]
+
+
+def option_value(config: RunConfig, section: str, name: str) -> Any:
+    """Option ``name`` of ``section`` (``options``: the backbone's, kept in the model section)."""
+    return config.model.options.get(name) if section == "options" else getattr(getattr(config, section), name)
 
 
 def set_option(config: RunConfig, section: str, name: str, value: Any) -> None:
@@ -158,3 +163,46 @@ def refuse_inactive(config: RunConfig, stage: Stage | None = None) -> None:
         problems += ignored_options(config)
     if problems:
         raise ValueError(" / ".join(problems))
+
+
+def idle_at_defaults(config: RunConfig, given: frozenset[str] = frozenset(), stage: Stage | None = None) -> list[str]:
+    """Set each option of ``config`` that does nothing where it trains (``stage``, as :func:`refuse_inactive` checks)
+    to its default, but those named in ``given`` (``section.name``, ``options.name``: the flags of the command line,
+    which are refused): those whose switch is off with the options given, and those the chosen backbone reads past
+    (:func:`without_idle_options` of a run that starts). Returns ``--name value: why`` of each.
+
+    How a config file audiotune wrote is read for a new run: a recipe's value whose switch is off is its way for
+    when the switch is on; a run's config.yaml may hold options refused since it was written (they did nothing then
+    and read as their defaults do nothing now). One that acts in none of the stages is refused as ever. A config
+    whose options cannot be read is left as it is (the command says why); one whose backbone cannot be resolved
+    (a checkpoint not at hand) has only its values whose switch is off put back."""
+    try:
+        reader: RunConfig | None = resolve_config(copy.deepcopy(config))
+    except (ValueError, OSError):
+        reader = None
+    try:
+        stages = checked_stages(reader or config, stage)
+        switched_off = idle_settings(config, stages)
+        if reader is None:
+            quiet = copy.deepcopy(config)
+            for section, spec, _ in switched_off:
+                set_option(quiet, section, spec.name, default_of(spec))
+        else:
+            quiet = without_idle_options(config, reader, stages, new_run=True)
+        options = backbone_options(reader or config)
+    except (ValueError, OSError):
+        return []
+    why = {(section, spec.name): f"acts only with {needs.what}" for section, spec, needs in switched_off}
+    # one that acts nowhere in the command (a pretraining option in train) is refused as ever
+    nowhere = {spec.name for part in (config.model, options) if part is not None
+               for spec, _ in inactive_options(part, stages)}
+    keys = [*((section, spec.name) for section in SECTIONS for spec in dataclasses.fields(getattr(config, section))),
+            *(("options", name) for name in config.model.options)]
+    changed = []
+    for section, name in keys:
+        value, default = option_value(config, section, name), option_value(quiet, section, name)
+        if name not in ("options", *nowhere) and value != default and f"{section}.{name}" not in given:
+            set_option(config, section, name, default)
+            reason = why.get((section, name), f"does nothing with --model {config.model.model}")
+            changed.append(f"--{name} {str(value).lower() if isinstance(value, bool) else value}: {reason}")
+    return changed
