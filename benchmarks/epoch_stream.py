@@ -36,7 +36,7 @@ from gpu_parts import ACCELERATOR, EpochClock, write_split  # benchmarks/gpu_par
 from torch.utils.data import DataLoader
 
 from audiotune.cli import build_parser
-from audiotune.cli.flags import config_from_args
+from audiotune.cli.config_args import config_from_args
 from audiotune.cli.show import quiet_lightning
 from audiotune.data import loading
 from audiotune.data.loader_plan import LoaderSettings

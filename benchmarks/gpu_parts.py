@@ -399,7 +399,7 @@ def timed_train(suite, argv: list[object]) -> dict:
     """``audiotune train ARGV`` through ``engine.train.train`` with an epoch clock; the clock's spans, the
     command's start and end, its peak memory and its metrics."""
     from audiotune.cli import build_parser
-    from audiotune.cli.flags import config_from_args
+    from audiotune.cli.config_args import config_from_args
     from audiotune.cli.show import quiet_lightning
     from audiotune.engine.train import train
 

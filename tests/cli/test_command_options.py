@@ -103,7 +103,7 @@ def test_cluster_beside_a_run_refuses_an_encoders_flags(tmp_path: Path, capsys: 
 def test_a_config_files_augmentation_is_left_at_its_default_by_cluster(tmp_path: Path,
                                                                        capsys: pytest.CaptureFixture) -> None:
     from audiotune.cli.cluster import CLUSTER_OPTIONS
-    from audiotune.cli.flags import config_from_args, others_at_defaults
+    from audiotune.cli.config_args import config_from_args, others_at_defaults
 
     path = tmp_path / "train.yaml"
     path.write_text(yaml.safe_dump({"augment": {"tshift": 0.5}, "features": {"freqm": 4, "num_mel_bins": 64}}))

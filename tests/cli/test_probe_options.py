@@ -146,7 +146,7 @@ def test_an_option_typed_with_its_switch_off_is_refused_as_train_refuses_it(tmp_
     """-lr with --scheduler onecycle, --dataset_mean without --dataset_std: typed, refused before anything is
     written; --layer_weights without --weighted is probe's own (its weighted-sum head reads it), and a --config
     file's values are its recipe's or run's (read as they are)."""
-    from audiotune.cli.flags import config_from_args
+    from audiotune.cli.config_args import config_from_args
     from audiotune.cli.stages import refuse_given_idle
 
     def checked(*argv: str) -> None:

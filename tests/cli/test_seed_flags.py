@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from audiotune.cli import COMMANDS, build_parser, config_from_args
-from audiotune.cli.flags import refuse_other_values
+from audiotune.cli.config_args import refuse_other_values
 from audiotune.cli.pretrain import NOT_PRETRAINING, PRETRAIN_OPTIONS
 from audiotune.cli.run_flags import scoring_data
 from audiotune.config import (

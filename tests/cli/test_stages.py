@@ -17,7 +17,8 @@ import yaml
 from conftest import backbone_option_cases, non_default_value
 
 from audiotune.cli import COMMANDS, build_parser, main
-from audiotune.cli.flags import CONFIG_STAGES, config_from_args, others_at_defaults
+from audiotune.cli.config_args import config_from_args, others_at_defaults
+from audiotune.cli.flags import CONFIG_STAGES
 from audiotune.cli.seed_flags import Refused
 from audiotune.cli.stats import STATS_OPTIONS
 from audiotune.config import (

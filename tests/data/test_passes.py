@@ -14,7 +14,7 @@ from pytorch_lightning.utilities.combined_loader import _shutdown_workers_and_re
 from torch.utils.data import Dataset
 
 from audiotune.cli import build_parser
-from audiotune.cli.flags import config_from_args
+from audiotune.cli.config_args import config_from_args
 from audiotune.data.passes import Passes, StreamingLoader
 from audiotune.data.samplers import EpochShuffle, LengthSortedBatches, TrainingBatches
 from audiotune.engine.train import train

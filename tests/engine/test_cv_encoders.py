@@ -12,7 +12,7 @@ import yaml
 from conftest import HF_TINY, emotion_folds, save_hf_checkpoint
 
 from audiotune.cli import build_parser, main
-from audiotune.cli.flags import config_from_args
+from audiotune.cli.config_args import config_from_args
 from audiotune.config import RunConfig, save_config
 from audiotune.data.errors import DataError
 from audiotune.data.folds import FoldOptions, build_folds

@@ -31,7 +31,8 @@ from audiotune.cli import (
     vertex_job,
 )
 from audiotune.cli.command import Command
-from audiotune.cli.flags import config_from_args, path_roles
+from audiotune.cli.config_args import config_from_args
+from audiotune.cli.flags import path_roles
 from audiotune.cli.help import HelpFormatter, add_help_flags, arrange, compact_usage, wants_all
 from audiotune.cli.interrupts import exit_status, interruption_line, sigterm_raises, stopped_by
 from audiotune.cli.seed_flags import refuse_retired

@@ -5,7 +5,8 @@ import argparse
 from pathlib import Path
 
 from audiotune.cli.command import Command
-from audiotune.cli.flags import ONE_PROCESS_NOTES, add_config_flags, add_path, config_from_args, refuse_other_options
+from audiotune.cli.config_args import config_from_args
+from audiotune.cli.flags import ONE_PROCESS_NOTES, add_config_flags, add_path, refuse_other_options
 from audiotune.cli.run_flags import scoring_data
 from audiotune.cli.stages import refuse_encoder_flags
 from audiotune.cli.values import FlatCounts, cluster_counts, options_of

@@ -5,7 +5,8 @@ import argparse
 
 from audiotune import storage
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_audio_dir, add_config_flags, add_grouping_flags, config_from_args, declare_role
+from audiotune.cli.config_args import config_from_args
+from audiotune.cli.flags import add_audio_dir, add_config_flags, add_grouping_flags, declare_role
 from audiotune.cli.seed_flags import refuse_declared
 from audiotune.cli.show import quiet_lightning
 from audiotune.cli.values import options_of

@@ -6,11 +6,11 @@ import argparse
 
 from audiotune import storage
 from audiotune.cli.command import Command
+from audiotune.cli.config_args import config_from_args
 from audiotune.cli.flags import (
     add_config_flags,
     add_option_flag,
     add_path,
-    config_from_args,
     refuse_flags_of,
     refuse_other_options,
     spellings,

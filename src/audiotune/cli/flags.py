@@ -1,50 +1,28 @@
-"""What command-line flags are: value types, path roles, and the config options as flags.
+"""What command-line flags are: path roles and the config options as flags.
 
 A path argument is declared with :func:`add_path` and its :class:`~audiotune.storage.Role`; staging of remote
 paths (:mod:`audiotune.staging`) and the help text read that declaration, so no list of argument names exists
-anywhere else. Config options become flags from their dataclass field metadata (:func:`add_config_flags`).
+anywhere else. Config options become flags from their dataclass field metadata (:func:`add_config_flags`); the
+flags a command does not take are refused (:func:`refuse_other_options`). How the parsed flags become a RunConfig
+is :mod:`audiotune.cli.config_args`.
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import functools
 import typing
 from collections.abc import Iterable
 from typing import Any
 
-from audiotune import storage
 from audiotune.cli.help import SUMMARY_DEFAULT, default_text, shared_group
-from audiotune.cli.seed_flags import Refused, apply_seed_spellings
-from audiotune.cli.stages import (
-    as_flag,
-    config_file_sections,
-    given_options,
-    inactive_at_defaults,
-    own_idle_at_defaults,
-    owners,
-    refuse_other_backbones,
-    say_left_at_defaults,
-    stage_refusal,
-)
+from audiotune.cli.seed_flags import Refused
+from audiotune.cli.stages import owners, stage_refusal
 from audiotune.cli.values import none_lower, parse_bool, value_parser
-from audiotune.config import (
-    CLASSIFIER_STAGES,
-    CONFIG_VERSION,
-    EVERYWHERE,
-    SECTIONS,
-    RunConfig,
-    Stage,
-    acts_of,
-    check_config,
-    config_from_dict,
-    describe_range,
-    takes,
-)
+from audiotune.config import CLASSIFIER_STAGES, EVERYWHERE, SECTIONS, Stage, acts_of, describe_range, takes
 from audiotune.config.options import default_of, literal_words, option_problems
 from audiotune.config.sections import ECAPA_FBANK_SIZES, ONE_DEVICE, FeatureConfig
-from audiotune.data.folds import FOLD_PLACEHOLDER, FoldOptions
+from audiotune.data.folds import FoldOptions
 from audiotune.models import backbones
 from audiotune.storage import Role
 
@@ -54,10 +32,8 @@ CONFIG_DEFAULTS = "config_defaults"  # the namespace attribute holding a command
 CONFIG_STAGES = "config_stages"  # the namespace attribute holding the stages (config.Stage) a command runs
 CONFIG_SECTIONS = "config_sections"  # the namespace attribute holding the config options a command declares
 FULL_HELP_SECTIONS = ("data", "model")  # the sections `--help` shows in full; the others name their flags
-# seed boolean flags whose meaning maps onto another option: (section, name, value if true, value if false)
 # the help of --devices for a command that runs in one process
 ONE_PROCESS_NOTES = {"runtime.devices": f"; here one process on one device: {ONE_DEVICE}"}
-SEED_SWITCHES = {"fbank": ("features", "features", "fbank", "mfcc")}
 
 
 def spellings(name: str, extra: tuple[str, ...] = ()) -> list[str]:
@@ -231,7 +207,7 @@ def add_section_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...]
     the command line). An option acting in none of ``stages`` (the stages the command runs) is refused, saying where
     it acts, and so is an augmentation where the command trains nothing on clips (no fine-tuning or pretraining)."""
     hints = {section: typing.get_type_hints(cls) for section, cls in SECTIONS.items()}
-    for key, spec in _declared_fields(sections):
+    for key, spec in declared_fields(sections):
         if not takes(spec, stages):
             refusal = stage_refusal(spec, why) if not acts_of(spec) & stages else \
                 f"an augmentation: acts only on the clips a model trains on; {why}" if why else \
@@ -244,7 +220,7 @@ def add_section_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...]
         _add_field(group, key, spec, hints[section], not backbones.reads_option(model, key), (notes or {}).get(key, ""))
 
 
-def _declared_fields(sections: tuple[str, ...]) -> list[tuple[str, dataclasses.Field]]:
+def declared_fields(sections: tuple[str, ...]) -> list[tuple[str, dataclasses.Field]]:
     """``(section.name, field)`` of every option that ``sections`` makes a flag, in declaration order."""
     fields = []
     for entry in sections:
@@ -257,7 +233,7 @@ def _declared_fields(sections: tuple[str, ...]) -> list[tuple[str, dataclasses.F
 def declared_options(sections: tuple[str, ...] = tuple(SECTIONS)) -> list[str]:
     """``section.name`` of every option that ``sections`` (entries as :func:`add_section_flags` takes them: a
     section, or ``section.name`` for one option) makes a flag, in declaration order."""
-    return [key for key, _ in _declared_fields(sections)]
+    return [key for key, _ in declared_fields(sections)]
 
 
 def refuse_other_options(parser: argparse.ArgumentParser, why: str) -> None:
@@ -282,45 +258,6 @@ def _training_flags() -> tuple[str, ...]:
     add_config_flags(parser)
     return tuple(parser._option_string_actions)
 
-
-def others_at_defaults(config: RunConfig, args: argparse.Namespace,
-                       sections: tuple[str, ...] = tuple(SECTIONS)) -> list[str]:
-    """Put every option that ``sections`` does not declare, and every backbone option that acts in none of the
-    command's stages, back at its default (the command's own, then the option's): a ``--config`` file may hold
-    options of other commands (a train run's config.yaml), which a command that refuses their flags must not read
-    either. Returns ``--name value`` of those whose value changed."""
-    own = vars(args).get(CONFIG_DEFAULTS) or {}
-    changed = inactive_at_defaults(config, own, vars(args).get(CONFIG_STAGES, CLASSIFIER_STAGES), vars(args))
-    for key, shown, default in _others_set(config, args, sections):
-        changed.append(shown)
-        _set(config, key, default)
-    return changed
-
-
-def refuse_other_values(config: RunConfig, args: argparse.Namespace, sections: tuple[str, ...], why: str) -> None:
-    """A ``--config`` file's value of an option that ``sections`` does not declare is an error saying ``why``, for a
-    command that trains (as its flag is): the run would record an option that did nothing."""
-    found = [shown for _, shown, _ in _others_set(config, args, sections)]
-    if found:
-        raise ValueError(f"--config {args.config}: {', '.join(found)}: {why}")
-
-
-def _others_set(config: RunConfig, args: argparse.Namespace,
-                sections: tuple[str, ...]) -> list[tuple[str, str, Any]]:
-    """``(section.name, "--name value", default)`` of each option that ``sections`` does not declare and that
-    ``config`` holds away from its default (the command's own, then the option's)."""
-    defaults = RunConfig()
-    for key, value in (vars(args).get(CONFIG_DEFAULTS) or {}).items():
-        _set(defaults, key, value)
-    stages = vars(args).get(CONFIG_STAGES, CLASSIFIER_STAGES)
-    taken = {key for key, spec in _declared_fields(sections) if takes(spec, stages)}
-    found = []
-    for key in declared_options():
-        section, name = key.split(".")
-        value, default = getattr(getattr(config, section), name), getattr(getattr(defaults, section), name)
-        if key not in taken and value != default:
-            found.append((key, as_flag(name, value), default))
-    return found
 
 
 def _add_backbone_flags(parser: argparse.ArgumentParser, model: str | None, stages: frozenset[Stage],
@@ -368,44 +305,6 @@ def add_storage_flags(parser: argparse.ArgumentParser) -> None:
                        help="folder inside -b/--bucket_name that --cloud uploads to")
 
 
-def config_from_args(args: argparse.Namespace, read_inputs: bool = True,
-                     takes: tuple[str, ...] | None = None, own_idle: bool = True) -> RunConfig:
-    """A RunConfig from defaults (the command's own, then --config), with every flag given on the command line
-    applied; an option of another backbone than the one chosen is an error. ``takes``: a command that reads part of
-    a config file (probe, extract, cluster) names the options it takes (entries as :func:`add_section_flags` takes
-    them): the others, and the backbone options that act in none of its stages, go back to their defaults, named on
-    stderr (:func:`others_at_defaults`); a command that reads them all leaves the values of audiotune's own config
-    files that do nothing where it trains at their defaults (:func:`own_idle_at_defaults`; not with ``own_idle``
-    False: a sweep, whose trials may turn switches on, does so per trial). Then, with ``read_inputs``, the remote
-    inputs that the config file names among the options the command reads are read from local copies (False: a
-    command that only checks or records them); those it does not read are not downloaded."""
-    config = RunConfig()
-    for key, value in (vars(args).get(CONFIG_DEFAULTS) or {}).items():
-        _set(config, key, value)
-    config_file, raw = config_file_sections(args)
-    if config_file:
-        config = config_from_dict(raw, source=str(config_file), base=config)
-        config.version = CONFIG_VERSION  # a recipe's options are the user's (the backbone derives its input anew)
-    from_file = copy.deepcopy(config) if config_file and takes is not None else None
-    config = apply_flags(config, args)
-    refuse_other_backbones(args, config)
-    if vars(args).get("command") != "cv":
-        refuse_fold_placeholders(config)
-    if takes is not None:
-        others_at_defaults(config, args, takes)
-        # named: the file's own values only (a seed switch's, such as --fbank's frames, is not the file's)
-        say_left_at_defaults(vars(args).get("command", ""), vars(args).get("config"),
-                             others_at_defaults(from_file, args, takes) if from_file else [])
-    if read_inputs:
-        _local_inputs(config, vars(args).get(CONFIG_SECTIONS, tuple(SECTIONS)),
-                      vars(args).get(CONFIG_STAGES, EVERYWHERE))
-    if takes is None and own_idle:  # a command that reads the whole config (its encoder's, read locally)
-        stages = vars(args).get(CONFIG_STAGES, CLASSIFIER_STAGES)
-        own_idle_at_defaults(config, config_file, raw, given_options(args), next(iter(stages)) if len(stages) == 1
-                             else None)
-    return config
-
-
 def add_grouping_flags(group: Any, group_help: str, folds_help: str, stratify_help: str) -> None:
     """``--group``, ``--folds`` and ``--stratify`` of a command that draws splits or folds (split, cv), with the
     defaults of :class:`~audiotune.data.folds.FoldOptions`; each help says what the flag means to the command."""
@@ -413,52 +312,3 @@ def add_grouping_flags(group: Any, group_help: str, folds_help: str, stratify_he
     group.add_argument("--group", default=defaults.group, help=f"{group_help} (default {defaults.group})")
     group.add_argument("--folds", type=int, default=defaults.folds, metavar="K", help=folds_help)
     group.add_argument("--stratify", default=defaults.stratify, metavar="COLUMN", help=stratify_help)
-
-
-def refuse_fold_placeholders(config: RunConfig) -> None:
-    """An encoder path holding cv's fold placeholder names one encoder per fold: anywhere but cv an error (it would
-    be read as a hub id or a missing folder)."""
-    from audiotune.engine.cv_encoders import encoder_paths
-
-    for name, path in encoder_paths(config).items():
-        if FOLD_PLACEHOLDER in path:
-            raise ValueError(f"--{name} {path}: {FOLD_PLACEHOLDER} stands for each fold's name in `audiotune cv` "
-                             "only; give one encoder's path here")
-
-
-def _local_inputs(config: RunConfig, sections: tuple[str, ...], stages: frozenset[Stage]) -> None:
-    """The remote inputs that a config file names (a run's config.yaml records their URLs) read from local copies,
-    as those given on the command line are (:mod:`audiotune.staging`): of the options of ``sections`` and the chosen
-    backbone's whose value acts in ``stages``, the options the command reads (a train command refuses the others)."""
-    for key, spec in _declared_fields(sections):
-        section, name = key.split(".")
-        part = getattr(config, section)
-        setattr(part, name, storage.local_inputs(getattr(part, name), spec.metadata.get("role")))
-    options = backbones.options_classes().get(config.model.model)
-    for spec in dataclasses.fields(options) if options else ():
-        value = config.model.options.get(spec.name)
-        if spec.name in config.model.options and acts_of(spec, value) & stages:
-            config.model.options[spec.name] = storage.local_inputs(value, spec.metadata.get("role"))
-
-
-def _set(config: RunConfig, key: str, value: Any) -> None:
-    """Set option ``section.name`` (``options.name``: the backbone's own option) of ``config``."""
-    section, name = key.split(".", 1)
-    if section == "options":
-        config.model.options[name] = value
-    else:
-        setattr(getattr(config, section), name, value)
-
-
-def apply_flags(config: RunConfig, args: argparse.Namespace) -> RunConfig:
-    """``config`` with every config flag of ``args`` (those given on the command line) set."""
-    for key, value in vars(args).items():
-        if "." in key:
-            _set(config, key, value)
-        elif key == "exp_dir":
-            config.exp_dir = value
-        elif key in SEED_SWITCHES:
-            section, name, if_true, if_false = SEED_SWITCHES[key]
-            setattr(getattr(config, section), name, if_true if value else if_false)
-    apply_seed_spellings(args, config)
-    return check_config(config)

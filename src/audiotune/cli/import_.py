@@ -9,7 +9,8 @@ from typing import Any, NoReturn
 from audiotune import storage
 from audiotune.cli import train
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_audio_dir, add_option_flag, add_path, config_from_args, spellings
+from audiotune.cli.config_args import config_from_args
+from audiotune.cli.flags import add_audio_dir, add_option_flag, add_path, spellings
 from audiotune.cli.seed_flags import Refused
 from audiotune.cli.values import FlatCounts, cluster_counts
 from audiotune.config import RunConfig

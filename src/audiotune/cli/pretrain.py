@@ -7,7 +7,8 @@ import sys
 
 from audiotune import storage
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_config_flags, config_from_args, refuse_other_options, refuse_other_values
+from audiotune.cli.config_args import config_from_args, refuse_other_values
+from audiotune.cli.flags import add_config_flags, refuse_other_options
 from audiotune.cli.show import quiet_lightning
 from audiotune.config import PRETRAINING, DataConfig, RunConfig, TrainConfig
 from audiotune.config.sections import RESUME_HINT

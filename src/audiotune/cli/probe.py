@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 from audiotune.cli.command import Command
-from audiotune.cli.flags import ONE_PROCESS_NOTES, add_config_flags, config_from_args, refuse_other_options
+from audiotune.cli.config_args import config_from_args
+from audiotune.cli.flags import ONE_PROCESS_NOTES, add_config_flags, refuse_other_options
 from audiotune.cli.show import quiet_lightning
 from audiotune.cli.stages import refuse_given_idle
 from audiotune.config import ENCODING

@@ -6,7 +6,8 @@ import json
 import sys
 
 from audiotune.cli.command import Command
-from audiotune.cli.flags import ONE_PROCESS_NOTES, add_config_flags, add_path, config_from_args, refuse_other_options
+from audiotune.cli.config_args import config_from_args
+from audiotune.cli.flags import ONE_PROCESS_NOTES, add_config_flags, add_path, refuse_other_options
 from audiotune.config import ENCODING
 from audiotune.outputs import check_output_path, write_json, write_skip_list
 from audiotune.storage import Role

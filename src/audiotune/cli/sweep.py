@@ -8,14 +8,8 @@ from pathlib import Path
 
 from audiotune import storage, vertex
 from audiotune.cli.command import Command
-from audiotune.cli.flags import (
-    ONE_PROCESS_NOTES,
-    add_config_flags,
-    add_path,
-    apply_flags,
-    config_from_args,
-    declare_role,
-)
+from audiotune.cli.config_args import apply_flags, config_from_args
+from audiotune.cli.flags import ONE_PROCESS_NOTES, add_config_flags, add_path, declare_role
 from audiotune.cli.show import quiet_lightning
 from audiotune.cli.stages import config_file_sections, given_options, own_idle_at_defaults
 from audiotune.cli.values import integer, options_of

@@ -7,7 +7,8 @@ import sys
 
 from audiotune import storage
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_config_flags, config_from_args
+from audiotune.cli.config_args import config_from_args
+from audiotune.cli.flags import add_config_flags
 from audiotune.cli.help import shared_group
 from audiotune.cli.show import quiet_lightning, summary
 from audiotune.config.sections import RESUME_HINT

@@ -9,7 +9,8 @@ import pandas as pd
 
 from audiotune import storage, vertex, vertex_results
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_path, config_from_args, path_roles
+from audiotune.cli.config_args import config_from_args
+from audiotune.cli.flags import add_path, path_roles
 from audiotune.cli.help import HelpFormatter
 from audiotune.config import check_config
 from audiotune.models.option_checks import refuse_inactive
