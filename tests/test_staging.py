@@ -1,12 +1,13 @@
 """Where ``--cloud`` sends each kind of output (the uploads themselves: tests/e2e/test_scoring_commands.py and
-tests/test_storage.py, against the storage emulator)."""
+tests/test_storage.py, against the storage emulator), and how a remote run directory holding a run is refused."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from conftest import BUCKET
 
-from audiotune.cli import build_parser
+from audiotune.cli import build_parser, main
 from audiotune.cli.flags import path_roles
 from audiotune.staging import _cloud_plan, _cloud_uploads, _cloud_url
 
@@ -56,3 +57,18 @@ def test_cloud_dir_without_cloud_is_refused_but_for_a_resumed_run() -> None:
         _cloud_url(args, path_roles(args))
     args = build_parser().parse_args([*made, "--resume"])
     assert _cloud_url(args, path_roles(args)) is None
+
+
+@pytest.mark.parametrize(("command", "goes_on"), [
+    ("probe", "pass --overwrite to replace it (probe cannot continue a run)"),
+    ("train", "pass --resume to continue it, --overwrite to replace it,"),
+])
+def test_a_remote_run_directory_holding_a_run_is_refused_naming_what_the_command_takes(
+        gcs, capsys: pytest.CaptureFixture, command: str, goes_on: str) -> None:
+    """As a local one: probe, which cannot continue a run, is not told to pass --resume (which it refuses)."""
+    url = f"gs://{BUCKET}/runs/earlier"
+    gcs.fs().pipe(f"{BUCKET}/runs/earlier/config.yaml", b"{}\n")  # an earlier run's
+    assert main([command, "-d", "split", "-l", "labels.txt", "-o", url]) == 2
+    error = capsys.readouterr().err
+    assert f"{url}: already holds a run; {goes_on} or choose another -o/--exp_dir" in error
+    assert ("--resume" in error) is (command == "train")

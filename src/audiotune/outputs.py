@@ -357,6 +357,14 @@ class RunDirError(ValueError):
 RUN_MARKERS = storage.LAST  # what makes a directory a run directory
 
 
+def holds_run_error(exp_dir: str | Path, command: str, resumable: bool) -> RunDirError:
+    """The refusal of run directory ``exp_dir`` (local or remote) that already holds a run, naming what ``command``
+    takes to go on: --resume too where it is ``resumable``, else only --overwrite or another directory."""
+    goes_on = "pass --resume to continue it, --overwrite to replace it," if resumable else \
+        f"pass --overwrite to replace it ({command} cannot continue a run)"
+    return RunDirError(f"{exp_dir}: already holds a run; {goes_on} or choose another -o/--exp_dir")
+
+
 class OwnedRunDir:
     """A run directory locked for one command; see :func:`own_run_dir`. ``writes`` is False in the other
     processes of a multi-process run, which leave the directory to rank 0."""
@@ -436,9 +444,7 @@ def own_run_dir(exp_dir: str | Path, *, resume: bool = False, overwrite: bool = 
         os.write(handle, f"{os.getpid()} {command}\n".encode())
         is_run = _is_run_dir(exp_dir)
         if is_run and not resume and not overwrite:
-            goes_on = "pass --resume to continue it, --overwrite to replace it," if resumable else \
-                f"pass --overwrite to replace it ({command} cannot continue a run)"
-            raise RunDirError(f"{exp_dir}: already holds a run; {goes_on} or choose another -o/--exp_dir")
+            raise holds_run_error(exp_dir, command, resumable)
         owned = OwnedRunDir(exp_dir, created, clear=is_run and overwrite)
         yield owned
     except BaseException:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from audiotune import remote_lock, storage
 from audiotune.launch import launched_rank_zero
-from audiotune.outputs import RUN_MARKERS, RunDirError
+from audiotune.outputs import RUN_MARKERS, holds_run_error
 from audiotune.storage import Role
 from audiotune.uploads import sync_down, upload
 
@@ -57,16 +57,16 @@ def _flag(key: str) -> str:
     return f"--{key.rpartition('.')[2]}"
 
 
-def _check_remote_run(url: str, args: argparse.Namespace) -> bool:
-    """Whether remote run directory ``url`` holds a run; refused like a local one without --resume/--overwrite."""
+def _check_remote_run(url: str, args: argparse.Namespace, resumable: bool) -> bool:
+    """Whether remote run directory ``url`` holds a run; refused like a local one without --resume/--overwrite
+    (``resumable``: the command takes --resume)."""
     holds_run = any(storage.isfile(storage.join(url, marker)) for marker in RUN_MARKERS)
     if holds_run and not _get(args, "train.resume") and not _get(args, "train.overwrite"):
-        raise RunDirError(f"{url}: already holds a run; pass --resume to continue it, --overwrite to replace it, "
-                          "or choose another -o/--exp_dir")
+        raise holds_run_error(url, str(args.command), resumable)
     return holds_run
 
 
-def _stage_output(args: argparse.Namespace, key: str, role: Role, staging: Staging) -> None:
+def _stage_output(args: argparse.Namespace, key: str, role: Role, staging: Staging, resumable: bool) -> None:
     url = str(_get(args, key))
     is_folder = role in FOLDERS
     destination = url if is_folder else storage.parent(url)  # a file goes with its sidecars (OUT.skipped.csv)
@@ -74,7 +74,7 @@ def _stage_output(args: argparse.Namespace, key: str, role: Role, staging: Stagi
     staging.folders.append(folder)
     if role in LOCKED and remote_lock.locks_remotely(url) and _uploads():  # rank 0 writes; the others only read
         staging.locks.enter_context(remote_lock.RemoteLock(url, str(args.command)))
-    holds_run = _check_remote_run(url, args) if role is Role.RUN_OUTPUT else False
+    holds_run = _check_remote_run(url, args, resumable) if role is Role.RUN_OUTPUT else False
     if role in (Role.EXPERIMENT, Role.CACHE) or (holds_run and _get(args, "train.resume")):
         sync_down(url, folder)
     staging.uploads.append((folder, destination, bool(holds_run and _get(args, "train.overwrite")),
@@ -92,9 +92,10 @@ def _refuse_remote(args: argparse.Namespace, roles: dict[str, Role]) -> None:
 
 
 @contextlib.contextmanager
-def staged(args: argparse.Namespace, roles: dict[str, Role]) -> Iterator[None]:
+def staged(args: argparse.Namespace, roles: dict[str, Role], *, resumable: bool) -> Iterator[None]:
     """Run the block with the remote paths of ``args`` (``roles``: ``{dest: Role}``) replaced by local ones;
-    upload the outputs if it finishes.
+    upload the outputs if it finishes. ``resumable``: the command takes --resume (a remote run directory holding a
+    run is refused naming what the command takes).
 
     Local paths are left exactly as they are, so a command without remote paths runs unchanged. A failed
     upload keeps the staging folder (the error names it); a failed command leaves nothing behind."""
@@ -112,7 +113,7 @@ def staged(args: argparse.Namespace, roles: dict[str, Role]) -> Iterator[None]:
                 vars(args)[key] = local
         for key, role in roles.items():
             if role.is_output and role is not Role.LOCAL and storage.is_remote(_get(args, key)):
-                _stage_output(args, key, role, staging)
+                _stage_output(args, key, role, staging, resumable)
         yield
         keep = True  # from here on the outputs are complete: an upload that fails keeps them
         staging.uploads.extend((local, url, False, False) for local, url in _cloud_uploads(args, plan))

@@ -32,7 +32,7 @@ from audiotune.cli import (
 )
 from audiotune.cli.command import Command
 from audiotune.cli.config_args import config_from_args
-from audiotune.cli.flags import path_roles
+from audiotune.cli.flags import path_roles, taken_options
 from audiotune.cli.help import HelpFormatter, add_help_flags, arrange, compact_usage, wants_all
 from audiotune.cli.interrupts import exit_status, interruption_line, sigterm_raises, stopped_by
 from audiotune.cli.seed_flags import refuse_retired
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         if command.default_outputs:
             command.default_outputs(args)
         with sigterm_raises(), third_party_quiet(args.verbose), outputs.invoked(typed), \
-                staged(args, path_roles(args)):
+                staged(args, path_roles(args), resumable="train.resume" in taken_options(args)):
             command.run(args, parser)
     except (KeyboardInterrupt, SystemExit) as err:  # Ctrl-C, SIGTERM, or Lightning's exit after either
         signum = stopped_by(err)

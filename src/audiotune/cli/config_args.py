@@ -17,6 +17,7 @@ from audiotune.cli.flags import (
     CONFIG_STAGES,
     declared_fields,
     declared_options,
+    taken_options,
 )
 from audiotune.cli.seed_flags import apply_seed_spellings
 from audiotune.cli.stages import (
@@ -38,7 +39,6 @@ from audiotune.config import (
     acts_of,
     check_config,
     config_from_dict,
-    takes,
 )
 from audiotune.data.folds import FOLD_PLACEHOLDER
 from audiotune.models import backbones
@@ -76,8 +76,7 @@ def _others_set(config: RunConfig, args: argparse.Namespace,
     defaults = RunConfig()
     for key, value in (vars(args).get(CONFIG_DEFAULTS) or {}).items():
         _set(defaults, key, value)
-    stages = vars(args).get(CONFIG_STAGES, CLASSIFIER_STAGES)
-    taken = {key for key, spec in declared_fields(sections) if takes(spec, stages)}
+    taken = taken_options(args, sections)
     found = []
     for key in declared_options():
         section, name = key.split(".")

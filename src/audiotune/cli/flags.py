@@ -236,6 +236,14 @@ def declared_options(sections: tuple[str, ...] = tuple(SECTIONS)) -> list[str]:
     return [key for key, _ in declared_fields(sections)]
 
 
+def taken_options(args: argparse.Namespace, sections: tuple[str, ...] | None = None) -> set[str]:
+    """``section.name`` of each option that the parsed command ``args`` takes as a flag: declared by ``sections``
+    (None: the command's own declaration; none for a command without config flags) and acting in its stages."""
+    declared = vars(args).get(CONFIG_SECTIONS, ()) if sections is None else sections
+    stages = vars(args).get(CONFIG_STAGES, CLASSIFIER_STAGES)
+    return {key for key, spec in declared_fields(declared) if takes(spec, stages)}
+
+
 def refuse_other_options(parser: argparse.ArgumentParser, why: str) -> None:
     """Every flag a training command takes that this command does not (the options of the sections it leaves out,
     the backbones' options, the seeds' switches, -o/--exp_dir), refused with ``why``: for a command that takes part
