@@ -153,14 +153,55 @@ def hf_pretrain(ds: dict, checkpoint: Path, out: Path, *extra: str) -> list[str]
 ])
 def test_an_option_of_another_objective_is_refused_before_anything_is_written(
         objective: str, given: list[str], message: str, wav2vec2: Path, uid_dataset: dict, tmp_path: Path,
-        capsys: pytest.CaptureFixture) -> None:
+        capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     """P-TAPT reads no quantizer, TAPT loss or temperature and always freezes the feature encoder; TAPT reads no
-    frame labels (no objective named: --model hf's first, tapt). Each was taken and changed nothing."""
+    frame labels (no objective named: --model hf's first, tapt). Each was taken and changed nothing. Refused at
+    once: before the checkpoint is loaded."""
+    monkeypatch.setattr("audiotune.engine.pretrain.build_backbone", built)
     out = tmp_path / "run"
     named = ["--objective", objective, "--pseudo_labels", "x.parquet"] if objective == "ptapt" else \
         ["--objective", objective] * bool(objective)
     assert main(hf_pretrain(uid_dataset, wav2vec2, out, *named, *given)) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"audiotune pretrain: error: {message}"
+    assert not out.exists()
+
+
+def built(*args: object, **kwargs: object) -> None:
+    """In place of the backbone's build: a refusal must come before it."""
+    raise AssertionError("the backbone was built (its checkpoint loaded) before the options were checked")
+
+
+@pytest.mark.parametrize(("given", "message"), [
+    (["--objective", "tapt"], "--objective tapt: --model ssast pretrains with ['pretrain_joint', 'pretrain_mpc', "
+                              "'pretrain_mpg']"),
+    (["--task", "pretrain_mpc", "--objective", "tapt"], "--objective tapt: --model ssast pretrains with "
+                                                        "['pretrain_mpc', 'pretrain_mpg', 'pretrain_joint']"),
+    (["--task", "ft_avgtok"], "--task ft_avgtok: acts where the encoder encodes labelled clips, not in audiotune "
+                              "pretrain; audiotune pretrain trains the encoder on its self-supervised objective"),
+])
+def test_an_ssast_objective_is_settled_and_checked_before_its_checkpoint_is_loaded(
+        given: list[str], message: str, uid_dataset: dict, tmp_path: Path, capsys: pytest.CaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """SSAST's objectives follow --task and --objective, options of the config: no model is built to read them."""
+    monkeypatch.setattr("audiotune.engine.pretrain.build_backbone", built)
+    checkpoint = tmp_path / "ssast.pth"
+    checkpoint.write_bytes(b"not read")
+    out = tmp_path / "run"
+    assert main(["pretrain", "-i", str(uid_dataset["prefix"]), "-d", str(uid_dataset["split"]), "-o", str(out),
+                 *TINY_SSAST, "--pretrained_mdl_path", str(checkpoint), *given]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"audiotune pretrain: error: {message}"
+    assert not out.exists()
+
+
+def test_a_model_without_an_objective_is_refused_before_it_is_built(uid_dataset: dict, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("audiotune.engine.pretrain.build_backbone", built)
+    out = tmp_path / "run"
+    assert main(["pretrain", "--model", "whisper", "-i", str(uid_dataset["prefix"]), "-d", str(uid_dataset["split"]),
+                 "-o", str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        "audiotune pretrain: error: --model whisper has no self-supervised objective"
     assert not out.exists()
 
 

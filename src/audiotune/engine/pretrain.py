@@ -1,7 +1,8 @@
 """``audiotune pretrain``: self-supervised pretraining with the objectives a backbone supplies.
 
-The engine knows no objective: it asks the backbone (:class:`SupportsPretraining`) for its objectives, lets
-it build what they need, trains ``pretrain_loss`` with Lightning (validation loss picks the kept weights; with
+The engine knows no objective: it asks the backbone's class (:class:`SupportsPretraining`) for the objectives
+the config's options allow (before the backbone is built: a bad choice is refused at once), lets the backbone
+build what they need, trains ``pretrain_loss`` with Lightning (validation loss picks the kept weights; with
 ``--keep last`` or without validation, the last are kept) and lets it write its outputs. No labels are needed:
 a manifest or split of audio is enough.
 
@@ -50,7 +51,13 @@ from audiotune.engine.resume import record_changes, resumed_changes
 from audiotune.engine.step_log import step_output
 from audiotune.engine.trainer import build_trainer, earlier_log, merge_logs
 from audiotune.launch import launched_rank_zero
-from audiotune.models.backbones import SupportsPretraining, build_backbone, input_spec, resolve_config
+from audiotune.models.backbones import (
+    SupportsPretraining,
+    backbone_class,
+    build_backbone,
+    input_spec,
+    resolve_config,
+)
 from audiotune.models.option_checks import refuse_inactive
 from audiotune.outputs import (
     CHECKPOINT_DIR,
@@ -207,10 +214,13 @@ def pretrain(config: RunConfig) -> dict:
         return _pretrain(config, owned)
 
 
-def _objective(config: RunConfig, backbone: object) -> str:
-    if not isinstance(backbone, SupportsPretraining):
+def _objective(config: RunConfig) -> str:
+    """The objective ``config`` names, or its backbone's first, read from the config alone (the backbone's class
+    declares its objectives): a bad one, or an option of another one, is refused before any checkpoint is read."""
+    backbone = backbone_class(config.model.model)
+    if not issubclass(backbone, SupportsPretraining):
         raise ValueError(f"--model {config.model.model} has no self-supervised objective")
-    objectives = backbone.pretrain_objectives()
+    objectives = backbone.pretrain_objectives(config)
     objective = config.model.objective or objectives[0]
     if objective not in objectives:
         raise ValueError(f"--objective {objective}: --model {config.model.model} pretrains with {list(objectives)}")
@@ -223,13 +233,13 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
         raise ValueError("--freeze true: pretraining trains the encoder (a frozen one would learn nothing); leave "
                          "--freeze out")
     config.model.freeze = False  # pretraining trains the encoder
+    objective = config.model.objective = _objective(config)  # settled first: the backbone resolves with it
     resolve_config(config)
+    # with the objective settled, the options of another one are refused before the checkpoint is loaded
+    refuse_inactive(config, Stage.PRETRAIN)
     pl.seed_everything(config.data.seed, workers=True, verbose=False)
     read_splits(config.data.data_split_root, config.data.prefix)  # a clear error for a bad path before anything else
     backbone = build_backbone(config, pretrained=True)
-    objective = _objective(config, backbone)
-    config.model.objective = objective
-    refuse_inactive(config, Stage.PRETRAIN)  # with the objective settled: the options of another one are refused
     inputs = input_spec(config)
     assert isinstance(backbone, SupportsPretraining)
     backbone.start_pretraining(objective, config)

@@ -200,8 +200,11 @@ class SupportsPretraining(Protocol):
     validation), then :meth:`save_pretrained_outputs` with the kept weights.
     """
 
-    def pretrain_objectives(self) -> tuple[str, ...]:
-        """The objectives ``--objective`` may name; the first is the default."""
+    @classmethod
+    def pretrain_objectives(cls, config: RunConfig) -> tuple[str, ...]:
+        """The objectives ``--objective`` may name with ``config``'s options; the first is the default. Read from
+        the config alone, before the backbone is built: a bad objective, or an option of another one, is refused
+        before any checkpoint is read."""
         ...
 
     def start_pretraining(self, objective: str, config: RunConfig) -> None:

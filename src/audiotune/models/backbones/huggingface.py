@@ -217,7 +217,8 @@ class HFBackbone(TransformersSizes, Backbone):
 
     # ------------------------------------------------------------------ self-supervised pretraining
 
-    def pretrain_objectives(self) -> tuple[str, ...]:
+    @classmethod
+    def pretrain_objectives(cls, config: RunConfig) -> tuple[str, ...]:
         """``tapt``: wav2vec2's contrastive + diversity objective, continued (:mod:`.hf_pretraining`);
         ``ptapt``: masked prediction of k-means frame labels (:mod:`.hf_ptapt`)."""
         return ("tapt", "ptapt")

@@ -189,10 +189,13 @@ class SSASTBackbone(Backbone):
 
     # ------------------------------------------------------------------ self-supervised pretraining
 
-    def pretrain_objectives(self) -> tuple[str, ...]:
-        """Masked-patch classification, generation, or both; this backbone's ``--task`` first when it is one (the
-        seed's spelling of ``--objective``; :func:`resolve_ssast` refuses the two naming different ones)."""
-        first = self.task if self.task in PRETRAIN_TASKS else DEFAULT_OBJECTIVE
+    @classmethod
+    def pretrain_objectives(cls, config: RunConfig) -> tuple[str, ...]:
+        """Masked-patch classification, generation, or both; the task the model serves (:func:`ssast_task`) first
+        when it is one (``--task`` is the seed's spelling of ``--objective``; :func:`resolve_ssast` refuses the two
+        naming different ones)."""
+        task = ssast_task(config, backbone_options(config))
+        first = task if task in PRETRAIN_TASKS else DEFAULT_OBJECTIVE
         return (first, *(task for task in PRETRAIN_TASKS if task != first))
 
     def start_pretraining(self, objective: str, config: RunConfig) -> None:
