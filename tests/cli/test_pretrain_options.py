@@ -176,6 +176,9 @@ def built(*args: object, **kwargs: object) -> None:
                               "'pretrain_mpg']"),
     (["--task", "pretrain_mpc", "--objective", "tapt"], "--objective tapt: --model ssast pretrains with "
                                                         "['pretrain_mpc', 'pretrain_mpg', 'pretrain_joint']"),
+    # the default objective (--task ft_cls names none) checks the patches when the input is resolved
+    (["--fstride", "8", "--tstride", "8"], "pretrain_joint: pretraining needs --fstride = --fshape and --tstride = "
+                                           "--tshape (no overlapping patches), got stride (8, 8), shape (16, 16)"),
     (["--task", "ft_avgtok"], "--task ft_avgtok: acts where the encoder encodes labelled clips, not in audiotune "
                               "pretrain; audiotune pretrain trains the encoder on its self-supervised objective"),
 ])
