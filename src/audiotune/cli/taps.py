@@ -162,7 +162,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         return
     from audiotune import storage
     from audiotune.storage import final_path
-    from audiotune.taps.detect import check_recordings, detect, plot_detection, plot_names, taps_table
+    from audiotune.taps.detect import check_recordings, detect, taps_table
+    from audiotune.taps.plots import plot_detection, plot_names
 
     options = options_of(DetectOptions, args,
                          channel_select=tuple(args.channel_select) if args.channel_select else None)
@@ -199,8 +200,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 def run_align(args: argparse.Namespace) -> None:
     from audiotune import storage
     from audiotune.storage import final_path
-    from audiotune.taps.align import align_csv, plot_alignment
-    from audiotune.taps.detect import plot_names
+    from audiotune.taps.align import align_csv
+    from audiotune.taps.plots import plot_alignment, plot_names
 
     options = options_of(AlignOptions, args)
     check_plot(args.plot)

@@ -10,8 +10,9 @@ import numpy as np
 from audiotune import storage
 from audiotune.outputs import TAPS_REPORT_SUFFIX, sidecar, write_bytes
 from audiotune.report.taps_page import TapsReport, distinct_names, render_taps
-from audiotune.taps.align import AlignResult, alignment_figure
-from audiotune.taps.detect import Detection, detection_figure, timeline_png
+from audiotune.taps.align import AlignResult
+from audiotune.taps.detect import Detection
+from audiotune.taps.plots import alignment_figure, detection_figure, timeline_png
 
 
 def detection_report(detections: list[Detection], out: str | Path, window: tuple[float, float]) -> Path:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -223,39 +222,6 @@ def align(taps: pd.DataFrame, starts: dict[str, dt.datetime], durations: dict[st
 def _touch_fields(touch: pd.Series) -> dict:
     return {"timestamp": touch["timestamp"].isoformat(sep=" "), "x": touch["x"], "y": touch["y"],
             "label": touch["label"], "source": touch["source"], "line": int(touch["line"])}
-
-
-def alignment_figure(path: str, events: pd.DataFrame, leftover: pd.DataFrame) -> tuple[Any, Any]:
-    """A recording's taps (heights; matched black, unmatched grey) and touches at their expected times (red;
-    unmatched dashed), each match labelled with its key."""
-    from audiotune.taps.detect import timeline
-
-    mine = events[events["path"] == path] if len(events) else events
-    left = leftover[leftover["path"] == path]
-    fig, ax = timeline(storage.name(path))
-    heights = (pd.to_numeric(mine["height"], errors="coerce").to_numpy(float) if "height" in mine
-               else np.ones(len(mine)))
-    top = float(np.nanmax(heights)) if len(mine) else 1.0
-    if len(mine):
-        ax.plot(mine["time"], heights, "kv", ms=4, label=f"{len(mine)} matched taps")
-        ax.vlines(mine["touch_time"], 0, top, color="tab:red", lw=0.8, label="touches (expected time)")
-        for t, h, label in zip(mine["time"], heights, mine["label"]):
-            ax.annotate(str(label), (t, h), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=7)
-    lone = left[left["kind"] == "tap"]
-    if len(lone):
-        ax.plot(lone["time"], np.full(len(lone), top * 0.5), "x", color="0.5", label=f"{len(lone)} unmatched taps")
-    lost = left[left["kind"].isin(["touch", "none"])]
-    if len(lost):
-        ax.vlines(lost["time"], 0, top, color="tab:red", lw=0.8, linestyles="dashed",
-                  label=f"{len(lost)} unmatched or off-key touches")
-    return fig, ax
-
-
-def plot_alignment(path: str, events: pd.DataFrame, leftover: pd.DataFrame, out: Path) -> Path:
-    """The figure of :func:`alignment_figure` as a PNG file."""
-    from audiotune.taps.detect import save_timeline
-
-    return save_timeline(*alignment_figure(path, events, leftover), out)
 
 
 @dataclass
