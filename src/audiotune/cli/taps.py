@@ -10,9 +10,9 @@ from audiotune.cli.flags import add_path, add_section_flags, refuse_flags_of, sp
 from audiotune.cli.seed_flags import Refused
 from audiotune.cli.values import options_of
 from audiotune.data.errors import DataError
-from audiotune.outputs import OutputError, check_output_path, write_csv
+from audiotune.outputs import OutputError, check_output_path, sidecar, write_csv, write_json
 from audiotune.storage import Role
-from audiotune.taps import DETECT_WRITES, TAP_WINDOW, check_written, file_key
+from audiotune.taps import DETECT_WRITES, SUMMARY_SUFFIX, TAP_WINDOW, check_written, file_key
 from audiotune.taps.align import AlignOptions
 from audiotune.taps.align_inputs import SEED_PATTERN
 from audiotune.taps.detect import DetectOptions
@@ -30,7 +30,8 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                     "segment --before/--after`.")
     add_path(detect, "recordings", role=Role.AUDIO, nargs="+", help="audio files (any channel count)")
     add_path(detect, "--out", role=Role.OUTPUT_FILE, required=True,
-             help="CSV to write: path, time, height, energy_ch0, ...")
+             help="CSV to write: path, time, height, energy_ch0, ...; beside it OUT.report.json (the options, "
+                  "each recording's threshold and noise floor)")
     detect.add_argument("--cutoff", type=float, default=DETECT.cutoff,
                         help=f"high-pass cutoff in Hz (default {DETECT.cutoff:g})")
     detect.add_argument("--order", type=int, default=DETECT.order,
@@ -162,7 +163,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         return
     from audiotune import storage
     from audiotune.storage import final_path
-    from audiotune.taps.detect import check_recordings, detect, taps_table
+    from audiotune.taps.detect import OVERVIEW_BINS, check_recordings, detect, detection_summary, taps_table
     from audiotune.taps.plots import plot_detection, plot_names
 
     options = options_of(DetectOptions, args,
@@ -176,7 +177,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     window = TAP_WINDOW
     detections = []
     for path in args.recordings:
-        found = detect(path, options, window, overview_bins=4000 if args.plot or report else 0)
+        found = detect(path, options, window, overview_bins=OVERVIEW_BINS if args.plot or report else 0)
         floor = f", noise floor {found.floor:.3g}" if found.floor is not None else ""
         print(f"{path}: {len(found.positions)} taps (threshold {found.threshold:.3g}{floor})")
         if not len(found.positions):
@@ -184,13 +185,15 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
                   "its touches in no recording; lower --factor, --height or --peak_height", file=sys.stderr)
         detections.append(found)
     write_csv(taps_table(detections, out), out, index=False)
+    write_json(sidecar(out, SUMMARY_SUFFIX), detection_summary(detections, out, options, window))
     if args.plot:
         names = plot_names([found.path for found in detections], "_taps.png")
         for found in detections:
             plot_detection(found, Path(args.plot) / names[found.path], window)
     total = sum(len(d.positions) for d in detections)
     plots = f"; plots in {storage.final_place(args.plot)}" if args.plot else ""
-    print(f"{final_path(out)}: {total} taps in {len(detections)} recordings{plots}")
+    print(f"{final_path(out)}: {total} taps in {len(detections)} recordings{plots}; summary in "
+          f"{sidecar(out, SUMMARY_SUFFIX).name}")
     if report:
         from audiotune.engine.taps_report import detection_report
 

@@ -20,9 +20,11 @@ floor comes from a log-spaced histogram of
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,6 +43,7 @@ HIST_EDGES = np.geomspace(1e-9, 1e3, int(np.log(1e12) / np.log(1.01)) + 1)
 # by 2**32; float formats are read as they are
 SCIPY_WAV_BITS = {"PCM_S8": 8, "PCM_U8": 8, "PCM_16": 16, "PCM_24": 32, "PCM_32": 32}
 SETTLED = 1e-12  # what is left of the high-pass filter's transient from a block's edge where the block begins
+OVERVIEW_BINS = 4000  # parts of a recording whose max |trace| its timeline draws
 
 
 def tap2key_height(peak_height: float, subtype: str) -> float:
@@ -247,9 +250,8 @@ def _detect(path: str | Path, trace: _Trace, window: tuple[float, float], overvi
     previous: tuple[int, np.ndarray] | None = None
     bins = np.zeros(overview_bins) if overview_bins > 0 else None
     for start, y in trace.blocks(f"{trace.path}: taps"):
-        if bins is not None and len(y):
-            which = (np.arange(start, start + len(y)) * overview_bins) // max(trace.frames, 1)
-            np.maximum.at(bins, which, np.abs(y))
+        if bins is not None:
+            _add_to_overview(bins, start, y, trace.frames)
         peaks = local_maxima(y, threshold)
         positions.append(peaks + start)
         heights.append(y[peaks])
@@ -277,6 +279,24 @@ def _detect(path: str | Path, trace: _Trace, window: tuple[float, float], overvi
     energies = np.array([np.sqrt(np.mean(trace.raw_window(int(p), before, after) ** 2, axis=0)) for p in pos])
     return Detection(str(path), trace.rate, float(threshold), floor, pos, hgt,
                      energies.reshape(len(pos), trace.channels), trace.frames / trace.rate, bins)
+
+
+def _add_to_overview(bins: np.ndarray, start: int, y: np.ndarray, frames: int) -> None:
+    """The max |trace| of each of ``bins``' equal parts of a recording of ``frames`` samples, updated with the block
+    ``y`` that begins at sample ``start``."""
+    if len(y):
+        np.maximum.at(bins, (np.arange(start, start + len(y)) * len(bins)) // max(frames, 1), np.abs(y))
+
+
+def trace_overview(path: str, options: DetectOptions, bins: int = OVERVIEW_BINS) -> tuple[np.ndarray, int, int]:
+    """The timeline's trace of the recording at ``path`` as :func:`detect` with ``options`` kept it (max |trace| of
+    ``bins`` equal parts), its sample rate and its length in samples: one pass over its blocks."""
+    with open_audio(path) as handle:
+        trace = _Trace(path, handle, options)
+        overview = np.zeros(bins)
+        for start, y in trace.blocks(f"{path}: trace"):
+            _add_to_overview(overview, start, y, trace.frames)
+        return overview, trace.rate, trace.frames
 
 
 def check_recordings(paths: list[str]) -> None:
@@ -316,8 +336,7 @@ def taps_table(detections: list[Detection], out: Path) -> pd.DataFrame:
     reads them; in full where the recording and ``out`` are not in one place, see :func:`storage.relative`)."""
     rows = []
     for d in detections:
-        absolute = d.path if storage.is_remote(d.path) else str(Path(d.path).resolve())
-        rel = storage.relative(absolute, out.resolve().parent)
+        rel = table_path(d.path, out)
         for i, (p, h) in enumerate(zip(d.positions, d.heights)):
             row = {"path": rel, "time": round(float(p) / d.sample_rate, 6), "height": float(h)}
             row.update({f"energy_ch{c}": float(e) for c, e in enumerate(d.energies[i])})
@@ -325,6 +344,25 @@ def taps_table(detections: list[Detection], out: Path) -> pd.DataFrame:
     columns = ["path", "time", "height"] + sorted({k for r in rows for k in r if k.startswith("energy_ch")},
                                                   key=lambda k: int(k[9:]))
     return pd.DataFrame(rows, columns=columns)
+
+
+def table_path(path: str, out: Path) -> str:
+    """A recording's ``path`` as the taps table ``out`` names it: relative to its folder where both are in one
+    place."""
+    absolute = path if storage.is_remote(path) else str(Path(path).resolve())
+    return storage.relative(absolute, out.resolve().parent)
+
+
+def detection_summary(detections: list[Detection], out: Path, options: DetectOptions,
+                      window: tuple[float, float]) -> dict[str, Any]:
+    """What OUT.report.json holds beside the taps table ``out``: the options and, per recording (those without a
+    tap too, which the table has no row of), its length, rate, threshold and noise floor: with the table and the
+    recordings, all that the report page draws."""
+    return {"command": "taps detect", "taps": int(sum(len(d.positions) for d in detections)),
+            "window_seconds": {"before": window[0], "after": window[1]}, "options": dataclasses.asdict(options),
+            "recordings": [{"path": table_path(d.path, out), "taps": len(d.positions), "seconds": d.duration,
+                            "sample_rate": d.sample_rate, "threshold": d.threshold, "noise_floor": d.floor}
+                           for d in detections]}
 
 
 def _boundary_peaks(left: tuple[int, np.ndarray], right: tuple[int, np.ndarray],
