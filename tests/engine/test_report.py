@@ -146,7 +146,8 @@ def test_bad_sources_and_columns_are_one_line_errors(trained_run: dict, tmp_path
     assert "neither a run directory" in capsys.readouterr().err
     table = trained_run["split"] / "test.csv"
     assert main(["report", str(table)]) == 2  # a table, not a folder: said so, nothing written beside it
-    assert f"error: {table}: a file; report a folder: a run, an evaluation" in capsys.readouterr().err
+    assert f"error: {table}: a file, and not the table of `audiotune taps detect` or `taps align` (no " \
+           f"test.report.json beside it); report a folder: a run, an evaluation" in capsys.readouterr().err
     unscored = tmp_path / "imported"  # a run that `audiotune import` made: a config and weights, no scores yet
     unscored.mkdir()
     shutil.copy(trained_run["run"] / "config.yaml", unscored / "config.yaml")

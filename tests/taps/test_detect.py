@@ -1,6 +1,7 @@
 """`audiotune taps detect`: peaks of the high-passed channel mean, streamed in blocks."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -253,6 +254,10 @@ def test_out_is_a_csv_and_none_of_the_recordings(tmp_path: Path, capsys: pytest.
     status, err = detect_cli(tmp_path, capsys, page, "--out", "taps.csv")
     assert status == 2 and f"--out taps.csv: writes its report page to {page}, which is one of the recordings" in err
     assert sf.info(page).frames > 0 and not (tmp_path / "taps.csv").exists()
+    summary = tmp_path / "taps.report.json"  # nor its summary
+    page.rename(summary)
+    status, err = detect_cli(tmp_path, capsys, summary, "--out", "taps.csv", "--report", "false")
+    assert status == 2 and f"--out taps.csv: writes its summary to {summary}, which is one of the recordings" in err
 
 
 def test_a_bad_plot_folder_fails_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -349,3 +354,24 @@ def test_the_report_page_tells_recordings_of_one_file_name_apart(tmp_path: Path,
     status, _ = detect_cli(tmp_path, capsys, "a/r.wav", "b/r.wav", "--out", "taps.csv")
     page = (tmp_path / "taps.report.html").read_text()
     assert status == 0 and "<figcaption>a/r.wav: 2 taps" in page and "<figcaption>b/r.wav: 2 taps" in page
+
+
+def test_the_summary_beside_the_table_lets_report_draw_a_page_the_command_did_not(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """OUT.report.json holds the options and each recording's threshold and noise floor, also with --report False;
+    `audiotune report OUT` draws the page from it, the table and the recordings, as the command would have."""
+    tap_recording(tmp_path / "quiet.wav", [])
+    tap_recording(tmp_path / "r.wav", [0.5, 1.5, 2.5])
+    status, _ = detect_cli(tmp_path, capsys, "r.wav", "quiet.wav", "--out", "out/taps.csv", "--envelope", "0.002",
+                           "--report", "false")
+    assert status == 0 and not (tmp_path / "out" / "taps.report.html").exists()
+    summary = json.loads((tmp_path / "out" / "taps.report.json").read_text())
+    assert summary["taps"] == 3 and summary["options"]["envelope"] == 0.002
+    assert [(r["path"], r["taps"], r["sample_rate"]) for r in summary["recordings"]] == [
+        ("../r.wav", 3, RATE), ("../quiet.wav", 0, RATE)]  # named as the table names them: from its folder
+    assert all(r["threshold"] == 8 * r["noise_floor"] > 0 for r in summary["recordings"])
+    assert main(["report", str(tmp_path / "out" / "taps.csv")]) == 0
+    drawn = (tmp_path / "out" / "taps.report.html").read_text()
+    status, _ = detect_cli(tmp_path, capsys, "r.wav", "quiet.wav", "--out", "again/taps.csv", "--envelope", "0.002")
+    assert status == 0
+    assert drawn == (tmp_path / "again" / "taps.report.html").read_text().replace("again/taps.csv", "out/taps.csv")

@@ -1,15 +1,16 @@
 """``audiotune report``: one self-contained HTML page of a run, an evaluation, a cross-validation, a sweep or a
-layer probe."""
+layer probe, or the page of a taps table drawn again."""
 from __future__ import annotations
 
 import argparse
+import os
 
 from audiotune import storage
 from audiotune.cli.command import Command
 from audiotune.cli.flags import add_path, add_section_flags, add_storage_flags
 from audiotune.cli.run_flags import SCORING_DATA, scoring_data
 from audiotune.cli.values import integer
-from audiotune.outputs import REPORT_FILE
+from audiotune.outputs import REPORT_FILE, TAPS_REPORT_SUFFIX, sidecar
 from audiotune.report import CLIP_KB, CLIPS_PER_CLASS
 from audiotune.storage import Role
 
@@ -17,9 +18,11 @@ from audiotune.storage import Role
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_path(parser, "source", role=Role.RUN, metavar="RUN_OR_EXPERIMENT",
              help="run directory (train), evaluation folder (evaluate), cross-validation folder (cv), sweep "
-                  "folder (sweep) or probe folder (probe)")
+                  "folder (sweep), probe folder (probe), or the table that `taps detect` or `taps align` wrote "
+                  "(--out), whose page is drawn again beside it")
     add_path(parser, "-o", "--out", role=Role.OUTPUT_FILE, dest="out",
-             help=f"the HTML file to write (default RUN_OR_EXPERIMENT/{REPORT_FILE})")
+             help=f"the HTML file to write (default RUN_OR_EXPERIMENT/{REPORT_FILE}; a taps table OUT.csv: "
+                  f"OUT{TAPS_REPORT_SUFFIX})")
     add_path(parser, "-d", "--data_split_root", "--data-split-root", role=Role.TABLE, dest="data_split_root",
              default="", help="the table the run scored, for its clips and groups (default: the run's own "
                               "--data_split_root, or the table an evaluation folder recorded)")
@@ -42,7 +45,10 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
 
 
 def default_outputs(args: argparse.Namespace) -> None:
-    args.out = args.out or storage.join(str(args.source).rstrip("/"), REPORT_FILE)
+    source = str(args.source).rstrip("/")
+    # a taps table's page is beside it, where `taps detect` or `taps align` wrote it
+    args.out = args.out or (str(sidecar(source, TAPS_REPORT_SUFFIX)) if os.path.isfile(source)
+                            else storage.join(source, REPORT_FILE))
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -54,5 +60,6 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
 
 COMMAND = Command("report", "one self-contained HTML page of a run, an evaluation, a cross-validation, a sweep "
-                            "or a probe: metrics, plots and the clips it got wrong, playable", arguments, run,
+                            "or a probe: metrics, plots and the clips it got wrong, playable; or of a taps table",
+                  arguments, run,
                   default_outputs=default_outputs)

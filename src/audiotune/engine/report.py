@@ -1,5 +1,6 @@
 """Reports of what commands wrote: a run directory (train, evaluate) or a cross-validation's experiment directory
-read back, the wrong clips read as the model read them, and one self-contained HTML page written beside them."""
+read back, the wrong clips read as the model read them, and one self-contained HTML page written beside them; the
+table of `taps detect` or `taps align` drawn again as its page (engine/taps_report.py)."""
 from __future__ import annotations
 
 import dataclasses
@@ -18,6 +19,7 @@ from audiotune.data.errors import DataError
 from audiotune.data.layout import SUBJECT, attach_paths, read_splits
 from audiotune.engine.inference import override_data
 from audiotune.engine.probe_report import is_probe, read_probe
+from audiotune.engine.taps_report import is_taps_table, rebuild_page
 from audiotune.models.backbones import input_spec
 from audiotune.outputs import (
     CHECKPOINT_DIR,
@@ -40,9 +42,11 @@ from audiotune.outputs import (
     REPORT_FILE,
     SWEEP_SUMMARY_FILE,
     SWEEP_TRIALS_TABLE,
+    TAPS_REPORT_SUFFIX,
     check_output_path,
     command_history,
     repeat_dir,
+    sidecar,
     write_bytes,
 )
 from audiotune.report import CLIP_KB, CLIPS_PER_CLASS
@@ -51,6 +55,7 @@ from audiotune.report.experiment_page import ExperimentReport, render_experiment
 from audiotune.report.probe_page import render_probe
 from audiotune.report.run_page import RunReport, render_run
 from audiotune.report.sweep_page import SweepReport, render_sweep
+from audiotune.taps import SUMMARY_SUFFIX
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +70,14 @@ def write_report(source: str | Path, out: str | Path | None = None, data_split_r
     clips are played and broken down (default test, else val, else the one scored). ``data``: data options (``prefix``,
     ``study``) over the run's own, as ``evaluate -i/-s`` gives them."""
     source = Path(source)
-    if source.exists() and not source.is_dir():
-        raise ValueError(f"{source}: a file; report a folder: a run, an evaluation, a cross-validation, a sweep or a "
-                         "probe")
+    if not source.exists():
+        raise ValueError(f"{source}: not found; report a folder: a run, an evaluation, a cross-validation, a sweep or "
+                         "a probe, or the table of `audiotune taps detect` or `taps align`")
+    if source.is_file():
+        return _taps_page(source, out, {"-d": data_split_root, "--group_by": group_by, "--run": run, "--split": split,
+                                        "--clips": None if clips_per_class == CLIPS_PER_CLASS else clips_per_class,
+                                        "--clip_kb": None if clip_kb == CLIP_KB else clip_kb,
+                                        **{f"--{name}": value for name, value in (data or {}).items()}})
     if clips_per_class < 0 or clip_kb <= 0:
         raise ValueError(f"--clips {clips_per_class}, --clip_kb {clip_kb}: give clips >= 0 and a size cap > 0")
     out = check_output_path(Path(out) if out else source / REPORT_FILE)
@@ -94,6 +104,20 @@ def write_report(source: str | Path, out: str | Path | None = None, data_split_r
                          f"cross-validation (no {CV_SUMMARY_FILE}), a sweep (no {SWEEP_SUMMARY_FILE}) nor a probe "
                          f"(no {PROBE_FILE})")
     return write_bytes(out, page)
+
+
+def _taps_page(table: Path, out: str | Path | None, given: dict[str, Any]) -> Path:
+    """The page of `taps detect` or `taps align` that wrote ``table``, drawn again (default: beside it, where the
+    command wrote it); the options of a run's page refused."""
+    if not is_taps_table(table):
+        raise ValueError(f"{table}: a file, and not the table of `audiotune taps detect` or `taps align` (no "
+                         f"{sidecar(table, SUMMARY_SUFFIX).name} beside it); report a folder: a run, an evaluation, a "
+                         "cross-validation, a sweep or a probe, or a taps table")
+    for flag, value in given.items():
+        if value not in (None, ""):
+            raise ValueError(f"{flag} {value}: an option of a run's page (its clips and scores); the page of the taps "
+                             f"table {table} has none: leave {flag} out")
+    return rebuild_page(table, check_output_path(Path(out) if out else sidecar(table, TAPS_REPORT_SUFFIX)))
 
 
 def interrupted_run(source: Path) -> str:

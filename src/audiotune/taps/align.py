@@ -231,6 +231,7 @@ class AlignResult:
     out: Path
     segments: pd.DataFrame
     alignment: Alignment
+    summary: dict  # what OUT.report.json holds
     leftover_path: Path
     report_path: Path
     skipped: pd.DataFrame
@@ -290,11 +291,14 @@ def align_csv(taps_csv: str | Path, touch_logs: list[str], keys_csv: str | Path,
     if len(skipped):  # its lines count the rows of events (line 2: the first); those of the taps table instead
         skipped["line"] = events.index.to_numpy()[skipped["line"].to_numpy(int) - 2] + 2
     leftover_path, report_path = sidecar(out, UNMATCHED_SUFFIX), sidecar(out, ALIGN_SUMMARY_SUFFIX)
+    # taps_table: named as the segments name their recordings (relative to OUT's folder), so that `audiotune report`
+    # finds which recording of the summary (named as in the taps table) each segment is of
     summary = alignment.report() | {"segments": len(segments), "skipped_near_edge": len(skipped),
                                     "selectivity": options.selectivity,
-                                    "window_seconds": {"before": window[0], "after": window[1]}}
+                                    "window_seconds": {"before": window[0], "after": window[1]},
+                                    "command": "taps align", "taps_table": storage.relative(source, out.parent)}
     write_csv(alignment.leftover, leftover_path, index=False)
     write_json(report_path, summary)
     write_csv(segments, out, index=False)
-    return AlignResult(out, segments, alignment, leftover_path, report_path, skipped,
+    return AlignResult(out, segments, alignment, summary, leftover_path, report_path, skipped,
                        write_skip_list(skipped, out))
