@@ -9,7 +9,8 @@ def test_partials_of_killed_writers_go_and_finished_files_get_the_usual_mode(tmp
     import os
     import stat
 
-    from audiotune.outputs import atomic_dir, write_bytes
+    from audiotune.atomic import atomic_dir
+    from audiotune.outputs import write_bytes
 
     target = tmp_path / "emb.parquet"
     abandoned = tmp_path / ".emb.parquet.k1ll3d.partial"  # left by a writer killed half-way

@@ -1,9 +1,8 @@
-"""Outputs that appear complete or not at all, and run directories that one command owns at a time.
+"""Whole output files, written atomically, and run directories that one command owns at a time.
 
-Every file audiotune writes goes through :func:`atomic_path`: the writer fills a hidden temporary file in the
-destination folder, and only a writer that finished renames it into place (``os.replace`` is atomic on one file
-system). An interrupted, killed or failing writer (full disk, Ctrl-C) leaves the previous file, or none, never a
-truncated or partial one that reads as complete.
+The writers here (:func:`write_bytes`, :func:`write_json`, :func:`write_csv`, :func:`write_parquet`) write through
+:func:`audiotune.atomic.atomic_path`: a file appears complete or not at all, a refusal of the file system is an
+:class:`~audiotune.atomic.OutputError` naming it.
 
 :func:`own_run_dir` takes an exclusive lock on a run directory for the life of the command, so two commands never
 write one at once, and refuses a new run in a directory holding one unless it is resumed or overwritten on purpose.
@@ -22,14 +21,14 @@ import os
 import shlex
 import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from audiotune import __version__, partials, storage
+from audiotune import __version__, storage
+from audiotune.atomic import OutputError, atomic_path, refused
 from audiotune.storage import CONFIG_FILE, METRICS_FILE, MODEL_FILE  # noqa: F401 -- the run markers, named in storage
 
 LOCK_FILE = ".audiotune.lock"  # held by the command that writes the directory; see own_run_dir
@@ -227,19 +226,6 @@ def record_command(folder: str | Path) -> Path:
     return write_json(Path(folder) / COMMAND_FILE, [*command_history(folder), invocation()])
 
 
-class OutputError(OSError):
-    """An output the file system refused (full disk, quota, read-only): the message names the file."""
-
-
-def refused(path: str | Path, err: BaseException) -> OutputError:
-    """The error for an output that could not be written; the earlier file at ``path`` (if any) is kept."""
-    if isinstance(err, (FileExistsError, NotADirectoryError)):
-        return OutputError(f"{path}: could not be written: a file, not a folder, is in the way on this path")
-    reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).strip() or type(err).__name__
-    return OutputError(f"{path}: could not be written ({reason}); nothing was written there (check free space, "
-                       "quotas and permissions)")
-
-
 def check_output_path(path: str | Path) -> Path:
     """Fail before any work if ``path`` cannot be written: a file in the way of its folder, or no permission."""
     path = Path(path)
@@ -253,54 +239,6 @@ def check_output_path(path: str | Path) -> Path:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise refused(path, PermissionError(13, "no permission to write in " + str(folder)))
     return path
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block finishes. A file-system
-    error in writing it (full disk, read-only folder) becomes an :class:`OutputError` naming ``path``."""
-    path = Path(path)
-    with _writing(path, directory=False) as partial:
-        yield partial
-        with open(partial, "rb+") as stream:  # the bytes are on disk before the name points at them
-            os.fsync(stream.fileno())
-        os.replace(partial, path)
-
-
-@contextlib.contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``path``; it replaces ``path`` (an earlier folder is removed) only if
-    the block finishes, so ``path`` is always a whole earlier or a whole new folder."""
-    path = Path(path)
-    with _writing(path, directory=True) as partial:
-        yield partial
-        for file in partial.rglob("*"):  # the bytes are on disk before the name points at them
-            if file.is_file():
-                with open(file, "rb+") as stream:
-                    os.fsync(stream.fileno())
-        old = None
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, old / path.name)
-        os.replace(partial, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _writing(path: Path, directory: bool) -> Iterator[Path]:
-    """:func:`partials.partial_place` for ``path``, a file-system error in writing it (full disk, read-only folder)
-    being an :class:`OutputError` naming ``path``; an error about another file (an input) is raised as it is."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with partials.partial_place(path, directory) as partial:
-            yield partial
-    except (OutputError, storage.StorageError):
-        raise
-    except OSError as err:
-        if err.filename is not None and not partials.on_the_way(Path(os.fsdecode(err.filename)), path):
-            raise
-        raise refused(path, err) from err
 
 
 def write_bytes(path: str | Path, data: bytes | str) -> Path:

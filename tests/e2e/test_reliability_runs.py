@@ -15,6 +15,7 @@ import yaml
 from conftest import SMALL_ECAPA, make_uid_dataset, small_train_args
 
 import audiotune.engine.extract as extract_module
+from audiotune.atomic import atomic_path
 from audiotune.cli import main
 from audiotune.config.sections import RESUME_HINT
 from audiotune.outputs import (
@@ -23,7 +24,6 @@ from audiotune.outputs import (
     LAST_CHECKPOINT,
     LOCK_FILE,
     MODEL_FILE,
-    atomic_path,
     own_run_dir,
     write_json,
 )

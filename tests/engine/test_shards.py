@@ -127,7 +127,7 @@ def test_a_refused_place_for_the_parts_names_the_output(tmp_path: Path, monkeypa
     import errno
     import tempfile
 
-    from audiotune.outputs import OutputError
+    from audiotune.atomic import OutputError
 
     target = tmp_path / "x.parquet"
 

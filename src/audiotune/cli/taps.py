@@ -5,12 +5,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from audiotune.atomic import OutputError
 from audiotune.cli.command import Command
 from audiotune.cli.flags import add_path, add_section_flags, refuse_flags_of, spellings
 from audiotune.cli.seed_flags import Refused
 from audiotune.cli.values import options_of
 from audiotune.data.errors import DataError
-from audiotune.outputs import OutputError, check_output_path, sidecar, write_csv, write_json
+from audiotune.outputs import check_output_path, sidecar, write_csv, write_json
 from audiotune.storage import Role
 from audiotune.taps import DETECT_WRITES, SUMMARY_SUFFIX, TAP_WINDOW, check_written, file_key
 from audiotune.taps.align import AlignOptions

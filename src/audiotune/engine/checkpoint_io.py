@@ -19,8 +19,9 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 from safetensors.torch import save_file
 
+from audiotune.atomic import atomic_path, refused
 from audiotune.models.state_dict import load_safetensors, load_torch_file
-from audiotune.outputs import FROZEN_WEIGHTS_FILE, LAST_CHECKPOINT, atomic_path, refused
+from audiotune.outputs import FROZEN_WEIGHTS_FILE, LAST_CHECKPOINT
 
 FROZEN_ENTRY = "frozen_weights"  # in a checkpoint: where its weights that do not train are, and which states held them
 # the model states of a checkpoint: its weights, and with --ema the weights training goes on from (Lightning's

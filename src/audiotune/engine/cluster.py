@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 
 from audiotune import storage
+from audiotune.atomic import atomic_path
 from audiotune.config import RunConfig, check_config
 from audiotune.config.sections import AUDIO_ROOT
 from audiotune.data.loading import batch_features, make_dataset, make_loader
@@ -55,7 +56,6 @@ from audiotune.models.checkpoint import load_run
 from audiotune.outputs import (
     CLUSTER_FIT_ROWS_SUFFIX,
     CLUSTER_STATS_SUFFIX,
-    atomic_path,
     check_output_path,
     sidecar,
     skip_list,

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from audiotune import __version__
+from audiotune.atomic import atomic_path
 from audiotune.config import HeadSpec, RunConfig
 from audiotune.data.features import FBANK as FBANK_SETTINGS
 from audiotune.data.features import MFCC_TOP_DB
@@ -39,14 +40,7 @@ from audiotune.engine.metrics import head_slices
 from audiotune.models.backbones import DescribesFrontEnd, input_spec
 from audiotune.models.checkpoint import load_run, resolve_run_dir
 from audiotune.models.classifier import FT_MERGE_DEFAULT, Classifier
-from audiotune.outputs import (
-    CONFIG_FILE,
-    EXPORT_DESCRIPTION_SUFFIX,
-    MODEL_FILE,
-    atomic_path,
-    check_output_path,
-    write_json,
-)
+from audiotune.outputs import CONFIG_FILE, EXPORT_DESCRIPTION_SUFFIX, MODEL_FILE, check_output_path, write_json
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from audiotune.atomic import atomic_dir
 from audiotune.config import (
     HeadSpec,
     RunConfig,
@@ -41,7 +42,6 @@ from audiotune.outputs import (
     MODEL_FILE,
     OwnedRunDir,
     RunDirError,
-    atomic_dir,
     own_run_dir,
     write_json,
 )

@@ -22,11 +22,12 @@ import pyarrow.parquet as pq
 import torch
 
 from audiotune import storage
+from audiotune.atomic import atomic_dir, atomic_path
 from audiotune.data.audio import open_audio
 from audiotune.data.pseudo_labels import METADATA_KEY, SCHEMA
 from audiotune.models.backbones.hf_checkpoint import check_available, weights_quietly
 from audiotune.models.state_dict import torch_refusal
-from audiotune.outputs import atomic_dir, atomic_path, check_output_path
+from audiotune.outputs import check_output_path
 
 MAX_STAND_INS = 16  # different globals a checkpoint may name besides tensors
 # where the seed's modules keep the Hugging Face wav2vec2 model (V-FT: model.wav2vec2.wav2vec2; TAPT, P-TAPT:

@@ -15,13 +15,14 @@ from typing import Any
 
 import torch
 
+from audiotune.atomic import atomic_dir
 from audiotune.config import RunConfig, save_config
 from audiotune.engine.seed_import import SeedImportError, owned_import_dir, recipe_config
 from audiotune.engine.seed_ser import read_lightning_state, save_seed_extractor, today_name
 from audiotune.models.backbones import resolve_config
 from audiotune.models.backbones.hf_checkpoint import check_available, weights_quietly
 from audiotune.models.checkpoint import classifier_to_load, save_weights
-from audiotune.outputs import CONFIG_FILE, ENCODER_DIR, IMPORT_RECORD_FILE, MODEL_FILE, atomic_dir, write_json
+from audiotune.outputs import CONFIG_FILE, ENCODER_DIR, IMPORT_RECORD_FILE, MODEL_FILE, write_json
 
 VFT_RECIPE = "seeds/ser_vft"
 VFT_ENCODER = "model.wav2vec2.wav2vec2."  # DownstreamGeneral.model (PretrainedRNNHead).wav2vec2 (Wav2vec2Wrapper)

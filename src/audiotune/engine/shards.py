@@ -49,6 +49,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from audiotune.atomic import OutputError, atomic_path, refused
 from audiotune.config import RunConfig, RuntimeConfig
 from audiotune.data.audio import AudioSpec, CheckedLengths, check_rows, scan_audio, usable_rows
 from audiotune.data.prepare import Scanner
@@ -56,7 +57,6 @@ from audiotune.engine.device import parse_devices
 from audiotune.engine.distributed import all_gather_objects, end_process_group, meet_nodes, process_group
 from audiotune.engine.inference import override_device
 from audiotune.launch import check_nodes, launched_rank_zero, launched_world_size
-from audiotune.outputs import OutputError, atomic_path, refused
 from audiotune.partials import partial_place
 
 log = logging.getLogger(__name__)

@@ -6,6 +6,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from audiotune.atomic import atomic_path
 from audiotune.config import MASK_EMBEDDING_KEPT_VERSION, WEIGHTED_STATES_VERSION, RunConfig, load_config
 from audiotune.models.backbones import (
     SupportsExportConfig,
@@ -17,7 +18,7 @@ from audiotune.models.backbones import (
 from audiotune.models.backbones.hf_checkpoint import weights_loaded_next
 from audiotune.models.classifier import Classifier
 from audiotune.models.state_dict import load_safetensors
-from audiotune.outputs import CONFIG_FILE, ENCODER_DIR, MODEL_FILE, atomic_path, run_dir_of
+from audiotune.outputs import CONFIG_FILE, ENCODER_DIR, MODEL_FILE, run_dir_of
 
 
 def save_weights(model: torch.nn.Module, path: str | Path) -> None:

@@ -11,7 +11,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
-from audiotune.outputs import SCORED_SPLITS, atomic_path  # noqa: E402
+from audiotune.atomic import atomic_path  # noqa: E402
+from audiotune.outputs import SCORED_SPLITS  # noqa: E402
 from audiotune.report.probe_page import probe_metric  # noqa: E402
 
 

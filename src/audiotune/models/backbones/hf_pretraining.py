@@ -41,12 +41,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from audiotune.atomic import atomic_dir
 from audiotune.config import RunConfig
 from audiotune.data.features import queued_on
 from audiotune.models.backbones import backbone_options
 from audiotune.models.backbones.hf_checkpoint import extractor_settings, normalises, weights_quietly
 from audiotune.models.backbones.hf_masks import host_time_mask, install_masks
-from audiotune.outputs import ENCODER_DIR, atomic_dir
+from audiotune.outputs import ENCODER_DIR
 
 log = logging.getLogger(__name__)
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from audiotune.atomic import atomic_path
 from audiotune.config import (
     AT_LEAST_1,
     CLASSIFIER_STAGES,
@@ -38,7 +39,7 @@ from audiotune.models.backbones.ssast_model import (
     SIZES,
     SSASTModel,
 )
-from audiotune.outputs import MODEL_FILE, ORIGINAL_SSAST_FILE, atomic_path
+from audiotune.outputs import MODEL_FILE, ORIGINAL_SSAST_FILE
 from audiotune.storage import Role
 
 log = logging.getLogger(__name__)
