@@ -26,6 +26,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
+import json
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,11 +70,22 @@ def _check_remote_run(url: str, args: argparse.Namespace, resumable: bool) -> bo
     return holds_run
 
 
+def staging_folder(url: str) -> Path:
+    """A fresh local folder in which a remote output is written before it is uploaded; the note in it names the
+    remote place (:data:`~audiotune.storage.NOTE`, read by :func:`~audiotune.storage.final_place`)."""
+    root = storage.cache_folder() / "staging"
+    root.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.blake2b(url.encode(), digest_size=6).hexdigest()
+    folder = Path(tempfile.mkdtemp(prefix=f"{storage.name(url) or 'output'}-{digest}-", dir=root))
+    (folder / storage.NOTE).write_text(json.dumps({"url": url}))  # hidden: never uploaded; see final_place
+    return folder
+
+
 def _stage_output(args: argparse.Namespace, key: str, role: Role, staging: Staging, resumable: bool) -> None:
     url = str(_get(args, key))
     is_folder = role in FOLDERS
     destination = url if is_folder else storage.parent(url)  # a file goes with its sidecars (OUT.skipped.csv)
-    folder = storage.staging_folder(destination)
+    folder = staging_folder(destination)
     staging.folders.append(folder)
     if role in LOCKED and remote_lock.locks_remotely(url) and _uploads():  # rank 0 writes; the others only read
         staging.locks.enter_context(remote_lock.RemoteLock(url, str(args.command)))
@@ -125,7 +140,7 @@ def staged(args: argparse.Namespace, roles: dict[str, Role], *, resumable: bool)
         staging.locks.close()  # after the upload: another command may write the folder from now on
         if not keep:
             for folder in staging.folders:
-                storage.remove_local(folder)
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def _uploads() -> bool:

@@ -28,8 +28,6 @@ import json
 import os
 import posixpath
 import re
-import shutil
-import tempfile
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
@@ -360,7 +358,8 @@ def local_copy(path: str | Path) -> str:
     return str(target)
 
 
-NOTE = ".audiotune-remote.json"  # in a staging folder: the remote place its contents are uploaded to
+# in a staging folder (audiotune.staging.staging_folder): the remote place its contents are uploaded to
+NOTE = ".audiotune-remote.json"
 
 
 def final_place(folder: str | Path) -> str:
@@ -391,18 +390,3 @@ def relative(path: str, folder: str | Path) -> str:
     if scheme != place_scheme or rest.split("/", 1)[0] != place_rest.split("/", 1)[0]:
         return path
     return posixpath.relpath(rest, place_rest)
-
-
-def remove_local(folder: str | Path) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-def staging_folder(url: str) -> Path:
-    """A fresh local folder in which a remote output is written before it is uploaded."""
-    root = cache_folder() / "staging"
-    root.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.blake2b(url.encode(), digest_size=6).hexdigest()
-    folder = Path(tempfile.mkdtemp(prefix=f"{name(url) or 'output'}-{digest}-", dir=root))
-    (folder / NOTE).write_text(json.dumps({"url": url}))  # hidden: never uploaded; see final_place
-    return folder
-
