@@ -46,8 +46,8 @@ from lightning_fabric.utilities.data import _set_sampler_epoch
 
 from audiotune.config import RunConfig
 from audiotune.data import audio_store
-from audiotune.data.audio import scan_audio
 from audiotune.data.batch_features import NUM_SAMPLES, WAVEFORMS
+from audiotune.data.checked_audio import scan_audio
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.loading import make_dataset, make_loader
 from audiotune.engine.inference import inference_device

@@ -31,8 +31,7 @@ import pandas as pd
 from audio_store import inputs_of, make_clips, make_config  # benchmarks/audio_store.py
 from data_pipeline import machine  # benchmarks/data_pipeline.py
 
-from audiotune.data.audio import scan_audio
-from audiotune.data.checked_audio import CheckRecord
+from audiotune.data.checked_audio import CheckRecord, scan_audio
 
 
 def main() -> None:

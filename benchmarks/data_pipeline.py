@@ -29,7 +29,7 @@ import soundfile as sf
 import torch
 
 from audiotune.config import RunConfig
-from audiotune.data.audio import scan_audio
+from audiotune.data.checked_audio import scan_audio
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.loading import make_dataset, make_loader
 from audiotune.engine.inference import inference_device

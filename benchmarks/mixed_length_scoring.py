@@ -37,7 +37,7 @@ from data_pipeline import machine  # benchmarks/data_pipeline.py
 from frozen_cache import cpu_ticks, other_cpu_during
 
 from audiotune.config import HeadSpec, RunConfig
-from audiotune.data.audio import scan_audio
+from audiotune.data.checked_audio import scan_audio
 from audiotune.data.loading import make_dataset, make_loader
 from audiotune.data.samplers import EXACT_PADDING, PaddingRule
 from audiotune.engine.inference import inference_device, predict

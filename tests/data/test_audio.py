@@ -22,8 +22,8 @@ from audiotune.data.audio import (
     map_channels,
     prepared_length,
     read_audio,
-    scan_audio,
 )
+from audiotune.data.checked_audio import scan_audio
 from audiotune.data.layout import read_table
 
 DEMO_CLIP = Path(__file__).resolve().parents[2] / "examples" / "demo_data" / "audio" / "down_alba_0.wav"
@@ -265,39 +265,3 @@ def test_remove_dc_gives_the_mfcc_of_the_centred_clip_and_leaves_the_fbank(tmp_p
     fbank = features("fbank", True)
     assert float((fbank - kaldi_fbank(centred, 16000, num_mel_bins=40)).abs().max()) < 1e-3
     assert float((fbank - features("fbank", False)).abs().max()) < 1e-3
-
-
-def test_the_check_before_a_run_reads_several_files_at_once_and_reports_in_table_order(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import threading
-
-    from audiotune.data import audio
-
-    rows = []
-    for i in range(12):
-        path = tmp_path / f"c{i}.wav"
-        if i % 5 == 2:
-            sf.write(path, np.zeros(1600, np.float32), 16000)  # all zeros: a failure in its place
-        elif i % 5 != 4:  # every fifth missing
-            sf.write(path, tone(200 + 50 * i, 0.1 + 0.01 * i, 16000), 16000)
-        rows.append({"uid": f"c{i}", "path": str(path)})
-    table = pd.DataFrame(rows).set_index("uid")
-    spec = AudioSpec(clip_length=0, resample_rate=16000)
-    threads: set[int] = set()
-    check = audio.check_clip
-
-    def recorded(*args: object, **kwargs: object) -> int:
-        threads.add(threading.get_ident())
-        return check(*args, **kwargs)
-
-    monkeypatch.setattr(audio, "check_clip", recorded)
-    monkeypatch.setattr(audio, "usable_cpus", lambda: 1)
-    alone = audio.check_rows(table, spec, "train")
-    assert len(threads) == 1
-    threads.clear()
-    monkeypatch.setattr(audio, "usable_cpus", lambda: 4)
-    together = audio.check_rows(table, spec, "train")
-    assert len(threads) > 1 and threading.get_ident() not in threads
-    assert together[0] == alone[0] and together[1].equals(alone[1])
-    assert [length > 0 for length in alone[0]] == [i % 5 not in (2, 4) for i in range(12)]
-    assert alone[1]["uid"].tolist() == ["c2", "c4", "c7", "c9"]

@@ -11,7 +11,8 @@ import soundfile as sf
 from conftest import SMALL_ECAPA, tone
 
 from audiotune.cli import main
-from audiotune.data.audio import AudioError, AudioSpec, load_clip, scan_audio
+from audiotune.data.audio import AudioError, AudioSpec, load_clip
+from audiotune.data.checked_audio import scan_audio
 from audiotune.data.errors import DataError
 from audiotune.data.labels import encode_targets, infer_heads, read_label_file
 from audiotune.data.layout import attach_paths, resolve_uid

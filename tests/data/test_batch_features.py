@@ -13,8 +13,9 @@ from conftest import tone
 from torch.utils.data import DataLoader
 
 from audiotune.config import RunConfig
-from audiotune.data.audio import AudioError, scan_audio
+from audiotune.data.audio import AudioError
 from audiotune.data.batch_features import COUNTS, NUM_SAMPLES, WAVEFORMS, BatchFeatures
+from audiotune.data.checked_audio import scan_audio
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.loading import batch_features, make_dataset, make_loader
 

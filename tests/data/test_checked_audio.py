@@ -1,5 +1,6 @@
-"""The record of checked audio: a usable row is decoded for the check once while its file is unchanged; a changed
-file, other settings or another span are checked again, failures always."""
+"""The check before a run: several files at once, reported in table order. The record of checked audio: a usable
+row is decoded for the check once while its file is unchanged; a changed file, other settings or another span are
+checked again, failures always."""
 from __future__ import annotations
 
 import logging
@@ -10,11 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+from conftest import tone
 
 from audiotune.config import RunConfig
-from audiotune.data import audio
-from audiotune.data.audio import AudioSpec, scan_audio
-from audiotune.data.checked_audio import CheckRecord
+from audiotune.data import checked_audio
+from audiotune.data.audio import AudioSpec
+from audiotune.data.checked_audio import CheckRecord, scan_audio
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.prepare import prepare_eval_data
 
@@ -35,13 +37,13 @@ def _table(folder: Path) -> pd.DataFrame:
 def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The files the check decodes, by name."""
     names: list[str] = []
-    real = audio.check_clip
+    real = checked_audio.check_clip
 
     def counted(path: str, *args: object, **kwargs: object) -> int:
         names.append(Path(path).stem)
         return real(path, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(audio, "check_clip", counted)
+    monkeypatch.setattr(checked_audio, "check_clip", counted)
     return names
 
 
@@ -123,3 +125,37 @@ def test_a_damaged_record_is_read_as_empty_and_written_anew(tmp_path: Path, read
     reads.clear()
     scan_audio(table, SPEC, "test", record=CheckRecord(tmp_path / "cache", SPEC))
     assert reads == ["z"]
+
+
+def test_the_check_before_a_run_reads_several_files_at_once_and_reports_in_table_order(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    rows = []
+    for i in range(12):
+        path = tmp_path / f"c{i}.wav"
+        if i % 5 == 2:
+            sf.write(path, np.zeros(1600, np.float32), 16000)  # all zeros: a failure in its place
+        elif i % 5 != 4:  # every fifth missing
+            sf.write(path, tone(200 + 50 * i, 0.1 + 0.01 * i, 16000), 16000)
+        rows.append({"uid": f"c{i}", "path": str(path)})
+    table = pd.DataFrame(rows).set_index("uid")
+    spec = AudioSpec(clip_length=0, resample_rate=16000)
+    threads: set[int] = set()
+    check = checked_audio.check_clip
+
+    def recorded(*args: object, **kwargs: object) -> int:
+        threads.add(threading.get_ident())
+        return check(*args, **kwargs)
+
+    monkeypatch.setattr(checked_audio, "check_clip", recorded)
+    monkeypatch.setattr(checked_audio, "usable_cpus", lambda: 1)
+    alone = checked_audio.check_rows(table, spec, "train")
+    assert len(threads) == 1
+    threads.clear()
+    monkeypatch.setattr(checked_audio, "usable_cpus", lambda: 4)
+    together = checked_audio.check_rows(table, spec, "train")
+    assert len(threads) > 1 and threading.get_ident() not in threads
+    assert together[0] == alone[0] and together[1].equals(alone[1])
+    assert [length > 0 for length in alone[0]] == [i % 5 not in (2, 4) for i in range(12)]
+    assert alone[1]["uid"].tolist() == ["c2", "c4", "c7", "c9"]

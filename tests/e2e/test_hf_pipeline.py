@@ -122,7 +122,7 @@ def test_embedding_does_not_depend_on_the_batch(hf_checkpoints: dict, tmp_path, 
     from conftest import tone
 
     from audiotune.config import HeadSpec, RunConfig
-    from audiotune.data.audio import scan_audio
+    from audiotune.data.checked_audio import scan_audio
     from audiotune.data.loading import make_dataset, make_loader
     from audiotune.models.backbones import input_spec, resolve_config
     from audiotune.models.checkpoint import build_classifier

@@ -163,7 +163,7 @@ def test_two_processes_report_unusable_audio_once(uneven: dict, tmp_path: Path) 
 COUNTING = """
 import os
 import sys
-from audiotune.data import audio
+from audiotune.data import checked_audio
 from audiotune.cli import main
 
 def counted(path, *args, **kwargs):  # one line per clip checked, by whichever process checks it
@@ -171,7 +171,7 @@ def counted(path, *args, **kwargs):  # one line per clip checked, by whichever p
         log.write(f"{os.getpid()} {path}\\n")
     return checked(path, *args, **kwargs)
 
-checked, audio.check_clip = audio.check_clip, counted
+checked, checked_audio.check_clip = checked_audio.check_clip, counted
 sys.exit(main())
 """
 

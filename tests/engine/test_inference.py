@@ -12,7 +12,7 @@ import torch
 from conftest import tone
 
 from audiotune.config import HeadSpec, RunConfig, check_config
-from audiotune.data.audio import scan_audio
+from audiotune.data.checked_audio import scan_audio
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.loading import make_dataset, make_loader
 from audiotune.engine import inference

@@ -312,7 +312,7 @@ SCAN_WORKER = """
 import sys
 import pandas as pd
 import torch.distributed as dist
-from audiotune.data import audio
+from audiotune.data import audio, checked_audio
 from audiotune.engine.shards import Shard, shared_scan, together
 
 rank, folder, failing, store = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
@@ -325,12 +325,12 @@ def counted(path, *args, **kwargs):
     checked.append(path.rsplit("/", 1)[-1])
     return check(path, *args, **kwargs)
 
-check, audio.check_clip = audio.check_clip, counted
+check, checked_audio.check_clip = checked_audio.check_clip, counted
 spec = audio.AudioSpec(resample_rate=0, clip_length=0)
 try:
     with together(shard := Shard(rank, 2)):
         kept, failures = shared_scan(shard)(table, spec, "test", 100)
-    alone, alone_failures = audio.scan_audio(table, spec, "test", 100)  # one process's scan, for comparison
+    alone, alone_failures = checked_audio.scan_audio(table, spec, "test", 100)  # one process's scan, for comparison
     same = kept.equals(alone) and failures.equals(alone_failures)
     print(" ".join(checked[:len(checked) - len(table)]), "|", list(kept.index), list(failures["uid"]), same)
 except SystemExit as ended:

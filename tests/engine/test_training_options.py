@@ -14,7 +14,7 @@ from conftest import SMALL_ECAPA, SMALL_ECAPA_SIZES, small_train_args
 
 from audiotune.cli import main
 from audiotune.config import HeadSpec, RunConfig, TrainConfig
-from audiotune.data.audio import scan_audio
+from audiotune.data.checked_audio import scan_audio
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.layout import attach_paths
 from audiotune.data.loading import make_dataset

@@ -9,7 +9,7 @@ import torch
 from conftest import tone
 
 from audiotune.config import ClassifierConfig, HeadSpec, RunConfig
-from audiotune.data.audio import scan_audio
+from audiotune.data.checked_audio import scan_audio
 from audiotune.data.loading import make_dataset, make_loader
 from audiotune.models.backbones import input_spec
 from audiotune.models.backbones.ecapa import EcapaBackbone, EcapaOptions

@@ -1,9 +1,10 @@
-"""Read spans of recordings, map their channels, resample and crop; check them before a run uses them.
+"""Read spans of recordings, map their channels, resample and crop; check one span (:func:`check_clip`).
 
 A table row names a file and may name a **segment** of it: ``offset`` and ``duration`` in seconds and the
 ``channels`` to read. Only that span is ever decoded (``soundfile`` seeks to it), so a segment of an hour-long
 8-channel recording costs what the segment costs. The channels then go through one channel stage
-(:data:`CHANNEL_MODES`), the same for every backbone.
+(:data:`CHANNEL_MODES`), the same for every backbone. The check of a whole table before a run is
+:func:`audiotune.data.checked_audio.scan_audio`.
 """
 from __future__ import annotations
 
@@ -12,9 +13,7 @@ import math
 import os
 import re
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -23,7 +22,6 @@ import soundfile as sf
 from audiotune import storage
 from audiotune.data.errors import DataError
 from audiotune.data.resample import RESAMPLED_LENGTHS, resample, resampled_count
-from audiotune.machine import usable_cpus
 
 CHANNEL_MODES = ("mean", "sum", "maxabs", "select", "interleave", "stack", "none")
 # modes whose output is the channels laid end to end or sample by sample: C times longer than one channel
@@ -34,7 +32,6 @@ CHECK_BLOCK_FRAMES = 1 << 16  # the pre-run check streams spans in blocks of thi
 # |sample| above which a file holds no audio: decoded PCM is within 1 (full scale), a float file near it; the
 # float32 features of samples far above would overflow
 LOUDEST = 1e6
-SCAN_THREADS = 8  # files the pre-run check reads at once, at most
 
 
 class AudioError(DataError):
@@ -356,71 +353,3 @@ def check_clip(path: str, spec: AudioSpec, expected_rate: float = float("nan"), 
         raise AudioError(f"{path}: audio is all zeros" + ("" if span.is_whole else " in this segment"))
     # the length comes from the span, not from what the crop needed to read
     return prepared_length(stop - start if read == wanted else read, rate, spec, len(channels))
-
-
-class CheckedLengths(Protocol):
-    """What earlier checks found (:class:`~audiotune.data.checked_audio.CheckRecord`): a usable row's prepared
-    length while its file is unchanged; what a check finds is added, and kept by ``save``."""
-
-    def length(self, path: str, span: Span, expected_rate: float) -> int | None: ...
-
-    def add(self, path: str, span: Span, expected_rate: float, length: int) -> None: ...
-
-    def save(self) -> None: ...
-
-
-def scan_audio(table: pd.DataFrame, spec: AudioSpec, split: str, min_samples: int = 0,
-               record: CheckedLengths | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Check every row of a table; returns the table with ``num_samples`` (after preparation) and the failures.
-
-    Missing, unreadable, empty, all-zero, non-finite and wrong-rate audio, spans past the end of their file,
-    channels the file lacks and clips shorter than ``min_samples`` once prepared (too short for the model:
-    fewer samples than one feature frame or the encoder's receptive field) are found here rather than in
-    the middle of an epoch. With a ``record``, a row an earlier check found usable is not read again while its
-    file is unchanged, and what this check finds is added to it.
-    """
-    lengths, failures = check_rows(table, spec, split, min_samples, record)
-    return usable_rows(table, lengths), failures
-
-
-def check_rows(table: pd.DataFrame, spec: AudioSpec, split: str, min_samples: int = 0,
-               record: CheckedLengths | None = None) -> tuple[list[int], pd.DataFrame]:
-    """The checks of :func:`scan_audio`: each row's prepared length (-1 where unusable) and the failures, in the
-    table's order. Local files are checked up to :data:`SCAN_THREADS` at once, as many as this process has CPUs
-    (libsndfile decodes outside Python's lock); remote ones one at a time (fsspec's block cache is not shared
-    safely between threads). The rows found in ``record`` are not read; the usable rows read are added to it."""
-    def check(item: tuple[object, pd.Series]) -> tuple[int, dict | None]:
-        uid, row = item
-        try:
-            path, span, rate = row["path"], span_of(row), row.get("expected_rate", float("nan"))
-            length = record.length(path, span, rate) if record is not None else None
-            if length is None:
-                length = check_clip(path, spec, rate, span)
-                if record is not None:
-                    record.add(path, span, rate, length)
-            if length < min_samples:
-                raise DataError(f"{row['path']}: {length} samples once prepared, shorter than the {min_samples} "
-                                "the model needs for one output frame")
-            return length, None
-        except DataError as err:
-            return -1, {"uid": uid, "split": split, "path": row["path"], "reason": str(err)}
-
-    rows = list(table.iterrows())
-    local = not any(storage.is_remote(row["path"]) for _, row in rows)
-    threads = min(SCAN_THREADS, usable_cpus(), len(rows)) if local else 1
-    if threads > 1:
-        with ThreadPoolExecutor(threads, thread_name_prefix="audiotune-scan") as pool:
-            checked = list(pool.map(check, rows))
-    else:
-        checked = [check(row) for row in rows]
-    if record is not None:
-        record.save()
-    failures = [failure for _, failure in checked if failure is not None]
-    return [length for length, _ in checked], pd.DataFrame(failures, columns=["uid", "split", "path", "reason"])
-
-
-def usable_rows(table: pd.DataFrame, lengths: list[int]) -> pd.DataFrame:
-    """The rows of ``table`` that :func:`check_rows` found usable, with their ``num_samples``."""
-    table = table.copy()
-    table["num_samples"] = lengths
-    return table[table["num_samples"] > 0]

@@ -1,6 +1,6 @@
-"""The record of audio that passed the check before a run, so that a file is decoded for it once, not by every
-command that reads it (``train`` then ``evaluate`` and ``extract`` on the same test split, each fold of ``cv``,
-each trial of ``sweep``).
+"""The check of a table's audio before a run (:func:`scan_audio`), and the record of the audio that passed it, so
+that a file is decoded for it once, not by every command that reads it (``train`` then ``evaluate`` and
+``extract`` on the same test split, each fold of ``cv``, each trial of ``sweep``).
 
 The check (:func:`~audiotune.data.audio.check_clip`) streams each row's span to find empty, all-zero and
 non-finite audio: a full decode of every compressed file. What it found for a usable row (the prepared length)
@@ -17,16 +17,22 @@ import logging
 import math
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from audiotune import storage
-from audiotune.data.audio import AudioSpec, Span
+from audiotune.data.audio import AudioSpec, Span, check_clip, span_of
 from audiotune.data.audio_store import spec_digest
+from audiotune.data.errors import DataError
+from audiotune.machine import usable_cpus
 from audiotune.outputs import write_bytes
 
 logger = logging.getLogger(__name__)
 
+SCAN_THREADS = 8  # files the check reads at once, at most
 CHECKS = 2  # the version of the checks a record holds the results of: a record of another is not read (2: the
 # samples are also bounded, data.audio.LOUDEST)
 FOLDER = "checked"  # under the cache folder
@@ -108,3 +114,60 @@ class CheckRecord:
             logger.warning("%s: cannot keep the record of checked audio (%s); the audio is checked again next "
                            "time", self.path, err)
         self._files, self._added = files, {}
+
+
+def scan_audio(table: pd.DataFrame, spec: AudioSpec, split: str, min_samples: int = 0,
+               record: CheckRecord | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Check every row of a table; returns the table with ``num_samples`` (after preparation) and the failures.
+
+    Missing, unreadable, empty, all-zero, non-finite and wrong-rate audio, spans past the end of their file,
+    channels the file lacks and clips shorter than ``min_samples`` once prepared (too short for the model:
+    fewer samples than one feature frame or the encoder's receptive field) are found here rather than in
+    the middle of an epoch. With a ``record``, a row an earlier check found usable is not read again while its
+    file is unchanged, and what this check finds is added to it.
+    """
+    lengths, failures = check_rows(table, spec, split, min_samples, record)
+    return usable_rows(table, lengths), failures
+
+
+def check_rows(table: pd.DataFrame, spec: AudioSpec, split: str, min_samples: int = 0,
+               record: CheckRecord | None = None) -> tuple[list[int], pd.DataFrame]:
+    """The checks of :func:`scan_audio`: each row's prepared length (-1 where unusable) and the failures, in the
+    table's order. Local files are checked up to :data:`SCAN_THREADS` at once, as many as this process has CPUs
+    (libsndfile decodes outside Python's lock); remote ones one at a time (fsspec's block cache is not shared
+    safely between threads). The rows found in ``record`` are not read; the usable rows read are added to it."""
+    def check(item: tuple[object, pd.Series]) -> tuple[int, dict | None]:
+        uid, row = item
+        try:
+            path, span, rate = row["path"], span_of(row), row.get("expected_rate", float("nan"))
+            length = record.length(path, span, rate) if record is not None else None
+            if length is None:
+                length = check_clip(path, spec, rate, span)
+                if record is not None:
+                    record.add(path, span, rate, length)
+            if length < min_samples:
+                raise DataError(f"{row['path']}: {length} samples once prepared, shorter than the {min_samples} "
+                                "the model needs for one output frame")
+            return length, None
+        except DataError as err:
+            return -1, {"uid": uid, "split": split, "path": row["path"], "reason": str(err)}
+
+    rows = list(table.iterrows())
+    local = not any(storage.is_remote(row["path"]) for _, row in rows)
+    threads = min(SCAN_THREADS, usable_cpus(), len(rows)) if local else 1
+    if threads > 1:
+        with ThreadPoolExecutor(threads, thread_name_prefix="audiotune-scan") as pool:
+            checked = list(pool.map(check, rows))
+    else:
+        checked = [check(row) for row in rows]
+    if record is not None:
+        record.save()
+    failures = [failure for _, failure in checked if failure is not None]
+    return [length for length, _ in checked], pd.DataFrame(failures, columns=["uid", "split", "path", "reason"])
+
+
+def usable_rows(table: pd.DataFrame, lengths: list[int]) -> pd.DataFrame:
+    """The rows of ``table`` that :func:`check_rows` found usable, with their ``num_samples``."""
+    table = table.copy()
+    table["num_samples"] = lengths
+    return table[table["num_samples"] > 0]

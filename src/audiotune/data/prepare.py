@@ -11,9 +11,9 @@ import pandas as pd
 
 from audiotune import storage
 from audiotune.config import HeadSpec, RunConfig, TrainConfig, option_default
-from audiotune.data.audio import AudioSpec, CheckedLengths, scan_audio
+from audiotune.data.audio import AudioSpec
 from audiotune.data.balance import training_share
-from audiotune.data.checked_audio import CheckRecord
+from audiotune.data.checked_audio import CheckRecord, scan_audio
 from audiotune.data.errors import DataError, listing, refuse_unless_skipped
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.json_splits import json_label_groups
@@ -32,7 +32,7 @@ from audiotune.outputs import DROPPED_FILE, ONE_TABLE, SCORED_SPLITS, SKIPPED_FI
 log = logging.getLogger(__name__)
 # checks a split's audio: (table, spec, split, min_samples, record of earlier checks) -> (usable rows with
 # num_samples, failures)
-Scanner = Callable[[pd.DataFrame, AudioSpec, str, int, CheckedLengths | None], tuple[pd.DataFrame, pd.DataFrame]]
+Scanner = Callable[[pd.DataFrame, AudioSpec, str, int, CheckRecord | None], tuple[pd.DataFrame, pd.DataFrame]]
 
 
 @dataclass

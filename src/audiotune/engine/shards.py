@@ -51,7 +51,8 @@ import torch
 
 from audiotune.atomic import OutputError, atomic_path, refused
 from audiotune.config import RunConfig, RuntimeConfig
-from audiotune.data.audio import AudioSpec, CheckedLengths, check_rows, scan_audio, usable_rows
+from audiotune.data.audio import AudioSpec
+from audiotune.data.checked_audio import CheckRecord, check_rows, scan_audio, usable_rows
 from audiotune.data.prepare import Scanner
 from audiotune.engine.device import parse_devices
 from audiotune.engine.distributed import all_gather_objects, end_process_group, meet_nodes, process_group
@@ -250,14 +251,14 @@ def together(shard: Shard) -> Iterator[None]:
 
 
 def shared_scan(shard: Shard) -> Scanner:
-    """:func:`~audiotune.data.audio.scan_audio` shared by ``shard``'s processes (all must call it, table after
+    """:func:`~audiotune.data.checked_audio.scan_audio` shared by ``shard``'s processes (all must call it, table after
     table, inside :func:`together`): each checks the audio of its block of the rows, and every process gets all the
     usable rows and all the failures, in table order, as one process scanning the whole table finds them."""
     if shard.processes == 1:
         return scan_audio
 
     def scan(table: pd.DataFrame, spec: AudioSpec, split: str, min_samples: int = 0,
-             record: CheckedLengths | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+             record: CheckRecord | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
         reports = exchange(shard, check_rows(table.iloc[shard.rows(len(table))], spec, split, min_samples, record))
         lengths = [length for block, _ in reports for length in block]
         return usable_rows(table, lengths), pd.concat([found for _, found in reports], ignore_index=True)
