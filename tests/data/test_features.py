@@ -18,10 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from audiotune.data import features
+from audiotune.data import spec_augment
 from audiotune.data.features import (
-    apply_masks,
-    draw_masks,
     fbank_num_frames,
     kaldi_fbank,
     mfcc,
@@ -30,8 +28,8 @@ from audiotune.data.features import (
     mfcc_too_short,
     normalize,
     queued_on,
-    spec_noise,
 )
+from audiotune.data.spec_augment import apply_masks
 
 knf = pytest.importorskip("kaldi_native_fbank")
 LOG_EPS = math.log(torch.finfo(torch.float32).eps)
@@ -256,39 +254,6 @@ def test_normalize() -> None:
     assert normalize(0.0, -4.0, 4.0) == 0.5  # one value: AST's padding frame
 
 
-def test_masks_are_one_band_of_bins_and_one_of_frames_per_clip() -> None:
-    feats = torch.rand(2, 1024, 128) + 1.0  # strictly positive, so zeros come only from masks
-    masks = [draw_masks(128, 1024, 48, 192, torch.Generator().manual_seed(seed)) for seed in (0, 1)]
-    out = apply_masks(feats, masks)
-    assert torch.all(feats >= 1.0)  # input untouched
-    for row, ((freq_start, freq_end), (time_start, time_end)) in enumerate(masks):
-        zero_cols = (out[row] == 0).all(dim=0).nonzero().flatten()
-        zero_rows = (out[row] == 0).all(dim=1).nonzero().flatten()
-        assert 0 < len(zero_cols) < 48 and 0 < len(zero_rows) < 192
-        assert torch.equal(zero_cols, torch.arange(freq_start, freq_end))  # one contiguous band
-        assert torch.equal(zero_rows, torch.arange(time_start, time_end))
-    assert masks[0] != masks[1]  # each clip its own draws
-    assert masks[0] == draw_masks(128, 1024, 48, 192, torch.Generator().manual_seed(0))
-
-
-def test_no_masks_without_widths_and_none_past_the_frames() -> None:
-    feats = torch.rand(1, 100, 128) + 1.0
-    assert draw_masks(128, 100, 0, 0, torch.Generator().manual_seed(0)) == ((0, 0), (0, 0))
-    out = apply_masks(feats, [((0, 0), (0, 0))])
-    assert torch.equal(out, feats) and out is not feats
-    past = apply_masks(feats, [((0, 0), (90, 130))])  # a time mask drawn over more frames than the clip has
-    assert (past[0, 90:] == 0).all() and torch.equal(past[0, :90], feats[0, :90])
-    with pytest.raises(ValueError, match="2 mask spans"):
-        apply_masks(feats, [((0, 0), (0, 0))] * 2)
-
-
-def test_spec_noise_changes_features() -> None:
-    feats = torch.rand(100, 128)
-    out = spec_noise(feats, generator=torch.Generator().manual_seed(0))
-    assert out.shape == feats.shape and not torch.equal(out, feats)
-    assert torch.equal(out, spec_noise(feats, generator=torch.Generator().manual_seed(0)))
-
-
 def test_utterance_mean_normalisation_removes_a_gain() -> None:
     from audiotune.data.dataset import FeatureExtractor
     from audiotune.data.input_spec import InputSpec
@@ -320,8 +285,8 @@ def test_host_values_go_to_a_gpu_from_pinned_memory_without_waiting(monkeypatch:
     monkeypatch.undo()
 
     sent: list[object] = []
-    real = features.queued_on
-    monkeypatch.setattr(features, "queued_on", lambda values, device, dtype=None: sent.append(device) or real(
+    real = spec_augment.queued_on
+    monkeypatch.setattr(spec_augment, "queued_on", lambda values, device, dtype=None: sent.append(device) or real(
         values, device, dtype))
     masked = apply_masks(torch.ones(2, 5, 4), [((0, 1), (0, 0)), ((1, 3), (2, 4))])
     assert sent == [torch.device("cpu")] and masked[1, :, 1:3].eq(0).all() and masked[1, 2:4].eq(0).all()

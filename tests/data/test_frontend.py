@@ -11,9 +11,10 @@ from conftest import tone
 
 from audiotune.data.audio import AudioError
 from audiotune.data.dataset import FeatureExtractor
-from audiotune.data.features import draw_masks, kaldi_fbank, mfcc, normalize
+from audiotune.data.features import kaldi_fbank, mfcc, normalize
 from audiotune.data.frontend import FrontEnd, check_feature_config, waveform_batch
 from audiotune.data.input_spec import InputSpec
+from audiotune.data.spec_augment import draw_masks
 
 
 def reference_features(config: InputSpec, clip: np.ndarray, rate: int, warp: float = 1.0) -> torch.Tensor:

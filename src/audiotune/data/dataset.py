@@ -20,9 +20,9 @@ from audiotune.data.batch_features import (
     BatchFeatures,
 )
 from audiotune.data.device_augment import collate_tails
-from audiotune.data.features import spec_noise
 from audiotune.data.frontend import FrontEnd, check_feature_config, waveform_batch
 from audiotune.data.input_spec import InputSpec
+from audiotune.data.spec_augment import spec_noise
 
 
 class FeatureExtractor:

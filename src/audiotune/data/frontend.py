@@ -26,8 +26,6 @@ from audiotune.config.sections import ZERO_PAD, FeatureConfig
 from audiotune.data.audio import AudioError
 from audiotune.data.features import (
     FBANK,
-    apply_masks,
-    draw_masks,
     fbank_num_frames,
     frame_samples,
     kaldi_fbank,
@@ -37,6 +35,7 @@ from audiotune.data.features import (
     normalize,
 )
 from audiotune.data.input_spec import InputSpec
+from audiotune.data.spec_augment import apply_masks, draw_masks
 
 
 def waveform_batch(clips: Sequence[np.ndarray]) -> tuple[Tensor, Tensor]:
