@@ -13,17 +13,8 @@ import pyarrow as pa
 import pytest
 
 from audiotune.config import RunConfig
-from audiotune.engine.shards import (
-    Shard,
-    asks_for_processes,
-    gathered_parts,
-    heed_others,
-    part_schema,
-    part_writer,
-    scoring_runtime,
-    together,
-    write_in_input_order,
-)
+from audiotune.engine.shard_parts import part_schema, part_writer, write_in_input_order
+from audiotune.engine.shards import Shard, asks_for_processes, gathered_parts, heed_others, scoring_runtime, together
 from audiotune.partials import PARTIAL_SUFFIX
 
 

@@ -25,14 +25,11 @@ from audiotune.engine.aggregate import (
 from audiotune.engine.cache import CachedDataset, cache_blocker, cached_datasets, cached_loader
 from audiotune.engine.inference import features_on_device, inference_device, override_scoring, predict
 from audiotune.engine.metrics import compute_metrics, head_slices, scores_from_logits
+from audiotune.engine.shard_parts import POSITION, in_input_order, part_schema, part_writer
 from audiotune.engine.shards import (
-    POSITION,
     Shard,
     gathered_parts,
     heed_others,
-    in_input_order,
-    part_schema,
-    part_writer,
     quiet_followers,
     scoring_runtime,
     shared_scan,
@@ -302,7 +299,7 @@ SCORE_SCHEMA = pa.schema([("split", pa.string()), ("uid", pa.string()), ("logits
 
 
 def _write_scores(path: Path, prepared: PreparedData, scored: Scored) -> None:
-    """One process's scored rows as a part (:func:`audiotune.engine.shards.part_writer`), each with its place in
+    """One process's scored rows as a part (:func:`audiotune.engine.shard_parts.part_writer`), each with its place in
     the input: split after split, in table order."""
     with part_writer(path, SCORE_SCHEMA) as writer:
         offset = 0

@@ -18,18 +18,15 @@ from audiotune.data.layout import read_splits
 from audiotune.data.loading import make_dataset, make_loader
 from audiotune.data.prepare import prepare_eval_data
 from audiotune.engine.inference import features_on_device, inference_device, iterate_batches, override_scoring
+from audiotune.engine.shard_parts import POSITION, part_schema, part_writer, write_in_input_order
 from audiotune.engine.shards import (
-    POSITION,
     gathered_parts,
     heed_others,
-    part_schema,
-    part_writer,
     quiet_followers,
     scoring_runtime,
     shared_scan,
     start_processes,
     together,
-    write_in_input_order,
 )
 from audiotune.models.backbones import input_spec
 from audiotune.models.checkpoint import run_config

@@ -6,8 +6,8 @@ processes themselves). Each process scores one contiguous block of each split's 
 row exactly once, no repeats to pad the shares) and writes its part atomically into a folder rank 0 holds
 (:func:`gathered_parts`; a part on another machine's disk is sent to rank 0 over the process group). When every
 process has finished, rank 0 reads the parts, puts the rows back in the order of the input (each part row
-carries its input ``position``) and writes the command's outputs, metrics computed once over all rows. A
-process that fails makes every process fail before any output is written.
+carries its input ``position``: :mod:`audiotune.engine.shard_parts`) and writes the command's outputs, metrics
+computed once over all rows. A process that fails makes every process fail before any output is written.
 
 The audio of the input is checked once over all processes (:func:`shared_scan`): each checks its block of each
 table's rows, and every process gets what all found, so each holds the same usable rows and the same skip list as
@@ -43,10 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from audiotune.atomic import OutputError, atomic_path, refused
@@ -62,9 +59,7 @@ from audiotune.partials import partial_place
 
 log = logging.getLogger(__name__)
 
-POSITION = "position"  # the column of a part holding each row's place in the input (split after split)
 TRANSFER_BYTES = 16 << 20  # a part another machine holds comes over the process group in pieces of this size
-MERGE_ROWS = 4096  # rows taken at a time from the memory-mapped parts into the merged parquet file
 FAILED_KEY = "audiotune/failed"  # set in the process group's store by a process that fails (see heed_others)
 HEED_SECONDS = 1.0  # how often a process at work looks whether another has failed
 
@@ -371,35 +366,3 @@ def receive_file(shard: Shard, path: Path, sender: int) -> None:
                     failure = err
         if failure is not None:
             raise failure
-
-
-def read_part(path: Path) -> pa.Table:
-    """A part written with :func:`part_writer`, memory-mapped (its rows stay on disk until used)."""
-    return pa.ipc.open_file(pa.memory_map(str(path))).read_all()
-
-
-def part_schema(schema: pa.Schema) -> pa.Schema:
-    """The columns of a part of rows of ``schema``: the :data:`POSITION` column first."""
-    return pa.schema([(POSITION, pa.int64()), *schema])
-
-
-def part_writer(path: Path, schema: pa.Schema) -> pa.ipc.RecordBatchFileWriter:
-    """A writer of a part's rows (:func:`part_schema` of ``schema``) in Arrow's file format, read back
-    memory-mapped."""
-    return pa.ipc.new_file(str(path), part_schema(schema))
-
-
-def in_input_order(parts: list[Path]) -> tuple[pa.Table, np.ndarray]:
-    """The rows of all ``parts`` (memory-mapped, without the position column) and the order that puts them back in
-    input order."""
-    table = pa.concat_tables([read_part(path) for path in parts])
-    order = np.argsort(table.column(POSITION).to_numpy(), kind="stable")
-    return table.drop_columns([POSITION]), order
-
-
-def write_in_input_order(parts: list[Path], out: Path) -> None:
-    """One parquet file at ``out`` (atomically) of every part's rows in input order, a few thousand rows at a time."""
-    table, order = in_input_order(parts)
-    with atomic_path(out) as partial, pq.ParquetWriter(partial, table.schema) as writer:
-        for start in range(0, len(order), MERGE_ROWS):
-            writer.write_table(table.take(order[start:start + MERGE_ROWS]))
