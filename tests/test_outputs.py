@@ -9,12 +9,12 @@ from pathlib import Path
 
 from audiotune import __version__, storage
 from audiotune.outputs import (
-    ALIGN_SUMMARY_SUFFIX,
     COMMAND_FILE,
     CONFIG_FILE,
     MODEL_FILE,
     RUN_MARKERS,
     SKIPPED_SUFFIX,
+    TAPS_SUMMARY_SUFFIX,
     UNMATCHED_SUFFIX,
     invoked,
     own_run_dir,
@@ -38,7 +38,7 @@ def test_the_names_are_those_earlier_releases_wrote() -> None:
     assert sorted(RUN_MARKERS) == ["config.yaml", "metrics.json", "model.safetensors"]
     assert storage.LAST[-1] == CONFIG_FILE  # an upload sends the config last of all
     assert [sidecar("out/segments.csv", suffix).name for suffix in (SKIPPED_SUFFIX, UNMATCHED_SUFFIX,
-            ALIGN_SUMMARY_SUFFIX)] == ["segments.skipped.csv", "segments.unmatched.csv", "segments.report.json"]
+            TAPS_SUMMARY_SUFFIX)] == ["segments.skipped.csv", "segments.unmatched.csv", "segments.report.json"]
     assert sidecar("gs://b/emb.parquet", SKIPPED_SUFFIX).name == "emb.skipped.csv"
 
 

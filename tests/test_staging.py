@@ -72,3 +72,15 @@ def test_a_remote_run_directory_holding_a_run_is_refused_naming_what_the_command
     error = capsys.readouterr().err
     assert f"{url}: already holds a run; {goes_on} or choose another -o/--exp_dir" in error
     assert ("--resume" in error) is (command == "train")
+
+
+def test_a_remote_file_given_to_report_is_refused_before_anything_is_read(gcs, capsys: pytest.CaptureFixture) -> None:
+    """A taps table is drawn again from the files beside it, which staging the one file would not bring: a remote
+    one is refused with what to do, nothing written beside it."""
+    url = f"gs://{BUCKET}/taps/taps.csv"
+    gcs.fs().pipe(f"{BUCKET}/taps/taps.csv", b"path,time,height\n")
+    gcs.fs().pipe(f"{BUCKET}/taps/taps.report.json", b"{}\n")
+    assert main(["report", url]) == 2
+    assert f"{url}: a file in remote storage; the page of a taps table is drawn again from a local copy of its " \
+           "folder" in capsys.readouterr().err
+    assert sorted(gcs.fs().ls(f"{BUCKET}/taps")) == [f"{BUCKET}/taps/taps.csv", f"{BUCKET}/taps/taps.report.json"]

@@ -102,7 +102,7 @@ ATTENTION_ROLLOUT_PLOT = "attention_rollout.png"
 IMPORT_RECORD_FILE = "import.json"  # a run made by `audiotune import`: its seed files and how they were mapped
 TAPS_REPORT_SUFFIX = ".report.html"  # beside the table of `taps detect` / `taps align`: its report page
 UNMATCHED_SUFFIX = ".unmatched.csv"  # beside the table of `taps align`: taps and touches without a partner
-ALIGN_SUMMARY_SUFFIX = ".report.json"  # beside the table of `taps align`: the latency found, counts per recording
+TAPS_SUMMARY_SUFFIX = ".report.json"  # beside the table of `taps detect` / `taps align`: its summary (report reads it)
 EXPORT_DESCRIPTION_SUFFIX = ".json"  # after the whole name of `audiotune export --out FILE`: what the graph expects
 
 # beside `audiotune cluster --out LABELS.parquet` (see sidecar)

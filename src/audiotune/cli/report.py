@@ -46,6 +46,11 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
 
 def default_outputs(args: argparse.Namespace) -> None:
     source = str(args.source).rstrip("/")
+    if storage.is_remote(source) and storage.isfile(source):  # what it draws from sits beside it, not inside
+        raise ValueError(f"{source}: a file in remote storage; the page of a taps table is drawn again from a local "
+                         "copy of its folder (its summary and recordings beside it): copy the folder and report the "
+                         "local table; report a run, an evaluation, a cross-validation, a sweep or a probe by its "
+                         "folder")
     # a taps table's page is beside it, where `taps detect` or `taps align` wrote it
     args.out = args.out or (str(sidecar(source, TAPS_REPORT_SUFFIX)) if os.path.isfile(source)
                             else storage.join(source, REPORT_FILE))

@@ -11,9 +11,9 @@ from audiotune.cli.flags import add_path, add_section_flags, refuse_flags_of, sp
 from audiotune.cli.seed_flags import Refused
 from audiotune.cli.values import options_of
 from audiotune.data.errors import DataError
-from audiotune.outputs import check_output_path, sidecar, write_csv, write_json
+from audiotune.outputs import TAPS_SUMMARY_SUFFIX, check_output_path, sidecar, write_csv, write_json
 from audiotune.storage import Role
-from audiotune.taps import DETECT_WRITES, SUMMARY_SUFFIX, TAP_WINDOW, check_written, file_key
+from audiotune.taps import DETECT_WRITES, TAP_WINDOW, check_written, file_key
 from audiotune.taps.align import AlignOptions
 from audiotune.taps.align_inputs import SEED_PATTERN
 from audiotune.taps.detect import DetectOptions
@@ -186,7 +186,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
                   "its touches in no recording; lower --factor, --height or --peak_height", file=sys.stderr)
         detections.append(found)
     write_csv(taps_table(detections, out), out, index=False)
-    write_json(sidecar(out, SUMMARY_SUFFIX), detection_summary(detections, out, options, window))
+    write_json(sidecar(out, TAPS_SUMMARY_SUFFIX), detection_summary(detections, out, options, window))
     if args.plot:
         names = plot_names([found.path for found in detections], "_taps.png")
         for found in detections:
@@ -194,7 +194,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     total = sum(len(d.positions) for d in detections)
     plots = f"; plots in {storage.final_place(args.plot)}" if args.plot else ""
     print(f"{final_path(out)}: {total} taps in {len(detections)} recordings{plots}; summary in "
-          f"{sidecar(out, SUMMARY_SUFFIX).name}")
+          f"{sidecar(out, TAPS_SUMMARY_SUFFIX).name}")
     if report:
         from audiotune.engine.taps_report import detection_report
 

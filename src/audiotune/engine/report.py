@@ -43,6 +43,7 @@ from audiotune.outputs import (
     SWEEP_SUMMARY_FILE,
     SWEEP_TRIALS_TABLE,
     TAPS_REPORT_SUFFIX,
+    TAPS_SUMMARY_SUFFIX,
     check_output_path,
     command_history,
     repeat_dir,
@@ -55,7 +56,6 @@ from audiotune.report.experiment_page import ExperimentReport, render_experiment
 from audiotune.report.probe_page import render_probe
 from audiotune.report.run_page import RunReport, render_run
 from audiotune.report.sweep_page import SweepReport, render_sweep
-from audiotune.taps import SUMMARY_SUFFIX
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +111,8 @@ def _taps_page(table: Path, out: str | Path | None, given: dict[str, Any]) -> Pa
     command wrote it); the options of a run's page refused."""
     if not is_taps_table(table):
         raise ValueError(f"{table}: a file, and not the table of `audiotune taps detect` or `taps align` (no "
-                         f"{sidecar(table, SUMMARY_SUFFIX).name} beside it); report a folder: a run, an evaluation, a "
-                         "cross-validation, a sweep or a probe, or a taps table")
+                         f"{sidecar(table, TAPS_SUMMARY_SUFFIX).name} beside it); report a folder: a run, an "
+                         "evaluation, a cross-validation, a sweep or a probe, or a taps table")
     for flag, value in given.items():
         if value not in (None, ""):
             raise ValueError(f"{flag} {value}: an option of a run's page (its clips and scores); the page of the taps "

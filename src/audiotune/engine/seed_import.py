@@ -41,7 +41,6 @@ from audiotune.outputs import (
     IMPORT_RECORD_FILE,
     MODEL_FILE,
     OwnedRunDir,
-    RunDirError,
     own_run_dir,
     write_json,
 )
@@ -341,14 +340,8 @@ def _write_encoder(layout: SeedLayout, model: Classifier, source_checkpoint: str
 @contextlib.contextmanager
 def owned_import_dir(exp_dir: Path, overwrite: bool) -> Iterator[OwnedRunDir]:
     """:func:`own_run_dir` for an import, whose only way into a directory holding a run is ``--overwrite``."""
-    try:
-        with own_run_dir(exp_dir, overwrite=overwrite, command="import") as run_dir:
-            yield run_dir
-    except RunDirError as err:
-        if "already holds a run" not in str(err):
-            raise
-        raise RunDirError(f"{exp_dir}: already holds a run; pass --overwrite to replace it, or choose another "
-                          "folder") from None
+    with own_run_dir(exp_dir, overwrite=overwrite, command="import", resumable=False) as run_dir:
+        yield run_dir
 
 
 def _encoder_hint(checkpoint: str, given: bool) -> str:

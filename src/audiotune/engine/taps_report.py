@@ -13,9 +13,9 @@ import pandas as pd
 
 from audiotune import storage
 from audiotune.data.errors import DataError
-from audiotune.outputs import TAPS_REPORT_SUFFIX, UNMATCHED_SUFFIX, sidecar, skip_list, write_bytes
+from audiotune.outputs import TAPS_REPORT_SUFFIX, TAPS_SUMMARY_SUFFIX, UNMATCHED_SUFFIX, sidecar, skip_list, write_bytes
 from audiotune.report.taps_page import TapsReport, distinct_names, render_taps
-from audiotune.taps import SUMMARY_SUFFIX, file_key
+from audiotune.taps import file_key
 from audiotune.taps.align import AlignResult
 from audiotune.taps.detect import Detection, DetectOptions, trace_overview
 from audiotune.taps.plots import alignment_figure, detection_figure, timeline_png
@@ -79,13 +79,13 @@ def alignment_page(out: Path, summary: dict, events: pd.DataFrame, leftover: pd.
 def is_taps_table(path: Path) -> bool:
     """Whether the file ``path`` is the table of `taps detect` or `taps align`: its summary beside it, or (a table
     that `taps detect` wrote before it wrote one) its first columns."""
-    return sidecar(path, SUMMARY_SUFFIX).is_file() or _columns(path)[:len(DETECTED_COLUMNS)] == DETECTED_COLUMNS
+    return sidecar(path, TAPS_SUMMARY_SUFFIX).is_file() or _columns(path)[:len(DETECTED_COLUMNS)] == DETECTED_COLUMNS
 
 
 def rebuild_page(table: Path, page: Path) -> Path:
     """The page of `taps detect` or `taps align` that wrote ``table``, drawn again to ``page`` from the table, its
     summary and (detect: the traces) its recordings: all read and checked before the page is written."""
-    summary_path = sidecar(table, SUMMARY_SUFFIX)
+    summary_path = sidecar(table, TAPS_SUMMARY_SUFFIX)
     if not summary_path.is_file():
         raise DataError(f"{table}: written by a `taps detect` from before it wrote {summary_path.name} beside it "
                         f"(the options, thresholds and noise floors its page shows); re-create it with `audiotune "
@@ -134,7 +134,7 @@ def _redraw_detection(table: Path, summary: dict, page: Path) -> Path:
     known = {r["path"] for r in summary["recordings"]}
     unknown = sorted(set(taps["path"]) - known) if "path" in taps else ["(no path column)"]
     if unknown:
-        raise DataError(f"{table}: rows of recordings its summary {sidecar(table, SUMMARY_SUFFIX).name} does not "
+        raise DataError(f"{table}: rows of recordings its summary {sidecar(table, TAPS_SUMMARY_SUFFIX).name} does not "
                         f"list ({', '.join(unknown[:3])}): re-create both with `audiotune taps detect`")
     fields = {spec.name for spec in dataclasses.fields(DetectOptions)}
     options = DetectOptions(**{k: v for k, v in summary["options"].items() if k in fields})
@@ -184,7 +184,8 @@ def _redraw_alignment(table: Path, summary: dict, page: Path) -> Path:
     expected = [r["matched"] - int(none.get(r["path"], 0)) for r in summary["recordings"]]
     if len(kept) < len(found) or list(counts) != expected:
         hint = "" if recorded else " (written by an older `taps align`, which did not record where its taps table was)"
-        raise DataError(f"{table}: its segments are not the matches of {sidecar(table, SUMMARY_SUFFIX).name}{hint}; "
+        summary_name = sidecar(table, TAPS_SUMMARY_SUFFIX).name
+        raise DataError(f"{table}: its segments are not the matches of {summary_name}{hint}; "
                         f"re-create them with `audiotune taps align TAPS.csv --touch_log LOG.csv --keys KEYS.csv "
                         f"--out {table}`")
     events = events.assign(path=[path for _, path in kept], recording=[i for i, _ in kept],

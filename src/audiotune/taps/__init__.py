@@ -5,17 +5,15 @@ from pathlib import Path
 
 from audiotune import storage
 from audiotune.data.errors import DataError
-from audiotune.outputs import ALIGN_SUMMARY_SUFFIX, SKIPPED_SUFFIX, TAPS_REPORT_SUFFIX, UNMATCHED_SUFFIX, sidecar
+from audiotune.outputs import SKIPPED_SUFFIX, TAPS_REPORT_SUFFIX, TAPS_SUMMARY_SUFFIX, UNMATCHED_SUFFIX, sidecar
 
 TAP_WINDOW = (2192 / 96000, 6000 / 96000)  # seconds before / after a tap: tap2key's 2192 and 6000 samples at 96 kHz
-
-SUMMARY_SUFFIX = ALIGN_SUMMARY_SUFFIX  # OUT.report.json: each step's summary, which `audiotune report` draws again
 
 # what each step writes beside its --out OUT.csv (OUT{suffix}), and what that file holds; the report page only with
 # --report (see written_files)
 REPORT_PAGE = {TAPS_REPORT_SUFFIX: "its report page"}
-DETECT_WRITES = {SUMMARY_SUFFIX: "its summary", **REPORT_PAGE}
-ALIGN_WRITES = {UNMATCHED_SUFFIX: "its unmatched taps and touches", SUMMARY_SUFFIX: "its summary",
+DETECT_WRITES = {TAPS_SUMMARY_SUFFIX: "its summary", **REPORT_PAGE}
+ALIGN_WRITES = {UNMATCHED_SUFFIX: "its unmatched taps and touches", TAPS_SUMMARY_SUFFIX: "its summary",
                 SKIPPED_SUFFIX: "its list of segments skipped", **REPORT_PAGE}
 
 

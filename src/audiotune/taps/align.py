@@ -249,7 +249,7 @@ def align_csv(taps_csv: str | Path, touch_logs: list[str], keys_csv: str | Path,
     Everything is read and checked before anything is written."""
     from audiotune.data.segments import _Lengths, event_segments, source_path
     from audiotune.outputs import (
-        ALIGN_SUMMARY_SUFFIX,
+        TAPS_SUMMARY_SUFFIX,
         UNMATCHED_SUFFIX,
         check_output_path,
         sidecar,
@@ -290,7 +290,7 @@ def align_csv(taps_csv: str | Path, touch_logs: list[str], keys_csv: str | Path,
     segments, skipped = event_segments(events, window[0], window[1], source, out.parent)
     if len(skipped):  # its lines count the rows of events (line 2: the first); those of the taps table instead
         skipped["line"] = events.index.to_numpy()[skipped["line"].to_numpy(int) - 2] + 2
-    leftover_path, report_path = sidecar(out, UNMATCHED_SUFFIX), sidecar(out, ALIGN_SUMMARY_SUFFIX)
+    leftover_path, report_path = sidecar(out, UNMATCHED_SUFFIX), sidecar(out, TAPS_SUMMARY_SUFFIX)
     # taps_table: named as the segments name their recordings (relative to OUT's folder), so that `audiotune report`
     # finds which recording of the summary (named as in the taps table) each segment is of
     summary = alignment.report() | {"segments": len(segments), "skipped_near_edge": len(skipped),
