@@ -1,6 +1,7 @@
 """Preparing a run's data: the rows every split keeps and the list of those left out."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +9,8 @@ import pandas as pd
 from conftest import SMALL_ECAPA
 
 from audiotune.cli import build_parser, config_from_args, main
-from audiotune.data.prepare import prepare_training_data
+from audiotune.config import RunConfig
+from audiotune.data.prepare import head_options_at_defaults, prepare_training_data
 from audiotune.models.backbones import input_spec
 from audiotune.outputs import DROPPED_FILE
 
@@ -79,7 +81,7 @@ def test_an_option_of_a_head_kind_the_label_file_lacks_is_refused_naming_the_fil
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"audiotune train: error: --labeling_method hard: acts only on soft (vote) heads, and {labels} has none "
         "(pitch; loud,long); declare vote columns as one head `a,b,c:soft`, or leave --labeling_method out / "
-        f"--standardize_targets False: acts only on regression heads, and {labels} has none (pitch; loud,long); "
+        f"--standardize_targets false: acts only on regression heads, and {labels} has none (pitch; loud,long); "
         "declare real-valued columns `NAME:regression`, or leave --standardize_targets out")
     assert not out.exists()
     table = tmp_path / "table.csv"
@@ -95,3 +97,31 @@ def test_an_option_of_a_head_kind_the_label_file_lacks_is_refused_naming_the_fil
         prepare(uid_dataset, tmp_path / flag, flag, "hard" if flag == "--labeling_method" else "false")
     uid_dataset["labels"].write_text("pitch\nloud,long\n")  # a run made with it before resumes
     prepare(uid_dataset, tmp_path / "resumed", "--labeling_method", "hard", "--resume")
+
+
+def test_a_head_option_that_does_nothing_with_the_runs_labels_is_put_back_at_its_default(uid_dataset: dict,
+                                                                                          tmp_path: Path) -> None:
+    """For a run a cv or sweep folder made before the options were refused starts: the label file's heads, or a JSON
+    split file's own labels (a soft head over its votes) decide which do nothing; labels that cannot be read change
+    nothing (the run says why)."""
+    labels = uid_dataset["labels"]  # pitch (categorical) and loud,long (binary)
+    config = RunConfig()
+    config.data.label_txt = str(labels)
+    config.train.labeling_method, config.train.standardize_targets = "hard", False
+    assert head_options_at_defaults(config) == [
+        f"--labeling_method hard: acts only on soft (vote) heads, and {labels} has none",
+        f"--standardize_targets false: acts only on regression heads, and {labels} has none"]
+    assert (config.train.labeling_method, config.train.standardize_targets) == ("distribution", True)
+
+    votes = tmp_path / "votes.json"
+    votes.write_text(json.dumps({"Train": {"a.wav": {"calm": 2, "angry": 1}}, "Test": {"b.wav": {"calm": 1,
+                                                                                                  "angry": 0}}}))
+    config = RunConfig()
+    config.data.data_split_root = str(votes)
+    config.train.labeling_method, config.train.standardize_targets = "hard", False
+    assert head_options_at_defaults(config) == [
+        f"--standardize_targets false: acts only on regression heads, and {votes} has none"]
+    assert (config.train.labeling_method, config.train.standardize_targets) == ("hard", True)
+
+    config.data.label_txt, config.train.standardize_targets = str(tmp_path / "missing.txt"), False
+    assert head_options_at_defaults(config) == [] and not config.train.standardize_targets

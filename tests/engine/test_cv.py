@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -432,4 +433,52 @@ def test_a_cv_made_with_options_refused_since_goes_on_with_its_command_line(tmp_
     capsys.readouterr()
     assert run_cv(tmp_path, table, tmp_path / "new", *two_folds, "-pm", "max") == 2
     assert "--pooling_mode max: --model ecapa_tdnn's hidden state" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.slow
+def test_a_cv_made_with_head_options_refused_since_goes_on_resuming_and_restarting_its_runs(
+        tmp_path: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture) -> None:
+    """A cross-validation whose records hold --labeling_method hard and --standardize_targets false for a label file
+    without soft or regression heads (taken before they were refused: they did nothing) is run again with the same
+    flags: a run stopped after its checkpoint resumes with its recorded values, a missing run trains with them at
+    their defaults (said once), and a run of that kind resumes in turn; a new folder with them is refused before
+    anything is written."""
+    table = small_table(tmp_path)
+    out = tmp_path / "cv"
+    args = ("--folds", "2", "--val_group", "none")
+    earlier = {"labeling_method": "hard", "standardize_targets": False}
+    flags = ("--labeling_method", "hard", "--standardize_targets", "false")
+    assert run_cv(tmp_path, table, out, *args) == 0
+    record = yaml.safe_load((out / "cv_config.yaml").read_text())  # as the earlier release recorded it
+    record["config"]["train"].update(earlier)
+    (out / "cv_config.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
+    for run in ("fold_1", "fold_2"):
+        made = yaml.safe_load((out / run / "run_1" / "config.yaml").read_text())
+        made["train"].update(earlier)
+        (out / run / "run_1" / "config.yaml").write_text(yaml.safe_dump(made, sort_keys=False))
+    (out / "fold_1" / "run_1" / "metrics.json").unlink()  # stopped after its last checkpoint
+    shutil.rmtree(out / "fold_2" / "run_1")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert run_cv(tmp_path, table, out, *args, *flags) == 0
+    said = caplog.text
+    assert f"{out / 'fold_1' / 'run_1'}: resuming from its last checkpoint" in said
+    resumed = yaml.safe_load((out / "fold_1" / "run_1" / "config.yaml").read_text())["train"]
+    assert {name: resumed[name] for name in earlier} == earlier
+    restarted = yaml.safe_load((out / "fold_2" / "run_1" / "config.yaml").read_text())["train"]
+    assert (restarted["labeling_method"], restarted["standardize_targets"]) == ("distribution", True)
+    lines = [line for line in said.splitlines() if "--labeling_method hard" in line]
+    assert len(lines) == 1 and f"{out / 'fold_2' / 'run_1'} starts with what does nothing here" in lines[0], said
+    assert (f"--labeling_method hard: acts only on soft (vote) heads, and {tmp_path / 'labels.txt'} has none / "
+            f"--standardize_targets false: acts only on regression heads") in lines[0]
+    assert json.loads((out / "cv_summary.json").read_text())["runs"] == 2
+
+    (out / "fold_2" / "run_1" / "metrics.json").unlink()  # the run started with the defaults resumes as well
+    assert run_cv(tmp_path, table, out, *args, *flags) == 0
+    assert (out / "fold_2" / "run_1" / "metrics.json").is_file()
+
+    capsys.readouterr()
+    assert run_cv(tmp_path, table, tmp_path / "new", *args, "--labeling_method", "hard") == 2
+    assert "--labeling_method hard: acts only on soft (vote) heads" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()

@@ -367,6 +367,28 @@ def test_a_onecycle_run_is_not_resumed_past_the_length_its_schedule_was_made_for
     assert resumed_changes(tmp_path, longer) == {}
 
 
+def test_a_head_option_the_runs_heads_lack_is_no_change_of_a_resumed_run(tmp_path: Path) -> None:
+    """--labeling_method acts on soft heads only: for a run without one (a cv or sweep folder made before it was
+    refused, whose runs that start read it at its default), the value recorded and another given on --resume are
+    the same settings; for a run with a soft head they differ."""
+    from audiotune.config import HeadSpec, save_config
+    from audiotune.engine.resume import resumed_changes
+    from audiotune.models.backbones import resolve_config
+
+    made = RunConfig()
+    made.train.labeling_method = "hard"
+    made.heads = [HeadSpec(name="pitch", kind="categorical", columns=["pitch"], classes=["high", "low"])]
+    resolve_config(made)
+    save_config(made, tmp_path / "config.yaml")
+    resumed = copy.deepcopy(made)
+    resumed.train.labeling_method, resumed.train.resume = "distribution", True
+    assert resumed_changes(tmp_path, resumed) == {}
+    resumed.heads = made.heads = [HeadSpec(name="a+b", kind="soft", columns=["a", "b"], classes=["a", "b"])]
+    save_config(made, tmp_path / "config.yaml")
+    with pytest.raises(ValueError, match="labeling_method 'hard' -> 'distribution'"):
+        resumed_changes(tmp_path, resumed)
+
+
 def test_a_new_run_from_a_config_holding_options_refused_since_reads_them_at_their_defaults(
         uid_dataset: dict, tmp_path, capsys: pytest.CaptureFixture) -> None:
     """A config.yaml written before ECAPA-TDNN's pooling and weighted sum were refused (they did nothing) starts a

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -185,10 +186,8 @@ def prepare_training_data(config: RunConfig, inputs: InputSpec, exp_dir: str | P
         raise DataError(f"{root}: training needs a train split (a split directory with train.csv, or a JSON "
                         "split file with a Train part)")
     from_json = str(root).lower().endswith(".json")
-    if not config.data.label_txt and not from_json:
-        raise DataError("--label_txt is required for training: one line per head, comma-separated columns")
-    groups = read_label_file(config.data.label_txt) if config.data.label_txt else json_label_groups(tables, root)
-    check_head_options(config, groups, config.data.label_txt or str(root))
+    groups, labels = training_label_groups(config, tables)
+    check_head_options(config, groups, labels)
     drawn = None
     train = tables["train"]
     heads = infer_heads(groups, train, source=train.attrs.get("source", "train.csv"))
@@ -250,25 +249,63 @@ def check_no_validation(config: RunConfig, root: str) -> None:
                         "empty Val): the last epoch is kept")
 
 
+def training_label_groups(config: RunConfig, tables: dict[str, pd.DataFrame] | None = None,
+                          ) -> tuple[list[LabelGroup], str]:
+    """The heads a training run's labels declare and where: ``--label_txt``, else the JSON split file's own labels
+    (``tables``: its splits, when already read)."""
+    root = config.data.data_split_root
+    if config.data.label_txt:
+        return read_label_file(config.data.label_txt), config.data.label_txt
+    if not str(root).lower().endswith(".json"):
+        raise DataError("--label_txt is required for training: one line per head, comma-separated columns")
+    if tables is None:
+        tables = read_splits(root, config.data.prefix, config.data.na_values)
+    return json_label_groups(tables, root), str(root)
+
+
 # the training options that act on heads of one kind only: option -> (that kind, its name, how a label file declares
 # one)
 HEAD_KIND_OPTIONS = {"labeling_method": ("soft", "soft (vote)", "vote columns as one head `a,b,c:soft`"),
                      "standardize_targets": ("regression", "regression", "real-valued columns `NAME:regression`")}
 
 
+def idle_head_options(train: TrainConfig, kinds: Collection[str | None]) -> dict[str, Any]:
+    """The options of :data:`HEAD_KIND_OPTIONS` that ``train`` sets away from their defaults while no head is of
+    their kind (``kinds``: those of the run's heads), with their values: they do nothing."""
+    return {name: getattr(train, name) for name, (kind, _, _) in HEAD_KIND_OPTIONS.items()
+            if getattr(train, name) != option_default(TrainConfig, name) and kind not in kinds}
+
+
+def _acts_on_none(name: str, value: Any, source: str) -> str:
+    shown = str(value).lower() if isinstance(value, bool) else value  # as the flag takes it
+    return f"--{name} {shown}: acts only on {HEAD_KIND_OPTIONS[name][1]} heads, and {source} has none"
+
+
 def check_head_options(config: RunConfig, groups: list[LabelGroup], source: str) -> None:
     """An option of :data:`HEAD_KIND_OPTIONS` set away from its default for a label file (``source``) without a head
     of its kind does nothing: an error naming the file and its heads. Not for a resumed run (it made no change)."""
-    problems = []
-    for name, (kind, what, declare) in HEAD_KIND_OPTIONS.items():
-        value = getattr(config.train, name)
-        if value != option_default(TrainConfig, name) and not any(group.kind == kind for group in groups) \
-                and not config.train.resume:
-            heads = "; ".join(",".join(group.columns) + (f":{group.kind}" if group.kind else "") for group in groups)
-            problems.append(f"--{name} {value}: acts only on {what} heads, and {source} has none ({heads}); "
-                            f"declare {declare}, or leave --{name} out")
+    if config.train.resume:
+        return
+    heads = "; ".join(",".join(group.columns) + (f":{group.kind}" if group.kind else "") for group in groups)
+    problems = [f"{_acts_on_none(name, value, source)} ({heads}); declare {HEAD_KIND_OPTIONS[name][2]}, or leave "
+                f"--{name} out" for name, value in idle_head_options(config.train, {g.kind for g in groups}).items()]
     if problems:
         raise DataError(" / ".join(problems))
+
+
+def head_options_at_defaults(config: RunConfig) -> list[str]:
+    """Put each option of :data:`HEAD_KIND_OPTIONS` that does nothing with the run's labels
+    (:func:`training_label_groups`) back at its default, for a run that a cv or sweep folder made before they were
+    refused starts (they did nothing then too); returns ``--name value: why`` of each. Labels that cannot be read
+    change nothing (the run says why)."""
+    try:
+        groups, source = training_label_groups(config)
+    except (OSError, ValueError):
+        return []
+    idle = idle_head_options(config.train, {group.kind for group in groups})
+    for name in idle:
+        setattr(config.train, name, option_default(TrainConfig, name))
+    return [_acts_on_none(name, value, source) for name, value in idle.items()]
 
 
 def _check_label_columns(tables: dict[str, pd.DataFrame], heads: list[HeadSpec]) -> None:

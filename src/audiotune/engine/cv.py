@@ -132,7 +132,8 @@ def _cross_validate(config: RunConfig, source: str, options: FoldOptions, repeat
         files[exp_dir / CV_LABELS_FILE] = "".join(
             ",".join(g.columns) + (f":{g.kind}" if g.kind else "") + "\n" for g in groups).encode()
     check_fold_files(files)
-    if groups:
+    # a rerun of a folder made with one that does nothing goes on: its runs that start read it at its default
+    if groups and not (exp_dir / CV_CONFIG_FILE).is_file():
         check_head_options(config, groups, config.data.label_txt)
     for fold in folds:  # every fold's labels, before the first run trains
         if groups:

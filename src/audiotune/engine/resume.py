@@ -14,9 +14,12 @@ from audiotune.config import (
     INPUT_RESOLVED_VERSION,
     RunConfig,
     Stage,
+    TrainConfig,
     config_changes,
     load_config,
+    option_default,
 )
+from audiotune.data.prepare import idle_head_options
 from audiotune.models.backbones import backbone_options, input_spec, resolve_config
 from audiotune.models.option_checks import refuse_inactive, without_idle_options
 from audiotune.outputs import CONFIG_FILE, CONFIG_HISTORY_FILE, write_bytes
@@ -56,6 +59,10 @@ def resumed_changes(exp_dir: Path, config: RunConfig, stages: frozenset[Stage] =
     # recorded one may be a URL)
     earlier = without_idle_options(_with_added_options(load_config(exp_dir / CONFIG_FILE)), config, stages)
     config = without_idle_options(config, config, stages)
+    kinds = {head.kind for head in config.heads}  # and one of a kind of head the run lacks did nothing
+    for part in (earlier, config):
+        for name in idle_head_options(part.train, kinds):
+            setattr(part.train, name, option_default(TrainConfig, name))
     if earlier.version < INPUT_RESOLVED_VERSION:  # its audio and features sections hold the resolved input
         changes = config_changes(earlier, config, (*RESUME_FREE, "audio", "features"))
         before, after = input_spec(earlier), input_spec(config)

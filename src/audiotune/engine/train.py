@@ -19,7 +19,7 @@ from audiotune.config import (
 from audiotune.data.balance import class_head
 from audiotune.data.loader_plan import training_passes
 from audiotune.data.loading import adaptation_loader, balanced_sampler, check_sampler_options, make_dataset, make_loader
-from audiotune.data.prepare import PreparedData, prepare_training_data
+from audiotune.data.prepare import PreparedData, head_options_at_defaults, prepare_training_data
 from audiotune.data.samplers import BalancedSampler
 from audiotune.engine.adapt import OFF, WHOLE_SPLIT, adaptation_groups, check_adaptable, check_adaptation
 from audiotune.engine.aggregate import check_recording_targets
@@ -200,7 +200,9 @@ def continue_or_start(config: RunConfig) -> RunConfig:
     if config.train.resume:
         log.warning("%s: resuming from its last checkpoint", exp_dir)
     else:  # options that do nothing (a folder made before they were refused holds them): read at their defaults
-        idle_at_defaults(config)
+        said = [*idle_at_defaults(config), *head_options_at_defaults(config)]
+        if said:
+            log.warning("%s starts with what does nothing here at its default: %s", exp_dir, " / ".join(said))
     return config
 
 
