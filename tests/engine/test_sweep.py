@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -109,6 +110,11 @@ SMALL_SSAST = ["--model", "ssast", "--model_size", "tiny", "--num_mel_bins", "32
     pytest.param({"final_dropout": {"type": "discrete", "values": [0.0, 0.3]}},
                  [*SMALL_SSAST, "--task", "pretrain_mpc"], "--task pretrain_mpc: acts only in audiotune pretrain",
                  id="ssast fixed task"),
+    pytest.param({"final_dropout": {"type": "discrete", "values": [0.0, 0.3]}}, ["--standardize_targets", "false"],
+                 "--standardize_targets false: acts only on regression heads", id="fixed head option"),
+    pytest.param({"labeling_method": {"type": "categorical", "values": ["distribution", "hard"]}}, [],
+                 "s.yaml: parameter 'labeling_method' = hard: --labeling_method hard: acts only on soft (vote) heads",
+                 id="head option in the space"),
 ])
 def test_what_a_trial_would_refuse_stops_the_sweep_before_it_writes(
         tmp_path: Path, capsys: pytest.CaptureFixture, parameters: dict, flags: list[str], message: str) -> None:
@@ -342,4 +348,35 @@ def test_a_sweep_made_with_options_refused_since_goes_on_with_its_command_line(
     capsys.readouterr()
     assert main(sweep_args(ds, space, tmp_path / "new", "-e", "1", "-pm", "max")) == 2
     assert "--pooling_mode max: --model ecapa_tdnn's hidden state" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.slow
+def test_a_sweep_made_with_a_head_option_refused_since_goes_on_with_its_command_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture) -> None:
+    """A sweep whose records (sweep.yaml, its trials' config.yaml) hold --labeling_method hard for a label file
+    without a soft head (taken before it was refused: it did nothing) carries on with the same flags, its new trials
+    reading it at its default (said); a new sweep with it is refused before its first trial."""
+    ds = make_uid_dataset(tmp_path)
+    space, out = write_space(tmp_path / "space.yaml"), tmp_path / "sweep"
+    args = sweep_args(ds, space, out, "-e", "1", "--pruner", "none")
+    assert main([*args, "--trials", "1"]) == 0
+    for path, section in ((out / "sweep.yaml", "config"), (out / "trial_0" / "config.yaml", None)):
+        record = yaml.safe_load(path.read_text())  # as the earlier release recorded it
+        (record[section] if section else record)["train"]["labeling_method"] = "hard"
+        path.write_text(yaml.safe_dump(record, sort_keys=False))
+    kept = (out / "trial_0" / "metrics.json").stat().st_mtime_ns
+    with caplog.at_level(logging.WARNING):
+        assert main([*args, "--trials", "2", "--labeling_method", "hard"]) == 0
+    assert (out / "trial_0" / "metrics.json").stat().st_mtime_ns == kept
+    table = trials(out)
+    assert len(table) == 2 and set(table["state"]) == {"complete"}
+    added = out / table.iloc[-1]["run_dir"]
+    assert yaml.safe_load((added / "config.yaml").read_text())["train"]["labeling_method"] == "distribution"
+    assert (f"{added} starts with what does nothing here at its default: --labeling_method hard: acts only on soft "
+            f"(vote) heads, and {ds['labels']} has none") in caplog.text
+    capsys.readouterr()
+    assert main(sweep_args(ds, space, tmp_path / "new", "-e", "1", "--labeling_method", "hard")) == 2
+    err = capsys.readouterr().err
+    assert "--labeling_method hard: acts only on soft (vote) heads" in err and "trial 0" not in err, err
     assert not (tmp_path / "new").exists()

@@ -14,7 +14,7 @@ from audiotune.cli.show import quiet_lightning
 from audiotune.cli.stages import config_file_sections, given_options, own_idle_at_defaults
 from audiotune.cli.values import integer, options_of
 from audiotune.config import RunConfig, check_config
-from audiotune.engine.resume import refuse_inactive_of_runs
+from audiotune.engine.resume import refuse_head_options_of_runs, refuse_inactive_of_runs
 from audiotune.engine.sweep_options import PRUNERS, SweepOptions
 from audiotune.outputs import SWEEP_SPACE_FILE, SWEEP_TRIALS_TABLE
 from audiotune.storage import Role, final_path
@@ -71,6 +71,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     shared = own_idle_at_defaults(copy.deepcopy(base), config_file, raw, given_options(args))
     made = storage.isfile(storage.join(base.exp_dir, SWEEP_SPACE_FILE))  # a rerun goes on as it was made
     refuse_inactive_of_runs(shared, made)  # the flags all trials share, refused as train would
+    refuse_head_options_of_runs(shared, made)
     parse = parser.parse_args
 
     def trial_config(flags: list[str]) -> RunConfig:
@@ -79,13 +80,17 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         return check_config(own_idle_at_defaults(apply_flags(copy.deepcopy(base), trial), config_file, raw,
                                                  given_options(args, trial), say=False))
 
+    def refuse_of_trial(config: RunConfig) -> None:
+        refuse_inactive_of_runs(config, made)
+        refuse_head_options_of_runs(config, made)
+
     def configure(params: dict) -> RunConfig:
         return trial_config([f"--{name}={value}" for name, value in params.items()])
 
     logging.disable(logging.WARNING)  # the backbone's warnings of the same inputs: said by each trial
     try:  # every parameter is a train flag: a typo, a value out of range or one that acts nowhere in train fails
         # before any trial, as the trial's train would refuse it before writing
-        vertex.check_space(space, args.space, lambda flags: refuse_inactive_of_runs(trial_config(flags), made))
+        vertex.check_space(space, args.space, lambda flags: refuse_of_trial(trial_config(flags)))
     finally:
         logging.disable(logging.NOTSET)
 

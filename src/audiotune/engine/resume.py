@@ -19,7 +19,7 @@ from audiotune.config import (
     load_config,
     option_default,
 )
-from audiotune.data.prepare import idle_head_options
+from audiotune.data.prepare import check_head_options, idle_head_options, training_label_groups
 from audiotune.models.backbones import backbone_options, input_spec, resolve_config
 from audiotune.models.option_checks import refuse_inactive, without_idle_options
 from audiotune.outputs import CONFIG_FILE, CONFIG_HISTORY_FILE, write_bytes
@@ -106,6 +106,14 @@ def refuse_inactive_of_runs(config: RunConfig, made: bool) -> None:
     checked = resolve_config(copy.deepcopy(config))
     checked.train.resume = made
     refuse_inactive(checked)
+
+
+def refuse_head_options_of_runs(config: RunConfig, made: bool) -> None:
+    """:func:`~audiotune.data.prepare.check_head_options` for the runs a sweep trains from ``config``, its labels read
+    (:func:`~audiotune.data.prepare.training_label_groups`), before anything is written; not for a folder already
+    ``made`` (its runs that start read them at their defaults, by ``continue_or_start``)."""
+    if not made:
+        check_head_options(config, *training_label_groups(config))
 
 
 def record_changes(exp_dir: Path, changes: dict[str, list], started_from: str = "") -> None:
