@@ -357,3 +357,26 @@ def test_a_run_config_holding_a_value_that_did_nothing_starts_a_run_without_it_a
 
 def field_of(cls: type, name: str) -> dataclasses.Field:
     return next(spec for spec in dataclasses.fields(cls) if spec.name == name)
+
+
+def test_a_run_config_holding_a_head_option_its_labels_lack_starts_a_run_without_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A run's config.yaml from before --labeling_method was refused for labels without a soft head: a new run from
+    it reads the option at its default, named on stderr; typed, it stays (refused once the labels are read)."""
+    labels = tmp_path / "labels.txt"
+    labels.write_text("pitch\n")
+    made = RunConfig()
+    made.data.label_txt, made.train.labeling_method = str(labels), "hard"
+    path = tmp_path / "config.yaml"
+    save_config(made, path)
+
+    def loaded(*argv: str) -> RunConfig:
+        args = build_parser().parse_args(["train", "--config", str(path), "-o", "o", *argv])
+        return config_from_args(args, read_inputs=False)
+
+    assert loaded().train.labeling_method == "distribution"
+    assert f"--config {path}: left at their defaults, as they do nothing with the options given: --labeling_method " \
+           f"hard: acts only on soft (vote) heads, and {labels} has none" in capsys.readouterr().err
+    assert loaded("--labeling_method", "hard").train.labeling_method == "hard"
+    labels.write_text("a,b,c:soft\n")  # with a soft head it acts
+    assert loaded().train.labeling_method == "hard"

@@ -17,6 +17,7 @@ from typing import Any
 from audiotune.config import RunConfig, Stage, acts_of, default_of, describe_acts
 from audiotune.config.files import read_config_file
 from audiotune.config.recipes import is_shipped, resolve_recipe
+from audiotune.data.prepare import head_options_at_defaults
 from audiotune.models import backbones, option_checks
 
 # The options that describe an encoder read without a run (-c CHECKPOINT --model NAME, its input and the backbone's
@@ -103,7 +104,8 @@ def own_idle_at_defaults(config: RunConfig, config_file: str | None, raw: dict[s
     :func:`~audiotune.models.option_checks.idle_at_defaults` tells) back at its default: a recipe's value whose
     switch is off with the options given (``--layer_weights raw`` without ``--weighted``, the
     ``--frozen_train_mode`` of a frozen encoder with ``--freeze false``) is its way for when the switch is on; a run's
-    config.yaml may hold options refused since it was written (ECAPA-TDNN's pooling, a rate the encoder reads past).
+    config.yaml may hold options refused since it was written (ECAPA-TDNN's pooling, a rate the encoder reads past,
+    ``--labeling_method`` for labels without a soft head).
     ``raw``: the file's sections; ``given``: the ``section.name`` and ``options.NAME`` keys of the command line, whose
     values stay (refused as they are). ``say``: name on stderr those of a run's config put back (a recipe's are its
     way, said in the recipe). A resumed run reads its file as it is (it goes on as it was made). Returns
@@ -112,6 +114,9 @@ def own_idle_at_defaults(config: RunConfig, config_file: str | None, raw: dict[s
     if not config_file or config.train.resume or not (shipped or "version" in raw):
         return config
     changed = option_checks.idle_at_defaults(config, frozenset(given), stage)
+    if stage != Stage.PRETRAIN:  # and those of heads its labels lack
+        changed += head_options_at_defaults(config, {key.partition(".")[2] for key in given
+                                                     if key.startswith("train.")})
     if changed and say and not shipped:
         print(f"--config {config_file}: left at their defaults, as they do nothing with the options given: "
               f"{' / '.join(changed)}", file=sys.stderr)

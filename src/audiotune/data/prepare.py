@@ -293,16 +293,20 @@ def check_head_options(config: RunConfig, groups: list[LabelGroup], source: str)
         raise DataError(" / ".join(problems))
 
 
-def head_options_at_defaults(config: RunConfig) -> list[str]:
+def head_options_at_defaults(config: RunConfig, keep: Collection[str] = ()) -> list[str]:
     """Put each option of :data:`HEAD_KIND_OPTIONS` that does nothing with the run's labels
-    (:func:`training_label_groups`) back at its default, for a run that a cv or sweep folder made before they were
-    refused starts (they did nothing then too); returns ``--name value: why`` of each. Labels that cannot be read
-    change nothing (the run says why)."""
+    (:func:`training_label_groups`) back at its default, but those named in ``keep`` (typed, and refused as they
+    are), for a run that starts from a config written before they were refused (a cv or sweep folder's, a run's
+    config.yaml: they did nothing then too); returns ``--name value: why`` of each. Labels that cannot be read
+    change nothing (the run says why); with every such option at its default they are not read."""
+    if not set(idle_head_options(config.train, ())) - set(keep):
+        return []
     try:
         groups, source = training_label_groups(config)
     except (OSError, ValueError):
         return []
-    idle = idle_head_options(config.train, {group.kind for group in groups})
+    idle = {name: value for name, value in idle_head_options(config.train, {group.kind for group in groups}).items()
+            if name not in keep}
     for name in idle:
         setattr(config.train, name, option_default(TrainConfig, name))
     return [_acts_on_none(name, value, source) for name, value in idle.items()]

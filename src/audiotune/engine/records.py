@@ -7,8 +7,9 @@ from typing import Any
 
 import yaml
 
-from audiotune.config import config_from_dict, config_to_dict, default_of, upgrade_sections, with_added_options
-from audiotune.models.option_checks import idle_settings
+from audiotune.config import config_from_dict, config_to_dict, upgrade_sections, with_added_options
+from audiotune.data.prepare import head_options_at_defaults
+from audiotune.models.option_checks import idle_at_defaults
 from audiotune.outputs import RunDirError
 
 # where and how fast the runs run: free between the processes and reruns of one folder (as a resumed run's)
@@ -32,20 +33,20 @@ def _as_read_now(earlier: dict, current: dict, source: str) -> dict:
 
 
 def without_idle(sections: dict, source: str) -> dict:
-    """A recorded config's sections with every option whose switch is off at its default: it did nothing, so a
-    record that holds it (made before it was refused, or a recipe's value for when its switch is on) and one that
-    leaves it out are the same settings (as for a resumed run: :func:`~audiotune.engine.resume.resumed_changes`)."""
+    """A recorded config's sections with every option that does nothing where its runs train at its default (one
+    whose switch is off, one the backbone reads past: :func:`~audiotune.models.option_checks.idle_at_defaults`; a
+    head-kind option without a head of its kind: :func:`~audiotune.data.prepare.head_options_at_defaults`): a record
+    that holds it (made before it was refused, or a recipe's value for when its switch is on) and one that leaves it
+    out are the same settings (as for a resumed run: :func:`~audiotune.engine.resume.resumed_changes`)."""
     try:
-        idle = idle_settings(config_from_dict(sections, source=source))
+        quiet = config_from_dict(sections, source=source)
     except ValueError:  # not a config this release reads: compared as recorded
         return sections
-    cleared = {section: dict(options) if isinstance(options, dict) else options
-               for section, options in sections.items()}
-    for section, spec, _ in idle:
-        options = cleared.get("model" if section == "options" else section)
-        if isinstance(options, dict) and spec.name in options:
-            options[spec.name] = default_of(spec)
-    return cleared
+    idle_at_defaults(quiet)
+    head_options_at_defaults(quiet)
+    read = config_to_dict(quiet)
+    return {section: {name: read.get(section, {}).get(name, value) for name, value in options.items()}
+            if isinstance(options, dict) and section in read else options for section, options in sections.items()}
 
 
 def read_settings_record(path: Path, record: dict) -> dict | None:
