@@ -56,6 +56,21 @@ def test_statistics_of_a_folds_by_repeats_matrix() -> None:
     assert single["run_std"] is None and single["fold_std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
 
 
+def test_each_fold_has_its_mean_and_standard_deviation_over_its_repeats() -> None:
+    """The emotion seed reported each held-out session as the mean +- std of its repeated runs: per_fold and
+    per_fold_std (ddof 1; the seed's np.std had ddof 0) give them for every fold of one cv."""
+    uar = {(1, 0): 0.70, (1, 1): 0.74, (1, 2): 0.69, (2, 0): 0.80, (2, 1): 0.78, (2, 2): None}
+    folds = [Fold(1, {}), Fold(2, {})]
+    results = [(folds[f - 1], r, r, {"test": {"n": 4, "uar": value, "accuracy": 0.5}}) for (f, r), value in uar.items()]
+    result = summary(results, folds, 3)
+    assert result["per_fold"]["test"]["fold_1"]["uar"] == pytest.approx(np.mean([0.70, 0.74, 0.69]))
+    assert result["per_fold_std"]["test"]["fold_1"]["uar"] == pytest.approx(np.std([0.70, 0.74, 0.69], ddof=1))
+    assert result["per_fold_std"]["test"]["fold_2"]["uar"] == pytest.approx(np.std([0.80, 0.78], ddof=1))
+    assert result["per_fold_std"]["test"]["fold_1"]["accuracy"] == 0.0
+    one_repeat = summary([(folds[0], 0, 0, {"test": {"n": 4, "uar": 0.7}})], folds[:1], 1)
+    assert one_repeat["per_fold_std"]["test"] == {"fold_1": {"uar": None}}
+
+
 def test_intervals_stay_within_what_the_metric_can_take() -> None:
     spread = np.array([[0.2], [0.95], [0.6]])  # three folds far apart: the t interval alone is about -0.3 .. 1.5
     unbounded = summarise(spread)["ci95"]

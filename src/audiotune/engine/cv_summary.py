@@ -5,7 +5,9 @@ Statistics (``values[f, r]``: the metric of fold f, repeat r): ``mean`` over all
 ``fold_median`` over the folds' means across repeats; ``run_std`` / ``run_median`` over the repeats' means across
 folds (what the speech-emotion recipe reported); ``ci95``: Student-t 95 % interval of the mean, the folds as the
 independent units, clipped to the values the metric can take (with few, spread folds it reaches past them).
-Standard deviations are sample ones (ddof 1); a statistic that needs two values and has one is None. A metric
+``per_fold`` / ``per_fold_std``: each fold's mean and standard deviation over its repeats (the emotion seed's
+table gave each held-out session so, as mean +- std over its runs). Standard deviations are sample ones (ddof 1); a
+statistic that needs two values and has one is None. A metric
 undefined in some run (one class in a fold, ...) is averaged over the runs that define it (``n_runs``: how many).
 """
 from __future__ import annotations
@@ -153,13 +155,20 @@ def _head_sections(results: list[tuple[Fold, int, int, dict]], folds: list[Fold]
             "notes": notes}
 
 
+def _per_fold(table: pd.DataFrame) -> dict[str, dict[str, float | None]]:
+    """{fold: {metric: value}} of a table indexed by fold, the folds in natural order (NaN: None)."""
+    return {fold: {k: (None if pd.isna(v) else float(v)) for k, v in values.items()}
+            for fold, values in table.sort_index(key=lambda i: i.map(natural_key)).to_dict(orient="index").items()}
+
+
 def summary(results: list[tuple[Fold, int, int, dict]], folds: list[Fold], repeats: int) -> dict:
     """cv_summary.json content from every run's metrics."""
     table = _runs_table(results)
     fold_index = {fold.name: k for k, fold in enumerate(folds)}
     out: dict = {"folds": len(folds), "repeats": repeats, "runs": len(results),
                  "validation": {fold.name: fold.info.get("validation") for fold in folds}, "statistics": {},
-                 "per_fold": {}, "confusion_matrix": {}, **_head_sections(results, folds, repeats)}
+                 "per_fold": {}, "per_fold_std": {}, "confusion_matrix": {},
+                 **_head_sections(results, folds, repeats)}
     for split in SCORED_SPLITS:
         rows = table[table["split"] == split]
         if rows.empty:
@@ -173,10 +182,9 @@ def summary(results: list[tuple[Fold, int, int, dict]], folds: list[Fold], repea
                 values[fold_index[row["fold"]], row["run"] - 1] = np.nan if pd.isna(row[key]) else row[key]
             out["statistics"][split][key] = summarise(values, METRIC_RANGES[key])
         metrics = [k for k in METRIC_KEYS if k in rows]
-        per_fold = rows.groupby("fold", sort=False)[metrics].mean()
-        out["per_fold"][split] = {fold: {k: (None if pd.isna(v) else float(v)) for k, v in values.items()}
-                                  for fold, values in per_fold.sort_index(key=lambda i: i.map(natural_key))
-                                  .to_dict(orient="index").items()}
+        by_fold = rows.groupby("fold", sort=False)[metrics]
+        out["per_fold"][split] = _per_fold(by_fold.mean())
+        out["per_fold_std"][split] = _per_fold(by_fold.std(ddof=1))  # over each fold's repeats; one repeat: None
         out["confusion_matrix"][split] = _summed_confusion(results, split)
     return out
 
