@@ -246,7 +246,8 @@ FLAT_FRACTION = 0.05  # the seed's TAPT schedule: this share of the steps at the
 
 
 def warmup_flat_linear(warmup: int, total_steps: int) -> Callable[[int], float]:
-    """Learning-rate factor per step: linear warm-up over ``warmup`` steps, flat for ``FLAT_FRACTION`` of
+    """Learning-rate factor per step: linear warm-up over ``warmup`` steps (``(step + 1) / (warmup + 1)``: the first
+    step trains, where the seed's ``step / warmup`` gave it a learning rate of 0), flat for ``FLAT_FRACTION`` of
     ``total_steps``, then linear decay to 0 at ``total_steps``."""
     warmup = min(warmup, total_steps - 1)
     flat_end = min(total_steps, warmup + round(FLAT_FRACTION * total_steps))
