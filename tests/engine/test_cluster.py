@@ -133,3 +133,34 @@ def test_a_runs_frames_are_clustered_after_its_frame_activation_from_its_own_aud
     again = read_pseudo_labels(str(own_root)).labels
     assert set(again) == set(labels["relu"].labels)
     assert all(np.array_equal(again[uid][4], labels["relu"].labels[uid][4]) for uid in again)
+
+
+def test_an_encoders_frames_are_clustered_after_the_frame_activation_given(
+        checkpoint: Path, dataset: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    """`cluster -c ENCODER --frame_activation relu` fits k-means on the ReLU of the hidden state (the seed's
+    cluster.py on a wav2vec2 checkpoint, its iterative pseudo-labelling); beside --run it is refused, as the run's
+    own activation is read."""
+    samples: dict[str, np.ndarray] = {}
+    kmeans = engine._kmeans
+
+    def recorded(name: str):
+        def fit(sample: np.ndarray, k: int, options: engine.ClusterOptions) -> tuple[np.ndarray, float]:
+            samples[name] = sample.copy()
+            return kmeans(sample, k, options)
+        return fit
+
+    for name, extra in (("relu", ("--frame_activation", "relu")), ("plain", ())):
+        monkeypatch.setattr(engine, "_kmeans", recorded(name))
+        assert cluster(dataset, checkpoint, tmp_path / f"{name}.parquet", "--sample_ratio", "1", "--max_frames",
+                       "100000", *extra) == 0
+        assert read_pseudo_labels(str(tmp_path / f"{name}.parquet")).meta["frame_activation"] == \
+            ("relu" if extra else "none")
+    assert (samples["plain"] < 0).any()
+    assert np.allclose(samples["relu"], np.maximum(samples["plain"], 0), atol=1e-5)  # every frame, in order
+
+    out = tmp_path / "refused.parquet"
+    assert main(["cluster", "--run", str(tmp_path), "-d", str(dataset["split"]), "--out", str(out),
+                 "--frame_activation", "relu"]) == 2
+    assert "--frame_activation relu: --run clusters the frames after the run's own" in capsys.readouterr().err
+    assert not out.exists()

@@ -15,12 +15,12 @@ from audiotune.engine.cluster import FIT_ON, ClusterOptions
 from audiotune.storage import Role, final_path
 
 # The options cluster reads: the table, the encoder read without a run (-c CHECKPOINT --model NAME) and its input
-# (whole clips: no crop), the hidden state, the batch, and where it runs (one device). With --run the run's own
-# encoder and input are read instead.
+# (whole clips: no crop), the hidden state and its activation, the batch, and where it runs (one device). With --run
+# the run's own encoder, input and activation are read instead.
 CLUSTER_OPTIONS = (
     "data.prefix", "data.study", "data.data_split_root", "data.seed", "data.na_values", "data.on_error",
     "model.model", "model.checkpoint", "audio.resample_rate", "audio.channel_mode", "audio.channel_select",
-    "features", "classifier.layer", "train.batch_size",
+    "features", "classifier.layer", "classifier.frame_activation", "train.batch_size",
     "runtime.num_workers", "runtime.features_on", "runtime.precision", "runtime.accelerator", "runtime.devices",
     "runtime.cache_dir", "runtime.audio_cache", "runtime.audio_cache_gb",
 )
@@ -64,6 +64,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
     if args.run:
         refuse_encoder_flags(args)
+        if "classifier.frame_activation" in vars(args):
+            raise ValueError(f"--frame_activation {vars(args)['classifier.frame_activation']}: --run clusters the "
+                             "frames after the run's own --frame_activation; leave it out (it applies to -c)")
     config = config_from_args(args, takes=CLUSTER_OPTIONS)
     check_one_process(config.runtime.devices, command="cluster")
     wanted = options_of(ClusterOptions, args, layer=config.classifier.layer, seed=config.data.seed)

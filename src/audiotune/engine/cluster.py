@@ -3,7 +3,9 @@
 1. The encoder (a hub id or directory with ``-c``, or a trained run's fine-tuned encoder with ``--run``) reads
    every clip whole; the frames of hidden state ``--layer`` are the features. A run's frames are those its heads
    read: after its ``--frame_activation`` (ReLU for the seed emotion system's fine-tuning, whose clustering read
-   its model's ReLU'd output); every frame is labelled, also with ``--pool_drop_last``.
+   its model's ReLU'd output); every frame is labelled, also with ``--pool_drop_last``. An encoder's frames are
+   its hidden states as they are, or after ``--frame_activation`` (``relu``: the seed's cluster.py on a wav2vec2
+   checkpoint, its iterative pseudo-labelling, clustered the ReLU of the last hidden state).
 2. The clips k-means is fitted on are the training split's (``--fit_on train``, the default: no validation or
    test clip shapes the clusters, as the seed system fitted on its label file's Train part) or every clip
    given (``--fit_on all``). Each of them offers a random ``--sample_ratio`` of its frames to one preallocated
@@ -53,6 +55,7 @@ from audiotune.engine.extract import list_skipped
 from audiotune.engine.inference import features_on_device, inference_device, on_device, override_data
 from audiotune.models.backbones import Backbone, build_backbone, input_spec, resolve_config
 from audiotune.models.checkpoint import load_run
+from audiotune.models.heads import ACTIVATIONS
 from audiotune.outputs import (
     CLUSTER_FIT_ROWS_SUFFIX,
     CLUSTER_STATS_SUFFIX,
@@ -161,8 +164,9 @@ def _encoder(config: RunConfig, run: str | None,
              data: dict[str, Any] | None) -> tuple[RunConfig, Backbone, StatesOf]:
     """The config to read the data with, the encoder, and how it makes frames: a run's as its heads read them
     (after its ``--frame_activation``, :meth:`~audiotune.models.classifier.Classifier.frame_states`), a
-    checkpoint's as its hidden states. With a run, ``data``: the options of where uid-layout audio lives that the
-    command gave (the others are the run's, as evaluate and extract read them)."""
+    checkpoint's as its hidden states after ``--frame_activation`` (none: as they are). With a run, ``data``: the
+    options of where uid-layout audio lives that the command gave (the others are the run's, as evaluate and
+    extract read them)."""
     if run:
         run_config, model = load_run(run)
         # the command's table, batch and runtime settings; the run's model and audio settings, and where its
@@ -176,7 +180,15 @@ def _encoder(config: RunConfig, run: str | None,
         return run_config, model.backbone, model.frame_states
     resolve_config(config)
     backbone = build_backbone(config, pretrained=True)
-    return config, backbone, backbone.hidden_states
+    if config.classifier.frame_activation == "none":
+        return config, backbone, backbone.hidden_states
+    activation = ACTIVATIONS[config.classifier.frame_activation]()
+
+    def activated(inputs: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor]:
+        states, mask = backbone.hidden_states(inputs, lengths)
+        return [activation(state) for state in states], mask
+
+    return config, backbone, activated
 
 
 def _frames(states_of: StatesOf, batch: dict, layer: int) -> list[Tensor]:
@@ -273,7 +285,7 @@ def cluster(config: RunConfig, options: ClusterOptions, out: str, run: str | Non
         # a run by where it is (its URL, not a local copy's), found again from anywhere (pretrain's clips_read.csv)
         "encoder": storage.remote_name(os.path.abspath(run)) if run else config.model.checkpoint, "run": bool(run),
         "model": config.model.model,
-        "layer": options.layer, "frame_activation": config.classifier.frame_activation if run else "none",
+        "layer": options.layer, "frame_activation": config.classifier.frame_activation,
         "sample_rate": inputs.resample_rate, "hop_samples": backbone.frame_hop,
         "num_clusters": options.num_clusters, "sample_ratio": options.sample_ratio, "seed": options.seed,
         "niter": options.niter, "clips": len(uids), "fit_on": options.fit_on, "fit_splits": fit_splits,
