@@ -109,6 +109,14 @@ def test_the_onecycle_schedule_sets_the_rate_whatever_the_learning_rate_says() -
     assert rates[0] == rates[1] and rates[0][0] == pytest.approx(0.5 / 25)
 
 
+@pytest.mark.parametrize("scheduler", ["onecycle", "cosine", "linear"])
+def test_a_run_of_no_training_step_builds_its_schedule(scheduler: str) -> None:
+    """`train -e 0` (the untrained model's metrics) configures the optimiser as any run does, onecycle included."""
+    model = torch.nn.Linear(2, 2)
+    setup = optimizers(model.parameters(), TrainConfig(scheduler=scheduler, epochs=0), steps_per_epoch=10)
+    assert setup["lr_scheduler"]["interval"] == "step"
+
+
 @pytest.mark.slow
 def test_bf16_workers_and_onecycle_train(uid_dataset: dict, tmp_path) -> None:
     metrics = run_train(uid_dataset, tmp_path, "--precision", "bf16", "-nw", "2", "--scheduler", "onecycle",

@@ -280,8 +280,10 @@ def optimizers(parameters: Iterable[torch.nn.Parameter], cfg: TrainConfig,
         optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=fused)
     else:
         optimizer = torch.optim.Adam(params, lr=cfg.learning_rate, fused=fused)
-    # optimiser steps, not batches: one step per --accumulate_grad_batches batches (and one for an epoch's rest)
-    total_steps = cfg.training_steps or max(1, math.ceil(steps_per_epoch / cfg.accumulate_grad_batches)) * cfg.epochs
+    # optimiser steps, not batches: one step per --accumulate_grad_batches batches (and one for an epoch's rest);
+    # at least one, so that a run of no step (-e 0) still builds its schedule (OneCycleLR refuses 0 steps)
+    total_steps = max(1, cfg.training_steps
+                      or max(1, math.ceil(steps_per_epoch / cfg.accumulate_grad_batches)) * cfg.epochs)
     if cfg.scheduler == "onecycle":
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.max_lr, total_steps=total_steps)
     elif cfg.scheduler == "cosine":
