@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from audiotune.models.state_dict import CheckpointReadError, load_torch_file, torch_refusal
+from audiotune.models.state_dict import CheckpointReadError, load_torch_file, read_state_dict, torch_refusal
 
 NOT_TORCH = "not a torch checkpoint (damaged, or a file of another format; torch: "
 
@@ -43,3 +43,14 @@ def test_each_refused_file_is_said_to_be_what_it_is(tmp_path: Path) -> None:
         load_torch_file(tmp_path)
     with pytest.raises(CheckpointReadError, match=r"\(argparse.Namespace\).*could run code.*safetensors"):
         load_torch_file(objects)
+
+
+def test_a_folder_given_for_a_weights_file_is_said_to_be_one(tmp_path: Path) -> None:
+    """The w2v2 seed's -c was a Hugging Face folder: given to a model that reads one weights file (the default
+    ECAPA-TDNN), the error says it is a folder and names --model hf, not that it was not found."""
+    with pytest.raises(FileNotFoundError, match=rf"^checkpoint {tmp_path}: a folder, where a weights file .* is "
+                                                r"expected; a Hugging Face encoder folder or hub id is read with "
+                                                r"--model hf$"):
+        read_state_dict(tmp_path)
+    with pytest.raises(FileNotFoundError, match=rf"^checkpoint not found: {tmp_path / 'missing.ckpt'}$"):
+        read_state_dict(tmp_path / "missing.ckpt")

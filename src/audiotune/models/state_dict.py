@@ -73,6 +73,9 @@ def read_state_dict(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, A
     if isinstance(source, Mapping):
         return dict(source), "<state dict>"
     path = Path(source)
+    if path.is_dir():  # e.g. the w2v2 seed's -c wav2vec2-base-960h given to a model that reads one weights file
+        raise FileNotFoundError(f"checkpoint {path}: a folder, where a weights file (.ckpt, .pt, .safetensors) is "
+                                "expected; a Hugging Face encoder folder or hub id is read with --model hf")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
