@@ -35,3 +35,19 @@ def test_a_missing_audio_file_is_named_before_the_model_loads(trained_run: dict,
         extract_embeddings(str(trained_run["run"]), str(missing), str(out), "ft",
                            data={"prefix": str(trained_run["prefix"])})
     assert loaded == [] and not out.exists()
+
+
+def test_ft_embeddings_pooled_by_max_are_refused_naming_the_flag_before_the_model_loads(
+        trained_run: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ft embeddings merge the heads by mean or sum (the seeds refused max too): said with -pm and what to use."""
+    import audiotune.engine.extract as extract
+
+    loaded = []
+    monkeypatch.setattr(extract, "load_embedder", lambda *args, **kwargs: loaded.append(args))
+    out = tmp_path / "emb.parquet"
+    with pytest.raises(ValueError, match=r"^--pooling_mode max: ft embeddings merge the heads by mean or sum; use "
+                                         r"-pm mean or -pm sum, or --embedding_type pt, wt or st to pool the frames "
+                                         r"by max$"):
+        extract_embeddings(str(trained_run["run"]), str(trained_run["split"] / "test.csv"), str(out), "ft",
+                           pooling="max", data={"prefix": str(trained_run["prefix"])})
+    assert loaded == [] and not out.exists()

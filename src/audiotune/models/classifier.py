@@ -13,6 +13,7 @@ from audiotune.models.heads import ACTIVATIONS, ClassificationHead, shared_dense
 EMBEDDING_TYPES = ("pt", "wt", "st", "ft")
 # how ft embeddings merge the heads unless asked otherwise: the seeds' extraction default, whatever the run pooled
 FT_MERGE_DEFAULT = "mean"
+FT_MERGES = ("mean", "sum")  # how ft embeddings can merge the heads (the seeds refused max too)
 
 
 def masked_pool(hidden: Tensor, mask: Tensor, mode: str) -> Tensor:
@@ -25,6 +26,12 @@ def masked_pool(hidden: Tensor, mask: Tensor, mode: str) -> Tensor:
     if mode == "max":
         return hidden.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(1)
     raise ValueError(f"pooling mode '{mode}' is not one of mean, sum, max")
+
+
+def ft_merge_refusal(merge: str) -> str:
+    """Why ``--pooling_mode merge`` gives no ft embedding, and what to write instead."""
+    return (f"--pooling_mode {merge}: ft embeddings merge the heads by {' or '.join(FT_MERGES)}; use -pm "
+            f"{' or -pm '.join(FT_MERGES)}, or --embedding_type pt, wt or st to pool the frames by {merge}")
 
 
 def without_last_frame(mask: Tensor) -> Tensor:
@@ -161,8 +168,8 @@ class Classifier(nn.Module):
         per_head = torch.stack([cast(ClassificationHead, classifier).first_dense(shared)
                                 for classifier in self.classifiers])
         merge = merge or FT_MERGE_DEFAULT
-        if merge not in ("mean", "sum"):
-            raise ValueError(f"ft embeddings merge heads by mean or sum, not '{merge}'")
+        if merge not in FT_MERGES:
+            raise ValueError(ft_merge_refusal(merge))
         return per_head.mean(0) if merge == "mean" else per_head.sum(0)
 
     @torch.no_grad()

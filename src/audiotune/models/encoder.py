@@ -23,7 +23,7 @@ from audiotune.config import ClassifierConfig, RunConfig
 from audiotune.config.files import parse_config_file
 from audiotune.models.backbones import Backbone, SupportsTokenPooling, backbone_class, build_backbone, resolve_config
 from audiotune.models.checkpoint import load_run, rebuild_config, resolve_run_dir
-from audiotune.models.classifier import masked_pool
+from audiotune.models.classifier import FT_MERGES, ft_merge_refusal, masked_pool
 from audiotune.models.option_checks import ignored_options
 from audiotune.outputs import CONFIG_FILE, METRICS_FILE
 
@@ -109,6 +109,8 @@ def check_embedding(config: RunConfig, run: str | None, kind: str, pooling: str 
         check_kind(kind, ENCODER_EMBEDDINGS)
     if pooling is not None and (run is None or kind != "ft"):  # ft embeddings of a run: pooling merges the heads
         check_pooling(backbone_class(config.model.model), pooling)
+    elif pooling in FRAME_POOLS and pooling not in FT_MERGES:  # token pools: load_embedder says what they choose
+        raise ValueError(ft_merge_refusal(pooling))
 
 
 def is_encoder_run(run: str | Path) -> bool:
