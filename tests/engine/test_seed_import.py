@@ -54,6 +54,20 @@ def test_every_naip_seed_centres_its_clips() -> None:
         assert seed_flags(layout, dict(LABELS), "args.pkl")[0]["remove_dc"] is True, layout.seed
 
 
+@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda layout: layout.seed)
+def test_the_seeds_silent_waveform_augmentations_are_imported_off(layout) -> None:
+    """The NAIP seeds' --tshift --speed --gauss --pshift --gain --stretch never changed a clip (seed-notes 1.5):
+    a run continued from an import (train --resume) must not start augmenting."""
+    given = {"tshift": 0.5, "speed": 0.2, "gauss": 0.0, "pshift": 0.3, "pshiftn": 2.0, "gain": 0.1, "stretch": 1.0}
+    flags, notes = seed_flags(layout, {**LABELS, **given}, "args.pkl")
+    assert {name: flags[name] for name in given if name != "pshiftn"} == dict.fromkeys(
+        ("tshift", "speed", "gauss", "pshift", "gain", "stretch"), 0.0)
+    assert "pshiftn" not in flags
+    assert "--tshift 0.5 was a silent no-op in the seed (its waveform augmentations never changed a clip): imported " \
+           "as --tshift 0.0" in notes
+    assert not any("--gauss" in note for note in notes)  # 0 in the seed too: nothing to say
+
+
 def test_ssast_pools_as_the_seed_whatever_its_pooling_mode() -> None:
     flags, notes = seed_flags(SSAST, {**LABELS, "pooling_mode": "sum"}, "args.pkl")
     assert flags["pooling_mode"] == "mean" and notes == ["--pooling_mode sum only merged the seed's ft embeddings; "

@@ -29,6 +29,7 @@ from audiotune.config import (
     resolve_recipe,
     save_config,
 )
+from audiotune.config.augmentation import AUGMENT_GATES
 from audiotune.config.sections import ECAPA_FBANK_SIZES, ECAPA_MFCC_IGNORED
 from audiotune.models.backbones import resolve_config
 from audiotune.models.backbones.hf_checkpoint import weights_quietly
@@ -81,9 +82,12 @@ HF_WEIGHT_NORM = ((".weight_g", ".parametrizations.weight.original0"),
 # the w2v2 and SSAST seeds' --weighted: raw weights (no softmax) on each pooled hidden state
 RAW_WEIGHTS = ("raw", "is how the seed's --weighted weighed its pooled hidden states")
 # what every NAIP seed did: its Mixup stage ran on every clip and, without a second clip, subtracted the waveform's
-# mean; it kept only rows labelled in every target column (dropna(subset=target_labels))
+# mean; it kept only rows labelled in every target column (dropna(subset=target_labels)); its waveform
+# augmentations never changed a clip (albumentations was handed the sample under a key it does not transform)
 NAIP_FIXED = {"remove_dc": (True, "(the seed's mixup stage subtracted every clip's mean)"),
-              "complete_rows": (True, "is how the seed kept rows: those labelled in every target column")}
+              "complete_rows": (True, "is how the seed kept rows: those labelled in every target column"),
+              **{name: (0.0, "was a silent no-op in the seed (its waveform augmentations never changed a clip)")
+                 for name in AUGMENT_GATES}}
 LAYOUTS = (
     SeedLayout("naip-w2v2", "hf", "model.wav2vec2.feature_extractor.",
                (("model.wav2vec2.", "backbone.model."), *HEADS),
