@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
+from audiotune.data.errors import DataError
 from audiotune.data.labels import LabelGroup, drop_missing_targets, infer_heads
 
 TABLE = pd.DataFrame({"uid": ["full", "no_long", "no_pitch", "no_votes", "none"],
@@ -41,3 +43,16 @@ def test_complete_rows_keeps_a_table_without_gaps_whole() -> None:
     table = TABLE.loc[["full"]]
     kept, dropped = drop_missing_targets(table, infer_heads(GROUPS[1:3], TABLE), "train", complete=True)
     assert list(kept.index) == ["full"] and dropped.empty
+
+
+def test_a_missing_distortions_column_says_how_the_seeds_derived_it() -> None:
+    """The NAIP seeds added `distortions` from its parts when loading a split made without it."""
+    table = pd.DataFrame({"distorted Cs": [0, 1], "distorted V": [0, 0]}, index=pd.Index(["u1", "u2"], name="uid"))
+    with pytest.raises(DataError, match=r"label column\(s\) \['distortions'\] not in the table .*; the seeds derived "
+                                        r"'distortions' from 'distorted Cs' and 'distorted V' when loading: add that "
+                                        r"column \(1 where either is above 0, 0 where both are 0\), or build the table "
+                                        r"with `audiotune table`, which derives it$"):
+        infer_heads([["distortions"]], table, "train.csv")
+    with pytest.raises(DataError, match=r"\['slow rate'\] not in the table \(columns: \['distorted Cs', "
+                                        r"'distorted V'\]\)$"):
+        infer_heads([["slow rate"]], table, "train.csv")

@@ -26,6 +26,7 @@ import pandas as pd
 
 from audiotune.config import HEAD_KINDS, HeadSpec
 from audiotune.data.errors import DataError
+from audiotune.data.metadata_table import DISTORTION_PARTS, DISTORTIONS
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +139,14 @@ def infer_heads(groups: Sequence[LabelGroup | Sequence[str]], table: pd.DataFram
     label_groups = [g if isinstance(g, LabelGroup) else LabelGroup(list(g)) for g in groups]
     missing = [c for group in label_groups for c in group.columns if c not in table.columns]
     if missing:
+        derived = ""
+        if DISTORTIONS in missing and all(part in table.columns for part in DISTORTION_PARTS):
+            # the NAIP seeds added it when loading a split; here the table holds it (README: clinical tables)
+            derived = (f"; the seeds derived '{DISTORTIONS}' from {' and '.join(map(repr, DISTORTION_PARTS))} when "
+                       "loading: add that column (1 where either is above 0, 0 where both are 0), or build the "
+                       "table with `audiotune table`, which derives it")
         raise DataError(f"{source}: label column(s) {missing} not in the table "
-                        f"(columns: {[c for c in table.columns if c not in ('path', 'expected_rate')]})")
+                        f"(columns: {[c for c in table.columns if c not in ('path', 'expected_rate')]}){derived}")
     heads = []
     for group in label_groups:
         empty = [c for c in group.columns if table[c].isna().all()]
