@@ -6,11 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from conftest import SMALL_ECAPA
 
 from audiotune.cli import build_parser, config_from_args, main
-from audiotune.config import RunConfig
-from audiotune.data.prepare import head_options_at_defaults, prepare_training_data
+from audiotune.config import HeadSpec, RunConfig
+from audiotune.data.errors import DataError
+from audiotune.data.prepare import _check_label_columns, head_options_at_defaults, prepare_training_data
 from audiotune.models.backbones import input_spec
 from audiotune.outputs import DROPPED_FILE
 
@@ -125,3 +127,16 @@ def test_a_head_option_that_does_nothing_with_the_runs_labels_is_put_back_at_its
 
     config.data.label_txt, config.train.standardize_targets = str(tmp_path / "missing.txt"), False
     assert head_options_at_defaults(config) == [] and not config.train.standardize_targets
+
+
+def test_a_table_scored_without_the_distortions_column_says_how_the_seeds_derived_it() -> None:
+    """A run with a `distortions` head scored on a seed table that holds only its parts: the error says what the
+    NAIP seeds did when loading (derived it) and how to have it here; another missing column gets no such hint."""
+    table = pd.DataFrame({"distorted Cs": [0, 1], "distorted V": [0, 0]})
+    table.attrs["source"] = "test.csv"
+    with pytest.raises(DataError, match=r"^test\.csv: label column\(s\) \['distortions'\] of the run not found "
+                                        r"\(leave cells empty where a row has no target\); the seeds derived "
+                                        r"'distortions' from 'distorted Cs' and 'distorted V' when loading"):
+        _check_label_columns({"test": table}, [HeadSpec("distortions", "binary", ["distortions"])])
+    with pytest.raises(DataError, match=r"not found \(leave cells empty where a row has no target\)$"):
+        _check_label_columns({"test": table}, [HeadSpec("slow rate", "binary", ["slow rate"])])

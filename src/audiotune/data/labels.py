@@ -17,7 +17,7 @@ the rows labelled in every label column, as the NAIP seeds' dropna did).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,20 +133,26 @@ def _infer_kind(group: LabelGroup, table: pd.DataFrame, source: str) -> str:
     return "categorical" if categorical else "binary"
 
 
+def derivation_hint(missing: Sequence[str], columns: Iterable[str]) -> str:
+    """How a label column that the NAIP seeds derived when loading a split (``distortions``, from its parts) is had
+    here, where the table holds it (README: clinical tables), when ``missing`` names it and ``columns`` hold its
+    parts; else ``""``."""
+    if DISTORTIONS not in missing or not set(DISTORTION_PARTS) <= set(columns):
+        return ""
+    return (f"; the seeds derived '{DISTORTIONS}' from {' and '.join(map(repr, DISTORTION_PARTS))} when loading: add "
+            "that column (1 where either is above 0, 0 where both are 0), or build the table with `audiotune table`, "
+            "which derives it")
+
+
 def infer_heads(groups: Sequence[LabelGroup | Sequence[str]], table: pd.DataFrame,
                 source: str = "labels") -> list[HeadSpec]:
     """Head specs from the label groups (declared or inferred kinds) and the values in ``table`` (training)."""
     label_groups = [g if isinstance(g, LabelGroup) else LabelGroup(list(g)) for g in groups]
     missing = [c for group in label_groups for c in group.columns if c not in table.columns]
     if missing:
-        derived = ""
-        if DISTORTIONS in missing and all(part in table.columns for part in DISTORTION_PARTS):
-            # the NAIP seeds added it when loading a split; here the table holds it (README: clinical tables)
-            derived = (f"; the seeds derived '{DISTORTIONS}' from {' and '.join(map(repr, DISTORTION_PARTS))} when "
-                       "loading: add that column (1 where either is above 0, 0 where both are 0), or build the "
-                       "table with `audiotune table`, which derives it")
         raise DataError(f"{source}: label column(s) {missing} not in the table "
-                        f"(columns: {[c for c in table.columns if c not in ('path', 'expected_rate')]}){derived}")
+                        f"(columns: {[c for c in table.columns if c not in ('path', 'expected_rate')]})"
+                        f"{derivation_hint(missing, table.columns)}")
     heads = []
     for group in label_groups:
         empty = [c for c in group.columns if table[c].isna().all()]

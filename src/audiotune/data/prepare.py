@@ -20,6 +20,7 @@ from audiotune.data.input_spec import InputSpec
 from audiotune.data.json_splits import json_label_groups
 from audiotune.data.labels import (
     LabelGroup,
+    derivation_hint,
     drop_missing_targets,
     encode_targets,
     fit_target_scaling,
@@ -319,7 +320,7 @@ def _check_label_columns(tables: dict[str, pd.DataFrame], heads: list[HeadSpec])
         missing = [c for c in columns if c not in table.columns]
         if missing:
             raise DataError(f"{table.attrs.get('source', split)}: label column(s) {missing} of the run not found "
-                            "(leave cells empty where a row has no target)")
+                            f"(leave cells empty where a row has no target){derivation_hint(missing, table.columns)}")
 
 
 def prepare_eval_data(config: RunConfig, inputs: InputSpec, data_split_root: str,
