@@ -66,6 +66,28 @@ def check_every_mode(path: Path, written: np.ndarray) -> None:
 
 
 @pytest.mark.shared
+def test_pad_clips_pads_a_short_clip_with_its_mean_as_the_naip_seeds(tmp_path: Path) -> None:
+    """The seeds' Truncate: a clip shorter than --clip_length padded to it with each channel's mean, then centred
+    (their mixup stage): silence after the clip; a longer clip is cropped as without it."""
+    path = tmp_path / "short.wav"
+    wave = (tone(300, 0.5, 16000) + 0.1).astype(np.float32)
+    sf.write(path, np.stack([wave, 0.5 * wave], axis=1), 16000, subtype="FLOAT")
+    for mode in ("sum", "interleave"):
+        spec = AudioSpec(clip_length=1.0, channel_mode=mode, pad_clips=True)
+        padded, _ = load_clip(str(path), spec)
+        channels = 2 if mode == "interleave" else 1
+        assert len(padded) == 16000 * channels == prepared_length(8000, 16000, spec, 2), mode
+        cropped, _ = load_clip(str(path), AudioSpec(clip_length=1.0, channel_mode=mode))
+        assert np.array_equal(padded[:len(cropped)], cropped), mode
+    mixed = 1.5 * wave
+    assert np.allclose(padded[::2][8000:], wave.mean(), atol=1e-6)  # interleaved: each channel its own mean
+    assert np.allclose(padded[1::2][8000:], 0.5 * wave.mean(), atol=1e-6)
+    centred, _ = load_clip(str(path), AudioSpec(clip_length=1.0, channel_mode="sum", pad_clips=True, remove_dc=True))
+    assert np.allclose(centred[:8000], mixed - mixed.mean(), atol=1e-5) and np.abs(centred[8000:]).max() < 1e-6
+    longer, _ = load_clip(str(path), AudioSpec(clip_length=0.25, channel_mode="sum", pad_clips=True))
+    assert len(longer) == 4000
+
+
 def test_channel_modes_on_a_real_8_channel_room_response(tmp_path: Path) -> None:
     rir, rate = sf.read(shared_path("data/multichannel/real_8ch_rir.wav"), dtype="float32", always_2d=True)
     assert rir.shape[1] == 8

@@ -126,13 +126,16 @@ def test_training_stores_resampled_audio_by_itself_when_it_reads_it_again(uid_da
 
 
 def test_a_setting_added_later_keeps_the_stores_of_earlier_releases_at_its_default() -> None:
-    """--remove_dc and the resampled length arrived after stores existed: at the values of the earlier releases
-    (unset, soxr's rounded count) the key is the digest of the settings before them; the ceil count is a new entry."""
+    """--remove_dc, the resampled length and --pad_clips arrived after stores existed: at the values of the earlier
+    releases (unset, soxr's rounded count) the key is the digest of the settings before them; the ceil count is a new
+    entry."""
     import dataclasses
     import hashlib
 
     spec = AudioSpec(resample_rate=16000, clip_length=1.0, resampled_length="round")
-    earlier = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("remove_dc", "resampled_length")}
+    later = ("remove_dc", "resampled_length", "pad_clips")
+    earlier = {k: v for k, v in dataclasses.asdict(spec).items() if k not in later}
     assert spec_digest(spec) == hashlib.blake2b(json.dumps(earlier, sort_keys=True).encode(), digest_size=8).hexdigest()
     assert spec_digest(dataclasses.replace(spec, remove_dc=True)) != spec_digest(spec)
     assert spec_digest(dataclasses.replace(spec, resampled_length="ceil")) != spec_digest(spec)
+    assert spec_digest(dataclasses.replace(spec, pad_clips=True)) != spec_digest(spec)

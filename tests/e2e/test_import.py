@@ -340,6 +340,51 @@ def test_naip_ssast_run_imported_evaluates_as_the_seed(tmp_path: Path, task: str
                  "-d", str(ds["split"]), "-l", str(ds["labels"]), "-o", str(tmp_path / "again"), "-e", "0"]) == 0
 
 
+def seed_ssast_fbank(path: Path, seconds: float, frames: int, mean: float, std: float) -> torch.Tensor:
+    """The input the SSAST seed gave its model (seed-notes 1.4, 1.6): the clip resampled to 16 kHz, cut or padded to
+    --clip_length with its mean (Truncate), less its mean (Mixup), Kaldi fbank (reproduced by audiotune's), zero-padded
+    to --target_length frames, normalised: (T, F)."""
+    import soxr
+
+    from audiotune.data.features import kaldi_fbank
+
+    wave, rate = sf.read(path, dtype="float32")
+    samples = int(seconds * 16000)
+    clip = torch.from_numpy(soxr.resample(wave, rate, 16000).astype(np.float32)[:samples])
+    clip = torch.cat([clip, clip.mean().repeat(samples - len(clip))])
+    fbank = kaldi_fbank(clip - clip.mean(), 16000, num_mel_bins=128)
+    fbank = torch.cat([fbank, fbank.new_zeros(max(frames - len(fbank), 0), 128)])[:frames]
+    return (fbank - mean) / (2 * std)
+
+
+@pytest.mark.slow  # a 12-block SSAST
+def test_naip_ssast_clips_shorter_than_clip_length_score_as_the_seed(tmp_path: Path) -> None:
+    """The seed padded a short clip to --clip_length with silence, whose fbank frames SSAST read before the fbank's
+    own zero padding: the imported run reads the same frames and scores each clip as the seed model."""
+    ds = make_uid_dataset(tmp_path)  # clips of 0.6 to 0.75 s
+    torch.manual_seed(0)
+    mean, std, frames = -4.2677393, 4.5689974, 128
+    seed = SeedSSAST(128, frames, "ft_avgtok", layer=-1)
+    args = seed_args(ds, tmp_path / "exp", task="ft_avgtok", model_size="tiny", fshape=128, tshape=2, fstride=128,
+                     tstride=2, num_mel_bins=128, target_length=frames, layer=-1, weighted=False, freeze=True,
+                     layernorm=True, dataset_mean=mean, dataset_std=std, freqm=0, timem=0, noise=False,
+                     clip_length=1.0, finetuned_mdl_path=None, pretrained_mdl_path="SSAST-Base-Frame-400.pth")
+    weights = save_seed_run(tmp_path / "exp", seed, args, "split_tiny_3_adamw_epoch1_ast_ft_clf2_layerFinal_mdl.pt")
+    run = tmp_path / "imported"
+    assert main(["import", "naip", str(weights), "-o", str(run)]) == 0
+    table = five_clips(ds)
+    assert main(["evaluate", "--run", str(run), "-d", str(table), "-o", str(run / "eval"), "-bs", "2"]) == 0
+    predictions = pd.read_parquet(run / "eval" / "predictions.parquet").set_index("uid")
+    names = [f"score:{c}" for group in LABELS for c in group]
+    seed.eval()
+    with torch.no_grad():
+        for uid in pd.read_csv(table, index_col=0).index:
+            fbank = seed_ssast_fbank(ds["prefix"] / uid / "waveform.wav", 1.0, frames, mean, std)
+            expected = torch.sigmoid(seed(fbank[None])).numpy()[0]
+            got = predictions.loc[uid, names].to_numpy(dtype=np.float64)
+            assert np.abs(got - expected).max() <= 1e-4, (uid, got, expected)
+
+
 def test_a_pickle_that_runs_code_is_refused_before_it_runs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     marker = tmp_path / "marker"
 

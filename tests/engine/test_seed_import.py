@@ -6,11 +6,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from audiotune.config import RunConfig
 from audiotune.engine.seed_import import (
     LAYOUTS,
     SeedImportError,
     check_heads,
     detect_layout,
+    pad_as_the_seeds,
     read_seed_weights,
     seed_flags,
     seed_heads,
@@ -66,6 +68,17 @@ def test_the_seeds_silent_waveform_augmentations_are_imported_off(layout) -> Non
     assert "--tshift 0.5 was a silent no-op in the seed (its waveform augmentations never changed a clip): imported " \
            "as --tshift 0.0" in notes
     assert not any("--gauss" in note for note in notes)  # 0 in the seed too: nothing to say
+
+
+def test_every_naip_seed_pads_its_short_clips_to_clip_length() -> None:
+    """Their Truncate stage padded a clip shorter than --clip_length with its mean (seed-notes 1.4); --clip_length 0
+    kept whole clips."""
+    config = RunConfig()
+    pad_as_the_seeds(config)
+    assert config.audio.pad_clips is True
+    config.audio.clip_length = 0.0
+    pad_as_the_seeds(config)
+    assert config.audio.pad_clips is False
 
 
 def test_ssast_pools_as_the_seed_whatever_its_pooling_mode() -> None:

@@ -144,6 +144,7 @@ def _run_naip(args: argparse.Namespace) -> None:
     from audiotune.engine.seed_import import (
         check_heads,
         detect_layout,
+        pad_as_the_seeds,
         read_seed_weights,
         seed_flags,
         seed_heads,
@@ -167,6 +168,7 @@ def _run_naip(args: argparse.Namespace) -> None:
     if args.checkpoint:
         flags["checkpoint"] = args.checkpoint
     config, applied, left = seed_config(flags, str(args_file))
+    pad_as_the_seeds(config)
     config.heads = seed_heads(seed_args, args_file)
     record = {"weights": str(weights), "args": str(args_file), "applied": applied, "not_applied": left,
               "notes": notes}

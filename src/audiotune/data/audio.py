@@ -182,8 +182,10 @@ class AudioSpec:
     end, both C times longer, which the model sees as audio at the same rate; ``none`` takes mono files only.
     ``channel_select`` (file channel indices) keeps a subset before any mode; a row's ``channels`` wins over it.
     ``clip_length`` crops each channel to that many seconds before the channel stage. ``remove_dc`` subtracts the
-    prepared signal's mean (after the channel stage and the crop). ``resampled_length``: the count of resampled
-    samples (:mod:`audiotune.data.resample`).
+    prepared signal's mean (after the channel stage and the crop). ``pad_clips`` pads each channel shorter than
+    ``clip_length`` to it with the channel's mean, after the crop (the NAIP seeds' Truncate stage: with
+    ``remove_dc`` the padding is silence). ``resampled_length``: the count of resampled samples
+    (:mod:`audiotune.data.resample`).
     """
 
     resample_rate: int = 16000
@@ -191,6 +193,7 @@ class AudioSpec:
     channel_select: tuple[int, ...] = ()
     clip_length: float = 10.0
     remove_dc: bool = False
+    pad_clips: bool = False
     resampled_length: str = "ceil"
 
     def __post_init__(self) -> None:
@@ -251,9 +254,17 @@ def map_channels(waveform: np.ndarray, mode: str) -> np.ndarray:
     raise ValueError(f"channel mode '{mode}' is not one of {CHANNEL_MODES}")
 
 
-def crop(waveform: np.ndarray, max_samples: int) -> np.ndarray:
-    """Keep the first ``max_samples`` samples of the last axis (0 keeps all)."""
-    return waveform[..., :max_samples] if max_samples > 0 else waveform
+def crop(waveform: np.ndarray, max_samples: int, pad: bool = False) -> np.ndarray:
+    """Keep the first ``max_samples`` samples of the last axis (0 keeps all); ``pad``: a shorter one padded to
+    ``max_samples`` with each channel's mean (the NAIP seeds' Truncate)."""
+    if max_samples <= 0:
+        return waveform
+    short = max_samples - waveform.shape[-1]
+    if not pad or short <= 0:
+        return waveform[..., :max_samples]
+    fill = np.broadcast_to(waveform.mean(axis=-1, keepdims=True, dtype=np.float64).astype(waveform.dtype),
+                           (*waveform.shape[:-1], short))
+    return np.concatenate([waveform, fill], axis=-1)
 
 
 def _frames_to_read(spec: AudioSpec, rate: int, start: int, stop: int) -> int:
@@ -309,10 +320,10 @@ def load_clip(path: str, spec: AudioSpec, expected_rate: float = float("nan"),
     out_rate = spec.output_rate(rate)
     if spec.channel_mode in MIX_FIRST_MODES:  # linear mixes commute with resampling: resample one signal
         mixed = map_channels(waveform, spec.channel_mode)
-        signal = crop(resample(mixed, rate, spec.resample_rate, spec.resampled_length), limit)
+        signal = crop(resample(mixed, rate, spec.resample_rate, spec.resampled_length), limit, spec.pad_clips)
     else:
         resampled = resample(waveform, rate, spec.resample_rate, spec.resampled_length)
-        signal = map_channels(crop(resampled, limit), spec.channel_mode)
+        signal = map_channels(crop(resampled, limit, spec.pad_clips), spec.channel_mode)
     return (signal - signal.mean(dtype=np.float64)).astype(np.float32) if spec.remove_dc else signal, out_rate
 
 
@@ -320,7 +331,7 @@ def prepared_length(num_samples: int, rate: int, spec: AudioSpec, num_channels: 
     """Samples :func:`load_clip` returns for a span of ``num_samples`` frames at ``rate``."""
     num_samples = resampled_count(num_samples, rate, spec.resample_rate, spec.resampled_length)
     limit = spec.max_samples(rate)
-    per_channel = min(num_samples, limit) if limit else num_samples
+    per_channel = (limit if spec.pad_clips else min(num_samples, limit)) if limit else num_samples
     return per_channel * (num_channels if spec.channel_mode in LENGTHENING_MODES else 1)
 
 

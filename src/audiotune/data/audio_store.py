@@ -53,7 +53,7 @@ def segment_key(path: str, span: Span) -> str:
 
 # settings added after stores and feature caches were first written: left out of their keys at these values, so
 # what earlier releases stored is still found
-LATER_SETTINGS: dict[str, Any] = {"remove_dc": False, "resampled_length": "round"}
+LATER_SETTINGS: dict[str, Any] = {"remove_dc": False, "resampled_length": "round", "pad_clips": False}
 
 
 def keyed_settings(settings: dict[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ class InputSpec:
     clip_length: seconds of each training clip (0: whole clips).
     eval_clip_length: seconds of each scored clip (validation, test, evaluate, extract; 0: whole clips).
     remove_dc: each prepared clip less its mean, before any augmentation or feature.
+    pad_clips: each clip shorter than its crop padded to it with its mean (:class:`~audiotune.data.audio.AudioSpec`).
     resampled_length: the count of resampled samples, ``ceil`` or, for runs of config version 5 or earlier,
     ``round`` (:mod:`audiotune.data.resample`).
     features: the front end: waveform (raw samples), fbank (Kaldi log-mel) or mfcc.
@@ -38,6 +39,7 @@ class InputSpec:
     clip_length: float = 10.0
     eval_clip_length: float = 10.0
     remove_dc: bool = False
+    pad_clips: bool = False
     resampled_length: str = "ceil"
     features: str = "fbank"
     waveform_norm: bool = False
@@ -64,7 +66,7 @@ class InputSpec:
         spec = cls(resample_rate=int(audio.resample_rate), channel_mode=audio.channel_mode,
                    channel_select=tuple(audio.channel_select), min_samples=int(audio.min_samples),
                    clip_length=float(audio.clip_length), eval_clip_length=float(scored),
-                   remove_dc=bool(audio.remove_dc),
+                   remove_dc=bool(audio.remove_dc), pad_clips=bool(audio.pad_clips),
                    features=features.features or "fbank", waveform_norm=bool(features.waveform_norm),
                    num_mel_bins=features.num_mel_bins, target_length=int(features.target_length),
                    n_mfcc=features.n_mfcc, n_fft=features.n_fft, n_mels=features.n_mels,
@@ -86,7 +88,7 @@ class InputSpec:
         return AudioSpec(resample_rate=self.resample_rate, channel_mode=self.channel_mode,
                          channel_select=self.channel_select,
                          clip_length=self.clip_length if train else self.eval_clip_length, remove_dc=self.remove_dc,
-                         resampled_length=self.resampled_length)
+                         pad_clips=self.pad_clips, resampled_length=self.resampled_length)
 
     def training_crop(self) -> InputSpec:
         """This spec with scored clips cropped as training clips (to encode training data through the scoring

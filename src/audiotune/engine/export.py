@@ -323,9 +323,11 @@ def sidecar(config: RunConfig, inputs: InputSpec, run_dir: Path, out: Path, fmt:
         "equal_length_batches": equal_length,
         "preprocessing": {
             "before_graph": "decode, map channels by channel_mode, resample to sample_rate (soxr), keep the first "
-                            "clip_seconds (0: whole clips), then with remove_dc subtract the clip's mean",
+                            "clip_seconds (0: whole clips; with pad_clips a shorter clip is padded to them with "
+                            "its mean), then with remove_dc subtract the clip's mean",
             "channel_mode": inputs.channel_mode, "channel_select": list(inputs.channel_select),
-            "clip_seconds": inputs.eval_clip_length, "remove_dc": inputs.remove_dc, "in_graph": _in_graph(inputs),
+            "clip_seconds": inputs.eval_clip_length, "pad_clips": inputs.pad_clips, "remove_dc": inputs.remove_dc,
+            "in_graph": _in_graph(inputs),
         },
         "outputs": [
             {"name": OUTPUT_NAMES[0], "dtype": "float32", "shape": ["batch", widths[0]],

@@ -194,6 +194,12 @@ def seed_flags(layout: SeedLayout, args: dict[str, Any], path: str | Path) -> tu
     return flags, notes
 
 
+def pad_as_the_seeds(config: RunConfig) -> None:
+    """The NAIP seeds' Truncate padded every clip shorter than --clip_length to it with its mean (``pad_clips``, a
+    config option without a flag, set here rather than through the seed's arguments)."""
+    config.audio.pad_clips = config.audio.clip_length > 0
+
+
 def _mfcc_mode(flags: dict[str, Any]) -> list[str]:
     """The ECAPA seed's MFCC mode (``--fbank False``, its default) built the MFCC alone: its fbank-only arguments
     (normalisation, SpecAugment, noise) did nothing, so they are left out (the masks set to none); a note on each
