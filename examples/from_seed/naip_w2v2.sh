@@ -26,8 +26,11 @@ audiotune split "$OUT/splits/table.csv" --out "$OUT/splits" --train_task "Altern
 printf 'distorted Cs,distorted V\n' > "$OUT/labels.txt"
 
 echo "== finetune (run.py -m finetune, the seed's defaults from seeds/naip_w2v2): frozen encoder, hidden state 1"
+# --clip_length 1: the recipe pads every shorter clip to --clip_length as the seed did, and this tiny encoder reads
+# one frame per 10 samples (wav2vec2-base: per 320), so the seed's 10 s would be 16,000 frames a clip here
 audiotune train -c "$OUT/tiny-wav2vec2" -d "$OUT/splits" -l "$OUT/labels.txt" -o "$OUT/exp" \
-  --config seeds/naip_w2v2 --layer 1 --weighted False --freeze True -pm mean -bs 16 -lr 1e-3 -e 1 --seed 0
+  --config seeds/naip_w2v2 --layer 1 --weighted False --freeze True -pm mean -bs 16 -lr 1e-3 -e 1 --seed 0 \
+  --clip_length 1
 
 echo "== eval-only (run.py -m eval-only -mp): the saved run, on the test subjects"
 audiotune evaluate -mp "$OUT/exp" -d "$OUT/splits/test.csv" -o "$OUT/exp_eval"

@@ -81,3 +81,13 @@ def test_every_shipped_recipe_says_what_it_is_in_one_sentence_of_its_first_line(
     for name in recipe_names():
         text = recipe_description(recipe_root() / f"{name}{RECIPE_SUFFIX}")
         assert text and text.endswith((".", ")")) and not text.endswith(":"), (name, text)
+
+
+@pytest.mark.parametrize("name", [name for name in recipe_names() if name.startswith("seeds/naip_")])
+def test_every_naip_seed_recipe_centres_and_pads_its_clips_as_the_seeds(name: str) -> None:
+    """The NAIP seeds' Truncate padded a clip shorter than --clip_length with its mean, and their mixup stage then
+    subtracted it: the clip and its silence, which the model read (seed-notes 1.4)."""
+    from audiotune.config import config_from_dict, read_config_file
+
+    audio = config_from_dict(read_config_file(resolve_recipe(name))).audio
+    assert (audio.pad_clips, audio.remove_dc, audio.clip_length) == (True, True, 10.0)

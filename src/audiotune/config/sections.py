@@ -98,7 +98,7 @@ class AudioConfig:
     remove_dc: bool = option(False, "subtract each clip's mean after the channel mode and crop, before any feature "
                                     "(a DC offset moves MFCCs and raw waveforms; fbank removes it per frame), as "
                                     "the NAIP seeds did")
-    # config only (the NAIP SSAST/ECAPA recipes and `import naip` set it): the seeds' padding, not a new habit
+    # config only (the NAIP seed recipes set it, `import naip` through them): the seeds' padding, not a new habit
     pad_clips: bool = option(False, "pad each clip shorter than --clip_length to it with its mean (silence after "
                                     "--remove_dc), as the NAIP seeds' Truncate stage did", cli=False,
                              needs=needs_on("clip_length", "--clip_length above 0"))
