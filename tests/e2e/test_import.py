@@ -319,6 +319,47 @@ def test_naip_w2v2_weighted_run_imported_evaluates_as_the_seed(tmp_path: Path, c
                  "--clf_bottleneck", "8"]) == 0
 
 
+def labelled_as_the_seeds(ds: dict) -> tuple[Path, Path]:
+    """The dataset's split CSVs with the seed heads' columns (``high`` from ``pitch``) and a label file of LABELS."""
+    split = ds["root"] / "split_seed_heads"
+    split.mkdir()
+    for table in Path(ds["split"]).glob("*.csv"):
+        frame = pd.read_csv(table)
+        frame.assign(high=(frame.pitch == "high").astype(int)).to_csv(split / table.name, index=False)
+    labels = ds["root"] / "seed_labels.txt"
+    labels.write_text("".join(",".join(group) + "\n" for group in LABELS))
+    return split, labels
+
+
+@pytest.mark.slow
+def test_an_imported_w2v2_run_trains_on_as_the_seed_trained(tmp_path: Path) -> None:
+    """The seed's frozen wav2vec2 ran in training mode with its checkpoint's SpecAugment and LayerDrop and kept its
+    last epoch (seeds/naip_w2v2): the imported run says so, and `train --resume` continues it so."""
+    from safetensors.torch import load_file
+
+    ds, encoder = dataset_and_tiny_wav2vec2(tmp_path)
+    seed = SeedW2V2(encoder, weighted=False, shared_dense=False)
+    args = seed_args(ds, tmp_path / "exp", checkpoint=str(encoder), weighted=False, layer=-1, freeze=True,
+                     clip_length=1.0)  # the tiny encoder reads 1,600 frames a second: 10 s padded clips are large
+    weights = save_seed_run(tmp_path / "exp", seed, args, "x_mdl.pt", seed.seed_state_dict())
+    run = tmp_path / "imported"
+    assert main(["import", "naip", str(weights), "-o", str(run)]) == 0
+
+    def meaning(config):
+        return (config.model.freeze, config.model.frozen_train_mode, config.train.keep,
+                *(config.model.options[name] for name in ("mask_time_prob", "mask_time_length", "layerdrop")))
+
+    trained_as = (True, True, "last", 0.05, 10, "checkpoint")
+    assert meaning(load_config(run / "config.yaml")) == trained_as
+    # with masks on, the mask embedding is the seed's (it trained with it)
+    assert torch.equal(load_file(str(run / "model.safetensors"))["backbone.model.masked_spec_embed"],
+                       seed.model.wav2vec2.masked_spec_embed.detach())
+    split, labels = labelled_as_the_seeds(ds)
+    assert main(["train", "--resume", "--config", str(run / "config.yaml"), "-o", str(run), "-d", str(split),
+                 "-l", str(labels), "-e", "2", "-bs", "4"]) == 0
+    assert meaning(load_config(run / "config.yaml")) == trained_as
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("task", "weighted"), [("ft_avgtok", False), ("ft_cls", True)])
 def test_naip_ssast_run_imported_evaluates_as_the_seed(tmp_path: Path, task: str, weighted: bool) -> None:

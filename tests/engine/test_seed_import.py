@@ -6,13 +6,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from audiotune.config import RunConfig
+from audiotune.cli.import_ import seed_config
+from audiotune.config import RunConfig, config_from_dict, read_config_file, resolve_recipe
 from audiotune.engine.seed_import import (
     LAYOUTS,
     SeedImportError,
     check_heads,
     detect_layout,
-    pad_as_the_seeds,
     read_seed_weights,
     seed_flags,
     seed_heads,
@@ -50,10 +50,42 @@ def test_the_ecapa_seed_s_mfcc_mode_leaves_out_its_fbank_only_arguments() -> Non
     assert older["fbank"] is False and "dataset_std" not in older and not notes  # MFCC: nothing divided by 0
 
 
+def imported_config(layout, **args: object) -> RunConfig:
+    """The config `import naip` writes for a seed run of ``layout`` with these arguments (its heads aside)."""
+    flags, _ = seed_flags(layout, {**LABELS, **args}, "args.pkl")
+    return seed_config(flags, "args.pkl", layout.recipe)[0]
+
+
 def test_every_naip_seed_centres_its_clips() -> None:
     """Their mixup stage ran on every clip and, without a second one, subtracted its mean."""
     for layout in LAYOUTS:
-        assert seed_flags(layout, dict(LABELS), "args.pkl")[0]["remove_dc"] is True, layout.seed
+        assert imported_config(layout).audio.remove_dc is True, layout.seed
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda layout: layout.seed)
+def test_an_imported_run_starts_from_its_seed_s_recipe(layout) -> None:
+    """What the seed did without an argument for it is its recipe's (said once there, not restated by the import);
+    the seed's own arguments go on top, and the recipe's runtime and encoder files are not the imported run's."""
+    recipe = config_from_dict(read_config_file(resolve_recipe(layout.recipe)))
+    config = imported_config(layout, epochs=3, num_workers=2, weighted=True)
+    assert (config.train.keep, config.classifier.layer_weights) == ("last", recipe.classifier.layer_weights)
+    assert (config.audio.remove_dc, config.data.complete_rows) == (True, True)
+    assert (config.features.pad, config.features.features) == (recipe.features.pad, recipe.features.features)
+    assert not set(layout.fixed) & {"remove_dc", "complete_rows", "layer_weights", "pad", "pad_clips"}
+    assert (config.train.epochs, config.runtime.num_workers) == (3, 2)  # the seed's arguments over the recipe's
+    assert imported_config(layout).runtime == RunConfig().runtime  # the recipe's workers are not where it runs
+    assert config.model.checkpoint == "" and not config.model.options.get("pretrained_mdl_path")  # the seed's own
+
+
+def test_an_imported_w2v2_run_trains_as_the_seed_trained() -> None:
+    """The w2v2 seed's frozen encoder ran in training mode with its checkpoint's SpecAugment and LayerDrop, and kept
+    its last epoch: a run continued from the import (train --resume) trains so too."""
+    w2v2 = next(layout for layout in LAYOUTS if layout.model == "hf")
+    config = imported_config(w2v2, checkpoint="wav2vec2-base-960h", freeze=True)
+    assert (config.model.frozen_train_mode, config.train.keep, config.model.checkpoint) == \
+        (True, "last", "wav2vec2-base-960h")
+    assert config.model.options == {"mask_time_prob": 0.05, "mask_time_length": 10, "layerdrop": "checkpoint"}
+    assert imported_config(w2v2, freeze=False).model.frozen_train_mode is False  # fine-tuned: nothing frozen
 
 
 @pytest.mark.parametrize("layout", LAYOUTS, ids=lambda layout: layout.seed)
@@ -70,15 +102,12 @@ def test_the_seeds_silent_waveform_augmentations_are_imported_off(layout) -> Non
     assert not any("--gauss" in note for note in notes)  # 0 in the seed too: nothing to say
 
 
-def test_every_naip_seed_pads_its_short_clips_to_clip_length() -> None:
+@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda layout: layout.seed)
+def test_every_naip_seed_pads_its_short_clips_to_clip_length(layout) -> None:
     """Their Truncate stage padded a clip shorter than --clip_length with its mean (seed-notes 1.4); --clip_length 0
     kept whole clips."""
-    config = RunConfig()
-    pad_as_the_seeds(config)
-    assert config.audio.pad_clips is True
-    config.audio.clip_length = 0.0
-    pad_as_the_seeds(config)
-    assert config.audio.pad_clips is False
+    assert imported_config(layout, clip_length=2.0).audio.pad_clips is True
+    assert imported_config(layout, clip_length=0.0).audio.pad_clips is False
 
 
 def test_ssast_pools_as_the_seed_whatever_its_pooling_mode() -> None:
@@ -136,8 +165,4 @@ def test_the_seeds_scheduler_none_stays_a_constant_learning_rate() -> None:
 
 @pytest.mark.parametrize("layout", LAYOUTS, ids=lambda layout: layout.seed)
 def test_every_naip_seed_keeps_only_rows_labelled_in_every_target_column(layout) -> None:
-    from audiotune.cli.import_ import seed_config
-
-    flags, _ = seed_flags(layout, dict(LABELS), "args.pkl")
-    config, applied, _ = seed_config(flags, "args.pkl")
-    assert config.data.complete_rows is True and "complete_rows" in applied
+    assert imported_config(layout).data.complete_rows is True

@@ -109,10 +109,14 @@ class _SeedArgsParser(argparse.ArgumentParser):
         raise ValueError(f"{self.source}: a seed argument is not a valid train flag: {message}")
 
 
-def seed_config(flags: dict[str, Any], source: str) -> tuple[RunConfig, list[str], list[str]]:
+def seed_config(flags: dict[str, Any], source: str, recipe: str = "") -> tuple[RunConfig, list[str], list[str]]:
     """A config from the seed's arguments, each applied as the train flag of its name (the same option
-    declarations and seed spellings as ``audiotune train``); returns it, the arguments applied and those the
+    declarations and seed spellings as ``audiotune train``), over the seed's ``recipe`` as ``--config`` reads it
+    (what the seed did without an argument for it), less what of the recipe is not the seed run's
+    (:func:`~audiotune.engine.seed_import.recipe_for_the_run`); returns it, the arguments applied and those the
     train command has no flag for (or refuses as acting elsewhere: SSAST's --mask_patch acts only in pretraining)."""
+    from audiotune.engine.seed_import import recipe_for_the_run
+
     parser = _SeedArgsParser(prog="audiotune train", allow_abbrev=False, add_help=False)
     parser.source = source
     train.arguments(parser, flags.get("model"))
@@ -132,19 +136,24 @@ def seed_config(flags: dict[str, Any], source: str) -> tuple[RunConfig, list[str
             continue
         argv += [option, *map(str, values)]
         applied.append(name)
+    config = _parsed(parser, argv, source)
+    if recipe:
+        config = recipe_for_the_run(_parsed(parser, ["--config", recipe, *argv], source), config)
+    return config, applied, left
+
+
+def _parsed(parser: _SeedArgsParser, argv: list[str], source: str) -> RunConfig:
     try:
-        config = config_from_args(parser.parse_args(argv), read_inputs=False)
+        return config_from_args(parser.parse_args(argv), read_inputs=False)
     except ValueError as err:
         message = str(err)
         raise ValueError(message if message.startswith(source) else f"{source}: {message}") from None
-    return config, applied, left
 
 
 def _run_naip(args: argparse.Namespace) -> None:
     from audiotune.engine.seed_import import (
         check_heads,
         detect_layout,
-        pad_as_the_seeds,
         read_seed_weights,
         seed_flags,
         seed_heads,
@@ -167,8 +176,7 @@ def _run_naip(args: argparse.Namespace) -> None:
     notes += sizes_in_weights(layout, state, flags)
     if args.checkpoint:
         flags["checkpoint"] = args.checkpoint
-    config, applied, left = seed_config(flags, str(args_file))
-    pad_as_the_seeds(config)
+    config, applied, left = seed_config(flags, str(args_file), layout.recipe)
     config.heads = seed_heads(seed_args, args_file)
     record = {"weights": str(weights), "args": str(args_file), "applied": applied, "not_applied": left,
               "notes": notes}

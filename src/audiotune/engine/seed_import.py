@@ -31,6 +31,7 @@ from audiotune.config import (
 )
 from audiotune.config.augmentation import AUGMENT_GATES
 from audiotune.config.sections import ECAPA_FBANK_SIZES, ECAPA_MFCC_IGNORED
+from audiotune.engine.cv_encoders import encoder_paths
 from audiotune.models.backbones import resolve_config
 from audiotune.models.backbones.hf_checkpoint import weights_quietly
 from audiotune.models.checkpoint import classifier_to_load, save_weights
@@ -54,10 +55,12 @@ class SeedLayout:
 
     ``signature``: a key prefix only this seed's state dicts have. ``renames``: seed key prefix → audiotune key prefix
     (the first that matches). ``dropped``: seed weights with no counterpart (dead heads of the base model).
-    ``fresh``: audiotune weights the seed's fine-tuned model does not have (pretext heads), kept as built.
+    ``fresh``: audiotune weights the seed's model may lack (pretext heads; the mask embedding, there with masks on),
+    kept as built, else the seed's (dropped where the model has none).
     ``aliases``: suffixes of older library versions → today's. ``encoder``: the backbone's attribute written to
-    ENCODER_DIR (``save_pretrained``: a Hugging Face folder). ``fixed``: flags whose seed meaning differs: the value
-    that does what the seed did, and why.
+    ENCODER_DIR (``save_pretrained``: a Hugging Face folder). ``recipe``: the seed's (``train --config seeds/...``),
+    under the seed's arguments. ``fixed``: seed arguments whose meaning differs from today's flag of that name: the
+    value that does what the seed did, and why (what the seed did without an argument is the recipe's).
     """
 
     seed: str
@@ -70,6 +73,7 @@ class SeedLayout:
     layer_weights: str = "weightsum"
     encoder: str = ""
     fixed: Mapping[str, tuple[Any, str]] = field(default_factory=dict)
+    recipe: str = ""
     unheaded: str = ""  # what a state dict of this seed without heads is, and how to use it instead
     described_by: str = "its args.pkl"  # the seed file that says which model its weights are
     extractor: Mapping[str, Any] = field(default_factory=dict)  # the seed's feature extractor, where none was saved
@@ -79,21 +83,15 @@ HEADS = (("dense.", "dense."), ("classifiers.", "classifiers."))
 # transformers 4.x's weight-norm names (the seeds saved with 4.26-4.28) → today's parametrization
 HF_WEIGHT_NORM = ((".weight_g", ".parametrizations.weight.original0"),
                   (".weight_v", ".parametrizations.weight.original1"))
-# the w2v2 and SSAST seeds' --weighted: raw weights (no softmax) on each pooled hidden state
-RAW_WEIGHTS = ("raw", "is how the seed's --weighted weighed its pooled hidden states")
-# what every NAIP seed did: its Mixup stage ran on every clip and, without a second clip, subtracted the waveform's
-# mean; it kept only rows labelled in every target column (dropna(subset=target_labels)); its waveform
-# augmentations never changed a clip (albumentations was handed the sample under a key it does not transform)
-NAIP_FIXED = {"remove_dc": (True, "(the seed's mixup stage subtracted every clip's mean)"),
-              "complete_rows": (True, "is how the seed kept rows: those labelled in every target column"),
-              **{name: (0.0, "was a silent no-op in the seed (its waveform augmentations never changed a clip)")
-                 for name in AUGMENT_GATES}}
+# every NAIP seed's waveform augmentations never changed a clip (albumentations was handed the sample under a key it
+# does not transform); what else they all did (remove_dc, complete_rows, pad_clips) their recipes say
+NAIP_FIXED = {name: (0.0, "was a silent no-op in the seed (its waveform augmentations never changed a clip)")
+              for name in AUGMENT_GATES}
 LAYOUTS = (
     SeedLayout("naip-w2v2", "hf", "model.wav2vec2.feature_extractor.",
                (("model.wav2vec2.", "backbone.model."), *HEADS),
-               dropped=("model.projector.", "model.classifier.", "model.wav2vec2.masked_spec_embed"),
-               aliases=HF_WEIGHT_NORM,
-               encoder="save_pretrained", fixed={"layer_weights": RAW_WEIGHTS, **NAIP_FIXED}),
+               dropped=("model.projector.", "model.classifier."), fresh=("backbone.model.masked_spec_embed",),
+               aliases=HF_WEIGHT_NORM, encoder="save_pretrained", fixed=NAIP_FIXED, recipe="seeds/naip_w2v2"),
     SeedLayout("naip-ssast", "ssast", "v.patch_embed.proj.weight",
                (("v.", "backbone.model.v."), ("mlp_heads.", "classifiers."), HEADS[0]),
                dropped=("v.head.", "v.head_dist."),
@@ -101,13 +99,11 @@ LAYOUTS = (
                       "backbone.model.p_input_", "backbone.model.v.head.", "backbone.model.v.head_dist."),
                encoder="model",
                fixed={"pooling_mode": ("mean", "only merged the seed's ft embeddings; its tokens were averaged"),
-                      "layer_weights": RAW_WEIGHTS,
-                      "pad": ("zero_before_norm", "is how the seed padded its fbank (0, then normalised)"),
-                      **NAIP_FIXED},
+                      **NAIP_FIXED}, recipe="seeds/naip_ssast",
                unheaded="a naip-ssast pretraining checkpoint (no mlp_heads): fine-tune from it as it is, "
                         "`audiotune train --model ssast --pretrained_mdl_path FILE`"),
-    SeedLayout("naip-ecapa-tdnn", "ecapa_tdnn", "model.blocks.0.conv.conv.weight",
-               (("model.", "backbone.ecapa."), *HEADS), encoder="ecapa", fixed=NAIP_FIXED),
+    SeedLayout("naip-ecapa-tdnn", "ecapa_tdnn", "model.blocks.0.conv.conv.weight", (("model.", "backbone.ecapa."),
+               *HEADS), encoder="ecapa", fixed=NAIP_FIXED, recipe="seeds/naip_ecapa"),
 )
 HEAD_COLUMN = "label"  # the column of a categorical seed head's class names (tap tables, JSON split files)
 SKIPPED_ARGS = ("mode", "exp_dir", "dataset", "trained_mdl_path", "finetuned_mdl_path", "pretrained_mdl_path",
@@ -194,10 +190,20 @@ def seed_flags(layout: SeedLayout, args: dict[str, Any], path: str | Path) -> tu
     return flags, notes
 
 
-def pad_as_the_seeds(config: RunConfig) -> None:
-    """The NAIP seeds' Truncate padded every clip shorter than --clip_length to it with its mean (``pad_clips``, a
-    config option without a flag, set here rather than through the seed's arguments)."""
-    config.audio.pad_clips = config.audio.clip_length > 0
+def recipe_for_the_run(config: RunConfig, seed_only: RunConfig) -> RunConfig:
+    """``config`` (the seed's recipe, then its arguments) with what of the recipe is not the seed run's taken from
+    ``seed_only`` (its arguments alone): where it runs (the recipe's runtime, its workers; the seed's arguments on
+    the defaults, as the user's own) and the encoder's files (the recipe's hub id or SSAST-Base-Frame-400.pth: where
+    a new training starts; an imported run's encoder is the seed's own, in its weights). Returns ``config``."""
+    config.runtime = seed_only.runtime
+    for name in encoder_paths(config).keys() | encoder_paths(seed_only).keys():
+        if name in seed_only.model.options:  # the backbone's own option (SSAST's --pretrained_mdl_path)
+            config.model.options[name] = seed_only.model.options[name]
+        elif name in config.model.options:
+            del config.model.options[name]
+        else:
+            setattr(config.model, name, getattr(seed_only.model, name))
+    return config
 
 
 def _mfcc_mode(flags: dict[str, Any]) -> list[str]:
@@ -289,6 +295,9 @@ def map_state(layout: SeedLayout, state: Mapping[str, torch.Tensor], model: Clas
             dropped.append(key)
             continue
         name = _renamed(layout, key, own)
+        if name is not None and name not in own and name.startswith(layout.fresh):
+            dropped.append(key)  # an optional weight this model is built without (the mask embedding, masks off)
+            continue
         if name is None or name not in own:
             unknown.append(key)
             continue
