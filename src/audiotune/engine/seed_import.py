@@ -9,9 +9,8 @@ declared :class:`SeedLayout` per seed and writes config.yaml, model.safetensors,
 """
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,6 @@ from audiotune.outputs import (
     ENCODER_DIR,
     IMPORT_RECORD_FILE,
     MODEL_FILE,
-    OwnedRunDir,
     own_run_dir,
     write_json,
 )
@@ -356,13 +354,6 @@ def _write_encoder(layout: SeedLayout, model: Classifier, source_checkpoint: str
     save_file(state, str(folder / MODEL_FILE))
 
 
-@contextlib.contextmanager
-def owned_import_dir(exp_dir: Path, overwrite: bool) -> Iterator[OwnedRunDir]:
-    """:func:`own_run_dir` for an import, whose only way into a directory holding a run is ``--overwrite``."""
-    with own_run_dir(exp_dir, overwrite=overwrite, command="import", resumable=False) as run_dir:
-        yield run_dir
-
-
 def _encoder_hint(checkpoint: str, given: bool) -> str:
     """What to do when the encoder ``checkpoint`` (given with -c, or the seed's own) cannot be read."""
     from huggingface_hub import constants
@@ -380,7 +371,7 @@ def write_seed_run(layout: SeedLayout, config: RunConfig, state: Mapping[str, to
     ``checkpoint_given``: its encoder checkpoint is the one given with -c, not the seed's."""
     exp_dir = Path(exp_dir)
     source = record.get("weights", "")
-    with owned_import_dir(exp_dir, overwrite) as run_dir:
+    with own_run_dir(exp_dir, overwrite=overwrite, command="import", resumable=False) as run_dir:
         config.exp_dir = str(exp_dir)
         checkpoint = config.model.checkpoint
         try:

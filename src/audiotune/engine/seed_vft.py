@@ -17,12 +17,12 @@ import torch
 
 from audiotune.atomic import atomic_dir
 from audiotune.config import RunConfig, save_config
-from audiotune.engine.seed_import import SeedImportError, owned_import_dir, recipe_config
+from audiotune.engine.seed_import import SeedImportError, recipe_config
 from audiotune.engine.seed_ser import read_lightning_state, save_seed_extractor, today_name
 from audiotune.models.backbones import resolve_config
 from audiotune.models.backbones.hf_checkpoint import check_available, weights_quietly
 from audiotune.models.checkpoint import classifier_to_load, save_weights
-from audiotune.outputs import CONFIG_FILE, ENCODER_DIR, IMPORT_RECORD_FILE, MODEL_FILE, write_json
+from audiotune.outputs import CONFIG_FILE, ENCODER_DIR, IMPORT_RECORD_FILE, MODEL_FILE, own_run_dir, write_json
 
 VFT_RECIPE = "seeds/ser_vft"
 VFT_ENCODER = "model.wav2vec2.wav2vec2."  # DownstreamGeneral.model (PretrainedRNNHead).wav2vec2 (Wav2vec2Wrapper)
@@ -86,7 +86,7 @@ def import_vft_run(path: str | Path, architecture: str, classes: list[str], exp_
                               f"({' '.join(classes)}): give its {outputs} distinct classes in the seed's order")
     check_available(architecture, "-c")  # no network and no local copy: one line at once
     config = vft_config(architecture, classes)
-    with owned_import_dir(exp_dir, overwrite) as run_dir:
+    with own_run_dir(exp_dir, overwrite=overwrite, command="import", resumable=False) as run_dir:
         config.exp_dir = str(exp_dir)
         try:
             resolve_config(config)
