@@ -229,6 +229,45 @@ def test_naip_ecapa_run_imported_evaluates_as_the_seed(tmp_path: Path) -> None:
                  "-bs", "4"]) == 0
 
 
+def seed_ecapa_fbank(path: Path, seconds: float, frames: int, mean: float, std: float) -> torch.Tensor:
+    """The input the ECAPA seed's fbank mode gave its model (seed-notes 1.4, 1.6, 4.2): the clip cut to
+    --clip_length, less its mean, Kaldi fbank (reproduced by audiotune's), zero-padded to its --n_fft frames,
+    normalised: (1, 1, F, T)."""
+    return seed_ssast_fbank(path, seconds, frames, mean, std, bins=24).T[None, None]
+
+
+@pytest.mark.slow  # the seed's full-size ECAPA-TDNN
+def test_naip_ecapa_fbank_padded_past_the_clip_scores_as_the_seed(tmp_path: Path) -> None:
+    """The seed's fbank mode padded 0.5 s (48 frames) to its --n_fft 64 frames and its model read them all: the
+    imported run reads the same 64 frames (its padding holds the seed's normalised zeros)."""
+    ds = make_uid_dataset(tmp_path)  # clips of 0.6 to 0.75 s
+    torch.manual_seed(0)
+    mean, std, frames = -6.0, 3.0, 64
+    seed = SeedEcapa(24, shared_dense=False)
+    for module in seed.modules():
+        if isinstance(module, nn.BatchNorm1d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    args = seed_args(ds, tmp_path / "exp", fbank=True, n_mels=24, n_fft=frames, n_mfcc=80, lin_neurons=192,
+                     clip_length=0.5, freqm=0, timem=0, noise=False, dataset_mean=mean, dataset_std=std,
+                     trained_mdl_path=None)
+    weights = save_seed_run(tmp_path / "exp", seed, args, "split_3_adamw_epoch1_ecapa_tdnn_fbank_mdl.pt")
+    run = tmp_path / "imported"
+    assert main(["import", "naip", str(weights), "-o", str(run)]) == 0
+    assert load_config(run / "config.yaml").model.options["read_padding"] is True
+    table = five_clips(ds)
+    assert main(["evaluate", "--run", str(run), "-d", str(table), "-o", str(run / "eval"), "-bs", "2"]) == 0
+    predictions = pd.read_parquet(run / "eval" / "predictions.parquet").set_index("uid")
+    names = [f"score:{c}" for group in LABELS for c in group]
+    seed.eval()
+    with torch.no_grad():
+        for uid in pd.read_csv(table, index_col=0).index:
+            spec = seed_ecapa_fbank(ds["prefix"] / uid / "waveform.wav", 0.5, frames, mean, std)
+            expected = torch.sigmoid(seed(spec)).numpy()[0]
+            got = predictions.loc[uid, names].to_numpy(dtype=np.float64)
+            assert np.abs(got - expected).max() <= 1e-5, (uid, got, expected)
+
+
 def offset_clips(ds: dict) -> None:
     """The dataset's clips rewritten at 16 kHz (nothing resampled) with a DC offset of their own, as a microphone
     can leave it."""
@@ -381,7 +420,8 @@ def test_naip_ssast_run_imported_evaluates_as_the_seed(tmp_path: Path, task: str
                  "-d", str(ds["split"]), "-l", str(ds["labels"]), "-o", str(tmp_path / "again"), "-e", "0"]) == 0
 
 
-def seed_ssast_fbank(path: Path, seconds: float, frames: int, mean: float, std: float) -> torch.Tensor:
+def seed_ssast_fbank(path: Path, seconds: float, frames: int, mean: float, std: float,
+                     bins: int = 128) -> torch.Tensor:
     """The input the SSAST seed gave its model (seed-notes 1.4, 1.6): the clip resampled to 16 kHz, cut or padded to
     --clip_length with its mean (Truncate), less its mean (Mixup), Kaldi fbank (reproduced by audiotune's), zero-padded
     to --target_length frames, normalised: (T, F)."""
@@ -393,8 +433,8 @@ def seed_ssast_fbank(path: Path, seconds: float, frames: int, mean: float, std: 
     samples = int(seconds * 16000)
     clip = torch.from_numpy(soxr.resample(wave, rate, 16000).astype(np.float32)[:samples])
     clip = torch.cat([clip, clip.mean().repeat(samples - len(clip))])
-    fbank = kaldi_fbank(clip - clip.mean(), 16000, num_mel_bins=128)
-    fbank = torch.cat([fbank, fbank.new_zeros(max(frames - len(fbank), 0), 128)])[:frames]
+    fbank = kaldi_fbank(clip - clip.mean(), 16000, num_mel_bins=bins)
+    fbank = torch.cat([fbank, fbank.new_zeros(max(frames - len(fbank), 0), bins)])[:frames]
     return (fbank - mean) / (2 * std)
 
 

@@ -362,6 +362,36 @@ def test_options_built_directly_are_those_of_a_config_left_at_its_defaults() -> 
     assert EcapaOptions.from_config(config).channels == (16, 16, 48) != EcapaOptions(width).channels
 
 
+def test_read_padding_reads_each_clip_as_its_target_length_frames_as_the_ecapa_seed() -> None:
+    """Left off, a clip's padding is masked (whatever it holds); ``read_padding`` (set by `import naip` for the ECAPA
+    seed's fbank mode) reads every clip as --target_length frames, those past its own the seed's normalised zeros."""
+    config = RunConfig()
+    config.model.options.update(channels=[16, 16, 48], kernel_sizes=[5, 3, 1], dilations=[1, 2, 1], lin_neurons=8)
+    config.features.num_mel_bins, config.features.target_length = 12, 30
+    config.features.dataset_mean, config.features.dataset_std = -6.0, 3.0
+    resolve_config(config)
+    assert EcapaOptions.from_config(config).read_frames == 0  # runs made before keep their masks
+    torch.manual_seed(0)
+    backbone = EcapaBackbone(EcapaOptions.from_config(config)).eval()
+    config.model.options["read_padding"] = True
+    options = EcapaOptions.from_config(config)
+    assert (options.read_frames, options.padding_value) == (30, 1.0)  # (0 - -6) / (2 * 3)
+    reading = EcapaBackbone(options).eval()
+    reading.load_state_dict(backbone.state_dict())
+    feats = torch.randn(2, 30, 12)
+    feats[0, 18:] = 7.0  # what --pad filled
+    lengths = torch.tensor([18, 30])
+    seed_input = feats.clone()
+    seed_input[0, 18:] = 1.0
+    with torch.no_grad():
+        masked, _ = backbone.hidden_states(feats, lengths)
+        torch.testing.assert_close(masked[0][0], backbone.ecapa(feats[:1, :18])[0], atol=1e-5, rtol=0)
+        read, _ = reading.hidden_states(feats, lengths)
+        torch.testing.assert_close(read[0], backbone.ecapa(seed_input), atol=1e-5, rtol=0)
+        torch.testing.assert_close(read[0][1], masked[0][1], atol=1e-5, rtol=0)  # a full clip: the same
+        assert (read[0][0] - masked[0][0]).abs().max() > 1e-4
+
+
 def test_block_sizes_of_different_counts_are_refused_naming_each_flag() -> None:
     config = RunConfig()
     config.model.model = "ecapa_tdnn"

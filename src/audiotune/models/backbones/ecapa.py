@@ -24,6 +24,8 @@ from audiotune.models.backbones.ecapa_model import (
 
 __all__ = ["EcapaBackbone", "EcapaOptions", "build_ecapa", "ecapa_input", "resolve_ecapa"]
 
+READ_AS_SEED = ("read_frames", "padding_value")  # the backbone's, not ECAPA_TDNN's
+
 
 @dataclass
 class EcapaSettings:
@@ -37,6 +39,10 @@ class EcapaSettings:
     se_channels: int = option(128, "ECAPA-TDNN squeeze-excitation channels", valid=AT_LEAST_1)
     res2net_scale: int = option(8, "ECAPA-TDNN Res2Net scale", valid=AT_LEAST_1)
     global_context: bool = option(True, "ECAPA-TDNN attentive pooling with global context")
+    # config only (`import naip` sets it for the ECAPA seed's fbank mode): the seed's reading, not a new habit
+    read_padding: bool = option(False, "read every clip as --target_length frames, its padding included (zeros "
+                                       "before --dataset_mean/--dataset_std), as the ECAPA seed's fbank mode did",
+                                cli=False)
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,8 @@ class EcapaOptions:
     res2net_scale: int = option_default(EcapaSettings, "res2net_scale")
     se_channels: int = option_default(EcapaSettings, "se_channels")
     global_context: bool = option_default(EcapaSettings, "global_context")
+    read_frames: int = 0  # every clip read as this many frames, its padding included (0: its own frames only)
+    padding_value: float = 0.0  # what the frames it reads past a clip's own hold
 
     @classmethod
     def from_config(cls, config: RunConfig) -> EcapaOptions:
@@ -60,8 +68,12 @@ class EcapaOptions:
         m, f = backbone_options(config), input_spec(config)
         input_size = f.num_mel_bins if f.features == "fbank" else f.n_mfcc
         assert input_size is not None  # ecapa_input sets num_mel_bins
+        # the seed zero-padded its fbank before normalising it: (0 - mean) / (2 std)
+        normalised = f.dataset_std is not None and f.dataset_mean is not None
+        padding = -f.dataset_mean / (2 * f.dataset_std) if m.read_padding and normalised else 0.0
         return cls(input_size, m.lin_neurons, tuple(m.channels), tuple(m.kernel_sizes), tuple(m.dilations),
-                   m.attention_channels, m.res2net_scale, m.se_channels, m.global_context)
+                   m.attention_channels, m.res2net_scale, m.se_channels, m.global_context,
+                   f.target_length if m.read_padding else 0, padding)
 
 
 class EcapaBackbone(Backbone):
@@ -74,7 +86,7 @@ class EcapaBackbone(Backbone):
     def __init__(self, options: EcapaOptions) -> None:
         super().__init__()
         self.options = options
-        self.ecapa = ECAPA_TDNN(**asdict(options))
+        self.ecapa = ECAPA_TDNN(**{k: v for k, v in asdict(options).items() if k not in READ_AS_SEED})
         self._embedding_dim = self.ecapa.fc.conv.out_channels
 
     @property
@@ -93,9 +105,15 @@ class EcapaBackbone(Backbone):
         return 1
 
     def hidden_states(self, features: Tensor, lengths: Tensor | None) -> tuple[list[Tensor], Tensor]:
-        """Features (B, T, F), valid frame counts (B,) int -> ([embedding (B, 1, D)], mask (B, 1) all True)."""
+        """Features (B, T, F), valid frame counts (B,) int -> ([embedding (B, 1, D)], mask (B, 1) all True); with
+        ``read_frames`` each clip is read as that many frames, those past its own holding ``padding_value``."""
         B, T = features.shape[:2]
         rel = None
+        if lengths is not None and self.options.read_frames:
+            lengths = lengths.to(features.device)
+            past = torch.arange(T, device=features.device)[None, :] >= lengths[:, None]
+            features = features.masked_fill(past[..., None], self.options.padding_value)
+            lengths = lengths.clamp(min=min(self.options.read_frames, T))
         if lengths is not None:
             rel = frames_to_relative_lengths(lengths.to(features.device), T, dtype=features.dtype)
         emb = self.ecapa(features, rel)
