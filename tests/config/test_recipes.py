@@ -91,3 +91,13 @@ def test_every_naip_seed_recipe_centres_and_pads_its_clips_as_the_seeds(name: st
 
     audio = config_from_dict(read_config_file(resolve_recipe(name))).audio
     assert (audio.pad_clips, audio.remove_dc, audio.clip_length) == (True, True, 10.0)
+
+
+@pytest.mark.parametrize(("flags", "reads_padding"), [((), False), (("--fbank", "True"), True),
+                                                     (("--fbank", "True", "--n_fft", "1024"), True)])
+def test_the_ecapa_seed_recipe_reads_its_fbank_padding_in_fbank_mode_alone(flags: tuple[str, ...],
+                                                                          reads_padding: bool) -> None:
+    """The ECAPA seed's fbank mode read every clip as its --n_fft frames, padding included; its MFCC mode (the
+    recipe's) has no frame count, where the recipe's read_padding does nothing and is left at its default."""
+    config = parse("--config", "seeds/naip_ecapa", *flags)
+    assert config.model.options.get("read_padding", False) is reads_padding

@@ -157,7 +157,6 @@ def _run_naip(args: argparse.Namespace) -> None:
         read_seed_weights,
         seed_flags,
         seed_heads,
-        seed_reading,
         sizes_in_weights,
         write_seed_run,
     )
@@ -179,7 +178,6 @@ def _run_naip(args: argparse.Namespace) -> None:
         flags["checkpoint"] = args.checkpoint
     config, applied, left = seed_config(flags, str(args_file), layout.recipe)
     config.heads = seed_heads(seed_args, args_file)
-    notes += seed_reading(layout, config)
     record = {"weights": str(weights), "args": str(args_file), "applied": applied, "not_applied": left,
               "notes": notes}
     written = write_seed_run(layout, config, state, args.exp_dir, record, overwrite=vars(args)["train.overwrite"],

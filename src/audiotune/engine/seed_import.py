@@ -204,16 +204,6 @@ def recipe_for_the_run(config: RunConfig, seed_only: RunConfig) -> RunConfig:
     return config
 
 
-def seed_reading(layout: SeedLayout, config: RunConfig) -> list[str]:
-    """The ECAPA seed's fbank mode padded or cut every fbank to its ``--n_fft`` frames and its model read them all,
-    padding included (no mask): the run reads them so (the backbone's ``read_padding``). Returns a note on it."""
-    if layout.model != "ecapa_tdnn" or config.features.features != "fbank" or not config.features.target_length:
-        return []
-    config.model.options["read_padding"] = True
-    return [f"ECAPA fbank: every clip is read as its --n_fft {config.features.target_length} frames, the padding "
-            "past its own included, as the seed's model read them"]
-
-
 def _mfcc_mode(flags: dict[str, Any]) -> list[str]:
     """The ECAPA seed's MFCC mode (``--fbank False``, its default) built the MFCC alone: its fbank-only arguments
     (normalisation, SpecAugment, noise) did nothing, so they are left out (the masks set to none); a note on each

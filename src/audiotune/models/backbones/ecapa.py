@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from audiotune.config import AT_LEAST_1, RunConfig, option, option_default
+from audiotune.config import AT_LEAST_1, RunConfig, needs_on, option, option_default
 from audiotune.config.sections import ZERO_PAD
 from audiotune.data.input_spec import InputSpec
 from audiotune.models.backbones import Backbone, backbone_options, input_spec, register
@@ -39,10 +39,12 @@ class EcapaSettings:
     se_channels: int = option(128, "ECAPA-TDNN squeeze-excitation channels", valid=AT_LEAST_1)
     res2net_scale: int = option(8, "ECAPA-TDNN Res2Net scale", valid=AT_LEAST_1)
     global_context: bool = option(True, "ECAPA-TDNN attentive pooling with global context")
-    # config only (`import naip` sets it for the ECAPA seed's fbank mode): the seed's reading, not a new habit
+    # config only (seeds/naip_ecapa, and so `import naip`, sets it): the seed's reading, not a new habit
     read_padding: bool = option(False, "read every clip as --target_length frames, its padding included (zeros "
                                        "before --dataset_mean/--dataset_std), as the ECAPA seed's fbank mode did",
-                                cli=False)
+                                cli=False, needs=needs_on("features.target_length", "--target_length above 0 (the "
+                                                          "frames a clip is read as: the seed's --n_fft with "
+                                                          "--fbank True)"))
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,8 @@ class EcapaOptions:
         input_size = f.num_mel_bins if f.features == "fbank" else f.n_mfcc
         assert input_size is not None  # ecapa_input sets num_mel_bins
         # the seed zero-padded its fbank before normalising it: (0 - mean) / (2 std)
-        normalised = f.dataset_std is not None and f.dataset_mean is not None
-        padding = -f.dataset_mean / (2 * f.dataset_std) if m.read_padding and normalised else 0.0
+        mean, std = f.dataset_mean, f.dataset_std
+        padding = -mean / (2 * std) if m.read_padding and mean is not None and std is not None else 0.0
         return cls(input_size, m.lin_neurons, tuple(m.channels), tuple(m.kernel_sizes), tuple(m.dilations),
                    m.attention_channels, m.res2net_scale, m.se_channels, m.global_context,
                    f.target_length if m.read_padding else 0, padding)
