@@ -7,6 +7,7 @@ import inspect
 import json
 import pickle
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import pytest
 import soundfile as sf
 import torch
 from conftest import HF_TINY, make_uid_dataset, save_hf_checkpoint, tone
-from torch import nn
+from torch import Tensor, nn
 
 from audiotune.cli import main
 from audiotune.config import load_config
@@ -256,16 +257,23 @@ def test_naip_ecapa_fbank_padded_past_the_clip_scores_as_the_seed(tmp_path: Path
     assert main(["import", "naip", str(weights), "-o", str(run)]) == 0
     assert load_config(run / "config.yaml").model.options["read_padding"] is True
     table = five_clips(ds)
+    assert_scores_as_the_seed(run, table, seed, lambda uid: seed_ecapa_fbank(ds["prefix"] / uid / "waveform.wav", 0.5,
+                                                                             frames, mean, std), 1e-5)
+
+
+def assert_scores_as_the_seed(run: Path, table: Path, seed: torch.nn.Module, seed_input: Callable[[str], Tensor],
+                              tolerance: float = 1e-4) -> None:
+    """`evaluate` of the imported ``run`` on ``table`` gives the seed model's sigmoid scores of each clip's input as
+    the seed built it (``seed_input(uid)``), within ``tolerance``."""
     assert main(["evaluate", "--run", str(run), "-d", str(table), "-o", str(run / "eval"), "-bs", "2"]) == 0
     predictions = pd.read_parquet(run / "eval" / "predictions.parquet").set_index("uid")
     names = [f"score:{c}" for group in LABELS for c in group]
     seed.eval()
     with torch.no_grad():
         for uid in pd.read_csv(table, index_col=0).index:
-            spec = seed_ecapa_fbank(ds["prefix"] / uid / "waveform.wav", 0.5, frames, mean, std)
-            expected = torch.sigmoid(seed(spec)).numpy()[0]
+            expected = torch.sigmoid(seed(seed_input(uid))).numpy()[0]
             got = predictions.loc[uid, names].to_numpy(dtype=np.float64)
-            assert np.abs(got - expected).max() <= 1e-5, (uid, got, expected)
+            assert np.abs(got - expected).max() <= tolerance, (uid, got, expected)
 
 
 def offset_clips(ds: dict) -> None:
@@ -313,16 +321,8 @@ def test_naip_ecapa_mfcc_run_imported_scores_as_the_seed(tmp_path: Path, capsys:
     assert (config.features.features, config.features.dataset_mean, config.features.dataset_std,
             config.audio.remove_dc) == ("mfcc", None, None, True)
     table = five_clips(ds)
-    assert main(["evaluate", "--run", str(run), "-d", str(table), "-o", str(run / "eval"), "-bs", "2"]) == 0
-    predictions = pd.read_parquet(run / "eval" / "predictions.parquet").set_index("uid")
-    names = [f"score:{c}" for group in LABELS for c in group]
-    seed.eval()
-    with torch.no_grad():
-        for uid in pd.read_csv(table, index_col=0).index:
-            spec = seed_mfcc(ds["prefix"] / uid / "waveform.wav", 0.5, 24, 64, 400)
-            expected = torch.sigmoid(seed(spec)).numpy()[0]
-            got = predictions.loc[uid, names].to_numpy(dtype=np.float64)
-            assert np.abs(got - expected).max() <= 1e-4, (uid, got, expected)
+    assert_scores_as_the_seed(run, table, seed, lambda uid: seed_mfcc(ds["prefix"] / uid / "waveform.wav", 0.5, 24,
+                                                                      64, 400))
 
 
 def dataset_and_tiny_wav2vec2(tmp_path: Path) -> tuple[dict, Path]:
@@ -454,16 +454,8 @@ def test_naip_ssast_clips_shorter_than_clip_length_score_as_the_seed(tmp_path: P
     run = tmp_path / "imported"
     assert main(["import", "naip", str(weights), "-o", str(run)]) == 0
     table = five_clips(ds)
-    assert main(["evaluate", "--run", str(run), "-d", str(table), "-o", str(run / "eval"), "-bs", "2"]) == 0
-    predictions = pd.read_parquet(run / "eval" / "predictions.parquet").set_index("uid")
-    names = [f"score:{c}" for group in LABELS for c in group]
-    seed.eval()
-    with torch.no_grad():
-        for uid in pd.read_csv(table, index_col=0).index:
-            fbank = seed_ssast_fbank(ds["prefix"] / uid / "waveform.wav", 1.0, frames, mean, std)
-            expected = torch.sigmoid(seed(fbank[None])).numpy()[0]
-            got = predictions.loc[uid, names].to_numpy(dtype=np.float64)
-            assert np.abs(got - expected).max() <= 1e-4, (uid, got, expected)
+    assert_scores_as_the_seed(run, table, seed, lambda uid: seed_ssast_fbank(ds["prefix"] / uid / "waveform.wav", 1.0,
+                                                                             frames, mean, std)[None])
 
 
 def test_a_pickle_that_runs_code_is_refused_before_it_runs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
