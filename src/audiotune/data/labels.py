@@ -26,9 +26,12 @@ import pandas as pd
 
 from audiotune.config import HEAD_KINDS, HeadSpec
 from audiotune.data.errors import DataError
-from audiotune.data.metadata_table import DISTORTION_PARTS, DISTORTIONS
 
 log = logging.getLogger(__name__)
+# the NAIP seeds' label derived from its parts when a split was loaded (1 where either is above 0); `audiotune table`
+# derives it into the table (data/metadata_table.py)
+DISTORTIONS = "distortions"
+DISTORTION_PARTS = ("distorted Cs", "distorted V")
 
 
 @dataclass

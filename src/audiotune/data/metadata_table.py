@@ -24,14 +24,13 @@ import pandas as pd
 from audiotune import storage
 from audiotune.config.sections import RAISE
 from audiotune.data.errors import DataError, refuse_unless_skipped
+from audiotune.data.labels import DISTORTION_PARTS, DISTORTIONS
 from audiotune.data.layout import METADATA_FILE, waveform_name
 from audiotune.outputs import check_output_path, skip_list, write_csv, write_skip_list
 
 IDENTIFIERS = ("subject", "task")
 RESERVED = ("uid", "path", "expected_rate", *IDENTIFIERS)  # columns the table writes itself
 SEVERITY_TO_BINARY = {-1: math.nan, 0: 0.0, 1: 0.0, 2: 1.0, 3: 1.0, 4: 1.0, 5: 1.0, 6: math.nan}
-DISTORTIONS = "distortions"
-DISTORTION_PARTS = ("distorted Cs", "distorted V")
 
 
 def _scores(entries: Any, key: str, source: str) -> dict[str, float]:
