@@ -27,6 +27,8 @@ def test_the_encoding_names_the_file_without_listing_the_folder() -> None:
         raise AssertionError("listed")
     assert waveform_name({"encoding": "vorbis"}, listing, "m.json") == "waveform.ogg"
     assert waveform_name({"encoding": "Opus"}, listing, "m.json") == "waveform.opus"
+    # the NAIP seeds read waveform.wav for every encoding but MP3 (a recorder's LINEAR16, PCM_16)
+    assert waveform_name({"encoding": "LINEAR16"}, listing, "m.json") == "waveform.wav"
     assert waveform_name({}, lambda: ["waveform.mp3", "waveform.FLAC", "notes.wav"], "m.json") == "waveform.FLAC"
 
 

@@ -26,7 +26,10 @@ from audiotune.data.errors import DataError
 from audiotune.data.manifest import AUDIO_EXTENSIONS, find_audio
 from audiotune.outputs import ONE_TABLE, SPLITS
 
-ENCODING_EXTENSIONS = {"MP3": "mp3", "WAV": "wav", "FLAC": "flac", "OGG": "ogg", "VORBIS": "ogg"}
+# a metadata.json ``encoding`` -> the extension of its waveform file; any other encoding (LINEAR16, PCM_16, ...) is
+# read as waveform.wav, as the NAIP seeds read every encoding but MP3
+ENCODING_EXTENSIONS = {"MP3": "mp3", "WAV": "wav", "FLAC": "flac", "OGG": "ogg", "VORBIS": "ogg", "OPUS": "opus"}
+OTHER_ENCODINGS = "wav"
 METADATA_FILE = "metadata.json"  # in a uid folder, beside its waveform file
 WAVEFORM_STEM = "waveform"  # a uid folder's audio: waveform.EXT
 
@@ -169,12 +172,13 @@ def _metadata(folder: Path | str) -> dict:
 
 
 def waveform_name(meta: dict, listing: Callable[[], Iterable[str]], where: str) -> str:
-    """The name of a uid folder's audio file: ``waveform.EXT``, EXT from the ``encoding`` of its metadata; without
-    one, the first audio file (:data:`AUDIO_EXTENSIONS`) named ``waveform.*`` among the folder's file names
-    (``listing``, called only then). ``where``: the metadata file, named in the error when there is none."""
+    """The name of a uid folder's audio file: ``waveform.EXT``, EXT from the ``encoding`` of its metadata
+    (:data:`ENCODING_EXTENSIONS`); without one, the first audio file (:data:`AUDIO_EXTENSIONS`) named ``waveform.*``
+    among the folder's file names (``listing``, called only then). ``where``: the metadata file, named in the error
+    when there is none."""
     encoding = str(meta.get("encoding", "")).upper()
     if encoding:
-        return f"{WAVEFORM_STEM}.{ENCODING_EXTENSIONS.get(encoding, encoding.lower())}"
+        return f"{WAVEFORM_STEM}.{ENCODING_EXTENSIONS.get(encoding, OTHER_ENCODINGS)}"
     found = sorted(name for name in listing() if name.startswith(f"{WAVEFORM_STEM}.")
                    and posixpath.splitext(name)[1].lower() in AUDIO_EXTENSIONS)
     if not found:
