@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import dataclasses
 import functools
 import io
 from typing import Any
@@ -25,6 +26,7 @@ from audiotune.config import (
     RunConfig,
     Stage,
     config_to_dict,
+    option_default,
     recipe_root,
 )
 from audiotune.models import backbones
@@ -455,7 +457,7 @@ SEED_DEFAULTS = {
 # the recipes of `audiotune pretrain`, which refuses the options of labels and heads
 PRETRAIN_RECIPES = ("ser_tapt", "ser_ptapt", "naip_ssast_pretrain")
 # a recipe's value for when its switch is on (the seed's way of --weighted): at its default while the switch is off
-SWITCHED_ON = {"classifier.layer_weights": ["--weighted", "true"]}
+SWITCHED_ON = {"classifier.layer_weights": ["--weighted", "true"], "model.read_padding": ["--fbank", "True"]}
 
 
 def test_every_seed_recipe_loads_with_the_seed_defaults() -> None:
@@ -473,8 +475,11 @@ def test_every_seed_recipe_loads_with_the_seed_defaults() -> None:
         for section, values in yaml.safe_load(path.read_text()).items():
             for option, value in values.items():
                 key = f"{section}.{option}"
-                if key in SWITCHED_ON:
-                    assert written[section][option] == value_of(args, plain, key), (name, key, "switch off")
+                if key in SWITCHED_ON:  # its switch off: the default (a backbone's option: its declared one)
+                    backbone = backbones.options_classes()[config.model.model]
+                    off = option_default(backbone, option) if section == "model" and option in {
+                        spec.name for spec in dataclasses.fields(backbone)} else value_of(args, plain, key)
+                    assert written[section][option] == off, (name, key, "switch off")
                     written_on = config_to_dict(outcome([command, "--config", str(path), *SWITCHED_ON[key]])[1])
                     assert written_on[section][option] == value, (name, key, "switch on")
                 else:
