@@ -72,3 +72,24 @@ def test_a_value_that_did_nothing_is_the_same_settings_as_none(tmp_path: Path) -
     # (and in --weighted: with ECAPA-TDNN, the default model, a softmax-weighted sum of its one state does nothing)
     with pytest.raises(RunDirError, match=r"differs in config\.classifier\.layer_weights[,)]"):
         check_settings_record(path, weighted, "a cross-validation", "resume it")
+
+
+def test_a_backbone_option_added_since_a_folder_was_made_counts_as_its_default(tmp_path: Path) -> None:
+    """A folder made before ECAPA-TDNN had read_padding records its model section without it; a rerun whose settings
+    hold it at its default (a recipe's value read at its default) asks for the same settings; where it acts, on, it
+    is another setting."""
+    made = RunConfig()
+    made.model.model, made.features.features, made.features.target_length = "ecapa_tdnn", "fbank", 100
+    config = config_to_dict(made)
+    config.pop("exp_dir")
+    config.pop("heads")
+    config["model"]["read_padding"] = False
+    record = {"folds": {"folds": 3}, "config": config}
+    earlier = copy.deepcopy(record)
+    del earlier["config"]["model"]["read_padding"]  # as the folder's record was written
+    path = tmp_path / "cv_config.yaml"
+    path.write_text(yaml.safe_dump(earlier))
+    check_settings_record(path, record, "a cross-validation", "resume it")
+    config["model"]["read_padding"] = True
+    with pytest.raises(RunDirError, match=r"differs in config\.model\.read_padding\)"):
+        check_settings_record(path, record, "a cross-validation", "resume it")

@@ -2,13 +2,15 @@
 than the folder was made with is refused, naming the settings that differ."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from audiotune.config import config_from_dict, config_to_dict, upgrade_sections, with_added_options
+from audiotune.config import config_from_dict, config_to_dict, default_of, upgrade_sections, with_added_options
 from audiotune.data.prepare import head_options_at_defaults
+from audiotune.models.backbones import options_classes
 from audiotune.models.option_checks import idle_at_defaults
 from audiotune.outputs import RunDirError
 
@@ -28,8 +30,20 @@ def _as_read_now(earlier: dict, current: dict, source: str) -> dict:
     as_read = {section: {name: read.get(section, {}).get(name, value) for name, value in options.items()}
                if isinstance(options, dict) else read.get(section, options)
                for section, options in recorded.items()}  # only what it records (not the folder, nor the heads)
-    completed = with_added_options(as_read, current, source)
+    completed = _with_added_backbone_options(with_added_options(as_read, current, source), current)
     return without_idle({**completed, **{key: current[key] for key in FREE_SECTIONS if key in current}}, source)
+
+
+def _with_added_backbone_options(earlier: dict, current: dict) -> dict:
+    """``earlier`` with the options of its backbone that ``current`` records and it lacks (added since, such as
+    ECAPA-TDNN's read_padding) at their defaults, as :func:`~audiotune.config.with_added_options` adds the sections'."""
+    model, now = earlier.get("model"), current.get("model")
+    if not (isinstance(model, dict) and isinstance(now, dict)) or model.get("model") != now.get("model"):
+        return earlier
+    options = options_classes().get(str(model.get("model")))
+    added = {spec.name: default_of(spec) for spec in dataclasses.fields(options) if spec.name in now
+             and spec.name not in model} if options is not None else {}
+    return {**earlier, "model": {**model, **added}}
 
 
 def without_idle(sections: dict, source: str) -> dict:
