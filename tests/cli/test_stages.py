@@ -22,6 +22,7 @@ from audiotune.cli.flags import CONFIG_STAGES
 from audiotune.cli.seed_flags import Refused
 from audiotune.cli.stats import STATS_OPTIONS
 from audiotune.config import (
+    CLASSIFIER_STAGES,
     ENCODING,
     EVERYWHERE,
     SECTIONS,
@@ -29,6 +30,7 @@ from audiotune.config import (
     Stage,
     TrainConfig,
     acts_of,
+    config_to_dict,
     default_of,
     describe_acts,
     recipe_root,
@@ -380,3 +382,64 @@ def test_a_run_config_holding_a_head_option_its_labels_lack_starts_a_run_without
     assert loaded("--labeling_method", "hard").train.labeling_method == "hard"
     labels.write_text("a,b,c:soft\n")  # with a soft head it acts
     assert loaded().train.labeling_method == "hard"
+
+
+def test_a_run_made_before_its_recipe_set_an_option_resumes_with_the_recipe_as_it_was_made(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """seeds/naip_ecapa gained pad_clips after runs were made with it: such a run's config.yaml (written as then,
+    without it) resumed with the same recipe goes on without it, named on stderr, instead of being refused as
+    changed, the next time too (its config.yaml then records it at its default); a run that records the recipe's
+    value keeps it, silently; one given on the command line is the user's (refused as a change)."""
+    from audiotune.engine.resume import resumed_changes
+
+    def loaded(run: Path, *argv: str) -> RunConfig:
+        args = build_parser().parse_args(["train", "--config", "seeds/naip_ecapa", "-o", str(run), "--clip_length",
+                                          "1", *argv])
+        return config_from_args(args, read_inputs=False)
+
+    made, before = tmp_path / "made_today", tmp_path / "made_before"
+    for run in (made, before):
+        run.mkdir()
+        save_config(resolve_config(loaded(run)), run / "config.yaml")  # as train writes it
+    written = yaml.safe_load((before / "config.yaml").read_text())
+    del written["audio"]["pad_clips"], written["model"]["read_padding"]
+    (before / "config.yaml").write_text(yaml.safe_dump(written))
+    capsys.readouterr()
+
+    for _ in range(2):  # resumed, its config.yaml is written again, with pad_clips at its default
+        config = resolve_config(loaded(before, "--resume"))
+        assert not config.audio.pad_clips
+        assert capsys.readouterr().err.strip() == (
+            f"--config {recipe_root() / 'seeds' / 'naip_ecapa.yaml'}: {before} was made before the recipe set "
+            "--pad_clips True; it goes on without them, as it was made")
+        assert resumed_changes(before, config, CLASSIFIER_STAGES) == {}
+        save_config(config, before / "config.yaml")
+    today = resolve_config(loaded(made, "--resume"))
+    assert today.audio.pad_clips and not capsys.readouterr().err
+    assert resumed_changes(made, today, CLASSIFIER_STAGES) == {}
+    with pytest.raises(ValueError, match=r"options that differ from the run's config\.yaml \(lin_neurons 192 -> 96"):
+        resumed_changes(before, resolve_config(loaded(before, "--resume", "--lin_neurons", "96")), CLASSIFIER_STAGES)
+
+
+def test_a_cv_folder_made_before_its_recipe_set_an_option_goes_on_as_it_was_made(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The settings a cv folder recorded (cv_config.yaml's ``config``) before seeds/naip_ecapa set pad_clips: a rerun
+    with the recipe reads it at the recorded default, named on stderr; a folder that records it keeps the recipe's."""
+    from audiotune.cli.stages import config_file_sections, keep_what_the_record_predates
+
+    args = build_parser().parse_args(["cv", "--config", "seeds/naip_ecapa", "-d", "t.csv", "-o", str(tmp_path),
+                                      "--clip_length", "1"])
+    config = config_from_args(args, read_inputs=False)
+    recorded = config_to_dict(config)
+    del recorded["audio"]["pad_clips"]
+    record = tmp_path / "cv_config.yaml"
+    record.write_text(yaml.safe_dump({"folds": {"folds": 3}, "config": recorded}))
+    capsys.readouterr()
+    keep_what_the_record_predates(config, *config_file_sections(args), set(), str(record), "config")
+    assert not config.audio.pad_clips
+    assert f"{tmp_path} was made before the recipe set --pad_clips True" in capsys.readouterr().err
+    recorded["audio"]["pad_clips"] = True
+    record.write_text(yaml.safe_dump({"folds": {"folds": 3}, "config": recorded}))
+    again = config_from_args(args, read_inputs=False)
+    assert keep_what_the_record_predates(again, *config_file_sections(args), set(), str(record), "config") \
+        .audio.pad_clips and not capsys.readouterr().err

@@ -9,6 +9,7 @@ from audiotune.cli.config_args import config_from_args
 from audiotune.cli.flags import add_audio_dir, add_config_flags, add_grouping_flags, declare_role
 from audiotune.cli.seed_flags import refuse_declared
 from audiotune.cli.show import quiet_lightning
+from audiotune.cli.stages import config_file_sections, given_options, keep_what_the_record_predates
 from audiotune.cli.values import options_of
 from audiotune.data.folds import FOLD_PLACEHOLDER, VAL_GROUPS, FoldOptions
 from audiotune.storage import Role
@@ -47,6 +48,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
     quiet_lightning(args.verbose)
     config = config_from_args(args)
+    keep_what_the_record_predates(config, *config_file_sections(args), given_options(args),
+                                  storage.join(config.exp_dir, CV_CONFIG_FILE), "config")
     if config.train.val_share:  # from a --config file (the flag is refused as it is parsed)
         raise ValueError(f"--val_share {config.train.val_share}: {VAL_SHARE}")
     if not fold_paths(config):  # an encoder per fold is checked per fold, once the folds are known

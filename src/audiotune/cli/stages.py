@@ -8,17 +8,29 @@ a run's config.yaml value whose switch is off with the options given goes back t
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import re
 import sys
 from collections.abc import Iterable
 from typing import Any
 
-from audiotune.config import RunConfig, Stage, acts_of, default_of, describe_acts
-from audiotune.config.files import read_config_file
+from audiotune import storage
+from audiotune.config import (
+    SECTIONS,
+    RunConfig,
+    Stage,
+    acts_of,
+    config_from_dict,
+    default_of,
+    describe_acts,
+    upgrade_sections,
+)
+from audiotune.config.files import parse_config_file, read_config_file
 from audiotune.config.recipes import is_shipped, resolve_recipe
 from audiotune.data.prepare import head_options_at_defaults
 from audiotune.models import backbones, option_checks
+from audiotune.storage import CONFIG_FILE
 
 # The options that describe an encoder read without a run (-c CHECKPOINT --model NAME, its input and the backbone's
 # own options); a run reads its own config, so beside --run they are refused (:func:`refuse_encoder_flags`)
@@ -111,6 +123,9 @@ def own_idle_at_defaults(config: RunConfig, config_file: str | None, raw: dict[s
     way, said in the recipe). A resumed run reads its file as it is (it goes on as it was made). Returns
     ``config``."""
     shipped = bool(config_file) and is_shipped(str(config_file))
+    if shipped and config.train.resume and config.exp_dir:
+        keep_what_the_record_predates(config, config_file, raw, given, storage.join(config.exp_dir, CONFIG_FILE),
+                                      stage=stage, say=say)
     if not config_file or config.train.resume or not (shipped or "version" in raw):
         return config
     changed = option_checks.idle_at_defaults(config, frozenset(given), stage)
@@ -120,6 +135,56 @@ def own_idle_at_defaults(config: RunConfig, config_file: str | None, raw: dict[s
     if changed and say and not shipped:
         print(f"--config {config_file}: left at their defaults, as they do nothing with the options given: "
               f"{' / '.join(changed)}", file=sys.stderr)
+    return config
+
+
+def keep_what_the_record_predates(config: RunConfig, config_file: str | None, raw: dict[str, Any],
+                                  given: Iterable[str], record: str, key: str = "", stage: Stage | None = None,
+                                  say: bool = True) -> RunConfig:
+    """A run resumed, a cv or a sweep folder run again, with a shipped recipe (``config_file``, ``raw``: its sections)
+    goes on as it was made: each option the recipe sets away from its default that acts where it trains (``stage``:
+    as :func:`~audiotune.models.option_checks.idle_at_defaults` tells)
+    while the settings recorded at ``record`` (a run's config.yaml; under ``key`` of a folder's record) leave it out
+    or hold its default (the recipe set it after they were written, such as ``pad_clips``) takes its default back,
+    unless ``given`` on the command line (``section.name``, ``options.NAME``); named on stderr with ``say``.
+    Returns ``config``."""
+    if not config_file or not is_shipped(str(config_file)) or not storage.isfile(record):
+        return config
+    with storage.open_input(record) as handle:
+        written = parse_config_file(handle.read(), record)
+    sections = written.get(key) if key else written
+    if not isinstance(sections, dict):  # not a record this release reads: the check of the record names it
+        return config
+    try:
+        earlier = config_from_dict(sections, source=record)
+    except ValueError:
+        return config
+    given = set(given)
+    acting = copy.deepcopy(config)  # the values that act where the runs train
+    option_checks.idle_at_defaults(acting, frozenset(given), stage)
+    fresh, options_class = RunConfig(), backbones.options_classes().get(config.model.model)
+    defaults = {f"{section}.{spec.name}": default_of(spec) for section in SECTIONS
+                for spec in dataclasses.fields(getattr(fresh, section))}
+    if options_class is not None:
+        defaults |= {f"options.{spec.name}": default_of(spec) for spec in dataclasses.fields(options_class)}
+    model_fields = {spec.name for spec in dataclasses.fields(earlier.model)}
+    changed = []
+    for section, options in upgrade_sections(raw, str(config_file)).items():
+        if section not in SECTIONS or not isinstance(options, dict):
+            continue
+        for name, value in options.items():
+            part = section if section != "model" or name in model_fields else "options"
+            if f"{part}.{name}" in given or f"{part}.{name}" not in defaults:
+                continue
+            default = defaults[f"{part}.{name}"]
+            made = earlier.model.options.get(name, default) if part == "options" else getattr(getattr(earlier, part),
+                                                                                            name)
+            if made == default and option_checks.option_value(acting, part, name) not in (made, None):
+                option_checks.set_option(config, part, name, made)
+                changed.append(as_flag(name, value))
+    if changed and say:
+        print(f"--config {config_file}: {storage.parent(record)} was made before the recipe set "
+              f"{' / '.join(changed)}; it goes on without them, as it was made", file=sys.stderr)
     return config
 
 

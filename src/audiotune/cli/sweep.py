@@ -11,7 +11,12 @@ from audiotune.cli.command import Command
 from audiotune.cli.config_args import apply_flags, config_from_args
 from audiotune.cli.flags import ONE_PROCESS_NOTES, add_config_flags, add_path, declare_role
 from audiotune.cli.show import quiet_lightning
-from audiotune.cli.stages import config_file_sections, given_options, own_idle_at_defaults
+from audiotune.cli.stages import (
+    config_file_sections,
+    given_options,
+    keep_what_the_record_predates,
+    own_idle_at_defaults,
+)
 from audiotune.cli.values import integer, options_of
 from audiotune.config import RunConfig, check_config
 from audiotune.engine.resume import refuse_head_options_of_runs, refuse_inactive_of_runs
@@ -68,6 +73,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     # a recipe's value whose switch is off goes back to its default per trial: a trial's flags may turn it on
     base = config_from_args(args, own_idle=False)
     config_file, raw = config_file_sections(args)
+    keep_what_the_record_predates(base, config_file, raw, given_options(args),
+                                  storage.join(base.exp_dir, SWEEP_SPACE_FILE), "config")
     shared = own_idle_at_defaults(copy.deepcopy(base), config_file, raw, given_options(args))
     made = storage.isfile(storage.join(base.exp_dir, SWEEP_SPACE_FILE))  # a rerun goes on as it was made
     refuse_inactive_of_runs(shared, made)  # the flags all trials share, refused as train would
