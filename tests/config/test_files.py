@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from audiotune.config import RunConfig
-from audiotune.config.files import config_to_dict, load_config, save_config, with_added_options
+from audiotune.config.files import config_to_dict, load_config, save_config
 from audiotune.models.backbones import resolve_config
 
 
@@ -72,14 +72,3 @@ def test_options_given_only_under_options_read(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({"model": {"model": "ecapa_tdnn", "options": [16]}}))
     with pytest.raises(ValueError, match=re.escape(f"{path}: model section: 'options' must hold the backbone's")):
         load_config(path)
-
-
-def test_a_settings_record_of_an_earlier_release_equals_todays_record_of_the_same_config() -> None:
-    """A cross-validation or sweep folder records config_to_dict; one written with both copies is still the same
-    settings, so a rerun is not refused for it."""
-    today = config_to_dict(ecapa_config())
-    earlier = {**today, "model": {**today["model"], "options": dict(ecapa_config().model.options)}}
-    assert with_added_options(earlier, today) == today
-    earlier["model"]["options"]["res2net_scale"] = 4
-    with pytest.raises(ValueError, match="cv_config.yaml: model option 'res2net_scale' is written twice"):
-        with_added_options(earlier, today, "cv_config.yaml")

@@ -93,3 +93,46 @@ def test_a_backbone_option_added_since_a_folder_was_made_counts_as_its_default(t
     config["model"]["read_padding"] = True
     with pytest.raises(RunDirError, match=r"differs in config\.model\.read_padding\)"):
         check_settings_record(path, record, "a cross-validation", "resume it")
+
+
+def _cv_record(config: RunConfig) -> dict:
+    sections = config_to_dict(config)
+    sections.pop("exp_dir")
+    sections.pop("heads")
+    return {"folds": {"folds": 3}, "config": sections}
+
+
+def test_a_record_written_with_the_backbone_options_nested_is_the_same_settings(tmp_path: Path) -> None:
+    """An earlier release wrote the backbone's options both flat and nested under ``options``: the same settings;
+    a value written twice that differs is an error naming the record."""
+    config = RunConfig()
+    config.model.model, config.model.options = "ecapa_tdnn", {"lin_neurons": 16, "res2net_scale": 8}
+    record = _cv_record(config)
+    earlier = copy.deepcopy(record)
+    earlier["config"]["model"]["options"] = dict(config.model.options)
+    path = tmp_path / "cv_config.yaml"
+    path.write_text(yaml.safe_dump(earlier))
+    check_settings_record(path, record, "a cross-validation", "resume it")
+    earlier["config"]["model"]["options"]["res2net_scale"] = 4
+    path.write_text(yaml.safe_dump(earlier))
+    with pytest.raises(ValueError, match="cv_config.yaml: model option 'res2net_scale' is written twice"):
+        check_settings_record(path, record, "a cross-validation", "resume it")
+
+
+def test_a_record_written_before_the_runtime_section_is_the_same_settings(tmp_path: Path) -> None:
+    """A record written when the worker count and precision were train options, or with another format version,
+    asks for the same settings as today's record of them; another worker count is free (where the runs run)."""
+    config = RunConfig()
+    config.runtime.num_workers, config.runtime.precision = 3, "bf16"
+    record = _cv_record(config)
+    earlier = copy.deepcopy(record)
+    runtime = earlier["config"].pop("runtime")
+    earlier["config"]["train"].update(runtime)
+    earlier["config"]["version"] = 1
+    path = tmp_path / "cv_config.yaml"
+    path.write_text(yaml.safe_dump(earlier))
+    check_settings_record(path, record, "a cross-validation", "resume it")
+    earlier["config"]["train"]["learning_rate"] = 0.5
+    path.write_text(yaml.safe_dump(earlier))
+    with pytest.raises(RunDirError, match=r"differs in config\.train\.learning_rate\)"):
+        check_settings_record(path, record, "a cross-validation", "resume it")

@@ -21,14 +21,14 @@ from audiotune.config import (
     RunConfig,
     Stage,
     acts_of,
-    config_from_dict,
     default_of,
     describe_acts,
     upgrade_sections,
 )
-from audiotune.config.files import parse_config_file, read_config_file
+from audiotune.config.files import read_config_file
 from audiotune.config.recipes import is_shipped, resolve_recipe
 from audiotune.data.prepare import head_options_at_defaults
+from audiotune.engine.records import as_made, read_record_config
 from audiotune.models import backbones, option_checks
 from audiotune.storage import CONFIG_FILE
 
@@ -148,25 +148,15 @@ def keep_what_the_record_predates(config: RunConfig, config_file: str | None, ra
     or hold its default (the recipe set it after they were written, such as ``pad_clips``) takes its default back,
     unless ``given`` on the command line (``section.name``, ``options.NAME``); named on stderr with ``say``.
     Returns ``config``."""
-    if not config_file or not is_shipped(str(config_file)) or not storage.isfile(record):
+    if not config_file or not is_shipped(str(config_file)):
         return config
-    with storage.open_input(record) as handle:
-        written = parse_config_file(handle.read(), record)
-    sections = written.get(key) if key else written
-    if not isinstance(sections, dict):  # not a record this release reads: the check of the record names it
-        return config
-    try:
-        earlier = config_from_dict(sections, source=record)
-    except ValueError:
+    earlier = read_record_config(record, key)  # None: not a record this release reads (its check names it)
+    if earlier is None:
         return config
     given = set(given)
     acting = copy.deepcopy(config)  # the values that act where the runs train
     option_checks.idle_at_defaults(acting, frozenset(given), stage)
-    fresh, options_class = RunConfig(), backbones.options_classes().get(config.model.model)
-    defaults = {f"{section}.{spec.name}": default_of(spec) for section in SECTIONS
-                for spec in dataclasses.fields(getattr(fresh, section))}
-    if options_class is not None:
-        defaults |= {f"options.{spec.name}": default_of(spec) for spec in dataclasses.fields(options_class)}
+    untold = as_made({"model": {"model": config.model.model}}, str(config_file))  # a record of nothing: defaults
     model_fields = {spec.name for spec in dataclasses.fields(earlier.model)}
     changed = []
     for section, options in upgrade_sections(raw, str(config_file)).items():
@@ -174,12 +164,11 @@ def keep_what_the_record_predates(config: RunConfig, config_file: str | None, ra
             continue
         for name, value in options.items():
             part = section if section != "model" or name in model_fields else "options"
-            if f"{part}.{name}" in given or f"{part}.{name}" not in defaults:
+            known = name in untold.model.options if part == "options" else hasattr(getattr(untold, part), name)
+            if f"{part}.{name}" in given or not known:
                 continue
-            default = defaults[f"{part}.{name}"]
-            made = earlier.model.options.get(name, default) if part == "options" else getattr(getattr(earlier, part),
-                                                                                            name)
-            if made == default and option_checks.option_value(acting, part, name) not in (made, None):
+            made, default, acts = (option_checks.option_value(found, part, name) for found in (earlier, untold, acting))
+            if made == default and acts not in (made, None):
                 option_checks.set_option(config, part, name, made)
                 changed.append(as_flag(name, value))
     if changed and say:

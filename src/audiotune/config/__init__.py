@@ -27,7 +27,6 @@ from audiotune.config.files import (
     read_config_file,
     save_config,
     upgrade_sections,
-    with_added_options,
 )
 from audiotune.config.options import (
     AT_LEAST_0,
@@ -100,5 +99,5 @@ __all__ = [
     "FeatureConfig", "HeadSpec", "ModelConfig", "RunConfig", "RuntimeConfig", "TrainConfig", "check_config",
     "check_types", "config_changes", "config_from_dict", "config_to_dict", "describe_range", "load_config", "option",
     "range_problems", "read_config_file", "recipe_description", "recipe_names", "recipe_root", "resolve_recipe",
-    "save_config", "upgrade_sections", "with_added_options",
+    "save_config", "upgrade_sections",
 ]

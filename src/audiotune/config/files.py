@@ -105,23 +105,6 @@ def _one_copy(model: dict[str, Any], source: str) -> dict[str, Any]:
     return model
 
 
-def with_added_options(earlier: dict[str, Any], current: dict[str, Any], source: str = "config") -> dict[str, Any]:
-    """``earlier`` (sections of options, as :func:`config_to_dict` wrote them for an earlier release) with the
-    options that ``current`` has and it lacks at their defaults: an option added since then, left at its default,
-    keeps the earlier behaviour, so the two records compare equal. The version is the record's format, not an
-    option: it is taken from ``current``. ``source`` names the file ``earlier`` was read from in errors."""
-    defaults = config_to_dict(RunConfig())
-    earlier = upgrade_sections(earlier, source)
-    upgraded = dict(earlier)
-    if "version" in current and "version" in earlier:
-        upgraded["version"] = current["version"]
-    for section, options in current.items():
-        before, known = earlier.get(section), defaults.get(section)
-        if isinstance(options, dict) and isinstance(before, dict) and isinstance(known, dict):
-            upgraded[section] = {**before, **{k: known[k] for k in options if k not in before and k in known}}
-    return upgraded
-
-
 def config_from_dict(raw: dict[str, Any], source: str = "config", base: RunConfig | None = None) -> RunConfig:
     """Rebuild a RunConfig; unknown keys are an error naming the key, missing keys take ``base``'s values
     (default: the defaults)."""

@@ -1,16 +1,20 @@
-"""Settings records of experiment folders (a cross-validation, a sweep): a rerun that asks for other settings
-than the folder was made with is refused, naming the settings that differ."""
+"""What a run or a folder recorded, as this release reads it (:func:`as_made`: the options added since as the run
+went without them), and the settings records of experiment folders (a cross-validation, a sweep): a rerun that asks
+for other settings than the folder was made with is refused, naming the settings that differ."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from audiotune.config import config_from_dict, config_to_dict, default_of, upgrade_sections, with_added_options
+from audiotune import storage
+from audiotune.config import RunConfig, config_from_dict, config_to_dict, default_of, upgrade_sections
+from audiotune.config.files import parse_config_file
 from audiotune.data.prepare import head_options_at_defaults
-from audiotune.models.backbones import options_classes
+from audiotune.models.backbones import options_classes, resolve_config
 from audiotune.models.option_checks import idle_at_defaults
 from audiotune.outputs import RunDirError
 
@@ -18,32 +22,64 @@ from audiotune.outputs import RunDirError
 FREE_SECTIONS = ("runtime", "version")
 
 
+def as_made(sections: dict, source: str, resolved: bool = False) -> RunConfig:
+    """The config recorded in ``sections`` (a run's config.yaml, a folder record's ``config``) as this release reads
+    a config of its version (the meanings its version had: :func:`~audiotune.config.config_from_dict`), with every
+    option added since it was written as the run went without it: the sections' at their defaults, its backbone's
+    at their declared defaults, or as they resolve when nothing is said of them (``resolved``: to compare with a
+    resolved config; one that holds an option refused since, one that did nothing, takes the declared defaults).
+    Raises ValueError for sections this release cannot read."""
+    earlier = config_from_dict(sections, source=source)
+    recorded = dict(earlier.model.options)
+    added: dict[str, Any] | None = None
+    if resolved:
+        try:
+            added = resolve_config(copy.deepcopy(earlier)).model.options
+        except (ValueError, OSError):
+            added = None
+    if added is None:
+        options = options_classes().get(earlier.model.model)
+        added = {spec.name: default_of(spec) for spec in dataclasses.fields(options)} if options is not None else {}
+    earlier.model.options = {**added, **recorded}
+    return earlier
+
+
+def read_record_config(path: str, key: str = "") -> RunConfig | None:
+    """The config recorded at ``path`` (a run's config.yaml; under ``key`` of a folder's record), local or remote, as
+    :func:`as_made` reads it; None where there is none, or none this release reads (the check of the record names
+    it)."""
+    if not storage.isfile(path):
+        return None
+    with storage.open_input(path) as handle:
+        written = parse_config_file(handle.read(), path)
+    sections = written.get(key) if key else written
+    if not isinstance(sections, dict):
+        return None
+    try:
+        return as_made(sections, path)
+    except ValueError:
+        return None
+
+
 def _as_read_now(earlier: dict, current: dict, source: str) -> dict:
-    """A recorded config as this release reads a config of its version (the meanings its version had: see
-    :func:`~audiotune.config.config_from_dict`), the options added since at their defaults
-    (:func:`~audiotune.config.with_added_options`), and the free sections as ``current``'s."""
+    """A recorded config as :func:`as_made` reads it, the options it records and those ``current`` records (added
+    since), and the free sections as ``current``'s."""
     recorded = upgrade_sections(earlier, source)
     try:
-        read = config_to_dict(config_from_dict(recorded, source=source))
+        read = config_to_dict(as_made(recorded, source))
     except ValueError:  # not a config this release reads: compared as recorded
         read = recorded
-    as_read = {section: {name: read.get(section, {}).get(name, value) for name, value in options.items()}
-               if isinstance(options, dict) else read.get(section, options)
-               for section, options in recorded.items()}  # only what it records (not the folder, nor the heads)
-    completed = _with_added_backbone_options(with_added_options(as_read, current, source), current)
-    return without_idle({**completed, **{key: current[key] for key in FREE_SECTIONS if key in current}}, source)
 
+    def kept(section: str, options: dict) -> dict:
+        now, got = current.get(section), read.get(section)
+        got = got if isinstance(got, dict) else {}
+        names = dict.fromkeys([*options, *(now if isinstance(now, dict) else ())])
+        return {name: got.get(name, options.get(name)) for name in names if name in got or name in options}
 
-def _with_added_backbone_options(earlier: dict, current: dict) -> dict:
-    """``earlier`` with the options of its backbone that ``current`` records and it lacks (added since, such as
-    ECAPA-TDNN's read_padding) at their defaults, as :func:`~audiotune.config.with_added_options` adds the sections'."""
-    model, now = earlier.get("model"), current.get("model")
-    if not (isinstance(model, dict) and isinstance(now, dict)) or model.get("model") != now.get("model"):
-        return earlier
-    options = options_classes().get(str(model.get("model")))
-    added = {spec.name: default_of(spec) for spec in dataclasses.fields(options) if spec.name in now
-             and spec.name not in model} if options is not None else {}
-    return {**earlier, "model": {**model, **added}}
+    # only the sections it records (not the folder, nor the heads)
+    as_read = {section: kept(section, options) if isinstance(options, dict) else read.get(section, options)
+               for section, options in recorded.items()}
+    return without_idle({**as_read, **{key: current[key] for key in FREE_SECTIONS if key in current}}, source)
 
 
 def without_idle(sections: dict, source: str) -> dict:

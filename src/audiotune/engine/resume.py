@@ -18,9 +18,11 @@ from audiotune.config import (
     config_changes,
     load_config,
     option_default,
+    read_config_file,
 )
 from audiotune.data.prepare import check_head_options, idle_head_options, training_label_groups
-from audiotune.models.backbones import backbone_options, input_spec, resolve_config
+from audiotune.engine.records import as_made
+from audiotune.models.backbones import input_spec, resolve_config
 from audiotune.models.option_checks import refuse_inactive, without_idle_options
 from audiotune.outputs import CONFIG_FILE, CONFIG_HISTORY_FILE, write_bytes
 
@@ -38,26 +40,13 @@ def keep_resumed_version(exp_dir: Path, config: RunConfig) -> None:
             config.version = earlier.version
 
 
-def _with_added_options(earlier: RunConfig) -> RunConfig:
-    """``earlier`` (a run's config) with the backbone options audiotune added since the run was made as they resolve
-    when nothing is said of them (the run went without them; the resumed config resolves them alike); those it
-    records stay as they are."""
-    recorded = dict(earlier.model.options)
-    try:
-        resolved = resolve_config(copy.deepcopy(earlier)).model.options
-    except (ValueError, OSError):  # it holds an option refused since (one that did nothing): declared defaults
-        options = backbone_options(earlier)
-        resolved = dataclasses.asdict(options) if options is not None else {}
-    earlier.model.options = {**resolved, **recorded}
-    return earlier
-
-
 def resumed_changes(exp_dir: Path, config: RunConfig, stages: frozenset[Stage] = EVERYWHERE) -> dict[str, list]:
     """The options a resumed run changes from its config.yaml: an error naming them without ``--allow_changes``;
     ``stages``: where the run trains its encoder (what an option whose switch is off does depends on it)."""
     # an option whose switch is off did nothing: given or left out, no change; the run's encoder reads them (the
     # recorded one may be a URL)
-    earlier = without_idle_options(_with_added_options(load_config(exp_dir / CONFIG_FILE)), config, stages)
+    recorded = exp_dir / CONFIG_FILE
+    earlier = without_idle_options(as_made(read_config_file(recorded), str(recorded), resolved=True), config, stages)
     config = without_idle_options(config, config, stages)
     kinds = {head.kind for head in config.heads}  # and one of a kind of head the run lacks did nothing
     for part in (earlier, config):
