@@ -97,3 +97,30 @@ def test_import_naip_with_an_unreachable_c_hub_id_asks_for_a_local_copy(tmp_path
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"(-c {hub_id}: that hub id cannot be reached offline; pass a local copy" in err
     assert "pass -c with" not in err and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("kind", ["naip", "tap2key"])
+def test_an_import_writes_its_run_with_the_run_directory_and_overwrite_flags_of_train(kind: str) -> None:
+    """-o/--exp_dir is the run directory to write and --overwrite [BOOL] replaces it, in train and every import
+    that writes a run; tap2key's first spelling, --out, still reads."""
+    from audiotune.cli import build_parser
+    from audiotune.cli.flags import path_roles
+    from audiotune.storage import Role
+
+    spellings = ["-o", "--exp_dir", "--exp-dir", *(["--out"] if kind == "tap2key" else [])]
+    for flag in spellings:
+        args = build_parser().parse_args(["import", kind, "seed", flag, "r"])
+        assert (args.exp_dir, path_roles(args)["exp_dir"], vars(args)["train.overwrite"]) == \
+            ("r", Role.RUN_OUTPUT, False)
+    for given, expected in (([], True), (["True"], True), (["False"], False)):
+        for command in (["import", kind, "seed", "-o", "r"], ["train", "-o", "r"]):
+            assert vars(build_parser().parse_args([*command, "--overwrite", *given]))["train.overwrite"] is expected
+
+
+def test_import_ser_takes_overwrite_as_train_does() -> None:
+    from audiotune.cli import build_parser
+
+    for given, expected in (([], True), (["yes"], True), (["False"], False)):
+        args = build_parser().parse_args(["import", "ser", "c.ckpt", "--out", "r", "--classes", "a", "--overwrite",
+                                          *given])
+        assert vars(args)["train.overwrite"] is expected

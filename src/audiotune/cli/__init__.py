@@ -84,6 +84,7 @@ def build_parser(model: str | None = None, full_help: bool = False) -> argparse.
         command.arguments(sub, model)
         for nested in _nested(sub):  # a command's subcommands (import naip, vertex job, ...) take them too
             _common_flags(nested)
+            nested.formatter_class = HelpFormatter
         refuse_retired(sub, command.name)
         sub.usage = compact_usage(sub)
         arrange(sub, full_help)

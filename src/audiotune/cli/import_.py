@@ -17,6 +17,13 @@ from audiotune.config import RunConfig
 from audiotune.storage import Role
 
 SEED_ARGS_FILE = "args.pkl"  # the seeds' pickled arguments, next to their *_mdl.pt
+OVERWRITE = "train.overwrite"  # the dest train gives --overwrite, which remote staging reads
+
+
+def add_run_output(parser: argparse.ArgumentParser, *extra: str) -> None:
+    """``-o/--exp_dir``: the run directory an import writes, spelt as train's (``extra``: older spellings)."""
+    add_path(parser, *spellings("exp_dir", ("-o", *extra)), role=Role.RUN_OUTPUT, dest="exp_dir", required=True,
+             metavar="PATH", help="the imported run")
 
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
@@ -32,13 +39,11 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_path(naip, "weights", role=Role.INPUT, help="the seed's *_mdl.pt (a torch state dict)")
     add_path(naip, "--args", role=Role.INPUT, dest="seed_args",
              help=f"the seed's pickled arguments (default: {SEED_ARGS_FILE} beside the weights)")
-    add_path(naip, *spellings("exp_dir", ("-o",)), role=Role.RUN_OUTPUT, dest="exp_dir", required=True,
-             help="run directory to write")
+    add_run_output(naip)
     add_path(naip, *spellings("checkpoint", ("-c",)), role=Role.INPUT, dest="checkpoint",
              help="naip-w2v2: the encoder the seed fine-tuned (hub id or folder) when args.pkl's checkpoint is "
                   "not reachable here; its architecture and feature extractor are read, not its weights")
-    naip.add_argument("--overwrite", dest="train.overwrite", action="store_true",
-                      help="replace the run already in --exp_dir")
+    add_option_flag(naip, "train.overwrite", dest=OVERWRITE)
     ser = kinds.add_parser(
         "ser", allow_abbrev=False,
         help="the wav2vec2 of an FT-w2v2-ser Lightning checkpoint (V-FT, TAPT, P-TAPT) as an encoder folder; "
@@ -54,7 +59,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     ser.add_argument("--classes", nargs="+", metavar="CLASS",
                      help="V-FT: the classes of its head's outputs, in the seed's order (its emoset, e.g. anger "
                           "happy neutral sad): import the whole classifier as a run directory")
-    ser.add_argument("--overwrite", action="store_true", help="with --classes: replace the run already in --out")
+    add_option_flag(ser, "train.overwrite", dest=OVERWRITE, help="with --classes: replace the run already in --out")
     add_path(ser, *spellings("architecture", ("-c",)), role=Role.INPUT, dest="architecture",
              default="facebook/wav2vec2-base",
              help="hub id or folder whose config and feature extractor the seed fine-tuned (default "
@@ -70,10 +75,8 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                     "as the seed model.")
     add_path(tap2key, "checkpoint", role=Role.INPUT,
              help="the seed's model folder (its Trainer's output_dir or a checkpoint-N folder in it)")
-    add_path(tap2key, *spellings("out", ("-o",)), role=Role.RUN_OUTPUT, dest="out", required=True,
-             help="run directory to write")
-    tap2key.add_argument("--overwrite", dest="train.overwrite", action="store_true",
-                         help="replace the run already in --out")
+    add_run_output(tap2key, "--out")  # the spelling it had first
+    add_option_flag(tap2key, "train.overwrite", dest=OVERWRITE)
     clusters = kinds.add_parser(
         "clusters", allow_abbrev=False,
         help="the seed's all-clus.json (or one K-clus.json) as the pseudo-label parquet of "
@@ -180,7 +183,7 @@ def _run_naip(args: argparse.Namespace) -> None:
     config.heads = seed_heads(seed_args, args_file)
     record = {"weights": str(weights), "args": str(args_file), "applied": applied, "not_applied": left,
               "notes": notes}
-    written = write_seed_run(layout, config, state, args.exp_dir, record, overwrite=vars(args)["train.overwrite"],
+    written = write_seed_run(layout, config, state, args.exp_dir, record, overwrite=vars(args)[OVERWRITE],
                              checkpoint_given=bool(args.checkpoint))
     print(f"{args.exp_dir}: {layout.seed} run imported ({len(state)} tensors, {len(written['dropped'])} unused by "
           f"audiotune; {len(applied)} seed arguments applied, not applied: {', '.join(left) or 'none'})")
@@ -192,10 +195,10 @@ def _run_ser(args: argparse.Namespace) -> None:
     from audiotune.engine.seed_ser import import_ser_encoder
     from audiotune.engine.seed_vft import VFT_HEAD, import_vft_run
 
-    if args.overwrite and not args.classes:
+    if vars(args)[OVERWRITE] and not args.classes:
         raise ValueError("--overwrite replaces a run directory (--classes); an encoder folder is never replaced")
     if args.classes:
-        done = import_vft_run(args.checkpoint, args.architecture, args.classes, args.out, args.overwrite)
+        done = import_vft_run(args.checkpoint, args.architecture, args.classes, args.out, vars(args)[OVERWRITE])
         print(f"{args.out}: V-FT classifier of {args.checkpoint} imported as a run ({done['tensors']} tensors, "
               f"classes {' '.join(args.classes)}); not carried: {', '.join(done['dropped']) or 'nothing'} (unused "
               "by the seed's forward)")
@@ -214,8 +217,8 @@ def _run_ser(args: argparse.Namespace) -> None:
 def _run_tap2key(args: argparse.Namespace) -> None:
     from audiotune.engine.seed_tap2key import import_tap2key_run
 
-    done = import_tap2key_run(args.checkpoint, args.out, overwrite=vars(args)["train.overwrite"])
-    print(f"{args.out}: {done['architecture']} of {args.checkpoint} imported as a run ({done['tensors']} tensors, "
+    done = import_tap2key_run(args.checkpoint, args.exp_dir, overwrite=vars(args)[OVERWRITE])
+    print(f"{args.exp_dir}: {done['architecture']} of {args.checkpoint} imported as a run ({done['tensors']} tensors, "
           f"classes {' '.join(done['classes'])}); not carried: {', '.join(done['dropped']) or 'nothing'}")
     for note in done["notes"]:
         print(f"  {note}")
