@@ -93,3 +93,15 @@ def test_a_bucket_beside_a_run_reads_a_relative_prefix_and_is_refused_without_on
     for idle in (["-b", "bkt"], ["-b", "bkt", "-i", "gs://other/lake"]):
         with pytest.raises(ValueError, match=r"-b/--bucket_name bkt: .* give -i PREFIX or --cloud, or leave -b out"):
             scoring_data(build_parser().parse_args([*SCORING[command], *idle]))
+
+
+@pytest.mark.parametrize("command", [["evaluate", "-d", "t.csv"], ["extract", "-d", "t.csv"], ["export", "--out", "m"],
+                                     ["attention", "--audio", "a.wav"], ["cluster", "--out", "l.parquet"],
+                                     ["report", "folder"]])
+def test_every_command_reading_a_run_takes_its_folder_or_its_model_file_under_one_set_of_spellings(
+        command: list[str]) -> None:
+    """--run (the seeds' --trained_mdl_path, -mp) names the run directory or the model.safetensors inside it, in
+    every command that reads a trained run."""
+    for flag in ("--run", "--trained_mdl_path", "-mp", "--finetuned_mdl_path"):
+        assert build_parser().parse_args([*command, flag, "runs/r1/model.safetensors"]).run == "runs/r1"
+    assert build_parser().parse_args([*command, "--run", "runs/r1/"]).run == "runs/r1"

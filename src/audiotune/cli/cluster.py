@@ -7,7 +7,7 @@ from pathlib import Path
 from audiotune.cli.command import Command
 from audiotune.cli.config_args import config_from_args
 from audiotune.cli.flags import ONE_PROCESS_NOTES, add_config_flags, add_path, refuse_other_options
-from audiotune.cli.run_flags import scoring_data
+from audiotune.cli.run_flags import add_run_flag, scoring_data
 from audiotune.cli.stages import refuse_encoder_flags
 from audiotune.cli.values import FlatCounts, cluster_counts, options_of
 from audiotune.config import ENCODING
@@ -33,9 +33,9 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     refuse_other_options(parser, "not an option of cluster, which labels every frame of whole "
                                                   "clips with a frozen encoder on one device (its options: "
                                                   "audiotune cluster --help)")
-    add_path(parser, "--run", role=Role.RUN, help="trained run directory whose (fine-tuned) encoder makes the frames, "
-                                                  "after the run's --frame_activation, its audio under the run's own "
-                                                  "-i/-s unless given (default: the -c encoder as loaded)")
+    add_run_flag(parser, required=False, help="trained run directory whose (fine-tuned) encoder makes the frames, "
+                                              "after the run's --frame_activation, its audio under the run's own "
+                                              "-i/-s unless given (default: the -c encoder as loaded)")
     add_path(parser, "--out", role=Role.OUTPUT_FILE, required=True, help="parquet file of frame labels")
     parser.add_argument("--num_clusters", "--num-clusters", dest="num_clusters", type=cluster_counts,
                         nargs="+", action=FlatCounts, default=DEFAULTS.num_clusters,

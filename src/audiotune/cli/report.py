@@ -8,7 +8,7 @@ import os
 from audiotune import storage
 from audiotune.cli.command import Command
 from audiotune.cli.flags import add_path, add_section_flags, add_storage_flags
-from audiotune.cli.run_flags import SCORING_DATA, scoring_data
+from audiotune.cli.run_flags import SCORING_DATA, add_run_flag, scoring_data
 from audiotune.cli.values import integer
 from audiotune.outputs import REPORT_FILE, TAPS_REPORT_SUFFIX, sidecar
 from audiotune.report import CLIP_KB, CLIPS_PER_CLASS
@@ -26,9 +26,9 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_path(parser, "-d", "--data_split_root", "--data-split-root", role=Role.TABLE, dest="data_split_root",
              default="", help="the table the run scored, for its clips and groups (default: the run's own "
                               "--data_split_root, or the table an evaluation folder recorded)")
-    add_path(parser, "--run", role=Role.RUN, default="",
-             help="the run an evaluation folder scored with (default: the run it recorded, else the folder "
-                  "above it)")
+    add_run_flag(parser, required=False, default="",
+                 help="the run an evaluation folder scored with (default: the run it recorded, else the folder above "
+                      "it)")
     parser.add_argument("--split", default="", help="the split whose clips are played and broken down by group "
                                                      "(default test, else val, else the one scored; a cross-"
                                                      "validation: over its folds)")

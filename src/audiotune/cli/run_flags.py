@@ -26,11 +26,13 @@ DEVICE_OPTIONS = ("runtime.accelerator", "runtime.devices", "runtime.precision")
 SCORING_OPTIONS = (*BATCH_OPTIONS, *DEVICE_OPTIONS, "runtime.num_nodes")
 
 
-def add_run_flag(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    """``--run``: the run directory a command reads (or the model.safetensors inside it)."""
+def add_run_flag(parser: argparse.ArgumentParser, required: bool = True,
+                 help: str = "run directory of `audiotune train`", default: str | None = None) -> None:
+    """``--run``: the run directory a command reads (or the model.safetensors inside it); ``help``: what the run is
+    to the command."""
     add_path(parser, "--run", "--trained_mdl_path", "--trained-mdl-path", "-mp", "--finetuned_mdl_path",
-             "--finetuned-mdl-path", role=Role.RUN, dest="run", required=required, type=run_dir_of,
-             help="run directory of `audiotune train` (or the model.safetensors inside it)")
+             "--finetuned-mdl-path", role=Role.RUN, dest="run", required=required, type=run_dir_of, default=default,
+             help=f"{help} (or the model.safetensors inside it)")
 
 
 def add_run_options(parser: Any, keys: tuple[str, ...], notes: dict[str, str] | None = None) -> None:
