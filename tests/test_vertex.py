@@ -188,6 +188,28 @@ def test_job_options_say_what_they_set_and_their_defaults(kind: str, capsys: pyt
     defaults = {"--machine_type": machine.machine_type, "--accelerator_type": machine.accelerator_type,
                 "--accelerator_count": machine.accelerator_count, "--boot_disk_gb": machine.boot_disk_gb}
     if kind == "tune":
-        defaults.update({"--trials": 10, "--parallel": 2, "--max_failed": 0})
+        defaults.update({"--trials": 10, "--parallel": 2, "--max_failed": "Vertex AI decides"})
     for flag, default in defaults.items():  # a help text, then the default
         assert re.search(rf"{flag} [A-Z_]+ \w[^()-]*\(default: {default}\)", text), flag
+
+
+@pytest.mark.parametrize(("given", "count"), [([], 0), (["--max_failed", "0"], 1), (["--max-failed", "2"], 3)])
+def test_max_failed_counts_the_failures_tolerated_as_sweep_does(tmp_path: Path, given: list[str], count: int) -> None:
+    """sweep --max_failed N goes on through N failed trials and stops at the next; a tuning job given the same flag
+    fails at the same trial (Vertex AI's maxFailedTrialCount counts the failure that fails the job; 0: its own
+    choice)."""
+    (tmp_path / "space.yaml").write_text(VERTEX_SPACE)
+    out = tmp_path / "tune.json"
+    assert main(["vertex", "tune", "--name", "t", "--image", "img", "--space", str(tmp_path / "space.yaml"),
+                 "--out", str(out), *given, "--", *VERTEX_COMMAND]) == 0
+    assert json.loads(out.read_text())["maxFailedTrialCount"] == count
+
+
+def test_a_negative_max_failed_is_refused_before_the_spec_is_written(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "space.yaml").write_text(VERTEX_SPACE)
+    out = tmp_path / "tune.json"
+    assert main(["vertex", "tune", "--name", "t", "--image", "img", "--space", str(tmp_path / "space.yaml"),
+                 "--out", str(out), "--max_failed", "-1", "--", *VERTEX_COMMAND]) == 2
+    assert "--max_failed -1: the failed trials tolerated, at least 0" in capsys.readouterr().err
+    assert not out.exists()

@@ -10,8 +10,9 @@ import pandas as pd
 from audiotune import storage, vertex, vertex_results
 from audiotune.cli.command import Command
 from audiotune.cli.config_args import config_from_args
-from audiotune.cli.flags import add_path, path_roles
+from audiotune.cli.flags import add_path, path_roles, spellings
 from audiotune.cli.help import HelpFormatter
+from audiotune.cli.values import integer
 from audiotune.config import check_config
 from audiotune.models.option_checks import refuse_inactive
 from audiotune.storage import Role
@@ -30,26 +31,28 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
         job.allow_abbrev = False
         job.add_argument("--name", required=True, help="display name of the job")
         job.add_argument("--image", required=True, help="container image with audiotune (see Dockerfile.cuda)")
-        job.add_argument("--machine_type", default=vertex.Machine.machine_type,
+        job.add_argument(*spellings("machine_type"), dest="machine_type", default=vertex.Machine.machine_type,
                          help="Compute Engine machine type of each machine")
-        job.add_argument("--accelerator_type", default=vertex.Machine.accelerator_type,
-                         help="GPU type of each machine; NONE for a CPU job")
-        job.add_argument("--accelerator_count", type=int, default=vertex.Machine.accelerator_count,
-                         help="GPUs per machine")
-        job.add_argument("--replicas", type=int, default=1,
+        job.add_argument(*spellings("accelerator_type"), dest="accelerator_type",
+                         default=vertex.Machine.accelerator_type, help="GPU type of each machine; NONE for a CPU job")
+        job.add_argument(*spellings("accelerator_count"), dest="accelerator_count", type=integer,
+                         default=vertex.Machine.accelerator_count, help="GPUs per machine")
+        job.add_argument("--replicas", type=integer, default=1,
                          help="machines (nodes); above 1 the command gets --num_nodes and runs as DDP")
-        job.add_argument("--boot_disk_gb", type=int, default=vertex.Machine.boot_disk_gb,
-                         help="boot disk of each machine, in GB")
+        job.add_argument(*spellings("boot_disk_gb"), dest="boot_disk_gb", type=integer,
+                         default=vertex.Machine.boot_disk_gb, help="boot disk of each machine, in GB")
         add_path(job, "--out", role=Role.OUTPUT_FILE, required=True, help="JSON spec to write")
         if kind == "job":
-            job.add_argument("--base_output", default="", help="gs:// root of the job's AIP_MODEL_DIR")
+            job.add_argument(*spellings("base_output"), dest="base_output", default="",
+                             help="gs:// root of the job's AIP_MODEL_DIR")
         else:
             add_path(job, "--space", role=Role.INPUT, required=True,
                      help="search space YAML (metric, goal, parameters)")
-            job.add_argument("--trials", type=int, default=10, help="trials in all")
-            job.add_argument("--parallel", type=int, default=2, help="trials run at once")
-            job.add_argument("--max_failed", type=int, default=0,
-                             help="failed trials that fail the job; 0 lets Vertex AI decide")
+            job.add_argument("--trials", type=integer, default=10, help="trials in all")
+            job.add_argument("--parallel", type=integer, default=2, help="trials run at once")
+            job.add_argument(*spellings("max_failed"), dest="max_failed", type=integer, default=None,
+                             help="failed trials tolerated; one more fails the job, as one more stops a sweep "
+                                  "(default: Vertex AI decides)")
         job.add_argument("job_command", nargs="...", metavar="-- COMMAND",
                          help="the audiotune command the job runs, and its flags")
     results = kinds.add_parser("results", help="trials table of a finished hyperparameter-tuning job",
@@ -97,9 +100,20 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         return {f"--{dest}": str(getattr(parsed, dest)) for dest, role in path_roles(parsed).items()
                 if role in WRITTEN and getattr(parsed, dest, None)}
 
-    spec = vertex.run_command(args, parse, outputs)
+    spec = vertex.run_command(_with_vertex_counts(args), parse, outputs)
     print(f"{args.out}: {'CustomJob' if args.vertex_command == 'job' else 'HyperparameterTuningJob'} "
           f"{spec['displayName']!r}")
+
+
+def _with_vertex_counts(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with ``--max_failed N`` (failed trials tolerated, as sweep's) as Vertex AI counts it: the failed
+    trials that fail the job, N + 1 (0, not given: Vertex AI decides)."""
+    tolerated = vars(args).get("max_failed")
+    if tolerated is None:
+        return argparse.Namespace(**{**vars(args), "max_failed": 0})
+    if tolerated < 0:
+        raise ValueError(f"--max_failed {tolerated}: the failed trials tolerated, at least 0")
+    return argparse.Namespace(**{**vars(args), "max_failed": tolerated + 1})
 
 
 COMMAND = Command("vertex", "write a Vertex AI CustomJob or hyperparameter-tuning job spec (JSON) that runs an "
