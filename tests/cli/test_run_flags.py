@@ -1,6 +1,7 @@
 """The run's options a scoring command sets anew: every spelling, choice and check of the option's declaration."""
 from __future__ import annotations
 
+import argparse
 import dataclasses
 
 import pytest
@@ -105,3 +106,17 @@ def test_every_command_reading_a_run_takes_its_folder_or_its_model_file_under_on
     for flag in ("--run", "--trained_mdl_path", "-mp", "--finetuned_mdl_path"):
         assert build_parser().parse_args([*command, flag, "runs/r1/model.safetensors"]).run == "runs/r1"
     assert build_parser().parse_args([*command, "--run", "runs/r1/"]).run == "runs/r1"
+
+
+@pytest.mark.parametrize("command", SCORING)
+def test_the_data_a_scoring_command_reads_is_the_data_options_flag(command: str) -> None:
+    """-d of evaluate and extract is train's: its spellings, its role, and its help (extract also reads a folder of
+    audio, as the option's help says)."""
+    def flag(parser_of: str) -> argparse.Action:
+        parser = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+        return parser[parser_of]._option_string_actions["-d"]
+
+    scoring, train = flag(command), flag("train")
+    assert scoring.option_strings == train.option_strings and scoring.required
+    assert scoring.help.startswith(train.help.rpartition(" [")[0]) and "a folder of audio" in scoring.help
+    assert build_parser().parse_args(SCORING[command]).data_split_root == "test.csv"

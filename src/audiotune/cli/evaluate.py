@@ -19,7 +19,7 @@ DATA = (*SCORING_DATA, *ROWS)
 
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
-    add_scoring_flags(parser)
+    add_scoring_flags(parser, data_note="; here labelled rows: a CSV, or every split of a split directory")
     add_path(parser, *spellings("exp_dir", ("-o",)), role=Role.OUTPUT_DIR, dest="exp_dir",
              help="output folder (default RUN/evaluate)")
     parser.add_argument("--aggregate", choices=AGGREGATE_MODES,

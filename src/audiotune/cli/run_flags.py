@@ -12,7 +12,6 @@ from audiotune.cli.flags import (
     add_path,
     add_section_flags,
     add_storage_flags,
-    spellings,
 )
 from audiotune.cli.seed_flags import in_bucket
 from audiotune.config.sections import AUDIO_ROOT
@@ -42,12 +41,11 @@ def add_run_options(parser: Any, keys: tuple[str, ...], notes: dict[str, str] | 
         add_option_flag(parser, key, of_run=True, note=(notes or {}).get(key.partition(".")[2], ""))
 
 
-def add_scoring_flags(parser: argparse.ArgumentParser, run_required: bool = True) -> None:
-    """The flags of a command that scores rows with a trained run: the run, the data (with ``-i/-s`` as in
-    train), batching, bad audio, where it runs."""
+def add_scoring_flags(parser: argparse.ArgumentParser, run_required: bool = True, data_note: str = "") -> None:
+    """The flags of a command that scores rows with a trained run: the run, the data (``-d``, ``-i/-s`` as in
+    train; ``data_note``: what ``-d`` is to the command), batching, bad audio, where it runs."""
     add_run_flag(parser, run_required)
-    add_path(parser, *spellings("data_split_root", ("-d",)), role=Role.TABLE, dest="data_split_root", required=True,
-             help="one CSV, or a split directory")
+    add_option_flag(parser, "data.data_split_root", note=data_note, required=True)
     add_section_flags(parser, SCORING_DATA)
     add_run_options(parser, BATCH_OPTIONS)
     add_device_flags(parser, processes=True)
