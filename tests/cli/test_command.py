@@ -25,6 +25,19 @@ def test_every_command_is_declared_once_and_parses_its_help(capsys: pytest.Captu
     assert len(names) == len(set(names))
     for name in names:
         assert f"usage: audiotune {name}" in help_text(capsys, name)
+    nested = [(command.name, name) for command in COMMANDS for name in subcommands(command.name)]
+    assert len(nested) >= 10  # import naip ... taps, taps detect|align, vertex job|tune|results
+    for words in nested:
+        assert f"usage: audiotune {' '.join(words)}" in help_text(capsys, *words)
+
+
+def subcommands(command: str) -> list[str]:
+    """The names of ``command``'s own subcommands (import naip, taps detect, ...)."""
+    import argparse
+
+    choices = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    return [name for action in choices[command]._actions if isinstance(action, argparse._SubParsersAction)
+            for name in action.choices]
 
 
 def test_a_backbone_shows_only_its_own_options(capsys: pytest.CaptureFixture) -> None:

@@ -229,3 +229,51 @@ def test_every_readme_block_is_bash_and_says_what_it_skips() -> None:
             reason = skip_reason(command)
             assert (f"echo {shlex.quote('skipped (' + reason + '): ' + command)}" in script if reason
                     else f"\n{command}\n" in script)
+
+
+def readme_command_lines() -> list[str]:
+    """Every `audiotune ...` the README gives: the commands of its bash blocks (those skipped when run, too) and its
+    inline code, each cut at a pipe, a `;` or a comment."""
+    text = README.read_text()
+    found = [command for _, block in BLOCKS for command in commands(block)]
+    found += re.findall(r"`(audiotune [^`\n]+)`", text)
+    lines = []
+    for command in found:
+        for part in re.split(r"\s(?:\||;|&&|#)\s", command):
+            start = part.find("audiotune ")
+            if start >= 0:
+                lines.append(part[start:])
+    return lines
+
+
+def test_every_flag_the_readme_gives_a_command_is_one_that_command_takes() -> None:
+    """The flags of every README command line (run or only shown) are options of that command, or of its
+    subcommand, not refused: a renamed flag or one another command takes fails here, without running anything."""
+    import argparse
+
+    from audiotune.cli import build_parser
+    from audiotune.cli.seed_flags import Refused
+
+    def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+        return next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
+
+    checked, wrong = 0, []
+    for line in readme_command_lines():
+        try:
+            words = shlex.split(line)
+        except ValueError:  # an unclosed quote of a shortened line
+            words = line.split()
+        parser, rest = build_parser(), words[1:]
+        while rest and rest[0] in subcommands(parser):
+            parser, rest = subcommands(parser)[rest[0]], rest[1:]
+        if parser.prog == "audiotune":
+            continue  # not a command line (`audiotune COMMAND --help` as prose)
+        for word in rest:
+            if word == "--":
+                break  # the command a Vertex AI job runs: checked as its own line when the README gives it
+            if re.fullmatch(r"-{1,2}[A-Za-z][\w-]*(=.*)?", word):
+                action = parser._option_string_actions.get(word.partition("=")[0])
+                checked += 1
+                if action is None or isinstance(action, Refused):
+                    wrong.append(f"{parser.prog} {word} ({'refused' if action else 'unknown'}): {line[:100]}")
+    assert checked > 300 and not wrong, "\n".join(wrong)
