@@ -1,6 +1,8 @@
 """Seed arguments become a config through the train command's own flags."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from audiotune.cli.import_ import seed_config
@@ -124,3 +126,27 @@ def test_import_ser_takes_overwrite_as_train_does() -> None:
         args = build_parser().parse_args(["import", "ser", "c.ckpt", "--out", "r", "--classes", "a", "--overwrite",
                                           *given])
         assert vars(args)["train.overwrite"] is expected
+
+
+def test_import_ser_with_classes_refuses_a_run_in_a_bucket_as_a_local_one(gcs, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    """With --classes, --out is a run directory: one in a bucket that holds a run is refused without --overwrite
+    before anything is read or written (an encoder folder without --classes is not a run directory)."""
+    from conftest import BUCKET
+
+    from audiotune.cli import build_parser, main
+    from audiotune.cli.flags import path_roles
+    from audiotune.cli.import_ import default_paths
+    from audiotune.outputs import RUN_MARKERS
+    from audiotune.storage import Role
+
+    url = f"gs://{BUCKET}/runs/vft"
+    for classes, role in (([], Role.OUTPUT_DIR), (["--classes", "a", "b"], Role.RUN_OUTPUT)):
+        args = build_parser().parse_args(["import", "ser", "c.ckpt", "--out", url, *classes])
+        default_paths(args)
+        assert path_roles(args)["out"] is role
+    marker = tmp_path / RUN_MARKERS[0]
+    marker.write_text("{}")
+    gcs.fs().put_file(str(marker), f"{BUCKET}/runs/vft/{marker.name}")
+    assert main(["import", "ser", str(tmp_path / "vft.ckpt"), "--out", url, "--classes", "a", "b"]) == 2
+    assert f"{url}: " in capsys.readouterr().err

@@ -73,6 +73,12 @@ def path_roles(args: argparse.Namespace) -> dict[str, Role]:
     return dict(vars(args).get(ROLES) or {})
 
 
+def parsed_role(args: argparse.Namespace, dest: str, role: Role) -> None:
+    """Give path argument ``dest`` of the parsed ``args`` the role ``role``: for one whose role depends on another
+    flag (``import ser --out``: a run directory with ``--classes``), before its paths are staged."""
+    vars(args)[ROLES] = {**path_roles(args), dest: role}
+
+
 def metavar(kind: Any, spec: dataclasses.Field) -> str:
     """The value's name in the help: N (a whole number), X (a number), PATH, or the option's own name."""
     return "N" if kind is int else "X" if kind is float else "PATH" if spec.metadata.get("role") else spec.name.upper()

@@ -10,7 +10,7 @@ from audiotune import storage
 from audiotune.cli import train
 from audiotune.cli.command import Command
 from audiotune.cli.config_args import config_from_args
-from audiotune.cli.flags import add_audio_dir, add_option_flag, add_path, spellings
+from audiotune.cli.flags import add_audio_dir, add_option_flag, add_path, parsed_role, spellings
 from audiotune.cli.seed_flags import Refused
 from audiotune.cli.values import FlatCounts, cluster_counts
 from audiotune.config import RunConfig
@@ -247,9 +247,12 @@ def _run_taps(args: argparse.Namespace) -> None:
 
 def default_paths(args: argparse.Namespace) -> None:
     """``naip``: the args.pkl beside the weights (in the same bucket folder for gs:// weights), as the seeds
-    looked for it."""
+    looked for it. ``ser --classes``: ``--out`` is a run directory (one holding a run is refused without
+    ``--overwrite``, in a bucket too)."""
     if args.import_kind == "naip" and not args.seed_args:
         args.seed_args = storage.join(storage.parent(args.weights), SEED_ARGS_FILE)
+    if args.import_kind == "ser" and args.classes:
+        parsed_role(args, "out", Role.RUN_OUTPUT)
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
