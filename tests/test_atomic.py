@@ -23,3 +23,26 @@ def test_an_output_that_cannot_be_written_names_itself_and_an_inputs_error_stays
             missing.read_bytes()
     assert raised.value.filename == str(missing)
     assert not out.exists() and list((tmp_path / "run").iterdir()) == []
+
+
+def test_weights_written_private_by_their_writer_get_the_usual_mode(tmp_path: Path) -> None:
+    """safetensors writes its file 0600 (a new file in place of the partial): the finished model is as readable as
+    every other output of the run, in a file and in a folder alike."""
+    import os
+    import stat
+
+    import torch
+    from safetensors.torch import save_file
+
+    from audiotune.atomic import atomic_dir
+
+    old_mask = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "model.safetensors") as partial:
+            save_file({"w": torch.zeros(2)}, str(partial))
+        with atomic_dir(tmp_path / "encoder") as folder:
+            save_file({"w": torch.zeros(2)}, str(folder / "model.safetensors"))
+    finally:
+        os.umask(old_mask)
+    assert stat.S_IMODE((tmp_path / "model.safetensors").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "encoder" / "model.safetensors").stat().st_mode) == 0o644

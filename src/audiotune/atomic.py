@@ -41,6 +41,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield partial
         with open(partial, "rb+") as stream:  # the bytes are on disk before the name points at them
             os.fsync(stream.fileno())
+        partials.give_usual_mode(partial)  # a writer that replaced the file (safetensors: 0600) made it private
         os.replace(partial, path)
 
 
@@ -52,9 +53,10 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     with _writing(path, directory=True) as partial:
         yield partial
         for file in partial.rglob("*"):  # the bytes are on disk before the name points at them
-            if file.is_file():
+            if file.is_file() and not file.is_symlink():
                 with open(file, "rb+") as stream:
                     os.fsync(stream.fileno())
+                partials.give_usual_mode(file)  # as a file written in place (safetensors writes 0600)
         old = None
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
