@@ -47,6 +47,9 @@ ONE_TABLE = "data"
 KEPT_WEIGHTS, VALIDATION, EPOCHS_RUN, TRAIN_CLIPS = "weights", "validation", "epochs_run", "train_clips"
 TRAIN_CLIPS_PER_S, DEVICE_PEAK_MIB = "train_clips_per_s", "device_peak_mib"
 RUN_FACTS = (KEPT_WEIGHTS, VALIDATION, EPOCHS_RUN, TRAIN_CLIPS, TRAIN_CLIPS_PER_S, DEVICE_PEAK_MIB)
+# a pretraining run's METRICS_FILE scores no split: its objective, steps, best validation loss and what it wrote
+PRETRAIN_OBJECTIVE, STEPS_RUN, BEST_VAL_LOSS, PRETRAIN_OUTPUTS = "objective", "steps_run", "best_val_loss", "outputs"
+PRETRAIN_FACTS = (PRETRAIN_OBJECTIVE, STEPS_RUN, BEST_VAL_LOSS, PRETRAIN_OUTPUTS)
 
 
 # the columns of a predictions table (PREDICTIONS_FILE) beside uid and split: per model output (a head's

@@ -245,3 +245,22 @@ def test_a_run_page_shows_the_command_that_trained_it(trained_run: dict) -> None
     assert config.index("config.yaml (the whole") < config.index("this run: the command line that wrote it")
     assert "<details><summary>this run: the command line" in config  # collapsed, as the config is
     assert command["command_line"].replace("'", "&#x27;") in config
+
+
+def test_a_pretraining_run_s_page_says_what_it_is_and_marks_the_epoch_it_kept(tmp_path: Path) -> None:
+    """A pretraining run scores no split: its page says so (not that metrics.json is missing), lists its objective,
+    steps, best loss and encoder, and marks the epoch of the best validation loss it kept, not the last."""
+    run = tmp_path / "tapt"
+    (run / "logs").mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({
+        "objective": "tapt", "task": "tapt", "epochs_run": 3, "steps_run": 30,
+        "history": {"val_loss": [4.5, 4.25, 4.75], "train_loss_epoch": [5.0, 4.5, 4.0]}, "best_val_loss": 4.25,
+        "weights": "best validation loss (best.ckpt)", "outputs": ["encoder"]}))
+    pd.DataFrame({"epoch": [0, 0, 1, 1, 2, 2], "step": [9, 9, 19, 19, 29, 29],
+                  "train_loss_epoch": [5.0, None, 4.5, None, 4.0, None],
+                  "val_loss": [None, 4.5, None, 4.25, None, 4.75]}).to_csv(run / "logs" / "metrics.csv", index=False)
+    page = write_report(run).read_text()
+    assert "no metrics.json" not in page and "The last epoch is kept" not in page
+    assert "a pretraining run (tapt)" in page and "it wrote encoder" in page
+    assert "Dashed line: the kept epoch (2)." in page
+    assert re.search(r"steps_run</td><td[^>]*>30<", page) and re.search(r"best_val_loss</td><td[^>]*>4.25<", page)

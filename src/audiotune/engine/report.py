@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from audiotune.engine.probe_report import is_probe, read_probe
 from audiotune.engine.taps_report import is_taps_table, rebuild_page
 from audiotune.models.backbones import input_spec
 from audiotune.outputs import (
+    BEST_VAL_LOSS,
     CHECKPOINT_DIR,
     CONFIG_FILE,
     CV_CONFIG_FILE,
@@ -32,6 +34,7 @@ from audiotune.outputs import (
     EPOCHS_RUN,
     EVALUATE_DIR,
     EVALUATION_FILE,
+    KEPT_WEIGHTS,
     LAST_CHECKPOINT,
     LOG_DIR,
     LOG_FILE,
@@ -266,6 +269,16 @@ def _load(clips: list[Clip], table: pd.DataFrame, config: RunConfig) -> None:
             clip.problem = f"cannot be read: {err}"
 
 
+def _best_loss_epoch(metrics: dict) -> int | None:
+    """The epoch (from 1) whose weights a pretraining run kept for their best validation loss; None when it kept its
+    last epoch or the loss is not in its history."""
+    losses = (metrics.get("history") or {}).get("val_loss") or []
+    best = metrics.get(BEST_VAL_LOSS)
+    if best is None or not str(metrics.get(KEPT_WEIGHTS, "")).startswith("best"):
+        return None
+    return next((epoch for epoch, loss in enumerate(losses, 1) if math.isclose(loss, best, rel_tol=1e-6)), None)
+
+
 def read_run(source: Path, data_split_root: str = "", group_by: str = "", clips_per_class: int = CLIPS_PER_CLASS,
              clip_kb: int = CLIP_KB, run: str | Path = "", split: str = "",
              data: dict[str, Any] | None = None) -> RunReport:
@@ -284,7 +297,8 @@ def read_run(source: Path, data_split_root: str = "", group_by: str = "", clips_
     predictions = pd.read_parquet(source / PREDICTIONS_FILE) if (source / PREDICTIONS_FILE).is_file() else None
     log_csv = source / LOG_DIR / LOG_FILE
     selection = metrics.get("selection") or {}
-    kept = selection.get("epoch") or (metrics.get(EPOCHS_RUN) if metrics.get("trained") else None)
+    kept = selection.get("epoch") or (metrics.get(EPOCHS_RUN) if metrics.get("trained") else None) or \
+        _best_loss_epoch(metrics)
     report = RunReport(
         title=f"{'evaluation' if config_dir != source else 'run'}: {source.resolve().name}",
         source=str(source.resolve()), metrics=metrics, predictions=predictions,

@@ -10,7 +10,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from audiotune.outputs import ONE_TABLE, RUN_FACTS, predicted_column, score_column, target_column, true_column
+from audiotune.outputs import (
+    KEPT_WEIGHTS,
+    ONE_TABLE,
+    PRETRAIN_FACTS,
+    PRETRAIN_OBJECTIVE,
+    PRETRAIN_OUTPUTS,
+    RUN_FACTS,
+    predicted_column,
+    score_column,
+    target_column,
+    true_column,
+)
 from audiotune.report import charts
 from audiotune.report.clips import Clip, clips_section
 from audiotune.report.html import charts as chart_row
@@ -52,10 +63,22 @@ def _splits(metrics: dict) -> list[str]:
     return [split for split in scored if split != ONE_TABLE] or scored
 
 
+def _unscored(metrics: dict) -> str:
+    """Why a directory has no scored split: no metrics at all, or a pretraining run, which learns without labels."""
+    if not metrics:
+        return "no metrics.json: nothing was scored"
+    if PRETRAIN_OBJECTIVE in metrics:
+        written = ", ".join(map(str, metrics.get(PRETRAIN_OUTPUTS) or [])) or "nothing"
+        return (f"a pretraining run ({metrics[PRETRAIN_OBJECTIVE]}): it learns without labels, so no split is scored; "
+                f"its losses are under Training curves, and it wrote {written} (fine-tune or extract from it)")
+    return "metrics.json scores no split"
+
+
 def _overview(report: RunReport) -> str:
     rows = [[split, report.metrics[split].get("n")] for split in _splits(report.metrics)]
-    facts = [(key, report.metrics[key]) for key in RUN_FACTS if key in report.metrics]
-    body = table(["split", "clips scored"], rows) if rows else note("no metrics.json: nothing was scored")
+    facts = [(key, ", ".join(map(str, value)) if isinstance(value, list) else value)
+             for key in (*PRETRAIN_FACTS, *RUN_FACTS) if (value := report.metrics.get(key)) is not None]
+    body = table(["split", "clips scored"], rows) if rows else note(_unscored(report.metrics))
     body += table([], facts, text_columns=2) if facts else ""
     return body + "".join(note(text) for text in report.notes + [n for s in _splits(report.metrics)
                                                                   for n in report.metrics[s].get("notes", [])])
@@ -77,7 +100,7 @@ def _metrics(report: RunReport) -> str:
                 keys += [k for k in scalars if k not in keys]
                 rows.append((split, name, entry.get("n"), scalars))
     if not rows:
-        return note("no metrics in this run")
+        return note(_unscored(report.metrics))
     return table(["split", "head", "n", *keys], [[s, h, n, *(v.get(k) for k in keys)] for s, h, n, v in rows],
                  text_columns=2)
 
@@ -149,8 +172,9 @@ def _curves(report: RunReport) -> str:
     monitor = (report.metrics.get("selection") or {}).get("monitor")
     if monitor == "val_loss" and "monitored metric" in missing:
         missing.remove("monitored metric")  # it is the validation loss, drawn with the losses
+    weights = report.metrics.get(KEPT_WEIGHTS)
     kept = f"Dashed line: the kept epoch ({report.kept_epoch}" + (f", best {monitor})." if monitor else ").") \
-        if report.kept_epoch else "The last epoch is kept."
+        if report.kept_epoch else f"Weights kept: {weights}." if weights else "The last epoch is kept."
     return chart_row(figures) + note(kept) + (note(f"not logged by this run: {', '.join(missing)}") if missing else "")
 
 
