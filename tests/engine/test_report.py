@@ -264,3 +264,35 @@ def test_a_pretraining_run_s_page_says_what_it_is_and_marks_the_epoch_it_kept(tm
     assert "a pretraining run (tapt)" in page and "it wrote encoder" in page
     assert "Dashed line: the kept epoch (2)." in page
     assert re.search(r"steps_run</td><td[^>]*>30<", page) and re.search(r"best_val_loss</td><td[^>]*>4.25<", page)
+
+
+def test_an_evaluation_stopped_while_writing_is_refused_until_it_is_run_again(
+        trained_run: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """An evaluation stopped after its predictions but before metrics.json (written last) is not drawn as a page
+    of finished scores: the report names the folder and the command to run again, which recovers it."""
+    import audiotune.engine.evaluate as evaluate
+
+    out = tmp_path / "eval"
+    typed = ["evaluate", "--run", str(trained_run["run"]), "-d", str(trained_run["split"] / "test.csv"), "-o",
+             str(out), "--report", "False"]
+    assert main(typed) == 0
+    written = evaluate.write_json
+
+    def stopped(path: Path, value: object, *args: object, **kwargs: object) -> Path:
+        if Path(path).name == "metrics.json":
+            raise KeyboardInterrupt
+        return written(path, value, *args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "write_json", stopped)
+    assert main(typed) == 130
+    assert (out / "predictions.parquet").is_file() and not (out / "metrics.json").exists()
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"audiotune report: error: {out}: scoring was stopped before it finished (predictions.parquet, no "
+        f"metrics.json), so its scores are not complete; run the command that wrote it again: "
+        f"`audiotune {shlex.join(typed)}`")
+    assert not (out / "report.html").exists()
+    monkeypatch.setattr(evaluate, "write_json", written)
+    assert main(typed) == 0 and main(["report", str(out)]) == 0
+    assert read_report(out / "report.html")["sections"] == RUN_SECTIONS

@@ -94,7 +94,9 @@ def write_report(source: str | Path, out: str | Path | None = None, data_split_r
                                         [("this sweep", command_history(source))]))
     elif is_probe(source):
         page = render_probe(read_probe(source))
-    elif (source / METRICS_FILE).is_file() or (source / PREDICTIONS_FILE).is_file():
+    elif (source / PREDICTIONS_FILE).is_file() and not (source / METRICS_FILE).is_file():
+        raise ValueError(stopped_scoring(source))
+    elif (source / METRICS_FILE).is_file():
         page = render_run(read_run(source, data_split_root, group_by, clips_per_class, clip_kb, run, split, data))
     elif (source / CHECKPOINT_DIR / LAST_CHECKPOINT).is_file() and not (source / MODEL_FILE).is_file():
         raise ValueError(interrupted_run(source))
@@ -130,6 +132,15 @@ def interrupted_run(source: Path) -> str:
     last = f" (it was: `{commands[-1]}`)" if commands and isinstance(commands[-1], str) else ""
     return (f"{source}: training was stopped before it finished ({CHECKPOINT_DIR}/{LAST_CHECKPOINT}, no "
             f"{MODEL_FILE}), so there is nothing to report yet; {RESUME_HINT}{last}")
+
+
+def stopped_scoring(source: Path) -> str:
+    """What to do with a folder whose scoring was stopped part-way (its predictions, not the metrics written last):
+    run the command that wrote it again, which replaces the folder."""
+    commands = [entry.get("command_line") for entry in command_history(source)]
+    last = f": `{commands[-1]}`" if commands and isinstance(commands[-1], str) else ""
+    return (f"{source}: scoring was stopped before it finished ({PREDICTIONS_FILE}, no {METRICS_FILE}), so its "
+            f"scores are not complete; run the command that wrote it again{last}")
 
 
 def _read_json(path: Path) -> dict:
