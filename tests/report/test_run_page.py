@@ -31,3 +31,12 @@ def test_a_page_without_predictions_or_log_says_so() -> None:
                                 [WORD]))
     assert "no predictions.parquet in this directory" in page and "no training log" in page
     assert "no config.yaml" in page and "no rows" in page and "<audio" not in page
+
+
+def test_a_regression_column_without_true_values_says_so_instead_of_an_empty_plot() -> None:
+    predictions = pd.DataFrame({"uid": ["a", "b", "c"], "split": ["test", "test", "val"],
+                                "score:severity": [1.0, 2.0, 3.0], "target:severity": [None, None, 2.5]})
+    page = render_run(RunReport("run: r", "/runs/r", "", {"test": {"n": 2, "heads": {}}}, [SEVERITY], predictions))
+    scatter = page.split('<section id="scatter">')[1].split("</section>")[0]
+    assert scatter.count("<svg") == 1 and "severity (val, n=1)" in scatter and "n=0" not in scatter
+    assert "no row with a true value, so no plot: severity (test)" in scatter

@@ -184,15 +184,22 @@ def _scatter(report: RunReport) -> str:
         return note("no regression head")
     if report.predictions is None:
         return note("no predictions.parquet: no scatter plots")
-    figures = []
+    figures, unlabelled = [], []
     for split in report.predictions["split"].unique():
         rows = report.predictions[report.predictions["split"] == split]
         for column in (c for h in heads for c in h["columns"]):
+            if target_column(column) not in rows or score_column(column) not in rows:
+                unlabelled.append(f"{column} ({split})")
+                continue
             part = rows[rows[target_column(column)].notna()]
+            if part.empty:  # an empty frame would read as a plot of nothing
+                unlabelled.append(f"{column} ({split})")
+                continue
             figures.append(figure(charts.scatter(part[target_column(column)], part[score_column(column)], column,
                                                  part["uid"].astype(str).tolist()),
                                   f"{column} ({split}, n={len(part)})"))
-    return chart_row(figures)
+    missing = note(f"no row with a true value, so no plot: {', '.join(unlabelled)}") if unlabelled else ""
+    return (chart_row(figures) if figures else "") + missing
 
 
 def _uar(truth: pd.Series, predicted: pd.Series) -> float:
