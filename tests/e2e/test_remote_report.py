@@ -34,3 +34,20 @@ def test_remote_clips_are_linked_to_their_objects_with_start_and_end(trained_run
             assert response.read() == sources[uid].read_bytes()
         assert "remote audio: linked to its source" in card
     assert not any(p.is_file() for p in (tmp_path / "cache").rglob("*"))  # nothing was downloaded to play
+
+
+def test_the_page_of_a_run_in_a_bucket_names_the_bucket_s_folder(trained_run: dict, gcs, tmp_path: Path) -> None:
+    """`report gs://.../run` reads a local copy of the run: its page names the run by its URL (as does the page
+    written back beside it), never this machine's cache, and plays the clips as the local run's page does."""
+    fs = gcs.fs()
+    for path in trained_run["run"].rglob("*"):
+        if path.is_file():
+            fs.put(str(path), f"{BUCKET}/runs/r/{path.relative_to(trained_run['run'])}")
+    out = tmp_path / "page.html"
+    assert main(["report", f"gs://{BUCKET}/runs/r", "-o", str(out)]) == 0
+    assert main(["report", f"gs://{BUCKET}/runs/r"]) == 0
+    local = read_report(trained_run["run"] / "report.html")
+    for text in (out.read_text(), fs.cat(f"{BUCKET}/runs/r/report.html").decode()):
+        header = re.search(r"<header>(.*?)</header>", text).group(1)
+        assert header == f"<h1>run: r</h1><p>gs://{BUCKET}/runs/r</p>"
+        assert text.count("<audio") == local["audio"] > 0

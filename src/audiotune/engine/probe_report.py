@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from audiotune import storage
 from audiotune.outputs import CONFIG_FILE, PROBE_FILE, PROBE_SUMMARY_FILE
 from audiotune.report.probe_page import ProbeReport
 
@@ -37,7 +38,8 @@ def read_probe(source: Path) -> ProbeReport:
     if "layer" not in table.columns:
         raise ValueError(f"{where}: no 'layer' column, not a probe table")
     config = source / CONFIG_FILE
-    return ProbeReport(title=f"layer probe: {source.resolve().name}", source=str(source.resolve()),
+    shown = storage.remote_name(str(source.resolve()))  # a bucket's folder by its URL, not this machine's copy
+    return ProbeReport(title=f"layer probe: {source.resolve().name}", source=shown,
                        table=table.astype({"layer": str}), config_yaml=config.read_text() if config.is_file() else "",
                        layer_weights=summary.get("layer_weights"), cache=summary.get("feature_cache") or {},
                        weighted_sum=str(summary.get("weighted_sum") or ""))

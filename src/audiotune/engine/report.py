@@ -88,7 +88,7 @@ def write_report(source: str | Path, out: str | Path | None = None, data_split_r
         page = render_experiment(read_experiment(source, clips_per_class, clip_kb, split))
     elif (source / SWEEP_SUMMARY_FILE).is_file():
         trials = source / SWEEP_TRIALS_TABLE
-        page = render_sweep(SweepReport(f"sweep: {source.resolve().name}", str(source.resolve()),
+        page = render_sweep(SweepReport(f"sweep: {source.resolve().name}", shown_place(source),
                                         _read_json(source / SWEEP_SUMMARY_FILE),
                                         pd.read_csv(trials) if trials.is_file() else None,
                                         [("this sweep", command_history(source))]))
@@ -109,6 +109,12 @@ def write_report(source: str | Path, out: str | Path | None = None, data_split_r
                          f"cross-validation (no {CV_SUMMARY_FILE}), a sweep (no {SWEEP_SUMMARY_FILE}) nor a probe "
                          f"(no {PROBE_FILE})")
     return write_bytes(out, page)
+
+
+def shown_place(source: Path) -> str:
+    """The folder as the page names it: its remote URL when it is a local copy of a bucket's folder or a staging
+    folder on its way there (the cache of the machine that drew the page is no place for a colleague)."""
+    return storage.remote_name(str(source.resolve()))
 
 
 def _taps_page(table: Path, out: str | Path | None, given: dict[str, Any]) -> Path:
@@ -158,7 +164,7 @@ def read_experiment(source: Path, clips_per_class: int = CLIPS_PER_CLASS, clip_k
     """A cross-validation's summary, runs table, config and command lines, and the wrong clips over its folds."""
     runs = source / CV_RUNS_TABLE
     config = source / CV_CONFIG_FILE
-    report = ExperimentReport(title=f"cross-validation: {source.resolve().name}", source=str(source.resolve()),
+    report = ExperimentReport(title=f"cross-validation: {source.resolve().name}", source=shown_place(source),
                               summary=_read_json(source / CV_SUMMARY_FILE),
                               runs=pd.read_csv(runs) if runs.is_file() else None,
                               config_yaml=config.read_text() if config.is_file() else "",
@@ -312,7 +318,7 @@ def read_run(source: Path, data_split_root: str = "", group_by: str = "", clips_
         _best_loss_epoch(metrics)
     report = RunReport(
         title=f"{'evaluation' if config_dir != source else 'run'}: {source.resolve().name}",
-        source=str(source.resolve()), metrics=metrics, predictions=predictions,
+        source=shown_place(source), metrics=metrics, predictions=predictions,
         config_yaml=(config_dir / CONFIG_FILE).read_text() if config_dir else "",
         heads=[dataclasses.asdict(h) for h in config.heads] if config else [],
         log=pd.read_csv(log_csv) if log_csv.is_file() else None, kept_epoch=kept,
