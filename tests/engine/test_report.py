@@ -135,7 +135,8 @@ def test_an_interrupted_run_is_reported_as_one_to_resume(tmp_path: Path, capsys:
     (run / COMMAND_FILE).unlink()  # no record of the command: the hint alone
     with pytest.raises(ValueError, match=f"nothing to report yet; {re.escape(RESUME_HINT)}$"):
         write_report(run)
-    (run / MODEL_FILE).write_bytes(b"weights")  # trained to the end (an imported run): scored by evaluate first
+    shutil.rmtree(run / CHECKPOINT_DIR)
+    (run / MODEL_FILE).write_bytes(b"weights")  # weights without checkpoints (an imported run): evaluate them first
     with pytest.raises(ValueError, match="a run without scores of its own"):
         write_report(run)
 
@@ -296,3 +297,34 @@ def test_an_evaluation_stopped_while_writing_is_refused_until_it_is_run_again(
     monkeypatch.setattr(evaluate, "write_json", written)
     assert main(typed) == 0 and main(["report", str(out)]) == 0
     assert read_report(out / "report.html")["sections"] == RUN_SECTIONS
+
+
+@pytest.mark.parametrize("command", ["cv", "sweep"])
+def test_a_stopped_cv_or_sweep_and_its_run_stopped_while_scoring_say_to_run_the_command_again(
+        tmp_path: Path, command: str, capsys: pytest.CaptureFixture) -> None:
+    """A cross-validation or sweep killed before its summary, and its run killed after the weights but before the
+    scores, are named as stopped, with the command line that goes on, not as folders report cannot read."""
+    experiment = tmp_path / "exp"
+    run = experiment / ("fold_1/run_1" if command == "cv" else "trial_0")
+    (run / CHECKPOINT_DIR).mkdir(parents=True)
+    (experiment / ("cv_config.yaml" if command == "cv" else "sweep.yaml")).write_text("version: 2\n")
+    (run / CHECKPOINT_DIR / LAST_CHECKPOINT).write_bytes(b"checkpoint")
+    (run / MODEL_FILE).write_bytes(b"weights")
+    (run / CONFIG_FILE).write_text("version: 2\n")
+    typed = [command, "-d", "split", "-l", "labels.txt", "-o", str(experiment), "-e", "5"]
+    with invoked(typed):
+        record_command(experiment)
+        record_command(run)
+    summary = "cv_summary.json" if command == "cv" else "sweep_summary.json"
+    name = "cross-validation" if command == "cv" else "sweep"
+    assert main(["report", str(experiment)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"audiotune report: error: {experiment}: a {name} stopped before it finished (no {summary}), so there is "
+        f"nothing to report yet; run the same command again, which keeps its finished runs and goes on: "
+        f"`audiotune {shlex.join(typed)}`")
+    assert main(["report", str(run)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"audiotune report: error: {run}: training was stopped while scoring its weights (model.safetensors, no "
+        f"metrics.json), so there is nothing to report yet; the same `{command}` command again resumes it (it was: "
+        f"`audiotune {shlex.join(typed)}`)")
+    assert not any(experiment.rglob("report.html"))

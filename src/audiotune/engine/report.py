@@ -43,6 +43,7 @@ from audiotune.outputs import (
     PREDICTIONS_FILE,
     PROBE_FILE,
     REPORT_FILE,
+    SWEEP_SPACE_FILE,
     SWEEP_SUMMARY_FILE,
     SWEEP_TRIALS_TABLE,
     TAPS_REPORT_SUFFIX,
@@ -98,8 +99,10 @@ def write_report(source: str | Path, out: str | Path | None = None, data_split_r
         raise ValueError(stopped_scoring(source))
     elif (source / METRICS_FILE).is_file():
         page = render_run(read_run(source, data_split_root, group_by, clips_per_class, clip_kb, run, split, data))
-    elif (source / CHECKPOINT_DIR / LAST_CHECKPOINT).is_file() and not (source / MODEL_FILE).is_file():
+    elif (source / CHECKPOINT_DIR / LAST_CHECKPOINT).is_file():  # trained here, stopped before its scores
         raise ValueError(interrupted_run(source))
+    elif (source / CV_CONFIG_FILE).is_file() or (source / SWEEP_SPACE_FILE).is_file():
+        raise ValueError(stopped_experiment(source))
     elif (source / CONFIG_FILE).is_file():  # an imported run, or one stopped before it scored anything
         raise ValueError(f"{source}: a run without scores of its own (no {METRICS_FILE} or {PREDICTIONS_FILE}); "
                          f"report an evaluation of it: `audiotune evaluate --run {source} -d TABLE`, then "
@@ -134,10 +137,26 @@ def _taps_page(table: Path, out: str | Path | None, given: dict[str, Any]) -> Pa
 def interrupted_run(source: Path) -> str:
     """What to do with a run stopped before it finished training (its last checkpoint, no trained weights): resume
     it, as the command that was stopped said, with the command line that wrote it last."""
-    commands = [entry.get("command_line") for entry in command_history(source)]
+    history = command_history(source)
+    commands = [entry.get("command_line") for entry in history]
     last = f" (it was: `{commands[-1]}`)" if commands and isinstance(commands[-1], str) else ""
-    return (f"{source}: training was stopped before it finished ({CHECKPOINT_DIR}/{LAST_CHECKPOINT}, no "
-            f"{MODEL_FILE}), so there is nothing to report yet; {RESUME_HINT}{last}")
+    argv = history[-1].get("argv") if history else None
+    within = argv[1] if isinstance(argv, list) and len(argv) > 1 and argv[1] in ("cv", "sweep") else ""
+    hint = f"the same `{within}` command again resumes it" if within else RESUME_HINT  # they resume their runs
+    stopped = f"was stopped while scoring its weights ({MODEL_FILE}, no {METRICS_FILE})" \
+        if (source / MODEL_FILE).is_file() else \
+        f"was stopped before it finished ({CHECKPOINT_DIR}/{LAST_CHECKPOINT}, no {MODEL_FILE})"
+    return f"{source}: training {stopped}, so there is nothing to report yet; {hint}{last}"
+
+
+def stopped_experiment(source: Path) -> str:
+    """What to do with a cross-validation or sweep stopped before its summary: the same command again goes on."""
+    cv = (source / CV_CONFIG_FILE).is_file()
+    commands = [entry.get("command_line") for entry in command_history(source)]
+    last = f": `{commands[-1]}`" if commands and isinstance(commands[-1], str) else ""
+    return (f"{source}: a {'cross-validation' if cv else 'sweep'} stopped before it finished (no "
+            f"{CV_SUMMARY_FILE if cv else SWEEP_SUMMARY_FILE}), so there is nothing to report yet; run the same "
+            f"command again, which keeps its finished runs and goes on{last}")
 
 
 def stopped_scoring(source: Path) -> str:
