@@ -328,3 +328,16 @@ def test_a_stopped_cv_or_sweep_and_its_run_stopped_while_scoring_say_to_run_the_
         f"metrics.json), so there is nothing to report yet; the same `{command}` command again resumes it (it was: "
         f"`audiotune {shlex.join(typed)}`)")
     assert not any(experiment.rglob("report.html"))
+
+
+def test_clips_whose_audio_is_gone_say_why_and_keep_their_group(trained_run: dict, tmp_path: Path) -> None:
+    """The run's audio moved away (a run folder copied to another machine): each wrong clip says its audio is not
+    found and why, and the breakdown still groups every clip by its subject."""
+    run = scores_of_run(trained_run, tmp_path / "copied", prefix=str(tmp_path / "gone"))
+    text = write_report(run).read_text()
+    cards = re.findall(r'<div class="clip" data-uid="([^"]+)">(.*?)</div>', text)
+    assert cards and "<audio" not in text
+    for uid, card in cards:
+        assert f"its audio is not found: {tmp_path / 'gone' / uid / 'metadata.json'}" in card
+    groups = text.split('<section id="groups">')[1].split("</section>")[0]
+    assert "<td class=text>fay</td><td>4</td>" in groups and "(none)" not in groups

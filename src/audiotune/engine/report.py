@@ -254,12 +254,18 @@ def from_training_dir(path: str, run_dir: Path) -> str:
     return str(Path(cwd) / path) if isinstance(cwd, str) and cwd else path
 
 
+UNFOUND = "audio_unfound"  # a column of the table read here: why a row's audio was not found (its path is empty)
+
+
 def _scored_table(config: RunConfig, data_split_root: str) -> pd.DataFrame:
-    """Every row of the scored table(s) with its audio path, by uid."""
+    """Every row of the scored table(s) with its audio path, by uid: a row whose audio is not found (moved, deleted)
+    keeps its columns (its group) with an empty path and the reason in UNFOUND."""
     tables = []
     for split, table in read_splits(data_split_root, na_values=config.data.na_values).items():
-        with_paths, _ = attach_paths(table, config.data.prefix, config.data.study, split)
-        tables.append(with_paths)
+        with_paths, failed = attach_paths(table, config.data.prefix, config.data.study, split)
+        unfound = table.drop(index=with_paths.index).assign(path="")
+        unfound[UNFOUND] = unfound.index.map(dict(zip(failed["uid"], failed["reason"])))
+        tables += [with_paths, unfound]
     joined = pd.concat(tables)
     joined.index = joined.index.astype(str)
     return joined[~joined.index.duplicated()]
@@ -295,6 +301,10 @@ def _load(clips: list[Clip], table: pd.DataFrame, config: RunConfig) -> None:
             clip.problem = f"'{clip.uid}' is not in the table read"
             continue
         row = table.loc[clip.uid]
+        if not str(row["path"]):
+            reason = row.get(UNFOUND)
+            clip.problem = f"its audio is not found: {reason if isinstance(reason, str) else 'no path'}"
+            continue
         try:
             clip.place, span = _place(row), span_of(row)
             clip.link, clip.link_text = source_link(str(row["path"]), span)
