@@ -43,3 +43,10 @@ def test_a_sweep_without_trials_table_says_so() -> None:
     page = render_sweep(SweepReport("sweep: s", "/s", {"metric": "val_uar", "goal": "maximize", "trials": {},
                                                        "best": None}))
     assert "no trial has finished yet" in page and page.count("no sweep_trials.csv") == 3
+
+
+def test_a_trials_table_without_rows_is_said_not_drawn_empty() -> None:
+    trials = pd.DataFrame(columns=["trial", "state", "value", "param_learning_rate", "run_dir", "error"])
+    page = render_sweep(SweepReport("sweep: s", "/s", {"metric": "val_loss", "goal": "minimize"}, trials))
+    section = page.split('<section id="trials">')[1].split("</section>")[0]
+    assert "<table" not in section and "sweep_trials.csv lists no trial yet" in section

@@ -70,6 +70,7 @@ def render_sweep(report: SweepReport) -> str:
         section("parameters", "Parameters of every trial",
                 note("no sweep_trials.csv") if trials is None else _parameters(trials)),
         section("trials", "Every trial", note("no sweep_trials.csv") if shown is None else
+                note("sweep_trials.csv lists no trial yet") if shown.empty else
                 table(list(shown.columns), shown.values.tolist())),
     ]
     return page(report.title, report.source, sections)
