@@ -104,6 +104,9 @@ def test_train_evaluate_extract_in_a_bucket(gcs: Emulator, tmp_path: Path, capsy
     assert all(torch.allclose(remote_weights[k], local_weights[k], atol=1e-6) for k in local_weights)
     remote_metrics = json.loads(fs.cat_file(f"{BUCKET}/runs/r1/metrics.json"))
     assert remote_metrics["test"]["n"] == 4
+    # the kept weights are named where the run is, not in the staging folder it was written in
+    kept = remote_metrics["weights"]
+    assert kept.startswith("best validation") and f"({run}/checkpoints/" in kept
 
     # a second train into the same remote run is refused before any work, as on a local disk
     assert main(_train(run)) == 2

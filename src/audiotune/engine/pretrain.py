@@ -60,6 +60,7 @@ from audiotune.models.backbones import (
 )
 from audiotune.models.option_checks import refuse_inactive
 from audiotune.outputs import (
+    BEST_VAL_LOSS,
     CHECKPOINT_DIR,
     CONFIG_FILE,
     EPOCHS_RUN,
@@ -71,6 +72,9 @@ from audiotune.outputs import (
     MASKED_ACCURACY_PLOT,
     METRICS_FILE,
     PLOT_DIR,
+    PRETRAIN_OBJECTIVE,
+    PRETRAIN_OUTPUTS,
+    STEPS_RUN,
     TRAINING_CURVES_PLOT,
     VALIDATION_FILE,
     OwnedRunDir,
@@ -305,10 +309,10 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
     if "train_acc_epoch" in log.columns or "train_acc" in log.columns:
         plot_training_curves(log_csv, exp_dir / PLOT_DIR / MASKED_ACCURACY_PLOT,
                              ("train_acc", "val_acc"), "masked-patch accuracy")
-    metrics = {"objective": objective, "task": objective, EPOCHS_RUN: trainer.current_epoch,
-               "steps_run": trainer.global_step, "history": history,
-               "best_val_loss": float(best.best_model_score) if best and best.best_model_score is not None else None,
+    metrics = {PRETRAIN_OBJECTIVE: objective, "task": objective, EPOCHS_RUN: trainer.current_epoch,
+               STEPS_RUN: trainer.global_step, "history": history,
+               BEST_VAL_LOSS: float(best.best_model_score) if best and best.best_model_score is not None else None,
                KEPT_WEIGHTS: kept,
-               "outputs": [str(Path(p).relative_to(exp_dir)) for p in written], **pace_summary(log)}
+               PRETRAIN_OUTPUTS: [str(Path(p).relative_to(exp_dir)) for p in written], **pace_summary(log)}
     write_json(exp_dir / METRICS_FILE, metrics)
     return metrics

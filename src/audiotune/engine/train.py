@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint
 from torch.utils.data import DataLoader
 
+from audiotune import storage
 from audiotune.config import (
     CLASSIFIER_STAGES,
     WEIGHTED_MEAN_VERSION,
@@ -125,7 +126,9 @@ def _keep_weights(module: ClassifierModule, checkpoint: ModelCheckpoint | None, 
     if keep == "last":
         return "last epoch (--keep last)", {"best_checkpoint": {**best, "path": Path(checkpoint.best_model_path).name}}
     module.load_state_dict(saved["state_dict"])
-    return f"best validation {metric} {float(score):.4f} ({checkpoint.best_model_path})", {"selection": best}
+    # where the run's folder is (gs://...), not the staging folder it was written in
+    return f"best validation {metric} {float(score):.4f} ({storage.remote_name(checkpoint.best_model_path)})", \
+        {"selection": best}
 
 
 def _loaders(model: Classifier, config: RunConfig, prepared: PreparedData, cache_stats: dict,
