@@ -59,3 +59,30 @@ def test_a_run_loads_its_weights_without_drawing_random_ones_first(hf_checkpoint
     assert all(torch.equal(tensor, saved[name]) for name, tensor in loaded.state_dict().items())
     build_classifier(config, pretrained=False)
     assert drawn  # the same build outside a load draws its random weights
+
+
+def test_a_pretraining_run_or_a_probe_folder_read_as_a_classifier_names_what_it_keeps(tmp_path: Path) -> None:
+    """evaluate / extract / export --run of a pretraining run point to its encoder (with the flags that read it), of
+    a probe folder to training on the layer it chose; not "no trained weights"."""
+    import json
+
+    from audiotune.config import RunConfig, save_config
+    from audiotune.models.checkpoint import load_run
+    from audiotune.outputs import CONFIG_FILE, METRICS_FILE, PROBE_SUMMARY_FILE
+
+    pretrained = tmp_path / "tapt"
+    pretrained.mkdir()
+    config = RunConfig()
+    config.model.model = "hf"
+    save_config(config, pretrained / CONFIG_FILE)
+    (pretrained / METRICS_FILE).write_text(json.dumps({"objective": "tapt", "outputs": ["encoder"]}))
+    with pytest.raises(FileNotFoundError, match=f"a pretraining run \\(tapt\\) keeps an encoder, not a classifier: "
+                                                f"fine-tune one from it with `audiotune train --model hf -c "
+                                                f"{pretrained / 'encoder'} ...`"):
+        load_run(pretrained)
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    save_config(RunConfig(), probe / CONFIG_FILE)
+    (probe / PROBE_SUMMARY_FILE).write_text("{}")
+    with pytest.raises(FileNotFoundError, match="a probe folder keeps no classifier"):
+        load_run(probe)

@@ -1,6 +1,7 @@
 """Weights on disk: safetensors for models, and rebuilding a trained classifier from its run directory."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -18,7 +19,16 @@ from audiotune.models.backbones import (
 from audiotune.models.backbones.hf_checkpoint import weights_loaded_next
 from audiotune.models.classifier import Classifier
 from audiotune.models.state_dict import load_safetensors
-from audiotune.outputs import CONFIG_FILE, ENCODER_DIR, MODEL_FILE, run_dir_of
+from audiotune.outputs import (
+    CONFIG_FILE,
+    ENCODER_DIR,
+    METRICS_FILE,
+    MODEL_FILE,
+    PRETRAIN_OBJECTIVE,
+    PRETRAIN_OUTPUTS,
+    PROBE_SUMMARY_FILE,
+    run_dir_of,
+)
 
 
 def save_weights(model: torch.nn.Module, path: str | Path) -> None:
@@ -93,11 +103,27 @@ def rebuild_config(path: str | Path) -> RunConfig:
     return config
 
 
+def _refuse_runs_without_a_classifier(run_dir: Path, config: RunConfig) -> None:
+    """A pretraining run keeps an encoder and a probe folder only its layers' scores: an error naming what to do."""
+    if (run_dir / PROBE_SUMMARY_FILE).is_file():
+        raise FileNotFoundError(f"{run_dir}: a probe folder keeps no classifier (its heads scored each layer and were "
+                                f"not kept); train one on the layer its report chose: `audiotune train --layer N ...`")
+    metrics = run_dir / METRICS_FILE
+    facts = json.loads(metrics.read_text()) if metrics.is_file() else None
+    if isinstance(facts, dict) and PRETRAIN_OBJECTIVE in facts:
+        kept = [str(run_dir / name) for name in facts.get(PRETRAIN_OUTPUTS) or [ENCODER_DIR]]
+        raise FileNotFoundError(f"{run_dir}: a pretraining run ({facts[PRETRAIN_OBJECTIVE]}) keeps an encoder, not a "
+                                f"classifier: fine-tune one from it with `audiotune train --model {config.model.model} "
+                                f"-c {kept[0]} ...`, or read it with `audiotune extract --model {config.model.model} "
+                                f"-c {kept[0]} ...`")
+
+
 def load_run(path: str | Path) -> tuple[RunConfig, Classifier]:
     """Rebuild a trained classifier from ``config.yaml`` and ``model.safetensors`` (strict)."""
     run_dir = resolve_run_dir(path)
     config = rebuild_config(run_dir)
     weights = run_dir / MODEL_FILE
+    _refuse_runs_without_a_classifier(run_dir, config)
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: no trained weights in this run directory")
     model = classifier_to_load(config)
