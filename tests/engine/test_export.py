@@ -224,6 +224,20 @@ def test_an_export_that_does_not_reproduce_the_model_writes_nothing(trained_run:
     assert out.read_bytes() == b"earlier export" and not sidecar_path(out).exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ecapa.pt"]  # no partial file left
 
+    # an export stopped after its description was written keeps the earlier model and the earlier description
+    sidecar_path(out).write_text('{"earlier": true}')
+    monkeypatch.undo()
+    written = export.write_json
+
+    def then_stopped(path: Path, value: dict) -> Path:
+        written(path, value)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "write_json", then_stopped)
+    assert main(["export", "--run", str(trained_run["run"]), "--format", "torchscript", "--out", str(out)]) == 130
+    assert out.read_bytes() == b"earlier export" and sidecar_path(out).read_text() == '{"earlier": true}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ecapa.pt", sidecar_path(out).name]
+
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask:UserWarning")

@@ -12,7 +12,8 @@ deployment everything else (:func:`sidecar`).
 ONNX goes through torch's dynamo exporter (``torch.export`` with symbolic batch and sample dimensions);
 TorchScript is traced (transformers encoders cannot be scripted). Both files are written aside and renamed
 only after the exported graph ran on batches of other lengths than the traced one and matched the PyTorch
-model (ONNX: when onnxruntime is installed), so a failed or wrong export leaves nothing behind.
+model (ONNX: when onnxruntime is installed), the description after the model, so a failed or wrong export leaves
+nothing behind and an earlier export with its description as they were.
 """
 from __future__ import annotations
 
@@ -238,34 +239,28 @@ def export_run(run: str | Path, fmt: str, out: str | Path) -> dict[str, Any]:
     # the exported front end computes MFCCs on the padded batch: its centred STFT reflects at the tensor's edge
     equal_length = not model.backbone.padding.exact or inputs.features == "mfcc"
     example, checks = probe_batches(shortest, longest, rate, equal_length)
-    sidecar_file, sidecar_written = sidecar_path(out), False
-    try:
-        with torch.no_grad(), _quiet_exporters(), atomic_path(out) as partial:
-            # an eager pass first: the front end's cached constants are built outside any tracing
-            widths = [int(t.shape[1]) for t in module(*example)]
-            try:
-                if fmt == "onnx":
-                    _export_onnx(module, example, partial, shortest, longest)
-                else:
-                    _export_torchscript(module, example, partial, checks)
-            except Exception as err:
-                reason = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
-                raise ExportError(f"{run_dir}: its {config.model.model} model could not be exported as {fmt} "
-                                  f"({reason}); nothing was written") from err
-            runner = _onnx_runner(partial) if fmt == "onnx" else _torchscript_runner(partial)
-            if runner is None:
-                log.warning("onnxruntime is not installed: %s was not run after export", out)
-            differences = None if runner is None else verify(runner, module, checks, out)
-            description = sidecar(config, inputs, run_dir, out, fmt, merge, widths, equal_length, differences,
-                                  [lengths.tolist() for _, lengths in checks])
-            if isinstance(model.backbone, DescribesFrontEnd):  # steps the backbone runs on its own input
-                description["preprocessing"]["in_graph_backbone"] = model.backbone.describe_front_end()
-            write_json(sidecar_file, description)
-            sidecar_written = True
-    except BaseException:
-        if sidecar_written:  # the model was not renamed into place: its description must not stay either
-            sidecar_file.unlink(missing_ok=True)
-        raise
+    # the description is written aside too and renamed after the model: a failed export keeps the earlier pair
+    with atomic_path(sidecar_path(out)) as described, torch.no_grad(), _quiet_exporters(), atomic_path(out) as partial:
+        # an eager pass first: the front end's cached constants are built outside any tracing
+        widths = [int(t.shape[1]) for t in module(*example)]
+        try:
+            if fmt == "onnx":
+                _export_onnx(module, example, partial, shortest, longest)
+            else:
+                _export_torchscript(module, example, partial, checks)
+        except Exception as err:
+            reason = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+            raise ExportError(f"{run_dir}: its {config.model.model} model could not be exported as {fmt} "
+                              f"({reason}); nothing was written") from err
+        runner = _onnx_runner(partial) if fmt == "onnx" else _torchscript_runner(partial)
+        if runner is None:
+            log.warning("onnxruntime is not installed: %s was not run after export", out)
+        differences = None if runner is None else verify(runner, module, checks, out)
+        description = sidecar(config, inputs, run_dir, out, fmt, merge, widths, equal_length, differences,
+                              [lengths.tolist() for _, lengths in checks])
+        if isinstance(model.backbone, DescribesFrontEnd):  # steps the backbone runs on its own input
+            description["preprocessing"]["in_graph_backbone"] = model.backbone.describe_front_end()
+        write_json(described, description)
     return description
 
 
