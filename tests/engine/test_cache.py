@@ -3,18 +3,20 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
 from conftest import SMALL_ECAPA
+from safetensors.torch import load_file, save_file
 
 from audiotune.cli import main
 from audiotune.config import RESAMPLED_LENGTH_VERSION, RunConfig
 from audiotune.data import checked_audio
 from audiotune.data.audio_store import keyed_settings
-from audiotune.engine.cache import cache_blocker, preprocessing_digest
+from audiotune.engine.cache import CachedDataset, cache_blocker, preprocessing_digest
 from audiotune.models.backbones import input_spec, resolve_config
 
 
@@ -68,6 +70,26 @@ def test_cache_is_reused_and_invalidated_by_each_key(uid_dataset: dict, tmp_path
     assert changed["feature_cache"]["encoded"] == 1 and changed["feature_cache"]["reused"] == 23
     # a, c, d, e: one folder per encoder + preprocessing (beside the record of checked audio)
     assert len([folder for folder in cache.iterdir() if folder.name != checked_audio.FOLDER]) == 4
+
+
+@pytest.mark.slow
+def test_a_broken_entry_is_encoded_again_and_never_read(uid_dataset: dict, tmp_path) -> None:
+    cache = tmp_path / "cache"
+    first = run(uid_dataset, tmp_path / "a", cache)
+    entries = sorted(Path(first["feature_cache"]["folder"]).glob("*.safetensors"))
+    whole = entries[0].read_bytes()
+    entries[0].write_bytes(whole[:len(whole) - 8])  # cut short (a copy that stopped)
+    entries[1].write_bytes(b"")  # emptied
+    states = load_file(str(entries[2]))["pooled"]
+    save_file({"pooled": states[..., :3].contiguous()}, str(entries[2]))  # states of another shape
+    again = run(uid_dataset, tmp_path / "b", cache)
+    assert again["feature_cache"]["encoded"] == 3 and again["feature_cache"]["reused"] == 21
+    np.testing.assert_allclose(scores(tmp_path / "b"), scores(tmp_path / "a"), atol=1e-6)
+    assert entries[1].stat().st_size > 0 and load_file(str(entries[2]))["pooled"].shape == states.shape
+    entries[3].write_bytes(entries[3].read_bytes()[:-8])  # broken after the check: a clear error, not a crash
+    dataset = CachedDataset(pd.DataFrame(index=["x"]), np.zeros((1, 0)), entries[3].parent, [entries[3].stem])
+    with pytest.raises(ValueError, match=rf"feature cache entry .*{entries[3].name} of row x cannot be read"):
+        dataset[0]
 
 
 def test_cache_blockers() -> None:

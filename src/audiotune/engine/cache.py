@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 
@@ -40,6 +42,8 @@ from audiotune.engine.adapt import OFF as ADAPT_OFF
 from audiotune.engine.inference import features_on_device, inference_device, iterate_batches, loader_pins_memory
 from audiotune.models.backbones import input_spec
 from audiotune.models.classifier import Classifier
+
+log = logging.getLogger(__name__)
 
 
 def cache_blocker(config: RunConfig) -> str | None:
@@ -114,7 +118,13 @@ def encode_to_cache(model: Classifier, config: RunConfig, inputs: InputSpec, tab
     folder.mkdir(parents=True, exist_ok=True)
     # a segment's entry is keyed by its file's content and its span: segments of one file never collide
     names = [segment_key(path, span) for path, span in zip(table["path"], table_spans(table))]
-    missing = [i for i, name in enumerate(names) if not entry_path(folder, name).is_file()]
+    shape = (model.backbone.num_hidden_states, model.backbone.embedding_dim)
+    missing = [i for i, name in enumerate(names) if not entry_holds(entry_path(folder, name), shape)]
+    broken = [names[i] for i in missing if entry_path(folder, names[i]).exists()]
+    if broken:
+        log.warning("feature cache %s: %d entr%s unreadable or of another shape than %s (e.g. %s): encoding %s again",
+                    folder, len(broken), "y" if len(broken) == 1 else "ies", shape, entry_path(folder, broken[0]).name,
+                    "it" if len(broken) == 1 else "them")
     if missing:
         subset = table.iloc[missing]
         dataset = make_dataset(config, inputs, subset, np.zeros((len(subset), 0), np.float32),
@@ -135,6 +145,24 @@ def encode_to_cache(model: Classifier, config: RunConfig, inputs: InputSpec, tab
 def entry_path(folder: Path, name: str) -> Path:
     """The file of cache entry ``name`` in ``folder``."""
     return folder / f"{name}.safetensors"
+
+
+FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")  # what a safetensors header calls the states' float types
+
+
+def entry_holds(path: Path, shape: tuple[int, int]) -> bool:
+    """Whether the entry at ``path`` is complete and holds pooled states of ``shape`` (reading its header only: a
+    truncated, emptied or foreign file is not an entry, and is encoded again)."""
+    if not path.is_file():
+        return False
+    try:  # opening checks that the header's tensors cover the whole file
+        with safe_open(str(path), framework="pt") as handle:
+            if list(handle.keys()) != ["pooled"]:
+                return False
+            pooled = handle.get_slice("pooled")
+            return tuple(pooled.get_shape()) == shape and pooled.get_dtype() in FLOAT_DTYPES
+    except (SafetensorError, OSError):
+        return False
 
 
 def write_entry(target: Path, states: torch.Tensor) -> None:
@@ -158,8 +186,12 @@ class CachedDataset(Dataset):
         return len(self.uids)
 
     def __getitem__(self, index: int) -> dict:
-        return {"uid": self.uids[index], "pooled": load_file(str(self.files[index]))["pooled"],
-                "targets": self.targets[index]}
+        try:
+            pooled = load_file(str(self.files[index]))["pooled"]
+        except (SafetensorError, OSError, KeyError) as error:  # changed on disk after it was checked
+            raise ValueError(f"feature cache entry {self.files[index]} of row {self.uids[index]} cannot be read "
+                             f"({error}): delete it and run again, or use --cache False") from error
+        return {"uid": self.uids[index], "pooled": pooled, "targets": self.targets[index]}
 
 
 def collate_cached(items: list[dict]) -> dict:
