@@ -72,3 +72,32 @@ def test_max_pooling_probes_every_layer_and_says_why_the_weighted_sum_is_not(pro
     raw = probed("-e", "1", "-pm", "max", "--layer_weights", "raw")
     assert raw["layers"][-1]["layer"] == "weighted" and "weighted_sum" not in raw
     assert len(raw["layer_weights"]) == 3 and sum(raw["layer_weights"]) != pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("row", "flags"), [("1", ["--layer", "1"]), ("weighted", ["--weighted", "True"])])
+def test_a_probed_layer_scores_as_a_training_run_on_that_layer_alone(tmp_path, row: str, flags: list[str]) -> None:
+    import pandas as pd
+    import torch
+    import transformers
+
+    ds = make_uid_dataset(tmp_path)
+    for split in ("train", "val", "test"):  # a regression column: scores that no chance agreement can match
+        table = pd.read_csv(ds["split"] / f"{split}.csv", dtype={"uid": str})
+        table["score"] = [0.3 * i + (i % 3) for i in range(len(table))]
+        table.to_csv(ds["split"] / f"{split}.csv", index=False)
+    ds["labels"].write_text("pitch\nscore:regression\n")
+    torch.manual_seed(0)
+    checkpoint = save_hf_checkpoint(transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**HF_TINY)),
+                                    tmp_path / "w2v")
+    # one epoch: the training run keeps it, as the probe scores its heads after their last epoch
+    common = ["-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"]), "--model", "hf", "-c",
+              str(checkpoint), "-bs", "4", "-e", "1", "-lr", "0.01", "--final_dropout", "0.3", "--seed", "3",
+              "--report", "False", "--cache_dir", str(tmp_path / "cache")]
+    assert main(["probe", *common, "-o", str(tmp_path / "probe")]) == 0
+    assert main(["train", *common, "--freeze", "True", *flags, "-o", str(tmp_path / "run")]) == 0
+    probed = next(r for r in json.loads((tmp_path / "probe" / "probe.json").read_text())["layers"] if r["layer"] == row)
+    trained = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    for split in ("val", "test"):
+        for key in ("accuracy", "macro_f1", "uar", "ccc", "mae"):
+            assert probed[f"{split}_{key}"] == pytest.approx(trained[split][key], abs=1e-6), (split, key)

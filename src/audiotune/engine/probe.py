@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import EMAWeightAveraging
 
 from audiotune.config import RunConfig, check_config, save_config
@@ -21,8 +24,7 @@ from audiotune.engine.losses import training_class_weights
 from audiotune.engine.metrics import compute_metrics, scores_from_logits
 from audiotune.engine.module import ClassifierModule, trains
 from audiotune.engine.trainer import build_trainer
-from audiotune.models.backbones import input_spec, resolve_config
-from audiotune.models.checkpoint import build_classifier
+from audiotune.models.backbones import build_backbone, input_spec, resolve_config
 from audiotune.models.classifier import Classifier
 from audiotune.outputs import (
     CONFIG_FILE,
@@ -40,6 +42,24 @@ from audiotune.outputs import (
 from audiotune.report.plots import plot_probe
 
 log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomState:
+    """The states of the random generators that initialise and train heads (torch's, numpy's, Python's)."""
+
+    torch_state: torch.Tensor
+    numpy_state: Any
+    python_state: tuple
+
+    @classmethod
+    def now(cls) -> RandomState:
+        return cls(torch.random.get_rng_state(), np.random.get_state(), random.getstate())
+
+    def restore(self) -> None:
+        torch.random.set_rng_state(self.torch_state)
+        np.random.set_state(self.numpy_state)
+        random.setstate(self.python_state)
 
 
 def _summary(metrics: dict) -> dict:
@@ -84,7 +104,10 @@ def _probe(config: RunConfig, owned: OwnedRunDir, one_device: int | list[int]) -
     config.heads = prepared.heads
     save_config(config, exp_dir / CONFIG_FILE)
     write_json(exp_dir / INPUT_SPEC_FILE, inputs.to_dict())
-    encoder = build_classifier(config)
+    # the heads start from the random state a training run's heads start from: just after its backbone is built
+    backbone = build_backbone(config)
+    heads_start = RandomState.now()
+    encoder = Classifier(backbone, config.heads, config.classifier, freeze_backbone=True)
     stats: dict = {}
     cached = cached_datasets(encoder, config, prepared.tables, prepared.targets, stats)
     sampler = balanced_sampler(config, prepared)  # --balance: class-balanced epochs of cached states
@@ -102,7 +125,7 @@ def _probe(config: RunConfig, owned: OwnedRunDir, one_device: int | list[int]) -
     if not trains(config.train):
         log.warning("--epochs 0: no training step; every head is scored as initialised (untrained heads)")
     for target in targets:
-        pl.seed_everything(config.data.seed, verbose=False)  # every probe starts from the same head
+        heads_start.restore()  # every probe starts from the same head, the one `train --layer` starts from
         head_config = dataclasses.replace(config.classifier, weighted=target == "weighted",
                                           layer=-1 if target == "weighted" else int(target))
         model = Classifier(encoder.backbone, config.heads, head_config, freeze_backbone=True)
