@@ -279,6 +279,21 @@ def test_a_regression_head_learns_loudness_and_predicts_in_its_units(tmp_path: P
 
 
 @pytest.mark.slow
+def test_a_monitored_metric_undefined_in_every_epoch_keeps_the_last_epoch_and_says_so(tmp_path: Path) -> None:
+    """--monitor ccc with constant validation targets: no epoch is better than another; the last epoch is kept and
+    named, with no -inf in metrics.json."""
+    ds = loudness_dataset(tmp_path, clips=20)
+    val = pd.read_csv(ds["split"] / "val.csv")
+    val["level"] = -20.0
+    val.to_csv(ds["split"] / "val.csv", index=False)
+    labels = write_labels(tmp_path / "labels.txt", "level:regression\n")
+    assert train(ds["split"], labels, tmp_path / "run", "-e", "2", "--monitor", "ccc") == 0
+    text = (tmp_path / "run" / "metrics.json").read_text()
+    assert json.loads(text)["weights"] == "last epoch (validation ccc undefined in every epoch)"
+    assert "inf" not in text.lower()
+
+
+@pytest.mark.slow
 def test_partial_labels_train_every_head_on_its_own_rows(tmp_path: Path) -> None:
     ds = loudness_dataset(tmp_path, clips=24)
     labels = write_labels(tmp_path / "labels.txt", "level:regression\nhigh\n")

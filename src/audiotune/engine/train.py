@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -116,10 +117,12 @@ def _keep_weights(module: ClassifierModule, checkpoint: ModelCheckpoint | None, 
     is the saved model, ``best_checkpoint`` when --keep last saved the last epoch instead."""
     if checkpoint is None or not checkpoint.best_model_path or not Path(checkpoint.best_model_path).is_file():
         return "last epoch", {}
-    saved = read_checkpoint(checkpoint.best_model_path)
     score = checkpoint.best_model_score
     assert checkpoint.monitor is not None and score is not None  # the monitored checkpoint wrote a best file
     metric = checkpoint.monitor.removeprefix("val_")
+    if not math.isfinite(float(score)):  # (constant validation targets of --monitor ccc): no epoch is better
+        return f"last epoch (validation {metric} undefined in every epoch)", {}
+    saved = read_checkpoint(checkpoint.best_model_path)
     best = {"monitor": checkpoint.monitor, "value": float(score), "epoch": int(saved["epoch"]) + 1}
     if checkpoint.save_top_k > 1:  # every checkpoint kept, with its monitored value
         best["kept"] = {Path(path).name: float(value) for path, value in checkpoint.best_k_models.items()}
