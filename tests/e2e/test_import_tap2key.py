@@ -149,4 +149,4 @@ def test_training_from_the_seed_folder_says_its_head_is_not_used(tmp_path: Path,
                  "--mask_time_length", "2"]) == 0
     said = [r.getMessage() for r in caplog.records if "(projector, classifier) are not used" in r.getMessage()]
     assert len(said) == 1 and "4 tensor(s) of its head" in said[0], said
-    assert f"`audiotune import tap2key {folder} --out RUN` keeps them" in said[0]
+    assert f"`audiotune import tap2key {folder} -o RUN` keeps them" in said[0]

@@ -110,4 +110,4 @@ def test_the_unused_head_of_an_audio_classifier_is_named_once_and_a_ctc_head_is_
     said = [r.getMessage() for r in caplog.records if r.name.startswith("audiotune")]
     assert said == [f"-c {tmp_path / 'classifier'}: an audio classification model; 4 tensor(s) of its head "
                     "(projector, classifier) are not used by the encoder: `audiotune import tap2key "
-                    f"{tmp_path / 'classifier'} --out RUN` keeps them"], said
+                    f"{tmp_path / 'classifier'} -o RUN` keeps them"], said

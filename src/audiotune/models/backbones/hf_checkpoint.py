@@ -83,7 +83,7 @@ def report_loading(checkpoint: str, hf_config: Any, loading: dict[str, Any]) -> 
     unused = [key for key in loading["unexpected_keys"] if key.startswith(("projector.", "classifier."))]
     if unused and any(name.endswith(CLASSIFICATION) for name in getattr(hf_config, "architectures", None) or []):
         log.warning("-c %s: an audio classification model; %d tensor(s) of its head (projector, classifier) are not "
-                    "used by the encoder: `audiotune import tap2key %s --out RUN` keeps them", checkpoint,
+                    "used by the encoder: `audiotune import tap2key %s -o RUN` keeps them", checkpoint,
                     len(unused), checkpoint)
 
 
