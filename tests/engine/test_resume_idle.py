@@ -39,3 +39,22 @@ def test_a_folder_made_with_them_goes_on_and_a_new_one_is_refused(hf_checkpoints
     refuse_inactive_of_runs(config, made=True)
     with pytest.raises(ValueError, match="--resample_rate 8000: --model hf reads audio at 16000 Hz"):
         refuse_inactive_of_runs(config, made=False)
+
+
+def test_resume_without_a_last_checkpoint_says_why_there_is_none(tmp_path: Path) -> None:
+    """A run stopped before its first checkpoint is started again with --overwrite; a probe folder has no run to go
+    on with; a folder holding neither only needs the checkpoint."""
+    from audiotune.engine.resume import checkpoint_to_resume
+    from audiotune.outputs import CHECKPOINT_DIR, CONFIG_FILE, LAST_CHECKPOINT, PROBE_SUMMARY_FILE
+
+    with pytest.raises(FileNotFoundError, match=r"earlier run in --exp_dir$"):
+        checkpoint_to_resume(tmp_path)
+    (tmp_path / CONFIG_FILE).write_text("{}")
+    with pytest.raises(FileNotFoundError, match="stopped before writing one: start it again with --overwrite"):
+        checkpoint_to_resume(tmp_path)
+    (tmp_path / PROBE_SUMMARY_FILE).write_text("{}")
+    with pytest.raises(FileNotFoundError, match="it is a probe folder"):
+        checkpoint_to_resume(tmp_path)
+    (tmp_path / CHECKPOINT_DIR).mkdir()
+    (tmp_path / CHECKPOINT_DIR / LAST_CHECKPOINT).write_bytes(b"")
+    assert checkpoint_to_resume(tmp_path) == tmp_path / CHECKPOINT_DIR / LAST_CHECKPOINT

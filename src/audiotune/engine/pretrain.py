@@ -47,7 +47,7 @@ from audiotune.engine.distributed import (
 from audiotune.engine.inference import features_on_device, inference_device
 from audiotune.engine.module import DeviceFeatures, optimizers, trains
 from audiotune.engine.pace import pace_summary
-from audiotune.engine.resume import record_changes, resumed_changes
+from audiotune.engine.resume import checkpoint_to_resume, record_changes, resumed_changes
 from audiotune.engine.step_log import step_output
 from audiotune.engine.trainer import build_trainer, earlier_log, merge_logs
 from audiotune.launch import launched_rank_zero
@@ -61,12 +61,10 @@ from audiotune.models.backbones import (
 from audiotune.models.option_checks import refuse_inactive
 from audiotune.outputs import (
     BEST_VAL_LOSS,
-    CHECKPOINT_DIR,
     CONFIG_FILE,
     EPOCHS_RUN,
     INPUT_SPEC_FILE,
     KEPT_WEIGHTS,
-    LAST_CHECKPOINT,
     LOG_DIR,
     LOG_FILE,
     MASKED_ACCURACY_PLOT,
@@ -247,12 +245,7 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
     inputs = input_spec(config)
     assert isinstance(backbone, SupportsPretraining)
     backbone.start_pretraining(objective, config)
-    resume = exp_dir / CHECKPOINT_DIR / LAST_CHECKPOINT if config.train.resume else None
-    if resume is not None and not resume.is_file():
-        stopped = (exp_dir / CONFIG_FILE).is_file()
-        raise FileNotFoundError(f"{resume}: --resume needs the last checkpoint of an earlier run in --exp_dir"
-                                + ("; this run stopped before writing one: start it again with --overwrite"
-                                   if stopped else ""))
+    resume = checkpoint_to_resume(exp_dir) if config.train.resume else None
     changes = resumed_changes(exp_dir, config) if resume is not None else {}
     owned.start()
     tables, targets = _tables(config, inputs, exp_dir, owned.writes)

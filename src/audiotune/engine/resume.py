@@ -24,11 +24,31 @@ from audiotune.data.prepare import check_head_options, idle_head_options, traini
 from audiotune.engine.records import as_made
 from audiotune.models.backbones import input_spec, resolve_config
 from audiotune.models.option_checks import refuse_inactive, without_idle_options
-from audiotune.outputs import CONFIG_FILE, CONFIG_HISTORY_FILE, write_bytes
+from audiotune.outputs import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    CONFIG_HISTORY_FILE,
+    LAST_CHECKPOINT,
+    PROBE_SUMMARY_FILE,
+    write_bytes,
+)
 
 # what a resumed run may change without --allow_changes: how long it trains, and where and how fast it runs
 RESUME_FREE = ("train.epochs", "train.training_steps", "train.resume", "train.overwrite", "train.allow_changes",
                "runtime", "exp_dir", "version")
+
+
+def checkpoint_to_resume(exp_dir: Path) -> Path:
+    """The last checkpoint of the run in ``exp_dir`` that ``--resume`` goes on from; an error saying why there is
+    none (a run stopped before it wrote one, a probe folder)."""
+    last = exp_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
+    if last.is_file():
+        return last
+    why = ("; it is a probe folder: its heads scored each layer and were not kept, so there is no run to go on with"
+           if (exp_dir / PROBE_SUMMARY_FILE).is_file() else
+           "; this run stopped before writing one: start it again with --overwrite"
+           if (exp_dir / CONFIG_FILE).is_file() else "")
+    raise FileNotFoundError(f"{last}: --resume needs the last checkpoint of an earlier run in --exp_dir{why}")
 
 
 def keep_resumed_version(exp_dir: Path, config: RunConfig) -> None:

@@ -35,7 +35,7 @@ from audiotune.engine.inference import features_on_device, inference_device
 from audiotune.engine.losses import training_class_weights
 from audiotune.engine.module import ClassifierModule, DeviceFeatures, trains
 from audiotune.engine.pace import pace_summary
-from audiotune.engine.resume import keep_resumed_version, record_changes, resumed_changes
+from audiotune.engine.resume import checkpoint_to_resume, keep_resumed_version, record_changes, resumed_changes
 from audiotune.engine.seed_resume import STARTED_FROM, imported_start, load_imported
 from audiotune.engine.selection import check_monitor, monitor_key, monitor_mode
 from audiotune.engine.trainer import build_trainer, earlier_log, merge_logs
@@ -239,12 +239,7 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
     exp_dir = run_dir.path
     keep_resumed_version(exp_dir, config)
     imported = imported_start(exp_dir, config)  # an imported run: its weights, with a fresh optimiser
-    resume = exp_dir / CHECKPOINT_DIR / LAST_CHECKPOINT if config.train.resume and imported is None else None
-    if resume is not None and not resume.is_file():
-        stopped = (exp_dir / CONFIG_FILE).is_file()
-        raise FileNotFoundError(f"{resume}: --resume needs the last checkpoint of an earlier run in --exp_dir"
-                                + ("; this run stopped before writing one: start it again with --overwrite"
-                                   if stopped else ""))
+    resume = checkpoint_to_resume(exp_dir) if config.train.resume and imported is None else None
     pl.seed_everything(config.data.seed, workers=True, verbose=False)
     resolve_config(config)
     refuse_inactive(config)  # an option that would do nothing with this encoder (frozen or trained)
