@@ -62,6 +62,19 @@ def test_vtlp_changes_training_features_only(tmp_path: Path) -> None:
     assert all(torch.equal(a, b) for a, b in zip(inputs(0.0, False), inputs(1.0, False)))
 
 
+def test_vtlp_range_bounds_the_warp_drawn_for_each_clip(tmp_path: Path) -> None:
+    sf.write(tmp_path / "tone.wav", 0.5 * np.sin(2 * np.pi * 1000.0 * np.arange(SR // 2) / SR), SR)
+    table = pd.DataFrame({"path": [str(tmp_path / "tone.wav")]}, index=pd.Index(["a"], name="uid"))
+
+    def peak(vtlp: float, low: float, high: float) -> int:
+        spec = InputSpec(resample_rate=SR, features="fbank", num_mel_bins=80, vtlp=vtlp, vtlp_range=(low, high))
+        return int(AudioDataset(table, np.zeros((1, 0)), spec, train=True)[0]["inputs"].mean(0).argmax())
+
+    plain = peak(0.0, 0.9, 1.1)
+    assert peak(1.0, 0.85, 0.85) < plain < peak(1.0, 1.15, 1.15)  # the tone moves as far as the range says
+    assert peak(1.0, 0.8, 0.8) < peak(1.0, 0.9, 0.9) < plain
+
+
 def test_vtlp_options_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     base = ["train", "-d", str(tmp_path / "none.csv"), "-o", str(tmp_path / "run")]
     assert main([*base, "--vtlp", "0.5", "--features", "mfcc"]) == 2
