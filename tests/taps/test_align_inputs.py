@@ -169,3 +169,26 @@ def test_off_key_matches_are_counted_whether_kept_or_left_out(tmp_path: Path, ke
     report = json.loads((tmp_path / "seg.report.json").read_text())
     assert report["matched"] == 2 and report["matched_none"] == 1 and report["kept"] == 1 + keep_none
     assert pd.read_csv(tmp_path / "seg.csv")["label"].tolist() == ["a", "none"][:1 + keep_none]
+
+
+def test_max_key_distance_labels_a_touch_far_from_every_key_none(tmp_path: Path) -> None:
+    argv, _ = session(tmp_path)  # the second touch lies 1 unit from key b's centre
+    labels = {}
+    for distance in ("", "2", "0.5"):
+        out = tmp_path / f"seg{distance}.csv"
+        flags = ["--max_key_distance", distance] if distance else []
+        assert main([*argv[:-6], "--out", str(out), *argv[-4:], *flags, "--keep_none", "--report", "False"]) == 0
+        labels[distance] = pd.read_csv(out)["label"].tolist()
+    assert labels == {"": ["a", "b"], "2": ["a", "b"], "0.5": ["a", "none"]}
+
+
+def test_time_pattern_reads_each_recordings_start_from_its_file_name(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    argv, _ = session(tmp_path)
+    (tmp_path / "session.wav").rename(tmp_path / "take_20240501-100000.wav")
+    (tmp_path / "taps.csv").write_text("path,time\ntake_20240501-100000.wav,0.30\ntake_20240501-100000.wav,0.70\n")
+    without_column = [*argv[:-2], "--report", "False"]
+    assert main(without_column) == 2  # the seed's last7 reads no start from this name
+    assert "--time_pattern last7" in capsys.readouterr().err
+    assert main([*without_column, "--time_pattern", "%Y%m%d-%H%M%S"]) == 0
+    assert pd.read_csv(tmp_path / "seg.csv")["label"].tolist() == ["a", "b"]
