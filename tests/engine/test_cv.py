@@ -144,6 +144,24 @@ def test_json_split_files_are_folds_with_labels_and_votes(tmp_path: Path) -> Non
         build_folds(str(folds), FoldOptions())
 
 
+def test_json_label_names_the_column_and_the_head_of_the_json_files_labels(tmp_path: Path) -> None:
+    from audiotune.cli import build_parser
+    from audiotune.cli.values import options_of
+    from audiotune.data.json_splits import json_label_groups
+
+    audio, folds = emotion_folds(tmp_path, sessions=2, per_session=2)
+    heads = {}
+    for flags in ([], ["--json_label", "emotion"]):
+        args = build_parser().parse_args(["cv", "-d", str(folds), "--audio_dir", str(audio), "-o",
+                                          str(tmp_path / "cv"), *flags])
+        built = build_folds(str(folds), options_of(FoldOptions, args))
+        train = built[0].tables["train"]
+        assert train[flags[-1] if flags else "label"].tolist() == ["sad", "happy"]
+        tables = {f"{fold.name}/{k}": t for fold in built for k, t in fold.tables.items()}
+        heads[tuple(flags)] = [g.columns for g in json_label_groups(tables, str(folds), args.json_label)]
+    assert heads == {(): [["label"]], ("--json_label", "emotion"): [["emotion"]]}
+
+
 def test_grouped_folds_and_drawn_validation(tmp_path: Path) -> None:
     table = small_table(tmp_path, subjects=("ann", "bob", "cat", "dan", "eve", "fay"))
     built = build_folds(str(table), FoldOptions(folds=3, stratify="pitch", val_group="draw"), seed=1, val_size=1)
