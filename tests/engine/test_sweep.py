@@ -188,6 +188,25 @@ def test_trials_are_runs_the_best_config_retrains_and_a_rerun_continues(
     assert "differs in pruning.pruner" in capsys.readouterr().err
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # a study driven by hand, as a test does
+def test_startup_trials_and_prune_after_hold_the_median_rule_back(tmp_path: Path) -> None:
+    """--startup_trials: finished trials before anything is pruned; --prune_after: epochs before a trial may be."""
+    from audiotune.engine.sweep import _study
+    from audiotune.engine.sweep_options import SweepOptions
+
+    def pruned(name: str, **options: int) -> bool:
+        (tmp_path / name).mkdir()
+        study = _study(tmp_path / name, {"goal": "minimize", "algorithm": "random"}, SweepOptions(**options), "s")
+        study.add_trial(optuna.create_trial(value=0.1, intermediate_values={1: 0.1, 2: 0.1}))
+        trial = study.ask()
+        trial.report(9.0, 1)  # far worse than the finished trial at the same epoch
+        return trial.should_prune()
+
+    assert pruned("free", startup_trials=1, prune_after=0)
+    assert not pruned("startup", startup_trials=2, prune_after=0)
+    assert not pruned("warmup", startup_trials=1, prune_after=2)  # epoch 1 of the 2 every trial trains
+
+
 @pytest.mark.slow
 def test_a_trial_worse_than_the_median_is_pruned_and_still_a_complete_run(tmp_path: Path) -> None:
     ds = make_uid_dataset(tmp_path)
