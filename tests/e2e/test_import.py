@@ -532,3 +532,13 @@ def test_an_older_args_pkl_without_the_head_widths_takes_them_from_the_weights(t
     config = load_config(run / "config.yaml")
     assert (config.classifier.clf_bottleneck, config.classifier.sd_bottleneck) == (32, 24)
     assert_round_trip(run, seed, five_clips(ds), lambda feats: feats.transpose(1, 2)[:, None])
+
+    # an args.pkl kept elsewhere than beside the weights is given with --args
+    kept = tmp_path / "kept" / "args.pkl"
+    kept.parent.mkdir()
+    (weights.parent / "args.pkl").rename(kept)
+    assert main(["import", "naip", str(weights), "-o", str(tmp_path / "again")]) == 2
+    assert "the seed's arguments are needed (pass --args PATH to its args.pkl)" in capsys.readouterr().err
+    assert main(["import", "naip", str(weights), "--args", str(kept), "-o", str(tmp_path / "again")]) == 0
+    again = load_config(tmp_path / "again" / "config.yaml")
+    assert (again.classifier, again.features, again.heads) == (config.classifier, config.features, config.heads)
