@@ -141,6 +141,23 @@ def test_weights_of_no_seed_and_files_of_no_weights_are_errors(tmp_path: Path) -
         read_seed_weights(path)
 
 
+def test_the_seeds_optimiser_and_prediction_files_are_named_with_the_file_to_import(tmp_path: Path) -> None:
+    """naip-w2v2 and naip-ssast saved *_optim_epoch{e}.pt beside their weights, and every NAIP seed its test logits
+    and targets as *_predictions.pt / *_targets.pt: each is named, with the *_mdl.pt to import instead."""
+    model = torch.nn.Linear(2, 1)
+    optimiser = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 2)).sum().backward()
+    optimiser.step()
+    path = tmp_path / "w2v2_ft_optim_epoch10.pt"
+    torch.save(optimiser.state_dict(), path)
+    with pytest.raises(SeedImportError, match=rf"^{path}: an optimiser state .*import the \*_mdl.pt beside it"):
+        read_seed_weights(path)
+    path = tmp_path / "split_predictions.pt"
+    torch.save(torch.zeros(4, 3), path)
+    with pytest.raises(SeedImportError, match=rf"^{path}: one tensor .*predictions.parquet$"):
+        read_seed_weights(path)
+
+
 def test_a_seed_file_without_heads_says_what_it_is() -> None:
     pretrained = {"v.patch_embed.proj.weight": torch.zeros(1), "cpredlayer.0.weight": torch.zeros(1)}
     with pytest.raises(SeedImportError, match="x.pt: a naip-ssast pretraining checkpoint .*--pretrained_mdl_path"):

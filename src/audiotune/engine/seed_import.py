@@ -124,6 +124,12 @@ def read_seed_weights(path: str | Path) -> dict[str, torch.Tensor]:
         raise SeedImportError(torch_refusal(path, err)) from None
     if isinstance(loaded, Mapping) and "state_dict" in loaded and isinstance(loaded["state_dict"], Mapping):
         loaded = loaded["state_dict"]
+    if isinstance(loaded, Mapping) and {"state", "param_groups"} <= set(loaded):
+        raise SeedImportError(f"{path}: an optimiser state (the seed's *_optim_epoch*.pt), not a model: import the "
+                              "*_mdl.pt beside it; `train --resume` of the run starts a fresh optimiser")
+    if torch.is_tensor(loaded):
+        raise SeedImportError(f"{path}: one tensor (the seed's *_predictions.pt logits or *_targets.pt), not a model: "
+                              "import its *_mdl.pt; `evaluate --run RUN` writes both as predictions.parquet")
     if not isinstance(loaded, Mapping) or not loaded:
         raise SeedImportError(f"{path}: expected a state dict (the seed's torch.save(model.state_dict())), "
                               f"found {type(loaded).__name__}")
