@@ -96,6 +96,13 @@ def test_ser_vft_checkpoint_becomes_a_run_that_scores_as_the_seed(tmp_path: Path
     assert main(["import", "ser", str(checkpoint), "-c", str(architecture), "--out", str(run), "--classes",
                  *CLASSES]) == 0
     assert "not carried: model.rnn_head.weight_ih_l0" in capsys.readouterr().out
+    # run_downstream_custom.py's eager.pt (the PretrainedRNNHead's own state dict) imports as the same model
+    torch.save(as_transformers_4_10(seed.state_dict()), tmp_path / "eager.pt")
+    assert main(["import", "ser", str(tmp_path / "eager.pt"), "-c", str(architecture), "--out",
+                 str(tmp_path / "run_eager"), "--classes", *CLASSES]) == 0
+    from_eager, from_checkpoint = load_run(tmp_path / "run_eager")[1].state_dict(), load_run(run)[1].state_dict()
+    assert from_eager.keys() == from_checkpoint.keys()
+    assert all(torch.equal(from_eager[key], from_checkpoint[key]) for key in from_checkpoint)
     imported = load_config(run / "config.yaml")
     assert (imported.classifier.frame_activation, imported.classifier.pool_drop_last,
             imported.classifier.clf_bottleneck, imported.heads[0].classes) == ("relu", True, 0, CLASSES)

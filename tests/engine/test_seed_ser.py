@@ -39,6 +39,22 @@ def test_classes_beside_the_tensors_become_inert_stand_ins(tmp_path: Path) -> No
     assert len(stand_ins) == 1 and stand_ins[0].endswith(".call") and not marker.exists()
 
 
+def test_the_seeds_torchscript_export_and_wav2vec_v1_classifier_are_named_with_what_to_import(tmp_path: Path) -> None:
+    """run_downstream_custom.py's script.pt (TorchScript) and run_pretrain.py's stage-1 checkpoint (fairseq's wav2vec
+    v1 under ``wav2vec.``) hold no wav2vec2 to import: each is named, with the file or command that replaces it."""
+    script = tmp_path / "script.pt"
+    torch.jit.save(torch.jit.trace(torch.nn.Linear(2, 2), torch.ones(1, 2)), script)
+    with pytest.raises(ValueError, match=rf"^{script}: a TorchScript archive .*import the eager.pt state dict"):
+        read_lightning_state(script)
+    stage1 = tmp_path / "w2v-09-0.52-0.81.ckpt"
+    torch.save({"state_dict": {"wav2vec.feature_extractor.conv_layers.0.0.weight": torch.ones(2),
+                               "linearhead.0.weight": torch.ones(2)}}, stage1)
+    with pytest.raises(ValueError, match=rf"^{stage1}: a wav2vec v1 \(fairseq\) model, the seed's P-TAPT stage-1 "
+                                         r"classifier.*`import clusters`.*`cluster --run`"):
+        import_ser_encoder(stage1, "unused", tmp_path / "encoder")
+    assert not (tmp_path / "encoder").exists()
+
+
 def test_cluster_lists_that_do_not_fit_the_k_values_are_errors(tmp_path: Path) -> None:
     path = tmp_path / "64-clus.json"
     path.write_text(json.dumps({"a.wav": [0, 3, 3, 1]}))  # one K: a flat list per clip

@@ -10,7 +10,7 @@ from torch import nn
 
 from audiotune.config.sections import RuntimeConfig
 from audiotune.engine.seed_import import SeedImportError
-from audiotune.engine.seed_vft import _mapped, has_vft_head, import_vft_run, vft_config
+from audiotune.engine.seed_vft import _mapped, downstream_state, has_vft_head, import_vft_run, vft_config
 
 
 def _checkpoint(path: Path, state: dict) -> Path:
@@ -44,6 +44,17 @@ def test_keys_map_onto_the_classifier_and_the_unused_lstm_is_dropped() -> None:
                                                    state["model.linear_head.1.weight"])
     assert all(key.startswith("model.rnn_head.") for key in dropped) and unknown == ["model.extra"]
     assert has_vft_head(state) and not has_vft_head({"wav2vec2.wav2vec2.x": torch.zeros(1)})
+
+
+def test_the_classifier_saved_alone_as_eager_pt_reads_as_the_lightning_checkpoint(tmp_path: Path) -> None:
+    """run_downstream_custom.py also saved model.model.state_dict() as eager.pt: the PretrainedRNNHead's keys
+    without DownstreamGeneral's ``model.``; --classes reads it as the checkpoint (the class count checked)."""
+    state = _vft_state()
+    eager = {key.removeprefix("model."): value for key, value in state.items()}
+    assert downstream_state(eager).keys() == state.keys() and downstream_state(state).keys() == state.keys()
+    torch.save(eager, tmp_path / "eager.pt")
+    with pytest.raises(SeedImportError, match=r"its classifier has 4 outputs; --classes names 2 \(a b\)"):
+        import_vft_run(tmp_path / "eager.pt", "unused", ["a", "b"], tmp_path / "run")
 
 
 def test_classes_that_do_not_fit_the_head_are_refused_before_anything_is_written(tmp_path: Path) -> None:

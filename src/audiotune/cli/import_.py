@@ -207,7 +207,7 @@ def _run_ser(args: argparse.Namespace) -> None:
         kind = "with TAPT's quantizer" if done["pretraining_heads"] else "encoder only"
         print(f"{args.out}: wav2vec2 of {args.checkpoint} ({done['tensors']} tensors, {kind}); not carried: "
               f"{', '.join(done['unused']) or 'nothing'}")
-        if any(VFT_HEAD.startswith(f"{unused}.") for unused in done["unused"]):
+        if any(f"{unused}." in VFT_HEAD for unused in done["unused"]):  # eager.pt: without model.
             print("  its V-FT classifier imports as a run directory with --classes C1 C2 ... (the seed's class "
                   "order)")
     if done["stand_ins"]:

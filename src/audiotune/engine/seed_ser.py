@@ -34,6 +34,7 @@ MAX_STAND_INS = 16  # different globals a checkpoint may name besides tensors
 # wav2vec2.wav2vec2), and TAPT's whole Wav2Vec2ForPreTraining (quantizer included)
 ENCODER_PREFIXES = ("model.wav2vec2.wav2vec2.", "wav2vec2.wav2vec2.")
 PRETRAINING_PREFIX = "wav2vec2.wav2vec2PT."
+WAV2VEC1_PREFIX = "wav2vec."  # PretrainedEmoClassifier.wav2vec (Wav2vecWrapper): fairseq's wav2vec v1, stage 1
 SEED_RATE, SEED_HOP, SEED_FIELD = 16000, 320, 400  # wav2vec2-base frames: every 320 samples, 400 samples each
 FRAME_SLACK = 2  # frames a label list may differ from the encoder's count (the seed clustered wav2vec v1 frames)
 
@@ -62,6 +63,9 @@ def read_lightning_state(path: str | Path) -> tuple[dict[str, torch.Tensor], lis
             break
         except Exception as err:  # torch's UnpicklingError, or a damaged file
             named = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+            if "TorchScript" in str(err):
+                raise ValueError(f"{path}: a TorchScript archive (the seed's script.pt), code besides weights: import "
+                                 "the eager.pt state dict saved beside it (the same model)") from None
             if named is None or named.group(1) in stand_ins or len(stand_ins) == MAX_STAND_INS:
                 detail = re.search(r"(Trying to load unsupported GLOBAL [^\n]*?blocked)", str(err))
                 if detail is None:
@@ -83,6 +87,10 @@ def seed_encoder_state(state: Mapping[str, torch.Tensor], path: str | Path) -> t
         found = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         if found:
             return found, False
+    if any(key.startswith(WAV2VEC1_PREFIX) for key in state):
+        raise ValueError(f"{path}: a wav2vec v1 (fairseq) model, the seed's P-TAPT stage-1 classifier, which no "
+                         "audiotune backbone reads: import the all-clus.json its cluster.py wrote (`import clusters`), "
+                         "or train a stage-1 run (`train --config seeds/ser_vft`) and `cluster --run` it")
     raise ValueError(f"{path}: no wav2vec2 weights (keys under {', '.join(ENCODER_PREFIXES + (PRETRAINING_PREFIX,))}"
                      f"); first keys: {list(state)[:3]}")
 

@@ -25,10 +25,19 @@ from audiotune.models.checkpoint import classifier_to_load, save_weights
 from audiotune.outputs import CONFIG_FILE, ENCODER_DIR, IMPORT_RECORD_FILE, MODEL_FILE, own_run_dir, write_json
 
 VFT_RECIPE = "seeds/ser_vft"
+DOWNSTREAM = "model."  # DownstreamGeneral.model: the PretrainedRNNHead
 VFT_ENCODER = "model.wav2vec2.wav2vec2."  # DownstreamGeneral.model (PretrainedRNNHead).wav2vec2 (Wav2vec2Wrapper)
 VFT_HEAD = "model.linear_head.1."  # Sequential(ReLU, Linear): the Linear
 VFT_UNUSED = ("model.rnn_head.",)  # the LSTM the seed never called in forward
 SEED_RATE = 16000
+
+
+def downstream_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The keys of ``DownstreamGeneral``: the seed's ``run_downstream_custom.py`` also saved its
+    ``PretrainedRNNHead`` alone (``eager.pt``, ``model.model.state_dict()``), without the ``model.`` prefix."""
+    if not has_vft_head(state) and f"{VFT_HEAD.removeprefix(DOWNSTREAM)}weight" in state:
+        return {DOWNSTREAM + key: value for key, value in state.items()}
+    return dict(state)
 
 
 def has_vft_head(state: Mapping[str, torch.Tensor]) -> bool:
@@ -77,6 +86,7 @@ def import_vft_run(path: str | Path, architecture: str, classes: list[str], exp_
     encoder/); ``classes``: the seed's class order (its head's outputs)."""
     exp_dir = Path(exp_dir)
     state, stand_ins = read_lightning_state(path)
+    state = downstream_state(state)
     if not has_vft_head(state):
         raise SeedImportError(f"{path}: no V-FT classifier ({VFT_HEAD}weight): a TAPT or P-TAPT checkpoint imports "
                               "as an encoder folder, without --classes")
