@@ -45,3 +45,55 @@ def test_one_take_in_two_folders_is_refused_naming_its_uids_and_folders(tmp_path
     assert f"t1_000: in {tmp_path / 's1'}, {tmp_path / 's1b'}" in str(raised.value)
     assert not (tmp_path / "out.csv").exists()
     assert len(import_tap_samples([tmp_path / "s1"], tmp_path / "out.csv").segments) == 2
+
+
+def save_to_disk(folder: Path, paths: list[str], labels: list[int], names: list[str], audio_feature: bool) -> Path:
+    """What ``datasets`` (2.10, the seed's) ``Dataset.save_to_disk`` wrote: an Arrow stream file, ``state.json``
+    naming it and ``dataset_info.json`` with the label's ClassLabel names; the audio column a path string, or an
+    ``Audio`` feature's ``{bytes, path}`` (create_dataset.py with --sample_rate)."""
+    import json
+
+    import pyarrow as pa
+
+    folder.mkdir(parents=True)
+    audio = pa.array([{"bytes": None, "path": p} for p in paths]) if audio_feature else pa.array(paths)
+    features = {"audio": {"sampling_rate": 96000, "mono": False, "decode": True, "id": None, "_type": "Audio"}
+                if audio_feature else {"dtype": "string", "id": None, "_type": "Value"},
+                "label": {"num_classes": len(names), "names": names, "id": None, "_type": "ClassLabel"}}
+    table = pa.table({"audio": audio, "label": pa.array(labels, pa.int64())}).replace_schema_metadata(
+        {"huggingface": json.dumps({"info": {"features": features}})})
+    with pa.OSFile(str(folder / "data-00000-of-00001.arrow"), "wb") as sink, \
+            pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    (folder / "dataset_info.json").write_text(json.dumps({"citation": "", "description": "", "features": features}))
+    (folder / "state.json").write_text(json.dumps({"_data_files": [{"filename": "data-00000-of-00001.arrow"}],
+                                                   "_fingerprint": "5c8ec6f9c8a1e3b2", "_format_columns": None,
+                                                   "_format_kwargs": {}, "_format_type": None,
+                                                   "_output_all_columns": False, "_split": None}))
+    return folder
+
+
+@pytest.mark.parametrize("audio_feature", [False, True])
+def test_the_flat_folder_and_the_test_split_the_seed_saved_read_as_the_same_taps(tmp_path: Path,
+                                                                                  audio_feature: bool) -> None:
+    """create_dataset.py read one flat folder of samples and label CSVs (its --data_dir) and saved its test split
+    with save_to_disk, the samples' paths in it: the split's rows are those taps, under the uids and class names of
+    the folder's rows, wherever the samples are now (--audio_dir)."""
+    data_dir = tmp_path / "00.All_TapsLabels_96k"
+    data_dir.mkdir()
+    for i in range(4):
+        sf.write(data_dir / f"t1_{i:03}_8chan.wav", np.zeros((64, 8)), 96000)
+    (data_dir / "t1_label.csv").write_text("t0,q,1,2,9\nt1,w,3,4,9\nt2,q,5,6,9\nt3,e,7,8,9\n")
+    everything = import_tap_samples([data_dir], tmp_path / "all.csv").segments.set_index("uid")
+    seed_dir = "/work/ajgeglio/Tap_Data/00.All_TapsLabels_96k"  # where the seed's samples were
+    saved = save_to_disk(tmp_path / "04.Test_Dataset_96k", [f"{seed_dir}/t1_003_8chan.wav",
+                                                            f"{seed_dir}/t1_000_8chan.wav"], [0, 1], ["e", "q", "w"],
+                         audio_feature)
+    with pytest.raises(DataError, match=r"2 tap sample\(s\) of the split saved in .*04.Test_Dataset_96k not found:"
+                                        r"[\s\S]*t1_003_8chan.wav[\s\S]*give --audio_dir FOLDER"):
+        import_tap_samples([saved], tmp_path / "test.csv")
+    test = import_tap_samples([saved], tmp_path / "test.csv", audio_dir=data_dir).segments
+    assert test[["uid", "label", "split"]].values.tolist() == [["t1_003", "e", "04.Test_Dataset_96k"],
+                                                               ["t1_000", "q", "04.Test_Dataset_96k"]]
+    assert test["path"].tolist() == everything.loc[test["uid"], "path"].tolist()
+    assert test["label"].tolist() == everything.loc[test["uid"], "label"].tolist()

@@ -93,11 +93,18 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_path(clusters, "--out", role=Role.OUTPUT_FILE, required=True, help="parquet to write")
     taps = kinds.add_parser(
         "taps", allow_abbrev=False,
-        help="tap2key recording folders (05.wav_samples + 04.labels) as a segment table",
+        help="tap2key recording folders (05.wav_samples + 04.labels) or the splits its create_dataset.py saved "
+             "as a segment table",
         description="Pairs each recording's tap samples ({take}_{i}_8chan.wav, in order) with the rows of its "
                     "label CSV one to one; a recording whose counts differ is an error, or with --on_error skip "
-                    "is left out and listed in OUT.skipped.csv.")
-    add_path(taps, "folders", role=Role.LOCAL, nargs="+", help="recording folders of the tap2key layout")
+                    "is left out and listed in OUT.skipped.csv. A folder create_dataset.py saved with save_to_disk "
+                    "(its test split) gives its taps as it holds them, each with its split's name.")
+    add_path(taps, "folders", role=Role.LOCAL, nargs="+",
+             help="recording folders of the tap2key layout, the flat folder create_dataset.py read (--data_dir), "
+                  "or a split it saved (--save_te96k)")
+    add_path(taps, *spellings("audio_dir"), role=Role.LOCAL, dest="audio_dir", default="", metavar="FOLDER",
+             help="a saved split: the folder holding its tap samples now, where the seed's paths no longer lead "
+                  "(found by file name)")
     add_path(taps, "--out", role=Role.OUTPUT_FILE, required=True, help="segment CSV to write")
     add_option_flag(taps, "data.on_error", help="a recording whose tap and label counts differ: raise an error, or "
                                                 "skip it and list it in OUT.skipped.csv")
@@ -238,7 +245,7 @@ def _run_clusters(args: argparse.Namespace) -> None:
 def _run_taps(args: argparse.Namespace) -> None:
     from audiotune.engine.seed_taps import import_tap_samples
 
-    done = import_tap_samples(args.folders, args.out, args.on_error)
+    done = import_tap_samples(args.folders, args.out, args.on_error, args.audio_dir or None)
     text = f"{args.out}: {len(done.segments)} tap samples, {done.segments['label'].nunique()} labels"
     if done.skipped_path:
         text += f"; {len(done.skipped)} recording(s) skipped (listed in {done.skipped_path})"

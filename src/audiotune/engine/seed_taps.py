@@ -6,7 +6,9 @@ recording (``04.labels/{take}_label.csv``, no header: timestamp, key label, x, y
 zipped the sorted samples of all recordings with the concatenated labels, correct only where every recording had
 as many samples as labels. Here the pairs are made per recording (the i-th sample with the i-th label, as the
 seed paired them when the counts agree), and a recording whose counts differ is an error naming it, or with
-``skip`` is left out and listed with the reason.
+``skip`` is left out and listed with the reason. The flat folder ``create_dataset.py`` read (samples and label
+CSVs side by side) is read the same way, and a split it saved (:mod:`~audiotune.engine.seed_tap_splits`) gives its
+taps as it holds them, each row with its ``split``.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import pandas as pd
 
 from audiotune.config.sections import RAISE
 from audiotune.data.errors import DataError, refuse, refuse_unless_skipped
+from audiotune.engine.seed_tap_splits import is_saved_split, saved_split_rows
 from audiotune.outputs import check_output_path, skip_list, write_csv, write_skip_list
 
 SAMPLES_DIR = "05.wav_samples"
@@ -52,8 +55,11 @@ def _labels(path: Path) -> pd.DataFrame:
 
 def _takes(folder: Path) -> tuple[dict[str, list[tuple[int, Path]]], dict[str, Path]]:
     samples_dir, labels_dir = folder / SAMPLES_DIR, folder / LABELS_DIR
+    if not samples_dir.is_dir() and any(SAMPLE_NAME.match(path.name) for path in folder.glob("*.wav")):
+        samples_dir = labels_dir = folder  # the flat folder create_dataset.py read (its --data_dir)
     if not samples_dir.is_dir():
-        raise DataError(f"{folder}: no {SAMPLES_DIR}/ folder (tap2key's WavPreprocess.py --sample writes it)")
+        raise DataError(f"{folder}: no {SAMPLES_DIR}/ folder (tap2key's WavPreprocess.py --sample writes it), no "
+                        "*_8chan.wav samples (create_dataset.py's --data_dir) and no saved split")
     samples: dict[str, list[tuple[int, Path]]] = {}
     for path in sorted(samples_dir.iterdir()):
         named = SAMPLE_NAME.match(path.name)
@@ -64,12 +70,45 @@ def _takes(folder: Path) -> tuple[dict[str, list[tuple[int, Path]]], dict[str, P
     return samples, labels
 
 
-def import_tap_samples(folders: list[str | Path], out: str | Path, on_error: str = RAISE) -> TapImport:
-    """One row per tap sample (``uid, path, label, session, tap, timestamp, x, y``; paths relative to ``out``)."""
+def _uid(path: Path) -> tuple[str, str, int | None]:
+    """A sample's uid, take and tap number (``{take}_{tap:03d}``, as its recording folder's rows are named)."""
+    named = SAMPLE_NAME.match(path.name)
+    return (f"{named['take']}_{int(named['tap']):03d}", named["take"], int(named["tap"])) if named else \
+        (path.stem, path.stem, None)
+
+
+def _saved_split(folder: Path, out: Path, audio_dir: Path | None) -> list[dict]:
+    """The rows of a split the seed saved (``split`` its name), each sample found where the seed recorded it or,
+    moved since, by its file name in ``audio_dir``."""
+    rows, missing = [], []
+    for row in saved_split_rows(folder).itertuples(index=False):
+        path = Path(row.path)
+        if not path.is_file() and audio_dir is not None and (audio_dir / path.name).is_file():
+            path = audio_dir / path.name
+        if not path.is_file():
+            missing.append(row.path)
+            continue
+        uid, take, tap = _uid(path)
+        rows.append({"uid": uid, "path": os.path.relpath(path.resolve(), out.parent.resolve()), "label": row.label,
+                     "session": take, "tap": tap, "split": row.split})
+    refuse(missing, f"tap sample(s) of the split saved in {folder} not found",
+           "(give --audio_dir FOLDER: the folder that holds them now, found there by file name)")
+    return rows
+
+
+def import_tap_samples(folders: list[str | Path], out: str | Path, on_error: str = RAISE,
+                       audio_dir: str | Path | None = None) -> TapImport:
+    """One row per tap sample (``uid, path, label, session, tap, timestamp, x, y``; paths relative to ``out``); a
+    split the seed saved with ``save_to_disk`` gives its rows with their ``split`` instead of the touch columns."""
     out = check_output_path(out)
     rows, skipped = [], []
     folders_of: dict[str, list[str]] = {}  # uid -> the folders holding it (a take is one uid per tap)
     for folder in map(Path, folders):
+        if is_saved_split(folder):
+            for row in _saved_split(folder, out, Path(audio_dir) if audio_dir else None):
+                folders_of.setdefault(row["uid"], []).append(str(folder))
+                rows.append(row)
+            continue
         samples, labels = _takes(folder)
         for take in sorted(set(samples) | set(labels)):
             taps = sorted(samples.get(take, []))
