@@ -70,3 +70,24 @@ def test_missing_or_unreadable_weights_are_named(tmp_path: Path) -> None:
     (folder / "config.json").write_text("{")
     with pytest.raises(SeedImportError, match=r"config.json: not readable as JSON"):
         read_seed_classifier(folder)
+
+
+def test_the_trainers_output_dir_gives_the_checkpoint_its_state_names_best(tmp_path: Path) -> None:
+    """The seed never called save_model: its output_dir holds the save_total_limit last checkpoint-N folders, and
+    the model it ended with (load_best_model_at_end) is the one the last trainer_state.json names best, recorded
+    under the path where the seed trained."""
+    out = tmp_path / "wav2vec2-base_2023-03-15_tap2key"
+    seed_dir = "/work/ajgeglio/pretrained_models/wav2vec2-base_2023-03-15_tap2key"
+    for step, best in ((300, 100), (400, 300), (100, 100)):  # checkpoint-400 is the last; it names 300 best
+        folder = _saved(out / f"checkpoint-{step}")
+        state = {"best_metric": 0.9, "global_step": step, "best_model_checkpoint": f"{seed_dir}/checkpoint-{best}"}
+        (folder / "trainer_state.json").write_text(json.dumps(state))
+    assert read_seed_classifier(out).folder == out / "checkpoint-300"
+    done = import_tap2key_run(out, tmp_path / "run")
+    assert done["folder"] == str(out / "checkpoint-300")
+    assert "checkpoint-300: the checkpoint its trainer_state.json names best" in " ".join(done["notes"])
+    (out / "checkpoint-400" / "trainer_state.json").write_text(json.dumps({"best_model_checkpoint": None}))
+    with pytest.raises(SeedImportError, match=r"checkpoint-400/trainer_state.json: best_model_checkpoint None is not "
+                                              r"in .*; give one of its checkpoint folders \(checkpoint-100, "
+                                              r"checkpoint-300, checkpoint-400\)"):
+        read_seed_classifier(out)

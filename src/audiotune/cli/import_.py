@@ -74,7 +74,8 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                     "output layer, the classes in id2label's order. evaluate, extract and export read it and score "
                     "as the seed model.")
     add_path(tap2key, "checkpoint", role=Role.INPUT,
-             help="the seed's model folder (its Trainer's output_dir or a checkpoint-N folder in it)")
+             help="the seed's model folder: a checkpoint-N folder, or its Trainer's output_dir (the checkpoint "
+                  "its trainer_state.json names best, the model the seed ended with)")
     add_run_output(tap2key, "--out")  # the spelling it had first
     add_option_flag(tap2key, "train.overwrite", dest=OVERWRITE)
     clusters = kinds.add_parser(
@@ -225,7 +226,7 @@ def _run_tap2key(args: argparse.Namespace) -> None:
     from audiotune.engine.seed_tap2key import import_tap2key_run
 
     done = import_tap2key_run(args.checkpoint, args.exp_dir, overwrite=vars(args)[OVERWRITE])
-    print(f"{args.exp_dir}: {done['architecture']} of {args.checkpoint} imported as a run ({done['tensors']} tensors, "
+    print(f"{args.exp_dir}: {done['architecture']} of {done['folder']} imported as a run ({done['tensors']} tensors, "
           f"classes {' '.join(done['classes'])}); not carried: {', '.join(done['dropped']) or 'nothing'}")
     for note in done["notes"]:
         print(f"  {note}")

@@ -32,6 +32,7 @@ from audiotune.models.state_dict import CheckpointReadError, load_safetensors
 SEED = "tap2key"
 TAP2KEY_RECIPE = "seeds/tap2key"
 CONFIG_JSON = "config.json"
+TRAINER_STATE = "trainer_state.json"  # the Trainer's record in each checkpoint-N folder (best_model_checkpoint)
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # what the Trainer saved: safetensors first
 # the head's two linear layers → the recipe's head (ClassificationHead: dense → outproj)
 HEAD_RENAMES = (("projector.", "classifiers.0.head.dense."), ("classifier.", "classifiers.0.head.outproj."))
@@ -59,6 +60,27 @@ class SeedClassifier:
     def bottleneck(self) -> int:
         """The projector's width (the seed's 256, ``classifier_proj_size``)."""
         return int(self.state["projector.weight"].shape[0])
+
+
+def best_checkpoint(folder: Path) -> Path | None:
+    """In the Trainer's output_dir (no model of its own: the seed never called save_model), the checkpoint-N folder
+    its last trainer_state.json names best (``load_best_model_at_end``: the model the seed ended with); None for
+    a folder without checkpoint-N folders."""
+    steps = {int(path.name.split("-")[1]): path for path in folder.glob("checkpoint-*")
+             if path.is_dir() and path.name.split("-")[1].isdigit()}
+    if not steps:
+        return None
+    state_file = steps[max(steps)] / TRAINER_STATE
+    try:
+        best = json.loads(state_file.read_text()).get("best_model_checkpoint")
+    except (OSError, ValueError) as err:
+        raise SeedImportError(f"{state_file}: not readable ({err}); give one of {folder}'s checkpoint folders "
+                              f"({', '.join(p.name for _, p in sorted(steps.items()))})") from None
+    chosen = folder / Path(str(best)).name if best else None  # recorded where the seed trained: its name here
+    if chosen is None or not chosen.is_dir():
+        raise SeedImportError(f"{state_file}: best_model_checkpoint {best} is not in {folder}; give one of its "
+                              f"checkpoint folders ({', '.join(p.name for _, p in sorted(steps.items()))})")
+    return chosen
 
 
 def _raw_config(folder: Path) -> dict[str, Any]:
@@ -133,6 +155,8 @@ def _weights(folder: Path) -> tuple[Path, dict[str, torch.Tensor]]:
 def read_seed_classifier(folder: str | Path) -> SeedClassifier:
     """Check a sequence-classification folder before anything is written; each problem names its file."""
     folder = Path(folder)
+    if folder.is_dir() and not (folder / CONFIG_JSON).is_file():
+        folder = best_checkpoint(folder) or folder
     raw = _raw_config(folder)
     config_path = folder / CONFIG_JSON
     architecture, prefix = _architecture(raw, config_path)
@@ -159,6 +183,9 @@ def import_tap2key_run(folder: str | Path, exp_dir: str | Path, overwrite: bool 
         notes.append(f"--clf_bottleneck {seed.bottleneck}: the width of its projector (the recipe's: "
                      f"{config.classifier.clf_bottleneck})")
         config.classifier.clf_bottleneck = seed.bottleneck
+    if seed.folder != Path(folder):
+        notes.append(f"{seed.folder.name}: the checkpoint its {TRAINER_STATE} names best (the seed's "
+                     "load_best_model_at_end)")
     layout = replace(LAYOUT, renames=((seed.encoder_prefix, "backbone.model."), *HEAD_RENAMES))
     record = {"weights": str(seed.weights_file), "config": str(seed.folder / CONFIG_JSON),
               "architecture": seed.architecture, "classes": seed.classes, "recipe": TAP2KEY_RECIPE,
@@ -166,4 +193,4 @@ def import_tap2key_run(folder: str | Path, exp_dir: str | Path, overwrite: bool 
                          **dict(HEAD_RENAMES)},
               "notes": notes}
     written = write_seed_run(layout, config, seed.state, exp_dir, record, overwrite=overwrite)
-    return {**written, "tensors": len(seed.state) - len(written["dropped"])}
+    return {**written, "tensors": len(seed.state) - len(written["dropped"]), "folder": str(seed.folder)}
