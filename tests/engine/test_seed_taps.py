@@ -97,3 +97,21 @@ def test_the_flat_folder_and_the_test_split_the_seed_saved_read_as_the_same_taps
                                                                ["t1_000", "q", "04.Test_Dataset_96k"]]
     assert test["path"].tolist() == everything.loc[test["uid"], "path"].tolist()
     assert test["label"].tolist() == everything.loc[test["uid"], "label"].tolist()
+
+
+def test_an_encoded_split_without_its_samples_is_refused_naming_what_to_import(tmp_path: Path) -> None:
+    """--encode saved input_values only: no sample to read, said with what to import instead."""
+    import json
+
+    import pyarrow as pa
+
+    folder = save_to_disk(tmp_path / "09.Encoded_Dataset_Test", ["x.wav"], [0], ["q"], False)
+    table = pa.table({"label": pa.array([0], pa.int64()), "input_values": pa.array([[0.1, 0.2]])})
+    with pa.OSFile(str(folder / "data-00000-of-00001.arrow"), "wb") as sink, \
+            pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    with pytest.raises(DataError, match=r"09.Encoded_Dataset_Test: no audio column \(found label, input_values\).*"
+                                        r"--encode kept only input_values"):
+        import_tap_samples([folder], tmp_path / "test.csv")
+    assert json.loads((folder / "state.json").read_text())["_data_files"]
+    assert not (tmp_path / "test.csv").exists()

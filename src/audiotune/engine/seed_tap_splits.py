@@ -57,13 +57,14 @@ def _split_rows(folder: Path, split: str) -> pd.DataFrame:
     table = _table(folder)
     missing = [name for name in (AUDIO, LABEL) if name not in table.column_names]
     if missing:
-        raise DataError(f"{folder}: no {', '.join(missing)} column (create_dataset.py saved audio and label; "
-                        f"found {', '.join(table.column_names)})")
+        raise DataError(f"{folder}: no {', '.join(missing)} column (found {', '.join(table.column_names)}): the "
+                        "split create_dataset.py saved has audio and label (--encode kept only input_values); "
+                        "import that split, or the taps' folders")
     audio = table.column(AUDIO).to_pylist()
     paths = [value.get("path") if isinstance(value, dict) else value for value in audio]
     if any(not isinstance(path, str) or not path for path in paths):
-        raise DataError(f"{folder}: its audio column holds decoded or encoded audio, not the tap samples' paths: "
-                        "import the split saved before --sample_rate, --reshape_* or --encode changed it")
+        raise DataError(f"{folder}: its audio column holds audio without the tap samples' file names: import the "
+                        "taps' folders instead")
     labels = table.column(LABEL).to_pylist()
     feature = (_json(folder / INFO_FILE).get("features") or {}).get(LABEL, {}) if (folder / INFO_FILE).is_file() \
         else {}
