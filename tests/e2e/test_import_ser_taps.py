@@ -177,7 +177,7 @@ def test_seed_cluster_labels_feed_ptapt_pretraining(tmp_path: Path, capsys: pyte
 def test_tap2key_sample_folders_become_a_segment_table_that_trains(tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture) -> None:
     import soundfile as sf
-    from conftest import SMALL_ECAPA, tone
+    from conftest import SMALL_ECAPA, save_to_disk, tone
 
     def recording(name: str, take: str, keys: list[str], samples: int) -> Path:
         folder = tmp_path / name
@@ -201,6 +201,14 @@ def test_tap2key_sample_folders_become_a_segment_table_that_trains(tmp_path: Pat
     assert table["label"].tolist() == ["q", "w"] * 3 and table["path"][1] == \
         "../rec1/05.wav_samples/2023-03-15.14.02.33.250000_001_8chan.wav"
     assert pd.read_csv(out.with_suffix(".skipped.csv"))["session"].tolist() == ["2023-03-15.14.10.00.000000"]
+    # the test split create_dataset.py saved names samples where the seed kept them: found by name in --audio_dir
+    names = ["2023-03-15.14.02.33.250000_004_8chan.wav", "2023-03-15.14.02.33.250000_001_8chan.wav"]
+    saved = save_to_disk(tmp_path / "04.Test_Dataset_96k", [f"/work/ajgeglio/Tap_Data/{n}" for n in names], [0, 1],
+                         ["q", "w"], audio_feature=True)
+    assert main(["import", "taps", str(saved), "--audio_dir", str(good / "05.wav_samples"), "--out",
+                 str(tmp_path / "taps" / "test.csv")]) == 0
+    seed_test = pd.read_csv(tmp_path / "taps" / "test.csv").set_index("uid")
+    assert seed_test[["path", "label"]].equals(table.set_index("uid").loc[seed_test.index, ["path", "label"]])
     (tmp_path / "labels.txt").write_text("label\n")
     split = tmp_path / "split"  # beside taps/: the rows' relative paths hold from there too
     split.mkdir()

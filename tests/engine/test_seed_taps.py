@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+from conftest import save_to_disk
 
 from audiotune.data.errors import DataError
 from audiotune.engine.seed_taps import import_tap_samples
@@ -45,32 +46,6 @@ def test_one_take_in_two_folders_is_refused_naming_its_uids_and_folders(tmp_path
     assert f"t1_000: in {tmp_path / 's1'}, {tmp_path / 's1b'}" in str(raised.value)
     assert not (tmp_path / "out.csv").exists()
     assert len(import_tap_samples([tmp_path / "s1"], tmp_path / "out.csv").segments) == 2
-
-
-def save_to_disk(folder: Path, paths: list[str], labels: list[int], names: list[str], audio_feature: bool) -> Path:
-    """What ``datasets`` (2.10, the seed's) ``Dataset.save_to_disk`` wrote: an Arrow stream file, ``state.json``
-    naming it and ``dataset_info.json`` with the label's ClassLabel names; the audio column a path string, or an
-    ``Audio`` feature's ``{bytes, path}`` (create_dataset.py with --sample_rate)."""
-    import json
-
-    import pyarrow as pa
-
-    folder.mkdir(parents=True)
-    audio = pa.array([{"bytes": None, "path": p} for p in paths]) if audio_feature else pa.array(paths)
-    features = {"audio": {"sampling_rate": 96000, "mono": False, "decode": True, "id": None, "_type": "Audio"}
-                if audio_feature else {"dtype": "string", "id": None, "_type": "Value"},
-                "label": {"num_classes": len(names), "names": names, "id": None, "_type": "ClassLabel"}}
-    table = pa.table({"audio": audio, "label": pa.array(labels, pa.int64())}).replace_schema_metadata(
-        {"huggingface": json.dumps({"info": {"features": features}})})
-    with pa.OSFile(str(folder / "data-00000-of-00001.arrow"), "wb") as sink, \
-            pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    (folder / "dataset_info.json").write_text(json.dumps({"citation": "", "description": "", "features": features}))
-    (folder / "state.json").write_text(json.dumps({"_data_files": [{"filename": "data-00000-of-00001.arrow"}],
-                                                   "_fingerprint": "5c8ec6f9c8a1e3b2", "_format_columns": None,
-                                                   "_format_kwargs": {}, "_format_type": None,
-                                                   "_output_all_columns": False, "_split": None}))
-    return folder
 
 
 @pytest.mark.parametrize("audio_feature", [False, True])
