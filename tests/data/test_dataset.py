@@ -71,3 +71,36 @@ def test_training_items_keep_their_draws(tmp_path: Path) -> None:
     first, second = (AudioDataset(table, np.eye(3, dtype=np.float32), inputs, AugmentConfig(gauss=1.0),
                                   mixup_p=0.5, train=True) for _ in range(2))  # the same seed: the same draws
     assert_same_items(first.__getitems__([2, 0, 1]), [second[i] for i in [2, 0, 1]], 0.0)
+
+
+def test_a_drawn_rows_draws_do_not_depend_on_what_the_process_prepared_before(tmp_path: Path) -> None:
+    """A clip's augmentation, mixup and SpecAugment come from the run's seed, the epoch and the row: the same in a
+    loader worker that prepared other batches first, or in a run resumed at that epoch."""
+    from torch.utils.data import DataLoader
+
+    from audiotune.data.draws import DrawnBatches
+    from audiotune.data.samplers import FixedBatches
+
+    table = clips(tmp_path, [8000] * 4, [0.4, 0.5, 0.6, 0.7])
+    inputs = InputSpec(features="fbank", num_mel_bins=40, clip_length=0, freqm=8, timem=10)
+
+    def dataset() -> AudioDataset:
+        return AudioDataset(table, np.eye(4, dtype=np.float32), inputs, AugmentConfig(gauss=1.0, gain=0.5),
+                            mixup_p=0.5, train=True)
+
+    batches = DrawnBatches(FixedBatches([[2, 0], [1, 3], [0, 2]]), seed=7)
+    batches.set_epoch(3)
+    drawn = list(batches)
+    assert drawn[2][0].draw == (7, 3, 0, 1) and drawn[0][1].draw == (7, 3, 0, 0)  # row 0's second draw of epoch 3
+    busy, fresh = dataset(), dataset()
+    busy.__getitems__([1, 3])  # draws of other clips first
+    assert_same_items(busy.__getitems__(drawn[2]), fresh.__getitems__(drawn[2]), 0.0)
+    again = busy.__getitems__(drawn[0])  # row 0 drawn a second time in the epoch: new draws
+    assert not torch.equal(again[1]["inputs"], busy.__getitems__(drawn[2])[0]["inputs"])
+
+    def loaded(workers: int) -> list[dict]:
+        loader = DataLoader(dataset(), batch_sampler=batches, collate_fn=list, num_workers=workers,
+                            generator=torch.Generator().manual_seed(0))
+        return [item for batch in loader for item in batch]
+
+    assert_same_items(loaded(2), loaded(0), 0.0)  # with or without worker processes

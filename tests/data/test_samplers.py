@@ -96,3 +96,19 @@ def test_a_fixed_size_epoch_leaves_out_other_clips_each_epoch_never_the_longest_
     longest = set(np.argsort(LENGTHS)[-3:].tolist())
     assert sum(longest <= epoch for epoch in left_out) < 5  # the 3 longest together: rarely, not every epoch
     assert len(set.union(*left_out)) > 60  # the left-out clips spread over the set
+
+
+def test_drawn_rows_carry_the_seed_epoch_row_and_times_drawn_through_pickling() -> None:
+    import pickle
+
+    from audiotune.data.draws import DrawnBatches, DrawnRow
+    from audiotune.data.samplers import BalancedSampler, TrainingBatches
+
+    batches = DrawnBatches(TrainingBatches(BalancedSampler(np.array([0, 0, 0, 1]), "oversample", seed=5), 2), 5)
+    batches.set_epoch(2)
+    rows = [row for batch in batches for row in batch]
+    assert len(rows) == 6 and [row.draw[:2] for row in rows] == [(5, 2)] * 6
+    assert sorted(row.draw[2:] for row in rows if row == 3) == [(3, 0), (3, 1), (3, 2)]  # oversampled: new draws
+    assert batches.sampler is batches and batches.batches.sampler.epoch == 2  # Lightning's set_epoch reaches it
+    copy = pickle.loads(pickle.dumps(rows[0]))  # as a loader worker receives it
+    assert isinstance(copy, DrawnRow) and copy == rows[0] and copy.draw == rows[0].draw

@@ -68,9 +68,11 @@ class AudioDataset(Dataset):
     a model.
 
     In training mode the waveform augmentations, mixup, VTLP and SpecAugment apply; otherwise none do.
-    Random draws come from a generator seeded by ``torch.initial_seed()`` in each process, so runs
-    with the same seed repeat, with or without worker processes. With an :class:`AudioStore`, each row is
-    decoded once and read back afterwards; augmentation still runs on every draw.
+    Random draws of a training row that a training loader gives (a :class:`~audiotune.data.draws.DrawnRow`)
+    come from a generator seeded by the run's seed, the epoch and the row, so a run with the same seed repeats
+    with any number of worker processes, and a resumed run draws what it would have drawn straight through; a
+    plain index draws from a generator seeded by ``torch.initial_seed()`` in each process. With an
+    :class:`AudioStore`, each row is decoded once and read back afterwards; augmentation still runs on every draw.
 
     ``on_device``: items are prepared waveforms with the clip's VTLP warp and SpecAugment seed (the same draws),
     and the features are computed batched after the transfer (:class:`~audiotune.data.batch_features.BatchFeatures`);
@@ -112,6 +114,14 @@ class AudioDataset(Dataset):
             self._rng = np.random.default_rng(torch.initial_seed())
         return self._rng
 
+    def _draw_for(self, draw: tuple[int, ...]) -> None:
+        """Make the coming item's draws (and its augmenter's) those of ``draw``, a :class:`DrawnRow`'s seed."""
+        self._rng = np.random.default_rng(draw)
+        if self.augment_config is not None:
+            if self._augmenter is None:
+                self._augmenter = WaveformAugmenter(self.augment_config)
+            self._augmenter.reseed(int(self._rng.integers(2**31)))
+
     def _waveform(self, index: int, defer: bool = False) -> tuple[np.ndarray, int, DeviceTail]:
         """The row's prepared and augmented clip, its rate and (``defer``) the draws of the augmentations left to
         the device."""
@@ -132,6 +142,10 @@ class AudioDataset(Dataset):
         return clip, rate, tail
 
     def __getitem__(self, index: int) -> dict:
+        draw = getattr(index, "draw", None)
+        if self.train and draw is not None:
+            self._draw_for(draw)
+        index = int(index)
         clip, rate, tail = self._waveform(index, self.tails_on_device)
         target = self.targets[index]
         if self.mixup_p > 0 and self.rng.random() < self.mixup_p and len(self) > 1:

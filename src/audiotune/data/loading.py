@@ -33,6 +33,7 @@ from audiotune.data.audio_store import AudioStore
 from audiotune.data.balance import class_groups
 from audiotune.data.batch_features import BatchFeatures
 from audiotune.data.dataset import AudioDataset, Collator
+from audiotune.data.draws import DrawnBatches
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.loader_plan import LoaderSettings, loader_settings, use_audio_store
 from audiotune.data.passes import Passes, StreamingLoader
@@ -117,13 +118,17 @@ def training_batches(config: RunConfig, table: pd.DataFrame, rate: int, sampler:
     """The training batches of process ``rank`` of ``num_replicas``: one-group batches (``--group_batches``) or
     length buckets (``--bucket_sampler``, ``--dynamic_batch``; clip lengths in samples at ``rate``) dealt out
     whole, else :func:`epoch_batches`;
-    ``set_epoch`` gives each epoch its own order, the same in every process. The options were checked by
+    ``set_epoch`` gives each epoch its own order, the same in every process, and each row the seed of its clip's
+    draws in that epoch (:class:`~audiotune.data.draws.DrawnBatches`). The options were checked by
     :func:`check_sampler_options`."""
+    batches: Sampler[list[int]]
     if config.train.group_batches:
-        return DealtBatches(group_sampler(config, table), num_replicas, rank, pad=False)
-    if uses_bucket_sampler(config):
-        return DealtBatches(bucket_sampler(config, table, rate), num_replicas, rank, pad=False)
-    return epoch_batches(config, len(table), sampler, num_replicas, rank)
+        batches = DealtBatches(group_sampler(config, table), num_replicas, rank, pad=False)
+    elif uses_bucket_sampler(config):
+        batches = DealtBatches(bucket_sampler(config, table, rate), num_replicas, rank, pad=False)
+    else:
+        batches = epoch_batches(config, len(table), sampler, num_replicas, rank)
+    return DrawnBatches(batches, config.data.seed)
 
 
 def scoring_batches(config: RunConfig, table: pd.DataFrame | None, rows: int,
