@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from conftest import SMALL_ECAPA, make_uid_dataset
 from safetensors.torch import load_file
@@ -146,6 +147,21 @@ def test_resume_continues_from_the_last_checkpoint(uid_dataset: dict, tmp_path) 
     log = pd.read_csv(tmp_path / "logs" / "metrics.csv")
     assert sorted(log["epoch"].dropna().unique().astype(int)) == [0, 1, 2]
     assert json.loads((tmp_path / "metrics.json").read_text())["epochs_run"] == 3
+
+
+@pytest.mark.slow
+def test_a_resumed_run_ends_as_one_straight_through(uid_dataset: dict, tmp_path) -> None:
+    """Stopped after its first epoch and resumed, a run with dropout and augmentation ends with the weights of the
+    same run trained straight through: each epoch's draws come from the seed and the epoch."""
+    from safetensors.torch import load_file
+
+    same = ("--keep", "last", "--scheduler", "none", "--final_dropout", "0.3", "--tshift", "0.5", "--gain", "0.5")
+    assert main(train_args(uid_dataset, tmp_path / "straight", "-e", "3", *same)) == 0
+    assert main(train_args(uid_dataset, tmp_path / "resumed", "-e", "1", *same)) == 0
+    assert main(train_args(uid_dataset, tmp_path / "resumed", "-e", "3", "--resume", *same)) == 0
+    straight, resumed = (load_file(tmp_path / run / "model.safetensors") for run in ("straight", "resumed"))
+    assert straight.keys() == resumed.keys()
+    assert all(torch.equal(straight[name], resumed[name]) for name in straight)
 
 
 @pytest.mark.parametrize("validation", [True, False])

@@ -1,10 +1,19 @@
-"""Where a training clip's random draws come from: the row indices of a training loader's batches carry the seed
-of their clip's draws in the epoch (:class:`DrawnRow`), which the dataset seeds its generators with."""
+"""Where a training run's random draws come from: the row indices of a training loader's batches carry the seed
+of their clip's draws in the epoch (:class:`DrawnRow`), which the dataset seeds its generators with; the draws of
+the training step (dropout, masks, sampled labels) come from the seed of the epoch and the process
+(:func:`epoch_seed`). A run then draws the same whatever worker prepares a clip, and a resumed run what one
+straight through draws."""
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 from torch.utils.data import Sampler
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """The seed of process ``rank``'s training-step draws in ``epoch`` of a run seeded with ``seed``."""
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
 
 
 class DrawnRow(int):

@@ -15,6 +15,7 @@ from pytorch_lightning.utilities.types import OptimizerConfig, OptimizerLRSchedu
 from torch import Tensor
 
 from audiotune.config import HeadSpec, TrainConfig
+from audiotune.data.draws import epoch_seed
 from audiotune.data.loading import batch_features
 from audiotune.engine.adapt import batchnorm_state, estimate_batchnorm, load_batchnorm_state
 from audiotune.engine.checkpoint_io import set_frozen_aside
@@ -163,6 +164,11 @@ class ClassifierModule(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self.epoch_clips, self.epoch_rates = 0, []
+        # the epoch's dropout and label draws: those a run straight through draws, also when it was resumed here
+        seed = epoch_seed(torch.initial_seed() if self.seed is None else self.seed, self.current_epoch,
+                          self.global_rank)
+        torch.manual_seed(seed)
+        self.label_generator.manual_seed(seed)
 
     def teardown(self, stage: str) -> None:  # also after a failed fit
         if self.graph_skips is not None:

@@ -27,6 +27,7 @@ from pytorch_lightning.utilities.types import OptimizerConfig, OptimizerLRSchedu
 from torch import Tensor
 
 from audiotune.config import VALIDATION_DRAW_VERSION, RunConfig, Stage, check_config, save_config
+from audiotune.data.draws import epoch_seed
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.layout import read_splits
 from audiotune.data.loader_plan import training_passes
@@ -128,6 +129,12 @@ class PretrainModule(pl.LightningModule):
             seed = self.config.data.seed + self.global_rank
             pl.seed_everything(seed, workers=True, verbose=False)
             self.rng = random.Random(seed)
+
+    def on_train_epoch_start(self) -> None:
+        # the epoch's masks, crops and dropout: those a run straight through draws, also when it was resumed here
+        seed = epoch_seed(self.config.data.seed, self.current_epoch, self.global_rank)
+        torch.manual_seed(seed)
+        self.rng = random.Random(seed)
 
     def training_step(self, batch: dict, batch_idx: int) -> dict:
         losses = self._losses(batch, self.rng)
