@@ -219,3 +219,24 @@ def test_validation_losses_stay_on_the_device_until_the_epoch_ends() -> None:
     with OnDevice.read_back():
         module.on_validation_epoch_end()
     assert logged["val_loss"] == pytest.approx((3.0 * 2 + 6.0 * 1) / 3)
+
+
+@pytest.mark.slow
+def test_a_resumed_pretraining_ends_as_one_straight_through(uid_dataset: dict, tmp_path: Path) -> None:
+    """Stopped after its first epoch and resumed, SSAST's masked-patch pretraining ends with the weights of the same
+    run straight through: each epoch's masks and dropout come from the seed and the epoch."""
+    from safetensors.torch import load_file
+
+    from audiotune.cli import main
+
+    def pretrain(out: Path, *extra: str) -> int:
+        return main(["pretrain", "--model_size", "tiny", "--num_mel_bins", "32", "--target_length", "64", "--fshape",
+                     "16", "--tshape", "16", "--fstride", "16", "--tstride", "16", "-bs", "8", "--mask_patch", "3",
+                     "--cluster_factor", "2", "--val_size", "0", "-i", str(uid_dataset["prefix"]), "-d",
+                     str(uid_dataset["split"] / "train.csv"), "-o", str(out), "--scheduler", "none", *extra])
+
+    assert pretrain(tmp_path / "straight", "-e", "3") == 0
+    assert pretrain(tmp_path / "resumed", "-e", "1") == 0
+    assert pretrain(tmp_path / "resumed", "-e", "3", "--resume") == 0
+    straight, resumed = (load_file(tmp_path / run / "model.safetensors") for run in ("straight", "resumed"))
+    assert all(torch.equal(straight[name], resumed[name]) for name in straight)
