@@ -144,7 +144,7 @@ class Wav2Vec2Tapt(nn.Module):
             loaded: Any = Wav2Vec2ForPreTraining.from_pretrained(checkpoint, config=hf_config,
                                                                  output_loading_info=True)
         model, info = loaded
-        missing = [k for k in info["missing_keys"] if k.startswith(("quantizer.", "project_hid.", "project_q."))]
+        missing = sorted(k for k in info["missing_keys"] if k.startswith(("quantizer.", "project_hid.", "project_q.")))
         if missing and not m.fresh_quantizer:
             raise ValueError(f"{checkpoint}: no quantizer weights ({missing[:3]} ...): a fine-tuned (e.g. CTC) or "
                              "bare encoder checkpoint; TAPT continues wav2vec2's pretraining and needs a "
