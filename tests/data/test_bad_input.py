@@ -97,6 +97,26 @@ def test_float_samples_far_above_full_scale_are_not_audio(tmp_path: Path) -> Non
                 read(str(path), AudioSpec())
 
 
+def test_non_finite_samples_are_said_as_such_with_the_segment_they_are_in(tmp_path: Path) -> None:
+    """The streamed check said a NaN as a decoding error naming the file twice ("x.wav: cannot decode audio (x.wav:
+    audio contains NaN ...)"), and a segment's bad sample without the segment among a file's many rows."""
+    from audiotune.data.audio import Span, check_clip
+
+    path = tmp_path / "nan.wav"
+    samples = np.full(16000, 0.1, dtype=np.float32)
+    samples[12000] = np.nan
+    sf.write(path, samples, 8000, subtype="FLOAT")
+    for read in (load_clip, check_clip):
+        with pytest.raises(AudioError) as caught:
+            read(str(path), AudioSpec(clip_length=0))
+        assert str(caught.value) == f"{path}: audio contains NaN or infinite samples"
+        with pytest.raises(AudioError) as caught:
+            read(str(path), AudioSpec(clip_length=0), span=Span(offset=1.0, duration=0.75))
+        assert str(caught.value) == f"{path}: audio contains NaN or infinite samples in this segment (1 s to 1.75 s)"
+    assert check_clip(str(path), AudioSpec(clip_length=0, resample_rate=0), span=Span(offset=0.0, duration=1.0)) == \
+        8000
+
+
 def test_wrong_sample_rate_in_metadata(uid_dataset: dict, tmp_path: Path, capsys) -> None:
     folder = uid_dataset["prefix"] / "bob1"
     (folder / "metadata.json").write_text(json.dumps({"encoding": "WAV", "sample_rate_hz": 16000}))

@@ -54,6 +54,16 @@ class Span:
     def is_whole(self) -> bool:
         return self.offset == 0 and self.duration is None and self.channels is None
 
+    @property
+    def where(self) -> str:
+        """Where in its file a bad sample of this span is, for an error: "" for the whole file, else
+        " in this segment (1.5 s to 3 s, channels [0, 1])"."""
+        if self.is_whole:
+            return ""
+        end = "the end" if self.duration is None else f"{self.offset + self.duration:g} s"
+        channels = f", channels {list(self.channels)}" if self.channels is not None else ""
+        return f" in this segment ({self.offset:g} s to {end}{channels})"
+
 
 WHOLE_FILE = Span()
 
@@ -294,21 +304,21 @@ def read_audio(path: str, expected_rate: float = float("nan"), span: Span = WHOL
         raise AudioError(f"{path}: empty audio (0 samples)")
     if channels != list(range(data.shape[1])):
         data = data[:, channels]
-    check_samples(path, data)
+    check_samples(path, data, span.where)
     if not np.any(data):
-        raise AudioError(f"{path}: audio is all zeros" + ("" if span.is_whole else " in this segment"))
+        raise AudioError(f"{path}: audio is all zeros{span.where}")
     return np.ascontiguousarray(data.T), int(rate)
 
 
-def check_samples(path: str, samples: np.ndarray) -> None:
+def check_samples(path: str, samples: np.ndarray, where: str = "") -> None:
     """Finite samples no larger than :data:`LOUDEST`, else an AudioError naming the file (one pass: the peak is
-    NaN or infinite when a sample is)."""
+    NaN or infinite when a sample is) and ``where`` in it (:attr:`Span.where`)."""
     peak = float(np.max(np.abs(samples), initial=0.0))
     if not math.isfinite(peak):
-        raise AudioError(f"{path}: audio contains NaN or infinite samples")
+        raise AudioError(f"{path}: audio contains NaN or infinite samples{where}")
     if peak > LOUDEST:
-        raise AudioError(f"{path}: samples up to {peak:.3g}, where audio is at most about 1 (full scale): not audio "
-                         f"samples (the check refuses above {LOUDEST:g}, before any feature overflows)")
+        raise AudioError(f"{path}: samples up to {peak:.3g}{where}, where audio is at most about 1 (full scale): not "
+                         f"audio samples (the check refuses above {LOUDEST:g}, before any feature overflows)")
 
 
 def load_clip(path: str, spec: AudioSpec, expected_rate: float = float("nan"),
@@ -353,14 +363,16 @@ def check_clip(path: str, spec: AudioSpec, expected_rate: float = float("nan"), 
             for block in handle.blocks(blocksize=CHECK_BLOCK_FRAMES, frames=wanted, dtype="float32",
                                        always_2d=True):
                 block = block[:, channels] if len(channels) != block.shape[1] else block
-                check_samples(path, block)
+                check_samples(path, block, span.where)
                 nonzero = nonzero or bool(np.any(block))
                 read += block.shape[0]
+        except AudioError:  # bad samples: said as they are, not as a decoding error
+            raise
         except (sf.LibsndfileError, RuntimeError, ValueError) as err:
             raise AudioError(f"{path}: cannot decode audio ({err})") from err
     if read == 0:
         raise AudioError(f"{path}: empty audio (0 samples)")
     if not nonzero:
-        raise AudioError(f"{path}: audio is all zeros" + ("" if span.is_whole else " in this segment"))
+        raise AudioError(f"{path}: audio is all zeros{span.where}")
     # the length comes from the span, not from what the crop needed to read
     return prepared_length(stop - start if read == wanted else read, rate, spec, len(channels))
