@@ -376,6 +376,23 @@ def test_manifest_folder_per_class(tmp_path: Path) -> None:
     assert table["label"].tolist() == ["cat", "cat", "dog", "dog"]
 
 
+def test_files_of_one_name_in_two_formats_get_distinct_uids(tmp_path: Path, caplog) -> None:
+    """a.wav and a.flac both had uid 'a': the manifest was refused by every command that read it, and a folder
+    given to -d became a table of two rows of one uid (embeddings that cannot be joined back)."""
+    from audiotune.data.layout import read_splits
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for name in ("a.wav", "a.flac", "b.wav"):
+        sf.write(audio / name, tone(300, 0.1, 8000), 8000)
+    out = tmp_path / "m.csv"
+    assert main(["manifest", str(audio), "--out", str(out)]) == 0
+    assert pd.read_csv(out)["uid"].tolist() == ["a.flac", "a.wav", "b"]
+    assert read_table(out).index.tolist() == ["a.flac", "a.wav", "b"]
+    assert "2 audio file(s) share their name with a file of another format" in caplog.text
+    assert read_splits(audio)["data"].index.tolist() == ["a.flac", "a.wav", "b"]
+
+
 def test_manifest_regex_without_named_groups_is_an_error(tmp_path: Path, capsys) -> None:
     _digits(tmp_path / "audio")
     assert main(["manifest", str(tmp_path / "audio"), "--out", str(tmp_path / "m.csv"),

@@ -23,7 +23,7 @@ import pandas as pd
 
 from audiotune import storage
 from audiotune.data.errors import DataError
-from audiotune.data.manifest import AUDIO_EXTENSIONS, find_audio
+from audiotune.data.manifest import AUDIO_EXTENSIONS, file_uids, find_audio
 from audiotune.outputs import ONE_TABLE, SPLITS
 
 # a metadata.json ``encoding`` -> the extension of its waveform file; any other encoding (LINEAR16, PCM_16, ...) is
@@ -148,14 +148,14 @@ def read_splits(data_split_root: str | Path, audio_dir: str = "", na_values: Seq
 
 def audio_folder_table(root: str | Path) -> pd.DataFrame | None:
     """Every audio file under the folder ``root`` (a local path or a URL) as a table (uid: the path relative to
-    ``root`` without its extension), or None."""
+    ``root`` without its extension, :func:`~audiotune.data.manifest.file_uids`), or None."""
     base = str(root).rstrip("/") if storage.is_remote(root) else str(Path(root).resolve())
     files = find_audio(base)
     if not files:
         return None
-    uids = [posixpath.splitext(posixpath.relpath(file.split("://", 1)[-1], base.split("://", 1)[-1]))[0]
-            if storage.is_remote(base) else Path(file).relative_to(base).with_suffix("").as_posix() for file in files]
-    table = pd.DataFrame({"path": files}, index=pd.Index(uids, name="uid"))
+    relatives = [posixpath.relpath(file.split("://", 1)[-1], base.split("://", 1)[-1]) if storage.is_remote(base)
+                 else Path(file).relative_to(base).as_posix() for file in files]
+    table = pd.DataFrame({"path": files}, index=pd.Index(file_uids(relatives, root), name="uid"))
     table.attrs["source"] = str(root)
     return table
 

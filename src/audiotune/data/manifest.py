@@ -1,8 +1,11 @@
 """Build a manifest CSV (``uid``, ``path`` and label columns) from a folder of audio files."""
 from __future__ import annotations
 
+import logging
 import posixpath
 import re
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -15,12 +18,27 @@ from audiotune.outputs import check_output_path, skip_list, write_csv, write_ski
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 OWN_COLUMNS = ("uid", "path")  # the columns every manifest row gets from its file, before the pattern's groups
 
+log = logging.getLogger(__name__)
+
 
 def find_audio(root: str | Path) -> list[str]:
     """Audio files under the folder ``root`` (a local path or a URL), sorted, found recursively."""
     if not storage.isdir(root):
         raise DataError(f"{root}: audio folder not found")
     return [p for p in storage.find(root) if posixpath.splitext(p)[1].lower() in AUDIO_EXTENSIONS]
+
+
+def file_uids(relatives: Sequence[str], root: str | Path) -> list[str]:
+    """The uids of audio files from their paths relative to the folder ``root`` they were found under: the path
+    without its extension, or with it where files of one name in other formats would share it (``a.wav`` and
+    ``a.flac``), which is said."""
+    stems = [posixpath.splitext(relative)[0] for relative in relatives]
+    counts = Counter(stems)
+    shared = sorted(relative for stem, relative in zip(stems, relatives) if counts[stem] > 1)
+    if shared:
+        log.warning("%s: %d audio file(s) share their name with a file of another format, so their uids keep the "
+                    "extension: %s%s", root, len(shared), ", ".join(shared[:6]), " ..." if len(shared) > 6 else "")
+    return [stem if counts[stem] == 1 else relative for stem, relative in zip(stems, relatives)]
 
 
 def build_manifest(root: str | Path, out_csv: str | Path, pattern: str | None = None,
@@ -50,10 +68,10 @@ def build_manifest(root: str | Path, out_csv: str | Path, pattern: str | None = 
         raise DataError(f"--folder_label {folder_label}: would replace the manifest's own {folder_label!r} column "
                         f"({', '.join(OWN_COLUMNS)}); name the label column otherwise")
     rows, skipped = [], []
-    for file in files:
-        relative = Path(storage.relative(file, root))
-        row: dict[str, str] = {"uid": relative.with_suffix("").as_posix(),
-                               "path": storage.relative(file, out_csv.parent)}
+    relatives = [Path(storage.relative(file, root)).as_posix() for file in files]
+    for file, relative_name, uid in zip(files, relatives, file_uids(relatives, root)):
+        relative = Path(relative_name)
+        row: dict[str, str] = {"uid": uid, "path": storage.relative(file, out_csv.parent)}
         if regex is not None:
             match = regex.fullmatch(relative.name)
             if match is None:
