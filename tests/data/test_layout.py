@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,18 @@ def test_a_folder_without_audio_is_named_by_its_metadata_file(tmp_path: Path) ->
     (folder / "waveform.txt").write_text("not audio")
     with pytest.raises(DataError, match=rf"r1/{METADATA_FILE}: no 'encoding' and no waveform\.\* audio file"):
         resolve_uid("r1", str(tmp_path))
+
+
+@pytest.mark.parametrize("separator", [";", "\t"])
+def test_a_table_separated_otherwise_is_named_as_such(tmp_path: Path, separator: str) -> None:
+    """A spreadsheet's ';' export was refused for lacking a path column, which it has."""
+    from audiotune.data.layout import read_table
+    from audiotune.data.segments import segment_csv
+
+    table = tmp_path / "t.csv"
+    table.write_text(separator.join(["uid", "path", "time"]) + "\n" + separator.join(["a", "a.wav", "0.5"]) + "\n")
+    said = re.escape(f"this file separates them by {separator!r}")
+    with pytest.raises(DataError, match=said):
+        read_table(table)
+    with pytest.raises(DataError, match=said):
+        segment_csv(table, tmp_path / "s.csv", before=0.1, after=0.1)

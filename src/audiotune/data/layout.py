@@ -44,6 +44,17 @@ def split_file(name: str) -> str:
     return f"{name}.csv"
 
 
+OTHER_SEPARATORS = (";", "\t", "|")  # what a table exported with other settings separates its columns with
+
+
+def separator_hint(columns: Sequence[object]) -> str:
+    """For a CSV read as one column whose name holds another separator (a spreadsheet's ``;`` export): how to
+    fix it; else ``""``."""
+    found = [sep for sep in OTHER_SEPARATORS if len(columns) == 1 and sep in str(columns[0])]
+    return (f"; its header {str(columns[0])!r} is one column: columns are separated by commas here, and this file "
+            f"separates them by {found[0]!r} (save it as comma-separated)") if found else ""
+
+
 def read_table(path: str | Path, text_columns: tuple[str, ...] = (), na_values: Sequence[str] = ()) -> pd.DataFrame:
     """Read one split CSV, indexed by ``uid`` (made from ``path`` when the CSV has no uid column).
 
@@ -67,7 +78,8 @@ def read_table(path: str | Path, text_columns: tuple[str, ...] = (), na_values: 
     _check_unique_columns(path, table)
     if "uid" not in table.columns:
         if "path" not in table.columns:
-            raise DataError(f"{path}: needs a 'uid' column (uid layout) or a 'path' column (manifest)")
+            raise DataError(f"{path}: needs a 'uid' column (uid layout) or a 'path' column (manifest)"
+                            f"{separator_hint(table.columns)}")
         blank = table["path"].isna() | (table["path"].astype(str).str.strip() == "")
         if blank.any():
             lines = [int(i) + 2 for i in np.flatnonzero(blank.to_numpy())[:10]]

@@ -21,7 +21,7 @@ from audiotune import storage
 from audiotune.config.sections import ON_ERROR
 from audiotune.data.audio import AudioError, open_audio
 from audiotune.data.errors import DataError, refuse
-from audiotune.data.layout import format_seconds
+from audiotune.data.layout import format_seconds, separator_hint
 from audiotune.outputs import check_output_path, skip_list, write_csv, write_skip_list
 
 DECIMALS = 6
@@ -123,7 +123,8 @@ def read_source(path: str | Path) -> pd.DataFrame:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: not a readable CSV table ({err})") from err
     if "path" not in table.columns:
-        raise DataError(f"{path}: needs a 'path' column naming each audio file (columns: {list(table.columns)})")
+        raise DataError(f"{path}: needs a 'path' column naming each audio file (columns: {list(table.columns)})"
+                        f"{separator_hint(table.columns)}")
     if table.empty:
         raise DataError(f"{path}: no rows")
     taken = [c for c in SEGMENT_COLUMNS if c in table.columns]
