@@ -181,6 +181,17 @@ def test_missing_label_file(tmp_path: Path) -> None:
         read_label_file(tmp_path / "nope.txt")
 
 
+def test_label_file_with_a_byte_order_mark_or_in_another_encoding(tmp_path: Path) -> None:
+    """An editor's UTF-8 byte-order mark became part of the first column's name ('\\ufeffpitch' not in the
+    table); a Latin-1 file was an error naming no file."""
+    path = tmp_path / "labels.txt"
+    path.write_bytes("\ufeffpitch\nloud,long\n".encode())
+    assert [group.columns for group in read_label_file(path)] == [["pitch"], ["loud", "long"]]
+    path.write_bytes("débit\n".encode("latin-1"))
+    with pytest.raises(DataError, match=f"{path}: label file is not UTF-8 text"):
+        read_label_file(path)
+
+
 def test_empty_label_file_through_the_cli(uid_dataset: dict, tmp_path: Path, capsys) -> None:
     uid_dataset["labels"].write_text(" ,\n")
     err = train_error(uid_dataset, tmp_path, capsys)

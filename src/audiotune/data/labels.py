@@ -48,8 +48,13 @@ def read_label_file(path: str | Path) -> list[LabelGroup]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: label file not found")
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # an editor's byte-order mark is not part of the first name
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: label file is not UTF-8 text ({err.reason} at byte {err.start}); save it as "
+                        "UTF-8") from None
     groups = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         where = f"{path}:{number}"
         text, kind = line.strip(), None
         if ":" in text:
