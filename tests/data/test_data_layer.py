@@ -254,6 +254,19 @@ def test_splits_sharing_subjects_or_uids_are_an_error_or_listed(uid_dataset: dic
     assert not (tmp_path / "run" / "validation.csv").exists()
 
 
+def test_allow_overlap_that_leaves_no_training_row_names_them(uid_dataset: dict, tmp_path: Path) -> None:
+    """Every training subject also in test: the error said "none of its 0 row(s) can be used (0 left out)"."""
+    split = uid_dataset["split"]
+    train = pd.read_csv(split / "train.csv")
+    pd.concat([pd.read_csv(split / "test.csv"), train]).to_csv(split / "test.csv", index=False)
+    common = ["-i", str(uid_dataset["prefix"]), "-d", str(split), "-l", str(uid_dataset["labels"]), "--allow_overlap"]
+    with pytest.raises(DataError) as caught:
+        prepare(common, tmp_path / "run")
+    lines = str(caught.value).splitlines()
+    assert lines[0].endswith(f"train.csv: none of its {len(train)} row(s) can be used ({len(train)} left out):")
+    assert lines[1] == f"  {train['uid'][0]}: subject also in test ({split / 'test.csv'})"
+
+
 def test_train_and_test_sharing_a_clip_is_an_error(uid_dataset: dict, tmp_path: Path) -> None:
     split = uid_dataset["split"]
     test = pd.read_csv(split / "test.csv")

@@ -115,9 +115,12 @@ def _check_tables(tables: dict[str, pd.DataFrame], heads: list[HeadSpec], config
 
 def _nothing_left(split: str, table: pd.DataFrame, prepared: PreparedData) -> str:
     """Why no row of a split is left, with the first reasons (no list has been written at this point)."""
-    left_out = [frame[frame["split"] == split] for frame in (prepared.skipped, prepared.dropped)
-                if len(frame) and "split" in frame.columns]
-    reasons = pd.concat(left_out, ignore_index=True)["reason"].astype(str).tolist() if left_out else []
+    reasons: list[str] = []
+    for frame, by_uid in ((prepared.skipped, False), (prepared.dropped, True)):  # a dropped row's reason names no row
+        if len(frame) and "split" in frame.columns:
+            part = frame[frame["split"] == split]
+            reasons += [f"{uid}: {reason}" if by_uid else str(reason)
+                        for uid, reason in zip(part.index, part["reason"])]
     return (f"{table.attrs.get('source', split)}: none of its {len(table)} row(s) can be used "
             f"({len(reasons)} left out):{listing(reasons)}")
 
@@ -194,6 +197,8 @@ def prepare_training_data(config: RunConfig, inputs: InputSpec, exp_dir: str | P
     heads = infer_heads(groups, train, source=train.attrs.get("source", "train.csv"))
     _check_label_columns(tables, heads)
     train, overlapping = split_overlaps(tables, config.data.allow_overlap)
+    if train.empty:  # --allow_overlap left out every training row
+        raise DataError(_nothing_left("train", tables["train"], PreparedData({}, {}, heads, dropped=overlapping)))
     if "val" not in tables and config.data.val_size == 0 and config.train.val_share == 0:
         check_no_validation(config, root)
     elif "val" not in tables:
