@@ -62,3 +62,12 @@ def test_a_stratify_column_not_in_the_table_is_named_with_the_columns_it_has() -
     with pytest.raises(DataError, match=r"^m.csv: stratify column 'digit' not found \(columns: \['path', 'word', "
                                         r"'subject'\]\)$"):
         check_stratify(table, "digit", "m.csv")
+
+
+def test_rows_without_a_subject_are_named() -> None:
+    """The error said how many rows had no subject, not which; a blank cell was a subject of its own."""
+    table = _speakers(4)
+    table.loc["1_s2_0", "subject"] = None
+    table.loc["2_s3_1", "subject"] = "  "
+    with pytest.raises(DataError, match=r"m.csv: 2 row\(s\) have no 'subject', .*: \['1_s2_0', '2_s3_1'\]"):
+        split_table(table, seed=0, source="m.csv")

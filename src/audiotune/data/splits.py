@@ -20,8 +20,12 @@ def group_values(table: pd.DataFrame, group: str, source: str) -> pd.Series:
     if group not in table.columns:
         raise DataError(f"{source}: no '{group}' column, needed to keep subjects out of two splits "
                         "(--group uid: every row its own group)")
-    if table[group].isna().any():
-        raise DataError(f"{source}: {int(table[group].isna().sum())} row(s) have no '{group}'")
+    missing = table[group].isna() | (table[group].astype(str).str.strip() == "")
+    if missing.any():
+        uids = [str(uid) for uid in table.index[missing.to_numpy()]]
+        raise DataError(f"{source}: {len(uids)} row(s) have no '{group}', so they cannot be kept out of two splits: "
+                        f"{uids[:10]}{f' and {len(uids) - 10} more' if len(uids) > 10 else ''} (fill the cells, or "
+                        "remove the rows)")
     return table[group].astype(str)
 
 
