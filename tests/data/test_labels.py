@@ -1,6 +1,8 @@
 """Which rows a run keeps: every row labelled for some head, or with ``--complete_rows`` only the complete ones."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -56,3 +58,11 @@ def test_a_missing_distortions_column_says_how_the_seeds_derived_it() -> None:
     with pytest.raises(DataError, match=r"\['slow rate'\] not in the table \(columns: \['distorted Cs', "
                                         r"'distorted V'\]\)$"):
         infer_heads([["slow rate"]], table, "train.csv")
+
+
+def test_class_order_does_not_depend_on_the_order_values_are_met() -> None:
+    """A class 'nan' sorted by the key NaN: the order of the classes (the model's outputs) followed the order of a
+    set, which changes from one process to the next."""
+    orders = {tuple(infer_heads([LabelGroup(["c"], "categorical")], pd.DataFrame({"c": list(values)}))[0].classes)
+              for values in itertools.permutations(["10", "nan", "2", "inf", "b"])}
+    assert orders == {("2", "10", "b", "inf", "nan")}

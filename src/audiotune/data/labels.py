@@ -17,6 +17,7 @@ the rows labelled in every label column, as the NAIP seeds' dropna did).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,10 +205,12 @@ def _class_name(value: object) -> str:
 
 
 def _class_sort_key(name: str) -> tuple[int, float, str]:
+    """Numbers in order, then names; 'nan' and 'inf' are names (a NaN key would leave the order to chance)."""
     try:
-        return (0, float(name), name)
+        number = float(name)
     except ValueError:
         return (1, 0.0, name)
+    return (0, number, name) if math.isfinite(number) else (1, 0.0, name)
 
 
 def _numeric_block(table: pd.DataFrame, head: HeadSpec, source: str) -> np.ndarray:
