@@ -66,3 +66,15 @@ def test_class_order_does_not_depend_on_the_order_values_are_met() -> None:
     orders = {tuple(infer_heads([LabelGroup(["c"], "categorical")], pd.DataFrame({"c": list(values)}))[0].classes)
               for values in itertools.permutations(["10", "nan", "2", "inf", "b"])}
     assert orders == {("2", "10", "b", "inf", "nan")}
+
+
+def test_classes_spelled_as_missing_values_are_said(caplog) -> None:
+    """'NA' and 'nan' cells became classes without a word: a user of pandas reads them as missing."""
+    table = pd.DataFrame({"digit": ["0", "1", "NA", "nan", np.nan, "2"]})
+    heads = infer_heads([LabelGroup(["digit"], "categorical", "labels.txt:1")], table, source="train.csv")
+    assert heads[0].classes == ["0", "1", "2", "NA", "nan"]
+    assert "labels.txt:1: column 'digit' of train.csv holds ['NA', 'nan'], read as class name(s): only an empty " \
+           "cell is missing (--na_values NA nan reads them as missing)" in caplog.text
+    caplog.clear()
+    infer_heads([LabelGroup(["digit"], "categorical")], table.replace({"NA": "3", "nan": "4"}))
+    assert "read as class name" not in caplog.text

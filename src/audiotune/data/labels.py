@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 # derives it into the table (data/metadata_table.py)
 DISTORTIONS = "distortions"
 DISTORTION_PARTS = ("distorted Cs", "distorted V")
+# cells that other tools write for a missing value; here they are values unless --na_values names them (lower case)
+MISSING_SPELLINGS = ("na", "n/a", "nan", "none", "null")
 
 
 @dataclass
@@ -184,6 +186,11 @@ def infer_heads(groups: Sequence[LabelGroup | Sequence[str]], table: pd.DataFram
                 raise DataError(f"{group.where}: categorical column(s) {group.columns} must be alone on their "
                                 f"line (several vote columns of one head: declare them `:soft`)")
             classes = sorted({_class_name(v) for v in table[group.columns[0]].dropna()}, key=_class_sort_key)
+            looks_missing = [c for c in classes if c.strip().lower() in MISSING_SPELLINGS]
+            if looks_missing:
+                log.warning("%s: column '%s' of %s holds %s, read as class name(s): only an empty cell is missing "
+                            "(--na_values %s reads them as missing)", group.where, group.columns[0], source,
+                            looks_missing, " ".join(looks_missing))
             if len(classes) < 2:
                 raise DataError(f"{source}: column '{group.columns[0]}' holds one class only ({classes}) in these "
                                 "rows: a classifier needs at least two (check the split, or --na_values if other "
