@@ -287,3 +287,13 @@ def test_remove_dc_gives_the_mfcc_of_the_centred_clip_and_leaves_the_fbank(tmp_p
     fbank = features("fbank", True)
     assert float((fbank - kaldi_fbank(centred, 16000, num_mel_bins=40)).abs().max()) < 1e-3
     assert float((fbank - features("fbank", False)).abs().max()) < 1e-3
+
+
+def test_several_channels_with_channel_mode_none_name_the_flag_given(tmp_path: Path) -> None:
+    """The error named only the seeds' --reduce False, not the --channel_mode none the user typed."""
+    path = tmp_path / "stereo.wav"
+    sf.write(path, tone(300, 0.5, 8000, channels=2), 8000)
+    for read in (load_clip, check_clip):
+        with pytest.raises(AudioError, match="stereo.wav: 2 channels, and --channel_mode none .* reads mono files "
+                                             "only; choose --channel_mode mean"):
+            read(str(path), AudioSpec(channel_mode="none"))

@@ -237,8 +237,9 @@ class AudioSpec:
 
     def check_channel_count(self, path: str, count: int) -> None:
         if self.channel_mode == "none" and count != 1:
-            raise AudioError(f"{path}: {count} channels and no channel mode (--reduce False); choose "
-                             f"--channel_mode {', '.join(m for m in CHANNEL_MODES if m != 'none')}")
+            modes = ", ".join(m for m in CHANNEL_MODES if m != "none")
+            raise AudioError(f"{path}: {count} channels, and --channel_mode none (the seeds' --reduce False) reads "
+                             f"mono files only; choose --channel_mode {modes}")
         if self.channel_mode == "select" and count != 1:
             raise AudioError(f"{path}: --channel_mode select keeps one channel, but this row reads {count}")
 
