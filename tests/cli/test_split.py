@@ -57,3 +57,16 @@ def test_an_empty_stratify_cell_names_the_file_column_and_lines(tmp_path: Path, 
                                    "--stratify)")
     assert not (tmp_path / "split").exists()
     assert main(["split", table, "--out", str(tmp_path / "split"), *folds]) == 0  # unstratified, the rows split
+
+
+def test_each_split_line_names_the_file_it_wrote(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Each printed line starts with the CSV written, so the output says where the split is; one subject is
+    "1 subject group", not "groups"."""
+    out = tmp_path / "split"
+    assert main(["split", _table(tmp_path), "--out", str(out), "--test_subjects", "ann", "--val_subjects", "bob"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed == [f"{out.resolve() / 'train.csv'}: 8 rows (67%), 4 subject groups",
+                       f"{out.resolve() / 'val.csv'}: 2 rows (17%), 1 subject group",
+                       f"{out.resolve() / 'test.csv'}: 2 rows (17%), 1 subject group"]
+    assert main(["split", _table(tmp_path), "--out", str(tmp_path / "folds"), "--folds", "3"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith(f"{(tmp_path / 'folds').resolve() / 'fold_1'}: train ")

@@ -456,8 +456,8 @@ def test_group_uid_makes_every_row_its_own_group(tmp_path: Path, capsys) -> None
     assert main(["split", str(manifest), "--out", str(tmp_path / "s"), "--group", "uid", "--stratify", "label"]) == 0
     parts = _split(tmp_path / "s")
     printed = capsys.readouterr().out.splitlines()  # each split's share of the rows, as whole groups made it
-    assert printed == [f"{name}: {len(part)} rows ({len(part) / 30:.0%}), {len(part)} uid groups"
-                       for name, part in parts.items()]
+    assert printed == [f"{(tmp_path / 's' / name).resolve()}.csv: {len(part)} rows ({len(part) / 30:.0%}), "
+                       f"{len(part)} uid group{'' if len(part) == 1 else 's'}" for name, part in parts.items()]
     assert sum(len(p) for p in parts.values()) == 30 and set(parts["test"]["label"]) == {"a", "b"}
     assert not set(parts["train"]["uid"]) & set(parts["test"]["uid"])
     assert main(["split", str(manifest), "--out", str(tmp_path / "k"), "--group", "uid", "--folds", "3"]) == 0

@@ -44,6 +44,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from audiotune.data.layout import read_table
     from audiotune.data.splits import group_values, kfold_tables, split_table, write_split
+    from audiotune.storage import final_path, final_place
 
     by_task = bool(args.train_task or args.test_task)
     speakers = None  # the seed's --existing_spk_split: the subjects the test ones are drawn from
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         folds = kfold_tables(table, args.folds, args.val_fraction, args.stratify, args.group, args.seed, args.manifest)
         for number, parts in enumerate(folds, start=1):
             write_split(parts, out / f"fold_{number}")
-            print(f"fold_{number}: " + ", ".join(f"{k} {len(v)}" for k, v in parts.items()))
+            print(f"{final_place(out / f'fold_{number}')}: " + ", ".join(f"{k} {len(v)}" for k, v in parts.items()))
         return
     if by_task:
         from audiotune.data.task_splits import task_split
@@ -83,11 +84,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     else:
         parts = split_table(table, args.test_fraction, args.val_fraction, args.stratify, args.group, args.seed,
                             args.test_subjects or speakers, args.val_subjects, args.manifest)
-    write_split(parts, args.out)
+    written = write_split(parts, args.out)
     total = sum(len(part) for part in parts.values())
-    for name, part in parts.items():  # whole groups: the shares are near the fractions asked, rarely equal
-        print(f"{name}: {len(part)} rows ({len(part) / total:.0%}), {group_values(part, args.group, name).nunique()} "
-              f"{args.group} groups")
+    for (name, part), path in zip(parts.items(), written, strict=True):  # whole groups: near the fractions asked
+        groups = group_values(part, args.group, name).nunique()
+        print(f"{final_path(path)}: {len(part)} rows ({len(part) / total:.0%}), {groups} {args.group} "
+              f"group{'' if groups == 1 else 's'}")
 
 
 COMMAND = Command("split", "subject-disjoint, stratified train/val/test CSVs (or k folds)", arguments, run,
