@@ -49,3 +49,22 @@ def test_training_reports_each_epoch_and_validation(uid_dataset: dict, tmp_path:
         assert line in err, err
     assert re.search(r"train epoch 2/2: 75% \(3/4 batches, .*, train_loss\w* [\d.]+\)", err)
     assert err.index("train epoch 1/2: done") < err.index("validation epoch 1/2: done")
+
+
+@pytest.mark.slow
+def test_an_epoch_line_shows_its_own_losses(uid_dataset: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A finished training epoch shows its mean loss (as the log's train_loss_epoch), not one step's from the middle
+    of it, and a validation line its own val_loss, not carried into the next training epoch's lines."""
+    assert main(small_train_args(uid_dataset, tmp_path / "run", "-e", "2")) == 0
+    err = capsys.readouterr().err
+    log = pd.read_csv(tmp_path / "run" / "logs" / "metrics.csv")
+    for epoch in (0, 1):
+        mean = log.loc[log["epoch"].eq(epoch) & log["train_loss_epoch"].notna(), "train_loss_epoch"].item()
+        val = log.loc[log["epoch"].eq(epoch) & log["val_loss"].notna(), "val_loss"].item()
+        done = re.search(rf"train epoch {epoch + 1}/2: done \(.*, train_loss_epoch ([\d.e+-]+)\)", err)
+        assert done is not None, err
+        assert float(done.group(1)) == pytest.approx(mean, rel=1e-3)
+        checked = re.search(rf"validation epoch {epoch + 1}/2: done \(.*, val_loss ([\d.e+-]+)\)", err)
+        assert checked is not None, err
+        assert float(checked.group(1)) == pytest.approx(val, rel=1e-3)
+    assert not [line for line in err.splitlines() if line.startswith("train epoch") and "val_" in line]

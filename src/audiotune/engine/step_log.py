@@ -48,6 +48,14 @@ class StepLog(pl.Callback):
     def __init__(self) -> None:
         self.pending: list[_Step] = []
         self.latest: dict[str, float] = {}
+        self._sums: dict[str, float] = {}  # the current epoch's values summed over the steps read, for epoch_means
+        self._steps, self._epoch = 0, -1
+
+    @property
+    def epoch_means(self) -> dict[str, float]:
+        """Each value's mean over the steps of the current (or just finished) epoch read so far, named
+        ``train_NAME_epoch`` as the run's log names the epoch's loss."""
+        return {f"train_{name}_epoch": total / self._steps for name, total in self._sums.items()} if self._steps else {}
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -94,3 +102,9 @@ class StepLog(pl.Callback):
             for logger in trainer.loggers:
                 logger.log_metrics({**metrics, "epoch": step.epoch}, step=step.step)
         self.latest = {f"train_{name}": value for name, value in zip(names, rows[-1], strict=True)}
+        for step, row in zip(steps, rows, strict=True):
+            if step.epoch != self._epoch:
+                self._sums, self._steps, self._epoch = {}, 0, step.epoch
+            self._steps += 1
+            for name, value in zip(names, row, strict=True):
+                self._sums[name] = self._sums.get(name, 0.0) + value

@@ -68,10 +68,23 @@ class PassProgress(ProgressBar):
         if progress is not None:
             progress.close()
 
-    def _note(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> str:
-        metrics = {**self.get_metrics(trainer, pl_module), **self.steps.latest}
-        return ", ".join(f"{key} {value:.4g}" for key, value in metrics.items()
+    def _note(self, trainer: pl.Trainer, pl_module: pl.LightningModule, kind: str = "train") -> str:
+        """The values beside a pass: training's without the validation values (those of the epoch before: the
+        validation line has them), the latest step's while it runs and the epoch's means once done; validation's
+        its own epoch's."""
+        shown = {key: value for key, value in self.get_metrics(trainer, pl_module).items()
+                 if key.startswith("val_") == (kind == "eval")}
+        if kind == "train":
+            shown.update(self.steps.latest)
+        elif kind == "train done":
+            shown.update(self.steps.epoch_means or self.steps.latest)
+        return ", ".join(f"{key} {value:.4g}" for key, value in shown.items()
                          if isinstance(value, Number) and key != "v_num")
+
+    def _end_train(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if "train" in self.passes:
+            self.passes["train"].update(0, self._note(trainer, pl_module, "train done"))
+        self._end("train")
 
     def _epoch(self, trainer: pl.Trainer) -> str:
         last = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
@@ -86,12 +99,12 @@ class PassProgress(ProgressBar):
             self.passes["train"].update(1, self._note(trainer, pl_module))
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._end("train")
+        self._end_train(trainer, pl_module)
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         training = self.passes.get("train")
         if training is not None and training.total is not None and training.count >= training.total:
-            self._end("train")  # the epoch's batches are done: its line comes before validation's
+            self._end_train(trainer, pl_module)  # the epoch's batches are done: its line comes before validation's
         self._start("eval", self.total_val_batches, f"validation {self._epoch(trainer)}")
 
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -106,9 +119,12 @@ class PassProgress(ProgressBar):
     on_test_batch_end = on_validation_batch_end
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if "eval" in self.passes:
+            self.passes["eval"].update(0, self._note(trainer, pl_module, "eval"))
         self._end("eval")
 
-    on_test_end = on_validation_end
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._end("eval")
 
 
 def trainer_precision(runtime: RuntimeConfig) -> MixedOrFull:
