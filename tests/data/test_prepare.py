@@ -140,3 +140,20 @@ def test_a_table_scored_without_the_distortions_column_says_how_the_seeds_derive
         _check_label_columns({"test": table}, [HeadSpec("distortions", "binary", ["distortions"])])
     with pytest.raises(DataError, match=r"not found \(leave cells empty where a row has no target\)$"):
         _check_label_columns({"test": table}, [HeadSpec("slow rate", "binary", ["slow rate"])])
+
+
+def test_a_training_run_says_that_its_audio_is_resampled(uid_dataset: dict, tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """8 kHz files for a model that reads 16 kHz: train says once that they are resampled, and how to keep the
+    files' rate; at the files' own rate it says nothing."""
+    from conftest import small_train_args
+
+    from audiotune.cli import main
+
+    assert main(small_train_args(uid_dataset, tmp_path / "run")) == 0
+    said = [r.getMessage() for r in caplog.records if "resampled" in r.getMessage()]
+    assert said == ["audio at 8000 Hz is resampled to 16000 Hz, the rate the model reads (--resample_rate; 0 keeps "
+                    "each file's rate)"]
+    caplog.clear()
+    assert main(small_train_args(uid_dataset, tmp_path / "same", "--resample_rate", "8000")) == 0
+    assert not [r for r in caplog.records if "resampled" in r.getMessage()]

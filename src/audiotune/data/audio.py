@@ -167,6 +167,12 @@ def _check_header(path: str, handle: sf.SoundFile, expected_rate: float) -> None
                          f"sample_rate_hz={expected_rate:g}")
 
 
+def file_rate(path: str) -> int:
+    """A file's sample rate, from its header."""
+    with open_audio(path) as handle:
+        return int(handle.samplerate)
+
+
 def frame_range(path: str, span: Span, rate: int, frames: int) -> tuple[int, int]:
     """[start, stop) frames of a span in a file of ``frames`` frames; a span outside the file is an AudioError."""
     if not math.isfinite(span.offset) or span.offset < 0:

@@ -12,7 +12,7 @@ import pandas as pd
 
 from audiotune import storage
 from audiotune.config import HeadSpec, RunConfig, TrainConfig, option_default
-from audiotune.data.audio import AudioSpec
+from audiotune.data.audio import AudioSpec, file_rate
 from audiotune.data.balance import training_share
 from audiotune.data.checked_audio import CheckRecord, scan_audio
 from audiotune.data.errors import DataError, listing, refuse_unless_skipped
@@ -110,7 +110,28 @@ def _check_tables(tables: dict[str, pd.DataFrame], heads: list[HeadSpec], config
     for split, table in prepared.tables.items():
         if table.empty:
             raise DataError(_nothing_left(split, tables[split], prepared))
+    if training:
+        say_resampling(prepared.tables, inputs.audio(train=False).resample_rate)
     return prepared
+
+
+RATE_SAMPLES = 16  # files per split whose header says the rates a training run's resampling notice names
+
+
+def say_resampling(tables: dict[str, pd.DataFrame], rate: int) -> None:
+    """Say on stderr, once, that audio at other rates than the model's is resampled: the rates of up to
+    :data:`RATE_SAMPLES` local files per split, spread over it (headers only; remote audio is not read)."""
+    if not rate:
+        return
+    rates = set()
+    for table in tables.values():
+        paths = [p for p in table["path"].astype(str) if p and not storage.is_remote(p)]
+        for k in np.unique(np.linspace(0, len(paths) - 1, min(RATE_SAMPLES, len(paths))).astype(int)):
+            rates.add(file_rate(paths[k]))
+    other = sorted(r for r in rates if r != rate)
+    if other:
+        log.warning("audio at %s Hz is resampled to %d Hz, the rate the model reads (--resample_rate; 0 keeps each "
+                    "file's rate)", " and ".join(map(str, other)), rate)
 
 
 def _nothing_left(split: str, table: pd.DataFrame, prepared: PreparedData) -> str:
