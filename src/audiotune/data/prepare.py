@@ -130,8 +130,9 @@ def say_resampling(tables: dict[str, pd.DataFrame], rate: int) -> None:
             rates.add(file_rate(paths[k]))
     other = sorted(r for r in rates if r != rate)
     if other:
-        log.warning("audio at %s Hz is resampled to %d Hz, the rate the model reads (--resample_rate; 0 keeps each "
-                    "file's rate)", " and ".join(map(str, other)), rate)
+        # (whether --resample_rate may change it depends on the model: README, Audio)
+        log.warning("audio at %s Hz is resampled to %d Hz, the rate the model reads", " and ".join(map(str, other)),
+                    rate)
 
 
 def _nothing_left(split: str, table: pd.DataFrame, prepared: PreparedData) -> str:
