@@ -2,7 +2,8 @@
 
 An entry holds one clip's pooled hidden states, (num_hidden_states, D), for one pooling mode. Its key
 joins three fingerprints, so changing any of them makes a new entry instead of reusing a stale one:
-- the encoder: a digest of every backbone tensor (names, shapes, dtypes, values);
+- the encoder: a digest of every backbone tensor (names, shapes, dtypes, values) and of the front-end settings it
+  reads beside them (Whisper's extractor);
 - the preprocessing: audio and feature settings, the window, pooling and precision;
 - the audio: a digest of the file's bytes and the span (offset, duration, channels) a row reads of it.
 Entries are safetensors files under ``CACHE_DIR/<encoder+preprocessing>/<audio digest>.safetensors``.
@@ -40,7 +41,7 @@ from audiotune.data.loading import (
 from audiotune.data.samplers import BalancedSampler
 from audiotune.engine.adapt import OFF as ADAPT_OFF
 from audiotune.engine.inference import features_on_device, inference_device, iterate_batches, loader_pins_memory
-from audiotune.models.backbones import input_spec
+from audiotune.models.backbones import Backbone, input_spec
 from audiotune.models.classifier import Classifier
 
 log = logging.getLogger(__name__)
@@ -78,13 +79,15 @@ def cache_root(config: RunConfig) -> Path:
     return storage.cache_root(config.runtime.cache_dir)
 
 
-def encoder_digest(backbone: torch.nn.Module) -> str:
-    """Digest of every parameter and buffer of the backbone."""
+def encoder_digest(backbone: Backbone) -> str:
+    """Digest of every parameter and buffer of the backbone, and of the front-end settings it reads beside them."""
     digest = hashlib.blake2b(digest_size=16)
     for name, tensor in sorted(backbone.state_dict().items()):
         data = tensor.detach().cpu().contiguous().reshape(-1)  # 0-d buffers (num_batches_tracked) too
         digest.update(f"{name}:{tuple(tensor.shape)}:{data.dtype}".encode())
         digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    if backbone.front_end_settings:  # none: the digest of earlier releases
+        digest.update(json.dumps(backbone.front_end_settings, sort_keys=True).encode())
     return digest.hexdigest()
 
 

@@ -92,6 +92,24 @@ def test_counts_and_settings(backbone: WhisperBackbone, checkpoint: Path) -> Non
     assert not any(key.startswith(("mel_filters", "stft_window")) for key in backbone.state_dict())
 
 
+def test_the_cache_key_changes_with_the_extractor_settings(checkpoint: Path, backbone: WhisperBackbone,
+                                                           tmp_path: Path) -> None:
+    """The extractor's settings are no weights: a checkpoint whose preprocessor_config.json was edited in place
+    (same weights) encodes other features, so its cached features are not reused."""
+    from audiotune.engine.cache import encoder_digest
+
+    copy = tmp_path / "edited"
+    shutil.copytree(checkpoint, copy)
+    assert encoder_digest(WhisperBackbone(WhisperOptions(str(copy)))) == encoder_digest(backbone)
+    extractor = json.loads((copy / "preprocessor_config.json").read_text())
+    (copy / "preprocessor_config.json").write_text(json.dumps({**extractor, "hop_length": HOP // 2}))
+    edited = WhisperBackbone(WhisperOptions(str(copy)))
+    assert edited.state_dict().keys() == backbone.state_dict().keys()
+    assert all(torch.equal(edited.state_dict()[k], v) for k, v in backbone.state_dict().items())
+    assert edited.front_end_settings["hop_length"] == HOP // 2
+    assert encoder_digest(edited) != encoder_digest(backbone)
+
+
 def test_log_mel_equals_the_feature_extractor(backbone: WhisperBackbone, stock: tuple) -> None:
     """A full-window clip, and a shorter one the extractor pads to the window: equal on the clip's frames."""
     extractor, _ = stock

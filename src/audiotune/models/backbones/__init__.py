@@ -62,6 +62,12 @@ class Backbone(nn.Module):
         return EXACT_PADDING
 
     @property
+    def front_end_settings(self) -> dict[str, int]:
+        """What it reads beside its weights and the run's input (:func:`input_spec`) that changes its outputs: a
+        feature extractor's settings kept in the checkpoint's own file; none unless the backbone says so."""
+        return {}
+
+    @property
     def frame_hop(self) -> int | None:
         """Input samples between two output frames when that is fixed (a convolutional front end), else None."""
         return None

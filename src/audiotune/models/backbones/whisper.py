@@ -215,6 +215,12 @@ class WhisperBackbone(Backbone):
                              persistent=False)
 
     @property
+    def front_end_settings(self) -> dict[str, int]:
+        """The extractor's settings its log-mel is computed with (from ``preprocessor_config.json``)."""
+        return {"sampling_rate": self.sample_rate, "hop_length": self.hop_length, "n_fft": self.n_fft,
+                "num_mel_bins": int(self.model.config.num_mel_bins)}
+
+    @property
     def mel_frames_per_window(self) -> int:
         """Mel frames of the stock encoder's input: ``max_source_positions`` x the conv strides (3000)."""
         return int(self.model.config.max_source_positions) * self._conv_stride
