@@ -3,6 +3,7 @@ what is shown, and what the page says when something is missing."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -219,7 +220,8 @@ def test_an_evaluation_folder_records_what_it_scored_and_the_command_lines(train
     typed = ["evaluate", "--run", str(run), "-d", "test.csv", "-o", str(evaluation), "--report", "False"]
     assert main(typed) == 0
     assert json.loads((evaluation / "evaluation.json").read_text()) == {
-        "run": str(run.resolve()), "data_split_root": str(test_csv.resolve()), "data": {}}
+        "run": str(run.resolve()), "run_relative": os.path.relpath(run.resolve(), evaluation.resolve()),
+        "data_split_root": str(test_csv.resolve()), "data": {}}
     [command] = json.loads((evaluation / "command.json").read_text())
     assert command["argv"] == ["audiotune", *typed] and command["cwd"] == str(trained_run["split"])
     monkeypatch.chdir(tmp_path)
@@ -237,6 +239,26 @@ def test_an_evaluation_folder_records_what_it_scored_and_the_command_lines(train
     assert main(["report", str(evaluation), "--run", str(run)]) == 0
     assert read_report(evaluation / "report.html")["audio"] == 0
     assert "give -d TABLE" in (evaluation / "report.html").read_text()
+
+
+def test_an_evaluation_copied_with_its_run_reads_the_copy(trained_run: dict, tmp_path: Path) -> None:
+    """A run and the evaluation inside it, copied elsewhere: the copy's page shows the copied run's config, not
+    the config of the run the evaluation was first made from (which may have been resumed since)."""
+    run = tmp_path / "run"
+    shutil.copytree(trained_run["run"], run)
+    assert main(["evaluate", "--run", str(run), "-d", str(trained_run["split"] / "test.csv"), "-o",
+                 str(run / "scored"), "--report", "False"]) == 0
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    (copy / "config.yaml").write_text((copy / "config.yaml").read_text() + "# the copy\n")
+    assert main(["report", str(copy / "scored")]) == 0
+    config = (copy / "scored" / "report.html").read_text().split('<section id="config">')[1]
+    assert "# the copy" in config
+    shutil.rmtree(copy)  # only the evaluation folder moved: the run it recorded is read
+    shutil.copytree(run / "scored", tmp_path / "scored")
+    assert main(["report", str(tmp_path / "scored")]) == 0
+    assert "# the copy" not in (tmp_path / "scored" / "report.html").read_text()
+    assert read_report(tmp_path / "scored" / "report.html")["audio"] > 0
 
 
 def test_a_run_page_shows_the_command_that_trained_it(trained_run: dict) -> None:

@@ -1,6 +1,7 @@
 """Score splits with a trained classifier: metrics.json, predictions.parquet and plots."""
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -280,13 +281,22 @@ def evaluate_run(run: str, data_split_root: str, exp_dir: str | None = None, on_
         # made (and the last evaluation replaced) once every row is scored: a process killed before leaves none
         with own_run_dir(out_dir, overwrite=True, command="evaluate") as owned:
             owned.start()
-            write_json(out_dir / EVALUATION_FILE, {"run": _absolute(resolve_run_dir(run)), "data_split_root":
-                                                   _absolute(data_split_root), "data": data or {}})
+            run_dir = resolve_run_dir(run)
+            write_json(out_dir / EVALUATION_FILE, {"run": _absolute(run_dir), **_relative(run_dir, out_dir),
+                                                   "data_split_root": _absolute(data_split_root), "data": data or {}})
             prepared.write_reports(out_dir)
             metrics = write_evaluation(config, prepared, scored, out_dir, aggregate, write_metrics=False)
             # earlier releases called the section of one CSV "data": kept beside it for the readers of that name
             write_json(out_dir / METRICS_FILE, {**metrics, **({ONE_TABLE: metrics[section]} if section else {})})
             return metrics
+
+
+def _relative(run_dir: str | Path, out_dir: Path) -> dict[str, str]:
+    """Where the run is seen from the evaluation folder (``run_relative``), for a local pair copied or moved
+    together; nothing for a run or folder in a bucket."""
+    if storage.is_remote(str(run_dir)) or storage.is_remote(str(out_dir)):
+        return {}
+    return {"run_relative": os.path.relpath(Path(run_dir).resolve(), out_dir.resolve())}
 
 
 def _absolute(path: str | Path) -> str:

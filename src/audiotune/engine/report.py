@@ -232,14 +232,16 @@ def _fold_clips(source: Path, report: ExperimentReport, split: str) -> None:
         _load(clips, table, config)
 
 
-def _config_dir(source: Path, run: str | Path = "", recorded: str = "") -> Path | None:
+def _config_dir(source: Path, run: str | Path = "", recorded: str = "", relative: str = "") -> Path | None:
     """The run directory whose config.yaml made these outputs: ``run`` when given, else ``source``, the run an
-    evaluation recorded (``recorded``), or the run it sits in."""
+    evaluation recorded (seen from its folder, ``relative``, so a copy of both reads the copy; else where it was,
+    ``recorded``), or the run it sits in."""
     if run:
         if not (Path(run) / CONFIG_FILE).is_file():
             raise ValueError(f"--run {run}: not a run directory (no {CONFIG_FILE})")
         return Path(run)
-    candidates = (source, *([Path(recorded)] if recorded else []), source.parent)
+    candidates = (source, *([source / relative] if relative else []), *([Path(recorded)] if recorded else []),
+                  source.parent)
     return next((d for d in candidates if (d / CONFIG_FILE).is_file()), None)
 
 
@@ -331,7 +333,7 @@ def read_run(source: Path, data_split_root: str = "", group_by: str = "", clips_
     """Everything a run page shows; what is missing is said on the page. An evaluation folder's EVALUATION_FILE
     gives the run, the table and the data options it scored with, unless given here."""
     scored = _read_json(source / EVALUATION_FILE) if (source / EVALUATION_FILE).is_file() else {}
-    config_dir = _config_dir(source, run, str(scored.get("run") or ""))
+    config_dir = _config_dir(source, run, str(scored.get("run") or ""), str(scored.get("run_relative") or ""))
     config = load_config(config_dir / CONFIG_FILE) if config_dir else None
     if config is not None and config_dir is not None:
         config.data.prefix = from_training_dir(config.data.prefix, config_dir)
