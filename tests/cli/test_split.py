@@ -70,3 +70,18 @@ def test_each_split_line_names_the_file_it_wrote(tmp_path: Path, capsys: pytest.
                        f"{out.resolve() / 'test.csv'}: 2 rows (17%), 1 subject group"]
     assert main(["split", _table(tmp_path), "--out", str(tmp_path / "folds"), "--folds", "3"]) == 0
     assert capsys.readouterr().out.splitlines()[0].startswith(f"{(tmp_path / 'folds').resolve() / 'fold_1'}: train ")
+
+
+def test_a_share_well_off_its_fraction_is_said(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Six subjects kept whole cannot give 10 % of the rows: the line says what was asked and how to choose; a
+    share near its fraction, or a part of named subjects, says nothing more."""
+    table = _table(tmp_path)
+    assert main(["split", table, "--out", str(tmp_path / "a"), "--test_fraction", "0.17", "--val_fraction",
+                 "0.1"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 4 and printed[3] == (
+        "val: 17% of the rows where --val_fraction 0.1 asks 10%: the 6 subject groups are each kept whole in one "
+        "split; name a part's groups with --val_subjects")
+    assert main(["split", table, "--out", str(tmp_path / "b"), "--test_subjects", "ann", "--val_fraction",
+                 "0.17"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3

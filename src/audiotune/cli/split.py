@@ -90,6 +90,19 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         groups = group_values(part, args.group, name).nunique()
         print(f"{final_path(path)}: {len(part)} rows ({len(part) / total:.0%}), {groups} {args.group} "
               f"group{'' if groups == 1 else 's'}")
+    if not by_task:
+        _say_shares_off(parts, args, total, group_values(table, args.group, args.manifest).nunique())
+
+
+def _say_shares_off(parts: dict, args: argparse.Namespace, total: int, n_groups: int) -> None:
+    """A part drawn by fraction whose share is 5 points or more off what was asked (few groups, each kept whole)."""
+    named = {"test": args.test_subjects or args.existing_spk_split, "val": args.val_subjects}
+    for name in ("test", "val"):
+        asked, share = getattr(args, f"{name}_fraction"), len(parts.get(name, ())) / total
+        if name in parts and not named[name] and abs(share - asked) >= 0.05:
+            print(f"{name}: {share:.0%} of the rows where --{name}_fraction {asked:g} asks {asked:.0%}: the "
+                  f"{n_groups} {args.group} groups are each kept whole in one split; name a part's groups with "
+                  f"--{name}_subjects")
 
 
 COMMAND = Command("split", "subject-disjoint, stratified train/val/test CSVs (or k folds)", arguments, run,
