@@ -12,8 +12,10 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -178,14 +180,20 @@ def build_workspace(root: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    root = tmp_path_factory.mktemp("readme") / "work"
+def workspace(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[tuple[Path, dict]]:
+    """One folder the blocks run in, in order; removed at the end unless a block failed (its runs weigh a
+    gigabyte)."""
+    folder = tmp_path_factory.mktemp("readme")
+    root = folder / "work"
     root.mkdir()
     bin_dir = build_workspace(root)
     env = {**os.environ, "PATH": os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent), os.environ["PATH"]]),
            "AUDIOTUNE_CACHE": str(root.parent / "cache"), "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
-    return root, env
+    failed = request.session.testsfailed
+    yield root, env
+    if request.session.testsfailed == failed:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 BLOCKS = fenced_blocks(README.read_text(), "bash")
