@@ -263,6 +263,41 @@ def test_move_batch_moves_tensors_only() -> None:
     assert batch["inputs"].device.type == "cpu"  # the caller's batch is left as it was
 
 
+class _OnSecondGpu:
+    """Stands for a result on ``cuda:1``: where its copy to the host is queued (nothing runs on a GPU)."""
+
+    device = torch.device("cuda", 1)
+
+    def detach(self) -> _OnSecondGpu:
+        return self
+
+    def float(self) -> _OnSecondGpu:
+        return self
+
+    def to(self, target: str, non_blocking: bool = False) -> torch.Tensor:
+        assert target == "cpu" and non_blocking
+        return torch.zeros(2)
+
+
+def test_a_result_on_another_gpu_than_the_current_one_is_waited_for_on_its_own_gpu(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """--devices 1 runs on cuda:1 while cuda:0 stays torch's current device: the copy is queued on cuda:1's
+    stream, and the event that says it has landed is recorded there (on cuda:0's it would fire at once)."""
+    recorded: list[object] = []
+
+    class Event:
+        def record(self, stream: object = None) -> None:
+            recorded.append(stream)
+
+        def synchronize(self) -> None:
+            pass
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: ("stream of", device))
+    landed = device_module.to_host(_OnSecondGpu())  # type: ignore[arg-type]
+    assert recorded == [("stream of", torch.device("cuda", 1))]
+    assert torch.equal(landed(), torch.zeros(2))
+
 def test_pin_memory_only_for_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     assert pins_memory(torch.device("cuda", 0)) and not pins_memory(torch.device("cpu"))
     config = RunConfig()

@@ -178,7 +178,7 @@ def to_host(tensor: Tensor) -> Callable[[], Tensor]:
         return lambda: host
     host = values.to("cpu", non_blocking=True)
     copied = torch.cuda.Event()
-    copied.record()
+    copied.record(torch.cuda.current_stream(values.device))  # the copy's own GPU, which need not be the current one
 
     def landed() -> Tensor:
         copied.synchronize()
