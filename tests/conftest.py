@@ -1,8 +1,9 @@
 """Shared fixtures: paths to the optional ../shared data, small generated audio."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -455,6 +456,24 @@ class OnDevice(torch.Tensor):
         if not cls.readable and (func in cls.READS or to_cpu):
             raise AssertionError(f"read back from the device: {getattr(func, '__name__', func)}")
         return super().__torch_function__(func, types, args, kwargs)
+
+
+def outputs_on_meta(forward: Callable[..., Any]) -> Callable[..., Any]:
+    """``forward`` of a transformers model that stands for one on an accelerator: it runs on the CPU, on ones in
+    place of its ``meta`` inputs (an attention mask that attends everywhere), and gives every output tensor on the
+    ``meta`` device, so a test shows which values computed from them stay on the device and which were made on the
+    host."""
+    def on_meta(*args: Any, **kwargs: Any) -> Any:
+        def plain(value: object) -> object:
+            return torch.ones(value.shape, dtype=value.dtype) if isinstance(value, torch.Tensor) and value.is_meta \
+                else value
+        out = forward(*map(plain, args), **{key: plain(value) for key, value in kwargs.items()})
+        for key, value in out.items():
+            if isinstance(value, torch.Tensor):
+                out[key] = value.to("meta")
+        return out
+
+    return on_meta
 
 
 def save_to_disk(folder: Path, paths: list[str], labels: list[int], names: list[str], audio_feature: bool) -> Path:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import HF_TINY, OnDevice, make_uid_dataset
+from conftest import HF_TINY, OnDevice, make_uid_dataset, outputs_on_meta
 from safetensors.torch import load_file
 
 from audiotune.cli import main
@@ -141,6 +141,16 @@ def test_a_batch_with_a_clip_too_short_for_a_span_trains(checkpoints: dict[str, 
     nothing = tapt.loss(waves[:, :25], torch.tensor([25, 25]), step=0, rng=random.Random(0))
     assert nothing["masked"] == 0 and nothing["loss"].item() == 0.0 and nothing["loss"].requires_grad
 
+
+def test_every_value_of_a_tapt_step_is_on_the_device_of_its_audio(checkpoints: dict[str, Path]) -> None:
+    """The step's values are logged with ``sync_dist``: in a multi-GPU run Lightning reduces each where it lies, and
+    NCCL reduces no tensor on the CPU (the masked frames' count and the temperature were made there)."""
+    config = RunConfig()
+    config.audio.resample_rate, config.model.model = 16000, "hf"
+    tapt = Wav2Vec2Tapt(str(checkpoints["pretraining"]), config)
+    tapt.model.forward = outputs_on_meta(tapt.model.forward)  # the encoder stands for one on a GPU
+    losses = tapt.loss(torch.randn(2, 4000, device="meta"), [4000, 3000], step=0, rng=random.Random(0))
+    assert {name: value.device.type for name, value in losses.items()} == dict.fromkeys(losses, "meta")
 
 def test_tapt_skips_layers_with_the_checkpoints_layerdrop(checkpoints: dict[str, Path], tmp_path: Path) -> None:
     """TAPT trains with the checkpoint config's LayerDrop (transformers' own, as the seed's TAPT): at 1.0 no layer

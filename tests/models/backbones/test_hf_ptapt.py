@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 import torch
-from conftest import HF_TINY, OnDevice, make_uid_dataset, save_hf_checkpoint
+from conftest import HF_TINY, OnDevice, make_uid_dataset, outputs_on_meta, save_hf_checkpoint
 from safetensors.torch import load_file
 
 from audiotune.cli import main
@@ -152,6 +152,20 @@ def test_the_loss_learns_from_masked_frames_and_short_clips_do_not_break_it(chec
     nothing = model.loss(waves[:1, :20], torch.tensor([20]), ["c"], random.Random(0))  # 1 frame: no span fits
     assert nothing["masked"] == 0 and nothing["loss"].item() == 0.0 and nothing["loss"].requires_grad
 
+
+def test_every_value_of_a_ptapt_step_is_on_the_device_of_its_audio(checkpoint: Path, tmp_path: Path) -> None:
+    """The step's values are logged with ``sync_dist``: in a multi-GPU run Lightning reduces each where it lies, and
+    NCCL reduces no tensor on the CPU (the masked frames' count was made there)."""
+    rng = np.random.default_rng(0)
+    labels = write_labels(tmp_path / "l.parquet", {uid: {4: rng.integers(0, 4, frames_of(samples))}
+                                                   for uid, samples in (("a", 4000), ("b", 3000), ("c", 20))})
+    model = ptapt(checkpoint, labels)
+    model.model.forward = outputs_on_meta(model.model.forward)  # the encoder stands for one on a GPU
+    model.heads.to("meta")
+    waves = torch.randn(2, 4000, device="meta")
+    for losses in (model.loss(waves, [4000, 3000], ["a", "b"], random.Random(0)),
+                   model.loss(waves[:1, :20], [20], ["c"], random.Random(0))):  # 1 frame: no span fits
+        assert {name: value.device.type for name, value in losses.items()} == dict.fromkeys(losses, "meta")
 
 def test_ptapt_draws_its_crops_masks_and_targets_from_lengths_on_the_host_and_reads_nothing_back(
         checkpoint: Path, tmp_path: Path) -> None:

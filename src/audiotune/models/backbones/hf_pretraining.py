@@ -195,7 +195,9 @@ class Wav2Vec2Tapt(nn.Module):
         out = self.model(waveforms, attention_mask=attention,
                          mask_time_indices=queued_on(mask, waveforms.device),
                          sampled_negative_indices=queued_on(negatives, waveforms.device))
-        extra = {"masked": torch.tensor(float(masked)), "temperature": torch.tensor(temperature),
+        # every value on the device: Lightning reduces each logged one across DDP processes there (NCCL has no CPU)
+        extra = {"masked": queued_on(float(masked), waveforms.device),
+                 "temperature": queued_on(temperature, waveforms.device),
                  "perplexity": out.codevector_perplexity.detach().float()}
         if masked == 0:  # every clip too short for a span: no target, a zero loss that keeps the graph
             return {"loss": out.projected_states.sum() * 0.0, **extra}

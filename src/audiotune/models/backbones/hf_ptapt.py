@@ -166,7 +166,7 @@ class PseudoLabelPretraining(nn.Module):
         out = self.model(waveforms, attention_mask=attention, mask_time_indices=queued_on(chosen, waveforms.device))
         masked = int(chosen.sum())
         if masked == 0:  # every clip too short for a span: a zero loss that keeps the graph
-            return {"loss": out.last_hidden_state.sum() * 0.0, "masked": torch.tensor(0.0)}
+            return {"loss": out.last_hidden_state.sum() * 0.0, "masked": queued_on(0.0, waveforms.device)}
         places = torch.from_numpy(np.flatnonzero(chosen))  # the masked frames, clip by clip, as a boolean index
         reps = F.relu(out.last_hidden_state.flatten(0, 1).index_select(0, queued_on(places, waveforms.device)))
         losses, accuracies = [], []
@@ -176,7 +176,7 @@ class PseudoLabelPretraining(nn.Module):
             losses.append(F.cross_entropy(logits.float(), target, ignore_index=IGNORE))
             accuracies.append((logits.argmax(dim=1) == target).float().mean().detach())
         return {"loss": torch.stack(losses).sum(), "acc": torch.stack(accuracies).mean(),
-                "masked": torch.tensor(float(masked)),
+                "masked": queued_on(float(masked), waveforms.device),  # on the device, as the values logged with it
                 **{f"ce_k{k}": value.detach() for k, value in zip(self.heads, losses)}}
 
     def save(self, folder: Path) -> Path:
