@@ -77,7 +77,8 @@ class Utilisation:
         try:
             import pynvml
             pynvml.nvmlInit()
-            handle = pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
+            # NVML numbers every GPU of the machine; CUDA only those CUDA_VISIBLE_DEVICES shows (torch's own mapping)
+            handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda._get_nvml_device_index(device))
             self._read, self.source = (lambda: pynvml.nvmlDeviceGetUtilizationRates(handle).gpu), "NVML"
         except Exception:  # pynvml missing or NVML unusable: torch's own reading (which may need it too)
             with contextlib.suppress(Exception):

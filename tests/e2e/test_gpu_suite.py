@@ -6,8 +6,10 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 pytest.importorskip("transformers")
 pytest.importorskip("kaldi_native_fbank")  # benchmarks/data_pipeline.py, whose helpers the suite reuses
@@ -88,3 +90,19 @@ def test_extraction_at_tf32(tmp_path: Path) -> None:
     assert [row["case"].split(", ")[0] for row in rows] == ["wav2vec2-base (tiny) tf32"] * 3 + ["AST (tiny) tf32"] * 3
     assert all(not row.get("error") and finite(row["rate"]) and 0 < row["of_peak"] < 1 for row in rows), rows
     assert set(result["peak_flops_per_s"]) == {"fp32", "bf16", "tf32"}
+
+
+def test_utilisation_samples_the_gpu_cuda_runs_on_when_cuda_visible_devices_hides_others(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """NVML numbers every GPU of the machine, CUDA only the visible ones: with CUDA_VISIBLE_DEVICES=2,3 the suite's
+    cuda:1 is NVML's GPU 3, whose utilisation is sampled (not GPU 1's, which another job may be using)."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import gpu_parts
+
+    handles: list[int] = []
+    nvml = SimpleNamespace(nvmlInit=lambda: None, nvmlDeviceGetHandleByIndex=lambda index: handles.append(index),
+                           nvmlDeviceGetUtilizationRates=lambda handle: SimpleNamespace(gpu=50))
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    sampled = gpu_parts.Utilisation(torch.device("cuda", 1))
+    assert sampled.source == "NVML" and handles == [3]
