@@ -199,8 +199,10 @@ def _frames(states_of: StatesOf, batch: dict, layer: int) -> list[Tensor]:
 
 
 def _assign(frames: Tensor, centroids: Tensor, norms: Tensor) -> Tensor:
-    """Nearest centroid (squared L2) of each row of ``frames``."""
-    distances = norms[None, :] - 2.0 * frames @ centroids.T  # + |x|^2, the same for every centroid
+    """Nearest centroid (squared L2) of each row of ``frames``, in float32 whatever autocast the encoder runs under (a
+    bfloat16 product rounds the distances enough to send some frames to another centroid)."""
+    with torch.autocast(frames.device.type, enabled=False):
+        distances = norms[None, :] - 2.0 * frames @ centroids.T  # + |x|^2, the same for every centroid
     return distances.argmin(dim=1)
 
 

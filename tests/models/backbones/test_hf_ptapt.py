@@ -96,6 +96,17 @@ def test_each_frame_goes_to_its_nearest_centroid() -> None:
     assert np.array_equal(_assign(torch.tensor(frames, dtype=torch.float32), c, (c * c).sum(1)).numpy(), expected)
 
 
+def test_frames_encoded_under_bf16_autocast_still_go_to_their_nearest_centroid() -> None:
+    """``--precision bf16`` encodes in bfloat16; the distances to the centroids stay float32 (near centroids, as
+    k-means fits them, are told apart by less than a bfloat16 product keeps)."""
+    generator = torch.Generator().manual_seed(0)
+    frames = torch.randn(1000, 256, generator=generator) * 3 + 1
+    centroids = frames[:50] + 0.1 * torch.randn(50, 256, generator=generator)
+    norms = (centroids * centroids).sum(1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assigned = _assign(frames, centroids, norms)
+    assert torch.equal(assigned, _assign(frames, centroids, norms))
+
 def test_more_kmeans_iterations_fit_the_sample_better() -> None:
     rng = np.random.default_rng(0)
     sample = np.concatenate([rng.normal(c, 1.0, (300, 4)) for c in range(6)]).astype(np.float32)
