@@ -107,6 +107,7 @@ def test_frames_encoded_under_bf16_autocast_still_go_to_their_nearest_centroid()
         assigned = _assign(frames, centroids, norms)
     assert torch.equal(assigned, _assign(frames, centroids, norms))
 
+
 def test_more_kmeans_iterations_fit_the_sample_better() -> None:
     rng = np.random.default_rng(0)
     sample = np.concatenate([rng.normal(c, 1.0, (300, 4)) for c in range(6)]).astype(np.float32)
