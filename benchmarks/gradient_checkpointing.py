@@ -78,13 +78,13 @@ def measure(folder: str, checkpointing: bool, device_name: str, batch: int, seco
         optimizer.step()
         return float(loss.detach())
 
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
+    if device.type == "cuda":  # the device given (--device cuda:1), not the current one
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
         loss = step()
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() - before
+        torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device) - before
     else:
         before = _resident_kib("VmRSS") * 1024
         loss = step()
@@ -93,7 +93,7 @@ def measure(folder: str, checkpointing: bool, device_name: str, batch: int, seco
     for _ in range(steps):
         step()
     if device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
     return {"checkpointing": checkpointing, "peak_bytes": peak, "first_loss": loss,
             "step_seconds": (time.perf_counter() - start) / max(1, steps)}
 
