@@ -179,3 +179,22 @@ def test_training_batches_carry_their_clips_lengths_as_plain_numbers_for_the_mas
         assert batch[COUNTS] == batch[NUM_SAMPLES].tolist() and len(set(batch[COUNTS])) > 1
         without = {key: value for key, value in batch.items() if key != COUNTS}
         assert torch.equal(features(batch)["inputs"], features(without)["inputs"])
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+@pytest.mark.parametrize("train", [False, True])
+def test_features_are_queued_on_the_device_without_waiting_for_it(clips: pd.DataFrame, name: str,
+                                                                   train: bool) -> None:
+    """Scoring and training batches carry their clips' lengths as plain numbers: the features (MFCC's check of the
+    shortest clip too) are computed from a batch on an accelerator without reading a value back from it."""
+    from conftest import OnDevice
+
+    loader = table_loader(clips, SPECS[name].with_min_samples(), on_device=True, train=train)
+    features = batch_features(loader)
+    for batch in loader:
+        assert batch[COUNTS] == batch[NUM_SAMPLES].tolist()
+        on_device = {**batch, WAVEFORMS: batch[WAVEFORMS].as_subclass(OnDevice),
+                     NUM_SAMPLES: batch[NUM_SAMPLES].as_subclass(OnDevice)}
+        computed = features(on_device)
+        with OnDevice.read_back():
+            assert torch.equal(computed["inputs"], features(batch)["inputs"])

@@ -19,7 +19,7 @@ from audiotune.data.features import queued_on
 from audiotune.data.frontend import FrontEnd
 from audiotune.data.input_spec import InputSpec
 
-# keys of a waveform batch; COUNTS: num_samples as plain numbers (training), for the SpecAugment masks drawn on the
+# keys of a waveform batch; COUNTS: num_samples as plain numbers, for the SpecAugment masks drawn on the
 # host, so that no clip's length is read back from the device; TAIL: an item's augmentations left to the device
 WAVEFORMS, NUM_SAMPLES, WARPS, SEEDS, COUNTS, TAIL = "waveforms", "num_samples", "warps", "seeds", "counts", "tail"
 # a batch of model inputs: each clip's ``lengths`` also as plain numbers, which stay on the host (pretraining draws
@@ -28,10 +28,10 @@ HOST_LENGTHS = "host_lengths"
 
 
 class BatchFeatures:
-    """Turns a batch of padded waveforms (``waveforms`` (B, N), ``num_samples`` (B,), in training ``warps``,
-    ``seeds`` and ``counts``: one VTLP factor, one SpecAugment seed and the samples of each clip, plain numbers, and
-    the waveform augmentations left to the device) into ``inputs`` and ``lengths``, on the batch's device; a batch
-    that holds model inputs already passes unchanged.
+    """Turns a batch of padded waveforms (``waveforms`` (B, N), ``num_samples`` (B,) and ``counts``, the samples of
+    each clip as plain numbers; in training ``warps`` and ``seeds``: one VTLP factor and one SpecAugment seed of
+    each clip, and the waveform augmentations left to the device) into ``inputs`` and ``lengths``, on the batch's
+    device; a batch that holds model inputs already passes unchanged.
 
     ``pad_frame``: one frame that pads clips shorter than the batch (the features of silence; None: zeros).
     """
@@ -48,7 +48,9 @@ class BatchFeatures:
             return batch
         own = (WAVEFORMS, NUM_SAMPLES, WARPS, SEEDS, COUNTS, *TAIL_KEYS)
         rest = {key: value for key, value in batch.items() if key not in own}
-        waveforms, samples = batch[WAVEFORMS], batch[NUM_SAMPLES].to(batch[WAVEFORMS].device)
+        waveforms, samples = batch[WAVEFORMS], batch[NUM_SAMPLES]
+        if samples.device != waveforms.device:  # moved with the batch, unless the caller moved the waveforms only
+            samples = samples.to(waveforms.device)
         # the features the workers would compute, in float32 whatever autocast the caller runs under
         with torch.no_grad(), torch.autocast(waveforms.device.type, enabled=False):
             waveforms = finish_tails(waveforms.float(), samples, batch.get(COUNTS), batch)

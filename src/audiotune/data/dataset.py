@@ -212,12 +212,11 @@ class Collator:
     def __call__(self, items: list[dict]) -> dict:
         if self.features is not None:
             waveforms, num_samples = waveform_batch([item[WAVEFORMS] for item in items])
+            counts = num_samples.tolist()  # plain numbers: they stay on the CPU, where the masks are drawn
             batch = {"uid": [item["uid"] for item in items], WAVEFORMS: waveforms, NUM_SAMPLES: num_samples,
-                     "targets": torch.stack([item["targets"] for item in items])}
-            if self.features.train:  # plain numbers: they stay on the CPU, where the masks are drawn
-                counts = num_samples.tolist()
-                batch.update({WARPS: [item[WARPS] for item in items], SEEDS: [item[SEEDS] for item in items],
-                              COUNTS: counts})
+                     COUNTS: counts, "targets": torch.stack([item["targets"] for item in items])}
+            if self.features.train:
+                batch.update({WARPS: [item[WARPS] for item in items], SEEDS: [item[SEEDS] for item in items]})
                 batch.update(collate_tails([item[TAIL] for item in items], counts))
             return batch
         lengths = [item["length"] for item in items]

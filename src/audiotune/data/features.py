@@ -295,6 +295,7 @@ def mfcc(
     n_mels: int = 128,
     top_db: float | None = MFCC_TOP_DB,
     lengths: torch.Tensor | None = None,
+    shortest: int | None = None,
 ) -> torch.Tensor:
     """MFCCs as ``torchaudio.transforms.MFCC(log_mels=False)`` with HTK mels and Slaney norm.
 
@@ -311,6 +312,7 @@ def mfcc(
         top_db: dynamic range kept below each clip's peak in dB; None disables it.
         lengths: (B,) samples of each clip of a zero-padded (B, N) batch: each clip is reflected at its own end
             and its peak is that of its own frames (frames past a clip's own are left for the caller to mask).
+        shortest: the smallest of ``lengths`` when the caller knows it (None: read back from their device).
 
     Returns:
         (B, T, n_mfcc), or (T, n_mfcc) for 1-D input, with T = `mfcc_num_frames`.
@@ -318,7 +320,11 @@ def mfcc(
     if n_mfcc > n_mels:
         raise ValueError(f"n_mfcc ({n_mfcc}) cannot exceed n_mels ({n_mels})")
     x, squeeze = _as_batch(waveforms)
-    too_short = mfcc_too_short(x.shape[-1] if lengths is None else int(lengths.min()), n_fft)
+    if lengths is not None and lengths.device != x.device:
+        lengths = lengths.to(x.device)
+    if lengths is not None and shortest is None:
+        shortest = int(lengths.min())  # on a GPU the host waits for the device here
+    too_short = mfcc_too_short(x.shape[-1] if lengths is None else shortest, n_fft)
     if too_short:
         raise ValueError(too_short)
     window, fb, dct = _mfcc_constants(sample_rate, n_fft, n_mels, n_mfcc, x.device, x.dtype)
@@ -332,7 +338,7 @@ def mfcc(
     if top_db is not None:
         peaks = db
         if lengths is not None:  # a clip's peak over its own frames only
-            frames = mfcc_num_frames(lengths.to(db.device), n_fft)
+            frames = mfcc_num_frames(lengths, n_fft)
             own = torch.arange(db.shape[-2], device=db.device)[None, :] < frames[:, None]
             peaks = db.masked_fill(~own[..., None], -torch.inf)
         floor = peaks.amax(dim=(-2, -1), keepdim=True) - top_db  # why: per clip, not per batch
@@ -344,7 +350,7 @@ def mfcc(
 def _reflect_each(x: torch.Tensor, lengths: torch.Tensor, pad: int) -> torch.Tensor:
     """(B, N) zero-padded clips → (B, N + 2 pad), each reflect-padded at its own start and end as a centred STFT
     pads a clip alone (positions past a clip's reflection repeat its first sample: no frame of its own reads them)."""
-    last = (lengths.to(x.device) - 1)[:, None]
+    last = (lengths - 1)[:, None]  # on the device of x
     positions = torch.arange(-pad, x.shape[-1] + pad, device=x.device).abs()[None, :]
     positions = torch.where(positions > last, 2 * last - positions, positions).clamp(min=0)
     return x.gather(-1, positions.expand(x.shape[0], -1))

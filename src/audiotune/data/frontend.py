@@ -101,9 +101,11 @@ class FrontEnd(nn.Module):
         if too_short:
             raise AudioError(f"{path}: {too_short}")
 
-    def _spectra(self, waveforms: Tensor, warps: Sequence[float] | None, lengths: Tensor | None = None) -> Tensor:
+    def _spectra(self, waveforms: Tensor, warps: Sequence[float] | None, lengths: Tensor | None = None,
+                 counts: Sequence[int] | None = None) -> Tensor:
         """(B, N) waveforms → (B, frames, bins) fbank (each clip warped by its VTLP factor) or MFCC (with
-        ``lengths``: each clip's frames as it gets them alone)."""
+        ``lengths``: each clip's frames as it gets them alone; ``counts``, the same as plain numbers, spare reading
+        them back from the device)."""
         cfg = self.config
         if warps is not None and len(warps) != waveforms.shape[0]:
             raise ValueError(f"{len(warps)} VTLP warps for a batch of {waveforms.shape[0]} clips")
@@ -119,7 +121,7 @@ class FrontEnd(nn.Module):
                                   for row, warp in enumerate(warps)])
             return kaldi_fbank(waveforms, self.sample_rate, num_mel_bins=cfg.num_mel_bins)
         return mfcc(waveforms, self.sample_rate, n_mfcc=cfg.n_mfcc, n_fft=cfg.n_fft, n_mels=cfg.n_mels,
-                    lengths=lengths)
+                    lengths=lengths, shortest=min(counts) if counts and lengths is not None else None)
 
     def clip(self, waveform: Tensor, warp: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
         """One whole clip (N,) → its inputs, (frames, bins) features or (N,) samples: the dataset's path, per
@@ -162,7 +164,7 @@ class FrontEnd(nn.Module):
         ``own_edges``: MFCC frames reflect at each clip's own end, so every clip of a padded batch gets what it
         gets alone (off: at the tensor's edge, as the exported graph computes them). ``generators`` (training):
         each clip's SpecAugment draws (:meth:`spec_masks`), over its frames counted from ``counts`` (``lengths``
-        as plain numbers; without them ``lengths`` is read back from its device)."""
+        as plain numbers; without them ``lengths`` is read back from its device where needed)."""
         cfg = self.config
         lengths = lengths.to(torch.long)
         if cfg.features == "waveform":
@@ -172,7 +174,7 @@ class FrontEnd(nn.Module):
                 return waveforms, lengths
             valid = torch.arange(waveforms.shape[1], device=waveforms.device)[None, :] < lengths[:, None]
             return _masked_waveform_norm(waveforms, valid, lengths), lengths
-        feats = self._spectra(waveforms, warps, lengths if own_edges else None)
+        feats = self._spectra(waveforms, warps, lengths if own_edges else None, counts)
         frames = self.frame_counts(lengths).clamp(max=feats.shape[1])
         weights = (torch.arange(feats.shape[1], device=feats.device)[None, :] < frames[:, None]).unsqueeze(-1)
         weights = weights.to(feats.dtype)
