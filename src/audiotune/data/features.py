@@ -320,11 +320,12 @@ def mfcc(
     if n_mfcc > n_mels:
         raise ValueError(f"n_mfcc ({n_mfcc}) cannot exceed n_mels ({n_mels})")
     x, squeeze = _as_batch(waveforms)
-    if lengths is not None and lengths.device != x.device:
-        lengths = lengths.to(x.device)
-    if lengths is not None and shortest is None:
-        shortest = int(lengths.min())  # on a GPU the host waits for the device here
-    too_short = mfcc_too_short(x.shape[-1] if lengths is None else shortest, n_fft)
+    if lengths is None:
+        shortest = x.shape[-1]
+    else:
+        lengths = lengths if lengths.device == x.device else lengths.to(x.device)
+        shortest = int(lengths.min()) if shortest is None else shortest  # on a GPU the host waits for the device
+    too_short = mfcc_too_short(shortest, n_fft)
     if too_short:
         raise ValueError(too_short)
     window, fb, dct = _mfcc_constants(sample_rate, n_fft, n_mels, n_mfcc, x.device, x.dtype)
