@@ -161,7 +161,9 @@ def classification_loss(logits: Tensor, targets: Tensor, heads: list[HeadSpec], 
     ``generator``). ``weighted_mean`` False: a class-weighted head's rows are averaged by their number, not by
     their summed class weights (the loss of runs written before config version 6).
     """
-    logits, targets = logits.float(), targets.float().to(logits.device)
+    logits, targets = logits.float(), targets.float()
+    if targets.device != logits.device:
+        targets = targets.to(logits.device)
     # a zero that keeps the graph, so a batch whose mixed targets are all unlabelled still backpropagates
     total = logits.sum() * 0.0
     binary = _binary_loss(logits, targets, heads, binary_loss, class_weights)

@@ -50,12 +50,16 @@ class DeviceFeatures:
 
 @dataclass
 class ValidationBatch:
-    """One validation batch's outputs, kept until the epoch ends (then gathered from every process)."""
+    """One validation batch's outputs, read when the epoch ends (then gathered from every process)."""
 
     uids: list[str]
     logits: np.ndarray
     targets: np.ndarray
     loss: float
+
+    @classmethod
+    def read(cls, uids: list[str], logits: Tensor, targets: Tensor, loss: Tensor) -> ValidationBatch:
+        return cls(uids, logits.float().cpu().numpy(), targets.float().cpu().numpy(), float(loss))
 
 
 class ClassifierModule(pl.LightningModule):
@@ -87,8 +91,9 @@ class ClassifierModule(pl.LightningModule):
         self.label_generator = torch.Generator().manual_seed(torch.initial_seed() if seed is None else seed)
         self.steps_per_epoch = max(1, steps_per_epoch)
         self.seed = seed
-        # this process's validation batches of the current epoch, gathered from all processes at its end
-        self.validation_outputs: list[ValidationBatch] = []
+        # this process's validation batches of the current epoch (uids, logits, targets, loss: on the device until it
+        # ends), gathered from all processes then
+        self.validation_outputs: list[tuple[list[str], Tensor, Tensor, Tensor]] = []
         # --adapt_bn: validation scores a copy of the model whose BatchNorm statistics are those of the
         # validation split, or of the group of each batch (uid_groups); the training model's are never touched
         self.adapt_groups = adapt_groups
@@ -186,11 +191,8 @@ class ClassifierModule(pl.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> Tensor:
         logits, loss = self._step(batch, "val")
-        value = float(loss)
-        if not math.isfinite(value):
-            raise FloatingPointError(f"val loss is {value} (uids {batch['uid'][:4]}...): {self.divergence_hint}")
-        self.validation_outputs.append(ValidationBatch(list(batch["uid"]), logits.detach().float().cpu().numpy(),
-                                                       batch["targets"].detach().float().cpu().numpy(), value))
+        # read when the epoch ends: a value read here would make the host wait for the device at every batch
+        self.validation_outputs.append((list(batch["uid"]), logits.detach(), batch["targets"].detach(), loss.detach()))
         return loss
 
     def on_validation_epoch_start(self) -> None:
@@ -208,12 +210,16 @@ class ClassifierModule(pl.LightningModule):
         """Log the validation loss and the ``--monitor`` metric over the whole validation set: the batches of
         all processes gathered, padding repeats dropped, so every process logs the same values (the best
         checkpoint and early stopping agree) and every clip counts once."""
-        batches = unique_batches(all_gather_objects(self.validation_outputs))
+        read = [ValidationBatch.read(*outputs) for outputs in self.validation_outputs]
+        batches = unique_batches(all_gather_objects(read))
         self.validation_outputs = []
         self.validation_copy = []
         self.group_statistics = {}
         if not batches:
             return
+        for batch in batches:  # every process has the same batches: all of them stop here alike
+            if not math.isfinite(batch.loss):
+                raise FloatingPointError(f"val loss is {batch.loss} (uids {batch.uids[:4]}...): {self.divergence_hint}")
         sizes = np.array([len(b.uids) for b in batches], dtype=np.float64)
         # the mean of the batch losses weighted by batch size: one process's epoch mean, as Lightning logs it
         loss = float(np.dot([b.loss for b in batches], sizes) / sizes.sum())

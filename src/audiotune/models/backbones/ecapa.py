@@ -111,13 +111,14 @@ class EcapaBackbone(Backbone):
         ``read_frames`` each clip is read as that many frames, those past its own holding ``padding_value``."""
         B, T = features.shape[:2]
         rel = None
-        if lengths is not None and self.options.read_frames:
+        if lengths is not None and lengths.device != features.device:
             lengths = lengths.to(features.device)
+        if lengths is not None and self.options.read_frames:
             past = torch.arange(T, device=features.device)[None, :] >= lengths[:, None]
             features = features.masked_fill(past[..., None], self.options.padding_value)
             lengths = lengths.clamp(min=min(self.options.read_frames, T))
         if lengths is not None:
-            rel = frames_to_relative_lengths(lengths.to(features.device), T, dtype=features.dtype)
+            rel = frames_to_relative_lengths(lengths, T, dtype=features.dtype)
         emb = self.ecapa(features, rel)
         return [emb], torch.ones(B, 1, dtype=torch.bool, device=features.device)
 

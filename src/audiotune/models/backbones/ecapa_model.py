@@ -46,7 +46,8 @@ def length_to_mask(length: Tensor, max_len: int, device: torch.device | None = N
     """SpeechBrain's mask: ``arange(max_len) < length``, in ``length``'s dtype (float stays float)."""
     # broadcast, not expand(len(length), ...): a Python batch size would freeze the batch axis of an export
     mask = torch.arange(max_len, device=length.device, dtype=length.dtype)[None, :] < length.unsqueeze(1)
-    return mask.to(dtype=length.dtype, device=device or length.device)
+    mask = mask.to(length.dtype)
+    return mask if device is None or torch.device(device) == mask.device else mask.to(device)
 
 
 def frames_to_relative_lengths(lengths: Tensor, total: int, dtype: torch.dtype = torch.float32) -> Tensor:
