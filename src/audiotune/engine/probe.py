@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import EMAWeightAveraging
 
 from audiotune.config import RunConfig, check_config, save_config
 from audiotune.data.balance import class_head
 from audiotune.data.loading import balanced_sampler, check_sampler_options
 from audiotune.data.prepare import prepare_training_data
+from audiotune.engine.averaging import QueuedEMA
 from audiotune.engine.cache import cache_blocker, cached_datasets, cached_loader
 from audiotune.engine.device import check_one_process
 from audiotune.engine.inference import inference_device, predict
@@ -132,7 +132,7 @@ def _probe(config: RunConfig, owned: OwnedRunDir, one_device: int | list[int]) -
         module = ClassifierModule(model, config.heads, config.train, steps_per_epoch=len(train_loader),
                                   class_weights=class_weights, seed=config.data.seed)
         # --ema: the head scored is the average of its weights, as train's saved model is
-        averaging = [EMAWeightAveraging(decay=config.train.ema)] if config.train.ema else []
+        averaging = [QueuedEMA(decay=config.train.ema)] if config.train.ema else []
         trainer, _ = build_trainer(config.train, config.runtime, None, devices=one_device, callbacks=averaging)
         trainer.fit(module, train_loader, val_loader)
         row: dict = {"layer": str(target)}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from audiotune import storage
@@ -25,6 +25,7 @@ from audiotune.data.prepare import PreparedData, head_options_at_defaults, prepa
 from audiotune.data.samplers import BalancedSampler
 from audiotune.engine.adapt import OFF, WHOLE_SPLIT, adaptation_groups, check_adaptable, check_adaptation
 from audiotune.engine.aggregate import check_recording_targets
+from audiotune.engine.averaging import QueuedEMA
 from audiotune.engine.cache import CachedDataset, cache_blocker, cached_datasets, cached_loader
 from audiotune.engine.checkpoint_io import read_checkpoint
 from audiotune.engine.clips_read import write_clips_read
@@ -76,7 +77,7 @@ def _trainer(config: RunConfig, exp_dir: Path, has_val: bool,
     best_by = None
     if config.train.ema:
         # parameters and BatchNorm statistics are averaged; validation and checkpoints see the average
-        callbacks.append(EMAWeightAveraging(decay=config.train.ema))
+        callbacks.append(QueuedEMA(decay=config.train.ema))
     if has_val:
         key, mode = monitor_key(config.train.monitor), monitor_mode(config.train.monitor)
         best_by = (key, mode)
