@@ -2,6 +2,7 @@
 training batch)."""
 from __future__ import annotations
 
+import copy
 import hashlib
 import shutil
 from pathlib import Path
@@ -10,16 +11,19 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import small_train_args
+from conftest import OnDevice, small_train_args
 from safetensors.torch import load_file
 
 from audiotune.cli import main
+from audiotune.config import ClassifierConfig, HeadSpec
 from audiotune.data.loading import adaptation_loader, make_dataset
 from audiotune.data.prepare import prepare_eval_data
 from audiotune.data.samplers import GroupBatchSampler
-from audiotune.engine.adapt import adapted_batchnorm, batch_norms, check_adaptable
+from audiotune.engine.adapt import adapted_batchnorm, batch_norms, check_adaptable, estimate_batchnorm
 from audiotune.models.backbones import input_spec
+from audiotune.models.backbones.ecapa import EcapaBackbone, EcapaOptions
 from audiotune.models.checkpoint import load_run
+from audiotune.models.classifier import Classifier
 
 
 @pytest.mark.slow
@@ -51,6 +55,36 @@ def test_adapted_statistics_are_the_mean_of_the_split_batch_statistics(trained_r
         assert torch.equal(first.state_dict()[key], value)
     assert first.momentum == momentum
     assert not any(m.training for m in model.modules())
+
+
+def test_the_statistics_are_torch_s_cumulative_mean_counted_without_reading_the_device() -> None:
+    """Each batch's statistics weigh the same, as BatchNorm's momentum None weighs them, without reading a layer's
+    batch count back from the device at every batch."""
+    torch.manual_seed(0)
+    backbone = EcapaBackbone(EcapaOptions(12, lin_neurons=8, channels=(16, 16, 48), kernel_sizes=(5, 3, 1),
+                                          dilations=(1, 2, 1), attention_channels=8, res2net_scale=2, se_channels=8))
+    model = Classifier(backbone, [HeadSpec("word", "categorical", ["word"], ["a", "b"])], ClassifierConfig())
+    batches = [{"uid": [f"{n}a", f"{n}b"], "inputs": torch.randn(2, 20, 12), "lengths": torch.tensor([20, 15])}
+               for n in range(3)]
+    torch_s = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        for m in batch_norms(torch_s):
+            m.reset_running_stats()
+            m.momentum = None
+            m.train()
+        for batch in batches:
+            torch_s.forward_batch(batch)
+
+    def counted_on_the_device(module: torch.nn.Module, args: tuple) -> None:
+        module.num_batches_tracked = module.num_batches_tracked.as_subclass(OnDevice)
+
+    hooks = [m.register_forward_pre_hook(counted_on_the_device) for m in batch_norms(model)]
+    assert estimate_batchnorm(model, batches, torch.device("cpu")) == 6
+    for hook in hooks:
+        hook.remove()
+    with OnDevice.read_back():
+        assert all(torch.equal(value, torch_s.state_dict()[key]) for key, value in model.state_dict().items())
+    assert all(m.momentum is None for m in batch_norms(model))
 
 
 def test_one_clip_cannot_be_adapted_on(trained_run: dict) -> None:

@@ -102,20 +102,26 @@ def estimate_batchnorm(model: nn.Module, batches: Iterable[dict], device: torch.
     try:
         for m in norms:
             m.reset_running_stats()
-            m.momentum = None  # cumulative moving average: every batch weighs the same
         model.eval()
         for m in norms:
             m.train()
-        clips, single = 0, None
+        clips, steps, single = 0, 0, None
         features = batch_features(batches)
         with torch.no_grad():
             for batch in batches:
                 if len(batch["uid"]) < 2:
                     single = single or batch
                     continue
+                steps += 1
+                for m in norms:
+                    # the cumulative moving average (every batch weighs the same), as momentum None takes it, with its
+                    # factor counted here: torch's reads each layer's batch count back from the device at every batch
+                    m.momentum = 1.0 / steps
                 model.forward_batch(on_device(batch, device, features))  # type: ignore[operator]
                 clips += len(batch["uid"])
     finally:
+        for m in norms:
+            m.momentum = None
         for module, mode in modes.items():
             module.train(mode)
     if clips == 0:
