@@ -68,6 +68,20 @@ def test_class_order_does_not_depend_on_the_order_values_are_met() -> None:
     assert orders == {("2", "10", "b", "inf", "nan")}
 
 
+def test_one_number_written_two_ways_is_said(caplog) -> None:
+    """'2' and '2.0' (a column mixing text and numbers keeps cells as written) are two classes: the warning says
+    so; names that are other numbers, or not numbers, say nothing."""
+    table = pd.DataFrame({"c": ["2", "2.0", "3", "b", "007", "7"]})
+    heads = infer_heads([LabelGroup(["c"], "categorical", "labels.txt:1")], table, source="train.csv")
+    assert heads[0].classes == ["2", "2.0", "3", "007", "7", "b"]
+    assert "labels.txt:1: column 'c' of train.csv holds ['2', '2.0'] as different classes: one number written 2 " \
+           "ways; write each class one way" in caplog.text
+    assert "['007', '7'] as different classes" in caplog.text
+    caplog.clear()
+    infer_heads([LabelGroup(["c"], "categorical")], pd.DataFrame({"c": ["2", "3", "b", "7"]}))
+    assert "different classes" not in caplog.text
+
+
 def test_classes_spelled_as_missing_values_are_said(caplog) -> None:
     """'NA' and 'nan' cells became classes without a word: a user of pandas reads them as missing."""
     table = pd.DataFrame({"digit": ["0", "1", "NA", "nan", np.nan, "2"]})

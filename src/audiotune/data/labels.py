@@ -191,6 +191,9 @@ def infer_heads(groups: Sequence[LabelGroup | Sequence[str]], table: pd.DataFram
                 log.warning("%s: column '%s' of %s holds %s, read as class name(s): only an empty cell is missing "
                             "(--na_values %s reads them as missing)", group.where, group.columns[0], source,
                             looks_missing, " ".join(looks_missing))
+            for spellings in _one_number_spelt_twice(classes):
+                log.warning("%s: column '%s' of %s holds %s as different classes: one number written %d ways; write "
+                            "each class one way", group.where, group.columns[0], source, spellings, len(spellings))
             if len(classes) < 2:
                 raise DataError(f"{source}: column '{group.columns[0]}' holds one class only ({classes}) in these "
                                 "rows: a classifier needs at least two (check the split, or --na_values if other "
@@ -209,6 +212,16 @@ def _class_name(value: object) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+def _one_number_spelt_twice(classes: list[str]) -> list[list[str]]:
+    """Class names that are one number written in several ways (``2`` and ``2.0``, ``7`` and ``007``)."""
+    by_number: dict[float, list[str]] = {}
+    for name in classes:
+        key = _class_sort_key(name)
+        if key[0] == 0:
+            by_number.setdefault(key[1], []).append(name)
+    return [names for names in by_number.values() if len(names) > 1]
 
 
 def _class_sort_key(name: str) -> tuple[int, float, str]:
