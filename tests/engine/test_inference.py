@@ -2,6 +2,7 @@
 model's device: the same logits as the workers' features."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
-from conftest import tone
+from conftest import OnDevice, tone
 
 from audiotune.config import HeadSpec, RunConfig, check_config
 from audiotune.data.checked_audio import scan_audio
@@ -57,8 +58,9 @@ def test_one_rate_per_file_keeps_features_in_the_workers_and_says_so_once(caplog
     assert len(said) == 1 and "data workers compute the mfcc features" in said[0].getMessage()
 
 
-def _scoring(tmp_path: Path, place: str, features: str = "fbank") -> tuple:
-    """A small model, a loader of 5 clips in batches of 4 on the CPU, and their config."""
+def _scoring(tmp_path: Path, place: str, features: str = "fbank",
+             setup: Callable[[RunConfig], None] | None = None) -> tuple:
+    """A small model, a loader of 5 clips in batches of 4 on the CPU, and their config (changed by ``setup``)."""
     rows = []
     for k, seconds in enumerate([0.5, 0.9, 1.3, 0.45, 0.7]):
         path = tmp_path / f"c{k}.wav"
@@ -68,6 +70,8 @@ def _scoring(tmp_path: Path, place: str, features: str = "fbank") -> tuple:
     config.features.n_mfcc, config.features.n_mels, config.train.batch_size = 20, 40, 4
     config.model.options.update(SMALL_ECAPA)
     config.heads = [HeadSpec("pitch", "categorical", ["pitch"], ["a", "b", "c"])]
+    if setup is not None:
+        setup(config)
     inputs = input_spec(config)
     table, _ = scan_audio(pd.DataFrame(rows).set_index("uid"), inputs.audio(), "x")
     torch.manual_seed(0)
@@ -120,3 +124,89 @@ def test_each_result_comes_back_once_the_next_batchs_step_is_queued(tmp_path: Pa
     first, second = (batch["uid"][0] for batch in loader)
     assert events == [f"step {first}", f"step {second}", f"yield {first}", f"yield {second}"]
     np.testing.assert_allclose(np.concatenate(results), predict(model, loader, config)[1], atol=1e-2)
+
+
+def _queued_on_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches moved to the model's device stand for ones on an accelerator (:class:`OnDevice`), and each result is
+    read back only where the loop waits for it (:func:`~audiotune.engine.device.to_host`'s copy, consumed later)."""
+    move = inference.move_batch
+
+    def moved(batch: dict, device: torch.device) -> dict:
+        return {key: value.as_subclass(OnDevice) if isinstance(value, torch.Tensor) else value
+                for key, value in move(batch, device).items()}
+
+    def to_host(tensor: torch.Tensor) -> Callable[[], torch.Tensor]:
+        assert isinstance(tensor, OnDevice)  # computed from the batch on the device
+
+        def landed() -> torch.Tensor:
+            with OnDevice.read_back():
+                return tensor.detach().float().cpu().as_subclass(torch.Tensor)
+
+        return landed
+
+    monkeypatch.setattr(inference, "move_batch", moved)
+    monkeypatch.setattr(inference, "to_host", to_host)
+
+
+# what evaluate (logits), the feature cache (every state pooled) and extract (each embedding type) compute per batch
+SCORING_STEPS = {
+    "logits": lambda model, batch: model.forward_batch(batch),
+    **{f"cache {mode}": (lambda mode: lambda model, batch: model.pooled_states(batch["inputs"], batch["lengths"],
+                                                                              mode))(mode)
+       for mode in ("mean", "sum", "max")},
+    **{f"{kind} {pooling}": (lambda kind, layer, pooling: lambda model, batch: model.extract_embedding(
+        batch["inputs"], batch["lengths"], kind, layer, pooling))(kind, layer, pooling)
+       for kind, layer, pooling in [("pt", -1, "mean"), ("pt", 0, "sum"), ("pt", None, "max"), ("wt", None, "mean"),
+                                    ("st", None, None), ("ft", None, "mean"), ("ft", None, "sum")]},
+}
+
+
+def _every_head_input(config: RunConfig) -> None:
+    """A weighted sum, a shared dense layer and a frame activation: every embedding type has something to read."""
+    config.classifier.weighted, config.classifier.shared_dense = True, True
+    config.classifier.frame_activation, config.classifier.pool_drop_last = "relu", True
+
+
+@pytest.mark.parametrize("place", ["workers", "device"])
+def test_scoring_a_batch_reads_nothing_back_from_the_device(tmp_path: Path, place: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """ECAPA-TDNN scores, pools and embeds each batch without waiting for the device (features in the workers or
+    on the device): only each result's copy is read back, after the next batch is queued."""
+    model, loader, config = _scoring(tmp_path, place, setup=_every_head_input)
+    expected = {name: [out for _, out in inference.iterate_batches(model, loader, config, step)]
+                for name, step in SCORING_STEPS.items()}
+    _queued_on_device(monkeypatch)
+    for name, step in SCORING_STEPS.items():
+        got = [out for _, out in inference.iterate_batches(model, loader, config, step)]
+        assert all(torch.equal(a, b) for a, b in zip(got, expected[name], strict=True)), name
+
+
+def test_a_pretrained_encoder_scores_long_clips_window_by_window_without_reading_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hf_checkpoints: dict[str, Path]) -> None:
+    """A Hugging Face encoder (standing for one on a GPU: its outputs on the device) over clips longer than
+    --max_window: the windows' frames and masks, their pooling and every embedding stay on the device."""
+    def encoder(config: RunConfig) -> None:
+        config.model.model, config.model.checkpoint = "hf", str(hf_checkpoints["w2v_layer"])
+        config.features.features = None  # the model's own: waveforms
+        config.model.options["max_window"] = 0.3  # the clips (0.45 to 1.3 s) are encoded in 2 to 5 windows
+        _every_head_input(config)
+
+    model, loader, config = _scoring(tmp_path, "workers", setup=encoder)
+    expected = {name: [out for _, out in inference.iterate_batches(model, loader, config, step)]
+                for name, step in SCORING_STEPS.items()}
+    forward = model.backbone.model.forward
+
+    def on_device(*args: object, **kwargs: object) -> object:
+        def plain(value: object) -> object:
+            return value.as_subclass(torch.Tensor) if isinstance(value, torch.Tensor) else value
+        out = forward(*map(plain, args), **{key: plain(value) for key, value in kwargs.items()})
+        for key, value in out.items():
+            out[key] = value.as_subclass(OnDevice) if isinstance(value, torch.Tensor) else \
+                tuple(state.as_subclass(OnDevice) for state in value)
+        return out
+
+    monkeypatch.setattr(model.backbone.model, "forward", on_device)
+    _queued_on_device(monkeypatch)
+    for name, step in SCORING_STEPS.items():
+        got = [out for _, out in inference.iterate_batches(model, loader, config, step)]
+        assert all(torch.equal(a, b) for a, b in zip(got, expected[name], strict=True)), name

@@ -232,7 +232,9 @@ def encode_in_windows(encode: Callable[[Tensor, Tensor], tuple[list[Tensor], Ten
                       lengths: Tensor, windows: list[tuple[int, int]]) -> tuple[list[Tensor], Tensor]:
     """``encode(waveforms, valid)`` of each sample range of ``windows`` apart (bounded memory for long clips), each
     hidden state's frames and the masks concatenated along time; ``lengths`` (B,) are the real samples."""
-    lengths = lengths.to(device=waveforms.device, dtype=torch.long)
+    if lengths.device != waveforms.device:
+        lengths = lengths.to(waveforms.device)
+    lengths = lengths.long()
     passes = [encode(waveforms[:, start:end], (lengths - start).clamp(0, end - start)) for start, end in windows]
     if len(passes) == 1:
         return passes[0]
