@@ -22,6 +22,12 @@ def _on_device(average: QueuedAverage) -> QueuedAverage:
     return average
 
 
+def _assert_same_average(ours: AveragedModel, torch_s: AveragedModel) -> None:
+    with OnDevice.read_back():
+        assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), torch_s.state_dict().values(),
+                                                      strict=True))
+
+
 def test_the_average_is_torch_s_and_its_updates_read_nothing_back_from_the_device() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))  # BatchNorm: buffers averaged too, a count among them
@@ -31,9 +37,7 @@ def test_the_average_is_torch_s_and_its_updates_read_nothing_back_from_the_devic
         _trained_on(model)
         ours.update_parameters(model)
         torch_s.update_parameters(model)
-    with OnDevice.read_back():
-        assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), torch_s.state_dict().values(),
-                                                      strict=True))
+    _assert_same_average(ours, torch_s)
     # a resumed average reads its count once, then goes on averaging as torch's does
     resumed = QueuedAverage(model, avg_fn=get_ema_avg_fn(0.9))
     resumed.load_state_dict(torch_s.state_dict())
@@ -44,7 +48,6 @@ def test_the_average_is_torch_s_and_its_updates_read_nothing_back_from_the_devic
     _trained_on(model)
     resumed.update_parameters(model)
     torch_s.update_parameters(model)
+    _assert_same_average(resumed, torch_s)
     with OnDevice.read_back():
-        assert all(torch.equal(a, b) for a, b in zip(resumed.state_dict().values(), torch_s.state_dict().values(),
-                                                      strict=True))
         assert int(resumed.n_averaged) == 5
