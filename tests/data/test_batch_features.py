@@ -198,3 +198,18 @@ def test_features_are_queued_on_the_device_without_waiting_for_it(clips: pd.Data
         computed = features(on_device)
         with OnDevice.read_back():
             assert torch.equal(computed["inputs"], features(batch)["inputs"])
+
+
+def test_a_batch_whose_host_lengths_fill_it_is_read_as_unpadded() -> None:
+    from audiotune.data.batch_features import batch_lengths
+    from audiotune.data.dataset import Collator
+
+    def items(*lengths: int) -> list[dict]:
+        return [{"uid": str(n), "inputs": torch.ones(n, 3), "length": n, "targets": torch.zeros(1)} for n in lengths]
+
+    assert batch_lengths(Collator()(items(7, 7))) is None  # no clip padded: the backbone needs no mask
+    assert batch_lengths(Collator(target_length=5)(items(7, 5))) is None  # cropped to the batch's length
+    for padded in (Collator()(items(7, 3)), Collator(target_length=9)(items(7, 7))):
+        assert torch.equal(batch_lengths(padded), padded["lengths"])
+    features = {"inputs": torch.ones(2, 4, 3), "lengths": torch.tensor([4, 4])}  # computed on the device
+    assert batch_lengths(features) is features["lengths"]  # no host lengths: the device's, as they are

@@ -13,6 +13,7 @@ import torch
 from conftest import OnDevice, tone
 
 from audiotune.config import HeadSpec, RunConfig, check_config
+from audiotune.data.batch_features import batch_lengths
 from audiotune.data.checked_audio import scan_audio
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.loading import make_dataset, make_loader
@@ -151,11 +152,11 @@ def _queued_on_device(monkeypatch: pytest.MonkeyPatch) -> None:
 # what evaluate (logits), the feature cache (every state pooled) and extract (each embedding type) compute per batch
 SCORING_STEPS = {
     "logits": lambda model, batch: model.forward_batch(batch),
-    **{f"cache {mode}": (lambda mode: lambda model, batch: model.pooled_states(batch["inputs"], batch["lengths"],
+    **{f"cache {mode}": (lambda mode: lambda model, batch: model.pooled_states(batch["inputs"], batch_lengths(batch),
                                                                               mode))(mode)
        for mode in ("mean", "sum", "max")},
     **{f"{kind} {pooling}": (lambda kind, layer, pooling: lambda model, batch: model.extract_embedding(
-        batch["inputs"], batch["lengths"], kind, layer, pooling))(kind, layer, pooling)
+        batch["inputs"], batch_lengths(batch), kind, layer, pooling))(kind, layer, pooling)
        for kind, layer, pooling in [("pt", -1, "mean"), ("pt", 0, "sum"), ("pt", None, "max"), ("wt", None, "mean"),
                                     ("st", None, None), ("ft", None, "mean"), ("ft", None, "sum")]},
 }

@@ -227,6 +227,30 @@ the same embeddings and logits."""
         torch.testing.assert_close(batched[uid], alone, atol=1e-5, rtol=0)
 
 
+def test_a_batch_without_padding_reaches_the_backbone_without_lengths() -> None:
+    """A loader batch whose clips all fill it gives the backbone no lengths (it may then run without a mask); the
+    logits are those of full lengths; a padded batch gives its lengths."""
+    from audiotune.data.dataset import Collator
+
+    seen: list[torch.Tensor | None] = []
+
+    class Recording(ToyBackbone):
+        def hidden_states(self, inputs: torch.Tensor, lengths: torch.Tensor | None):
+            seen.append(lengths)
+            return super().hidden_states(inputs, torch.full((inputs.shape[0],), inputs.shape[1]) if lengths is None
+                                         else lengths)
+
+    model = Classifier(Recording(), HEADS, ClassifierConfig()).eval()
+    items = [{"uid": str(n), "inputs": torch.randn(5, 4), "length": n, "targets": torch.zeros(5)} for n in (5, 5)]
+    whole = Collator()(items)
+    logits = model.forward_batch(whole)
+    assert seen == [None]
+    torch.testing.assert_close(logits, model(whole["inputs"], whole["lengths"]), atol=0, rtol=0)
+    padded = Collator(target_length=6)(items)
+    model.forward_batch(padded)
+    assert torch.equal(seen[-1], torch.tensor([5, 5]))
+
+
 def test_a_frozen_backbone_in_training_mode_follows_the_classifier_and_learns_nothing() -> None:
     fixed = Classifier(ToyBackbone(), HEADS, ClassifierConfig(), freeze_backbone=True).train()
     moving = Classifier(ToyBackbone(), HEADS, ClassifierConfig(), freeze_backbone=True, frozen_train_mode=True)

@@ -27,6 +27,16 @@ WAVEFORMS, NUM_SAMPLES, WARPS, SEEDS, COUNTS, TAIL = "waveforms", "num_samples",
 HOST_LENGTHS = "host_lengths"
 
 
+def batch_lengths(batch: dict) -> Tensor | None:
+    """The ``lengths`` a backbone reads of a batch of model inputs: None where the host lengths say that no clip is
+    padded (each as long as the batch), so that the backbone runs without a padding mask
+    (:meth:`~audiotune.models.backbones.Backbone.hidden_states`); else the batch's ``lengths``."""
+    host = batch.get(HOST_LENGTHS)
+    if host is not None and all(n == batch["inputs"].shape[1] for n in host):
+        return None
+    return batch["lengths"]
+
+
 class BatchFeatures:
     """Turns a batch of padded waveforms (``waveforms`` (B, N), ``num_samples`` (B,) and ``counts``, the samples of
     each clip as plain numbers; in training ``warps`` and ``seeds``: one VTLP factor and one SpecAugment seed of

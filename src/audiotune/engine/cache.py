@@ -28,6 +28,7 @@ from audiotune import partials, storage
 from audiotune.config import RunConfig
 from audiotune.data.audio import table_spans
 from audiotune.data.audio_store import keyed_settings, segment_key
+from audiotune.data.batch_features import batch_lengths
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.loader_plan import LoaderSettings
 from audiotune.data.loading import (
@@ -137,7 +138,7 @@ def encode_to_cache(model: Classifier, config: RunConfig, inputs: InputSpec, tab
         row_of = {uid: missing[k] for k, uid in enumerate(subset.index)}
 
         def pool(classifier: Classifier, batch: dict) -> torch.Tensor:
-            return classifier.pooled_states(batch["inputs"], batch["lengths"], pooling)
+            return classifier.pooled_states(batch["inputs"], batch_lengths(batch), pooling)
 
         for batch, pooled in iterate_batches(model, loader, config, pool, "feature cache", check):
             for uid, states in zip(batch["uid"], pooled):

@@ -46,6 +46,7 @@ from audiotune import storage
 from audiotune.atomic import atomic_path
 from audiotune.config import RunConfig, check_config
 from audiotune.config.sections import AUDIO_ROOT
+from audiotune.data.batch_features import batch_lengths
 from audiotune.data.loading import batch_features, make_dataset, make_loader
 from audiotune.data.prepare import prepare_eval_data
 from audiotune.data.pseudo_labels import METADATA_KEY, SCHEMA
@@ -157,7 +158,7 @@ class Reservoir:
 
 
 # (inputs, lengths) -> every hidden state (B, T, D) and the mask (B, T) of real frames
-StatesOf = Callable[[Tensor, Tensor], tuple[list[Tensor], Tensor]]
+StatesOf = Callable[[Tensor, Tensor | None], tuple[list[Tensor], Tensor]]
 
 
 def _encoder(config: RunConfig, run: str | None,
@@ -184,7 +185,7 @@ def _encoder(config: RunConfig, run: str | None,
         return config, backbone, backbone.hidden_states
     activation = ACTIVATIONS[config.classifier.frame_activation]()
 
-    def activated(inputs: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor]:
+    def activated(inputs: Tensor, lengths: Tensor | None) -> tuple[list[Tensor], Tensor]:
         states, mask = backbone.hidden_states(inputs, lengths)
         return [activation(state) for state in states], mask
 
@@ -193,7 +194,7 @@ def _encoder(config: RunConfig, run: str | None,
 
 def _frames(states_of: StatesOf, batch: dict, layer: int) -> list[Tensor]:
     """Each clip's (frames, D) features of hidden state ``layer``, on the device."""
-    states, mask = states_of(batch["inputs"], batch["lengths"])
+    states, mask = states_of(batch["inputs"], batch_lengths(batch))
     features = states[layer].float()
     return [features[row, mask[row]] for row in range(features.shape[0])]
 

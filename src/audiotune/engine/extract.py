@@ -13,6 +13,7 @@ import pyarrow as pa
 import torch
 
 from audiotune.config import RunConfig, check_config
+from audiotune.data.batch_features import batch_lengths
 from audiotune.data.errors import DataError
 from audiotune.data.layout import read_splits
 from audiotune.data.loading import make_dataset, make_loader
@@ -92,7 +93,7 @@ def extract_embeddings(run: str | None, data_split_root: str, out: str, embeddin
         padding = model.backbone.padding
 
         def embed(classifier: Classifier, batch: dict) -> torch.Tensor:
-            return classifier.extract_embedding(batch["inputs"], batch["lengths"], embedding_type, layer, pooling)
+            return classifier.extract_embedding(batch["inputs"], batch_lengths(batch), embedding_type, layer, pooling)
 
         def write_part(path: Path) -> None:  # this process's rows of each split, with their places in the input
             with part_writer(path, EMBEDDING_SCHEMA) as writer:

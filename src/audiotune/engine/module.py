@@ -15,6 +15,7 @@ from pytorch_lightning.utilities.types import OptimizerConfig, OptimizerLRSchedu
 from torch import Tensor
 
 from audiotune.config import HeadSpec, TrainConfig
+from audiotune.data.batch_features import batch_lengths
 from audiotune.data.draws import epoch_seed
 from audiotune.data.loading import batch_features
 from audiotune.engine.adapt import batchnorm_state, estimate_batchnorm, load_batchnorm_state
@@ -77,7 +78,7 @@ class ClassifierModule(pl.LightningModule):
         self.model = model
         # --compile: the training steps' forward and backward through torch.compile (held outside the module's
         # submodules, as the validation copy: the checkpoints and the optimiser see the model's own weights)
-        self.compiled: list[Callable[[Tensor, Tensor], Tensor]] = [] if compile_mode == "none" else [
+        self.compiled: list[Callable[[Tensor, Tensor | None], Tensor]] = [] if compile_mode == "none" else [
             torch.compile(model, mode=None if compile_mode == "default" else compile_mode)]
         # reduce-overhead's CUDA graphs that inductor did not capture, said at the end of the epoch they ran in
         self.graph_skips = CudaGraphSkips() if compile_mode == "reduce-overhead" else None
@@ -109,7 +110,7 @@ class ClassifierModule(pl.LightningModule):
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         return self.device_features(batch, self.trainer.training)
 
-    def forward(self, inputs: Tensor, lengths: Tensor) -> Tensor:
+    def forward(self, inputs: Tensor, lengths: Tensor | None) -> Tensor:
         return self.model(inputs, lengths)
 
     def _step(self, batch: dict, stage: str) -> tuple[Tensor, Tensor]:
@@ -121,7 +122,7 @@ class ClassifierModule(pl.LightningModule):
                 load_batchnorm_state(model, self.group_statistics[group])
                 self.loaded_group = group
         if stage == "train" and self.compiled:
-            logits = self.compiled[0](batch["inputs"], batch["lengths"])
+            logits = self.compiled[0](batch["inputs"], batch_lengths(batch))
         else:
             logits = model.forward_batch(batch)
         return logits, self.compute_loss(logits, batch["targets"], training=stage == "train")

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from audiotune.config import ClassifierConfig, HeadSpec
+from audiotune.data.batch_features import batch_lengths
 from audiotune.models.backbones import Backbone
 from audiotune.models.heads import ACTIVATIONS, ClassificationHead, shared_dense
 
@@ -106,13 +107,13 @@ class Classifier(nn.Module):
         weights = weights.to(states[0].dtype)
         return torch.einsum("l,l...->...", weights, torch.stack(list(states[:len(weights)])))
 
-    def frame_states(self, inputs: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor]:
+    def frame_states(self, inputs: Tensor, lengths: Tensor | None) -> tuple[list[Tensor], Tensor]:
         """The backbone's hidden states after ``--frame_activation`` (the frames the heads read) and the mask of
         every real frame (``audiotune cluster --run`` labels them all)."""
         states, mask = self.backbone.hidden_states(inputs, lengths)
         return [self.frame_activation(state) for state in states], mask
 
-    def _frames(self, inputs: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor]:
+    def _frames(self, inputs: Tensor, lengths: Tensor | None) -> tuple[list[Tensor], Tensor]:
         """:meth:`frame_states` and the frames pooled (``--pool_drop_last``). The activation is applied to each
         state before they are combined, so cached pooled states give the same logits."""
         states, mask = self.frame_states(inputs, lengths)
@@ -120,7 +121,7 @@ class Classifier(nn.Module):
             mask = without_last_frame(mask)
         return states, mask
 
-    def _pooled(self, inputs: Tensor, lengths: Tensor, layer: int | None = None, weighted: bool | None = None,
+    def _pooled(self, inputs: Tensor, lengths: Tensor | None, layer: int | None = None, weighted: bool | None = None,
                 pooling: str | None = None) -> Tensor:
         states, mask = self._frames(inputs, lengths)
         mode = pooling or self.config.pooling_mode
@@ -129,7 +130,7 @@ class Classifier(nn.Module):
             return self._combine([masked_pool(state, mask, mode) for state in states], layer, weighted)
         return masked_pool(self._combine(states, layer, weighted), mask, mode)
 
-    def pooled_states(self, inputs: Tensor, lengths: Tensor, pooling: str | None = None) -> Tensor:
+    def pooled_states(self, inputs: Tensor, lengths: Tensor | None, pooling: str | None = None) -> Tensor:
         """Every hidden state pooled over real frames: (B, num_hidden_states, D), what the feature cache stores."""
         states, mask = self._frames(inputs, lengths)
         mode = pooling or self.config.pooling_mode
@@ -139,7 +140,7 @@ class Classifier(nn.Module):
         shared = self.dense(pooled)
         return torch.cat([classifier(shared) for classifier in self.classifiers], dim=-1)
 
-    def forward(self, inputs: Tensor, lengths: Tensor) -> Tensor:
+    def forward(self, inputs: Tensor, lengths: Tensor | None) -> Tensor:
         return self._heads(self._pooled(inputs, lengths))
 
     def forward_pooled(self, pooled_states: Tensor) -> Tensor:
@@ -151,9 +152,9 @@ class Classifier(nn.Module):
         """Logits of a loader batch: cached pooled states or model inputs."""
         if "pooled" in batch:
             return self.forward_pooled(batch["pooled"])
-        return self(batch["inputs"], batch["lengths"])
+        return self(batch["inputs"], batch_lengths(batch))
 
-    def forward_with_embeddings(self, inputs: Tensor, lengths: Tensor,
+    def forward_with_embeddings(self, inputs: Tensor, lengths: Tensor | None,
                                 merge: str | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Logits, the pooled state the heads read (``pt``; ``wt`` for a weighted run) and the ``ft`` embedding
         (heads merged by ``merge``, default :data:`FT_MERGE_DEFAULT`) from one backbone pass."""
@@ -173,7 +174,7 @@ class Classifier(nn.Module):
         return per_head.mean(0) if merge == "mean" else per_head.sum(0)
 
     @torch.no_grad()
-    def extract_embedding(self, inputs: Tensor, lengths: Tensor, kind: str = "ft", layer: int | None = None,
+    def extract_embedding(self, inputs: Tensor, lengths: Tensor | None, kind: str = "ft", layer: int | None = None,
                           pooling: str | None = None) -> Tensor:
         """Embeddings: ``pt`` backbone layer, ``wt`` weighted sum, ``st`` shared dense, ``ft`` heads' first dense.
 

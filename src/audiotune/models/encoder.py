@@ -79,7 +79,7 @@ class EncoderEmbedder(nn.Module):
             check_pooling(self.backbone, pooling)
 
     @torch.no_grad()
-    def extract_embedding(self, inputs: Tensor, lengths: Tensor, kind: str = "pt", layer: int | None = None,
+    def extract_embedding(self, inputs: Tensor, lengths: Tensor | None, kind: str = "pt", layer: int | None = None,
                           pooling: str | None = None) -> Tensor:
         """(B, D) embeddings of a batch: hidden state ``layer`` (default: this encoder's) for ``pt``, the mean of
         the summed hidden states for ``wt``, pooled by ``pooling`` (default: this encoder's)."""

@@ -160,6 +160,33 @@ def test_max_window(checkpoints: dict[str, Path], backbones: dict[str, HFBackbon
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("name", list(KINDS))
+@pytest.mark.parametrize("window", [0.0, 0.25])
+def test_a_batch_without_padding_is_encoded_without_a_mask_as_with_one_of_full_lengths(
+        checkpoints: dict[str, Path], name: str, window: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``lengths`` None: no attention mask (transformers reads a mask back from the device to apply it, and SDPA
+    takes its fused kernels without one); the states and frame mask are those of full lengths, bit for bit, whole
+    or window by window."""
+    backbone = HFBackbone(HFOptions(str(checkpoints[name]), max_window=window)).eval()
+    masks: list[torch.Tensor | None] = []
+    forward = backbone.model.forward
+
+    def recorded(*args: object, **kwargs: object) -> object:
+        masks.append(kwargs.get("attention_mask"))
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(backbone.model, "forward", recorded)
+    waves, lengths = batch(clip(1.0, 16), clip(1.0, 17))
+    with torch.no_grad():
+        states, mask = backbone.hidden_states(waves, lengths)
+        assert masks and all(m is not None for m in masks)
+        masks.clear()
+        unpadded, every = backbone.hidden_states(waves, None)
+    assert masks and all(m is None for m in masks)
+    assert torch.equal(every, mask) and every.all()
+    assert all(torch.equal(a, b) for a, b in zip(unpadded, states, strict=True))
+
+
 def test_max_window_short_tail_and_short_clip(checkpoints: dict[str, Path]) -> None:
     """A tail shorter than one frame merges into the previous window; a clip ending early adds no later frames."""
     backbone = HFBackbone(HFOptions(str(checkpoints["w2v_layer"]), max_window=0.25)).eval()

@@ -3,7 +3,8 @@ of this package (a backbone module calls :func:`register`).
 
 A backbone is a :class:`Backbone` (an ``nn.Module``) with ``embedding_dim``, ``num_layers``, ``num_hidden_states``,
 ``padding`` (what zero padding does to a clip's result: a :class:`~audiotune.data.samplers.PaddingRule`),
-``hidden_states(inputs, lengths) -> (list of (B, T, D) tensors, (B, T) bool mask)`` and ``load_pretrained(path)``.
+``hidden_states(inputs, lengths) -> (list of (B, T, D) tensors, (B, T) bool mask)`` (``lengths`` None: no clip
+is padded) and ``load_pretrained(path)``.
 The classifier, engine and CLI never look at which one it is.
 
 What a backbone reads is its :class:`~audiotune.data.input_spec.InputSpec`, derived from the user's options by
@@ -97,8 +98,12 @@ class Backbone(nn.Module):
         return self.num_hidden_states
 
     @abstractmethod
-    def hidden_states(self, inputs: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor]:
-        """Inputs and valid lengths (B,) -> ``num_hidden_states`` tensors (B, T, D) and a (B, T) bool mask."""
+    def hidden_states(self, inputs: Tensor, lengths: Tensor | None) -> tuple[list[Tensor], Tensor]:
+        """Inputs and valid lengths (B,) -> ``num_hidden_states`` tensors (B, T, D) and a (B, T) bool mask.
+
+        ``lengths`` None: every clip is as long as the batch (the host knows it: :func:`batch_lengths
+        <audiotune.data.batch_features.batch_lengths>`), which an encoder may use to run without a padding mask;
+        the result is the one of full lengths."""
         raise NotImplementedError
 
     @abstractmethod
@@ -228,14 +233,25 @@ class SupportsPretraining(Protocol):
         ...
 
 
-def encode_in_windows(encode: Callable[[Tensor, Tensor], tuple[list[Tensor], Tensor]], waveforms: Tensor,
-                      lengths: Tensor, windows: list[tuple[int, int]]) -> tuple[list[Tensor], Tensor]:
+def whole_lengths(inputs: Tensor, lengths: Tensor | None) -> Tensor:
+    """``lengths``, or where they are None (no clip padded) each clip's as long as the batch (``inputs``' dim 1)."""
+    if lengths is None:
+        return torch.full((inputs.shape[0],), inputs.shape[1], dtype=torch.long, device=inputs.device)
+    return lengths
+
+
+def encode_in_windows(encode: Callable[[Tensor, Tensor | None], tuple[list[Tensor], Tensor]], waveforms: Tensor,
+                      lengths: Tensor | None, windows: list[tuple[int, int]]) -> tuple[list[Tensor], Tensor]:
     """``encode(waveforms, valid)`` of each sample range of ``windows`` apart (bounded memory for long clips), each
-    hidden state's frames and the masks concatenated along time; ``lengths`` (B,) are the real samples."""
-    if lengths.device != waveforms.device:
-        lengths = lengths.to(waveforms.device)
-    lengths = lengths.long()
-    passes = [encode(waveforms[:, start:end], (lengths - start).clamp(0, end - start)) for start, end in windows]
+    hidden state's frames and the masks concatenated along time; ``lengths`` (B,) are the real samples (None: no
+    clip is padded, and no window either)."""
+    if lengths is None:
+        passes = [encode(waveforms[:, start:end], None) for start, end in windows]
+    else:
+        if lengths.device != waveforms.device:
+            lengths = lengths.to(waveforms.device)
+        lengths = lengths.long()
+        passes = [encode(waveforms[:, start:end], (lengths - start).clamp(0, end - start)) for start, end in windows]
     if len(passes) == 1:
         return passes[0]
     states = [torch.cat(parts, dim=1) for parts in zip(*(p[0] for p in passes))]

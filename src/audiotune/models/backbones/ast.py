@@ -52,7 +52,7 @@ from audiotune.config import RunConfig
 from audiotune.config.sections import ZERO_PAD
 from audiotune.data.features import normalize
 from audiotune.data.input_spec import InputSpec
-from audiotune.models.backbones import Backbone, TransformersSizes, input_spec, register
+from audiotune.models.backbones import Backbone, TransformersSizes, input_spec, register, whole_lengths
 from audiotune.models.backbones.hf_checkpoint import check_available, from_config_initialised, weights_quietly
 
 __all__ = ["DEFAULT_CHECKPOINT", "ASTBackbone", "ASTOptions", "ast_extractor_settings", "ast_input", "build_ast",
@@ -181,8 +181,9 @@ class ASTBackbone(TransformersSizes, Backbone):
         patches = columns[:, None, :].expand(-1, self.f_dim, -1).reshape(lengths.shape[0], -1)
         return torch.cat([patches.new_zeros(lengths.shape[0], CLASS_TOKENS), patches], dim=1)
 
-    def _run(self, features: Tensor, lengths: Tensor, attentions: bool = False) -> tuple[list[Tensor], Tensor, Any]:
-        lengths = lengths.to(device=features.device, dtype=torch.long)
+    def _run(self, features: Tensor, lengths: Tensor | None, attentions: bool = False
+             ) -> tuple[list[Tensor], Tensor, Any]:
+        lengths = whole_lengths(features, lengths).to(device=features.device, dtype=torch.long)
         out = self.model(self.model_inputs(features, lengths), output_hidden_states=True,
                          output_attentions=attentions)
         states = list(out.hidden_states)
@@ -191,7 +192,7 @@ class ASTBackbone(TransformersSizes, Backbone):
         states[-1] = out.last_hidden_state  # the last layer with the final LayerNorm
         return states, self.token_mask(lengths), out
 
-    def hidden_states(self, features: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor]:
+    def hidden_states(self, features: Tensor, lengths: Tensor | None) -> tuple[list[Tensor], Tensor]:
         """Features (B, max_length, F), valid frames (B,) -> ``num_layers + 1`` tensors (B, 2 + patches, D) and
         the patch mask (B, 2 + patches)."""
         states, mask, _ = self._run(features, lengths)

@@ -56,6 +56,7 @@ from audiotune.models.backbones import (
     TransformersSizes,
     encode_in_windows,
     register,
+    whole_lengths,
 )
 from audiotune.models.backbones.hf_checkpoint import (
     check_available,
@@ -146,29 +147,39 @@ class HFBackbone(TransformersSizes, Backbone):
             bounds[-2:] = [(bounds[-2][0], total)]
         return bounds
 
-    def _encode(self, waveforms: Tensor, valid: Tensor) -> tuple[list[Tensor], Tensor]:
-        """One pass of the encoder over (B, n) samples of which ``valid`` (B,) are real."""
-        field = self.receptive_field
-        if waveforms.shape[1] < field:  # shorter than one frame: zero-pad so the conv stack runs
-            waveforms = F.pad(waveforms, (0, field - waveforms.shape[1]))
-        # a clip shorter than one frame is treated as zero-padded to one frame; never an all-masked row
-        seen = valid.clamp(min=field)
-        positions = torch.arange(waveforms.shape[1], device=waveforms.device)
-        # in training passes the encoder masks its spans itself, on the device (hf_masks.install_masks)
-        out = self.model(waveforms, attention_mask=(positions[None, :] < seen[:, None]).long(),
-                         output_hidden_states=True)
+    def _states(self, waveforms: Tensor, attention: Tensor | None) -> list[Tensor]:
+        """Every hidden state of the encoder over (B, n) samples; in training passes the encoder masks its spans
+        itself, on the device (hf_masks.install_masks)."""
+        out = self.model(waveforms, attention_mask=attention, output_hidden_states=True)
         states = list(out.hidden_states)
         if out.last_hidden_state.shape == states[-1].shape:  # no adapter: include the final LayerNorm (4.x numbering)
             states[-1] = out.last_hidden_state
+        return states
+
+    def _encode(self, waveforms: Tensor, valid: Tensor | None) -> tuple[list[Tensor], Tensor]:
+        """One pass of the encoder over (B, n) samples of which ``valid`` (B,) are real (None: all of them)."""
+        field = self.receptive_field
+        if waveforms.shape[1] < field:  # shorter than one frame: zero-pad so the conv stack runs
+            valid = whole_lengths(waveforms, valid)
+            waveforms = F.pad(waveforms, (0, field - waveforms.shape[1]))
+        if valid is None:  # no padding, no mask: transformers then reads nothing back to apply one
+            states = self._states(waveforms, None)
+            return states, torch.ones(states[0].shape[:2], dtype=torch.bool, device=states[0].device)
+        # a clip shorter than one frame is treated as zero-padded to one frame; never an all-masked row
+        seen = valid.clamp(min=field)
+        positions = torch.arange(waveforms.shape[1], device=waveforms.device)
+        states = self._states(waveforms, (positions[None, :] < seen[:, None]).long())
         frames = self.frame_lengths(seen).clamp(max=states[0].shape[1])
         frames = torch.where(valid > 0, frames, torch.zeros_like(frames))  # windows past a clip's end add no frames
         mask = torch.arange(states[0].shape[1], device=frames.device)[None, :] < frames[:, None]
         return states, mask
 
-    def hidden_states(self, waveforms: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor]:
+    def hidden_states(self, waveforms: Tensor, lengths: Tensor | None) -> tuple[list[Tensor], Tensor]:
         """Waveforms (B, N), valid samples (B,) -> ``num_hidden_states`` tensors (B, T, D), mask (B, T).
 
-        Every encoder gets an attention mask (group-norm ones see the padding in their convolutions: ``padding``).
+        Every encoder of a padded batch gets an attention mask (group-norm ones see the padding in their
+        convolutions: ``padding``); one of a batch without padding (``lengths`` None) none, as the same mask of
+        ones would change nothing.
         With ``max_window`` the windows' frames are concatenated along time and the mask covers them all.
         """
         return encode_in_windows(self._encode, waveforms, lengths, self._windows(waveforms.shape[1]))

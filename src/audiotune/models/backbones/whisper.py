@@ -69,7 +69,7 @@ from torch import Tensor, nn
 
 from audiotune.config import AT_LEAST_0, RunConfig, option, option_default
 from audiotune.data.input_spec import InputSpec
-from audiotune.models.backbones import Backbone, backbone_options, encode_in_windows, register
+from audiotune.models.backbones import Backbone, backbone_options, encode_in_windows, register, whole_lengths
 from audiotune.models.backbones.hf_checkpoint import check_available, from_config_initialised, weights_quietly
 
 __all__ = ["DEFAULT_CHECKPOINT", "WhisperBackbone", "WhisperOptions", "build_whisper", "front_end_settings",
@@ -288,9 +288,10 @@ class WhisperBackbone(Backbone):
                 return self.log_mel(waveforms, lengths)
         return self.log_mel(waveforms, lengths)
 
-    def _encode(self, waveforms: Tensor, valid: Tensor) -> tuple[list[Tensor], Tensor]:
-        """One window: (B, n <= window) samples of which ``valid`` (B,) are real -> states and frame mask."""
-        encoder = self.model
+    def _encode(self, waveforms: Tensor, valid: Tensor | None) -> tuple[list[Tensor], Tensor]:
+        """One window: (B, n <= window) samples of which ``valid`` (B,) are real (None: all) -> states and frame
+        mask."""
+        encoder, valid = self.model, whole_lengths(waveforms, valid)
         mel, mel_frames = self._front_end(waveforms, valid)
         mel_valid = torch.arange(mel.shape[2], device=mel.device)[None, None, :] < mel_frames[:, None, None]
         # zero padding between the convolutions: a clip's border frames see zeros, as when it is alone
@@ -317,7 +318,7 @@ class WhisperBackbone(Backbone):
             return [(0, total)]
         return [(start, min(start + self.window, total)) for start in range(0, total, self.window)]
 
-    def hidden_states(self, waveforms: Tensor, lengths: Tensor) -> tuple[list[Tensor], Tensor]:
+    def hidden_states(self, waveforms: Tensor, lengths: Tensor | None) -> tuple[list[Tensor], Tensor]:
         """Waveforms (B, N), valid samples (B,) -> ``num_hidden_states`` tensors (B, T, D), mask (B, T).
 
         Clips longer than the window are encoded window by window and their frames concatenated along time.
