@@ -341,3 +341,43 @@ def test_tapt_draws_its_crops_and_masks_from_lengths_on_the_host_and_reads_nothi
     assert on_device["masked"] > 0
     for name, value in read_back.items():
         assert torch.equal(value, on_device[name].as_subclass(torch.Tensor)), name
+
+
+def test_a_tapt_batch_whose_crops_fill_it_runs_without_an_attention_mask_and_the_same_loss(
+        checkpoints: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every clip cropped to the batch's width: no attention mask (transformers reads one back from the device to
+    look at it), the same losses as with a mask of ones; a batch with a shorter clip keeps its mask."""
+    from audiotune.models.backbones import hf_pretraining
+
+    config = RunConfig()
+    config.audio.resample_rate, config.model.model, config.train.max_seconds = 16000, "hf", 0.4  # crops to 6400
+    tapt = Wav2Vec2Tapt(str(checkpoints["pretraining"]), config)
+    masks: list[torch.Tensor | None] = []
+    forward = tapt.model.forward
+
+    def recorded(*args: object, **kwargs: object) -> object:
+        masks.append(kwargs.get("attention_mask"))
+        return forward(*args, **kwargs)
+
+    tapt.model.forward = recorded
+    waves = torch.randn(2, 8000)
+
+    def loss(lengths: list[int]) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        return tapt.loss(waves, lengths, 0, random.Random(0))
+
+    unmasked = loss([8000, 7000])  # both longer than the crop
+    assert masks == [None]
+    ones = hf_pretraining.padding_attention
+
+    def always(counts: torch.Tensor, width: int, device: torch.device) -> torch.Tensor:
+        return ones(counts, width + 1, device)[:, :width]  # as if a clip were shorter: the mask, of ones here
+
+    monkeypatch.setattr(hf_pretraining, "padding_attention", always)
+    masked = loss([8000, 7000])
+    assert masks[-1] is not None and bool(masks[-1].all())
+    for name, value in unmasked.items():
+        assert torch.equal(value, masked[name]), name
+    monkeypatch.undo()
+    loss([8000, 6000])
+    assert masks[-1] is not None and not bool(masks[-1].all())

@@ -340,3 +340,21 @@ def test_ptapt_without_labels_is_an_error_before_any_output(checkpoint: Path, da
     assert main(["pretrain", "--model", "hf", "-c", str(checkpoint), "--objective", "ptapt", "-i",
                  str(dataset["prefix"]), "-d", str(dataset["split"]), "-o", str(out)]) == 2
     assert "--pseudo_labels LABELS.parquet" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_ptapt_batch_whose_crops_fill_it_runs_without_an_attention_mask(checkpoint: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    labels = write_labels(tmp_path / "l.parquet", {uid: {4: rng.integers(0, 4, frames_of(samples))}
+                                                   for uid, samples in (("a", 4000), ("b", 3600), ("c", 3000))})
+    model = ptapt(checkpoint, labels, max_seconds=0.2)  # crops 4000 samples to 3200
+    masks: list[torch.Tensor | None] = []
+    forward = model.model.forward
+
+    def recorded(*args: object, **kwargs: object) -> object:
+        masks.append(kwargs.get("attention_mask"))
+        return forward(*args, **kwargs)
+
+    model.model.forward = recorded
+    model.loss(torch.randn(2, 4000), [4000, 3600], ["a", "b"], random.Random(0))
+    model.loss(torch.randn(2, 4000), [4000, 3000], ["a", "c"], random.Random(0))
+    assert masks[0] is None and masks[1] is not None and not bool(masks[1].all())

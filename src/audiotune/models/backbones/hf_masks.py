@@ -27,9 +27,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from audiotune.data.features import queued_on
+
 SPAN_RULES = ("clip", "batch")
 MIN_MASKS = 2  # span starts per clip (clip) or per batch (batch) at least: the seed's and wav2vec2's value
 PTAPT_MASK_PROB, PTAPT_MASK_LENGTH = 0.06, 15  # the seed's P-TAPT masking: span starts, frames per span
+
+
+def padding_attention(counts: Tensor, width: int, device: torch.device) -> Tensor | None:
+    """The attention mask (B, ``width``) on ``device`` of clips of ``counts`` samples (numbers on the host); None
+    where every clip fills the width: a mask of ones changes nothing, and transformers reads it back from the device
+    to find that out."""
+    if bool((counts >= width).all()):
+        return None
+    positions = torch.arange(width, device=device)
+    return (positions[None, :] < queued_on(counts, device)[:, None]).long()
 
 
 def time_mask(rule: str, frames: Tensor | Sequence[int], total: int, prob: float, length: int, rounding: float,

@@ -46,7 +46,7 @@ from audiotune.config import RunConfig
 from audiotune.data.features import queued_on
 from audiotune.models.backbones import backbone_options
 from audiotune.models.backbones.hf_checkpoint import extractor_settings, normalises, weights_quietly
-from audiotune.models.backbones.hf_masks import host_time_mask, install_masks
+from audiotune.models.backbones.hf_masks import host_time_mask, install_masks, padding_attention
 from audiotune.outputs import ENCODER_DIR
 
 log = logging.getLogger(__name__)
@@ -184,10 +184,8 @@ class Wav2Vec2Tapt(nn.Module):
         total = int(self.model._get_feat_extract_output_lengths(torch.tensor(waveforms.shape[1])))
         real = frames.clamp(max=total).tolist()
         mask = host_time_mask(self.spans, real, total, self.prob, self.length, generator, at_least=2)
-        attention = None
-        if not self.group_norm:  # group-norm ones get none, as they were pretrained and as the seed's TAPT ran them
-            positions = torch.arange(waveforms.shape[1], device=waveforms.device)
-            attention = (positions[None, :] < queued_on(counts, waveforms.device)[:, None]).long()
+        # group-norm ones get none, as they were pretrained and as the seed's TAPT ran them
+        attention = None if self.group_norm else padding_attention(counts, waveforms.shape[1], waveforms.device)
         count = int(self.model.config.num_negatives)
         negatives = sample_negatives(mask, count, generator) if not self.per_batch else \
             sample_negatives_anywhere(mask, real if attention is not None else [total] * len(real), count, generator)

@@ -39,7 +39,13 @@ from audiotune.data.features import queued_on
 from audiotune.data.pseudo_labels import PseudoLabels, read_pseudo_labels
 from audiotune.models.backbones import backbone_options
 from audiotune.models.backbones.hf_checkpoint import extractor_settings, normalises, weights_quietly
-from audiotune.models.backbones.hf_masks import PTAPT_MASK_LENGTH, PTAPT_MASK_PROB, host_time_mask, install_masks
+from audiotune.models.backbones.hf_masks import (
+    PTAPT_MASK_LENGTH,
+    PTAPT_MASK_PROB,
+    host_time_mask,
+    install_masks,
+    padding_attention,
+)
 from audiotune.models.backbones.hf_pretraining import save_encoder
 from audiotune.models.backbones.hf_training import freeze_mask_embedding, install_layerdrop
 
@@ -161,8 +167,7 @@ class PseudoLabelPretraining(nn.Module):
                                 generator, at_least=2)  # drawn here on the host: counted and indexed here too
         # the transformer sees each clip's real frames only (group-norm convolutions still see the padding), as
         # the seed's P-TAPT ran wav2vec2-base
-        positions = torch.arange(waveforms.shape[1], device=waveforms.device)
-        attention = (positions[None, :] < queued_on(counts, waveforms.device)[:, None]).long()
+        attention = padding_attention(counts, waveforms.shape[1], waveforms.device)
         out = self.model(waveforms, attention_mask=attention, mask_time_indices=queued_on(chosen, waveforms.device))
         masked = int(chosen.sum())
         if masked == 0:  # every clip too short for a span: a zero loss that keeps the graph
