@@ -458,6 +458,19 @@ class OnDevice(torch.Tensor):
         return super().__torch_function__(func, types, args, kwargs)
 
 
+def recorded_attention_masks(model: Any) -> list[Any]:
+    """The ``attention_mask`` each later call of a transformers ``model`` is given (None where none is)."""
+    masks: list[Any] = []
+    forward = model.forward
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        masks.append(kwargs.get("attention_mask"))
+        return forward(*args, **kwargs)
+
+    model.forward = recorded
+    return masks
+
+
 def outputs_on_meta(forward: Callable[..., Any]) -> Callable[..., Any]:
     """``forward`` of a transformers model that stands for one on an accelerator: it runs on the CPU, on ones in
     place of its ``meta`` inputs (an attention mask that attends everywhere), and gives every output tensor on the

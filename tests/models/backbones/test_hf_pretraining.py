@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import HF_TINY, OnDevice, make_uid_dataset, outputs_on_meta
+from conftest import HF_TINY, OnDevice, make_uid_dataset, outputs_on_meta, recorded_attention_masks
 from safetensors.torch import load_file
 
 from audiotune.cli import main
@@ -352,14 +352,7 @@ def test_a_tapt_batch_whose_crops_fill_it_runs_without_an_attention_mask_and_the
     config = RunConfig()
     config.audio.resample_rate, config.model.model, config.train.max_seconds = 16000, "hf", 0.4  # crops to 6400
     tapt = Wav2Vec2Tapt(str(checkpoints["pretraining"]), config)
-    masks: list[torch.Tensor | None] = []
-    forward = tapt.model.forward
-
-    def recorded(*args: object, **kwargs: object) -> object:
-        masks.append(kwargs.get("attention_mask"))
-        return forward(*args, **kwargs)
-
-    tapt.model.forward = recorded
+    masks = recorded_attention_masks(tapt.model)
     waves = torch.randn(2, 8000)
 
     def loss(lengths: list[int]) -> dict[str, torch.Tensor]:

@@ -13,7 +13,14 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 import torch
-from conftest import HF_TINY, OnDevice, make_uid_dataset, outputs_on_meta, save_hf_checkpoint
+from conftest import (
+    HF_TINY,
+    OnDevice,
+    make_uid_dataset,
+    outputs_on_meta,
+    recorded_attention_masks,
+    save_hf_checkpoint,
+)
 from safetensors.torch import load_file
 
 from audiotune.cli import main
@@ -347,14 +354,7 @@ def test_a_ptapt_batch_whose_crops_fill_it_runs_without_an_attention_mask(checkp
     labels = write_labels(tmp_path / "l.parquet", {uid: {4: rng.integers(0, 4, frames_of(samples))}
                                                    for uid, samples in (("a", 4000), ("b", 3600), ("c", 3000))})
     model = ptapt(checkpoint, labels, max_seconds=0.2)  # crops 4000 samples to 3200
-    masks: list[torch.Tensor | None] = []
-    forward = model.model.forward
-
-    def recorded(*args: object, **kwargs: object) -> object:
-        masks.append(kwargs.get("attention_mask"))
-        return forward(*args, **kwargs)
-
-    model.model.forward = recorded
+    masks = recorded_attention_masks(model.model)
     model.loss(torch.randn(2, 4000), [4000, 3600], ["a", "b"], random.Random(0))
     model.loss(torch.randn(2, 4000), [4000, 3000], ["a", "c"], random.Random(0))
     assert masks[0] is None and masks[1] is not None and not bool(masks[1].all())

@@ -10,6 +10,7 @@ import torch
 from conftest import HF_KINDS as KINDS
 from conftest import HF_RATE as RATE
 from conftest import HF_TINY as TINY
+from conftest import recorded_attention_masks
 
 from audiotune.config import RunConfig
 from audiotune.models.backbones import build_backbone, input_spec, resolve_config
@@ -163,19 +164,11 @@ def test_max_window(checkpoints: dict[str, Path], backbones: dict[str, HFBackbon
 @pytest.mark.parametrize("name", list(KINDS))
 @pytest.mark.parametrize("window", [0.0, 0.25])
 def test_a_batch_without_padding_is_encoded_without_a_mask_as_with_one_of_full_lengths(
-        checkpoints: dict[str, Path], name: str, window: float, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``lengths`` None: no attention mask (transformers reads a mask back from the device to apply it, and SDPA
-    takes its fused kernels without one); the states and frame mask are those of full lengths, bit for bit, whole
-    or window by window."""
+        checkpoints: dict[str, Path], name: str, window: float) -> None:
+    """``lengths`` None: no attention mask (transformers reads a mask back from the device to see whether it masks
+    anything); the states and frame mask are those of full lengths, bit for bit, whole or window by window."""
     backbone = HFBackbone(HFOptions(str(checkpoints[name]), max_window=window)).eval()
-    masks: list[torch.Tensor | None] = []
-    forward = backbone.model.forward
-
-    def recorded(*args: object, **kwargs: object) -> object:
-        masks.append(kwargs.get("attention_mask"))
-        return forward(*args, **kwargs)
-
-    monkeypatch.setattr(backbone.model, "forward", recorded)
+    masks = recorded_attention_masks(backbone.model)
     waves, lengths = batch(clip(1.0, 16), clip(1.0, 17))
     with torch.no_grad():
         states, mask = backbone.hidden_states(waves, lengths)

@@ -162,7 +162,7 @@ class HFBackbone(TransformersSizes, Backbone):
         if waveforms.shape[1] < field:  # shorter than one frame: zero-pad so the conv stack runs
             valid = whole_lengths(waveforms, valid)
             waveforms = F.pad(waveforms, (0, field - waveforms.shape[1]))
-        if valid is None:  # no padding, no mask: transformers then reads nothing back to apply one
+        if valid is None:  # no padding, no mask: transformers then reads none back to see what it masks
             states = self._states(waveforms, None)
             return states, torch.ones(states[0].shape[:2], dtype=torch.bool, device=states[0].device)
         # a clip shorter than one frame is treated as zero-padded to one frame; never an all-masked row
