@@ -139,8 +139,10 @@ def save_hf_checkpoint(model, path: Path) -> Path:
 
 
 HF_KINDS = {
-    # name: (config class, extra config, padding changes results, feature extractor do_normalize / attention mask)
-    "w2v_group": ("Wav2Vec2Config", {"feat_extract_norm": "group", "do_stable_layer_norm": False}, True, (True, False)),
+    # name: (config class, extra config, padding changes scored results, feature extractor do_normalize / attention
+    # mask)
+    "w2v_group": ("Wav2Vec2Config", {"feat_extract_norm": "group", "do_stable_layer_norm": False}, False,
+                  (True, False)),
     "w2v_layer": ("Wav2Vec2Config", {"feat_extract_norm": "layer", "do_stable_layer_norm": True}, False, (True, True)),
     "hubert": ("HubertConfig", {"feat_extract_norm": "layer", "do_stable_layer_norm": True}, False, (False, True)),
     "wavlm": ("WavLMConfig", {"feat_extract_norm": "layer", "do_stable_layer_norm": True, "num_buckets": 32,

@@ -14,7 +14,8 @@ from conftest import recorded_attention_masks
 
 from audiotune.config import RunConfig
 from audiotune.models.backbones import build_backbone, input_spec, resolve_config
-from audiotune.models.backbones.huggingface import PADDING_TOLERANCE, HFBackbone, HFOptions
+from audiotune.models.backbones.hf_group_norm import ClipGroupNorm, install_clip_norm, own_frames
+from audiotune.models.backbones.huggingface import HFBackbone, HFOptions
 from audiotune.models.classifier import masked_pool
 
 PAD_INDEPENDENT = [k for k, spec in KINDS.items() if not spec[2]]
@@ -61,7 +62,7 @@ def test_bare_encoder_and_counts(backbones: dict[str, HFBackbone], name: str) ->
     assert backbone.input_kind == "waveform"
     assert (backbone.embedding_dim, backbone.num_layers, backbone.num_hidden_states) == (32, 2, 3)
     assert backbone.padding.exact is not KINDS[name][2]
-    assert backbone.padding.tolerance == (PADDING_TOLERANCE if name == "w2v_group" else 0.0)
+    assert backbone.padding.tolerance == 0.0
     config = backbone.model.config
     assert config.mask_time_prob == config.mask_feature_prob == config.layerdrop == 0.0
     assert not hasattr(backbone.model, "masked_spec_embed")
@@ -101,7 +102,7 @@ def test_frame_mask_counts(backbones: dict[str, HFBackbone], name: str) -> None:
 
 
 @pytest.mark.parametrize("name", PAD_INDEPENDENT)
-def test_layer_norm_kinds_are_padding_independent(backbones: dict[str, HFBackbone], name: str) -> None:
+def test_scored_clips_are_padding_independent(backbones: dict[str, HFBackbone], name: str) -> None:
     backbone = backbones[name]
     short, long = clip(0.45, 8), clip(1.0, 9)
     alone = pooled(backbone, *batch(short))
@@ -126,15 +127,15 @@ def test_padding_changes_equal_length_kinds(backbones: dict[str, HFBackbone], na
 
 
 def test_group_norm_encoders_keep_the_padding_out_of_the_transformer(backbones: dict[str, HFBackbone]) -> None:
-    """wav2vec2-base style: the convolutions see the padding (GroupNorm over the whole tensor), the transformer
-    only each clip's real frames, as the emotion seed's V-FT and P-TAPT ran it: feature encoder and projection,
-    then the encoder given the frames' mask."""
+    """wav2vec2-base style: the feature encoder and projection, then the transformer given the frames' mask (as
+    the emotion seed's V-FT and P-TAPT ran it), the first GroupNorm over each clip's own frames."""
     backbone = backbones["w2v_group"]
     waves, lengths = batch(clip(1.0, 21), clip(0.45, 22))
     model = backbone.model
     with torch.no_grad():
         states, mask = backbone.hidden_states(waves, lengths)
-        projected = model.feature_projection(model.feature_extractor(waves).transpose(1, 2))[0]
+        with own_frames(backbone.clip_norm, lengths, TINY["conv_kernel"][0], TINY["conv_stride"][0]):
+            projected = model.feature_projection(model.feature_extractor(waves).transpose(1, 2))[0]
         frames = model._get_feat_extract_output_lengths(lengths)
         real = torch.arange(projected.shape[1])[None, :] < frames[:, None]
         seed = model.encoder(projected, attention_mask=real)[0]
@@ -166,7 +167,8 @@ def test_max_window(checkpoints: dict[str, Path], backbones: dict[str, HFBackbon
 def test_a_batch_without_padding_is_encoded_without_a_mask_as_with_one_of_full_lengths(
         checkpoints: dict[str, Path], name: str, window: float) -> None:
     """``lengths`` None: no attention mask (transformers reads a mask back from the device to see whether it masks
-    anything); the states and frame mask are those of full lengths, bit for bit, whole or window by window."""
+    anything); the states and frame mask are those of full lengths, bit for bit (but for the group norm's
+    rounding), whole or window by window."""
     backbone = HFBackbone(HFOptions(str(checkpoints[name]), max_window=window)).eval()
     masks = recorded_attention_masks(backbone.model)
     waves, lengths = batch(clip(1.0, 16), clip(1.0, 17))
@@ -177,7 +179,11 @@ def test_a_batch_without_padding_is_encoded_without_a_mask_as_with_one_of_full_l
         unpadded, every = backbone.hidden_states(waves, None)
     assert masks and all(m is None for m in masks)
     assert torch.equal(every, mask) and every.all()
-    assert all(torch.equal(a, b) for a, b in zip(unpadded, states, strict=True))
+    for a, b in zip(unpadded, states, strict=True):
+        if name == "w2v_group":  # transformers' GroupNorm, or the clip norm over every frame: float rounding apart
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+        else:
+            assert torch.equal(a, b)
 
 
 def test_max_window_short_tail_and_short_clip(checkpoints: dict[str, Path]) -> None:
@@ -360,19 +366,50 @@ def test_tensors_missing_from_a_checkpoint_are_named_without_verbose(tmp_path: P
         in caplog.text
 
 
-def test_padding_within_the_tolerance_moves_a_clip_less(backbones: dict[str, HFBackbone]) -> None:
-    """A group-norm encoder's scoring batches pad a clip by at most PADDING_TOLERANCE of its length: that moves
-    its embedding far less than the padding of a batch of any lengths."""
+def test_a_group_norm_encoder_normalises_a_scored_clip_over_its_own_frames_and_a_trained_one_over_the_batch(
+        backbones: dict[str, HFBackbone]) -> None:
+    """Scoring: a short clip batched with a long one has the states it has alone (transformers' GroupNorm over
+    the padding moved them); training passes normalise over the whole tensor, as the emotion seed fine-tuned."""
     backbone = backbones["w2v_group"]
+    norm = backbone.clip_norm
+    assert isinstance(norm, ClipGroupNorm)
     short = clip(0.5, 20)
     alone = pooled(backbone, *batch(short))
+    batched = pooled(backbone, *batch(clip(1.0, 21), short))
+    try:
+        norm.train()  # the rest of the encoder stays in eval mode: no dropout
+        as_trained = pooled(backbone, *batch(clip(1.0, 21), short))
+    finally:
+        norm.eval()
+    for a, b, t in zip(alone, batched, as_trained, strict=True):
+        torch.testing.assert_close(b[1:], a, atol=1e-5, rtol=0)
+        assert (t[1:] - a).abs().max() > 1e-2
 
-    def moved(longest: float) -> float:
-        padded = pooled(backbone, *batch(clip(longest, 21), short))
-        return max(((b[1:] - a).norm() / a.norm()).item() for a, b in zip(alone, padded))
 
-    within, beyond = moved(0.5 * (1 + PADDING_TOLERANCE)), moved(1.0)
-    assert 0 < within < beyond / 10
+def test_the_clip_norm_keeps_a_checkpoints_names_and_equals_group_norm_over_whole_clips() -> None:
+    torch.manual_seed(0)
+    plain = torch.nn.GroupNorm(4, 8)
+    torch.nn.init.normal_(plain.weight), torch.nn.init.normal_(plain.bias)
+    layer = torch.nn.Module()
+    layer.layer_norm = copy.deepcopy(plain)
+    holder = torch.nn.Module()
+    holder.feature_extractor = torch.nn.Module()
+    holder.feature_extractor.conv_layers = torch.nn.ModuleList([layer])
+    norm = install_clip_norm(holder)
+    assert isinstance(norm, ClipGroupNorm) and list(holder.state_dict()) == [
+        "feature_extractor.conv_layers.0.layer_norm.weight", "feature_extractor.conv_layers.0.layer_norm.bias"]
+    x = torch.randn(3, 8, 20)
+    norm.eval()
+    norm.frames = torch.tensor([20, 20, 20])
+    torch.testing.assert_close(norm(x), plain(x), atol=1e-5, rtol=0)
+    norm.frames = torch.tensor([20, 12, 5])
+    out = norm(x)
+    for row, frames in enumerate((20, 12, 5)):
+        torch.testing.assert_close(out[row, :, :frames], plain(x[row:row + 1, :, :frames])[0], atol=1e-5, rtol=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # in float32, as CUDA's autocast runs GroupNorm
+        assert norm(x.bfloat16()).dtype == torch.float32
+    norm.frames = None
+    assert torch.equal(norm(x), plain(x))
 
 
 def test_waveform_norm_is_the_extractors_unless_given_and_an_earlier_configs_false_was_its_default(
@@ -551,3 +588,18 @@ def test_a_resample_rate_other_than_the_extractors_is_refused_and_no_change_of_a
     assert without_idle_options(config, plain).audio == plain.audio
     config.train.resume = True
     refuse_inactive(config)
+
+
+def test_the_feature_cache_keys_a_group_norm_encoder_apart_from_the_cache_of_earlier_releases(
+        checkpoints: dict[str, Path]) -> None:
+    """Features cached before scored clips were normalised over their own frames are not reused; other encoders
+    keep their keys."""
+    from audiotune.engine.cache import encoder_digest
+
+    for name, changed in (("w2v_group", True), ("w2v_layer", False)):
+        backbone = HFBackbone(HFOptions(str(checkpoints[name])))
+        before = HFBackbone(HFOptions(str(checkpoints[name])))
+        if before.clip_norm is not None:
+            before.clip_norm.__class__ = torch.nn.GroupNorm  # as earlier releases built it
+        assert before.front_end_settings == {}
+        assert (encoder_digest(backbone) != encoder_digest(before)) is changed

@@ -65,7 +65,8 @@ class Backbone(nn.Module):
     @property
     def front_end_settings(self) -> dict[str, int]:
         """What it reads beside its weights and the run's input (:func:`input_spec`) that changes its outputs: a
-        feature extractor's settings kept in the checkpoint's own file; none unless the backbone says so."""
+        feature extractor's settings kept in the checkpoint's own file, or a rule of its computation that earlier
+        releases did not follow; none unless the backbone says so."""
         return {}
 
     @property

@@ -15,16 +15,15 @@ includes the encoder's final LayerNorm, as in transformers 4.x; transformers 5.x
 
 Padding and batch independence
 ------------------------------
-Every encoder gets a sample-level attention mask: the transformer sees a clip's real frames only. With a
-layer-norm feature encoder they do not depend on the padding of its batch (exact padding). Two kinds cannot
-promise that; their ``padding`` rule says so, and the data pipeline scores them in batches sorted by length:
+Every encoder of a padded batch gets a sample-level attention mask: the transformer sees a clip's real frames
+only. With a layer-norm feature encoder they do not depend on the padding of its batch (exact padding); nor with
+a group-norm one (``feat_extract_norm == "group"``, e.g. wav2vec2-base, HuBERT-base) outside training: its first
+convolution's GroupNorm normalises each channel over the clip's own frames there (:mod:`.hf_group_norm`), where
+transformers normalises over the whole tensor, zero padding included (which training passes still do, as the
+emotion seed fine-tuned wav2vec2-base; on the tiny test encoder, padding a clip to twice its length moved its
+pooled states by 11 %). One kind cannot promise it; its ``padding`` rule says so, and the data pipeline scores
+it in batches of clips of one length:
 
-* group-norm feature encoders (``feat_extract_norm == "group"``, e.g. wav2vec2-base, HuBERT-base): the first
-  conv's GroupNorm normalises each channel over the whole tensor, zero padding included (the mask then keeps
-  the padded frames out of the transformer, as the emotion seed fine-tuned wav2vec2-base). The change grows
-  with the padding, so a batch's longest clip is at most ``PADDING_TOLERANCE`` (2 %) longer than its shortest:
-  on the tiny test encoder a clip padded by 2 % moves its pooled states by 0.3 % (relative L2), padded to twice
-  its length by 11 %;
 * data2vec-audio: its stack of positional convolutions lets real frames leak into the padded ones, which
   the next positional conv layer feeds back into the last real frames; any padding does that about as much
   as a long one, so only clips of one length share a batch (exact, tolerance 0).
@@ -64,6 +63,7 @@ from audiotune.models.backbones.hf_checkpoint import (
     extractor_settings,
     normalises,
 )
+from audiotune.models.backbones.hf_group_norm import ClipGroupNorm, install_clip_norm, own_frames
 from audiotune.models.backbones.hf_training import (
     DEFAULT_CHECKPOINT,
     HFOptions,
@@ -77,10 +77,6 @@ __all__ = ["DEFAULT_CHECKPOINT", "HFBackbone", "HFOptions", "build_hf", "extract
            "resolve_hf"]
 
 log = logging.getLogger(__name__)
-
-# the longest clip of a scoring batch of an inexact encoder is at most this fraction longer than its shortest
-PADDING_TOLERANCE = 0.02
-
 
 class HFBackbone(TransformersSizes, Backbone):
     """A Hugging Face speech encoder: (B, N) waveforms -> all hidden states and a frame mask.
@@ -100,6 +96,7 @@ class HFBackbone(TransformersSizes, Backbone):
         self.max_window = options.max_window
         self.sample_rate = options.sample_rate or int(extractor_settings(options.checkpoint)["sampling_rate"])
         self.model = load_encoder(options, pretrained)
+        install_clip_norm(self.model)
 
     @property
     def group_norm(self) -> bool:
@@ -107,12 +104,22 @@ class HFBackbone(TransformersSizes, Backbone):
         return getattr(self.model.config, "feat_extract_norm", "layer") == "group"
 
     @property
+    def clip_norm(self) -> ClipGroupNorm | None:
+        """The group-norm feature encoder's first normalisation, which scores each clip over its own frames."""
+        norm = getattr(self.model.feature_extractor.conv_layers[0], "layer_norm", None) if self.group_norm else None
+        return norm if isinstance(norm, ClipGroupNorm) else None
+
+    @property
+    def front_end_settings(self) -> dict[str, int]:
+        """A group-norm encoder normalises a scored clip over its own frames, which earlier releases did not."""
+        return {"clip_group_norm": 1} if self.clip_norm is not None else {}
+
+    @property
     def padding(self) -> PaddingRule:
-        """Exact where an attention mask keeps padding out; else batches within ``PADDING_TOLERANCE`` (see the
-        module docstring)."""
-        if self.group_norm:
-            return PaddingRule(False, PADDING_TOLERANCE, "the group-norm feature encoder normalises over the "
-                               "padding (no attention mask)")
+        """Exact where an attention mask keeps padding out of the transformer and the feature encoder reads each
+        clip's own samples (see the module docstring)."""
+        if self.group_norm and self.clip_norm is None:
+            return PaddingRule(False, 0.0, "the group-norm feature encoder normalises over the padding")
         if self.model.config.model_type == "data2vec-audio":
             # any padding moves the last real frames by as much as a long one: only equal lengths are exact
             return PaddingRule(False, 0.0, "data2vec-audio's positional convolutions carry padding into the last "
@@ -168,7 +175,9 @@ class HFBackbone(TransformersSizes, Backbone):
         # a clip shorter than one frame is treated as zero-padded to one frame; never an all-masked row
         seen = valid.clamp(min=field)
         positions = torch.arange(waveforms.shape[1], device=waveforms.device)
-        states = self._states(waveforms, (positions[None, :] < seen[:, None]).long())
+        config = self.model.config
+        with own_frames(self.clip_norm, seen, int(config.conv_kernel[0]), int(config.conv_stride[0])):
+            states = self._states(waveforms, (positions[None, :] < seen[:, None]).long())
         frames = self.frame_lengths(seen).clamp(max=states[0].shape[1])
         frames = torch.where(valid > 0, frames, torch.zeros_like(frames))  # windows past a clip's end add no frames
         mask = torch.arange(states[0].shape[1], device=frames.device)[None, :] < frames[:, None]
