@@ -603,3 +603,15 @@ def test_the_feature_cache_keys_a_group_norm_encoder_apart_from_the_cache_of_ear
             before.clip_norm.__class__ = torch.nn.GroupNorm  # as earlier releases built it
         assert before.front_end_settings == {}
         assert (encoder_digest(backbone) != encoder_digest(before)) is changed
+
+
+def test_a_group_norm_encoders_attention_over_a_clips_frames_is_its_own_in_a_padded_batch(
+        checkpoints: dict[str, Path]) -> None:
+    backbone = HFBackbone(HFOptions(str(checkpoints["w2v_group"]))).eval()
+    short = clip(0.45, 23)
+    with torch.no_grad():
+        _, _, alone = backbone.hidden_states_with_attention(*batch(short))
+        _, mask, batched = backbone.hidden_states_with_attention(*batch(clip(1.0, 24), short))
+    frames = int(mask[1].sum())
+    for a, b in zip(alone, batched, strict=True):
+        torch.testing.assert_close(b[1, :, :frames, :frames], a[0], atol=1e-5, rtol=0)

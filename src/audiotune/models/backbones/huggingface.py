@@ -36,6 +36,7 @@ see each other: no cross-window context, and each window boundary loses a few fr
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from dataclasses import replace
@@ -163,6 +164,11 @@ class HFBackbone(TransformersSizes, Backbone):
             states[-1] = out.last_hidden_state
         return states
 
+    def _own_frames(self, samples: Tensor) -> contextlib.AbstractContextManager[None]:
+        """While it lasts, a group-norm encoder normalises each clip over the frames of its ``samples``."""
+        config = self.model.config
+        return own_frames(self.clip_norm, samples, int(config.conv_kernel[0]), int(config.conv_stride[0]))
+
     def _encode(self, waveforms: Tensor, valid: Tensor | None) -> tuple[list[Tensor], Tensor]:
         """One pass of the encoder over (B, n) samples of which ``valid`` (B,) are real (None: all of them)."""
         field = self.receptive_field
@@ -175,8 +181,7 @@ class HFBackbone(TransformersSizes, Backbone):
         # a clip shorter than one frame is treated as zero-padded to one frame; never an all-masked row
         seen = valid.clamp(min=field)
         positions = torch.arange(waveforms.shape[1], device=waveforms.device)
-        config = self.model.config
-        with own_frames(self.clip_norm, seen, int(config.conv_kernel[0]), int(config.conv_stride[0])):
+        with self._own_frames(seen):
             states = self._states(waveforms, (positions[None, :] < seen[:, None]).long())
         frames = self.frame_lengths(seen).clamp(max=states[0].shape[1])
         frames = torch.where(valid > 0, frames, torch.zeros_like(frames))  # windows past a clip's end add no frames
@@ -205,7 +210,8 @@ class HFBackbone(TransformersSizes, Backbone):
         if hasattr(self.model, "set_attn_implementation"):  # fused attention kernels return no weights
             self.model.set_attn_implementation("eager")
         sample_mask = (torch.arange(waveforms.shape[1], device=waveforms.device)[None] < lengths[:, None]).long()
-        out = self.model(waveforms, attention_mask=sample_mask, output_attentions=True)
+        with self._own_frames(lengths):
+            out = self.model(waveforms, attention_mask=sample_mask, output_attentions=True)
         return states, mask, list(out.attentions)
 
     def attention_layout(self) -> tuple[int, None]:
