@@ -5,8 +5,9 @@ Both sides load the same offline wav2vec2-base encoder (the default ``Wav2Vec2Co
 wide, group-norm conv stack; random init, no hub), read the same files (decode, resample to 16 kHz),
 normalise each clip, run the encoder with every hidden state and mean-pool the last one.
 - audiotune: ``extract_embeddings(run, csv, out, "pt", batch_size=8)`` on a run directory trained with
-  ``-e 0 --freeze``: clips cropped to ``clip_length``, never padded (equal-length batches, since padding
-  changes a group-norm encoder's output), pooled over real frames, written to parquet; in fp32, and with
+  ``-e 0 --freeze``: clips cropped to ``clip_length``, sorted by length and padded to each batch's longest
+  (each clip's result its own: attention mask, GroupNorm over its own frames), pooled over real frames, written
+  to parquet; in fp32, and with
   ``runtime.precision: bf16`` in the run's config.yaml (bf16 autocast).
 - seed's way (fp32): batches of 8 clips each padded (or cropped) to ``clip_length`` seconds by the HF feature
   extractor, ``model(input_values, output_hidden_states=True).hidden_states``, mean over all frames.
@@ -242,8 +243,9 @@ def report(times: dict[str, float], embeddings: dict[str, np.ndarray], check: tu
     """Print throughput, FLOP/s against the peak and the embedding agreement; returns the rows."""
     seconds, useful_flops = sum(audio), sum(flops[round(s * RATE)] for s in audio)
     base, plain = seconds / times[SEED], seconds / times[PLAIN]
-    executed_by = {SEED: len(audio) * flops[round(clip_length * RATE)],
-                   PLAIN: sum(n * flops[samples] for n, samples in padded_batches(audio, batch))}
+    sorted_batches = sum(n * flops[samples] for n, samples in padded_batches(sorted(audio), batch))
+    executed_by = {SEED: len(audio) * flops[round(clip_length * RATE)], AUDIOTUNE: sorted_batches,
+                   BF16: sorted_batches, PLAIN: sum(n * flops[samples] for n, samples in padded_batches(audio, batch))}
     print(f"FLOPs per audio-second of these clips: {useful_flops / seconds / 1e9:.2f} G\n\n{'side':<28} "
           f"{'wall s':>7} {'audio-s/s':>10} {'vs seed':>8} {'vs plain':>9} {'useful GFLOP/s':>15} {'of peak':>8} "
           f"{'executed GFLOP/s':>17} {'of peak':>8} {'max|diff|':>10} {'min cos':>9}")
@@ -263,7 +265,8 @@ def report(times: dict[str, float], embeddings: dict[str, np.ndarray], check: tu
               f"{row['executed_flops_per_s'] / 1e9:>17.1f} {row['executed_flops_per_s'] / peak:>7.1%} "
               f"{diff:>10.2e} {cos:>9.6f}")
     print(f"useful: the FLOPs of each clip at its real length; executed: what the encoder ran (the seed: every clip "
-          f"as a {clip_length}-s input; the plain loop: each batch padded to its longest clip); of peak: of the fp32 "
+          f"as a {clip_length}-s input; the plain loop: each batch padded to its longest clip; audiotune: the same, "
+          f"over clips sorted by length); of peak: of the fp32 "
           f"torch.mm peak (bf16 side: of the bf16 one)\n"
           f"max|diff|, min cos: {len(check[0])} clips' embeddings against one unpadded fp32 forward per clip")
     if BF16 in embeddings and np.array_equal(embeddings[BF16], embeddings[AUDIOTUNE]):
@@ -308,7 +311,7 @@ def main() -> None:
         table.to_csv(csv, index=False)
         table.iloc[:args.batch_size].to_csv(work / "warmup.csv", index=False)
         run = make_run(work, checkpoint, args.clip_length, ACCELERATOR[args.device])
-        padded = [samples for _, samples in padded_batches(audio, args.batch_size)]
+        padded = [samples for order in (audio, sorted(audio)) for _, samples in padded_batches(order, args.batch_size)]
         flops = encoder_flops(checkpoint, [round(s * RATE) for s in [*audio, 1.0, args.clip_length]] + padded)
         sides = {name: lambda r=r, c=csv: audiotune_extract(r, c, work / "embeddings.parquet", args.batch_size,
                                                             accelerator, args.num_workers)

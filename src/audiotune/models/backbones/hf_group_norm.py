@@ -29,18 +29,25 @@ class ClipGroupNorm(nn.GroupNorm):
     def forward(self, x: Tensor) -> Tensor:
         if self.frames is None or self.training:
             return super().forward(x)
-        batch, channels, steps = x.shape
-        dtype = torch.float32 if torch.is_autocast_enabled(x.device.type) else x.dtype  # GroupNorm's, under autocast
-        grouped = x.float().reshape(batch, self.num_groups, channels // self.num_groups, steps)
-        own = (torch.arange(steps, device=x.device)[None, :] < self.frames[:, None]).float()[:, None, None, :]
-        count = (own.sum(-1, keepdim=True) * grouped.shape[2]).clamp(min=1.0)
-        mean = (grouped * own).sum((-2, -1), keepdim=True) / count
-        centred = grouped - mean
-        var = (centred * own).square().sum((-2, -1), keepdim=True) / count
-        out = (centred * torch.rsqrt(var + self.eps)).reshape(batch, channels, steps)
+        # in float32 whatever autocast the caller runs under, as CUDA's autocast runs GroupNorm
+        with torch.autocast(x.device.type, enabled=False):
+            return self._own_frames(x.float(), self.frames)
+
+    def _own_frames(self, values: Tensor, frames: Tensor) -> Tensor:
+        batch, channels, steps = values.shape
+        per_group = channels // self.num_groups
+        own = (torch.arange(steps, device=values.device)[None, :] < frames[:, None]).float()[:, :, None]  # (B, T, 1)
+        # each channel's sum and sum of squares over the clip's own frames, then summed over its group
+        sums = torch.cat([torch.bmm(values, own), torch.bmm(values.square(), own)], -1)  # (B, C, 2)
+        sums = sums.reshape(batch, self.num_groups, per_group, 2).sum(2)
+        count = (own.sum(1) * per_group).clamp(min=1.0)  # (B, 1)
+        mean = sums[..., 0] / count
+        rstd = torch.rsqrt((sums[..., 1] / count - mean.square()).clamp(min=0.0) + self.eps)  # (B, G)
+        scale = rstd.repeat_interleave(per_group, 1)  # (B, C)
+        shift = -mean.repeat_interleave(per_group, 1) * scale
         if self.affine:
-            out = out * self.weight.float()[None, :, None] + self.bias.float()[None, :, None]
-        return out.to(dtype)
+            scale, shift = scale * self.weight.float(), shift * self.weight.float() + self.bias.float()
+        return torch.addcmul(shift[:, :, None], values, scale[:, :, None])
 
 
 def install_clip_norm(model: Any) -> ClipGroupNorm | None:
