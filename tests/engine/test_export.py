@@ -241,14 +241,16 @@ def test_an_export_that_does_not_reproduce_the_model_writes_nothing(trained_run:
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask:UserWarning")
+@pytest.mark.parametrize("kind", ["w2v_layer", "w2v_group"])
 def test_onnx_export_of_a_speech_encoder_takes_padded_batches(uid_dataset: dict, hf_checkpoints: dict,
-                                                              tmp_path: Path) -> None:
-    """A layer-norm wav2vec2 with attention masks: one padded batch of two lengths gives each clip its own
-    result, from raw waveforms (the per-clip normalisation runs inside the graph)."""
+                                                              tmp_path: Path, kind: str) -> None:
+    """A wav2vec2 with attention masks, its layer-norm or group-norm feature encoder reading each clip's own
+    samples: one padded batch of two lengths gives each clip its own result, from raw waveforms (the per-clip
+    normalisation runs inside the graph)."""
     onnxruntime = pytest.importorskip("onnxruntime")
     run = tmp_path / "run"
     assert main(["train", "-i", str(uid_dataset["prefix"]), "-d", str(uid_dataset["split"]), "-l",
-                 str(uid_dataset["labels"]), "-o", str(run), "--model", "hf", "-c", str(hf_checkpoints["w2v_layer"]),
+                 str(uid_dataset["labels"]), "-o", str(run), "--model", "hf", "-c", str(hf_checkpoints[kind]),
                  "-e", "1", "-bs", "4", "--clf_bottleneck", "8", "--weighted", "--cache_dir",
                  str(tmp_path / "cache")]) == 0
     out = tmp_path / "w2v.onnx"

@@ -79,6 +79,7 @@ __all__ = ["DEFAULT_CHECKPOINT", "HFBackbone", "HFOptions", "build_hf", "extract
 
 log = logging.getLogger(__name__)
 
+
 class HFBackbone(TransformersSizes, Backbone):
     """A Hugging Face speech encoder: (B, N) waveforms -> all hidden states and a frame mask.
 
