@@ -148,7 +148,8 @@ HF_KINDS = {
     "wavlm": ("WavLMConfig", {"feat_extract_norm": "layer", "do_stable_layer_norm": True, "num_buckets": 32,
                               "max_bucket_distance": 100}, False, (True, True)),
     # data2vec-audio: always layer norm; num_conv_pos_embeddings is its number of positional conv layers
-    "data2vec": ("Data2VecAudioConfig", {"num_conv_pos_embeddings": 3, "conv_pos_kernel_size": 5}, True, (True, True)),
+    "data2vec": ("Data2VecAudioConfig", {"num_conv_pos_embeddings": 3, "conv_pos_kernel_size": 5}, False,
+                 (True, True)),
 }
 HF_RATE = 16000
 

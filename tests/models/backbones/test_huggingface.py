@@ -14,7 +14,7 @@ from conftest import recorded_attention_masks
 
 from audiotune.config import RunConfig
 from audiotune.models.backbones import build_backbone, input_spec, resolve_config
-from audiotune.models.backbones.hf_group_norm import ClipGroupNorm, install_clip_norm, own_frames
+from audiotune.models.backbones.hf_own_frames import ClipGroupNorm, ClipPositionalConvs, install_clip_norm, own_frames
 from audiotune.models.backbones.huggingface import HFBackbone, HFOptions
 from audiotune.models.classifier import masked_pool
 
@@ -111,21 +111,6 @@ def test_scored_clips_are_padding_independent(backbones: dict[str, HFBackbone], 
         torch.testing.assert_close(b[1:], a, atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("name", [k for k in KINDS if k not in PAD_INDEPENDENT])
-def test_padding_changes_equal_length_kinds(backbones: dict[str, HFBackbone], name: str) -> None:
-    """Zero padding moves a clip's embedding (hence an inexact padding rule); equal-length batches match alone."""
-    backbone = backbones[name]
-    short, long = clip(0.45, 10), clip(1.0, 11)
-    alone = pooled(backbone, *batch(short))
-    padded = pooled(backbone, *batch(long, short))
-    assert max((b[1:] - a).abs().max().item() for a, b in zip(alone, padded)) > 1e-3
-    other = clip(0.45, 12)
-    together = pooled(backbone, *batch(short, other))
-    other_alone = pooled(backbone, *batch(other))
-    for a, o, t in zip(alone, other_alone, together):
-        torch.testing.assert_close(t, torch.cat([a, o]), atol=1e-4, rtol=0)
-
-
 def test_group_norm_encoders_keep_the_padding_out_of_the_transformer(backbones: dict[str, HFBackbone]) -> None:
     """wav2vec2-base style: the feature encoder and projection, then the transformer given the frames' mask (as
     the emotion seed's V-FT and P-TAPT ran it), the first GroupNorm over each clip's own frames."""
@@ -134,7 +119,8 @@ def test_group_norm_encoders_keep_the_padding_out_of_the_transformer(backbones: 
     model = backbone.model
     with torch.no_grad():
         states, mask = backbone.hidden_states(waves, lengths)
-        with own_frames(backbone.clip_norm, lengths, TINY["conv_kernel"][0], TINY["conv_stride"][0]):
+        first = torch.div(lengths - TINY["conv_kernel"][0], TINY["conv_stride"][0], rounding_mode="floor") + 1
+        with own_frames((backbone.clip_norm, first)):
             projected = model.feature_projection(model.feature_extractor(waves).transpose(1, 2))[0]
         frames = model._get_feat_extract_output_lengths(lengths)
         real = torch.arange(projected.shape[1])[None, :] < frames[:, None]
@@ -366,24 +352,40 @@ def test_tensors_missing_from_a_checkpoint_are_named_without_verbose(tmp_path: P
         in caplog.text
 
 
-def test_a_group_norm_encoder_normalises_a_scored_clip_over_its_own_frames_and_a_trained_one_over_the_batch(
-        backbones: dict[str, HFBackbone]) -> None:
-    """Scoring: a short clip batched with a long one has the states it has alone (transformers' GroupNorm over
-    the padding moved them); training passes normalise over the whole tensor, as the emotion seed fine-tuned."""
-    backbone = backbones["w2v_group"]
-    norm = backbone.clip_norm
-    assert isinstance(norm, ClipGroupNorm)
+@pytest.mark.parametrize("name", ["w2v_group", "data2vec"])
+def test_a_scored_clip_reads_its_own_frames_and_a_trained_one_the_batchs_padding(
+        backbones: dict[str, HFBackbone], name: str) -> None:
+    """Scoring: a short clip batched with a long one has the states it has alone (transformers' group norm over
+    the padding, or data2vec-audio's positional convolutions reading it, moved them); training passes run as
+    transformers does, as the emotion seed fine-tuned."""
+    backbone = backbones[name]
+    module = backbone.clip_norm if name == "w2v_group" else backbone.clip_positions
+    assert isinstance(module, ClipGroupNorm if name == "w2v_group" else ClipPositionalConvs)
+    assert backbone.padding.exact
     short = clip(0.5, 20)
     alone = pooled(backbone, *batch(short))
     batched = pooled(backbone, *batch(clip(1.0, 21), short))
     try:
-        norm.train()  # the rest of the encoder stays in eval mode: no dropout
+        module.train()  # the rest of the encoder stays in eval mode: no dropout
         as_trained = pooled(backbone, *batch(clip(1.0, 21), short))
     finally:
-        norm.eval()
+        module.eval()
     for a, b, t in zip(alone, batched, as_trained, strict=True):
         torch.testing.assert_close(b[1:], a, atol=1e-5, rtol=0)
-        assert (t[1:] - a).abs().max() > 1e-2
+    assert max((t[1:] - a).abs().max().item() for a, t in zip(alone, as_trained)) > 1e-3
+
+
+def test_the_clip_positions_run_as_transformers_without_frames(checkpoints: dict[str, Path]) -> None:
+    import transformers
+
+    model = transformers.AutoModel.from_pretrained(checkpoints["data2vec"]).eval()
+    hidden = torch.randn(2, 30, TINY["hidden_size"])
+    with torch.no_grad():
+        before = model.encoder.pos_conv_embed(hidden)
+        backbone = HFBackbone(HFOptions(str(checkpoints["data2vec"]))).eval()
+        assert backbone.clip_positions is not None and backbone.clip_norm is None
+        assert torch.equal(backbone.clip_positions(hidden), before)
+        assert list(backbone.clip_positions.state_dict()) == list(model.encoder.pos_conv_embed.state_dict())
 
 
 def test_the_clip_norm_keeps_a_checkpoints_names_and_equals_group_norm_over_whole_clips() -> None:
@@ -592,17 +594,22 @@ def test_a_resample_rate_other_than_the_extractors_is_refused_and_no_change_of_a
     refuse_inactive(config)
 
 
-def test_the_feature_cache_keys_a_group_norm_encoder_apart_from_the_cache_of_earlier_releases(
+def test_the_feature_cache_keys_encoders_that_read_own_frames_apart_from_the_cache_of_earlier_releases(
         checkpoints: dict[str, Path]) -> None:
-    """Features cached before scored clips were normalised over their own frames are not reused; other encoders
-    keep their keys."""
+    """Features cached before scored clips were encoded on their own frames are not reused; other encoders keep
+    their keys."""
+    import transformers
+
     from audiotune.engine.cache import encoder_digest
 
-    for name, changed in (("w2v_group", True), ("w2v_layer", False)):
+    for name, changed in (("w2v_group", True), ("data2vec", True), ("w2v_layer", False)):
         backbone = HFBackbone(HFOptions(str(checkpoints[name])))
         before = HFBackbone(HFOptions(str(checkpoints[name])))
         if before.clip_norm is not None:
             before.clip_norm.__class__ = torch.nn.GroupNorm  # as earlier releases built it
+        if before.clip_positions is not None:
+            before.clip_positions.__class__ = transformers.models.data2vec.modeling_data2vec_audio.\
+                Data2VecAudioPositionalConvEmbedding
         assert before.front_end_settings == {}
         assert (encoder_digest(backbone) != encoder_digest(before)) is changed
 

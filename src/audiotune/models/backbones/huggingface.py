@@ -16,17 +16,16 @@ includes the encoder's final LayerNorm, as in transformers 4.x; transformers 5.x
 Padding and batch independence
 ------------------------------
 Every encoder of a padded batch gets a sample-level attention mask: the transformer sees a clip's real frames
-only. With a layer-norm feature encoder they do not depend on the padding of its batch (exact padding); nor with
-a group-norm one (``feat_extract_norm == "group"``, e.g. wav2vec2-base, HuBERT-base) outside training: its first
-convolution's GroupNorm normalises each channel over the clip's own frames there (:mod:`.hf_group_norm`), where
-transformers normalises over the whole tensor, zero padding included (which training passes still do, as the
-emotion seed fine-tuned wav2vec2-base; on the tiny test encoder, padding a clip to twice its length moved its
-pooled states by 11 %). One kind cannot promise it; its ``padding`` rule says so, and the data pipeline scores
-it in batches of clips of one length:
+only, and they do not depend on the padding of its batch (exact padding). Two kinds would let the padding in
+where transformers runs them as it does, and read each clip's own frames outside training instead
+(:mod:`.hf_own_frames`; training passes still run as transformers does, as the emotion seed fine-tuned
+wav2vec2-base):
 
-* data2vec-audio: its stack of positional convolutions lets real frames leak into the padded ones, which
-  the next positional conv layer feeds back into the last real frames; any padding does that about as much
-  as a long one, so only clips of one length share a batch (exact, tolerance 0).
+* group-norm feature encoders (``feat_extract_norm == "group"``, e.g. wav2vec2-base, HuBERT-base): the first
+  convolution's GroupNorm normalises each channel over the whole tensor, zero padding included (on the tiny
+  test encoder, padding a clip to twice its length moved its pooled states by 11 %);
+* data2vec-audio: its stack of positional convolutions lets real frames leak into the padded ones, which the
+  next layer feeds back into the last real frames.
 
 Windowed encoding
 -----------------
@@ -64,7 +63,13 @@ from audiotune.models.backbones.hf_checkpoint import (
     extractor_settings,
     normalises,
 )
-from audiotune.models.backbones.hf_group_norm import ClipGroupNorm, install_clip_norm, own_frames
+from audiotune.models.backbones.hf_own_frames import (
+    ClipGroupNorm,
+    ClipPositionalConvs,
+    install_clip_norm,
+    install_clip_positions,
+    own_frames,
+)
 from audiotune.models.backbones.hf_training import (
     DEFAULT_CHECKPOINT,
     HFOptions,
@@ -99,6 +104,7 @@ class HFBackbone(TransformersSizes, Backbone):
         self.sample_rate = options.sample_rate or int(extractor_settings(options.checkpoint)["sampling_rate"])
         self.model = load_encoder(options, pretrained)
         install_clip_norm(self.model)
+        install_clip_positions(self.model)
 
     @property
     def group_norm(self) -> bool:
@@ -112,20 +118,26 @@ class HFBackbone(TransformersSizes, Backbone):
         return norm if isinstance(norm, ClipGroupNorm) else None
 
     @property
+    def clip_positions(self) -> ClipPositionalConvs | None:
+        """data2vec-audio's positional convolutions, which read zeros past each scored clip's frames."""
+        convs = getattr(self.model.encoder, "pos_conv_embed", None)
+        return convs if isinstance(convs, ClipPositionalConvs) else None
+
+    @property
     def front_end_settings(self) -> dict[str, int]:
-        """A group-norm encoder normalises a scored clip over its own frames, which earlier releases did not."""
-        return {"clip_group_norm": 1} if self.clip_norm is not None else {}
+        """A scored clip of a group-norm encoder or data2vec-audio is encoded on its own frames, which earlier
+        releases did not do."""
+        return {name: 1 for name, module in (("clip_group_norm", self.clip_norm),
+                                             ("clip_positions", self.clip_positions)) if module is not None}
 
     @property
     def padding(self) -> PaddingRule:
-        """Exact where an attention mask keeps padding out of the transformer and the feature encoder reads each
-        clip's own samples (see the module docstring)."""
+        """Exact where an attention mask keeps padding out of the transformer and the convolutions read each
+        clip's own frames (see the module docstring)."""
         if self.group_norm and self.clip_norm is None:
             return PaddingRule(False, 0.0, "the group-norm feature encoder normalises over the padding")
-        if self.model.config.model_type == "data2vec-audio":
-            # any padding moves the last real frames by as much as a long one: only equal lengths are exact
-            return PaddingRule(False, 0.0, "data2vec-audio's positional convolutions carry padding into the last "
-                               "real frames")
+        if self.model.config.model_type == "data2vec-audio" and self.clip_positions is None:
+            return PaddingRule(False, 0.0, "the positional convolutions carry padding into the last real frames")
         return EXACT_PADDING
 
     @property
@@ -166,9 +178,11 @@ class HFBackbone(TransformersSizes, Backbone):
         return states
 
     def _own_frames(self, samples: Tensor) -> contextlib.AbstractContextManager[None]:
-        """While it lasts, a group-norm encoder normalises each clip over the frames of its ``samples``."""
+        """While it lasts, the encoder reads each clip's own frames of its ``samples`` real samples: the first
+        convolution's (a group norm's) and the feature encoder's (data2vec-audio's positional convolutions)."""
         config = self.model.config
-        return own_frames(self.clip_norm, samples, int(config.conv_kernel[0]), int(config.conv_stride[0]))
+        first = torch.div(samples - int(config.conv_kernel[0]), int(config.conv_stride[0]), rounding_mode="floor") + 1
+        return own_frames((self.clip_norm, first), (self.clip_positions, self.frame_lengths(samples)))
 
     def _encode(self, waveforms: Tensor, valid: Tensor | None) -> tuple[list[Tensor], Tensor]:
         """One pass of the encoder over (B, n) samples of which ``valid`` (B,) are real (None: all of them)."""
