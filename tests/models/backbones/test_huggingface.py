@@ -10,7 +10,7 @@ import torch
 from conftest import HF_KINDS as KINDS
 from conftest import HF_RATE as RATE
 from conftest import HF_TINY as TINY
-from conftest import recorded_attention_masks
+from conftest import recorded_attention_masks, save_hf_checkpoint
 
 from audiotune.config import RunConfig
 from audiotune.models.backbones import build_backbone, input_spec, resolve_config
@@ -624,3 +624,22 @@ def test_a_group_norm_encoders_attention_over_a_clips_frames_is_its_own_in_a_pad
     frames = int(mask[1].sum())
     for a, b in zip(alone, batched, strict=True):
         torch.testing.assert_close(b[1, :, :frames, :frames], a[0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("config_class, extra", [("HubertConfig", {}),
+                                                 ("WavLMConfig", {"num_buckets": 32, "max_bucket_distance": 100})])
+def test_hubert_and_wavlm_base_shapes_score_a_padded_clip_as_alone(tmp_path: Path, config_class: str,
+                                                                    extra: dict) -> None:
+    """HuBERT-base and WavLM-base have wav2vec2-base's group-norm feature encoder."""
+    import transformers
+
+    torch.manual_seed(0)
+    config = getattr(transformers, config_class)(**TINY, feat_extract_norm="group", do_stable_layer_norm=False,
+                                                 **extra)
+    path = save_hf_checkpoint(transformers.AutoModel.from_config(config), tmp_path / config_class)
+    backbone = HFBackbone(HFOptions(str(path))).eval()
+    assert isinstance(backbone.clip_norm, ClipGroupNorm) and backbone.padding.exact
+    short = clip(0.45, 25)
+    alone = pooled(backbone, *batch(short))
+    for a, b in zip(alone, pooled(backbone, *batch(clip(1.0, 26), short)), strict=True):
+        torch.testing.assert_close(b[1:], a, atol=1e-5, rtol=0)
