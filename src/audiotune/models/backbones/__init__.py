@@ -246,13 +246,10 @@ def encode_in_windows(encode: Callable[[Tensor, Tensor | None], tuple[list[Tenso
     """``encode(waveforms, valid)`` of each sample range of ``windows`` apart (bounded memory for long clips), each
     hidden state's frames and the masks concatenated along time; ``lengths`` (B,) are the real samples (None: no
     clip is padded, and no window either)."""
-    if lengths is None:
-        passes = [encode(waveforms[:, start:end], None) for start, end in windows]
-    else:
-        if lengths.device != waveforms.device:
-            lengths = lengths.to(waveforms.device)
-        lengths = lengths.long()
-        passes = [encode(waveforms[:, start:end], (lengths - start).clamp(0, end - start)) for start, end in windows]
+    if lengths is not None:
+        lengths = (lengths if lengths.device == waveforms.device else lengths.to(waveforms.device)).long()
+    passes = [encode(waveforms[:, start:end], None if lengths is None else (lengths - start).clamp(0, end - start))
+              for start, end in windows]
     if len(passes) == 1:
         return passes[0]
     states = [torch.cat(parts, dim=1) for parts in zip(*(p[0] for p in passes))]
