@@ -42,13 +42,14 @@ class ClipGroupNorm(nn.GroupNorm):
     def _own_frames(self, values: Tensor, frames: Tensor) -> Tensor:
         batch, channels, steps = values.shape
         per_group = channels // self.num_groups
-        own = (torch.arange(steps, device=values.device)[None, :] < frames[:, None]).float()[:, :, None]  # (B, T, 1)
-        # each channel's sum and sum of squares over the clip's own frames, then summed over its group
-        sums = torch.cat([torch.bmm(values, own), torch.bmm(values.square(), own)], -1)  # (B, C, 2)
-        sums = sums.reshape(batch, self.num_groups, per_group, 2).sum(2)
-        count = (own.sum(1) * per_group).clamp(min=1.0)  # (B, 1)
-        mean = sums[..., 0] / count
-        rstd = torch.rsqrt((sums[..., 1] / count - mean.square()).clamp(min=0.0) + self.eps)  # (B, G)
+        own = (torch.arange(steps, device=values.device)[None, :] < frames[:, None]).to(values.dtype)  # (B, T)
+        # each group's sum and sum of squares over the clip's own frames: sums of products, not matrix products,
+        # so that --precision tf32 leaves them in float32
+        zeroed = (values * own[:, None, :]).reshape(batch, self.num_groups, -1)
+        count = (own.sum(1, keepdim=True) * per_group).clamp(min=1.0)  # (B, 1)
+        mean = zeroed.sum(-1) / count  # (B, G)
+        square = torch.linalg.vecdot(zeroed, values.reshape(batch, self.num_groups, -1)) / count
+        rstd = torch.rsqrt((square - mean.square()).clamp(min=0.0) + self.eps)
         scale = rstd.repeat_interleave(per_group, 1)  # (B, C)
         shift = -mean.repeat_interleave(per_group, 1) * scale
         if self.affine:
