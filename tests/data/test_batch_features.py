@@ -213,3 +213,24 @@ def test_a_batch_whose_host_lengths_fill_it_is_read_as_unpadded() -> None:
         assert torch.equal(batch_lengths(padded), padded["lengths"])
     features = {"inputs": torch.ones(2, 4, 3), "lengths": torch.tensor([4, 4])}  # computed on the device
     assert batch_lengths(features) is features["lengths"]  # no host lengths: the device's, as they are
+
+
+@pytest.mark.parametrize("target_length", [0, 40, 200])
+def test_device_features_of_clips_of_one_length_say_so_on_the_host(tmp_path: Path, target_length: int) -> None:
+    """Features computed on the device of a batch of one clip length carry each clip's frames as plain numbers
+    (so the batch reads as unpadded where it fills its width); a batch of several lengths does not guess them."""
+    from audiotune.data.batch_features import HOST_LENGTHS, batch_lengths
+
+    rows = []
+    for k, seconds in enumerate([0.8, 0.8, 0.8, 0.5, 0.8, 0.8]):
+        path = tmp_path / f"one{k}.wav"
+        sf.write(path, tone(300 + 50 * k, seconds, 16000, seed=k), 16000)
+        rows.append({"uid": f"o{k}", "path": str(path)})
+    inputs = InputSpec(features="fbank", num_mel_bins=24, target_length=target_length).with_min_samples()
+    got = batches(pd.DataFrame(rows).set_index("uid"), inputs, on_device=True)
+    equal = [batch for batch in got if len(set(batch["lengths"].tolist())) == 1 and HOST_LENGTHS in batch]
+    assert len(equal) == 1 and all(HOST_LENGTHS not in batch for batch in got if batch not in equal)
+    batch = equal[0]
+    assert batch[HOST_LENGTHS] == batch["lengths"].tolist()
+    assert (batch_lengths(batch) is None) == (int(batch["lengths"][0]) == batch["inputs"].shape[1])
+    assert (batch_lengths(batch) is None) == (target_length in (0, 40))  # 0.8 s: 78 frames, cropped or padded

@@ -23,7 +23,8 @@ from audiotune.data.input_spec import InputSpec
 # host, so that no clip's length is read back from the device; TAIL: an item's augmentations left to the device
 WAVEFORMS, NUM_SAMPLES, WARPS, SEEDS, COUNTS, TAIL = "waveforms", "num_samples", "warps", "seeds", "counts", "tail"
 # a batch of model inputs: each clip's ``lengths`` also as plain numbers, which stay on the host (pretraining draws
-# its crops and masks there without reading the lengths back from the device)
+# its crops and masks there without reading the lengths back from the device); features computed on the device
+# give them where the host knows them: for clips of one length
 HOST_LENGTHS = "host_lengths"
 
 
@@ -70,8 +71,13 @@ class BatchFeatures:
                                                    generators=generators, counts=batch.get(COUNTS))
             if generators is not None and self.inputs.noise:  # the noise after it, as the seeds
                 feats = _noise(feats, frames, generators)
+            width = feats.shape[1]
             feats, frames = self._pad(feats, frames)
-        return {**rest, "inputs": feats, "lengths": frames}
+        out = {**rest, "inputs": feats, "lengths": frames}
+        counts = batch.get(COUNTS)
+        if counts and len(set(counts)) == 1:  # clips of one length: each has the batch's frames, known here
+            out[HOST_LENGTHS] = [min(width, feats.shape[1])] * len(counts)
+        return out
 
     def _pad(self, feats: Tensor, frames: Tensor) -> tuple[Tensor, Tensor]:
         """Frames past each clip's own hold the pad frame; ``target_length`` pads with it or crops."""
