@@ -3,14 +3,26 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
 import pytest
+import torch
+from conftest import make_uid_dataset, small_train_args
 
 import audiotune.engine.report as report_module
 from audiotune.cli import main
-from audiotune.cli.interrupts import Terminated, exit_status, interruption_line, sigterm_raises, stopped_by
+from audiotune.config.sections import RESUME_HINT
+from audiotune.interrupts import (
+    Terminated,
+    exit_status,
+    interruption_line,
+    raise_if_terminated,
+    sigterm_raises,
+    stopped_by,
+)
+from audiotune.outputs import CHECKPOINT_DIR, LAST_CHECKPOINT, MODEL_FILE
 
 
 def wait_for_signal(seconds: float = 5.0) -> None:
@@ -29,6 +41,88 @@ def test_sigterm_raises_in_the_block_and_the_handler_before_is_restored_after() 
         os.kill(os.getpid(), signal.SIGTERM)  # a second one while the first is cleaned up: ignored
         wait_for_signal(0.2)
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+class SignalledWhileCollected:
+    """An object whose finalizer is running when SIGTERM's handler runs: Python drops the handler's exception
+    (``Exception ignored in ...``), as it may for a generator or an iterator collected at an epoch's end."""
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        wait_for_signal(1.0)
+
+
+def sigterm_dropped(dropped: list) -> None:
+    """SIGTERM reaches this process while a finalizer runs, so that its exception is dropped (into ``dropped``,
+    the unraisable-exception hook's list)."""
+    SignalledWhileCollected()  # collected at once
+    assert dropped and isinstance(dropped[-1].exc_value, Terminated), "the exception was not dropped"
+
+
+@pytest.fixture
+def dropped(monkeypatch: pytest.MonkeyPatch) -> list:
+    """What Python drops (its unraisable-exception hook's arguments), instead of printing it."""
+    seen: list = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    return seen
+
+
+def test_sigterm_whose_exception_python_drops_is_raised_where_work_goes_on(dropped: list) -> None:
+    with sigterm_raises():
+        raise_if_terminated()  # nothing came
+        sigterm_dropped(dropped)
+        with pytest.raises(Terminated, match="stopped by signal SIGTERM"):
+            raise_if_terminated()
+        os.kill(os.getpid(), signal.SIGTERM)  # a second one: ignored, as while the first is cleaned up
+        wait_for_signal(0.2)
+    raise_if_terminated()  # the block has ended: the next command starts afresh
+
+
+@pytest.mark.slow  # trains a small model for up to 40 epochs of 4 batches
+def test_a_fit_whose_sigterm_was_dropped_stops_at_the_next_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture,
+                                                                 dropped: list) -> None:
+    """SIGTERM's exception dropped during the first epoch's end: the fit stops at the next batch instead of
+    training its other epochs (and would end as finished, status 0, without the check)."""
+    import audiotune.engine.step_log as step_log
+
+    epoch_end = step_log.StepLog.on_train_epoch_end
+
+    def sigterm_at_epoch_end(self, trainer, module) -> None:
+        epoch_end(self, trainer, module)
+        if trainer.current_epoch == 0:
+            sigterm_dropped(dropped)
+
+    monkeypatch.setattr(step_log.StepLog, "on_train_epoch_end", sigterm_at_epoch_end)
+    run = tmp_path / "run"
+    assert main(small_train_args(make_uid_dataset(tmp_path), run, "-e", "40")) == 143
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"audiotune train: interrupted by SIGTERM; {RESUME_HINT}"
+    assert not (run / MODEL_FILE).exists()
+    finished = torch.load(run / CHECKPOINT_DIR / LAST_CHECKPOINT, map_location="cpu", weights_only=True)["epoch"]
+    assert finished <= 1  # counted from 0: stopped in the second epoch at the latest
+
+
+def test_scoring_whose_sigterm_was_dropped_stops_at_the_next_batch(trained_run: dict, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture,
+                                                                   dropped: list) -> None:
+    from audiotune.models.classifier import Classifier
+
+    forward = Classifier.forward_batch
+    calls: list[int] = []
+
+    def sigterm_in_the_first_batch(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            sigterm_dropped(dropped)
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(Classifier, "forward_batch", sigterm_in_the_first_batch)
+    out = tmp_path / "evaluated"
+    assert main(["evaluate", "--run", str(trained_run["run"]), "-d", str(trained_run["split"]), "-bs", "1",
+                 "-o", str(out)]) == 143
+    assert len(calls) == 1 and not out.exists()
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("audiotune evaluate: interrupted by SIGTERM")
 
 
 def test_a_forked_process_ends_by_sigterm_as_without_the_handler() -> None:

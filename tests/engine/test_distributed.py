@@ -26,13 +26,13 @@ from lightning_fabric.utilities.data import _set_sampler_epoch
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
 from audiotune.cli import build_parser, config_from_args
-from audiotune.cli.interrupts import Terminated, sigterm_raises
 from audiotune.config import RunConfig, save_config
 from audiotune.data.samplers import BalancedSampler, BucketBatchSampler, DealtBatches, EpochShuffle, TrainingBatches
 from audiotune.engine.cache import write_entry
 from audiotune.engine.distributed import end_process_group, meet_nodes, trainer_devices, unique_batches
 from audiotune.engine.module import ValidationBatch
 from audiotune.engine.train import train
+from audiotune.interrupts import Terminated, sigterm_raises
 from audiotune.launch import NODE_VARIABLES
 from audiotune.outputs import CLIPS_READ_FILE, CONFIG_FILE, LOCK_FILE, own_run_dir
 

@@ -34,11 +34,11 @@ from audiotune.cli.command import Command
 from audiotune.cli.config_args import config_from_args
 from audiotune.cli.flags import path_roles, taken_options
 from audiotune.cli.help import HelpFormatter, add_help_flags, arrange, compact_usage, wants_all
-from audiotune.cli.interrupts import exit_status, interruption_line, sigterm_raises, stopped_by
 from audiotune.cli.seed_flags import refuse_retired
 from audiotune.cli.show import one_line, reader_gone, silence_standard_streams, third_party_quiet
 from audiotune.cli.stages import config_line_hint
 from audiotune.cli.values import parse_bool
+from audiotune.interrupts import exit_status, interruption_line, sigterm_raises, stopped_by
 from audiotune.launch import launched_local_rank
 from audiotune.models import backbones
 from audiotune.staging import staged

@@ -29,6 +29,7 @@ from audiotune.engine.distributed import trainer_devices
 from audiotune.engine.module import run_length
 from audiotune.engine.pace import EpochPace
 from audiotune.engine.step_log import StepLog
+from audiotune.interrupts import raise_if_terminated
 from audiotune.outputs import (
     BEST_CHECKPOINT,
     BEST_CHECKPOINTS,
@@ -162,11 +163,14 @@ class SigtermAsBefore(pl.Callback):
     under DDP it makes a collective call inside the handler (rank 0 broadcasts that SIGTERM came), wherever the signal
     finds the process: the others are then in another collective or in none, and the run hangs until the process
     group times out. The handler before the fit (a command's: SIGTERM raised where the process runs, as Ctrl-C, see
-    :mod:`audiotune.cli.interrupts`) stops each process without one; the default one ends it.
+    :mod:`audiotune.interrupts`) stops each process without one; the default one ends it.
 
     Lightning's "SIGTERM came" flag is set by its handler only, so with the handler gone it stays false, and its
     training loop's broadcast of that flag from rank 0 before every DDP step (a collective, then a read back to
-    the host: a wait for the device's queued work each step) is skipped as well."""
+    the host: a wait for the device's queued work each step) is skipped as well.
+
+    Each batch first checks that no SIGTERM came whose exception was dropped on its way
+    (:func:`~audiotune.interrupts.raise_if_terminated`): the fit then stops there, as where it was raised."""
 
     def __init__(self) -> None:
         self.handler = signal.getsignal(signal.SIGTERM)
@@ -184,6 +188,18 @@ class SigtermAsBefore(pl.Callback):
         loop = trainer.fit_loop.epoch_loop
         if hasattr(loop, "_broadcast_sigterm_tensor"):  # Lightning 2.6: called per step when world_size > 1
             loop._broadcast_sigterm_tensor = _no_sigterm_flag  # type: ignore[method-assign]
+
+    def on_train_batch_start(self, *args: Any) -> None:
+        raise_if_terminated()
+
+    def on_validation_batch_start(self, *args: Any) -> None:
+        raise_if_terminated()
+
+    def on_test_batch_start(self, *args: Any) -> None:
+        raise_if_terminated()
+
+    def on_predict_batch_start(self, *args: Any) -> None:
+        raise_if_terminated()
 
 
 def _no_sigterm_flag() -> None:

@@ -24,22 +24,29 @@ class Terminated(KeyboardInterrupt):
     signum = signal.SIGTERM
 
 
+# the signal the command's handler received, while a :func:`sigterm_raises` block runs: (the process, the signal)
+_RECEIVED: list[tuple[int, int]] = []
+
+
 @contextlib.contextmanager
 def sigterm_raises() -> Iterator[None]:
     """While the block runs, SIGTERM raises :class:`Terminated` in this process. A second SIGTERM while the first
     is being handled is ignored, so that the clean-up finishes. A process forked from this one (a data loader
-    worker) that gets SIGTERM ends as it would without this handler, quietly, leaving the report to this one."""
+    worker) that gets SIGTERM ends as it would without this handler, quietly, leaving the report to this one.
+
+    Python drops an exception that a signal handler raises while a finalizer runs (``Exception ignored in ...``,
+    say a generator collected at an epoch's end); :func:`raise_if_terminated` raises it again where the work
+    goes on (the fits' batches call it)."""
     owner = os.getpid()
-    received: list[int] = []  # the signal being handled
 
     def terminate(signum: int, frame: FrameType | None) -> None:
         if os.getpid() != owner:
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
-        if received:
+        if _RECEIVED:
             return
-        received.append(signum)
+        _RECEIVED.append((owner, signum))
         raise Terminated(f"stopped by signal {signal.Signals(signum).name}")
 
     try:
@@ -51,6 +58,15 @@ def sigterm_raises() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, earlier)
+        _RECEIVED.clear()
+
+
+def raise_if_terminated() -> None:
+    """Raise :class:`Terminated` when SIGTERM reached this process in a :func:`sigterm_raises` block and the work
+    still goes on: the exception its handler raised was dropped on its way (see there). Call it only where work
+    starts (a batch), never in clean-up code that runs while the exception passes."""
+    if _RECEIVED and _RECEIVED[0][0] == os.getpid():
+        raise Terminated(f"stopped by signal {signal.Signals(_RECEIVED[0][1]).name}")
 
 
 def stopped_by(err: BaseException) -> signal.Signals | None:
