@@ -9,8 +9,9 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
+from typing import NoReturn
 
 # where Lightning raises SIGTERMException (a SystemExit with no code) when it stops a fit on SIGTERM itself
 LIGHTNING_EXCEPTIONS = "pytorch_lightning.utilities.exceptions"
@@ -24,49 +25,66 @@ class Terminated(KeyboardInterrupt):
     signum = signal.SIGTERM
 
 
-# the signal the command's handler received, while a :func:`sigterm_raises` block runs: (the process, the signal)
-_RECEIVED: list[tuple[int, int]] = []
+# the interruption a signal handler raised in this process (the process, its exception's type and message), kept
+# while the handler's block runs: Python drops an exception that a handler raises while a finalizer runs
+# (``Exception ignored in ...``, say a generator collected at an epoch's end), and :func:`raise_if_terminated`
+# raises it again where the work goes on
+_RAISED: list[tuple[int, type[KeyboardInterrupt], str]] = []
+
+
+def raise_from_handler(err: KeyboardInterrupt) -> NoReturn:
+    """Raise ``err`` from a signal handler, kept for :func:`raise_if_terminated` should Python drop it."""
+    _RAISED.append((os.getpid(), type(err), str(err)))
+    raise err
+
+
+@contextlib.contextmanager
+def handler_raises(signum: signal.Signals, handler: Callable[[int, FrameType | None], None]) -> Iterator[bool]:
+    """``handler`` (which raises with :func:`raise_from_handler`) handles ``signum`` while the block runs; then the
+    handler before comes back and what it raised is forgotten. Yields False where handlers cannot be set (not the
+    main thread, where Python runs them)."""
+    kept = len(_RAISED)
+    try:
+        earlier = signal.signal(signum, handler)
+    except ValueError:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        signal.signal(signum, earlier)
+        del _RAISED[kept:]
 
 
 @contextlib.contextmanager
 def sigterm_raises() -> Iterator[None]:
     """While the block runs, SIGTERM raises :class:`Terminated` in this process. A second SIGTERM while the first
     is being handled is ignored, so that the clean-up finishes. A process forked from this one (a data loader
-    worker) that gets SIGTERM ends as it would without this handler, quietly, leaving the report to this one.
-
-    Python drops an exception that a signal handler raises while a finalizer runs (``Exception ignored in ...``,
-    say a generator collected at an epoch's end); :func:`raise_if_terminated` raises it again where the work
-    goes on (the fits' batches call it)."""
+    worker) that gets SIGTERM ends as it would without this handler, quietly, leaving the report to this one."""
     owner = os.getpid()
+    received: list[int] = []
 
     def terminate(signum: int, frame: FrameType | None) -> None:
         if os.getpid() != owner:
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
-        if _RECEIVED:
+        if received:
             return
-        _RECEIVED.append((owner, signum))
-        raise Terminated(f"stopped by signal {signal.Signals(signum).name}")
+        received.append(signum)
+        raise_from_handler(Terminated(f"stopped by signal {signal.Signals(signum).name}"))
 
-    try:
-        earlier = signal.signal(signal.SIGTERM, terminate)
-    except ValueError:  # not the main thread, where Python runs signal handlers
+    with handler_raises(signal.SIGTERM, terminate):
         yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, earlier)
-        _RECEIVED.clear()
 
 
 def raise_if_terminated() -> None:
-    """Raise :class:`Terminated` when SIGTERM reached this process in a :func:`sigterm_raises` block and the work
-    still goes on: the exception its handler raised was dropped on its way (see there). Call it only where work
-    starts (a batch), never in clean-up code that runs while the exception passes."""
-    if _RECEIVED and _RECEIVED[0][0] == os.getpid():
-        raise Terminated(f"stopped by signal {signal.Signals(_RECEIVED[0][1]).name}")
+    """Raise again the interruption a signal handler of this process raised, if the work still goes on: Python
+    dropped it on its way (see :data:`_RAISED`). Call it only where work starts (a batch), never in clean-up code
+    that runs while the exception passes."""
+    if _RAISED and _RAISED[0][0] == os.getpid():
+        _, kind, message = _RAISED[0]
+        raise kind(message)
 
 
 def stopped_by(err: BaseException) -> signal.Signals | None:

@@ -17,6 +17,7 @@ from audiotune.config.sections import RESUME_HINT
 from audiotune.interrupts import (
     Terminated,
     exit_status,
+    handler_raises,
     interruption_line,
     raise_if_terminated,
     sigterm_raises,
@@ -76,6 +77,20 @@ def test_sigterm_whose_exception_python_drops_is_raised_where_work_goes_on(dropp
         os.kill(os.getpid(), signal.SIGTERM)  # a second one: ignored, as while the first is cleaned up
         wait_for_signal(0.2)
     raise_if_terminated()  # the block has ended: the next command starts afresh
+
+
+def test_a_multi_process_commands_own_stop_is_raised_again_as_itself(dropped: list) -> None:
+    """The scoring processes' own SIGTERM handler (``engine.shards``) raises its own interruption; dropped, it comes
+    back as that one (which tells the other processes), and is forgotten with its handler."""
+    from audiotune.engine.shards import Stopped, _stop
+
+    with sigterm_raises():
+        with handler_raises(signal.SIGTERM, _stop):
+            SignalledWhileCollected()
+            assert isinstance(dropped[-1].exc_value, Stopped)
+            with pytest.raises(Stopped):
+                raise_if_terminated()
+        raise_if_terminated()
 
 
 @pytest.mark.slow  # trains a small model for up to 40 epochs of 4 batches

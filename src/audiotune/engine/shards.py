@@ -54,6 +54,7 @@ from audiotune.data.prepare import Scanner
 from audiotune.engine.device import parse_devices
 from audiotune.engine.distributed import all_gather_objects, end_process_group, meet_nodes, process_group
 from audiotune.engine.inference import override_device
+from audiotune.interrupts import handler_raises, raise_from_handler
 from audiotune.launch import check_nodes, launched_rank_zero, launched_world_size
 from audiotune.partials import partial_place
 
@@ -144,7 +145,7 @@ class Stopped(KeyboardInterrupt):
 
 
 def _stop(signum: int, frame: Any) -> None:
-    raise Stopped(f"stopped by signal {signal.Signals(signum).name}")
+    raise_from_handler(Stopped(f"stopped by signal {signal.Signals(signum).name}"))
 
 
 def report_of(failure: BaseException) -> str:
@@ -226,11 +227,8 @@ def together(shard: Shard) -> Iterator[None]:
         yield
         return
     try:
-        stop = signal.signal(signal.SIGTERM, _stop)
-    except ValueError:  # not the main thread, where Python runs signal handlers
-        stop = None
-    try:
-        yield
+        with handler_raises(signal.SIGTERM, _stop):
+            yield
     except (Exception, Stopped) as err:
         shared = isinstance(err, ShardError) or err is shard.sent  # raised at a gather, or sent to the others
         if not shared and not shard.done:
@@ -240,8 +238,6 @@ def together(shard: Shard) -> Iterator[None]:
             raise
         raise SystemExit(0) from None
     finally:
-        if stop is not None:
-            signal.signal(signal.SIGTERM, stop)
         end_process_group()  # every process is past its last gather: end it here, not in the interpreter's exit
 
 
