@@ -45,6 +45,28 @@ def test_each_refused_file_is_said_to_be_what_it_is(tmp_path: Path) -> None:
         load_torch_file(objects)
 
 
+def test_a_torchscript_archive_is_refused_before_torch_hands_it_on(tmp_path: Path) -> None:
+    """torch.load hands a TorchScript archive to torch.jit.load, warning first: it is refused before, one line, no
+    warning; a torch file of weights is read as before."""
+    import warnings
+
+    from audiotune.engine.seed_import import SeedImportError, read_seed_weights
+    from audiotune.models.state_dict import torchscript_archive
+
+    script, weights = tmp_path / "script.pt", tmp_path / "weights.pt"
+    torch.jit.save(torch.jit.trace(torch.nn.Linear(2, 2), torch.ones(1, 2)), script)
+    torch.save(torch.nn.Linear(2, 2).state_dict(), weights)
+    assert torchscript_archive(script) and not torchscript_archive(weights)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(CheckpointReadError, match=rf"^{script}: a TorchScript archive \(code besides weights\), "
+                                                      r"which is never loaded; give weights only: a \.safetensors"):
+            load_torch_file(script)
+        with pytest.raises(SeedImportError, match=rf"^{script}: a TorchScript archive"):
+            read_seed_weights(script)
+        assert set(load_torch_file(weights)) == {"weight", "bias"}
+
+
 def test_a_folder_given_for_a_weights_file_is_said_to_be_one(tmp_path: Path) -> None:
     """The w2v2 seed's -c was a Hugging Face folder: given to a model that reads one weights file (the default
     ECAPA-TDNN), the error says it is a folder and names --model hf, not that it was not found."""

@@ -35,7 +35,7 @@ from audiotune.models.backbones import resolve_config
 from audiotune.models.backbones.hf_checkpoint import weights_quietly
 from audiotune.models.checkpoint import classifier_to_load, save_weights
 from audiotune.models.classifier import Classifier
-from audiotune.models.state_dict import torch_refusal
+from audiotune.models.state_dict import torch_refusal, torchscript_archive, torchscript_refusal
 from audiotune.outputs import (
     CONFIG_FILE,
     ENCODER_DIR,
@@ -116,6 +116,8 @@ class SeedImportError(ValueError):
 def read_seed_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a seed ``*_mdl.pt`` (``torch.load(weights_only=True)``; nothing else is unpickled)."""
     path = Path(path)
+    if torchscript_archive(path):
+        raise SeedImportError(torchscript_refusal(path))
     try:
         loaded = torch.load(str(path), map_location="cpu", weights_only=True)
     except FileNotFoundError:

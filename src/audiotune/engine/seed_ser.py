@@ -26,7 +26,7 @@ from audiotune.atomic import atomic_dir, atomic_path
 from audiotune.data.audio import open_audio
 from audiotune.data.pseudo_labels import METADATA_KEY, SCHEMA
 from audiotune.models.backbones.hf_checkpoint import check_available, weights_quietly
-from audiotune.models.state_dict import torch_refusal
+from audiotune.models.state_dict import torch_refusal, torchscript_archive
 from audiotune.outputs import check_output_path
 
 MAX_STAND_INS = 16  # different globals a checkpoint may name besides tensors
@@ -55,6 +55,9 @@ def read_lightning_state(path: str | Path) -> tuple[dict[str, torch.Tensor], lis
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found")
+    if torchscript_archive(path):
+        raise ValueError(f"{path}: a TorchScript archive (the seed's script.pt), code besides weights: import the "
+                         "eager.pt state dict saved beside it (the same model)")
     stand_ins: list[str] = []
     for _ in range(MAX_STAND_INS + 1):
         try:
@@ -63,9 +66,6 @@ def read_lightning_state(path: str | Path) -> tuple[dict[str, torch.Tensor], lis
             break
         except Exception as err:  # torch's UnpicklingError, or a damaged file
             named = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
-            if "TorchScript" in str(err):
-                raise ValueError(f"{path}: a TorchScript archive (the seed's script.pt), code besides weights: import "
-                                 "the eager.pt state dict saved beside it (the same model)") from None
             if named is None or named.group(1) in stand_ins or len(stand_ins) == MAX_STAND_INS:
                 detail = re.search(r"(Trying to load unsupported GLOBAL [^\n]*?blocked)", str(err))
                 if detail is None:

@@ -39,12 +39,32 @@ def torch_refusal(path: str | Path, err: BaseException) -> str:
     return f"{path}: not a torch checkpoint (damaged, or a file of another format; torch: {first})"
 
 
+def torchscript_archive(path: str | Path) -> bool:
+    """Whether ``path`` is a TorchScript archive (``torch.jit.save``: code besides the weights), which
+    ``torch.load`` would hand to ``torch.jit.load``; ask before loading, so that it is refused without that detour."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.split("/", 1)[-1] == "constants.pkl" for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):  # not a zip (an older torch file), or unreadable: torch.load says why
+        return False
+
+
+def torchscript_refusal(path: str | Path) -> str:
+    """The one line refusing the TorchScript archive ``path``, with what to give instead."""
+    return (f"{path}: a TorchScript archive (code besides weights), which is never loaded; give weights only: a "
+            ".safetensors file, or a torch file of a state dict (torch.save(model.state_dict(), PATH))")
+
+
 def load_torch_file(path: str | Path) -> Any:
     """``torch.load(path, weights_only=True)`` on the CPU, every refusal one line naming the file and what is read:
     tensors and plain containers only (a file holding other Python objects could run code when unpickled)."""
     import pickle
     import zipfile
 
+    if torchscript_archive(path):
+        raise CheckpointReadError(torchscript_refusal(path))
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, zipfile.BadZipFile, OSError) as err:
