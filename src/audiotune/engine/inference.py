@@ -132,7 +132,7 @@ def iterate_batches(model: Classifier, loader: DataLoader, config: RunConfig | N
     and ``step(model, batch)`` computed in eval mode without gradients on the config's device, as float32 on the
     CPU; the pass's progress is reported as ``label`` (:mod:`audiotune.progress`); ``check`` runs before each batch
     (one process of several: whether another has failed), after the check that no SIGTERM came unraised
-(:func:`~audiotune.interrupts.raise_if_terminated`).
+    (:func:`~audiotune.interrupts.raise_if_terminated`).
 
     The model moves to that device once, after the loader's workers have started on the first batches (they
     decode while the weights are copied and the device starts up), and each batch per step; bf16 autocast on that
