@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from conftest import HF_KINDS as KINDS
 from conftest import HF_RATE as RATE
 from conftest import HF_TINY as TINY
 from conftest import recorded_attention_masks, save_hf_checkpoint
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from audiotune.config import RunConfig
 from audiotune.models.backbones import build_backbone, input_spec, resolve_config
@@ -414,6 +416,53 @@ def test_the_clip_norm_keeps_a_checkpoints_names_and_equals_group_norm_over_whol
     torch.testing.assert_close(low[2, :, :5], plain(x[2:, :, :5].bfloat16().float())[0], atol=1e-5, rtol=0)
     norm.frames = None
     assert torch.equal(norm(x), plain(x))
+
+
+class NewTensors(TorchDispatchMode):
+    """The operations of the block that make a new tensor of ``numel`` elements (not a view, not written into)."""
+
+    def __init__(self, numel: int) -> None:
+        super().__init__()
+        self.numel, self.ops = numel, list[str]()
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        schema = func._schema
+        if isinstance(out, torch.Tensor) and out.numel() == self.numel and not schema.is_mutable \
+                and schema.returns[0].alias_info is None:
+            self.ops.append(str(func))
+        return out
+
+
+def test_the_clip_norm_scores_without_autograd_as_with_it_never_writing_its_input() -> None:
+    """Scoring writes into the norm's own float32 tensor: the same output as a pass that autograd records, the
+    caller's tensor left as it was (float32, or bfloat16 under autocast); a recorded pass gives the padded frames
+    no gradient."""
+    torch.manual_seed(1)
+    norm = ClipGroupNorm(4, 8)
+    torch.nn.init.normal_(norm.weight), torch.nn.init.normal_(norm.bias)
+    norm.eval()
+    norm.frames = torch.tensor([20, 12, 5])
+    x = torch.randn(3, 8, 20) * 3 + 1
+    recorded = norm(x)
+    assert recorded.requires_grad
+    for given in (x.clone(), x.bfloat16()):
+        before = given.clone()
+        with torch.no_grad(), NewTensors(given.numel()) as made:
+            scored = norm(given)
+        assert len(made.ops) == 1, made.ops  # the float32 tensor it writes into: the zeroed frames, or the copy
+        assert torch.equal(given, before) and scored.data_ptr() != given.data_ptr()
+        if given.dtype == torch.float32:
+            assert torch.equal(scored, recorded.detach())
+        else:
+            with torch.enable_grad():
+                assert torch.equal(scored, norm(before).detach())
+    leaf = x.clone().requires_grad_()
+    out = norm(leaf)
+    own = torch.arange(20)[None, :] < norm.frames[:, None]
+    out.transpose(1, 2)[own].square().sum().backward()
+    assert leaf.grad is not None and torch.equal(leaf.grad.transpose(1, 2)[~own], torch.zeros(int((~own).sum()), 8))
+    assert leaf.grad.transpose(1, 2)[own].abs().min() > 0
 
 
 def test_waveform_norm_is_the_extractors_unless_given_and_an_earlier_configs_false_was_its_default(

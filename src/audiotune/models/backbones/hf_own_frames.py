@@ -28,7 +28,12 @@ from torch import Tensor, nn
 class ClipGroupNorm(nn.GroupNorm):
     """``nn.GroupNorm`` over (B, C, T) whose statistics, outside training, cover each clip's first ``frames`` (B,)
     frames only, where it is given them (None: every frame, as ``nn.GroupNorm``). Its parameters are the
-    GroupNorm's: a checkpoint's weights load and save under the same names."""
+    GroupNorm's: a checkpoint's weights load and save under the same names.
+
+    Past a clip's frames its output holds the channel's shift alone (the frames zeroed before the scaling): the
+    convolutions after it never read them into a clip's own frames, whose output lengths cover their own samples
+    only. Without autograd (scoring, the feature cache) it writes into the one float32 tensor it makes, so that a
+    padded batch costs one copy of the convolution's output, not three."""
 
     frames: Tensor | None = None
 
@@ -37,24 +42,28 @@ class ClipGroupNorm(nn.GroupNorm):
             return super().forward(x)
         # in float32 whatever autocast the caller runs under, as CUDA's autocast runs GroupNorm
         with torch.autocast(x.device.type, enabled=False):
-            return self._own_frames(x.float(), self.frames)
+            return self._own_frames(x, self.frames)
 
-    def _own_frames(self, values: Tensor, frames: Tensor) -> Tensor:
-        batch, channels, steps = values.shape
+    def _own_frames(self, x: Tensor, frames: Tensor) -> Tensor:
+        batch, channels, steps = x.shape
         per_group = channels // self.num_groups
-        own = (torch.arange(steps, device=values.device)[None, :] < frames[:, None]).to(values.dtype)  # (B, T)
-        # each group's sum and sum of squares over the clip's own frames: sums of products, not matrix products,
-        # so that --precision tf32 leaves them in float32
-        zeroed = (values * own[:, None, :]).reshape(batch, self.num_groups, -1)
+        values = x.float()  # x itself when it is float32 already
+        graph = torch.is_grad_enabled() and (values.requires_grad or (self.affine and self.weight.requires_grad))
+        own = (torch.arange(steps, device=x.device)[None, :] < frames[:, None]).to(values.dtype)  # (B, T)
+        # the caller's tensor and autograd's are never written; a float32 copy made here is
+        zeroed = values * own[:, None, :] if graph or values is x else values.mul_(own[:, None, :])
+        # each group's sum and sum of squares over the clip's own frames: reductions, not matrix products, so that
+        # --precision tf32 leaves them in float32
+        groups = zeroed.reshape(batch, self.num_groups, -1)
         count = (own.sum(1, keepdim=True) * per_group).clamp(min=1.0)  # (B, 1)
-        mean = zeroed.sum(-1) / count  # (B, G)
-        square = torch.linalg.vecdot(zeroed, values.reshape(batch, self.num_groups, -1)) / count
+        mean = groups.sum(-1) / count  # (B, G)
+        square = torch.linalg.vector_norm(groups, dim=-1).square() / count
         rstd = torch.rsqrt((square - mean.square()).clamp(min=0.0) + self.eps)
         scale = rstd.repeat_interleave(per_group, 1)  # (B, C)
         shift = -mean.repeat_interleave(per_group, 1) * scale
         if self.affine:
             scale, shift = scale * self.weight.float(), shift * self.weight.float() + self.bias.float()
-        return torch.addcmul(shift[:, :, None], values, scale[:, :, None])
+        return torch.addcmul(shift[:, :, None], zeroed, scale[:, :, None], out=None if graph else zeroed)
 
 
 class ClipPositionalConvs(nn.Module):
