@@ -515,3 +515,39 @@ def save_to_disk(folder: Path, paths: list[str], labels: list[int], names: list[
                                                    "_output_all_columns": False, "_split": None}))
     return folder
 
+
+import os  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+
+def wait_for_signal(seconds: float = 5.0) -> None:
+    """Python runs a handler between bytecodes: sleep in short steps until it has run (or the time is up)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(0.01)
+
+
+class SignalledWhileCollected:
+    """An object whose finalizer is running when SIGTERM's handler runs: Python drops the handler's exception
+    (``Exception ignored in ...``), as it may for a generator or an iterator collected at an epoch's end."""
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        wait_for_signal(1.0)
+
+
+def sigterm_dropped(dropped: list) -> None:
+    """SIGTERM reaches this process while a finalizer runs, so that its exception is dropped (into ``dropped``,
+    the unraisable-exception hook's list)."""
+    SignalledWhileCollected()  # collected at once
+    assert dropped and isinstance(dropped[-1].exc_value, KeyboardInterrupt), "the exception was not dropped"
+
+
+@pytest.fixture
+def dropped(monkeypatch: pytest.MonkeyPatch) -> list:
+    """What Python drops (its unraisable-exception hook's arguments), instead of printing it."""
+    seen: list = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    return seen

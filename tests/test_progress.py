@@ -6,7 +6,9 @@ import re
 import time
 
 import pytest
+from conftest import sigterm_dropped
 
+from audiotune.interrupts import Terminated, sigterm_raises
 from audiotune.progress import Progress, track
 
 
@@ -67,3 +69,17 @@ def test_only_the_first_process_reports(monkeypatch: pytest.MonkeyPatch, env: di
         monkeypatch.delenv(name)
     list(track(range(10), "validation", stream=stream))
     assert "validation: done" in stream.getvalue()
+
+
+def test_a_pass_whose_sigterm_python_dropped_stops_before_its_next_step(dropped: list) -> None:
+    """SIGTERM's exception dropped while a step runs (a finalizer was running when it came): the pass stops before
+    the next step, as where it came (clustering, tap detection and scoring go through it)."""
+    done: list[int] = []
+    with sigterm_raises():
+        with pytest.raises(Terminated, match="SIGTERM"):
+            for item in track(range(5), "cluster sample train", stream=io.StringIO()):
+                done.append(item)
+                if item == 1:
+                    sigterm_dropped(dropped)
+    assert done == [0, 1]
+    assert list(track(range(3), "after", stream=io.StringIO())) == [0, 1, 2]  # the next pass starts afresh

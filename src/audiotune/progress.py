@@ -5,7 +5,8 @@ On a terminal, a bar with the count, rate and time left (tqdm) on stderr. Where 
 SLURM, CI logs), one plain line each time the pass crosses another ``PLAIN_STEP`` percent, e.g.
 ``evaluate test: 40% (4/10 batches, 2.5 batches/s, ETA 0:00:02)``, and a last line when it ends; a pass of unknown
 length writes only that last line. Only the first process of a multi-process run reports, on one node of
-several too (:func:`audiotune.launch.launched_rank_zero`).
+several too (:func:`audiotune.launch.launched_rank_zero`). A pass that :func:`track` reports stops before its next
+step where a signal's interruption was dropped by Python on its way (:func:`audiotune.interrupts.raise_if_terminated`).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from typing import TextIO, TypeVar
 
 from tqdm import tqdm
 
+from audiotune.interrupts import raise_if_terminated
 from audiotune.launch import launched_rank_zero
 
 PLAIN_STEP = 10  # percent between two plain lines when stderr is not a terminal
@@ -106,10 +108,11 @@ class Progress:
 def track(items: Iterable[Item], label: str, total: int | None = None, unit: str = "batch",
           stream: TextIO | None = None) -> Iterator[Item]:
     """``items`` passed through, reporting each as one step of :class:`Progress` (``total``: ``len(items)``
-    where it has one)."""
+    where it has one); an interruption that Python dropped while the last step ran is raised before the next."""
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
     with Progress(total, label, unit, stream) as progress:
         for item in items:
+            raise_if_terminated()
             yield item
             progress.update()

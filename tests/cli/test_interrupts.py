@@ -3,13 +3,11 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_uid_dataset, small_train_args
+from conftest import SignalledWhileCollected, make_uid_dataset, sigterm_dropped, small_train_args, wait_for_signal
 
 import audiotune.engine.report as report_module
 from audiotune.cli import main
@@ -26,13 +24,6 @@ from audiotune.interrupts import (
 from audiotune.outputs import CHECKPOINT_DIR, LAST_CHECKPOINT, MODEL_FILE
 
 
-def wait_for_signal(seconds: float = 5.0) -> None:
-    """Python runs a handler between bytecodes: sleep in short steps until it has run (or the time is up)."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        time.sleep(0.01)
-
-
 def test_sigterm_raises_in_the_block_and_the_handler_before_is_restored_after() -> None:
     before = signal.getsignal(signal.SIGTERM)
     with sigterm_raises():
@@ -42,30 +33,6 @@ def test_sigterm_raises_in_the_block_and_the_handler_before_is_restored_after() 
         os.kill(os.getpid(), signal.SIGTERM)  # a second one while the first is cleaned up: ignored
         wait_for_signal(0.2)
     assert signal.getsignal(signal.SIGTERM) is before
-
-
-class SignalledWhileCollected:
-    """An object whose finalizer is running when SIGTERM's handler runs: Python drops the handler's exception
-    (``Exception ignored in ...``), as it may for a generator or an iterator collected at an epoch's end."""
-
-    def __del__(self) -> None:
-        os.kill(os.getpid(), signal.SIGTERM)
-        wait_for_signal(1.0)
-
-
-def sigterm_dropped(dropped: list) -> None:
-    """SIGTERM reaches this process while a finalizer runs, so that its exception is dropped (into ``dropped``,
-    the unraisable-exception hook's list)."""
-    SignalledWhileCollected()  # collected at once
-    assert dropped and isinstance(dropped[-1].exc_value, Terminated), "the exception was not dropped"
-
-
-@pytest.fixture
-def dropped(monkeypatch: pytest.MonkeyPatch) -> list:
-    """What Python drops (its unraisable-exception hook's arguments), instead of printing it."""
-    seen: list = []
-    monkeypatch.setattr(sys, "unraisablehook", seen.append)
-    return seen
 
 
 def test_sigterm_whose_exception_python_drops_is_raised_where_work_goes_on(dropped: list) -> None:

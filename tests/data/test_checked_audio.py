@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-from conftest import tone
+from conftest import sigterm_dropped, tone
 
 from audiotune.config import RunConfig
 from audiotune.data import checked_audio
@@ -19,6 +19,7 @@ from audiotune.data.audio import AudioSpec
 from audiotune.data.checked_audio import CheckRecord, scan_audio
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.prepare import prepare_eval_data
+from audiotune.interrupts import Terminated, sigterm_raises
 
 SPEC = AudioSpec(resample_rate=0, clip_length=0)
 
@@ -159,3 +160,53 @@ def test_the_check_before_a_run_reads_several_files_at_once_and_reports_in_table
     assert together[0] == alone[0] and together[1].equals(alone[1])
     assert [length > 0 for length in alone[0]] == [i % 5 not in (2, 4) for i in range(12)]
     assert alone[1]["uid"].tolist() == ["c2", "c4", "c7", "c9"]
+
+
+def _many_rows(count: int) -> pd.DataFrame:
+    return pd.DataFrame({"uid": [f"c{i}" for i in range(count)],
+                         "path": [f"/data/c{i}.wav" for i in range(count)]}).set_index("uid")
+
+
+def test_a_stopped_check_ends_at_once_without_reading_the_rows_not_begun(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM (or Ctrl-C) while several files are read at once: those being read finish, the others are not read
+    (about 2 s of reading in all, stopped after 0.2 s)."""
+    import signal
+    import threading
+    import time
+
+    read: list[int] = []
+
+    def slow(*args: object, **kwargs: object) -> int:
+        read.append(1)
+        time.sleep(0.02)
+        return 1600
+
+    monkeypatch.setattr(checked_audio, "check_clip", slow)
+    monkeypatch.setattr(checked_audio, "usable_cpus", lambda: 4)
+    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM))
+    with sigterm_raises():
+        timer.start()
+        try:
+            with pytest.raises(Terminated):
+                checked_audio.check_rows(_many_rows(400), SPEC, "train")
+        finally:
+            timer.cancel()
+            timer.join()
+    assert 0 < len(read) < 100, f"{len(read)} of 400 files read"
+
+
+def test_a_check_whose_sigterm_python_dropped_stops_before_the_next_row(monkeypatch: pytest.MonkeyPatch,
+                                                                        dropped: list) -> None:
+    read: list[int] = []
+
+    def check(*args: object, **kwargs: object) -> int:
+        read.append(1)
+        if len(read) == 2:
+            sigterm_dropped(dropped)
+        return 1600
+
+    monkeypatch.setattr(checked_audio, "check_clip", check)
+    monkeypatch.setattr(checked_audio, "usable_cpus", lambda: 1)
+    with sigterm_raises(), pytest.raises(Terminated):
+        checked_audio.check_rows(_many_rows(10), SPEC, "train")
+    assert len(read) == 2

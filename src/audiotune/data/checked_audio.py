@@ -27,6 +27,7 @@ from audiotune import storage
 from audiotune.data.audio import AudioSpec, Span, check_clip, span_of
 from audiotune.data.audio_store import spec_digest
 from audiotune.data.errors import DataError
+from audiotune.interrupts import raise_if_terminated
 from audiotune.machine import usable_cpus
 from audiotune.outputs import write_bytes
 
@@ -135,7 +136,9 @@ def check_rows(table: pd.DataFrame, spec: AudioSpec, split: str, min_samples: in
     """The checks of :func:`scan_audio`: each row's prepared length (-1 where unusable) and the failures, in the
     table's order. Local files are checked up to :data:`SCAN_THREADS` at once, as many as this process has CPUs
     (libsndfile decodes outside Python's lock); remote ones one at a time (fsspec's block cache is not shared
-    safely between threads). The rows found in ``record`` are not read; the usable rows read are added to it."""
+    safely between threads). The rows found in ``record`` are not read; the usable rows read are added to it. An
+    interruption ends the check at once (the rows being read finish), raised again between rows if Python dropped
+    it."""
     def check(item: tuple[object, pd.Series]) -> tuple[int, dict | None]:
         uid, row = item
         try:
@@ -155,11 +158,19 @@ def check_rows(table: pd.DataFrame, spec: AudioSpec, split: str, min_samples: in
     rows = list(table.iterrows())
     local = not any(storage.is_remote(row["path"]) for _, row in rows)
     threads = min(SCAN_THREADS, usable_cpus(), len(rows)) if local else 1
+    checked: list[tuple[int, dict | None]] = []
     if threads > 1:
-        with ThreadPoolExecutor(threads, thread_name_prefix="audiotune-scan") as pool:
-            checked = list(pool.map(check, rows))
+        pool = ThreadPoolExecutor(threads, thread_name_prefix="audiotune-scan")
+        try:
+            for result in pool.map(check, rows):
+                raise_if_terminated()
+                checked.append(result)
+        finally:  # stopped (Ctrl-C, SIGTERM, an error): the rows not begun are dropped, not checked first
+            pool.shutdown(cancel_futures=True)
     else:
-        checked = [check(row) for row in rows]
+        for row in rows:
+            raise_if_terminated()
+            checked.append(check(row))
     if record is not None:
         record.save()
     failures = [failure for _, failure in checked if failure is not None]

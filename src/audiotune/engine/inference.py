@@ -18,7 +18,6 @@ from audiotune.data.input_spec import InputSpec
 from audiotune.data.loader_plan import pins_memory
 from audiotune.data.loading import batch_features
 from audiotune.engine.device import autocast, check_precision, move_batch, parse_devices, resolve_device, to_host
-from audiotune.interrupts import raise_if_terminated
 from audiotune.launch import launched_local_rank
 from audiotune.models.classifier import Classifier
 from audiotune.progress import track
@@ -130,9 +129,9 @@ def iterate_batches(model: Classifier, loader: DataLoader, config: RunConfig | N
                     check: Callable[[], None] | None = None) -> Iterator[tuple[dict, torch.Tensor]]:
     """Yield ``(batch, result)`` for each of ``loader``'s batches: the batch as the loader gave it (on the CPU)
     and ``step(model, batch)`` computed in eval mode without gradients on the config's device, as float32 on the
-    CPU; the pass's progress is reported as ``label`` (:mod:`audiotune.progress`); ``check`` runs before each batch
-    (one process of several: whether another has failed), after the check that no SIGTERM came unraised
-    (:func:`~audiotune.interrupts.raise_if_terminated`).
+    CPU; the pass's progress is reported as ``label`` (:mod:`audiotune.progress`, which also raises a SIGTERM
+    that came unraised before each batch); ``check`` runs before each batch (one process of several: whether
+    another has failed).
 
     The model moves to that device once, after the loader's workers have started on the first batches (they
     decode while the weights are copied and the device starts up), and each batch per step; bf16 autocast on that
@@ -150,7 +149,6 @@ def iterate_batches(model: Classifier, loader: DataLoader, config: RunConfig | N
     waiting: tuple[dict, Callable[[], torch.Tensor]] | None = None
     with torch.inference_mode(), autocast(device, precision):
         for batch in track(batches, label, total):
-            raise_if_terminated()
             if check is not None:
                 check()
             result = to_host(step(model, on_device(batch, device, features)))
