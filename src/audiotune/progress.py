@@ -1,5 +1,5 @@
 """Progress of every pass over data (training, validation, scoring, extraction, the feature cache, clustering,
-tap detection), one helper for all of them.
+tap detection, the features' statistics), one helper for all of them.
 
 On a terminal, a bar with the count, rate and time left (tqdm) on stderr. Where stderr is not a terminal (nohup,
 SLURM, CI logs), one plain line each time the pass crosses another ``PLAIN_STEP`` percent, e.g.

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -518,8 +519,10 @@ def test_stats_match_features_computed_directly(uid_dataset: dict, tmp_path: Pat
     out = tmp_path / "stats.json"
     assert main(["stats", "-i", str(uid_dataset["prefix"]), "-d", str(uid_dataset["split"]), "--features", "fbank",
                  "--num_mel_bins", "24", "--split", "test", "--out", str(out)]) == 0
-    result = json.loads(capsys.readouterr().out)
+    printed = capsys.readouterr()
+    result = json.loads(printed.out)
     assert result == json.loads(out.read_text())
+    assert re.search(r"^stats test: done \(4 clips in ", printed.err, re.M)  # its progress, as every pass's
     uids = pd.read_csv(uid_dataset["split"] / "test.csv")["uid"]
     feats = [kaldi_fbank(torch.from_numpy(load_clip(str(uid_dataset["prefix"] / uid / "waveform.wav"),
                                                     AudioSpec())[0]), 16000, num_mel_bins=24) for uid in uids]

@@ -5,13 +5,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import OnDevice, small_train_args
+from conftest import OnDevice, sigterm_dropped, small_train_args
 from safetensors.torch import load_file
 
 from audiotune.cli import main
@@ -20,6 +21,7 @@ from audiotune.data.loading import adaptation_loader, make_dataset
 from audiotune.data.prepare import prepare_eval_data
 from audiotune.data.samplers import GroupBatchSampler
 from audiotune.engine.adapt import adapted_batchnorm, batch_norms, check_adaptable, estimate_batchnorm
+from audiotune.interrupts import Terminated, sigterm_raises
 from audiotune.models.backbones import input_spec
 from audiotune.models.backbones.ecapa import EcapaBackbone, EcapaOptions
 from audiotune.models.checkpoint import load_run
@@ -85,6 +87,27 @@ def test_the_statistics_are_torch_s_cumulative_mean_counted_without_reading_the_
     with OnDevice.read_back():
         assert all(torch.equal(value, torch_s.state_dict()[key]) for key, value in model.state_dict().items())
     assert all(m.momentum is None for m in batch_norms(model))
+
+
+def test_an_adaptation_whose_sigterm_python_dropped_stops_before_its_next_batch(dropped: list) -> None:
+    """The statistics' pass is its own (in a fit's validation no batch of the fit starts meanwhile): SIGTERM's
+    exception dropped while one batch ran stops it before the next, and the model's modes come back."""
+    backbone = EcapaBackbone(EcapaOptions(12, lin_neurons=8, channels=(16, 16, 48), kernel_sizes=(5, 3, 1),
+                                          dilations=(1, 2, 1), attention_channels=8, res2net_scale=2, se_channels=8))
+    model = Classifier(backbone, [HeadSpec("word", "categorical", ["word"], ["a", "b"])], ClassifierConfig())
+    seen: list[str] = []
+
+    def batches() -> Iterator[dict]:
+        for n in range(4):
+            seen.append(f"{n}a")
+            yield {"uid": [f"{n}a", f"{n}b"], "inputs": torch.randn(2, 20, 12), "lengths": torch.tensor([20, 15])}
+            if n == 1:
+                sigterm_dropped(dropped)
+
+    model.train()
+    with sigterm_raises(), pytest.raises(Terminated):
+        estimate_batchnorm(model, batches(), torch.device("cpu"))
+    assert seen == ["0a", "1a", "2a"] and all(m.training for m in model.modules())
 
 
 def test_one_clip_cannot_be_adapted_on(trained_run: dict) -> None:

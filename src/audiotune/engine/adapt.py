@@ -27,6 +27,7 @@ from torch import nn
 
 from audiotune.data.loading import batch_features
 from audiotune.engine.inference import on_device
+from audiotune.interrupts import raise_if_terminated
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -109,6 +110,7 @@ def estimate_batchnorm(model: nn.Module, batches: Iterable[dict], device: torch.
         features = batch_features(batches)
         with torch.no_grad():
             for batch in batches:
+                raise_if_terminated()  # its own pass, also inside a fit's validation, where no batch of the fit starts
                 if len(batch["uid"]) < 2:
                     single = single or batch
                     continue

@@ -34,6 +34,7 @@ from audiotune.models.checkpoint import run_config
 from audiotune.models.classifier import EMBEDDING_TYPES, Classifier
 from audiotune.models.encoder import check_embedding, embedder_config, load_embedder
 from audiotune.outputs import ONE_TABLE, check_output_path, skip_list, write_skip_list
+from audiotune.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,7 @@ def feature_stats(config: RunConfig, data_split_root: str, split: str | None = N
     value_sum = torch.zeros((), dtype=dtype, device=device)
     square_sum = torch.zeros((), dtype=dtype, device=device)
     count = 0
-    for index in range(len(dataset)):
+    for index in track(range(len(dataset)), f"stats {name}", unit="clip"):
         feats = dataset[index]["inputs"].to(device, non_blocking=True).to(dtype)
         value_sum += feats.sum()
         square_sum += (feats * feats).sum()
