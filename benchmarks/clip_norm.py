@@ -7,6 +7,7 @@ at 16 kHz (512 channels, one frame per 5 samples), the clips' lengths spread eve
 all of it; float32, and bfloat16 under autocast (as ``--precision bf16`` scores). Per side: the median of
 ``--repeats`` calls after one untimed, scoring (no autograd), and the memory it takes beyond its input: CUDA's
 peak allocation on a GPU; on the CPU the growth of the peak resident memory of a fresh process that makes one call.
+Each side's output is also compared, over the clips' own frames, with ``nn.GroupNorm`` on each clip alone.
 
     python benchmarks/clip_norm.py                      # 8 clips of up to 3 s, on the CPU
     python benchmarks/clip_norm.py --device cuda --batch 32 --seconds 10
@@ -97,6 +98,19 @@ def peak_of(args: argparse.Namespace) -> None:
     print((peak_resident_kb() - before) / 1024)
 
 
+def diff_vs_alone(norm: nn.GroupNorm, x: torch.Tensor, own: torch.Tensor) -> float:
+    """Largest |difference| over the clips' own frames between ``norm`` on the padded batch and ``nn.GroupNorm``
+    (the same weights, float32) on each clip alone: what the padding changed."""
+    out = call(norm, x).float()
+    largest = 0.0
+    with torch.no_grad():
+        for row, frames in enumerate(own.tolist()):
+            alone = nn.functional.group_norm(x[row:row + 1, :, :frames].float(), norm.num_groups, norm.weight,
+                                             norm.bias, norm.eps)
+            largest = max(largest, float((out[row:row + 1, :, :frames] - alone).abs().max()))
+    return largest
+
+
 def measure(args: argparse.Namespace, dtype: str, device: torch.device) -> list[dict]:
     x, own = inputs(args, DTYPES[dtype], device)
     norms = {side: module(side, device, own) for side in SIDES}
@@ -121,7 +135,7 @@ def measure(args: argparse.Namespace, dtype: str, device: torch.device) -> list[
         else:
             peak = cpu_peak(args, side, dtype)
         rows.append({"side": side, "dtype": dtype, "ms": 1000 * statistics.median(times[side]), "peak_mb": peak,
-                     "float32_copies": peak / copy_mb})
+                     "float32_copies": peak / copy_mb, "max_diff_vs_alone": diff_vs_alone(norms[side], x, own)})
     for row in rows:
         row["vs_GroupNorm"] = row["ms"] / rows[0]["ms"]
     return rows
@@ -149,10 +163,11 @@ def main() -> None:
           f"{device}; time: median of {args.repeats}; memory beyond the input (one float32 copy: "
           f"{args.batch * CHANNELS * longest * 4 / 2**20:.0f} MB)")
     rows = [row for dtype in args.dtypes for row in measure(args, dtype, device)]
-    print(f"{'side':<14} {'input':<9} {'ms':>8} {'vs GroupNorm':>13} {'peak MB':>8} {'copies':>7}")
+    print(f"{'side':<14} {'input':<9} {'ms':>8} {'vs GroupNorm':>13} {'peak MB':>8} {'copies':>7} "
+          f"{'max|diff| vs alone':>19}")
     for row in rows:
         print(f"{row['side']:<14} {row['dtype']:<9} {row['ms']:8.1f} {row['vs_GroupNorm']:12.2f}x "
-              f"{row['peak_mb']:8.0f} {row['float32_copies']:7.2f}")
+              f"{row['peak_mb']:8.0f} {row['float32_copies']:7.2f} {row['max_diff_vs_alone']:19.2e}")
     if args.json:
         with open(args.json, "w") as out:
             json.dump({"machine": machine(), "device": str(device), "rows": rows}, out, indent=1)
