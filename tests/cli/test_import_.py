@@ -119,6 +119,16 @@ def test_an_import_writes_its_run_with_the_run_directory_and_overwrite_flags_of_
             assert vars(build_parser().parse_args([*command, "--overwrite", *given]))["train.overwrite"] is expected
 
 
+def test_import_ser_names_what_it_writes_with_o_as_every_import_does() -> None:
+    from audiotune.cli import build_parser
+    from audiotune.cli.flags import path_roles
+    from audiotune.storage import Role
+
+    for flag in ("--out", "-o"):
+        args = build_parser().parse_args(["import", "ser", "c.ckpt", flag, "encoder"])
+        assert (args.out, path_roles(args)["out"]) == ("encoder", Role.OUTPUT_DIR)
+
+
 def test_import_ser_takes_overwrite_as_train_does() -> None:
     from audiotune.cli import build_parser
 

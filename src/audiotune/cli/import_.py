@@ -54,7 +54,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                     "pretrain and cluster read with -c; with --classes, a V-FT checkpoint's whole classifier as a "
                     "run directory that evaluate, extract and export read (its encoder/ for -c).")
     add_path(ser, "checkpoint", role=Role.INPUT, help="the seed's .ckpt (last.ckpt, our_method.ckpt, ...)")
-    add_path(ser, "--out", role=Role.OUTPUT_DIR, required=True,
+    add_path(ser, "-o", "--out", role=Role.OUTPUT_DIR, dest="out", required=True, metavar="PATH",
              help="encoder folder to write (with --classes: run directory)")
     ser.add_argument("--classes", nargs="+", metavar="CLASS",
                      help="V-FT: the classes of its head's outputs, in the seed's order (its emoset, e.g. anger "
