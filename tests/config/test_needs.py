@@ -26,6 +26,8 @@ CASES = {
     "--num_buckets": (["2"], ["--bucket_sampler", "true"]),
     "--max_lr": (["0.1"], ["--scheduler", "onecycle"]),
     "--warmup_steps": (["3"], ["--scheduler", "linear"]),
+    "--warmup_ratio": (["0.1"], ["--scheduler", "linear"]),
+    "--flat_ratio": (["0"], ["--scheduler", "linear"]),
     "--weight_decay": (["0.5"], ["--optim", "adamw"]),
     "--num_mel_bins": (["32"], ["--features", "fbank"]),
     "--dataset_mean": (["-5"], ["--dataset_std", "4"]),
@@ -54,6 +56,13 @@ def _switches_off(switch: str) -> list[str]:
     """The flags that turn ``switch`` off where it is on by default."""
     pairs = dict(zip(SWITCHES_OFF[::2], SWITCHES_OFF[1::2]))
     return [switch, pairs[switch]] if switch in pairs else []
+
+
+def test_a_warm_up_is_given_in_steps_or_as_a_share_of_them_not_both() -> None:
+    refuse_inactive(config("--scheduler", "cosine", "--warmup_ratio", "0.1"))
+    with pytest.raises(ValueError, match=r"--warmup_ratio 0.1: acts only with --scheduler cosine or linear, "
+                                         r"without --warmup_steps"):
+        refuse_inactive(config("--scheduler", "cosine", "--warmup_ratio", "0.1", "--warmup_steps", "5"))
 
 
 def test_dynamic_batch_turns_the_length_buckets_on() -> None:

@@ -12,7 +12,7 @@ import torch
 import yaml
 from conftest import SMALL_ECAPA, SMALL_ECAPA_SIZES, small_train_args
 
-from audiotune.cli import main
+from audiotune.cli import build_parser, config_from_args, main
 from audiotune.config import HeadSpec, RunConfig, TrainConfig
 from audiotune.data.checked_audio import scan_audio
 from audiotune.data.input_spec import InputSpec
@@ -107,6 +107,41 @@ def test_the_onecycle_schedule_sets_the_rate_whatever_the_learning_rate_says() -
             optimizer.step()
             schedule.step()
     assert rates[0] == rates[1] and rates[0][0] == pytest.approx(0.5 / 25)
+
+
+def test_the_tap2key_recipe_schedules_as_the_trainer_it_replaces() -> None:
+    """The Hugging Face Trainer's linear schedule (warm-up over ``warmup_ratio`` of the optimiser steps, rounded up,
+    then straight down to 0) from ``--warmup_ratio`` and ``--flat_ratio 0``; only its warm-up's first step differs
+    (``step / warmup`` there: a rate of 0)."""
+    from transformers import get_linear_schedule_with_warmup
+
+    recipe = config_from_args(build_parser("hf").parse_args(["train", "--config", "seeds/tap2key", "-d", "x", "-o",
+                                                             "o"]), read_inputs=False).train
+    assert (recipe.scheduler, recipe.warmup_ratio, recipe.flat_ratio, recipe.warmup_steps) == ("linear", 0.1, 0.0, 0)
+
+    def rates(config: TrainConfig | None) -> list[float]:
+        model = torch.nn.Linear(2, 2)
+        if config is None:  # the Trainer's: 12 epochs of 10 optimiser steps, warm-up ceil(0.1 x 120) = 12 steps
+            optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+            schedule = get_linear_schedule_with_warmup(optimizer, 12, 120)
+        else:
+            setup = optimizers(model.parameters(), config, steps_per_epoch=40)  # 4 batches an optimiser step
+            optimizer, schedule = setup["optimizer"], setup["lr_scheduler"]["scheduler"]
+        out = []
+        for _ in range(120):
+            out.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            schedule.step()
+        return out
+
+    settings = {"scheduler": "linear", "learning_rate": 0.1, "epochs": 12, "accumulate_grad_batches": 4}
+    ours = rates(TrainConfig(**settings, warmup_ratio=recipe.warmup_ratio, flat_ratio=recipe.flat_ratio))
+    trainer = rates(None)
+    assert ours[12:] == pytest.approx(trainer[12:]) and ours[12] == pytest.approx(0.1) and ours[13] < ours[12]
+    assert ours[:12] == pytest.approx([0.1 * (step + 1) / 13 for step in range(12)]) and trainer[0] == 0.0
+    held = rates(TrainConfig(**settings, warmup_ratio=0.1))  # the default --flat_ratio: the peak 6 steps longer
+    assert held[:12] == ours[:12] and held[12:19] == pytest.approx([0.1] * 7) and held[19] < 0.1
+    assert rates(TrainConfig(**settings, warmup_steps=12, flat_ratio=0.0)) == ours
 
 
 @pytest.mark.parametrize("scheduler", ["onecycle", "cosine", "linear"])

@@ -61,8 +61,8 @@ class DataConfig:
                        valid=(0, 2**32 - 1, True, True))
     na_values: list[str] = option([], "cells read as missing besides the empty cell (e.g. NA); by default NA, "
                                       "None, null and nan are values")
-    on_error: str = option(RAISE, f"bad audio: raise an error, or skip it and list it in {SKIPPED_FILE} (in a run's "
-                                  f"or evaluation's folder) or NAME{SKIPPED_SUFFIX} (beside an output file NAME.EXT)",
+    on_error: str = option(RAISE, f"bad audio: raise an error, or skip it, listed in {SKIPPED_FILE} (beside "
+                                  f"an output file NAME.EXT: NAME{SKIPPED_SUFFIX})",
                            choices=ON_ERROR)
     allow_overlap: bool = option(False, "let validation/test share subjects or uids with train: the training rows "
                                         f"they share are left out and listed in {DROPPED_FILE} (default: an error)")
@@ -234,8 +234,8 @@ class TrainConfig:
                                  needs=Needs("optim", lambda name: name == "adamw", "--optim adamw"))
     scheduler: str = option("cosine", "learning-rate schedule (stepped per optimiser step, every "
                                       "--accumulate_grad_batches batches; none: constant, as the seeds; "
-                                      "linear: warm-up, flat for 0.05 of the steps, then linear decay to 0, as the "
-                                      "seed's TAPT)", choices=("none", "onecycle", "cosine", "linear"))
+                                      "linear: warm-up, flat for --flat_ratio of the steps, then linear decay to 0)",
+                      choices=("none", "onecycle", "cosine", "linear"))
     max_lr: float = option(0.01, "peak learning rate of the onecycle schedule (it starts at --max_lr / 25, "
                                  "whatever -lr says)", valid=AT_LEAST_0,
                            needs=Needs("scheduler", lambda name: name == "onecycle", "--scheduler onecycle"))
@@ -247,6 +247,15 @@ class TrainConfig:
     warmup_steps: int = option(0, "warm-up steps (cosine and linear schedules)", ("--warmup_step",), valid=AT_LEAST_0,
                                needs=Needs("scheduler", lambda name: name in ("cosine", "linear"),
                                            "--scheduler cosine or linear"))
+    warmup_ratio: float = option(0.0, "warm-up over this share of the optimiser steps, rounded up (instead of "
+                                      "--warmup_steps; the Hugging Face Trainer's warmup_ratio)", valid=PROBABILITY,
+                                 needs=Needs("", lambda train: train.scheduler in ("cosine", "linear")
+                                             and not train.warmup_steps,
+                                             "--scheduler cosine or linear, without --warmup_steps"))
+    flat_ratio: float = option(0.05, "share of the optimiser steps the linear schedule holds the peak after the "
+                                     "warm-up (0.05: the emotion seed's TAPT; 0: the Hugging Face Trainer's linear "
+                                     "schedule)", valid=PROBABILITY,
+                               needs=Needs("scheduler", lambda name: name == "linear", "--scheduler linear"))
     training_steps: int = option(0, "stop after this many optimiser steps instead of --epochs (0 = use --epochs)",
                                  ("--training_step",), valid=AT_LEAST_0)
     bucket_sampler: bool = option(False, "batches of similar lengths: clips in --num_buckets length buckets, "

@@ -255,15 +255,12 @@ def trains(cfg: TrainConfig) -> bool:
     return cfg.training_steps > 0 or cfg.epochs > 0
 
 
-FLAT_FRACTION = 0.05  # the seed's TAPT schedule: this share of the steps at the peak after the warm-up
-
-
-def warmup_flat_linear(warmup: int, total_steps: int) -> Callable[[int], float]:
+def warmup_flat_linear(warmup: int, total_steps: int, flat_ratio: float) -> Callable[[int], float]:
     """Learning-rate factor per step: linear warm-up over ``warmup`` steps (``(step + 1) / (warmup + 1)``: the first
-    step trains, where the seed's ``step / warmup`` gave it a learning rate of 0), flat for ``FLAT_FRACTION`` of
+    step trains, where the seeds' ``step / warmup`` gave it a learning rate of 0), flat for ``flat_ratio`` of
     ``total_steps``, then linear decay to 0 at ``total_steps``."""
     warmup = min(warmup, total_steps - 1)
-    flat_end = min(total_steps, warmup + round(FLAT_FRACTION * total_steps))
+    flat_end = min(total_steps, warmup + round(flat_ratio * total_steps))
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -297,10 +294,11 @@ def optimizers(parameters: Iterable[torch.nn.Parameter], cfg: TrainConfig,
     # at least one, so that a run of no step (-e 0) still builds its schedule (OneCycleLR refuses 0 steps)
     total_steps = max(1, cfg.training_steps
                       or max(1, math.ceil(steps_per_epoch / cfg.accumulate_grad_batches)) * cfg.epochs)
+    warmup = cfg.warmup_steps or math.ceil(cfg.warmup_ratio * total_steps)
     if cfg.scheduler == "onecycle":
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.max_lr, total_steps=total_steps)
     elif cfg.scheduler == "cosine":
-        warmup = min(cfg.warmup_steps, total_steps - 1)
+        warmup = min(warmup, total_steps - 1)
 
         def factor(step: int) -> float:
             if step < warmup:
@@ -310,7 +308,7 @@ def optimizers(parameters: Iterable[torch.nn.Parameter], cfg: TrainConfig,
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     elif cfg.scheduler == "linear":
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_flat_linear(cfg.warmup_steps, total_steps))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_flat_linear(warmup, total_steps, cfg.flat_ratio))
     else:
         return {"optimizer": optimizer}
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

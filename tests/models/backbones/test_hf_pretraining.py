@@ -121,7 +121,7 @@ def test_gumbel_temperature_and_the_linear_schedule() -> None:
     assert gumbel_temperature(0) == 2.0 and gumbel_temperature(10**7) == 0.5
     assert gumbel_temperature(10_000) == pytest.approx(2.0 * 0.999995 ** 10_000)
     assert gumbel_temperature(10**7, anneal=False) == 2.0
-    factor = warmup_flat_linear(warmup=10, total_steps=100)
+    factor = warmup_flat_linear(warmup=10, total_steps=100, flat_ratio=0.05)
     assert factor(0) < factor(5) < factor(10) == 1.0 == factor(14)  # 5 flat steps after the warm-up
     assert factor(0) == pytest.approx(1 / 11) and factor(9) == pytest.approx(10 / 11)  # the first step trains
     assert factor(15) > factor(60) > factor(99) > 0 and factor(100) == 0.0
