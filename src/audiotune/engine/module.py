@@ -308,7 +308,8 @@ def optimizers(parameters: Iterable[torch.nn.Parameter], cfg: TrainConfig,
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     elif cfg.scheduler == "linear":
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_flat_linear(warmup, total_steps, cfg.flat_ratio))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
+                                                      warmup_flat_linear(warmup, total_steps, cfg.flat_ratio))
     else:
         return {"optimizer": optimizer}
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
