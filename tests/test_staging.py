@@ -74,6 +74,14 @@ def test_a_remote_run_directory_holding_a_run_is_refused_naming_what_the_command
     assert ("--resume" in error) is (command == "train")
 
 
+def test_a_remote_experiment_folder_is_refused_to_a_command_that_writes_one_run(gcs, capsys) -> None:
+    url = f"gs://{BUCKET}/runs/folds"
+    gcs.fs().pipe(f"{BUCKET}/runs/folds/cv_config.yaml", b"{}\n")  # a cross-validation's, its runs inside
+    assert main(["train", "-d", "split", "-l", "labels.txt", "-o", url, "--overwrite"]) == 2
+    assert f"{url}: holds a cross-validation, which train does not write; choose another -o/--exp_dir" in \
+        capsys.readouterr().err
+
+
 def test_a_remote_file_given_to_report_is_refused_before_anything_is_read(gcs, capsys: pytest.CaptureFixture) -> None:
     """A taps table is drawn again from the files beside it, which staging the one file would not bring: a remote
     one is refused with what to do, nothing written beside it."""

@@ -21,7 +21,7 @@ import os
 import shlex
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -333,6 +333,24 @@ def _is_run_dir(path: Path) -> bool:
     return any((path / marker).exists() for marker in RUN_MARKERS)
 
 
+# what makes a directory an experiment folder, whose runs are its subfolders
+EXPERIMENT_RECORDS = {CV_CONFIG_FILE: "a cross-validation", SWEEP_SPACE_FILE: "a sweep"}
+
+
+def check_folder_kind(folder: str | Path, command: str, experiment: str | None = None,
+                      holds: Callable[[str], bool] | None = None) -> None:
+    """Refuse ``folder`` where it holds another kind of output than ``command`` writes: for a command that writes
+    one run (``experiment`` None), any experiment folder (with --overwrite too: its finished runs are kept); for an
+    experiment command (``experiment``: its record file), a run directory or another kind of experiment.
+    ``holds(name)``: whether the folder holds that file (default: on the local disk)."""
+    holds = holds or (lambda name: (Path(folder) / name).exists())
+    held = next((what for record, what in EXPERIMENT_RECORDS.items() if record != experiment and holds(record)), None)
+    if held is None and experiment is not None and any(holds(marker) for marker in RUN_MARKERS):
+        held = "a run"
+    if held is not None:
+        raise RunDirError(f"{folder}: holds {held}, which {command} does not write; choose another -o/--exp_dir")
+
+
 def holds_runs(path: Path) -> bool:
     """Whether ``path`` is a run directory or holds one at any depth (an experiment folder: cv folds, sweep
     trials) -- a folder with anything finished in it is never removed."""
@@ -341,7 +359,8 @@ def holds_runs(path: Path) -> bool:
 
 @contextlib.contextmanager
 def own_run_dir(exp_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
-                command: str = "train", follower: bool = False, resumable: bool = True) -> Iterator[OwnedRunDir]:
+                command: str = "train", follower: bool = False, resumable: bool = True,
+                experiment: str | None = None) -> Iterator[OwnedRunDir]:
     """Lock ``exp_dir`` for this command and check that it may write there.
 
     ``follower``: a process of a multi-process (DDP) run other than rank 0, which writes nothing. It neither
@@ -349,6 +368,8 @@ def own_run_dir(exp_dir: str | Path, *, resume: bool = False, overwrite: bool = 
     :class:`OwnedRunDir` has ``writes`` False.
 
     - another audiotune command writing the directory: an error (an exclusive ``flock`` on a lock file);
+    - a directory holding another kind of output is refused (:func:`check_folder_kind`; ``experiment``: the record
+      file of the experiment ``command`` writes, whose runs are its subfolders);
     - a directory holding a run needs ``resume`` (continue it) or ``overwrite`` (delete its contents first,
       at :meth:`OwnedRunDir.start`); a directory that holds other files but no run is written into, never
       deleted; ``resumable``: the command takes --resume, so the error suggests it (else only --overwrite and
@@ -383,6 +404,7 @@ def own_run_dir(exp_dir: str | Path, *, resume: bool = False, overwrite: bool = 
     try:
         os.ftruncate(handle, 0)
         os.write(handle, f"{os.getpid()} {command}\n".encode())
+        check_folder_kind(exp_dir, command, experiment)
         is_run = _is_run_dir(exp_dir)
         if is_run and not resume and not overwrite:
             raise holds_run_error(exp_dir, command, resumable)

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from audiotune import remote_lock, storage
 from audiotune.launch import launched_rank_zero
-from audiotune.outputs import RUN_MARKERS, holds_run_error
+from audiotune.outputs import RUN_MARKERS, check_folder_kind, holds_run_error
 from audiotune.storage import Role
 from audiotune.uploads import sync_down, upload
 
@@ -64,7 +64,11 @@ def _flag(key: str) -> str:
 def _check_remote_run(url: str, args: argparse.Namespace, resumable: bool) -> bool:
     """Whether remote run directory ``url`` holds a run; refused like a local one without --resume/--overwrite
     (``resumable``: the command takes --resume)."""
-    holds_run = any(storage.isfile(storage.join(url, marker)) for marker in RUN_MARKERS)
+    def holds(name: str) -> bool:
+        return storage.isfile(storage.join(url, name))
+
+    check_folder_kind(url, str(args.command), holds=holds)
+    holds_run = any(holds(marker) for marker in RUN_MARKERS)
     if holds_run and not _get(args, "train.resume") and not _get(args, "train.overwrite"):
         raise holds_run_error(url, str(args.command), resumable)
     return holds_run

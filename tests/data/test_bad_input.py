@@ -238,6 +238,22 @@ def test_broken_file_fails_training_naming_it(uid_dataset: dict, tmp_path: Path,
     assert not (tmp_path / "model.safetensors").exists()
 
 
+def test_a_class_whose_every_training_clip_is_skipped_is_an_error_as_if_it_were_absent(uid_dataset: dict,
+                                                                                      tmp_path: Path, capsys) -> None:
+    """--on_error skip leaves bad audio out, not the label checks: a class left without a training clip (here
+    every 'high' clip of train) is refused as the split without those rows would be, naming why its rows went."""
+    high = [f"{subject}{k}" for subject in ("ann", "bob", "cat", "dan") for k in (1, 3)]
+    for uid in high:
+        wav(uid_dataset, uid).write_bytes(b"")
+    err = train_error(uid_dataset, tmp_path / "run", capsys, "--on_error", "skip")
+    assert "train.csv: column 'pitch' keeps no training clip of ['high'] once these rows are left out" in err
+    assert all(str(wav(uid_dataset, uid).resolve()) in err for uid in high)
+    assert not (tmp_path / "run").exists()
+    wav(uid_dataset, "ann1").write_bytes(wav(uid_dataset, "ann0").read_bytes())  # one 'high' clip left: trains
+    args = train_args(uid_dataset, tmp_path / "run", "--on_error", "skip", "-e", "0")
+    assert main(args) == 0 and len(pd.read_csv(tmp_path / "run" / "skipped.csv")) == 7
+
+
 @pytest.mark.slow
 def test_skip_bad_audio_and_drop_rows_without_targets(uid_dataset: dict, tmp_path: Path) -> None:
     ds = uid_dataset

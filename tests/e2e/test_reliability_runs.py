@@ -21,9 +21,11 @@ from audiotune.config.sections import RESUME_HINT
 from audiotune.outputs import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
+    CV_CONFIG_FILE,
     LAST_CHECKPOINT,
     LOCK_FILE,
     MODEL_FILE,
+    SWEEP_SPACE_FILE,
     own_run_dir,
     write_json,
 )
@@ -191,6 +193,37 @@ def test_resume_with_flags_that_do_not_fit_changes_nothing(tmp_path: Path, capsy
     assert "do not fit this run's checkpoint" in capsys.readouterr().err
     assert {name: (run / name).read_bytes() for name in before} == before
     assert main(["evaluate", "--run", str(run), "-d", str(ds["split"] / "test.csv")]) == 0
+
+
+def test_a_run_and_an_experiment_never_share_a_folder(trained: dict, tmp_path: Path, capsys) -> None:
+    """cv and sweep refuse a run directory, and a command that writes one run refuses an experiment folder (its
+    finished runs are kept: --overwrite included), each before it writes anything there."""
+    def files(folder: Path) -> dict[str, bytes]:
+        return {name: (folder / name).read_bytes() for name in listing(folder)
+                if (folder / name).is_file() and name != LOCK_FILE}
+
+    data = ["-i", str(trained["prefix"]), "-l", str(trained["labels"]), *SMALL_ECAPA, "-e", "1", "-bs", "4"]
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"metric": "val_loss", "goal": "minimize", "algorithm": "random",
+                                     "parameters": {"final_dropout": {"type": "discrete", "values": [0.0, 0.3]}}}))
+    commands = {"cv": ["cv", "-d", str(trained["split"] / "train.csv"), "--folds", "2", "--val_group", "none", *data],
+                "sweep": ["sweep", "--space", str(space), "-d", str(trained["split"]), *data],
+                "train": ["train", "-d", str(trained["split"]), *data, "--overwrite"]}
+    cv, sweep = tmp_path / "cv", tmp_path / "sweep"
+    (cv / "fold_1_r0").mkdir(parents=True)
+    (cv / CV_CONFIG_FILE).write_text("{}\n")
+    (cv / "fold_1_r0" / CONFIG_FILE).write_text("{}\n")
+    sweep.mkdir()
+    (sweep / SWEEP_SPACE_FILE).write_text("{}\n")
+    for folder, held, refusing in ((trained["run"], "a run", ("cv", "sweep")), (cv, "a cross-validation",
+                                   ("train", "sweep")), (sweep, "a sweep", ("train", "cv"))):
+        before = files(folder)
+        for command in refusing:
+            capsys.readouterr()
+            assert main([*commands[command], "-o", str(folder)]) == 2, command
+            assert f"{folder}: holds {held}, which {command} does not write; choose another -o/--exp_dir" in \
+                capsys.readouterr().err
+        assert files(folder) == before
 
 
 def test_evaluate_never_writes_into_the_training_run(trained: dict, capsys) -> None:

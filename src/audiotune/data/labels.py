@@ -208,6 +208,27 @@ def infer_heads(groups: Sequence[LabelGroup | Sequence[str]], table: pd.DataFram
     return heads
 
 
+def lost_classes(heads: list[HeadSpec], before: pd.DataFrame, after: pd.DataFrame) -> dict[str, list[str]]:
+    """Per label column, the classes of a categorical head (the values of a one-column binary head) that rows of
+    ``before`` hold and none of ``after`` do (the rows a command left out took them all)."""
+    lost = {}
+    for head in heads:
+        if head.kind not in ("categorical", "binary") or len(head.columns) != 1:
+            continue
+        column = head.columns[0]
+        kept = {_class_name(v) for v in after[column].dropna()}
+        gone = sorted({_class_name(v) for v in before[column].dropna()} - kept, key=_class_sort_key)
+        if gone:
+            lost[column] = gone
+    return lost
+
+
+def rows_of_classes(table: pd.DataFrame, column: str, classes: Iterable[str]) -> pd.Index:
+    """The index (uids) of ``table``'s rows whose ``column`` holds one of ``classes``."""
+    names = table[column].map(lambda v: None if pd.isna(v) else _class_name(v))
+    return table.index[names.isin(list(classes)).to_numpy()]
+
+
 def _class_name(value: object) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))

@@ -25,7 +25,9 @@ from audiotune.data.labels import (
     encode_targets,
     fit_target_scaling,
     infer_heads,
+    lost_classes,
     read_label_file,
+    rows_of_classes,
 )
 from audiotune.data.layout import attach_paths, read_splits, split_file
 from audiotune.data.splits import draw_validation, share_count
@@ -110,6 +112,8 @@ def _check_tables(tables: dict[str, pd.DataFrame], heads: list[HeadSpec], config
     for split, table in prepared.tables.items():
         if table.empty:
             raise DataError(_nothing_left(split, tables[split], prepared))
+    if training and not config.train.debug:  # --debug keeps 8 rows a split, whatever classes they hold
+        _refuse_lost_classes(tables["train"], prepared)
     if training:
         say_resampling(prepared.tables, inputs.audio(train=False).resample_rate)
     return prepared
@@ -137,14 +141,36 @@ def say_resampling(tables: dict[str, pd.DataFrame], rate: int) -> None:
 
 def _nothing_left(split: str, table: pd.DataFrame, prepared: PreparedData) -> str:
     """Why no row of a split is left, with the first reasons (no list has been written at this point)."""
-    reasons: list[str] = []
-    for frame, by_uid in ((prepared.skipped, False), (prepared.dropped, True)):  # a dropped row's reason names no row
-        if len(frame) and "split" in frame.columns:
-            part = frame[frame["split"] == split]
-            reasons += [f"{uid}: {reason}" if by_uid else str(reason)
-                        for uid, reason in zip(part.index, part["reason"])]
+    reasons = _left_out(prepared, split)
     return (f"{table.attrs.get('source', split)}: none of its {len(table)} row(s) can be used "
             f"({len(reasons)} left out):{listing(reasons)}")
+
+
+def _left_out(prepared: PreparedData, split: str, uids: Collection[str] | None = None) -> list[str]:
+    """Why each row of ``split`` (of ``uids`` only, where given) was left out: skipped audio (its reason names the
+    file), then dropped rows (named by uid)."""
+    reasons: list[str] = []
+    for frame, by_uid in ((prepared.skipped, False), (prepared.dropped, True)):
+        if len(frame) and "split" in frame.columns:
+            part = frame[frame["split"] == split]
+            ids = part.index if by_uid else part.get("uid", part.index)
+            reasons += [f"{uid}: {reason}" if by_uid else str(reason) for uid, reason in zip(ids, part["reason"])
+                        if uids is None or str(uid) in uids]
+    return reasons
+
+
+def _refuse_lost_classes(before: pd.DataFrame, prepared: PreparedData) -> None:
+    """A class of the training table (a value of a one-column binary head) whose every training row was left out
+    (bad audio skipped, rows without targets dropped) cannot be learnt: an error naming it and why its rows went,
+    as the training table without those rows is (one class only, or a class of val/test unseen in training)."""
+    lost = lost_classes(prepared.heads, before, prepared.tables["train"])
+    if lost:
+        source = before.attrs.get("source", "train")
+        raise DataError(" / ".join(
+            f"{source}: column '{column}' keeps no training clip of {classes} once these rows are left out, and a "
+            "classifier cannot learn a class it never sees (fix the files, or take the class out of the split):"
+            + listing(_left_out(prepared, "train", {str(uid) for uid in rows_of_classes(before, column, classes)}))
+            for column, classes in lost.items()))
 
 
 def _subjects(table: pd.DataFrame) -> set[str]:

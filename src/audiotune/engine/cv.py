@@ -110,7 +110,7 @@ def cross_validate(config: RunConfig, source: str, options: FoldOptions, repeats
     trainer_devices(config.runtime)  # as is a strategy audiotune cannot run, or nodes no launcher started
     inference_device(config)  # a missing accelerator, or a precision it cannot run, is an error before any write
     with own_run_dir(config.exp_dir, resume=True, command="cv",  # one cv per directory at a time
-                     follower=not launched_rank_zero()) as owned:
+                     follower=not launched_rank_zero(), experiment=CV_CONFIG_FILE) as owned:
         return _cross_validate(config, source, options, repeats, owned)
 
 

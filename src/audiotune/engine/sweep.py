@@ -319,6 +319,8 @@ def sweep(sweep_dir: str | Path, space: dict[str, Any], configure: Configure, ba
         limit = min(limit, math.prod(len(v) for v in grid(space, source).values()))
     sweep_dir = Path(sweep_dir)
     created = not sweep_dir.exists()
+    if not created:
+        outputs.check_folder_kind(sweep_dir, "sweep", outputs.SWEEP_SPACE_FILE)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     try:
         # a failed trial is reported once, by the sweep (Optuna would log its traceback as a warning)
