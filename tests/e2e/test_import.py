@@ -521,7 +521,7 @@ def test_an_older_args_pkl_without_the_head_widths_takes_them_from_the_weights(t
     torch.manual_seed(0)
     seed = SeedEcapa(24, shared_dense=True)  # head width 32, shared dense 24: not audiotune's defaults
     args = seed_args(ds, tmp_path / "exp", fbank=True, n_mels=24, n_fft=50, n_mfcc=80, lin_neurons=192,
-                     shared_dense=True, freqm=0, timem=0, noise=False, trained_mdl_path=None)
+                     shared_dense=True, freqm=0, timem=0, noise=False, trained_mdl_path=None, debug=True)
     del args.clf_bottleneck, args.sd_bottleneck
     weights = save_seed_run(tmp_path / "exp", seed, args, "split_3_adamw_epoch1_ecapa_tdnn_fbank_mdl.pt")
     run = tmp_path / "imported"
@@ -529,6 +529,14 @@ def test_an_older_args_pkl_without_the_head_widths_takes_them_from_the_weights(t
     out = capsys.readouterr().out
     assert "--clf_bottleneck: not in the seed's args.pkl; 32, as its weights are shaped" in out
     assert "--sd_bottleneck: not in the seed's args.pkl; 24" in out
+    # how the seed run was started is recorded, not applied; its --debug (8 rows a split) is said
+    assert "--debug True: the seed run read the first 8 rows of each split only" in out
+    record = json.loads((run / "import.json").read_text())
+    assert record["how_the_seed_run_started"] == {"mode": "train", "exp_dir": str(tmp_path / "exp"), "dataset": None,
+                                                  "trained_mdl_path": None, "embedding_type": None, "debug": True,
+                                                  "lib": False, "cloud": False, "cloud_dir": "",
+                                                  "bucket_name": None, "project_name": None}
+    assert not load_config(run / "config.yaml").train.debug
     config = load_config(run / "config.yaml")
     assert (config.classifier.clf_bottleneck, config.classifier.sd_bottleneck) == (32, 24)
     assert_round_trip(run, seed, five_clips(ds), lambda feats: feats.transpose(1, 2)[:, None])

@@ -163,6 +163,7 @@ def _parsed(parser: _SeedArgsParser, argv: list[str], source: str) -> RunConfig:
 
 def _run_naip(args: argparse.Namespace) -> None:
     from audiotune.engine.seed_import import (
+        SKIPPED_ARGS,
         check_heads,
         detect_layout,
         read_seed_weights,
@@ -189,7 +190,11 @@ def _run_naip(args: argparse.Namespace) -> None:
         flags["checkpoint"] = args.checkpoint
     config, applied, left = seed_config(flags, str(args_file), layout.recipe)
     config.heads = seed_heads(seed_args, args_file)
+    if seed_args.get("debug") in (True, "True"):
+        notes.append("--debug True: the seed run read the first 8 rows of each split only; its model and scores "
+                     "are of those rows (imported without --debug: audiotune reads every row)")
     record = {"weights": str(weights), "args": str(args_file), "applied": applied, "not_applied": left,
+              "how_the_seed_run_started": {name: seed_args[name] for name in SKIPPED_ARGS if name in seed_args},
               "notes": notes}
     written = write_seed_run(layout, config, state, args.exp_dir, record, overwrite=vars(args)[OVERWRITE],
                              checkpoint_given=bool(args.checkpoint))
