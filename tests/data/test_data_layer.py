@@ -375,6 +375,10 @@ def test_a_pattern_group_named_as_a_manifest_column_is_refused(tmp_path: Path, c
     assert "\n" not in err and "--pattern" in err and f"(?P<{column}>" in err and not out.exists()
     assert main(["manifest", str(tmp_path / "audio"), "--out", str(out), "--folder_label", column]) == 2
     assert f"--folder_label {column}: would replace" in capsys.readouterr().err and not out.exists()
+    # a pattern's group and the folder's name filling one column: one of them would be lost
+    assert main(["manifest", str(tmp_path / "audio"), "--out", str(out), "--folder_label", "digit",
+                 "--pattern", r"(?P<digit>\d)_(?P<subject>[a-z]+)_\d+\.wav"]) == 2
+    assert "--folder_label digit and --pattern" in capsys.readouterr().err and not out.exists()
 
 
 def test_manifest_folder_per_class(tmp_path: Path) -> None:

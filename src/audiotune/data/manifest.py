@@ -67,6 +67,9 @@ def build_manifest(root: str | Path, out_csv: str | Path, pattern: str | None = 
     if folder_label in OWN_COLUMNS:
         raise DataError(f"--folder_label {folder_label}: would replace the manifest's own {folder_label!r} column "
                         f"({', '.join(OWN_COLUMNS)}); name the label column otherwise")
+    if regex is not None and folder_label in regex.groupindex:
+        raise DataError(f"--folder_label {folder_label} and --pattern {pattern!r} would both fill column "
+                        f"{folder_label!r}; name one of them otherwise")
     rows, skipped = [], []
     relatives = [Path(storage.relative(file, root)).as_posix() for file in files]
     for file, relative_name, uid in zip(files, relatives, file_uids(relatives, root)):
