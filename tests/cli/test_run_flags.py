@@ -120,3 +120,13 @@ def test_the_data_a_scoring_command_reads_is_the_data_options_flag(command: str)
     assert scoring.option_strings == train.option_strings and scoring.required
     assert scoring.help.startswith(train.help.rpartition(" [")[0]) and "a folder of audio" in scoring.help
     assert build_parser().parse_args(SCORING[command]).data_split_root == "test.csv"
+
+
+@pytest.mark.parametrize("command", SCORING)
+def test_the_run_given_twice_must_be_one_run(command: str, capsys: pytest.CaptureFixture) -> None:
+    """--run and the seeds' -mp name one argument: two runs are an error, not the last one silently."""
+    same = build_parser().parse_args([*SCORING[command], "-mp", "run/model.safetensors"])
+    assert same.run == "run"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*SCORING[command], "-mp", "other"])
+    assert "-mp other: the run is given already (run); give one" in capsys.readouterr().err

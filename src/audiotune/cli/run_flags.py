@@ -25,12 +25,25 @@ DEVICE_OPTIONS = ("runtime.accelerator", "runtime.devices", "runtime.precision")
 SCORING_OPTIONS = (*BATCH_OPTIONS, *DEVICE_OPTIONS, "runtime.num_nodes")
 
 
+class _OneRun(argparse.Action):
+    """Stores the run; a second spelling (``--run`` and the seeds' ``-mp``) naming another run is an error, not
+    the last one silently."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        given = getattr(namespace, self.dest, None)
+        if given not in (None, self.default, values):
+            parser.error(f"{option_string} {values}: the run is given already ({given}); give one")
+        setattr(namespace, self.dest, values)
+
+
 def add_run_flag(parser: argparse.ArgumentParser, required: bool = True,
                  help: str = "run directory of `audiotune train`", default: str | None = None) -> None:
     """``--run``: the run directory a command reads (or the model.safetensors inside it); ``help``: what the run is
     to the command."""
     add_path(parser, "--run", "--trained_mdl_path", "--trained-mdl-path", "-mp", "--finetuned_mdl_path",
              "--finetuned-mdl-path", role=Role.RUN, dest="run", required=required, type=run_dir_of, default=default,
+             action=_OneRun,
              help=f"{help} (or the model.safetensors inside it)")
 
 
