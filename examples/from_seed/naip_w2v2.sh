@@ -5,7 +5,7 @@
 #       --split_size 538 96 50 -o SPLITS
 #   python src/run.py -m finetune -c wav2vec2-base-960h -i PREFIX -d SPLITS -l labels.txt -o EXP \
 #       --layer 6 --weighted False --freeze True
-#   python src/run.py -m eval-only -mp EXP/..._mdl.pt -d SPLITS/test.csv
+#   python src/run.py -m eval -mp EXP/..._mdl.pt -d SPLITS/test.csv
 #   python src/run.py -m extraction -mp EXP/..._mdl.pt -d SPLITS/test.csv --embedding_type pt
 # A tiny wav2vec2 written here stands in for facebook/wav2vec2-base-960h (a hub id works the same way).
 # Usage: bash examples/from_seed/naip_w2v2.sh OUT_DIR   (tiny model, one epoch: seconds on a CPU)
@@ -32,7 +32,7 @@ audiotune train -c "$OUT/tiny-wav2vec2" -d "$OUT/splits" -l "$OUT/labels.txt" -o
   --config seeds/naip_w2v2 --layer 1 --weighted False --freeze True -pm mean -bs 16 -lr 1e-3 -e 1 --seed 0 \
   --clip_length 1
 
-echo "== eval-only (run.py -m eval-only -mp): the saved run, on the test subjects"
+echo "== evaluation (run.py -m eval -mp): the saved run, on the test subjects"
 audiotune evaluate -mp "$OUT/exp" -d "$OUT/splits/test.csv" -o "$OUT/exp_eval"
 
 echo "== extraction (run.py -m extraction --embedding_type pt): encoder embeddings of the test clips"

@@ -311,6 +311,11 @@ SPLITS_SPLIT: list[Flag] = [
     (["--debug", "True"], "leave it out"),
 ]
 
+NAIP_EXTRACTION: list[Flag] = [  # run.py -m extraction
+    *[([flag, "pt"], {"args.embedding_type": "pt"}) for flag in ("--embedding_type", "--embedding-type")],
+    (["--embedding_type", "None"], "is the flag left out: ft for a trained run, pt for an encoder"),
+    (["--dataset", "amr"], "extract's file by --out FILE"),
+]
 CLUSTER = ["cluster", "--out", "labels.parquet"]
 ALIGN = ["taps", "align", "taps.csv", "--touch_log", "touch.csv", "--keys", "keys.csv", "--out", "segments.csv"]
 # seed script -> (the audiotune command line its flags are walked through, its flags)
@@ -318,6 +323,7 @@ SEEDS: dict[str, tuple[list[str], list[Flag]]] = {
     "naip-w2v2 run.py": (["train", "--model", "hf"], NAIP_W2V2),
     "naip-ssast run.py": (["train", "--model", "ssast"], NAIP_SSAST),
     "naip-ecapa-tdnn run.py": (["train", "--model", "ecapa_tdnn"], NAIP_ECAPA),
+    "naip run.py -m extraction": (["extract", "-mp", "run", "-d", "t.csv"], NAIP_EXTRACTION),
     "naip-w2v2 data_splits.py (table)": (["table", "--out", "table.csv"], SPLITS_TABLE),
     "naip-w2v2 data_splits.py (split)": (["split", "table.csv", "--out", "splits"], SPLITS_SPLIT),
     "FT-w2v2-ser run_baseline_continueFT.py": (["pretrain", "--model", "hf", "--objective", "tapt"], SER_TAPT),

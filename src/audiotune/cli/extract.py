@@ -23,11 +23,20 @@ from audiotune.outputs import embeddings_file
 from audiotune.storage import Role, final_path
 
 
+def _embedding_type(value: str) -> str:
+    """``--embedding_type``; the seeds' default ``None`` is said to be the flag left out."""
+    if value == "None":
+        raise argparse.ArgumentTypeError("None, the seeds' default, is the flag left out: ft for a trained run, pt "
+                                         "for an encoder, as the seeds")
+    return value
+
+
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_scoring_flags(parser, run_required=False)
     add_path(parser, "--out", role=Role.OUTPUT_FILE,
              help="parquet file (default RUN/embeddings_TYPE.parquet; required without --run)")
     parser.add_argument(*spellings("embedding_type"), dest="embedding_type", choices=EMBEDDING_TYPES,
+                        type=_embedding_type,
                         help="pt: one hidden state; wt: the weighted sum of all (an encoder without heads: their "
                              "average); st: the shared dense layer; ft: the heads' first dense layers (default: ft "
                              "for a trained run, pt for an encoder)")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from audiotune.config.sections import ACCELERATORS
 
-RUN_SCRIPTS = "audiotune train | evaluate | extract replace run.py -m train | eval | extraction"
+RUN_SCRIPTS = ("audiotune train | evaluate | extract replace run.py -m train (naip-w2v2: finetune) | eval | "
+               "extraction")
 
 # spelling -> what the seed meant and what to write here
 RETIRED_FLAGS: dict[str, str] = {
@@ -22,7 +23,8 @@ RETIRED_FLAGS: dict[str, str] = {
     "--trained_mdl_path": "the seed's eval/extraction model; use `audiotune evaluate --run RUN` or "
                           "`audiotune extract --run RUN`",
     "--lib": "the seed's librosa loading; audiotune has one decoder (soundfile): leave it out",
-    "--dataset": "the seed's output file-name stem; outputs are named inside the run directory -o/--exp_dir",
+    "--dataset": "the seed's output file-name stem; a run's outputs are named inside its -o/--exp_dir, "
+                 "extract's file by --out FILE",
     "--embedding_type": "the seed's extraction-mode flag; use `audiotune extract --run RUN --embedding_type T`",
     "--new_checkpoint": "the seed's eval-mode flag; `audiotune evaluate --run RUN` rebuilds the encoder from the run",
     "--hp_tuning": "the seed's Vertex AI AUC report; use --hypertune_metric METRIC (e.g. val_auc)",
