@@ -248,15 +248,19 @@ def test_split_seed_is_the_seed_options_flag(capsys: pytest.CaptureFixture) -> N
     assert "--seed 4294967296: must be in [0, 4294967295]" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("command", "role"), [("train", "[run directory to write; may be gs://]"),
-                                               ("cv", "[experiment folder; may be gs://]"), ("sweep", "[local only]")])
-def test_a_path_s_help_says_the_role_its_command_gives_it(command: str, role: str,
+@pytest.mark.parametrize(("command", "what", "role"), [
+    ("train", "run directory for every output", "[run directory to write; may be gs://]"),
+    ("cv", "the experiment's folder: a run directory per fold and repeat, and the summary",
+     "[experiment folder; may be gs://]"),
+    ("sweep", "the sweep's folder: a run directory per trial, the study and the summary", "[local only]")])
+def test_a_path_s_help_says_the_role_its_command_gives_it(command: str, what: str, role: str,
                                                          capsys: pytest.CaptureFixture) -> None:
-    """cv and sweep give -o another role than train's; the help says the one the command reads it with."""
+    """cv and sweep give -o another role than train's; the help says what it is to the command and the role it
+    reads it with."""
     with pytest.raises(SystemExit):
         main([command, "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert f"-o, --exp_dir PATH run directory for every output {role}" in out
+    assert f"-o, --exp_dir PATH {what} {role}" in out
 
 
 def test_an_option_two_backbones_declare_alike_gives_each_ones_meaning_until_a_model_is_named(

@@ -93,3 +93,14 @@ def test_help_all_lists_only_what_the_command_takes(capsys, monkeypatch) -> None
     assert "--val_share: cv folds take their validation from --val_group" in capsys.readouterr().err
     evaluate = help_text(capsys, monkeypatch, "evaluate", "--help-all")
     assert "--aggregate" in evaluate and "--config" not in evaluate
+
+
+def test_an_option_s_help_says_what_it_means_to_its_command(capsys, monkeypatch) -> None:
+    """Where a command reads a shared option its own way, its help says so beside the option's help."""
+    extract = " ".join(help_text(capsys, monkeypatch, "extract", "--help-all").split())
+    assert extract.count("with --run, the crop of every clip embedded (there its default is the run's crop of "
+                         "scored clips)") == 2  # --clip_length and --eval_clip_length
+    pretrain = " ".join(help_text(capsys, monkeypatch, "pretrain", "--help-all").split())
+    assert "here 0, the default, is a tenth of the rows (no validation: --val_size 0)" in pretrain
+    train = " ".join(help_text(capsys, monkeypatch, "train", "--help-all").split())
+    assert "not --val_size subjects (0: off) (default 0.0" in train

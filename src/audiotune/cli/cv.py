@@ -19,7 +19,8 @@ VAL_SHARE = "cv folds take their validation from --val_group (next, draw: --val_
 
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
-    add_config_flags(parser, model=model)
+    add_config_flags(parser, model=model, exp_dir="the experiment's folder: a run directory per fold and repeat, "
+                                                  "and the summary")
     refuse_declared(parser, "train.val_share", VAL_SHARE)
     declare_role(parser, "exp_dir", Role.EXPERIMENT)  # the command resumes it: a remote one is downloaded first
     folds = parser.add_argument_group("folds")

@@ -47,8 +47,9 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                          "patch tokens (pt embeddings; the seed's --task ft_cls / ft_avgtok, also accepted); ft "
                          "embeddings: how the heads merge, mean or sum (default: the run's pooling; for ft "
                          "embeddings mean, as the seeds)")
+    crop = "; with --run, the crop of every clip embedded (there its default is the run's crop of scored clips)"
     add_config_flags(parser, ENCODER_OPTIONS, model=model, writes_run=False, stages=ENCODING,
-                     why="extract runs the encoder as it is")
+                     why="extract runs the encoder as it is", notes=dict.fromkeys(EMBEDDED_CROP, crop))
     refuse_flags_of(parser, spellings("exp_dir", ("-o",)), "the seeds' folder of the embeddings; extract writes one "
                                                          "parquet file: --out FILE.parquet (default "
                                                          "RUN/embeddings_TYPE.parquet)")

@@ -167,7 +167,8 @@ def add_option_flag(parser: Any, key: str, of_run: bool = False, note: str = "",
 def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] = tuple(SECTIONS),
                      model: str | None = None, writes_run: bool = True, backbone_flags: bool = True,
                      defaults: dict[str, Any] | None = None, stages: frozenset[Stage] = CLASSIFIER_STAGES,
-                     why: str = "", notes: dict[str, str] | None = None) -> None:
+                     why: str = "", notes: dict[str, str] | None = None,
+                     exp_dir: str = "run directory for every output") -> None:
     """The options of ``sections`` as flags (``--x_y`` and ``--x-y``), plus the seeds' spellings; a
     ``section.name`` entry adds that one option of a section.
 
@@ -178,12 +179,13 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
     directory (``-o/--exp_dir``); ``backbone_flags``: the command reads the backbones' own options, those that act
     in ``stages`` (the stages the command runs: a backbone option acting in none is refused, with ``why`` the
     command's encoder does not train when it acts while the encoder fine-tunes; see :mod:`audiotune.cli.stages`).
-    ``notes``: what an option means to this command, by ``section.name``, after the option's help."""
+    ``notes``: what an option means to this command, by ``section.name``, after the option's help; ``exp_dir``: what
+    ``-o/--exp_dir`` is to the command."""
     add_path(parser, "--config", role=Role.INPUT, metavar="PATH",
              help="YAML file or shipped recipe (`audiotune recipes`) to start from; flags override it")
     if writes_run:
         add_path(parser, *spellings("exp_dir", ("-o",)), role=Role.RUN_OUTPUT, dest="exp_dir", metavar="PATH",
-                 default=argparse.SUPPRESS, help="run directory for every output")
+                 default=argparse.SUPPRESS, help=exp_dir)
     add_section_flags(parser, sections, stages, why, model, notes)
     named = {entry.partition(".")[0] for entry in sections}  # the sections with at least one option taken
     if "model" in named and backbone_flags:

@@ -96,7 +96,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
         "taps", allow_abbrev=False,
         help="tap2key recording folders (05.wav_samples + 04.labels) or the splits its create_dataset.py saved "
              "as a segment table",
-        description="Pairs each recording's tap samples ({take}_{i}_8chan.wav, in order) with the rows of its "
+        description="Pairs each recording's tap samples ({take}_{i:03}_8chan.wav, in order) with the rows of its "
                     "label CSV one to one; a recording whose counts differ is an error, or with --on_error skip "
                     "is left out and listed in OUT.skipped.csv. A folder create_dataset.py saved with save_to_disk "
                     "(its test split) gives its taps as it holds them, each with its split's name.")

@@ -28,7 +28,8 @@ DEFAULTS = SweepOptions()  # the defaults the flags show
 
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
-    add_config_flags(parser, model=model, notes=ONE_PROCESS_NOTES)  # one process per trial
+    add_config_flags(parser, model=model, notes=ONE_PROCESS_NOTES,  # one process per trial
+                     exp_dir="the sweep's folder: a run directory per trial, the study and the summary")
     declare_role(parser, "exp_dir", Role.LOCAL)  # its study database is shared by the processes of a running sweep
     options = parser.add_argument_group("sweep")
     add_path(options, "--space", role=Role.INPUT, required=True,

@@ -301,7 +301,7 @@ class TrainConfig:
     # the SER seed's --valid_split F is 1 - F; clips drawn seeded by --seed, subjects not kept apart
     val_share: float = option(0.0, "without a val part, validate on this share of the training clips drawn at "
                                    "random (seeded by --seed; subjects not kept apart), not --val_size subjects "
-                                   "(0: off; pretrain: a tenth)",
+                                   "(0: off)",
                               valid=(0, 1, True, False))
     patience: int = option(0, "early stopping patience in epochs on the --monitor metric (0 = off)", valid=AT_LEAST_0)
     monitor: str = option("loss", "validation metric that picks the best epoch and stops early (max for uar, "
