@@ -351,6 +351,16 @@ def check_folder_kind(folder: str | Path, command: str, experiment: str | None =
         raise RunDirError(f"{folder}: holds {held}, which {command} does not write; choose another -o/--exp_dir")
 
 
+# what of a run another command reads back: its model or scores, or the checkpoint it resumes from
+READ_BACK = (MODEL_FILE, METRICS_FILE, LAST_CHECKPOINT)
+
+
+def holds_read_back(path: Path) -> bool:
+    """Whether ``path`` holds, at any depth, something a command reads back (:data:`READ_BACK`): a directory a
+    failed command made without any is of no use to anyone (its config alone neither scores nor resumes)."""
+    return any(any(path.rglob(name)) for name in READ_BACK)
+
+
 def holds_runs(path: Path) -> bool:
     """Whether ``path`` is a run directory or holds one at any depth (an experiment folder: cv folds, sweep
     trials) -- a folder with anything finished in it is never removed."""
@@ -374,9 +384,10 @@ def own_run_dir(exp_dir: str | Path, *, resume: bool = False, overwrite: bool = 
       at :meth:`OwnedRunDir.start`); a directory that holds other files but no run is written into, never
       deleted; ``resumable``: the command takes --resume, so the error suggests it (else only --overwrite and
       another directory);
-    - a directory created here and left without a run at any depth (the inputs failed validation, or the
-      command failed before its first config was written) is removed again; one holding a run, or an
-      experiment folder holding any run (a finished fold), is kept whatever ended the command.
+    - a directory created here and left without anything read back at any depth (:func:`holds_read_back`: the
+      inputs failed validation, or the command failed before its first checkpoint) is removed again; one holding
+      a model, scores or a checkpoint to resume, or an experiment folder holding any (a finished fold), is kept
+      whatever ended the command.
     The lock is released when the block ends.
     """
     exp_dir = Path(exp_dir)
@@ -411,8 +422,8 @@ def own_run_dir(exp_dir: str | Path, *, resume: bool = False, overwrite: bool = 
         owned = OwnedRunDir(exp_dir, created, clear=is_run and overwrite)
         yield owned
     except BaseException:
-        # a directory created here that the failed command left without any run (no config.yaml yet) goes again
-        if created and owned is not None and not holds_runs(exp_dir):
+        # a directory created here that the failed command left without a model, scores or a checkpoint goes again
+        if created and owned is not None and not holds_read_back(exp_dir):
             owned.started = False
         raise
     finally:

@@ -116,6 +116,24 @@ def test_probe_into_a_run_says_how_to_go_on_without_resume(uid_dataset: dict, tm
     assert "--resume" not in error
 
 
+def test_a_checkpoint_probe_cannot_read_leaves_nothing_behind(uid_dataset: dict, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    """The encoder is built (its checkpoint read) before the run directory is written: a new one is not left, a
+    given one keeps only the lock the command took."""
+    import torch
+
+    from audiotune.outputs import LOCK_FILE
+
+    ds, weights, given = uid_dataset, tmp_path / "random.pt", tmp_path / "given"
+    torch.save({"foo": torch.zeros(3)}, weights)
+    given.mkdir()
+    for out in (tmp_path / "new", given):
+        assert main(["probe", "-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"]), "-o",
+                     str(out), *SMALL_ECAPA, "-c", str(weights), "-e", "1", "-bs", "4", "--report", "False"]) == 2
+        assert str(weights) in capsys.readouterr().err
+    assert not (tmp_path / "new").exists() and [p.name for p in given.iterdir()] == [LOCK_FILE]
+
+
 @pytest.mark.slow
 def test_probe_without_a_training_step_says_its_heads_are_untrained(uid_dataset: dict, tmp_path: Path,
                                                                      capsys: pytest.CaptureFixture) -> None:

@@ -185,6 +185,22 @@ def test_a_frozen_encoder_is_refused_by_pretraining(uid_dataset: dict, tmp_path:
     assert "--freeze true: pretraining trains the encoder" in capsys.readouterr().err and not run.exists()
 
 
+def test_more_masked_patches_than_a_clip_has_are_named_and_leave_no_run(uid_dataset: dict, tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture) -> None:
+    """A command that fails before it has anything to score or resume leaves no directory it made."""
+    from audiotune.cli import main
+
+    run = tmp_path / "run"
+    argv = ["pretrain", "--model_size", "tiny", "--num_mel_bins", "32", "--target_length", "64", "--fshape", "16",
+            "--tshape", "16", "--fstride", "16", "--tstride", "16", "-bs", "8", "--mask_patch", "100",
+            "--cluster_factor", "2", "--val_size", "0", "-i", str(uid_dataset["prefix"]), "-d",
+            str(uid_dataset["split"] / "train.csv"), "-o", str(run)]
+    for _ in range(2):  # and again: the same error, not a run to resume
+        assert main(argv) == 2
+        assert "--mask_patch 100: more patches than a clip has (8: 2 x 4 of this --num_mel_bins" in \
+            capsys.readouterr().err and not run.exists()
+
+
 def test_validation_losses_stay_on_the_device_until_the_epoch_ends() -> None:
     """A validation step keeps its losses as they are (nothing read back from the device per batch); the epoch's
     end reads them once and logs the mean weighted by batch size."""

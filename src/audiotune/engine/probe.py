@@ -99,15 +99,16 @@ def _probe(config: RunConfig, owned: OwnedRunDir, one_device: int | list[int]) -
     pl.seed_everything(config.data.seed, workers=True, verbose=False)
     inputs = input_spec(config)
     prepared = prepare_training_data(config, inputs, exp_dir)
-    owned.start()
-    prepared.write_reports(exp_dir)
     config.heads = prepared.heads
-    save_config(config, exp_dir / CONFIG_FILE)
-    write_json(exp_dir / INPUT_SPEC_FILE, inputs.to_dict())
     # the heads start from the random state a training run's heads start from: just after its backbone is built
+    # (its checkpoint read before anything is written)
     backbone = build_backbone(config)
     heads_start = RandomState.now()
     encoder = Classifier(backbone, config.heads, config.classifier, freeze_backbone=True)
+    owned.start()
+    prepared.write_reports(exp_dir)
+    save_config(config, exp_dir / CONFIG_FILE)
+    write_json(exp_dir / INPUT_SPEC_FILE, inputs.to_dict())
     stats: dict = {}
     cached = cached_datasets(encoder, config, prepared.tables, prepared.targets, stats)
     sampler = balanced_sampler(config, prepared)  # --balance: class-balanced epochs of cached states

@@ -204,6 +204,11 @@ class SSASTBackbone(Backbone):
         ``--cluster_factor`` and ``--cluster_side`` (training and validation masks alike, as the seeds)."""
         self.task = objective
         settings = backbone_options(config)
+        if settings.mask_patch > self.model.num_patches:
+            model = self.model
+            raise ValueError(f"--mask_patch {settings.mask_patch}: more patches than a clip has ({model.num_patches}: "
+                             f"{model.f_dim} x {model.t_dim} of this --num_mel_bins, --target_length and patch shape "
+                             "and stride)")
         self.mask_options = {"mask_patch": settings.mask_patch, "cluster_factor": settings.cluster_factor,
                              "jitter": settings.cluster_side == "drawn",
                              "mpg_weight": 1.0 if config.version >= MPG_LOSS_VERSION else 10.0}
