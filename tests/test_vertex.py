@@ -50,6 +50,18 @@ def test_multi_worker_job_spec(tmp_path: Path) -> None:
     ("metric: val_uar\nparameters: {learning_rate: {type: double, min: 0, max: 1, scale: log}}", "needs min > 0"),
     ("metric: val_uar\nparameters: {layer: {type: float, min: 0, max: 1}}", "needs a type"),
     ("parameters: {layer: {type: integer, min: 0, max: 3}}", "needs 'metric'"),
+    # what is not written as a space says is refused, not read as something else
+    ("metric: val_uar\nparameters: {learning_rate: {type: double, min: 1e-4, max: 1e-2, scael: log}}",
+     "parameter 'learning_rate': unknown key(s) ['scael']; a double parameter has type, min, max, scale"),
+    ("metric: val_uar\nparameterz: {}\nparameters: {layer: {type: integer, min: 0, max: 3}}",
+     "unknown key(s) ['parameterz']; a search space has metric, goal, algorithm, parameters"),
+    ("metric: val_uar\nparameters:\n  layer: {type: integer, min: 0, max: 3}\n  layer: {type: integer, min: 5, max: 9}",
+     "not valid YAML at line 4, column 3: 'layer' is written twice in one mapping"),
+    # where a trial writes, and what one command does, are no settings to search
+    ("metric: val_uar\nparameters: {exp_dir: {type: categorical, values: [a, b]}}",
+     "parameter 'exp_dir': not a search parameter: where each trial writes"),
+    ("metric: val_uar\nparameters: {resume: {type: categorical, values: ['true', 'false']}}",
+     "parameter 'resume': not a search parameter: --resume is what one command does"),
 ])
 def test_bad_search_space_is_refused_before_writing(tmp_path: Path, capsys: pytest.CaptureFixture, space: str,
                                                     message: str) -> None:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import itertools
 import json
@@ -23,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from audiotune.config import SECTIONS
+from audiotune.config.files import parse_yaml
 from audiotune.launch import NODE_VARIABLES
 from audiotune.outputs import write_bytes
 
@@ -97,11 +98,31 @@ def _number(value: Any, where: str) -> float:
     return number
 
 
+def _not_searched(name: str) -> str | None:
+    """Why flag ``name`` cannot be a search parameter: where the trial writes or what it starts from (the command's
+    own, one per trial), or what one command does (``--resume``: an action, no setting of the run)."""
+    if name in ("o", "exp_dir", "exp-dir", "config"):
+        return "where each trial writes and the config it starts from are the command's"
+    for section in SECTIONS.values():
+        for spec in dataclasses.fields(section):
+            names = {spec.name, *(flag.lstrip("-") for flag in spec.metadata.get("flags", ()))}
+            if spec.metadata.get("action") and name in names | {n.replace("_", "-") for n in names}:
+                return f"--{spec.name} is what one command does, not a setting of the run"
+    return None
+
+
 def _parameter(name: str, spec: Any, source: str) -> dict[str, Any]:
     where = f"{source}: parameter {name!r}"
+    not_searched = _not_searched(name)
+    if not_searched:
+        raise VertexError(f"{where}: not a search parameter: {not_searched}")
     if not isinstance(spec, dict) or spec.get("type") not in PARAMETER_TYPES:
         raise VertexError(f"{where}: needs a type, one of {', '.join(PARAMETER_TYPES)}")
     kind = spec["type"]
+    keys = ("type", "min", "max", "scale") if kind in ("double", "integer") else ("type", "values")
+    unknown = sorted(set(spec) - set(keys))
+    if unknown:
+        raise VertexError(f"{where}: unknown key(s) {unknown}; a {kind} parameter has {', '.join(keys)}")
     out: dict[str, Any] = {"parameterId": name}
     if kind in ("double", "integer"):
         low, high = _number(spec.get("min"), f"{where} min"), _number(spec.get("max"), f"{where} max")
@@ -130,20 +151,23 @@ def _parameter(name: str, spec: Any, source: str) -> dict[str, Any]:
     return out
 
 
+SPACE_KEYS = ("metric", "goal", "algorithm", "parameters")  # a search space file's
+
+
 def read_space(path: str | Path) -> dict[str, Any]:
     """A search space YAML: ``metric`` (e.g. val_uar), ``goal`` (maximize/minimize), ``algorithm``
     (bayesian, grid, random) and ``parameters``: ``NAME: {type: double|integer, min, max, scale}`` or
     ``NAME: {type: discrete|categorical, values: [...]}``, NAME being a flag of the command."""
     path = Path(path)
     try:
-        space = yaml.safe_load(path.read_text())
+        space = parse_yaml(path.read_text(), path)
     except OSError as err:
         raise VertexError(f"{path}: not a readable YAML file ({err})") from err
-    except yaml.YAMLError as err:  # the parser's several lines as one: where, and what it found there
-        where = getattr(err, "problem_mark", None)
-        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise VertexError(f"{path}: not valid YAML{at}: {problem}") from None
+    except ValueError as err:
+        raise VertexError(str(err)) from None
+    unknown = sorted(set(space) - set(SPACE_KEYS)) if isinstance(space, dict) else []
+    if unknown:
+        raise VertexError(f"{path}: unknown key(s) {unknown}; a search space has {', '.join(SPACE_KEYS)}")
     if not isinstance(space, dict) or not isinstance(space.get("parameters"), dict) or not space["parameters"]:
         raise VertexError(f"{path}: needs a 'parameters' mapping (NAME: {{type: ..., ...}})")
     if not isinstance(space.get("metric"), str) or "_" not in space["metric"]:

@@ -72,3 +72,14 @@ def test_options_given_only_under_options_read(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({"model": {"model": "ecapa_tdnn", "options": [16]}}))
     with pytest.raises(ValueError, match=re.escape(f"{path}: model section: 'options' must hold the backbone's")):
         load_config(path)
+
+
+def test_a_config_file_writing_an_option_twice_is_refused_naming_the_line(tmp_path: Path) -> None:
+    """YAML keeps the last of two equal keys; a config file whose two values of one option disagree is an error."""
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  epochs: 5\n  batch_size: 4\n  epochs: 50\n")
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))}: not valid YAML at line 4, column 3: 'epochs' is "
+                                         "written twice in one mapping"):
+        load_config(path)
+    path.write_text("train:\n  epochs: 5\ndata:\n  seed: 3\n")  # one key in each of two mappings
+    assert (load_config(path).train.epochs, load_config(path).data.seed) == (5, 3)

@@ -163,18 +163,40 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return parse_config_file(path.read_bytes(), path)
 
 
-def parse_config_file(content: bytes, path: str | Path) -> dict[str, Any]:
-    """The sections of the YAML config file ``path`` whose bytes are ``content``, unchecked; one that is not UTF-8,
-    not YAML or not sections is an error naming the file (and the line)."""
+class _UniqueKeys(yaml.SafeLoader):
+    """YAML's safe loader, but a key written twice in one mapping is an error (YAML itself keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"{key!r} is written twice in one mapping",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str, path: str | Path) -> Any:
+    """The YAML document ``text`` of file ``path`` (safe types only); one that is not YAML, or writes a key twice in
+    one mapping, is an error naming the file and the line."""
     try:
-        raw = yaml.safe_load(content.decode("utf-8")) or {}
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not a YAML config file (not UTF-8 text)") from None
+        return yaml.load(text, Loader=_UniqueKeys)  # noqa: S506 (a safe loader)
     except yaml.YAMLError as err:
         where = getattr(err, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise ValueError(f"{path}: not valid YAML{at}: {problem}") from None
+
+
+def parse_config_file(content: bytes, path: str | Path) -> dict[str, Any]:
+    """The sections of the YAML config file ``path`` whose bytes are ``content``, unchecked; one that is not UTF-8,
+    not YAML or not sections is an error naming the file (and the line)."""
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a YAML config file (not UTF-8 text)") from None
+    raw = parse_yaml(text, path) or {}
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected sections (data:, train:, ...), found a {type(raw).__name__}")
     return raw
