@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import warnings
 from pathlib import Path
@@ -56,6 +57,29 @@ def test_the_seeds_torchscript_export_and_wav2vec_v1_classifier_are_named_with_w
                                          r"classifier.*`import clusters`.*`cluster --run`"):
         import_ser_encoder(stage1, "unused", tmp_path / "encoder")
     assert not (tmp_path / "encoder").exists()
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ([1.7, 2.9, 0.2], "'a.wav': 1.7 in its labels for K=4, not a cluster index"),  # not cut to 1, 2, 0
+    ([1, None, 2], "'a.wav': null in its labels for K=4"),
+    ([0, True], "'a.wav': true in its labels for K=4"),
+    (5, "'a.wav' holds 5, not a list of frame labels"),
+    ({"x": 1}, "'a.wav' holds {\"x\": 1}, not a list of frame labels"),
+])
+def test_a_cluster_label_that_is_no_cluster_index_is_named(tmp_path: Path, value: object, message: str) -> None:
+    path = tmp_path / "4-clus.json"
+    path.write_text(json.dumps({"a.wav": value}))
+    with pytest.raises(ValueError, match=re.escape(f"{path}: {message}")):
+        import_clusters(path, [4], tmp_path / "l.parquet")
+    assert not (tmp_path / "l.parquet").exists()
+
+
+def test_each_k_is_imported_once(tmp_path: Path) -> None:
+    """Two lists for one K would be two rows of (clip, K), the second read in place of the first."""
+    path = tmp_path / "all-clus.json"
+    path.write_text(json.dumps({"a.wav": [[1, 2, 3], [0, 0, 1]]}))
+    with pytest.raises(ValueError, match="--num_clusters 4 4: name each K once"):
+        import_clusters(path, [4, 4], tmp_path / "l.parquet")
 
 
 def test_cluster_lists_that_do_not_fit_the_k_values_are_errors(tmp_path: Path) -> None:

@@ -156,12 +156,19 @@ def today_name(key: str, own: Mapping[str, Any]) -> str:
 
 def _label_lists(uid: str, value: Any, num_clusters: list[int], path: Path) -> list[np.ndarray]:
     """One label array per K from ``{k}-clus.json`` (a flat list: one K) or ``all-clus.json`` (a list per K)."""
+    if not isinstance(value, list):
+        raise ValueError(f"{path}: '{uid}' holds {json.dumps(value)}, not a list of frame labels (or one per K)")
     lists = [value] if value and not isinstance(value[0], list) else value
-    if not isinstance(lists, list) or len(lists) != len(num_clusters):
-        raise ValueError(f"{path}: '{uid}' has {len(lists) if isinstance(lists, list) else 'no'} label lists, "
-                         f"--num_clusters names {len(num_clusters)} ({num_clusters})")
+    if len(lists) != len(num_clusters):
+        raise ValueError(f"{path}: '{uid}' has {len(lists)} label lists, --num_clusters names {len(num_clusters)} "
+                         f"({num_clusters})")
     arrays = []
     for k, labels in zip(num_clusters, lists):
+        bad = [v for v in labels if not isinstance(v, int) or isinstance(v, bool)] \
+            if isinstance(labels, list) else [labels]
+        if bad:
+            raise ValueError(f"{path}: '{uid}': {json.dumps(bad[0])} in its labels for K={k}, not a cluster index "
+                             "(whole numbers from 0)")
         array = np.asarray(labels, dtype=np.int64)
         if array.ndim != 1 or (len(array) and (array.min() < 0 or array.max() >= k)):
             raise ValueError(f"{path}: '{uid}': labels outside 0..{k - 1} for K={k} (is --num_clusters in the "
@@ -185,6 +192,8 @@ def import_clusters(path: str | Path, num_clusters: list[int], out: str | Path,
     of its audio, as the seed's second stage sliced them (at most FRAME_SLACK frames cut or the last repeated)."""
     if Path(out).suffix.lower() != ".parquet":
         raise ValueError(f"--out {out}: give a .parquet file name (the table is written as parquet)")
+    if len(set(num_clusters)) != len(num_clusters):
+        raise ValueError(f"--num_clusters {' '.join(map(str, num_clusters))}: name each K once")
     path, out = Path(path), check_output_path(out)
     try:
         raw = json.loads(path.read_text())
