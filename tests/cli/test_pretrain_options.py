@@ -334,3 +334,17 @@ def test_a_new_run_from_a_config_written_before_its_options_were_refused(wav2vec
     assert f"leave --fresh_quantizer out (it starts a missing quantizer from random weights) (--config {earlier} " \
            "sets fresh_quantizer: true: drop that line)" in capsys.readouterr().err
     assert not refused.exists()
+
+
+@pytest.mark.parametrize("task", ["ft_cls", "ft_avgtok"])
+def test_a_fine_tuning_task_typed_in_pretrain_is_refused_its_default_too(task: str) -> None:
+    """--task ft_cls (SSAST's default) chooses the tokens fine-tuning pools; typed in pretrain it would do nothing
+    there (the run's objective is --objective, or --task pretrain_*)."""
+    from audiotune.cli import config_from_args
+
+    args = build_parser("ssast").parse_args(["pretrain", "-d", "x", "-o", "o", "--model", "ssast", "--task", task])
+    with pytest.raises(ValueError, match=f"--task {task}: acts where the encoder encodes labelled clips, not in "
+                                         "audiotune pretrain"):
+        config_from_args(args, read_inputs=False)
+    trained = build_parser("ssast").parse_args(["train", "-d", "x", "-o", "o", "--model", "ssast", "--task", task])
+    assert config_from_args(trained, read_inputs=False).model.options["task"] == task

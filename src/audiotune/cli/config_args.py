@@ -26,6 +26,7 @@ from audiotune.cli.stages import (
     given_options,
     inactive_at_defaults,
     own_idle_at_defaults,
+    refuse_given_inactive,
     refuse_other_backbones,
     say_left_at_defaults,
 )
@@ -118,7 +119,10 @@ def config_from_args(args: argparse.Namespace, read_inputs: bool = True,
     if read_inputs:
         _local_inputs(config, vars(args).get(CONFIG_SECTIONS, tuple(SECTIONS)),
                       vars(args).get(CONFIG_STAGES, EVERYWHERE))
-    if takes is None and own_idle:  # a command that reads the whole config (its encoder's, read locally)
+    if takes is None:  # a command that reads the whole config (its encoder's, read locally)
+        stages = vars(args).get(CONFIG_STAGES, CLASSIFIER_STAGES)
+        refuse_given_inactive(config, stages, given_options(args), trains=True)
+    if takes is None and own_idle:
         stages = vars(args).get(CONFIG_STAGES, CLASSIFIER_STAGES)
         own_idle_at_defaults(config, config_file, raw, given_options(args), next(iter(stages)) if len(stages) == 1
                              else None)

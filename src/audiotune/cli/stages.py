@@ -71,12 +71,26 @@ def stage_refusal(spec: dataclasses.Field, why: str = "") -> str:
     return f"{text}; {why}" if why and Stage.FINE_TUNE in acts_of(spec) else text
 
 
+def refuse_given_inactive(config: RunConfig, stages: frozenset[Stage], given: Iterable[str],
+                          trains: bool = False) -> None:
+    """An option of the chosen backbone given on the command line (``given``: the ``options.NAME`` keys) with a value
+    that acts in none of ``stages`` is an error naming where it acts, its default too (``pretrain --task ft_cls``);
+    ``trains``: a command that trains its encoder in ``stages`` says so too (as the run's own check does)."""
+    cls = backbones.options_classes().get(config.model.model)
+    for spec in dataclasses.fields(cls) if cls is not None else ():
+        value = config.model.options.get(spec.name, default_of(spec))
+        if f"options.{spec.name}" in given and not acts_of(spec, value) & stages:
+            raise ValueError(option_checks.inactive_problem(spec, value, stages) if trains else
+                             f"--{spec.name} {value}: {describe_acts(acts_of(spec, value))}")
+
+
 def inactive_at_defaults(config: RunConfig, defaults: dict[str, Any], stages: frozenset[Stage],
                          given: Iterable[str] = ()) -> list[str]:
     """Put every option of the chosen backbone whose value acts in none of ``stages`` back at its default (the
     command's own ``options.NAME`` of ``defaults``, else the option's); returns ``--name value`` of those whose
     value changed (a ``--config`` file may hold them: a train or pretrain run's config.yaml). Such a value given on
     the command line (``given``: the ``options.NAME`` keys) is an error naming where it acts."""
+    refuse_given_inactive(config, stages, given)
     cls = backbones.options_classes().get(config.model.model)
     changed = []
     for spec in dataclasses.fields(cls) if cls is not None else ():
@@ -85,8 +99,6 @@ def inactive_at_defaults(config: RunConfig, defaults: dict[str, Any], stages: fr
         value = config.model.options[spec.name]
         if acts_of(spec, value) & stages:
             continue
-        if f"options.{spec.name}" in given:
-            raise ValueError(f"--{spec.name} {value}: {describe_acts(acts_of(spec, value))}")
         default = defaults.get(f"options.{spec.name}", default_of(spec))
         if value != default:
             changed.append(as_flag(spec.name, value))

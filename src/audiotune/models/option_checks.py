@@ -138,6 +138,14 @@ def checked_stages(config: RunConfig, stage: Stage | None = None) -> frozenset[S
         frozenset({stage or (Stage.ENCODE if freeze else Stage.FINE_TUNE)})
 
 
+def inactive_problem(spec: Any, value: Any, stages: frozenset[Stage]) -> str:
+    """``--name value: where it acts`` of an option that acts in none of ``stages``, with why the command's encoder
+    does not train where it acts while the encoder fine-tunes."""
+    acts = acts_of(spec, value)
+    why = _STAGE_WHY.get(next(iter(stages))) if Stage.FINE_TUNE in acts and len(stages) == 1 else None
+    return f"--{spec.name} {value}: {describe_acts(acts)}" + (f"; {why}" if why else "")
+
+
 def refuse_inactive(config: RunConfig, stage: Stage | None = None) -> None:
     """An error naming every option of the model section and of the backbone in the resolved ``config`` set away
     from its default that does nothing in ``stage`` (default: fine-tuning, or encoding when ``--freeze`` holds the
@@ -145,14 +153,10 @@ def refuse_inactive(config: RunConfig, stage: Stage | None = None) -> None:
     act. For the commands that read a user's options (train, pretrain), never for a run being loaded."""
     options = backbone_options(config)
     stages = checked_stages(config, stage)
-    problems = []
     inactive = inactive_options(config.model, stages)
     if options is not None:
         inactive += inactive_options(options, stages)
-    for spec, value in inactive:
-        acts = acts_of(spec, value)
-        why = _STAGE_WHY.get(next(iter(stages))) if Stage.FINE_TUNE in acts and len(stages) == 1 else None
-        problems.append(f"--{spec.name} {value}: {describe_acts(acts)}" + (f"; {why}" if why else ""))
+    problems = [inactive_problem(spec, value, stages) for spec, value in inactive]
     # an option whose switch is off (--speed_range without --speed); a resumed run's are no change of it (its
     # config.yaml may hold them from before they were refused: see engine.resume)
     # (one that acts in none of the stages is refused as such above, whatever its switch)
