@@ -234,6 +234,20 @@ def test_a_bad_key_is_named_by_its_line_with_or_without_a_header(tmp_path, heade
         read_keys(str(keys_csv))
 
 
+@pytest.mark.parametrize("header", ["", "x,y,label\n"])
+def test_two_keys_at_one_place_or_a_key_without_a_label_are_named_by_their_lines(tmp_path, header):
+    """The nearest key of a tap at a shared centre would always be the first: the other never assigned."""
+    keys_csv, first = tmp_path / "keys.csv", 1 + len(header.splitlines())
+    keys_csv.write_text(f"{header}100,200,a\n300,800,1\n300,800,2\n")
+    with pytest.raises(DataError, match=rf"lines \[{first + 1}, {first + 2}\] put keys at one place \(300, 800\)"):
+        read_keys(str(keys_csv))
+    keys_csv.write_text(f"{header}100,200,a\n300,800, \n")
+    with pytest.raises(DataError, match=rf"no label on line\(s\) \[{first + 1}\]$"):
+        read_keys(str(keys_csv))
+    keys_csv.write_text(f"{header}100,200,shift\n900,200,shift\n")  # one label at two places: two keys of it
+    assert read_keys(str(keys_csv))["label"].tolist() == ["shift", "shift"]
+
+
 def test_start_column_instead_of_the_name(tmp_path, capsys):
     import soundfile as sf
 

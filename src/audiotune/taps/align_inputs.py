@@ -124,8 +124,18 @@ def read_keys(path: str) -> pd.DataFrame:
     if len(bad) or not len(keys):
         raise DataError(f"{path}: " + (f"x or y not a number on line(s) {[int(i) + 1 for i in bad[:5]]}" if len(bad)
                                        else "no keys"))
-    return pd.DataFrame({"x": xy["x"].to_numpy(float), "y": xy["y"].to_numpy(float),
-                         "label": keys["label"].str.strip().to_numpy()})
+    table = pd.DataFrame({"x": xy["x"].to_numpy(float), "y": xy["y"].to_numpy(float),
+                          "label": keys["label"].str.strip().to_numpy()}, index=keys.index)
+    unlabelled = table.index[table["label"] == ""]
+    if len(unlabelled):
+        raise DataError(f"{path}: no label on line(s) {[int(i) + 1 for i in unlabelled[:5]]}")
+    shared = table[table.duplicated(["x", "y"], keep=False)]
+    if len(shared):  # the nearest key of a tap there would always be the first: the others never assigned
+        place = shared.iloc[0]
+        lines = [int(i) + 1 for i in shared.index[(shared["x"] == place["x"]) & (shared["y"] == place["y"])]]
+        raise DataError(f"{path}: lines {lines} put keys at one place ({place['x']:g}, {place['y']:g}); give each "
+                        "key its own centre")
+    return table.reset_index(drop=True)
 
 
 def key_labels(x: np.ndarray, y: np.ndarray, keys: pd.DataFrame, max_distance: float | None = None) -> np.ndarray:
