@@ -81,6 +81,12 @@ def test_a_search_space_that_is_not_yaml_is_one_line_naming_the_place(tmp_path: 
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{space}: not valid YAML at line 2, column 1: expected the node content" in err
 
+def test_a_job_without_a_name_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["vertex", "job", "--name", " ", "--image", "img", "--out", str(tmp_path / "j.json"), "--",
+                 *VERTEX_COMMAND]) == 2
+    assert "--name: give the job a name" in capsys.readouterr().err and not (tmp_path / "j.json").exists()
+
+
 def test_a_mistyped_job_command_fails_now(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["vertex", "job", "--name", "t", "--image", "img", "--out", str(tmp_path / "j.json"), "--",
                  "train", "--epoch", "3"]) == 2

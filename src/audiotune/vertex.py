@@ -317,6 +317,8 @@ def run_command(args: Any, parse: Any, outputs: Any) -> dict[str, Any]:
     command line (argparse's SystemExit on a bad one, ValueError on a value out of range); ``outputs(command)``
     gives its output paths by flag."""
     command = list(args.job_command[1:] if args.job_command[:1] == ["--"] else args.job_command)
+    if not args.name.strip():
+        raise VertexError("--name: give the job a name (its display name on Vertex AI)")
     if not command:
         raise VertexError("give the command the job runs after --, e.g. -- train -d gs://B/split ...")
     if args.replicas > 1 and not any(c == "--num_nodes" or c.startswith("--num_nodes=") for c in command):
