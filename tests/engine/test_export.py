@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +134,17 @@ def test_unknown_format_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert stopped.value.code == 2 and "tflite" in capsys.readouterr().err
     with pytest.raises(ValueError, match="--format 'tflite': choose one of onnx, torchscript"):
         export_run(run, "tflite", tmp_path / "m.tflite")
+
+
+@pytest.mark.parametrize(("fmt", "name", "message"), [
+    ("torchscript", "m.onnx", "a onnx file name for --format torchscript; name it m.pt (or give --format onnx)"),
+    ("onnx", "m.pt", "a torchscript file name for --format onnx; name it m.onnx (or give --format torchscript)")])
+def test_an_output_named_as_the_other_format_is_an_error(tmp_path: Path, fmt: str, name: str, message: str) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("{}\n")  # never read: the output is checked first
+    with pytest.raises(ValueError, match=re.escape(f"--out {tmp_path / name}: {message}")):
+        export_run(run, fmt, tmp_path / name)
 
 
 def test_unwritable_output_is_an_error_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

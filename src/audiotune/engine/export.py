@@ -46,6 +46,7 @@ from audiotune.outputs import CONFIG_FILE, EXPORT_DESCRIPTION_SUFFIX, MODEL_FILE
 log = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "torchscript")
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}  # each format's file name ending
 OPSET = 18  # the opset torch's ONNX exporter translates to natively (no version conversion pass)
 INPUT_NAMES = ("waveforms", "lengths")
 OUTPUT_NAMES = ("logits", "embedding_ft", "embedding_pooled")
@@ -81,6 +82,10 @@ def check_export_args(run: str | Path, fmt: str, out: str | Path) -> Path:
     if fmt not in FORMATS:
         raise ValueError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     run_dir, out = resolve_run_dir(run), check_output_path(out)
+    other = next((name for name in FORMATS if name != fmt and out.suffix.lower() == SUFFIXES[name]), None)
+    if other:  # a TorchScript archive named .onnx (or the reverse) is read as the format its name says
+        raise ValueError(f"--out {out}: a {other} file name for --format {fmt}; name it {out.stem}{SUFFIXES[fmt]} "
+                         f"(or give --format {other})")
     check_output_path(sidecar_path(out))
     if out.resolve() in {(run_dir / name).resolve() for name in (CONFIG_FILE, MODEL_FILE)}:
         raise ValueError(f"--out {out}: is a file of the run itself; give a new file path")
