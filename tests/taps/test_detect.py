@@ -314,6 +314,14 @@ def test_a_recording_without_taps_is_named_in_a_warning(tmp_path: Path, capsys: 
     assert len(warnings) == 1 and "no taps found in quiet.wav" in warnings[0]
     assert "counts its touches in no recording" in warnings[0] and "--height" in warnings[0]
     assert set(pd.read_csv(tmp_path / "taps.csv")["path"]) == {"taps.wav"}  # the table is as it was
+    # the advice fits why: an --edge that leaves nothing, a recording of digital silence
+    status, err = detect_cli(tmp_path, capsys, "taps.wav", "--out", "edge.csv", "--edge", "5", "--report", "false")
+    assert status == 0 and "no taps found in taps.wav" in err and "--edge 5 s at each end leaves nothing of its" in err
+    import soundfile as sf
+
+    sf.write(tmp_path / "silent.wav", np.zeros((16000, 2)), 16000)
+    status, err = detect_cli(tmp_path, capsys, "silent.wav", "--out", "silent.csv", "--report", "false")
+    assert status == 0 and "its noise floor is below what can be measured: is it silent?" in err
 
 
 def test_peaks_do_not_depend_on_the_blocks_with_an_envelope_longer_than_the_margin(tmp_path: Path) -> None:

@@ -164,7 +164,14 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         return
     from audiotune import storage
     from audiotune.storage import final_path
-    from audiotune.taps.detect import OVERVIEW_BINS, check_recordings, detect, detection_summary, taps_table
+    from audiotune.taps.detect import (
+        HIST_EDGES,
+        OVERVIEW_BINS,
+        check_recordings,
+        detect,
+        detection_summary,
+        taps_table,
+    )
     from audiotune.taps.plots import plot_detection, plot_names
 
     options = options_of(DetectOptions, args,
@@ -182,8 +189,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         floor = f", noise floor {found.floor:.3g}" if found.floor is not None else ""
         print(f"{path}: {len(found.positions)} taps (threshold {found.threshold:.3g}{floor})")
         if not len(found.positions):
+            why = f"--edge {options.edge:g} s at each end leaves nothing of its {found.duration:g} s" \
+                if 2 * options.edge >= found.duration else "its noise floor is below what can be measured: is it " \
+                "silent?" if found.floor is not None and found.floor <= HIST_EDGES[0] else \
+                "lower --factor, --height or --peak_height"
             print(f"warning: no taps found in {path}: the table has no row of it, so `audiotune taps align` counts "
-                  "its touches in no recording; lower --factor, --height or --peak_height", file=sys.stderr)
+                  f"its touches in no recording; {why}", file=sys.stderr)
         detections.append(found)
     write_csv(taps_table(detections, out), out, index=False)
     write_json(sidecar(out, TAPS_SUMMARY_SUFFIX), detection_summary(detections, out, options, window))
