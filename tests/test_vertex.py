@@ -81,6 +81,15 @@ def test_a_search_space_that_is_not_yaml_is_one_line_naming_the_place(tmp_path: 
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{space}: not valid YAML at line 2, column 1: expected the node content" in err
 
+def test_a_job_whose_command_writes_a_local_disk_only_is_refused(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    """A sweep's folder is local only (its study database); a job's container has no disk that outlives it."""
+    assert main(["vertex", "job", "--name", "s", "--image", "img", "--out", str(tmp_path / "j.json"), "--", "sweep",
+                 "--space", "s.yaml", "-d", "gs://b/split", "-l", "gs://b/labels.txt", "-o", "gs://b/sweep"]) == 2
+    assert "the job's command `audiotune sweep` reads or writes --exp_dir on a local disk only" in \
+        capsys.readouterr().err and not (tmp_path / "j.json").exists()
+
+
 def test_a_job_without_a_name_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["vertex", "job", "--name", " ", "--image", "img", "--out", str(tmp_path / "j.json"), "--",
                  *VERTEX_COMMAND]) == 2

@@ -86,6 +86,13 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
     def parse(command: list[str]) -> argparse.Namespace:
         parsed = parser.parse_args(command)
+        local = [f"--{dest}" for dest, role in path_roles(parsed).items() if role is Role.LOCAL
+                 and getattr(parsed, dest, None)]
+        if local:  # the job's container reaches buckets only, and its own disk is gone when it ends
+            raise vertex.VertexError(f"the job's command `audiotune {parsed.command}` reads or writes "
+                                     f"{', '.join(local)} on a local disk only, which a Vertex AI job does not have"
+                                     + (" (a search on Vertex AI: `audiotune vertex tune`)"
+                                        if parsed.command == "sweep" else ""))
         if parsed.command == "train" and not storage.is_remote(vars(parsed).get("config") or ""):
             # values out of range fail now, not in the job (a recipe in a bucket is read by the job); so do options
             # that act where train never runs, or not where --freeze puts the encoder (the backbone's default
