@@ -6,7 +6,7 @@ from conftest import OnDevice
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_avg_fn
 
-from audiotune.engine.averaging import QueuedAverage
+from audiotune.engine.averaging import QueuedAverage, QueuedEMA
 
 
 def _trained_on(model: nn.Module) -> None:
@@ -51,3 +51,18 @@ def test_the_average_is_torch_s_and_its_updates_read_nothing_back_from_the_devic
     _assert_same_average(resumed, torch_s)
     with OnDevice.read_back():
         assert int(resumed.n_averaged) == 5
+
+
+def test_the_average_lives_on_the_device_the_strategy_trains_on() -> None:
+    """Lightning's setup hook runs before the strategy moves the module (still on the CPU then): the average is built
+    on the strategy's device, where each step's update stays."""
+    from types import SimpleNamespace
+
+    import pytorch_lightning as pl
+
+    module = pl.LightningModule()
+    module.layer = nn.Linear(2, 2)
+    trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("meta")))  # a device not the CPU
+    ema = QueuedEMA(decay=0.9)
+    ema.setup(trainer, module, "fit")  # type: ignore[arg-type]
+    assert module.device.type == "cpu" and {p.device.type for p in ema._average_model.parameters()} == {"meta"}

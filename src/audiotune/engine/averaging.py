@@ -58,9 +58,12 @@ class QueuedAverage(AveragedModel):
 
 
 class QueuedEMA(EMAWeightAveraging):
-    """Lightning's :class:`~pytorch_lightning.callbacks.EMAWeightAveraging` averaging into a :class:`QueuedAverage`."""
+    """Lightning's :class:`~pytorch_lightning.callbacks.EMAWeightAveraging` averaging into a :class:`QueuedAverage`,
+    kept on the device the strategy trains on. (Lightning's builds it on the module's device at the setup hook, which
+    runs before the strategy moves the module: the CPU, so that every step would copy each weight back to the host and
+    average it there.)"""
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":
-            self._average_model = QueuedAverage(pl_module, device=self._device or pl_module.device,
+            self._average_model = QueuedAverage(pl_module, device=self._device or trainer.strategy.root_device,
                                                 use_buffers=self._use_buffers, **self._kwargs)
