@@ -164,3 +164,26 @@ def test_an_encoders_frames_are_clustered_after_the_frame_activation_given(
                  "--frame_activation", "relu"]) == 2
     assert "--frame_activation relu: --run clusters the frames after the run's own" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_batchs_frames_are_read_back_once_not_once_per_clip() -> None:
+    """Each clip's frames, in order, from one boolean index and one count read of the batch's mask (a read per
+    clip made the host wait for the device once per clip)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Reads(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+            self.count += func in (torch.ops.aten.nonzero.default, torch.ops.aten._local_scalar_dense.default)
+            return func(*args, **(kwargs or {}))
+
+    states = torch.randn(5, 7, 3)
+    mask = torch.arange(7)[None, :] < torch.tensor([7, 2, 5, 1, 4])[:, None]
+    with Reads() as reads:
+        frames, sizes = engine._frames(lambda inputs, lengths: ([states], mask), {"inputs": None, "lengths": None}, 0)
+    assert reads.count <= 1 and sizes == [7, 2, 5, 1, 4]  # .tolist() reads the counts without a scalar per clip
+    expected = torch.cat([states[row, :n] for row, n in enumerate(sizes)])
+    assert torch.equal(frames, expected)

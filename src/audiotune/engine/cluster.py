@@ -192,11 +192,11 @@ def _encoder(config: RunConfig, run: str | None,
     return config, backbone, activated
 
 
-def _frames(states_of: StatesOf, batch: dict, layer: int) -> list[Tensor]:
-    """Each clip's (frames, D) features of hidden state ``layer``, on the device."""
+def _frames(states_of: StatesOf, batch: dict, layer: int) -> tuple[Tensor, list[int]]:
+    """The batch's (frames, D) features of hidden state ``layer``, clip after clip, on the device, and each clip's
+    frame count (the mask read back once a batch, not once a clip)."""
     states, mask = states_of(batch["inputs"], batch_lengths(batch))
-    features = states[layer].float()
-    return [features[row, mask[row]] for row in range(features.shape[0])]
+    return states[layer].float()[mask], mask.sum(1).tolist()
 
 
 def _assign(frames: Tensor, centroids: Tensor, norms: Tensor) -> Tensor:
@@ -275,9 +275,9 @@ def cluster(config: RunConfig, options: ClusterOptions, out: str, run: str | Non
     with torch.inference_mode(), autocast(device, config.runtime.precision):
         for split in fit_splits:  # pass 1: the sample, from the clips k-means is fitted on
             for batch in track(loaders[split], f"cluster sample {split}"):
-                for frames in _frames(states_of, on_device(batch, device, batch_features(loaders[split])),
-                                      options.layer):
-                    features = frames.cpu().numpy()
+                frames, sizes = _frames(states_of, on_device(batch, device, batch_features(loaders[split])),
+                                        options.layer)
+                for features in np.split(frames.cpu().numpy(), np.cumsum(sizes)[:-1]):  # clip by clip, as drawn
                     reservoir.offer(features[rng.random(len(features)) < options.sample_ratio])
     sample = reservoir.sample()
     fitted = {k: _kmeans(sample, k, options) for k in options.num_clusters}
@@ -300,9 +300,8 @@ def cluster(config: RunConfig, options: ClusterOptions, out: str, run: str | Non
         with torch.inference_mode(), autocast(device, config.runtime.precision):
             for split, loader in loaders.items():  # pass 2: every frame of every clip assigned
                 for batch in track(loader, f"cluster assign {split}"):
-                    clips = _frames(states_of, on_device(batch, device, batch_features(loader)), options.layer)
-                    sizes = [len(c) for c in clips]
-                    stacked = torch.cat(clips) if clips else torch.zeros(0, backbone.embedding_dim)
+                    stacked, sizes = _frames(states_of, on_device(batch, device, batch_features(loader)),
+                                             options.layer)
                     rows: dict[str, list] = {"uid": [], "k": [], "labels": []}
                     for k in options.num_clusters:
                         assigned = _assign(stacked, centroids[k], norms[k]).cpu().numpy().astype(np.int32)
