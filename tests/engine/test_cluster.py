@@ -2,6 +2,7 @@
 which frames a run's encoder gives (after its --frame_activation)."""
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -187,3 +188,14 @@ def test_a_batchs_frames_are_read_back_once_not_once_per_clip() -> None:
     assert reads.count <= 1 and sizes == [7, 2, 5, 1, 4]  # .tolist() reads the counts without a scalar per clip
     expected = torch.cat([states[row, :n] for row, n in enumerate(sizes)])
     assert torch.equal(frames, expected)
+
+
+@pytest.mark.parametrize(("options", "advice"), [
+    (engine.ClusterOptions([50], sample_ratio=0.2), "raise --sample_ratio (now 0.2)"),
+    (engine.ClusterOptions([50], sample_ratio=1.0), "it holds every frame of the clips: give more audio, or a "
+                                                    "smaller K"),
+    (engine.ClusterOptions([50], max_frames=10), "raise --max_frames")])
+def test_too_few_frames_for_k_name_the_limit_that_held_them(options: engine.ClusterOptions, advice: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(f"--num_clusters 50: k-means needs at least 50 sampled frames, "
+                                                   f"the sample has 10; {advice}")):
+        engine._kmeans(np.zeros((10, 3), np.float32), 50, options)

@@ -31,6 +31,15 @@ class PseudoLabels:
         return [int(k) for k in self.meta["num_clusters"]]
 
 
+def check_cluster_counts(num_clusters: list[int]) -> None:
+    """``--num_clusters``: one or more cluster counts, each at least 2 and named once (a table holds one row per clip
+    and K)."""
+    if not num_clusters or any(k < 2 for k in num_clusters):
+        raise ValueError(f"--num_clusters {num_clusters}: give one or more cluster counts, each >= 2")
+    if len(set(num_clusters)) != len(num_clusters):
+        raise ValueError(f"--num_clusters {num_clusters}: each K once")
+
+
 def read_pseudo_labels(path: str) -> PseudoLabels:
     """The labels of a parquet file ``audiotune cluster`` wrote (errors name the file and the problem)."""
     try:

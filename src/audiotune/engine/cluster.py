@@ -49,7 +49,7 @@ from audiotune.config.sections import AUDIO_ROOT
 from audiotune.data.batch_features import batch_lengths
 from audiotune.data.loading import batch_features, make_dataset, make_loader
 from audiotune.data.prepare import prepare_eval_data
-from audiotune.data.pseudo_labels import METADATA_KEY, SCHEMA
+from audiotune.data.pseudo_labels import METADATA_KEY, SCHEMA, check_cluster_counts
 from audiotune.engine.clips_read import clip_rows
 from audiotune.engine.device import autocast
 from audiotune.engine.extract import list_skipped
@@ -87,10 +87,7 @@ class ClusterOptions:
     fit_on: str = "train"
 
     def check(self) -> None:
-        if not self.num_clusters or any(k < 2 for k in self.num_clusters):
-            raise ValueError(f"--num_clusters {self.num_clusters}: give one or more cluster counts, each >= 2")
-        if len(set(self.num_clusters)) != len(self.num_clusters):
-            raise ValueError(f"--num_clusters {self.num_clusters}: each K once")
+        check_cluster_counts(self.num_clusters)
         if not 0 < self.sample_ratio <= 1:
             raise ValueError(f"--sample_ratio {self.sample_ratio}: the share of each clip's frames offered to the "
                              "k-means sample, in (0, 1]")
@@ -211,8 +208,11 @@ def _kmeans(sample: np.ndarray, k: int, options: ClusterOptions) -> tuple[np.nda
     import faiss
 
     if len(sample) < k:
+        more = "raise --max_frames" if len(sample) >= options.buffer_rows else \
+            f"raise --sample_ratio (now {options.sample_ratio:g})" if options.sample_ratio < 1 else \
+            "it holds every frame of the clips: give more audio, or a smaller K"
         raise ValueError(f"--num_clusters {k}: k-means needs at least {k} sampled frames, the sample has "
-                         f"{len(sample)}; raise --sample_ratio or --max_frames, or give more audio")
+                         f"{len(sample)}; {more}")
     if len(sample) < 39 * k:
         log.warning("K=%d: %d sampled frames (fewer than 39 per cluster); the clusters are poorly estimated",
                     k, len(sample))

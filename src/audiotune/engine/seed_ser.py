@@ -24,7 +24,7 @@ import torch
 from audiotune import storage
 from audiotune.atomic import atomic_dir, atomic_path
 from audiotune.data.audio import open_audio
-from audiotune.data.pseudo_labels import METADATA_KEY, SCHEMA
+from audiotune.data.pseudo_labels import METADATA_KEY, SCHEMA, check_cluster_counts
 from audiotune.models.backbones.hf_checkpoint import check_available, weights_quietly
 from audiotune.models.state_dict import torch_refusal, torchscript_archive
 from audiotune.outputs import check_output_path
@@ -192,8 +192,7 @@ def import_clusters(path: str | Path, num_clusters: list[int], out: str | Path,
     of its audio, as the seed's second stage sliced them (at most FRAME_SLACK frames cut or the last repeated)."""
     if Path(out).suffix.lower() != ".parquet":
         raise ValueError(f"--out {out}: give a .parquet file name (the table is written as parquet)")
-    if len(set(num_clusters)) != len(num_clusters):
-        raise ValueError(f"--num_clusters {' '.join(map(str, num_clusters))}: name each K once")
+    check_cluster_counts(num_clusters)
     path, out = Path(path), check_output_path(out)
     try:
         raw = json.loads(path.read_text())
