@@ -456,7 +456,8 @@ SEED_DEFAULTS = {
     "tap2key": {"audio.channel_mode": "interleave", "train.learning_rate": 3e-5, "train.epochs": 150,
                 "train.monitor": "weighted_f1", "data.seed": 42, "classifier.clf_bottleneck": 256,
                 "train.accumulate_grad_batches": 4, "options.mask_time_prob": 0.05,
-                "options.layerdrop": "checkpoint", "train.grad_clip": 1.0},
+                "options.layerdrop": "checkpoint", "train.grad_clip": 1.0, "train.scheduler": "linear",
+                "train.warmup_ratio": 0.1, "train.flat_ratio": 0.0},
 }
 
 
