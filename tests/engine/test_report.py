@@ -363,3 +363,17 @@ def test_clips_whose_audio_is_gone_say_why_and_keep_their_group(trained_run: dic
         assert f"its audio is not found: {tmp_path / 'gone' / uid / 'metadata.json'}" in card
     groups = text.split('<section id="groups">')[1].split("</section>")[0]
     assert "<td class=text>fay</td><td>4</td>" in groups and "(none)" not in groups
+
+
+def test_a_linked_clips_fragment_ends_where_the_scoring_crop_ended_its_reading() -> None:
+    """A clip over the size cap is linked to its source at the segment the model read: the crop of scored clips
+    from the segment's start, where it shortened the segment (a file's length from its header)."""
+    from audiotune.data.audio import Span
+    from audiotune.engine.report import source_link
+
+    url, text = source_link("/a/b.wav", Span(), crop=0.2, seconds=0.25)
+    assert url == "file:///a/b.wav#t=0.000,0.200" and text == "/a/b.wav, 0.00 s to 0.20 s"
+    assert source_link("/a/b.wav", Span(), crop=10.0, seconds=2.0) == ("file:///a/b.wav", "/a/b.wav")  # all read
+    assert source_link("/a/b.wav", Span(1.0, 3.0), crop=2.0)[0].endswith("#t=1.000,3.000")  # cut to 2 s
+    assert source_link("/a/b.wav", Span(1.0, 1.5), crop=2.0)[0].endswith("#t=1.000,2.500")  # shorter than the crop
+    assert source_link("/a/b.wav", Span(1.0), crop=2.0)[0].endswith("#t=1.000")  # its length unknown: to the end

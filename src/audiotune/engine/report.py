@@ -15,7 +15,7 @@ import pandas as pd
 from audiotune import storage
 from audiotune.config import RunConfig, load_config
 from audiotune.config.sections import RESUME_HINT
-from audiotune.data.audio import Span, load_clip, span_of
+from audiotune.data.audio import Span, load_clip, open_audio, span_of
 from audiotune.data.errors import DataError
 from audiotune.data.layout import SUBJECT, attach_paths, read_splits
 from audiotune.engine.inference import override_data
@@ -283,9 +283,13 @@ def _place(row: pd.Series) -> str:
     return f"{span.offset:.2f} s to {end} of {Path(str(row['path'])).name}{channels}"
 
 
-def source_link(path: str, span: Span) -> tuple[str, str]:
+def source_link(path: str, span: Span, crop: float = 0.0, seconds: float | None = None) -> tuple[str, str]:
     """The segment's source as a browser opens it, its start and end as a media fragment (``#t=START,END``), and
-    the link's text."""
+    the link's text. ``crop``: the seconds the model read from the segment's start (0: all of it); ``seconds``: the
+    segment's own length where known (a local file's header), so that a crop that shortened it ends the fragment."""
+    length = span.duration if span.duration is not None else seconds
+    if crop > 0 and length is not None and length > crop:
+        span = dataclasses.replace(span, duration=crop)
     if span.offset == 0 and span.duration is None:
         return storage.browser_url(path), path
     end = None if span.duration is None else span.offset + span.duration
@@ -308,11 +312,13 @@ def _load(clips: list[Clip], table: pd.DataFrame, config: RunConfig) -> None:
             clip.problem = f"its audio is not found: {reason if isinstance(reason, str) else 'no path'}"
             continue
         try:
-            clip.place, span = _place(row), span_of(row)
-            clip.link, clip.link_text = source_link(str(row["path"]), span)
-            if not storage.is_remote(row["path"]):
-                clip.wave, clip.rate = load_clip(str(row["path"]), spec,
-                                                 float(row.get("expected_rate", float("nan"))), span)
+            clip.place, span, path = _place(row), span_of(row), str(row["path"])
+            clip.link, clip.link_text = source_link(path, span, spec.clip_length)
+            if not storage.is_remote(path):
+                with open_audio(path) as handle:  # its header: whether the crop shortened a segment to the file's end
+                    seconds = handle.frames / handle.samplerate - span.offset
+                clip.link, clip.link_text = source_link(path, span, spec.clip_length, seconds)
+                clip.wave, clip.rate = load_clip(path, spec, float(row.get("expected_rate", float("nan"))), span)
         except (DataError, OSError) as err:
             clip.problem = f"cannot be read: {err}"
 
