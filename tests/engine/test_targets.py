@@ -215,6 +215,19 @@ def test_metrics_report_weighted_and_micro_f1_and_per_class() -> None:
     assert head["n"] == 8
 
 
+def test_a_per_class_score_of_zero_over_zero_is_null_with_a_note() -> None:
+    """b is present and never predicted (no precision), c absent and predicted (no recall); both F1 0, as macro-F1
+    counts them."""
+    heads = [HeadSpec("label", "categorical", ["label"], ["a", "b", "c"])]
+    metrics = compute_metrics(np.eye(3)[[0, 0, 0, 2]], np.eye(3)[[0, 0, 1, 1]], heads)
+    per_class = metrics["heads"]["label"]["per_class"]
+    assert per_class["b"] == {"precision": None, "recall": 0.0, "f1": 0.0, "support": 2}
+    assert per_class["c"] == {"precision": 0.0, "recall": None, "f1": 0.0, "support": 0}
+    assert per_class["a"]["precision"] == pytest.approx(2 / 3) and per_class["a"]["recall"] == 1.0
+    assert "per-class precision of head 'label' undefined for b (never predicted; F1 0)" in metrics["notes"]
+    assert "per-class recall of head 'label' undefined for c (absent; F1 0)" in metrics["notes"]
+
+
 def test_regression_metrics_and_unstandardised_scores() -> None:
     head = HeadSpec("sev", "regression", ["sev"], target_mean=[10.0], target_std=[2.0])
     logits = np.array([[-1.0], [0.0], [1.0], [np.nan]])[:3]

@@ -119,10 +119,18 @@ def _distribution_metrics(scores: np.ndarray, targets: np.ndarray, head: HeadSpe
     precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, labels=labels,
                                                                      zero_division=0)
     scored = scored_classes(truth, predicted, labels)
-    metrics["per_class"] = {name: {"precision": float(precision[i]), "recall": float(recall[i]),
+    predictions = np.bincount(predicted, minlength=len(labels))
+    # 0 / 0 is no score: a class never predicted has no precision, one absent no recall (its F1, 0, still counts)
+    metrics["per_class"] = {name: {"precision": float(precision[i]) if predictions[i] else None,
+                                   "recall": float(recall[i]) if support[i] else None,
                                    "f1": float(f1[i]), "support": int(support[i])} if i in scored else
                             {"precision": None, "recall": None, "f1": None, "support": 0}
                             for i, name in enumerate(head.classes)}
+    for what, classes in (("precision", [head.classes[i] for i in scored if not predictions[i]]),
+                          ("recall", [head.classes[i] for i in scored if not support[i]])):
+        if classes:
+            notes.append(f"per-class {what} of head '{head.name}' undefined for {', '.join(map(str, classes))} ("
+                         + ("never predicted" if what == "precision" else "absent") + "; F1 0)")
     absent = [head.classes[i] for i in labels if i not in scored]
     if absent:
         notes.append(f"macro_f1 of head '{head.name}' over the {len(scored)} classes present or predicted: "
