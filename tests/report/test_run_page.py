@@ -31,6 +31,10 @@ def test_a_page_without_predictions_or_log_says_so() -> None:
                                 [WORD]))
     assert "no predictions.parquet in this directory" in page and "no training log" in page
     assert "no config.yaml" in page and "no rows" in page and "<audio" not in page
+    # a confusion matrix without predictions: no clips to hover, and the page says so instead of offering them
+    matrix = {"n": 2, "classes": ["no", "yes"], "confusion_matrix": [[1, 0], [1, 0]]}
+    page = render_run(RunReport("run: r", "/runs/r", "", {"test": {"n": 2, "heads": {"word": matrix}}}, [WORD]))
+    assert "No predictions.parquet here: no clips per cell." in page and "Hover a cell" not in page
 
 
 def test_a_regression_column_without_true_values_says_so_instead_of_an_empty_plot() -> None:

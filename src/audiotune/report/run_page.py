@@ -13,6 +13,7 @@ import pandas as pd
 from audiotune.outputs import (
     KEPT_WEIGHTS,
     ONE_TABLE,
+    PREDICTIONS_FILE,
     PRETRAIN_FACTS,
     PRETRAIN_OBJECTIVE,
     PRETRAIN_OUTPUTS,
@@ -143,8 +144,10 @@ def _confusion(report: RunReport) -> str:
             parts.append(f"<h3>{escape(head)} ({escape(split)}, n={values.get('n')})</h3>" + chart_row([
                 figure(charts.heatmap(values["confusion_matrix"], classes, False, hover), "counts"),
                 figure(charts.heatmap(values["confusion_matrix"], classes, True, hover), "row-normalised (recall)")]))
-    return "".join(parts) + note("Hover a cell for its clips.") if parts else \
-        note("no categorical or soft head: no confusion matrix")
+    if not parts:
+        return note("no categorical or soft head: no confusion matrix")
+    return "".join(parts) + note("Hover a cell for its clips." if report.predictions is not None else
+                                 f"No {PREDICTIONS_FILE} here: no clips per cell.")
 
 
 def _epoch_series(log: pd.DataFrame, column: str) -> tuple[list[float], list[float]]:
