@@ -122,10 +122,9 @@ def config_from_args(args: argparse.Namespace, read_inputs: bool = True,
     if takes is None:  # a command that reads the whole config (its encoder's, read locally)
         stages = vars(args).get(CONFIG_STAGES, CLASSIFIER_STAGES)
         refuse_given_inactive(config, stages, given_options(args), trains=True)
-    if takes is None and own_idle:
-        stages = vars(args).get(CONFIG_STAGES, CLASSIFIER_STAGES)
-        own_idle_at_defaults(config, config_file, raw, given_options(args), next(iter(stages)) if len(stages) == 1
-                             else None)
+        if own_idle:
+            own_idle_at_defaults(config, config_file, raw, given_options(args),
+                                 next(iter(stages)) if len(stages) == 1 else None)
     return config
 
 

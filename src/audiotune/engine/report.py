@@ -315,9 +315,10 @@ def _load(clips: list[Clip], table: pd.DataFrame, config: RunConfig) -> None:
             clip.place, span, path = _place(row), span_of(row), str(row["path"])
             clip.link, clip.link_text = source_link(path, span, spec.clip_length)
             if not storage.is_remote(path):
-                with open_audio(path) as handle:  # its header: whether the crop shortened a segment to the file's end
-                    seconds = handle.frames / handle.samplerate - span.offset
-                clip.link, clip.link_text = source_link(path, span, spec.clip_length, seconds)
+                if spec.clip_length > 0 and span.duration is None:  # its header: did the crop shorten it?
+                    with open_audio(path) as handle:
+                        seconds = handle.frames / handle.samplerate - span.offset
+                    clip.link, clip.link_text = source_link(path, span, spec.clip_length, seconds)
                 clip.wave, clip.rate = load_clip(path, spec, float(row.get("expected_rate", float("nan"))), span)
         except (DataError, OSError) as err:
             clip.problem = f"cannot be read: {err}"
