@@ -102,6 +102,35 @@ def test_a_mistyped_job_command_fails_now(tmp_path: Path, capsys: pytest.Capture
     assert "unrecognized arguments: --epoch" in capsys.readouterr().err
 
 
+PRETRAIN_HF = ["pretrain", "--model", "hf", "-c", "facebook/wav2vec2-base"]
+LABELLED = ["--model", "ecapa_tdnn", "-l", "gs://b/labels.txt"]
+
+
+@pytest.mark.parametrize("command, bad, message", [
+    (PRETRAIN_HF, ["--objective", "ptapt"], "--objective ptapt: give the frame labels to predict with --pseudo_labels"),
+    (["pretrain"], ["--freeze", "true"], "--freeze true: pretraining trains the encoder"),
+    (["pretrain"], ["--objective", "tapt"], "--objective tapt: --model ssast pretrains with"),
+    (["pretrain"], ["--epochs", "0"], "--epochs 0: pretraining needs at least one epoch"),
+    (["probe", *LABELLED], ["--devices", "2"], "probe runs in one process on one device"),
+    (["probe", *LABELLED], ["--epochs", "-1"], "--epochs -1: must be in [0, inf)"),
+    (["cv", *LABELLED, "--group", "spk"], ["--repeats", "0"], "--repeats 0: need at least 1"),
+    (["cv", *LABELLED, "--group", "spk"], ["--overwrite", "true"], "cv keeps finished runs and resumes the others"),
+    (["train", *LABELLED], ["--balance", "oversample", "--bucket_sampler", "true"],
+     "--balance oversample draws its own epochs"),
+])
+def test_what_the_jobs_command_refuses_of_its_options_fails_before_the_spec(
+        tmp_path: Path, capsys: pytest.CaptureFixture, command: list[str], bad: list[str], message: str) -> None:
+    """Each command's own check of its options runs here, not after the job's machine started; without the
+    offending options the same command makes a spec."""
+    out = tmp_path / "job.json"
+    job = ["vertex", "job", "--name", "t", "--image", "img", "--out", str(out), "--"]
+    where = ["-d", "gs://b/split", "-o", "gs://b/runs/r"]
+    assert main([*job, *command, *bad, *where]) == 2
+    assert message in capsys.readouterr().err and not out.exists()
+    assert main([*job, *command, *where]) == 0, capsys.readouterr().err
+    assert out.exists()
+
+
 def test_discrete_values_arrive_as_whole_floats() -> None:
     from audiotune.cli import build_parser
 

@@ -150,13 +150,15 @@ def hf_pretrain(ds: dict, checkpoint: Path, out: Path, *extra: str) -> list[str]
     ("tapt", ["--pseudo_labels", "labels.parquet"], "--pseudo_labels labels.parquet: acts only with --objective "
                                                     "ptapt"),
     ("", ["--pseudo_labels", "labels.parquet"], "--pseudo_labels labels.parquet: acts only with --objective ptapt"),
+    ("ptapt", ["--pseudo_labels", ""], "--objective ptapt: give the frame labels to predict with --pseudo_labels "
+                                       "LABELS.parquet (written by `audiotune cluster`)"),
 ])
 def test_an_option_of_another_objective_is_refused_before_anything_is_written(
         objective: str, given: list[str], message: str, wav2vec2: Path, uid_dataset: dict, tmp_path: Path,
         capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     """P-TAPT reads no quantizer, TAPT loss or temperature and always freezes the feature encoder; TAPT reads no
-    frame labels (no objective named: --model hf's first, tapt). Each was taken and changed nothing. Refused at
-    once: before the checkpoint is loaded."""
+    frame labels (no objective named: --model hf's first, tapt). Each was taken and changed nothing. P-TAPT without
+    frame labels has nothing to predict. Refused at once: before the checkpoint is loaded."""
     monkeypatch.setattr("audiotune.engine.pretrain.build_backbone", built)
     out = tmp_path / "run"
     named = ["--objective", objective, "--pseudo_labels", "x.parquet"] if objective == "ptapt" else \

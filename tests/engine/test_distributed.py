@@ -345,7 +345,7 @@ def test_several_nodes_no_launcher_started_are_refused_before_anything_is_writte
     table = ["-i", str(dataset["prefix"]), "-d", str(split / "train.csv")]
     commands = {
         "train": [*small_train_args(dataset, root / "train"), "--num_nodes", "2"],
-        "pretrain": ["pretrain", "--model", "ecapa_tdnn", *table, "-o", str(root / "pretrain"), "--num_nodes", "2"],
+        "pretrain": ["pretrain", *table, "-o", str(root / "pretrain"), "--num_nodes", "2"],
         "cv": ["cv", *table, "-l", str(dataset["labels"]), "--group", "subject", "--folds", "2", "-o",
                str(root / "cv"), "--num_nodes", "2"],
         "evaluate": ["evaluate", "--run", str(run), "-d", str(split / "test.csv"), "--num_nodes", "2"],

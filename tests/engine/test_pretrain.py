@@ -213,6 +213,7 @@ def test_validation_losses_stay_on_the_device_until_the_epoch_ends() -> None:
 
     class Losses(torch.nn.Module):
         pretrain_objectives = ("tapt",)
+        objective_problems = ()
 
         def start_pretraining(self, objective: str, config: RunConfig) -> None:
             pass

@@ -11,6 +11,7 @@ from audiotune.cli.seed_flags import refuse_declared
 from audiotune.cli.show import quiet_lightning
 from audiotune.cli.stages import config_file_sections, given_options, keep_what_the_record_predates
 from audiotune.cli.values import options_of
+from audiotune.config import RunConfig
 from audiotune.data.folds import FOLD_PLACEHOLDER, VAL_GROUPS, FoldOptions
 from audiotune.storage import Role
 
@@ -40,6 +41,20 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                             f"{DEFAULTS.json_label})")
 
 
+def _refuse_val_share(config: RunConfig) -> None:
+    if config.train.val_share:  # from a --config file (the flag is refused as it is parsed)
+        raise ValueError(f"--val_share {config.train.val_share}: {VAL_SHARE}")
+
+
+def check(args: argparse.Namespace) -> None:
+    """Values out of range or contradicting one another, and what cv does itself (--resume, --overwrite)."""
+    from audiotune.engine.cv import check_cv
+
+    config = config_from_args(args, read_inputs=False)
+    _refuse_val_share(config)
+    check_cv(config, args.repeats)
+
+
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from audiotune.engine.cv import cross_validate
     from audiotune.engine.cv_encoders import fold_paths
@@ -51,8 +66,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     config = config_from_args(args)
     keep_what_the_record_predates(config, *config_file_sections(args), given_options(args),
                                   storage.join(config.exp_dir, CV_CONFIG_FILE), "config")
-    if config.train.val_share:  # from a --config file (the flag is refused as it is parsed)
-        raise ValueError(f"--val_share {config.train.val_share}: {VAL_SHARE}")
+    _refuse_val_share(config)
     if not fold_paths(config):  # an encoder per fold is checked per fold, once the folds are known
         # as each run would, before the folds are written; a rerun goes on with the options it was made with
         refuse_inactive_of_runs(config, storage.isfile(storage.join(config.exp_dir, CV_CONFIG_FILE)))
@@ -99,4 +113,4 @@ COMMAND = Command(
              "audiotune cv --config ecapa_new_speakers -d table.csv -l labels.txt -o cv --group subject\n"
              f"audiotune cv --model hf -c 'runs/tapt_{FOLD_PLACEHOLDER}/encoder' -d folds/ --audio_dir wavs/ -o cv    "
              "(the encoder pretrained on each fold's training part)",
-    after_interrupt="finished runs are kept; run the same command again to go on")
+    after_interrupt="finished runs are kept; run the same command again to go on", check=check)

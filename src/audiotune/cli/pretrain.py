@@ -86,12 +86,25 @@ def _validation_rule(args: argparse.Namespace, config: RunConfig) -> None:
                              "(-d its train.csv) to validate on --val_share of its rows, or on none with --val_size 0")
 
 
+def _config(args: argparse.Namespace, read_inputs: bool = True) -> RunConfig:
+    config = config_from_args(args, read_inputs=read_inputs)
+    refuse_other_values(config, args, PRETRAIN_OPTIONS, NOT_PRETRAINING)
+    return config
+
+
+def check(args: argparse.Namespace) -> None:
+    """Values out of range, options pretraining does not read, an objective the backbone does not have or one
+    without what it needs (--objective ptapt without --pseudo_labels)."""
+    from audiotune.engine.pretrain import check_pretraining
+
+    check_pretraining(_config(args, read_inputs=False))
+
+
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from audiotune.engine.pretrain import pretrain
 
     quiet_lightning(args.verbose)
-    config = config_from_args(args)
-    refuse_other_values(config, args, PRETRAIN_OPTIONS, NOT_PRETRAINING)
+    config = _config(args)
     _validation_rule(args, config)
     metrics = pretrain(config)
     if not metrics:
@@ -103,4 +116,4 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 COMMAND = Command(
     "pretrain", "self-supervised pretraining, no labels needed: SSAST masked patches (--model ssast) or wav2vec2 "
                 "task-adaptive pretraining (--model hf -c CHECKPOINT --objective tapt)", arguments, run,
-    after_interrupt=RESUME_HINT)
+    after_interrupt=RESUME_HINT, check=check)

@@ -10,7 +10,7 @@ from audiotune.cli.config_args import config_from_args
 from audiotune.cli.flags import ONE_PROCESS_NOTES, add_config_flags, refuse_other_options
 from audiotune.cli.show import quiet_lightning
 from audiotune.cli.stages import refuse_given_idle
-from audiotune.config import ENCODING
+from audiotune.config import ENCODING, RunConfig
 from audiotune.outputs import PROBE_FILE
 from audiotune.storage import final_path
 
@@ -49,14 +49,26 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                                                 "(its options: audiotune probe --help)")
 
 
+def _config(args: argparse.Namespace, read_inputs: bool = True) -> RunConfig:
+    config = config_from_args(args, read_inputs=read_inputs, takes=PROBE_OPTIONS)
+    refuse_given_idle(config, args, PROBE_OPTIONS)
+    return config
+
+
+def check(args: argparse.Namespace) -> None:
+    """Values out of range or contradicting one another, options probe does not read, several processes."""
+    from audiotune.engine.probe import check_probe
+
+    check_probe(_config(args, read_inputs=False))
+
+
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from audiotune.engine.module import trains
     from audiotune.engine.probe import probe
     from audiotune.engine.report import report_when_done
 
     quiet_lightning(args.verbose)
-    config = config_from_args(args, takes=PROBE_OPTIONS)
-    refuse_given_idle(config, args, PROBE_OPTIONS)
+    config = _config(args)
     table = probe(config)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"probe table: {final_path(Path(config.exp_dir) / PROBE_FILE)}")
@@ -66,4 +78,5 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         print(report_when_done(config.exp_dir))
 
 
-COMMAND = Command("probe", "train the same head on every hidden state of a frozen encoder", arguments, run)
+COMMAND = Command("probe", "train the same head on every hidden state of a frozen encoder", arguments, run,
+                  check=check)

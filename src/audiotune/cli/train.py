@@ -48,8 +48,19 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         print(report_when_done(config.exp_dir), file=sys.stderr)
 
 
+def check(args: argparse.Namespace) -> None:
+    """Values out of range or contradicting one another, and options that act where train never runs or not where
+    --freeze puts the encoder (a backbone's default --freeze is settled once its checkpoint is read)."""
+    from audiotune.engine.train import check_training
+    from audiotune.models.option_checks import refuse_inactive
+
+    config = config_from_args(args, read_inputs=False)
+    check_training(config)
+    refuse_inactive(config)
+
+
 COMMAND = Command("train", "train a classifier; writes a run directory", arguments, run,
                   examples="audiotune train -d split -l labels.txt -o run --model ecapa_tdnn -e 10\n"
                            "audiotune train --config ecapa_short_speech -d split -l labels.txt -o run\n"
                            "audiotune train --model hf -c facebook/wav2vec2-base -d split -l labels.txt -o run",
-                  after_interrupt=RESUME_HINT)
+                  after_interrupt=RESUME_HINT, check=check)

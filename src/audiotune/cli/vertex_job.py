@@ -9,12 +9,9 @@ import pandas as pd
 
 from audiotune import storage, vertex, vertex_results
 from audiotune.cli.command import Command
-from audiotune.cli.config_args import config_from_args
 from audiotune.cli.flags import add_path, path_roles, spellings
 from audiotune.cli.help import HelpFormatter
 from audiotune.cli.values import integer
-from audiotune.config import check_config
-from audiotune.models.option_checks import refuse_inactive
 from audiotune.storage import Role
 
 WRITTEN = (Role.OUTPUT_FILE, Role.OUTPUT_DIR, Role.RUN_OUTPUT, Role.EXPERIMENT)  # lost with the job's disk
@@ -93,11 +90,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
                                      f"{', '.join(local)} on a local disk only, which a Vertex AI job does not have"
                                      + (" (a search on Vertex AI: `audiotune vertex tune`)"
                                         if parsed.command == "sweep" else ""))
-        if parsed.command == "train" and not storage.is_remote(vars(parsed).get("config") or ""):
-            # values out of range fail now, not in the job (a recipe in a bucket is read by the job); so do options
-            # that act where train never runs, or not where --freeze puts the encoder (the backbone's default
-            # --freeze is settled by the job, which reads the checkpoint)
-            refuse_inactive(check_config(config_from_args(parsed, read_inputs=False)))
+        from audiotune.cli import COMMANDS  # (the commands include this one)
+
+        check = next(command.check for command in COMMANDS if command.name == parsed.command)
+        if check is not None and not storage.is_remote(vars(parsed).get("config") or ""):
+            check(parsed)  # what the command refuses of its options fails now, not in the job (a recipe in a
+            # bucket is read by the job)
         return parsed
 
     def outputs(command: list[str]) -> dict[str, str]:

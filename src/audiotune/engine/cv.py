@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from audiotune.config import RunConfig, check_config, config_to_dict
+from audiotune.config import RunConfig, config_to_dict
 from audiotune.data.folds import (
     FoldOptions,
     build_folds,
@@ -39,14 +39,13 @@ from audiotune.data.folds import (
 )
 from audiotune.data.json_splits import json_label_groups
 from audiotune.data.labels import read_label_file
-from audiotune.data.loading import check_sampler_options
 from audiotune.data.prepare import check_head_options, check_labels, check_no_validation
 from audiotune.engine.cv_encoders import fold_configs
 from audiotune.engine.cv_summary import finished_metrics, run_directory, write_outputs
 from audiotune.engine.distributed import trainer_devices
 from audiotune.engine.inference import inference_device
 from audiotune.engine.records import check_settings_record, read_settings_record
-from audiotune.engine.train import continue_or_start, train
+from audiotune.engine.train import check_training, continue_or_start, train
 from audiotune.launch import launched_rank_zero
 from audiotune.outputs import (
     CV_CONFIG_FILE,
@@ -90,6 +89,18 @@ def _run_one(config: RunConfig, fold_dir: Path, run_dir: Path, seed: int) -> dic
     return train(continue_or_start(run_config))
 
 
+def check_cv(config: RunConfig, repeats: int) -> None:
+    """What cross-validation refuses of its options alone, before anything is read, written or asked of a device
+    (a cloud job's command is checked so before it is submitted)."""
+    if repeats < 1:
+        raise ValueError(f"--repeats {repeats}: need at least 1")
+    if config.train.resume:
+        raise ValueError("cv resumes by itself: run the same command again, without --resume")
+    if config.train.overwrite:
+        raise ValueError("cv keeps finished runs and resumes the others: to start over, use a new --exp_dir")
+    check_training(config)
+
+
 def cross_validate(config: RunConfig, source: str, options: FoldOptions, repeats: int = 1) -> dict:
     """Train every fold ``repeats`` times (seeds ``seed .. seed + repeats - 1``) and summarise; returns the summary.
 
@@ -99,14 +110,7 @@ def cross_validate(config: RunConfig, source: str, options: FoldOptions, repeats
     Under DDP every process walks the same runs; rank 0 writes the runs' outputs and the summary, the others
     train their share of each run and return an empty dict.
     """
-    if repeats < 1:
-        raise ValueError(f"--repeats {repeats}: need at least 1")
-    if config.train.resume:
-        raise ValueError("cv resumes by itself: run the same command again, without --resume")
-    if config.train.overwrite:
-        raise ValueError("cv keeps finished runs and resumes the others: to start over, use a new --exp_dir")
-    check_config(config)
-    check_sampler_options(config)
+    check_cv(config, repeats)
     trainer_devices(config.runtime)  # as is a strategy audiotune cannot run, or nodes no launcher started
     inference_device(config)  # a missing accelerator, or a precision it cannot run, is an error before any write
     with own_run_dir(config.exp_dir, resume=True, command="cv",  # one cv per directory at a time

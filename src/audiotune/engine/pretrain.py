@@ -211,11 +211,7 @@ def pretrain(config: RunConfig) -> dict:
     Under DDP rank 0 owns the run directory and writes every output; the other processes train their share
     of the batches, write nothing and return an empty dict.
     """
-    check_config(config)
-    check_sampler_options(config)
-    if not trains(config.train):
-        raise ValueError("--epochs 0: pretraining needs at least one epoch (or --training_steps N); nothing to "
-                         "pretrain")
+    check_pretraining(config)
     trainer_devices(config.runtime)  # a strategy audiotune cannot run is an error before anything is read
     inference_device(config)  # so is a missing accelerator, or a precision it cannot run
     with own_run_dir(config.exp_dir, resume=config.train.resume, overwrite=config.train.overwrite,
@@ -223,9 +219,18 @@ def pretrain(config: RunConfig) -> dict:
         return _pretrain(config, owned)
 
 
-def _objective(config: RunConfig) -> str:
-    """The objective ``config`` names, or its backbone's first, read from the config alone (the backbone's class
-    declares its objectives): a bad one, or an option of another one, is refused before any checkpoint is read."""
+def check_pretraining(config: RunConfig) -> str:
+    """What pretraining refuses of its options alone, before anything is read, written or asked of a device (a
+    cloud job's command is checked so before it is submitted); returns the objective: the one ``config`` names, or
+    its backbone's first (the backbone's class declares its objectives and what each needs)."""
+    check_config(config)
+    check_sampler_options(config)
+    if not trains(config.train):
+        raise ValueError("--epochs 0: pretraining needs at least one epoch (or --training_steps N); nothing to "
+                         "pretrain")
+    if config.model.freeze:
+        raise ValueError("--freeze true: pretraining trains the encoder (a frozen one would learn nothing); leave "
+                         "--freeze out")
     backbone = backbone_class(config.model.model)
     if not issubclass(backbone, SupportsPretraining):
         raise ValueError(f"--model {config.model.model} has no self-supervised objective")
@@ -233,16 +238,16 @@ def _objective(config: RunConfig) -> str:
     objective = config.model.objective or objectives[0]
     if objective not in objectives:
         raise ValueError(f"--objective {objective}: --model {config.model.model} pretrains with {list(objectives)}")
+    problems = backbone.objective_problems(objective, config)
+    if problems:
+        raise ValueError(" / ".join(problems))
     return objective
 
 
 def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
     exp_dir = owned.path
-    if config.model.freeze:
-        raise ValueError("--freeze true: pretraining trains the encoder (a frozen one would learn nothing); leave "
-                         "--freeze out")
     config.model.freeze = False  # pretraining trains the encoder
-    objective = config.model.objective = _objective(config)  # settled first: the backbone resolves with it
+    objective = config.model.objective = check_pretraining(config)  # settled first: the backbone resolves with it
     resolve_config(config)
     # with the objective settled, the options of another one are refused before the checkpoint is loaded
     refuse_inactive(config, Stage.PRETRAIN)

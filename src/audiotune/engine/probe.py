@@ -71,16 +71,23 @@ def _summary(metrics: dict) -> dict:
     return summary
 
 
-def probe(config: RunConfig) -> pd.DataFrame:
-    """Train one head per hidden state (and one on the weighted sum) from the feature cache.
-
-    Encoding, training and predictions run on ``config.runtime.accelerator``/``devices``.
-    """
+def check_probe(config: RunConfig) -> None:
+    """What probe refuses of its options alone, before anything is read, written or asked of a device."""
     check_config(config)
     check_sampler_options(config)
     # its heads train on cached pooled states in seconds: several processes would only add start-up
     runtime = config.runtime
     check_one_process(runtime.devices, runtime.strategy, runtime.num_nodes, "probe")
+    if config.model.freeze is False:
+        raise ValueError("probe trains heads on a frozen encoder's hidden states: drop --freeze False")
+
+
+def probe(config: RunConfig) -> pd.DataFrame:
+    """Train one head per hidden state (and one on the weighted sum) from the feature cache.
+
+    Encoding, training and predictions run on ``config.runtime.accelerator``/``devices``.
+    """
+    check_probe(config)
     device = inference_device(config)  # a missing accelerator is an error before anything is written
     with own_run_dir(config.exp_dir, overwrite=config.train.overwrite, command="probe", resumable=False) as owned:
         # the device the cache encodes on; "auto" on a machine of several GPUs must not start DDP
@@ -90,8 +97,6 @@ def probe(config: RunConfig) -> pd.DataFrame:
 def _probe(config: RunConfig, owned: OwnedRunDir, one_device: int | list[int]) -> pd.DataFrame:
     exp_dir = owned.path
     resolve_config(config)
-    if config.model.freeze is False:
-        raise ValueError("probe trains heads on a frozen encoder's hidden states: drop --freeze False")
     config.model.freeze = True
     blocker = cache_blocker(config)
     if blocker:

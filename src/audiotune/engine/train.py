@@ -213,6 +213,13 @@ def continue_or_start(config: RunConfig) -> RunConfig:
     return config
 
 
+def check_training(config: RunConfig) -> None:
+    """What training refuses of its options' values alone, before anything is read, written or asked of a device:
+    values out of range or contradicting one another."""
+    check_config(config)
+    check_sampler_options(config)
+
+
 def train(config: RunConfig, callbacks: list[pl.Callback] | None = None) -> dict:
     """Train, keep the best-validation weights (``--keep last``: the last epoch's), score val and test; returns
     the metrics written.
@@ -226,8 +233,7 @@ def train(config: RunConfig, callbacks: list[pl.Callback] | None = None) -> dict
     the run directory, evaluates the best weights once and writes every output. The other processes write
     nothing and return an empty dict.
     """
-    check_config(config)
-    check_sampler_options(config)
+    check_training(config)
     trainer_devices(config.runtime)  # a strategy audiotune cannot run is an error before anything is read
     inference_device(config)  # a missing accelerator is an error before anything is written
     exp_dir = Path(config.exp_dir)

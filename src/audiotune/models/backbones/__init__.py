@@ -219,6 +219,12 @@ class SupportsPretraining(Protocol):
         before any checkpoint is read."""
         ...
 
+    @classmethod
+    def objective_problems(cls, objective: str, config: RunConfig) -> list[str]:
+        """What ``objective`` needs of ``config``'s options that they do not give (``--objective ptapt`` without its
+        frame labels), one text each, read from the config alone as :meth:`pretrain_objectives` is."""
+        ...
+
     def start_pretraining(self, objective: str, config: RunConfig) -> None:
         """Build what the objective needs beyond the encoder (quantizer, prediction layers); all trainable."""
         ...

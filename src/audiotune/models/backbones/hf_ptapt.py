@@ -81,10 +81,7 @@ class PseudoLabelPretraining(nn.Module):
         super().__init__()
         from transformers import AutoConfig, AutoModel
 
-        m = backbone_options(config)  # the HFSettings of the run
-        if not m.pseudo_labels:
-            raise ValueError("--objective ptapt: give the frame labels to predict with --pseudo_labels LABELS.parquet "
-                             "(written by `audiotune cluster`)")
+        m = backbone_options(config)  # the HFSettings of the run (its --pseudo_labels checked by the engine)
         self.targets: PseudoLabels = read_pseudo_labels(m.pseudo_labels)
         hf_config = AutoConfig.from_pretrained(checkpoint)
         self.checkpoint = checkpoint

@@ -53,6 +53,7 @@ from audiotune.data.samplers import EXACT_PADDING, PaddingRule
 from audiotune.models.backbones import (
     Backbone,
     TransformersSizes,
+    backbone_options,
     encode_in_windows,
     register,
     whole_lengths,
@@ -263,6 +264,14 @@ class HFBackbone(TransformersSizes, Backbone):
         """``tapt``: wav2vec2's contrastive + diversity objective, continued (:mod:`.hf_pretraining`);
         ``ptapt``: masked prediction of k-means frame labels (:mod:`.hf_ptapt`)."""
         return ("tapt", "ptapt")
+
+    @classmethod
+    def objective_problems(cls, objective: str, config: RunConfig) -> list[str]:
+        """P-TAPT predicts the frame labels of ``--pseudo_labels``: without them there is nothing to predict."""
+        if objective == "ptapt" and not backbone_options(config).pseudo_labels:
+            return ["--objective ptapt: give the frame labels to predict with --pseudo_labels LABELS.parquet "
+                    "(written by `audiotune cluster`)"]
+        return []
 
     def start_pretraining(self, objective: str, config: RunConfig) -> None:
         """Load what the objective trains (quantizer and projections, or cluster heads); the encoder becomes

@@ -199,6 +199,11 @@ class SSASTBackbone(Backbone):
         first = task if task in PRETRAIN_TASKS else DEFAULT_OBJECTIVE
         return (first, *(task for task in PRETRAIN_TASKS if task != first))
 
+    @classmethod
+    def objective_problems(cls, objective: str, config: RunConfig) -> list[str]:
+        """Every objective reads the clips alone: nothing more to give."""
+        return []
+
     def start_pretraining(self, objective: str, config: RunConfig) -> None:
         """Every parameter trainable (pretext heads and mask token too); masking from ``--mask_patch``,
         ``--cluster_factor`` and ``--cluster_side`` (training and validation masks alike, as the seeds)."""
