@@ -113,6 +113,19 @@ def test_several_heads_each_have_statistics_and_a_mean_over_other_heads_is_said(
     assert "heads" not in one_head and "notes" not in one_head  # the top level is that head
 
 
+def test_confusion_matrices_of_folds_with_other_classes_add_up_by_class_name() -> None:
+    """Each run's head has the classes of its fold's training rows: a fold without 'b' but with 'c' adds its counts
+    to 'a' and 'c', not to the cells of the first fold's 'b'; a third class is a row and a column of its own."""
+    def run(classes: list[str], matrix: list[list[int]]) -> dict:
+        head = {"classes": classes, "confusion_matrix": matrix, "uar": 0.5}
+        return {"test": {"n": int(np.sum(matrix)), "uar": 0.5, "heads": {"label": head}}}
+    folds = [Fold(1, {}), Fold(2, {}), Fold(3, {})]
+    runs = [(folds[0], 0, 0, run(["a", "b"], [[3, 1], [0, 2]])), (folds[1], 0, 0, run(["a", "c"], [[4, 0], [2, 1]])),
+            (folds[2], 0, 0, run(["a", "b", "c"], [[1, 0, 0], [0, 1, 0], [0, 1, 1]]))]
+    summed = summary(runs, folds, 1)["confusion_matrix"]["test"]["label"]
+    assert summed == {"classes": ["a", "b", "c"], "matrix": [[8, 1, 0], [0, 3, 0], [2, 1, 2]]}
+
+
 def write_json_split(path: Path, train: dict, val: dict, test: dict) -> None:
     path.write_text(json.dumps({"Train": train, "Val": val, "Test": test}))
 

@@ -89,6 +89,27 @@ def test_monitor_values_average_heads_and_skip_undefined() -> None:
     assert monitor_value({"uar": 0.5}, "uar") == 0.5
 
 
+def test_auc_is_a_mean_over_heads_each_the_mean_of_its_columns() -> None:
+    """A binary head of two columns and one of one: --monitor auc (and cv's statistics) average the heads, as every
+    other metric, not the three columns; each head has its own auc, each column too."""
+    from sklearn.metrics import roc_auc_score
+
+    from audiotune.engine.metrics import compute_metrics
+
+    targets = np.array([[0, 1, 0], [1, 0, 1], [1, 1, 0], [0, 0, 1], [1, 0, 0], [0, 1, 1]], dtype=float)
+    scores = np.array([[0.2, 0.9, 0.4], [0.7, 0.3, 0.6], [0.4, 0.6, 0.5], [0.3, 0.4, 0.3], [0.8, 0.7, 0.2],
+                       [0.6, 0.2, 0.9]])
+    heads = [HeadSpec("A", "binary", ["a1", "a2"]), HeadSpec("B", "binary", ["b"])]
+    metrics = compute_metrics(scores, targets, heads)
+    column = [roc_auc_score(targets[:, j], scores[:, j]) for j in range(3)]
+    assert metrics["auc"] == pytest.approx(dict(zip(["a1", "a2", "b"], column)))
+    assert metrics["heads"]["A"]["columns"]["a2"]["auc"] == pytest.approx(column[1])
+    assert metrics["heads"]["A"]["auc"] == pytest.approx((column[0] + column[1]) / 2)
+    assert metrics["heads"]["B"]["auc"] == pytest.approx(column[2])
+    expected = ((column[0] + column[1]) / 2 + column[2]) / 2
+    assert monitor_value(metrics, "auc") == pytest.approx(expected) != pytest.approx(np.mean(column))
+
+
 @pytest.mark.slow
 def test_ema_weights_are_the_ones_validated_and_saved(uid_dataset: dict, tmp_path: Path) -> None:
     from safetensors.torch import load_file

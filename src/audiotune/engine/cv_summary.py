@@ -111,15 +111,25 @@ def _runs_table(results: list[tuple[Fold, int, int, dict]]) -> pd.DataFrame:
 
 
 def _summed_confusion(results: list[tuple[Fold, int, int, dict]], split: str) -> dict[str, dict]:
-    summed: dict[str, dict] = {}
+    """Each head's confusion matrices summed over the runs, cell by class name: runs whose folds trained on other
+    classes (each run's head has the classes of its own training rows) add their counts to the same classes, the
+    classes in the order the runs first name them."""
+    counts: dict[str, dict[tuple[object, object], int]] = {}
+    classes: dict[str, list[object]] = {}
     for _, _, _, metrics in results:
         for head, values in metrics.get(split, {}).get("heads", {}).items():
             if "confusion_matrix" not in values:
                 continue
-            matrix = np.asarray(values["confusion_matrix"])
-            entry = summed.setdefault(head, {"classes": values["classes"], "matrix": np.zeros_like(matrix)})
-            entry["matrix"] = entry["matrix"] + matrix
-    return {head: {"classes": e["classes"], "matrix": e["matrix"].tolist()} for head, e in summed.items()}
+            names = list(values["classes"])
+            known = classes.setdefault(head, [])
+            known += [name for name in names if name not in known]
+            cells = counts.setdefault(head, {})
+            for truth, row in zip(names, values["confusion_matrix"]):
+                for predicted, count in zip(names, row):
+                    cells[truth, predicted] = cells.get((truth, predicted), 0) + int(count)
+    return {head: {"classes": names, "matrix": [[counts[head].get((truth, predicted), 0) for predicted in names]
+                                                for truth in names]}
+            for head, names in classes.items()}
 
 
 def _head_sections(results: list[tuple[Fold, int, int, dict]], folds: list[Fold], repeats: int) -> dict:

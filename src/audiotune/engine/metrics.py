@@ -139,7 +139,8 @@ def _distribution_metrics(scores: np.ndarray, targets: np.ndarray, head: HeadSpe
 
 
 def _binary_metrics(scores: np.ndarray, targets: np.ndarray, head: HeadSpec, result: dict) -> dict:
-    """Each 0/1 column on its labelled rows (threshold 0.5), AUC into ``result["auc"]``; the head is their mean."""
+    """Each 0/1 column on its labelled rows (threshold 0.5), its AUC also into ``result["auc"]``; the head's values
+    are their means (its ``auc``: over the columns where it is defined)."""
     per_column: dict[str, dict[str, float | None]] = {}  # n, the classification keys and uar per column
     for j, column in enumerate(head.columns):
         labelled = ~np.isnan(targets[:, j])
@@ -147,7 +148,7 @@ def _binary_metrics(scores: np.ndarray, targets: np.ndarray, head: HeadSpec, res
         if not labelled.any():
             result["notes"].append(f"metrics of '{column}' undefined: no labelled rows")
             result["auc"][column] = None
-            per_column[column] = {"n": 0, **{key: None for key in CLASSIFICATION_KEYS}}
+            per_column[column] = {"n": 0, **{key: None for key in CLASSIFICATION_KEYS}, "auc": None}
             continue
         predicted = (score >= 0.5).astype(int)
         two_classes = len(np.unique(truth)) > 1
@@ -155,9 +156,9 @@ def _binary_metrics(scores: np.ndarray, targets: np.ndarray, head: HeadSpec, res
             result["notes"].append(f"auc of '{column}' undefined: only one class present")
         result["auc"][column] = _finite(roc_auc_score(truth, score)) if two_classes else None
         per_column[column] = {"n": int(labelled.sum()), **_class_scores(truth, predicted, [0, 1]),
-                              "uar": uar(truth, predicted)}
+                              "uar": uar(truth, predicted), "auc": result["auc"][column]}
     metrics: dict = {"n": int((~np.isnan(targets)).any(axis=1).sum())}
-    metrics.update({key: _mean([c[key] for c in per_column.values()]) for key in CLASSIFICATION_KEYS})
+    metrics.update({key: _mean([c[key] for c in per_column.values()]) for key in (*CLASSIFICATION_KEYS, "auc")})
     metrics["columns"] = per_column
     return metrics
 
@@ -167,7 +168,8 @@ def compute_metrics(scores: np.ndarray, targets: np.ndarray, heads: list[HeadSpe
 
     Classification heads (binary, categorical, soft): accuracy, macro_f1, weighted_f1, micro_f1 (standard),
     f1_of_macro_pr (the harmonic mean of macro precision and macro recall), uar; categorical
-    and soft heads also a confusion matrix and a per-class report; binary columns an AUC (top-level ``auc``).
+    and soft heads also a confusion matrix and a per-class report; binary columns an AUC (top-level ``auc``, by
+    column; a binary head's ``auc``: the mean of its columns').
     Binary columns are thresholded at 0.5. Regression heads: mae, rmse, pearson, spearman, ccc, r2 in the
     targets' units. Top level: the classification keys averaged over classification heads (None without
     any) and, when there are regression heads, the regression keys averaged over them.

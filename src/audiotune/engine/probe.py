@@ -23,6 +23,7 @@ from audiotune.engine.inference import inference_device, predict
 from audiotune.engine.losses import training_class_weights
 from audiotune.engine.metrics import compute_metrics, scores_from_logits
 from audiotune.engine.module import ClassifierModule, trains
+from audiotune.engine.selection import monitor_value
 from audiotune.engine.trainer import build_trainer
 from audiotune.models.backbones import build_backbone, input_spec, resolve_config
 from audiotune.models.classifier import Classifier
@@ -63,9 +64,8 @@ class RandomState:
 
 
 def _summary(metrics: dict) -> dict:
-    aucs = [v for v in metrics["auc"].values() if v is not None]
     summary = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "uar": metrics["uar"],
-               "mean_auc": float(np.mean(aucs)) if aucs else None}
+               "mean_auc": monitor_value(metrics, "auc")}  # as the other values: the mean over heads
     if "ccc" in metrics:  # regression heads
         summary.update(ccc=metrics["ccc"], mae=metrics["mae"])
     return summary

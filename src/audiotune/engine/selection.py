@@ -39,10 +39,13 @@ def check_monitor(monitor: str, heads: list[HeadSpec]) -> None:
 
 def monitor_value(metrics: dict, monitor: str) -> float | None:
     """The value of ``monitor`` in :func:`~audiotune.engine.metrics.compute_metrics` output (the mean over heads
-    for several heads, over binary columns for ``auc``); None when it is undefined for this validation set."""
+    for several heads: for ``auc``, of the binary heads' own, each the mean of its columns'); None when it is
+    undefined for this validation set."""
     value = metrics.get(monitor)
-    if isinstance(value, dict):  # auc: one value per binary column
-        present = [v for v in value.values() if v is not None]
+    if isinstance(value, dict):  # auc: the top level holds one value per binary column
+        heads = [scores[monitor] for scores in metrics.get("heads", {}).values() if monitor in scores]
+        # (metrics written before binary heads had their own auc: the mean over the columns)
+        present = [v for v in (heads or value.values()) if v is not None]
         value = float(np.mean(present)) if present else None
     if value is None or not math.isfinite(float(value)):
         return None
