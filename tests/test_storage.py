@@ -74,6 +74,23 @@ def test_read_by_range_and_local_copies_follow_changes(gcs: Emulator, tmp_path: 
         storage.local_copy(f"gs://{BUCKET}/missing")
 
 
+def test_a_local_copy_of_a_folder_loses_the_files_its_remote_folder_lost(gcs: Emulator) -> None:
+    """A checkpoint rewritten in place as shards: the old single weights file must not stay in the copy (the
+    loader would read it first); files kept, and their nested folders, stay."""
+    fs = gcs.fs()
+    fs.pipe(f"{BUCKET}/ck/config.json", b"{}")
+    fs.pipe(f"{BUCKET}/ck/model.safetensors", b"old")
+    fs.pipe(f"{BUCKET}/ck/sub/keep.txt", b"kept")
+    copy = Path(storage.local_copy(f"gs://{BUCKET}/ck"))
+    assert (copy / "model.safetensors").read_bytes() == b"old"
+    fs.rm(f"{BUCKET}/ck/model.safetensors")
+    fs.pipe(f"{BUCKET}/ck/model-00001-of-00001.safetensors", b"new")
+    assert Path(storage.local_copy(f"gs://{BUCKET}/ck")) == copy
+    files = sorted(path.relative_to(copy).as_posix() for path in copy.rglob("*") if path.is_file())
+    assert files == [".config.json.version", ".model-00001-of-00001.safetensors.version", "config.json",
+                     "model-00001-of-00001.safetensors", "sub/.keep.txt.version", "sub/keep.txt"]
+
+
 def _train(out: str, *extra: str) -> list[str]:
     return ["train", "-d", f"gs://{BUCKET}/data/split", "-l", f"gs://{BUCKET}/labels.txt", "-o", out,
             *SMALL_ECAPA, "-e", "1", "-bs", "4", "--seed", "1", *extra]

@@ -334,6 +334,20 @@ def _download_file(fs: Any, inner: str, info: dict, target: Path) -> None:
         stamp.write_text(version)
 
 
+def _remove_unlisted(target: Path, listed: set[Path]) -> None:
+    """Remove the files of the local copy ``target`` that its remote folder no longer holds (``listed``: the files
+    it holds now), with their version stamps: a checkpoint rewritten in other files (sharded weights in place of
+    one file) must not be read with its old ones. Files being written (partials) are left to their writers."""
+    for path in [path for path in target.rglob("*") if path.is_file() or path.is_symlink()]:
+        name = path.name
+        if name.endswith(partials.PARTIAL_SUFFIX):
+            continue
+        stamped = path.with_name(name[1:-len(".version")]) if name.startswith(".") and name.endswith(".version") \
+            else None
+        if path not in listed and stamped not in listed:
+            path.unlink(missing_ok=True)
+
+
 def local_copy(path: str | Path) -> str:
     """A local path holding the file or folder ``path``: the path itself when local, else a cached copy."""
     if not is_remote(path):
@@ -348,9 +362,12 @@ def local_copy(path: str | Path) -> str:
         found = fs.find(inner, detail=True)
         if not found:
             raise FileNotFoundError(url)
+        listed = set()
         for remote, info in found.items():
             relative = posixpath.relpath(remote, inner.rstrip("/"))
             _download_file(fs, remote, info, target / relative)
+            listed.add(target / relative)
+        _remove_unlisted(target, listed)
     except FileNotFoundError as err:
         raise FileNotFoundError(f"{url}: not found") from err
     except Exception as err:

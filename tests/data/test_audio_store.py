@@ -79,6 +79,29 @@ def test_a_store_that_cannot_write_serves_the_clips_and_says_so_once(recording: 
     assert not list((tmp_path / "cache").rglob("*.partial")) and not list((tmp_path / "cache").rglob("*.safetensors"))
 
 
+@pytest.mark.parametrize("damage", [b"", b"\x10\x00\x00"])
+def test_a_stored_clip_that_cannot_be_read_is_prepared_again_and_named(
+        recording: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog, damage: bytes) -> None:
+    """An entry emptied or cut short (a full disk, a killed copy) is no reason to stop training: the clip is decoded
+    again, stored whole again, and the warning names the entry and the audio file."""
+    inputs = InputSpec(channel_mode="interleave", features="waveform")
+    plain = AudioDataset(recording, np.zeros((3, 0)), inputs)
+    stored = AudioDataset(recording, np.zeros((3, 0)), inputs, store=AudioStore(tmp_path / "cache", inputs.audio()))
+    for i in range(3):
+        stored[i]
+    entries = sorted((tmp_path / "cache" / "audio").rglob("*.safetensors"))
+    entries[0].write_bytes(damage)
+    expected = [plain[i]["inputs"].numpy() for i in range(3)]
+    calls = counting_decoder(monkeypatch)
+    with caplog.at_level("WARNING"):
+        again = [stored[i]["inputs"].numpy() for i in range(3)]
+    assert all(np.array_equal(a, b) for a, b in zip(again, expected))
+    assert len(calls) == 1 and entries[0].stat().st_size > 100  # stored whole again
+    assert [r.message for r in caplog.records if "cannot be read" in r.message] == \
+        [f"{entries[0]}: a stored clip of {recording['path'].iloc[0]} that cannot be read "
+         f"({caplog.records[-1].message.split('(', 1)[1]}"]
+
+
 def test_augmentation_still_runs_on_every_draw(recording: pd.DataFrame, tmp_path: Path) -> None:
     inputs = InputSpec(features="waveform")
     dataset = AudioDataset(recording, np.zeros((3, 0)), inputs, augment=AugmentConfig(gauss=1.0), train=True,

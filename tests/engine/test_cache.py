@@ -62,6 +62,12 @@ def test_cache_is_reused_and_invalidated_by_each_key(uid_dataset: dict, tmp_path
     assert other_prep["feature_cache"]["encoded"] == 24
     other_pool = run(uid_dataset, tmp_path / "e", cache, "--frame_activation", "relu")  # other frames pooled
     assert other_pool["feature_cache"]["encoded"] == 24
+    # the training crop of d and the scored crop of a: every entry is found (the training crop never reads the
+    # scored clips)
+    crop = run(uid_dataset, tmp_path / "crop", cache, "--clip_length", "0.4", "--eval_clip_length", "0.5")
+    assert crop["feature_cache"]["encoded"] == 0 and crop["feature_cache"]["reused"] == 24
+    assert crop["feature_cache"]["folders"]["train"] == other_prep["feature_cache"]["folders"]["train"]
+    assert crop["feature_cache"]["folders"]["test"] == first["feature_cache"]["folders"]["test"]
     # new audio content in one file: only that clip is encoded again
     path = uid_dataset["prefix"] / "ann0" / "waveform.wav"
     wave, rate = sf.read(path)
@@ -76,7 +82,7 @@ def test_cache_is_reused_and_invalidated_by_each_key(uid_dataset: dict, tmp_path
 def test_a_broken_entry_is_encoded_again_and_never_read(uid_dataset: dict, tmp_path) -> None:
     cache = tmp_path / "cache"
     first = run(uid_dataset, tmp_path / "a", cache)
-    entries = sorted(Path(first["feature_cache"]["folder"]).glob("*.safetensors"))
+    entries = sorted(Path(first["feature_cache"]["folders"]["train"]).glob("*.safetensors"))
     whole = entries[0].read_bytes()
     entries[0].write_bytes(whole[:len(whole) - 8])  # cut short (a copy that stopped)
     entries[1].write_bytes(b"")  # emptied

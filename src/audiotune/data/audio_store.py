@@ -78,8 +78,11 @@ class AudioStore:
         """The stored clip of this row, or ``prepare()``'s result, stored for the next time."""
         entry = self.folder / f"{segment_key(path, span)}.safetensors"
         if entry.is_file():
-            with safe_open(str(entry), framework="np") as handle:
-                return handle.get_tensor("audio"), int(handle.metadata()["rate"])
+            try:
+                with safe_open(str(entry), framework="np") as handle:
+                    return handle.get_tensor("audio"), int(handle.metadata()["rate"])
+            except (OSError, SafetensorError, KeyError, TypeError, ValueError) as err:  # cut short, emptied
+                logger.warning("%s: a stored clip of %s that cannot be read (%s): prepared again", entry, path, err)
         clip, rate = prepare()
         partial = entry.with_suffix(f".{os.getpid()}.partial")  # workers may write the same entry at once
         try:

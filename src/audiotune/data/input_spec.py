@@ -95,6 +95,11 @@ class InputSpec:
         path, as the feature cache does)."""
         return dataclasses.replace(self, eval_clip_length=self.clip_length)
 
+    def scoring_crop(self) -> InputSpec:
+        """This spec with training clips cropped as scored clips: what the feature cache keys scored clips by
+        (the training crop never reads them)."""
+        return dataclasses.replace(self, clip_length=self.eval_clip_length)
+
     def whole_clips(self) -> InputSpec:
         """This spec reading every clip whole, in training and scoring alike."""
         return dataclasses.replace(self, clip_length=0.0, eval_clip_length=0.0)

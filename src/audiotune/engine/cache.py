@@ -81,12 +81,15 @@ def cache_root(config: RunConfig) -> Path:
 
 
 def encoder_digest(backbone: Backbone) -> str:
-    """Digest of every parameter and buffer of the backbone, and of the front-end settings it reads beside them."""
+    """Digest of every parameter and buffer of the backbone, of its architecture beyond them (a transformers
+    config's activation, norms, heads) and of the front-end settings it reads beside them."""
     digest = hashlib.blake2b(digest_size=16)
     for name, tensor in sorted(backbone.state_dict().items()):
         data = tensor.detach().cpu().contiguous().reshape(-1)  # 0-d buffers (num_batches_tracked) too
         digest.update(f"{name}:{tuple(tensor.shape)}:{data.dtype}".encode())
         digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    if backbone.architecture:
+        digest.update(json.dumps(backbone.architecture, sort_keys=True, default=str).encode())
     if backbone.front_end_settings:  # none: the digest of earlier releases
         digest.update(json.dumps(backbone.front_end_settings, sort_keys=True).encode())
     return digest.hexdigest()
@@ -224,12 +227,12 @@ def cached_datasets(model: Classifier, config: RunConfig, tables: dict[str, pd.D
     result = {}
     for split, table in tables.items():
         # training clips are cropped as in training, the others as they are scored (--eval_clip_length)
-        split_inputs = inputs.training_crop() if split == "train" else inputs
+        split_inputs = inputs.training_crop() if split == "train" else inputs.scoring_crop()
         digest = preprocessing_digest(config, split_inputs, config.classifier.pooling_mode)
         folder = cache_root(config) / f"{weights}-{digest}"
         names, encoded = encode_to_cache(model, config, split_inputs, table, folder, check=check)
         if stats is not None:
-            stats["folder"] = str(folder)
+            stats.setdefault("folders", {})[split] = str(folder)
             stats["encoded"] = stats.get("encoded", 0) + encoded
             stats["reused"] = stats.get("reused", 0) + len(names) - encoded
         result[split] = CachedDataset(table, targets[split], folder, names)

@@ -663,6 +663,33 @@ def test_the_feature_cache_keys_encoders_that_read_own_frames_apart_from_the_cac
         assert (encoder_digest(backbone) != encoder_digest(before)) is changed
 
 
+def test_the_feature_cache_keys_an_encoder_by_its_config_as_well_as_its_weights(checkpoints: dict[str, Path],
+                                                                                 tmp_path: Path) -> None:
+    """A checkpoint whose config.json was edited in place (same weights) computes other features when its
+    activation changes: its features are keyed apart. What acts only while it trains, or what saved it, is not."""
+    import json
+
+    from audiotune.engine.cache import encoder_digest
+
+    source = checkpoints["w2v_layer"]
+    digest = encoder_digest(HFBackbone(HFOptions(str(source))))
+
+    def edited(**changes: Any) -> tuple[str, torch.Tensor]:
+        folder = tmp_path / "_".join(changes)
+        shutil.copytree(source, folder)
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, **changes}))
+        backbone = HFBackbone(HFOptions(str(folder))).eval()
+        with torch.no_grad():
+            states = backbone.hidden_states(clip(0.5, 3)[None], None)[0][-1]
+        return encoder_digest(backbone), states
+
+    relu, relu_states = edited(hidden_act="relu", feat_extract_activation="relu")
+    same, same_states = edited(mask_time_prob=0.3, hidden_dropout=0.2, layerdrop=0.3, transformers_version="0.0.1")
+    assert not torch.allclose(relu_states, same_states)  # the features differ, and so does the key
+    assert relu != digest and same == digest
+
+
 def test_a_group_norm_encoders_attention_over_a_clips_frames_is_its_own_in_a_padded_batch(
         checkpoints: dict[str, Path]) -> None:
     backbone = HFBackbone(HFOptions(str(checkpoints["w2v_group"]))).eval()

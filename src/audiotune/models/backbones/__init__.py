@@ -70,6 +70,13 @@ class Backbone(nn.Module):
         return {}
 
     @property
+    def architecture(self) -> dict[str, Any]:
+        """What its layers compute beyond their weights and the run's options, read from its checkpoint (a
+        transformers config's activation, norm epsilon, attention heads): none unless the backbone says so (one
+        built from the run's options alone)."""
+        return {}
+
+    @property
     def frame_hop(self) -> int | None:
         """Input samples between two output frames when that is fixed (a convolutional front end), else None."""
         return None
@@ -113,11 +120,36 @@ class Backbone(nn.Module):
         raise NotImplementedError
 
 
+# transformers config entries that change nothing an encoder in eval mode outputs: what it was saved by and as,
+# what its heads, tokens and losses use, how it starts from random weights
+_NOT_ARCHITECTURE = frozenset({
+    "architectures", "transformers_version", "dtype", "torch_dtype", "id2label", "label2id", "problem_type",
+    "return_dict", "output_attentions", "output_hidden_states", "use_cache", "tie_word_embeddings",
+    "is_encoder_decoder", "finetuning_task", "tokenizer_class", "prefix", "task_specific_params", "bos_token_id",
+    "eos_token_id", "pad_token_id", "decoder_start_token_id", "suppress_tokens", "begin_suppress_tokens",
+    "vocab_size", "apply_spec_augment", "num_negatives", "contrastive_logits_temperature", "diversity_loss_weight",
+    "ctc_loss_reduction", "ctc_zero_infinity", "initializer_range", "init_std",
+})
+
+
+def transformers_architecture(config: Any) -> dict[str, Any]:
+    """The entries of a transformers config that change what its encoder outputs in eval mode: all but those of
+    ``_NOT_ARCHITECTURE``, private ones and those acting only while it trains (dropout, LayerDrop, masking)."""
+    return {key: value for key, value in config.to_dict().items()
+            if key not in _NOT_ARCHITECTURE and not key.startswith(("_", "mask_"))
+            and "dropout" not in key and "layerdrop" not in key}
+
+
 class TransformersSizes:
-    """The sizes of a backbone around a transformers encoder (``self.model``), read from its config: put before
-    :class:`Backbone` among the bases."""
+    """The sizes and architecture of a backbone around a transformers encoder (``self.model``), read from its
+    config: put before :class:`Backbone` among the bases."""
 
     model: Any
+
+    @property
+    def architecture(self) -> dict[str, Any]:
+        """The encoder's transformers config (:func:`transformers_architecture`)."""
+        return transformers_architecture(self.model.config)
 
     @property
     def embedding_dim(self) -> int:

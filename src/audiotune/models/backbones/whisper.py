@@ -69,7 +69,14 @@ from torch import Tensor, nn
 
 from audiotune.config import AT_LEAST_0, RunConfig, option, option_default
 from audiotune.data.input_spec import InputSpec
-from audiotune.models.backbones import Backbone, backbone_options, encode_in_windows, register, whole_lengths
+from audiotune.models.backbones import (
+    Backbone,
+    backbone_options,
+    encode_in_windows,
+    register,
+    transformers_architecture,
+    whole_lengths,
+)
 from audiotune.models.backbones.hf_checkpoint import check_available, from_config_initialised, weights_quietly
 
 __all__ = ["DEFAULT_CHECKPOINT", "WhisperBackbone", "WhisperOptions", "build_whisper", "front_end_settings",
@@ -213,6 +220,11 @@ class WhisperBackbone(Backbone):
         self.register_buffer("stft_window", torch.hann_window(self.n_fft), persistent=False)
         self.register_buffer("mel_filters", torch.from_numpy(self.extractor.mel_filters.T.copy()).float(),
                              persistent=False)
+
+    @property
+    def architecture(self) -> dict[str, Any]:
+        """The encoder's transformers config (:func:`transformers_architecture`)."""
+        return transformers_architecture(self.model.config)
 
     @property
     def front_end_settings(self) -> dict[str, int]:
