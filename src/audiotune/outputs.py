@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from audiotune import __version__, storage
+from audiotune import __version__, partials, storage
 from audiotune.atomic import OutputError, atomic_path, refused
 from audiotune.storage import CONFIG_FILE, METRICS_FILE, MODEL_FILE  # noqa: F401 -- the run markers, named in storage
 
@@ -223,10 +223,42 @@ def command_history(folder: str | Path) -> list[dict[str, Any]]:
     return [entry for entry in value if isinstance(entry, dict)] if isinstance(value, list) else []
 
 
-def record_command(folder: str | Path) -> Path:
+def record_command(folder: str | Path, found: list[str] | None = None) -> Path:
     """Add the command being run to ``folder``'s COMMAND_FILE, atomically: the first entry is the command that
-    made the directory, the later ones those that resumed or added to it."""
-    return write_json(Path(folder) / COMMAND_FILE, [*command_history(folder), invocation()])
+    made the directory, the later ones those that resumed or added to it. ``found``: the entries the folder held
+    before any command wrote there (:data:`FOUND`), recorded with the command."""
+    entry = {**invocation(), **({FOUND: found} if found else {})}
+    return write_json(Path(folder) / COMMAND_FILE, [*command_history(folder), entry])
+
+
+def from_training_dir(path: str, run_dir: str | Path) -> str:
+    """A local path of a run's config as it was given: a relative one is relative to the working directory of the
+    command that made the run (the first entry of its COMMAND_FILE), so the run's tables and audio are found from
+    any folder; absolute paths, URLs and runs without that record as they are."""
+    if not path or storage.is_remote(path) or Path(path).is_absolute():
+        return path
+    history = command_history(run_dir)
+    cwd = history[0].get("cwd") if history else None
+    if not isinstance(cwd, str) or not cwd:
+        return path
+    anchored = Path(cwd) / path  # (gone, on another machine, where the path is found from here: as it is)
+    return str(anchored) if anchored.exists() or not Path(path).exists() else path
+
+
+# in a COMMAND_FILE entry: what the folder held before a command first wrote there, which no later command deletes
+FOUND = "found"
+
+
+def found_entries(folder: Path, history: list[dict[str, Any]]) -> list[str]:
+    """The entries of ``folder`` that no command wrote: those its COMMAND_FILE records as found, or, for a folder no
+    command has written yet that holds no run, all it holds now (but the lock, a staging folder's note and partial
+    files)."""
+    if history:
+        return sorted({name for entry in history for name in entry.get(FOUND, []) if isinstance(name, str)})
+    if _is_run_dir(folder):  # a run of a release that kept no record of its commands: all of it is the run's
+        return []
+    return sorted(entry.name for entry in folder.iterdir() if entry.name not in (LOCK_FILE, storage.NOTE)
+                  and not entry.name.endswith(partials.PARTIAL_SUFFIX))
 
 
 def check_output_path(path: str | Path) -> Path:
@@ -314,17 +346,18 @@ class OwnedRunDir:
         self.path, self.created, self._clear, self.started, self.writes = path, created, clear, False, writes
 
     def start(self) -> Path:
-        """Call once the inputs are validated, before the first write: an overwritten run is deleted now."""
-        if self._clear and self.writes:
-            for entry in self.path.iterdir():
-                if entry.name == LOCK_FILE:
+        """Call once the inputs are validated, before the first write: an overwritten run is deleted now, but what
+        the folder held before any command wrote there (:func:`found_entries`)."""
+        if self.writes:
+            found = found_entries(self.path, command_history(self.path))
+            for entry in self.path.iterdir() if self._clear else ():
+                if entry.name == LOCK_FILE or entry.name in found:
                     continue
                 if entry.is_dir() and not entry.is_symlink():
                     shutil.rmtree(entry)
                 else:
                     entry.unlink()
-        if self.writes:
-            record_command(self.path)
+            record_command(self.path, [name for name in found if (self.path / name).exists()])
         self.started = True
         return self.path
 
@@ -349,6 +382,25 @@ def check_folder_kind(folder: str | Path, command: str, experiment: str | None =
         held = "a run"
     if held is not None:
         raise RunDirError(f"{folder}: holds {held}, which {command} does not write; choose another -o/--exp_dir")
+    inner = _run_within(folder) if experiment is None else None
+    if inner is not None:
+        raise RunDirError(f"{folder}: holds a run in {inner} (a fold's or a trial's, or another run), which "
+                          f"{command} would mix its own outputs with, or delete replacing them; choose another "
+                          "-o/--exp_dir")
+
+
+def _run_within(folder: str | Path) -> str | None:
+    """The first folder below ``folder`` (local or remote) that holds a run's config, relative to it, if any."""
+    top = str(folder).rstrip("/")
+    if not storage.isdir(top):
+        return None
+    if not storage.is_remote(top):  # walked until the first one
+        for place, _, files in os.walk(top):
+            if CONFIG_FILE in files and os.path.normpath(place) != os.path.normpath(top):
+                return os.path.relpath(place, top)
+        return None
+    return next((storage.parent(path)[len(top) + 1:] for path in storage.find(top)
+                 if storage.name(path) == CONFIG_FILE and storage.parent(path) != top), None)
 
 
 # what of a run another command reads back: its model or scores, or the checkpoint it resumes from

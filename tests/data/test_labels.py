@@ -82,6 +82,16 @@ def test_one_number_written_two_ways_is_said(caplog) -> None:
     assert "different classes" not in caplog.text
 
 
+def test_a_column_of_numbers_only_is_read_as_numbers(tmp_path) -> None:
+    """Without a name among its cells, a column is numbers: '2' and '2.0', '7' and '007' are one number each,
+    one class (named as the number is written shortest), as the README says."""
+    from audiotune.data.layout import read_table
+
+    (tmp_path / "t.csv").write_text("uid,c\na,2\nb,2.0\nc,007\nd,7\ne,3\n")
+    table = read_table(tmp_path / "t.csv")
+    assert infer_heads([LabelGroup(["c"], "categorical")], table)[0].classes == ["2", "3", "7"]
+
+
 def test_classes_spelled_as_missing_values_are_said(caplog) -> None:
     """'NA' and 'nan' cells became classes without a word: a user of pandas reads them as missing."""
     table = pd.DataFrame({"digit": ["0", "1", "NA", "nan", np.nan, "2"]})

@@ -226,6 +226,51 @@ def test_a_run_and_an_experiment_never_share_a_folder(trained: dict, tmp_path: P
         assert files(folder) == before
 
 
+def test_a_folder_holding_runs_below_it_is_refused_by_a_command_that_writes_one(trained: dict, tmp_path: Path,
+                                                                               capsys) -> None:
+    """A cv fold's folder (its runs inside), or a folder of the user's runs: train (with --overwrite too) and
+    evaluate refuse it before they write anything, instead of mixing their outputs with the runs or, replacing
+    their own later, deleting them."""
+    fold = tmp_path / "cv" / "fold_1"
+    (fold / "run_1").mkdir(parents=True)
+    (fold / "run_1" / CONFIG_FILE).write_text("{}\n")
+    (fold / "test.csv").write_text("uid\n")
+    mine = tmp_path / "runs"
+    (mine / "a" / "b").mkdir(parents=True)
+    (mine / "a" / "b" / CONFIG_FILE).write_text("{}\n")
+    evaluate = ["evaluate", "--run", str(trained["run"]), "-d", str(trained["split"] / "test.csv")]
+    for folder, inner, command in ((fold, "run_1", train_args(trained, fold)),
+                                   (fold, "run_1", [*train_args(trained, fold), "--overwrite"]),
+                                   (mine, "a/b", [*evaluate, "-o", str(mine)])):
+        before = listing(folder)
+        capsys.readouterr()
+        assert main(command) == 2
+        assert f"{folder}: holds a run in {inner} (a fold's or a trial's, or another run)" in capsys.readouterr().err
+        assert listing(folder) - {LOCK_FILE} == before - {LOCK_FILE}
+
+
+@pytest.mark.slow
+def test_what_a_folder_held_before_a_command_wrote_there_outlives_its_replacement(trained: dict,
+                                                                                 tmp_path: Path) -> None:
+    """A run or an evaluation written into a folder of the user's files leaves them when --overwrite (or the next
+    evaluation) replaces it: only what commands wrote goes."""
+    for name, command in (("train", lambda out, *extra: main(train_args(trained, out, *extra))),
+                          ("evaluate", lambda out, *extra: main(["evaluate", "--run", str(trained["run"]), "-d",
+                                                                 str(trained["split"] / "test.csv"), "-o",
+                                                                 str(out)]))):
+        out = tmp_path / name
+        (out / "sub").mkdir(parents=True)
+        (out / "notes.txt").write_text("mine")
+        (out / "sub" / "data.csv").write_text("a\n")
+        assert command(out) == 0
+        assert json.loads((out / "command.json").read_text())[0]["found"] == ["notes.txt", "sub"]
+        assert command(out, "--overwrite") == 0
+        assert (out / "notes.txt").read_text() == "mine" and (out / "sub" / "data.csv").read_text() == "a\n"
+        history = json.loads((out / "command.json").read_text())
+        assert len(history) == 1 and history[0]["found"] == ["notes.txt", "sub"]
+        assert (out / "metrics.json").is_file()
+
+
 def test_evaluate_never_writes_into_the_training_run(trained: dict, capsys) -> None:
     run = trained["run"]
     predictions = (run / "predictions.parquet").read_bytes()

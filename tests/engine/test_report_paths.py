@@ -9,7 +9,8 @@ import pytest
 import yaml
 from conftest import read_report, scores_of_run
 
-from audiotune.engine.report import from_training_dir, write_report
+from audiotune.engine.report import write_report
+from audiotune.outputs import from_training_dir
 
 
 def _relative_run(trained_run: dict, tmp_path: Path) -> Path:
@@ -57,3 +58,8 @@ def test_a_run_trained_with_relative_paths_reports_from_another_folder(uid_datas
     monkeypatch.chdir(root / "elsewhere")
     page = read_report(write_report(root / "run"))
     assert page["audio"] > 0 and all(uid.startswith("fay") for uid, _, _ in page["clips"])
+    # evaluate and extract find the run's audio as the report does: from where the run was trained
+    table = str(root / "split" / "test.csv")
+    assert main(["evaluate", "--run", str(root / "run"), "-d", table, "-o", "eval", "--report", "False"]) == 0
+    assert main(["extract", "--run", str(root / "run"), "-d", table, "--out", "e.parquet"]) == 0
+    assert (root / "elsewhere" / "eval" / "metrics.json").is_file() and (root / "elsewhere" / "e.parquet").is_file()

@@ -49,6 +49,7 @@ from audiotune.outputs import (
     PLOT_DIR,
     PREDICTIONS_FILE,
     RECORDING_PREDICTIONS_FILE,
+    check_folder_kind,
     check_output_path,
     confusion_plot,
     own_run_dir,
@@ -256,6 +257,7 @@ def evaluate_run(run: str, data_split_root: str, exp_dir: str | None = None, on_
         raise ValueError(f"-o {out_dir}: is a training run directory, whose predictions and metrics evaluate would "
                          f"replace; write the evaluation elsewhere (default: RUN/{EVALUATE_DIR})")
     check_output_path(out_dir / METRICS_FILE)  # a file in its way or no permission: refused before any work
+    check_folder_kind(out_dir, "evaluate")  # an experiment folder, or one holding runs, too
     shard = start_processes(runtime)
     with together(shard):
         config, model = load_run(run)

@@ -50,6 +50,7 @@ from audiotune.outputs import (
     TAPS_SUMMARY_SUFFIX,
     check_output_path,
     command_history,
+    from_training_dir,
     repeat_dir,
     sidecar,
     write_bytes,
@@ -243,17 +244,6 @@ def _config_dir(source: Path, run: str | Path = "", recorded: str = "", relative
     candidates = (source, *([source / relative] if relative else []), *([Path(recorded)] if recorded else []),
                   source.parent)
     return next((d for d in candidates if (d / CONFIG_FILE).is_file()), None)
-
-
-def from_training_dir(path: str, run_dir: Path) -> str:
-    """A local path of a run's config as it was given: a relative one is relative to the working directory of the
-    command that made the run (the first entry of its COMMAND_FILE), so the run's tables are found from any folder;
-    absolute paths, URLs and runs without that record as they are."""
-    if not path or storage.is_remote(path) or Path(path).is_absolute():
-        return path
-    history = command_history(run_dir)
-    cwd = history[0].get("cwd") if history else None
-    return str(Path(cwd) / path) if isinstance(cwd, str) and cwd else path
 
 
 UNFOUND = "audio_unfound"  # a column of the table read here: why a row's audio was not found (its path is empty)

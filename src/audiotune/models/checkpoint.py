@@ -27,6 +27,7 @@ from audiotune.outputs import (
     PRETRAIN_OBJECTIVE,
     PRETRAIN_OUTPUTS,
     PROBE_SUMMARY_FILE,
+    from_training_dir,
     run_dir_of,
 )
 
@@ -98,6 +99,7 @@ def rebuild_config(path: str | Path) -> RunConfig:
     with the architecture it exported (:data:`ENCODER_DIR`) as the checkpoint."""
     run_dir = resolve_run_dir(path)
     config = run_config(run_dir)
+    config.data.prefix = from_training_dir(config.data.prefix, run_dir)  # its audio, from any folder
     if (run_dir / ENCODER_DIR).is_dir():  # rebuild offline: the weights come from the run's own files anyway
         config.model.checkpoint = str(run_dir / ENCODER_DIR)
     return config
