@@ -89,6 +89,7 @@ BEST_CHECKPOINTS = "best-{epoch:02d}"  # in CHECKPOINT_DIR with --save_top_k K >
 FROZEN_WEIGHTS_FILE = "frozen.safetensors"  # in CHECKPOINT_DIR: the weights that do not train, named by checkpoints
 LOG_DIR = "logs"
 LOG_FILE = "metrics.csv"  # in LOG_DIR: the file Lightning's CSV logger writes
+EARLIER_LOG_FILE = "metrics_before_resume.csv"  # in LOG_DIR while a resumed run trains: the epochs logged before
 TENSORBOARD_DIR = "tensorboard"  # in LOG_DIR with --logger tensorboard: TensorBoard's event files
 COMMAND_FILE = "command.json"  # every command that wrote the directory (argv, working directory, version, start)
 EVALUATION_FILE = "evaluation.json"  # in an evaluation folder: the run and the table it scored

@@ -1,6 +1,7 @@
 """A stopped command: SIGTERM raised where the command runs, the signal and the exit status a scheduler reads."""
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 from pathlib import Path
@@ -11,6 +12,7 @@ from conftest import SignalledWhileCollected, make_uid_dataset, sigterm_dropped,
 
 import audiotune.engine.report as report_module
 from audiotune.cli import main
+from audiotune.cli.show import after_stopped_run
 from audiotune.config.sections import RESUME_HINT
 from audiotune.interrupts import (
     Terminated,
@@ -172,3 +174,33 @@ def test_of_the_processes_a_launcher_stops_on_a_machine_the_first_says_so(
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert main(["report", str(tmp_path)]) == 143
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("there_before", [False, True])
+def test_a_training_stopped_before_its_first_checkpoint_says_how_to_start_it_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, there_before: bool) -> None:
+    """Stopped before its first checkpoint, a run has nothing --resume could go on from: its line says to run the
+    command again (a directory it made went), or with --overwrite (the directory was there and holds its config);
+    stopped later, --resume."""
+    import audiotune.engine.train as train_module
+
+    ds = make_uid_dataset(tmp_path)
+    run = tmp_path / "run"
+    if there_before:
+        run.mkdir()
+
+    def stopped_at_the_first_batch(*args, **kwargs) -> None:
+        assert (run / "config.yaml").is_file() and not (run / "checkpoints" / "last.ckpt").exists()
+        os.kill(os.getpid(), signal.SIGINT)
+        wait_for_signal()
+
+    monkeypatch.setattr(train_module.pl.Trainer, "fit", stopped_at_the_first_batch)
+    assert main(small_train_args(ds, run)) == 130
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line == "audiotune train: interrupted; it stopped before its first checkpoint, " + (
+        "so there is nothing to resume: the same command with --overwrite starts it again" if there_before else
+        "so nothing was kept: run the same command again")
+    assert run.exists() is there_before
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert after_stopped_run(argparse.Namespace(exp_dir=str(run))) == RESUME_HINT

@@ -51,3 +51,26 @@ def test_ft_embeddings_pooled_by_max_are_refused_naming_the_flag_before_the_mode
         extract_embeddings(str(trained_run["run"]), str(trained_run["split"] / "test.csv"), str(out), "ft",
                            pooling="max", data={"prefix": str(trained_run["prefix"])})
     assert loaded == [] and not out.exists()
+
+
+def test_an_output_that_is_not_an_earlier_extracts_is_never_replaced(trained_run: dict, tmp_path: Path) -> None:
+    """A run's own predictions.parquet (the run would no longer read back), or any other file, given as --out is
+    refused before any work; embeddings written before are replaced."""
+    import shutil
+
+    from audiotune.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run["run"], run)
+    table = str(trained_run["split"] / "test.csv")
+    for out in (run / "predictions.parquet", tmp_path / "notes.parquet"):
+        if not out.exists():
+            out.write_text("not parquet")
+        before = out.read_bytes()
+        with pytest.raises(ValueError, match=f"--out {out}: "):
+            extract_embeddings(str(run), table, str(out), "pt")
+        assert out.read_bytes() == before
+    assert main(["report", str(run)]) == 0
+    embeddings = tmp_path / "emb.parquet"
+    for _ in range(2):
+        assert main(["extract", "--run", str(run), "-d", table, "--out", str(embeddings)]) == 0

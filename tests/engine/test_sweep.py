@@ -271,6 +271,39 @@ def test_a_killed_sweep_runs_its_dead_trial_again_in_the_same_run_directory(tmp_
     assert sorted(pd.read_csv(out / "trial_0" / "logs" / "metrics.csv")["epoch"].dropna().unique()) == list(range(25))
 
 
+def test_a_sweep_stopped_in_a_trial_runs_that_trial_again_with_its_parameters(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C or SIGTERM reaching a trial outside its fit (scoring, writing its outputs) failed it for good: the
+    sweep run again drew another trial in its place. Its parameters are queued again, for its own folder."""
+    import audiotune.engine.sweep as sweep_module
+
+    ds = make_uid_dataset(tmp_path)
+    space, out = write_space(tmp_path / "space.yaml"), tmp_path / "sweep"
+    args = sweep_args(ds, space, out, "-e", "1", "--trials", "2", "--pruner", "none")
+    real = sweep_module.train
+
+    def stopped_once(config: RunConfig, **kwargs: object) -> dict:
+        metrics = real(config, **kwargs)
+        if not stopped:
+            stopped.append(config.exp_dir)
+            (Path(config.exp_dir) / "metrics.json").unlink()  # stopped while it wrote its outputs
+            raise KeyboardInterrupt
+        return metrics
+
+    stopped: list[str] = []
+    monkeypatch.setattr(sweep_module, "train", stopped_once)
+    assert main(args) == 130
+    assert main(args) == 0
+    table = trials(out)
+    assert list(table["state"]) == ["fail", "complete", "complete"]
+    first, again = table.iloc[0], table.iloc[1]
+    assert first["error"] == "stopped (Ctrl-C or SIGTERM): queued again"
+    assert again["run_dir"] == first["run_dir"] == "trial_0" and Path(stopped[0]).name == "trial_0"
+    assert (again.param_learning_rate, again.param_final_dropout) == (first.param_learning_rate,
+                                                                       first.param_final_dropout)
+    assert (out / "trial_0" / "metrics.json").is_file()
+
+
 @pytest.mark.slow
 def test_two_processes_share_one_study(tmp_path: Path) -> None:
     ds = make_uid_dataset(tmp_path)

@@ -148,3 +148,28 @@ def test_logger_tensorboard_writes_event_files_beside_the_csv_the_report_reads(u
     assert len(events.Scalars("val_loss")) == 2 and "train_loss_epoch" in events.Tags()["scalars"]
     curves = (run / "report.html").read_text().split('<section id="curves">')[1].split("</section>")[0]
     assert "<figcaption>loss</figcaption>" in curves and read_report(run / "report.html")["audio"] > 0
+
+
+def test_a_resumed_run_stopped_again_keeps_every_epoch_it_logged(tmp_path: Path) -> None:
+    """Lightning's CSV logger starts the log afresh when a run resumes: the epochs before are kept aside until the
+    fit ends, so a second stop loses none of them, and the run that finishes logs every epoch once."""
+    from audiotune.engine.trainer import earlier_log, merge_logs
+    from audiotune.outputs import EARLIER_LOG_FILE, LOG_DIR, LOG_FILE
+
+    logs = tmp_path / LOG_DIR
+    logs.mkdir()
+
+    def logged(*epochs: int) -> None:  # what the logger of one attempt writes
+        pd.DataFrame({"epoch": list(epochs), "val_loss": [1.0 / (e + 1) for e in epochs]}).to_csv(
+            logs / LOG_FILE, index=False)
+
+    logged(0, 1, 2)  # the first attempt, stopped after epoch 2
+    assert earlier_log(tmp_path, resuming=False) is None
+    assert earlier_log(tmp_path, resuming=True)["epoch"].tolist() == [0, 1, 2]
+    logged(3, 4)  # the second, stopped again: the log holds its epochs only
+    earlier = earlier_log(tmp_path, resuming=True)
+    assert earlier["epoch"].tolist() == [0, 1, 2, 3, 4]
+    logged(4, 5)  # the third redoes epoch 4 (stopped inside it) and ends
+    merge_logs(earlier, tmp_path)
+    assert pd.read_csv(logs / LOG_FILE)["epoch"].tolist() == [0, 1, 2, 3, 4, 5]
+    assert not (logs / EARLIER_LOG_FILE).exists()

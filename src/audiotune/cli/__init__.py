@@ -143,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         if signum is None:
             raise
         if launched_local_rank() == 0:  # a launcher stops every process of a machine at once: one line says so
-            print(interruption_line(command.name, signum, command.after_interrupt), file=sys.stderr)
+            after = command.after_interrupt if isinstance(command.after_interrupt, str) else \
+                command.after_interrupt(args)
+            print(interruption_line(command.name, signum, after), file=sys.stderr)
         return exit_status(signum)
     except Exception as err:  # one line for the user; the traceback with -v
         if reader_gone(err):  # `audiotune ... | head`: stop as other tools do when their reader has gone

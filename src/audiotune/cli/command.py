@@ -14,9 +14,9 @@ class Command:
     ``examples``: command lines shown at the end of its help, one a line; ``default_outputs(args)`` fills paths
     whose default lies beside an input (outputs such as RUN/evaluate, or a second input such as the args.pkl beside
     a seed model), before remote paths are staged; ``after_interrupt`` tells a user whose command was stopped
-    (Ctrl-C, SIGTERM) how to go on; ``check(args)`` refuses what the command refuses of its command line alone,
-    before it reads any input or asks anything of a device (a cloud job's command is checked so before the job is
-    submitted)."""
+    (Ctrl-C, SIGTERM) how to go on (or says it from the command line, as its outputs stand after the stop);
+    ``check(args)`` refuses what the command refuses of its command line alone, before it reads any input or asks
+    anything of a device (a cloud job's command is checked so before the job is submitted)."""
 
     name: str
     help: str
@@ -25,5 +25,6 @@ class Command:
     description: str = ""
     examples: str = ""
     default_outputs: Callable[[argparse.Namespace], None] | None = None
-    after_interrupt: str = "outputs not finished were not written; run the command again"
+    after_interrupt: str | Callable[[argparse.Namespace], str] = \
+        "outputs not finished were not written; run the command again"
     check: Callable[[argparse.Namespace], None] | None = None

@@ -9,9 +9,8 @@ from audiotune import storage
 from audiotune.cli.command import Command
 from audiotune.cli.config_args import config_from_args, refuse_other_values
 from audiotune.cli.flags import add_config_flags, refuse_other_options
-from audiotune.cli.show import quiet_lightning
+from audiotune.cli.show import after_stopped_run, quiet_lightning
 from audiotune.config import PRETRAINING, DataConfig, RunConfig, TrainConfig
-from audiotune.config.sections import RESUME_HINT
 from audiotune.data.layout import read_splits
 from audiotune.outputs import EPOCHS_RUN
 
@@ -116,4 +115,4 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 COMMAND = Command(
     "pretrain", "self-supervised pretraining, no labels needed: SSAST masked patches (--model ssast) or wav2vec2 "
                 "task-adaptive pretraining (--model hf -c CHECKPOINT --objective tapt)", arguments, run,
-    after_interrupt=RESUME_HINT, check=check)
+    after_interrupt=after_stopped_run, check=check)

@@ -1,6 +1,7 @@
 """What the commands print: where outputs went, metric summaries, one-line errors."""
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import os
@@ -8,9 +9,29 @@ import select
 import sys
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TextIO
 
+from audiotune import storage
+from audiotune.config.sections import RESUME_HINT
 from audiotune.data.errors import DataError
+from audiotune.outputs import CHECKPOINT_DIR, CONFIG_FILE, LAST_CHECKPOINT
+
+
+def after_stopped_run(args: argparse.Namespace) -> str:
+    """How a stopped train or pretrain goes on, said in its one line: --resume where its run directory (``-o``) kept
+    a checkpoint to go on from; stopped before its first, nothing to resume: the same command again (a directory it
+    made went with it, one that was there holds no run), or with --overwrite where the directory holds its config."""
+    exp_dir = vars(args).get("exp_dir")
+    if not exp_dir or storage.is_remote(exp_dir) or storage.remote_name(str(exp_dir)) != str(exp_dir):
+        return RESUME_HINT  # a remote run directory: what it holds is read there
+    folder = Path(exp_dir)
+    if (folder / CHECKPOINT_DIR / LAST_CHECKPOINT).is_file():
+        return RESUME_HINT
+    if (folder / CONFIG_FILE).is_file():
+        return "it stopped before its first checkpoint, so there is nothing to resume: the same command with " \
+               "--overwrite starts it again"
+    return "it stopped before its first checkpoint, so nothing was kept: run the same command again"
 
 
 def one_line(err: BaseException) -> str:

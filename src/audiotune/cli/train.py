@@ -10,8 +10,7 @@ from audiotune.cli.command import Command
 from audiotune.cli.config_args import config_from_args
 from audiotune.cli.flags import add_config_flags
 from audiotune.cli.help import shared_group
-from audiotune.cli.show import quiet_lightning, summary
-from audiotune.config.sections import RESUME_HINT
+from audiotune.cli.show import after_stopped_run, quiet_lightning, summary
 from audiotune.outputs import SCORED_SPLITS
 
 
@@ -63,4 +62,4 @@ COMMAND = Command("train", "train a classifier; writes a run directory", argumen
                   examples="audiotune train -d split -l labels.txt -o run --model ecapa_tdnn -e 10\n"
                            "audiotune train --config ecapa_short_speech -d split -l labels.txt -o run\n"
                            "audiotune train --model hf -c facebook/wav2vec2-base -d split -l labels.txt -o run",
-                  after_interrupt=RESUME_HINT, check=check)
+                  after_interrupt=after_stopped_run, check=check)

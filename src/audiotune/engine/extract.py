@@ -10,6 +10,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from audiotune.config import RunConfig, check_config
@@ -42,6 +43,21 @@ log = logging.getLogger(__name__)
 EMBEDDING_SCHEMA = pa.schema([("uid", pa.string()), ("split", pa.string()), ("embedding", pa.list_(pa.float32()))])
 
 
+def _refuse_other_tables(out: Path) -> None:
+    """An existing ``--out`` is replaced only when it holds embeddings (an earlier extract's): a run's predictions,
+    or any other table, is refused before any work."""
+    if not out.is_file():
+        return
+    try:
+        names = set(pq.read_schema(out).names)
+    except (OSError, pa.ArrowException) as err:
+        raise ValueError(f"--out {out}: exists and is not a parquet table of embeddings ({err}); extract replaces "
+                         "only its own outputs: choose another --out") from err
+    if not set(EMBEDDING_SCHEMA.names) <= names:
+        raise ValueError(f"--out {out}: holds another table (columns {sorted(names)}), not embeddings; extract "
+                         "replaces only its own outputs: choose another --out")
+
+
 def extract_embeddings(run: str | None, data_split_root: str, out: str, embedding_type: str = "ft",
                        layer: int | None = None, pooling: str | None = None, batch_size: int | None = None,
                        num_workers: int | Literal["auto"] | None = None, on_error: str | None = None,
@@ -68,6 +84,7 @@ def extract_embeddings(run: str | None, data_split_root: str, out: str, embeddin
     if out_path.suffix != ".parquet":
         raise ValueError(f"--out {out}: embeddings are written as parquet; give a path ending in .parquet")
     check_output_path(out_path)
+    _refuse_other_tables(out_path)
     quiet_followers()
     # the run's config alone says what the processes run on; each builds the model once they have started
     runtime = scoring_runtime((encoder or RunConfig()) if run is None else run_config(run), accelerator, devices,

@@ -201,6 +201,9 @@ def _study(sweep_dir: Path, space: dict[str, Any], options: SweepOptions, source
                                pruner=pruner)
 
 
+STOPPED = "stopped"  # a trial's user attribute: stopped by Ctrl-C or SIGTERM, and queued again
+
+
 def run_dir_of(sweep_dir: Path, trial: optuna.Trial | FrozenTrial) -> Path:
     """The run directory of a trial: its own, or for a rerun of a dead trial the first attempt's (a rerun
     inherits the dead trial's user attributes)."""
@@ -222,6 +225,10 @@ class Objective:
             raise
         except Exception as err:
             trial.set_user_attr("error", (str(err).strip() or type(err).__name__)[:500])
+            raise
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the sweep run again reruns it, with its parameters, in its folder
+            trial.set_user_attr(STOPPED, True)
+            trial.study.enqueue_trial(trial.params, user_attrs={"run_dir": run_dir_of(self.sweep_dir, trial).name})
             raise
 
     def _run(self, trial: optuna.Trial) -> float:
@@ -264,7 +271,8 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
                      **{f"param_{k}": v for k, v in trial.params.items()},
                      **{k: trial.user_attrs.get(k) for k in (EPOCHS_RUN, "pruned_at_epoch", "seconds",
                                                              "cache_encoded", "cache_reused", "run_dir")},
-                     "error": trial.user_attrs.get("error")})
+                     "error": trial.user_attrs.get("error") or
+                     ("stopped (Ctrl-C or SIGTERM): queued again" if trial.user_attrs.get(STOPPED) else None)})
     return pd.DataFrame(rows)
 
 

@@ -34,6 +34,7 @@ from audiotune.outputs import (
     BEST_CHECKPOINT,
     BEST_CHECKPOINTS,
     CHECKPOINT_DIR,
+    EARLIER_LOG_FILE,
     LOG_DIR,
     LOG_FILE,
     TENSORBOARD_DIR,
@@ -135,18 +136,33 @@ def trainer_precision(runtime: RuntimeConfig) -> MixedOrFull:
 
 def earlier_log(run_dir: Path, resuming: bool) -> pd.DataFrame | None:
     """The epochs a resumed run logged before (None: not resuming, or nothing logged), read before Lightning's CSV
-    logger starts its file afresh; :func:`merge_logs` puts them back."""
-    log_csv = run_dir / LOG_DIR / LOG_FILE
-    return pd.read_csv(log_csv) if resuming and log_csv.is_file() else None
+    logger starts its file afresh; :func:`merge_logs` puts them back. They are kept in EARLIER_LOG_FILE until then,
+    so a resumed run stopped again keeps them: resumed once more, it reads them there, before those it logged
+    since."""
+    if not resuming:
+        return None
+    logs = run_dir / LOG_DIR
+    parts = [pd.read_csv(path) for path in (logs / EARLIER_LOG_FILE, logs / LOG_FILE) if path.is_file()]
+    if not parts:
+        return None
+    earlier = parts[0] if len(parts) == 1 else _in_front(parts[0], parts[1])
+    write_csv(earlier, logs / EARLIER_LOG_FILE, index=False)
+    return earlier
+
+
+def _in_front(earlier: pd.DataFrame, current: pd.DataFrame) -> pd.DataFrame:
+    """``earlier``'s epochs before the first of ``current``, then ``current``'s."""
+    first_new = current["epoch"].min() if len(current) else float("inf")
+    return pd.concat([earlier[earlier["epoch"] < first_new], current], ignore_index=True)
 
 
 def merge_logs(earlier: pd.DataFrame, run_dir: Path) -> None:
     """The run's log with the earlier epochs (:func:`earlier_log`) in front of those logged since (a resumed run
     that had nothing left to train logged none: its log is the earlier one)."""
-    log_csv = run_dir / LOG_DIR / LOG_FILE
-    current = pd.read_csv(log_csv) if log_csv.is_file() else earlier.iloc[0:0]
-    first_new = current["epoch"].min() if len(current) else float("inf")
-    write_csv(pd.concat([earlier[earlier["epoch"] < first_new], current], ignore_index=True), log_csv, index=False)
+    logs = run_dir / LOG_DIR
+    current = pd.read_csv(logs / LOG_FILE) if (logs / LOG_FILE).is_file() else earlier.iloc[0:0]
+    write_csv(_in_front(earlier, current), logs / LOG_FILE, index=False)
+    (logs / EARLIER_LOG_FILE).unlink(missing_ok=True)
 
 
 def run_loggers(runtime: RuntimeConfig, run_dir: Path) -> list[Logger]:
