@@ -97,6 +97,26 @@ def _train(out: str, *extra: str) -> list[str]:
 
 
 @pytest.mark.slow
+def test_a_run_written_into_a_bucket_folder_of_other_files_leaves_them_when_overwritten(
+        gcs: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """What a bucket folder held before a run was first written there is recorded as found, and --overwrite's
+    upload, which deletes what the new run no longer holds, leaves it, as on a local disk."""
+    fs = gcs.fs()
+    upload_dataset(tmp_path / "data", fs)
+    fs.pipe(f"{BUCKET}/mine/notes.txt", b"mine")
+    fs.pipe(f"{BUCKET}/mine/sub/data.csv", b"a\n")
+    run = f"gs://{BUCKET}/mine"
+    assert main(_train(run)) == 0, capsys.readouterr().err
+    assert json.loads(fs.cat_file(f"{BUCKET}/mine/command.json"))[0]["found"] == ["notes.txt", "sub"]
+    fs.pipe(f"{BUCKET}/mine/skipped.csv", b"uid\nold\n")  # the old run's, gone with it
+    assert main(_train(run, "--overwrite")) == 0, capsys.readouterr().err
+    assert fs.cat_file(f"{BUCKET}/mine/notes.txt") == b"mine" and fs.cat_file(f"{BUCKET}/mine/sub/data.csv") == b"a\n"
+    assert not fs.exists(f"{BUCKET}/mine/skipped.csv") and fs.isfile(f"{BUCKET}/mine/model.safetensors")
+    history = json.loads(fs.cat_file(f"{BUCKET}/mine/command.json"))
+    assert len(history) == 1 and history[0]["found"] == ["notes.txt", "sub"]
+
+
+@pytest.mark.slow
 def test_train_evaluate_extract_in_a_bucket(gcs: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     fs = gcs.fs()
     upload_dataset(tmp_path / "data", fs)

@@ -253,13 +253,34 @@ FOUND = "found"
 def found_entries(folder: Path, history: list[dict[str, Any]]) -> list[str]:
     """The entries of ``folder`` that no command wrote: those its COMMAND_FILE records as found, or, for a folder no
     command has written yet that holds no run, all it holds now (but the lock, a staging folder's note and partial
-    files)."""
+    files). A staging folder stands for its remote folder (:func:`~audiotune.storage.final_place`): that folder's
+    record, or its entries (but hidden ones: locks and partial writes, never uploaded)."""
     if history:
         return sorted({name for entry in history for name in entry.get(FOUND, []) if isinstance(name, str)})
+    remote = storage.final_place(folder)
+    if storage.is_remote(remote):
+        if command_history_of(remote):
+            return found_entries(folder, command_history_of(remote))
+        if any(storage.isfile(storage.join(remote, marker)) for marker in RUN_MARKERS) or not storage.isdir(remote):
+            return []
+        return [name for name in storage.listdir(remote) if not name.startswith(".")]
     if _is_run_dir(folder):  # a run of a release that kept no record of its commands: all of it is the run's
         return []
     return sorted(entry.name for entry in folder.iterdir() if entry.name not in (LOCK_FILE, storage.NOTE)
                   and not entry.name.endswith(partials.PARTIAL_SUFFIX))
+
+
+def command_history_of(url: str) -> list[dict[str, Any]]:
+    """:func:`command_history` of a remote folder (none when its COMMAND_FILE is missing or unreadable)."""
+    path = storage.join(url, COMMAND_FILE)
+    if not storage.isfile(path):
+        return []
+    try:
+        with storage.open_input(path) as stream:
+            value = json.loads(stream.read())
+    except (OSError, ValueError):
+        return []
+    return [entry for entry in value if isinstance(entry, dict)] if isinstance(value, list) else []
 
 
 def check_output_path(path: str | Path) -> Path:
@@ -358,7 +379,7 @@ class OwnedRunDir:
                     shutil.rmtree(entry)
                 else:
                     entry.unlink()
-            record_command(self.path, [name for name in found if (self.path / name).exists()])
+            record_command(self.path, found)
         self.started = True
         return self.path
 

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from audiotune import remote_lock, storage
 from audiotune.launch import launched_rank_zero
-from audiotune.outputs import RUN_MARKERS, check_folder_kind, holds_run_error
+from audiotune.outputs import RUN_MARKERS, check_folder_kind, command_history, found_entries, holds_run_error
 from audiotune.storage import Role
 from audiotune.uploads import sync_down, upload
 
@@ -138,7 +138,8 @@ def staged(args: argparse.Namespace, roles: dict[str, Role], *, resumable: bool)
         staging.uploads.extend((local, url, False, False) for local, url in _cloud_uploads(args, plan))
         for local, url, replace, only_new in staging.uploads:
             if local.exists() and _uploads():
-                upload(local, url, replace=replace, only_new=only_new)
+                found = tuple(found_entries(local, command_history(local))) if replace else ()
+                upload(local, url, replace=replace, only_new=only_new, keep=found)
         keep = False
     finally:
         staging.locks.close()  # after the upload: another command may write the folder from now on

@@ -40,7 +40,8 @@ def _is_temporary(file: Path) -> bool:
     return any(part.startswith(".") for part in file.parts)  # locks, partial writes, version stamps
 
 
-def upload(local: str | Path, url: str, *, replace: bool = False, only_new: bool = False) -> int:
+def upload(local: str | Path, url: str, *, replace: bool = False, only_new: bool = False,
+           keep: tuple[str, ...] = ()) -> int:
     """Send a finished local file or folder to ``url``; the number of objects written.
 
     A folder is sent file by file, run markers last (see :data:`LAST`); its hidden files (locks, partial
@@ -48,7 +49,8 @@ def upload(local: str | Path, url: str, *, replace: bool = False, only_new: bool
     deleted, and an earlier ``config.yaml`` there first of all, so the remote folder is never a mix that
     reads as one complete run. With ``only_new`` (a shared cache, whose entries never change), files the
     remote folder already holds at the same size are not sent again. On failure the error names ``url``,
-    what was sent and the local copy.
+    what was sent and the local copy. ``keep``: entries of the remote folder (names under ``url``) that
+    ``replace`` never deletes, with what they hold (what the folder held before any command wrote there).
     """
     local = Path(local)
     fs, inner = filesystem(url)
@@ -67,12 +69,14 @@ def upload(local: str | Path, url: str, *, replace: bool = False, only_new: bool
             files = [f for f in files if sizes.get(f"{inner.rstrip('/')}/{f.relative_to(local).as_posix()}")
                      != f.stat().st_size]
         if replace and fs.isdir(inner):
-            existing = set(fs.find(inner))
-            keep = {f"{inner.rstrip('/')}/{f.relative_to(local).as_posix()}" for f in files}
+            root = inner.rstrip("/")
+            kept = tuple(f"{root}/{name}" for name in keep)
+            existing = {p for p in fs.find(inner) if not any(p == k or p.startswith(f"{k}/") for k in kept)}
+            sent_here = {f"{root}/{f.relative_to(local).as_posix()}" for f in files}
             configs = [p for p in existing if posixpath.basename(p) == CONFIG_FILE]
             if configs:
                 fs.rm(configs)
-            stale = sorted(existing - keep - set(configs))
+            stale = sorted(existing - sent_here - set(configs))
             if stale:
                 fs.rm(stale)
         for file in files:
