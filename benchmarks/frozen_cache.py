@@ -199,15 +199,16 @@ def main() -> None:
                         help="keep only clips of the most common length (training batches then need no padding)")
     parser.add_argument("--attempts", type=int, default=3,
                         help="tries per run while other processes use over 10 %% of the CPU during it")
-    parser.add_argument("--keep", type=Path, default=None, help="work folder to keep (default: a temporary one)")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="work folder to keep, new or empty (default: a temporary one)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
+    if args.keep and args.keep.exists() and (not args.keep.is_dir() or any(args.keep.iterdir())):
+        parser.error(f"--keep {args.keep}: exists and is not an empty folder; give a new or empty one")
     info = machine()
     info["other_cpu_before"] = other_cpu_use()
     with tempfile.TemporaryDirectory() as tmp:
         work = args.keep or Path(tmp)
-        if args.keep and work.exists():
-            shutil.rmtree(work)
         work.mkdir(parents=True, exist_ok=True)
         checkpoint = build_checkpoint(work / "encoder", args.layers, args.hidden, args.seed)
         split, label, source = prepare_split(args.data, work, args.limit, args.seed, args.one_length)

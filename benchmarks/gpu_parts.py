@@ -476,7 +476,7 @@ def frozen_part(suite, work: Path) -> None:
             stats = r["metrics"].get("feature_cache", {})
             return {"rate": len(r["spans"]) / (r["spans"][-1][1] - r["start"]), "unit": "epochs/s",
                     "note": f"epoch {r['epoch_s']:.2f} s (median after the first); clips encoded "
-                            f"{stats.get('encoded')}, reused {stats.get('reused')}"}
+                            f"{stats.get('encoded')}, reused {stats.get('reused')}; {r['host']}"}
         measured(suite, "c", f"frozen wav2vec2-base{' (tiny)' if s['w2v'] else ''}, {name}", one)
 
 

@@ -162,7 +162,8 @@ def main() -> int:
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--extra", default="", help="more train flags for every cv run, e.g. '--channels 128 128 384'")
+    parser.add_argument("--extra", default="",
+                        help="more train flags for every cv run, e.g. '--channels 128 128 128 128 384'")
     args = parser.parse_args()
     if not (SHARED / "keystrokes" / "Zoom").is_dir():
         raise SystemExit(f"{SHARED}: the keystroke recordings are needed")
