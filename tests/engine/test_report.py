@@ -376,4 +376,8 @@ def test_a_linked_clips_fragment_ends_where_the_scoring_crop_ended_its_reading()
     assert source_link("/a/b.wav", Span(), crop=10.0, seconds=2.0) == ("file:///a/b.wav", "/a/b.wav")  # all read
     assert source_link("/a/b.wav", Span(1.0, 3.0), crop=2.0)[0].endswith("#t=1.000,3.000")  # cut to 2 s
     assert source_link("/a/b.wav", Span(1.0, 1.5), crop=2.0)[0].endswith("#t=1.000,2.500")  # shorter than the crop
-    assert source_link("/a/b.wav", Span(1.0), crop=2.0)[0].endswith("#t=1.000")  # its length unknown: to the end
+    # its length unknown (a file in a bucket is not read): the crop ends the fragment, which a shorter file ends first
+    assert source_link("/a/b.wav", Span(1.0), crop=2.0) == ("file:///a/b.wav#t=1.000,3.000",
+                                                             "/a/b.wav, 1.00 s to at most 3.00 s")
+    assert source_link("gs://b/c.wav", Span(), crop=10.0)[0].endswith("/b/c.wav#t=0.000,10.000")
+    assert source_link("/a/b.wav", Span(1.0))[0].endswith("#t=1.000")  # no crop: to the end

@@ -63,3 +63,24 @@ def test_a_run_trained_with_relative_paths_reports_from_another_folder(uid_datas
     assert main(["evaluate", "--run", str(root / "run"), "-d", table, "-o", "eval", "--report", "False"]) == 0
     assert main(["extract", "--run", str(root / "run"), "-d", table, "--out", "e.parquet"]) == 0
     assert (root / "elsewhere" / "eval" / "metrics.json").is_file() and (root / "elsewhere" / "e.parquet").is_file()
+
+
+def test_a_uid_in_two_splits_is_the_row_of_the_split_the_page_shows(tmp_path: Path) -> None:
+    """With --allow_overlap a test row may share its uid with a training row that names other audio: the page of
+    the test split plays, and groups, the test row."""
+    import soundfile as sf
+    from conftest import tone
+
+    from audiotune.config import RunConfig
+    from audiotune.engine.report import _scored_table
+
+    for name in ("a", "b", "c"):
+        sf.write(tmp_path / f"{name}.wav", tone(300, 0.5, 16000), 16000)
+    split = tmp_path / "split"
+    split.mkdir()
+    (split / "train.csv").write_text(f"uid,path,subject\nx,{tmp_path / 'a.wav'},ann\ny,{tmp_path / 'c.wav'},ann\n")
+    (split / "test.csv").write_text(f"uid,path,subject\nx,{tmp_path / 'b.wav'},fay\n")
+    for shown, path, subject in (("test", "b.wav", "fay"), ("train", "a.wav", "ann")):
+        table = _scored_table(RunConfig(), str(split), shown)
+        assert Path(table.loc["x", "path"]).name == path and table.loc["x", "subject"] == subject
+        assert len(table) == 2

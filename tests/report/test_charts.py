@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from audiotune.report.charts import bars, heatmap, line_chart, scatter
+from audiotune.report.charts import axis_labels, bars, heatmap, line_chart, scatter
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -53,3 +53,16 @@ def test_bars_leave_out_missing_values_and_draw_the_mean() -> None:
     heights = [float(r.get("height")) for r in root.findall(f"{SVG}rect[@class='bar']")]
     assert len(heights) == 2 and heights[1] > heights[0]
     assert root.find(f"{SVG}line/{SVG}title").text == "mean 0.7"
+
+
+def test_class_names_cut_for_an_axis_never_read_alike() -> None:
+    """Two long names that begin alike were one label ("very long cl") on both axes of a confusion matrix."""
+    assert axis_labels(["no", "yes", "twelve chars"]) == ["no", "yes", "twelve chars"]
+    assert axis_labels(["a", "a much longer name"]) == ["a", "a much long…"]
+    names = ["<b>a&b</b>", "very long class name alpha", "very long class name beta"]
+    labels = axis_labels(names)
+    assert len(set(labels)) == 3 and labels[1].startswith("2 ") and labels[2].startswith("3 ")
+    assert all(len(label) <= 12 for label in labels)
+    drawn = ET.fromstring(heatmap([[1, 0, 0], [0, 1, 0], [0, 0, 1]], names, False))
+    texts = [t.text for t in drawn.iter(f"{SVG}text")]
+    assert len({t for t in texts if t and t.startswith(("2 ", "3 "))}) == 2

@@ -49,6 +49,7 @@ def test_the_section_says_why_a_clip_cannot_be_played() -> None:
     html = clips_section([clip], "test", 5, 96_000)
     assert "gone.wav: not found" in html and "<audio" not in html
     assert "no wrong clips" in clips_section([], "test", 5, 96_000)
+    assert "no clips asked for (--clips 0)" in clips_section([], "test", 0, 96_000)  # not "no wrong clips"
 
 
 def test_remote_and_oversized_clips_link_their_source_with_start_and_end() -> None:

@@ -44,3 +44,32 @@ def test_a_regression_column_without_true_values_says_so_instead_of_an_empty_plo
     scatter = page.split('<section id="scatter">')[1].split("</section>")[0]
     assert scatter.count("<svg") == 1 and "severity (val, n=1)" in scatter and "n=0" not in scatter
     assert "no row with a true value, so no plot: severity (test)" in scatter
+
+
+def _section(page: str, name: str) -> str:
+    return page.split(f'<section id="{name}">')[1].split("</section>")[0]
+
+
+def test_recordings_scored_from_their_windows_are_on_the_page_beside_the_windows() -> None:
+    """An evaluation of windows writes each split's recordings' scores too (its `recording` section): the page
+    shows them as a section of their own, with their confusion matrix (no clips to hover: they are recordings)."""
+    windows = {"n": 6, "classes": ["no", "yes"], "confusion_matrix": [[3, 0], [1, 2]], "uar": 0.8333}
+    recordings = {"n": 3, "classes": ["no", "yes"], "confusion_matrix": [[1, 0], [0, 2]], "uar": 1.0}
+    metrics = {"test": {"n": 6, "heads": {"word": windows}, "notes": ["a note of the windows"],
+                        "recording": {"aggregate": "mean", "n": 3, "heads": {"word": recordings}}}}
+    predictions = pd.DataFrame({"uid": ["a", "b"], "split": ["test", "test"], "true:word": ["no", "yes"],
+                                "predicted:word": ["no", "no"]})
+    page = render_run(RunReport("run: r", "/runs/r", "", metrics, [WORD], predictions))
+    overview, table, confusion = (_section(page, name) for name in ("overview", "metrics", "confusion"))
+    assert "test, recordings" in overview and "test: a note of the windows" in overview
+    assert "<td class=text>test, recordings</td><td class=text>word</td><td>3</td><td>1</td>" in table
+    assert "word (test, recordings, n=3)" in confusion and "word (test, n=6)" in confusion
+
+
+def test_an_evaluated_table_named_as_a_fact_of_runs_is_a_split_not_a_fact() -> None:
+    """`evaluate -d RUN/validation.csv` names its section "validation", the key of a run's validation fact."""
+    metrics = {"validation": {"n": 2, "heads": {}}, "weights": "best validation loss (best.ckpt)"}
+    overview = _section(render_run(RunReport("evaluation: e", "/e", "", metrics, [WORD])), "overview")
+    assert "{&#x27;n&#x27;" not in overview and "{'n'" not in overview
+    assert "<td class=text>validation</td><td>2</td>" in overview
+    assert "best validation loss (best.ckpt)" in overview

@@ -225,7 +225,7 @@ def _fold_clips(source: Path, report: ExperimentReport, split: str) -> None:
         if not clips:
             continue
         try:
-            table = _scored_table(config, str(source / name))
+            table = _scored_table(config, str(source / name), report.split)
         except (DataError, OSError) as err:
             for clip in clips:
                 clip.problem = f"{source / name}: the fold's table cannot be read ({err})"
@@ -249,12 +249,14 @@ def _config_dir(source: Path, run: str | Path = "", recorded: str = "", relative
 UNFOUND = "audio_unfound"  # a column of the table read here: why a row's audio was not found (its path is empty)
 
 
-def _scored_table(config: RunConfig, data_split_root: str) -> pd.DataFrame:
+def _scored_table(config: RunConfig, data_split_root: str, split: str) -> pd.DataFrame:
     """Every row of the scored table(s) with its audio path, by uid: a row whose audio is not found (moved, deleted)
-    keeps its columns (its group) with an empty path and the reason in UNFOUND."""
+    keeps its columns (its group) with an empty path and the reason in UNFOUND. A uid in several splits (a training
+    row left out with --allow_overlap) is the row of ``split``, the one the page shows."""
     tables = []
-    for split, table in read_splits(data_split_root, na_values=config.data.na_values).items():
-        with_paths, failed = attach_paths(table, config.data.prefix, config.data.study, split)
+    splits = read_splits(data_split_root, na_values=config.data.na_values)
+    for name, table in sorted(splits.items(), key=lambda item: item[0] != split):
+        with_paths, failed = attach_paths(table, config.data.prefix, config.data.study, name)
         unfound = table.drop(index=with_paths.index).assign(path="")
         unfound[UNFOUND] = unfound.index.map(dict(zip(failed["uid"], failed["reason"])))
         tables += [with_paths, unfound]
@@ -278,14 +280,15 @@ def source_link(path: str, span: Span, crop: float = 0.0, seconds: float | None 
     the link's text. ``crop``: the seconds the model read from the segment's start (0: all of it); ``seconds``: the
     segment's own length where known (a local file's header), so that a crop that shortened it ends the fragment."""
     length = span.duration if span.duration is not None else seconds
-    if crop > 0 and length is not None and length > crop:
+    at_most = crop > 0 and length is None  # (a remote file's length is not read: the crop ends it, if it is longer)
+    if crop > 0 and (length is None or length > crop):
         span = dataclasses.replace(span, duration=crop)
     if span.offset == 0 and span.duration is None:
         return storage.browser_url(path), path
     end = None if span.duration is None else span.offset + span.duration
     fragment = f"#t={span.offset:.3f}" + ("" if end is None else f",{end:.3f}")
-    return (storage.browser_url(path) + fragment,
-            f"{path}, {span.offset:.2f} s to " + ("the end" if end is None else f"{end:.2f} s"))
+    return (storage.browser_url(path) + fragment, f"{path}, {span.offset:.2f} s to "
+            + ("the end" if end is None else f"at most {end:.2f} s" if at_most else f"{end:.2f} s"))
 
 
 def _load(clips: list[Clip], table: pd.DataFrame, config: RunConfig) -> None:
@@ -371,7 +374,7 @@ def read_run(source: Path, data_split_root: str = "", group_by: str = "", clips_
         report.clips_missing = report.groups_missing = missing
         return report
     try:
-        table = _scored_table(config, root)
+        table = _scored_table(config, root, report.split)
     except (DataError, OSError) as err:
         missing = f"the scored table cannot be read ({err}); give it as -d TABLE to `audiotune report`"
         report.clips_missing = report.groups_missing = missing

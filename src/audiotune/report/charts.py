@@ -102,6 +102,16 @@ def _shade(share: float) -> str:
     return f"rgb({level},{level + (255 - level) // 3},255)"
 
 
+def axis_labels(names: Sequence[str], width: int = 12) -> list[str]:
+    """``names`` cut to ``width`` characters for an axis (a cut one ends in "…"); where two cut names read alike,
+    each label starts with its class's number (1, 2, ...), so no two classes share one."""
+    cut = [str(name) if len(str(name)) <= width else str(name)[:width - 1] + "…" for name in names]
+    if len(set(cut)) == len(cut):
+        return cut
+    return [f"{k + 1} {str(name)[:width - 4] + '…' if len(str(name)) > width - 3 else name}"
+            for k, name in enumerate(names)]
+
+
 def heatmap(counts: Sequence[Sequence[float]], classes: Sequence[str], normalised: bool,
             cell_notes: dict[tuple[int, int], str] | None = None) -> str:
     """A confusion matrix (rows true, columns predicted): counts, or each row's shares; colour is the row share.
@@ -121,8 +131,7 @@ def heatmap(counts: Sequence[Sequence[float]], classes: Sequence[str], normalise
         parts.append(f'<g class="cell"><title>{escape(tip)}</title><rect x="{x}" y="{y}" width="{size}" '
                      f'height="{size}" fill="{_shade(share[i, j])}" stroke="#fff"/><text x="{x + size / 2}" '
                      f'y="{y + size / 2 + 4}" text-anchor="middle" fill="{colour}">{text}</text></g>')
-    for k, name in enumerate(classes):
-        label = escape(str(name)[:12])
+    for k, label in enumerate(map(escape, axis_labels(classes))):
         parts.append(f'<text x="{left - 4}" y="{top + k * size + size / 2 + 4}" text-anchor="end">{label}</text>')
         cx = left + k * size + size / 2
         parts.append(f'<text x="{cx}" y="{top - 6}" text-anchor="start" transform="rotate(-60 {cx} {top - 6})">'

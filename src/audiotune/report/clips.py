@@ -134,6 +134,8 @@ def clips_section(clips: list[Clip], split: str, per_class: int, max_bytes: int,
     """Every head's wrong clips, grouped by true class."""
     if missing:
         return note(missing)
+    if not per_class:
+        return note("no clips asked for (--clips 0)")
     if not clips:
         return note(f"no wrong clips on the {split} split")
     parts: list[str] = [note(f"The {per_class} most confidently wrong clips of the {split} split per head and true "

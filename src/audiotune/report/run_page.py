@@ -64,6 +64,18 @@ def _splits(metrics: dict) -> list[str]:
     return [split for split in scored if split != ONE_TABLE] or scored
 
 
+def _sections(metrics: dict) -> list[tuple[str, str, dict]]:
+    """``(label, split, metrics)`` of each scored section: every split's, and after it, where windows were scored
+    together per recording, its recordings' (labelled "SPLIT, recordings")."""
+    sections = []
+    for split in _splits(metrics):
+        sections.append((split, split, metrics[split]))
+        recording = metrics[split].get("recording")
+        if isinstance(recording, dict) and "heads" in recording:
+            sections.append((f"{split}, recordings", split, recording))
+    return sections
+
+
 def _unscored(metrics: dict) -> str:
     """Why a directory has no scored split: no metrics at all, or a pretraining run, which learns without labels."""
     if not metrics:
@@ -76,13 +88,16 @@ def _unscored(metrics: dict) -> str:
 
 
 def _overview(report: RunReport) -> str:
-    rows = [[split, report.metrics[split].get("n")] for split in _splits(report.metrics)]
+    sections = _sections(report.metrics)
+    rows = [[label, values.get("n")] for label, _, values in sections]
+    # (a split's section is no fact, whatever its name: an evaluated validation.csv is the section "validation")
     facts = [(key, ", ".join(map(str, value)) if isinstance(value, list) else value)
-             for key in (*PRETRAIN_FACTS, *RUN_FACTS) if (value := report.metrics.get(key)) is not None]
+             for key in (*PRETRAIN_FACTS, *RUN_FACTS)
+             if (value := report.metrics.get(key)) is not None and not isinstance(value, dict)]
     body = table(["split", "clips scored"], rows) if rows else note(_unscored(report.metrics))
     body += table([], facts, text_columns=2) if facts else ""
-    return body + "".join(note(text) for text in report.notes + [n for s in _splits(report.metrics)
-                                                                  for n in report.metrics[s].get("notes", [])])
+    return body + "".join(note(text) for text in report.notes + [f"{label}: {text}" for label, _, values in sections
+                                                                  for text in values.get("notes", [])])
 
 
 def _scalars(values: dict) -> dict[str, Any]:
@@ -92,9 +107,9 @@ def _scalars(values: dict) -> dict[str, Any]:
 
 def _metrics(report: RunReport) -> str:
     rows, keys = [], []
-    for split in _splits(report.metrics):
-        aucs = report.metrics[split].get("auc") or {}
-        for head, values in report.metrics[split]["heads"].items():
+    for split, _, scores in _sections(report.metrics):
+        aucs = scores.get("auc") or {}
+        for head, values in scores["heads"].items():
             entries = [(head, values, None)] + [(f"{head} / {c}", v, c) for c, v in values.get("columns", {}).items()]
             for name, entry, column in entries:
                 scalars = _scalars(entry) | ({"auc": aucs[column]} if column in aucs else {})
@@ -108,8 +123,8 @@ def _metrics(report: RunReport) -> str:
 
 def _per_class(report: RunReport) -> str:
     parts = []
-    for split in _splits(report.metrics):
-        for head, values in report.metrics[split]["heads"].items():
+    for split, _, scores in _sections(report.metrics):
+        for head, values in scores["heads"].items():
             if "per_class" in values:
                 rows = [[c, v.get("precision"), v.get("recall"), v.get("f1"), v.get("support")]
                         for c, v in values["per_class"].items()]
@@ -135,12 +150,12 @@ def _cell_clips(report: RunReport, split: str, head: str, classes: list[str]) ->
 
 def _confusion(report: RunReport) -> str:
     parts = []
-    for split in _splits(report.metrics):
-        for head, values in report.metrics[split]["heads"].items():
+    for split, scored, scores in _sections(report.metrics):
+        for head, values in scores["heads"].items():
             if "confusion_matrix" not in values:
                 continue
             classes = [str(c) for c in values["classes"]]
-            hover = _cell_clips(report, split, head, classes)
+            hover = _cell_clips(report, split, head, classes) if split == scored else {}  # clips, not recordings
             parts.append(f"<h3>{escape(head)} ({escape(split)}, n={values.get('n')})</h3>" + chart_row([
                 figure(charts.heatmap(values["confusion_matrix"], classes, False, hover), "counts"),
                 figure(charts.heatmap(values["confusion_matrix"], classes, True, hover), "row-normalised (recall)")]))
