@@ -216,10 +216,15 @@ def invocation() -> dict[str, Any]:
 
 
 def command_history(folder: str | Path) -> list[dict[str, Any]]:
-    """The commands recorded in ``folder``'s COMMAND_FILE, oldest first (none when it is missing or unreadable)."""
+    """The commands recorded in ``folder``'s COMMAND_FILE (local or remote), oldest first (none when it is missing
+    or unreadable)."""
     try:
-        value = json.loads((Path(folder) / COMMAND_FILE).read_text())
-    except (OSError, ValueError):
+        if storage.is_remote(folder):
+            with storage.open_input(storage.join(folder, COMMAND_FILE)) as stream:
+                value = json.loads(stream.read())
+        else:
+            value = json.loads((Path(folder) / COMMAND_FILE).read_text())
+    except (OSError, ValueError):  # (a StorageError is an OSError)
         return []
     return [entry for entry in value if isinstance(entry, dict)] if isinstance(value, list) else []
 
@@ -259,8 +264,8 @@ def found_entries(folder: Path, history: list[dict[str, Any]]) -> list[str]:
         return sorted({name for entry in history for name in entry.get(FOUND, []) if isinstance(name, str)})
     remote = storage.final_place(folder)
     if storage.is_remote(remote):
-        if command_history_of(remote):
-            return found_entries(folder, command_history_of(remote))
+        if recorded := command_history(remote):
+            return found_entries(folder, recorded)
         if any(storage.isfile(storage.join(remote, marker)) for marker in RUN_MARKERS) or not storage.isdir(remote):
             return []
         return [name for name in storage.listdir(remote) if not name.startswith(".")]
@@ -268,19 +273,6 @@ def found_entries(folder: Path, history: list[dict[str, Any]]) -> list[str]:
         return []
     return sorted(entry.name for entry in folder.iterdir() if entry.name not in (LOCK_FILE, storage.NOTE)
                   and not entry.name.endswith(partials.PARTIAL_SUFFIX))
-
-
-def command_history_of(url: str) -> list[dict[str, Any]]:
-    """:func:`command_history` of a remote folder (none when its COMMAND_FILE is missing or unreadable)."""
-    path = storage.join(url, COMMAND_FILE)
-    if not storage.isfile(path):
-        return []
-    try:
-        with storage.open_input(path) as stream:
-            value = json.loads(stream.read())
-    except (OSError, ValueError):
-        return []
-    return [entry for entry in value if isinstance(entry, dict)] if isinstance(value, list) else []
 
 
 def check_output_path(path: str | Path) -> Path:
