@@ -43,11 +43,13 @@ def test_a_run_of_an_earlier_release_scores_as_it_did(tmp_path: Path) -> None:
     assert len(pd.read_parquet(run / "embeddings_ft.parquet")) == len(then)
 
 
-def test_a_resumed_run_of_an_earlier_config_version_keeps_its_class_weighted_loss(tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", [WEIGHTED_MEAN_VERSION - 1, 1])
+def test_a_resumed_run_of_an_earlier_config_version_keeps_its_class_weighted_loss(tmp_path: Path,
+                                                                                   version: int) -> None:
     """A run written before config version 6 resumes with the class-weighted loss it trained with (the plain mean of
     its weighted rows: training and validation share the loss); a run of this version with the weighted mean. A
     frozen encoder and a zero learning rate keep the weights, so only the loss's normalisation moves the validation
-    loss."""
+    loss. Version 1 (its audio and features sections held the resolved input) too."""
     ds = make_uid_dataset(tmp_path)
     split = ds["split"]
     train = pd.read_csv(split / "train.csv", dtype={"uid": str})
@@ -60,7 +62,11 @@ def test_a_resumed_run_of_an_earlier_config_version_keeps_its_class_weighted_los
     assert main(small_train_args(ds, current, *fixed)) == 0
     shutil.copytree(current, earlier)
     saved = yaml.safe_load((earlier / "config.yaml").read_text())
-    (earlier / "config.yaml").write_text(yaml.safe_dump({**saved, "version": WEIGHTED_MEAN_VERSION - 1}))
+    if version == 1:  # the input the backbone resolved, as version 1 saved it
+        resolved = input_spec(load_run(current)[0]).to_dict()
+        for section in ("audio", "features"):
+            saved[section].update({k: resolved[k] for k in saved[section] if k in resolved})
+    (earlier / "config.yaml").write_text(yaml.safe_dump({**saved, "version": version}))
     for run in (earlier, current):
         assert main([*small_train_args(ds, run, *fixed), "-e", "2", "--resume"]) == 0
 
@@ -73,7 +79,7 @@ def test_a_resumed_run_of_an_earlier_config_version_keeps_its_class_weighted_los
     assert resumed == pytest.approx(first, rel=1e-5)
     # the weighted mean (divided by the rows' summed weights) becomes the mean over the three rows
     assert val_loss(earlier)[1] == pytest.approx(first * (2 * weights[0] + weights[1]) / 3, rel=1e-5)
-    assert yaml.safe_load((earlier / "config.yaml").read_text())["version"] == WEIGHTED_MEAN_VERSION - 1
+    assert yaml.safe_load((earlier / "config.yaml").read_text())["version"] == max(version, 2)
 
 
 def test_a_run_made_before_backbone_options_were_added_resumes_with_the_same_command(tmp_path: Path) -> None:
@@ -95,3 +101,17 @@ def test_a_run_made_before_backbone_options_were_added_resumes_with_the_same_com
     assert main([*args, "-e", "2", "--resume", "--layerdrop", "0.5"]) == 2  # given anew: a change
     assert main([*args, "-e", "2", "--resume"]) == 0
     assert len(pd.read_csv(run / "logs" / "metrics.csv").dropna(subset=["train_loss_epoch"])) == 2
+
+
+def test_a_run_of_version_3_resumes_with_its_features_named(tmp_path: Path) -> None:
+    """Version 3 saved --features fbank for ECAPA-TDNN's own input (read back as unset): resumed with the command that
+    made it, `--features fbank` is no change; `--features mfcc` is."""
+    ds = make_uid_dataset(tmp_path)
+    run = tmp_path / "run"
+    args = [*small_train_args(ds, run), "--features", "fbank"]
+    assert main(args) == 0
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    saved["features"]["features"] = "fbank"
+    (run / "config.yaml").write_text(yaml.safe_dump({**saved, "version": 3}))
+    assert main([*args, "--features", "mfcc", "-e", "2", "--resume"]) == 2
+    assert main([*args, "-e", "2", "--resume"]) == 0

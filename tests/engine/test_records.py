@@ -114,3 +114,22 @@ def test_a_record_written_with_the_backbone_options_nested_is_the_same_settings(
     path.write_text(yaml.safe_dump(earlier))
     with pytest.raises(ValueError, match="cv_config.yaml: model option 'res2net_scale' is written twice"):
         check_settings_record(path, record, "a cross-validation", "resume it")
+
+
+def test_a_folder_of_version_3_asked_for_its_features_by_name_goes_on(tmp_path: Path) -> None:
+    """Versions 2 and 3 saved --features fbank for "the model's own" (read back as unset); the command that made
+    the folder, typed again with --features fbank (ECAPA-TDNN's own input), asks for the same settings; another
+    front end does not."""
+    record = _cv_record(RunConfig())
+    earlier = copy.deepcopy(record)
+    earlier["config"].update(version=3)
+    earlier["config"]["features"]["features"] = "fbank"
+    path = tmp_path / "cv_config.yaml"
+    path.write_text(yaml.safe_dump(earlier))
+    typed = copy.deepcopy(record)
+    typed["config"]["features"]["features"] = "fbank"
+    check_settings_record(path, typed, "a cross-validation", "resume it")
+    check_settings_record(path, record, "a cross-validation", "resume it")
+    typed["config"]["features"]["features"] = "mfcc"
+    with pytest.raises(RunDirError, match=r"differs in config\.features\.features\)"):
+        check_settings_record(path, typed, "a cross-validation", "resume it")

@@ -84,3 +84,45 @@ def test_a_uid_in_two_splits_is_the_row_of_the_split_the_page_shows(tmp_path: Pa
         table = _scored_table(RunConfig(), str(split), shown)
         assert Path(table.loc["x", "path"]).name == path and table.loc["x", "subject"] == subject
         assert len(table) == 2
+
+
+def test_a_frozen_encoders_run_trained_with_a_relative_checkpoint_reports_from_another_folder(
+        uid_dataset: dict, hf_checkpoints: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The page reads the run's input from the encoder it exported (encoder/), as evaluate rebuilds it: a relative
+    -c, read from another folder, named no checkpoint (transformers took it for a malformed hub id)."""
+    import shutil
+
+    from audiotune.cli import main
+
+    shutil.copytree(hf_checkpoints["w2v_layer"], tmp_path / "encoder_here")
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--model", "hf", "-c", "encoder_here", "-i", str(uid_dataset["prefix"]), "-d",
+                 str(uid_dataset["split"]), "-l", str(uid_dataset["labels"]), "-o", "run", "-e", "1", "-bs", "4",
+                 "--report", "False"]) == 0
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    page = read_report(write_report(tmp_path / "run"))
+    assert page["audio"] > 0
+
+
+def test_a_run_trained_with_relative_paths_resumes_from_another_folder(uid_dataset: dict,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same files named from elsewhere (absolute paths) are no change to allow, and the run's own config.yaml,
+    given as --config from another folder, names its files as the run was made: either way it resumes."""
+    from conftest import small_train_args
+
+    from audiotune.cli import main
+
+    root = uid_dataset["root"]
+    monkeypatch.chdir(root)
+    relative = {**uid_dataset, "prefix": Path("audio"), "split": Path("split"), "labels": Path("labels.txt")}
+    assert main([*small_train_args(relative, Path("run")), "--report", "False"]) == 0
+    (root / "elsewhere").mkdir()
+    monkeypatch.chdir(root / "elsewhere")
+    absolute = [*small_train_args(uid_dataset, root / "run"), "--report", "False", "--resume"]
+    assert main([*absolute, "-e", "2"]) == 0
+    assert main(["train", "--config", str(root / "run" / "config.yaml"), "-o", str(root / "run"), "-e", "3",
+                 "--resume", "--report", "False"]) == 0
+    assert json.loads((root / "run" / "metrics.json").read_text())["epochs_run"] == 3
+    moved = [*small_train_args({**uid_dataset, "labels": root / "split" / "train.csv"}, root / "run"), "--resume"]
+    assert main([*moved, "-e", "4"]) == 2  # other files named: a change

@@ -11,11 +11,11 @@ from typing import Any
 import yaml
 
 from audiotune import storage
-from audiotune.config import RunConfig, config_from_dict, config_to_dict, default_of, upgrade_sections
+from audiotune.config import SECTIONS, RunConfig, config_from_dict, config_to_dict, default_of, upgrade_sections
 from audiotune.config.files import parse_config_file
 from audiotune.data.prepare import head_options_at_defaults
 from audiotune.models.backbones import options_classes, resolve_config
-from audiotune.models.option_checks import idle_at_defaults
+from audiotune.models.option_checks import idle_at_defaults, own_features_unset
 from audiotune.outputs import RunDirError
 
 # where and how fast the runs run: free between the processes and reruns of one folder (as a resumed run's)
@@ -42,6 +42,28 @@ def as_made(sections: dict, source: str, resolved: bool = False) -> RunConfig:
         added = {spec.name: default_of(spec) for spec in dataclasses.fields(options)} if options is not None else {}
     earlier.model.options = {**added, **recorded}
     return earlier
+
+
+def placed_paths(config: RunConfig, base: str | Path) -> RunConfig:
+    """``config`` with each relative local path among its options (those with a path role: tables, audio, label
+    files, checkpoints, the backbone's) as the place it names from folder ``base``, where that place exists (a hub
+    id, or a place gone, stays as written), and each existing place written one way (resolved): two configs name
+    the same files the same way wherever their commands ran."""
+    def placed(value: Any) -> Any:
+        if not isinstance(value, str) or not value or storage.is_remote(value):
+            return value
+        place = Path(base) / value
+        return str(place.resolve()) if place.exists() else value
+
+    for section in (getattr(config, name) for name in SECTIONS):
+        for spec in dataclasses.fields(section):
+            if spec.metadata.get("role") is not None:
+                setattr(section, spec.name, placed(getattr(section, spec.name)))
+    options = options_classes().get(config.model.model)
+    for spec in dataclasses.fields(options) if options else ():
+        if spec.metadata.get("role") is not None and spec.name in config.model.options:
+            config.model.options[spec.name] = placed(config.model.options[spec.name])
+    return config
 
 
 def read_record_config(path: str, key: str = "") -> RunConfig | None:
@@ -93,6 +115,7 @@ def without_idle(sections: dict, source: str) -> dict:
     except ValueError:  # not a config this release reads: compared as recorded
         return sections
     idle_at_defaults(quiet)
+    own_features_unset(quiet, quiet)
     head_options_at_defaults(quiet)
     read = config_to_dict(quiet)
     return {section: {name: read.get(section, {}).get(name, value) for name, value in options.items()}

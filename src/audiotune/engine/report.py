@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from audiotune import storage
-from audiotune.config import RunConfig, load_config
+from audiotune.config import RunConfig
 from audiotune.config.sections import RESUME_HINT
 from audiotune.data.audio import Span, load_clip, open_audio, span_of
 from audiotune.data.errors import DataError
@@ -22,6 +22,7 @@ from audiotune.engine.inference import override_data
 from audiotune.engine.probe_report import is_probe, read_probe
 from audiotune.engine.taps_report import is_taps_table, rebuild_page
 from audiotune.models.backbones import input_spec
+from audiotune.models.checkpoint import rebuild_config
 from audiotune.outputs import (
     BEST_VAL_LOSS,
     CHECKPOINT_DIR,
@@ -205,8 +206,7 @@ def _fold_clips(source: Path, report: ExperimentReport, split: str) -> None:
         scored = next((p for p in (source / name / ENSEMBLE_PREDICTIONS_FILE, run_dir / PREDICTIONS_FILE)
                        if p.is_file()), None)
         if scored is not None and (run_dir / CONFIG_FILE).is_file():
-            config = load_config(run_dir / CONFIG_FILE)
-            config.data.prefix = from_training_dir(config.data.prefix, run_dir)
+            config = rebuild_config(run_dir)  # its audio and its encoder's input from any folder
             folds[name] = (config, pd.read_parquet(scored).assign(fold=name))
     if not folds:
         report.clips_missing = "no fold has predictions and a config: no clips to play"
@@ -334,9 +334,8 @@ def read_run(source: Path, data_split_root: str = "", group_by: str = "", clips_
     gives the run, the table and the data options it scored with, unless given here."""
     scored = _read_json(source / EVALUATION_FILE) if (source / EVALUATION_FILE).is_file() else {}
     config_dir = _config_dir(source, run, str(scored.get("run") or ""), str(scored.get("run_relative") or ""))
-    config = load_config(config_dir / CONFIG_FILE) if config_dir else None
+    config = rebuild_config(config_dir) if config_dir else None  # its audio and encoder's input from any folder
     if config is not None and config_dir is not None:
-        config.data.prefix = from_training_dir(config.data.prefix, config_dir)
         recorded = dict(scored.get("data") or {})  # as the evaluation was given them: from where it ran
         if recorded.get("prefix"):
             recorded["prefix"] = from_training_dir(str(recorded["prefix"]), source)

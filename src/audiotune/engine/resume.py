@@ -21,7 +21,7 @@ from audiotune.config import (
     read_config_file,
 )
 from audiotune.data.prepare import check_head_options, idle_head_options, training_label_groups
-from audiotune.engine.records import as_made
+from audiotune.engine.records import as_made, placed_paths
 from audiotune.models.backbones import input_spec, resolve_config
 from audiotune.models.option_checks import refuse_inactive, without_idle_options
 from audiotune.outputs import (
@@ -30,6 +30,7 @@ from audiotune.outputs import (
     CONFIG_HISTORY_FILE,
     LAST_CHECKPOINT,
     PROBE_SUMMARY_FILE,
+    command_history,
     write_bytes,
 )
 
@@ -53,11 +54,11 @@ def checkpoint_to_resume(exp_dir: Path) -> Path:
 
 def keep_resumed_version(exp_dir: Path, config: RunConfig) -> None:
     """A resumed run goes on with the meanings of the config version it was written with (its weights have the
-    shapes they gave), unless that version's audio and features sections hold a resolved input."""
+    shapes they gave); one written before its audio and features sections held the user's options (their input
+    resolved) with those of INPUT_RESOLVED_VERSION, which changed nothing else: the command's options are read as
+    options (its input is the run's, or :func:`resumed_changes` says how it differs)."""
     if config.train.resume and (exp_dir / CONFIG_FILE).is_file():
-        earlier = load_config(exp_dir / CONFIG_FILE)
-        if earlier.version >= INPUT_RESOLVED_VERSION:
-            config.version = earlier.version
+        config.version = max(load_config(exp_dir / CONFIG_FILE).version, INPUT_RESOLVED_VERSION)
 
 
 def resumed_changes(exp_dir: Path, config: RunConfig, stages: frozenset[Stage] = EVERYWHERE) -> dict[str, list]:
@@ -68,6 +69,10 @@ def resumed_changes(exp_dir: Path, config: RunConfig, stages: frozenset[Stage] =
     recorded = exp_dir / CONFIG_FILE
     earlier = without_idle_options(as_made(read_config_file(recorded), str(recorded), resolved=True), config, stages)
     config = without_idle_options(config, config, stages)
+    # the files they name, wherever the commands ran (relative paths: from where each command ran)
+    made_in = next((entry.get("cwd") for entry in command_history(exp_dir)[:1]), None)
+    earlier = placed_paths(earlier, made_in if isinstance(made_in, str) and made_in else Path.cwd())
+    config = placed_paths(config, Path.cwd())
     kinds = {head.kind for head in config.heads}  # and one of a kind of head the run lacks did nothing
     for part in (earlier, config):
         for name in idle_head_options(part.train, kinds):
@@ -75,7 +80,7 @@ def resumed_changes(exp_dir: Path, config: RunConfig, stages: frozenset[Stage] =
     if earlier.version < INPUT_RESOLVED_VERSION:  # its audio and features sections hold the resolved input
         changes = config_changes(earlier, config, (*RESUME_FREE, "audio", "features"))
         before, after = input_spec(earlier), input_spec(config)
-        # it goes on with this version's meanings (keep_resumed_version), the count of resampled samples among them
+        # (the count of resampled samples is the resumed version's: keep_resumed_version)
         before = dataclasses.replace(before, resampled_length=after.resampled_length)
         if before != after:
             changes["input"] = [str(before), str(after)]

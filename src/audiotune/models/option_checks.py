@@ -121,6 +121,8 @@ def without_idle_options(config: RunConfig, reader: RunConfig, stages: frozenset
     asked.audio.resample_rate = config.audio.resample_rate
     if input_spec(asked).resample_rate != config.audio.resample_rate:  # the backbone's own rate, whatever it says
         config.audio.resample_rate = DEFAULT_RATE
+    if not new_run:
+        own_features_unset(config, reader)
     for section, spec, _ in idle_settings(config, stages):
         set_option(config, section, spec.name, default_of(spec))
     if reads_waveforms:  # but --target_length, which cropped the waveforms' samples
@@ -128,6 +130,23 @@ def without_idle_options(config: RunConfig, reader: RunConfig, stages: frozenset
             if spec.name not in (*WAVEFORM_OPTIONS, "target_length"):
                 setattr(config.features, spec.name, default_of(spec))
     return config
+
+
+def own_features_unset(config: RunConfig, reader: RunConfig) -> None:
+    """``config``'s --features unset (None) where it gives the backbone of ``reader`` the input it reads without it:
+    the same settings as a record that leaves it out (one of version 2 or 3 read its saved fbank so), for the
+    comparisons of a resumed run and of a rerun cv or sweep folder (a new run keeps what was asked)."""
+    if config.features.features is None:
+        return
+    given = copy.deepcopy(reader)
+    given.audio, given.features = copy.deepcopy(config.audio), copy.deepcopy(config.features)
+    unset = copy.deepcopy(given)
+    unset.features.features = None
+    try:
+        if input_spec(given) == input_spec(unset):
+            config.features.features = None
+    except (ValueError, OSError):  # no input this backbone reads, or its checkpoint not at hand: as it is
+        return
 
 
 def checked_stages(config: RunConfig, stage: Stage | None = None) -> frozenset[Stage]:
