@@ -271,14 +271,20 @@ def test_a_killed_sweep_runs_its_dead_trial_again_in_the_same_run_directory(tmp_
     assert sorted(pd.read_csv(out / "trial_0" / "logs" / "metrics.csv")["epoch"].dropna().unique()) == list(range(25))
 
 
+@pytest.mark.parametrize("algorithm", ["random", "grid"])
 def test_a_sweep_stopped_in_a_trial_runs_that_trial_again_with_its_parameters(tmp_path: Path,
-                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                              monkeypatch: pytest.MonkeyPatch,
+                                                                              algorithm: str) -> None:
     """Ctrl-C or SIGTERM reaching a trial outside its fit (scoring, writing its outputs) failed it for good: the
-    sweep run again drew another trial in its place. Its parameters are queued again, for its own folder."""
+    sweep run again drew another trial in its place. Its parameters are queued again, for its own folder (a grid
+    point keeps its place in the grid: the rerun finishes it, then the points left)."""
     import audiotune.engine.sweep as sweep_module
 
     ds = make_uid_dataset(tmp_path)
-    space, out = write_space(tmp_path / "space.yaml"), tmp_path / "sweep"
+    space = write_space(tmp_path / "space.yaml", algorithm=algorithm) if algorithm == "random" else \
+        write_space(tmp_path / "space.yaml", algorithm="grid",
+                    parameters={"final_dropout": {"type": "discrete", "values": [0.0, 0.3]}})
+    out = tmp_path / "sweep"
     args = sweep_args(ds, space, out, "-e", "1", "--trials", "2", "--pruner", "none")
     real = sweep_module.train
 
@@ -299,8 +305,11 @@ def test_a_sweep_stopped_in_a_trial_runs_that_trial_again_with_its_parameters(tm
     first, again = table.iloc[0], table.iloc[1]
     assert first["error"] == "stopped (Ctrl-C or SIGTERM): queued again"
     assert again["run_dir"] == first["run_dir"] == "trial_0" and Path(stopped[0]).name == "trial_0"
-    assert (again.param_learning_rate, again.param_final_dropout) == (first.param_learning_rate,
-                                                                       first.param_final_dropout)
+    assert again.param_final_dropout == first.param_final_dropout
+    if algorithm == "random":
+        assert again.param_learning_rate == first.param_learning_rate
+    else:  # both grid points run
+        assert sorted(table[table["state"] == "complete"]["param_final_dropout"]) == [0.0, 0.3]
     assert (out / "trial_0" / "metrics.json").is_file()
 
 

@@ -210,6 +210,15 @@ def run_dir_of(sweep_dir: Path, trial: optuna.Trial | FrozenTrial) -> Path:
     return sweep_dir / trial.user_attrs.get("run_dir", outputs.trial_dir(trial.number))
 
 
+def again(trial: optuna.Trial, run_dir: str) -> None:
+    """Queue a copy of ``trial`` (stopped before its end) to run next, in ``run_dir``: its parameters and the
+    sampler's marks on it (a grid point's id), as Optuna queues a dead trial again."""
+    frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+    trial.study.add_trial(optuna.trial.create_trial(
+        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+        user_attrs={"run_dir": run_dir}, system_attrs=dict(frozen.system_attrs)))
+
+
 class Objective:
     """One trial: its parameters → a train config → a run directory → the metric's value."""
 
@@ -228,7 +237,7 @@ class Objective:
             raise
         except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the sweep run again reruns it, with its parameters, in its folder
             trial.set_user_attr(STOPPED, True)
-            trial.study.enqueue_trial(trial.params, user_attrs={"run_dir": run_dir_of(self.sweep_dir, trial).name})
+            again(trial, run_dir_of(self.sweep_dir, trial).name)
             raise
 
     def _run(self, trial: optuna.Trial) -> float:
