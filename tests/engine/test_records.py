@@ -133,3 +133,32 @@ def test_a_folder_of_version_3_asked_for_its_features_by_name_goes_on(tmp_path: 
     typed["config"]["features"]["features"] = "mfcc"
     with pytest.raises(RunDirError, match=r"differs in config\.features\.features\)"):
         check_settings_record(path, typed, "a cross-validation", "resume it")
+
+
+def test_the_same_files_named_from_another_folder_are_the_same_settings(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cross-validation made from one folder, run again from another with the same table, labels and audio spelt
+    by other relative paths (or absolute ones), goes on; another table is another setting."""
+    import json
+
+    made, other = tmp_path / "made", tmp_path / "other"
+    for folder in (made / "data" / "audio", other):
+        folder.mkdir(parents=True)
+    for name in ("table.csv", "labels.txt", "another.csv"):
+        (made / "data" / name).write_text("uid\n")
+    exp = made / "cv"
+    exp.mkdir()
+    (exp / "command.json").write_text(json.dumps([{"argv": ["audiotune", "cv"], "cwd": str(made)}]))
+
+    def record(source: str, labels: str, audio: str) -> dict:
+        config = RunConfig()
+        config.data.label_txt, config.data.prefix = labels, audio
+        return {**_cv_record(config), "source": source}
+
+    (exp / "cv_config.yaml").write_text(yaml.safe_dump(record("data/table.csv", "data/labels.txt", "data/audio")))
+    monkeypatch.chdir(other)
+    check_settings_record(exp / "cv_config.yaml", record("../made/data/table.csv", str(made / "data/labels.txt"),
+                                                         "../made/data/audio"), "a cross-validation", "resume it")
+    with pytest.raises(RunDirError, match=r"differs in source\)"):
+        check_settings_record(exp / "cv_config.yaml", record("../made/data/another.csv", "../made/data/labels.txt",
+                                                             "../made/data/audio"), "a cross-validation", "resume it")

@@ -44,7 +44,7 @@ from audiotune.engine.cv_encoders import fold_configs
 from audiotune.engine.cv_summary import finished_metrics, run_directory, write_outputs
 from audiotune.engine.distributed import trainer_devices
 from audiotune.engine.inference import inference_device
-from audiotune.engine.records import check_settings_record, read_settings_record, without_idle
+from audiotune.engine.records import check_settings_record, compared_settings
 from audiotune.engine.train import check_training, continue_or_start, train
 from audiotune.launch import launched_rank_zero
 from audiotune.outputs import (
@@ -63,8 +63,7 @@ def _check_cv_config(exp_dir: Path, record: dict) -> None:
     """An experiment directory belongs to one cross-validation: a rerun must ask for the same one, or for more
     repeats of it (its finished runs are kept and the new repeats added)."""
     path = exp_dir / CV_CONFIG_FILE
-    earlier = read_settings_record(path, record)
-    asked = {**record, "config": without_idle(record["config"], str(path))}  # as check_settings_record compares
+    earlier, asked = compared_settings(path, record)  # as check_settings_record compares them
     if (isinstance(earlier, dict) and isinstance(earlier.get("repeats"), int)
             and earlier["repeats"] < record["repeats"] and {**earlier, "repeats": record["repeats"]} == asked):
         log.warning("%s: %d repeat(s) per fold instead of %d: finished runs are kept, the new ones added",

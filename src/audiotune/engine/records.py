@@ -16,7 +16,7 @@ from audiotune.config.files import parse_config_file
 from audiotune.data.prepare import head_options_at_defaults
 from audiotune.models.backbones import options_classes, resolve_config
 from audiotune.models.option_checks import idle_at_defaults, own_features_unset
-from audiotune.outputs import RunDirError
+from audiotune.outputs import RunDirError, command_history
 
 # where and how fast the runs run: free between the processes and reruns of one folder (as a resumed run's)
 FREE_SECTIONS = ("runtime", "version")
@@ -44,26 +44,68 @@ def as_made(sections: dict, source: str, resolved: bool = False) -> RunConfig:
     return earlier
 
 
-def placed_paths(config: RunConfig, base: str | Path) -> RunConfig:
-    """``config`` with each relative local path among its options (those with a path role: tables, audio, label
-    files, checkpoints, the backbone's) as the place it names from folder ``base``, where that place exists (a hub
-    id, or a place gone, stays as written), and each existing place written one way (resolved): two configs name
-    the same files the same way wherever their commands ran."""
-    def placed(value: Any) -> Any:
-        if not isinstance(value, str) or not value or storage.is_remote(value):
-            return value
-        place = Path(base) / value
-        return str(place.resolve()) if place.exists() else value
+def _placed(value: Any, base: str | Path) -> Any:
+    """A relative local path as the place it names from folder ``base`` where that place exists (a hub id, or a
+    place gone, stays as written), any existing place written one way (resolved)."""
+    if not isinstance(value, str) or not value or storage.is_remote(value):
+        return value
+    place = Path(base) / value
+    return str(place.resolve()) if place.exists() else value
 
+
+def placed_paths(config: RunConfig, base: str | Path) -> RunConfig:
+    """``config`` with each path among its options (those with a path role: tables, audio, label files,
+    checkpoints, the backbone's) as the place it names from folder ``base`` (:func:`_placed`): two configs name the
+    same files the same way wherever their commands ran."""
     for section in (getattr(config, name) for name in SECTIONS):
         for spec in dataclasses.fields(section):
             if spec.metadata.get("role") is not None:
-                setattr(section, spec.name, placed(getattr(section, spec.name)))
+                setattr(section, spec.name, _placed(getattr(section, spec.name), base))
     options = options_classes().get(config.model.model)
     for spec in dataclasses.fields(options) if options else ():
         if spec.metadata.get("role") is not None and spec.name in config.model.options:
-            config.model.options[spec.name] = placed(config.model.options[spec.name])
+            config.model.options[spec.name] = _placed(config.model.options[spec.name], base)
     return config
+
+
+def _placed_record(record: dict, base: str | Path) -> dict:
+    """A folder's settings record with its paths as :func:`placed_paths` writes a config's: its table (``source``),
+    the JSON folds' audio folder and the path options of its ``config`` sections (a backbone's among the model's)."""
+    record = copy.deepcopy(record)
+    if "source" in record:
+        record["source"] = _placed(record["source"], base)
+    if isinstance(record.get("folds"), dict) and "audio_dir" in record["folds"]:
+        record["folds"]["audio_dir"] = _placed(record["folds"]["audio_dir"], base)
+    config = record.get("config")
+    if not isinstance(config, dict):
+        return record
+    model = config.get("model")
+    backbone = options_classes().get(str(model.get("model"))) if isinstance(model, dict) else None
+    for name, options in SECTIONS.items():
+        part = config.get(name)
+        if not isinstance(part, dict):
+            continue
+        kinds = [options, *([backbone] if name == "model" and backbone else [])]  # its options: beside the model's
+        for spec in (spec for kind in kinds for spec in dataclasses.fields(kind)):
+            if spec.metadata.get("role") is not None and spec.name in part:
+                part[spec.name] = _placed(part[spec.name], base)
+    return record
+
+
+def compared_settings(path: Path, record: dict) -> tuple[dict | None, dict]:
+    """The settings recorded at ``path`` (None where there are none yet) and those ``record`` asks for, as a rerun
+    compares them: options that do nothing at their defaults, paths as the files they name (the recorded ones
+    from where the folder's first command ran, ``record``'s from here), so the same command from another folder
+    asks for the same settings."""
+    if isinstance(record.get("config"), dict):
+        record = {**record, "config": without_idle(record["config"], str(path))}
+    earlier = read_settings_record(path, record)
+    if earlier is None:
+        return None, record
+    history = command_history(path.parent)
+    made_in = history[0].get("cwd") if history else None
+    base = made_in if isinstance(made_in, str) and made_in else Path.cwd()
+    return _placed_record(earlier, base), _placed_record(record, Path.cwd())
 
 
 def read_record_config(path: str, key: str = "") -> RunConfig | None:
@@ -151,9 +193,7 @@ def check_settings_record(path: Path, record: dict, holds: str, again: str) -> N
     """A directory made for one set of settings (a cross-validation, a sweep): ``path`` records them, and a
     rerun that asks for others is an error naming the settings that differ. Options added to audiotune since the
     record was written count as their defaults. The record is written by the caller."""
-    if isinstance(record.get("config"), dict):
-        record = {**record, "config": without_idle(record["config"], str(path))}
-    earlier = read_settings_record(path, record)
+    earlier, record = compared_settings(path, record)
     if earlier is not None and earlier != record:
         changed = differing_keys(earlier, record)
         shown = ", ".join(changed[:8]) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
