@@ -237,15 +237,22 @@ def record_command(folder: str | Path, found: list[str] | None = None) -> Path:
     return write_json(Path(folder) / COMMAND_FILE, [*command_history(folder), entry])
 
 
+def made_in(folder: str | Path) -> str:
+    """The working directory of the command that made ``folder`` (the first entry of its COMMAND_FILE); empty
+    without that record."""
+    history = command_history(folder)
+    cwd = history[0].get("cwd") if history else ""
+    return cwd if isinstance(cwd, str) else ""
+
+
 def from_training_dir(path: str, run_dir: str | Path) -> str:
     """A local path of a run's config as it was given: a relative one is relative to the working directory of the
     command that made the run (the first entry of its COMMAND_FILE), so the run's tables and audio are found from
     any folder; absolute paths, URLs and runs without that record as they are."""
     if not path or storage.is_remote(path) or Path(path).is_absolute():
         return path
-    history = command_history(run_dir)
-    cwd = history[0].get("cwd") if history else None
-    if not isinstance(cwd, str) or not cwd:
+    cwd = made_in(run_dir)
+    if not cwd:
         return path
     anchored = Path(cwd) / path  # (gone, on another machine, where the path is found from here: as it is)
     return str(anchored) if anchored.exists() or not Path(path).exists() else path

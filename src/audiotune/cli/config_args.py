@@ -44,7 +44,7 @@ from audiotune.config import (
 )
 from audiotune.data.folds import FOLD_PLACEHOLDER
 from audiotune.models import backbones
-from audiotune.outputs import command_history
+from audiotune.outputs import made_in
 
 # seed boolean flags whose meaning maps onto another option: (section, name, value if true, value if false)
 SEED_SWITCHES = {"fbank": ("features", "features", "fbank", "mfcc")}
@@ -108,11 +108,11 @@ def config_from_args(args: argparse.Namespace, read_inputs: bool = True,
     if config_file:
         config = config_from_dict(raw, source=str(config_file), base=config)
         config.version = CONFIG_VERSION  # a recipe's options are the user's (the backbone derives its input anew)
-        made_in = _made_in(config_file)
-        if made_in:  # a run's config.yaml: its relative paths are from where the run was made
+        run_made_in = "" if storage.is_remote(config_file) else made_in(Path(config_file).parent)
+        if run_made_in:  # a run's config.yaml: its relative paths are from where the run was made
             from audiotune.engine.records import placed_paths
 
-            placed_paths(config, made_in)
+            placed_paths(config, run_made_in)
     from_file = copy.deepcopy(config) if config_file and takes is not None else None
     config = apply_flags(config, args)
     refuse_other_backbones(args, config)
@@ -133,16 +133,6 @@ def config_from_args(args: argparse.Namespace, read_inputs: bool = True,
             own_idle_at_defaults(config, config_file, raw, given_options(args),
                                  next(iter(stages)) if len(stages) == 1 else None)
     return config
-
-
-def _made_in(config_file: str) -> str:
-    """The working directory of the command that made the run whose config.yaml ``config_file`` is (a local file
-    beside its COMMAND_FILE); empty for any other file."""
-    if storage.is_remote(config_file):
-        return ""
-    history = command_history(Path(config_file).parent)
-    made_in = history[0].get("cwd") if history else ""
-    return made_in if isinstance(made_in, str) else ""
 
 
 def refuse_fold_placeholders(config: RunConfig) -> None:

@@ -16,7 +16,7 @@ from audiotune.config.files import parse_config_file
 from audiotune.data.prepare import head_options_at_defaults
 from audiotune.models.backbones import options_classes, resolve_config
 from audiotune.models.option_checks import idle_at_defaults, own_features_unset
-from audiotune.outputs import RunDirError, command_history
+from audiotune.outputs import RunDirError, made_in
 
 # where and how fast the runs run: free between the processes and reruns of one folder (as a resumed run's)
 FREE_SECTIONS = ("runtime", "version")
@@ -57,15 +57,20 @@ def placed_paths(config: RunConfig, base: str | Path) -> RunConfig:
     """``config`` with each path among its options (those with a path role: tables, audio, label files,
     checkpoints, the backbone's) as the place it names from folder ``base`` (:func:`_placed`): two configs name the
     same files the same way wherever their commands ran."""
-    for section in (getattr(config, name) for name in SECTIONS):
-        for spec in dataclasses.fields(section):
-            if spec.metadata.get("role") is not None:
-                setattr(section, spec.name, _placed(getattr(section, spec.name), base))
-    options = options_classes().get(config.model.model)
-    for spec in dataclasses.fields(options) if options else ():
-        if spec.metadata.get("role") is not None and spec.name in config.model.options:
-            config.model.options[spec.name] = _placed(config.model.options[spec.name], base)
+    for name, kind in SECTIONS.items():
+        section = getattr(config, name)
+        for option in _paths_of(kind):
+            setattr(section, option, _placed(getattr(section, option), base))
+    for option in _paths_of(options_classes().get(config.model.model)):
+        if option in config.model.options:
+            config.model.options[option] = _placed(config.model.options[option], base)
     return config
+
+
+def _paths_of(options: Any) -> list[str]:
+    """The options of dataclass ``options`` (None: none) that name a path (declared with a role)."""
+    return [spec.name for spec in dataclasses.fields(options) if spec.metadata.get("role") is not None] \
+        if options else []
 
 
 def _placed_record(record: dict, base: str | Path) -> dict:
@@ -81,14 +86,13 @@ def _placed_record(record: dict, base: str | Path) -> dict:
         return record
     model = config.get("model")
     backbone = options_classes().get(str(model.get("model"))) if isinstance(model, dict) else None
-    for name, options in SECTIONS.items():
+    for name, kind in SECTIONS.items():
         part = config.get(name)
         if not isinstance(part, dict):
             continue
-        kinds = [options, *([backbone] if name == "model" and backbone else [])]  # its options: beside the model's
-        for spec in (spec for kind in kinds for spec in dataclasses.fields(kind)):
-            if spec.metadata.get("role") is not None and spec.name in part:
-                part[spec.name] = _placed(part[spec.name], base)
+        for option in [*_paths_of(kind), *(_paths_of(backbone) if name == "model" else [])]:  # (and its backbone's)
+            if option in part:
+                part[option] = _placed(part[option], base)
     return record
 
 
@@ -102,10 +106,7 @@ def compared_settings(path: Path, record: dict) -> tuple[dict | None, dict]:
     earlier = read_settings_record(path, record)
     if earlier is None:
         return None, record
-    history = command_history(path.parent)
-    made_in = history[0].get("cwd") if history else None
-    base = made_in if isinstance(made_in, str) and made_in else Path.cwd()
-    return _placed_record(earlier, base), _placed_record(record, Path.cwd())
+    return _placed_record(earlier, made_in(path.parent) or Path.cwd()), _placed_record(record, Path.cwd())
 
 
 def read_record_config(path: str, key: str = "") -> RunConfig | None:

@@ -30,7 +30,7 @@ from audiotune.outputs import (
     CONFIG_HISTORY_FILE,
     LAST_CHECKPOINT,
     PROBE_SUMMARY_FILE,
-    command_history,
+    made_in,
     write_bytes,
 )
 
@@ -70,8 +70,7 @@ def resumed_changes(exp_dir: Path, config: RunConfig, stages: frozenset[Stage] =
     earlier = without_idle_options(as_made(read_config_file(recorded), str(recorded), resolved=True), config, stages)
     config = without_idle_options(config, config, stages)
     # the files they name, wherever the commands ran (relative paths: from where each command ran)
-    made_in = next((entry.get("cwd") for entry in command_history(exp_dir)[:1]), None)
-    earlier = placed_paths(earlier, made_in if isinstance(made_in, str) and made_in else Path.cwd())
+    earlier = placed_paths(earlier, made_in(exp_dir) or Path.cwd())
     config = placed_paths(config, Path.cwd())
     kinds = {head.kind for head in config.heads}  # and one of a kind of head the run lacks did nothing
     for part in (earlier, config):
