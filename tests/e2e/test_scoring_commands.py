@@ -130,3 +130,18 @@ def test_each_command_names_the_list_it_would_skip_bad_audio_into(trained_run: d
     assert out.exists() and not (tmp_path / "emb.skipped.csv").exists()  # it would name a row this file has
     # the rows of test.csv are its test split, as evaluate names them (predictions.parquet's split column)
     assert set(pd.read_parquet(out)["split"]) == {"test"}
+
+
+def test_an_evaluation_that_skipped_rows_names_them_by_split_on_its_page(trained_run: dict, tmp_path: Path) -> None:
+    """The skip list of an evaluation of one CSV names its rows by the section its scores are under (scored.csv:
+    "scored"), and the page counts them beside the clips scored: the metrics are of the rest."""
+    run, table = trained_run["run"], pd.read_csv(trained_run["split"] / "test.csv")
+    scored = tmp_path / "scored.csv"
+    pd.concat([table, table.head(2).assign(uid=["ghost", "wraith"])]).to_csv(scored, index=False)
+    out = tmp_path / "ev"
+    assert main(["evaluate", "--run", str(run), "-d", str(scored), "-o", str(out), "--on_error", "skip",
+                 "--report"]) == 0
+    assert set(pd.read_csv(out / "skipped.csv")["split"]) == {"scored"} and "scored" in _metrics(out)
+    overview = (out / "report.html").read_text().split('<section id="overview">')[1].split("</section>")[0]
+    assert "rows left out (listed in)" in overview and "2 (skipped.csv)" in overview
+    assert "<td class=text>scored</td><td>4</td>" in overview

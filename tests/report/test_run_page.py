@@ -73,3 +73,14 @@ def test_an_evaluated_table_named_as_a_fact_of_runs_is_a_split_not_a_fact() -> N
     assert "{&#x27;n&#x27;" not in overview and "{'n'" not in overview
     assert "<td class=text>validation</td><td>2</td>" in overview
     assert "best validation loss (best.ckpt)" in overview
+
+
+def test_a_head_of_one_column_has_one_row_of_metrics_and_a_head_of_two_has_its_columns() -> None:
+    one = {"mae": 0.5, "r2": 0.1, "columns": {"severity": {"mae": 0.5, "r2": 0.1}}}
+    two = {"mae": 0.4, "columns": {"left": {"mae": 0.3}, "right": {"mae": 0.5}}}
+    both = {"name": "both", "kind": "regression", "columns": ["left", "right"], "classes": []}
+    page = render_run(RunReport("run: r", "/runs/r", "", {"test": {"n": 3, "heads": {"severity": one, "both": two}}},
+                                [SEVERITY, both]))
+    rows = _section(page, "metrics")
+    assert rows.count(">severity") == 1 and "severity / severity" not in rows
+    assert "both / left" in rows and "both / right" in rows

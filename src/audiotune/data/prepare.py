@@ -59,6 +59,9 @@ class PreparedData:
         section = Path(str(data_split_root)).stem or ONE_TABLE
         self.tables = {section: self.tables[ONE_TABLE]}
         self.targets = {section: self.targets[ONE_TABLE]}
+        for frame in (self.skipped, self.dropped):  # their rows named by the same section
+            if "split" in frame.columns:
+                frame["split"] = frame["split"].replace(ONE_TABLE, section)
         return section if section != ONE_TABLE else None
 
     def write_reports(self, out_dir: str | Path) -> list[Path]:

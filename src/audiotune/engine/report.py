@@ -31,6 +31,7 @@ from audiotune.outputs import (
     CV_FOLDS_FILE,
     CV_RUNS_TABLE,
     CV_SUMMARY_FILE,
+    DROPPED_FILE,
     ENSEMBLE_PREDICTIONS_FILE,
     EPOCHS_RUN,
     EVALUATE_DIR,
@@ -44,6 +45,7 @@ from audiotune.outputs import (
     PREDICTIONS_FILE,
     PROBE_FILE,
     REPORT_FILE,
+    SKIPPED_FILE,
     SWEEP_SPACE_FILE,
     SWEEP_SUMMARY_FILE,
     SWEEP_TRIALS_TABLE,
@@ -317,6 +319,18 @@ def _load(clips: list[Clip], table: pd.DataFrame, config: RunConfig) -> None:
             clip.problem = f"cannot be read: {err}"
 
 
+def _left_out(source: Path) -> dict[str, dict[str, int]]:
+    """The rows of each split that the command writing ``source`` left out, by the list beside its outputs that
+    names them (bad audio skipped, rows that reached no model): its scores are of the rest."""
+    counts = {}
+    for name in (SKIPPED_FILE, DROPPED_FILE):
+        if (source / name).is_file():
+            listed = pd.read_csv(source / name, usecols=lambda column: column == "split", dtype=str)
+            if "split" in listed.columns:
+                counts[name] = {str(k): int(v) for k, v in listed["split"].value_counts().items()}
+    return counts
+
+
 def _best_loss_epoch(metrics: dict) -> int | None:
     """The epoch (from 1) whose weights a pretraining run kept for their best validation loss; None when it kept its
     last epoch or the loss is not in its history."""
@@ -353,6 +367,7 @@ def read_run(source: Path, data_split_root: str = "", group_by: str = "", clips_
         heads=[dataclasses.asdict(h) for h in config.heads] if config else [],
         log=pd.read_csv(log_csv) if log_csv.is_file() else None, kept_epoch=kept,
         clips_per_class=clips_per_class, max_clip_bytes=clip_kb * 1000)
+    report.left_out = _left_out(source)
     evaluation = config_dir is not None and config_dir != source
     report.commands = [("this evaluation" if evaluation else "this run", command_history(source)),
                        *([("the run it scored", command_history(config_dir))] if evaluation and config_dir else [])]

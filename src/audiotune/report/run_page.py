@@ -56,6 +56,7 @@ class RunReport:
     groups_missing: str = ""
     notes: list[str] = field(default_factory=list)
     commands: list[tuple[str, list[dict]]] = field(default_factory=list)
+    left_out: dict[str, dict[str, int]] = field(default_factory=dict)  # list file -> {split: rows it names}
 
 
 def _splits(metrics: dict) -> list[str]:
@@ -87,14 +88,23 @@ def _unscored(metrics: dict) -> str:
     return "metrics.json scores no split"
 
 
+def _left_out(report: RunReport, split: str) -> str:
+    """The rows of ``split`` the command left out, by the list naming them (bad audio skipped, rows dropped)."""
+    return ", ".join(f"{counts[split]} ({name})" for name, counts in report.left_out.items() if counts.get(split))
+
+
 def _overview(report: RunReport) -> str:
     sections = _sections(report.metrics)
     rows = [[label, values.get("n")] for label, _, values in sections]
+    if any(_left_out(report, split) for _, split, _ in sections):  # the scores are of the clips scored only
+        rows = [[*row, _left_out(report, split) if label == split else ""]
+                for row, (label, split, _) in zip(rows, sections)]
     # (a split's section is no fact, whatever its name: an evaluated validation.csv is the section "validation")
     facts = [(key, ", ".join(map(str, value)) if isinstance(value, list) else value)
              for key in (*PRETRAIN_FACTS, *RUN_FACTS)
              if (value := report.metrics.get(key)) is not None and not isinstance(value, dict)]
-    body = table(["split", "clips scored"], rows) if rows else note(_unscored(report.metrics))
+    header = ["split", "clips scored", "rows left out (listed in)"][:len(rows[0]) if rows else 2]
+    body = table(header, rows) if rows else note(_unscored(report.metrics))
     body += table([], facts, text_columns=2) if facts else ""
     return body + "".join(note(text) for text in report.notes + [f"{label}: {text}" for label, _, values in sections
                                                                   for text in values.get("notes", [])])
@@ -110,7 +120,10 @@ def _metrics(report: RunReport) -> str:
     for split, _, scores in _sections(report.metrics):
         aucs = scores.get("auc") or {}
         for head, values in scores["heads"].items():
-            entries = [(head, values, None)] + [(f"{head} / {c}", v, c) for c, v in values.get("columns", {}).items()]
+            columns = values.get("columns", {})
+            # (a head of one column: its row is the head's)
+            entries = [(head, values, None)] + [(f"{head} / {c}", v, c) for c, v in columns.items()
+                                                if len(columns) > 1 or _scalars(v) != _scalars(values)]
             for name, entry, column in entries:
                 scalars = _scalars(entry) | ({"auc": aucs[column]} if column in aucs else {})
                 keys += [k for k in scalars if k not in keys]
