@@ -154,6 +154,22 @@ def test_uid_rows_need_a_prefix() -> None:
         attach_paths(table, "")
 
 
+def test_uid_rows_none_of_which_is_under_the_prefix_name_the_root_not_each_row(
+        uid_dataset: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A relative prefix read from another folder finds none of the uids: the error names the root as it was
+    resolved and asks for -i/--prefix, not for leaving every row out; one uid found keeps the others as failures."""
+    table = uid_dataset["table"].head(3).copy()
+    table.attrs["source"] = "split/test.csv"
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=r"^split/test.csv: none of its 3 uid\(s\) can be read under the audio root "
+                                        rf"lake \(from {tmp_path}: {tmp_path / 'lake'}\): give the folder holding "
+                                        r"the uid folders with -i/--prefix:\n  "):
+        attach_paths(table, "lake")
+    ghost = pd.concat([table.head(1), table.head(1).rename(index=lambda _: "ghost")])
+    kept, failures = attach_paths(ghost, str(uid_dataset["prefix"]))
+    assert len(kept) == 1 and failures["uid"].tolist() == ["ghost"]
+
+
 def test_scan_lists_every_bad_file(tmp_path: Path) -> None:
     good, silent = tmp_path / "good.wav", tmp_path / "silent.wav"
     sf.write(good, tone(300, 0.2, 8000), 8000)

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from audiotune import storage
-from audiotune.data.errors import DataError
+from audiotune.data.errors import DataError, listing
 from audiotune.data.manifest import AUDIO_EXTENSIONS, file_uids, find_audio
 from audiotune.outputs import ONE_TABLE, SPLITS
 
@@ -247,6 +247,13 @@ def attach_paths(table: pd.DataFrame, prefix: str, study: str = "",
             failures.append({"uid": uid, "split": split, "path": "", "reason": str(err)})
         paths.append(path)
         rates.append(rate)
+    if len(table) and len(failures) == len(table):  # none found: the root, not the rows, is likely wrong
+        root = storage.join(prefix, study) if study else prefix
+        shown = root if storage.is_remote(root) else f"{root} (from {Path.cwd()}: {Path(root).resolve()})"
+        raise DataError(f"{table.attrs.get('source', split)}: none of its {len(table)} uid(s) can be read under the "
+                        f"audio root {shown}: give the folder holding the uid folders with -i/--prefix"
+                        f"{' and its study folder with -s/--study' if study else ''}:"
+                        f"{listing([row['reason'] for row in failures])}")
     table["path"] = paths
     table["expected_rate"] = rates
     return table[table["path"] != ""], pd.DataFrame(failures, columns=["uid", "split", "path", "reason"])
