@@ -13,7 +13,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from audiotune import partials, storage
@@ -64,6 +64,36 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         os.replace(partial, path)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+
+@contextlib.contextmanager
+def written_together(paths: Iterable[str | Path]) -> Iterator[Callable[[Iterable[str | Path]], None]]:
+    """The files ``paths`` that one command writes as a set (a table, its summary and page; the block may add the
+    names it learns on the way with the function it is given, before it writes them): should the block end by an
+    error or an interruption once it wrote any of them, every one of them is removed, the earlier versions of those
+    it had not written yet too (they belong with files that are gone), so that no set is left partly new that reads
+    as complete."""
+    before: dict[Path, tuple[int, int] | None] = {}
+
+    def add(more: Iterable[str | Path]) -> None:
+        before.update({Path(path): _stamp(Path(path)) for path in more if Path(path) not in before})
+
+    add(paths)
+    try:
+        yield add
+    except BaseException:
+        if any(_stamp(path) != stamp for path, stamp in before.items()):
+            for path in before:
+                path.unlink(missing_ok=True)
+        raise
 
 
 @contextlib.contextmanager

@@ -267,3 +267,61 @@ def test_start_column_instead_of_the_name(tmp_path, capsys):
     assert segments["label"].tolist() == ["a", "b"] and np.allclose(segments["offset"], [0.25, 0.65])
     report = json.loads((tmp_path / "seg.report.json").read_text())
     assert abs(report["latency"] - 0.1) < 1e-6 and report["matched"] == 2
+
+
+def _two_arrays(folder: Path) -> list[str]:
+    """Two recordings made at once (two arrays, one session) with taps at 0.3 and 0.7 s, the touch log of that
+    session and two keys; the align command line writing seg.csv."""
+    import soundfile as sf
+
+    for name in ("top", "bottom"):
+        sf.write(folder / f"{name}.wav", np.zeros((16000, 2)), 16000)
+    (folder / "taps.csv").write_text("path,time,start\n" + "".join(
+        f"{name}.wav,{t},2024-05-01 10:00:00\n" for name in ("top", "bottom") for t in (0.3, 0.7)))
+    start = dt.datetime(2024, 5, 1, 10, 0, 0)
+    (folder / "log.csv").write_text("".join(
+        f"{start + dt.timedelta(seconds=t):%Y-%m-%d %H:%M:%S.%f},1,   Down,{x},0,1\n" for t, x in ((0.2, 0), (0.6, 9))))
+    (folder / "keys.csv").write_text("0,0,a\n10,0,b\n")
+    return ["taps", "align", str(folder / "taps.csv"), "--touch_log", str(folder / "log.csv"), "--keys",
+            str(folder / "keys.csv"), "--out", str(folder / "seg.csv"), "--before", "0.05", "--after", "0.1",
+            "--start_column", "start", "--latency", "0.1"]
+
+
+def test_recordings_made_at_once_each_pair_the_touches_they_hold(tmp_path):
+    """tap2key labelled each recording from the whole log: two arrays recording one session both get their taps
+    labelled, none of them unmatched."""
+    assert main(_two_arrays(tmp_path)) == 0
+    segments = pd.read_csv(tmp_path / "seg.csv")
+    assert sorted(zip(segments["path"], segments["label"])) == [("bottom.wav", "a"), ("bottom.wav", "b"),
+                                                                ("top.wav", "a"), ("top.wav", "b")]
+    report = json.loads((tmp_path / "seg.report.json").read_text())
+    assert report["matched"] == 4 and report["unmatched_taps"] == report["unmatched_touches"] == 0
+
+
+def test_a_touch_log_given_twice_is_refused(tmp_path, capsys):
+    argv = _two_arrays(tmp_path)
+    log = str(tmp_path / "log.csv")
+    argv[argv.index("--keys"):argv.index("--keys")] = [f"{tmp_path}/./log.csv"]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert f"1 touch log(s) given more than once:\n  {tmp_path}/./log.csv: the file {log} again" in error
+    assert not (tmp_path / "seg.csv").exists()
+
+
+def test_an_align_that_cannot_write_its_page_writes_nothing(tmp_path, capsys, monkeypatch):
+    """The page's path is checked with the others before any work; and should writing the page fail once the
+    tables are written, the tables are removed with it: no set of outputs is left partly new."""
+    argv = _two_arrays(tmp_path)
+    (tmp_path / "seg.report.html").mkdir()
+    assert main(argv) == 2
+    assert "seg.report.html: is a folder" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.glob("seg*")) == ["seg.report.html"]
+    (tmp_path / "seg.report.html").rmdir()
+    import audiotune.engine.taps_report as pages
+
+    def interrupted(result):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pages, "alignment_report", interrupted)
+    assert main(argv) == 130
+    assert not list(tmp_path.glob("seg*"))

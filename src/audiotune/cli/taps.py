@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from audiotune.atomic import OutputError
+from audiotune.atomic import OutputError, written_together
 from audiotune.cli.command import Command
 from audiotune.cli.flags import add_path, add_section_flags, refuse_flags_of, spellings
 from audiotune.cli.seed_flags import Refused
@@ -13,7 +13,7 @@ from audiotune.cli.values import options_of
 from audiotune.data.errors import DataError
 from audiotune.outputs import TAPS_SUMMARY_SUFFIX, check_output_path, sidecar, write_csv, write_json
 from audiotune.storage import Role
-from audiotune.taps import DETECT_WRITES, TAP_WINDOW, check_written, file_key
+from audiotune.taps import ALIGN_WRITES, DETECT_WRITES, TAP_WINDOW, check_written, file_key, written_files
 from audiotune.taps.align import AlignOptions
 from audiotune.taps.align_inputs import SEED_PATTERN
 from audiotune.taps.detect import DetectOptions
@@ -196,20 +196,24 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
             print(f"warning: no taps found in {path}: the table has no row of it, so `audiotune taps align` counts "
                   f"its touches in no recording; {why}", file=sys.stderr)
         detections.append(found)
-    write_csv(taps_table(detections, out), out, index=False)
-    write_json(sidecar(out, TAPS_SUMMARY_SUFFIX), detection_summary(detections, out, options, window))
-    if args.plot:
-        names = plot_names([found.path for found in detections], "_taps.png")
-        for found in detections:
+    names = plot_names([found.path for found in detections], "_taps.png") if args.plot else {}
+    with written_together([*written_files(out, DETECT_WRITES, report), *(Path(args.plot or "") / name
+                                                                          for name in names.values())]):
+        write_csv(taps_table(detections, out), out, index=False)
+        write_json(sidecar(out, TAPS_SUMMARY_SUFFIX), detection_summary(detections, out, options, window))
+        for found in detections if args.plot else ():
             plot_detection(found, Path(args.plot) / names[found.path], window)
+        page = ""
+        if report:
+            from audiotune.engine.taps_report import detection_report
+
+            page = f"report: {final_path(detection_report(detections, out, window))}"
     total = sum(len(d.positions) for d in detections)
     plots = f"; plots in {storage.final_place(args.plot)}" if args.plot else ""
     print(f"{final_path(out)}: {total} taps in {len(detections)} recordings{plots}; summary in "
           f"{sidecar(out, TAPS_SUMMARY_SUFFIX).name}")
-    if report:
-        from audiotune.engine.taps_report import detection_report
-
-        print(f"report: {final_path(detection_report(detections, out, window))}")
+    if page:
+        print(page)
 
 
 def run_align(args: argparse.Namespace) -> None:
@@ -222,8 +226,19 @@ def run_align(args: argparse.Namespace) -> None:
     check_plot(args.plot)
     if min(args.before, args.after) < 0 or args.before + args.after <= 0:
         raise DataError(f"--before {args.before} / --after {args.after}: seconds >= 0, together more than 0")
-    result = align_csv(args.taps, args.touch_log, args.keys, args.out, options, (args.before, args.after),
-                       args.time_pattern, args.start_column, report=vars(args).get("runtime.report", True))
+    report_page = vars(args).get("runtime.report", True)
+    with written_together(written_files(args.out, ALIGN_WRITES, report_page)) as also:
+        result = align_csv(args.taps, args.touch_log, args.keys, args.out, options, (args.before, args.after),
+                           args.time_pattern, args.start_column, report=report_page)
+        names = plot_names(list(dict.fromkeys(result.alignment.events["path"])), "_align.png") if args.plot else {}
+        also(Path(args.plot or "") / name for name in names.values())
+        for path, name in names.items():
+            plot_alignment(path, result.alignment.events, result.alignment.leftover, Path(args.plot) / name)
+        page = ""
+        if report_page:
+            from audiotune.engine.taps_report import alignment_report
+
+            page = f"report: {final_path(alignment_report(result))}"
     report = result.alignment.report()
     for row in report["recordings"]:
         error = f", median error {row['median_error'] * 1000:+.1f} ms" if row["median_error"] is not None else ""
@@ -240,15 +255,9 @@ def run_align(args: argparse.Namespace) -> None:
         if result.skipped_path else ""
     print(f"{final_path(result.out)}: {len(result.segments)} segments{skipped}; report in {result.report_path.name}")
     if args.plot:
-        events = result.alignment.events
-        names = plot_names(list(dict.fromkeys(events["path"])), "_align.png")
-        for path, name in names.items():
-            plot_alignment(path, events, result.alignment.leftover, Path(args.plot) / name)
         print(f"plots in {storage.final_place(args.plot)}")
-    if vars(args).get("runtime.report", True):
-        from audiotune.engine.taps_report import alignment_report
-
-        print(f"report: {final_path(alignment_report(result))}")
+    if page:
+        print(page)
 
 
 COMMAND = Command("taps", "taps and keystrokes in long recordings: detect, align", arguments, run)

@@ -220,10 +220,11 @@ def resolve_uid(uid: str, prefix: str, study: str = "") -> tuple[str, float]:
     return str(audio), float(rate) if rate is not None else float("nan")
 
 
-def attach_paths(table: pd.DataFrame, prefix: str, study: str = "",
-                 split: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
+def attach_paths(table: pd.DataFrame, prefix: str, study: str = "", split: str = "",
+                 none_found: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Add ``path`` (and ``expected_rate`` from metadata) to every row; rows that cannot be resolved are returned
-    separately with the reason (a missing metadata.json, a uid escaping the prefix, ...)."""
+    separately with the reason (a missing metadata.json, a uid escaping the prefix, ...). Uid rows none of which
+    is found under the root are an error naming the root (``none_found``: returned as failures too)."""
     table = table.copy()
     failures: list[dict[str, str]] = []
     if "path" in table.columns:
@@ -247,7 +248,7 @@ def attach_paths(table: pd.DataFrame, prefix: str, study: str = "",
             failures.append({"uid": uid, "split": split, "path": "", "reason": str(err)})
         paths.append(path)
         rates.append(rate)
-    if len(table) and len(failures) == len(table):  # none found: the root, not the rows, is likely wrong
+    if len(table) and len(failures) == len(table) and not none_found:  # the root, not the rows, is likely wrong
         root = storage.join(prefix, study) if study else prefix
         shown = root if storage.is_remote(root) else f"{root} (from {Path.cwd()}: {Path(root).resolve()})"
         raise DataError(f"{table.attrs.get('source', split)}: none of its {len(table)} uid(s) can be read under the "

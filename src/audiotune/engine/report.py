@@ -258,7 +258,8 @@ def _scored_table(config: RunConfig, data_split_root: str, split: str) -> pd.Dat
     tables = []
     splits = read_splits(data_split_root, na_values=config.data.na_values)
     for name, table in sorted(splits.items(), key=lambda item: item[0] != split):
-        with_paths, failed = attach_paths(table, config.data.prefix, config.data.study, name)
+        # (audio none of which is found: each clip says so)
+        with_paths, failed = attach_paths(table, config.data.prefix, config.data.study, name, none_found=True)
         unfound = table.drop(index=with_paths.index).assign(path="")
         unfound[UNFOUND] = unfound.index.map(dict(zip(failed["uid"], failed["reason"])))
         tables += [with_paths, unfound]

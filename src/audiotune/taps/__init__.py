@@ -4,8 +4,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from audiotune import storage
-from audiotune.data.errors import DataError
-from audiotune.outputs import SKIPPED_SUFFIX, TAPS_REPORT_SUFFIX, TAPS_SUMMARY_SUFFIX, UNMATCHED_SUFFIX, sidecar
+from audiotune.data.errors import DataError, refuse
+from audiotune.outputs import (
+    SKIPPED_SUFFIX,
+    TAPS_REPORT_SUFFIX,
+    TAPS_SUMMARY_SUFFIX,
+    UNMATCHED_SUFFIX,
+    check_output_path,
+    sidecar,
+)
 
 TAP_WINDOW = (2192 / 96000, 6000 / 96000)  # seconds before / after a tap: tap2key's 2192 and 6000 samples at 96 kHz
 
@@ -22,21 +29,36 @@ def file_key(path: str | Path) -> str:
     return str(path) if storage.is_remote(path) else str(Path(path).resolve())
 
 
-def written_files(out: str | Path, beside: dict[str, str], report: bool = True) -> dict[str, str]:
-    """``{final path: what}`` of every file a step writes: ``out`` and the files ``beside`` it (``{suffix: what}``;
-    the report page only with ``report``)."""
-    files = {storage.final_path(out): ""}
+def written_files(out: str | Path, beside: dict[str, str], report: bool = True) -> dict[Path, str]:
+    """``{path: what}`` of every file a step writes: ``out`` and the files ``beside`` it (``{suffix: what}``; the
+    report page only with ``report``)."""
+    files = {Path(out): ""}
     for suffix, what in beside.items():
         if report or suffix not in REPORT_PAGE:
-            files[storage.final_path(sidecar(out, suffix))] = what
+            files[sidecar(out, suffix)] = what
     return files
 
 
 def check_written(out: str | Path, beside: dict[str, str], inputs: dict[str, str], report: bool = True) -> None:
-    """None of the files a step writes (:func:`written_files`) is one of its ``inputs`` (``{file_key: what}``): an
-    error naming both, before anything is read or written."""
-    for path, what in written_files(out, beside, report).items():
+    """None of the files a step writes (:func:`written_files`) is one of its ``inputs`` (``{file_key: what}``), and
+    each can be written: an error naming the file, before anything is read or written."""
+    for written, what in written_files(out, beside, report).items():
+        path = storage.final_path(written)
         taken = inputs.get(file_key(path))
         if taken:
             also = f" writes {what} to {path}, which" if what else ""
             raise DataError(f"--out {out}:{also} is {taken} {path}; give another --out")
+        check_output_path(written)
+
+
+def refuse_repeated(paths: list[str], what: str, why: str) -> None:
+    """Every one of ``paths`` given once (two spellings of one file count as one): one error naming each repeat,
+    the ``what`` (``recording(s)``) and ``why`` it must be given once."""
+    first: dict[str, str] = {}
+    again = []
+    for path in map(str, paths):
+        key = file_key(path)
+        if key in first:
+            again.append(f"{path}: given twice" if path == first[key] else f"{path}: the file {first[key]} again")
+        first.setdefault(key, path)
+    refuse(again, f"{what} given more than once", f"({why}: give it once)")

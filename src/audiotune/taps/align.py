@@ -151,8 +151,9 @@ def align(taps: pd.DataFrame, starts: dict[str, dt.datetime], durations: dict[st
           keys: pd.DataFrame, options: AlignOptions) -> Alignment:
     """Match each recording's taps (``path, time, ...`` rows) with the touches that fall inside it.
 
-    ``starts``/``durations`` give each path's start time and length in seconds. A touch belongs to the
-    recording whose span (shifted by the latency, widened by ``selectivity``) holds it."""
+    ``starts``/``durations`` give each path's start time and length in seconds. A touch is paired in every
+    recording whose span (shifted by the latency, widened by ``selectivity``) holds it: recordings made at once
+    (two arrays) each pair it, as tap2key labelled each recording from the whole log."""
     options.validate()
     labels = key_labels(touches["x"].to_numpy(float), touches["y"].to_numpy(float), keys, options.max_key_distance)
     touches = touches.assign(label=labels)
@@ -176,10 +177,10 @@ def align(taps: pd.DataFrame, starts: dict[str, dt.datetime], durations: dict[st
                             "recording: check the recording start times (--time_pattern) and the touch log")
 
     events, event_rows, leftover, summary = [], [], [], []
-    claimed = np.zeros(len(touches), dtype=bool)
+    claimed = np.zeros(len(touches), dtype=bool)  # in a recording's span
     for path, seconds in zip(paths, touch_rows):
         expected = seconds + latency
-        inside = (expected >= -options.selectivity) & (expected <= durations[path] + options.selectivity) & ~claimed
+        inside = (expected >= -options.selectivity) & (expected <= durations[path] + options.selectivity)
         late = inside & (expected >= options.until) if options.until is not None else np.zeros_like(inside)
         within = np.flatnonzero(inside & ~late)
         claimed[inside] = True

@@ -13,6 +13,7 @@ import pandas as pd
 
 from audiotune import storage
 from audiotune.data.errors import DataError, refuse
+from audiotune.taps import refuse_repeated
 
 SEED_PATTERN = "last7"  # the tap2key rule: the last 7 integer groups are hour, minute, second, fraction, month,
 # day, year
@@ -62,6 +63,7 @@ def read_touch_logs(paths: list[str], event: str = "Down") -> pd.DataFrame:
     another zone than the first is an error."""
     events = [*TOUCH_EVENTS, *([event] if event.lower() not in {e.lower() for e in TOUCH_EVENTS} else [])]
     known = {name.lower() for name in events}
+    refuse_repeated(paths, "touch log(s)", "each touch is paired once")
     frames, problems, first = [], [], ("", "")  # the first timestamp's time zone, and where it is
     for path in paths:
         try:

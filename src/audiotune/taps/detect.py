@@ -34,7 +34,7 @@ from audiotune import storage
 from audiotune.data.audio import LOUDEST, AudioError, check_samples, open_audio, read_frames
 from audiotune.data.errors import DataError, refuse
 from audiotune.progress import track
-from audiotune.taps import TAP_WINDOW, file_key
+from audiotune.taps import TAP_WINDOW, refuse_repeated
 
 # |trace| histogram for the noise floor: log-spaced bins, 1 % wide, from 1e-9 to 1e3 (float audio and int PCM
 # read as float both fall inside)
@@ -302,14 +302,7 @@ def trace_overview(path: str, options: DetectOptions, bins: int = OVERVIEW_BINS)
 def check_recordings(paths: list[str]) -> None:
     """Every recording given once, readable as audio (local, or remote: only its header is read) and of one
     channel count, or one error naming each bad file."""
-    first: dict[str, str] = {}
-    again = []
-    for path in map(str, paths):
-        key = file_key(path)
-        if key in first:
-            again.append(f"{path}: given twice" if path == first[key] else f"{path}: the file {first[key]} again")
-        first.setdefault(key, path)
-    refuse(again, "recording(s) given more than once", "(each recording is searched once: give it once)")
+    refuse_repeated(paths, "recording(s)", "each recording is searched once")
     problems = []
     channels: dict[int, list[str]] = {}
     for path in paths:
