@@ -143,3 +143,20 @@ def test_given_time_spans_and_channel_spans_are_applied_without_a_boolean_index(
         zeroed = (model.train()._mask_hidden_states(hidden.clone()) == 0).all(1)  # (rows, channels) in every frame
     assert torch.equal(out[0, 1:3], model.masked_spec_embed.expand(2, -1)) and torch.equal(out[1], hidden[1])
     assert zeroed.numpy().sum(1).min() >= 2  # at least one span of 2 channels per clip
+
+
+def test_the_encoders_masks_follow_torchs_seed_only(hf_checkpoints: dict[str, Path]) -> None:
+    """Each epoch seeds torch from the run's seed: the masks of a step are then the same whatever numpy drew before
+    (a resumed run starts numpy afresh), and other seeds draw other masks."""
+    model = encoder(hf_checkpoints, "clip", mask_time_prob=0.3, mask_time_length=1, mask_feature_prob=0.3,
+                    mask_feature_length=1).train()
+    hidden = torch.randn(2, 40, model.config.hidden_size)
+
+    def masks(torch_seed: int, numpy_seed: int) -> torch.Tensor:
+        torch.manual_seed(torch_seed)
+        np.random.seed(numpy_seed)
+        return model._mask_hidden_states(hidden.clone()) == hidden
+
+    first = masks(0, 0)
+    assert all(torch.equal(first, masks(0, numpy_seed)) for numpy_seed in range(1, 20))
+    assert not all(torch.equal(first, masks(torch_seed, 0)) for torch_seed in range(1, 5))

@@ -9,7 +9,8 @@
   clip batched with long ones gets few masked frames, or none.
 
 ``p`` is ``--mask_time_prob``, ``L`` ``--mask_time_length``, ``u`` uniform in [0, 1), drawn once per batch by both
-rules (as transformers draws it: the clips of a batch round their counts alike). A clip's starts are its
+rules (as transformers draws it: the clips of a batch round their counts alike), from torch's generator, which each
+epoch seeds from the run's seed (a resumed run draws what one straight through does). A clip's starts are its
 ``spans`` smallest of uniform keys over its possible start positions: a uniform draw without replacement, as
 ``np.random.choice``'s, done on the tensors' device (:func:`time_mask`) so that a training step reads nothing back
 from it. Fine-tuning draws both rules, and the feature channels' spans (``--mask_feature_prob``, counted as the
@@ -105,14 +106,14 @@ def install_masks(model: Any, rule: str) -> None:
             frames = attention_mask.sum(-1) if attention_mask is not None else \
                 torch.full((rows,), width, device=hidden_states.device)
             mask_time_indices = time_mask(rule, frames, width, config.mask_time_prob, config.mask_time_length,
-                                          float(np.random.random()), config.mask_time_min_masks)
+                                          float(torch.rand(())), config.mask_time_min_masks)
         if mask_time_indices is not None:
             embedding = self.masked_spec_embed.to(hidden_states.dtype)
             hidden_states = torch.where(mask_time_indices[:, :, None], embedding, hidden_states)
         if config.mask_feature_prob > 0 and self.training:
             everywhere = torch.full((rows,), channels, device=hidden_states.device)
             zeroed = time_mask("batch", everywhere, channels, config.mask_feature_prob, config.mask_feature_length,
-                               float(np.random.random()), config.mask_feature_min_masks)
+                               float(torch.rand(())), config.mask_feature_min_masks)
             hidden_states = hidden_states.masked_fill(zeroed[:, None, :], 0.0)
         return hidden_states
 
