@@ -17,7 +17,7 @@ from conftest import SMALL_ECAPA, emotion_folds, tone
 from audiotune.cli import main
 from audiotune.config import HeadSpec, RunConfig, save_config
 from audiotune.data.errors import DataError
-from audiotune.data.folds import Fold, FoldOptions, build_folds
+from audiotune.data.folds import Fold, FoldOptions, build_folds, check_fold_files
 from audiotune.data.json_splits import read_json_split
 from audiotune.engine.cv_summary import (
     METRIC_KEYS,
@@ -528,3 +528,24 @@ def test_a_cv_made_with_head_options_refused_since_goes_on_resuming_and_restarti
     assert run_cv(tmp_path, table, tmp_path / "new", *args, "--labeling_method", "hard") == 2
     assert "--labeling_method hard: acts only on soft (vote) heads" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
+
+
+def test_a_rerun_whose_source_makes_fewer_folds_or_splits_is_refused(tmp_path: Path) -> None:
+    """A fold file removed from the source between two runs of one experiment: its finished fold would drop out of
+    the mean; a fold that lost its val split was trained on other inputs. Both refused, naming the folder or file."""
+    exp = tmp_path / "cv"
+    files = {exp / f"fold_{k}" / f"{split}.csv": f"uid\n{k}{split}\n".encode()
+             for k in (1, 2, 3) for split in ("train", "test")}
+    for path, data in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    (exp / "fold_3" / "run_1").mkdir()
+    check_fold_files(files, exp)  # the same folds again
+    fewer = {path: data for path, data in files.items() if path.parent.name != "fold_3"}
+    with pytest.raises(DataError, match=rf"^{exp / 'fold_3'}: a fold of this experiment that its source no longer "
+                                        r"makes \(it makes 2\); its runs would drop out of the mean"):
+        check_fold_files(fewer, exp)
+    check_fold_files(files, tmp_path / "new")  # no folder there yet
+    (exp / "fold_2" / "val.csv").write_text("uid\nv\n")
+    with pytest.raises(DataError, match=rf"^{exp / 'fold_2' / 'val.csv'}: differs from the fold this source makes"):
+        check_fold_files(files, exp)

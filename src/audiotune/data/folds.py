@@ -32,6 +32,7 @@ from audiotune.data.errors import DataError
 from audiotune.data.json_splits import read_json_split
 from audiotune.data.layout import SUBJECT, read_splits, read_table, split_file
 from audiotune.data.splits import draw_validation, group_values, kfold_tables
+from audiotune.outputs import SPLITS
 
 VAL_GROUPS = ("auto", "next", "draw", "none")
 FOLD_DIR = re.compile(r"^fold_(\d+)$")
@@ -254,9 +255,24 @@ def fold_files(folds: list[Fold], out_dir: str | Path) -> dict[Path, bytes]:
             for fold in folds for name, table in fold.tables.items()}
 
 
-def check_fold_files(files: dict[Path, bytes]) -> None:
-    """Fold CSVs already on disk must equal the new ones: finished runs were trained on them."""
+def check_fold_files(files: dict[Path, bytes], out_dir: str | Path) -> None:
+    """Fold CSVs already on disk under ``out_dir`` must equal the new ones, and be all the source makes now:
+    finished runs were trained on them, and a fold the source no longer makes would drop out of the summary."""
+    made = {path.parent for path in files if FOLD_DIR.match(path.parent.name)}
+
+    def splits(folder: Path) -> list[Path]:
+        return [folder / split_file(name) for name in SPLITS if (folder / split_file(name)).is_file()]
+
+    gone = sorted((folder for folder in Path(out_dir).iterdir() if FOLD_DIR.match(folder.name) and folder not in made
+                   and splits(folder)), key=lambda folder: int(folder.name.removeprefix("fold_"))) \
+        if Path(out_dir).is_dir() else []
+    if gone:
+        raise DataError(f"{gone[0]}: a fold of this experiment that its source no longer makes"
+                        + (f" (and {len(gone) - 1} more)" if len(gone) > 1 else "")
+                        + f" (it makes {len(made)}); its runs would drop out of the mean: the experiment directory "
+                        "belongs to other inputs: use a new --exp_dir, or give the source its folds again")
     changed = [str(path) for path, data in files.items() if path.is_file() and path.read_bytes() != data]
+    changed += [str(path) for folder in sorted(made) for path in splits(folder) if path not in files]  # a split gone
     if changed:
         raise DataError(f"{changed[0]}: differs from the fold this source makes now"
                         + (f" (and {len(changed) - 1} more)" if len(changed) > 1 else "")

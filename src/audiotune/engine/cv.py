@@ -135,7 +135,7 @@ def _cross_validate(config: RunConfig, source: str, options: FoldOptions, repeat
         config.data.label_txt = str(exp_dir / CV_LABELS_FILE)
         files[exp_dir / CV_LABELS_FILE] = "".join(
             ",".join(g.columns) + (f":{g.kind}" if g.kind else "") + "\n" for g in groups).encode()
-    check_fold_files(files)
+    check_fold_files(files, exp_dir)
     # a rerun of a folder made with one that does nothing goes on: its runs that start read it at its default
     if groups and not (exp_dir / CV_CONFIG_FILE).is_file():
         check_head_options(config, groups, config.data.label_txt)
