@@ -313,6 +313,35 @@ def test_a_sweep_stopped_in_a_trial_runs_that_trial_again_with_its_parameters(tm
     assert (out / "trial_0" / "metrics.json").is_file()
 
 
+def test_a_sweep_stopped_inside_a_trials_fit_lists_that_trial_and_runs_it_again(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lightning ends a fit stopped by Ctrl-C or SIGTERM with exit(1): the trial was left running, unlisted, and the
+    sweep run again waited for it as another process's. It is listed as stopped at once, and the rerun runs it."""
+    import audiotune.engine.sweep as sweep_module
+
+    class StoppedInFit(sweep_module.PruningCallback):
+        def on_train_epoch_end(self, trainer: object, pl_module: object) -> None:
+            if self.trial.number == 1:
+                raise KeyboardInterrupt
+
+    ds = make_uid_dataset(tmp_path)
+    out = tmp_path / "sweep"
+    args = sweep_args(ds, write_space(tmp_path / "space.yaml"), out, "-e", "1", "--trials", "2", "--pruner", "none")
+    with monkeypatch.context() as patched:
+        patched.setattr(sweep_module, "PruningCallback", StoppedInFit)
+        assert main(args) == 130
+    table = trials(out)
+    assert list(table["state"]) == ["complete", "fail", "waiting"]
+    assert table["error"].iloc[1] == "stopped (Ctrl-C or SIGTERM): queued again"
+    assert main(args) == 0
+    table = trials(out)
+    assert list(table["state"]) == ["complete", "fail", "complete"]
+    stopped, again = table.iloc[1], table.iloc[2]
+    assert again["run_dir"] == stopped["run_dir"] == "trial_1"
+    assert again.param_learning_rate == stopped.param_learning_rate
+    assert (out / "trial_1" / "metrics.json").is_file()
+
+
 @pytest.mark.slow
 def test_two_processes_share_one_study(tmp_path: Path) -> None:
     ds = make_uid_dataset(tmp_path)

@@ -53,6 +53,7 @@ from audiotune.engine.records import check_settings_record
 from audiotune.engine.selection import MONITORS, monitor_key
 from audiotune.engine.sweep_options import PRUNERS, SweepOptions
 from audiotune.engine.train import continue_or_start, train
+from audiotune.interrupts import Terminated, stopped_by
 from audiotune.outputs import EPOCHS_RUN, write_bytes, write_csv, write_json
 from audiotune.vertex import VertexError, metric_value
 
@@ -235,10 +236,19 @@ class Objective:
         except Exception as err:
             trial.set_user_attr("error", (str(err).strip() or type(err).__name__)[:500])
             raise
-        except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the sweep run again reruns it, with its parameters, in its folder
+        except (KeyboardInterrupt, SystemExit) as err:
+            signum = stopped_by(err)  # inside its fit, Lightning ends a stop with exit(1) after its clean-up
+            if signum is None:
+                raise
+            # Ctrl-C, SIGTERM: the sweep run again reruns it, with its parameters, in its folder; raised as the
+            # interruption it is, so that Optuna ends the trial (a SystemExit would leave it running)
             trial.set_user_attr(STOPPED, True)
             again(trial, run_dir_of(self.sweep_dir, trial).name)
-            raise
+            if isinstance(err, KeyboardInterrupt):
+                raise
+            if isinstance(err.__context__, KeyboardInterrupt):
+                raise err.__context__ from None
+            raise Terminated(f"stopped by signal {signum.name}") from None
 
     def _run(self, trial: optuna.Trial) -> float:
         params = suggest(trial, self.space)
@@ -391,6 +401,9 @@ def _run_trials(sweep_dir: Path, study: optuna.Study, space: dict[str, Any], con
             study.sampler = _sampler(space, options.seed + 7919 * len(study.get_trials(deepcopy=False)), source)
         try:
             study.optimize(objective, n_trials=1, catch=())
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the trial stopped is listed, queued again
+            write_outputs(sweep_dir, study, space)
+            raise
         except Exception as err:  # the trial is recorded as failed; the sweep goes on or stops
             number = objective.current
             failed_here += 1
