@@ -381,3 +381,35 @@ def test_a_linked_clips_fragment_ends_where_the_scoring_crop_ended_its_reading()
                                                              "/a/b.wav, 1.00 s to at most 3.00 s")
     assert source_link("gs://b/c.wav", Span(), crop=10.0)[0].endswith("/b/c.wav#t=0.000,10.000")
     assert source_link("/a/b.wav", Span(1.0))[0].endswith("#t=1.000")  # no crop: to the end
+
+
+def test_a_cv_stopped_after_a_rerun_asked_for_more_repeats_says_its_summary_is_of_fewer(tmp_path: Path) -> None:
+    """The summary on disk is the earlier, finished one: the page says the cross-validation now asks for more and
+    that the same command goes on, instead of drawing the old summary as the experiment's."""
+    exp = tmp_path / "cv"
+    exp.mkdir()
+    (exp / "cv_summary.json").write_text(json.dumps({"folds": 2, "repeats": 1, "runs": 2}))
+    (exp / "cv_config.yaml").write_text("source: table.csv\nrepeats: 3\n")
+    text = write_report(exp).read_text()
+    assert "this summary is of 1 repeat(s) per fold, and cv_config.yaml asks for 3" in text
+    assert "run the same command again, which keeps its finished runs and goes on" in text
+    (exp / "cv_config.yaml").write_text("source: table.csv\nrepeats: 1\n")
+    assert "this summary is of" not in write_report(exp).read_text()
+
+
+def test_the_options_of_a_runs_page_are_refused_for_a_page_without_them(tmp_path: Path) -> None:
+    """A cross-validation's page takes --split and --clips but no breakdown by a column; a sweep's none: a page
+    drawn without what was asked of it would look as if the option had been read."""
+    exp = tmp_path / "cv"
+    exp.mkdir()
+    (exp / "cv_summary.json").write_text(json.dumps({"folds": 2, "repeats": 1, "runs": 2}))
+    with pytest.raises(ValueError, match=r"^--group_by speaker: an option of a run's page .*; the page of a "
+                                         r"cross-validation has none: leave --group_by out"):
+        write_report(exp, group_by="speaker")
+    write_report(exp, clips_per_class=2)
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "sweep_summary.json").write_text(json.dumps({"metric": "val_uar", "goal": "maximize", "trials": {}}))
+    with pytest.raises(ValueError, match=r"^--clips 2: .* the page of a sweep \(each trial's run has its own page\)"):
+        write_report(sweep, clips_per_class=2)
+    assert write_report(sweep).is_file()

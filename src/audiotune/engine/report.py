@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
 from audiotune import storage
 from audiotune.config import RunConfig
@@ -81,23 +82,28 @@ def write_report(source: str | Path, out: str | Path | None = None, data_split_r
     if not source.exists():
         raise ValueError(f"{source}: not found; report a folder: a run, an evaluation, a cross-validation, a sweep or "
                          "a probe, or the table of `audiotune taps detect` or `taps align`")
+    # the options of a run's page given (each an option of the run's page, which reads and plays its clips)
+    given = {"-d": data_split_root, "--group_by": group_by, "--run": run, "--split": split,
+             "--clips": None if clips_per_class == CLIPS_PER_CLASS else clips_per_class,
+             "--clip_kb": None if clip_kb == CLIP_KB else clip_kb,
+             **{f"--{name}": value for name, value in (data or {}).items()}}
     if source.is_file():
-        return _taps_page(source, out, {"-d": data_split_root, "--group_by": group_by, "--run": run, "--split": split,
-                                        "--clips": None if clips_per_class == CLIPS_PER_CLASS else clips_per_class,
-                                        "--clip_kb": None if clip_kb == CLIP_KB else clip_kb,
-                                        **{f"--{name}": value for name, value in (data or {}).items()}})
+        return _taps_page(source, out, given)
     if clips_per_class < 0 or clip_kb <= 0:
         raise ValueError(f"--clips {clips_per_class}, --clip_kb {clip_kb}: give clips >= 0 and a size cap > 0")
     out = check_output_path(Path(out) if out else source / REPORT_FILE)
     if (source / CV_SUMMARY_FILE).is_file():
+        _refuse_page_options(given, "of a cross-validation", ("--split", "--clips", "--clip_kb"))
         page = render_experiment(read_experiment(source, clips_per_class, clip_kb, split))
     elif (source / SWEEP_SUMMARY_FILE).is_file():
+        _refuse_page_options(given, "of a sweep (each trial's run has its own page)")
         trials = source / SWEEP_TRIALS_TABLE
         page = render_sweep(SweepReport(f"sweep: {source.resolve().name}", shown_place(source),
                                         _read_json(source / SWEEP_SUMMARY_FILE),
                                         pd.read_csv(trials) if trials.is_file() else None,
                                         [("this sweep", command_history(source))]))
     elif is_probe(source):
+        _refuse_page_options(given, "of a probe (a table of layers, no clips)")
         page = render_probe(read_probe(source))
     elif (source / PREDICTIONS_FILE).is_file() and not (source / METRICS_FILE).is_file():
         raise ValueError(stopped_scoring(source))
@@ -124,6 +130,15 @@ def shown_place(source: Path) -> str:
     return storage.remote_name(str(source.resolve()))
 
 
+def _refuse_page_options(given: dict[str, Any], page: str, takes: tuple[str, ...] = ()) -> None:
+    """An option of a run's page given for another ``page`` that does not take it (all but ``takes``): an error
+    naming it, instead of a page drawn without it."""
+    for flag, value in given.items():
+        if value not in (None, "") and flag not in takes:
+            raise ValueError(f"{flag} {value}: an option of a run's page (its clips, scores and breakdown); the page "
+                             f"{page} has none: leave {flag} out")
+
+
 def _taps_page(table: Path, out: str | Path | None, given: dict[str, Any]) -> Path:
     """The page of `taps detect` or `taps align` that wrote ``table``, drawn again (default: beside it, where the
     command wrote it); the options of a run's page refused."""
@@ -131,10 +146,7 @@ def _taps_page(table: Path, out: str | Path | None, given: dict[str, Any]) -> Pa
         raise ValueError(f"{table}: a file, and not the table of `audiotune taps detect` or `taps align` (no "
                          f"{sidecar(table, TAPS_SUMMARY_SUFFIX).name} beside it); report a folder: a run, an "
                          "evaluation, a cross-validation, a sweep or a probe, or a taps table")
-    for flag, value in given.items():
-        if value not in (None, ""):
-            raise ValueError(f"{flag} {value}: an option of a run's page (its clips and scores); the page of the taps "
-                             f"table {table} has none: leave {flag} out")
+    _refuse_page_options(given, f"of the taps table {table}")
     return rebuild_page(table, check_output_path(Path(out) if out else sidecar(table, TAPS_REPORT_SUFFIX)))
 
 
@@ -153,14 +165,17 @@ def interrupted_run(source: Path) -> str:
     return f"{source}: training {stopped}, so there is nothing to report yet; {hint}{last}"
 
 
-def stopped_experiment(source: Path) -> str:
-    """What to do with a cross-validation or sweep stopped before its summary: the same command again goes on."""
+def stopped_experiment(source: Path, summarised: bool = False) -> str:
+    """What to do with a cross-validation or sweep stopped before its summary (``summarised``: before its summary
+    of a rerun asking for more runs): the same command again goes on."""
     cv = (source / CV_CONFIG_FILE).is_file()
     commands = [entry.get("command_line") for entry in command_history(source)]
     last = f": `{commands[-1]}`" if commands and isinstance(commands[-1], str) else ""
+    goes_on = f"run the same command again, which keeps its finished runs and goes on{last}"
+    if summarised:
+        return f"it was stopped before it finished (or is running now); {goes_on}"
     return (f"{source}: a {'cross-validation' if cv else 'sweep'} stopped before it finished (no "
-            f"{CV_SUMMARY_FILE if cv else SWEEP_SUMMARY_FILE}), so there is nothing to report yet; run the same "
-            f"command again, which keeps its finished runs and goes on{last}")
+            f"{CV_SUMMARY_FILE if cv else SWEEP_SUMMARY_FILE}), so there is nothing to report yet; {goes_on}")
 
 
 def stopped_scoring(source: Path) -> str:
@@ -193,6 +208,10 @@ def read_experiment(source: Path, clips_per_class: int = CLIPS_PER_CLASS, clip_k
                               config_yaml=config.read_text() if config.is_file() else "",
                               clips_per_class=clips_per_class, max_clip_bytes=clip_kb * 1000,
                               commands=[("this cross-validation", command_history(source))])
+    asked = (yaml.safe_load(report.config_yaml) or {}).get("repeats") if report.config_yaml else None
+    if isinstance(asked, int) and asked != report.summary.get("repeats"):  # a rerun with more, stopped
+        report.notes.append(f"this summary is of {report.summary.get('repeats')} repeat(s) per fold, and "
+                            f"{CV_CONFIG_FILE} asks for {asked}: {stopped_experiment(source, summarised=True)}")
     _fold_clips(source, report, split)
     return report
 

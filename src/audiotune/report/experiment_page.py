@@ -33,6 +33,7 @@ class ExperimentReport:
     max_clip_bytes: int = 96_000
     clips_missing: str = ""
     commands: list[tuple[str, list[dict]]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def _statistics(section: dict) -> str:
@@ -105,8 +106,9 @@ def _ensemble(summary: dict) -> str:
 def render_experiment(report: ExperimentReport) -> str:
     """The whole HTML page of a cross-validation."""
     summary = report.summary
-    overview = table([], [["folds", summary.get("folds")], ["repeats per fold", summary.get("repeats")],
-                                ["runs", summary.get("runs")]], text_columns=2)
+    overview = "".join(note(text) for text in report.notes)
+    overview += table([], [["folds", summary.get("folds")], ["repeats per fold", summary.get("repeats")],
+                           ["runs", summary.get("runs")]], text_columns=2)
     validation = summary.get("validation") or {}
     if validation:
         overview += table(["fold", "validation"], list(validation.items()), text_columns=2)
