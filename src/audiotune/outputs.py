@@ -75,6 +75,8 @@ INPUT_SPEC_FILE = "input_spec.json"  # what the model read (rate, front end, cro
 ENCODER_DIR = "encoder"  # the architecture of a pretrained encoder, when the backbone exports one
 ORIGINAL_SSAST_FILE = "ssast_original.pth"  # pretrained SSAST weights under the original code's key names
 PREDICTIONS_FILE = "predictions.parquet"
+# in the schema of a parquet file of embeddings or pseudo-labels: how its rows were made (JSON: encoder, layer, ...)
+PARQUET_METADATA_KEY = b"audiotune"
 REPORT_FILE = "report.html"  # the self-contained HTML report of a run, an evaluation or a cross-validation
 RECORDING_PREDICTIONS_FILE = "predictions_recording.parquet"  # window scores aggregated per recording
 SKIPPED_FILE = "skipped.csv"  # bad audio skipped with --on_error skip

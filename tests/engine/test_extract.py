@@ -74,3 +74,25 @@ def test_an_output_that_is_not_an_earlier_extracts_is_never_replaced(trained_run
     embeddings = tmp_path / "emb.parquet"
     for _ in range(2):
         assert main(["extract", "--run", str(run), "-d", table, "--out", str(embeddings)]) == 0
+
+
+def test_an_embeddings_file_says_how_it_was_made_and_a_replacement_says_what_it_replaced(
+        trained_run: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The seed put the layer, pooling and type in the file name; here the file's schema metadata holds them (and
+    the encoder and command), so that a file named by its type alone still says which state it holds."""
+    import pyarrow.parquet as pq
+
+    from audiotune.engine.extract import embeddings_meta
+
+    run, table, out = str(trained_run["run"]), str(trained_run["split"] / "test.csv"), tmp_path / "emb.parquet"
+    data = {"prefix": str(trained_run["prefix"])}
+    extract_embeddings(run, table, str(out), "pt", layer=0, data=data)
+    made = embeddings_meta(out)
+    assert made is not None and {k: made[k] for k in ("embedding_type", "layer", "frame_pooling", "run")} == \
+        {"embedding_type": "pt", "layer": 0, "frame_pooling": "mean", "run": True}
+    assert made["encoder"] == str(Path(run).resolve()) and "command" in made
+    assert pq.read_table(out).column_names == ["uid", "split", "embedding"]
+    extract_embeddings(run, table, str(out), "ft", data=data)
+    made = embeddings_meta(out)
+    assert (made["embedding_type"], made["layer"], made["heads_merged_by"]) == ("ft", -1, "mean")
+    assert f"{out}: replaced embeddings of pt of layer 0 (mean-pooled)" in caplog.text

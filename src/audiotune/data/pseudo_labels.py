@@ -14,7 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-METADATA_KEY = b"audiotune"
+from audiotune.outputs import PARQUET_METADATA_KEY as METADATA_KEY
+
 SCHEMA = pa.schema([("uid", pa.string()), ("k", pa.int32()), ("labels", pa.list_(pa.int32()))])
 
 

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from audiotune import storage
 from audiotune.config import RunConfig, check_config
 from audiotune.data.batch_features import batch_lengths
 from audiotune.data.errors import DataError
@@ -34,7 +37,14 @@ from audiotune.models.backbones import input_spec
 from audiotune.models.checkpoint import run_config
 from audiotune.models.classifier import EMBEDDING_TYPES, Classifier
 from audiotune.models.encoder import check_embedding, embedder_config, load_embedder
-from audiotune.outputs import ONE_TABLE, check_output_path, skip_list, write_skip_list
+from audiotune.outputs import (
+    ONE_TABLE,
+    PARQUET_METADATA_KEY,
+    check_output_path,
+    invocation,
+    skip_list,
+    write_skip_list,
+)
 from audiotune.progress import track
 
 log = logging.getLogger(__name__)
@@ -134,12 +144,47 @@ def extract_embeddings(run: str | None, data_split_root: str, out: str, embeddin
                             "embedding": pa.array(list(vectors), type=pa.list_(pa.float32())),
                         }, schema=part_schema(EMBEDDING_SCHEMA)))
 
+        made = embeddings_made(config, model, run, embedding_type, layer, pooling)
+        earlier = embeddings_meta(out_path)
         with gathered_parts(shard, out_path, write_part) as parts:
             if not shard.writes:
                 return None  # rank 0 writes the rows of every process
-            write_in_input_order(parts, out_path)
+            write_in_input_order(parts, out_path, {PARQUET_METADATA_KEY: json.dumps(made).encode()})
+        if earlier is not None and _what(earlier) != _what(made):
+            log.warning("%s: replaced embeddings of %s with those of %s", out_path, _what(earlier), _what(made))
         list_skipped(prepared.skipped, out_path)
     return out_path
+
+
+def embeddings_made(config: RunConfig, model: Classifier, run: str | None, embedding_type: str, layer: int | None,
+                    pooling: str | None) -> dict[str, Any]:
+    """How the embeddings of ``model`` were made, as their file's schema metadata says it: the type, the hidden
+    state (a layer, or ``weighted``: the learned sum), how frames were pooled and (``ft``) the heads merged, the
+    encoder (the run, by where it is, or the checkpoint), and the command."""
+    weighted = {"pt": False, "wt": True}.get(embedding_type, model.layer_weights is not None)
+    own = config.classifier
+    return {"embedding_type": embedding_type,
+            "layer": "weighted" if weighted else own.layer if layer is None else layer,
+            "frame_pooling": own.pooling_mode if embedding_type == "ft" or pooling is None else pooling,
+            "heads_merged_by": (pooling or "mean") if embedding_type == "ft" else None,
+            "encoder": storage.remote_name(os.path.abspath(run)) if run else config.model.checkpoint,
+            "run": bool(run), "model": config.model.model, "clip_seconds": config.audio.eval_clip_length,
+            "command": invocation()["command_line"]}
+
+
+def embeddings_meta(path: str | Path) -> dict[str, Any] | None:
+    """What :func:`embeddings_made` recorded in the embeddings file at ``path``; None without it (none there, or
+    written by an earlier release)."""
+    try:
+        stored = (pq.read_schema(path).metadata or {}).get(PARQUET_METADATA_KEY)
+        return json.loads(stored) if stored else None
+    except (OSError, ValueError, pa.ArrowException):
+        return None
+
+
+def _what(made: dict[str, Any]) -> str:
+    return f"{made.get('embedding_type')} of layer {made.get('layer')} ({made.get('frame_pooling')}-pooled) of " \
+           f"{made.get('encoder')}"
 
 
 def list_skipped(skipped: pd.DataFrame, out_path: Path) -> None:

@@ -40,9 +40,11 @@ def in_input_order(parts: list[Path]) -> tuple[pa.Table, np.ndarray]:
     return table.drop_columns([POSITION]), order
 
 
-def write_in_input_order(parts: list[Path], out: Path) -> None:
-    """One parquet file at ``out`` (atomically) of every part's rows in input order, a few thousand rows at a time."""
+def write_in_input_order(parts: list[Path], out: Path, metadata: dict[bytes, bytes] | None = None) -> None:
+    """One parquet file at ``out`` (atomically) of every part's rows in input order, a few thousand rows at a time;
+    ``metadata``: its schema's."""
     table, order = in_input_order(parts)
+    table = table.replace_schema_metadata(metadata)
     with atomic_path(out) as partial, pq.ParquetWriter(partial, table.schema) as writer:
         for start in range(0, len(order), MERGE_ROWS):
             writer.write_table(table.take(order[start:start + MERGE_ROWS]))
