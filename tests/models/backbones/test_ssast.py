@@ -241,7 +241,7 @@ def test_original_checkpoint_loads_strictly_then_finetunes(tmp_path: Path, tiny_
     torch.testing.assert_close(model.v.blocks[11].mlp.fc2.weight, src["v.blocks.11.mlp.fc2.weight"])
     torch.testing.assert_close(model.v.patch_embed.proj.weight, src["v.patch_embed.proj.weight"])
     assert model.v.patch_embed.proj.stride == (128, 1)
-    assert (int(model.p_input_fdim), int(model.p_input_tdim)) == (128, 1024)
+    assert (int(model.p_input_fdim), int(model.p_input_tdim)) == (128, 94)  # the adapted grid (1, 47) of 128x2
     pos = model.v.pos_embed.detach()
     torch.testing.assert_close(pos[:, :2], src["v.pos_embed"][:, :2])  # cls and dist kept
     start = 512 // 2 - 47 // 2  # centre crop of 512 time positions to 47
@@ -276,6 +276,22 @@ def test_load_without_prefix_safetensors_and_nested_prefix(tmp_path: Path) -> No
     finetuned = SSASTModel(**{**PATCH, "input_tdim": 96}, tstride=8, pretrain_input_tdim=128)
     again = load_ssast_checkpoint(SSASTModel(**{**PATCH, "input_tdim": 96}, tstride=8), finetuned.state_dict())
     torch.testing.assert_close(again.v.pos_embed, finetuned.v.pos_embed)
+
+
+def test_a_model_adapted_from_a_checkpoint_writes_one_that_loads_again_at_any_size(
+        tiny_frame_pretrained: SSASTModel) -> None:
+    """An original checkpoint adapted to a stride of 1, then written (a continued pretraining's or a fine-tuned
+    run's weights): read into another stride and length, its positional embedding is adapted from the grid it has,
+    and read into the same geometry it is kept as it is."""
+    original = tiny_frame_pretrained.state_dict()
+    geometry = {"model_size": "tiny", "fshape": 128, "tshape": 2, "fstride": 128, "input_fdim": 128, "depth": 12}
+    first = load_ssast_checkpoint(SSASTModel(**geometry, tstride=1, input_tdim=48), original)
+    written = first.state_dict()
+    again = load_ssast_checkpoint(SSASTModel(**geometry, tstride=1, input_tdim=48), written)
+    torch.testing.assert_close(again.v.pos_embed, first.v.pos_embed, rtol=0, atol=0)
+    other = load_ssast_checkpoint(SSASTModel(**geometry, tstride=2, input_tdim=64), written)  # (1, 47) -> (1, 32)
+    start = 47 // 2 - 32 // 2
+    torch.testing.assert_close(other.v.pos_embed[:, 2:], first.v.pos_embed[:, 2 + start: 2 + start + 32])
 
 
 def test_load_errors_are_clear(tmp_path: Path) -> None:

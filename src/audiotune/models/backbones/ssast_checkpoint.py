@@ -53,7 +53,9 @@ def load_ssast_checkpoint(model: SSASTModel, source: str | Path | Mapping[str, A
     must equal the model's; the conv weights load whatever the model's stride (their shape does not depend on it).
     The pretraining input size (``p_input_fdim/tdim``) gives the stored positional-embedding grid, which
     :func:`adapt_pos_embed` crops / interpolates to the model's grid; cls/dist embeddings are kept. A
-    checkpoint whose ``pos_embed`` already has the model's grid (e.g. written after fine-tuning) loads as is.
+    checkpoint whose ``pos_embed`` already has the model's grid (e.g. written after fine-tuning) loads as is. The
+    model's ``p_input_fdim/tdim`` then describe its grid (the input whose non-overlapping patches lay it out), so
+    that what it writes is read back at any other size or stride, as an original checkpoint is.
     Raises :class:`CheckpointMismatchError` on a different size, patch shape, or (``strict``) key set.
     """
     state, name = ssast_state_dict(source)
@@ -80,6 +82,11 @@ def load_ssast_checkpoint(model: SSASTModel, source: str | Path | Mapping[str, A
         raise CheckpointMismatchError(
             f"{name}: pos_embed has {stored} patch tokens, neither the pretraining grid {src_grid} "
             f"(p_input_fdim/p_input_tdim) nor the model's {dst_grid}")
+    if "p_input_fdim" in state and "p_input_tdim" in state:
+        # pos_embed is now on the model's grid: p_input says so (the input whose patches at stride = shape give that
+        # grid), so that the checkpoint the model writes loads again, here and in the original code, at any size
+        for key, size in (("p_input_fdim", dst_grid[0] * kernel[0]), ("p_input_tdim", dst_grid[1] * kernel[1])):
+            state[key] = torch.tensor(size, dtype=state[key].dtype)
     try:
         load_checked(model, state, strict=strict)
     except CheckpointMismatchError as error:  # name the file, not "<state dict>"

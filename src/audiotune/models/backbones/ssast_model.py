@@ -10,7 +10,9 @@ original SSL checkpoint (``SSAST-Base-Frame-400.pth``: every key prefixed ``modu
   as real modules (frozen, ``requires_grad=False``) so the exact original key set loads strictly and the state
   dicts this package writes keep that key set.
 * ``p_input_fdim`` / ``p_input_tdim`` are int64 scalar Parameters (``requires_grad=False``), as in the original:
-  they record the *pretraining* input size, which the fine-tuning loader needs to lay out ``pos_embed``.
+  they record the input size whose non-overlapping patches lay out ``pos_embed`` (the *pretraining* input size
+  of an original checkpoint; after :func:`load_ssast_checkpoint` adapted it, the model's grid), which the
+  fine-tuning loader needs to lay out ``pos_embed``.
   Being integer, ``module.requires_grad_(True)`` on the whole model would fail; use ``requires_grad_(False)``
   (freezing) freely, and unfreeze floating-point parameters only.
 
