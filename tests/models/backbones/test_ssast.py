@@ -567,7 +567,7 @@ def test_resolve_ssast_defaults_and_errors(caplog) -> None:
         resolve_config(config)
 
 
-def test_build_ssast_loads_pretrained_with_overlap(tmp_path: Path) -> None:
+def test_build_ssast_loads_pretrained_with_overlap(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     torch.manual_seed(0)
     source = SSASTModel("tiny", 16, 16, input_fdim=32, input_tdim=64, depth=12)
     path = tmp_path / "tiny_patch.pth"
@@ -577,7 +577,15 @@ def test_build_ssast_loads_pretrained_with_overlap(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a pretrained path: no random-encoder warning
         resolve_config(config)
-    backbone = build_backbone(config, pretrained=True)
+    with caplog.at_level("WARNING"):
+        backbone = build_backbone(config, pretrained=True)
+    # the checkpoint's inputs were normalised; these are not: said
+    assert f"--model ssast from {path} with features not normalised (no --dataset_mean/--dataset_std)" in caplog.text
+    caplog.clear()
+    config.features.dataset_mean, config.features.dataset_std = -4.2677393, 4.5689974
+    with caplog.at_level("WARNING"):
+        build_backbone(config, pretrained=True)
+    assert "not normalised" not in caplog.text
     assert isinstance(backbone, SSASTBackbone) and backbone.num_hidden_states == 14
     assert (backbone.model.f_dim, backbone.model.t_dim) == (2, 11)
     torch.testing.assert_close(backbone.model.v.blocks[3].attn.qkv.weight, source.v.blocks[3].attn.qkv.weight)

@@ -301,6 +301,10 @@ def build_ssast(config: RunConfig, pretrained: bool = True) -> SSASTBackbone:
     path = s.pretrained_mdl_path or m.checkpoint
     if pretrained and path:
         backbone.load_pretrained(path)
+        if config.features.dataset_mean is None or config.features.dataset_std is None:
+            log.warning("--model ssast from %s with features not normalised (no --dataset_mean/--dataset_std): "
+                        "SSAST checkpoints were trained on (x - mean) / (2 std) of their data (the original ones: "
+                        "mean -4.2677393, std 4.5689974); `audiotune stats --model ssast -d DATA` measures yours", path)
     elif pretrained and m.freeze and backbone.task in FINETUNE_TASKS:
         log.warning("--model ssast with a frozen backbone and no --pretrained_mdl_path: the encoder stays random")
     return backbone
