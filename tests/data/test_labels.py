@@ -102,3 +102,17 @@ def test_classes_spelled_as_missing_values_are_said(caplog) -> None:
     caplog.clear()
     infer_heads([LabelGroup(["digit"], "categorical")], table.replace({"NA": "3", "nan": "4"}))
     assert "read as class name" not in caplog.text
+
+
+def test_a_column_of_a_shared_line_with_values_other_than_0_and_1_is_named_with_them() -> None:
+    """Several 0/1 columns share a line (one head); one holding 'NA' (a missing value to pandas) is named with that
+    value and how to read it as missing, instead of being called categorical."""
+    table = pd.DataFrame({"loud": ["0", "NA", "1", "1"], "long": [1, 0, 1, 0]})
+    with pytest.raises(DataError, match=r"^labels.txt:2: column 'loud' of train.csv holds 'NA' besides 0 and 1, so "
+                                        r"it cannot share a line of binary columns: --na_values NA reads it as "
+                                        r"missing; a categorical column goes alone on its line$"):
+        infer_heads([LabelGroup(["loud", "long"], None, "labels.txt:2")], table, source="train.csv")
+    table["loud"] = ["0", "high", "1", "1"]
+    with pytest.raises(DataError, match=r"holds 'high' besides 0 and 1, so it cannot share a line of binary columns: "
+                                        r"a categorical column goes alone on its line$"):
+        infer_heads([LabelGroup(["loud", "long"], None, "labels.txt:2")], table, source="train.csv")

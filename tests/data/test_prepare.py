@@ -54,6 +54,17 @@ def test_complete_rows_leaves_out_and_lists_each_splits_rows_missing_a_label(uid
     assert dropped["reason"].str.contains(r"no target for \['long'\]").all()
 
 
+def test_debug_keeps_the_first_eight_rows_that_are_kept_as_the_seed_took_them(uid_dataset: dict,
+                                                                               tmp_path: Path) -> None:
+    """The seed dropped the rows missing a label, then took 8: with --complete_rows, --debug trains on 8 complete
+    rows even where the first rows of the table miss one."""
+    blanked = blank_long_in_first_rows(uid_dataset["split"], rows=3)
+    prepared = prepare(uid_dataset, tmp_path / "debug", "--complete_rows", "--debug")
+    train = prepared.tables["train"]
+    table = pd.read_csv(uid_dataset["split"] / "train.csv", dtype={"uid": str})
+    assert list(train.index) == [uid for uid in table["uid"] if uid not in blanked["train"]][:8]
+
+
 def test_every_list_of_rows_left_out_is_said_in_the_log(tmp_path: Path, caplog) -> None:
     import logging
 

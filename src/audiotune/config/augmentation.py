@@ -10,7 +10,8 @@ from audiotune.config.options import needs_on, option
 AUGMENT_GATES = ("tshift", "speed", "gauss", "pshift", "gain", "stretch")  # gates drawn on every call
 AUGMENT_LATE_GATES = ("eq", "cut_edges")  # gates drawn only when they are on, after the others
 AUGMENT_PROBABILITIES = (*AUGMENT_GATES, *AUGMENT_LATE_GATES)
-SPEED_RANGE = (0.6, 1.3)  # the seed's
+# the seed's numbers, as speeds: its rate stretched the clip's length by it (0.6: faster), whose speeds were 1/1.3-1/0.6
+SPEED_RANGE = (0.6, 1.3)
 SPEED_LIMITS = (0.25, 4.0)  # what --speed_range accepts
 CUT_MAX_LIMIT = 1.0  # what --cut_max accepts, in seconds
 augmentation = functools.partial(option, training_only=True)  # every option of this section changes training clips
@@ -24,8 +25,9 @@ class AugmentConfig:
         with U(-0.001, 0.001) noise.
     speed: resample at a rate drawn from U(speed_range) (pitch, formants and tempo change together),
         then centre-crop or centre-pad with U(-0.001, 0.001) noise back to the original length.
-    speed_range: [low, high] of the speed rate (default the seed's 0.6-1.3; ASR speed perturbation
-        uses 0.9-1.1).
+    speed_range: [low, high] of the speed rate (above 1: faster and shorter; default 0.6-1.3, the seed's
+        numbers, whose rate was the length's factor instead: its speeds were 1/1.3-1/0.6, ``0.77 1.67`` here;
+        ASR speed perturbation uses 0.9-1.1).
     speed_crop: fit a sped-up or slowed clip back to its original length (the seed's way); False keeps
         its new length, so a tightly trimmed word loses no onset or ending (the clip may then exceed
         --clip_length by a factor of up to 1 / low).
@@ -61,8 +63,10 @@ class AugmentConfig:
     stretch: float = augmentation(0.0, "probability of a time stretch (rate 0.5–1.5)")
     eq: float = augmentation(0.0, "probability of a random equalisation: high-pass at 40–600 Hz, two peaking bands "
                                   "of ±10 dB")
-    speed_range: list[float] = augmentation(list(SPEED_RANGE), "lowest and highest speed rate (default 0.6 1.3, the "
-                                                               "seed's; ASR speed perturbation: 0.9 1.1)",
+    speed_range: list[float] = augmentation(list(SPEED_RANGE), "lowest and highest speed rate, above 1 faster "
+                                                               "(default 0.6 1.3, the seed's numbers, which scaled "
+                                                               "the length instead: its speeds are 0.77 1.67 here; "
+                                                               "ASR speed perturbation: 0.9 1.1)",
                                             needs=needs_on("speed", "--speed above 0"))
     speed_crop: bool = augmentation(True, "fit a speed-changed clip back to its original length (the seed's way); "
                                           "False keeps its new length, so no onset or ending of a trimmed word is cut",

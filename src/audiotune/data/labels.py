@@ -138,9 +138,15 @@ def _infer_kind(group: LabelGroup, table: pd.DataFrame, source: str) -> str:
                             f":regression` in the label file (or `:categorical` / `:soft`)")
         kinds[column] = "binary" if _is_binary(values) else "categorical"
     categorical = [c for c, kind in kinds.items() if kind == "categorical"]
-    if categorical and len(group.columns) > 1:
-        raise DataError(f"{source}: categorical column(s) {categorical} must be alone on their line "
-                        f"(binary 0/1 columns can share a head)")
+    if categorical and len(group.columns) > 1:  # binary 0/1 columns share a head; one value besides is named
+        column = categorical[0]
+        values = table[column].dropna()
+        other = values[~pd.to_numeric(values, errors="coerce").isin([0, 1])].iloc[0]
+        missing = str(other).strip().lower() in MISSING_SPELLINGS
+        raise DataError(f"{group.where or source}: column '{column}' of {source} holds {_show(other)} besides 0 and 1, "
+                        "so it cannot share a line of binary columns: "
+                        + (f"--na_values {str(other).strip()} reads it as missing; " if missing else "")
+                        + "a categorical column goes alone on its line")
     return "categorical" if categorical else "binary"
 
 

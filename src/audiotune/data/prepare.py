@@ -94,13 +94,13 @@ def _check_tables(tables: dict[str, pd.DataFrame], heads: list[HeadSpec], config
     skipped, dropped = [], []
     for split, table in tables.items():
         source = table.attrs.get("source", split)
-        if config.train.debug:
-            table = table.head(8)
-        table, unresolved = attach_paths(table, config.data.prefix, config.data.study, split)
-        skipped.append(unresolved)
         if targets_needed:
             table, missing = drop_missing_targets(table, heads, split, source, config.data.complete_rows)
             dropped.append(missing)
+        if config.train.debug:  # the first 8 rows with targets, as the seeds took them after dropping the others
+            table = table.head(8)
+        table, unresolved = attach_paths(table, config.data.prefix, config.data.study, split)
+        skipped.append(unresolved)
         spec = inputs.audio(train=training and split == "train")
         record = CheckRecord(storage.cache_root(config.runtime.cache_dir), spec)
         table, failures = scan(table, spec, split, inputs.min_samples, record)

@@ -156,15 +156,17 @@ def extract_embeddings(run: str | None, data_split_root: str, out: str, embeddin
     return out_path
 
 
-def embeddings_made(config: RunConfig, model: Classifier, run: str | None, embedding_type: str, layer: int | None,
-                    pooling: str | None) -> dict[str, Any]:
+def embeddings_made(config: RunConfig, model: torch.nn.Module, run: str | None, embedding_type: str,
+                    layer: int | None, pooling: str | None) -> dict[str, Any]:
     """How the embeddings of ``model`` were made, as their file's schema metadata says it: the type, the hidden
-    state (a layer, or ``weighted``: the learned sum), how frames were pooled and (``ft``) the heads merged, the
-    encoder (the run, by where it is, or the checkpoint), and the command."""
-    weighted = {"pt": False, "wt": True}.get(embedding_type, model.layer_weights is not None)
+    state (a layer; ``weighted``: the learned sum; ``mean``: every state's, for an encoder without a run), how
+    frames were pooled and (``ft``) the heads merged, the encoder (the run, by where it is, or the checkpoint), and
+    the command."""
+    learnt = getattr(model, "layer_weights", None) is not None  # (an encoder without a run has none: wt averages)
+    weighted = {"pt": False, "wt": True}.get(embedding_type, learnt)
     own = config.classifier
     return {"embedding_type": embedding_type,
-            "layer": "weighted" if weighted else own.layer if layer is None else layer,
+            "layer": ("weighted" if learnt else "mean") if weighted else own.layer if layer is None else layer,
             "frame_pooling": own.pooling_mode if embedding_type == "ft" or pooling is None else pooling,
             "heads_merged_by": (pooling or "mean") if embedding_type == "ft" else None,
             "encoder": storage.remote_name(os.path.abspath(run)) if run else config.model.checkpoint,
