@@ -80,6 +80,10 @@ def test_a_monitor_the_heads_cannot_define_is_an_error(uid_dataset: dict, tmp_pa
     assert not (tmp_path / "run" / "model.safetensors").exists()
     with pytest.raises(ValueError, match="choose one of"):
         check_monitor("f2", [])
+    # every classification head reports weighted_f1 (a binary head: the mean of its columns'): each may pick by it
+    binary = HeadSpec("loud", "binary", ["loud"])
+    for monitor in ("weighted_f1", "macro_f1", "uar", "accuracy", "auc"):
+        check_monitor(monitor, [binary])
 
 
 def test_monitor_values_average_heads_and_skip_undefined() -> None:

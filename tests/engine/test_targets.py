@@ -292,9 +292,10 @@ def test_a_regression_head_learns_loudness_and_predicts_in_its_units(tmp_path: P
 
 
 @pytest.mark.slow
-def test_a_monitored_metric_undefined_in_every_epoch_keeps_the_last_epoch_and_says_so(tmp_path: Path) -> None:
+def test_a_monitored_metric_undefined_in_every_epoch_keeps_the_last_epoch_and_says_so(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """--monitor ccc with constant validation targets: no epoch is better than another; the last epoch is kept and
-    named, with no -inf in metrics.json."""
+    named, with no -inf in metrics.json. The log says so of each epoch, counted from 1 (not of the sanity check)."""
     ds = loudness_dataset(tmp_path, clips=20)
     val = pd.read_csv(ds["split"] / "val.csv")
     val["level"] = -20.0
@@ -304,6 +305,8 @@ def test_a_monitored_metric_undefined_in_every_epoch_keeps_the_last_epoch_and_sa
     text = (tmp_path / "run" / "metrics.json").read_text()
     assert json.loads(text)["weights"] == "last epoch (validation ccc undefined in every epoch)"
     assert "inf" not in text.lower()
+    said = [r.getMessage().split(":")[0] for r in caplog.records if "validation ccc is undefined" in r.getMessage()]
+    assert said == ["epoch 1", "epoch 2"]
 
 
 @pytest.mark.slow

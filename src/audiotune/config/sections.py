@@ -309,8 +309,9 @@ class TrainConfig:
                                   "heads when there are several)",
                           choices=("loss", "uar", "accuracy", "macro_f1", "weighted_f1", "auc", "ccc", "mae"))
     save_top_k: int = option(1, f"keep the K best validation epochs by --monitor as checkpoints in "
-                                f"EXP_DIR/{CHECKPOINT_DIR} (1: best.ckpt; more: best-epoch=NN.ckpt each); the saved "
-                                "model is the best of them (with --keep last they are kept for inspection only)",
+                                f"EXP_DIR/{CHECKPOINT_DIR} (1: best.ckpt; more: best-epoch=NN.ckpt each, NN from 0); "
+                                "the saved model is the best of them (with --keep last they are kept for inspection "
+                                "only)",
                             valid=AT_LEAST_1)
     keep: str = option("best", "the saved model: the best validation epoch by --monitor, or the last epoch's weights "
                                "(validation still scored and logged every epoch; no early stopping); without "

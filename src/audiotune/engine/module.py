@@ -234,8 +234,11 @@ class ClassifierModule(pl.LightningModule):
         metrics = compute_metrics(scores_from_logits(logits, self.heads, self.config.loss), targets, self.heads)
         value = monitor_value(metrics, monitor)
         if value is None:
-            log.warning("epoch %d: validation %s is undefined (%s); this epoch cannot be the best",
-                        self.current_epoch, monitor, "; ".join(metrics.get("notes", [])) or "no rows")
+            if not self.trainer.sanity_checking:  # (counted from 1, as the progress lines and metrics.json count)
+                notes = metrics.get("notes", [])
+                why = [note for note in notes if monitor in note] or notes
+                log.warning("epoch %d: validation %s is undefined (%s); this epoch cannot be the best",
+                            self.current_epoch + 1, monitor, "; ".join(why) or "no rows")
             value = worst_value(monitor)
         self.log(monitor_key(monitor), value, prog_bar=True, sync_dist=True)
 

@@ -13,7 +13,7 @@ MONITORS = {"loss": "min", "uar": "max", "accuracy": "max", "macro_f1": "max", "
 CLASSIFICATION_KINDS = ("binary", "categorical", "soft")
 # which head kinds define each metric
 NEEDS = {"uar": CLASSIFICATION_KINDS, "accuracy": CLASSIFICATION_KINDS, "macro_f1": CLASSIFICATION_KINDS,
-         "weighted_f1": ("categorical", "soft"), "auc": ("binary",), "ccc": ("regression",), "mae": ("regression",)}
+         "weighted_f1": CLASSIFICATION_KINDS, "auc": ("binary",), "ccc": ("regression",), "mae": ("regression",)}
 
 
 def monitor_key(monitor: str) -> str:
