@@ -171,8 +171,9 @@ def compute_metrics(scores: np.ndarray, targets: np.ndarray, heads: list[HeadSpe
     and soft heads also a confusion matrix and a per-class report; binary columns an AUC (top-level ``auc``, by
     column; a binary head's ``auc``: the mean of its columns').
     Binary columns are thresholded at 0.5. Regression heads: mae, rmse, pearson, spearman, ccc, r2 in the
-    targets' units. Top level: the classification keys averaged over classification heads (None without
-    any) and, when there are regression heads, the regression keys averaged over them.
+    targets' units. Top level: the classification keys averaged over classification heads and the regression
+    keys over regression heads, each set only where there are such heads (without any head: the classification
+    keys, None).
     """
     finite = np.isfinite(scores).all(axis=1)
     notes = [] if finite.all() else [f"{int((~finite).sum())} row(s) scored NaN or infinite by the model: left out "
@@ -180,11 +181,11 @@ def compute_metrics(scores: np.ndarray, targets: np.ndarray, heads: list[HeadSpe
     scores, targets = scores[finite], targets[finite]
     result: dict = {"n": int(len(scores)), "heads": {}, "auc": {}, "notes": notes}
     has_regression = any(head.kind == "regression" for head in heads)
+    has_classification = any(head.kind != "regression" for head in heads) or not heads
     if len(scores) == 0:
         result["notes"].append("no rows to score")
-        result.update({key: None for key in CLASSIFICATION_KEYS})
-        if has_regression:
-            result.update({key: None for key in REGRESSION_KEYS})
+        keys = (*CLASSIFICATION_KEYS * has_classification, *REGRESSION_KEYS * has_regression)
+        result.update({key: None for key in keys})
         return result
     for head, cols in zip(heads, head_slices(heads)):
         head_scores, head_targets = scores[:, cols], targets[:, cols]
@@ -198,7 +199,7 @@ def compute_metrics(scores: np.ndarray, targets: np.ndarray, heads: list[HeadSpe
     for kind, keys in (("classification", CLASSIFICATION_KEYS), ("regression", REGRESSION_KEYS)):
         averaged = {h.name: result["heads"][h.name] for h in heads
                     if (h.kind == "regression") == (kind == "regression")}
-        if kind == "regression" and not averaged:
+        if not (has_regression if kind == "regression" else has_classification):
             continue
         for key in keys:
             result[key] = _mean([m[key] for m in averaged.values()])
