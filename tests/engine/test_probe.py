@@ -101,3 +101,26 @@ def test_a_probed_layer_scores_as_a_training_run_on_that_layer_alone(tmp_path, r
     for split in ("val", "test"):
         for key in ("accuracy", "macro_f1", "uar", "ccc", "mae"):
             assert probed[f"{split}_{key}"] == pytest.approx(trained[split][key], abs=1e-6), (split, key)
+
+
+def test_a_probe_of_regression_heads_alone_scores_them(tmp_path) -> None:
+    """No classification head: no classification metrics in the runs' scores, and the probe's table has its
+    regression columns (the classification ones empty)."""
+    import pandas as pd
+    import torch
+    import transformers
+
+    ds = make_uid_dataset(tmp_path)
+    for split in ("train", "val", "test"):
+        table = pd.read_csv(ds["split"] / f"{split}.csv", dtype={"uid": str})
+        table["score"] = [0.3 * i + (i % 3) for i in range(len(table))]
+        table.to_csv(ds["split"] / f"{split}.csv", index=False)
+    ds["labels"].write_text("score:regression\n")
+    torch.manual_seed(0)
+    checkpoint = save_hf_checkpoint(transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**HF_TINY)),
+                                    tmp_path / "w2v")
+    assert main(["probe", "-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"]), "--model", "hf",
+                 "-c", str(checkpoint), "-bs", "4", "-e", "1", "--report", "False", "--cache_dir",
+                 str(tmp_path / "cache"), "-o", str(tmp_path / "probe")]) == 0
+    layers = json.loads((tmp_path / "probe" / "probe.json").read_text())["layers"]
+    assert all(row["val_ccc"] is not None and row["val_accuracy"] is None for row in layers)

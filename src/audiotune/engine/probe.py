@@ -64,8 +64,9 @@ class RandomState:
 
 
 def _summary(metrics: dict) -> dict:
-    summary = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "uar": metrics["uar"],
-               "mean_auc": monitor_value(metrics, "auc")}  # as the other values: the mean over heads
+    # (None without a classification head); mean_auc as the other values: the mean over heads
+    summary = {"accuracy": metrics.get("accuracy"), "macro_f1": metrics.get("macro_f1"), "uar": metrics.get("uar"),
+               "mean_auc": monitor_value(metrics, "auc")}
     if "ccc" in metrics:  # regression heads
         summary.update(ccc=metrics["ccc"], mae=metrics["mae"])
     return summary
