@@ -257,3 +257,25 @@ def test_a_resumed_pretraining_ends_as_one_straight_through(uid_dataset: dict, t
     assert pretrain(tmp_path / "resumed", "-e", "3", "--resume") == 0
     straight, resumed = (load_file(tmp_path / run / "model.safetensors") for run in ("straight", "resumed"))
     assert all(torch.equal(straight[name], resumed[name]) for name in straight)
+
+
+def test_a_step_budget_ending_inside_an_epoch_validates_and_checkpoints_its_last_step(uid_dataset: dict,
+                                                                                      tmp_path: Path) -> None:
+    """Four batches an epoch, six steps: the second epoch stops after two; it is validated and checkpointed there,
+    as an epoch's end is, so its steps can be the kept weights and last.ckpt holds them."""
+    import transformers
+    from conftest import HF_TINY
+
+    from audiotune.cli import main
+
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "w2v2"
+    tiny = transformers.Wav2Vec2Config(**HF_TINY, codevector_dim=16, proj_codevector_dim=16)
+    transformers.Wav2Vec2ForPreTraining(tiny).save_pretrained(checkpoint)
+    out = tmp_path / "tapt"
+    assert main(["pretrain", "--model", "hf", "-c", str(checkpoint), "--objective", "tapt", "-i",
+                 str(uid_dataset["prefix"]), "-d", str(uid_dataset["split"]), "-o", str(out), "-bs", "4",
+                 "--training_steps", "6", "--clip_length", "0", "--num_workers", "0", "--keep", "last"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps_run"] == 6 and len(metrics["history"]["val_loss"]) == 2
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6

@@ -174,6 +174,18 @@ def run_loggers(runtime: RuntimeConfig, run_dir: Path) -> list[Logger]:
     return loggers
 
 
+class ValidateLastStep(pl.Callback):
+    """A run of ``--training_steps`` that ends inside an epoch validates after its last step, as every epoch ends:
+    Lightning validates at an epoch's end (or every ``val_check_interval`` batches) only, so the steps after the
+    last validation could never be the best checkpoint's, nor be in ``last.ckpt``. Asking the Trainer to stop at
+    the last step (as early stopping does) makes it validate there, then checkpoint."""
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
+            trainer.should_stop = True
+
+
 class SigtermAsBefore(pl.Callback):
     """Keeps the SIGTERM handler this process had before the fit. Lightning puts its own first for every fit, and
     under DDP it makes a collective call inside the handler (rank 0 broadcasts that SIGTERM came), wherever the signal
@@ -300,7 +312,7 @@ def build_trainer(train: TrainConfig, runtime: RuntimeConfig, run_dir: Path | No
         precision=trainer_precision(runtime),
         gradient_clip_val=train.grad_clip or None,
         callbacks=[*checkpoints, steps := StepLog(), PassProgress(steps), SigtermAsBefore(), EpochPace(),
-                   Float32Products(runtime.precision), *callbacks],
+                   Float32Products(runtime.precision), ValidateLastStep(), *callbacks],
         logger=run_loggers(runtime, run_dir),
         log_every_n_steps=1,
         enable_model_summary=False,
