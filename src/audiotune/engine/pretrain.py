@@ -28,6 +28,7 @@ from torch import Tensor
 
 from audiotune.config import VALIDATION_DRAW_VERSION, RunConfig, Stage, check_config, save_config
 from audiotune.data.draws import epoch_seed
+from audiotune.data.errors import refuse
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.layout import read_splits
 from audiotune.data.loader_plan import training_passes
@@ -261,6 +262,8 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
     changes = resumed_changes(exp_dir, config) if resume is not None else {}
     owned.start()
     tables, targets = _tables(config, inputs, exp_dir, owned.writes)
+    refuse([problem for table in tables.values() for problem in backbone.clip_problems(list(map(str, table.index)))],
+           "clip(s) the objective cannot learn from", "(cluster the table that is pretrained on, or leave them out)")
     if owned.writes:
         if changes:
             record_changes(exp_dir, changes)

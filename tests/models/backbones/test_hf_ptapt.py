@@ -349,6 +349,30 @@ def test_ptapt_without_labels_is_an_error_before_any_output(checkpoint: Path, da
     assert "--pseudo_labels LABELS.parquet" in capsys.readouterr().err and not out.exists()
 
 
+def test_ptapt_with_a_clip_its_labels_lack_is_an_error_before_any_step(checkpoint: Path, dataset: dict,
+                                                                         tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture) -> None:
+    """The labels were clustered from a table without one of the clips pretrained on: named before training
+    starts (it was found when its batch came, an epoch or more in), and no run directory is left."""
+    import shutil
+
+    fewer = tmp_path / "fewer"
+    shutil.copytree(dataset["split"], fewer)
+    test = pd.read_csv(fewer / "test.csv", dtype={"uid": str})
+    test.iloc[1:].to_csv(fewer / "test.csv", index=False)
+    labels = tmp_path / "labels.parquet"
+    assert main(cluster_args({**dataset, "split": fewer}, checkpoint, labels)) == 0
+    out = tmp_path / "ptapt"
+    capsys.readouterr()
+    assert main(["pretrain", "--model", "hf", "-c", str(checkpoint), "--objective", "ptapt", "--pseudo_labels",
+                 str(labels), "-i", str(dataset["prefix"]), "-d", str(dataset["split"]), "-o", str(out), "-bs", "4",
+                 "-e", "1"]) == 2
+    error = capsys.readouterr().err
+    assert f"1 clip(s) the objective cannot learn from:\n  uid {test['uid'].iloc[0]}: no frame labels in " \
+           f"--pseudo_labels {labels}" in error
+    assert not out.exists()
+
+
 def test_a_ptapt_batch_whose_crops_fill_it_runs_without_an_attention_mask(checkpoint: Path, tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     labels = write_labels(tmp_path / "l.parquet", {uid: {4: rng.integers(0, 4, frames_of(samples))}

@@ -19,7 +19,7 @@ import pkgutil
 import random
 import typing
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -259,6 +259,11 @@ class SupportsPretraining(Protocol):
 
     def start_pretraining(self, objective: str, config: RunConfig) -> None:
         """Build what the objective needs beyond the encoder (quantizer, prediction layers); all trainable."""
+        ...
+
+    def clip_problems(self, uids: Sequence[str]) -> list[str]:
+        """What the objective started cannot learn from among the clips ``uids`` (a clip without the frame labels
+        it predicts), one text each: checked before the first step."""
         ...
 
     def pretrain_loss(self, batch: dict[str, Any], objective: str, step: int,

@@ -125,6 +125,11 @@ class PseudoLabelPretraining(nn.Module):
     def encoder(self) -> nn.Module:
         return self.model
 
+    def unlabelled(self, uids: Sequence[str]) -> list[str]:
+        """``uid UID: no frame labels in --pseudo_labels FILE`` for each of ``uids`` the labels do not hold."""
+        return [f"uid {uid}: no frame labels in --pseudo_labels {self.targets.path}" for uid in uids
+                if uid not in self.targets.labels]
+
     def _frames(self, samples: Tensor) -> Tensor:
         return self.model._get_feat_extract_output_lengths(samples).long()
 

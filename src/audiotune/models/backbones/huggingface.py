@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -287,6 +288,14 @@ class HFBackbone(TransformersSizes, Backbone):
         self.model = self.pretrainer.encoder
         if self.options.gradient_checkpointing:
             enable_checkpointing(self.model)
+
+    def clip_problems(self, uids: Sequence[str]) -> list[str]:
+        """P-TAPT: each clip without frame labels in ``--pseudo_labels`` (TAPT learns from any clip)."""
+        from audiotune.models.backbones.hf_ptapt import PseudoLabelPretraining
+
+        if not isinstance(self.pretrainer, PseudoLabelPretraining):
+            return []
+        return self.pretrainer.unlabelled(uids)
 
     def pretrain_loss(self, batch: dict[str, Any], objective: str, step: int = 0,
                       rng: random.Random | None = None) -> dict[str, Tensor]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -220,6 +220,10 @@ class SSASTBackbone(Backbone):
         for param in self.parameters():
             if param.is_floating_point():
                 param.requires_grad_(True)
+
+    def clip_problems(self, uids: Sequence[str]) -> list[str]:
+        """Every objective learns from any clip."""
+        return []
 
     def pretrain_loss(self, batch: dict[str, Any], objective: str, step: int = 0,
                       rng: random.Random | None = None) -> dict[str, Tensor]:
