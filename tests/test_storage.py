@@ -74,6 +74,21 @@ def test_read_by_range_and_local_copies_follow_changes(gcs: Emulator, tmp_path: 
         storage.local_copy(f"gs://{BUCKET}/missing")
 
 
+def test_an_object_read_by_range_that_grew_is_read_again_whole(gcs: Emulator) -> None:
+    """A table or audio file replaced by a longer one: its earlier blocks' file was too short to map the new
+    object ("mmap length is greater than file size"), on every read until the cache was deleted by hand."""
+    fs = gcs.fs()
+    fs.pipe(f"{BUCKET}/t/grow.bin", bytes(range(256)))
+    with storage.open_input(f"gs://{BUCKET}/t/grow.bin") as stream:
+        assert stream.read() == bytes(range(256))
+    fs.pipe(f"{BUCKET}/t/grow.bin", bytes(range(256)) * 3)
+    with storage.open_input(f"gs://{BUCKET}/t/grow.bin") as stream:
+        assert stream.read() == bytes(range(256)) * 3
+    fs.pipe(f"{BUCKET}/t/grow.bin", b"short")
+    with storage.open_input(f"gs://{BUCKET}/t/grow.bin") as stream:
+        assert stream.read() == b"short"
+
+
 def test_a_local_copy_of_a_folder_loses_the_files_its_remote_folder_lost(gcs: Emulator) -> None:
     """A checkpoint rewritten in place as shards: the old single weights file must not stay in the copy (the
     loader would read it first); files kept, and their nested folders, stay."""

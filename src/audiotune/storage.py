@@ -295,8 +295,13 @@ def open_input(path: str | Path) -> IO[bytes]:
 
         # blocks read once stay on local disk; an object whose generation changed is read again
         _BLOCK_CACHES[key] = CachingFileSystem(fs=fs, cache_storage=blocks, check_files=True, same_names=False)
+    cache = _BLOCK_CACHES[key]
     try:
-        return _BLOCK_CACHES[key].open(inner, "rb")
+        try:
+            return cache.open(inner, "rb")
+        except ValueError:  # a changed object grown past its earlier blocks' file (fsspec keeps that file's name)
+            cache.pop_from_cache(inner)
+            return cache.open(inner, "rb")
     except FileNotFoundError:
         raise
     except Exception as err:

@@ -100,6 +100,29 @@ def test_a_remote_model_file_names_its_remote_run(trained_run: dict, gcs: Emulat
     assert json.loads(fs.cat_file(f"{BUCKET}/runs/r1/{EVALUATE_DIR}/{METRICS_FILE}"))["data"]["n"] == 4
 
 
+def test_a_run_in_a_bucket_is_never_replaced_by_an_evaluation_or_embeddings(trained_run: dict, gcs: Emulator,
+                                                                            capsys: pytest.CaptureFixture) -> None:
+    """evaluate -o and extract --out name the bucket's place, not the empty staging folder written first: a
+    training run there is refused as a local one is (its metrics and predictions were replaced)."""
+    run, fs = trained_run["run"], gcs.fs()
+    for file in run.rglob("*"):
+        if file.is_file() and not file.name.startswith(".") and EVALUATE_DIR not in file.parts:
+            fs.put_file(str(file), f"{BUCKET}/runs/kept/{file.relative_to(run).as_posix()}")
+    before = {name: fs.cat_file(f"{BUCKET}/runs/kept/{name}") for name in (METRICS_FILE, PREDICTIONS_FILE)}
+    test = str(trained_run["split"] / "test.csv")
+    capsys.readouterr()
+    assert main(["evaluate", "--run", f"gs://{BUCKET}/runs/kept", "-d", test, "-o", f"gs://{BUCKET}/runs/kept"]) == 2
+    assert f"-o gs://{BUCKET}/runs/kept: is a training run directory" in capsys.readouterr().err
+    assert main(["extract", "--run", f"gs://{BUCKET}/runs/kept", "-d", test, "--out",
+                 f"gs://{BUCKET}/runs/kept/{PREDICTIONS_FILE}"]) == 2
+    assert f"--out gs://{BUCKET}/runs/kept/{PREDICTIONS_FILE}: holds another table" in capsys.readouterr().err
+    assert {name: fs.cat_file(f"{BUCKET}/runs/kept/{name}") for name in before} == before
+    # embeddings written there before are replaced
+    out = f"gs://{BUCKET}/emb/e.parquet"
+    kept = ["extract", "--run", f"gs://{BUCKET}/runs/kept", "-d", test, "--out", out]
+    assert main([*kept, "--embedding_type", "pt"]) == 0 and main(kept) == 0
+
+
 def test_each_command_names_the_list_it_would_skip_bad_audio_into(trained_run: dict, tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture) -> None:
     """A clip without audio stops evaluate, extract, stats and cluster with one error naming it and the skip list that

@@ -218,6 +218,9 @@ def test_validation_losses_stay_on_the_device_until_the_epoch_ends() -> None:
         def start_pretraining(self, objective: str, config: RunConfig) -> None:
             pass
 
+        def clip_problems(self, uids: list[str]) -> list[str]:
+            return []
+
         def pretrain_loss(self, batch: dict, objective: str, step: int = 0, rng: object = None) -> dict:
             return {"loss": batch["inputs"].sum()}
 

@@ -253,11 +253,17 @@ def evaluate_run(run: str, data_split_root: str, exp_dir: str | None = None, on_
     # the run's config alone says what the processes run on; each builds the model once they have started
     runtime = scoring_runtime(run_config(run), accelerator, devices, precision, num_nodes)
     out_dir = Path(exp_dir) if exp_dir else resolve_run_dir(run) / EVALUATE_DIR
-    if (out_dir / CONFIG_FILE).exists():
-        raise ValueError(f"-o {out_dir}: is a training run directory, whose predictions and metrics evaluate would "
+    # where the folder ends up (a bucket's, for a staging folder) is what must hold no run
+    place = storage.final_place(out_dir)
+
+    def holds(name: str) -> bool:
+        return storage.isfile(storage.join(place, name))
+
+    if holds(CONFIG_FILE):
+        raise ValueError(f"-o {place}: is a training run directory, whose predictions and metrics evaluate would "
                          f"replace; write the evaluation elsewhere (default: RUN/{EVALUATE_DIR})")
     check_output_path(out_dir / METRICS_FILE)  # a file in its way or no permission: refused before any work
-    check_folder_kind(out_dir, "evaluate")  # an experiment folder, or one holding runs, too
+    check_folder_kind(place, "evaluate", holds=holds)  # an experiment folder, or one holding runs, too
     shard = start_processes(runtime)
     with together(shard):
         config, model = load_run(run)

@@ -53,14 +53,20 @@ log = logging.getLogger(__name__)
 EMBEDDING_SCHEMA = pa.schema([("uid", pa.string()), ("split", pa.string()), ("embedding", pa.list_(pa.float32()))])
 
 
-def _refuse_other_tables(out: Path) -> None:
-    """An existing ``--out`` is replaced only when it holds embeddings (an earlier extract's): a run's predictions,
-    or any other table, is refused before any work."""
-    if not out.is_file():
+def _schema(path: str) -> pa.Schema:
+    """The schema of the parquet file at ``path`` (local, or in a bucket: read by range)."""
+    with storage.open_input(path) as stream:
+        return pq.read_schema(stream)
+
+
+def _refuse_other_tables(out: str) -> None:
+    """An existing ``--out`` (where it ends up: a bucket's object for a staged one) is replaced only when it holds
+    embeddings (an earlier extract's): a run's predictions, or any other table, is refused before any work."""
+    if not storage.isfile(out):
         return
     try:
-        names = set(pq.read_schema(out).names)
-    except (OSError, pa.ArrowException) as err:
+        names = set(_schema(out).names)
+    except (OSError, ValueError, pa.ArrowException) as err:
         raise ValueError(f"--out {out}: exists and is not a parquet table of embeddings ({err}); extract replaces "
                          "only its own outputs: choose another --out") from err
     if not set(EMBEDDING_SCHEMA.names) <= names:
@@ -94,7 +100,8 @@ def extract_embeddings(run: str | None, data_split_root: str, out: str, embeddin
     if out_path.suffix != ".parquet":
         raise ValueError(f"--out {out}: embeddings are written as parquet; give a path ending in .parquet")
     check_output_path(out_path)
-    _refuse_other_tables(out_path)
+    final = storage.final_path(out_path)  # what an earlier file there is read from
+    _refuse_other_tables(final)
     quiet_followers()
     # the run's config alone says what the processes run on; each builds the model once they have started
     runtime = scoring_runtime((encoder or RunConfig()) if run is None else run_config(run), accelerator, devices,
@@ -145,7 +152,7 @@ def extract_embeddings(run: str | None, data_split_root: str, out: str, embeddin
                         }, schema=part_schema(EMBEDDING_SCHEMA)))
 
         made = embeddings_made(config, model, run, embedding_type, layer, pooling)
-        earlier = embeddings_meta(out_path)
+        earlier = embeddings_meta(final)
         with gathered_parts(shard, out_path, write_part) as parts:
             if not shard.writes:
                 return None  # rank 0 writes the rows of every process
@@ -175,10 +182,10 @@ def embeddings_made(config: RunConfig, model: torch.nn.Module, run: str | None, 
 
 
 def embeddings_meta(path: str | Path) -> dict[str, Any] | None:
-    """What :func:`embeddings_made` recorded in the embeddings file at ``path``; None without it (none there, or
-    written by an earlier release)."""
+    """What :func:`embeddings_made` recorded in the embeddings file at ``path`` (local or in a bucket); None
+    without it (none there, or written by an earlier release)."""
     try:
-        stored = (pq.read_schema(path).metadata or {}).get(PARQUET_METADATA_KEY)
+        stored = (_schema(str(path)).metadata or {}).get(PARQUET_METADATA_KEY) if storage.isfile(path) else None
         return json.loads(stored) if stored else None
     except (OSError, ValueError, pa.ArrowException):
         return None
