@@ -325,3 +325,15 @@ def test_an_align_that_cannot_write_its_page_writes_nothing(tmp_path, capsys, mo
     monkeypatch.setattr(pages, "alignment_report", interrupted)
     assert main(argv) == 130
     assert not list(tmp_path.glob("seg*"))
+
+
+def test_a_touch_no_array_heard_is_listed_with_each_recording_and_counted_once(tmp_path):
+    argv = _two_arrays(tmp_path)
+    with open(tmp_path / "log.csv", "a") as log:
+        log.write("2024-05-01 10:00:00.850000,1,   Down,0,0,1\n")  # expected at 0.95 s, where no tap is
+    assert main(argv) == 0
+    unmatched = pd.read_csv(tmp_path / "seg.unmatched.csv")
+    assert sorted(unmatched.loc[unmatched["kind"] == "touch", "path"]) == ["bottom.wav", "top.wav"]
+    report = json.loads((tmp_path / "seg.report.json").read_text())
+    assert report["unmatched_touches"] == 1 and report["matched"] == 4 and report["unmatched_taps"] == 0
+    assert [row["unmatched_touches"] for row in report["recordings"]] == [1, 1]

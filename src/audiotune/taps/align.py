@@ -136,7 +136,13 @@ class Alignment:
     recordings: list[dict] = field(default_factory=list)
 
     def report(self) -> dict:
-        kinds = self.leftover["kind"].value_counts().to_dict() if len(self.leftover) else {}
+        """The counts of the alignment: taps and matches per recording; a touch left unpaired (or late) that
+        several recordings hold (arrays recording at once) is listed with each and counted once, by its log line."""
+        left = self.leftover
+        if len(left):
+            by_touch = left["kind"].isin(("touch", "late"))
+            left = pd.concat([left[~by_touch], left[by_touch].drop_duplicates(["kind", "source", "line"])])
+        kinds = left["kind"].value_counts().to_dict() if len(left) else {}
         return {"latency": round(self.latency, 6), "latency_estimated": self.estimated,
                 "matched": int(sum(r["matched"] for r in self.recordings)),
                 "kept": len(self.events),
