@@ -2,6 +2,7 @@
 the same command on local copies of the same files."""
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -187,6 +188,12 @@ def test_json_splits_and_bare_audio_folders_read_from_a_bucket_as_from_a_folder(
     summaries = [json.loads((tmp_path / f"cv_{where}" / "cv_summary.json").read_text())["statistics"]
                  for where in ("remote", "local")]
     assert summaries[0] == summaries[1]
+    # and into the bucket: the fold tables name the audio relative to where they end up, and are read so while
+    # they wait in their staging folder
+    assert main(["cv", "-d", f"{URL}/data/folds", "--audio_dir", f"{URL}/data/wavs", "--val_group", "none", "-o",
+                 f"{URL}/cv", *common]) == 0
+    assert json.loads(_remote_text(gcs, "cv/cv_summary.json"))["statistics"] == summaries[1]
+    assert pd.read_csv(io.StringIO(_remote_text(gcs, "cv/fold_1/test.csv")))["path"].str.startswith("../../").all()
     stats = [json.loads((tmp_path / f"stats_{where}.json").read_text()) for where in ("remote", "local")]
     assert stats[0]["clips"] == stats[1]["clips"] == 8
     assert abs(stats[0]["dataset_mean"] - stats[1]["dataset_mean"]) < 1e-6

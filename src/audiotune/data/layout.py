@@ -93,8 +93,9 @@ def read_table(path: str | Path, text_columns: tuple[str, ...] = (), na_values: 
         raise DataError(f"{path}: duplicate uid values, e.g. {dupes}{hint}")
     table = table.set_index("uid")
     if "path" in table.columns:
-        # an empty cell stays empty: the row is then reported as bad input (attach_paths), not resolved
-        folder = storage.parent(path)
+        # an empty cell stays empty: the row is then reported as bad input (attach_paths), not resolved; a table
+        # written in a staging folder (a cv's folds on their way to a bucket) is relative to the bucket's place
+        folder = storage.parent(path) if storage.is_remote(path) else storage.final_place(storage.parent(path))
         table["path"] = ["" if pd.isna(p) or not str(p).strip() else storage.resolve(str(p), folder)
                          for p in table["path"]]
     table.attrs["source"] = str(path)
