@@ -9,7 +9,8 @@ that role:
 - other inputs (``INPUT``, ``RUN``: configs, label files, checkpoints and Hugging Face folders, run
   directories, pseudo-labels) become local copies in the cache, downloaded again only when they changed;
 - outputs become local staging folders: the command writes there as it does on a local disk (locks, atomic
-  files, ``--resume``), and only a command that finished uploads them, run markers last. A remote run
+  files, ``--resume``), and only a command that finished uploads them, run markers last (a stopped one its
+  experiment folder too, whose finished runs its rerun goes on from). A remote run
   directory or experiment folder is locked for the command (:class:`~audiotune.remote_lock.RemoteLock`: one writer
   across machines, as a local folder's ``flock`` is on one). A remote run
   directory (``RUN_OUTPUT``) that already holds a run is refused, resumed (``--resume``: downloaded first) or
@@ -51,6 +52,18 @@ class Staging:
     uploads: list[tuple[Path, str, bool, bool]] = field(default_factory=list)  # (local, url, replace, only_new)
     folders: list[Path] = field(default_factory=list)
     locks: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    experiments: list[tuple[Path, str]] = field(default_factory=list)  # (local, url): sent up when stopped too
+
+
+# where a staged output's remote place is kept in the command's namespace (``staged_from:KEY``: no option's
+# name), for what the command says once its staging folder is gone (how a stopped remote run goes on)
+REMOTE_PREFIX = "staged_from:"
+
+
+def remote_place(args: argparse.Namespace, key: str) -> str | None:
+    """The remote URL that output ``key`` of ``args`` was given as, when it was staged; else None."""
+    value = vars(args).get(REMOTE_PREFIX + key)
+    return str(value) if value else None
 
 
 def _get(args: argparse.Namespace, key: str) -> object:
@@ -98,6 +111,9 @@ def _stage_output(args: argparse.Namespace, key: str, role: Role, staging: Stagi
         sync_down(url, folder)
     staging.uploads.append((folder, destination, bool(holds_run and _get(args, "train.overwrite")),
                             role is Role.CACHE))
+    if role is Role.EXPERIMENT:
+        staging.experiments.append((folder, destination))
+    vars(args)[REMOTE_PREFIX + key] = url
     vars(args)[key] = str(folder) if is_folder else str(folder / storage.name(url))
 
 
@@ -133,7 +149,13 @@ def staged(args: argparse.Namespace, roles: dict[str, Role], *, resumable: bool)
         for key, role in roles.items():
             if role.is_output and role is not Role.LOCAL and storage.is_remote(_get(args, key)):
                 _stage_output(args, key, role, staging, resumable)
-        yield
+        try:
+            yield
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM: an experiment's finished runs go up, which its rerun goes on from
+            for local, url in staging.experiments:
+                if local.exists() and _uploads():
+                    upload(local, url)
+            raise
         keep = True  # from here on the outputs are complete: an upload that fails keeps them
         staging.uploads.extend((local, url, False, False) for local, url in _cloud_uploads(args, plan))
         for local, url, replace, only_new in staging.uploads:

@@ -204,3 +204,29 @@ def test_a_training_stopped_before_its_first_checkpoint_says_how_to_start_it_aga
     (run / "checkpoints").mkdir(parents=True, exist_ok=True)
     (run / "checkpoints" / "last.ckpt").write_bytes(b"")
     assert after_stopped_run(argparse.Namespace(exp_dir=str(run))) == RESUME_HINT
+
+
+def test_a_training_into_a_bucket_stopped_says_what_the_bucket_holds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, gcs) -> None:
+    """A run directory in a bucket is sent its outputs when the command finishes: stopped, this attempt left
+    nothing there; the line says so, and --resume where the bucket held a checkpoint before."""
+    from conftest import BUCKET
+
+    import audiotune.engine.train as train_module
+
+    ds = make_uid_dataset(tmp_path)
+    url = f"gs://{BUCKET}/runs/stopped"
+
+    def stopped_in_the_fit(*args, **kwargs) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        wait_for_signal()
+
+    monkeypatch.setattr(train_module.pl.Trainer, "fit", stopped_in_the_fit)
+    assert main(small_train_args(ds, url)) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"audiotune train: interrupted; {url} is sent its outputs when the command finishes, so nothing of this "
+        "attempt was kept: run the same command again")
+    assert not gcs.fs().exists(f"{BUCKET}/runs/stopped")
+    held = argparse.Namespace(exp_dir=str(tmp_path / "staging"), **{"staged_from:exp_dir": url})
+    gcs.fs().pipe(f"{BUCKET}/runs/stopped/{CHECKPOINT_DIR}/{LAST_CHECKPOINT}", b"")
+    assert after_stopped_run(held).endswith(f"holds the run as it was before this attempt; {RESUME_HINT}")

@@ -549,3 +549,32 @@ def test_a_rerun_whose_source_makes_fewer_folds_or_splits_is_refused(tmp_path: P
     (exp / "fold_2" / "val.csv").write_text("uid\nv\n")
     with pytest.raises(DataError, match=rf"^{exp / 'fold_2' / 'val.csv'}: differs from the fold this source makes"):
         check_fold_files(files, exp)
+
+
+def test_a_cv_into_a_bucket_stopped_keeps_its_finished_runs_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture, gcs) -> None:
+    """A stopped cv says its finished runs are kept: in a bucket they were not (its folder goes up when it finishes).
+    They go up when it stops too, and the same command goes on from them."""
+    from conftest import BUCKET
+
+    import audiotune.engine.cv as cv_module
+
+    table = small_table(tmp_path)
+    url = f"gs://{BUCKET}/exp/cv"
+    real, runs = cv_module.train, []
+
+    def stopped_in_the_second_run(config: RunConfig, **kwargs: object) -> dict:
+        if runs:
+            raise KeyboardInterrupt
+        runs.append(Path(config.exp_dir).relative_to(Path(config.exp_dir).parents[1]).as_posix())
+        return real(config, **kwargs)
+
+    monkeypatch.setattr(cv_module, "train", stopped_in_the_second_run)
+    assert run_cv(tmp_path, table, url, "--folds", "3") == 130
+    assert "finished runs are kept" in capsys.readouterr().err
+    assert runs == ["fold_1/run_1"] and gcs.fs().isfile(f"{BUCKET}/exp/cv/fold_1/run_1/metrics.json")
+    first = gcs.fs().cat_file(f"{BUCKET}/exp/cv/fold_1/run_1/metrics.json")
+    monkeypatch.setattr(cv_module, "train", real)
+    assert run_cv(tmp_path, table, url, "--folds", "3") == 0
+    assert json.loads(gcs.fs().cat_file(f"{BUCKET}/exp/cv/cv_summary.json"))["runs"] == 3
+    assert gcs.fs().cat_file(f"{BUCKET}/exp/cv/fold_1/run_1/metrics.json") == first  # kept, not trained again

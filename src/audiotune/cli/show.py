@@ -22,7 +22,16 @@ def after_stopped_run(args: argparse.Namespace) -> str:
     """How a stopped train or pretrain goes on, said in its one line: --resume where its run directory (``-o``) kept
     a checkpoint to go on from; stopped before its first, nothing to resume: the same command again (a directory it
     made went with it, one that was there holds no run), or with --overwrite where the directory holds its config."""
+    from audiotune.staging import remote_place
+
     exp_dir = vars(args).get("exp_dir")
+    url = remote_place(args, "exp_dir")
+    if url is not None:  # a bucket's run directory gets a run's outputs when the command finishes
+        if storage.isfile(storage.join(url, CHECKPOINT_DIR, LAST_CHECKPOINT)):
+            return f"{url} is sent its outputs when the command finishes, so it holds the run as it was before " \
+                   f"this attempt; {RESUME_HINT}"
+        return f"{url} is sent its outputs when the command finishes, so nothing of this attempt was kept: run " \
+               "the same command again"
     if not exp_dir or storage.is_remote(exp_dir) or storage.remote_name(str(exp_dir)) != str(exp_dir):
         return RESUME_HINT  # a remote run directory: what it holds is read there
     folder = Path(exp_dir)
