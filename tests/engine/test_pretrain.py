@@ -57,12 +57,20 @@ def test_val_share_draws_the_rows_train_draws_and_an_earlier_run_keeps_its_own(u
     assert sorted(tables["val"].index) != sorted(fine_tuning.tables["val"].index) and len(tables["val"]) == 4
 
 
-def test_val_size_0_pretrains_on_every_clip_and_keeps_the_last_weights(uid_dataset: dict, tmp_path: Path) -> None:
-    """Without a val split, --val_size 0 validates on nothing (the emotion seed's TAPT and P-TAPT): every clip
-    trains, and the encoder written is the one of the last step."""
+
+def tiny_pretraining_checkpoint(folder: Path) -> Path:
+    """A tiny wav2vec2 with its quantizer (what TAPT continues), saved where a hub id's files would be."""
     import transformers
     from conftest import HF_TINY
 
+    torch.manual_seed(0)
+    tiny = transformers.Wav2Vec2Config(**HF_TINY, codevector_dim=16, proj_codevector_dim=16)
+    transformers.Wav2Vec2ForPreTraining(tiny).save_pretrained(folder)
+    return folder
+
+def test_val_size_0_pretrains_on_every_clip_and_keeps_the_last_weights(uid_dataset: dict, tmp_path: Path) -> None:
+    """Without a val split, --val_size 0 validates on nothing (the emotion seed's TAPT and P-TAPT): every clip
+    trains, and the encoder written is the one of the last step."""
     from audiotune.cli import main
 
     argv = ["pretrain", "--model", "ecapa_tdnn", "-i", str(uid_dataset["prefix"]), "-d",
@@ -71,10 +79,7 @@ def test_val_size_0_pretrains_on_every_clip_and_keeps_the_last_weights(uid_datas
     tables, _ = _tables(config, input_spec(config), tmp_path, writes=False)
     assert set(tables) == {"train"} and len(tables["train"]) == 16
 
-    torch.manual_seed(0)
-    checkpoint = tmp_path / "w2v2"
-    tiny = transformers.Wav2Vec2Config(**HF_TINY, codevector_dim=16, proj_codevector_dim=16)
-    transformers.Wav2Vec2ForPreTraining(tiny).save_pretrained(checkpoint)
+    checkpoint = tiny_pretraining_checkpoint(tmp_path / "w2v2")
     out = tmp_path / "tapt"
     assert main(["pretrain", "--model", "hf", "-c", str(checkpoint), "--objective", "tapt", "-i",
                  str(uid_dataset["prefix"]), "-d", str(uid_dataset["split"] / "train.csv"), "-o", str(out), "-bs", "4",
@@ -266,15 +271,9 @@ def test_a_step_budget_ending_inside_an_epoch_validates_and_checkpoints_its_last
                                                                                       tmp_path: Path) -> None:
     """Four batches an epoch, six steps: the second epoch stops after two; it is validated and checkpointed there,
     as an epoch's end is, so its steps can be the kept weights and last.ckpt holds them."""
-    import transformers
-    from conftest import HF_TINY
-
     from audiotune.cli import main
 
-    torch.manual_seed(0)
-    checkpoint = tmp_path / "w2v2"
-    tiny = transformers.Wav2Vec2Config(**HF_TINY, codevector_dim=16, proj_codevector_dim=16)
-    transformers.Wav2Vec2ForPreTraining(tiny).save_pretrained(checkpoint)
+    checkpoint = tiny_pretraining_checkpoint(tmp_path / "w2v2")
     out = tmp_path / "tapt"
     assert main(["pretrain", "--model", "hf", "-c", str(checkpoint), "--objective", "tapt", "-i",
                  str(uid_dataset["prefix"]), "-d", str(uid_dataset["split"]), "-o", str(out), "-bs", "4",

@@ -74,22 +74,28 @@ def test_max_pooling_probes_every_layer_and_says_why_the_weighted_sum_is_not(pro
     assert len(raw["layer_weights"]) == 3 and sum(raw["layer_weights"]) != pytest.approx(1.0, abs=1e-6)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(("row", "flags"), [("1", ["--layer", "1"]), ("weighted", ["--weighted", "True"])])
-def test_a_probed_layer_scores_as_a_training_run_on_that_layer_alone(tmp_path, row: str, flags: list[str]) -> None:
+def scored_dataset_and_encoder(tmp_path, labels: str) -> tuple[dict, str]:
+    """The test dataset with a regression column ``score`` (values no chance agreement can match), the label file
+    ``labels``, and a tiny wav2vec2 saved as a hub id's files."""
     import pandas as pd
     import torch
     import transformers
 
     ds = make_uid_dataset(tmp_path)
-    for split in ("train", "val", "test"):  # a regression column: scores that no chance agreement can match
+    for split in ("train", "val", "test"):
         table = pd.read_csv(ds["split"] / f"{split}.csv", dtype={"uid": str})
         table["score"] = [0.3 * i + (i % 3) for i in range(len(table))]
         table.to_csv(ds["split"] / f"{split}.csv", index=False)
-    ds["labels"].write_text("pitch\nscore:regression\n")
+    ds["labels"].write_text(labels)
     torch.manual_seed(0)
-    checkpoint = save_hf_checkpoint(transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**HF_TINY)),
-                                    tmp_path / "w2v")
+    return ds, str(save_hf_checkpoint(transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**HF_TINY)),
+                                      tmp_path / "w2v"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("row", "flags"), [("1", ["--layer", "1"]), ("weighted", ["--weighted", "True"])])
+def test_a_probed_layer_scores_as_a_training_run_on_that_layer_alone(tmp_path, row: str, flags: list[str]) -> None:
+    ds, checkpoint = scored_dataset_and_encoder(tmp_path, "pitch\nscore:regression\n")
     # one epoch: the training run keeps it, as the probe scores its heads after their last epoch
     common = ["-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"]), "--model", "hf", "-c",
               str(checkpoint), "-bs", "4", "-e", "1", "-lr", "0.01", "--final_dropout", "0.3", "--seed", "3",
@@ -106,19 +112,7 @@ def test_a_probed_layer_scores_as_a_training_run_on_that_layer_alone(tmp_path, r
 def test_a_probe_of_regression_heads_alone_scores_them(tmp_path) -> None:
     """No classification head: no classification metrics in the runs' scores, and the probe's table has its
     regression columns (the classification ones empty)."""
-    import pandas as pd
-    import torch
-    import transformers
-
-    ds = make_uid_dataset(tmp_path)
-    for split in ("train", "val", "test"):
-        table = pd.read_csv(ds["split"] / f"{split}.csv", dtype={"uid": str})
-        table["score"] = [0.3 * i + (i % 3) for i in range(len(table))]
-        table.to_csv(ds["split"] / f"{split}.csv", index=False)
-    ds["labels"].write_text("score:regression\n")
-    torch.manual_seed(0)
-    checkpoint = save_hf_checkpoint(transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**HF_TINY)),
-                                    tmp_path / "w2v")
+    ds, checkpoint = scored_dataset_and_encoder(tmp_path, "score:regression\n")
     assert main(["probe", "-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"]), "--model", "hf",
                  "-c", str(checkpoint), "-bs", "4", "-e", "1", "--report", "False", "--cache_dir",
                  str(tmp_path / "cache"), "-o", str(tmp_path / "probe")]) == 0
