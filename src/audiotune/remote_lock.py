@@ -22,7 +22,8 @@ class RemoteLock:
     """An exclusive lock on a remote folder, for one command on one machine at a time (as ``flock`` does for a
     local one): an object beside the folder, created only if absent (the object store's own create-only write,
     a generation precondition), rewritten every :data:`LOCK_BEAT_S` by its holder and removed at the end. A lock
-    not rewritten for :data:`LOCK_STALE_S` is taken over (removed only in the generation that was read)."""
+    not rewritten for :data:`LOCK_STALE_S` is taken over (removed only in the generation that was read), and so is
+    one whose holder was a process of this machine that runs no more (killed: it could not remove it)."""
 
     def __init__(self, url: str, command: str):
         self.url, self.lock_url = url.rstrip("/"), url.rstrip("/") + LOCK_SUFFIX
@@ -41,8 +42,8 @@ class RemoteLock:
                 fs.pipe_file(inner, self.body, mode="create")
                 break
             except FileExistsError:
-                holder, age, generation = self._holder(fs, inner, time.time())
-                if age < LOCK_STALE_S:
+                holder, age, generation, held = self._holder(fs, inner, time.time())
+                if age < LOCK_STALE_S and not _gone_from_here(held):
                     raise StorageError(f"{self.url}: another audiotune command is writing this folder ({holder}, "
                                        f"lock renewed {age:.0f} s ago); wait for it to finish or choose another "
                                        "place") from None
@@ -57,17 +58,17 @@ class RemoteLock:
         return self
 
     @staticmethod
-    def _holder(fs: Any, inner: str, now: float) -> tuple[str, float, str]:
+    def _holder(fs: Any, inner: str, now: float) -> tuple[str, float, str, dict]:
         import datetime
 
         try:
             info = fs.info(inner, refresh=True)
             held = json.loads(fs.cat_file(inner))
         except (FileNotFoundError, ValueError):
-            return "a command that just ended", LOCK_STALE_S, "0"
+            return "a command that just ended", LOCK_STALE_S, "0", {}
         updated = datetime.datetime.fromisoformat(str(info.get("updated")).replace("Z", "+00:00")).timestamp()
         return (f"`audiotune {held.get('command')}` on {held.get('host')}, process {held.get('pid')}",
-                max(now - updated, 0.0), str(info.get("generation")))
+                max(now - updated, 0.0), str(info.get("generation")), held)
 
     def _beat(self, fs: Any, inner: str) -> None:
         while not self._stop.wait(LOCK_BEAT_S):
@@ -79,3 +80,19 @@ class RemoteLock:
         fs, inner = filesystem(self.lock_url)
         with contextlib.suppress(FileNotFoundError, OSError):
             fs.rm_file(inner)
+
+
+def _gone_from_here(held: dict) -> bool:
+    """Whether the holder named in a lock's body was a process of this machine that runs no more."""
+    import socket
+
+    pid = held.get("pid")
+    if held.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's process: it runs
+        return False
+    return False
