@@ -116,3 +116,15 @@ def test_a_column_of_a_shared_line_with_values_other_than_0_and_1_is_named_with_
     with pytest.raises(DataError, match=r"holds 'high' besides 0 and 1, so it cannot share a line of binary columns: "
                                         r"a categorical column goes alone on its line$"):
         infer_heads([LabelGroup(["loud", "long"], None, "labels.txt:2")], table, source="train.csv")
+
+
+def test_a_label_file_read_from_its_local_copy_is_named_by_its_url() -> None:
+    """A gs:// label file is read from a local copy in the cache: its lines are named by the URL the user gave."""
+    from audiotune import storage
+    from audiotune.data.labels import read_label_file
+
+    copy = storage.cache_folder() / "files" / "gs" / "bucket" / "exp" / "labels.txt"
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.write_text("pitch\nloud,long\n")
+    assert [group.where for group in read_label_file(copy)] == ["gs://bucket/exp/labels.txt:1",
+                                                                "gs://bucket/exp/labels.txt:2"]

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from audiotune import storage
 from audiotune.config import HEAD_KINDS, HeadSpec
 from audiotune.data.errors import DataError
 
@@ -57,8 +58,9 @@ def read_label_file(path: str | Path) -> list[LabelGroup]:
         raise DataError(f"{path}: label file is not UTF-8 text ({err.reason} at byte {err.start}); save it as "
                         "UTF-8") from None
     groups = []
+    shown = storage.remote_name(str(path))  # a bucket's label file by its URL, not the local copy read
     for number, line in enumerate(text.splitlines(), start=1):
-        where = f"{path}:{number}"
+        where = f"{shown}:{number}"
         text, kind = line.strip(), None
         if ":" in text:
             text, _, declared = text.rpartition(":")
