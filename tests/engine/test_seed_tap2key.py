@@ -91,3 +91,25 @@ def test_the_trainers_output_dir_gives_the_checkpoint_its_state_names_best(tmp_p
                                               r"in .*; give one of its checkpoint folders \(checkpoint-100, "
                                               r"checkpoint-300, checkpoint-400\)"):
         read_seed_classifier(out)
+
+
+def test_the_trainers_log_history_becomes_the_runs_training_log(tmp_path: Path) -> None:
+    """Its loss and eval F1 per logging step and epoch: the seed run's curves, as logs/metrics.csv here (the
+    longest history of its checkpoints: the last one's, written after the best)."""
+    import pandas as pd
+
+    out = tmp_path / "wav2vec2-base_tap2key"
+    history = [{"loss": 2.4, "learning_rate": 1e-4, "epoch": 0.5, "step": 50},
+               {"eval_loss": 2.1, "eval_f1": 0.3, "eval_runtime": 1.2, "epoch": 1.0, "step": 100},
+               {"loss": 1.9, "learning_rate": 9e-5, "epoch": 1.5, "step": 150},
+               {"eval_loss": 1.7, "eval_f1": 0.5, "epoch": 2.0, "step": 200}]
+    for step, entries in ((100, history[:2]), (200, history)):
+        folder = _saved(out / f"checkpoint-{step}")
+        state = {"best_model_checkpoint": f"/seed/{out.name}/checkpoint-100", "log_history": entries}
+        (folder / "trainer_state.json").write_text(json.dumps(state))
+    import_tap2key_run(out, tmp_path / "run")
+    log = pd.read_csv(tmp_path / "run" / "logs" / "metrics.csv")
+    assert log["epoch"].tolist() == [0, 0, 1, 1] and log["step"].tolist() == [50, 100, 150, 200]
+    assert log["train_loss_step"].dropna().tolist() == [2.4, 1.9] and log["lr"].dropna().tolist() == [1e-4, 9e-5]
+    assert log["val_loss"].dropna().tolist() == [2.1, 1.7] and log["val_weighted_f1"].dropna().tolist() == [0.3, 0.5]
+    assert "val_runtime" not in log.columns

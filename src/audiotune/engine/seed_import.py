@@ -42,6 +42,7 @@ from audiotune.outputs import (
     IMPORT_RECORD_FILE,
     MODEL_FILE,
     own_run_dir,
+    write_bytes,
     write_json,
 )
 
@@ -374,9 +375,11 @@ def _encoder_hint(checkpoint: str, given: bool) -> str:
 
 
 def write_seed_run(layout: SeedLayout, config: RunConfig, state: Mapping[str, torch.Tensor], exp_dir: str | Path,
-                   record: dict[str, Any], overwrite: bool = False, checkpoint_given: bool = False) -> dict[str, Any]:
+                   record: dict[str, Any], overwrite: bool = False, checkpoint_given: bool = False,
+                   files: Mapping[str, bytes] | None = None) -> dict[str, Any]:
     """Build the classifier ``config`` describes, load the seed's mapped weights strictly and write the run;
-    ``checkpoint_given``: its encoder checkpoint is the one given with -c, not the seed's."""
+    ``checkpoint_given``: its encoder checkpoint is the one given with -c, not the seed's. ``files``: more of the
+    seed's record carried into the run, by their path in it (its training log)."""
     exp_dir = Path(exp_dir)
     source = record.get("weights", "")
     with own_run_dir(exp_dir, overwrite=overwrite, command="import", resumable=False) as run_dir:
@@ -398,5 +401,7 @@ def write_seed_run(layout: SeedLayout, config: RunConfig, state: Mapping[str, to
         save_weights(model, exp_dir / MODEL_FILE)
         full = {**record, "seed": layout.seed, "model": layout.model, **mapping}
         write_json(exp_dir / IMPORT_RECORD_FILE, full)
+        for name, data in (files or {}).items():
+            write_bytes(exp_dir / name, data)
         save_config(config, exp_dir / CONFIG_FILE)  # last: the run is complete once its config is there
     return full

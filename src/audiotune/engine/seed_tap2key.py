@@ -28,6 +28,7 @@ from audiotune.engine.seed_import import (
 )
 from audiotune.models.backbones.hf_checkpoint import CLASSIFICATION
 from audiotune.models.state_dict import CheckpointReadError, load_safetensors
+from audiotune.outputs import LOG_DIR, LOG_FILE
 
 SEED = "tap2key"
 TAP2KEY_RECIPE = "seeds/tap2key"
@@ -81,6 +82,40 @@ def best_checkpoint(folder: Path) -> Path | None:
         raise SeedImportError(f"{state_file}: best_model_checkpoint {best} is not in {folder}; give one of its "
                               f"checkpoint folders ({', '.join(p.name for _, p in sorted(steps.items()))})")
     return chosen
+
+
+# a Trainer log_history key -> the column of a run's logs/metrics.csv (eval_X -> val_X otherwise; the seed's
+# compute_metrics "f1" was weighted); the keys of its throughput and totals are not carried
+LOG_COLUMNS = {"loss": "train_loss_step", "learning_rate": "lr", "eval_f1": "val_weighted_f1"}
+LOG_LEFT_OUT = ("grad_norm", "total_flos", "train_loss", "train_runtime", "train_samples_per_second",
+                "train_steps_per_second", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second")
+
+
+def trainer_log(folder: Path, chosen: Path) -> bytes | None:
+    """The seed's training log as a run's ``logs/metrics.csv``: the ``log_history`` of the longest
+    trainer_state.json of ``folder``'s checkpoints (or of ``chosen``'s), a row per entry, its epoch counted from 0
+    (the Trainer's 1.0 ends the first), ``step`` the optimiser step; None without one."""
+    import math
+
+    import pandas as pd
+
+    histories = []
+    for state in {*folder.glob(f"checkpoint-*/{TRAINER_STATE}"), chosen / TRAINER_STATE}:
+        try:
+            histories.append(json.loads(state.read_text()).get("log_history") or [])
+        except (OSError, ValueError):
+            continue
+    history = max(histories, key=len, default=[])
+    rows = []
+    for entry in history:
+        row: dict[str, float] = {"epoch": max(math.ceil(float(entry.get("epoch", 0))) - 1, 0),
+                                 "step": int(entry.get("step", 0))}
+        for key, value in entry.items():
+            if key in ("epoch", "step") or key in LOG_LEFT_OUT or not isinstance(value, (int, float)):
+                continue
+            row[LOG_COLUMNS.get(key, f"val_{key[5:]}" if key.startswith("eval_") else key)] = value
+        rows.append(row)
+    return pd.DataFrame(rows).to_csv(index=False).encode() if rows else None
 
 
 def _raw_config(folder: Path) -> dict[str, Any]:
@@ -192,5 +227,7 @@ def import_tap2key_run(folder: str | Path, exp_dir: str | Path, overwrite: bool 
               "mapped": {seed.encoder_prefix: f"{LAYOUT.encoder} folder (encoder/) and backbone.model.",
                          **dict(HEAD_RENAMES)},
               "notes": notes}
-    written = write_seed_run(layout, config, seed.state, exp_dir, record, overwrite=overwrite)
+    log = trainer_log(Path(folder), seed.folder)
+    written = write_seed_run(layout, config, seed.state, exp_dir, record, overwrite=overwrite,
+                             files={f"{LOG_DIR}/{LOG_FILE}": log} if log else None)
     return {**written, "tensors": len(seed.state) - len(written["dropped"]), "folder": str(seed.folder)}
