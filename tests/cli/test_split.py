@@ -85,3 +85,60 @@ def test_a_share_well_off_its_fraction_is_said(tmp_path: Path, capsys: pytest.Ca
     assert main(["split", table, "--out", str(tmp_path / "b"), "--test_subjects", "ann", "--val_fraction",
                  "0.17"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 3
+
+
+def test_a_split_stopped_while_it_writes_leaves_no_mix_of_two_splits(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stopped after it replaced one file of an earlier split (fold_1's, or train.csv), the folder held new files
+    beside old ones: folds testing one subject twice, a train.csv overlapping its test.csv. None is left."""
+    import audiotune.data.splits as splits
+
+    table = _table(tmp_path)
+    real = splits.write_csv
+    for flags, out in (([], tmp_path / "plain"), (["--folds", "3"], tmp_path / "folds")):
+        assert main(["split", table, "--out", str(out), "--seed", "0", *flags]) == 0
+        written: list[str] = []
+
+        def stopped_after_one(frame, path, **kwargs):  # noqa: ANN001, ANN202
+            if written:
+                raise KeyboardInterrupt
+            written.append(str(path))
+            return real(frame, path, **kwargs)
+
+        monkeypatch.setattr(splits, "write_csv", stopped_after_one)
+        assert main(["split", table, "--out", str(out), "--seed", "7", *flags]) == 130
+        monkeypatch.setattr(splits, "write_csv", real)
+        assert len(written) == 1 and not list(out.rglob("*.csv"))
+
+
+def test_folds_into_a_folder_of_a_plain_split_replace_it(tmp_path: Path) -> None:
+    out = tmp_path / "split"
+    assert main(["split", _table(tmp_path), "--out", str(out)]) == 0
+    assert main(["split", _table(tmp_path), "--out", str(out), "--folds", "3"]) == 0
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.csv")) == [
+        f"fold_{k}/{name}.csv" for k in (1, 2, 3) for name in ("test", "train", "val")]
+
+
+def test_a_split_writes_every_cell_as_it_was_written(tmp_path: Path) -> None:
+    """A code 007 stays 007 (it was 7) and a whole number in a column with blanks stays whole (it was 1.0)."""
+    rows = pd.read_csv(_table(tmp_path))
+    rows["code"] = [f"{k:03d}" for k in range(len(rows))]
+    rows["grade"] = [str(k % 3) if k % 4 else "" for k in range(len(rows))]
+    rows.to_csv(tmp_path / "coded.csv", index=False)
+    assert main(["split", str(tmp_path / "coded.csv"), "--out", str(tmp_path / "split")]) == 0
+    written = pd.concat([pd.read_csv(tmp_path / "split" / f"{name}.csv", dtype=str, keep_default_na=False)
+                         for name in ("train", "val", "test")]).set_index("uid")
+    original = pd.read_csv(tmp_path / "coded.csv", dtype=str, keep_default_na=False).set_index("uid")
+    pd.testing.assert_frame_equal(written.loc[original.index, ["code", "grade"]], original[["code", "grade"]])
+
+
+def test_a_share_exactly_five_points_off_is_said(capsys: pytest.CaptureFixture) -> None:
+    """45 of 180 rows where 20 % is asked: 25 %, five points off (the float 0.0499... is five points)."""
+    import argparse
+
+    from audiotune.cli.split import _say_shares_off
+
+    args = argparse.Namespace(test_fraction=0.2, val_fraction=0.1, test_subjects=None, existing_spk_split=None,
+                              val_subjects=None, group="subject")
+    _say_shares_off({"test": pd.DataFrame(index=range(45)), "val": pd.DataFrame(index=range(18))}, args, 180, 12)
+    assert capsys.readouterr().out.startswith("test: 25% of the rows where --test_fraction 0.2 asks 20%")

@@ -42,8 +42,10 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    from audiotune.data.layout import read_table
+    from audiotune.atomic import written_together
+    from audiotune.data.layout import EVERY_COLUMN, read_table, split_file
     from audiotune.data.splits import group_values, kfold_tables, split_table, write_split
+    from audiotune.outputs import SPLITS
     from audiotune.storage import final_path, final_place
 
     by_task = bool(args.train_task or args.test_task)
@@ -58,7 +60,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         raise ValueError("--split_size: subject counts of a split by task; give --train_task and/or --test_task")
     if by_task and (args.stratify or args.folds):
         raise ValueError("--train_task/--test_task: a split by task is drawn by subject, without --stratify or --folds")
-    table = read_table(args.manifest, tuple(c for c in (args.group, args.stratify, "task" if by_task else "") if c))
+    table = read_table(args.manifest, EVERY_COLUMN)  # its cells written again as they are
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise DataError(f"--out {out}: exists and is not a folder")
@@ -69,10 +71,18 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if stale:
         raise DataError(f"--out {out}: holds folds of an earlier split ({stale[:3]}{' ...' if len(stale) > 3 else ''})"
                         " that this split would not replace; choose an empty folder")
+    # the split files of the folder (an earlier split's too): written as one set, so a stopped or failed split
+    # leaves none rather than new files beside old ones (folds that overlap, a train.csv beside another's test.csv)
+    folders = [out / f"fold_{number}" for number in range(1, args.folds + 1)] if args.folds else [out]
+    split_files = [folder / split_file(name) for folder in {out, *folders} for name in SPLITS]
     if args.folds:
         folds = kfold_tables(table, args.folds, args.val_fraction, args.stratify, args.group, args.seed, args.manifest)
+        with written_together(split_files):
+            for number, parts in enumerate(folds, start=1):
+                write_split(parts, out / f"fold_{number}")
+            for name in SPLITS:  # an earlier plain split's files: the folder holds folds now
+                (out / split_file(name)).unlink(missing_ok=True)
         for number, parts in enumerate(folds, start=1):
-            write_split(parts, out / f"fold_{number}")
             print(f"{final_place(out / f'fold_{number}')}: " + ", ".join(f"{k} {len(v)}" for k, v in parts.items()))
         return
     if by_task:
@@ -84,7 +94,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     else:
         parts = split_table(table, args.test_fraction, args.val_fraction, args.stratify, args.group, args.seed,
                             args.test_subjects or speakers, args.val_subjects, args.manifest)
-    written = write_split(parts, args.out)
+    with written_together(split_files):
+        written = write_split(parts, args.out)
     total = sum(len(part) for part in parts.values())
     for (name, part), path in zip(parts.items(), written, strict=True):  # whole groups: near the fractions asked
         groups = group_values(part, args.group, name).nunique()
@@ -99,7 +110,7 @@ def _say_shares_off(parts: dict, args: argparse.Namespace, total: int, n_groups:
     named = {"test": args.test_subjects or args.existing_spk_split, "val": args.val_subjects}
     for name in ("test", "val"):
         asked, share = getattr(args, f"{name}_fraction"), len(parts.get(name, ())) / total
-        if name in parts and not named[name] and abs(share - asked) >= 0.05:
+        if name in parts and not named[name] and round(abs(share - asked), 9) >= 0.05:  # (45/180 - 0.2 is 0.0499...)
             print(f"{name}: {share:.0%} of the rows where --{name}_fraction {asked:g} asks {asked:.0%}: the "
                   f"{n_groups} {args.group} groups are each kept whole in one split; name a part's groups with "
                   f"--{name}_subjects")

@@ -55,10 +55,14 @@ def separator_hint(columns: Sequence[object]) -> str:
             f"separates them by {found[0]!r} (save it as comma-separated)") if found else ""
 
 
+EVERY_COLUMN = ("*",)  # read_table's text_columns for a table whose every cell is read as text (passed on as written)
+
+
 def read_table(path: str | Path, text_columns: tuple[str, ...] = (), na_values: Sequence[str] = ()) -> pd.DataFrame:
     """Read one split CSV, indexed by ``uid`` (made from ``path`` when the CSV has no uid column).
 
-    ``uid``, ``path``, ``subject`` and ``text_columns`` are read as text. Cells are read as written: only an empty
+    ``uid``, ``path``, ``subject`` and ``text_columns`` (:data:`EVERY_COLUMN`: all) are read as text, so that a
+    table written again keeps its cells (``007`` stays ``007``). Cells are read as written: only an empty
     cell (and the values in ``na_values``) is missing, so ``NA``, ``None``, ``null`` or ``nan`` are values (class
     names, speakers). A table without rows, or with two columns of one name, is an error.
     """
@@ -67,7 +71,8 @@ def read_table(path: str | Path, text_columns: tuple[str, ...] = (), na_values: 
         raise DataError(f"{path}: split file not found")
     try:
         with storage.open_input(path) as stream:
-            table = pd.read_csv(stream, dtype={c: str for c in (*TEXT_COLUMNS, *text_columns)},
+            table = pd.read_csv(stream, dtype=str if text_columns == EVERY_COLUMN else
+                                {c: str for c in (*TEXT_COLUMNS, *text_columns)},
                                 keep_default_na=False, na_values=["", *na_values])
     except pd.errors.EmptyDataError as err:
         raise DataError(f"{path}: empty file (no header, no rows)") from err
