@@ -309,3 +309,12 @@ def test_missing_metadata_is_skipped_and_listed(uid_dataset: dict, tmp_path: Pat
     assert main(args) == 0
     skipped = pd.read_csv(tmp_path / "skipped.csv")
     assert skipped["uid"].tolist() == ["cat2"] and "metadata.json not found" in skipped["reason"][0]
+
+
+def test_an_empty_uid_cell_is_named_by_its_line(tmp_path: Path) -> None:
+    """One empty uid cell was read as the uid 'nan' (two as duplicates of 'nan')."""
+    from audiotune.data.layout import read_table
+
+    (tmp_path / "t.csv").write_text("uid,path\na,a.wav\n,b.wav\n,c.wav\n")
+    with pytest.raises(DataError, match=r"t.csv: empty 'uid' cell on line\(s\) \[3, 4\]; every row needs its uid"):
+        read_table(tmp_path / "t.csv")

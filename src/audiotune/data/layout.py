@@ -91,6 +91,11 @@ def read_table(path: str | Path, text_columns: tuple[str, ...] = (), na_values: 
             raise DataError(f"{path}: empty 'path' cell on line(s) {lines}; without a 'uid' column such a row "
                             "cannot be named (fill the path, remove the row, or add a uid column)")
         table["uid"] = segment_uids(table)
+    blank = table["uid"].isna() | (table["uid"].astype(str).str.strip() == "")
+    if blank.any():  # (line numbers: the header is line 1)
+        lines = [int(i) + 2 for i in np.flatnonzero(blank.to_numpy())[:10]]
+        raise DataError(f"{path}: empty 'uid' cell on line(s) {lines}; every row needs its uid (fill it, or remove "
+                        "the row)")
     table["uid"] = table["uid"].astype(str)
     if table["uid"].duplicated().any():
         dupes = table.loc[table["uid"].duplicated(), "uid"].head(5).tolist()
