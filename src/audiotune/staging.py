@@ -55,14 +55,14 @@ class Staging:
     experiments: list[tuple[Path, str]] = field(default_factory=list)  # (local, url): sent up when stopped too
 
 
-# where a staged output's remote place is kept in the command's namespace (``staged_from:KEY``: no option's
-# name), for what the command says once its staging folder is gone (how a stopped remote run goes on)
-REMOTE_PREFIX = "staged_from:"
+# the command namespace's record of the remote place of each staged output ({key: url}; a name without a dot, which
+# no option has), for what the command says once its staging folder is gone (how a stopped remote run goes on)
+STAGED_FROM = "staged_from"
 
 
 def remote_place(args: argparse.Namespace, key: str) -> str | None:
     """The remote URL that output ``key`` of ``args`` was given as, when it was staged; else None."""
-    value = vars(args).get(REMOTE_PREFIX + key)
+    value = (vars(args).get(STAGED_FROM) or {}).get(key)
     return str(value) if value else None
 
 
@@ -113,7 +113,7 @@ def _stage_output(args: argparse.Namespace, key: str, role: Role, staging: Stagi
                             role is Role.CACHE))
     if role is Role.EXPERIMENT:
         staging.experiments.append((folder, destination))
-    vars(args)[REMOTE_PREFIX + key] = url
+    vars(args).setdefault(STAGED_FROM, {})[key] = url
     vars(args)[key] = str(folder) if is_folder else str(folder / storage.name(url))
 
 

@@ -227,6 +227,6 @@ def test_a_training_into_a_bucket_stopped_says_what_the_bucket_holds(
         f"audiotune train: interrupted; {url} is sent its outputs when the command finishes, so nothing of this "
         "attempt was kept: run the same command again")
     assert not gcs.fs().exists(f"{BUCKET}/runs/stopped")
-    held = argparse.Namespace(exp_dir=str(tmp_path / "staging"), **{"staged_from:exp_dir": url})
+    held = argparse.Namespace(exp_dir=str(tmp_path / "staging"), staged_from={"exp_dir": url})
     gcs.fs().pipe(f"{BUCKET}/runs/stopped/{CHECKPOINT_DIR}/{LAST_CHECKPOINT}", b"")
     assert after_stopped_run(held).endswith(f"holds the run as it was before this attempt; {RESUME_HINT}")
