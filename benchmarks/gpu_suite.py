@@ -104,11 +104,13 @@ class OutOfTime(BaseException):
 
 @contextlib.contextmanager
 def budget(seconds: float) -> Iterator[None]:
-    """Raise :class:`OutOfTime` in the main thread once ``seconds`` have passed (SIGALRM)."""
+    """Raise :class:`OutOfTime` in the main thread once ``seconds`` have passed (SIGALRM), and again every second
+    after: Python drops an exception a handler raises while a finalizer runs (a garbage-collected generator), and
+    the part would then run on to its end."""
     def expire(signum: int, frame: object) -> None:
         raise OutOfTime(f"out of its {seconds:.0f}-s budget")
     previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, seconds, 1.0)
     try:
         yield
     finally:
