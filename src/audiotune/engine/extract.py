@@ -59,19 +59,30 @@ def _schema(path: str) -> pa.Schema:
         return pq.read_schema(stream)
 
 
-def _refuse_other_tables(out: str) -> None:
+def _recorded(schema: pa.Schema) -> dict[str, Any] | None:
+    """What :func:`embeddings_made` recorded in an embeddings file's ``schema`` (None: written without it)."""
+    stored = (schema.metadata or {}).get(PARQUET_METADATA_KEY)
+    return json.loads(stored) if stored else None
+
+
+def _earlier_embeddings(out: str) -> dict[str, Any] | None:
     """An existing ``--out`` (where it ends up: a bucket's object for a staged one) is replaced only when it holds
-    embeddings (an earlier extract's): a run's predictions, or any other table, is refused before any work."""
+    embeddings (an earlier extract's): a run's predictions, or any other table, is refused before any work.
+    Returns what the earlier embeddings record of how they were made, if anything."""
     if not storage.isfile(out):
-        return
+        return None
     try:
-        names = set(_schema(out).names)
+        schema = _schema(out)
     except (OSError, ValueError, pa.ArrowException) as err:
         raise ValueError(f"--out {out}: exists and is not a parquet table of embeddings ({err}); extract replaces "
                          "only its own outputs: choose another --out") from err
-    if not set(EMBEDDING_SCHEMA.names) <= names:
-        raise ValueError(f"--out {out}: holds another table (columns {sorted(names)}), not embeddings; extract "
-                         "replaces only its own outputs: choose another --out")
+    if not set(EMBEDDING_SCHEMA.names) <= set(schema.names):
+        raise ValueError(f"--out {out}: holds another table (columns {sorted(schema.names)}), not embeddings; "
+                         "extract replaces only its own outputs: choose another --out")
+    try:
+        return _recorded(schema)
+    except ValueError:  # a record that is not JSON: none to compare
+        return None
 
 
 def extract_embeddings(run: str | None, data_split_root: str, out: str, embedding_type: str = "ft",
@@ -100,8 +111,7 @@ def extract_embeddings(run: str | None, data_split_root: str, out: str, embeddin
     if out_path.suffix != ".parquet":
         raise ValueError(f"--out {out}: embeddings are written as parquet; give a path ending in .parquet")
     check_output_path(out_path)
-    final = storage.final_path(out_path)  # what an earlier file there is read from
-    _refuse_other_tables(final)
+    earlier = _earlier_embeddings(storage.final_path(out_path))  # (a staged --out: the bucket's object)
     quiet_followers()
     # the run's config alone says what the processes run on; each builds the model once they have started
     runtime = scoring_runtime((encoder or RunConfig()) if run is None else run_config(run), accelerator, devices,
@@ -152,7 +162,6 @@ def extract_embeddings(run: str | None, data_split_root: str, out: str, embeddin
                         }, schema=part_schema(EMBEDDING_SCHEMA)))
 
         made = embeddings_made(config, model, run, embedding_type, layer, pooling)
-        earlier = embeddings_meta(final)
         with gathered_parts(shard, out_path, write_part) as parts:
             if not shard.writes:
                 return None  # rank 0 writes the rows of every process
@@ -185,8 +194,7 @@ def embeddings_meta(path: str | Path) -> dict[str, Any] | None:
     """What :func:`embeddings_made` recorded in the embeddings file at ``path`` (local or in a bucket); None
     without it (none there, or written by an earlier release)."""
     try:
-        stored = (_schema(str(path)).metadata or {}).get(PARQUET_METADATA_KEY) if storage.isfile(path) else None
-        return json.loads(stored) if stored else None
+        return _recorded(_schema(str(path))) if storage.isfile(path) else None
     except (OSError, ValueError, pa.ArrowException):
         return None
 
