@@ -92,3 +92,24 @@ def test_a_remote_file_given_to_report_is_refused_before_anything_is_read(gcs, c
     assert f"{url}: a file in remote storage; the page of a taps table is drawn again from a local copy of its " \
            "folder" in capsys.readouterr().err
     assert sorted(gcs.fs().ls(f"{BUCKET}/taps")) == [f"{BUCKET}/taps/taps.csv", f"{BUCKET}/taps/taps.report.json"]
+
+
+def test_a_stopped_experiment_whose_upload_fails_keeps_its_local_copy(gcs, monkeypatch: pytest.MonkeyPatch,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    """A stopped cv sends its folder up; should that fail, the stop still ends the command, and the folder it wrote
+    stays where the error says (it was deleted with the staging folders)."""
+    import argparse
+
+    import audiotune.staging as staging
+    from audiotune.storage import Role, StorageError
+
+    def refused(local: Path, url: str, **kwargs: object) -> int:
+        raise StorageError(f"{url}: could not be uploaded; the complete local copy is {local}")
+
+    monkeypatch.setattr(staging, "upload", refused)
+    args = argparse.Namespace(command="cv", exp_dir=f"gs://{BUCKET}/exp/stopped")
+    with pytest.raises(KeyboardInterrupt), staging.staged(args, {"exp_dir": Role.EXPERIMENT}, resumable=False):
+        (Path(args.exp_dir) / "fold_1").mkdir()
+        raise KeyboardInterrupt
+    assert (Path(args.exp_dir) / "fold_1").is_dir()
+    assert capsys.readouterr().err.startswith(f"audiotune: gs://{BUCKET}/exp/stopped: could not be uploaded")

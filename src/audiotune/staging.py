@@ -30,6 +30,7 @@ import contextlib
 import hashlib
 import json
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -154,7 +155,11 @@ def staged(args: argparse.Namespace, roles: dict[str, Role], *, resumable: bool)
         except KeyboardInterrupt:  # Ctrl-C, SIGTERM: an experiment's finished runs go up, which its rerun goes on from
             for local, url in staging.experiments:
                 if local.exists() and _uploads():
-                    upload(local, url)
+                    try:
+                        upload(local, url)
+                    except storage.StorageError as err:  # the stop is what ends the command: the runs stay here
+                        keep = True
+                        print(f"audiotune: {err}", file=sys.stderr)
             raise
         keep = True  # from here on the outputs are complete: an upload that fails keeps them
         staging.uploads.extend((local, url, False, False) for local, url in _cloud_uploads(args, plan))
