@@ -55,6 +55,41 @@ def separator_hint(columns: Sequence[object]) -> str:
             f"separates them by {found[0]!r} (save it as comma-separated)") if found else ""
 
 
+class FileLines:
+    """The line of a CSV file on which each of its rows begins (after its header line, or from the first line
+    with ``header=False``), read when first asked: pandas skips blank lines and a quoted cell may span lines, so a
+    row's position plus two need not be its line. A position the file does not account for (it changed, or
+    cannot be read) is given as if the file had no blank line."""
+
+    def __init__(self, path: str | Path | None, header: bool = True) -> None:
+        self.path, self.header = path, header
+        self._starts: list[int] | None = None
+
+    def __call__(self, position: int) -> int:
+        if self._starts is None:
+            self._starts = _row_starts(self.path)[int(self.header):] if self.path is not None else []
+        return self._starts[position] if position < len(self._starts) else position + 1 + int(self.header)
+
+    def of(self, positions: Iterable[int]) -> list[int]:
+        return [self(int(position)) for position in positions]
+
+
+def _row_starts(path: str | Path) -> list[int]:
+    """The line on which each row (the header too) begins, as pandas reads the rows: a record with one cell of
+    spaces at most is a blank line, skipped (``,,`` is a row)."""
+    starts, end = [], 0
+    try:
+        with storage.open_input(path) as stream, io.TextIOWrapper(stream, encoding="utf-8", newline="") as text:
+            reader = csv.reader(text)
+            for record in reader:
+                if len(record) > 1 or (record and record[0].strip()):
+                    starts.append(end + 1)
+                end = reader.line_num
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+    return starts
+
+
 EVERY_COLUMN = ("*",)  # read_table's text_columns for a table whose every cell is read as text (passed on as written)
 
 
@@ -87,13 +122,13 @@ def read_table(path: str | Path, text_columns: tuple[str, ...] = (), na_values: 
                             f"{separator_hint(table.columns)}")
         blank = table["path"].isna() | (table["path"].astype(str).str.strip() == "")
         if blank.any():
-            lines = [int(i) + 2 for i in np.flatnonzero(blank.to_numpy())[:10]]
+            lines = FileLines(path).of(np.flatnonzero(blank.to_numpy())[:10])
             raise DataError(f"{path}: empty 'path' cell on line(s) {lines}; without a 'uid' column such a row "
                             "cannot be named (fill the path, remove the row, or add a uid column)")
         table["uid"] = segment_uids(table)
     blank = table["uid"].isna() | (table["uid"].astype(str).str.strip() == "")
-    if blank.any():  # (line numbers: the header is line 1)
-        lines = [int(i) + 2 for i in np.flatnonzero(blank.to_numpy())[:10]]
+    if blank.any():
+        lines = FileLines(path).of(np.flatnonzero(blank.to_numpy())[:10])
         raise DataError(f"{path}: empty 'uid' cell on line(s) {lines}; every row needs its uid (fill it, or remove "
                         "the row)")
     table["uid"] = table["uid"].astype(str)

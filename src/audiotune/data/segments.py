@@ -21,7 +21,7 @@ from audiotune import storage
 from audiotune.config.sections import ON_ERROR
 from audiotune.data.audio import AudioError, open_audio
 from audiotune.data.errors import DataError, refuse
-from audiotune.data.layout import format_seconds, separator_hint
+from audiotune.data.layout import FileLines, format_seconds, separator_hint
 from audiotune.outputs import check_output_path, skip_list, write_csv, write_skip_list
 
 DECIMALS = 6
@@ -139,8 +139,6 @@ def _positive_seconds(name: str, value: float, allow_zero: bool = False) -> None
         raise DataError(f"--{name} must be a finite number of seconds, {bound} (got {value})")
 
 
-def _row_error(source: str | Path, index: int, problem: str) -> str:
-    return f"{source} line {index + 2}: {problem}"  # line 1 is the header
 
 
 class _Lengths:
@@ -175,16 +173,17 @@ def _check_unique(table: pd.DataFrame, source: str | Path) -> None:
                         "(the same recording or file and offset listed more than once)")
 
 
-def event_segments(events: pd.DataFrame, before: float, after: float, source: str | Path,
-                   out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def event_segments(events: pd.DataFrame, before: float, after: float, source: str | Path, out_dir: Path,
+                   line: Callable[[int], int] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Segments ``[time - before, time + after]`` of an event table, and the events that cannot be cut from their
     file (missing or unreadable, the event past its end, or the segment leaving it), with the reason.
 
     ``path`` is resolved from ``source``'s folder and written relative to ``out_dir`` (as a full path or URL
     when the two are not in one place: see :func:`audiotune.storage.relative`). Every other column is
     carried unchanged (a non-unique ``uid`` column as ``source_uid``). Malformed rows raise one error listing
-    them.
+    them. Rows are named by ``line`` of their position (default: their lines in ``source``).
     """
+    line = line or FileLines(source)
     if "time" not in events.columns:
         raise DataError(f"{source}: --before/--after need a 'time' column (event time in seconds); "
                         f"columns are {list(events.columns)}")
@@ -199,22 +198,22 @@ def event_segments(events: pd.DataFrame, before: float, after: float, source: st
         try:
             time = float(row["time"])
         except ValueError:
-            problems.append(_row_error(source, index, f"time {row['time']!r} is not a number"))
+            problems.append(f"{source} line {line(index)}: time {row['time']!r} is not a number")
             continue
         if not math.isfinite(time) or time < 0:
-            problems.append(_row_error(source, index, f"time {row['time']!r} must be a finite number >= 0"))
+            problems.append(f"{source} line {line(index)}: time {row['time']!r} must be a finite number >= 0")
             continue
         audio, length = lengths.get(row["path"])
         if isinstance(length, str) or time > length + TOLERANCE:  # the file, not the row, is at fault: skippable
             why = length if isinstance(length, str) else \
                 f"the event is past the end of the file ({format_seconds(length)} s long)"
-            skipped.append({"line": index + 2, **row, "path": str(audio), "offset": math.nan,
+            skipped.append({"line": line(index), **row, "path": str(audio), "offset": math.nan,
                             "duration": math.nan, "reason": why.removeprefix(f"{audio}: ")})
             continue
         offset, duration, reason = event_span(time, before, after, length)
         relative = storage.relative(audio, out_dir)
         if reason:
-            skipped.append({"line": index + 2, **row, "path": str(audio), "offset": offset, "duration": duration,
+            skipped.append({"line": line(index), **row, "path": str(audio), "offset": offset, "duration": duration,
                             "reason": f"segment {reason}"})
             continue
         uid = row["uid"] if keep_uid else segment_uid(relative, offset)
@@ -242,12 +241,13 @@ def window_segments(recordings: pd.DataFrame, window: float, hop: float, source:
     if "recording" in recordings.columns:
         raise DataError(f"{source}: already has a 'recording' column; --window writes its own "
                         "(the recording's uid, else its path)")
-    carried = [c for c in recordings.columns if c not in ("uid", "path")]
+    carried, line = [c for c in recordings.columns if c not in ("uid", "path")], FileLines(source)
     lengths, rows, skipped, short = _Lengths(storage.parent(source)), [], [], 0
     for index, row in enumerate(recordings.to_dict("records")):
         audio, length = lengths.get(row["path"])
         if isinstance(length, str):  # the file is at fault: skippable
-            skipped.append({**row, "line": index + 2, "path": str(audio), "reason": length.removeprefix(f"{audio}: ")})
+            skipped.append({**row, "line": line(index), "path": str(audio),
+                            "reason": length.removeprefix(f"{audio}: ")})
             continue
         relative = storage.relative(audio, out_dir)
         recording = row.get("uid") or relative

@@ -9,7 +9,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from audiotune import storage
 from audiotune.data.errors import DataError
-from audiotune.data.layout import SUBJECT, split_file
+from audiotune.data.layout import SUBJECT, FileLines, split_file
 from audiotune.outputs import SPLITS, write_csv
 
 
@@ -30,15 +30,15 @@ def group_values(table: pd.DataFrame, group: str, source: str) -> pd.Series:
 
 
 def check_stratify(table: pd.DataFrame, stratify: str | None, source: str) -> None:
-    """Every row has a class in ``stratify`` (a column of ``table``, whose rows are the file's lines after its
-    header): an empty cell is an error naming its lines."""
+    """Every row has a class in ``stratify`` (a column of ``table``): an empty cell is an error naming its lines
+    in the file the table was read from (its ``source``)."""
     if not stratify:
         return
     if stratify not in table.columns:
         raise DataError(f"{source}: stratify column '{stratify}' not found (columns: {list(table.columns)})")
     blank = (table[stratify].isna() | (table[stratify].astype(str).str.strip() == "")).to_numpy()
     if blank.any():
-        lines = [int(i) + 2 for i in np.flatnonzero(blank)]  # line 1 is the header
+        lines = FileLines(table.attrs.get("source")).of(np.flatnonzero(blank))
         shown = f"{lines[:10]}{f' and {len(lines) - 10} more' if len(lines) > 10 else ''}"
         raise DataError(f"{source}: empty '{stratify}' cell on {len(lines)} line(s) {shown}; --stratify needs a "
                         "class on every row (fill it, remove the row, or drop --stratify)")

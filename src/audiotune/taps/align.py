@@ -254,6 +254,7 @@ def align_csv(taps_csv: str | Path, touch_logs: list[str], keys_csv: str | Path,
     recording) and ``OUT.report.json``. Segments that would leave their file are listed in
     ``OUT.skipped.csv``; with ``report``, the caller writes ``OUT.report.html`` (none of these may be an input).
     Everything is read and checked before anything is written."""
+    from audiotune.data.layout import FileLines
     from audiotune.data.segments import _Lengths, event_segments, source_path
     from audiotune.outputs import (
         TAPS_SUMMARY_SUFFIX,
@@ -294,9 +295,9 @@ def align_csv(taps_csv: str | Path, touch_logs: list[str], keys_csv: str | Path,
         raise DataError(f"no tap matched a key touch (latency {alignment.latency:+.3f} s, selectivity "
                         f"{options.selectivity} s); nothing written. Check --latency / --time_pattern, or plot")
     events = alignment.events.astype({"path": str})
-    segments, skipped = event_segments(events, window[0], window[1], source, out.parent)
-    if len(skipped):  # its lines count the rows of events (line 2: the first); those of the taps table instead
-        skipped["line"] = events.index.to_numpy()[skipped["line"].to_numpy(int) - 2] + 2
+    taps_lines = FileLines(source)  # an event is named by its tap's line in the taps table (events keep its index)
+    segments, skipped = event_segments(events, window[0], window[1], source, out.parent,
+                                       lambda position: taps_lines(int(events.index[position])))
     leftover_path, report_path = sidecar(out, UNMATCHED_SUFFIX), sidecar(out, TAPS_SUMMARY_SUFFIX)
     # taps_table: named as the segments name their recordings (relative to OUT's folder), so that `audiotune report`
     # finds which recording of the summary (named as in the taps table) each segment is of

@@ -13,6 +13,7 @@ import pandas as pd
 
 from audiotune import storage
 from audiotune.data.errors import DataError, refuse
+from audiotune.data.layout import FileLines
 from audiotune.taps import refuse_repeated
 
 SEED_PATTERN = "last7"  # the tap2key rule: the last 7 integer groups are hour, minute, second, fraction, month,
@@ -122,19 +123,20 @@ def read_keys(path: str) -> pd.DataFrame:
     xy = keys[["x", "y"]].apply(pd.to_numeric, errors="coerce")
     if len(keys) and xy.iloc[0].isna().all():  # a header line: neither x nor y is a number
         keys, xy = keys.iloc[1:], xy.iloc[1:]
-    bad = xy.index[xy.isna().any(axis=1)]  # the row's index is its line - 1
+    bad = xy.index[xy.isna().any(axis=1)]  # the row's index is its position in the file (a header's too)
+    line = FileLines(path, header=False)
     if len(bad) or not len(keys):
-        raise DataError(f"{path}: " + (f"x or y not a number on line(s) {[int(i) + 1 for i in bad[:5]]}" if len(bad)
+        raise DataError(f"{path}: " + (f"x or y not a number on line(s) {line.of(bad[:5])}" if len(bad)
                                        else "no keys"))
     table = pd.DataFrame({"x": xy["x"].to_numpy(float), "y": xy["y"].to_numpy(float),
                           "label": keys["label"].str.strip().to_numpy()}, index=keys.index)
     unlabelled = table.index[table["label"] == ""]
     if len(unlabelled):
-        raise DataError(f"{path}: no label on line(s) {[int(i) + 1 for i in unlabelled[:5]]}")
+        raise DataError(f"{path}: no label on line(s) {line.of(unlabelled[:5])}")
     shared = table[table.duplicated(["x", "y"], keep=False)]
     if len(shared):  # the nearest key of a tap there would always be the first: the others never assigned
         place = shared.iloc[0]
-        lines = [int(i) + 1 for i in shared.index[(shared["x"] == place["x"]) & (shared["y"] == place["y"])]]
+        lines = line.of(shared.index[(shared["x"] == place["x"]) & (shared["y"] == place["y"])])
         raise DataError(f"{path}: lines {lines} put keys at one place ({place['x']:g}, {place['y']:g}); give each "
                         "key its own centre")
     return table.reset_index(drop=True)
@@ -199,7 +201,7 @@ def recording_start(path: str, pattern: str = SEED_PATTERN) -> dt.datetime:
 
 def read_taps(path: str | Path) -> pd.DataFrame:
     """A ``taps detect`` table (``path, time, ...``), every cell as text except ``time`` (seconds)."""
-    from audiotune.data.segments import read_source
+    from audiotune.data.segments import read_source, source_path
 
     taps = read_source(path)
     if "time" not in taps.columns:
@@ -207,7 +209,7 @@ def read_taps(path: str | Path) -> pd.DataFrame:
     times = pd.to_numeric(taps["time"], errors="coerce")
     bad = np.flatnonzero(times.isna().to_numpy() | (times < 0).to_numpy())
     if len(bad):
-        raise DataError(f"{path}: 'time' is not a number >= 0 on line(s) {[int(i) + 2 for i in bad[:5]]}")
+        raise DataError(f"{path}: 'time' is not a number >= 0 on line(s) {FileLines(source_path(path)).of(bad[:5])}")
     return taps.assign(time=times.astype(float))
 
 
