@@ -142,3 +142,23 @@ def test_a_share_exactly_five_points_off_is_said(capsys: pytest.CaptureFixture) 
                               val_subjects=None, group="subject")
     _say_shares_off({"test": pd.DataFrame(index=range(45)), "val": pd.DataFrame(index=range(18))}, args, 180, 12)
     assert capsys.readouterr().out.startswith("test: 25% of the rows where --test_fraction 0.2 asks 20%")
+
+
+@pytest.mark.parametrize("folds", [[], ["--folds", "2"]])
+def test_a_class_a_split_has_no_row_of_is_named(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                folds: list[str]) -> None:
+    table = _table(tmp_path)
+    rows = pd.read_csv(table)
+    rows.loc[0, "label"] = "rare"  # one row, in one subject's group: in one split only
+    rows.to_csv(table, index=False)
+    assert main(["split", table, "--out", str(tmp_path / "split"), "--stratify", "label", *folds]) == 0
+    out = capsys.readouterr().out
+    lacking = [line for line in out.splitlines() if "'rare' (1 row)" in line]
+    holding = {path.relative_to(tmp_path / "split") for path in (tmp_path / "split").rglob("*.csv")
+               if "rare" in set(pd.read_csv(path)["label"])}
+    parts = {path.relative_to(tmp_path / "split") for path in (tmp_path / "split").rglob("*.csv")}
+    assert len(lacking) == len(parts) - len(holding) > 0
+    assert all("no row of 'label' class(es)" in line and "too few rows or subject groups" in line
+               for line in lacking)
+    assert main(["split", table, "--out", str(tmp_path / "plain"), *folds]) == 0
+    assert "no row of" not in capsys.readouterr().out  # unstratified: not asked for

@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from audiotune.cli.command import Command
 from audiotune.cli.flags import add_grouping_flags, add_option_flag, add_path, add_storage_flags, spellings
 from audiotune.data.errors import DataError
 from audiotune.storage import Role
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
@@ -83,7 +87,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
             for name in SPLITS:  # an earlier plain split's files: the folder holds folds now
                 (out / split_file(name)).unlink(missing_ok=True)
         for number, parts in enumerate(folds, start=1):
-            print(f"{final_place(out / f'fold_{number}')}: " + ", ".join(f"{k} {len(v)}" for k, v in parts.items()))
+            folder = final_place(out / f"fold_{number}")
+            print(f"{folder}: " + ", ".join(f"{k} {len(v)}" for k, v in parts.items()))
+            _say_classes_missing(parts, table, args.stratify, f"{folder}/")
         return
     if by_task:
         from audiotune.data.task_splits import task_split
@@ -103,6 +109,24 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
               f"group{'' if groups == 1 else 's'}")
     if not by_task:
         _say_shares_off(parts, args, total, group_values(table, args.group, args.manifest).nunique())
+        _say_classes_missing(parts, table, args.stratify)
+
+
+def _say_classes_missing(parts: dict, table: pd.DataFrame, stratify: str | None, where: str = "") -> None:
+    """A --stratify class that a part has no row of (too few rows or subjects for every part to get one): the
+    part's metrics cannot score it."""
+    from audiotune.data.layout import split_file
+
+    if not stratify:
+        return
+    counts = table[stratify].value_counts()
+    for name, part in parts.items():
+        missing = [c for c in counts.index if c not in set(part[stratify])]
+        if missing:
+            shown = ", ".join(f"{c!r} ({counts[c]} row{'' if counts[c] == 1 else 's'})" for c in missing[:10])
+            print(f"{where}{split_file(name)}: no row of '{stratify}' class(es) {shown}"
+                  f"{f' and {len(missing) - 10} more' if len(missing) > 10 else ''}: too few rows or subject "
+                  "groups for every split to get one")
 
 
 def _say_shares_off(parts: dict, args: argparse.Namespace, total: int, n_groups: int) -> None:
