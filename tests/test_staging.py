@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import BUCKET
 
@@ -113,3 +114,20 @@ def test_a_stopped_experiment_whose_upload_fails_keeps_its_local_copy(gcs, monke
         raise KeyboardInterrupt
     assert (Path(args.exp_dir) / "fold_1").is_dir()
     assert capsys.readouterr().err.startswith(f"audiotune: gs://{BUCKET}/exp/stopped: could not be uploaded")
+
+
+def test_a_remote_output_folder_is_checked_and_replaced_as_a_local_one(gcs, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    """split into a bucket's folder sees what that folder holds: folds of an earlier split that it would not
+    replace are refused there too, and a plain split sent there leaves none of the earlier split's files."""
+    table = tmp_path / "table.csv"
+    pd.DataFrame({"path": [f"{i}.wav" for i in range(12)], "subject": [f"s{i % 6}" for i in range(12)]}).to_csv(
+        table, index=False)
+    url, fs = f"gs://{BUCKET}/splits/s", gcs.fs()
+    assert main(["split", str(table), "--out", url, "--folds", "3"]) == 0
+    assert main(["split", str(table), "--out", url, "--folds", "2"]) == 2
+    assert "holds folds of an earlier split (['fold_3'])" in capsys.readouterr().err
+    assert main(["split", str(table), "--out", f"gs://{BUCKET}/splits/p"]) == 0
+    fs.pipe(f"{BUCKET}/splits/p/val.csv", b"path\nold.wav\n")  # as an earlier split with a val part left it
+    assert main(["split", str(table), "--out", f"gs://{BUCKET}/splits/p", "--val_fraction", "0"]) == 0
+    assert sorted(Path(p).name for p in fs.find(f"{BUCKET}/splits/p")) == ["test.csv", "train.csv"]

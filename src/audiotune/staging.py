@@ -14,8 +14,9 @@ that role:
   directory or experiment folder is locked for the command (:class:`~audiotune.remote_lock.RemoteLock`: one writer
   across machines, as a local folder's ``flock`` is on one). A remote run
   directory (``RUN_OUTPUT``) that already holds a run is refused, resumed (``--resume``: downloaded first) or
-  replaced (``--overwrite``) as a local one is; an experiment folder (``EXPERIMENT``) and a cache (``CACHE``)
-  are downloaded first;
+  replaced (``--overwrite``) as a local one is; an experiment folder (``EXPERIMENT``), a cache (``CACHE``) and
+  an output folder (``OUTPUT_DIR``) are downloaded first, and an output folder is sent back as the command left it
+  (what it removed is deleted), so that it ends as a local folder would; an output file brings its skip list;
 - ``LOCAL`` paths are refused when remote, naming the argument.
 
 The seed systems' flags keep their meaning: ``--cloud`` with ``-b/--bucket_name`` and ``--cloud_dir`` also
@@ -38,9 +39,16 @@ from pathlib import Path
 
 from audiotune import remote_lock, storage
 from audiotune.launch import launched_rank_zero
-from audiotune.outputs import RUN_MARKERS, check_folder_kind, command_history, found_entries, holds_run_error
+from audiotune.outputs import (
+    RUN_MARKERS,
+    check_folder_kind,
+    command_history,
+    found_entries,
+    holds_run_error,
+    skip_list,
+)
 from audiotune.storage import Role
-from audiotune.uploads import sync_down, upload
+from audiotune.uploads import remove_remote, sync_down, upload
 
 FOLDERS = (Role.OUTPUT_DIR, Role.RUN_OUTPUT, Role.EXPERIMENT, Role.CACHE)  # the other outputs are files
 
@@ -49,8 +57,25 @@ LOCKED = (Role.RUN_OUTPUT, Role.EXPERIMENT)  # folders of runs: one writing comm
 
 
 @dataclass
+class Upload:
+    """A local output and where it goes; ``replace``: remote objects under ``url`` that ``local`` lacks are deleted
+    (see :func:`~audiotune.uploads.upload`), but for those the folder held before any command wrote there;
+    ``mirror``: ``local`` was brought down whole before the command ran, and every remote object it lacks now is
+    deleted; ``only_new``: files the remote place holds at their size are not sent again; ``pulled``: remote files
+    brought into ``local`` before the command ran, each deleted from ``url`` when the command removed it (as it
+    would have removed it there)."""
+
+    local: Path
+    url: str
+    replace: bool = False
+    mirror: bool = False
+    only_new: bool = False
+    pulled: tuple[str, ...] = ()
+
+
+@dataclass
 class Staging:
-    uploads: list[tuple[Path, str, bool, bool]] = field(default_factory=list)  # (local, url, replace, only_new)
+    uploads: list[Upload] = field(default_factory=list)
     folders: list[Path] = field(default_factory=list)
     locks: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     experiments: list[tuple[Path, str]] = field(default_factory=list)  # (local, url): sent up when stopped too
@@ -108,10 +133,14 @@ def _stage_output(args: argparse.Namespace, key: str, role: Role, staging: Stagi
     if role in LOCKED and remote_lock.locks_remotely(url) and _uploads():  # rank 0 writes; the others only read
         staging.locks.enter_context(remote_lock.RemoteLock(url, str(args.command)))
     holds_run = _check_remote_run(url, args, resumable) if role is Role.RUN_OUTPUT else False
-    if role in (Role.EXPERIMENT, Role.CACHE) or (holds_run and _get(args, "train.resume")):
+    # an output folder is brought down whole and sent back as the command left it (an evaluation replacing the
+    # last one, a split its files), so that the remote folder ends as a local one would; an output file brings its
+    # skip list, which the command removes when it skipped nothing
+    pulled = () if is_folder else _pull(storage.join(destination, skip_list(storage.name(url)).name), folder)
+    if role in (Role.EXPERIMENT, Role.CACHE, Role.OUTPUT_DIR) or (holds_run and _get(args, "train.resume")):
         sync_down(url, folder)
-    staging.uploads.append((folder, destination, bool(holds_run and _get(args, "train.overwrite")),
-                            role is Role.CACHE))
+    staging.uploads.append(Upload(folder, destination, replace=bool(holds_run and _get(args, "train.overwrite")),
+                                  mirror=role is Role.OUTPUT_DIR, only_new=role is Role.CACHE, pulled=pulled))
     if role is Role.EXPERIMENT:
         staging.experiments.append((folder, destination))
     vars(args).setdefault(STAGED_FROM, {})[key] = url
@@ -162,17 +191,32 @@ def staged(args: argparse.Namespace, roles: dict[str, Role], *, resumable: bool)
                         print(f"audiotune: {err}", file=sys.stderr)
             raise
         keep = True  # from here on the outputs are complete: an upload that fails keeps them
-        staging.uploads.extend((local, url, False, False) for local, url in _cloud_uploads(args, plan))
-        for local, url, replace, only_new in staging.uploads:
-            if local.exists() and _uploads():
-                found = tuple(found_entries(local, command_history(local))) if replace else ()
-                upload(local, url, replace=replace, only_new=only_new, keep=found)
+        staging.uploads.extend(Upload(local, url) for local, url in _cloud_uploads(args, plan))
+        for each in staging.uploads:
+            if each.local.exists() and _uploads():
+                found = tuple(found_entries(each.local, command_history(each.local))) \
+                    if each.replace and not each.mirror else ()
+                upload(each.local, each.url, replace=each.replace or each.mirror, only_new=each.only_new, keep=found)
+                remove_remote([storage.join(each.url, name) for name in each.pulled
+                               if not (each.local / name).exists()])
         keep = False
     finally:
         staging.locks.close()  # after the upload: another command may write the folder from now on
         if not keep:
             for folder in staging.folders:
                 shutil.rmtree(folder, ignore_errors=True)
+
+
+def _pull(url: str, folder: Path) -> tuple[str, ...]:
+    """Remote file ``url`` copied into ``folder`` if it exists: its name, else nothing."""
+    if not storage.isfile(url):
+        return ()
+    fs, inner = storage.filesystem(url)
+    try:
+        fs.get_file(inner, str(folder / storage.name(url)))
+    except Exception as err:
+        raise storage.storage_error(url, "be downloaded", err) from err
+    return (storage.name(url),)
 
 
 def _uploads() -> bool:

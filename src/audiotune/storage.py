@@ -50,8 +50,9 @@ class Role(StrEnum):
 
     Read in place: ``TABLE`` (a CSV or split folder) and ``AUDIO`` (an audio root, read by range).
     Read whole: ``INPUT`` and ``RUN`` (a run directory, or the model.safetensors inside it) become local copies.
-    Written: ``OUTPUT_FILE`` (with sidecar files beside it) and ``OUTPUT_DIR`` are written in a local staging
-    folder and uploaded once the command finished; ``RUN_OUTPUT`` (a run directory) is also refused when it holds
+    Written: ``OUTPUT_FILE`` (with sidecar files beside it) and ``OUTPUT_DIR`` (downloaded first, and replaced
+    by what the command left) are written in a local staging folder and uploaded once the command finished;
+    ``RUN_OUTPUT`` (a run directory) is also refused when it holds
     a run, unless resumed (downloaded first) or replaced; ``EXPERIMENT`` (a folder of runs that the command
     resumes itself) and ``CACHE`` (only new entries are uploaded) are downloaded first.
     ``LOCAL``: the command reads or writes it on a local disk only.

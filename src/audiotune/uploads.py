@@ -28,6 +28,16 @@ def sync_down(url: str, folder: str | Path) -> int:
     return count
 
 
+def remove_remote(urls: list[str]) -> None:
+    """Delete remote files (a skip list the command no longer has)."""
+    for url in urls:
+        fs, inner = filesystem(url)
+        try:
+            fs.rm_file(inner)
+        except Exception as err:
+            raise storage_error(url, "be deleted", err) from err
+
+
 def _upload_order(files: list[Path], root: Path) -> list[Path]:
     """Run markers after everything else, each folder's ``config.yaml`` the very last of them."""
     def rank(file: Path) -> tuple[int, int, str]:
@@ -71,7 +81,8 @@ def upload(local: str | Path, url: str, *, replace: bool = False, only_new: bool
         if replace and fs.isdir(inner):
             root = inner.rstrip("/")
             kept = tuple(f"{root}/{name}" for name in keep)
-            existing = {p for p in fs.find(inner) if not any(p == k or p.startswith(f"{k}/") for k in kept)}
+            existing = {p for p in fs.find(inner) if not any(p == k or p.startswith(f"{k}/") for k in kept)
+                        and not any(part.startswith(".") for part in posixpath.relpath(p, root).split("/"))}
             sent_here = {f"{root}/{f.relative_to(local).as_posix()}" for f in files}
             configs = [p for p in existing if posixpath.basename(p) == CONFIG_FILE]
             if configs:

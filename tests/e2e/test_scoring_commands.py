@@ -12,7 +12,14 @@ import soundfile as sf
 from conftest import BUCKET, Emulator, tone
 
 from audiotune.cli import main
-from audiotune.outputs import EVALUATE_DIR, METRICS_FILE, MODEL_FILE, PREDICTIONS_FILE, embeddings_file
+from audiotune.outputs import (
+    EVALUATE_DIR,
+    METRICS_FILE,
+    MODEL_FILE,
+    PREDICTIONS_FILE,
+    SKIPPED_FILE,
+    embeddings_file,
+)
 
 
 def _metrics(folder: Path) -> dict:
@@ -168,3 +175,24 @@ def test_an_evaluation_that_skipped_rows_names_them_by_split_on_its_page(trained
     overview = (out / "report.html").read_text().split('<section id="overview">')[1].split("</section>")[0]
     assert "rows left out (listed in)" in overview and "2 (skipped.csv)" in overview
     assert "<td class=text>scored</td><td>4</td>" in overview
+
+
+def test_a_remote_output_ends_as_a_local_one_would(trained_run: dict, gcs: Emulator, tmp_path: Path) -> None:
+    """An evaluation in a bucket replaces the last one there as it does on a disk, and embeddings written again
+    without skipped rows lose the list of the ones skipped before: no file of an earlier output is left beside
+    the new one."""
+    run, fs = trained_run["run"], gcs.fs()
+    test = trained_run["split"] / "test.csv"
+    ghost = tmp_path / "ghost.csv"
+    pd.concat([pd.read_csv(test), pd.read_csv(test).head(1).assign(uid="ghost")]).to_csv(ghost, index=False)
+    evaluation, out = f"gs://{BUCKET}/evals/e2", f"gs://{BUCKET}/emb/x.parquet"
+    for table in (ghost, test):
+        assert main(["evaluate", "--run", str(run), "-d", str(table), "-o", evaluation, "--on_error", "skip"]) == 0
+        assert main(["evaluate", "--run", str(run), "-d", str(table), "-o", str(tmp_path / "e2"),
+                     "--on_error", "skip"]) == 0
+        assert main(["extract", "--run", str(run), "-d", str(table), "--out", out, "--on_error", "skip"]) == 0
+        remote = {Path(p).relative_to(f"{BUCKET}/evals/e2").as_posix() for p in fs.find(f"{BUCKET}/evals/e2")}
+        local = {p.relative_to(tmp_path / "e2").as_posix() for p in (tmp_path / "e2").rglob("*")
+                 if p.is_file() and not p.name.startswith(".")}
+        assert remote == local and (SKIPPED_FILE in remote) is (table == ghost)
+        assert fs.exists(f"{BUCKET}/emb/x.skipped.csv") is (table == ghost)
