@@ -95,11 +95,11 @@ def binarize_scores(table: pd.DataFrame, columns: list[str], sources: pd.Series)
 
 
 def derive_distortions(table: pd.DataFrame) -> pd.DataFrame:
-    """Fill ``distortions`` where it is empty from the parts present: 1 when either is above 0, 0 when all are 0."""
-    parts = [c for c in DISTORTION_PARTS if c in table.columns]
-    if not parts:
+    """Fill ``distortions`` where it is empty from its parts: 1 when either is above 0, 0 when both are 0, else
+    empty (a part without a column in the table is missing on every row)."""
+    if not any(c in table.columns for c in DISTORTION_PARTS):
         return table
-    values = table[parts]
+    values = table.reindex(columns=list(DISTORTION_PARTS))
     derived = pd.Series(np.nan, index=table.index)
     derived[(values == 0).all(axis=1)] = 0.0
     derived[(values > 0).any(axis=1)] = 1.0
