@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from audiotune.cli import build_parser, main
+from audiotune.cli import build_parser, config_from_args, main
 
 
 def help_text(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, *argv: str) -> str:
@@ -104,3 +104,24 @@ def test_an_option_s_help_says_what_it_means_to_its_command(capsys, monkeypatch)
     assert "here 0, the default, is a tenth of the rows (no validation: --val_size 0)" in pretrain
     train = " ".join(help_text(capsys, monkeypatch, "train", "--help-all").split())
     assert "not --val_size subjects (0: off) (default 0.0" in train
+
+
+@pytest.mark.parametrize(("command", "flag", "default"), [
+    ("pretrain", "--model MODEL", "ssast"), ("cluster", "--model MODEL", "hf"),
+    ("train", "--model MODEL", "ecapa_tdnn"), ("cluster", "--layer N", "-1"),
+])
+def test_a_flag_s_help_shows_the_default_its_command_uses(capsys, monkeypatch, command: str, flag: str,
+                                                          default: str) -> None:
+    full = " ".join(help_text(capsys, monkeypatch, command, "--help-all").split())
+    assert full[full.index(flag):].split("(default ", 1)[1].startswith(f"{default})")  # the flag's own
+    args = build_parser().parse_args([command, "-d", "split", *(["-c", "enc", "--out", "x.parquet", "--num_clusters",
+                                                                  "2"] if command == "cluster" else [])])
+    config = config_from_args(args, read_inputs=False)
+    assert str(config.model.model if flag.startswith("--model") else config.classifier.layer) == default
+
+
+def test_pretrain_shows_no_subject_count_it_would_refuse(capsys, monkeypatch) -> None:
+    full = " ".join(help_text(capsys, monkeypatch, "pretrain", "--help-all").split())
+    entry = full[full.index("--val_size N"):]
+    assert "by default pretraining validates on the val part" in entry[:entry.index("--seed N")]
+    assert "(default 50" not in entry[:entry.index("--seed N")]

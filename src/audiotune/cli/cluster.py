@@ -31,7 +31,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_config_flags(parser, CLUSTER_OPTIONS, model=model or "hf", writes_run=False, defaults={"model.model": "hf"},
                      stages=ENCODING, why="cluster reads the frames of a frozen encoder",
                      notes={**ONE_PROCESS_NOTES, "classifier.layer": "; here the hidden state whose frames are "
-                            "clustered, with --run too (its default, not the run's own --layer, as the seed)"})
+                            "clustered, with --run as without (as the seed: not the run's own --layer)"})
     refuse_other_options(parser, "not an option of cluster, which labels every frame of whole "
                                                   "clips with a frozen encoder on one device (its options: "
                                                   "audiotune cluster --help)")

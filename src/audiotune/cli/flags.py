@@ -112,11 +112,12 @@ def _help_text(spec: dataclasses.Field, text: str, shown: str | None) -> str:
 
 
 def _add_field(group: Any, dest: str, spec: dataclasses.Field, hints: dict, hidden: bool = False,
-               note: str = "", own_help: str | None = None) -> None:
-    """Option ``spec`` as a flag of ``group``; its help is ``own_help`` (default: the declared help) + ``note``."""
+               note: str = "", own_help: str | None = None, default: Any = dataclasses.MISSING) -> None:
+    """Option ``spec`` as a flag of ``group``; its help is ``own_help`` (default: the declared help) + ``note``,
+    with ``default`` (the command's own; else the declared one)."""
     meta = spec.metadata
-    text = _help_text(spec, (meta.get("help", "") if own_help is None else own_help) + note,
-                      default_text(default_of(spec)))
+    shown = default_text(default_of(spec) if default is dataclasses.MISSING else default)
+    text = _help_text(spec, (meta.get("help", "") if own_help is None else own_help) + note, shown)
     kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS, **_field_argument(spec, hints[spec.name])}
     if dest == "model.model":
         kwargs["choices"] = backbones.names()
@@ -126,7 +127,7 @@ def _add_field(group: Any, dest: str, spec: dataclasses.Field, hints: dict, hidd
         return
     action = add_path(group, *names, role=meta["role"], help=text, **kwargs) if meta.get("role") else \
         group.add_argument(*names, help=text, **kwargs)
-    action.__dict__[SUMMARY_DEFAULT] = default_text(default_of(spec))  # for a summarised group's line
+    action.__dict__[SUMMARY_DEFAULT] = shown  # for a summarised group's line
 
 
 class _InRange(argparse.Action):
@@ -186,7 +187,7 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
     if writes_run:
         add_path(parser, *spellings("exp_dir", ("-o",)), role=Role.RUN_OUTPUT, dest="exp_dir", metavar="PATH",
                  default=argparse.SUPPRESS, help=exp_dir)
-    add_section_flags(parser, sections, stages, why, model, notes)
+    add_section_flags(parser, sections, stages, why, model, notes, defaults)
     named = {entry.partition(".")[0] for entry in sections}  # the sections with at least one option taken
     if "model" in named and backbone_flags:
         _add_backbone_flags(parser, model, stages, why)
@@ -208,10 +209,11 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...] 
 
 def add_section_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...],
                       stages: frozenset[Stage] = EVERYWHERE, why: str = "", model: str | None = None,
-                      notes: dict[str, str] | None = None) -> None:
+                      notes: dict[str, str] | None = None, defaults: dict[str, Any] | None = None) -> None:
     """The options of ``sections`` as flags, a group per section (in full in ``--help`` for FULL_HELP_SECTIONS, by
     flag name for the others; a ``model``'s help leaves out the options it does not read: ``backbones.reads_option``);
-    a ``section.name`` entry adds that one option. Each lands in the namespace as ``section.name`` (only when given on
+    a ``section.name`` entry adds that one option, its help showing the command's own default where ``defaults``
+    has one. Each lands in the namespace as ``section.name`` (only when given on
     the command line). An option acting in none of ``stages`` (the stages the command runs) is refused, saying where
     it acts, and so is an augmentation where the command trains nothing on clips (no fine-tuning or pretraining)."""
     hints = {section: typing.get_type_hints(cls) for section, cls in SECTIONS.items()}
@@ -225,7 +227,8 @@ def add_section_flags(parser: argparse.ArgumentParser, sections: tuple[str, ...]
             continue
         section = key.partition(".")[0]
         group = shared_group(parser, section, summarised=section not in FULL_HELP_SECTIONS)
-        _add_field(group, key, spec, hints[section], not backbones.reads_option(model, key), (notes or {}).get(key, ""))
+        _add_field(group, key, spec, hints[section], not backbones.reads_option(model, key), (notes or {}).get(key, ""),
+                   default=(defaults or {}).get(key, dataclasses.MISSING))
 
 
 def declared_fields(sections: tuple[str, ...]) -> list[tuple[str, dataclasses.Field]]:

@@ -42,8 +42,8 @@ NOT_PRETRAINING = ("not an option of pretrain, which trains the encoder on its s
 
 # what those of training's options mean here (after each one's help)
 PRETRAIN_NOTES = {
-    "data.val_size": "; here only 0 is taken (no validation without a val part; with one, it is refused): "
-                     "pretraining validates on the val part, else on --val_share of the rows",
+    "data.val_size": "; here only 0 is taken (no validation without a val part; with one, it is refused); by "
+                     "default pretraining validates on the val part, else on --val_share of the rows",
     "train.val_share": "; here 0, the default, is a tenth of the rows (no validation: --val_size 0)",
     "train.save_top_k": "; here by the validation loss (pretrain has no --monitor)",
     "train.keep": "; here by the validation loss (pretrain has no --monitor)",
