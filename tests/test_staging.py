@@ -10,7 +10,7 @@ from conftest import BUCKET
 
 from audiotune.cli import build_parser, main
 from audiotune.cli.flags import path_roles
-from audiotune.staging import _cloud_plan, _cloud_uploads, _cloud_url
+from audiotune.staging import _cloud_plan, _cloud_uploads, cloud_url
 
 CLOUD = ["--cloud", "-b", "bucket", "--cloud_dir", "seed/out"]
 URL = "gs://bucket/seed/out"
@@ -19,7 +19,7 @@ URL = "gs://bucket/seed/out"
 def _uploads(*argv: str) -> list[tuple[Path, str]]:
     args = build_parser().parse_args([*argv, *CLOUD])
     roles = path_roles(args)
-    assert _cloud_url(args, roles) == URL
+    assert cloud_url(args, roles) == URL
     return _cloud_uploads(args, _cloud_plan(args, roles, URL))
 
 
@@ -41,13 +41,13 @@ def test_cloud_sends_run_folders_whole_and_other_outputs_by_name(tmp_path: Path)
 def test_cloud_needs_its_bucket_and_folder() -> None:
     args = build_parser().parse_args(["extract", "--run", "run", "-d", "test.csv", "--cloud", "-b", "bucket"])
     with pytest.raises(ValueError, match="--cloud_dir"):
-        _cloud_url(args, path_roles(args))
+        cloud_url(args, path_roles(args))
 
 
 def test_cloud_dir_without_cloud_is_refused() -> None:
     args = build_parser().parse_args(["evaluate", "--run", "run", "-d", "test.csv", "--cloud_dir", "runs/r1"])
     with pytest.raises(ValueError, match=r"--cloud_dir runs/r1: the folder that --cloud uploads .* add --cloud"):
-        _cloud_url(args, path_roles(args))
+        cloud_url(args, path_roles(args))
 
 
 def test_cloud_dir_without_cloud_is_refused_but_for_a_resumed_run() -> None:
@@ -55,9 +55,9 @@ def test_cloud_dir_without_cloud_is_refused_but_for_a_resumed_run() -> None:
     made = ["train", "-d", "split", "-l", "labels.txt", "-o", "run", "--cloud_dir", "runs/r1"]
     args = build_parser().parse_args(made)
     with pytest.raises(ValueError, match=r"--cloud_dir runs/r1: .* add --cloud"):
-        _cloud_url(args, path_roles(args))
+        cloud_url(args, path_roles(args))
     args = build_parser().parse_args([*made, "--resume"])
-    assert _cloud_url(args, path_roles(args)) is None
+    assert cloud_url(args, path_roles(args)) is None
 
 
 @pytest.mark.parametrize(("command", "goes_on"), [

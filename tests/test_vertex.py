@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import VERTEX_COMMAND, VERTEX_SPACE, api_message, make_uid_dataset, small_train_args
-from google.cloud.aiplatform_v1.types import CustomJob, HyperparameterTuningJob
+from conftest import BUCKET, VERTEX_COMMAND, VERTEX_SPACE, api_message, make_uid_dataset, small_train_args
+from google.cloud.aiplatform_v1.types import AcceleratorType, CustomJob, HyperparameterTuningJob
 
 from audiotune import vertex
 from audiotune.cli import main
@@ -28,7 +28,8 @@ def test_tuning_job_spec_is_a_valid_api_message(tmp_path: Path) -> None:
     assert job.study_spec.metrics[0].metric_id == "val_uar"
     container = job.trial_job_spec.worker_pool_specs[0].container_spec
     assert list(container.command) == ["audiotune"]
-    assert list(container.args) == [*VERTEX_COMMAND, "--hypertune_metric", "val_uar"]
+    # a trial keeps the epoch of the metric it reports, as a sweep's does
+    assert list(container.args) == [*VERTEX_COMMAND, "--monitor", "uar", "--hypertune_metric", "val_uar"]
 
 
 def test_multi_worker_job_spec(tmp_path: Path) -> None:
@@ -269,3 +270,65 @@ def test_a_negative_max_failed_is_refused_before_the_spec_is_written(tmp_path: P
                  "--out", str(out), "--max_failed", "-1", "--", *VERTEX_COMMAND]) == 2
     assert "--max_failed -1: the failed trials tolerated, at least 0" in capsys.readouterr().err
     assert not out.exists()
+
+
+TRAIN = VERTEX_COMMAND[:-2]  # without -o
+
+
+@pytest.mark.parametrize(("kind", "flags", "command", "message"), [
+    # a place the command writes by default is on the job's disk too
+    ("job", [], TRAIN, "the job's --exp_dir ./experiments: not in a bucket"),
+    ("job", [], ["evaluate", "--run", "/tmp/r", "-d", "gs://b/t.csv"], "the job's --exp_dir /tmp/r: not in a bucket"),
+    ("job", [], [*TRAIN, "-o", "gs://"], "the job's --exp_dir gs://: not in a bucket"),
+    ("job", ["--base_output", "/tmp/jobs"], VERTEX_COMMAND, "--base_output /tmp/jobs: not in a bucket"),
+    # --cloud's place is checked as the run's would be, and per trial
+    ("job", [], [*TRAIN, "-o", "r", "--cloud"], "--cloud uploads the outputs to gs://BUCKET/CLOUD_DIR: give -b"),
+    ("tune", [], [*TRAIN, "-o", "r/{trial}", "--cloud", "-b", "b", "--cloud_dir", "sweep"],
+     "the job's --cloud_dir gs://b/sweep: every trial would write this one place"),
+    ("job", ["--accelerator_type", "T4"], VERTEX_COMMAND, "--accelerator_type T4: not a Vertex AI accelerator type; "
+                                                          "choose NVIDIA_TESLA_K80"),
+    ("job", ["--replicas", "2"], [*VERTEX_COMMAND, "--num_nodes", "3"],
+     "the job's --num_nodes 3: the job has --replicas 2 machine(s)"),
+    ("job", [], [*VERTEX_COMMAND, "--num_nodes", "3"], "the job's --num_nodes 3: the job has --replicas 1 machine(s)"),
+    ("tune", [], [*VERTEX_COMMAND, "--monitor", "loss"], "the job's --monitor loss: the space's metric sets it to uar"),
+])
+def test_a_job_that_would_lose_its_outputs_or_not_start_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                   kind: str, flags: list[str], command: list[str],
+                                                                   message: str) -> None:
+    (tmp_path / "space.yaml").write_text(VERTEX_SPACE)
+    space = ["--space", str(tmp_path / "space.yaml")] if kind == "tune" else []
+    out = tmp_path / "spec.json"
+    assert main(["vertex", kind, "--name", "t", "--image", "img", *space, *flags, "--out", str(out), "--",
+                 *command]) == 2
+    assert message in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize(("space", "message"), [
+    ("metric: test_uar", "metric 'test_uar': a search tunes a validation metric that picks the best epoch"),
+    ("metric: val_nope", "metric 'val_nope': a search tunes a validation metric"),
+    ("metric: val_loss\ngoal: maximize", "val_loss is minimized, but the space says goal: maximize"),
+])
+def test_a_tuning_job_tunes_a_validation_metric_in_its_direction(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                  space: str, message: str) -> None:
+    (tmp_path / "space.yaml").write_text(space + "\nparameters: {layer: {type: integer, min: 0, max: 2}}\n")
+    out = tmp_path / "spec.json"
+    assert main(["vertex", "tune", "--name", "t", "--image", "img", "--space", str(tmp_path / "space.yaml"),
+                 "--out", str(out), "--", *VERTEX_COMMAND]) == 2
+    assert message in capsys.readouterr().err and not out.exists()
+
+
+def test_compute_engine_s_accelerator_names_are_the_api_s(tmp_path: Path) -> None:
+    out = tmp_path / "job.json"
+    assert main(["vertex", "job", "--name", "t", "--image", "img", "--accelerator_type", "nvidia-l4", "--out",
+                 str(out), "--", *VERTEX_COMMAND]) == 0
+    job = api_message(json.loads(out.read_text()), CustomJob)
+    assert job.job_spec.worker_pool_specs[0].machine_spec.accelerator_type == AcceleratorType.NVIDIA_L4
+
+
+def test_a_trial_uploads_to_its_own_cloud_dir(tmp_path: Path, gcs, monkeypatch: pytest.MonkeyPatch) -> None:
+    table = tmp_path / "table.csv"
+    table.write_text("path,subject\n" + "".join(f"{i}.wav,s{i}\n" for i in range(6)))
+    monkeypatch.setenv("CLOUD_ML_TRIAL_ID", "7")
+    assert main(["split", str(table), "--out", str(tmp_path / "split"), "--cloud", "-b", BUCKET, "--cloud_dir",
+                 "sweep/{trial}"]) == 0
+    assert gcs.fs().exists(f"{BUCKET}/sweep/7/split/train.csv")

@@ -166,7 +166,7 @@ def staged(args: argparse.Namespace, roles: dict[str, Role], *, resumable: bool)
     upload keeps the staging folder (the error names it); a failed command leaves nothing behind."""
     storage.configure(_get(args, "project_name"))  # type: ignore[arg-type]
     _refuse_remote(args, roles)
-    cloud = _cloud_url(args, roles)
+    cloud = cloud_url(args, roles)
     plan = _cloud_plan(args, roles, cloud) if cloud else []  # named before staging renames the outputs
     staging = Staging()
     keep = False
@@ -256,7 +256,7 @@ def _cloud_uploads(args: argparse.Namespace, plan: list[tuple[str, Role, str]]) 
     return uploads
 
 
-def _cloud_url(args: argparse.Namespace, roles: dict[str, Role]) -> str | None:
+def cloud_url(args: argparse.Namespace, roles: dict[str, Role]) -> str | None:
     """The seed systems' ``--cloud -b BUCKET --cloud_dir DIR``: the command's outputs are uploaded there too."""
     if not _get(args, "cloud"):
         # a seed flag that means something only beside another: refused before any write, but for a run resumed

@@ -26,6 +26,7 @@ from typing import Any
 
 from audiotune.config import SECTIONS
 from audiotune.config.files import parse_yaml
+from audiotune.config.sections import MONITORS, monitor_key
 from audiotune.launch import NODE_VARIABLES
 from audiotune.outputs import write_bytes
 
@@ -55,11 +56,48 @@ class Machine:
     boot_disk_gb: int = 100
 
 
+NO_ACCELERATOR = "NONE"
+ACCELERATOR_FAMILIES = ("NVIDIA_", "TPU_")  # how Vertex AI's AcceleratorType names begin
+
+
+def _api_accelerators() -> list[str]:
+    """The accelerator types of the installed Vertex AI client (its AcceleratorType), or none without it."""
+    try:
+        from google.cloud.aiplatform_v1.types.accelerator_type import AcceleratorType
+    except ImportError:
+        return []
+    return [kind.name for kind in AcceleratorType if kind.value]  # type: ignore[attr-defined]
+
+
+def accelerator_type(value: str) -> str:
+    """``--accelerator_type`` as the API names it: ``nvidia-tesla-t4`` (Compute Engine's spelling) is
+    ``NVIDIA_TESLA_T4``; a name that is none of the installed client's types (without the client: that begins
+    with none of :data:`ACCELERATOR_FAMILIES`) is an error now, not when the job is created."""
+    name = value.strip().upper().replace("-", "_") or NO_ACCELERATOR
+    if name == NO_ACCELERATOR:
+        return name
+    known = _api_accelerators()
+    if name not in known if known else not name.startswith(ACCELERATOR_FAMILIES):
+        choices = ", ".join(known) if known else "a name of Vertex AI's AcceleratorType, e.g. NVIDIA_TESLA_T4"
+        raise VertexError(f"--accelerator_type {value}: not a Vertex AI accelerator type; choose {choices}, or "
+                          f"{NO_ACCELERATOR} for a job without one")
+    return name
+
+
+def bucket_url(value: str, what: str) -> str:
+    """``value`` if it is a place in a bucket (``gs://BUCKET/...``), else an error naming ``what``."""
+    if not value.startswith("gs://") or not value[len("gs://"):].split("/", 1)[0]:
+        raise VertexError(f"{what} {value}: not in a bucket; the job's own disk is discarded when it ends, so "
+                          "write to gs://BUCKET/...")
+    return value
+
+
 def worker_pools(command: list[str], machine: Machine) -> list[dict[str, Any]]:
     """Worker pool specs: pool 0 is the chief (rank 0), pool 1 holds the other ``replicas - 1``."""
     if machine.replicas < 1:
         raise VertexError(f"--replicas {machine.replicas}: at least 1")
-    cpu_only = machine.accelerator_type.upper() in ("", "NONE")
+    accelerator = accelerator_type(machine.accelerator_type)
+    cpu_only = accelerator == NO_ACCELERATOR
     if machine.accelerator_count < 0 or (not cpu_only and machine.accelerator_count == 0):
         raise VertexError(f"--accelerator_count {machine.accelerator_count}: at least 1 "
                           f"{machine.accelerator_type} (for a job without one: --accelerator_type NONE)")
@@ -72,8 +110,7 @@ def worker_pools(command: list[str], machine: Machine) -> list[dict[str, Any]]:
                             "containerSpec": {"imageUri": machine.image, "command": ["audiotune"],
                                               "args": list(command)}}
     if not cpu_only:
-        spec["machineSpec"].update(acceleratorType=machine.accelerator_type.upper(),
-                                   acceleratorCount=machine.accelerator_count)
+        spec["machineSpec"].update(acceleratorType=accelerator, acceleratorCount=machine.accelerator_count)
     pools = [{**spec, "replicaCount": "1"}]
     if machine.replicas > 1:
         pools.append({**spec, "replicaCount": str(machine.replicas - 1)})
@@ -84,7 +121,7 @@ def custom_job(name: str, command: list[str], machine: Machine, base_output: str
     """A CustomJob running ``audiotune COMMAND``; ``base_output`` (gs://) sets the job's AIP_MODEL_DIR root."""
     job_spec: dict[str, Any] = {"workerPoolSpecs": worker_pools(command, machine)}
     if base_output:
-        job_spec["baseOutputDirectory"] = {"outputUriPrefix": base_output}
+        job_spec["baseOutputDirectory"] = {"outputUriPrefix": bucket_url(base_output, "--base_output")}
     return {"displayName": name, "jobSpec": job_spec}
 
 
@@ -182,6 +219,20 @@ def read_space(path: str | Path) -> dict[str, Any]:
     return {"metric": space["metric"], "goal": goal, "algorithm": algorithm, "parameters": parameters}
 
 
+def space_monitor(space: dict[str, Any], source: str) -> str:
+    """The ``--monitor`` of the space's metric (a validation metric that picks the best epoch; never a test
+    metric); the space's goal must be that metric's direction."""
+    split, _, name = space["metric"].partition("_")
+    if split != "val" or name not in MONITORS:
+        known = ", ".join(monitor_key(m) for m in MONITORS)
+        raise VertexError(f"{source}: metric {space['metric']!r}: a search tunes a validation metric that picks "
+                          f"the best epoch, one of {known} (never a test metric)")
+    wanted = "maximize" if MONITORS[name] == "max" else "minimize"
+    if space["goal"] != wanted:
+        raise VertexError(f"{source}: {space['metric']} is {wanted}d, but the space says goal: {space['goal']}")
+    return name
+
+
 def _edges(parameter: dict[str, Any]) -> list[str]:
     """A parameter's values as the command line receives them that stand for all it takes: a range's ends, every
     listed value."""
@@ -210,7 +261,8 @@ def check_space(space: dict[str, Any], source: str, check: Callable[[list[str]],
 def tuning_job(name: str, command: list[str], machine: Machine, space: dict[str, Any], trials: int,
                parallel: int, max_failed: int = 0) -> dict[str, Any]:
     """A HyperparameterTuningJob: each trial runs ``audiotune COMMAND --PARAM=VALUE ...`` and reports
-    ``space['metric']`` (the command gets ``--hypertune_metric``)."""
+    ``space['metric']`` (the command gets ``--hypertune_metric``; ``command`` keeps the epoch it reports by that
+    metric: see :func:`tuned_command`)."""
     if trials < 1 or parallel < 1:
         raise VertexError(f"--trials {trials} --parallel {parallel}: both must be at least 1")
     if max_failed < 0:
@@ -289,43 +341,55 @@ def cluster_environment(env: dict[str, str] | None = None) -> dict[str, str]:
     return {key: found[key] for key in missing}
 
 
-def check_command(command: list[str], parse: Any) -> None:
-    """Parse the container's command line here, so a typo fails now and not after the job started."""
+def check_command(command: list[str], parse: Any) -> Any:
+    """Parse the container's command line here, so a typo fails now and not after the job started; the parsed
+    command."""
     stderr = io.StringIO()
     try:
         with contextlib.redirect_stderr(stderr):
-            parse(command)
+            return parse(command)
     except SystemExit:
         reason = stderr.getvalue().strip().splitlines()[-1:] or ["not a valid command line"]
         raise VertexError(f"the job's command `audiotune {' '.join(command)}`: {reason[0]}") from None
 
 
 def check_outputs(outputs: dict[str, str], tuning: bool) -> None:
-    """A job's container disk is gone when the job ends: every output path of its command (``{flag: path}``) must
-    be in a bucket, and a tuning job's must differ per trial (``{trial}``, replaced by the trial's id)."""
+    """A job's container disk is gone when the job ends: every output path of its command (``{flag: path}``, a
+    default one too) must be in a bucket, and a tuning job's must differ per trial (``{trial}``, replaced by the
+    trial's id)."""
     for flag, path in outputs.items():
-        if not path.startswith("gs://"):
-            raise VertexError(f"the job's {flag} {path}: not in a bucket; the job's own disk is discarded when it "
-                              "ends, so write to gs://BUCKET/...")
+        bucket_url(path, f"the job's {flag}")
         if tuning and "{trial}" not in path:
             raise VertexError(f"the job's {flag} {path}: every trial would write this one place; put {{trial}} in "
                               "it (replaced by each trial's id), e.g. gs://B/runs/{trial}")
 
 
+def tuned_command(command: list[str], monitor: str, given: str | None) -> list[str]:
+    """A trial's ``train`` command keeping the epoch of the space's metric (``--monitor``, as a sweep's trial):
+    ``given``, the command's own --monitor, may only be that metric."""
+    if given is not None and given != monitor:
+        raise VertexError(f"the job's --monitor {given}: the space's metric sets it to {monitor}; leave it out")
+    return command if given is not None else [*command, "--monitor", monitor]
+
+
 def run_command(args: Any, parse: Any, outputs: Any) -> dict[str, Any]:
     """The spec of ``audiotune vertex job|tune``, checked and written to ``--out``. ``parse(command)`` checks a
-    command line (argparse's SystemExit on a bad one, ValueError on a value out of range); ``outputs(command)``
-    gives its output paths by flag."""
+    command line (argparse's SystemExit on a bad one, ValueError on a value out of range) and returns it parsed;
+    ``outputs(command)`` gives its output paths by flag (those it writes by default too)."""
     command = list(args.job_command[1:] if args.job_command[:1] == ["--"] else args.job_command)
     if not args.name.strip():
         raise VertexError("--name: give the job a name (its display name on Vertex AI)")
     if not command:
         raise VertexError("give the command the job runs after --, e.g. -- train -d gs://B/split ...")
-    if args.replicas > 1 and not any(c == "--num_nodes" or c.startswith("--num_nodes=") for c in command):
+    given = vars(check_command(command, parse))
+    nodes = given.get("runtime.num_nodes")
+    if nodes is not None and nodes != args.replicas:
+        raise VertexError(f"the job's --num_nodes {nodes}: the job has --replicas {args.replicas} machine(s), "
+                          "which the command runs on; give --replicas alone (it adds --num_nodes)")
+    if args.replicas > 1 and nodes is None:
         command += ["--num_nodes", str(args.replicas)]
     machine = Machine(args.image, args.machine_type, args.accelerator_type, args.accelerator_count, args.replicas,
                       boot_disk_gb=args.boot_disk_gb)
-    check_command(command, parse)
     check_outputs(outputs(command), tuning=args.vertex_command == "tune")
     if args.vertex_command == "job":
         spec = custom_job(args.name, command, machine, args.base_output)
@@ -333,6 +397,7 @@ def run_command(args: Any, parse: Any, outputs: Any) -> dict[str, Any]:
         space = read_space(args.space)
         if command[0] != "train":
             raise VertexError("a tuning job runs `train` (the command reports the metric)")
+        command = tuned_command(command, space_monitor(space, str(args.space)), given.get("train.monitor"))
         check_space(space, args.space, lambda flags: check_command([*command, *flags], parse))
         spec = tuning_job(args.name, command, machine, space, args.trials, args.parallel, args.max_failed)
     write_spec(spec, args.out)

@@ -130,8 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     command = next(c for c in COMMANDS if c.name == args.command)
     try:
-        if vars(args).get("exp_dir") and "{trial}" in str(args.exp_dir):  # one run directory per tuning trial
-            args.exp_dir = str(args.exp_dir).replace("{trial}", vertex.trial_id())
+        for place in ("exp_dir", "cloud_dir"):  # one run directory (and its upload) per tuning trial
+            if vars(args).get(place) and "{trial}" in str(vars(args)[place]):
+                vars(args)[place] = str(vars(args)[place]).replace("{trial}", vertex.trial_id())
         os.environ.update(vertex.cluster_environment())  # a Vertex AI multi-worker job: where rank 0 is
         if command.default_outputs:
             command.default_outputs(args)

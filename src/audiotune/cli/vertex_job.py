@@ -9,7 +9,8 @@ import pandas as pd
 
 from audiotune import storage, vertex, vertex_results
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_path, path_roles, spellings
+from audiotune.cli.config_args import config_from_args
+from audiotune.cli.flags import CONFIG_SECTIONS, add_path, path_roles, spellings
 from audiotune.cli.help import HelpFormatter
 from audiotune.cli.values import integer
 from audiotune.storage import Role
@@ -100,10 +101,21 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
     def outputs(command: list[str]) -> dict[str, str]:
         parsed = parser.parse_args(command)
+        roles = path_roles(parsed)
         if vars(parsed).get("cloud"):  # the seed's upload after the command: its outputs may stay local
-            return {}
-        return {f"--{dest}": str(getattr(parsed, dest)) for dest, role in path_roles(parsed).items()
-                if role in WRITTEN and getattr(parsed, dest, None)}
+            from audiotune.staging import cloud_url
+
+            return {"--cloud_dir": str(cloud_url(parsed, roles))}
+        written = {dest: getattr(parsed, dest, None) for dest, role in roles.items() if role in WRITTEN}
+        for dest, value in written.items():
+            if value:
+                continue
+            if dest == "exp_dir" and CONFIG_SECTIONS in vars(parsed):  # the run directory of the config
+                config = vars(parsed).get("config") or ""
+                written[dest] = "" if storage.is_remote(config) else config_from_args(parsed, read_inputs=False).exp_dir
+            elif getattr(parsed, "run", None):  # an output that defaults into the run read (RUN/evaluate, ...)
+                written[dest] = storage.join(parsed.run, "")
+        return {f"--{dest}": str(value) for dest, value in written.items() if value}
 
     spec = vertex.run_command(_with_vertex_counts(args), parse, outputs)
     print(f"{args.out}: {'CustomJob' if args.vertex_command == 'job' else 'HyperparameterTuningJob'} "

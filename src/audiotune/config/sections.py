@@ -39,6 +39,15 @@ AUDIO_ROOT = ("prefix", "study")  # the data options that say where uid-layout a
 RAISE, SKIP = "raise", "skip"  # what a command does with a bad input: stop with an error, or leave it out and list it
 ON_ERROR = (RAISE, SKIP)
 LOGGERS = ("csv", "tensorboard")
+# --monitor: the validation metrics that can pick the best epoch -> "max" (higher is better) or "min"
+MONITORS = {"loss": "min", "uar": "max", "accuracy": "max", "macro_f1": "max", "weighted_f1": "max",
+            "auc": "max", "ccc": "max", "mae": "min"}
+
+
+def monitor_key(monitor: str) -> str:
+    """The name a --monitor metric is logged under, e.g. ``val_uar``."""
+    return f"val_{monitor}"
+
 TENSORBOARD = ("tensorboard", "tensorboardX")  # the packages Lightning's TensorBoardLogger writes with
 RESUME_HINT = "the same command with --resume continues from the last finished epoch"  # a stopped train/pretrain
 
@@ -304,10 +313,11 @@ class TrainConfig:
                                    "(0: off)",
                               valid=(0, 1, True, False))
     patience: int = option(0, "early stopping patience in epochs on the --monitor metric (0 = off)", valid=AT_LEAST_0)
-    monitor: str = option("loss", "validation metric that picks the best epoch and stops early (max for uar, "
-                                  "accuracy, macro_f1, weighted_f1, auc, ccc; min for loss, mae; the mean over "
+    monitor: str = option("loss", "validation metric that picks the best epoch and stops early (max for "
+                                  f"{', '.join(m for m, way in MONITORS.items() if way == 'max')}; min for "
+                                  f"{', '.join(m for m, way in MONITORS.items() if way == 'min')}; the mean over "
                                   "heads when there are several)",
-                          choices=("loss", "uar", "accuracy", "macro_f1", "weighted_f1", "auc", "ccc", "mae"))
+                          choices=tuple(MONITORS))
     save_top_k: int = option(1, f"keep the K best validation epochs by --monitor as checkpoints in "
                                 f"EXP_DIR/{CHECKPOINT_DIR} (1: best.ckpt; more: best-epoch=NN.ckpt each, NN from 0); "
                                 "the saved model is the best of them (with --keep last they are kept for inspection "

@@ -15,6 +15,7 @@ from pytorch_lightning.utilities.types import OptimizerConfig, OptimizerLRSchedu
 from torch import Tensor
 
 from audiotune.config import HeadSpec, TrainConfig
+from audiotune.config.sections import monitor_key
 from audiotune.data.batch_features import batch_lengths
 from audiotune.data.draws import epoch_seed
 from audiotune.data.loading import batch_features
@@ -24,7 +25,7 @@ from audiotune.engine.cuda_graphs import CudaGraphSkips
 from audiotune.engine.distributed import all_gather_objects, unique_batches
 from audiotune.engine.losses import ClassWeights, classification_loss, resolve_loss, resolve_regression_loss
 from audiotune.engine.metrics import compute_metrics, scores_from_logits
-from audiotune.engine.selection import monitor_key, monitor_value, worst_value
+from audiotune.engine.selection import monitor_value, worst_value
 from audiotune.engine.step_log import step_output
 from audiotune.models.classifier import Classifier
 from audiotune.outputs import TRAIN_CLIPS

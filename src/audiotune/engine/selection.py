@@ -6,19 +6,12 @@ import math
 import numpy as np
 
 from audiotune.config import HeadSpec
+from audiotune.config.sections import MONITORS
 
-# metric -> "max" (higher is better) or "min"
-MONITORS = {"loss": "min", "uar": "max", "accuracy": "max", "macro_f1": "max", "weighted_f1": "max",
-            "auc": "max", "ccc": "max", "mae": "min"}
 CLASSIFICATION_KINDS = ("binary", "categorical", "soft")
 # which head kinds define each metric
 NEEDS = {"uar": CLASSIFICATION_KINDS, "accuracy": CLASSIFICATION_KINDS, "macro_f1": CLASSIFICATION_KINDS,
          "weighted_f1": CLASSIFICATION_KINDS, "auc": ("binary",), "ccc": ("regression",), "mae": ("regression",)}
-
-
-def monitor_key(monitor: str) -> str:
-    """The name the metric is logged under, e.g. ``val_uar``."""
-    return f"val_{monitor}"
 
 
 def monitor_mode(monitor: str) -> str:

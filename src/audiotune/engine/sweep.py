@@ -47,15 +47,15 @@ from optuna.trial import FrozenTrial, TrialState
 
 from audiotune import outputs
 from audiotune.config import RunConfig, config_to_dict
+from audiotune.config.sections import monitor_key
 from audiotune.engine.cv_summary import finished_metrics
 from audiotune.engine.device import check_one_process, parse_devices
 from audiotune.engine.records import check_settings_record
-from audiotune.engine.selection import MONITORS, monitor_key
 from audiotune.engine.sweep_options import PRUNERS, SweepOptions
 from audiotune.engine.train import continue_or_start, train
 from audiotune.interrupts import Terminated, stopped_by
 from audiotune.outputs import EPOCHS_RUN, write_bytes, write_csv, write_json
-from audiotune.vertex import VertexError, metric_value
+from audiotune.vertex import VertexError, metric_value, space_monitor
 
 log = logging.getLogger(__name__)
 
@@ -67,19 +67,6 @@ class SweepError(ValueError):
 
 
 Configure = Callable[[dict[str, Any]], RunConfig]
-
-
-def space_monitor(space: dict[str, Any], source: str) -> str:
-    """The ``--monitor`` of the space's metric; the space's goal must be that metric's direction."""
-    split, _, name = space["metric"].partition("_")
-    if split != "val" or name not in MONITORS:
-        known = ", ".join(monitor_key(m) for m in MONITORS)
-        raise VertexError(f"{source}: metric {space['metric']!r}: a sweep tunes a validation metric that picks the "
-                          f"best epoch, one of {known} (never a test metric)")
-    wanted = "maximize" if MONITORS[name] == "max" else "minimize"
-    if space["goal"] != wanted:
-        raise VertexError(f"{source}: {space['metric']} is {wanted}d, but the space says goal: {space['goal']}")
-    return name
 
 
 def check_base(config: RunConfig, monitor: str) -> RunConfig:

@@ -18,6 +18,7 @@ from audiotune.config import (
     check_config,
     save_config,
 )
+from audiotune.config.sections import monitor_key
 from audiotune.data.balance import class_head
 from audiotune.data.loader_plan import training_passes
 from audiotune.data.loading import adaptation_loader, balanced_sampler, check_sampler_options, make_dataset, make_loader
@@ -38,7 +39,7 @@ from audiotune.engine.module import ClassifierModule, DeviceFeatures, trains
 from audiotune.engine.pace import pace_summary
 from audiotune.engine.resume import checkpoint_to_resume, keep_resumed_version, record_changes, resumed_changes
 from audiotune.engine.seed_resume import STARTED_FROM, imported_start, load_imported
-from audiotune.engine.selection import check_monitor, monitor_key, monitor_mode
+from audiotune.engine.selection import check_monitor, monitor_mode
 from audiotune.engine.trainer import build_trainer, earlier_log, merge_logs
 from audiotune.launch import launched_rank_zero
 from audiotune.models.backbones import input_spec, resolve_config
