@@ -135,17 +135,28 @@ def _number(value: Any, where: str) -> float:
     return number
 
 
+# search parameters that are no setting of a trial (options by name, any of their spellings), and why
+NOT_SEARCHED = {
+    ("o", "exp_dir", "config"): "where each trial writes and the config it starts from are the command's",
+    ("monitor",): "each trial keeps the epoch of the space's metric (its --monitor)",
+    ("devices", "num_nodes", "strategy"): "the processes a trial runs in are the command's (a sweep runs one per "
+                                          "trial; a tuning job's machines are its --replicas)",
+}
+
+
 def _not_searched(name: str) -> str | None:
-    """Why flag ``name`` cannot be a search parameter: where the trial writes or what it starts from (the command's
-    own, one per trial), or what one command does (``--resume``: an action, no setting of the run)."""
-    if name in ("o", "exp_dir", "exp-dir", "config"):
-        return "where each trial writes and the config it starts from are the command's"
+    """Why flag ``name`` cannot be a search parameter: where the trial writes, what it starts from, the metric it
+    keeps its epoch by and the processes it runs in (the command's own, :data:`NOT_SEARCHED`), or what one command
+    does (``--resume``: an action, no setting of the run)."""
+    spelt = {name, name.replace("-", "_")}
     for section in SECTIONS.values():
         for spec in dataclasses.fields(section):
             names = {spec.name, *(flag.lstrip("-") for flag in spec.metadata.get("flags", ()))}
-            if spec.metadata.get("action") and name in names | {n.replace("_", "-") for n in names}:
-                return f"--{spec.name} is what one command does, not a setting of the run"
-    return None
+            if spelt & {*names, *(n.replace("-", "_") for n in names)}:
+                spelt.add(spec.name)
+                if spec.metadata.get("action"):
+                    return f"--{spec.name} is what one command does, not a setting of the run"
+    return next((why for names, why in NOT_SEARCHED.items() if spelt & set(names)), None)
 
 
 def _parameter(name: str, spec: Any, source: str) -> dict[str, Any]:

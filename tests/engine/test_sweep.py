@@ -19,8 +19,8 @@ from safetensors.torch import load_file
 
 from audiotune.cli import main
 from audiotune.config import RunConfig, save_config
-from audiotune.engine.sweep import check_base, grid, space_monitor
-from audiotune.vertex import VertexError, read_space
+from audiotune.engine.sweep import check_base, grid
+from audiotune.vertex import VertexError, read_space, space_monitor
 
 SPACE = {"metric": "val_loss", "goal": "minimize", "algorithm": "random",
          "parameters": {"learning_rate": {"type": "double", "min": 1e-4, "max": 1e-1, "scale": "log"},
@@ -98,12 +98,12 @@ SMALL_SSAST = ["--model", "ssast", "--model_size", "tiny", "--num_mel_bins", "32
                  "--freeze_feature_encoder: --model ecapa_tdnn has no separate convolutional feature encoder",
                  id="fixed flag of a part the backbone lacks"),
     pytest.param({"freeze_feature_encoder": {"type": "categorical", "values": ["false", "true"]}}, ["--freeze", "true"],
-                 "s.yaml: parameter 'freeze_feature_encoder' = true: --freeze_feature_encoder True: acts only while "
-                 "the encoder trains; the encoder is frozen here", id="space value"),
+                 "s.yaml: parameter 'freeze_feature_encoder' = false: --freeze_feature_encoder: --model ecapa_tdnn has "
+                 "no separate convolutional feature encoder", id="space value"),
     pytest.param({"freeze": {"type": "categorical", "values": ["false", "true"]},
-                  "freeze_feature_encoder": {"type": "categorical", "values": ["false", "true"]}}, [],
-                 "s.yaml: parameter 'freeze' = true with parameter 'freeze_feature_encoder' = true: "
-                 "--freeze_feature_encoder True: acts only while the encoder trains", id="two space values"),
+                  "frozen_train_mode": {"type": "categorical", "values": ["false", "true"]}}, [],
+                 "s.yaml: parameter 'frozen_train_mode' = true: --frozen_train_mode True: acts only with --freeze "
+                 "true", id="space value needing another's"),
     pytest.param({"task": {"type": "categorical", "values": ["ft_avgtok", "pretrain_joint"]}}, SMALL_SSAST,
                  "s.yaml: parameter 'task' = pretrain_joint: --task pretrain_joint: acts only in audiotune pretrain",
                  id="ssast task"),
@@ -115,6 +115,15 @@ SMALL_SSAST = ["--model", "ssast", "--model_size", "tiny", "--num_mel_bins", "32
     pytest.param({"labeling_method": {"type": "categorical", "values": ["distribution", "hard"]}}, [],
                  "s.yaml: parameter 'labeling_method' = hard: --labeling_method hard: acts only on soft (vote) heads",
                  id="head option in the space"),
+    pytest.param({"mask_time_prob": {"type": "double", "min": 0.01, "max": 0.1}}, [],
+                 "s.yaml: parameter 'mask_time_prob' = 0.01: --mask_time_prob (--model hf): option(s) of another "
+                 "backbone than --model ecapa_tdnn", id="another backbone's option"),
+    pytest.param({"monitor": {"type": "categorical", "values": ["loss", "uar"]}}, [],
+                 "s.yaml: parameter 'monitor': not a search parameter: each trial keeps the epoch of the space's "
+                 "metric", id="the metric a trial keeps its epoch by"),
+    pytest.param({"devices": {"type": "categorical", "values": ["1", "2"]}}, [],
+                 "s.yaml: parameter 'devices': not a search parameter: the processes a trial runs in are the "
+                 "command's", id="processes"),
 ])
 def test_what_a_trial_would_refuse_stops_the_sweep_before_it_writes(
         tmp_path: Path, capsys: pytest.CaptureFixture, parameters: dict, flags: list[str], message: str) -> None:
@@ -372,6 +381,19 @@ def test_frozen_encoder_trials_share_the_feature_cache(tmp_path: Path) -> None:
     first, second = table.iloc[0], table.iloc[1]
     assert first["cache_encoded"] == 16 + 4 + 4 and first["cache_reused"] == 0  # train, validation, test clips
     assert second["cache_encoded"] == 0 and second["cache_reused"] == 24
+
+
+def test_a_trial_refused_before_it_trains_is_not_said_to_go_on_when_run_again(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A metric the heads do not have (a regression metric of class labels) is refused by the trial's train before
+    it writes: the sweep stops saying so, not that running it again goes on."""
+    ds = make_uid_dataset(tmp_path)
+    space = write_space(tmp_path / "s.yaml", metric="val_ccc", goal="maximize")
+    assert main(sweep_args(ds, space, tmp_path / "sweep", "-e", "1", "--trials", "2")) == 2
+    err = capsys.readouterr().err
+    assert "--monitor ccc needs a head of kind regression" in err
+    assert "it was refused before it trained: change the space or the flags the trials share" in err
+    assert "run it again to go on" not in err
 
 
 @pytest.mark.slow

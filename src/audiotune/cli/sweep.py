@@ -16,6 +16,7 @@ from audiotune.cli.stages import (
     given_options,
     keep_what_the_record_predates,
     own_idle_at_defaults,
+    refuse_other_backbones,
 )
 from audiotune.cli.values import integer, options_of
 from audiotune.config import RunConfig, check_config
@@ -85,8 +86,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     def trial_config(flags: list[str]) -> RunConfig:
         vertex.check_command(["train", *flags], parse)  # a value the flag refuses: an error of this trial, not an exit
         trial = parse(["train", *flags])
-        return check_config(own_idle_at_defaults(apply_flags(copy.deepcopy(base), trial), config_file, raw,
-                                                 given_options(args, trial), say=False))
+        config = apply_flags(copy.deepcopy(base), trial)
+        refuse_other_backbones(trial, config)  # as train refuses an option of another backbone than --model
+        return check_config(own_idle_at_defaults(config, config_file, raw, given_options(args, trial), say=False))
 
     def refuse_of_trial(config: RunConfig) -> None:
         refuse_inactive_of_runs(config, made)

@@ -396,8 +396,13 @@ def _run_trials(sweep_dir: Path, study: optuna.Study, space: dict[str, Any], con
             failed_here += 1
             write_outputs(sweep_dir, study, space)
             if failed_here > options.max_failed:
+                # a trial that left no run directory was refused before it trained: the same command would fail
+                # the same way
+                trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+                advice = "run it again to go on" if run_dir_of(sweep_dir, trial).exists() else \
+                    "it was refused before it trained: change the space or the flags the trials share"
                 raise SweepError(f"trial {number} failed ({err}); the sweep stops after {failed_here} failed "
-                                   f"trial(s) (--max_failed {options.max_failed}); run it again to go on") from err
+                                   f"trial(s) (--max_failed {options.max_failed}); {advice}") from err
             log.warning("trial %d failed: %s", number, err)
             continue
         write_outputs(sweep_dir, study, space)
