@@ -125,3 +125,20 @@ def test_pretrain_shows_no_subject_count_it_would_refuse(capsys, monkeypatch) ->
     entry = full[full.index("--val_size N"):]
     assert "by default pretraining validates on the val part" in entry[:entry.index("--seed N")]
     assert "(default 50" not in entry[:entry.index("--seed N")]
+
+
+def test_every_command_ends_its_help_with_examples_that_parse(capsys, monkeypatch) -> None:
+    """Each example is a command line its parser takes as written (a note after four spaces left out)."""
+    import shlex
+
+    from audiotune.cli import COMMANDS
+
+    for command in COMMANDS:
+        lines = command.examples.splitlines()
+        assert lines, f"{command.name}: no examples"
+        shown = " ".join(help_text(capsys, monkeypatch, command.name, "--help").split())
+        assert shown.endswith(" ".join(lines[-1].split())), command.name
+        for line in lines:
+            argv = shlex.split(line.split("    (")[0])
+            assert argv[0] == "audiotune", line
+            build_parser().parse_args(argv[1:])  # an unknown flag or a bad value exits here

@@ -31,4 +31,6 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
 
 COMMAND = Command("attention", "per-layer attention maps and rollout of one clip (PNG)", arguments, run,
-                  default_outputs=default_outputs)
+                  default_outputs=default_outputs,
+                  examples="audiotune attention --run run --audio clip.wav    (a transformer encoder's run: SSAST, "
+                           "wav2vec2, ...; maps in RUN/attention)")

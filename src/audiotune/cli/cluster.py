@@ -90,4 +90,7 @@ COMMAND = Command(
                      "fine-tuned encoder) are sampled into a fixed buffer, clustered with faiss k-means for each K, "
                      "then every frame of every clip of -d is assigned. k-means is fitted on the training split "
                      "only unless --fit_on all. Writes uid, k, labels rows to --out (parquet), the cluster usage "
-                     "to OUT_STEM.clusters.json and the fitted clips to OUT_STEM.fit_rows.csv.")
+                     "to OUT_STEM.clusters.json and the fitted clips to OUT_STEM.fit_rows.csv.",
+    examples="audiotune cluster -c facebook/wav2vec2-base -d split --num_clusters 64 512 4096 --out labels.parquet\n"
+             "audiotune cluster --run run -d split --num_clusters 64 --out labels.parquet    (a fine-tuned "
+             "encoder's frames)")

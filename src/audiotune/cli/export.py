@@ -30,4 +30,6 @@ COMMAND = Command(
     "export", "a trained run's classifier as ONNX or TorchScript: waveforms in, logits and embeddings out", arguments,
     run, description="Writes FILE (inputs: waveforms (batch, samples) float32 at the run's sample rate, lengths "
                      "(batch,) int64; outputs: logits, embedding_ft, embedding_pooled; any batch size and length) "
-                     "and FILE.json, which describes inputs, preprocessing, outputs and classes.")
+                     "and FILE.json, which describes inputs, preprocessing, outputs and classes.",
+    examples="audiotune export --run run --out deploy/model.onnx\n"
+             "audiotune export --run run --format torchscript --out deploy/model.pt")

@@ -118,7 +118,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
 COMMAND = Command("extract", "write embeddings to parquet", arguments, run, default_outputs=default_outputs,
                   examples="audiotune extract --run run -d table.csv --out embeddings.parquet\n"
-                           "audiotune extract --run run -d table.csv --embedding_type pt --layer 6 --out emb.parquet\n"
+                           "audiotune extract --run run -d table.csv --embedding_type pt --out emb.parquet\n"
                            "audiotune extract --run run -d table.csv --clip_length 0 --out whole_clips.parquet\n"
                            "audiotune extract -c facebook/wav2vec2-base --model hf -d table.csv --layer 6 "
                            "--out emb.parquet")

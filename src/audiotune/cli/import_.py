@@ -274,4 +274,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
 
 COMMAND = Command("import", "turn a seed system's model, cluster labels or tap samples into audiotune artefacts",
-                  arguments, run, default_outputs=default_paths)
+                  arguments, run, default_outputs=default_paths,
+                  examples="audiotune import naip EXP/split_3_adamw_epoch10_ecapa_tdnn_fbank_mdl.pt -o run\n"
+                           "audiotune import ser last.ckpt -c facebook/wav2vec2-base --out encoder\n"
+                           "audiotune import tap2key output_dir/checkpoint-1200 -o run\n"
+                           "audiotune import clusters all-clus.json --num_clusters 64 512 4096 --out labels.parquet")

@@ -30,4 +30,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     print(f"{final_path(args.out)}: {len(table)} files{listed}")
 
 
-COMMAND = Command("manifest", "build a manifest CSV from a folder of audio", arguments, run)
+COMMAND = Command("manifest", "build a manifest CSV from a folder of audio", arguments, run,
+                  examples="audiotune manifest recordings/ --out manifest.csv --pattern "
+                           "'(?P<digit>\\d)_(?P<subject>[a-z]+)_\\d+\\.wav'\n"
+                           "audiotune manifest recordings/ --out manifest.csv --folder_label label    (a folder per "
+                           "class)")

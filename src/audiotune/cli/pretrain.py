@@ -55,7 +55,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                      defaults={"model.model": "ssast"}, stages=PRETRAINING,
                      why="pretrain trains the encoder on its self-supervised objective", notes=PRETRAIN_NOTES)
     refuse_other_options(parser, NOT_PRETRAINING)
-    parser.add_argument("--unlabelled_dir", dest="data.data_split_root", default=argparse.SUPPRESS,
+    parser.add_argument("--unlabelled_dir", dest="data.data_split_root", default=argparse.SUPPRESS, metavar="FOLDER",
                         help="a folder of audio files to pretrain on (same as -d FOLDER)")
 
 
@@ -115,4 +115,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 COMMAND = Command(
     "pretrain", "self-supervised pretraining, no labels needed: SSAST masked patches (--model ssast) or wav2vec2 "
                 "task-adaptive pretraining (--model hf -c CHECKPOINT --objective tapt)", arguments, run,
-    after_interrupt=after_stopped_run, check=check)
+    after_interrupt=after_stopped_run, check=check,
+    examples="audiotune pretrain -d table.csv -o run --model_size tiny --task pretrain_joint\n"
+             "audiotune pretrain --config seeds/naip_ssast_pretrain -i prefix -d split -o run\n"
+             "audiotune pretrain --model hf -c facebook/wav2vec2-base --objective tapt -d split -o run")

@@ -79,4 +79,5 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
 
 COMMAND = Command("probe", "train the same head on every hidden state of a frozen encoder", arguments, run,
-                  check=check)
+                  check=check,
+                  examples="audiotune probe --model hf -c facebook/hubert-base-ls960 -d split -l labels.txt -o probe")

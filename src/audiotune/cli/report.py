@@ -67,4 +67,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 COMMAND = Command("report", "one self-contained HTML page of a run, an evaluation, a cross-validation, a sweep "
                             "or a probe: metrics, plots and the clips it got wrong, playable; or of a taps table",
                   arguments, run,
-                  default_outputs=default_outputs)
+                  default_outputs=default_outputs,
+                  examples="audiotune report run    (RUN/report.html; also a cv, sweep or probe folder, or a taps "
+                           "table)\n"
+                           "audiotune report run/evaluate -d split/test.csv -o review.html --group_by subject "
+                           "--clips 3")

@@ -35,4 +35,6 @@ COMMAND = Command(
     description="Event table (path, time, ...) with --before/--after: one segment per event. Recording table "
                 "(path, ...) with --window [--hop]: sliding windows grouped by a 'recording' column. Other columns "
                 "are carried; paths are written relative to --out (in full where the audio and --out are not in one "
-                "place, e.g. audio in a bucket and a local --out).")
+                "place, e.g. audio in a bucket and a local --out).",
+    examples="audiotune segment events.csv --before 0.02 --after 0.1 --out segments.csv\n"
+             "audiotune segment recordings.csv --window 4 --hop 2 --out windows.csv")

@@ -63,4 +63,5 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
                 print(f"  {reason}", file=sys.stderr)
 
 
-COMMAND = Command("stats", "feature mean and std of a split, for --dataset_mean/--dataset_std", arguments, run)
+COMMAND = Command("stats", "feature mean and std of a split, for --dataset_mean/--dataset_std", arguments, run,
+                  examples="audiotune stats -d split --features fbank --num_mel_bins 80 --out stats.json")

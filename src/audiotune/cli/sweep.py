@@ -129,4 +129,6 @@ COMMAND = Command(
     description="Every flag other than the sweep's own is a train flag that all trials share; the space's "
                 "parameters are train flags too. Run the same command again (or several at once, one per device) "
                 "to continue the sweep.",
-    after_interrupt="finished trials are kept; run the same command again to go on")
+    after_interrupt="finished trials are kept; run the same command again to go on",
+    examples="audiotune sweep --space space.yaml --trials 20 -o sweep -d split -l labels.txt\n"
+             "audiotune train --config sweep/best_config.yaml -o best    (the best trial, trained again)")

@@ -49,4 +49,5 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
 
 COMMAND = Command("table", "build a label table from UID/metadata.json files (clinical seed layout)", arguments, run,
-                  default_outputs=seed_folder)
+                  default_outputs=seed_folder,
+                  examples="audiotune table lake/STUDY --out study.csv --edit_feats")

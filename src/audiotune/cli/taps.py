@@ -260,4 +260,7 @@ def run_align(args: argparse.Namespace) -> None:
         print(page)
 
 
-COMMAND = Command("taps", "taps and keystrokes in long recordings: detect, align", arguments, run)
+COMMAND = Command("taps", "taps and keystrokes in long recordings: detect, align", arguments, run,
+                  examples="audiotune taps detect recordings/*.wav --out taps.csv --release 0.15 --plot plots\n"
+                           "audiotune taps align taps.csv --touch_log logs/*_nnode.csv --keys keys.csv --out "
+                           "segments.csv")

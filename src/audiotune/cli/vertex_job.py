@@ -134,4 +134,9 @@ def _with_vertex_counts(args: argparse.Namespace) -> argparse.Namespace:
 
 
 COMMAND = Command("vertex", "write a Vertex AI CustomJob or hyperparameter-tuning job spec (JSON) that runs an "
-                            "audiotune command, or read a finished tuning job's trials", arguments, run)
+                            "audiotune command, or read a finished tuning job's trials", arguments, run,
+                  examples="audiotune vertex job --name ft --image IMAGE --out job.json -- train -d gs://B/split "
+                           "-l gs://B/labels.txt -o gs://B/runs/r1\n"
+                           "audiotune vertex tune --name search --image IMAGE --space space.yaml --out tune.json -- "
+                           "train -d gs://B/split -l gs://B/labels.txt -o 'gs://B/runs/{trial}'\n"
+                           "audiotune vertex results job.json --out trials.csv")
