@@ -159,6 +159,21 @@ def test_unwritable_output_is_an_error_before_any_work(tmp_path: Path, capsys: p
     assert "a file of the run itself" in capsys.readouterr().err
 
 
+def test_a_file_of_the_run_is_never_replaced_by_an_export_or_its_description(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("{}\n")
+    (run / "metrics.json").write_text("{}\n")
+    (run / "predictions.parquet").write_bytes(b"PAR1")
+    with pytest.raises(ValueError, match=r"--out .*metrics: metrics.json is a file of the run itself"):
+        export.check_export_args(str(run), "onnx", run / "metrics")  # its description would be metrics.json
+    with pytest.raises(ValueError, match="predictions.parquet is a file of the run itself"):
+        export.check_export_args(str(run), "torchscript", run / "predictions.parquet")
+    (run / "model.onnx").write_bytes(b"graph")  # an export written there before is replaced
+    sidecar_path(run / "model.onnx").write_text(json.dumps({"format": "onnx", "file": "model.onnx"}))
+    assert export.check_export_args(str(run), "onnx", run / "model.onnx") == run / "model.onnx"
+
+
 def test_the_sidecar_says_whether_clips_are_centred_before_the_graph() -> None:
     """--remove_dc acts where the clip is prepared, outside the graph: a deployment has to do it too."""
     from audiotune.config import RunConfig
@@ -212,6 +227,8 @@ def test_torchscript_export_of_ecapa_reproduces_the_model(trained_run: dict, tmp
     out = tmp_path / "ecapa.pt"
     described = export_run(trained_run["run"], "torchscript", out)
     assert described["exporter"] == "torch.jit.trace" and json.loads(sidecar_path(out).read_text()) == described
+    assert described["batchnorm"] == {"statistics": "training", "run_adapt_bn": "none",
+                                      "same_as": "audiotune evaluate --adapt_bn none"}
     loaded = torch.jit.load(str(out))
     two = clips()
     with torch.no_grad():
@@ -294,3 +311,28 @@ def test_onnx_export_of_ssast_pads_and_crops_to_its_frame_count(uid_dataset: dic
     two = [tone(300, 0.5, RATE, seed=5), tone(800, 0.8, RATE, seed=6)]
     waves, lengths = padded(two)
     assert_matches(session.run(None, {"waveforms": waves.numpy(), "lengths": lengths.numpy()}), reference(run, two))
+
+
+class _Echo(torch.nn.Module):
+    """A classifier stand-in: each clip's mean as its logit, embedding and pooled state."""
+
+    def forward_with_embeddings(self, inputs: torch.Tensor, lengths: torch.Tensor, merge: str):
+        mean = inputs.sum(1, keepdim=True) / lengths[:, None]
+        return mean, mean, mean
+
+
+class _Through(torch.nn.Module):
+    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor):
+        return waveforms, lengths
+
+
+def test_a_clip_the_graph_does_not_read_as_given_gets_nan_not_a_result() -> None:
+    """Shorter than the model reads, longer than one window of --max_window, or past the padded batch: NaN rows;
+    the clips in range keep their results."""
+    module = export.ExportedClassifier(_Echo(), _Through(), "mean", shortest=4, longest=10)
+    waveforms = torch.ones(4, 12)
+    outputs = module(waveforms, torch.tensor([3, 8, 11, 13]))
+    for out in outputs:
+        assert torch.isnan(out[[0, 2, 3]]).all() and out[1].tolist() == [12 / 8]
+    unbounded = export.ExportedClassifier(_Echo(), _Through(), "mean", shortest=4)
+    assert not torch.isnan(unbounded(waveforms[:2], torch.tensor([12, 5]))[0]).any()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import math
 import warnings
@@ -37,11 +38,12 @@ from audiotune.data.features import FBANK as FBANK_SETTINGS
 from audiotune.data.features import MFCC_TOP_DB
 from audiotune.data.frontend import FrontEnd
 from audiotune.data.input_spec import InputSpec
+from audiotune.engine.adapt import OFF
 from audiotune.engine.metrics import head_slices
 from audiotune.models.backbones import DescribesFrontEnd, input_spec
 from audiotune.models.checkpoint import load_run, resolve_run_dir
 from audiotune.models.classifier import FT_MERGE_DEFAULT, Classifier
-from audiotune.outputs import CONFIG_FILE, EXPORT_DESCRIPTION_SUFFIX, MODEL_FILE, check_output_path, write_json
+from audiotune.outputs import EXPORT_DESCRIPTION_SUFFIX, check_output_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +66,26 @@ def sidecar_path(out: str | Path) -> Path:
 
 
 class ExportedClassifier(nn.Module):
-    """Waveforms + lengths -> logits, ``ft`` embedding, pooled backbone state: what the exported graph computes."""
+    """Waveforms + lengths -> logits, ``ft`` embedding, pooled backbone state: what the exported graph computes.
 
-    def __init__(self, model: Classifier, front_end: FrontEnd, merge: str):
+    A clip whose length is outside ``[shortest, longest]`` samples (:func:`sample_limits`; ``longest`` None: no
+    bound) or past the padded batch gets NaN in every output: the model does not read it as given (a clip longer
+    than one ``--max_window`` window is encoded window by window, a path the graph does not hold)."""
+
+    def __init__(self, model: Classifier, front_end: nn.Module, merge: str, shortest: int = 0,
+                 longest: int | None = None):
         super().__init__()
         self.front_end, self.model, self.merge = front_end, model, merge
+        self.shortest, self.longest = shortest, longest
 
     def forward(self, waveforms: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         inputs, input_lengths = self.front_end(waveforms.to(torch.float32), lengths)
         logits, pooled, embedding = self.model.forward_with_embeddings(inputs, input_lengths, self.merge)
-        return logits, embedding, pooled
+        unread = (lengths < self.shortest) | (lengths > waveforms.shape[1])
+        if self.longest is not None:
+            unread = unread | (lengths > self.longest)
+        return tuple(torch.where(unread[:, None], torch.full_like(out, math.nan), out)  # type: ignore[return-value]
+                     for out in (logits, embedding, pooled))
 
 
 def check_export_args(run: str | Path, fmt: str, out: str | Path) -> Path:
@@ -87,9 +99,20 @@ def check_export_args(run: str | Path, fmt: str, out: str | Path) -> Path:
         raise ValueError(f"--out {out}: a {other} file name for --format {fmt}; name it {out.stem}{SUFFIXES[fmt]} "
                          f"(or give --format {other})")
     check_output_path(sidecar_path(out))
-    if out.resolve() in {(run_dir / name).resolve() for name in (CONFIG_FILE, MODEL_FILE)}:
-        raise ValueError(f"--out {out}: is a file of the run itself; give a new file path")
+    if not _earlier_export(out):  # a file of the run (its metrics, predictions, ...) is never replaced
+        for path in (out, sidecar_path(out)):
+            if path.is_file() and path.resolve().is_relative_to(run_dir.resolve()):
+                raise ValueError(f"--out {out}: {path.name} is a file of the run itself; give a new file path")
     return out
+
+
+def _earlier_export(out: Path) -> bool:
+    """Whether ``out`` is an export written before (its description beside it names it), which export replaces."""
+    try:
+        described = json.loads(sidecar_path(out).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(described, dict) and described.get("file") == out.name and described.get("format") in FORMATS
 
 
 def sample_limits(config: RunConfig, inputs: InputSpec) -> tuple[int, int | None]:
@@ -238,9 +261,13 @@ def export_run(run: str | Path, fmt: str, out: str | Path) -> dict[str, Any]:
     if not rate:
         raise ValueError(f"{run_dir}: trained with --resample_rate 0 (each file's own rate); an exported graph "
                          "needs one fixed sample rate")
+    if config.train.adapt_bn != OFF:
+        log.warning("%s: trained with --adapt_bn %s, which evaluate re-estimates BatchNorm statistics by on the rows "
+                    "it scores; the exported graph keeps the training statistics (as evaluate --adapt_bn none)",
+                    run_dir, config.train.adapt_bn)
     merge = FT_MERGE_DEFAULT  # the ft embedding as `audiotune extract` gives it by default
-    module = ExportedClassifier(model.float().eval(), FrontEnd(inputs, rate), merge).eval()
     shortest, longest = sample_limits(config, inputs)
+    module = ExportedClassifier(model.float().eval(), FrontEnd(inputs, rate), merge, shortest, longest).eval()
     # the exported front end computes MFCCs on the padded batch: its centred STFT reflects at the tensor's edge
     equal_length = not model.backbone.padding.exact or inputs.features == "mfcc"
     example, checks = probe_batches(shortest, longest, rate, equal_length)
@@ -316,7 +343,8 @@ def sidecar(config: RunConfig, inputs: InputSpec, run_dir: Path, out: Path, fmt:
             {"name": INPUT_NAMES[0], "dtype": "float32", "shape": ["batch", "samples"],
              "description": "mono waveforms at sample_rate, zero-padded to the longest clip of the batch"},
             {"name": INPUT_NAMES[1], "dtype": "int64", "shape": ["batch"],
-             "description": "real samples of each clip (its length before padding)"},
+             "description": "real samples of each clip (its length before padding); a clip of fewer than "
+                            "min_samples or more than max_samples (or than the padded width) gets NaN outputs"},
         ],
         "sample_rate": inputs.resample_rate, "min_samples": shortest, "max_samples": longest,
         # padding changes these models' outputs: a clip's result is its own only in a batch of equal lengths
@@ -340,5 +368,8 @@ def sidecar(config: RunConfig, inputs: InputSpec, run_dir: Path, out: Path, fmt:
              "same_as": f"audiotune extract --embedding_type {pooled_kind}"},
         ],
         "heads": heads,
+        # evaluate re-estimates BatchNorm statistics on the rows it scores; a graph keeps the training ones
+        "batchnorm": {"statistics": "training", "run_adapt_bn": config.train.adapt_bn,
+                      "same_as": "audiotune evaluate --adapt_bn none"},
         "verified": None if differences is None else {"lengths": checked, "max_abs_difference": differences},
     }
