@@ -18,6 +18,7 @@ import fcntl
 import json
 import math
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -156,6 +157,11 @@ def scatter_plot(split: str, column: str) -> str:
 def attention_layer_plot(layer: int) -> str:
     """The attention map of encoder layer ``layer`` (counted from 1) in ATTENTION_DIR."""
     return f"attention_layer{layer:02d}.png"
+
+
+def is_attention_map(name: str) -> bool:
+    """Whether file ``name`` of ATTENTION_DIR is one of the maps `audiotune attention` writes."""
+    return name == ATTENTION_ROLLOUT_PLOT or re.fullmatch(r"attention_layer\d{2,}\.png", name) is not None
 
 
 def embeddings_file(embedding_type: str) -> str:

@@ -196,3 +196,22 @@ def test_a_remote_output_ends_as_a_local_one_would(trained_run: dict, gcs: Emula
                  if p.is_file() and not p.name.startswith(".")}
         assert remote == local and (SKIPPED_FILE in remote) is (table == ghost)
         assert fs.exists(f"{BUCKET}/emb/x.skipped.csv") is (table == ghost)
+
+
+def test_a_run_that_cannot_give_what_is_asked_is_named_with_its_config(trained_run: dict, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    """Attention maps of an ECAPA-TDNN run, or a run whose config asks for a layer its backbone lacks: the error
+    names the run (its config.yaml), not a flag the command line never gave."""
+    import yaml
+
+    audio = trained_run["prefix"] / "ann0" / "waveform.wav"
+    assert main(["attention", "--run", str(trained_run["run"]), "--audio", str(audio), "-o", str(tmp_path / "m")]) == 2
+    assert f"{trained_run['run'].resolve()}: a run of --model ecapa_tdnn, which does not expose attention" in \
+        capsys.readouterr().err
+    run = tmp_path / "run"
+    shutil.copytree(trained_run["run"], run)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["classifier"]["layer"] = 9
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    assert main(["export", "--run", str(run), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert f"{run.resolve() / 'config.yaml'}: --layer 9: the backbone has hidden states 0..0" in capsys.readouterr().err

@@ -82,6 +82,10 @@ def test_attention_maps_for_ssast_and_a_speech_encoder(uid_dataset: dict, hf_che
                  str(hf_checkpoints["w2v_layer"]), "-e", "1", "--cache_dir", str(tmp_path / "cache")]) == 0
     assert main(["attention", "--run", str(hf), "--audio", str(audio)]) == 0
     assert len(list((hf / "attention").glob("*.png"))) == 3  # 2 layers + rollout
+    # the speech encoder's maps in the SSAST run's folder replace its set whole: none of its 12 layers is left
+    assert main(["attention", "--run", str(hf), "--audio", str(audio), "-o", str(tmp_path / "maps")]) == 0
+    assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == \
+        ["attention_layer01.png", "attention_layer02.png", "attention_rollout.png"]
     # with the residual mix M = U/2 + I/2 and U @ U = U: M @ M = 3/4 U + 1/4 I
     uniform = torch.full((4, 4), 0.25)
     torch.testing.assert_close(rollout([uniform, uniform]), 0.75 * uniform + 0.25 * torch.eye(4))

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from audiotune.atomic import written_together
 from audiotune.data.audio import load_clip
 from audiotune.data.features import kaldi_fbank
 from audiotune.data.frontend import FrontEnd, waveform_batch
@@ -20,7 +21,7 @@ from audiotune.engine.device import autocast, check_one_process
 from audiotune.engine.inference import override_device
 from audiotune.models.backbones import SupportsAttention, input_spec
 from audiotune.models.checkpoint import load_run, resolve_run_dir
-from audiotune.outputs import ATTENTION_DIR, ATTENTION_ROLLOUT_PLOT, attention_layer_plot
+from audiotune.outputs import ATTENTION_DIR, ATTENTION_ROLLOUT_PLOT, attention_layer_plot, is_attention_map
 from audiotune.report.plots import plot_attention
 
 
@@ -51,7 +52,9 @@ def attention_maps(run: str, audio: str, out_dir: str | None = None, accelerator
     device = override_device(config, accelerator, devices, precision)
     backbone = model.backbone
     if not isinstance(backbone, SupportsAttention):
-        raise ValueError(f"--model {config.model.model} does not expose attention weights")
+        raise ValueError(f"{resolve_run_dir(run)}: a run of --model {config.model.model}, which does not expose "
+                         "attention weights; attention maps are drawn of a transformer encoder's run (SSAST, "
+                         "wav2vec2, ...)")
     inputs = input_spec(config)
     clip, rate = load_clip(audio, inputs.audio(train=True))
     front_end = FrontEnd(inputs, rate)
@@ -71,7 +74,14 @@ def attention_maps(run: str, audio: str, out_dir: str | None = None, accelerator
     written = []
     maps = [(f"layer {i + 1}", attention_layer_plot(i + 1), _received(a, prefix)) for i, a in enumerate(averaged)]
     maps.append(("rollout", ATTENTION_ROLLOUT_PLOT, _received(rollout(averaged), prefix)))
-    for title, name, values in maps:
-        image = values.reshape(grid if grid else (1, -1)).numpy()
-        written.append(plot_attention(shown, np.asarray(image), out / name, f"{Path(audio).name}: {title}"))
+    # one set: an earlier clip's (or model's) maps this one does not replace go once every new one is written,
+    # and a stopped command leaves neither set in part
+    earlier = [path for path in out.iterdir() if is_attention_map(path.name)
+               and path.name not in {name for _, name, _ in maps}]
+    with written_together([*(out / name for _, name, _ in maps), *earlier]):
+        for title, name, values in maps:
+            image = values.reshape(grid if grid else (1, -1)).numpy()
+            written.append(plot_attention(shown, np.asarray(image), out / name, f"{Path(audio).name}: {title}"))
+        for path in earlier:
+            path.unlink()
     return written

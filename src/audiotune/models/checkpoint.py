@@ -128,7 +128,10 @@ def load_run(path: str | Path) -> tuple[RunConfig, Classifier]:
     _refuse_runs_without_a_classifier(run_dir, config)
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: no trained weights in this run directory")
-    model = classifier_to_load(config)
+    try:
+        model = classifier_to_load(config)
+    except ValueError as err:  # a value of the run's config the model cannot be built with: name the file
+        raise ValueError(f"{run_dir / CONFIG_FILE}: {err}") from err
     state = load_safetensors(weights)
     expected = model.state_dict()
     reshaped = [k for k in state if k in expected and tuple(state[k].shape) != tuple(expected[k].shape)]
