@@ -112,8 +112,8 @@ def test_the_help_says_what_trainings_validation_options_mean_in_pretrain(capsys
     with pytest.raises(SystemExit):
         main(["pretrain", "--help-all"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "(0: none); here only 0 is taken (no validation without a val part; with one, it is refused): " \
-           "pretraining validates on the val part, else on --val_share of the rows (default 50" in text
+    assert "(0: none); here only 0 is taken (no validation without a val part; with one, it is refused); by " \
+           "default pretraining validates on the val part, else on --val_share of the rows (valid [0, inf))" in text
     assert text.count("; here by the validation loss (pretrain has no --monitor)") == 2  # --save_top_k, --keep
 
 
