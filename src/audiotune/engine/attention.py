@@ -67,7 +67,7 @@ def attention_maps(run: str, audio: str, out_dir: str | None = None, accelerator
                                                                  torch.tensor([length], device=device))
         # head-averaged maps back on the CPU for the rollout and the plots
         averaged = [a[0].float().mean(0).cpu() for a in attentions]
-    prefix, grid = backbone.attention_layout()
+    prefix, grid, covered = backbone.attention_layout()
     shown = inputs.T.numpy() if inputs.dim() == 2 else kaldi_fbank(torch.from_numpy(clip), rate, 80).T.numpy()
     out = Path(out_dir) if out_dir else resolve_run_dir(run) / ATTENTION_DIR
     out.mkdir(parents=True, exist_ok=True)
@@ -81,7 +81,8 @@ def attention_maps(run: str, audio: str, out_dir: str | None = None, accelerator
     with written_together([*(out / name for _, name, _ in maps), *earlier]):
         for title, name, values in maps:
             image = values.reshape(grid if grid else (1, -1)).numpy()
-            written.append(plot_attention(shown, np.asarray(image), out / name, f"{Path(audio).name}: {title}"))
+            written.append(plot_attention(shown, np.asarray(image), out / name, f"{Path(audio).name}: {title}",
+                                          covered))
         for path in earlier:
             path.unlink()
     return written

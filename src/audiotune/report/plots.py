@@ -121,16 +121,21 @@ def plot_layer_weights(weights: list[float], out: str | Path) -> Path:
     return _save(fig, Path(out))
 
 
-def plot_attention(spectrogram: np.ndarray, attention: np.ndarray, out: str | Path, title: str) -> Path:
-    """A (bins, frames) spectrogram with a (rows, cols) attention map stretched over it."""
+def plot_attention(spectrogram: np.ndarray, attention: np.ndarray, out: str | Path, title: str,
+                   covered: tuple[int, int] | None = None) -> Path:
+    """A (bins, frames) spectrogram with a (rows, cols) attention map over the ``covered`` (bins, frames) its
+    patches read (None: all of it)."""
     fig, axes = plt.subplots(2, 1, figsize=(7, 4.5), sharex=True)
     extent = (0, spectrogram.shape[1], 0, spectrogram.shape[0])
+    bins, frames = covered or spectrogram.shape
     axes[0].imshow(spectrogram, origin="lower", aspect="auto", cmap="magma", extent=extent)
     axes[0].set_ylabel("mel bin")
     axes[0].set_title(title)
     axes[1].imshow(spectrogram, origin="lower", aspect="auto", cmap="gray", extent=extent)
-    axes[1].imshow(attention, origin="lower", aspect="auto", cmap="jet", alpha=0.55, extent=extent,
+    axes[1].imshow(attention, origin="lower", aspect="auto", cmap="jet", alpha=0.55, extent=(0, frames, 0, bins),
                    interpolation="nearest")
+    axes[1].set_xlim(0, spectrogram.shape[1])
+    axes[1].set_ylim(0, spectrogram.shape[0])
     axes[1].set_xlabel("frame")
     axes[1].set_ylabel("attention")
     return _save(fig, Path(out))

@@ -199,7 +199,7 @@ def test_attention_and_export_config(backbone: ASTBackbone, tmp_path: Path) -> N
     with torch.no_grad():
         states, mask, attentions = backbone.hidden_states_with_attention(inputs, lengths)
         plain, _ = backbone.hidden_states(inputs, lengths)
-    assert backbone.attention_layout() == (2, GRID)
+    assert backbone.attention_layout() == (2, GRID, (BINS, FRAMES))  # every bin and frame read by a patch
     assert len(attentions) == 2 and attentions[0].shape == (1, 2, 47, 47)
     torch.testing.assert_close(attentions[0].sum(-1), torch.ones(1, 2, 47))
     for a, b in zip(states, plain):

@@ -616,3 +616,11 @@ def test_options_built_directly_are_those_of_a_config_left_at_its_defaults() -> 
     resolve_config(config)
     assert SSASTOptions.from_config(config) == direct
     assert (direct.input_fdim, direct.input_tdim) == (MEL_BINS, FRAMES)
+
+
+def test_the_attention_layout_names_the_frames_its_patches_read() -> None:
+    """70 frames in patches of 16 every 16: four columns read frames 0-63; the last 6 frames no patch reads."""
+    options = {**PATCH_OPTIONS, "input_tdim": 70}
+    backbone = SSASTBackbone(SSASTOptions(**options))
+    prefix, grid, covered = backbone.attention_layout()
+    assert grid == (backbone.model.f_dim, 4) and covered == (backbone.model.f_dim * 16, 64)

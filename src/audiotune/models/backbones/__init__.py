@@ -170,7 +170,9 @@ class SupportsAttention(Protocol):
     def hidden_states_with_attention(self, inputs: Tensor, lengths: Tensor
                                      ) -> tuple[list[Tensor], Tensor, list[Tensor]]: ...
 
-    def attention_layout(self) -> tuple[int, tuple[int, int] | None]: ...
+    def attention_layout(self) -> tuple[int, tuple[int, int] | None, tuple[int, int] | None]: ...
+    # (tokens before the frames or patches, the patch grid (frequency rows, time columns) or None for frames,
+    # the (bins, frames) of the input the patches read or None: all of it)
 
 
 @runtime_checkable

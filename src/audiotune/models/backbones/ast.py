@@ -212,9 +212,12 @@ class ASTBackbone(TransformersSizes, Backbone):
                 switch(previous)
         return states, mask, list(out.attentions)
 
-    def attention_layout(self) -> tuple[int, tuple[int, int]]:
-        """The two class tokens before the patches, and the patch grid (frequency rows, time columns)."""
-        return CLASS_TOKENS, (self.f_dim, self.t_dim)
+    def attention_layout(self) -> tuple[int, tuple[int, int], tuple[int, int]]:
+        """The two class tokens before the patches, the patch grid (frequency rows, time columns), and the bins and
+        frames the patches read."""
+        config, size = self.model.config, int(self.model.config.patch_size)
+        return CLASS_TOKENS, (self.f_dim, self.t_dim), ((self.f_dim - 1) * int(config.frequency_stride) + size,
+                                                        (self.t_dim - 1) * self.time_stride + size)
 
     def load_pretrained(self, path: str | Path) -> None:
         """Re-load the encoder weights from a hub id or folder (strict: same architecture required)."""

@@ -231,9 +231,9 @@ class HFBackbone(TransformersSizes, Backbone):
             out = self.model(waveforms, attention_mask=sample_mask, output_attentions=True)
         return states, mask, list(out.attentions)
 
-    def attention_layout(self) -> tuple[int, None]:
-        """No class token; frames along time."""
-        return 0, None
+    def attention_layout(self) -> tuple[int, None, None]:
+        """No class token; frames along time, every one read."""
+        return 0, None, None
 
     def export_config(self, folder: str | Path) -> None:
         """Write the encoder's architecture (config.json) and its feature extractor (preprocessor_config.json),

@@ -184,9 +184,12 @@ class SSASTBackbone(Backbone):
         states, attentions = self.model.forward_with_attention(features)
         return states, self._mask(features.shape[0], features.device), attentions
 
-    def attention_layout(self) -> tuple[int, tuple[int, int]]:
-        """Class tokens before the patches, and the patch grid (frequency rows, time columns)."""
-        return self.model.cls_token_num, (self.model.f_dim, self.model.t_dim)
+    def attention_layout(self) -> tuple[int, tuple[int, int], tuple[int, int]]:
+        """Class tokens before the patches, the patch grid (frequency rows, time columns), and the bins and frames
+        the patches read (those past the last patch's stride are read by none)."""
+        m = self.model
+        return m.cls_token_num, (m.f_dim, m.t_dim), ((m.f_dim - 1) * m.fstride + m.fshape,
+                                                      (m.t_dim - 1) * m.tstride + m.tshape)
 
     # ------------------------------------------------------------------ self-supervised pretraining
 
