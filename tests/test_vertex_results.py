@@ -31,11 +31,13 @@ def _trial(number: int, state: str, values: tuple, uar: float | None = None, rea
 def _finished_job(tmp_path: Path, goal: str = "maximize") -> Path:
     """What `gcloud ai hp-tuning-jobs describe --format json` prints for a job that `vertex tune` wrote: the spec
     with the service's fields and five trials (one infeasible, one still running), through the API's own types."""
-    (tmp_path / "space.yaml").write_text(VERTEX_SPACE.replace("goal: maximize", f"goal: {goal}"))
+    (tmp_path / "space.yaml").write_text(VERTEX_SPACE)
     spec = tmp_path / "tune.json"
     assert main(["vertex", "tune", "--name", "w2v2-sweep", "--image", "img", "--space", str(tmp_path / "space.yaml"),
                  "--trials", "5", "--out", str(spec), "--", *VERTEX_COMMAND[:-1], "gs://b/sweep/trial_{trial}"]) == 0
-    job = {**json.loads(spec.read_text()), "name": "projects/1/locations/europe-west4/hyperparameterTuningJobs/9",
+    written = json.loads(spec.read_text())
+    written["studySpec"]["metrics"][0]["goal"] = goal.upper()  # a job whose study minimises (made elsewhere)
+    job = {**written, "name": "projects/1/locations/europe-west4/hyperparameterTuningJobs/9",
            "state": "JOB_STATE_SUCCEEDED", "createTime": "2026-05-01T09:59:00Z", "trials": [
                _trial(1, "SUCCEEDED", (1e-4, 6.0, 300.0, "mean"), 0.62),
                _trial(2, "SUCCEEDED", (3e-4, 9.0, 768.0, "max"), 0.71),
