@@ -176,17 +176,18 @@ def test_a_batch_without_padding_is_encoded_without_a_mask_as_with_one_of_full_l
 
 @pytest.mark.parametrize("name", ["w2v_layer", "w2v_group"])
 def test_max_window_short_tail_and_short_clip(checkpoints: dict[str, Path], name: str) -> None:
-    """A tail shorter than one frame is read with the window before it; a clip ending early adds no later frames;
-    a clip's windows are its own, whatever longer clips share its batch."""
+    """A tail shorter than one frame is not read; a clip ending early adds no later frames; a clip's windows are
+    its own, whatever longer clips share its batch."""
     backbone = HFBackbone(HFOptions(str(checkpoints[name]), max_window=0.25)).eval()
     tailed = clip(1.0 + 10 / RATE, 14)  # four windows of 4000 samples and 10 more
     waves, lengths = batch(tailed, clip(0.3, 15), clip(1.6, 16))
     with torch.no_grad():
         states, mask = backbone.hidden_states(waves, lengths)
         alone, alone_mask = backbone.hidden_states(tailed[None], None)
-    per_window = backbone.frame_lengths(torch.tensor([4000, 800, 4010]))
+    assert backbone._windows(len(tailed)) == [(0, 4000), (4000, 8000), (8000, 12000), (12000, 16000)]
+    per_window = backbone.frame_lengths(torch.tensor([4000, 800]))
     assert mask[1].sum().item() == int(per_window[0] + per_window[1])  # 0.3 s = one full window + 800 samples
-    assert mask[0].sum().item() == alone_mask[0].sum().item() == int(3 * per_window[0] + per_window[2])
+    assert mask[0].sum().item() == alone_mask[0].sum().item() == int(4 * per_window[0])
     for batched, single in zip(states, alone, strict=True):
         torch.testing.assert_close(batched[0][mask[0]], single[0][alone_mask[0]], atol=1e-5, rtol=0)
     assert all(torch.isfinite(s).all() for s in states)

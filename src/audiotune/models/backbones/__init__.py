@@ -288,27 +288,23 @@ def whole_lengths(inputs: Tensor, lengths: Tensor | None) -> Tensor:
 
 def encode_in_windows(encode: Callable[[Tensor, Tensor | None], tuple[list[Tensor], Tensor]], waveforms: Tensor,
                       lengths: Tensor | None, windows: list[tuple[int, int]],
-                      valid: list[Tensor | None] | None = None) -> tuple[list[Tensor], Tensor]:
+                      shortest: int = 0) -> tuple[list[Tensor], Tensor]:
     """``encode(waveforms, valid)`` of each sample range of ``windows`` apart (bounded memory for long clips), each
-    hidden state's frames and the masks concatenated along time, each clip's frames first; ``lengths`` (B,) are the
-    real samples (None: no clip is padded, and no window either). ``valid``: each window's real samples of each
-    clip (None for a window no clip pads), where they are not those of ``lengths`` in its range."""
+    hidden state's frames and the masks concatenated along time; ``lengths`` (B,) are the real samples (None: no
+    clip is padded, and no window either). A clip with fewer than ``shortest`` real samples in a window after the
+    first (a tail too short for one frame) has none there: what a clip gets depends on its own length only."""
     if lengths is not None:
         lengths = (lengths if lengths.device == waveforms.device else lengths.to(waveforms.device)).long()
     passes = []
-    for number, (start, end) in enumerate(windows):
-        real = valid[number] if valid is not None else \
-            None if lengths is None else (lengths - start).clamp(0, end - start)
-        passes.append(encode(waveforms[:, start:end], None if real is None else real.to(waveforms.device)))
+    for start, end in windows:
+        real = None if lengths is None else (lengths - start).clamp(0, end - start)
+        if real is not None and start > 0 and shortest > 0:
+            real = torch.where(real < shortest, torch.zeros_like(real), real)
+        passes.append(encode(waveforms[:, start:end], real))
     if len(passes) == 1:
         return passes[0]
     states = [torch.cat(parts, dim=1) for parts in zip(*(p[0] for p in passes))]
-    mask = torch.cat([p[1] for p in passes], dim=1)
-    # each clip's frames first, in order, then its padding: a window a clip does not fill (one read further for
-    # another clip's tail) leaves no gap before the next window's frames
-    order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)
-    return [state.gather(1, order[..., None].expand(-1, -1, state.shape[2])) for state in states], \
-        mask.gather(1, order)
+    return states, torch.cat([p[1] for p in passes], dim=1)
 
 
 BackboneFactory = Callable[[RunConfig, bool], Backbone]

@@ -31,7 +31,7 @@ Windowed encoding
 -----------------
 ``max_window > 0`` encodes longer clips in non-overlapping windows of ``max_window`` seconds and concatenates
 each hidden state's frames, bounding activation memory (attention is quadratic in frames). Each clip's windows are
-cut from its own length (a tail too short for one frame read with the window before), whatever its batch holds.
+cut from its own length, whatever its batch holds: a tail too short for one frame is not read.
 Windows do not see each other: no cross-window context, and each window boundary loses a few frames of the conv
 stack.
 """
@@ -162,27 +162,14 @@ class HFBackbone(TransformersSizes, Backbone):
         extra = {"add_adapter": False} if getattr(self.model.config, "add_adapter", False) else {}
         return self.model._get_feat_extract_output_lengths(lengths, **extra).long()
 
-    def _windows(self, total: int, lengths: Tensor | None) -> tuple[list[tuple[int, int]], list[Tensor | None]]:
-        """Sample ranges encoded separately (the whole tensor, or max_window-second windows) and each clip's real
-        samples in each (None: a window no clip pads). A clip's windows are its own, as if it were encoded alone:
-        a tail too short for one frame is read with the window before it (that window reaching as far as the
-        longest such tail), and a window in which no clip has samples is not encoded."""
+    def _windows(self, total: int) -> list[tuple[int, int]]:
+        """Sample ranges encoded separately: the whole tensor, or max_window-second windows; a last one too short
+        for one frame is left out (no clip has a frame there: see :func:`encode_in_windows`)."""
         size = round(self.max_window * self.sample_rate)
         if size <= 0 or total <= size:
-            return [(0, total)], [None if lengths is None else lengths]
-        clips = torch.full((1,), total) if lengths is None else lengths.detach().cpu().long()
-        last = (clips - 1).clamp(min=0) // size  # each clip's last window
-        merged = (last >= 1) & (clips - last * size < self.receptive_field)
-        windows, valid = [], []
-        for number, start in enumerate(range(0, total, size)):
-            end = max([min(start + size, total), *clips[merged & (last - 1 == number)].tolist()])
-            real = torch.where(merged & (last - 1 == number), clips - start, (clips - start).clamp(0, size))
-            real = torch.where(merged & (last == number), torch.zeros_like(real), real)
-            if not bool(real.any()):
-                continue
-            windows.append((start, end))
-            valid.append(None if lengths is None else real)
-        return windows, valid
+            return [(0, total)]
+        bounds = [(start, min(start + size, total)) for start in range(0, total, size)]
+        return bounds[:-1] if bounds[-1][1] - bounds[-1][0] < self.receptive_field else bounds
 
     def _states(self, waveforms: Tensor, attention: Tensor | None) -> list[Tensor]:
         """Every hidden state of the encoder over (B, n) samples; in training passes the encoder masks its spans
@@ -227,7 +214,8 @@ class HFBackbone(TransformersSizes, Backbone):
         ones would change nothing.
         With ``max_window`` the windows' frames are concatenated along time and the mask covers them all.
         """
-        return encode_in_windows(self._encode, waveforms, lengths, *self._windows(waveforms.shape[1], lengths))
+        return encode_in_windows(self._encode, waveforms, lengths, self._windows(waveforms.shape[1]),
+                                 shortest=self.receptive_field)
 
     def load_pretrained(self, path: str | Path) -> None:
         """Re-load the encoder weights from a hub id or directory (strict: same architecture required)."""
