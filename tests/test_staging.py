@@ -131,3 +131,21 @@ def test_a_remote_output_folder_is_checked_and_replaced_as_a_local_one(gcs, tmp_
     fs.pipe(f"{BUCKET}/splits/p/val.csv", b"path\nold.wav\n")  # as an earlier split with a val part left it
     assert main(["split", str(table), "--out", f"gs://{BUCKET}/splits/p", "--val_fraction", "0"]) == 0
     assert sorted(Path(p).name for p in fs.find(f"{BUCKET}/splits/p")) == ["test.csv", "train.csv"]
+
+
+def test_an_output_file_inside_an_output_folder_in_a_bucket_is_kept(gcs) -> None:
+    """`taps detect --out gs://B/t/taps.csv --plot gs://B/t`: the folder is sent as the command left it, and the
+    file written beside its plots (through its own staging folder) stays."""
+    import argparse
+
+    from audiotune.staging import staged
+    from audiotune.storage import Role
+
+    fs = gcs.fs()
+    fs.pipe(f"{BUCKET}/t/old_plot.png", b"earlier")
+    args = argparse.Namespace(command="taps", out=f"gs://{BUCKET}/t/taps.csv", plot=f"gs://{BUCKET}/t")
+    with staged(args, {"out": Role.OUTPUT_FILE, "plot": Role.OUTPUT_DIR}, resumable=False):
+        Path(args.out).write_text("path,time\n")
+        (Path(args.plot) / "new_plot.png").write_bytes(b"plot")
+        (Path(args.plot) / "old_plot.png").unlink()  # the command replaced its plots
+    assert sorted(Path(p).name for p in fs.find(f"{BUCKET}/t")) == ["new_plot.png", "taps.csv"]

@@ -192,7 +192,8 @@ def staged(args: argparse.Namespace, roles: dict[str, Role], *, resumable: bool)
             raise
         keep = True  # from here on the outputs are complete: an upload that fails keeps them
         staging.uploads.extend(Upload(local, url) for local, url in _cloud_uploads(args, plan))
-        for each in staging.uploads:
+        # mirrored folders first: a file another output sends into one is not deleted as one the folder lacks
+        for each in sorted(staging.uploads, key=lambda upload: not upload.mirror):
             if each.local.exists() and _uploads():
                 found = tuple(found_entries(each.local, command_history(each.local))) \
                     if each.replace and not each.mirror else ()

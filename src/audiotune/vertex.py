@@ -399,6 +399,7 @@ def run_command(args: Any, parse: Any, outputs: Any) -> dict[str, Any]:
                           "which the command runs on; give --replicas alone (it adds --num_nodes)")
     if args.replicas > 1 and nodes is None:
         command += ["--num_nodes", str(args.replicas)]
+        check_command(command, parse)  # a command that runs on one machine does not take it
     machine = Machine(args.image, args.machine_type, args.accelerator_type, args.accelerator_count, args.replicas,
                       boot_disk_gb=args.boot_disk_gb)
     check_outputs(outputs(command), tuning=args.vertex_command == "tune")

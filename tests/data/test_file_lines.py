@@ -14,24 +14,25 @@ from audiotune.data.layout import FileLines, read_table
 from audiotune.data.segments import segment_csv
 from audiotune.taps.align_inputs import read_keys, read_taps
 
-# line 1 header, 2 blank, 3 a, 4 spaces only, 5-6 one quoted cell over two lines, 7 an empty row, 8 b
-TEXT = 'uid,note\n\na,x\n   \n"c","two\nlines"\n,\nb,y\n\n'
+# line 1 header, 2 blank, 3 a, 4 spaces only, 5-6 one quoted cell over two lines, 7 an empty row, 8 b, 9 a quoted
+# empty cell (a row too), 10 blank
+TEXT = 'uid,note\n\na,x\n   \n"c","two\nlines"\n,\nb,y\n""\n\n'
 
 
 def test_rows_are_numbered_by_the_line_they_begin_on(tmp_path: Path) -> None:
     path = tmp_path / "t.csv"
     path.write_text(TEXT)
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    assert table["uid"].tolist() == ["a", "c", "", "b"]  # the rows pandas reads, which the lines must match
-    assert FileLines(path).of(range(4)) == [3, 5, 7, 8]
-    assert FileLines(path, header=False).of(range(5)) == [1, 3, 5, 7, 8]
+    assert table["uid"].tolist() == ["a", "c", "", "b", ""]  # the rows pandas reads, which the lines must match
+    assert FileLines(path).of(range(5)) == [3, 5, 7, 8, 9]
+    assert FileLines(path, header=False).of(range(6)) == [1, 3, 5, 7, 8, 9]
     assert FileLines(tmp_path / "gone.csv").of([0, 3]) == [2, 5]  # unreadable: as if without blank lines
 
 
 def test_an_empty_uid_is_named_by_its_line(tmp_path: Path) -> None:
     path = tmp_path / "t.csv"
     path.write_text(TEXT)
-    with pytest.raises(DataError, match=r"empty 'uid' cell on line\(s\) \[7\]"):
+    with pytest.raises(DataError, match=r"empty 'uid' cell on line\(s\) \[7, 9\]"):
         read_table(path)
 
 

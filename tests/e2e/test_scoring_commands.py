@@ -215,3 +215,17 @@ def test_a_run_that_cannot_give_what_is_asked_is_named_with_its_config(trained_r
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     assert main(["export", "--run", str(run), "--out", str(tmp_path / "m.onnx")]) == 2
     assert f"{run.resolve() / 'config.yaml'}: --layer 9: the backbone has hidden states 0..0" in capsys.readouterr().err
+
+
+def test_an_export_never_replaces_a_file_of_a_run_in_a_bucket(trained_run: dict, gcs: Emulator,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    run, fs = trained_run["run"], gcs.fs()
+    for file in run.rglob("*"):
+        if file.is_file() and not file.name.startswith(".") and EVALUATE_DIR not in file.parts:
+            fs.put_file(str(file), f"{BUCKET}/runs/exported/{file.relative_to(run).as_posix()}")
+    before = fs.cat_file(f"{BUCKET}/runs/exported/{METRICS_FILE}")
+    url = f"gs://{BUCKET}/runs/exported"
+    capsys.readouterr()
+    assert main(["export", "--run", url, "--format", "torchscript", "--out", f"{url}/metrics"]) == 2
+    assert f"--out {url}/metrics: metrics.json is a file of the run itself" in capsys.readouterr().err
+    assert fs.cat_file(f"{BUCKET}/runs/exported/{METRICS_FILE}") == before

@@ -109,7 +109,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
               f"group{'' if groups == 1 else 's'}")
     if not by_task:
         _say_shares_off(parts, args, total, group_values(table, args.group, args.manifest).nunique())
-        _say_classes_missing(parts, table, args.stratify)
+        _say_classes_missing(parts, table, args.stratify, f"{final_place(Path(args.out))}/")
 
 
 def _say_classes_missing(parts: dict, table: pd.DataFrame, stratify: str | None, where: str = "") -> None:

@@ -112,7 +112,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
                 continue
             if dest == "exp_dir" and CONFIG_SECTIONS in vars(parsed):  # the run directory of the config
                 config = vars(parsed).get("config") or ""
-                written[dest] = "" if storage.is_remote(config) else config_from_args(parsed, read_inputs=False).exp_dir
+                if storage.is_remote(config):
+                    raise vertex.VertexError(f"the job's --config {config}: in a bucket, where the run directory it "
+                                             "may name is not read here; give the job's -o gs://BUCKET/...")
+                written[dest] = config_from_args(parsed, read_inputs=False).exp_dir
             elif getattr(parsed, "run", None):  # an output that defaults into the run read (RUN/evaluate, ...)
                 written[dest] = storage.join(parsed.run, "")
         return {f"--{dest}": str(value) for dest, value in written.items() if value}

@@ -75,17 +75,22 @@ class FileLines:
 
 
 def _row_starts(path: str | Path) -> list[int]:
-    """The line on which each row (the header too) begins, as pandas reads the rows: a record with one cell of
-    spaces at most is a blank line, skipped (``,,`` is a row)."""
+    """The line on which each row (the header too) begins, as pandas reads the rows: a line of spaces at most is
+    blank, skipped (``,,`` and ``""`` are rows)."""
+    try:
+        with storage.open_input(path) as stream:
+            text = stream.read().decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return []
+    raw = io.StringIO(text, newline="").readlines()
     starts, end = [], 0
     try:
-        with storage.open_input(path) as stream, io.TextIOWrapper(stream, encoding="utf-8", newline="") as text:
-            reader = csv.reader(text)
-            for record in reader:
-                if len(record) > 1 or (record and record[0].strip()):
-                    starts.append(end + 1)
-                end = reader.line_num
-    except (OSError, UnicodeDecodeError, csv.Error):
+        reader = csv.reader(io.StringIO(text, newline=""))
+        for _ in reader:
+            if reader.line_num > end + 1 or raw[end].strip():  # a record over several lines, or a written one
+                starts.append(end + 1)
+            end = reader.line_num
+    except csv.Error:
         return []
     return starts
 

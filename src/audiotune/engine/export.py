@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from audiotune import __version__
+from audiotune import __version__, storage
 from audiotune.atomic import atomic_path
 from audiotune.config import HeadSpec, RunConfig
 from audiotune.data.features import FBANK as FBANK_SETTINGS
@@ -99,18 +99,26 @@ def check_export_args(run: str | Path, fmt: str, out: str | Path) -> Path:
         raise ValueError(f"--out {out}: a {other} file name for --format {fmt}; name it {out.stem}{SUFFIXES[fmt]} "
                          f"(or give --format {other})")
     check_output_path(sidecar_path(out))
-    if not _earlier_export(out):  # a file of the run (its metrics, predictions, ...) is never replaced
+    # a file of the run (its metrics, predictions, ...) is never replaced; the places compared are where the files
+    # end up: a run in a bucket and an --out there, staged, too
+    run_place = storage.remote_name(str(run_dir))
+    if not _earlier_export(out):
         for path in (out, sidecar_path(out)):
-            if path.is_file() and path.resolve().is_relative_to(run_dir.resolve()):
-                raise ValueError(f"--out {out}: {path.name} is a file of the run itself; give a new file path")
+            place = storage.final_path(path)
+            inside = place.startswith(run_place.rstrip("/") + "/") if storage.is_remote(place) else \
+                Path(place).resolve().is_relative_to(Path(run_place).resolve())
+            if inside and storage.isfile(place):
+                raise ValueError(f"--out {storage.final_path(out)}: {path.name} is a file of the run itself; give a "
+                                 "new file path")
     return out
 
 
 def _earlier_export(out: Path) -> bool:
     """Whether ``out`` is an export written before (its description beside it names it), which export replaces."""
     try:
-        described = json.loads(sidecar_path(out).read_text())
-    except (OSError, ValueError):
+        with storage.open_input(storage.final_path(sidecar_path(out))) as stream:
+            described = json.loads(stream.read())
+    except (OSError, ValueError):  # (a storage error is an OSError)
         return False
     return isinstance(described, dict) and described.get("file") == out.name and described.get("format") in FORMATS
 
