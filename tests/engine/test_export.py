@@ -220,6 +220,9 @@ def test_onnx_export_of_ecapa_reproduces_the_model_on_two_lengths(trained_run: d
     assert len({len(clip) for clip in mixed}) == 3
     batch = session.run(None, dict(zip(("waveforms", "lengths"), (t.numpy() for t in padded(mixed)))))
     assert_matches(batch, reference(trained_run["run"], mixed))
+    waves, lengths = padded(mixed)
+    with pytest.raises(Exception, match="(?i)concat|shape|dimension"):  # one length for three waveforms
+        session.run(None, {"waveforms": waves.numpy(), "lengths": lengths[:1].numpy()})
 
 
 @pytest.mark.slow
@@ -233,6 +236,9 @@ def test_torchscript_export_of_ecapa_reproduces_the_model(trained_run: dict, tmp
     two = clips()
     with torch.no_grad():
         got = [[t.numpy() for t in loaded(*padded([clip]))] for clip in two]
+        waves, lengths = padded(two)
+        with pytest.raises(RuntimeError, match="equal size"):  # one length for two waveforms
+            loaded(waves, lengths[:1])
     assert_matches([np.concatenate(parts) for parts in zip(*got)], reference(trained_run["run"], two))
 
 
@@ -336,3 +342,5 @@ def test_a_clip_the_graph_does_not_read_as_given_gets_nan_not_a_result() -> None
         assert torch.isnan(out[[0, 2, 3]]).all() and out[1].tolist() == [12 / 8]
     unbounded = export.ExportedClassifier(_Echo(), _Through(), "mean", shortest=4)
     assert not torch.isnan(unbounded(waveforms[:2], torch.tensor([12, 5]))[0]).any()
+    with pytest.raises(RuntimeError, match="equal size"):  # one length for two waveforms is not spread over both
+        unbounded(waveforms[:2], torch.tensor([12]))

@@ -79,6 +79,9 @@ class ExportedClassifier(nn.Module):
         self.shortest, self.longest = shortest, longest
 
     def forward(self, waveforms: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        # one length per waveform: stacking with a row per waveform fails, in the graph too, rather than one length
+        # being spread over the batch
+        lengths = torch.stack((lengths, torch.zeros_like(waveforms[:, 0], dtype=lengths.dtype)))[0]
         inputs, input_lengths = self.front_end(waveforms.to(torch.float32), lengths)
         logits, pooled, embedding = self.model.forward_with_embeddings(inputs, input_lengths, self.merge)
         unread = (lengths < self.shortest) | (lengths > waveforms.shape[1])
@@ -351,8 +354,9 @@ def sidecar(config: RunConfig, inputs: InputSpec, run_dir: Path, out: Path, fmt:
             {"name": INPUT_NAMES[0], "dtype": "float32", "shape": ["batch", "samples"],
              "description": "mono waveforms at sample_rate, zero-padded to the longest clip of the batch"},
             {"name": INPUT_NAMES[1], "dtype": "int64", "shape": ["batch"],
-             "description": "real samples of each clip (its length before padding); a clip of fewer than "
-                            "min_samples or more than max_samples (or than the padded width) gets NaN outputs"},
+             "description": "real samples of each clip (its length before padding), one per waveform; a clip of "
+                            "fewer than min_samples or more than max_samples (or than the padded width) gets NaN "
+                            "outputs"},
         ],
         "sample_rate": inputs.resample_rate, "min_samples": shortest, "max_samples": longest,
         # padding changes these models' outputs: a clip's result is its own only in a batch of equal lengths
