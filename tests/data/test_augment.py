@@ -192,10 +192,14 @@ def test_time_shift_bounded_by_half_second_at_real_rate() -> None:
             out = aug(speech_like(sr), sr)
             assert len(out) == sr
             assert abs(aug.last_params["tshift_samples"]) <= 0.5 * sr
-    short = np.ones(100, dtype=np.float32)  # 100 samples << 0.5 s: shift is bounded by length
+    short = np.ones(100, dtype=np.float32)  # 100 samples << 0.5 s: at most half the clip, so half of it stays
     aug = WaveformAugmenter(only("tshift"), seed=6)
-    for _ in range(10):
-        assert len(aug(short, SR)) == 100 and abs(aug.last_params["tshift_samples"]) <= 100
+    shifts = []
+    for _ in range(50):
+        out = aug(short, SR)
+        shifts.append(abs(aug.last_params["tshift_samples"]))
+        assert len(out) == 100 and shifts[-1] <= 50 and int((out == 1).sum()) >= 50
+    assert max(shifts) == 50  # a shift past half the clip is held at half, not drawn again
 
 
 def test_speed_keeps_length_for_extreme_rates(wave: np.ndarray) -> None:

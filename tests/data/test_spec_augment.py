@@ -39,3 +39,16 @@ def test_spec_noise_changes_features() -> None:
     out = spec_noise(feats, generator=torch.Generator().manual_seed(0))
     assert out.shape == feats.shape and not torch.equal(out, feats)
     assert torch.equal(out, spec_noise(feats, generator=torch.Generator().manual_seed(0)))
+
+
+def test_a_mask_wider_than_its_axis_is_said_with_how_often_it_covers_all_of_it() -> None:
+    from audiotune.data.spec_augment import oversized_masks
+
+    assert oversized_masks(8, 10, 24, 0) == []  # within the bins; frames unknown (whole clips)
+    said = oversized_masks(100, 1000, 24, 200)
+    assert said[0].startswith("--freqm 100: wider than the 24 bins it masks;") and "76 % of the masks" in said[0]
+    assert said[1].startswith("--timem 1000: wider than the 200 frames it masks;") and "80 % of the masks" in said[1]
+    generator = torch.Generator().manual_seed(0)
+    spans = [draw_masks(24, 100, 100, 0, generator)[0] for _ in range(2000)]
+    whole = sum(start <= 0 and end >= 24 for start, end in spans) / len(spans)
+    assert abs(whole - 0.76) < 0.03  # what the warning says is what the draws do

@@ -203,10 +203,11 @@ class WaveformAugmenter:
         return np.ascontiguousarray(wave, dtype=np.float32), DeviceTail()
 
     def _time_shift(self, wave: np.ndarray, sample_rate: int) -> np.ndarray:
-        """Shift by U(-0.5 s, 0.5 s) without rollover; fill the gap with tiny noise."""
+        """Shift by U(-0.5 s, 0.5 s) without rollover, at most half the clip (half of it always stays: a short
+        clip is never shifted out whole, leaving only the fill); fill the gap with tiny noise."""
         n = len(wave)
         shift = int(round(self.rng.uniform(-_TSHIFT_MAX_S, _TSHIFT_MAX_S) * sample_rate))
-        shift = max(-n, min(n, shift))  # bounded by the clip length
+        shift = max(-(n // 2), min(n // 2, shift))
         self.last_params["tshift_samples"] = float(shift)
         out = self.rng.uniform(-_FILL_NOISE, _FILL_NOISE, n).astype(np.float32)
         if shift >= 0:

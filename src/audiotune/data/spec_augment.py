@@ -32,6 +32,18 @@ def draw_masks(bins: int, frames: int, freqm: int, timem: int, generator: torch.
     return mask_bounds(bins, freqm, generator), mask_bounds(frames, timem, generator)
 
 
+def oversized_masks(freqm: int, timem: int, bins: int | None, frames: int) -> list[str]:
+    """The SpecAugment widths wider than the axis they mask (``bins`` of the features, ``frames`` of
+    ``--target_length``; None or 0: unknown), with what that does: a width is drawn up to the flag's, so most masks
+    then cover the whole axis."""
+    said = []
+    for flag, width, size, axis in (("--freqm", freqm, bins, "bins"), ("--timem", timem, frames, "frames")):
+        if size and width > size:
+            said.append(f"{flag} {width}: wider than the {size} {axis} it masks; a mask's width is drawn up to "
+                        f"{width}, so {100 * (width - size) / width:.0f} % of the masks cover every one of them")
+    return said
+
+
 def apply_masks(features: torch.Tensor, masks: Sequence[MaskSpans]) -> torch.Tensor:
     """(B, T, F) features with each clip's masked bins and frames set to 0 (a new tensor); a span reaching past
     the tensor's frames masks only the frames it has."""

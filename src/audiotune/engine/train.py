@@ -24,6 +24,7 @@ from audiotune.data.loader_plan import training_passes
 from audiotune.data.loading import adaptation_loader, balanced_sampler, check_sampler_options, make_dataset, make_loader
 from audiotune.data.prepare import PreparedData, head_options_at_defaults, prepare_training_data
 from audiotune.data.samplers import BalancedSampler
+from audiotune.data.spec_augment import oversized_masks
 from audiotune.engine.adapt import OFF, WHOLE_SPLIT, adaptation_groups, check_adaptable, check_adaptation
 from audiotune.engine.aggregate import check_recording_targets
 from audiotune.engine.averaging import QueuedEMA
@@ -253,6 +254,9 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
     refuse_inactive(config)  # an option that would do nothing with this encoder (frozen or trained)
     inputs = input_spec(config)
     log.info("--model %s reads %s (%s)", config.model.model, inputs.to_dict(), INPUT_SPEC_FILE)
+    for said in oversized_masks(inputs.freqm, inputs.timem, inputs.n_mfcc if inputs.features == "mfcc" else
+                                inputs.num_mel_bins, inputs.target_length):
+        log.warning(said)
     prepared = prepare_training_data(config, inputs, exp_dir)
     check_recording_targets(prepared.tables, prepared.targets, prepared.heads)
     check_monitor(config.train.monitor, prepared.heads)

@@ -34,8 +34,8 @@ frames: pooling averages the patches over the audio, not the padding; the two cl
 Not supported: pooling the class tokens (``pooler_output``: would need an option in ``config/sections.py``), inputs of
 another length or number of mel bins than the checkpoint's (no position-embedding interpolation), waveform or
 MFCC inputs, ``--freeze_feature_encoder`` (no separate feature encoder), self-supervised pretraining. SpecAugment
-(``--freqm/--timem``) masks the normalised features with 0, where the original AST recipe masks before
-normalisation.
+(``--freqm/--timem``) masks the features with 0 before the normalisation, as the original AST recipe does (a masked
+cell reads (0 - mean) / (2 std)).
 """
 from __future__ import annotations
 

@@ -62,9 +62,11 @@ class HFSettings:
 
     max_window: float = option(0.0, "encode clips longer than this many seconds window by window (0 = whole clip)",
                                valid=AT_LEAST_0, acts=CLASSIFIER_STAGES)  # pretraining encodes whole batches
-    mask_time_prob: float | None = option(None, "share of frames where masked spans start, replaced by the mask "
-                                                f"embedding. Fine-tuning (default {FINE_TUNING_MASK_PROB:g}: none; the "
-                                                "seed emotion system 0.08); pretraining (default: tapt the "
+    mask_time_prob: float | None = option(None, "about the share of frames masked (P x frames / "
+                                                "--mask_time_length spans, as transformers counts them), replaced by "
+                                                "the mask embedding. Fine-tuning (default "
+                                                f"{FINE_TUNING_MASK_PROB:g}: none; the seed emotion system 0.08); "
+                                                "pretraining (default: tapt the "
                                                 "checkpoint's mask_time_prob, 0.05 for wav2vec2-base; ptapt "
                                                 f"{PTAPT_MASK_PROB:g})",
                                           valid=PROBABILITY, acts=WHILE_TRAINING)
@@ -76,8 +78,9 @@ class HFSettings:
                                      "frames) or batch (counted from the batch's padded length and cut to each "
                                      "clip's frames: transformers 4.10, the emotion seed)", choices=SPAN_RULES,
                              acts=WHILE_TRAINING, needs=MASKED_TIME)
-    mask_feature_prob: float = option(0.0, "fine-tuning: share of feature channels where zeroed spans "
-                                           "start (the seed emotion system: 0.05)", valid=PROBABILITY,
+    mask_feature_prob: float = option(0.0, "fine-tuning: about the share of feature channels zeroed (P x "
+                                           "channels / --mask_feature_length spans; the seed emotion system: "
+                                           "0.05)", valid=PROBABILITY,
                                       acts=FINE_TUNING)  # pretraining masks no channels
     mask_feature_length: int = option(10, "fine-tuning: channels per zeroed span (the seed: 64)",
                                       valid=AT_LEAST_1, acts=FINE_TUNING,
