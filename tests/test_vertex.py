@@ -291,6 +291,7 @@ TRAIN = VERTEX_COMMAND[:-2]  # without -o
      "the job's --num_nodes 3: the job has --replicas 2 machine(s)"),
     ("job", [], [*VERTEX_COMMAND, "--num_nodes", "3"], "the job's --num_nodes 3: the job has --replicas 1 machine(s)"),
     ("tune", [], [*VERTEX_COMMAND, "--monitor", "loss"], "the job's --monitor loss: the space's metric sets it to uar"),
+    ("job", ["--machine_type", "bogus type"], VERTEX_COMMAND, "--machine_type 'bogus type': give one name"),
     ("job", [], [*TRAIN, "--config", "gs://b/c.yaml"], "the job's --config gs://b/c.yaml: in a bucket, where the run "
                                                        "directory it may name is not read here; give the job's -o"),
     ("job", ["--replicas", "2"], ["attention", "--run", "gs://b/r", "--audio", "gs://b/a.wav"],

@@ -390,6 +390,10 @@ def run_command(args: Any, parse: Any, outputs: Any) -> dict[str, Any]:
     command = list(args.job_command[1:] if args.job_command[:1] == ["--"] else args.job_command)
     if not args.name.strip():
         raise VertexError("--name: give the job a name (its display name on Vertex AI)")
+    for flag, value in (("--image", args.image), ("--machine_type", args.machine_type)):
+        if not value.strip() or any(c.isspace() for c in value.strip()):
+            raise VertexError(f"{flag} {value!r}: give one name without spaces (the container image's URI; a Compute "
+                              "Engine machine type such as n1-highmem-8)")
     if not command:
         raise VertexError("give the command the job runs after --, e.g. -- train -d gs://B/split ...")
     given = vars(check_command(command, parse))
