@@ -90,3 +90,14 @@ def test_cv_over_json_files_takes_their_labels(corpus: dict, tmp_path: Path) -> 
     assert (out / "labels.txt").read_text() == "label\n"
     summary = json.loads((out / "cv_summary.json").read_text())
     assert summary["folds"] == 3 and summary["statistics"]["test"]["accuracy"]["mean"] is not None
+
+
+def test_the_early_ssast_split_format_is_named_with_what_to_write_instead(tmp_path: Path) -> None:
+    from audiotune.data.errors import DataError
+    from audiotune.data.json_splits import read_json_split
+
+    path = tmp_path / "train_ssast.json"
+    path.write_text(json.dumps({"data": [{"wav": "u01", "labels": [0, 1, 1]}]}))
+    with pytest.raises(DataError, match=r"the early SSAST split format .* write it as a split CSV \(uid, then one "
+                                        r"column per label, named as its label_df.csv's display_name"):
+        read_json_split(path)

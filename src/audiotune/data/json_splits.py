@@ -76,6 +76,11 @@ def read_json_split(path: str | Path, audio_dir: str | Path | None = None, label
         raise DataError(f"{path}: not a readable JSON split file ({err})") from err
     if not isinstance(raw, dict):
         raise DataError(f"{path}: expected an object {{\"Train\": ..., \"Val\": ..., \"Test\": ...}}")
+    if list(raw) == ["data"] and isinstance(raw["data"], list):  # the early SSAST's train_ssast.json
+        raise DataError(f"{path}: the early SSAST split format ({{\"data\": [{{\"wav\": UID, \"labels\": "
+                        "[...]}}]}}), which is not read: write it as a split CSV (uid, then one column per label, "
+                        "named as its label_df.csv's display_name in the vector's order; one file per split, "
+                        "train.csv and test.csv in a folder for -d) and list the columns in the label file (-l)")
     base = str(audio_dir) if audio_dir else storage.parent(path)
     tables: dict[str, pd.DataFrame] = {}
     for key, entries in raw.items():
