@@ -126,3 +126,34 @@ def test_a_run_trained_with_relative_paths_resumes_from_another_folder(uid_datas
     assert json.loads((root / "run" / "metrics.json").read_text())["epochs_run"] == 3
     moved = [*small_train_args({**uid_dataset, "labels": root / "split" / "train.csv"}, root / "run"), "--resume"]
     assert main([*moved, "-e", "4"]) == 2  # other files named: a change
+
+
+def test_a_run_resumed_from_another_folder_records_its_paths_from_where_it_was_made(
+        uid_dataset: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Resumed from the folder above with paths relative to it, the run's config.yaml still names its files from
+    the folder it was made in: the first command line resumes it again there, and --config reads it anywhere."""
+    import yaml
+    from conftest import small_train_args
+
+    from audiotune.cli import main
+
+    root = uid_dataset["root"]
+    monkeypatch.chdir(root)
+    relative = {**uid_dataset, "prefix": Path("audio"), "split": Path("split"), "labels": Path("labels.txt")}
+    made = [*small_train_args(relative, Path("run")), "--report", "False"]
+    assert main(made) == 0
+    recorded = yaml.safe_load((root / "run" / "config.yaml").read_text())["data"]
+    monkeypatch.chdir(root.parent)
+    above = {key: Path(root.name) / value for key, value in relative.items() if key in ("prefix", "split", "labels")}
+    assert main([*small_train_args({**relative, **above}, Path(root.name) / "run"), "--report", "False", "--resume",
+                 "-e", "2"]) == 0
+    data = yaml.safe_load((root / "run" / "config.yaml").read_text())["data"]
+    assert {key: data[key] for key in ("data_split_root", "label_txt", "prefix")} == \
+        {key: recorded[key] for key in ("data_split_root", "label_txt", "prefix")} == \
+        {"data_split_root": "split", "label_txt": "labels.txt", "prefix": "audio"}
+    monkeypatch.chdir(root)
+    assert main([*made, "--resume", "-e", "3"]) == 0
+    monkeypatch.chdir(root.parent)
+    assert main(["train", "--config", str(root / "run" / "config.yaml"), "-o", str(root / "run"), "-e", "4",
+                 "--resume", "--report", "False"]) == 0
+    assert json.loads((root / "run" / "metrics.json").read_text())["epochs_run"] == 4

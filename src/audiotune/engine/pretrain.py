@@ -49,6 +49,7 @@ from audiotune.engine.distributed import (
 from audiotune.engine.inference import features_on_device, inference_device
 from audiotune.engine.module import DeviceFeatures, optimizers, trains
 from audiotune.engine.pace import pace_summary
+from audiotune.engine.records import recorded_paths
 from audiotune.engine.resume import checkpoint_to_resume, record_changes, resumed_changes
 from audiotune.engine.step_log import step_output
 from audiotune.engine.trainer import build_trainer, earlier_log, merge_logs
@@ -267,7 +268,7 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
     if owned.writes:
         if changes:
             record_changes(exp_dir, changes)
-        save_config(config, exp_dir / CONFIG_FILE)
+        save_config(recorded_paths(config, exp_dir), exp_dir / CONFIG_FILE)
         write_json(exp_dir / INPUT_SPEC_FILE, inputs.to_dict())
         write_clips_read(exp_dir, tables, "pretrain", encoder_paths(config))  # P-TAPT's: its stage 1's too
     earlier = earlier_log(exp_dir, resume is not None) if owned.writes else None

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,14 +59,37 @@ def placed_paths(config: RunConfig, base: str | Path) -> RunConfig:
     """``config`` with each path among its options (those with a path role: tables, audio, label files,
     checkpoints, the backbone's) as the place it names from folder ``base`` (:func:`_placed`): two configs name the
     same files the same way wherever their commands ran."""
+    return _each_path(config, lambda value: _placed(value, base))
+
+
+def _each_path(config: RunConfig, change: Callable[[Any], Any]) -> RunConfig:
+    """``config`` with ``change`` applied to each of its path options (the backbone's among the model's)."""
     for name, kind in SECTIONS.items():
         section = getattr(config, name)
         for option in _paths_of(kind):
-            setattr(section, option, _placed(getattr(section, option), base))
+            setattr(section, option, change(getattr(section, option)))
     for option in _paths_of(options_classes().get(config.model.model)):
         if option in config.model.options:
-            config.model.options[option] = _placed(config.model.options[option], base)
+            config.model.options[option] = change(config.model.options[option])
     return config
+
+
+def recorded_paths(config: RunConfig, run_dir: str | Path) -> RunConfig:
+    """A copy of ``config`` as run ``run_dir`` records it: its relative local paths (from this command's folder)
+    made relative to the folder of the command that made the run, from which a run's relative paths are read
+    (:func:`~audiotune.outputs.from_training_dir`), so a run resumed from another folder still names its files;
+    ``config`` itself where this command made the run."""
+    made = made_in(run_dir)
+    if not made or Path(made).resolve() == Path.cwd().resolve():
+        return config
+
+    def moved(value: Any) -> Any:
+        if not isinstance(value, str) or not value or storage.is_remote(value) or Path(value).is_absolute():
+            return value
+        place = Path.cwd() / value
+        return os.path.relpath(place, made) if place.exists() else value  # (a hub id stays as written)
+
+    return _each_path(copy.deepcopy(config), moved)
 
 
 def _paths_of(options: Any) -> list[str]:

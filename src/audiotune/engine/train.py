@@ -38,6 +38,7 @@ from audiotune.engine.inference import features_on_device, inference_device
 from audiotune.engine.losses import training_class_weights
 from audiotune.engine.module import ClassifierModule, DeviceFeatures, trains
 from audiotune.engine.pace import pace_summary
+from audiotune.engine.records import recorded_paths
 from audiotune.engine.resume import checkpoint_to_resume, keep_resumed_version, record_changes, resumed_changes
 from audiotune.engine.seed_resume import STARTED_FROM, imported_start, load_imported
 from audiotune.engine.selection import check_monitor, monitor_mode
@@ -297,7 +298,7 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
         write_clips_read(exp_dir, prepared.tables, "train", encoder_paths(config))
         if (resume is not None and changes) or imported is not None:
             record_changes(exp_dir, changes, STARTED_FROM if imported is not None else "")
-        save_config(config, exp_dir / CONFIG_FILE)
+        save_config(recorded_paths(config, exp_dir), exp_dir / CONFIG_FILE)
         write_json(exp_dir / INPUT_SPEC_FILE, inputs.to_dict())
         export_backbone(model, exp_dir)
         if not trains(config.train):
