@@ -142,3 +142,15 @@ def test_every_command_ends_its_help_with_examples_that_parse(capsys, monkeypatc
             argv = shlex.split(line.split("    (")[0])
             assert argv[0] == "audiotune", line
             build_parser().parse_args(argv[1:])  # an unknown flag or a bad value exits here
+
+
+def test_an_unknown_flag_is_the_command_s_error_naming_the_closest_flag(capsys) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "-d", "split", "-l", "labels.txt", "-o", "run", "--epoch", "1"])
+    err = capsys.readouterr().err.splitlines()
+    assert stop.value.code == 2 and err == ["usage: audiotune train [options]",
+                                            "audiotune train: error: unrecognized arguments: --epoch 1 (did you mean "
+                                            "--epochs?)"]
+    with pytest.raises(SystemExit):
+        main(["import", "naip", "x.pt", "-o", "run", "--zzz"])
+    assert capsys.readouterr().err.rstrip().endswith("audiotune import naip: error: unrecognized arguments: --zzz")

@@ -3,9 +3,11 @@ into the engine (:class:`~audiotune.cli.command.Command`). :data:`COMMANDS` is t
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import os
 import sys
+from typing import NoReturn
 
 from audiotune import __version__, outputs, vertex
 from audiotune.cli import (
@@ -97,6 +99,20 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
 
 
+def _refuse_unknown(parser: argparse.ArgumentParser, args: argparse.Namespace, unknown: list[str]) -> NoReturn:
+    """Exit as the (sub)command given does on an unrecognised argument, naming the closest flag it takes."""
+    chosen = parser
+    while True:
+        action = next((a for a in chosen._actions if isinstance(a, argparse._SubParsersAction)), None)
+        name = getattr(args, action.dest, None) if action is not None else None
+        if action is None or name not in action.choices:
+            break
+        chosen = action.choices[name]
+    flag = next((word.split("=")[0] for word in unknown if word.startswith("-")), "")
+    close = difflib.get_close_matches(flag, list(chosen._option_string_actions), n=1, cutoff=0.75) if flag else []
+    chosen.error(f"unrecognized arguments: {' '.join(unknown)}" + (f" (did you mean {close[0]}?)" if close else ""))
+
+
 def _nested(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
     """The parsers of ``parser``'s subcommands, and of theirs."""
     found: list[argparse.ArgumentParser] = []
@@ -126,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     typed = sys.argv[1:] if argv is None else list(argv)
     argv, full_help = wants_all(typed)
     parser = build_parser(_model_named(argv), full_help)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # the command's own usage and error, with the flag it is closest to
+        _refuse_unknown(parser, args, unknown)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     command = next(c for c in COMMANDS if c.name == args.command)
     try:
