@@ -71,3 +71,12 @@ def test_rows_without_a_subject_are_named() -> None:
     table.loc["2_s3_1", "subject"] = "  "
     with pytest.raises(DataError, match=r"m.csv: 2 row\(s\) have no 'subject', .*: \['1_s2_0', '2_s3_1'\]"):
         split_table(table, seed=0, source="m.csv")
+
+
+def test_a_validation_draw_of_every_subject_says_what_to_give_instead() -> None:
+    from audiotune.data.splits import draw_validation
+
+    train = pd.DataFrame({"subject": [f"s{i % 7}" for i in range(14)]}, index=[f"u{i}" for i in range(14)])
+    with pytest.raises(DataError, match=r"train.csv: no val.csv, and --val_size 50 .* leaves no training subject "
+                                        r"\(train has 7\); give --val_size below 7, --val_size 0 \(no validation"):
+        draw_validation(train, 50, 0)

@@ -69,8 +69,9 @@ def draw_validation(train: pd.DataFrame, val_size: int, seed: int, group: str = 
     if val_size <= 0:
         raise DataError(f"{source}: no val.csv and --val_size {val_size}: validation needs at least one subject")
     if val_size >= len(subjects):
-        raise DataError(f"{source}: --val_size {val_size} leaves no training subject "
-                        f"(train has {len(subjects)} subjects)")
+        raise DataError(f"{source}: no val.csv, and --val_size {val_size} (subjects drawn from train to validate) "
+                        f"leaves no training subject (train has {len(subjects)}); give --val_size below "
+                        f"{len(subjects)}, --val_size 0 (no validation, the last epoch kept), or a val.csv")
     chosen = set(np.random.default_rng(seed).choice(subjects, size=val_size, replace=False))
     is_val = group_values(train, group, source).isin(chosen)
     return train.loc[~is_val], train.loc[is_val]
