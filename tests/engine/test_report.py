@@ -160,6 +160,7 @@ def test_bad_sources_and_columns_are_one_line_errors(trained_run: dict, tmp_path
     assert main(["report", str(trained_run["run"]), "-o", str(out), "--group_by", "speaker"]) == 2
     err = capsys.readouterr().err
     assert "--group_by speaker" in err and "no such column" in err and "split" in err
+    assert "subject" in err and "expected_rate" not in err and "audio_unfound" not in err  # the table's own only
     assert main(["report", str(trained_run["run"]), "-o", str(out), "--split", "train"]) == 2
     assert "--split train" in capsys.readouterr().err
     assert main(["report", str(trained_run["run"]), "-o", str(out), "--clips", "-1"]) == 2

@@ -23,6 +23,10 @@ from audiotune import storage
 from audiotune.data.errors import DataError
 from audiotune.data.resample import RESAMPLED_LENGTHS, resample, resampled_count
 
+# a table column the reading of uid-layout rows adds: the sample rate a row's metadata says its audio has, which
+# reading the clip checks
+EXPECTED_RATE = "expected_rate"
+
 CHANNEL_MODES = ("mean", "sum", "maxabs", "select", "interleave", "stack", "none")
 # modes whose output is the channels laid end to end or sample by sample: C times longer than one channel
 LENGTHENING_MODES = ("interleave", "stack")

@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from audiotune import storage
-from audiotune.data.audio import AudioSpec, Span, check_clip, span_of
+from audiotune.data.audio import EXPECTED_RATE, AudioSpec, Span, check_clip, span_of
 from audiotune.data.audio_store import spec_digest
 from audiotune.data.errors import DataError
 from audiotune.interrupts import raise_if_terminated
@@ -142,7 +142,7 @@ def check_rows(table: pd.DataFrame, spec: AudioSpec, split: str, min_samples: in
     def check(item: tuple[object, pd.Series]) -> tuple[int, dict | None]:
         uid, row = item
         try:
-            path, span, rate = row["path"], span_of(row), row.get("expected_rate", float("nan"))
+            path, span, rate = row["path"], span_of(row), row.get(EXPECTED_RATE, float("nan"))
             length = record.length(path, span, rate) if record is not None else None
             if length is None:
                 length = check_clip(path, spec, rate, span)

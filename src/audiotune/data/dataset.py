@@ -6,7 +6,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from audiotune.data.audio import AudioSpec, load_clip, table_spans
+from audiotune.data.audio import EXPECTED_RATE, AudioSpec, load_clip, table_spans
 from audiotune.data.audio_store import AudioStore
 from audiotune.data.augment import AugmentConfig, DeviceTail, WaveformAugmenter, mixup, sample_mixup_lambda
 from audiotune.data.batch_features import (
@@ -88,7 +88,7 @@ class AudioDataset(Dataset):
         self.paths = table["path"].astype(str).tolist()
         self.spans = table_spans(table)
         self.store = store
-        self.expected_rates = table.get("expected_rate", pd.Series(np.nan, index=table.index)).astype(float).tolist()
+        self.expected_rates = table.get(EXPECTED_RATE, pd.Series(np.nan, index=table.index)).astype(float).tolist()
         self.targets = torch.as_tensor(targets, dtype=torch.float32)
         self.inputs = inputs
         self.audio: AudioSpec = inputs.audio(train)  # the training crop, or the scoring crop

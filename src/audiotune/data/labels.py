@@ -27,6 +27,7 @@ import pandas as pd
 
 from audiotune import storage
 from audiotune.config import HEAD_KINDS, HeadSpec
+from audiotune.data.audio import EXPECTED_RATE
 from audiotune.data.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ def infer_heads(groups: Sequence[LabelGroup | Sequence[str]], table: pd.DataFram
     missing = [c for group in label_groups for c in group.columns if c not in table.columns]
     if missing:
         raise DataError(f"{source}: label column(s) {missing} not in the table "
-                        f"(columns: {[c for c in table.columns if c not in ('path', 'expected_rate')]})"
+                        f"(columns: {[c for c in table.columns if c not in ('path', EXPECTED_RATE)]})"
                         f"{derivation_hint(missing, table.columns)}")
     heads = []
     for group in label_groups:

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from audiotune import storage
+from audiotune.data.audio import EXPECTED_RATE
 from audiotune.data.errors import DataError, listing
 from audiotune.data.manifest import AUDIO_EXTENSIONS, file_uids, find_audio
 from audiotune.outputs import ONE_TABLE, SPLITS
@@ -279,8 +280,8 @@ def attach_paths(table: pd.DataFrame, prefix: str, study: str = "", split: str =
     table = table.copy()
     failures: list[dict[str, str]] = []
     if "path" in table.columns:
-        if "expected_rate" not in table.columns:
-            table["expected_rate"] = np.nan
+        if EXPECTED_RATE not in table.columns:
+            table[EXPECTED_RATE] = np.nan
         empty = table["path"].isna() | (table["path"].astype(str).str.strip() == "")
         source = table.attrs.get("source", split)
         failures = [{"uid": uid, "split": split, "path": "", "reason": f"{source}: row '{uid}' has an empty path cell"}
@@ -307,5 +308,5 @@ def attach_paths(table: pd.DataFrame, prefix: str, study: str = "", split: str =
                         f"{' and its study folder with -s/--study' if study else ''}:"
                         f"{listing([row['reason'] for row in failures])}")
     table["path"] = paths
-    table["expected_rate"] = rates
+    table[EXPECTED_RATE] = rates
     return table[table["path"] != ""], pd.DataFrame(failures, columns=["uid", "split", "path", "reason"])

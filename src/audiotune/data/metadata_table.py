@@ -23,13 +23,14 @@ import pandas as pd
 
 from audiotune import storage
 from audiotune.config.sections import RAISE
+from audiotune.data.audio import EXPECTED_RATE
 from audiotune.data.errors import DataError, refuse_unless_skipped
 from audiotune.data.labels import DISTORTION_PARTS, DISTORTIONS
 from audiotune.data.layout import METADATA_FILE, waveform_name
 from audiotune.outputs import check_output_path, skip_list, write_csv, write_skip_list
 
 IDENTIFIERS = ("subject", "task")
-RESERVED = ("uid", "path", "expected_rate", *IDENTIFIERS)  # columns the table writes itself
+RESERVED = ("uid", "path", EXPECTED_RATE, *IDENTIFIERS)  # columns the table writes itself
 SEVERITY_TO_BINARY = {-1: math.nan, 0: 0.0, 1: 0.0, 2: 1.0, 3: 1.0, 4: 1.0, 5: 1.0, 6: math.nan}
 
 
@@ -76,7 +77,7 @@ def metadata_row(meta: Any, source: str, files: set[str]) -> dict[str, Any]:
     row: dict[str, Any] = {"uid": uid, "path": _waveform(folder, meta, files, source),
                            "subject": str(meta["subject"]), "task": str(meta["task"])}
     rate = meta.get("sample_rate_hz", meta.get("sample_rate"))
-    row["expected_rate"] = float(rate) if isinstance(rate, (int, float)) and not isinstance(rate, bool) else np.nan
+    row[EXPECTED_RATE] = float(rate) if isinstance(rate, (int, float)) and not isinstance(rate, bool) else np.nan
     return {**row, **diag, **features}
 
 
@@ -144,8 +145,8 @@ def build_table(root: str | Path, out_csv: str | Path, edit_feats: bool = False,
         table = binarize_scores(table, scores, sources_of)
     table = derive_distortions(table)
     table["path"] = [storage.relative(p, out_csv.parent) for p in table["path"]]
-    if table["expected_rate"].isna().all():
-        table = table.drop(columns="expected_rate")
+    if table[EXPECTED_RATE].isna().all():
+        table = table.drop(columns=EXPECTED_RATE)
     write_csv(table, out_csv, index_label="uid")
     skip_table = pd.DataFrame(skipped, columns=["path", "reason"])
     write_skip_list(skip_table, out_csv)

@@ -16,7 +16,7 @@ import yaml
 from audiotune import storage
 from audiotune.config import RunConfig
 from audiotune.config.sections import RESUME_HINT
-from audiotune.data.audio import Span, load_clip, open_audio, span_of
+from audiotune.data.audio import EXPECTED_RATE, Span, load_clip, open_audio, span_of
 from audiotune.data.errors import DataError
 from audiotune.data.layout import SUBJECT, attach_paths, read_splits
 from audiotune.engine.inference import override_data
@@ -334,7 +334,7 @@ def _load(clips: list[Clip], table: pd.DataFrame, config: RunConfig) -> None:
                     with open_audio(path) as handle:
                         seconds = handle.frames / handle.samplerate - span.offset
                     clip.link, clip.link_text = source_link(path, span, spec.clip_length, seconds)
-                clip.wave, clip.rate = load_clip(path, spec, float(row.get("expected_rate", float("nan"))), span)
+                clip.wave, clip.rate = load_clip(path, spec, float(row.get(EXPECTED_RATE, float("nan"))), span)
         except (DataError, OSError) as err:
             clip.problem = f"cannot be read: {err}"
 
@@ -417,7 +417,8 @@ def read_run(source: Path, data_split_root: str = "", group_by: str = "", clips_
     if column in table.columns:
         report.group_by, report.groups = column, table[column]
     elif group_by:
-        raise ValueError(f"--group_by {group_by}: {root} has no such column (columns: {', '.join(table.columns)})")
+        own = [c for c in table.columns if c not in (UNFOUND, EXPECTED_RATE)]  # those the reading adds left out
+        raise ValueError(f"--group_by {group_by}: {root} has no such column (columns: {', '.join(own)})")
     else:
         report.groups_missing = f"the table has no '{SUBJECT}' column: give --group_by COLUMN for a breakdown"
     report.clips = wrong_clips(predictions, report.heads, report.split, clips_per_class)
