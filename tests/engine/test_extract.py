@@ -91,6 +91,8 @@ def test_an_embeddings_file_says_how_it_was_made_and_a_replacement_says_what_it_
     assert made is not None and {k: made[k] for k in ("embedding_type", "layer", "frame_pooling", "run")} == \
         {"embedding_type": "pt", "layer": 0, "frame_pooling": "mean", "run": True}
     assert made["encoder"] == str(Path(run).resolve()) and "command" in made
+    # the crop the clips were read with, the run's own (its --eval_clip_length -1: scored as trained), in seconds
+    assert made["clip_seconds"] == 10.0
     assert pq.read_table(out).column_names == ["uid", "split", "embedding"]
     extract_embeddings(run, table, str(out), "ft", data=data)
     made = embeddings_meta(out)

@@ -176,8 +176,8 @@ def embeddings_made(config: RunConfig, model: torch.nn.Module, run: str | None, 
                     layer: int | None, pooling: str | None) -> dict[str, Any]:
     """How the embeddings of ``model`` were made, as their file's schema metadata says it: the type, the hidden
     state (a layer; ``weighted``: the learned sum; ``mean``: every state's, for an encoder without a run), how
-    frames were pooled and (``ft``) the heads merged, the encoder (the run, by where it is, or the checkpoint), and
-    the command."""
+    frames were pooled and (``ft``) the heads merged, the encoder (the run, by where it is, or the checkpoint), the
+    crop of every clip in seconds (0: whole clips) and the command."""
     learnt = getattr(model, "layer_weights", None) is not None  # (an encoder without a run has none: wt averages)
     weighted = {"pt": False, "wt": True}.get(embedding_type, learnt)
     own = config.classifier
@@ -186,7 +186,7 @@ def embeddings_made(config: RunConfig, model: torch.nn.Module, run: str | None, 
             "frame_pooling": own.pooling_mode if embedding_type == "ft" or pooling is None else pooling,
             "heads_merged_by": (pooling or "mean") if embedding_type == "ft" else None,
             "encoder": storage.remote_name(os.path.abspath(run)) if run else config.model.checkpoint,
-            "run": bool(run), "model": config.model.model, "clip_seconds": config.audio.eval_clip_length,
+            "run": bool(run), "model": config.model.model, "clip_seconds": input_spec(config).eval_clip_length,
             "command": invocation()["command_line"]}
 
 
