@@ -118,3 +118,14 @@ def test_a_probe_of_regression_heads_alone_scores_them(tmp_path) -> None:
                  str(tmp_path / "cache"), "-o", str(tmp_path / "probe")]) == 0
     layers = json.loads((tmp_path / "probe" / "probe.json").read_text())["layers"]
     assert all(row["val_ccc"] is not None and row["val_accuracy"] is None for row in layers)
+
+
+def test_the_printed_table_shows_a_metric_the_heads_lack_as_a_dash() -> None:
+    import pandas as pd
+
+    from audiotune.cli.probe import shown
+
+    table = pd.DataFrame({"layer": [0, 1], "val_uar": [0.5, 0.625], "val_mean_auc": [None, None]})
+    lines = shown(table).splitlines()
+    assert lines[1].split() == ["0", "0.500", "-"] and lines[2].split() == ["1", "0.625", "-"]
+    assert "None" not in shown(table)

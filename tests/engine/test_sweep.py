@@ -492,3 +492,9 @@ def test_a_sweep_made_with_a_head_option_refused_since_goes_on_with_its_command_
     err = capsys.readouterr().err
     assert "--labeling_method hard: acts only on soft (vote) heads" in err and "trial 0" not in err, err
     assert not (tmp_path / "new").exists()
+
+
+def test_the_best_trial_s_flags_are_printed_as_they_are_typed() -> None:
+    from audiotune.cli.sweep import _flag_value
+
+    assert [_flag_value(v) for v in (300.0, 0.0003, "max", 2)] == [300, 0.0003, "max", 2]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from audiotune.cli.command import Command
 from audiotune.cli.config_args import config_from_args
@@ -13,6 +14,9 @@ from audiotune.cli.stages import refuse_given_idle
 from audiotune.config import ENCODING, RunConfig
 from audiotune.outputs import PROBE_FILE
 from audiotune.storage import final_path
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # The options probe's path reads: a frozen encoder fills the feature cache once, then each head trains on the
 # cached pooled states of the layer it probes in one quiet fit in one process, and its last epoch is scored.
@@ -62,6 +66,14 @@ def check(args: argparse.Namespace) -> None:
     check_probe(_config(args, read_inputs=False))
 
 
+def shown(table: pd.DataFrame) -> str:
+    """The probe table as printed: metrics to 3 decimals, one the heads do not have (None) as -."""
+    undefined = [c for c in table.columns if table[c].dtype == object and table[c].isna().any()
+                 and table[c].map(lambda v: v is None or isinstance(v, float)).all()]
+    return table.astype({column: float for column in undefined}).to_string(
+        index=False, float_format=lambda v: f"{v:.3f}", na_rep="-")
+
+
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from audiotune.engine.module import trains
     from audiotune.engine.probe import probe
@@ -70,7 +82,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     quiet_lightning(args.verbose)
     config = _config(args)
     table = probe(config)
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(shown(table))
     print(f"probe table: {final_path(Path(config.exp_dir) / PROBE_FILE)}")
     if not trains(config.train):
         print("no training step (--epochs 0): these are the metrics of untrained heads", file=sys.stderr)

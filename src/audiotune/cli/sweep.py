@@ -114,7 +114,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if summary["best"]:
         best = summary["best"]
         print(f"best: trial {best['trial']}, {summary['metric']} {best['value']:.4f}, "
-              + " ".join(f"--{k}={v}" for k, v in best["params"].items()))
+              + " ".join(f"--{k}={_flag_value(v)}" for k, v in best["params"].items()))
         if best["config"]:
             print(f"best config (for --config): {final_path(best['config'])}")
         else:
@@ -122,6 +122,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     print(f"sweep directory: {storage.final_place(base.exp_dir)}")
     if base.runtime.report:
         print(report_when_done(base.exp_dir))
+
+
+def _flag_value(value: object) -> object:
+    """A parameter's value as its flag takes it: a whole number drawn from a discrete list (floats, as Vertex AI
+    passes them) written whole."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 COMMAND = Command(
