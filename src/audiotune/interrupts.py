@@ -56,6 +56,11 @@ def handler_raises(signum: signal.Signals, handler: Callable[[int, FrameType | N
         del _RAISED[kept:]
 
 
+# the SIGTERM this process received in its last :func:`sigterm_raises` block ((pid, signal)): an error that ends a
+# command after it (a data loader worker the same signal killed, a peer gone) is the stop it follows
+_RECEIVED: list[tuple[int, int]] = []
+
+
 @contextlib.contextmanager
 def sigterm_raises() -> Iterator[None]:
     """While the block runs, SIGTERM raises :class:`Terminated` in this process. A second SIGTERM while the first
@@ -72,8 +77,10 @@ def sigterm_raises() -> Iterator[None]:
         if received:
             return
         received.append(signum)
+        _RECEIVED.append((owner, signum))
         raise_from_handler(Terminated(f"stopped by signal {signal.Signals(signum).name}"))
 
+    _RECEIVED.clear()
     with handler_raises(signal.SIGTERM, terminate):
         yield
 
@@ -97,7 +104,15 @@ def stopped_by(err: BaseException) -> signal.Signals | None:
     cause = err.__context__ if isinstance(err, SystemExit) else err
     if isinstance(cause, KeyboardInterrupt):
         return signal.Signals(getattr(cause, "signum", signal.SIGINT))
-    return None
+    # an error raised while a stop passed (its clean-up: a data loader worker the same signal killed), or after
+    # this process was sent SIGTERM: the stop is what ended the command
+    seen, context = 0, err.__context__
+    while context is not None and seen < 20:
+        if isinstance(context, KeyboardInterrupt):
+            return signal.Signals(getattr(context, "signum", signal.SIGINT))
+        seen, context = seen + 1, context.__context__
+    received = [signum for pid, signum in _RECEIVED if pid == os.getpid()]
+    return signal.Signals(received[0]) if received else None
 
 
 def exit_status(signum: signal.Signals) -> int:

@@ -142,6 +142,13 @@ def test_how_each_end_is_read() -> None:
     assert stopped_by(SIGTERMException()) == signal.SIGTERM  # Lightning stopped the fit on SIGTERM itself
     assert stopped_by(SystemExit(2)) is None and stopped_by(exit_after(ValueError())) is None
     assert stopped_by(ValueError("bad")) is None
+    try:  # an error in the clean-up of a stop (a data loader worker the same signal killed) is the stop
+        try:
+            raise Terminated()
+        finally:
+            raise RuntimeError("DataLoader worker (pid 7) is killed by signal: Terminated.")
+    except RuntimeError as err:
+        assert stopped_by(err) == signal.SIGTERM
     assert (exit_status(signal.SIGINT), exit_status(signal.SIGTERM)) == (130, 143)
     assert interruption_line("train", signal.SIGINT, "go on") == "audiotune train: interrupted; go on"
     assert interruption_line("cv", signal.SIGTERM, "go on") == "audiotune cv: interrupted by SIGTERM; go on"
@@ -160,6 +167,28 @@ def test_sigterm_during_a_command_is_one_line_and_status_143(tmp_path: Path, mon
     assert capsys.readouterr().err.splitlines() == [
         "audiotune report: interrupted by SIGTERM; outputs not finished were not written; run the command again"]
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_an_error_after_sigterm_reached_the_command_ends_it_as_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    """The process group was sent SIGTERM: a data loader worker dies of it and its error reaches the command, not
+    the stop, which the command received too. It ends as stopped, status 143, not as an error."""
+    def worker_killed_too(*args, **kwargs) -> Path:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            wait_for_signal()
+        except Terminated:
+            pass  # (as torch's loader does: its own error replaces the stop)
+        raise RuntimeError("DataLoader worker (pid 7) is killed by signal: Terminated.")
+
+    monkeypatch.setattr(report_module, "write_report", worker_killed_too)
+    assert main(["report", str(tmp_path)]) == 143
+    assert capsys.readouterr().err.splitlines() == [
+        "audiotune report: interrupted by SIGTERM; outputs not finished were not written; run the command again"]
+    monkeypatch.setattr(report_module, "write_report", lambda *args, **kwargs: (_ for _ in ()).throw(
+        RuntimeError("no stop")))
+    assert main(["report", str(tmp_path)]) == 2  # the next command: its error is an error
+    assert "audiotune report: error: RuntimeError: no stop" in capsys.readouterr().err
 
 
 def test_of_the_processes_a_launcher_stops_on_a_machine_the_first_says_so(

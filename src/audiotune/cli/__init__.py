@@ -6,6 +6,7 @@ import argparse
 import difflib
 import logging
 import os
+import signal
 import sys
 from typing import NoReturn
 
@@ -99,6 +100,14 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
 
 
+def _stopped(command: Command, args: argparse.Namespace, signum: signal.Signals) -> int:
+    """The end of a command stopped by ``signum``: one line saying so and how to go on, and the signal's status."""
+    if launched_local_rank() == 0:  # a launcher stops every process of a machine at once: one line says so
+        after = command.after_interrupt if isinstance(command.after_interrupt, str) else command.after_interrupt(args)
+        print(interruption_line(command.name, signum, after), file=sys.stderr)
+    return exit_status(signum)
+
+
 def _refuse_unknown(parser: argparse.ArgumentParser, args: argparse.Namespace, unknown: list[str]) -> NoReturn:
     """Exit as the (sub)command given does on an unrecognised argument, naming the closest flag it takes."""
     chosen = parser
@@ -161,12 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         signum = stopped_by(err)
         if signum is None:
             raise
-        if launched_local_rank() == 0:  # a launcher stops every process of a machine at once: one line says so
-            after = command.after_interrupt if isinstance(command.after_interrupt, str) else \
-                command.after_interrupt(args)
-            print(interruption_line(command.name, signum, after), file=sys.stderr)
-        return exit_status(signum)
+        return _stopped(command, args, signum)
     except Exception as err:  # one line for the user; the traceback with -v
+        stopped = stopped_by(err)  # an error that followed a stop (a data loader worker the signal killed)
+        if stopped is not None and not args.verbose:
+            return _stopped(command, args, stopped)
         if reader_gone(err):  # `audiotune ... | head`: stop as other tools do when their reader has gone
             silence_standard_streams()
             return READER_GONE
