@@ -277,3 +277,20 @@ def test_an_option_two_backbones_declare_alike_gives_each_ones_meaning_until_a_m
     whisper = help_of("--model", "whisper")
     assert "(0 = the model's own window, 30 s; at most that) (--model hf, whisper)" in whisper
     assert "window by window (0 = whole clip)" not in whisper
+
+
+def test_every_command_that_writes_one_output_takes_o_for_it_or_refuses_it_with_the_seed_meaning() -> None:
+    from audiotune.cli import _nested
+    from audiotune.cli.seed_flags import Refused
+
+    checked = 0
+    for parser in _nested(build_parser()):
+        out = next((a for a in parser._actions if "--out" in a.option_strings), None)
+        if out is None:
+            continue
+        short = parser._option_string_actions.get("-o")
+        assert short is not None, parser.prog
+        assert short is out or isinstance(short, Refused), parser.prog
+        checked += 1
+    assert checked >= 15
+    assert build_parser().parse_args(["manifest", "audio", "-o", "m.csv"]).out == "m.csv"

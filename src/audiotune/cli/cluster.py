@@ -6,13 +6,13 @@ from pathlib import Path
 
 from audiotune.cli.command import Command
 from audiotune.cli.config_args import config_from_args
-from audiotune.cli.flags import ONE_PROCESS_NOTES, add_config_flags, add_path, refuse_other_options
+from audiotune.cli.flags import ONE_PROCESS_NOTES, add_config_flags, add_out, refuse_other_options
 from audiotune.cli.run_flags import add_run_flag, scoring_data
 from audiotune.cli.stages import refuse_encoder_flags
 from audiotune.cli.values import FlatCounts, cluster_counts, options_of
 from audiotune.config import ENCODING
 from audiotune.engine.cluster import FIT_ON, ClusterOptions
-from audiotune.storage import Role, final_path
+from audiotune.storage import final_path
 
 # The options cluster reads: the table, the encoder read without a run (-c CHECKPOINT --model NAME) and its input
 # (whole clips: no crop), the hidden state and its activation, the batch, and where it runs (one device). With --run
@@ -32,13 +32,13 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                      stages=ENCODING, why="cluster reads the frames of a frozen encoder",
                      notes={**ONE_PROCESS_NOTES, "classifier.layer": "; here the hidden state whose frames are "
                             "clustered, with --run as without (as the seed: not the run's own --layer)"})
+    add_out(parser, required=True, help="parquet file of frame labels")
     refuse_other_options(parser, "not an option of cluster, which labels every frame of whole "
                                                   "clips with a frozen encoder on one device (its options: "
                                                   "audiotune cluster --help)")
     add_run_flag(parser, required=False, help="trained run directory whose (fine-tuned) encoder makes the frames, "
                                               "after the run's --frame_activation, its audio under the run's own "
                                               "-i/-s unless given (default: the -c encoder as loaded)")
-    add_path(parser, "--out", role=Role.OUTPUT_FILE, required=True, help="parquet file of frame labels")
     parser.add_argument("--num_clusters", "--num-clusters", dest="num_clusters", type=cluster_counts,
                         nargs="+", action=FlatCounts, default=DEFAULTS.num_clusters,
                         help=f"cluster counts K, one label sequence each (default "

@@ -4,16 +4,15 @@ from __future__ import annotations
 import argparse
 
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_path
+from audiotune.cli.flags import add_out
 from audiotune.cli.run_flags import add_run_flag
 from audiotune.engine.export import FORMATS
-from audiotune.storage import Role
 
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_run_flag(parser)
     parser.add_argument("--format", default=FORMATS[0], choices=FORMATS, help=f"default {FORMATS[0]}")
-    add_path(parser, "--out", role=Role.OUTPUT_FILE, required=True,
+    add_out(parser, required=True,
              help="model file to write, e.g. model.onnx (FILE.json beside it)")
 
 

@@ -10,7 +10,7 @@ from audiotune.cli.config_args import config_from_args
 from audiotune.cli.flags import (
     add_config_flags,
     add_option_flag,
-    add_path,
+    add_out,
     refuse_flags_of,
     refuse_other_options,
     spellings,
@@ -20,7 +20,7 @@ from audiotune.cli.stages import ENCODER_OPTIONS, as_flag, refuse_encoder_flags
 from audiotune.config import ENCODING, SECTIONS
 from audiotune.models.classifier import EMBEDDING_TYPES
 from audiotune.outputs import embeddings_file
-from audiotune.storage import Role, final_path
+from audiotune.storage import final_path
 
 
 def _embedding_type(value: str) -> str:
@@ -33,8 +33,8 @@ def _embedding_type(value: str) -> str:
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_scoring_flags(parser, run_required=False)
-    add_path(parser, "--out", role=Role.OUTPUT_FILE,
-             help="parquet file (default RUN/embeddings_TYPE.parquet; required without --run)")
+    add_out(parser, short=False,
+            help="parquet file (default RUN/embeddings_TYPE.parquet; required without --run)")
     parser.add_argument(*spellings("embedding_type"), dest="embedding_type", choices=EMBEDDING_TYPES,
                         type=_embedding_type,
                         help="pt: one hidden state; wt: the weighted sum of all (an encoder without heads: their "

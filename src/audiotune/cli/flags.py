@@ -51,6 +51,13 @@ def add_path(parser: Any, *flags: str, role: Role, help: str = "", **kwargs: Any
     return action
 
 
+def add_out(parser: Any, help: str, *, short: bool = True, **kwargs: Any) -> argparse.Action:
+    """``-o``/``--out``: the one file a command writes (its role an output file unless ``role`` says otherwise).
+    ``short=False`` where ``-o`` is refused as a seed's folder of the same outputs."""
+    kwargs.setdefault("role", Role.OUTPUT_FILE)
+    return add_path(parser, *(("-o",) if short else ()), "--out", dest="out", help=help, **kwargs)
+
+
 def add_audio_dir(parser: Any, help: str) -> argparse.Action:
     """``--audio_dir`` (also the seeds' ``--datadir``): the audio folder that a seed's JSON names files in."""
     return add_path(parser, *spellings("audio_dir", ("--datadir",)), role=Role.AUDIO, dest="audio_dir", default="",

@@ -10,7 +10,7 @@ from audiotune import storage
 from audiotune.cli import train
 from audiotune.cli.command import Command
 from audiotune.cli.config_args import config_from_args
-from audiotune.cli.flags import add_audio_dir, add_option_flag, add_path, parsed_role, spellings
+from audiotune.cli.flags import add_audio_dir, add_option_flag, add_out, add_path, parsed_role, spellings
 from audiotune.cli.seed_flags import Refused
 from audiotune.cli.values import FlatCounts, cluster_counts
 from audiotune.config import RunConfig
@@ -91,7 +91,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                           action=FlatCounts, required=True,
                           help="the K values in the seed's order (64 512 4096, or as the seed wrote them: 64,512,4096)")
     add_audio_dir(clusters, "16 kHz wav files named as the JSON's keys: fit each clip's labels to its frames")
-    add_path(clusters, "--out", role=Role.OUTPUT_FILE, required=True, help="parquet to write")
+    add_out(clusters, required=True, help="parquet to write")
     taps = kinds.add_parser(
         "taps", allow_abbrev=False,
         help="tap2key recording folders (05.wav_samples + 04.labels) or the splits its create_dataset.py saved "
@@ -106,7 +106,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_path(taps, *spellings("audio_dir"), role=Role.LOCAL, dest="audio_dir", default="", metavar="FOLDER",
              help="a saved split: the folder holding its tap samples now, where the seed's paths no longer lead "
                   "(found by file name)")
-    add_path(taps, "--out", role=Role.OUTPUT_FILE, required=True, help="segment CSV to write")
+    add_out(taps, required=True, help="segment CSV to write")
     add_option_flag(taps, "data.on_error", help="a recording whose tap and label counts differ: raise an error, or "
                                                 "skip it and list it in OUT.skipped.csv")
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 import argparse
 
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_option_flag, add_path, spellings
+from audiotune.cli.flags import add_option_flag, add_out, add_path, spellings
 from audiotune.storage import Role
 
 
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_path(parser, "audio_dir", role=Role.AUDIO, help="folder of audio files (searched recursively)")
-    add_path(parser, "--out", role=Role.OUTPUT_FILE, required=True,
+    add_out(parser, required=True,
              help="manifest CSV to write; paths are relative to it (in full where the audio is elsewhere, e.g. "
                   "in a bucket)")
     parser.add_argument("--pattern", help=r"regex with named groups over file names, e.g. "

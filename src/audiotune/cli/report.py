@@ -7,7 +7,7 @@ import os
 
 from audiotune import storage
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_path, add_section_flags, add_storage_flags
+from audiotune.cli.flags import add_out, add_path, add_section_flags, add_storage_flags
 from audiotune.cli.run_flags import SCORING_DATA, add_run_flag, scoring_data
 from audiotune.cli.values import integer
 from audiotune.outputs import REPORT_FILE, TAPS_REPORT_SUFFIX, sidecar
@@ -20,8 +20,8 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
              help="run directory (train), evaluation folder (evaluate), cross-validation folder (cv), sweep "
                   "folder (sweep), probe folder (probe), or the table that `taps detect` or `taps align` wrote "
                   "(--out), whose page is drawn again beside it")
-    add_path(parser, "-o", "--out", role=Role.OUTPUT_FILE, dest="out",
-             help=f"the HTML file to write (default RUN_OR_EXPERIMENT/{REPORT_FILE}; a taps table OUT.csv: "
+    add_out(parser,
+            help=f"the HTML file to write (default RUN_OR_EXPERIMENT/{REPORT_FILE}; a taps table OUT.csv: "
                   f"OUT{TAPS_REPORT_SUFFIX})")
     add_path(parser, "-d", "--data_split_root", "--data-split-root", role=Role.TABLE, dest="data_split_root",
              default="", help="the table the run scored, for its clips and groups (default: the run's own "

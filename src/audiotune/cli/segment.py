@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_option_flag, add_path
+from audiotune.cli.flags import add_option_flag, add_out, add_path
 from audiotune.storage import Role
 
 
@@ -12,7 +12,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_path(parser, "table", role=Role.TABLE,
              help="event table (path, time, ...) or recording table (path, ...), CSV; its relative paths are "
                   "relative to its folder")
-    add_path(parser, "--out", role=Role.OUTPUT_FILE, required=True, help="segment CSV to write")
+    add_out(parser, required=True, help="segment CSV to write")
     parser.add_argument("--before", type=float, help="events: seconds before each event's time")
     parser.add_argument("--after", type=float, help="events: seconds after each event's time")
     parser.add_argument("--window", type=float, help="recordings: window length in seconds")

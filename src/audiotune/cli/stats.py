@@ -7,10 +7,9 @@ import sys
 
 from audiotune.cli.command import Command
 from audiotune.cli.config_args import config_from_args
-from audiotune.cli.flags import ONE_PROCESS_NOTES, add_config_flags, add_path, refuse_other_options
+from audiotune.cli.flags import ONE_PROCESS_NOTES, add_config_flags, add_out, refuse_other_options
 from audiotune.config import ENCODING
 from audiotune.outputs import check_output_path, write_json, write_skip_list
-from audiotune.storage import Role
 
 # The options stats reads: the table, the features a model of --model computes from each clip as it scores (their
 # normalisation is what is measured, so --dataset_mean/--dataset_std are not), and the device that sums them. The
@@ -29,6 +28,7 @@ STATS_OPTIONS = (
 def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_config_flags(parser, STATS_OPTIONS, model=model, writes_run=False, backbone_flags=False, stages=ENCODING,
                      why="stats reads clips as they are scored", notes=ONE_PROCESS_NOTES)
+    add_out(parser, help="also write the result as JSON here")
     refuse_other_options(parser, "not an option of stats, which measures the features a model of --model "
                                  "computes from each clip of a split when it scores, each clip at its own length "
                                  "(before a batch's padding or --target_length; its options: audiotune stats --help)")
@@ -36,7 +36,6 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                         help="the split measured: train, val or test of a split directory or JSON split file "
                              "(default: train); the rows of one CSV and the clips of an audio folder are named "
                              "data, measured by default")
-    add_path(parser, "--out", role=Role.OUTPUT_FILE, help="also write the result as JSON here")
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:

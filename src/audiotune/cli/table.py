@@ -5,7 +5,7 @@ import argparse
 
 from audiotune import storage
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_option_flag, add_path, add_storage_flags, spellings
+from audiotune.cli.flags import add_option_flag, add_out, add_path, add_storage_flags, spellings
 from audiotune.cli.seed_flags import in_bucket
 from audiotune.cli.values import parse_bool
 from audiotune.storage import Role
@@ -17,7 +17,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     add_option_flag(parser, "data.prefix", dest="seed_prefix", metavar="PREFIX",
                     help="the seeds' spelling of FOLDER: PREFIX[/STUDY] (with -b BUCKET: gs://BUCKET/PREFIX[/STUDY])")
     add_option_flag(parser, "data.study")
-    add_path(parser, "--out", role=Role.OUTPUT_FILE, required=True,
+    add_out(parser, short=False, required=True,
              help="table CSV to write (uid, path, subject, task, expected_rate, one column per score)")
     parser.add_argument(*spellings("edit_feats"), dest="edit_feats", nargs="?", const=True, type=parse_bool,
                         default=False, metavar="BOOL",

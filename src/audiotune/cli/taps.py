@@ -7,7 +7,7 @@ from pathlib import Path
 
 from audiotune.atomic import OutputError, written_together
 from audiotune.cli.command import Command
-from audiotune.cli.flags import add_path, add_section_flags, refuse_flags_of, spellings
+from audiotune.cli.flags import add_out, add_path, add_section_flags, refuse_flags_of, spellings
 from audiotune.cli.seed_flags import Refused
 from audiotune.cli.values import options_of
 from audiotune.data.errors import DataError
@@ -30,7 +30,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                     "recording's noise floor (the --floor_quantile of |trace|). The rows feed `audiotune "
                     "segment --before/--after`.")
     add_path(detect, "recordings", role=Role.AUDIO, nargs="+", help="audio files (any channel count)")
-    add_path(detect, "--out", role=Role.OUTPUT_FILE, required=True,
+    add_out(detect, required=True,
              help="CSV to write: path, time, height, energy_ch0, ...; beside it OUT.report.json (the options, "
                   "each recording's threshold and noise floor)")
     detect.add_argument("--cutoff", type=float, default=DETECT.cutoff,
@@ -90,7 +90,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                        help="touch-log CSV(s) (no header: timestamp, touch id, event, x, y, ...); concatenated")
     add_path(align, "--keys", role=Role.TABLE, required=True,
              help="key centres CSV: x, y, label (header optional; 'none' points absorb off-key touches)")
-    add_path(align, "--out", role=Role.OUTPUT_FILE, required=True, help="segment CSV to write")
+    add_out(align, required=True, help="segment CSV to write")
     align.add_argument("--latency", type=float,
                        help="seconds from a logged touch to its sound (negative: the sound is earlier; the tap2key "
                             "system used -0.15); default: estimated from the data")

@@ -10,7 +10,7 @@ import pandas as pd
 from audiotune import storage, vertex, vertex_results
 from audiotune.cli.command import Command
 from audiotune.cli.config_args import config_from_args
-from audiotune.cli.flags import CONFIG_SECTIONS, add_path, path_roles, spellings
+from audiotune.cli.flags import CONFIG_SECTIONS, add_out, add_path, path_roles, spellings
 from audiotune.cli.help import HelpFormatter
 from audiotune.cli.values import integer
 from audiotune.storage import Role
@@ -39,7 +39,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                          help="machines (nodes); above 1 the command gets --num_nodes and runs as DDP")
         job.add_argument(*spellings("boot_disk_gb"), dest="boot_disk_gb", type=integer,
                          default=vertex.Machine.boot_disk_gb, help="boot disk of each machine, in GB")
-        add_path(job, "--out", role=Role.OUTPUT_FILE, required=True, help="JSON spec to write")
+        add_out(job, required=True, help="JSON spec to write")
         if kind == "job":
             job.add_argument(*spellings("base_output"), dest="base_output", default="",
                              help="gs:// root of the job's AIP_MODEL_DIR")
@@ -58,7 +58,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                                            "--format json`; one row per trial, best first by the study's metric",
                                formatter_class=HelpFormatter)
     add_path(results, "job", role=Role.INPUT, metavar="JOB.json", help="the tuning job's description (JSON)")
-    add_path(results, "--out", role=Role.OUTPUT_FILE, required=True, help="trials table to write (.csv or .parquet)")
+    add_out(results, required=True, help="trials table to write (.csv or .parquet)")
 
 
 def _results(args: argparse.Namespace) -> None:
