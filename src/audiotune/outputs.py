@@ -92,6 +92,8 @@ BEST_CHECKPOINTS = "best-{epoch:02d}"  # in CHECKPOINT_DIR with --save_top_k K >
 FROZEN_WEIGHTS_FILE = "frozen.safetensors"  # in CHECKPOINT_DIR: the weights that do not train, named by checkpoints
 LOG_DIR = "logs"
 LOG_FILE = "metrics.csv"  # in LOG_DIR: the file Lightning's CSV logger writes
+# columns of LOG_FILE: an epoch's mean training loss, the validation loss, the epoch's mean learning rate
+TRAIN_LOSS_COLUMN, VAL_LOSS_COLUMN, LR_COLUMN = "train_loss_epoch", "val_loss", "lr"
 EARLIER_LOG_FILE = "metrics_before_resume.csv"  # in LOG_DIR while a resumed run trains: the epochs logged before
 TENSORBOARD_DIR = "tensorboard"  # in LOG_DIR with --logger tensorboard: TensorBoard's event files
 COMMAND_FILE = "command.json"  # every command that wrote the directory (argv, working directory, version, start)

@@ -270,6 +270,27 @@ def test_a_class_whose_every_training_clip_is_skipped_is_an_error_as_if_it_were_
     assert main(args) == 0 and len(pd.read_csv(tmp_path / "run" / "skipped.csv")) == 7
 
 
+def test_a_class_whose_training_rows_validation_draws_or_overlap_leaves_out_is_refused_naming_them(
+        uid_dataset: dict, tmp_path: Path, capsys) -> None:
+    """Validation drawn from train (--val_size, --val_share) and --allow_overlap take rows from training after the
+    heads are read from it: a class they take wholly is refused as a split without it would be, not trained as a
+    head output that never sees a clip (balanced weight 1.0)."""
+    edit_split(uid_dataset, "train", pitch={f"dan{k}": "mid" for k in range(4)})  # 'mid': subject dan's only
+    (uid_dataset["split"] / "val.csv").unlink()
+    err = train_error(uid_dataset, tmp_path / "run", capsys, "--val_size", "1", "--seed", "0")  # draws dan
+    assert "train.csv: column 'pitch' keeps no training clip of ['mid'] once these rows are left out" in err
+    assert "dan0: drawn into validation (--val_size 1 subject(s), --seed 0)" in err and "another --seed" in err
+    assert not (tmp_path / "run").exists()
+    args = train_args(uid_dataset, tmp_path / "run", "--val_size", "1", "--seed", "1", "-e", "0")  # draws bob
+    assert main(args) == 0
+    capsys.readouterr()
+    eve = pd.read_csv(uid_dataset["split"] / "test.csv").assign(uid=lambda t: t.uid.str.replace("fay", "eve"))
+    eve.assign(subject="dan").to_csv(uid_dataset["split"] / "val.csv", index=False)  # shares subject dan
+    err = train_error(uid_dataset, tmp_path / "overlap", capsys, "--allow_overlap")
+    assert "keeps no training clip of ['mid']" in err and "dan3: subject also in val" in err
+    assert not (tmp_path / "overlap").exists()
+
+
 @pytest.mark.slow
 def test_skip_bad_audio_and_drop_rows_without_targets(uid_dataset: dict, tmp_path: Path) -> None:
     ds = uid_dataset

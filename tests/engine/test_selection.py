@@ -114,6 +114,34 @@ def test_auc_is_a_mean_over_heads_each_the_mean_of_its_columns() -> None:
     assert monitor_value(metrics, "auc") == pytest.approx(expected) != pytest.approx(np.mean(column))
 
 
+def test_every_monitor_is_a_value_the_head_kinds_it_needs_are_scored_with_and_others_are_refused() -> None:
+    """--monitor's choices, the head kinds each needs and the metrics written are three declarations: a metric a
+    monitor names is one compute_metrics gives a head of each kind it needs, and no head of another kind."""
+    from audiotune.config.sections import MONITORS, monitor_key
+    from audiotune.engine.metrics import compute_metrics
+    from audiotune.engine.selection import NEEDS
+    from audiotune.outputs import VAL_LOSS_COLUMN
+
+    assert monitor_key("loss") == VAL_LOSS_COLUMN  # the log's column the report draws with the training loss
+
+    targets = {"binary": np.array([[0.0], [1.0], [1.0], [0.0]]), "categorical": np.eye(2)[[0, 1, 1, 0]],
+               "regression": np.array([[0.1], [0.9], [0.5], [0.2]])}
+    scores = {"binary": np.array([[0.2], [0.7], [0.6], [0.4]]),
+              "categorical": np.array([[2.0, 0.1], [0.1, 1.0], [0.3, 0.2], [1.0, 0.0]]),
+              "regression": np.array([[0.2], [0.8], [0.4], [0.1]])}
+    heads = {"binary": HeadSpec("b", "binary", ["b"]), "categorical": HeadSpec("c", "categorical", ["c"], ["x", "y"]),
+             "regression": HeadSpec("r", "regression", ["r"])}
+    for monitor in set(MONITORS) - {"loss"}:
+        for kind, head in heads.items():
+            value = monitor_value(compute_metrics(scores[kind], targets[kind], [head]), monitor)
+            if kind in NEEDS[monitor]:
+                assert value is not None and np.isfinite(value), (monitor, kind)
+            else:
+                assert value is None, (monitor, kind)
+                with pytest.raises(ValueError, match=f"--monitor {monitor} needs a head of kind"):
+                    check_monitor(monitor, [head])
+
+
 @pytest.mark.slow
 def test_ema_weights_are_the_ones_validated_and_saved(uid_dataset: dict, tmp_path: Path) -> None:
     from safetensors.torch import load_file

@@ -115,8 +115,6 @@ def _check_tables(tables: dict[str, pd.DataFrame], heads: list[HeadSpec], config
     for split, table in prepared.tables.items():
         if table.empty:
             raise DataError(_nothing_left(split, tables[split], prepared))
-    if training and not config.train.debug:  # --debug keeps 8 rows a split, whatever classes they hold
-        _refuse_lost_classes(tables["train"], prepared)
     if training:
         say_resampling(prepared.tables, inputs.audio(train=False).resample_rate)
     return prepared
@@ -162,18 +160,28 @@ def _left_out(prepared: PreparedData, split: str, uids: Collection[str] | None =
     return reasons
 
 
-def _refuse_lost_classes(before: pd.DataFrame, prepared: PreparedData) -> None:
-    """A class of the training table (a value of a one-column binary head) whose every training row was left out
-    (bad audio skipped, rows without targets dropped) cannot be learnt: an error naming it and why its rows went,
-    as the training table without those rows is (one class only, or a class of val/test unseen in training)."""
+def _refuse_lost_classes(before: pd.DataFrame, prepared: PreparedData, drawn: pd.DataFrame | None,
+                         draw: str) -> None:
+    """A class of the training table as read (a value of a one-column binary head) whose every training row went
+    (bad audio skipped, rows without targets dropped, rows shared with val/test left out by --allow_overlap, rows
+    drawn into validation) cannot be learnt: an error naming it and where its rows went, as the training table
+    without those rows is (one class only, or a class of val/test unseen in training)."""
     lost = lost_classes(prepared.heads, before, prepared.tables["train"])
-    if lost:
-        source = before.attrs.get("source", "train")
-        raise DataError(" / ".join(
-            f"{source}: column '{column}' keeps no training clip of {classes} once these rows are left out, and a "
-            "classifier cannot learn a class it never sees (fix the files, or take the class out of the split):"
-            + listing(_left_out(prepared, "train", {str(uid) for uid in rows_of_classes(before, column, classes)}))
-            for column, classes in lost.items()))
+    if not lost:
+        return
+    source = before.attrs.get("source", "train")
+    moved = [] if drawn is None else [str(uid) for uid in drawn.index]
+    messages = []
+    for column, classes in lost.items():
+        uids = {str(uid) for uid in rows_of_classes(before, column, classes)}
+        reasons = _left_out(prepared, "train", uids) + [f"{uid}: drawn into validation ({draw})" for uid in moved
+                                                        if uid in uids]
+        advice = "fix the files, or take the class out of the split"
+        if uids & set(moved):
+            advice = f"give a val.csv, or draw another validation part (another --seed), or {advice}"
+        messages.append(f"{source}: column '{column}' keeps no training clip of {classes} once these rows are left "
+                        f"out, and a classifier cannot learn a class it never sees ({advice}):" + listing(reasons))
+    raise DataError(" / ".join(messages))
 
 
 def _subjects(table: pd.DataFrame) -> set[str]:
@@ -237,13 +245,14 @@ def prepare_training_data(config: RunConfig, inputs: InputSpec, exp_dir: str | P
     """
     root = config.data.data_split_root
     tables = read_splits(root, config.data.prefix, config.data.na_values)
+    read = tables.get("train")  # the training table as read, before any of its rows is left out or drawn away
     if "train" not in tables:
         raise DataError(f"{root}: training needs a train split (a split directory with train.csv, or a JSON "
                         "split file with a Train part)")
     from_json = str(root).lower().endswith(".json")
     groups, labels = training_label_groups(config, tables)
     check_head_options(config, groups, labels)
-    drawn = None
+    drawn, draw = None, ""
     train = tables["train"]
     heads = infer_heads(groups, train, source=train.attrs.get("source", "train.csv"))
     _check_label_columns(tables, heads)
@@ -256,8 +265,10 @@ def prepare_training_data(config: RunConfig, inputs: InputSpec, exp_dir: str | P
         # a JSON split file names utterances, not speakers: without a subject column, utterances are drawn
         group = "" if from_json and "subject" not in train.columns else "subject"
         size = config.data.val_size
+        draw = f"--val_size {size} {group or 'utterance'}(s), --seed {config.data.seed}"
         if config.train.val_share > 0:  # a share of the clips, whatever their subjects
             group, size = "", share_count(train, config.train.val_share)
+            draw = f"--val_share {config.train.val_share}, --seed {config.data.seed}"
         train, val = draw_validation(train, size, config.data.seed, group,
                                      source=train.attrs.get("source", "train.csv"))
         drawn = val.copy()
@@ -273,6 +284,8 @@ def prepare_training_data(config: RunConfig, inputs: InputSpec, exp_dir: str | P
         prepared.tables["train"], prepared.targets["train"] = train, targets
         prepared.dropped = pd.concat([prepared.dropped, left_out]) if len(prepared.dropped) else left_out
     prepared.drawn_val = drawn
+    if not config.train.debug:  # --debug keeps 8 rows a split, whatever classes they hold
+        _refuse_lost_classes(read, prepared, drawn, draw)
     fit_target_scaling(prepared.heads, prepared.targets["train"], config.train.standardize_targets)
     return prepared
 

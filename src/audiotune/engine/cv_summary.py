@@ -24,7 +24,7 @@ from scipy import stats as scipy_stats
 from audiotune.config import HeadSpec, load_config
 from audiotune.data.folds import Fold, natural_key
 from audiotune.engine.evaluate import prediction_table
-from audiotune.engine.metrics import compute_metrics
+from audiotune.engine.metrics import METRIC_RANGES, compute_metrics
 from audiotune.engine.selection import monitor_value
 from audiotune.outputs import (
     CONFIG_FILE,
@@ -49,10 +49,6 @@ from audiotune.report.plots import plot_confusion_matrix
 
 log = logging.getLogger(__name__)
 
-UNIT, CORRELATION, INF = (0.0, 1.0), (-1.0, 1.0), math.inf
-METRIC_RANGES = {**dict.fromkeys(("accuracy", "uar", "macro_f1", "weighted_f1", "micro_f1", "f1_of_macro_pr", "auc"),
-                                 UNIT), "mae": (0.0, INF), "rmse": (0.0, INF), "pearson": CORRELATION,
-                 "spearman": CORRELATION, "ccc": CORRELATION, "r2": (-INF, 1.0)}  # the values each metric can take
 METRIC_KEYS = tuple(METRIC_RANGES)
 STATISTICS = ("mean", "fold_std", "fold_median", "run_std", "run_median", "ci95", "n_runs")
 

@@ -18,11 +18,15 @@ from sklearn.metrics import (
 )
 
 from audiotune.config import HeadSpec
-from audiotune.engine.regression_metrics import REGRESSION_KEYS, regression_head_metrics
+from audiotune.engine.regression_metrics import REGRESSION_KEYS, REGRESSION_RANGES, regression_head_metrics
 
 # f1_of_macro_pr: the harmonic mean of the macro-averaged precision and recall, which the speech-emotion seed
 # reported as "microF1"; micro_f1 is the standard one (pooled counts: equal to accuracy for single-label heads)
-CLASSIFICATION_KEYS = ("accuracy", "macro_f1", "weighted_f1", "micro_f1", "f1_of_macro_pr", "uar")
+CLASSIFICATION_KEYS = ("accuracy", "macro_f1", "weighted_f1", "micro_f1", "f1_of_macro_pr", "uar")  # each in [0, 1]
+AUC = "auc"  # a binary head's: the mean of its columns' ROC AUC, each in [0, 1]
+UNIT = (0.0, 1.0)
+# every metric a head can have -> the values it can take
+METRIC_RANGES = {**dict.fromkeys((*CLASSIFICATION_KEYS, AUC), UNIT), **REGRESSION_RANGES}
 
 
 def head_slices(heads: list[HeadSpec]) -> list[slice]:
@@ -139,7 +143,7 @@ def _distribution_metrics(scores: np.ndarray, targets: np.ndarray, head: HeadSpe
 
 
 def _binary_metrics(scores: np.ndarray, targets: np.ndarray, head: HeadSpec, result: dict) -> dict:
-    """Each 0/1 column on its labelled rows (threshold 0.5), its AUC also into ``result["auc"]``; the head's values
+    """Each 0/1 column on its labelled rows (threshold 0.5), its AUC also into ``result[AUC]``; the head's values
     are their means (its ``auc``: over the columns where it is defined)."""
     per_column: dict[str, dict[str, float | None]] = {}  # n, the classification keys and uar per column
     for j, column in enumerate(head.columns):
@@ -147,18 +151,18 @@ def _binary_metrics(scores: np.ndarray, targets: np.ndarray, head: HeadSpec, res
         truth, score = targets[labelled, j].astype(int), scores[labelled, j]
         if not labelled.any():
             result["notes"].append(f"metrics of '{column}' undefined: no labelled rows")
-            result["auc"][column] = None
-            per_column[column] = {"n": 0, **{key: None for key in CLASSIFICATION_KEYS}, "auc": None}
+            result[AUC][column] = None
+            per_column[column] = {"n": 0, **{key: None for key in CLASSIFICATION_KEYS}, AUC: None}
             continue
         predicted = (score >= 0.5).astype(int)
         two_classes = len(np.unique(truth)) > 1
         if not two_classes:
             result["notes"].append(f"auc of '{column}' undefined: only one class present")
-        result["auc"][column] = _finite(roc_auc_score(truth, score)) if two_classes else None
+        result[AUC][column] = _finite(roc_auc_score(truth, score)) if two_classes else None
         per_column[column] = {"n": int(labelled.sum()), **_class_scores(truth, predicted, [0, 1]),
-                              "uar": uar(truth, predicted), "auc": result["auc"][column]}
+                              "uar": uar(truth, predicted), AUC: result[AUC][column]}
     metrics: dict = {"n": int((~np.isnan(targets)).any(axis=1).sum())}
-    metrics.update({key: _mean([c[key] for c in per_column.values()]) for key in (*CLASSIFICATION_KEYS, "auc")})
+    metrics.update({key: _mean([c[key] for c in per_column.values()]) for key in (*CLASSIFICATION_KEYS, AUC)})
     metrics["columns"] = per_column
     return metrics
 
@@ -179,7 +183,7 @@ def compute_metrics(scores: np.ndarray, targets: np.ndarray, heads: list[HeadSpe
     notes = [] if finite.all() else [f"{int((~finite).sum())} row(s) scored NaN or infinite by the model: left out "
                                      "of every metric (their scores are in the predictions)"]
     scores, targets = scores[finite], targets[finite]
-    result: dict = {"n": int(len(scores)), "heads": {}, "auc": {}, "notes": notes}
+    result: dict = {"n": int(len(scores)), "heads": {}, AUC: {}, "notes": notes}
     has_regression = any(head.kind == "regression" for head in heads)
     has_classification = any(head.kind != "regression" for head in heads) or not heads
     if len(scores) == 0:

@@ -28,7 +28,7 @@ from audiotune.engine.metrics import compute_metrics, scores_from_logits
 from audiotune.engine.selection import monitor_value, worst_value
 from audiotune.engine.step_log import step_output
 from audiotune.models.classifier import Classifier
-from audiotune.outputs import TRAIN_CLIPS
+from audiotune.outputs import LR_COLUMN, TRAIN_CLIPS, TRAIN_LOSS_COLUMN, VAL_LOSS_COLUMN
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ class ClassifierModule(pl.LightningModule):
         clips = len(batch["uid"])
         # the epoch mean over all processes, reduced when the epoch ends; each step's loss goes to the StepLog,
         # which logs (and checks) it without waiting for the device at every step
-        self.log("train_loss_epoch", loss, on_step=False, on_epoch=True, batch_size=clips, sync_dist=True)
+        self.log(TRAIN_LOSS_COLUMN, loss, on_step=False, on_epoch=True, batch_size=clips, sync_dist=True)
         # counted on the host and logged when the epoch ends: a number logged here would be copied to the device
         # at every step, and that copy waits for the device
         self.epoch_clips += clips
@@ -189,7 +189,7 @@ class ClassifierModule(pl.LightningModule):
         # 0's progress bar starts)
         self.log(TRAIN_CLIPS, float(self.epoch_clips), reduce_fx="sum", sync_dist=True)
         if self.epoch_rates:
-            self.log("lr", sum(self.epoch_rates) / len(self.epoch_rates))  # the epoch's mean, for the report
+            self.log(LR_COLUMN, sum(self.epoch_rates) / len(self.epoch_rates))  # the epoch's mean, for the report
 
     def validation_step(self, batch: dict, batch_idx: int) -> Tensor:
         logits, loss = self._step(batch, "val")
@@ -226,7 +226,7 @@ class ClassifierModule(pl.LightningModule):
         # the mean of the batch losses weighted by batch size: one process's epoch mean, as Lightning logs it
         loss = float(np.dot([b.loss for b in batches], sizes) / sizes.sum())
         # the values are the same in every process already; sync_dist only keeps Lightning from warning
-        self.log("val_loss", loss, prog_bar=True, sync_dist=True)
+        self.log(VAL_LOSS_COLUMN, loss, prog_bar=True, sync_dist=True)
         monitor = self.config.monitor
         if monitor == "loss":
             return

@@ -77,6 +77,7 @@ from audiotune.outputs import (
     PRETRAIN_OUTPUTS,
     STEPS_RUN,
     TRAINING_CURVES_PLOT,
+    VAL_LOSS_COLUMN,
     VALIDATION_FILE,
     OwnedRunDir,
     own_run_dir,
@@ -277,7 +278,7 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
     # loader's length (this process's share) is known
     validating = "val" in tables
     trainer, best = build_trainer(config.train, config.runtime, exp_dir,
-                                  best_by=("val_loss", "min") if validating else None)
+                                  best_by=(VAL_LOSS_COLUMN, "min") if validating else None)
     check_launch(trainer.is_global_zero, owned.writes)
     replicas, rank, device = trainer.world_size, trainer.global_rank, inference_device(config)
     passes = training_passes(config, len(tables["train"]))

@@ -10,7 +10,11 @@ import math
 import numpy as np
 from scipy.stats import rankdata
 
-REGRESSION_KEYS = ("mae", "rmse", "pearson", "spearman", "ccc", "r2")
+UNBOUNDED, CORRELATION = (0.0, math.inf), (-1.0, 1.0)
+# each metric of a regression head -> the values it can take
+REGRESSION_RANGES = {"mae": UNBOUNDED, "rmse": UNBOUNDED, "pearson": CORRELATION, "spearman": CORRELATION,
+                     "ccc": CORRELATION, "r2": (-math.inf, 1.0)}
+REGRESSION_KEYS = tuple(REGRESSION_RANGES)
 
 
 def _pearson(x: np.ndarray, y: np.ndarray) -> float | None:

@@ -52,6 +52,7 @@ from audiotune.outputs import (
     SWEEP_TRIALS_TABLE,
     TAPS_REPORT_SUFFIX,
     TAPS_SUMMARY_SUFFIX,
+    VAL_LOSS_COLUMN,
     check_output_path,
     command_history,
     from_training_dir,
@@ -354,7 +355,7 @@ def _left_out(source: Path) -> dict[str, dict[str, int]]:
 def _best_loss_epoch(metrics: dict) -> int | None:
     """The epoch (from 1) whose weights a pretraining run kept for their best validation loss; None when it kept its
     last epoch or the loss is not in its history."""
-    losses = (metrics.get("history") or {}).get("val_loss") or []
+    losses = (metrics.get("history") or {}).get(VAL_LOSS_COLUMN) or []
     best = metrics.get(BEST_VAL_LOSS)
     if best is None or not str(metrics.get(KEPT_WEIGHTS, "")).startswith("best"):
         return None

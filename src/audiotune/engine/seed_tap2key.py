@@ -28,7 +28,7 @@ from audiotune.engine.seed_import import (
 )
 from audiotune.models.backbones.hf_checkpoint import CLASSIFICATION
 from audiotune.models.state_dict import CheckpointReadError, load_safetensors
-from audiotune.outputs import LOG_DIR, LOG_FILE
+from audiotune.outputs import LOG_DIR, LOG_FILE, LR_COLUMN
 
 SEED = "tap2key"
 TAP2KEY_RECIPE = "seeds/tap2key"
@@ -86,7 +86,7 @@ def best_checkpoint(folder: Path) -> Path | None:
 
 # a Trainer log_history key -> the column of a run's logs/metrics.csv (eval_X -> val_X otherwise; the seed's
 # compute_metrics "f1" was weighted); the keys of its throughput and totals are not carried
-LOG_COLUMNS = {"loss": "train_loss_step", "learning_rate": "lr", "eval_f1": "val_weighted_f1"}
+LOG_COLUMNS = {"loss": "train_loss_step", "learning_rate": LR_COLUMN, "eval_f1": "val_weighted_f1"}
 LOG_LEFT_OUT = ("grad_norm", "total_flos", "train_loss", "train_runtime", "train_samples_per_second",
                 "train_steps_per_second", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second")
 

@@ -5,13 +5,16 @@ import math
 
 import numpy as np
 
-from audiotune.config import HeadSpec
+from audiotune.config import HEAD_KINDS, HeadSpec
 from audiotune.config.sections import MONITORS
+from audiotune.engine.metrics import AUC, CLASSIFICATION_KEYS
+from audiotune.engine.regression_metrics import REGRESSION_KEYS
 
-CLASSIFICATION_KINDS = ("binary", "categorical", "soft")
+REGRESSION = "regression"
+CLASSIFICATION_KINDS = tuple(kind for kind in HEAD_KINDS if kind != REGRESSION)
 # which head kinds define each metric
-NEEDS = {"uar": CLASSIFICATION_KINDS, "accuracy": CLASSIFICATION_KINDS, "macro_f1": CLASSIFICATION_KINDS,
-         "weighted_f1": CLASSIFICATION_KINDS, "auc": ("binary",), "ccc": ("regression",), "mae": ("regression",)}
+NEEDS = {**dict.fromkeys(CLASSIFICATION_KEYS, CLASSIFICATION_KINDS), AUC: ("binary",),
+         **dict.fromkeys(REGRESSION_KEYS, (REGRESSION,))}
 
 
 def monitor_mode(monitor: str) -> str:

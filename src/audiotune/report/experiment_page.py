@@ -8,12 +8,11 @@ from html import escape
 
 import pandas as pd
 
+from audiotune.config.sections import MONITORS
 from audiotune.report import charts
 from audiotune.report.clips import Clip, clips_section
 from audiotune.report.html import charts as chart_row
 from audiotune.report.html import commands, details, figure, note, page, section, table
-
-HEADLINE = ("uar", "accuracy", "mean_auc", "ccc", "mae")  # the metric of the fold bars: the first one scored
 
 
 @dataclass
@@ -57,7 +56,8 @@ def _statistics(section: dict) -> str:
 
 def _headline(per_fold: dict) -> str | None:
     scored = {k for values in per_fold.values() for k, v in values.items() if v is not None}
-    return next((k for k in HEADLINE if k in scored), next(iter(sorted(scored)), None))
+    # the first metric that can pick a run's best epoch (loss aside) which the folds scored
+    return next((k for k in MONITORS if k in scored), next(iter(sorted(scored)), None))
 
 
 def _folds(summary: dict, statistics: dict, what: str) -> str:

@@ -12,7 +12,7 @@ import pandas as pd  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 from audiotune.atomic import atomic_path  # noqa: E402
-from audiotune.outputs import SCORED_SPLITS  # noqa: E402
+from audiotune.outputs import SCORED_SPLITS, TRAIN_LOSS_COLUMN, VAL_LOSS_COLUMN  # noqa: E402
 from audiotune.report.probe_page import probe_metric  # noqa: E402
 
 
@@ -26,7 +26,7 @@ def _save(fig: plt.Figure, path: Path) -> Path:
 
 
 def plot_training_curves(log_csv: str | Path, out: str | Path,
-                         columns: tuple[str, ...] = ("train_loss_epoch", "val_loss"),
+                         columns: tuple[str, ...] = (TRAIN_LOSS_COLUMN, VAL_LOSS_COLUMN),
                          ylabel: str = "loss") -> Path | None:
     """Per-epoch curves of the Lightning CSV log; None when none of ``columns`` was logged."""
     log_csv = Path(log_csv)

@@ -12,12 +12,15 @@ import pandas as pd
 
 from audiotune.outputs import (
     KEPT_WEIGHTS,
+    LR_COLUMN,
     ONE_TABLE,
     PREDICTIONS_FILE,
     PRETRAIN_FACTS,
     PRETRAIN_OBJECTIVE,
     PRETRAIN_OUTPUTS,
     RUN_FACTS,
+    TRAIN_LOSS_COLUMN,
+    VAL_LOSS_COLUMN,
     predicted_column,
     score_column,
     target_column,
@@ -188,9 +191,9 @@ def _curves(report: RunReport) -> str:
     if log is None or "epoch" not in log:
         return note("no training log in this directory (an evaluation, or a run trained without one)")
     groups = {
-        "loss": [c for c in log.columns if c in ("train_loss_epoch", "val_loss")],
-        "monitored metric": [c for c in log.columns if c.startswith("val_") and c != "val_loss"],
-        "learning rate": [c for c in log.columns if c == "lr" or c.startswith("lr-") or c.startswith("lr_")],
+        "loss": [c for c in log.columns if c in (TRAIN_LOSS_COLUMN, VAL_LOSS_COLUMN)],
+        "monitored metric": [c for c in log.columns if c.startswith("val_") and c != VAL_LOSS_COLUMN],
+        "learning rate": [c for c in log.columns if c == LR_COLUMN or c.startswith((f"{LR_COLUMN}-", f"{LR_COLUMN}_"))],
     }
     figures, missing = [], []
     for name, columns in groups.items():
@@ -201,7 +204,7 @@ def _curves(report: RunReport) -> str:
             continue
         figures.append(figure(charts.line_chart(series, "epoch", name, report.kept_epoch), name))
     monitor = (report.metrics.get("selection") or {}).get("monitor")
-    if monitor == "val_loss" and "monitored metric" in missing:
+    if monitor == VAL_LOSS_COLUMN and "monitored metric" in missing:
         missing.remove("monitored metric")  # it is the validation loss, drawn with the losses
     weights = report.metrics.get(KEPT_WEIGHTS)
     kept = f"Dashed line: the kept epoch ({report.kept_epoch}" + (f", best {monitor})." if monitor else ").") \
