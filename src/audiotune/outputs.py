@@ -109,8 +109,11 @@ EVALUATE_DIR = "evaluate"  # in a run directory: where `audiotune evaluate` writ
 ATTENTION_DIR = "attention"  # in a run directory: where `audiotune attention` writes without --out
 ATTENTION_ROLLOUT_PLOT = "attention_rollout.png"
 IMPORT_RECORD_FILE = "import.json"  # a run made by `audiotune import`: its seed files and how they were mapped
+IMPORTED_WEIGHTS = "weights"  # in IMPORT_RECORD_FILE: the seed's file the weights were read from
 TAPS_REPORT_SUFFIX = ".report.html"  # beside the table of `taps detect` / `taps align`: its report page
 UNMATCHED_SUFFIX = ".unmatched.csv"  # beside the table of `taps align`: taps and touches without a partner
+TAPS_PLOT_SUFFIX = "_taps.png"  # in `taps detect --plot DIR`: one per recording, after its file name
+ALIGN_PLOT_SUFFIX = "_align.png"  # in `taps align --plot DIR`: one per recording, after its file name
 TAPS_SUMMARY_SUFFIX = ".report.json"  # beside the table of `taps detect` / `taps align`: its summary (report reads it)
 EXPORT_DESCRIPTION_SUFFIX = ".json"  # after the whole name of `audiotune export --out FILE`: what the graph expects
 

@@ -14,6 +14,7 @@ from audiotune.cli.flags import add_audio_dir, add_option_flag, add_out, add_pat
 from audiotune.cli.seed_flags import Refused
 from audiotune.cli.values import FlatCounts, cluster_counts
 from audiotune.config import RunConfig
+from audiotune.outputs import IMPORTED_WEIGHTS
 from audiotune.storage import Role
 
 SEED_ARGS_FILE = "args.pkl"  # the seeds' pickled arguments, next to their *_mdl.pt
@@ -193,7 +194,7 @@ def _run_naip(args: argparse.Namespace) -> None:
     if seed_args.get("debug") in (True, "True"):
         notes.append("--debug True: the seed run read the first 8 rows of each split only; its model and scores "
                      "are of those rows (imported without --debug: audiotune reads every row)")
-    record = {"weights": str(weights), "args": str(args_file), "applied": applied, "not_applied": left,
+    record = {IMPORTED_WEIGHTS: str(weights), "args": str(args_file), "applied": applied, "not_applied": left,
               "how_the_seed_run_started": {name: seed_args[name] for name in SKIPPED_ARGS if name in seed_args},
               "notes": notes}
     written = write_seed_run(layout, config, state, args.exp_dir, record, overwrite=vars(args)[OVERWRITE],

@@ -12,7 +12,7 @@ from audiotune.cli.flags import add_config_flags, refuse_other_options
 from audiotune.cli.show import after_stopped_run, quiet_lightning
 from audiotune.config import PRETRAINING, DataConfig, RunConfig, TrainConfig
 from audiotune.data.layout import read_splits
-from audiotune.outputs import EPOCHS_RUN
+from audiotune.outputs import BEST_VAL_LOSS, EPOCHS_RUN, PRETRAIN_OBJECTIVE, STEPS_RUN
 
 # The options pretraining reads: the audio as the encoder reads it (augmented while training), the encoder, its
 # optimisation and batches, and where it runs. The rest belongs to labels and heads (label file, classifier,
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     metrics = pretrain(config)
     if not metrics:
         return  # another process of a multi-process (DDP) run: rank 0 reports
-    print(json.dumps({k: metrics[k] for k in ("objective", EPOCHS_RUN, "steps_run", "best_val_loss")}, indent=2))
+    print(json.dumps({k: metrics[k] for k in (PRETRAIN_OBJECTIVE, EPOCHS_RUN, STEPS_RUN, BEST_VAL_LOSS)}, indent=2))
     print(f"run directory: {storage.final_place(config.exp_dir)}", file=sys.stderr)  # stdout: the JSON only
 
 

@@ -11,7 +11,15 @@ from audiotune.cli.flags import add_out, add_path, add_section_flags, refuse_fla
 from audiotune.cli.seed_flags import Refused
 from audiotune.cli.values import options_of
 from audiotune.data.errors import DataError
-from audiotune.outputs import TAPS_SUMMARY_SUFFIX, check_output_path, sidecar, write_csv, write_json
+from audiotune.outputs import (
+    ALIGN_PLOT_SUFFIX,
+    TAPS_PLOT_SUFFIX,
+    TAPS_SUMMARY_SUFFIX,
+    check_output_path,
+    sidecar,
+    write_csv,
+    write_json,
+)
 from audiotune.storage import Role
 from audiotune.taps import ALIGN_WRITES, DETECT_WRITES, TAP_WINDOW, check_written, file_key, written_files
 from audiotune.taps.align import AlignOptions
@@ -73,9 +81,9 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                         help=f"seconds read at a time (memory bound; the peaks do not depend on it; default "
                              f"{DETECT.block_seconds:g})")
     add_path(detect, "--plot", role=Role.OUTPUT_DIR,
-             help="folder for one diagnostic PNG per recording, STEM_taps.png after its file name; recordings that "
-                  "share a file name (in different folders) have their place in the list added: STEM_N_taps.png "
-                  "(N from 1)")
+             help=f"folder for one diagnostic PNG per recording, STEM{TAPS_PLOT_SUFFIX} after its file name; "
+                  f"recordings that share a file name (in different folders) have their place in the list added: "
+                  f"STEM_N{TAPS_PLOT_SUFFIX} (N from 1)")
     add_section_flags(detect, ("runtime.report",))  # the page beside --out, with the timelines of --plot
     align = commands.add_parser(
         "align", help="pair detected taps one to one with touch-log events; writes a labelled segment table",
@@ -121,8 +129,8 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
     align.add_argument("--after", type=float, default=TAP_WINDOW[1],
                        help=f"segment seconds after each tap (default {TAP_WINDOW[1]}: 6000 samples at 96 kHz)")
     add_path(align, "--plot", role=Role.OUTPUT_DIR,
-             help="folder for one PNG per recording: taps, touches and their labels (STEM_align.png after its file "
-                  "name; STEM_N_align.png where recordings share a file name)")
+             help=f"folder for one PNG per recording: taps, touches and their labels (STEM{ALIGN_PLOT_SUFFIX} after "
+                  f"its file name; STEM_N{ALIGN_PLOT_SUFFIX} where recordings share a file name)")
     add_section_flags(align, ("runtime.report",))
     # tap2key's WavPreprocess.py --sample wrote a WAV file per tap: here the segment table of align names each tap's
     # window in its recording, and train reads the windows from it
@@ -196,7 +204,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
             print(f"warning: no taps found in {path}: the table has no row of it, so `audiotune taps align` counts "
                   f"its touches in no recording; {why}", file=sys.stderr)
         detections.append(found)
-    names = plot_names([found.path for found in detections], "_taps.png") if args.plot else {}
+    names = plot_names([found.path for found in detections], TAPS_PLOT_SUFFIX) if args.plot else {}
     with written_together([*written_files(out, DETECT_WRITES, report), *(Path(args.plot or "") / name
                                                                           for name in names.values())]):
         write_csv(taps_table(detections, out), out, index=False)
@@ -230,7 +238,7 @@ def run_align(args: argparse.Namespace) -> None:
     with written_together(written_files(args.out, ALIGN_WRITES, report_page)) as also:
         result = align_csv(args.taps, args.touch_log, args.keys, args.out, options, (args.before, args.after),
                            args.time_pattern, args.start_column, report=report_page)
-        names = plot_names(list(dict.fromkeys(result.alignment.events["path"])), "_align.png") if args.plot else {}
+        names = plot_names(list(dict.fromkeys(result.alignment.events["path"])), ALIGN_PLOT_SUFFIX) if args.plot else {}
         also(Path(args.plot or "") / name for name in names.values())
         for path, name in names.items():
             plot_alignment(path, result.alignment.events, result.alignment.leftover, Path(args.plot) / name)

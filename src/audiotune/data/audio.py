@@ -99,11 +99,13 @@ def span_of(row: pd.Series | dict) -> Span:
         except (TypeError, ValueError) as err:
             raise DataError(f"{key} {value!r}: not a number of seconds") from err
 
-    offset, duration = number("offset"), number("duration")
+    offset, duration = number(OFFSET), number(DURATION)
     return Span(offset=offset or 0.0, duration=duration, channels=parse_channels(row.get("channels")))
 
 
-SPAN_COLUMNS = ("offset", "duration", "channels")
+OFFSET, DURATION = "offset", "duration"  # a table's segment columns: a row's span of its file, in seconds
+SEGMENT_COLUMNS = (OFFSET, DURATION)
+SPAN_COLUMNS = (*SEGMENT_COLUMNS, "channels")  # with the channels a row reads
 
 
 def table_spans(table: pd.DataFrame) -> list[Span]:

@@ -355,16 +355,6 @@ def _missing_columns(targets: np.ndarray, heads: list[HeadSpec]) -> list[list[st
     return missing
 
 
-def labelled_rows(targets: np.ndarray, heads: list[HeadSpec]) -> dict[str, int]:
-    """How many rows each head has a target for (for binary and regression heads: any of its columns)."""
-    counts, start = {}, 0
-    for head in heads:
-        block = targets[:, start:start + head.num_outputs]
-        counts[head.name] = int((~np.isnan(block)).any(axis=1).sum()) if len(block) else 0
-        start += head.num_outputs
-    return counts
-
-
 def fit_target_scaling(heads: list[HeadSpec], train_targets: np.ndarray, enabled: bool) -> None:
     """Set each regression head's ``target_mean``/``target_std`` from the training targets (or clear them).
 

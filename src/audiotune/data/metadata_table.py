@@ -26,10 +26,10 @@ from audiotune.config.sections import RAISE
 from audiotune.data.audio import EXPECTED_RATE
 from audiotune.data.errors import DataError, refuse_unless_skipped
 from audiotune.data.labels import DISTORTION_PARTS, DISTORTIONS
-from audiotune.data.layout import METADATA_FILE, waveform_name
+from audiotune.data.layout import METADATA_FILE, SUBJECT, waveform_name
 from audiotune.outputs import check_output_path, skip_list, write_csv, write_skip_list
 
-IDENTIFIERS = ("subject", "task")
+IDENTIFIERS = (SUBJECT, "task")
 RESERVED = ("uid", "path", EXPECTED_RATE, *IDENTIFIERS)  # columns the table writes itself
 SEVERITY_TO_BINARY = {-1: math.nan, 0: 0.0, 1: 0.0, 2: 1.0, 3: 1.0, 4: 1.0, 5: 1.0, 6: math.nan}
 
@@ -75,7 +75,7 @@ def metadata_row(meta: Any, source: str, files: set[str]) -> dict[str, Any]:
     if clash:
         raise DataError(f"{source}: score name(s) {clash} clash with a diag/feature name or a table column")
     row: dict[str, Any] = {"uid": uid, "path": _waveform(folder, meta, files, source),
-                           "subject": str(meta["subject"]), "task": str(meta["task"])}
+                           SUBJECT: str(meta[SUBJECT]), "task": str(meta["task"])}
     rate = meta.get("sample_rate_hz", meta.get("sample_rate"))
     row[EXPECTED_RATE] = float(rate) if isinstance(rate, (int, float)) and not isinstance(rate, bool) else np.nan
     return {**row, **diag, **features}

@@ -29,7 +29,7 @@ from audiotune.data.labels import (
     read_label_file,
     rows_of_classes,
 )
-from audiotune.data.layout import attach_paths, read_splits, split_file
+from audiotune.data.layout import SUBJECT, attach_paths, read_splits, split_file
 from audiotune.data.splits import draw_validation, share_count
 from audiotune.outputs import DROPPED_FILE, ONE_TABLE, SCORED_SPLITS, SKIPPED_FILE, VALIDATION_FILE, write_csv
 
@@ -185,9 +185,9 @@ def _refuse_lost_classes(before: pd.DataFrame, prepared: PreparedData, drawn: pd
 
 
 def _subjects(table: pd.DataFrame) -> set[str]:
-    if "subject" not in table.columns:
+    if SUBJECT not in table.columns:
         return set()
-    return {str(s) for s in table["subject"].dropna()}
+    return {str(s) for s in table[SUBJECT].dropna()}
 
 
 def split_overlaps(tables: dict[str, pd.DataFrame], allow: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -208,7 +208,7 @@ def split_overlaps(tables: dict[str, pd.DataFrame], allow: bool) -> tuple[pd.Dat
         if shared_subjects:
             problems.append(f"{len(shared_subjects)} subject(s) of {source[name]} also in {source['train']}: "
                             f"{shared_subjects[:5]}{' ...' if len(shared_subjects) > 5 else ''}")
-            hit = train["subject"].astype(str).isin(shared_subjects) & (reasons == "")
+            hit = train[SUBJECT].astype(str).isin(shared_subjects) & (reasons == "")
             reasons[hit.to_numpy()] = f"subject also in {name} ({source[name]})"
         if shared_uids:
             problems.append(f"{len(shared_uids)} uid(s) of {source[name]} also in {source['train']}: "
@@ -229,7 +229,7 @@ def split_overlaps(tables: dict[str, pd.DataFrame], allow: bool) -> tuple[pd.Dat
                         "training rows out; they are then listed in dropped_rows.csv)")
     left_out = reasons != ""
     dropped = train.loc[left_out.to_numpy()].copy()
-    dropped = dropped[[c for c in ("path", "subject") if c in dropped.columns]]
+    dropped = dropped[[c for c in ("path", SUBJECT) if c in dropped.columns]]
     dropped["split"] = "train"
     dropped["reason"] = reasons[left_out]
     kept = train.loc[~left_out.to_numpy()]
@@ -254,7 +254,7 @@ def prepare_training_data(config: RunConfig, inputs: InputSpec, exp_dir: str | P
     check_head_options(config, groups, labels)
     drawn, draw = None, ""
     train = tables["train"]
-    heads = infer_heads(groups, train, source=train.attrs.get("source", "train.csv"))
+    heads = infer_heads(groups, train, source=train.attrs.get("source", split_file("train")))
     _check_label_columns(tables, heads)
     train, overlapping = split_overlaps(tables, config.data.allow_overlap)
     if train.empty:  # --allow_overlap left out every training row
@@ -263,14 +263,14 @@ def prepare_training_data(config: RunConfig, inputs: InputSpec, exp_dir: str | P
         check_no_validation(config, root)
     elif "val" not in tables:
         # a JSON split file names utterances, not speakers: without a subject column, utterances are drawn
-        group = "" if from_json and "subject" not in train.columns else "subject"
+        group = "" if from_json and SUBJECT not in train.columns else SUBJECT
         size = config.data.val_size
         draw = f"--val_size {size} {group or 'utterance'}(s), --seed {config.data.seed}"
         if config.train.val_share > 0:  # a share of the clips, whatever their subjects
             group, size = "", share_count(train, config.train.val_share)
             draw = f"--val_share {config.train.val_share}, --seed {config.data.seed}"
         train, val = draw_validation(train, size, config.data.seed, group,
-                                     source=train.attrs.get("source", "train.csv"))
+                                     source=train.attrs.get("source", split_file("train")))
         drawn = val.copy()
         val.attrs["source"] = str(Path(exp_dir) / VALIDATION_FILE)
         tables["val"] = val

@@ -156,11 +156,6 @@ class TrainingBatches(Sampler[list[int]]):
             return 1, rows
         return rows // size, rows // size * size
 
-    def left_out_per_epoch(self) -> int:
-        """Rows of an epoch that no process takes (the last partial global batch)."""
-        rows = len(self.sampler)
-        return rows - self._global_batches(rows)[1]
-
     def __len__(self) -> int:
         return self._global_batches(len(self.sampler))[0]
 

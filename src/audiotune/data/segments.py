@@ -19,7 +19,7 @@ import pandas as pd
 
 from audiotune import storage
 from audiotune.config.sections import ON_ERROR
-from audiotune.data.audio import AudioError, open_audio
+from audiotune.data.audio import DURATION, OFFSET, SEGMENT_COLUMNS, AudioError, open_audio
 from audiotune.data.errors import DataError, refuse
 from audiotune.data.layout import FileLines, format_seconds, separator_hint
 from audiotune.outputs import check_output_path, skip_list, write_csv, write_skip_list
@@ -27,7 +27,7 @@ from audiotune.outputs import check_output_path, skip_list, write_csv, write_ski
 DECIMALS = 6
 # half of the last written decimal: spans that match the file's length up to rounding still fit
 TOLERANCE = 0.5 * 10.0 ** -DECIMALS
-SEGMENT_COLUMNS = ("offset", "duration")
+RECORDING_COLUMN = "recording"  # of a segment table: the recording (uid) each row is a window or segment of
 
 
 @dataclass
@@ -207,23 +207,23 @@ def event_segments(events: pd.DataFrame, before: float, after: float, source: st
         if isinstance(length, str) or time > length + TOLERANCE:  # the file, not the row, is at fault: skippable
             why = length if isinstance(length, str) else \
                 f"the event is past the end of the file ({format_seconds(length)} s long)"
-            skipped.append({"line": line(index), **row, "path": str(audio), "offset": math.nan,
-                            "duration": math.nan, "reason": why.removeprefix(f"{audio}: ")})
+            skipped.append({"line": line(index), **row, "path": str(audio), OFFSET: math.nan,
+                            DURATION: math.nan, "reason": why.removeprefix(f"{audio}: ")})
             continue
         offset, duration, reason = event_span(time, before, after, length)
         relative = storage.relative(audio, out_dir)
         if reason:
-            skipped.append({"line": line(index), **row, "path": str(audio), "offset": offset, "duration": duration,
+            skipped.append({"line": line(index), **row, "path": str(audio), OFFSET: offset, DURATION: duration,
                             "reason": f"segment {reason}"})
             continue
         uid = row["uid"] if keep_uid else segment_uid(relative, offset)
-        rows.append({**row, "uid": uid, "path": relative, "offset": offset, "duration": duration})
+        rows.append({**row, "uid": uid, "path": relative, OFFSET: offset, DURATION: duration})
     refuse(problems, f"row(s) of {source} cannot be segmented",
                   "(fix these cells: --on_error skip leaves out events whose file is missing, unreadable or too "
                   "short, not malformed rows)")
     segments = _output_table(rows, carried)
     _check_unique(segments, source)
-    skip_columns = ["line", *table.columns, "offset", "duration", "reason"]
+    skip_columns = ["line", *table.columns, *SEGMENT_COLUMNS, "reason"]
     return segments, pd.DataFrame(skipped, columns=list(dict.fromkeys(skip_columns)))
 
 
@@ -238,7 +238,7 @@ def window_segments(recordings: pd.DataFrame, window: float, hop: float, source:
     if "time" in recordings.columns:
         raise DataError(f"{source}: has a 'time' column, as an event table does: use --before/--after for events, "
                         "or rename the column to window whole recordings")
-    if "recording" in recordings.columns:
+    if RECORDING_COLUMN in recordings.columns:
         raise DataError(f"{source}: already has a 'recording' column; --window writes its own "
                         "(the recording's uid, else its path)")
     carried, line = [c for c in recordings.columns if c not in ("uid", "path")], FileLines(source)
@@ -254,9 +254,9 @@ def window_segments(recordings: pd.DataFrame, window: float, hop: float, source:
         spans = window_spans(length, window, hop)
         short += int(length + TOLERANCE < window)
         for offset, duration in spans:
-            rows.append({**row, "uid": segment_uid(recording, offset), "path": relative, "offset": offset,
-                         "duration": duration, "recording": recording})
-    segments = _output_table(rows, carried, ("recording",))
+            rows.append({**row, "uid": segment_uid(recording, offset), "path": relative, OFFSET: offset,
+                         DURATION: duration, RECORDING_COLUMN: recording})
+    segments = _output_table(rows, carried, (RECORDING_COLUMN,))
     _check_unique(segments, source)
     skip_columns = list(dict.fromkeys(["line", *recordings.columns, "reason"]))
     return segments, pd.DataFrame(skipped, columns=skip_columns), short
@@ -321,7 +321,7 @@ def segment_csv(source: str | Path, out: str | Path, before: float | None = None
         if result.segments.empty:
             raise DataError(f"{source}: no recording can be windowed ({len(result.skipped)} skipped); "
                             "nothing written")
-        result.recordings, result.segmented = len(table), int(result.segments["recording"].nunique())
+        result.recordings, result.segmented = len(table), int(result.segments[RECORDING_COLUMN].nunique())
     write_csv(result.segments, out, index=False)
     result.skipped_path = write_skip_list(result.skipped, out)
     return result

@@ -54,7 +54,7 @@ def share_count(train: pd.DataFrame, share: float) -> int:
 
 
 def draw_validation(train: pd.DataFrame, val_size: int, seed: int, group: str = SUBJECT,
-                    source: str = "train.csv") -> tuple[pd.DataFrame, pd.DataFrame]:
+                    source: str = split_file("train")) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Move ``val_size`` randomly drawn subjects (seeded) from train to a new validation table; ``group=""``
     draws single rows (utterances) instead."""
     if not group:

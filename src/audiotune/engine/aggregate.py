@@ -12,6 +12,7 @@ import pandas as pd
 
 from audiotune.config import HeadSpec
 from audiotune.data.errors import DataError
+from audiotune.data.segments import RECORDING_COLUMN
 from audiotune.engine.metrics import head_slices
 
 MODES = ("mean", "max")
@@ -46,9 +47,6 @@ def _check_targets(names: np.ndarray, codes: np.ndarray, targets: np.ndarray, fi
             listed = ", ".join(repr(name) for name in bad[:LISTED]) + (" ..." if len(bad) > LISTED else "")
             raise DataError(f"head '{head.name}': the windows of {len(bad)} recording(s) disagree on their targets "
                             f"({listed}); windows of one recording must share its labels")
-
-
-RECORDING_COLUMN = "recording"
 
 
 def table_recordings(table: pd.DataFrame) -> pd.Series | None:

@@ -14,6 +14,7 @@ from audiotune import storage
 from audiotune.config import HeadSpec, RunConfig, check_config
 from audiotune.data.loading import adaptation_loader, make_dataset, make_loader
 from audiotune.data.prepare import PreparedData, prepare_eval_data
+from audiotune.data.segments import RECORDING_COLUMN
 from audiotune.engine.adapt import OFF, adaptation_groups, adapted_batchnorm, check_adaptable, check_adaptation
 from audiotune.engine.aggregate import (
     AGGREGATE_MODES,
@@ -224,7 +225,7 @@ def write_evaluation(config: RunConfig, prepared: PreparedData, scored: Scored, 
                                                               config.heads, aggregate)
             metrics["recording"] = {"aggregate": aggregate, **compute_metrics(rec_scores, rec_targets, config.heads)}
             recording_tables.append(prediction_table(names, split, rec_scores, rec_targets, config.heads)
-                                    .rename(columns={"uid": "recording"}))
+                                    .rename(columns={"uid": RECORDING_COLUMN}))
     if write_metrics:
         write_json(out_dir / METRICS_FILE, all_metrics)
     write_parquet(pd.concat(tables, ignore_index=True), out_dir / PREDICTIONS_FILE, index=False)

@@ -30,7 +30,7 @@ from audiotune.config import VALIDATION_DRAW_VERSION, RunConfig, Stage, check_co
 from audiotune.data.draws import epoch_seed
 from audiotune.data.errors import refuse
 from audiotune.data.input_spec import InputSpec
-from audiotune.data.layout import read_splits
+from audiotune.data.layout import read_splits, split_file
 from audiotune.data.loader_plan import training_passes
 from audiotune.data.loading import check_sampler_options, make_dataset, make_loader
 from audiotune.data.prepare import prepare_eval_data
@@ -196,7 +196,7 @@ def _tables(config: RunConfig, inputs: InputSpec, exp_dir: Path,
         if config.version >= VALIDATION_DRAW_VERSION:  # train's draw: the same rows for the same table and seed
             count = share_count(train, share) if share > 0 else max(1, len(train) // 10)
             kept, val = draw_validation(train, count, config.data.seed, group="",
-                                        source=train.attrs.get("source", "train.csv"))
+                                        source=train.attrs.get("source", split_file("train")))
             tables = {"train": kept, "val": val}
         else:
             order = np.random.default_rng(config.data.seed).permutation(len(train))

@@ -40,6 +40,7 @@ from audiotune.outputs import (
     CONFIG_FILE,
     ENCODER_DIR,
     IMPORT_RECORD_FILE,
+    IMPORTED_WEIGHTS,
     MODEL_FILE,
     own_run_dir,
     write_bytes,
@@ -381,7 +382,7 @@ def write_seed_run(layout: SeedLayout, config: RunConfig, state: Mapping[str, to
     ``checkpoint_given``: its encoder checkpoint is the one given with -c, not the seed's. ``files``: more of the
     seed's record carried into the run, by their path in it (its training log)."""
     exp_dir = Path(exp_dir)
-    source = record.get("weights", "")
+    source = record.get(IMPORTED_WEIGHTS, "")
     with own_run_dir(exp_dir, overwrite=overwrite, command="import", resumable=False) as run_dir:
         config.exp_dir = str(exp_dir)
         checkpoint = config.model.checkpoint

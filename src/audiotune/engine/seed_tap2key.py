@@ -28,7 +28,7 @@ from audiotune.engine.seed_import import (
 )
 from audiotune.models.backbones.hf_checkpoint import CLASSIFICATION
 from audiotune.models.state_dict import CheckpointReadError, load_safetensors
-from audiotune.outputs import LOG_DIR, LOG_FILE, LR_COLUMN
+from audiotune.outputs import IMPORTED_WEIGHTS, LOG_DIR, LOG_FILE, LR_COLUMN
 
 SEED = "tap2key"
 TAP2KEY_RECIPE = "seeds/tap2key"
@@ -222,7 +222,7 @@ def import_tap2key_run(folder: str | Path, exp_dir: str | Path, overwrite: bool 
         notes.append(f"{seed.folder.name}: the checkpoint its {TRAINER_STATE} names best (the seed's "
                      "load_best_model_at_end)")
     layout = replace(LAYOUT, renames=((seed.encoder_prefix, "backbone.model."), *HEAD_RENAMES))
-    record = {"weights": str(seed.weights_file), "config": str(seed.folder / CONFIG_JSON),
+    record = {IMPORTED_WEIGHTS: str(seed.weights_file), "config": str(seed.folder / CONFIG_JSON),
               "architecture": seed.architecture, "classes": seed.classes, "recipe": TAP2KEY_RECIPE,
               "mapped": {seed.encoder_prefix: f"{LAYOUT.encoder} folder (encoder/) and backbone.model.",
                          **dict(HEAD_RENAMES)},

@@ -22,7 +22,15 @@ from audiotune.engine.seed_ser import read_lightning_state, save_seed_extractor,
 from audiotune.models.backbones import resolve_config
 from audiotune.models.backbones.hf_checkpoint import check_available, weights_quietly
 from audiotune.models.checkpoint import classifier_to_load, save_weights
-from audiotune.outputs import CONFIG_FILE, ENCODER_DIR, IMPORT_RECORD_FILE, MODEL_FILE, own_run_dir, write_json
+from audiotune.outputs import (
+    CONFIG_FILE,
+    ENCODER_DIR,
+    IMPORT_RECORD_FILE,
+    IMPORTED_WEIGHTS,
+    MODEL_FILE,
+    own_run_dir,
+    write_json,
+)
 
 VFT_RECIPE = "seeds/ser_vft"
 DOWNSTREAM = "model."  # DownstreamGeneral.model: the PretrainedRNNHead
@@ -119,7 +127,7 @@ def import_vft_run(path: str | Path, architecture: str, classes: list[str], exp_
         with atomic_dir(exp_dir / ENCODER_DIR) as folder:
             _write_encoder(model.backbone.model, architecture, folder)
         save_weights(model, exp_dir / MODEL_FILE)
-        record = {"checkpoint": str(path), "seed": "FT-w2v2-ser V-FT", "model": "hf", "architecture": architecture,
+        record = {IMPORTED_WEIGHTS: str(path), "seed": "FT-w2v2-ser V-FT", "model": "hf", "architecture": architecture,
                   "classes": list(classes), "dropped": dropped, "stand_ins": stand_ins, "tensors": len(mapped),
                   "notes": ["frames: ReLU, then the mean of the first frames - 1 (--frame_activation relu "
                             "--pool_drop_last)", "input: waveforms as read, not normalised (encoder/"

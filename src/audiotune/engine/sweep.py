@@ -59,9 +59,6 @@ from audiotune.vertex import VertexError, metric_value, space_monitor
 
 log = logging.getLogger(__name__)
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-
-
 class SweepError(ValueError):
     """The sweep cannot go on: a trial failed more often than --max_failed allows."""
 

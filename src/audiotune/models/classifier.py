@@ -62,7 +62,6 @@ class Classifier(nn.Module):
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.momentum = 0.0
         self.config = config
-        self.head_specs = heads
         num_states = backbone.num_hidden_states
         if not -num_states <= config.layer < num_states:
             raise ValueError(f"--layer {config.layer}: the backbone has hidden states 0..{num_states - 1}")

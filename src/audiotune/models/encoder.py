@@ -25,7 +25,7 @@ from audiotune.models.backbones import Backbone, SupportsTokenPooling, backbone_
 from audiotune.models.checkpoint import load_run, rebuild_config, resolve_run_dir
 from audiotune.models.classifier import FT_MERGES, ft_merge_refusal, masked_pool
 from audiotune.models.option_checks import ignored_options
-from audiotune.outputs import CONFIG_FILE, METRICS_FILE
+from audiotune.outputs import CONFIG_FILE, METRICS_FILE, PRETRAIN_OUTPUTS
 
 # the frame poolings of the classifier section; a backbone may add token pools (SupportsTokenPooling)
 FRAME_POOLS: tuple[str, ...] = next(spec.metadata["choices"] for spec in dataclasses.fields(ClassifierConfig)
@@ -129,7 +129,7 @@ def _pretrained_weights(run_dir: Path) -> Path:
     if not metrics.is_file():
         raise FileNotFoundError(f"{run_dir}: a pretrain run without {METRICS_FILE}: it did not finish (continue it "
                                 "with `audiotune pretrain ... --resume`)")
-    outputs = json.loads(metrics.read_text(encoding="utf-8")).get("outputs") or []
+    outputs = json.loads(metrics.read_text(encoding="utf-8")).get(PRETRAIN_OUTPUTS) or []
     if not outputs or not (run_dir / outputs[0]).exists():
         raise FileNotFoundError(f"{metrics}: names no pretrained encoder that exists in {run_dir} ({outputs})")
     return run_dir / outputs[0]

@@ -312,7 +312,7 @@ def test_one_forward_computes_each_paddings_positions_once_and_the_same_outputs(
 
 def test_backbone_hidden_states_and_gradients() -> None:
     backbone = EcapaBackbone(EcapaOptions(20, lin_neurons=24, **SMALL))
-    assert backbone.embedding_dim == 24 and backbone.num_layers == 1 and backbone.input_kind == "features"
+    assert backbone.embedding_dim == 24 and backbone.num_layers == 1
     backbone.train()
     feats = torch.randn(3, 45, 20, requires_grad=True)
     lengths = torch.tensor([45, 30, 12])

@@ -16,6 +16,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from audiotune.config import RunConfig
 from audiotune.models.backbones import build_backbone, input_spec, resolve_config
+from audiotune.models.backbones.hf_checkpoint import extractor_settings
 from audiotune.models.backbones.hf_own_frames import ClipGroupNorm, ClipPositionalConvs, install_clip_norm, own_frames
 from audiotune.models.backbones.huggingface import HFBackbone, HFOptions
 from audiotune.models.classifier import masked_pool
@@ -61,7 +62,6 @@ def pooled(backbone: HFBackbone, waves: torch.Tensor, lengths: torch.Tensor) -> 
 def test_bare_encoder_and_counts(backbones: dict[str, HFBackbone], name: str) -> None:
     backbone = backbones[name]
     assert type(backbone.model).__name__.endswith("Model")  # bare encoder, no CTC head
-    assert backbone.input_kind == "waveform"
     assert (backbone.embedding_dim, backbone.num_layers, backbone.num_hidden_states) == (32, 2, 3)
     assert backbone.padding.exact is not KINDS[name][2]
     assert backbone.padding.tolerance == 0.0
@@ -206,13 +206,13 @@ def test_feature_extractor_settings(checkpoints: dict[str, Path], backbones: dic
                                     tmp_path: Path) -> None:
     for name, spec in KINDS.items():
         normalize, attention = spec[3]
-        assert backbones[name].feature_extractor_settings() == {
+        assert extractor_settings(backbones[name].checkpoint) == {
             "sampling_rate": RATE, "do_normalize": normalize, "return_attention_mask": attention}
     for name, expected in [("w2v_group", False), ("hubert", True)]:  # no preprocessor_config.json: fallback
         bare = tmp_path / name
         shutil.copytree(checkpoints[name], bare)
         (bare / "preprocessor_config.json").unlink()
-        settings = HFBackbone(HFOptions(str(bare)), pretrained=False).feature_extractor_settings()
+        settings = extractor_settings(str(bare))
         # normalisation is what the released extractors of all four families mostly do
         assert settings == {"sampling_rate": RATE, "do_normalize": True, "return_attention_mask": expected}
 

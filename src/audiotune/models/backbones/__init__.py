@@ -49,7 +49,6 @@ log = logging.getLogger(__name__)
 class Backbone(nn.Module):
     """Typed base of every backbone: what the classifier, engine and CLI may rely on."""
 
-    input_kind: str  # "waveform": (B, N) samples; "features": (B, T, F) fbank/mfcc frames
     # its one hidden state is one vector per clip, pooled by the model itself (ECAPA-TDNN's attentive statistics
     # pooling): a frame pooling gives it back as it is, and there are no states to weigh (:data:`POOLED_IDLE`)
     pooled: bool = False

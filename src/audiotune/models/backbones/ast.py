@@ -146,7 +146,6 @@ class ASTBackbone(TransformersSizes, Backbone):
     See the module docstring for the input, the padding value and the numbering of the hidden states.
     """
 
-    input_kind = "features"  # (B, T, F) fbank: T = max_length, F = num_mel_bins
     pads_itself = True  # every frame past a clip's holds the extractor's padding frame, whatever --pad says
 
     def __init__(self, options: ASTOptions, pretrained: bool = True) -> None:

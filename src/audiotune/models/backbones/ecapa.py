@@ -81,7 +81,6 @@ class EcapaOptions:
 class EcapaBackbone(Backbone):
     """Package backbone wrapping :class:`ECAPA_TDNN`; its single hidden state is the pooled embedding."""
 
-    input_kind = "features"  # consumes (B, T, F) fbank/mfcc features
     pooled = True  # attentive statistics pooling: one embedding per clip, its single hidden state
     pads_itself = True  # the padded frames are masked: its layers read only each clip's own
 

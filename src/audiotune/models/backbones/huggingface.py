@@ -97,7 +97,6 @@ class HFBackbone(TransformersSizes, Backbone):
     when the encoder takes an attention mask); evaluation and frozen encoders never mask.
     """
 
-    input_kind = "waveform"  # consumes (B, N) waveforms at the encoder's sampling rate
 
     def __init__(self, options: HFOptions, pretrained: bool = True) -> None:
         """``pretrained=False`` builds from the checkpoint's config only (random weights)."""
@@ -314,10 +313,6 @@ class HFBackbone(TransformersSizes, Backbone):
     def save_pretrained_outputs(self, folder: Path) -> list[Path]:
         """``folder/encoder``: a ``save_pretrained`` directory that ``--checkpoint`` reads like a hub id."""
         return [self.pretrainer.save(Path(folder))]
-
-    def feature_extractor_settings(self) -> dict[str, Any]:
-        """See :func:`extractor_settings`."""
-        return extractor_settings(self.checkpoint)
 
 
 def resolve_hf(config: RunConfig) -> None:

@@ -118,7 +118,6 @@ class SSASTBackbone(Backbone):
     ``target_length`` frames and the padding is part of the input, as in the original.
     """
 
-    input_kind = "features"  # (B, T, F) fbank: T = target_length, F = num_mel_bins
 
     def __init__(self, options: SSASTOptions, pretrained_path: str | Path | None = None) -> None:
         super().__init__()

@@ -195,7 +195,6 @@ def _conv_lengths(lengths: Tensor, conv: nn.Conv1d) -> Tensor:
 class WhisperBackbone(Backbone):
     """Whisper's encoder: (B, N) waveforms -> log-mel (computed here) -> all hidden states and a frame mask."""
 
-    input_kind = "waveform"  # consumes (B, N) waveforms at the feature extractor's rate
     stft_window: Tensor
     mel_filters: Tensor  # (mels, n_fft // 2 + 1)
 
