@@ -157,3 +157,36 @@ def test_a_run_resumed_from_another_folder_records_its_paths_from_where_it_was_m
     assert main(["train", "--config", str(root / "run" / "config.yaml"), "-o", str(root / "run"), "-e", "4",
                  "--resume", "--report", "False"]) == 0
     assert json.loads((root / "run" / "metrics.json").read_text())["epochs_run"] == 4
+
+
+def test_a_runs_config_without_o_writes_that_run_from_anywhere_and_a_copied_runs_config_asks_for_o(
+        uid_dataset: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """`--config RUN/config.yaml` without -o is that run, whose exp_dir names it from where it was made: resumed
+    from the folder above, it goes on in RUN (no new run beside the command); a copy's config still names the
+    original, which --overwrite would have replaced: an error asking for -o."""
+    import shutil
+
+    from conftest import small_train_args
+
+    from audiotune.cli import main
+
+    root = uid_dataset["root"]
+    monkeypatch.chdir(root)
+    relative = {**uid_dataset, "prefix": Path("audio"), "split": Path("split"), "labels": Path("labels.txt")}
+    assert main([*small_train_args(relative, Path("runs/A")), "--report", "False"]) == 0
+    monkeypatch.chdir(root.parent)
+    before = sorted(p.name for p in root.parent.iterdir())
+    assert main(["train", "--config", f"{root.name}/runs/A/config.yaml", "--resume", "-e", "2"]) == 0
+    assert json.loads((root / "runs/A/metrics.json").read_text())["epochs_run"] == 2
+    assert sorted(p.name for p in root.parent.iterdir()) == before
+    monkeypatch.chdir(root)
+    shutil.copytree("runs/A", "runs/B")
+    (root / "runs/A/notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert main(["train", "--config", "runs/B/config.yaml", "--overwrite", "--seed", "5"]) == 2
+    err = capsys.readouterr().err
+    assert f"the config of the run in runs/B, but it records {root / 'runs/A'} as its run directory" in err
+    assert "-o runs/B: this run" in err and (root / "runs/A/notes.txt").is_file()
+    assert main(["train", "--config", "runs/B/config.yaml", "-o", "runs/B", "--resume", "-e", "3",
+                 "--report", "False"]) == 0
+    assert json.loads((root / "runs/B/metrics.json").read_text())["epochs_run"] == 3

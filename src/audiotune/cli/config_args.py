@@ -18,6 +18,7 @@ from audiotune.cli.flags import (
     CONFIG_STAGES,
     declared_fields,
     declared_options,
+    path_roles,
     taken_options,
 )
 from audiotune.cli.seed_flags import apply_seed_spellings
@@ -45,6 +46,7 @@ from audiotune.config import (
 from audiotune.data.folds import FOLD_PLACEHOLDER
 from audiotune.models import backbones
 from audiotune.outputs import made_in
+from audiotune.storage import Role
 
 # seed boolean flags whose meaning maps onto another option: (section, name, value if true, value if false)
 SEED_SWITCHES = {"fbank": ("features", "features", "fbank", "mfcc")}
@@ -113,6 +115,8 @@ def config_from_args(args: argparse.Namespace, read_inputs: bool = True,
             from audiotune.engine.records import placed_paths
 
             placed_paths(config, run_made_in)
+            if "exp_dir" not in vars(args) and path_roles(args).get("exp_dir") is Role.RUN_OUTPUT:
+                config.exp_dir = _own_run(str(config_file), config.exp_dir, run_made_in)
     from_file = copy.deepcopy(config) if config_file and takes is not None else None
     config = apply_flags(config, args)
     refuse_other_backbones(args, config)
@@ -133,6 +137,20 @@ def config_from_args(args: argparse.Namespace, read_inputs: bool = True,
             own_idle_at_defaults(config, config_file, raw, given_options(args),
                                  next(iter(stages)) if len(stages) == 1 else None)
     return config
+
+
+def _own_run(config_file: str, recorded: str, run_made_in: str) -> str:
+    """The run directory a command writes when given a run's ``config.yaml`` without ``-o``: the run the file lies
+    in, which its ``exp_dir`` names from where the run was made; a file whose ``exp_dir`` names another folder (a
+    run copied or moved) is an error, since writing there would replace or resume another run than the one named."""
+    own = Path(config_file).parent
+    named = Path(run_made_in) / recorded
+    if storage.is_remote(recorded) or not named.exists() or not named.samefile(own):
+        raise ValueError(f"--config {config_file}: the config of the run in {own}, but it records "
+                         f"{storage.remote_name(recorded) if storage.is_remote(recorded) else named} as its run "
+                         f"directory (the run was copied or moved): give -o to say where this command writes (-o "
+                         f"{own}: this run)")
+    return str(own)
 
 
 def refuse_fold_placeholders(config: RunConfig) -> None:

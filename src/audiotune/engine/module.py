@@ -146,6 +146,8 @@ class ClassifierModule(pl.LightningModule):
             self.model.backbone.eval()
 
     def on_train_start(self) -> None:
+        if self.trainer.ckpt_path:  # resumed: the rates given now, not the restored state's
+            rates_as_configured(self.trainer, self.config)
         if self.graph_skips is not None:
             self.graph_skips.start()
         if self.trainer.world_size > 1:
@@ -274,6 +276,27 @@ def warmup_flat_linear(warmup: int, total_steps: int, flat_ratio: float) -> Call
         return max(0.0, (total_steps - step) / max(1, total_steps - flat_end))
 
     return factor
+
+
+def rates_as_configured(trainer: pl.Trainer, cfg: TrainConfig) -> None:
+    """A resumed run's learning rate and weight decay as ``cfg`` gives them: the optimiser and schedule state that
+    Lightning restores from the checkpoint hold the ones the run was made with, so a change that ``--resume
+    --allow_changes`` records would otherwise not train. The schedule goes on at its step with the new base rate
+    (the one-cycle schedule's rates come from --max_lr, which a resumed run keeps)."""
+    schedulers = [config.scheduler for config in trainer.lr_scheduler_configs]
+    for optimizer in trainer.optimizers:
+        for group in optimizer.param_groups:
+            if cfg.optim == "adamw":
+                group["weight_decay"] = cfg.weight_decay
+            if not schedulers:
+                group["lr"] = cfg.learning_rate
+    for scheduler in schedulers:
+        if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+            scheduler.base_lrs = [cfg.learning_rate] * len(scheduler.base_lrs)
+            for group, factor in zip(scheduler.optimizer.param_groups, scheduler.lr_lambdas, strict=True):
+                group["initial_lr"] = cfg.learning_rate
+                group["lr"] = cfg.learning_rate * factor(scheduler.last_epoch)
+            scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
 
 
 def fused_update(params: Sequence[torch.Tensor]) -> bool:

@@ -47,7 +47,7 @@ from audiotune.engine.distributed import (
     unused_parameter_hint,
 )
 from audiotune.engine.inference import features_on_device, inference_device
-from audiotune.engine.module import DeviceFeatures, optimizers, trains
+from audiotune.engine.module import DeviceFeatures, optimizers, rates_as_configured, trains
 from audiotune.engine.pace import pace_summary
 from audiotune.engine.records import recorded_paths
 from audiotune.engine.resume import checkpoint_to_resume, record_changes, resumed_changes
@@ -128,6 +128,8 @@ class PretrainModule(pl.LightningModule):
         return backbone.pretrain_loss(batch, self.objective, step=self.global_step, rng=rng)
 
     def on_train_start(self) -> None:
+        if self.trainer.ckpt_path:  # resumed: the rates given now, not the restored state's
+            rates_as_configured(self.trainer, self.config.train)
         if self.trainer.world_size > 1:  # every process was seeded alike: each draws its own masks and crops
             seed = self.config.data.seed + self.global_rank
             pl.seed_everything(seed, workers=True, verbose=False)

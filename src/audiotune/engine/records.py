@@ -89,7 +89,9 @@ def recorded_paths(config: RunConfig, run_dir: str | Path) -> RunConfig:
         place = Path.cwd() / value
         return os.path.relpath(place, made) if place.exists() else value  # (a hub id stays as written)
 
-    return _each_path(copy.deepcopy(config), moved)
+    recorded = _each_path(copy.deepcopy(config), moved)
+    recorded.exp_dir = moved(recorded.exp_dir)  # the run itself, named from there too
+    return recorded
 
 
 def _paths_of(options: Any) -> list[str]:

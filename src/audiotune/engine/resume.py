@@ -86,6 +86,7 @@ def resumed_changes(exp_dir: Path, config: RunConfig, stages: frozenset[Stage] =
     else:
         changes = config_changes(earlier, config, RESUME_FREE)
     _refuse_past_the_cycle(exp_dir, earlier, config)
+    _refuse_other_state(exp_dir, earlier, changes)
     if changes and not config.train.allow_changes:
         shown = "; ".join(f"{key.partition('.')[2] or key} {old!r} -> {new!r}" for key, (old, new) in changes.items())
         raise ValueError(f"{exp_dir}: --resume with options that differ from the run's {CONFIG_FILE} ({shown}); "
@@ -93,6 +94,23 @@ def resumed_changes(exp_dir: Path, config: RunConfig, stages: frozenset[Stage] =
                          f"trains longer), or add --allow_changes to go on and record the changes in "
                          f"{CONFIG_HISTORY_FILE}")
     return changes
+
+
+# what the optimiser and schedule state of a run's checkpoint are made for: a resumed run goes on with them (its
+# learning rate and weight decay are set anew: engine.module.rates_as_configured)
+RESTORED_STATE = ("train.optim", "train.scheduler")
+
+
+def _refuse_other_state(exp_dir: Path, earlier: RunConfig, changes: dict[str, list]) -> None:
+    """Options that the checkpoint's optimiser and schedule state were made with, changed: an error even with
+    --allow_changes, since the restored state would go on as it was (or not fit) while config.yaml said otherwise."""
+    kept = [key for key in changes if key in RESTORED_STATE or key == "train.max_lr" and
+            earlier.train.scheduler == "onecycle"]
+    if kept:
+        shown = "; ".join(f"--{key.partition('.')[2]} {changes[key][0]!r} -> {changes[key][1]!r}" for key in kept)
+        raise ValueError(f"{exp_dir}: --resume with {shown}: the run's checkpoint holds the state of its optimiser and "
+                         "schedule as made, which a resumed run goes on with (--allow_changes too); resume with the "
+                         "run's own, or train a new run")
 
 
 def _refuse_past_the_cycle(exp_dir: Path, earlier: RunConfig, config: RunConfig) -> None:

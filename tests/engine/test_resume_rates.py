@@ -1,0 +1,43 @@
+"""A resumed run trains with the learning rate and weight decay its config.yaml records (--allow_changes), not
+the ones the restored optimiser state holds; what that state is made of (optimiser, schedule) is kept."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import small_train_args
+
+from audiotune.cli import main
+
+
+def epoch_rates(run: Path) -> pd.Series:
+    log = pd.read_csv(run / "logs" / "metrics.csv")
+    return log.dropna(subset=["lr"]).groupby("epoch")["lr"].last()
+
+
+def test_a_changed_rate_and_weight_decay_train_after_resume_and_the_optimiser_or_schedule_cannot_change(
+        uid_dataset: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    first = tmp_path / "same"
+    assert main([*small_train_args(uid_dataset, first, "-lr", "0.001"), "-e", "1", "--report", "False"]) == 0
+    shutil.copytree(first, tmp_path / "changed")
+    assert main([*small_train_args(uid_dataset, first, "-lr", "0.001"), "-e", "2", "--resume",
+                 "--report", "False"]) == 0
+    changed = tmp_path / "changed"
+    assert main([*small_train_args(uid_dataset, changed, "-lr", "0.003", "--weight_decay", "0.05"), "-e", "2",
+                 "--resume", "--allow_changes", "--report", "False"]) == 0
+    same, new = epoch_rates(first), epoch_rates(changed)
+    assert same[0] == pytest.approx(new[0])  # the first epoch, trained before
+    assert new[1] == pytest.approx(3 * same[1], rel=1e-5)  # the schedule at its step, from the new base rate
+    groups = torch.load(changed / "checkpoints" / "last.ckpt", map_location="cpu",
+                        weights_only=True)["optimizer_states"][0]["param_groups"]
+    assert {(group["weight_decay"], group["initial_lr"]) for group in groups} == {(0.05, 0.003)}
+    capsys.readouterr()
+    for flags, shown in ((["--optim", "adam"], "--optim 'adamw' -> 'adam'"),
+                         (["--scheduler", "linear"], "--scheduler 'cosine' -> 'linear'")):
+        assert main([*small_train_args(uid_dataset, first, "-lr", "0.001", *flags), "-e", "3", "--resume",
+                     "--allow_changes", "--report", "False"]) == 2
+        err = capsys.readouterr().err
+        assert f"--resume with {shown}: the run's checkpoint holds the state of its optimiser and schedule" in err
