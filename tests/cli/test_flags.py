@@ -1,6 +1,7 @@
 """Flag parsing: seed spellings, booleans bare or with a value, YAML configs."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import yaml
 from audiotune.cli import build_parser, config_from_args, main, parse_bool
 from audiotune.config import (
     CONFIG_VERSION,
+    OWN_MEANINGS_VERSION,
     RunConfig,
     config_from_dict,
     config_to_dict,
@@ -155,7 +157,10 @@ def test_a_config_written_before_the_runtime_section_loads_into_it(tmp_path) -> 
     earlier = config_to_dict(RunConfig())
     earlier["train"].update({**earlier.pop("runtime"), "num_workers": 3, "precision": "bf16"})
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(earlier))
+    path.write_text(yaml.safe_dump({**earlier, "version": OWN_MEANINGS_VERSION}))
+    with pytest.raises(ValueError, match="options of the runtime section; write them under runtime:"):
+        load_config(path)  # as today's version: what the flags mean
+    path.write_text(yaml.safe_dump({**earlier, "version": OWN_MEANINGS_VERSION - 1}))
     config = load_config(path)
     assert (config.runtime.num_workers, config.runtime.precision) == (3, "bf16")
     assert "num_workers" not in config_to_dict(config)["train"]
@@ -294,3 +299,17 @@ def test_every_command_that_writes_one_output_takes_o_for_it_or_refuses_it_with_
         checked += 1
     assert checked >= 15
     assert build_parser().parse_args(["manifest", "audio", "-o", "m.csv"]).out == "m.csv"
+
+
+def test_a_config_files_option_of_another_backbone_is_refused_as_its_flag_is(tmp_path: Path) -> None:
+    """An option of another backbone in a file's model section would do nothing, as its flag would: refused, naming
+    the file; an earlier release's file, which listed every backbone's options, still reads."""
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump({"model": {"model": "ecapa_tdnn", "mask_time_prob": 0.5, "fstride": 9}}))
+    with pytest.raises(ValueError, match=re.escape(f"--config {path}: model: fstride (--model ssast), mask_time_prob "
+                                                   "(--model hf): option(s) of another backbone than --model "
+                                                   "ecapa_tdnn, which would do nothing: drop them")):
+        parse("--config", str(path))
+    path.write_text(yaml.safe_dump({"model": {"model": "ecapa_tdnn", "mask_time_prob": 0.5},
+                                    "version": OWN_MEANINGS_VERSION - 1}))
+    assert parse("--config", str(path)).model.model == "ecapa_tdnn"

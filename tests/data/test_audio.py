@@ -215,8 +215,12 @@ def test_a_crop_reads_a_prefix_with_the_same_result_as_the_whole_file(tmp_path: 
 
 
 def test_old_configs_with_reduce_and_mono_still_load() -> None:
-    assert config_from_dict({"audio": {"reduce": True, "mono": "sum"}}).audio.channel_mode == "sum"
-    assert config_from_dict({"audio": {"reduce": False, "mono": "mean"}}).audio.channel_mode == "none"
+    from audiotune.config import OWN_MEANINGS_VERSION
+
+    earlier = OWN_MEANINGS_VERSION - 1
+    assert config_from_dict({"audio": {"reduce": True, "mono": "sum"}, "version": earlier}).audio.channel_mode == "sum"
+    assert config_from_dict({"audio": {"reduce": False, "mono": "mean"}, "version": earlier}).audio.channel_mode == \
+        "none"
     assert config_from_dict({"audio": {"channel_mode": "interleave"}}).audio.channel_mode == "interleave"
 
 

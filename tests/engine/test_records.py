@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from audiotune.config import RunConfig, config_to_dict
+from audiotune.config import OWN_MEANINGS_VERSION, RunConfig, config_to_dict
 from audiotune.engine.records import check_settings_record
 from audiotune.outputs import RunDirError
 
@@ -107,6 +107,7 @@ def test_a_record_written_with_the_backbone_options_nested_is_the_same_settings(
     record = _cv_record(config)
     earlier = copy.deepcopy(record)
     earlier["config"]["model"]["options"] = dict(config.model.options)
+    earlier["config"]["version"] = OWN_MEANINGS_VERSION - 1
     path = tmp_path / "cv_config.yaml"
     path.write_text(yaml.safe_dump(earlier))
     check_settings_record(path, record, "a cross-validation", "resume it")

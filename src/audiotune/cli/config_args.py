@@ -36,13 +36,16 @@ from audiotune.config import (
     CLASSIFIER_STAGES,
     CONFIG_VERSION,
     EVERYWHERE,
+    OWN_MEANINGS_VERSION,
     SECTIONS,
+    ModelConfig,
     RunConfig,
     Stage,
     acts_of,
     check_config,
     config_from_dict,
 )
+from audiotune.config.files import written_version
 from audiotune.data.folds import FOLD_PLACEHOLDER
 from audiotune.models import backbones
 from audiotune.outputs import made_in
@@ -119,7 +122,7 @@ def config_from_args(args: argparse.Namespace, read_inputs: bool = True,
                 config.exp_dir = _own_run(str(config_file), config.exp_dir, run_made_in)
     from_file = copy.deepcopy(config) if config_file and takes is not None else None
     config = apply_flags(config, args)
-    refuse_other_backbones(args, config)
+    refuse_other_backbones(args, config, _backbone_options_written(raw) if config_file else ())
     if vars(args).get("command") != "cv":
         refuse_fold_placeholders(config)
     if takes is not None:
@@ -137,6 +140,16 @@ def config_from_args(args: argparse.Namespace, read_inputs: bool = True,
             own_idle_at_defaults(config, config_file, raw, given_options(args),
                                  next(iter(stages)) if len(stages) == 1 else None)
     return config
+
+
+def _backbone_options_written(raw: dict[str, Any]) -> list[str]:
+    """The backbone options a config file's model section sets, where its options mean what the flags mean (an
+    earlier release's file listed every backbone's: those of others are left out as it meant)."""
+    model = raw.get("model")
+    if written_version(raw) < OWN_MEANINGS_VERSION or not isinstance(model, dict):
+        return []
+    own = {spec.name for spec in dataclasses.fields(ModelConfig)}
+    return [name for name in model if name not in own]
 
 
 def _own_run(config_file: str, recorded: str, run_made_in: str) -> str:

@@ -215,15 +215,23 @@ def say_left_at_defaults(command: str, config_file: str | None, ignored: list[st
               f"{', '.join(ignored)})", file=sys.stderr)
 
 
-def refuse_other_backbones(args: argparse.Namespace, config: RunConfig) -> None:
+def refuse_other_backbones(args: argparse.Namespace, config: RunConfig, file_options: Iterable[str] = ()) -> None:
     """A flag of one backbone given for another would silently do nothing: refused, naming its backbones; so is a
-    model-section flag for a part the backbone lacks (:data:`~audiotune.models.backbones.ABILITY_OPTIONS`)."""
+    model-section flag for a part the backbone lacks (:data:`~audiotune.models.backbones.ABILITY_OPTIONS`), and an
+    option of another backbone that a config file's model section sets (``file_options``: its backbone options, of
+    a file whose options mean what the flags mean)."""
     declared = owners()
     wrong = [(name, declared[name]) for key in vars(args) if key.startswith("options.")
              for name in [key.removeprefix("options.")] if config.model.model not in declared[name]]
     if wrong:
         shown = ", ".join(f"--{name} (--model {', '.join(owner)})" for name, owner in wrong)
         raise ValueError(f"{shown}: option(s) of another backbone than --model {config.model.model}")
+    written = [(name, declared[name]) for name in file_options
+               if name in declared and config.model.model not in declared[name] and f"options.{name}" not in vars(args)]
+    if written:
+        shown = ", ".join(f"{name} (--model {', '.join(owner)})" for name, owner in written)
+        raise ValueError(f"--config {vars(args).get('config')}: model: {shown}: option(s) of another backbone than "
+                         f"--model {config.model.model}, which would do nothing: drop them")
     for key in vars(args):  # a model-section option the backbone lacks the part for
         if key in backbones.ABILITY_OPTIONS and not backbones.reads_option(config.model.model, key):
             raise ValueError(backbones.lacks_ability(key, config.model.model))

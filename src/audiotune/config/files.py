@@ -10,17 +10,19 @@ from typing import Any
 import yaml
 
 from audiotune import storage
-from audiotune.config.options import check_types
+from audiotune.config.options import as_flags_read, check_types, option_choices
+from audiotune.config.retired import RETIRED_VALUES
 from audiotune.config.run import (
     CONFIG_VERSION,
     FEATURES_OWN_VERSION,
     INPUT_RESOLVED_VERSION,
+    OWN_MEANINGS_VERSION,
     SECTIONS,
     WAVEFORM_NORM_VERSION,
     HeadSpec,
     RunConfig,
 )
-from audiotune.config.sections import RuntimeConfig
+from audiotune.config.sections import AudioConfig, RuntimeConfig
 from audiotune.outputs import CONFIG_FILE
 
 
@@ -60,11 +62,53 @@ def config_changes(old: RunConfig, new: RunConfig, free: tuple[str, ...] = ()) -
     return changes
 
 
+def written_version(raw: dict[str, Any]) -> int:
+    """The config version a file's sections were written with: its ``version``, the current one without it (a
+    file a user wrote means what the flags mean today)."""
+    version = raw.get("version", CONFIG_VERSION)
+    return version if isinstance(version, int) and not isinstance(version, bool) else CONFIG_VERSION
+
+
+def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
+    section = raw.get(name)
+    return section if isinstance(section, dict) else {}
+
+
+def refuse_earlier_spellings(raw: dict[str, Any], source: str) -> None:
+    """A file of :data:`~audiotune.config.run.OWN_MEANINGS_VERSION` or later holding what only an earlier release
+    wrote, or a value its flag refuses: an error naming it and what to write (read as a flag, it would mean
+    another thing)."""
+    problems = []
+    audio, train, model = (_section(raw, name) for name in ("audio", "train", "model"))
+    modes = ", ".join(option_choices(AudioConfig, "channel_mode"))
+    for name in ("reduce", "mono"):
+        if name in audio:
+            problems.append(f"audio: {name}: an earlier release's channel option (the flag --{name} is the seeds' "
+                            f"switch); write channel_mode: one of {modes}")
+    runtime_names = {spec.name for spec in dataclasses.fields(RuntimeConfig)}
+    moved = sorted(set(train) & runtime_names)
+    if moved:
+        problems.append(f"train: {', '.join(moved)}: options of the runtime section; write them under runtime:")
+    if "options" in model:
+        problems.append("model: options: write the backbone's options in the model section itself")
+    for section, values in raw.items():
+        for name, value in values.items() if isinstance(values, dict) else ():
+            why = RETIRED_VALUES.get((f"--{name}", str(value)))
+            if why:
+                problems.append(f"{section}: {name}: {value}: {why}")
+    if problems:
+        raise ValueError(f"{source}: " + "; ".join(problems))
+
+
 def upgrade_sections(raw: dict[str, Any], source: str = "config") -> dict[str, Any]:
-    """Sections as an earlier release wrote them, in today's layout: the audio section said ``reduce`` (mix down
-    or not) and ``mono`` (mean or sum) before channel modes; the runtime options (device, precision, workers,
-    caches) were in the train section; ``labeling_method: soft`` (the vote distribution) is now ``distribution``;
-    the backbone's options were written twice, flat and under ``options:`` (:func:`_one_copy`)."""
+    """Sections as an earlier release wrote them, in today's layout (a file of an earlier version only: later ones
+    are checked by :func:`refuse_earlier_spellings`): the audio section said ``reduce`` (mix down or not) and
+    ``mono`` (mean or sum) before channel modes; the runtime options (device, precision, workers, caches) were in
+    the train section; ``labeling_method: soft`` (the vote distribution) is now ``distribution``; the backbone's
+    options were written twice, flat and under ``options:`` (:func:`_one_copy`)."""
+    if written_version(raw) >= OWN_MEANINGS_VERSION:
+        refuse_earlier_spellings(raw, source)
+        return raw
     raw = dict(raw)
     if isinstance(raw.get("model"), dict) and "options" in raw["model"]:
         raw["model"] = _one_copy(raw["model"], source)
@@ -105,6 +149,20 @@ def _one_copy(model: dict[str, Any], source: str) -> dict[str, Any]:
     return model
 
 
+def _heads(value: Any, source: str) -> list[HeadSpec]:
+    """The ``heads`` of a config file: a list of heads, each with the fields of :class:`HeadSpec`."""
+    fields = {spec.name for spec in dataclasses.fields(HeadSpec)}
+    required = {spec.name for spec in dataclasses.fields(HeadSpec)
+                if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING}
+    if not isinstance(value, list) or not all(isinstance(head, dict) for head in value):
+        raise ValueError(f"{source}: heads: a list of heads (each {', '.join(sorted(required))}, ...), found {value!r}")
+    for head in value:
+        if set(head) - fields or required - set(head):
+            raise ValueError(f"{source}: heads: {head!r}: each head holds {', '.join(sorted(required))} and may hold "
+                             f"{', '.join(sorted(fields - required))}")
+    return [HeadSpec(**head) for head in value]
+
+
 def config_from_dict(raw: dict[str, Any], source: str = "config", base: RunConfig | None = None) -> RunConfig:
     """Rebuild a RunConfig; unknown keys are an error naming the key, missing keys take ``base``'s values
     (default: the defaults)."""
@@ -122,12 +180,19 @@ def config_from_dict(raw: dict[str, Any], source: str = "config", base: RunConfi
             unknown = set(value) - names
             if unknown:
                 raise ValueError(f"{source}: unknown option(s) in section '{key}': {sorted(unknown)}")
+            value = as_flags_read(section_cls, value)
             check_types(section_cls, value, f"{source}: section '{key}'")
             setattr(config, key, section_cls(**{**vars(getattr(config, key)), **value}))
         elif key == "heads":
-            config.heads = [HeadSpec(**head) for head in value]
-        elif key in ("exp_dir", "version"):
-            setattr(config, key, value)
+            config.heads = _heads(value, source)
+        elif key == "exp_dir":
+            if not isinstance(value, str):
+                raise ValueError(f"{source}: exp_dir: {value!r} is not a path")
+            config.exp_dir = value
+        elif key == "version":
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"{source}: version: {value!r} is not a config version (a whole number)")
+            config.version = value
         else:
             raise ValueError(f"{source}: unknown section '{key}'")
     if config.version > CONFIG_VERSION:

@@ -117,6 +117,11 @@ def option_default(options: type, name: str) -> Any:
     return default_of({spec.name: spec for spec in dataclasses.fields(options)}[name])
 
 
+def option_choices(options: type, name: str) -> tuple[Any, ...]:
+    """The values option ``name`` of options dataclass ``options`` takes (its declared choices)."""
+    return tuple({spec.name: spec for spec in dataclasses.fields(options)}[name].metadata.get("choices") or ())
+
+
 def inactive_options(options: Any, stages: frozenset[Stage]) -> list[tuple[dataclasses.Field, Any]]:
     """Each option of dataclass instance ``options`` that acts in none of ``stages`` but is set away from its
     default, with its value (it would silently do nothing there)."""
@@ -214,6 +219,32 @@ def _fits(value: Any, kind: Any) -> bool:
     if kind is str:
         return isinstance(value, str)
     return True
+
+
+def _as_flag_reads(value: Any, kind: Any) -> Any:
+    """``value`` as its flag reads the same text, where YAML read it as another type: ``1e-4`` (a string to YAML
+    1.1) for a number, ``32`` (a number to YAML) for a word such as ``--precision 32``; else as it is."""
+    if _fits(value, kind):
+        return value
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is list and isinstance(value, list):
+        return [_as_flag_reads(item, args[0]) for item in value]
+    kinds = args if origin in (typing.Union, types.UnionType) else (kind,)
+    if float in kinds and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    if str in kinds and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def as_flags_read(section_cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` of ``section_cls``'s options read as their flags read the same text (see :func:`_as_flag_reads`);
+    options it does not declare as they are."""
+    hints = typing.get_type_hints(section_cls)
+    return {name: _as_flag_reads(value, hints[name]) if name in hints else value for name, value in values.items()}
 
 
 def check_types(section_cls: type, values: dict[str, Any], where: str) -> None:

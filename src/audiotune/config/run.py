@@ -19,7 +19,7 @@ from audiotune.config.sections import (
     TrainConfig,
 )
 
-CONFIG_VERSION = 6
+CONFIG_VERSION = 7
 # from this version on the audio and features sections hold the user's options; before it, the input the backbone
 # resolved from them (which is then the run's input as it is)
 INPUT_RESOLVED_VERSION = 2
@@ -53,6 +53,12 @@ VALIDATION_DRAW_VERSION = 6
 # from this version on an SSAST --task pretrain_* other than --objective is an error; before it, pretrain wrote
 # --task pretrain_joint whatever --objective said, and the objective decided
 PRETRAIN_TASK_CHECKED_VERSION = 6
+# from this version on (and in a file without a version: a user's) a config file's options mean what their flags
+# mean: the spellings of earlier releases (the audio section's reduce and mono, labeling_method soft for the vote
+# distribution, runtime options in the train section, the backbone's options copied under options:, other
+# backbones' options) and values the flags refuse are errors naming their replacement; before it, each is read as
+# the release that wrote it meant
+OWN_MEANINGS_VERSION = 7
 
 
 HEAD_KINDS = ("binary", "categorical", "soft", "regression")

@@ -34,6 +34,7 @@ from audiotune.config import (
     WAVEFORM_NORM_VERSION,
     AudioConfig,
     RunConfig,
+    as_flags_read,
     check_types,
     default_of,
     option_default,
@@ -398,7 +399,7 @@ def backbone_options(config: RunConfig) -> Any:
     unknown = sorted(set(given) - own - others)
     if unknown:
         raise ValueError(f"unknown option(s) of the model section: {unknown}")
-    values = {k: v for k, v in given.items() if k in own}
+    values = as_flags_read(cls, {k: v for k, v in given.items() if k in own})
     check_types(cls, values, f"--model {name}")
     options = cls(**values)
     problems = range_problems(options)
