@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -728,3 +729,46 @@ def test_hubert_and_wavlm_base_shapes_score_a_padded_clip_as_alone(tmp_path: Pat
     alone = pooled(backbone, *batch(short))
     for a, b in zip(alone, pooled(backbone, *batch(clip(1.0, 26), short)), strict=True):
         torch.testing.assert_close(b[1:], a, atol=1e-5, rtol=0)
+
+
+def test_a_checkpoint_hf_cannot_read_as_the_others_is_named_with_what_reads_it(tmp_path: Path,
+                                                                              checkpoints: dict[str, Path]) -> None:
+    """--model hf reads the wav2vec2 kind of encoder (a transformer over the conv frames, one for one): Whisper and
+    AST checkpoints are named with their backbone, SEW (frames squeezed) and a text model with what hf reads."""
+    import transformers
+
+    from audiotune.models.backbones.hf_checkpoint import check_encoder_type
+
+    for path in checkpoints.values():
+        check_encoder_type(str(path))
+    made = {"sew": transformers.SEWConfig(), "sew_d": transformers.SEWDConfig(),
+            "whisper": transformers.WhisperConfig(), "ast": transformers.ASTConfig(), "bert": transformers.BertConfig()}
+    for name, config in made.items():
+        config.save_pretrained(tmp_path / name)
+    expected = {"sew": "its model type is sew, its transformer reads its frames squeezed to fewer; --model hf reads "
+                       "wav2vec2, hubert, wavlm, data2vec-audio",
+                "sew_d": "its model type is sew-d, its transformer reads its frames squeezed to fewer",
+                "whisper": "its model type is whisper, which --model whisper reads",
+                "ast": "its model type is audio-spectrogram-transformer, which --model ast reads",
+                "bert": "its model type is bert, not a speech encoder of the wav2vec2 kind; --model hf reads wav2vec2"}
+    for name, message in expected.items():
+        with pytest.raises(ValueError, match=re.escape(f"-c {tmp_path / name}: {message}")):
+            check_encoder_type(str(tmp_path / name))
+
+
+def test_a_conformer_whose_convolutions_read_the_padding_scores_clips_of_one_length_together(tmp_path: Path) -> None:
+    """The conformer's depthwise convolutions read padded frames without a mask: a short clip beside a long one
+    differs from itself alone, so its padding rule is not exact (scoring batches hold clips of one length)."""
+    import transformers
+    from conftest import HF_TINY, save_hf_checkpoint
+
+    torch.manual_seed(0)
+    config = transformers.Wav2Vec2ConformerConfig(**HF_TINY, conv_depthwise_kernel_size=7,
+                                                  position_embeddings_type="rotary")
+    path = save_hf_checkpoint(transformers.AutoModel.from_config(config), tmp_path / "conformer")
+    backbone = HFBackbone(HFOptions(str(path))).eval()
+    assert not backbone.padding.exact and backbone.padding.tolerance == 0.0
+    assert "convolution modules read the padded frames" in backbone.padding.reason
+    short = clip(0.45, 8)
+    alone, in_batch = pooled(backbone, *batch(short)), pooled(backbone, *batch(clip(1.0, 9), short))
+    assert max((b[1:] - a).abs().max().item() for a, b in zip(alone, in_batch)) > 1e-4

@@ -43,6 +43,32 @@ def from_config_initialised() -> contextlib.AbstractContextManager:
     return no_init_weights()
 
 
+# the transformers model types --model hf reads: a convolutional feature encoder whose frames a transformer reads
+# one for one, so that each clip's frames are masked and pooled as its own
+HF_ENCODER_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech", "unispeech-sat",
+                    "wav2vec2-conformer")
+# model types another backbone reads, and those --model hf cannot read as it reads the others
+READ_ELSEWHERE = {"whisper": "--model whisper", "audio-spectrogram-transformer": "--model ast"}
+UNREAD_TYPES = {"sew": "its transformer reads its frames squeezed to fewer", "sew-d": "its transformer reads its "
+                "frames squeezed to fewer"}
+
+
+def check_encoder_type(checkpoint: str, flag: str = "-c") -> None:
+    """An error naming what ``checkpoint`` is when --model hf cannot read it: another backbone's (Whisper, AST),
+    an encoder whose frames the transformer does not read one for one (SEW), or no speech encoder at all."""
+    from transformers import AutoConfig
+
+    model_type = AutoConfig.from_pretrained(checkpoint).model_type
+    if model_type in HF_ENCODER_TYPES:
+        return
+    if model_type in READ_ELSEWHERE:
+        raise ValueError(f"{flag} {checkpoint}: its model type is {model_type}, which {READ_ELSEWHERE[model_type]} "
+                         "reads")
+    why = UNREAD_TYPES.get(model_type, "not a speech encoder of the wav2vec2 kind")
+    raise ValueError(f"{flag} {checkpoint}: its model type is {model_type}, {why}; --model hf reads "
+                     f"{', '.join(HF_ENCODER_TYPES)} encoders")
+
+
 def conv_receptive_field(hf_config: Any) -> int:
     """Samples a convolutional feature encoder (``conv_kernel``/``conv_stride``) needs for one frame."""
     field, hop = 1, 1

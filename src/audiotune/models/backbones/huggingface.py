@@ -63,6 +63,7 @@ from audiotune.models.backbones import (
 )
 from audiotune.models.backbones.hf_checkpoint import (
     check_available,
+    check_encoder_type,
     conv_receptive_field,
     extractor_settings,
     normalises,
@@ -141,6 +142,8 @@ class HFBackbone(TransformersSizes, Backbone):
             return PaddingRule(False, 0.0, "the group-norm feature encoder normalises over the padding")
         if self.model.config.model_type == "data2vec-audio" and self.clip_positions is None:
             return PaddingRule(False, 0.0, "the positional convolutions carry padding into the last real frames")
+        if self.model.config.model_type == "wav2vec2-conformer":
+            return PaddingRule(False, 0.0, "the conformer's convolution modules read the padded frames, unmasked")
         return EXACT_PADDING
 
     @property
@@ -321,6 +324,7 @@ def resolve_hf(config: RunConfig) -> None:
     if not config.model.checkpoint:
         config.model.checkpoint = DEFAULT_CHECKPOINT
     check_available(config.model.checkpoint, "-c")  # no network and no local copy: one line at once
+    check_encoder_type(config.model.checkpoint)
     if config.model.freeze is None:
         config.model.freeze = True
     if config.model.objective == "ptapt" and config.audio.clip_length:
