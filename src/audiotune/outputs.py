@@ -485,6 +485,7 @@ def own_run_dir(exp_dir: str | Path, *, resume: bool = False, overwrite: bool = 
     if exp_dir.exists() and not exp_dir.is_dir():
         raise RunDirError(f"{exp_dir}: exists and is not a directory")
     created = not exp_dir.exists()
+    made_above = [parent for parent in exp_dir.parents if not parent.exists()]  # the folders made for it, lowest first
     try:
         exp_dir.mkdir(parents=True, exist_ok=True)
         handle = os.open(exp_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
@@ -517,3 +518,6 @@ def own_run_dir(exp_dir: str | Path, *, resume: bool = False, overwrite: bool = 
         os.close(handle)
         if created and (owned is None or not owned.started):
             shutil.rmtree(exp_dir, ignore_errors=True)
+            for parent in made_above:  # and the folders made to hold it, while nothing else is in them
+                with contextlib.suppress(OSError):
+                    parent.rmdir()

@@ -117,9 +117,10 @@ def test_a_value_yaml_reads_as_another_type_than_its_flag_is_read_as_the_flag_re
     """YAML 1.1 reads 1e-4 as a string and 32 as a number: a config file's value means what the flag given the
     same text means (--learning_rate 1e-4, --precision 32, --devices 1)."""
     path = tmp_path / "recipe.yaml"
-    path.write_text("train:\n  learning_rate: 1e-4\nruntime:\n  precision: 32\n  devices: 1\n")
+    path.write_text("train:\n  learning_rate: 1e-4\nruntime:\n  precision: 32\n  devices: 1\nmodel:\n  freeze: 'no'\n")
     config = load_config(path)
     assert (config.train.learning_rate, config.runtime.precision, config.runtime.devices) == (1e-4, "32", "1")
+    assert config.model.freeze is False  # as --freeze no
     path.write_text("train:\n  learning_rate: fast\n")
     with pytest.raises(ValueError, match=re.escape("learning_rate: 'fast' is not float")):
         load_config(path)

@@ -296,7 +296,10 @@ def test_a_failed_command_leaves_no_directory_behind(trained: dict, tmp_path: Pa
     args = train_args(trained, tmp_path / "new" / "run")
     args[args.index("-l") + 1] = str(missing_labels)
     assert main(args) == 2
-    assert not (tmp_path / "new" / "run").exists()
+    assert not (tmp_path / "new").exists()  # nor the folder made to hold it
+    (tmp_path / "kept").mkdir()
+    assert main([*train_args(trained, tmp_path / "kept" / "a" / "run"), "--resume"]) == 2  # nothing to resume
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == ["kept"] and not any((tmp_path / "kept").iterdir())
 
 
 # ------------------------------------------------------------------ flags

@@ -7,7 +7,7 @@ import dataclasses
 import typing
 from typing import Any, TypeVar
 
-from audiotune.config.options import literal_words
+from audiotune.config.options import FALSE_WORDS, TRUE_WORDS, literal_words
 
 Options = TypeVar("Options")
 
@@ -17,9 +17,9 @@ def parse_bool(text: str | bool) -> bool:
     if isinstance(text, bool):
         return text
     value = text.strip().lower()
-    if value in ("true", "1", "yes", "y", "on"):
+    if value in TRUE_WORDS:
         return True
-    if value in ("false", "0", "no", "n", "off", "none"):
+    if value in FALSE_WORDS:
         return False
     raise argparse.ArgumentTypeError(f"expected a boolean (True/False), got {text!r}")
 

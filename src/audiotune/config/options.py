@@ -221,6 +221,10 @@ def _fits(value: Any, kind: Any) -> bool:
     return True
 
 
+# the words a boolean flag reads as True and as False, as the seeds' command lines passed them
+TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes", "y", "on"), ("false", "0", "no", "n", "off", "none")
+
+
 def _as_flag_reads(value: Any, kind: Any) -> Any:
     """``value`` as its flag reads the same text, where YAML read it as another type: ``1e-4`` (a string to YAML
     1.1) for a number, ``32`` (a number to YAML) for a word such as ``--precision 32``; else as it is."""
@@ -230,6 +234,8 @@ def _as_flag_reads(value: Any, kind: Any) -> Any:
     if origin is list and isinstance(value, list):
         return [_as_flag_reads(item, args[0]) for item in value]
     kinds = args if origin in (typing.Union, types.UnionType) else (kind,)
+    if bool in kinds and isinstance(value, str) and value.strip().lower() in TRUE_WORDS + FALSE_WORDS:
+        return value.strip().lower() in TRUE_WORDS
     if float in kinds and isinstance(value, str):
         try:
             return float(value)

@@ -400,7 +400,7 @@ def backbone_options(config: RunConfig) -> Any:
     if unknown:
         raise ValueError(f"unknown option(s) of the model section: {unknown}")
     values = as_flags_read(cls, {k: v for k, v in given.items() if k in own})
-    check_types(cls, values, f"--model {name}")
+    check_types(cls, values, f"options of --model {name}")
     options = cls(**values)
     problems = range_problems(options)
     if problems:
