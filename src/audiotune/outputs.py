@@ -115,6 +115,7 @@ UNMATCHED_SUFFIX = ".unmatched.csv"  # beside the table of `taps align`: taps an
 TAPS_PLOT_SUFFIX = "_taps.png"  # in `taps detect --plot DIR`: one per recording, after its file name
 ALIGN_PLOT_SUFFIX = "_align.png"  # in `taps align --plot DIR`: one per recording, after its file name
 TAPS_SUMMARY_SUFFIX = ".report.json"  # beside the table of `taps detect` / `taps align`: its summary (report reads it)
+EXPORT_DESCRIPTION_KEY = "audiotune.json"  # the description inside the graph: ONNX metadata, TorchScript extra file
 EXPORT_DESCRIPTION_SUFFIX = ".json"  # after the whole name of `audiotune export --out FILE`: what the graph expects
 
 # beside `audiotune cluster --out LABELS.parquet` (see sidecar)

@@ -208,6 +208,7 @@ def test_onnx_export_of_ecapa_reproduces_the_model_on_two_lengths(trained_run: d
     assert described["audiotune_version"] and described["verified"]["max_abs_difference"]["logits"] < 1e-4
 
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert json.loads(session.get_modelmeta().custom_metadata_map["audiotune.json"]) == described  # inside too
     two = clips()
     want = reference(trained_run["run"], two)
     # each clip alone, at its own length, through the same graph
@@ -232,7 +233,9 @@ def test_torchscript_export_of_ecapa_reproduces_the_model(trained_run: dict, tmp
     assert described["exporter"] == "torch.jit.trace" and json.loads(sidecar_path(out).read_text()) == described
     assert described["batchnorm"] == {"statistics": "training", "run_adapt_bn": "none",
                                       "same_as": "audiotune evaluate --adapt_bn none"}
-    loaded = torch.jit.load(str(out))
+    inside = {"audiotune.json": ""}
+    loaded = torch.jit.load(str(out), _extra_files=inside)
+    assert json.loads(inside["audiotune.json"]) == described  # the description travels with the graph
     two = clips()
     with torch.no_grad():
         got = [[t.numpy() for t in loaded(*padded([clip]))] for clip in two]

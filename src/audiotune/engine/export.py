@@ -43,7 +43,7 @@ from audiotune.engine.metrics import head_slices
 from audiotune.models.backbones import DescribesFrontEnd, input_spec
 from audiotune.models.checkpoint import load_run, resolve_run_dir
 from audiotune.models.classifier import FT_MERGE_DEFAULT, Classifier
-from audiotune.outputs import EXPORT_DESCRIPTION_SUFFIX, check_output_path, write_json
+from audiotune.outputs import EXPORT_DESCRIPTION_KEY, EXPORT_DESCRIPTION_SUFFIX, check_output_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -303,8 +303,26 @@ def export_run(run: str | Path, fmt: str, out: str | Path) -> dict[str, Any]:
                               [lengths.tolist() for _, lengths in checks])
         if isinstance(model.backbone, DescribesFrontEnd):  # steps the backbone runs on its own input
             description["preprocessing"]["in_graph_backbone"] = model.backbone.describe_front_end()
+        embed_description(partial, fmt, description)
         write_json(described, description)
     return description
+
+
+def embed_description(path: Path, fmt: str, description: dict[str, Any]) -> None:
+    """The description inside the exported file too, so that a graph copied alone still says what it reads and
+    gives: ONNX metadata (``onnxruntime``'s ``get_modelmeta().custom_metadata_map``), a TorchScript extra file
+    (``torch.jit.load(path, _extra_files={key: ""})``), under :data:`~audiotune.outputs.EXPORT_DESCRIPTION_KEY`."""
+    text = json.dumps(description)
+    if fmt == "onnx":
+        import onnx
+
+        graph = onnx.load(str(path))
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = EXPORT_DESCRIPTION_KEY, text
+        onnx.save(graph, str(path))
+    else:
+        torch.jit.save(torch.jit.load(str(path), map_location="cpu"), str(path),
+                       _extra_files={EXPORT_DESCRIPTION_KEY: text})
 
 
 def _scores(head: HeadSpec, loss: str) -> str:
