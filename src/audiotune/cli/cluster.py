@@ -11,7 +11,7 @@ from audiotune.cli.run_flags import add_run_flag, scoring_data
 from audiotune.cli.stages import refuse_encoder_flags
 from audiotune.cli.values import FlatCounts, cluster_counts, options_of
 from audiotune.config import ENCODING
-from audiotune.engine.cluster import FIT_ON, ClusterOptions
+from audiotune.engine.cluster import FIT_ON, POINTS_PER_CENTROID, ClusterOptions
 from audiotune.storage import final_path
 
 # The options cluster reads: the table, the encoder read without a run (-c CHECKPOINT --model NAME) and its input
@@ -50,7 +50,7 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
                              f"{DEFAULTS.sample_ratio:g})")
     parser.add_argument("--max_frames", "--max-frames", dest="max_frames", type=int, default=DEFAULTS.max_frames,
                         help="rows of the preallocated k-means sample buffer (memory: rows x dim x 4 bytes; "
-                             "default 256 x the largest K)")
+                             f"default {POINTS_PER_CENTROID} x the largest K)")
     parser.add_argument("--niter", type=int, default=DEFAULTS.niter,
                         help=f"k-means iterations (default {DEFAULTS.niter})")
     parser.add_argument("--fit_on", "--fit-on", dest="fit_on", choices=FIT_ON, default=DEFAULTS.fit_on,

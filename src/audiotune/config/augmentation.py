@@ -13,7 +13,7 @@ AUGMENT_PROBABILITIES = (*AUGMENT_GATES, *AUGMENT_LATE_GATES)
 # the seed's numbers, as speeds: its rate stretched the clip's length by it (0.6: faster), whose speeds were 1/1.3-1/0.6
 SPEED_RANGE = (0.6, 1.3)
 SPEED_LIMITS = (0.25, 4.0)  # what --speed_range accepts
-CUT_MAX_LIMIT = 1.0  # what --cut_max accepts, in seconds
+CUT_MAX, CUT_MAX_LIMIT = 0.05, 1.0  # --cut_max's default and what it accepts, in seconds
 augmentation = functools.partial(option, training_only=True)  # every option of this section changes training clips
 
 
@@ -64,16 +64,18 @@ class AugmentConfig:
     eq: float = augmentation(0.0, "probability of a random equalisation: high-pass at 40–600 Hz, two peaking bands "
                                   "of ±10 dB")
     speed_range: list[float] = augmentation(list(SPEED_RANGE), "lowest and highest speed rate, above 1 faster "
-                                                               "(default 0.6 1.3, the seed's numbers, which scaled "
-                                                               "the length instead: its speeds are 0.77 1.67 here; "
-                                                               "ASR speed perturbation: 0.9 1.1)",
+                                                               f"(default {' '.join(map(str, SPEED_RANGE))}, the "
+                                                               "seed's numbers, which scaled the length instead: its "
+                                                               "speeds are "
+                                                               f"{' '.join(f'{1 / r:.2f}' for r in SPEED_RANGE[::-1])}"
+                                                               " here; ASR speed perturbation: 0.9 1.1)",
                                             needs=needs_on("speed", "--speed above 0"))
     speed_crop: bool = augmentation(True, "fit a speed-changed clip back to its original length (the seed's way); "
                                           "False keeps its new length, so no onset or ending of a trimmed word is cut",
                                     needs=needs_on("speed", "--speed above 0"))
     cut_edges: float = augmentation(0.0, "probability of cutting up to --cut_max seconds from each end of the clip (a "
                                          "lost onset or ending)")
-    cut_max: float = augmentation(0.05, "longest cut at each end by --cut_edges, in seconds (default 0.05)",
+    cut_max: float = augmentation(CUT_MAX, f"longest cut at each end by --cut_edges, in seconds (default {CUT_MAX:g})",
                                   needs=needs_on("cut_edges", "--cut_edges above 0"))
 
     def __post_init__(self) -> None:
