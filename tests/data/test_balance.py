@@ -68,6 +68,21 @@ def test_train_fraction_keeps_a_nested_share_of_every_class():
     assert set(training_share(table, targets, heads, 0.5, seed=4)[0].index) != kept[0.5]
 
 
+def test_train_fraction_keeps_a_row_of_each_class_of_the_other_heads_too():
+    """The share stratifies by the first categorical head: a rare class of another head (here a binary column's 1
+    on one row) keeps a training row whatever the seed, which the run would otherwise refuse as lost."""
+    heads = [HeadSpec("key", "categorical", ["key"], classes=["a", "b"]), HeadSpec("loud", "binary", ["loud"])]
+    labels = np.array([0] * 10 + [1] * 10)
+    loud = np.zeros(20)
+    loud[13] = 1
+    targets = np.column_stack([np.eye(2)[labels], loud]).astype(np.float32)
+    table = pd.DataFrame({"key": np.array(["a", "b"])[labels], "loud": loud}, index=[f"u{i}" for i in range(20)])
+    for seed in range(8):
+        part, _, _ = training_share(table, targets, heads, 0.2, seed=seed)
+        assert (part["loud"] == 1).sum() == 1 and (part["loud"] == 0).any()
+        assert (part["key"] == "a").sum() == 2 and 2 <= (part["key"] == "b").sum() <= 3
+
+
 def keys_dataset(root: Path) -> Path:
     """Three tone classes, 12 / 4 / 2 training clips: an imbalanced split."""
     rows = []

@@ -190,3 +190,9 @@ def test_a_runs_config_without_o_writes_that_run_from_anywhere_and_a_copied_runs
     assert main(["train", "--config", "runs/B/config.yaml", "-o", "runs/B", "--resume", "-e", "3",
                  "--report", "False"]) == 0
     assert json.loads((root / "runs/B/metrics.json").read_text())["epochs_run"] == 3
+    # another YAML file kept in a run's folder (a sweep's best_config.yaml beside its command.json) is options only
+    options = yaml.safe_load((root / "runs/B/config.yaml").read_text())
+    del options["exp_dir"]
+    (root / "runs/B/mine.yaml").write_text(yaml.safe_dump(options))
+    assert main(["train", "--config", "runs/B/mine.yaml", "--report", "False"]) == 0
+    assert (root / "experiments" / "model.safetensors").is_file()

@@ -48,7 +48,7 @@ from audiotune.config import (
 from audiotune.config.files import written_version
 from audiotune.data.folds import FOLD_PLACEHOLDER
 from audiotune.models import backbones
-from audiotune.outputs import made_in
+from audiotune.outputs import CONFIG_FILE, made_in
 from audiotune.storage import Role
 
 # seed boolean flags whose meaning maps onto another option: (section, name, value if true, value if false)
@@ -118,7 +118,8 @@ def config_from_args(args: argparse.Namespace, read_inputs: bool = True,
             from audiotune.engine.records import placed_paths
 
             placed_paths(config, run_made_in)
-            if "exp_dir" not in vars(args) and path_roles(args).get("exp_dir") is Role.RUN_OUTPUT:
+            if "exp_dir" not in vars(args) and path_roles(args).get("exp_dir") is Role.RUN_OUTPUT and \
+                    Path(config_file).name == CONFIG_FILE and "exp_dir" in raw:  # the run's own config
                 config.exp_dir = _own_run(str(config_file), config.exp_dir, run_made_in)
     from_file = copy.deepcopy(config) if config_file and takes is not None else None
     config = apply_flags(config, args)
@@ -161,8 +162,8 @@ def _own_run(config_file: str, recorded: str, run_made_in: str) -> str:
     if storage.is_remote(recorded) or not named.exists() or not named.samefile(own):
         raise ValueError(f"--config {config_file}: the config of the run in {own}, but it records "
                          f"{storage.remote_name(recorded) if storage.is_remote(recorded) else named} as its run "
-                         f"directory (the run was copied or moved): give -o to say where this command writes (-o "
-                         f"{own}: this run)")
+                         f"directory (a run copied or moved, or one an earlier release resumed from another "
+                         f"folder): give -o to say where this command writes (-o {own}: this run)")
     return str(own)
 
 

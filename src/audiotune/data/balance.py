@@ -7,7 +7,8 @@ Rows without a target for that head form a group of their own that is neither ba
   balances.
 - :func:`training_share` (``--train_fraction``): ``round(fraction x n)`` rows of each class (at least one),
   the first of a per-class random order fixed by the seed, so the shares of one seed are nested (50 % is
-  inside 60 %), as learning curves need.
+  inside 60 %), as learning curves need; and one row of each class of another head (categorical, one-column
+  binary) that they would leave without a training row.
 """
 from __future__ import annotations
 
@@ -41,6 +42,32 @@ def class_groups(targets: np.ndarray, heads: list[HeadSpec], what: str) -> np.nd
     return groups
 
 
+def _row_classes(targets: np.ndarray, heads: list[HeadSpec]) -> list[np.ndarray]:
+    """Per categorical head and one-column binary head (the heads a class of which a run can lose): each row's
+    class (index, or 0/1), -1 where the row has none."""
+    found, start = [], 0
+    for head in heads:
+        block = np.asarray(targets[:, start:start + head.num_outputs], dtype=np.float64)
+        start += head.num_outputs
+        if head.kind == "categorical" or (head.kind == "binary" and head.num_outputs == 1):
+            labelled = ~np.isnan(block).any(axis=1)
+            classes = np.full(len(block), -1, dtype=np.int64)
+            classes[labelled] = block[labelled].argmax(axis=1) if head.kind == "categorical" else \
+                block[labelled, 0].astype(np.int64)
+            found.append(classes)
+    return found
+
+
+def _keep_every_class(keep: np.ndarray, targets: np.ndarray, heads: list[HeadSpec], seed: int) -> None:
+    """Add to ``keep`` a row (the first of a seeded order) of each class of each head that the share would
+    otherwise leave without a training row: the share stratifies by the first categorical head only."""
+    for index, classes in enumerate(_row_classes(targets, heads)):
+        for value in np.unique(classes[classes >= 0]):
+            members = np.flatnonzero(classes == value)
+            if not keep[members].any():
+                keep[np.random.default_rng([seed, 1000 + index, int(value)]).permutation(members)[0]] = True
+
+
 def training_share(table: pd.DataFrame, targets: np.ndarray, heads: list[HeadSpec], fraction: float,
                    seed: int) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
     """The ``fraction`` of the training rows kept per class (see the module docstring), their targets, and the
@@ -56,6 +83,7 @@ def training_share(table: pd.DataFrame, targets: np.ndarray, heads: list[HeadSpe
             members = np.flatnonzero(groups == group)
             order = np.random.default_rng([seed, int(group) + 1]).permutation(members)
             keep[order[:max(1, int(round(fraction * len(members))))]] = True
+        _keep_every_class(keep, targets, heads, seed)
     columns = [c for head in heads for c in head.columns]
     left_out = table.loc[~keep, columns].copy()
     left_out["split"] = "train"

@@ -772,3 +772,18 @@ def test_a_conformer_whose_convolutions_read_the_padding_scores_clips_of_one_len
     short = clip(0.45, 8)
     alone, in_batch = pooled(backbone, *batch(short)), pooled(backbone, *batch(clip(1.0, 9), short))
     assert max((b[1:] - a).abs().max().item() for a, b in zip(alone, in_batch)) > 1e-4
+
+
+def test_train_refuses_a_checkpoint_hf_cannot_read_before_any_work(uid_dataset: dict, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    import transformers
+
+    from audiotune.cli import main
+
+    transformers.WhisperConfig().save_pretrained(tmp_path / "whisper")
+    out = tmp_path / "run"
+    assert main(["train", "--model", "hf", "-c", str(tmp_path / "whisper"), "-i", str(uid_dataset["prefix"]),
+                 "-d", str(uid_dataset["split"]), "-l", str(uid_dataset["labels"]), "-o", str(out)]) == 2
+    assert f"-c {tmp_path / 'whisper'}: its model type is whisper, which --model whisper reads" in \
+        capsys.readouterr().err
+    assert not out.exists()
