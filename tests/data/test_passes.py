@@ -103,6 +103,15 @@ def test_a_pass_broken_off_or_another_epoch_starts_the_stream_over(tmp_path: Pat
     assert epoch(loader, 5) == fresh(5)
 
 
+def test_an_iterator_made_before_its_epoch_is_named_gives_that_epoch(tmp_path: Path) -> None:
+    """A resumed run: Lightning makes the training iterator, then names the epoch the run resumes at."""
+    loader = training_loader(tmp_path, passes=6)
+    made = iter(loader)
+    loader.batch_sampler.sampler.set_epoch(4)
+    assert list(made) == fresh(4)
+    assert epoch(loader, 5) == fresh(5)
+
+
 def test_lightning_teardown_stops_the_stream(tmp_path: Path) -> None:
     loader = training_loader(tmp_path)
     epoch(loader, 0)
@@ -180,3 +189,23 @@ def test_a_run_reads_each_epochs_clips_in_order_with_streaming_workers(tmp_path:
     assert seen[2].train[0] != seen[2].train[1]  # each epoch its own order
     assert len(seen[2].streams) == 1  # one stream of batches served all three epochs
     assert seen[2].val == seen[0].val and sorted(seen[2].val) == [0, 1, 2]
+
+
+@pytest.mark.slow
+def test_a_run_resumed_with_streaming_workers_reads_the_epochs_one_straight_through_reads(tmp_path: Path) -> None:
+    dataset = make_uid_dataset(tmp_path / "data")
+
+    def run(out: str, epochs: int, *extra: str) -> Uids:
+        args = build_parser("ecapa_tdnn").parse_args(
+            ["train", "-i", str(dataset["prefix"]), "-d", str(dataset["split"]), "-l", str(dataset["labels"]),
+             "-o", str(tmp_path / out), *SMALL_ECAPA, "-e", str(epochs), "-bs", "4", "-nw", "2", "--report", "False",
+             *extra])
+        seen = Uids()
+        train(config_from_args(args), callbacks=[seen])
+        return seen
+
+    straight = run("straight", 3)
+    run("resumed", 1)
+    resumed = run("resumed", 3, "--resume")
+    assert sorted(resumed.train) == [1, 2] and resumed.loader == "StreamingLoader"
+    assert {epoch: resumed.train[epoch] for epoch in (1, 2)} == {epoch: straight.train[epoch] for epoch in (1, 2)}

@@ -8,8 +8,9 @@ prepared while the current one ends; every pass yields the batches a fresh loade
 
 :class:`Passes` is its batch sampler: the batches of pass after pass, each drawn whole when the workers reach it
 (a training order with the inner batches' ``set_epoch`` of that pass's number). Lightning's ``set_epoch``
-before each epoch names the pass the loader is to give next; when the workers did not run on into that one (a
-resumed run, a pass broken off: the sanity check, a run that stops mid-epoch) they start over at it.
+before each epoch names the pass the loader is to give next (read when the pass's first batch is asked for, as
+Lightning creates a resumed run's iterator before naming its pass); when the workers did not run on into that one
+(a resumed run, a pass broken off: the sanity check, a run that stops mid-epoch) they start over at it.
 """
 from __future__ import annotations
 
@@ -77,15 +78,23 @@ class StreamingLoader(DataLoader):
         self._at: int | None = None  # the pass whose start the stream is at (None: mid-pass or no stream)
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        # which pass to give is decided when its first batch is asked for: Lightning creates a resumed run's
+        # iterator before its set_epoch names the pass the run resumes at
+        return self._one_pass()
+
+    def _stream(self) -> tuple[Iterator[Any], int]:
+        """The worker stream at the start of the requested pass: the current one where it ran on to that pass,
+        else a new one starting there."""
         passes = self.passes
         if self._iterator is None or self._at is None or (passes.ordered and self._at != passes.requested):
             self._iterator = None  # the old stream's workers stop as it is collected
             passes.start = passes.requested if passes.ordered else 0
             self._iterator = super().__iter__()
             self._at = passes.start
-        return self._one_pass(self._iterator, self._at)
+        return self._iterator, self._at
 
-    def _one_pass(self, stream: Iterator[Any], number: int) -> Iterator[Any]:
+    def _one_pass(self) -> Iterator[Any]:
+        stream, number = self._stream()
         self._at = None  # until the pass is given whole
         taken = 0
         while self.passes.sizes.get(number) != taken:  # the size is known once the pass's first batch is asked for
