@@ -13,14 +13,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from audiotune.config import RunConfig, save_config
-from audiotune.data.pseudo_labels import METADATA_KEY, SCHEMA
+from audiotune.data.pseudo_labels import METADATA_KEY, SCHEMA, FramesMade
 from audiotune.engine.clips_read import COLUMNS, find_run, labels_run, run_rows, write_clips_read
 from audiotune.outputs import CLIPS_READ_FILE, CONFIG_FILE
 
 
 def pseudo_labels(path: Path, encoder: str, run: bool) -> Path:
     """A labels file as `audiotune cluster` writes it (one clip), clustered from ``encoder``."""
-    meta = {"encoder": encoder, "run": run, "num_clusters": [2], "hop_samples": 320, "sample_rate": 16000}
+    meta = FramesMade(encoder=encoder, run=run, model="hf", layer=-1, sample_rate=16000, hop_samples=320,
+                      num_clusters=[2]).record()
     table = pa.Table.from_pylist([{"uid": "a", "k": 2, "labels": [0, 1]}], schema=SCHEMA)
     pq.write_table(table.replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()}), path)
     return path

@@ -2,10 +2,11 @@
 
 A parquet file with one row per clip and cluster count: ``uid``, ``k``, ``labels`` (the cluster of each frame,
 in frame order), and under the schema metadata key ``audiotune`` a JSON object saying how the frames were made
-(``encoder``, ``layer``, ``sample_rate``, ``hop_samples``, ``num_clusters``, ...).
+(:class:`FramesMade`, and more of each writer's own).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,36 @@ from audiotune.outputs import PARQUET_METADATA_KEY as METADATA_KEY
 SCHEMA = pa.schema([("uid", pa.string()), ("k", pa.int32()), ("labels", pa.list_(pa.int32()))])
 
 
+@dataclass(frozen=True)
+class FramesMade:
+    """How the frames of a pseudo-label file were made: what every writer records under the metadata key (with
+    more of its own) and what readers rely on. ``encoder``: the run or checkpoint that made them (``run``: a run
+    directory), ``layer`` its hidden state (None: the seed's own choice), a frame every ``hop_samples`` samples at
+    ``sample_rate``, one label sequence per count of ``num_clusters``."""
+
+    encoder: str
+    run: bool
+    model: str
+    layer: int | None
+    sample_rate: int
+    hop_samples: int | None
+    num_clusters: list[int]
+
+    def record(self, **more: Any) -> dict[str, Any]:
+        """The metadata to write: these fields, then ``more``."""
+        return {**dataclasses.asdict(self), **more}
+
+    @classmethod
+    def from_record(cls, meta: dict[str, Any], path: str) -> FramesMade:
+        """The fields of written metadata; an error naming the file and the fields it lacks."""
+        names = [spec.name for spec in dataclasses.fields(cls)]
+        missing = [name for name in names if name not in meta]
+        if missing:
+            raise ValueError(f"--pseudo_labels {path}: its cluster metadata lacks {', '.join(missing)} (not written "
+                             "by `audiotune cluster`)")
+        return cls(**{name: meta[name] for name in names})
+
+
 @dataclass
 class PseudoLabels:
     """Frame labels read from ``audiotune cluster`` output: ``labels[uid][k]`` is an int64 array per frame."""
@@ -28,8 +59,12 @@ class PseudoLabels:
     labels: dict[str, dict[int, np.ndarray]]
 
     @property
+    def made(self) -> FramesMade:
+        return FramesMade.from_record(self.meta, self.path)
+
+    @property
     def num_clusters(self) -> list[int]:
-        return [int(k) for k in self.meta["num_clusters"]]
+        return [int(k) for k in self.made.num_clusters]
 
 
 def check_cluster_counts(num_clusters: list[int]) -> None:
@@ -53,6 +88,7 @@ def read_pseudo_labels(path: str) -> PseudoLabels:
         raise ValueError(f"--pseudo_labels {path}: not written by `audiotune cluster` (no "
                          f"{'columns ' + str(missing) if missing else 'cluster metadata'})")
     meta = json.loads(raw)
+    FramesMade.from_record(meta, str(path))
     labels: dict[str, dict[int, np.ndarray]] = {}
     for uid, k, values in zip(table.column("uid").to_pylist(), table.column("k").to_pylist(),
                               table.column("labels").to_numpy(zero_copy_only=False)):

@@ -28,7 +28,7 @@ from audiotune import storage
 from audiotune.config import load_config
 from audiotune.data.errors import DataError
 from audiotune.data.layout import attach_paths, read_splits
-from audiotune.data.pseudo_labels import METADATA_KEY
+from audiotune.data.pseudo_labels import METADATA_KEY, FramesMade
 from audiotune.outputs import (
     CLIPS_READ_FILE,
     CLUSTER_FIT_ROWS_SUFFIX,
@@ -122,8 +122,12 @@ def labels_meta(path: str) -> dict | None:
 def labels_run(path: str) -> str | None:
     """The run whose frames ``audiotune cluster --run`` clustered into the pseudo-labels at ``path``, or None (not
     pseudo-labels, or clustered from an encoder that no run trained)."""
-    meta = labels_meta(path) or {}
-    return run_dir_of(str(meta["encoder"])) if meta.get("run") and meta.get("encoder") else None
+    meta = labels_meta(path)
+    try:
+        made = FramesMade.from_record(meta, path) if meta is not None else None
+    except ValueError:  # not written by `audiotune cluster`
+        return None
+    return run_dir_of(str(made.encoder)) if made is not None and made.run and made.encoder else None
 
 
 def fitted_rows(path: str) -> pd.DataFrame | None:

@@ -49,7 +49,7 @@ from audiotune.config.sections import AUDIO_ROOT
 from audiotune.data.batch_features import batch_lengths
 from audiotune.data.loading import batch_features, make_dataset, make_loader
 from audiotune.data.prepare import prepare_eval_data
-from audiotune.data.pseudo_labels import METADATA_KEY, SCHEMA, check_cluster_counts
+from audiotune.data.pseudo_labels import METADATA_KEY, SCHEMA, FramesMade, check_cluster_counts
 from audiotune.engine.clips_read import clip_rows
 from audiotune.engine.device import autocast
 from audiotune.engine.extract import list_skipped
@@ -284,17 +284,16 @@ def cluster(config: RunConfig, options: ClusterOptions, out: str, run: str | Non
     centroids = {k: torch.from_numpy(c).to(device) for k, (c, _) in fitted.items()}
     norms = {k: (c * c).sum(dim=1) for k, c in centroids.items()}
     counts = {k: np.zeros(k, dtype=np.int64) for k in options.num_clusters}
-    meta: dict[str, Any] = {
+    made = FramesMade(
         # a run by where it is (its URL, not a local copy's), found again from anywhere (pretrain's clips_read.csv)
-        "encoder": storage.remote_name(os.path.abspath(run)) if run else config.model.checkpoint, "run": bool(run),
-        "model": config.model.model,
-        "layer": options.layer, "frame_activation": config.classifier.frame_activation,
-        "sample_rate": inputs.resample_rate, "hop_samples": backbone.frame_hop,
-        "num_clusters": options.num_clusters, "sample_ratio": options.sample_ratio, "seed": options.seed,
-        "niter": options.niter, "clips": len(uids), "fit_on": options.fit_on, "fit_splits": fit_splits,
-        "fit_clips": len(fit_rows), "frames_offered": reservoir.seen, "sample_frames": len(sample),
-        "buffer_frames": options.buffer_rows, "buffer_mib": round(reservoir.nbytes / 2 ** 20, 1),
-    }
+        encoder=storage.remote_name(os.path.abspath(run)) if run else config.model.checkpoint, run=bool(run),
+        model=config.model.model, layer=options.layer, sample_rate=inputs.resample_rate,
+        hop_samples=backbone.frame_hop, num_clusters=list(options.num_clusters))
+    meta: dict[str, Any] = made.record(
+        frame_activation=config.classifier.frame_activation, sample_ratio=options.sample_ratio, seed=options.seed,
+        niter=options.niter, clips=len(uids), fit_on=options.fit_on, fit_splits=fit_splits, fit_clips=len(fit_rows),
+        frames_offered=reservoir.seen, sample_frames=len(sample), buffer_frames=options.buffer_rows,
+        buffer_mib=round(reservoir.nbytes / 2 ** 20, 1))
     schema = SCHEMA.with_metadata({METADATA_KEY: json.dumps(meta).encode()})
     with atomic_path(out_path) as partial, pq.ParquetWriter(partial, schema) as writer:
         with torch.inference_mode(), autocast(device, config.runtime.precision):

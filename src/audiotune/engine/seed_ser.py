@@ -24,7 +24,7 @@ import torch
 from audiotune import storage
 from audiotune.atomic import atomic_dir, atomic_path
 from audiotune.data.audio import open_audio
-from audiotune.data.pseudo_labels import METADATA_KEY, SCHEMA, check_cluster_counts
+from audiotune.data.pseudo_labels import METADATA_KEY, SCHEMA, FramesMade, check_cluster_counts
 from audiotune.models.backbones.hf_checkpoint import check_available, weights_quietly
 from audiotune.models.state_dict import torch_refusal, torchscript_archive
 from audiotune.outputs import check_output_path
@@ -219,10 +219,9 @@ def import_clusters(path: str | Path, num_clusters: list[int], out: str | Path,
             rows["uid"].append(uid)
             rows["k"].append(int(k))
             rows["labels"].append(labels.astype(np.int32))
-    meta = {"encoder": f"FT-w2v2-ser cluster.py ({path})", "run": False, "model": "hf", "layer": None,
-            "sample_rate": SEED_RATE, "hop_samples": SEED_HOP, "num_clusters": [int(k) for k in num_clusters],
-            "clips": len(raw), "imported_from": str(path), "frames_fitted": fitted,
-            "frames_checked": audio_dir is not None}
+    meta = FramesMade(encoder=f"FT-w2v2-ser cluster.py ({path})", run=False, model="hf", layer=None,
+                      sample_rate=SEED_RATE, hop_samples=SEED_HOP, num_clusters=[int(k) for k in num_clusters]).record(
+        clips=len(raw), imported_from=str(path), frames_fitted=fitted, frames_checked=audio_dir is not None)
     table = pa.table(rows, schema=SCHEMA.with_metadata({METADATA_KEY: json.dumps(meta).encode()}))
     with atomic_path(out) as partial:
         pq.write_table(table, partial)

@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 
 from audiotune.cli import main
 from audiotune.config import RunConfig
-from audiotune.data.pseudo_labels import METADATA_KEY, SCHEMA, read_pseudo_labels
+from audiotune.data.pseudo_labels import METADATA_KEY, SCHEMA, FramesMade, read_pseudo_labels
 from audiotune.engine.cluster import ClusterOptions, Reservoir, _assign, _kmeans
 from audiotune.models.backbones.hf_ptapt import PseudoLabelPretraining, hop_aligned_crop
 from audiotune.outputs import CLIPS_READ_FILE
@@ -58,7 +58,8 @@ def frames_of(samples: int) -> int:
 
 
 def write_labels(path: Path, labels: dict[str, dict[int, np.ndarray]], hop: int = HOP, rate: int = 16000) -> Path:
-    meta = {"hop_samples": hop, "sample_rate": rate, "num_clusters": sorted({k for v in labels.values() for k in v})}
+    meta = FramesMade(encoder="tiny", run=False, model="hf", layer=1, sample_rate=rate, hop_samples=hop,
+                      num_clusters=sorted({k for v in labels.values() for k in v})).record()
     rows = [(uid, k, seq.astype(np.int32)) for uid, per_k in labels.items() for k, seq in per_k.items()]
     table = pa.table({"uid": [r[0] for r in rows], "k": [r[1] for r in rows], "labels": [r[2] for r in rows]},
                      schema=SCHEMA.with_metadata({METADATA_KEY: json.dumps(meta).encode()}))
@@ -263,6 +264,12 @@ def test_labels_that_do_not_fit_the_audio_are_errors(checkpoint: Path, tmp_path:
     pd.DataFrame({"uid": ["a"], "k": [4]}).to_parquet(tmp_path / "other.parquet")
     with pytest.raises(ValueError, match="not written by `audiotune cluster`"):
         read_pseudo_labels(str(tmp_path / "other.parquet"))
+    table = pq.read_table(write_labels(tmp_path / "partial.parquet", good))
+    partial = {k: v for k, v in json.loads(table.schema.metadata[METADATA_KEY]).items() if k != "hop_samples"}
+    pq.write_table(table.replace_schema_metadata({METADATA_KEY: json.dumps(partial).encode()}),
+                   tmp_path / "partial.parquet")
+    with pytest.raises(ValueError, match="partial.parquet: its cluster metadata lacks hop_samples"):
+        read_pseudo_labels(str(tmp_path / "partial.parquet"))
 
 
 # ------------------------------------------------------------------ through the CLI

@@ -95,11 +95,11 @@ class PseudoLabelPretraining(nn.Module):
             raise ValueError(f"--mask_time_prob {self.prob} / --mask_time_length {self.length}: masked prediction "
                              "needs masked frames (> 0, >= 1)")
         self.hop = int(np.prod(getattr(hf_config, "conv_stride", ()) or (0,)))
-        meta = self.targets.meta
+        made = self.targets.made
         rate = extractor_settings(checkpoint)["sampling_rate"]  # the encoder's input rate (its input spec)
-        if (meta.get("hop_samples"), meta.get("sample_rate")) != (self.hop, rate):
-            raise ValueError(f"--pseudo_labels {self.targets.path}: labels of frames every {meta.get('hop_samples')} "
-                             f"samples at {meta.get('sample_rate')} Hz, but {checkpoint} makes a frame every "
+        if (made.hop_samples, made.sample_rate) != (self.hop, rate):
+            raise ValueError(f"--pseudo_labels {self.targets.path}: labels of frames every {made.hop_samples} "
+                             f"samples at {made.sample_rate} Hz, but {checkpoint} makes a frame every "
                              f"{self.hop} samples at {rate} Hz: cluster with an encoder of the same frame rate")
         hf_config.mask_time_prob = self.prob  # > 0: the encoder keeps (or gets) its mask embedding
         hf_config.mask_time_length = self.length
