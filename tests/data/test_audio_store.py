@@ -79,6 +79,20 @@ def test_a_store_that_cannot_write_serves_the_clips_and_says_so_once(recording: 
     assert not list((tmp_path / "cache").rglob("*.partial")) and not list((tmp_path / "cache").rglob("*.safetensors"))
 
 
+def test_a_store_in_a_place_that_cannot_hold_files_serves_the_clips(recording: pd.DataFrame, tmp_path: Path,
+                                                                   caplog) -> None:
+    """A cache path that is a file (or a read-only folder): the leftover of the failed write cannot be removed
+    either, and the clip is still served, as for a full disk."""
+    (tmp_path / "afile").write_text("x")
+    inputs = InputSpec(channel_mode="interleave", features="waveform")
+    plain = AudioDataset(recording, np.zeros((3, 0)), inputs)
+    store = AudioStore(tmp_path / "afile", inputs.audio())
+    stored = AudioDataset(recording, np.zeros((3, 0)), inputs, store=store)
+    with caplog.at_level("WARNING"):
+        assert np.array_equal(stored[0]["inputs"].numpy(), plain[0]["inputs"].numpy())
+    assert store.unwritable and any("cannot keep prepared clips" in r.message for r in caplog.records)
+
+
 @pytest.mark.parametrize("damage", [b"", b"\x10\x00\x00"])
 def test_a_stored_clip_that_cannot_be_read_is_prepared_again_and_named(
         recording: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog, damage: bytes) -> None:

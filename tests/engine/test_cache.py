@@ -98,6 +98,23 @@ def test_a_broken_entry_is_encoded_again_and_never_read(uid_dataset: dict, tmp_p
         dataset[0]
 
 
+def test_a_cache_that_cannot_be_written_is_one_line_naming_the_entry_and_what_to_do(
+        uid_dataset: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    import audiotune.engine.cache as cache_module
+
+    def full_disk(tensors, filename, metadata=None):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cache_module, "save_file", full_disk)
+    args = ["train", "-i", str(uid_dataset["prefix"]), "-d", str(uid_dataset["split"]), "-l",
+            str(uid_dataset["labels"]), "-o", str(tmp_path / "run"), *SMALL_ECAPA, "-e", "1", "-bs", "4", "--freeze",
+            "--cache_dir", str(tmp_path / "cache")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'cache'}" in err and ".safetensors: the feature cache cannot be written" in err
+    assert "No space left on device" in err and "--cache False" in err
+
+
 def test_cache_blockers() -> None:
     config = RunConfig()
     assert cache_blocker(config) is not None  # not frozen

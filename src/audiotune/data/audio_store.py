@@ -7,6 +7,7 @@ safetensors files, written aside and renamed into place.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -90,8 +91,9 @@ class AudioStore:
             save_file({"audio": np.ascontiguousarray(clip, dtype=np.float32)}, str(partial),
                       metadata={"rate": str(rate)})
             partial.replace(entry)
-        except (OSError, SafetensorError) as err:  # a full disk or quota: the clip is served, only not kept
-            partial.unlink(missing_ok=True)
+        except (OSError, SafetensorError) as err:  # a full disk, a quota, a read-only folder: served, not kept
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
             if not self.unwritable:
                 logger.warning("%s: the audio store cannot keep prepared clips (%s); they are prepared again "
                                "every epoch", self.folder, err)

@@ -176,9 +176,14 @@ def write_entry(target: Path, states: torch.Tensor) -> None:
     """Write one entry atomically under a name of its own: a killed run never leaves a truncated entry, and
     processes filling one cache at once (DDP ranks, parallel runs) never write into each other's file; the
     same key holds the same states, so whichever rename lands last is right."""
-    with partials.partial_place(target) as partial:
-        save_file({"pooled": states.contiguous()}, str(partial))
-        os.replace(partial, target)
+    try:
+        with partials.partial_place(target) as partial:
+            save_file({"pooled": states.contiguous()}, str(partial))
+            os.replace(partial, target)
+    except (OSError, SafetensorError) as err:  # a full disk, a quota, a read-only folder
+        raise OSError(f"{target}: the feature cache cannot be written ({str(err).strip() or type(err).__name__}); "
+                      "free space there, give another --cache_dir, or --cache False (the clips encoded every "
+                      "epoch)") from None
 
 
 class CachedDataset(Dataset):
