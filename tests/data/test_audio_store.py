@@ -93,10 +93,11 @@ def test_a_store_in_a_place_that_cannot_hold_files_serves_the_clips(recording: p
     assert store.unwritable and any("cannot keep prepared clips" in r.message for r in caplog.records)
 
 
-@pytest.mark.parametrize("damage", [b"", b"\x10\x00\x00"])
+@pytest.mark.parametrize("damage", [b"", b"\x10\x00\x00", "zeroed"])
 def test_a_stored_clip_that_cannot_be_read_is_prepared_again_and_named(
-        recording: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog, damage: bytes) -> None:
-    """An entry emptied or cut short (a full disk, a killed copy) is no reason to stop training: the clip is decoded
+        recording: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog, damage: bytes | str) -> None:
+    """An entry emptied, cut short or whose samples changed under an intact header (a full disk, a killed copy, a
+    crash before the data reached the disk) is no reason to stop training, nor to train on it: the clip is decoded
     again, stored whole again, and the warning names the entry and the audio file."""
     inputs = InputSpec(channel_mode="interleave", features="waveform")
     plain = AudioDataset(recording, np.zeros((3, 0)), inputs)
@@ -104,6 +105,11 @@ def test_a_stored_clip_that_cannot_be_read_is_prepared_again_and_named(
     for i in range(3):
         stored[i]
     entries = sorted((tmp_path / "cache" / "audio").rglob("*.safetensors"))
+    if damage == "zeroed":  # the header as written, the second half of the samples zeros
+        data = bytearray(entries[0].read_bytes())
+        start = 8 + int.from_bytes(data[:8], "little")
+        data[(start + len(data)) // 2:] = bytes(len(data) - (start + len(data)) // 2)
+        damage = bytes(data)
     entries[0].write_bytes(damage)
     expected = [plain[i]["inputs"].numpy() for i in range(3)]
     calls = counting_decoder(monkeypatch)

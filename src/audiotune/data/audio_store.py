@@ -68,6 +68,12 @@ def spec_digest(spec: AudioSpec) -> str:
                            digest_size=8).hexdigest()
 
 
+def _digest(samples: np.ndarray) -> str:
+    """A digest of a stored clip's samples, kept beside them: an entry whose bytes changed after it was written
+    (zeroed by a crash, overwritten) is prepared again, not read as it is (entries of earlier releases have none)."""
+    return hashlib.blake2b(np.ascontiguousarray(samples).tobytes(), digest_size=16).hexdigest()
+
+
 class AudioStore:
     """Prepared clips under ``ROOT/audio/<settings digest>/<row key>.safetensors``."""
 
@@ -81,15 +87,18 @@ class AudioStore:
         if entry.is_file():
             try:
                 with safe_open(str(entry), framework="np") as handle:
-                    return handle.get_tensor("audio"), int(handle.metadata()["rate"])
-            except (OSError, SafetensorError, KeyError, TypeError, ValueError) as err:  # cut short, emptied
+                    stored, metadata = handle.get_tensor("audio"), handle.metadata()
+                if metadata.get("digest", _digest(stored)) != _digest(stored):
+                    raise ValueError("its samples are not those it was written with")
+                return stored, int(metadata["rate"])
+            except (OSError, SafetensorError, KeyError, TypeError, ValueError) as err:  # cut short, emptied, damaged
                 logger.warning("%s: a stored clip of %s that cannot be read (%s): prepared again", entry, path, err)
         clip, rate = prepare()
         partial = entry.with_suffix(f".{os.getpid()}.partial")  # workers may write the same entry at once
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            save_file({"audio": np.ascontiguousarray(clip, dtype=np.float32)}, str(partial),
-                      metadata={"rate": str(rate)})
+            samples = np.ascontiguousarray(clip, dtype=np.float32)
+            save_file({"audio": samples}, str(partial), metadata={"rate": str(rate), "digest": _digest(samples)})
             partial.replace(entry)
         except (OSError, SafetensorError) as err:  # a full disk, a quota, a read-only folder: served, not kept
             with contextlib.suppress(OSError):
