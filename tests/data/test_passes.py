@@ -192,6 +192,7 @@ def test_a_run_reads_each_epochs_clips_in_order_with_streaming_workers(tmp_path:
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Experiment logs directory:UserWarning", "ignore:Checkpoint directory:UserWarning")
 def test_a_run_resumed_with_streaming_workers_reads_the_epochs_one_straight_through_reads(tmp_path: Path) -> None:
     dataset = make_uid_dataset(tmp_path / "data")
 
