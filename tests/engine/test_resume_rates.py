@@ -1,7 +1,9 @@
-"""A resumed run trains with the learning rate and weight decay its config.yaml records (--allow_changes), not
-the ones the restored optimiser state holds; what that state is made of (optimiser, schedule) is kept."""
+"""A resumed run trains as one straight through, and with the learning rate and weight decay its config.yaml
+records (--allow_changes), not the ones the restored optimiser state holds; what that state is made of (optimiser,
+schedule) is kept."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -41,3 +43,23 @@ def test_a_changed_rate_and_weight_decay_train_after_resume_and_the_optimiser_or
                      "--allow_changes", "--report", "False"]) == 2
         err = capsys.readouterr().err
         assert f"--resume with {shown}: the run's checkpoint holds the state of its optimiser and schedule" in err
+
+
+def test_a_run_of_training_steps_stopped_at_an_epochs_end_resumes_as_one_straight_through(
+        uid_dataset: dict, tmp_path: Path) -> None:
+    """Lightning counts a --training_steps run resumed at an epoch's end one epoch ahead when it names the pass to
+    the samplers: the run trained the next epoch's batches (one epoch's never), and logged an empty epoch."""
+    from safetensors.torch import load_file
+
+    def run(out: Path, steps: int, *extra: str) -> None:
+        assert main([*small_train_args(uid_dataset, out), "--training_steps", str(steps), "--scheduler", "none",
+                     "--keep", "last", "--report", "False", *extra]) == 0
+
+    run(tmp_path / "straight", 12)
+    run(tmp_path / "resumed", 8)  # 4 batches an epoch: two whole epochs
+    run(tmp_path / "resumed", 12, "--resume")
+    straight, resumed = (load_file(tmp_path / name / "model.safetensors") for name in ("straight", "resumed"))
+    assert all(torch.equal(straight[key], resumed[key]) for key in straight)
+    clips = [json.loads((tmp_path / name / "metrics.json").read_text())["train_clips_per_epoch"]
+             for name in ("straight", "resumed")]
+    assert clips[0] == clips[1] == [16, 16, 16]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.utilities.data import _set_sampler_epoch
 from pytorch_lightning.utilities.types import OptimizerConfig, OptimizerLRSchedulerConfig
 from torch import Tensor
 
@@ -172,6 +173,7 @@ class ClassifierModule(pl.LightningModule):
         return step_output(loss)
 
     def on_train_epoch_start(self) -> None:
+        draw_epoch(self.trainer, self.current_epoch)
         self.epoch_clips, self.epoch_rates = 0, []
         # the epoch's dropout and label draws: those a run straight through draws, also when it was resumed here
         seed = epoch_seed(torch.initial_seed() if self.seed is None else self.seed, self.current_epoch,
@@ -189,9 +191,10 @@ class ClassifierModule(pl.LightningModule):
         # the epoch's training clips summed over processes (logs/metrics.csv, metrics.json); Lightning reduces it
         # where it reduces every logged value (a collective of our own here could interleave with the ones rank
         # 0's progress bar starts)
+        if not self.epoch_rates:  # no step: an epoch a run of --training_steps resumed at its end, trained before
+            return
         self.log(TRAIN_CLIPS, float(self.epoch_clips), reduce_fx="sum", sync_dist=True)
-        if self.epoch_rates:
-            self.log(LR_COLUMN, sum(self.epoch_rates) / len(self.epoch_rates))  # the epoch's mean, for the report
+        self.log(LR_COLUMN, sum(self.epoch_rates) / len(self.epoch_rates))  # the epoch's mean, for the report
 
     def validation_step(self, batch: dict, batch_idx: int) -> Tensor:
         logits, loss = self._step(batch, "val")
@@ -276,6 +279,13 @@ def warmup_flat_linear(warmup: int, total_steps: int, flat_ratio: float) -> Call
         return max(0.0, (total_steps - step) / max(1, total_steps - flat_end))
 
     return factor
+
+
+def draw_epoch(trainer: pl.Trainer, epoch: int) -> None:
+    """The training batches of ``epoch`` (the epoch the module's draws are seeded by): Lightning names the pass to
+    the samplers by its count of epochs begun, which a run of --training_steps resumed at an epoch's end counts one
+    ahead (it would skip an epoch's batches)."""
+    _set_sampler_epoch(trainer.train_dataloader, epoch)
 
 
 def rates_as_configured(trainer: pl.Trainer, cfg: TrainConfig) -> None:

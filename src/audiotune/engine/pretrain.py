@@ -47,7 +47,7 @@ from audiotune.engine.distributed import (
     unused_parameter_hint,
 )
 from audiotune.engine.inference import features_on_device, inference_device
-from audiotune.engine.module import DeviceFeatures, optimizers, rates_as_configured, trains
+from audiotune.engine.module import DeviceFeatures, draw_epoch, optimizers, rates_as_configured, trains
 from audiotune.engine.pace import pace_summary
 from audiotune.engine.records import recorded_paths
 from audiotune.engine.resume import checkpoint_to_resume, record_changes, resumed_changes
@@ -136,6 +136,7 @@ class PretrainModule(pl.LightningModule):
             self.rng = random.Random(seed)
 
     def on_train_epoch_start(self) -> None:
+        draw_epoch(self.trainer, self.current_epoch)
         # the epoch's masks, crops and dropout: those a run straight through draws, also when it was resumed here
         seed = epoch_seed(self.config.data.seed, self.current_epoch, self.global_rank)
         torch.manual_seed(seed)
