@@ -69,8 +69,7 @@ def restarted_every_epoch() -> Iterator[None]:
     an empty queue."""
     streaming = loading.seeded_loader
 
-    def plain(config, dataset, batches, collate, settings: LoaderSettings, passes: int = 1,
-              ordered: bool = False) -> DataLoader:
+    def plain(config, dataset, batches, collate, settings: LoaderSettings, passes: int = 1) -> DataLoader:
         return DataLoader(dataset, batch_sampler=batches, collate_fn=collate, persistent_workers=settings.streamed,
                           generator=torch.Generator().manual_seed(config.data.seed), **settings.options())
 

@@ -184,7 +184,7 @@ def test_a_run_reads_each_epochs_clips_in_order_with_streaming_workers(tmp_path:
              "-o", str(tmp_path / f"run{workers}"), *SMALL_ECAPA, "-e", "3", "-bs", "4", "-nw", str(workers)])
         seen[workers] = Uids()
         train(config_from_args(args), callbacks=[seen[workers]])
-    assert (seen[0].loader, seen[2].loader) == ("DataLoader", "StreamingLoader")
+    assert (seen[0].loader, seen[2].loader) == ("TrainingLoader", "TrainingStream")
     assert seen[2].train == seen[0].train and sorted(seen[2].train) == [0, 1, 2]
     assert seen[2].train[0] != seen[2].train[1]  # each epoch its own order
     assert len(seen[2].streams) == 1  # one stream of batches served all three epochs
@@ -208,5 +208,5 @@ def test_a_run_resumed_with_streaming_workers_reads_the_epochs_one_straight_thro
     straight = run("straight", 3)
     run("resumed", 1)
     resumed = run("resumed", 3, "--resume")
-    assert sorted(resumed.train) == [1, 2] and resumed.loader == "StreamingLoader"
+    assert sorted(resumed.train) == [1, 2] and resumed.loader == "TrainingStream"
     assert {epoch: resumed.train[epoch] for epoch in (1, 2)} == {epoch: straight.train[epoch] for epoch in (1, 2)}

@@ -1,6 +1,6 @@
-"""A resumed run trains as one straight through, and with the learning rate and weight decay its config.yaml
-records (--allow_changes), not the ones the restored optimiser state holds; what that state is made of (optimiser,
-schedule) is kept."""
+"""A resumed run trains as one straight through (resumed at an epoch's end or inside one), and with the learning
+rate and weight decay its config.yaml records (--allow_changes), not the ones the restored optimiser state holds;
+what that state is made of (optimiser, schedule) is kept."""
 from __future__ import annotations
 
 import json
@@ -63,3 +63,31 @@ def test_a_run_of_training_steps_stopped_at_an_epochs_end_resumes_as_one_straigh
     clips = [json.loads((tmp_path / name / "metrics.json").read_text())["train_clips_per_epoch"]
              for name in ("straight", "resumed")]
     assert clips[0] == clips[1] == [16, 16, 16]
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_run_of_training_steps_stopped_inside_an_epoch_resumes_with_the_batches_it_had_not_reached(
+        uid_dataset: dict, tmp_path: Path, workers: str) -> None:
+    """Four batches an epoch; 6 steps end after two batches of the second, then resumed to 10. Lightning gives a
+    resumed epoch its loader from the start: the run trained that epoch's first two batches again and never its
+    last two. The loader's place is kept in the checkpoint, and each step's dropout and label draws are seeded by
+    its batch (with 2 workers: the loader streaming from one epoch into the next)."""
+    from safetensors.torch import load_file
+
+    def run(out: Path, steps: int, *extra: str) -> None:
+        assert main([*small_train_args(uid_dataset, out), "--training_steps", str(steps), "--scheduler", "none",
+                     "--keep", "last", "--report", "False", "-nw", workers, "--mixup", "0.5", *extra]) == 0
+
+    run(tmp_path / "straight", 10)
+    run(tmp_path / "resumed", 6)
+    run(tmp_path / "resumed", 10, "--resume")
+    straight, resumed = (load_file(tmp_path / name / "model.safetensors") for name in ("straight", "resumed"))
+    assert all(torch.equal(straight[key], resumed[key]) for key in straight)
+    # the log: every step's loss once, at its step; the resumed epoch's clips counted whole
+    steps = [pd.read_csv(tmp_path / name / "logs" / "metrics.csv").dropna(subset=["train_loss_step"])
+             for name in ("straight", "resumed")]
+    assert steps[0]["step"].tolist() == steps[1]["step"].tolist() == list(range(10))
+    assert steps[0]["train_loss_step"].tolist() == steps[1]["train_loss_step"].tolist()
+    clips = [json.loads((tmp_path / name / "metrics.json").read_text())["train_clips_per_epoch"]
+             for name in ("straight", "resumed")]
+    assert clips[0] == clips[1] == [16, 16, 8]

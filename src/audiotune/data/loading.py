@@ -33,10 +33,10 @@ from audiotune.data.audio_store import AudioStore
 from audiotune.data.balance import class_groups
 from audiotune.data.batch_features import BatchFeatures
 from audiotune.data.dataset import AudioDataset, Collator
-from audiotune.data.draws import DrawnBatches
+from audiotune.data.draws import DrawnBatches, TrainingLoader
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.loader_plan import LoaderSettings, loader_settings, use_audio_store
-from audiotune.data.passes import Passes, StreamingLoader
+from audiotune.data.passes import Passes, StreamingLoader, TrainingStream
 from audiotune.data.prepare import PreparedData
 from audiotune.data.samplers import (
     EXACT_PADDING,
@@ -212,7 +212,7 @@ def make_loader(config: RunConfig, dataset: AudioDataset, table: pd.DataFrame | 
         batches = scoring_batches(config, table, len(dataset), padding, groups, num_replicas, rank)
     local_processes = math.ceil(num_replicas / max(config.runtime.num_nodes, 1))
     settings = loader_settings(config, device, table, dataset.audio, passes, local_processes)
-    return seeded_loader(config, dataset, batches, collator(dataset), settings, passes, ordered=train)
+    return seeded_loader(config, dataset, batches, collator(dataset), settings, passes)
 
 
 def adaptation_loader(config: RunConfig, dataset: AudioDataset, *, device: torch.device) -> DataLoader:
@@ -223,13 +223,18 @@ def adaptation_loader(config: RunConfig, dataset: AudioDataset, *, device: torch
 
 
 def seeded_loader(config: RunConfig, dataset: Dataset, batches: Sampler[list[int]], collate: Any,
-                  settings: LoaderSettings, passes: int = 1, ordered: bool = False) -> DataLoader:
+                  settings: LoaderSettings, passes: int = 1) -> DataLoader:
     """A loader of ``batches`` read as ``settings`` say, that owns its random generator, seeded by ``--seed``;
-    streamed over ``passes`` passes (each with its own order when ``ordered``) when the settings say so."""
+    streamed over ``passes`` passes when the settings say so. Training batches (:class:`DrawnBatches`) give each
+    pass its own order and resume inside an epoch (:class:`~audiotune.data.draws.ResumesInsideEpoch`)."""
     # iterating it never draws from the global RNG (dropout's), so how many inference passes ran before
     # training cannot change a run
-    generator = torch.Generator().manual_seed(config.data.seed)
+    options = {"collate_fn": collate, "generator": torch.Generator().manual_seed(config.data.seed),
+               **settings.options()}
+    if isinstance(batches, DrawnBatches):  # training
+        if settings.streamed:
+            return TrainingStream(dataset, Passes(batches, passes, ordered=True), batches, **options)
+        return TrainingLoader(dataset, batches, **options)
     if settings.streamed:
-        return StreamingLoader(dataset, Passes(batches, passes, ordered), collate_fn=collate, generator=generator,
-                               **settings.options())
-    return DataLoader(dataset, batch_sampler=batches, collate_fn=collate, generator=generator, **settings.options())
+        return StreamingLoader(dataset, Passes(batches, passes, ordered=False), **options)
+    return DataLoader(dataset, batch_sampler=batches, **options)

@@ -19,6 +19,8 @@ from typing import Any
 
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from audiotune.data.draws import DrawnBatches, ResumesInsideEpoch
+
 
 class Passes(Sampler[list[int]]):
     """The batches of ``total`` passes over ``batches`` one after the other, from :attr:`start`.
@@ -49,8 +51,11 @@ class Passes(Sampler[list[int]]):
         return list(self.batches)
 
     def __len__(self) -> int:
-        """The batches of the requested pass."""
-        return len(self._draw(self.requested))
+        """The batches of the requested pass (the whole epoch's, also for the epoch a run resumed inside)."""
+        set_epoch = getattr(self.batches, "set_epoch", None)
+        if self.ordered and callable(set_epoch):
+            set_epoch(self.requested)
+        return len(self.batches)  # type: ignore[arg-type]
 
     @property
     def end(self) -> int:
@@ -94,7 +99,19 @@ class StreamingLoader(DataLoader):
         return self._iterator, self._at
 
     def _one_pass(self) -> Iterator[Any]:
+        self.passes.requested = self._named(self.passes.requested)
         stream, number = self._stream()
+        yield from self._given(self._pass(stream, number), number)
+
+    def _named(self, number: int) -> int:
+        """The pass to give when Lightning names ``number`` (a training stream resumed inside one gives that)."""
+        return number
+
+    def _given(self, batches: Iterator[Any], number: int) -> Iterator[Any]:
+        """The batches of pass ``number`` as the loader gives them (a training stream counts its place)."""
+        return batches
+
+    def _pass(self, stream: Iterator[Any], number: int) -> Iterator[Any]:
         self._at = None  # until the pass is given whole
         taken = 0
         while self.passes.sizes.get(number) != taken:  # the size is known once the pass's first batch is asked for
@@ -109,3 +126,15 @@ class StreamingLoader(DataLoader):
                 if self._at == self.passes.end:  # the stream's last pass: its workers stop with this generator
                     self._iterator = None
             yield batch
+
+
+class TrainingStream(ResumesInsideEpoch, StreamingLoader):
+    """A streaming loader of training passes over :class:`~audiotune.data.draws.DrawnBatches` that resumes inside
+    an epoch (:class:`~audiotune.data.draws.ResumesInsideEpoch`)."""
+
+    def __init__(self, dataset: Dataset, batches: Passes, drawn: DrawnBatches, **options: Any) -> None:
+        super().__init__(dataset, batches, **options)
+        self.drawn = drawn
+
+    def _given(self, batches: Iterator[Any], number: int) -> Iterator[Any]:
+        return self._placed(batches, number)

@@ -29,6 +29,7 @@ from audiotune.config import RunConfig
 from audiotune.data.audio import table_spans
 from audiotune.data.audio_store import keyed_settings, segment_key
 from audiotune.data.batch_features import batch_lengths
+from audiotune.data.draws import DrawnBatches
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.loader_plan import LoaderSettings
 from audiotune.data.loading import (
@@ -216,8 +217,8 @@ def cached_loader(config: RunConfig, dataset: CachedDataset, train: bool, sample
                   num_replicas: int = 1, rank: int = 0) -> DataLoader:
     """Batches of cached states, shuffled (or drawn by ``sampler``) and sized exactly as the uncached training
     loader's; with ``num_replicas`` processes, process ``rank``'s share (as :func:`make_loader`)."""
-    batches = epoch_batches(config, len(dataset), sampler, num_replicas, rank) if train else \
-        scoring_batches(config, None, len(dataset), num_replicas=num_replicas, rank=rank)
+    batches = DrawnBatches(epoch_batches(config, len(dataset), sampler, num_replicas, rank), config.data.seed) \
+        if train else scoring_batches(config, None, len(dataset), num_replicas=num_replicas, rank=rank)
     return seeded_loader(config, dataset, batches, collate_cached,
                          LoaderSettings(0, loader_pins_memory(config), None, streamed=False))
 

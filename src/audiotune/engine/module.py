@@ -18,7 +18,7 @@ from torch import Tensor
 from audiotune.config import HeadSpec, TrainConfig
 from audiotune.config.sections import monitor_key
 from audiotune.data.batch_features import batch_lengths
-from audiotune.data.draws import epoch_seed
+from audiotune.data.draws import step_seed
 from audiotune.data.loading import batch_features
 from audiotune.engine.adapt import batchnorm_state, estimate_batchnorm, load_batchnorm_state
 from audiotune.engine.checkpoint_io import set_frozen_aside
@@ -32,6 +32,10 @@ from audiotune.models.classifier import Classifier
 from audiotune.outputs import LR_COLUMN, TRAIN_CLIPS, TRAIN_LOSS_COLUMN, VAL_LOSS_COLUMN
 
 log = logging.getLogger(__name__)
+
+
+# the checkpoint's entry for the training epoch's clips and learning rates up to the step it was written at
+EPOCH_SO_FAR = "epoch_so_far"
 
 
 @dataclass
@@ -91,9 +95,9 @@ class ClassifierModule(pl.LightningModule):
         self.class_weights = class_weights
         self.weighted_mean = weighted_mean  # False: the class-weighted loss of runs of an earlier config version
         # --labeling_method sample draws from its own seeded generator: the same seed gives the same draws
-        self.label_generator = torch.Generator().manual_seed(torch.initial_seed() if seed is None else seed)
+        self.seed = torch.initial_seed() if seed is None else seed
+        self.label_generator = torch.Generator().manual_seed(self.seed)
         self.steps_per_epoch = max(1, steps_per_epoch)
-        self.seed = seed
         # this process's validation batches of the current epoch (uids, logits, targets, loss: on the device until it
         # ends), gathered from all processes then
         self.validation_outputs: list[tuple[list[str], Tensor, Tensor, Tensor]] = []
@@ -145,20 +149,25 @@ class ClassifierModule(pl.LightningModule):
         # backbone back to training mode (dropout, BatchNorm statistics); keep it in eval mode
         if self.model.backbone_in_eval:
             self.model.backbone.eval()
+        # the step's dropout and label draws: those a run straight through draws, also when it was resumed here
+        self.label_generator.manual_seed(seed_step(self, self.seed, batch_idx))
 
     def on_train_start(self) -> None:
         if self.trainer.ckpt_path:  # resumed: the rates given now, not the restored state's
             rates_as_configured(self.trainer, self.config)
         if self.graph_skips is not None:
             self.graph_skips.start()
-        if self.trainer.world_size > 1:
-            # every process was seeded alike; give each its own augmentation, dropout and label draws
-            seed = (torch.initial_seed() if self.seed is None else self.seed) + self.global_rank
-            pl.seed_everything(seed, workers=True, verbose=False)
-            self.label_generator.manual_seed(seed)
+        if self.trainer.world_size > 1:  # every process was seeded alike (the steps' draws are seeded per process)
+            pl.seed_everything(self.seed + self.global_rank, workers=True, verbose=False)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # the epoch's clips and rates so far: a run resumed inside the epoch logs the whole epoch's
+        checkpoint[EPOCH_SO_FAR] = {"clips": self.epoch_clips, "rates": list(self.epoch_rates)}
         set_frozen_aside(checkpoint, self)  # written once beside the checkpoints, not into every one
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        so_far = checkpoint.get(EPOCH_SO_FAR, {})  # none in a checkpoint of an earlier release
+        self.epoch_clips, self.epoch_rates = int(so_far.get("clips", 0)), list(so_far.get("rates", []))
 
     def training_step(self, batch: dict, batch_idx: int) -> dict:
         _, loss = self._step(batch, "train")
@@ -175,11 +184,6 @@ class ClassifierModule(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         draw_epoch(self.trainer, self.current_epoch)
         self.epoch_clips, self.epoch_rates = 0, []
-        # the epoch's dropout and label draws: those a run straight through draws, also when it was resumed here
-        seed = epoch_seed(torch.initial_seed() if self.seed is None else self.seed, self.current_epoch,
-                          self.global_rank)
-        torch.manual_seed(seed)
-        self.label_generator.manual_seed(seed)
 
     def teardown(self, stage: str) -> None:  # also after a failed fit
         if self.graph_skips is not None:
@@ -286,6 +290,16 @@ def draw_epoch(trainer: pl.Trainer, epoch: int) -> None:
     the samplers by its count of epochs begun, which a run of --training_steps resumed at an epoch's end counts one
     ahead (it would skip an epoch's batches)."""
     _set_sampler_epoch(trainer.train_dataloader, epoch)
+
+
+def seed_step(module: pl.LightningModule, seed: int, batch_idx: int) -> int:
+    """Seed the global generators (dropout, masks) for training batch ``batch_idx`` of the module's epoch and
+    process, from the run's ``seed`` (:func:`~audiotune.data.draws.step_seed`); returns the seed. Lightning numbers
+    the batches of an epoch a run resumed inside from where it stopped, so such a run draws as one straight
+    through."""
+    step = step_seed(seed, module.current_epoch, batch_idx, module.global_rank)
+    torch.manual_seed(step)
+    return step
 
 
 def rates_as_configured(trainer: pl.Trainer, cfg: TrainConfig) -> None:

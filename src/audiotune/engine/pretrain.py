@@ -27,7 +27,6 @@ from pytorch_lightning.utilities.types import OptimizerConfig, OptimizerLRSchedu
 from torch import Tensor
 
 from audiotune.config import VALIDATION_DRAW_VERSION, RunConfig, Stage, check_config, save_config
-from audiotune.data.draws import epoch_seed
 from audiotune.data.errors import refuse
 from audiotune.data.input_spec import InputSpec
 from audiotune.data.layout import read_splits, split_file
@@ -47,7 +46,7 @@ from audiotune.engine.distributed import (
     unused_parameter_hint,
 )
 from audiotune.engine.inference import features_on_device, inference_device
-from audiotune.engine.module import DeviceFeatures, draw_epoch, optimizers, rates_as_configured, trains
+from audiotune.engine.module import DeviceFeatures, draw_epoch, optimizers, rates_as_configured, seed_step, trains
 from audiotune.engine.pace import pace_summary
 from audiotune.engine.records import recorded_paths
 from audiotune.engine.resume import checkpoint_to_resume, record_changes, resumed_changes
@@ -130,17 +129,15 @@ class PretrainModule(pl.LightningModule):
     def on_train_start(self) -> None:
         if self.trainer.ckpt_path:  # resumed: the rates given now, not the restored state's
             rates_as_configured(self.trainer, self.config.train)
-        if self.trainer.world_size > 1:  # every process was seeded alike: each draws its own masks and crops
-            seed = self.config.data.seed + self.global_rank
-            pl.seed_everything(seed, workers=True, verbose=False)
-            self.rng = random.Random(seed)
+        if self.trainer.world_size > 1:  # every process was seeded alike (the steps' draws are seeded per process)
+            pl.seed_everything(self.config.data.seed + self.global_rank, workers=True, verbose=False)
 
     def on_train_epoch_start(self) -> None:
         draw_epoch(self.trainer, self.current_epoch)
-        # the epoch's masks, crops and dropout: those a run straight through draws, also when it was resumed here
-        seed = epoch_seed(self.config.data.seed, self.current_epoch, self.global_rank)
-        torch.manual_seed(seed)
-        self.rng = random.Random(seed)
+
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        # the step's masks, crops and dropout: those a run straight through draws, also when it was resumed here
+        self.rng = random.Random(seed_step(self, self.config.data.seed, batch_idx))
 
     def training_step(self, batch: dict, batch_idx: int) -> dict:
         losses = self._losses(batch, self.rng)

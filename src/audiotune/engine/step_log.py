@@ -15,11 +15,24 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+STEP_SUFFIX = "_step"  # of the per-step columns of logs/metrics.csv (train_loss_step, ...)
+
+
+def step_rows(log: pd.DataFrame) -> pd.Series:
+    """The rows of a run's ``logs/metrics.csv`` that hold per-step values only (not an epoch's or a
+    validation's)."""
+    others = [column for column in log.columns if column not in ("epoch", "step")
+              and not column.endswith(STEP_SUFFIX)]
+    return log[others].isna().all(axis=1)
 
 READ_EVERY = 25  # training steps between two reads of the per-step values (one device sync each)
 STEP_VALUES = "step_values"  # the key of a training step's output that holds them
@@ -98,7 +111,7 @@ class StepLog(pl.Callback):
                 raise FloatingPointError(f"{getattr(pl_module, 'loss_label', 'training')} loss is {loss} at step "
                                          f"{step.step} (uids {step.uids}...)" + (f": {hint}" if hint else ""))
         for step, row in zip(steps, rows, strict=True):
-            metrics = {f"train_{name}_step": value for name, value in zip(names, row, strict=True)}
+            metrics = {f"train_{name}{STEP_SUFFIX}": value for name, value in zip(names, row, strict=True)}
             for logger in trainer.loggers:
                 logger.log_metrics({**metrics, "epoch": step.epoch}, step=step.step)
         self.latest = {f"train_{name}": value for name, value in zip(names, rows[-1], strict=True)}

@@ -28,7 +28,7 @@ from audiotune.engine.device import MixedOrFull, float32_products, lightning_pre
 from audiotune.engine.distributed import trainer_devices
 from audiotune.engine.module import run_length
 from audiotune.engine.pace import EpochPace
-from audiotune.engine.step_log import StepLog
+from audiotune.engine.step_log import StepLog, step_rows
 from audiotune.interrupts import raise_if_terminated
 from audiotune.outputs import (
     BEST_CHECKPOINT,
@@ -151,9 +151,16 @@ def earlier_log(run_dir: Path, resuming: bool) -> pd.DataFrame | None:
 
 
 def _in_front(earlier: pd.DataFrame, current: pd.DataFrame) -> pd.DataFrame:
-    """``earlier``'s epochs before the first of ``current``, then ``current``'s."""
-    first_new = current["epoch"].min() if len(current) else float("inf")
-    return pd.concat([earlier[earlier["epoch"] < first_new], current], ignore_index=True)
+    """``earlier``'s epochs before the first of ``current`` (and the steps of that epoch before ``current``'s
+    first, where the run resumed inside it), then ``current``'s."""
+    if not len(current):
+        return earlier
+    first_epoch = current["epoch"].min()
+    kept = earlier["epoch"] < first_epoch
+    if "step" in earlier and "step" in current:
+        first_step = current.loc[current["epoch"] == first_epoch, "step"].min()
+        kept |= (earlier["epoch"] == first_epoch) & (earlier["step"] < first_step) & step_rows(earlier)
+    return pd.concat([earlier[kept], current], ignore_index=True)
 
 
 def merge_logs(earlier: pd.DataFrame, run_dir: Path) -> None:
