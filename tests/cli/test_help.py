@@ -154,3 +154,12 @@ def test_an_unknown_flag_is_the_command_s_error_naming_the_closest_flag(capsys) 
     with pytest.raises(SystemExit):
         main(["import", "naip", "x.pt", "-o", "run", "--zzz"])
     assert capsys.readouterr().err.rstrip().endswith("audiotune import naip: error: unrecognized arguments: --zzz")
+
+
+@pytest.mark.parametrize("argv", [["evaluate", "--model", "hf", "--help"], ["-v", "evaluate", "--model", "hf", "-h"],
+                                  ["train", "-e", "abc", "--help"], ["vertex", "job", "--replicas", "x", "--help"]])
+def test_help_is_shown_whatever_else_the_line_holds(capsys, monkeypatch, argv: list[str]) -> None:
+    """A flag the command refuses (evaluate takes the run's own --model) or a value out of range before --help
+    was an error with status 2; help is what the line asks for."""
+    shown = help_text(capsys, monkeypatch, *argv)
+    assert shown.startswith(f"usage: audiotune {' '.join(word for word in argv[:2] if word[0] != '-')}")

@@ -36,7 +36,15 @@ from audiotune.cli import (
 from audiotune.cli.command import Command
 from audiotune.cli.config_args import config_from_args
 from audiotune.cli.flags import path_roles, taken_options
-from audiotune.cli.help import HelpFormatter, add_help_flags, arrange, compact_usage, wants_all
+from audiotune.cli.help import (
+    VERBOSE_FLAGS,
+    HelpFormatter,
+    add_help_flags,
+    arrange,
+    compact_usage,
+    help_request,
+    wants_all,
+)
 from audiotune.cli.seed_flags import refuse_retired
 from audiotune.cli.show import one_line, reader_gone, silence_standard_streams, third_party_quiet
 from audiotune.cli.stages import config_line_hint
@@ -75,7 +83,7 @@ def build_parser(model: str | None = None, full_help: bool = False) -> argparse.
     ``full_help``: every option in full (``--help-all``), not the rarely changed groups summarised."""
     parser = argparse.ArgumentParser(prog="audiotune", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=HelpFormatter, allow_abbrev=False)
-    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
+    parser.add_argument(*VERBOSE_FLAGS, action="store_true", help=VERBOSE_HELP)
     parser.add_argument("--version", action="version", version=f"audiotune {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
@@ -97,7 +105,7 @@ def build_parser(model: str | None = None, full_help: bool = False) -> argparse.
 def _common_flags(parser: argparse.ArgumentParser) -> None:
     """The flags every command and subcommand takes: ``--help-all`` and ``-v`` (given after the command's name)."""
     add_help_flags(parser)
-    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
+    parser.add_argument(*VERBOSE_FLAGS, action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
 
 
 def _stopped(command: Command, args: argparse.Namespace, signum: signal.Signals) -> int:
@@ -151,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     typed = sys.argv[1:] if argv is None else list(argv)
     argv, full_help = wants_all(typed)
     parser = build_parser(_model_named(argv), full_help)
-    args, unknown = parser.parse_known_args(argv)
+    args, unknown = parser.parse_known_args(help_request(argv))
     if unknown:  # the command's own usage and error, with the flag it is closest to
         _refuse_unknown(parser, args, unknown)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")

@@ -4,11 +4,14 @@ examples at the end. Groups are marked shared or summarised where they are decla
 from __future__ import annotations
 
 import argparse
+import itertools
 import shutil
 import textwrap
 from typing import Any
 
 HELP_ALL = "--help-all"
+HELP_FLAGS = ("-h", "--help")  # argparse's own
+VERBOSE_FLAGS = ("-v", "--verbose")
 SHARED = "shared_group"  # group attribute: declared by a helper that several commands call
 SUMMARISED = "summarised_group"  # group attribute: --help lists its flags only (--help-all shows them in full)
 SUMMARY_DEFAULT = "summary_default"  # action attribute: the default a summarised group's line gives after the flag
@@ -119,6 +122,17 @@ def _summarised(action: argparse.Action) -> str:
 def add_help_flags(parser: argparse.ArgumentParser) -> None:
     """``--help-all`` (read by :func:`wants_all` before parsing) beside ``-h/--help``."""
     parser.add_argument(HELP_ALL, action="help", help="show every option's help, not only its name")
+
+
+def help_request(argv: list[str]) -> list[str]:
+    """A command line that asks for help (``-h``, ``--help``) as the help of its command alone: the command's
+    (and subcommand's) names, then ``--help``, so that help is shown whatever else the line holds (a flag the
+    command refuses, a value out of range); any other command line as it is."""
+    own = argv[:argv.index("--")] if "--" in argv else argv  # after `--`: a command that another one runs
+    if not any(word in HELP_FLAGS for word in own):
+        return argv
+    words = list(itertools.dropwhile(lambda word: word in VERBOSE_FLAGS, own))  # `audiotune -v COMMAND ...`
+    return [*itertools.takewhile(lambda word: not word.startswith("-"), words), HELP_FLAGS[1]]
 
 
 def wants_all(argv: list[str]) -> tuple[list[str], bool]:
