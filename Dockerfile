@@ -7,7 +7,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends libsndfile1 lib
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/audiotune
-COPY pyproject.toml constraints.txt README.md ./
+COPY pyproject.toml constraints.txt README.md LICENSE ./
 COPY src ./src
 # the CPU build of torch first, so nothing pulls a CUDA build; then the package at its tested versions
 RUN pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
