@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from audiotune.data.errors import DataError
-from audiotune.data.labels import LabelGroup, drop_missing_targets, infer_heads
+from audiotune.data.labels import LabelGroup, drop_missing_targets, encode_targets, infer_heads
 
 TABLE = pd.DataFrame({"uid": ["full", "no_long", "no_pitch", "no_votes", "none"],
                       "pitch": ["low", "high", np.nan, "low", np.nan],
@@ -128,3 +128,24 @@ def test_a_label_file_read_from_its_local_copy_is_named_by_its_url() -> None:
     copy.write_text("pitch\nloud,long\n")
     assert [group.where for group in read_label_file(copy)] == ["gs://bucket/exp/labels.txt:1",
                                                                 "gs://bucket/exp/labels.txt:2"]
+
+
+def test_a_name_with_other_spaces_around_it_is_said(caplog) -> None:
+    heads = infer_heads([LabelGroup(["c"], "categorical", "labels.txt:1")],
+                        pd.DataFrame({"c": ["yes", "yes ", "no", "no"]}), source="train.csv")
+    assert heads[0].classes == ["no", "yes", "yes "]
+    assert "column 'c' of train.csv holds ['yes', 'yes '] as different classes: one name with other spaces" \
+        in caplog.text
+
+
+def test_a_file_read_as_numbers_gives_each_cell_the_class_training_named_it() -> None:
+    """Training read the column beside a cell that is not a number, so as text ('01', '1.0'); a later file of
+    numbers only is read as numbers: its '01' became class '1' (another class) without a word, and '1.0' an
+    unknown class."""
+    trained = infer_heads([LabelGroup(["c"], "categorical")], pd.DataFrame({"c": ["01", "2.0", "x"]}))
+    later = pd.DataFrame({"c": [1, 2.0, 1]})  # as pandas reads the cells 01, 2.0, 1
+    assert encode_targets(later, trained, "later.csv").argmax(axis=1).tolist() == [0, 1, 0]
+    ambiguous = infer_heads([LabelGroup(["c"], "categorical")], pd.DataFrame({"c": ["01", "1", "x"]}))
+    with pytest.raises(DataError, match=r"later.csv: column 'c' holds only numbers.*1 may be any of the run's "
+                                        r"classes \['01', '1'\]"):
+        encode_targets(pd.DataFrame({"c": [1, 1]}), ambiguous, "later.csv")

@@ -203,6 +203,9 @@ def infer_heads(groups: Sequence[LabelGroup | Sequence[str]], table: pd.DataFram
             for spellings in _one_number_spelt_twice(classes):
                 log.warning("%s: column '%s' of %s holds %s as different classes: one number written %d ways; write "
                             "each class one way", group.where, group.columns[0], source, spellings, len(spellings))
+            for spellings in _one_name_spaced_twice(classes):
+                log.warning("%s: column '%s' of %s holds %s as different classes: one name with other spaces "
+                            "around it; write each class one way", group.where, group.columns[0], source, spellings)
             if len(classes) < 2:
                 raise DataError(f"{source}: column '{group.columns[0]}' holds one class only ({classes}) in these "
                                 "rows: a classifier needs at least two (check the split, or --na_values if other "
@@ -254,6 +257,35 @@ def _one_number_spelt_twice(classes: list[str]) -> list[list[str]]:
     return [names for names in by_number.values() if len(names) > 1]
 
 
+def _as_classes(names: list[str], head: HeadSpec, source: str) -> list[str]:
+    """``names`` (numbers, as :func:`_class_name` writes them) as the head's classes of the same number: a
+    column of numbers only is read as numbers, so its cells' spelling (``01``, ``1.0``) is gone, but training
+    may have read the column as text (beside a cell that is not a number) and named its classes so. A number that
+    two classes are (``01`` and ``1``) cannot be told apart here: an error."""
+    by_number: dict[float, list[str]] = {}
+    for name in head.classes:
+        key = _class_sort_key(name)
+        if key[0] == 0:
+            by_number.setdefault(key[1], []).append(name)
+    mapped = {}
+    for name in dict.fromkeys(names):
+        same = by_number.get(_class_sort_key(name)[1], []) if _class_sort_key(name)[0] == 0 else []
+        if len(same) > 1:
+            raise DataError(f"{source}: column '{head.columns[0]}' holds only numbers, so its cells were read as "
+                            f"numbers and {name} may be any of the run's classes {same}: write the column with a "
+                            "cell that is not a number, or each class one way")
+        mapped[name] = same[0] if same else name
+    return [mapped[name] for name in names]
+
+
+def _one_name_spaced_twice(classes: list[str]) -> list[list[str]]:
+    """Class names that are one name with other spaces around it (``yes`` and ``yes ``)."""
+    by_name: dict[str, list[str]] = {}
+    for name in classes:
+        by_name.setdefault(name.strip(), []).append(name)
+    return [names for names in by_name.values() if len(names) > 1]
+
+
 def _class_sort_key(name: str) -> tuple[int, float, str]:
     """Numbers in order, then names; 'nan' and 'inf' are names (a NaN key would leave the order to chance)."""
     try:
@@ -279,6 +311,8 @@ def _encode_head(table: pd.DataFrame, head: HeadSpec, source: str) -> np.ndarray
         column = table[head.columns[0]]
         present = column.notna().to_numpy()
         names = [_class_name(v) for v in column[present]]
+        if pd.api.types.is_numeric_dtype(column):  # the file's cells were read as numbers: match them as numbers
+            names = _as_classes(names, head, source)
         unknown = sorted(set(names) - set(head.classes))
         if unknown:
             raise DataError(f"{source}: column '{head.columns[0]}' has classes {unknown} "
