@@ -228,3 +228,20 @@ def test_a_dataset_mean_without_its_std_names_both_flags() -> None:
     with pytest.raises(ValueError, match=r"^--dataset_mean -4.0: acts only with --dataset_std: the two go together"):
         check_feature_config(InputSpec(features="fbank", num_mel_bins=40, dataset_mean=-4.0))
     check_feature_config(InputSpec(features="fbank", num_mel_bins=40, dataset_mean=-4.0, dataset_std=2.0))
+
+
+@pytest.mark.parametrize("target_length", [0, 64])
+@pytest.mark.parametrize("pad", ["silence", "zero_before_norm"])
+def test_a_clip_padded_with_a_pad_frame_gets_in_a_batch_what_it_gets_alone(pad: str, target_length: int) -> None:
+    """With --pad silence (or zero_before_norm), the frames between a short clip's end and the batch's widest
+    clip were zeros, the pad frame only after it: an exported SSAST scored a clip by the clips beside it."""
+    front = FrontEnd(InputSpec(features="fbank", num_mel_bins=32, target_length=target_length or None, pad=pad,
+                               dataset_mean=-5.0, dataset_std=4.0), 16000)
+    clips = [tone(300, 0.3, 16000), tone(500, 0.62, 16000)]
+    batch, lengths = front(*waveform_batch(clips))
+    for index, clip in enumerate(clips):
+        alone, frames = front(*waveform_batch([clip]))
+        width = alone.shape[1]
+        assert int(frames[0]) == int(lengths[index])
+        assert torch.equal(batch[index, :width], alone[0])
+        assert torch.equal(batch[index, width:], front.pad_frame().expand_as(batch[index, width:]))

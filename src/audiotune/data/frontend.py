@@ -214,16 +214,20 @@ class FrontEnd(nn.Module):
         return frame if cfg.pad == "silence" else self._dataset_norm(torch.zeros_like(frame))
 
     def fit_length(self, inputs: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """Spectrogram inputs padded with the pad frame (:meth:`pad_frame`) or cropped to ``target_length``
-        (when set)."""
+        """Spectrogram inputs padded or cropped to ``target_length`` (when set), every frame past a clip's own
+        holding the pad frame (:meth:`pad_frame`; zeros without one): in a padded batch, each clip's padding up to
+        the batch's widest clip too, as the collator pads a clip alone."""
         target = self.config.target_length
-        if not target or inputs.dim() != 3:
+        if inputs.dim() != 3:
             return inputs, lengths
-        # padding appended, then cropped: exactly target_length frames without a branch on the length
+        if target:  # zeros appended, then cropped: exactly target_length frames without a branch on the length
+            fill = inputs.new_zeros((inputs.shape[0], target, inputs.shape[2]))
+            inputs, lengths = torch.cat([inputs, fill], dim=1)[:, :target], lengths.clamp(max=target)
         frame = self.pad_frame()
-        shape = (inputs.shape[0], target, inputs.shape[2])
-        fill = inputs.new_zeros(shape) if frame is None else frame.to(inputs).expand(shape)
-        return torch.cat([inputs, fill], dim=1)[:, :target], lengths.clamp(max=target)
+        if frame is None:  # extract left the frames past each clip's own zero
+            return inputs, lengths
+        own = torch.arange(inputs.shape[1], device=inputs.device)[None, :] < lengths[:, None]
+        return torch.where(own[..., None], inputs, frame.to(inputs)), lengths
 
     def forward(self, waveforms: Tensor, lengths: Tensor,
                 warps: Sequence[float] | None = None) -> tuple[Tensor, Tensor]:
