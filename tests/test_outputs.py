@@ -71,3 +71,21 @@ def test_a_run_directory_records_each_command_that_wrote_it(tmp_path: Path, monk
     with own_run_dir(tmp_path / "follower", follower=True) as owned:  # another DDP process: rank 0 records it
         owned.start()
     assert not (tmp_path / "follower").exists()
+
+
+def test_a_folder_a_stopped_command_left_without_a_run_is_cleared_by_the_next_that_overwrites(
+        tmp_path: Path) -> None:
+    """An evaluation stopped after its first plots left no run marker, so the next evaluation into the folder
+    kept the stopped one's plots beside its own; what the folder held before any command wrote there stays."""
+    folder = tmp_path / "eval"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")  # before any command
+    with invoked(["evaluate", "--run", "run", "-o", "eval"]), own_run_dir(folder, overwrite=True,
+                                                                          command="evaluate") as owned:
+        owned.start()
+        (folder / "plots").mkdir()
+        (folder / "plots" / "confusion_val_word.png").write_bytes(b"png")  # then stopped: no metrics.json
+    with invoked(["evaluate", "--run", "run", "-o", "eval"]), own_run_dir(folder, overwrite=True,
+                                                                          command="evaluate") as owned:
+        owned.start()
+    assert sorted(path.name for path in folder.iterdir()) == [".audiotune.lock", COMMAND_FILE, "notes.txt"]

@@ -507,7 +507,8 @@ def own_run_dir(exp_dir: str | Path, *, resume: bool = False, overwrite: bool = 
         is_run = _is_run_dir(exp_dir)
         if is_run and not resume and not overwrite:
             raise holds_run_error(exp_dir, command, resumable)
-        owned = OwnedRunDir(exp_dir, created, clear=is_run and overwrite)
+        # a folder a command of ours wrote before (its record) is cleared too: a stopped evaluation left no run
+        owned = OwnedRunDir(exp_dir, created, clear=overwrite and (is_run or (exp_dir / COMMAND_FILE).is_file()))
         yield owned
     except BaseException:
         # a directory created here that the failed command left without a model, scores or a checkpoint goes again

@@ -140,6 +140,13 @@ def test_an_interrupted_run_is_reported_as_one_to_resume(tmp_path: Path, capsys:
     (run / MODEL_FILE).write_bytes(b"weights")  # weights without checkpoints (an imported run): evaluate them first
     with pytest.raises(ValueError, match="a run without scores of its own"):
         write_report(run)
+    # stopped before its first checkpoint (a config, the command's record): evaluating it could not work
+    (run / MODEL_FILE).unlink()
+    (run / COMMAND_FILE).write_text(json.dumps([{"command_line": "audiotune train -o run"}]))
+    with pytest.raises(ValueError, match=r"was stopped before it wrote anything to report \(no model.safetensors, "
+                                         r"checkpoint or scores\); run that command again \(with --overwrite, where "
+                                         r"it takes one\) \(it was: `audiotune train -o run`\)$"):
+        write_report(run)
 
 
 def test_bad_sources_and_columns_are_one_line_errors(trained_run: dict, tmp_path: Path,

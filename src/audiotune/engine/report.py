@@ -114,7 +114,9 @@ def write_report(source: str | Path, out: str | Path | None = None, data_split_r
         raise ValueError(interrupted_run(source))
     elif (source / CV_CONFIG_FILE).is_file() or (source / SWEEP_SPACE_FILE).is_file():
         raise ValueError(stopped_experiment(source))
-    elif (source / CONFIG_FILE).is_file():  # an imported run, or one stopped before it scored anything
+    elif not (source / MODEL_FILE).is_file() and command_history(source):  # stopped before anything to read
+        raise ValueError(stopped_early(source))
+    elif (source / CONFIG_FILE).is_file():  # an imported run
         raise ValueError(f"{source}: a run without scores of its own (no {METRICS_FILE} or {PREDICTIONS_FILE}); "
                          f"report an evaluation of it: `audiotune evaluate --run {source} -d TABLE`, then "
                          f"`audiotune report {source / EVALUATE_DIR}`")
@@ -177,6 +179,15 @@ def stopped_experiment(source: Path, summarised: bool = False) -> str:
         return f"it was stopped before it finished (or is running now); {goes_on}"
     return (f"{source}: a {'cross-validation' if cv else 'sweep'} stopped before it finished (no "
             f"{CV_SUMMARY_FILE if cv else SWEEP_SUMMARY_FILE}), so there is nothing to report yet; {goes_on}")
+
+
+def stopped_early(source: Path) -> str:
+    """What to do with a folder whose command was stopped before it wrote anything to read back (no weights, no
+    checkpoint, no scores): run it again with --overwrite, which replaces what it left."""
+    commands = [entry.get("command_line") for entry in command_history(source)]
+    last = f" (it was: `{commands[-1]}`)" if commands and isinstance(commands[-1], str) else ""
+    return (f"{source}: the command that wrote it was stopped before it wrote anything to report (no {MODEL_FILE}, "
+            f"checkpoint or scores); run that command again (with --overwrite, where it takes one){last}")
 
 
 def stopped_scoring(source: Path) -> str:
