@@ -18,10 +18,10 @@ from audiotune.engine.clips_read import COLUMNS, find_run, labels_run, run_rows,
 from audiotune.outputs import CLIPS_READ_FILE, CONFIG_FILE
 
 
-def pseudo_labels(path: Path, encoder: str, run: bool) -> Path:
+def pseudo_labels(path: Path, encoder: str, run: bool, **recorded: object) -> Path:
     """A labels file as `audiotune cluster` writes it (one clip), clustered from ``encoder``."""
     meta = FramesMade(encoder=encoder, run=run, model="hf", layer=-1, sample_rate=16000, hop_samples=320,
-                      num_clusters=[2]).record()
+                      num_clusters=[2]).record(**recorded)
     table = pa.Table.from_pylist([{"uid": "a", "k": 2, "labels": [0, 1]}], schema=SCHEMA)
     pq.write_table(table.replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()}), path)
     return path
@@ -121,3 +121,17 @@ def test_a_record_without_its_columns_is_refused_naming_it(tmp_path: Path) -> No
     (tmp_path / CLIPS_READ_FILE).write_text("uid,path\na,/a.wav\n")
     with pytest.raises(DataError, match=f"{CLIPS_READ_FILE}: not a record of the clips a run read"):
         run_rows(tmp_path)
+
+
+def test_a_list_of_fitted_clips_of_other_labels_is_not_taken_for_theirs(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Labels fitted on 2 clips beside a list of 3 (an earlier clustering's, left by a process killed between
+    writing the two): the list is not read as theirs."""
+    from audiotune.engine.clips_read import clip_rows
+
+    labels = pseudo_labels(tmp_path / "labels.parquet", "facebook/wav2vec2-base", run=False, fit_clips=2)
+    clip_rows(own_tables(tmp_path), "cluster", labels, ("train", "val", "test")).to_csv(
+        tmp_path / "labels.fit_rows.csv", index=False)
+    with caplog.at_level(logging.WARNING):
+        write_clips_read(tmp_path / "ptapt", own_tables(tmp_path), "pretrain", {"pseudo_labels": str(labels)})
+    assert "labels.fit_rows.csv lists 3 clips, the labels were fitted on 2: another clustering's" in caplog.text

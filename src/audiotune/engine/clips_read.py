@@ -133,14 +133,18 @@ def labels_run(path: str) -> str | None:
 def fitted_rows(path: str) -> pd.DataFrame | None:
     """The clips k-means was fitted on for the pseudo-labels at ``path`` (the ``.fit_rows.csv`` beside them), or
     None (not pseudo-labels); labels of an earlier cluster, which listed uids only, are a warning."""
-    if labels_meta(path) is None:
+    meta = labels_meta(path)
+    if meta is None:
         return None
     listed = sidecar(path, CLUSTER_FIT_ROWS_SUFFIX)
     table = pd.read_csv(listed) if listed.is_file() else None
-    if table is None or not set(COLUMNS) <= set(table.columns):
+    fitted = meta.get("fit_clips")
+    problem = "is missing" if table is None else "lists uids only" if not set(COLUMNS) <= set(table.columns) else \
+        f"lists {len(table)} clips, the labels were fitted on {fitted}: another clustering's" \
+        if isinstance(fitted, int) and len(table) != fitted else None
+    if table is None or problem is not None:
         log.warning("%s: the clips k-means was fitted on are not listed with their paths (%s %s; cluster them "
-                    "again): %s leaves them out", path, listed.name, "lists uids only" if table is not None else
-                    "is missing", CLIPS_READ_FILE)
+                    "again): %s leaves them out", path, listed.name, problem, CLIPS_READ_FILE)
         return None
     return table[COLUMNS]
 

@@ -310,6 +310,10 @@ def cluster(config: RunConfig, options: ClusterOptions, out: str, run: str | Non
                             rows["k"].append(k)
                             rows["labels"].append(labels)
                     writer.write_table(pa.table(rows, schema=schema))
+        # the earlier labels' files beside them go before the new labels take their place: a process killed
+        # between the two leaves none that belongs to other labels
+        for earlier in (stats_path(out_path), fit_rows_path(out_path), skip_list(out_path)):
+            earlier.unlink(missing_ok=True)
     meta["clusters"] = {str(k): {"kmeans_objective": fitted[k][1], **_usage(counts[k])} for k in options.num_clusters}
     write_json(stats_path(out_path), meta)
     write_csv(fit_rows, fit_rows_path(out_path), index=False)

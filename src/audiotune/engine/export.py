@@ -305,6 +305,9 @@ def export_run(run: str | Path, fmt: str, out: str | Path) -> dict[str, Any]:
             description["preprocessing"]["in_graph_backbone"] = model.backbone.describe_front_end()
         embed_description(partial, fmt, description)
         write_json(described, description)
+        # the model is renamed into place first: the earlier description goes now, so that a process killed in
+        # between leaves the new model (which holds its description) alone, never beside the earlier model's
+        sidecar_path(out).unlink(missing_ok=True)
     return description
 
 

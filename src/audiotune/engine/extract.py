@@ -165,6 +165,9 @@ def extract_embeddings(run: str | None, data_split_root: str, out: str, embeddin
         with gathered_parts(shard, out_path, write_part) as parts:
             if not shard.writes:
                 return None  # rank 0 writes the rows of every process
+            # an earlier output's list goes before the new output takes its place: a process killed between the
+            # two leaves no list that belongs to another output
+            skip_list(out_path).unlink(missing_ok=True)
             write_in_input_order(parts, out_path, {PARQUET_METADATA_KEY: json.dumps(made).encode()})
         if earlier is not None and _what(earlier) != _what(made):
             log.warning("%s: replaced embeddings of %s with those of %s", out_path, _what(earlier), _what(made))
