@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from audiotune.data.errors import DataError
-from audiotune.data.splits import split_table
+from audiotune.data.splits import split_table, write_split
 
 
 def _speakers(count: int, digits: int = 3) -> pd.DataFrame:
@@ -80,3 +80,36 @@ def test_a_validation_draw_of_every_subject_says_what_to_give_instead() -> None:
     with pytest.raises(DataError, match=r"train.csv: no val.csv, and --val_size 50 .* leaves no training subject "
                                         r"\(train has 7\); give --val_size below 7, --val_size 0 \(no validation"):
         draw_validation(train, 50, 0)
+
+
+class Killed(BaseException):
+    """A process killed where it stood (nothing cleans up after SIGKILL)."""
+
+
+def test_a_split_stopped_between_its_files_leaves_none_of_the_earlier_split_beside_it(tmp_path, monkeypatch) -> None:
+    """The files of a split were renamed into place one by one over the earlier split's: stopped after train.csv,
+    the folder held the new train.csv beside the earlier val.csv and test.csv, which read as one split."""
+    import os
+
+    from audiotune import atomic
+
+    def part(name: str) -> pd.DataFrame:
+        return pd.DataFrame({"path": [f"{name}.wav"]}, index=pd.Index([name], name="uid"))
+
+    write_split({"train": part("a1"), "val": part("a2"), "test": part("a3")}, tmp_path)
+    renamed, replace = [], os.replace
+
+    def killed_at_the_second(source, target) -> None:
+        if renamed:
+            raise Killed
+        renamed.append(target)
+        replace(source, target)
+
+    monkeypatch.setattr(atomic.os, "replace", killed_at_the_second)
+    with pytest.raises(Killed):
+        write_split({"train": part("b1"), "test": part("b3")}, tmp_path)
+    monkeypatch.undo()
+    left = {path.name: pd.read_csv(path)["uid"].tolist() for path in tmp_path.glob("*.csv")}
+    assert left == {"test.csv": ["b3"]}  # no train.csv: refused where a run reads it, never a mixed split
+    write_split({"train": part("b1"), "test": part("b3")}, tmp_path)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["test.csv", "train.csv"]  # the partials gone too

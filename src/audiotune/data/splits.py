@@ -1,6 +1,7 @@
 """Subject-disjoint, stratified, seeded splits."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -8,9 +9,10 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from audiotune import storage
+from audiotune.atomic import atomic_path
 from audiotune.data.errors import DataError
 from audiotune.data.layout import SUBJECT, FileLines, split_file
-from audiotune.outputs import SPLITS, write_csv
+from audiotune.outputs import SPLITS
 
 
 def group_values(table: pd.DataFrame, group: str, source: str) -> pd.Series:
@@ -173,17 +175,19 @@ def kfold_tables(table: pd.DataFrame, folds: int, val_fraction: float = 0.1, str
 
 
 def write_split(parts: dict[str, pd.DataFrame], out_dir: str | Path) -> list[Path]:
-    """Write train.csv / val.csv / test.csv (index column ``uid``); a split file of an earlier split into
-    ``out_dir`` that this one does not have (e.g. its val.csv) is removed, so the folder is one split."""
+    """Write train.csv / val.csv / test.csv (index column ``uid``) into ``out_dir`` as one split: each is written
+    aside whole, the files of an earlier split there are removed (its val.csv too where this one has none), then
+    each takes its place, train.csv last. A process killed on the way leaves no file of another split beside
+    this one's, and no train.csv until the others are in place (a split without train.csv is refused where it
+    is read)."""
     out_dir = Path(out_dir)
-    written = []
-    for name, part in parts.items():
-        path = out_dir / split_file(name)
-        if "path" in part.columns:  # relative paths keep the data and its splits movable together
-            part = part.assign(path=[storage.relative(p, out_dir) for p in part["path"]])
-        write_csv(part, path, index_label="uid")
-        written.append(path)
-    for name in SPLITS:
-        if name not in parts:
+    written = [out_dir / split_file(name) for name in parts]
+    with contextlib.ExitStack() as renamed:  # the last entered is renamed first: train.csv, entered first, last
+        for path in sorted(written, key=lambda path: path.stem != "train"):
+            part = parts[path.stem]
+            if "path" in part.columns:  # relative paths keep the data and its splits movable together
+                part = part.assign(path=[storage.relative(p, out_dir) for p in part["path"]])
+            part.to_csv(renamed.enter_context(atomic_path(path)), index_label="uid")
+        for name in SPLITS:
             (out_dir / split_file(name)).unlink(missing_ok=True)
     return written
