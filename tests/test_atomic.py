@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from audiotune.atomic import OutputError, atomic_path
+from audiotune.atomic import OutputError, atomic_path, written_together
 
 
 def test_an_output_that_cannot_be_written_names_itself_and_an_inputs_error_stays_the_inputs(tmp_path: Path) -> None:
@@ -46,3 +46,21 @@ def test_weights_written_private_by_their_writer_get_the_usual_mode(tmp_path: Pa
         os.umask(old_mask)
     assert stat.S_IMODE((tmp_path / "model.safetensors").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "encoder" / "model.safetensors").stat().st_mode) == 0o644
+
+
+def test_the_first_file_of_a_set_to_take_its_place_takes_the_earlier_set_with_it(tmp_path: Path) -> None:
+    """A table, its summary and its page written as a set over an earlier set: a process killed after the table was
+    renamed (nothing cleans up after SIGKILL) left the new table beside the earlier summary and page, which read as
+    theirs. Files of the set the block has not written yet, and files outside the set, are as they were until then."""
+    table, summary, page, other = (tmp_path / name for name in ("t.csv", "t.report.json", "t.report.html", "x.csv"))
+    for path in (table, summary, page, other):
+        path.write_text("earlier")
+    with written_together([table, summary, page]):
+        assert all(path.read_text() == "earlier" for path in (table, summary, page))  # nothing written yet
+        with atomic_path(table) as partial:
+            partial.write_text("new")
+        assert table.read_text() == "new" and not summary.exists() and not page.exists()  # killed here: alone
+        assert other.read_text() == "earlier"
+        with atomic_path(summary) as partial:
+            partial.write_text("new")
+    assert table.read_text() == summary.read_text() == "new" and not page.exists()

@@ -42,6 +42,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with open(partial, "rb+") as stream:  # the bytes are on disk before the name points at them
             os.fsync(stream.fileno())
         partials.give_usual_mode(partial)  # a writer that replaced the file (safetensors: 0600) made it private
+        _first_of_set(path)
         os.replace(partial, path)
 
 
@@ -74,26 +75,58 @@ def _stamp(path: Path) -> tuple[int, int] | None:
     return stat.st_ino, stat.st_mtime_ns
 
 
+class _Set:
+    """The files of one :func:`written_together` block, each with the stamp its earlier version had (None: none)."""
+
+    def __init__(self) -> None:
+        self.before: dict[Path, tuple[int, int] | None] = {}
+        self.placed = False  # a new file of the set took its place
+
+    def add(self, paths: Iterable[str | Path]) -> None:
+        for path in map(_absolute, paths):
+            self.before.setdefault(path, _stamp(path))
+
+
+_SETS: list[_Set] = []  # the sets being written now
+
+
+def _absolute(path: str | Path) -> Path:
+    """``path`` made absolute, ``..`` taken out (one file, however it is spelt)."""
+    return Path(os.path.abspath(path))
+
+
+def _first_of_set(path: Path) -> None:
+    """Before the first new file of a set being written takes its place, the earlier versions of the others go:
+    a process killed between two renames (SIGKILL, where nothing cleans up) leaves some of the new set alone,
+    never beside files of an earlier one."""
+    target = _absolute(path)
+    for written in _SETS:
+        if target in written.before and not written.placed:
+            written.placed = True
+            for other, stamp in written.before.items():
+                if other != target and stamp is not None and _stamp(other) == stamp:
+                    other.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def written_together(paths: Iterable[str | Path]) -> Iterator[Callable[[Iterable[str | Path]], None]]:
     """The files ``paths`` that one command writes as a set (a table, its summary and page; the block may add the
-    names it learns on the way with the function it is given, before it writes them): should the block end by an
-    error or an interruption once it wrote any of them, every one of them is removed, the earlier versions of those
-    it had not written yet too (they belong with files that are gone), so that no set is left partly new that reads
-    as complete."""
-    before: dict[Path, tuple[int, int] | None] = {}
-
-    def add(more: Iterable[str | Path]) -> None:
-        before.update({Path(path): _stamp(Path(path)) for path in more if Path(path) not in before})
-
-    add(paths)
+    names it learns on the way with the function it is given, before it writes them). When the first of them
+    (written with :func:`atomic_path`) takes its place, the earlier versions of the others are removed; should
+    the block end by an error or an interruption once it wrote any of them, every one of them is removed: no set
+    is left partly new that reads as complete, even by a process killed outright."""
+    written = _Set()
+    written.add(paths)
+    _SETS.append(written)
     try:
-        yield add
+        yield written.add
     except BaseException:
-        if any(_stamp(path) != stamp for path, stamp in before.items()):
-            for path in before:
+        if any(_stamp(path) != stamp for path, stamp in written.before.items()):
+            for path in written.before:
                 path.unlink(missing_ok=True)
         raise
+    finally:
+        _SETS.remove(written)
 
 
 @contextlib.contextmanager

@@ -91,23 +91,25 @@ def test_a_split_stopped_while_it_writes_leaves_no_mix_of_two_splits(tmp_path: P
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Stopped after it replaced one file of an earlier split (fold_1's, or train.csv), the folder held new files
     beside old ones: folds testing one subject twice, a train.csv overlapping its test.csv. None is left."""
-    import audiotune.data.splits as splits
+    import os
+
+    from audiotune import atomic
 
     table = _table(tmp_path)
-    real = splits.write_csv
+    real = os.replace
     for flags, out in (([], tmp_path / "plain"), (["--folds", "3"], tmp_path / "folds")):
         assert main(["split", table, "--out", str(out), "--seed", "0", *flags]) == 0
         written: list[str] = []
 
-        def stopped_after_one(frame, path, **kwargs):  # noqa: ANN001, ANN202
+        def stopped_after_one(source, target):  # noqa: ANN001, ANN202
             if written:
                 raise KeyboardInterrupt
-            written.append(str(path))
-            return real(frame, path, **kwargs)
+            written.append(str(target))
+            return real(source, target)
 
-        monkeypatch.setattr(splits, "write_csv", stopped_after_one)
+        monkeypatch.setattr(atomic.os, "replace", stopped_after_one)
         assert main(["split", table, "--out", str(out), "--seed", "7", *flags]) == 130
-        monkeypatch.setattr(splits, "write_csv", real)
+        monkeypatch.setattr(atomic.os, "replace", real)
         assert len(written) == 1 and not list(out.rglob("*.csv"))
 
 
