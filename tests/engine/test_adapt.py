@@ -37,7 +37,7 @@ def test_adapted_statistics_are_the_mean_of_the_split_batch_statistics(trained_r
     prepared = prepare_eval_data(config, inputs, str(trained_run["split"]))
     table = prepared.tables["train"]
     dataset = make_dataset(config, inputs, table, prepared.targets["train"])
-    batches = adaptation_loader(config, dataset, device=torch.device("cpu"))
+    batches = adaptation_loader(config, dataset, config.train.batch_size, device=torch.device("cpu"))
     first = batch_norms(model)[0]
     before = {k: v.clone() for k, v in first.state_dict().items()}
     momentum = first.momentum
@@ -117,7 +117,7 @@ def test_one_clip_cannot_be_adapted_on(trained_run: dict) -> None:
     prepared = prepare_eval_data(config, inputs, str(trained_run["split"]))
     table = prepared.tables["test"].iloc[:1]
     dataset = make_dataset(config, inputs, table, prepared.targets["test"][:1])
-    batches = adaptation_loader(config, dataset, device=torch.device("cpu"))
+    batches = adaptation_loader(config, dataset, config.train.batch_size, device=torch.device("cpu"))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(ValueError, match=rf"at least 2 clips; the scored split has 1 \({table.index[0]}\)"):
         with adapted_batchnorm(model, batches, torch.device("cpu")):
@@ -134,7 +134,7 @@ def test_statistics_from_features_computed_on_the_device_are_the_workers(trained
     statistics = {}
     for on_device in (False, True):
         batches = adaptation_loader(config, make_dataset(config, inputs, table, targets, on_device=on_device),
-                                    device=torch.device("cpu"))
+                                    config.train.batch_size, device=torch.device("cpu"))
         assert ("waveforms" in next(iter(batches))) == on_device
         with adapted_batchnorm(model, batches, torch.device("cpu")):
             statistics[on_device] = {k: v.clone() for k, v in batch_norms(model)[0].state_dict().items()}
@@ -287,3 +287,20 @@ def test_adapt_bn_checks_its_column_before_writing(uid_dataset: dict, tmp_path: 
     assert main(small_train_args(uid_dataset, tmp_path / "bad", "--adapt_bn", "speaker")) == 2
     assert "--adapt_bn speaker: the val table has no such column" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_evaluate_adapts_in_the_runs_training_batches_whatever_batch_size_scores(trained_run: dict,
+                                                                                 tmp_path: Path) -> None:
+    """The statistics were averaged over batches of evaluate's -bs: -bs 4 gave other scores than the run's own
+    batch size, and -bs 1 was refused as a split of one clip."""
+    from audiotune.cli import main
+
+    scores = {}
+    for size in ("1", "3", None):
+        out = tmp_path / f"bs{size}"
+        assert main(["evaluate", "--run", str(trained_run["run"]), "-d", str(trained_run["split"] / "test.csv"),
+                     "-i", str(trained_run["prefix"]), "--adapt_bn", "split", "-o", str(out), "--report", "False",
+                     *(["-bs", size] if size else [])]) == 0
+        scores[size] = pd.read_parquet(out / "predictions.parquet").filter(like="score").to_numpy()
+    assert scores[None].shape[1] >= 2
+    assert np.allclose(scores["1"], scores[None], atol=1e-6) and np.allclose(scores["3"], scores[None], atol=1e-6)

@@ -215,11 +215,14 @@ def make_loader(config: RunConfig, dataset: AudioDataset, table: pd.DataFrame | 
     return seeded_loader(config, dataset, batches, collator(dataset), settings, passes)
 
 
-def adaptation_loader(config: RunConfig, dataset: AudioDataset, *, device: torch.device) -> DataLoader:
-    """The batches ``--adapt_bn`` estimates BatchNorm statistics on: ``--batch_size`` clips in table order,
-    zero-padded to the longest as training batches are (whatever the model needs for scoring)."""
+def adaptation_loader(config: RunConfig, dataset: AudioDataset, batch_size: int, *,
+                      device: torch.device) -> DataLoader:
+    """The batches ``--adapt_bn`` estimates BatchNorm statistics on: ``batch_size`` clips (the run's training
+    batch size, whatever batch size scores them) in table order, zero-padded to the longest as training batches
+    are (whatever the model needs for scoring)."""
     settings = loader_settings(config, device, None, dataset.audio)  # one pass over one group: no workers
-    return seeded_loader(config, dataset, scoring_batches(config, None, len(dataset)), collator(dataset), settings)
+    batches = BatchSampler(SequentialSampler(range(len(dataset))), batch_size, drop_last=False)
+    return seeded_loader(config, dataset, batches, collator(dataset), settings)
 
 
 def seeded_loader(config: RunConfig, dataset: Dataset, batches: Sampler[list[int]], collate: Any,

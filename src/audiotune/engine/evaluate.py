@@ -111,10 +111,11 @@ def _plots(metrics: dict, scores: np.ndarray, targets: np.ndarray, heads: list[H
 
 
 def _adapted_predictions(model: Classifier, config: RunConfig, table: pd.DataFrame, targets: np.ndarray,
-                         groups: list[tuple[str | None, np.ndarray]], check: Callable[[], None] | None = None
-                         ) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """uids, logits and targets of every row, each group scored with BatchNorm statistics of its own clips
-    (``check`` before each batch scored: see :func:`~audiotune.engine.inference.iterate_batches`)."""
+                         groups: list[tuple[str | None, np.ndarray]], adapt_batch_size: int,
+                         check: Callable[[], None] | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """uids, logits and targets of every row, each group scored with BatchNorm statistics of its own clips in
+    batches of ``adapt_batch_size`` (``check`` before each batch scored: see
+    :func:`~audiotune.engine.inference.iterate_batches`)."""
     uids: list[str] = []
     logits, labels = [], []
     device = inference_device(config)
@@ -122,7 +123,7 @@ def _adapted_predictions(model: Classifier, config: RunConfig, table: pd.DataFra
     for group, rows in groups:
         part = table.iloc[rows]
         dataset = make_dataset(config, inputs, part, targets[rows], on_device=features_on_device(config, inputs))
-        with adapted_batchnorm(model, adaptation_loader(config, dataset, device=device), device):
+        with adapted_batchnorm(model, adaptation_loader(config, dataset, adapt_batch_size, device=device), device):
             loader = make_loader(config, dataset, part, False, model.backbone.padding, device=device)
             group_uids, group_logits, group_targets = predict(model, loader, config,
                                                               f"evaluate {group or 'split'}", check)
@@ -144,11 +145,13 @@ Scored = dict[str, tuple[list[str], np.ndarray, np.ndarray]]  # split: uids, log
 
 
 def score_splits(model: Classifier, config: RunConfig, prepared: PreparedData, splits: list[str],
-                 cached: dict[str, CachedDataset] | None = None, shard: Shard = Shard()) -> Scored:
+                 cached: dict[str, CachedDataset] | None = None, shard: Shard = Shard(),
+                 adapt_batch_size: int | None = None) -> Scored:
     """uids, logits and targets of ``shard``'s rows of each split (one process: all of them), in table order.
 
     With a frozen backbone the rows are read from the feature cache (``cached``, or built here); with
-    ``--adapt_bn`` a process scores whole adaptation groups (each adapted on all of its clips)."""
+    ``--adapt_bn`` a process scores whole adaptation groups (each adapted on all of its clips, in batches of
+    ``adapt_batch_size``: the run's training batch size, default the config's)."""
     padding, inputs = model.backbone.padding, input_spec(config)
     adapt = config.train.adapt_bn
     if adapt != OFF:
@@ -167,8 +170,8 @@ def score_splits(model: Classifier, config: RunConfig, prepared: PreparedData, s
             groups = adaptation_groups(table, adapt, split)
             mine = groups[shard.rows(len(groups))]
             if mine:
-                scored[split] = _in_table_order(table, *_adapted_predictions(model, config, table, targets[split],
-                                                                             mine, check))
+                scored[split] = _in_table_order(table, *_adapted_predictions(
+                    model, config, table, targets[split], mine, adapt_batch_size or config.train.batch_size, check))
             continue
         if table.empty:
             continue  # more processes than rows: this one has none of this split
@@ -269,6 +272,7 @@ def evaluate_run(run: str, data_split_root: str, exp_dir: str | None = None, on_
     with together(shard):
         config, model = load_run(run)
         config.runtime = runtime
+        trained_batch_size = config.train.batch_size  # --adapt_bn's batches: those the run trained in
         override_scoring(config, data, batch_size, num_workers, on_error)
         if adapt_bn is not None:
             config.train.adapt_bn = adapt_bn
@@ -283,7 +287,8 @@ def evaluate_run(run: str, data_split_root: str, exp_dir: str | None = None, on_
         section = prepared.name_one_table(data_split_root)
         splits = list(prepared.tables)
         with gathered_parts(shard, out_dir, lambda path: _write_scores(
-                path, prepared, score_splits(model, config, prepared, splits, shard=shard))) as parts:
+                path, prepared, score_splits(model, config, prepared, splits, shard=shard,
+                                             adapt_batch_size=trained_batch_size))) as parts:
             if not shard.writes:
                 return {}  # rank 0 writes the scores of every process
             scored = _read_scores(parts)

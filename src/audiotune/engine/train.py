@@ -179,7 +179,7 @@ def validation_adaptation(config: RunConfig, prepared: PreparedData) -> dict:
     on_device = features_on_device(config, inputs)
     adapt_groups = [(name, adaptation_loader(config, make_dataset(config, inputs, table.iloc[rows], targets[rows],
                                                                   on_device=on_device),
-                                             device=device)) for name, rows in groups]
+                                             config.train.batch_size, device=device)) for name, rows in groups]
     uid_groups = None
     if config.train.adapt_bn != WHOLE_SPLIT:
         uid_groups = {str(uid): str(name) for name, rows in groups for uid in table.index[rows]}
