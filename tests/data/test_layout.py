@@ -55,3 +55,16 @@ def test_a_table_separated_otherwise_is_named_as_such(tmp_path: Path, separator:
         read_table(table)
     with pytest.raises(DataError, match=said):
         segment_csv(table, tmp_path / "s.csv", before=0.1, after=0.1)
+
+
+def test_a_rate_written_as_text_is_read_or_named_with_its_file(tmp_path: Path) -> None:
+    """A sample_rate_hz of "16000" is the rate; "16 kHz" stopped the command with a bare float() error (no file),
+    and `table` wrote no rate for either, so a file of another rate went unchecked."""
+    lake = tmp_path / "lake"
+    write_metadata_lake(lake, [{"uid": "r1", "subject": "s1", "task": "T", "sample_rate_hz": "8000", "features": []}])
+    assert resolve_uid("r1", str(lake))[1] == 8000
+    assert build_table(lake, tmp_path / "all.csv")[0].loc["r1", "expected_rate"] == 8000
+    record = json.loads((lake / "r1" / METADATA_FILE).read_text())
+    (lake / "r1" / METADATA_FILE).write_text(json.dumps({**record, "sample_rate_hz": "16 kHz"}))
+    with pytest.raises(DataError, match=rf"r1/{METADATA_FILE}: sample_rate_hz '16 kHz' is not a number"):
+        resolve_uid("r1", str(lake))

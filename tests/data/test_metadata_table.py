@@ -89,6 +89,8 @@ def test_distortions_are_derived_after_edit_feats(tmp_path: Path) -> None:
     ({"uid": "r1", "subject": "s", "task": "T", "features": [{"name": "x", "score": "high"}]}, "'high', not a number"),
     ({"uid": "r1", "subject": "s", "task": "T", "features": [{"name": "subject", "score": 1}]}, "clash"),
     ({"uid": "r1", "subject": "s", "task": "T", "encoding": "MP3", "features": []}, "no waveform.mp3 beside it"),
+    ({"uid": "r1", "subject": "s", "task": "T", "sample_rate_hz": "16 kHz", "features": []},
+     "sample_rate_hz '16 kHz' is not a number of samples per second"),  # was left unchecked
 ])
 def test_a_bad_metadata_file_is_named_or_skipped_and_listed(tmp_path: Path, record: dict, message: str) -> None:
     write_metadata_lake(tmp_path / "lake", [_record("r0", "s0", "Vowels", slow_rate=2)])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import posixpath
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -235,6 +236,22 @@ def _metadata(folder: Path | str) -> dict:
         raise DataError(f"{meta_path}: not valid JSON ({err})") from err
 
 
+def metadata_rate(meta: dict, where: str) -> float:
+    """The sample rate a uid folder's ``metadata.json`` (at ``where``) gives its audio (``sample_rate_hz``, or
+    ``sample_rate``): a number, or text that is one (``"16000"``); NaN without one. Anything else (``"16 kHz"``)
+    is an error naming the file: a rate that cannot be checked would let audio of another rate through."""
+    rate = meta.get("sample_rate_hz", meta.get("sample_rate"))
+    if rate is None:
+        return float("nan")
+    try:
+        value = float(rate) if not isinstance(rate, bool) else float("nan")
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not math.isfinite(value) or value <= 0:
+        raise DataError(f"{where}: sample_rate_hz {rate!r} is not a number of samples per second (e.g. 16000)")
+    return value
+
+
 def waveform_name(meta: dict, listing: Callable[[], Iterable[str]], where: str) -> str:
     """The name of a uid folder's audio file: ``waveform.EXT``, EXT from the ``encoding`` of its metadata
     (:data:`ENCODING_EXTENSIONS`); without one, the first audio file (:data:`AUDIO_EXTENSIONS`) named ``waveform.*``
@@ -268,8 +285,7 @@ def resolve_uid(uid: str, prefix: str, study: str = "") -> tuple[str, float]:
     meta = _metadata(folder)
     audio = storage.join(folder, waveform_name(meta, lambda: storage.listdir(folder),
                                                      storage.join(folder, METADATA_FILE)))
-    rate = meta.get("sample_rate_hz", meta.get("sample_rate"))
-    return str(audio), float(rate) if rate is not None else float("nan")
+    return str(audio), metadata_rate(meta, storage.join(folder, METADATA_FILE))
 
 
 def attach_paths(table: pd.DataFrame, prefix: str, study: str = "", split: str = "",

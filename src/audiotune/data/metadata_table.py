@@ -26,7 +26,7 @@ from audiotune.config.sections import RAISE
 from audiotune.data.audio import EXPECTED_RATE
 from audiotune.data.errors import DataError, refuse_unless_skipped
 from audiotune.data.labels import DISTORTION_PARTS, DISTORTIONS
-from audiotune.data.layout import METADATA_FILE, SUBJECT, waveform_name
+from audiotune.data.layout import METADATA_FILE, SUBJECT, metadata_rate, waveform_name
 from audiotune.outputs import check_output_path, skip_list, write_csv, write_skip_list
 
 IDENTIFIERS = (SUBJECT, "task")
@@ -69,6 +69,7 @@ def metadata_row(meta: Any, source: str, files: set[str]) -> dict[str, Any]:
     missing = [key for key in (*IDENTIFIERS, "features") if meta.get(key) in (None, "")]
     if missing:
         raise DataError(f"{source}: no {', '.join(repr(k) for k in missing)}")
+    rate = metadata_rate(meta, source)
     features = _scores(meta["features"], "features", source)
     diag = _scores(meta.get("diag", []), "diag", source)
     clash = sorted((set(features) & set(diag)) | ((set(features) | set(diag)) & set(RESERVED)))
@@ -76,8 +77,7 @@ def metadata_row(meta: Any, source: str, files: set[str]) -> dict[str, Any]:
         raise DataError(f"{source}: score name(s) {clash} clash with a diag/feature name or a table column")
     row: dict[str, Any] = {"uid": uid, "path": _waveform(folder, meta, files, source),
                            SUBJECT: str(meta[SUBJECT]), "task": str(meta["task"])}
-    rate = meta.get("sample_rate_hz", meta.get("sample_rate"))
-    row[EXPECTED_RATE] = float(rate) if isinstance(rate, (int, float)) and not isinstance(rate, bool) else np.nan
+    row[EXPECTED_RATE] = rate
     return {**row, **diag, **features}
 
 
