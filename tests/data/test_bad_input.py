@@ -11,7 +11,7 @@ import soundfile as sf
 from conftest import SMALL_ECAPA, tone
 
 from audiotune.cli import main
-from audiotune.data.audio import AudioError, AudioSpec, load_clip
+from audiotune.data.audio import AudioError, AudioSpec, check_clip, load_clip
 from audiotune.data.checked_audio import scan_audio
 from audiotune.data.errors import DataError
 from audiotune.data.labels import encode_targets, infer_heads, read_label_file
@@ -75,6 +75,17 @@ def test_all_zero_audio(tmp_path: Path) -> None:
     sf.write(path, np.zeros((800, 2), dtype=np.float32), 8000)
     with pytest.raises(AudioError, match="silent.wav: audio is all zeros"):
         load_clip(str(path), AudioSpec())
+
+
+def test_channels_that_cancel_in_the_mean_the_model_reads_are_silence(tmp_path: Path) -> None:
+    """A stereo file whose channels are each other's negative was checked channel by channel and scored as a
+    clip, though the model read its mean: all zeros."""
+    path = tmp_path / "antiphase.wav"
+    signal = tone(300, 0.3, 8000)
+    sf.write(path, np.stack([signal, -signal], axis=1), 8000, subtype="FLOAT")
+    with pytest.raises(AudioError, match="audio is all zeros"):
+        check_clip(path, AudioSpec())
+    assert check_clip(path, AudioSpec(channel_mode="maxabs")) > 0  # the louder channel is not silent
 
 
 def test_float_samples_far_above_full_scale_are_not_audio(tmp_path: Path) -> None:
@@ -180,6 +191,17 @@ def test_scan_lists_every_bad_file(tmp_path: Path) -> None:
     assert kept.index.tolist() == ["g"] and kept["num_samples"].tolist() == [3200]
     assert failures["uid"].tolist() == ["s", "m"] and (failures["split"] == "train").all()
     assert "all zeros" in failures["reason"][0] and "file not found" in failures["reason"][1]
+
+
+def test_a_bad_segment_cell_is_named_by_its_file_and_row(tmp_path: Path) -> None:
+    """An offset that is not a number said only "offset 'abc': not a number of seconds", naming no file or row."""
+    good = tmp_path / "good.wav"
+    sf.write(good, tone(300, 0.5, 8000), 8000)
+    table = pd.DataFrame({"path": [str(good)] * 2, "offset": ["0", "abc"], "duration": ["0.2", "0.2"],
+                          "expected_rate": np.nan}, index=pd.Index(["fine", "typo"], name="uid"))
+    kept, failures = scan_audio(table, AudioSpec(), "test")
+    assert kept.index.tolist() == ["fine"]
+    assert failures["reason"].tolist() == [f"{good} (uid typo): offset 'abc': not a number of seconds"]
 
 
 # ---------------------------------------------------------------- label files and targets

@@ -142,7 +142,12 @@ def check_rows(table: pd.DataFrame, spec: AudioSpec, split: str, min_samples: in
     def check(item: tuple[object, pd.Series]) -> tuple[int, dict | None]:
         uid, row = item
         try:
-            path, span, rate = row["path"], span_of(row), row.get(EXPECTED_RATE, float("nan"))
+            span = span_of(row)
+        except DataError as err:  # a cell of the table, not the audio: named by its row
+            return -1, {"uid": uid, "split": split, "path": row["path"], "reason": f"{row['path']} (uid {uid}): "
+                                                                                   f"{err}"}
+        try:
+            path, rate = row["path"], row.get(EXPECTED_RATE, float("nan"))
             length = record.length(path, span, rate) if record is not None else None
             if length is None:
                 length = check_clip(path, spec, rate, span)
