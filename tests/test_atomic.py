@@ -64,3 +64,30 @@ def test_the_first_file_of_a_set_to_take_its_place_takes_the_earlier_set_with_it
         with atomic_path(summary) as partial:
             partial.write_text("new")
     assert table.read_text() == summary.read_text() == "new" and not page.exists()
+
+
+def test_an_earlier_folder_left_aside_by_a_killed_writer_goes_with_the_next_write(tmp_path: Path, monkeypatch) -> None:
+    """A folder output replaces the earlier one by moving it aside first: a process killed between the two moves
+    left the earlier folder under a hidden name that nothing ever removed."""
+    import os
+
+    from audiotune import atomic
+
+    target = tmp_path / "encoder"
+    for _ in range(2):
+        with atomic.atomic_dir(target) as partial:
+            (partial / "weights").write_text("w")
+    real = os.replace
+
+    def killed_after_the_first(source, destination) -> None:  # noqa: ANN001
+        real(source, destination)
+        raise SystemExit  # stands for SIGKILL: the folder written aside stays as it is
+
+    monkeypatch.setattr(atomic.os, "replace", killed_after_the_first)
+    with pytest.raises(SystemExit), atomic.atomic_dir(target) as partial:
+        (partial / "weights").write_text("w")
+    monkeypatch.undo()
+    assert [entry.name.endswith(".old.partial") for entry in tmp_path.iterdir()] == [True]
+    with atomic.atomic_dir(target) as partial:
+        (partial / "weights").write_text("w")
+    assert [entry.name for entry in tmp_path.iterdir()] == ["encoder"]

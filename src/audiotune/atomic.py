@@ -60,7 +60,9 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
                 partials.give_usual_mode(file)  # as a file written in place (safetensors writes 0600)
         old = None
         if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            # named as a partial: left by a process killed before it went, the next writer of ``path`` removes it
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=f".old{partials.PARTIAL_SUFFIX}",
+                                        dir=path.parent))
             os.replace(path, old / path.name)
         os.replace(partial, path)
         if old is not None:

@@ -86,3 +86,25 @@ def test_a_pretraining_run_or_a_probe_folder_read_as_a_classifier_names_what_it_
     (probe / PROBE_SUMMARY_FILE).write_text("{}")
     with pytest.raises(FileNotFoundError, match="a probe folder keeps no classifier"):
         load_run(probe)
+
+
+def test_a_stopped_training_read_as_a_classifier_says_how_to_finish_it(tmp_path: Path) -> None:
+    """evaluate / extract of a run whose training was stopped said only "no trained weights"."""
+    from audiotune.config import RunConfig, save_config
+    from audiotune.config.sections import RESUME_HINT
+    from audiotune.models.checkpoint import load_run
+    from audiotune.outputs import CHECKPOINT_DIR, COMMAND_FILE, CONFIG_FILE, LAST_CHECKPOINT
+
+    run = tmp_path / "run"
+    run.mkdir()
+    save_config(RunConfig(), run / CONFIG_FILE)
+    with pytest.raises(FileNotFoundError, match=r"no trained weights in this run directory$"):
+        load_run(run)  # no record of a command: an incomplete copy, nothing more to say
+    (run / COMMAND_FILE).write_text("[]")
+    with pytest.raises(FileNotFoundError, match="stopped before its first checkpoint: train it again with --overwrite"):
+        load_run(run)
+    (run / CHECKPOINT_DIR).mkdir()
+    (run / CHECKPOINT_DIR / LAST_CHECKPOINT).write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match=f"stopped before it finished \\(checkpoints/last.ckpt\\): "
+                                                f"{RESUME_HINT}"):
+        load_run(run)

@@ -9,6 +9,7 @@ from safetensors.torch import save_file
 
 from audiotune.atomic import atomic_path
 from audiotune.config import MASK_EMBEDDING_KEPT_VERSION, WEIGHTED_STATES_VERSION, RunConfig, load_config
+from audiotune.config.sections import RESUME_HINT
 from audiotune.models.backbones import (
     SupportsExportConfig,
     SupportsFeatureEncoderFreeze,
@@ -20,8 +21,11 @@ from audiotune.models.backbones.hf_checkpoint import weights_loaded_next
 from audiotune.models.classifier import Classifier
 from audiotune.models.state_dict import load_safetensors
 from audiotune.outputs import (
+    CHECKPOINT_DIR,
+    COMMAND_FILE,
     CONFIG_FILE,
     ENCODER_DIR,
+    LAST_CHECKPOINT,
     METRICS_FILE,
     MODEL_FILE,
     PRETRAIN_OBJECTIVE,
@@ -127,7 +131,11 @@ def load_run(path: str | Path) -> tuple[RunConfig, Classifier]:
     weights = run_dir / MODEL_FILE
     _refuse_runs_without_a_classifier(run_dir, config)
     if not weights.is_file():
-        raise FileNotFoundError(f"{weights}: no trained weights in this run directory")
+        stopped = (f"; its training was stopped before it finished ({CHECKPOINT_DIR}/{LAST_CHECKPOINT}): "
+                   f"{RESUME_HINT}") if (run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT).is_file() else \
+            "; its training was stopped before its first checkpoint: train it again with --overwrite" \
+            if (run_dir / COMMAND_FILE).is_file() else ""
+        raise FileNotFoundError(f"{weights}: no trained weights in this run directory{stopped}")
     try:
         model = classifier_to_load(config)
     except ValueError as err:  # a value of the run's config the model cannot be built with: name the file
