@@ -18,7 +18,7 @@ from audiotune.data.errors import DataError
 from audiotune.data.features import kaldi_fbank
 from audiotune.data.labels import infer_heads
 from audiotune.data.layout import read_table, resolve_uid
-from audiotune.data.prepare import prepare_training_data
+from audiotune.data.prepare import prepare_training_data, split_overlaps
 from audiotune.data.splits import draw_validation
 from audiotune.models.backbones import input_spec
 
@@ -266,6 +266,25 @@ def test_allow_overlap_that_leaves_no_training_row_names_them(uid_dataset: dict,
     lines = str(caught.value).splitlines()
     assert lines[0].endswith(f"train.csv: none of its {len(train)} row(s) can be used ({len(train)} left out):")
     assert lines[1] == f"  {train['uid'][0]}: subject also in test ({split / 'test.csv'})"
+
+
+def test_one_file_under_another_uid_in_train_and_test_is_an_overlap() -> None:
+    """A training clip listed again in test under a new uid and subject was scored as unseen; segments of one
+    file at other offsets are other clips."""
+    def table(rows: list[tuple[str, str, str, float]], source: str) -> pd.DataFrame:
+        frame = pd.DataFrame(rows, columns=["uid", "path", "subject", "offset"]).set_index("uid")
+        frame.attrs["source"] = source
+        return frame
+
+    train = table([("a", "/x/a.wav", "s1", np.nan), ("b", "/x/b.wav", "s1", 0.5), ("c", "/x/b.wav", "s1", 1.5)],
+                  "train.csv")
+    test = table([("a_again", "/x/a.wav", "s2", np.nan), ("b_later", "/x/b.wav", "s2", 3.0),
+                  ("b_same", "/x/b.wav", "s2", 1.50)], "test.csv")
+    with pytest.raises(DataError, match=re.escape("2 clip(s) of test.csv also in train.csv under another uid: "
+                                                  "['/x/a.wav', '/x/b.wav']")):
+        split_overlaps({"train": train, "test": test}, allow=False)
+    kept, dropped = split_overlaps({"train": train, "test": test}, allow=True)
+    assert kept.index.tolist() == ["b"] and dropped["reason"].tolist() == ["clip also in test (test.csv)"] * 2
 
 
 def test_train_and_test_sharing_a_clip_is_an_error(uid_dataset: dict, tmp_path: Path) -> None:

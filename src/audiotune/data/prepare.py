@@ -12,7 +12,7 @@ import pandas as pd
 
 from audiotune import storage
 from audiotune.config import HeadSpec, RunConfig, TrainConfig, option_default
-from audiotune.data.audio import AudioSpec, file_rate
+from audiotune.data.audio import SEGMENT_COLUMNS, SPAN_COLUMNS, AudioSpec, file_rate
 from audiotune.data.balance import training_share
 from audiotune.data.checked_audio import CheckRecord, scan_audio
 from audiotune.data.errors import DataError, listing, refuse_unless_skipped
@@ -190,8 +190,21 @@ def _subjects(table: pd.DataFrame) -> set[str]:
     return {str(s) for s in table[SUBJECT].dropna()}
 
 
+def _clip_keys(table: pd.DataFrame) -> pd.Series:
+    """Each row's clip: its file and the span of it that the row reads (empty without a ``path`` column)."""
+    if "path" not in table.columns:
+        return pd.Series("", index=table.index, dtype=object)
+    keys = table["path"].astype(str)
+    for column in SPAN_COLUMNS:
+        values = table[column] if column in table.columns else pd.Series(np.nan, index=table.index)
+        numbers = pd.to_numeric(values, errors="coerce") if column in SEGMENT_COLUMNS else values
+        keys = keys + "|" + numbers.map(lambda v: "" if pd.isna(v) else repr(v) if isinstance(v, float) else str(v))
+    return keys
+
+
 def split_overlaps(tables: dict[str, pd.DataFrame], allow: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Check that validation and test share no subject and no uid with train (nor uids with each other).
+    """Check that validation and test share no subject, no uid and no clip (one file's span under another uid)
+    with train (nor uids with each other).
 
     Returns the training table and the training rows left out. An overlap is an error naming the shared
     subjects/uids; with ``allow`` the shared training rows are left out and returned, each with its reason.
@@ -215,6 +228,14 @@ def split_overlaps(tables: dict[str, pd.DataFrame], allow: bool) -> tuple[pd.Dat
                             f"{shared_uids[:5]}{' ...' if len(shared_uids) > 5 else ''}")
             hit = pd.Series(train.index.astype(str), index=train.index).isin(shared_uids) & (reasons == "")
             reasons[hit.to_numpy()] = f"uid also in {name} ({source[name]})"
+        train_clips, clips = _clip_keys(train), _clip_keys(tables[name])
+        shared_clips = sorted((set(train_clips) & set(clips)) - {""})
+        if shared_clips:  # one file (and span) under two uids
+            named = [path.split("|")[0] for path in shared_clips[:3]]
+            problems.append(f"{len(shared_clips)} clip(s) of {source[name]} also in {source['train']} under "
+                            f"another uid: {named}{' ...' if len(shared_clips) > 3 else ''}")
+            hit = train_clips.isin(shared_clips) & (reasons == "")
+            reasons[hit.to_numpy()] = f"clip also in {name} ({source[name]})"
     if "val" in tables and "test" in tables:
         shared = sorted(set(map(str, tables["val"].index)) & set(map(str, tables["test"].index)))
         if shared:
