@@ -53,6 +53,9 @@ def test_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "nowhere.wav"
     with pytest.raises(AudioError, match="nowhere.wav: file not found"):
         load_clip(str(path), AudioSpec())
+    path.mkdir()  # a folder named as audio is there, but is not a file
+    with pytest.raises(AudioError, match="nowhere.wav: a folder, not an audio file"):
+        load_clip(str(path), AudioSpec())
 
 
 @pytest.mark.parametrize("content", [b"this is not audio" * 50, b""], ids=["garbage", "zero-bytes"])
@@ -75,6 +78,16 @@ def test_all_zero_audio(tmp_path: Path) -> None:
     sf.write(path, np.zeros((800, 2), dtype=np.float32), 8000)
     with pytest.raises(AudioError, match="silent.wav: audio is all zeros"):
         load_clip(str(path), AudioSpec())
+
+
+def test_a_clip_silent_where_the_crop_reads_says_so(tmp_path: Path) -> None:
+    """Two silent seconds before speech, cropped to one: "audio is all zeros" named a file that is not."""
+    path = tmp_path / "late.wav"
+    sf.write(path, np.concatenate([np.zeros(16000, dtype=np.float32), tone(300, 0.5, 8000)]), 8000)
+    with pytest.raises(AudioError, match=r"late.wav: audio is all zeros in its first [\d.]+ s, all the "
+                                         r"--clip_length crop reads"):
+        check_clip(str(path), AudioSpec(resample_rate=8000, clip_length=1.0))
+    assert check_clip(str(path), AudioSpec(resample_rate=8000, clip_length=0)) == 20000
 
 
 def test_channels_that_cancel_in_the_mean_the_model_reads_are_silence(tmp_path: Path) -> None:

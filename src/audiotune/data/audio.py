@@ -132,7 +132,8 @@ def open_audio(path: str) -> Iterator[sf.SoundFile]:
             handle = stack.enter_context(sf.SoundFile(source))
         except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
             if not storage.is_remote(path) and not os.path.isfile(path):  # soundfile says only "System error"
-                raise AudioError(f"{path}: file not found") from None
+                missing = "a folder, not an audio file" if os.path.isdir(path) else "file not found"
+                raise AudioError(f"{path}: {missing}") from None
             raise AudioError(f"{path}: cannot decode audio ({err})") from err
         _check_length(path, handle)
         yield handle
@@ -387,6 +388,7 @@ def check_clip(path: str, spec: AudioSpec, expected_rate: float = float("nan"), 
     if read == 0:
         raise AudioError(f"{path}: empty audio (0 samples)")
     if not nonzero:
-        raise AudioError(f"{path}: audio is all zeros{span.where}")
+        cropped = f" in its first {read / rate:g} s, all the --clip_length crop reads" if read < stop - start else ""
+        raise AudioError(f"{path}: audio is all zeros{span.where}{cropped}")
     # the length comes from the span, not from what the crop needed to read
     return prepared_length(stop - start if read == wanted else read, rate, spec, len(channels))
