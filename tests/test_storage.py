@@ -312,3 +312,18 @@ def test_a_remote_path_holding_a_placeholder_is_left_for_its_command_to_fill_in_
     assert local_inputs(f"gs://{BUCKET}/enc_{{fold}}", Role.INPUT) == f"gs://{BUCKET}/enc_{{fold}}"  # no such object
     copied = Path(local_inputs(f"gs://{BUCKET}/enc_fold_1", Role.INPUT))
     assert (copied / "config.json").read_bytes() == b"{}"
+
+
+def test_a_table_cell_is_made_absolute_by_name_keeping_links(tmp_path: Path) -> None:
+    """A relative cell was resolved through links: two takes linked to one blob became one file (duplicate segment
+    uids), and messages named a file the table does not."""
+    (tmp_path / "blobs").mkdir()
+    (tmp_path / "blobs" / "3f2a").write_bytes(b"")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "take1.wav").symlink_to("../blobs/3f2a")
+    assert storage.resolve("take1.wav", tmp_path / "data") == str(tmp_path / "data" / "take1.wav")
+    assert storage.resolve("../data/./take1.wav", tmp_path / "data") == str(tmp_path / "data" / "take1.wav")
+    assert storage.resolve("/elsewhere/x.wav", tmp_path) == "/elsewhere/x.wav"
+    assert [storage.relative_to(tmp_path / "data")(path) for path in (str(tmp_path / "blobs" / "3f2a"),
+                                                                      "gs://b/x.wav")] == ["../blobs/3f2a",
+                                                                                           "gs://b/x.wav"]

@@ -28,6 +28,7 @@ import json
 import os
 import posixpath
 import re
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
@@ -195,8 +196,9 @@ def resolve(value: str, base: str | Path) -> str:
             return value  # an absolute local path in a remote table stays local
         scheme, rest = str(base).rstrip("/").split("://", 1)
         return f"{scheme}://{posixpath.normpath(posixpath.join(rest, value))}"
-    candidate = Path(value)
-    return str(candidate if candidate.is_absolute() else (Path(base) / candidate).resolve())
+    # ``..`` taken out by name, links kept: a link's name is the row's file (its uid, its messages), and no
+    # row pays a walk of the file system
+    return value if os.path.isabs(value) else os.path.abspath(os.path.join(base, value))
 
 
 def isfile(path: str | Path) -> bool:
@@ -404,12 +406,23 @@ def final_path(path: str | Path) -> str:
 def relative(path: str, folder: str | Path) -> str:
     """``path`` written relative to ``folder`` when both are in one place (one local disk, one bucket), so
     data and tables move together; otherwise ``path`` unchanged."""
+    return relative_to(folder)(path)
+
+
+def relative_to(folder: str | Path) -> Callable[[str], str]:
+    """:func:`relative` for many paths and one ``folder``, whose place (:func:`final_place`: a walk up its parents)
+    is found once."""
     place = final_place(folder) if not is_remote(folder) else str(folder)
-    if is_remote(path) != is_remote(place):
-        return path
-    if not is_remote(path):
-        return os.path.relpath(path, place)
-    (scheme, rest), (place_scheme, place_rest) = path.split("://", 1), place.rstrip("/").split("://", 1)
-    if scheme != place_scheme or rest.split("/", 1)[0] != place_rest.split("/", 1)[0]:
-        return path
-    return posixpath.relpath(rest, place_rest)
+    place_scheme, place_rest = place.rstrip("/").split("://", 1) if is_remote(place) else ("", place)
+
+    def written(path: str) -> str:
+        if is_remote(path) != is_remote(place):
+            return path
+        if not is_remote(path):
+            return os.path.relpath(path, place)
+        scheme, rest = path.split("://", 1)
+        if scheme != place_scheme or rest.split("/", 1)[0] != place_rest.split("/", 1)[0]:
+            return path
+        return posixpath.relpath(rest, place_rest)
+
+    return written

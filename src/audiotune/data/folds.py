@@ -242,7 +242,7 @@ def build_folds(source: str, options: FoldOptions, seed: int = 0, val_size: int 
 def fold_csv(table: pd.DataFrame, out_dir: Path) -> bytes:
     """One split table as CSV bytes, with ``path`` relative to ``out_dir`` so data and folds move together."""
     if "path" in table.columns:
-        table = table.assign(path=[storage.relative(p, out_dir) for p in table["path"]])
+        table = table.assign(path=list(map(storage.relative_to(out_dir), table["path"])))
     buffer = io.StringIO()
     table.to_csv(buffer, index_label="uid")
     return buffer.getvalue().encode()

@@ -71,10 +71,11 @@ def build_manifest(root: str | Path, out_csv: str | Path, pattern: str | None = 
         raise DataError(f"--folder_label {folder_label} and --pattern {pattern!r} would both fill column "
                         f"{folder_label!r}; name one of them otherwise")
     rows, skipped = [], []
-    relatives = [Path(storage.relative(file, root)).as_posix() for file in files]
+    relatives = [Path(name).as_posix() for name in map(storage.relative_to(root), files)]
+    written = storage.relative_to(out_csv.parent)
     for file, relative_name, uid in zip(files, relatives, file_uids(relatives, root)):
         relative = Path(relative_name)
-        row: dict[str, str] = {"uid": uid, "path": storage.relative(file, out_csv.parent)}
+        row: dict[str, str] = {"uid": uid, "path": written(file)}
         if regex is not None:
             match = regex.fullmatch(relative.name)
             if match is None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -49,16 +50,34 @@ def _scores(entries: Any, key: str, source: str) -> dict[str, float]:
     return scores
 
 
-def _waveform(folder: str, meta: dict, files: set[str], source: str) -> str:
+class RootFiles:
+    """Every file under a root (listed once): whether a path is one, and a folder's file names (grouped by folder
+    once, when first asked: one pass, not one per folder)."""
+
+    def __init__(self, files: Iterable[str]) -> None:
+        self.files = set(files)
+        self._by_folder: dict[str, list[str]] | None = None
+
+    def __contains__(self, path: object) -> bool:
+        return path in self.files
+
+    def names_in(self, folder: str) -> list[str]:
+        if self._by_folder is None:
+            self._by_folder = {}
+            for path in self.files:
+                self._by_folder.setdefault(storage.parent(path), []).append(storage.name(path))
+        return self._by_folder.get(folder, [])
+
+
+def _waveform(folder: str, meta: dict, files: RootFiles, source: str) -> str:
     """The waveform file of a uid folder (:func:`~audiotune.data.layout.waveform_name`), from the root's listing."""
-    path = storage.join(folder, waveform_name(
-        meta, lambda: [storage.name(f) for f in files if storage.parent(f) == folder], source))
+    path = storage.join(folder, waveform_name(meta, lambda: files.names_in(folder), source))
     if path not in files:
         raise DataError(f"{source}: no {storage.name(path)} beside it (the file its 'encoding' names)")
     return path
 
 
-def metadata_row(meta: Any, source: str, files: set[str]) -> dict[str, Any]:
+def metadata_row(meta: Any, source: str, files: RootFiles) -> dict[str, Any]:
     """The table row of one metadata.json (``source``: its path; ``files``: every file under the root)."""
     if not isinstance(meta, dict):
         raise DataError(f"{source}: not a JSON object")
@@ -117,8 +136,8 @@ def build_table(root: str | Path, out_csv: str | Path, edit_feats: bool = False,
     out_csv = check_output_path(Path(out_csv).resolve())
     if not storage.isdir(root):
         raise DataError(f"{root}: folder not found")
-    files = set(storage.find(root))
-    sources = sorted((f for f in files if storage.name(f) == METADATA_FILE), key=lambda p: p.split("/"))
+    files = RootFiles(storage.find(root))
+    sources = sorted((f for f in files.files if storage.name(f) == METADATA_FILE), key=lambda p: p.split("/"))
     if not sources:
         raise DataError(f"{root}: no {METADATA_FILE} in any folder under it (layout: UID/{METADATA_FILE})")
     rows, skipped = [], []
@@ -144,7 +163,7 @@ def build_table(root: str | Path, out_csv: str | Path, edit_feats: bool = False,
     if edit_feats:
         table = binarize_scores(table, scores, sources_of)
     table = derive_distortions(table)
-    table["path"] = [storage.relative(p, out_csv.parent) for p in table["path"]]
+    table["path"] = list(map(storage.relative_to(out_csv.parent), table["path"]))
     if table[EXPECTED_RATE].isna().all():
         table = table.drop(columns=EXPECTED_RATE)
     write_csv(table, out_csv, index_label="uid")

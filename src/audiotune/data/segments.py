@@ -194,6 +194,7 @@ def event_segments(events: pd.DataFrame, before: float, after: float, source: st
         table = table.rename(columns={"uid": "source_uid"})  # kept: it is data, just not a unique key
     carried = [c for c in table.columns if c not in ("uid", "path")]
     lengths, rows, skipped, problems = _Lengths(storage.parent(source)), [], [], []
+    written = storage.relative_to(out_dir)
     for index, row in enumerate(table.to_dict("records")):
         try:
             time = float(row["time"])
@@ -211,7 +212,7 @@ def event_segments(events: pd.DataFrame, before: float, after: float, source: st
                             DURATION: math.nan, "reason": why.removeprefix(f"{audio}: ")})
             continue
         offset, duration, reason = event_span(time, before, after, length)
-        relative = storage.relative(audio, out_dir)
+        relative = written(audio)
         if reason:
             skipped.append({"line": line(index), **row, "path": str(audio), OFFSET: offset, DURATION: duration,
                             "reason": f"segment {reason}"})
@@ -243,13 +244,14 @@ def window_segments(recordings: pd.DataFrame, window: float, hop: float, source:
                         "(the recording's uid, else its path)")
     carried, line = [c for c in recordings.columns if c not in ("uid", "path")], FileLines(source)
     lengths, rows, skipped, short = _Lengths(storage.parent(source)), [], [], 0
+    written = storage.relative_to(out_dir)
     for index, row in enumerate(recordings.to_dict("records")):
         audio, length = lengths.get(row["path"])
         if isinstance(length, str):  # the file is at fault: skippable
             skipped.append({**row, "line": line(index), "path": str(audio),
                             "reason": length.removeprefix(f"{audio}: ")})
             continue
-        relative = storage.relative(audio, out_dir)
+        relative = written(audio)
         recording = row.get("uid") or relative
         spans = window_spans(length, window, hop)
         short += int(length + TOLERANCE < window)

@@ -186,7 +186,7 @@ def write_split(parts: dict[str, pd.DataFrame], out_dir: str | Path) -> list[Pat
         for path in sorted(written, key=lambda path: path.stem != "train"):
             part = parts[path.stem]
             if "path" in part.columns:  # relative paths keep the data and its splits movable together
-                part = part.assign(path=[storage.relative(p, out_dir) for p in part["path"]])
+                part = part.assign(path=list(map(storage.relative_to(out_dir), part["path"])))
             part.to_csv(renamed.enter_context(atomic_path(path)), index_label="uid")
         for name in SPLITS:
             (out_dir / split_file(name)).unlink(missing_ok=True)
