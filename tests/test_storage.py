@@ -89,6 +89,22 @@ def test_an_object_read_by_range_that_grew_is_read_again_whole(gcs: Emulator) ->
         assert stream.read() == b"short"
 
 
+def test_an_object_replaced_by_a_shorter_one_is_read_whole_by_the_next_process(gcs: Emulator,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next process read a table replaced by a shorter one with the earlier one's tail after it: fsspec's block
+    file of the earlier object, whole, was read as it was (an evaluation of 10 rows scored 30)."""
+    fs = gcs.fs()
+    fs.pipe(f"{BUCKET}/t/table.csv", b"uid\n" + b"".join(b"row%d\n" % i for i in range(30)))
+    with storage.open_input(f"gs://{BUCKET}/t/table.csv") as stream:
+        assert stream.read().count(b"\n") == 31
+    fs.pipe(f"{BUCKET}/t/table.csv", b"uid\nrow0\n")
+    with storage.open_input(f"gs://{BUCKET}/t/table.csv") as stream:  # this process sees the change
+        assert stream.read() == b"uid\nrow0\n"
+    monkeypatch.setattr(storage, "_BLOCK_CACHES", {})  # another process: the block cache as it is on disk
+    with storage.open_input(f"gs://{BUCKET}/t/table.csv") as stream:
+        assert stream.read() == b"uid\nrow0\n"
+
+
 def test_a_local_copy_of_a_folder_loses_the_files_its_remote_folder_lost(gcs: Emulator) -> None:
     """A checkpoint rewritten in place as shards: the old single weights file must not stay in the copy (the
     loader would read it first); files kept, and their nested folders, stay."""
@@ -164,9 +180,17 @@ def test_train_evaluate_extract_in_a_bucket(gcs: Emulator, tmp_path: Path, capsy
     assert main(_train(run)) == 2
     assert "already holds a run" in capsys.readouterr().err
 
-    assert main(["evaluate", "--run", run, "-d", f"gs://{BUCKET}/data/split/test.csv"]) == 0
-    assert f"report: {run}/evaluate/report.html" in capsys.readouterr().err  # where it is, not where it was staged
+    for _ in range(2):  # the second replaces the first: its folder still names the bucket, not a staging folder
+        assert main(["evaluate", "--run", run, "-d", f"gs://{BUCKET}/data/split/test.csv"]) == 0
+        assert f"report: {run}/evaluate/report.html" in capsys.readouterr().err  # where it is, not where staged
     assert fs.isfile(f"{BUCKET}/runs/r1/evaluate/metrics.json")
+    # the run by its URL (another machine has no copy of it in its cache), the page titled by the folder's name
+    evaluation = json.loads(fs.cat_file(f"{BUCKET}/runs/r1/evaluate/evaluation.json"))
+    assert evaluation["run"] == run and "run_relative" not in evaluation
+    assert b"<h1>evaluation: evaluate</h1>" in fs.cat_file(f"{BUCKET}/runs/r1/evaluate/report.html")
+    assert main(["export", "--run", run, "-o", f"gs://{BUCKET}/deploy/m.onnx"]) == 0
+    assert f"onnx model: gs://{BUCKET}/deploy/m.onnx (" in capsys.readouterr().out
+    assert json.loads(fs.cat_file(f"{BUCKET}/deploy/m.onnx.json"))["run"] == run
     for report in ("runs/r1/report.html", "runs/r1/evaluate/report.html"):  # clips in the bucket: linked
         page = fs.cat_file(f"{BUCKET}/{report}")
         assert b"<audio controls" not in page and f'<a class="source" href="{gcs.url}/download/'.encode() in page
@@ -327,3 +351,29 @@ def test_a_table_cell_is_made_absolute_by_name_keeping_links(tmp_path: Path) -> 
     assert [storage.relative_to(tmp_path / "data")(path) for path in (str(tmp_path / "blobs" / "3f2a"),
                                                                       "gs://b/x.wav")] == ["../blobs/3f2a",
                                                                                            "gs://b/x.wav"]
+
+
+def test_a_resumed_run_sent_again_that_fails_leaves_none_of_its_earlier_markers(gcs: Emulator, tmp_path: Path,
+                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resumed run's upload (which replaces nothing) stopped after its checkpoints: the earlier config.yaml,
+    weights and metrics stayed beside them, and the folder read as a finished run of mixed epochs."""
+    from audiotune import uploads
+
+    fs = gcs.fs()
+    for name in ("config.yaml", "metrics.json", "model.safetensors", "checkpoints/last.ckpt"):
+        fs.pipe(f"{BUCKET}/runs/r/{name}", b"epoch 1")
+    local = tmp_path / "r"
+    (local / "checkpoints").mkdir(parents=True)
+    for name in ("config.yaml", "metrics.json", "model.safetensors", "checkpoints/last.ckpt"):
+        (local / name).write_text("epoch 2")
+    put_file = fs.put_file
+
+    def stopped_after_one(source, target, *args, **kwargs):  # noqa: ANN001, ANN202
+        if not target.endswith("last.ckpt"):
+            raise OSError("connection reset")
+        return put_file(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(fs, "put_file", stopped_after_one)
+    with pytest.raises(storage.StorageError, match="1 of 4 files sent"):
+        uploads.upload(local, f"gs://{BUCKET}/runs/r")
+    assert sorted(path.split("runs/r/")[1] for path in fs.find(f"{BUCKET}/runs/r")) == ["checkpoints/last.ckpt"]

@@ -300,6 +300,7 @@ def open_input(path: str | Path) -> IO[bytes]:
         _BLOCK_CACHES[key] = CachingFileSystem(fs=fs, cache_storage=blocks, check_files=True, same_names=False)
     cache = _BLOCK_CACHES[key]
     try:
+        _blocks_of_this_version(cache, fs, inner, Path(blocks))
         try:
             return cache.open(inner, "rb")
         except ValueError:  # a changed object grown past its earlier blocks' file (fsspec keeps that file's name)
@@ -309,6 +310,21 @@ def open_input(path: str | Path) -> IO[bytes]:
         raise
     except Exception as err:
         raise storage_error(url, "be opened", err) from err
+
+
+def _blocks_of_this_version(cache: Any, fs: Any, inner: str, blocks: Path) -> None:
+    """Drop the cached blocks of ``inner`` when the object changed since they were read: fsspec keeps a changed
+    object's block file under its name, and once that file is whole it is read as it is, so an object replaced by a
+    shorter one was read with the earlier one's tail (by every process after the one that saw the change)."""
+    version = _version(fs.info(inner))  # FileNotFoundError for a missing object, as opening it would raise
+    stamp = blocks / "versions" / hashlib.sha256(inner.encode()).hexdigest()
+    if stamp.is_file() and stamp.read_text() == version:
+        return
+    cache.pop_from_cache(inner)
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    with partials.partial_place(stamp) as partial:
+        partial.write_text(version)
+        os.replace(partial, stamp)
 
 
 def _local_place(url: str) -> Path:
