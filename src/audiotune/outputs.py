@@ -386,7 +386,8 @@ class OwnedRunDir:
         if self.writes:
             found = found_entries(self.path, command_history(self.path))
             for entry in self.path.iterdir() if self._clear else ():
-                if entry.name == LOCK_FILE or entry.name in found:
+                # the lock, and a staging folder's note of its remote place (what names the outputs' URLs)
+                if entry.name in (LOCK_FILE, storage.NOTE) or entry.name in found:
                     continue
                 if entry.is_dir() and not entry.is_symlink():
                     shutil.rmtree(entry)

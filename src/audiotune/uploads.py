@@ -60,7 +60,9 @@ def upload(local: str | Path, url: str, *, replace: bool = False, only_new: bool
     reads as one complete run. With ``only_new`` (a shared cache, whose entries never change), files the
     remote folder already holds at the same size are not sent again. On failure the error names ``url``,
     what was sent and the local copy. ``keep``: entries of the remote folder (names under ``url``) that
-    ``replace`` never deletes, with what they hold (what the folder held before any command wrote there).
+    ``replace`` never deletes, with what they hold (what the folder held before any command wrote there). Without
+    ``replace`` (a resumed run sent again), the earlier run markers the folder sends are deleted first: they are
+    sent last, so a failed upload leaves new files beside none of the earlier markers.
     """
     local = Path(local)
     fs, inner = filesystem(url)
@@ -78,6 +80,10 @@ def upload(local: str | Path, url: str, *, replace: bool = False, only_new: bool
             sizes = {path: info.get("size") for path, info in fs.find(inner, detail=True).items()}
             files = [f for f in files if sizes.get(f"{inner.rstrip('/')}/{f.relative_to(local).as_posix()}")
                      != f.stat().st_size]
+        markers = [f"{inner.rstrip('/')}/{f.relative_to(local).as_posix()}" for f in files if f.name in LAST]
+        earlier = [marker for marker in markers if fs.exists(marker)] if not replace and not only_new else []
+        if earlier:  # sent last: the earlier ones go first, so that a failed upload leaves none beside new files
+            fs.rm(earlier)
         if replace and fs.isdir(inner):
             root = inner.rstrip("/")
             kept = tuple(f"{root}/{name}" for name in keep)

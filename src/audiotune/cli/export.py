@@ -18,11 +18,12 @@ def arguments(parser: argparse.ArgumentParser, model: str | None) -> None:
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from audiotune.engine.export import export_run, sidecar_path
+    from audiotune.storage import final_path
 
     described = export_run(args.run, args.format, args.out)
     shapes = ", ".join(f"{o['name']} ({', '.join(map(str, o['shape']))})" for o in described["outputs"])
-    print(f"{args.format} model: {args.out} ({described['sample_rate']} Hz waveforms in; {shapes})")
-    print(f"description: {sidecar_path(args.out)}")
+    print(f"{args.format} model: {final_path(args.out)} ({described['sample_rate']} Hz waveforms in; {shapes})")
+    print(f"description: {final_path(sidecar_path(args.out))}")
 
 
 COMMAND = Command(

@@ -307,15 +307,16 @@ def evaluate_run(run: str, data_split_root: str, exp_dir: str | None = None, on_
 
 def _relative(run_dir: str | Path, out_dir: Path) -> dict[str, str]:
     """Where the run is seen from the evaluation folder (``run_relative``), for a local pair copied or moved
-    together; nothing for a run or folder in a bucket."""
-    if storage.is_remote(str(run_dir)) or storage.is_remote(str(out_dir)):
+    together; nothing for a run or folder in a bucket (or a local copy of one, or a folder on its way there)."""
+    if storage.is_remote(_absolute(run_dir)) or storage.is_remote(_absolute(out_dir)):
         return {}
     return {"run_relative": os.path.relpath(Path(run_dir).resolve(), out_dir.resolve())}
 
 
 def _absolute(path: str | Path) -> str:
-    """A local path made absolute (a report may be written from another folder); a URL as it is."""
-    return str(path) if storage.is_remote(str(path)) else str(Path(path).resolve())
+    """A local path made absolute (a report may be written from another folder), and named by its URL where it is
+    this machine's copy of a bucket's (:func:`~audiotune.storage.remote_name`); a URL as it is."""
+    return str(path) if storage.is_remote(str(path)) else storage.remote_name(str(Path(path).resolve()))
 
 
 SCORE_SCHEMA = pa.schema([("split", pa.string()), ("uid", pa.string()), ("logits", pa.list_(pa.float32())),

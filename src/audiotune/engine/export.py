@@ -370,7 +370,8 @@ def sidecar(config: RunConfig, inputs: InputSpec, run_dir: Path, out: Path, fmt:
     return {
         "format": fmt, "file": out.name, "audiotune_version": __version__, "torch_version": torch.__version__,
         "exporter": "torch.onnx.export (dynamo)" if fmt == "onnx" else "torch.jit.trace",
-        "opset": OPSET if fmt == "onnx" else None, "run": str(run_dir.resolve()), "model": config.model.model,
+        "opset": OPSET if fmt == "onnx" else None, "run": storage.remote_name(str(run_dir.resolve())),
+        "model": config.model.model,
         "inputs": [
             {"name": INPUT_NAMES[0], "dtype": "float32", "shape": ["batch", "samples"],
              "description": "mono waveforms at sample_rate, zero-padded to the longest clip of the batch"},

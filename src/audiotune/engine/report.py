@@ -99,7 +99,7 @@ def write_report(source: str | Path, out: str | Path | None = None, data_split_r
     elif (source / SWEEP_SUMMARY_FILE).is_file():
         _refuse_page_options(given, "of a sweep (each trial's run has its own page)")
         trials = source / SWEEP_TRIALS_TABLE
-        page = render_sweep(SweepReport(f"sweep: {source.resolve().name}", shown_place(source),
+        page = render_sweep(SweepReport(f"sweep: {shown_name(source)}", shown_place(source),
                                         _read_json(source / SWEEP_SUMMARY_FILE),
                                         pd.read_csv(trials) if trials.is_file() else None,
                                         [("this sweep", command_history(source))]))
@@ -131,6 +131,12 @@ def shown_place(source: Path) -> str:
     """The folder as the page names it: its remote URL when it is a local copy of a bucket's folder or a staging
     folder on its way there (the cache of the machine that drew the page is no place for a colleague)."""
     return storage.remote_name(str(source.resolve()))
+
+
+def shown_name(source: Path) -> str:
+    """The folder's name as the page's title gives it: its remote one, where the folder is a local copy of a
+    bucket's or a staging folder on its way there (whose own name is made up)."""
+    return storage.name(shown_place(source))
 
 
 def _refuse_page_options(given: dict[str, Any], page: str, takes: tuple[str, ...] = ()) -> None:
@@ -214,7 +220,7 @@ def read_experiment(source: Path, clips_per_class: int = CLIPS_PER_CLASS, clip_k
     """A cross-validation's summary, runs table, config and command lines, and the wrong clips over its folds."""
     runs = source / CV_RUNS_TABLE
     config = source / CV_CONFIG_FILE
-    report = ExperimentReport(title=f"cross-validation: {source.resolve().name}", source=shown_place(source),
+    report = ExperimentReport(title=f"cross-validation: {shown_name(source)}", source=shown_place(source),
                               summary=_read_json(source / CV_SUMMARY_FILE),
                               runs=pd.read_csv(runs) if runs.is_file() else None,
                               config_yaml=config.read_text() if config.is_file() else "",
@@ -393,7 +399,7 @@ def read_run(source: Path, data_split_root: str = "", group_by: str = "", clips_
     kept = selection.get("epoch") or (metrics.get(EPOCHS_RUN) if metrics.get("trained") else None) or \
         _best_loss_epoch(metrics)
     report = RunReport(
-        title=f"{'evaluation' if config_dir != source else 'run'}: {source.resolve().name}",
+        title=f"{'evaluation' if config_dir != source else 'run'}: {shown_name(source)}",
         source=shown_place(source), metrics=metrics, predictions=predictions,
         config_yaml=(config_dir / CONFIG_FILE).read_text() if config_dir else "",
         heads=[dataclasses.asdict(h) for h in config.heads] if config else [],
