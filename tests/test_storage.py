@@ -353,8 +353,8 @@ def test_a_table_cell_is_made_absolute_by_name_keeping_links(tmp_path: Path) -> 
                                                                                            "gs://b/x.wav"]
 
 
-def test_a_resumed_run_sent_again_that_fails_leaves_none_of_its_earlier_markers(gcs: Emulator, tmp_path: Path,
-                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_resumed_run_sent_again_that_fails_leaves_none_of_its_earlier_markers(
+        gcs: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A resumed run's upload (which replaces nothing) stopped after its checkpoints: the earlier config.yaml,
     weights and metrics stayed beside them, and the folder read as a finished run of mixed epochs."""
     from audiotune import uploads
