@@ -101,6 +101,7 @@ def test_an_object_replaced_by_a_shorter_one_is_read_whole_by_the_next_process(g
     with storage.open_input(f"gs://{BUCKET}/t/table.csv") as stream:  # this process sees the change
         assert stream.read() == b"uid\nrow0\n"
     monkeypatch.setattr(storage, "_BLOCK_CACHES", {})  # another process: the block cache as it is on disk
+    monkeypatch.setattr(storage, "_BLOCKS_CHECKED", set())
     with storage.open_input(f"gs://{BUCKET}/t/table.csv") as stream:
         assert stream.read() == b"uid\nrow0\n"
 

@@ -312,12 +312,18 @@ def open_input(path: str | Path) -> IO[bytes]:
         raise storage_error(url, "be opened", err) from err
 
 
+_BLOCKS_CHECKED: set[str] = set()  # the objects whose cached blocks this process found of their version
+
+
 def _blocks_of_this_version(cache: Any, fs: Any, inner: str, blocks: Path) -> None:
     """Drop the cached blocks of ``inner`` when the object changed since they were read: fsspec keeps a changed
     object's block file under its name, and once that file is whole it is read as it is, so an object replaced by a
     shorter one was read with the earlier one's tail (by every process after the one that saw the change)."""
+    if inner in _BLOCKS_CHECKED:  # once per process: later changes are seen by the cache's own check in it
+        return
     version = _version(fs.info(inner))  # FileNotFoundError for a missing object, as opening it would raise
     stamp = blocks / "versions" / hashlib.sha256(inner.encode()).hexdigest()
+    _BLOCKS_CHECKED.add(inner)
     if stamp.is_file() and stamp.read_text() == version:
         return
     cache.pop_from_cache(inner)

@@ -285,6 +285,9 @@ def test_one_file_under_another_uid_in_train_and_test_is_an_overlap() -> None:
         split_overlaps({"train": train, "test": test}, allow=False)
     kept, dropped = split_overlaps({"train": train, "test": test}, allow=True)
     assert kept.index.tolist() == ["b"] and dropped["reason"].tolist() == ["clip also in test (test.csv)"] * 2
+    # rows without a path have no clip: they are bad input, named as such later, not one shared clip
+    blank = table([("x", "", "s1", np.nan)], "train.csv"), table([("y", "", "s2", np.nan)], "test.csv")
+    assert split_overlaps({"train": blank[0], "test": blank[1]}, allow=False)[0].index.tolist() == ["x"]
 
 
 def test_train_and_test_sharing_a_clip_is_an_error(uid_dataset: dict, tmp_path: Path) -> None:

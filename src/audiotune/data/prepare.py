@@ -191,15 +191,16 @@ def _subjects(table: pd.DataFrame) -> set[str]:
 
 
 def _clip_keys(table: pd.DataFrame) -> pd.Series:
-    """Each row's clip: its file and the span of it that the row reads (empty without a ``path`` column)."""
+    """Each row's clip: its file and the span of it that the row reads (empty without a path)."""
     if "path" not in table.columns:
         return pd.Series("", index=table.index, dtype=object)
-    keys = table["path"].astype(str)
+    paths = table["path"].fillna("").astype(str)
+    keys = paths
     for column in SPAN_COLUMNS:
         values = table[column] if column in table.columns else pd.Series(np.nan, index=table.index)
         numbers = pd.to_numeric(values, errors="coerce") if column in SEGMENT_COLUMNS else values
         keys = keys + "|" + numbers.map(lambda v: "" if pd.isna(v) else repr(v) if isinstance(v, float) else str(v))
-    return keys
+    return keys.where(paths.str.strip() != "", "")  # a row without a path has no clip (it is named as bad input)
 
 
 def split_overlaps(tables: dict[str, pd.DataFrame], allow: bool) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -74,8 +74,8 @@ def attention_maps(run: str, audio: str, out_dir: str | None = None, accelerator
     written = []
     maps = [(f"layer {i + 1}", attention_layer_plot(i + 1), _received(a, prefix)) for i, a in enumerate(averaged)]
     maps.append(("rollout", ATTENTION_ROLLOUT_PLOT, _received(rollout(averaged), prefix)))
-    # one set: an earlier clip's (or model's) maps this one does not replace go once every new one is written,
-    # and a stopped command leaves neither set in part
+    # one set: an earlier clip's (or model's) maps this one does not replace go when the first new one takes its
+    # place (written_together), and a stopped command leaves neither set in part
     earlier = [path for path in out.iterdir() if is_attention_map(path.name)
                and path.name not in {name for _, name, _ in maps}]
     with written_together([*(out / name for _, name, _ in maps), *earlier]):
@@ -84,5 +84,5 @@ def attention_maps(run: str, audio: str, out_dir: str | None = None, accelerator
             written.append(plot_attention(shown, np.asarray(image), out / name, f"{Path(audio).name}: {title}",
                                           covered))
         for path in earlier:
-            path.unlink()
+            path.unlink(missing_ok=True)  # gone already, unless the maps were written otherwise than atomically
     return written
