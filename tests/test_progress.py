@@ -83,3 +83,22 @@ def test_a_pass_whose_sigterm_python_dropped_stops_before_its_next_step(dropped:
                     sigterm_dropped(dropped)
     assert done == [0, 1]
     assert list(track(range(3), "after", stream=io.StringIO())) == [0, 1, 2]  # the next pass starts afresh
+
+
+def test_each_line_is_one_write_with_its_newline() -> None:
+    """print wrote a line's text and its newline apart: an interruption raised between them (a signal handler)
+    left the line open, and the command's last line was written after it on the same line."""
+    class Writes(io.StringIO):
+        def __init__(self) -> None:
+            super().__init__()
+            self.writes: list[str] = []
+
+        def write(self, text: str) -> int:
+            self.writes.append(text)
+            return super().write(text)
+
+    stream = Writes()
+    with Progress(4, "train epoch 1", stream=stream) as progress:
+        for _ in range(4):
+            progress.update()
+    assert stream.writes and all(text.endswith("\n") and text.count("\n") == 1 for text in stream.writes)

@@ -84,7 +84,10 @@ class Progress:
         else:
             where = f"done ({self.count} {counted} in {_duration(elapsed)}, {rate:.3g} {units}/s"
         note = f", {self.note}" if self.note else ""
-        print(f"{self.label}: {where}{note})", file=self.stream, flush=True)
+        # one write, its newline in it: a stop raised between print's text and its newline (a signal handler's
+        # interruption) left the line open, and the command's last line was written after it on the same line
+        self.stream.write(f"{self.label}: {where}{note})\n")
+        self.stream.flush()
 
     def close(self, finished: bool = True) -> None:
         """End the pass: the bar is cleared, or the last plain line is written (``finished``; a pass cut short
