@@ -34,3 +34,39 @@ def test_partials_of_killed_writers_go_and_finished_files_get_the_usual_mode(tmp
     assert stat.S_IMODE((tmp_path / "plots").stat().st_mode) == 0o755
     assert sorted(p.name for p in tmp_path.iterdir()) == [".emb.parquet.w0rk1ng.partial", ".other.csv.x.partial",
                                                           "emb.parquet", "plots"]
+
+
+def test_a_crowded_folder_is_swept_of_every_abandoned_partial_once_per_process(tmp_path: Path,
+                                                                                monkeypatch) -> None:
+    """Entries of a cache are written one after another into one folder: its abandoned partials (of any entry) are
+    removed on the first write of this process, and the folder is not listed again for each later entry (which
+    made filling a cache of n entries cost n listings of up to n names)."""
+    import fcntl
+    import os
+
+    from audiotune import partials
+
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    abandoned = [folder / ".k1.safetensors.x.partial", folder / ".k2.safetensors.y.partial"]
+    for partial in abandoned:
+        partial.write_bytes(b"half")
+    live = folder / ".k3.safetensors.z.partial"
+    live.write_bytes(b"busy")
+    holder = os.open(live, os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    listed = []
+    iterdir = Path.iterdir
+    monkeypatch.setattr(Path, "iterdir", lambda self: listed.append(self) or iterdir(self))
+    monkeypatch.setattr(partials, "_SWEPT_FOLDERS", set())
+    try:
+        for k in range(5):
+            with partials.partial_place(folder / f"e{k}.safetensors", crowded=True) as partial:
+                partial.write_bytes(b"entry")
+                partial.replace(folder / f"e{k}.safetensors")
+    finally:
+        os.close(holder)
+    assert not any(partial.exists() for partial in abandoned) and live.exists()
+    assert listed == [folder]
+    assert sorted(p.name for p in folder.iterdir()) == [".k3.safetensors.z.partial",
+                                                        *(f"e{k}.safetensors" for k in range(5))]

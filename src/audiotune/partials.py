@@ -27,17 +27,28 @@ def give_usual_mode(path: str | Path, directory: bool = False) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
 
-def remove_abandoned_partials(target: Path) -> None:
+_SWEPT_FOLDERS: set[Path] = set()  # the crowded folders whose abandoned partials this process removed
+
+
+def remove_abandoned_partials(target: Path, crowded: bool = False) -> None:
     """Remove ``.TARGET.*.partial`` files and folders beside ``target`` whose writer is gone: a writer holds an
-    exclusive lock on its partial until it ends, so one that can be locked was left by a killed process."""
+    exclusive lock on its partial until it ends, so one that can be locked was left by a killed process.
+    ``crowded``: ``target`` is one of many entries of its folder (a cache), written one after another: every
+    abandoned partial of the folder is removed, once per process (listing the folder for each entry made filling it
+    quadratic in its entries)."""
     import fcntl
 
-    prefix = f".{target.name}."
+    folder = target.parent.absolute()
+    if crowded and folder in _SWEPT_FOLDERS:
+        return
+    prefix = "." if crowded else f".{target.name}."
     try:
-        entries = [entry for entry in target.parent.iterdir()
+        entries = [entry for entry in folder.iterdir()
                    if entry.name.startswith(prefix) and entry.name.endswith(PARTIAL_SUFFIX)]
     except OSError:
         return
+    if crowded:
+        _SWEPT_FOLDERS.add(folder)
     for entry in entries:
         try:
             handle = os.open(entry, os.O_RDONLY)
@@ -58,13 +69,14 @@ def remove_abandoned_partials(target: Path) -> None:
 
 
 @contextlib.contextmanager
-def partial_place(target: Path, directory: bool = False) -> Iterator[Path]:
+def partial_place(target: Path, directory: bool = False, crowded: bool = False) -> Iterator[Path]:
     """A new, locked ``.TARGET.XXXX.partial`` file (or folder) beside ``target``, given the usual mode; the caller
     renames it onto ``target`` when it is whole. Whatever is left of it at the end of the block is removed, and
-    partials of killed writers of ``target`` are removed first."""
+    partials of killed writers of ``target`` are removed first (``crowded``: of any entry of the folder, once per
+    process: :func:`remove_abandoned_partials`)."""
     import fcntl
 
-    remove_abandoned_partials(target)
+    remove_abandoned_partials(target, crowded)
     if directory:
         partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=PARTIAL_SUFFIX, dir=target.parent))
         handle = os.open(partial, os.O_RDONLY)

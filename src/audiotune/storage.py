@@ -328,7 +328,7 @@ def _blocks_of_this_version(cache: Any, fs: Any, inner: str, blocks: Path) -> No
         return
     cache.pop_from_cache(inner)
     stamp.parent.mkdir(parents=True, exist_ok=True)
-    with partials.partial_place(stamp) as partial:
+    with partials.partial_place(stamp, crowded=True) as partial:
         partial.write_text(version)
         os.replace(partial, stamp)
 

@@ -7,12 +7,10 @@ safetensors files, written aside and renamed into place.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
-import os
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +20,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
-from audiotune import storage
+from audiotune import partials, storage
 from audiotune.data.audio import AudioSpec, Span
 
 logger = logging.getLogger(__name__)
@@ -102,15 +100,14 @@ class AudioStore:
             except (OSError, SafetensorError, KeyError, TypeError, ValueError) as err:  # cut short, emptied, damaged
                 logger.warning("%s: a stored clip of %s that cannot be read (%s): prepared again", entry, path, err)
         clip, rate = prepare()
-        partial = entry.with_suffix(f".{os.getpid()}.partial")  # workers may write the same entry at once
-        try:
+        try:  # under a name of its own: workers may write the same entry at once
             self.folder.mkdir(parents=True, exist_ok=True)
             samples = np.ascontiguousarray(clip, dtype=np.float32)
-            save_file({"audio": samples}, str(partial), metadata={"rate": str(rate), CHECKSUM: _checksum(samples)})
-            partial.replace(entry)
+            with partials.partial_place(entry, crowded=True) as partial:
+                save_file({"audio": samples}, str(partial),
+                          metadata={"rate": str(rate), CHECKSUM: _checksum(samples)})
+                partial.replace(entry)
         except (OSError, SafetensorError) as err:  # a full disk, a quota, a read-only folder: served, not kept
-            with contextlib.suppress(OSError):
-                partial.unlink(missing_ok=True)
             if not self.unwritable:
                 logger.warning("%s: the audio store cannot keep prepared clips (%s); they are prepared again "
                                "every epoch", self.folder, err)

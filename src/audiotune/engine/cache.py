@@ -178,7 +178,7 @@ def write_entry(target: Path, states: torch.Tensor) -> None:
     processes filling one cache at once (DDP ranks, parallel runs) never write into each other's file; the
     same key holds the same states, so whichever rename lands last is right."""
     try:
-        with partials.partial_place(target) as partial:
+        with partials.partial_place(target, crowded=True) as partial:
             save_file({"pooled": states.contiguous()}, str(partial))
             os.replace(partial, target)
     except (OSError, SafetensorError) as err:  # a full disk, a quota, a read-only folder
