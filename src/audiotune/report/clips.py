@@ -47,7 +47,8 @@ def _distribution(rows: pd.DataFrame, head: dict, per_class: int) -> list[Clip]:
         part = wrong[wrong[true_column(name)] == truth]
         if part.empty:
             continue
-        chosen = np.array([row[scores[row[predicted_column(name)]]] for _, row in part.iterrows()])
+        given = part[predicted_column(name)].map({c: k for k, c in enumerate(scores)}).to_numpy(int)
+        chosen = part[list(scores.values())].to_numpy(float)[np.arange(len(part)), given]  # its given class's
         for k in np.argsort(-chosen, kind="stable")[:per_class]:
             row = part.iloc[k]
             predicted = str(row[predicted_column(name)])
