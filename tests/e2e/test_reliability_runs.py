@@ -451,6 +451,32 @@ def test_resume_with_changed_hyperparameters_needs_allow_changes_and_records_the
     assert yaml.safe_load((run / CONFIG_FILE).read_text())["train"]["learning_rate"] == 0.5
 
 
+def test_a_resume_on_data_of_other_classes_is_refused_with_allow_changes_too(tmp_path: Path, capsys) -> None:
+    """Data whose classes differ from the run's (pitch low/high renamed low/mid) would give the checkpoint's
+    outputs to other classes, a class both hold to another's output: refused, the run left as it was."""
+    ds = make_uid_dataset(tmp_path)
+    run = tmp_path / "run"
+    assert main(train_args(ds, run, "-e", "1")) == 0
+    def files() -> list:
+        return sorted((p.name, p.stat().st_mtime_ns) for p in run.rglob("*") if p.name != LOCK_FILE)
+
+    before = files()
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("train", "val", "test"):
+        table = pd.read_csv(ds["split"] / f"{name}.csv", dtype=str)
+        table["pitch"] = table["pitch"].replace({"high": "mid"})
+        table.to_csv(other / f"{name}.csv", index=False)
+    capsys.readouterr()
+    args = train_args(ds, run, "-e", "2", "--resume", "--allow_changes")
+    args[args.index(str(ds["split"]))] = str(other)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--resume with other heads than the run's (the run: pitch (categorical): pitch=high, pitch=low" in err
+    assert "this data and label file: pitch (categorical): pitch=low, pitch=mid" in err
+    assert files() == before
+
+
 @pytest.mark.slow
 def test_a_run_whose_config_holds_the_resolved_input_resumes_with_its_own_flags(tmp_path: Path) -> None:
     ds = make_uid_dataset(tmp_path)

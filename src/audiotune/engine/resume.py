@@ -87,6 +87,7 @@ def resumed_changes(exp_dir: Path, config: RunConfig, stages: frozenset[Stage] =
         changes = config_changes(earlier, config, RESUME_FREE)
     _refuse_past_the_cycle(exp_dir, earlier, config)
     _refuse_other_state(exp_dir, earlier, changes)
+    _refuse_other_outputs(exp_dir, earlier, config)
     if changes and not config.train.allow_changes:
         shown = "; ".join(f"{key.partition('.')[2] or key} {old!r} -> {new!r}" for key, (old, new) in changes.items())
         raise ValueError(f"{exp_dir}: --resume with options that differ from the run's {CONFIG_FILE} ({shown}); "
@@ -111,6 +112,21 @@ def _refuse_other_state(exp_dir: Path, earlier: RunConfig, changes: dict[str, li
         raise ValueError(f"{exp_dir}: --resume with {shown}: the run's checkpoint holds the state of its optimiser and "
                          "schedule as made, which a resumed run goes on with (--allow_changes too); resume with the "
                          "run's own, or train a new run")
+
+
+def _refuse_other_outputs(exp_dir: Path, earlier: RunConfig, config: RunConfig) -> None:
+    """Heads whose outputs stand for other classes or columns than the run's (data with other classes): an error
+    even with --allow_changes, since the checkpoint's outputs would go on under the names of others (a class both
+    hold taken for another's output)."""
+    def outputs(part: RunConfig) -> list[str]:
+        return [f"{head.name} ({head.kind}): {', '.join(head.output_names)}" for head in part.heads]
+
+    made, asked = outputs(earlier), outputs(config)
+    if made != asked:
+        raise ValueError(f"{exp_dir}: --resume with other heads than the run's (the run: {'; '.join(made)}; this "
+                         f"data and label file: {'; '.join(asked)}): the checkpoint's outputs are the run's, and would "
+                         "go on standing for other classes (--allow_changes too); resume on data with the run's "
+                         "classes, or train a new run")
 
 
 def _refuse_past_the_cycle(exp_dir: Path, earlier: RunConfig, config: RunConfig) -> None:
