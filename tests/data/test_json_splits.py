@@ -101,3 +101,41 @@ def test_the_early_ssast_split_format_is_named_with_what_to_write_instead(tmp_pa
     with pytest.raises(DataError, match=r"the early SSAST split format .* write it as a split CSV \(uid, then one "
                                         r"column per label, named as its label_df.csv's display_name"):
         read_json_split(path)
+
+
+def test_null_empty_and_na_values_labels_are_missing_as_in_a_csv_split(tmp_path: Path) -> None:
+    """A JSON split's label ``NA`` is read as missing with --na_values NA (as a CSV split's cell), ``null`` and an
+    empty name always; record entries too. Those rows then have no label (listed when left out), not a class NA."""
+    from audiotune.data.layout import read_splits
+
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"Train": {"a.wav": "ang", "b.wav": "NA", "c.wav": None, "d.wav": "",
+                                           "e.wav": {"wav": "e.wav", "label": "NA", "speaker": "NA"}},
+                                 "Test": {"f.wav": "sad"}}))
+    train = read_splits(split, na_values=["NA"])["train"]
+    assert train["label"].isna().tolist() == [False, True, True, True, True] and pd.isna(train.loc["e.wav", "speaker"])
+    assert read_splits(split)["train"]["label"].fillna("-").tolist() == ["ang", "NA", "-", "-", "NA"]
+
+
+def test_a_plain_label_in_a_file_of_votes_is_all_the_votes_for_its_class(tmp_path: Path) -> None:
+    """A file mixing vote distributions and plain labels: a plain label is a one-hot vote share (its row was
+    left out of the soft head as 'no target'), in every split, a class only plain labels name included."""
+    import numpy as np
+
+    from audiotune.data.json_splits import json_label_groups
+    from audiotune.data.labels import encode_targets, infer_heads
+    from audiotune.data.layout import read_splits
+
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"Train": {"a.wav": {"ang": 2, "sad": 1}, "b.wav": "ang", "c.wav": "hap",
+                                           "d.wav": {"sad": 3}},
+                                 "Test": {"e.wav": "sad", "f.wav": None}}))
+    tables = read_splits(split)
+    groups = json_label_groups(tables, str(split))
+    assert groups[0].columns == ["label=ang", "label=hap", "label=sad"] and groups[0].kind == "soft"
+    heads = infer_heads(groups, tables["train"])
+    train = encode_targets(tables["train"], heads)
+    np.testing.assert_allclose(train, [[2 / 3, 0, 1 / 3], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    test = encode_targets(tables["test"], heads)
+    np.testing.assert_allclose(test[0], [0, 0, 1])
+    assert np.isnan(test[1]).all()

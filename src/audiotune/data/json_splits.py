@@ -5,9 +5,11 @@ folder (``os.path.join(datadir, key)`` in the original recipe), extension includ
 
 - a class name or number (``"angry"``, ``3``): written to the label column (``label`` unless told otherwise);
 - a vote distribution (``{"angry": 2, "sad": 1}``): the label column gets the class with most votes (ties go
-  to the first class in sorted order), and one column ``LABEL=CLASS`` per class holds its vote share;
+  to the first class in sorted order), and one column ``LABEL=CLASS`` per class holds its vote share; in a file
+  with vote distributions a plain class name is all the votes for that class;
 - a record with a ``wav`` or ``path`` entry (``{"wav": "a/b.wav", "emotion": "sad", "speaker": "F1"}``): the
-  file is that path and every other entry becomes a column of the same name.
+  file is that path and every other entry becomes a column of the same name;
+- ``null``, an empty name or one of ``--na_values``: no label (as an empty cell of a CSV split).
 
 An empty ``Val`` (or a missing one) means the file has no validation split. Keys are matched without
 regard to case (``train``/``Train``); any other top-level key is an error naming the file.
@@ -16,9 +18,11 @@ from __future__ import annotations
 
 import json
 import numbers
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from audiotune import storage
@@ -34,16 +38,23 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def _entry_row(key: str, value: Any, label: str, audio_dir: str, where: str) -> dict[str, Any]:
-    """One table row (uid, path, label columns) from one utterance entry of a split."""
+def _value(item: Any, missing: frozenset[str]) -> Any:
+    """A label or record entry as a table cell: None where it is missing (``null``, or text in ``missing``)."""
+    return None if item is None or isinstance(item, str | numbers.Real) and str(item) in missing else item
+
+
+def _entry_row(key: str, value: Any, label: str, audio_dir: str, where: str, missing: frozenset[str]
+               ) -> dict[str, Any]:
+    """One table row (uid, path, label columns) from one utterance entry of a split; ``missing``: the texts read
+    as no value (the empty one and ``--na_values``)."""
     row: dict[str, Any] = {"uid": str(key)}
     file_name: str = str(key)
-    if isinstance(value, str) or _is_number(value):
-        row[label] = value
+    if value is None or isinstance(value, str) or _is_number(value):
+        row[label] = _value(value, missing)
     elif isinstance(value, dict) and any(name in value for name in PATH_KEYS):
         path_key = next(name for name in PATH_KEYS if name in value)
         file_name = str(value[path_key])
-        row.update({name: item for name, item in value.items() if name not in PATH_KEYS})
+        row.update({name: _value(item, missing) for name, item in value.items() if name not in PATH_KEYS})
     elif isinstance(value, dict) and value and all(_is_number(v) for v in value.values()):
         total = float(sum(value.values()))
         if total <= 0:
@@ -61,12 +72,14 @@ def _entry_row(key: str, value: Any, label: str, audio_dir: str, where: str) -> 
 
 
 def read_json_split(path: str | Path, audio_dir: str | Path | None = None, label: str = "label",
-                    require: tuple[str, ...] = ("train", "test")) -> dict[str, pd.DataFrame]:
+                    require: tuple[str, ...] = ("train", "test"), na_values: Sequence[str] = ()
+                    ) -> dict[str, pd.DataFrame]:
     """Tables ``train``, ``val`` and ``test`` (those not empty) of one JSON split file, indexed by ``uid``.
 
     ``audio_dir`` is the folder the utterance keys are relative to (default: the JSON file's folder);
     ``label`` names the column that receives plain and majority-vote labels. Paths come out absolute.
-    A split named in ``require`` that is missing or empty is an error (cross-validation needs Train and Test).
+    A split named in ``require`` that is missing or empty is an error (cross-validation needs Train and Test);
+    ``na_values``: the labels read as missing besides ``null`` and the empty one.
     """
     path = str(path)
     try:
@@ -82,6 +95,7 @@ def read_json_split(path: str | Path, audio_dir: str | Path | None = None, label
                         "named as its label_df.csv's display_name in the vector's order; one file per split, "
                         "train.csv and test.csv in a folder for -d) and list the columns in the label file (-l)")
     base = str(audio_dir) if audio_dir else storage.parent(path)
+    missing = frozenset(("", *na_values))
     tables: dict[str, pd.DataFrame] = {}
     for key, entries in raw.items():
         split = str(key).lower()  # Train, Val, Test: the split names capitalised
@@ -91,16 +105,39 @@ def read_json_split(path: str | Path, audio_dir: str | Path | None = None, label
             raise DataError(f"{path}: split '{key}' is given twice (keys are matched without regard to case)")
         if not isinstance(entries, dict):
             raise DataError(f"{path}: '{key}' must map utterance names to labels, not {type(entries).__name__}")
-        rows = [_entry_row(name, value, label, base, f"{path} [{key}]") for name, value in entries.items()]
+        rows = [_entry_row(name, value, label, base, f"{path} [{key}]", missing) for name, value in entries.items()]
         if rows:
             tables[split] = pd.DataFrame(rows).set_index("uid")
             tables[split].attrs["source"] = f"{path} [{key}]"
+    if any(column.startswith(label + VOTE_SEPARATOR) for table in tables.values() for column in table.columns):
+        _plain_labels_as_votes(tables, label)
     for required in require:
         if required not in tables:
             purpose = ("cross-validation trains on Train and scores Test in every fold" if "test" in require
                        else "nothing to train on")
             raise DataError(f"{path}: the '{required.capitalize()}' split is missing or empty; {purpose}")
     return {name: tables[name] for name in SPLITS if name in tables}
+
+
+def _plain_labels_as_votes(tables: dict[str, pd.DataFrame], label: str) -> None:
+    """A plain label in a file of vote distributions: every vote for its class (its ``LABEL=CLASS`` share 1, the
+    others empty: no votes), so that the head over the vote shares has its target too; every split gets every
+    class's vote column (a split of plain labels only too)."""
+    def plain(table: pd.DataFrame) -> pd.Series:
+        votes = [column for column in table.columns if column.startswith(label + VOTE_SEPARATOR)]
+        labelled = table[label].notna() if label in table.columns else pd.Series(False, index=table.index)
+        return labelled & table[votes].isna().all(axis=1) if votes else labelled
+
+    rows = {split: plain(table) for split, table in tables.items()}
+    names = {column for table in tables.values() for column in table.columns
+             if column.startswith(label + VOTE_SEPARATOR)}
+    names |= {f"{label}{VOTE_SEPARATOR}{name}" for split, table in tables.items()
+              for name in table.loc[rows[split], label].astype(str)}
+    for split, table in tables.items():
+        for column in sorted(names - set(table.columns)):
+            table[column] = np.nan
+        for name in table.loc[rows[split], label].astype(str).unique():
+            table.loc[rows[split] & (table[label].astype(str) == name), f"{label}{VOTE_SEPARATOR}{name}"] = 1.0
 
 
 def json_label_groups(tables: dict[str, pd.DataFrame], path: str, label: str = "label") -> list[LabelGroup]:

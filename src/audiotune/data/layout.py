@@ -197,7 +197,7 @@ def read_splits(data_split_root: str | Path, audio_dir: str = "", na_values: Seq
 
         if not storage.isfile(root):
             raise DataError(f"{root}: JSON split file not found")
-        return read_json_split(root, audio_dir or None, require=())
+        return read_json_split(root, audio_dir or None, require=(), na_values=na_values)
     if not storage.isdir(root):
         raise DataError(f"{root}: --data_split_root is neither a CSV file nor a directory")
     names = set(storage.listdir(root))
