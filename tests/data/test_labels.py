@@ -149,3 +149,25 @@ def test_a_file_read_as_numbers_gives_each_cell_the_class_training_named_it() ->
     with pytest.raises(DataError, match=r"later.csv: column 'c' holds only numbers.*1 may be any of the run's "
                                         r"classes \['01', '1'\]"):
         encode_targets(pd.DataFrame({"c": [1, 1]}), ambiguous, "later.csv")
+
+
+def test_a_name_in_two_unicode_forms_is_said(caplog) -> None:
+    """``café`` as one character é and as e with a combining accent look alike: two classes, said so."""
+    composed, decomposed = "caf\u00e9", "cafe\u0301"
+    heads = infer_heads([LabelGroup(["drink"], "categorical", "labels.txt:1")],
+                        pd.DataFrame({"drink": [composed, decomposed, "tea", "tea"]}), source="train.csv")
+    assert len(heads[0].classes) == 3
+    assert "as different classes: one name with other spaces around it or in other Unicode forms" in caplog.text
+    assert "holds ['cafe\\u0301', 'caf\\xe9'] as different classes" in caplog.text
+
+
+@pytest.mark.parametrize(("lines", "table", "clash"), [
+    (["x", "x=y"], {"x": ["y", "z", "y", "z"], "x=y": [1, 0, 0, 1]}, "output 'x=y'"),
+    (["slow rate", "slow/rate"], {"slow rate": [1, 0, 1, 0], "slow/rate": [0, 1, 1, 0]}, "file name 'slow_rate.png'"),
+])
+def test_heads_that_would_write_over_each_other_are_refused(lines: list[str], table: dict, clash: str) -> None:
+    """A binary column ``x=y`` beside class ``y`` of column ``x`` is one score column; ``slow rate`` and
+    ``slow/rate`` one plot file: the label file is refused, naming both lines."""
+    groups = [LabelGroup([line], None, f"labels.txt:{k}") for k, line in enumerate(lines, start=1)]
+    with pytest.raises(DataError, match=f"labels.txt:1 .* and labels.txt:2 .*: two heads with the {clash}"):
+        infer_heads(groups, pd.DataFrame(table), source="train.csv")

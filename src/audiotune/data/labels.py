@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from audiotune import storage
 from audiotune.config import HEAD_KINDS, HeadSpec
 from audiotune.data.audio import EXPECTED_RATE
 from audiotune.data.errors import DataError
+from audiotune.outputs import safe_name
 
 log = logging.getLogger(__name__)
 # the NAIP seeds' label derived from its parts when a split was loaded (1 where either is above 0); `audiotune table`
@@ -203,9 +205,10 @@ def infer_heads(groups: Sequence[LabelGroup | Sequence[str]], table: pd.DataFram
             for spellings in _one_number_spelt_twice(classes):
                 log.warning("%s: column '%s' of %s holds %s as different classes: one number written %d ways; write "
                             "each class one way", group.where, group.columns[0], source, spellings, len(spellings))
-            for spellings in _one_name_spaced_twice(classes):
+            for spellings in _one_name_written_twice(classes):
                 log.warning("%s: column '%s' of %s holds %s as different classes: one name with other spaces "
-                            "around it; write each class one way", group.where, group.columns[0], source, spellings)
+                            "around it or in other Unicode forms; write each class one way", group.where,
+                            group.columns[0], source, ascii(spellings))
             if len(classes) < 2:
                 raise DataError(f"{source}: column '{group.columns[0]}' holds one class only ({classes}) in these "
                                 "rows: a classifier needs at least two (check the split, or --na_values if other "
@@ -217,7 +220,23 @@ def infer_heads(groups: Sequence[LabelGroup | Sequence[str]], table: pd.DataFram
                                   classes=list(group.columns)))
         else:
             heads.append(HeadSpec(name="+".join(group.columns), kind=kind, columns=list(group.columns)))
+    _refuse_shared_names(heads, label_groups)
     return heads
+
+
+def _refuse_shared_names(heads: list[HeadSpec], groups: list[LabelGroup]) -> None:
+    """Two heads whose outputs (a binary column ``x=y`` and class ``y`` of a categorical column ``x``) or whose
+    names in file names (``a b`` and ``a/b`` are both ``a_b``) are one would write over each other's scores and
+    plots."""
+    named: dict[str, int] = {}
+    for k, head in enumerate(heads):
+        for what, name in ([("output", output) for output in head.output_names]
+                           + [("file name", f"{safe_name(head.name)}.png")]):
+            other = named.setdefault(f"{what} {name}", k)
+            if other != k:
+                raise DataError(f"{groups[other].where} ({heads[other].name}) and {groups[k].where} ({head.name}): "
+                                f"two heads with the {what} {name!r}, which would write over each other's scores and "
+                                "plots; rename a column")
 
 
 def lost_classes(heads: list[HeadSpec], before: pd.DataFrame, after: pd.DataFrame) -> dict[str, list[str]]:
@@ -278,11 +297,12 @@ def _as_classes(names: list[str], head: HeadSpec, source: str) -> list[str]:
     return [mapped[name] for name in names]
 
 
-def _one_name_spaced_twice(classes: list[str]) -> list[list[str]]:
-    """Class names that are one name with other spaces around it (``yes`` and ``yes ``)."""
+def _one_name_written_twice(classes: list[str]) -> list[list[str]]:
+    """Class names that are one name with other spaces around it (``yes`` and ``yes ``) or in other Unicode
+    forms of the same letters (``café`` as one character ``é`` or as ``e`` and an accent), which look alike."""
     by_name: dict[str, list[str]] = {}
     for name in classes:
-        by_name.setdefault(name.strip(), []).append(name)
+        by_name.setdefault(unicodedata.normalize("NFKC", name).strip(), []).append(name)
     return [names for names in by_name.values() if len(names) > 1]
 
 
