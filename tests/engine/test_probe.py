@@ -129,3 +129,17 @@ def test_the_printed_table_shows_a_metric_the_heads_lack_as_a_dash() -> None:
     lines = shown(table).splitlines()
     assert lines[1].split() == ["0", "0.500", "-"] and lines[2].split() == ["1", "0.625", "-"]
     assert "None" not in shown(table)
+
+
+def test_a_probe_of_a_pooled_encoder_has_no_weighted_sum_row_as_train_has_no_such_run(tmp_path) -> None:
+    """An ECAPA-TDNN has one hidden state, pooled by the model: `train --weighted` refuses it, so the probe has its
+    one layer's row and says why there is no weighted sum (it wrote a row no training run could give)."""
+    from conftest import SMALL_ECAPA_SIZES
+
+    ds = make_uid_dataset(tmp_path)
+    assert main(["probe", "-i", str(ds["prefix"]), "-d", str(ds["split"]), "-l", str(ds["labels"]), "--model",
+                 "ecapa_tdnn", *SMALL_ECAPA_SIZES, "-bs", "4", "-e", "1", "--report", "False", "--cache_dir",
+                 str(tmp_path / "cache"), "-o", str(tmp_path / "probe")]) == 0
+    probed = json.loads((tmp_path / "probe" / "probe.json").read_text())
+    assert [row["layer"] for row in probed["layers"]] == ["0"]
+    assert "one hidden state" in probed["weighted_sum"] and "nothing to weigh" in probed["weighted_sum"]

@@ -27,6 +27,7 @@ from audiotune.engine.selection import monitor_value
 from audiotune.engine.trainer import build_trainer
 from audiotune.models.backbones import build_backbone, input_spec, resolve_config
 from audiotune.models.classifier import Classifier
+from audiotune.models.option_checks import pooled_refusal
 from audiotune.outputs import (
     CONFIG_FILE,
     INPUT_SPEC_FILE,
@@ -123,9 +124,10 @@ def _probe(config: RunConfig, owned: OwnedRunDir, one_device: int | list[int]) -
 
     rows, layer_weights = [], None
     class_weights = training_class_weights(config.heads, prepared.targets["train"], config.train.class_weights)
-    # the weighted sum's row, unless its pooled states are not what the cache holds (max pooling)
+    # the weighted sum's row, unless train refuses it (one state, pooled by the model) or its pooled states are not
+    # what the cache holds (max pooling)
     weighted_config = dataclasses.replace(config, classifier=dataclasses.replace(config.classifier, weighted=True))
-    no_weighted_sum = cache_blocker(weighted_config)
+    no_weighted_sum = pooled_refusal(config.model.model, "weighted") or cache_blocker(weighted_config)
     if no_weighted_sum:
         log.warning("probe: no row for the learned weighted sum: %s", no_weighted_sum)
     targets = list(range(encoder.backbone.num_hidden_states)) + ([] if no_weighted_sum else ["weighted"])

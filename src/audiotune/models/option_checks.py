@@ -37,19 +37,24 @@ _POOLED_WHY = {"pooling_mode": "every pooling of one vector gives it back as it 
                "weighted": "there is one hidden state, nothing to weigh"}
 
 
+def pooled_refusal(model: str, option: str) -> str | None:
+    """Why classifier option ``option`` does nothing for ``--model model`` (a pooled backbone), or None."""
+    if option in POOLED_REFUSED and backbone_class(model).pooled:
+        return f"--model {model}'s hidden state is one vector per clip, pooled by the model: {_POOLED_WHY[option]}"
+    return None
+
+
 def ignored_options(config: RunConfig) -> list[str]:
     """``--name value: why`` for each option the user set away from its default that the chosen backbone reads
     past: the classifier's frame pooling of a pooled backbone (:attr:`Backbone.pooled`), a ``--resample_rate``
     other than the rate the backbone's input declares (its feature extractor's)."""
     problems = []
     name = config.model.model
-    if backbone_class(name).pooled:
-        for spec in dataclasses.fields(ClassifierConfig):
-            value = getattr(config.classifier, spec.name)
-            if spec.name in POOLED_REFUSED and value != default_of(spec):
-                problems.append(f"--{spec.name} {str(value).lower() if isinstance(value, bool) else value}: "
-                                f"--model {name}'s hidden state is one vector per clip, pooled by the model: "
-                                f"{_POOLED_WHY[spec.name]}; leave --{spec.name} out")
+    for spec in dataclasses.fields(ClassifierConfig):
+        value, why = getattr(config.classifier, spec.name), pooled_refusal(name, spec.name)
+        if why and value != default_of(spec):
+            problems.append(f"--{spec.name} {str(value).lower() if isinstance(value, bool) else value}: {why}; "
+                            f"leave --{spec.name} out")
     asked = config.audio.resample_rate
     rate = input_spec(config).resample_rate if asked != DEFAULT_RATE else asked  # read only when given
     if asked != rate:
