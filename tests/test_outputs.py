@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 from audiotune import __version__, storage
 from audiotune.outputs import (
     COMMAND_FILE,
@@ -89,3 +91,49 @@ def test_a_folder_a_stopped_command_left_without_a_run_is_cleared_by_the_next_th
                                                                           command="evaluate") as owned:
         owned.start()
     assert sorted(path.name for path in folder.iterdir()) == [".audiotune.lock", COMMAND_FILE, "notes.txt"]
+
+
+@pytest.mark.parametrize("killed_at", [1, 2, None])
+def test_an_output_and_its_skip_list_are_one_set_even_for_a_process_killed_between_them(tmp_path: Path,
+                                                                                         killed_at) -> None:
+    """An output written over an earlier one with its list of skipped inputs: a process killed outright after the
+    list took its place leaves the list alone (no output: nothing reads a list as an output), never the new
+    output beside the earlier list or the new list beside the earlier output; with nothing skipped, the new
+    output takes the earlier list away."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "win.csv"
+    script = f"""
+import os, sys
+import pandas as pd
+from audiotune import atomic
+from audiotune.outputs import write_csv, write_with_skip_list
+out = {str(out)!r}
+write_with_skip_list(out, pd.DataFrame({{"path": ["earlier.wav"], "reason": ["missing"]}}),
+                     lambda p: write_csv(pd.DataFrame({{"x": ["earlier"]}}), p, index=False))
+renames, real = [0], os.replace
+def replace(source, destination):
+    real(source, destination)
+    renames[0] += 1
+    if renames[0] == {killed_at}:
+        os._exit(9)  # SIGKILL: nothing cleans up
+atomic.os.replace = replace
+skipped = pd.DataFrame({{"path": ["new.wav"], "reason": ["unreadable"]}}) if sys.argv[1] == "skips" else \\
+    pd.DataFrame(columns=["path", "reason"])
+write_with_skip_list(out, skipped, lambda p: write_csv(pd.DataFrame({{"x": ["new"]}}), p, index=False))
+"""
+    for case in ("skips", "none"):
+        for path in tmp_path.iterdir():
+            path.unlink()
+        done = subprocess.run([sys.executable, "-c", script, case], capture_output=True, text=True)
+        listed = out.with_name("win.skipped.csv")
+        if killed_at == 1 and case == "skips":  # the new list took its place: the earlier output went with it
+            assert done.returncode == 9 and not out.exists() and "new.wav" in listed.read_text()
+        elif killed_at == 1 or killed_at is None:  # the new output took its place, alone or with its list
+            assert done.returncode == (9 if killed_at else 0), done.stderr
+            assert "new" in out.read_text()
+            assert ("new.wav" in listed.read_text()) if case == "skips" else not listed.exists()
+        else:  # killed after both
+            assert "new" in out.read_text() and (("new.wav" in listed.read_text()) if case == "skips"
+                                                 else not listed.exists())

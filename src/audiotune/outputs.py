@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 
 from audiotune import __version__, partials, storage
-from audiotune.atomic import OutputError, atomic_path, refused
+from audiotune.atomic import OutputError, atomic_path, refused, written_together
 from audiotune.storage import CONFIG_FILE, METRICS_FILE, MODEL_FILE  # noqa: F401 -- the run markers, named in storage
 
 LOCK_FILE = ".audiotune.lock"  # held by the command that writes the directory; see own_run_dir
@@ -186,6 +186,13 @@ def skip_list(out: str | Path) -> Path:
     return sidecar(out, SKIPPED_SUFFIX)
 
 
+def frame_label_sidecars(out: str | Path) -> tuple[Path, ...]:
+    """The files beside frame labels ``out`` (a parquet) that describe them: the cluster statistics, the clips
+    k-means was fitted on, the clips left out; labels written anew (by ``cluster`` or ``import clusters``) take
+    them away with the earlier labels."""
+    return sidecar(out, CLUSTER_STATS_SUFFIX), sidecar(out, CLUSTER_FIT_ROWS_SUFFIX), skip_list(out)
+
+
 def run_dir_of(path: str | Path) -> str:
     """The run directory that a ``--run`` value names: the directory itself, or a model file inside it (the
     seeds' ``--trained_mdl_path RUN/model.safetensors``), local or remote."""
@@ -340,15 +347,18 @@ def write_csv(table: pd.DataFrame, path: str | Path, **kwargs: Any) -> Path:
     return Path(path)
 
 
-def write_skip_list(skipped: pd.DataFrame, out: str | Path) -> Path | None:
-    """The inputs ``--on_error skip`` left out of output file ``out``, listed beside it (:func:`skip_list`); call
-    once ``out`` is complete, as the list belongs to it. With nothing skipped, an earlier list is removed: it would
-    name inputs this output no longer lacks. Returns the list written, if any."""
+def write_with_skip_list(out: str | Path, skipped: pd.DataFrame, write: Callable[[Path], Any]) -> Path | None:
+    """Output file ``out``, which ``write(out)`` writes (atomically), and beside it the inputs ``--on_error skip``
+    left out of it (:func:`skip_list`), as one set (:func:`~audiotune.atomic.written_together`): the list first,
+    the output last, so that a command stopped between them leaves no output (the list alone, which nothing reads
+    as an output), never an output beside an earlier one's list; with nothing skipped, the output's arrival
+    removes an earlier list. Returns the list written, if any."""
     listed = skip_list(out)
-    if not len(skipped):
-        listed.unlink(missing_ok=True)
-        return None
-    return write_csv(skipped, listed, index=False)
+    with written_together([out, listed]):
+        if len(skipped):
+            write_csv(skipped, listed, index=False)
+        write(Path(out))
+    return listed if len(skipped) else None
 
 
 def write_parquet(table: pd.DataFrame, path: str | Path, **kwargs: Any) -> Path:

@@ -120,3 +120,17 @@ def test_cluster_labels_are_written_only_to_a_parquet_file_name(tmp_path: Path) 
     with pytest.raises(ValueError, match=r"^--out .*r12\.csv: give a \.parquet file name"):
         import_clusters(path, [4], tmp_path / "r12.csv")
     assert not (tmp_path / "r12.csv").exists()
+
+
+def test_imported_labels_take_the_files_that_described_earlier_labels_away(tmp_path: Path) -> None:
+    """Labels imported over a `cluster` output: its statistics, fitted clips and skip list described the earlier
+    labels (P-TAPT recorded the earlier fitted clips as the clips its encoder heard)."""
+    from audiotune.outputs import frame_label_sidecars
+
+    out = tmp_path / "l.parquet"
+    for path in (out, *frame_label_sidecars(out)):
+        path.write_text("of the earlier labels")
+    source = tmp_path / "4-clus.json"
+    source.write_text(json.dumps({"a.wav": [0, 3, 3, 1]}))
+    import_clusters(source, [4], out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["4-clus.json", "l.parquet"]

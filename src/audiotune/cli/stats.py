@@ -9,7 +9,7 @@ from audiotune.cli.command import Command
 from audiotune.cli.config_args import config_from_args
 from audiotune.cli.flags import ONE_PROCESS_NOTES, add_config_flags, add_out, refuse_other_options
 from audiotune.config import ENCODING
-from audiotune.outputs import check_output_path, write_json, write_skip_list
+from audiotune.outputs import check_output_path, write_json, write_with_skip_list
 
 # The options stats reads: the table, the features a model of --model computes from each clip as it scores (their
 # normalisation is what is measured, so --dataset_mean/--dataset_std are not), and the device that sums them. The
@@ -51,8 +51,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     print(json.dumps(result, indent=2))
     listed = None
     if args.out:
-        write_json(args.out, result)
-        listed = write_skip_list(skipped, args.out)
+        listed = write_with_skip_list(args.out, skipped, lambda path: write_json(path, result))
     if len(skipped):
         if listed is not None:
             print(f"{len(skipped)} clip(s) left out of the statistics: listed in {listed}", file=sys.stderr)

@@ -13,7 +13,7 @@ import pandas as pd
 from audiotune import storage
 from audiotune.config.sections import RAISE
 from audiotune.data.errors import DataError, refuse_unless_skipped
-from audiotune.outputs import check_output_path, skip_list, write_csv, write_skip_list
+from audiotune.outputs import check_output_path, skip_list, write_csv, write_with_skip_list
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 OWN_COLUMNS = ("uid", "path")  # the columns every manifest row gets from its file, before the pattern's groups
@@ -96,6 +96,5 @@ def build_manifest(root: str | Path, out_csv: str | Path, pattern: str | None = 
     refuse_unless_skipped([f"{s['path']}: {s['reason']}" for s in skipped],
                           f"file(s) under {root} cannot be labelled", on_error, skip_list(out_csv).name)
     manifest = pd.DataFrame(rows)
-    write_csv(manifest, out_csv, index=False)
-    write_skip_list(skip_table, out_csv)
+    write_with_skip_list(out_csv, skip_table, lambda path: write_csv(manifest, path, index=False))
     return manifest, skip_table

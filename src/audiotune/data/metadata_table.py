@@ -28,7 +28,7 @@ from audiotune.data.audio import EXPECTED_RATE
 from audiotune.data.errors import DataError, refuse_unless_skipped
 from audiotune.data.labels import DISTORTION_PARTS, DISTORTIONS
 from audiotune.data.layout import METADATA_FILE, SUBJECT, metadata_rate, waveform_name
-from audiotune.outputs import check_output_path, skip_list, write_csv, write_skip_list
+from audiotune.outputs import check_output_path, skip_list, write_csv, write_with_skip_list
 
 IDENTIFIERS = (SUBJECT, "task")
 RESERVED = ("uid", "path", EXPECTED_RATE, *IDENTIFIERS)  # columns the table writes itself
@@ -166,7 +166,6 @@ def build_table(root: str | Path, out_csv: str | Path, edit_feats: bool = False,
     table["path"] = list(map(storage.relative_to(out_csv.parent), table["path"]))
     if table[EXPECTED_RATE].isna().all():
         table = table.drop(columns=EXPECTED_RATE)
-    write_csv(table, out_csv, index_label="uid")
     skip_table = pd.DataFrame(skipped, columns=["path", "reason"])
-    write_skip_list(skip_table, out_csv)
+    write_with_skip_list(out_csv, skip_table, lambda path: write_csv(table, path, index_label="uid"))
     return table, skip_table

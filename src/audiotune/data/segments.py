@@ -22,7 +22,7 @@ from audiotune.config.sections import ON_ERROR
 from audiotune.data.audio import DURATION, OFFSET, SEGMENT_COLUMNS, AudioError, open_audio
 from audiotune.data.errors import DataError, refuse
 from audiotune.data.layout import FileLines, format_seconds, separator_hint
-from audiotune.outputs import check_output_path, skip_list, write_csv, write_skip_list
+from audiotune.outputs import check_output_path, skip_list, write_csv, write_with_skip_list
 
 DECIMALS = 6
 # half of the last written decimal: spans that match the file's length up to rounding still fit
@@ -324,6 +324,6 @@ def segment_csv(source: str | Path, out: str | Path, before: float | None = None
             raise DataError(f"{source}: no recording can be windowed ({len(result.skipped)} skipped); "
                             "nothing written")
         result.recordings, result.segmented = len(table), int(result.segments[RECORDING_COLUMN].nunique())
-    write_csv(result.segments, out, index=False)
-    result.skipped_path = write_skip_list(result.skipped, out)
+    result.skipped_path = write_with_skip_list(out, result.skipped,
+                                               lambda path: write_csv(result.segments, path, index=False))
     return result

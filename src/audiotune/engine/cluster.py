@@ -52,7 +52,7 @@ from audiotune.data.prepare import prepare_eval_data
 from audiotune.data.pseudo_labels import METADATA_KEY, SCHEMA, FramesMade, check_cluster_counts
 from audiotune.engine.clips_read import clip_rows
 from audiotune.engine.device import autocast
-from audiotune.engine.extract import list_skipped
+from audiotune.engine.extract import say_skipped
 from audiotune.engine.inference import features_on_device, inference_device, on_device, override_data
 from audiotune.models.backbones import Backbone, build_backbone, input_spec, resolve_config
 from audiotune.models.checkpoint import load_run
@@ -61,6 +61,7 @@ from audiotune.outputs import (
     CLUSTER_FIT_ROWS_SUFFIX,
     CLUSTER_STATS_SUFFIX,
     check_output_path,
+    frame_label_sidecars,
     sidecar,
     skip_list,
     write_csv,
@@ -312,10 +313,11 @@ def cluster(config: RunConfig, options: ClusterOptions, out: str, run: str | Non
                     writer.write_table(pa.table(rows, schema=schema))
         # the earlier labels' files beside them go before the new labels take their place: a process killed
         # between the two leaves none that belongs to other labels
-        for earlier in (stats_path(out_path), fit_rows_path(out_path), skip_list(out_path)):
+        for earlier in frame_label_sidecars(out_path):
             earlier.unlink(missing_ok=True)
     meta["clusters"] = {str(k): {"kmeans_objective": fitted[k][1], **_usage(counts[k])} for k in options.num_clusters}
     write_json(stats_path(out_path), meta)
     write_csv(fit_rows, fit_rows_path(out_path), index=False)
-    list_skipped(prepared.skipped, out_path)
+    listed = write_csv(prepared.skipped, skip_list(out_path), index=False) if len(prepared.skipped) else None
+    say_skipped(prepared.skipped, listed)
     return meta

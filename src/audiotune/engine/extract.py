@@ -43,7 +43,7 @@ from audiotune.outputs import (
     check_output_path,
     invocation,
     skip_list,
-    write_skip_list,
+    write_with_skip_list,
 )
 from audiotune.progress import track
 
@@ -165,13 +165,11 @@ def extract_embeddings(run: str | None, data_split_root: str, out: str, embeddin
         with gathered_parts(shard, out_path, write_part) as parts:
             if not shard.writes:
                 return None  # rank 0 writes the rows of every process
-            # an earlier output's list goes before the new output takes its place: a process killed between the
-            # two leaves no list that belongs to another output
-            skip_list(out_path).unlink(missing_ok=True)
-            write_in_input_order(parts, out_path, {PARQUET_METADATA_KEY: json.dumps(made).encode()})
+            listed = write_with_skip_list(out_path, prepared.skipped, lambda path: write_in_input_order(
+                parts, path, {PARQUET_METADATA_KEY: json.dumps(made).encode()}))
         if earlier is not None and _what(earlier) != _what(made):
             log.warning("%s: replaced embeddings of %s with those of %s", out_path, _what(earlier), _what(made))
-        list_skipped(prepared.skipped, out_path)
+        say_skipped(prepared.skipped, listed)
     return out_path
 
 
@@ -207,10 +205,8 @@ def _what(made: dict[str, Any]) -> str:
            f"{made.get('encoder')}"
 
 
-def list_skipped(skipped: pd.DataFrame, out_path: Path) -> None:
-    """The rows left out of ``out_path``, beside it; call after ``out_path`` is complete (the list belongs to
-    it). With nothing skipped, an earlier list is removed."""
-    listed = write_skip_list(skipped, out_path)
+def say_skipped(skipped: pd.DataFrame, listed: Path | None) -> None:
+    """A warning of the rows left out of an output, where ``listed`` lists them (:func:`write_with_skip_list`)."""
     if listed is not None:
         log.warning("%d row(s) skipped; listed in %s", len(skipped), listed)
 

@@ -22,12 +22,12 @@ import pyarrow.parquet as pq
 import torch
 
 from audiotune import storage
-from audiotune.atomic import atomic_dir, atomic_path
+from audiotune.atomic import atomic_dir, atomic_path, written_together
 from audiotune.data.audio import open_audio
 from audiotune.data.pseudo_labels import METADATA_KEY, SCHEMA, FramesMade, check_cluster_counts
 from audiotune.models.backbones.hf_checkpoint import check_available, weights_quietly
 from audiotune.models.state_dict import torch_refusal, torchscript_archive
-from audiotune.outputs import check_output_path
+from audiotune.outputs import check_output_path, frame_label_sidecars
 
 MAX_STAND_INS = 16  # different globals a checkpoint may name besides tensors
 # where the seed's modules keep the Hugging Face wav2vec2 model (V-FT: model.wav2vec2.wav2vec2; TAPT, P-TAPT:
@@ -223,6 +223,6 @@ def import_clusters(path: str | Path, num_clusters: list[int], out: str | Path,
                       sample_rate=SEED_RATE, hop_samples=SEED_HOP, num_clusters=[int(k) for k in num_clusters]).record(
         clips=len(raw), imported_from=str(path), frames_fitted=fitted, frames_checked=audio_dir is not None)
     table = pa.table(rows, schema=SCHEMA.with_metadata({METADATA_KEY: json.dumps(meta).encode()}))
-    with atomic_path(out) as partial:
-        pq.write_table(table, partial)
+    with written_together([out, *frame_label_sidecars(out)]), atomic_path(out) as partial:
+        pq.write_table(table, partial)  # its arrival removes the files that described earlier labels
     return meta

@@ -22,7 +22,7 @@ import pandas as pd
 from audiotune.config.sections import RAISE
 from audiotune.data.errors import DataError, refuse, refuse_unless_skipped
 from audiotune.engine.seed_tap_splits import is_saved_split, saved_split_rows
-from audiotune.outputs import check_output_path, skip_list, write_csv, write_skip_list
+from audiotune.outputs import check_output_path, skip_list, write_csv, write_with_skip_list
 
 SAMPLES_DIR = "05.wav_samples"
 LABELS_DIR = "04.labels"
@@ -134,5 +134,5 @@ def import_tap_samples(folders: list[str | Path], out: str | Path, on_error: str
            "tap sample uid(s) found more than once (a take given twice?)",
            "(a take's samples are imported once: give each of its folders once)")
     segments = pd.DataFrame(rows)
-    write_csv(segments, out, index=False)
-    return TapImport(out, segments, skipped_table, write_skip_list(skipped_table, out))
+    listed = write_with_skip_list(out, skipped_table, lambda path: write_csv(segments, path, index=False))
+    return TapImport(out, segments, skipped_table, listed)

@@ -263,7 +263,7 @@ def align_csv(taps_csv: str | Path, touch_logs: list[str], keys_csv: str | Path,
         sidecar,
         write_csv,
         write_json,
-        write_skip_list,
+        write_with_skip_list,
     )
 
     options.validate()
@@ -307,6 +307,5 @@ def align_csv(taps_csv: str | Path, touch_logs: list[str], keys_csv: str | Path,
                                     "command": "taps align", "taps_table": storage.relative(source, out.parent)}
     write_csv(alignment.leftover, leftover_path, index=False)
     write_json(report_path, summary)
-    write_csv(segments, out, index=False)
-    return AlignResult(out, segments, alignment, summary, leftover_path, report_path, skipped,
-                       write_skip_list(skipped, out))
+    listed = write_with_skip_list(out, skipped, lambda path: write_csv(segments, path, index=False))
+    return AlignResult(out, segments, alignment, summary, leftover_path, report_path, skipped, listed)
