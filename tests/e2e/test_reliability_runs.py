@@ -478,6 +478,23 @@ def test_a_resume_on_data_of_other_classes_is_refused_with_allow_changes_too(tmp
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("steps", ["4", "5"])
+def test_a_run_resumed_after_its_last_step_counts_the_epochs_it_ran(tmp_path: Path, steps: str) -> None:
+    """A command stopped while writing its outputs (after the checkpoint of its last step) and resumed has nothing
+    left to train: its epochs_run was Lightning's count of finished epochs, one short of a straight run's when
+    --training_steps ended inside an epoch (5 steps of 4 a epoch) or at an epoch's end (4)."""
+    ds = make_uid_dataset(tmp_path)
+    run = tmp_path / "run"
+    assert main(train_args(ds, run, "--training_steps", steps, "--report", "False")) == 0
+    straight = json.loads((run / "metrics.json").read_text())
+    assert straight["epochs_run"] == {"4": 1, "5": 2}[steps]
+    for name in ("metrics.json", MODEL_FILE):  # stopped before these were written
+        (run / name).unlink()
+    assert main(train_args(ds, run, "--training_steps", steps, "--report", "False", "--resume")) == 0
+    assert json.loads((run / "metrics.json").read_text())["epochs_run"] == straight["epochs_run"]
+
+
+@pytest.mark.slow
 def test_a_run_whose_config_holds_the_resolved_input_resumes_with_its_own_flags(tmp_path: Path) -> None:
     ds = make_uid_dataset(tmp_path)
     run = tmp_path / "run"

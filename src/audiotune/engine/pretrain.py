@@ -51,7 +51,7 @@ from audiotune.engine.pace import pace_summary
 from audiotune.engine.records import recorded_paths
 from audiotune.engine.resume import checkpoint_to_resume, record_changes, resumed_changes
 from audiotune.engine.step_log import step_output
-from audiotune.engine.trainer import build_trainer, earlier_log, merge_logs
+from audiotune.engine.trainer import build_trainer, earlier_log, epochs_run, merge_logs
 from audiotune.launch import launched_rank_zero
 from audiotune.models.backbones import (
     SupportsPretraining,
@@ -319,7 +319,7 @@ def _pretrain(config: RunConfig, owned: OwnedRunDir) -> dict:
     if "train_acc_epoch" in log.columns or "train_acc" in log.columns:
         plot_training_curves(log_csv, exp_dir / PLOT_DIR / MASKED_ACCURACY_PLOT,
                              ("train_acc", "val_acc"), "masked-patch accuracy")
-    metrics = {PRETRAIN_OBJECTIVE: objective, "task": objective, EPOCHS_RUN: trainer.current_epoch,
+    metrics = {PRETRAIN_OBJECTIVE: objective, "task": objective, EPOCHS_RUN: epochs_run(trainer),
                STEPS_RUN: trainer.global_step, "history": history,
                BEST_VAL_LOSS: float(best.best_model_score) if best and best.best_model_score is not None else None,
                KEPT_WEIGHTS: kept,

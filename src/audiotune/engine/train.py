@@ -42,7 +42,7 @@ from audiotune.engine.records import recorded_paths
 from audiotune.engine.resume import checkpoint_to_resume, keep_resumed_version, record_changes, resumed_changes
 from audiotune.engine.seed_resume import STARTED_FROM, imported_start, load_imported
 from audiotune.engine.selection import check_monitor, monitor_mode
-from audiotune.engine.trainer import build_trainer, earlier_log, merge_logs
+from audiotune.engine.trainer import build_trainer, earlier_log, epochs_run, merge_logs
 from audiotune.launch import launched_rank_zero
 from audiotune.models.backbones import input_spec, resolve_config
 from audiotune.models.checkpoint import build_classifier, classifier_to_load, export_backbone, save_weights
@@ -334,7 +334,7 @@ def _train(config: RunConfig, run_dir: OwnedRunDir, callbacks: list[pl.Callback]
     if imported is not None:
         metrics["started_from"] = STARTED_FROM
     metrics["feature_cache"] = cache_stats
-    metrics[EPOCHS_RUN] = trainer.current_epoch
+    metrics[EPOCHS_RUN] = epochs_run(trainer)
     # summed over all processes: the clips each epoch trained on, next to the split's clips
     metrics[TRAIN_CLIPS] = len(prepared.tables["train"])
     metrics.update(_epochs_logged(log_csv))  # and each epoch's seconds, clips/s and the device's peak memory

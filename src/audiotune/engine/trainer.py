@@ -129,6 +129,15 @@ class PassProgress(ProgressBar):
         self._end("eval")
 
 
+def epochs_run(trainer: pl.Trainer) -> int:
+    """The epochs in which the run trained, a resumed run's earlier ones included: those Lightning started. Its
+    ``current_epoch`` counts the epochs it finished, and a run resumed from a checkpoint written after its last step
+    (a command stopped while writing its outputs) finishes none: an epoch that --training_steps ended inside, or
+    the last epoch whose end the checkpoint was written at, went uncounted."""
+    started: Any = trainer.fit_loop.epoch_progress.current  # a tracker of started epochs (typed as its base)
+    return int(started.started)
+
+
 def trainer_precision(runtime: RuntimeConfig) -> MixedOrFull:
     """Lightning's ``precision`` for ``--precision`` (see :func:`~audiotune.engine.device.lightning_precision`)."""
     return lightning_precision(runtime.precision)
