@@ -330,6 +330,15 @@ class _Echo(torch.nn.Module):
         return mean, mean, mean
 
 
+class _OneWindow(_Echo):
+    """A model that reads one window of 10 samples at most (Whisper's position embeddings): a wider input fails."""
+
+    def forward_with_embeddings(self, inputs: torch.Tensor, lengths: torch.Tensor, merge: str):
+        if inputs.shape[1] > 10:
+            raise RuntimeError("the size of tensor a (12) must match the size of tensor b (10)")
+        return super().forward_with_embeddings(inputs, lengths, merge)
+
+
 class _Through(torch.nn.Module):
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor):
         return waveforms, lengths
@@ -338,11 +347,11 @@ class _Through(torch.nn.Module):
 def test_a_clip_the_graph_does_not_read_as_given_gets_nan_not_a_result() -> None:
     """Shorter than the model reads, longer than one window of --max_window, or past the padded batch: NaN rows;
     the clips in range keep their results."""
-    module = export.ExportedClassifier(_Echo(), _Through(), "mean", shortest=4, longest=10)
+    module = export.ExportedClassifier(_OneWindow(), _Through(), "mean", shortest=4, longest=10)
     waveforms = torch.ones(4, 12)
-    outputs = module(waveforms, torch.tensor([3, 8, 11, 13]))
+    outputs = module(waveforms, torch.tensor([3, 8, 11, 13]))  # wider than the window the model reads
     for out in outputs:
-        assert torch.isnan(out[[0, 2, 3]]).all() and out[1].tolist() == [12 / 8]
+        assert torch.isnan(out[[0, 2, 3]]).all() and out[1].tolist() == [10 / 8]
     unbounded = export.ExportedClassifier(_Echo(), _Through(), "mean", shortest=4)
     assert not torch.isnan(unbounded(waveforms[:2], torch.tensor([12, 5]))[0]).any()
     with pytest.raises(RuntimeError, match="equal size"):  # one length for two waveforms is not spread over both

@@ -82,11 +82,13 @@ class ExportedClassifier(nn.Module):
         # one length per waveform: stacking with a row per waveform fails, in the graph too, rather than one length
         # being spread over the batch
         lengths = torch.stack((lengths, torch.zeros_like(waveforms[:, 0], dtype=lengths.dtype)))[0]
-        inputs, input_lengths = self.front_end(waveforms.to(torch.float32), lengths)
-        logits, pooled, embedding = self.model.forward_with_embeddings(inputs, input_lengths, self.merge)
         unread = (lengths < self.shortest) | (lengths > waveforms.shape[1])
-        if self.longest is not None:
+        read = lengths
+        if self.longest is not None:  # the model reads one window: a wider batch is cut to it (its longer clips NaN)
             unread = unread | (lengths > self.longest)
+            waveforms, read = waveforms[:, :self.longest], lengths.clamp(max=self.longest)
+        inputs, input_lengths = self.front_end(waveforms.to(torch.float32), read)
+        logits, pooled, embedding = self.model.forward_with_embeddings(inputs, input_lengths, self.merge)
         return tuple(torch.where(unread[:, None], torch.full_like(out, math.nan), out)  # type: ignore[return-value]
                      for out in (logits, embedding, pooled))
 

@@ -338,3 +338,22 @@ def test_onnx_export_reproduces_each_clip_of_a_padded_batch(frozen_run: dict, tm
     # outputs: logits, ft embedding, pooled; forward_with_embeddings: logits, pooled, ft
     for name, a, b in zip(("logits", "embedding_ft", "embedding_pooled"), got, (want[0], want[2], want[1])):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+@pytest.mark.slow
+def test_an_exported_model_gives_a_clip_longer_than_its_window_nan_and_scores_the_others(frozen_run: dict,
+                                                                                        tmp_path: Path) -> None:
+    """The graph holds one window (1 s here): a batch with a longer clip failed whole (the position embeddings do
+    not reach past one window); the long clip gets NaN, a clip within it its score as alone."""
+    from audiotune.engine.export import export_run
+
+    out = tmp_path / "m.pt"
+    export_run(frozen_run["run"], "torchscript", out)
+    graph = torch.jit.load(str(out))
+    short, long = clip(8000, 1), clip(17600, 2)
+    alone = graph(short[None], torch.tensor([8000]))[0]
+    waves = torch.zeros(2, 17600)
+    waves[0, :8000], waves[1] = short, long
+    logits = graph(waves, torch.tensor([8000, 17600]))[0]
+    assert torch.isnan(logits[1]).all()
+    torch.testing.assert_close(logits[0], alone[0], atol=1e-5, rtol=0)
