@@ -58,6 +58,14 @@ def test_pretrain_continue_and_fine_tune(uid_dataset: dict, tmp_path) -> None:
                  "--layer", "3", "--out", str(out)]) == 0
     matrix = np.stack(pd.read_parquet(out)["embedding"].to_numpy())
     assert matrix.shape == (4, 192) and np.isfinite(matrix).all()
+    # the file names the tokens its mean pooled: the run's task's (patches), or those --pooling_mode names
+    from audiotune.engine.extract import embeddings_meta
+
+    assert {k: embeddings_meta(out)[k] for k in ("frame_pooling", "tokens")} == {"frame_pooling": "mean",
+                                                                                 "tokens": "avgtok"}
+    assert main(["extract", "--run", str(run), "-d", str(uid_dataset["split"] / "test.csv"), "--embedding_type", "pt",
+                 "--layer", "3", "--pooling_mode", "cls", "--out", str(out)]) == 0
+    assert embeddings_meta(out)["tokens"] == "cls"
 
 
 def test_pretrain_rejects_fine_tuning_tasks_and_overlapping_strides(uid_dataset: dict, tmp_path, capsys) -> None:

@@ -33,7 +33,7 @@ from audiotune.engine.shards import (
     start_processes,
     together,
 )
-from audiotune.models.backbones import input_spec
+from audiotune.models.backbones import SupportsTokenPooling, input_spec
 from audiotune.models.checkpoint import run_config
 from audiotune.models.classifier import EMBEDDING_TYPES, Classifier
 from audiotune.models.encoder import check_embedding, embedder_config, load_embedder
@@ -182,9 +182,13 @@ def embeddings_made(config: RunConfig, model: torch.nn.Module, run: str | None, 
     learnt = getattr(model, "layer_weights", None) is not None  # (an encoder without a run has none: wt averages)
     weighted = {"pt": False, "wt": True}.get(embedding_type, learnt)
     own = config.classifier
+    frames = own.pooling_mode if embedding_type == "ft" or pooling is None else pooling
+    backbone = getattr(model, "backbone", None)  # a backbone with special tokens: the ones pooled (SSAST's cls)
+    tokens = (frames if frames in backbone.token_pools else backbone.pooled_tokens) \
+        if isinstance(backbone, SupportsTokenPooling) else None
     return {"embedding_type": embedding_type,
             "layer": ("weighted" if learnt else "mean") if weighted else own.layer if layer is None else layer,
-            "frame_pooling": own.pooling_mode if embedding_type == "ft" or pooling is None else pooling,
+            "frame_pooling": frames, "tokens": tokens,
             "heads_merged_by": (pooling or "mean") if embedding_type == "ft" else None,
             "encoder": storage.remote_name(os.path.abspath(run)) if run else config.model.checkpoint,
             "run": bool(run), "model": config.model.model, "clip_seconds": input_spec(config).eval_clip_length,

@@ -184,6 +184,10 @@ class SupportsTokenPooling(Protocol):
 
     def token_mask(self, pool: str, batch: int, device: torch.device) -> Tensor: ...
 
+    @property
+    def pooled_tokens(self) -> str:
+        """The token pool whose tokens a frame pooling (mean, max) of the hidden states reads."""
+
 
 @runtime_checkable
 class SupportsFeatureEncoderFreeze(Protocol):

@@ -170,8 +170,13 @@ class SSASTBackbone(Backbone):
             mask[:, self.model.cls_token_num:] = True
         return mask
 
+    @property
+    def pooled_tokens(self) -> str:
+        """The tokens its hidden states are pooled over: the cls token(s) for ``ft_cls``, else the patches."""
+        return "cls" if self.task == "ft_cls" else "avgtok"
+
     def _mask(self, batch: int, device: torch.device) -> Tensor:
-        return self.token_mask("cls" if self.task == "ft_cls" else "avgtok", batch, device)
+        return self.token_mask(self.pooled_tokens, batch, device)
 
     def hidden_states(self, features: Tensor, lengths: Tensor | None = None) -> tuple[list[Tensor], Tensor]:
         """Features (B, T, F) -> (``num_hidden_states`` tensors (B, tokens, D), pooling mask (B, tokens))."""
