@@ -70,3 +70,29 @@ def test_a_crowded_folder_is_swept_of_every_abandoned_partial_once_per_process(t
     assert listed == [folder]
     assert sorted(p.name for p in folder.iterdir()) == [".k3.safetensors.z.partial",
                                                         *(f"e{k}.safetensors" for k in range(5))]
+
+
+def test_a_partial_another_writer_swept_before_it_was_locked_is_made_anew(tmp_path: Path, monkeypatch) -> None:
+    """A partial is made, then locked: another writer's sweep of the folder could take it for abandoned in between
+    and remove it, and the write failed (`No such file or directory`); the writer makes a new one."""
+    import os
+    import tempfile
+
+    from audiotune import partials
+
+    made = []
+    real = tempfile.mkstemp
+
+    def swept_first(*args, **kwargs):  # noqa: ANN002, ANN003
+        handle, name = real(*args, **kwargs)
+        made.append(name)
+        if len(made) == 1:
+            os.unlink(name)  # the other writer's sweep, between the making and the lock
+        return handle, name
+
+    monkeypatch.setattr(partials.tempfile, "mkstemp", swept_first)
+    target = tmp_path / "e.safetensors"
+    with partials.partial_place(target, crowded=True) as partial:
+        partial.write_bytes(b"entry")
+        partial.replace(target)
+    assert len(made) == 2 and target.read_bytes() == b"entry" and sorted(os.listdir(tmp_path)) == ["e.safetensors"]

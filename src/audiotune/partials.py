@@ -73,18 +73,27 @@ def partial_place(target: Path, directory: bool = False, crowded: bool = False) 
     """A new, locked ``.TARGET.XXXX.partial`` file (or folder) beside ``target``, given the usual mode; the caller
     renames it onto ``target`` when it is whole. Whatever is left of it at the end of the block is removed, and
     partials of killed writers of ``target`` are removed first (``crowded``: of any entry of the folder, once per
-    process: :func:`remove_abandoned_partials`)."""
+    process: :func:`remove_abandoned_partials`). The lock holds the file made here: a writer into a crowded folder
+    writes into it (``write_bytes``), as one that puts a new file in its place (safetensors' ``save_file``) leaves
+    it unlocked, for another writer's sweep to take for abandoned."""
     import fcntl
 
     remove_abandoned_partials(target, crowded)
-    if directory:
-        partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=PARTIAL_SUFFIX, dir=target.parent))
-        handle = os.open(partial, os.O_RDONLY)
-    else:
-        handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=PARTIAL_SUFFIX, dir=target.parent)
-        partial = Path(name)
-    try:
+    while True:
+        if directory:
+            partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=PARTIAL_SUFFIX, dir=target.parent))
+            try:
+                handle = os.open(partial, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+        else:
+            handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=PARTIAL_SUFFIX, dir=target.parent)
+            partial = Path(name)
         fcntl.flock(handle, fcntl.LOCK_EX)
+        if _named(partial, handle):
+            break
+        os.close(handle)  # another writer's sweep took it for abandoned between its making and its lock: anew
+    try:
         give_usual_mode(partial, directory)
         yield partial
     finally:
@@ -93,6 +102,14 @@ def partial_place(target: Path, directory: bool = False, crowded: bool = False) 
         else:
             partial.unlink(missing_ok=True)
         os.close(handle)
+
+
+def _named(partial: Path, handle: int) -> bool:
+    """Whether ``partial`` still names the file (or folder) open as ``handle``."""
+    try:
+        return os.stat(partial).st_ino == os.fstat(handle).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def on_the_way(file: Path, target: Path) -> bool:

@@ -60,13 +60,15 @@ def test_rows_are_decoded_once_and_read_back_identically(recording: pd.DataFrame
 
 def test_a_store_that_cannot_write_serves_the_clips_and_says_so_once(recording: pd.DataFrame, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch, caplog) -> None:
-    import audiotune.data.audio_store as store_module
+    write_bytes = Path.write_bytes
 
-    def full_disk(tensors, filename, metadata=None):
-        Path(filename).write_bytes(b"half")  # what a full disk leaves behind
-        raise OSError(28, "No space left on device")
+    def full_disk(path: Path, data: bytes) -> int:
+        if path.name.endswith(".partial") and path.is_relative_to(tmp_path / "cache"):
+            write_bytes(path, data[:4])  # what a full disk leaves behind
+            raise OSError(28, "No space left on device")
+        return write_bytes(path, data)
 
-    monkeypatch.setattr(store_module, "save_file", full_disk)
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
     inputs = InputSpec(channel_mode="interleave", features="waveform")
     plain = AudioDataset(recording, np.zeros((3, 0)), inputs)
     store = AudioStore(tmp_path / "cache", inputs.audio())

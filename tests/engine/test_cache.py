@@ -100,12 +100,14 @@ def test_a_broken_entry_is_encoded_again_and_never_read(uid_dataset: dict, tmp_p
 
 def test_a_cache_that_cannot_be_written_is_one_line_naming_the_entry_and_what_to_do(
         uid_dataset: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    import audiotune.engine.cache as cache_module
+    write_bytes = Path.write_bytes
 
-    def full_disk(tensors, filename, metadata=None):
-        raise OSError(28, "No space left on device")
+    def full_disk(path: Path, data: bytes) -> int:  # an entry written into its partial meets a full disk
+        if path.name.endswith(".partial") and path.is_relative_to(tmp_path / "cache"):
+            raise OSError(28, "No space left on device")
+        return write_bytes(path, data)
 
-    monkeypatch.setattr(cache_module, "save_file", full_disk)
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
     args = ["train", "-i", str(uid_dataset["prefix"]), "-d", str(uid_dataset["split"]), "-l",
             str(uid_dataset["labels"]), "-o", str(tmp_path / "run"), *SMALL_ECAPA, "-e", "1", "-bs", "4", "--freeze",
             "--cache_dir", str(tmp_path / "cache")]
@@ -176,3 +178,23 @@ def test_balanced_epochs_are_the_same_from_the_cache(uid_dataset: dict, tmp_path
     assert cached["feature_cache"]["used"] and cached["balance"] == plain["balance"]
     assert np.allclose(scores(tmp_path / "cached"), scores(tmp_path / "plain"), atol=1e-5)
     assert not np.allclose(scores(tmp_path / "cached"), scores(tmp_path / "shuffled"), atol=1e-5)
+
+
+def test_an_entry_whose_states_were_zeroed_after_it_was_written_is_not_taken(tmp_path) -> None:
+    """A crash can leave a file's header and zeros where its data was: such an entry held the right shape and was
+    reused (heads trained on zeros); its checksum tells it apart. Entries of earlier releases have none."""
+    import struct
+
+    import torch
+
+    from audiotune.engine.cache import entry_holds, write_entry
+
+    entry = tmp_path / "k.safetensors"
+    write_entry(entry, torch.randn(3, 8))
+    assert entry_holds(entry, (3, 8))
+    raw = entry.read_bytes()
+    start = 8 + struct.unpack("<Q", raw[:8])[0]
+    entry.write_bytes(raw[:start] + bytes(len(raw) - start))
+    assert not entry_holds(entry, (3, 8))
+    save_file({"pooled": torch.randn(3, 8)}, str(entry))  # as earlier releases wrote entries: no checksum
+    assert entry_holds(entry, (3, 8))

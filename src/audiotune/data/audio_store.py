@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
-from safetensors.numpy import save_file
+from safetensors.numpy import save
 
 from audiotune import partials, storage
 from audiotune.data.audio import AudioSpec, Span
@@ -70,10 +70,11 @@ def spec_digest(spec: AudioSpec) -> str:
 CHECKSUM = "crc32"  # the metadata key of an entry's checksum
 
 
-def _checksum(samples: np.ndarray) -> str:
-    """The CRC-32 of a stored clip's samples, kept beside them: an entry whose bytes changed after it was written
-    (zeroed by a crash, overwritten) is prepared again, not read as it is (entries of earlier releases have none)."""
-    return str(zlib.crc32(np.ascontiguousarray(samples).data))
+def checksum(values: np.ndarray) -> str:
+    """The CRC-32 of a stored entry's values (an audio clip, a cache entry's states), kept beside them: an entry
+    whose bytes changed after it was written (zeroed by a crash, overwritten) is made again, not read as it is
+    (entries of earlier releases have none)."""
+    return str(zlib.crc32(np.ascontiguousarray(values).data))
 
 
 class AudioStore:
@@ -93,7 +94,7 @@ class AudioStore:
                 with safe_open(str(entry), framework="np") as handle:
                     stored, metadata = handle.get_tensor("audio"), handle.metadata()
                 if key not in self.checked and CHECKSUM in metadata:
-                    if metadata[CHECKSUM] != _checksum(stored):
+                    if metadata[CHECKSUM] != checksum(stored):
                         raise ValueError("its samples are not those it was written with")
                     self.checked.add(key)
                 return stored, int(metadata["rate"])
@@ -103,9 +104,8 @@ class AudioStore:
         try:  # under a name of its own: workers may write the same entry at once
             self.folder.mkdir(parents=True, exist_ok=True)
             samples = np.ascontiguousarray(clip, dtype=np.float32)
-            with partials.partial_place(entry, crowded=True) as partial:
-                save_file({"audio": samples}, str(partial),
-                          metadata={"rate": str(rate), CHECKSUM: _checksum(samples)})
+            with partials.partial_place(entry, crowded=True) as partial:  # written into: its lock holds it
+                partial.write_bytes(save({"audio": samples}, metadata={"rate": str(rate), CHECKSUM: checksum(samples)}))
                 partial.replace(entry)
         except (OSError, SafetensorError) as err:  # a full disk, a quota, a read-only folder: served, not kept
             if not self.unwritable:

@@ -21,13 +21,13 @@ import numpy as np
 import pandas as pd
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch.utils.data import DataLoader, Dataset
 
 from audiotune import partials, storage
 from audiotune.config import RunConfig
 from audiotune.data.audio import table_spans
-from audiotune.data.audio_store import keyed_settings, segment_key
+from audiotune.data.audio_store import CHECKSUM, checksum, keyed_settings, segment_key
 from audiotune.data.batch_features import batch_lengths
 from audiotune.data.draws import DrawnBatches
 from audiotune.data.input_spec import InputSpec
@@ -168,9 +168,16 @@ def entry_holds(path: Path, shape: tuple[int, int]) -> bool:
             if list(handle.keys()) != ["pooled"]:
                 return False
             pooled = handle.get_slice("pooled")
-            return tuple(pooled.get_shape()) == shape and pooled.get_dtype() in FLOAT_DTYPES
+            if tuple(pooled.get_shape()) != shape or pooled.get_dtype() not in FLOAT_DTYPES:
+                return False
+            kept = (handle.metadata() or {}).get(CHECKSUM)  # (entries of earlier releases have none)
+            return kept is None or kept == checksum(_as_bytes(handle.get_tensor("pooled")))
     except (SafetensorError, OSError):
         return False
+
+
+def _as_bytes(states: torch.Tensor) -> np.ndarray:
+    return states.contiguous().view(torch.uint8).numpy()
 
 
 def write_entry(target: Path, states: torch.Tensor) -> None:
@@ -179,7 +186,8 @@ def write_entry(target: Path, states: torch.Tensor) -> None:
     same key holds the same states, so whichever rename lands last is right."""
     try:
         with partials.partial_place(target, crowded=True) as partial:
-            save_file({"pooled": states.contiguous()}, str(partial))
+            states = states.contiguous()  # written into the partial: its lock holds it
+            partial.write_bytes(save({"pooled": states}, metadata={CHECKSUM: checksum(_as_bytes(states))}))
             os.replace(partial, target)
     except (OSError, SafetensorError) as err:  # a full disk, a quota, a read-only folder
         raise OSError(f"{target}: the feature cache cannot be written ({str(err).strip() or type(err).__name__}); "
