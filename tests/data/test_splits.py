@@ -113,3 +113,21 @@ def test_a_split_stopped_between_its_files_leaves_none_of_the_earlier_split_besi
     assert left == {"test.csv": ["b3"]}  # no train.csv: refused where a run reads it, never a mixed split
     write_split({"train": part("b1"), "test": part("b3")}, tmp_path)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["test.csv", "train.csv"]  # the partials gone too
+
+
+def test_the_stratification_advice_fixes_the_split_when_followed() -> None:
+    """A part is cut as one of round(1 / share) parts, so a smaller fraction needs more parts: the advice said to
+    lower the fractions, which failed again; it now says to raise them (or use fewer folds), which works."""
+    import re
+
+    from audiotune.data.splits import kfold_tables
+
+    six = pd.DataFrame({"subject": [f"s{i}" for i in range(6)], "word": ["up", "down"] * 3},
+                       index=[f"u{i}" for i in range(6)])
+    with pytest.raises(DataError, match=r"raise the fraction: a part is cut as one of 5 .* 3 parts at most"):
+        split_table(six, 0.2, 0.1, stratify="word")
+    parts = split_table(six, 0.34, 0.34, stratify="word")
+    assert sorted(len(part) for part in parts.values()) == [2, 2, 2]
+    with pytest.raises(DataError, match=re.escape("use --folds 3 or fewer or drop --stratify")):
+        kfold_tables(six, 5, 0.0, stratify="word")
+    assert len(kfold_tables(six, 3, 0.0, stratify="word")) == 3

@@ -97,8 +97,11 @@ def _grouped_fold(table: pd.DataFrame, n_splits: int, stratify: str | None, grou
         if not stratify or largest >= n_splits:  # not the stratification's error: every class smaller than k
             raise
         raise DataError(f"{source}: {purpose} needs {n_splits} stratified parts that share no '{group}': every "
-                        f"'{stratify}' class has fewer rows (the largest {largest}) ({err}); lower the fractions or "
-                        "drop --stratify") from err
+                        f"'{stratify}' class has fewer rows (the largest {largest}) ({err}); "
+                        + (f"use --folds {largest} or fewer" if purpose.startswith("--folds") else
+                           f"raise the fraction: a part is cut as one of {n_splits} (a smaller fraction needs more "
+                           f"parts), and {largest} parts at most can be stratified")
+                        + " or drop --stratify") from err
 
 
 def split_table(table: pd.DataFrame, test_fraction: float = 0.2, val_fraction: float = 0.1,
