@@ -1,6 +1,7 @@
 """Rebuilding a trained classifier from its run directory: what a path that is no run directory is told."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -107,4 +108,10 @@ def test_a_stopped_training_read_as_a_classifier_says_how_to_finish_it(tmp_path:
     (run / CHECKPOINT_DIR / LAST_CHECKPOINT).write_bytes(b"")
     with pytest.raises(FileNotFoundError, match=f"stopped before it finished \\(checkpoints/last.ckpt\\): "
                                                 f"{RESUME_HINT}"):
+        load_run(run)
+    # said to evaluate, extract or export: the command to go on with is the one that trained it, named
+    (run / COMMAND_FILE).write_text('[{"command_line": "audiotune train -d split -o run", '
+                                    '"argv": ["audiotune", "train", "-d", "split", "-o", "run"]}]')
+    advice = f"{RESUME_HINT} (it was: `audiotune train -d split -o run`)"
+    with pytest.raises(FileNotFoundError, match=re.escape(advice)):
         load_run(run)

@@ -15,7 +15,6 @@ import yaml
 
 from audiotune import storage
 from audiotune.config import RunConfig
-from audiotune.config.sections import RESUME_HINT
 from audiotune.data.audio import EXPECTED_RATE, Span, load_clip, open_audio, span_of
 from audiotune.data.errors import DataError
 from audiotune.data.layout import SUBJECT, attach_paths, read_splits
@@ -23,7 +22,7 @@ from audiotune.engine.inference import override_data
 from audiotune.engine.probe_report import is_probe, read_probe
 from audiotune.engine.taps_report import is_taps_table, rebuild_page
 from audiotune.models.backbones import input_spec
-from audiotune.models.checkpoint import rebuild_config
+from audiotune.models.checkpoint import rebuild_config, resume_advice
 from audiotune.outputs import (
     BEST_VAL_LOSS,
     CHECKPOINT_DIR,
@@ -162,16 +161,10 @@ def _taps_page(table: Path, out: str | Path | None, given: dict[str, Any]) -> Pa
 def interrupted_run(source: Path) -> str:
     """What to do with a run stopped before it finished training (its last checkpoint, no trained weights): resume
     it, as the command that was stopped said, with the command line that wrote it last."""
-    history = command_history(source)
-    commands = [entry.get("command_line") for entry in history]
-    last = f" (it was: `{commands[-1]}`)" if commands and isinstance(commands[-1], str) else ""
-    argv = history[-1].get("argv") if history else None
-    within = argv[1] if isinstance(argv, list) and len(argv) > 1 and argv[1] in ("cv", "sweep") else ""
-    hint = f"the same `{within}` command again resumes it" if within else RESUME_HINT  # they resume their runs
     stopped = f"was stopped while scoring its weights ({MODEL_FILE}, no {METRICS_FILE})" \
         if (source / MODEL_FILE).is_file() else \
         f"was stopped before it finished ({CHECKPOINT_DIR}/{LAST_CHECKPOINT}, no {MODEL_FILE})"
-    return f"{source}: training {stopped}, so there is nothing to report yet; {hint}{last}"
+    return f"{source}: training {stopped}, so there is nothing to report yet; {resume_advice(source)}"
 
 
 def stopped_experiment(source: Path, summarised: bool = False) -> str:

@@ -31,6 +31,7 @@ from audiotune.outputs import (
     PRETRAIN_OBJECTIVE,
     PRETRAIN_OUTPUTS,
     PROBE_SUMMARY_FILE,
+    command_history,
     from_training_dir,
     run_dir_of,
 )
@@ -124,6 +125,17 @@ def _refuse_runs_without_a_classifier(run_dir: Path, config: RunConfig) -> None:
                                 f"-c {kept[0]} ...`")
 
 
+def resume_advice(run_dir: str | Path) -> str:
+    """What goes on with a run stopped before it finished training, said to a command that did not train it: its
+    training command again with --resume, named as the run recorded it, or the cv or sweep that made it again."""
+    history = command_history(run_dir)
+    commands = [entry.get("command_line") for entry in history]
+    last = f" (it was: `{commands[-1]}`)" if commands and isinstance(commands[-1], str) else ""
+    argv = history[-1].get("argv") if history else None
+    within = argv[1] if isinstance(argv, list) and len(argv) > 1 and argv[1] in ("cv", "sweep") else ""
+    return (f"the same `{within}` command again resumes it" if within else RESUME_HINT) + last
+
+
 def load_run(path: str | Path) -> tuple[RunConfig, Classifier]:
     """Rebuild a trained classifier from ``config.yaml`` and ``model.safetensors`` (strict)."""
     run_dir = resolve_run_dir(path)
@@ -132,7 +144,7 @@ def load_run(path: str | Path) -> tuple[RunConfig, Classifier]:
     _refuse_runs_without_a_classifier(run_dir, config)
     if not weights.is_file():
         stopped = (f"; its training was stopped before it finished ({CHECKPOINT_DIR}/{LAST_CHECKPOINT}): "
-                   f"{RESUME_HINT}") if (run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT).is_file() else \
+                   f"{resume_advice(run_dir)}") if (run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT).is_file() else \
             "; its training was stopped before its first checkpoint: train it again with --overwrite" \
             if (run_dir / COMMAND_FILE).is_file() else ""
         raise FileNotFoundError(f"{weights}: no trained weights in this run directory{stopped}")
