@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 import numpy as np
 import pandas as pd
@@ -171,3 +172,14 @@ def test_heads_that_would_write_over_each_other_are_refused(lines: list[str], ta
     groups = [LabelGroup([line], None, f"labels.txt:{k}") for k, line in enumerate(lines, start=1)]
     with pytest.raises(DataError, match=f"labels.txt:1 .* and labels.txt:2 .*: two heads with the {clash}"):
         infer_heads(groups, pd.DataFrame(table), source="train.csv")
+
+
+def test_the_na_values_advice_keeps_the_cell_as_written(caplog) -> None:
+    """A cell ` NA` (a space before) was advised as `--na_values NA`, which does not match it: the advice quotes
+    the cell as written, so following it reads the cell as missing."""
+    with pytest.raises(DataError, match=re.escape("--na_values ' NA' reads it as missing")):
+        infer_heads([LabelGroup(["flag", "other"], None, "labels.txt:1")],
+                    pd.DataFrame({"flag": ["0", "1", " NA", "1"], "other": ["1", "0", "0", "1"]}), source="train.csv")
+    infer_heads([LabelGroup(["c"], "categorical", "labels.txt:1")],
+                pd.DataFrame({"c": ["yes", "no", "NA ", "no"]}), source="train.csv")
+    assert "(--na_values 'NA ' reads them as missing)" in caplog.text

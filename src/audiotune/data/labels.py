@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shlex
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -150,7 +151,7 @@ def _infer_kind(group: LabelGroup, table: pd.DataFrame, source: str) -> str:
         missing = str(other).strip().lower() in MISSING_SPELLINGS
         raise DataError(f"{group.where or source}: column '{column}' of {source} holds {_show(other)} besides 0 and 1, "
                         "so it cannot share a line of binary columns: "
-                        + (f"--na_values {str(other).strip()} reads it as missing; " if missing else "")
+                        + (f"--na_values {shlex.quote(str(other))} reads it as missing; " if missing else "")
                         + "a categorical column goes alone on its line")
     return "categorical" if categorical else "binary"
 
@@ -201,7 +202,7 @@ def infer_heads(groups: Sequence[LabelGroup | Sequence[str]], table: pd.DataFram
             if looks_missing:
                 log.warning("%s: column '%s' of %s holds %s, read as class name(s): only an empty cell is missing "
                             "(--na_values %s reads them as missing)", group.where, group.columns[0], source,
-                            looks_missing, " ".join(looks_missing))
+                            looks_missing, " ".join(map(shlex.quote, looks_missing)))
             for spellings in _one_number_spelt_twice(classes):
                 log.warning("%s: column '%s' of %s holds %s as different classes: one number written %d ways; write "
                             "each class one way", group.where, group.columns[0], source, spellings, len(spellings))
