@@ -421,3 +421,15 @@ def test_the_options_of_a_runs_page_are_refused_for_a_page_without_them(tmp_path
     with pytest.raises(ValueError, match=r"^--clips 2: .* the page of a sweep \(each trial's run has its own page\)"):
         write_report(sweep, clips_per_class=2)
     assert write_report(sweep).is_file()
+
+
+def test_a_page_without_a_subject_column_names_the_command_that_breaks_scores_down(trained_run: dict,
+                                                                                  tmp_path: Path) -> None:
+    """The page said "give --group_by COLUMN", which `evaluate` does not take: it names `audiotune report`."""
+    table = pd.read_csv(trained_run["split"] / "test.csv").drop(columns="subject")
+    table.to_csv(tmp_path / "test.csv", index=False)
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--run", str(trained_run["run"]), "-i", str(trained_run["prefix"]), "-d",
+                 str(tmp_path / "test.csv"), "-o", str(out)]) == 0
+    page = (out / "report.html").read_text()
+    assert f"`audiotune report {out} --group_by COLUMN` breaks the scores down by another" in page

@@ -431,7 +431,8 @@ def read_run(source: Path, data_split_root: str = "", group_by: str = "", clips_
         own = [c for c in table.columns if c not in (UNFOUND, EXPECTED_RATE)]  # those the reading adds left out
         raise ValueError(f"--group_by {group_by}: {root} has no such column (columns: {', '.join(own)})")
     else:
-        report.groups_missing = f"the table has no '{SUBJECT}' column: give --group_by COLUMN for a breakdown"
+        report.groups_missing = (f"the table has no '{SUBJECT}' column: `audiotune report {shown_place(source)} "
+                                 "--group_by COLUMN` breaks the scores down by another")
     report.clips = wrong_clips(predictions, report.heads, report.split, clips_per_class)
     _load(report.clips, table, config)
     return report

@@ -275,7 +275,8 @@ def _breakdown(report: RunReport) -> str:
     if report.predictions is None:
         return note("no predictions.parquet: no breakdown")
     if report.groups is None:
-        return note(report.groups_missing or "no column to break the scores down by (give --group_by COLUMN)")
+        return note(report.groups_missing or "no column to break the scores down by (`audiotune report FOLDER "
+                    "--group_by COLUMN`)")
     rows = report.predictions[report.predictions["split"] == report.split]
     header, rows_out = group_table(rows, report.heads, report.groups)
     return note(f"The {report.split} split by '{report.group_by}', worst first.") + table(header, rows_out)
