@@ -42,5 +42,13 @@ def test_the_seed_class_order_is_mapped_onto_the_data_order_and_other_heads_are_
     assert torch.equal(state["classifiers.0.head.outproj.bias"], torch.tensor([10.0, 11.0, 12.0]))  # not in place
     with pytest.raises(ValueError, match=r"needs its heads \(label \(categorical: sad anger happy\)\).*-c "):
         in_class_order(state, [_head("sad", "anger", "happy")], [_head("sad", "anger")], tmp_path)
+    # the new run starts from the encoder as its backbone's -c reads it: a weights file, or a Hugging Face folder
+    new_run = rf"--config {tmp_path / 'config.yaml'} -c {tmp_path / ENCODER_DIR / MODEL_FILE} -o NEW_RUN"
+    with pytest.raises(ValueError, match=new_run):
+        in_class_order(state, [_head("sad", "anger", "happy")], [_head("sad", "anger")], tmp_path)
+    (tmp_path / ENCODER_DIR).mkdir()
+    (tmp_path / ENCODER_DIR / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match=rf"-c {tmp_path / ENCODER_DIR} -o NEW_RUN"):
+        in_class_order(state, [_head("sad", "anger", "happy")], [_head("sad", "anger")], tmp_path)
     with pytest.raises(ValueError, match="emotion"):
         in_class_order(state, [_head("a", "b", "c")], [_head("a", "b", "c", name="emotion")], tmp_path)

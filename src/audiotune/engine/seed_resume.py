@@ -48,9 +48,11 @@ def in_class_order(state: dict[str, torch.Tensor], imported: list[HeadSpec], hea
         (old.name, old.kind, old.columns, sorted(old.classes)) == (new.name, new.kind, new.columns, sorted(new.classes))
         for old, new in zip(imported, heads))
     if not same:
+        encoder = exp_dir / ENCODER_DIR  # a Hugging Face folder, or the weights file the backbone's -c reads
+        weights = encoder if (encoder / "config.json").is_file() else encoder / MODEL_FILE
         raise ValueError(f"{exp_dir}: --resume of an imported run needs its heads ({_describe(imported)}), but the "
                          f"data gives {_describe(heads)}; give the data it was made for, or start a new run from its "
-                         f"encoder (-c {exp_dir / ENCODER_DIR} -o NEW_RUN)")
+                         f"encoder (--config {exp_dir / CONFIG_FILE} -c {weights} -o NEW_RUN)")
     state = dict(state)
     for index, (old, new) in enumerate(zip(imported, heads)):
         if old.classes != new.classes:
