@@ -550,3 +550,13 @@ def test_a_seed_command_lines_flag_that_belongs_elsewhere_is_refused_naming_wher
     with pytest.raises(SystemExit):
         build_parser().parse_args(argv)
     assert f"error: {said}" in capsys.readouterr().err
+
+
+def test_a_retired_spelling_says_when_its_replacement_is_another_commands_option() -> None:
+    """`evaluate --sample_rate` said "use --resample_rate HZ", which evaluate refuses (the run's rate is read):
+    the command says its replacement is not an option of its own; train takes it and says nothing more."""
+    evaluated = outcome(["evaluate", "--run", "r", "-d", "t.csv", "--sample_rate", "8000"])
+    assert isinstance(evaluated, str)
+    assert evaluated.endswith("use --resample_rate HZ (--resample_rate: not an option of this command)")
+    trained = outcome(["train", "--sample_rate", "8000"])
+    assert isinstance(trained, str) and trained.endswith("use --resample_rate HZ")

@@ -5,6 +5,7 @@ and values refused with their replacement (:data:`~audiotune.config.RETIRED_FLAG
 from __future__ import annotations
 
 import argparse
+import re
 from typing import Any
 
 from audiotune.config import BARE, RETIRED_FLAGS, RETIRED_IN_COMMAND, RETIRED_VALUES, RunConfig
@@ -131,6 +132,17 @@ def _refusing_values(convert: Any, refused: dict[str, str]) -> Any:
 _BARE_GIVEN = "<given without a value>"  # the const of a flag whose seed spelling was a bare switch
 
 
+def _not_taken(replacement: str, taken: dict[str, argparse.Action]) -> str:
+    """The flags a retired spelling's replacement names that this command does not take (they are other
+    commands'), said after it; nothing when it names a command to run instead."""
+    if "audiotune " in replacement:
+        return ""
+    named = [flag for flag in dict.fromkeys(re.findall(r"(?<![\w-])--[a-z][\w-]*", replacement))
+             if not isinstance(taken.get(flag), argparse.Action) or isinstance(taken[flag], Refused)]
+    return f" ({', '.join(named)}: not {'an option' if len(named) == 1 else 'options'} of this command)" if named \
+        else ""
+
+
 def refuse_retired(parser: argparse.ArgumentParser, command: str = "") -> None:
     """Refuse the retired seed spellings (:data:`~audiotune.config.RETIRED_FLAGS`, and those of ``command``:
     :data:`~audiotune.config.RETIRED_IN_COMMAND`) and values (:data:`~audiotune.config.RETIRED_VALUES`; a flag the
@@ -146,7 +158,7 @@ def refuse_retired(parser: argparse.ArgumentParser, command: str = "") -> None:
     for spelling, replacement in {**RETIRED_FLAGS, **RETIRED_IN_COMMAND.get(command, {})}.items():
         names = [n for n in dict.fromkeys([spelling, spelling.replace("_", "-")]) if n not in taken]
         if names:
-            parser.add_argument(*names, action=Refused, replacement=replacement)
+            parser.add_argument(*names, action=Refused, replacement=replacement + _not_taken(replacement, taken))
     by_flag: dict[str, dict[str, str]] = {}
     for (flag, value), message in RETIRED_VALUES.items():
         by_flag.setdefault(flag, {})[value] = message
