@@ -96,3 +96,21 @@ def test_a_partial_another_writer_swept_before_it_was_locked_is_made_anew(tmp_pa
         partial.write_bytes(b"entry")
         partial.replace(target)
     assert len(made) == 2 and target.read_bytes() == b"entry" and sorted(os.listdir(tmp_path)) == ["e.safetensors"]
+
+
+def test_a_partial_that_cannot_be_locked_leaves_nothing(tmp_path: Path, monkeypatch) -> None:
+    """A file system without locks (ENOLCK): the write fails, and neither the partial nor its handle is left."""
+    import errno
+    import fcntl
+
+    import pytest
+
+    from audiotune.outputs import write_json
+
+    def no_locks(handle: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(OSError, match="No locks available"):
+        write_json(tmp_path / "out.json", {"a": 1})
+    assert list(tmp_path.iterdir()) == []

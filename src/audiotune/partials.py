@@ -89,19 +89,28 @@ def partial_place(target: Path, directory: bool = False, crowded: bool = False) 
         else:
             handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=PARTIAL_SUFFIX, dir=target.parent)
             partial = Path(name)
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        if _named(partial, handle):
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            named = _named(partial, handle)
+        except BaseException:  # no lock (a file system without them): nothing of it is left
+            _remove(partial, directory, handle)
+            raise
+        if named:
             break
         os.close(handle)  # another writer's sweep took it for abandoned between its making and its lock: anew
     try:
         give_usual_mode(partial, directory)
         yield partial
     finally:
-        if directory:
-            shutil.rmtree(partial, ignore_errors=True)
-        else:
-            partial.unlink(missing_ok=True)
-        os.close(handle)
+        _remove(partial, directory, handle)
+
+
+def _remove(partial: Path, directory: bool, handle: int) -> None:
+    if directory:
+        shutil.rmtree(partial, ignore_errors=True)
+    else:
+        partial.unlink(missing_ok=True)
+    os.close(handle)
 
 
 def _named(partial: Path, handle: int) -> bool:

@@ -139,3 +139,17 @@ def test_a_plain_label_in_a_file_of_votes_is_all_the_votes_for_its_class(tmp_pat
     test = encode_targets(tables["test"], heads)
     np.testing.assert_allclose(test[0], [0, 0, 1])
     assert np.isnan(test[1]).all()
+
+
+def test_votes_beside_unlabelled_records_and_numeric_plain_labels(tmp_path: Path) -> None:
+    """A split of records without labels beside one of votes is read (it raised KeyError 'label'); a plain label
+    1 in a split that also holds null is the vote class "1", not a class "1.0" (the column read as floats)."""
+    from audiotune.data.layout import read_splits
+
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"Train": {"a.wav": {"1": 2, "0": 1}, "b.wav": 1, "c.wav": None},
+                                 "Test": {"d.wav": {"wav": "d.wav", "speaker": "F1"}}}))
+    tables = read_splits(split)
+    assert sorted(c for c in tables["train"].columns if c.startswith("label=")) == ["label=0", "label=1"]
+    assert tables["train"].loc["b.wav", "label=1"] == 1 and pd.isna(tables["train"].loc["b.wav", "label=0"])
+    assert "label" not in tables["test"].columns

@@ -27,7 +27,7 @@ import pandas as pd
 
 from audiotune import storage
 from audiotune.data.errors import DataError
-from audiotune.data.labels import LabelGroup
+from audiotune.data.labels import LabelGroup, class_name
 from audiotune.outputs import SPLITS
 
 VOTE_SEPARATOR = "="  # vote-share columns are named LABEL=CLASS
@@ -122,22 +122,22 @@ def read_json_split(path: str | Path, audio_dir: str | Path | None = None, label
 def _plain_labels_as_votes(tables: dict[str, pd.DataFrame], label: str) -> None:
     """A plain label in a file of vote distributions: every vote for its class (its ``LABEL=CLASS`` share 1, the
     others empty: no votes), so that the head over the vote shares has its target too; every split gets every
-    class's vote column (a split of plain labels only too)."""
+    class's vote column (a split of plain labels only too; one without labels keeps none)."""
     def plain(table: pd.DataFrame) -> pd.Series:
         votes = [column for column in table.columns if column.startswith(label + VOTE_SEPARATOR)]
-        labelled = table[label].notna() if label in table.columns else pd.Series(False, index=table.index)
+        labelled = table[label].notna()
         return labelled & table[votes].isna().all(axis=1) if votes else labelled
 
-    rows = {split: plain(table) for split, table in tables.items()}
-    names = {column for table in tables.values() for column in table.columns
-             if column.startswith(label + VOTE_SEPARATOR)}
-    names |= {f"{label}{VOTE_SEPARATOR}{name}" for split, table in tables.items()
-              for name in table.loc[rows[split], label].astype(str)}
-    for split, table in tables.items():
-        for column in sorted(names - set(table.columns)):
+    labelled = {split: table for split, table in tables.items() if label in table.columns}
+    names = {split: table.loc[plain(table), label].map(class_name) for split, table in labelled.items()}
+    columns = {column for table in labelled.values() for column in table.columns
+               if column.startswith(label + VOTE_SEPARATOR)}
+    columns |= {f"{label}{VOTE_SEPARATOR}{name}" for plain_names in names.values() for name in plain_names}
+    for split, table in labelled.items():
+        for column in sorted(columns - set(table.columns)):
             table[column] = np.nan
-        for name in table.loc[rows[split], label].astype(str).unique():
-            table.loc[rows[split] & (table[label].astype(str) == name), f"{label}{VOTE_SEPARATOR}{name}"] = 1.0
+        for uid, name in names[split].items():
+            table.loc[uid, f"{label}{VOTE_SEPARATOR}{name}"] = 1.0
 
 
 def json_label_groups(tables: dict[str, pd.DataFrame], path: str, label: str = "label") -> list[LabelGroup]:

@@ -197,7 +197,7 @@ def infer_heads(groups: Sequence[LabelGroup | Sequence[str]], table: pd.DataFram
             if len(group.columns) > 1:
                 raise DataError(f"{group.where}: categorical column(s) {group.columns} must be alone on their "
                                 f"line (several vote columns of one head: declare them `:soft`)")
-            classes = sorted({_class_name(v) for v in table[group.columns[0]].dropna()}, key=_class_sort_key)
+            classes = sorted({class_name(v) for v in table[group.columns[0]].dropna()}, key=_class_sort_key)
             looks_missing = [c for c in classes if c.strip().lower() in MISSING_SPELLINGS]
             if looks_missing:
                 log.warning("%s: column '%s' of %s holds %s, read as class name(s): only an empty cell is missing "
@@ -248,8 +248,8 @@ def lost_classes(heads: list[HeadSpec], before: pd.DataFrame, after: pd.DataFram
         if head.kind not in ("categorical", "binary") or len(head.columns) != 1:
             continue
         column = head.columns[0]
-        kept = {_class_name(v) for v in after[column].dropna()}
-        gone = sorted({_class_name(v) for v in before[column].dropna()} - kept, key=_class_sort_key)
+        kept = {class_name(v) for v in after[column].dropna()}
+        gone = sorted({class_name(v) for v in before[column].dropna()} - kept, key=_class_sort_key)
         if gone:
             lost[column] = gone
     return lost
@@ -257,11 +257,13 @@ def lost_classes(heads: list[HeadSpec], before: pd.DataFrame, after: pd.DataFram
 
 def rows_of_classes(table: pd.DataFrame, column: str, classes: Iterable[str]) -> pd.Index:
     """The index (uids) of ``table``'s rows whose ``column`` holds one of ``classes``."""
-    names = table[column].map(lambda v: None if pd.isna(v) else _class_name(v))
+    names = table[column].map(lambda v: None if pd.isna(v) else class_name(v))
     return table.index[names.isin(list(classes)).to_numpy()]
 
 
-def _class_name(value: object) -> str:
+def class_name(value: object) -> str:
+    """A label cell as a class name: a whole number read as a float (``1.0``, from a column with empty cells) is
+    the class ``1``."""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
@@ -278,7 +280,7 @@ def _one_number_spelt_twice(classes: list[str]) -> list[list[str]]:
 
 
 def _as_classes(names: list[str], head: HeadSpec, source: str) -> list[str]:
-    """``names`` (numbers, as :func:`_class_name` writes them) as the head's classes of the same number: a
+    """``names`` (numbers, as :func:`class_name` writes them) as the head's classes of the same number: a
     column of numbers only is read as numbers, so its cells' spelling (``01``, ``1.0``) is gone, but training
     may have read the column as text (beside a cell that is not a number) and named its classes so. A number that
     two classes are (``01`` and ``1``) cannot be told apart here: an error."""
@@ -331,7 +333,7 @@ def _encode_head(table: pd.DataFrame, head: HeadSpec, source: str) -> np.ndarray
     if head.kind == "categorical":
         column = table[head.columns[0]]
         present = column.notna().to_numpy()
-        names = [_class_name(v) for v in column[present]]
+        names = [class_name(v) for v in column[present]]
         if pd.api.types.is_numeric_dtype(column):  # the file's cells were read as numbers: match them as numbers
             names = _as_classes(names, head, source)
         unknown = sorted(set(names) - set(head.classes))
